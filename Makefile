@@ -1,0 +1,72 @@
+# linegate: build, run, test and measure the nginx module.
+#
+#   make            build build/ngx_http_linegate_module.so against the
+#                   packaged nginx (nginx-dev), or NGINX_SRC=<nginx tree>
+#   make deps       install the Debian packages (as root; idempotent)
+#   make run        development stack in the foreground (127.0.0.1:8080)
+#   make test       build, then prove -r t/
+#   make bench      wrk against linegate, nginx static and the peers
+
+NGINX_SRC  ?= /usr/share/nginx/src
+BUILD      ?= $(CURDIR)/build
+CC         ?= cc
+PROVE_ARGS ?= -r
+MODULE      = $(BUILD)/ngx_http_linegate_module.so
+
+SRCS = $(wildcard src/*.c src/*.h src/lua/*.lua)
+
+DEB_PACKAGES = nginx nginx-dev libhiredis-dev libjansson-dev libssl-dev \
+    redis-server redis-tools wrk curl jq perl gnuplot-nox \
+    libmojolicious-perl libcrypt-jwt-perl libjson-validator-perl \
+    libyaml-libyaml-perl libredis-perl build-essential clang
+
+.PHONY: all deps run test unit bench clean distclean
+
+all: $(MODULE)
+
+$(BUILD)/Makefile: config
+	@mkdir -p $(BUILD)
+	cd $(NGINX_SRC) && \
+	if [ -f ./conf_flags ]; then . ./conf_flags; else NGX_CONF_FLAGS=(); fi; \
+	./configure --with-cc=$(CC) \
+	    --with-cc-opt="$$(dpkg-buildflags --get CFLAGS) -fPIC \
+	        $$(dpkg-buildflags --get CPPFLAGS)" \
+	    --with-ld-opt="$$(dpkg-buildflags --get LDFLAGS) -fPIC" \
+	    "$${NGX_CONF_FLAGS[@]}" --with-compat \
+	    --add-dynamic-module=$(CURDIR) --builddir=$(BUILD) \
+	    > $(BUILD)/configure.log 2>&1 || \
+	    { tail -20 $(BUILD)/configure.log; exit 1; }
+
+$(MODULE): $(BUILD)/Makefile $(SRCS)
+	perl src/lua/embed.pl $(BUILD)/linegate_gen/ngx_http_linegate_lua.h \
+	    src/lua/*.lua
+	$(MAKE) -s -f $(BUILD)/Makefile -C $(NGINX_SRC) modules
+	@test -f $(MODULE)
+
+deps:
+	@missing=""; for p in $(DEB_PACKAGES); do \
+	    dpkg-query -W -f='$${Status}' $$p 2>/dev/null | \
+	        grep -q 'install ok installed' || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	    echo "installing:$$missing"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+	        apt-get install -y -q --no-install-recommends $$missing; \
+	else echo "deps: all present"; fi
+
+run: $(MODULE)
+	perl t/lib/run-dev.pl
+
+test: $(MODULE)
+	prove $(PROVE_ARGS) t/
+
+unit:
+	prove t/001-unit.t
+
+bench: $(MODULE)
+	bash bench/run.sh
+
+clean:
+	rm -rf $(BUILD)
+
+SHELL = /bin/bash

@@ -1,0 +1,64 @@
+
+/*
+ * linegate: hashing, constant-time comparison, random tokens, strict
+ * base64url and Stripe webhook signatures.
+ *
+ * Pure C on top of OpenSSL 3: no nginx headers, so it can be unit-tested
+ * outside nginx (t/unit/test_crypto.c).
+ */
+
+
+#ifndef _NGX_HTTP_LINEGATE_CRYPTO_H_INCLUDED_
+#define _NGX_HTTP_LINEGATE_CRYPTO_H_INCLUDED_
+
+
+#include <stddef.h>
+#include <sys/types.h>
+
+
+/* longest Stripe-Signature header value accepted */
+#define NGX_HTTP_LINEGATE_STRIPE_HEADER_MAX   4096
+
+/* results of ngx_http_linegate_stripe_signature_verify() */
+#define NGX_HTTP_LINEGATE_STRIPE_OK           0
+#define NGX_HTTP_LINEGATE_STRIPE_MALFORMED   -1
+#define NGX_HTTP_LINEGATE_STRIPE_NO_MATCH    -2
+#define NGX_HTTP_LINEGATE_STRIPE_TOO_OLD     -3
+
+
+/* lowercase hex SHA-256 of data, NUL-terminated; "" if OpenSSL fails */
+void ngx_http_linegate_sha256_hex(const unsigned char *data, size_t len,
+    char out[65]);
+
+/*
+ * 1 when both buffers have the same length and content, else 0.
+ * The content comparison takes the same time whatever the bytes are.
+ */
+int ngx_http_linegate_ct_equal(const void *a, size_t alen, const void *b,
+    size_t blen);
+
+/* nchars characters of [A-Za-z0-9] + NUL into out; 0 or -1 */
+int ngx_http_linegate_random_token(char *out, size_t nchars);
+
+/* 2 * nbytes lowercase hex characters + NUL into out; 0 or -1 */
+int ngx_http_linegate_random_hex(char *out, size_t nbytes);
+
+/*
+ * Strict base64url (RFC 4648 section 5, no padding): decoded length,
+ * or -1 on any stray character, '=', impossible length, non-zero unused
+ * bits, or when the result would not fit in outcap bytes.
+ */
+ssize_t ngx_http_linegate_base64url_decode(const char *in, size_t len,
+    unsigned char *out, size_t outcap);
+
+/*
+ * Stripe-Signature check: HMAC-SHA256 of "t.body" keyed by the whole
+ * endpoint secret ("whsec_..."), any v1 may match, |now - t| must be
+ * within tolerance seconds.  Returns one of NGX_HTTP_LINEGATE_STRIPE_*.
+ */
+int ngx_http_linegate_stripe_signature_verify(const char *header,
+    size_t hlen, const unsigned char *body, size_t blen, const char *secret,
+    size_t slen, long tolerance, long now);
+
+
+#endif /* _NGX_HTTP_LINEGATE_CRYPTO_H_INCLUDED_ */

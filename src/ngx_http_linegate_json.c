@@ -1,0 +1,127 @@
+
+/*
+ * linegate: JSON bodies in, JSON values out.
+ */
+
+
+#include "ngx_http_linegate_module.h"
+#include "ngx_http_linegate_json.h"
+#include "ngx_http_linegate_reply.h"
+
+
+ngx_int_t
+ngx_http_linegate_json_body(ngx_http_request_t *r,
+    ngx_http_linegate_ctx_t *ctx, ngx_uint_t empty_ok)
+{
+    json_t        *body;
+    json_error_t   err;
+
+    if (ctx->raw.len == 0) {
+        if (!empty_ok) {
+            ngx_http_linegate_field_error(r, NULL, "Request body is empty");
+            return NGX_ERROR;
+        }
+
+        ctx->body = json_object();
+        if (ctx->body == NULL) {
+            ngx_http_linegate_internal_error(r);
+            return NGX_ERROR;
+        }
+
+        return NGX_OK;
+    }
+
+    /* jansson refuses invalid UTF-8; duplicate keys are ambiguous */
+    body = json_loadb((const char *) ctx->raw.data, ctx->raw.len,
+                      JSON_REJECT_DUPLICATES, &err);
+
+    if (body == NULL) {
+        ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
+                      NGX_HTTP_LINEGATE_LOG "malformed JSON body: %s "
+                      "at offset %d", err.text, err.position);
+        ngx_http_linegate_field_error(r, NULL, "Malformed JSON body");
+        return NGX_ERROR;
+    }
+
+    if (!json_is_object(body)) {
+        json_decref(body);
+        ngx_http_linegate_field_error(r, NULL,
+                                      "Request body must be a JSON object");
+        return NGX_ERROR;
+    }
+
+    ctx->body = body;
+
+    return NGX_OK;
+}
+
+
+ngx_int_t
+ngx_http_linegate_json_str(json_t *obj, const char *field, ngx_str_t *value)
+{
+    json_t  *v;
+
+    v = obj ? json_object_get(obj, field) : NULL;
+
+    if (v == NULL || json_is_null(v)) {
+        return NGX_DECLINED;
+    }
+
+    if (!json_is_string(v)) {
+        return NGX_ERROR;
+    }
+
+    value->data = (u_char *) json_string_value(v);
+    value->len = json_string_length(v);
+
+    return NGX_OK;
+}
+
+
+ngx_int_t
+ngx_http_linegate_json_int(json_t *obj, const char *field,
+    json_int_t *value)
+{
+    json_t  *v;
+
+    v = obj ? json_object_get(obj, field) : NULL;
+
+    if (v == NULL || json_is_null(v)) {
+        return NGX_DECLINED;
+    }
+
+    if (!json_is_integer(v)) {
+        return NGX_ERROR;
+    }
+
+    *value = json_integer_value(v);
+
+    return NGX_OK;
+}
+
+
+json_t *
+ngx_http_linegate_json_strn_or_null(u_char *data, size_t len)
+{
+    if (len == 0) {
+        return json_null();
+    }
+
+    return json_stringn((const char *) data, len);
+}
+
+
+void
+ngx_http_linegate_trim(ngx_str_t *s)
+{
+    while (s->len && (s->data[0] == ' ' || s->data[0] == '\t')) {
+        s->data++;
+        s->len--;
+    }
+
+    while (s->len
+           && (s->data[s->len - 1] == ' ' || s->data[s->len - 1] == '\t'))
+    {
+        s->len--;
+    }
+}

@@ -1,0 +1,40 @@
+
+/*
+ * linegate: reading request bodies and building answers with jansson.
+ */
+
+
+#ifndef _NGX_HTTP_LINEGATE_JSON_H_INCLUDED_
+#define _NGX_HTTP_LINEGATE_JSON_H_INCLUDED_
+
+
+#include "ngx_http_linegate_module.h"
+
+
+/*
+ * Parse ctx->raw into ctx->body. The body must be valid UTF-8 JSON and an
+ * object; on failure a 400 has been sent and NGX_ERROR is returned.
+ * An empty body is accepted as {} when empty_ok is set.
+ */
+ngx_int_t ngx_http_linegate_json_body(ngx_http_request_t *r,
+    ngx_http_linegate_ctx_t *ctx, ngx_uint_t empty_ok);
+
+/*
+ * A string field: NGX_OK (value set, not copied), NGX_DECLINED (absent or
+ * null), NGX_ERROR (present with another type).
+ */
+ngx_int_t ngx_http_linegate_json_str(json_t *obj, const char *field,
+    ngx_str_t *value);
+
+/* an integer field, same results; strings are not converted */
+ngx_int_t ngx_http_linegate_json_int(json_t *obj, const char *field,
+    json_int_t *value);
+
+/* a JSON string from bytes, or JSON null when len is 0 */
+json_t *ngx_http_linegate_json_strn_or_null(u_char *data, size_t len);
+
+/* trim ASCII spaces at both ends */
+void ngx_http_linegate_trim(ngx_str_t *s);
+
+
+#endif /* _NGX_HTTP_LINEGATE_JSON_H_INCLUDED_ */

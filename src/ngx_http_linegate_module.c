@@ -1,0 +1,1299 @@
+
+/*
+ * linegate: line-provisioning APIs served from inside nginx.
+ *
+ * This file holds the directives, the configuration, the content handler
+ * that reads the body and dispatches to an endpoint, and the $linegate_*
+ * variables. Each endpoint family lives in its own file.
+ */
+
+
+#include "ngx_http_linegate_module.h"
+#include "ngx_http_linegate_redis.h"
+#include "ngx_http_linegate_reply.h"
+#include "ngx_http_linegate_scripts.h"
+
+
+typedef struct {
+    ngx_str_t                       name;
+    ngx_uint_t                      api;
+    ngx_uint_t                      methods;
+} ngx_http_linegate_api_t;
+
+
+static ngx_int_t ngx_http_linegate_handler(ngx_http_request_t *r);
+static void ngx_http_linegate_body_handler(ngx_http_request_t *r);
+static ngx_int_t ngx_http_linegate_take_body(ngx_http_request_t *r,
+    ngx_http_linegate_ctx_t *ctx);
+static void ngx_http_linegate_cleanup(void *data);
+static u_char *ngx_http_linegate_log_error(ngx_http_request_t *r,
+    ngx_http_request_t *sr, u_char *buf, size_t len);
+
+static ngx_int_t ngx_http_linegate_add_variables(ngx_conf_t *cf);
+static ngx_int_t ngx_http_linegate_variable(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, uintptr_t data);
+
+static void *ngx_http_linegate_create_main_conf(ngx_conf_t *cf);
+static char *ngx_http_linegate_init_main_conf(ngx_conf_t *cf, void *conf);
+static void *ngx_http_linegate_create_loc_conf(ngx_conf_t *cf);
+static char *ngx_http_linegate_merge_loc_conf(ngx_conf_t *cf, void *parent,
+    void *child);
+static char *ngx_http_linegate_api(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+static char *ngx_http_linegate_redis_conf(ngx_conf_t *cf,
+    ngx_command_t *cmd, void *conf);
+static char *ngx_http_linegate_plan_price(ngx_conf_t *cf,
+    ngx_command_t *cmd, void *conf);
+static char *ngx_http_linegate_rate(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+static char *ngx_http_linegate_clerk_key(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+static char *ngx_http_linegate_clerk_azp(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+static char *ngx_http_linegate_provision_limits(ngx_conf_t *cf,
+    ngx_command_t *cmd, void *conf);
+static char *ngx_http_linegate_line_limits(ngx_conf_t *cf,
+    ngx_command_t *cmd, void *conf);
+static char *ngx_http_linegate_require(ngx_conf_t *cf, ngx_str_t *value,
+    const char *directive, const char *why);
+static void ngx_http_linegate_free_keys(void *data);
+static ngx_int_t ngx_http_linegate_init(ngx_conf_t *cf);
+static ngx_int_t ngx_http_linegate_init_process(ngx_cycle_t *cycle);
+static void ngx_http_linegate_exit_process(ngx_cycle_t *cycle);
+
+
+#define NGX_HTTP_LINEGATE_GET   NGX_HTTP_GET
+#define NGX_HTTP_LINEGATE_POST  NGX_HTTP_POST
+#define NGX_HTTP_LINEGATE_ANY   (NGX_HTTP_GET|NGX_HTTP_POST|NGX_HTTP_PUT   \
+                                 |NGX_HTTP_DELETE)
+
+
+static ngx_http_linegate_api_t  ngx_http_linegate_apis[] = {
+    { ngx_string("line_request_create"),
+      NGX_HTTP_LINEGATE_API_LINE_REQUEST_CREATE, NGX_HTTP_LINEGATE_POST },
+    { ngx_string("line_request"),
+      NGX_HTTP_LINEGATE_API_LINE_REQUEST,
+      NGX_HTTP_LINEGATE_GET|NGX_HTTP_LINEGATE_POST },
+    { ngx_string("lines_by_user"),
+      NGX_HTTP_LINEGATE_API_LINES_BY_USER, NGX_HTTP_LINEGATE_GET },
+    { ngx_string("line_availability"),
+      NGX_HTTP_LINEGATE_API_LINE_AVAILABILITY, NGX_HTTP_LINEGATE_GET },
+    { ngx_string("provision_preview"),
+      NGX_HTTP_LINEGATE_API_PROVISION_PREVIEW, NGX_HTTP_LINEGATE_POST },
+    { ngx_string("provision_confirm"),
+      NGX_HTTP_LINEGATE_API_PROVISION_CONFIRM, NGX_HTTP_LINEGATE_POST },
+    { ngx_string("account_limits"),
+      NGX_HTTP_LINEGATE_API_ACCOUNT_LIMITS, NGX_HTTP_LINEGATE_GET },
+    { ngx_string("operator"),
+      NGX_HTTP_LINEGATE_API_OPERATOR, NGX_HTTP_LINEGATE_ANY },
+    { ngx_string("stripe_webhook"),
+      NGX_HTTP_LINEGATE_API_STRIPE_WEBHOOK, NGX_HTTP_LINEGATE_POST },
+    { ngx_null_string, 0, 0 }
+};
+
+
+static ngx_conf_num_bounds_t  ngx_http_linegate_tolerance_bounds = {
+    ngx_conf_check_num_bounds, 1, 3600
+};
+
+
+static ngx_command_t  ngx_http_linegate_commands[] = {
+
+    { ngx_string("linegate_api"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_http_linegate_api,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("linegate_max_body"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_size_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_linegate_loc_conf_t, max_body),
+      NULL },
+
+    { ngx_string("linegate_redis"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE123,
+      ngx_http_linegate_redis_conf,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("linegate_redis_connect_timeout"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_msec_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_linegate_main_conf_t, redis_connect_timeout),
+      NULL },
+
+    { ngx_string("linegate_redis_command_timeout"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_msec_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_linegate_main_conf_t, redis_command_timeout),
+      NULL },
+
+    { ngx_string("linegate_redis_keepalive"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_msec_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_linegate_main_conf_t, redis_keepalive),
+      NULL },
+
+    { ngx_string("linegate_stripe_location"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_str_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_linegate_main_conf_t, stripe_location),
+      NULL },
+
+    { ngx_string("linegate_stripe_version"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_str_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_linegate_main_conf_t, stripe_version),
+      NULL },
+
+    { ngx_string("linegate_price_phone"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_str_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_linegate_main_conf_t, price_phone),
+      NULL },
+
+    { ngx_string("linegate_price_email"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_str_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_linegate_main_conf_t, price_email),
+      NULL },
+
+    { ngx_string("linegate_price_agent_line"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_str_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_linegate_main_conf_t, price_agent_line),
+      NULL },
+
+    { ngx_string("linegate_plan_price"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE2,
+      ngx_http_linegate_plan_price,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("linegate_webhook_secret"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_str_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_linegate_main_conf_t, webhook_secret),
+      NULL },
+
+    { ngx_string("linegate_webhook_tolerance"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_sec_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_linegate_main_conf_t, webhook_tolerance),
+      &ngx_http_linegate_tolerance_bounds },
+
+    { ngx_string("linegate_reconcile_interval"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_msec_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_linegate_main_conf_t, reconcile_interval),
+      NULL },
+
+    { ngx_string("linegate_operator_token"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_str_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_linegate_main_conf_t, operator_token),
+      NULL },
+
+    { ngx_string("linegate_clerk_key"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_http_linegate_clerk_key,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("linegate_clerk_issuer"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_str_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_linegate_main_conf_t, clerk_issuer),
+      NULL },
+
+    { ngx_string("linegate_clerk_authorized_parties"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_1MORE,
+      ngx_http_linegate_clerk_azp,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("linegate_clerk_leeway"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_sec_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_linegate_main_conf_t, clerk_leeway),
+      NULL },
+
+    { ngx_string("linegate_api_key_cache"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_msec_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_linegate_main_conf_t, apikey_cache_ttl),
+      NULL },
+
+    { ngx_string("linegate_workspace_rate"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_http_linegate_rate,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("linegate_provision_limits"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE2,
+      ngx_http_linegate_provision_limits,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("linegate_preview_ttl"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_sec_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_linegate_main_conf_t, preview_ttl),
+      NULL },
+
+    { ngx_string("linegate_line_daily_limits"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE2,
+      ngx_http_linegate_line_limits,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("linegate_idempotency_ttl"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_sec_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_linegate_main_conf_t, idempotency_ttl),
+      NULL },
+
+      ngx_null_command
+};
+
+
+static ngx_http_module_t  ngx_http_linegate_module_ctx = {
+    ngx_http_linegate_add_variables,        /* preconfiguration */
+    ngx_http_linegate_init,                 /* postconfiguration */
+
+    ngx_http_linegate_create_main_conf,     /* create main configuration */
+    ngx_http_linegate_init_main_conf,       /* init main configuration */
+
+    NULL,                                   /* create server configuration */
+    NULL,                                   /* merge server configuration */
+
+    ngx_http_linegate_create_loc_conf,      /* create location configuration */
+    ngx_http_linegate_merge_loc_conf        /* merge location configuration */
+};
+
+
+ngx_module_t  ngx_http_linegate_module = {
+    NGX_MODULE_V1,
+    &ngx_http_linegate_module_ctx,          /* module context */
+    ngx_http_linegate_commands,             /* module directives */
+    NGX_HTTP_MODULE,                        /* module type */
+    NULL,                                   /* init master */
+    NULL,                                   /* init module */
+    ngx_http_linegate_init_process,         /* init process */
+    NULL,                                   /* init thread */
+    NULL,                                   /* exit thread */
+    ngx_http_linegate_exit_process,         /* exit process */
+    NULL,                                   /* exit master */
+    NGX_MODULE_V1_PADDING
+};
+
+
+enum {
+    NGX_HTTP_LINEGATE_VAR_TENANT = 0,
+    NGX_HTTP_LINEGATE_VAR_AUTH,
+    NGX_HTTP_LINEGATE_VAR_OUTCOME
+};
+
+
+static ngx_http_variable_t  ngx_http_linegate_vars[] = {
+
+    { ngx_string("linegate_tenant"), NULL, ngx_http_linegate_variable,
+      NGX_HTTP_LINEGATE_VAR_TENANT, NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
+    { ngx_string("linegate_auth"), NULL, ngx_http_linegate_variable,
+      NGX_HTTP_LINEGATE_VAR_AUTH, NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
+    { ngx_string("linegate_outcome"), NULL, ngx_http_linegate_variable,
+      NGX_HTTP_LINEGATE_VAR_OUTCOME, NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
+      ngx_http_null_variable
+};
+
+
+static ngx_str_t  ngx_http_linegate_auth_names[] = {
+    ngx_string("none"),
+    ngx_string("api_key"),
+    ngx_string("clerk"),
+    ngx_string("sb_key"),
+    ngx_string("operator"),
+    ngx_string("stripe_signature")
+};
+
+
+/* the request */
+
+static ngx_int_t
+ngx_http_linegate_handler(ngx_http_request_t *r)
+{
+    ngx_int_t                      rc;
+    ngx_pool_cleanup_t            *cln;
+    ngx_http_linegate_ctx_t       *ctx;
+    ngx_http_linegate_api_t       *api;
+    ngx_http_linegate_loc_conf_t  *llcf;
+
+    llcf = ngx_http_get_module_loc_conf(r, ngx_http_linegate_module);
+
+    if (r != r->main) {
+        return NGX_DECLINED;
+    }
+
+    ctx = ngx_pcalloc(r->pool, sizeof(ngx_http_linegate_ctx_t));
+    if (ctx == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    cln = ngx_pool_cleanup_add(r->pool, 0);
+    if (cln == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    cln->handler = ngx_http_linegate_cleanup;
+    cln->data = ctx;
+
+    ctx->api = llcf->api;
+    ctx->retry_after = -1;
+    ngx_http_set_ctx(r, ctx, ngx_http_linegate_module);
+
+    /* error log lines about this request carry its id */
+    ctx->log_handler = r->log_handler;
+    r->log_handler = ngx_http_linegate_log_error;
+
+    for (api = ngx_http_linegate_apis; api->name.len; api++) {
+        if (api->api == llcf->api) {
+            break;
+        }
+    }
+
+    if (!(r->method & api->methods)) {
+        /* the body is discarded, then the answer names the problem */
+        rc = ngx_http_discard_request_body(r);
+        if (rc != NGX_OK) {
+            return rc;
+        }
+
+        /* finalizing below drops this reference, NGX_DONE the last */
+        r->main->count++;
+
+        ngx_str_set(&ctx->outcome, "method_not_allowed");
+        ngx_http_linegate_error(r, NGX_HTTP_NOT_ALLOWED, NULL,
+                                "Method not allowed");
+        return NGX_DONE;
+    }
+
+    if (r->headers_in.content_length_n > (off_t) llcf->max_body) {
+        rc = ngx_http_discard_request_body(r);
+        if (rc != NGX_OK) {
+            return rc;
+        }
+
+        r->main->count++;
+
+        ngx_http_linegate_field_error(r, NULL, "Request body too large");
+        return NGX_DONE;
+    }
+
+    /* the whole body in one memory buffer: JSON and signatures need it */
+    r->request_body_in_single_buf = 1;
+
+    rc = ngx_http_read_client_request_body(r,
+                                           ngx_http_linegate_body_handler);
+
+    if (rc >= NGX_HTTP_SPECIAL_RESPONSE) {
+        return rc;
+    }
+
+    return NGX_DONE;
+}
+
+
+static void
+ngx_http_linegate_body_handler(ngx_http_request_t *r)
+{
+    ngx_http_linegate_ctx_t  *ctx;
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_linegate_module);
+
+    if (ngx_http_linegate_take_body(r, ctx) != NGX_OK) {
+        return;
+    }
+
+    switch (ctx->api) {
+
+    case NGX_HTTP_LINEGATE_API_OPERATOR:
+        ngx_http_linegate_operator_handler(r, ctx);
+        return;
+
+    case NGX_HTTP_LINEGATE_API_STRIPE_WEBHOOK:
+        ngx_http_linegate_webhook_handler(r, ctx);
+        return;
+
+    case NGX_HTTP_LINEGATE_API_PROVISION_PREVIEW:
+    case NGX_HTTP_LINEGATE_API_PROVISION_CONFIRM:
+    case NGX_HTTP_LINEGATE_API_ACCOUNT_LIMITS:
+        ngx_http_linegate_provision_handler(r, ctx);
+        return;
+
+    default:
+        ngx_http_linegate_lines_handler(r, ctx);
+        return;
+    }
+}
+
+
+/*
+ * Collect the body into ctx->raw. It is in memory, in one buffer or a
+ * short chain; a body spooled to a file is larger than we accept.
+ */
+static ngx_int_t
+ngx_http_linegate_take_body(ngx_http_request_t *r,
+    ngx_http_linegate_ctx_t *ctx)
+{
+    size_t                         len;
+    u_char                        *p;
+    ngx_chain_t                   *cl;
+    ngx_http_linegate_loc_conf_t  *llcf;
+
+    llcf = ngx_http_get_module_loc_conf(r, ngx_http_linegate_module);
+
+    if (r->request_body == NULL || r->request_body->bufs == NULL) {
+        return NGX_OK;
+    }
+
+    if (r->request_body->temp_file) {
+        ngx_http_linegate_field_error(r, NULL, "Request body too large");
+        return NGX_ERROR;
+    }
+
+    len = 0;
+    for (cl = r->request_body->bufs; cl; cl = cl->next) {
+        if (cl->buf->in_file) {
+            ngx_http_linegate_field_error(r, NULL, "Request body too large");
+            return NGX_ERROR;
+        }
+
+        len += cl->buf->last - cl->buf->pos;
+    }
+
+    if (len > llcf->max_body) {
+        ngx_http_linegate_field_error(r, NULL, "Request body too large");
+        return NGX_ERROR;
+    }
+
+    if (len == 0) {
+        return NGX_OK;
+    }
+
+    p = ngx_pnalloc(r->pool, len + 1);
+    if (p == NULL) {
+        ngx_http_linegate_internal_error(r);
+        return NGX_ERROR;
+    }
+
+    ctx->raw.data = p;
+
+    for (cl = r->request_body->bufs; cl; cl = cl->next) {
+        p = ngx_cpymem(p, cl->buf->pos, cl->buf->last - cl->buf->pos);
+    }
+
+    *p = '\0';
+    ctx->raw.len = len;
+
+    return NGX_OK;
+}
+
+
+static void
+ngx_http_linegate_cleanup(void *data)
+{
+    ngx_http_linegate_ctx_t  *ctx = data;
+
+    if (ctx->body) {
+        json_decref(ctx->body);
+        ctx->body = NULL;
+    }
+
+    if (ctx->stripe_json) {
+        json_decref(ctx->stripe_json);
+        ctx->stripe_json = NULL;
+    }
+}
+
+
+ngx_http_linegate_ctx_t *
+ngx_http_linegate_get_ctx(ngx_http_request_t *r)
+{
+    return ngx_http_get_module_ctx(r->main, ngx_http_linegate_module);
+}
+
+
+ngx_int_t
+ngx_http_linegate_request_id(ngx_http_request_t *r, ngx_str_t *id)
+{
+    ngx_http_variable_value_t      *vv;
+    ngx_http_linegate_main_conf_t  *lmcf;
+
+    lmcf = ngx_http_get_module_main_conf(r, ngx_http_linegate_module);
+
+    vv = ngx_http_get_indexed_variable(r->main, lmcf->request_id_index);
+    if (vv == NULL || vv->not_found) {
+        return NGX_ERROR;
+    }
+
+    id->data = vv->data;
+    id->len = vv->len;
+
+    return NGX_OK;
+}
+
+
+static u_char *
+ngx_http_linegate_log_error(ngx_http_request_t *r, ngx_http_request_t *sr,
+    u_char *buf, size_t len)
+{
+    u_char                   *p;
+    ngx_str_t                 id;
+    ngx_http_linegate_ctx_t  *ctx;
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_linegate_module);
+
+    p = buf;
+
+    if (ctx != NULL && ctx->log_handler) {
+        p = ctx->log_handler(r, sr, buf, len);
+        len -= p - buf;
+    }
+
+    if (ngx_http_linegate_request_id(r, &id) == NGX_OK) {
+        p = ngx_snprintf(p, len, ", request_id: %V", &id);
+    }
+
+    return p;
+}
+
+
+/* variables */
+
+static ngx_int_t
+ngx_http_linegate_add_variables(ngx_conf_t *cf)
+{
+    ngx_http_variable_t  *var, *v;
+
+    for (v = ngx_http_linegate_vars; v->name.len; v++) {
+        var = ngx_http_add_variable(cf, &v->name, v->flags);
+        if (var == NULL) {
+            return NGX_ERROR;
+        }
+
+        var->get_handler = v->get_handler;
+        var->data = v->data;
+    }
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_linegate_variable(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, uintptr_t data)
+{
+    ngx_str_t                *s;
+    ngx_http_linegate_ctx_t  *ctx;
+
+    ctx = ngx_http_get_module_ctx(r->main, ngx_http_linegate_module);
+
+    if (ctx == NULL) {
+        v->not_found = 1;
+        return NGX_OK;
+    }
+
+    switch (data) {
+
+    case NGX_HTTP_LINEGATE_VAR_TENANT:
+        s = &ctx->tenant;
+        break;
+
+    case NGX_HTTP_LINEGATE_VAR_AUTH:
+        s = &ngx_http_linegate_auth_names[ctx->auth];
+        break;
+
+    default: /* NGX_HTTP_LINEGATE_VAR_OUTCOME */
+        s = &ctx->outcome;
+        break;
+    }
+
+    if (s->len == 0) {
+        v->not_found = 1;
+        return NGX_OK;
+    }
+
+    v->data = s->data;
+    v->len = s->len;
+    v->valid = 1;
+    v->no_cacheable = 1;
+    v->not_found = 0;
+
+    return NGX_OK;
+}
+
+
+/* configuration */
+
+static void *
+ngx_http_linegate_create_main_conf(ngx_conf_t *cf)
+{
+    ngx_http_linegate_main_conf_t  *lmcf;
+
+    lmcf = ngx_pcalloc(cf->pool, sizeof(ngx_http_linegate_main_conf_t));
+    if (lmcf == NULL) {
+        return NULL;
+    }
+
+    /*
+     * set by ngx_pcalloc():
+     *
+     *     lmcf->redis_host = { 0, NULL };
+     *     lmcf->stripe_location = { 0, NULL };
+     *     lmcf->price_* = { 0, NULL };
+     *     lmcf->plan_prices = NULL;
+     *     lmcf->clerk_keys = NULL;
+     *     lmcf->uses_* = 0;
+     */
+
+    lmcf->redis_port = NGX_CONF_UNSET;
+    lmcf->redis_db = NGX_CONF_UNSET;
+    lmcf->redis_connect_timeout = NGX_CONF_UNSET_MSEC;
+    lmcf->redis_command_timeout = NGX_CONF_UNSET_MSEC;
+    lmcf->redis_keepalive = NGX_CONF_UNSET_MSEC;
+    lmcf->webhook_tolerance = NGX_CONF_UNSET;
+    lmcf->reconcile_interval = NGX_CONF_UNSET_MSEC;
+    lmcf->clerk_leeway = NGX_CONF_UNSET;
+    lmcf->apikey_cache_ttl = NGX_CONF_UNSET_MSEC;
+    lmcf->ws_rate = NGX_CONF_UNSET_UINT;
+    lmcf->ws_rate_window = NGX_CONF_UNSET;
+    lmcf->prov_daily = NGX_CONF_UNSET_UINT;
+    lmcf->prov_monthly = NGX_CONF_UNSET_UINT;
+    lmcf->preview_ttl = NGX_CONF_UNSET;
+    lmcf->line_daily_conversations = NGX_CONF_UNSET_UINT;
+    lmcf->line_daily_messages = NGX_CONF_UNSET_UINT;
+    lmcf->idempotency_ttl = NGX_CONF_UNSET;
+
+    return lmcf;
+}
+
+
+static char *
+ngx_http_linegate_init_main_conf(ngx_conf_t *cf, void *conf)
+{
+    ngx_http_linegate_main_conf_t  *lmcf = conf;
+
+    ngx_str_t  request_id = ngx_string("request_id");
+
+    ngx_conf_init_value(lmcf->redis_db, 0);
+    ngx_conf_init_msec_value(lmcf->redis_connect_timeout, 1000);
+    ngx_conf_init_msec_value(lmcf->redis_command_timeout, 1000);
+    ngx_conf_init_msec_value(lmcf->redis_keepalive, 2000);
+    ngx_conf_init_value(lmcf->webhook_tolerance, 300);
+    ngx_conf_init_msec_value(lmcf->reconcile_interval, 5000);
+    ngx_conf_init_value(lmcf->clerk_leeway, 5);
+    ngx_conf_init_msec_value(lmcf->apikey_cache_ttl, 500);
+    ngx_conf_init_uint_value(lmcf->ws_rate, 200);
+    ngx_conf_init_value(lmcf->ws_rate_window, 60);
+    ngx_conf_init_uint_value(lmcf->prov_daily, 3);
+    ngx_conf_init_uint_value(lmcf->prov_monthly, 10);
+    ngx_conf_init_value(lmcf->preview_ttl, 600);
+    ngx_conf_init_uint_value(lmcf->line_daily_conversations, 20);
+    ngx_conf_init_uint_value(lmcf->line_daily_messages, 50);
+    ngx_conf_init_value(lmcf->idempotency_ttl, 86400);
+
+    if (lmcf->stripe_version.len == 0) {
+        ngx_str_set(&lmcf->stripe_version, "2025-03-31.basil");
+    }
+
+    if (lmcf->apikey_cache_ttl > 1000) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"linegate_api_key_cache\" must be at most 1s: "
+                           "a revoked key must be refused within a second");
+        return NGX_CONF_ERROR;
+    }
+
+    if (lmcf->redis_command_timeout == 0 || lmcf->redis_connect_timeout == 0
+        || lmcf->redis_keepalive == 0)
+    {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "linegate: Redis timeouts must be greater than 0");
+        return NGX_CONF_ERROR;
+    }
+
+    lmcf->request_id_index = ngx_http_get_variable_index(cf, &request_id);
+    if (lmcf->request_id_index == NGX_ERROR) {
+        return NGX_CONF_ERROR;
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+static void *
+ngx_http_linegate_create_loc_conf(ngx_conf_t *cf)
+{
+    ngx_http_linegate_loc_conf_t  *llcf;
+
+    llcf = ngx_pcalloc(cf->pool, sizeof(ngx_http_linegate_loc_conf_t));
+    if (llcf == NULL) {
+        return NULL;
+    }
+
+    llcf->api = NGX_CONF_UNSET_UINT;
+    llcf->max_body = NGX_CONF_UNSET_SIZE;
+
+    return llcf;
+}
+
+
+static char *
+ngx_http_linegate_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
+{
+    ngx_http_linegate_loc_conf_t *prev = parent;
+    ngx_http_linegate_loc_conf_t *conf = child;
+
+    ngx_conf_merge_uint_value(conf->api, prev->api,
+                              NGX_HTTP_LINEGATE_API_NONE);
+    ngx_conf_merge_size_value(conf->max_body, prev->max_body, 16384);
+
+    if (conf->max_body == 0 || conf->max_body > 1024 * 1024) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"linegate_max_body\" must be between 1 and 1m, "
+                           "not %uz", conf->max_body);
+        return NGX_CONF_ERROR;
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+static char *
+ngx_http_linegate_api(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_linegate_loc_conf_t *llcf = conf;
+
+    ngx_str_t                      *value;
+    ngx_http_linegate_api_t        *api;
+    ngx_http_core_loc_conf_t       *clcf;
+    ngx_http_linegate_main_conf_t  *lmcf;
+
+    if (llcf->api != NGX_CONF_UNSET_UINT) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    for (api = ngx_http_linegate_apis; api->name.len; api++) {
+        if (api->name.len == value[1].len
+            && ngx_strcmp(api->name.data, value[1].data) == 0)
+        {
+            break;
+        }
+    }
+
+    if (api->name.len == 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "unknown linegate API \"%V\"", &value[1]);
+        return NGX_CONF_ERROR;
+    }
+
+    llcf->api = api->api;
+
+    lmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_linegate_module);
+
+    switch (api->api) {
+
+    case NGX_HTTP_LINEGATE_API_OPERATOR:
+        lmcf->uses_operator = 1;
+        break;
+
+    case NGX_HTTP_LINEGATE_API_STRIPE_WEBHOOK:
+        lmcf->uses_webhook = 1;
+        break;
+
+    case NGX_HTTP_LINEGATE_API_PROVISION_PREVIEW:
+    case NGX_HTTP_LINEGATE_API_PROVISION_CONFIRM:
+    case NGX_HTTP_LINEGATE_API_ACCOUNT_LIMITS:
+        lmcf->uses_provision = 1;
+        break;
+
+    default:
+        lmcf->uses_lines = 1;
+        break;
+    }
+
+    clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
+    clcf->handler = ngx_http_linegate_handler;
+
+    return NGX_CONF_OK;
+}
+
+
+static char *
+ngx_http_linegate_redis_conf(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_linegate_main_conf_t *lmcf = conf;
+
+    u_char      *p;
+    ngx_int_t    n;
+    ngx_str_t   *value;
+    ngx_url_t    u;
+    ngx_uint_t   i;
+
+    if (lmcf->redis_configured) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    if (ngx_strncmp(value[1].data, "unix:", 5) == 0) {
+        if (value[1].len <= 5) {
+            return "has an empty unix socket path";
+        }
+
+        lmcf->redis_unix.data = value[1].data + 5;
+        lmcf->redis_unix.len = value[1].len - 5;
+
+    } else {
+        /*
+         * hiredis resolves names with a blocking call: the address is
+         * resolved here, at load, and the worker connects to the IP.
+         */
+        ngx_memzero(&u, sizeof(ngx_url_t));
+        u.url = value[1];
+        u.no_resolve = 0;
+
+        if (ngx_parse_url(cf->pool, &u) != NGX_OK || u.no_port
+            || u.naddrs == 0)
+        {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "invalid Redis address \"%V\"%s%s",
+                               &value[1], u.err ? ": " : "",
+                               u.err ? u.err : " (expected ip:port or "
+                               "unix:/path)");
+            return NGX_CONF_ERROR;
+        }
+
+        p = ngx_pnalloc(cf->pool, NGX_SOCKADDR_STRLEN + 1);
+        if (p == NULL) {
+            return NGX_CONF_ERROR;
+        }
+
+        n = ngx_sock_ntop(u.addrs[0].sockaddr, u.addrs[0].socklen, p,
+                          NGX_SOCKADDR_STRLEN, 0);
+        p[n] = '\0';
+
+        lmcf->redis_host.data = p;
+        lmcf->redis_host.len = n;
+        lmcf->redis_port = u.port;
+    }
+
+    for (i = 2; i < cf->args->nelts; i++) {
+
+        if (ngx_strncmp(value[i].data, "password=", 9) == 0) {
+            lmcf->redis_password.data = value[i].data + 9;
+            lmcf->redis_password.len = value[i].len - 9;
+            continue;
+        }
+
+        if (ngx_strncmp(value[i].data, "db=", 3) == 0) {
+            n = ngx_atoi(value[i].data + 3, value[i].len - 3);
+            if (n == NGX_ERROR || n > 255) {
+                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                                   "invalid Redis db \"%V\"", &value[i]);
+                return NGX_CONF_ERROR;
+            }
+
+            lmcf->redis_db = n;
+            continue;
+        }
+
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid parameter \"%V\"", &value[i]);
+        return NGX_CONF_ERROR;
+    }
+
+    lmcf->redis_configured = 1;
+
+    return NGX_CONF_OK;
+}
+
+
+static char *
+ngx_http_linegate_plan_price(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_linegate_main_conf_t *lmcf = conf;
+
+    ngx_str_t                       *value;
+    ngx_http_linegate_plan_price_t  *pp;
+
+    value = cf->args->elts;
+
+    if (ngx_strcmp(value[2].data, "mini") != 0
+        && ngx_strcmp(value[2].data, "starter") != 0
+        && ngx_strcmp(value[2].data, "growth") != 0)
+    {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "unknown plan \"%V\" (mini, starter or growth)",
+                           &value[2]);
+        return NGX_CONF_ERROR;
+    }
+
+    if (lmcf->plan_prices == NULL) {
+        lmcf->plan_prices = ngx_array_create(cf->pool, 4,
+                                  sizeof(ngx_http_linegate_plan_price_t));
+        if (lmcf->plan_prices == NULL) {
+            return NGX_CONF_ERROR;
+        }
+    }
+
+    pp = ngx_array_push(lmcf->plan_prices);
+    if (pp == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    pp->price = value[1];
+    pp->plan = value[2];
+
+    return NGX_CONF_OK;
+}
+
+
+/* "200r/m" or "10r/s": requests per window */
+static char *
+ngx_http_linegate_rate(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_linegate_main_conf_t *lmcf = conf;
+
+    size_t      len;
+    ngx_int_t   n;
+    ngx_str_t  *value;
+
+    value = cf->args->elts;
+    len = value[1].len;
+
+    if (len > 4 && ngx_strncmp(value[1].data + len - 3, "r/s", 3) == 0) {
+        lmcf->ws_rate_window = 1;
+
+    } else if (len > 4
+               && ngx_strncmp(value[1].data + len - 3, "r/m", 3) == 0)
+    {
+        lmcf->ws_rate_window = 60;
+
+    } else {
+        len = 0;
+    }
+
+    n = len ? ngx_atoi(value[1].data, len - 3) : NGX_ERROR;
+
+    if (n == NGX_ERROR || n == 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid rate \"%V\" (expected e.g. 200r/m)",
+                           &value[1]);
+        return NGX_CONF_ERROR;
+    }
+
+    lmcf->ws_rate = n;
+
+    return NGX_CONF_OK;
+}
+
+
+static char *
+ngx_http_linegate_clerk_key(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_linegate_main_conf_t *lmcf = conf;
+
+    char                 err[512];
+    ngx_str_t           *value;
+    ngx_pool_cleanup_t  *cln;
+
+    if (lmcf->clerk_keys != NULL) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    if (ngx_conf_full_name(cf->cycle, &value[1], 1) != NGX_OK) {
+        return NGX_CONF_ERROR;
+    }
+
+    /* read at load: nginx -s reload rotates keys, nginx -t checks them */
+    err[0] = '\0';
+    lmcf->clerk_keys = ngx_http_linegate_jwt_keys_load(
+                           (const char *) value[1].data, err, sizeof(err));
+
+    if (lmcf->clerk_keys == NULL) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid Clerk key file: %s", err);
+        return NGX_CONF_ERROR;
+    }
+
+    cln = ngx_pool_cleanup_add(cf->pool, 0);
+    if (cln == NULL) {
+        ngx_http_linegate_jwt_keys_free(lmcf->clerk_keys);
+        return NGX_CONF_ERROR;
+    }
+
+    cln->handler = ngx_http_linegate_free_keys;
+    cln->data = lmcf->clerk_keys;
+
+    lmcf->clerk_key_file = value[1];
+
+    return NGX_CONF_OK;
+}
+
+
+static void
+ngx_http_linegate_free_keys(void *data)
+{
+    ngx_http_linegate_jwt_keys_free(data);
+}
+
+
+static char *
+ngx_http_linegate_clerk_azp(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_linegate_main_conf_t *lmcf = conf;
+
+    char       **azp;
+    ngx_str_t   *value;
+    ngx_uint_t   i;
+
+    if (lmcf->clerk_azp != NULL) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    lmcf->clerk_azp = ngx_array_create(cf->pool, cf->args->nelts,
+                                       sizeof(char *));
+    if (lmcf->clerk_azp == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    for (i = 1; i < cf->args->nelts; i++) {
+        azp = ngx_array_push(lmcf->clerk_azp);
+        if (azp == NULL) {
+            return NGX_CONF_ERROR;
+        }
+
+        /* configuration strings are NUL-terminated */
+        *azp = (char *) value[i].data;
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+static char *
+ngx_http_linegate_two_numbers(ngx_conf_t *cf, ngx_uint_t *a, ngx_uint_t *b)
+{
+    ngx_int_t   n, m;
+    ngx_str_t  *value;
+
+    if (*a != NGX_CONF_UNSET_UINT) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    n = ngx_atoi(value[1].data, value[1].len);
+    m = ngx_atoi(value[2].data, value[2].len);
+
+    if (n == NGX_ERROR || m == NGX_ERROR || n > 1000000 || m > 1000000) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid limits \"%V %V\"", &value[1], &value[2]);
+        return NGX_CONF_ERROR;
+    }
+
+    *a = n;
+    *b = m;
+
+    return NGX_CONF_OK;
+}
+
+
+static char *
+ngx_http_linegate_provision_limits(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf)
+{
+    ngx_http_linegate_main_conf_t *lmcf = conf;
+
+    return ngx_http_linegate_two_numbers(cf, &lmcf->prov_daily,
+                                         &lmcf->prov_monthly);
+}
+
+
+static char *
+ngx_http_linegate_line_limits(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf)
+{
+    ngx_http_linegate_main_conf_t *lmcf = conf;
+
+    return ngx_http_linegate_two_numbers(cf,
+                                         &lmcf->line_daily_conversations,
+                                         &lmcf->line_daily_messages);
+}
+
+
+static char *
+ngx_http_linegate_require(ngx_conf_t *cf, ngx_str_t *value,
+    const char *directive, const char *why)
+{
+    if (value->len) {
+        return NGX_CONF_OK;
+    }
+
+    ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                       "\"%s\" is required when %s", directive, why);
+
+    return NGX_CONF_ERROR;
+}
+
+
+/*
+ * Runs once the whole http{} block is known: every location that serves
+ * an API has said so, and what it needs must be configured.
+ */
+static ngx_int_t
+ngx_http_linegate_init(ngx_conf_t *cf)
+{
+    ngx_str_t                       empty = ngx_null_string;
+    ngx_http_linegate_main_conf_t  *lmcf;
+
+    lmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_linegate_module);
+
+    if (!(lmcf->uses_lines || lmcf->uses_provision || lmcf->uses_operator
+          || lmcf->uses_webhook))
+    {
+        return NGX_OK;
+    }
+
+    if (!lmcf->redis_configured) {
+        return ngx_http_linegate_require(cf, &empty, "linegate_redis",
+                                         "a location has \"linegate_api\"")
+               == NGX_CONF_OK ? NGX_OK : NGX_ERROR;
+    }
+
+    if (lmcf->uses_lines
+        && (ngx_http_linegate_require(cf, &lmcf->stripe_location,
+                "linegate_stripe_location", "the Lines API is served")
+            != NGX_CONF_OK
+            || ngx_http_linegate_require(cf, &lmcf->price_phone,
+                   "linegate_price_phone", "the Lines API is served")
+               != NGX_CONF_OK
+            || ngx_http_linegate_require(cf, &lmcf->price_email,
+                   "linegate_price_email", "the Lines API is served")
+               != NGX_CONF_OK))
+    {
+        return NGX_ERROR;
+    }
+
+    if (lmcf->uses_provision
+        && (ngx_http_linegate_require(cf, &lmcf->stripe_location,
+                "linegate_stripe_location", "the Provisioning API is served")
+            != NGX_CONF_OK
+            || ngx_http_linegate_require(cf, &lmcf->price_agent_line,
+                   "linegate_price_agent_line",
+                   "the Provisioning API is served")
+               != NGX_CONF_OK))
+    {
+        return NGX_ERROR;
+    }
+
+    if (lmcf->uses_operator
+        && ngx_http_linegate_require(cf, &lmcf->operator_token,
+               "linegate_operator_token", "the operator API is served")
+           != NGX_CONF_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    if (lmcf->operator_token.len && lmcf->operator_token.len < 16) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"linegate_operator_token\" must be at least "
+                           "16 characters");
+        return NGX_ERROR;
+    }
+
+    if (lmcf->uses_webhook
+        && ngx_http_linegate_require(cf, &lmcf->webhook_secret,
+               "linegate_webhook_secret", "Stripe webhooks are served")
+           != NGX_CONF_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    if (lmcf->clerk_keys != NULL
+        && ngx_http_linegate_require(cf, &lmcf->clerk_issuer,
+               "linegate_clerk_issuer", "\"linegate_clerk_key\" is set")
+           != NGX_CONF_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    if (lmcf->stripe_location.len && lmcf->stripe_location.data[0] != '/') {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"linegate_stripe_location\" must be a URI "
+                           "prefix such as /_stripe/, not \"%V\"",
+                           &lmcf->stripe_location);
+        return NGX_ERROR;
+    }
+
+    if (ngx_http_linegate_scripts_init(cf->log) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_linegate_init_process(ngx_cycle_t *cycle)
+{
+    if (ngx_http_linegate_scripts_init(cycle->log) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    return ngx_http_linegate_redis_init_process(cycle);
+}
+
+
+static void
+ngx_http_linegate_exit_process(ngx_cycle_t *cycle)
+{
+    ngx_http_linegate_redis_exit_process(cycle);
+}

@@ -1,0 +1,174 @@
+
+/*
+ * linegate: line-provisioning APIs served from inside nginx.
+ *
+ * Types shared by every file of the module: the configuration, the
+ * per-request context and the endpoint ids.
+ */
+
+
+#ifndef _NGX_HTTP_LINEGATE_MODULE_H_INCLUDED_
+#define _NGX_HTTP_LINEGATE_MODULE_H_INCLUDED_
+
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include <ngx_http.h>
+#include <jansson.h>
+
+#include "ngx_http_linegate_jwt.h"
+
+
+#define NGX_HTTP_LINEGATE_LOG  "linegate: "
+
+
+typedef enum {
+    NGX_HTTP_LINEGATE_API_NONE = 0,
+    NGX_HTTP_LINEGATE_API_LINE_REQUEST_CREATE,
+    NGX_HTTP_LINEGATE_API_LINE_REQUEST,
+    NGX_HTTP_LINEGATE_API_LINES_BY_USER,
+    NGX_HTTP_LINEGATE_API_LINE_AVAILABILITY,
+    NGX_HTTP_LINEGATE_API_PROVISION_PREVIEW,
+    NGX_HTTP_LINEGATE_API_PROVISION_CONFIRM,
+    NGX_HTTP_LINEGATE_API_ACCOUNT_LIMITS,
+    NGX_HTTP_LINEGATE_API_OPERATOR,
+    NGX_HTTP_LINEGATE_API_STRIPE_WEBHOOK
+} ngx_http_linegate_api_e;
+
+
+/* how a caller was authenticated, for $linegate_auth */
+typedef enum {
+    NGX_HTTP_LINEGATE_AUTH_NONE = 0,
+    NGX_HTTP_LINEGATE_AUTH_API_KEY,
+    NGX_HTTP_LINEGATE_AUTH_CLERK,
+    NGX_HTTP_LINEGATE_AUTH_SB_KEY,
+    NGX_HTTP_LINEGATE_AUTH_OPERATOR,
+    NGX_HTTP_LINEGATE_AUTH_STRIPE
+} ngx_http_linegate_auth_e;
+
+
+typedef struct {
+    ngx_str_t                       price;
+    ngx_str_t                       plan;
+} ngx_http_linegate_plan_price_t;
+
+
+typedef struct {
+    /* Redis: an IP address (resolved at load) or a unix socket */
+    ngx_str_t                       redis_host;
+    ngx_int_t                       redis_port;
+    ngx_str_t                       redis_unix;
+    ngx_str_t                       redis_password;
+    ngx_int_t                       redis_db;
+    ngx_msec_t                      redis_connect_timeout;
+    ngx_msec_t                      redis_command_timeout;
+    ngx_msec_t                      redis_keepalive;
+    ngx_flag_t                      redis_configured;
+
+    /* Stripe, reached through an internal location */
+    ngx_str_t                       stripe_location;
+    ngx_str_t                       stripe_version;
+    ngx_str_t                       price_phone;
+    ngx_str_t                       price_email;
+    ngx_str_t                       price_agent_line;
+    ngx_array_t                    *plan_prices;
+    ngx_str_t                       webhook_secret;
+    time_t                          webhook_tolerance;
+    ngx_msec_t                      reconcile_interval;
+
+    /* credentials */
+    ngx_str_t                       operator_token;
+    ngx_str_t                       clerk_key_file;
+    ngx_http_linegate_jwt_keys_t   *clerk_keys;
+    ngx_str_t                       clerk_issuer;
+    ngx_array_t                    *clerk_azp;       /* of char * */
+    time_t                          clerk_leeway;
+    ngx_msec_t                      apikey_cache_ttl;
+
+    /* limits and defaults */
+    ngx_uint_t                      ws_rate;         /* requests ... */
+    time_t                          ws_rate_window;  /* ... per window */
+    ngx_uint_t                      prov_daily;
+    ngx_uint_t                      prov_monthly;
+    time_t                          preview_ttl;
+    ngx_uint_t                      line_daily_conversations;
+    ngx_uint_t                      line_daily_messages;
+    time_t                          idempotency_ttl;
+
+    /* which APIs some location serves: what must be configured */
+    unsigned                        uses_lines:1;
+    unsigned                        uses_provision:1;
+    unsigned                        uses_operator:1;
+    unsigned                        uses_webhook:1;
+    unsigned                        uses_stripe:1;
+
+    ngx_int_t                       request_id_index;
+} ngx_http_linegate_main_conf_t;
+
+
+typedef struct {
+    ngx_uint_t                      api;
+    size_t                          max_body;
+} ngx_http_linegate_loc_conf_t;
+
+
+typedef struct ngx_http_linegate_ctx_s  ngx_http_linegate_ctx_t;
+
+typedef void (*ngx_http_linegate_resume_pt)(ngx_http_request_t *r,
+    ngx_http_linegate_ctx_t *ctx);
+
+
+struct ngx_http_linegate_ctx_s {
+    ngx_uint_t                      api;
+    ngx_uint_t                      state;       /* endpoint's own enum */
+
+    /* the request body: raw bytes and, for JSON APIs, the parsed object */
+    ngx_str_t                       raw;
+    json_t                         *body;
+
+    /* who is calling */
+    ngx_uint_t                      auth;
+    ngx_str_t                       tenant;      /* workspace or account */
+    ngx_str_t                       outcome;     /* $linegate_outcome */
+    ngx_str_t                       path_id;
+
+    /* the last Stripe subrequest: filled before resume is called */
+    ngx_http_linegate_resume_pt     resume;
+    ngx_int_t                       stripe_status;
+    ngx_str_t                       stripe_body;
+    json_t                         *stripe_json;
+    ngx_uint_t                      stripe_retry_after;
+
+    /* headers the answer must carry besides the common ones */
+    ngx_str_t                       rl_policy;
+    ngx_str_t                       rl_state;
+    ngx_int_t                       retry_after;   /* -1: none */
+    unsigned                        replayed:1;
+
+    /* endpoint-specific state */
+    void                           *data;
+
+    ngx_http_log_handler_pt         log_handler;
+};
+
+
+extern ngx_module_t  ngx_http_linegate_module;
+
+
+ngx_http_linegate_ctx_t *ngx_http_linegate_get_ctx(ngx_http_request_t *r);
+ngx_int_t ngx_http_linegate_request_id(ngx_http_request_t *r,
+    ngx_str_t *id);
+
+
+/* endpoint entry points: called once the body has been read */
+void ngx_http_linegate_operator_handler(ngx_http_request_t *r,
+    ngx_http_linegate_ctx_t *ctx);
+void ngx_http_linegate_lines_handler(ngx_http_request_t *r,
+    ngx_http_linegate_ctx_t *ctx);
+void ngx_http_linegate_provision_handler(ngx_http_request_t *r,
+    ngx_http_linegate_ctx_t *ctx);
+void ngx_http_linegate_webhook_handler(ngx_http_request_t *r,
+    ngx_http_linegate_ctx_t *ctx);
+
+
+#endif /* _NGX_HTTP_LINEGATE_MODULE_H_INCLUDED_ */

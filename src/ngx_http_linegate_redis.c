@@ -1,0 +1,952 @@
+
+/*
+ * linegate: one asynchronous Redis connection per worker.
+ *
+ * hiredis (async API) runs on nginx's event loop: the socket is wrapped in
+ * an ngx_connection_t with level-triggered events, so a reply larger than
+ * one hiredis read is never stranded. All requests of a worker share the
+ * connection, so their commands pipeline. hiredis 0.14 has no timeouts of
+ * its own: the connect timeout, the per-command timeout, the keepalive PING
+ * and the reconnect backoff are nginx timers owned here.
+ *
+ * Every command in flight holds a non-cancelable timer, so a graceful
+ * reload waits for it; the keepalive and reconnect timers are cancelable
+ * and do not keep an exiting worker alive.
+ */
+
+
+#include <hiredis/async.h>
+
+#include "ngx_http_linegate_redis.h"
+#include "ngx_http_linegate_scripts.h"
+
+
+#define NGX_HTTP_LINEGATE_BACKOFF_MIN  100
+#define NGX_HTTP_LINEGATE_BACKOFF_MAX  2000
+
+
+typedef enum {
+    NGX_HTTP_LINEGATE_REDIS_DISCONNECTED = 0,
+    NGX_HTTP_LINEGATE_REDIS_CONNECTING,
+    NGX_HTTP_LINEGATE_REDIS_CONNECTED
+} ngx_http_linegate_redis_state_e;
+
+
+typedef struct {
+    redisAsyncContext                  *ac;
+    ngx_connection_t                   *conn;
+    ngx_http_linegate_redis_state_e     state;
+    ngx_uint_t                          attempts;
+    ngx_uint_t                          ping_pending;
+    ngx_uint_t                          exiting;
+    ngx_event_t                         connect_timer;
+    ngx_event_t                         reconnect_timer;
+    ngx_event_t                         keepalive_timer;
+    ngx_http_linegate_main_conf_t      *lmcf;
+    ngx_log_t                          *log;
+} ngx_http_linegate_redis_t;
+
+
+typedef struct {
+    ngx_http_request_t                 *r;      /* NULL: request gave up */
+    ngx_http_linegate_redis_handler_pt  handler;
+    ngx_event_t                         timer;
+    ngx_int_t                           script; /* -1: plain command */
+    int                                 nkeys;
+    ngx_http_linegate_redis_args_t     *args;
+    ngx_uint_t                          retried;
+} ngx_http_linegate_redis_cmd_t;
+
+
+static void ngx_http_linegate_redis_connect(void);
+static void ngx_http_linegate_redis_lost(void);
+static void ngx_http_linegate_redis_connect_cb(const redisAsyncContext *ac,
+    int status);
+static void ngx_http_linegate_redis_disconnect_cb(
+    const redisAsyncContext *ac, int status);
+static void ngx_http_linegate_redis_setup(void);
+static void ngx_http_linegate_redis_setup_cb(redisAsyncContext *ac,
+    void *reply, void *privdata);
+static void ngx_http_linegate_redis_reply_cb(redisAsyncContext *ac,
+    void *reply, void *privdata);
+static ngx_int_t ngx_http_linegate_redis_unavailable(redisReply *reply);
+static ngx_int_t ngx_http_linegate_redis_send(
+    ngx_http_linegate_redis_cmd_t *cmd, ngx_uint_t eval);
+static void ngx_http_linegate_redis_cmd_timeout(ngx_event_t *ev);
+static void ngx_http_linegate_redis_connect_timeout(ngx_event_t *ev);
+static void ngx_http_linegate_redis_reconnect(ngx_event_t *ev);
+static void ngx_http_linegate_redis_keepalive(ngx_event_t *ev);
+static void ngx_http_linegate_redis_ping_cb(redisAsyncContext *ac,
+    void *reply, void *privdata);
+
+static void ngx_http_linegate_redis_read_handler(ngx_event_t *ev);
+static void ngx_http_linegate_redis_write_handler(ngx_event_t *ev);
+static void ngx_http_linegate_redis_add_read(void *privdata);
+static void ngx_http_linegate_redis_del_read(void *privdata);
+static void ngx_http_linegate_redis_add_write(void *privdata);
+static void ngx_http_linegate_redis_del_write(void *privdata);
+static void ngx_http_linegate_redis_cleanup(void *privdata);
+
+
+static ngx_http_linegate_redis_t  ngx_http_linegate_redis;
+
+
+/* replies that mean "the store cannot serve now", not "a bug of ours" */
+static ngx_str_t  ngx_http_linegate_redis_unavailable_errors[] = {
+    ngx_string("LOADING"),
+    ngx_string("NOAUTH"),
+    ngx_string("WRONGPASS"),
+    ngx_string("MOVED"),
+    ngx_string("ASK"),
+    ngx_string("CLUSTERDOWN"),
+    ngx_string("TRYAGAIN"),
+    ngx_string("READONLY"),
+    ngx_string("MASTERDOWN"),
+    ngx_string("BUSY"),
+    ngx_string("OOM"),
+    ngx_null_string
+};
+
+
+/* arguments */
+
+void
+ngx_http_linegate_redis_args_init(ngx_http_linegate_redis_args_t *a)
+{
+    a->argc = 0;
+}
+
+
+void
+ngx_http_linegate_redis_arg(ngx_http_linegate_redis_args_t *a,
+    const void *data, size_t len)
+{
+    if (a->argc == NGX_HTTP_LINEGATE_REDIS_MAX_ARGS) {
+        /* too many arguments is a bug: send_cmd refuses argc < 0 */
+        a->argc = -1;
+        return;
+    }
+
+    if (a->argc < 0) {
+        return;
+    }
+
+    a->argv[a->argc] = data;
+    a->argvlen[a->argc] = len;
+    a->argc++;
+}
+
+
+void
+ngx_http_linegate_redis_arg_str(ngx_http_linegate_redis_args_t *a,
+    ngx_str_t *s)
+{
+    ngx_http_linegate_redis_arg(a, s->data, s->len);
+}
+
+
+void
+ngx_http_linegate_redis_arg_cstr(ngx_http_linegate_redis_args_t *a,
+    const char *s)
+{
+    ngx_http_linegate_redis_arg(a, s, ngx_strlen(s));
+}
+
+
+void
+ngx_http_linegate_redis_arg_int(ngx_http_request_t *r,
+    ngx_http_linegate_redis_args_t *a, int64_t n)
+{
+    u_char  *p, *last;
+
+    p = ngx_pnalloc(r->pool, NGX_INT64_LEN);
+    if (p == NULL) {
+        a->argc = -1;
+        return;
+    }
+
+    last = ngx_sprintf(p, "%L", n);
+    ngx_http_linegate_redis_arg(a, p, last - p);
+}
+
+
+/* commands */
+
+ngx_int_t
+ngx_http_linegate_redis_script(ngx_http_request_t *r,
+    ngx_http_linegate_script_id_e script, int nkeys,
+    ngx_http_linegate_redis_args_t *args,
+    ngx_http_linegate_redis_handler_pt handler)
+{
+    ngx_http_linegate_redis_cmd_t  *cmd;
+
+    if (args->argc < 0 || args->argc + 3 > NGX_HTTP_LINEGATE_REDIS_MAX_ARGS
+        || nkeys > args->argc)
+    {
+        ngx_log_error(NGX_LOG_ALERT, r->connection->log, 0,
+                      NGX_HTTP_LINEGATE_LOG "bad arguments for script \"%V\"",
+                      ngx_http_linegate_script_name(script));
+        return NGX_ERROR;
+    }
+
+    cmd = ngx_alloc(sizeof(ngx_http_linegate_redis_cmd_t),
+                    r->connection->log);
+    if (cmd == NULL) {
+        return NGX_ERROR;
+    }
+
+    ngx_memzero(cmd, sizeof(ngx_http_linegate_redis_cmd_t));
+    cmd->r = r;
+    cmd->handler = handler;
+    cmd->script = script;
+    cmd->nkeys = nkeys;
+    cmd->args = args;
+
+    if (ngx_http_linegate_redis_send(cmd, 0) != NGX_OK) {
+        ngx_free(cmd);
+        return NGX_ERROR;
+    }
+
+    return NGX_OK;
+}
+
+
+ngx_int_t
+ngx_http_linegate_redis_command(ngx_http_request_t *r,
+    ngx_http_linegate_redis_args_t *args,
+    ngx_http_linegate_redis_handler_pt handler)
+{
+    ngx_http_linegate_redis_cmd_t  *cmd;
+
+    if (args->argc <= 0) {
+        return NGX_ERROR;
+    }
+
+    cmd = ngx_alloc(sizeof(ngx_http_linegate_redis_cmd_t),
+                    r->connection->log);
+    if (cmd == NULL) {
+        return NGX_ERROR;
+    }
+
+    ngx_memzero(cmd, sizeof(ngx_http_linegate_redis_cmd_t));
+    cmd->r = r;
+    cmd->handler = handler;
+    cmd->script = -1;
+    cmd->args = args;
+
+    if (ngx_http_linegate_redis_send(cmd, 0) != NGX_OK) {
+        ngx_free(cmd);
+        return NGX_ERROR;
+    }
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_linegate_redis_send(ngx_http_linegate_redis_cmd_t *cmd,
+    ngx_uint_t eval)
+{
+    int                              i, argc;
+    u_char                           nkeys[NGX_INT_T_LEN];
+    ngx_str_t                        src, *sha;
+    const char                      *argv[NGX_HTTP_LINEGATE_REDIS_MAX_ARGS];
+    size_t                           argvlen[NGX_HTTP_LINEGATE_REDIS_MAX_ARGS];
+    ngx_http_linegate_redis_t       *rd;
+    ngx_http_linegate_redis_args_t  *a;
+
+    rd = &ngx_http_linegate_redis;
+
+    if (rd->state != NGX_HTTP_LINEGATE_REDIS_CONNECTED) {
+        ngx_log_error(NGX_LOG_WARN, cmd->r->connection->log, 0,
+                      NGX_HTTP_LINEGATE_LOG "redis not connected");
+        return NGX_ERROR;
+    }
+
+    a = cmd->args;
+    argc = 0;
+
+    if (cmd->script >= 0) {
+        if (eval) {
+            ngx_http_linegate_script_source(cmd->script, &src);
+            argv[argc] = "EVAL";
+            argvlen[argc++] = 4;
+            argv[argc] = (const char *) src.data;
+            argvlen[argc++] = src.len;
+
+        } else {
+            sha = ngx_http_linegate_script_sha(cmd->script);
+            argv[argc] = "EVALSHA";
+            argvlen[argc++] = 7;
+            argv[argc] = (const char *) sha->data;
+            argvlen[argc++] = sha->len;
+        }
+
+        argv[argc] = (const char *) nkeys;
+        argvlen[argc++] = ngx_sprintf(nkeys, "%d", cmd->nkeys) - nkeys;
+    }
+
+    for (i = 0; i < a->argc; i++) {
+        argv[argc] = a->argv[i];
+        argvlen[argc++] = a->argvlen[i];
+    }
+
+    if (redisAsyncCommandArgv(rd->ac, ngx_http_linegate_redis_reply_cb, cmd,
+                              argc, argv, argvlen)
+        != REDIS_OK)
+    {
+        ngx_log_error(NGX_LOG_ERR, cmd->r->connection->log, 0,
+                      NGX_HTTP_LINEGATE_LOG "redis command not sent");
+        return NGX_ERROR;
+    }
+
+    if (!cmd->timer.timer_set) {
+        cmd->timer.handler = ngx_http_linegate_redis_cmd_timeout;
+        cmd->timer.data = cmd;
+        cmd->timer.log = cmd->r->connection->log;
+        ngx_add_timer(&cmd->timer, rd->lmcf->redis_command_timeout);
+    }
+
+    return NGX_OK;
+}
+
+
+static void
+ngx_http_linegate_redis_reply_cb(redisAsyncContext *ac, void *data,
+    void *privdata)
+{
+    redisReply                          *reply;
+    ngx_connection_t                    *c;
+    ngx_http_request_t                  *r;
+    ngx_http_linegate_redis_cmd_t       *cmd;
+    ngx_http_linegate_redis_handler_pt   handler;
+
+    cmd = privdata;
+    reply = data;
+    r = cmd->r;
+
+    if (r == NULL || ngx_http_linegate_redis.exiting) {
+        /* a late reply for a request that timed out: nobody waits */
+        if (cmd->timer.timer_set) {
+            ngx_del_timer(&cmd->timer);
+        }
+        ngx_free(cmd);
+        return;
+    }
+
+    if (reply != NULL && reply->type == REDIS_REPLY_ERROR
+        && cmd->script >= 0 && !cmd->retried
+        && ngx_strncmp(reply->str, "NOSCRIPT", 8) == 0)
+    {
+        /* the script cache was flushed or Redis failed over: send it */
+        cmd->retried = 1;
+
+        if (ngx_http_linegate_redis_send(cmd, 1) == NGX_OK) {
+            return;
+        }
+
+        reply = NULL;
+    }
+
+    if (reply != NULL && reply->type == REDIS_REPLY_ERROR) {
+        if (ngx_http_linegate_redis_unavailable(reply)) {
+            ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                          NGX_HTTP_LINEGATE_LOG "redis unavailable: "
+                          "\"%*s\"", (size_t) ngx_min(reply->len, 200),
+                          reply->str);
+        } else {
+            ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                          NGX_HTTP_LINEGATE_LOG "redis error: \"%*s\"",
+                          (size_t) ngx_min(reply->len, 300), reply->str);
+        }
+
+        reply = NULL;
+
+    } else if (reply == NULL) {
+        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                      NGX_HTTP_LINEGATE_LOG "redis connection lost "
+                      "with a command in flight");
+    }
+
+    handler = cmd->handler;
+
+    if (cmd->timer.timer_set) {
+        ngx_del_timer(&cmd->timer);
+    }
+
+    ngx_free(cmd);
+
+    c = r->connection;
+    handler(r, reply);
+    ngx_http_run_posted_requests(c);
+}
+
+
+static ngx_int_t
+ngx_http_linegate_redis_unavailable(redisReply *reply)
+{
+    ngx_str_t  *e;
+
+    for (e = ngx_http_linegate_redis_unavailable_errors; e->len; e++) {
+        if (reply->len >= e->len
+            && ngx_strncmp(reply->str, e->data, e->len) == 0
+            && (reply->len == e->len || reply->str[e->len] == ' '))
+        {
+            return 1;
+        }
+    }
+
+    return 0;
+}
+
+
+static void
+ngx_http_linegate_redis_cmd_timeout(ngx_event_t *ev)
+{
+    ngx_connection_t                    *c;
+    ngx_http_request_t                  *r;
+    ngx_http_linegate_redis_cmd_t       *cmd;
+
+    cmd = ev->data;
+    r = cmd->r;
+
+    /*
+     * The command stays queued in hiredis: its reply, if it ever comes, is
+     * dropped by the reply callback, which frees cmd.
+     */
+    cmd->r = NULL;
+
+    if (r == NULL) {
+        return;
+    }
+
+    c = r->connection;
+
+    ngx_log_error(NGX_LOG_ERR, c->log, 0,
+                  NGX_HTTP_LINEGATE_LOG "redis command timed out");
+
+    cmd->handler(r, NULL);
+    ngx_http_run_posted_requests(c);
+}
+
+
+ngx_int_t
+ngx_http_linegate_reply_int(redisReply *reply, ngx_uint_t i, int64_t *n)
+{
+    redisReply  *e;
+
+    if (reply == NULL || reply->type != REDIS_REPLY_ARRAY
+        || i >= reply->elements)
+    {
+        return NGX_ERROR;
+    }
+
+    e = reply->element[i];
+
+    if (e->type == REDIS_REPLY_INTEGER) {
+        *n = e->integer;
+        return NGX_OK;
+    }
+
+    if (e->type == REDIS_REPLY_STRING) {
+        *n = ngx_atoi((u_char *) e->str, e->len);
+        return *n == NGX_ERROR ? NGX_ERROR : NGX_OK;
+    }
+
+    return NGX_ERROR;
+}
+
+
+ngx_int_t
+ngx_http_linegate_reply_str(redisReply *reply, ngx_uint_t i, ngx_str_t *s)
+{
+    redisReply  *e;
+
+    if (reply == NULL || reply->type != REDIS_REPLY_ARRAY
+        || i >= reply->elements)
+    {
+        return NGX_ERROR;
+    }
+
+    e = reply->element[i];
+
+    if (e->type != REDIS_REPLY_STRING && e->type != REDIS_REPLY_STATUS) {
+        return NGX_ERROR;
+    }
+
+    s->data = (u_char *) e->str;
+    s->len = e->len;
+
+    return NGX_OK;
+}
+
+
+/* the connection */
+
+ngx_int_t
+ngx_http_linegate_redis_init_process(ngx_cycle_t *cycle)
+{
+    ngx_http_linegate_redis_t      *rd;
+    ngx_http_linegate_main_conf_t  *lmcf;
+
+    lmcf = ngx_http_cycle_get_module_main_conf(cycle,
+                                               ngx_http_linegate_module);
+    if (lmcf == NULL || !lmcf->redis_configured) {
+        return NGX_OK;
+    }
+
+    rd = &ngx_http_linegate_redis;
+    ngx_memzero(rd, sizeof(ngx_http_linegate_redis_t));
+
+    rd->lmcf = lmcf;
+    rd->log = cycle->log;
+
+    rd->connect_timer.handler = ngx_http_linegate_redis_connect_timeout;
+    rd->connect_timer.log = cycle->log;
+    rd->connect_timer.cancelable = 1;
+    rd->reconnect_timer.handler = ngx_http_linegate_redis_reconnect;
+    rd->reconnect_timer.log = cycle->log;
+    rd->reconnect_timer.cancelable = 1;
+    rd->keepalive_timer.handler = ngx_http_linegate_redis_keepalive;
+    rd->keepalive_timer.log = cycle->log;
+    rd->keepalive_timer.cancelable = 1;
+
+    ngx_http_linegate_redis_connect();
+
+    return NGX_OK;
+}
+
+
+void
+ngx_http_linegate_redis_exit_process(ngx_cycle_t *cycle)
+{
+    redisAsyncContext          *ac;
+    ngx_http_linegate_redis_t  *rd;
+
+    rd = &ngx_http_linegate_redis;
+    rd->exiting = 1;
+
+    if (rd->ac) {
+        ac = rd->ac;
+        rd->ac = NULL;
+        rd->state = NGX_HTTP_LINEGATE_REDIS_DISCONNECTED;
+        redisAsyncFree(ac);
+    }
+}
+
+
+static void
+ngx_http_linegate_redis_connect(void)
+{
+    redisAsyncContext              *ac;
+    ngx_connection_t               *c;
+    ngx_http_linegate_redis_t      *rd;
+    ngx_http_linegate_main_conf_t  *lmcf;
+
+    rd = &ngx_http_linegate_redis;
+    lmcf = rd->lmcf;
+
+    if (lmcf->redis_unix.len) {
+        ac = redisAsyncConnectUnix((char *) lmcf->redis_unix.data);
+
+    } else {
+        /* an IP address, resolved at load: no DNS on the event loop */
+        ac = redisAsyncConnect((char *) lmcf->redis_host.data,
+                               (int) lmcf->redis_port);
+    }
+
+    if (ac == NULL) {
+        ngx_log_error(NGX_LOG_ERR, rd->log, 0,
+                      NGX_HTTP_LINEGATE_LOG "redis: out of memory");
+        ngx_http_linegate_redis_lost();
+        return;
+    }
+
+    if (ac->err) {
+        ngx_log_error(NGX_LOG_ERR, rd->log, 0,
+                      NGX_HTTP_LINEGATE_LOG "redis connect failed: %s",
+                      ac->errstr);
+        redisAsyncFree(ac);
+        ngx_http_linegate_redis_lost();
+        return;
+    }
+
+    c = ngx_get_connection(ac->c.fd, rd->log);
+    if (c == NULL) {
+        redisAsyncFree(ac);
+        ngx_http_linegate_redis_lost();
+        return;
+    }
+
+    c->data = ac;
+    c->read->handler = ngx_http_linegate_redis_read_handler;
+    c->write->handler = ngx_http_linegate_redis_write_handler;
+    c->read->log = rd->log;
+    c->write->log = rd->log;
+
+    ac->ev.data = c;
+    ac->ev.addRead = ngx_http_linegate_redis_add_read;
+    ac->ev.delRead = ngx_http_linegate_redis_del_read;
+    ac->ev.addWrite = ngx_http_linegate_redis_add_write;
+    ac->ev.delWrite = ngx_http_linegate_redis_del_write;
+    ac->ev.cleanup = ngx_http_linegate_redis_cleanup;
+
+    redisAsyncSetConnectCallback(ac, ngx_http_linegate_redis_connect_cb);
+    redisAsyncSetDisconnectCallback(ac,
+                                    ngx_http_linegate_redis_disconnect_cb);
+
+    rd->ac = ac;
+    rd->conn = c;
+    rd->state = NGX_HTTP_LINEGATE_REDIS_CONNECTING;
+
+    /* writability tells that the non-blocking connect finished */
+    ngx_http_linegate_redis_add_write(c);
+
+    ngx_add_timer(&rd->connect_timer, lmcf->redis_connect_timeout);
+}
+
+
+static void
+ngx_http_linegate_redis_connect_cb(const redisAsyncContext *ac, int status)
+{
+    ngx_http_linegate_redis_t  *rd;
+
+    rd = &ngx_http_linegate_redis;
+
+    if (rd->connect_timer.timer_set) {
+        ngx_del_timer(&rd->connect_timer);
+    }
+
+    if (status != REDIS_OK) {
+        /* hiredis frees the context after this callback */
+        ngx_log_error(NGX_LOG_ERR, rd->log, 0,
+                      NGX_HTTP_LINEGATE_LOG "redis connect failed: %s",
+                      ac->errstr);
+        rd->ac = NULL;
+        ngx_http_linegate_redis_lost();
+        return;
+    }
+
+    ngx_log_error(NGX_LOG_NOTICE, rd->log, 0,
+                  NGX_HTTP_LINEGATE_LOG "redis connected");
+
+    rd->state = NGX_HTTP_LINEGATE_REDIS_CONNECTED;
+    rd->attempts = 0;
+    rd->ping_pending = 0;
+
+    ngx_http_linegate_redis_setup();
+
+    ngx_add_timer(&rd->keepalive_timer, rd->lmcf->redis_keepalive);
+}
+
+
+/*
+ * AUTH, SELECT and SCRIPT LOAD go first on a new connection; Redis runs
+ * commands in order, so requests sent right after them see their effect
+ * (or a NOAUTH error, which becomes a 503 and a clear log line).
+ */
+static void
+ngx_http_linegate_redis_setup(void)
+{
+    ngx_uint_t                      i;
+    ngx_str_t                       src;
+    const char                     *argv[3];
+    size_t                          argvlen[3];
+    u_char                          db[NGX_INT_T_LEN];
+    ngx_http_linegate_redis_t      *rd;
+    ngx_http_linegate_main_conf_t  *lmcf;
+
+    rd = &ngx_http_linegate_redis;
+    lmcf = rd->lmcf;
+
+    if (lmcf->redis_password.len) {
+        argv[0] = "AUTH";
+        argvlen[0] = 4;
+        argv[1] = (const char *) lmcf->redis_password.data;
+        argvlen[1] = lmcf->redis_password.len;
+        redisAsyncCommandArgv(rd->ac, ngx_http_linegate_redis_setup_cb,
+                              "AUTH", 2, argv, argvlen);
+    }
+
+    if (lmcf->redis_db > 0) {
+        argv[0] = "SELECT";
+        argvlen[0] = 6;
+        argv[1] = (const char *) db;
+        argvlen[1] = ngx_sprintf(db, "%i", lmcf->redis_db) - db;
+        redisAsyncCommandArgv(rd->ac, ngx_http_linegate_redis_setup_cb,
+                              "SELECT", 2, argv, argvlen);
+    }
+
+    for (i = 0; i < NGX_HTTP_LINEGATE_SCRIPT_COUNT; i++) {
+        ngx_http_linegate_script_source(i, &src);
+        argv[0] = "SCRIPT";
+        argvlen[0] = 6;
+        argv[1] = "LOAD";
+        argvlen[1] = 4;
+        argv[2] = (const char *) src.data;
+        argvlen[2] = src.len;
+        redisAsyncCommandArgv(rd->ac, ngx_http_linegate_redis_setup_cb,
+                              "SCRIPT LOAD", 3, argv, argvlen);
+    }
+}
+
+
+static void
+ngx_http_linegate_redis_setup_cb(redisAsyncContext *ac, void *data,
+    void *privdata)
+{
+    redisReply  *reply;
+
+    reply = data;
+
+    if (reply == NULL || ngx_http_linegate_redis.exiting) {
+        return;
+    }
+
+    if (reply->type == REDIS_REPLY_ERROR) {
+        /* the password is never logged, only the step and Redis's answer */
+        ngx_log_error(NGX_LOG_ERR, ngx_http_linegate_redis.log, 0,
+                      NGX_HTTP_LINEGATE_LOG "redis %s failed: \"%*s\"",
+                      (char *) privdata, (size_t) ngx_min(reply->len, 200),
+                      reply->str);
+    }
+}
+
+
+static void
+ngx_http_linegate_redis_disconnect_cb(const redisAsyncContext *ac,
+    int status)
+{
+    ngx_http_linegate_redis_t  *rd;
+
+    rd = &ngx_http_linegate_redis;
+
+    if (rd->exiting) {
+        return;
+    }
+
+    ngx_log_error(NGX_LOG_ERR, rd->log, 0,
+                  NGX_HTTP_LINEGATE_LOG "redis disconnected%s%s",
+                  ac->err ? ": " : "", ac->err ? ac->errstr : "");
+
+    rd->ac = NULL;
+    ngx_http_linegate_redis_lost();
+}
+
+
+/* forget the context (hiredis frees it) and schedule a reconnect */
+static void
+ngx_http_linegate_redis_lost(void)
+{
+    ngx_msec_t                  delay;
+    ngx_http_linegate_redis_t  *rd;
+
+    rd = &ngx_http_linegate_redis;
+
+    rd->state = NGX_HTTP_LINEGATE_REDIS_DISCONNECTED;
+    rd->ping_pending = 0;
+
+    if (rd->connect_timer.timer_set) {
+        ngx_del_timer(&rd->connect_timer);
+    }
+
+    if (rd->keepalive_timer.timer_set) {
+        ngx_del_timer(&rd->keepalive_timer);
+    }
+
+    if (rd->exiting || ngx_exiting || ngx_terminate
+        || rd->reconnect_timer.timer_set)
+    {
+        return;
+    }
+
+    /* exponential backoff with jitter: workers do not reconnect in step */
+    delay = NGX_HTTP_LINEGATE_BACKOFF_MIN << ngx_min(rd->attempts, 5);
+    delay = ngx_min(delay, NGX_HTTP_LINEGATE_BACKOFF_MAX);
+    delay = delay / 2 + (ngx_msec_t) ngx_random() % (delay / 2 + 1);
+    rd->attempts++;
+
+    ngx_add_timer(&rd->reconnect_timer, delay);
+}
+
+
+static void
+ngx_http_linegate_redis_reconnect(ngx_event_t *ev)
+{
+    if (ngx_http_linegate_redis.state
+        == NGX_HTTP_LINEGATE_REDIS_DISCONNECTED)
+    {
+        ngx_http_linegate_redis_connect();
+    }
+}
+
+
+static void
+ngx_http_linegate_redis_drop(const char *why)
+{
+    redisAsyncContext          *ac;
+    ngx_http_linegate_redis_t  *rd;
+
+    rd = &ngx_http_linegate_redis;
+
+    ngx_log_error(NGX_LOG_ERR, rd->log, 0,
+                  NGX_HTTP_LINEGATE_LOG "redis %s, reconnecting", why);
+
+    ac = rd->ac;
+    rd->ac = NULL;
+    rd->state = NGX_HTTP_LINEGATE_REDIS_DISCONNECTED;
+
+    /* pending commands are answered NULL: their requests get 503 */
+    redisAsyncFree(ac);
+
+    ngx_http_linegate_redis_lost();
+}
+
+
+static void
+ngx_http_linegate_redis_connect_timeout(ngx_event_t *ev)
+{
+    if (ngx_http_linegate_redis.state
+        == NGX_HTTP_LINEGATE_REDIS_CONNECTING)
+    {
+        ngx_http_linegate_redis_drop("connect timed out");
+    }
+}
+
+
+static void
+ngx_http_linegate_redis_keepalive(ngx_event_t *ev)
+{
+    ngx_http_linegate_redis_t  *rd;
+
+    rd = &ngx_http_linegate_redis;
+
+    if (rd->state != NGX_HTTP_LINEGATE_REDIS_CONNECTED) {
+        return;
+    }
+
+    if (rd->ping_pending) {
+        /* the last PING got no answer in a whole interval: hung peer */
+        ngx_http_linegate_redis_drop("keepalive PING unanswered");
+        return;
+    }
+
+    if (redisAsyncCommand(rd->ac, ngx_http_linegate_redis_ping_cb, NULL,
+                          "PING")
+        == REDIS_OK)
+    {
+        rd->ping_pending = 1;
+    }
+
+    ngx_add_timer(&rd->keepalive_timer, rd->lmcf->redis_keepalive);
+}
+
+
+static void
+ngx_http_linegate_redis_ping_cb(redisAsyncContext *ac, void *reply,
+    void *privdata)
+{
+    if (reply != NULL) {
+        ngx_http_linegate_redis.ping_pending = 0;
+    }
+}
+
+
+/* the hiredis adapter for nginx's event loop */
+
+static void
+ngx_http_linegate_redis_read_handler(ngx_event_t *ev)
+{
+    ngx_connection_t  *c;
+
+    c = ev->data;
+    redisAsyncHandleRead(c->data);
+}
+
+
+static void
+ngx_http_linegate_redis_write_handler(ngx_event_t *ev)
+{
+    ngx_connection_t  *c;
+
+    c = ev->data;
+    redisAsyncHandleWrite(c->data);
+}
+
+
+static void
+ngx_http_linegate_redis_add_read(void *privdata)
+{
+    ngx_connection_t  *c = privdata;
+
+    if (!c->read->active) {
+        (void) ngx_add_event(c->read, NGX_READ_EVENT, NGX_LEVEL_EVENT);
+    }
+}
+
+
+static void
+ngx_http_linegate_redis_del_read(void *privdata)
+{
+    ngx_connection_t  *c = privdata;
+
+    if (c->read->active) {
+        (void) ngx_del_event(c->read, NGX_READ_EVENT, 0);
+    }
+}
+
+
+static void
+ngx_http_linegate_redis_add_write(void *privdata)
+{
+    ngx_connection_t  *c = privdata;
+
+    if (!c->write->active) {
+        (void) ngx_add_event(c->write, NGX_WRITE_EVENT, NGX_LEVEL_EVENT);
+    }
+}
+
+
+static void
+ngx_http_linegate_redis_del_write(void *privdata)
+{
+    ngx_connection_t  *c = privdata;
+
+    if (c->write->active) {
+        (void) ngx_del_event(c->write, NGX_WRITE_EVENT, 0);
+    }
+}
+
+
+/* hiredis closes the socket itself: release only nginx's view of it */
+static void
+ngx_http_linegate_redis_cleanup(void *privdata)
+{
+    ngx_connection_t  *c = privdata;
+
+    ngx_http_linegate_redis_del_read(c);
+    ngx_http_linegate_redis_del_write(c);
+
+    if (c->read->timer_set) {
+        ngx_del_timer(c->read);
+    }
+
+    if (c->write->timer_set) {
+        ngx_del_timer(c->write);
+    }
+
+    if (c->read->posted) {
+        ngx_delete_posted_event(c->read);
+    }
+
+    if (c->write->posted) {
+        ngx_delete_posted_event(c->write);
+    }
+
+    c->fd = (ngx_socket_t) -1;
+    ngx_free_connection(c);
+
+    if (ngx_http_linegate_redis.conn == c) {
+        ngx_http_linegate_redis.conn = NULL;
+    }
+}

@@ -1,0 +1,72 @@
+
+/*
+ * linegate: one asynchronous Redis connection per worker, on nginx's
+ * event loop (hiredis async with an nginx adapter).
+ */
+
+
+#ifndef _NGX_HTTP_LINEGATE_REDIS_H_INCLUDED_
+#define _NGX_HTTP_LINEGATE_REDIS_H_INCLUDED_
+
+
+#include "ngx_http_linegate_module.h"
+#include <hiredis/hiredis.h>
+#include "ngx_http_linegate_lua.h"
+
+
+#define NGX_HTTP_LINEGATE_REDIS_MAX_ARGS  64
+
+
+/*
+ * Called exactly once per command. reply is NULL when Redis could not
+ * answer (not connected, timed out, connection lost, or an error such as
+ * LOADING or NOAUTH that makes the store unavailable: all answered 503).
+ * The reply is freed when the handler returns: copy what is needed.
+ */
+typedef void (*ngx_http_linegate_redis_handler_pt)(ngx_http_request_t *r,
+    redisReply *reply);
+
+
+typedef struct {
+    int                             argc;
+    const char                     *argv[NGX_HTTP_LINEGATE_REDIS_MAX_ARGS];
+    size_t                          argvlen[NGX_HTTP_LINEGATE_REDIS_MAX_ARGS];
+} ngx_http_linegate_redis_args_t;
+
+
+void ngx_http_linegate_redis_args_init(ngx_http_linegate_redis_args_t *a);
+void ngx_http_linegate_redis_arg(ngx_http_linegate_redis_args_t *a,
+    const void *data, size_t len);
+void ngx_http_linegate_redis_arg_str(ngx_http_linegate_redis_args_t *a,
+    ngx_str_t *s);
+void ngx_http_linegate_redis_arg_cstr(ngx_http_linegate_redis_args_t *a,
+    const char *s);
+void ngx_http_linegate_redis_arg_int(ngx_http_request_t *r,
+    ngx_http_linegate_redis_args_t *a, int64_t n);
+
+/*
+ * Run a script: args hold KEYS then ARGV; nkeys says how many are keys.
+ * Returns NGX_OK when the command was sent (the handler will be called
+ * later), NGX_ERROR when it could not be (the handler is not called).
+ */
+ngx_int_t ngx_http_linegate_redis_script(ngx_http_request_t *r,
+    ngx_http_linegate_script_id_e script, int nkeys,
+    ngx_http_linegate_redis_args_t *args,
+    ngx_http_linegate_redis_handler_pt handler);
+
+/* a plain command: args hold the command name and its arguments */
+ngx_int_t ngx_http_linegate_redis_command(ngx_http_request_t *r,
+    ngx_http_linegate_redis_args_t *args,
+    ngx_http_linegate_redis_handler_pt handler);
+
+ngx_int_t ngx_http_linegate_redis_init_process(ngx_cycle_t *cycle);
+void ngx_http_linegate_redis_exit_process(ngx_cycle_t *cycle);
+
+/* reply helpers */
+ngx_int_t ngx_http_linegate_reply_int(redisReply *reply, ngx_uint_t i,
+    int64_t *n);
+ngx_int_t ngx_http_linegate_reply_str(redisReply *reply, ngx_uint_t i,
+    ngx_str_t *s);
+
+
+#endif /* _NGX_HTTP_LINEGATE_REDIS_H_INCLUDED_ */

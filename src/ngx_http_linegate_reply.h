@@ -1,0 +1,46 @@
+
+/*
+ * linegate: answers. Every answer is JSON, carries X-Request-Id, and ends
+ * the request: these functions finalize it.
+ */
+
+
+#ifndef _NGX_HTTP_LINEGATE_REPLY_H_INCLUDED_
+#define _NGX_HTTP_LINEGATE_REPLY_H_INCLUDED_
+
+
+#include "ngx_http_linegate_module.h"
+
+
+/* answer obj (its reference is taken) with status, and finalize */
+void ngx_http_linegate_send_json(ngx_http_request_t *r, ngx_uint_t status,
+    json_t *obj);
+
+/* answer an already serialized JSON body (idempotent replays) */
+void ngx_http_linegate_send_body(ngx_http_request_t *r, ngx_uint_t status,
+    u_char *body, size_t len);
+
+/*
+ * An error in the format of the API the request belongs to: Lines API and
+ * operator {"error": message, "code": code}; Provisioning API
+ * {"status": "ERROR", "error": code, "message": message}. code may be NULL.
+ */
+void ngx_http_linegate_error(ngx_http_request_t *r, ngx_uint_t status,
+    const char *code, const char *message);
+
+/* 400 naming the field that failed validation */
+void ngx_http_linegate_field_error(ngx_http_request_t *r, const char *field,
+    const char *message);
+
+/* Redis could not answer: 503, Retry-After, nothing written */
+void ngx_http_linegate_store_unavailable(ngx_http_request_t *r);
+
+/* a bug or an allocation failure: logged, 500 in the API's format */
+void ngx_http_linegate_internal_error(ngx_http_request_t *r);
+
+/* serialize for storage (idempotent replay): compact, allocated in pool */
+ngx_int_t ngx_http_linegate_json_dump(ngx_pool_t *pool, json_t *obj,
+    ngx_str_t *out);
+
+
+#endif /* _NGX_HTTP_LINEGATE_REPLY_H_INCLUDED_ */
