@@ -1,1 +1,54 @@
-/* placeholder */
+
+/*
+ * linegate: who is calling. Every check here is synchronous: API keys and
+ * provisioning credentials are reduced to digests that the endpoint's
+ * Redis script resolves (one round trip for auth and work together);
+ * Clerk tokens are verified locally against the configured keys.
+ */
+
+
+#ifndef _NGX_HTTP_LINEGATE_AUTH_H_INCLUDED_
+#define _NGX_HTTP_LINEGATE_AUTH_H_INCLUDED_
+
+
+#include "ngx_http_linegate_module.h"
+
+
+typedef struct {
+    ngx_uint_t                      kind;   /* NGX_HTTP_LINEGATE_AUTH_* */
+    /*
+     * API_KEY: sha256hex of the presented key (64 characters), to be
+     * resolved by the script through lg:apikey:<digest>.
+     * CLERK: the workspace id (the token's active organization).
+     */
+    ngx_str_t                       value;
+    ngx_str_t                       subject;  /* CLERK: the user id */
+} ngx_http_linegate_principal_t;
+
+
+/*
+ * Lines API: "Authorization: Bearer <tuco_ key | Clerk JWT>" or the
+ * __session cookie. clerk_only refuses API keys (check-availability).
+ * NGX_OK: p is filled in. NGX_DECLINED: the answer (401, or 400 "No
+ * active workspace") has been sent and the request finalized.
+ */
+ngx_int_t ngx_http_linegate_auth_workspace(ngx_http_request_t *r,
+    ngx_http_linegate_ctx_t *ctx, ngx_uint_t clerk_only,
+    ngx_http_linegate_principal_t *p);
+
+/*
+ * Provisioning API: sb-api-key-id and sb-api-secret-key. key_id is the
+ * presented id (bounded, [A-Za-z0-9_-]), secret_digest the sha256hex of the
+ * secret; the script compares it in constant time with the stored one.
+ * NGX_DECLINED: 401 sent.
+ */
+ngx_int_t ngx_http_linegate_auth_account(ngx_http_request_t *r,
+    ngx_http_linegate_ctx_t *ctx, ngx_str_t *key_id,
+    ngx_str_t *secret_digest);
+
+/* operator API: Bearer token, constant time. NGX_DECLINED: 401 sent. */
+ngx_int_t ngx_http_linegate_auth_operator(ngx_http_request_t *r,
+    ngx_http_linegate_ctx_t *ctx);
+
+
+#endif /* _NGX_HTTP_LINEGATE_AUTH_H_INCLUDED_ */

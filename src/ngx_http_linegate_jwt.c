@@ -69,6 +69,8 @@ static char *ngx_http_linegate_jwt_read_file(const char *path, size_t *len,
 static int ngx_http_linegate_jwt_load_pem(ngx_http_linegate_jwt_keys_t *keys,
     const char *path, const char *data, size_t len, char *err,
     size_t errlen);
+static int ngx_http_linegate_jwt_pem_block(ngx_http_linegate_jwt_keys_t *keys,
+    const char *path, BIO *bio, char *err, size_t errlen);
 static int ngx_http_linegate_jwt_load_jwks(
     ngx_http_linegate_jwt_keys_t *keys, const char *path, const char *data,
     size_t len, char *err, size_t errlen);
@@ -349,16 +351,17 @@ failed:
 
 /*
  * Every "PUBLIC KEY" block of the file is loaded, without a kid, so an
- * operator may list the old and the new key while rotating.
+ * operator may list the old and the new key while rotating.  Any other
+ * block (a private key, a certificate) refuses the file: it is almost
+ * certainly the wrong file, and a private key does not belong here.
  */
 
 static int
 ngx_http_linegate_jwt_load_pem(ngx_http_linegate_jwt_keys_t *keys,
     const char *path, const char *data, size_t len, char *err, size_t errlen)
 {
+    int             rc;
     BIO            *bio;
-    char            label[32];
-    EVP_PKEY       *pkey;
     unsigned long   e;
 
     bio = BIO_new_mem_buf(data, (int) len);
@@ -369,22 +372,21 @@ ngx_http_linegate_jwt_load_pem(ngx_http_linegate_jwt_keys_t *keys,
 
     ERR_clear_error();
 
-    while ((pkey = PEM_read_bio_PUBKEY(bio, NULL, NULL, NULL)) != NULL) {
-        (void) snprintf(label, sizeof(label), "key #%lu",
-                        (unsigned long) keys->nkeys + 1);
-
-        if (ngx_http_linegate_jwt_add_key(keys, path, label, NULL, pkey, err,
-                                          errlen)
-            != 0)
-        {
-            BIO_free(bio);
-            return -1;
-        }
+    while ((rc = ngx_http_linegate_jwt_pem_block(keys, path, bio, err,
+                                                 errlen))
+           == 1)
+    {
+        /* next block */
     }
 
     BIO_free(bio);
 
-    /* the loop must have stopped because no block was left */
+    if (rc < 0) {
+        ERR_clear_error();
+        return -1;
+    }
+
+    /* the reader must have stopped because no block was left */
     e = ERR_peek_last_error();
     ERR_clear_error();
 
@@ -392,21 +394,77 @@ ngx_http_linegate_jwt_load_pem(ngx_http_linegate_jwt_keys_t *keys,
         || ERR_GET_REASON(e) != PEM_R_NO_START_LINE)
     {
         ngx_http_linegate_jwt_error(err, errlen,
-                                    "%s: invalid PEM public key after %lu "
-                                    "good one(s)", path,
-                                    (unsigned long) keys->nkeys);
+                                    "%s: invalid PEM after %lu good key(s)",
+                                    path, (unsigned long) keys->nkeys);
         return -1;
     }
 
     if (keys->nkeys == 0) {
         ngx_http_linegate_jwt_error(err, errlen,
                                     "%s: no \"-----BEGIN PUBLIC KEY-----\" "
-                                    "block (private keys and certificates "
-                                    "are not accepted)", path);
+                                    "block", path);
         return -1;
     }
 
     return 0;
+}
+
+
+/* 1: a key was added, 0: no block left (or a PEM error), -1: refused */
+
+static int
+ngx_http_linegate_jwt_pem_block(ngx_http_linegate_jwt_keys_t *keys,
+    const char *path, BIO *bio, char *err, size_t errlen)
+{
+    int                   rc;
+    long                  len;
+    char                 *name, *header, label[32];
+    EVP_PKEY             *pkey;
+    unsigned char        *der;
+    const unsigned char  *p;
+
+    if (!PEM_read_bio(bio, &name, &header, &der, &len)) {
+        return 0;
+    }
+
+    (void) snprintf(label, sizeof(label), "key #%lu",
+                    (unsigned long) keys->nkeys + 1);
+
+    rc = -1;
+
+    if (strcmp(name, PEM_STRING_PUBLIC) != 0) {
+        ngx_http_linegate_jwt_error(err, errlen,
+                                    "%s: found a \"%.40s\" block, only "
+                                    "\"PUBLIC KEY\" is accepted", path,
+                                    name);
+        goto done;
+    }
+
+    p = der;
+    pkey = d2i_PUBKEY(NULL, &p, len);
+
+    if (pkey == NULL || p != der + len) {
+        EVP_PKEY_free(pkey);
+        ngx_http_linegate_jwt_error(err, errlen,
+                                    "%s: %s is not a valid public key",
+                                    path, label);
+        goto done;
+    }
+
+    if (ngx_http_linegate_jwt_add_key(keys, path, label, NULL, pkey, err,
+                                      errlen)
+        == 0)
+    {
+        rc = 1;
+    }
+
+done:
+
+    OPENSSL_free(name);
+    OPENSSL_free(header);
+    OPENSSL_free(der);
+
+    return rc;
 }
 
 

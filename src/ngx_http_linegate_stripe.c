@@ -1,1 +1,445 @@
 
+/*
+ * linegate: Stripe calls as nginx subrequests.
+ *
+ * The operator's internal location (linegate_stripe_location) holds the
+ * proxy_pass, TLS and the secret key; the module only builds the method,
+ * path, form body and headers. The subrequest's answer is kept in memory
+ * and handed to the waiting request, which resumes from its write event
+ * handler once the subrequest is done.
+ */
+
+
+#include "ngx_http_linegate_module.h"
+#include "ngx_http_linegate_stripe.h"
+
+
+#define NGX_HTTP_LINEGATE_STRIPE_BODY_MAX  (256 * 1024)
+
+
+static ngx_int_t ngx_http_linegate_stripe_done(ngx_http_request_t *sr,
+    void *data, ngx_int_t rc);
+static void ngx_http_linegate_stripe_resume(ngx_http_request_t *r);
+static ngx_int_t ngx_http_linegate_stripe_headers(ngx_http_request_t *sr,
+    ngx_str_t *idempotency_key, ngx_str_t *version, ngx_uint_t form);
+static ngx_int_t ngx_http_linegate_stripe_header(ngx_http_request_t *sr,
+    const char *name, ngx_str_t *value);
+static ngx_int_t ngx_http_linegate_stripe_body(ngx_http_request_t *sr,
+    ngx_str_t *form);
+
+
+static ngx_str_t  ngx_http_linegate_post = ngx_string("POST");
+static ngx_str_t  ngx_http_linegate_get = ngx_string("GET");
+static ngx_str_t  ngx_http_linegate_delete = ngx_string("DELETE");
+
+
+ngx_int_t
+ngx_http_linegate_form_add(ngx_pool_t *pool, ngx_str_t *form,
+    const char *name, ngx_str_t *value)
+{
+    size_t   nlen, len;
+    u_char  *p;
+
+    nlen = ngx_strlen(name);
+
+    /* every byte may become %XX */
+    len = form->len + 1 + 3 * nlen + 1 + 3 * value->len;
+
+    p = ngx_pnalloc(pool, len);
+    if (p == NULL) {
+        return NGX_ERROR;
+    }
+
+    form->data = ngx_cpymem(p, form->data, form->len) - form->len;
+    p += form->len;
+
+    if (form->len) {
+        *p++ = '&';
+    }
+
+    p = (u_char *) ngx_escape_uri(p, (u_char *) name, nlen,
+                                  NGX_ESCAPE_ARGS);
+    *p++ = '=';
+    p = (u_char *) ngx_escape_uri(p, value->data, value->len,
+                                  NGX_ESCAPE_ARGS);
+
+    form->len = p - form->data;
+
+    return NGX_OK;
+}
+
+
+ngx_int_t
+ngx_http_linegate_form_add_cstr(ngx_pool_t *pool, ngx_str_t *form,
+    const char *name, const char *value)
+{
+    ngx_str_t  v;
+
+    v.data = (u_char *) value;
+    v.len = ngx_strlen(value);
+
+    return ngx_http_linegate_form_add(pool, form, name, &v);
+}
+
+
+ngx_int_t
+ngx_http_linegate_stripe_id_valid(ngx_str_t *id)
+{
+    size_t  i;
+
+    if (id->len == 0 || id->len > 255) {
+        return 0;
+    }
+
+    for (i = 0; i < id->len; i++) {
+        if (!(isalnum(id->data[i]) || id->data[i] == '_')) {
+            return 0;
+        }
+    }
+
+    return 1;
+}
+
+
+ngx_int_t
+ngx_http_linegate_stripe_call(ngx_http_request_t *r,
+    ngx_http_linegate_ctx_t *ctx, ngx_uint_t method, ngx_str_t *path,
+    ngx_str_t *form, ngx_str_t *idempotency_key,
+    ngx_http_linegate_resume_pt resume)
+{
+    ngx_str_t                       uri;
+    ngx_http_request_t             *sr;
+    ngx_http_post_subrequest_t     *ps;
+    ngx_http_linegate_main_conf_t  *lmcf;
+
+    lmcf = ngx_http_get_module_main_conf(r, ngx_http_linegate_module);
+
+    uri.len = lmcf->stripe_location.len + path->len;
+    uri.data = ngx_pnalloc(r->pool, uri.len);
+    if (uri.data == NULL) {
+        return NGX_ERROR;
+    }
+
+    ngx_memcpy(ngx_cpymem(uri.data, lmcf->stripe_location.data,
+                          lmcf->stripe_location.len),
+               path->data, path->len);
+
+    ps = ngx_palloc(r->pool, sizeof(ngx_http_post_subrequest_t));
+    if (ps == NULL) {
+        return NGX_ERROR;
+    }
+
+    ps->handler = ngx_http_linegate_stripe_done;
+    ps->data = ctx;
+
+    if (ctx->stripe_json) {
+        json_decref(ctx->stripe_json);
+        ctx->stripe_json = NULL;
+    }
+
+    ctx->stripe_status = 0;
+    ngx_str_null(&ctx->stripe_body);
+    ctx->stripe_retry_after = 0;
+    ctx->resume = resume;
+
+    if (ngx_http_subrequest(r, &uri, NULL, &sr, ps,
+                            NGX_HTTP_SUBREQUEST_IN_MEMORY
+                            |NGX_HTTP_SUBREQUEST_WAITED)
+        != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    switch (method) {
+
+    case NGX_HTTP_POST:
+        sr->method = NGX_HTTP_POST;
+        sr->method_name = ngx_http_linegate_post;
+        break;
+
+    case NGX_HTTP_DELETE:
+        sr->method = NGX_HTTP_DELETE;
+        sr->method_name = ngx_http_linegate_delete;
+        break;
+
+    default:
+        sr->method = NGX_HTTP_GET;
+        sr->method_name = ngx_http_linegate_get;
+        break;
+    }
+
+    /* never forward the client's headers (its credentials) to Stripe */
+    if (ngx_http_linegate_stripe_headers(sr, idempotency_key,
+                                         &lmcf->stripe_version,
+                                         form != NULL)
+        != NGX_OK
+        || ngx_http_linegate_stripe_body(sr, form) != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    /* the waiting request resumes here when the subrequest is done */
+    r->write_event_handler = ngx_http_linegate_stripe_resume;
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_linegate_stripe_headers(ngx_http_request_t *sr,
+    ngx_str_t *idempotency_key, ngx_str_t *version, ngx_uint_t form)
+{
+    ngx_str_t  type = ngx_string("application/x-www-form-urlencoded");
+
+    ngx_memzero(&sr->headers_in, sizeof(ngx_http_headers_in_t));
+
+    if (ngx_list_init(&sr->headers_in.headers, sr->pool, 4,
+                      sizeof(ngx_table_elt_t))
+        != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    if (ngx_array_init(&sr->headers_in.cookies, sr->pool, 1,
+                       sizeof(ngx_table_elt_t *))
+        != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    sr->headers_in.content_length_n = -1;
+    sr->headers_in.keep_alive_n = -1;
+    sr->headers_in.server = sr->main->headers_in.server;
+
+    if (version->len
+        && ngx_http_linegate_stripe_header(sr, "Stripe-Version", version)
+           != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    if (idempotency_key != NULL && idempotency_key->len
+        && ngx_http_linegate_stripe_header(sr, "Idempotency-Key",
+                                           idempotency_key)
+           != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    if (form
+        && ngx_http_linegate_stripe_header(sr, "Content-Type", &type)
+           != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_linegate_stripe_header(ngx_http_request_t *sr, const char *name,
+    ngx_str_t *value)
+{
+    ngx_table_elt_t  *h;
+
+    h = ngx_list_push(&sr->headers_in.headers);
+    if (h == NULL) {
+        return NGX_ERROR;
+    }
+
+    h->key.data = (u_char *) name;
+    h->key.len = ngx_strlen(name);
+    h->value = *value;
+    h->hash = 1;
+
+    h->lowcase_key = ngx_pnalloc(sr->pool, h->key.len);
+    if (h->lowcase_key == NULL) {
+        return NGX_ERROR;
+    }
+
+    ngx_strlow(h->lowcase_key, h->key.data, h->key.len);
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_linegate_stripe_body(ngx_http_request_t *sr, ngx_str_t *form)
+{
+    ngx_buf_t                 *b;
+    ngx_http_request_body_t   *rb;
+
+    if (form == NULL) {
+        /* no body, whatever the client sent to us */
+        sr->request_body = NULL;
+        sr->headers_in.content_length_n = 0;
+        return NGX_OK;
+    }
+
+    rb = ngx_pcalloc(sr->pool, sizeof(ngx_http_request_body_t));
+    if (rb == NULL) {
+        return NGX_ERROR;
+    }
+
+    b = ngx_calloc_buf(sr->pool);
+    if (b == NULL) {
+        return NGX_ERROR;
+    }
+
+    b->pos = form->data;
+    b->last = form->data + form->len;
+    b->start = b->pos;
+    b->end = b->last;
+    b->memory = 1;
+    b->last_buf = 1;
+
+    rb->bufs = ngx_alloc_chain_link(sr->pool);
+    if (rb->bufs == NULL) {
+        return NGX_ERROR;
+    }
+
+    rb->bufs->buf = b;
+    rb->bufs->next = NULL;
+    rb->rest = 0;
+
+    sr->request_body = rb;
+    sr->headers_in.content_length_n = form->len;
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_linegate_stripe_done(ngx_http_request_t *sr, void *data,
+    ngx_int_t rc)
+{
+    size_t                    len;
+    json_t                   *json;
+    ngx_buf_t                *b;
+    ngx_table_elt_t          *h;
+    ngx_http_linegate_ctx_t  *ctx = data;
+
+    if (ctx->resume == NULL) {
+        /* finished twice, or after the waiting request gave up */
+        return rc;
+    }
+
+    ctx->stripe_status = sr->headers_out.status;
+
+    if (rc == NGX_ERROR || (rc >= NGX_HTTP_SPECIAL_RESPONSE
+                            && ctx->stripe_status < NGX_HTTP_SPECIAL_RESPONSE))
+    {
+        ctx->stripe_status = rc == NGX_ERROR ? NGX_HTTP_BAD_GATEWAY : rc;
+    }
+
+    h = sr->headers_out.retry_after;
+    if (h != NULL) {
+        ctx->stripe_retry_after = ngx_atoi(h->value.data, h->value.len);
+    }
+
+    if (sr->out != NULL && sr->out->buf != NULL) {
+        b = sr->out->buf;
+        len = b->last - b->pos;
+
+        if (len > 0 && len <= NGX_HTTP_LINEGATE_STRIPE_BODY_MAX) {
+            ctx->stripe_body.data = b->pos;
+            ctx->stripe_body.len = len;
+
+            json = json_loadb((const char *) b->pos, len, 0, NULL);
+
+            if (json != NULL && !json_is_object(json)) {
+                json_decref(json);
+                json = NULL;
+            }
+
+            ctx->stripe_json = json;
+        }
+    }
+
+    /* the card-related body is never logged, only what came of the call */
+    ngx_log_debug2(NGX_LOG_DEBUG_HTTP, sr->connection->log, 0,
+                   NGX_HTTP_LINEGATE_LOG "stripe answered %i (json: %d)",
+                   ctx->stripe_status, ctx->stripe_json != NULL);
+
+    sr->parent->write_event_handler = ngx_http_linegate_stripe_resume;
+
+    return rc;
+}
+
+
+static void
+ngx_http_linegate_stripe_resume(ngx_http_request_t *r)
+{
+    ngx_http_linegate_ctx_t      *ctx;
+    ngx_http_linegate_resume_pt   resume;
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_linegate_module);
+
+    if (ctx == NULL || ctx->resume == NULL || ctx->stripe_status == 0) {
+        /* a write event before the subrequest finished: keep waiting */
+        return;
+    }
+
+    resume = ctx->resume;
+    ctx->resume = NULL;
+    r->write_event_handler = ngx_http_request_empty_handler;
+
+    resume(r, ctx);
+}
+
+
+ngx_http_linegate_stripe_result_e
+ngx_http_linegate_stripe_result(ngx_http_linegate_ctx_t *ctx)
+{
+    if (ctx->stripe_status == NGX_HTTP_TOO_MANY_REQUESTS) {
+        return NGX_HTTP_LINEGATE_STRIPE_RATE_LIMITED;
+    }
+
+    if (ctx->stripe_json == NULL || ctx->stripe_status >= 500
+        || ctx->stripe_status < 200)
+    {
+        return NGX_HTTP_LINEGATE_STRIPE_UNAVAILABLE;
+    }
+
+    if (ctx->stripe_status >= 300) {
+        /* a 4xx that is not Stripe's own error shape came from a proxy */
+        return json_is_object(json_object_get(ctx->stripe_json, "error"))
+               ? NGX_HTTP_LINEGATE_STRIPE_REFUSED
+               : NGX_HTTP_LINEGATE_STRIPE_UNAVAILABLE;
+    }
+
+    return NGX_HTTP_LINEGATE_STRIPE_OK;
+}
+
+
+static const char *
+ngx_http_linegate_stripe_error_field(ngx_http_linegate_ctx_t *ctx,
+    const char *field)
+{
+    json_t  *err, *v;
+
+    err = ctx->stripe_json ? json_object_get(ctx->stripe_json, "error")
+                           : NULL;
+    v = err ? json_object_get(err, field) : NULL;
+
+    return json_is_string(v) ? json_string_value(v) : NULL;
+}
+
+
+const char *
+ngx_http_linegate_stripe_error_message(ngx_http_linegate_ctx_t *ctx)
+{
+    const char  *msg;
+
+    msg = ngx_http_linegate_stripe_error_field(ctx, "message");
+
+    return msg ? msg : "The payment provider refused the request";
+}
+
+
+const char *
+ngx_http_linegate_stripe_error_code(ngx_http_linegate_ctx_t *ctx)
+{
+    return ngx_http_linegate_stripe_error_field(ctx, "code");
+}

@@ -33,6 +33,26 @@
 #                                         {"webhook_url"?} -> invoice.* event
 #   POST /_stub/webhook                   {"url","type","object",...}
 #
+# Faults: {"path_prefix":"/v1/invoices","method":"POST","status":500,
+#   "count":1,"latency_ms":0,"drop":false,"after_commit":false,
+#   "retry_after":1,"body":{...}?}. The first queued fault matching a
+#   /v1 request is used; count < 0 never runs out. latency_ms delays
+#   the request (the loop stays free); status answers a Stripe-shaped
+#   error (429 adds Retry-After); drop closes the connection unanswered.
+#   after_commit: the real work (state, idempotency record) happens
+#   first, then the latency and the faulty answer.
+# Webhooks: Stripe-Signature "t=<unix>,v1=<hmac-sha256 hex of 't.body'>"
+#   with --webhook-secret (default whsec_test_secret). Optional fields:
+#   "id", "api_version", "secret", "timestamp", "signature" (raw header),
+#   "raw_body" (exact bytes), "object_id" (send a stored object). The
+#   control call answers after delivery: {"delivered":true,"status":N,
+#   "body":"<receiver body>","json":<body parsed or null>,"event_id",
+#   "signature"} or {"delivered":false,"error":...}.
+# Idempotency-Key (POST, scoped per API key): same method, path and body
+#   replays the first answer byte for byte with Idempotent-Replayed: true;
+#   different ones get 400 idempotency_error; a key still being handled
+#   (latency fault) gets 409. Auth and parameter errors are not stored.
+#
 # Example:
 #   perl t/stub/stripe-stub.pl --listen 127.0.0.1:12111 &
 #   curl -s -XPOST localhost:12111/_stub/customers -d '{"id":"cus_a",
@@ -44,7 +64,7 @@ use warnings;
 
 use Mojolicious::Lite;
 use Mojo::IOLoop;
-use Mojo::JSON qw(encode_json decode_json true false);
+use Mojo::JSON qw(decode_json true false);
 use Mojo::Log;
 use Mojo::Parameters;
 use Mojo::Server::Daemon;
@@ -52,6 +72,7 @@ use Mojo::UserAgent;
 use Mojo::Util qw(decode encode xml_escape);
 use Digest::SHA qw(hmac_sha256_hex);
 use Getopt::Long qw(GetOptions);
+use JSON::PP ();
 
 # ---------------------------------------------------------------------------
 # Options
@@ -70,10 +91,18 @@ if ($opt{help}) {
   exit 0;
 }
 
-# What the module sends when it does not pin a version; echoed back.
+# Echoed as Stripe-Version when a request names none; events' api_version.
 my $DEFAULT_API_VERSION = '2025-03-31.basil';
 my $DEFAULT_UNIT_AMOUNT = 1500;    # cents, for prices nobody registered
 my $MONTH               = 30 * 86400;
+
+# Bytes that Stripe itself would send: pretty-printed with two-space
+# indentation and "/" unescaped (Mojo::JSON writes "\/"). Sorted keys keep
+# replays and signatures reproducible.
+my $STRIPE_JSON = JSON::PP->new->utf8->canonical->indent->indent_length(2)
+  ->space_after;
+
+sub stripe_json { return $STRIPE_JSON->encode($_[0]) }
 
 # ---------------------------------------------------------------------------
 # State. Everything lives in %S so that /_stub/reset is one assignment.
@@ -351,9 +380,14 @@ sub made_up_price {
     recurring           => $recurring ? monthly() : undef,
     type                => $recurring ? 'recurring' : 'one_time',
     unit_amount         => $DEFAULT_UNIT_AMOUNT,
-    unit_amount_decimal => "$DEFAULT_UNIT_AMOUNT",
+    unit_amount_decimal => decimal($DEFAULT_UNIT_AMOUNT),
   };
 }
+
+# Stripe sends amounts as integers and their "_decimal" twins as strings.
+# sprintf keeps the integer itself un-stringified, so JSON::PP still
+# writes it as a number.
+sub decimal { return sprintf '%d', $_[0] }
 
 sub monthly {
   return {interval => 'month', interval_count => 1,
@@ -366,7 +400,7 @@ sub pricing_of {
   return {
     type          => 'price_details',
     price_details => {price => $price->{id}, product => $price->{product}},
-    unit_amount_decimal => "$price->{unit_amount}",
+    unit_amount_decimal => decimal($price->{unit_amount}),
   };
 }
 
@@ -431,7 +465,7 @@ sub new_invoice_item {
     quantity            => $qty,
     subscription        => undef,
     unit_amount         => $price->{unit_amount},
-    unit_amount_decimal => "$price->{unit_amount}",
+    unit_amount_decimal => decimal($price->{unit_amount}),
   };
 }
 
@@ -961,7 +995,7 @@ sub to_response {
     'Stripe-Version' => $req->{version} // $DEFAULT_API_VERSION,
   );
   $h{'Idempotency-Key'} = $req->{idem_key} if defined $req->{idem_key};
-  return {status => $status, body => encode_json($body), headers => \%h};
+  return {status => $status, body => stripe_json($body), headers => \%h};
 }
 
 sub uses_idempotency {
@@ -1078,7 +1112,7 @@ sub drop_connection {
 
 sub finish {
   my ($c, $tx, $entry, $res) = @_;
-  $entry->{status}   = $res->{drop} ? undef : $res->{status};
+  $entry->{status}   = $res->{drop} ? undef : 0 + $res->{status};
   $entry->{dropped}  = true if $res->{drop};
   $entry->{replayed} = true if $res->{replayed};
   app->log->info(sprintf '%s %s -> %s%s%s', $entry->{method},
@@ -1175,7 +1209,7 @@ sub new_event {
 sub deliver {
   my ($c, $url, $event, $args, $extra) = @_;
   my $body = defined $args->{raw_body}
-    ? encode('UTF-8', $args->{raw_body}) : encode_json($event);
+    ? encode('UTF-8', $args->{raw_body}) : stripe_json($event);
   my $ts     = $args->{timestamp} // time;
   my $secret = $args->{secret} // $opt{'webhook-secret'};
   my $sig    = $args->{signature} // sign($body, $ts, $secret);
@@ -1191,7 +1225,7 @@ sub deliver {
     my %out = (%$extra, event_id => $event->{id}, signature => $sig);
     if (my $code = $dtx->res->code) {
       my $rb = $dtx->res->body;
-      %out = (%out, delivered => true, status => $code,
+      %out = (%out, delivered => true, status => 0 + $code,
         body => decode('UTF-8', $rb) // $rb,
         json => scalar eval { decode_json($rb) });
     }
@@ -1257,7 +1291,7 @@ post '/_stub/prices' => sub {
     unless !ref $amount && $amount =~ /^\d+$/;
   my $price = made_up_price($id, $in->{recurring});
   %$price = (%$price, id => $id, unit_amount => 0 + $amount,
-    unit_amount_decimal => "$amount",
+    unit_amount_decimal => decimal($amount),
     currency => $in->{currency} // 'usd',
     product  => $in->{product} // 'prod_stub');
   $S{prices}{$id} = $price;

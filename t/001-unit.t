@@ -1,0 +1,56 @@
+# Pure-C unit tests (src/ngx_http_linegate_{crypto,jwt}.c), run outside
+# nginx.  Builds them with t/unit/build.sh (honours $CC) into a temporary
+# directory and relays each binary's TAP as a subtest.
+
+use strict;
+use warnings;
+
+use File::Spec;
+use File::Temp qw(tempdir);
+use FindBin;
+use Test::More;
+
+my $root = File::Spec->rel2abs("$FindBin::Bin/..");
+my $dir = tempdir('linegate-unit-XXXXXX', TMPDIR => 1, CLEANUP => 1);
+
+my $log = `bash "$root/t/unit/build.sh" "$dir" 2>&1`;
+is($?, 0, 'unit tests build') or diag($log);
+
+for my $name (qw(test_crypto test_jwt)) {
+    subtest $name => sub {
+        my $bin = "$dir/$name";
+
+        plan skip_all => "$name was not built" unless -x $bin;
+
+        my @lines = `"$bin"`;
+        my $status = $?;
+        my ($plan, $passed, $failed) = (undef, 0, 0);
+
+        for my $line (@lines) {
+            chomp $line;
+
+            if ($line =~ /^(not )?ok \d+(?: - (.*))?$/) {
+                ok(!defined $1, $2 // '');
+                defined $1 ? $failed++ : $passed++;
+
+            } elsif ($line =~ /^1\.\.(\d+)$/) {
+                $plan = $1;
+
+            } elsif ($line =~ /^Bail out!/) {
+                fail($line);
+
+            } elsif ($line =~ /^#/) {
+                note($line);
+            }
+        }
+
+        is($status, 0, "$name exits 0");
+        ok($passed > 0, "$name ran at least one test");
+        is($failed, 0, "$name has no 'not ok'");
+        is($plan, $passed + $failed, "$name ran as many tests as planned");
+
+        done_testing();
+    };
+}
+
+done_testing();

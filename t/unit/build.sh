@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+#
+# Builds the pure-C unit tests (no nginx needed).
+#
+#   bash t/unit/build.sh [outdir]          default outdir: build/unit
+#   CC=clang bash t/unit/build.sh
+#
+# Run from anywhere; paths are resolved from the repository root.
+
+set -euo pipefail
+
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+out=${1:-build/unit}
+cc=${CC:-cc}
+cflags=(-std=c99 -Wall -Wextra -Werror -pedantic -Wpointer-arith -g -O1
+        -I "$root/src")
+libs=(-lssl -lcrypto -ljansson)
+
+case $out in
+    /*) ;;
+    *) out=$root/$out ;;
+esac
+
+mkdir -p "$out"
+
+"$cc" "${cflags[@]}" -o "$out/test_crypto" \
+    "$root/t/unit/test_crypto.c" "$root/src/ngx_http_linegate_crypto.c" \
+    "${libs[@]}"
+
+"$cc" "${cflags[@]}" -o "$out/test_jwt" \
+    "$root/t/unit/test_jwt.c" "$root/src/ngx_http_linegate_jwt.c" \
+    "$root/src/ngx_http_linegate_crypto.c" "${libs[@]}"
+
+echo "built $out/test_crypto $out/test_jwt"
