@@ -13,7 +13,7 @@ CC         ?= cc
 PROVE_ARGS ?= -r
 MODULE      = $(BUILD)/ngx_http_linegate_module.so
 
-SRCS = $(wildcard src/*.c src/*.h src/lua/*.lua)
+SRCS = $(wildcard src/*.c src/*.h src/lua/*.lua src/lua/include/*.lua)
 
 DEB_PACKAGES = nginx nginx-dev libhiredis-dev libjansson-dev libssl-dev \
     redis-server redis-tools wrk curl jq perl gnuplot-nox \

@@ -48,7 +48,7 @@ static int ngx_http_linegate_hex_value(unsigned char c);
 static int ngx_http_linegate_hex_decode(const char *in, size_t len,
     unsigned char *out, size_t outlen);
 static int ngx_http_linegate_b64url_value(unsigned char c);
-static int ngx_http_linegate_b64url_tail(const char *in, size_t n,
+static int ngx_http_linegate_b64url_group(const char *in, size_t n,
     unsigned char *out);
 static int ngx_http_linegate_stripe_next(const char **pos, const char *end,
     ngx_http_linegate_stripe_item_t *it);
@@ -197,7 +197,7 @@ ngx_http_linegate_base64url_decode(const char *in, size_t len,
     for (i = 0; i < len; i += 4) {
         rem = (len - i < 4) ? len - i : 4;
 
-        if (ngx_http_linegate_b64url_tail(in + i, rem, out + o) != 0) {
+        if (ngx_http_linegate_b64url_group(in + i, rem, out + o) != 0) {
             return -1;
         }
 
@@ -349,7 +349,7 @@ ngx_http_linegate_b64url_value(unsigned char c)
  */
 
 static int
-ngx_http_linegate_b64url_tail(const char *in, size_t n, unsigned char *out)
+ngx_http_linegate_b64url_group(const char *in, size_t n, unsigned char *out)
 {
     int            v;
     size_t         i, nbytes, unused;

@@ -9,6 +9,15 @@ use strict;
 use warnings;
 use File::Basename qw(basename);
 
+sub slurp {
+    my ($f) = @_;
+    open my $fh, '<', $f or die "$f: $!\n";
+    local $/;
+    my $text = <$fh>;
+    close $fh;
+    return $text;
+}
+
 my ($out, @files) = @ARGV;
 die "usage: $0 OUT.h FILE.lua ...\n" unless $out && @files;
 
@@ -16,10 +25,14 @@ my (@names, $body);
 for my $f (sort @files) {
     my $name = basename($f, '.lua');
     die "$f: script names are [a-z0-9_]\n" unless $name =~ /^[a-z0-9_]+$/;
-    open my $fh, '<', $f or die "$f: $!\n";
-    local $/;
-    my $src = <$fh>;
-    close $fh;
+    my $src = slurp($f);
+
+    # "--#include name" pastes src/lua/include/name.lua: Redis scripts
+    # cannot call each other, so shared Lua functions are pasted in.
+    my $dir = File::Basename::dirname($f);
+    $src =~ s{^--#include ([a-z0-9_]+)[ \t]*$}{
+        slurp("$dir/include/$1.lua")
+    }gme;
     my $c = join "\n", map {
         my $l = $_;
         $l =~ s/\\/\\\\/g;

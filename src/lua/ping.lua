@@ -1,1 +1,2 @@
-return redis.call("PING")
+--#include ping_fn
+return lg_ping()

@@ -403,8 +403,8 @@ test_load(void)
     refused_load(write_pem("weak.pem", weak, 0), "key #1 is 1024 bits",
                  "load: 1024-bit PEM refused");
 
-    p = write_jwks("ec.json", "{\"kty\":\"EC\",\"kid\":\"e1\",\"crv\":\"P-256\","
-                              "\"x\":\"AA\",\"y\":\"AA\"}");
+    p = write_jwks("ec.json", "{\"kty\":\"EC\",\"kid\":\"e1\","
+                              "\"crv\":\"P-256\",\"x\":\"AA\",\"y\":\"AA\"}");
     refused_load(p, "kty \"EC\"", "load: non-RSA kty refused");
 
     p = write_jwks("rs512.json", jwk(k1, "k1", ",\"alg\":\"RS512\""));

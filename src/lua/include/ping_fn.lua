@@ -1,0 +1,3 @@
+local function lg_ping()
+    return redis.call("PING")
+end

@@ -1,0 +1,2 @@
+
+/* linegate: idempotency of line request creation (placeholder). */

@@ -1,0 +1,31 @@
+
+/*
+ * linegate: RateLimit-Policy and RateLimit headers (IETF httpapi
+ * ratelimit-headers draft, structured-field form). The counting itself is
+ * done atomically inside the endpoint's Redis script.
+ */
+
+
+#ifndef _NGX_HTTP_LINEGATE_RATELIMIT_H_INCLUDED_
+#define _NGX_HTTP_LINEGATE_RATELIMIT_H_INCLUDED_
+
+
+#include "ngx_http_linegate_module.h"
+
+
+typedef struct {
+    const char                     *name;       /* policy name */
+    ngx_uint_t                      quota;      /* q: requests or lines */
+    time_t                          window;     /* w: seconds */
+    ngx_int_t                       remaining;  /* r */
+    time_t                          reset;      /* t: seconds */
+} ngx_http_linegate_rl_window_t;
+
+
+/* fill ctx->rl_policy and ctx->rl_state for n windows */
+ngx_int_t ngx_http_linegate_ratelimit_headers(ngx_http_request_t *r,
+    ngx_http_linegate_ctx_t *ctx, ngx_http_linegate_rl_window_t *w,
+    ngx_uint_t n);
+
+
+#endif /* _NGX_HTTP_LINEGATE_RATELIMIT_H_INCLUDED_ */
