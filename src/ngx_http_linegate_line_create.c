@@ -1,0 +1,2 @@
+
+/* linegate: line_create (placeholder). */

@@ -1,0 +1,2 @@
+
+/* linegate: provision_confirm (placeholder). */
