@@ -218,30 +218,30 @@ ngx_http_linegate_stripe_signature_verify(const char *header, size_t hlen,
     ngx_http_linegate_stripe_hdr_t  h;
 
     if (header == NULL || hlen == 0
-        || hlen > NGX_HTTP_LINEGATE_STRIPE_HEADER_MAX)
+        || hlen > NGX_HTTP_LINEGATE_SIG_HEADER_MAX)
     {
-        return NGX_HTTP_LINEGATE_STRIPE_MALFORMED;
+        return NGX_HTTP_LINEGATE_SIG_MALFORMED;
     }
 
     rc = ngx_http_linegate_stripe_scan(header, hlen, &h);
-    if (rc != NGX_HTTP_LINEGATE_STRIPE_OK) {
+    if (rc != NGX_HTTP_LINEGATE_SIG_OK) {
         return rc;
     }
 
     if (h.nv1 == 0 || secret == NULL || slen == 0) {
-        return NGX_HTTP_LINEGATE_STRIPE_NO_MATCH;
+        return NGX_HTTP_LINEGATE_SIG_NO_MATCH;
     }
 
     if (ngx_http_linegate_stripe_mac(&h, body, blen, secret, slen, mac) != 0)
     {
-        return NGX_HTTP_LINEGATE_STRIPE_NO_MATCH;
+        return NGX_HTTP_LINEGATE_SIG_NO_MATCH;
     }
 
     rc = ngx_http_linegate_stripe_match(header, hlen, mac);
     OPENSSL_cleanse(mac, sizeof(mac));
 
     if (!rc) {
-        return NGX_HTTP_LINEGATE_STRIPE_NO_MATCH;
+        return NGX_HTTP_LINEGATE_SIG_NO_MATCH;
     }
 
     /*
@@ -249,10 +249,10 @@ ngx_http_linegate_stripe_signature_verify(const char *header, size_t hlen,
      * reported for a genuine (replayed or delayed) Stripe event.
      */
     if (!ngx_http_linegate_stripe_fresh(h.t, tolerance, now)) {
-        return NGX_HTTP_LINEGATE_STRIPE_TOO_OLD;
+        return NGX_HTTP_LINEGATE_SIG_TOO_OLD;
     }
 
-    return NGX_HTTP_LINEGATE_STRIPE_OK;
+    return NGX_HTTP_LINEGATE_SIG_OK;
 }
 
 
@@ -489,7 +489,7 @@ ngx_http_linegate_stripe_scan(const char *header, size_t hlen,
             /* two timestamps: which one was signed is ambiguous */
             if (have_t || ngx_http_linegate_stripe_parse_t(&it, &h->t) != 0)
             {
-                return NGX_HTTP_LINEGATE_STRIPE_MALFORMED;
+                return NGX_HTTP_LINEGATE_SIG_MALFORMED;
             }
 
             have_t = 1;
@@ -504,10 +504,10 @@ ngx_http_linegate_stripe_scan(const char *header, size_t hlen,
     }
 
     if (rc < 0 || !have_t) {
-        return NGX_HTTP_LINEGATE_STRIPE_MALFORMED;
+        return NGX_HTTP_LINEGATE_SIG_MALFORMED;
     }
 
-    return NGX_HTTP_LINEGATE_STRIPE_OK;
+    return NGX_HTTP_LINEGATE_SIG_OK;
 }
 
 

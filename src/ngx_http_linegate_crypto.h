@@ -17,13 +17,13 @@
 
 
 /* longest Stripe-Signature header value accepted */
-#define NGX_HTTP_LINEGATE_STRIPE_HEADER_MAX   4096
+#define NGX_HTTP_LINEGATE_SIG_HEADER_MAX   4096
 
 /* results of ngx_http_linegate_stripe_signature_verify() */
-#define NGX_HTTP_LINEGATE_STRIPE_OK           0
-#define NGX_HTTP_LINEGATE_STRIPE_MALFORMED   -1
-#define NGX_HTTP_LINEGATE_STRIPE_NO_MATCH    -2
-#define NGX_HTTP_LINEGATE_STRIPE_TOO_OLD     -3
+#define NGX_HTTP_LINEGATE_SIG_OK           0
+#define NGX_HTTP_LINEGATE_SIG_MALFORMED   -1
+#define NGX_HTTP_LINEGATE_SIG_NO_MATCH    -2
+#define NGX_HTTP_LINEGATE_SIG_TOO_OLD     -3
 
 
 /* lowercase hex SHA-256 of data, NUL-terminated; "" if OpenSSL fails */

@@ -1,15 +1,397 @@
 
-/* linegate: placeholder until this endpoint family lands. */
+/*
+ * linegate: Stripe webhooks (POST /webhooks/stripe).
+ *
+ * The Stripe-Signature header is checked on the raw body before anything
+ * is parsed. Events are applied by one Redis script each, which also
+ * remembers the event id, so a redelivered event is applied once. Both the
+ * pre-2025 and the current payload shapes carry what is read here (the
+ * invoice id, and the subscription's status, metadata and items' price).
+ */
 
 
 #include "ngx_http_linegate_module.h"
+#include "ngx_http_linegate_crypto.h"
+#include "ngx_http_linegate_json.h"
+#include "ngx_http_linegate_redis.h"
 #include "ngx_http_linegate_reply.h"
+#include "ngx_http_linegate_stripe.h"
+#include "ngx_http_linegate_util.h"
+
+
+/* long enough to cover Stripe's retries, which last up to three days */
+#define NGX_HTTP_LINEGATE_EVENT_MEMORY  (30 * 86400)
+
+
+static ngx_int_t ngx_http_linegate_webhook_verify(ngx_http_request_t *r,
+    ngx_http_linegate_ctx_t *ctx);
+static void ngx_http_linegate_webhook_invoice(ngx_http_request_t *r,
+    ngx_str_t *event_id, json_t *object, const char *outcome);
+static void ngx_http_linegate_webhook_subscription(ngx_http_request_t *r,
+    ngx_str_t *event_id, json_t *event, json_t *object,
+    ngx_uint_t deleted);
+static ngx_str_t *ngx_http_linegate_webhook_plan(ngx_http_request_t *r,
+    json_t *object);
+static void ngx_http_linegate_webhook_done(ngx_http_request_t *r,
+    redisReply *reply);
+static void ngx_http_linegate_webhook_ack(ngx_http_request_t *r,
+    const char *note);
+static u_char *ngx_http_linegate_webhook_now(ngx_http_request_t *r,
+    int64_t *ms);
+
+
+static ngx_str_t  ngx_http_linegate_no_plan = ngx_null_string;
 
 
 void
 ngx_http_linegate_webhook_handler(ngx_http_request_t *r,
     ngx_http_linegate_ctx_t *ctx)
 {
-    ngx_http_linegate_error(r, NGX_HTTP_NOT_IMPLEMENTED, NULL,
-                            "Not implemented");
+    json_t      *data, *object;
+    ngx_str_t    event_id, type;
+
+    if (ngx_http_linegate_webhook_verify(r, ctx) != NGX_OK) {
+        return;
+    }
+
+    ctx->auth = NGX_HTTP_LINEGATE_AUTH_STRIPE;
+
+    if (ngx_http_linegate_json_body(r, ctx, 0) != NGX_OK) {
+        return;
+    }
+
+    data = json_object_get(ctx->body, "data");
+    object = json_is_object(data) ? json_object_get(data, "object") : NULL;
+
+    if (ngx_http_linegate_json_str(ctx->body, "id", &event_id) != NGX_OK
+        || !ngx_http_linegate_stripe_id_valid(&event_id)
+        || ngx_http_linegate_json_str(ctx->body, "type", &type) != NGX_OK
+        || !json_is_object(object))
+    {
+        ngx_http_linegate_field_error(r, NULL, "Malformed Stripe event");
+        return;
+    }
+
+    ctx->outcome = type;
+
+    if (type.len == 12 && ngx_strncmp(type.data, "invoice.paid", 12) == 0) {
+        ngx_http_linegate_webhook_invoice(r, &event_id, object, "paid");
+        return;
+    }
+
+    if ((type.len == 14
+         && ngx_strncmp(type.data, "invoice.voided", 14) == 0)
+        || (type.len == 28
+            && ngx_strncmp(type.data, "invoice.marked_uncollectible", 28)
+               == 0))
+    {
+        ngx_http_linegate_webhook_invoice(r, &event_id, object, "void");
+        return;
+    }
+
+    if (type.len > 22
+        && ngx_strncmp(type.data, "customer.subscription.", 22) == 0)
+    {
+        if ((type.len == 29
+             && ngx_strncmp(type.data + 22, "created", 7) == 0)
+            || (type.len == 29
+                && ngx_strncmp(type.data + 22, "updated", 7) == 0)
+            || (type.len == 29
+                && ngx_strncmp(type.data + 22, "deleted", 7) == 0))
+        {
+            ngx_http_linegate_webhook_subscription(r, &event_id, ctx->body,
+                object, type.data[22] == 'd');
+            return;
+        }
+    }
+
+    ngx_http_linegate_webhook_ack(r, "ignored");
+}
+
+
+static ngx_int_t
+ngx_http_linegate_webhook_verify(ngx_http_request_t *r,
+    ngx_http_linegate_ctx_t *ctx)
+{
+    int                              rc;
+    ngx_uint_t                       i;
+    ngx_list_part_t                 *part;
+    ngx_table_elt_t                 *h, *sig;
+    ngx_http_linegate_main_conf_t   *lmcf;
+
+    lmcf = ngx_http_get_module_main_conf(r, ngx_http_linegate_module);
+
+    sig = NULL;
+    part = &r->headers_in.headers.part;
+    h = part->elts;
+
+    for (i = 0; /* void */; i++) {
+
+        if (i >= part->nelts) {
+            if (part->next == NULL) {
+                break;
+            }
+
+            part = part->next;
+            h = part->elts;
+            i = 0;
+        }
+
+        if (h[i].key.len == 16
+            && ngx_strncasecmp(h[i].key.data, (u_char *) "Stripe-Signature",
+                               16) == 0)
+        {
+            sig = &h[i];
+            break;
+        }
+    }
+
+    rc = sig == NULL ? -1
+         : ngx_http_linegate_stripe_signature_verify(
+               (const char *) sig->value.data, sig->value.len,
+               ctx->raw.data, ctx->raw.len,
+               (const char *) lmcf->webhook_secret.data,
+               lmcf->webhook_secret.len, (long) lmcf->webhook_tolerance,
+               (long) ngx_time());
+
+    if (rc == 0) {
+        return NGX_OK;
+    }
+
+    ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
+                  NGX_HTTP_LINEGATE_LOG "Stripe webhook refused: %s",
+                  sig == NULL ? "no Stripe-Signature header"
+                  : rc == -3 ? "timestamp outside the tolerance"
+                  : rc == -2 ? "no matching signature"
+                  : "malformed Stripe-Signature header");
+
+    ngx_str_set(&ngx_http_linegate_get_ctx(r)->outcome, "bad_signature");
+    ngx_http_linegate_error(r, NGX_HTTP_BAD_REQUEST, NULL,
+                            "Invalid signature");
+
+    return NGX_ERROR;
+}
+
+
+static void
+ngx_http_linegate_webhook_invoice(ngx_http_request_t *r,
+    ngx_str_t *event_id, json_t *object, const char *outcome)
+{
+    u_char                          *iso;
+    int64_t                          now;
+    ngx_str_t                        invoice;
+    ngx_http_linegate_redis_args_t  *a;
+
+    if (ngx_http_linegate_json_str(object, "id", &invoice) != NGX_OK
+        || !ngx_http_linegate_stripe_id_valid(&invoice))
+    {
+        ngx_http_linegate_field_error(r, NULL, "Malformed Stripe invoice");
+        return;
+    }
+
+    a = ngx_palloc(r->pool, sizeof(ngx_http_linegate_redis_args_t));
+    iso = ngx_http_linegate_webhook_now(r, &now);
+
+    if (a == NULL || iso == NULL) {
+        ngx_http_linegate_internal_error(r);
+        return;
+    }
+
+    ngx_http_linegate_redis_args_init(a);
+    ngx_http_linegate_redis_arg_str(a, event_id);
+    ngx_http_linegate_redis_arg_str(a, &invoice);
+    ngx_http_linegate_redis_arg_cstr(a, outcome);
+    ngx_http_linegate_redis_arg_int(r, a, now);
+    ngx_http_linegate_redis_arg(a, iso, NGX_HTTP_LINEGATE_ISO_LEN);
+    ngx_http_linegate_redis_arg_int(r, a, NGX_HTTP_LINEGATE_EVENT_MEMORY);
+
+    if (ngx_http_linegate_redis_script(r, NGX_HTTP_LINEGATE_SCRIPT_WH_INVOICE,
+                                       0, a,
+                                       ngx_http_linegate_webhook_done)
+        != NGX_OK)
+    {
+        ngx_http_linegate_store_unavailable(r);
+    }
+}
+
+
+static void
+ngx_http_linegate_webhook_subscription(ngx_http_request_t *r,
+    ngx_str_t *event_id, json_t *event, json_t *object, ngx_uint_t deleted)
+{
+    u_char                          *iso;
+    int64_t                          now;
+    json_t                          *meta, *created;
+    ngx_str_t                        ws, status, *plan;
+    ngx_http_linegate_redis_args_t  *a;
+
+    meta = json_object_get(object, "metadata");
+
+    if (ngx_http_linegate_json_str(meta, "workspace_id", &ws) != NGX_OK) {
+        /* not one of ours: the provisioning API's subscriptions, say */
+        ngx_http_linegate_webhook_ack(r, "ignored");
+        return;
+    }
+
+    if (ws.len == 0 || ws.len > 64
+        || ngx_http_linegate_json_str(object, "status", &status) != NGX_OK
+        || status.len == 0 || status.len > 32)
+    {
+        ngx_http_linegate_field_error(r, NULL,
+                                      "Malformed Stripe subscription");
+        return;
+    }
+
+    if (deleted) {
+        ngx_str_set(&status, "canceled");
+    }
+
+    plan = ngx_http_linegate_webhook_plan(r, object);
+    created = json_object_get(event, "created");
+
+    a = ngx_palloc(r->pool, sizeof(ngx_http_linegate_redis_args_t));
+    iso = ngx_http_linegate_webhook_now(r, &now);
+
+    if (a == NULL || iso == NULL) {
+        ngx_http_linegate_internal_error(r);
+        return;
+    }
+
+    ngx_http_linegate_get_ctx(r)->tenant = ws;
+
+    ngx_http_linegate_redis_args_init(a);
+    ngx_http_linegate_redis_arg_str(a, event_id);
+    ngx_http_linegate_redis_arg_str(a, &ws);
+    ngx_http_linegate_redis_arg_str(a, &status);
+    ngx_http_linegate_redis_arg_str(a, plan);
+    ngx_http_linegate_redis_arg_int(r, a,
+                                    json_is_integer(created)
+                                    ? json_integer_value(created)
+                                    : now / 1000);
+    ngx_http_linegate_redis_arg(a, iso, NGX_HTTP_LINEGATE_ISO_LEN);
+    ngx_http_linegate_redis_arg_int(r, a, NGX_HTTP_LINEGATE_EVENT_MEMORY);
+
+    if (ngx_http_linegate_redis_script(r,
+                                       NGX_HTTP_LINEGATE_SCRIPT_WH_SUBSCRIPTION,
+                                       0, a,
+                                       ngx_http_linegate_webhook_done)
+        != NGX_OK)
+    {
+        ngx_http_linegate_store_unavailable(r);
+    }
+}
+
+
+/*
+ * The plan of the first item whose price is in the configured map. The
+ * price id is at items.data[i].price.id in every API version; older
+ * payloads also have items.data[i].plan.id, read as a fallback.
+ */
+static ngx_str_t *
+ngx_http_linegate_webhook_plan(ngx_http_request_t *r, json_t *object)
+{
+    size_t                           i;
+    json_t                          *items, *item, *price;
+    ngx_str_t                        id;
+    ngx_uint_t                       k;
+    ngx_http_linegate_plan_price_t  *pp;
+    ngx_http_linegate_main_conf_t   *lmcf;
+
+    lmcf = ngx_http_get_module_main_conf(r, ngx_http_linegate_module);
+
+    if (lmcf->plan_prices == NULL) {
+        return &ngx_http_linegate_no_plan;
+    }
+
+    items = json_object_get(json_object_get(object, "items"), "data");
+    pp = lmcf->plan_prices->elts;
+
+    json_array_foreach(items, i, item) {
+        price = json_object_get(item, "price");
+        if (!json_is_object(price)) {
+            price = json_object_get(item, "plan");
+        }
+
+        if (ngx_http_linegate_json_str(price, "id", &id) != NGX_OK) {
+            continue;
+        }
+
+        for (k = 0; k < lmcf->plan_prices->nelts; k++) {
+            if (pp[k].price.len == id.len
+                && ngx_strncmp(pp[k].price.data, id.data, id.len) == 0)
+            {
+                return &pp[k].plan;
+            }
+        }
+    }
+
+    return &ngx_http_linegate_no_plan;
+}
+
+
+static void
+ngx_http_linegate_webhook_done(ngx_http_request_t *r, redisReply *reply)
+{
+    int64_t  code;
+
+    if (reply == NULL) {
+        /* Stripe retries a non-2xx delivery: nothing is lost */
+        ngx_http_linegate_store_unavailable(r);
+        return;
+    }
+
+    if (ngx_http_linegate_reply_int(reply, 0, &code) != NGX_OK) {
+        ngx_http_linegate_internal_error(r);
+        return;
+    }
+
+    switch (code) {
+
+    case 0:
+        ngx_http_linegate_webhook_ack(r, "duplicate");
+        return;
+
+    case 1:
+        ngx_http_linegate_webhook_ack(r, "unknown");
+        return;
+
+    case 2:
+        ngx_http_linegate_webhook_ack(r, "stale");
+        return;
+
+    default:
+        ngx_http_linegate_webhook_ack(r, NULL);
+        return;
+    }
+}
+
+
+static void
+ngx_http_linegate_webhook_ack(ngx_http_request_t *r, const char *note)
+{
+    json_t  *obj;
+
+    obj = json_pack("{s:b}", "received", 1);
+
+    if (obj != NULL && note != NULL) {
+        json_object_set_new(obj, note, json_true());
+    }
+
+    ngx_http_linegate_send_json(r, NGX_HTTP_OK, obj);
+}
+
+
+static u_char *
+ngx_http_linegate_webhook_now(ngx_http_request_t *r, int64_t *ms)
+{
+    u_char  *iso;
+
+    *ms = ngx_http_linegate_now_ms();
+
+    iso = ngx_pnalloc(r->pool, NGX_HTTP_LINEGATE_ISO_LEN);
+    if (iso != NULL) {
+        (void) ngx_http_linegate_iso8601(iso, *ms);
+    }
+
+    return iso;
 }

@@ -1,3 +1,0 @@
-local function lg_ping()
-    return redis.call("PING")
-end

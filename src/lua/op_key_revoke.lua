@@ -1,0 +1,14 @@
+-- Operator API: revoke a workspace API key. The digest lookup goes first:
+-- from this moment on Redis no longer knows the key.
+-- KEYS[1] lg:{ws:W}:keys
+-- ARGV[1] key id
+-- Returns 0 when the key id is unknown, else 1.
+local digest = redis.call("HGET", KEYS[1], ARGV[1])
+if not digest then
+    return 0
+end
+
+redis.call("DEL", "lg:apikey:" .. digest)
+redis.call("HDEL", KEYS[1], ARGV[1])
+
+return 1

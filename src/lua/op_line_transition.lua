@@ -1,0 +1,40 @@
+-- Operator API: provisioning -> active | failed, checked and written in
+-- one step.
+-- KEYS[1] lg:line:<id>
+-- ARGV[1] id, ARGV[2] "active" or "failed", ARGV[3] now, ISO 8601,
+-- ARGV[4] phone ("" when none given), ARGV[5] failure reason
+-- Returns {0} unknown line, {-1, status} not in provisioning,
+-- {-2} a phone line without a number needs one, {-3} a phone number
+-- given for a line that is not a phone line, else {1, W, HGETALL}.
+local w = redis.call("GET", KEYS[1])
+if not w then
+    return {0}
+end
+
+local lr = "lg:{ws:" .. w .. "}:lr:" .. ARGV[1]
+local cur = redis.call("HMGET", lr, "provisioningStatus", "channelType",
+                       "phone")
+if not cur[1] then
+    return {0}
+end
+
+if cur[1] ~= "provisioning" then
+    return {-1, cur[1]}
+end
+
+if ARGV[2] == "active" then
+    if ARGV[4] ~= "" then
+        if cur[2] ~= "phone" then
+            return {-3}
+        end
+        redis.call("HSET", lr, "phone", ARGV[4])
+    elseif cur[2] == "phone" and (not cur[3] or cur[3] == "") then
+        return {-2}
+    end
+else
+    redis.call("HSET", lr, "failureReason", ARGV[5])
+end
+
+redis.call("HSET", lr, "provisioningStatus", ARGV[2], "updatedAt", ARGV[3])
+
+return {1, w, redis.call("HGETALL", lr)}

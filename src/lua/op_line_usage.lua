@@ -1,0 +1,21 @@
+-- Operator API: add to a line's usage counters of one UTC day.
+-- KEYS[1] lg:line:<id>
+-- ARGV[1] id, ARGV[2] YYYY-MM-DD, ARGV[3] new conversations,
+-- ARGV[4] messages, ARGV[5] seconds the day's counters are kept
+-- Returns {0} for an unknown line, else {1, conversations, messages}.
+local w = redis.call("GET", KEYS[1])
+if not w then
+    return {0}
+end
+
+local lr = "lg:{ws:" .. w .. "}:lr:" .. ARGV[1]
+if redis.call("EXISTS", lr) == 0 then
+    return {0}
+end
+
+local key = "lg:{ws:" .. w .. "}:usage:" .. ARGV[1] .. ":" .. ARGV[2]
+local c = redis.call("HINCRBY", key, "newConversationsCount", ARGV[3])
+local m = redis.call("HINCRBY", key, "totalMessagesCount", ARGV[4])
+redis.call("EXPIRE", key, ARGV[5])
+
+return {1, c, m}

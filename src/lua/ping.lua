@@ -1,2 +1,0 @@
---#include ping_fn
-return lg_ping()

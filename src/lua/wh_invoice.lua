@@ -1,0 +1,43 @@
+-- A Stripe invoice event settles the line request the invoice pays.
+--
+-- ARGV[1]  event id (de-duplication: an event is applied once)
+-- ARGV[2]  invoice id
+-- ARGV[3]  'paid' or 'void' (voided and marked_uncollectible)
+-- ARGV[4]  now, Unix ms
+-- ARGV[5]  now, ISO 8601
+-- ARGV[6]  seconds to remember event ids
+--
+-- Returns  {0}                     event seen before: nothing done
+--          {1}                     no line request for this invoice
+--          {2, status, changed}    settled (changed 1) or left alone (0)
+--
+-- Keys: lg:stripe:event:<id>, lg:invoice:<in_id> (global indexes) and the
+-- workspace's keys, derived from the index. One Redis only: see
+-- docs/data-model.md.
+
+--#include lr_settle
+
+if not redis.call('SET', 'lg:stripe:event:' .. ARGV[1], ARGV[4],
+                  'NX', 'EX', tonumber(ARGV[6])) then
+    return {0}
+end
+
+local owner = redis.call('GET', 'lg:invoice:' .. ARGV[2])
+if not owner then
+    return {1}
+end
+
+local sep = string.find(owner, ':', 1, true)
+if not sep then
+    return {1}
+end
+
+local ws = string.sub(owner, 1, sep - 1)
+local id = string.sub(owner, sep + 1)
+
+local status, changed = lg_lr_settle(ws, id, ARGV[3], ARGV[4], ARGV[5])
+if not status then
+    return {1}
+end
+
+return {2, status, changed and 1 or 0}
