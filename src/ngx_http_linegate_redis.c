@@ -90,6 +90,13 @@ static void ngx_http_linegate_redis_cleanup(void *privdata);
 
 static ngx_http_linegate_redis_t  ngx_http_linegate_redis;
 
+/*
+ * nginx's debug log reads ev->data as a connection for every timer: the
+ * module's timers point at this one (fd -1) and find their owner by
+ * other means.
+ */
+static ngx_connection_t  ngx_http_linegate_redis_dummy;
+
 
 /* replies that mean "the store cannot serve now", not "a bug of ours" */
 static ngx_str_t  ngx_http_linegate_redis_unavailable_errors[] = {
@@ -302,7 +309,7 @@ ngx_http_linegate_redis_send(ngx_http_linegate_redis_cmd_t *cmd,
 
     if (!cmd->timer.timer_set) {
         cmd->timer.handler = ngx_http_linegate_redis_cmd_timeout;
-        cmd->timer.data = cmd;
+        cmd->timer.data = &ngx_http_linegate_redis_dummy;
         cmd->timer.log = cmd->r->connection->log;
         ngx_add_timer(&cmd->timer, rd->lmcf->redis_command_timeout);
     }
@@ -407,7 +414,8 @@ ngx_http_linegate_redis_cmd_timeout(ngx_event_t *ev)
     ngx_http_request_t                  *r;
     ngx_http_linegate_redis_cmd_t       *cmd;
 
-    cmd = ev->data;
+    cmd = (ngx_http_linegate_redis_cmd_t *)
+          ((u_char *) ev - offsetof(ngx_http_linegate_redis_cmd_t, timer));
     r = cmd->r;
 
     /*
@@ -500,6 +508,11 @@ ngx_http_linegate_redis_init_process(ngx_cycle_t *cycle)
 
     rd->lmcf = lmcf;
     rd->log = cycle->log;
+
+    ngx_http_linegate_redis_dummy.fd = (ngx_socket_t) -1;
+    rd->connect_timer.data = &ngx_http_linegate_redis_dummy;
+    rd->reconnect_timer.data = &ngx_http_linegate_redis_dummy;
+    rd->keepalive_timer.data = &ngx_http_linegate_redis_dummy;
 
     rd->connect_timer.handler = ngx_http_linegate_redis_connect_timeout;
     rd->connect_timer.log = cycle->log;

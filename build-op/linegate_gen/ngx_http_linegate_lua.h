@@ -4,7 +4,17 @@
 #define _NGX_HTTP_LINEGATE_LUA_H_INCLUDED_
 
 typedef enum {
-    NGX_HTTP_LINEGATE_SCRIPT_PING,
+    NGX_HTTP_LINEGATE_SCRIPT_OP_CREDENTIALS,
+    NGX_HTTP_LINEGATE_SCRIPT_OP_INVENTORY_ADD,
+    NGX_HTTP_LINEGATE_SCRIPT_OP_KEY_CREATE,
+    NGX_HTTP_LINEGATE_SCRIPT_OP_KEY_LIST,
+    NGX_HTTP_LINEGATE_SCRIPT_OP_KEY_REVOKE,
+    NGX_HTTP_LINEGATE_SCRIPT_OP_LINE_HEALTH,
+    NGX_HTTP_LINEGATE_SCRIPT_OP_LINE_TRANSITION,
+    NGX_HTTP_LINEGATE_SCRIPT_OP_LINE_USAGE,
+    NGX_HTTP_LINEGATE_SCRIPT_OP_UPSERT,
+    NGX_HTTP_LINEGATE_SCRIPT_WH_INVOICE,
+    NGX_HTTP_LINEGATE_SCRIPT_WH_SUBSCRIPTION,
     NGX_HTTP_LINEGATE_SCRIPT_COUNT
 } ngx_http_linegate_script_id_e;
 
@@ -13,13 +23,364 @@ typedef enum {
 
 #ifdef NGX_HTTP_LINEGATE_LUA_TABLE
 
-static const char ngx_http_linegate_lua_ping[] =
-    "return redis.call(\"PING\")\n";
+static const char ngx_http_linegate_lua_op_credentials[] =
+    "-- Operator API: issue (rotate) a provisioning account's key id and secret.\n"
+    "-- The previous key id stops working in the same step.\n"
+    "-- KEYS[1] lg:{acct:A}, KEYS[2] lg:sbkey:<new key id>\n"
+    "-- ARGV[1] new key id, ARGV[2] sha256hex of the secret, ARGV[3] A,\n"
+    "-- ARGV[4] now, ISO 8601\n"
+    "-- Returns 0 when the account does not exist (nothing written), else 1.\n"
+    "if redis.call(\"EXISTS\", KEYS[1]) == 0 then\n"
+    "    return 0\n"
+    "end\n"
+    "\n"
+    "local old = redis.call(\"HGET\", KEYS[1], \"key_id\")\n"
+    "if old and redis.call(\"HGET\", \"lg:sbkey:\" .. old, \"account\") == ARGV[3] then\n"
+    "    redis.call(\"DEL\", \"lg:sbkey:\" .. old)\n"
+    "end\n"
+    "\n"
+    "redis.call(\"HSET\", KEYS[2], \"account\", ARGV[3], \"secret_sha256\", ARGV[2])\n"
+    "redis.call(\"HSET\", KEYS[1], \"key_id\", ARGV[1], \"updatedAt\", ARGV[4])\n"
+    "\n"
+    "return 1\n";
+
+static const char ngx_http_linegate_lua_op_inventory_add[] =
+    "-- Operator API: add E.164 numbers to the inventory.\n"
+    "-- KEYS[1] lg:inventory\n"
+    "-- ARGV[1] the numbers, comma-separated (validated by the caller)\n"
+    "-- Returns {added, total}.\n"
+    "local added = 0\n"
+    "local batch = {}\n"
+    "\n"
+    "for n in string.gmatch(ARGV[1], \"[^,]+\") do\n"
+    "    batch[#batch + 1] = n\n"
+    "    if #batch == 500 then\n"
+    "        added = added + redis.call(\"SADD\", KEYS[1], unpack(batch))\n"
+    "        batch = {}\n"
+    "    end\n"
+    "end\n"
+    "\n"
+    "if #batch > 0 then\n"
+    "    added = added + redis.call(\"SADD\", KEYS[1], unpack(batch))\n"
+    "end\n"
+    "\n"
+    "return {added, redis.call(\"SCARD\", KEYS[1])}\n";
+
+static const char ngx_http_linegate_lua_op_key_create[] =
+    "-- Operator API: issue a workspace API key. Only its digest is stored.\n"
+    "-- KEYS[1] lg:{ws:W}, KEYS[2] lg:{ws:W}:keys, KEYS[3] lg:apikey:<digest>\n"
+    "-- ARGV[1] key id, ARGV[2] sha256hex of the key, ARGV[3] W\n"
+    "-- Returns 0 when the workspace does not exist (nothing written), else 1.\n"
+    "if redis.call(\"EXISTS\", KEYS[1]) == 0 then\n"
+    "    return 0\n"
+    "end\n"
+    "\n"
+    "redis.call(\"HSET\", KEYS[2], ARGV[1], ARGV[2])\n"
+    "redis.call(\"SET\", KEYS[3], ARGV[3])\n"
+    "\n"
+    "return 1\n";
+
+static const char ngx_http_linegate_lua_op_key_list[] =
+    "-- Operator API: the key ids of a workspace, sorted.\n"
+    "-- KEYS[1] lg:{ws:W}, KEYS[2] lg:{ws:W}:keys\n"
+    "-- Returns nil when the workspace does not exist.\n"
+    "if redis.call(\"EXISTS\", KEYS[1]) == 0 then\n"
+    "    return false\n"
+    "end\n"
+    "\n"
+    "local ids = redis.call(\"HKEYS\", KEYS[2])\n"
+    "table.sort(ids)\n"
+    "\n"
+    "return ids\n";
+
+static const char ngx_http_linegate_lua_op_key_revoke[] =
+    "-- Operator API: revoke a workspace API key. The digest lookup goes first:\n"
+    "-- from this moment on Redis no longer knows the key.\n"
+    "-- KEYS[1] lg:{ws:W}:keys\n"
+    "-- ARGV[1] key id\n"
+    "-- Returns 0 when the key id is unknown, else 1.\n"
+    "local digest = redis.call(\"HGET\", KEYS[1], ARGV[1])\n"
+    "if not digest then\n"
+    "    return 0\n"
+    "end\n"
+    "\n"
+    "redis.call(\"DEL\", \"lg:apikey:\" .. digest)\n"
+    "redis.call(\"HDEL\", KEYS[1], ARGV[1])\n"
+    "\n"
+    "return 1\n";
+
+static const char ngx_http_linegate_lua_op_line_health[] =
+    "-- Operator API: record a line's health check.\n"
+    "-- KEYS[1] lg:line:<id>\n"
+    "-- ARGV[1] id, ARGV[2] \"healthy\" or \"unhealthy\", ARGV[3] now, ISO 8601\n"
+    "-- Returns 0 for an unknown line, else 1.\n"
+    "local w = redis.call(\"GET\", KEYS[1])\n"
+    "if not w then\n"
+    "    return 0\n"
+    "end\n"
+    "\n"
+    "local lr = \"lg:{ws:\" .. w .. \"}:lr:\" .. ARGV[1]\n"
+    "if redis.call(\"EXISTS\", lr) == 0 then\n"
+    "    return 0\n"
+    "end\n"
+    "\n"
+    "redis.call(\"HSET\", lr, \"healthStatus\", ARGV[2], \"healthCheckedAt\", ARGV[3])\n"
+    "\n"
+    "return 1\n";
+
+static const char ngx_http_linegate_lua_op_line_transition[] =
+    "-- Operator API: provisioning -> active | failed, checked and written in\n"
+    "-- one step.\n"
+    "-- KEYS[1] lg:line:<id>\n"
+    "-- ARGV[1] id, ARGV[2] \"active\" or \"failed\", ARGV[3] now, ISO 8601,\n"
+    "-- ARGV[4] phone (\"\" when none given), ARGV[5] failure reason\n"
+    "-- Returns {0} unknown line, {-1, status} not in provisioning,\n"
+    "-- {-2} a phone line without a number needs one, {-3} a phone number\n"
+    "-- given for a line that is not a phone line, else {1, W, HGETALL}.\n"
+    "local w = redis.call(\"GET\", KEYS[1])\n"
+    "if not w then\n"
+    "    return {0}\n"
+    "end\n"
+    "\n"
+    "local lr = \"lg:{ws:\" .. w .. \"}:lr:\" .. ARGV[1]\n"
+    "local cur = redis.call(\"HMGET\", lr, \"provisioningStatus\", \"channelType\",\n"
+    "                       \"phone\")\n"
+    "if not cur[1] then\n"
+    "    return {0}\n"
+    "end\n"
+    "\n"
+    "if cur[1] ~= \"provisioning\" then\n"
+    "    return {-1, cur[1]}\n"
+    "end\n"
+    "\n"
+    "if ARGV[2] == \"active\" then\n"
+    "    if ARGV[4] ~= \"\" then\n"
+    "        if cur[2] ~= \"phone\" then\n"
+    "            return {-3}\n"
+    "        end\n"
+    "        redis.call(\"HSET\", lr, \"phone\", ARGV[4])\n"
+    "    elseif cur[2] == \"phone\" and (not cur[3] or cur[3] == \"\") then\n"
+    "        return {-2}\n"
+    "    end\n"
+    "else\n"
+    "    redis.call(\"HSET\", lr, \"failureReason\", ARGV[5])\n"
+    "end\n"
+    "\n"
+    "redis.call(\"HSET\", lr, \"provisioningStatus\", ARGV[2], \"updatedAt\", ARGV[3])\n"
+    "\n"
+    "return {1, w, redis.call(\"HGETALL\", lr)}\n";
+
+static const char ngx_http_linegate_lua_op_line_usage[] =
+    "-- Operator API: add to a line's usage counters of one UTC day.\n"
+    "-- KEYS[1] lg:line:<id>\n"
+    "-- ARGV[1] id, ARGV[2] YYYY-MM-DD, ARGV[3] new conversations,\n"
+    "-- ARGV[4] messages, ARGV[5] seconds the day's counters are kept\n"
+    "-- Returns {0} for an unknown line, else {1, conversations, messages}.\n"
+    "local w = redis.call(\"GET\", KEYS[1])\n"
+    "if not w then\n"
+    "    return {0}\n"
+    "end\n"
+    "\n"
+    "local lr = \"lg:{ws:\" .. w .. \"}:lr:\" .. ARGV[1]\n"
+    "if redis.call(\"EXISTS\", lr) == 0 then\n"
+    "    return {0}\n"
+    "end\n"
+    "\n"
+    "local key = \"lg:{ws:\" .. w .. \"}:usage:\" .. ARGV[1] .. \":\" .. ARGV[2]\n"
+    "local c = redis.call(\"HINCRBY\", key, \"newConversationsCount\", ARGV[3])\n"
+    "local m = redis.call(\"HINCRBY\", key, \"totalMessagesCount\", ARGV[4])\n"
+    "redis.call(\"EXPIRE\", key, ARGV[5])\n"
+    "\n"
+    "return {1, c, m}\n";
+
+static const char ngx_http_linegate_lua_op_upsert[] =
+    "-- Operator API: create or update a workspace or account hash.\n"
+    "-- KEYS[1]  the hash (lg:{ws:W} or lg:{acct:A})\n"
+    "-- ARGV[1]  now, ISO 8601\n"
+    "-- ARGV[2]  the field a creation must set (\"\" when none is required)\n"
+    "-- ARGV[3..] triples: field, \"set\" or \"del\", value\n"
+    "-- Returns {-1} when the hash does not exist and the required field is\n"
+    "-- not set (nothing written), else {created (0/1), HGETALL}.\n"
+    "local key = KEYS[1]\n"
+    "local exists = redis.call(\"EXISTS\", key) == 1\n"
+    "\n"
+    "if not exists and ARGV[2] ~= \"\" then\n"
+    "    local found = false\n"
+    "    for i = 3, #ARGV, 3 do\n"
+    "        if ARGV[i] == ARGV[2] and ARGV[i + 1] == \"set\" then\n"
+    "            found = true\n"
+    "        end\n"
+    "    end\n"
+    "    if not found then\n"
+    "        return {-1}\n"
+    "    end\n"
+    "end\n"
+    "\n"
+    "for i = 3, #ARGV, 3 do\n"
+    "    if ARGV[i + 1] == \"set\" then\n"
+    "        redis.call(\"HSET\", key, ARGV[i], ARGV[i + 2])\n"
+    "    else\n"
+    "        redis.call(\"HDEL\", key, ARGV[i])\n"
+    "    end\n"
+    "end\n"
+    "\n"
+    "if not exists then\n"
+    "    redis.call(\"HSET\", key, \"createdAt\", ARGV[1])\n"
+    "end\n"
+    "redis.call(\"HSET\", key, \"updatedAt\", ARGV[1])\n"
+    "\n"
+    "return {exists and 0 or 1, redis.call(\"HGETALL\", key)}\n";
+
+static const char ngx_http_linegate_lua_wh_invoice[] =
+    "-- A Stripe invoice event settles the line request the invoice pays.\n"
+    "--\n"
+    "-- ARGV[1]  event id (de-duplication: an event is applied once)\n"
+    "-- ARGV[2]  invoice id\n"
+    "-- ARGV[3]  'paid' or 'void' (voided and marked_uncollectible)\n"
+    "-- ARGV[4]  now, Unix ms\n"
+    "-- ARGV[5]  now, ISO 8601\n"
+    "-- ARGV[6]  seconds to remember event ids\n"
+    "--\n"
+    "-- Returns  {0}                     event seen before: nothing done\n"
+    "--          {1}                     no line request for this invoice\n"
+    "--          {2, status, changed}    settled (changed 1) or left alone (0)\n"
+    "--\n"
+    "-- Keys: lg:stripe:event:<id>, lg:invoice:<in_id> (global indexes) and the\n"
+    "-- workspace's keys, derived from the index. One Redis only: see\n"
+    "-- docs/data-model.md.\n"
+    "\n"
+    "-- Settle a line request that awaits payment, atomically with the outbox.\n"
+    "--\n"
+    "-- lg_lr_settle(ws, id, outcome, now_ms, now_iso) -> status, changed\n"
+    "--   outcome 'paid': awaiting_payment -> provisioning (paymentStatus paid),\n"
+    "--                   and the line is appended to the provisioning stream;\n"
+    "--   outcome 'void': awaiting_payment -> canceled (paymentStatus failed).\n"
+    "-- Either way the workspace's pending marker is cleared if it names this\n"
+    "-- request. Any other current status is left alone (changed = false), so a\n"
+    "-- webhook racing a poll or a cancel cannot apply twice.\n"
+    "-- Returns nil when the request does not exist.\n"
+    "\n"
+    "local function lg_lr_settle(ws, id, outcome, now_ms, now_iso)\n"
+    "    local wkey = 'lg:{ws:' .. ws .. '}'\n"
+    "    local lkey = wkey .. ':lr:' .. id\n"
+    "    local cur = redis.call('HMGET', lkey, 'provisioningStatus',\n"
+    "                           'channelType', 'lineType')\n"
+    "    if not cur[1] then\n"
+    "        return nil, false\n"
+    "    end\n"
+    "    if cur[1] ~= 'awaiting_payment' then\n"
+    "        return cur[1], false\n"
+    "    end\n"
+    "\n"
+    "    local status\n"
+    "    if outcome == 'paid' then\n"
+    "        status = 'provisioning'\n"
+    "        redis.call('HSET', lkey, 'provisioningStatus', status,\n"
+    "                   'paymentStatus', 'paid', 'updatedAt', now_iso)\n"
+    "        redis.call('XADD', 'lg:provisioning', '*', 'workspace', ws,\n"
+    "                   'id', id, 'channelType', cur[2] or '',\n"
+    "                   'lineType', cur[3] or '', 'at', now_iso)\n"
+    "    else\n"
+    "        status = 'canceled'\n"
+    "        redis.call('HSET', lkey, 'provisioningStatus', status,\n"
+    "                   'paymentStatus', 'failed', 'updatedAt', now_iso)\n"
+    "    end\n"
+    "\n"
+    "    if redis.call('GET', wkey .. ':pending') == id then\n"
+    "        redis.call('DEL', wkey .. ':pending')\n"
+    "    end\n"
+    "\n"
+    "    return status, true\n"
+    "end\n"
+    "\n"
+    "\n"
+    "if not redis.call('SET', 'lg:stripe:event:' .. ARGV[1], ARGV[4],\n"
+    "                  'NX', 'EX', tonumber(ARGV[6])) then\n"
+    "    return {0}\n"
+    "end\n"
+    "\n"
+    "local owner = redis.call('GET', 'lg:invoice:' .. ARGV[2])\n"
+    "if not owner then\n"
+    "    return {1}\n"
+    "end\n"
+    "\n"
+    "local sep = string.find(owner, ':', 1, true)\n"
+    "if not sep then\n"
+    "    return {1}\n"
+    "end\n"
+    "\n"
+    "local ws = string.sub(owner, 1, sep - 1)\n"
+    "local id = string.sub(owner, sep + 1)\n"
+    "\n"
+    "local status, changed = lg_lr_settle(ws, id, ARGV[3], ARGV[4], ARGV[5])\n"
+    "if not status then\n"
+    "    return {1}\n"
+    "end\n"
+    "\n"
+    "return {2, status, changed and 1 or 0}\n";
+
+static const char ngx_http_linegate_lua_wh_subscription[] =
+    "-- A Stripe subscription event sets a workspace's base-plan status and plan.\n"
+    "--\n"
+    "-- ARGV[1]  event id (de-duplication)\n"
+    "-- ARGV[2]  workspace id (the subscription's metadata.workspace_id)\n"
+    "-- ARGV[3]  subscription status ('canceled' for a deleted subscription)\n"
+    "-- ARGV[4]  plan from the configured price-to-plan map, or ''\n"
+    "-- ARGV[5]  the event's creation time (Unix s): older events lose\n"
+    "-- ARGV[6]  now, ISO 8601\n"
+    "-- ARGV[7]  seconds to remember event ids\n"
+    "--\n"
+    "-- Returns  {0} duplicate, {1} unknown workspace, {2} stale event,\n"
+    "--          {3} applied\n"
+    "\n"
+    "if not redis.call('SET', 'lg:stripe:event:' .. ARGV[1], ARGV[6],\n"
+    "                  'NX', 'EX', tonumber(ARGV[7])) then\n"
+    "    return {0}\n"
+    "end\n"
+    "\n"
+    "local wkey = 'lg:{ws:' .. ARGV[2] .. '}'\n"
+    "if redis.call('EXISTS', wkey) == 0 then\n"
+    "    return {1}\n"
+    "end\n"
+    "\n"
+    "-- Stripe does not promise order: an older event must not undo a newer one\n"
+    "local last = tonumber(redis.call('HGET', wkey, 'subscriptionEventAt') or '0')\n"
+    "if tonumber(ARGV[5]) < last then\n"
+    "    return {2}\n"
+    "end\n"
+    "\n"
+    "redis.call('HSET', wkey, 'subscriptionStatus', ARGV[3],\n"
+    "           'subscriptionEventAt', ARGV[5], 'updatedAt', ARGV[6])\n"
+    "if ARGV[4] ~= '' then\n"
+    "    redis.call('HSET', wkey, 'plan', ARGV[4])\n"
+    "end\n"
+    "\n"
+    "return {3}\n";
 
 
 static ngx_http_linegate_script_src_t  ngx_http_linegate_script_srcs[] = {
-    { ngx_string("ping"), (u_char *) ngx_http_linegate_lua_ping,
-      sizeof(ngx_http_linegate_lua_ping) - 1 },
+    { ngx_string("op_credentials"), (u_char *) ngx_http_linegate_lua_op_credentials,
+      sizeof(ngx_http_linegate_lua_op_credentials) - 1 },
+    { ngx_string("op_inventory_add"), (u_char *) ngx_http_linegate_lua_op_inventory_add,
+      sizeof(ngx_http_linegate_lua_op_inventory_add) - 1 },
+    { ngx_string("op_key_create"), (u_char *) ngx_http_linegate_lua_op_key_create,
+      sizeof(ngx_http_linegate_lua_op_key_create) - 1 },
+    { ngx_string("op_key_list"), (u_char *) ngx_http_linegate_lua_op_key_list,
+      sizeof(ngx_http_linegate_lua_op_key_list) - 1 },
+    { ngx_string("op_key_revoke"), (u_char *) ngx_http_linegate_lua_op_key_revoke,
+      sizeof(ngx_http_linegate_lua_op_key_revoke) - 1 },
+    { ngx_string("op_line_health"), (u_char *) ngx_http_linegate_lua_op_line_health,
+      sizeof(ngx_http_linegate_lua_op_line_health) - 1 },
+    { ngx_string("op_line_transition"), (u_char *) ngx_http_linegate_lua_op_line_transition,
+      sizeof(ngx_http_linegate_lua_op_line_transition) - 1 },
+    { ngx_string("op_line_usage"), (u_char *) ngx_http_linegate_lua_op_line_usage,
+      sizeof(ngx_http_linegate_lua_op_line_usage) - 1 },
+    { ngx_string("op_upsert"), (u_char *) ngx_http_linegate_lua_op_upsert,
+      sizeof(ngx_http_linegate_lua_op_upsert) - 1 },
+    { ngx_string("wh_invoice"), (u_char *) ngx_http_linegate_lua_wh_invoice,
+      sizeof(ngx_http_linegate_lua_wh_invoice) - 1 },
+    { ngx_string("wh_subscription"), (u_char *) ngx_http_linegate_lua_wh_subscription,
+      sizeof(ngx_http_linegate_lua_wh_subscription) - 1 },
 };
 
 #endif /* NGX_HTTP_LINEGATE_LUA_TABLE */

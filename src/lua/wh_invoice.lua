@@ -9,7 +9,7 @@
 --
 -- Returns  {0}                     event seen before: nothing done
 --          {1}                     no line request for this invoice
---          {2, status, changed}    settled (changed 1) or left alone (0)
+--          {3, status, changed}    settled (changed 1) or left alone (0)
 --
 -- Keys: lg:stripe:event:<id>, lg:invoice:<in_id> (global indexes) and the
 -- workspace's keys, derived from the index. One Redis only: see
@@ -40,4 +40,4 @@ if not status then
     return {1}
 end
 
-return {2, status, changed and 1 or 0}
+return {3, status, changed and 1 or 0}

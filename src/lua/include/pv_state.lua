@@ -1,0 +1,85 @@
+-- Rolling windows of provisioned lines: 24 hours and 30 days.
+--
+-- lg:{acct:<A>}:prov is a zset with one member per counted line
+-- (worker_<id>), score = Unix ms of its confirm. A line counts while its
+-- score is strictly greater than now - window: a line confirmed exactly
+-- one window ago has left it.
+--
+-- lg_pv_window(prov, now, window_ms, limit) -> used, free_at
+--   free_at: Unix ms at which one more line can be added (when the window
+--   is full: when the line that must leave for a slot to free leaves;
+--   otherwise when the oldest counted line leaves), 0 when nothing counts
+--   or when no slot can ever free (a limit of 0).
+--
+-- lg_pv_state(akey, now, def_daily, def_monthly) -> plan, customer, w
+--   w = {daily limit, used, free_at, monthly limit, used, free_at}; the
+--   limits are the account's daily_limit/monthly_limit, else the defaults.
+
+local LG_PV_DAY = 86400000
+local LG_PV_MONTH = 2592000000
+
+local function lg_pv_window(prov, now, window_ms, limit)
+    local from = '(' .. string.format('%d', now - window_ms)
+    local used = redis.call('ZCOUNT', prov, from, '+inf')
+
+    if used == 0 then
+        return 0, 0
+    end
+
+    local skip = 0
+    if used >= limit then
+        skip = used - limit
+        if skip >= used then
+            -- a limit of 0: no slot ever frees
+            return used, 0
+        end
+    end
+
+    local o = redis.call('ZRANGEBYSCORE', prov, from, '+inf',
+                         'WITHSCORES', 'LIMIT', skip, 1)
+
+    return used, tonumber(o[2]) + window_ms
+end
+
+local function lg_pv_limit(v, default)
+    local n = tonumber(v)
+    if not n or n < 0 then
+        return default
+    end
+    return math.floor(n)
+end
+
+local function lg_pv_state(akey, now, def_daily, def_monthly)
+    local a = redis.call('HMGET', akey, 'plan', 'daily_limit',
+                         'monthly_limit', 'stripeCustomerId')
+    local dl = lg_pv_limit(a[2], def_daily)
+    local ml = lg_pv_limit(a[3], def_monthly)
+    local prov = akey .. ':prov'
+
+    local du, df = lg_pv_window(prov, now, LG_PV_DAY, dl)
+    local mu, mf = lg_pv_window(prov, now, LG_PV_MONTH, ml)
+
+    return a[1], a[4], {dl, du, df, ml, mu, mf}
+end
+
+-- {code, w[1..6], account, ...}: the reply shape of the provisioning
+-- scripts once the account is known
+local function lg_pv_reply(code, w, acct, ...)
+    local r = {code, w[1], w[2], w[3], w[4], w[5], w[6], acct}
+    local extra = {...}
+    for i = 1, #extra do
+        r[#r + 1] = extra[i]
+    end
+    return r
+end
+
+-- the window that refuses one more line, if any
+local function lg_pv_over(w)
+    if w[2] >= w[1] then
+        return 'daily_limit_reached'
+    end
+    if w[5] >= w[4] then
+        return 'monthly_limit_reached'
+    end
+    return nil
+end

@@ -1,0 +1,90 @@
+-- POST /accounts/lines/provision-confirm, step 1, atomically: consume the
+-- preview token (whatever happens next it cannot be used again), check
+-- the plan, re-check both windows, take a number from the inventory and
+-- reserve the limit slot. No burst of parallel confirms can exceed a
+-- limit or share a number: each one runs this script alone.
+--
+-- KEYS[1]  lg:sbkey:<key id>
+-- ARGV[1]  sha256hex of the presented secret
+-- ARGV[2]  now, Unix ms            ARGV[3]  the token ("-" if malformed)
+-- ARGV[4]  default daily limit     ARGV[5]  default monthly limit
+-- ARGV[6]  the new worker id, worker_<24 hex>
+-- ARGV[7]  now, ISO 8601
+--
+-- Returns {401}, or {code, w[1..6], account, extra}:
+--   410                  token expired, used or unknown
+--   403, "token"         the token belongs to another account (kept)
+--   403, "plan"          the account is not on inbound_only
+--   429, error code      a window is full
+--   402                  the account has no Stripe customer
+--   503                  inventory empty
+--   200, account, customer, number    reserved (w counts the new slot)
+--
+-- The reservation lg:{acct:<A>}:resv:<worker> {phone_number, createdAt}
+-- holds the number until the line is recorded (pv_record) or released
+-- (pv_release); an old one is a confirm that never finished.
+
+--#include pv_auth
+--#include pv_state
+
+local acct = lg_pv_auth(KEYS[1], ARGV[1])
+if not acct then
+    return {401}
+end
+
+local akey = 'lg:{acct:' .. acct .. '}'
+local now = tonumber(ARGV[2])
+local dd, dm = tonumber(ARGV[4]), tonumber(ARGV[5])
+local plan, customer, w = lg_pv_state(akey, now, dd, dm)
+
+local pkey = akey .. ':pv:' .. ARGV[3]
+local gkey = 'lg:pv:' .. ARGV[3]
+local pv = redis.call('GET', pkey)
+
+if not pv then
+    local owner = redis.call('GET', gkey)
+    if owner and owner ~= acct then
+        return lg_pv_reply(403, w, acct, 'token')
+    end
+    return lg_pv_reply(410, w, acct)
+end
+
+redis.call('DEL', pkey, gkey)
+
+local ok, p = pcall(cjson.decode, pv)
+if not ok or type(p) ~= 'table' or tonumber(p.expires_at) == nil
+   or tonumber(p.expires_at) <= now
+then
+    return lg_pv_reply(410, w, acct)
+end
+
+if plan ~= 'inbound_only' then
+    return lg_pv_reply(403, w, acct, 'plan')
+end
+
+local over = lg_pv_over(w)
+if over then
+    return lg_pv_reply(429, w, acct, over)
+end
+
+if not customer or customer == '' then
+    return lg_pv_reply(402, w, acct)
+end
+
+local number = redis.call('SPOP', 'lg:inventory')
+if not number then
+    return lg_pv_reply(503, w, acct)
+end
+
+local prov = akey .. ':prov'
+redis.call('ZADD', prov, now, ARGV[6])
+redis.call('HSET', akey .. ':resv:' .. ARGV[6], 'phone_number', number,
+           'createdAt', ARGV[7])
+
+-- lines older than the longest window never count again
+redis.call('ZREMRANGEBYSCORE', prov, '-inf',
+           string.format('%d', now - LG_PV_MONTH))
+
+local _, _, w2 = lg_pv_state(akey, now, dd, dm)
+
+return lg_pv_reply(200, w2, acct, customer, number)

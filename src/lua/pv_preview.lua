@@ -1,0 +1,57 @@
+-- POST /accounts/lines/provision-preview in one round trip: credentials,
+-- plan, both windows, inventory and the token write, atomically. The
+-- same checks as the benchmark peers' provision_preview.lua; the reply
+-- also carries both windows for the RateLimit headers.
+--
+-- KEYS[1]  lg:sbkey:<key id>
+-- ARGV[1]  sha256hex of the presented secret
+-- ARGV[2]  now, Unix ms
+-- ARGV[3]  the new token, lpv_...
+-- ARGV[4]  token lifetime, seconds
+-- ARGV[5]  default daily limit     ARGV[6]  default monthly limit
+--
+-- Returns {401}, or {code, w[1..6], account, extra}: 403 (plan), 429
+-- with the refused window's error code, 503 (inventory empty), 200 (token
+-- stored).
+--
+-- Writes lg:{acct:<A>}:pv:<token> (the preview, JSON) and lg:pv:<token>
+-- (its account, so that a confirm by another account is told 403), both
+-- expiring with the token.
+
+--#include pv_auth
+--#include pv_state
+
+local acct = lg_pv_auth(KEYS[1], ARGV[1])
+if not acct then
+    return {401}
+end
+
+local akey = 'lg:{acct:' .. acct .. '}'
+local now = tonumber(ARGV[2])
+local plan, _, w = lg_pv_state(akey, now, tonumber(ARGV[5]),
+                               tonumber(ARGV[6]))
+
+if plan ~= 'inbound_only' then
+    return lg_pv_reply(403, w, acct)
+end
+
+local over = lg_pv_over(w)
+if over then
+    return lg_pv_reply(429, w, acct, over)
+end
+
+if redis.call('SCARD', 'lg:inventory') == 0 then
+    return lg_pv_reply(503, w, acct)
+end
+
+local ttl = tonumber(ARGV[4])
+redis.call('SET', akey .. ':pv:' .. ARGV[3],
+           '{"account":' .. cjson.encode(acct)
+           .. ',"key_id":' .. cjson.encode(string.sub(KEYS[1], 10))
+           .. ',"created_at":' .. string.format('%d', now)
+           .. ',"expires_at":' .. string.format('%d', now + ttl * 1000)
+           .. '}',
+           'EX', ttl)
+redis.call('SET', 'lg:pv:' .. ARGV[3], acct, 'EX', ttl)
+
+return lg_pv_reply(200, w, acct)

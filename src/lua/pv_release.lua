@@ -1,0 +1,41 @@
+-- POST /accounts/lines/provision-confirm, when the purchase fails: the
+-- reserved number goes back to the inventory and the limit slot is freed,
+-- in one step. When Stripe's answer was lost (a subscription may exist),
+-- the case is also queued on lg:reconcile in the same step.
+--
+-- KEYS[1]  lg:{acct:<A>}
+-- ARGV[1]  worker id               ARGV[2]  now, Unix ms
+-- ARGV[3]  default daily limit     ARGV[4]  default monthly limit
+-- ARGV[5]  reconcile reason, "" for none
+-- ARGV[6]  account id              ARGV[7]  Stripe Idempotency-Key
+-- ARGV[8]  Stripe customer         ARGV[9]  now, ISO 8601
+--
+-- Returns {1 | 0 (nothing was reserved), w[1..6], account}.
+
+--#include pv_state
+
+local akey = KEYS[1]
+local resv = akey .. ':resv:' .. ARGV[1]
+local number = redis.call('HGET', resv, 'phone_number')
+local released = 0
+
+if number then
+    redis.call('SADD', 'lg:inventory', number)
+    redis.call('DEL', resv)
+    released = 1
+end
+
+redis.call('ZREM', akey .. ':prov', ARGV[1])
+
+if ARGV[5] ~= '' then
+    redis.call('XADD', 'lg:reconcile', '*', 'account', ARGV[6],
+               'subscription_id', '', 'phone_number', number or '',
+               'worker_id', ARGV[1], 'reason', ARGV[5],
+               'idempotency_key', ARGV[7], 'customer', ARGV[8],
+               'at', ARGV[9])
+end
+
+local _, _, w = lg_pv_state(akey, tonumber(ARGV[2]), tonumber(ARGV[3]),
+                            tonumber(ARGV[4]))
+
+return lg_pv_reply(released, w, ARGV[6])

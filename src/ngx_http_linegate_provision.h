@@ -1,0 +1,83 @@
+
+/*
+ * linegate: the Line Provisioning API (Sendblue-compatible), SPEC 3.
+ *
+ * Shared by the preview/limits file and the confirm file: the two rolling
+ * windows as the scripts report them, and the answers every provisioning
+ * script can lead to.
+ */
+
+
+#ifndef _NGX_HTTP_LINEGATE_PROVISION_H_INCLUDED_
+#define _NGX_HTTP_LINEGATE_PROVISION_H_INCLUDED_
+
+
+#include "ngx_http_linegate_module.h"
+#include "ngx_http_linegate_redis.h"
+
+
+#define NGX_HTTP_LINEGATE_PV_DAY        86400
+#define NGX_HTTP_LINEGATE_PV_MONTH      2592000
+
+/* the reply of a provisioning script: {code, six window numbers, ...} */
+#define NGX_HTTP_LINEGATE_PV_STATE      1
+#define NGX_HTTP_LINEGATE_PV_EXTRA      7
+
+/* "lpv_" and the random part of a preview token */
+#define NGX_HTTP_LINEGATE_PV_PREFIX     "lpv_"
+#define NGX_HTTP_LINEGATE_PV_RANDOM     40
+#define NGX_HTTP_LINEGATE_PV_TOKEN_LEN  (4 + NGX_HTTP_LINEGATE_PV_RANDOM)
+
+
+typedef struct {
+    int64_t                         limit;
+    int64_t                         used;
+    int64_t                         free_at;  /* Unix ms, 0: none */
+} ngx_http_linegate_pv_window_t;
+
+
+typedef struct {
+    ngx_http_linegate_pv_window_t   daily;
+    ngx_http_linegate_pv_window_t   monthly;
+} ngx_http_linegate_pv_state_t;
+
+
+/* POST /accounts/lines/provision-confirm, once the body is read */
+void ngx_http_linegate_provision_confirm(ngx_http_request_t *r,
+    ngx_http_linegate_ctx_t *ctx);
+
+/*
+ * "lg:sbkey:<key id>" for the script's KEYS[1], with the presented key id
+ * and the digest of the secret from the request headers. NGX_DECLINED:
+ * the answer (401 or 500) has been sent.
+ */
+ngx_int_t ngx_http_linegate_pv_credentials(ngx_http_request_t *r,
+    ngx_http_linegate_ctx_t *ctx, ngx_str_t *sbkey, ngx_str_t *digest);
+
+/*
+ * Read the two windows of a script reply and set the RateLimit-Policy and
+ * RateLimit headers of the answer from them.
+ */
+ngx_int_t ngx_http_linegate_pv_state(ngx_http_request_t *r,
+    ngx_http_linegate_ctx_t *ctx, redisReply *reply,
+    ngx_http_linegate_pv_state_t *st);
+
+/* seconds until free_at (at least 1), 0 when free_at is 0 */
+time_t ngx_http_linegate_pv_wait(int64_t free_at, int64_t now);
+
+/*
+ * Answer a script's refusal shared by preview, confirm and limits: 401,
+ * 403 (plan), 429 (code names the window), 503 (inventory empty).
+ * NGX_DECLINED when code is none of these (nothing was sent).
+ */
+ngx_int_t ngx_http_linegate_pv_refuse(ngx_http_request_t *r,
+    ngx_http_linegate_ctx_t *ctx, int64_t code, ngx_str_t *error,
+    ngx_http_linegate_pv_state_t *st);
+
+/* an error of SPEC 3.5 with a fixed code and message, and its outcome */
+void ngx_http_linegate_pv_error(ngx_http_request_t *r,
+    ngx_http_linegate_ctx_t *ctx, ngx_uint_t status, const char *code,
+    const char *message);
+
+
+#endif /* _NGX_HTTP_LINEGATE_PROVISION_H_INCLUDED_ */

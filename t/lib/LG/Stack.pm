@@ -1,0 +1,492 @@
+package LG::Stack;
+
+# The linegate test stack: redis-server, the Stripe stub and nginx with the
+# module, each a child process on free loopback ports, in a temporary
+# directory.
+#
+#   my $s = LG::Stack->new(%opts)->start;
+#   my $tx = $s->op(PUT => '/workspaces/org_a', {plan => 'growth'});
+#
+# Options (lower case) and template values (upper case, the @NAME@ of
+# conf/linegate.conf.in; each one overrides the default):
+#
+#   stub => 0              do not start the Stripe stub
+#   port, redis_port, stub_port
+#                          fixed ports (default: free ones)
+#   keep => 1              keep the temporary directory (also LG_KEEP=1)
+#   WORKERS, LOG_LEVEL, OPERATOR_TOKEN, WEBHOOK_SECRET, ...
+#
+# Environment: NGINX (nginx binary, default /usr/sbin/nginx), LG_MODULE
+# (the module, default <repo>/build/ngx_http_linegate_module.so).
+#
+# Everything started is stopped by pid (TERM, then KILL after 3 s) in
+# stop(), on destruction and at exit, even when a test dies. When a test
+# file fails, the last 30 lines of nginx's error log are printed first.
+
+use strict;
+use warnings;
+
+use Carp qw(croak);
+use Cwd qw(abs_path);
+use File::Basename qw(dirname);
+use File::Path qw(make_path);
+use File::Temp qw(tempdir);
+use IO::Socket::INET;
+use POSIX qw(WNOHANG);
+use Scalar::Util ();
+use Time::HiRes qw(sleep);
+use Crypt::JWT qw(encode_jwt);
+use Crypt::PK::RSA;
+use Mojo::JSON qw(encode_json);
+use Mojo::UserAgent;
+use Redis;
+
+our $ROOT = abs_path(dirname(__FILE__) . '/../../..');
+
+my %LIVE;    # stacks not stopped yet, by address
+
+my @ALNUM = ('A' .. 'Z', 'a' .. 'z', '0' .. '9');
+
+sub random_token {
+    my ($n) = @_;
+    return join '', map { $ALNUM[int rand @ALNUM] } 1 .. $n;
+}
+
+sub new {
+    my ($class, %opts) = @_;
+
+    my $self = bless {
+        opts   => \%opts,
+        stub   => $opts{stub} // 1,
+        pids   => {},
+        owner  => $$,
+        nginx  => $ENV{NGINX} // '/usr/sbin/nginx',
+        module => $ENV{LG_MODULE} // "$ROOT/build/ngx_http_linegate_module.so",
+    }, $class;
+
+    return $self;
+}
+
+# Ports are probed while all probes stay open, so two are never the same.
+sub _free_ports {
+    my ($n) = @_;
+    my @socks = map {
+        IO::Socket::INET->new(LocalAddr => '127.0.0.1', LocalPort => 0,
+                              Proto => 'tcp', Listen => 1, ReuseAddr => 1)
+            or die "no free port: $!\n";
+    } 1 .. $n;
+    my @ports = map { $_->sockport } @socks;
+    close $_ for @socks;
+    return @ports;
+}
+
+sub start {
+    my ($self) = @_;
+    my $o = $self->{opts};
+
+    croak "nginx binary $self->{nginx} not found" unless -x $self->{nginx};
+    croak "module $self->{module} not found (make, or set LG_MODULE)"
+        unless -f $self->{module};
+
+    # a signal must still run END blocks, which stop the children
+    my %signo = (HUP => 1, INT => 2, TERM => 15);
+    for my $sig (keys %signo) {
+        $SIG{$sig} //= sub { exit 128 + $signo{$sig} };
+    }
+
+    my $keep = $o->{keep} // $ENV{LG_KEEP};
+    $self->{dir} = tempdir('linegate-XXXXXX', TMPDIR => 1,
+                           CLEANUP => !$keep);
+    $self->{prefix} = "$self->{dir}/nginx";
+    make_path(map { "$self->{dir}/$_" } qw(nginx redis keys stub));
+
+    my @free = _free_ports(3);
+    $self->{port}       = $o->{port}       || $free[0];
+    $self->{redis_port} = $o->{redis_port} || $free[1];
+    $self->{stub_port}  = $o->{stub_port}  || $free[2];
+
+    $self->{operator_token} = $o->{OPERATOR_TOKEN} // random_token(32);
+    $self->{webhook_secret} = $o->{WEBHOOK_SECRET}
+                              // 'whsec_' . random_token(32);
+    $self->{issuer} = $o->{CLERK_ISSUER} // 'https://clerk.linegate.test';
+
+    $LIVE{"$self"} = $self;
+    Scalar::Util::weaken($LIVE{"$self"});
+
+    # the slow parts run side by side: key generation, Redis, the stub
+    my $key = "$self->{dir}/keys/clerk.pem";
+    my $keygen = $self->_spawn(undef, "$self->{dir}/keys/openssl.log",
+        'openssl', 'genpkey', '-algorithm', 'RSA',
+        '-pkeyopt', 'rsa_keygen_bits:2048', '-out', $key);
+    $self->start_redis;
+    $self->_start_stub if $self->{stub};
+
+    waitpid $keygen, 0;
+    die "openssl genpkey failed (exit $?)\n" if $?;
+    $self->_write_jwks($key);
+
+    my $conf = $self->render;
+    open my $fh, '>', "$self->{prefix}/nginx.conf" or die "nginx.conf: $!";
+    print $fh $conf;
+    close $fh;
+
+    my ($rc, $out) = $self->_nginx_test($self->{prefix});
+    die "nginx -t failed:\n$out" if $rc;
+
+    $self->_wait_port($self->{redis_port}, 'redis-server');
+
+    $self->{log_offset} = 0;
+    $self->_spawn('nginx', "$self->{prefix}/stderr.log",
+        $self->{nginx}, '-p', "$self->{prefix}/",
+        '-c', "$self->{prefix}/nginx.conf",
+        '-e', "$self->{prefix}/error.log");
+
+    $self->_wait_port($self->{port}, 'nginx');
+    $self->wait_redis_connected(0);
+    $self->_wait_stub if $self->{stub};
+
+    return $self;
+}
+
+sub _spawn {
+    my ($self, $name, $log, @cmd) = @_;
+
+    my $pid = fork // die "fork: $!";
+
+    if ($pid == 0) {
+        # its own process group: a terminal's Ctrl-C reaches the harness,
+        # which then stops the children in order
+        setpgrp(0, 0);
+        open STDIN, '<', '/dev/null';
+        open STDOUT, '>>', $log or POSIX::_exit(126);
+        open STDERR, '>&', \*STDOUT;
+        { no warnings 'exec'; exec { $cmd[0] } @cmd; }
+        POSIX::_exit(127);
+    }
+
+    $self->{pids}{$name} = $pid if defined $name;
+    return $pid;
+}
+
+sub _stop_pid {
+    my ($self, $name) = @_;
+
+    my $pid = delete $self->{pids}{$name} or return;
+
+    kill 'TERM', $pid;
+    for (1 .. 300) {
+        return if waitpid($pid, WNOHANG) != 0;
+        sleep 0.01;
+    }
+    kill 'KILL', $pid;
+    waitpid $pid, 0;
+}
+
+sub _wait_port {
+    my ($self, $port, $what, $timeout) = @_;
+
+    my $until = Time::HiRes::time() + ($timeout // 5);
+    while (Time::HiRes::time() < $until) {
+        my $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1',
+                                      PeerPort => $port, Proto => 'tcp');
+        return 1 if $s;
+        sleep 0.01;
+    }
+
+    die "$what does not answer on 127.0.0.1:$port\n" . $self->_log_tail;
+}
+
+# Every worker connects to Redis on its own: wait until each has said so
+# in the error log, after byte offset $from of the log.
+sub wait_redis_connected {
+    my ($self, $from, $timeout) = @_;
+
+    my $workers = $self->{opts}{WORKERS} // 2;
+    my $until = Time::HiRes::time() + ($timeout // 3);
+
+    while (Time::HiRes::time() < $until) {
+        my $log = substr $self->error_log, $from // 0;
+        my $n = () = $log =~ /linegate: redis connected/g;
+        return 1 if $n >= $workers;
+        sleep 0.01;
+    }
+
+    return 0;
+}
+
+sub _wait_stub {
+    my ($self) = @_;
+
+    my $ua = Mojo::UserAgent->new(connect_timeout => 1,
+                                  request_timeout => 1);
+    my $until = Time::HiRes::time() + 5;
+
+    while (Time::HiRes::time() < $until) {
+        my $ok = eval {
+            $ua->get($self->stub_url('/_stub/health'))->result->is_success
+        };
+        return 1 if $ok;
+        sleep 0.02;
+    }
+
+    die "the Stripe stub does not answer\n"
+        . _slurp("$self->{dir}/stub/stub.log");
+}
+
+sub _start_stub {
+    my ($self) = @_;
+
+    $self->_spawn('stub', "$self->{dir}/stub/stub.log",
+        $^X, "$ROOT/t/stub/stripe-stub.pl",
+        '--listen', "127.0.0.1:$self->{stub_port}",
+        '--webhook-secret', $self->{webhook_secret});
+}
+
+sub _write_jwks {
+    my ($self, $pem) = @_;
+
+    my $pk = Crypt::PK::RSA->new($pem);
+    my $jwk = $pk->export_key_jwk('public', 1);
+
+    $self->{private_key} = $pk;
+    $self->{jwks} = "$self->{dir}/keys/jwks.json";
+
+    open my $fh, '>', $self->{jwks} or die "$self->{jwks}: $!";
+    print $fh encode_json({keys => [{%$jwk, kid => 'test-key-1',
+                                     alg => 'RS256', use => 'sig'}]});
+    close $fh;
+}
+
+# conf/linegate.conf.in with every @NAME@ filled in
+sub render {
+    my ($self, %over) = @_;
+
+    my %v = (
+        MODULE             => $self->{module},
+        PREFIX             => $self->{prefix},
+        PORT               => $self->{port},
+        REDIS              => "127.0.0.1:$self->{redis_port}",
+        WORKERS            => 2,
+        DAEMON             => 'off',
+        LOG_LEVEL          => 'info',
+        OPERATOR_TOKEN     => $self->{operator_token},
+        WEBHOOK_SECRET     => $self->{webhook_secret},
+        RECONCILE_INTERVAL => '2s',
+        CLERK_KEY          => $self->{jwks},
+        CLERK_ISSUER       => $self->{issuer},
+        CLERK_AZP          => '',
+        WS_RATE            => '100000r/m',
+        STRIPE_URL         => "http://127.0.0.1:$self->{stub_port}",
+        STRIPE_KEY         => 'sk_test_linegate',
+        STRIPE_TIMEOUT     => '3s',
+        HTTP_EXTRA         => '',
+        SERVER_EXTRA       => '',
+        (map { $_ => $self->{opts}{$_} } grep { /^[A-Z_]+$/ }
+             keys %{ $self->{opts} }),
+        %over,
+    );
+
+    # comment lines keep their text (the header names "@NAME@" itself)
+    my @lines = split /^/, _slurp("$ROOT/conf/linegate.conf.in");
+    for (grep { !/^\s*#/ } @lines) {
+        s{\@([A-Z_]+)\@}{
+            defined $v{$1} ? $v{$1}
+                           : die "no value for \@$1\@ in the template\n"
+        }ge;
+    }
+
+    return join '', @lines;
+}
+
+sub _nginx_test {
+    my ($self, $prefix) = @_;
+
+    my $out = qx{$self->{nginx} -t -p '$prefix/' -c '$prefix/nginx.conf' -e '$prefix/error.log' 2>&1};
+    return ($? >> 8, $out);
+}
+
+# nginx -t on any configuration text, in a prefix of its own: the paths
+# of the stack's prefix in the text are moved there.
+sub nginx_t {
+    my ($self, $conf) = @_;
+
+    my $dir = tempdir('nginx-t-XXXXXX', DIR => $self->{dir}, CLEANUP => 1);
+    $conf =~ s/\Q$self->{prefix}\E/$dir/g;
+
+    open my $fh, '>', "$dir/nginx.conf" or die "$dir/nginx.conf: $!";
+    print $fh $conf;
+    close $fh;
+
+    return $self->_nginx_test($dir);
+}
+
+sub stop_redis {
+    my ($self) = @_;
+    delete $self->{redis};
+    $self->_stop_pid('redis');
+}
+
+sub start_redis {
+    my ($self) = @_;
+
+    $self->_spawn('redis', "$self->{dir}/redis/redis.log",
+        'redis-server', '--save', '', '--appendonly', 'no',
+        '--port', $self->{redis_port}, '--bind', '127.0.0.1',
+        '--daemonize', 'no', '--dir', "$self->{dir}/redis");
+
+    $self->_wait_port($self->{redis_port}, 'redis-server')
+        if $self->{pids}{nginx};
+
+    return $self;
+}
+
+sub stop {
+    my ($self) = @_;
+
+    return if $self->{owner} != $$ || !$LIVE{"$self"};
+
+    if (_failing()) {
+        my $tail = $self->_log_tail;
+        if ($INC{'Test/More.pm'}) { Test::More::diag($tail) }
+        else                      { print STDERR $tail }
+    }
+
+    $self->_stop_pid($_) for qw(nginx stub redis);
+    delete $LIVE{"$self"};
+}
+
+sub _failing {
+    return 1 if $?;
+    return 0 unless $INC{'Test/Builder.pm'};
+    my $tb = Test::Builder->new;
+    return !$tb->is_passing;
+}
+
+sub _log_tail {
+    my ($self) = @_;
+    my @lines = split /\n/, $self->error_log;
+    @lines = @lines[-30 .. -1] if @lines > 30;
+    return "--- last lines of $self->{prefix}/error.log ---\n"
+        . join("\n", @lines) . "\n";
+}
+
+sub DESTROY {
+    my ($self) = @_;
+    local $? = $?;
+    local ($@, $!);
+    $self->stop;
+}
+
+END {
+    local $? = $?;
+    $_->stop for grep { defined } values %LIVE;
+}
+
+# accessors
+
+sub url        { my ($s, $p) = @_; return "http://127.0.0.1:$s->{port}$p" }
+sub stub_url   { my ($s, $p) = @_; return "http://127.0.0.1:$s->{stub_port}" . ($p // '') }
+sub port       { $_[0]{port} }
+sub redis_port { $_[0]{redis_port} }
+sub stub_port  { $_[0]{stub_port} }
+sub prefix     { $_[0]{prefix} }
+sub dir        { $_[0]{dir} }
+sub jwks_path  { $_[0]{jwks} }
+sub operator_token { $_[0]{operator_token} }
+sub webhook_secret { $_[0]{webhook_secret} }
+sub issuer     { $_[0]{issuer} }
+sub private_key { $_[0]{private_key} }
+
+sub error_log  { _slurp("$_[0]{prefix}/error.log") }
+sub access_log { _slurp("$_[0]{prefix}/access.log") }
+
+sub ua {
+    my ($self) = @_;
+    return $self->{ua} //= Mojo::UserAgent->new(
+        connect_timeout    => 10,
+        inactivity_timeout => 10,
+        request_timeout    => 10,
+        max_redirects      => 0,
+    );
+}
+
+sub redis {
+    my ($self) = @_;
+    return $self->{redis} //= Redis->new(
+        server => "127.0.0.1:$self->{redis_port}",
+        cnx_timeout => 2, read_timeout => 5, write_timeout => 5,
+    );
+}
+
+# Build and run a request. $body: a reference to a string (sent as is),
+# any other reference (sent as JSON) or undef (no body).
+sub _request {
+    my ($self, $method, $url, $headers, $body) = @_;
+
+    my @content = !defined $body      ? ()
+                : ref $body eq 'SCALAR' ? ($$body)
+                : (json => $body);
+
+    my $tx = $self->ua->build_tx($method => $url => $headers => @content);
+    return $self->ua->start($tx);
+}
+
+# the operator API, with the token: op(PUT => '/workspaces/x', {...})
+sub op {
+    my ($self, $method, $path, $body, %headers) = @_;
+
+    $path = "/_linegate$path" unless $path =~ m{^/_linegate/};
+
+    return $self->_request($method, $self->url($path),
+        {Authorization => "Bearer $self->{operator_token}", %headers},
+        $body);
+}
+
+# the stub's control API: stub(POST => '/_stub/customers', {...})
+sub stub {
+    my ($self, $method, $path, $body) = @_;
+
+    croak 'the Stripe stub is not started' unless $self->{pids}{stub};
+
+    return $self->_request($method, $self->stub_url($path), {}, $body);
+}
+
+# A Clerk session token signed with the stack's key. Claims override the
+# defaults; an undef value removes a claim. -header adds header fields,
+# -key signs with another key (a Crypt::PK::RSA or a PEM reference).
+sub clerk_token {
+    my ($self, %c) = @_;
+
+    my $header = delete $c{-header} // {};
+    my $key    = delete $c{-key} // $self->{private_key};
+    my $alg    = delete $c{-alg} // 'RS256';
+    my $now    = time;
+
+    my %claims = (
+        iss => $self->{issuer},
+        sub => 'user_test',
+        exp => $now + 300,
+        iat => $now,
+        nbf => $now - 5,
+        sid => 'sess_test',
+        v   => 2,
+        o   => {id => 'org_test', rol => 'admin', slg => 'test'},
+    );
+
+    while (my ($k, $v) = each %c) {
+        if (defined $v) { $claims{$k} = $v }
+        else            { delete $claims{$k} }
+    }
+
+    return encode_jwt(payload => \%claims, key => $key, alg => $alg,
+                      extra_headers => {kid => 'test-key-1', %$header});
+}
+
+sub _slurp {
+    my ($file) = @_;
+    open my $fh, '<', $file or return '';
+    local $/;
+    return scalar <$fh>;
+}
+
+1;
