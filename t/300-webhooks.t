@@ -1,0 +1,259 @@
+#!/usr/bin/perl
+# Stripe webhooks: the signature is checked on the raw body before parsing,
+# events are applied once, invoice events settle the request they pay,
+# subscription events set the workspace's status and plan (both payload
+# shapes), and anything else is acknowledged and ignored.
+
+use strict;
+use warnings;
+use FindBin;
+use lib "$FindBin::Bin/lib";
+
+use Digest::SHA qw(hmac_sha256_hex);
+use Mojo::JSON qw(encode_json decode_json);
+use Test::More;
+
+use LG::Stack;
+use LG::Test;
+
+my $s = LG::Stack->new->start;
+my $r = $s->redis;
+my $secret = $s->webhook_secret;
+my $n = 0;
+
+sub event {
+    my ($type, $object, %o) = @_;
+    return {
+        id => $o{id} // 'evt_test' . ++$n, object => 'event', type => $type,
+        api_version => $o{api_version} // '2025-03-31.basil',
+        created => $o{created} // time, livemode => \0,
+        data => {object => $object},
+    };
+}
+
+sub signature {
+    my ($body, %o) = @_;
+    my $t = $o{t} // time;
+    my $sig = hmac_sha256_hex("$t.$body", $o{secret} // $secret);
+    return "t=$t,v1=$sig";
+}
+
+# deliver raw bytes with a given Stripe-Signature (or a computed one)
+sub deliver {
+    my ($event, %o) = @_;
+    my $body = ref $event ? encode_json($event) : $event;
+    my %h = ('Content-Type' => 'application/json');
+    my $sig = exists $o{header} ? $o{header} : signature($body, %o);
+    $h{'Stripe-Signature'} = $sig if defined $sig;
+    return $s->ua->post($s->url('/webhooks/stripe') => \%h => $body);
+}
+
+# a workspace with one request awaiting payment on invoice $inv
+sub awaiting {
+    my ($ws, $id, $inv) = @_;
+    $r->hset("lg:{ws:$ws}", plan => 'growth', subscriptionStatus => 'active');
+    $r->hset("lg:{ws:$ws}:lr:$id", provisioningStatus => 'awaiting_payment',
+             paymentStatus => 'unpaid', channelType => 'email',
+             lineType => 'purchased', invoiceId => $inv);
+    $r->set("lg:{ws:$ws}:pending", $id);
+    $r->set("lg:invoice:$inv", "$ws:$id");
+}
+
+sub status_of {
+    my ($ws, $id) = @_;
+    return join '/', map { $_ // '-' }
+        $r->hmget("lg:{ws:$ws}:lr:$id", 'provisioningStatus',
+                  'paymentStatus');
+}
+
+sub stream_len { $r->xlen('lg:provisioning') }
+
+my $ID1 = '6a092ebde4a7fbddc8a83201';
+my $ID2 = '6a092ebde4a7fbddc8a83202';
+my $ID3 = '6a092ebde4a7fbddc8a83203';
+
+subtest 'invoice.paid promotes the request, once' => sub {
+    awaiting('org_wh1', $ID1, 'in_wh1');
+    my $before = stream_len();
+
+    my $ev = event('invoice.paid', {id => 'in_wh1', object => 'invoice',
+                                    status => 'paid'});
+    my $body = answer_is(deliver($ev), 200, 'invoice.paid');
+    is_deeply($body, {received => \1}, 'acknowledged');
+    is(status_of('org_wh1', $ID1), 'provisioning/paid', 'promoted');
+    ok(!$r->exists('lg:{ws:org_wh1}:pending'), 'no longer blocks');
+    is(stream_len(), $before + 1, 'one entry on the provisioning stream');
+
+    my @e = @{ $r->xrevrange('lg:provisioning', '+', '-', 'COUNT', 1) };
+    my %f = @{ $e[0][1] };
+    is($f{id}, $ID1, 'stream entry names the request');
+    is($f{workspace}, 'org_wh1', 'and its workspace');
+
+    $body = answer_is(deliver($ev), 200, 'redelivered');
+    ok($body->{duplicate}, 'recognized as a duplicate');
+    is(stream_len(), $before + 1, 'not appended twice');
+};
+
+subtest 'invoice.voided and marked_uncollectible cancel' => sub {
+    awaiting('org_wh2', $ID2, 'in_wh2');
+    answer_is(deliver(event('invoice.voided', {id => 'in_wh2'})), 200,
+              'voided');
+    is(status_of('org_wh2', $ID2), 'canceled/failed', 'canceled');
+    ok(!$r->exists('lg:{ws:org_wh2}:pending'), 'pending marker cleared');
+
+    awaiting('org_wh3', $ID3, 'in_wh3');
+    answer_is(deliver(event('invoice.marked_uncollectible',
+                            {id => 'in_wh3'})), 200, 'uncollectible');
+    is(status_of('org_wh3', $ID3), 'canceled/failed', 'canceled');
+};
+
+subtest 'a settled request is left alone' => sub {
+    my $before = stream_len();
+    answer_is(deliver(event('invoice.paid', {id => 'in_wh2'})), 200,
+              'paid after cancel');
+    is(status_of('org_wh2', $ID2), 'canceled/failed', 'still canceled');
+    is(stream_len(), $before, 'nothing provisioned');
+
+    my $body = answer_is(deliver(event('invoice.paid', {id => 'in_nobody'})),
+                         200, 'unknown invoice');
+    ok($body->{unknown}, 'acknowledged as unknown');
+};
+
+subtest 'signature refusals change nothing' => sub {
+    awaiting('org_wh4', '6a092ebde4a7fbddc8a83204', 'in_wh4');
+    my $ev = event('invoice.paid', {id => 'in_wh4'});
+    my $json = encode_json($ev);
+
+    my @cases = (
+        ['wrong secret', secret => 'whsec_wrong'],
+        ['no header', header => undef],
+        ['malformed header', header => 'garbage'],
+        ['v0 only', header => 't=' . time . ',v0=abcd'],
+        ['too old', t => time - 400],
+        ['from the future', t => time + 400],
+    );
+
+    for my $c (@cases) {
+        my ($name, %o) = @$c;
+        my $body = answer_is(deliver($json, %o), 400, $name);
+        is($body->{error}, 'Invalid signature', "$name: error text");
+    }
+
+    my $tampered = $json =~ s/in_wh4/in_wh5/r;
+    answer_is(deliver($tampered, header => signature($json)), 400,
+              'body changed after signing');
+
+    is(status_of('org_wh4', '6a092ebde4a7fbddc8a83204'),
+       'awaiting_payment/unpaid', 'request untouched');
+    like($s->error_log, qr/Stripe webhook refused/, 'refusals are logged');
+    unlike($s->error_log, qr/\Q$secret\E/, 'the secret is never logged');
+};
+
+subtest 'any matching v1 is accepted' => sub {
+    my $json = encode_json(event('invoice.paid', {id => 'in_wh4'}));
+    my $t = time;
+    my $good = hmac_sha256_hex("$t.$json", $secret);
+    my $header = "t=$t,v1=" . ('0' x 64) . ",v1=$good";
+    answer_is(deliver($json, header => $header), 200, 'second v1 matches');
+    is(status_of('org_wh4', '6a092ebde4a7fbddc8a83204'), 'provisioning/paid',
+       'applied');
+};
+
+subtest 'signature before parsing' => sub {
+    my $body = answer_is(deliver('{not json', secret => 'whsec_wrong'), 400,
+                         'bad JSON, bad signature');
+    is($body->{error}, 'Invalid signature', 'the signature is checked first');
+
+    $body = answer_is(deliver('{not json'), 400, 'bad JSON, good signature');
+    like($body->{error}, qr/Malformed JSON/, 'then the JSON');
+
+    $body = answer_is(deliver('{"id":"evt_x"}'), 400, 'not an event');
+    like($body->{error}, qr/Malformed Stripe event/, 'event shape checked');
+};
+
+subtest 'subscription events set status and plan' => sub {
+    $r->hset('lg:{ws:org_sub}', plan => 'mini',
+             subscriptionStatus => 'active');
+    my $t0 = time - 100;
+
+    # current shape: items.data[].price.id
+    my $sub = {id => 'sub_1', object => 'subscription', status => 'past_due',
+               metadata => {workspace_id => 'org_sub'},
+               items => {data => [{price => {id => 'price_plan_growth'}}]}};
+    answer_is(deliver(event('customer.subscription.updated', $sub,
+                            created => $t0 + 10)), 200, 'updated');
+    is_deeply([$r->hmget('lg:{ws:org_sub}', 'plan', 'subscriptionStatus')],
+              ['growth', 'past_due'], 'status and plan set');
+
+    # an older event arriving late does not undo the newer one
+    my $old = {%$sub, status => 'active'};
+    my $body = answer_is(deliver(event('customer.subscription.updated', $old,
+                                       created => $t0)), 200, 'stale');
+    ok($body->{stale}, 'recognized as stale');
+    is($r->hget('lg:{ws:org_sub}', 'subscriptionStatus'), 'past_due',
+       'newer status kept');
+
+    # pre-2025 shape: items.data[].plan.id, no price object
+    my $legacy = {id => 'sub_1', object => 'subscription', status => 'active',
+                  metadata => {workspace_id => 'org_sub'},
+                  items => {data => [{plan => {id => 'price_plan_starter'}}]}};
+    answer_is(deliver(event('customer.subscription.created', $legacy,
+                            created => $t0 + 20,
+                            api_version => '2023-10-16')), 200, 'legacy');
+    is_deeply([$r->hmget('lg:{ws:org_sub}', 'plan', 'subscriptionStatus')],
+              ['starter', 'active'], 'legacy shape read');
+
+    answer_is(deliver(event('customer.subscription.deleted',
+                            {%$legacy, status => 'active'},
+                            created => $t0 + 30)), 200, 'deleted');
+    is($r->hget('lg:{ws:org_sub}', 'subscriptionStatus'), 'canceled',
+       'a deleted subscription is canceled');
+
+    $body = answer_is(deliver(event('customer.subscription.updated',
+                                    {%$sub, metadata => {}})), 200,
+                      'not ours');
+    ok($body->{ignored}, 'no workspace_id: ignored');
+
+    $body = answer_is(deliver(event('customer.subscription.updated',
+                                    {%$sub, metadata =>
+                                     {workspace_id => 'org_none'}})), 200,
+                      'unknown workspace');
+    ok($body->{unknown}, 'unknown workspace acknowledged');
+    ok(!$r->exists('lg:{ws:org_none}'), 'no workspace created');
+};
+
+subtest 'other events are acknowledged and ignored' => sub {
+    my $body = answer_is(deliver(event('charge.succeeded', {id => 'ch_1'})),
+                         200, 'charge.succeeded');
+    ok($body->{ignored}, 'ignored');
+};
+
+subtest 'delivered by the Stripe stub' => sub {
+    $s->stub(POST => '/_stub/customers', {id => 'cus_wh', card => \1});
+    my $inv = $s->stub(POST => '/_stub/webhook', {
+        url => $s->url('/webhooks/stripe'), type => 'invoice.voided',
+        object => {id => 'in_wh9', object => 'invoice'},
+    })->res->json;
+    is($inv->{status}, 200, 'the stub signs as Stripe does');
+};
+
+subtest 'Redis down: 503, Stripe retries later' => sub {
+    awaiting('org_wh6', '6a092ebde4a7fbddc8a83206', 'in_wh6');
+    $s->stop_redis;
+    my $body = answer_is(deliver(event('invoice.paid', {id => 'in_wh6'})),
+                         503, 'store unavailable');
+    is($body->{code}, 'STORE_UNAVAILABLE', 'code');
+    my $from = length $s->error_log;
+    $s->start_redis;
+    ok($s->wait_redis_connected($from, 5), 'workers reconnected');
+    $r = $s->redis;
+
+    # a new, empty Redis: the state is set up again
+    awaiting('org_wh6', '6a092ebde4a7fbddc8a83206', 'in_wh6');
+    answer_is(deliver(event('invoice.paid', {id => 'in_wh6'})), 200,
+              'redelivery after recovery');
+    is(status_of('org_wh6', '6a092ebde4a7fbddc8a83206'), 'provisioning/paid',
+       'applied on redelivery');
+};
+
+done_testing;
