@@ -784,6 +784,8 @@ ngx_http_linegate_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     ngx_http_linegate_loc_conf_t *prev = parent;
     ngx_http_linegate_loc_conf_t *conf = child;
 
+    ngx_http_core_loc_conf_t  *clcf;
+
     ngx_conf_merge_uint_value(conf->api, prev->api,
                               NGX_HTTP_LINEGATE_API_NONE);
     ngx_conf_merge_size_value(conf->max_body, prev->max_body, 16384);
@@ -793,6 +795,18 @@ ngx_http_linegate_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
                            "\"linegate_max_body\" must be between 1 and 1m, "
                            "not %uz", conf->max_body);
         return NGX_CONF_ERROR;
+    }
+
+    /*
+     * The body is read into one memory buffer: a body larger than
+     * client_body_buffer_size would go to a temporary file instead.
+     */
+    clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
+
+    if (conf->api != NGX_HTTP_LINEGATE_API_NONE
+        && clcf->client_body_buffer_size < (ssize_t) conf->max_body)
+    {
+        clcf->client_body_buffer_size = conf->max_body;
     }
 
     return NGX_CONF_OK;

@@ -100,6 +100,10 @@ sub start {
     $self->{prefix} = "$self->{dir}/nginx";
     make_path(map { "$self->{dir}/$_" } qw(nginx redis keys stub));
 
+    # nginx workers may run as another user (nobody, www-data) when the
+    # tests run as root: they need the prefix for temporary files
+    chmod 0755, $self->{dir}, $self->{prefix};
+
     my @free = _free_ports(3);
     $self->{port}       = $o->{port}       || $free[0];
     $self->{redis_port} = $o->{redis_port} || $free[1];
@@ -173,6 +177,7 @@ sub _stop_pid {
 
     my $pid = delete $self->{pids}{$name} or return;
 
+    local $?;
     kill 'TERM', $pid;
     for (1 .. 300) {
         return if waitpid($pid, WNOHANG) != 0;
@@ -340,12 +345,22 @@ sub start_redis {
     return $self;
 }
 
-sub stop {
+# the names of the children that have exited on their own
+sub dead {
     my ($self) = @_;
+    return grep {
+        waitpid($self->{pids}{$_}, WNOHANG) == $self->{pids}{$_}
+            and delete $self->{pids}{$_}
+    } sort keys %{ $self->{pids} };
+}
+
+# $exit_failed: called at exit with a failure status
+sub stop {
+    my ($self, $exit_failed) = @_;
 
     return if $self->{owner} != $$ || !$LIVE{"$self"};
 
-    if (_failing()) {
+    if ($exit_failed || _tests_failing()) {
         my $tail = $self->_log_tail;
         if ($INC{'Test/More.pm'}) { Test::More::diag($tail) }
         else                      { print STDERR $tail }
@@ -355,11 +370,8 @@ sub stop {
     delete $LIVE{"$self"};
 }
 
-sub _failing {
-    return 1 if $?;
-    return 0 unless $INC{'Test/Builder.pm'};
-    my $tb = Test::Builder->new;
-    return !$tb->is_passing;
+sub _tests_failing {
+    return $INC{'Test/Builder.pm'} && !Test::Builder->new->is_passing;
 }
 
 sub _log_tail {
@@ -372,14 +384,14 @@ sub _log_tail {
 
 sub DESTROY {
     my ($self) = @_;
-    local $? = $?;
-    local ($@, $!);
+    local ($?, $@, $!);
     $self->stop;
 }
 
 END {
+    my $failed = $? != 0;
     local $? = $?;
-    $_->stop for grep { defined } values %LIVE;
+    $_->stop($failed) for grep { defined } values %LIVE;
 }
 
 # accessors
@@ -397,6 +409,7 @@ sub webhook_secret { $_[0]{webhook_secret} }
 sub issuer     { $_[0]{issuer} }
 sub private_key { $_[0]{private_key} }
 
+sub error_log_path { "$_[0]{prefix}/error.log" }
 sub error_log  { _slurp("$_[0]{prefix}/error.log") }
 sub access_log { _slurp("$_[0]{prefix}/access.log") }
 

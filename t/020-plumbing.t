@@ -1,0 +1,143 @@
+# What every answer shares: X-Request-Id, JSON content type, the request id
+# in the error log, 405 for a wrong method, and 400 for a body that is not
+# a JSON object (nothing written to Redis).
+use strict;
+use warnings;
+use lib 't/lib';
+
+use Test::More;
+use LG::Stack;
+use LG::Test;
+
+my $s = LG::Stack->new(stub => 0)->start;
+my $r = $s->redis;
+my $token = $s->operator_token;
+
+subtest 'every answer carries X-Request-Id and the JSON type' => sub {
+    my %seen;
+    for my $case (
+        [200, 'GET inventory',  $s->op(GET => '/inventory')],
+        [401, 'no token',       $s->ua->get($s->url('/_linegate/inventory'))],
+        [404, 'unknown route',  $s->op(GET => '/nope')],
+        [404, 'unknown id',     $s->op(GET => '/workspaces/org_none')],
+        [400, 'invalid id',     $s->op(GET => '/workspaces/a.b')],
+        [405, 'wrong method',   $s->op(PATCH => '/workspaces/a', {})],
+        [400, 'bad JSON',       $s->op(PUT => '/workspaces/a', \'{')],
+    ) {
+        my ($status, $name, $tx) = @$case;
+        answer_is($tx, $status, $name);
+        $seen{ $tx->res->headers->header('X-Request-Id') // '' }++;
+    }
+    is(scalar keys %seen, 7, 'a different id for every request');
+};
+
+subtest 'the error log names the request id' => sub {
+    my $tx = $s->op(PUT => '/workspaces/org_log', \'{"plan": "mini",');
+    json_error_is($tx, 400, 'VALIDATION_ERROR', 'malformed JSON',
+                  qr/Malformed JSON body/);
+    my $id = $tx->res->headers->header('X-Request-Id');
+
+    my ($line) = grep { /malformed JSON body/ && /\Q$id\E/ }
+                 split /\n/, $s->error_log;
+    ok($line, 'an error log line about it');
+    like($line // '', qr/\[info\] .*linegate: malformed JSON body/,
+         'logged at info by linegate');
+    like($line // '', qr/, request_id: \Q$id\E\b/, 'with request_id: <id>');
+};
+
+subtest 'the access log has the request id and the linegate variables' => sub {
+    my $tx = $s->op(GET => '/workspaces/org_none');
+    my $id = $tx->res->headers->header('X-Request-Id');
+
+    # nginx writes the access log once the answer is sent: wait a little
+    my $line;
+    for (1 .. 100) {
+        ($line) = grep { /id=\Q$id\E/ } split /\n/, $s->access_log;
+        last if $line;
+        select undef, undef, undef, 0.01;
+    }
+    like($line // '', qr{"GET /_linegate/workspaces/org_none HTTP/1.1" 404 },
+         'request and status');
+    like($line // '', qr/auth=operator outcome=NOT_FOUND/, 'auth, outcome');
+    like($line // '', qr/tenant=org_none/, 'tenant');
+};
+
+subtest 'a wrong method is a 405 in JSON' => sub {
+    for my $case ([PATCH => '/workspaces/org_a'],
+                  [OPTIONS => '/inventory'],
+                  [DELETE => '/workspaces/org_a'],
+                  [PUT => '/inventory'],
+                  [GET => '/accounts/acct_a/credentials']) {
+        my ($m, $p) = @$case;
+        my $body = answer_is($s->op($m => $p), 405, "$m $p");
+        is($body->{error}, 'Method not allowed', "$m $p: error");
+    }
+};
+
+my $long = '{"plan": "mini", "pad": "' . ('x' x 100_000) . '"}';
+
+my @bad = (
+    ['malformed JSON',        '{"plan": "mini",',          qr/Malformed/],
+    ['trailing garbage',      '{"plan": "mini"} x',        qr/Malformed/],
+    ['an array',              '[1]',                       qr/JSON object/],
+    ['a string',              '"x"',                       qr/./],
+    ['a number',              '42',                        qr/./],
+    ['null',                  'null',                      qr/./],
+    ['invalid UTF-8',         qq({"plan": "mini\xff"}),    qr/Malformed/],
+    ['overlong UTF-8',        qq({"plan": "\xc0\xafmini"}), qr/Malformed/],
+    ['a lone surrogate',      '{"plan": "\\ud800"}',       qr/Malformed/],
+    ['a duplicate key',       '{"plan": "mini", "plan": "growth"}',
+     qr/Malformed/],
+    ['a body over the limit', $long,                       qr/too large/],
+);
+
+subtest 'a body that is not a JSON object is a 400, nothing written' => sub {
+    my $before = redis_dump($r);
+    my $size = $r->dbsize;
+
+    for my $case (@bad) {
+        my ($name, $bytes, $re) = @$case;
+        my $tx = $s->op(PUT => '/workspaces/org_plumb', \$bytes,
+                        'Content-Type' => 'application/json');
+        json_error_is($tx, 400, 'VALIDATION_ERROR', $name, $re);
+    }
+
+    is($r->dbsize, $size, 'DBSIZE unchanged');
+    is_deeply(redis_dump($r), $before, 'no key written or changed');
+    ok(!$r->exists('lg:{ws:org_plumb}'), 'the workspace was not created');
+};
+
+sub chunked {
+    my ($body) = @_;
+    my $req = "PUT /_linegate/workspaces/org_chunked HTTP/1.1\r\n"
+            . "Host: 127.0.0.1\r\nAuthorization: Bearer $token\r\n"
+            . "Content-Type: application/json\r\n"
+            . "Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n";
+    while (length $body) {
+        my $chunk = substr $body, 0, 4096, '';
+        $req .= sprintf("%x\r\n", length $chunk) . "$chunk\r\n";
+    }
+    return raw_http($s->port, $req . "0\r\n\r\n");
+}
+
+subtest 'chunked bodies' => sub {
+    my $before = redis_dump($r);
+
+    my ($status, $h, $body) = chunked($long);
+    is($status, 400, 'chunked, over the limit: 400');
+    like($h->{'content-type'} // '', qr{^application/json; charset=utf-8$},
+         'chunked, over the limit: JSON');
+    like($h->{'x-request-id'} // '', qr/^[0-9a-f]{32}$/,
+         'chunked, over the limit: X-Request-Id');
+    my $json = eval { Mojo::JSON::decode_json($body) } // {};
+    is($json->{code}, 'VALIDATION_ERROR', 'chunked, over the limit: code');
+    like($json->{error} // '', qr/too large/, 'chunked: error');
+    is_deeply(redis_dump($r), $before, 'chunked, over the limit: no write');
+
+    ($status, $h, $body) = chunked('{"plan": "mini"}');
+    is($status, 200, 'chunked, small: accepted');
+    is(eval { Mojo::JSON::decode_json($body)->{plan} }, 'mini',
+       'chunked, small: the workspace');
+};
+
+done_testing;

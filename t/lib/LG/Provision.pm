@@ -1,0 +1,317 @@
+package LG::Provision;
+
+# Helpers for the Line Provisioning API tests (t/2*.t), on top of
+# LG::Stack.
+#
+#   my $p = LG::Provision->new($stack);
+#   my $a = $p->account('acct_a', daily => 3, card => 1);
+#   $p->inventory('+14155550100', '+14155550101');
+#   my $tx = $p->preview($a);               # Mojo transaction
+#   my $tx = $p->confirm($a, $token);       # {"preview_token": $token}
+#   my $tx = $p->limits($a);
+#   my @errors = $p->invalid($tx, 'post', '/accounts/lines/provision-confirm');
+#
+# Accounts are written straight into Redis with the layout of
+# docs/data-model.md (the operator API is tested on its own), and their
+# Stripe customers into the stub.
+
+use strict;
+use warnings;
+
+use Carp qw(croak);
+use LG::Stack ();
+use Digest::SHA qw(sha256_hex);
+use Exporter 'import';
+use JSON::Validator;
+use LG::Test qw(answer_is);
+use Mojo::IOLoop;
+use Mojo::JSON qw(decode_json);
+use Mojo::Promise;
+use Test::More;
+use Time::HiRes ();
+
+our @EXPORT_OK = qw(now_ms);
+
+our $PREVIEW = '/accounts/lines/provision-preview';
+our $CONFIRM = '/accounts/lines/provision-confirm';
+our $LIMITS  = '/accounts/limits';
+
+my $ROOT = $LG::Stack::ROOT;
+
+sub new {
+    my ($class, $stack) = @_;
+    return bless {s => $stack, n => 0}, $class;
+}
+
+sub stack { $_[0]{s} }
+sub redis { $_[0]{s}->redis }
+
+sub now_ms { return int(Time::HiRes::time() * 1000) }
+
+# An account with credentials. Options: plan (inbound_only), daily,
+# monthly (absent: the configured defaults), card (1), decline (0),
+# customer (cus_<account>, '' for none), source (a default_source only).
+sub account {
+    my ($self, $id, %o) = @_;
+
+    my $r = $self->redis;
+    my $n = ++$self->{n};
+    my $key_id = "sbk_${id}_$n";
+    my $secret = "sbs_" . join '', map { ('a' .. 'z', 0 .. 9)[rand 36] }
+                                   1 .. 40;
+    my $customer = exists $o{customer} ? $o{customer} : "cus_$id";
+
+    $r->del("lg:{acct:$id}");
+    $r->hset("lg:{acct:$id}", plan => $o{plan} // 'inbound_only',
+             key_id => $key_id);
+    $r->hset("lg:{acct:$id}", stripeCustomerId => $customer)
+        if length $customer;
+    $r->hset("lg:{acct:$id}", daily_limit => $o{daily})
+        if defined $o{daily};
+    $r->hset("lg:{acct:$id}", monthly_limit => $o{monthly})
+        if defined $o{monthly};
+    $r->hset("lg:sbkey:$key_id", account => $id,
+             secret_sha256 => sha256_hex($secret));
+
+    if (length $customer && !$o{no_stub_customer}) {
+        my $tx = $self->{s}->stub(POST => '/_stub/customers', {
+            id => $customer,
+            card => $o{card} // 1,
+            source => $o{source} // 0,
+            decline => $o{decline} // 0,
+        });
+        croak 'stub customer: ' . $tx->res->body
+            unless $tx->res->is_success;
+    }
+
+    return {id => $id, key_id => $key_id, secret => $secret,
+            customer => $customer};
+}
+
+sub headers {
+    my ($self, $a) = @_;
+    return {'sb-api-key-id' => $a->{key_id},
+            'sb-api-secret-key' => $a->{secret}};
+}
+
+sub inventory {
+    my ($self, @numbers) = @_;
+    $self->redis->sadd('lg:inventory', @numbers) if @numbers;
+    return $self->redis->scard('lg:inventory');
+}
+
+sub numbers {
+    my ($self, $n, $base) = @_;
+    return map { sprintf '+1%d%04d', $base // 415555, $_ } 0 .. $n - 1;
+}
+
+sub _tx {
+    my ($self, $method, $path, $headers, @content) = @_;
+    my $ua = $self->{s}->ua;
+    return $ua->start($ua->build_tx($method => $self->{s}->url($path)
+                                    => $headers => @content));
+}
+
+sub preview {
+    my ($self, $a, @content) = @_;
+    return $self->_tx(POST => $PREVIEW, $self->headers($a), @content);
+}
+
+# confirm($a, $token) sends {"preview_token": $token}; confirm($a, \$raw)
+# sends raw bytes; confirm($a, {...}) sends that JSON.
+sub confirm {
+    my ($self, $a, $body) = @_;
+    my @content = ref $body eq 'SCALAR' ? ($$body)
+                : ref $body              ? (json => $body)
+                : (json => {preview_token => $body});
+    return $self->_tx(POST => $CONFIRM, $self->headers($a), @content);
+}
+
+sub limits {
+    my ($self, $a) = @_;
+    return $self->_tx(GET => $LIMITS, $self->headers($a));
+}
+
+# a token from a successful preview
+sub token {
+    my ($self, $a) = @_;
+    my $tx = $self->preview($a);
+    my $b = eval { decode_json($tx->res->body) } // {};
+    croak 'preview failed: ' . $tx->res->code . ' ' . $tx->res->body
+        unless $tx->res->code == 200 && $b->{preview_token};
+    return $b->{preview_token};
+}
+
+# Run the given request builders at once (non-blocking, one connection
+# each), return their transactions in order.
+sub parallel {
+    my ($self, @reqs) = @_;
+
+    my $ua = Mojo::UserAgent->new(
+        connect_timeout => 10, inactivity_timeout => 20,
+        request_timeout => 20, max_connections => 0,
+    );
+    my @p = map {
+        my ($method, $path, $headers, @content) = @$_;
+        $ua->start_p($ua->build_tx($method => $self->{s}->url($path)
+                                   => $headers => @content));
+    } @reqs;
+
+    my @txs;
+    Mojo::Promise->all(@p)->then(sub { @txs = map { $_->[0] } @_ })
+        ->catch(sub { croak "parallel: @_" })->wait;
+
+    return @txs;
+}
+
+sub confirm_req {
+    my ($self, $a, $token) = @_;
+    return [POST => $CONFIRM, $self->headers($a),
+            json => {preview_token => $token}];
+}
+
+# the stub's state: {subscriptions => {...}, log => [...], ...}
+sub stub_state {
+    my ($self) = @_;
+    return $self->{s}->stub(GET => '/_stub/state')->res->json;
+}
+
+sub subscriptions {
+    my ($self) = @_;
+    return values %{ $self->stub_state->{subscriptions} // {} };
+}
+
+sub fault {
+    my ($self, %f) = @_;
+    my $tx = $self->{s}->stub(POST => '/_stub/faults', {
+        method => 'POST', path_prefix => '/v1/subscriptions', count => 1,
+        %f,
+    });
+    croak 'fault: ' . $tx->res->body unless $tx->res->is_success;
+}
+
+sub clear_faults {
+    my ($self) = @_;
+    $self->{s}->stub(DELETE => '/_stub/faults');
+}
+
+# the account's recorded lines: {worker_id => {phone_number, ...}}
+sub lines {
+    my ($self, $id) = @_;
+    my $r = $self->redis;
+    my %l;
+    for my $k ($r->keys("lg:{acct:$id}:line:*")) {
+        (my $w = $k) =~ s/.*:line://;
+        $l{$w} = {$r->hgetall($k)};
+    }
+    return \%l;
+}
+
+sub reservations {
+    my ($self, $id) = @_;
+    return [$self->redis->keys("lg:{acct:$id}:resv:*")];
+}
+
+sub counted {
+    my ($self, $id) = @_;
+    return {$self->redis->zrange("lg:{acct:$id}:prov", 0, -1,
+                                 'WITHSCORES')};
+}
+
+sub reconcile {
+    my ($self) = @_;
+    my @e = $self->redis->xrange('lg:reconcile', '-', '+');
+    return [map { +{ @{ $_->[1] } } } @e];
+}
+
+# The OpenAPI document of these endpoints, and a response checked
+# against it: the errors (empty when the answer matches).
+sub openapi {
+    my ($self) = @_;
+    return $self->{openapi} //= do {
+        my $jv = JSON::Validator->new;
+        $jv->schema("$ROOT/docs/openapi-provisioning.yaml")->schema
+           ->resolve;
+    };
+}
+
+sub invalid {
+    my ($self, $tx, $method, $path) = @_;
+
+    my $res = $tx->res;
+    my $body = eval { decode_json($res->body) };
+    my %h = map { (lc $_ => $res->headers->header($_)) }
+            @{ $res->headers->names };
+
+    return $self->openapi->validate_response(
+        [lc $method, $path, $res->code],
+        {
+            body => sub {
+                return {exists => defined $body, value => $body,
+                        content_type => 'application/json'};
+            },
+            header => sub {
+                my ($name) = @_;
+                my $v = $h{lc $name};
+                return {exists => defined $v, value => $v};
+            },
+        },
+    );
+}
+
+# answer_is, then the answer checked against the OpenAPI document
+sub answer {
+    my ($self, $tx, $status, $name) = @_;
+    local $Test::Builder::Level = $Test::Builder::Level + 1;
+
+    my $body = answer_is($tx, $status, $name);
+    my $req = $tx->req;
+    my @errors = $self->invalid($tx, $req->method, $req->url->path->to_string);
+    ok(!@errors, "$name: matches docs/openapi-provisioning.yaml")
+        or diag(join "\n", map {"$_"} @errors);
+
+    return $body // {};
+}
+
+# SPEC 3.1's error body, with its code (undef: no "error" field)
+sub error_is {
+    my ($self, $tx, $status, $code, $name, $message_re) = @_;
+    local $Test::Builder::Level = $Test::Builder::Level + 1;
+
+    my $b = $self->answer($tx, $status, $name);
+    is($b->{status}, 'ERROR', "$name: status ERROR");
+    is($b->{error}, $code, "$name: error " . ($code // 'absent'));
+    ok(!defined $code || exists $b->{error}, "$name: error present")
+        if defined $code;
+    ok(defined $code || !exists $b->{error}, "$name: no error field")
+        unless defined $code;
+    like($b->{message} // '', $message_re // qr/./, "$name: message");
+
+    return $b;
+}
+
+# Start a request without waiting, run $poll every 10 ms until it returns
+# true (at most $timeout s), then wait for the answer.
+sub during {
+    my ($self, $req, $poll, $timeout) = @_;
+
+    my ($method, $path, $headers, @content) = @$req;
+    my $ua = $self->{s}->ua;
+    my $tx;
+    my $p = $ua->start_p($ua->build_tx($method => $self->{s}->url($path)
+                                       => $headers => @content))
+        ->then(sub { $tx = shift });
+
+    my $polled = 0;
+    my $until = Time::HiRes::time() + ($timeout // 5);
+    my $id = Mojo::IOLoop->recurring(0.01 => sub {
+        return if $polled;
+        $polled = 1 if $poll->() || Time::HiRes::time() > $until;
+    });
+    $p->wait;
+    Mojo::IOLoop->remove($id);
+
+    return ($tx, $polled);
+}
+
+1;

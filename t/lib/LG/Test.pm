@@ -1,0 +1,135 @@
+package LG::Test;
+
+# Small assertions shared by the test files.
+#
+#   my $body = answer_is($tx, 200, 'workspace created');
+#   my $before = redis_dump($s->redis);  ...  is_deeply(redis_dump(...), $before)
+#   my ($status, $headers, $body) = raw_http($port, $request_bytes);
+
+use strict;
+use warnings;
+
+use Exporter 'import';
+use IO::Socket::INET;
+use Mojo::JSON qw(decode_json);
+use Test::More;
+
+our @EXPORT = qw(answer_is json_error_is redis_dump redis_values raw_http
+                 timed);
+
+# Status, the headers every linegate answer carries, and a JSON body,
+# which is returned (undef when it is not JSON).
+sub answer_is {
+    my ($tx, $status, $name) = @_;
+    local $Test::Builder::Level = $Test::Builder::Level + 1;
+
+    my $res = $tx->res;
+    my $ok = is($res->code, $status, "$name: status $status");
+    like($res->headers->header('X-Request-Id') // '', qr/^[0-9a-f]{32}$/,
+         "$name: X-Request-Id");
+    is($res->headers->content_type, 'application/json; charset=utf-8',
+       "$name: Content-Type");
+
+    my $body = eval { decode_json($res->body) };
+    ok(ref $body eq 'HASH', "$name: a JSON object")
+        or diag('body: ' . $res->body);
+    diag('body: ' . $res->body) unless $ok;
+
+    return $body;
+}
+
+# answer_is, then the error body {"error": ..., "code": ...}
+sub json_error_is {
+    my ($tx, $status, $code, $name, $error_re) = @_;
+    local $Test::Builder::Level = $Test::Builder::Level + 1;
+
+    my $body = answer_is($tx, $status, $name) // {};
+    is($body->{code}, $code, "$name: code " . ($code // 'none'));
+    like($body->{error} // '', $error_re // qr/./, "$name: error text");
+
+    return $body;
+}
+
+# Every key and its value, type-aware: compare two dumps to prove that
+# nothing was written.
+sub redis_dump {
+    my ($r) = @_;
+    my %d;
+
+    for my $k (sort $r->keys('*')) {
+        my $t = $r->type($k);
+        $d{$k} = $t eq 'string' ? [$t, $r->get($k)]
+               : $t eq 'hash'   ? [$t, {$r->hgetall($k)}]
+               : $t eq 'set'    ? [$t, [sort $r->smembers($k)]]
+               : $t eq 'zset'   ? [$t, [$r->zrange($k, 0, -1, 'WITHSCORES')]]
+               : $t eq 'list'   ? [$t, [$r->lrange($k, 0, -1)]]
+               : $t eq 'stream' ? [$t, [map { _flat($_) }
+                                        $r->xrange($k, '-', '+')]]
+               : [$t];
+    }
+
+    return \%d;
+}
+
+sub _flat {
+    my ($v) = @_;
+    return ref $v eq 'ARRAY' ? map { _flat($_) } @$v
+         : ref $v eq 'HASH'  ? map { ($_, _flat($v->{$_})) } sort keys %$v
+         : defined $v        ? $v : ();
+}
+
+# every key name and every value in Redis, as one flat list of strings
+sub redis_values {
+    my ($r) = @_;
+    my $d = redis_dump($r);
+    return map { ($_, _flat($d->{$_})) } keys %$d;
+}
+
+# A request written byte for byte (chunked bodies, odd framing).
+# Returns (status, {lowercase header => value}, body).
+sub raw_http {
+    my ($port, $bytes, $timeout) = @_;
+
+    my $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $port,
+                                  Proto => 'tcp', Timeout => $timeout // 5)
+        or die "connect: $!";
+    $s->autoflush(1);
+    print $s $bytes;
+
+    local $/;
+    local $SIG{ALRM} = sub { die "raw_http: timeout\n" };
+    alarm($timeout // 5);
+    my $res = <$s> // '';
+    alarm 0;
+    close $s;
+
+    my ($head, $body) = split /\r\n\r\n/, $res, 2;
+    my ($status_line, @h) = split /\r\n/, $head // '';
+    my ($status) = ($status_line // '') =~ m{^HTTP/1\.\d (\d{3})};
+    my %h = map { my ($k, $v) = split /:\s*/, $_, 2; (lc $k => $v) } @h;
+
+    if (($h{'transfer-encoding'} // '') =~ /chunked/i) {
+        my $plain = '';
+        while ($body =~ s/^([0-9a-fA-F]+)\r\n//) {
+            my $n = hex $1;
+            last if $n == 0;
+            $plain .= substr $body, 0, $n, '';
+            $body =~ s/^\r\n//;
+        }
+        $body = $plain;
+    }
+
+    return ($status, \%h, $body);
+}
+
+# run code, return (seconds it took, its result)
+sub timed(&) {
+    my ($code) = @_;
+    my $t0 = Time::HiRes::time();
+    my @r = $code->();
+    return (Time::HiRes::time() - $t0, @r);
+}
+
+use Time::HiRes ();
+
+1;
