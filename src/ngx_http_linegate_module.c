@@ -804,7 +804,7 @@ ngx_http_linegate_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
 
     if (conf->api != NGX_HTTP_LINEGATE_API_NONE
-        && clcf->client_body_buffer_size < (ssize_t) conf->max_body)
+        && clcf->client_body_buffer_size < conf->max_body)
     {
         clcf->client_body_buffer_size = conf->max_body;
     }
