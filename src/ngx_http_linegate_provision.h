@@ -16,12 +16,20 @@
 #include "ngx_http_linegate_redis.h"
 
 
+/* statuses nginx has no names for */
+#define NGX_HTTP_LINEGATE_PAYMENT_REQUIRED  402
+#define NGX_HTTP_LINEGATE_GONE              410
+
 #define NGX_HTTP_LINEGATE_PV_DAY        86400
 #define NGX_HTTP_LINEGATE_PV_MONTH      2592000
 
-/* the reply of a provisioning script: {code, six window numbers, ...} */
+/*
+ * The reply of a provisioning script once it knows the account:
+ * {code, six window numbers, account, extra...}.
+ */
 #define NGX_HTTP_LINEGATE_PV_STATE      1
-#define NGX_HTTP_LINEGATE_PV_EXTRA      7
+#define NGX_HTTP_LINEGATE_PV_ACCOUNT    7
+#define NGX_HTTP_LINEGATE_PV_EXTRA      8
 
 /* "lpv_" and the random part of a preview token */
 #define NGX_HTTP_LINEGATE_PV_PREFIX     "lpv_"
@@ -39,6 +47,7 @@ typedef struct {
 typedef struct {
     ngx_http_linegate_pv_window_t   daily;
     ngx_http_linegate_pv_window_t   monthly;
+    int64_t                         now;      /* when they were read */
 } ngx_http_linegate_pv_state_t;
 
 
@@ -55,11 +64,12 @@ ngx_int_t ngx_http_linegate_pv_credentials(ngx_http_request_t *r,
     ngx_http_linegate_ctx_t *ctx, ngx_str_t *sbkey, ngx_str_t *digest);
 
 /*
- * Read the two windows of a script reply and set the RateLimit-Policy and
- * RateLimit headers of the answer from them.
+ * Read the two windows of a script reply (as of now, Unix ms), set the
+ * RateLimit-Policy and RateLimit headers of the answer from them, and
+ * $linegate_tenant from the account the script found.
  */
 ngx_int_t ngx_http_linegate_pv_state(ngx_http_request_t *r,
-    ngx_http_linegate_ctx_t *ctx, redisReply *reply,
+    ngx_http_linegate_ctx_t *ctx, redisReply *reply, int64_t now,
     ngx_http_linegate_pv_state_t *st);
 
 /* seconds until free_at (at least 1), 0 when free_at is 0 */
@@ -73,11 +83,6 @@ time_t ngx_http_linegate_pv_wait(int64_t free_at, int64_t now);
 ngx_int_t ngx_http_linegate_pv_refuse(ngx_http_request_t *r,
     ngx_http_linegate_ctx_t *ctx, int64_t code, ngx_str_t *error,
     ngx_http_linegate_pv_state_t *st);
-
-/* an error of SPEC 3.5 with a fixed code and message, and its outcome */
-void ngx_http_linegate_pv_error(ngx_http_request_t *r,
-    ngx_http_linegate_ctx_t *ctx, ngx_uint_t status, const char *code,
-    const char *message);
 
 
 #endif /* _NGX_HTTP_LINEGATE_PROVISION_H_INCLUDED_ */

@@ -1,2 +1,1142 @@
 
-/* linegate: provision_confirm (placeholder). */
+/*
+ * linegate: POST /accounts/lines/provision-confirm (SPEC 3.4), a small
+ * state machine kept in the request ctx:
+ *
+ *   RESERVE    script: consume the token, check the plan, re-check both
+ *              windows, take a number, reserve the limit slot (one atomic
+ *              step: no burst of parallel confirms can exceed a limit)
+ *   CUSTOMER   Stripe GET v1/customers/<id>: is there a card on file?
+ *   SUBSCRIBE  Stripe POST v1/subscriptions, error_if_incomplete, with an
+ *              Idempotency-Key derived from the token; an answer that was
+ *              lost (timeout, dropped connection, 5xx) is asked for once
+ *              more with the same key: Stripe replays it if the first
+ *              call created the subscription, or creates it now
+ *   RECORD     script: the reservation becomes the account's line
+ *   RECONCILE  XADD lg:reconcile: charged, but the line was not recorded
+ *   RELEASE    script: the number goes back to the inventory, the slot is
+ *              freed (and the case is queued when Stripe's answer stayed
+ *              unknown)
+ *   DONE       the answer
+ *
+ * Every step returns to nginx's event loop and resumes from its callback;
+ * a step that cannot even start takes the same path as its failure.
+ */
+
+
+#include "ngx_http_linegate_module.h"
+#include "ngx_http_linegate_provision.h"
+#include "ngx_http_linegate_crypto.h"
+#include "ngx_http_linegate_json.h"
+#include "ngx_http_linegate_reply.h"
+#include "ngx_http_linegate_stripe.h"
+#include "ngx_http_linegate_util.h"
+
+
+#define NGX_HTTP_LINEGATE_WORKER_LEN     (7 + NGX_HTTP_LINEGATE_ID_LEN)
+#define NGX_HTTP_LINEGATE_PV_TOKEN_MIN   (4 + 32)
+#define NGX_HTTP_LINEGATE_PV_TOKEN_MAX   128
+#define NGX_HTTP_LINEGATE_CONFIRM_TRIES  2
+
+#define NGX_HTTP_LINEGATE_MSG_NO_CARD                                        \
+    "No payment method on file: add a default card to the account"
+#define NGX_HTTP_LINEGATE_MSG_BILLING                                        \
+    "The payment provider is unavailable: request a new preview and retry"
+
+
+typedef enum {
+    NGX_HTTP_LINEGATE_CONFIRM_RESERVE = 0,
+    NGX_HTTP_LINEGATE_CONFIRM_CUSTOMER,
+    NGX_HTTP_LINEGATE_CONFIRM_SUBSCRIBE,
+    NGX_HTTP_LINEGATE_CONFIRM_RECORD,
+    NGX_HTTP_LINEGATE_CONFIRM_RECONCILE,
+    NGX_HTTP_LINEGATE_CONFIRM_RELEASE,
+    NGX_HTTP_LINEGATE_CONFIRM_DONE
+} ngx_http_linegate_confirm_state_e;
+
+
+typedef struct {
+    ngx_str_t                        sbkey;     /* lg:sbkey:<key id> */
+    ngx_str_t                        digest;    /* of the secret */
+    ngx_str_t                        token;
+    ngx_str_t                        account;
+    ngx_str_t                        akey;      /* lg:{acct:<A>} */
+    ngx_str_t                        customer;
+    ngx_str_t                        number;
+    ngx_str_t                        subscription;
+    ngx_str_t                        idempotency_key;
+    ngx_str_t                        form;
+    ngx_str_t                        worker_id;
+    u_char                           worker[NGX_HTTP_LINEGATE_WORKER_LEN];
+    u_char                           iso[NGX_HTTP_LINEGATE_ISO_LEN];
+    int64_t                          now;
+    ngx_uint_t                       attempts;  /* subscription POSTs */
+    ngx_http_linegate_pv_state_t     st;
+
+    /* the answer, decided before the reservation is released */
+    ngx_uint_t                       status;
+    const char                      *code;
+    const char                      *message;
+    ngx_int_t                        retry_after;
+    const char                      *reconcile; /* why; NULL: no entry */
+    unsigned                         store_failed:1;
+
+    ngx_http_linegate_redis_args_t   args;
+} ngx_http_linegate_confirm_t;
+
+
+static ngx_int_t ngx_http_linegate_confirm_token(ngx_http_request_t *r,
+    ngx_http_linegate_ctx_t *ctx, ngx_http_linegate_confirm_t *cf);
+static void ngx_http_linegate_confirm_next(ngx_http_request_t *r,
+    ngx_http_linegate_ctx_t *ctx);
+static void ngx_http_linegate_confirm_unstarted(ngx_http_request_t *r,
+    ngx_http_linegate_ctx_t *ctx, ngx_http_linegate_confirm_t *cf);
+static void ngx_http_linegate_confirm_fail(ngx_http_request_t *r,
+    ngx_http_linegate_ctx_t *ctx, ngx_uint_t status, const char *code,
+    const char *message, const char *reconcile);
+static void ngx_http_linegate_confirm_no_card(ngx_http_request_t *r,
+    ngx_http_linegate_ctx_t *ctx);
+
+static ngx_int_t ngx_http_linegate_confirm_reserve(ngx_http_request_t *r,
+    ngx_http_linegate_confirm_t *cf);
+static void ngx_http_linegate_confirm_reserved(ngx_http_request_t *r,
+    redisReply *reply);
+static ngx_int_t ngx_http_linegate_confirm_refused(ngx_http_request_t *r,
+    ngx_http_linegate_ctx_t *ctx, int64_t code, redisReply *reply);
+static ngx_int_t ngx_http_linegate_confirm_prepare(ngx_http_request_t *r,
+    ngx_http_linegate_confirm_t *cf, redisReply *reply);
+
+static ngx_int_t ngx_http_linegate_confirm_customer(ngx_http_request_t *r,
+    ngx_http_linegate_ctx_t *ctx, ngx_http_linegate_confirm_t *cf);
+static ngx_int_t ngx_http_linegate_confirm_subscribe(ngx_http_request_t *r,
+    ngx_http_linegate_ctx_t *ctx, ngx_http_linegate_confirm_t *cf);
+static void ngx_http_linegate_confirm_stripe_done(ngx_http_request_t *r,
+    ngx_http_linegate_ctx_t *ctx);
+static void ngx_http_linegate_confirm_checked(ngx_http_request_t *r,
+    ngx_http_linegate_ctx_t *ctx, ngx_http_linegate_confirm_t *cf);
+static void ngx_http_linegate_confirm_subscribed(ngx_http_request_t *r,
+    ngx_http_linegate_ctx_t *ctx, ngx_http_linegate_confirm_t *cf);
+static void ngx_http_linegate_confirm_declined(ngx_http_request_t *r,
+    ngx_http_linegate_ctx_t *ctx, ngx_http_linegate_confirm_t *cf);
+static ngx_uint_t ngx_http_linegate_confirm_has_card(json_t *customer);
+static const char *ngx_http_linegate_confirm_error_field(
+    ngx_http_linegate_ctx_t *ctx, const char *field);
+
+static ngx_int_t ngx_http_linegate_confirm_record(ngx_http_request_t *r,
+    ngx_http_linegate_confirm_t *cf);
+static void ngx_http_linegate_confirm_recorded(ngx_http_request_t *r,
+    redisReply *reply);
+static ngx_int_t ngx_http_linegate_confirm_queue(ngx_http_request_t *r,
+    ngx_http_linegate_confirm_t *cf);
+static void ngx_http_linegate_confirm_queued(ngx_http_request_t *r,
+    redisReply *reply);
+static ngx_int_t ngx_http_linegate_confirm_release(ngx_http_request_t *r,
+    ngx_http_linegate_confirm_t *cf);
+static void ngx_http_linegate_confirm_released(ngx_http_request_t *r,
+    redisReply *reply);
+
+static void ngx_http_linegate_confirm_answer(ngx_http_request_t *r,
+    ngx_http_linegate_ctx_t *ctx, ngx_http_linegate_confirm_t *cf);
+static void ngx_http_linegate_confirm_now(ngx_http_linegate_confirm_t *cf);
+static ngx_int_t ngx_http_linegate_confirm_copy(ngx_http_request_t *r,
+    redisReply *reply, ngx_uint_t i, ngx_str_t *dst);
+
+
+void
+ngx_http_linegate_provision_confirm(ngx_http_request_t *r,
+    ngx_http_linegate_ctx_t *ctx)
+{
+    ngx_http_linegate_confirm_t  *cf;
+
+    cf = ngx_pcalloc(r->pool, sizeof(ngx_http_linegate_confirm_t));
+    if (cf == NULL) {
+        ngx_http_linegate_internal_error(r);
+        return;
+    }
+
+    cf->retry_after = -1;
+    ctx->data = cf;
+
+    if (ngx_http_linegate_pv_credentials(r, ctx, &cf->sbkey, &cf->digest)
+        != NGX_OK)
+    {
+        return;
+    }
+
+    if (ngx_http_linegate_confirm_token(r, ctx, cf) != NGX_OK) {
+        return;
+    }
+
+    ngx_memcpy(cf->worker, "worker_", 7);
+
+    if (ngx_http_linegate_new_id(cf->worker + 7) != NGX_OK) {
+        ngx_http_linegate_internal_error(r);
+        return;
+    }
+
+    cf->worker_id.data = cf->worker;
+    cf->worker_id.len = NGX_HTTP_LINEGATE_WORKER_LEN;
+
+    ctx->state = NGX_HTTP_LINEGATE_CONFIRM_RESERVE;
+    ngx_http_linegate_confirm_next(r, ctx);
+}
+
+
+/*
+ * The body: {"preview_token": "lpv_..."}. Missing, not a string or not
+ * JSON is a 400; a string that cannot be a token is an unknown token
+ * (410), answered by the script once the credentials are checked.
+ */
+static ngx_int_t
+ngx_http_linegate_confirm_token(ngx_http_request_t *r,
+    ngx_http_linegate_ctx_t *ctx, ngx_http_linegate_confirm_t *cf)
+{
+    size_t     i;
+    ngx_int_t  rc;
+    ngx_str_t  token;
+
+    if (ngx_http_linegate_json_body(r, ctx, 0) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    rc = ngx_http_linegate_json_str(ctx->body, "preview_token", &token);
+
+    if (rc != NGX_OK) {
+        ngx_http_linegate_field_error(r, "preview_token",
+                                      rc == NGX_DECLINED
+                                      ? "preview_token is required"
+                                      : "preview_token must be a string");
+        return NGX_ERROR;
+    }
+
+    ngx_str_set(&cf->token, "-");
+
+    if (token.len < NGX_HTTP_LINEGATE_PV_TOKEN_MIN
+        || token.len > NGX_HTTP_LINEGATE_PV_TOKEN_MAX
+        || ngx_strncmp(token.data, NGX_HTTP_LINEGATE_PV_PREFIX, 4) != 0)
+    {
+        return NGX_OK;
+    }
+
+    for (i = 4; i < token.len; i++) {
+        if (!isalnum(token.data[i])) {
+            return NGX_OK;
+        }
+    }
+
+    cf->token = token;
+
+    return NGX_OK;
+}
+
+
+static void
+ngx_http_linegate_confirm_next(ngx_http_request_t *r,
+    ngx_http_linegate_ctx_t *ctx)
+{
+    ngx_int_t                     rc;
+    ngx_http_linegate_confirm_t  *cf;
+
+    cf = ctx->data;
+
+    switch (ctx->state) {
+
+    case NGX_HTTP_LINEGATE_CONFIRM_RESERVE:
+        rc = ngx_http_linegate_confirm_reserve(r, cf);
+        break;
+
+    case NGX_HTTP_LINEGATE_CONFIRM_CUSTOMER:
+        rc = ngx_http_linegate_confirm_customer(r, ctx, cf);
+        break;
+
+    case NGX_HTTP_LINEGATE_CONFIRM_SUBSCRIBE:
+        rc = ngx_http_linegate_confirm_subscribe(r, ctx, cf);
+        break;
+
+    case NGX_HTTP_LINEGATE_CONFIRM_RECORD:
+        rc = ngx_http_linegate_confirm_record(r, cf);
+        break;
+
+    case NGX_HTTP_LINEGATE_CONFIRM_RECONCILE:
+        rc = ngx_http_linegate_confirm_queue(r, cf);
+        break;
+
+    case NGX_HTTP_LINEGATE_CONFIRM_RELEASE:
+        rc = ngx_http_linegate_confirm_release(r, cf);
+        break;
+
+    default: /* NGX_HTTP_LINEGATE_CONFIRM_DONE */
+        ngx_http_linegate_confirm_answer(r, ctx, cf);
+        return;
+    }
+
+    if (rc != NGX_OK) {
+        ngx_http_linegate_confirm_unstarted(r, ctx, cf);
+    }
+}
+
+
+/* a step could not be started: what it means depends on the step */
+static void
+ngx_http_linegate_confirm_unstarted(ngx_http_request_t *r,
+    ngx_http_linegate_ctx_t *ctx, ngx_http_linegate_confirm_t *cf)
+{
+    switch (ctx->state) {
+
+    case NGX_HTTP_LINEGATE_CONFIRM_RESERVE:
+        /* nothing was sent: nothing was consumed or reserved */
+        ngx_http_linegate_store_unavailable(r);
+        return;
+
+    case NGX_HTTP_LINEGATE_CONFIRM_CUSTOMER:
+        ngx_http_linegate_confirm_fail(r, ctx, NGX_HTTP_BAD_GATEWAY,
+                                       "billing_unavailable",
+                                       NGX_HTTP_LINEGATE_MSG_BILLING, NULL);
+        return;
+
+    case NGX_HTTP_LINEGATE_CONFIRM_SUBSCRIBE:
+        /* after a lost answer, the first call may still have charged */
+        ngx_http_linegate_confirm_fail(r, ctx, NGX_HTTP_BAD_GATEWAY,
+                                       "billing_unavailable",
+                                       NGX_HTTP_LINEGATE_MSG_BILLING,
+                                       cf->attempts
+                                       ? "stripe_outcome_unknown" : NULL);
+        return;
+
+    case NGX_HTTP_LINEGATE_CONFIRM_RECORD:
+        cf->reconcile = "record_failed";
+        ctx->state = NGX_HTTP_LINEGATE_CONFIRM_RECONCILE;
+        ngx_http_linegate_confirm_next(r, ctx);
+        return;
+
+    case NGX_HTTP_LINEGATE_CONFIRM_RECONCILE:
+        ngx_http_linegate_confirm_queued(r, NULL);
+        return;
+
+    default: /* NGX_HTTP_LINEGATE_CONFIRM_RELEASE */
+        ngx_http_linegate_confirm_released(r, NULL);
+        return;
+    }
+}
+
+
+/*
+ * The purchase failed (or may have): remember the answer, then release
+ * the reservation before giving it.
+ */
+static void
+ngx_http_linegate_confirm_fail(ngx_http_request_t *r,
+    ngx_http_linegate_ctx_t *ctx, ngx_uint_t status, const char *code,
+    const char *message, const char *reconcile)
+{
+    ngx_http_linegate_confirm_t  *cf;
+
+    cf = ctx->data;
+
+    cf->status = status;
+    cf->code = code;
+    cf->message = message;
+    cf->reconcile = reconcile;
+
+    ctx->state = NGX_HTTP_LINEGATE_CONFIRM_RELEASE;
+    ngx_http_linegate_confirm_next(r, ctx);
+}
+
+
+static void
+ngx_http_linegate_confirm_no_card(ngx_http_request_t *r,
+    ngx_http_linegate_ctx_t *ctx)
+{
+    ngx_http_linegate_confirm_fail(r, ctx, NGX_HTTP_LINEGATE_PAYMENT_REQUIRED,
+                                   "no_card_on_file",
+                                   NGX_HTTP_LINEGATE_MSG_NO_CARD, NULL);
+}
+
+
+/* RESERVE */
+
+static ngx_int_t
+ngx_http_linegate_confirm_reserve(ngx_http_request_t *r,
+    ngx_http_linegate_confirm_t *cf)
+{
+    ngx_http_linegate_redis_args_t  *a;
+    ngx_http_linegate_main_conf_t   *lmcf;
+
+    lmcf = ngx_http_get_module_main_conf(r, ngx_http_linegate_module);
+
+    ngx_http_linegate_confirm_now(cf);
+
+    a = &cf->args;
+    ngx_http_linegate_redis_args_init(a);
+    ngx_http_linegate_redis_arg_str(a, &cf->sbkey);
+    ngx_http_linegate_redis_arg_str(a, &cf->digest);
+    ngx_http_linegate_redis_arg_int(r, a, cf->now);
+    ngx_http_linegate_redis_arg_str(a, &cf->token);
+    ngx_http_linegate_redis_arg_int(r, a, lmcf->prov_daily);
+    ngx_http_linegate_redis_arg_int(r, a, lmcf->prov_monthly);
+    ngx_http_linegate_redis_arg_str(a, &cf->worker_id);
+    ngx_http_linegate_redis_arg(a, cf->iso, NGX_HTTP_LINEGATE_ISO_LEN);
+
+    return ngx_http_linegate_redis_script(r,
+                                          NGX_HTTP_LINEGATE_SCRIPT_PV_CONFIRM,
+                                          1, a,
+                                          ngx_http_linegate_confirm_reserved);
+}
+
+
+static void
+ngx_http_linegate_confirm_reserved(ngx_http_request_t *r, redisReply *reply)
+{
+    int64_t                       code;
+    ngx_http_linegate_ctx_t      *ctx;
+    ngx_http_linegate_confirm_t  *cf;
+
+    ctx = ngx_http_linegate_get_ctx(r);
+    cf = ctx->data;
+
+    if (reply == NULL) {
+        /*
+         * The script may have run and only its answer be late: release
+         * what it may have reserved (a no-op otherwise), then answer 503.
+         */
+        cf->store_failed = 1;
+        ctx->state = NGX_HTTP_LINEGATE_CONFIRM_RELEASE;
+        ngx_http_linegate_confirm_next(r, ctx);
+        return;
+    }
+
+    if (ngx_http_linegate_reply_int(reply, 0, &code) != NGX_OK
+        || (code != NGX_HTTP_UNAUTHORIZED
+            && ngx_http_linegate_pv_state(r, ctx, reply, cf->now, &cf->st)
+               != NGX_OK))
+    {
+        ngx_http_linegate_internal_error(r);
+        return;
+    }
+
+    if (code != NGX_HTTP_OK) {
+        if (ngx_http_linegate_confirm_refused(r, ctx, code, reply)
+            != NGX_OK)
+        {
+            ngx_http_linegate_internal_error(r);
+        }
+
+        return;
+    }
+
+    if (ngx_http_linegate_confirm_prepare(r, cf, reply) != NGX_OK) {
+        ngx_http_linegate_confirm_fail(r, ctx,
+                                       NGX_HTTP_INTERNAL_SERVER_ERROR,
+                                       "INTERNAL_ERROR", "Internal error",
+                                       NULL);
+        return;
+    }
+
+    if (!ngx_http_linegate_stripe_id_valid(&cf->customer)) {
+        ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
+                      NGX_HTTP_LINEGATE_LOG "account \"%V\" has a malformed "
+                      "Stripe customer id", &cf->account);
+        ngx_http_linegate_confirm_no_card(r, ctx);
+        return;
+    }
+
+    ctx->state = NGX_HTTP_LINEGATE_CONFIRM_CUSTOMER;
+    ngx_http_linegate_confirm_next(r, ctx);
+}
+
+
+/* the refusals of the first step: nothing was reserved */
+static ngx_int_t
+ngx_http_linegate_confirm_refused(ngx_http_request_t *r,
+    ngx_http_linegate_ctx_t *ctx, int64_t code, redisReply *reply)
+{
+    ngx_str_t                     extra;
+    ngx_http_linegate_confirm_t  *cf;
+
+    cf = ctx->data;
+
+    ngx_str_null(&extra);
+    (void) ngx_http_linegate_reply_str(reply, NGX_HTTP_LINEGATE_PV_EXTRA,
+                                       &extra);
+
+    switch (code) {
+
+    case NGX_HTTP_LINEGATE_GONE:
+        ngx_http_linegate_error(r, NGX_HTTP_LINEGATE_GONE, "token_expired",
+                                "The preview token has expired, was "
+                                "already used, or is unknown");
+        return NGX_OK;
+
+    case NGX_HTTP_LINEGATE_PAYMENT_REQUIRED:
+        ngx_http_linegate_error(r, NGX_HTTP_LINEGATE_PAYMENT_REQUIRED,
+                                "no_card_on_file",
+                                NGX_HTTP_LINEGATE_MSG_NO_CARD);
+        return NGX_OK;
+
+    case NGX_HTTP_FORBIDDEN:
+        if (extra.len == 5 && ngx_strncmp(extra.data, "token", 5) == 0) {
+            ngx_str_set(&ctx->outcome, "token_foreign");
+            ngx_http_linegate_error(r, NGX_HTTP_FORBIDDEN, NULL,
+                                    "The preview token belongs to "
+                                    "another account");
+            return NGX_OK;
+        }
+
+        break;
+
+    default:
+        break;
+    }
+
+    return ngx_http_linegate_pv_refuse(r, ctx, code, &extra, &cf->st);
+}
+
+
+/*
+ * From the reserve reply: the account, its Stripe customer and the
+ * number (copied: the reply is freed), then what every later step needs.
+ */
+static ngx_int_t
+ngx_http_linegate_confirm_prepare(ngx_http_request_t *r,
+    ngx_http_linegate_confirm_t *cf, redisReply *reply)
+{
+    char                            digest[65];
+    ngx_str_t                       price;
+    ngx_pool_t                     *pool;
+    ngx_http_linegate_main_conf_t  *lmcf;
+
+    lmcf = ngx_http_get_module_main_conf(r, ngx_http_linegate_module);
+    pool = r->pool;
+
+    if (ngx_http_linegate_confirm_copy(r, reply, NGX_HTTP_LINEGATE_PV_ACCOUNT,
+                                       &cf->account)
+        != NGX_OK
+        || ngx_http_linegate_confirm_copy(r, reply,
+                                          NGX_HTTP_LINEGATE_PV_EXTRA,
+                                          &cf->customer)
+           != NGX_OK
+        || ngx_http_linegate_confirm_copy(r, reply,
+                                          NGX_HTTP_LINEGATE_PV_EXTRA + 1,
+                                          &cf->number)
+           != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    cf->akey.data = ngx_pnalloc(pool, sizeof("lg:{acct:}") + cf->account.len);
+    if (cf->akey.data == NULL) {
+        return NGX_ERROR;
+    }
+
+    cf->akey.len = ngx_sprintf(cf->akey.data, "lg:{acct:%V}", &cf->account)
+                   - cf->akey.data;
+
+    /* one purchase per token: Stripe never bills the same token twice */
+    ngx_http_linegate_sha256_hex(cf->token.data, cf->token.len, digest);
+
+    cf->idempotency_key.data = ngx_pnalloc(pool, sizeof("lg-confirm-") + 32);
+    if (cf->idempotency_key.data == NULL || digest[0] == '\0') {
+        return NGX_ERROR;
+    }
+
+    cf->idempotency_key.len = ngx_sprintf(cf->idempotency_key.data,
+                                          "lg-confirm-%*s", (size_t) 32,
+                                          digest)
+                              - cf->idempotency_key.data;
+
+    /* built once: a retry must send the very same parameters */
+    price = lmcf->price_agent_line;
+    ngx_str_null(&cf->form);
+
+    if (ngx_http_linegate_form_add(pool, &cf->form, "customer", &cf->customer)
+        != NGX_OK
+        || ngx_http_linegate_form_add(pool, &cf->form, "items[0][price]",
+                                      &price)
+           != NGX_OK
+        || ngx_http_linegate_form_add_cstr(pool, &cf->form,
+                                           "payment_behavior",
+                                           "error_if_incomplete")
+           != NGX_OK
+        || ngx_http_linegate_form_add(pool, &cf->form,
+                                      "metadata[account_id]", &cf->account)
+           != NGX_OK
+        || ngx_http_linegate_form_add(pool, &cf->form,
+                                      "metadata[phone_number]", &cf->number)
+           != NGX_OK
+        || ngx_http_linegate_form_add(pool, &cf->form, "metadata[worker_id]",
+                                      &cf->worker_id)
+           != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    return NGX_OK;
+}
+
+
+/* CUSTOMER */
+
+static ngx_int_t
+ngx_http_linegate_confirm_customer(ngx_http_request_t *r,
+    ngx_http_linegate_ctx_t *ctx, ngx_http_linegate_confirm_t *cf)
+{
+    ngx_str_t  path;
+
+    path.data = ngx_pnalloc(r->pool, sizeof("v1/customers/") - 1
+                                     + cf->customer.len);
+    if (path.data == NULL) {
+        return NGX_ERROR;
+    }
+
+    path.len = ngx_sprintf(path.data, "v1/customers/%V", &cf->customer)
+               - path.data;
+
+    return ngx_http_linegate_stripe_call(r, ctx, NGX_HTTP_GET, &path, NULL,
+                                         NULL,
+                                         ngx_http_linegate_confirm_stripe_done);
+}
+
+
+static void
+ngx_http_linegate_confirm_stripe_done(ngx_http_request_t *r,
+    ngx_http_linegate_ctx_t *ctx)
+{
+    ngx_http_linegate_confirm_t  *cf;
+
+    cf = ctx->data;
+
+    if (ctx->state == NGX_HTTP_LINEGATE_CONFIRM_CUSTOMER) {
+        ngx_http_linegate_confirm_checked(r, ctx, cf);
+
+    } else {
+        ngx_http_linegate_confirm_subscribed(r, ctx, cf);
+    }
+}
+
+
+static void
+ngx_http_linegate_confirm_checked(ngx_http_request_t *r,
+    ngx_http_linegate_ctx_t *ctx, ngx_http_linegate_confirm_t *cf)
+{
+    const char  *code;
+
+    switch (ngx_http_linegate_stripe_result(ctx)) {
+
+    case NGX_HTTP_LINEGATE_STRIPE_OK:
+        if (!ngx_http_linegate_confirm_has_card(ctx->stripe_json)) {
+            ngx_http_linegate_confirm_no_card(r, ctx);
+            return;
+        }
+
+        ctx->state = NGX_HTTP_LINEGATE_CONFIRM_SUBSCRIBE;
+        ngx_http_linegate_confirm_next(r, ctx);
+        return;
+
+    case NGX_HTTP_LINEGATE_STRIPE_REFUSED:
+        code = ngx_http_linegate_stripe_error_code(ctx);
+
+        ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
+                      NGX_HTTP_LINEGATE_LOG "Stripe refused to read "
+                      "customer \"%V\" of account \"%V\": %i %s",
+                      &cf->customer, &cf->account, ctx->stripe_status,
+                      code ? code : "-");
+
+        /* a customer Stripe does not know has no card on file either */
+        if (code != NULL && ngx_strcmp(code, "resource_missing") == 0) {
+            ngx_http_linegate_confirm_no_card(r, ctx);
+            return;
+        }
+
+        break;
+
+    case NGX_HTTP_LINEGATE_STRIPE_RATE_LIMITED:
+        cf->retry_after = ctx->stripe_retry_after ? ctx->stripe_retry_after
+                                                  : 1;
+        ngx_http_linegate_confirm_fail(r, ctx, NGX_HTTP_SERVICE_UNAVAILABLE,
+                                       "billing_unavailable",
+                                       NGX_HTTP_LINEGATE_MSG_BILLING, NULL);
+        return;
+
+    default: /* NGX_HTTP_LINEGATE_STRIPE_UNAVAILABLE */
+        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                      NGX_HTTP_LINEGATE_LOG "Stripe unavailable reading "
+                      "a customer: %i", ctx->stripe_status);
+        break;
+    }
+
+    ngx_http_linegate_confirm_fail(r, ctx, NGX_HTTP_BAD_GATEWAY,
+                                   "billing_unavailable",
+                                   NGX_HTTP_LINEGATE_MSG_BILLING, NULL);
+}
+
+
+/* a default payment method (Stripe's current way) or a default source */
+static ngx_uint_t
+ngx_http_linegate_confirm_has_card(json_t *customer)
+{
+    json_t      *settings, *v;
+    ngx_uint_t   i;
+
+    if (json_is_true(json_object_get(customer, "deleted"))) {
+        return 0;
+    }
+
+    settings = json_object_get(customer, "invoice_settings");
+
+    for (i = 0; i < 2; i++) {
+        v = i ? json_object_get(customer, "default_source")
+              : json_object_get(settings, "default_payment_method");
+
+        /* an id, or the object itself when expanded */
+        if (json_is_object(v)
+            || (json_is_string(v) && json_string_length(v) > 0))
+        {
+            return 1;
+        }
+    }
+
+    return 0;
+}
+
+
+/* SUBSCRIBE */
+
+static ngx_int_t
+ngx_http_linegate_confirm_subscribe(ngx_http_request_t *r,
+    ngx_http_linegate_ctx_t *ctx, ngx_http_linegate_confirm_t *cf)
+{
+    ngx_int_t  rc;
+    ngx_str_t  path = ngx_string("v1/subscriptions");
+
+    rc = ngx_http_linegate_stripe_call(r, ctx, NGX_HTTP_POST, &path,
+                                       &cf->form, &cf->idempotency_key,
+                                       ngx_http_linegate_confirm_stripe_done);
+    if (rc == NGX_OK) {
+        cf->attempts++;
+    }
+
+    return rc;
+}
+
+
+static void
+ngx_http_linegate_confirm_subscribed(ngx_http_request_t *r,
+    ngx_http_linegate_ctx_t *ctx, ngx_http_linegate_confirm_t *cf)
+{
+    const char                         *type, *unknown;
+    ngx_str_t                           id;
+    ngx_http_linegate_stripe_result_e   result;
+
+    result = ngx_http_linegate_stripe_result(ctx);
+    type = ngx_http_linegate_confirm_error_field(ctx, "type");
+
+    /* 409: the first call is still running at Stripe; outcome unknown */
+    if (result == NGX_HTTP_LINEGATE_STRIPE_REFUSED && type != NULL
+        && ngx_strcmp(type, "idempotency_error") == 0)
+    {
+        result = NGX_HTTP_LINEGATE_STRIPE_UNAVAILABLE;
+    }
+
+    /* after a lost answer, anything but Stripe's own word stays unknown */
+    unknown = cf->attempts > 1 ? "stripe_outcome_unknown" : NULL;
+
+    switch (result) {
+
+    case NGX_HTTP_LINEGATE_STRIPE_OK:
+        if (ngx_http_linegate_json_str(ctx->stripe_json, "id", &id) != NGX_OK
+            || !ngx_http_linegate_stripe_id_valid(&id))
+        {
+            ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                          NGX_HTTP_LINEGATE_LOG "Stripe answered a "
+                          "subscription without an id");
+            ngx_http_linegate_confirm_fail(r, ctx, NGX_HTTP_BAD_GATEWAY,
+                                           "billing_unavailable",
+                                           NGX_HTTP_LINEGATE_MSG_BILLING,
+                                           "stripe_outcome_unknown");
+            return;
+        }
+
+        /* points into ctx->stripe_json, kept until the request ends */
+        cf->subscription = id;
+
+        ctx->state = NGX_HTTP_LINEGATE_CONFIRM_RECORD;
+        ngx_http_linegate_confirm_next(r, ctx);
+        return;
+
+    case NGX_HTTP_LINEGATE_STRIPE_REFUSED:
+        ngx_http_linegate_confirm_declined(r, ctx, cf);
+        return;
+
+    case NGX_HTTP_LINEGATE_STRIPE_RATE_LIMITED:
+        cf->retry_after = ctx->stripe_retry_after ? ctx->stripe_retry_after
+                                                  : 1;
+        ngx_http_linegate_confirm_fail(r, ctx, NGX_HTTP_SERVICE_UNAVAILABLE,
+                                       "billing_unavailable",
+                                       NGX_HTTP_LINEGATE_MSG_BILLING,
+                                       unknown);
+        return;
+
+    default: /* NGX_HTTP_LINEGATE_STRIPE_UNAVAILABLE */
+        break;
+    }
+
+    ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                  NGX_HTTP_LINEGATE_LOG "no answer from Stripe to the "
+                  "subscription of %V, account \"%V\" (%i), attempt %ui",
+                  &cf->worker_id, &cf->account, ctx->stripe_status,
+                  cf->attempts);
+
+    if (cf->attempts < NGX_HTTP_LINEGATE_CONFIRM_TRIES) {
+        /* same Idempotency-Key, same body: replayed if it was created */
+        ngx_http_linegate_confirm_next(r, ctx);
+        return;
+    }
+
+    ngx_http_linegate_confirm_fail(r, ctx, NGX_HTTP_BAD_GATEWAY,
+                                   "billing_unavailable",
+                                   NGX_HTTP_LINEGATE_MSG_BILLING,
+                                   "stripe_outcome_unknown");
+}
+
+
+/*
+ * Stripe's own refusal, which it replays for the same key: nothing was
+ * created, whatever attempt this is.
+ */
+static void
+ngx_http_linegate_confirm_declined(ngx_http_request_t *r,
+    ngx_http_linegate_ctx_t *ctx, ngx_http_linegate_confirm_t *cf)
+{
+    u_char      *msg;
+    ngx_str_t    m;
+    const char  *type, *code, *param;
+
+    type = ngx_http_linegate_confirm_error_field(ctx, "type");
+    code = ngx_http_linegate_stripe_error_code(ctx);
+    param = ngx_http_linegate_confirm_error_field(ctx, "param");
+
+    if (type != NULL && ngx_strcmp(type, "card_error") == 0) {
+        /* Stripe's message is passed on: copied, it outlives the JSON */
+        m.data = (u_char *) ngx_http_linegate_stripe_error_message(ctx);
+        m.len = ngx_strlen(m.data);
+
+        msg = ngx_pnalloc(r->pool, m.len + 1);
+        if (msg != NULL) {
+            *ngx_cpymem(msg, m.data, m.len) = '\0';
+        }
+
+        ngx_http_linegate_confirm_fail(r, ctx,
+                                       NGX_HTTP_LINEGATE_PAYMENT_REQUIRED,
+                                       "payment_failed",
+                                       msg ? (char *) msg
+                                           : "Your card was declined.",
+                                       NULL);
+        return;
+    }
+
+    /* no card: "resource_missing" naming no parameter */
+    if (code != NULL && ngx_strcmp(code, "resource_missing") == 0
+        && param == NULL)
+    {
+        ngx_http_linegate_confirm_no_card(r, ctx);
+        return;
+    }
+
+    /* a price or customer Stripe does not know: our configuration */
+    ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                  NGX_HTTP_LINEGATE_LOG "Stripe refused the subscription of "
+                  "account \"%V\": %i %s %s", &cf->account,
+                  ctx->stripe_status, code ? code : "-",
+                  param ? param : "-");
+
+    ngx_http_linegate_confirm_fail(r, ctx, NGX_HTTP_BAD_GATEWAY,
+                                   "billing_unavailable",
+                                   NGX_HTTP_LINEGATE_MSG_BILLING, NULL);
+}
+
+
+static const char *
+ngx_http_linegate_confirm_error_field(ngx_http_linegate_ctx_t *ctx,
+    const char *field)
+{
+    json_t  *err, *v;
+
+    err = ctx->stripe_json ? json_object_get(ctx->stripe_json, "error")
+                           : NULL;
+    v = err ? json_object_get(err, field) : NULL;
+
+    return json_is_string(v) ? json_string_value(v) : NULL;
+}
+
+
+/* RECORD */
+
+static ngx_int_t
+ngx_http_linegate_confirm_record(ngx_http_request_t *r,
+    ngx_http_linegate_confirm_t *cf)
+{
+    ngx_http_linegate_redis_args_t  *a;
+
+    ngx_http_linegate_confirm_now(cf);
+
+    a = &cf->args;
+    ngx_http_linegate_redis_args_init(a);
+    ngx_http_linegate_redis_arg_str(a, &cf->akey);
+    ngx_http_linegate_redis_arg_str(a, &cf->worker_id);
+    ngx_http_linegate_redis_arg_str(a, &cf->subscription);
+    ngx_http_linegate_redis_arg_int(r, a, cf->now);
+    ngx_http_linegate_redis_arg(a, cf->iso, NGX_HTTP_LINEGATE_ISO_LEN);
+
+    return ngx_http_linegate_redis_script(r,
+                                          NGX_HTTP_LINEGATE_SCRIPT_PV_RECORD,
+                                          1, a,
+                                          ngx_http_linegate_confirm_recorded);
+}
+
+
+static void
+ngx_http_linegate_confirm_recorded(ngx_http_request_t *r, redisReply *reply)
+{
+    int64_t                       done;
+    ngx_http_linegate_ctx_t      *ctx;
+    ngx_http_linegate_confirm_t  *cf;
+
+    ctx = ngx_http_linegate_get_ctx(r);
+    cf = ctx->data;
+
+    if (reply != NULL && ngx_http_linegate_reply_int(reply, 0, &done) == NGX_OK
+        && done == 1)
+    {
+        cf->status = NGX_HTTP_OK;
+        ctx->state = NGX_HTTP_LINEGATE_CONFIRM_DONE;
+        ngx_http_linegate_confirm_next(r, ctx);
+        return;
+    }
+
+    /* charged but not recorded: queue it, answer 500 with the id */
+    cf->reconcile = reply ? "reservation_missing" : "record_failed";
+    ctx->state = NGX_HTTP_LINEGATE_CONFIRM_RECONCILE;
+    ngx_http_linegate_confirm_next(r, ctx);
+}
+
+
+/* RECONCILE */
+
+static ngx_int_t
+ngx_http_linegate_confirm_queue(ngx_http_request_t *r,
+    ngx_http_linegate_confirm_t *cf)
+{
+    ngx_http_linegate_redis_args_t  *a;
+
+    ngx_http_linegate_confirm_now(cf);
+
+    cf->status = NGX_HTTP_INTERNAL_SERVER_ERROR;
+    cf->code = "provisioning_failed";
+
+    a = &cf->args;
+    ngx_http_linegate_redis_args_init(a);
+    ngx_http_linegate_redis_arg_cstr(a, "XADD");
+    ngx_http_linegate_redis_arg_cstr(a, "lg:reconcile");
+    ngx_http_linegate_redis_arg_cstr(a, "*");
+    ngx_http_linegate_redis_arg_cstr(a, "account");
+    ngx_http_linegate_redis_arg_str(a, &cf->account);
+    ngx_http_linegate_redis_arg_cstr(a, "subscription_id");
+    ngx_http_linegate_redis_arg_str(a, &cf->subscription);
+    ngx_http_linegate_redis_arg_cstr(a, "phone_number");
+    ngx_http_linegate_redis_arg_str(a, &cf->number);
+    ngx_http_linegate_redis_arg_cstr(a, "worker_id");
+    ngx_http_linegate_redis_arg_str(a, &cf->worker_id);
+    ngx_http_linegate_redis_arg_cstr(a, "reason");
+    ngx_http_linegate_redis_arg_cstr(a, cf->reconcile);
+    ngx_http_linegate_redis_arg_cstr(a, "idempotency_key");
+    ngx_http_linegate_redis_arg_str(a, &cf->idempotency_key);
+    ngx_http_linegate_redis_arg_cstr(a, "customer");
+    ngx_http_linegate_redis_arg_str(a, &cf->customer);
+    ngx_http_linegate_redis_arg_cstr(a, "at");
+    ngx_http_linegate_redis_arg(a, cf->iso, NGX_HTTP_LINEGATE_ISO_LEN);
+
+    return ngx_http_linegate_redis_command(r, a,
+                                           ngx_http_linegate_confirm_queued);
+}
+
+
+static void
+ngx_http_linegate_confirm_queued(ngx_http_request_t *r, redisReply *reply)
+{
+    ngx_http_linegate_ctx_t      *ctx;
+    ngx_http_linegate_confirm_t  *cf;
+
+    ctx = ngx_http_linegate_get_ctx(r);
+    cf = ctx->data;
+
+    cf->status = NGX_HTTP_INTERNAL_SERVER_ERROR;
+    cf->code = "provisioning_failed";
+
+    if (reply == NULL) {
+        /* the last place this purchase is written down: the error log */
+        ngx_log_error(NGX_LOG_ALERT, r->connection->log, 0,
+                      NGX_HTTP_LINEGATE_LOG "subscription %V of account "
+                      "\"%V\" (%V, number %V) was created but could be "
+                      "neither recorded nor queued for reconciliation",
+                      &cf->subscription, &cf->account, &cf->worker_id,
+                      &cf->number);
+
+    } else {
+        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                      NGX_HTTP_LINEGATE_LOG "subscription %V of account "
+                      "\"%V\" (%V) not recorded (%s): queued for "
+                      "reconciliation", &cf->subscription, &cf->account,
+                      &cf->worker_id, cf->reconcile);
+    }
+
+    ctx->state = NGX_HTTP_LINEGATE_CONFIRM_DONE;
+    ngx_http_linegate_confirm_next(r, ctx);
+}
+
+
+/* RELEASE */
+
+static ngx_int_t
+ngx_http_linegate_confirm_release(ngx_http_request_t *r,
+    ngx_http_linegate_confirm_t *cf)
+{
+    ngx_http_linegate_redis_args_t  *a;
+    ngx_http_linegate_main_conf_t   *lmcf;
+
+    lmcf = ngx_http_get_module_main_conf(r, ngx_http_linegate_module);
+
+    ngx_http_linegate_confirm_now(cf);
+
+    /* the account is unknown when the reserve answer was lost */
+    a = &cf->args;
+    ngx_http_linegate_redis_args_init(a);
+    ngx_http_linegate_redis_arg_str(a, cf->akey.len ? &cf->akey : &cf->sbkey);
+    ngx_http_linegate_redis_arg_str(a, &cf->worker_id);
+    ngx_http_linegate_redis_arg_int(r, a, cf->now);
+    ngx_http_linegate_redis_arg_int(r, a, lmcf->prov_daily);
+    ngx_http_linegate_redis_arg_int(r, a, lmcf->prov_monthly);
+    ngx_http_linegate_redis_arg_cstr(a, cf->reconcile ? cf->reconcile : "");
+    ngx_http_linegate_redis_arg_str(a, &cf->account);
+    ngx_http_linegate_redis_arg_str(a, &cf->idempotency_key);
+    ngx_http_linegate_redis_arg_str(a, &cf->customer);
+    ngx_http_linegate_redis_arg(a, cf->iso, NGX_HTTP_LINEGATE_ISO_LEN);
+
+    return ngx_http_linegate_redis_script(r,
+                                          NGX_HTTP_LINEGATE_SCRIPT_PV_RELEASE,
+                                          1, a,
+                                          ngx_http_linegate_confirm_released);
+}
+
+
+static void
+ngx_http_linegate_confirm_released(ngx_http_request_t *r, redisReply *reply)
+{
+    int64_t                       released;
+    ngx_uint_t                    level;
+    ngx_http_linegate_ctx_t      *ctx;
+    ngx_http_linegate_confirm_t  *cf;
+
+    ctx = ngx_http_linegate_get_ctx(r);
+    cf = ctx->data;
+
+    if (reply == NULL
+        || ngx_http_linegate_reply_int(reply, 0, &released) != NGX_OK)
+    {
+        /* an operator finds it as lg:{acct:<A>}:resv:<worker id> */
+        level = cf->store_failed ? NGX_LOG_ERR : NGX_LOG_ALERT;
+
+        ngx_log_error(level, r->connection->log, 0,
+                      NGX_HTTP_LINEGATE_LOG "reservation %V of account "
+                      "\"%V\" (number %V) could not be released%s%s",
+                      &cf->worker_id, &cf->account, &cf->number,
+                      cf->reconcile ? " nor queued: " : "",
+                      cf->reconcile ? cf->reconcile : "");
+
+    } else if (reply->elements > NGX_HTTP_LINEGATE_PV_ACCOUNT) {
+        /* the answer's RateLimit headers count the freed slot */
+        (void) ngx_http_linegate_pv_state(r, ctx, reply, cf->now, &cf->st);
+    }
+
+    ctx->state = NGX_HTTP_LINEGATE_CONFIRM_DONE;
+    ngx_http_linegate_confirm_next(r, ctx);
+}
+
+
+/* DONE */
+
+static void
+ngx_http_linegate_confirm_answer(ngx_http_request_t *r,
+    ngx_http_linegate_ctx_t *ctx, ngx_http_linegate_confirm_t *cf)
+{
+    if (cf->store_failed) {
+        ngx_http_linegate_store_unavailable(r);
+        return;
+    }
+
+    if (cf->status == NGX_HTTP_OK) {
+        ngx_http_linegate_send_json(r, NGX_HTTP_OK,
+                        json_pack("{s:s,s:s%,s:s%,s:s%}",
+                                  "status", "OK",
+                                  "phone_number",
+                                  cf->number.data, cf->number.len,
+                                  "worker_id",
+                                  cf->worker_id.data, cf->worker_id.len,
+                                  "subscription_id",
+                                  cf->subscription.data,
+                                  cf->subscription.len));
+        return;
+    }
+
+    if (cf->code != NULL && ngx_strcmp(cf->code, "provisioning_failed") == 0)
+    {
+        ngx_str_set(&ctx->outcome, "provisioning_failed");
+        ngx_http_linegate_send_json(r, NGX_HTTP_INTERNAL_SERVER_ERROR,
+                        json_pack("{s:s,s:s,s:s,s:s%}",
+                                  "status", "ERROR",
+                                  "error", "provisioning_failed",
+                                  "message", "The line was paid for but "
+                                  "could not be recorded; it has been "
+                                  "queued for reconciliation",
+                                  "subscription_id",
+                                  cf->subscription.data,
+                                  cf->subscription.len));
+        return;
+    }
+
+    if (cf->retry_after >= 0) {
+        ctx->retry_after = cf->retry_after;
+    }
+
+    ngx_http_linegate_error(r, cf->status, cf->code, cf->message);
+}
+
+
+/* helpers */
+
+static void
+ngx_http_linegate_confirm_now(ngx_http_linegate_confirm_t *cf)
+{
+    cf->now = ngx_http_linegate_now_ms();
+    (void) ngx_http_linegate_iso8601(cf->iso, cf->now);
+}
+
+
+static ngx_int_t
+ngx_http_linegate_confirm_copy(ngx_http_request_t *r, redisReply *reply,
+    ngx_uint_t i, ngx_str_t *dst)
+{
+    ngx_str_t  s;
+
+    if (ngx_http_linegate_reply_str(reply, i, &s) != NGX_OK || s.len == 0) {
+        return NGX_ERROR;
+    }
+
+    dst->data = ngx_pstrdup(r->pool, &s);
+    if (dst->data == NULL) {
+        return NGX_ERROR;
+    }
+
+    dst->len = s.len;
+
+    return NGX_OK;
+}

@@ -287,6 +287,18 @@ ngx_http_linegate_store_unavailable(ngx_http_request_t *r)
         ctx->retry_after = 1;
     }
 
+    /* Sendblue's codes are lowercase, the Lines API's uppercase */
+    if (ctx != NULL
+        && (ctx->api == NGX_HTTP_LINEGATE_API_PROVISION_PREVIEW
+            || ctx->api == NGX_HTTP_LINEGATE_API_PROVISION_CONFIRM
+            || ctx->api == NGX_HTTP_LINEGATE_API_ACCOUNT_LIMITS))
+    {
+        ngx_http_linegate_error(r, NGX_HTTP_SERVICE_UNAVAILABLE,
+                                "store_unavailable",
+                                "Service temporarily unavailable");
+        return;
+    }
+
     ngx_http_linegate_error(r, NGX_HTTP_SERVICE_UNAVAILABLE,
                             "STORE_UNAVAILABLE",
                             "The store is unavailable, retry shortly");

@@ -177,6 +177,8 @@ ngx_http_linegate_stripe_call(ngx_http_request_t *r,
         != NGX_OK
         || ngx_http_linegate_stripe_body(sr, form) != NGX_OK)
     {
+        /* the subrequest is posted: it must not resume an answered request */
+        ctx->resume = NULL;
         return NGX_ERROR;
     }
 

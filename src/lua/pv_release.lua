@@ -3,18 +3,30 @@
 -- in one step. When Stripe's answer was lost (a subscription may exist),
 -- the case is also queued on lg:reconcile in the same step.
 --
--- KEYS[1]  lg:{acct:<A>}
+-- KEYS[1]  lg:{acct:<A>}, or lg:sbkey:<key id> when the account is not
+--          known (the answer of pv_confirm was lost: it may have run)
 -- ARGV[1]  worker id               ARGV[2]  now, Unix ms
 -- ARGV[3]  default daily limit     ARGV[4]  default monthly limit
 -- ARGV[5]  reconcile reason, "" for none
 -- ARGV[6]  account id              ARGV[7]  Stripe Idempotency-Key
 -- ARGV[8]  Stripe customer         ARGV[9]  now, ISO 8601
 --
--- Returns {1 | 0 (nothing was reserved), w[1..6], account}.
+-- Returns {1 | 0 (nothing was reserved), w[1..6], account}, or {0} when
+-- the key id is unknown.
 
 --#include pv_state
 
 local akey = KEYS[1]
+local acct = ARGV[6]
+
+if acct == '' then
+    acct = redis.call('HGET', KEYS[1], 'account')
+    if not acct then
+        return {0}
+    end
+    akey = 'lg:{acct:' .. acct .. '}'
+end
+
 local resv = akey .. ':resv:' .. ARGV[1]
 local number = redis.call('HGET', resv, 'phone_number')
 local released = 0
@@ -28,7 +40,7 @@ end
 redis.call('ZREM', akey .. ':prov', ARGV[1])
 
 if ARGV[5] ~= '' then
-    redis.call('XADD', 'lg:reconcile', '*', 'account', ARGV[6],
+    redis.call('XADD', 'lg:reconcile', '*', 'account', acct,
                'subscription_id', '', 'phone_number', number or '',
                'worker_id', ARGV[1], 'reason', ARGV[5],
                'idempotency_key', ARGV[7], 'customer', ARGV[8],
@@ -38,4 +50,4 @@ end
 local _, _, w = lg_pv_state(akey, tonumber(ARGV[2]), tonumber(ARGV[3]),
                             tonumber(ARGV[4]))
 
-return lg_pv_reply(released, w, ARGV[6])
+return lg_pv_reply(released, w, acct)

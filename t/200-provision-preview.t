@@ -1,0 +1,311 @@
+# POST /accounts/lines/provision-preview (SPEC 3.1-3.3, 3.5): credentials,
+# plan, both windows, inventory, the token and the RateLimit headers.
+use strict;
+use warnings;
+use lib 't/lib';
+
+use Test::More;
+use Digest::SHA qw(sha256_hex);
+use IO::Socket::INET;
+use Time::HiRes ();
+use LG::Stack;
+use LG::Test;
+use LG::Provision qw(now_ms);
+
+my $s = LG::Stack->new->start;
+my $p = LG::Provision->new($s);
+my $r = $s->redis;
+
+my $DAY = 86_400_000;
+my $ISO = qr/^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$/;
+
+$p->inventory($p->numbers(5));
+
+sub iso_ms {
+    my ($iso) = @_;
+    my ($y, $mo, $d, $h, $mi, $sec, $ms) =
+        $iso =~ /^(\d+)-(\d+)-(\d+)T(\d+):(\d+):(\d+)\.(\d+)Z$/ or return;
+    require Time::Local;
+    return Time::Local::timegm($sec, $mi, $h, $d, $mo - 1, $y) * 1000 + $ms;
+}
+
+subtest 'a preview: token, expiry, message, headers' => sub {
+    my $a = $p->account('acct_pv_ok');
+    my $t0 = now_ms();
+    my $tx = $p->preview($a);
+    my $b = $p->answer($tx, 200, 'preview');
+
+    is($b->{status}, 'OK', 'status OK');
+    like($b->{preview_token}, qr/^lpv_[A-Za-z0-9]{40}$/,
+         'lpv_ and 40 random characters (~238 bits)');
+    like($b->{expires_at}, $ISO, 'expires_at is ISO 8601 with ms');
+    my $exp = iso_ms($b->{expires_at});
+    ok($exp >= $t0 + 600_000 - 5 && $exp <= now_ms() + 600_000,
+       'expires_at is now + 10 minutes');
+    is($b->{message}, 'Call the confirm endpoint with this token within '
+       . '10 minutes to complete the purchase.', 'message');
+    is_deeply([sort keys %$b],
+              [qw(expires_at message preview_token status)], 'fields');
+
+    my $h = $tx->res->headers;
+    is($h->header('RateLimit-Policy'),
+       '"daily";q=3;w=86400, "monthly";q=10;w=2592000', 'RateLimit-Policy');
+    is($h->header('RateLimit'), '"daily";r=3;t=0, "monthly";r=10;t=0',
+       'RateLimit: nothing counted');
+    is($h->header('Cache-Control'), 'no-store', 'Cache-Control');
+    ok(!defined $h->header('Retry-After'), 'no Retry-After');
+
+    # stored as the data model says, expiring with the token
+    my $tok = $b->{preview_token};
+    my $pv = $r->get("lg:{acct:acct_pv_ok}:pv:$tok");
+    ok($pv, 'lg:{acct:A}:pv:<token> written');
+    like($pv, qr/"account":"acct_pv_ok"/, 'the preview names the account');
+    my $ttl = $r->ttl("lg:{acct:acct_pv_ok}:pv:$tok");
+    ok($ttl > 590 && $ttl <= 600, "expires in 600 s ($ttl)");
+    is($r->get("lg:pv:$tok"), 'acct_pv_ok', 'lg:pv:<token> names the owner');
+
+    my $b2 = $p->answer($p->preview($a), 200, 'second preview');
+    isnt($b2->{preview_token}, $tok, 'every preview has its own token');
+    is($r->scard('lg:inventory'), 5, 'a preview reserves no number');
+    is($r->zcard('lg:{acct:acct_pv_ok}:prov'), 0, 'nor a slot');
+};
+
+subtest 'an empty body, {} or another object are all accepted' => sub {
+    my $a = $p->account('acct_pv_body');
+    $p->answer($p->preview($a, json => {}), 200, '{}');
+    $p->answer($p->preview($a, json => {x => 1}), 200, 'unknown fields');
+    $p->error_is($p->preview($a, 'not json'), 400, undef, 'not JSON');
+    $p->error_is($p->preview($a, json => [1]), 400, undef, 'an array');
+};
+
+subtest '401: missing or invalid credentials' => sub {
+    my $a = $p->account('acct_pv_auth');
+    my $ua = $s->ua;
+    my $url = $s->url($LG::Provision::PREVIEW);
+
+    my @cases = (
+        ['no headers', {}],
+        ['key id only', {'sb-api-key-id' => $a->{key_id}}],
+        ['secret only', {'sb-api-secret-key' => $a->{secret}}],
+        ['unknown key id', {'sb-api-key-id' => 'sbk_nobody',
+                            'sb-api-secret-key' => $a->{secret}}],
+        ['wrong secret', {'sb-api-key-id' => $a->{key_id},
+                          'sb-api-secret-key' => $a->{secret} . 'x'}],
+        ['empty secret', {'sb-api-key-id' => $a->{key_id},
+                          'sb-api-secret-key' => ''}],
+        ['a key id with odd characters',
+         {'sb-api-key-id' => "$a->{key_id}}", 'sb-api-secret-key' => 'x'}],
+        ['the digest instead of the secret',
+         {'sb-api-key-id' => $a->{key_id},
+          'sb-api-secret-key' => sha256_hex($a->{secret})}],
+    );
+
+    for my $c (@cases) {
+        my ($name, $h) = @$c;
+        my $tx = $ua->post($url => $h);
+        my $b = $p->error_is($tx, 401, undef, $name,
+                             qr/^Invalid API credentials$/);
+        ok(!defined $tx->res->headers->header('RateLimit'),
+           "$name: no RateLimit headers for an unknown caller");
+    }
+
+    my $tx = $ua->post($url => {'SB-API-KEY-ID' => $a->{key_id},
+                                'Sb-Api-Secret-Key' => $a->{secret}});
+    $p->answer($tx, 200, 'header names in any case');
+
+    # a secret rotated away no longer works
+    $r->hset("lg:sbkey:$a->{key_id}", secret_sha256 => sha256_hex('other'));
+    $p->error_is($p->preview($a), 401, undef, 'a rotated secret');
+
+    ok($s->access_log =~ /auth=sb_key outcome=unauthorized/,
+       'access log: $linegate_outcome unauthorized');
+};
+
+subtest '403: not on the inbound_only plan' => sub {
+    for my $plan ('standard', 'inbound') {
+        my $a = $p->account("acct_pv_$plan", plan => $plan);
+        my $tx = $p->preview($a);
+        $p->error_is($tx, 403, undef, "plan $plan",
+                     qr/^Account is not on the inbound_only plan$/);
+        ok($tx->res->headers->header('RateLimit'), 'RateLimit headers');
+    }
+
+    my $a = $p->account('acct_pv_noplan');
+    $r->hdel('lg:{acct:acct_pv_noplan}', 'plan');
+    $p->error_is($p->preview($a), 403, undef, 'no plan at all');
+};
+
+subtest '429: daily and monthly limits, Retry-After, headers' => sub {
+    my $now = now_ms();
+
+    # the configured default: 3 per day; the oldest counted 1 h ago
+    my $a = $p->account('acct_pv_day');
+    $r->zadd('lg:{acct:acct_pv_day}:prov', $now - 3_600_000, 'worker_a',
+             $now - 1_800_000, 'worker_b', $now - 600_000, 'worker_c');
+    my $tx = $p->preview($a);
+    $p->error_is($tx, 429, 'daily_limit_reached', 'daily default',
+                 qr/^Maximum 3 lines can be added per day via API$/);
+    my $ra = $tx->res->headers->header('Retry-After');
+    ok($ra >= 82_799 && $ra <= 82_801,
+       "Retry-After: the oldest line leaves in 23 h ($ra)");
+    like($tx->res->headers->header('RateLimit'),
+         qr/^"daily";r=0;t=$ra, "monthly";r=7;t=\d+$/,
+         'RateLimit: none left today, t = Retry-After');
+
+    # the account's own limit, in the message
+    $a = $p->account('acct_pv_day5', daily => 5, monthly => 50);
+    $r->zadd('lg:{acct:acct_pv_day5}:prov',
+             map { ($now - $_ * 60_000, "worker_$_") } 1 .. 5);
+    $tx = $p->preview($a);
+    $p->error_is($tx, 429, 'daily_limit_reached', 'daily override',
+                 qr/^Maximum 5 lines can be added per day via API$/);
+    is($tx->res->headers->header('RateLimit-Policy'),
+       '"daily";q=5;w=86400, "monthly";q=50;w=2592000',
+       'RateLimit-Policy follows the account');
+
+    # monthly: 10 by default, spread over the last 20 days
+    $a = $p->account('acct_pv_month');
+    $r->zadd('lg:{acct:acct_pv_month}:prov',
+             map { ($now - (2 + 2 * $_) * $DAY, "worker_$_") } 0 .. 9);
+    $tx = $p->preview($a);
+    $p->error_is($tx, 429, 'monthly_limit_reached', 'monthly default',
+                 qr/^Maximum 10 lines can be added per month via API$/);
+    $ra = $tx->res->headers->header('Retry-After');
+    my $want = 30 * 86_400 - 20 * 86_400;
+    ok($ra >= $want - 1 && $ra <= $want + 1,
+       "Retry-After: the oldest of the month leaves in 10 days ($ra)");
+
+    $a = $p->account('acct_pv_month2', monthly => 2);
+    $r->zadd('lg:{acct:acct_pv_month2}:prov', $now - 5 * $DAY, 'worker_x',
+             $now - 3 * $DAY, 'worker_y');
+    $p->error_is($p->preview($a), 429, 'monthly_limit_reached',
+                 'monthly override',
+                 qr/^Maximum 2 lines can be added per month via API$/);
+
+    # a lowered limit: the slot frees when enough lines have left
+    $a = $p->account('acct_pv_lowered', daily => 1);
+    $r->zadd('lg:{acct:acct_pv_lowered}:prov', $now - 5 * 3_600_000, 'w1',
+             $now - 2 * 3_600_000, 'w2');
+    $tx = $p->preview($a);
+    $ra = $tx->res->headers->header('Retry-After');
+    ok($ra >= 22 * 3600 - 1 && $ra <= 22 * 3600 + 1,
+       "2 counted, limit 1: a slot frees when the newer leaves ($ra)");
+
+    $a = $p->account('acct_pv_zero', daily => 0);
+    $tx = $p->preview($a);
+    $p->error_is($tx, 429, 'daily_limit_reached', 'a limit of 0',
+                 qr/^Maximum 0 lines can be added per day via API$/);
+    is($tx->res->headers->header('Retry-After'), 86_400,
+       'Retry-After: a whole window when no slot can free');
+};
+
+subtest 'window edges: 24 h and 30 d, one second either side' => sub {
+    my $now = now_ms();
+
+    my $a = $p->account('acct_edge_day_in', daily => 1);
+    $r->zadd('lg:{acct:acct_edge_day_in}:prov', $now - $DAY + 1000, 'w');
+    my $tx = $p->preview($a);
+    $p->error_is($tx, 429, 'daily_limit_reached', '24 h - 1 s ago counts');
+    ok($tx->res->headers->header('Retry-After') <= 1,
+       'Retry-After: 1 second');
+
+    $a = $p->account('acct_edge_day_out', daily => 1);
+    $r->zadd('lg:{acct:acct_edge_day_out}:prov', $now - $DAY - 1000, 'w');
+    $tx = $p->preview($a);
+    $p->answer($tx, 200, '24 h + 1 s ago no longer counts');
+    like($tx->res->headers->header('RateLimit'), qr/^"daily";r=1;t=0, /,
+         'RateLimit: daily window empty');
+
+    $a = $p->account('acct_edge_month_in', daily => 9, monthly => 1);
+    $r->zadd('lg:{acct:acct_edge_month_in}:prov',
+             $now - 30 * $DAY + 1000, 'w');
+    $p->error_is($p->preview($a), 429, 'monthly_limit_reached',
+                 '30 d - 1 s ago counts');
+
+    $a = $p->account('acct_edge_month_out', daily => 9, monthly => 1);
+    $r->zadd('lg:{acct:acct_edge_month_out}:prov',
+             $now - 30 * $DAY - 1000, 'w');
+    $p->answer($p->preview($a), 200, '30 d + 1 s ago no longer counts');
+};
+
+subtest 'RateLimit headers count what is left' => sub {
+    my $now = now_ms();
+    my $a = $p->account('acct_pv_rl');
+    $r->zadd('lg:{acct:acct_pv_rl}:prov', $now - 3_600_000, 'w1',
+             $now - 10 * $DAY, 'w2');
+    my $tx = $p->preview($a);
+    $p->answer($tx, 200, 'preview');
+    my ($dr, $dt, $mr, $mt) = $tx->res->headers->header('RateLimit')
+        =~ /^"daily";r=(\d+);t=(\d+), "monthly";r=(\d+);t=(\d+)$/;
+    is($dr, 2, 'daily: 2 left');
+    ok($dt >= 82_799 && $dt <= 82_801, "daily t: 23 h ($dt)");
+    is($mr, 8, 'monthly: 8 left');
+    ok($mt >= 20 * 86_400 - 1 && $mt <= 20 * 86_400 + 1,
+       "monthly t: the 10-day-old line leaves in 20 days ($mt)");
+};
+
+subtest '503: inventory empty' => sub {
+    my $a = $p->account('acct_pv_empty');
+    my @all = $r->smembers('lg:inventory');
+    $r->del('lg:inventory');
+    my $tx = $p->preview($a);
+    $p->error_is($tx, 503, 'no_lines_available', 'empty inventory',
+                 qr/^No lines are currently available$/);
+    ok(!defined $tx->res->headers->header('Retry-After'), 'no Retry-After');
+    $r->sadd('lg:inventory', @all);
+    $p->answer($p->preview($a), 200, 'numbers again');
+};
+
+subtest '405: preview is a POST' => sub {
+    my $a = $p->account('acct_pv_method');
+    my $tx = $s->ua->get($s->url($LG::Provision::PREVIEW) => $p->headers($a));
+    $p->error_is($tx, 405, undef, 'GET preview');
+};
+
+subtest 'a preview is one Redis round trip' => sub {
+    my $a = $p->account('acct_pv_rtt');
+    $p->answer($p->preview($a), 200, 'warm up (scripts loaded)');
+
+    # MONITOR shows every command; those a script runs say "lua]"
+    my $m = IO::Socket::INET->new(PeerAddr => '127.0.0.1',
+                                  PeerPort => $s->redis_port)
+        or die "monitor: $!";
+    print $m "MONITOR\r\n";
+    my $ok = <$m>;
+    $p->answer($p->preview($a), 200, 'preview');
+    $p->answer($p->limits($a), 200, 'limits');
+    Time::HiRes::sleep(0.1);
+    $m->blocking(0);
+    my @cmds = grep { !/lua\]|"PING"|"ping"/ } map { split /\r\n/ }
+               grep { defined } map { scalar <$m> } 1 .. 200;
+    close $m;
+    is(scalar @cmds, 2, 'one command each') or diag(join "\n", @cmds);
+    like($cmds[0] // '',
+         qr/"EVALSHA" "[0-9a-f]{40}" "1" "lg:sbkey:\Q$a->{key_id}\E"/,
+         'preview: one EVALSHA');
+    like($cmds[1] // '', qr/"EVALSHA"/, 'limits: one EVALSHA');
+};
+
+subtest 'secrets and tokens stay out of the logs' => sub {
+    my $log = $s->error_log . $s->access_log;
+    my @tokens = $r->keys('lg:pv:*');
+    ok(@tokens, 'tokens were issued');
+    for my $k (@tokens) {
+        (my $t = $k) =~ s/^lg:pv://;
+        unlike($log, qr/\Q$t\E/, 'a token is not logged');
+    }
+    unlike($log, qr/sbs_/, 'no secret is logged');
+};
+
+subtest 'Redis down: 503 STORE_UNAVAILABLE, Retry-After' => sub {
+    my $a = $p->account('acct_pv_down');
+    $s->stop_redis;
+    my $tx = $p->preview($a);
+    $p->error_is($tx, 503, 'store_unavailable', 'preview');
+    is($tx->res->headers->header('Retry-After'), 1, 'Retry-After: 1');
+    $tx = $p->limits($a);
+    $p->error_is($tx, 503, 'store_unavailable', 'limits');
+    $s->start_redis;
+};
+
+done_testing();

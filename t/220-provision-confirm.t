@@ -1,0 +1,344 @@
+# POST /accounts/lines/provision-confirm (SPEC 3.4, 3.5): the purchase,
+# the token's life, the re-checks, cards and declines. Stripe failures
+# are in 230, races in 240.
+use strict;
+use warnings;
+use lib 't/lib';
+
+use Test::More;
+use Digest::SHA qw(sha256_hex);
+use LG::Stack;
+use LG::Test;
+use LG::Provision qw(now_ms);
+
+my $s = LG::Stack->new->start;
+my $p = LG::Provision->new($s);
+my $r = $s->redis;
+
+my $DAY = 86_400_000;
+
+$p->inventory($p->numbers(20));
+
+# the stub's answers to /v1/subscriptions since the last call
+my $seen = 0;
+sub sub_calls {
+    my $log = $p->stub_state->{log} // [];
+    my @new = grep { $_->{path} eq '/v1/subscriptions' } @$log[$seen .. $#$log];
+    $seen = @$log;
+    return @new;
+}
+
+# number back in the inventory, no slot, no reservation, no line
+sub nothing_kept {
+    my ($id, $count, $name) = @_;
+    local $Test::Builder::Level = $Test::Builder::Level + 1;
+    is($r->scard('lg:inventory'), $count, "$name: the number is back");
+    is($r->zcard("lg:{acct:$id}:prov"), 0, "$name: the slot is free");
+    is_deeply($p->reservations($id), [], "$name: no reservation left");
+    is_deeply($p->lines($id), {}, "$name: no line");
+}
+
+subtest 'a purchase' => sub {
+    my $a = $p->account('acct_ok');
+    my $tok = $p->token($a);
+    my $inv = $r->scard('lg:inventory');
+    sub_calls();
+
+    my $t0 = now_ms();
+    my $tx = $p->confirm($a, $tok);
+    my $b = $p->answer($tx, 200, 'confirm');
+
+    is($b->{status}, 'OK', 'status OK');
+    like($b->{phone_number}, qr/^\+1415555\d{4}$/, 'a number of ours');
+    like($b->{worker_id}, qr/^worker_[0-9a-f]{24}$/, 'worker_id');
+    like($b->{subscription_id}, qr/^sub_\w+$/, 'subscription_id');
+    is_deeply([sort keys %$b],
+              [qw(phone_number status subscription_id worker_id)], 'fields');
+    is($tx->res->headers->header('RateLimit-Policy'),
+       '"daily";q=3;w=86400, "monthly";q=10;w=2592000', 'RateLimit-Policy');
+    like($tx->res->headers->header('RateLimit'),
+         qr/^"daily";r=2;t=864\d\d, "monthly";r=9;t=25920\d\d$/,
+         'RateLimit: the new line counts');
+
+    # Redis: the data model's keys
+    ok(!$r->sismember('lg:inventory', $b->{phone_number}),
+       'the number left the inventory');
+    is($r->scard('lg:inventory'), $inv - 1, 'exactly one number taken');
+    my $line = {$r->hgetall("lg:{acct:acct_ok}:line:$b->{worker_id}")};
+    is($line->{phone_number}, $b->{phone_number}, 'line: phone_number');
+    is($line->{subscription_id}, $b->{subscription_id},
+       'line: subscription_id');
+    like($line->{createdAt}, qr/^\d{4}-\d\d-\d\dT[\d:]{8}\.\d{3}Z$/,
+         'line: createdAt');
+    my $score = $r->zscore('lg:{acct:acct_ok}:prov', $b->{worker_id});
+    ok($score >= $t0 && $score <= now_ms(),
+       'counted from the moment the confirm succeeded');
+    is_deeply($p->reservations('acct_ok'), [], 'no reservation left');
+    ok(!$r->exists("lg:{acct:acct_ok}:pv:$tok"), 'the token is gone');
+    ok(!$r->exists("lg:pv:$tok"), 'its owner pointer too');
+
+    # Stripe: one subscription, the agent-line price, card on file
+    my @calls = sub_calls();
+    is(scalar @calls, 1, 'one POST /v1/subscriptions');
+    my $c = $calls[0];
+    is($c->{method}, 'POST', 'POST');
+    is($c->{idempotency_key},
+       'lg-confirm-' . substr(sha256_hex($tok), 0, 32),
+       'Idempotency-Key derived from the token');
+    is($c->{params}{customer}, 'cus_acct_ok', 'customer');
+    is($c->{params}{items}[0]{price}, 'price_agent_line', 'agent-line price');
+    is($c->{params}{payment_behavior}, 'error_if_incomplete',
+       'payment_behavior');
+    is_deeply($c->{params}{metadata}, {account_id => 'acct_ok',
+              phone_number => $b->{phone_number},
+              worker_id => $b->{worker_id}}, 'metadata');
+    my ($sub) = grep { $_->{id} eq $b->{subscription_id} }
+                $p->subscriptions;
+    ok($sub, 'the subscription exists at Stripe');
+    is($sub->{customer}, 'cus_acct_ok', 'for the account\'s customer');
+    my ($get) = grep { $_->{path} eq '/v1/customers/cus_acct_ok' }
+                @{ $p->stub_state->{log} };
+    is($get->{method}, 'GET', 'the customer was read first');
+
+    my $l = $p->answer($p->limits($a), 200, 'limits');
+    is($l->{limits}{daily}{used}, 1, 'limits: 1 used today');
+};
+
+subtest 'a default source is a card on file too' => sub {
+    my $a = $p->account('acct_src', card => 0, source => 1);
+    $p->answer($p->confirm($a, $p->token($a)), 200, 'confirm');
+};
+
+subtest '410: used, unknown, malformed, expired' => sub {
+    my $a = $p->account('acct_410');
+    my $tok = $p->token($a);
+    $p->answer($p->confirm($a, $tok), 200, 'first confirm');
+    my $tx = $p->confirm($a, $tok);
+    $p->error_is($tx, 410, 'token_expired', 'used',
+                 qr/expired, was already used, or is unknown/);
+    ok($tx->res->headers->header('RateLimit'), 'RateLimit headers');
+
+    $p->error_is($p->confirm($a, 'lpv_' . 'A' x 40), 410, 'token_expired',
+                 'unknown');
+    $p->error_is($p->confirm($a, 'lpv_short'), 410, 'token_expired',
+                 'too short');
+    $p->error_is($p->confirm($a, 'xyz_' . 'A' x 40), 410, 'token_expired',
+                 'no lpv_');
+    $p->error_is($p->confirm($a, 'lpv_' . 'A' x 40 . '*'), 410,
+                 'token_expired', 'odd characters');
+    $p->error_is($p->confirm($a, 'lpv_' . 'A' x 500), 410, 'token_expired',
+                 'very long');
+    $p->error_is($p->confirm($a, ''), 410, 'token_expired', 'empty string');
+
+    # expired by Redis
+    $tok = $p->token($a);
+    $r->pexpire("lg:{acct:acct_410}:pv:$tok", 1);
+    select undef, undef, undef, 0.05;
+    $p->error_is($p->confirm($a, $tok), 410, 'token_expired',
+                 'expired (TTL)');
+
+    # expired by its own expires_at (a clock a bit ahead of Redis's)
+    $tok = $p->token($a);
+    my $key = "lg:{acct:acct_410}:pv:$tok";
+    (my $pv = $r->get($key)) =~ s/"expires_at":\d+/"expires_at":1/;
+    $r->set($key, $pv, 'EX', 60);
+    $p->error_is($p->confirm($a, $tok), 410, 'token_expired',
+                 'expired (expires_at)');
+    ok(!$r->exists($key), 'and consumed');
+};
+
+subtest '403: another account\'s token; the owner can still use it' => sub {
+    my $a = $p->account('acct_owner');
+    my $b = $p->account('acct_thief');
+    my $tok = $p->token($a);
+    my $inv = $r->scard('lg:inventory');
+
+    my $tx = $p->confirm($b, $tok);
+    $p->error_is($tx, 403, undef, 'another account',
+                 qr/belongs to another account/);
+    is($r->scard('lg:inventory'), $inv, 'nothing taken');
+    is($r->zcard('lg:{acct:acct_thief}:prov'), 0, 'nothing counted');
+    ok($s->access_log =~ /tenant=acct_thief auth=sb_key outcome=token_foreign/,
+       'access log names the caller and the outcome');
+
+    $p->answer($p->confirm($a, $tok), 200, 'the owner confirms');
+    $p->error_is($p->confirm($b, $tok), 410, 'token_expired',
+                 'used: 410 for anyone');
+};
+
+subtest '400: body' => sub {
+    my $a = $p->account('acct_400');
+    my $tok = $p->token($a);
+    my @cases = (
+        ['no body', \''],
+        ['not JSON', \'preview_token=lpv_x'],
+        ['truncated JSON', \'{"preview_token": "lpv_'],
+        ['an array', [$tok]],
+        ['a string', \'"lpv_xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"'],
+        ['missing', {token => $tok}],
+        ['null', {preview_token => undef}],
+        ['a number', {preview_token => 42}],
+        ['an object', {preview_token => {value => $tok}}],
+        ['an array value', {preview_token => [$tok]}],
+        ['not UTF-8', \"{\"preview_token\": \"lpv_\xff\xfe\"}"],
+    );
+    for my $c (@cases) {
+        my $b = $p->error_is($p->confirm($a, $c->[1]), 400, undef, $c->[0]);
+    }
+    like($p->confirm($a, {})->res->json->{message}, qr/preview_token/,
+         'the message names preview_token');
+
+    $p->answer($p->confirm($a, $tok), 200, 'the token was not consumed');
+};
+
+subtest '401 before anything else' => sub {
+    my $a = $p->account('acct_401');
+    my $tok = $p->token($a);
+    my $tx = $p->confirm({key_id => $a->{key_id}, secret => 'wrong'}, $tok);
+    $p->error_is($tx, 401, undef, 'wrong secret');
+    $p->answer($p->confirm($a, $tok), 200, 'the token survived');
+};
+
+subtest '403: plan changed after the preview (token consumed)' => sub {
+    my $a = $p->account('acct_plan');
+    my $tok = $p->token($a);
+    my $inv = $r->scard('lg:inventory');
+    $r->hset('lg:{acct:acct_plan}', plan => 'standard');
+    $p->error_is($p->confirm($a, $tok), 403, undef, 'plan',
+                 qr/inbound_only/);
+    $r->hset('lg:{acct:acct_plan}', plan => 'inbound_only');
+    $p->error_is($p->confirm($a, $tok), 410, 'token_expired',
+                 'the token was consumed');
+    is($r->scard('lg:inventory'), $inv, 'no number taken');
+};
+
+subtest '429: limits checked again at confirm' => sub {
+    my $now = now_ms();
+    my $a = $p->account('acct_429d', daily => 2);
+    my $tok = $p->token($a);
+    $r->zadd('lg:{acct:acct_429d}:prov', $now - 7_200_000, 'w1',
+             $now - 3_600_000, 'w2');
+    my $inv = $r->scard('lg:inventory');
+    my $tx = $p->confirm($a, $tok);
+    $p->error_is($tx, 429, 'daily_limit_reached', 'daily',
+                 qr/^Maximum 2 lines can be added per day via API$/);
+    my $ra = $tx->res->headers->header('Retry-After');
+    ok(abs($ra - 22 * 3600) <= 1, "Retry-After ($ra)");
+    is($r->scard('lg:inventory'), $inv, 'no number taken');
+    is($r->zcard('lg:{acct:acct_429d}:prov'), 2, 'no slot taken');
+    $p->error_is($p->confirm($a, $tok), 410, 'token_expired',
+                 'the token was consumed');
+
+    $a = $p->account('acct_429m', monthly => 1);
+    $tok = $p->token($a);
+    $r->zadd('lg:{acct:acct_429m}:prov', $now - 29 * $DAY, 'w1');
+    $tx = $p->confirm($a, $tok);
+    $p->error_is($tx, 429, 'monthly_limit_reached', 'monthly',
+                 qr/^Maximum 1 lines can be added per month via API$/);
+    $ra = $tx->res->headers->header('Retry-After');
+    ok(abs($ra - 86400) <= 1, "Retry-After: a day ($ra)");
+
+    # the edges, at confirm
+    $a = $p->account('acct_429e', daily => 1);
+    $tok = $p->token($a);
+    $r->zadd('lg:{acct:acct_429e}:prov', now_ms() - $DAY + 1000, 'w1');
+    $p->error_is($p->confirm($a, $tok), 429, 'daily_limit_reached',
+                 '24 h - 1 s ago still counts');
+    $r->zadd('lg:{acct:acct_429e}:prov', now_ms() - $DAY - 1000, 'w1');
+    $tok = $p->token($a);
+    $p->answer($p->confirm($a, $tok), 200, '24 h + 1 s ago no longer does');
+};
+
+subtest '503: no number left at confirm (token consumed)' => sub {
+    my $a = $p->account('acct_503');
+    my $tok = $p->token($a);
+    my @all = $r->smembers('lg:inventory');
+    $r->del('lg:inventory');
+    $p->error_is($p->confirm($a, $tok), 503, 'no_lines_available',
+                 'inventory empty', qr/^No lines are currently available$/);
+    is($r->zcard('lg:{acct:acct_503}:prov'), 0, 'no slot taken');
+    is_deeply($p->reservations('acct_503'), [], 'no reservation');
+    $r->sadd('lg:inventory', @all);
+    $p->error_is($p->confirm($a, $tok), 410, 'token_expired', 'consumed');
+};
+
+subtest '402 no_card_on_file: number and slot given back' => sub {
+    my $a = $p->account('acct_nocard', card => 0);
+    my $tok = $p->token($a);
+    my $inv = $r->scard('lg:inventory');
+    sub_calls();
+    my $tx = $p->confirm($a, $tok);
+    $p->error_is($tx, 402, 'no_card_on_file', 'no card', qr/payment method/);
+    nothing_kept('acct_nocard', $inv, 'no card');
+    is(scalar sub_calls(), 0, 'no subscription was attempted');
+    like($tx->res->headers->header('RateLimit'), qr/^"daily";r=3;/,
+         'RateLimit counts the freed slot');
+    $p->error_is($p->confirm($a, $tok), 410, 'token_expired', 'consumed');
+
+    # no Stripe customer at all
+    $a = $p->account('acct_nocus', customer => '');
+    $p->error_is($p->confirm($a, $p->token($a)), 402, 'no_card_on_file',
+                 'no customer id');
+    nothing_kept('acct_nocus', $inv, 'no customer id');
+
+    # a customer Stripe does not know
+    $a = $p->account('acct_ghost', customer => 'cus_ghost',
+                     no_stub_customer => 1);
+    $p->error_is($p->confirm($a, $p->token($a)), 402, 'no_card_on_file',
+                 'unknown customer');
+    nothing_kept('acct_ghost', $inv, 'unknown customer');
+
+    # a customer id that cannot be one
+    $a = $p->account('acct_badcus', customer => 'cus/../x',
+                     no_stub_customer => 1);
+    $p->error_is($p->confirm($a, $p->token($a)), 402, 'no_card_on_file',
+                 'malformed customer id');
+    nothing_kept('acct_badcus', $inv, 'malformed customer id');
+
+    # the card disappeared between the read and the charge
+    $a = $p->account('acct_gone');
+    $p->fault(status => 400, body => {error => {
+        type => 'invalid_request_error', code => 'resource_missing',
+        message => 'This customer has no attached payment source or '
+                   . 'default payment method.'}});
+    $p->error_is($p->confirm($a, $p->token($a)), 402, 'no_card_on_file',
+                 'Stripe: no payment source');
+    nothing_kept('acct_gone', $inv, 'Stripe: no payment source');
+    $p->clear_faults;
+};
+
+subtest '402 payment_failed: Stripe\'s message, number and slot back' => sub {
+    my $a = $p->account('acct_decline', decline => 1);
+    my $tok = $p->token($a);
+    my $inv = $r->scard('lg:inventory');
+    sub_calls();
+    my $tx = $p->confirm($a, $tok);
+    $p->error_is($tx, 402, 'payment_failed', 'declined',
+                 qr/^Your card was declined\.$/);
+    nothing_kept('acct_decline', $inv, 'declined');
+    my @calls = sub_calls();
+    is(scalar @calls, 1, 'one attempt: a decline is not retried');
+    is($calls[0]{status}, 402, 'Stripe said 402');
+    is(scalar(grep { $_->{customer} eq 'cus_acct_decline' }
+              $p->subscriptions), 0, 'no subscription');
+    is_deeply($p->reconcile, [], 'nothing to reconcile');
+
+    # once the card works, a new preview buys the line
+    $s->stub(POST => '/_stub/customers', {id => 'cus_acct_decline',
+                                          card => 1});
+    $p->answer($p->confirm($a, $p->token($a)), 200, 'new card, new token');
+};
+
+subtest 'a line never leaves the inventory twice' => sub {
+    my %seen;
+    my @nums = map { $_->{phone_number} }
+               map { values %{ $p->lines($_) } }
+               map { /^lg:\{acct:(.+)\}$/ ? $1 : () } $r->keys('lg:{acct:*}');
+    $seen{$_}++ for @nums;
+    ok(@nums > 3, scalar(@nums) . ' lines bought');
+    is(scalar(grep { $seen{$_} > 1 } keys %seen), 0, 'each number once');
+    ok(!$r->sismember('lg:inventory', $_), "$_ not in the inventory")
+        for @nums;
+};
+
+done_testing();

@@ -1,0 +1,359 @@
+# Confirm when Stripe or Redis fails (SPEC 1, 3.4, 3.5): 5xx, 429,
+# timeouts, dropped connections, unreachable Stripe, a line that cannot be
+# recorded. Nothing is ever charged twice for one purchase, no number is
+# lost, and whatever Stripe may have done unseen reaches lg:reconcile.
+use strict;
+use warnings;
+use lib 't/lib';
+
+use Test::More;
+use Digest::SHA qw(sha256_hex);
+use Time::HiRes qw(sleep time);
+use LG::Stack;
+use LG::Test;
+use LG::Provision qw(now_ms);
+
+my $s = LG::Stack->new(STRIPE_TIMEOUT => '1s')->start;
+my $p = LG::Provision->new($s);
+my $r = $s->redis;
+
+my $TOTAL = 40;
+$p->inventory($p->numbers($TOTAL));
+
+# every number is in the inventory, a line or a reservation: never lost
+sub numbers_accounted {
+    my ($name) = @_;
+    local $Test::Builder::Level = $Test::Builder::Level + 1;
+    my @lines = grep { $r->type($_) eq 'hash' } $r->keys('lg:{acct:*}:line:*');
+    my @resv = $r->keys('lg:{acct:*}:resv:*');
+    is($r->scard('lg:inventory') + @lines + @resv, $TOTAL,
+       "$name: no number lost");
+}
+
+sub released {
+    my ($id, $name) = @_;
+    local $Test::Builder::Level = $Test::Builder::Level + 1;
+    is($r->zcard("lg:{acct:$id}:prov"), 0, "$name: slot freed");
+    is_deeply($p->reservations($id), [], "$name: no reservation");
+    is_deeply($p->lines($id), {}, "$name: no line");
+    numbers_accounted($name);
+}
+
+# the stub's log entries for a path, since the last call
+my $seen = 0;
+sub calls {
+    my ($path) = @_;
+    my $log = $p->stub_state->{log} // [];
+    my @new = grep { $_->{path} eq $path } @$log[$seen .. $#$log];
+    $seen = @$log;
+    return @new;
+}
+
+sub mark { $seen = @{ $p->stub_state->{log} // [] } }
+
+sub subs_of {
+    my ($id) = @_;
+    return grep { ($_->{metadata}{account_id} // '') eq $id }
+           $p->subscriptions;
+}
+
+sub reconcile_of {
+    my ($id) = @_;
+    return grep { $_->{account} eq $id } @{ $p->reconcile };
+}
+
+subtest 'reading the customer fails: 502, nothing charged or kept' => sub {
+    my $a = $p->account('acct_cus5xx');
+    my $tok = $p->token($a);
+    mark();
+    $p->fault(method => 'GET', path_prefix => '/v1/customers', status => 500);
+    my $tx = $p->confirm($a, $tok);
+    $p->error_is($tx, 502, 'billing_unavailable', 'GET customer 500',
+                 qr/new preview/);
+    released('acct_cus5xx', 'GET customer 500');
+    is(scalar calls('/v1/subscriptions'), 0, 'no subscription attempted');
+    is_deeply([reconcile_of('acct_cus5xx')], [], 'nothing to reconcile');
+
+    $a = $p->account('acct_custo');
+    $tok = $p->token($a);
+    $p->fault(method => 'GET', path_prefix => '/v1/customers',
+              latency_ms => 2500);
+    my ($t) = timed { $tx = $p->confirm($a, $tok) };
+    $p->error_is($tx, 502, 'billing_unavailable', 'GET customer timeout');
+    ok($t >= 0.9 && $t < 2.4, sprintf 'after the 1 s timeout (%.2f s)', $t);
+    released('acct_custo', 'GET customer timeout');
+
+    $a = $p->account('acct_cus429');
+    $p->fault(method => 'GET', path_prefix => '/v1/customers', status => 429,
+              retry_after => 4);
+    $tx = $p->confirm($a, $p->token($a));
+    $p->error_is($tx, 503, 'billing_unavailable', 'GET customer 429');
+    is($tx->res->headers->header('Retry-After'), 4, "Stripe's Retry-After");
+    released('acct_cus429', 'GET customer 429');
+    $p->clear_faults;
+};
+
+subtest 'one 5xx: retried with the same key, bought once' => sub {
+    my $a = $p->account('acct_5xx1');
+    my $tok = $p->token($a);
+    mark();
+    $p->fault(status => 500);
+    my $b = $p->answer($p->confirm($a, $tok), 200, 'confirm');
+    my @c = calls('/v1/subscriptions');
+    is(scalar @c, 2, 'two POSTs');
+    is($c[0]{status}, 500, 'the first got 500');
+    is($c[1]{status}, 200, 'the second 200');
+    is($c[0]{idempotency_key}, $c[1]{idempotency_key}, 'same key');
+    is($c[0]{body}, $c[1]{body}, 'same body');
+    is(scalar subs_of('acct_5xx1'), 1, 'one subscription');
+    is($p->lines('acct_5xx1')->{$b->{worker_id}}{subscription_id},
+       $b->{subscription_id}, 'recorded');
+    numbers_accounted('one 5xx');
+};
+
+subtest 'Stripe keeps failing: 502, released, queued' => sub {
+    my $a = $p->account('acct_5xx');
+    my $tok = $p->token($a);
+    mark();
+    $p->fault(status => 503, count => 2);
+    my $tx = $p->confirm($a, $tok);
+    $p->error_is($tx, 502, 'billing_unavailable', 'persistent 5xx');
+    ok($tx->res->headers->header('RateLimit'), 'RateLimit headers');
+    released('acct_5xx', 'persistent 5xx');
+    is(scalar calls('/v1/subscriptions'), 2, 'tried twice');
+
+    # a 5xx may hide a subscription: the case is queued for an operator
+    my @q = reconcile_of('acct_5xx');
+    is(scalar @q, 1, 'one lg:reconcile entry');
+    is($q[0]{reason}, 'stripe_outcome_unknown', 'reason');
+    like($q[0]{worker_id}, qr/^worker_[0-9a-f]{24}$/, 'worker_id');
+    is($q[0]{idempotency_key}, 'lg-confirm-' . substr(sha256_hex($tok), 0, 32),
+       'the Idempotency-Key, to look the call up at Stripe');
+    like($q[0]{phone_number}, qr/^\+1/, 'the number it was for');
+    is($q[0]{customer}, 'cus_acct_5xx', 'customer');
+    is($q[0]{subscription_id}, '', 'no subscription id known');
+    like($q[0]{at}, qr/Z$/, 'at');
+    is(scalar subs_of('acct_5xx'), 0, 'and in fact none was created');
+
+    $p->answer($p->confirm($a, $p->token($a)), 200,
+               'a new preview buys the line');
+};
+
+subtest 'Stripe says 429: 503 with its Retry-After, not queued' => sub {
+    my $a = $p->account('acct_429');
+    mark();
+    $p->fault(status => 429, retry_after => 7);
+    my $tx = $p->confirm($a, $p->token($a));
+    $p->error_is($tx, 503, 'billing_unavailable', 'Stripe 429');
+    is($tx->res->headers->header('Retry-After'), 7, 'Retry-After: 7');
+    released('acct_429', 'Stripe 429');
+    is(scalar calls('/v1/subscriptions'), 1, 'not retried');
+    is_deeply([reconcile_of('acct_429')], [], 'nothing to reconcile');
+};
+
+subtest 'Stripe refuses our own call: 502, not queued' => sub {
+    my $a = $p->account('acct_401');
+    $p->fault(status => 401);
+    my $tx = $p->confirm($a, $p->token($a));
+    $p->error_is($tx, 502, 'billing_unavailable', 'Stripe 401');
+    released('acct_401', 'Stripe 401');
+    is_deeply([reconcile_of('acct_401')], [], 'nothing to reconcile');
+    like($s->error_log,
+         qr/Stripe refused the subscription of account "acct_401"/, 'logged');
+};
+
+subtest 'timeout after Stripe created it: the retry finds it' => sub {
+    my $a = $p->account('acct_tmo');
+    my $tok = $p->token($a);
+    mark();
+    $p->fault(latency_ms => 2500, after_commit => 1);
+    my $tx;
+    my ($t) = timed { $tx = $p->confirm($a, $tok) };
+    my $b = $p->answer($tx, 200, 'confirm');
+    ok($t >= 0.9, sprintf 'one timeout first (%.2f s)', $t);
+    my @c = calls('/v1/subscriptions');
+    is(scalar @c, 2, 'two POSTs');
+    ok($c[1]{replayed}, 'the second was replayed by Stripe');
+    my @subs = subs_of('acct_tmo');
+    is(scalar @subs, 1, 'exactly one subscription');
+    is($subs[0]{id}, $b->{subscription_id}, 'the one answered');
+    is($subs[0]{metadata}{worker_id}, $b->{worker_id}, 'for this purchase');
+    numbers_accounted('timeout after commit');
+};
+
+subtest 'dropped connection after Stripe created it: found again' => sub {
+    my $a = $p->account('acct_drop');
+    mark();
+    $p->fault(drop => 1, after_commit => 1);
+    my $b = $p->answer($p->confirm($a, $p->token($a)), 200, 'confirm');
+    my @c = calls('/v1/subscriptions');
+    ok($c[0]{dropped}, 'the first answer was dropped');
+    is(scalar subs_of('acct_drop'), 1, 'exactly one subscription');
+    numbers_accounted('drop after commit');
+};
+
+subtest 'answers lost twice: 502; a fresh token never charges twice' => sub {
+    my $a = $p->account('acct_lost');
+    my $tok = $p->token($a);
+    mark();
+    $p->fault(drop => 1, after_commit => 1, count => 2);
+    my $tx = $p->confirm($a, $tok);
+    $p->error_is($tx, 502, 'billing_unavailable', 'lost twice');
+    released('acct_lost', 'lost twice');
+
+    my @subs = subs_of('acct_lost');
+    is(scalar @subs, 1, 'Stripe did create one, unseen');
+    my @q = reconcile_of('acct_lost');
+    is(scalar @q, 1, 'queued for reconciliation');
+    is($q[0]{worker_id}, $subs[0]{metadata}{worker_id},
+       'the entry names the purchase Stripe billed (metadata.worker_id)');
+    is($q[0]{idempotency_key}, 'lg-confirm-' . substr(sha256_hex($tok), 0, 32),
+       'and its Idempotency-Key');
+
+    # the client retries with a new preview
+    my $tok2 = $p->token($a);
+    my $b = $p->answer($p->confirm($a, $tok2), 200, 'fresh token');
+    my @all = subs_of('acct_lost');
+    is(scalar @all, 2, 'a second purchase, a second subscription');
+    my %by_worker;
+    $by_worker{ $_->{metadata}{worker_id} }++ for @all;
+    is(scalar(grep { $_ > 1 } values %by_worker), 0,
+       'no purchase was charged twice');
+    my %line = map { ($_->{subscription_id} => 1) }
+               values %{ $p->lines('acct_lost') };
+    my %queued = map { ($_->{worker_id} => 1) } reconcile_of('acct_lost');
+    for my $sub (@all) {
+        ok($line{ $sub->{id} } || $queued{ $sub->{metadata}{worker_id} },
+           "$sub->{id}: a recorded line or queued for an operator");
+    }
+    isnt(substr(sha256_hex($tok2), 0, 32), substr(sha256_hex($tok), 0, 32),
+         'the new token has its own Idempotency-Key');
+    numbers_accounted('lost twice, then retried');
+};
+
+subtest 'timeout while Stripe is still working: 502, queued' => sub {
+    my $a = $p->account('acct_slow');
+    my $tok = $p->token($a);
+    mark();
+    # the work happens after the delay: nginx has given up by then, and
+    # the same-key retry finds the first call still in flight (409)
+    $p->fault(latency_ms => 2000);
+    my $tx = $p->confirm($a, $tok);
+    $p->error_is($tx, 502, 'billing_unavailable', 'slow Stripe');
+    released('acct_slow', 'slow Stripe');
+    my @q = reconcile_of('acct_slow');
+    is(scalar @q, 1, 'queued');
+
+    sleep 1.5;    # Stripe finishes the first call
+    my @subs = subs_of('acct_slow');
+    is(scalar @subs, 1, 'Stripe created it after all');
+    is($subs[0]{metadata}{worker_id}, $q[0]{worker_id},
+       'the queued entry names it');
+    numbers_accounted('slow Stripe');
+};
+
+subtest 'charged but the line cannot be recorded: 500, queued' => sub {
+    my $a = $p->account('acct_rec');
+    my $tok = $p->token($a);
+    $p->fault(latency_ms => 500);
+
+    # while Stripe works, break the key the line will be written to
+    my ($tx, $done) = $p->during($p->confirm_req($a, $tok), sub {
+        my ($w) = $r->zrange('lg:{acct:acct_rec}:prov', 0, 0);
+        return 0 unless $w;
+        $r->set("lg:{acct:acct_rec}:line:$w", 'not a hash');
+        return 1;
+    });
+    ok($done, 'the line key was broken in time');
+
+    my $b = $p->error_is($tx, 500, 'provisioning_failed', 'record failed',
+                         qr/reconciliation/);
+    my @subs = subs_of('acct_rec');
+    is(scalar @subs, 1, 'one subscription');
+    is($b->{subscription_id}, $subs[0]{id}, 'its id in the answer');
+
+    my @q = reconcile_of('acct_rec');
+    is(scalar @q, 1, 'queued on lg:reconcile');
+    is($q[0]{subscription_id}, $subs[0]{id}, 'subscription_id');
+    is($q[0]{reason}, 'record_failed', 'reason');
+    is($q[0]{phone_number}, $subs[0]{metadata}{phone_number},
+       'phone_number');
+    is($q[0]{worker_id}, $subs[0]{metadata}{worker_id}, 'worker_id');
+
+    # paid for: the number stays out of the inventory, the slot counts
+    is(scalar @{ $p->reservations('acct_rec') }, 1, 'reservation kept');
+    is($r->zcard('lg:{acct:acct_rec}:prov'), 1, 'the slot counts');
+    ok(!$r->sismember('lg:inventory', $q[0]{phone_number}),
+       'the number is not sold again');
+    like($s->error_log, qr/\Q$subs[0]{id}\E.*queued for reconciliation/,
+         'logged with the subscription id');
+    numbers_accounted('record failed');
+};
+
+subtest 'Redis too slow at the reserve: 503, undone once it catches up' => sub {
+    my $a = $p->account('acct_slowredis');
+    my $tok = $p->token($a);
+    my $inv = $r->scard('lg:inventory');
+    mark();
+    $r->client('PAUSE', 1500, 'ALL');
+    my $tx = $p->confirm($a, $tok);
+    $p->error_is($tx, 503, 'store_unavailable', 'reserve timed out');
+    is($tx->res->headers->header('Retry-After'), 1, 'Retry-After: 1');
+    sleep 0.8;    # the pause ends: the reserve runs, then its release
+    is($r->scard('lg:inventory'), $inv, 'the number is back');
+    is($r->zcard('lg:{acct:acct_slowredis}:prov'), 0, 'no slot');
+    is_deeply($p->reservations('acct_slowredis'), [], 'no reservation');
+    is(scalar calls('/v1/subscriptions'), 0, 'Stripe not called');
+    $s->wait_redis_connected(0, 3);
+};
+
+subtest 'neither recorded nor queued: 500 and an alert in the log' => sub {
+    my $a = $p->account('acct_alert');
+    my $tok = $p->token($a);
+    $p->fault(latency_ms => 400);
+
+    my ($tx, $done) = $p->during($p->confirm_req($a, $tok), sub {
+        return 0 unless $r->zcard('lg:{acct:acct_alert}:prov');
+        $r->client('PAUSE', 2500, 'ALL');
+        return 1;
+    });
+    ok($done, 'Redis paused after the reservation');
+    my $b = $p->error_is($tx, 500, 'provisioning_failed', 'Redis gone');
+    like($b->{subscription_id}, qr/^sub_/, 'the subscription id');
+
+    my $log = $s->error_log;
+    like($log, qr/\[alert\].*subscription\ \Q$b->{subscription_id}\E
+                  \ of\ account\ "acct_alert".*neither\ recorded/x,
+         'alert names the subscription');
+    unlike($log, qr/\Q$a->{secret}\E|\Q$tok\E/, 'no secret, no token');
+
+    sleep 2.6;    # the pause ends; the worker reconnects if it dropped
+    $s->wait_redis_connected(0, 3);
+};
+
+subtest 'Redis down: 503, nothing charged' => sub {
+    my $a = $p->account('acct_down');
+    my $tok = $p->token($a);
+    mark();
+    $s->stop_redis;
+    my $tx = $p->confirm($a, $tok);
+    $p->error_is($tx, 503, 'store_unavailable', 'Redis down');
+    is($tx->res->headers->header('Retry-After'), 1, 'Retry-After: 1');
+    is(scalar calls('/v1/subscriptions'), 0, 'Stripe not called');
+    $s->start_redis;
+};
+
+subtest 'Stripe unreachable: 502, number and slot back' => sub {
+    my $s2 = LG::Stack->new(STRIPE_URL => 'http://127.0.0.1:9',
+                            STRIPE_TIMEOUT => '1s')->start;
+    my $p2 = LG::Provision->new($s2);
+    $p2->inventory('+14155559999');
+    my $a = $p2->account('acct_unreach');
+    my $tx = $p2->confirm($a, $p2->token($a));
+    $p2->error_is($tx, 502, 'billing_unavailable', 'connection refused');
+    is($s2->redis->scard('lg:inventory'), 1, 'the number is back');
+    is($s2->redis->zcard('lg:{acct:acct_unreach}:prov'), 0, 'slot freed');
+    $s2->stop;
+};
+
+done_testing();
