@@ -1,2 +1,305 @@
 
-/* linegate: idempotency of line request creation (placeholder). */
+/*
+ * linegate: idempotent creation of line requests (SPEC 2.4), Stripe's
+ * semantics: the key is scoped to the workspace, a call in flight holds a
+ * lock, a business outcome is written before the lock goes, the same key
+ * with another body is refused, and a failed call frees the key.
+ *
+ * The fingerprint is SHA-256 of the body in canonical form (keys sorted,
+ * compact, without idempotencyKey), so the same request sent with other
+ * spacing or key order is the same request.
+ */
+
+
+#include "ngx_http_linegate_module.h"
+#include "ngx_http_linegate_lines.h"
+#include "ngx_http_linegate_crypto.h"
+#include "ngx_http_linegate_json.h"
+
+
+#define NGX_HTTP_LINEGATE_IDEM_KEY_MAX  255
+
+
+static ngx_int_t ngx_http_linegate_idem_header(ngx_http_request_t *r,
+    ngx_str_t *key);
+static ngx_int_t ngx_http_linegate_idem_key_valid(ngx_str_t *key);
+static ngx_int_t ngx_http_linegate_idem_fingerprint(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr);
+static u_char *ngx_http_linegate_idem_sha256(ngx_pool_t *pool, u_char *data,
+    size_t len);
+static void ngx_http_linegate_idem_stored(ngx_http_request_t *r,
+    redisReply *reply);
+static void ngx_http_linegate_idem_released(ngx_http_request_t *r,
+    redisReply *reply);
+
+
+ngx_int_t
+ngx_http_linegate_idem_prepare(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr)
+{
+    ngx_int_t   rc, in_header;
+    ngx_str_t   header, field, *key;
+
+    in_header = ngx_http_linegate_idem_header(r, &header);
+    rc = ngx_http_linegate_json_str(lr->ctx->body, "idempotencyKey", &field);
+
+    if (rc == NGX_ERROR) {
+        ngx_http_linegate_lines_defer(lr, NGX_HTTP_LINEGATE_LR_DEFER_FIELD,
+                                      "idempotencyKey",
+                                      "idempotencyKey must be a string");
+        return NGX_ERROR;
+    }
+
+    if (in_header == NGX_OK && rc == NGX_OK
+        && (header.len != field.len
+            || ngx_memcmp(header.data, field.data, field.len) != 0))
+    {
+        ngx_http_linegate_lines_defer(lr, NGX_HTTP_LINEGATE_LR_DEFER_FIELD,
+                                      "idempotencyKey",
+                                      "The Idempotency-Key header and the "
+                                      "idempotencyKey field differ");
+        return NGX_ERROR;
+    }
+
+    if (in_header == NGX_OK) {
+        key = &header;
+
+    } else if (rc == NGX_OK) {
+        key = &field;
+
+    } else {
+        return NGX_OK;
+    }
+
+    if (!ngx_http_linegate_idem_key_valid(key)) {
+        ngx_http_linegate_lines_defer(lr, NGX_HTTP_LINEGATE_LR_DEFER_FIELD,
+                                      "idempotencyKey",
+                                      "An idempotency key is 1 to 255 "
+                                      "printable ASCII characters");
+        return NGX_ERROR;
+    }
+
+    lr->idem.digest.data = ngx_http_linegate_idem_sha256(r->pool, key->data,
+                                                         key->len);
+    if (lr->idem.digest.data == NULL
+        || ngx_http_linegate_idem_fingerprint(r, lr) != NGX_OK)
+    {
+        ngx_str_null(&lr->idem.digest);
+        ngx_http_linegate_lines_defer(lr, NGX_HTTP_LINEGATE_LR_DEFER_FIELD,
+                                      NULL, "The request body could not be "
+                                      "processed");
+        return NGX_ERROR;
+    }
+
+    lr->idem.digest.len = 64;
+
+    return NGX_OK;
+}
+
+
+/* NGX_OK: the header is present (possibly empty, which is invalid) */
+static ngx_int_t
+ngx_http_linegate_idem_header(ngx_http_request_t *r, ngx_str_t *key)
+{
+    ngx_http_variable_value_t  *vv;
+
+    static ngx_str_t   name = ngx_string("http_idempotency_key");
+    static ngx_uint_t  hash;
+
+    if (hash == 0) {
+        hash = ngx_hash_key(name.data, name.len);
+    }
+
+    vv = ngx_http_get_variable(r, &name, hash);
+
+    if (vv == NULL || vv->not_found) {
+        return NGX_DECLINED;
+    }
+
+    key->data = vv->data;
+    key->len = vv->len;
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_linegate_idem_key_valid(ngx_str_t *key)
+{
+    size_t  i;
+
+    if (key->len == 0 || key->len > NGX_HTTP_LINEGATE_IDEM_KEY_MAX) {
+        return 0;
+    }
+
+    for (i = 0; i < key->len; i++) {
+        if (key->data[i] < 0x20 || key->data[i] > 0x7e) {
+            return 0;
+        }
+    }
+
+    return 1;
+}
+
+
+static ngx_int_t
+ngx_http_linegate_idem_fingerprint(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr)
+{
+    size_t   len;
+    u_char  *buf;
+    json_t  *copy;
+
+    /* shallow: only the top-level idempotencyKey is left out */
+    copy = json_copy(lr->ctx->body);
+    if (copy == NULL) {
+        return NGX_ERROR;
+    }
+
+    (void) json_object_del(copy, "idempotencyKey");
+
+    len = json_dumpb(copy, NULL, 0, JSON_SORT_KEYS|JSON_COMPACT);
+    buf = len ? ngx_pnalloc(r->pool, len) : NULL;
+
+    if (buf == NULL
+        || json_dumpb(copy, (char *) buf, len, JSON_SORT_KEYS|JSON_COMPACT)
+           != len)
+    {
+        json_decref(copy);
+        return NGX_ERROR;
+    }
+
+    json_decref(copy);
+
+    lr->idem.fp.data = ngx_http_linegate_idem_sha256(r->pool, buf, len);
+    if (lr->idem.fp.data == NULL) {
+        return NGX_ERROR;
+    }
+
+    lr->idem.fp.len = 64;
+
+    return NGX_OK;
+}
+
+
+static u_char *
+ngx_http_linegate_idem_sha256(ngx_pool_t *pool, u_char *data, size_t len)
+{
+    u_char  *hex;
+
+    hex = ngx_pnalloc(pool, 65);
+    if (hex == NULL) {
+        return NULL;
+    }
+
+    ngx_http_linegate_sha256_hex(data, len, (char *) hex);
+
+    return hex[0] ? hex : NULL;
+}
+
+
+void
+ngx_http_linegate_idem_store(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr, ngx_uint_t status, ngx_str_t *body,
+    ngx_http_linegate_idem_next_pt next)
+{
+    ngx_http_linegate_redis_args_t  *a;
+    ngx_http_linegate_main_conf_t   *lmcf;
+
+    if (lr->idem.digest.len == 0) {
+        next(r, lr);
+        return;
+    }
+
+    lmcf = ngx_http_get_module_main_conf(r, ngx_http_linegate_module);
+
+    lr->next = next;
+
+    a = &lr->args;
+    ngx_http_linegate_redis_args_init(a);
+
+    ngx_http_linegate_redis_arg_str(a, &lr->ws);
+    ngx_http_linegate_redis_arg_str(a, &lr->idem.digest);
+    ngx_http_linegate_redis_arg_str(a, &lr->idem.fp);
+    ngx_http_linegate_redis_arg_int(r, a, status);
+    ngx_http_linegate_redis_arg_str(a, body);
+    ngx_http_linegate_redis_arg_int(r, a, lmcf->idempotency_ttl);
+
+    if (ngx_http_linegate_redis_script(r,
+                                       NGX_HTTP_LINEGATE_SCRIPT_LR_IDEM_DONE,
+                                       0, a, ngx_http_linegate_idem_stored)
+        != NGX_OK)
+    {
+        ngx_http_linegate_idem_stored(r, NULL);
+    }
+}
+
+
+static void
+ngx_http_linegate_idem_stored(ngx_http_request_t *r, redisReply *reply)
+{
+    ngx_http_linegate_lr_t  *lr;
+
+    lr = ngx_http_linegate_lines_lr(r);
+
+    if (reply == NULL) {
+        /*
+         * The outcome happened: it is answered. The key stays locked
+         * ("in use") until the lock expires, so a retry cannot do the
+         * work twice meanwhile.
+         */
+        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                      NGX_HTTP_LINEGATE_LOG "the answer of line request "
+                      "\"%V\" could not be kept for idempotent replay",
+                      &lr->id);
+    }
+
+    lr->next(r, lr);
+}
+
+
+void
+ngx_http_linegate_idem_release(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr, ngx_http_linegate_idem_next_pt next)
+{
+    ngx_http_linegate_redis_args_t  *a;
+
+    if (lr->ws.len == 0) {
+        next(r, lr);
+        return;
+    }
+
+    lr->next = next;
+
+    a = &lr->args;
+    ngx_http_linegate_redis_args_init(a);
+
+    ngx_http_linegate_redis_arg_str(a, &lr->ws);
+    ngx_http_linegate_redis_arg_str(a, &lr->id);
+    ngx_http_linegate_redis_arg_str(a, &lr->idem.digest);
+
+    if (ngx_http_linegate_redis_script(r, NGX_HTTP_LINEGATE_SCRIPT_LR_RELEASE,
+                                       0, a, ngx_http_linegate_idem_released)
+        != NGX_OK)
+    {
+        ngx_http_linegate_idem_released(r, NULL);
+    }
+}
+
+
+static void
+ngx_http_linegate_idem_released(ngx_http_request_t *r, redisReply *reply)
+{
+    ngx_http_linegate_lr_t  *lr;
+
+    lr = ngx_http_linegate_lines_lr(r);
+
+    if (reply == NULL) {
+        /* lr_create's next call abandons a stale reservation */
+        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                      NGX_HTTP_LINEGATE_LOG "reservation \"%V\" could not "
+                      "be released", &lr->id);
+    }
+
+    lr->next(r, lr);
+}

@@ -1,2 +1,1226 @@
 
-/* linegate: line_create (placeholder). */
+/*
+ * linegate: POST /api/line-requests (SPEC 2.4), and the issuing of an
+ * add-on invoice, which payment_link reuses.
+ *
+ *   validate -> lr_create -+- included, refusals -> answer (kept under
+ *                          |                        the idempotency key)
+ *                          `- reserved -> invoice -> item -> finalize
+ *                                          -> lr_invoice_store -> 201
+ *   any failure after the reservation -> void/delete the invoice
+ *                          -> lr_release -> 502/503
+ *
+ * The reservation is written before Stripe is called, so parallel
+ * requests of one workspace can never both pass the "one request awaits
+ * payment" rule, and it is removed if billing fails, so nothing is left
+ * blocking the workspace. Stripe calls carry Idempotency-Keys derived
+ * from the line request id.
+ */
+
+
+#include "ngx_http_linegate_module.h"
+#include "ngx_http_linegate_lines.h"
+#include "ngx_http_linegate_json.h"
+#include "ngx_http_linegate_reply.h"
+#include "ngx_http_linegate_util.h"
+
+
+/* send_invoice invoices are due this many days after finalization */
+#define NGX_HTTP_LINEGATE_INVOICE_DAYS_DUE  "7"
+
+/* a reservation whose invoice never came is abandoned after this (ms) */
+#define NGX_HTTP_LINEGATE_LR_STALE  600000
+
+
+enum {
+    NGX_HTTP_LINEGATE_INVOICE_CREATE = 0,
+    NGX_HTTP_LINEGATE_INVOICE_ITEM,
+    NGX_HTTP_LINEGATE_INVOICE_FINALIZE,
+    NGX_HTTP_LINEGATE_INVOICE_VOID,
+    NGX_HTTP_LINEGATE_INVOICE_DELETE
+};
+
+
+static ngx_int_t ngx_http_linegate_create_validate(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr);
+static void ngx_http_linegate_create_invalid(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr, const char *field, const char *what);
+static ngx_int_t ngx_http_linegate_create_string(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr, const char *field, ngx_str_t *value,
+    ngx_uint_t required);
+static void ngx_http_linegate_create_name(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr, const char *field, ngx_str_t *value);
+static void ngx_http_linegate_create_kinds(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr);
+static void ngx_http_linegate_create_contacts(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr);
+static void ngx_http_linegate_create_applicable(ngx_http_linegate_lr_t *lr);
+static ngx_int_t ngx_http_linegate_create_email_valid(ngx_str_t *s);
+static ngx_int_t ngx_http_linegate_create_e164_valid(ngx_str_t *s);
+static ngx_int_t ngx_http_linegate_create_url_valid(ngx_str_t *s);
+static ngx_int_t ngx_http_linegate_create_digits(u_char *p, size_t n);
+
+static void ngx_http_linegate_create_script(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr);
+static void ngx_http_linegate_create_done(ngx_http_request_t *r,
+    redisReply *reply);
+static void ngx_http_linegate_create_outcome(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr, ngx_int_t code, redisReply *reply);
+static void ngx_http_linegate_create_replay(ngx_http_request_t *r,
+    redisReply *reply);
+static void ngx_http_linegate_create_answer(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr, ngx_uint_t status, json_t *obj);
+static void ngx_http_linegate_create_send(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr);
+static void ngx_http_linegate_create_reserved(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr, redisReply *reply);
+static void ngx_http_linegate_create_invoiced(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr);
+static void ngx_http_linegate_create_stored(ngx_http_request_t *r,
+    redisReply *reply);
+static void ngx_http_linegate_create_fail(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr, ngx_uint_t status, const char *code,
+    const char *message, ngx_int_t retry_after);
+static void ngx_http_linegate_create_discarded(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr);
+static void ngx_http_linegate_create_failed(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr);
+
+static void ngx_http_linegate_invoice_next(ngx_http_request_t *r,
+    ngx_http_linegate_ctx_t *ctx);
+static void ngx_http_linegate_invoice_item(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr);
+static void ngx_http_linegate_invoice_finalize(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr);
+static void ngx_http_linegate_invoice_end(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr, ngx_uint_t result);
+static void ngx_http_linegate_invoice_discarded(ngx_http_request_t *r,
+    ngx_http_linegate_ctx_t *ctx);
+static ngx_int_t ngx_http_linegate_invoice_metadata(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr, ngx_str_t *form);
+static void ngx_http_linegate_invoice_log(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr, const char *what);
+
+
+void
+ngx_http_linegate_line_create(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr)
+{
+    u_char  *id;
+
+    id = ngx_pnalloc(r->pool, NGX_HTTP_LINEGATE_ID_LEN);
+
+    if (id == NULL || ngx_http_linegate_new_id(id) != NGX_OK) {
+        ngx_http_linegate_internal_error(r);
+        return;
+    }
+
+    lr->id.data = id;
+    lr->id.len = NGX_HTTP_LINEGATE_ID_LEN;
+
+    /* any error is deferred: a bad credential is a 401 before all */
+    if (ngx_http_linegate_lines_parse(r, lr) == NGX_OK
+        && ngx_http_linegate_create_validate(r, lr) == NGX_OK)
+    {
+        (void) ngx_http_linegate_idem_prepare(r, lr);
+    }
+
+    ngx_http_linegate_create_script(r, lr);
+}
+
+
+/* validation (SPEC 2.4): the first failure is answered, naming its field */
+
+static ngx_int_t
+ngx_http_linegate_create_validate(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr)
+{
+    ngx_http_linegate_line_t  *l;
+
+    l = &lr->line;
+
+    ngx_http_linegate_create_name(r, lr, "firstName", &l->first_name);
+    ngx_http_linegate_create_name(r, lr, "lastName", &l->last_name);
+    ngx_http_linegate_create_kinds(r, lr);
+    ngx_http_linegate_create_contacts(r, lr);
+
+    if (lr->deferred) {
+        return NGX_ERROR;
+    }
+
+    ngx_http_linegate_create_applicable(lr);
+
+    l->id = lr->id;
+    l->date = lr->date;
+    l->created_at = lr->now_iso;
+    l->updated_at = lr->now_iso;
+
+    return NGX_OK;
+}
+
+
+/* defer "<field> <what>" as the 400 naming field */
+static void
+ngx_http_linegate_create_invalid(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr, const char *field, const char *what)
+{
+    u_char  *msg, *p;
+
+    if (lr->deferred) {
+        return;
+    }
+
+    msg = ngx_pnalloc(r->pool, ngx_strlen(field) + ngx_strlen(what) + 2);
+    if (msg == NULL) {
+        ngx_http_linegate_lines_defer(lr, NGX_HTTP_LINEGATE_LR_DEFER_FIELD,
+                                      field, "Invalid field");
+        return;
+    }
+
+    p = ngx_sprintf(msg, "%s %s", field, what);
+    *p = '\0';
+
+    ngx_http_linegate_lines_defer(lr, NGX_HTTP_LINEGATE_LR_DEFER_FIELD,
+                                  field, (const char *) msg);
+}
+
+
+/* NGX_OK: a non-empty string; NGX_DECLINED: absent, null or "" */
+static ngx_int_t
+ngx_http_linegate_create_string(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr, const char *field, ngx_str_t *value,
+    ngx_uint_t required)
+{
+    ngx_int_t  rc;
+
+    ngx_str_null(value);
+
+    rc = ngx_http_linegate_json_str(lr->ctx->body, field, value);
+
+    if (rc == NGX_ERROR) {
+        ngx_http_linegate_create_invalid(r, lr, field, "must be a string");
+        return NGX_ERROR;
+    }
+
+    if (rc == NGX_OK && value->len) {
+        return NGX_OK;
+    }
+
+    ngx_str_null(value);
+
+    if (required) {
+        ngx_http_linegate_create_invalid(r, lr, field, "is required");
+        return NGX_ERROR;
+    }
+
+    return NGX_DECLINED;
+}
+
+
+/* 1-100 characters (code points) once trimmed, no control characters */
+static void
+ngx_http_linegate_create_name(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr, const char *field, ngx_str_t *value)
+{
+    size_t  i, chars;
+
+    if (ngx_http_linegate_create_string(r, lr, field, value, 1) != NGX_OK) {
+        return;
+    }
+
+    ngx_http_linegate_trim(value);
+
+    chars = 0;
+
+    for (i = 0; i < value->len; i++) {
+        if (value->data[i] < 0x20 || value->data[i] == 0x7f) {
+            ngx_http_linegate_create_invalid(r, lr, field,
+                "must not contain control characters");
+            return;
+        }
+
+        /* jansson gave valid UTF-8: count the bytes that start one */
+        if ((value->data[i] & 0xc0) != 0x80) {
+            chars++;
+        }
+    }
+
+    if (chars == 0 || chars > 100) {
+        ngx_http_linegate_create_invalid(r, lr, field,
+            "must be 1 to 100 characters long");
+    }
+}
+
+
+static void
+ngx_http_linegate_create_kinds(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr)
+{
+    ngx_int_t   rc;
+    ngx_str_t  *ct, *lt;
+
+    ct = &lr->line.channel_type;
+    lt = &lr->line.line_type;
+
+    if (ngx_http_linegate_create_string(r, lr, "channelType", ct, 1)
+        == NGX_OK
+        && !ngx_http_linegate_line_is(ct, "phone")
+        && !ngx_http_linegate_line_is(ct, "email"))
+    {
+        ngx_http_linegate_create_invalid(r, lr, "channelType",
+                                         "must be \"phone\" or \"email\"");
+    }
+
+    rc = ngx_http_linegate_create_string(r, lr, "lineType", lt, 0);
+
+    if (rc == NGX_DECLINED) {
+        ngx_str_set(lt, "purchased");
+
+    } else if (rc == NGX_OK
+               && !ngx_http_linegate_line_is(lt, "purchased")
+               && !ngx_http_linegate_line_is(lt, "byon"))
+    {
+        ngx_http_linegate_create_invalid(r, lr, "lineType",
+                                         "must be \"purchased\" or \"byon\"");
+    }
+}
+
+
+static void
+ngx_http_linegate_create_contacts(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr)
+{
+    u_char                    *p;
+    ngx_uint_t                 email_line, byon;
+    ngx_http_linegate_line_t  *l;
+
+    l = &lr->line;
+
+    email_line = ngx_http_linegate_line_is(&l->channel_type, "email");
+    byon = !email_line && ngx_http_linegate_line_is(&l->line_type, "byon");
+
+    if (ngx_http_linegate_create_string(r, lr, "email", &l->email,
+                                        email_line || byon)
+        == NGX_OK
+        && !ngx_http_linegate_create_email_valid(&l->email))
+    {
+        ngx_http_linegate_create_invalid(r, lr, "email",
+            "must be a valid email address of at most 254 characters");
+    }
+
+    if (ngx_http_linegate_create_string(r, lr, "phone", &l->phone, byon)
+        == NGX_OK
+        && !ngx_http_linegate_create_e164_valid(&l->phone))
+    {
+        ngx_http_linegate_create_invalid(r, lr, "phone",
+            "must be an E.164 number: + and 8 to 15 digits");
+    }
+
+    if (ngx_http_linegate_create_string(r, lr, "zipcode", &l->zipcode, 0)
+        == NGX_OK
+        && !((l->zipcode.len == 5
+              && ngx_http_linegate_create_digits(l->zipcode.data, 5))
+             || (l->zipcode.len == 10
+                 && ngx_http_linegate_create_digits(l->zipcode.data, 5)
+                 && l->zipcode.data[5] == '-'
+                 && ngx_http_linegate_create_digits(l->zipcode.data + 6,
+                                                    4))))
+    {
+        ngx_http_linegate_create_invalid(r, lr, "zipcode",
+            "must be a 5-digit ZIP code or ZIP+4 (12345-6789)");
+    }
+
+    if (ngx_http_linegate_create_string(r, lr, "state", &l->state, 0)
+        == NGX_OK)
+    {
+        p = ngx_pnalloc(r->pool, 2);
+
+        if (l->state.len != 2 || !isalpha(l->state.data[0])
+            || !isalpha(l->state.data[1]) || p == NULL)
+        {
+            ngx_http_linegate_create_invalid(r, lr, "state",
+                                             "must be a 2-letter state code");
+
+        } else {
+            /* stored as written on envelopes */
+            p[0] = ngx_toupper(l->state.data[0]);
+            p[1] = ngx_toupper(l->state.data[1]);
+            l->state.data = p;
+        }
+    }
+
+    if (ngx_http_linegate_create_string(r, lr, "forwardCallsTo",
+                                        &l->forward_calls_to, 0)
+        == NGX_OK
+        && !ngx_http_linegate_create_e164_valid(&l->forward_calls_to))
+    {
+        ngx_http_linegate_create_invalid(r, lr, "forwardCallsTo",
+            "must be an E.164 number: + and 8 to 15 digits");
+    }
+
+    if (ngx_http_linegate_create_string(r, lr, "profileImageUrl",
+                                        &l->profile_image_url, 0)
+        == NGX_OK
+        && !ngx_http_linegate_create_url_valid(&l->profile_image_url))
+    {
+        ngx_http_linegate_create_invalid(r, lr, "profileImageUrl",
+            "must be an http:// or https:// URL of at most 2048 characters");
+    }
+}
+
+
+/*
+ * Keep only what applies to the kind of line (SPEC 2.4): email lines are
+ * "purchased" and have no phone details; a purchased phone line gets its
+ * number when set up (operator API), a BYON line brings it.
+ */
+static void
+ngx_http_linegate_create_applicable(ngx_http_linegate_lr_t *lr)
+{
+    ngx_http_linegate_line_t  *l;
+
+    l = &lr->line;
+
+    if (ngx_http_linegate_line_is(&l->channel_type, "email")) {
+        ngx_str_set(&l->line_type, "purchased");
+        ngx_str_null(&l->phone);
+        ngx_str_null(&l->forward_calls_to);
+        ngx_str_null(&l->zipcode);
+        ngx_str_null(&l->state);
+        return;
+    }
+
+    if (ngx_http_linegate_line_is(&l->line_type, "byon")) {
+        ngx_str_null(&l->zipcode);
+        ngx_str_null(&l->state);
+        return;
+    }
+
+    ngx_str_null(&l->phone);
+}
+
+
+#define ngx_http_linegate_alnum(c)                                          \
+    (((c) >= 'a' && (c) <= 'z') || ((c) >= 'A' && (c) <= 'Z')              \
+     || ((c) >= '0' && (c) <= '9'))
+
+
+/* a plausible address: dot-atom local part, two or more DNS labels */
+static ngx_int_t
+ngx_http_linegate_create_email_valid(ngx_str_t *s)
+{
+    u_char      *p, *at, *end, *label;
+    size_t       len;
+    ngx_uint_t   labels;
+
+    static const char  atext[] = "!#$%&'*+/=?^_`{|}~-";
+
+    if (s->len > 254) {
+        return 0;
+    }
+
+    end = s->data + s->len;
+    at = NULL;
+
+    for (p = s->data; p < end; p++) {
+        if (*p == '@') {
+            at = p;
+        }
+    }
+
+    if (at == NULL || at == s->data || at - s->data > 64) {
+        return 0;
+    }
+
+    for (p = s->data; p < at; p++) {
+        if (ngx_http_linegate_alnum(*p)
+            || (*p < 0x80 && ngx_strchr(atext, *p) != NULL))
+        {
+            continue;
+        }
+
+        if (*p == '.' && p != s->data && p + 1 != at && p[1] != '.') {
+            continue;
+        }
+
+        return 0;
+    }
+
+    labels = 0;
+    label = at + 1;
+
+    for (p = at + 1; p <= end; p++) {
+
+        if (p == end || *p == '.') {
+            len = p - label;
+
+            if (len == 0 || len > 63 || label[0] == '-' || p[-1] == '-') {
+                return 0;
+            }
+
+            labels++;
+            label = p + 1;
+            continue;
+        }
+
+        if (!ngx_http_linegate_alnum(*p) && *p != '-') {
+            return 0;
+        }
+    }
+
+    return labels >= 2;
+}
+
+
+static ngx_int_t
+ngx_http_linegate_create_e164_valid(ngx_str_t *s)
+{
+    return s->len >= 9 && s->len <= 16 && s->data[0] == '+'
+           && ngx_http_linegate_create_digits(s->data + 1, s->len - 1);
+}
+
+
+static ngx_int_t
+ngx_http_linegate_create_url_valid(ngx_str_t *s)
+{
+    size_t  i, skip;
+
+    if (s->len > 2048) {
+        return 0;
+    }
+
+    if (s->len > 7 && ngx_strncasecmp(s->data, (u_char *) "http://", 7) == 0)
+    {
+        skip = 7;
+
+    } else if (s->len > 8
+               && ngx_strncasecmp(s->data, (u_char *) "https://", 8) == 0)
+    {
+        skip = 8;
+
+    } else {
+        return 0;
+    }
+
+    /* a host, and nothing a client would have to escape */
+    if (s->data[skip] == '/' || s->data[skip] == '?' || s->data[skip] == '#')
+    {
+        return 0;
+    }
+
+    for (i = skip; i < s->len; i++) {
+        if (s->data[i] <= 0x20 || s->data[i] >= 0x7f) {
+            return 0;
+        }
+    }
+
+    return 1;
+}
+
+
+static ngx_int_t
+ngx_http_linegate_create_digits(u_char *p, size_t n)
+{
+    size_t  i;
+
+    for (i = 0; i < n; i++) {
+        if (p[i] < '0' || p[i] > '9') {
+            return 0;
+        }
+    }
+
+    return 1;
+}
+
+
+/* the decision (lr_create) */
+
+static void
+ngx_http_linegate_create_script(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr)
+{
+    ngx_http_linegate_line_t        *l;
+    ngx_http_linegate_redis_args_t  *a;
+
+    a = &lr->args;
+    l = &lr->line;
+
+    ngx_http_linegate_lines_args(r, lr, lr->deferred
+                                        ? NGX_HTTP_LINEGATE_LR_GATE
+                                        : NGX_HTTP_LINEGATE_LR_WORK);
+
+    ngx_http_linegate_redis_arg_str(a, &lr->id);
+    ngx_http_linegate_redis_arg_int(r, a, lr->now_ms);
+    ngx_http_linegate_redis_arg_str(a, &lr->now_iso);
+    ngx_http_linegate_redis_arg_str(a, &l->channel_type);
+    ngx_http_linegate_redis_arg_str(a, &l->line_type);
+    ngx_http_linegate_redis_arg_str(a, &l->first_name);
+    ngx_http_linegate_redis_arg_str(a, &l->last_name);
+    ngx_http_linegate_redis_arg_str(a, &l->email);
+    ngx_http_linegate_redis_arg_str(a, &l->phone);
+    ngx_http_linegate_redis_arg_str(a, &l->forward_calls_to);
+    ngx_http_linegate_redis_arg_str(a, &l->profile_image_url);
+    ngx_http_linegate_redis_arg_str(a, &l->zipcode);
+    ngx_http_linegate_redis_arg_str(a, &l->state);
+    ngx_http_linegate_redis_arg_str(a, &lr->idem.digest);
+    ngx_http_linegate_redis_arg_str(a, &lr->idem.fp);
+    ngx_http_linegate_redis_arg_int(r, a, NGX_HTTP_LINEGATE_IDEM_LOCK_TTL);
+    ngx_http_linegate_redis_arg_int(r, a, NGX_HTTP_LINEGATE_LR_STALE);
+
+    (void) ngx_http_linegate_lines_script(r, lr,
+                                          NGX_HTTP_LINEGATE_SCRIPT_LR_CREATE,
+                                          ngx_http_linegate_create_done);
+}
+
+
+static void
+ngx_http_linegate_create_done(ngx_http_request_t *r, redisReply *reply)
+{
+    ngx_int_t                code;
+    ngx_http_linegate_lr_t  *lr;
+
+    lr = ngx_http_linegate_lines_lr(r);
+
+    code = ngx_http_linegate_lines_gate(r, lr, reply);
+
+    if (code == NGX_DONE) {
+        return;
+    }
+
+    lr->line.workspace = lr->ws;
+
+    ngx_http_linegate_create_outcome(r, lr, code, reply);
+}
+
+
+static void
+ngx_http_linegate_create_outcome(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr, ngx_int_t code, redisReply *reply)
+{
+    json_t     *obj;
+    ngx_str_t   pending;
+
+    static ngx_str_t  forbidden = ngx_string("forbidden_line_type");
+    static ngx_str_t  awaiting = ngx_string(NGX_HTTP_LINEGATE_LR_AWAITING);
+
+    switch (code) {
+
+    case NGX_HTTP_LINEGATE_LR_REPLAY:
+        ngx_http_linegate_create_replay(r, reply);
+        return;
+
+    case NGX_HTTP_LINEGATE_LR_IDEM_MISMATCH:
+        ngx_http_linegate_error(r, NGX_HTTP_LINEGATE_LR_UNPROCESSABLE,
+                                "IDEMPOTENCY_KEY_MISMATCH",
+                                "This Idempotency-Key was used with a "
+                                "different request body");
+        return;
+
+    case NGX_HTTP_LINEGATE_LR_IDEM_IN_USE:
+        ngx_http_linegate_error(r, NGX_HTTP_CONFLICT,
+                                "IDEMPOTENCY_KEY_IN_USE",
+                                "A request with this Idempotency-Key is "
+                                "still being processed");
+        return;
+
+    case NGX_HTTP_LINEGATE_LR_READ_ONLY:
+        ngx_http_linegate_lines_read_only(r, reply, 3);
+        return;
+
+    case NGX_HTTP_LINEGATE_LR_SUBSCRIPTION:
+        ngx_http_linegate_create_answer(r, lr, NGX_HTTP_FORBIDDEN,
+                       ngx_http_linegate_lines_subscription_required());
+        return;
+
+    case NGX_HTTP_LINEGATE_LR_FORBIDDEN:
+        ngx_http_linegate_create_answer(r, lr, NGX_HTTP_FORBIDDEN,
+                       ngx_http_linegate_lines_refusal(&forbidden,
+                           "The workspace's plan does not allow another "
+                           "line of this type"));
+        return;
+
+    case NGX_HTTP_LINEGATE_LR_PENDING:
+        obj = ngx_http_linegate_lines_refusal(&awaiting,
+                  "Another line request is awaiting payment: pay or "
+                  "cancel it first");
+
+        if (obj != NULL
+            && (ngx_http_linegate_reply_str(reply, 3, &pending) != NGX_OK
+                || json_object_set_new(obj, "pendingRequestId",
+                       json_stringn((const char *) pending.data,
+                                    pending.len))
+                   != 0))
+        {
+            json_decref(obj);
+            obj = NULL;
+        }
+
+        ngx_http_linegate_create_answer(r, lr, NGX_HTTP_CONFLICT, obj);
+        return;
+
+    case NGX_HTTP_LINEGATE_LR_NO_CUSTOMER:
+        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                      NGX_HTTP_LINEGATE_LOG "workspace \"%V\" has no "
+                      "stripeCustomerId: an add-on line cannot be billed",
+                      &lr->ws);
+        ngx_http_linegate_error(r, NGX_HTTP_BAD_GATEWAY,
+                                "BILLING_UNAVAILABLE",
+                                "Billing is not set up for this workspace");
+        return;
+
+    case NGX_HTTP_LINEGATE_LR_OK:
+        ngx_str_set(&lr->line.status, "provisioning");
+        ngx_str_set(&lr->line.payment_status, "not_required");
+        ngx_http_linegate_create_answer(r, lr, NGX_HTTP_CREATED,
+                       ngx_http_linegate_line_status_json(r, &lr->line));
+        return;
+
+    case NGX_HTTP_LINEGATE_LR_RESERVED:
+        ngx_http_linegate_create_reserved(r, lr, reply);
+        return;
+
+    default:
+        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                      NGX_HTTP_LINEGATE_LOG "lr_create answered %i", code);
+        ngx_http_linegate_internal_error(r);
+        return;
+    }
+}
+
+
+static void
+ngx_http_linegate_create_replay(ngx_http_request_t *r, redisReply *reply)
+{
+    u_char                   *p;
+    int64_t                   status;
+    ngx_str_t                 body;
+    ngx_http_linegate_ctx_t  *ctx;
+
+    if (ngx_http_linegate_reply_int(reply, 3, &status) != NGX_OK
+        || status < 200 || status > 599
+        || ngx_http_linegate_reply_str(reply, 4, &body) != NGX_OK)
+    {
+        ngx_http_linegate_internal_error(r);
+        return;
+    }
+
+    /* the reply is freed when this handler returns */
+    p = ngx_pnalloc(r->pool, body.len ? body.len : 1);
+    if (p == NULL) {
+        ngx_http_linegate_internal_error(r);
+        return;
+    }
+
+    ngx_memcpy(p, body.data, body.len);
+
+    ctx = ngx_http_linegate_get_ctx(r);
+    ctx->replayed = 1;
+    ngx_str_set(&ctx->outcome, "replayed");
+
+    ngx_http_linegate_send_body(r, (ngx_uint_t) status, p, body.len);
+}
+
+
+/* a business outcome: kept under the idempotency key, then answered */
+static void
+ngx_http_linegate_create_answer(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr, ngx_uint_t status, json_t *obj)
+{
+    json_t  *state;
+
+    /* $linegate_outcome: the "status" of the answer */
+    state = obj ? json_object_get(obj, "status") : NULL;
+
+    if (json_is_string(state)) {
+        (void) ngx_http_linegate_pstr(r->pool, &lr->ctx->outcome,
+                                      (u_char *) json_string_value(state),
+                                      json_string_length(state));
+    }
+
+    if (obj == NULL
+        || ngx_http_linegate_json_dump(r->pool, obj, &lr->body) != NGX_OK)
+    {
+        json_decref(obj);
+        ngx_http_linegate_create_fail(r, lr, NGX_HTTP_INTERNAL_SERVER_ERROR,
+                                      "INTERNAL_ERROR", "Internal error", -1);
+        return;
+    }
+
+    json_decref(obj);
+
+    lr->status = status;
+
+    ngx_http_linegate_idem_store(r, lr, status, &lr->body,
+                                 ngx_http_linegate_create_send);
+}
+
+
+static void
+ngx_http_linegate_create_send(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr)
+{
+    ngx_http_linegate_send_body(r, lr->status, lr->body.data, lr->body.len);
+}
+
+
+/* add-on: the reservation is written, bill it */
+
+static void
+ngx_http_linegate_create_reserved(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr, redisReply *reply)
+{
+    ngx_str_t   customer;
+    ngx_str_t  *key;
+
+    key = &lr->invoice.key;
+    key->data = ngx_pnalloc(r->pool, sizeof("lg-") - 1 + lr->id.len);
+
+    if (ngx_http_linegate_reply_str(reply, 3, &customer) != NGX_OK
+        || ngx_http_linegate_pstr(r->pool, &lr->customer, customer.data,
+                                  customer.len)
+           == NULL
+        || key->data == NULL)
+    {
+        ngx_http_linegate_create_fail(r, lr, NGX_HTTP_INTERNAL_SERVER_ERROR,
+                                      "INTERNAL_ERROR", "Internal error", -1);
+        return;
+    }
+
+    key->len = ngx_sprintf(key->data, "lg-%V", &lr->id) - key->data;
+
+    ngx_str_set(&lr->line.status, NGX_HTTP_LINEGATE_LR_AWAITING);
+    ngx_str_set(&lr->line.payment_status, "unpaid");
+
+    lr->invoice.done = ngx_http_linegate_create_invoiced;
+    ngx_http_linegate_invoice_issue(r, lr);
+}
+
+
+static void
+ngx_http_linegate_create_invoiced(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr)
+{
+    json_t                          *obj;
+    ngx_http_linegate_redis_args_t  *a;
+    ngx_http_linegate_main_conf_t   *lmcf;
+
+    lmcf = ngx_http_get_module_main_conf(r, ngx_http_linegate_module);
+
+    if (lr->invoice.result != NGX_HTTP_LINEGATE_STRIPE_OK) {
+        lr->fail_result = lr->invoice.result;
+        ngx_http_linegate_create_fail(r, lr, 0, NULL, NULL,
+                                      lr->invoice.retry_after);
+        return;
+    }
+
+    lr->line.invoice_id = lr->invoice.id;
+    lr->line.payment_url = lr->invoice.url;
+
+    obj = ngx_http_linegate_line_status_json(r, &lr->line);
+
+    if (obj == NULL
+        || ngx_http_linegate_json_dump(r->pool, obj, &lr->body) != NGX_OK)
+    {
+        json_decref(obj);
+        ngx_http_linegate_create_fail(r, lr, NGX_HTTP_INTERNAL_SERVER_ERROR,
+                                      "INTERNAL_ERROR", "Internal error", -1);
+        return;
+    }
+
+    json_decref(obj);
+
+    lr->status = NGX_HTTP_CREATED;
+
+    a = &lr->args;
+    ngx_http_linegate_redis_args_init(a);
+
+    ngx_http_linegate_redis_arg_str(a, &lr->ws);
+    ngx_http_linegate_redis_arg_str(a, &lr->id);
+    ngx_http_linegate_redis_arg_str(a, &lr->invoice.id);
+    ngx_http_linegate_redis_arg_str(a, &lr->invoice.url);
+    ngx_http_linegate_redis_arg_int(r, a, lr->now_ms);
+    ngx_http_linegate_redis_arg_str(a, &lr->idem.digest);
+    ngx_http_linegate_redis_arg_str(a, &lr->idem.fp);
+    ngx_http_linegate_redis_arg_int(r, a, NGX_HTTP_CREATED);
+    ngx_http_linegate_redis_arg_str(a, &lr->body);
+    ngx_http_linegate_redis_arg_int(r, a, lmcf->idempotency_ttl);
+
+    if (ngx_http_linegate_redis_script(r,
+                                     NGX_HTTP_LINEGATE_SCRIPT_LR_INVOICE_STORE,
+                                     0, a, ngx_http_linegate_create_stored)
+        != NGX_OK)
+    {
+        ngx_http_linegate_create_stored(r, NULL);
+    }
+}
+
+
+static void
+ngx_http_linegate_create_stored(ngx_http_request_t *r, redisReply *reply)
+{
+    ngx_http_linegate_lr_t   *lr;
+    ngx_http_linegate_ctx_t  *ctx;
+
+    lr = ngx_http_linegate_lines_lr(r);
+    ctx = lr->ctx;
+
+    if (reply == NULL) {
+        ngx_http_linegate_create_fail(r, lr, NGX_HTTP_SERVICE_UNAVAILABLE,
+                                      "STORE_UNAVAILABLE",
+                                      "The store is unavailable, retry "
+                                      "shortly", 1);
+        return;
+    }
+
+    if (reply->type != REDIS_REPLY_INTEGER || reply->integer != 1) {
+        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                      NGX_HTTP_LINEGATE_LOG "reservation \"%V\" was "
+                      "abandoned before its invoice \"%V\" was stored",
+                      &lr->id, &lr->invoice.id);
+        lr->fail_result = NGX_HTTP_LINEGATE_STRIPE_UNAVAILABLE;
+        ngx_http_linegate_create_fail(r, lr, 0, NULL, NULL, -1);
+        return;
+    }
+
+    ngx_str_set(&ctx->outcome, "awaiting_payment");
+
+    ngx_http_linegate_send_body(r, lr->status, lr->body.data, lr->body.len);
+}
+
+
+/*
+ * Something failed after lr_create: discard the invoice, drop the
+ * reservation and free the idempotency lock, then answer. status 0:
+ * billing failed (lr->fail_result says how).
+ */
+static void
+ngx_http_linegate_create_fail(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr, ngx_uint_t status, const char *code,
+    const char *message, ngx_int_t retry_after)
+{
+    lr->fail_status = status;
+    lr->fail_code = code;
+    lr->fail_message = message;
+    lr->fail_retry_after = retry_after;
+
+    lr->invoice.done = ngx_http_linegate_create_discarded;
+    ngx_http_linegate_invoice_discard(r, lr);
+}
+
+
+static void
+ngx_http_linegate_create_discarded(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr)
+{
+    ngx_http_linegate_idem_release(r, lr, ngx_http_linegate_create_failed);
+}
+
+
+static void
+ngx_http_linegate_create_failed(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr)
+{
+    ngx_http_linegate_ctx_t  *ctx;
+
+    ctx = lr->ctx;
+
+    if (lr->fail_status == 0) {
+        ngx_http_linegate_lines_billing_error(r, lr->fail_result,
+                                              lr->fail_retry_after);
+        return;
+    }
+
+    if (lr->fail_retry_after >= 0) {
+        ctx->retry_after = lr->fail_retry_after;
+    }
+
+    ngx_http_linegate_error(r, lr->fail_status, lr->fail_code,
+                            lr->fail_message);
+}
+
+
+/* issuing an invoice: draft, its one item, finalize */
+
+void
+ngx_http_linegate_invoice_issue(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr)
+{
+    ngx_str_t    form;
+    ngx_pool_t  *pool;
+
+    pool = r->pool;
+
+    ngx_str_null(&lr->invoice.id);
+    ngx_str_null(&lr->invoice.url);
+    ngx_str_null(&lr->invoice.status);
+    lr->invoice.retry_after = -1;
+    lr->invoice.step = NGX_HTTP_LINEGATE_INVOICE_CREATE;
+
+    ngx_str_null(&form);
+
+    /*
+     * A draft of our own (pending items of the customer stay out of it),
+     * sent as a payable link rather than charged.
+     */
+    if (ngx_http_linegate_form_add(pool, &form, "customer", &lr->customer)
+        != NGX_OK
+        || ngx_http_linegate_form_add_cstr(pool, &form, "collection_method",
+                                           "send_invoice")
+           != NGX_OK
+        || ngx_http_linegate_form_add_cstr(pool, &form, "days_until_due",
+                                       NGX_HTTP_LINEGATE_INVOICE_DAYS_DUE)
+           != NGX_OK
+        || ngx_http_linegate_form_add_cstr(pool, &form,
+                                           "pending_invoice_items_behavior",
+                                           "exclude")
+           != NGX_OK
+        || ngx_http_linegate_form_add_cstr(pool, &form, "auto_advance",
+                                           "false")
+           != NGX_OK
+        || ngx_http_linegate_invoice_metadata(r, lr, &form) != NGX_OK
+        || ngx_http_linegate_lines_stripe(r, lr, NGX_HTTP_POST,
+                                          "v1/invoices", NULL, NULL, &form,
+                                          "-invoice",
+                                          ngx_http_linegate_invoice_next)
+           != NGX_OK)
+    {
+        ngx_http_linegate_invoice_end(r, lr,
+                                      NGX_HTTP_LINEGATE_STRIPE_UNAVAILABLE);
+    }
+}
+
+
+static void
+ngx_http_linegate_invoice_next(ngx_http_request_t *r,
+    ngx_http_linegate_ctx_t *ctx)
+{
+    ngx_uint_t               result;
+    ngx_http_linegate_lr_t  *lr;
+
+    lr = ctx->data;
+
+    result = ngx_http_linegate_stripe_result(ctx);
+
+    if (result != NGX_HTTP_LINEGATE_STRIPE_OK) {
+        lr->invoice.retry_after = ctx->stripe_retry_after;
+        ngx_http_linegate_invoice_log(r, lr, "failed");
+        ngx_http_linegate_invoice_end(r, lr, result);
+        return;
+    }
+
+    switch (lr->invoice.step) {
+
+    case NGX_HTTP_LINEGATE_INVOICE_CREATE:
+        if (ngx_http_linegate_lines_invoice_read(r, lr) != NGX_OK) {
+            break;
+        }
+
+        ngx_http_linegate_invoice_item(r, lr);
+        return;
+
+    case NGX_HTTP_LINEGATE_INVOICE_ITEM:
+        ngx_http_linegate_invoice_finalize(r, lr);
+        return;
+
+    default: /* NGX_HTTP_LINEGATE_INVOICE_FINALIZE */
+        if (ngx_http_linegate_lines_invoice_read(r, lr) != NGX_OK
+            || lr->invoice.url.len == 0
+            || !(ngx_http_linegate_line_is(&lr->invoice.status, "open")
+                 || ngx_http_linegate_line_is(&lr->invoice.status, "paid")))
+        {
+            ngx_http_linegate_invoice_log(r, lr, "finalized badly");
+            break;
+        }
+
+        ngx_http_linegate_invoice_end(r, lr, NGX_HTTP_LINEGATE_STRIPE_OK);
+        return;
+    }
+
+    ngx_http_linegate_invoice_end(r, lr,
+                                  NGX_HTTP_LINEGATE_STRIPE_UNAVAILABLE);
+}
+
+
+static void
+ngx_http_linegate_invoice_item(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr)
+{
+    ngx_str_t                       form, *price;
+    ngx_pool_t                     *pool;
+    const char                     *param;
+    ngx_http_linegate_main_conf_t  *lmcf;
+
+    lmcf = ngx_http_get_module_main_conf(r, ngx_http_linegate_module);
+    pool = r->pool;
+
+    lr->invoice.step = NGX_HTTP_LINEGATE_INVOICE_ITEM;
+
+    price = ngx_http_linegate_line_is(&lr->line.channel_type, "email")
+            ? &lmcf->price_email : &lmcf->price_phone;
+
+    /* Stripe moved the price of an invoice item in 2025-03-31.basil */
+    param = (lmcf->stripe_version.len >= 10
+             && ngx_strncmp(lmcf->stripe_version.data, "2025-03-31", 10)
+                >= 0)
+            ? "pricing[price]" : "price";
+
+    ngx_str_null(&form);
+
+    if (ngx_http_linegate_form_add(pool, &form, "customer", &lr->customer)
+        != NGX_OK
+        || ngx_http_linegate_form_add(pool, &form, param, price) != NGX_OK
+        || ngx_http_linegate_form_add(pool, &form, "invoice",
+                                      &lr->invoice.id)
+           != NGX_OK
+        || ngx_http_linegate_form_add_cstr(pool, &form, "description",
+               ngx_http_linegate_line_is(&lr->line.channel_type, "email")
+               ? "Additional email line" : "Additional phone line")
+           != NGX_OK
+        || ngx_http_linegate_invoice_metadata(r, lr, &form) != NGX_OK
+        || ngx_http_linegate_lines_stripe(r, lr, NGX_HTTP_POST,
+                                          "v1/invoiceitems", NULL, NULL,
+                                          &form, "-item",
+                                          ngx_http_linegate_invoice_next)
+           != NGX_OK)
+    {
+        ngx_http_linegate_invoice_end(r, lr,
+                                      NGX_HTTP_LINEGATE_STRIPE_UNAVAILABLE);
+    }
+}
+
+
+static void
+ngx_http_linegate_invoice_finalize(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr)
+{
+    ngx_str_t  form;
+
+    lr->invoice.step = NGX_HTTP_LINEGATE_INVOICE_FINALIZE;
+
+    ngx_str_null(&form);
+
+    if (ngx_http_linegate_form_add_cstr(r->pool, &form, "auto_advance",
+                                        "false")
+        != NGX_OK
+        || ngx_http_linegate_lines_stripe(r, lr, NGX_HTTP_POST,
+                                          "v1/invoices", &lr->invoice.id,
+                                          "/finalize", &form, "-finalize",
+                                          ngx_http_linegate_invoice_next)
+           != NGX_OK)
+    {
+        ngx_http_linegate_invoice_end(r, lr,
+                                      NGX_HTTP_LINEGATE_STRIPE_UNAVAILABLE);
+    }
+}
+
+
+static void
+ngx_http_linegate_invoice_end(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr, ngx_uint_t result)
+{
+    lr->invoice.result = result;
+    lr->invoice.done(r, lr);
+}
+
+
+static ngx_int_t
+ngx_http_linegate_invoice_metadata(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr, ngx_str_t *form)
+{
+    if (ngx_http_linegate_form_add(r->pool, form, "metadata[workspace_id]",
+                                   &lr->ws)
+        != NGX_OK
+        || ngx_http_linegate_form_add(r->pool, form,
+                                      "metadata[line_request_id]", &lr->id)
+           != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    return NGX_OK;
+}
+
+
+/* discarding an invoice nobody will be asked to pay */
+
+void
+ngx_http_linegate_invoice_discard(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr)
+{
+    if (lr->invoice.id.len == 0) {
+        lr->invoice.done(r, lr);
+        return;
+    }
+
+    lr->invoice.step = NGX_HTTP_LINEGATE_INVOICE_VOID;
+
+    if (ngx_http_linegate_lines_stripe(r, lr, NGX_HTTP_POST, "v1/invoices",
+                                       &lr->invoice.id, "/void", NULL,
+                                       "-void",
+                                       ngx_http_linegate_invoice_discarded)
+        != NGX_OK)
+    {
+        ngx_http_linegate_invoice_log(r, lr, "could not be voided");
+        lr->invoice.done(r, lr);
+    }
+}
+
+
+static void
+ngx_http_linegate_invoice_discarded(ngx_http_request_t *r,
+    ngx_http_linegate_ctx_t *ctx)
+{
+    ngx_uint_t               result;
+    ngx_http_linegate_lr_t  *lr;
+
+    lr = ctx->data;
+
+    result = ngx_http_linegate_stripe_result(ctx);
+
+    if (lr->invoice.step == NGX_HTTP_LINEGATE_INVOICE_VOID
+        && result == NGX_HTTP_LINEGATE_STRIPE_REFUSED)
+    {
+        /* a draft cannot be voided, only deleted */
+        lr->invoice.step = NGX_HTTP_LINEGATE_INVOICE_DELETE;
+
+        if (ngx_http_linegate_lines_stripe(r, lr, NGX_HTTP_DELETE,
+                                           "v1/invoices", &lr->invoice.id,
+                                           NULL, NULL, NULL,
+                                           ngx_http_linegate_invoice_discarded)
+            == NGX_OK)
+        {
+            return;
+        }
+    }
+
+    ngx_http_linegate_invoice_log(r, lr, result == NGX_HTTP_LINEGATE_STRIPE_OK
+                                         ? "discarded"
+                                         : "could not be discarded");
+
+    lr->invoice.done(r, lr);
+}
+
+
+static void
+ngx_http_linegate_invoice_log(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr, const char *what)
+{
+    ngx_uint_t                level;
+    ngx_http_linegate_ctx_t  *ctx;
+
+    static const char  *steps[] = {
+        "create", "item", "finalize", "void", "delete"
+    };
+
+    ctx = lr->ctx;
+
+    level = ngx_strcmp(what, "discarded") == 0 ? NGX_LOG_INFO : NGX_LOG_WARN;
+
+    /* Stripe's message, never its body: it may describe a card */
+    ngx_log_error(level, r->connection->log, 0,
+                  NGX_HTTP_LINEGATE_LOG "invoice \"%V\" of line request "
+                  "\"%V\" %s at step %s: Stripe status %i, %s",
+                  &lr->invoice.id, &lr->id, what,
+                  steps[lr->invoice.step], ctx->stripe_status,
+                  ngx_http_linegate_stripe_error_message(ctx));
+}

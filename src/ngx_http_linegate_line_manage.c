@@ -1,2 +1,859 @@
 
-/* linegate: line_manage (placeholder). */
+/*
+ * linegate: POST /api/line-requests/:id (SPEC 2.6), for a request that
+ * awaits payment.
+ *
+ *   payment_link: ask Stripe how the invoice stands;
+ *     open          -> the same link (reused: true)
+ *     paid          -> promote (lr_resolve), answer as GET does
+ *     void, uncollectible -> lr_reissue_claim -> [void the old one]
+ *                   -> issue a new invoice -> lr_reissue_store
+ *                   -> the new link (reused: false)
+ *   cancel: void at Stripe first;
+ *     voided        -> cancel (lr_resolve) -> 200 canceled
+ *     refused       -> ask Stripe: paid -> promote -> 409 provisioning
+ *     unreachable   -> 502, nothing changed
+ *
+ * Redis is changed only after Stripe has said what happened, and only
+ * while the request still names the invoice Stripe spoke of.
+ */
+
+
+#include "ngx_http_linegate_module.h"
+#include "ngx_http_linegate_lines.h"
+#include "ngx_http_linegate_json.h"
+#include "ngx_http_linegate_reply.h"
+
+
+#define NGX_HTTP_LINEGATE_ACTION_PAYMENT_LINK  1
+#define NGX_HTTP_LINEGATE_ACTION_CANCEL        2
+
+
+static void ngx_http_linegate_manage_action(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr);
+static void ngx_http_linegate_manage_done(ngx_http_request_t *r,
+    redisReply *reply);
+static ngx_int_t ngx_http_linegate_manage_load(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr, redisReply *reply);
+static ngx_int_t ngx_http_linegate_manage_key(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr, ngx_str_t *seq);
+static void ngx_http_linegate_manage_refuse(ngx_http_request_t *r,
+    redisReply *reply, ngx_uint_t i);
+static void ngx_http_linegate_manage_conflict(ngx_http_request_t *r,
+    ngx_str_t *state);
+static void ngx_http_linegate_manage_busy(ngx_http_request_t *r);
+static void ngx_http_linegate_manage_stripe_error(ngx_http_request_t *r,
+    ngx_http_linegate_ctx_t *ctx);
+
+static void ngx_http_linegate_link_check(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr);
+static void ngx_http_linegate_link_checked(ngx_http_request_t *r,
+    ngx_http_linegate_ctx_t *ctx);
+static void ngx_http_linegate_link_send(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr, ngx_uint_t reused);
+static void ngx_http_linegate_link_resolved(ngx_http_request_t *r,
+    redisReply *reply);
+static void ngx_http_linegate_link_claim(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr);
+static void ngx_http_linegate_link_claimed(ngx_http_request_t *r,
+    redisReply *reply);
+static void ngx_http_linegate_link_old_voided(ngx_http_request_t *r,
+    ngx_http_linegate_ctx_t *ctx);
+static void ngx_http_linegate_link_issue(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr);
+static void ngx_http_linegate_link_issued(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr);
+static void ngx_http_linegate_link_stored(ngx_http_request_t *r,
+    redisReply *reply);
+static void ngx_http_linegate_link_discarded(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr);
+static void ngx_http_linegate_link_abort(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr, ngx_http_linegate_lr_pt next);
+static void ngx_http_linegate_link_aborted(ngx_http_request_t *r,
+    redisReply *reply);
+static void ngx_http_linegate_link_recheck(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr);
+static void ngx_http_linegate_link_failed(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr);
+
+static void ngx_http_linegate_cancel_void(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr);
+static void ngx_http_linegate_cancel_voided(ngx_http_request_t *r,
+    ngx_http_linegate_ctx_t *ctx);
+static void ngx_http_linegate_cancel_checked(ngx_http_request_t *r,
+    ngx_http_linegate_ctx_t *ctx);
+static void ngx_http_linegate_cancel_resolved(ngx_http_request_t *r,
+    redisReply *reply);
+
+
+void
+ngx_http_linegate_line_manage(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr)
+{
+    ngx_http_linegate_redis_args_t  *a;
+
+    /* a malformed id is answered first, a malformed body next */
+    if (!lr->deferred && ngx_http_linegate_lines_parse(r, lr) == NGX_OK) {
+        ngx_http_linegate_manage_action(r, lr);
+    }
+
+    ngx_http_linegate_lines_args(r, lr, lr->deferred
+                                        ? NGX_HTTP_LINEGATE_LR_GATE
+                                        : NGX_HTTP_LINEGATE_LR_WORK);
+    a = &lr->args;
+
+    ngx_http_linegate_redis_arg_str(a, &lr->id);
+    ngx_http_linegate_redis_arg_cstr(a,
+        lr->action == NGX_HTTP_LINEGATE_ACTION_CANCEL ? "cancel"
+                                                      : "payment_link");
+    ngx_http_linegate_redis_arg_str(a, &lr->date);
+    ngx_http_linegate_redis_arg_int(r, a, lr->now_ms);
+    ngx_http_linegate_redis_arg_int(r, a, NGX_HTTP_LINEGATE_LR_REISSUE_HOLD);
+
+    (void) ngx_http_linegate_lines_script(r, lr,
+                                          NGX_HTTP_LINEGATE_SCRIPT_LR_MANAGE,
+                                          ngx_http_linegate_manage_done);
+}
+
+
+static void
+ngx_http_linegate_manage_action(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr)
+{
+    ngx_int_t  rc;
+    ngx_str_t  action;
+
+    rc = ngx_http_linegate_json_str(lr->ctx->body, "action", &action);
+
+    if (rc == NGX_ERROR) {
+        ngx_http_linegate_lines_defer(lr, NGX_HTTP_LINEGATE_LR_DEFER_FIELD,
+                                      "action", "action must be a string");
+        return;
+    }
+
+    if (rc == NGX_OK && ngx_http_linegate_line_is(&action, "payment_link")) {
+        lr->action = NGX_HTTP_LINEGATE_ACTION_PAYMENT_LINK;
+        return;
+    }
+
+    if (rc == NGX_OK && ngx_http_linegate_line_is(&action, "cancel")) {
+        lr->action = NGX_HTTP_LINEGATE_ACTION_CANCEL;
+        return;
+    }
+
+    ngx_http_linegate_lines_defer(lr, NGX_HTTP_LINEGATE_LR_DEFER_PLAIN, NULL,
+                                  "Unsupported action");
+}
+
+
+static void
+ngx_http_linegate_manage_done(ngx_http_request_t *r, redisReply *reply)
+{
+    ngx_int_t                code;
+    ngx_http_linegate_lr_t  *lr;
+
+    lr = ngx_http_linegate_lines_lr(r);
+
+    code = ngx_http_linegate_lines_gate(r, lr, reply);
+
+    switch (code) {
+
+    case NGX_DONE:
+        return;
+
+    case NGX_HTTP_LINEGATE_LR_NOT_FOUND:
+        ngx_http_linegate_lines_not_found(r);
+        return;
+
+    case NGX_HTTP_LINEGATE_LR_READ_ONLY:
+        ngx_http_linegate_lines_read_only(r, reply, 3);
+        return;
+
+    case NGX_HTTP_LINEGATE_LR_SUBSCRIPTION:
+        ngx_str_set(&lr->ctx->outcome, "subscription_required");
+        ngx_http_linegate_send_json(r, NGX_HTTP_FORBIDDEN,
+                       ngx_http_linegate_lines_subscription_required());
+        return;
+
+    case NGX_HTTP_LINEGATE_LR_WRONG_STATE:
+        ngx_http_linegate_manage_refuse(r, reply, 3);
+        return;
+
+    case NGX_HTTP_LINEGATE_LR_BUSY:
+        ngx_http_linegate_manage_busy(r);
+        return;
+
+    case NGX_HTTP_LINEGATE_LR_OK:
+        break;
+
+    default:
+        ngx_http_linegate_internal_error(r);
+        return;
+    }
+
+    if (ngx_http_linegate_manage_load(r, lr, reply) != NGX_OK) {
+        ngx_http_linegate_internal_error(r);
+        return;
+    }
+
+    if (lr->action == NGX_HTTP_LINEGATE_ACTION_CANCEL) {
+        ngx_http_linegate_cancel_void(r, lr);
+
+    } else {
+        ngx_http_linegate_link_check(r, lr);
+    }
+}
+
+
+/* {LR_OK, ws, remaining, line, stripeCustomerId, invoiceSeq} */
+static ngx_int_t
+ngx_http_linegate_manage_load(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr, redisReply *reply)
+{
+    ngx_str_t  customer, seq;
+
+    if (reply->elements < 6
+        || ngx_http_linegate_line_parse(r, lr, reply->element[3], &lr->line)
+           != NGX_OK
+        || ngx_http_linegate_reply_str(reply, 4, &customer) != NGX_OK
+        || ngx_http_linegate_reply_str(reply, 5, &seq) != NGX_OK
+        || ngx_http_linegate_pstr(r->pool, &lr->customer, customer.data,
+                                  customer.len)
+           == NULL
+        || ngx_http_linegate_manage_key(r, lr, &seq) != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    return NGX_OK;
+}
+
+
+/*
+ * The Idempotency-Key prefix of the request's current invoice: "lg-<id>"
+ * for the first, "lg-<id>-r<n>" for the n-th reissue.
+ */
+static ngx_int_t
+ngx_http_linegate_manage_key(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr, ngx_str_t *seq)
+{
+    u_char     *p;
+    ngx_str_t  *key;
+
+    key = &lr->invoice.key;
+
+    p = ngx_pnalloc(r->pool, sizeof("lg--r") - 1 + lr->id.len + seq->len);
+    if (p == NULL) {
+        return NGX_ERROR;
+    }
+
+    key->data = p;
+
+    if (seq->len == 0 || (seq->len == 1 && seq->data[0] == '0')) {
+        key->len = ngx_sprintf(p, "lg-%V", &lr->id) - p;
+
+    } else {
+        key->len = ngx_sprintf(p, "lg-%V-r%V", &lr->id, seq) - p;
+    }
+
+    return ngx_http_linegate_pstr(r->pool, &lr->seq, seq->data, seq->len)
+           ? NGX_OK : NGX_ERROR;
+}
+
+
+static void
+ngx_http_linegate_manage_refuse(ngx_http_request_t *r, redisReply *reply,
+    ngx_uint_t i)
+{
+    ngx_str_t  state;
+
+    if (ngx_http_linegate_reply_str(reply, i, &state) != NGX_OK) {
+        ngx_http_linegate_internal_error(r);
+        return;
+    }
+
+    ngx_http_linegate_manage_conflict(r, &state);
+}
+
+
+/* 409: the request is not (or no longer) awaiting payment */
+static void
+ngx_http_linegate_manage_conflict(ngx_http_request_t *r, ngx_str_t *state)
+{
+    ngx_http_linegate_ctx_t  *ctx;
+
+    ctx = ngx_http_linegate_get_ctx(r);
+    ngx_str_set(&ctx->outcome, "wrong_state");
+
+    ngx_http_linegate_send_json(r, NGX_HTTP_CONFLICT,
+        ngx_http_linegate_lines_refusal(state,
+            ngx_http_linegate_line_is(state, "provisioning")
+            ? "The invoice was paid: the request is being provisioned"
+            : "This action applies only to a request awaiting payment"));
+}
+
+
+static void
+ngx_http_linegate_manage_busy(ngx_http_request_t *r)
+{
+    ngx_http_linegate_ctx_t  *ctx;
+
+    static ngx_str_t  awaiting = ngx_string(NGX_HTTP_LINEGATE_LR_AWAITING);
+
+    ctx = ngx_http_linegate_get_ctx(r);
+    ctx->retry_after = 1;
+    ngx_str_set(&ctx->outcome, "busy");
+
+    ngx_http_linegate_send_json(r, NGX_HTTP_CONFLICT,
+        ngx_http_linegate_lines_refusal(&awaiting,
+            "The invoice of this request is being issued: retry shortly"));
+}
+
+
+static void
+ngx_http_linegate_manage_stripe_error(ngx_http_request_t *r,
+    ngx_http_linegate_ctx_t *ctx)
+{
+    ngx_uint_t  result;
+
+    result = ngx_http_linegate_stripe_result(ctx);
+
+    ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
+                  NGX_HTTP_LINEGATE_LOG "Stripe call failed: status %i, %s",
+                  ctx->stripe_status,
+                  ngx_http_linegate_stripe_error_message(ctx));
+
+    ngx_http_linegate_lines_billing_error(r,
+                              result == NGX_HTTP_LINEGATE_STRIPE_OK
+                              ? NGX_HTTP_LINEGATE_STRIPE_UNAVAILABLE : result,
+                              (ngx_int_t) ctx->stripe_retry_after);
+}
+
+
+/* payment_link */
+
+static void
+ngx_http_linegate_link_check(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr)
+{
+    if (ngx_http_linegate_lines_stripe(r, lr, NGX_HTTP_GET, "v1/invoices",
+                                       &lr->line.invoice_id, NULL, NULL,
+                                       NULL, ngx_http_linegate_link_checked)
+        != NGX_OK)
+    {
+        ngx_http_linegate_lines_billing_error(r,
+                                       NGX_HTTP_LINEGATE_STRIPE_UNAVAILABLE,
+                                       -1);
+    }
+}
+
+
+static void
+ngx_http_linegate_link_checked(ngx_http_request_t *r,
+    ngx_http_linegate_ctx_t *ctx)
+{
+    ngx_str_t               *st;
+    ngx_http_linegate_lr_t  *lr;
+
+    lr = ctx->data;
+
+    if (ngx_http_linegate_stripe_result(ctx) != NGX_HTTP_LINEGATE_STRIPE_OK
+        || ngx_http_linegate_lines_invoice_read(r, lr) != NGX_OK)
+    {
+        ngx_http_linegate_manage_stripe_error(r, ctx);
+        return;
+    }
+
+    st = &lr->invoice.status;
+
+    if (ngx_http_linegate_line_is(st, "open")) {
+        ngx_http_linegate_link_send(r, lr, 1);
+        return;
+    }
+
+    if (ngx_http_linegate_line_is(st, "paid")) {
+        ngx_http_linegate_lines_resolve(r, lr, "paid",
+                                        ngx_http_linegate_link_resolved);
+        return;
+    }
+
+    if (ngx_http_linegate_line_is(st, "void")
+        || ngx_http_linegate_line_is(st, "uncollectible"))
+    {
+        ngx_http_linegate_link_claim(r, lr);
+        return;
+    }
+
+    ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                  NGX_HTTP_LINEGATE_LOG "invoice \"%V\" of line request "
+                  "\"%V\" is \"%V\"", &lr->invoice.id, &lr->id, st);
+
+    ngx_http_linegate_lines_billing_error(r,
+                                          NGX_HTTP_LINEGATE_STRIPE_UNAVAILABLE,
+                                          -1);
+}
+
+
+static void
+ngx_http_linegate_link_send(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr, ngx_uint_t reused)
+{
+    ngx_str_t  *url;
+
+    url = lr->invoice.url.len ? &lr->invoice.url : &lr->line.payment_url;
+
+    ngx_http_linegate_send_json(r, NGX_HTTP_OK,
+        json_pack("{s:b,s:s,s:o,s:o,s:b}",
+                  "success", 1,
+                  "status", NGX_HTTP_LINEGATE_LR_AWAITING,
+                  "paymentUrl",
+                  ngx_http_linegate_json_strn_or_null(url->data, url->len),
+                  "invoiceId",
+                  ngx_http_linegate_json_strn_or_null(lr->invoice.id.data,
+                                                      lr->invoice.id.len),
+                  "reused", (int) reused));
+}
+
+
+static void
+ngx_http_linegate_link_resolved(ngx_http_request_t *r, redisReply *reply)
+{
+    ngx_http_linegate_lr_t  *lr;
+
+    lr = ngx_http_linegate_lines_lr(r);
+
+    if (reply == NULL) {
+        ngx_http_linegate_store_unavailable(r);
+        return;
+    }
+
+    if (ngx_http_linegate_lines_resolved(r, lr, reply) != NGX_OK) {
+        ngx_http_linegate_lines_not_found(r);
+        return;
+    }
+
+    ngx_http_linegate_send_json(r, NGX_HTTP_OK,
+                     ngx_http_linegate_line_status_json(r, &lr->line));
+}
+
+
+static void
+ngx_http_linegate_link_claim(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr)
+{
+    ngx_http_linegate_redis_args_t  *a;
+
+    a = &lr->args;
+    ngx_http_linegate_redis_args_init(a);
+
+    ngx_http_linegate_redis_arg_str(a, &lr->ws);
+    ngx_http_linegate_redis_arg_str(a, &lr->id);
+    ngx_http_linegate_redis_arg_str(a, &lr->line.invoice_id);
+    ngx_http_linegate_redis_arg_int(r, a, lr->now_ms);
+    ngx_http_linegate_redis_arg_int(r, a, NGX_HTTP_LINEGATE_LR_REISSUE_HOLD);
+
+    (void) ngx_http_linegate_lines_script(r, lr,
+                                     NGX_HTTP_LINEGATE_SCRIPT_LR_REISSUE_CLAIM,
+                                     ngx_http_linegate_link_claimed);
+}
+
+
+static void
+ngx_http_linegate_link_claimed(ngx_http_request_t *r, redisReply *reply)
+{
+    int64_t                  code;
+    ngx_str_t                seq;
+    ngx_http_linegate_lr_t  *lr;
+
+    lr = ngx_http_linegate_lines_lr(r);
+
+    if (reply == NULL) {
+        ngx_http_linegate_store_unavailable(r);
+        return;
+    }
+
+    if (ngx_http_linegate_reply_int(reply, 0, &code) != NGX_OK) {
+        ngx_http_linegate_internal_error(r);
+        return;
+    }
+
+    if (code == NGX_HTTP_LINEGATE_LR_WRONG_STATE) {
+        ngx_http_linegate_manage_refuse(r, reply, 1);
+        return;
+    }
+
+    if (code == NGX_HTTP_LINEGATE_LR_BUSY) {
+        ngx_http_linegate_manage_busy(r);
+        return;
+    }
+
+    /* the old invoice is the one the keys of lr->invoice.key are for */
+    lr->old_invoice = lr->line.invoice_id;
+
+    seq.data = ngx_pnalloc(r->pool, NGX_INT64_LEN);
+
+    if (code != NGX_HTTP_LINEGATE_LR_OK || seq.data == NULL
+        || ngx_http_linegate_reply_int(reply, 1, &code) != NGX_OK)
+    {
+        ngx_http_linegate_internal_error(r);
+        return;
+    }
+
+    seq.len = ngx_sprintf(seq.data, "%L", code) - seq.data;
+    lr->seq = seq;
+
+    if (!ngx_http_linegate_line_is(&lr->invoice.status, "uncollectible")) {
+        ngx_http_linegate_link_issue(r, lr);
+        return;
+    }
+
+    /* an uncollectible invoice could still be paid: void it first */
+    if (ngx_http_linegate_lines_stripe(r, lr, NGX_HTTP_POST, "v1/invoices",
+                                       &lr->old_invoice, "/void", NULL,
+                                       "-void",
+                                       ngx_http_linegate_link_old_voided)
+        != NGX_OK)
+    {
+        lr->fail_result = NGX_HTTP_LINEGATE_STRIPE_UNAVAILABLE;
+        lr->fail_retry_after = -1;
+        ngx_http_linegate_link_abort(r, lr, ngx_http_linegate_link_failed);
+    }
+}
+
+
+static void
+ngx_http_linegate_link_old_voided(ngx_http_request_t *r,
+    ngx_http_linegate_ctx_t *ctx)
+{
+    ngx_uint_t               result;
+    ngx_http_linegate_lr_t  *lr;
+
+    lr = ctx->data;
+    result = ngx_http_linegate_stripe_result(ctx);
+
+    if (result == NGX_HTTP_LINEGATE_STRIPE_OK) {
+        ngx_http_linegate_link_issue(r, lr);
+        return;
+    }
+
+    if (result == NGX_HTTP_LINEGATE_STRIPE_REFUSED && lr->rounds++ == 0) {
+        /* paid meanwhile, most likely: look again, once */
+        ngx_http_linegate_link_abort(r, lr, ngx_http_linegate_link_recheck);
+        return;
+    }
+
+    lr->fail_result = result == NGX_HTTP_LINEGATE_STRIPE_REFUSED
+                      ? NGX_HTTP_LINEGATE_STRIPE_UNAVAILABLE : result;
+    lr->fail_retry_after = ctx->stripe_retry_after;
+
+    ngx_http_linegate_link_abort(r, lr, ngx_http_linegate_link_failed);
+}
+
+
+static void
+ngx_http_linegate_link_issue(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr)
+{
+    u_char     *p;
+    ngx_str_t  *key;
+
+    key = &lr->invoice.key;
+
+    p = ngx_pnalloc(r->pool, sizeof("lg--r") - 1 + lr->id.len + lr->seq.len);
+    if (p == NULL) {
+        lr->fail_result = NGX_HTTP_LINEGATE_STRIPE_UNAVAILABLE;
+        lr->fail_retry_after = -1;
+        ngx_http_linegate_link_abort(r, lr, ngx_http_linegate_link_failed);
+        return;
+    }
+
+    key->data = p;
+    key->len = ngx_sprintf(p, "lg-%V-r%V", &lr->id, &lr->seq) - p;
+
+    lr->invoice.done = ngx_http_linegate_link_issued;
+    ngx_http_linegate_invoice_issue(r, lr);
+}
+
+
+static void
+ngx_http_linegate_link_issued(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr)
+{
+    ngx_http_linegate_redis_args_t  *a;
+
+    if (lr->invoice.result != NGX_HTTP_LINEGATE_STRIPE_OK) {
+        lr->fail_result = lr->invoice.result;
+        lr->fail_retry_after = lr->invoice.retry_after;
+        lr->invoice.done = ngx_http_linegate_link_discarded;
+        ngx_http_linegate_invoice_discard(r, lr);
+        return;
+    }
+
+    a = &lr->args;
+    ngx_http_linegate_redis_args_init(a);
+
+    ngx_http_linegate_redis_arg_str(a, &lr->ws);
+    ngx_http_linegate_redis_arg_str(a, &lr->id);
+    ngx_http_linegate_redis_arg_str(a, &lr->seq);
+    ngx_http_linegate_redis_arg_str(a, &lr->invoice.id);
+    ngx_http_linegate_redis_arg_str(a, &lr->invoice.url);
+    ngx_http_linegate_redis_arg_int(r, a, lr->now_ms);
+    ngx_http_linegate_redis_arg_str(a, &lr->now_iso);
+
+    if (ngx_http_linegate_redis_script(r,
+                                     NGX_HTTP_LINEGATE_SCRIPT_LR_REISSUE_STORE,
+                                     0, a, ngx_http_linegate_link_stored)
+        != NGX_OK)
+    {
+        ngx_http_linegate_link_stored(r, NULL);
+    }
+}
+
+
+static void
+ngx_http_linegate_link_stored(ngx_http_request_t *r, redisReply *reply)
+{
+    int64_t                  code;
+    ngx_str_t                s;
+    ngx_http_linegate_lr_t  *lr;
+
+    lr = ngx_http_linegate_lines_lr(r);
+
+    if (reply != NULL
+        && ngx_http_linegate_reply_int(reply, 0, &code) == NGX_OK
+        && code == NGX_HTTP_LINEGATE_LR_OK)
+    {
+        ngx_http_linegate_link_send(r, lr, 0);
+        return;
+    }
+
+    /* nobody will be given this invoice: void it, answer what happened */
+    if (reply == NULL) {
+        lr->fail_status = NGX_HTTP_SERVICE_UNAVAILABLE;
+
+    } else if (ngx_http_linegate_reply_str(reply, 1, &s) == NGX_OK
+               && ngx_http_linegate_pstr(r->pool, &lr->line.status, s.data,
+                                         s.len))
+    {
+        lr->fail_status = NGX_HTTP_CONFLICT;
+
+    } else {
+        lr->fail_status = NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    lr->invoice.done = ngx_http_linegate_link_failed;
+    ngx_http_linegate_invoice_discard(r, lr);
+}
+
+
+static void
+ngx_http_linegate_link_discarded(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr)
+{
+    ngx_http_linegate_link_abort(r, lr, ngx_http_linegate_link_failed);
+}
+
+
+static void
+ngx_http_linegate_link_abort(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr, ngx_http_linegate_lr_pt next)
+{
+    ngx_http_linegate_redis_args_t  *a;
+
+    lr->next = next;
+
+    a = &lr->args;
+    ngx_http_linegate_redis_args_init(a);
+
+    ngx_http_linegate_redis_arg_str(a, &lr->ws);
+    ngx_http_linegate_redis_arg_str(a, &lr->id);
+    ngx_http_linegate_redis_arg_str(a, &lr->old_invoice);
+
+    if (ngx_http_linegate_redis_script(r,
+                                     NGX_HTTP_LINEGATE_SCRIPT_LR_REISSUE_ABORT,
+                                     0, a, ngx_http_linegate_link_aborted)
+        != NGX_OK)
+    {
+        ngx_http_linegate_link_aborted(r, NULL);
+    }
+}
+
+
+static void
+ngx_http_linegate_link_aborted(ngx_http_request_t *r, redisReply *reply)
+{
+    ngx_http_linegate_lr_t  *lr;
+
+    lr = ngx_http_linegate_lines_lr(r);
+
+    if (reply == NULL) {
+        /* the claim lapses by itself after NGX_HTTP_LINEGATE_LR_REISSUE_HOLD */
+        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                      NGX_HTTP_LINEGATE_LOG "the reissue claim of line "
+                      "request \"%V\" could not be released", &lr->id);
+    }
+
+    lr->next(r, lr);
+}
+
+
+static void
+ngx_http_linegate_link_recheck(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr)
+{
+    lr->line.invoice_id = lr->old_invoice;
+    ngx_http_linegate_link_check(r, lr);
+}
+
+
+static void
+ngx_http_linegate_link_failed(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr)
+{
+    switch (lr->fail_status) {
+
+    case 0:
+        ngx_http_linegate_lines_billing_error(r, lr->fail_result,
+                                              lr->fail_retry_after);
+        return;
+
+    case NGX_HTTP_SERVICE_UNAVAILABLE:
+        ngx_http_linegate_store_unavailable(r);
+        return;
+
+    case NGX_HTTP_CONFLICT:
+        ngx_http_linegate_manage_conflict(r, &lr->line.status);
+        return;
+
+    default:
+        ngx_http_linegate_internal_error(r);
+        return;
+    }
+}
+
+
+/* cancel */
+
+static void
+ngx_http_linegate_cancel_void(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr)
+{
+    if (ngx_http_linegate_lines_stripe(r, lr, NGX_HTTP_POST, "v1/invoices",
+                                       &lr->line.invoice_id, "/void", NULL,
+                                       "-void",
+                                       ngx_http_linegate_cancel_voided)
+        != NGX_OK)
+    {
+        ngx_http_linegate_lines_billing_error(r,
+                                       NGX_HTTP_LINEGATE_STRIPE_UNAVAILABLE,
+                                       -1);
+    }
+}
+
+
+static void
+ngx_http_linegate_cancel_voided(ngx_http_request_t *r,
+    ngx_http_linegate_ctx_t *ctx)
+{
+    ngx_uint_t               result;
+    ngx_http_linegate_lr_t  *lr;
+
+    lr = ctx->data;
+    result = ngx_http_linegate_stripe_result(ctx);
+
+    if (result == NGX_HTTP_LINEGATE_STRIPE_OK) {
+        ngx_http_linegate_lines_resolve(r, lr, "void",
+                                        ngx_http_linegate_cancel_resolved);
+        return;
+    }
+
+    if (result != NGX_HTTP_LINEGATE_STRIPE_REFUSED) {
+        ngx_http_linegate_manage_stripe_error(r, ctx);
+        return;
+    }
+
+    /* not voidable: paid meanwhile, or void already; ask which */
+    if (ngx_http_linegate_lines_stripe(r, lr, NGX_HTTP_GET, "v1/invoices",
+                                       &lr->line.invoice_id, NULL, NULL,
+                                       NULL, ngx_http_linegate_cancel_checked)
+        != NGX_OK)
+    {
+        ngx_http_linegate_lines_billing_error(r,
+                                       NGX_HTTP_LINEGATE_STRIPE_UNAVAILABLE,
+                                       -1);
+    }
+}
+
+
+static void
+ngx_http_linegate_cancel_checked(ngx_http_request_t *r,
+    ngx_http_linegate_ctx_t *ctx)
+{
+    ngx_http_linegate_lr_t  *lr;
+
+    lr = ctx->data;
+
+    if (ngx_http_linegate_stripe_result(ctx) != NGX_HTTP_LINEGATE_STRIPE_OK
+        || ngx_http_linegate_lines_invoice_read(r, lr) != NGX_OK)
+    {
+        ngx_http_linegate_manage_stripe_error(r, ctx);
+        return;
+    }
+
+    if (ngx_http_linegate_line_is(&lr->invoice.status, "paid")) {
+        ngx_http_linegate_lines_resolve(r, lr, "paid",
+                                        ngx_http_linegate_cancel_resolved);
+        return;
+    }
+
+    if (ngx_http_linegate_line_is(&lr->invoice.status, "void")) {
+        ngx_http_linegate_lines_resolve(r, lr, "void",
+                                        ngx_http_linegate_cancel_resolved);
+        return;
+    }
+
+    ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                  NGX_HTTP_LINEGATE_LOG "invoice \"%V\" is \"%V\" and "
+                  "cannot be voided", &lr->invoice.id, &lr->invoice.status);
+
+    ngx_http_linegate_lines_billing_error(r,
+                                          NGX_HTTP_LINEGATE_STRIPE_UNAVAILABLE,
+                                          -1);
+}
+
+
+static void
+ngx_http_linegate_cancel_resolved(ngx_http_request_t *r, redisReply *reply)
+{
+    ngx_http_linegate_lr_t   *lr;
+    ngx_http_linegate_ctx_t  *ctx;
+
+    lr = ngx_http_linegate_lines_lr(r);
+    ctx = lr->ctx;
+
+    if (reply == NULL) {
+        /* Stripe voided it: a retry finds it void and cancels then */
+        ngx_http_linegate_store_unavailable(r);
+        return;
+    }
+
+    if (ngx_http_linegate_lines_resolved(r, lr, reply) != NGX_OK) {
+        ngx_http_linegate_lines_not_found(r);
+        return;
+    }
+
+    if (ngx_http_linegate_line_is(&lr->line.status, "canceled")) {
+        ngx_str_set(&ctx->outcome, "canceled");
+
+        ngx_http_linegate_send_json(r, NGX_HTTP_OK,
+            json_pack("{s:b,s:s,s:{s:o,s:s,s:s}}",
+                      "success", 1, "status", "canceled", "line",
+                      "_id", json_stringn((const char *) lr->id.data,
+                                          lr->id.len),
+                      "provisioningStatus", "canceled",
+                      "paymentStatus", "failed"));
+        return;
+    }
+
+    ngx_http_linegate_manage_conflict(r, &lr->line.status);
+}

@@ -1,15 +1,1179 @@
 
-/* linegate: placeholder until this endpoint family lands. */
+/*
+ * linegate: the Lines API (SPEC 2). This file dispatches its endpoints,
+ * serves the reads (GET /api/line-requests/:id with reconciliation,
+ * GET /api/lines/by-user, GET /api/lines/check-availability) and holds
+ * what every endpoint of the family shares: the common head of the
+ * scripts (credential and request rate), the line object and the error
+ * bodies.
+ *
+ * Every endpoint is one script for its state step: the credential, the
+ * workspace's request rate and the work share one Redis round trip.
+ */
 
 
 #include "ngx_http_linegate_module.h"
+#include "ngx_http_linegate_lines.h"
+#include "ngx_http_linegate_json.h"
 #include "ngx_http_linegate_reply.h"
+#include "ngx_http_linegate_ratelimit.h"
+#include "ngx_http_linegate_util.h"
+
+
+typedef struct {
+    ngx_str_t                       name;
+    size_t                          offset;
+} ngx_http_linegate_line_field_t;
+
+
+static void ngx_http_linegate_lines_clock(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr);
+static ngx_int_t ngx_http_linegate_lines_path_id(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr);
+
+static void ngx_http_linegate_lr_get(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr);
+static void ngx_http_linegate_lr_get_done(ngx_http_request_t *r,
+    redisReply *reply);
+static void ngx_http_linegate_lr_reconciled(ngx_http_request_t *r,
+    ngx_http_linegate_ctx_t *ctx);
+static void ngx_http_linegate_lr_resolved(ngx_http_request_t *r,
+    redisReply *reply);
+static void ngx_http_linegate_lr_send_status(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr);
+
+static void ngx_http_linegate_lines_list(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr);
+static void ngx_http_linegate_lines_list_done(ngx_http_request_t *r,
+    redisReply *reply);
+
+static void ngx_http_linegate_line_check(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr);
+static void ngx_http_linegate_line_check_done(ngx_http_request_t *r,
+    redisReply *reply);
+static json_t *ngx_http_linegate_line_check_json(ngx_http_request_t *r,
+    ngx_http_linegate_line_t *line);
+
+static json_t *ngx_http_linegate_line_usage_json(
+    ngx_http_linegate_line_t *line);
+static json_t *ngx_http_linegate_line_health_json(
+    ngx_http_linegate_line_t *line);
+static json_int_t ngx_http_linegate_line_count(ngx_str_t *s);
+
+
+/* a stored string as JSON: null when unknown (empty) */
+#define ngx_http_linegate_jstr(s)                                           \
+    ngx_http_linegate_json_strn_or_null((s).data, (s).len)
+
+#define ngx_http_linegate_line_field(name, field)                           \
+    { ngx_string(name), offsetof(ngx_http_linegate_line_t, field) }
+
+
+static ngx_http_linegate_line_field_t  ngx_http_linegate_line_fields[] = {
+    ngx_http_linegate_line_field("firstName", first_name),
+    ngx_http_linegate_line_field("lastName", last_name),
+    ngx_http_linegate_line_field("channelType", channel_type),
+    ngx_http_linegate_line_field("lineType", line_type),
+    ngx_http_linegate_line_field("phone", phone),
+    ngx_http_linegate_line_field("email", email),
+    ngx_http_linegate_line_field("forwardCallsTo", forward_calls_to),
+    ngx_http_linegate_line_field("profileImageUrl", profile_image_url),
+    ngx_http_linegate_line_field("zipcode", zipcode),
+    ngx_http_linegate_line_field("state", state),
+    ngx_http_linegate_line_field("provisioningStatus", status),
+    ngx_http_linegate_line_field("paymentStatus", payment_status),
+    ngx_http_linegate_line_field("paymentUrl", payment_url),
+    ngx_http_linegate_line_field("invoiceId", invoice_id),
+    ngx_http_linegate_line_field("healthStatus", health_status),
+    ngx_http_linegate_line_field("healthCheckedAt", health_checked_at),
+    ngx_http_linegate_line_field("createdAt", created_at),
+    ngx_http_linegate_line_field("updatedAt", updated_at),
+    ngx_http_linegate_line_field("_id", id),
+    ngx_http_linegate_line_field("_nc", conversations),
+    ngx_http_linegate_line_field("_tm", messages),
+    { ngx_null_string, 0 }
+};
 
 
 void
 ngx_http_linegate_lines_handler(ngx_http_request_t *r,
     ngx_http_linegate_ctx_t *ctx)
 {
-    ngx_http_linegate_error(r, NGX_HTTP_NOT_IMPLEMENTED, NULL,
-                            "Not implemented");
+    ngx_uint_t               clerk_only;
+    ngx_http_linegate_lr_t  *lr;
+
+    lr = ngx_pcalloc(r->pool, sizeof(ngx_http_linegate_lr_t));
+    if (lr == NULL) {
+        ngx_http_linegate_internal_error(r);
+        return;
+    }
+
+    lr->ctx = ctx;
+    ctx->data = lr;
+
+    clerk_only = (ctx->api == NGX_HTTP_LINEGATE_API_LINE_AVAILABILITY);
+
+    if (ngx_http_linegate_auth_workspace(r, ctx, clerk_only, &lr->who)
+        != NGX_OK)
+    {
+        return;
+    }
+
+    ngx_http_linegate_lines_clock(r, lr);
+
+    if (lr->now_iso.data == NULL || lr->date.data == NULL) {
+        ngx_http_linegate_internal_error(r);
+        return;
+    }
+
+    switch (ctx->api) {
+
+    case NGX_HTTP_LINEGATE_API_LINE_REQUEST_CREATE:
+        ngx_http_linegate_line_create(r, lr);
+        return;
+
+    case NGX_HTTP_LINEGATE_API_LINE_REQUEST:
+        if (ngx_http_linegate_lines_path_id(r, lr) != NGX_OK) {
+            ngx_http_linegate_lines_defer(lr,
+                                          NGX_HTTP_LINEGATE_LR_DEFER_PLAIN,
+                                          NULL, "Invalid line request id");
+        }
+
+        if (r->method == NGX_HTTP_GET) {
+            ngx_http_linegate_lr_get(r, lr);
+
+        } else {
+            ngx_http_linegate_line_manage(r, lr);
+        }
+
+        return;
+
+    case NGX_HTTP_LINEGATE_API_LINES_BY_USER:
+        ngx_http_linegate_lines_list(r, lr);
+        return;
+
+    default: /* NGX_HTTP_LINEGATE_API_LINE_AVAILABILITY */
+        ngx_http_linegate_line_check(r, lr);
+        return;
+    }
+}
+
+
+static void
+ngx_http_linegate_lines_clock(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr)
+{
+    u_char  *p;
+
+    lr->now_ms = ngx_http_linegate_now_ms();
+
+    p = ngx_pnalloc(r->pool, NGX_HTTP_LINEGATE_ISO_LEN + 10);
+    if (p == NULL) {
+        return;
+    }
+
+    lr->now_iso.data = p;
+    lr->now_iso.len = ngx_http_linegate_iso8601(p, lr->now_ms) - p;
+
+    p += lr->now_iso.len;
+    lr->date.data = p;
+    lr->date.len = ngx_http_linegate_utc_date(p, lr->now_ms) - p;
+}
+
+
+/*
+ * The id is what follows the location's prefix (/api/line-requests/);
+ * for a location that is not a prefix, the last path segment.
+ */
+static ngx_int_t
+ngx_http_linegate_lines_path_id(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr)
+{
+    u_char                    *p;
+    ngx_str_t                  id;
+    ngx_http_core_loc_conf_t  *clcf;
+
+    clcf = ngx_http_get_module_loc_conf(r, ngx_http_core_module);
+
+    if (r->uri.len >= clcf->name.len
+        && ngx_strncmp(r->uri.data, clcf->name.data, clcf->name.len) == 0
+        && clcf->name.len && clcf->name.data[clcf->name.len - 1] == '/')
+    {
+        id.data = r->uri.data + clcf->name.len;
+        id.len = r->uri.len - clcf->name.len;
+
+    } else {
+        p = r->uri.data + r->uri.len;
+
+        while (p > r->uri.data && p[-1] != '/') {
+            p--;
+        }
+
+        id.data = p;
+        id.len = r->uri.data + r->uri.len - p;
+    }
+
+    if (!ngx_http_linegate_id_valid(&id)) {
+        return NGX_ERROR;
+    }
+
+    lr->id = id;
+    lr->ctx->path_id = id;
+
+    return NGX_OK;
+}
+
+
+/* GET /api/line-requests/:id */
+
+static void
+ngx_http_linegate_lr_get(ngx_http_request_t *r, ngx_http_linegate_lr_t *lr)
+{
+    ngx_http_linegate_redis_args_t  *a;
+    ngx_http_linegate_main_conf_t   *lmcf;
+
+    lmcf = ngx_http_get_module_main_conf(r, ngx_http_linegate_module);
+
+    ngx_http_linegate_lines_args(r, lr, lr->deferred
+                                        ? NGX_HTTP_LINEGATE_LR_GATE
+                                        : NGX_HTTP_LINEGATE_LR_WORK);
+    a = &lr->args;
+
+    ngx_http_linegate_redis_arg_str(a, &lr->id);
+    ngx_http_linegate_redis_arg_str(a, &lr->date);
+    ngx_http_linegate_redis_arg_int(r, a, lr->now_ms);
+    ngx_http_linegate_redis_arg_int(r, a, lmcf->reconcile_interval);
+    ngx_http_linegate_redis_arg_int(r, a, NGX_HTTP_LINEGATE_LR_REISSUE_HOLD);
+
+    (void) ngx_http_linegate_lines_script(r, lr,
+                                          NGX_HTTP_LINEGATE_SCRIPT_LR_GET,
+                                          ngx_http_linegate_lr_get_done);
+}
+
+
+static void
+ngx_http_linegate_lr_get_done(ngx_http_request_t *r, redisReply *reply)
+{
+    int64_t                  claimed;
+    ngx_int_t                code;
+    ngx_http_linegate_lr_t  *lr;
+
+    lr = ngx_http_linegate_lines_lr(r);
+
+    code = ngx_http_linegate_lines_gate(r, lr, reply);
+
+    if (code == NGX_DONE) {
+        return;
+    }
+
+    if (code == NGX_HTTP_LINEGATE_LR_NOT_FOUND) {
+        ngx_http_linegate_lines_not_found(r);
+        return;
+    }
+
+    if (code != NGX_HTTP_LINEGATE_LR_OK
+        || ngx_http_linegate_reply_int(reply, 3, &claimed) != NGX_OK
+        || reply->elements < 5
+        || ngx_http_linegate_line_parse(r, lr, reply->element[4], &lr->line)
+           != NGX_OK)
+    {
+        ngx_http_linegate_internal_error(r);
+        return;
+    }
+
+    if (!claimed) {
+        ngx_http_linegate_lr_send_status(r, lr);
+        return;
+    }
+
+    /* SPEC 2.5: ask Stripe how the invoice stands before answering */
+    if (ngx_http_linegate_lines_stripe(r, lr, NGX_HTTP_GET, "v1/invoices",
+                                       &lr->line.invoice_id, NULL, NULL,
+                                       NULL, ngx_http_linegate_lr_reconciled)
+        != NGX_OK)
+    {
+        ngx_http_linegate_lr_send_status(r, lr);
+    }
+}
+
+
+static void
+ngx_http_linegate_lr_reconciled(ngx_http_request_t *r,
+    ngx_http_linegate_ctx_t *ctx)
+{
+    ngx_http_linegate_lr_t  *lr;
+
+    lr = ctx->data;
+
+    if (ngx_http_linegate_stripe_result(ctx) != NGX_HTTP_LINEGATE_STRIPE_OK
+        || ngx_http_linegate_lines_invoice_read(r, lr) != NGX_OK)
+    {
+        /* the stored state is answered, never an error */
+        ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
+                      NGX_HTTP_LINEGATE_LOG "reconciliation of invoice "
+                      "\"%V\" failed (Stripe status %i): stored state "
+                      "answered", &lr->line.invoice_id, ctx->stripe_status);
+        ngx_http_linegate_lr_send_status(r, lr);
+        return;
+    }
+
+    if (ngx_http_linegate_line_is(&lr->invoice.status, "paid")) {
+        ngx_http_linegate_lines_resolve(r, lr, "paid",
+                                        ngx_http_linegate_lr_resolved);
+        return;
+    }
+
+    if (ngx_http_linegate_line_is(&lr->invoice.status, "void")
+        || ngx_http_linegate_line_is(&lr->invoice.status, "uncollectible"))
+    {
+        ngx_http_linegate_lines_resolve(r, lr, "void",
+                                        ngx_http_linegate_lr_resolved);
+        return;
+    }
+
+    ngx_http_linegate_lr_send_status(r, lr);
+}
+
+
+static void
+ngx_http_linegate_lr_resolved(ngx_http_request_t *r, redisReply *reply)
+{
+    ngx_http_linegate_lr_t  *lr;
+
+    lr = ngx_http_linegate_lines_lr(r);
+
+    if (reply == NULL) {
+        /* what was read before is still a true answer */
+        ngx_http_linegate_lr_send_status(r, lr);
+        return;
+    }
+
+    if (ngx_http_linegate_lines_resolved(r, lr, reply) != NGX_OK) {
+        ngx_http_linegate_lines_not_found(r);
+        return;
+    }
+
+    ngx_http_linegate_lr_send_status(r, lr);
+}
+
+
+static void
+ngx_http_linegate_lr_send_status(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr)
+{
+    ngx_http_linegate_send_json(r, NGX_HTTP_OK,
+                     ngx_http_linegate_line_status_json(r, &lr->line));
+}
+
+
+/* GET /api/lines/by-user */
+
+static void
+ngx_http_linegate_lines_list(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr)
+{
+    ngx_http_linegate_lines_args(r, lr, NGX_HTTP_LINEGATE_LR_WORK);
+    ngx_http_linegate_redis_arg_str(&lr->args, &lr->date);
+
+    (void) ngx_http_linegate_lines_script(r, lr,
+                                          NGX_HTTP_LINEGATE_SCRIPT_LR_LIST,
+                                          ngx_http_linegate_lines_list_done);
+}
+
+
+static void
+ngx_http_linegate_lines_list_done(ngx_http_request_t *r, redisReply *reply)
+{
+    size_t                    i;
+    json_t                   *lines, *obj;
+    ngx_int_t                 code;
+    ngx_http_linegate_lr_t   *lr;
+    ngx_http_linegate_line_t  line;
+
+    lr = ngx_http_linegate_lines_lr(r);
+
+    code = ngx_http_linegate_lines_gate(r, lr, reply);
+
+    if (code == NGX_DONE) {
+        return;
+    }
+
+    lines = json_array();
+
+    if (code != NGX_HTTP_LINEGATE_LR_OK || lines == NULL) {
+        json_decref(lines);
+        ngx_http_linegate_internal_error(r);
+        return;
+    }
+
+    for (i = 3; i < reply->elements; i++) {
+        if (ngx_http_linegate_line_parse(r, lr, reply->element[i], &line)
+            != NGX_OK
+            || json_array_append_new(lines,
+                                     ngx_http_linegate_line_json(r, &line))
+               != 0)
+        {
+            json_decref(lines);
+            ngx_http_linegate_internal_error(r);
+            return;
+        }
+    }
+
+    obj = json_pack("{s:o}", "lines", lines);
+
+    ngx_http_linegate_send_json(r, NGX_HTTP_OK, obj);
+}
+
+
+/* GET /api/lines/check-availability?id= */
+
+static void
+ngx_http_linegate_line_check(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr)
+{
+    ngx_str_t                        id;
+    ngx_http_linegate_redis_args_t  *a;
+
+    if (ngx_http_arg(r, (u_char *) "id", 2, &id) != NGX_OK || id.len == 0) {
+        ngx_http_linegate_lines_defer(lr, NGX_HTTP_LINEGATE_LR_DEFER_PLAIN,
+                                      NULL, "Missing required query "
+                                      "parameter: id");
+
+    } else if (!ngx_http_linegate_id_valid(&id)) {
+        ngx_http_linegate_lines_defer(lr, NGX_HTTP_LINEGATE_LR_DEFER_PLAIN,
+                                      NULL, "Invalid line id: expected 24 "
+                                      "lowercase hexadecimal characters");
+
+    } else {
+        lr->id = id;
+        lr->ctx->path_id = id;
+    }
+
+    ngx_http_linegate_lines_args(r, lr, lr->deferred
+                                        ? NGX_HTTP_LINEGATE_LR_GATE
+                                        : NGX_HTTP_LINEGATE_LR_WORK);
+    a = &lr->args;
+
+    ngx_http_linegate_redis_arg_str(a, &lr->id);
+    ngx_http_linegate_redis_arg_str(a, &lr->date);
+    ngx_http_linegate_redis_arg_int(r, a, lr->now_ms);
+    ngx_http_linegate_redis_arg_cstr(a, "");   /* never reconciles */
+    ngx_http_linegate_redis_arg_int(r, a, NGX_HTTP_LINEGATE_LR_REISSUE_HOLD);
+
+    (void) ngx_http_linegate_lines_script(r, lr,
+                                          NGX_HTTP_LINEGATE_SCRIPT_LR_GET,
+                                          ngx_http_linegate_line_check_done);
+}
+
+
+static void
+ngx_http_linegate_line_check_done(ngx_http_request_t *r, redisReply *reply)
+{
+    ngx_int_t                code;
+    ngx_http_linegate_lr_t  *lr;
+
+    lr = ngx_http_linegate_lines_lr(r);
+
+    code = ngx_http_linegate_lines_gate(r, lr, reply);
+
+    if (code == NGX_DONE) {
+        return;
+    }
+
+    if (code == NGX_HTTP_LINEGATE_LR_NOT_FOUND) {
+        ngx_http_linegate_lines_not_found(r);
+        return;
+    }
+
+    if (code != NGX_HTTP_LINEGATE_LR_OK || reply->elements < 5
+        || ngx_http_linegate_line_parse(r, lr, reply->element[4], &lr->line)
+           != NGX_OK)
+    {
+        ngx_http_linegate_internal_error(r);
+        return;
+    }
+
+    ngx_http_linegate_send_json(r, NGX_HTTP_OK,
+                     ngx_http_linegate_line_check_json(r, &lr->line));
+}
+
+
+/* SPEC 2.9: active, not reported unhealthy, below both limits today */
+static json_t *
+ngx_http_linegate_line_check_json(ngx_http_request_t *r,
+    ngx_http_linegate_line_t *line)
+{
+    json_int_t                      conv, msgs, conv_left, msgs_left;
+    const char                     *reason;
+    ngx_http_linegate_main_conf_t  *lmcf;
+
+    lmcf = ngx_http_get_module_main_conf(r, ngx_http_linegate_module);
+
+    conv = ngx_http_linegate_line_count(&line->conversations);
+    msgs = ngx_http_linegate_line_count(&line->messages);
+
+    conv_left = (json_int_t) lmcf->line_daily_conversations - conv;
+    msgs_left = (json_int_t) lmcf->line_daily_messages - msgs;
+
+    if (!ngx_http_linegate_line_is(&line->status, "active")) {
+        reason = "not_active";
+
+    } else if (ngx_http_linegate_line_is(&line->health_status, "unhealthy")) {
+        reason = "unhealthy";
+
+    } else if (conv_left <= 0 || msgs_left <= 0) {
+        reason = "daily_limit_reached";
+
+    } else {
+        reason = NULL;
+    }
+
+    return json_pack("{s:b,s:o,s:b,s:o,s:o,s:o,s:o,s:{s:I,s:I}}",
+                     "success", 1,
+                     "lineId", ngx_http_linegate_json_strn_or_null(
+                                   line->id.data, line->id.len),
+                     "available", (int) (reason == NULL),
+                     "reason", reason ? json_string(reason) : json_null(),
+                     "provisioningStatus",
+                     ngx_http_linegate_json_strn_or_null(line->status.data,
+                                                         line->status.len),
+                     "healthCheck", ngx_http_linegate_line_health_json(line),
+                     "usage", ngx_http_linegate_line_usage_json(line),
+                     "remaining",
+                     "newConversations", conv_left > 0 ? conv_left : 0,
+                     "totalMessages", msgs_left > 0 ? msgs_left : 0);
+}
+
+
+/* what the endpoints share: scripts */
+
+void
+ngx_http_linegate_lines_args(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr, ngx_uint_t mode)
+{
+    int64_t                          window;
+    ngx_http_linegate_redis_args_t  *a;
+    ngx_http_linegate_main_conf_t   *lmcf;
+
+    lmcf = ngx_http_get_module_main_conf(r, ngx_http_linegate_module);
+
+    a = &lr->args;
+    ngx_http_linegate_redis_args_init(a);
+
+    ngx_http_linegate_redis_arg_cstr(a, lr->who.kind
+                                        == NGX_HTTP_LINEGATE_AUTH_API_KEY
+                                        ? "k" : "w");
+    ngx_http_linegate_redis_arg_str(a, &lr->who.value);
+
+    window = (int64_t) lmcf->ws_rate_window * 1000;
+
+    ngx_http_linegate_redis_arg_int(r, a, lmcf->ws_rate);
+    ngx_http_linegate_redis_arg_int(r, a, lr->now_ms / window);
+    ngx_http_linegate_redis_arg_int(r, a, window - lr->now_ms % window);
+    ngx_http_linegate_redis_arg_cstr(a, mode == NGX_HTTP_LINEGATE_LR_GATE
+                                        ? "gate" : "");
+}
+
+
+ngx_int_t
+ngx_http_linegate_lines_script(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr, ngx_http_linegate_script_id_e script,
+    ngx_http_linegate_redis_handler_pt handler)
+{
+    if (ngx_http_linegate_redis_script(r, script, 0, &lr->args, handler)
+        != NGX_OK)
+    {
+        ngx_http_linegate_store_unavailable(r);
+        return NGX_ERROR;
+    }
+
+    return NGX_OK;
+}
+
+
+ngx_int_t
+ngx_http_linegate_lines_gate(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr, redisReply *reply)
+{
+    int64_t                          code, left, window;
+    ngx_str_t                        ws;
+    ngx_http_linegate_ctx_t         *ctx;
+    ngx_http_linegate_rl_window_t    w;
+    ngx_http_linegate_main_conf_t   *lmcf;
+
+    lmcf = ngx_http_get_module_main_conf(r, ngx_http_linegate_module);
+    ctx = lr->ctx;
+
+    if (reply == NULL) {
+        ngx_http_linegate_store_unavailable(r);
+        return NGX_DONE;
+    }
+
+    if (ngx_http_linegate_reply_int(reply, 0, &code) != NGX_OK) {
+        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                      NGX_HTTP_LINEGATE_LOG "unexpected script reply");
+        ngx_http_linegate_internal_error(r);
+        return NGX_DONE;
+    }
+
+    if (code == NGX_HTTP_LINEGATE_LR_UNAUTHORIZED) {
+        ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
+                      NGX_HTTP_LINEGATE_LOG "unauthorized: unknown or "
+                      "revoked API key");
+        ngx_str_set(&ctx->outcome, "unauthorized");
+        ngx_http_linegate_error(r, NGX_HTTP_UNAUTHORIZED, NULL,
+                                "Unauthorized");
+        return NGX_DONE;
+    }
+
+    if (ngx_http_linegate_reply_str(reply, 1, &ws) != NGX_OK
+        || ngx_http_linegate_reply_int(reply, 2, &left) != NGX_OK
+        || ngx_http_linegate_pstr(r->pool, &lr->ws, ws.data, ws.len) == NULL)
+    {
+        ngx_http_linegate_internal_error(r);
+        return NGX_DONE;
+    }
+
+    ctx->tenant = lr->ws;
+
+    window = (int64_t) lmcf->ws_rate_window * 1000;
+
+    w.name = "workspace";
+    w.quota = lmcf->ws_rate;
+    w.window = lmcf->ws_rate_window;
+    w.remaining = (ngx_int_t) left;
+    w.reset = (time_t) ((window - lr->now_ms % window + 999) / 1000);
+
+    if (ngx_http_linegate_ratelimit_headers(r, ctx, &w, 1) != NGX_OK) {
+        ngx_http_linegate_internal_error(r);
+        return NGX_DONE;
+    }
+
+    if (code == NGX_HTTP_LINEGATE_LR_RATE_LIMITED) {
+        ctx->retry_after = w.reset > 0 ? w.reset : 1;
+        ngx_http_linegate_error(r, NGX_HTTP_TOO_MANY_REQUESTS,
+                                "RATE_LIMITED", "Rate limit exceeded");
+        return NGX_DONE;
+    }
+
+    if (lr->deferred == NGX_HTTP_LINEGATE_LR_DEFER_FIELD) {
+        ngx_http_linegate_field_error(r, lr->deferred_field,
+                                      lr->deferred_message);
+        return NGX_DONE;
+    }
+
+    if (lr->deferred == NGX_HTTP_LINEGATE_LR_DEFER_PLAIN) {
+        ngx_str_set(&ctx->outcome, "bad_request");
+        ngx_http_linegate_error(r, NGX_HTTP_BAD_REQUEST, NULL,
+                                lr->deferred_message);
+        return NGX_DONE;
+    }
+
+    return (ngx_int_t) code;
+}
+
+
+void
+ngx_http_linegate_lines_defer(ngx_http_linegate_lr_t *lr, ngx_uint_t kind,
+    const char *field, const char *message)
+{
+    if (lr->deferred) {
+        return;
+    }
+
+    lr->deferred = kind;
+    lr->deferred_field = field;
+    lr->deferred_message = message;
+}
+
+
+ngx_int_t
+ngx_http_linegate_lines_parse(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr)
+{
+    json_t                   *body;
+    json_error_t              err;
+    ngx_http_linegate_ctx_t  *ctx;
+
+    ctx = lr->ctx;
+
+    if (ctx->raw.len == 0) {
+        ngx_http_linegate_lines_defer(lr, NGX_HTTP_LINEGATE_LR_DEFER_FIELD,
+                                      NULL, "Request body is empty");
+        return NGX_ERROR;
+    }
+
+    /* as ngx_http_linegate_json_body(), but answered after the gate */
+    body = json_loadb((const char *) ctx->raw.data, ctx->raw.len,
+                      JSON_REJECT_DUPLICATES, &err);
+
+    if (body == NULL) {
+        ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
+                      NGX_HTTP_LINEGATE_LOG "malformed JSON body: %s "
+                      "at offset %d", err.text, err.position);
+        ngx_http_linegate_lines_defer(lr, NGX_HTTP_LINEGATE_LR_DEFER_FIELD,
+                                      NULL, "Malformed JSON body");
+        return NGX_ERROR;
+    }
+
+    if (!json_is_object(body)) {
+        json_decref(body);
+        ngx_http_linegate_lines_defer(lr, NGX_HTTP_LINEGATE_LR_DEFER_FIELD,
+                                      NULL,
+                                      "Request body must be a JSON object");
+        return NGX_ERROR;
+    }
+
+    /* freed with the request (module.c's cleanup) */
+    ctx->body = body;
+
+    return NGX_OK;
+}
+
+
+void
+ngx_http_linegate_lines_resolve(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr, const char *outcome,
+    ngx_http_linegate_redis_handler_pt handler)
+{
+    ngx_http_linegate_redis_args_t  *a;
+
+    a = &lr->args;
+    ngx_http_linegate_redis_args_init(a);
+
+    ngx_http_linegate_redis_arg_str(a, &lr->ws);
+    ngx_http_linegate_redis_arg_str(a, &lr->id);
+    ngx_http_linegate_redis_arg_str(a, &lr->line.invoice_id);
+    ngx_http_linegate_redis_arg_cstr(a, outcome);
+    ngx_http_linegate_redis_arg_int(r, a, lr->now_ms);
+    ngx_http_linegate_redis_arg_str(a, &lr->now_iso);
+    ngx_http_linegate_redis_arg_str(a, &lr->date);
+
+    if (ngx_http_linegate_redis_script(r, NGX_HTTP_LINEGATE_SCRIPT_LR_RESOLVE,
+                                       0, a, handler)
+        != NGX_OK)
+    {
+        handler(r, NULL);
+    }
+}
+
+
+ngx_int_t
+ngx_http_linegate_lines_resolved(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr, redisReply *reply)
+{
+    int64_t  changed;
+
+    if (ngx_http_linegate_reply_int(reply, 0, &changed) != NGX_OK
+        || reply->elements < 2)
+    {
+        return NGX_ERROR;
+    }
+
+    if (changed) {
+        ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
+                      NGX_HTTP_LINEGATE_LOG "line request \"%V\" settled "
+                      "from invoice \"%V\"", &lr->id, &lr->line.invoice_id);
+    }
+
+    return ngx_http_linegate_line_parse(r, lr, reply->element[1], &lr->line);
+}
+
+
+/* what the endpoints share: the line object */
+
+ngx_int_t
+ngx_http_linegate_line_parse(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr, redisReply *flat,
+    ngx_http_linegate_line_t *line)
+{
+    size_t                           i;
+    redisReply                      *k, *v;
+    ngx_http_linegate_line_field_t  *f;
+
+    if (flat == NULL || flat->type != REDIS_REPLY_ARRAY) {
+        return NGX_ERROR;
+    }
+
+    ngx_memzero(line, sizeof(ngx_http_linegate_line_t));
+
+    line->workspace = lr->ws;
+    line->date = lr->date;
+
+    for (i = 0; i + 1 < flat->elements; i += 2) {
+        k = flat->element[i];
+        v = flat->element[i + 1];
+
+        if (k->type != REDIS_REPLY_STRING || v->type != REDIS_REPLY_STRING) {
+            return NGX_ERROR;
+        }
+
+        for (f = ngx_http_linegate_line_fields; f->name.len; f++) {
+            if (f->name.len == k->len
+                && ngx_strncmp(f->name.data, k->str, k->len) == 0)
+            {
+                if (ngx_http_linegate_pstr(r->pool,
+                        (ngx_str_t *) ((u_char *) line + f->offset),
+                        (u_char *) v->str, v->len)
+                    == NULL)
+                {
+                    return NGX_ERROR;
+                }
+
+                break;
+            }
+        }
+    }
+
+    return NGX_OK;
+}
+
+
+/* SPEC 2.8 */
+json_t *
+ngx_http_linegate_line_json(ngx_http_request_t *r,
+    ngx_http_linegate_line_t *line)
+{
+    ngx_str_t                       *lt;
+    ngx_http_linegate_main_conf_t   *lmcf;
+
+    static ngx_str_t  purchased = ngx_string("purchased");
+
+    lmcf = ngx_http_get_module_main_conf(r, ngx_http_linegate_module);
+
+    lt = &line->line_type;
+
+    if (lt->len == 0 || ngx_http_linegate_line_is(&line->channel_type,
+                                                  "email"))
+    {
+        lt = &purchased;
+    }
+
+    return json_pack("{s:o,s:o,s:o,s:o,s:o,s:o,s:o,s:o,s:o,s:o,s:b,s:o,"
+                     "s:o,s:I,s:I,s:o,s:o,s:o,s:o}",
+                     "_id", ngx_http_linegate_jstr(line->id),
+                     "workspaceId", ngx_http_linegate_jstr(line->workspace),
+                     "firstName", ngx_http_linegate_jstr(line->first_name),
+                     "lastName", ngx_http_linegate_jstr(line->last_name),
+                     "channelType",
+                     ngx_http_linegate_jstr(line->channel_type),
+                     "lineType", ngx_http_linegate_jstr(*lt),
+                     "phone", ngx_http_linegate_jstr(line->phone),
+                     "email", ngx_http_linegate_jstr(line->email),
+                     "forwardCallsTo",
+                     ngx_http_linegate_jstr(line->forward_calls_to),
+                     "profileImageUrl",
+                     ngx_http_linegate_jstr(line->profile_image_url),
+                     "isActive",
+                     (int) ngx_http_linegate_line_is(&line->status, "active"),
+                     "provisioningStatus",
+                     ngx_http_linegate_jstr(line->status),
+                     "paymentStatus",
+                     ngx_http_linegate_jstr(line->payment_status),
+                     "dailyNewConversationsLimit",
+                     (json_int_t) lmcf->line_daily_conversations,
+                     "dailyTotalMessagesLimit",
+                     (json_int_t) lmcf->line_daily_messages,
+                     "usage", ngx_http_linegate_line_usage_json(line),
+                     "healthCheck", ngx_http_linegate_line_health_json(line),
+                     "createdAt", ngx_http_linegate_jstr(line->created_at),
+                     "updatedAt", ngx_http_linegate_jstr(line->updated_at));
+}
+
+
+json_t *
+ngx_http_linegate_line_status_json(ngx_http_request_t *r,
+    ngx_http_linegate_line_t *line)
+{
+    json_t  *obj;
+
+    obj = json_pack("{s:b,s:o,s:o,s:b}",
+                    "success", 1,
+                    "status", ngx_http_linegate_jstr(line->status),
+                    "paymentStatus",
+                    ngx_http_linegate_jstr(line->payment_status),
+                    "paymentRequired",
+                    (int) ngx_http_linegate_line_is(&line->payment_status,
+                                                    "unpaid"));
+    if (obj == NULL) {
+        return NULL;
+    }
+
+    if (ngx_http_linegate_line_is(&line->status,
+                                  NGX_HTTP_LINEGATE_LR_AWAITING)
+        && (json_object_set_new(obj, "paymentUrl",
+                                ngx_http_linegate_jstr(line->payment_url))
+            != 0
+            || json_object_set_new(obj, "invoiceId",
+                                   ngx_http_linegate_jstr(line->invoice_id))
+               != 0))
+    {
+        json_decref(obj);
+        return NULL;
+    }
+
+    if (json_object_set_new(obj, "line", ngx_http_linegate_line_json(r, line))
+        != 0)
+    {
+        json_decref(obj);
+        return NULL;
+    }
+
+    return obj;
+}
+
+
+static json_t *
+ngx_http_linegate_line_usage_json(ngx_http_linegate_line_t *line)
+{
+    return json_pack("{s:o,s:I,s:I}",
+                     "date", ngx_http_linegate_jstr(line->date),
+                     "newConversationsCount",
+                     ngx_http_linegate_line_count(&line->conversations),
+                     "totalMessagesCount",
+                     ngx_http_linegate_line_count(&line->messages));
+}
+
+
+static json_t *
+ngx_http_linegate_line_health_json(ngx_http_linegate_line_t *line)
+{
+    if (line->health_status.len == 0) {
+        return json_null();
+    }
+
+    return json_pack("{s:o,s:o}",
+                     "status", ngx_http_linegate_jstr(line->health_status),
+                     "lastCheckedAt",
+                     ngx_http_linegate_jstr(line->health_checked_at));
+}
+
+static json_int_t
+ngx_http_linegate_line_count(ngx_str_t *s)
+{
+    ngx_int_t  n;
+
+    n = ngx_atoi(s->data, s->len);
+
+    return n == NGX_ERROR ? 0 : (json_int_t) n;
+}
+
+
+ngx_int_t
+ngx_http_linegate_line_is(ngx_str_t *value, const char *s)
+{
+    size_t  len;
+
+    len = ngx_strlen(s);
+
+    return value->len == len && ngx_strncmp(value->data, s, len) == 0;
+}
+
+
+/* what the endpoints share: answers */
+
+json_t *
+ngx_http_linegate_lines_refusal(ngx_str_t *state, const char *message)
+{
+    return json_pack("{s:b,s:o,s:s}", "success", 0,
+                     "status", json_stringn((const char *) state->data,
+                                            state->len),
+                     "message", message);
+}
+
+
+json_t *
+ngx_http_linegate_lines_subscription_required(void)
+{
+    return json_pack("{s:b,s:s,s:s,s:s}", "success", 0,
+                     "status", "subscription_required",
+                     "message", "The workspace needs an active base plan "
+                     "subscription to request lines",
+                     "redirect", "/billing");
+}
+
+
+void
+ngx_http_linegate_lines_read_only(ngx_http_request_t *r, redisReply *reply,
+    ngx_uint_t i)
+{
+    json_t                   *obj;
+    ngx_str_t                 reason;
+    ngx_http_linegate_ctx_t  *ctx;
+
+    if (ngx_http_linegate_reply_str(reply, i, &reason) != NGX_OK) {
+        ngx_http_linegate_internal_error(r);
+        return;
+    }
+
+    ctx = ngx_http_linegate_get_ctx(r);
+    ngx_str_set(&ctx->outcome, "READ_ONLY");
+
+    obj = json_pack("{s:s,s:s,s:o}", "error", "READ_ONLY", "code",
+                    "READ_ONLY", "reason",
+                    json_stringn((const char *) reason.data, reason.len));
+
+    ngx_http_linegate_send_json(r, NGX_HTTP_LINEGATE_LR_READ_ONLY_STATUS, obj);
+}
+
+
+void
+ngx_http_linegate_lines_not_found(ngx_http_request_t *r)
+{
+    ngx_http_linegate_ctx_t  *ctx;
+
+    ctx = ngx_http_linegate_get_ctx(r);
+    ngx_str_set(&ctx->outcome, "not_found");
+
+    ngx_http_linegate_error(r, NGX_HTTP_NOT_FOUND, NULL,
+                            "Line request not found");
+}
+
+
+void
+ngx_http_linegate_lines_billing_error(ngx_http_request_t *r,
+    ngx_uint_t result, ngx_int_t retry_after)
+{
+    ngx_http_linegate_ctx_t  *ctx;
+
+    ctx = ngx_http_linegate_get_ctx(r);
+
+    if (result == NGX_HTTP_LINEGATE_STRIPE_RATE_LIMITED) {
+        ctx->retry_after = retry_after > 0 ? retry_after : 1;
+        ngx_http_linegate_error(r, NGX_HTTP_SERVICE_UNAVAILABLE,
+                                "BILLING_UNAVAILABLE",
+                                "Billing is busy, retry shortly");
+        return;
+    }
+
+    ngx_http_linegate_error(r, NGX_HTTP_BAD_GATEWAY, "BILLING_UNAVAILABLE",
+                            "Billing is unavailable, retry later");
+}
+
+
+/* what the endpoints share: Stripe */
+
+ngx_int_t
+ngx_http_linegate_lines_stripe(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr, ngx_uint_t method, const char *path,
+    ngx_str_t *id, const char *suffix, ngx_str_t *form, const char *key,
+    ngx_http_linegate_resume_pt resume)
+{
+    u_char     *p;
+    size_t      plen, slen;
+    ngx_str_t   uri, k;
+
+    if (id != NULL && !ngx_http_linegate_stripe_id_valid(id)) {
+        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                      NGX_HTTP_LINEGATE_LOG "invalid Stripe id \"%V\"", id);
+        return NGX_ERROR;
+    }
+
+    plen = ngx_strlen(path);
+    slen = suffix ? ngx_strlen(suffix) : 0;
+
+    uri.len = plen + (id ? 1 + id->len : 0) + slen;
+    uri.data = ngx_pnalloc(r->pool, uri.len);
+    if (uri.data == NULL) {
+        return NGX_ERROR;
+    }
+
+    p = ngx_cpymem(uri.data, path, plen);
+
+    if (id != NULL) {
+        *p++ = '/';
+        p = ngx_cpymem(p, id->data, id->len);
+    }
+
+    ngx_memcpy(p, suffix, slen);
+
+    if (key != NULL) {
+        k.len = lr->invoice.key.len + ngx_strlen(key);
+        k.data = ngx_pnalloc(r->pool, k.len);
+        if (k.data == NULL) {
+            return NGX_ERROR;
+        }
+
+        ngx_memcpy(ngx_cpymem(k.data, lr->invoice.key.data,
+                              lr->invoice.key.len),
+                   key, ngx_strlen(key));
+    }
+
+    return ngx_http_linegate_stripe_call(r, lr->ctx, method, &uri, form,
+                                         key ? &k : NULL, resume);
+}
+
+
+ngx_int_t
+ngx_http_linegate_lines_invoice_read(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr)
+{
+    json_t       *inv, *id, *url, *status;
+    ngx_str_t     s;
+
+    inv = lr->ctx->stripe_json;
+    id = json_object_get(inv, "id");
+    url = json_object_get(inv, "hosted_invoice_url");
+    status = json_object_get(inv, "status");
+
+    if (!json_is_string(id) || !json_is_string(status)) {
+        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                      NGX_HTTP_LINEGATE_LOG "Stripe answered an invoice "
+                      "without id or status");
+        return NGX_ERROR;
+    }
+
+    s.data = (u_char *) json_string_value(id);
+    s.len = json_string_length(id);
+
+    if (!ngx_http_linegate_stripe_id_valid(&s)
+        || ngx_http_linegate_pstr(r->pool, &lr->invoice.id, s.data, s.len)
+           == NULL
+        || ngx_http_linegate_pstr(r->pool, &lr->invoice.status,
+                                  (u_char *) json_string_value(status),
+                                  json_string_length(status))
+           == NULL)
+    {
+        return NGX_ERROR;
+    }
+
+    ngx_str_null(&lr->invoice.url);
+
+    if (json_is_string(url)
+        && ngx_http_linegate_pstr(r->pool, &lr->invoice.url,
+                                  (u_char *) json_string_value(url),
+                                  json_string_length(url))
+           == NULL)
+    {
+        return NGX_ERROR;
+    }
+
+    return NGX_OK;
+}
+
+
+ngx_str_t *
+ngx_http_linegate_pstr(ngx_pool_t *pool, ngx_str_t *dst, u_char *data,
+    size_t len)
+{
+    dst->data = ngx_pnalloc(pool, len ? len : 1);
+    if (dst->data == NULL) {
+        return NULL;
+    }
+
+    ngx_memcpy(dst->data, data, len);
+    dst->len = len;
+
+    return dst;
+}
+
+
+ngx_http_linegate_lr_t *
+ngx_http_linegate_lines_lr(ngx_http_request_t *r)
+{
+    ngx_http_linegate_ctx_t  *ctx;
+
+    ctx = ngx_http_linegate_get_ctx(r);
+
+    return ctx->data;
 }

@@ -1,0 +1,39 @@
+-- Who calls, and may the workspace make one more request: the first step
+-- of every Lines API script, so that authentication, the fleet-wide
+-- request rate (SPEC 2.7) and the endpoint's work share one round trip.
+--
+-- ARGV[1] 'k': ARGV[2] is sha256hex of an API key, resolved here;
+--         'w': ARGV[2] is the workspace of a verified Clerk token
+-- ARGV[3] requests allowed per window, ARGV[4] the window's number,
+-- ARGV[5] ms until the window ends
+-- ARGV[6] 'gate': stop after this step (the caller already knows its
+--         answer is an error, e.g. a malformed id, and only needs to
+--         know that the credential is good)
+--
+-- lg_lr_gate() -> ws, code, remaining
+--   code LR_GATE_OK, LR_UNAUTHORIZED (ws nil) or LR_RATE_LIMITED.
+local function lg_lr_gate()
+    local ws = ARGV[2]
+    if ARGV[1] == 'k' then
+        ws = redis.call('GET', 'lg:apikey:' .. ARGV[2])
+        if not ws then
+            return nil, LR_UNAUTHORIZED, 0
+        end
+    end
+
+    -- a refused call is not counted: a client hammering at the limit
+    -- does not push its own window further
+    local key = 'lg:{ws:' .. ws .. '}:rl:' .. ARGV[4]
+    local limit = tonumber(ARGV[3])
+    local n = tonumber(redis.call('GET', key) or '0')
+    if n >= limit then
+        return ws, LR_RATE_LIMITED, 0
+    end
+
+    n = redis.call('INCR', key)
+    if n == 1 then
+        redis.call('PEXPIRE', key, tonumber(ARGV[5]) + 1000)
+    end
+
+    return ws, LR_GATE_OK, limit - n
+end

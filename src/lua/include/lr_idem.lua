@@ -1,0 +1,8 @@
+-- The answer of a POST /api/line-requests, kept under its idempotency
+-- key (SPEC 2.4) so that the same key and body replay it byte for byte.
+local function lg_lr_idem_done(ws, digest, fp, status, body, ttl)
+    local key = 'lg:{ws:' .. ws .. '}:idem:' .. digest
+    redis.call('HSET', key, 'state', 'done', 'fp', fp, 'status', status,
+               'body', body)
+    redis.call('EXPIRE', key, tonumber(ttl))
+end

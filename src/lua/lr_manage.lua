@@ -1,0 +1,46 @@
+-- POST /api/line-requests/:id: may this action run on this request?
+-- ARGV[1..6] see lr_gate
+-- ARGV[7] id, ARGV[8] action (payment_link, cancel), ARGV[9] UTC date,
+-- ARGV[10] now (ms), ARGV[11] ms during which a reissue is in progress
+-- Returns {LR_OK, ws, remaining, line, stripeCustomerId, invoiceSeq},
+-- LR_NOT_FOUND, {LR_READ_ONLY, .., subscription status}, LR_SUBSCRIPTION
+-- (payment_link on a plan that is not active), {LR_WRONG_STATE, ..,
+-- status}, LR_BUSY (the invoice is being issued) or the gate's answer.
+--#include lr_codes
+--#include lr_gate
+--#include lr_line
+
+local ws, code, left = lg_lr_gate()
+if code ~= LR_GATE_OK or ARGV[6] == 'gate' then
+    return {code, ws or '', left}
+end
+
+local wkey = 'lg:{ws:' .. ws .. '}'
+local line = lg_lr_line(wkey, ARGV[7], ARGV[9])
+if not line then
+    return {LR_NOT_FOUND, ws, left}
+end
+
+local w = redis.call('HMGET', wkey, 'subscriptionStatus', 'stripeCustomerId')
+if w[1] == 'past_due' or w[1] == 'unpaid' then
+    return {LR_READ_ONLY, ws, left, w[1]}
+end
+
+if ARGV[8] == 'payment_link' and w[1] ~= 'active' and w[1] ~= 'trialing'
+then
+    return {LR_SUBSCRIPTION, ws, left}
+end
+
+local h = redis.call('HMGET', wkey .. ':lr:' .. ARGV[7], 'provisioningStatus',
+                     'invoiceId', 'invoiceSeq', 'reissueAt')
+if h[1] ~= 'awaiting_payment' then
+    return {LR_WRONG_STATE, ws, left, h[1] or ''}
+end
+
+if not h[2]
+   or tonumber(ARGV[10]) - tonumber(h[4] or '0') < tonumber(ARGV[11])
+then
+    return {LR_BUSY, ws, left}
+end
+
+return {LR_OK, ws, left, line, w[2] or '', h[3] or '0'}

@@ -1,0 +1,18 @@
+-- payment_link: the new invoice is finalized; make it the request's.
+-- ARGV[1] ws, ARGV[2] id, ARGV[3] invoiceSeq of the claim, ARGV[4] new
+-- invoice id, ARGV[5] its hosted URL, ARGV[6] now (ms), ARGV[7] now (ISO)
+-- Returns {LR_OK} or {LR_WRONG_STATE, status} when the request moved on
+-- meanwhile (the module then voids the new invoice).
+--#include lr_codes
+local lkey = 'lg:{ws:' .. ARGV[1] .. '}:lr:' .. ARGV[2]
+local h = redis.call('HMGET', lkey, 'provisioningStatus', 'invoiceSeq')
+if h[1] ~= 'awaiting_payment' or h[2] ~= ARGV[3] then
+    return {LR_WRONG_STATE, h[1] or ''}
+end
+
+redis.call('HSET', lkey, 'invoiceId', ARGV[4], 'paymentUrl', ARGV[5],
+           'reconciledAt', ARGV[6], 'updatedAt', ARGV[7])
+redis.call('HDEL', lkey, 'reissueAt')
+redis.call('SET', 'lg:invoice:' .. ARGV[4], ARGV[1] .. ':' .. ARGV[2])
+
+return {LR_OK}

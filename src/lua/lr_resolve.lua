@@ -1,0 +1,26 @@
+-- Apply what Stripe said of a request's invoice (reconciliation on read,
+-- payment_link, cancel): 'paid' promotes, 'void' cancels, through
+-- lr_settle, but only while the request still names that invoice (a
+-- reissued invoice is not settled by news of the old one).
+-- ARGV[1] ws, ARGV[2] id, ARGV[3] invoice id, ARGV[4] 'paid' or 'void',
+-- ARGV[5] now (ms), ARGV[6] now (ISO 8601), ARGV[7] UTC date
+-- Returns {changed (0/1), line} (see lr_line), or {0} when the request
+-- is gone.
+--#include lr_settle
+--#include lr_line
+
+local wkey = 'lg:{ws:' .. ARGV[1] .. '}'
+local changed = false
+
+if redis.call('HGET', wkey .. ':lr:' .. ARGV[2], 'invoiceId') == ARGV[3] then
+    local _
+    _, changed = lg_lr_settle(ARGV[1], ARGV[2], ARGV[4], tonumber(ARGV[5]),
+                              ARGV[6])
+end
+
+local line = lg_lr_line(wkey, ARGV[2], ARGV[7])
+if not line then
+    return {0}
+end
+
+return {changed and 1 or 0, line}

@@ -1,0 +1,55 @@
+
+/*
+ * linegate: idempotent creation of line requests (SPEC 2.4). The key is
+ * scoped to the workspace; the lock of a call in flight, the replay and
+ * the fingerprint comparison happen inside lr_create's script, the
+ * answer is kept by lr_idem_done or lr_invoice_store, the lock of a
+ * failed call is freed by lr_release.
+ */
+
+
+#ifndef _NGX_HTTP_LINEGATE_IDEMPOTENCY_H_INCLUDED_
+#define _NGX_HTTP_LINEGATE_IDEMPOTENCY_H_INCLUDED_
+
+
+#include "ngx_http_linegate_module.h"
+
+
+/* how long the lock of a creation in flight lasts, seconds */
+#define NGX_HTTP_LINEGATE_IDEM_LOCK_TTL  300
+
+
+typedef struct {
+    ngx_str_t                       digest;     /* sha256hex of the key */
+    ngx_str_t                       fp;         /* of the canonical body */
+} ngx_http_linegate_idem_t;
+
+
+struct ngx_http_linegate_lr_s;
+
+typedef void (*ngx_http_linegate_idem_next_pt)(ngx_http_request_t *r,
+    struct ngx_http_linegate_lr_s *lr);
+
+
+/*
+ * The key from the Idempotency-Key header or the idempotencyKey field of
+ * ctx->body, and the fingerprint of the body. NGX_OK (no key is fine:
+ * digest stays empty) or NGX_ERROR with a 400 deferred in lr.
+ */
+ngx_int_t ngx_http_linegate_idem_prepare(ngx_http_request_t *r,
+    struct ngx_http_linegate_lr_s *lr);
+
+/* keep a business outcome under the key (if any), then call next */
+void ngx_http_linegate_idem_store(ngx_http_request_t *r,
+    struct ngx_http_linegate_lr_s *lr, ngx_uint_t status, ngx_str_t *body,
+    ngx_http_linegate_idem_next_pt next);
+
+/*
+ * A creation failed: drop its reservation (if it made one that still has
+ * no invoice) and free the lock, then call next whatever Redis said.
+ */
+void ngx_http_linegate_idem_release(ngx_http_request_t *r,
+    struct ngx_http_linegate_lr_s *lr, ngx_http_linegate_idem_next_pt next);
+
+
+#endif /* _NGX_HTTP_LINEGATE_IDEMPOTENCY_H_INCLUDED_ */

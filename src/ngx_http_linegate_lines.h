@@ -1,0 +1,245 @@
+
+/*
+ * linegate: the Lines API (SPEC 2). Shared by the files of the endpoint
+ * family: lines.c (dispatch, reads, rendering), line_create.c (POST
+ * /api/line-requests and the issuing of invoices), line_manage.c
+ * (payment_link, cancel) and idempotency.c.
+ */
+
+
+#ifndef _NGX_HTTP_LINEGATE_LINES_H_INCLUDED_
+#define _NGX_HTTP_LINEGATE_LINES_H_INCLUDED_
+
+
+#include "ngx_http_linegate_module.h"
+#include "ngx_http_linegate_auth.h"
+#include "ngx_http_linegate_redis.h"
+#include "ngx_http_linegate_stripe.h"
+#include "ngx_http_linegate_idempotency.h"
+
+
+/* first element of every Lines API script reply: see lua/include/lr_codes */
+typedef enum {
+    NGX_HTTP_LINEGATE_LR_RATE_LIMITED = -2,
+    NGX_HTTP_LINEGATE_LR_UNAUTHORIZED = -1,
+    NGX_HTTP_LINEGATE_LR_GATE_OK = 0,
+    NGX_HTTP_LINEGATE_LR_OK = 1,
+    NGX_HTTP_LINEGATE_LR_RESERVED = 2,
+    NGX_HTTP_LINEGATE_LR_NOT_FOUND = 3,
+    NGX_HTTP_LINEGATE_LR_SUBSCRIPTION = 4,
+    NGX_HTTP_LINEGATE_LR_FORBIDDEN = 5,
+    NGX_HTTP_LINEGATE_LR_READ_ONLY = 6,
+    NGX_HTTP_LINEGATE_LR_PENDING = 7,
+    NGX_HTTP_LINEGATE_LR_NO_CUSTOMER = 8,
+    NGX_HTTP_LINEGATE_LR_REPLAY = 9,
+    NGX_HTTP_LINEGATE_LR_IDEM_MISMATCH = 10,
+    NGX_HTTP_LINEGATE_LR_IDEM_IN_USE = 11,
+    NGX_HTTP_LINEGATE_LR_WRONG_STATE = 12,
+    NGX_HTTP_LINEGATE_LR_BUSY = 13,
+    NGX_HTTP_LINEGATE_LR_COLLISION = 14
+} ngx_http_linegate_lr_code_e;
+
+
+/* statuses nginx has no name for */
+#define NGX_HTTP_LINEGATE_LR_READ_ONLY_STATUS  402
+#define NGX_HTTP_LINEGATE_LR_UNPROCESSABLE     422
+
+/* lr->deferred: an error to answer once the credential is known good */
+#define NGX_HTTP_LINEGATE_LR_DEFER_NONE   0
+#define NGX_HTTP_LINEGATE_LR_DEFER_FIELD  1   /* 400 VALIDATION_ERROR */
+#define NGX_HTTP_LINEGATE_LR_DEFER_PLAIN  2   /* 400 {"error"} */
+
+/* the ARGV[6] of a script: do the work, or only authenticate and count */
+#define NGX_HTTP_LINEGATE_LR_WORK   0
+#define NGX_HTTP_LINEGATE_LR_GATE   1
+
+/* how long an invoice being reissued is left alone by other callers */
+#define NGX_HTTP_LINEGATE_LR_REISSUE_HOLD  60000
+
+#define NGX_HTTP_LINEGATE_LR_AWAITING  "awaiting_payment"
+
+
+/* a line request as stored (empty strings: unknown) */
+typedef struct {
+    ngx_str_t                       id;
+    ngx_str_t                       workspace;
+    ngx_str_t                       first_name;
+    ngx_str_t                       last_name;
+    ngx_str_t                       channel_type;
+    ngx_str_t                       line_type;
+    ngx_str_t                       phone;
+    ngx_str_t                       email;
+    ngx_str_t                       forward_calls_to;
+    ngx_str_t                       profile_image_url;
+    ngx_str_t                       zipcode;
+    ngx_str_t                       state;
+    ngx_str_t                       status;            /* provisioning */
+    ngx_str_t                       payment_status;
+    ngx_str_t                       payment_url;
+    ngx_str_t                       invoice_id;
+    ngx_str_t                       health_status;
+    ngx_str_t                       health_checked_at;
+    ngx_str_t                       created_at;
+    ngx_str_t                       updated_at;
+    ngx_str_t                       date;              /* UTC today */
+    ngx_str_t                       conversations;     /* its usage */
+    ngx_str_t                       messages;
+} ngx_http_linegate_line_t;
+
+
+typedef struct ngx_http_linegate_lr_s  ngx_http_linegate_lr_t;
+
+typedef void (*ngx_http_linegate_lr_pt)(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr);
+
+
+/* an invoice being issued (create, reissue) or discarded */
+typedef struct {
+    ngx_uint_t                      step;
+    ngx_str_t                       key;        /* Idempotency-Key prefix */
+    ngx_str_t                       id;         /* in_..., once created */
+    ngx_str_t                       url;        /* hosted_invoice_url */
+    ngx_str_t                       status;     /* as Stripe last said */
+    /* NGX_HTTP_LINEGATE_STRIPE_OK, or what the failing call came to */
+    ngx_uint_t                      result;
+    ngx_int_t                       retry_after;
+    ngx_http_linegate_lr_pt         done;
+} ngx_http_linegate_invoice_t;
+
+
+/* the state of one Lines API request, in ctx->data */
+struct ngx_http_linegate_lr_s {
+    ngx_http_linegate_ctx_t        *ctx;
+    ngx_http_linegate_principal_t   who;
+    ngx_str_t                       ws;
+    ngx_str_t                       id;
+
+    int64_t                         now_ms;
+    ngx_str_t                       now_iso;
+    ngx_str_t                       date;          /* UTC today */
+
+    /*
+     * An error found before the caller is known (malformed body or id):
+     * answered once the script has checked the credential, so that a bad
+     * credential is always a 401.
+     */
+    ngx_uint_t                      deferred;
+    const char                     *deferred_field;
+    const char                     *deferred_message;
+
+    /* the arguments must outlive the command (NOSCRIPT resends them) */
+    ngx_http_linegate_redis_args_t  args;
+
+    ngx_http_linegate_line_t        line;
+    ngx_uint_t                      action;
+    ngx_uint_t                      rounds;
+
+    ngx_str_t                       customer;
+    ngx_str_t                       seq;           /* invoiceSeq */
+    ngx_str_t                       old_invoice;
+    ngx_http_linegate_invoice_t     invoice;
+
+    ngx_http_linegate_idem_t        idem;
+    ngx_http_linegate_lr_pt         next;
+
+    /* the answer, held while it is stored or while clean-up runs */
+    ngx_uint_t                      status;
+    ngx_uint_t                      fail_status;   /* 0: billing failed */
+    ngx_uint_t                      fail_result;
+    ngx_int_t                       fail_retry_after;
+    const char                     *fail_code;
+    const char                     *fail_message;
+    ngx_str_t                       body;
+};
+
+
+/* lines.c */
+
+/* the state of the request (ctx->data), from a Redis handler */
+ngx_http_linegate_lr_t *ngx_http_linegate_lines_lr(ngx_http_request_t *r);
+
+/* start a script with the common arguments (lr_gate) already pushed */
+void ngx_http_linegate_lines_args(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr, ngx_uint_t mode);
+/* run it; on failure to send, the 503 has been answered: NGX_ERROR */
+ngx_int_t ngx_http_linegate_lines_script(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr, ngx_http_linegate_script_id_e script,
+    ngx_http_linegate_redis_handler_pt handler);
+/*
+ * The common head of a reply: answers 503/401/429 itself (NGX_DONE), or
+ * answers a deferred error (NGX_DONE), else returns the code and sets
+ * lr->ws and the RateLimit headers.
+ */
+ngx_int_t ngx_http_linegate_lines_gate(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr, redisReply *reply);
+
+ngx_int_t ngx_http_linegate_line_parse(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr, redisReply *flat,
+    ngx_http_linegate_line_t *line);
+json_t *ngx_http_linegate_line_json(ngx_http_request_t *r,
+    ngx_http_linegate_line_t *line);
+/* SPEC 2.5: the request's state with its line (also 2.4's 201 bodies) */
+json_t *ngx_http_linegate_line_status_json(ngx_http_request_t *r,
+    ngx_http_linegate_line_t *line);
+ngx_int_t ngx_http_linegate_line_is(ngx_str_t *value, const char *s);
+
+/* {"success": false, "status": state, "message": message} */
+json_t *ngx_http_linegate_lines_refusal(ngx_str_t *state,
+    const char *message);
+json_t *ngx_http_linegate_lines_subscription_required(void);
+void ngx_http_linegate_lines_read_only(ngx_http_request_t *r,
+    redisReply *reply, ngx_uint_t i);
+void ngx_http_linegate_lines_not_found(ngx_http_request_t *r);
+void ngx_http_linegate_lines_billing_error(ngx_http_request_t *r,
+    ngx_uint_t result, ngx_int_t retry_after);
+
+/* parse ctx->raw into ctx->body; NGX_ERROR: an error is deferred */
+ngx_int_t ngx_http_linegate_lines_parse(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr);
+/* the first error wins; field NULL with kind PLAIN: {"error"} only */
+void ngx_http_linegate_lines_defer(ngx_http_linegate_lr_t *lr,
+    ngx_uint_t kind, const char *field, const char *message);
+
+/* apply Stripe's news of lr->line.invoice_id ("paid", "void") */
+void ngx_http_linegate_lines_resolve(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr, const char *outcome,
+    ngx_http_linegate_redis_handler_pt handler);
+/* read lr_resolve's reply into lr->line: NGX_OK, or NGX_ERROR (gone) */
+ngx_int_t ngx_http_linegate_lines_resolved(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr, redisReply *reply);
+
+/* read an invoice answer of Stripe into lr->invoice (id, url, status) */
+ngx_int_t ngx_http_linegate_lines_invoice_read(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr);
+ngx_int_t ngx_http_linegate_lines_stripe(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr, ngx_uint_t method, const char *path,
+    ngx_str_t *id, const char *suffix, ngx_str_t *form, const char *key,
+    ngx_http_linegate_resume_pt resume);
+
+ngx_str_t *ngx_http_linegate_pstr(ngx_pool_t *pool, ngx_str_t *dst,
+    u_char *data, size_t len);
+
+
+/* line_create.c */
+
+void ngx_http_linegate_line_create(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr);
+/*
+ * Draft invoice, its one item at the channel's price, finalize; Stripe
+ * Idempotency-Keys are lr->invoice.key + "-invoice", "-item",
+ * "-finalize". lr->invoice.done runs at the end, result set.
+ */
+void ngx_http_linegate_invoice_issue(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr);
+/* best effort: void lr->invoice.id, or delete it while a draft; done */
+void ngx_http_linegate_invoice_discard(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr);
+
+
+/* line_manage.c */
+
+void ngx_http_linegate_line_manage(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr);
+
+
+#endif /* _NGX_HTTP_LINEGATE_LINES_H_INCLUDED_ */
