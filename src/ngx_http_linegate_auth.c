@@ -18,6 +18,7 @@
 #include "ngx_http_linegate_auth.h"
 #include "ngx_http_linegate_crypto.h"
 #include "ngx_http_linegate_reply.h"
+#include "ngx_http_linegate_util.h"
 
 
 #define NGX_HTTP_LINEGATE_TOKEN_MAX       8192
@@ -48,8 +49,6 @@ static ngx_int_t ngx_http_linegate_clerk(ngx_http_request_t *r,
     ngx_http_linegate_principal_t *p);
 static ngx_int_t ngx_http_linegate_clerk_verify(ngx_http_request_t *r,
     ngx_str_t *token, ngx_http_linegate_jwt_cache_t *entry);
-static ngx_table_elt_t *ngx_http_linegate_header_in(ngx_http_request_t *r,
-    const char *lowcase, size_t len);
 static ngx_int_t ngx_http_linegate_unauthorized(ngx_http_request_t *r,
     ngx_http_linegate_ctx_t *ctx, const char *why);
 static ngx_int_t ngx_http_linegate_pstrdup(ngx_pool_t *pool, ngx_str_t *dst,
@@ -279,8 +278,10 @@ ngx_http_linegate_auth_account(ngx_http_request_t *r,
     u_char           *digest;
     ngx_table_elt_t  *id, *secret;
 
-    id = ngx_http_linegate_header_in(r, "sb-api-key-id", 13);
-    secret = ngx_http_linegate_header_in(r, "sb-api-secret-key", 17);
+    id = ngx_http_linegate_find_header(&r->headers_in.headers,
+                                       "sb-api-key-id");
+    secret = ngx_http_linegate_find_header(&r->headers_in.headers,
+                                           "sb-api-secret-key");
 
     if (id == NULL || secret == NULL
         || id->value.len == 0 || id->value.len > NGX_HTTP_LINEGATE_KEY_ID_MAX
@@ -337,38 +338,6 @@ ngx_http_linegate_auth_operator(ngx_http_request_t *r,
     ctx->auth = NGX_HTTP_LINEGATE_AUTH_OPERATOR;
 
     return NGX_OK;
-}
-
-
-static ngx_table_elt_t *
-ngx_http_linegate_header_in(ngx_http_request_t *r, const char *lowcase,
-    size_t len)
-{
-    ngx_uint_t        i;
-    ngx_list_part_t  *part;
-    ngx_table_elt_t  *h;
-
-    part = &r->headers_in.headers.part;
-    h = part->elts;
-
-    for (i = 0; /* void */; i++) {
-
-        if (i >= part->nelts) {
-            if (part->next == NULL) {
-                return NULL;
-            }
-
-            part = part->next;
-            h = part->elts;
-            i = 0;
-        }
-
-        if (h[i].key.len == len
-            && ngx_strncasecmp(h[i].key.data, (u_char *) lowcase, len) == 0)
-        {
-            return &h[i];
-        }
-    }
 }
 
 

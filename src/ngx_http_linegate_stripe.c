@@ -12,6 +12,7 @@
 
 #include "ngx_http_linegate_module.h"
 #include "ngx_http_linegate_stripe.h"
+#include "ngx_http_linegate_util.h"
 
 
 #define NGX_HTTP_LINEGATE_STRIPE_BODY_MAX  (256 * 1024)
@@ -20,8 +21,6 @@
 static ngx_int_t ngx_http_linegate_stripe_done(ngx_http_request_t *sr,
     void *data, ngx_int_t rc);
 static void ngx_http_linegate_stripe_resume(ngx_http_request_t *r);
-static ngx_table_elt_t *ngx_http_linegate_stripe_retry_after(
-    ngx_http_request_t *sr);
 static ngx_int_t ngx_http_linegate_stripe_headers(ngx_http_request_t *sr,
     ngx_str_t *idempotency_key, ngx_str_t *version, ngx_uint_t form);
 static ngx_int_t ngx_http_linegate_stripe_header(ngx_http_request_t *sr,
@@ -337,7 +336,8 @@ ngx_http_linegate_stripe_done(ngx_http_request_t *sr, void *data,
         ctx->stripe_status = rc == NGX_ERROR ? NGX_HTTP_BAD_GATEWAY : rc;
     }
 
-    h = ngx_http_linegate_stripe_retry_after(sr);
+    h = ngx_http_linegate_find_header(&sr->headers_out.headers,
+                                      "Retry-After");
     if (h != NULL) {
         ctx->stripe_retry_after = ngx_atoi(h->value.data, h->value.len);
     }
@@ -369,38 +369,6 @@ ngx_http_linegate_stripe_done(ngx_http_request_t *sr, void *data,
     sr->parent->write_event_handler = ngx_http_linegate_stripe_resume;
 
     return rc;
-}
-
-
-static ngx_table_elt_t *
-ngx_http_linegate_stripe_retry_after(ngx_http_request_t *sr)
-{
-    ngx_uint_t        i;
-    ngx_list_part_t  *part;
-    ngx_table_elt_t  *h;
-
-    part = &sr->headers_out.headers.part;
-    h = part->elts;
-
-    for (i = 0; /* void */; i++) {
-
-        if (i >= part->nelts) {
-            if (part->next == NULL) {
-                return NULL;
-            }
-
-            part = part->next;
-            h = part->elts;
-            i = 0;
-        }
-
-        if (h[i].hash && h[i].key.len == 11
-            && ngx_strncasecmp(h[i].key.data, (u_char *) "Retry-After", 11)
-               == 0)
-        {
-            return &h[i];
-        }
-    }
 }
 
 

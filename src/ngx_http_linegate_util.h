@@ -31,5 +31,9 @@ ngx_int_t ngx_http_linegate_new_id(u_char *buf);
 /* 24 lowercase hex characters */
 ngx_int_t ngx_http_linegate_id_valid(ngx_str_t *id);
 
+/* the first header named name (any case) in a headers list, or NULL */
+ngx_table_elt_t *ngx_http_linegate_find_header(ngx_list_t *headers,
+    const char *name);
+
 
 #endif /* _NGX_HTTP_LINEGATE_UTIL_H_INCLUDED_ */

@@ -114,37 +114,13 @@ ngx_http_linegate_webhook_verify(ngx_http_request_t *r,
     ngx_http_linegate_ctx_t *ctx)
 {
     int                              rc;
-    ngx_uint_t                       i;
-    ngx_list_part_t                 *part;
-    ngx_table_elt_t                 *h, *sig;
+    ngx_table_elt_t                 *sig;
     ngx_http_linegate_main_conf_t   *lmcf;
 
     lmcf = ngx_http_get_module_main_conf(r, ngx_http_linegate_module);
 
-    sig = NULL;
-    part = &r->headers_in.headers.part;
-    h = part->elts;
-
-    for (i = 0; /* void */; i++) {
-
-        if (i >= part->nelts) {
-            if (part->next == NULL) {
-                break;
-            }
-
-            part = part->next;
-            h = part->elts;
-            i = 0;
-        }
-
-        if (h[i].key.len == 16
-            && ngx_strncasecmp(h[i].key.data, (u_char *) "Stripe-Signature",
-                               16) == 0)
-        {
-            sig = &h[i];
-            break;
-        }
-    }
+    sig = ngx_http_linegate_find_header(&r->headers_in.headers,
+                                        "Stripe-Signature");
 
     rc = sig == NULL ? -1
          : ngx_http_linegate_stripe_signature_verify(
