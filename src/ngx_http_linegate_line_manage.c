@@ -36,11 +36,11 @@ static void ngx_http_linegate_manage_done(ngx_http_request_t *r,
 static ngx_int_t ngx_http_linegate_manage_load(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr, redisReply *reply);
 static ngx_int_t ngx_http_linegate_manage_key(ngx_http_request_t *r,
-    ngx_http_linegate_lr_t *lr, ngx_str_t *seq);
+    ngx_http_linegate_lr_t *lr);
 static void ngx_http_linegate_manage_refuse(ngx_http_request_t *r,
     redisReply *reply, ngx_uint_t i);
 static void ngx_http_linegate_manage_conflict(ngx_http_request_t *r,
-    ngx_str_t *state);
+    ngx_str_t *state, const char *message);
 static void ngx_http_linegate_manage_busy(ngx_http_request_t *r);
 static void ngx_http_linegate_manage_stripe_error(ngx_http_request_t *r,
     ngx_http_linegate_ctx_t *ctx);
@@ -220,27 +220,29 @@ ngx_http_linegate_manage_load(ngx_http_request_t *r,
         || ngx_http_linegate_pstr(r->pool, &lr->customer, customer.data,
                                   customer.len)
            == NULL
-        || ngx_http_linegate_manage_key(r, lr, &seq) != NGX_OK)
+        || ngx_http_linegate_pstr(r->pool, &lr->seq, seq.data, seq.len)
+           == NULL)
     {
         return NGX_ERROR;
     }
 
-    return NGX_OK;
+    return ngx_http_linegate_manage_key(r, lr);
 }
 
 
 /*
- * The Idempotency-Key prefix of the request's current invoice: "lg-<id>"
- * for the first, "lg-<id>-r<n>" for the n-th reissue.
+ * The Idempotency-Key prefix of the invoice number lr->seq of the request:
+ * "lg-<id>" for the first, "lg-<id>-r<n>" for the n-th reissue.
  */
 static ngx_int_t
 ngx_http_linegate_manage_key(ngx_http_request_t *r,
-    ngx_http_linegate_lr_t *lr, ngx_str_t *seq)
+    ngx_http_linegate_lr_t *lr)
 {
     u_char     *p;
-    ngx_str_t  *key;
+    ngx_str_t  *key, *seq;
 
     key = &lr->invoice.key;
+    seq = &lr->seq;
 
     p = ngx_pnalloc(r->pool, sizeof("lg--r") - 1 + lr->id.len + seq->len);
     if (p == NULL) {
@@ -256,8 +258,7 @@ ngx_http_linegate_manage_key(ngx_http_request_t *r,
         key->len = ngx_sprintf(p, "lg-%V-r%V", &lr->id, seq) - p;
     }
 
-    return ngx_http_linegate_pstr(r->pool, &lr->seq, seq->data, seq->len)
-           ? NGX_OK : NGX_ERROR;
+    return NGX_OK;
 }
 
 
@@ -272,13 +273,14 @@ ngx_http_linegate_manage_refuse(ngx_http_request_t *r, redisReply *reply,
         return;
     }
 
-    ngx_http_linegate_manage_conflict(r, &state);
+    ngx_http_linegate_manage_conflict(r, &state, NULL);
 }
 
 
 /* 409: the request is not (or no longer) awaiting payment */
 static void
-ngx_http_linegate_manage_conflict(ngx_http_request_t *r, ngx_str_t *state)
+ngx_http_linegate_manage_conflict(ngx_http_request_t *r, ngx_str_t *state,
+    const char *message)
 {
     ngx_http_linegate_ctx_t  *ctx;
 
@@ -286,9 +288,7 @@ ngx_http_linegate_manage_conflict(ngx_http_request_t *r, ngx_str_t *state)
     ngx_str_set(&ctx->outcome, "wrong_state");
 
     ngx_http_linegate_send_json(r, NGX_HTTP_CONFLICT,
-        ngx_http_linegate_lines_refusal(state,
-            ngx_http_linegate_line_is(state, "provisioning")
-            ? "The invoice was paid: the request is being provisioned"
+        ngx_http_linegate_lines_refusal(state, message ? message
             : "This action applies only to a request awaiting payment"));
 }
 
@@ -554,21 +554,12 @@ static void
 ngx_http_linegate_link_issue(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr)
 {
-    u_char     *p;
-    ngx_str_t  *key;
-
-    key = &lr->invoice.key;
-
-    p = ngx_pnalloc(r->pool, sizeof("lg--r") - 1 + lr->id.len + lr->seq.len);
-    if (p == NULL) {
+    if (ngx_http_linegate_manage_key(r, lr) != NGX_OK) {
         lr->fail_result = NGX_HTTP_LINEGATE_STRIPE_UNAVAILABLE;
         lr->fail_retry_after = -1;
         ngx_http_linegate_link_abort(r, lr, ngx_http_linegate_link_failed);
         return;
     }
-
-    key->data = p;
-    key->len = ngx_sprintf(p, "lg-%V-r%V", &lr->id, &lr->seq) - p;
 
     lr->invoice.done = ngx_http_linegate_link_issued;
     ngx_http_linegate_invoice_issue(r, lr);
@@ -722,7 +713,7 @@ ngx_http_linegate_link_failed(ngx_http_request_t *r,
         return;
 
     case NGX_HTTP_CONFLICT:
-        ngx_http_linegate_manage_conflict(r, &lr->line.status);
+        ngx_http_linegate_manage_conflict(r, &lr->line.status, NULL);
         return;
 
     default:
@@ -855,5 +846,9 @@ ngx_http_linegate_cancel_resolved(ngx_http_request_t *r, redisReply *reply)
         return;
     }
 
-    ngx_http_linegate_manage_conflict(r, &lr->line.status);
+    ngx_http_linegate_manage_conflict(r, &lr->line.status,
+        ngx_http_linegate_line_is(&lr->line.status, "provisioning")
+        ? "The invoice was paid meanwhile: the request is being "
+          "provisioned"
+        : NULL);
 }

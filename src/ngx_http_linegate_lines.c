@@ -1085,7 +1085,9 @@ ngx_http_linegate_lines_stripe(ngx_http_request_t *r,
         p = ngx_cpymem(p, id->data, id->len);
     }
 
-    ngx_memcpy(p, suffix, slen);
+    if (slen) {
+        ngx_memcpy(p, suffix, slen);
+    }
 
     if (key != NULL) {
         k.len = lr->invoice.key.len + ngx_strlen(key);

@@ -1018,10 +1018,10 @@ ngx_http_linegate_rate(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     value = cf->args->elts;
     len = value[1].len;
 
-    if (len > 4 && ngx_strncmp(value[1].data + len - 3, "r/s", 3) == 0) {
+    if (len > 3 && ngx_strncmp(value[1].data + len - 3, "r/s", 3) == 0) {
         lmcf->ws_rate_window = 1;
 
-    } else if (len > 4
+    } else if (len > 3
                && ngx_strncmp(value[1].data + len - 3, "r/m", 3) == 0)
     {
         lmcf->ws_rate_window = 60;

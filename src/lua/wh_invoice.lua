@@ -27,13 +27,20 @@ if not owner then
     return {1}
 end
 
-local sep = string.find(owner, ':', 1, true)
+-- ids never contain ':', but split at the last one all the same
+local sep = string.find(owner, ':[^:]*$')
 if not sep then
     return {1}
 end
 
 local ws = string.sub(owner, 1, sep - 1)
 local id = string.sub(owner, sep + 1)
+
+-- a reissued request pays a new invoice: events of the old one are stale
+local lkey = 'lg:{ws:' .. ws .. '}:lr:' .. id
+if redis.call('HGET', lkey, 'invoiceId') ~= ARGV[2] then
+    return {1}
+end
 
 local status, changed = lg_lr_settle(ws, id, ARGV[3], ARGV[4], ARGV[5])
 if not status then

@@ -700,6 +700,17 @@ sub invoice_void {
   return [200, $inv];
 }
 
+# Stripe deletes only drafts; the object then answers {"deleted": true}.
+sub invoice_delete {
+  my ($req, $id) = @_;
+  my $inv = $S{invoices}{$id} // return no_such('invoice', $id, 'id');
+  return stripe_error(400, 'invalid_request_error', 'invoice_not_editable',
+    "You can only delete draft invoices. Invoice $id is $inv->{status}.")
+    unless $inv->{status} eq 'draft';
+  delete $S{invoices}{$id};
+  return [200, {id => $id, object => 'invoice', deleted => true}];
+}
+
 sub invoice_mark_uncollectible {
   my ($req, $id) = @_;
   my $inv = $S{invoices}{$id} // return no_such('invoice', $id, 'id');
@@ -897,6 +908,7 @@ my @ROUTES = (
   [GET    => qr{^/v1/invoiceitems/$ID$},          \&invoice_item_get],
   [POST   => qr{^/v1/invoices$},                  \&invoice_create],
   [GET    => qr{^/v1/invoices/$ID$},              \&invoice_get],
+  [DELETE => qr{^/v1/invoices/$ID$},             \&invoice_delete],
   [POST   => qr{^/v1/invoices/$ID/finalize$},     \&invoice_finalize],
   [POST   => qr{^/v1/invoices/$ID/void$},         \&invoice_void],
   [POST   => qr{^/v1/invoices/$ID/pay$},          \&invoice_pay],

@@ -21,18 +21,18 @@ local function lg_lr_gate()
         end
     end
 
-    -- a refused call is not counted: a client hammering at the limit
-    -- does not push its own window further
     local key = 'lg:{ws:' .. ws .. '}:rl:' .. ARGV[4]
     local limit = tonumber(ARGV[3])
-    local n = tonumber(redis.call('GET', key) or '0')
-    if n >= limit then
-        return ws, LR_RATE_LIMITED, 0
-    end
-
-    n = redis.call('INCR', key)
+    local n = redis.call('INCR', key)
     if n == 1 then
         redis.call('PEXPIRE', key, tonumber(ARGV[5]) + 1000)
+    end
+
+    -- a refused call is not counted: a client hammering at the limit
+    -- keeps the counter at the limit, and the window's end stays put
+    if n > limit then
+        redis.call('DECR', key)
+        return ws, LR_RATE_LIMITED, 0
     end
 
     return ws, LR_GATE_OK, limit - n

@@ -60,7 +60,7 @@ sub new {
         stub   => $opts{stub} // 1,
         pids   => {},
         owner  => $$,
-        nginx  => $ENV{NGINX} // '/usr/sbin/nginx',
+        nginx  => $ENV{LG_NGINX} // '/usr/sbin/nginx',
         module => $ENV{LG_MODULE} // "$ROOT/build/ngx_http_linegate_module.so",
     }, $class;
 

@@ -1,0 +1,271 @@
+# The reads of the Lines API: GET /api/line-requests/:id (SPEC 2.5) with
+# reconciliation on read, GET /api/lines/by-user (2.8) and
+# GET /api/lines/check-availability (2.9).
+use strict;
+use warnings;
+use lib 't/lib';
+
+use Test::More;
+use IO::Socket::INET;
+use Time::HiRes qw(sleep);
+use LG::Stack;
+use LG::Test;
+use LG::Lines qw(body);
+
+my $s = LG::Stack->new(RECONCILE_INTERVAL => '400ms')->start;
+my $l = LG::Lines->new($s);
+my $r = $s->redis;
+my $n = 0;
+
+sub ws { return $l->workspace('org_r' . ++$n, @_) }
+
+# The commands Redis received from clients (not from inside scripts)
+# while $code ran, as MONITOR saw them; keepalive PINGs left out.
+sub top_level_commands {
+    my ($code) = @_;
+    my $m = IO::Socket::INET->new(PeerAddr => '127.0.0.1',
+                                  PeerPort => $s->redis_port) or die $!;
+    print $m "MONITOR\r\n";
+    my $ok = <$m>;
+    $code->();
+    sleep 0.2;
+    my @lines;
+    $m->blocking(0);
+    while (defined(my $line = <$m>)) { push @lines, $line }
+    close $m;
+    return grep { !/\[\d+ lua\]/ && !/"(?:ping|PING)"/ } @lines;
+}
+
+sub invoice_gets {
+    my ($inv) = @_;
+    my @g = grep { $_->{method} eq 'GET' }
+            $l->stripe_log(qr{^/v1/invoices/\Q$inv\E$});
+    return scalar @g;
+}
+
+sub op_ok {
+    my ($method, $path, $body) = @_;
+    my $tx = $s->op($method => $path, $body);
+    ok($tx->res->is_success, "operator $path") or diag $tx->res->body;
+}
+
+my @d = gmtime;
+my $TODAY = sprintf '%04d-%02d-%02d', $d[5] + 1900, $d[4] + 1, $d[3];
+
+subtest 'GET: an included request, in one Redis round trip' => sub {
+    my $w = ws();
+    my ($id, $created) = $l->created($w);
+
+    my $tx;
+    my @cmds = top_level_commands(sub { $tx = $l->get($w, $id) });
+    my $b = $l->answer($tx, 200, 'GET');
+    is(scalar @cmds, 1, 'one command reached Redis') or diag "@cmds";
+    like($cmds[0] // '', qr/"EVALSHA"/i, 'a script');
+
+    is_deeply([sort keys %$b],
+              [qw(line paymentRequired paymentStatus status success)],
+              'fields, no paymentUrl');
+    is($b->{status}, 'provisioning', 'status');
+    is_deeply($b->{line}, $created->{line}, 'the line, as created');
+    like($tx->res->headers->header('RateLimit-Policy'),
+         qr/^"workspace";q=\d+;w=60$/, 'RateLimit-Policy');
+
+    op_ok(POST => "/lines/$id/active", {phone => '+14155550142'});
+    $b = $l->answer($l->get($w, $id), 200, 'after set-up');
+    is($b->{status}, 'active', 'active');
+    is($b->{line}{isActive}, Mojo::JSON->true, 'isActive');
+    is($b->{line}{phone}, '+14155550142', 'its number');
+
+    op_ok(POST => "/lines/$id/health", {status => 'unhealthy'});
+    op_ok(POST => "/lines/$id/usage",
+          {newConversations => 3, totalMessages => 7});
+    $b = $l->answer($l->get($w, $id), 200, 'with health and usage');
+    is($b->{line}{healthCheck}{status}, 'unhealthy', 'healthCheck.status');
+    like($b->{line}{healthCheck}{lastCheckedAt},
+         qr/^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$/, 'lastCheckedAt');
+    is_deeply($b->{line}{usage}, {date => $TODAY, newConversationsCount => 3,
+                                  totalMessagesCount => 7}, 'usage today');
+
+    my $f = $l->created($w);
+    op_ok(POST => "/lines/$f/failed", {reason => 'no numbers'});
+    $b = $l->answer($l->get($w, $f), 200, 'a failed line');
+    is($b->{status}, 'failed', 'failed');
+};
+
+subtest 'GET: awaiting payment, reconciled with Stripe' => sub {
+    my $w = ws();
+    my ($id, $created) = $l->awaiting($w);
+    my $inv = $created->{invoiceId};
+
+    my $b = $l->answer($l->get($w, $id), 200, 'right after creation');
+    is($b->{status}, 'awaiting_payment', 'awaiting_payment');
+    is($b->{paymentUrl}, $created->{paymentUrl}, 'paymentUrl');
+    is($b->{invoiceId}, $inv, 'invoiceId');
+    is($b->{paymentRequired}, Mojo::JSON->true, 'paymentRequired');
+    is(invoice_gets($inv), 0, 'just checked at creation: Stripe not asked');
+
+    $l->invoice_do($inv, 'pay');      # no webhook: only a poll can tell
+    $b = $l->answer($l->get($w, $id), 200, 'paid, within the interval');
+    is($b->{status}, 'awaiting_payment', 'still the stored state');
+
+    sleep 0.45;
+    $b = $l->answer($l->get($w, $id), 200, 'after the interval');
+    is(invoice_gets($inv), 1, 'Stripe asked once');
+    is($b->{status}, 'provisioning', 'promoted to provisioning');
+    is($b->{paymentStatus}, 'paid', 'paid');
+    is($b->{paymentRequired}, Mojo::JSON->false, 'no payment required');
+    ok(!exists $b->{paymentUrl}, 'no paymentUrl any more');
+    is($b->{line}{provisioningStatus}, 'provisioning', 'line too');
+    ok(!defined $l->pending($w), 'the workspace is free');
+    ok(grep({ $_->{id} eq $id } $l->stream), 'in the provisioning stream');
+
+    sleep 0.45;
+    $l->answer($l->get($w, $id), 200, 'later');
+    is(invoice_gets($inv), 1, 'a settled request is not checked again');
+};
+
+subtest 'GET: void and uncollectible cancel the request' => sub {
+    for my $op (qw(void mark_uncollectible)) {
+        my $w = ws();
+        my ($id, $c) = $l->awaiting($w);
+        $l->invoice_do($c->{invoiceId}, $op);
+        sleep 0.45;
+        my $b = $l->answer($l->get($w, $id), 200, "invoice $op");
+        is($b->{status}, 'canceled', "$op: canceled");
+        is($b->{paymentStatus}, 'failed', "$op: failed");
+        ok(!defined $l->pending($w), "$op: the workspace is free");
+        $l->answer($l->create($w, body(channelType => 'email',
+                                       email => 'z@example.com')),
+                   201, "$op: a new request may be made");
+    }
+};
+
+subtest 'GET: Stripe failing answers the stored state' => sub {
+    my $w = ws();
+    my ($id, $c) = $l->awaiting($w);
+    $l->invoice_do($c->{invoiceId}, 'pay');
+    sleep 0.45;
+
+    for my $f ([status => 500], [status => 429], [drop => 1]) {
+        $l->fault(method => 'GET', path_prefix => '/v1/invoices/', @$f);
+        my $b = $l->answer($l->get($w, $id), 200, "Stripe fault @$f");
+        is($b->{status}, 'awaiting_payment', "@$f: the stored state");
+        sleep 0.45;
+    }
+
+    my $b = $l->answer($l->get($w, $id), 200, 'Stripe back');
+    is($b->{status}, 'provisioning', 'now promoted');
+};
+
+subtest 'GET: parallel polls make one Stripe call per interval' => sub {
+    my $w = ws();
+    my ($id, $c) = $l->awaiting($w);
+    sleep 0.45;
+    my @txs = $l->parallel(map { [$w, GET => "/api/line-requests/$id"] }
+                           1 .. 10);
+    is(scalar(grep { $_->res->code == 200 } @txs), 10, '10 answers');
+    is(invoice_gets($c->{invoiceId}), 1, 'one Stripe call');
+    ok($l->lr($w, $id)->{reconciledAt} > 0, 'reconciledAt recorded');
+};
+
+subtest 'by-user: every line but canceled ones, oldest first' => sub {
+    my $w = ws();
+    my $b = $l->answer($l->list($w), 200, 'no lines yet');
+    is_deeply($b, {lines => []}, 'an empty list');
+
+    my $a1 = $l->created($w, firstName => 'One');
+    my $a2 = $l->created($w, firstName => 'Two');
+    my ($c3) = $l->awaiting($w, firstName => 'Three');
+    $l->answer($l->manage($w, $c3, 'cancel'), 200, 'cancel Three');
+    my ($a4) = $l->awaiting($w, firstName => 'Four');
+    op_ok(POST => "/lines/$a1/active", {phone => '+14155550111'});
+    op_ok(POST => "/lines/$a2/failed", {reason => 'x'});
+    op_ok(POST => "/lines/$a1/usage", {totalMessages => 2});
+    op_ok(POST => "/lines/$a1/health", {status => 'healthy'});
+
+    my $other = ws();
+    $l->created($other);
+
+    $b = $l->answer($l->list($w), 200, 'list');
+    my @lines = @{ $b->{lines} };
+    is_deeply([map { $_->{firstName} } @lines], [qw(One Two Four)],
+              'oldest first, canceled left out');
+    is_deeply([map { $_->{provisioningStatus} } @lines],
+              [qw(active failed awaiting_payment)], 'their statuses');
+    is($lines[0]{usage}{totalMessagesCount}, 2, 'usage');
+    is($lines[0]{healthCheck}{status}, 'healthy', 'health');
+    is($lines[1]{healthCheck}, undef, 'no health reported: null');
+    is_deeply([map { $_->{workspaceId} } @lines], [($w->{id}) x 3],
+              'only this workspace\'s');
+
+    my $tok = $s->clerk_token(o => {id => $w->{id}});
+    my $c = $l->answer($l->req({Authorization => "Bearer $tok"},
+                               GET => '/api/lines/by-user'), 200, 'Clerk');
+    is_deeply($c, $b, 'the same with a Clerk token');
+};
+
+subtest 'check-availability (SPEC 2.9)' => sub {
+    my $w = ws();
+    my $id = $l->created($w);
+
+    my $b = $l->answer($l->check($w, $id), 200, 'provisioning');
+    is_deeply([sort keys %$b], [sort qw(success lineId available reason
+              provisioningStatus healthCheck usage remaining)], 'fields');
+    is($b->{lineId}, $id, 'lineId');
+    is($b->{available}, Mojo::JSON->false, 'not available');
+    is($b->{reason}, 'not_active', 'not_active');
+    is($b->{provisioningStatus}, 'provisioning', 'provisioningStatus');
+    is_deeply($b->{remaining}, {newConversations => 20, totalMessages => 50},
+              'remaining: the daily limits');
+
+    op_ok(POST => "/lines/$id/active", {phone => '+14155550177'});
+    $b = $l->answer($l->check($w, $id), 200, 'active, no report');
+    is($b->{available}, Mojo::JSON->true, 'available');
+    is($b->{reason}, undef, 'reason null');
+    is($b->{healthCheck}, undef, 'healthCheck null');
+
+    op_ok(POST => "/lines/$id/usage",
+          {newConversations => 5, totalMessages => 10});
+    $b = $l->answer($l->check($w, $id), 200, 'some usage');
+    is_deeply($b->{remaining}, {newConversations => 15, totalMessages => 40},
+              'remaining');
+    is_deeply($b->{usage}, {date => $TODAY, newConversationsCount => 5,
+                            totalMessagesCount => 10}, 'usage');
+
+    op_ok(POST => "/lines/$id/health", {status => 'unhealthy'});
+    $b = $l->answer($l->check($w, $id), 200, 'unhealthy');
+    is($b->{available}, Mojo::JSON->false, 'not available');
+    is($b->{reason}, 'unhealthy', 'unhealthy');
+    is($b->{healthCheck}{status}, 'unhealthy', 'healthCheck');
+
+    op_ok(POST => "/lines/$id/health", {status => 'healthy'});
+    $b = $l->answer($l->check($w, $id), 200, 'healthy again');
+    is($b->{available}, Mojo::JSON->true, 'available');
+
+    op_ok(POST => "/lines/$id/usage", {newConversations => 15});
+    $b = $l->answer($l->check($w, $id), 200, '20 new conversations');
+    is($b->{reason}, 'daily_limit_reached', 'daily_limit_reached');
+    is($b->{remaining}{newConversations}, 0, 'none left');
+
+    my $m = $l->created($w);
+    op_ok(POST => "/lines/$m/active", {phone => '+14155550178'});
+    op_ok(POST => "/lines/$m/usage", {totalMessages => 60});
+    $b = $l->answer($l->check($w, $m), 200, '60 messages');
+    is($b->{reason}, 'daily_limit_reached', 'daily_limit_reached');
+    is($b->{remaining}{totalMessages}, 0, 'never negative');
+};
+
+subtest 'check-availability: 400 and 404' => sub {
+    my $w = ws();
+    my $b = $l->answer($l->check($w, undef), 400, 'no id');
+    like($b->{error}, qr/id/, 'says the id is missing');
+    ok(!exists $b->{code}, 'a plain error');
+    $l->answer($l->check($w, ''), 400, 'an empty id');
+    $b = $l->answer($l->check($w, 'xyz'), 400, 'a malformed id');
+    like($b->{error}, qr/24/, 'says what an id looks like');
+    $l->answer($l->check($w, 'A' x 24), 400, 'upper case hex');
+    $b = $l->answer($l->check($w, 'a' x 24), 404, 'unknown');
+    is_deeply($b, {error => 'Line request not found'}, '404 body');
+};
+
+done_testing;

@@ -1,0 +1,296 @@
+# POST /api/line-requests/:id (SPEC 2.6): payment_link (open, paid, void,
+# uncollectible), cancel (voided, paid meanwhile, void already, Stripe
+# unreachable), the 409 of other states, 402/403, and unsupported actions.
+use strict;
+use warnings;
+use lib 't/lib';
+
+use Test::More;
+use LG::Stack;
+use LG::Test;
+use LG::Lines qw(body);
+
+my $s = LG::Stack->new->start;
+my $l = LG::Lines->new($s);
+my $r = $s->redis;
+my $n = 0;
+
+sub ws { return $l->workspace('org_m' . ++$n, @_) }
+
+sub link_is {
+    my ($tx, $reused, $name) = @_;
+    local $Test::Builder::Level = $Test::Builder::Level + 1;
+    my $b = $l->answer($tx, 200, $name);
+    is_deeply([sort keys %$b],
+              [qw(invoiceId paymentUrl reused status success)],
+              "$name: fields");
+    is($b->{status}, 'awaiting_payment', "$name: awaiting_payment");
+    is($b->{reused}, $reused ? Mojo::JSON->true : Mojo::JSON->false,
+       "$name: reused " . ($reused ? 'true' : 'false'));
+    return $b;
+}
+
+sub conflict {
+    my ($tx, $state, $name) = @_;
+    local $Test::Builder::Level = $Test::Builder::Level + 1;
+    my $b = $l->answer($tx, 409, $name);
+    is($b->{success}, Mojo::JSON->false, "$name: success false");
+    is($b->{status}, $state, "$name: status $state");
+    like($b->{message} // '', qr/\w/, "$name: message");
+    return $b;
+}
+
+subtest 'payment_link: an open invoice is reused' => sub {
+    my $w = ws();
+    my ($id, $c) = $l->awaiting($w);
+    my $before = $l->state_keys($w);
+    my $b = link_is($l->manage($w, $id, 'payment_link'), 1, 'open');
+    is($b->{paymentUrl}, $c->{paymentUrl}, 'the same link');
+    is($b->{invoiceId}, $c->{invoiceId}, 'the same invoice');
+    is_deeply($l->state_keys($w), $before, 'nothing changed');
+    is(scalar($l->invoices($w->{customer})), 1, 'no new invoice');
+};
+
+subtest 'payment_link: a paid invoice promotes the request' => sub {
+    my $w = ws();
+    my ($id, $c) = $l->awaiting($w);
+    $l->invoice_do($c->{invoiceId}, 'pay');
+
+    my $b = $l->answer($l->manage($w, $id, 'payment_link'), 200, 'paid');
+    is($b->{status}, 'provisioning', 'the 2.5 body for provisioning');
+    is($b->{paymentStatus}, 'paid', 'paid');
+    is($b->{line}{_id}, $id, 'with its line');
+    ok(!exists $b->{paymentUrl}, 'no paymentUrl');
+    ok(!defined $l->pending($w), 'the workspace is free');
+    ok(grep({ $_->{id} eq $id } $l->stream), 'in the provisioning stream');
+
+    conflict($l->manage($w, $id, 'payment_link'), 'provisioning',
+             'once provisioning: 409');
+};
+
+subtest 'payment_link: a void invoice is replaced' => sub {
+    my $w = ws();
+    my ($id, $c) = $l->awaiting($w);
+    my $old = $c->{invoiceId};
+    $l->invoice_do($old, 'void');
+
+    my $b = link_is($l->manage($w, $id, 'payment_link'), 0, 'void');
+    my $new = $b->{invoiceId};
+    isnt($new, $old, 'a new invoice');
+    isnt($b->{paymentUrl}, $c->{paymentUrl}, 'a new link');
+    my $inv = $l->invoice($new);
+    is($inv->{status}, 'open', 'open at Stripe');
+    is($inv->{customer}, $w->{customer}, 'for the customer');
+    is_deeply($inv->{metadata}, {workspace_id => $w->{id},
+                                 line_request_id => $id}, 'its metadata');
+
+    my @keys = map { $_->{idempotency_key} }
+               grep { ($_->{idempotency_key} // '') =~ /^lg-\Q$id\E-r/ }
+               $l->stripe_log(qr{^/v1/});
+    is_deeply(\@keys, ["lg-$id-r1-invoice", "lg-$id-r1-item",
+                       "lg-$id-r1-finalize"], 'new idempotency keys');
+
+    my $h = $l->lr($w, $id);
+    is($h->{provisioningStatus}, 'awaiting_payment', 'still awaiting');
+    is($h->{invoiceId}, $new, 'the new invoice stored');
+    is($h->{paymentUrl}, $b->{paymentUrl}, 'its link');
+    is($h->{invoiceSeq}, 1, 'invoiceSeq 1');
+    ok(!exists $h->{reissueAt}, 'the claim is released');
+    is($r->get("lg:invoice:$new"), "$w->{id}:$id", 'indexed for webhooks');
+    ok(!$r->exists("lg:invoice:$old"), 'the old one is not');
+    is($l->pending($w), $id, 'still the pending request');
+
+    my $g = $l->answer($l->get($w, $id), 200, 'GET');
+    is($g->{invoiceId}, $new, 'GET shows the new invoice');
+
+    link_is($l->manage($w, $id, 'payment_link'), 1, 'and reuses it next');
+
+    # a second replacement gets other keys
+    $l->invoice_do($new, 'void');
+    $b = link_is($l->manage($w, $id, 'payment_link'), 0, 'void again');
+    ok(grep({ ($_->{idempotency_key} // '') eq "lg-$id-r2-invoice" }
+            $l->stripe_log(qr{^/v1/invoices$})), 'r2 keys');
+};
+
+subtest 'payment_link: an uncollectible invoice is voided, then replaced'
+    => sub {
+    my $w = ws();
+    my ($id, $c) = $l->awaiting($w);
+    $l->invoice_do($c->{invoiceId}, 'mark_uncollectible');
+
+    my $b = link_is($l->manage($w, $id, 'payment_link'), 0, 'uncollectible');
+    is($l->invoice($c->{invoiceId})->{status}, 'void',
+       'the old invoice can no longer be paid');
+    is($l->invoice($b->{invoiceId})->{status}, 'open', 'the new one is open');
+};
+
+subtest 'payment_link: Stripe failures' => sub {
+    my $w = ws();
+    my ($id, $c) = $l->awaiting($w);
+    my $before = $l->state_keys($w);
+
+    $l->fault(method => 'GET', path_prefix => '/v1/invoices/', status => 500);
+    $l->error_is($l->manage($w, $id, 'payment_link'), 502,
+                 'BILLING_UNAVAILABLE', 'Stripe 500');
+    $l->fault(method => 'GET', path_prefix => '/v1/invoices/', status => 429);
+    my $tx = $l->manage($w, $id, 'payment_link');
+    $l->error_is($tx, 503, 'BILLING_UNAVAILABLE', 'Stripe 429');
+    ok($tx->res->headers->header('Retry-After'), 'Retry-After');
+    is_deeply($l->state_keys($w), $before, 'nothing changed');
+
+    # the replacement fails: the claim is released, the old index kept
+    $l->invoice_do($c->{invoiceId}, 'mark_uncollectible');
+    $l->fault(method => 'POST', path_prefix => '/v1/invoiceitems',
+              status => 500);
+    $l->error_is($l->manage($w, $id, 'payment_link'), 502,
+                 'BILLING_UNAVAILABLE', 'the new invoice failed');
+    my $h = $l->lr($w, $id);
+    is($h->{invoiceId}, $c->{invoiceId}, 'the old invoice still named');
+    ok(!exists $h->{reissueAt}, 'the claim is released');
+    is($r->get("lg:invoice:$c->{invoiceId}"), "$w->{id}:$id",
+       'the old invoice is indexed again');
+    my @open = grep { $_->{status} eq 'open' } $l->invoices($w->{customer});
+    is(scalar @open, 0, 'no open invoice left behind');
+
+    my $b = link_is($l->manage($w, $id, 'payment_link'), 0, 'retried');
+    is($l->lr($w, $id)->{invoiceId}, $b->{invoiceId}, 'now replaced');
+};
+
+subtest 'payment_link: subscription required, read-only' => sub {
+    my $w = ws();
+    my ($id) = $l->awaiting($w);
+
+    $l->set_workspace($w, subscriptionStatus => 'canceled');
+    my $b = $l->answer($l->manage($w, $id, 'payment_link'), 403,
+                       'canceled subscription');
+    is_deeply([@$b{qw(success status redirect)}],
+              [Mojo::JSON->false, 'subscription_required', '/billing'],
+              'subscription_required');
+
+    $l->set_workspace($w, subscriptionStatus => 'past_due');
+    $b = $l->answer($l->manage($w, $id, 'payment_link'), 402, 'past_due');
+    is_deeply($b, {error => 'READ_ONLY', code => 'READ_ONLY',
+                   reason => 'past_due'}, 'READ_ONLY');
+    $b = $l->answer($l->manage($w, $id, 'cancel'), 402, 'cancel past_due');
+    $l->set_workspace($w, subscriptionStatus => 'unpaid');
+    $b = $l->answer($l->manage($w, $id, 'cancel'), 402, 'cancel unpaid');
+    is($b->{reason}, 'unpaid', 'reason unpaid');
+    $l->answer($l->get($w, $id), 200, 'reads still work');
+    is($l->lr($w, $id)->{provisioningStatus}, 'awaiting_payment',
+       'nothing changed');
+
+    $l->set_workspace($w, subscriptionStatus => 'canceled');
+    $b = $l->answer($l->manage($w, $id, 'cancel'), 200,
+                    'cancel without a subscription is allowed');
+    is($b->{status}, 'canceled', 'canceled');
+};
+
+subtest 'cancel: the invoice is voided first' => sub {
+    my $w = ws();
+    my ($id, $c) = $l->awaiting($w);
+    my $b = $l->answer($l->manage($w, $id, 'cancel'), 200, 'cancel');
+    is_deeply($b, {success => Mojo::JSON->true, status => 'canceled',
+                   line => {_id => $id, provisioningStatus => 'canceled',
+                            paymentStatus => 'failed'}}, 'body');
+    is($l->invoice($c->{invoiceId})->{status}, 'void', 'void at Stripe');
+    my ($void) = $l->stripe_log(qr{^/v1/invoices/\Q$c->{invoiceId}\E/void$});
+    is($void->{idempotency_key}, "lg-$id-void", 'with its key');
+    my $h = $l->lr($w, $id);
+    is($h->{provisioningStatus}, 'canceled', 'stored canceled');
+    is($h->{paymentStatus}, 'failed', 'paymentStatus failed');
+    ok(!defined $l->pending($w), 'the workspace is free');
+    $l->answer($l->create($w, body(channelType => 'email',
+                                   email => 'n@example.com')), 201,
+               'a new request');
+
+    conflict($l->manage($w, $id, 'cancel'), 'canceled', 'cancel again');
+    conflict($l->manage($w, $id, 'payment_link'), 'canceled',
+             'payment_link on canceled');
+    my $g = $l->answer($l->get($w, $id), 200, 'GET');
+    is($g->{status}, 'canceled', 'GET says canceled');
+    my $list = $l->answer($l->list($w), 200, 'by-user');
+    ok(!grep({ $_->{_id} eq $id } @{ $list->{lines} }), 'not listed');
+};
+
+subtest 'cancel: paid meanwhile -> 409 provisioning' => sub {
+    my $w = ws();
+    my ($id, $c) = $l->awaiting($w);
+    $l->invoice_do($c->{invoiceId}, 'pay');
+    my $b = conflict($l->manage($w, $id, 'cancel'), 'provisioning',
+                     'paid before the cancel');
+    is($l->lr($w, $id)->{paymentStatus}, 'paid', 'promoted, paid');
+    is($l->invoice($c->{invoiceId})->{status}, 'paid', 'still paid');
+    ok(grep({ $_->{id} eq $id } $l->stream), 'in the provisioning stream');
+};
+
+subtest 'cancel: voided elsewhere already' => sub {
+    my $w = ws();
+    my ($id, $c) = $l->awaiting($w);
+    $l->invoice_do($c->{invoiceId}, 'void');
+    my $b = $l->answer($l->manage($w, $id, 'cancel'), 200, 'void already');
+    is($b->{status}, 'canceled', 'canceled');
+};
+
+subtest 'cancel: Stripe unreachable changes nothing' => sub {
+    my $w = ws();
+    my ($id, $c) = $l->awaiting($w);
+    my $before = $l->state_keys($w);
+
+    for my $f ([status => 500], [status => 503], [drop => 1]) {
+        $l->fault(path_prefix => '/v1/invoices/', @$f);
+        $l->error_is($l->manage($w, $id, 'cancel'), 502,
+                     'BILLING_UNAVAILABLE', "Stripe @$f");
+    }
+    $l->fault(path_prefix => '/v1/invoices/', status => 429);
+    my $tx = $l->manage($w, $id, 'cancel');
+    $l->error_is($tx, 503, 'BILLING_UNAVAILABLE', 'Stripe 429');
+    is($tx->res->headers->header('Retry-After'), '1', 'Retry-After');
+
+    is_deeply($l->state_keys($w), $before, 'nothing changed in Redis');
+    is($l->invoice($c->{invoiceId})->{status}, 'open', 'nor at Stripe');
+
+    $l->answer($l->manage($w, $id, 'cancel'), 200, 'Stripe back');
+};
+
+subtest 'only requests awaiting payment: 409 with the current status'
+    => sub {
+    my $w = ws();
+    my $id = $l->created($w);
+    conflict($l->manage($w, $id, 'cancel'), 'provisioning',
+             'cancel a provisioning request');
+    conflict($l->manage($w, $id, 'payment_link'), 'provisioning',
+             'payment_link on it');
+    $l->activate($id);
+    conflict($l->manage($w, $id, 'cancel'), 'active', 'cancel active');
+};
+
+subtest 'actions and bodies' => sub {
+    my $w = ws();
+    my ($id) = $l->awaiting($w);
+    my $before = $l->state_keys($w);
+
+    for my $case ([{action => 'refund'}, 'refund'], [{}, 'no action'],
+                  [{action => undef}, 'null action'],
+                  [{action => 'CANCEL'}, 'case matters'])
+    {
+        my $b = $l->answer($l->manage($w, $id, $case->[0]), 400, $case->[1]);
+        is_deeply($b, {error => 'Unsupported action'}, "$case->[1]: body");
+    }
+
+    $l->invalid_field($l->manage($w, $id, {action => 5}), 'action',
+                      'action a number');
+    $l->invalid_field($l->manage($w, $id, \'{"action":'), undef,
+                      'malformed JSON');
+    $l->invalid_field($l->manage($w, $id, \'["cancel"]'), undef,
+                      'not an object');
+
+    my $b = $l->answer($l->manage($w, 'bad', 'refund'), 400,
+                       'bad id and bad action');
+    is_deeply($b, {error => 'Invalid line request id'}, 'the id first');
+    $b = $l->answer($l->manage($w, 'f' x 24, 'refund'), 400,
+                    'unknown id and bad action');
+    is_deeply($b, {error => 'Unsupported action'}, 'the action before 404');
+    is_deeply($l->state_keys($w), $before, 'nothing changed');
+};
+
+done_testing;

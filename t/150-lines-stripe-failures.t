@@ -1,0 +1,130 @@
+# Stripe failing while an add-on request is created (SPEC 1, 2.4): 5xx,
+# 429, a dropped connection and an answer slower than proxy_read_timeout,
+# at each step (draft invoice, item, finalize). Each time the client gets
+# 502 (503 + Retry-After for 429), no request is left blocking the
+# workspace (a new one succeeds) and no open invoice is left without a
+# request.
+use strict;
+use warnings;
+use lib 't/lib';
+
+use Test::More;
+use Time::HiRes qw(sleep);
+use LG::Stack;
+use LG::Test;
+use LG::Lines qw(body);
+
+my $s = LG::Stack->new(STRIPE_TIMEOUT => '1s')->start;
+my $l = LG::Lines->new($s);
+my $r = $s->redis;
+my $n = 0;
+
+sub ws { return $l->workspace('org_f' . ++$n, @_) }
+
+my $EMAIL = body(channelType => 'email', email => 'f@example.com');
+
+my %STEP = (
+    invoice  => ['/v1/invoices', qr{^/v1/invoices$}],
+    item     => ['/v1/invoiceitems', qr{^/v1/invoiceitems$}],
+    finalize => ['/v1/invoices/', qr{^/v1/invoices/\w+/finalize$}],
+);
+
+# every open invoice of the customer is the one of a request awaiting
+# payment, and nothing blocks the workspace
+sub clean {
+    my ($w, $name) = @_;
+    local $Test::Builder::Level = $Test::Builder::Level + 1;
+
+    ok(!defined $l->pending($w), "$name: no pending marker");
+    my @ids = $l->request_ids($w);
+    is(scalar @ids, 0, "$name: no request left") or diag "@ids";
+    my $st = $l->state_keys($w);
+    is(scalar(grep { /^lg:line:/ && $st->{$_} eq $w->{id} } keys %$st), 0,
+       "$name: no owner index left");
+
+    my %named = map { ($l->lr($w, $_)->{invoiceId} // '') => 1 } @ids;
+    my @open = grep { $_->{status} eq 'open' && !$named{ $_->{id} } }
+               $l->invoices($w->{customer});
+    is(scalar @open, 0, "$name: no open invoice without a request")
+        or diag explain [map { "$_->{id} $_->{status}" } @open];
+
+    my $b = $l->answer($l->create($w, $EMAIL), 201,
+                       "$name: a new request succeeds");
+    is($b->{status}, 'awaiting_payment', "$name: billed");
+}
+
+for my $step (qw(invoice item finalize)) {
+    my ($prefix) = @{ $STEP{$step} };
+
+    subtest "$step: Stripe 500" => sub {
+        my $w = ws();
+        $l->fault(path_prefix => $prefix, status => 500);
+        $l->error_is($l->create($w, $EMAIL), 502, 'BILLING_UNAVAILABLE',
+                     'Stripe 500');
+        clean($w, '500');
+    };
+
+    subtest "$step: Stripe 429" => sub {
+        my $w = ws();
+        $l->fault(path_prefix => $prefix, status => 429, retry_after => 7);
+        my $tx = $l->create($w, $EMAIL);
+        $l->error_is($tx, 503, 'BILLING_UNAVAILABLE', 'Stripe 429');
+        is($tx->res->headers->header('Retry-After'), '7',
+           'Stripe\'s Retry-After passed on');
+        clean($w, '429');
+    };
+
+    subtest "$step: connection dropped" => sub {
+        my $w = ws();
+        $l->fault(path_prefix => $prefix, drop => 1);
+        $l->error_is($l->create($w, $EMAIL), 502, 'BILLING_UNAVAILABLE',
+                     'dropped');
+        clean($w, 'dropped');
+    };
+
+    subtest "$step: a 4xx Stripe refusal" => sub {
+        my $w = ws();
+        $l->fault(path_prefix => $prefix, status => 400);
+        $l->error_is($l->create($w, $EMAIL), 502, 'BILLING_UNAVAILABLE',
+                     'Stripe 400');
+        clean($w, '400');
+    };
+
+    subtest "$step: done at Stripe, the answer lost" => sub {
+        my $w = ws();
+        $l->fault(path_prefix => $prefix, status => 500, after_commit => 1);
+        $l->error_is($l->create($w, $EMAIL), 502, 'BILLING_UNAVAILABLE',
+                     'Stripe 500 after the work');
+        clean($w, 'after commit');
+    };
+}
+
+subtest 'slower than proxy_read_timeout (1 s)' => sub {
+    for my $case (
+        [invoice => 0, 'the draft, held'],
+        [item => 1, 'the item, answered late'],
+        [finalize => 1, 'finalize, answered late'],
+    ) {
+        my ($step, $after, $name) = @$case;
+        my $w = ws();
+        $l->fault(path_prefix => $STEP{$step}[0], latency_ms => 2500,
+                  after_commit => $after);
+        my $t0 = Time::HiRes::time();
+        $l->error_is($l->create($w, $EMAIL), 502, 'BILLING_UNAVAILABLE',
+                     $name);
+        my $took = Time::HiRes::time() - $t0;
+        ok($took >= 0.9 && $took < 2.4, "$name: given up after ~1 s "
+           . sprintf('(%.2f)', $took));
+        sleep 1.7;    # the late answer arrives, and is dropped
+        clean($w, $name);
+    }
+};
+
+subtest 'the voiding is logged' => sub {
+    like($s->error_log,
+         qr/invoice "in_\w+" of line request "[0-9a-f]{24}" discarded/,
+         'a discarded invoice is logged');
+    unlike($s->error_log, qr/\[(?:alert|crit|emerg)\]/, 'no alerts');
+};
+
+done_testing;

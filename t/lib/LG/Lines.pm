@@ -1,0 +1,408 @@
+package LG::Lines;
+
+# Helpers for the Lines API tests (t/1*.t), on top of LG::Stack.
+#
+#   my $l = LG::Lines->new($stack);
+#   my $w = $l->workspace('org_a', plan => 'growth');   # + key, customer
+#   my $tx = $l->create($w, {channelType => 'phone'});  # a full body
+#   my $b = $l->answer($tx, 201, 'created');  # status, headers, OpenAPI
+#   my $tx = $l->get($w, $id);  $l->manage($w, $id, 'cancel');
+#   my $tx = $l->list($w);      $l->check($w, $id);     # Clerk for check
+#   my @txs = $l->parallel([$w, POST => '/api/line-requests', {...}], ...);
+#
+# Workspaces and keys go through the operator API (PUT
+# /_linegate/workspaces/W, POST .../keys), Stripe customers into the stub.
+# A workspace is a hash: {id, key, auth (API key headers), clerk (Clerk
+# token headers), customer}.
+
+use strict;
+use warnings;
+
+use Carp qw(croak);
+use Exporter 'import';
+use JSON::Validator;
+use LG::Stack ();
+use LG::Test qw(answer_is);
+use Mojo::IOLoop;
+use Mojo::JSON qw(decode_json);
+use Mojo::Promise;
+use Test::More;
+use Time::HiRes ();
+
+our @EXPORT_OK = qw(body);
+
+our $CREATE = '/api/line-requests';
+
+my $ROOT = $LG::Stack::ROOT;
+
+sub new {
+    my ($class, $stack) = @_;
+    return bless {s => $stack}, $class;
+}
+
+sub stack { $_[0]{s} }
+sub redis { $_[0]{s}->redis }
+
+# A valid creation body, overridden by %o (undef removes a field).
+sub body {
+    my (%o) = @_;
+    my %b = (firstName => 'Ada', lastName => 'Lovelace',
+             channelType => 'phone');
+    while (my ($k, $v) = each %o) {
+        if (defined $v) { $b{$k} = $v } else { delete $b{$k} }
+    }
+    return \%b;
+}
+
+# Options: plan (growth), status (active; undef: none), customer
+# (cus_<W>; '' for none), card (1).
+sub workspace {
+    my ($self, $id, %o) = @_;
+
+    my $s = $self->{s};
+    my $customer = exists $o{customer} ? $o{customer} : "cus_$id";
+    my %ws = (plan => $o{plan} // 'growth');
+    $ws{subscriptionStatus} = exists $o{status} ? $o{status} : 'active';
+    delete $ws{subscriptionStatus} unless defined $ws{subscriptionStatus};
+    $ws{stripeCustomerId} = $customer if length $customer;
+
+    my $tx = $s->op(PUT => "/workspaces/$id", \%ws);
+    croak "workspace $id: " . $tx->res->code . ' ' . $tx->res->body
+        unless $tx->res->is_success;
+
+    $tx = $s->op(POST => "/workspaces/$id/keys");
+    my $key = eval { $tx->res->json->{key} }
+        or croak "key for $id: " . $tx->res->body;
+
+    if (length $customer) {
+        $tx = $s->stub(POST => '/_stub/customers',
+                       {id => $customer, card => $o{card} // 1});
+        croak 'stub customer: ' . $tx->res->body
+            unless $tx->res->is_success;
+    }
+
+    return {
+        id       => $id,
+        key      => $key,
+        auth     => {Authorization => "Bearer $key"},
+        clerk    => {Authorization => 'Bearer '
+                     . $s->clerk_token(o => {id => $id})},
+        customer => $customer,
+    };
+}
+
+# the workspace hash, changed by the operator API
+sub set_workspace {
+    my ($self, $w, %f) = @_;
+    my $tx = $self->{s}->op(PUT => "/workspaces/$w->{id}", \%f);
+    croak 'set_workspace: ' . $tx->res->body unless $tx->res->is_success;
+}
+
+sub _headers {
+    my ($w) = @_;
+    return ref $w eq 'HASH' && $w->{auth} ? {%{ $w->{auth} }}
+         : ref $w eq 'HASH'               ? {%$w}
+         : {};
+}
+
+# req($w, GET => $path, $body?, %headers): $w a workspace (its API key),
+# a plain header hash, or undef. $body: a reference to a string (sent as
+# is), another reference (JSON) or undef.
+sub req {
+    my ($self, $w, $method, $path, $body, %headers) = @_;
+    my $s = $self->{s};
+    my @content = !defined $body        ? ()
+                : ref $body eq 'SCALAR' ? ($$body)
+                : (json => $body);
+    my $tx = $s->ua->build_tx($method => $s->url($path)
+                              => {%{ _headers($w) }, %headers} => @content);
+    return $s->ua->start($tx);
+}
+
+sub create {
+    my ($self, $w, $body, %headers) = @_;
+    return $self->req($w, POST => $CREATE, $body // body(), %headers);
+}
+
+sub get {
+    my ($self, $w, $id) = @_;
+    return $self->req($w, GET => "$CREATE/$id");
+}
+
+# manage($w, $id, 'cancel') or manage($w, $id, {...}) or (\'raw')
+sub manage {
+    my ($self, $w, $id, $action) = @_;
+    my $body = ref $action ? $action : {action => $action};
+    return $self->req($w, POST => "$CREATE/$id", $body);
+}
+
+sub list {
+    my ($self, $w) = @_;
+    return $self->req($w, GET => '/api/lines/by-user');
+}
+
+# check-availability with the workspace's Clerk token
+sub check {
+    my ($self, $w, $id) = @_;
+    my $h = ref $w eq 'HASH' && $w->{clerk} ? $w->{clerk} : $w;
+    return $self->req($h, GET => '/api/lines/check-availability'
+                      . (defined $id ? "?id=$id" : ''));
+}
+
+# a created line request's id, or croak
+sub created {
+    my ($self, $w, %o) = @_;
+    my $tx = $self->create($w, body(%o));
+    my $b = eval { decode_json($tx->res->body) } // {};
+    croak 'create: ' . $tx->res->code . ' ' . $tx->res->body
+        unless $tx->res->code == 201;
+    return wantarray ? ($b->{line}{_id}, $b) : $b->{line}{_id};
+}
+
+# An add-on request awaiting payment (growth: two included phone lines
+# first, then the third is paid). Returns (id, 201 body).
+sub awaiting {
+    my ($self, $w, %o) = @_;
+    return $self->created($w, channelType => 'email',
+                          email => 'ada@example.com', %o);
+}
+
+# Run requests at once (non-blocking, a connection each); each one is
+# [$w, METHOD => $path, $body, %headers]. Returns the transactions.
+sub parallel {
+    my ($self, @reqs) = @_;
+
+    my $s = $self->{s};
+    my $ua = Mojo::UserAgent->new(
+        connect_timeout => 10, inactivity_timeout => 30,
+        request_timeout => 30, max_connections => 0,
+    );
+
+    my @p = map {
+        my ($w, $method, $path, $body, %headers) = @$_;
+        my @content = !defined $body        ? ()
+                    : ref $body eq 'SCALAR' ? ($$body)
+                    : (json => $body);
+        $ua->start_p($ua->build_tx($method => $s->url($path)
+                     => {%{ _headers($w) }, %headers} => @content));
+    } @reqs;
+
+    my @txs;
+    Mojo::Promise->all(@p)->then(sub { @txs = map { $_->[0] } @_ })
+        ->catch(sub { croak "parallel: @_" })->wait;
+
+    return @txs;
+}
+
+# Start a request without waiting, call $poll every 10 ms while it is in
+# flight until $poll returns true (at most $timeout s), then wait for the
+# answer. Returns the transaction and whether $poll said true in time.
+sub during {
+    my ($self, $req, $poll, $timeout) = @_;
+
+    my $s = $self->{s};
+    my ($w, $method, $path, $body, %headers) = @$req;
+    my $ua = Mojo::UserAgent->new(inactivity_timeout => 30,
+                                  request_timeout => 30);
+    my @content = !defined $body ? () : (json => $body);
+    my $tx;
+    my $p = $ua->start_p($ua->build_tx($method => $s->url($path)
+                         => {%{ _headers($w) }, %headers} => @content))
+        ->then(sub { $tx = shift });
+
+    my $done = 0;
+    my $until = Time::HiRes::time() + ($timeout // 5);
+    my $id = Mojo::IOLoop->recurring(0.01 => sub {
+        return if $done;
+        $done = 1 if $poll->() || Time::HiRes::time() > $until;
+    });
+    $p->wait;
+    Mojo::IOLoop->remove($id);
+
+    return ($tx, $done);
+}
+
+# the OpenAPI document, strict (no coercion of types)
+sub openapi {
+    my ($self) = @_;
+    return $self->{openapi} //= do {
+        my $schema = JSON::Validator->new->schema("$ROOT/docs/openapi.yaml")
+                     ->schema->resolve;
+        $schema->coerce({});
+        $schema;
+    };
+}
+
+my %TEMPLATE = (
+    '/api/line-requests'                => '/api/line-requests',
+    '/api/lines/by-user'                => '/api/lines/by-user',
+    '/api/lines/check-availability'     => '/api/lines/check-availability',
+);
+
+# the errors of an answer against docs/openapi.yaml (empty: it matches)
+sub invalid {
+    my ($self, $tx) = @_;
+
+    my $res = $tx->res;
+    my $path = $tx->req->url->path->to_string;
+    my $tpl = $TEMPLATE{$path} // ($path =~ m{^/api/line-requests/}
+                                   ? '/api/line-requests/{id}' : $path);
+    my $body = eval { decode_json($res->body) };
+    my %h = map { (lc $_ => $res->headers->header($_)) }
+            @{ $res->headers->names };
+
+    return $self->openapi->validate_response(
+        [lc $tx->req->method, $tpl, $res->code],
+        {
+            body => sub {
+                return {exists => defined $body, value => $body,
+                        content_type => 'application/json'};
+            },
+            header => sub {
+                my $v = $h{lc $_[0]};
+                return {exists => defined $v, value => $v};
+            },
+        },
+    );
+}
+
+# answer_is (status, X-Request-Id, Content-Type, a JSON object), then the
+# answer against docs/openapi.yaml. Returns the body.
+sub answer {
+    my ($self, $tx, $status, $name) = @_;
+    local $Test::Builder::Level = $Test::Builder::Level + 1;
+
+    my $body = answer_is($tx, $status, $name);
+    my @errors = $self->invalid($tx);
+    ok(!@errors, "$name: matches docs/openapi.yaml")
+        or diag(join "\n", map {"$_"} @errors);
+
+    return $body // {};
+}
+
+# answer, then {"error": ...} with code (undef: no code)
+sub error_is {
+    my ($self, $tx, $status, $code, $name, $error_re) = @_;
+    local $Test::Builder::Level = $Test::Builder::Level + 1;
+
+    my $b = $self->answer($tx, $status, $name);
+    is($b->{code}, $code, "$name: code " . ($code // 'absent'));
+    like($b->{error} // '', $error_re // qr/./, "$name: error text");
+    return $b;
+}
+
+# a VALIDATION_ERROR naming $field (undef: no field)
+sub invalid_field {
+    my ($self, $tx, $field, $name) = @_;
+    local $Test::Builder::Level = $Test::Builder::Level + 1;
+
+    my $b = $self->error_is($tx, 400, 'VALIDATION_ERROR', $name);
+    is($b->{field}, $field, "$name: field " . ($field // 'absent'));
+    return $b;
+}
+
+# the stub
+
+sub stub_state {
+    my ($self) = @_;
+    return $self->{s}->stub(GET => '/_stub/state')->res->json;
+}
+
+# invoices of a customer (all: every one), as a list of hashes
+sub invoices {
+    my ($self, $customer) = @_;
+    my $inv = $self->stub_state->{invoices} // {};
+    return grep { !defined $customer || $_->{customer} eq $customer }
+           values %$inv;
+}
+
+sub invoice {
+    my ($self, $id) = @_;
+    return $self->stub_state->{invoices}{$id};
+}
+
+# the stub's request log entries matching a path regex
+sub stripe_log {
+    my ($self, $re) = @_;
+    return grep { $_->{path} =~ $re } @{ $self->stub_state->{log} // [] };
+}
+
+sub fault {
+    my ($self, %f) = @_;
+    my $tx = $self->{s}->stub(POST => '/_stub/faults', {
+        method => 'POST', path_prefix => '/v1/invoices', count => 1, %f,
+    });
+    croak 'fault: ' . $tx->res->body unless $tx->res->is_success;
+}
+
+sub clear_faults {
+    my ($self) = @_;
+    $self->{s}->stub(DELETE => '/_stub/faults');
+}
+
+# drive an invoice at the stub ("the customer pays"): pay, void,
+# mark_uncollectible; with a webhook URL, the event is delivered too
+sub invoice_do {
+    my ($self, $id, $op, $webhook) = @_;
+    my $tx = $self->{s}->stub(POST => "/_stub/invoices/$id/$op",
+                              $webhook ? {webhook_url => $webhook} : {});
+    return $tx->res->json;
+}
+
+# Redis
+
+sub lr {
+    my ($self, $w, $id) = @_;
+    my $ws = ref $w ? $w->{id} : $w;
+    return {$self->redis->hgetall("lg:{ws:$ws}:lr:$id")};
+}
+
+sub pending {
+    my ($self, $w) = @_;
+    my $ws = ref $w ? $w->{id} : $w;
+    return $self->redis->get("lg:{ws:$ws}:pending");
+}
+
+sub request_ids {
+    my ($self, $w) = @_;
+    my $ws = ref $w ? $w->{id} : $w;
+    return $self->redis->zrange("lg:{ws:$ws}:lines", 0, -1);
+}
+
+# the entries of the provisioning stream, as hashes
+sub stream {
+    my ($self) = @_;
+    my @e = $self->redis->xrange('lg:provisioning', '-', '+');
+    return map { +{ @{ $_->[1] } } } @e;
+}
+
+# keys of the workspace's line requests, pending marker, listing and
+# idempotency records: what a refused or invalid request must not touch
+sub state_keys {
+    my ($self, $w) = @_;
+    my $ws = ref $w ? $w->{id} : $w;
+    my $r = $self->redis;
+    my %d;
+    for my $k ($r->keys("lg:{ws:$ws}:*"), $r->keys('lg:line:*'),
+               $r->keys('lg:invoice:*'), $r->keys('lg:provisioning'))
+    {
+        next if $k =~ /:rl:/;
+        my $t = $r->type($k);
+        $d{$k} = $t eq 'hash'   ? {$r->hgetall($k)}
+               : $t eq 'string' ? $r->get($k)
+               : $t eq 'zset'   ? [$r->zrange($k, 0, -1)]
+               : $t eq 'stream' ? $r->xlen($k)
+               : $t;
+    }
+    return \%d;
+}
+
+# mark a provisioning line active or failed through the operator API
+sub activate {
+    my ($self, $id, %o) = @_;
+    my $tx = $self->{s}->op(POST => "/lines/$id/active",
+                            {phone => $o{phone} // '+14155550100'});
+    croak 'activate: ' . $tx->res->body unless $tx->res->is_success;
+}
+
+1;
