@@ -13,22 +13,41 @@ ngx_int_t
 ngx_http_linegate_json_body(ngx_http_request_t *r,
     ngx_http_linegate_ctx_t *ctx, ngx_uint_t empty_ok)
 {
+    const char  *why;
+
+    if (ngx_http_linegate_json_parse(r, ctx, empty_ok, &why) != NGX_OK) {
+        if (why == NULL) {
+            ngx_http_linegate_internal_error(r);
+
+        } else {
+            ngx_http_linegate_field_error(r, NULL, why);
+        }
+
+        return NGX_ERROR;
+    }
+
+    return NGX_OK;
+}
+
+
+ngx_int_t
+ngx_http_linegate_json_parse(ngx_http_request_t *r,
+    ngx_http_linegate_ctx_t *ctx, ngx_uint_t empty_ok, const char **why)
+{
     json_t        *body;
     json_error_t   err;
 
+    *why = NULL;
+
     if (ctx->raw.len == 0) {
         if (!empty_ok) {
-            ngx_http_linegate_field_error(r, NULL, "Request body is empty");
+            *why = "Request body is empty";
             return NGX_ERROR;
         }
 
         ctx->body = json_object();
-        if (ctx->body == NULL) {
-            ngx_http_linegate_internal_error(r);
-            return NGX_ERROR;
-        }
 
-        return NGX_OK;
+        return ctx->body ? NGX_OK : NGX_ERROR;
     }
 
     /* jansson refuses invalid UTF-8; duplicate keys are ambiguous */
@@ -39,17 +58,17 @@ ngx_http_linegate_json_body(ngx_http_request_t *r,
         ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
                       NGX_HTTP_LINEGATE_LOG "malformed JSON body: %s "
                       "at offset %d", err.text, err.position);
-        ngx_http_linegate_field_error(r, NULL, "Malformed JSON body");
+        *why = "Malformed JSON body";
         return NGX_ERROR;
     }
 
     if (!json_is_object(body)) {
         json_decref(body);
-        ngx_http_linegate_field_error(r, NULL,
-                                      "Request body must be a JSON object");
+        *why = "Request body must be a JSON object";
         return NGX_ERROR;
     }
 
+    /* freed with the request (module.c's cleanup) */
     ctx->body = body;
 
     return NGX_OK;

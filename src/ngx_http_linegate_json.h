@@ -20,6 +20,13 @@ ngx_int_t ngx_http_linegate_json_body(ngx_http_request_t *r,
     ngx_http_linegate_ctx_t *ctx, ngx_uint_t empty_ok);
 
 /*
+ * The same checks without answering: NGX_OK and ctx->body set, or
+ * NGX_ERROR with *why set to the text of the 400 the caller will send.
+ */
+ngx_int_t ngx_http_linegate_json_parse(ngx_http_request_t *r,
+    ngx_http_linegate_ctx_t *ctx, ngx_uint_t empty_ok, const char **why);
+
+/*
  * A string field: NGX_OK (value set, not copied), NGX_DECLINED (absent or
  * null), NGX_ERROR (present with another type).
  */

@@ -610,7 +610,7 @@ ngx_http_linegate_create_outcome(ngx_http_request_t *r,
         return;
 
     case NGX_HTTP_LINEGATE_LR_IDEM_MISMATCH:
-        ngx_http_linegate_error(r, NGX_HTTP_LINEGATE_LR_UNPROCESSABLE,
+        ngx_http_linegate_error(r, NGX_HTTP_LINEGATE_UNPROCESSABLE,
                                 "IDEMPOTENCY_KEY_MISMATCH",
                                 "This Idempotency-Key was used with a "
                                 "different request body");

@@ -691,41 +691,14 @@ ngx_int_t
 ngx_http_linegate_lines_parse(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr)
 {
-    json_t                   *body;
-    json_error_t              err;
-    ngx_http_linegate_ctx_t  *ctx;
+    const char  *why;
 
-    ctx = lr->ctx;
-
-    if (ctx->raw.len == 0) {
+    /* the 400 is answered only once the credential is known good */
+    if (ngx_http_linegate_json_parse(r, lr->ctx, 0, &why) != NGX_OK) {
         ngx_http_linegate_lines_defer(lr, NGX_HTTP_LINEGATE_LR_DEFER_FIELD,
-                                      NULL, "Request body is empty");
+                                      NULL, why ? why : "Internal error");
         return NGX_ERROR;
     }
-
-    /* as ngx_http_linegate_json_body(), but answered after the gate */
-    body = json_loadb((const char *) ctx->raw.data, ctx->raw.len,
-                      JSON_REJECT_DUPLICATES, &err);
-
-    if (body == NULL) {
-        ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
-                      NGX_HTTP_LINEGATE_LOG "malformed JSON body: %s "
-                      "at offset %d", err.text, err.position);
-        ngx_http_linegate_lines_defer(lr, NGX_HTTP_LINEGATE_LR_DEFER_FIELD,
-                                      NULL, "Malformed JSON body");
-        return NGX_ERROR;
-    }
-
-    if (!json_is_object(body)) {
-        json_decref(body);
-        ngx_http_linegate_lines_defer(lr, NGX_HTTP_LINEGATE_LR_DEFER_FIELD,
-                                      NULL,
-                                      "Request body must be a JSON object");
-        return NGX_ERROR;
-    }
-
-    /* freed with the request (module.c's cleanup) */
-    ctx->body = body;
 
     return NGX_OK;
 }
@@ -1013,7 +986,7 @@ ngx_http_linegate_lines_read_only(ngx_http_request_t *r, redisReply *reply,
                     "READ_ONLY", "reason",
                     json_stringn((const char *) reason.data, reason.len));
 
-    ngx_http_linegate_send_json(r, NGX_HTTP_LINEGATE_LR_READ_ONLY_STATUS, obj);
+    ngx_http_linegate_send_json(r, NGX_HTTP_LINEGATE_PAYMENT_REQUIRED, obj);
 }
 
 

@@ -40,10 +40,6 @@ typedef enum {
 } ngx_http_linegate_lr_code_e;
 
 
-/* statuses nginx has no name for */
-#define NGX_HTTP_LINEGATE_LR_READ_ONLY_STATUS  402
-#define NGX_HTTP_LINEGATE_LR_UNPROCESSABLE     422
-
 /* lr->deferred: an error to answer once the credential is known good */
 #define NGX_HTTP_LINEGATE_LR_DEFER_NONE   0
 #define NGX_HTTP_LINEGATE_LR_DEFER_FIELD  1   /* 400 VALIDATION_ERROR */

@@ -21,6 +21,10 @@
 
 #define NGX_HTTP_LINEGATE_LOG  "linegate: "
 
+/* statuses nginx has no names for */
+#define NGX_HTTP_LINEGATE_PAYMENT_REQUIRED  402
+#define NGX_HTTP_LINEGATE_UNPROCESSABLE     422
+
 
 typedef enum {
     NGX_HTTP_LINEGATE_API_NONE = 0,

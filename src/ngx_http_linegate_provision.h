@@ -17,7 +17,6 @@
 
 
 /* statuses nginx has no names for */
-#define NGX_HTTP_LINEGATE_PAYMENT_REQUIRED  402
 #define NGX_HTTP_LINEGATE_GONE              410
 
 #define NGX_HTTP_LINEGATE_PV_DAY        86400
