@@ -18,28 +18,63 @@ static ngx_int_t ngx_http_linegate_add_header(ngx_http_request_t *r,
     ngx_http_linegate_add_header(r, name, sizeof(name) - 1, value)
 
 
+/* a growing buffer in the request's pool, for json_dump_callback() */
+typedef struct {
+    ngx_pool_t                     *pool;
+    u_char                         *data;
+    size_t                          len;
+    size_t                          size;
+} ngx_http_linegate_dump_t;
+
+
+static int
+ngx_http_linegate_dump_write(const char *buf, size_t len, void *data)
+{
+    u_char                    *p;
+    size_t                     size;
+    ngx_http_linegate_dump_t  *d = data;
+
+    if (d->len + len > d->size) {
+        size = ngx_max(d->size * 2, d->len + len);
+
+        p = ngx_pnalloc(d->pool, size);
+        if (p == NULL) {
+            return -1;
+        }
+
+        ngx_memcpy(p, d->data, d->len);
+        d->data = p;
+        d->size = size;
+    }
+
+    ngx_memcpy(d->data + d->len, buf, len);
+    d->len += len;
+
+    return 0;
+}
+
+
+/* one pass: json_dumpb() would need a second one to learn the size */
 ngx_int_t
 ngx_http_linegate_json_dump(ngx_pool_t *pool, json_t *obj, ngx_str_t *out)
 {
-    size_t   len;
-    u_char  *p;
+    ngx_http_linegate_dump_t  d;
 
-    len = json_dumpb(obj, NULL, 0, JSON_COMPACT);
-    if (len == 0) {
+    d.pool = pool;
+    d.len = 0;
+    d.size = 1024;
+    d.data = ngx_pnalloc(pool, d.size);
+
+    if (d.data == NULL
+        || json_dump_callback(obj, ngx_http_linegate_dump_write, &d,
+                              JSON_COMPACT)
+           != 0)
+    {
         return NGX_ERROR;
     }
 
-    p = ngx_pnalloc(pool, len);
-    if (p == NULL) {
-        return NGX_ERROR;
-    }
-
-    if (json_dumpb(obj, (char *) p, len, JSON_COMPACT) != len) {
-        return NGX_ERROR;
-    }
-
-    out->data = p;
-    out->len = len;
+    out->data = d.data;
+    out->len = d.len;
 
     return NGX_OK;
 }
