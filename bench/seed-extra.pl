@@ -146,7 +146,7 @@ if (defined $o{clerk}) {
     my $dir = "$o{data}/clerk";
     mkdir $dir unless -d $dir;
     unless (-s "$dir/key.pem" && -s "$dir/pub.pem") {
-        system('openssl', 'genpkey', '-algorithm', 'RSA', '-pkeyopt',
+        system('openssl', 'genpkey', '-algorithm', 'RSA', '-quiet', '-pkeyopt',
                'rsa_keygen_bits:2048', '-out', "$dir/key.pem") == 0
             or die "openssl genpkey failed\n";
         system('openssl', 'pkey', '-in', "$dir/key.pem", '-pubout',

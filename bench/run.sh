@@ -1,0 +1,955 @@
+#!/usr/bin/env bash
+# linegate under wrk, side by side with nginx's own `return 200` and the
+# benchmark peers of shared/bench/peers (OpenResty Lua, Node behind nginx,
+# Node direct), on one Redis with the same data. `make bench` runs it.
+#
+#   bench/run.sh          the whole benchmark: build, start everything, seed,
+#                         measure, print the report, stop everything
+#   bench/run.sh start    build, start and seed, then leave it all running
+#                         (prints the ports; for curl while developing)
+#   bench/run.sh stop     stop what `start` started (pid files)
+#   bench/run.sh report   the report and chart again from the last run's files
+#
+# What one run does (docs/performance.md says why):
+#   1. make (BUILD as given to make), peers' run.sh install if needed
+#   2. peers' run.sh start: redis-server --save "" --appendonly no, seed,
+#      the three peers; the Stripe stub; nginx + linegate (bench/linegate.conf.in)
+#   3. a sanity request per target: a target whose answer is not 2xx (an
+#      endpoint not written yet) is reported and skipped, not measured
+#   4. Redis round trips per request: MONITOR during a 1-connection wrk run
+#   5. interleaved rounds over all targets, Redis flushed and reseeded
+#      before every run; req/s, p50, p99, non-2xx, Redis commands per request
+#      (INFO commandstats after - before, / requests), CPU of server and Redis
+#   6. provision-preview + confirm pairs through the Stripe stub
+#   7. cost curves: 1, 10, 50, 200 connections; 1k versus 100k workspaces
+#   8. RSS of the nginx workers before and after 1M requests
+#   9. report (stdout and $LG_BENCH_TMP/results/), chart (gnuplot); a full run
+#      also writes docs/performance.png and the figures in docs/performance.md
+#
+# Environment (defaults):
+#   LG_BENCH_QUICK=0 (or BENCH_QUICK, as `make bench BENCH_QUICK=1`): 3 s runs,
+#                         one round, no Node peers, no cost curves, 100k
+#                         workspaces or 1M requests (a few minutes in all)
+#   LG_PEERS_DIR          $(dirname repo)/shared/bench/peers
+#   LG_BENCH_TMP          /tmp/lg-bench (pid files, logs, raw wrk output)
+#   BUILD / LG_MODULE     $BUILD/ngx_http_linegate_module.so (BUILD: repo/build)
+#   LG_BENCH_PORT=8190    linegate's nginx (also serves /static)
+#   LG_BENCH_STUB_PORT=12190  Stripe stub
+#   LG_REDIS_PORT=6391 LG_LUA_PORT=8181 LG_NODE_NGINX_PORT=8182
+#   LG_NODE_PORT=8183     the peers' (passed on to their run.sh)
+#   LG_BENCH_WORKERS      nginx worker_processes of linegate: nproc
+#   LG_BENCH_DURATION     10s (quick: 3s)   LG_BENCH_RUNS  2 (quick: 1)
+#   LG_BENCH_THREADS=2 LG_BENCH_CONNS=50    wrk -t / -c
+#   LG_BENCH_WARMUP=2     seconds per target before the rounds (0: none)
+#   LG_BENCH_CONFIRM_CONNS=10
+#   LG_BENCH_SCALE_WS=100000   LG_BENCH_MEM_REQUESTS=1000000
+#   LG_BENCH_WRITE_WS     fresh workspaces for the write path: 150000
+#                         (quick: 50000), two included creations each
+#   LG_BENCH_PHASES       main,confirm,curves,scale,memory (quick: main,confirm)
+#   LG_BENCH_NO_BUILD=1   skip make;   LG_BENCH_DOCS=0: leave docs/ alone
+#   LG_BENCH_PEERS=0      no peers (own redis-server with the same settings)
+
+set -euo pipefail
+
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+REPO=$(dirname "$HERE")
+PEERS=${LG_PEERS_DIR:-$(dirname "$REPO")/shared/bench/peers}
+TMP=${LG_BENCH_TMP:-/tmp/lg-bench}
+BUILD=${BUILD:-$REPO/build}
+MODULE=${LG_MODULE:-$BUILD/ngx_http_linegate_module.so}
+NGINX=${NGINX:-/usr/sbin/nginx}
+
+QUICK=${LG_BENCH_QUICK:-${BENCH_QUICK:-0}}
+[[ $QUICK == 0 || $QUICK == "" ]] && QUICK=0 || QUICK=1
+
+PORT=${LG_BENCH_PORT:-8190}
+STUB_PORT=${LG_BENCH_STUB_PORT:-12190}
+export LG_REDIS_PORT=${LG_REDIS_PORT:-6391}
+export LG_LUA_PORT=${LG_LUA_PORT:-8181}
+export LG_NODE_NGINX_PORT=${LG_NODE_NGINX_PORT:-8182}
+export LG_NODE_PORT=${LG_NODE_PORT:-8183}
+export LG_PEERS_TMP=$TMP/peers
+export LG_PEERS_DATA=$LG_PEERS_TMP/data
+REDIS_PORT=$LG_REDIS_PORT
+
+WORKERS=${LG_BENCH_WORKERS:-$(nproc)}
+THREADS=${LG_BENCH_THREADS:-2}
+CONNS=${LG_BENCH_CONNS:-50}
+CONFIRM_CONNS=${LG_BENCH_CONFIRM_CONNS:-10}
+WARMUP=${LG_BENCH_WARMUP:-2}
+SCALE_WS=${LG_BENCH_SCALE_WS:-100000}
+MEM_REQUESTS=${LG_BENCH_MEM_REQUESTS:-1000000}
+CLERK_ISSUER=https://clerk.bench.linegate.test
+if ((QUICK)); then
+    DURATION=${LG_BENCH_DURATION:-3s}
+    RUNS=${LG_BENCH_RUNS:-1}
+    WRITE_WS=${LG_BENCH_WRITE_WS:-50000}
+    PHASES=${LG_BENCH_PHASES:-main,confirm}
+else
+    DURATION=${LG_BENCH_DURATION:-10s}
+    RUNS=${LG_BENCH_RUNS:-2}
+    WRITE_WS=${LG_BENCH_WRITE_WS:-150000}
+    PHASES=${LG_BENCH_PHASES:-main,confirm,curves,scale,memory}
+fi
+USE_PEERS=${LG_BENCH_PEERS:-1}
+
+LG=$TMP/linegate
+RES=$TMP/results
+RAW=$TMP/results/raw
+DATA=$LG_PEERS_DATA
+WRK_DIR=$HERE/wrk
+export LG_WRK_THREADS=$THREADS
+
+say() { printf '%s\n' "$*" >&2; }
+die() { say "bench: $*"; exit 1; }
+phase() { [[ ,$PHASES, == *",$1,"* ]]; }
+now() { date +%s; }
+
+# ---------------------------------------------------------------- processes
+
+alive() {
+    local st
+    st=$(ps -o stat= -p "$1" 2>/dev/null) || return 1
+    [[ -n $st && $st != Z* ]]
+}
+
+stop_pidfile() {    # stop_pidfile FILE SIGNAL NAME
+    local f=$1 pid i
+    [[ -f $f ]] || return 0
+    pid=$(cat "$f")
+    if [[ -n $pid ]] && alive "$pid"; then
+        kill "-$2" "$pid" 2>/dev/null || true
+        for i in $(seq 1 50); do
+            alive "$pid" || break
+            sleep 0.1
+        done
+        alive "$pid" && kill -KILL "$pid" 2>/dev/null || true
+        say "stopped $3 (pid $pid)"
+    fi
+    rm -f "$f"
+}
+
+peers_run() { "$PEERS/run.sh" "$@"; }
+
+cmd_stop() {
+    stop_pidfile "$LG/nginx.pid" QUIT "linegate nginx"
+    stop_pidfile "$TMP/stub.pid" TERM "Stripe stub"
+    stop_pidfile "$TMP/monitor.pid" TERM "redis-cli monitor"
+    if [[ -d $LG_PEERS_TMP ]]; then
+        if [[ -x $PEERS/run.sh ]]; then
+            peers_run stop || true
+        fi
+        # own redis (LG_BENCH_PEERS=0) uses the same pid file
+        stop_pidfile "$LG_PEERS_TMP/redis.pid" TERM "redis"
+    fi
+}
+
+on_exit() {
+    local rc=$?
+    trap - EXIT INT TERM
+    if [[ ${KEEP_RUNNING:-0} != 1 || $rc != 0 ]]; then
+        cmd_stop
+    fi
+    exit "$rc"
+}
+
+wait_http() {    # wait_http URL NAME
+    local i
+    for i in $(seq 1 100); do
+        curl -s -o /dev/null "$1" 2>/dev/null && return 0
+        sleep 0.1
+    done
+    die "$2 does not answer at $1"
+}
+
+rcli() { redis-cli -p "$REDIS_PORT" "$@"; }
+
+# ---------------------------------------------------------------- setup
+
+preflight() {
+    local c missing=()
+    for c in wrk redis-server redis-cli curl perl gnuplot openssl "$NGINX"; do
+        command -v "$c" >/dev/null || missing+=("$c")
+    done
+    perl -MCrypt::JWT -MMojolicious -e1 2>/dev/null \
+        || missing+=(libcrypt-jwt-perl libmojolicious-perl)
+    ((${#missing[@]} == 0)) || die "missing: ${missing[*]} (make deps)"
+
+    [[ -f $PEERS/seed.pl ]] \
+        || die "no $PEERS/seed.pl: the benchmark seeds with the peers' seed (set LG_PEERS_DIR)"
+    if ((USE_PEERS)); then
+        if [[ ! -x $PEERS/run.sh ]]; then
+            say "bench: no peers at $PEERS (set LG_PEERS_DIR): measuring without them"
+            USE_PEERS=0
+        elif [[ ! -d $PEERS/node/node_modules/ioredis || ! -f $PEERS/lua/vendor/nginx/redis.lua ]] \
+             || ! dpkg-query -W -f='${Status}' libnginx-mod-http-lua 2>/dev/null | grep -q 'ok installed'; then
+            say "bench: installing the peers ($PEERS/run.sh install)"
+            if ! peers_run install >&2; then
+                say "bench: peers' install failed (is $PEERS writable?): measuring without them"
+                USE_PEERS=0
+            fi
+        fi
+    fi
+}
+
+build() {
+    [[ ${LG_BENCH_NO_BUILD:-0} == 1 ]] && { [[ -f $MODULE ]] || die "no $MODULE"; return; }
+    say "bench: make BUILD=$BUILD"
+    make -s -C "$REPO" BUILD="$BUILD" >&2 || die "build failed"
+    [[ -f $MODULE ]] || die "no $MODULE after make"
+}
+
+start_redis_alone() {
+    mkdir -p "$LG_PEERS_TMP/data"
+    [[ -f $LG_PEERS_TMP/redis.pid ]] && alive "$(cat "$LG_PEERS_TMP/redis.pid")" && return
+    # the peers' settings: no RDB snapshots, no AOF
+    redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save "" \
+        --appendonly no --daemonize yes --dir "$LG_PEERS_TMP" \
+        --pidfile "$LG_PEERS_TMP/redis.pid" --logfile "$LG_PEERS_TMP/redis.log"
+    local i
+    for i in $(seq 1 50); do
+        rcli ping 2>/dev/null | grep -q PONG && return
+        sleep 0.1
+    done
+    die "redis did not start"
+}
+
+start_stub() {
+    [[ -f $TMP/stub.pid ]] && alive "$(cat "$TMP/stub.pid")" && return
+    rm -f "$TMP/stub.pid"
+    setsid perl "$REPO/t/stub/stripe-stub.pl" --listen "127.0.0.1:$STUB_PORT" \
+        --pidfile "$TMP/stub.pid" --log "$TMP/stub.log" \
+        >>"$TMP/stub.out" 2>&1 </dev/null &
+    local i
+    for i in $(seq 1 100); do
+        [[ -s $TMP/stub.pid ]] && curl -sf "http://127.0.0.1:$STUB_PORT/_stub/health" >/dev/null && return
+        sleep 0.1
+    done
+    die "Stripe stub did not start (see $TMP/stub.out)"
+}
+
+render_conf() {
+    mkdir -p "$LG"
+    sed -e "s|@MODULE@|$MODULE|g" -e "s|@PREFIX@|$LG|g" \
+        -e "s|@WORKERS@|$WORKERS|g" -e "s|@PORT@|$PORT|g" \
+        -e "s|@REDIS@|127.0.0.1:$REDIS_PORT|g" \
+        -e "s|@STUB@|127.0.0.1:$STUB_PORT|g" \
+        -e "s|@CLERK_KEY@|$DATA/clerk/pub.pem|g" \
+        -e "s|@CLERK_ISSUER@|$CLERK_ISSUER|g" \
+        "$HERE/linegate.conf.in" > "$LG/nginx.conf"
+}
+
+start_linegate() {
+    [[ -f $LG/nginx.pid ]] && alive "$(cat "$LG/nginx.pid")" && return
+    render_conf
+    : > "$LG/error.log"
+    "$NGINX" -t -q -p "$LG" -c "$LG/nginx.conf" -e "$LG/error.log" \
+        || die "nginx -t failed for $LG/nginx.conf (see $LG/error.log)"
+    "$NGINX" -p "$LG" -c "$LG/nginx.conf" -e "$LG/error.log"
+    wait_http "http://127.0.0.1:$PORT/static" "linegate nginx"
+}
+
+# seed KIND: the peers' seed (1000 workspaces x 10 line requests, 100
+# accounts, 1000 numbers; no awaiting_payment request, so no Stripe
+# reconciliation on read) + what linegate's endpoints need on top
+seed() {
+    local kind=${1:-base} extra=(--index)
+    perl "$PEERS/seed.pl" --port "$REDIS_PORT" --out "$DATA" --no-awaiting >/dev/null
+    case $kind in
+        write) extra+=(--write-workspaces "$WRITE_WS") ;;
+        confirm)
+            curl -sf -XPOST "http://127.0.0.1:$STUB_PORT/_stub/reset" >/dev/null
+            extra+=(--inventory-extra 100000 --stripe-stub "http://127.0.0.1:$STUB_PORT") ;;
+    esac
+    perl "$HERE/seed-extra.pl" --port "$REDIS_PORT" --data "$DATA" "${extra[@]}" 2>/dev/null
+}
+
+start_all() {
+    mkdir -p "$TMP" "$RES" "$RAW"
+    if ((USE_PEERS)); then
+        peers_run start >&2 || die "peers' run.sh start failed"
+    else
+        start_redis_alone
+    fi
+    start_stub
+    seed base
+    # tokens for the seeded workspaces (their ids do not change on reseed)
+    perl "$HERE/seed-extra.pl" --port "$REDIS_PORT" --data "$DATA" \
+        --clerk "$CLERK_ISSUER" 2>/dev/null
+    start_linegate
+}
+
+# ---------------------------------------------------------------- targets
+
+# id|label|endpoint|impl|url|script|seed kind
+TARGETS=()
+# endpoint keys and their titles, in report order
+ENDPOINTS=(static lr clerk byuser pv create)
+declare -A EP_TITLE=(
+    [static]='nginx `return 200` (static)'
+    [lr]='GET /api/line-requests/:id, API key'
+    [clerk]='GET /api/line-requests/:id, Clerk JWT'
+    [byuser]='GET /api/lines/by-user'
+    [pv]='POST provision-preview'
+    [create]='POST /api/line-requests (included)'
+    [confirm]='preview + confirm pairs (Stripe stub)'
+)
+IMPLS=(linegate lua nginx-node node nginx)
+declare -A IMPL_TITLE=([linegate]=linegate [lua]='Lua (OpenResty)'
+    [nginx-node]='nginx -> Node' [node]='Node direct' [nginx]=nginx)
+
+define_targets() {
+    local L="http://127.0.0.1:$PORT" PL="http://127.0.0.1:$LG_LUA_PORT"
+    local NN="http://127.0.0.1:$LG_NODE_NGINX_PORT" N="http://127.0.0.1:$LG_NODE_PORT"
+    local PW="$PEERS/wrk" W="$WRK_DIR"
+    TARGETS=("static.nginx|nginx return 200|static|nginx|$L/static||base")
+    TARGETS+=("lr.linegate|linegate|lr|linegate|$L|$PW/line_request.lua|base")
+    if ((USE_PEERS)); then
+        TARGETS+=("lr.lua|Lua peer|lr|lua|$PL|$PW/line_request.lua|base")
+        if ((!QUICK)); then
+            TARGETS+=("lr.nginx-node|nginx->node|lr|nginx-node|$NN|$PW/line_request.lua|base")
+            TARGETS+=("lr.node|node direct|lr|node|$N|$PW/line_request.lua|base")
+        fi
+    fi
+    TARGETS+=("clerk.linegate|linegate|clerk|linegate|$L|$W/line_request_clerk.lua|base")
+    TARGETS+=("byuser.linegate|linegate|byuser|linegate|$L|$W/lines_by_user.lua|base")
+    TARGETS+=("pv.linegate|linegate|pv|linegate|$L|$PW/provision_preview.lua|base")
+    if ((USE_PEERS)); then
+        TARGETS+=("pv.lua|Lua peer|pv|lua|$PL|$PW/provision_preview.lua|base")
+        if ((!QUICK)); then
+            TARGETS+=("pv.nginx-node|nginx->node|pv|nginx-node|$NN|$PW/provision_preview.lua|base")
+            TARGETS+=("pv.node|node direct|pv|node|$N|$PW/provision_preview.lua|base")
+        fi
+    fi
+    TARGETS+=("create.linegate|linegate|create|linegate|$L|$W/line_create.lua|write")
+}
+
+tfield() {    # tfield ID FIELD_NO
+    local t
+    for t in "${TARGETS[@]}"; do
+        [[ ${t%%|*} == "$1" ]] && { cut -d'|' -f"$2" <<<"$t"; return; }
+    done
+}
+
+# pids whose CPU a target's run is charged with (the server side)
+target_pids() {
+    local impl=$1 f p
+    case $impl in
+        linegate|nginx) f=$LG/nginx.pid ;;
+        lua) f=$LG_PEERS_TMP/lua/nginx.pid ;;
+        node) f=$LG_PEERS_TMP/node.pid ;;
+        nginx-node) f="$LG_PEERS_TMP/node-nginx/nginx.pid $LG_PEERS_TMP/node.pid" ;;
+        stub) f=$TMP/stub.pid ;;
+        redis) f=$LG_PEERS_TMP/redis.pid ;;
+    esac
+    for p in $f; do
+        [[ -f $p ]] || continue
+        p=$(cat "$p")
+        echo "$p"
+        ps -o pid= --ppid "$p" 2>/dev/null || true
+    done
+}
+
+cpu_ticks() {    # total utime+stime of the given pids
+    local p t=0 s
+    for p in "$@"; do
+        { read -r s < "/proc/$p/stat"; } 2>/dev/null || continue
+        s=$(awk '{ print $12 + $13 }' <<<"${s##*) }")
+        t=$((t + s))
+    done
+    echo "$t"
+}
+
+# "pid ppid ticks" of every process, ticks = utime + stime + cutime + cstime
+# (a build's compilers, once reaped, count in their parent's cutime)
+proc_snapshot() {
+    local f l
+    # first line: busy ticks of the whole box (user nice system irq softirq steal)
+    awk '$1 == "cpu" { print "stat", 0, $2 + $3 + $4 + $7 + $8 + $9 }' /proc/stat
+    for f in /proc/[0-9]*/stat; do
+        { read -r l < "$f"; } 2>/dev/null || continue
+        echo "${l%% *} ${l##*) }"
+    done | awk '{ print $1, $3, $13 + $14 + $15 + $16 }'
+}
+
+all_our_pids() {
+    local i
+    for i in linegate lua node nginx-node stub redis; do target_pids "$i"; done
+    echo "$$"
+}
+
+# other_cpu BEFORE AFTER SECONDS: % of one core used meanwhile by processes
+# that are not part of the benchmark (not ours, not a kernel thread, not
+# this script and its children such as wrk): other engineers' builds. A
+# job reaped during the run brings all its CPU at once (its parent's
+# cutime), so the figure is capped by what the box did meanwhile minus
+# what the benchmark's processes did.
+other_cpu() {
+    awk -v secs="$3" -v hz="$(getconf CLK_TCK)" -v ours="$(all_our_pids | tr '\n' ' ')" '
+        FILENAME == ARGV[1] { b[$1] = $3; next }
+        $1 == "stat" { busy = $3 - b["stat"]; next }
+        { pp[$1] = $2; t[$1] = $3 }
+        END {
+            n = split(ours, o, " "); for (i = 1; i <= n; i++) x[o[i]] = 1
+            x[2] = 1
+            do { ch = 0; for (p in pp) if (!(p in x) && (pp[p] in x)) { x[p] = 1; ch = 1 } } while (ch)
+            for (p in t) {
+                d = t[p] - ((p in b) ? b[p] : 0)
+                if (!(p in x)) s += d; else if (p != 2 && pp[p] != 2) us += d
+            }
+            if (s > busy - us) s = busy - us
+            if (s < 0) s = 0
+            printf "%d", s / hz / secs * 100 }' "$1" "$2"
+}
+
+# ---------------------------------------------------------------- sanity
+
+STATUS_NOTE=()    # "id|why" of targets not measured
+declare -A READY=()
+
+curl_status() {    # curl_status ARGS... -> "code body"
+    local out
+    out=$(curl -s -m 5 -w '\n%{http_code}' "$@") || true
+    printf '%s %s' "${out##*$'\n'}" "$(head -c 160 <<<"${out%$'\n'*}" | tr '\n' ' ')"
+}
+
+sanity_one() {    # sanity_one ID -> status line
+    local id=$1 url key id1 tok kid sec
+    url=$(tfield "$id" 5)
+    key=$(sed -n 1p "$DATA/keys.txt")
+    id1=$(sed -n 1p "$DATA/ids.txt" | cut -d' ' -f1)
+    read -r kid sec < "$DATA/creds.txt"
+    case ${id%%.*} in
+        static) curl_status "$url" ;;
+        lr) curl_status -H "Authorization: Bearer $key" "$url/api/line-requests/$id1" ;;
+        clerk)
+            tok=$(sed -n 1p "$DATA/clerk.txt")
+            curl_status -H "Authorization: Bearer $tok" "$url/api/line-requests/$id1" ;;
+        byuser) curl_status -H "Authorization: Bearer $key" "$url/api/lines/by-user" ;;
+        pv) curl_status -XPOST -H "sb-api-key-id: $kid" -H "sb-api-secret-key: $sec" \
+                "$url/accounts/lines/provision-preview" ;;
+        create)
+            curl_status -XPOST -H "Authorization: Bearer tuco_benchwrite$(printf %08d 0)$(printf 'x%.0s' {1..22})" \
+                -H 'Content-Type: application/json' \
+                -d '{"firstName":"Bench","lastName":"Sanity","channelType":"phone","lineType":"purchased"}' \
+                "$url/api/line-requests" ;;
+    esac
+}
+
+sanity() {
+    local t id st
+    seed write
+    for t in "${TARGETS[@]}"; do
+        id=${t%%|*}
+        st=$(sanity_one "$id")
+        if [[ $st == 2* ]]; then
+            READY[$id]=1
+            say "  ready    $id: ${st:0:100}"
+        else
+            STATUS_NOTE+=("$id|answers ${st:0:120}")
+            printf '%s|answers %s\n' "$id" "${st:0:120}" >> "$RES/notes.txt"
+            say "  SKIPPED  $id: ${st:0:140}"
+        fi
+    done
+    # the confirm path needs both steps
+    seed confirm
+    local out tok
+    read -r kid sec < "$DATA/creds.txt"
+    out=$(curl -s -m 5 -XPOST -H "sb-api-key-id: $kid" -H "sb-api-secret-key: $sec" \
+          "http://127.0.0.1:$PORT/accounts/lines/provision-preview" || true)
+    tok=$(sed -n 's/.*"preview_token":"\(lpv_[^"]*\)".*/\1/p' <<<"$out")
+    if [[ -n $tok ]]; then
+        st=$(curl_status -XPOST -H "sb-api-key-id: $kid" -H "sb-api-secret-key: $sec" \
+             -H 'Content-Type: application/json' -d "{\"preview_token\":\"$tok\"}" \
+             "http://127.0.0.1:$PORT/accounts/lines/provision-confirm")
+    else
+        st="preview: ${out:0:100}"
+    fi
+    if [[ $st == 2* ]]; then
+        READY[confirm.linegate]=1
+        say "  ready    confirm.linegate: ${st:0:100}"
+    else
+        STATUS_NOTE+=("confirm.linegate|answers ${st:0:120}")
+        printf '%s|answers %s\n' confirm.linegate "${st:0:120}" >> "$RES/notes.txt"
+        say "  SKIPPED  confirm.linegate: ${st:0:140}"
+    fi
+}
+
+# ---------------------------------------------------------------- Redis counts
+
+cmdstats() {    # "name calls" per command, INFO itself left out
+    rcli info commandstats | tr -d '\r' \
+        | sed -n 's/^cmdstat_\([^:]*\):calls=\([0-9]*\),.*/\1 \2/p' | grep -v '^info '
+}
+
+cmdstats_diff() {    # cmdstats_diff BEFORE AFTER REQUESTS -> "total breakdown"
+    awk -v n="$3" 'FNR == NR { b[$1] = $2; next }
+        { d = $2 - b[$1]; if (d > 0) { t += d; s = s sprintf(" %s=%.2f", $1, d / n) } }
+        END { if (n > 0) printf "%.2f%s\n", t / n, s; else print "-" }' "$1" "$2"
+}
+
+declare -A RTRIPS=()    # id -> "round trips/req|in-script commands/req"
+
+# MONITOR shows every command a client sends, and the commands scripts run
+# as "[0 lua]": client commands per request are the round trips
+probe_roundtrips() {
+    local id=$1 url script mon out req top lua
+    url=$(tfield "$id" 5); script=$(tfield "$id" 6)
+    mon=$RAW/monitor.$id.txt
+    seed "$(tfield "$id" 7)"
+    redis-cli -p "$REDIS_PORT" monitor > "$mon" 2>/dev/null &
+    echo $! > "$TMP/monitor.pid"
+    sleep 0.3
+    out=$(wrk -t1 -c1 -d1s ${script:+-s "$script"} "$url" 2>&1) || true
+    sleep 0.3
+    stop_pidfile "$TMP/monitor.pid" TERM "redis-cli monitor" 2>/dev/null
+    req=$(awk '/requests in/ {print $1}' <<<"$out")
+    top=$(grep -v '\[[0-9]* lua\]' "$mon" | grep -c '^[0-9.]* \[' || true)
+    top=$((top - $(grep -v '\[[0-9]* lua\]' "$mon" | grep -ci '\] "ping"' || true)))
+    lua=$(grep -c '\[[0-9]* lua\]' "$mon" || true)
+    if [[ -n $req && $req -gt 0 ]]; then
+        RTRIPS[$id]=$(awk -v t="$top" -v l="$lua" -v n="$req" 'BEGIN { printf "%.2f|%.2f", t / n, l / n }')
+    else
+        RTRIPS[$id]="-|-"
+    fi
+    printf '%s\t%s\n' "$id" "${RTRIPS[$id]}" >> "$RES/roundtrips.tsv"
+    say "  $id: ${RTRIPS[$id]%%|*} round trips/req, ${RTRIPS[$id]#*|} commands in scripts/req ($req requests)"
+}
+
+# ---------------------------------------------------------------- runs
+
+to_ms() {    # wrk latency (512.00us, 1.23ms, 1.01s) -> ms
+    awk -v v="$1" 'BEGIN { n = v + 0; u = v; sub(/^[0-9.]+/, "", u);
+        if (u == "us") n /= 1000; else if (u == "s") n *= 1000; else if (u == "m") n *= 60000;
+        printf "%.2f", n }'
+}
+
+# wrk_run TAG URL SCRIPT THREADS CONNS DURATION SERVER_IMPL -> one TSV line:
+# tag rps p50 p99 non2xx errors requests cmds/req server_cpu% redis_cpu% breakdown
+wrk_run() {
+    local tag=$1 url=$2 script=$3 t=$4 c=$5 d=$6 impl=$7
+    local out=$RAW/$tag.txt b=$RAW/$tag.cs0 a=$RAW/$tag.cs1
+    local spids rpids s0 s1 r0 r1 t0 t1 hz
+    spids=($(target_pids "$impl")); rpids=($(target_pids redis))
+    hz=$(getconf CLK_TCK)
+    cmdstats > "$b"
+    proc_snapshot > "$RAW/$tag.ps0"
+    s0=$(cpu_ticks "${spids[@]}"); r0=$(cpu_ticks "${rpids[@]}"); t0=$(date +%s.%N)
+    LG_WRK_THREADS=$t wrk -t"$t" -c"$c" -d"$d" --latency ${script:+-s "$script"} "$url" > "$out" 2>&1 || true
+    t1=$(date +%s.%N); s1=$(cpu_ticks "${spids[@]}"); r1=$(cpu_ticks "${rpids[@]}")
+    proc_snapshot > "$RAW/$tag.ps1"
+    cmdstats > "$a"
+    local rps p50 p99 non2xx errs req cs scpu rcpu ocpu
+    rps=$(awk '/^Requests\/sec:/ {printf "%d", $2}' "$out")
+    p50=$(to_ms "$(awk '$1 == "50%" {print $2}' "$out")")
+    p99=$(to_ms "$(awk '$1 == "99%" {print $2}' "$out")")
+    non2xx=$(awk '/Non-2xx or 3xx responses:/ {print $NF}' "$out")
+    errs=$(awk -F'[ ,]+' '/Socket errors:/ {print $4 + $6 + $8 + $10}' "$out")
+    req=$(awk '/requests in/ {print $1}' "$out")
+    cs=$(cmdstats_diff "$b" "$a" "${req:-0}")
+    scpu=$(awk -v a="$s0" -v b="$s1" -v hz="$hz" -v t0="$t0" -v t1="$t1" 'BEGIN { printf "%d", (b - a) / hz / (t1 - t0) * 100 }')
+    rcpu=$(awk -v a="$r0" -v b="$r1" -v hz="$hz" -v t0="$t0" -v t1="$t1" 'BEGIN { printf "%d", (b - a) / hz / (t1 - t0) * 100 }')
+    ocpu=$(other_cpu "$RAW/$tag.ps0" "$RAW/$tag.ps1" "$(awk -v a="$t0" -v b="$t1" 'BEGIN { print b - a }')")
+    [[ -n $rps ]] || { rps=0; say "  wrk failed for $tag: $(head -3 "$out" | tr '\n' ' ')"; }
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$tag" "$rps" "$p50" "$p99" \
+        "${non2xx:-0}" "${errs:-0}" "${req:-0}" "${cs%% *}" "$scpu" "$rcpu" "$ocpu" "${cs#* }"
+}
+
+run_target() {    # run_target ID RUN -> appends to runs.tsv
+    local id=$1 run=$2 url script kind line
+    url=$(tfield "$id" 5); script=$(tfield "$id" 6); kind=$(tfield "$id" 7)
+    seed "$kind"
+    line=$(wrk_run "$id.$run" "$url" "$script" "$THREADS" "$CONNS" "$DURATION" "$(tfield "$id" 4)")
+    printf '%s\t%s\t%s\n' "$id" "$run" "$line" >> "$RES/runs.tsv"
+    awk -F'\t' '{ printf "  %-18s run %s: %8d req/s  p50 %6s  p99 %6s ms  non-2xx %s  err %s  redis %s cmd/req  cpu %s%% redis %s%% other %s%%\n",
+        $1, $2, $4, $5, $6, $7, $8, $10, $11, $12, $13 }' <<<"$id	$run	$line" >&2
+    if [[ $id == create.* ]]; then
+        grep '^lg-create' "$RAW/$id.$run.txt" >&2 || true
+    fi
+}
+
+phase_main() {
+    local t id run
+    : > "$RES/runs.tsv"
+    if ((WARMUP > 0)); then
+        say "bench: warm-up, ${WARMUP}s per target"
+        for t in "${TARGETS[@]}"; do
+            id=${t%%|*}
+            [[ -n ${READY[$id]:-} ]] || continue
+            [[ $(tfield "$id" 7) == write ]] && seed write
+            LG_WRK_THREADS=$THREADS wrk -t"$THREADS" -c"$CONNS" -d"${WARMUP}s" \
+                $( [[ -n $(tfield "$id" 6) ]] && echo "-s $(tfield "$id" 6)" ) \
+                "$(tfield "$id" 5)" >/dev/null 2>&1 || true
+        done
+    fi
+    for run in $(seq 1 "$RUNS"); do
+        say "bench: round $run of $RUNS (wrk -t$THREADS -c$CONNS -d$DURATION)"
+        for t in "${TARGETS[@]}"; do
+            id=${t%%|*}
+            [[ -n ${READY[$id]:-} ]] || continue
+            run_target "$id" "$run"
+        done
+    done
+}
+
+phase_confirm() {
+    : > "$RES/confirm.tsv"
+    [[ -n ${READY[confirm.linegate]:-} ]] || return 0
+    local run line out stub cpids s0 s1 t0 t1 hz
+    hz=$(getconf CLK_TCK)
+    say "bench: preview + confirm pairs through the Stripe stub (wrk -t$THREADS -c$CONFIRM_CONNS -d$DURATION)"
+    for run in $(seq 1 "$RUNS"); do
+        seed confirm
+        cpids=($(target_pids stub))
+        s0=$(cpu_ticks "${cpids[@]}"); t0=$(date +%s.%N)
+        line=$(LG_CONFIRM_ACCOUNT_OFFSET=$((run * THREADS)) wrk_run "confirm.linegate.$run" \
+               "http://127.0.0.1:$PORT" "$WRK_DIR/provision_confirm.lua" \
+               "$THREADS" "$CONFIRM_CONNS" "$DURATION" linegate)
+        t1=$(date +%s.%N); s1=$(cpu_ticks "${cpids[@]}")
+        out=$RAW/confirm.linegate.$run.txt
+        # confirms ok, previews ok, errors, seconds; stub CPU %
+        read -r _ c p e secs < <(grep '^lg-confirm:' "$out" || echo "x 0 0 0 1")
+        stub=$(awk -v a="$s0" -v b="$s1" -v hz="$hz" -v t0="$t0" -v t1="$t1" 'BEGIN { printf "%d", (b - a) / hz / (t1 - t0) * 100 }')
+        printf 'confirm.linegate\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$run" "$line" "$c" "$p" "$e" "$secs" "$stub" >> "$RES/confirm.tsv"
+        awk -F'\t' -v c="$c" -v e="$e" -v s="$secs" -v st="$stub" '{ printf "  confirm run %s: %d req/s (%.0f confirms/s, %d errors)  p50 %s  p99 %s ms  stub cpu %s%%\n",
+            $2, $4, c / s, e, $5, $6, st }' <<<"x	$run	$line" >&2
+        grep '^lg-confirm-first-error' "$out" >&2 || true
+    done
+}
+
+phase_curves() {
+    : > "$RES/curves.tsv"
+    local c t id ids=() run
+    for id in lr.linegate lr.lua static.nginx; do
+        [[ -n ${READY[$id]:-} ]] && ids+=("$id")
+    done
+    ((${#ids[@]})) || return 0
+    say "bench: cost curve, 1 10 50 200 connections (-d$DURATION)"
+    for c in 1 10 50 200; do
+        t=$THREADS; ((c < t)) && t=$c
+        for id in "${ids[@]}"; do
+            seed base
+            run=$(wrk_run "curve.$id.c$c" "$(tfield "$id" 5)" "$(tfield "$id" 6)" \
+                  "$t" "$c" "$DURATION" "$(tfield "$id" 4)")
+            printf '%s\t%s\t%s\n' "$id" "$c" "$run" >> "$RES/curves.tsv"
+            awk -F'\t' '{ printf "  %-14s c=%-3s %8d req/s  p99 %6s ms  non-2xx %s  other cpu %s%%\n", $1, $2, $4, $6, $7, $13 }' \
+                <<<"$id	$c	$run" >&2
+        done
+    done
+}
+
+# 1k versus 100k workspaces (and keys), in the order 1k 100k 100k 1k so a
+# drift of the machine hits both sizes alike
+phase_scale() {
+    : > "$RES/scale.tsv"
+    local ids=() id arm n big=$TMP/data-scale run=0 line
+    for id in lr.linegate lr.lua; do
+        [[ -n ${READY[$id]:-} ]] && ids+=("$id")
+    done
+    ((${#ids[@]})) || return 0
+    mkdir -p "$big"
+    say "bench: 1k versus $SCALE_WS workspaces (GET line request, per-request formatting)"
+    for arm in 1000 "$SCALE_WS" "$SCALE_WS" 1000; do
+        run=$((run + 1))
+        if [[ $arm == 1000 ]]; then
+            seed base
+            n=$DATA
+        elif ((run == 2)); then
+            say "  seeding $SCALE_WS workspaces x 10 line requests"
+            perl "$PEERS/seed.pl" --port "$REDIS_PORT" --out "$big" --no-awaiting \
+                --workspaces "$SCALE_WS" >/dev/null
+            n=$big
+        fi
+        for id in "${ids[@]}"; do
+            line=$(LG_PEERS_DATA=$n wrk_run "scale.$id.$arm.$run" "$(tfield "$id" 5)" \
+                   "$WRK_DIR/line_request_scale.lua" "$THREADS" "$CONNS" "$DURATION" "$(tfield "$id" 4)")
+            printf '%s\t%s\t%s\n' "$id" "$arm" "$line" >> "$RES/scale.tsv"
+            awk -F'\t' '{ printf "  %-14s %7s ws: %8d req/s  p99 %6s ms  non-2xx %s  redis %s cmd/req\n", $1, $2, $4, $6, $7, $10 }' \
+                <<<"$id	$arm	$line" >&2
+        done
+    done
+    seed base
+}
+
+worker_rss() {    # "pid:kB ..." of the linegate nginx workers
+    local m p
+    m=$(cat "$LG/nginx.pid")
+    for p in $(ps -o pid= --ppid "$m"); do
+        printf '%s:%s ' "$p" "$(awk '/^VmRSS:/ {print $2}' "/proc/$p/status" 2>/dev/null)"
+    done
+}
+
+phase_memory() {
+    : > "$RES/memory.tsv"
+    local ids=() id total=0 i=0 req before after
+    for id in lr.linegate clerk.linegate byuser.linegate pv.linegate; do
+        [[ -n ${READY[$id]:-} ]] && ids+=("$id")
+    done
+    ((${#ids[@]})) || return 0
+    say "bench: RSS of linegate's workers before and after $MEM_REQUESTS requests (${ids[*]})"
+    seed base
+    for id in "${ids[@]}"; do    # warm every path first
+        LG_WRK_THREADS=$THREADS wrk -t"$THREADS" -c"$CONNS" -d2s -s "$(tfield "$id" 6)" \
+            "$(tfield "$id" 5)" >/dev/null 2>&1 || true
+    done
+    before=$(worker_rss)
+    while ((total < MEM_REQUESTS)); do
+        id=${ids[$((i % ${#ids[@]}))]}
+        i=$((i + 1))
+        wrk -t"$THREADS" -c"$CONNS" -d5s -s "$(tfield "$id" 6)" "$(tfield "$id" 5)" \
+            > "$RAW/memory.$i.txt" 2>&1 || true
+        req=$(awk '/requests in/ {print $1}' "$RAW/memory.$i.txt")
+        ((${req:-0} > 0)) || { say "  wrk failed: $(head -3 "$RAW/memory.$i.txt")"; break; }
+        total=$((total + req))
+    done
+    after=$(worker_rss)
+    printf '%s\t%s\t%s\n' "$total" "$before" "$after" >> "$RES/memory.tsv"
+    say "  $total requests; RSS before: $before; after: $after (kB)"
+}
+
+# ---------------------------------------------------------------- report
+
+mean_of() {    # mean_of FILE ID COLUMN -> mean over the rows of ID
+    awk -F'\t' -v id="$2" -v c="$3" '$1 == id { s += $c; n++ } END { if (n) printf "%.2f", s / n }' "$1"
+}
+
+report() {
+    local out=$RES/report.md
+    {
+        echo "Command: \`$CMDLINE\` ($( ((QUICK)) && echo quick || echo full) mode), $(date -u '+%Y-%m-%d %H:%M UTC'), $(( $(now) - START )) s."
+        echo
+        echo "Machine: $(nproc) CPUs ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')), $(uname -r);" \
+             "load average before the run: $LOAD0, after: $(cut -d' ' -f1-3 /proc/loadavg)."
+        echo "nginx $("$NGINX" -v 2>&1 | cut -d/ -f2), redis $(redis-server --version | awk '{sub(/^v=/, "", $3); print $3}'), wrk $(wrk -v 2>&1 | awk 'NR==1 {print $2}')$( ((USE_PEERS)) && echo ", node $(node --version)")."
+        echo "wrk -t$THREADS -c$CONNS -d$DURATION --latency, $RUNS round(s) over all targets interleaved, ${WARMUP}s warm-up each," \
+             "Redis flushed and reseeded before every run; linegate: worker_processes $WORKERS (bench/linegate.conf.in)."
+        echo
+        echo "| endpoint | target | req/s (mean) | req/s range | p50 ms | p99 ms | non-2xx | sock. err | Redis cmds/req | round trips/req | server CPU | Redis CPU | other CPU | x static | x Lua | x nginx->Node | x Node |"
+        echo "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+        local ep impl id rt static_rps
+        static_rps=$(mean_of "$RES/runs.tsv" static.nginx 4)
+        for ep in "${ENDPOINTS[@]}"; do
+            for impl in "${IMPLS[@]}"; do
+                id=$ep.$impl
+                grep -q "^$id	" "$RES/runs.tsv" 2>/dev/null || continue
+                rt=${RTRIPS[$id]:-"-|-"}
+                # ratios: the same endpoint's peers; Clerk reads against the
+                # peers' API-key reads (same work, other credential)
+                local peer_ep=$ep
+                [[ $ep == clerk ]] && peer_ep=lr
+                awk -F'\t' -v id="$id" -v ep="${EP_TITLE[$ep]}" -v im="${IMPL_TITLE[$impl]}" \
+                    -v st="$static_rps" -v rt="${rt%%|*}" \
+                    -v lua="$(mean_of "$RES/runs.tsv" "$peer_ep.lua" 4)" \
+                    -v nn="$(mean_of "$RES/runs.tsv" "$peer_ep.nginx-node" 4)" \
+                    -v no="$(mean_of "$RES/runs.tsv" "$peer_ep.node" 4)" '
+                    function r(x) { return (x > 0 && m > 0) ? sprintf("%.2f", m / x) : "-" }
+                    $1 == id { n++; s += $4; if (!lo || $4 < lo) lo = $4; if ($4 > hi) hi = $4;
+                        p50 = p50 (p50 ? "/" : "") $5; p99 = p99 (p99 ? "/" : "") $6;
+                        nx += $7; er += $8; cs += $10; sc += $11; rc += $12; oc = oc (oc != "" ? "/" : "") $13 "%" }
+                    END { m = s / n;
+                        printf "| %s | %s | %d | %d - %d | %s | %s | %d | %d | %.2f | %s | %d%% | %d%% | %s | %s | %s | %s | %s |\n",
+                            ep, im, m, lo, hi, p50, p99, nx, er, cs / n, rt, sc / n, rc / n, oc,
+                            (id == "static.nginx") ? "1.00" : r(st), r(lua), r(nn), r(no) }' "$RES/runs.tsv"
+            done
+        done
+        echo
+        echo "p50/p99: one value per run. Redis cmds/req: \`INFO commandstats\` after minus before, divided by wrk's requests; it counts the commands scripts run inside Redis too (\`EVALSHA\` + \`GET\` + \`HGETALL\` = 3). Round trips/req: commands the server sent Redis, counted with \`MONITOR\` during a 1-connection run. CPU: % of one core (the box has $(nproc): $(( $(nproc) * 100 ))%), server = the target's processes (static: linegate's nginx), other = processes outside the benchmark (other engineers' builds and tests: figures with a high value were taken under contention). x static, x Lua...: req/s of the row / req/s of that target on the same endpoint (Clerk rows: against the peers' API-key reads)."
+        if [[ -s $RES/confirm.tsv ]]; then
+            echo
+            echo "**Preview + confirm through the Stripe stub** (wrk -t$THREADS -c$CONFIRM_CONNS -d$DURATION, reported apart: the single-process Perl stub is the bottleneck)"
+            echo
+            echo "| run | requests/s (previews + confirms) | confirms/s | p50 ms | p99 ms | non-2xx | errors | stub CPU | linegate CPU | Redis CPU |"
+            echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+            awk -F'\t' '{ printf "| %s | %d | %.0f | %s | %s | %d | %d | %d%% | %d%% | %d%% |\n",
+                $2, $4, $15 / $18, $5, $6, $7, $17, $19, $11, $12 }' "$RES/confirm.tsv"
+        fi
+        if [[ -s $RES/curves.tsv ]]; then
+            echo
+            echo "**Cost curve: GET line request (API key) and static by connections** (req/s / p99 ms / other CPU)"
+            echo
+            echo "| target | c=1 | c=10 | c=50 | c=200 |"
+            echo "|---|---:|---:|---:|---:|"
+            awk -F'\t' '{ v[$1, $2] = sprintf("%d / %s / %s%%", $4, $6, $13); if (!($1 in seen)) { seen[$1] = 1; o[++n] = $1 } }
+                END { for (i = 1; i <= n; i++) printf "| %s | %s | %s | %s | %s |\n", o[i], v[o[i], 1], v[o[i], 10], v[o[i], 50], v[o[i], 200] }' \
+                "$RES/curves.tsv"
+        fi
+        if [[ -s $RES/scale.tsv ]]; then
+            echo
+            echo "**1,000 versus $SCALE_WS workspaces/keys** (GET line request, API key; runs in the order 1k, ${SCALE_WS}, ${SCALE_WS}, 1k)"
+            echo
+            echo "| target | workspaces | req/s (each run) | p99 ms | non-2xx | Redis cmds/req | server CPU us/req | other CPU |"
+            echo "|---|---:|---:|---:|---:|---:|---:|---:|"
+            awk -F'\t' '{ k = $1 SUBSEP $2; if (!(k in seen)) { seen[k] = 1; o[++n] = k }
+                r[k] = r[k] (r[k] ? " / " : "") $4; p[k] = p[k] (p[k] ? " / " : "") $6; nx[k] += $7
+                cs[k] = $10; cpu[k] = cpu[k] (cpu[k] ? " / " : "") sprintf("%.1f", $4 ? $11 * 1e4 / $4 : 0); oc[k] = oc[k] (oc[k] ? " / " : "") $13 "%" }
+                END { for (i = 1; i <= n; i++) { split(o[i], a, SUBSEP)
+                    printf "| %s | %s | %s | %s | %d | %s | %s | %s |\n", a[1], a[2], r[o[i]], p[o[i]], nx[o[i]], cs[o[i]], cpu[o[i]], oc[o[i]] } }' \
+                "$RES/scale.tsv"
+        fi
+        if [[ -s $RES/memory.tsv ]]; then
+            echo
+            echo "**Worker memory** (VmRSS of linegate's nginx workers, kB)"
+            echo
+            awk -F'\t' '{ n = split($2, b, " "); for (i = 1; i <= n; i++) { split(b[i], kv, ":"); before[kv[1]] = kv[2] }
+                m = split($3, a, " ")
+                printf "After a warm-up of every path, then after %d more requests:", $1
+                for (i = 1; i <= m; i++) { split(a[i], kv, ":")
+                    printf "%s worker %s %d kB -> %d kB (%+d kB)", (i > 1 ? ";" : ""), kv[1], before[kv[1]], kv[2], kv[2] - before[kv[1]] }
+                print "." }' "$RES/memory.tsv"
+        fi
+        local crashes errs
+        crashes=$(grep -c 'exited on signal' "$LG/error.log" 2>/dev/null || true)
+        errs=$(grep -cE '\[(error|crit|alert|emerg)\]' "$LG/error.log" 2>/dev/null || true)
+        echo
+        echo "linegate's error.log ($LG/error.log): ${crashes:-0} worker crashes, ${errs:-0} lines at error level or above."
+        if ((${#STATUS_NOTE[@]})); then
+            echo
+            echo "**Not measured** (the sanity request did not get a 2xx; endpoints still being written are skipped):"
+            echo
+            local n
+            for n in "${STATUS_NOTE[@]}"; do
+                echo "* \`${n%%|*}\`: ${n#*|}"
+            done
+        fi
+        echo
+        targets_check
+    } > "$out"
+    cat "$out"
+}
+
+# the goals of the issue, checked against this run's figures
+targets_check() {
+    local lg lua st cl pvl pvlua
+    lg=$(mean_of "$RES/runs.tsv" lr.linegate 4); lua=$(mean_of "$RES/runs.tsv" lr.lua 4)
+    st=$(mean_of "$RES/runs.tsv" static.nginx 4); cl=$(mean_of "$RES/runs.tsv" clerk.linegate 4)
+    pvl=$(mean_of "$RES/runs.tsv" pv.linegate 4); pvlua=$(mean_of "$RES/runs.tsv" pv.lua 4)
+    echo "**Goals** (this run):"
+    echo
+    awk -v lg="$lg" -v lua="$lua" -v st="$st" -v cl="$cl" -v pvl="$pvl" -v pvlua="$pvlua" \
+        -v lgp99="$(awk -F'\t' '$1 == "lr.linegate" && (!m || $6 < m) { m = $6 } END { printf "%s", m }' "$RES/runs.tsv")" \
+        -v peersp99="$(awk -F'\t' '$1 ~ /^lr\.(lua|node|nginx-node)$/ && (!m || $6 < m) { m = $6 } END { printf "%s", m }' "$RES/runs.tsv")" \
+        -v rt_lr="${RTRIPS[lr.linegate]:-}" -v rt_cl="${RTRIPS[clerk.linegate]:-}" '
+        function v(ok, have) { return have ? (ok ? "met" : "**not met**") : "not measured" }
+        BEGIN {
+            printf "* GET line request (API key) >= 2.5x the Lua peer: %s (%s)\n", v(lua > 0 && lg >= 2.5 * lua, lg > 0 && lua > 0), (lg > 0 && lua > 0) ? sprintf("%.2fx", lg / lua) : "-"
+            printf "* GET line request (API key) >= 0.45x nginx static: %s (%s)\n", v(st > 0 && lg >= 0.45 * st, lg > 0 && st > 0), (lg > 0 && st > 0) ? sprintf("%.2fx", lg / st) : "-"
+            printf "* GET line request p99 below every peer'"'"'s: %s (best run of each: linegate %s ms, best peer %s ms; contention only adds to a p99)\n", v(peersp99 > 0 && lgp99 < peersp99, lg > 0 && peersp99 > 0), (lg > 0 ? lgp99 : "-"), (peersp99 ? peersp99 : "-")
+            printf "* provision-preview >= 2x the Lua peer: %s (%s)\n", v(pvl >= 2 * pvlua, pvl > 0 && pvlua > 0), (pvl > 0 && pvlua > 0) ? sprintf("%.2fx", pvl / pvlua) : "-"
+            printf "* Clerk reads within 20%% of API-key reads: %s (%s)\n", v(cl >= 0.8 * lg, cl > 0 && lg > 0), (cl > 0 && lg > 0) ? sprintf("%.2fx", cl / lg) : "-"
+            split(rt_lr, a, "|"); split(rt_cl, b, "|")
+            printf "* at most one Redis round trip per hot read: %s (API key %s, Clerk %s per request)\n", v(a[1] != "-" && a[1] + 0 <= 1.005 && (b[1] == "" || b[1] == "-" || b[1] + 0 <= 1.005), a[1] != "" && a[1] != "-"), a[1] ? a[1] : "-", b[1] ? b[1] : "-"
+        }'
+    # flat cost: with 100x the workspaces, req/s and linegate's CPU per
+    # request within 15% of 1k
+    if [[ -s $RES/scale.tsv ]]; then
+        awk -F'\t' -v big="$SCALE_WS" '$1 == "lr.linegate" { s[$2] += $4; n[$2]++; c[$2] = $10; if ($4) u[$2] += $11 * 1e4 / $4 }
+            END { if (!n[1000] || !n[big]) { print "* cost per request flat from 1k to " big " workspaces: not measured"; exit }
+                a = s[1000] / n[1000]; b = s[big] / n[big]; ua = u[1000] / n[1000]; ub = u[big] / n[big]
+                printf "* cost per request flat from 1k to %d workspaces: %s (req/s %.2fx, linegate CPU %.1f -> %.1f us/req; Redis commands/req %s -> %s)\n",
+                    big, (b >= 0.85 * a && ub <= 1.15 * ua) ? "met" : "**not met**", b / a, ua, ub, c[1000], c[big] }' "$RES/scale.tsv"
+    fi
+    if [[ -s $RES/memory.tsv ]]; then
+        awk -F'\t' '{ n = split($2, b, " "); for (i = 1; i <= n; i++) { split(b[i], kv, ":"); before[kv[1]] = kv[2] }
+                m = split($3, a, " "); worst = 0
+                for (i = 1; i <= m; i++) { split(a[i], kv, ":"); d = kv[2] - before[kv[1]]; if (d > worst) worst = d }
+                printf "* no worker memory growth over %d requests: %s (largest growth %+d kB; up to 1 MB is counted as allocator noise)\n",
+                    $1, worst <= 1024 ? "met" : "**not met**", worst }' "$RES/memory.tsv"
+    fi
+}
+
+chart() {
+    # rows: endpoint; columns: linegate, Lua, nginx->Node, Node, nginx static
+    local dat=$RES/rps.dat ep impl
+    {
+        echo "endpoint linegate Lua nginx->Node Node nginx"
+        for ep in static lr clerk byuser pv create; do
+            case $ep in
+                static) printf '"static"' ;; lr) printf '"GET line request\\n(API key)"' ;;
+                clerk) printf '"GET line request\\n(Clerk JWT)"' ;; byuser) printf '"GET lines\\nby-user"' ;;
+                pv) printf '"POST provision\\npreview"' ;; create) printf '"POST line request\\n(create)"' ;;
+            esac
+            for impl in linegate lua nginx-node node nginx; do
+                local m
+                m=$(mean_of "$RES/runs.tsv" "$ep.$impl" 4)
+                printf ' %s' "${m:--}"
+            done
+            echo
+        done
+        if [[ -s $RES/confirm.tsv ]]; then
+            printf '"preview+confirm\\n(Stripe stub)" %s - - - -\n' "$(mean_of "$RES/confirm.tsv" confirm.linegate 4)"
+        fi
+    } > "$dat"
+    gnuplot -e "datafile='$dat'; outfile='$RES/performance.png'; subtitle='$(date -u +%Y-%m-%d), mean of $RUNS run(s) of wrk -t$THREADS -c$CONNS -d$DURATION; $(nproc) cores shared by wrk, nginx, Redis, the peers (and whatever else ran: see other CPU)'" \
+        "$HERE/plot.gp" 2>"$RES/gnuplot.log" || say "bench: gnuplot failed (see $RES/gnuplot.log)"
+}
+
+update_docs() {
+    local doc=$REPO/docs/performance.md
+    [[ -f $doc ]] || return 0
+    cp "$RES/performance.png" "$REPO/docs/performance.png" 2>/dev/null || true
+    perl -0777 -ne '
+        BEGIN { open my $fh, "<", shift @ARGV or die; $new = <$fh>; close $fh }
+        s/(<!-- bench:begin -->\n).*?(<!-- bench:end -->)/$1\n$new\n$2/s; print' \
+        "$RES/report.md" "$doc" > "$doc.new" && mv "$doc.new" "$doc"
+    say "bench: updated docs/performance.md and docs/performance.png"
+}
+
+# ---------------------------------------------------------------- main
+
+cmd_bench() {
+    START=$(now)
+    LOAD0=$(cut -d' ' -f1-3 /proc/loadavg)
+    CMDLINE=${LG_BENCH_CMDLINE:-"make bench$( ((QUICK)) && echo ' BENCH_QUICK=1' || true)"}
+    preflight
+    build
+    rm -rf "$RES"; mkdir -p "$RES" "$RAW"
+    trap on_exit EXIT INT TERM
+    start_all
+    define_targets
+    say "bench: sanity requests"
+    sanity
+    say "bench: Redis round trips per request (MONITOR, 1 connection)"
+    local t id
+    for t in "${TARGETS[@]}"; do
+        id=${t%%|*}
+        [[ -n ${READY[$id]:-} && $id != static.* ]] && probe_roundtrips "$id"
+    done
+    phase main && phase_main
+    phase confirm && phase_confirm
+    phase curves && phase_curves
+    phase scale && phase_scale
+    phase memory && phase_memory
+    chart
+    say ""
+    report
+    if ((!QUICK)) && [[ ${LG_BENCH_DOCS:-1} != 0 ]]; then
+        update_docs
+    fi
+    say "bench: raw wrk output in $RAW; report in $RES/report.md; chart $RES/performance.png"
+}
+
+case ${1:-bench} in
+    bench) cmd_bench ;;
+    start)
+        preflight; build
+        mkdir -p "$RES" "$RAW"
+        KEEP_RUNNING=1
+        trap on_exit EXIT INT TERM
+        start_all
+        cat >&2 <<EOF
+started (bench/run.sh stop stops it all):
+  linegate  http://127.0.0.1:$PORT (+ /static), config $LG/nginx.conf
+  redis     127.0.0.1:$REDIS_PORT, seed files in $DATA
+  stub      http://127.0.0.1:$STUB_PORT
+$( ((USE_PEERS)) && echo "  peers     lua :$LG_LUA_PORT, nginx->node :$LG_NODE_NGINX_PORT, node :$LG_NODE_PORT")
+EOF
+        ;;
+    stop) cmd_stop ;;
+    report)    # the report and chart again, from the files of the last run
+        START=$(now); LOAD0=$(cut -d' ' -f1-3 /proc/loadavg)
+        CMDLINE=${LG_BENCH_CMDLINE:-"make bench$( ((QUICK)) && echo ' BENCH_QUICK=1' || true)"}
+        while IFS=$'\t' read -r id v; do RTRIPS[$id]=$v; done < <(cat "$RES/roundtrips.tsv" 2>/dev/null)
+        while IFS= read -r l; do STATUS_NOTE+=("$l"); done < <(cat "$RES/notes.txt" 2>/dev/null)
+        chart; report ;;
+    *) say "usage: $0 [bench|start|stop|report]"; exit 2 ;;
+esac
