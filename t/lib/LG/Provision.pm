@@ -19,10 +19,10 @@ use strict;
 use warnings;
 
 use Carp qw(croak);
+use LG::OpenAPI qw(answer_matches);
 use LG::Stack ();
 use Digest::SHA qw(sha256_hex);
 use Exporter 'import';
-use JSON::Validator;
 use LG::Test qw(answer_is);
 use Mojo::IOLoop;
 use Mojo::JSON qw(decode_json);
@@ -35,8 +35,6 @@ our @EXPORT_OK = qw(now_ms);
 our $PREVIEW = '/accounts/lines/provision-preview';
 our $CONFIRM = '/accounts/lines/provision-confirm';
 our $LIMITS  = '/accounts/limits';
-
-my $ROOT = $LG::Stack::ROOT;
 
 sub new {
     my ($class, $stack) = @_;
@@ -224,51 +222,22 @@ sub reconcile {
     return [map { +{ @{ $_->[1] } } } @e];
 }
 
-# The OpenAPI document of these endpoints, and a response checked
-# against it: the errors (empty when the answer matches).
-sub openapi {
-    my ($self) = @_;
-    return $self->{openapi} //= do {
-        my $jv = JSON::Validator->new;
-        $jv->schema("$ROOT/docs/openapi-provisioning.yaml")->schema
-           ->resolve;
-    };
-}
+# The OpenAPI document (LG::OpenAPI), and a response checked against it:
+# the errors (empty when the answer matches).
+sub openapi { return LG::OpenAPI::document() }
 
 sub invalid {
     my ($self, $tx, $method, $path) = @_;
-
-    my $res = $tx->res;
-    my $body = eval { decode_json($res->body) };
-    my %h = map { (lc $_ => $res->headers->header($_)) }
-            @{ $res->headers->names };
-
-    return $self->openapi->validate_response(
-        [lc $method, $path, $res->code],
-        {
-            body => sub {
-                return {exists => defined $body, value => $body,
-                        content_type => 'application/json'};
-            },
-            header => sub {
-                my ($name) = @_;
-                my $v = $h{lc $name};
-                return {exists => defined $v, value => $v};
-            },
-        },
-    );
+    return LG::OpenAPI::invalid($tx, $method, $path);
 }
 
-# answer_is, then the answer checked against the OpenAPI document
+# answer_is, then the answer checked against docs/openapi.yaml
 sub answer {
     my ($self, $tx, $status, $name) = @_;
     local $Test::Builder::Level = $Test::Builder::Level + 1;
 
     my $body = answer_is($tx, $status, $name);
-    my $req = $tx->req;
-    my @errors = $self->invalid($tx, $req->method, $req->url->path->to_string);
-    ok(!@errors, "$name: matches docs/openapi-provisioning.yaml")
-        or diag(join "\n", map {"$_"} @errors);
+    answer_matches($tx, $name);
 
     return $body // {};
 }
