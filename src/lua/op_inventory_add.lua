@@ -1,7 +1,7 @@
 -- Operator API: add E.164 numbers to the inventory.
 -- KEYS[1] lg:inventory
 -- ARGV[1] the numbers, comma-separated (validated by the caller)
--- Returns {added, total}.
+-- Returns {1, added, total}.
 local added = 0
 local batch = {}
 
@@ -17,4 +17,4 @@ if #batch > 0 then
     added = added + redis.call("SADD", KEYS[1], unpack(batch))
 end
 
-return {added, redis.call("SCARD", KEYS[1])}
+return {1, added, redis.call("SCARD", KEYS[1])}

@@ -2,7 +2,7 @@
 -- one step.
 -- KEYS[1] lg:line:<id>
 -- ARGV[1] id, ARGV[2] "active" or "failed", ARGV[3] now, ISO 8601,
--- ARGV[4] phone ("" when none given), ARGV[5] failure reason
+-- ARGV[4] active: the phone ("" when none given); failed: the reason
 -- Returns {0} unknown line, {-1, status} not in provisioning,
 -- {-2} a phone line without a number needs one, {-3} a phone number
 -- given for a line that is not a phone line, else {1, W, HGETALL}.
@@ -32,7 +32,7 @@ if ARGV[2] == "active" then
         return {-2}
     end
 else
-    redis.call("HSET", lr, "failureReason", ARGV[5])
+    redis.call("HSET", lr, "failureReason", ARGV[4])
 end
 
 redis.call("HSET", lr, "provisioningStatus", ARGV[2], "updatedAt", ARGV[3])

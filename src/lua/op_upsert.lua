@@ -4,7 +4,7 @@
 -- ARGV[2]  the field a creation must set ("" when none is required)
 -- ARGV[3..] triples: field, "set" or "del", value
 -- Returns {-1} when the hash does not exist and the required field is
--- not set (nothing written), else {created (0/1), HGETALL}.
+-- not set (nothing written), else {1, created (0/1), HGETALL}.
 local key = KEYS[1]
 local exists = redis.call("EXISTS", key) == 1
 
@@ -33,4 +33,4 @@ if not exists then
 end
 redis.call("HSET", key, "updatedAt", ARGV[1])
 
-return {exists and 0 or 1, redis.call("HGETALL", key)}
+return {1, exists and 0 or 1, redis.call("HGETALL", key)}
