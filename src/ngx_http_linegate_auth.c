@@ -26,19 +26,48 @@
 #define NGX_HTTP_LINEGATE_API_KEY_MAX     256
 #define NGX_HTTP_LINEGATE_KEY_ID_MAX      128
 #define NGX_HTTP_LINEGATE_SECRET_MAX      256
-#define NGX_HTTP_LINEGATE_JWT_CACHE_SIZE  1024
+/*
+ * Per-worker caches, both 2-way set-associative, indexed by digest bytes
+ * and holding ids of at most NGX_HTTP_LINEGATE_CACHED_ID_MAX bytes
+ * (longer ones are served, never cached): Clerk tokens (8,192 entries,
+ * ~1.4 MB) and API keys (4,096 entries, ~0.5 MB).
+ */
+#define NGX_HTTP_LINEGATE_JWT_CACHE_SETS     4096
+#define NGX_HTTP_LINEGATE_APIKEY_CACHE_SETS  2048
+#define NGX_HTTP_LINEGATE_CACHED_ID_MAX      64
+
+
+/* a verified token */
+typedef struct {
+    u_char                          digest[32];
+    time_t                          exp;
+    ngx_uint_t                      has_org;
+    size_t                          org_len;
+    size_t                          sub_len;
+    u_char                          org[256];
+    u_char                          sub[256];
+} ngx_http_linegate_jwt_verified_t;
 
 
 typedef struct {
     u_char                          digest[32];
     time_t                          exp;
-    ngx_uint_t                      has_org;
-    ngx_uint_t                      used;
-    size_t                          org_len;
-    size_t                          sub_len;
-    u_char                          org[256];
-    u_char                          sub[256];
+    u_char                          used;
+    u_char                          has_org;
+    u_char                          org_len;
+    u_char                          sub_len;
+    u_char                          org[NGX_HTTP_LINEGATE_CACHED_ID_MAX];
+    u_char                          sub[NGX_HTTP_LINEGATE_CACHED_ID_MAX];
 } ngx_http_linegate_jwt_cache_t;
+
+
+typedef struct {
+    u_char                          digest[32];
+    ngx_msec_t                      expires;
+    ngx_atomic_uint_t               epoch;
+    u_char                          ws_len;   /* 0: free */
+    u_char                          ws[NGX_HTTP_LINEGATE_CACHED_ID_MAX];
+} ngx_http_linegate_apikey_cache_t;
 
 
 static ngx_int_t ngx_http_linegate_bearer(ngx_http_request_t *r,
@@ -48,7 +77,11 @@ static ngx_int_t ngx_http_linegate_clerk(ngx_http_request_t *r,
     ngx_http_linegate_ctx_t *ctx, ngx_str_t *token,
     ngx_http_linegate_principal_t *p);
 static ngx_int_t ngx_http_linegate_clerk_verify(ngx_http_request_t *r,
-    ngx_str_t *token, ngx_http_linegate_jwt_cache_t *entry);
+    ngx_str_t *token, ngx_http_linegate_jwt_verified_t *v);
+static ngx_http_linegate_jwt_cache_t *ngx_http_linegate_clerk_cached(
+    ngx_http_request_t *r, u_char *digest, ngx_uint_t *victim);
+static ngx_int_t ngx_http_linegate_apikey_cached(ngx_http_request_t *r,
+    ngx_http_linegate_principal_t *p);
 static ngx_int_t ngx_http_linegate_unauthorized(ngx_http_request_t *r,
     ngx_http_linegate_ctx_t *ctx, const char *why);
 static ngx_int_t ngx_http_linegate_pstrdup(ngx_pool_t *pool, ngx_str_t *dst,
@@ -57,7 +90,16 @@ static ngx_int_t ngx_http_linegate_pstrdup(ngx_pool_t *pool, ngx_str_t *dst,
 
 /* per worker: tokens verified once, remembered until they expire */
 static ngx_http_linegate_jwt_cache_t
-    ngx_http_linegate_jwt_cache[NGX_HTTP_LINEGATE_JWT_CACHE_SIZE];
+    ngx_http_linegate_jwt_cache[NGX_HTTP_LINEGATE_JWT_CACHE_SETS][2];
+
+/* per worker: API key -> workspace, for linegate_api_key_cache */
+static ngx_http_linegate_apikey_cache_t
+    ngx_http_linegate_apikey_cache[NGX_HTTP_LINEGATE_APIKEY_CACHE_SETS][2];
+
+
+#define ngx_http_linegate_digest_set(d, n)                                  \
+    (((ngx_uint_t) (d)[0] | ((ngx_uint_t) (d)[1] << 8)                      \
+      | ((ngx_uint_t) (d)[2] << 16)) % (n))
 
 
 ngx_int_t
@@ -65,9 +107,11 @@ ngx_http_linegate_auth_workspace(ngx_http_request_t *r,
     ngx_http_linegate_ctx_t *ctx, ngx_uint_t clerk_only,
     ngx_http_linegate_principal_t *p)
 {
-    u_char     *digest;
-    ngx_str_t   token;
-    ngx_str_t   cookie = ngx_string("__session");
+    u_char                         *digest;
+    ngx_str_t                       token;
+    ngx_http_linegate_main_conf_t  *lmcf;
+
+    ngx_str_t  cookie = ngx_string("__session");
 
     if (ngx_http_linegate_bearer(r, &token) != NGX_OK) {
 
@@ -92,22 +136,119 @@ ngx_http_linegate_auth_workspace(ngx_http_request_t *r,
                                               "API key on a Clerk-only API");
     }
 
-    digest = ngx_pnalloc(r->pool, 65);
+    p->kind = NGX_HTTP_LINEGATE_AUTH_API_KEY;
+    ngx_str_null(&p->subject);
+    ctx->auth = NGX_HTTP_LINEGATE_AUTH_API_KEY;
+
+    (void) SHA256(token.data, token.len, p->digest);
+
+    lmcf = ngx_http_get_module_main_conf(r, ngx_http_linegate_module);
+    p->epoch = lmcf->apikey_epoch ? *lmcf->apikey_epoch : 0;
+
+    if (ngx_http_linegate_apikey_cached(r, p) == NGX_OK) {
+        return NGX_OK;
+    }
+
+    digest = ngx_pnalloc(r->pool, 64);
     if (digest == NULL) {
         ngx_http_linegate_internal_error(r);
         return NGX_DECLINED;
     }
 
-    ngx_http_linegate_sha256_hex(token.data, token.len, (char *) digest);
+    (void) ngx_hex_dump(digest, p->digest, 32);
 
-    p->kind = NGX_HTTP_LINEGATE_AUTH_API_KEY;
+    p->cached = 0;
     p->value.data = digest;
     p->value.len = 64;
-    ngx_str_null(&p->subject);
-
-    ctx->auth = NGX_HTTP_LINEGATE_AUTH_API_KEY;
 
     return NGX_OK;
+}
+
+
+/*
+ * An API key seen within linegate_api_key_cache: p->value is its
+ * workspace (the script checks it in 'w' mode, no GET lg:apikey:*).
+ * Only keys the store resolved are remembered; an entry is not renewed
+ * by its hits, so a revoked key is refused once its entry expires, or at
+ * once when it was revoked through this nginx's operator API (epoch).
+ */
+static ngx_int_t
+ngx_http_linegate_apikey_cached(ngx_http_request_t *r,
+    ngx_http_linegate_principal_t *p)
+{
+    ngx_uint_t                         i, set;
+    ngx_http_linegate_apikey_cache_t  *e;
+
+    set = ngx_http_linegate_digest_set(p->digest,
+                                       NGX_HTTP_LINEGATE_APIKEY_CACHE_SETS);
+
+    for (i = 0; i < 2; i++) {
+        e = &ngx_http_linegate_apikey_cache[set][i];
+
+        if (e->ws_len
+            && e->epoch == p->epoch
+            && (ngx_msec_int_t) (e->expires - ngx_current_msec) > 0
+            && ngx_memcmp(e->digest, p->digest, 32) == 0)
+        {
+            p->value.data = ngx_pnalloc(r->pool, e->ws_len);
+            if (p->value.data == NULL) {
+                return NGX_ERROR;
+            }
+
+            p->value.len = e->ws_len;
+            ngx_memcpy(p->value.data, e->ws, e->ws_len);
+            p->cached = 1;
+
+            return NGX_OK;
+        }
+    }
+
+    return NGX_DECLINED;
+}
+
+
+void
+ngx_http_linegate_auth_learn(ngx_http_request_t *r,
+    ngx_http_linegate_principal_t *p, ngx_str_t *ws)
+{
+    ngx_uint_t                         i, set;
+    ngx_http_linegate_apikey_cache_t  *e, *victim;
+    ngx_http_linegate_main_conf_t     *lmcf;
+
+    lmcf = ngx_http_get_module_main_conf(r, ngx_http_linegate_module);
+
+    if (p->kind != NGX_HTTP_LINEGATE_AUTH_API_KEY || p->cached
+        || lmcf->apikey_cache_ttl == 0
+        || ws->len == 0 || ws->len > NGX_HTTP_LINEGATE_CACHED_ID_MAX)
+    {
+        return;
+    }
+
+    set = ngx_http_linegate_digest_set(p->digest,
+                                       NGX_HTTP_LINEGATE_APIKEY_CACHE_SETS);
+    victim = NULL;
+
+    for (i = 0; i < 2; i++) {
+        e = &ngx_http_linegate_apikey_cache[set][i];
+
+        if (e->ws_len && ngx_memcmp(e->digest, p->digest, 32) == 0) {
+            victim = e;
+            break;
+        }
+
+        /* a free or expired way, else the one expiring first */
+        if (victim == NULL || e->ws_len == 0
+            || (ngx_msec_int_t) (e->expires - victim->expires) < 0)
+        {
+            victim = e;
+        }
+    }
+
+    ngx_memcpy(victim->digest, p->digest, 32);
+    ngx_memcpy(victim->ws, ws->data, ws->len);
+    victim->ws_len = (u_char) ws->len;
+    victim->epoch = p->epoch;
+    victim->expires = ngx_current_msec + lmcf->apikey_cache_ttl;
 }
 
 
@@ -168,9 +309,12 @@ static ngx_int_t
 ngx_http_linegate_clerk(ngx_http_request_t *r, ngx_http_linegate_ctx_t *ctx,
     ngx_str_t *token, ngx_http_linegate_principal_t *p)
 {
-    ngx_uint_t                       slot;
-    ngx_http_linegate_jwt_cache_t    fresh, *e;
-    ngx_http_linegate_main_conf_t   *lmcf;
+    u_char                            *org, *sub;
+    size_t                             org_len, sub_len;
+    ngx_uint_t                         way, has_org;
+    ngx_http_linegate_jwt_cache_t     *e;
+    ngx_http_linegate_jwt_verified_t   fresh;
+    ngx_http_linegate_main_conf_t     *lmcf;
 
     lmcf = ngx_http_get_module_main_conf(r, ngx_http_linegate_module);
 
@@ -185,33 +329,54 @@ ngx_http_linegate_clerk(ngx_http_request_t *r, ngx_http_linegate_ctx_t *ctx,
 
     (void) SHA256(token->data, token->len, fresh.digest);
 
-    slot = (fresh.digest[0] | (fresh.digest[1] << 8))
-           % NGX_HTTP_LINEGATE_JWT_CACHE_SIZE;
-    e = &ngx_http_linegate_jwt_cache[slot];
-
     /* a remembered token is still checked against its expiry */
-    if (!(e->used
-          && ngx_memcmp(e->digest, fresh.digest, 32) == 0
-          && ngx_time() <= e->exp + lmcf->clerk_leeway))
-    {
+    e = ngx_http_linegate_clerk_cached(r, fresh.digest, &way);
+
+    if (e == NULL) {
         if (ngx_http_linegate_clerk_verify(r, token, &fresh) != NGX_OK) {
             return ngx_http_linegate_unauthorized(r, ctx, NULL);
         }
 
-        *e = fresh;
+        has_org = fresh.has_org;
+        org = fresh.org;
+        org_len = fresh.org_len;
+        sub = fresh.sub;
+        sub_len = fresh.sub_len;
+
+        /* ids too long for an entry are served, not remembered */
+        if (org_len <= NGX_HTTP_LINEGATE_CACHED_ID_MAX
+            && sub_len <= NGX_HTTP_LINEGATE_CACHED_ID_MAX)
+        {
+            e = &ngx_http_linegate_jwt_cache[0][0] + way;
+
+            ngx_memcpy(e->digest, fresh.digest, 32);
+            e->exp = fresh.exp;
+            e->used = 1;
+            e->has_org = (u_char) has_org;
+            e->org_len = (u_char) org_len;
+            e->sub_len = (u_char) sub_len;
+            ngx_memcpy(e->org, org, org_len);
+            ngx_memcpy(e->sub, sub, sub_len);
+        }
+
+    } else {
+        has_org = e->has_org;
+        org = e->org;
+        org_len = e->org_len;
+        sub = e->sub;
+        sub_len = e->sub_len;
     }
 
-    if (!e->has_org) {
+    if (!has_org) {
         ngx_str_set(&ctx->outcome, "no_active_workspace");
         ngx_http_linegate_error(r, NGX_HTTP_BAD_REQUEST, NULL,
                                 "No active workspace");
         return NGX_DECLINED;
     }
 
-    if (ngx_http_linegate_pstrdup(r->pool, &p->value, e->org, e->org_len)
+    if (ngx_http_linegate_pstrdup(r->pool, &p->value, org, org_len)
         != NGX_OK
-        || ngx_http_linegate_pstrdup(r->pool, &p->subject, e->sub,
-                                     e->sub_len)
+        || ngx_http_linegate_pstrdup(r->pool, &p->subject, sub, sub_len)
            != NGX_OK)
     {
         ngx_http_linegate_internal_error(r);
@@ -226,9 +391,55 @@ ngx_http_linegate_clerk(ngx_http_request_t *r, ngx_http_linegate_ctx_t *ctx,
 }
 
 
+/*
+ * The entry of a remembered, unexpired token, or NULL with *way set to
+ * the index (in the flat table) of the entry a fresh one should replace.
+ */
+static ngx_http_linegate_jwt_cache_t *
+ngx_http_linegate_clerk_cached(ngx_http_request_t *r, u_char *digest,
+    ngx_uint_t *way)
+{
+    time_t                          now;
+    ngx_uint_t                      i, set, victim;
+    ngx_http_linegate_jwt_cache_t  *e;
+    ngx_http_linegate_main_conf_t  *lmcf;
+
+    lmcf = ngx_http_get_module_main_conf(r, ngx_http_linegate_module);
+
+    now = ngx_time();
+    set = ngx_http_linegate_digest_set(digest,
+                                       NGX_HTTP_LINEGATE_JWT_CACHE_SETS);
+    victim = 0;
+
+    for (i = 0; i < 2; i++) {
+        e = &ngx_http_linegate_jwt_cache[set][i];
+
+        if (e->used && ngx_memcmp(e->digest, digest, 32) == 0) {
+            if (now <= e->exp + lmcf->clerk_leeway) {
+                return e;
+            }
+
+            victim = i;
+            break;
+        }
+
+        /* a free or expired way, else the one expiring first */
+        if (!e->used || now > e->exp + lmcf->clerk_leeway
+            || e->exp < ngx_http_linegate_jwt_cache[set][victim].exp)
+        {
+            victim = i;
+        }
+    }
+
+    *way = set * 2 + victim;
+
+    return NULL;
+}
+
+
 static ngx_int_t
 ngx_http_linegate_clerk_verify(ngx_http_request_t *r, ngx_str_t *token,
-    ngx_http_linegate_jwt_cache_t *entry)
+    ngx_http_linegate_jwt_verified_t *entry)
 {
     const char                      *reason;
     ngx_http_linegate_jwt_params_t   params;
@@ -259,7 +470,6 @@ ngx_http_linegate_clerk_verify(ngx_http_request_t *r, ngx_str_t *token,
 
     entry->exp = claims.exp;
     entry->has_org = claims.has_org ? 1 : 0;
-    entry->used = 1;
     entry->org_len = ngx_strlen(claims.org);
     entry->sub_len = ngx_strlen(claims.sub);
     ngx_memcpy(entry->org, claims.org, entry->org_len);

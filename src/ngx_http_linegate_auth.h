@@ -18,11 +18,16 @@ typedef struct {
     ngx_uint_t                      kind;   /* NGX_HTTP_LINEGATE_AUTH_* */
     /*
      * API_KEY: sha256hex of the presented key (64 characters), to be
-     * resolved by the script through lg:apikey:<digest>.
+     * resolved by the script through lg:apikey:<digest>; when the key
+     * is in the per-worker cache (cached set), its workspace id.
      * CLERK: the workspace id (the token's active organization).
      */
     ngx_str_t                       value;
     ngx_str_t                       subject;  /* CLERK: the user id */
+    /* API_KEY: SHA-256 of the key; cached: value is its workspace */
+    u_char                          digest[32];
+    ngx_uint_t                      cached;
+    ngx_atomic_uint_t               epoch;    /* of the key caches */
 } ngx_http_linegate_principal_t;
 
 
@@ -35,6 +40,14 @@ typedef struct {
 ngx_int_t ngx_http_linegate_auth_workspace(ngx_http_request_t *r,
     ngx_http_linegate_ctx_t *ctx, ngx_uint_t clerk_only,
     ngx_http_linegate_principal_t *p);
+
+/*
+ * The store resolved p's API key to ws (the answer of the endpoint's
+ * script): remember it for linegate_api_key_cache. Clerk tokens, keys
+ * already cached and unknown keys are not touched.
+ */
+void ngx_http_linegate_auth_learn(ngx_http_request_t *r,
+    ngx_http_linegate_principal_t *p, ngx_str_t *ws);
 
 /*
  * Provisioning API: sb-api-key-id and sb-api-secret-key. key_id is the

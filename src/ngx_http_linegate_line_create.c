@@ -800,7 +800,6 @@ static void
 ngx_http_linegate_create_invoiced(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr)
 {
-    json_t                          *obj;
     ngx_http_linegate_redis_args_t  *a;
     ngx_http_linegate_main_conf_t   *lmcf;
 
@@ -816,18 +815,13 @@ ngx_http_linegate_create_invoiced(ngx_http_request_t *r,
     lr->line.invoice_id = lr->invoice.id;
     lr->line.payment_url = lr->invoice.url;
 
-    obj = ngx_http_linegate_line_status_json(r, &lr->line);
-
-    if (obj == NULL
-        || ngx_http_linegate_json_dump(r->pool, obj, &lr->body) != NGX_OK)
+    if (ngx_http_linegate_line_status_body(r, &lr->line, &lr->body)
+        != NGX_OK)
     {
-        json_decref(obj);
         ngx_http_linegate_create_fail(r, lr, NGX_HTTP_INTERNAL_SERVER_ERROR,
                                       "INTERNAL_ERROR", "Internal error", -1);
         return;
     }
-
-    json_decref(obj);
 
     lr->status = NGX_HTTP_CREATED;
 

@@ -418,6 +418,7 @@ ngx_http_linegate_link_send(ngx_http_request_t *r,
 static void
 ngx_http_linegate_link_resolved(ngx_http_request_t *r, redisReply *reply)
 {
+    ngx_http_linegate_jw_t   jw;
     ngx_http_linegate_lr_t  *lr;
 
     lr = ngx_http_linegate_lines_lr(r);
@@ -432,8 +433,11 @@ ngx_http_linegate_link_resolved(ngx_http_request_t *r, redisReply *reply)
         return;
     }
 
-    ngx_http_linegate_send_json(r, NGX_HTTP_OK,
-                     ngx_http_linegate_line_status_json(r, &lr->line));
+    (void) ngx_http_linegate_jw_init(&jw, r->pool,
+                                     NGX_HTTP_LINEGATE_LINE_JSON_SIZE);
+    ngx_http_linegate_line_status_jw(&jw, r, &lr->line);
+
+    ngx_http_linegate_send_jw(r, NGX_HTTP_OK, &jw);
 }
 
 

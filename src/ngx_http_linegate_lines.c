@@ -51,19 +51,15 @@ static void ngx_http_linegate_line_check(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr);
 static void ngx_http_linegate_line_check_done(ngx_http_request_t *r,
     redisReply *reply);
-static json_t *ngx_http_linegate_line_check_json(ngx_http_request_t *r,
-    ngx_http_linegate_line_t *line);
+static void ngx_http_linegate_line_check_jw(ngx_http_linegate_jw_t *jw,
+    ngx_http_request_t *r, ngx_http_linegate_line_t *line);
 
-static json_t *ngx_http_linegate_line_usage_json(
+static void ngx_http_linegate_line_usage_jw(ngx_http_linegate_jw_t *jw,
     ngx_http_linegate_line_t *line);
-static json_t *ngx_http_linegate_line_health_json(
+static void ngx_http_linegate_line_health_jw(ngx_http_linegate_jw_t *jw,
     ngx_http_linegate_line_t *line);
 static json_int_t ngx_http_linegate_line_count(ngx_str_t *s);
 
-
-/* a stored string as JSON: null when unknown (empty) */
-#define ngx_http_linegate_jstr(s)                                           \
-    ngx_http_linegate_json_strn_or_null((s).data, (s).len)
 
 #define ngx_http_linegate_line_field(name, field)                           \
     { ngx_string(name), offsetof(ngx_http_linegate_line_t, field) }
@@ -361,8 +357,13 @@ static void
 ngx_http_linegate_lr_send_status(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr)
 {
-    ngx_http_linegate_send_json(r, NGX_HTTP_OK,
-                     ngx_http_linegate_line_status_json(r, &lr->line));
+    ngx_http_linegate_jw_t  jw;
+
+    (void) ngx_http_linegate_jw_init(&jw, r->pool,
+                                     NGX_HTTP_LINEGATE_LINE_JSON_SIZE);
+    ngx_http_linegate_line_status_jw(&jw, r, &lr->line);
+
+    ngx_http_linegate_send_jw(r, NGX_HTTP_OK, &jw);
 }
 
 
@@ -385,8 +386,8 @@ static void
 ngx_http_linegate_lines_list_done(ngx_http_request_t *r, redisReply *reply)
 {
     size_t                    i;
-    json_t                   *lines, *obj;
     ngx_int_t                 code;
+    ngx_http_linegate_jw_t    jw;
     ngx_http_linegate_lr_t   *lr;
     ngx_http_linegate_line_t  line;
 
@@ -398,30 +399,34 @@ ngx_http_linegate_lines_list_done(ngx_http_request_t *r, redisReply *reply)
         return;
     }
 
-    lines = json_array();
-
-    if (code != NGX_HTTP_LINEGATE_LR_OK || lines == NULL) {
-        json_decref(lines);
+    if (code != NGX_HTTP_LINEGATE_LR_OK) {
         ngx_http_linegate_internal_error(r);
         return;
     }
 
+    (void) ngx_http_linegate_jw_init(&jw, r->pool,
+                                     16 + (reply->elements > 3
+                                           ? reply->elements - 3 : 0)
+                                          * NGX_HTTP_LINEGATE_LINE_JSON_SIZE);
+    ngx_http_linegate_jw_object(&jw);
+    ngx_http_linegate_jw_key(&jw, "lines");
+    ngx_http_linegate_jw_array(&jw);
+
     for (i = 3; i < reply->elements; i++) {
         if (ngx_http_linegate_line_parse(r, lr, reply->element[i], &line)
-            != NGX_OK
-            || json_array_append_new(lines,
-                                     ngx_http_linegate_line_json(r, &line))
-               != 0)
+            != NGX_OK)
         {
-            json_decref(lines);
             ngx_http_linegate_internal_error(r);
             return;
         }
+
+        ngx_http_linegate_line_jw(&jw, r, &line);
     }
 
-    obj = json_pack("{s:o}", "lines", lines);
+    ngx_http_linegate_jw_end(&jw, ']');
+    ngx_http_linegate_jw_end(&jw, '}');
 
-    ngx_http_linegate_send_json(r, NGX_HTTP_OK, obj);
+    ngx_http_linegate_send_jw(r, NGX_HTTP_OK, &jw);
 }
 
 
@@ -470,6 +475,7 @@ static void
 ngx_http_linegate_line_check_done(ngx_http_request_t *r, redisReply *reply)
 {
     ngx_int_t                code;
+    ngx_http_linegate_jw_t   jw;
     ngx_http_linegate_lr_t  *lr;
 
     lr = ngx_http_linegate_lines_lr(r);
@@ -493,17 +499,19 @@ ngx_http_linegate_line_check_done(ngx_http_request_t *r, redisReply *reply)
         return;
     }
 
-    ngx_http_linegate_send_json(r, NGX_HTTP_OK,
-                     ngx_http_linegate_line_check_json(r, &lr->line));
+    (void) ngx_http_linegate_jw_init(&jw, r->pool, 512);
+    ngx_http_linegate_line_check_jw(&jw, r, &lr->line);
+
+    ngx_http_linegate_send_jw(r, NGX_HTTP_OK, &jw);
 }
 
 
 /* SPEC 2.9: active, not reported unhealthy, below both limits today */
-static json_t *
-ngx_http_linegate_line_check_json(ngx_http_request_t *r,
-    ngx_http_linegate_line_t *line)
+static void
+ngx_http_linegate_line_check_jw(ngx_http_linegate_jw_t *jw,
+    ngx_http_request_t *r, ngx_http_linegate_line_t *line)
 {
-    json_int_t                      conv, msgs, conv_left, msgs_left;
+    int64_t                         conv, msgs, conv_left, msgs_left;
     const char                     *reason;
     ngx_http_linegate_main_conf_t  *lmcf;
 
@@ -512,8 +520,8 @@ ngx_http_linegate_line_check_json(ngx_http_request_t *r,
     conv = ngx_http_linegate_line_count(&line->conversations);
     msgs = ngx_http_linegate_line_count(&line->messages);
 
-    conv_left = (json_int_t) lmcf->line_daily_conversations - conv;
-    msgs_left = (json_int_t) lmcf->line_daily_messages - msgs;
+    conv_left = (int64_t) lmcf->line_daily_conversations - conv;
+    msgs_left = (int64_t) lmcf->line_daily_messages - msgs;
 
     if (!ngx_http_linegate_line_is(&line->status, "active")) {
         reason = "not_active";
@@ -528,20 +536,36 @@ ngx_http_linegate_line_check_json(ngx_http_request_t *r,
         reason = NULL;
     }
 
-    return json_pack("{s:b,s:o,s:b,s:o,s:o,s:o,s:o,s:{s:I,s:I}}",
-                     "success", 1,
-                     "lineId", ngx_http_linegate_json_strn_or_null(
-                                   line->id.data, line->id.len),
-                     "available", (int) (reason == NULL),
-                     "reason", reason ? json_string(reason) : json_null(),
-                     "provisioningStatus",
-                     ngx_http_linegate_json_strn_or_null(line->status.data,
-                                                         line->status.len),
-                     "healthCheck", ngx_http_linegate_line_health_json(line),
-                     "usage", ngx_http_linegate_line_usage_json(line),
-                     "remaining",
-                     "newConversations", conv_left > 0 ? conv_left : 0,
-                     "totalMessages", msgs_left > 0 ? msgs_left : 0);
+    ngx_http_linegate_jw_object(jw);
+    ngx_http_linegate_jw_key(jw, "success");
+    ngx_http_linegate_jw_bool(jw, 1);
+    ngx_http_linegate_jw_key(jw, "lineId");
+    ngx_http_linegate_jw_str_or_null(jw, &line->id);
+    ngx_http_linegate_jw_key(jw, "available");
+    ngx_http_linegate_jw_bool(jw, reason == NULL);
+    ngx_http_linegate_jw_key(jw, "reason");
+
+    if (reason) {
+        ngx_http_linegate_jw_cstr(jw, reason);
+
+    } else {
+        ngx_http_linegate_jw_null(jw);
+    }
+
+    ngx_http_linegate_jw_key(jw, "provisioningStatus");
+    ngx_http_linegate_jw_str_or_null(jw, &line->status);
+    ngx_http_linegate_jw_key(jw, "healthCheck");
+    ngx_http_linegate_line_health_jw(jw, line);
+    ngx_http_linegate_jw_key(jw, "usage");
+    ngx_http_linegate_line_usage_jw(jw, line);
+    ngx_http_linegate_jw_key(jw, "remaining");
+    ngx_http_linegate_jw_object(jw);
+    ngx_http_linegate_jw_key(jw, "newConversations");
+    ngx_http_linegate_jw_int(jw, conv_left > 0 ? conv_left : 0);
+    ngx_http_linegate_jw_key(jw, "totalMessages");
+    ngx_http_linegate_jw_int(jw, msgs_left > 0 ? msgs_left : 0);
+    ngx_http_linegate_jw_end(jw, '}');
+    ngx_http_linegate_jw_end(jw, '}');
 }
 
 
@@ -562,6 +586,7 @@ ngx_http_linegate_lines_args(ngx_http_request_t *r,
 
     ngx_http_linegate_redis_arg_cstr(a, lr->who.kind
                                         == NGX_HTTP_LINEGATE_AUTH_API_KEY
+                                        && !lr->who.cached
                                         ? "k" : "w");
     ngx_http_linegate_redis_arg_str(a, &lr->who.value);
 
@@ -635,6 +660,8 @@ ngx_http_linegate_lines_gate(ngx_http_request_t *r,
     }
 
     ctx->tenant = lr->ws;
+
+    ngx_http_linegate_auth_learn(r, &lr->who, &lr->ws);
 
     window = (int64_t) lmcf->ws_rate_window * 1000;
 
@@ -803,8 +830,8 @@ ngx_http_linegate_line_parse(ngx_http_request_t *r,
 
 
 /* SPEC 2.8 */
-json_t *
-ngx_http_linegate_line_json(ngx_http_request_t *r,
+void
+ngx_http_linegate_line_jw(ngx_http_linegate_jw_t *jw, ngx_http_request_t *r,
     ngx_http_linegate_line_t *line)
 {
     ngx_str_t                       *lt;
@@ -822,104 +849,144 @@ ngx_http_linegate_line_json(ngx_http_request_t *r,
         lt = &purchased;
     }
 
-    return json_pack("{s:o,s:o,s:o,s:o,s:o,s:o,s:o,s:o,s:o,s:o,s:b,s:o,"
-                     "s:o,s:I,s:I,s:o,s:o,s:o,s:o}",
-                     "_id", ngx_http_linegate_jstr(line->id),
-                     "workspaceId", ngx_http_linegate_jstr(line->workspace),
-                     "firstName", ngx_http_linegate_jstr(line->first_name),
-                     "lastName", ngx_http_linegate_jstr(line->last_name),
-                     "channelType",
-                     ngx_http_linegate_jstr(line->channel_type),
-                     "lineType", ngx_http_linegate_jstr(*lt),
-                     "phone", ngx_http_linegate_jstr(line->phone),
-                     "email", ngx_http_linegate_jstr(line->email),
-                     "forwardCallsTo",
-                     ngx_http_linegate_jstr(line->forward_calls_to),
-                     "profileImageUrl",
-                     ngx_http_linegate_jstr(line->profile_image_url),
-                     "isActive",
-                     (int) ngx_http_linegate_line_is(&line->status, "active"),
-                     "provisioningStatus",
-                     ngx_http_linegate_jstr(line->status),
-                     "paymentStatus",
-                     ngx_http_linegate_jstr(line->payment_status),
-                     "dailyNewConversationsLimit",
-                     (json_int_t) lmcf->line_daily_conversations,
-                     "dailyTotalMessagesLimit",
-                     (json_int_t) lmcf->line_daily_messages,
-                     "usage", ngx_http_linegate_line_usage_json(line),
-                     "healthCheck", ngx_http_linegate_line_health_json(line),
-                     "createdAt", ngx_http_linegate_jstr(line->created_at),
-                     "updatedAt", ngx_http_linegate_jstr(line->updated_at));
+    ngx_http_linegate_jw_object(jw);
+    ngx_http_linegate_jw_key(jw, "_id");
+    ngx_http_linegate_jw_str_or_null(jw, &line->id);
+    ngx_http_linegate_jw_key(jw, "workspaceId");
+    ngx_http_linegate_jw_str_or_null(jw, &line->workspace);
+    ngx_http_linegate_jw_key(jw, "firstName");
+    ngx_http_linegate_jw_str_or_null(jw, &line->first_name);
+    ngx_http_linegate_jw_key(jw, "lastName");
+    ngx_http_linegate_jw_str_or_null(jw, &line->last_name);
+    ngx_http_linegate_jw_key(jw, "channelType");
+    ngx_http_linegate_jw_str_or_null(jw, &line->channel_type);
+    ngx_http_linegate_jw_key(jw, "lineType");
+    ngx_http_linegate_jw_str_or_null(jw, lt);
+    ngx_http_linegate_jw_key(jw, "phone");
+    ngx_http_linegate_jw_str_or_null(jw, &line->phone);
+    ngx_http_linegate_jw_key(jw, "email");
+    ngx_http_linegate_jw_str_or_null(jw, &line->email);
+    ngx_http_linegate_jw_key(jw, "forwardCallsTo");
+    ngx_http_linegate_jw_str_or_null(jw, &line->forward_calls_to);
+    ngx_http_linegate_jw_key(jw, "profileImageUrl");
+    ngx_http_linegate_jw_str_or_null(jw, &line->profile_image_url);
+    ngx_http_linegate_jw_key(jw, "isActive");
+    ngx_http_linegate_jw_bool(jw, ngx_http_linegate_line_is(&line->status,
+                                                            "active"));
+    ngx_http_linegate_jw_key(jw, "provisioningStatus");
+    ngx_http_linegate_jw_str_or_null(jw, &line->status);
+    ngx_http_linegate_jw_key(jw, "paymentStatus");
+    ngx_http_linegate_jw_str_or_null(jw, &line->payment_status);
+    ngx_http_linegate_jw_key(jw, "dailyNewConversationsLimit");
+    ngx_http_linegate_jw_int(jw, (int64_t) lmcf->line_daily_conversations);
+    ngx_http_linegate_jw_key(jw, "dailyTotalMessagesLimit");
+    ngx_http_linegate_jw_int(jw, (int64_t) lmcf->line_daily_messages);
+    ngx_http_linegate_jw_key(jw, "usage");
+    ngx_http_linegate_line_usage_jw(jw, line);
+    ngx_http_linegate_jw_key(jw, "healthCheck");
+    ngx_http_linegate_line_health_jw(jw, line);
+    ngx_http_linegate_jw_key(jw, "createdAt");
+    ngx_http_linegate_jw_str_or_null(jw, &line->created_at);
+    ngx_http_linegate_jw_key(jw, "updatedAt");
+    ngx_http_linegate_jw_str_or_null(jw, &line->updated_at);
+    ngx_http_linegate_jw_end(jw, '}');
 }
 
 
+void
+ngx_http_linegate_line_status_jw(ngx_http_linegate_jw_t *jw,
+    ngx_http_request_t *r, ngx_http_linegate_line_t *line)
+{
+    ngx_http_linegate_jw_object(jw);
+    ngx_http_linegate_jw_key(jw, "success");
+    ngx_http_linegate_jw_bool(jw, 1);
+    ngx_http_linegate_jw_key(jw, "status");
+    ngx_http_linegate_jw_str_or_null(jw, &line->status);
+    ngx_http_linegate_jw_key(jw, "paymentStatus");
+    ngx_http_linegate_jw_str_or_null(jw, &line->payment_status);
+    ngx_http_linegate_jw_key(jw, "paymentRequired");
+    ngx_http_linegate_jw_bool(jw,
+                    ngx_http_linegate_line_is(&line->payment_status,
+                                              "unpaid"));
+
+    if (ngx_http_linegate_line_is(&line->status,
+                                  NGX_HTTP_LINEGATE_LR_AWAITING))
+    {
+        ngx_http_linegate_jw_key(jw, "paymentUrl");
+        ngx_http_linegate_jw_str_or_null(jw, &line->payment_url);
+        ngx_http_linegate_jw_key(jw, "invoiceId");
+        ngx_http_linegate_jw_str_or_null(jw, &line->invoice_id);
+    }
+
+    ngx_http_linegate_jw_key(jw, "line");
+    ngx_http_linegate_line_jw(jw, r, line);
+    ngx_http_linegate_jw_end(jw, '}');
+}
+
+
+ngx_int_t
+ngx_http_linegate_line_status_body(ngx_http_request_t *r,
+    ngx_http_linegate_line_t *line, ngx_str_t *body)
+{
+    ngx_http_linegate_jw_t  jw;
+
+    (void) ngx_http_linegate_jw_init(&jw, r->pool,
+                                     NGX_HTTP_LINEGATE_LINE_JSON_SIZE);
+    ngx_http_linegate_line_status_jw(&jw, r, line);
+
+    return ngx_http_linegate_jw_finish(&jw, body);
+}
+
+
+/* the same as a jansson tree, for answers built with jansson (cold) */
 json_t *
 ngx_http_linegate_line_status_json(ngx_http_request_t *r,
     ngx_http_linegate_line_t *line)
 {
-    json_t  *obj;
+    ngx_str_t  body;
 
-    obj = json_pack("{s:b,s:o,s:o,s:b}",
-                    "success", 1,
-                    "status", ngx_http_linegate_jstr(line->status),
-                    "paymentStatus",
-                    ngx_http_linegate_jstr(line->payment_status),
-                    "paymentRequired",
-                    (int) ngx_http_linegate_line_is(&line->payment_status,
-                                                    "unpaid"));
-    if (obj == NULL) {
+    if (ngx_http_linegate_line_status_body(r, line, &body) != NGX_OK) {
         return NULL;
     }
 
-    if (ngx_http_linegate_line_is(&line->status,
-                                  NGX_HTTP_LINEGATE_LR_AWAITING)
-        && (json_object_set_new(obj, "paymentUrl",
-                                ngx_http_linegate_jstr(line->payment_url))
-            != 0
-            || json_object_set_new(obj, "invoiceId",
-                                   ngx_http_linegate_jstr(line->invoice_id))
-               != 0))
-    {
-        json_decref(obj);
-        return NULL;
-    }
-
-    if (json_object_set_new(obj, "line", ngx_http_linegate_line_json(r, line))
-        != 0)
-    {
-        json_decref(obj);
-        return NULL;
-    }
-
-    return obj;
+    return json_loadb((const char *) body.data, body.len, 0, NULL);
 }
 
 
-static json_t *
-ngx_http_linegate_line_usage_json(ngx_http_linegate_line_t *line)
+static void
+ngx_http_linegate_line_usage_jw(ngx_http_linegate_jw_t *jw,
+    ngx_http_linegate_line_t *line)
 {
-    return json_pack("{s:o,s:I,s:I}",
-                     "date", ngx_http_linegate_jstr(line->date),
-                     "newConversationsCount",
-                     ngx_http_linegate_line_count(&line->conversations),
-                     "totalMessagesCount",
-                     ngx_http_linegate_line_count(&line->messages));
+    ngx_http_linegate_jw_object(jw);
+    ngx_http_linegate_jw_key(jw, "date");
+    ngx_http_linegate_jw_str_or_null(jw, &line->date);
+    ngx_http_linegate_jw_key(jw, "newConversationsCount");
+    ngx_http_linegate_jw_int(jw,
+                    ngx_http_linegate_line_count(&line->conversations));
+    ngx_http_linegate_jw_key(jw, "totalMessagesCount");
+    ngx_http_linegate_jw_int(jw,
+                    ngx_http_linegate_line_count(&line->messages));
+    ngx_http_linegate_jw_end(jw, '}');
 }
 
 
-static json_t *
-ngx_http_linegate_line_health_json(ngx_http_linegate_line_t *line)
+static void
+ngx_http_linegate_line_health_jw(ngx_http_linegate_jw_t *jw,
+    ngx_http_linegate_line_t *line)
 {
     if (line->health_status.len == 0) {
-        return json_null();
+        ngx_http_linegate_jw_null(jw);
+        return;
     }
 
-    return json_pack("{s:o,s:o}",
-                     "status", ngx_http_linegate_jstr(line->health_status),
-                     "lastCheckedAt",
-                     ngx_http_linegate_jstr(line->health_checked_at));
+    ngx_http_linegate_jw_object(jw);
+    ngx_http_linegate_jw_key(jw, "status");
+    ngx_http_linegate_jw_str_or_null(jw, &line->health_status);
+    ngx_http_linegate_jw_key(jw, "lastCheckedAt");
+    ngx_http_linegate_jw_str_or_null(jw, &line->health_checked_at);
+    ngx_http_linegate_jw_end(jw, '}');
 }
+
 
 static json_int_t
 ngx_http_linegate_line_count(ngx_str_t *s)

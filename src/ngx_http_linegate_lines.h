@@ -16,6 +16,7 @@
 #include "ngx_http_linegate_redis.h"
 #include "ngx_http_linegate_stripe.h"
 #include "ngx_http_linegate_idempotency.h"
+#include "ngx_http_linegate_jw.h"
 
 
 /* first element of every Lines API script reply: see lua/include/lr_codes */
@@ -53,6 +54,9 @@ typedef enum {
 #define NGX_HTTP_LINEGATE_LR_REISSUE_HOLD  60000
 
 #define NGX_HTTP_LINEGATE_LR_AWAITING  "awaiting_payment"
+
+/* room for one line object, to start a writer without growing it */
+#define NGX_HTTP_LINEGATE_LINE_JSON_SIZE  1024
 
 
 /* a line request as stored (empty strings: unknown) */
@@ -172,9 +176,16 @@ ngx_int_t ngx_http_linegate_lines_gate(ngx_http_request_t *r,
 ngx_int_t ngx_http_linegate_line_parse(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr, redisReply *flat,
     ngx_http_linegate_line_t *line);
-json_t *ngx_http_linegate_line_json(ngx_http_request_t *r,
-    ngx_http_linegate_line_t *line);
+/* SPEC 2.8: the line object */
+void ngx_http_linegate_line_jw(ngx_http_linegate_jw_t *jw,
+    ngx_http_request_t *r, ngx_http_linegate_line_t *line);
 /* SPEC 2.5: the request's state with its line (also 2.4's 201 bodies) */
+void ngx_http_linegate_line_status_jw(ngx_http_linegate_jw_t *jw,
+    ngx_http_request_t *r, ngx_http_linegate_line_t *line);
+/* the same, serialized in r's pool (the bytes idempotency stores) */
+ngx_int_t ngx_http_linegate_line_status_body(ngx_http_request_t *r,
+    ngx_http_linegate_line_t *line, ngx_str_t *body);
+/* the same as a jansson tree, for answers still built with jansson */
 json_t *ngx_http_linegate_line_status_json(ngx_http_request_t *r,
     ngx_http_linegate_line_t *line);
 ngx_int_t ngx_http_linegate_line_is(ngx_str_t *value, const char *s);

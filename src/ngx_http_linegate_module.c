@@ -26,6 +26,8 @@ static void ngx_http_linegate_body_handler(ngx_http_request_t *r);
 static ngx_int_t ngx_http_linegate_take_body(ngx_http_request_t *r,
     ngx_http_linegate_ctx_t *ctx);
 static void ngx_http_linegate_cleanup(void *data);
+static ngx_int_t ngx_http_linegate_init_epoch(ngx_shm_zone_t *shm_zone,
+    void *data);
 static u_char *ngx_http_linegate_log_error(ngx_http_request_t *r,
     ngx_http_request_t *sr, u_char *buf, size_t len);
 
@@ -356,8 +358,9 @@ ngx_http_linegate_handler(ngx_http_request_t *r)
     ngx_int_t                      rc;
     ngx_pool_cleanup_t            *cln;
     ngx_http_linegate_ctx_t       *ctx;
-    ngx_http_linegate_api_t       *api;
-    ngx_http_linegate_loc_conf_t  *llcf;
+    ngx_http_linegate_api_t        *api;
+    ngx_http_linegate_loc_conf_t   *llcf;
+    ngx_http_linegate_main_conf_t  *lmcf;
 
     llcf = ngx_http_get_module_loc_conf(r, ngx_http_linegate_module);
 
@@ -381,6 +384,22 @@ ngx_http_linegate_handler(ngx_http_request_t *r)
     ctx->api = llcf->api;
     ctx->retry_after = -1;
     ngx_http_set_ctx(r, ctx, ngx_http_linegate_module);
+
+    /*
+     * An operator write may revoke an API key: every worker's key cache
+     * forgets what it learned before the write started, and (bumped again
+     * at its end) while it ran.
+     */
+    if (llcf->api == NGX_HTTP_LINEGATE_API_OPERATOR
+        && !(r->method & (NGX_HTTP_GET|NGX_HTTP_HEAD)))
+    {
+        lmcf = ngx_http_get_module_main_conf(r, ngx_http_linegate_module);
+
+        if (lmcf->apikey_epoch != NULL) {
+            (void) ngx_atomic_fetch_add(lmcf->apikey_epoch, 1);
+            ctx->bump_epoch = lmcf->apikey_epoch;
+        }
+    }
 
     /* error log lines about this request carry its id */
     ctx->log_handler = r->log_handler;
@@ -535,6 +554,10 @@ ngx_http_linegate_cleanup(void *data)
 {
     ngx_http_linegate_ctx_t  *ctx = data;
 
+    if (ctx->bump_epoch) {
+        (void) ngx_atomic_fetch_add(ctx->bump_epoch, 1);
+    }
+
     if (ctx->body) {
         json_decref(ctx->body);
         ctx->body = NULL;
@@ -544,6 +567,28 @@ ngx_http_linegate_cleanup(void *data)
         json_decref(ctx->stripe_json);
         ctx->stripe_json = NULL;
     }
+}
+
+
+/* the key caches' epoch: one word, kept across reloads */
+static ngx_int_t
+ngx_http_linegate_init_epoch(ngx_shm_zone_t *shm_zone, void *data)
+{
+    ngx_slab_pool_t                *sp;
+    ngx_http_linegate_main_conf_t  *lmcf = shm_zone->data;
+
+    sp = (ngx_slab_pool_t *) shm_zone->shm.addr;
+
+    if (data == NULL && sp->data == NULL) {
+        sp->data = ngx_slab_calloc(sp, sizeof(ngx_atomic_t));
+        if (sp->data == NULL) {
+            return NGX_ERROR;
+        }
+    }
+
+    lmcf->apikey_epoch = sp->data;
+
+    return NGX_OK;
 }
 
 
@@ -714,7 +759,9 @@ ngx_http_linegate_init_main_conf(ngx_conf_t *cf, void *conf)
 {
     ngx_http_linegate_main_conf_t  *lmcf = conf;
 
-    ngx_str_t  request_id = ngx_string("request_id");
+    ngx_shm_zone_t  *shm;
+    ngx_str_t        request_id = ngx_string("request_id");
+    ngx_str_t        epoch = ngx_string("linegate_api_key_epoch");
 
     ngx_conf_init_value(lmcf->redis_db, 0);
     ngx_conf_init_msec_value(lmcf->redis_connect_timeout, 1000);
@@ -742,6 +789,18 @@ ngx_http_linegate_init_main_conf(ngx_conf_t *cf, void *conf)
                            "\"linegate_api_key_cache\" must be at most 1s: "
                            "a revoked key must be refused within a second");
         return NGX_CONF_ERROR;
+    }
+
+    if (lmcf->apikey_cache_ttl) {
+        /* the smallest zone nginx's slab allocator takes */
+        shm = ngx_shared_memory_add(cf, &epoch, 8 * ngx_pagesize,
+                                    &ngx_http_linegate_module);
+        if (shm == NULL) {
+            return NGX_CONF_ERROR;
+        }
+
+        shm->init = ngx_http_linegate_init_epoch;
+        shm->data = lmcf;
     }
 
     if (lmcf->redis_command_timeout == 0 || lmcf->redis_connect_timeout == 0

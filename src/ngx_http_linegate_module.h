@@ -88,6 +88,8 @@ typedef struct {
     ngx_array_t                    *clerk_azp;       /* of char * */
     time_t                          clerk_leeway;
     ngx_msec_t                      apikey_cache_ttl;
+    /* shared by the workers: bumped by operator writes (key revocation) */
+    ngx_atomic_t                   *apikey_epoch;
 
     /* limits and defaults */
     ngx_uint_t                      ws_rate;         /* requests ... */
@@ -147,6 +149,7 @@ struct ngx_http_linegate_ctx_s {
     ngx_str_t                       rl_policy;
     ngx_str_t                       rl_state;
     ngx_int_t                       retry_after;   /* -1: none */
+    ngx_atomic_t                   *bump_epoch;    /* operator writes */
     unsigned                        replayed:1;
 
     /* endpoint-specific state */

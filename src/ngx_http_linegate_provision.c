@@ -38,7 +38,7 @@ static void ngx_http_linegate_pv_limits(ngx_http_request_t *r,
     ngx_http_linegate_ctx_t *ctx);
 static void ngx_http_linegate_pv_limits_done(ngx_http_request_t *r,
     redisReply *reply);
-static json_t *ngx_http_linegate_pv_window_json(
+static void ngx_http_linegate_pv_window_jw(ngx_http_linegate_jw_t *jw,
     ngx_http_linegate_pv_window_t *w, time_t window);
 static ngx_int_t ngx_http_linegate_pv_reply(ngx_http_request_t *r,
     ngx_http_linegate_ctx_t *ctx, redisReply *reply,
@@ -120,6 +120,7 @@ static void
 ngx_http_linegate_pv_preview_done(ngx_http_request_t *r, redisReply *reply)
 {
     u_char                          *msg, *iso, *last;
+    ngx_http_linegate_jw_t           jw;
     ngx_http_linegate_ctx_t         *ctx;
     ngx_http_linegate_pv_state_t     st;
     ngx_http_linegate_main_conf_t   *lmcf;
@@ -146,13 +147,19 @@ ngx_http_linegate_pv_preview_done(ngx_http_request_t *r, redisReply *reply)
     last = ngx_http_linegate_iso8601(iso,
                                      pv->now + lmcf->preview_ttl * 1000);
 
-    ngx_http_linegate_send_json(r, NGX_HTTP_OK,
-                    json_pack("{s:s,s:s%,s:s%,s:s}",
-                              "status", "OK",
-                              "preview_token", pv->token,
-                              (size_t) NGX_HTTP_LINEGATE_PV_TOKEN_LEN,
-                              "expires_at", iso, (size_t) (last - iso),
-                              "message", msg));
+    (void) ngx_http_linegate_jw_init(&jw, r->pool, 256);
+    ngx_http_linegate_jw_object(&jw);
+    ngx_http_linegate_jw_key(&jw, "status");
+    ngx_http_linegate_jw_raw(&jw, (u_char *) "\"OK\"", 4);
+    ngx_http_linegate_jw_key(&jw, "preview_token");
+    ngx_http_linegate_jw_str(&jw, pv->token, NGX_HTTP_LINEGATE_PV_TOKEN_LEN);
+    ngx_http_linegate_jw_key(&jw, "expires_at");
+    ngx_http_linegate_jw_str(&jw, iso, last - iso);
+    ngx_http_linegate_jw_key(&jw, "message");
+    ngx_http_linegate_jw_cstr(&jw, msg);
+    ngx_http_linegate_jw_end(&jw, '}');
+
+    ngx_http_linegate_send_jw(r, NGX_HTTP_OK, &jw);
 }
 
 
@@ -218,7 +225,7 @@ ngx_http_linegate_pv_limits(ngx_http_request_t *r,
 static void
 ngx_http_linegate_pv_limits_done(ngx_http_request_t *r, redisReply *reply)
 {
-    json_t                          *daily, *monthly;
+    ngx_http_linegate_jw_t           jw;
     ngx_http_linegate_ctx_t         *ctx;
     ngx_http_linegate_pv_state_t     st;
     ngx_http_linegate_pv_request_t  *pv;
@@ -232,17 +239,21 @@ ngx_http_linegate_pv_limits_done(ngx_http_request_t *r, redisReply *reply)
         return;
     }
 
-    daily = ngx_http_linegate_pv_window_json(&st.daily,
-                                             NGX_HTTP_LINEGATE_PV_DAY);
-    monthly = ngx_http_linegate_pv_window_json(&st.monthly,
-                                               NGX_HTTP_LINEGATE_PV_MONTH);
+    (void) ngx_http_linegate_jw_init(&jw, r->pool, 384);
+    ngx_http_linegate_jw_object(&jw);
+    ngx_http_linegate_jw_key(&jw, "status");
+    ngx_http_linegate_jw_raw(&jw, (u_char *) "\"OK\"", 4);
+    ngx_http_linegate_jw_key(&jw, "limits");
+    ngx_http_linegate_jw_object(&jw);
+    ngx_http_linegate_jw_key(&jw, "daily");
+    ngx_http_linegate_pv_window_jw(&jw, &st.daily, NGX_HTTP_LINEGATE_PV_DAY);
+    ngx_http_linegate_jw_key(&jw, "monthly");
+    ngx_http_linegate_pv_window_jw(&jw, &st.monthly,
+                                   NGX_HTTP_LINEGATE_PV_MONTH);
+    ngx_http_linegate_jw_end(&jw, '}');
+    ngx_http_linegate_jw_end(&jw, '}');
 
-    ngx_http_linegate_send_json(r, NGX_HTTP_OK,
-                                json_pack("{s:s,s:{s:o*,s:o*}}",
-                                          "status", "OK",
-                                          "limits",
-                                          "daily", daily,
-                                          "monthly", monthly));
+    ngx_http_linegate_send_jw(r, NGX_HTTP_OK, &jw);
 }
 
 
@@ -251,28 +262,32 @@ ngx_http_linegate_pv_limits_done(ngx_http_request_t *r, redisReply *reply)
  * one more line can be added when the window is full), null when none is
  * counted.
  */
-static json_t *
-ngx_http_linegate_pv_window_json(ngx_http_linegate_pv_window_t *w,
-    time_t window)
+static void
+ngx_http_linegate_pv_window_jw(ngx_http_linegate_jw_t *jw,
+    ngx_http_linegate_pv_window_t *w, time_t window)
 {
-    u_char   iso[NGX_HTTP_LINEGATE_ISO_LEN], *last;
-    json_t  *resets;
+    u_char  iso[NGX_HTTP_LINEGATE_ISO_LEN], *last;
+
+    ngx_http_linegate_jw_object(jw);
+    ngx_http_linegate_jw_key(jw, "limit");
+    ngx_http_linegate_jw_int(jw, (int64_t) w->limit);
+    ngx_http_linegate_jw_key(jw, "used");
+    ngx_http_linegate_jw_int(jw, (int64_t) w->used);
+    ngx_http_linegate_jw_key(jw, "remaining");
+    ngx_http_linegate_jw_int(jw, (int64_t) ngx_max(w->limit - w->used, 0));
+    ngx_http_linegate_jw_key(jw, "window_seconds");
+    ngx_http_linegate_jw_int(jw, (int64_t) window);
+    ngx_http_linegate_jw_key(jw, "resets_at");
 
     if (w->free_at > 0) {
         last = ngx_http_linegate_iso8601(iso, w->free_at);
-        resets = json_stringn((char *) iso, last - iso);
+        ngx_http_linegate_jw_str(jw, iso, last - iso);
 
     } else {
-        resets = json_null();
+        ngx_http_linegate_jw_null(jw);
     }
 
-    return json_pack("{s:I,s:I,s:I,s:I,s:o*}",
-                     "limit", (json_int_t) w->limit,
-                     "used", (json_int_t) w->used,
-                     "remaining",
-                     (json_int_t) ngx_max(w->limit - w->used, 0),
-                     "window_seconds", (json_int_t) window,
-                     "resets_at", resets);
+    ngx_http_linegate_jw_end(jw, '}');
 }
 
 

@@ -6,6 +6,7 @@
 
 #include "ngx_http_linegate_module.h"
 #include "ngx_http_linegate_reply.h"
+#include "ngx_http_linegate_jw.h"
 
 
 static ngx_int_t ngx_http_linegate_output(ngx_http_request_t *r,
@@ -97,6 +98,23 @@ ngx_http_linegate_send_json(ngx_http_request_t *r, ngx_uint_t status,
     }
 
     json_decref(obj);
+
+    ngx_http_linegate_send_body(r, status, body.data, body.len);
+}
+
+
+void
+ngx_http_linegate_send_jw(ngx_http_request_t *r, ngx_uint_t status,
+    ngx_http_linegate_jw_t *jw)
+{
+    ngx_str_t  body;
+
+    if (ngx_http_linegate_jw_finish(jw, &body) != NGX_OK) {
+        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                      NGX_HTTP_LINEGATE_LOG "could not build the answer");
+        ngx_http_finalize_request(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
+        return;
+    }
 
     ngx_http_linegate_send_body(r, status, body.data, body.len);
 }
@@ -231,7 +249,8 @@ void
 ngx_http_linegate_error(ngx_http_request_t *r, ngx_uint_t status,
     const char *code, const char *message)
 {
-    json_t                   *obj;
+    const char               *key;
+    ngx_http_linegate_jw_t    jw;
     ngx_http_linegate_ctx_t  *ctx;
 
     ctx = ngx_http_linegate_get_ctx(r);
@@ -246,37 +265,42 @@ ngx_http_linegate_error(ngx_http_request_t *r, ngx_uint_t status,
         }
     }
 
+    (void) ngx_http_linegate_jw_init(&jw, r->pool, 128);
+    ngx_http_linegate_jw_object(&jw);
+
     if (ctx != NULL
         && (ctx->api == NGX_HTTP_LINEGATE_API_PROVISION_PREVIEW
             || ctx->api == NGX_HTTP_LINEGATE_API_PROVISION_CONFIRM
             || ctx->api == NGX_HTTP_LINEGATE_API_ACCOUNT_LIMITS))
     {
-        obj = json_pack("{s:s}", "status", "ERROR");
-        if (obj && code) {
-            json_object_set_new(obj, "error", json_string(code));
+        ngx_http_linegate_jw_key(&jw, "status");
+        ngx_http_linegate_jw_raw(&jw, (u_char *) "\"ERROR\"", 7);
+
+        if (code) {
+            ngx_http_linegate_jw_key(&jw, "error");
+            ngx_http_linegate_jw_cstr(&jw, code);
         }
+
+        key = "message";
 
     } else {
-        obj = json_object();
-        if (obj && code) {
-            json_object_set_new(obj, "code", json_string(code));
+        if (code) {
+            ngx_http_linegate_jw_key(&jw, "code");
+            ngx_http_linegate_jw_cstr(&jw, code);
         }
+
+        key = "error";
     }
 
-    if (obj != NULL) {
-        json_object_set_new(obj,
-                            ctx != NULL
-                            && (ctx->api
-                                == NGX_HTTP_LINEGATE_API_PROVISION_PREVIEW
-                                || ctx->api
-                                == NGX_HTTP_LINEGATE_API_PROVISION_CONFIRM
-                                || ctx->api
-                                == NGX_HTTP_LINEGATE_API_ACCOUNT_LIMITS)
-                            ? "message" : "error",
-                            json_string(message));
+    /* as jansson did: no member for a NULL message */
+    if (message != NULL) {
+        ngx_http_linegate_jw_keyn(&jw, key, ngx_strlen(key));
+        ngx_http_linegate_jw_cstr(&jw, message);
     }
 
-    ngx_http_linegate_send_json(r, status, obj);
+    ngx_http_linegate_jw_end(&jw, '}');
+
+    ngx_http_linegate_send_jw(r, status, &jw);
 }
 
 
@@ -284,7 +308,7 @@ void
 ngx_http_linegate_field_error(ngx_http_request_t *r, const char *field,
     const char *message)
 {
-    json_t                   *obj;
+    ngx_http_linegate_jw_t    jw;
     ngx_http_linegate_ctx_t  *ctx;
 
     ctx = ngx_http_linegate_get_ctx(r);
@@ -302,13 +326,21 @@ ngx_http_linegate_field_error(ngx_http_request_t *r, const char *field,
         ngx_str_set(&ctx->outcome, "VALIDATION_ERROR");
     }
 
-    obj = json_pack("{s:s,s:s}", "error", message, "code",
-                    "VALIDATION_ERROR");
-    if (obj != NULL && field != NULL) {
-        json_object_set_new(obj, "field", json_string(field));
+    (void) ngx_http_linegate_jw_init(&jw, r->pool, 128);
+    ngx_http_linegate_jw_object(&jw);
+    ngx_http_linegate_jw_key(&jw, "error");
+    ngx_http_linegate_jw_cstr(&jw, message);
+    ngx_http_linegate_jw_key(&jw, "code");
+    ngx_http_linegate_jw_raw(&jw, (u_char *) "\"VALIDATION_ERROR\"", 18);
+
+    if (field != NULL) {
+        ngx_http_linegate_jw_key(&jw, "field");
+        ngx_http_linegate_jw_cstr(&jw, field);
     }
 
-    ngx_http_linegate_send_json(r, NGX_HTTP_BAD_REQUEST, obj);
+    ngx_http_linegate_jw_end(&jw, '}');
+
+    ngx_http_linegate_send_jw(r, NGX_HTTP_BAD_REQUEST, &jw);
 }
 
 

@@ -27,15 +27,28 @@ end
 
 local claimed = 0
 if ARGV[10] ~= '' then
+    -- the hash is already read: its fields, not a second HMGET
+    local status, invoice, reconciled, reissue
+    for i = 1, #line - 1, 2 do
+        local k = line[i]
+        if k == 'provisioningStatus' then
+            status = line[i + 1]
+        elseif k == 'invoiceId' then
+            invoice = line[i + 1]
+        elseif k == 'reconciledAt' then
+            reconciled = line[i + 1]
+        elseif k == 'reissueAt' then
+            reissue = line[i + 1]
+        end
+    end
+
     local now = tonumber(ARGV[9])
-    local lkey = wkey .. ':lr:' .. ARGV[7]
-    local h = redis.call('HMGET', lkey, 'provisioningStatus', 'invoiceId',
-                         'reconciledAt', 'reissueAt')
-    if h[1] == 'awaiting_payment' and h[2]
-       and now - tonumber(h[3] or '0') >= tonumber(ARGV[10])
-       and now - tonumber(h[4] or '0') >= tonumber(ARGV[11])
+    if status == 'awaiting_payment' and invoice
+       and now - tonumber(reconciled or '0') >= tonumber(ARGV[10])
+       and now - tonumber(reissue or '0') >= tonumber(ARGV[11])
     then
-        redis.call('HSET', lkey, 'reconciledAt', ARGV[9])
+        redis.call('HSET', wkey .. ':lr:' .. ARGV[7], 'reconciledAt',
+                   ARGV[9])
         claimed = 1
     end
 end

@@ -1,0 +1,129 @@
+# The per-worker API-key cache (linegate_api_key_cache): a key the store
+# resolved is remembered for at most the configured time, so hot reads skip
+# the key lookup, a revoked key is refused within a second on every worker,
+# and an unknown key is never remembered.
+use strict;
+use warnings;
+use lib 't/lib';
+
+use Test::More;
+use Time::HiRes qw(sleep time);
+use Digest::SHA qw(sha256_hex);
+use LG::Stack;
+use LG::Test;
+use LG::Lines;
+
+my $s = LG::Stack->new->start;
+my $l = LG::Lines->new($s);
+my $r = $s->redis;
+
+my $w = $l->workspace('org_kc_a');
+my $id = $l->created($w);
+
+sub key_lookups {
+    my $stats = $r->info('commandstats');
+    my ($n) = ($stats->{cmdstat_get} // '') =~ /calls=(\d+)/;
+    return $n // 0;
+}
+
+sub get_with {
+    my ($key) = @_;
+    return $l->req({Authorization => "Bearer $key"},
+                   GET => "/api/line-requests/$id");
+}
+
+subtest 'a valid key keeps working across expiries' => sub {
+    my $end = time + 1.6;
+    my ($ok, $n) = (0, 0);
+    while (time < $end) {
+        my $tx = get_with($w->{key});
+        $n++;
+        $ok++ if $tx->res->code == 200;
+        sleep 0.05;
+    }
+    is($ok, $n, "all $n reads over 1.6 s answered 200");
+};
+
+subtest 'hot reads skip the key lookup' => sub {
+    get_with($w->{key}) for 1 .. 4;    # every worker learns the key
+    my $before = key_lookups();
+    my $t0 = time;
+    get_with($w->{key}) for 1 .. 10;
+    my $spent = time - $t0;
+    my $lookups = key_lookups() - $before;
+    SKIP: {
+        skip 'too slow a run to be inside the cache time', 1
+            if $spent > 0.4;
+        ok($lookups < 10, "10 reads, $lookups key lookups");
+    }
+};
+
+subtest 'an unknown key is refused every time' => sub {
+    my $bad = 'tuco_' . ('u' x 40);
+    for my $i (1 .. 3) {
+        my $tx = get_with($bad);
+        is($tx->res->code, 401, "unknown key refused ($i)");
+        is_deeply($tx->res->json, {error => 'Unauthorized'},
+                  "body ($i)");
+    }
+
+    # it becomes valid: answered at once, nothing was remembered
+    $r->set('lg:apikey:' . sha256_hex($bad), $w->{id});
+    is(get_with($bad)->res->code, 200, 'a key added is accepted at once');
+    $r->del('lg:apikey:' . sha256_hex($bad));
+};
+
+# poll with the key until it is refused, and stays so, on every worker
+sub refused_after {
+    my ($key, $t0) = @_;
+    my $refused_at;
+    while (time - $t0 < 2) {
+        if (get_with($key)->res->code == 401) {
+            $refused_at //= time - $t0;
+
+        } else {
+            undef $refused_at;
+        }
+        last if defined $refused_at && time - $t0 > $refused_at + 0.3;
+        sleep 0.02;
+    }
+    return $refused_at;
+}
+
+sub second_key {
+    my $tx = $s->op(POST => "/workspaces/$w->{id}/keys");
+    my $k = $tx->res->json;
+    ok($k && $k->{key} && $k->{keyId}, 'a second key') or return;
+
+    # warm every worker's cache with it
+    is(get_with($k->{key})->res->code, 200, "read $_ with the key")
+        for 1 .. 4;
+
+    return $k;
+}
+
+subtest 'a key revoked elsewhere in the fleet: refused within 1 s' => sub {
+    my $k = second_key() or return;
+
+    # what another nginx's operator API does: the lookup is gone
+    $r->del('lg:apikey:' . sha256_hex($k->{key}));
+    my $at = refused_after($k->{key}, time);
+
+    ok(defined $at && $at < 1, sprintf('refused after %.2f s', $at // -1));
+    is(get_with($k->{key})->res->code, 401, 'still refused');
+    is(get_with($w->{key})->res->code, 200, 'the other key still works');
+};
+
+subtest 'a key revoked through this nginx: refused at once' => sub {
+    my $k = second_key() or return;
+
+    my $tx = $s->op(DELETE => "/workspaces/$w->{id}/keys/$k->{keyId}");
+    is($tx->res->code, 200, 'revoked');
+    my $at = refused_after($k->{key}, time);
+
+    ok(defined $at && $at < 0.2,
+       sprintf('refused after %.2f s (every worker forgot)', $at // -1));
+    is(get_with($w->{key})->res->code, 200, 'the other key still works');
+};
+
+done_testing;
