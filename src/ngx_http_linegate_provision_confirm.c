@@ -88,7 +88,7 @@ typedef struct {
 static ngx_int_t ngx_http_linegate_confirm_token(ngx_http_request_t *r,
     ngx_http_linegate_ctx_t *ctx, ngx_http_linegate_confirm_t *cf);
 static void ngx_http_linegate_confirm_next(ngx_http_request_t *r,
-    ngx_http_linegate_ctx_t *ctx);
+    ngx_http_linegate_ctx_t *ctx, ngx_http_linegate_confirm_state_e state);
 static void ngx_http_linegate_confirm_unstarted(ngx_http_request_t *r,
     ngx_http_linegate_ctx_t *ctx, ngx_http_linegate_confirm_t *cf);
 static void ngx_http_linegate_confirm_fail(ngx_http_request_t *r,
@@ -96,10 +96,14 @@ static void ngx_http_linegate_confirm_fail(ngx_http_request_t *r,
     const char *message, const char *reconcile);
 static void ngx_http_linegate_confirm_no_card(ngx_http_request_t *r,
     ngx_http_linegate_ctx_t *ctx);
+static void ngx_http_linegate_confirm_billing(ngx_http_request_t *r,
+    ngx_http_linegate_ctx_t *ctx, ngx_http_linegate_stripe_result_e result,
+    const char *reconcile);
 
 static ngx_int_t ngx_http_linegate_confirm_reserve(ngx_http_request_t *r,
     ngx_http_linegate_confirm_t *cf);
 static void ngx_http_linegate_confirm_reserved(ngx_http_request_t *r,
+    ngx_http_linegate_ctx_t *ctx, ngx_http_linegate_confirm_t *cf,
     redisReply *reply);
 static ngx_int_t ngx_http_linegate_confirm_refused(ngx_http_request_t *r,
     ngx_http_linegate_ctx_t *ctx, int64_t code, redisReply *reply);
@@ -119,25 +123,31 @@ static void ngx_http_linegate_confirm_subscribed(ngx_http_request_t *r,
 static void ngx_http_linegate_confirm_declined(ngx_http_request_t *r,
     ngx_http_linegate_ctx_t *ctx, ngx_http_linegate_confirm_t *cf);
 static ngx_uint_t ngx_http_linegate_confirm_has_card(json_t *customer);
-static const char *ngx_http_linegate_confirm_error_field(
-    ngx_http_linegate_ctx_t *ctx, const char *field);
 
 static ngx_int_t ngx_http_linegate_confirm_record(ngx_http_request_t *r,
     ngx_http_linegate_confirm_t *cf);
 static void ngx_http_linegate_confirm_recorded(ngx_http_request_t *r,
+    ngx_http_linegate_ctx_t *ctx, ngx_http_linegate_confirm_t *cf,
     redisReply *reply);
 static ngx_int_t ngx_http_linegate_confirm_queue(ngx_http_request_t *r,
     ngx_http_linegate_confirm_t *cf);
 static void ngx_http_linegate_confirm_queued(ngx_http_request_t *r,
+    ngx_http_linegate_ctx_t *ctx, ngx_http_linegate_confirm_t *cf,
     redisReply *reply);
 static ngx_int_t ngx_http_linegate_confirm_release(ngx_http_request_t *r,
     ngx_http_linegate_confirm_t *cf);
 static void ngx_http_linegate_confirm_released(ngx_http_request_t *r,
+    ngx_http_linegate_ctx_t *ctx, ngx_http_linegate_confirm_t *cf,
+    redisReply *reply);
+static void ngx_http_linegate_confirm_stored(ngx_http_request_t *r,
     redisReply *reply);
 
 static void ngx_http_linegate_confirm_answer(ngx_http_request_t *r,
     ngx_http_linegate_ctx_t *ctx, ngx_http_linegate_confirm_t *cf);
-static void ngx_http_linegate_confirm_now(ngx_http_linegate_confirm_t *cf);
+static ngx_http_linegate_redis_args_t *ngx_http_linegate_confirm_args(
+    ngx_http_linegate_confirm_t *cf);
+static ngx_int_t ngx_http_linegate_confirm_script(ngx_http_request_t *r,
+    ngx_http_linegate_confirm_t *cf, ngx_http_linegate_script_id_e script);
 static ngx_int_t ngx_http_linegate_confirm_copy(ngx_http_request_t *r,
     redisReply *reply, ngx_uint_t i, ngx_str_t *dst);
 
@@ -177,8 +187,7 @@ ngx_http_linegate_provision_confirm(ngx_http_request_t *r,
     cf->worker_id.data = cf->worker;
     cf->worker_id.len = NGX_HTTP_LINEGATE_WORKER_LEN;
 
-    ctx->state = NGX_HTTP_LINEGATE_CONFIRM_RESERVE;
-    ngx_http_linegate_confirm_next(r, ctx);
+    ngx_http_linegate_confirm_next(r, ctx, NGX_HTTP_LINEGATE_CONFIRM_RESERVE);
 }
 
 
@@ -230,16 +239,18 @@ ngx_http_linegate_confirm_token(ngx_http_request_t *r,
 }
 
 
+/* enter a step: start it, or take its failure path if it cannot start */
 static void
 ngx_http_linegate_confirm_next(ngx_http_request_t *r,
-    ngx_http_linegate_ctx_t *ctx)
+    ngx_http_linegate_ctx_t *ctx, ngx_http_linegate_confirm_state_e state)
 {
     ngx_int_t                     rc;
     ngx_http_linegate_confirm_t  *cf;
 
     cf = ctx->data;
+    ctx->state = state;
 
-    switch (ctx->state) {
+    switch (state) {
 
     case NGX_HTTP_LINEGATE_CONFIRM_RESERVE:
         rc = ngx_http_linegate_confirm_reserve(r, cf);
@@ -289,32 +300,21 @@ ngx_http_linegate_confirm_unstarted(ngx_http_request_t *r,
         return;
 
     case NGX_HTTP_LINEGATE_CONFIRM_CUSTOMER:
-        ngx_http_linegate_confirm_fail(r, ctx, NGX_HTTP_BAD_GATEWAY,
-                                       "billing_unavailable",
-                                       NGX_HTTP_LINEGATE_MSG_BILLING, NULL);
+        ngx_http_linegate_confirm_billing(r, ctx,
+                                          NGX_HTTP_LINEGATE_STRIPE_UNAVAILABLE,
+                                          NULL);
         return;
 
     case NGX_HTTP_LINEGATE_CONFIRM_SUBSCRIBE:
         /* after a lost answer, the first call may still have charged */
-        ngx_http_linegate_confirm_fail(r, ctx, NGX_HTTP_BAD_GATEWAY,
-                                       "billing_unavailable",
-                                       NGX_HTTP_LINEGATE_MSG_BILLING,
-                                       cf->attempts
-                                       ? "stripe_outcome_unknown" : NULL);
+        ngx_http_linegate_confirm_billing(r, ctx,
+                                          NGX_HTTP_LINEGATE_STRIPE_UNAVAILABLE,
+                                          cf->attempts
+                                          ? "stripe_outcome_unknown" : NULL);
         return;
 
-    case NGX_HTTP_LINEGATE_CONFIRM_RECORD:
-        cf->reconcile = "record_failed";
-        ctx->state = NGX_HTTP_LINEGATE_CONFIRM_RECONCILE;
-        ngx_http_linegate_confirm_next(r, ctx);
-        return;
-
-    case NGX_HTTP_LINEGATE_CONFIRM_RECONCILE:
-        ngx_http_linegate_confirm_queued(r, NULL);
-        return;
-
-    default: /* NGX_HTTP_LINEGATE_CONFIRM_RELEASE */
-        ngx_http_linegate_confirm_released(r, NULL);
+    default: /* RECORD, RECONCILE, RELEASE: as if Redis had not answered */
+        ngx_http_linegate_confirm_stored(r, NULL);
         return;
     }
 }
@@ -338,8 +338,7 @@ ngx_http_linegate_confirm_fail(ngx_http_request_t *r,
     cf->message = message;
     cf->reconcile = reconcile;
 
-    ctx->state = NGX_HTTP_LINEGATE_CONFIRM_RELEASE;
-    ngx_http_linegate_confirm_next(r, ctx);
+    ngx_http_linegate_confirm_next(r, ctx, NGX_HTTP_LINEGATE_CONFIRM_RELEASE);
 }
 
 
@@ -350,6 +349,32 @@ ngx_http_linegate_confirm_no_card(ngx_http_request_t *r,
     ngx_http_linegate_confirm_fail(r, ctx, NGX_HTTP_LINEGATE_PAYMENT_REQUIRED,
                                    "no_card_on_file",
                                    NGX_HTTP_LINEGATE_MSG_NO_CARD, NULL);
+}
+
+
+/*
+ * Every Stripe failure is billing_unavailable: 503 with Stripe's
+ * Retry-After (1 if absent) when it asked us to slow down, else 502.
+ */
+static void
+ngx_http_linegate_confirm_billing(ngx_http_request_t *r,
+    ngx_http_linegate_ctx_t *ctx, ngx_http_linegate_stripe_result_e result,
+    const char *reconcile)
+{
+    ngx_uint_t                    status;
+    ngx_http_linegate_confirm_t  *cf;
+
+    cf = ctx->data;
+    status = NGX_HTTP_BAD_GATEWAY;
+
+    if (result == NGX_HTTP_LINEGATE_STRIPE_RATE_LIMITED) {
+        cf->retry_after = ctx->stripe_retry_after ? ctx->stripe_retry_after
+                                                  : 1;
+        status = NGX_HTTP_SERVICE_UNAVAILABLE;
+    }
+
+    ngx_http_linegate_confirm_fail(r, ctx, status, "billing_unavailable",
+                                   NGX_HTTP_LINEGATE_MSG_BILLING, reconcile);
 }
 
 
@@ -364,10 +389,7 @@ ngx_http_linegate_confirm_reserve(ngx_http_request_t *r,
 
     lmcf = ngx_http_get_module_main_conf(r, ngx_http_linegate_module);
 
-    ngx_http_linegate_confirm_now(cf);
-
-    a = &cf->args;
-    ngx_http_linegate_redis_args_init(a);
+    a = ngx_http_linegate_confirm_args(cf);
     ngx_http_linegate_redis_arg_str(a, &cf->sbkey);
     ngx_http_linegate_redis_arg_str(a, &cf->digest);
     ngx_http_linegate_redis_arg_int(r, a, cf->now);
@@ -375,24 +397,18 @@ ngx_http_linegate_confirm_reserve(ngx_http_request_t *r,
     ngx_http_linegate_redis_arg_int(r, a, lmcf->prov_daily);
     ngx_http_linegate_redis_arg_int(r, a, lmcf->prov_monthly);
     ngx_http_linegate_redis_arg_str(a, &cf->worker_id);
-    ngx_http_linegate_redis_arg(a, cf->iso, NGX_HTTP_LINEGATE_ISO_LEN);
 
-    return ngx_http_linegate_redis_script(r,
-                                          NGX_HTTP_LINEGATE_SCRIPT_PV_CONFIRM,
-                                          1, a,
-                                          ngx_http_linegate_confirm_reserved);
+    return ngx_http_linegate_confirm_script(r, cf,
+                                           NGX_HTTP_LINEGATE_SCRIPT_PV_CONFIRM);
 }
 
 
 static void
-ngx_http_linegate_confirm_reserved(ngx_http_request_t *r, redisReply *reply)
+ngx_http_linegate_confirm_reserved(ngx_http_request_t *r,
+    ngx_http_linegate_ctx_t *ctx, ngx_http_linegate_confirm_t *cf,
+    redisReply *reply)
 {
-    int64_t                       code;
-    ngx_http_linegate_ctx_t      *ctx;
-    ngx_http_linegate_confirm_t  *cf;
-
-    ctx = ngx_http_linegate_get_ctx(r);
-    cf = ctx->data;
+    int64_t  code;
 
     if (reply == NULL) {
         /*
@@ -400,8 +416,8 @@ ngx_http_linegate_confirm_reserved(ngx_http_request_t *r, redisReply *reply)
          * what it may have reserved (a no-op otherwise), then answer 503.
          */
         cf->store_failed = 1;
-        ctx->state = NGX_HTTP_LINEGATE_CONFIRM_RELEASE;
-        ngx_http_linegate_confirm_next(r, ctx);
+        ngx_http_linegate_confirm_next(r, ctx,
+                                       NGX_HTTP_LINEGATE_CONFIRM_RELEASE);
         return;
     }
 
@@ -440,8 +456,7 @@ ngx_http_linegate_confirm_reserved(ngx_http_request_t *r, redisReply *reply)
         return;
     }
 
-    ctx->state = NGX_HTTP_LINEGATE_CONFIRM_CUSTOMER;
-    ngx_http_linegate_confirm_next(r, ctx);
+    ngx_http_linegate_confirm_next(r, ctx, NGX_HTTP_LINEGATE_CONFIRM_CUSTOMER);
 }
 
 
@@ -618,9 +633,12 @@ static void
 ngx_http_linegate_confirm_checked(ngx_http_request_t *r,
     ngx_http_linegate_ctx_t *ctx, ngx_http_linegate_confirm_t *cf)
 {
-    const char  *code;
+    const char                         *code;
+    ngx_http_linegate_stripe_result_e   result;
 
-    switch (ngx_http_linegate_stripe_result(ctx)) {
+    result = ngx_http_linegate_stripe_result(ctx);
+
+    switch (result) {
 
     case NGX_HTTP_LINEGATE_STRIPE_OK:
         if (!ngx_http_linegate_confirm_has_card(ctx->stripe_json)) {
@@ -628,8 +646,8 @@ ngx_http_linegate_confirm_checked(ngx_http_request_t *r,
             return;
         }
 
-        ctx->state = NGX_HTTP_LINEGATE_CONFIRM_SUBSCRIBE;
-        ngx_http_linegate_confirm_next(r, ctx);
+        ngx_http_linegate_confirm_next(r, ctx,
+                                       NGX_HTTP_LINEGATE_CONFIRM_SUBSCRIBE);
         return;
 
     case NGX_HTTP_LINEGATE_STRIPE_REFUSED:
@@ -650,12 +668,8 @@ ngx_http_linegate_confirm_checked(ngx_http_request_t *r,
         break;
 
     case NGX_HTTP_LINEGATE_STRIPE_RATE_LIMITED:
-        cf->retry_after = ctx->stripe_retry_after ? ctx->stripe_retry_after
-                                                  : 1;
-        ngx_http_linegate_confirm_fail(r, ctx, NGX_HTTP_SERVICE_UNAVAILABLE,
-                                       "billing_unavailable",
-                                       NGX_HTTP_LINEGATE_MSG_BILLING, NULL);
-        return;
+        /* 503 with Stripe's Retry-After, below */
+        break;
 
     default: /* NGX_HTTP_LINEGATE_STRIPE_UNAVAILABLE */
         ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
@@ -664,9 +678,7 @@ ngx_http_linegate_confirm_checked(ngx_http_request_t *r,
         break;
     }
 
-    ngx_http_linegate_confirm_fail(r, ctx, NGX_HTTP_BAD_GATEWAY,
-                                   "billing_unavailable",
-                                   NGX_HTTP_LINEGATE_MSG_BILLING, NULL);
+    ngx_http_linegate_confirm_billing(r, ctx, result, NULL);
 }
 
 
@@ -728,7 +740,7 @@ ngx_http_linegate_confirm_subscribed(ngx_http_request_t *r,
     ngx_http_linegate_stripe_result_e   result;
 
     result = ngx_http_linegate_stripe_result(ctx);
-    type = ngx_http_linegate_confirm_error_field(ctx, "type");
+    type = ngx_http_linegate_stripe_error_field(ctx, "type");
 
     /* 409: the first call is still running at Stripe; outcome unknown */
     if (result == NGX_HTTP_LINEGATE_STRIPE_REFUSED && type != NULL
@@ -749,18 +761,16 @@ ngx_http_linegate_confirm_subscribed(ngx_http_request_t *r,
             ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
                           NGX_HTTP_LINEGATE_LOG "Stripe answered a "
                           "subscription without an id");
-            ngx_http_linegate_confirm_fail(r, ctx, NGX_HTTP_BAD_GATEWAY,
-                                           "billing_unavailable",
-                                           NGX_HTTP_LINEGATE_MSG_BILLING,
-                                           "stripe_outcome_unknown");
+            ngx_http_linegate_confirm_billing(r, ctx, result,
+                                              "stripe_outcome_unknown");
             return;
         }
 
         /* points into ctx->stripe_json, kept until the request ends */
         cf->subscription = id;
 
-        ctx->state = NGX_HTTP_LINEGATE_CONFIRM_RECORD;
-        ngx_http_linegate_confirm_next(r, ctx);
+        ngx_http_linegate_confirm_next(r, ctx,
+                                       NGX_HTTP_LINEGATE_CONFIRM_RECORD);
         return;
 
     case NGX_HTTP_LINEGATE_STRIPE_REFUSED:
@@ -768,12 +778,7 @@ ngx_http_linegate_confirm_subscribed(ngx_http_request_t *r,
         return;
 
     case NGX_HTTP_LINEGATE_STRIPE_RATE_LIMITED:
-        cf->retry_after = ctx->stripe_retry_after ? ctx->stripe_retry_after
-                                                  : 1;
-        ngx_http_linegate_confirm_fail(r, ctx, NGX_HTTP_SERVICE_UNAVAILABLE,
-                                       "billing_unavailable",
-                                       NGX_HTTP_LINEGATE_MSG_BILLING,
-                                       unknown);
+        ngx_http_linegate_confirm_billing(r, ctx, result, unknown);
         return;
 
     default: /* NGX_HTTP_LINEGATE_STRIPE_UNAVAILABLE */
@@ -788,14 +793,13 @@ ngx_http_linegate_confirm_subscribed(ngx_http_request_t *r,
 
     if (cf->attempts < NGX_HTTP_LINEGATE_CONFIRM_TRIES) {
         /* same Idempotency-Key, same body: replayed if it was created */
-        ngx_http_linegate_confirm_next(r, ctx);
+        ngx_http_linegate_confirm_next(r, ctx,
+                                       NGX_HTTP_LINEGATE_CONFIRM_SUBSCRIBE);
         return;
     }
 
-    ngx_http_linegate_confirm_fail(r, ctx, NGX_HTTP_BAD_GATEWAY,
-                                   "billing_unavailable",
-                                   NGX_HTTP_LINEGATE_MSG_BILLING,
-                                   "stripe_outcome_unknown");
+    ngx_http_linegate_confirm_billing(r, ctx, result,
+                                      "stripe_outcome_unknown");
 }
 
 
@@ -811,9 +815,9 @@ ngx_http_linegate_confirm_declined(ngx_http_request_t *r,
     ngx_str_t    m;
     const char  *type, *code, *param;
 
-    type = ngx_http_linegate_confirm_error_field(ctx, "type");
+    type = ngx_http_linegate_stripe_error_field(ctx, "type");
     code = ngx_http_linegate_stripe_error_code(ctx);
-    param = ngx_http_linegate_confirm_error_field(ctx, "param");
+    param = ngx_http_linegate_stripe_error_field(ctx, "param");
 
     if (type != NULL && ngx_strcmp(type, "card_error") == 0) {
         /* Stripe's message is passed on: copied, it outlives the JSON */
@@ -849,23 +853,8 @@ ngx_http_linegate_confirm_declined(ngx_http_request_t *r,
                   ctx->stripe_status, code ? code : "-",
                   param ? param : "-");
 
-    ngx_http_linegate_confirm_fail(r, ctx, NGX_HTTP_BAD_GATEWAY,
-                                   "billing_unavailable",
-                                   NGX_HTTP_LINEGATE_MSG_BILLING, NULL);
-}
-
-
-static const char *
-ngx_http_linegate_confirm_error_field(ngx_http_linegate_ctx_t *ctx,
-    const char *field)
-{
-    json_t  *err, *v;
-
-    err = ctx->stripe_json ? json_object_get(ctx->stripe_json, "error")
-                           : NULL;
-    v = err ? json_object_get(err, field) : NULL;
-
-    return json_is_string(v) ? json_string_value(v) : NULL;
+    ngx_http_linegate_confirm_billing(r, ctx,
+                                      NGX_HTTP_LINEGATE_STRIPE_REFUSED, NULL);
 }
 
 
@@ -877,46 +866,36 @@ ngx_http_linegate_confirm_record(ngx_http_request_t *r,
 {
     ngx_http_linegate_redis_args_t  *a;
 
-    ngx_http_linegate_confirm_now(cf);
-
-    a = &cf->args;
-    ngx_http_linegate_redis_args_init(a);
+    a = ngx_http_linegate_confirm_args(cf);
     ngx_http_linegate_redis_arg_str(a, &cf->akey);
     ngx_http_linegate_redis_arg_str(a, &cf->worker_id);
     ngx_http_linegate_redis_arg_str(a, &cf->subscription);
     ngx_http_linegate_redis_arg_int(r, a, cf->now);
-    ngx_http_linegate_redis_arg(a, cf->iso, NGX_HTTP_LINEGATE_ISO_LEN);
 
-    return ngx_http_linegate_redis_script(r,
-                                          NGX_HTTP_LINEGATE_SCRIPT_PV_RECORD,
-                                          1, a,
-                                          ngx_http_linegate_confirm_recorded);
+    return ngx_http_linegate_confirm_script(r, cf,
+                                           NGX_HTTP_LINEGATE_SCRIPT_PV_RECORD);
 }
 
 
 static void
-ngx_http_linegate_confirm_recorded(ngx_http_request_t *r, redisReply *reply)
+ngx_http_linegate_confirm_recorded(ngx_http_request_t *r,
+    ngx_http_linegate_ctx_t *ctx, ngx_http_linegate_confirm_t *cf,
+    redisReply *reply)
 {
-    int64_t                       done;
-    ngx_http_linegate_ctx_t      *ctx;
-    ngx_http_linegate_confirm_t  *cf;
-
-    ctx = ngx_http_linegate_get_ctx(r);
-    cf = ctx->data;
+    int64_t  done;
 
     if (reply != NULL && ngx_http_linegate_reply_int(reply, 0, &done) == NGX_OK
         && done == 1)
     {
         cf->status = NGX_HTTP_OK;
-        ctx->state = NGX_HTTP_LINEGATE_CONFIRM_DONE;
-        ngx_http_linegate_confirm_next(r, ctx);
+        ngx_http_linegate_confirm_next(r, ctx, NGX_HTTP_LINEGATE_CONFIRM_DONE);
         return;
     }
 
     /* charged but not recorded: queue it, answer 500 with the id */
     cf->reconcile = reply ? "reservation_missing" : "record_failed";
-    ctx->state = NGX_HTTP_LINEGATE_CONFIRM_RECONCILE;
-    ngx_http_linegate_confirm_next(r, ctx);
+    ngx_http_linegate_confirm_next(r, ctx,
+                                   NGX_HTTP_LINEGATE_CONFIRM_RECONCILE);
 }
 
 
@@ -928,13 +907,8 @@ ngx_http_linegate_confirm_queue(ngx_http_request_t *r,
 {
     ngx_http_linegate_redis_args_t  *a;
 
-    ngx_http_linegate_confirm_now(cf);
-
-    cf->status = NGX_HTTP_INTERNAL_SERVER_ERROR;
-    cf->code = "provisioning_failed";
-
-    a = &cf->args;
-    ngx_http_linegate_redis_args_init(a);
+    /* queued() sets the answer (500): it runs whatever Redis does */
+    a = ngx_http_linegate_confirm_args(cf);
     ngx_http_linegate_redis_arg_cstr(a, "XADD");
     ngx_http_linegate_redis_arg_cstr(a, "lg:reconcile");
     ngx_http_linegate_redis_arg_cstr(a, "*");
@@ -956,19 +930,15 @@ ngx_http_linegate_confirm_queue(ngx_http_request_t *r,
     ngx_http_linegate_redis_arg(a, cf->iso, NGX_HTTP_LINEGATE_ISO_LEN);
 
     return ngx_http_linegate_redis_command(r, a,
-                                           ngx_http_linegate_confirm_queued);
+                                           ngx_http_linegate_confirm_stored);
 }
 
 
 static void
-ngx_http_linegate_confirm_queued(ngx_http_request_t *r, redisReply *reply)
+ngx_http_linegate_confirm_queued(ngx_http_request_t *r,
+    ngx_http_linegate_ctx_t *ctx, ngx_http_linegate_confirm_t *cf,
+    redisReply *reply)
 {
-    ngx_http_linegate_ctx_t      *ctx;
-    ngx_http_linegate_confirm_t  *cf;
-
-    ctx = ngx_http_linegate_get_ctx(r);
-    cf = ctx->data;
-
     cf->status = NGX_HTTP_INTERNAL_SERVER_ERROR;
     cf->code = "provisioning_failed";
 
@@ -989,8 +959,7 @@ ngx_http_linegate_confirm_queued(ngx_http_request_t *r, redisReply *reply)
                       &cf->worker_id, cf->reconcile);
     }
 
-    ctx->state = NGX_HTTP_LINEGATE_CONFIRM_DONE;
-    ngx_http_linegate_confirm_next(r, ctx);
+    ngx_http_linegate_confirm_next(r, ctx, NGX_HTTP_LINEGATE_CONFIRM_DONE);
 }
 
 
@@ -1005,11 +974,8 @@ ngx_http_linegate_confirm_release(ngx_http_request_t *r,
 
     lmcf = ngx_http_get_module_main_conf(r, ngx_http_linegate_module);
 
-    ngx_http_linegate_confirm_now(cf);
-
     /* the account is unknown when the reserve answer was lost */
-    a = &cf->args;
-    ngx_http_linegate_redis_args_init(a);
+    a = ngx_http_linegate_confirm_args(cf);
     ngx_http_linegate_redis_arg_str(a, cf->akey.len ? &cf->akey : &cf->sbkey);
     ngx_http_linegate_redis_arg_str(a, &cf->worker_id);
     ngx_http_linegate_redis_arg_int(r, a, cf->now);
@@ -1019,25 +985,19 @@ ngx_http_linegate_confirm_release(ngx_http_request_t *r,
     ngx_http_linegate_redis_arg_str(a, &cf->account);
     ngx_http_linegate_redis_arg_str(a, &cf->idempotency_key);
     ngx_http_linegate_redis_arg_str(a, &cf->customer);
-    ngx_http_linegate_redis_arg(a, cf->iso, NGX_HTTP_LINEGATE_ISO_LEN);
 
-    return ngx_http_linegate_redis_script(r,
-                                          NGX_HTTP_LINEGATE_SCRIPT_PV_RELEASE,
-                                          1, a,
-                                          ngx_http_linegate_confirm_released);
+    return ngx_http_linegate_confirm_script(r, cf,
+                                           NGX_HTTP_LINEGATE_SCRIPT_PV_RELEASE);
 }
 
 
 static void
-ngx_http_linegate_confirm_released(ngx_http_request_t *r, redisReply *reply)
+ngx_http_linegate_confirm_released(ngx_http_request_t *r,
+    ngx_http_linegate_ctx_t *ctx, ngx_http_linegate_confirm_t *cf,
+    redisReply *reply)
 {
-    int64_t                       released;
-    ngx_uint_t                    level;
-    ngx_http_linegate_ctx_t      *ctx;
-    ngx_http_linegate_confirm_t  *cf;
-
-    ctx = ngx_http_linegate_get_ctx(r);
-    cf = ctx->data;
+    int64_t     released;
+    ngx_uint_t  level;
 
     if (reply == NULL
         || ngx_http_linegate_reply_int(reply, 0, &released) != NGX_OK)
@@ -1057,8 +1017,38 @@ ngx_http_linegate_confirm_released(ngx_http_request_t *r, redisReply *reply)
         (void) ngx_http_linegate_pv_state(r, ctx, reply, cf->now, &cf->st);
     }
 
-    ctx->state = NGX_HTTP_LINEGATE_CONFIRM_DONE;
-    ngx_http_linegate_confirm_next(r, ctx);
+    ngx_http_linegate_confirm_next(r, ctx, NGX_HTTP_LINEGATE_CONFIRM_DONE);
+}
+
+
+/* every Redis step resumes here, as every Stripe step in stripe_done */
+static void
+ngx_http_linegate_confirm_stored(ngx_http_request_t *r, redisReply *reply)
+{
+    ngx_http_linegate_ctx_t      *ctx;
+    ngx_http_linegate_confirm_t  *cf;
+
+    ctx = ngx_http_linegate_get_ctx(r);
+    cf = ctx->data;
+
+    switch (ctx->state) {
+
+    case NGX_HTTP_LINEGATE_CONFIRM_RESERVE:
+        ngx_http_linegate_confirm_reserved(r, ctx, cf, reply);
+        return;
+
+    case NGX_HTTP_LINEGATE_CONFIRM_RECORD:
+        ngx_http_linegate_confirm_recorded(r, ctx, cf, reply);
+        return;
+
+    case NGX_HTTP_LINEGATE_CONFIRM_RECONCILE:
+        ngx_http_linegate_confirm_queued(r, ctx, cf, reply);
+        return;
+
+    default: /* NGX_HTTP_LINEGATE_CONFIRM_RELEASE */
+        ngx_http_linegate_confirm_released(r, ctx, cf, reply);
+        return;
+    }
 }
 
 
@@ -1113,11 +1103,29 @@ ngx_http_linegate_confirm_answer(ngx_http_request_t *r,
 
 /* helpers */
 
-static void
-ngx_http_linegate_confirm_now(ngx_http_linegate_confirm_t *cf)
+/* every Redis step starts from a fresh clock: cf->now and cf->iso */
+static ngx_http_linegate_redis_args_t *
+ngx_http_linegate_confirm_args(ngx_http_linegate_confirm_t *cf)
 {
     cf->now = ngx_http_linegate_now_ms();
     (void) ngx_http_linegate_iso8601(cf->iso, cf->now);
+
+    ngx_http_linegate_redis_args_init(&cf->args);
+
+    return &cf->args;
+}
+
+
+/* the pv_* scripts: one key, and the step's moment as their last ARGV */
+static ngx_int_t
+ngx_http_linegate_confirm_script(ngx_http_request_t *r,
+    ngx_http_linegate_confirm_t *cf, ngx_http_linegate_script_id_e script)
+{
+    ngx_http_linegate_redis_arg(&cf->args, cf->iso,
+                                NGX_HTTP_LINEGATE_ISO_LEN);
+
+    return ngx_http_linegate_redis_script(r, script, 1, &cf->args,
+                                          ngx_http_linegate_confirm_stored);
 }
 
 

@@ -417,7 +417,7 @@ ngx_http_linegate_stripe_result(ngx_http_linegate_ctx_t *ctx)
 }
 
 
-static const char *
+const char *
 ngx_http_linegate_stripe_error_field(ngx_http_linegate_ctx_t *ctx,
     const char *field)
 {

@@ -51,6 +51,10 @@ ngx_http_linegate_stripe_result_e ngx_http_linegate_stripe_result(
 const char *ngx_http_linegate_stripe_error_message(
     ngx_http_linegate_ctx_t *ctx);
 
+/* a string field of Stripe's "error" object, or NULL */
+const char *ngx_http_linegate_stripe_error_field(
+    ngx_http_linegate_ctx_t *ctx, const char *field);
+
 /* Stripe's error code (e.g. "card_declined"), or NULL */
 const char *ngx_http_linegate_stripe_error_code(
     ngx_http_linegate_ctx_t *ctx);
