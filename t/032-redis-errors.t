@@ -1,0 +1,150 @@
+#!/usr/bin/perl
+# Redis answers that make the store unavailable (LOADING, MOVED, NOAUTH)
+# become a clear log line and a 503; AUTH with password= works and the
+# password is never logged; a graceful reload waits for a command in
+# flight instead of dropping its request.
+
+use strict;
+use warnings;
+use FindBin;
+use lib "$FindBin::Bin/lib";
+
+use IO::Socket::INET;
+use Mojo::IOLoop;
+use Mojo::UserAgent;
+use File::Temp ();
+use POSIX qw(_exit);
+use Time::HiRes qw(sleep);
+use Test::More;
+
+use LG::Stack;
+use LG::Test;
+
+# A stand-in for a Redis server that answers every command with the error
+# written in $file ("LOADING ...", "MOVED ..."): what a real server says
+# while it loads its dataset, or when it is a cluster node.
+sub fake_redis {
+    my ($file) = @_;
+    my $l = IO::Socket::INET->new(LocalAddr => '127.0.0.1', LocalPort => 0,
+                                  Listen => 16, ReuseAddr => 1)
+        or die "listen: $!";
+    my $pid = fork // die "fork: $!";
+    if ($pid == 0) {
+        $SIG{CHLD} = 'IGNORE';
+        while (my $c = $l->accept) {
+            next if fork;
+            serve($c, $file);
+            _exit(0);
+        }
+        _exit(0);
+    }
+    return ($pid, $l->sockport);
+}
+
+sub serve {
+    my ($c, $file) = @_;
+    while (defined(my $line = <$c>)) {
+        next unless $line =~ /^\*(\d+)/;
+        for (1 .. $1) {
+            my $len = <$c> // return;
+            $len =~ /^\$(\d+)/ or return;
+            read($c, my $buf, $1 + 2) or return;
+        }
+        open my $fh, '<', $file or return;
+        chomp(my $err = <$fh>);
+        print $c "-$err\r\n";
+    }
+}
+
+sub unavailable_ok {
+    my ($s, $name, $log_re) = @_;
+    my $tx = $s->op(GET => '/inventory');
+    my $body = answer_is($tx, 503, $name);
+    is($body->{code}, 'STORE_UNAVAILABLE', "$name: code");
+    is($tx->res->headers->header('Retry-After'), '1', "$name: Retry-After");
+    like($s->error_log, $log_re, "$name: logged clearly");
+}
+
+subtest 'LOADING and MOVED answers' => sub {
+    my $dir = File::Temp::tempdir(CLEANUP => 1);
+    my $file = "$dir/reply";
+    open my $fh, '>', $file or die;
+    print $fh "LOADING Redis is loading the dataset in memory\n";
+    close $fh;
+
+    my ($pid, $port) = fake_redis($file);
+    my $s = LG::Stack->new(REDIS => "127.0.0.1:$port")->start;
+
+    unavailable_ok($s, 'LOADING',
+                   qr/redis unavailable: "LOADING Redis is loading/);
+
+    open $fh, '>', $file or die;
+    print $fh "MOVED 3999 127.0.0.1:6381\n";
+    close $fh;
+    unavailable_ok($s, 'MOVED', qr/redis unavailable: "MOVED 3999/);
+
+    $s->stop;
+    kill 'TERM', $pid;
+    waitpid $pid, 0;
+};
+
+subtest 'NOAUTH, then AUTH with password=' => sub {
+    my $s = LG::Stack->new->start;
+    my $r = $s->redis;
+
+    # a password set behind linegate's back: its next connection is refused
+    $r->config_set('requirepass', 'sekrit-pass-1');
+    $r->client_kill('TYPE', 'normal');
+
+    # the workers reconnect after their backoff: wait for the first refusal
+    for (1 .. 50) {
+        last if $s->error_log =~ /redis unavailable: "NOAUTH/;
+        $s->op(GET => '/inventory');
+        sleep 0.1;
+    }
+    unavailable_ok($s, 'NOAUTH', qr/redis unavailable: "NOAUTH/);
+
+    # the same nginx, reloaded with the password
+    my $from = length $s->error_log;
+    open my $fh, '>', $s->prefix . '/nginx.conf' or die;
+    print $fh $s->render(REDIS => '127.0.0.1:' . $s->redis_port
+                                  . ' password=sekrit-pass-1');
+    close $fh;
+    kill 'HUP', $s->{pids}{nginx};
+    ok($s->wait_redis_connected($from, 5), 'reloaded with password=');
+
+    # a new client: the old one may hold a connection to an old worker
+    my $ua = Mojo::UserAgent->new;
+    my $code = 0;
+    for (1 .. 50) {
+        $code = $ua->get($s->url('/_linegate/inventory') =>
+                         {Authorization => 'Bearer ' . $s->operator_token})
+                   ->res->code // 0;
+        last if $code == 200;
+        sleep 0.1;
+    }
+    is($code, 200, 'AUTH with password= succeeds');
+    unlike($s->error_log . $s->access_log, qr/sekrit-pass-1/,
+           'the password is never logged');
+};
+
+subtest 'a graceful reload waits for a command in flight' => sub {
+    my $s = LG::Stack->new->start;
+
+    # Redis holds the reply for 300 ms (under the 500 ms command timeout)
+    $s->redis->client_pause(300);
+
+    my $code;
+    $s->ua->get($s->url('/_linegate/inventory') =>
+                {Authorization => 'Bearer ' . $s->operator_token} =>
+                sub { $code = $_[1]->res->code; Mojo::IOLoop->stop });
+    Mojo::IOLoop->timer(0.1 => sub { kill 'HUP', $s->{pids}{nginx} });
+    Mojo::IOLoop->timer(5 => sub { Mojo::IOLoop->stop });
+    Mojo::IOLoop->start;
+
+    is($code, 200, 'the request in flight is answered across the reload');
+    like($s->error_log, qr/gracefully shutting down/,
+         'the old worker was shut down gracefully');
+};
+
+done_testing;
