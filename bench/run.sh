@@ -504,8 +504,15 @@ probe_roundtrips() {
     sleep 0.3
     stop_pidfile "$TMP/monitor.pid" TERM "redis-cli monitor" 2>/dev/null
     req=$(awk '/requests in/ {print $1}' <<<"$out")
-    top=$(grep -v '\[[0-9]* lua\]' "$mon" | grep -c '^[0-9.]* \[' || true)
-    top=$((top - $(grep -v '\[[0-9]* lua\]' "$mon" | grep -ci '\] "ping"' || true)))
+    # commands the server sent, keepalive PINGs left out; a MULTI ...
+    # EXEC block is one round trip (written at once, answered at once)
+    top=$(awk '/\[[0-9]* lua\]/ || !/^[0-9.]* \[/ { next }
+        { c = $3; sub(/\]$/, "", c); cmd = toupper($4) }
+        cmd == "\"PING\"" { next }
+        cmd == "\"MULTI\"" { open[c] = 1; n++; next }
+        cmd == "\"EXEC\"" || cmd == "\"DISCARD\"" { delete open[c]; next }
+        !(c in open) { n++ }
+        END { print n + 0 }' "$mon")
     lua=$(grep -c '\[[0-9]* lua\]' "$mon" || true)
     if [[ -n $req && $req -gt 0 ]]; then
         RTRIPS[$id]=$(awk -v t="$top" -v l="$lua" -v n="$req" 'BEGIN { printf "%.2f|%.2f", t / n, l / n }')
@@ -753,7 +760,7 @@ report() {
             done
         done
         echo
-        echo "p50/p99: one value per run. Redis cmds/req: \`INFO commandstats\` after minus before, divided by wrk's requests; it counts the commands scripts run inside Redis too (\`EVALSHA\` + \`GET\` + \`HGETALL\` = 3). Round trips/req: commands the server sent Redis, counted with \`MONITOR\` during a 1-connection run. CPU: % of one core (the box has $(nproc): $(( $(nproc) * 100 ))%), server = the target's processes (static: linegate's nginx), other = processes outside the benchmark (other engineers' builds and tests: figures with a high value were taken under contention). x static, x Lua...: req/s of the row / req/s of that target on the same endpoint (Clerk rows: against the peers' API-key reads)."
+        echo "p50/p99: one value per run. Redis cmds/req: \`INFO commandstats\` after minus before, divided by wrk's requests; it counts the commands scripts run inside Redis too (\`EVALSHA\` + \`GET\` + \`HGETALL\` = 3). Round trips/req: commands the server sent Redis (a \`MULTI\` ... \`EXEC\` block counted as one), counted with \`MONITOR\` during a 1-connection run. CPU: % of one core (the box has $(nproc): $(( $(nproc) * 100 ))%), server = the target's processes (static: linegate's nginx), other = processes outside the benchmark (other engineers' builds and tests: figures with a high value were taken under contention). x static, x Lua...: req/s of the row / req/s of that target on the same endpoint (Clerk rows: against the peers' API-key reads)."
         if [[ -s $RES/confirm.tsv ]]; then
             echo
             echo "**Preview + confirm through the Stripe stub** (wrk -t$THREADS -c$CONFIRM_CONNS -d$DURATION, reported apart: the single-process Perl stub is the bottleneck)"

@@ -130,6 +130,15 @@ struct ngx_http_linegate_lr_s {
     /* the arguments must outlive the command (NOSCRIPT resends them) */
     ngx_http_linegate_redis_args_t  args;
 
+    /*
+     * GET by id with a known workspace: its transaction counted the
+     * request (rate_key, what it left); the script that claims a
+     * reconciliation then does not count it again (lr_gate's 'n').
+     */
+    ngx_str_t                       rate_key;
+    ngx_uint_t                      counted;
+    int64_t                         remaining;
+
     ngx_http_linegate_line_t        line;
     ngx_uint_t                      action;
     ngx_uint_t                      rounds;

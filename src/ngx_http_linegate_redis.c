@@ -55,6 +55,7 @@ typedef struct {
     int                                 nkeys;
     ngx_http_linegate_redis_args_t     *args;
     ngx_uint_t                          retried;
+    ngx_uint_t                          transaction; /* the EXEC */
 } ngx_http_linegate_redis_cmd_t;
 
 
@@ -69,7 +70,12 @@ static void ngx_http_linegate_redis_setup_cb(redisAsyncContext *ac,
     void *reply, void *privdata);
 static void ngx_http_linegate_redis_reply_cb(redisAsyncContext *ac,
     void *reply, void *privdata);
+static void ngx_http_linegate_redis_queued_cb(redisAsyncContext *ac,
+    void *reply, void *privdata);
+static void ngx_http_linegate_redis_log_error(ngx_log_t *log,
+    redisReply *reply);
 static ngx_int_t ngx_http_linegate_redis_unavailable(redisReply *reply);
+static void ngx_http_linegate_redis_drop(const char *why);
 static ngx_int_t ngx_http_linegate_redis_send(
     ngx_http_linegate_redis_cmd_t *cmd, ngx_uint_t eval);
 static void ngx_http_linegate_redis_cmd_timeout(ngx_event_t *ev);
@@ -246,7 +252,108 @@ ngx_http_linegate_redis_command(ngx_http_request_t *r,
         return NGX_ERROR;
     }
 
+    if (handler == NULL) {
+        /*
+         * Nobody waits: the reply callback drops the reply as a late
+         * one. The timer outlives r, so it must not log through r.
+         */
+        cmd->r = NULL;
+        cmd->timer.log = ngx_cycle->log;
+    }
+
     return NGX_OK;
+}
+
+
+ngx_int_t
+ngx_http_linegate_redis_transaction(ngx_http_request_t *r,
+    ngx_uint_t ncmds, ngx_http_linegate_redis_args_t *args,
+    ngx_http_linegate_redis_handler_pt handler)
+{
+    ngx_uint_t                      i;
+    ngx_http_linegate_redis_t      *rd;
+    ngx_http_linegate_redis_cmd_t  *cmd;
+
+    rd = &ngx_http_linegate_redis;
+
+    for (i = 0; i < ncmds; i++) {
+        if (args[i].argc <= 0) {
+            ngx_log_error(NGX_LOG_ALERT, r->connection->log, 0,
+                          NGX_HTTP_LINEGATE_LOG "bad arguments for "
+                          "a transaction");
+            return NGX_ERROR;
+        }
+    }
+
+    if (rd->state != NGX_HTTP_LINEGATE_REDIS_CONNECTED) {
+        ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
+                      NGX_HTTP_LINEGATE_LOG "redis not connected");
+        return NGX_ERROR;
+    }
+
+    cmd = ngx_alloc(sizeof(ngx_http_linegate_redis_cmd_t),
+                    r->connection->log);
+    if (cmd == NULL) {
+        return NGX_ERROR;
+    }
+
+    ngx_memzero(cmd, sizeof(ngx_http_linegate_redis_cmd_t));
+    cmd->r = r;
+    cmd->handler = handler;
+    cmd->script = -1;
+    cmd->transaction = 1;
+
+    /*
+     * hiredis appends all of it to its output buffer now and writes it
+     * at once; nothing of another request can come in between, since
+     * the worker runs one handler at a time.
+     */
+    if (redisAsyncCommand(rd->ac, ngx_http_linegate_redis_queued_cb, NULL,
+                          "MULTI")
+        != REDIS_OK)
+    {
+        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                      NGX_HTTP_LINEGATE_LOG "redis command not sent");
+        ngx_free(cmd);
+        return NGX_ERROR;
+    }
+
+    for (i = 0; i < ncmds; i++) {
+        if (redisAsyncCommandArgv(rd->ac, ngx_http_linegate_redis_queued_cb,
+                                  NULL, args[i].argc, args[i].argv,
+                                  args[i].argvlen)
+            != REDIS_OK)
+        {
+            goto failed;
+        }
+    }
+
+    if (redisAsyncCommand(rd->ac, ngx_http_linegate_redis_reply_cb, cmd,
+                          "EXEC")
+        != REDIS_OK)
+    {
+        goto failed;
+    }
+
+    cmd->timer.handler = ngx_http_linegate_redis_cmd_timeout;
+    cmd->timer.data = &ngx_http_linegate_redis_dummy;
+    cmd->timer.log = r->connection->log;
+    ngx_add_timer(&cmd->timer, rd->lmcf->redis_command_timeout);
+
+    return NGX_OK;
+
+failed:
+
+    ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                  NGX_HTTP_LINEGATE_LOG "redis transaction not sent");
+    ngx_free(cmd);
+
+    /* left inside MULTI, the connection would queue everyone's commands */
+    if (redisAsyncCommand(rd->ac, NULL, NULL, "DISCARD") != REDIS_OK) {
+        ngx_http_linegate_redis_drop("transaction not discarded");
+    }
+
+    return NGX_ERROR;
 }
 
 
@@ -355,24 +462,20 @@ ngx_http_linegate_redis_reply_cb(redisAsyncContext *ac, void *data,
         reply = NULL;
     }
 
-    if (reply != NULL && reply->type == REDIS_REPLY_ERROR) {
-        if (ngx_http_linegate_redis_unavailable(reply)) {
-            ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
-                          NGX_HTTP_LINEGATE_LOG "redis unavailable: "
-                          "\"%*s\"", (size_t) ngx_min(reply->len, 200),
-                          reply->str);
-        } else {
-            ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
-                          NGX_HTTP_LINEGATE_LOG "redis error: \"%*s\"",
-                          (size_t) ngx_min(reply->len, 300), reply->str);
-        }
-
-        reply = NULL;
-
-    } else if (reply == NULL) {
+    if (reply == NULL) {
         ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
                       NGX_HTTP_LINEGATE_LOG "redis connection lost "
                       "with a command in flight");
+
+    } else if (reply->type == REDIS_REPLY_ERROR) {
+        ngx_http_linegate_redis_log_error(r->connection->log, reply);
+        reply = NULL;
+
+    } else if (cmd->transaction && reply->type != REDIS_REPLY_ARRAY) {
+        /* a nil EXEC: the transaction did not run */
+        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                      NGX_HTTP_LINEGATE_LOG "redis transaction aborted");
+        reply = NULL;
     }
 
     handler = cmd->handler;
@@ -386,6 +489,43 @@ ngx_http_linegate_redis_reply_cb(redisAsyncContext *ac, void *data,
     c = r->connection;
     handler(r, reply);
     ngx_http_run_posted_requests(c);
+}
+
+
+/*
+ * The reply of MULTI or of a command inside it: "OK" or "QUEUED", or the
+ * reason why Redis refused it, which EXEC's EXECABORT does not repeat.
+ */
+static void
+ngx_http_linegate_redis_queued_cb(redisAsyncContext *ac, void *data,
+    void *privdata)
+{
+    redisReply  *reply;
+
+    reply = data;
+
+    if (reply != NULL && reply->type == REDIS_REPLY_ERROR
+        && !ngx_http_linegate_redis.exiting)
+    {
+        ngx_http_linegate_redis_log_error(ngx_http_linegate_redis.log,
+                                          reply);
+    }
+}
+
+
+static void
+ngx_http_linegate_redis_log_error(ngx_log_t *log, redisReply *reply)
+{
+    if (ngx_http_linegate_redis_unavailable(reply)) {
+        ngx_log_error(NGX_LOG_ERR, log, 0,
+                      NGX_HTTP_LINEGATE_LOG "redis unavailable: \"%*s\"",
+                      (size_t) ngx_min(reply->len, 200), reply->str);
+
+    } else {
+        ngx_log_error(NGX_LOG_ERR, log, 0,
+                      NGX_HTTP_LINEGATE_LOG "redis error: \"%*s\"",
+                      (size_t) ngx_min(reply->len, 300), reply->str);
+    }
 }
 
 

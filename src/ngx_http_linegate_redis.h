@@ -54,9 +54,25 @@ ngx_int_t ngx_http_linegate_redis_script(ngx_http_request_t *r,
     ngx_http_linegate_redis_args_t *args,
     ngx_http_linegate_redis_handler_pt handler);
 
-/* a plain command: args hold the command name and its arguments */
+/*
+ * A plain command: args hold the command name and its arguments (they
+ * may be freed once this returns). handler NULL: fire and forget, the
+ * reply is dropped (the command still holds a timer, so that a graceful
+ * reload sends it before the worker exits).
+ */
 ngx_int_t ngx_http_linegate_redis_command(ngx_http_request_t *r,
     ngx_http_linegate_redis_args_t *args,
+    ngx_http_linegate_redis_handler_pt handler);
+
+/*
+ * MULTI, the ncmds commands of args[] and EXEC, written back to back:
+ * one round trip, run by Redis as one unit. The handler gets EXEC's
+ * array reply (one element per command, each possibly an error), or
+ * NULL as for a command, also when Redis refused to queue a command
+ * (EXECABORT). args may be freed once this returns.
+ */
+ngx_int_t ngx_http_linegate_redis_transaction(ngx_http_request_t *r,
+    ngx_uint_t ncmds, ngx_http_linegate_redis_args_t *args,
     ngx_http_linegate_redis_handler_pt handler);
 
 ngx_int_t ngx_http_linegate_redis_init_process(ngx_cycle_t *cycle);

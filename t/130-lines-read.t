@@ -36,6 +36,25 @@ sub top_level_commands {
     return grep { !/\[\d+ lua\]/ && !/"(?:ping|PING)"/ } @lines;
 }
 
+# Round trips among those: a MULTI ... EXEC block is one (written at
+# once, answered at once), any other command one each.
+sub round_trips {
+    my (%open, $n);
+    for (@_) {
+        my ($client, $cmd) = /\[\d+ ([^\]]+)\] "(\w+)"/ or next;
+        $cmd = uc $cmd;
+        if ($cmd eq 'MULTI') {
+            $open{$client} = 1;
+            $n++;
+        } elsif ($cmd eq 'EXEC' || $cmd eq 'DISCARD') {
+            delete $open{$client};
+        } elsif (!$open{$client}) {
+            $n++;
+        }
+    }
+    return $n // 0;
+}
+
 sub invoice_gets {
     my ($inv) = @_;
     my @g = grep { $_->{method} eq 'GET' }
@@ -59,8 +78,24 @@ subtest 'GET: an included request, in one Redis round trip' => sub {
     my $tx;
     my @cmds = top_level_commands(sub { $tx = $l->get($w, $id) });
     my $b = $l->answer($tx, 200, 'GET');
-    is(scalar @cmds, 1, 'one command reached Redis') or diag "@cmds";
-    like($cmds[0] // '', qr/"EVALSHA"/i, 'a script');
+    is(round_trips(@cmds), 1, 'one round trip') or diag "@cmds";
+
+    # the key now cached by every worker: a transaction, no script
+    $l->get($w, $id) for 1 .. 4;
+    @cmds = top_level_commands(sub { $tx = $l->get($w, $id) });
+    is_deeply($l->answer($tx, 200, 'hot GET'), $b, 'the same answer');
+    is(round_trips(@cmds), 1, 'hot GET: one round trip')
+        or diag "@cmds";
+    ok(!grep(/"EVALSHA"/i, @cmds), 'hot GET: no script') or diag "@cmds";
+    like($cmds[0] // '', qr/"MULTI"/i, 'hot GET: a transaction');
+    like($cmds[-1] // '', qr/"EXEC"/i, 'hot GET: ends with EXEC');
+
+    @cmds = top_level_commands(sub { $tx = $l->get($w->{clerk}, $id) });
+    is_deeply($l->answer($tx, 200, 'Clerk GET'), $b, 'Clerk: same answer');
+    is(round_trips(@cmds), 1, 'Clerk GET: one round trip')
+        or diag "@cmds";
+    ok(!grep(/"EVALSHA"/i, @cmds), 'Clerk GET: no script')
+        or diag "@cmds";
 
     is_deeply([sort keys %$b],
               [qw(line paymentRequired paymentStatus status success)],
@@ -122,6 +157,35 @@ subtest 'GET: awaiting payment, reconciled with Stripe' => sub {
     sleep 0.45;
     $l->answer($l->get($w, $id), 200, 'later');
     is(invoice_gets($inv), 1, 'a settled request is not checked again');
+};
+
+subtest 'GET with a cached key, due for a check: counted once' => sub {
+    sleep 0.2 while time % 60 >= 55;    # one window of the minute
+    my $w = ws();
+    my ($id, $created) = $l->awaiting($w);
+    my $inv = $created->{invoiceId};
+    my $remaining = sub {
+        ($_[0]->res->headers->header('RateLimit') // '') =~ /;r=(\d+);/;
+        return $1;
+    };
+
+    my $tx;
+    $tx = $l->get($w, $id) for 1 .. 4;  # every worker knows the key
+    my $before = $remaining->($tx);
+    is(invoice_gets($inv), 0, 'within the interval: Stripe not asked');
+
+    $r->hset("lg:{ws:$w->{id}}:lr:$id", reconciledAt => 0);
+    my @cmds = top_level_commands(sub { $tx = $l->get($w, $id) });
+    my $b = $l->answer($tx, 200, 'due for a check');
+    is($b->{status}, 'awaiting_payment', 'still awaiting payment');
+    is(invoice_gets($inv), 1, 'Stripe asked once');
+    like($cmds[0] // '', qr/"MULTI"/i, 'the transaction first')
+        or diag "@cmds";
+    is(scalar(grep /"EVALSHA"/i, @cmds), 1, 'then the claim, a script')
+        or diag "@cmds";
+    is($remaining->($tx), $before - 1, 'the request counted once');
+    ok($r->hget("lg:{ws:$w->{id}}:lr:$id", 'reconciledAt') > 0,
+       'the check is claimed');
 };
 
 subtest 'GET: void and uncollectible cancel the request' => sub {

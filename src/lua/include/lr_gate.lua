@@ -4,6 +4,8 @@
 --
 -- ARGV[1] 'k': ARGV[2] is sha256hex of an API key, resolved here;
 --         'w': ARGV[2] is the workspace of a verified Clerk token
+--         'n': ARGV[2] is the workspace and this request was already
+--              counted (the GET's transaction): ARGV[3] is what it left
 -- ARGV[3] requests allowed per window, ARGV[4] the window's number,
 -- ARGV[5] ms until the window ends
 -- ARGV[6] 'gate': stop after this step (the caller already knows its
@@ -14,6 +16,10 @@
 --   code LR_GATE_OK, LR_UNAUTHORIZED (ws nil) or LR_RATE_LIMITED.
 local function lg_lr_gate()
     local ws = ARGV[2]
+    if ARGV[1] == 'n' then
+        return ws, LR_GATE_OK, tonumber(ARGV[3])
+    end
+
     if ARGV[1] == 'k' then
         ws = redis.call('GET', 'lg:apikey:' .. ARGV[2])
         if not ws then
