@@ -16,7 +16,7 @@ MODULE      = $(BUILD)/ngx_http_linegate_module.so
 SRCS = $(wildcard src/*.c src/*.h src/lua/*.lua src/lua/include/*.lua)
 
 DEB_PACKAGES = nginx nginx-dev libhiredis-dev libjansson-dev libssl-dev \
-    redis-server redis-tools wrk curl jq perl gnuplot-nox \
+    redis-server redis-tools wrk curl jq perl openssl procps gnuplot-nox \
     libmojolicious-perl libcrypt-jwt-perl libjson-validator-perl \
     libyaml-libyaml-perl libredis-perl build-essential clang
 
