@@ -225,13 +225,8 @@ ngx_http_linegate_idem_store(ngx_http_request_t *r,
     ngx_http_linegate_redis_arg_str(a, body);
     ngx_http_linegate_redis_arg_int(r, a, lmcf->idempotency_ttl);
 
-    if (ngx_http_linegate_redis_script(r,
-                                       NGX_HTTP_LINEGATE_SCRIPT_LR_IDEM_DONE,
-                                       0, a, ngx_http_linegate_idem_stored)
-        != NGX_OK)
-    {
-        ngx_http_linegate_idem_stored(r, NULL);
-    }
+    ngx_http_linegate_lines_call(r, lr, NGX_HTTP_LINEGATE_SCRIPT_LR_IDEM_DONE,
+                                 ngx_http_linegate_idem_stored);
 }
 
 
@@ -262,8 +257,6 @@ void
 ngx_http_linegate_idem_release(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr, ngx_http_linegate_idem_next_pt next)
 {
-    ngx_http_linegate_redis_args_t  *a;
-
     if (lr->ws.len == 0) {
         next(r, lr);
         return;
@@ -271,19 +264,11 @@ ngx_http_linegate_idem_release(ngx_http_request_t *r,
 
     lr->next = next;
 
-    a = &lr->args;
-    ngx_http_linegate_redis_args_init(a);
+    ngx_http_linegate_lines_line_args(lr);
+    ngx_http_linegate_redis_arg_str(&lr->args, &lr->idem.digest);
 
-    ngx_http_linegate_redis_arg_str(a, &lr->ws);
-    ngx_http_linegate_redis_arg_str(a, &lr->id);
-    ngx_http_linegate_redis_arg_str(a, &lr->idem.digest);
-
-    if (ngx_http_linegate_redis_script(r, NGX_HTTP_LINEGATE_SCRIPT_LR_RELEASE,
-                                       0, a, ngx_http_linegate_idem_released)
-        != NGX_OK)
-    {
-        ngx_http_linegate_idem_released(r, NULL);
-    }
+    ngx_http_linegate_lines_call(r, lr, NGX_HTTP_LINEGATE_SCRIPT_LR_RELEASE,
+                                 ngx_http_linegate_idem_released);
 }
 
 

@@ -78,6 +78,8 @@ static void ngx_http_linegate_create_invoiced(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr);
 static void ngx_http_linegate_create_stored(ngx_http_request_t *r,
     redisReply *reply);
+static void ngx_http_linegate_create_broken(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr);
 static void ngx_http_linegate_create_fail(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr, ngx_uint_t status, const char *code,
     const char *message, ngx_int_t retry_after);
@@ -545,9 +547,7 @@ ngx_http_linegate_create_script(ngx_http_request_t *r,
     a = &lr->args;
     l = &lr->line;
 
-    ngx_http_linegate_lines_args(r, lr, lr->deferred
-                                        ? NGX_HTTP_LINEGATE_LR_GATE
-                                        : NGX_HTTP_LINEGATE_LR_WORK);
+    ngx_http_linegate_lines_args(r, lr);
 
     ngx_http_linegate_redis_arg_str(a, &lr->id);
     ngx_http_linegate_redis_arg_int(r, a, lr->now_ms);
@@ -567,9 +567,8 @@ ngx_http_linegate_create_script(ngx_http_request_t *r,
     ngx_http_linegate_redis_arg_int(r, a, NGX_HTTP_LINEGATE_IDEM_LOCK_TTL);
     ngx_http_linegate_redis_arg_int(r, a, NGX_HTTP_LINEGATE_LR_STALE);
 
-    (void) ngx_http_linegate_lines_script(r, lr,
-                                          NGX_HTTP_LINEGATE_SCRIPT_LR_CREATE,
-                                          ngx_http_linegate_create_done);
+    ngx_http_linegate_lines_script(r, lr, NGX_HTTP_LINEGATE_SCRIPT_LR_CREATE,
+                                   ngx_http_linegate_create_done);
 }
 
 
@@ -741,8 +740,7 @@ ngx_http_linegate_create_answer(ngx_http_request_t *r,
         || ngx_http_linegate_json_dump(r->pool, obj, &lr->body) != NGX_OK)
     {
         json_decref(obj);
-        ngx_http_linegate_create_fail(r, lr, NGX_HTTP_INTERNAL_SERVER_ERROR,
-                                      "INTERNAL_ERROR", "Internal error", -1);
+        ngx_http_linegate_create_broken(r, lr);
         return;
     }
 
@@ -781,8 +779,7 @@ ngx_http_linegate_create_reserved(ngx_http_request_t *r,
            == NULL
         || key->data == NULL)
     {
-        ngx_http_linegate_create_fail(r, lr, NGX_HTTP_INTERNAL_SERVER_ERROR,
-                                      "INTERNAL_ERROR", "Internal error", -1);
+        ngx_http_linegate_create_broken(r, lr);
         return;
     }
 
@@ -818,18 +815,15 @@ ngx_http_linegate_create_invoiced(ngx_http_request_t *r,
     if (ngx_http_linegate_line_status_body(r, &lr->line, &lr->body)
         != NGX_OK)
     {
-        ngx_http_linegate_create_fail(r, lr, NGX_HTTP_INTERNAL_SERVER_ERROR,
-                                      "INTERNAL_ERROR", "Internal error", -1);
+        ngx_http_linegate_create_broken(r, lr);
         return;
     }
 
     lr->status = NGX_HTTP_CREATED;
 
+    ngx_http_linegate_lines_line_args(lr);
     a = &lr->args;
-    ngx_http_linegate_redis_args_init(a);
 
-    ngx_http_linegate_redis_arg_str(a, &lr->ws);
-    ngx_http_linegate_redis_arg_str(a, &lr->id);
     ngx_http_linegate_redis_arg_str(a, &lr->invoice.id);
     ngx_http_linegate_redis_arg_str(a, &lr->invoice.url);
     ngx_http_linegate_redis_arg_int(r, a, lr->now_ms);
@@ -839,13 +833,9 @@ ngx_http_linegate_create_invoiced(ngx_http_request_t *r,
     ngx_http_linegate_redis_arg_str(a, &lr->body);
     ngx_http_linegate_redis_arg_int(r, a, lmcf->idempotency_ttl);
 
-    if (ngx_http_linegate_redis_script(r,
-                                     NGX_HTTP_LINEGATE_SCRIPT_LR_INVOICE_STORE,
-                                     0, a, ngx_http_linegate_create_stored)
-        != NGX_OK)
-    {
-        ngx_http_linegate_create_stored(r, NULL);
-    }
+    ngx_http_linegate_lines_call(r, lr,
+                                 NGX_HTTP_LINEGATE_SCRIPT_LR_INVOICE_STORE,
+                                 ngx_http_linegate_create_stored);
 }
 
 
@@ -879,6 +869,15 @@ ngx_http_linegate_create_stored(ngx_http_request_t *r, redisReply *reply)
     ngx_str_set(&ctx->outcome, "awaiting_payment");
 
     ngx_http_linegate_send_body(r, lr->status, lr->body.data, lr->body.len);
+}
+
+
+static void
+ngx_http_linegate_create_broken(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr)
+{
+    ngx_http_linegate_create_fail(r, lr, NGX_HTTP_INTERNAL_SERVER_ERROR,
+                                  "INTERNAL_ERROR", "Internal error", -1);
 }
 
 

@@ -44,9 +44,12 @@ static void ngx_http_linegate_manage_conflict(ngx_http_request_t *r,
 static void ngx_http_linegate_manage_busy(ngx_http_request_t *r);
 static void ngx_http_linegate_manage_stripe_error(ngx_http_request_t *r,
     ngx_http_linegate_ctx_t *ctx);
+static void ngx_http_linegate_manage_unavailable(ngx_http_request_t *r);
+static ngx_int_t ngx_http_linegate_manage_invoice(ngx_http_request_t *r,
+    ngx_http_linegate_ctx_t *ctx);
+static void ngx_http_linegate_manage_check(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr, ngx_http_linegate_resume_pt resume);
 
-static void ngx_http_linegate_link_check(ngx_http_request_t *r,
-    ngx_http_linegate_lr_t *lr);
 static void ngx_http_linegate_link_checked(ngx_http_request_t *r,
     ngx_http_linegate_ctx_t *ctx);
 static void ngx_http_linegate_link_send(ngx_http_request_t *r,
@@ -61,6 +64,8 @@ static void ngx_http_linegate_link_old_voided(ngx_http_request_t *r,
     ngx_http_linegate_ctx_t *ctx);
 static void ngx_http_linegate_link_issue(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr);
+static void ngx_http_linegate_link_fail(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr, ngx_uint_t result, ngx_int_t retry_after);
 static void ngx_http_linegate_link_issued(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr);
 static void ngx_http_linegate_link_stored(ngx_http_request_t *r,
@@ -97,9 +102,7 @@ ngx_http_linegate_line_manage(ngx_http_request_t *r,
         ngx_http_linegate_manage_action(r, lr);
     }
 
-    ngx_http_linegate_lines_args(r, lr, lr->deferred
-                                        ? NGX_HTTP_LINEGATE_LR_GATE
-                                        : NGX_HTTP_LINEGATE_LR_WORK);
+    ngx_http_linegate_lines_args(r, lr);
     a = &lr->args;
 
     ngx_http_linegate_redis_arg_str(a, &lr->id);
@@ -110,9 +113,8 @@ ngx_http_linegate_line_manage(ngx_http_request_t *r,
     ngx_http_linegate_redis_arg_int(r, a, lr->now_ms);
     ngx_http_linegate_redis_arg_int(r, a, NGX_HTTP_LINEGATE_LR_REISSUE_HOLD);
 
-    (void) ngx_http_linegate_lines_script(r, lr,
-                                          NGX_HTTP_LINEGATE_SCRIPT_LR_MANAGE,
-                                          ngx_http_linegate_manage_done);
+    ngx_http_linegate_lines_script(r, lr, NGX_HTTP_LINEGATE_SCRIPT_LR_MANAGE,
+                                   ngx_http_linegate_manage_done);
 }
 
 
@@ -200,7 +202,8 @@ ngx_http_linegate_manage_done(ngx_http_request_t *r, redisReply *reply)
         ngx_http_linegate_cancel_void(r, lr);
 
     } else {
-        ngx_http_linegate_link_check(r, lr);
+        ngx_http_linegate_manage_check(r, lr,
+                                       ngx_http_linegate_link_checked);
     }
 }
 
@@ -330,22 +333,48 @@ ngx_http_linegate_manage_stripe_error(ngx_http_request_t *r,
 }
 
 
-/* payment_link */
-
+/* Stripe could not be asked, or answered what is not understood: 502 */
 static void
-ngx_http_linegate_link_check(ngx_http_request_t *r,
-    ngx_http_linegate_lr_t *lr)
+ngx_http_linegate_manage_unavailable(ngx_http_request_t *r)
+{
+    ngx_http_linegate_lines_billing_error(r,
+                                          NGX_HTTP_LINEGATE_STRIPE_UNAVAILABLE,
+                                          -1);
+}
+
+
+/* ask Stripe how the invoice stands, resume reads the answer */
+static void
+ngx_http_linegate_manage_check(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr, ngx_http_linegate_resume_pt resume)
 {
     if (ngx_http_linegate_lines_stripe(r, lr, NGX_HTTP_GET, "v1/invoices",
                                        &lr->line.invoice_id, NULL, NULL,
-                                       NULL, ngx_http_linegate_link_checked)
+                                       NULL, resume)
         != NGX_OK)
     {
-        ngx_http_linegate_lines_billing_error(r,
-                                       NGX_HTTP_LINEGATE_STRIPE_UNAVAILABLE,
-                                       -1);
+        ngx_http_linegate_manage_unavailable(r);
     }
 }
+
+
+/* Stripe's answer to manage_check read into lr->invoice, else answered */
+static ngx_int_t
+ngx_http_linegate_manage_invoice(ngx_http_request_t *r,
+    ngx_http_linegate_ctx_t *ctx)
+{
+    if (ngx_http_linegate_stripe_result(ctx) != NGX_HTTP_LINEGATE_STRIPE_OK
+        || ngx_http_linegate_lines_invoice_read(r, ctx->data) != NGX_OK)
+    {
+        ngx_http_linegate_manage_stripe_error(r, ctx);
+        return NGX_ERROR;
+    }
+
+    return NGX_OK;
+}
+
+
+/* payment_link */
 
 
 static void
@@ -357,10 +386,7 @@ ngx_http_linegate_link_checked(ngx_http_request_t *r,
 
     lr = ctx->data;
 
-    if (ngx_http_linegate_stripe_result(ctx) != NGX_HTTP_LINEGATE_STRIPE_OK
-        || ngx_http_linegate_lines_invoice_read(r, lr) != NGX_OK)
-    {
-        ngx_http_linegate_manage_stripe_error(r, ctx);
+    if (ngx_http_linegate_manage_invoice(r, ctx) != NGX_OK) {
         return;
     }
 
@@ -388,9 +414,7 @@ ngx_http_linegate_link_checked(ngx_http_request_t *r,
                   NGX_HTTP_LINEGATE_LOG "invoice \"%V\" of line request "
                   "\"%V\" is \"%V\"", &lr->invoice.id, &lr->id, st);
 
-    ngx_http_linegate_lines_billing_error(r,
-                                          NGX_HTTP_LINEGATE_STRIPE_UNAVAILABLE,
-                                          -1);
+    ngx_http_linegate_manage_unavailable(r);
 }
 
 
@@ -418,7 +442,6 @@ ngx_http_linegate_link_send(ngx_http_request_t *r,
 static void
 ngx_http_linegate_link_resolved(ngx_http_request_t *r, redisReply *reply)
 {
-    ngx_http_linegate_jw_t   jw;
     ngx_http_linegate_lr_t  *lr;
 
     lr = ngx_http_linegate_lines_lr(r);
@@ -433,11 +456,7 @@ ngx_http_linegate_link_resolved(ngx_http_request_t *r, redisReply *reply)
         return;
     }
 
-    (void) ngx_http_linegate_jw_init(&jw, r->pool,
-                                     NGX_HTTP_LINEGATE_LINE_JSON_SIZE);
-    ngx_http_linegate_line_status_jw(&jw, r, &lr->line);
-
-    ngx_http_linegate_send_jw(r, NGX_HTTP_OK, &jw);
+    ngx_http_linegate_lines_send_status(r, lr);
 }
 
 
@@ -447,18 +466,16 @@ ngx_http_linegate_link_claim(ngx_http_request_t *r,
 {
     ngx_http_linegate_redis_args_t  *a;
 
+    ngx_http_linegate_lines_line_args(lr);
     a = &lr->args;
-    ngx_http_linegate_redis_args_init(a);
 
-    ngx_http_linegate_redis_arg_str(a, &lr->ws);
-    ngx_http_linegate_redis_arg_str(a, &lr->id);
     ngx_http_linegate_redis_arg_str(a, &lr->line.invoice_id);
     ngx_http_linegate_redis_arg_int(r, a, lr->now_ms);
     ngx_http_linegate_redis_arg_int(r, a, NGX_HTTP_LINEGATE_LR_REISSUE_HOLD);
 
-    (void) ngx_http_linegate_lines_script(r, lr,
-                                     NGX_HTTP_LINEGATE_SCRIPT_LR_REISSUE_CLAIM,
-                                     ngx_http_linegate_link_claimed);
+    ngx_http_linegate_lines_script(r, lr,
+                                   NGX_HTTP_LINEGATE_SCRIPT_LR_REISSUE_CLAIM,
+                                   ngx_http_linegate_link_claimed);
 }
 
 
@@ -518,9 +535,8 @@ ngx_http_linegate_link_claimed(ngx_http_request_t *r, redisReply *reply)
                                        ngx_http_linegate_link_old_voided)
         != NGX_OK)
     {
-        lr->fail_result = NGX_HTTP_LINEGATE_STRIPE_UNAVAILABLE;
-        lr->fail_retry_after = -1;
-        ngx_http_linegate_link_abort(r, lr, ngx_http_linegate_link_failed);
+        ngx_http_linegate_link_fail(r, lr,
+                                    NGX_HTTP_LINEGATE_STRIPE_UNAVAILABLE, -1);
     }
 }
 
@@ -546,11 +562,11 @@ ngx_http_linegate_link_old_voided(ngx_http_request_t *r,
         return;
     }
 
-    lr->fail_result = result == NGX_HTTP_LINEGATE_STRIPE_REFUSED
-                      ? NGX_HTTP_LINEGATE_STRIPE_UNAVAILABLE : result;
-    lr->fail_retry_after = ctx->stripe_retry_after;
-
-    ngx_http_linegate_link_abort(r, lr, ngx_http_linegate_link_failed);
+    ngx_http_linegate_link_fail(r, lr,
+                                result == NGX_HTTP_LINEGATE_STRIPE_REFUSED
+                                ? NGX_HTTP_LINEGATE_STRIPE_UNAVAILABLE
+                                : result,
+                                (ngx_int_t) ctx->stripe_retry_after);
 }
 
 
@@ -559,14 +575,25 @@ ngx_http_linegate_link_issue(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr)
 {
     if (ngx_http_linegate_manage_key(r, lr) != NGX_OK) {
-        lr->fail_result = NGX_HTTP_LINEGATE_STRIPE_UNAVAILABLE;
-        lr->fail_retry_after = -1;
-        ngx_http_linegate_link_abort(r, lr, ngx_http_linegate_link_failed);
+        ngx_http_linegate_link_fail(r, lr,
+                                    NGX_HTTP_LINEGATE_STRIPE_UNAVAILABLE, -1);
         return;
     }
 
     lr->invoice.done = ngx_http_linegate_link_issued;
     ngx_http_linegate_invoice_issue(r, lr);
+}
+
+
+/* billing failed before a new invoice was stored: free the claim, answer */
+static void
+ngx_http_linegate_link_fail(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr, ngx_uint_t result, ngx_int_t retry_after)
+{
+    lr->fail_result = result;
+    lr->fail_retry_after = retry_after;
+
+    ngx_http_linegate_link_abort(r, lr, ngx_http_linegate_link_failed);
 }
 
 
@@ -584,24 +611,18 @@ ngx_http_linegate_link_issued(ngx_http_request_t *r,
         return;
     }
 
+    ngx_http_linegate_lines_line_args(lr);
     a = &lr->args;
-    ngx_http_linegate_redis_args_init(a);
 
-    ngx_http_linegate_redis_arg_str(a, &lr->ws);
-    ngx_http_linegate_redis_arg_str(a, &lr->id);
     ngx_http_linegate_redis_arg_str(a, &lr->seq);
     ngx_http_linegate_redis_arg_str(a, &lr->invoice.id);
     ngx_http_linegate_redis_arg_str(a, &lr->invoice.url);
     ngx_http_linegate_redis_arg_int(r, a, lr->now_ms);
     ngx_http_linegate_redis_arg_str(a, &lr->now_iso);
 
-    if (ngx_http_linegate_redis_script(r,
-                                     NGX_HTTP_LINEGATE_SCRIPT_LR_REISSUE_STORE,
-                                     0, a, ngx_http_linegate_link_stored)
-        != NGX_OK)
-    {
-        ngx_http_linegate_link_stored(r, NULL);
-    }
+    ngx_http_linegate_lines_call(r, lr,
+                                 NGX_HTTP_LINEGATE_SCRIPT_LR_REISSUE_STORE,
+                                 ngx_http_linegate_link_stored);
 }
 
 
@@ -653,24 +674,14 @@ static void
 ngx_http_linegate_link_abort(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr, ngx_http_linegate_lr_pt next)
 {
-    ngx_http_linegate_redis_args_t  *a;
-
     lr->next = next;
 
-    a = &lr->args;
-    ngx_http_linegate_redis_args_init(a);
+    ngx_http_linegate_lines_line_args(lr);
+    ngx_http_linegate_redis_arg_str(&lr->args, &lr->old_invoice);
 
-    ngx_http_linegate_redis_arg_str(a, &lr->ws);
-    ngx_http_linegate_redis_arg_str(a, &lr->id);
-    ngx_http_linegate_redis_arg_str(a, &lr->old_invoice);
-
-    if (ngx_http_linegate_redis_script(r,
-                                     NGX_HTTP_LINEGATE_SCRIPT_LR_REISSUE_ABORT,
-                                     0, a, ngx_http_linegate_link_aborted)
-        != NGX_OK)
-    {
-        ngx_http_linegate_link_aborted(r, NULL);
-    }
+    ngx_http_linegate_lines_call(r, lr,
+                                 NGX_HTTP_LINEGATE_SCRIPT_LR_REISSUE_ABORT,
+                                 ngx_http_linegate_link_aborted);
 }
 
 
@@ -697,7 +708,7 @@ ngx_http_linegate_link_recheck(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr)
 {
     lr->line.invoice_id = lr->old_invoice;
-    ngx_http_linegate_link_check(r, lr);
+    ngx_http_linegate_manage_check(r, lr, ngx_http_linegate_link_checked);
 }
 
 
@@ -739,9 +750,7 @@ ngx_http_linegate_cancel_void(ngx_http_request_t *r,
                                        ngx_http_linegate_cancel_voided)
         != NGX_OK)
     {
-        ngx_http_linegate_lines_billing_error(r,
-                                       NGX_HTTP_LINEGATE_STRIPE_UNAVAILABLE,
-                                       -1);
+        ngx_http_linegate_manage_unavailable(r);
     }
 }
 
@@ -768,15 +777,7 @@ ngx_http_linegate_cancel_voided(ngx_http_request_t *r,
     }
 
     /* not voidable: paid meanwhile, or void already; ask which */
-    if (ngx_http_linegate_lines_stripe(r, lr, NGX_HTTP_GET, "v1/invoices",
-                                       &lr->line.invoice_id, NULL, NULL,
-                                       NULL, ngx_http_linegate_cancel_checked)
-        != NGX_OK)
-    {
-        ngx_http_linegate_lines_billing_error(r,
-                                       NGX_HTTP_LINEGATE_STRIPE_UNAVAILABLE,
-                                       -1);
-    }
+    ngx_http_linegate_manage_check(r, lr, ngx_http_linegate_cancel_checked);
 }
 
 
@@ -788,10 +789,7 @@ ngx_http_linegate_cancel_checked(ngx_http_request_t *r,
 
     lr = ctx->data;
 
-    if (ngx_http_linegate_stripe_result(ctx) != NGX_HTTP_LINEGATE_STRIPE_OK
-        || ngx_http_linegate_lines_invoice_read(r, lr) != NGX_OK)
-    {
-        ngx_http_linegate_manage_stripe_error(r, ctx);
+    if (ngx_http_linegate_manage_invoice(r, ctx) != NGX_OK) {
         return;
     }
 
@@ -811,9 +809,7 @@ ngx_http_linegate_cancel_checked(ngx_http_request_t *r,
                   NGX_HTTP_LINEGATE_LOG "invoice \"%V\" is \"%V\" and "
                   "cannot be voided", &lr->invoice.id, &lr->invoice.status);
 
-    ngx_http_linegate_lines_billing_error(r,
-                                          NGX_HTTP_LINEGATE_STRIPE_UNAVAILABLE,
-                                          -1);
+    ngx_http_linegate_manage_unavailable(r);
 }
 
 

@@ -37,7 +37,10 @@ static ngx_int_t ngx_http_linegate_lines_path_id(ngx_http_request_t *r,
 static void ngx_http_linegate_lr_get(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr);
 static void ngx_http_linegate_lr_get_script(ngx_http_request_t *r,
-    ngx_http_linegate_lr_t *lr);
+    ngx_http_linegate_lr_t *lr, ngx_uint_t reconcile,
+    ngx_http_linegate_redis_handler_pt handler);
+static ngx_int_t ngx_http_linegate_lr_get_line(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr, redisReply *reply);
 static void ngx_http_linegate_lr_get_tx(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr);
 static void ngx_http_linegate_lr_get_tx_done(ngx_http_request_t *r,
@@ -50,8 +53,6 @@ static void ngx_http_linegate_lr_reconciled(ngx_http_request_t *r,
     ngx_http_linegate_ctx_t *ctx);
 static void ngx_http_linegate_lr_resolved(ngx_http_request_t *r,
     redisReply *reply);
-static void ngx_http_linegate_lr_send_status(ngx_http_request_t *r,
-    ngx_http_linegate_lr_t *lr);
 
 static ngx_int_t ngx_http_linegate_lines_admit(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr, int64_t code, ngx_str_t *ws, int64_t left);
@@ -243,7 +244,8 @@ ngx_http_linegate_lr_get(ngx_http_request_t *r, ngx_http_linegate_lr_t *lr)
         || (lr->who.kind == NGX_HTTP_LINEGATE_AUTH_API_KEY
             && !lr->who.cached))
     {
-        ngx_http_linegate_lr_get_script(r, lr);
+        ngx_http_linegate_lr_get_script(r, lr, 1,
+                                        ngx_http_linegate_lr_get_done);
         return;
     }
 
@@ -447,7 +449,8 @@ ngx_http_linegate_lr_get_tx_done(ngx_http_request_t *r, redisReply *reply)
              */
             lr->counted = 1;
             lr->remaining = left;
-            ngx_http_linegate_lr_get_script(r, lr);
+            ngx_http_linegate_lr_get_script(r, lr, 1,
+                                            ngx_http_linegate_lr_get_done);
             return;
         }
     }
@@ -463,7 +466,7 @@ ngx_http_linegate_lr_get_tx_done(ngx_http_request_t *r, redisReply *reply)
         return;
     }
 
-    ngx_http_linegate_lr_send_status(r, lr);
+    ngx_http_linegate_lines_send_status(r, lr);
 }
 
 
@@ -524,29 +527,68 @@ ngx_http_linegate_lr_due(ngx_http_request_t *r, ngx_http_linegate_lr_t *lr,
 }
 
 
+/* lr_get.lua; check-availability never reconciles (reconcile 0) */
 static void
 ngx_http_linegate_lr_get_script(ngx_http_request_t *r,
-    ngx_http_linegate_lr_t *lr)
+    ngx_http_linegate_lr_t *lr, ngx_uint_t reconcile,
+    ngx_http_linegate_redis_handler_pt handler)
 {
     ngx_http_linegate_redis_args_t  *a;
     ngx_http_linegate_main_conf_t   *lmcf;
 
     lmcf = ngx_http_get_module_main_conf(r, ngx_http_linegate_module);
 
-    ngx_http_linegate_lines_args(r, lr, lr->deferred
-                                        ? NGX_HTTP_LINEGATE_LR_GATE
-                                        : NGX_HTTP_LINEGATE_LR_WORK);
+    ngx_http_linegate_lines_args(r, lr);
     a = &lr->args;
 
     ngx_http_linegate_redis_arg_str(a, &lr->id);
     ngx_http_linegate_redis_arg_str(a, &lr->date);
     ngx_http_linegate_redis_arg_int(r, a, lr->now_ms);
-    ngx_http_linegate_redis_arg_int(r, a, lmcf->reconcile_interval);
+
+    if (reconcile) {
+        ngx_http_linegate_redis_arg_int(r, a, lmcf->reconcile_interval);
+
+    } else {
+        ngx_http_linegate_redis_arg_cstr(a, "");
+    }
+
     ngx_http_linegate_redis_arg_int(r, a, NGX_HTTP_LINEGATE_LR_REISSUE_HOLD);
 
-    (void) ngx_http_linegate_lines_script(r, lr,
-                                          NGX_HTTP_LINEGATE_SCRIPT_LR_GET,
-                                          ngx_http_linegate_lr_get_done);
+    ngx_http_linegate_lines_script(r, lr, NGX_HTTP_LINEGATE_SCRIPT_LR_GET,
+                                   handler);
+}
+
+
+/*
+ * lr_get's reply {code, ws, remaining, claimed, line}: the line read into
+ * lr->line (NGX_OK), or the request answered (NGX_DONE)
+ */
+static ngx_int_t
+ngx_http_linegate_lr_get_line(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr, redisReply *reply)
+{
+    ngx_int_t  code;
+
+    code = ngx_http_linegate_lines_gate(r, lr, reply);
+
+    if (code == NGX_DONE) {
+        return NGX_DONE;
+    }
+
+    if (code == NGX_HTTP_LINEGATE_LR_NOT_FOUND) {
+        ngx_http_linegate_lines_not_found(r);
+        return NGX_DONE;
+    }
+
+    if (code != NGX_HTTP_LINEGATE_LR_OK || reply->elements < 5
+        || ngx_http_linegate_line_parse(r, lr, reply->element[4], &lr->line)
+           != NGX_OK)
+    {
+        ngx_http_linegate_internal_error(r);
+        return NGX_DONE;
+    }
+
+    return NGX_OK;
 }
 
 
@@ -554,34 +596,21 @@ static void
 ngx_http_linegate_lr_get_done(ngx_http_request_t *r, redisReply *reply)
 {
     int64_t                  claimed;
-    ngx_int_t                code;
     ngx_http_linegate_lr_t  *lr;
 
     lr = ngx_http_linegate_lines_lr(r);
 
-    code = ngx_http_linegate_lines_gate(r, lr, reply);
-
-    if (code == NGX_DONE) {
+    if (ngx_http_linegate_lr_get_line(r, lr, reply) != NGX_OK) {
         return;
     }
 
-    if (code == NGX_HTTP_LINEGATE_LR_NOT_FOUND) {
-        ngx_http_linegate_lines_not_found(r);
-        return;
-    }
-
-    if (code != NGX_HTTP_LINEGATE_LR_OK
-        || ngx_http_linegate_reply_int(reply, 3, &claimed) != NGX_OK
-        || reply->elements < 5
-        || ngx_http_linegate_line_parse(r, lr, reply->element[4], &lr->line)
-           != NGX_OK)
-    {
+    if (ngx_http_linegate_reply_int(reply, 3, &claimed) != NGX_OK) {
         ngx_http_linegate_internal_error(r);
         return;
     }
 
     if (!claimed) {
-        ngx_http_linegate_lr_send_status(r, lr);
+        ngx_http_linegate_lines_send_status(r, lr);
         return;
     }
 
@@ -591,7 +620,7 @@ ngx_http_linegate_lr_get_done(ngx_http_request_t *r, redisReply *reply)
                                        NULL, ngx_http_linegate_lr_reconciled)
         != NGX_OK)
     {
-        ngx_http_linegate_lr_send_status(r, lr);
+        ngx_http_linegate_lines_send_status(r, lr);
     }
 }
 
@@ -612,7 +641,7 @@ ngx_http_linegate_lr_reconciled(ngx_http_request_t *r,
                       NGX_HTTP_LINEGATE_LOG "reconciliation of invoice "
                       "\"%V\" failed (Stripe status %i): stored state "
                       "answered", &lr->line.invoice_id, ctx->stripe_status);
-        ngx_http_linegate_lr_send_status(r, lr);
+        ngx_http_linegate_lines_send_status(r, lr);
         return;
     }
 
@@ -630,7 +659,7 @@ ngx_http_linegate_lr_reconciled(ngx_http_request_t *r,
         return;
     }
 
-    ngx_http_linegate_lr_send_status(r, lr);
+    ngx_http_linegate_lines_send_status(r, lr);
 }
 
 
@@ -643,7 +672,7 @@ ngx_http_linegate_lr_resolved(ngx_http_request_t *r, redisReply *reply)
 
     if (reply == NULL) {
         /* what was read before is still a true answer */
-        ngx_http_linegate_lr_send_status(r, lr);
+        ngx_http_linegate_lines_send_status(r, lr);
         return;
     }
 
@@ -652,12 +681,12 @@ ngx_http_linegate_lr_resolved(ngx_http_request_t *r, redisReply *reply)
         return;
     }
 
-    ngx_http_linegate_lr_send_status(r, lr);
+    ngx_http_linegate_lines_send_status(r, lr);
 }
 
 
-static void
-ngx_http_linegate_lr_send_status(ngx_http_request_t *r,
+void
+ngx_http_linegate_lines_send_status(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr)
 {
     ngx_http_linegate_jw_t  jw;
@@ -676,12 +705,11 @@ static void
 ngx_http_linegate_lines_list(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr)
 {
-    ngx_http_linegate_lines_args(r, lr, NGX_HTTP_LINEGATE_LR_WORK);
+    ngx_http_linegate_lines_args(r, lr);
     ngx_http_linegate_redis_arg_str(&lr->args, &lr->date);
 
-    (void) ngx_http_linegate_lines_script(r, lr,
-                                          NGX_HTTP_LINEGATE_SCRIPT_LR_LIST,
-                                          ngx_http_linegate_lines_list_done);
+    ngx_http_linegate_lines_script(r, lr, NGX_HTTP_LINEGATE_SCRIPT_LR_LIST,
+                                   ngx_http_linegate_lines_list_done);
 }
 
 
@@ -739,8 +767,7 @@ static void
 ngx_http_linegate_line_check(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr)
 {
-    ngx_str_t                        id;
-    ngx_http_linegate_redis_args_t  *a;
+    ngx_str_t  id;
 
     if (ngx_http_arg(r, (u_char *) "id", 2, &id) != NGX_OK || id.len == 0) {
         ngx_http_linegate_lines_defer(lr, NGX_HTTP_LINEGATE_LR_DEFER_PLAIN,
@@ -757,48 +784,20 @@ ngx_http_linegate_line_check(ngx_http_request_t *r,
         lr->ctx->path_id = id;
     }
 
-    ngx_http_linegate_lines_args(r, lr, lr->deferred
-                                        ? NGX_HTTP_LINEGATE_LR_GATE
-                                        : NGX_HTTP_LINEGATE_LR_WORK);
-    a = &lr->args;
-
-    ngx_http_linegate_redis_arg_str(a, &lr->id);
-    ngx_http_linegate_redis_arg_str(a, &lr->date);
-    ngx_http_linegate_redis_arg_int(r, a, lr->now_ms);
-    ngx_http_linegate_redis_arg_cstr(a, "");   /* never reconciles */
-    ngx_http_linegate_redis_arg_int(r, a, NGX_HTTP_LINEGATE_LR_REISSUE_HOLD);
-
-    (void) ngx_http_linegate_lines_script(r, lr,
-                                          NGX_HTTP_LINEGATE_SCRIPT_LR_GET,
-                                          ngx_http_linegate_line_check_done);
+    ngx_http_linegate_lr_get_script(r, lr, 0,
+                                    ngx_http_linegate_line_check_done);
 }
 
 
 static void
 ngx_http_linegate_line_check_done(ngx_http_request_t *r, redisReply *reply)
 {
-    ngx_int_t                code;
     ngx_http_linegate_jw_t   jw;
     ngx_http_linegate_lr_t  *lr;
 
     lr = ngx_http_linegate_lines_lr(r);
 
-    code = ngx_http_linegate_lines_gate(r, lr, reply);
-
-    if (code == NGX_DONE) {
-        return;
-    }
-
-    if (code == NGX_HTTP_LINEGATE_LR_NOT_FOUND) {
-        ngx_http_linegate_lines_not_found(r);
-        return;
-    }
-
-    if (code != NGX_HTTP_LINEGATE_LR_OK || reply->elements < 5
-        || ngx_http_linegate_line_parse(r, lr, reply->element[4], &lr->line)
-           != NGX_OK)
-    {
-        ngx_http_linegate_internal_error(r);
+    if (ngx_http_linegate_lr_get_line(r, lr, reply) != NGX_OK) {
         return;
     }
 
@@ -876,13 +875,18 @@ ngx_http_linegate_line_check_jw(ngx_http_linegate_jw_t *jw,
 
 void
 ngx_http_linegate_lines_args(ngx_http_request_t *r,
-    ngx_http_linegate_lr_t *lr, ngx_uint_t mode)
+    ngx_http_linegate_lr_t *lr)
 {
     int64_t                          window;
+    ngx_uint_t                       mode;
     ngx_http_linegate_redis_args_t  *a;
     ngx_http_linegate_main_conf_t   *lmcf;
 
     lmcf = ngx_http_get_module_main_conf(r, ngx_http_linegate_module);
+
+    /* a deferred error: only authenticate and count */
+    mode = lr->deferred ? NGX_HTTP_LINEGATE_LR_GATE
+                        : NGX_HTTP_LINEGATE_LR_WORK;
 
     a = &lr->args;
     ngx_http_linegate_redis_args_init(a);
@@ -907,7 +911,7 @@ ngx_http_linegate_lines_args(ngx_http_request_t *r,
 }
 
 
-ngx_int_t
+void
 ngx_http_linegate_lines_script(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr, ngx_http_linegate_script_id_e script,
     ngx_http_linegate_redis_handler_pt handler)
@@ -916,10 +920,31 @@ ngx_http_linegate_lines_script(ngx_http_request_t *r,
         != NGX_OK)
     {
         ngx_http_linegate_store_unavailable(r);
-        return NGX_ERROR;
     }
+}
 
-    return NGX_OK;
+
+void
+ngx_http_linegate_lines_line_args(ngx_http_linegate_lr_t *lr)
+{
+    ngx_http_linegate_redis_args_init(&lr->args);
+
+    ngx_http_linegate_redis_arg_str(&lr->args, &lr->ws);
+    ngx_http_linegate_redis_arg_str(&lr->args, &lr->id);
+}
+
+
+/* a step after the decision: a script not sent is one that failed */
+void
+ngx_http_linegate_lines_call(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr, ngx_http_linegate_script_id_e script,
+    ngx_http_linegate_redis_handler_pt handler)
+{
+    if (ngx_http_linegate_redis_script(r, script, 0, &lr->args, handler)
+        != NGX_OK)
+    {
+        handler(r, NULL);
+    }
 }
 
 
@@ -1066,23 +1091,17 @@ ngx_http_linegate_lines_resolve(ngx_http_request_t *r,
 {
     ngx_http_linegate_redis_args_t  *a;
 
+    ngx_http_linegate_lines_line_args(lr);
     a = &lr->args;
-    ngx_http_linegate_redis_args_init(a);
 
-    ngx_http_linegate_redis_arg_str(a, &lr->ws);
-    ngx_http_linegate_redis_arg_str(a, &lr->id);
     ngx_http_linegate_redis_arg_str(a, &lr->line.invoice_id);
     ngx_http_linegate_redis_arg_cstr(a, outcome);
     ngx_http_linegate_redis_arg_int(r, a, lr->now_ms);
     ngx_http_linegate_redis_arg_str(a, &lr->now_iso);
     ngx_http_linegate_redis_arg_str(a, &lr->date);
 
-    if (ngx_http_linegate_redis_script(r, NGX_HTTP_LINEGATE_SCRIPT_LR_RESOLVE,
-                                       0, a, handler)
-        != NGX_OK)
-    {
-        handler(r, NULL);
-    }
+    ngx_http_linegate_lines_call(r, lr, NGX_HTTP_LINEGATE_SCRIPT_LR_RESOLVE,
+                                 handler);
 }
 
 

@@ -167,11 +167,17 @@ struct ngx_http_linegate_lr_s {
 /* the state of the request (ctx->data), from a Redis handler */
 ngx_http_linegate_lr_t *ngx_http_linegate_lines_lr(ngx_http_request_t *r);
 
-/* start a script with the common arguments (lr_gate) already pushed */
+/* start a script with lr_gate's arguments (gate mode: an error deferred) */
 void ngx_http_linegate_lines_args(ngx_http_request_t *r,
-    ngx_http_linegate_lr_t *lr, ngx_uint_t mode);
-/* run it; on failure to send, the 503 has been answered: NGX_ERROR */
-ngx_int_t ngx_http_linegate_lines_script(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr);
+/* run it; on failure to send, the 503 has been answered */
+void ngx_http_linegate_lines_script(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr, ngx_http_linegate_script_id_e script,
+    ngx_http_linegate_redis_handler_pt handler);
+/* start the arguments of a script of the line request: ws, id */
+void ngx_http_linegate_lines_line_args(ngx_http_linegate_lr_t *lr);
+/* run a script of lr->args; on failure to send, handler(r, NULL) */
+void ngx_http_linegate_lines_call(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr, ngx_http_linegate_script_id_e script,
     ngx_http_linegate_redis_handler_pt handler);
 /*
@@ -191,6 +197,9 @@ void ngx_http_linegate_line_jw(ngx_http_linegate_jw_t *jw,
 /* SPEC 2.5: the request's state with its line (also 2.4's 201 bodies) */
 void ngx_http_linegate_line_status_jw(ngx_http_linegate_jw_t *jw,
     ngx_http_request_t *r, ngx_http_linegate_line_t *line);
+/* the same, answered with a 200 */
+void ngx_http_linegate_lines_send_status(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr);
 /* the same, serialized in r's pool (the bytes idempotency stores) */
 ngx_int_t ngx_http_linegate_line_status_body(ngx_http_request_t *r,
     ngx_http_linegate_line_t *line, ngx_str_t *body);
