@@ -10,6 +10,8 @@
 NGINX_SRC  ?= /usr/share/nginx/src
 BUILD      ?= $(CURDIR)/build
 CC         ?= cc
+EXTRA_CFLAGS  ?=
+EXTRA_LDFLAGS ?=
 PROVE_ARGS ?= -r
 MODULE      = $(BUILD)/ngx_http_linegate_module.so
 
@@ -20,7 +22,7 @@ DEB_PACKAGES = nginx nginx-dev libhiredis-dev libjansson-dev libssl-dev \
     libmojolicious-perl libcrypt-jwt-perl libjson-validator-perl \
     libyaml-libyaml-perl libredis-perl build-essential clang
 
-.PHONY: all deps run test unit bench clean distclean
+.PHONY: all deps run test unit asan bench clean distclean
 
 all: $(MODULE)
 
@@ -30,8 +32,9 @@ $(BUILD)/Makefile: config
 	if [ -f ./conf_flags ]; then . ./conf_flags; else NGX_CONF_FLAGS=(); fi; \
 	./configure --with-cc=$(CC) \
 	    --with-cc-opt="$$(dpkg-buildflags --get CFLAGS) -fPIC \
-	        $$(dpkg-buildflags --get CPPFLAGS)" \
-	    --with-ld-opt="$$(dpkg-buildflags --get LDFLAGS) -fPIC" \
+	        $$(dpkg-buildflags --get CPPFLAGS) $(EXTRA_CFLAGS)" \
+	    --with-ld-opt="$$(dpkg-buildflags --get LDFLAGS) -fPIC \
+	        $(EXTRA_LDFLAGS)" \
 	    "$${NGX_CONF_FLAGS[@]}" --with-compat \
 	    --add-dynamic-module=$(CURDIR) --builddir=$(BUILD) \
 	    > $(BUILD)/configure.log 2>&1 || \
@@ -62,6 +65,24 @@ test: $(MODULE)
 
 unit:
 	prove t/001-unit.t
+
+# the suite against an AddressSanitizer build of the module, loaded into
+# the packaged nginx with clang's runtime preloaded (into nginx only)
+ASAN_RT = $(shell clang -print-file-name=libclang_rt.asan-x86_64.so)
+asan:
+	$(MAKE) CC=clang BUILD=$(CURDIR)/build-asan \
+	    EXTRA_CFLAGS="-fsanitize=address -fno-omit-frame-pointer -O1" \
+	    EXTRA_LDFLAGS="-fsanitize=address -Wl,-rpath,$(dir $(ASAN_RT))"
+	printf '#!/bin/sh\nLD_PRELOAD=%s ASAN_OPTIONS=%s exec /usr/sbin/nginx "$$@"\n' \
+	    $(ASAN_RT) detect_leaks=0:log_path=$(CURDIR)/build-asan/logs/asan \
+	    > build-asan/nginx && chmod +x build-asan/nginx
+	rm -rf build-asan/logs && mkdir -m 1777 build-asan/logs
+	LG_NGINX=$(CURDIR)/build-asan/nginx \
+	    LG_MODULE=$(CURDIR)/build-asan/ngx_http_linegate_module.so \
+	    prove $(PROVE_ARGS) t/
+	@if ls build-asan/logs/asan.* >/dev/null 2>&1; then \
+	    cat build-asan/logs/asan.*; echo "asan: reports above"; exit 1; \
+	else echo "asan: no reports"; fi
 
 bench: $(MODULE)
 	bash bench/run.sh
