@@ -87,6 +87,8 @@ static void ngx_http_linegate_redis_ping_cb(redisAsyncContext *ac,
 
 static void ngx_http_linegate_redis_read_handler(ngx_event_t *ev);
 static void ngx_http_linegate_redis_write_handler(ngx_event_t *ev);
+static void ngx_http_linegate_redis_watch(ngx_event_t *ev, ngx_int_t event,
+    ngx_uint_t on);
 static void ngx_http_linegate_redis_add_read(void *privdata);
 static void ngx_http_linegate_redis_del_read(void *privdata);
 static void ngx_http_linegate_redis_add_write(void *privdata);
@@ -1027,14 +1029,26 @@ ngx_http_linegate_redis_write_handler(ngx_event_t *ev)
 }
 
 
+/* hiredis asks to watch or stop watching one direction of the socket */
+static void
+ngx_http_linegate_redis_watch(ngx_event_t *ev, ngx_int_t event,
+    ngx_uint_t on)
+{
+    if (on && !ev->active) {
+        (void) ngx_add_event(ev, event, NGX_LEVEL_EVENT);
+
+    } else if (!on && ev->active) {
+        (void) ngx_del_event(ev, event, 0);
+    }
+}
+
+
 static void
 ngx_http_linegate_redis_add_read(void *privdata)
 {
     ngx_connection_t  *c = privdata;
 
-    if (!c->read->active) {
-        (void) ngx_add_event(c->read, NGX_READ_EVENT, NGX_LEVEL_EVENT);
-    }
+    ngx_http_linegate_redis_watch(c->read, NGX_READ_EVENT, 1);
 }
 
 
@@ -1043,9 +1057,7 @@ ngx_http_linegate_redis_del_read(void *privdata)
 {
     ngx_connection_t  *c = privdata;
 
-    if (c->read->active) {
-        (void) ngx_del_event(c->read, NGX_READ_EVENT, 0);
-    }
+    ngx_http_linegate_redis_watch(c->read, NGX_READ_EVENT, 0);
 }
 
 
@@ -1054,9 +1066,7 @@ ngx_http_linegate_redis_add_write(void *privdata)
 {
     ngx_connection_t  *c = privdata;
 
-    if (!c->write->active) {
-        (void) ngx_add_event(c->write, NGX_WRITE_EVENT, NGX_LEVEL_EVENT);
-    }
+    ngx_http_linegate_redis_watch(c->write, NGX_WRITE_EVENT, 1);
 }
 
 
@@ -1065,9 +1075,7 @@ ngx_http_linegate_redis_del_write(void *privdata)
 {
     ngx_connection_t  *c = privdata;
 
-    if (c->write->active) {
-        (void) ngx_del_event(c->write, NGX_WRITE_EVENT, 0);
-    }
+    ngx_http_linegate_redis_watch(c->write, NGX_WRITE_EVENT, 0);
 }
 
 
