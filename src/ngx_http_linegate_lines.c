@@ -45,6 +45,8 @@ static void ngx_http_linegate_lr_get_tx(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr);
 static void ngx_http_linegate_lr_get_tx_done(ngx_http_request_t *r,
     redisReply *reply);
+static void ngx_http_linegate_lr_rate_adjust(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr, const char *command);
 static ngx_uint_t ngx_http_linegate_lr_due(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr, redisReply *flat);
 static void ngx_http_linegate_lr_get_done(ngx_http_request_t *r,
@@ -254,9 +256,10 @@ ngx_http_linegate_lr_get(ngx_http_request_t *r, ngx_http_linegate_lr_t *lr)
 
 
 /*
- * What lr_get.lua does with lr_gate in 'w' mode, as plain commands: the
- * window's counter created with its expiry (SET NX PX, where the script
- * used INCR then PEXPIRE), counted, the hash and today's usage.
+ * What lr_get.lua does with lr_gate in 'w' mode, as plain commands
+ * pipelined: the window's counter counted (its expiry set when this
+ * request created it, as the script does), today's usage and the hash.
+ * The hash comes last: the pipeline copies the replies before the last.
  */
 static void
 ngx_http_linegate_lr_get_tx(ngx_http_request_t *r, ngx_http_linegate_lr_t *lr)
@@ -265,7 +268,7 @@ ngx_http_linegate_lr_get_tx(ngx_http_request_t *r, ngx_http_linegate_lr_t *lr)
     size_t                           len;
     int64_t                          window;
     ngx_str_t                        key;
-    ngx_http_linegate_redis_args_t   tx[4];
+    ngx_http_linegate_redis_args_t   tx[3];
     ngx_http_linegate_main_conf_t   *lmcf;
 
     lmcf = ngx_http_get_module_main_conf(r, ngx_http_linegate_module);
@@ -288,19 +291,22 @@ ngx_http_linegate_lr_get_tx(ngx_http_request_t *r, ngx_http_linegate_lr_t *lr)
     p = ngx_sprintf(p, "lg:{ws:%V}:rl:%L", &lr->who.value,
                     lr->now_ms / window);
     lr->rate_key.len = p - lr->rate_key.data;
+    lr->rate_ttl = window - lr->now_ms % window + 1000;
 
     ngx_http_linegate_redis_args_init(&tx[0]);
-    ngx_http_linegate_redis_arg_cstr(&tx[0], "SET");
+    ngx_http_linegate_redis_arg_cstr(&tx[0], "INCR");
     ngx_http_linegate_redis_arg_str(&tx[0], &lr->rate_key);
-    ngx_http_linegate_redis_arg_cstr(&tx[0], "0");
-    ngx_http_linegate_redis_arg_cstr(&tx[0], "PX");
-    ngx_http_linegate_redis_arg_int(r, &tx[0],
-                                    window - lr->now_ms % window + 1000);
-    ngx_http_linegate_redis_arg_cstr(&tx[0], "NX");
+
+    key.data = p;
+    p = ngx_sprintf(p, "lg:{ws:%V}:usage:%V:%V", &lr->who.value, &lr->id,
+                    &lr->date);
+    key.len = p - key.data;
 
     ngx_http_linegate_redis_args_init(&tx[1]);
-    ngx_http_linegate_redis_arg_cstr(&tx[1], "INCR");
-    ngx_http_linegate_redis_arg_str(&tx[1], &lr->rate_key);
+    ngx_http_linegate_redis_arg_cstr(&tx[1], "HMGET");
+    ngx_http_linegate_redis_arg_str(&tx[1], &key);
+    ngx_http_linegate_redis_arg_cstr(&tx[1], "newConversationsCount");
+    ngx_http_linegate_redis_arg_cstr(&tx[1], "totalMessagesCount");
 
     key.data = p;
     p = ngx_sprintf(p, "lg:{ws:%V}:lr:%V", &lr->who.value, &lr->id);
@@ -310,19 +316,8 @@ ngx_http_linegate_lr_get_tx(ngx_http_request_t *r, ngx_http_linegate_lr_t *lr)
     ngx_http_linegate_redis_arg_cstr(&tx[2], "HGETALL");
     ngx_http_linegate_redis_arg_str(&tx[2], &key);
 
-    key.data = p;
-    p = ngx_sprintf(p, "lg:{ws:%V}:usage:%V:%V", &lr->who.value, &lr->id,
-                    &lr->date);
-    key.len = p - key.data;
-
-    ngx_http_linegate_redis_args_init(&tx[3]);
-    ngx_http_linegate_redis_arg_cstr(&tx[3], "HMGET");
-    ngx_http_linegate_redis_arg_str(&tx[3], &key);
-    ngx_http_linegate_redis_arg_cstr(&tx[3], "newConversationsCount");
-    ngx_http_linegate_redis_arg_cstr(&tx[3], "totalMessagesCount");
-
-    if (ngx_http_linegate_redis_transaction(r, 4, tx,
-                                            ngx_http_linegate_lr_get_tx_done)
+    if (ngx_http_linegate_redis_pipeline(r, 3, tx,
+                                         ngx_http_linegate_lr_get_tx_done)
         != NGX_OK)
     {
         ngx_http_linegate_store_unavailable(r);
@@ -339,7 +334,6 @@ ngx_http_linegate_lr_get_tx_done(ngx_http_request_t *r, redisReply *reply)
     redisReply                      *e, *h, *u;
     ngx_http_linegate_lr_t          *lr;
     ngx_http_linegate_line_t        *line;
-    ngx_http_linegate_redis_args_t   a;
     ngx_http_linegate_main_conf_t   *lmcf;
 
     lmcf = ngx_http_get_module_main_conf(r, ngx_http_linegate_module);
@@ -347,13 +341,6 @@ ngx_http_linegate_lr_get_tx_done(ngx_http_request_t *r, redisReply *reply)
 
     if (reply == NULL) {
         ngx_http_linegate_store_unavailable(r);
-        return;
-    }
-
-    if (reply->elements != 4) {
-        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
-                      NGX_HTTP_LINEGATE_LOG "unexpected transaction reply");
-        ngx_http_linegate_internal_error(r);
         return;
     }
 
@@ -370,20 +357,25 @@ ngx_http_linegate_lr_get_tx_done(ngx_http_request_t *r, redisReply *reply)
         }
     }
 
+    u = reply->element[1];
     h = reply->element[2];
-    u = reply->element[3];
 
-    if (reply->element[1]->type != REDIS_REPLY_INTEGER
+    if (reply->elements != 3
+        || reply->element[0]->type != REDIS_REPLY_INTEGER
         || h->type != REDIS_REPLY_ARRAY
         || u->type != REDIS_REPLY_ARRAY || u->elements != 2)
     {
         ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
-                      NGX_HTTP_LINEGATE_LOG "unexpected transaction reply");
+                      NGX_HTTP_LINEGATE_LOG "unexpected pipeline reply");
         ngx_http_linegate_internal_error(r);
         return;
     }
 
-    left = (int64_t) lmcf->ws_rate - reply->element[1]->integer;
+    if (reply->element[0]->integer == 1) {
+        ngx_http_linegate_lr_rate_adjust(r, lr, "PEXPIRE");
+    }
+
+    left = (int64_t) lmcf->ws_rate - reply->element[0]->integer;
 
     if (left < 0) {
         /*
@@ -393,15 +385,7 @@ ngx_http_linegate_lr_get_tx_done(ngx_http_request_t *r, redisReply *reply)
         code = NGX_HTTP_LINEGATE_LR_RATE_LIMITED;
         left = 0;
 
-        ngx_http_linegate_redis_args_init(&a);
-        ngx_http_linegate_redis_arg_cstr(&a, "DECR");
-        ngx_http_linegate_redis_arg_str(&a, &lr->rate_key);
-
-        if (ngx_http_linegate_redis_command(r, &a, NULL) != NGX_OK) {
-            ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
-                          NGX_HTTP_LINEGATE_LOG "refused call left "
-                          "counted in \"%V\"", &lr->rate_key);
-        }
+        ngx_http_linegate_lr_rate_adjust(r, lr, "DECR");
 
     } else {
         code = h->elements ? NGX_HTTP_LINEGATE_LR_OK
@@ -471,6 +455,34 @@ ngx_http_linegate_lr_get_tx_done(ngx_http_request_t *r, redisReply *reply)
 
 
 /* lr_get.lua's test: awaiting payment, not checked lately, not held */
+/*
+ * What lr_gate does after its INCR, sent without waiting: the expiry of
+ * a window this request opened (PEXPIRE), or taking back a refused call
+ * (DECR). Lost with the connection, a window would only stay counted
+ * (DECR) or stay in Redis unread once its window has passed (PEXPIRE).
+ */
+static void
+ngx_http_linegate_lr_rate_adjust(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr, const char *command)
+{
+    ngx_http_linegate_redis_args_t  a;
+
+    ngx_http_linegate_redis_args_init(&a);
+    ngx_http_linegate_redis_arg_cstr(&a, command);
+    ngx_http_linegate_redis_arg_str(&a, &lr->rate_key);
+
+    if (ngx_strcmp(command, "PEXPIRE") == 0) {
+        ngx_http_linegate_redis_arg_int(r, &a, lr->rate_ttl);
+    }
+
+    if (ngx_http_linegate_redis_command(r, &a, NULL) != NGX_OK) {
+        ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
+                      NGX_HTTP_LINEGATE_LOG "%s of \"%V\" not sent",
+                      command, &lr->rate_key);
+    }
+}
+
+
 static ngx_uint_t
 ngx_http_linegate_lr_due(ngx_http_request_t *r, ngx_http_linegate_lr_t *lr,
     redisReply *flat)

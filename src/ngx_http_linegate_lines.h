@@ -131,11 +131,12 @@ struct ngx_http_linegate_lr_s {
     ngx_http_linegate_redis_args_t  args;
 
     /*
-     * GET by id with a known workspace: its transaction counted the
+     * GET by id with a known workspace: its pipeline counted the
      * request (rate_key, what it left); the script that claims a
      * reconciliation then does not count it again (lr_gate's 'n').
      */
     ngx_str_t                       rate_key;
+    int64_t                         rate_ttl;    /* ms, when created */
     ngx_uint_t                      counted;
     int64_t                         remaining;
 

@@ -12,6 +12,7 @@
 #include "ngx_http_linegate_redis.h"
 #include "ngx_http_linegate_reply.h"
 #include "ngx_http_linegate_scripts.h"
+#include "ngx_http_linegate_request_id.h"
 
 
 typedef struct {
@@ -281,6 +282,13 @@ static ngx_command_t  ngx_http_linegate_commands[] = {
       ngx_conf_set_sec_slot,
       NGX_HTTP_MAIN_CONF_OFFSET,
       offsetof(ngx_http_linegate_main_conf_t, idempotency_ttl),
+      NULL },
+
+    { ngx_string("linegate_fast_request_id"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_FLAG,
+      ngx_conf_set_flag_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_linegate_main_conf_t, fast_request_id),
       NULL },
 
       ngx_null_command
@@ -749,6 +757,7 @@ ngx_http_linegate_create_main_conf(ngx_conf_t *cf)
     lmcf->line_daily_conversations = NGX_CONF_UNSET_UINT;
     lmcf->line_daily_messages = NGX_CONF_UNSET_UINT;
     lmcf->idempotency_ttl = NGX_CONF_UNSET;
+    lmcf->fast_request_id = NGX_CONF_UNSET;
 
     return lmcf;
 }
@@ -779,6 +788,7 @@ ngx_http_linegate_init_main_conf(ngx_conf_t *cf, void *conf)
     ngx_conf_init_uint_value(lmcf->line_daily_conversations, 20);
     ngx_conf_init_uint_value(lmcf->line_daily_messages, 50);
     ngx_conf_init_value(lmcf->idempotency_ttl, 86400);
+    ngx_conf_init_value(lmcf->fast_request_id, 1);
 
     if (lmcf->stripe_version.len == 0) {
         ngx_str_set(&lmcf->stripe_version, "2025-03-31.basil");
@@ -1350,6 +1360,12 @@ ngx_http_linegate_init(ngx_conf_t *cf)
         return NGX_ERROR;
     }
 
+    if (lmcf->fast_request_id
+        && ngx_http_linegate_request_id_install(cf) != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
     return NGX_OK;
 }
 
@@ -1360,6 +1376,8 @@ ngx_http_linegate_init_process(ngx_cycle_t *cycle)
     if (ngx_http_linegate_scripts_init(cycle->log) != NGX_OK) {
         return NGX_ERROR;
     }
+
+    ngx_http_linegate_request_id_init_process(cycle);
 
     return ngx_http_linegate_redis_init_process(cycle);
 }

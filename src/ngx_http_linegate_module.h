@@ -101,6 +101,9 @@ typedef struct {
     ngx_uint_t                      line_daily_messages;
     time_t                          idempotency_ttl;
 
+    /* $request_id made per worker (ngx_http_linegate_request_id.c) */
+    ngx_flag_t                      fast_request_id;
+
     /* which APIs some location serves: what must be configured */
     unsigned                        uses_lines:1;
     unsigned                        uses_provision:1;

@@ -55,8 +55,19 @@ typedef struct {
     int                                 nkeys;
     ngx_http_linegate_redis_args_t     *args;
     ngx_uint_t                          retried;
-    ngx_uint_t                          transaction; /* the EXEC */
 } ngx_http_linegate_redis_cmd_t;
+
+
+/* commands written back to back, answered to one handler */
+typedef struct {
+    ngx_http_linegate_redis_cmd_t       cmd;    /* first: freed as one */
+    ngx_uint_t                          queued; /* callbacks hiredis owes */
+    ngx_uint_t                          received;
+    ngx_uint_t                          lost;   /* a reply never came */
+    redisReply                         *element[
+                                        NGX_HTTP_LINEGATE_REDIS_MAX_PIPELINE];
+    redisReply                          array;
+} ngx_http_linegate_redis_pipeline_t;
 
 
 static void ngx_http_linegate_redis_connect(void);
@@ -70,8 +81,14 @@ static void ngx_http_linegate_redis_setup_cb(redisAsyncContext *ac,
     void *reply, void *privdata);
 static void ngx_http_linegate_redis_reply_cb(redisAsyncContext *ac,
     void *reply, void *privdata);
-static void ngx_http_linegate_redis_queued_cb(redisAsyncContext *ac,
+static void ngx_http_linegate_redis_pipeline_cb(redisAsyncContext *ac,
     void *reply, void *privdata);
+static void ngx_http_linegate_redis_pipeline_drop(
+    ngx_http_linegate_redis_pipeline_t *pl);
+static redisReply *ngx_http_linegate_redis_copy(ngx_pool_t *pool,
+    redisReply *src);
+static void ngx_http_linegate_redis_finish(ngx_http_linegate_redis_cmd_t *cmd,
+    redisReply *reply);
 static void ngx_http_linegate_redis_log_error(ngx_log_t *log,
     redisReply *reply);
 static ngx_int_t ngx_http_linegate_redis_unavailable(redisReply *reply);
@@ -268,23 +285,28 @@ ngx_http_linegate_redis_command(ngx_http_request_t *r,
 
 
 ngx_int_t
-ngx_http_linegate_redis_transaction(ngx_http_request_t *r,
+ngx_http_linegate_redis_pipeline(ngx_http_request_t *r,
     ngx_uint_t ncmds, ngx_http_linegate_redis_args_t *args,
     ngx_http_linegate_redis_handler_pt handler)
 {
-    ngx_uint_t                      i;
-    ngx_http_linegate_redis_t      *rd;
-    ngx_http_linegate_redis_cmd_t  *cmd;
+    ngx_uint_t                           i;
+    ngx_http_linegate_redis_t           *rd;
+    ngx_http_linegate_redis_pipeline_t  *pl;
 
     rd = &ngx_http_linegate_redis;
 
     for (i = 0; i < ncmds; i++) {
         if (args[i].argc <= 0) {
-            ngx_log_error(NGX_LOG_ALERT, r->connection->log, 0,
-                          NGX_HTTP_LINEGATE_LOG "bad arguments for "
-                          "a transaction");
-            return NGX_ERROR;
+            break;
         }
+    }
+
+    if (ncmds == 0 || ncmds > NGX_HTTP_LINEGATE_REDIS_MAX_PIPELINE
+        || i < ncmds)
+    {
+        ngx_log_error(NGX_LOG_ALERT, r->connection->log, 0,
+                      NGX_HTTP_LINEGATE_LOG "bad arguments for a pipeline");
+        return NGX_ERROR;
     }
 
     if (rd->state != NGX_HTTP_LINEGATE_REDIS_CONNECTED) {
@@ -293,69 +315,49 @@ ngx_http_linegate_redis_transaction(ngx_http_request_t *r,
         return NGX_ERROR;
     }
 
-    cmd = ngx_alloc(sizeof(ngx_http_linegate_redis_cmd_t),
-                    r->connection->log);
-    if (cmd == NULL) {
+    pl = ngx_alloc(sizeof(ngx_http_linegate_redis_pipeline_t),
+                   r->connection->log);
+    if (pl == NULL) {
         return NGX_ERROR;
     }
 
-    ngx_memzero(cmd, sizeof(ngx_http_linegate_redis_cmd_t));
-    cmd->r = r;
-    cmd->handler = handler;
-    cmd->script = -1;
-    cmd->transaction = 1;
+    ngx_memzero(pl, sizeof(ngx_http_linegate_redis_pipeline_t));
+    pl->cmd.r = r;
+    pl->cmd.handler = handler;
+    pl->cmd.script = -1;
 
     /*
-     * hiredis appends all of it to its output buffer now and writes it
-     * at once; nothing of another request can come in between, since
-     * the worker runs one handler at a time.
+     * hiredis appends them to its output buffer now and writes them with
+     * the other requests' commands at the next turn of the event loop.
      */
-    if (redisAsyncCommand(rd->ac, ngx_http_linegate_redis_queued_cb, NULL,
-                          "MULTI")
-        != REDIS_OK)
-    {
-        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
-                      NGX_HTTP_LINEGATE_LOG "redis command not sent");
-        ngx_free(cmd);
-        return NGX_ERROR;
-    }
-
     for (i = 0; i < ncmds; i++) {
-        if (redisAsyncCommandArgv(rd->ac, ngx_http_linegate_redis_queued_cb,
-                                  NULL, args[i].argc, args[i].argv,
+        if (redisAsyncCommandArgv(rd->ac, ngx_http_linegate_redis_pipeline_cb,
+                                  pl, args[i].argc, args[i].argv,
                                   args[i].argvlen)
             != REDIS_OK)
         {
-            goto failed;
+            ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                          NGX_HTTP_LINEGATE_LOG "redis pipeline not sent");
+
+            /* the commands already queued still call back: they free it */
+            pl->cmd.r = NULL;
+
+            if (pl->queued == 0) {
+                ngx_free(pl);
+            }
+
+            return NGX_ERROR;
         }
+
+        pl->queued++;
     }
 
-    if (redisAsyncCommand(rd->ac, ngx_http_linegate_redis_reply_cb, cmd,
-                          "EXEC")
-        != REDIS_OK)
-    {
-        goto failed;
-    }
-
-    cmd->timer.handler = ngx_http_linegate_redis_cmd_timeout;
-    cmd->timer.data = &ngx_http_linegate_redis_dummy;
-    cmd->timer.log = r->connection->log;
-    ngx_add_timer(&cmd->timer, rd->lmcf->redis_command_timeout);
+    pl->cmd.timer.handler = ngx_http_linegate_redis_cmd_timeout;
+    pl->cmd.timer.data = &ngx_http_linegate_redis_dummy;
+    pl->cmd.timer.log = r->connection->log;
+    ngx_add_timer(&pl->cmd.timer, rd->lmcf->redis_command_timeout);
 
     return NGX_OK;
-
-failed:
-
-    ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
-                  NGX_HTTP_LINEGATE_LOG "redis transaction not sent");
-    ngx_free(cmd);
-
-    /* left inside MULTI, the connection would queue everyone's commands */
-    if (redisAsyncCommand(rd->ac, NULL, NULL, "DISCARD") != REDIS_OK) {
-        ngx_http_linegate_redis_drop("transaction not discarded");
-    }
-
-    return NGX_ERROR;
 }
 
 
@@ -432,10 +434,8 @@ ngx_http_linegate_redis_reply_cb(redisAsyncContext *ac, void *data,
     void *privdata)
 {
     redisReply                          *reply;
-    ngx_connection_t                    *c;
     ngx_http_request_t                  *r;
     ngx_http_linegate_redis_cmd_t       *cmd;
-    ngx_http_linegate_redis_handler_pt   handler;
 
     cmd = privdata;
     reply = data;
@@ -472,46 +472,149 @@ ngx_http_linegate_redis_reply_cb(redisAsyncContext *ac, void *data,
     } else if (reply->type == REDIS_REPLY_ERROR) {
         ngx_http_linegate_redis_log_error(r->connection->log, reply);
         reply = NULL;
-
-    } else if (cmd->transaction && reply->type != REDIS_REPLY_ARRAY) {
-        /* a nil EXEC: the transaction did not run */
-        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
-                      NGX_HTTP_LINEGATE_LOG "redis transaction aborted");
-        reply = NULL;
     }
 
-    handler = cmd->handler;
+    ngx_http_linegate_redis_finish(cmd, reply);
+}
+
+
+/* the one answer to a command or a pipeline; cmd is freed */
+static void
+ngx_http_linegate_redis_finish(ngx_http_linegate_redis_cmd_t *cmd,
+    redisReply *reply)
+{
+    ngx_connection_t    *c;
+    ngx_http_request_t  *r;
+
+    r = cmd->r;
+    c = r->connection;
 
     if (cmd->timer.timer_set) {
         ngx_del_timer(&cmd->timer);
     }
 
+    /* after the handler: a pipeline's array reply lives in cmd */
+    cmd->handler(r, reply);
     ngx_free(cmd);
 
-    c = r->connection;
-    handler(r, reply);
     ngx_http_run_posted_requests(c);
 }
 
 
 /*
- * The reply of MULTI or of a command inside it: "OK" or "QUEUED", or the
- * reason why Redis refused it, which EXEC's EXECABORT does not repeat.
+ * One reply of a pipeline, in order. Those before the last are copied to
+ * the request's pool (hiredis frees a reply when its callback returns);
+ * the last one is hiredis's own, valid while the handler runs.
  */
 static void
-ngx_http_linegate_redis_queued_cb(redisAsyncContext *ac, void *data,
+ngx_http_linegate_redis_pipeline_cb(redisAsyncContext *ac, void *data,
     void *privdata)
 {
-    redisReply  *reply;
+    redisReply                          *reply;
+    ngx_http_request_t                  *r;
+    ngx_http_linegate_redis_pipeline_t  *pl;
 
     reply = data;
+    pl = privdata;
+    pl->queued--;
+    r = pl->cmd.r;
 
-    if (reply != NULL && reply->type == REDIS_REPLY_ERROR
-        && !ngx_http_linegate_redis.exiting)
-    {
-        ngx_http_linegate_redis_log_error(ngx_http_linegate_redis.log,
-                                          reply);
+    if (r == NULL || ngx_http_linegate_redis.exiting) {
+        /* the request gave up (timed out, or was never answered here) */
+        pl->cmd.r = NULL;
+        ngx_http_linegate_redis_pipeline_drop(pl);
+        return;
     }
+
+    if (reply == NULL) {
+        pl->lost = 1;
+
+    } else if (pl->queued) {
+        reply = ngx_http_linegate_redis_copy(r->pool, reply);
+        if (reply == NULL) {
+            pl->lost = 1;
+        }
+    }
+
+    pl->element[pl->received++] = reply;
+
+    if (pl->queued) {
+        return;
+    }
+
+    if (pl->lost) {
+        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                      NGX_HTTP_LINEGATE_LOG "redis connection lost "
+                      "with a command in flight");
+        reply = NULL;
+
+    } else {
+        pl->array.type = REDIS_REPLY_ARRAY;
+        pl->array.elements = pl->received;
+        pl->array.element = pl->element;
+        reply = &pl->array;
+    }
+
+    ngx_http_linegate_redis_finish(&pl->cmd, reply);
+}
+
+
+/* nobody waits for this pipeline: freed with its last callback */
+static void
+ngx_http_linegate_redis_pipeline_drop(ngx_http_linegate_redis_pipeline_t *pl)
+{
+    if (pl->queued) {
+        return;
+    }
+
+    if (pl->cmd.timer.timer_set) {
+        ngx_del_timer(&pl->cmd.timer);
+    }
+
+    ngx_free(pl);
+}
+
+
+/* a reply tree into a pool: strings keep hiredis's trailing NUL */
+static redisReply *
+ngx_http_linegate_redis_copy(ngx_pool_t *pool, redisReply *src)
+{
+    size_t       i;
+    redisReply  *dst;
+
+    dst = ngx_palloc(pool, sizeof(redisReply));
+    if (dst == NULL) {
+        return NULL;
+    }
+
+    *dst = *src;
+
+    if (src->str != NULL) {
+        dst->str = ngx_pnalloc(pool, src->len + 1);
+        if (dst->str == NULL) {
+            return NULL;
+        }
+
+        ngx_memcpy(dst->str, src->str, src->len + 1);
+    }
+
+    if (src->element == NULL) {
+        return dst;
+    }
+
+    dst->element = ngx_palloc(pool, src->elements * sizeof(redisReply *));
+    if (dst->element == NULL) {
+        return NULL;
+    }
+
+    for (i = 0; i < src->elements; i++) {
+        dst->element[i] = ngx_http_linegate_redis_copy(pool, src->element[i]);
+        if (dst->element[i] == NULL) {
+            return NULL;
+        }
+    }
+
+    return dst;
 }
 
 

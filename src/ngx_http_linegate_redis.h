@@ -14,7 +14,8 @@
 #include "ngx_http_linegate_lua.h"
 
 
-#define NGX_HTTP_LINEGATE_REDIS_MAX_ARGS  64
+#define NGX_HTTP_LINEGATE_REDIS_MAX_ARGS      64
+#define NGX_HTTP_LINEGATE_REDIS_MAX_PIPELINE  8
 
 
 /*
@@ -65,13 +66,14 @@ ngx_int_t ngx_http_linegate_redis_command(ngx_http_request_t *r,
     ngx_http_linegate_redis_handler_pt handler);
 
 /*
- * MULTI, the ncmds commands of args[] and EXEC, written back to back:
- * one round trip, run by Redis as one unit. The handler gets EXEC's
- * array reply (one element per command, each possibly an error), or
- * NULL as for a command, also when Redis refused to queue a command
- * (EXECABORT). args may be freed once this returns.
+ * The ncmds commands of args[] written back to back: one round trip,
+ * without MULTI/EXEC (two commands fewer for Redis, no QUEUED replies),
+ * so not atomic: for reads, and counters whose interleaving with other
+ * clients does not matter. The handler gets an array reply with one
+ * element per command (an error element for a command Redis refused),
+ * or NULL as for a command. args may be freed once this returns.
  */
-ngx_int_t ngx_http_linegate_redis_transaction(ngx_http_request_t *r,
+ngx_int_t ngx_http_linegate_redis_pipeline(ngx_http_request_t *r,
     ngx_uint_t ncmds, ngx_http_linegate_redis_args_t *args,
     ngx_http_linegate_redis_handler_pt handler);
 

@@ -6,7 +6,6 @@ use warnings;
 use lib 't/lib';
 
 use Test::More;
-use IO::Socket::INET;
 use Time::HiRes qw(sleep);
 use LG::Stack;
 use LG::Test;
@@ -19,40 +18,14 @@ my $n = 0;
 
 sub ws { return $l->workspace('org_r' . ++$n, @_) }
 
-# The commands Redis received from clients (not from inside scripts)
-# while $code ran, as MONITOR saw them; keepalive PINGs left out.
-sub top_level_commands {
-    my ($code) = @_;
-    my $m = IO::Socket::INET->new(PeerAddr => '127.0.0.1',
-                                  PeerPort => $s->redis_port) or die $!;
-    print $m "MONITOR\r\n";
-    my $ok = <$m>;
-    $code->();
-    sleep 0.2;
-    my @lines;
-    $m->blocking(0);
-    while (defined(my $line = <$m>)) { push @lines, $line }
-    close $m;
-    return grep { !/\[\d+ lua\]/ && !/"(?:ping|PING)"/ } @lines;
-}
-
-# Round trips among those: a MULTI ... EXEC block is one (written at
-# once, answered at once), any other command one each.
-sub round_trips {
-    my (%open, $n);
-    for (@_) {
-        my ($client, $cmd) = /\[\d+ ([^\]]+)\] "(\w+)"/ or next;
-        $cmd = uc $cmd;
-        if ($cmd eq 'MULTI') {
-            $open{$client} = 1;
-            $n++;
-        } elsif ($cmd eq 'EXEC' || $cmd eq 'DISCARD') {
-            delete $open{$client};
-        } elsif (!$open{$client}) {
-            $n++;
-        }
-    }
-    return $n // 0;
+# The commands Redis received from clients while $code ran (commands
+# run inside scripts left out) and the round trips the request waited
+# for: Redis's reads, less the fire-and-forget PEXPIRE that a request
+# opening a rate window writes after its answer.
+sub traffic {
+    my ($cmds, $reads) = $s->redis_traffic(@_);
+    my $after = grep { /"pexpire"/i } @$cmds;
+    return ($cmds, $reads - $after);
 }
 
 sub invoice_gets {
@@ -76,26 +49,26 @@ subtest 'GET: an included request, in one Redis round trip' => sub {
     my ($id, $created) = $l->created($w);
 
     my $tx;
-    my @cmds = top_level_commands(sub { $tx = $l->get($w, $id) });
+    my ($cmds, $trips) = traffic(sub { $tx = $l->get($w, $id) });
     my $b = $l->answer($tx, 200, 'GET');
-    is(round_trips(@cmds), 1, 'one round trip') or diag "@cmds";
+    is($trips, 1, 'one round trip') or diag "@$cmds";
 
-    # the key now cached by every worker: a transaction, no script
+    # the key now cached by every worker: a pipeline, no script
     $l->get($w, $id) for 1 .. 4;
-    @cmds = top_level_commands(sub { $tx = $l->get($w, $id) });
+    ($cmds, $trips) = traffic(sub { $tx = $l->get($w, $id) });
     is_deeply($l->answer($tx, 200, 'hot GET'), $b, 'the same answer');
-    is(round_trips(@cmds), 1, 'hot GET: one round trip')
-        or diag "@cmds";
-    ok(!grep(/"EVALSHA"/i, @cmds), 'hot GET: no script') or diag "@cmds";
-    like($cmds[0] // '', qr/"MULTI"/i, 'hot GET: a transaction');
-    like($cmds[-1] // '', qr/"EXEC"/i, 'hot GET: ends with EXEC');
+    is($trips, 1, 'hot GET: one round trip') or diag "@$cmds";
+    ok(!grep(/"EVALSHA"/i, @$cmds), 'hot GET: no script') or diag "@$cmds";
+    is_deeply([map { /"(\w+)"/ ? uc $1 : '?' }
+               grep { !/"pexpire"/i } @$cmds],
+              [qw(INCR HMGET HGETALL)], 'hot GET: three plain commands')
+        or diag "@$cmds";
 
-    @cmds = top_level_commands(sub { $tx = $l->get($w->{clerk}, $id) });
+    ($cmds, $trips) = traffic(sub { $tx = $l->get($w->{clerk}, $id) });
     is_deeply($l->answer($tx, 200, 'Clerk GET'), $b, 'Clerk: same answer');
-    is(round_trips(@cmds), 1, 'Clerk GET: one round trip')
-        or diag "@cmds";
-    ok(!grep(/"EVALSHA"/i, @cmds), 'Clerk GET: no script')
-        or diag "@cmds";
+    is($trips, 1, 'Clerk GET: one round trip') or diag "@$cmds";
+    ok(!grep(/"EVALSHA"/i, @$cmds), 'Clerk GET: no script')
+        or diag "@$cmds";
 
     is_deeply([sort keys %$b],
               [qw(line paymentRequired paymentStatus status success)],
@@ -175,14 +148,14 @@ subtest 'GET with a cached key, due for a check: counted once' => sub {
     is(invoice_gets($inv), 0, 'within the interval: Stripe not asked');
 
     $r->hset("lg:{ws:$w->{id}}:lr:$id", reconciledAt => 0);
-    my @cmds = top_level_commands(sub { $tx = $l->get($w, $id) });
+    my ($cmds) = traffic(sub { $tx = $l->get($w, $id) });
     my $b = $l->answer($tx, 200, 'due for a check');
     is($b->{status}, 'awaiting_payment', 'still awaiting payment');
     is(invoice_gets($inv), 1, 'Stripe asked once');
-    like($cmds[0] // '', qr/"MULTI"/i, 'the transaction first')
-        or diag "@cmds";
-    is(scalar(grep /"EVALSHA"/i, @cmds), 1, 'then the claim, a script')
-        or diag "@cmds";
+    like($cmds->[0] // '', qr/"INCR"/i, 'the pipeline first')
+        or diag "@$cmds";
+    is(scalar(grep /"EVALSHA"/i, @$cmds), 1, 'then the claim, a script')
+        or diag "@$cmds";
     is($remaining->($tx), $before - 1, 'the request counted once');
     ok($r->hget("lg:{ws:$w->{id}}:lr:$id", 'reconciledAt') > 0,
        'the check is claimed');

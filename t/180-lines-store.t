@@ -32,6 +32,89 @@ my @calls = (
     ['payment_link', sub { $l->manage($w, $pending, 'payment_link') }],
 );
 
+# The hot GET: with the key cached by every worker, three plain commands
+# pipelined (INCR, HMGET, HGETALL), answered to one handler.
+$l->get($w, $id) for 1 .. 4;
+my $good = $l->answer($l->get($w, $id), 200, 'hot GET');
+my $redis_cli = "redis-cli -p @{[ $s->redis_port ]}";
+
+# answers again (a worker may reconnect first), then six times the same
+sub answers_again {
+    my ($name) = @_;
+    my $tx;
+    for (1 .. 50) {
+        $tx = $l->get($w, $id);
+        last if $tx->res->code == 200;
+        sleep 0.1;
+    }
+    my @same = grep { ($l->answer($l->get($w, $id), 200, "$name, after")
+                       ->{line}{_id} // '') eq $id } 1 .. 6;
+    is(scalar @same, 6, "$name: every answer about the right request");
+    unlike($s->error_log, qr/exited on signal/, "$name: no worker crashed");
+}
+
+subtest 'hot GET: a command of the pipeline fails' => sub {
+    my @d = gmtime;
+    my $today = sprintf '%04d-%02d-%02d', $d[5] + 1900, $d[4] + 1, $d[3];
+    my $usage = "lg:{ws:$w->{id}}:usage:$id:$today";
+    my $r = $s->redis;
+
+    $r->set($usage, 'not a hash');
+    my $tx = $l->get($w, $id);
+    $l->error_is($tx, 503, 'STORE_UNAVAILABLE', 'HMGET on a string');
+    my $rid = $tx->res->headers->header('X-Request-Id');
+    like($s->error_log, qr/linegate: redis error: "WRONGTYPE.*\Q$rid\E/,
+         'the error log says which command failed');
+    $r->del($usage);
+    is_deeply($l->answer($l->get($w, $id), 200, 'fixed'), $good,
+              'the same answer as before');
+};
+
+subtest 'hot GET: Redis hangs, its replies come late' => sub {
+    like(qx{$redis_cli CLIENT PAUSE 1200}, qr/^OK/, 'Redis paused');
+    my ($secs, $tx) = timed { $l->get($w, $id) };
+    $l->error_is($tx, 503, 'STORE_UNAVAILABLE', 'Redis paused');
+    cmp_ok($secs, '<', 1.1, 'answered at the command timeout');
+
+    # the late replies are dropped, not handed to later requests
+    sleep 1.3;
+    answers_again('late replies');
+};
+
+subtest 'hot GET: Redis dies with the pipeline in flight' => sub {
+    # Redis holds the GET's commands unanswered, then is killed
+    like(qx{$redis_cli CLIENT PAUSE 2000}, qr/^OK/, 'Redis paused');
+
+    my ($tx, $t0, $secs);
+    $t0 = Time::HiRes::time();
+    $s->ua->get($s->url("/api/line-requests/$id") =>
+                {Authorization => "Bearer $w->{key}"} => sub {
+        (undef, $tx) = @_;
+        $secs = Time::HiRes::time() - $t0;
+        Mojo::IOLoop->stop;
+    });
+    Mojo::IOLoop->timer(0.15 => sub { kill 'KILL', $s->{pids}{redis} });
+    Mojo::IOLoop->start;
+
+    $l->error_is($tx, 503, 'STORE_UNAVAILABLE', 'connection lost');
+    cmp_ok($secs, '<', 0.45, 'at once, not at the command timeout');
+    like($s->error_log, qr/redis connection lost with a command in flight/,
+         'the error log says the connection was lost');
+
+    $s->stop_redis;
+    my $mark = length $s->error_log;
+    $s->start_redis;
+    ok($s->wait_redis_connected($mark, 5), 'the workers reconnect');
+    $w = $l->workspace('org_store_pipe');
+    $id = $l->created($w);
+    $l->get($w, $id) for 1 .. 4;
+    answers_again('Redis restarted');
+};
+
+$w = $l->workspace('org_store');
+$id = $l->created($w);
+($pending) = $l->awaiting($w);
+
 $s->stop_redis;
 
 for my $c (@calls) {

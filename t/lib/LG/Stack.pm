@@ -431,6 +431,41 @@ sub redis {
     );
 }
 
+# What Redis received from clients while $code ran: the commands, as
+# MONITOR saw them (keepalive PINGs, this helper's INFO and the commands
+# scripts run inside Redis left out), and the round trips: the reads Redis
+# made (INFO's total_reads_processed), one per write of a client, so
+# commands written together (a pipeline) count once. Fire-and-forget
+# commands, written after the answer and never waited for, are writes too:
+# the caller subtracts those it expects.
+sub redis_traffic {
+    my ($self, $code) = @_;
+
+    my $m = IO::Socket::INET->new(PeerAddr => '127.0.0.1',
+                                  PeerPort => $self->{redis_port})
+        or croak "monitor: $!";
+    print $m "MONITOR\r\n";
+    my $ok = <$m>;
+
+    my $reads = sub { $self->redis->info('stats')->{total_reads_processed} };
+    my $before = $reads->();
+    $code->();
+    sleep 0.2;
+    my $after = $reads->();
+
+    my @lines;
+    $m->blocking(0);
+    while (defined(my $line = <$m>)) { push @lines, $line }
+    close $m;
+
+    my @top = grep { !/\[\d+ lua\]/ } @lines;
+    my $pings = grep { /"ping"/i } @top;
+
+    # the second INFO's own read is counted in $after
+    return ([grep { !/"(?:ping|info)"/i } @top],
+            $after - $before - 1 - $pings);
+}
+
 # Build and run a request. $body: a reference to a string (sent as is),
 # any other reference (sent as JSON) or undef (no body).
 sub _request {
