@@ -490,29 +490,35 @@ cmdstats_diff() {    # cmdstats_diff BEFORE AFTER REQUESTS -> "total breakdown"
 
 declare -A RTRIPS=()    # id -> "round trips/req|in-script commands/req"
 
-# MONITOR shows every command a client sends, and the commands scripts run
-# as "[0 lua]": client commands per request are the round trips
+# Round trips are Redis's reads (INFO total_reads_processed): one per
+# write of a client, so commands written together (a pipeline) count once.
+# Less what MONITOR shows was not a request waiting: keepalive PINGs, the
+# fire-and-forget PEXPIRE/DECR on a rate window, this probe's own INFO.
+# MONITOR also shows the commands scripts run, as "[0 lua]".
+redis_reads() {
+    redis-cli -p "$REDIS_PORT" info stats |
+        awk -F: '/^total_reads_processed:/ { print $2 + 0 }'
+}
+
 probe_roundtrips() {
-    local id=$1 url script mon out req top lua
+    local id=$1 url script mon out req top lua r0 r1 unwaited
     url=$(tfield "$id" 5); script=$(tfield "$id" 6)
     mon=$RAW/monitor.$id.txt
     seed "$(tfield "$id" 7)"
     redis-cli -p "$REDIS_PORT" monitor > "$mon" 2>/dev/null &
     echo $! > "$TMP/monitor.pid"
     sleep 0.3
+    r0=$(redis_reads)
     out=$(wrk -t1 -c1 -d1s ${script:+-s "$script"} "$url" 2>&1) || true
     sleep 0.3
+    r1=$(redis_reads)
     stop_pidfile "$TMP/monitor.pid" TERM "redis-cli monitor" 2>/dev/null
     req=$(awk '/requests in/ {print $1}' <<<"$out")
-    # commands the server sent, keepalive PINGs left out; a MULTI ...
-    # EXEC block is one round trip (written at once, answered at once)
-    top=$(awk '/\[[0-9]* lua\]/ || !/^[0-9.]* \[/ { next }
-        { c = $3; sub(/\]$/, "", c); cmd = toupper($4) }
-        cmd == "\"PING\"" { next }
-        cmd == "\"MULTI\"" { open[c] = 1; n++; next }
-        cmd == "\"EXEC\"" || cmd == "\"DISCARD\"" { delete open[c]; next }
-        !(c in open) { n++ }
+    unwaited=$(awk '/\[[0-9]* lua\]/ || !/^[0-9.]* \[/ { next }
+        { cmd = toupper($4) }
+        cmd == "\"PING\"" || cmd == "\"PEXPIRE\"" || cmd == "\"DECR\"" { n++ }
         END { print n + 0 }' "$mon")
+    top=$((r1 - r0 - 1 - unwaited))
     lua=$(grep -c '\[[0-9]* lua\]' "$mon" || true)
     if [[ -n $req && $req -gt 0 ]]; then
         RTRIPS[$id]=$(awk -v t="$top" -v l="$lua" -v n="$req" 'BEGIN { printf "%.2f|%.2f", t / n, l / n }')
@@ -760,7 +766,7 @@ report() {
             done
         done
         echo
-        echo "p50/p99: one value per run. Redis cmds/req: \`INFO commandstats\` after minus before, divided by wrk's requests; it counts the commands scripts run inside Redis too (\`EVALSHA\` + \`GET\` + \`HGETALL\` = 3). Round trips/req: commands the server sent Redis (a \`MULTI\` ... \`EXEC\` block counted as one), counted with \`MONITOR\` during a 1-connection run. CPU: % of one core (the box has $(nproc): $(( $(nproc) * 100 ))%), server = the target's processes (static: linegate's nginx), other = processes outside the benchmark (other engineers' builds and tests: figures with a high value were taken under contention). x static, x Lua...: req/s of the row / req/s of that target on the same endpoint (Clerk rows: against the peers' API-key reads)."
+        echo "p50/p99: one value per run. Redis cmds/req: \`INFO commandstats\` after minus before, divided by wrk's requests; it counts the commands scripts run inside Redis too (\`EVALSHA\` + \`GET\` + \`HGETALL\` = 3). Round trips/req: writes the server made to Redis that a request waited for (Redis's \`total_reads_processed\`, less keepalive PINGs and the fire-and-forget \`PEXPIRE\`/\`DECR\` of a rate window seen with \`MONITOR\`), during a 1-connection run; commands pipelined in one write count once. CPU: % of one core (the box has $(nproc): $(( $(nproc) * 100 ))%), server = the target's processes (static: linegate's nginx), other = processes outside the benchmark (other engineers' builds and tests: figures with a high value were taken under contention). x static, x Lua...: req/s of the row / req/s of that target on the same endpoint (Clerk rows: against the peers' API-key reads)."
         if [[ -s $RES/confirm.tsv ]]; then
             echo
             echo "**Preview + confirm through the Stripe stub** (wrk -t$THREADS -c$CONFIRM_CONNS -d$DURATION, reported apart: the single-process Perl stub is the bottleneck)"

@@ -12,8 +12,6 @@
  */
 
 
-#include <openssl/sha.h>
-
 #include "ngx_http_linegate_module.h"
 #include "ngx_http_linegate_auth.h"
 #include "ngx_http_linegate_crypto.h"
@@ -140,7 +138,12 @@ ngx_http_linegate_auth_workspace(ngx_http_request_t *r,
     ngx_str_null(&p->subject);
     ctx->auth = NGX_HTTP_LINEGATE_AUTH_API_KEY;
 
-    (void) SHA256(token.data, token.len, p->digest);
+    if (ngx_http_linegate_sha256(token.data, token.len, NULL, 0, p->digest)
+        != 0)
+    {
+        ngx_http_linegate_internal_error(r);
+        return NGX_DECLINED;
+    }
 
     lmcf = ngx_http_get_module_main_conf(r, ngx_http_linegate_module);
     p->epoch = lmcf->apikey_epoch ? *lmcf->apikey_epoch : 0;
@@ -217,7 +220,9 @@ ngx_http_linegate_auth_learn(ngx_http_request_t *r,
 
     lmcf = ngx_http_get_module_main_conf(r, ngx_http_linegate_module);
 
-    if (p->kind != NGX_HTTP_LINEGATE_AUTH_API_KEY || p->cached
+    if ((p->kind != NGX_HTTP_LINEGATE_AUTH_API_KEY
+         && p->kind != NGX_HTTP_LINEGATE_AUTH_SB_KEY)
+        || p->cached
         || lmcf->apikey_cache_ttl == 0
         || ws->len == 0 || ws->len > NGX_HTTP_LINEGATE_CACHED_ID_MAX)
     {
@@ -327,7 +332,13 @@ ngx_http_linegate_clerk(ngx_http_request_t *r, ngx_http_linegate_ctx_t *ctx,
         return ngx_http_linegate_unauthorized(r, ctx, "token too long");
     }
 
-    (void) SHA256(token->data, token->len, fresh.digest);
+    if (ngx_http_linegate_sha256(token->data, token->len, NULL, 0,
+                                 fresh.digest)
+        != 0)
+    {
+        ngx_http_linegate_internal_error(r);
+        return NGX_DECLINED;
+    }
 
     /* a remembered token is still checked against its expiry */
     e = ngx_http_linegate_clerk_cached(r, fresh.digest, &way);
@@ -481,12 +492,14 @@ ngx_http_linegate_clerk_verify(ngx_http_request_t *r, ngx_str_t *token,
 
 ngx_int_t
 ngx_http_linegate_auth_account(ngx_http_request_t *r,
-    ngx_http_linegate_ctx_t *ctx, ngx_str_t *key_id,
-    ngx_str_t *secret_digest)
+    ngx_http_linegate_ctx_t *ctx, ngx_http_linegate_principal_t *p,
+    ngx_str_t *key_id, ngx_str_t *secret_digest)
 {
-    size_t            i;
-    u_char           *digest;
-    ngx_table_elt_t  *id, *secret;
+    size_t                          i;
+    u_char                         *digest;
+    u_char                          pair[NGX_HTTP_LINEGATE_KEY_ID_MAX + 1];
+    ngx_table_elt_t                *id, *secret;
+    ngx_http_linegate_main_conf_t  *lmcf;
 
     id = ngx_http_linegate_find_header(&r->headers_in.headers,
                                        "sb-api-key-id");
@@ -509,6 +522,39 @@ ngx_http_linegate_auth_account(ngx_http_request_t *r,
         }
     }
 
+    *key_id = id->value;
+    ctx->auth = NGX_HTTP_LINEGATE_AUTH_SB_KEY;
+    ngx_str_null(secret_digest);
+
+    if (p != NULL) {
+        /*
+         * The cache key is the digest of the pair "<key id>\n<secret>"
+         * (the id has no newline): a hit proves the secret as well.
+         */
+        p->kind = NGX_HTTP_LINEGATE_AUTH_SB_KEY;
+        p->cached = 0;
+        ngx_str_null(&p->subject);
+
+        lmcf = ngx_http_get_module_main_conf(r, ngx_http_linegate_module);
+        p->epoch = lmcf->apikey_epoch ? *lmcf->apikey_epoch : 0;
+
+        ngx_memcpy(pair, id->value.data, id->value.len);
+        pair[id->value.len] = '\n';
+
+        if (ngx_http_linegate_sha256(pair, id->value.len + 1,
+                                     secret->value.data, secret->value.len,
+                                     p->digest)
+            != 0)
+        {
+            ngx_http_linegate_internal_error(r);
+            return NGX_DECLINED;
+        }
+
+        if (ngx_http_linegate_apikey_cached(r, p) == NGX_OK) {
+            return NGX_OK;
+        }
+    }
+
     digest = ngx_pnalloc(r->pool, 65);
     if (digest == NULL) {
         ngx_http_linegate_internal_error(r);
@@ -518,11 +564,8 @@ ngx_http_linegate_auth_account(ngx_http_request_t *r,
     ngx_http_linegate_sha256_hex(secret->value.data, secret->value.len,
                                  (char *) digest);
 
-    *key_id = id->value;
     secret_digest->data = digest;
     secret_digest->len = 64;
-
-    ctx->auth = NGX_HTTP_LINEGATE_AUTH_SB_KEY;
 
     return NGX_OK;
 }

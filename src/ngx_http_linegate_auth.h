@@ -24,7 +24,10 @@ typedef struct {
      */
     ngx_str_t                       value;
     ngx_str_t                       subject;  /* CLERK: the user id */
-    /* API_KEY: SHA-256 of the key; cached: value is its workspace */
+    /*
+     * API_KEY: SHA-256 of the key; SB_KEY: of "<key id>\n<secret>";
+     * cached: value is its workspace or account
+     */
     u_char                          digest[32];
     ngx_uint_t                      cached;
     ngx_atomic_uint_t               epoch;    /* of the key caches */
@@ -42,22 +45,26 @@ ngx_int_t ngx_http_linegate_auth_workspace(ngx_http_request_t *r,
     ngx_http_linegate_principal_t *p);
 
 /*
- * The store resolved p's API key to ws (the answer of the endpoint's
- * script): remember it for linegate_api_key_cache. Clerk tokens, keys
- * already cached and unknown keys are not touched.
+ * The store resolved p's API key to ws, or p's provisioning credentials
+ * to an account (the answer of the endpoint's script): remember it for
+ * linegate_api_key_cache. Clerk tokens, credentials already cached and
+ * unknown ones are not touched.
  */
 void ngx_http_linegate_auth_learn(ngx_http_request_t *r,
     ngx_http_linegate_principal_t *p, ngx_str_t *ws);
 
 /*
  * Provisioning API: sb-api-key-id and sb-api-secret-key. key_id is the
- * presented id (bounded, [A-Za-z0-9_-]), secret_digest the sha256hex of the
- * secret; the script compares it in constant time with the stored one.
- * NGX_DECLINED: 401 sent.
+ * presented id (bounded, [A-Za-z0-9_-]). With p, the per-worker cache is
+ * asked first (keyed by the digest of the id and the secret together, so
+ * a hit proves the secret): p->cached set, p->value the account, and
+ * secret_digest left empty. Otherwise secret_digest is the sha256hex of
+ * the secret, which the script compares in constant time with the stored
+ * one. NGX_DECLINED: the answer (401 or 500) has been sent.
  */
 ngx_int_t ngx_http_linegate_auth_account(ngx_http_request_t *r,
-    ngx_http_linegate_ctx_t *ctx, ngx_str_t *key_id,
-    ngx_str_t *secret_digest);
+    ngx_http_linegate_ctx_t *ctx, ngx_http_linegate_principal_t *p,
+    ngx_str_t *key_id, ngx_str_t *secret_digest);
 
 /* operator API: Bearer token, constant time. NGX_DECLINED: 401 sent. */
 ngx_int_t ngx_http_linegate_auth_operator(ngx_http_request_t *r,

@@ -72,23 +72,62 @@ static const char  ngx_http_linegate_token_alphabet[] =
     "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
 
 
+/*
+ * SHA-256 with the algorithm fetched once per process and one context
+ * reused: OpenSSL 3's one-shot SHA256()/EVP_Digest(EVP_sha256()) look the
+ * algorithm up by name on every call (string compares under a lock),
+ * which showed in the profile of the hot read. Workers are single
+ * threaded; the context is never used by two callers at once.
+ */
+int
+ngx_http_linegate_sha256(const unsigned char *data, size_t len,
+    const unsigned char *data2, size_t len2, unsigned char out[32])
+{
+    unsigned int         mdlen;
+    static EVP_MD       *md;
+    static EVP_MD_CTX   *ctx;
+
+    if (md == NULL) {
+        md = EVP_MD_fetch(NULL, "SHA256", NULL);
+        ctx = EVP_MD_CTX_new();
+
+        if (md == NULL || ctx == NULL) {
+            EVP_MD_free(md);
+            EVP_MD_CTX_free(ctx);
+            md = NULL;
+            ctx = NULL;
+            ERR_clear_error();
+            return -1;
+        }
+    }
+
+    if (EVP_DigestInit_ex2(ctx, md, NULL) != 1
+        || EVP_DigestUpdate(ctx, data, len) != 1
+        || (len2 && EVP_DigestUpdate(ctx, data2, len2) != 1)
+        || EVP_DigestFinal_ex(ctx, out, &mdlen) != 1
+        || mdlen != NGX_HTTP_LINEGATE_SHA256_LEN)
+    {
+        ERR_clear_error();
+        return -1;
+    }
+
+    return 0;
+}
+
+
 void
 ngx_http_linegate_sha256_hex(const unsigned char *data, size_t len,
     char out[65])
 {
-    unsigned char  md[EVP_MAX_MD_SIZE];
-    unsigned int   mdlen;
+    unsigned char  md[NGX_HTTP_LINEGATE_SHA256_LEN];
 
-    if (EVP_Digest(data, len, md, &mdlen, EVP_sha256(), NULL) != 1
-        || mdlen != NGX_HTTP_LINEGATE_SHA256_LEN)
-    {
+    if (ngx_http_linegate_sha256(data, len, NULL, 0, md) != 0) {
         /* an empty string never equals a stored digest */
-        ERR_clear_error();
         out[0] = '\0';
         return;
     }
 
-    ngx_http_linegate_hex(md, mdlen, out);
+    ngx_http_linegate_hex(md, NGX_HTTP_LINEGATE_SHA256_LEN, out);
 }
 
 
@@ -112,6 +151,65 @@ ngx_http_linegate_ct_equal(const void *a, size_t alen, const void *b,
 }
 
 
+/*
+ * Bytes of OpenSSL's CSPRNG, drawn 4 KB at a time: every RAND_bytes()
+ * call costs a lock and a getpid() system call (OpenSSL's fork check),
+ * whatever its size, and a preview token takes one call. Bytes handed out
+ * are wiped from the buffer at once. A worker never forks; bytes drawn
+ * before a fork are thrown away by ngx_http_linegate_random_reset(),
+ * called when a worker starts, so no two processes share them.
+ */
+static unsigned char  ngx_http_linegate_random_pool[4096];
+static size_t         ngx_http_linegate_random_avail;
+
+
+void
+ngx_http_linegate_random_reset(void)
+{
+    OPENSSL_cleanse(ngx_http_linegate_random_pool,
+                    sizeof(ngx_http_linegate_random_pool));
+    ngx_http_linegate_random_avail = 0;
+}
+
+
+int
+ngx_http_linegate_random_bytes(unsigned char *out, size_t n)
+{
+    size_t          k;
+    unsigned char  *src;
+
+    while (n) {
+        if (ngx_http_linegate_random_avail == 0) {
+            if (RAND_bytes(ngx_http_linegate_random_pool,
+                           (int) sizeof(ngx_http_linegate_random_pool))
+                != 1)
+            {
+                ERR_clear_error();
+                return -1;
+            }
+
+            ngx_http_linegate_random_avail =
+                sizeof(ngx_http_linegate_random_pool);
+        }
+
+        k = n < ngx_http_linegate_random_avail
+            ? n : ngx_http_linegate_random_avail;
+        src = ngx_http_linegate_random_pool
+              + sizeof(ngx_http_linegate_random_pool)
+              - ngx_http_linegate_random_avail;
+
+        memcpy(out, src, k);
+        OPENSSL_cleanse(src, k);
+
+        ngx_http_linegate_random_avail -= k;
+        out += k;
+        n -= k;
+    }
+
+    return 0;
+}
+
+
 int
 ngx_http_linegate_random_token(char *out, size_t nchars)
 {
@@ -121,8 +219,7 @@ ngx_http_linegate_random_token(char *out, size_t nchars)
     n = 0;
 
     while (n < nchars) {
-        if (RAND_bytes(buf, (int) sizeof(buf)) != 1) {
-            ERR_clear_error();
+        if (ngx_http_linegate_random_bytes(buf, sizeof(buf)) != 0) {
             out[0] = '\0';
             return -1;
         }
@@ -156,8 +253,7 @@ ngx_http_linegate_random_hex(char *out, size_t nbytes)
             n = sizeof(buf);
         }
 
-        if (RAND_bytes(buf, (int) n) != 1) {
-            ERR_clear_error();
+        if (ngx_http_linegate_random_bytes(buf, n) != 0) {
             out[0] = '\0';
             return -1;
         }

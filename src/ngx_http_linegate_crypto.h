@@ -26,6 +26,13 @@
 #define NGX_HTTP_LINEGATE_SIG_TOO_OLD     -3
 
 
+/*
+ * SHA-256 of data followed by data2 (len2 may be 0) into out. 0, or -1
+ * when OpenSSL failed.
+ */
+int ngx_http_linegate_sha256(const unsigned char *data, size_t len,
+    const unsigned char *data2, size_t len2, unsigned char out[32]);
+
 /* lowercase hex SHA-256 of data, NUL-terminated; "" if OpenSSL fails */
 void ngx_http_linegate_sha256_hex(const unsigned char *data, size_t len,
     char out[65]);
@@ -36,6 +43,13 @@ void ngx_http_linegate_sha256_hex(const unsigned char *data, size_t len,
  */
 int ngx_http_linegate_ct_equal(const void *a, size_t alen, const void *b,
     size_t blen);
+
+/*
+ * n bytes of OpenSSL's CSPRNG, buffered per process: 0 or -1. A process
+ * that may have drawn before a fork calls random_reset() in the child.
+ */
+int ngx_http_linegate_random_bytes(unsigned char *out, size_t n);
+void ngx_http_linegate_random_reset(void);
 
 /* nchars characters of [A-Za-z0-9] + NUL into out; 0 or -1 */
 int ngx_http_linegate_random_token(char *out, size_t nchars);

@@ -13,6 +13,7 @@
 #include "ngx_http_linegate_reply.h"
 #include "ngx_http_linegate_scripts.h"
 #include "ngx_http_linegate_request_id.h"
+#include "ngx_http_linegate_crypto.h"
 
 
 typedef struct {
@@ -1377,6 +1378,7 @@ ngx_http_linegate_init_process(ngx_cycle_t *cycle)
         return NGX_ERROR;
     }
 
+    ngx_http_linegate_random_reset();
     ngx_http_linegate_request_id_init_process(cycle);
 
     return ngx_http_linegate_redis_init_process(cycle);

@@ -21,13 +21,6 @@
 #include "ngx_http_linegate_util.h"
 
 
-typedef struct {
-    ngx_http_linegate_redis_args_t  args;
-    int64_t                         now;
-    u_char                          token[NGX_HTTP_LINEGATE_PV_TOKEN_LEN];
-} ngx_http_linegate_pv_request_t;
-
-
 static void ngx_http_linegate_pv_preview(ngx_http_request_t *r,
     ngx_http_linegate_ctx_t *ctx);
 static void ngx_http_linegate_pv_preview_done(ngx_http_request_t *r,
@@ -100,6 +93,11 @@ ngx_http_linegate_pv_preview(ngx_http_request_t *r,
         return;
     }
 
+    if (pv->who.cached) {
+        ngx_http_linegate_pv_plain(r, ctx, pv, 1);
+        return;
+    }
+
     a = &pv->args;
     ngx_http_linegate_redis_arg(a, pv->token, NGX_HTTP_LINEGATE_PV_TOKEN_LEN);
     ngx_http_linegate_redis_arg_int(r, a, lmcf->preview_ttl);
@@ -119,14 +117,10 @@ ngx_http_linegate_pv_preview(ngx_http_request_t *r,
 static void
 ngx_http_linegate_pv_preview_done(ngx_http_request_t *r, redisReply *reply)
 {
-    u_char                          *msg, *iso, *last;
-    ngx_http_linegate_jw_t           jw;
     ngx_http_linegate_ctx_t         *ctx;
     ngx_http_linegate_pv_state_t     st;
-    ngx_http_linegate_main_conf_t   *lmcf;
     ngx_http_linegate_pv_request_t  *pv;
 
-    lmcf = ngx_http_get_module_main_conf(r, ngx_http_linegate_module);
     ctx = ngx_http_linegate_get_ctx(r);
     pv = ctx->data;
 
@@ -135,6 +129,21 @@ ngx_http_linegate_pv_preview_done(ngx_http_request_t *r, redisReply *reply)
     if (ngx_http_linegate_pv_reply(r, ctx, reply, &st) != NGX_OK) {
         return;
     }
+
+    ngx_http_linegate_pv_preview_ok(r, pv);
+}
+
+
+/* the 200 of a preview whose token is stored */
+void
+ngx_http_linegate_pv_preview_ok(ngx_http_request_t *r,
+    ngx_http_linegate_pv_request_t *pv)
+{
+    u_char                          *msg, *iso, *last;
+    ngx_http_linegate_jw_t           jw;
+    ngx_http_linegate_main_conf_t   *lmcf;
+
+    lmcf = ngx_http_get_module_main_conf(r, ngx_http_linegate_module);
 
     msg = ngx_http_linegate_pv_message(r, lmcf->preview_ttl);
     iso = ngx_pnalloc(r->pool, NGX_HTTP_LINEGATE_ISO_LEN);
@@ -208,6 +217,11 @@ ngx_http_linegate_pv_limits(ngx_http_request_t *r,
         return;
     }
 
+    if (pv->who.cached) {
+        ngx_http_linegate_pv_plain(r, ctx, pv, 0);
+        return;
+    }
+
     a = &pv->args;
     ngx_http_linegate_redis_arg_int(r, a, lmcf->prov_daily);
     ngx_http_linegate_redis_arg_int(r, a, lmcf->prov_monthly);
@@ -225,7 +239,6 @@ ngx_http_linegate_pv_limits(ngx_http_request_t *r,
 static void
 ngx_http_linegate_pv_limits_done(ngx_http_request_t *r, redisReply *reply)
 {
-    ngx_http_linegate_jw_t           jw;
     ngx_http_linegate_ctx_t         *ctx;
     ngx_http_linegate_pv_state_t     st;
     ngx_http_linegate_pv_request_t  *pv;
@@ -239,6 +252,17 @@ ngx_http_linegate_pv_limits_done(ngx_http_request_t *r, redisReply *reply)
         return;
     }
 
+    ngx_http_linegate_pv_limits_ok(r, &st);
+}
+
+
+/* the 200 of GET /accounts/limits */
+void
+ngx_http_linegate_pv_limits_ok(ngx_http_request_t *r,
+    ngx_http_linegate_pv_state_t *st)
+{
+    ngx_http_linegate_jw_t  jw;
+
     (void) ngx_http_linegate_jw_init(&jw, r->pool, 384);
     ngx_http_linegate_jw_object(&jw);
     ngx_http_linegate_jw_key(&jw, "status");
@@ -246,9 +270,9 @@ ngx_http_linegate_pv_limits_done(ngx_http_request_t *r, redisReply *reply)
     ngx_http_linegate_jw_key(&jw, "limits");
     ngx_http_linegate_jw_object(&jw);
     ngx_http_linegate_jw_key(&jw, "daily");
-    ngx_http_linegate_pv_window_jw(&jw, &st.daily, NGX_HTTP_LINEGATE_PV_DAY);
+    ngx_http_linegate_pv_window_jw(&jw, &st->daily, NGX_HTTP_LINEGATE_PV_DAY);
     ngx_http_linegate_jw_key(&jw, "monthly");
-    ngx_http_linegate_pv_window_jw(&jw, &st.monthly,
+    ngx_http_linegate_pv_window_jw(&jw, &st->monthly,
                                    NGX_HTTP_LINEGATE_PV_MONTH);
     ngx_http_linegate_jw_end(&jw, '}');
     ngx_http_linegate_jw_end(&jw, '}');
@@ -294,8 +318,10 @@ ngx_http_linegate_pv_window_jw(ngx_http_linegate_jw_t *jw,
 /* shared by preview and limits */
 
 /*
- * Credentials from the headers, the request's state, and the first
- * script arguments: KEYS[1] lg:sbkey:<key id>, the secret's digest, now.
+ * Credentials from the headers and the request's state; unless the
+ * account is in the worker's cache (pv->who.cached: the plain commands
+ * of ngx_http_linegate_provision_plain.c follow), the first script
+ * arguments: KEYS[1] lg:sbkey:<key id>, the secret's digest, now.
  */
 static ngx_int_t
 ngx_http_linegate_pv_start(ngx_http_request_t *r,
@@ -304,20 +330,27 @@ ngx_http_linegate_pv_start(ngx_http_request_t *r,
     ngx_str_t                        sbkey, digest;
     ngx_http_linegate_pv_request_t  *pv;
 
-    if (ngx_http_linegate_pv_credentials(r, ctx, &sbkey, &digest)
-        != NGX_OK)
-    {
-        return NGX_DECLINED;
-    }
-
-    pv = ngx_palloc(r->pool, sizeof(ngx_http_linegate_pv_request_t));
+    pv = ngx_pcalloc(r->pool, sizeof(ngx_http_linegate_pv_request_t));
     if (pv == NULL) {
         ngx_http_linegate_internal_error(r);
         return NGX_DECLINED;
     }
 
+    if (ngx_http_linegate_pv_credentials(r, ctx, &pv->who, &sbkey, &digest)
+        != NGX_OK)
+    {
+        return NGX_DECLINED;
+    }
+
+    pv->sbkey = sbkey;
     pv->now = ngx_http_linegate_now_ms();
     ctx->data = pv;
+
+    if (pv->who.cached) {
+        ctx->tenant = pv->who.value;
+        *pvp = pv;
+        return NGX_OK;
+    }
 
     ngx_http_linegate_redis_args_init(&pv->args);
     ngx_http_linegate_redis_arg_str(&pv->args, &sbkey);
@@ -339,8 +372,9 @@ ngx_http_linegate_pv_reply(ngx_http_request_t *r,
     ngx_http_linegate_ctx_t *ctx, redisReply *reply,
     ngx_http_linegate_pv_state_t *st)
 {
-    int64_t    code;
-    ngx_str_t  error;
+    int64_t                          code;
+    ngx_str_t                        error;
+    ngx_http_linegate_pv_request_t  *pv;
 
     if (reply == NULL) {
         ngx_http_linegate_store_unavailable(r);
@@ -354,6 +388,12 @@ ngx_http_linegate_pv_reply(ngx_http_request_t *r,
     {
         ngx_http_linegate_internal_error(r);
         return NGX_DECLINED;
+    }
+
+    if (code != NGX_HTTP_UNAUTHORIZED) {
+        /* the store accepted the credentials: ctx->tenant is the account */
+        pv = ctx->data;
+        ngx_http_linegate_auth_learn(r, &pv->who, &ctx->tenant);
     }
 
     if (code == NGX_HTTP_OK) {
@@ -376,11 +416,14 @@ ngx_http_linegate_pv_reply(ngx_http_request_t *r,
 
 ngx_int_t
 ngx_http_linegate_pv_credentials(ngx_http_request_t *r,
-    ngx_http_linegate_ctx_t *ctx, ngx_str_t *sbkey, ngx_str_t *digest)
+    ngx_http_linegate_ctx_t *ctx, ngx_http_linegate_principal_t *p,
+    ngx_str_t *sbkey, ngx_str_t *digest)
 {
     ngx_str_t  key_id;
 
-    if (ngx_http_linegate_auth_account(r, ctx, &key_id, digest) != NGX_OK) {
+    if (ngx_http_linegate_auth_account(r, ctx, p, &key_id, digest)
+        != NGX_OK)
+    {
         return NGX_DECLINED;
     }
 
@@ -402,11 +445,9 @@ ngx_http_linegate_pv_state(ngx_http_request_t *r,
     ngx_http_linegate_ctx_t *ctx, redisReply *reply, int64_t now,
     ngx_http_linegate_pv_state_t *st)
 {
-    int64_t                         v[6];
-    ngx_str_t                       acct;
-    ngx_uint_t                      i;
-    ngx_http_linegate_rl_window_t   rl[2];
-    ngx_http_linegate_pv_window_t  *w;
+    int64_t     v[6];
+    ngx_str_t   acct;
+    ngx_uint_t  i;
 
     for (i = 0; i < 6; i++) {
         if (ngx_http_linegate_reply_int(reply, NGX_HTTP_LINEGATE_PV_STATE + i,
@@ -425,17 +466,6 @@ ngx_http_linegate_pv_state(ngx_http_request_t *r,
     st->monthly.free_at = v[5];
     st->now = now;
 
-    for (i = 0; i < 2; i++) {
-        w = i ? &st->monthly : &st->daily;
-
-        rl[i].name = i ? "monthly" : "daily";
-        rl[i].quota = (ngx_uint_t) w->limit;
-        rl[i].window = i ? NGX_HTTP_LINEGATE_PV_MONTH
-                         : NGX_HTTP_LINEGATE_PV_DAY;
-        rl[i].remaining = (ngx_int_t) (w->limit - w->used);
-        rl[i].reset = ngx_http_linegate_pv_wait(w->free_at, now);
-    }
-
     /* $linegate_tenant: the reply is freed once the handler returns */
     if (ctx->tenant.len == 0
         && ngx_http_linegate_reply_str(reply, NGX_HTTP_LINEGATE_PV_ACCOUNT,
@@ -445,6 +475,29 @@ ngx_http_linegate_pv_state(ngx_http_request_t *r,
     {
         ctx->tenant.data = ngx_pstrdup(r->pool, &acct);
         ctx->tenant.len = ctx->tenant.data ? acct.len : 0;
+    }
+
+    return ngx_http_linegate_pv_headers(r, ctx, st);
+}
+
+
+ngx_int_t
+ngx_http_linegate_pv_headers(ngx_http_request_t *r,
+    ngx_http_linegate_ctx_t *ctx, ngx_http_linegate_pv_state_t *st)
+{
+    ngx_uint_t                      i;
+    ngx_http_linegate_rl_window_t   rl[2];
+    ngx_http_linegate_pv_window_t  *w;
+
+    for (i = 0; i < 2; i++) {
+        w = i ? &st->monthly : &st->daily;
+
+        rl[i].name = i ? "monthly" : "daily";
+        rl[i].quota = (ngx_uint_t) w->limit;
+        rl[i].window = i ? NGX_HTTP_LINEGATE_PV_MONTH
+                         : NGX_HTTP_LINEGATE_PV_DAY;
+        rl[i].remaining = (ngx_int_t) (w->limit - w->used);
+        rl[i].reset = ngx_http_linegate_pv_wait(w->free_at, st->now);
     }
 
     return ngx_http_linegate_ratelimit_headers(r, ctx, rl, 2);

@@ -14,6 +14,7 @@
 
 #include "ngx_http_linegate_module.h"
 #include "ngx_http_linegate_redis.h"
+#include "ngx_http_linegate_auth.h"
 
 
 /* statuses nginx has no names for */
@@ -50,17 +51,53 @@ typedef struct {
 } ngx_http_linegate_pv_state_t;
 
 
+/* a preview or a limits request */
+typedef struct {
+    ngx_http_linegate_redis_args_t  args;    /* the script's */
+    ngx_http_linegate_principal_t   who;     /* cached: value = account */
+    ngx_str_t                       sbkey;   /* lg:sbkey:<key id> */
+    int64_t                         now;
+    u_char                          token[NGX_HTTP_LINEGATE_PV_TOKEN_LEN];
+
+    /* the plain commands' (ngx_http_linegate_provision_plain.c) */
+    ngx_str_t                       prov;    /* lg:{acct:<A>}:prov */
+    ngx_http_linegate_pv_state_t    st;
+    int64_t                         skip[2]; /* daily, monthly */
+    int64_t                         inventory;
+    unsigned                        preview:1;
+    unsigned                        eligible:1;
+} ngx_http_linegate_pv_request_t;
+
+
 /* POST /accounts/lines/provision-confirm, once the body is read */
 void ngx_http_linegate_provision_confirm(ngx_http_request_t *r,
     ngx_http_linegate_ctx_t *ctx);
 
 /*
  * "lg:sbkey:<key id>" for the script's KEYS[1], with the presented key id
- * and the digest of the secret from the request headers. NGX_DECLINED:
- * the answer (401 or 500) has been sent.
+ * and the digest of the secret from the request headers; with p, the
+ * account from the worker's cache instead of the digest when it is there
+ * (ngx_http_linegate_auth_account()). NGX_DECLINED: the answer (401 or
+ * 500) has been sent.
  */
 ngx_int_t ngx_http_linegate_pv_credentials(ngx_http_request_t *r,
-    ngx_http_linegate_ctx_t *ctx, ngx_str_t *sbkey, ngx_str_t *digest);
+    ngx_http_linegate_ctx_t *ctx, ngx_http_linegate_principal_t *p,
+    ngx_str_t *sbkey, ngx_str_t *digest);
+
+/*
+ * Preview and limits of an account this worker knows, as plain
+ * commands (ngx_http_linegate_provision_plain.c): the reads pipelined,
+ * then, for a preview that may proceed, the token written in a MULTI/EXEC.
+ */
+void ngx_http_linegate_pv_plain(ngx_http_request_t *r,
+    ngx_http_linegate_ctx_t *ctx, ngx_http_linegate_pv_request_t *pv,
+    ngx_uint_t preview);
+
+/* the 200 answers of preview (token stored) and limits */
+void ngx_http_linegate_pv_preview_ok(ngx_http_request_t *r,
+    ngx_http_linegate_pv_request_t *pv);
+void ngx_http_linegate_pv_limits_ok(ngx_http_request_t *r,
+    ngx_http_linegate_pv_state_t *st);
 
 /*
  * Read the two windows of a script reply (as of now, Unix ms), set the
@@ -70,6 +107,10 @@ ngx_int_t ngx_http_linegate_pv_credentials(ngx_http_request_t *r,
 ngx_int_t ngx_http_linegate_pv_state(ngx_http_request_t *r,
     ngx_http_linegate_ctx_t *ctx, redisReply *reply, int64_t now,
     ngx_http_linegate_pv_state_t *st);
+
+/* RateLimit-Policy and RateLimit of both windows, from st */
+ngx_int_t ngx_http_linegate_pv_headers(ngx_http_request_t *r,
+    ngx_http_linegate_ctx_t *ctx, ngx_http_linegate_pv_state_t *st);
 
 /* seconds until free_at (at least 1), 0 when free_at is 0 */
 time_t ngx_http_linegate_pv_wait(int64_t free_at, int64_t now);

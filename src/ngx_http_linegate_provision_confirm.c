@@ -167,7 +167,8 @@ ngx_http_linegate_provision_confirm(ngx_http_request_t *r,
     cf->retry_after = -1;
     ctx->data = cf;
 
-    if (ngx_http_linegate_pv_credentials(r, ctx, &cf->sbkey, &cf->digest)
+    if (ngx_http_linegate_pv_credentials(r, ctx, NULL, &cf->sbkey,
+                                          &cf->digest)
         != NGX_OK)
     {
         return;

@@ -6,8 +6,8 @@
 
 #include <ngx_config.h>
 #include <ngx_core.h>
-#include <openssl/rand.h>
 
+#include "ngx_http_linegate_crypto.h"
 #include "ngx_http_linegate_util.h"
 
 
@@ -61,7 +61,7 @@ ngx_http_linegate_new_id(u_char *buf)
     raw[2] = (u_char) (t >> 8);
     raw[3] = (u_char) t;
 
-    if (RAND_bytes(raw + 4, 8) != 1) {
+    if (ngx_http_linegate_random_bytes(raw + 4, 8) != 0) {
         return NGX_ERROR;
     }
 

@@ -315,6 +315,13 @@ subtest 'account credentials' => sub {
     is($r->hget("lg:{acct:$a}", 'key_id'), $c1->{key_id},
        'the account knows its key id');
 
+    # every worker learns the first pair (its cache), then a rotation
+    # through this API must refuse it at once
+    my @warm = map {
+        $s->ua->get($s->url('/accounts/limits')
+                    => {'sb-api-key-id' => $c1->{key_id},
+                        'sb-api-secret-key' => $c1->{secret}})->res->code
+    } 1 .. 6;
     my $c2 = answer_is($s->op(POST => "/accounts/$a/credentials"), 201,
                        'rotate');
     push @secrets, $c2->{secret};

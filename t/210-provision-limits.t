@@ -10,10 +10,14 @@ use LG::Stack;
 use LG::Test;
 use LG::Provision qw(now_ms);
 
-# other defaults than SPEC's, to see that the configuration is followed
+# other defaults than SPEC's, to see that the configuration is followed.
+# This file runs the script (no credentials cache); t/211 runs it again
+# with every worker knowing the credentials first: the plain commands.
+my $KNOWN = $ENV{LG_PV_KNOWN} // 0;
 my $s = LG::Stack->new(stub => 0,
-    HTTP_EXTRA => 'linegate_provision_limits 4 12;')->start;
-my $p = LG::Provision->new($s);
+    HTTP_EXTRA => 'linegate_provision_limits 4 12;'
+                  . ($KNOWN ? '' : ' linegate_api_key_cache 0;'))->start;
+my $p = LG::Provision->new($s, known => $KNOWN);
 my $r = $s->redis;
 
 my $DAY = 86_400_000;

@@ -172,9 +172,42 @@ token_alphabet_ok(const char *s, size_t n)
 static void
 test_random(void)
 {
-    int     seen[256], all, fair, c, first8;
-    char    a[65], b[65], big[62 * 1000 + 1], hex[201];
-    size_t  i;
+    int            seen[256], all, fair, c, first8;
+    char           a[65], b[65], big[62 * 1000 + 1], hex[201];
+    size_t         i, same;
+    unsigned char  r1[3000], r2[3000], span[10000];
+
+    /* the per-process buffer of 4096 bytes: draws across refills */
+    ok(ngx_http_linegate_random_bytes(r1, sizeof(r1)) == 0
+       && ngx_http_linegate_random_bytes(r2, sizeof(r2)) == 0,
+       "random_bytes: two draws, the second across a refill");
+
+    for (same = 0, i = 0; i < sizeof(r1); i++) {
+        same += r1[i] == r2[i];
+    }
+
+    /* ~12 equal bytes expected (1/256 each) */
+    ok(same < 60, "random_bytes: the draws are not the same bytes");
+
+    ok(ngx_http_linegate_random_bytes(span, sizeof(span)) == 0,
+       "random_bytes: more than the buffer in one call");
+
+    memset(seen, 0, sizeof(seen));
+
+    for (i = 0; i < sizeof(span); i++) {
+        seen[span[i]]++;
+    }
+
+    for (all = 1, i = 0; i < 256; i++) {
+        all = all && seen[i] > 0;
+    }
+
+    ok(all, "random_bytes: every byte value in 10000 bytes");
+
+    ngx_http_linegate_random_reset();
+    ok(ngx_http_linegate_random_bytes(r2, 16) == 0
+       && memcmp(r2, r1, 16) != 0,
+       "random_bytes: after a reset, fresh bytes");
 
     ok(ngx_http_linegate_random_token(a, 64) == 0
        && strlen(a) == 64 && token_alphabet_ok(a, 64),

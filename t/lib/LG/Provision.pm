@@ -4,6 +4,7 @@ package LG::Provision;
 # LG::Stack.
 #
 #   my $p = LG::Provision->new($stack);
+#   my $p = LG::Provision->new($stack, known => 1);  # see _known
 #   my $a = $p->account('acct_a', daily => 3, card => 1);
 #   $p->inventory('+14155550100', '+14155550101');
 #   my $tx = $p->preview($a);               # Mojo transaction
@@ -37,8 +38,20 @@ our $CONFIRM = '/accounts/lines/provision-confirm';
 our $LIMITS  = '/accounts/limits';
 
 sub new {
-    my ($class, $stack) = @_;
-    return bless {s => $stack, n => 0}, $class;
+    my ($class, $stack, %o) = @_;
+    return bless {s => $stack, n => 0, known => $o{known}}, $class;
+}
+
+# known => 1: before each call, GET /accounts/limits (which writes
+# nothing) until every worker has seen the store accept the credentials,
+# so that preview and limits take the plain commands of the worker's
+# cache instead of the script (src/ngx_http_linegate_provision_plain.c).
+sub _known {
+    my ($self, $headers) = @_;
+    return unless $self->{known};
+    my $ua = $self->{s}->ua;
+    $ua->start($ua->build_tx(GET => $self->{s}->url($LIMITS) => $headers))
+        for 1 .. 4;
 }
 
 sub stack { $_[0]{s} }
@@ -105,6 +118,7 @@ sub numbers {
 
 sub _tx {
     my ($self, $method, $path, $headers, @content) = @_;
+    $self->_known($headers) unless $path eq $CONFIRM;
     my $ua = $self->{s}->ua;
     return $ua->start($ua->build_tx($method => $self->{s}->url($path)
                                     => $headers => @content));
