@@ -524,7 +524,6 @@ ngx_http_linegate_auth_account(ngx_http_request_t *r,
 
     *key_id = id->value;
     ctx->auth = NGX_HTTP_LINEGATE_AUTH_SB_KEY;
-    ngx_str_null(secret_digest);
 
     if (p != NULL) {
         /*
@@ -553,6 +552,10 @@ ngx_http_linegate_auth_account(ngx_http_request_t *r,
         if (ngx_http_linegate_apikey_cached(r, p) == NGX_OK) {
             return NGX_OK;
         }
+    }
+
+    if (secret_digest == NULL) {
+        return NGX_OK;
     }
 
     digest = ngx_pnalloc(r->pool, 65);

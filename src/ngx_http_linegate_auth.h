@@ -57,10 +57,10 @@ void ngx_http_linegate_auth_learn(ngx_http_request_t *r,
  * Provisioning API: sb-api-key-id and sb-api-secret-key. key_id is the
  * presented id (bounded, [A-Za-z0-9_-]). With p, the per-worker cache is
  * asked first (keyed by the digest of the id and the secret together, so
- * a hit proves the secret): p->cached set, p->value the account, and
- * secret_digest left empty. Otherwise secret_digest is the sha256hex of
- * the secret, which the script compares in constant time with the stored
- * one. NGX_DECLINED: the answer (401 or 500) has been sent.
+ * a hit proves the secret): p->cached set, p->value the account.
+ * Otherwise, when secret_digest is not NULL, it is set to the sha256hex
+ * of the secret, which the script compares in constant time with the
+ * stored one. NGX_DECLINED: the answer (401 or 500) has been sent.
  */
 ngx_int_t ngx_http_linegate_auth_account(ngx_http_request_t *r,
     ngx_http_linegate_ctx_t *ctx, ngx_http_linegate_principal_t *p,

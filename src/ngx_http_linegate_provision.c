@@ -67,11 +67,7 @@ static void
 ngx_http_linegate_pv_preview(ngx_http_request_t *r,
     ngx_http_linegate_ctx_t *ctx)
 {
-    ngx_http_linegate_redis_args_t  *a;
-    ngx_http_linegate_main_conf_t   *lmcf;
     ngx_http_linegate_pv_request_t  *pv;
-
-    lmcf = ngx_http_get_module_main_conf(r, ngx_http_linegate_module);
 
     if (ngx_http_linegate_pv_start(r, ctx, &pv) != NGX_OK) {
         return;
@@ -93,20 +89,60 @@ ngx_http_linegate_pv_preview(ngx_http_request_t *r,
         return;
     }
 
+    pv->preview = 1;
+
     if (pv->who.cached) {
-        ngx_http_linegate_pv_plain(r, ctx, pv, 1);
+        ngx_http_linegate_pv_plain(r, ctx, pv);
         return;
     }
 
+    ngx_http_linegate_pv_script(r, ctx, pv);
+}
+
+
+/*
+ * pv_preview.lua or pv_limits.lua: credentials, plan, windows (and the
+ * token) in one step. Also where the plain commands hand over what they
+ * do not do (a window too long to read at once).
+ */
+void
+ngx_http_linegate_pv_script(ngx_http_request_t *r,
+    ngx_http_linegate_ctx_t *ctx, ngx_http_linegate_pv_request_t *pv)
+{
+    ngx_str_t                        sbkey, digest;
+    ngx_http_linegate_redis_args_t  *a;
+    ngx_http_linegate_main_conf_t   *lmcf;
+
+    lmcf = ngx_http_get_module_main_conf(r, ngx_http_linegate_module);
     a = &pv->args;
-    ngx_http_linegate_redis_arg(a, pv->token, NGX_HTTP_LINEGATE_PV_TOKEN_LEN);
-    ngx_http_linegate_redis_arg_int(r, a, lmcf->preview_ttl);
+
+    /* the first arguments: KEYS[1] lg:sbkey:<key id>, the digest, now */
+    if (ngx_http_linegate_pv_credentials(r, ctx, NULL, &sbkey, &digest)
+        != NGX_OK)
+    {
+        return;
+    }
+
+    ngx_http_linegate_redis_args_init(a);
+    ngx_http_linegate_redis_arg_str(a, &sbkey);
+    ngx_http_linegate_redis_arg_str(a, &digest);
+    ngx_http_linegate_redis_arg_int(r, a, pv->now);
+
+    if (pv->preview) {
+        ngx_http_linegate_redis_arg(a, pv->token,
+                                    NGX_HTTP_LINEGATE_PV_TOKEN_LEN);
+        ngx_http_linegate_redis_arg_int(r, a, lmcf->preview_ttl);
+    }
+
     ngx_http_linegate_redis_arg_int(r, a, lmcf->prov_daily);
     ngx_http_linegate_redis_arg_int(r, a, lmcf->prov_monthly);
 
-    if (ngx_http_linegate_redis_script(r, NGX_HTTP_LINEGATE_SCRIPT_PV_PREVIEW,
-                                       1, a,
-                                       ngx_http_linegate_pv_preview_done)
+    if (ngx_http_linegate_redis_script(r,
+            pv->preview ? NGX_HTTP_LINEGATE_SCRIPT_PV_PREVIEW
+                        : NGX_HTTP_LINEGATE_SCRIPT_PV_LIMITS,
+            1, a,
+            pv->preview ? ngx_http_linegate_pv_preview_done
+                        : ngx_http_linegate_pv_limits_done)
         != NGX_OK)
     {
         ngx_http_linegate_store_unavailable(r);
@@ -207,32 +243,18 @@ static void
 ngx_http_linegate_pv_limits(ngx_http_request_t *r,
     ngx_http_linegate_ctx_t *ctx)
 {
-    ngx_http_linegate_redis_args_t  *a;
-    ngx_http_linegate_main_conf_t   *lmcf;
     ngx_http_linegate_pv_request_t  *pv;
-
-    lmcf = ngx_http_get_module_main_conf(r, ngx_http_linegate_module);
 
     if (ngx_http_linegate_pv_start(r, ctx, &pv) != NGX_OK) {
         return;
     }
 
     if (pv->who.cached) {
-        ngx_http_linegate_pv_plain(r, ctx, pv, 0);
+        ngx_http_linegate_pv_plain(r, ctx, pv);
         return;
     }
 
-    a = &pv->args;
-    ngx_http_linegate_redis_arg_int(r, a, lmcf->prov_daily);
-    ngx_http_linegate_redis_arg_int(r, a, lmcf->prov_monthly);
-
-    if (ngx_http_linegate_redis_script(r, NGX_HTTP_LINEGATE_SCRIPT_PV_LIMITS,
-                                       1, a,
-                                       ngx_http_linegate_pv_limits_done)
-        != NGX_OK)
-    {
-        ngx_http_linegate_store_unavailable(r);
-    }
+    ngx_http_linegate_pv_script(r, ctx, pv);
 }
 
 
@@ -318,16 +340,15 @@ ngx_http_linegate_pv_window_jw(ngx_http_linegate_jw_t *jw,
 /* shared by preview and limits */
 
 /*
- * Credentials from the headers and the request's state; unless the
- * account is in the worker's cache (pv->who.cached: the plain commands
- * of ngx_http_linegate_provision_plain.c follow), the first script
- * arguments: KEYS[1] lg:sbkey:<key id>, the secret's digest, now.
+ * The request's state, and whether the worker knows the credentials
+ * (pv->who.cached: the plain commands of ngx_http_linegate_provision_
+ * plain.c follow; otherwise the script). NGX_DECLINED: answered (401).
  */
 static ngx_int_t
 ngx_http_linegate_pv_start(ngx_http_request_t *r,
     ngx_http_linegate_ctx_t *ctx, ngx_http_linegate_pv_request_t **pvp)
 {
-    ngx_str_t                        sbkey, digest;
+    ngx_str_t                        key_id;
     ngx_http_linegate_pv_request_t  *pv;
 
     pv = ngx_pcalloc(r->pool, sizeof(ngx_http_linegate_pv_request_t));
@@ -336,26 +357,19 @@ ngx_http_linegate_pv_start(ngx_http_request_t *r,
         return NGX_DECLINED;
     }
 
-    if (ngx_http_linegate_pv_credentials(r, ctx, &pv->who, &sbkey, &digest)
+    if (ngx_http_linegate_auth_account(r, ctx, &pv->who, &key_id, NULL)
         != NGX_OK)
     {
         return NGX_DECLINED;
     }
 
-    pv->sbkey = sbkey;
+    pv->key_id = key_id;
     pv->now = ngx_http_linegate_now_ms();
     ctx->data = pv;
 
     if (pv->who.cached) {
         ctx->tenant = pv->who.value;
-        *pvp = pv;
-        return NGX_OK;
     }
-
-    ngx_http_linegate_redis_args_init(&pv->args);
-    ngx_http_linegate_redis_arg_str(&pv->args, &sbkey);
-    ngx_http_linegate_redis_arg_str(&pv->args, &digest);
-    ngx_http_linegate_redis_arg_int(r, &pv->args, pv->now);
 
     *pvp = pv;
 

@@ -55,16 +55,14 @@ typedef struct {
 typedef struct {
     ngx_http_linegate_redis_args_t  args;    /* the script's */
     ngx_http_linegate_principal_t   who;     /* cached: value = account */
-    ngx_str_t                       sbkey;   /* lg:sbkey:<key id> */
+    ngx_str_t                       key_id;
     int64_t                         now;
     u_char                          token[NGX_HTTP_LINEGATE_PV_TOKEN_LEN];
+    unsigned                        preview:1;
 
     /* the plain commands' (ngx_http_linegate_provision_plain.c) */
-    ngx_str_t                       prov;    /* lg:{acct:<A>}:prov */
     ngx_http_linegate_pv_state_t    st;
-    int64_t                         skip[2]; /* daily, monthly */
     int64_t                         inventory;
-    unsigned                        preview:1;
     unsigned                        eligible:1;
 } ngx_http_linegate_pv_request_t;
 
@@ -87,11 +85,14 @@ ngx_int_t ngx_http_linegate_pv_credentials(ngx_http_request_t *r,
 /*
  * Preview and limits of an account this worker knows, as plain
  * commands (ngx_http_linegate_provision_plain.c): the reads pipelined,
- * then, for a preview that may proceed, the token written in a MULTI/EXEC.
+ * then, for a preview that may proceed, the token written.
  */
 void ngx_http_linegate_pv_plain(ngx_http_request_t *r,
-    ngx_http_linegate_ctx_t *ctx, ngx_http_linegate_pv_request_t *pv,
-    ngx_uint_t preview);
+    ngx_http_linegate_ctx_t *ctx, ngx_http_linegate_pv_request_t *pv);
+
+/* the script of a preview or limits request (pv->preview says which) */
+void ngx_http_linegate_pv_script(ngx_http_request_t *r,
+    ngx_http_linegate_ctx_t *ctx, ngx_http_linegate_pv_request_t *pv);
 
 /* the 200 answers of preview (token stored) and limits */
 void ngx_http_linegate_pv_preview_ok(ngx_http_request_t *r,

@@ -86,6 +86,23 @@ subtest 'a full window: remaining 0, resets when a slot frees' => sub {
        'one more line once the second oldest has left');
 };
 
+subtest 'more lines than one read takes (1,000): still counted' => sub {
+    my $now = now_ms();
+    my $a = $p->account('acct_lim_many', daily => 5000, monthly => 5000,
+                        no_stub_customer => 1);
+    my @z = map { ($now - 2 * $DAY - $_ * 1000, "w_$_") } 1 .. 1200;
+    $r->zadd('lg:{acct:acct_lim_many}:prov', @z[$_ * 200 .. $_ * 200 + 199])
+        for 0 .. 11;
+    $r->zadd('lg:{acct:acct_lim_many}:prov', $now - 3_600_000, 'today');
+
+    my $b = $p->answer($p->limits($a), 200, 'limits');
+    is($b->{limits}{monthly}{used}, 1201, 'monthly: 1201 used');
+    is($b->{limits}{daily}{used}, 1, 'daily: 1 used');
+    is($b->{limits}{monthly}{resets_at}, iso($now - 2 * $DAY - 1_200_000
+                                             + 30 * $DAY),
+       'monthly resets when the oldest leaves');
+};
+
 subtest 'window edges seen by limits' => sub {
     my $now = now_ms();
     my $a = $p->account('acct_lim_edge', no_stub_customer => 1);

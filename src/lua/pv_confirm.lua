@@ -37,22 +37,26 @@ local now = tonumber(ARGV[2])
 local dd, dm = tonumber(ARGV[4]), tonumber(ARGV[5])
 local plan, customer, w = lg_pv_state(akey, now, dd, dm)
 
-local pkey = akey .. ':pv:' .. ARGV[3]
-local gkey = 'lg:pv:' .. ARGV[3]
+local pkey = 'lg:pv:' .. ARGV[3]
 local pv = redis.call('GET', pkey)
 
 if not pv then
-    local owner = redis.call('GET', gkey)
-    if owner and owner ~= acct then
-        return lg_pv_reply(403, w, acct, 'token')
-    end
     return lg_pv_reply(410, w, acct)
 end
 
-redis.call('DEL', pkey, gkey)
-
 local ok, p = pcall(cjson.decode, pv)
-if not ok or type(p) ~= 'table' or tonumber(p.expires_at) == nil
+
+-- another account's token is refused and kept for its owner
+if ok and type(p) == 'table' and type(p.account) == 'string'
+   and p.account ~= acct
+then
+    return lg_pv_reply(403, w, acct, 'token')
+end
+
+redis.call('DEL', pkey)
+
+if not ok or type(p) ~= 'table' or p.account ~= acct
+   or tonumber(p.expires_at) == nil
    or tonumber(p.expires_at) <= now
 then
     return lg_pv_reply(410, w, acct)

@@ -14,9 +14,10 @@
 -- with the refused window's error code, 503 (inventory empty), 200 (token
 -- stored).
 --
--- Writes lg:{acct:<A>}:pv:<token> (the preview, JSON) and lg:pv:<token>
--- (its account, so that a confirm by another account is told 403), both
--- expiring with the token.
+-- Writes lg:pv:<token>, the preview as JSON, expiring with the token; it
+-- names its account, so that a confirm by another account is told 403.
+-- (src/ngx_http_linegate_provision_plain.c writes the same, without a
+-- script, for credentials the worker knows.)
 
 --#include pv_auth
 --#include pv_state
@@ -45,13 +46,12 @@ if redis.call('SCARD', 'lg:inventory') == 0 then
 end
 
 local ttl = tonumber(ARGV[4])
-redis.call('SET', akey .. ':pv:' .. ARGV[3],
+redis.call('SET', 'lg:pv:' .. ARGV[3],
            '{"account":' .. cjson.encode(acct)
            .. ',"key_id":' .. cjson.encode(string.sub(KEYS[1], 10))
            .. ',"created_at":' .. string.format('%d', now)
            .. ',"expires_at":' .. string.format('%d', now + ttl * 1000)
            .. '}',
            'EX', ttl)
-redis.call('SET', 'lg:pv:' .. ARGV[3], acct, 'EX', ttl)
 
 return lg_pv_reply(200, w, acct)
