@@ -111,6 +111,8 @@ ngx_http_linegate_auth_workspace(ngx_http_request_t *r,
 
     ngx_str_t  cookie = ngx_string("__session");
 
+    ngx_str_null(&p->stale);
+
     if (ngx_http_linegate_bearer(r, &token) != NGX_OK) {
 
         /* a dashboard sends its Clerk session as a cookie instead */
@@ -174,36 +176,49 @@ ngx_http_linegate_auth_workspace(ngx_http_request_t *r,
  * Only keys the store resolved are remembered; an entry is not renewed
  * by its hits, so a revoked key is refused once its entry expires, or at
  * once when it was revoked through this nginx's operator API (epoch).
+ * An entry past either is a miss; its workspace is left in p->stale for
+ * the GET by id, which checks it with the store in its own round trip.
  */
 static ngx_int_t
 ngx_http_linegate_apikey_cached(ngx_http_request_t *r,
     ngx_http_linegate_principal_t *p)
 {
+    u_char                            *ws;
     ngx_uint_t                         i, set;
     ngx_http_linegate_apikey_cache_t  *e;
 
     set = ngx_http_linegate_digest_set(p->digest,
                                        NGX_HTTP_LINEGATE_APIKEY_CACHE_SETS);
 
+    ngx_str_null(&p->stale);
+
     for (i = 0; i < 2; i++) {
         e = &ngx_http_linegate_apikey_cache[set][i];
 
-        if (e->ws_len
-            && e->epoch == p->epoch
-            && (ngx_msec_int_t) (e->expires - ngx_current_msec) > 0
-            && ngx_memcmp(e->digest, p->digest, 32) == 0)
-        {
-            p->value.data = ngx_pnalloc(r->pool, e->ws_len);
-            if (p->value.data == NULL) {
-                return NGX_ERROR;
-            }
-
-            p->value.len = e->ws_len;
-            ngx_memcpy(p->value.data, e->ws, e->ws_len);
-            p->cached = 1;
-
-            return NGX_OK;
+        if (e->ws_len == 0 || ngx_memcmp(e->digest, p->digest, 32) != 0) {
+            continue;
         }
+
+        ws = ngx_pnalloc(r->pool, e->ws_len);
+        if (ws == NULL) {
+            return NGX_ERROR;
+        }
+
+        ngx_memcpy(ws, e->ws, e->ws_len);
+
+        if (e->epoch != p->epoch
+            || (ngx_msec_int_t) (e->expires - ngx_current_msec) <= 0)
+        {
+            p->stale.data = ws;
+            p->stale.len = e->ws_len;
+            return NGX_DECLINED;
+        }
+
+        p->value.data = ws;
+        p->value.len = e->ws_len;
+        p->cached = 1;
+
+        return NGX_OK;
     }
 
     return NGX_DECLINED;

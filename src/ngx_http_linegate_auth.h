@@ -30,6 +30,12 @@ typedef struct {
      */
     u_char                          digest[32];
     ngx_uint_t                      cached;
+    /*
+     * API_KEY, not cached: the workspace of an entry of this key that
+     * has expired (or predates an operator write). Only the GET by id
+     * uses it, checking it with the store in the same pipeline.
+     */
+    ngx_str_t                       stale;
     ngx_atomic_uint_t               epoch;    /* of the key caches */
 } ngx_http_linegate_principal_t;
 

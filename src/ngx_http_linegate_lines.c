@@ -47,6 +47,8 @@ static void ngx_http_linegate_lr_get_tx_done(ngx_http_request_t *r,
     redisReply *reply);
 static void ngx_http_linegate_lr_rate_adjust(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr, const char *command);
+static ngx_int_t ngx_http_linegate_lr_revalidated(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr, redisReply *ws);
 static ngx_uint_t ngx_http_linegate_lr_due(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr, redisReply *flat);
 static void ngx_http_linegate_lr_get_done(ngx_http_request_t *r,
@@ -241,10 +243,22 @@ ngx_http_linegate_lines_path_id(ngx_http_request_t *r,
 static void
 ngx_http_linegate_lr_get(ngx_http_request_t *r, ngx_http_linegate_lr_t *lr)
 {
+    if (!lr->deferred && lr->who.kind == NGX_HTTP_LINEGATE_AUTH_API_KEY
+        && !lr->who.cached && lr->who.stale.len)
+    {
+        /*
+         * The key's cache entry has expired: rather than the script, the
+         * pipeline, which also reads the key and checks the workspace
+         */
+        lr->key_digest = lr->who.value;
+        lr->who.value = lr->who.stale;
+        lr->revalidate = 1;
+    }
+
     /* an API key not in the cache: the script resolves it */
     if (lr->deferred
         || (lr->who.kind == NGX_HTTP_LINEGATE_AUTH_API_KEY
-            && !lr->who.cached))
+            && !lr->who.cached && !lr->revalidate))
     {
         ngx_http_linegate_lr_get_script(r, lr, 1,
                                         ngx_http_linegate_lr_get_done);
@@ -268,15 +282,20 @@ ngx_http_linegate_lr_get_tx(ngx_http_request_t *r, ngx_http_linegate_lr_t *lr)
     size_t                           len;
     int64_t                          window;
     ngx_str_t                        key;
-    ngx_http_linegate_redis_args_t   tx[3];
+    ngx_uint_t                       n;
+    ngx_http_linegate_redis_args_t   tx[4];
     ngx_http_linegate_main_conf_t   *lmcf;
 
     lmcf = ngx_http_get_module_main_conf(r, ngx_http_linegate_module);
 
     window = (int64_t) lmcf->ws_rate_window * 1000;
 
-    /* lg:{ws:W}:rl:<window>, lg:{ws:W}:lr:<id>, ...:usage:<id>:<date> */
-    len = 3 * (sizeof("lg:{ws:}") - 1 + lr->who.value.len)
+    /*
+     * [lg:apikey:<digest>], lg:{ws:W}:rl:<window>, ...:usage:<id>:<date>,
+     * lg:{ws:W}:lr:<id>
+     */
+    len = sizeof("lg:apikey:") - 1 + lr->key_digest.len
+          + 3 * (sizeof("lg:{ws:}") - 1 + lr->who.value.len)
           + sizeof(":rl:") - 1 + NGX_INT64_LEN
           + sizeof(":lr:") - 1 + lr->id.len
           + sizeof(":usage::") - 1 + lr->id.len + lr->date.len;
@@ -287,36 +306,52 @@ ngx_http_linegate_lr_get_tx(ngx_http_request_t *r, ngx_http_linegate_lr_t *lr)
         return;
     }
 
+    n = 0;
+
+    if (lr->revalidate) {
+        key.data = p;
+        p = ngx_sprintf(p, "lg:apikey:%V", &lr->key_digest);
+        key.len = p - key.data;
+
+        ngx_http_linegate_redis_args_init(&tx[n]);
+        ngx_http_linegate_redis_arg_cstr(&tx[n], "GET");
+        ngx_http_linegate_redis_arg_str(&tx[n], &key);
+        n++;
+    }
+
     lr->rate_key.data = p;
     p = ngx_sprintf(p, "lg:{ws:%V}:rl:%L", &lr->who.value,
                     lr->now_ms / window);
     lr->rate_key.len = p - lr->rate_key.data;
     lr->rate_ttl = window - lr->now_ms % window + 1000;
 
-    ngx_http_linegate_redis_args_init(&tx[0]);
-    ngx_http_linegate_redis_arg_cstr(&tx[0], "INCR");
-    ngx_http_linegate_redis_arg_str(&tx[0], &lr->rate_key);
+    ngx_http_linegate_redis_args_init(&tx[n]);
+    ngx_http_linegate_redis_arg_cstr(&tx[n], "INCR");
+    ngx_http_linegate_redis_arg_str(&tx[n], &lr->rate_key);
+    n++;
 
     key.data = p;
     p = ngx_sprintf(p, "lg:{ws:%V}:usage:%V:%V", &lr->who.value, &lr->id,
                     &lr->date);
     key.len = p - key.data;
 
-    ngx_http_linegate_redis_args_init(&tx[1]);
-    ngx_http_linegate_redis_arg_cstr(&tx[1], "HMGET");
-    ngx_http_linegate_redis_arg_str(&tx[1], &key);
-    ngx_http_linegate_redis_arg_cstr(&tx[1], "newConversationsCount");
-    ngx_http_linegate_redis_arg_cstr(&tx[1], "totalMessagesCount");
+    ngx_http_linegate_redis_args_init(&tx[n]);
+    ngx_http_linegate_redis_arg_cstr(&tx[n], "HMGET");
+    ngx_http_linegate_redis_arg_str(&tx[n], &key);
+    ngx_http_linegate_redis_arg_cstr(&tx[n], "newConversationsCount");
+    ngx_http_linegate_redis_arg_cstr(&tx[n], "totalMessagesCount");
+    n++;
 
     key.data = p;
     p = ngx_sprintf(p, "lg:{ws:%V}:lr:%V", &lr->who.value, &lr->id);
     key.len = p - key.data;
 
-    ngx_http_linegate_redis_args_init(&tx[2]);
-    ngx_http_linegate_redis_arg_cstr(&tx[2], "HGETALL");
-    ngx_http_linegate_redis_arg_str(&tx[2], &key);
+    ngx_http_linegate_redis_args_init(&tx[n]);
+    ngx_http_linegate_redis_arg_cstr(&tx[n], "HGETALL");
+    ngx_http_linegate_redis_arg_str(&tx[n], &key);
+    n++;
 
-    if (ngx_http_linegate_redis_pipeline(r, 3, tx,
+    if (ngx_http_linegate_redis_pipeline(r, n, tx,
                                          ngx_http_linegate_lr_get_tx_done)
         != NGX_OK)
     {
@@ -328,8 +363,8 @@ ngx_http_linegate_lr_get_tx(ngx_http_request_t *r, ngx_http_linegate_lr_t *lr)
 static void
 ngx_http_linegate_lr_get_tx_done(ngx_http_request_t *r, redisReply *reply)
 {
-    size_t                           i;
-    int64_t                          code, left;
+    size_t                           i, o;
+    int64_t                          code, left, n;
     ngx_int_t                        rc;
     redisReply                      *e, *h, *u;
     ngx_http_linegate_lr_t          *lr;
@@ -357,13 +392,13 @@ ngx_http_linegate_lr_get_tx_done(ngx_http_request_t *r, redisReply *reply)
         }
     }
 
-    u = reply->element[1];
-    h = reply->element[2];
+    o = lr->revalidate;
 
-    if (reply->elements != 3
-        || reply->element[0]->type != REDIS_REPLY_INTEGER
-        || h->type != REDIS_REPLY_ARRAY
-        || u->type != REDIS_REPLY_ARRAY || u->elements != 2)
+    if (reply->elements != 3 + o
+        || reply->element[o]->type != REDIS_REPLY_INTEGER
+        || reply->element[o + 1]->type != REDIS_REPLY_ARRAY
+        || reply->element[o + 1]->elements != 2
+        || reply->element[o + 2]->type != REDIS_REPLY_ARRAY)
     {
         ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
                       NGX_HTTP_LINEGATE_LOG "unexpected pipeline reply");
@@ -371,11 +406,21 @@ ngx_http_linegate_lr_get_tx_done(ngx_http_request_t *r, redisReply *reply)
         return;
     }
 
-    if (reply->element[0]->integer == 1) {
+    n = reply->element[o]->integer;
+    u = reply->element[o + 1];
+    h = reply->element[o + 2];
+
+    if (n == 1) {
         ngx_http_linegate_lr_rate_adjust(r, lr, "PEXPIRE");
     }
 
-    left = (int64_t) lmcf->ws_rate - reply->element[0]->integer;
+    if (o && ngx_http_linegate_lr_revalidated(r, lr, reply->element[0])
+             != NGX_OK)
+    {
+        return;
+    }
+
+    left = (int64_t) lmcf->ws_rate - n;
 
     if (left < 0) {
         /*
@@ -455,6 +500,35 @@ ngx_http_linegate_lr_get_tx_done(ngx_http_request_t *r, redisReply *reply)
 
 
 /* lr_get.lua's test: awaiting payment, not checked lately, not held */
+/*
+ * The store's answer for a key whose cache entry had expired: the same
+ * workspace renews the entry and the GET goes on; anything else (the key
+ * revoked) takes the request's count back and leaves the answer to the
+ * script, which resolves the key as for a key never seen.
+ */
+static ngx_int_t
+ngx_http_linegate_lr_revalidated(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr, redisReply *ws)
+{
+    if (ws->type == REDIS_REPLY_STRING
+        && ws->len == lr->who.value.len
+        && ngx_strncmp(ws->str, lr->who.value.data, ws->len) == 0)
+    {
+        ngx_http_linegate_auth_learn(r, &lr->who, &lr->who.value);
+        return NGX_OK;
+    }
+
+    ngx_http_linegate_lr_rate_adjust(r, lr, "DECR");
+
+    lr->who.value = lr->key_digest;
+    lr->revalidate = 0;
+
+    ngx_http_linegate_lr_get_script(r, lr, 1, ngx_http_linegate_lr_get_done);
+
+    return NGX_DECLINED;
+}
+
+
 /*
  * What lr_gate does after its INCR, sent without waiting: the expiry of
  * a window this request opened (PEXPIRE), or taking back a refused call

@@ -137,6 +137,14 @@ struct ngx_http_linegate_lr_s {
      */
     ngx_str_t                       rate_key;
     int64_t                         rate_ttl;    /* ms, when created */
+
+    /*
+     * GET by id with an expired cache entry of the key: the pipeline also
+     * reads lg:apikey:<key_digest> to check the entry's workspace (then
+     * in who.value) with the store.
+     */
+    ngx_str_t                       key_digest;
+    ngx_uint_t                      revalidate;
     ngx_uint_t                      counted;
     int64_t                         remaining;
 

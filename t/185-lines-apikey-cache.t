@@ -126,4 +126,47 @@ subtest 'a key revoked through this nginx: refused at once' => sub {
     is(get_with($w->{key})->res->code, 200, 'the other key still works');
 };
 
+# the request counter of the workspace's current rate window (1 minute)
+sub window_count {
+    my $n = $r->get("lg:{ws:$w->{id}}:rl:" . int(time * 1000 / 60_000));
+    return $n // 0;
+}
+
+subtest 'an expired entry: checked by the GET in its own round trip' => sub {
+    get_with($w->{key}) for 1 .. 4;
+    sleep 0.6;    # past linegate_api_key_cache (500ms)
+
+    my ($tx, $cmds, $trips);
+    ($cmds, $trips) = $s->redis_traffic(sub { $tx = get_with($w->{key}) });
+    is($tx->res->code, 200, 'answered');
+    is($trips, 1 + grep(/"pexpire"/i, @$cmds), 'one round trip')
+        or diag "@$cmds";
+    ok(!grep(/"EVALSHA"/i, @$cmds), 'no script') or diag "@$cmds";
+    my $digest = sha256_hex($w->{key});
+    like($cmds->[0] // '', qr/"GET" "lg:apikey:$digest"/,
+         'the key read with the pipeline') or diag "@$cmds";
+
+    # the entry is renewed: the next read does not read the key
+    ($cmds) = $s->redis_traffic(sub { $tx = get_with($w->{key}) });
+    is($tx->res->code, 200, 'answered again');
+    ok(!grep(/"GET" "lg:apikey/, @$cmds), 'renewed: no key read')
+        or diag "@$cmds";
+};
+
+subtest 'an expired entry of a key revoked meanwhile: 401, not counted' => sub {
+    my $k = second_key() or return;
+
+    $r->del('lg:apikey:' . sha256_hex($k->{key}));
+    sleep 0.6;
+
+    # the same worker (kept-alive connection) that remembered the key
+    my $before = window_count();
+    my $tx = get_with($k->{key});
+    is($tx->res->code, 401, 'refused');
+    is_deeply($tx->res->json, {error => 'Unauthorized'}, 'body');
+    sleep 0.1;    # the count taken back is not waited for
+    is(window_count(), $before, 'the workspace\'s count taken back');
+    is(get_with($w->{key})->res->code, 200, 'the other key still works');
+};
+
 done_testing;
