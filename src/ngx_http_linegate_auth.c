@@ -28,10 +28,11 @@
  * Per-worker caches, both 2-way set-associative, indexed by digest bytes
  * and holding ids of at most NGX_HTTP_LINEGATE_CACHED_ID_MAX bytes
  * (longer ones are served, never cached): Clerk tokens (8,192 entries,
- * ~1.4 MB) and API keys (4,096 entries, ~0.5 MB).
+ * ~1.4 MB) and API keys and provisioning credentials
+ * (linegate_api_key_cache_size entries, 4,096 by default, ~0.5 MB),
+ * allocated when the worker starts.
  */
 #define NGX_HTTP_LINEGATE_JWT_CACHE_SETS     4096
-#define NGX_HTTP_LINEGATE_APIKEY_CACHE_SETS  2048
 #define NGX_HTTP_LINEGATE_CACHED_ID_MAX      64
 
 
@@ -91,8 +92,8 @@ static ngx_http_linegate_jwt_cache_t
     ngx_http_linegate_jwt_cache[NGX_HTTP_LINEGATE_JWT_CACHE_SETS][2];
 
 /* per worker: API key -> workspace, for linegate_api_key_cache */
-static ngx_http_linegate_apikey_cache_t
-    ngx_http_linegate_apikey_cache[NGX_HTTP_LINEGATE_APIKEY_CACHE_SETS][2];
+static ngx_http_linegate_apikey_cache_t   (*ngx_http_linegate_apikey_cache)[2];
+static ngx_uint_t                          ngx_http_linegate_apikey_sets;
 
 
 #define ngx_http_linegate_digest_set(d, n)                                  \
@@ -187,10 +188,14 @@ ngx_http_linegate_apikey_cached(ngx_http_request_t *r,
     ngx_uint_t                         i, set;
     ngx_http_linegate_apikey_cache_t  *e;
 
-    set = ngx_http_linegate_digest_set(p->digest,
-                                       NGX_HTTP_LINEGATE_APIKEY_CACHE_SETS);
-
     ngx_str_null(&p->stale);
+
+    if (ngx_http_linegate_apikey_sets == 0) {
+        return NGX_DECLINED;
+    }
+
+    set = ngx_http_linegate_digest_set(p->digest,
+                                       ngx_http_linegate_apikey_sets);
 
     for (i = 0; i < 2; i++) {
         e = &ngx_http_linegate_apikey_cache[set][i];
@@ -238,14 +243,14 @@ ngx_http_linegate_auth_learn(ngx_http_request_t *r,
     if ((p->kind != NGX_HTTP_LINEGATE_AUTH_API_KEY
          && p->kind != NGX_HTTP_LINEGATE_AUTH_SB_KEY)
         || p->cached
-        || lmcf->apikey_cache_ttl == 0
+        || ngx_http_linegate_apikey_sets == 0
         || ws->len == 0 || ws->len > NGX_HTTP_LINEGATE_CACHED_ID_MAX)
     {
         return;
     }
 
     set = ngx_http_linegate_digest_set(p->digest,
-                                       NGX_HTTP_LINEGATE_APIKEY_CACHE_SETS);
+                                       ngx_http_linegate_apikey_sets);
     victim = NULL;
 
     for (i = 0; i < 2; i++) {
@@ -269,6 +274,30 @@ ngx_http_linegate_auth_learn(ngx_http_request_t *r,
     victim->ws_len = (u_char) ws->len;
     victim->epoch = p->epoch;
     victim->expires = ngx_current_msec + lmcf->apikey_cache_ttl;
+}
+
+
+ngx_int_t
+ngx_http_linegate_auth_init_process(ngx_cycle_t *cycle,
+    ngx_http_linegate_main_conf_t *lmcf)
+{
+    size_t  size;
+
+    if (lmcf->apikey_cache_ttl == 0 || lmcf->apikey_cache_size < 2) {
+        return NGX_OK;
+    }
+
+    ngx_http_linegate_apikey_sets = lmcf->apikey_cache_size / 2;
+    size = ngx_http_linegate_apikey_sets
+           * sizeof(ngx_http_linegate_apikey_cache_t) * 2;
+
+    ngx_http_linegate_apikey_cache = ngx_calloc(size, cycle->log);
+    if (ngx_http_linegate_apikey_cache == NULL) {
+        ngx_http_linegate_apikey_sets = 0;
+        return NGX_ERROR;
+    }
+
+    return NGX_OK;
 }
 
 

@@ -72,6 +72,10 @@ ngx_int_t ngx_http_linegate_auth_account(ngx_http_request_t *r,
     ngx_http_linegate_ctx_t *ctx, ngx_http_linegate_principal_t *p,
     ngx_str_t *key_id, ngx_str_t *secret_digest);
 
+/* a worker starts: the key cache of linegate_api_key_cache_size */
+ngx_int_t ngx_http_linegate_auth_init_process(ngx_cycle_t *cycle,
+    ngx_http_linegate_main_conf_t *lmcf);
+
 /* operator API: Bearer token, constant time. NGX_DECLINED: 401 sent. */
 ngx_int_t ngx_http_linegate_auth_operator(ngx_http_request_t *r,
     ngx_http_linegate_ctx_t *ctx);

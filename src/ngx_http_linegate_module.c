@@ -14,6 +14,7 @@
 #include "ngx_http_linegate_scripts.h"
 #include "ngx_http_linegate_request_id.h"
 #include "ngx_http_linegate_crypto.h"
+#include "ngx_http_linegate_auth.h"
 
 
 typedef struct {
@@ -248,6 +249,13 @@ static ngx_command_t  ngx_http_linegate_commands[] = {
       ngx_conf_set_msec_slot,
       NGX_HTTP_MAIN_CONF_OFFSET,
       offsetof(ngx_http_linegate_main_conf_t, apikey_cache_ttl),
+      NULL },
+
+    { ngx_string("linegate_api_key_cache_size"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_num_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_linegate_main_conf_t, apikey_cache_size),
       NULL },
 
     { ngx_string("linegate_workspace_rate"),
@@ -750,6 +758,7 @@ ngx_http_linegate_create_main_conf(ngx_conf_t *cf)
     lmcf->reconcile_interval = NGX_CONF_UNSET_MSEC;
     lmcf->clerk_leeway = NGX_CONF_UNSET;
     lmcf->apikey_cache_ttl = NGX_CONF_UNSET_MSEC;
+    lmcf->apikey_cache_size = NGX_CONF_UNSET;
     lmcf->ws_rate = NGX_CONF_UNSET_UINT;
     lmcf->ws_rate_window = NGX_CONF_UNSET;
     lmcf->prov_daily = NGX_CONF_UNSET_UINT;
@@ -781,6 +790,7 @@ ngx_http_linegate_init_main_conf(ngx_conf_t *cf, void *conf)
     ngx_conf_init_msec_value(lmcf->reconcile_interval, 5000);
     ngx_conf_init_value(lmcf->clerk_leeway, 5);
     ngx_conf_init_msec_value(lmcf->apikey_cache_ttl, 500);
+    ngx_conf_init_value(lmcf->apikey_cache_size, 4096);
     ngx_conf_init_uint_value(lmcf->ws_rate, 200);
     ngx_conf_init_value(lmcf->ws_rate_window, 60);
     ngx_conf_init_uint_value(lmcf->prov_daily, 3);
@@ -793,6 +803,13 @@ ngx_http_linegate_init_main_conf(ngx_conf_t *cf, void *conf)
 
     if (lmcf->stripe_version.len == 0) {
         ngx_str_set(&lmcf->stripe_version, "2025-03-31.basil");
+    }
+
+    if (lmcf->apikey_cache_size < 2 || lmcf->apikey_cache_size > 16777216) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"linegate_api_key_cache_size\" must be "
+                           "between 2 and 16777216");
+        return NGX_CONF_ERROR;
     }
 
     if (lmcf->apikey_cache_ttl > 1000) {
@@ -1374,12 +1391,23 @@ ngx_http_linegate_init(ngx_conf_t *cf)
 static ngx_int_t
 ngx_http_linegate_init_process(ngx_cycle_t *cycle)
 {
+    ngx_http_linegate_main_conf_t  *lmcf;
+
     if (ngx_http_linegate_scripts_init(cycle->log) != NGX_OK) {
         return NGX_ERROR;
     }
 
     ngx_http_linegate_random_reset();
     ngx_http_linegate_request_id_init_process(cycle);
+
+    lmcf = ngx_http_cycle_get_module_main_conf(cycle,
+                                               ngx_http_linegate_module);
+
+    if (lmcf != NULL && lmcf->redis_configured
+        && ngx_http_linegate_auth_init_process(cycle, lmcf) != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
 
     return ngx_http_linegate_redis_init_process(cycle);
 }

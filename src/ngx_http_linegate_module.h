@@ -88,6 +88,7 @@ typedef struct {
     ngx_array_t                    *clerk_azp;       /* of char * */
     time_t                          clerk_leeway;
     ngx_msec_t                      apikey_cache_ttl;
+    ngx_int_t                       apikey_cache_size;  /* entries */
     /* shared by the workers: bumped by operator writes (key revocation) */
     ngx_atomic_t                   *apikey_epoch;
 

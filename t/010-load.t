@@ -100,6 +100,12 @@ my @refused = (
     ['an API key cache longer than a second',
      $s->render(HTTP_EXTRA => 'linegate_api_key_cache 2s;'),
      qr/\[emerg\] "linegate_api_key_cache" must be at most 1s/],
+    ['an API key cache of one entry',
+     $s->render(HTTP_EXTRA => 'linegate_api_key_cache_size 1;'),
+     qr/\[emerg\] "linegate_api_key_cache_size" must be between 2 and/],
+    ['an API key cache size that is not a number',
+     $s->render(HTTP_EXTRA => 'linegate_api_key_cache_size many;'),
+     qr/\[emerg\] "linegate_api_key_cache_size" directive invalid number/],
 );
 
 for my $case (@refused) {

@@ -169,4 +169,20 @@ subtest 'an expired entry of a key revoked meanwhile: 401, not counted' => sub {
     is(get_with($w->{key})->res->code, 200, 'the other key still works');
 };
 
+subtest 'a cache of two entries: keys beyond it still work' => sub {
+    my $small = LG::Stack->new(
+        HTTP_EXTRA => 'linegate_api_key_cache_size 2;')->start;
+    my $sl = LG::Lines->new($small);
+    my @ws = map { $sl->workspace("org_kc_small_$_") } 1 .. 5;
+    my @ids = map { scalar $sl->created($_) } @ws;
+    my @codes;
+    for my $round (1 .. 3) {
+        for my $i (0 .. $#ws) {
+            push @codes, $sl->get($ws[$i], $ids[$i])->res->code;
+        }
+    }
+    is_deeply(\@codes, [(200) x 15], '5 keys through 2 entries: 15 x 200');
+    $small->stop;
+};
+
 done_testing;
