@@ -43,6 +43,8 @@
 #   LG_BENCH_WARMUP=2     seconds per target before the rounds (0: none)
 #   LG_BENCH_CONFIRM_CONNS=10
 #   LG_BENCH_SCALE_WS=100000   LG_BENCH_MEM_REQUESTS=1000000
+#   LG_BENCH_SCALE_WARMUP=40   seconds of warm-up per target before the
+#                         100k runs (each worker must meet the 100k keys)
 #   LG_BENCH_WRITE_WS     fresh workspaces for the write path: 150000
 #                         (quick: 50000), two included creations each
 #   LG_BENCH_PHASES       main,confirm,curves,scale,memory (quick: main,confirm)
@@ -78,6 +80,7 @@ CONNS=${LG_BENCH_CONNS:-50}
 CONFIRM_CONNS=${LG_BENCH_CONFIRM_CONNS:-10}
 WARMUP=${LG_BENCH_WARMUP:-2}
 SCALE_WS=${LG_BENCH_SCALE_WS:-100000}
+SCALE_WARMUP=${LG_BENCH_SCALE_WARMUP:-40}
 MEM_REQUESTS=${LG_BENCH_MEM_REQUESTS:-1000000}
 CLERK_ISSUER=https://clerk.bench.linegate.test
 if ((QUICK)); then
@@ -655,7 +658,7 @@ phase_curves() {
 # drift of the machine hits both sizes alike
 phase_scale() {
     : > "$RES/scale.tsv"
-    local ids=() id arm n big=$TMP/data-scale run=0 line
+    local ids=() id arm n big=$TMP/data-scale run=0 line w
     for id in lr.linegate lr.lua; do
         [[ -n ${READY[$id]:-} ]] && ids+=("$id")
     done
@@ -672,6 +675,17 @@ phase_scale() {
             perl "$PEERS/seed.pl" --port "$REDIS_PORT" --out "$big" --no-awaiting \
                 --workspaces "$SCALE_WS" >/dev/null
             n=$big
+        fi
+        # steady state: a worker's key cache must first have met the keys
+        # (a cold key costs a script); every target gets the same warm-up
+        if ((run != 3)); then
+            w=$WARMUP
+            ((arm != 1000)) && w=$SCALE_WARMUP
+            say "  warm-up: ${w}s per target"
+            for id in "${ids[@]}"; do
+                LG_PEERS_DATA=$n LG_WRK_THREADS=$THREADS wrk -t"$THREADS" -c"$CONNS" -d"${w}s" \
+                    -s "$WRK_DIR/line_request_scale.lua" "$(tfield "$id" 5)" >/dev/null 2>&1 || true
+            done
         fi
         for id in "${ids[@]}"; do
             line=$(LG_PEERS_DATA=$n wrk_run "scale.$id.$arm.$run" "$(tfield "$id" 5)" \
@@ -766,7 +780,7 @@ report() {
             done
         done
         echo
-        echo "p50/p99: one value per run. Redis cmds/req: \`INFO commandstats\` after minus before, divided by wrk's requests; it counts the commands scripts run inside Redis too (\`EVALSHA\` + \`GET\` + \`HGETALL\` = 3). Round trips/req: writes the server made to Redis that a request waited for (Redis's \`total_reads_processed\`, less keepalive PINGs and the fire-and-forget \`PEXPIRE\`/\`DECR\` of a rate window seen with \`MONITOR\`), during a 1-connection run; commands pipelined in one write count once. CPU: % of one core (the box has $(nproc): $(( $(nproc) * 100 ))%), server = the target's processes (static: linegate's nginx), other = processes outside the benchmark (other engineers' builds and tests: figures with a high value were taken under contention). x static, x Lua...: req/s of the row / req/s of that target on the same endpoint (Clerk rows: against the peers' API-key reads)."
+        echo "p50/p99: one value per run. Redis cmds/req: \`INFO commandstats\` after minus before, divided by wrk's requests; it counts the commands scripts run inside Redis too (\`EVALSHA\` + \`GET\` + \`HGETALL\` = 3). Round trips/req: writes the server made to Redis that a request waited for (Redis's \`total_reads_processed\`, less keepalive PINGs and the fire-and-forget \`PEXPIRE\`/\`DECR\` of a rate window seen with \`MONITOR\`), during a 1-connection run; commands pipelined in one write count once; below 1 when a fire-and-forget command shared a write with the next request's commands. CPU: % of one core (the box has $(nproc): $(( $(nproc) * 100 ))%), server = the target's processes (static: linegate's nginx), other = processes outside the benchmark (other engineers' builds and tests: figures with a high value were taken under contention). x static, x Lua...: req/s of the row / req/s of that target on the same endpoint (Clerk rows: against the peers' API-key reads)."
         if [[ -s $RES/confirm.tsv ]]; then
             echo
             echo "**Preview + confirm through the Stripe stub** (wrk -t$THREADS -c$CONFIRM_CONNS -d$DURATION, reported apart: the single-process Perl stub is the bottleneck)"
@@ -788,7 +802,7 @@ report() {
         fi
         if [[ -s $RES/scale.tsv ]]; then
             echo
-            echo "**1,000 versus $SCALE_WS workspaces/keys** (GET line request, API key; runs in the order 1k, ${SCALE_WS}, ${SCALE_WS}, 1k)"
+            echo "**1,000 versus $SCALE_WS workspaces/keys** (GET line request, API key; runs in the order 1k, ${SCALE_WS}, ${SCALE_WS}, 1k; before the first run of each size, a warm-up of ${WARMUP}s (1k) or ${SCALE_WARMUP}s (${SCALE_WS}) per target so that the workers' key caches have met the keys)"
             echo
             echo "| target | workspaces | req/s (each run) | p99 ms | non-2xx | Redis cmds/req | server CPU us/req | other CPU |"
             echo "|---|---:|---:|---:|---:|---:|---:|---:|"

@@ -103,6 +103,7 @@ static ngx_http_linegate_line_field_t  ngx_http_linegate_line_fields[] = {
     ngx_http_linegate_line_field("createdAt", created_at),
     ngx_http_linegate_line_field("updatedAt", updated_at),
     ngx_http_linegate_line_field("_id", id),
+    ngx_http_linegate_line_field("_ud", usage_date),
     ngx_http_linegate_line_field("_nc", conversations),
     ngx_http_linegate_line_field("_tm", messages),
     { ngx_null_string, 0 }
@@ -283,22 +284,18 @@ ngx_http_linegate_lr_get_tx(ngx_http_request_t *r, ngx_http_linegate_lr_t *lr)
     int64_t                          window;
     ngx_str_t                        key;
     ngx_uint_t                       n;
-    ngx_http_linegate_redis_args_t   tx[4];
+    ngx_http_linegate_redis_args_t   tx[3];
     ngx_http_linegate_main_conf_t   *lmcf;
 
     lmcf = ngx_http_get_module_main_conf(r, ngx_http_linegate_module);
 
     window = (int64_t) lmcf->ws_rate_window * 1000;
 
-    /*
-     * [lg:apikey:<digest>], lg:{ws:W}:rl:<window>, ...:usage:<id>:<date>,
-     * lg:{ws:W}:lr:<id>
-     */
+    /* [lg:apikey:<digest>], lg:{ws:W}:rl:<window>, lg:{ws:W}:lr:<id> */
     len = sizeof("lg:apikey:") - 1 + lr->key_digest.len
-          + 3 * (sizeof("lg:{ws:}") - 1 + lr->who.value.len)
+          + 2 * (sizeof("lg:{ws:}") - 1 + lr->who.value.len)
           + sizeof(":rl:") - 1 + NGX_INT64_LEN
-          + sizeof(":lr:") - 1 + lr->id.len
-          + sizeof(":usage::") - 1 + lr->id.len + lr->date.len;
+          + sizeof(":lr:") - 1 + lr->id.len;
 
     p = ngx_pnalloc(r->pool, len);
     if (p == NULL) {
@@ -331,18 +328,6 @@ ngx_http_linegate_lr_get_tx(ngx_http_request_t *r, ngx_http_linegate_lr_t *lr)
     n++;
 
     key.data = p;
-    p = ngx_sprintf(p, "lg:{ws:%V}:usage:%V:%V", &lr->who.value, &lr->id,
-                    &lr->date);
-    key.len = p - key.data;
-
-    ngx_http_linegate_redis_args_init(&tx[n]);
-    ngx_http_linegate_redis_arg_cstr(&tx[n], "HMGET");
-    ngx_http_linegate_redis_arg_str(&tx[n], &key);
-    ngx_http_linegate_redis_arg_cstr(&tx[n], "newConversationsCount");
-    ngx_http_linegate_redis_arg_cstr(&tx[n], "totalMessagesCount");
-    n++;
-
-    key.data = p;
     p = ngx_sprintf(p, "lg:{ws:%V}:lr:%V", &lr->who.value, &lr->id);
     key.len = p - key.data;
 
@@ -366,7 +351,7 @@ ngx_http_linegate_lr_get_tx_done(ngx_http_request_t *r, redisReply *reply)
     size_t                           i, o;
     int64_t                          code, left, n;
     ngx_int_t                        rc;
-    redisReply                      *e, *h, *u;
+    redisReply                      *e, *h;
     ngx_http_linegate_lr_t          *lr;
     ngx_http_linegate_line_t        *line;
     ngx_http_linegate_main_conf_t   *lmcf;
@@ -394,11 +379,9 @@ ngx_http_linegate_lr_get_tx_done(ngx_http_request_t *r, redisReply *reply)
 
     o = lr->revalidate;
 
-    if (reply->elements != 3 + o
+    if (reply->elements != 2 + o
         || reply->element[o]->type != REDIS_REPLY_INTEGER
-        || reply->element[o + 1]->type != REDIS_REPLY_ARRAY
-        || reply->element[o + 1]->elements != 2
-        || reply->element[o + 2]->type != REDIS_REPLY_ARRAY)
+        || reply->element[o + 1]->type != REDIS_REPLY_ARRAY)
     {
         ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
                       NGX_HTTP_LINEGATE_LOG "unexpected pipeline reply");
@@ -407,8 +390,7 @@ ngx_http_linegate_lr_get_tx_done(ngx_http_request_t *r, redisReply *reply)
     }
 
     n = reply->element[o]->integer;
-    u = reply->element[o + 1];
-    h = reply->element[o + 2];
+    h = reply->element[o + 1];
 
     if (n == 1) {
         ngx_http_linegate_lr_rate_adjust(r, lr, "PEXPIRE");
@@ -440,7 +422,7 @@ ngx_http_linegate_lr_get_tx_done(ngx_http_request_t *r, redisReply *reply)
     line = &lr->line;
 
     if (code == NGX_HTTP_LINEGATE_LR_OK) {
-        /* the hash, with what lr_line appends as _id, _nc and _tm */
+        /* the hash, with what lr_line appends as _id */
         lr->ws = lr->who.value;
 
         if (ngx_http_linegate_line_parse(r, lr, h, line) != NGX_OK) {
@@ -449,27 +431,6 @@ ngx_http_linegate_lr_get_tx_done(ngx_http_request_t *r, redisReply *reply)
         }
 
         line->id = lr->id;
-
-        for (i = 0; i < 2; i++) {
-            e = u->element[i];
-
-            if (e->type == REDIS_REPLY_STRING) {
-                if (ngx_http_linegate_pstr(r->pool, i ? &line->messages
-                                                      : &line->conversations,
-                                           (u_char *) e->str, e->len)
-                    == NULL)
-                {
-                    ngx_http_linegate_internal_error(r);
-                    return;
-                }
-
-            } else if (i) {
-                ngx_str_set(&line->messages, "0");
-
-            } else {
-                ngx_str_set(&line->conversations, "0");
-            }
-        }
 
         if (ngx_http_linegate_lr_due(r, lr, h)) {
             /*
@@ -1256,6 +1217,16 @@ ngx_http_linegate_line_parse(ngx_http_request_t *r,
                 break;
             }
         }
+    }
+
+    /* the hash holds the counters of the latest day with any: today's? */
+    if (line->usage_date.len != lr->date.len
+        || ngx_strncmp(line->usage_date.data, lr->date.data, lr->date.len)
+           != 0
+        || line->conversations.len == 0 || line->messages.len == 0)
+    {
+        ngx_str_set(&line->conversations, "0");
+        ngx_str_set(&line->messages, "0");
     }
 
     return NGX_OK;

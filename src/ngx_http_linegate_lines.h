@@ -82,6 +82,7 @@ typedef struct {
     ngx_str_t                       created_at;
     ngx_str_t                       updated_at;
     ngx_str_t                       date;              /* UTC today */
+    ngx_str_t                       usage_date;        /* '_ud' */
     ngx_str_t                       conversations;     /* its usage */
     ngx_str_t                       messages;
 } ngx_http_linegate_line_t;

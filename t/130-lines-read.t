@@ -61,7 +61,7 @@ subtest 'GET: an included request, in one Redis round trip' => sub {
     ok(!grep(/"EVALSHA"/i, @$cmds), 'hot GET: no script') or diag "@$cmds";
     is_deeply([map { /"(\w+)"/ ? uc $1 : '?' }
                grep { !/"pexpire"/i } @$cmds],
-              [qw(INCR HMGET HGETALL)], 'hot GET: three plain commands')
+              [qw(INCR HGETALL)], 'hot GET: two plain commands')
         or diag "@$cmds";
 
     ($cmds, $trips) = traffic(sub { $tx = $l->get($w->{clerk}, $id) });
@@ -93,6 +93,20 @@ subtest 'GET: an included request, in one Redis round trip' => sub {
          qr/^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$/, 'lastCheckedAt');
     is_deeply($b->{line}{usage}, {date => $TODAY, newConversationsCount => 3,
                                   totalMessagesCount => 7}, 'usage today');
+    my $lr = "lg:{ws:$w->{id}}:lr:$id";
+    is_deeply({map { $_ => $r->hget($lr, $_) } qw(_ud _nc _tm)},
+              {_ud => $TODAY, _nc => 3, _tm => 7},
+              'the latest day\'s counters kept in the line\'s hash');
+
+    # counters of another day are not today's
+    $r->hset($lr, _ud => '2000-01-01');
+    for my $who ($w, $w->{clerk}) {
+        my $u = $l->answer($l->get($who, $id), 200, 'usage of another day');
+        is_deeply($u->{line}{usage}, {date => $TODAY,
+                  newConversationsCount => 0, totalMessagesCount => 0},
+                  'another day: 0 today');
+    }
+    $r->hset($lr, _ud => $TODAY);
 
     my $f = $l->created($w);
     op_ok(POST => "/lines/$f/failed", {reason => 'no numbers'});

@@ -54,18 +54,18 @@ sub answers_again {
 }
 
 subtest 'hot GET: a command of the pipeline fails' => sub {
-    my @d = gmtime;
-    my $today = sprintf '%04d-%02d-%02d', $d[5] + 1900, $d[4] + 1, $d[3];
-    my $usage = "lg:{ws:$w->{id}}:usage:$id:$today";
+    # the workspace's rate window (1 minute) made a hash: INCR fails
     my $r = $s->redis;
+    my $now = int(Time::HiRes::time() / 60);
+    my @windows = map { "lg:{ws:$w->{id}}:rl:$_" } $now, $now + 1;
+    $r->del($_), $r->hset($_, n => 1) for @windows;
 
-    $r->set($usage, 'not a hash');
     my $tx = $l->get($w, $id);
-    $l->error_is($tx, 503, 'STORE_UNAVAILABLE', 'HMGET on a string');
+    $l->error_is($tx, 503, 'STORE_UNAVAILABLE', 'INCR on a hash');
     my $rid = $tx->res->headers->header('X-Request-Id');
     like($s->error_log, qr/linegate: redis error: "WRONGTYPE.*\Q$rid\E/,
          'the error log says which command failed');
-    $r->del($usage);
+    $r->del(@windows);
     is_deeply($l->answer($l->get($w, $id), 200, 'fixed'), $good,
               'the same answer as before');
 };

@@ -4,7 +4,8 @@
 -- request make one call per interval.
 --
 -- ARGV[1..6] see lr_gate
--- ARGV[7] id, ARGV[8] UTC date (YYYY-MM-DD), ARGV[9] now (ms),
+-- ARGV[7] id, ARGV[8] UTC date (YYYY-MM-DD; unused: nginx
+-- compares it with the usage day in the hash), ARGV[9] now (ms),
 -- ARGV[10] reconcile interval (ms; "" when this read never reconciles),
 -- ARGV[11] ms during which an invoice being reissued is left alone
 --
@@ -20,7 +21,7 @@ if code ~= LR_GATE_OK or ARGV[6] == 'gate' then
 end
 
 local wkey = 'lg:{ws:' .. ws .. '}'
-local line = lg_lr_line(wkey, ARGV[7], ARGV[8])
+local line = lg_lr_line(wkey, ARGV[7])
 if not line then
     return {LR_NOT_FOUND, ws, left}
 end

@@ -1,6 +1,7 @@
 -- POST /api/line-requests/:id: may this action run on this request?
 -- ARGV[1..6] see lr_gate
--- ARGV[7] id, ARGV[8] action (payment_link, cancel), ARGV[9] UTC date,
+-- ARGV[7] id, ARGV[8] action (payment_link, cancel), ARGV[9] UTC date
+-- (unused: nginx compares it with the usage day in the hash),
 -- ARGV[10] now (ms), ARGV[11] ms during which a reissue is in progress
 -- Returns {LR_OK, ws, remaining, line, stripeCustomerId, invoiceSeq},
 -- LR_NOT_FOUND, {LR_READ_ONLY, .., subscription status}, LR_SUBSCRIPTION
@@ -16,7 +17,7 @@ if code ~= LR_GATE_OK or ARGV[6] == 'gate' then
 end
 
 local wkey = 'lg:{ws:' .. ws .. '}'
-local line = lg_lr_line(wkey, ARGV[7], ARGV[9])
+local line = lg_lr_line(wkey, ARGV[7])
 if not line then
     return {LR_NOT_FOUND, ws, left}
 end

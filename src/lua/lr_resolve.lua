@@ -3,7 +3,8 @@
 -- lr_settle, but only while the request still names that invoice (a
 -- reissued invoice is not settled by news of the old one).
 -- ARGV[1] ws, ARGV[2] id, ARGV[3] invoice id, ARGV[4] 'paid' or 'void',
--- ARGV[5] now (ms), ARGV[6] now (ISO 8601), ARGV[7] UTC date
+-- ARGV[5] now (ms), ARGV[6] now (ISO 8601), ARGV[7] UTC date (unused: nginx
+-- compares it with the usage day in the hash)
 -- Returns {changed (0/1), line} (see lr_line), or {0} when the request
 -- is gone.
 --#include lr_settle
@@ -18,7 +19,7 @@ if redis.call('HGET', wkey .. ':lr:' .. ARGV[2], 'invoiceId') == ARGV[3] then
                               ARGV[6])
 end
 
-local line = lg_lr_line(wkey, ARGV[2], ARGV[7])
+local line = lg_lr_line(wkey, ARGV[2])
 if not line then
     return {0}
 end

@@ -3,6 +3,10 @@
 -- ARGV[1] id, ARGV[2] YYYY-MM-DD, ARGV[3] new conversations,
 -- ARGV[4] messages, ARGV[5] seconds the day's counters are kept
 -- Returns {0} for an unknown line, else {1, conversations, messages}.
+--
+-- The counters of the latest day are also kept in the line's own hash
+-- ('_ud' the day, '_nc', '_tm'), so that reading a line takes one HGETALL;
+-- the day's key keeps the history.
 local w = redis.call("GET", KEYS[1])
 if not w then
     return {0}
@@ -17,5 +21,10 @@ local key = "lg:{ws:" .. w .. "}:usage:" .. ARGV[1] .. ":" .. ARGV[2]
 local c = redis.call("HINCRBY", key, "newConversationsCount", ARGV[3])
 local m = redis.call("HINCRBY", key, "totalMessagesCount", ARGV[4])
 redis.call("EXPIRE", key, ARGV[5])
+
+local day = redis.call("HGET", lr, "_ud")
+if not day or ARGV[2] >= day then
+    redis.call("HSET", lr, "_ud", ARGV[2], "_nc", c, "_tm", m)
+end
 
 return {1, c, m}
