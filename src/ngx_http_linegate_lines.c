@@ -348,10 +348,10 @@ ngx_http_linegate_lr_get_tx(ngx_http_request_t *r, ngx_http_linegate_lr_t *lr)
 static void
 ngx_http_linegate_lr_get_tx_done(ngx_http_request_t *r, redisReply *reply)
 {
-    size_t                           i, o;
+    size_t                           o;
     int64_t                          code, left, n;
     ngx_int_t                        rc;
-    redisReply                      *e, *h;
+    redisReply                      *h;
     ngx_http_linegate_lr_t          *lr;
     ngx_http_linegate_line_t        *line;
     ngx_http_linegate_main_conf_t   *lmcf;
@@ -362,19 +362,6 @@ ngx_http_linegate_lr_get_tx_done(ngx_http_request_t *r, redisReply *reply)
     if (reply == NULL) {
         ngx_http_linegate_store_unavailable(r);
         return;
-    }
-
-    /* a failing command fails the script as a whole: the same 503 */
-    for (i = 0; i < reply->elements; i++) {
-        e = reply->element[i];
-
-        if (e->type == REDIS_REPLY_ERROR) {
-            ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
-                          NGX_HTTP_LINEGATE_LOG "redis error: \"%*s\"",
-                          (size_t) ngx_min(e->len, 300), e->str);
-            ngx_http_linegate_store_unavailable(r);
-            return;
-        }
     }
 
     o = lr->revalidate;

@@ -50,8 +50,6 @@ static void ngx_http_linegate_pv_plain_write(ngx_http_request_t *r,
     ngx_http_linegate_pv_request_t *pv);
 static void ngx_http_linegate_pv_plain_write_done(ngx_http_request_t *r,
     redisReply *reply);
-static ngx_int_t ngx_http_linegate_pv_plain_errors(ngx_http_request_t *r,
-    redisReply *reply, size_t n);
 static int64_t ngx_http_linegate_pv_plain_limit(redisReply *v,
     ngx_uint_t def);
 
@@ -134,9 +132,8 @@ ngx_http_linegate_pv_plain_read_done(ngx_http_request_t *r,
     ctx = ngx_http_linegate_get_ctx(r);
     pv = ctx->data;
 
-    if (ngx_http_linegate_pv_plain_errors(r, reply, pv->preview ? 3 : 2)
-        != NGX_OK)
-    {
+    if (reply == NULL) {
+        ngx_http_linegate_store_unavailable(r);
         return;
     }
 
@@ -390,7 +387,8 @@ ngx_http_linegate_pv_plain_write_done(ngx_http_request_t *r,
     ctx = ngx_http_linegate_get_ctx(r);
     pv = ctx->data;
 
-    if (ngx_http_linegate_pv_plain_errors(r, reply, 1) != NGX_OK) {
+    if (reply == NULL) {
+        ngx_http_linegate_store_unavailable(r);
         return;
     }
 
@@ -402,46 +400,6 @@ ngx_http_linegate_pv_plain_write_done(ngx_http_request_t *r,
     }
 
     ngx_http_linegate_pv_preview_ok(r, pv);
-}
-
-
-/*
- * The pipeline's reply: NGX_OK when it has n elements and none is an
- * error; otherwise the 503 is sent (a failing command fails the request
- * as a failing script would).
- */
-static ngx_int_t
-ngx_http_linegate_pv_plain_errors(ngx_http_request_t *r, redisReply *reply,
-    size_t n)
-{
-    size_t       i;
-    redisReply  *e;
-
-    if (reply == NULL) {
-        ngx_http_linegate_store_unavailable(r);
-        return NGX_DECLINED;
-    }
-
-    if (reply->elements != n) {
-        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
-                      NGX_HTTP_LINEGATE_LOG "unexpected pipeline reply");
-        ngx_http_linegate_internal_error(r);
-        return NGX_DECLINED;
-    }
-
-    for (i = 0; i < n; i++) {
-        e = reply->element[i];
-
-        if (e->type == REDIS_REPLY_ERROR) {
-            ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
-                          NGX_HTTP_LINEGATE_LOG "redis error: \"%*s\"",
-                          (size_t) ngx_min(e->len, 300), e->str);
-            ngx_http_linegate_store_unavailable(r);
-            return NGX_DECLINED;
-        }
-    }
-
-    return NGX_OK;
 }
 
 

@@ -64,6 +64,7 @@ typedef struct {
     ngx_uint_t                          queued; /* callbacks hiredis owes */
     ngx_uint_t                          received;
     ngx_uint_t                          lost;   /* a reply never came */
+    ngx_uint_t                          failed; /* a command failed */
     redisReply                         *element[
                                         NGX_HTTP_LINEGATE_REDIS_MAX_PIPELINE];
     redisReply                          array;
@@ -579,10 +580,15 @@ ngx_http_linegate_redis_pipeline_cb(redisAsyncContext *ac, void *data,
     if (reply == NULL) {
         pl->lost = 1;
 
+    } else if (reply->type == REDIS_REPLY_ERROR) {
+        /* as for a command: logged, and the handler is told NULL */
+        ngx_http_linegate_redis_log_error(r->connection->log, reply);
+        pl->failed = 1;
+
     } else if (pl->queued) {
         reply = ngx_http_linegate_redis_copy(r->pool, reply);
         if (reply == NULL) {
-            pl->lost = 1;
+            pl->failed = 1;
         }
     }
 
@@ -596,6 +602,9 @@ ngx_http_linegate_redis_pipeline_cb(redisAsyncContext *ac, void *data,
         ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
                       NGX_HTTP_LINEGATE_LOG "redis connection lost "
                       "with a command in flight");
+    }
+
+    if (pl->lost || pl->failed) {
         reply = NULL;
 
     } else {

@@ -70,8 +70,8 @@ ngx_int_t ngx_http_linegate_redis_command(ngx_http_request_t *r,
  * without MULTI/EXEC (two commands fewer for Redis, no QUEUED replies),
  * so not atomic: for reads, and counters whose interleaving with other
  * clients does not matter. The handler gets an array reply with one
- * element per command (an error element for a command Redis refused),
- * or NULL as for a command. args may be freed once this returns.
+ * element per command, or NULL as for a command: also when any command
+ * failed (its error is logged). args may be freed once this returns.
  */
 ngx_int_t ngx_http_linegate_redis_pipeline(ngx_http_request_t *r,
     ngx_uint_t ncmds, ngx_http_linegate_redis_args_t *args,
