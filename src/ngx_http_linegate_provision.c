@@ -36,6 +36,8 @@ static void ngx_http_linegate_pv_window_jw(ngx_http_linegate_jw_t *jw,
 static ngx_int_t ngx_http_linegate_pv_reply(ngx_http_request_t *r,
     ngx_http_linegate_ctx_t *ctx, redisReply *reply,
     ngx_http_linegate_pv_state_t *st);
+static ngx_int_t ngx_http_linegate_pv_sbkey(ngx_http_request_t *r,
+    ngx_str_t *key_id, ngx_str_t *sbkey);
 static ngx_int_t ngx_http_linegate_pv_start(ngx_http_request_t *r,
     ngx_http_linegate_ctx_t *ctx, ngx_http_linegate_pv_request_t **pvp);
 
@@ -109,23 +111,30 @@ void
 ngx_http_linegate_pv_script(ngx_http_request_t *r,
     ngx_http_linegate_ctx_t *ctx, ngx_http_linegate_pv_request_t *pv)
 {
-    ngx_str_t                        sbkey, digest;
+    ngx_str_t                        sbkey, key_id;
     ngx_http_linegate_redis_args_t  *a;
     ngx_http_linegate_main_conf_t   *lmcf;
 
     lmcf = ngx_http_get_module_main_conf(r, ngx_http_linegate_module);
     a = &pv->args;
 
-    /* the first arguments: KEYS[1] lg:sbkey:<key id>, the digest, now */
-    if (ngx_http_linegate_pv_credentials(r, ctx, NULL, &sbkey, &digest)
-        != NGX_OK)
+    /* a known account the plain commands handed over: no digest yet */
+    if (pv->digest.len == 0
+        && ngx_http_linegate_auth_account(r, ctx, NULL, &key_id, &pv->digest)
+           != NGX_OK)
     {
+        return;
+    }
+
+    /* the first arguments: KEYS[1] lg:sbkey:<key id>, the digest, now */
+    if (ngx_http_linegate_pv_sbkey(r, &pv->key_id, &sbkey) != NGX_OK) {
+        ngx_http_linegate_internal_error(r);
         return;
     }
 
     ngx_http_linegate_redis_args_init(a);
     ngx_http_linegate_redis_arg_str(a, &sbkey);
-    ngx_http_linegate_redis_arg_str(a, &digest);
+    ngx_http_linegate_redis_arg_str(a, &pv->digest);
     ngx_http_linegate_redis_arg_int(r, a, pv->now);
 
     if (pv->preview) {
@@ -357,7 +366,9 @@ ngx_http_linegate_pv_start(ngx_http_request_t *r,
         return NGX_DECLINED;
     }
 
-    if (ngx_http_linegate_auth_account(r, ctx, &pv->who, &key_id, NULL)
+    /* the secret's digest only when the worker does not know the pair */
+    if (ngx_http_linegate_auth_account(r, ctx, &pv->who, &key_id,
+                                       &pv->digest)
         != NGX_OK)
     {
         return NGX_DECLINED;
@@ -441,13 +452,25 @@ ngx_http_linegate_pv_credentials(ngx_http_request_t *r,
         return NGX_DECLINED;
     }
 
-    sbkey->data = ngx_pnalloc(r->pool, sizeof("lg:sbkey:") - 1 + key_id.len);
-    if (sbkey->data == NULL) {
+    if (ngx_http_linegate_pv_sbkey(r, &key_id, sbkey) != NGX_OK) {
         ngx_http_linegate_internal_error(r);
         return NGX_DECLINED;
     }
 
-    sbkey->len = ngx_sprintf(sbkey->data, "lg:sbkey:%V", &key_id)
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_linegate_pv_sbkey(ngx_http_request_t *r, ngx_str_t *key_id,
+    ngx_str_t *sbkey)
+{
+    sbkey->data = ngx_pnalloc(r->pool, sizeof("lg:sbkey:") - 1 + key_id->len);
+    if (sbkey->data == NULL) {
+        return NGX_ERROR;
+    }
+
+    sbkey->len = ngx_sprintf(sbkey->data, "lg:sbkey:%V", key_id)
                  - sbkey->data;
 
     return NGX_OK;

@@ -56,6 +56,7 @@ typedef struct {
     ngx_http_linegate_redis_args_t  args;    /* the script's */
     ngx_http_linegate_principal_t   who;     /* cached: value = account */
     ngx_str_t                       key_id;
+    ngx_str_t                       digest;  /* the secret's, for the script */
     int64_t                         now;
     u_char                          token[NGX_HTTP_LINEGATE_PV_TOKEN_LEN];
     unsigned                        preview:1;
