@@ -46,7 +46,7 @@ static void ngx_http_linegate_lr_get_tx(ngx_http_request_t *r,
 static void ngx_http_linegate_lr_get_tx_done(ngx_http_request_t *r,
     redisReply *reply);
 static void ngx_http_linegate_lr_rate_adjust(ngx_http_request_t *r,
-    ngx_http_linegate_lr_t *lr, const char *command);
+    ngx_http_linegate_lr_t *lr, const char *command, int64_t ms);
 static ngx_int_t ngx_http_linegate_lr_revalidated(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr, redisReply *ws);
 static ngx_uint_t ngx_http_linegate_lr_due(ngx_http_request_t *r,
@@ -380,7 +380,7 @@ ngx_http_linegate_lr_get_tx_done(ngx_http_request_t *r, redisReply *reply)
     h = reply->element[o + 1];
 
     if (n == 1) {
-        ngx_http_linegate_lr_rate_adjust(r, lr, "PEXPIRE");
+        ngx_http_linegate_lr_rate_adjust(r, lr, "PEXPIRE", lr->rate_ttl);
     }
 
     if (o && ngx_http_linegate_lr_revalidated(r, lr, reply->element[0])
@@ -399,7 +399,7 @@ ngx_http_linegate_lr_get_tx_done(ngx_http_request_t *r, redisReply *reply)
         code = NGX_HTTP_LINEGATE_LR_RATE_LIMITED;
         left = 0;
 
-        ngx_http_linegate_lr_rate_adjust(r, lr, "DECR");
+        ngx_http_linegate_lr_rate_adjust(r, lr, "DECR", -1);
 
     } else {
         code = h->elements ? NGX_HTTP_LINEGATE_LR_OK
@@ -466,7 +466,7 @@ ngx_http_linegate_lr_revalidated(ngx_http_request_t *r,
         return NGX_OK;
     }
 
-    ngx_http_linegate_lr_rate_adjust(r, lr, "DECR");
+    ngx_http_linegate_lr_rate_adjust(r, lr, "DECR", -1);
 
     lr->who.value = lr->key_digest;
     lr->revalidate = 0;
@@ -479,13 +479,14 @@ ngx_http_linegate_lr_revalidated(ngx_http_request_t *r,
 
 /*
  * What lr_gate does after its INCR, sent without waiting: the expiry of
- * a window this request opened (PEXPIRE), or taking back a refused call
- * (DECR). Lost with the connection, a window would only stay counted
- * (DECR) or stay in Redis unread once its window has passed (PEXPIRE).
+ * a window this request opened (PEXPIRE, ms), or taking back a refused
+ * call (DECR, ms -1). Lost with the connection, a window would only stay
+ * counted (DECR) or stay in Redis unread once its window has passed
+ * (PEXPIRE).
  */
 static void
 ngx_http_linegate_lr_rate_adjust(ngx_http_request_t *r,
-    ngx_http_linegate_lr_t *lr, const char *command)
+    ngx_http_linegate_lr_t *lr, const char *command, int64_t ms)
 {
     ngx_http_linegate_redis_args_t  a;
 
@@ -493,8 +494,8 @@ ngx_http_linegate_lr_rate_adjust(ngx_http_request_t *r,
     ngx_http_linegate_redis_arg_cstr(&a, command);
     ngx_http_linegate_redis_arg_str(&a, &lr->rate_key);
 
-    if (ngx_strcmp(command, "PEXPIRE") == 0) {
-        ngx_http_linegate_redis_arg_int(r, &a, lr->rate_ttl);
+    if (ms >= 0) {
+        ngx_http_linegate_redis_arg_int(r, &a, ms);
     }
 
     if (ngx_http_linegate_redis_command(r, &a, NULL) != NGX_OK) {
