@@ -71,6 +71,8 @@ typedef struct {
 
 static ngx_int_t ngx_http_linegate_bearer(ngx_http_request_t *r,
     ngx_str_t *token);
+static ngx_int_t ngx_http_linegate_session_cookie(ngx_http_request_t *r,
+    ngx_str_t *name, ngx_str_t *value);
 static ngx_int_t ngx_http_linegate_is_api_key(ngx_str_t *token);
 static ngx_int_t ngx_http_linegate_clerk(ngx_http_request_t *r,
     ngx_http_linegate_ctx_t *ctx, ngx_str_t *token,
@@ -118,9 +120,8 @@ ngx_http_linegate_auth_workspace(ngx_http_request_t *r,
 
         /* a dashboard sends its Clerk session as a cookie instead */
         if (r->headers_in.authorization != NULL
-            || ngx_http_parse_multi_header_lines(&r->headers_in.cookies,
-                                                 &cookie, &token)
-               == NGX_DECLINED)
+            || ngx_http_linegate_session_cookie(r, &cookie, &token)
+               != NGX_OK)
         {
             return ngx_http_linegate_unauthorized(r, ctx, "no credential");
         }
@@ -168,6 +169,40 @@ ngx_http_linegate_auth_workspace(ngx_http_request_t *r,
     p->value.len = 64;
 
     return NGX_OK;
+}
+
+
+/*
+ * The value of the named cookie. nginx 1.23.0 replaced the array of
+ * Cookie headers by a linked list and changed the parser's signature.
+ */
+static ngx_int_t
+ngx_http_linegate_session_cookie(ngx_http_request_t *r, ngx_str_t *name,
+    ngx_str_t *value)
+{
+#if (nginx_version >= 1023000)
+
+    if (ngx_http_parse_multi_header_lines(r, r->headers_in.cookie, name,
+                                          value)
+        == NULL)
+    {
+        return NGX_DECLINED;
+    }
+
+    return NGX_OK;
+
+#else
+
+    if (ngx_http_parse_multi_header_lines(&r->headers_in.cookies, name,
+                                          value)
+        == NGX_DECLINED)
+    {
+        return NGX_DECLINED;
+    }
+
+    return NGX_OK;
+
+#endif
 }
 
 

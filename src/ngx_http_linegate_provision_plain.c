@@ -20,10 +20,11 @@
  */
 
 
+#include "ngx_http_linegate_module.h"
+
 #include <math.h>      /* isfinite(), a macro */
 #include <stdlib.h>
 
-#include "ngx_http_linegate_module.h"
 #include "ngx_http_linegate_provision.h"
 #include "ngx_http_linegate_jw.h"
 #include "ngx_http_linegate_reply.h"

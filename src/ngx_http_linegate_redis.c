@@ -15,10 +15,10 @@
  */
 
 
-#include <hiredis/async.h>
-
 #include "ngx_http_linegate_redis.h"
 #include "ngx_http_linegate_scripts.h"
+
+#include <hiredis/async.h>
 
 
 #define NGX_HTTP_LINEGATE_BACKOFF_MIN  100

@@ -16,11 +16,11 @@
  */
 
 
-#include <openssl/rand.h>
-#include <openssl/err.h>
-
 #include "ngx_http_linegate_module.h"
 #include "ngx_http_linegate_request_id.h"
+
+#include <openssl/rand.h>
+#include <openssl/err.h>
 
 
 #define NGX_HTTP_LINEGATE_REQUEST_ID_LEN  32

@@ -203,12 +203,15 @@ ngx_http_linegate_stripe_headers(ngx_http_request_t *sr,
         return NGX_ERROR;
     }
 
+#if (nginx_version < 1023000)
+    /* before 1.23.0 the Cookie headers were an array nginx expects set up */
     if (ngx_array_init(&sr->headers_in.cookies, sr->pool, 1,
                        sizeof(ngx_table_elt_t *))
         != NGX_OK)
     {
         return NGX_ERROR;
     }
+#endif
 
     sr->headers_in.content_length_n = -1;
     sr->headers_in.keep_alive_n = -1;
