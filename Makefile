@@ -5,6 +5,9 @@
 #   make deps       install the Debian packages (as root; idempotent)
 #   make run        development stack in the foreground (127.0.0.1:8080)
 #   make test       build, then prove -r t/
+#   make chaos      chaos run: workload + faults, then invariants
+#                   (CHAOS_SECONDS=180, CHAOS_SEED=, CHAOS_FAULTS=a,b;
+#                   docs/chaos.md)
 #   make bench      wrk against linegate, nginx static and the peers
 
 NGINX_SRC  ?= /usr/share/nginx/src
@@ -22,7 +25,7 @@ DEB_PACKAGES = nginx nginx-dev libhiredis-dev libjansson-dev libssl-dev \
     libmojolicious-perl libcrypt-jwt-perl libjson-validator-perl \
     libyaml-libyaml-perl libredis-perl build-essential clang prometheus
 
-.PHONY: all deps run test unit asan bench clean distclean
+.PHONY: all deps run test unit chaos asan bench clean distclean
 
 all: $(MODULE)
 
@@ -62,6 +65,12 @@ run: $(MODULE)
 
 test: $(MODULE)
 	prove $(PROVE_ARGS) t/
+
+# the chaos harness (docs/chaos.md): CHAOS_SECONDS (180, at most 300),
+# CHAOS_SEED, CHAOS_CLIENTS, CHAOS_FAULTS, CHAOS_SETTLE from the
+# environment or the command line
+chaos: $(MODULE)
+	perl t/chaos/chaos.pl
 
 unit:
 	prove t/001-unit.t

@@ -11,6 +11,12 @@
 use strict;
 use warnings;
 
+# Compiled before the modules, so run after their END blocks: LG::Stack's
+# END block (stopping the stack) loses the exit status (`local $? = $?`
+# in an END block leaves 0), so the status is set again last.
+my $STATUS;
+END { $? = $STATUS if defined $STATUS }
+
 use FindBin;
 use lib "$FindBin::Bin/lib", "$FindBin::Bin/../lib";
 
@@ -34,4 +40,5 @@ my $c = LG::Chaos->new(
 );
 my $r = $c->run;
 print $r->{report};
-exit($r->{violations} ? 1 : 0);
+$STATUS = $r->{violations} ? 1 : 0;
+exit $STATUS;

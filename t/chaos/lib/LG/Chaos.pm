@@ -36,7 +36,8 @@ our @INVARIANTS = qw(answers_complete answers_format confirm_answers_true
     no_stuck_idempotency included_within_plan open_invoice_awaits
     paid_invoice_promoted no_draft_invoice paid_line_paid
     subscription_backed numbers_conserved no_stuck_reservation
-    limits_respected provisioning_on_stream no_worker_crash);
+    limits_respected provisioning_on_stream no_worker_crash
+    no_alert_in_log);
 
 sub new {
     my ($class, %o) = @_;
@@ -251,6 +252,7 @@ sub check {
     my $s = $self->{s};
     my $r = $s->redis;
     my %v = map { $_ => [] } @INVARIANTS;
+    delete @$self{qw(slog elog)};
     $self->{v} = \%v;
     my $bad = sub { my $k = shift; push @{ $v{$k} }, join ' ', @_ };
 
@@ -299,7 +301,8 @@ sub check {
                "$W: " . @await . " awaiting_payment (@await)") if @await > 1;
         for my $id (@await) {
             $bad->(awaiting_has_invoice => "$W: $id awaiting_payment without"
-                   . " an invoice (created $lr->{$id}{createdAt})")
+                   . " an invoice (created $lr->{$id}{createdAt})"
+                   . $self->trail($id))
                 unless length($lr->{$id}{invoiceId} // '');
         }
         my $pending = $r->get("lg:{ws:$W}:pending");
@@ -344,6 +347,22 @@ sub check {
     # the stub: invoices of line requests, subscriptions
     my $st = $s->stub(GET => '/_stub/state')->res->json;
     my %inv = %{ $st->{invoices} // {} };
+    # the Stripe calls about a request or an invoice, for the examples
+    my @slog = @{ $st->{log} // [] };
+    my $trail = sub {
+        my ($id, $in) = @_;
+        my @e = grep {
+            ($_->{idempotency_key} // '') =~ /\Q$id\E/
+            || defined $in && index($_->{path}, $in) >= 0
+        } @slog;
+        return '' unless @e;
+        return '; stripe: ' . join ', ', map {
+            "$_->{method} $_->{path} -> "
+            . ($_->{dropped} ? 'dropped' : $_->{status} // '?')
+            . ($_->{cut} ? ' cut' : '')
+            . ($_->{fault} ? ' (fault)' : '')
+        } @e;
+    };
     for my $in (sort keys %inv) {
         my $i = $inv{$in};
         my $id = ($i->{metadata} // {})->{line_request_id} // next;
@@ -352,14 +371,16 @@ sub check {
                       . " invoiceId " . ($q->{invoiceId} // 'none')
                     : 'no such request';
         if ($i->{status} eq 'open') {
-            $bad->(open_invoice_awaits => "$in open, request $id: $qs")
+            $bad->(open_invoice_awaits => "$in open, request $id: $qs"
+                   . $trail->($id, $in))
                 unless $q && $q->{provisioningStatus} eq 'awaiting_payment'
                        && ($q->{invoiceId} // '') eq $in;
         } elsif ($i->{status} eq 'paid') {
             $bad->(paid_invoice_promoted => "$in paid, request $id: $qs")
                 unless $q && $q->{provisioningStatus} =~ /^(?:provisioning|active)$/;
         } elsif ($i->{status} eq 'draft') {
-            $bad->(no_draft_invoice => "$in draft, request $id: $qs");
+            $bad->(no_draft_invoice => "$in draft, request $id: $qs"
+                   . $trail->($id, $in));
         }
     }
     for my $id (sort keys %lr_all) {
@@ -396,7 +417,8 @@ sub check {
             if (((($rec_worker{$wid} // {})->{reason}) // '') ne 'record_failed') {
                 $bad->(no_stuck_reservation => "$A/$wid holds "
                        . ($resv{$wid}{phone_number} // '?')
-                       . ' with no record_failed entry on lg:reconcile');
+                       . ' with no record_failed entry on lg:reconcile'
+                       . $self->logtrail($wid));
             }
             $nres++;
         }
@@ -429,7 +451,8 @@ sub check {
         next if $rec_sub{$sub} || $rec_worker{$wid};
         $bad->(subscription_backed => "$sub ($wid, "
                . (($x->{metadata} // {})->{phone_number} // '?')
-               . ') backs no line and no lg:reconcile entry');
+               . ') backs no line and no lg:reconcile entry'
+               . $self->logtrail($sub) . $self->logtrail($wid));
     }
 
     for my $o (grep { $_->{ep} =~ /provision-confirm$/ && $_->{body} } @ops) {
@@ -466,6 +489,32 @@ sub check {
     }
 
     return $self->report;
+}
+
+# the error log's lines naming $needle (their message), for the examples
+sub logtrail {
+    my ($self, $needle) = @_;
+    $self->{elog} //= [split /\n/, substr $self->{s}->error_log,
+                                     $self->{log_offset} // 0];
+    my @l = map { /\] \d+#\d+: (?:\*\d+ )?(.*?)(?:, client: .*)?$/ ? $1 : $_ }
+            grep { index($_, $needle) >= 0 } @{ $self->{elog} };
+    return '' unless @l;
+    return '; log: ' . join ' / ', @l[0 .. ($#l < 1 ? $#l : 1)];
+}
+
+# the Stripe calls of a line request (by its Idempotency-Keys)
+sub trail {
+    my ($self, $id) = @_;
+    $self->{slog} //= $self->{s}->stub(GET => '/_stub/state')->res->json
+                      ->{log} // [];
+    my @e = grep { ($_->{idempotency_key} // '') =~ /\Q$id\E/ }
+            @{ $self->{slog} };
+    return '; no Stripe call' unless @e;
+    return '; stripe: ' . join ', ', map {
+        "$_->{method} $_->{path} -> "
+        . ($_->{dropped} ? 'dropped' : $_->{status} // '?')
+        . ($_->{cut} ? ' cut' : '') . ($_->{fault} ? ' (fault)' : '')
+    } @e;
 }
 
 sub table {

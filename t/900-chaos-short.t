@@ -1,0 +1,90 @@
+# The short chaos run (issue 13; docs/chaos.md): the workload of
+# `make chaos` for ~40 s with the fault kinds the code on main survives,
+# then every invariant of LG::Chaos, each a test. Last, the checker is
+# shown able to fail: a sold number put back into the inventory by hand
+# must be reported.
+#
+# Environment: CHAOS_FAULTS (comma list of kinds, default @SHORT below),
+# CHAOS_SHORT_SECONDS (40), CHAOS_SEED, CHAOS_CLIENTS (6).
+#
+# Fault kinds left out of the short run because they still cause
+# violations on main (see docs/chaos.md, "Known violations"); enable each
+# as its fix lands:
+#
+#   stripe_timeout stripe_drop stripe_after_commit stripe_5xx stripe_429
+#       create: invoice or item call fails -> awaiting_payment without an
+#       invoice / draft left / idempotency key stuck "running";
+#       confirm: subscription at Stripe with no line or lg:reconcile entry
+#   stripe_oversize stripe_cut
+#       the subrequest ends in NGX_ERROR: no answer, request and
+#       reservation left behind (issue 13's first two findings)
+#   redis_pause redis_kill redis_busy reload_redis_drop
+#       reservations (confirm) and awaiting_payment (create) left after
+#       a timed-out command; alerts "could not be released"
+#   worker_kill
+#       work of the killed worker's requests is left half-done (held
+#       reservations, requests without invoice)
+
+use strict;
+use warnings;
+
+use FindBin;
+use lib "$FindBin::Bin/lib", "$FindBin::Bin/chaos/lib";
+
+use Test::More;
+use LG::Chaos;
+
+my @SHORT = qw(nginx_reload client_abort);
+
+my @faults = defined $ENV{CHAOS_FAULTS}
+    ? grep { length } split /[,\s]+/, $ENV{CHAOS_FAULTS}
+    : @SHORT;
+
+my $c = LG::Chaos->new(
+    seconds => $ENV{CHAOS_SHORT_SECONDS} // 40,
+    seed    => $ENV{CHAOS_SEED},
+    clients => $ENV{CHAOS_CLIENTS} // 6,
+    settle  => 9,
+    faults  => \@faults,
+    log     => sub { note "chaos: @_" },
+);
+my $r = $c->run;
+
+cmp_ok($r->{ops}, '>', 300, 'the workload ran');
+cmp_ok($r->{faults}, '>', 0, 'faults were injected')
+    if grep { $_ ne 'client_abort' } @{ $c->{faults} };
+
+my $ok = 1;
+for my $i (@LG::Chaos::INVARIANTS) {
+    my $v = $r->{v}{$i};
+    $ok &= is(scalar @$v, 0, "invariant $i")
+        || diag(join "\n", map { "  $_" } @$v[0 .. ($#$v < 4 ? $#$v : 4)]);
+}
+($ok ? \&note : \&diag)->($r->{report});
+
+# The checker can fail: a sold number is put back into the inventory by
+# hand (sold twice from then on) and an included line is added beyond
+# the plan; the check must report both.
+my $s = $c->stack;
+my $rd = $s->redis;
+my ($line) = map { $rd->keys("lg:{acct:$_->{id}}:line:*") }
+             @{ $c->{accounts} };
+SKIP: {
+    skip 'no line was sold', 2 unless $line;
+    my $number = $rd->hget($line, 'phone_number');
+    $rd->sadd('lg:inventory', $number);
+    my $W = 'org_chaos_starter_1';
+    my $id = 'ffffffffffffffffffffffff';
+    $rd->hset("lg:{ws:$W}:lr:$id", provisioningStatus => 'provisioning',
+              paymentStatus => 'not_required', channelType => 'phone');
+    $rd->hset("lg:{ws:$W}:lr:${id}0", provisioningStatus => 'active',
+              paymentStatus => 'not_required', channelType => 'phone');
+    my $again = $c->check;
+    ok((grep { /\Q$number\E in 2 places/ } @{ $again->{v}{numbers_conserved} }),
+       "a number sold twice is reported ($number)");
+    ok(@{ $again->{v}{included_within_plan} }
+       && @{ $again->{v}{provisioning_on_stream} },
+       'lines beyond the plan and off the stream are reported');
+}
+
+done_testing;
