@@ -32,9 +32,12 @@ my $CONFIRM = '/accounts/lines/provision-confirm';
 sub new {
     my ($class, %c) = @_;
     my $self = bless {%c, known => [], tokens => []}, $class;
+    # no keep-alive: a connection an old worker closes at a reload while
+    # the client writes a new request on it is HTTP's race, not an answer
+    # lost by linegate (each request here has its own connection)
     $self->{ua} = Mojo::UserAgent->new(
         connect_timeout => 10, inactivity_timeout => 30,
-        request_timeout => 30, max_redirects => 0,
+        request_timeout => 30, max_redirects => 0, max_connections => 0,
     );
     return $self;
 }
