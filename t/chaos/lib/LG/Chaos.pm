@@ -36,8 +36,8 @@ our @INVARIANTS = qw(answers_complete answers_format confirm_answers_true
     no_stuck_idempotency included_within_plan open_invoice_awaits
     paid_invoice_promoted no_draft_invoice paid_line_paid
     subscription_backed numbers_conserved no_stuck_reservation
-    limits_respected provisioning_on_stream no_worker_crash
-    no_alert_in_log);
+    limits_respected revoked_key_refused provisioning_on_stream
+    no_worker_crash no_alert_in_log);
 
 sub new {
     my ($class, %o) = @_;
@@ -279,9 +279,9 @@ sub check {
                 && grep { $_ >= $o->{t0} - 2 && $_ <= $o->{t1} } @reloads;
             $bad->(answers_complete => "$o->{ep}: $o->{p}");
         } else {
-            my $k = $o->{ep} =~ /^(?:confirm burst|revoked key used)/
-                  ? 'confirm_answers_true' : 'answers_format';
-            $k = 'limits_respected' if $o->{ep} eq 'revoked key used';
+            my $k = $o->{ep} eq 'confirm burst' ? 'confirm_answers_true'
+                  : $o->{ep} eq 'revoked key used' ? 'revoked_key_refused'
+                  : 'answers_format';
             $bad->($k => "$o->{ep} -> $o->{st}: $o->{p}");
         }
     }

@@ -201,7 +201,7 @@ sub op_pay {
         $self->record({ep => 'webhook invoice.paid', t0 => $t0, t1 => time,
             st => $tx->res->code == 409 ? 'not open' : 'none',
             ($tx->res->code == 409 ? ()
-             : (p => 'webhook not delivered: ' . ($r->{error}
+             : (p => 'no answer: webhook not delivered: ' . ($r->{error}
                     // $tx->res->body // '')))});
         $k->{status} = 'gone' if ($tx->res->code // 0) == 409;
         return;
