@@ -34,7 +34,7 @@ use lib "$FindBin::Bin/lib", "$FindBin::Bin/chaos/lib";
 use Test::More;
 use LG::Chaos;
 
-my @SHORT = qw(stripe_429 nginx_reload);
+my @SHORT = qw(nginx_reload client_abort);
 
 my @faults = defined $ENV{CHAOS_FAULTS}
     ? grep { length } split /[,\s]+/, $ENV{CHAOS_FAULTS}

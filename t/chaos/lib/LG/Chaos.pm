@@ -261,15 +261,17 @@ sub check {
     my @faults = jsonl("$self->{dir}/faults.jsonl");
     $self->{ops} = \@ops;
     $self->{fault_log} = \@faults;
-    my @kills = map { $_->{t} } grep { $_->{kind} eq 'worker_kill' } @faults;
+    my @kills = grep { $_->{kind} eq 'worker_kill' } @faults;
     my @reloads = map { $_->{t} } grep { $_->{kind} =~ /reload/ } @faults;
 
     # answers
     for my $o (@ops) {
         next unless $o->{p};
         if ($o->{st} eq 'none') {
-            my $excused = grep { $_ >= $o->{t0} - 0.1 && $_ <= $o->{t1} + 0.1 }
-                          @kills;
+            # in flight while a worker was being killed (the fault's
+            # interval: from before the worker was chosen to the kill)
+            my $excused = grep { $_->{t} <= $o->{t1} + 0.2
+                                 && $_->{t_end} >= $o->{t0} - 0.2 } @kills;
             next if $excused && $o->{p} =~ /^no answer/;
             # the stub delivers webhooks on keep-alive connections: one
             # that an old worker closes as it shuts down (reload) while
