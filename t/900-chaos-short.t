@@ -8,22 +8,26 @@
 # CHAOS_SHORT_SECONDS (40), CHAOS_SEED, CHAOS_CLIENTS (6).
 #
 # Fault kinds left out of the short run because they still cause
-# violations on main (see docs/chaos.md, "Known violations"); enable each
-# as its fix lands:
+# violations on main (main at 7c277b9, 30 s runs of one kind each, see
+# docs/chaos.md "Known violations"); enable each as its fix lands:
 #
-#   stripe_timeout stripe_drop stripe_after_commit stripe_5xx stripe_429
-#       create: invoice or item call fails -> awaiting_payment without an
-#       invoice / draft left / idempotency key stuck "running";
-#       confirm: subscription at Stripe with no line or lg:reconcile entry
+#   stripe_5xx stripe_429 stripe_timeout stripe_drop stripe_after_commit
 #   stripe_oversize stripe_cut
-#       the subrequest ends in NGX_ERROR: no answer, request and
-#       reservation left behind (issue 13's first two findings)
+#       create: a draft invoice left at Stripe when its answer was lost
+#       (POST /v1/invoices 5xx after commit, dropped, timed out, over the
+#       buffer, cut) or when finalize and the void both failed
+#       (no_draft_invoice)
 #   redis_pause redis_kill redis_busy reload_redis_drop
-#       reservations (confirm) and awaiting_payment (create) left after
-#       a timed-out command; alerts "could not be released"
+#       confirm: 500 provisioning_failed "queued for reconciliation" that
+#       is not, subscription with no line or lg:reconcile entry, number
+#       held; "reservation ... could not be released" (alerts);
+#       create: awaiting_payment without an invoice, idempotency record
+#       left "running" (the stalled lr_create runs late; a lost invoice
+#       store voids a finalized invoice and leaves the request)
 #   worker_kill
-#       work of the killed worker's requests is left half-done (held
-#       reservations, requests without invoice)
+#       the killed worker's requests leave their state half-done (held
+#       reservations, awaiting_payment without invoice, open invoice with
+#       no request naming it, subscription with no line)
 
 use strict;
 use warnings;

@@ -550,8 +550,8 @@ sub report {
     push @f_rows, ['client_abort (by clients)',
         scalar grep { $_->{st} eq 'aborted' } @{ $self->{ops} }]
         if grep { $_ eq 'client_abort' } @{ $self->{faults} };
-    my $failed_faults = grep { $_->{detail} =~ /^failed/ }
-                        @{ $self->{fault_log} };
+    my @failed = grep { $_->{detail} =~ /^failed/ } @{ $self->{fault_log} };
+    my $failed_faults = @failed;
 
     my $nv = 0;
     my $examples = '';
@@ -574,6 +574,8 @@ sub report {
         . table('Operations (endpoint: status:count)',
                 ['endpoint', 'statuses'], @op_rows)
         . table('Faults injected', ['kind', 'count'], @f_rows)
+        . join('', map { "fault not injected: $_->{kind}: $_->{detail}\n" }
+                   @failed)
         . ($self->{skipped} ? "Fault kinds skipped: $self->{skipped}\n\n"
                             : '')
         . table('Invariants', ['invariant', 'result', 'violations'], @i_rows)
