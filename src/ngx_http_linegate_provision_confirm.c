@@ -1150,7 +1150,7 @@ ngx_http_linegate_confirm_durable(ngx_http_linegate_confirm_t *cf,
 static void
 ngx_http_linegate_confirm_cleanup(void *data)
 {
-    ngx_http_linegate_ctx_t  *ctx = data;
+    ngx_http_linegate_ctx_t         *ctx = data;
 
     const char                      *what;
     ngx_http_request_t              *r;
@@ -1160,7 +1160,8 @@ ngx_http_linegate_confirm_cleanup(void *data)
     cf = ctx->data;
     r = cf ? cf->request : NULL;
 
-    if (cf == NULL || cf->settled || ctx->state == NGX_HTTP_LINEGATE_CONFIRM_DONE)
+    if (cf == NULL || cf->settled
+        || ctx->state == NGX_HTTP_LINEGATE_CONFIRM_DONE)
     {
         return;
     }
