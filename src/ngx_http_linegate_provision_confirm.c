@@ -42,18 +42,6 @@
 #include "ngx_http_linegate_util.h"
 
 
-/* TEMPORARY until h-redisfail's durable-write API is merged */
-#ifndef NGX_HTTP_LINEGATE_REDIS_DURABLE
-static ngx_int_t
-ngx_http_linegate_redis_durable(ngx_log_t *log,
-    ngx_http_linegate_script_id_e script, int nkeys,
-    ngx_http_linegate_redis_args_t *args, const char *what)
-{
-    return NGX_ERROR;
-}
-#endif
-
-
 #define NGX_HTTP_LINEGATE_WORKER_LEN     (7 + NGX_HTTP_LINEGATE_ID_LEN)
 #define NGX_HTTP_LINEGATE_PV_TOKEN_MIN   (4 + 32)
 #define NGX_HTTP_LINEGATE_PV_TOKEN_MAX   128
