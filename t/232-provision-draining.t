@@ -49,8 +49,21 @@ sub confirm_through_outage {
     my $from = length $s->error_log;
     $s->start_redis;
     $r = $s->redis;
+    $s->wait_redis_connected($from, 5);
 
     return $tx;
+}
+
+# a preview token once every worker is connected again to Redis
+sub token {
+    my ($a) = @_;
+    my $until = time + 8;
+    my $ok = 0;
+    while ($ok < 8 && time < $until) {
+        $ok = $p->limits($a)->res->code == 200 ? $ok + 1 : 0;
+        sleep 0.05 unless $ok;
+    }
+    return $p->token($a);
 }
 
 sub eventually {
@@ -65,7 +78,7 @@ sub eventually {
 
 subtest 'paid while Redis was gone: recorded once it is back' => sub {
     my $a = $p->account('acct_drain');
-    my $tok = $p->token($a);
+    my $tok = token($a);
     $p->fault(latency_ms => 600, after_commit => 1);
 
     my $tx = confirm_through_outage($a, $tok, 2);
@@ -88,7 +101,7 @@ subtest 'paid while Redis was gone: recorded once it is back' => sub {
 
 subtest 'declined while Redis was gone: number and slot given back' => sub {
     my $a = $p->account('acct_decl', decline => 1);
-    my $tok = $p->token($a);
+    my $tok = token($a);
     my $inv = $r->scard('lg:inventory');
     $p->fault(latency_ms => 600);
 
@@ -106,7 +119,7 @@ subtest 'declined while Redis was gone: number and slot given back' => sub {
 subtest 'Redis paused twice over: the record lands when it answers' => sub {
     $s->wait_redis_connected(0, 5);
     my $a = $p->account('acct_pause');
-    my $tok = $p->token($a);
+    my $tok = token($a);
     $p->fault(latency_ms => 400);
 
     # the record times out, and so would a second write right after it
