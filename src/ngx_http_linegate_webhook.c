@@ -339,8 +339,6 @@ ngx_http_linegate_webhook_done(ngx_http_request_t *r, redisReply *reply)
                           NGX_HTTP_LINEGATE_LOG "Stripe subscription event "
                           "for unknown workspace \"%V\": refused, Stripe "
                           "retries it", &ngx_http_linegate_get_ctx(r)->tenant);
-            ngx_str_set(&ngx_http_linegate_get_ctx(r)->outcome,
-                        "workspace_unknown");
             ngx_http_linegate_error(r, NGX_HTTP_CONFLICT,
                                     "WORKSPACE_UNKNOWN",
                                     "Unknown workspace: the event is applied "
