@@ -940,10 +940,39 @@ ngx_http_linegate_confirm_queued(ngx_http_request_t *r,
     ngx_http_linegate_ctx_t *ctx, ngx_http_linegate_confirm_t *cf,
     redisReply *reply)
 {
+    u_char  *what;
+
     cf->status = NGX_HTTP_INTERNAL_SERVER_ERROR;
     cf->code = "provisioning_failed";
 
+    what = NULL;
+
     if (reply == NULL) {
+        /* its name in the log: no secret, the ids an operator looks for */
+        what = ngx_pnalloc(r->pool, sizeof("lg:reconcile entry of  ()")
+                                    + cf->subscription.len
+                                    + cf->worker_id.len);
+        if (what != NULL) {
+            *ngx_sprintf(what, "lg:reconcile entry of %V (%V)",
+                         &cf->subscription, &cf->worker_id) = '\0';
+        }
+    }
+
+    if (what != NULL
+        && ngx_http_linegate_redis_durable_command(r->connection->log,
+                                                   &cf->args,
+                                                   (char *) what)
+           == NGX_OK)
+    {
+        /* sent again until Redis answers (a duplicate entry is harmless) */
+        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                      NGX_HTTP_LINEGATE_LOG "subscription %V of account "
+                      "\"%V\" (%V, number %V) not recorded (%s): queued "
+                      "for reconciliation once Redis answers",
+                      &cf->subscription, &cf->account, &cf->worker_id,
+                      &cf->number, cf->reconcile);
+
+    } else if (reply == NULL) {
         /* the last place this purchase is written down: the error log */
         ngx_log_error(NGX_LOG_ALERT, r->connection->log, 0,
                       NGX_HTTP_LINEGATE_LOG "subscription %V of account "
