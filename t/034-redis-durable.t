@@ -149,4 +149,43 @@ subtest 'a draining worker, Redis restarted: the writes still land' => sub {
     unlike($s->error_log, qr/neither recorded nor queued/, 'no alert');
 };
 
+subtest 'a request freed with its command in flight: the reply goes nowhere'
+    => sub {
+    # freed memory is overwritten: a reply handed to a freed request
+    # crashes the worker instead of passing unnoticed
+    local $ENV{MALLOC_PERTURB_} = 165;
+    my $s = LG::Stack->new(WORKERS => 1, stub => 0,
+                           MAIN_EXTRA => 'worker_shutdown_timeout 100ms;')
+        ->start;
+    my $from = length $s->error_log;
+
+    # the command waits on a paused Redis; the reload's shutdown timer
+    # closes the request's connection (the request is freed) before
+    # Redis answers
+    $s->redis->client_pause(700);
+
+    my $done;
+    my $ua = Mojo::UserAgent->new(request_timeout => 5);
+    $ua->get($s->url('/_linegate/inventory') =>
+             {Authorization => 'Bearer ' . $s->operator_token} =>
+             sub { $done = 1 });
+    Mojo::IOLoop->timer(0.1 => sub { kill 'HUP', $s->{pids}{nginx} });
+    Mojo::IOLoop->timer(1.5 => sub { Mojo::IOLoop->stop });
+    Mojo::IOLoop->start;
+
+    ok(wait_for(sub { $s->error_log =~ /worker process \d+ exited/ }, 5),
+       'the old worker exited');
+    my $log = substr $s->error_log, $from;
+    unlike($log, qr/exited on signal/, 'without crashing');
+    like($log, qr/gracefully shutting down/, 'after draining');
+
+    # and the new worker serves
+    my $ok = wait_for(sub {
+        Mojo::UserAgent->new->get($s->url('/_linegate/inventory') =>
+            {Authorization => 'Bearer ' . $s->operator_token})
+            ->res->code == 200
+    }, 5);
+    ok($ok, 'the new worker answers');
+};
+
 done_testing;
