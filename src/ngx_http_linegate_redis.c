@@ -67,7 +67,7 @@ typedef struct {
     ngx_uint_t                          attempts;
     ngx_uint_t                          eval;    /* NOSCRIPT: send EVAL */
     ngx_uint_t                          sent;    /* hiredis owes a reply */
-    ngx_uint_t                          done;    /* answered: free on reply */
+    ngx_uint_t                          done;    /* given up: free on reply */
     char                               *what;
     ngx_http_linegate_redis_args_t      args;
 } ngx_http_linegate_redis_durable_t;

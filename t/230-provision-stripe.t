@@ -307,7 +307,8 @@ subtest 'Redis too slow at the reserve: 503, undone once it catches up' => sub {
     $s->wait_redis_connected(0, 3);
 };
 
-subtest 'neither recorded nor queued: 500 and an alert in the log' => sub {
+subtest 'neither recorded nor queued in time: 500, the entry written later'
+    => sub {
     my $a = $p->account('acct_alert');
     my $tok = $p->token($a);
     $p->fault(latency_ms => 400);
@@ -322,13 +323,28 @@ subtest 'neither recorded nor queued: 500 and an alert in the log' => sub {
     like($b->{subscription_id}, qr/^sub_/, 'the subscription id');
 
     my $log = $s->error_log;
-    like($log, qr/\[alert\].*subscription\ \Q$b->{subscription_id}\E
-                  \ of\ account\ "acct_alert".*neither\ recorded/x,
-         'alert names the subscription');
+    like($log, qr/\[error\].*subscription\ \Q$b->{subscription_id}\E
+                  \ of\ account\ "acct_alert".*queued\ for\ reconciliation
+                  \ once\ Redis\ answers/x,
+         'logged: the entry waits for Redis, naming the subscription');
+    unlike($log, qr/neither recorded/, 'no alert: nothing lost');
     unlike($log, qr/\Q$a->{secret}\E|\Q$tok\E/, 'no secret, no token');
 
     sleep 2.6;    # the pause ends; the worker reconnects if it dropped
     $s->wait_redis_connected(0, 3);
+
+    # the durable write lands (the timed-out one may have landed too)
+    my @q;
+    for (1 .. 50) {
+        @q = grep { $_->{subscription_id} eq $b->{subscription_id} }
+             reconcile_of('acct_alert');
+        last if @q && $s->error_log =~ /durable write .*done/;
+        sleep 0.1;
+    }
+    ok(scalar @q, 'the reconcile entry is written once Redis answers');
+    like($s->error_log,
+         qr/durable write "lg:reconcile entry of \Q$b->{subscription_id}\E/,
+         'logged by the durable write');
 };
 
 subtest 'Redis down: 503, nothing charged' => sub {
