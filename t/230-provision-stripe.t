@@ -324,13 +324,27 @@ subtest 'Redis gone after the charge: 500, no false claim' => sub {
            'not said to be queued: it was not (yet)');
 
     my $log = $s->error_log;
-    like($log, qr/subscription\ \Q$b->{subscription_id}\E
-                  \ of\ account\ "acct_alert".*(?:not|neither)\ recorded/x,
-         'logged with the subscription id');
+    like($log, qr/\[error\].*subscription\ \Q$b->{subscription_id}\E
+                  \ of\ account\ "acct_alert".*not\ recorded\ yet/x,
+         'logged: the record waits for Redis, naming the subscription');
+    unlike($log, qr/\[alert\]/, 'no alert: nothing lost');
     unlike($log, qr/\Q$a->{secret}\E|\Q$tok\E/, 'no secret, no token');
 
     sleep 2.6;    # the pause ends; the worker reconnects if it dropped
     $s->wait_redis_connected(0, 3);
+
+    # the durable record lands (the timed-out one may have run too)
+    my %l;
+    for (1 .. 50) {
+        %l = map { ($_->{subscription_id} => 1) }
+             values %{ $p->lines('acct_alert') };
+        last if $l{ $b->{subscription_id} };
+        sleep 0.1;
+    }
+    ok($l{ $b->{subscription_id} }, 'recorded once Redis answered');
+    is_deeply($p->reservations('acct_alert'), [], 'no reservation left');
+    is_deeply([reconcile_of('acct_alert')], [], 'nothing to reconcile');
+    numbers_accounted('Redis gone after the charge');
 };
 
 subtest 'Redis down: 503, nothing charged' => sub {
