@@ -95,6 +95,13 @@ typedef struct {
     unsigned                         reserving:1; /* RESERVE sent */
 
     ngx_http_linegate_redis_args_t   args;
+
+    /*
+     * The numbers of the record and release scripts, formatted here and
+     * not in the request's pool: the cleanup builds them once the pool is
+     * going away (ngx_http_free_request() has set r->pool to NULL).
+     */
+    u_char                           nums[3][NGX_INT64_LEN];
 } ngx_http_linegate_confirm_t;
 
 
@@ -150,6 +157,8 @@ static ngx_int_t ngx_http_linegate_confirm_durable(
     ngx_http_linegate_confirm_t *cf, ngx_http_linegate_script_id_e script,
     const char *what);
 static void ngx_http_linegate_confirm_cleanup(void *data);
+static void ngx_http_linegate_confirm_arg_int(ngx_http_linegate_confirm_t *cf,
+    ngx_uint_t slot, int64_t n);
 static ngx_int_t ngx_http_linegate_confirm_release(ngx_http_request_t *r,
     ngx_http_linegate_confirm_t *cf);
 static void ngx_http_linegate_confirm_released(ngx_http_request_t *r,
@@ -907,6 +916,7 @@ ngx_http_linegate_confirm_declined(ngx_http_request_t *r,
 
 /* RECORD */
 
+/* nothing allocated: also run from the cleanup */
 static void
 ngx_http_linegate_confirm_record_args(ngx_http_request_t *r,
     ngx_http_linegate_confirm_t *cf)
@@ -917,7 +927,7 @@ ngx_http_linegate_confirm_record_args(ngx_http_request_t *r,
     ngx_http_linegate_redis_arg_str(a, &cf->akey);
     ngx_http_linegate_redis_arg_str(a, &cf->worker_id);
     ngx_http_linegate_redis_arg_str(a, &cf->subscription);
-    ngx_http_linegate_redis_arg_int(r, a, cf->now);
+    ngx_http_linegate_confirm_arg_int(cf, 0, cf->now);
     ngx_http_linegate_redis_arg_str(a, &cf->account);
     ngx_http_linegate_redis_arg_str(a, &cf->idempotency_key);
     ngx_http_linegate_redis_arg_str(a, &cf->customer);
@@ -1018,6 +1028,7 @@ ngx_http_linegate_confirm_recorded(ngx_http_request_t *r,
 
 /* RELEASE */
 
+/* nothing allocated: also run from the cleanup */
 static void
 ngx_http_linegate_confirm_release_args(ngx_http_request_t *r,
     ngx_http_linegate_confirm_t *cf)
@@ -1031,9 +1042,9 @@ ngx_http_linegate_confirm_release_args(ngx_http_request_t *r,
     a = ngx_http_linegate_confirm_args(cf);
     ngx_http_linegate_redis_arg_str(a, cf->akey.len ? &cf->akey : &cf->sbkey);
     ngx_http_linegate_redis_arg_str(a, &cf->worker_id);
-    ngx_http_linegate_redis_arg_int(r, a, cf->now);
-    ngx_http_linegate_redis_arg_int(r, a, lmcf->prov_daily);
-    ngx_http_linegate_redis_arg_int(r, a, lmcf->prov_monthly);
+    ngx_http_linegate_confirm_arg_int(cf, 0, cf->now);
+    ngx_http_linegate_confirm_arg_int(cf, 1, lmcf->prov_daily);
+    ngx_http_linegate_confirm_arg_int(cf, 2, lmcf->prov_monthly);
     ngx_http_linegate_redis_arg_cstr(a, cf->reconcile ? cf->reconcile : "");
     ngx_http_linegate_redis_arg_str(a, &cf->account);
     ngx_http_linegate_redis_arg_str(a, &cf->idempotency_key);
@@ -1322,6 +1333,19 @@ ngx_http_linegate_confirm_script(ngx_http_request_t *r,
 
     return ngx_http_linegate_redis_script(r, script, 1, &cf->args,
                                           ngx_http_linegate_confirm_stored);
+}
+
+
+/* an integer argument, formatted in cf->nums[slot] (not in a pool) */
+static void
+ngx_http_linegate_confirm_arg_int(ngx_http_linegate_confirm_t *cf,
+    ngx_uint_t slot, int64_t n)
+{
+    u_char  *last;
+
+    last = ngx_sprintf(cf->nums[slot], "%L", n);
+    ngx_http_linegate_redis_arg(&cf->args, cf->nums[slot],
+                                last - cf->nums[slot]);
 }
 
 
