@@ -42,6 +42,9 @@ void ngx_http_linegate_metrics_add(ngx_http_linegate_metric_e m,
     ngx_uint_t nlabels, const char **names, ngx_str_t *values,
     ngx_atomic_int_t n);
 
+/* a monotonic clock in microseconds, for durations */
+uint64_t ngx_http_linegate_metrics_now_us(void);
+
 /* a gauge without labels set to n */
 void ngx_http_linegate_metrics_set(ngx_http_linegate_metric_e m,
     ngx_atomic_int_t n);

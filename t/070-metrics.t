@@ -96,6 +96,27 @@ subtest 'counters move with requests, across workers' => sub {
     promtool_ok($after, 'after requests');
 };
 
+subtest 'Redis and Stripe' => sub {
+    my $text = scrape()->body;
+    my $node = '127.0.0.1:' . $s->redis_port;
+    is(value($text, qq{linegate_redis_connected{node="$node"}}), 2,
+       'both workers connected to the node');
+    cmp_ok(value($text, 'linegate_redis_command_duration_seconds_count'),
+           '>', 0, 'Redis commands timed');
+    is(value($text, 'linegate_redis_command_duration_seconds_bucket'
+                    . '{le="+Inf"}'),
+       value($text, 'linegate_redis_command_duration_seconds_count'),
+       'the +Inf bucket is the count');
+    cmp_ok(value($text, 'linegate_stripe_requests_total{endpoint='
+                        . '"invoices",outcome="ok"}'), '>', 0,
+           'Stripe calls by endpoint, ids left out');
+    like($text, qr/^linegate_stripe_request_duration_seconds_count\{endpoint="invoiceitems"\} \d+$/m,
+         'their time');
+    unlike($text, qr/endpoint="in_/, 'no invoice id as an endpoint');
+    like($text, qr/^linegate_reconcile_backlog \d+$/m, 'the backlog gauge');
+    promtool_ok($text, 'Redis and Stripe');
+};
+
 subtest 'kept across a reload' => sub {
     my $series = 'linegate_http_answers_total{api="line_request_create",'
         . 'class="2xx"}';
