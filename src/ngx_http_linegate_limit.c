@@ -102,6 +102,8 @@ static ngx_int_t ngx_http_linegate_limit_start(ngx_http_request_t *r,
     ngx_http_linegate_limit_ctx_t *ctx);
 static void ngx_http_linegate_limit_reply(ngx_http_request_t *r,
     redisReply *reply);
+static void ngx_http_linegate_limit_reply1(ngx_http_request_t *r,
+    redisReply *reply);
 static void ngx_http_linegate_limit_decide(ngx_http_request_t *r,
     ngx_http_linegate_limit_ctx_t *ctx);
 static void ngx_http_linegate_limit_refund(ngx_http_request_t *r,
@@ -335,10 +337,11 @@ static ngx_int_t
 ngx_http_linegate_limit_start(ngx_http_request_t *r,
     ngx_http_linegate_limit_ctx_t *ctx)
 {
+    ngx_int_t                           rc;
     ngx_str_t                          *sha;
     ngx_uint_t                          i, n;
     ngx_http_linegate_limit_zone_t    **zones;
-    ngx_http_linegate_limit_result_t   *res;
+    ngx_http_linegate_limit_result_t   *res, *res1;
     ngx_http_linegate_redis_args_t     *args, *a;
 
     zones = ctx->llcf->limits->elts;
@@ -381,6 +384,8 @@ ngx_http_linegate_limit_start(ngx_http_request_t *r,
     sha = ngx_http_linegate_script_sha(NGX_HTTP_LINEGATE_SCRIPT_RL_GCRA);
     a = args;
 
+    res1 = NULL;
+
     for (i = 0; i < ctx->n; i++) {
         res = &ctx->res[i];
 
@@ -388,6 +393,7 @@ ngx_http_linegate_limit_start(ngx_http_request_t *r,
             continue;
         }
 
+        res1 = res;
         ngx_http_linegate_redis_args_init(a);
         ngx_http_linegate_redis_arg_cstr(a, "EVALSHA");
         ngx_http_linegate_redis_arg_str(a, sha);
@@ -398,16 +404,52 @@ ngx_http_linegate_limit_start(ngx_http_request_t *r,
         a++;
     }
 
-    if (ngx_http_linegate_redis_pipeline(r, n, args,
-                                         ngx_http_linegate_limit_reply)
-        != NGX_OK)
-    {
+    if (n == 1) {
+        /* one zone: a script call, which survives a SCRIPT FLUSH */
+        a = args;
+        ngx_http_linegate_redis_args_init(a);
+        ngx_http_linegate_redis_arg_str(a, &res1->rkey);
+        ngx_http_linegate_redis_arg_str(a, &res1->zone->interval_arg);
+        ngx_http_linegate_redis_arg_str(a, &res1->zone->tolerance_arg);
+
+        rc = ngx_http_linegate_redis_script(r,
+                                            NGX_HTTP_LINEGATE_SCRIPT_RL_GCRA,
+                                            1, a,
+                                            ngx_http_linegate_limit_reply1);
+
+    } else {
+        rc = ngx_http_linegate_redis_pipeline(r, n, args,
+                                              ngx_http_linegate_limit_reply);
+    }
+
+    if (rc != NGX_OK) {
         ngx_http_linegate_limit_fallback(r, ctx);
         ctx->done = 1;
         return NGX_OK;
     }
 
     return NGX_AGAIN;
+}
+
+
+/* the reply of one script call: as a pipeline of one */
+static void
+ngx_http_linegate_limit_reply1(ngx_http_request_t *r, redisReply *reply)
+{
+    redisReply   array, *element[1];
+
+    if (reply == NULL) {
+        ngx_http_linegate_limit_reply(r, NULL);
+        return;
+    }
+
+    ngx_memzero(&array, sizeof(redisReply));
+    element[0] = reply;
+    array.type = REDIS_REPLY_ARRAY;
+    array.elements = 1;
+    array.element = element;
+
+    ngx_http_linegate_limit_reply(r, &array);
 }
 
 

@@ -321,6 +321,16 @@ subtest 'inheritance like limit_req' => sub {
     is($ua->get("$base/own/?k=$k")->res->code, 429, 'its own zone applies');
 };
 
+subtest 'SCRIPT FLUSH: one zone sends its script again' => sub {
+    $r->script_flush;
+    my $k = key();
+    my $res = get("/e/?k=$k");
+    is($res->code, 200, 'admitted');
+    like($res->headers->header('RateLimit') // '', qr/^"e";r=0;/,
+         'decided by Redis, not a fallback');
+    is(get("/e/?k=$k")->code, 429, 'and counted');
+};
+
 subtest 'unlimited locations are untouched' => sub {
     # like limit_req, "return" answers in the rewrite phase, before any
     # limit: the limited locations here serve a file
