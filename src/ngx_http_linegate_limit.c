@@ -84,11 +84,29 @@ typedef struct {
 } ngx_http_linegate_limit_result_t;
 
 
+/*
+ * A worker's cache of rejections: Redis said when the key of a zone can
+ * pass again, and no node can admit it before then (its TAT only grows
+ * while it is rejected), so until then this worker answers the rejection
+ * itself. Direct-mapped by the Redis key, compared in full.
+ */
+#define NGX_HTTP_LINEGATE_LIMIT_CACHE_SIZE  2048
+#define NGX_HTTP_LINEGATE_LIMIT_CACHE_KEY   144
+
+typedef struct {
+    ngx_msec_t                      until;      /* ngx_current_msec */
+    ngx_msec_t                      reset;
+    u_short                         len;
+    u_char                          key[NGX_HTTP_LINEGATE_LIMIT_CACHE_KEY];
+} ngx_http_linegate_limit_cached_t;
+
+
 typedef struct {
     ngx_uint_t                      status;     /* _status_e */
     ngx_int_t                       rc;         /* for the phase engine */
     ngx_int_t                       retry_after;    /* seconds, -1: none */
     ngx_uint_t                      n;
+    ngx_msec_t                      sent;       /* when asked */
     ngx_http_linegate_limit_loc_conf_t *llcf;
     ngx_http_linegate_limit_result_t res[NGX_HTTP_LINEGATE_LIMIT_MAX_ZONES];
     unsigned                        waiting:1;
@@ -107,6 +125,10 @@ static void ngx_http_linegate_limit_reply1(ngx_http_request_t *r,
 static void ngx_http_linegate_limit_decide(ngx_http_request_t *r,
     ngx_http_linegate_limit_ctx_t *ctx);
 static void ngx_http_linegate_limit_refund(ngx_http_request_t *r,
+    ngx_http_linegate_limit_ctx_t *ctx);
+static ngx_http_linegate_limit_cached_t *ngx_http_linegate_limit_cached(
+    ngx_str_t *rkey, ngx_uint_t create);
+static ngx_uint_t ngx_http_linegate_limit_cache_check(ngx_http_request_t *r,
     ngx_http_linegate_limit_ctx_t *ctx);
 static void ngx_http_linegate_limit_fallback(ngx_http_request_t *r,
     ngx_http_linegate_limit_ctx_t *ctx);
@@ -258,6 +280,8 @@ static ngx_str_t  ngx_http_linegate_limit_retry_name =
 
 static ngx_http_output_header_filter_pt  ngx_http_next_header_filter;
 
+static ngx_http_linegate_limit_cached_t  *ngx_http_linegate_limit_cache;
+
 /* the last second this worker logged a fallback: once a second at most */
 static time_t  ngx_http_linegate_limit_logged;
 
@@ -375,6 +399,14 @@ ngx_http_linegate_limit_start(ngx_http_request_t *r,
         ctx->done = 1;
         return NGX_OK;
     }
+
+    if (!ctx->llcf->dry_run && ngx_http_linegate_limit_cache_check(r, ctx)) {
+        /* a rejection Redis already gave: no round trip */
+        ctx->done = 1;
+        return NGX_OK;
+    }
+
+    ctx->sent = ngx_current_msec;
 
     args = ngx_palloc(r->pool, n * sizeof(ngx_http_linegate_redis_args_t));
     if (args == NULL) {
@@ -538,6 +570,7 @@ ngx_http_linegate_limit_decide(ngx_http_request_t *r,
 {
     int64_t                             retry;
     ngx_uint_t                          i, rejected;
+    ngx_http_linegate_limit_cached_t   *cached;
     ngx_http_linegate_limit_result_t   *res;
 
     rejected = 0;
@@ -549,6 +582,20 @@ ngx_http_linegate_limit_decide(ngx_http_request_t *r,
         if (res->known && !res->allowed) {
             rejected = 1;
             retry = ngx_max(retry, res->retry_ms);
+
+            if (!ctx->llcf->dry_run && res->retry_ms > 1) {
+                cached = ngx_http_linegate_limit_cached(&res->rkey, 1);
+
+                if (cached != NULL) {
+                    /*
+                     * From when the command was sent, a millisecond short
+                     * of Redis's answer (rounded up): never later than the
+                     * key can really pass.
+                     */
+                    cached->until = ctx->sent + res->retry_ms - 1;
+                    cached->reset = ctx->sent + ngx_max(res->reset_ms, 0);
+                }
+            }
 
             ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
                           NGX_HTTP_LINEGATE_LOG "limiting requests%s by "
@@ -573,6 +620,115 @@ ngx_http_linegate_limit_decide(ngx_http_request_t *r,
     ctx->retry_after = (ngx_int_t) ((retry + 999) / 1000);
 
     ngx_http_linegate_limit_refund(r, ctx);
+}
+
+
+static ngx_http_linegate_limit_cached_t *
+ngx_http_linegate_limit_cached(ngx_str_t *rkey, ngx_uint_t create)
+{
+    ngx_http_linegate_limit_cached_t  *c;
+
+    if (rkey->len > NGX_HTTP_LINEGATE_LIMIT_CACHE_KEY) {
+        return NULL;
+    }
+
+    if (ngx_http_linegate_limit_cache == NULL) {
+        if (!create) {
+            return NULL;
+        }
+
+        /* allocated by the first rejection of the worker */
+        ngx_http_linegate_limit_cache = ngx_calloc(
+            NGX_HTTP_LINEGATE_LIMIT_CACHE_SIZE
+            * sizeof(ngx_http_linegate_limit_cached_t), ngx_cycle->log);
+
+        if (ngx_http_linegate_limit_cache == NULL) {
+            return NULL;
+        }
+    }
+
+    c = &ngx_http_linegate_limit_cache[ngx_crc32_short(rkey->data, rkey->len)
+                                      % NGX_HTTP_LINEGATE_LIMIT_CACHE_SIZE];
+
+    if (create) {
+        c->len = (u_short) rkey->len;
+        ngx_memcpy(c->key, rkey->data, rkey->len);
+        return c;
+    }
+
+    if (c->len != rkey->len
+        || ngx_memcmp(c->key, rkey->data, rkey->len) != 0)
+    {
+        return NULL;
+    }
+
+    return c;
+}
+
+
+/* 1: some zone's rejection is still cached, ctx holds the decision */
+static ngx_uint_t
+ngx_http_linegate_limit_cache_check(ngx_http_request_t *r,
+    ngx_http_linegate_limit_ctx_t *ctx)
+{
+    int64_t                             retry;
+    ngx_uint_t                          i, hit;
+    ngx_msec_int_t                      left;
+    ngx_http_linegate_limit_cached_t   *c;
+    ngx_http_linegate_limit_result_t   *res;
+
+    if (ngx_http_linegate_limit_cache == NULL) {
+        return 0;
+    }
+
+    hit = 0;
+    retry = 0;
+
+    for (i = 0; i < ctx->n; i++) {
+        res = &ctx->res[i];
+
+        if (!res->limited) {
+            continue;
+        }
+
+        c = ngx_http_linegate_limit_cached(&res->rkey, 0);
+        if (c == NULL) {
+            continue;
+        }
+
+        left = (ngx_msec_int_t) (c->until - ngx_current_msec);
+
+        if (left <= 0) {
+            c->len = 0;
+            continue;
+        }
+
+        hit = 1;
+        res->known = 1;
+        res->allowed = 0;
+        res->remaining = 0;
+        res->retry_ms = left + 1;
+        res->reset_ms = ngx_max((ngx_msec_int_t) (c->reset - ngx_current_msec),
+                                res->retry_ms);
+        retry = ngx_max(retry, res->retry_ms);
+    }
+
+    if (!hit) {
+        return 0;
+    }
+
+    /* the other zones were not asked: their numbers are unknown */
+    for (i = 0; i < ctx->n; i++) {
+        if (ctx->res[i].known && ctx->res[i].allowed) {
+            ctx->res[i].known = 0;
+        }
+    }
+
+    ctx->status = NGX_HTTP_LINEGATE_LIMIT_REJECTED;
+    ctx->rc = ctx->llcf->status;
+    ctx->retry_after = (ngx_int_t) ((retry + 999) / 1000);
+
+    return 1;
 }
 
 
