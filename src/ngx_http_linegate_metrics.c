@@ -26,6 +26,7 @@
 #define NGX_HTTP_LINEGATE_M_VALUE      48
 #define NGX_HTTP_LINEGATE_M_BUCKETS    12
 #define NGX_HTTP_LINEGATE_M_ZONE_SIZE  (512 * 1024)
+#define NGX_HTTP_LINEGATE_M_APIS       32
 
 
 typedef struct {
@@ -58,6 +59,8 @@ static ngx_http_linegate_series_t *ngx_http_linegate_metrics_series(
     ngx_uint_t family, u_char *labels, size_t len);
 static u_char *ngx_http_linegate_metrics_label(u_char *p, u_char *last,
     const char *name, u_char *value, size_t len);
+static void ngx_http_linegate_metrics_answer_class(ngx_uint_t api,
+    ngx_str_t *name, ngx_uint_t cls, ngx_str_t *c);
 static u_char *ngx_http_linegate_metrics_render(u_char *p,
     ngx_uint_t family);
 static u_char *ngx_http_linegate_metrics_histogram(u_char *p,
@@ -282,8 +285,7 @@ ngx_http_linegate_metrics_answer(ngx_uint_t api, ngx_str_t *name,
     c.data = cls;
     c.len = 3;
 
-    ngx_http_linegate_metrics_inc2(NGX_HTTP_LINEGATE_M_ANSWERS, "api", name,
-                                   "class", &c);
+    ngx_http_linegate_metrics_answer_class(api, name, status / 100, &c);
 
     if (outcome->len == 0) {
         return;
@@ -297,6 +299,54 @@ ngx_http_linegate_metrics_answer(ngx_uint_t api, ngx_str_t *name,
 
     ngx_http_linegate_metrics_inc2(NGX_HTTP_LINEGATE_M_OUTCOMES,
                                    "api", name, "outcome", outcome);
+}
+
+
+/*
+ * Series never move once published: each worker remembers where the
+ * answers of an API and class are, so the hottest count is one atomic
+ * addition.
+ */
+static void
+ngx_http_linegate_metrics_answer_class(ngx_uint_t api, ngx_str_t *name,
+    ngx_uint_t cls, ngx_str_t *c)
+{
+    u_char                              *p;
+    const char                          *names[2];
+    ngx_str_t                            values[2];
+    ngx_http_linegate_series_t          *s;
+    u_char                               labels[NGX_HTTP_LINEGATE_M_LABELS];
+    static ngx_http_linegate_series_t   *known[NGX_HTTP_LINEGATE_M_APIS][6];
+
+    if (api >= NGX_HTTP_LINEGATE_M_APIS) {
+        names[0] = "api";
+        names[1] = "class";
+        values[0] = *name;
+        values[1] = *c;
+        ngx_http_linegate_metrics_add(NGX_HTTP_LINEGATE_M_ANSWERS, 2, names,
+                                      values, 1);
+        return;
+    }
+
+    s = known[api][cls];
+
+    if (s == NULL) {
+        p = ngx_http_linegate_metrics_label(labels, labels + sizeof(labels),
+                                            "api", name->data, name->len);
+        *p++ = ',';
+        p = ngx_http_linegate_metrics_label(p, labels + sizeof(labels),
+                                            "class", c->data, c->len);
+
+        s = ngx_http_linegate_metrics_series(NGX_HTTP_LINEGATE_M_ANSWERS,
+                                             labels, p - labels);
+        if (s == NULL) {
+            return;
+        }
+
+        known[api][cls] = s;
+    }
+
+    (void) ngx_atomic_fetch_add(&s->v[0], 1);
 }
 
 
