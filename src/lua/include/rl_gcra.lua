@@ -1,0 +1,39 @@
+-- GCRA, one decision for one key: the one implementation of the
+-- algorithm, pasted (--#include rl_gcra) into every script that limits a
+-- rate (rl_gcra.lua for linegate_limit; a caller must have called
+-- redis.replicate_commands() before its first write when Redis < 5).
+--
+-- key  the theoretical arrival time (TAT), microseconds of Redis TIME:
+--      one clock for the whole fleet
+-- T    the emission interval, microseconds per request
+-- tau  the tolerance, burst * T
+--
+-- lg_rl_gcra(key, T, tau) -> allowed (1 or 0), remaining, reset_ms,
+-- retry_after_ms: remaining is how many more would pass now, reset_ms
+-- when the key is back to its full burst, retry_after_ms when a rejected
+-- request would pass (0 when allowed). A rejection writes nothing; an
+-- admission sets the TAT and its expiry (when it would be back to full)
+-- in one SET.
+local function lg_rl_gcra(key, T, tau)
+    local t = redis.call('TIME')
+    local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+
+    local tat = tonumber(redis.call('GET', key) or '') or now
+    if tat < now then
+        tat = now
+    end
+
+    local new_tat = tat + T
+    local allow_at = new_tat - tau - T
+
+    if allow_at > now then
+        return 0, 0, math.ceil((tat - now) / 1000),
+               math.ceil((allow_at - now) / 1000)
+    end
+
+    redis.call('SET', key, string.format('%.0f', new_tat),
+               'PX', math.ceil((new_tat - now) / 1000) + 1)
+
+    return 1, math.floor((now - allow_at) / T),
+           math.ceil((new_tat - now) / 1000), 0
+end
