@@ -9,6 +9,7 @@ use lib 't/lib';
 use Test::More;
 use File::Temp ();
 use Time::HiRes qw(sleep);
+use Mojo::UserAgent;
 use LG::Stack;
 use LG::Limit qw(rl_key);
 
@@ -117,6 +118,20 @@ subtest 'dry run does not use the cache' => sub {
     my @st = map { get("/dry/?k=$k")->headers->header('X-Limit') } 1 .. 5;
     is_deeply(\@st, [('REJECTED_DRY_RUN') x 5], 'dry run');
     is(evalsha_calls() - $before, 5, 'each one asked');
+};
+
+subtest 'a reload keeps the counts (in Redis; the caches start empty)' => sub {
+    my $k = "c5_$$";
+    is(get("/slow/?k=$k")->code, 200, 'admitted');
+    is(get("/slow/?k=$k")->code, 429, 'rejected');
+    my $from = length $s->error_log;
+    kill 'HUP', $s->{pids}{nginx};
+    ok($s->wait_redis_connected($from, 10), 'new workers up');
+    my $before = evalsha_calls();
+    # a new connection: only the new workers accept
+    my $res = Mojo::UserAgent->new->get($s->url("/slow/?k=$k"))->res;
+    is($res->code, 429, 'still rejected after the reload');
+    ok(evalsha_calls() - $before >= 1, 'by Redis: a new worker asked it');
 };
 
 done_testing;
