@@ -124,6 +124,8 @@ static void ngx_http_linegate_limit_reply1(ngx_http_request_t *r,
     redisReply *reply);
 static void ngx_http_linegate_limit_decide(ngx_http_request_t *r,
     ngx_http_linegate_limit_ctx_t *ctx);
+static void ngx_http_linegate_limit_reload_script(ngx_http_request_t *r,
+    ngx_http_linegate_limit_ctx_t *ctx);
 static void ngx_http_linegate_limit_refund(ngx_http_request_t *r,
     ngx_http_linegate_limit_ctx_t *ctx);
 static ngx_http_linegate_limit_cached_t *ngx_http_linegate_limit_cached(
@@ -504,6 +506,7 @@ ngx_http_linegate_limit_reply(ngx_http_request_t *r, redisReply *reply)
     j = 0;
 
     if (reply == NULL) {
+        ngx_http_linegate_limit_reload_script(r, ctx);
         goto fallback;
     }
 
@@ -560,6 +563,54 @@ resume:
     /* the phase engine runs again from this handler, with the decision */
     r->write_event_handler = ngx_http_core_run_phases;
     ngx_http_post_request(r, NULL);
+}
+
+
+/*
+ * A pipeline (several zones) that failed before its timeout: an error
+ * reply, most likely NOSCRIPT after a SCRIPT FLUSH (a pipeline does not
+ * send a script again, and a retry could charge twice if it were another
+ * error). This request falls back; SCRIPT LOAD, at most once a second per
+ * worker, lets the next ones pass through Redis again.
+ */
+static void
+ngx_http_linegate_limit_reload_script(ngx_http_request_t *r,
+    ngx_http_linegate_limit_ctx_t *ctx)
+{
+    ngx_str_t                        src;
+    ngx_uint_t                       i, n;
+    ngx_http_linegate_redis_args_t  *a;
+    ngx_http_linegate_main_conf_t   *gmcf;
+
+    static time_t                    loaded;
+
+    for (i = 0, n = 0; i < ctx->n; i++) {
+        n += ctx->res[i].limited;
+    }
+
+    gmcf = ngx_http_get_module_main_conf(r, ngx_http_linegate_module);
+
+    if (n < 2 || loaded == ngx_time()
+        || ngx_current_msec - ctx->sent >= gmcf->redis_command_timeout)
+    {
+        return;
+    }
+
+    loaded = ngx_time();
+
+    a = ngx_palloc(r->pool, sizeof(ngx_http_linegate_redis_args_t));
+    if (a == NULL) {
+        return;
+    }
+
+    ngx_http_linegate_script_source(NGX_HTTP_LINEGATE_SCRIPT_RL_GCRA, &src);
+
+    ngx_http_linegate_redis_args_init(a);
+    ngx_http_linegate_redis_arg_cstr(a, "SCRIPT");
+    ngx_http_linegate_redis_arg_cstr(a, "LOAD");
+    ngx_http_linegate_redis_arg_str(a, &src);
+
+    (void) ngx_http_linegate_redis_command(r, a, NULL);
 }
 
 

@@ -343,6 +343,20 @@ subtest 'SCRIPT FLUSH: one zone sends its script again' => sub {
     is(get("/e/?k=$k")->code, 429, 'and counted');
 };
 
+subtest 'SCRIPT FLUSH: several zones fall back once, then Redis again' => sub {
+    $r->script_flush;
+    my @st;
+    for (1 .. 20) {
+        my $res = get('/two/?k=' . key());
+        push @st, $res->headers->header('X-Limit');
+        last if $st[-1] eq 'PASSED';
+        select undef, undef, undef, 0.2;
+    }
+    is($st[-1], 'PASSED', "Redis decides again after "
+                          . scalar(@st) . " requests (@st)");
+    ok(@st <= 3, 'within a request per worker or so');
+};
+
 subtest 'unlimited locations are untouched' => sub {
     # like limit_req, "return" answers in the rewrite phase, before any
     # limit: the limited locations here serve a file
