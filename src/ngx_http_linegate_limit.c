@@ -78,6 +78,7 @@ typedef struct {
     unsigned                        limited:1;  /* value not empty */
     unsigned                        known:1;    /* numbers below are set */
     unsigned                        allowed:1;
+    int64_t                         granted;    /* admitted by Redis */
     int64_t                         remaining;
     int64_t                         reset_ms;
     int64_t                         retry_ms;
@@ -101,12 +102,28 @@ typedef struct {
 } ngx_http_linegate_limit_cached_t;
 
 
+/*
+ * A worker's leases (linegate_limit_zone lease=): admissions reserved in
+ * Redis in one decision and spent here, each within the lease time.
+ */
+typedef struct {
+    ngx_msec_t                      until;      /* spend before */
+    ngx_msec_t                      reset;
+    ngx_uint_t                      tokens;     /* left to spend */
+    ngx_uint_t                      size;       /* what to ask next */
+    int64_t                         remaining;  /* the fleet's, then */
+    u_short                         len;
+    u_char                          key[NGX_HTTP_LINEGATE_LIMIT_CACHE_KEY];
+} ngx_http_linegate_limit_lease_t;
+
+
 typedef struct {
     ngx_uint_t                      status;     /* _status_e */
     ngx_int_t                       rc;         /* for the phase engine */
     ngx_int_t                       retry_after;    /* seconds, -1: none */
     ngx_uint_t                      n;
     ngx_msec_t                      sent;       /* when asked */
+    ngx_http_linegate_limit_lease_t *lease;     /* asked for a lease */
     ngx_http_linegate_limit_loc_conf_t *llcf;
     ngx_http_linegate_limit_result_t res[NGX_HTTP_LINEGATE_LIMIT_MAX_ZONES];
     unsigned                        waiting:1;
@@ -132,6 +149,8 @@ static ngx_http_linegate_limit_cached_t *ngx_http_linegate_limit_cached(
     ngx_str_t *rkey, ngx_uint_t create);
 static ngx_uint_t ngx_http_linegate_limit_cache_check(ngx_http_request_t *r,
     ngx_http_linegate_limit_ctx_t *ctx);
+static ngx_http_linegate_limit_lease_t *ngx_http_linegate_limit_lease(
+    ngx_str_t *rkey);
 static void ngx_http_linegate_limit_fallback(ngx_http_request_t *r,
     ngx_http_linegate_limit_ctx_t *ctx);
 static void ngx_http_linegate_limit_local(ngx_http_request_t *r,
@@ -177,7 +196,7 @@ static char *ngx_http_linegate_limit_status(ngx_conf_t *cf,
 static ngx_command_t  ngx_http_linegate_limit_commands[] = {
 
     { ngx_string("linegate_limit_zone"),
-      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE3|NGX_CONF_TAKE4,
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE3|NGX_CONF_TAKE4|NGX_CONF_TAKE5,
       ngx_http_linegate_limit_zone,
       NGX_HTTP_MAIN_CONF_OFFSET,
       0,
@@ -283,6 +302,7 @@ static ngx_str_t  ngx_http_linegate_limit_retry_name =
 static ngx_http_output_header_filter_pt  ngx_http_next_header_filter;
 
 static ngx_http_linegate_limit_cached_t  *ngx_http_linegate_limit_cache;
+static ngx_http_linegate_limit_lease_t   *ngx_http_linegate_limit_leases;
 
 /* the last second this worker logged a fallback: once a second at most */
 static time_t  ngx_http_linegate_limit_logged;
@@ -365,14 +385,16 @@ ngx_http_linegate_limit_start(ngx_http_request_t *r,
 {
     ngx_int_t                           rc;
     ngx_str_t                          *sha;
-    ngx_uint_t                          i, n;
+    ngx_uint_t                          i, n, want;
     ngx_http_linegate_limit_zone_t    **zones;
+    ngx_http_linegate_limit_lease_t    *lease;
     ngx_http_linegate_limit_result_t   *res, *res1;
     ngx_http_linegate_redis_args_t     *args, *a;
 
     zones = ctx->llcf->limits->elts;
     ctx->n = ctx->llcf->limits->nelts;
     n = 0;
+    res1 = NULL;
 
     for (i = 0; i < ctx->n; i++) {
         res = &ctx->res[i];
@@ -394,6 +416,7 @@ ngx_http_linegate_limit_start(ngx_http_request_t *r,
         }
 
         res->limited = 1;
+        res1 = res;
         n++;
     }
 
@@ -409,6 +432,50 @@ ngx_http_linegate_limit_start(ngx_http_request_t *r,
     }
 
     ctx->sent = ngx_current_msec;
+    want = 1;
+
+    if (n == 1 && res1->zone->lease && !ctx->llcf->dry_run) {
+        lease = ngx_http_linegate_limit_lease(&res1->rkey);
+
+        if (lease != NULL) {
+            if (lease->tokens
+                && (ngx_msec_int_t) (lease->until - ngx_current_msec) > 0)
+            {
+                /* admitted by this worker's lease: no round trip */
+                lease->tokens--;
+                res1->known = 1;
+                res1->allowed = 1;
+                res1->remaining = lease->remaining;
+                res1->reset_ms = ngx_max(
+                    (ngx_msec_int_t) (lease->reset - ngx_current_msec), 0);
+                ctx->status = NGX_HTTP_LINEGATE_LIMIT_PASSED;
+                ctx->done = 1;
+                return NGX_OK;
+            }
+
+            /*
+             * Adaptive: a lease spent in time doubles the next one, one
+             * that expired unspent halves it (its requests are lost:
+             * under-admission, never more than asked).
+             */
+            if (lease->len == 0 || lease->size == 0) {
+                lease->size = 1;
+
+            } else if (lease->tokens == 0) {
+                lease->size = ngx_min(lease->size * 2,
+                                      res1->zone->lease_max);
+
+            } else {
+                lease->size = ngx_max(lease->size / 2, 1);
+            }
+
+            lease->tokens = 0;
+            lease->len = (u_short) res1->rkey.len;
+            ngx_memcpy(lease->key, res1->rkey.data, res1->rkey.len);
+            want = lease->size;
+            ctx->lease = lease;
+        }
+    }
 
     args = ngx_palloc(r->pool, n * sizeof(ngx_http_linegate_redis_args_t));
     if (args == NULL) {
@@ -418,8 +485,6 @@ ngx_http_linegate_limit_start(ngx_http_request_t *r,
     sha = ngx_http_linegate_script_sha(NGX_HTTP_LINEGATE_SCRIPT_RL_GCRA);
     a = args;
 
-    res1 = NULL;
-
     for (i = 0; i < ctx->n; i++) {
         res = &ctx->res[i];
 
@@ -427,7 +492,6 @@ ngx_http_linegate_limit_start(ngx_http_request_t *r,
             continue;
         }
 
-        res1 = res;
         ngx_http_linegate_redis_args_init(a);
         ngx_http_linegate_redis_arg_cstr(a, "EVALSHA");
         ngx_http_linegate_redis_arg_str(a, sha);
@@ -445,6 +509,10 @@ ngx_http_linegate_limit_start(ngx_http_request_t *r,
         ngx_http_linegate_redis_arg_str(a, &res1->rkey);
         ngx_http_linegate_redis_arg_str(a, &res1->zone->interval_arg);
         ngx_http_linegate_redis_arg_str(a, &res1->zone->tolerance_arg);
+
+        if (want > 1) {
+            ngx_http_linegate_redis_arg_int(r, a, want);
+        }
 
         rc = ngx_http_linegate_redis_script(r,
                                             NGX_HTTP_LINEGATE_SCRIPT_RL_GCRA,
@@ -534,7 +602,8 @@ ngx_http_linegate_limit_reply(ngx_http_request_t *r, redisReply *reply)
         }
 
         res->known = 1;
-        res->allowed = (v[0] == 1);
+        res->allowed = (v[0] >= 1);
+        res->granted = v[0];
         res->remaining = v[1];
         res->reset_ms = v[2];
         res->retry_ms = v[3];
@@ -658,6 +727,26 @@ ngx_http_linegate_limit_decide(ngx_http_request_t *r,
 
     if (!rejected) {
         ctx->status = NGX_HTTP_LINEGATE_LIMIT_PASSED;
+
+        if (ctx->lease != NULL) {
+            /* one zone: this request took one, the rest is the lease */
+            for (i = 0; i < ctx->n; i++) {
+                res = &ctx->res[i];
+
+                if (res->known
+                    && ctx->lease->len == res->rkey.len
+                    && ngx_memcmp(ctx->lease->key, res->rkey.data,
+                                  res->rkey.len) == 0)
+                {
+                    /* the slot still holds this key */
+                    ctx->lease->tokens = (ngx_uint_t) (res->granted - 1);
+                    ctx->lease->until = ctx->sent + res->zone->lease;
+                    ctx->lease->remaining = res->remaining;
+                    ctx->lease->reset = ctx->sent + res->reset_ms;
+                }
+            }
+        }
+
         return;
     }
 
@@ -714,6 +803,41 @@ ngx_http_linegate_limit_cached(ngx_str_t *rkey, ngx_uint_t create)
     }
 
     return c;
+}
+
+
+static ngx_http_linegate_limit_lease_t *
+ngx_http_linegate_limit_lease(ngx_str_t *rkey)
+{
+    ngx_http_linegate_limit_lease_t  *l;
+
+    if (rkey->len > NGX_HTTP_LINEGATE_LIMIT_CACHE_KEY) {
+        return NULL;
+    }
+
+    if (ngx_http_linegate_limit_leases == NULL) {
+        /* allocated by the first lease of the worker */
+        ngx_http_linegate_limit_leases = ngx_calloc(
+            NGX_HTTP_LINEGATE_LIMIT_CACHE_SIZE
+            * sizeof(ngx_http_linegate_limit_lease_t), ngx_cycle->log);
+
+        if (ngx_http_linegate_limit_leases == NULL) {
+            return NULL;
+        }
+    }
+
+    l = &ngx_http_linegate_limit_leases[
+            ngx_crc32_short(rkey->data, rkey->len)
+            % NGX_HTTP_LINEGATE_LIMIT_CACHE_SIZE];
+
+    if (l->len != rkey->len
+        || ngx_memcmp(l->key, rkey->data, rkey->len) != 0)
+    {
+        /* another key's slot: its lease, if any, is dropped */
+        ngx_memzero(l, sizeof(ngx_http_linegate_limit_lease_t));
+    }
+
+    return l;
 }
 
 
@@ -1665,6 +1789,23 @@ ngx_http_linegate_limit_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
             continue;
         }
 
+        if (ngx_strncmp(value[i].data, "lease=", 6) == 0) {
+            s.data = value[i].data + 6;
+            s.len = value[i].len - 6;
+
+            zone->lease = ngx_parse_time(&s, 0);
+            if (zone->lease == (ngx_msec_t) NGX_ERROR || zone->lease == 0
+                || zone->lease > 1000)
+            {
+                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                                   "invalid lease \"%V\" (a time from 1ms "
+                                   "to 1s)", &value[i]);
+                return NGX_CONF_ERROR;
+            }
+
+            continue;
+        }
+
         if (ngx_strncmp(value[i].data, "burst=", 6) == 0) {
             n = ngx_atoi(value[i].data + 6, value[i].len - 6);
             if (n < 0 || n > 100000000) {
@@ -1692,6 +1833,10 @@ ngx_http_linegate_limit_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     /* T rounded up: the fleet never admits more than the rate */
     period = (uint64_t) zone->unit * 1000000;
     zone->interval = (period + zone->rate - 1) / zone->rate;
+
+    /* a lease holds at most what the rate gives in the lease time */
+    zone->lease_max = ngx_max((uint64_t) zone->lease * 1000
+                              / zone->interval, 1);
 
     p = ngx_pnalloc(cf->pool, 2 * NGX_INT64_LEN);
     if (p == NULL) {

@@ -46,6 +46,8 @@ typedef struct {
     uint64_t                        interval;   /* T, microseconds */
     ngx_str_t                       interval_arg;
     ngx_str_t                       tolerance_arg;  /* burst * T */
+    ngx_msec_t                      lease;      /* 0: every decision asks */
+    ngx_uint_t                      lease_max;  /* requests in a lease */
     ngx_uint_t                      defined;    /* 0: used, not defined */
     u_char                         *file;       /* where first used */
     ngx_uint_t                      line;

@@ -374,6 +374,8 @@ subtest 'configuration errors fail nginx -t, naming the value' => sub {
          qr/invalid rate "rate=0r\/s"/],
         ['bad burst', 'linegate_limit_zone x key=$arg_k rate=1r/s burst=-1;',
          qr/invalid burst value "burst=-1"/],
+        ['bad lease', 'linegate_limit_zone x key=$arg_k rate=1r/s lease=2s;',
+         qr/invalid lease "lease=2s"/],
         ['constant key', 'linegate_limit_zone x key=abc rate=1r/s;',
          qr/key "abc" has no variables/],
         ['no rate', 'linegate_limit_zone x key=$arg_k;',

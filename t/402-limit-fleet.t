@@ -17,6 +17,7 @@ my $RATE = 20;     # r/s
 my $BURST = 10;
 my $SECS = 2;
 my $CLIENTS = 4;
+my $LEASE_MS = 200;    # leases of up to RATE x 0.2 = 4 requests
 
 my $dir = File::Temp::tempdir(CLEANUP => 1);
 chmod 0755, $dir;
@@ -27,6 +28,8 @@ chmod 0644, "$dir/file.txt";
 
 my $http = <<"CONF";
     linegate_limit_zone fleet key=\$arg_k rate=${RATE}r/s burst=$BURST;
+    linegate_limit_zone leased key=\$arg_k rate=${RATE}r/s burst=$BURST
+                        lease=${LEASE_MS}ms;
     limit_req_zone \$arg_k zone=node:1m rate=${RATE}r/s;
 CONF
 
@@ -34,6 +37,10 @@ my $server = <<"CONF";
         root $dir;
         location /fleet/ {
             linegate_limit zone=fleet;
+            try_files /file.txt =404;
+        }
+        location /leased/ {
+            linegate_limit zone=leased;
             try_files /file.txt =404;
         }
         location /node/ {
@@ -131,5 +138,16 @@ for my $count (2, 3) {
                      int($RATE * $secs) + $BURST + 1);
     };
 }
+
+subtest 'leases: 3 nodes, within rate x (time + lease) + burst + 1' => sub {
+    my $key = "leased-$$";
+    my ($ok, $no, $other, $secs) = burst_of_clients("/leased/?k=$key");
+    my $bound = int($RATE * ($secs + $LEASE_MS / 1000)) + $BURST + 1;
+    diag(sprintf "linegate_limit with leases, 3 nodes: %d admitted, %d "
+                 . "rejected in %.2f s (bound %d)", $ok, $no, $secs, $bound);
+    is($other, 0, 'only 200 and 429 answers');
+    ok($ok <= $bound, "admitted $ok <= $bound");
+    ok($ok >= $BURST + 1, 'at least the burst was admitted');
+};
 
 done_testing;

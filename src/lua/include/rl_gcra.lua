@@ -8,13 +8,17 @@
 -- T    the emission interval, microseconds per request
 -- tau  the tolerance, burst * T
 --
--- lg_rl_gcra(key, T, tau) -> allowed (1 or 0), remaining, reset_ms,
--- retry_after_ms: remaining is how many more would pass now, reset_ms
--- when the key is back to its full burst, retry_after_ms when a rejected
--- request would pass (0 when allowed). A rejection writes nothing; an
--- admission sets the TAT and its expiry (when it would be back to full)
--- in one SET.
-local function lg_rl_gcra(key, T, tau)
+-- want how many requests to admit at most (1, or a worker's lease: see
+--      linegate_limit_zone lease=); as many as the key allows now, up
+--      to want, are admitted together, 0 when not even one is
+--
+-- lg_rl_gcra(key, T, tau, want) -> admitted (0 .. want), remaining,
+-- reset_ms, retry_after_ms: remaining is how many more would pass now,
+-- reset_ms when the key is back to its full burst, retry_after_ms when a
+-- rejected request would pass (0 when admitted). A rejection writes
+-- nothing; an admission sets the TAT and its expiry (when it would be
+-- back to full) in one SET.
+local function lg_rl_gcra(key, T, tau, want)
     local t = redis.call('TIME')
     local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 
@@ -23,17 +27,20 @@ local function lg_rl_gcra(key, T, tau)
         tat = now
     end
 
-    local new_tat = tat + T
-    local allow_at = new_tat - tau - T
+    -- one request passes while tat - tau <= now; n while
+    -- tat + (n - 1) T - tau <= now
+    local can = math.floor((now - tat + tau) / T) + 1
 
-    if allow_at > now then
+    if can < 1 then
         return 0, 0, math.ceil((tat - now) / 1000),
-               math.ceil((allow_at - now) / 1000)
+               math.ceil((tat - tau - now) / 1000)
     end
+
+    local n = math.min(want or 1, can)
+    local new_tat = tat + n * T
 
     redis.call('SET', key, string.format('%.0f', new_tat),
                'PX', math.ceil((new_tat - now) / 1000) + 1)
 
-    return 1, math.floor((now - allow_at) / T),
-           math.ceil((new_tat - now) / 1000), 0
+    return n, can - n, math.ceil((new_tat - now) / 1000), 0
 end
