@@ -29,8 +29,11 @@ my $http = <<'CONF';
     limit_req_zone $http_x_api_key zone=rl_reject:10m rate=1r/m;
     limit_req_status 429;
     limit_req_log_level info;
-    linegate_limit_zone allow key=$http_x_api_key rate=1000000r/s;
+    linegate_limit_zone allow key=$http_x_api_key rate=1000000r/s
+                        burst=100000000;
     linegate_limit_zone reject key=$http_x_api_key rate=1r/h;
+    linegate_limit_zone leased key=$http_x_api_key rate=1000000r/s
+                        burst=100000000 lease=10ms;
 CONF
 
 my $server = <<'CONF';
@@ -43,6 +46,8 @@ my $server = <<'CONF';
         location = /lg/allow     { linegate_limit zone=allow;
                                    try_files /.none @ok; }
         location = /lg/reject    { linegate_limit zone=reject;
+                                   try_files /.none @ok; }
+        location = /lg/leased    { linegate_limit zone=leased;
                                    try_files /.none @ok; }
         location @ok {
             default_type application/json;
@@ -62,9 +67,13 @@ my @targets = (
     ['static',         'allow-1key', '/plain',     '-H "X-Api-Key: k1"'],
     ['limit_req',      'allow-1key', '/lr/allow',  '-H "X-Api-Key: k1"'],
     ['linegate_limit', 'allow-1key', '/lg/allow',  '-H "X-Api-Key: k1"'],
+    ['linegate_limit lease=10ms', 'allow-1key', '/lg/leased',
+     '-H "X-Api-Key: k1"'],
     ['static',         'allow-10k',  '/plain',     "-s $KEYS_LUA"],
     ['limit_req',      'allow-10k',  '/lr/allow',  "-s $KEYS_LUA"],
     ['linegate_limit', 'allow-10k',  '/lg/allow',  "-s $KEYS_LUA"],
+    ['linegate_limit lease=10ms', 'allow-10k', '/lg/leased',
+     "-s $KEYS_LUA"],
     ['static',         'reject',     '/plain',     '-H "X-Api-Key: rk"'],
     ['limit_req',      'reject',     '/lr/reject', '-H "X-Api-Key: rk"'],
     ['linegate_limit', 'reject',     '/lg/reject', '-H "X-Api-Key: rk"'],
