@@ -1897,8 +1897,8 @@ ngx_http_linegate_limit(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
     if (llcf->limits == NULL) {
         llcf->limits = ngx_array_create(cf->pool,
-                                        NGX_HTTP_LINEGATE_LIMIT_MAX_ZONES,
-                                        sizeof(ngx_http_linegate_limit_zone_t *));
+                           NGX_HTTP_LINEGATE_LIMIT_MAX_ZONES,
+                           sizeof(ngx_http_linegate_limit_zone_t *));
         if (llcf->limits == NULL) {
             return NGX_CONF_ERROR;
         }
