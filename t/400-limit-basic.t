@@ -98,6 +98,8 @@ my $inherit = <<"CONF";
         location /inherit/ { root $dir; try_files /file.txt =404; }
         location /own/ { linegate_limit zone=e; root $dir; try_files /file.txt =404; }
         location /none/ { linegate_limit_dry_run on; root $dir; try_files /file.txt =404; }
+        location /named/ { try_files /nothing \@named; }
+        location \@named { root $dir; try_files /file.txt =404; }
     }
 CONF
 
@@ -326,8 +328,18 @@ subtest 'inheritance like limit_req' => sub {
          ->header('RateLimit-Policy') // '', qr/"srv"/,
          'a location with other directives but no linegate_limit inherits');
 
+    # try_files to a named location clears the module contexts without
+    # an internal redirect: still counted once, headers still sent
     $k = key();
-    my $res = $ua->get("$base/own/?k=$k")->res;
+    my $res = $ua->get("$base/named/?k=$k")->res;
+    is($res->code, 200, 'named location: first passes');
+    like($res->headers->header('RateLimit') // '', qr/^"srv";r=1;/,
+         'counted once (burst 1: one left), headers on the answer');
+    is($ua->get("$base/named/?k=$k")->res->code, 200, 'second passes');
+    is($ua->get("$base/named/?k=$k")->res->code, 429, 'third rejected');
+
+    $k = key();
+    $res = $ua->get("$base/own/?k=$k")->res;
     is($res->headers->header('RateLimit-Policy'), '"e";q=1;w=3600',
        'a location with its own list does not inherit');
     is($ua->get("$base/own/?k=$k")->res->code, 429, 'its own zone applies');
