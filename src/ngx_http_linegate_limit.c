@@ -482,26 +482,6 @@ ngx_http_linegate_limit_start(ngx_http_request_t *r,
         return NGX_ERROR;
     }
 
-    sha = ngx_http_linegate_script_sha(NGX_HTTP_LINEGATE_SCRIPT_RL_GCRA);
-    a = args;
-
-    for (i = 0; i < ctx->n; i++) {
-        res = &ctx->res[i];
-
-        if (!res->limited) {
-            continue;
-        }
-
-        ngx_http_linegate_redis_args_init(a);
-        ngx_http_linegate_redis_arg_cstr(a, "EVALSHA");
-        ngx_http_linegate_redis_arg_str(a, sha);
-        ngx_http_linegate_redis_arg_cstr(a, "1");
-        ngx_http_linegate_redis_arg_str(a, &res->rkey);
-        ngx_http_linegate_redis_arg_str(a, &res->zone->interval_arg);
-        ngx_http_linegate_redis_arg_str(a, &res->zone->tolerance_arg);
-        a++;
-    }
-
     if (n == 1) {
         /* one zone: a script call, which survives a SCRIPT FLUSH */
         a = args;
@@ -520,6 +500,26 @@ ngx_http_linegate_limit_start(ngx_http_request_t *r,
                                             ngx_http_linegate_limit_reply1);
 
     } else {
+        sha = ngx_http_linegate_script_sha(NGX_HTTP_LINEGATE_SCRIPT_RL_GCRA);
+        a = args;
+
+        for (i = 0; i < ctx->n; i++) {
+            res = &ctx->res[i];
+
+            if (!res->limited) {
+                continue;
+            }
+
+            ngx_http_linegate_redis_args_init(a);
+            ngx_http_linegate_redis_arg_cstr(a, "EVALSHA");
+            ngx_http_linegate_redis_arg_str(a, sha);
+            ngx_http_linegate_redis_arg_cstr(a, "1");
+            ngx_http_linegate_redis_arg_str(a, &res->rkey);
+            ngx_http_linegate_redis_arg_str(a, &res->zone->interval_arg);
+            ngx_http_linegate_redis_arg_str(a, &res->zone->tolerance_arg);
+            a++;
+        }
+
         rc = ngx_http_linegate_redis_pipeline(r, n, args,
                                               ngx_http_linegate_limit_reply);
     }
