@@ -477,6 +477,13 @@ ngx_http_linegate_limit_start(ngx_http_request_t *r,
         }
     }
 
+    if (!ngx_http_linegate_redis_connected()) {
+        /* known down: the fallback at once, and no log line per request */
+        ngx_http_linegate_limit_fallback(r, ctx);
+        ctx->done = 1;
+        return NGX_OK;
+    }
+
     args = ngx_palloc(r->pool, n * sizeof(ngx_http_linegate_redis_args_t));
     if (args == NULL) {
         return NGX_ERROR;

@@ -139,6 +139,10 @@ subtest 'Redis stopped' => sub {
     ok($logged <= 2 * (int($secs) + 2),
        "at most once a second per worker: $logged lines in "
        . sprintf('%.1f s for 35 requests', $secs));
+    my @per_request = substr($s->error_log, $mark)
+        =~ /redis not connected|redis command not sent/g;
+    is(scalar @per_request, 0, 'no log line per request from the Redis '
+                               . 'client either');
 };
 
 subtest 'Redis back' => sub {
