@@ -6,6 +6,7 @@
 #   make run        development stack in the foreground (127.0.0.1:8080)
 #   make test       build, then prove -r t/
 #   make bench      wrk against linegate, nginx static and the peers
+#   make bench-limit  linegate_limit beside limit_req (bench/limit.pl)
 
 NGINX_SRC  ?= /usr/share/nginx/src
 BUILD      ?= $(CURDIR)/build
@@ -22,7 +23,7 @@ DEB_PACKAGES = nginx nginx-dev libhiredis-dev libjansson-dev libssl-dev \
     libmojolicious-perl libcrypt-jwt-perl libjson-validator-perl \
     libyaml-libyaml-perl libredis-perl build-essential clang prometheus
 
-.PHONY: all deps run test unit asan bench clean distclean
+.PHONY: all deps run test unit asan bench bench-limit clean distclean
 
 all: $(MODULE)
 
@@ -89,6 +90,10 @@ asan:
 
 bench: $(MODULE)
 	bash bench/run.sh
+
+# linegate_limit beside limit_req in one nginx (docs/gateway.md)
+bench-limit: $(MODULE)
+	perl bench/limit.pl
 
 clean:
 	rm -rf $(BUILD)

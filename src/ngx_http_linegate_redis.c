@@ -1036,6 +1036,13 @@ ngx_http_linegate_redis_durable_queue(ngx_log_t *log, ngx_int_t script,
 
 
 ngx_uint_t
+ngx_http_linegate_redis_connected(void)
+{
+    return ngx_http_linegate_redis.state == NGX_HTTP_LINEGATE_REDIS_CONNECTED;
+}
+
+
+ngx_uint_t
 ngx_http_linegate_redis_durable_pending(void)
 {
     return ngx_http_linegate_redis.ndurable;
