@@ -23,6 +23,7 @@
 #include "ngx_http_linegate_limit.h"
 #include "ngx_http_linegate_redis.h"
 #include "ngx_http_linegate_scripts.h"
+#include "ngx_http_linegate_metrics.h"
 
 #include <ngx_md5.h>
 
@@ -1249,10 +1250,26 @@ ngx_http_linegate_limit_get_ctx(ngx_http_request_t *r)
 }
 
 
+/* the request ends: its decision counted in the metrics, once per zone */
 static void
 ngx_http_linegate_limit_cleanup(void *data)
 {
-    /* nothing to free: the handler only marks the context */
+    ngx_http_linegate_limit_ctx_t  *ctx = data;
+
+    ngx_uint_t                       i;
+    ngx_http_linegate_limit_zone_t **zones;
+
+    if (ctx->status == 0 || ctx->llcf == NULL || ctx->llcf->limits == NULL) {
+        return;
+    }
+
+    zones = ctx->llcf->limits->elts;
+
+    for (i = 0; i < ctx->llcf->limits->nelts; i++) {
+        ngx_http_linegate_metrics_inc2(NGX_HTTP_LINEGATE_M_RATELIMIT,
+            "zone", &zones[i]->name,
+            "status", &ngx_http_linegate_limit_statuses[ctx->status]);
+    }
 }
 
 

@@ -70,7 +70,7 @@ void ngx_http_linegate_metrics_answer(ngx_uint_t api, ngx_str_t *name,
 /* a lookup in a per-worker cache: "api_key", "account", "clerk" */
 void ngx_http_linegate_metrics_cache(const char *cache, ngx_uint_t hit);
 
-/* a rate-limit decision of a zone: "passed", "rejected", ... */
+/* a rate-limit decision of a zone: "PASSED", "REJECTED", ... */
 void ngx_http_linegate_metrics_ratelimit(const char *zone,
     const char *status);
 

@@ -11,7 +11,12 @@ use LG::Lines qw(body);
 
 my $PROMTOOL = '/usr/bin/promtool';
 
-my $s = LG::Stack->new->start;
+# a location limited by linegate_limit: passes once a minute per address
+my $s = LG::Stack->new(
+    HTTP_EXTRA => 'linegate_limit_zone m1 key=$remote_addr rate=1r/m;',
+    SERVER_EXTRA => 'location = /limited { linegate_limit zone=m1; '
+                    . 'try_files /nothing-here =404; }',
+)->start;
 my $l = LG::Lines->new($s);
 
 sub scrape {
@@ -68,7 +73,7 @@ subtest 'counters move with requests, across workers' => sub {
         . 'class="4xx"}';
     my $hit = 'linegate_cache_requests_total{cache="api_key",result="hit"}';
     my $passed = 'linegate_ratelimit_decisions_total{zone="workspace",'
-        . 'status="passed"}';
+        . 'status="PASSED"}';
 
     # several connections: both workers answer some
     my ($ok, $refused) = (0, 1);
@@ -115,6 +120,17 @@ subtest 'Redis and Stripe' => sub {
     unlike($text, qr/endpoint="in_/, 'no invoice id as an endpoint');
     like($text, qr/^linegate_reconcile_backlog \d+$/m, 'the backlog gauge');
     promtool_ok($text, 'Redis and Stripe');
+};
+
+subtest 'linegate_limit decisions by zone and status' => sub {
+    my @codes = map { $s->ua->get($s->url('/limited'))->res->code } 1 .. 3;
+    is("@codes", '404 429 429', 'one passes, then rejected');
+    my $text = scrape()->body;
+    is(value($text, 'linegate_ratelimit_decisions_total{zone="m1",'
+                    . 'status="PASSED"}'), 1, 'one PASSED');
+    is(value($text, 'linegate_ratelimit_decisions_total{zone="m1",'
+                    . 'status="REJECTED"}'), 2, 'two REJECTED');
+    promtool_ok($text, 'limits');
 };
 
 subtest 'kept across a reload' => sub {
