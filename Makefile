@@ -9,6 +9,7 @@
 #                   (CHAOS_SECONDS=180, CHAOS_SEED=, CHAOS_FAULTS=a,b;
 #                   docs/chaos.md)
 #   make bench      wrk against linegate, nginx static and the peers
+#   make bench-limit  linegate_limit beside limit_req (bench/limit.pl)
 
 NGINX_SRC  ?= /usr/share/nginx/src
 BUILD      ?= $(CURDIR)/build
@@ -25,7 +26,7 @@ DEB_PACKAGES = nginx nginx-dev libhiredis-dev libjansson-dev libssl-dev \
     libmojolicious-perl libcrypt-jwt-perl libjson-validator-perl \
     libyaml-libyaml-perl libredis-perl build-essential clang prometheus
 
-.PHONY: all deps run test unit chaos asan bench clean distclean
+.PHONY: all deps run test unit chaos asan bench bench-limit clean distclean
 
 all: $(MODULE)
 
@@ -98,6 +99,10 @@ asan:
 
 bench: $(MODULE)
 	bash bench/run.sh
+
+# linegate_limit beside limit_req in one nginx (docs/gateway.md)
+bench-limit: $(MODULE)
+	perl bench/limit.pl
 
 clean:
 	rm -rf $(BUILD)
