@@ -8,26 +8,25 @@
 # CHAOS_SHORT_SECONDS (40), CHAOS_SEED, CHAOS_CLIENTS (6).
 #
 # Fault kinds left out of the short run because they still cause
-# violations on main (main at 7c277b9, 30 s runs of one kind each, see
-# docs/chaos.md "Known violations"); enable each as its fix lands:
+# violations on main (main at dbcde60, after h-redisfail and h-stripefail;
+# 30-40 s runs, see docs/chaos.md "Known violations"); enable each as its
+# fix lands (h-datafix addresses the create side):
 #
 #   stripe_5xx stripe_429 stripe_timeout stripe_drop stripe_after_commit
 #   stripe_oversize stripe_cut
-#       create: a draft invoice left at Stripe when its answer was lost
-#       (POST /v1/invoices 5xx after commit, dropped, timed out, over the
-#       buffer, cut) or when finalize and the void both failed
-#       (no_draft_invoice)
+#       create: a draft invoice left at Stripe when the answer of
+#       POST /v1/invoices was lost (5xx after commit, dropped, timed out,
+#       over the buffer, cut), or when finalize and then the void failed,
+#       or the void of a draft answered 400 (no_draft_invoice)
 #   redis_pause redis_kill redis_busy reload_redis_drop
-#       confirm: 500 provisioning_failed "queued for reconciliation" that
-#       is not, subscription with no line or lg:reconcile entry, number
-#       held; "reservation ... could not be released" (alerts);
-#       create: awaiting_payment without an invoice, idempotency record
-#       left "running" (the stalled lr_create runs late; a lost invoice
-#       store voids a finalized invoice and leaves the request)
+#       create: awaiting_payment without an invoice (a timed-out lr_create
+#       runs late; or the invoice store is lost, the finalized invoice
+#       voided and the request left), idempotency record left "running"
+#       (awaiting_has_invoice, no_stuck_idempotency)
 #   worker_kill
-#       the killed worker's requests leave their state half-done (held
-#       reservations, awaiting_payment without invoice, open invoice with
-#       no request naming it, subscription with no line)
+#       the killed worker's requests leave their state half-done: held
+#       reservations, awaiting_payment without invoice, open or draft
+#       invoices no request names, "running" idempotency records
 
 use strict;
 use warnings;
