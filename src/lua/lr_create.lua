@@ -28,6 +28,7 @@
 --#include lr_codes
 --#include lr_gate
 --#include lr_drop
+--#include lr_settle
 
 local ws, code, left = lg_lr_gate()
 if code ~= LR_GATE_OK or ARGV[6] == 'gate' then
@@ -75,7 +76,9 @@ then
     return outcome(LR_SUBSCRIPTION)
 end
 
--- live lines of the channel: provisioning or active
+-- live lines of the channel: provisioning or active. The index holds the
+-- requests that are not canceled (lr_settle takes them out), so this walks
+-- what the workspace has, never its history.
 local function live()
     local n = 0
     for _, lid in ipairs(redis.call('ZRANGE', wkey .. ':lines', 0, -1)) do
@@ -174,9 +177,7 @@ redis.call('ZADD', wkey .. ':lines', now, id)
 redis.call('SET', 'lg:line:' .. id, ws)
 
 if cost == 'included' then
-    redis.call('XADD', 'lg:provisioning', '*', 'workspace', ws, 'id', id,
-               'channelType', channel, 'lineType', ARGV[11],
-               'at', ARGV[9])
+    lg_lr_provision(ws, id, channel, ARGV[11], ARGV[9])
     return outcome(LR_OK)
 end
 
