@@ -272,9 +272,11 @@ ngx_http_linegate_lr_get(ngx_http_request_t *r, ngx_http_linegate_lr_t *lr)
 
 /*
  * What lr_get.lua does with lr_gate in 'w' mode, as plain commands
- * pipelined: the window's counter counted (its expiry set when this
- * request created it, as the script does), today's usage and the hash.
- * The hash comes last: the pipeline copies the replies before the last.
+ * pipelined in one write: the window's counter created with its expiry
+ * (SET NX PX: nothing when it exists) and counted, and the hash. The
+ * expiry never depends on a second write: a counter cannot be left
+ * without one by a timeout or a lost connection. The hash comes last:
+ * the pipeline copies the replies before the last.
  */
 static void
 ngx_http_linegate_lr_get_tx(ngx_http_request_t *r, ngx_http_linegate_lr_t *lr)
@@ -284,7 +286,7 @@ ngx_http_linegate_lr_get_tx(ngx_http_request_t *r, ngx_http_linegate_lr_t *lr)
     int64_t                          window;
     ngx_str_t                        key;
     ngx_uint_t                       n;
-    ngx_http_linegate_redis_args_t   tx[3];
+    ngx_http_linegate_redis_args_t   tx[4];
     ngx_http_linegate_main_conf_t   *lmcf;
 
     lmcf = ngx_http_get_module_main_conf(r, ngx_http_linegate_module);
@@ -321,6 +323,15 @@ ngx_http_linegate_lr_get_tx(ngx_http_request_t *r, ngx_http_linegate_lr_t *lr)
                     lr->now_ms / window);
     lr->rate_key.len = p - lr->rate_key.data;
     lr->rate_ttl = window - lr->now_ms % window + 1000;
+
+    ngx_http_linegate_redis_args_init(&tx[n]);
+    ngx_http_linegate_redis_arg_cstr(&tx[n], "SET");
+    ngx_http_linegate_redis_arg_str(&tx[n], &lr->rate_key);
+    ngx_http_linegate_redis_arg_cstr(&tx[n], "0");
+    ngx_http_linegate_redis_arg_cstr(&tx[n], "NX");
+    ngx_http_linegate_redis_arg_cstr(&tx[n], "PX");
+    ngx_http_linegate_redis_arg_int(r, &tx[n], lr->rate_ttl);
+    n++;
 
     ngx_http_linegate_redis_args_init(&tx[n]);
     ngx_http_linegate_redis_arg_cstr(&tx[n], "INCR");
@@ -364,7 +375,8 @@ ngx_http_linegate_lr_get_tx_done(ngx_http_request_t *r, redisReply *reply)
         return;
     }
 
-    o = lr->revalidate;
+    /* [GET], SET NX, INCR, HGETALL */
+    o = lr->revalidate + 1;
 
     if (reply->elements != 2 + o
         || reply->element[o]->type != REDIS_REPLY_INTEGER
@@ -379,11 +391,8 @@ ngx_http_linegate_lr_get_tx_done(ngx_http_request_t *r, redisReply *reply)
     n = reply->element[o]->integer;
     h = reply->element[o + 1];
 
-    if (n == 1) {
-        ngx_http_linegate_lr_rate_adjust(r, lr, "PEXPIRE", lr->rate_ttl);
-    }
-
-    if (o && ngx_http_linegate_lr_revalidated(r, lr, reply->element[0])
+    if (lr->revalidate
+        && ngx_http_linegate_lr_revalidated(r, lr, reply->element[0])
              != NGX_OK)
     {
         return;
@@ -478,11 +487,10 @@ ngx_http_linegate_lr_revalidated(ngx_http_request_t *r,
 
 
 /*
- * What lr_gate does after its INCR, sent without waiting: the expiry of
- * a window this request opened (PEXPIRE, ms), or taking back a refused
- * call (DECR, ms -1). Lost with the connection, a window would only stay
- * counted (DECR) or stay in Redis unread once its window has passed
- * (PEXPIRE).
+ * What lr_gate does after its INCR, sent without waiting: taking back a
+ * refused call (DECR, ms -1). Lost with the connection, the call would
+ * only stay counted until the window ends (the window's expiry is set in
+ * the write that counted it).
  */
 static void
 ngx_http_linegate_lr_rate_adjust(ngx_http_request_t *r,
