@@ -58,6 +58,8 @@ static void ngx_http_linegate_lr_reconciled(ngx_http_request_t *r,
 static void ngx_http_linegate_lr_resolved(ngx_http_request_t *r,
     redisReply *reply);
 
+static void ngx_http_linegate_lines_durable_done(ngx_http_request_t *r,
+    redisReply *reply);
 static ngx_int_t ngx_http_linegate_lines_admit(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr, int64_t code, ngx_str_t *ws, int64_t left);
 static void ngx_http_linegate_lines_list(ngx_http_request_t *r,
@@ -988,6 +990,42 @@ ngx_http_linegate_lines_call(ngx_http_request_t *r,
     {
         handler(r, NULL);
     }
+}
+
+
+/*
+ * A repair step (release, store again) that must reach Redis whatever
+ * becomes of the request: lr->args sent, next(r, lr) called once it is
+ * handed over.
+ */
+void
+ngx_http_linegate_lines_durable(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr, ngx_http_linegate_script_id_e script,
+    const char *what, ngx_http_linegate_lr_pt next)
+{
+    lr->durable = what;
+    lr->durable_next = next;
+
+    ngx_http_linegate_lines_call(r, lr, script,
+                                 ngx_http_linegate_lines_durable_done);
+}
+
+
+static void
+ngx_http_linegate_lines_durable_done(ngx_http_request_t *r,
+    redisReply *reply)
+{
+    ngx_http_linegate_lr_t  *lr;
+
+    lr = ngx_http_linegate_lines_lr(r);
+
+    if (reply == NULL) {
+        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                      NGX_HTTP_LINEGATE_LOG "%s of line request \"%V\" "
+                      "did not reach Redis", lr->durable, &lr->id);
+    }
+
+    lr->durable_next(r, lr);
 }
 
 

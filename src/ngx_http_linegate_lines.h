@@ -161,6 +161,9 @@ struct ngx_http_linegate_lr_s {
     ngx_http_linegate_idem_t        idem;
     ngx_http_linegate_lr_pt         next;
 
+    const char                     *durable;     /* what, for the log */
+    ngx_http_linegate_lr_pt         durable_next;
+
     /* the answer, held while it is stored or while clean-up runs */
     ngx_uint_t                      status;
     ngx_uint_t                      fail_status;   /* 0: billing failed */
@@ -190,6 +193,14 @@ void ngx_http_linegate_lines_line_args(ngx_http_linegate_lr_t *lr);
 void ngx_http_linegate_lines_call(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr, ngx_http_linegate_script_id_e script,
     ngx_http_linegate_redis_handler_pt handler);
+/*
+ * A repair step that must reach Redis whatever becomes of the request
+ * (an idempotent script of lr->args: the release of a failed creation,
+ * an invoice stored again): next(r, lr) runs once it is handed over.
+ */
+void ngx_http_linegate_lines_durable(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr, ngx_http_linegate_script_id_e script,
+    const char *what, ngx_http_linegate_lr_pt next);
 /*
  * The common head of a reply: answers 503/401/429 itself (NGX_DONE), or
  * answers a deferred error (NGX_DONE), else returns the code and sets
