@@ -84,6 +84,8 @@ static void ngx_http_linegate_create_discarded(ngx_http_request_t *r,
 static void ngx_http_linegate_create_failed(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr);
 
+static void ngx_http_linegate_invoice_draft(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr);
 static void ngx_http_linegate_invoice_next(ngx_http_request_t *r,
     ngx_http_linegate_ctx_t *ctx);
 static void ngx_http_linegate_invoice_item(ngx_http_request_t *r,
@@ -940,6 +942,7 @@ ngx_http_linegate_invoice_issue(ngx_http_request_t *r,
     ngx_str_null(&lr->invoice.status);
     lr->invoice.retry_after = -1;
     lr->invoice.step = NGX_HTTP_LINEGATE_INVOICE_CREATE;
+    lr->invoice.asked = 0;
 
     ngx_str_null(&form);
 
@@ -962,12 +965,28 @@ ngx_http_linegate_invoice_issue(ngx_http_request_t *r,
         || ngx_http_linegate_form_add_cstr(pool, &form, "auto_advance",
                                            "false")
            != NGX_OK
-        || ngx_http_linegate_invoice_metadata(r, lr, &form) != NGX_OK
-        || ngx_http_linegate_lines_stripe(r, lr, NGX_HTTP_POST,
-                                          "v1/invoices", NULL, NULL, &form,
-                                          "-invoice",
-                                          ngx_http_linegate_invoice_next)
-           != NGX_OK)
+        || ngx_http_linegate_invoice_metadata(r, lr, &form) != NGX_OK)
+    {
+        ngx_http_linegate_invoice_end(r, lr,
+                                      NGX_HTTP_LINEGATE_STRIPE_UNAVAILABLE);
+        return;
+    }
+
+    lr->invoice.form = form;
+
+    ngx_http_linegate_invoice_draft(r, lr);
+}
+
+
+static void
+ngx_http_linegate_invoice_draft(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr)
+{
+    if (ngx_http_linegate_lines_stripe(r, lr, NGX_HTTP_POST, "v1/invoices",
+                                       NULL, NULL, &lr->invoice.form,
+                                       "-invoice",
+                                       ngx_http_linegate_invoice_next)
+        != NGX_OK)
     {
         ngx_http_linegate_invoice_end(r, lr,
                                       NGX_HTTP_LINEGATE_STRIPE_UNAVAILABLE);
@@ -986,9 +1005,39 @@ ngx_http_linegate_invoice_next(ngx_http_request_t *r,
 
     result = ngx_http_linegate_stripe_result(ctx);
 
+    if (lr->invoice.asked) {
+        /* the draft asked again only to learn its id: billing failed */
+        if (result == NGX_HTTP_LINEGATE_STRIPE_OK) {
+            (void) ngx_http_linegate_lines_invoice_read(r, lr);
+        }
+
+        if (lr->invoice.id.len == 0) {
+            ngx_http_linegate_invoice_log(r, lr, "may be left as a draft");
+        }
+
+        ngx_http_linegate_invoice_end(r, lr, lr->invoice.result);
+        return;
+    }
+
     if (result != NGX_HTTP_LINEGATE_STRIPE_OK) {
         lr->invoice.retry_after = ctx->stripe_retry_after;
         ngx_http_linegate_invoice_log(r, lr, "failed");
+
+        if (lr->invoice.step == NGX_HTTP_LINEGATE_INVOICE_CREATE
+            && (ctx->stripe_unknown || ctx->stripe_status >= 500))
+        {
+            /*
+             * The draft may exist with no answer to name it (no whole
+             * answer, or a 5xx, which Stripe does not promise is
+             * nothing): the same call again (same Idempotency-Key) gets
+             * Stripe's stored answer, its id, so that it is discarded
+             */
+            lr->invoice.asked = 1;
+            lr->invoice.result = result;
+            ngx_http_linegate_invoice_draft(r, lr);
+            return;
+        }
+
         ngx_http_linegate_invoice_end(r, lr, result);
         return;
     }

@@ -995,14 +995,24 @@ ngx_http_linegate_lines_call(ngx_http_request_t *r,
 
 /*
  * A repair step (release, store again) that must reach Redis whatever
- * becomes of the request: lr->args sent, next(r, lr) called once it is
- * handed over.
+ * becomes of the request: lr->args handed to the worker's durable writes
+ * (copied, sent again until Redis answers), then next(r, lr) at once.
+ * Only when it cannot be queued (1024 already wait) is the request kept
+ * to send it itself, once.
  */
 void
 ngx_http_linegate_lines_durable(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr, ngx_http_linegate_script_id_e script,
     const char *what, ngx_http_linegate_lr_pt next)
 {
+    if (ngx_http_linegate_redis_durable(r->connection->log, script, 0,
+                                        &lr->args, what)
+        == NGX_OK)
+    {
+        next(r, lr);
+        return;
+    }
+
     lr->durable = what;
     lr->durable_next = next;
 

@@ -101,6 +101,8 @@ typedef struct {
     ngx_str_t                       id;         /* in_..., once created */
     ngx_str_t                       url;        /* hosted_invoice_url */
     ngx_str_t                       status;     /* as Stripe last said */
+    ngx_str_t                       form;       /* of the draft's POST */
+    ngx_uint_t                      asked;      /* the draft asked again */
     /* NGX_HTTP_LINEGATE_STRIPE_OK, or what the failing call came to */
     ngx_uint_t                      result;
     ngx_int_t                       retry_after;
