@@ -221,6 +221,7 @@ ngx_http_linegate_idem_release(ngx_http_request_t *r,
     ngx_http_linegate_redis_arg_str(a, &lr->idem.digest);
     ngx_http_linegate_redis_arg_int(r, a, NGX_HTTP_LINEGATE_LR_STALE);
 
-    ngx_http_linegate_lines_durable(r, lr, NGX_HTTP_LINEGATE_SCRIPT_LR_RELEASE,
-                                    "the release", next);
+    ngx_http_linegate_lines_durable(r, lr,
+                                    NGX_HTTP_LINEGATE_SCRIPT_LR_RELEASE,
+                                    "lr_release", next);
 }

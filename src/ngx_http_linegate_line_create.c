@@ -845,7 +845,7 @@ ngx_http_linegate_create_stored(ngx_http_request_t *r, redisReply *reply)
          */
         ngx_http_linegate_lines_durable(r, lr,
                                     NGX_HTTP_LINEGATE_SCRIPT_LR_INVOICE_STORE,
-                                    "the invoice's store",
+                                    "lr_invoice_store",
                                     ngx_http_linegate_create_lost);
         return;
     }

@@ -8,7 +8,8 @@
  *     paid          -> promote (lr_resolve), answer as GET does
  *     void, uncollectible -> lr_reissue_claim -> [void the old one]
  *                   -> issue a new invoice -> lr_reissue_store
- *                   -> the new link (reused: false)
+ *                   -> the new link (reused: false); its reply lost:
+ *                   the store sent again (durable), 503
  *   cancel: void at Stripe first;
  *     voided        -> cancel (lr_resolve) -> 200 canceled
  *     refused       -> ask Stripe: paid -> promote -> 409 provisioning
@@ -643,11 +644,23 @@ ngx_http_linegate_link_stored(ngx_http_request_t *r, redisReply *reply)
         return;
     }
 
-    /* nobody will be given this invoice: void it, answer what happened */
     if (reply == NULL) {
+        /*
+         * Stored or not, it will be: the new invoice is kept (voiding one
+         * Redis may already name would cancel the request at its next
+         * check), the step sent again until Redis runs it (it is
+         * idempotent), and a retry of payment_link finds the new link.
+         */
         lr->fail_status = NGX_HTTP_SERVICE_UNAVAILABLE;
+        ngx_http_linegate_lines_durable(r, lr,
+                                    NGX_HTTP_LINEGATE_SCRIPT_LR_REISSUE_STORE,
+                                    "lr_reissue_store",
+                                    ngx_http_linegate_link_failed);
+        return;
+    }
 
-    } else if (ngx_http_linegate_reply_str(reply, 1, &s) == NGX_OK
+    /* nobody will be given this invoice: void it, answer what happened */
+    if (ngx_http_linegate_reply_str(reply, 1, &s) == NGX_OK
                && ngx_http_linegate_pstr(r->pool, &lr->line.status, s.data,
                                          s.len))
     {

@@ -996,22 +996,31 @@ ngx_http_linegate_lines_call(ngx_http_request_t *r,
 /*
  * A repair step (release, store again) that must reach Redis whatever
  * becomes of the request: lr->args handed to the worker's durable writes
- * (copied, sent again until Redis answers), then next(r, lr) at once.
- * Only when it cannot be queued (1024 already wait) is the request kept
- * to send it itself, once.
+ * (copied, sent again until Redis answers). The same step is then sent
+ * for the request, which waits for it: the writes of the connection are
+ * answered in order, so once it is answered the durable one has run too,
+ * and the client is answered with the state repaired (it is idempotent:
+ * running twice is running once). next(r, lr) then runs, whatever Redis
+ * said.
  */
 void
 ngx_http_linegate_lines_durable(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr, ngx_http_linegate_script_id_e script,
     const char *what, ngx_http_linegate_lr_pt next)
 {
-    if (ngx_http_linegate_redis_durable(r->connection->log, script, 0,
-                                        &lr->args, what)
-        == NGX_OK)
-    {
-        next(r, lr);
-        return;
+    u_char  *name, *p;
+
+    /* the durable write's name in the log: "lr_release <id>" */
+    name = ngx_pnalloc(r->pool, ngx_strlen(what) + 1 + lr->id.len + 1);
+
+    if (name != NULL) {
+        p = ngx_sprintf(name, "%s %V", what, &lr->id);
+        *p = '\0';
     }
+
+    (void) ngx_http_linegate_redis_durable(r->connection->log, script, 0,
+                                           &lr->args,
+                                           name ? (const char *) name : what);
 
     lr->durable = what;
     lr->durable_next = next;
@@ -1030,9 +1039,10 @@ ngx_http_linegate_lines_durable_done(ngx_http_request_t *r,
     lr = ngx_http_linegate_lines_lr(r);
 
     if (reply == NULL) {
-        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+        ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
                       NGX_HTTP_LINEGATE_LOG "%s of line request \"%V\" "
-                      "did not reach Redis", lr->durable, &lr->id);
+                      "not answered yet: left to the durable write",
+                      lr->durable, &lr->id);
     }
 
     lr->durable_next(r, lr);
