@@ -107,4 +107,59 @@ subtest 'Redis stalls during an included create: the retry replays' => sub {
     is(scalar(@ids = $l->request_ids($w)), 1, 'one line');
 };
 
+subtest 'the invoice is final, the reply of its store lost' => sub {
+    # finalize is done at Stripe and answered a second late; Redis stalls
+    # from then on past the command timeout, so lr_invoice_store's reply
+    # is lost; the invoice must not be voided (Redis may name it)
+    my $w = ws();
+    $l->fault(path_prefix => '/v1/invoices/', latency_ms => 1000,
+              after_commit => 1);
+    my ($tx) = $l->during(
+        [$w, POST => '/api/line-requests', $EMAIL, key('is-1')],
+        sub {
+            my @open = grep { $_->{status} eq 'open' }
+                       $l->invoices($w->{customer});
+            return 0 unless @open;
+            qx{$cli CLIENT PAUSE 2000};
+            return 1;
+        });
+    $l->error_is($tx, 503, 'STORE_UNAVAILABLE', 'the store timed out');
+    sleep 1;
+
+    my @ids = $l->request_ids($w);
+    is(scalar @ids, 1, 'the request stays');
+    my $lr = @ids ? $l->lr($w, $ids[0]) : {};
+    my @inv = $l->invoices($w->{customer});
+    is(scalar @inv, 1, 'one invoice');
+    is($inv[0]{status}, 'open', 'still open: not voided');
+    is($lr->{invoiceId}, $inv[0]{id}, 'and stored');
+
+    my $again = $l->create($w, $EMAIL, key('is-1'));
+    my $b = $l->answer($again, 201, 'the same key');
+    is($again->res->headers->header('Idempotent-Replayed'), 'true',
+       'replays the 201');
+    is($b->{invoiceId}, $inv[0]{id}, 'with the open invoice');
+    $l->clear_faults;
+};
+
+subtest 'parallel calls with one key: one does the work' => sub {
+    my $w = ws();
+    my @txs = $l->parallel(map { [$w, POST => '/api/line-requests', $EMAIL,
+                                  key('par-1')] } 1 .. 12);
+    my @created = grep { $_->res->code == 201 } @txs;
+    my @busy = grep { $_->res->code == 409 } @txs;
+    is(@created + @busy, 12, 'each 201 or 409')
+        or diag join ' ', map { $_->res->code } @txs;
+    my @first = grep { !$_->res->headers->header('Idempotent-Replayed') }
+                @created;
+    is(scalar @first, 1, 'one did the work');
+    is(scalar(grep { $_->res->body ne $first[0]->res->body } @created), 0,
+       'the others replay it') if @first;
+    is(scalar(grep { ($_->res->json->{code} // '') ne
+                     'IDEMPOTENCY_KEY_IN_USE' } @busy), 0,
+       'or are told it is in use');
+    is(scalar(my @ids = $l->request_ids($w)), 1, 'one request');
+    is(scalar(my @inv = $l->invoices($w->{customer})), 1, 'one invoice');
+};
+
 done_testing;
