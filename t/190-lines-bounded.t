@@ -113,4 +113,20 @@ LUA
     is({@{ $last->[1] }}->{workspace}, 'org_stream', 'the new line is in');
 };
 
+subtest 'an index that still holds canceled requests is cleaned once' => sub {
+    my $w = $l->workspace('org_legacy');
+    my ($id) = $l->awaiting($w);
+    $l->answer($l->manage($w, $id, 'cancel'), 200, 'canceled');
+    # as an index written before canceled requests left it
+    $r->zadd("lg:{ws:org_legacy}:lines", 1, $id);
+    $l->answer($l->create($w, body()), 201, 'create');
+    ok(!defined $r->zscore("lg:{ws:org_legacy}:lines", $id),
+       'create took it out');
+    $r->zadd("lg:{ws:org_legacy}:lines", 1, $id);
+    my $b = $l->answer($l->list($w), 200, 'by-user');
+    is(scalar @{ $b->{lines} }, 1, 'lists the live line only');
+    ok(!defined $r->zscore("lg:{ws:org_legacy}:lines", $id),
+       'by-user took it out');
+};
+
 done_testing;

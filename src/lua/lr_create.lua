@@ -126,6 +126,9 @@ local function live()
            and (h[1] == 'provisioning' or h[1] == 'active')
         then
             n = n + 1
+        elseif not h[1] or h[1] == 'canceled' then
+            -- an index written before canceled requests left it
+            redis.call('ZREM', wkey .. ':lines', lid)
         end
     end
     return n
