@@ -706,7 +706,7 @@ ngx_http_linegate_link_aborted(ngx_http_request_t *r, redisReply *reply)
     lr = ngx_http_linegate_lines_lr(r);
 
     if (reply == NULL) {
-        /* the claim lapses by itself after NGX_HTTP_LINEGATE_LR_REISSUE_HOLD */
+        /* the claim lapses by itself (NGX_HTTP_LINEGATE_LR_REISSUE_HOLD) */
         ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
                       NGX_HTTP_LINEGATE_LOG "the reissue claim of line "
                       "request \"%V\" could not be released", &lr->id);
