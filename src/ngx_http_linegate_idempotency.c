@@ -200,8 +200,22 @@ void
 ngx_http_linegate_idem_release(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr, ngx_http_linegate_idem_next_pt next)
 {
-    ngx_str_t                        ws;
-    ngx_http_linegate_redis_args_t  *a;
+    ngx_http_linegate_idem_release_args(r, lr, &lr->args);
+
+    /* handed to the durable writes: the request's cleanup has no more to do */
+    lr->settled = 1;
+
+    ngx_http_linegate_lines_durable(r, lr,
+                                    NGX_HTTP_LINEGATE_SCRIPT_LR_RELEASE,
+                                    "lr_release", next);
+}
+
+
+void
+ngx_http_linegate_idem_release_args(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr, ngx_http_linegate_redis_args_t *a)
+{
+    ngx_str_t  ws;
 
     /* an API key lr_create was to resolve: the request's owner index */
     ws = lr->ws;
@@ -213,15 +227,10 @@ ngx_http_linegate_idem_release(ngx_http_request_t *r,
         ws = lr->who.value;
     }
 
-    a = &lr->args;
     ngx_http_linegate_redis_args_init(a);
 
     ngx_http_linegate_redis_arg_str(a, &ws);
     ngx_http_linegate_redis_arg_str(a, &lr->id);
     ngx_http_linegate_redis_arg_str(a, &lr->idem.digest);
     ngx_http_linegate_redis_arg_int(r, a, NGX_HTTP_LINEGATE_LR_STALE);
-
-    ngx_http_linegate_lines_durable(r, lr,
-                                    NGX_HTTP_LINEGATE_SCRIPT_LR_RELEASE,
-                                    "lr_release", next);
 }

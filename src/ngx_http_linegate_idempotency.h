@@ -48,6 +48,9 @@ ngx_int_t ngx_http_linegate_idem_prepare(ngx_http_request_t *r,
  */
 void ngx_http_linegate_idem_release(ngx_http_request_t *r,
     struct ngx_http_linegate_lr_s *lr, ngx_http_linegate_idem_next_pt next);
+/* the arguments of that release (lr_release.lua), in r's pool */
+void ngx_http_linegate_idem_release_args(ngx_http_request_t *r,
+    struct ngx_http_linegate_lr_s *lr, ngx_http_linegate_redis_args_t *a);
 
 
 #endif /* _NGX_HTTP_LINEGATE_IDEMPOTENCY_H_INCLUDED_ */

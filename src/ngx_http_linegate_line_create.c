@@ -74,6 +74,7 @@ static void ngx_http_linegate_create_invoiced(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr);
 static void ngx_http_linegate_create_stored(ngx_http_request_t *r,
     redisReply *reply);
+static void ngx_http_linegate_create_cleanup(void *data);
 static void ngx_http_linegate_create_broken(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr);
 static void ngx_http_linegate_create_fail(ngx_http_request_t *r,
@@ -755,8 +756,9 @@ static void
 ngx_http_linegate_create_reserved(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr, redisReply *reply)
 {
-    ngx_str_t   customer;
-    ngx_str_t  *key;
+    ngx_str_t            customer;
+    ngx_str_t           *key;
+    ngx_pool_cleanup_t  *cln;
 
     key = &lr->invoice.key;
     key->data = ngx_pnalloc(r->pool, sizeof("lg-") - 1 + lr->id.len);
@@ -772,6 +774,21 @@ ngx_http_linegate_create_reserved(ngx_http_request_t *r,
     }
 
     key->len = ngx_sprintf(key->data, "lg-%V", &lr->id) - key->data;
+
+    /* a request freed while billing still releases its reservation */
+    lr->release = ngx_palloc(r->pool,
+                             sizeof(ngx_http_linegate_redis_args_t));
+    cln = ngx_pool_cleanup_add(r->pool, 0);
+
+    if (lr->release == NULL || cln == NULL) {
+        ngx_http_linegate_create_broken(r, lr);
+        return;
+    }
+
+    ngx_http_linegate_idem_release_args(r, lr, lr->release);
+
+    cln->handler = ngx_http_linegate_create_cleanup;
+    cln->data = lr;
 
     ngx_str_set(&lr->line.status, NGX_HTTP_LINEGATE_LR_AWAITING);
     ngx_str_set(&lr->line.payment_status, "unpaid");
@@ -837,6 +854,8 @@ ngx_http_linegate_create_stored(ngx_http_request_t *r, redisReply *reply)
     ctx = lr->ctx;
 
     if (reply == NULL) {
+        lr->settled = 1;
+
         /*
          * Stored or not, it will be: the invoice is kept (voiding it
          * while Redis may already name it would leave a dead link), the
@@ -860,9 +879,41 @@ ngx_http_linegate_create_stored(ngx_http_request_t *r, redisReply *reply)
         return;
     }
 
+    lr->settled = 1;
+
     ngx_str_set(&ctx->outcome, "awaiting_payment");
 
     ngx_http_linegate_send_body(r, lr->status, lr->body.data, lr->body.len);
+}
+
+
+/*
+ * The request is freed (terminated: a draining worker's shutdown timeout)
+ * while its add-on is billed: no step of it runs any more. Its release
+ * (prepared with the reservation) goes to the worker's durable writes;
+ * an invoice already made cannot be voided from here and is logged.
+ */
+static void
+ngx_http_linegate_create_cleanup(void *data)
+{
+    ngx_http_linegate_lr_t  *lr = data;
+
+    if (lr->settled) {
+        return;
+    }
+
+    lr->settled = 1;
+
+    ngx_log_error(NGX_LOG_WARN, ngx_cycle->log, 0,
+                  NGX_HTTP_LINEGATE_LOG "line request \"%V\" ended while "
+                  "billed: its reservation is released%s%V",
+                  &lr->id, lr->invoice.id.len ? "; invoice to void: " : "",
+                  &lr->invoice.id);
+
+    (void) ngx_http_linegate_redis_durable(ngx_cycle->log,
+                                           NGX_HTTP_LINEGATE_SCRIPT_LR_RELEASE,
+                                           0, lr->release,
+                                           "lr_release of an ended request");
 }
 
 

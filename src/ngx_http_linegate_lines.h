@@ -166,6 +166,15 @@ struct ngx_http_linegate_lr_s {
     const char                     *durable;     /* what, for the log */
     ngx_http_linegate_lr_pt         durable_next;
 
+    /*
+     * An add-on being billed: the release, ready to be sent durably by
+     * the request's pool cleanup if the request is freed (terminated,
+     * a draining worker's shutdown timeout) before its outcome is
+     * stored or released (settled)
+     */
+    ngx_http_linegate_redis_args_t *release;
+    ngx_uint_t                      settled;
+
     /* the answer, held while it is stored or while clean-up runs */
     ngx_uint_t                      status;
     ngx_uint_t                      fail_status;   /* 0: billing failed */
