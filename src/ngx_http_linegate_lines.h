@@ -167,10 +167,11 @@ struct ngx_http_linegate_lr_s {
     ngx_http_linegate_lr_pt         durable_next;
 
     /*
-     * An add-on being billed: the release, ready to be sent durably by
-     * the request's pool cleanup if the request is freed (terminated,
-     * a draining worker's shutdown timeout) before its outcome is
-     * stored or released (settled)
+     * An add-on being billed (a reissue being issued): the release
+     * (lr_release; lr_reissue_abort), ready to be sent durably by the
+     * request's pool cleanup if the request is freed (terminated, a
+     * draining worker's shutdown timeout) before its outcome is stored
+     * or released (settled)
      */
     ngx_http_linegate_redis_args_t *release;
     ngx_uint_t                      settled;

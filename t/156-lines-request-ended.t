@@ -69,4 +69,41 @@ subtest 'ended while Stripe adds the item: released' => sub {
     unlike($s->error_log, qr/exited on signal/, 'no worker crashed');
 };
 
+subtest 'ended while payment_link reissues: the claim released' => sub {
+    my $w = $l->workspace('org_cut_link');
+    my ($id, $c) = $l->awaiting($w);
+    my $old = $c->{invoiceId};
+    $l->invoice_do($old, 'mark_uncollectible');
+    $l->fault(path_prefix => "/v1/invoices/$old/void", latency_ms => 3000);
+
+    my $ua = $s->ua;
+    my ($tx, $err, $reloaded);
+    my $pr = $ua->start_p($ua->build_tx(POST => $s->url("/api/line-requests/$id")
+                          => $w->{auth} => json => {action => 'payment_link'}))
+        ->then(sub { $tx = shift })->catch(sub { $err = shift });
+
+    my $until = time + 8;
+    my $tid = Mojo::IOLoop->recurring(0.01 => sub {
+        return if $reloaded || time > $until;
+        return unless $l->lr($w, $id)->{reissueAt};
+        kill 'HUP', $s->{pids}{nginx};
+        $reloaded = 1;
+    });
+    $pr->wait;
+    Mojo::IOLoop->remove($tid);
+    ok($reloaded, 'reloaded while Stripe worked');
+
+    ok(eventually(sub { !defined $l->lr($w, $id)->{reissueAt} }),
+       'the claim is released');
+    is($r->get("lg:invoice:$old"), "org_cut_link:$id",
+       'the old invoice\'s webhook index is back');
+    like($s->error_log, qr/ended while its invoice was reissued/, 'logged');
+
+    $l->clear_faults;
+    sleep 2.5;    # the held void lands at Stripe
+    my $b = $l->answer($l->manage($w, $id, 'payment_link'), 200, 'retried');
+    is($b->{reused}, Mojo::JSON->false, 'a new invoice');
+    unlike($s->error_log, qr/exited on signal/, 'no worker crashed');
+};
+
 done_testing;
