@@ -78,7 +78,8 @@ subtest 'ended while payment_link reissues: the claim released' => sub {
 
     my $ua = $s->ua;
     my ($tx, $err, $reloaded);
-    my $pr = $ua->start_p($ua->build_tx(POST => $s->url("/api/line-requests/$id")
+    my $url = $s->url("/api/line-requests/$id");
+    my $pr = $ua->start_p($ua->build_tx(POST => $url
                           => $w->{auth} => json => {action => 'payment_link'}))
         ->then(sub { $tx = shift })->catch(sub { $err = shift });
 
