@@ -799,7 +799,7 @@ ngx_http_linegate_init_main_conf(ngx_conf_t *cf, void *conf)
     ngx_conf_init_uint_value(lmcf->line_daily_conversations, 20);
     ngx_conf_init_uint_value(lmcf->line_daily_messages, 50);
     ngx_conf_init_value(lmcf->idempotency_ttl, 86400);
-    ngx_conf_init_value(lmcf->fast_request_id, 1);
+    ngx_conf_init_value(lmcf->fast_request_id, 0);
 
     if (lmcf->stripe_version.len == 0) {
         ngx_str_set(&lmcf->stripe_version, "2025-03-31.basil");
@@ -819,6 +819,25 @@ ngx_http_linegate_init_main_conf(ngx_conf_t *cf, void *conf)
         return NGX_CONF_ERROR;
     }
 
+    if (lmcf->redis_command_timeout == 0 || lmcf->redis_connect_timeout == 0
+        || lmcf->redis_keepalive == 0)
+    {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "linegate: Redis timeouts must be greater than 0");
+        return NGX_CONF_ERROR;
+    }
+
+    /*
+     * A configuration without "linegate_api" is left as it is: no shared
+     * zone, no indexed variable, no variable taken over.
+     */
+    if (!(lmcf->uses_lines || lmcf->uses_provision || lmcf->uses_operator
+          || lmcf->uses_webhook))
+    {
+        lmcf->request_id_index = NGX_ERROR;
+        return NGX_CONF_OK;
+    }
+
     if (lmcf->apikey_cache_ttl) {
         /* the smallest zone nginx's slab allocator takes */
         shm = ngx_shared_memory_add(cf, &epoch, 8 * ngx_pagesize,
@@ -829,14 +848,6 @@ ngx_http_linegate_init_main_conf(ngx_conf_t *cf, void *conf)
 
         shm->init = ngx_http_linegate_init_epoch;
         shm->data = lmcf;
-    }
-
-    if (lmcf->redis_command_timeout == 0 || lmcf->redis_connect_timeout == 0
-        || lmcf->redis_keepalive == 0)
-    {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "linegate: Redis timeouts must be greater than 0");
-        return NGX_CONF_ERROR;
     }
 
     lmcf->request_id_index = ngx_http_get_variable_index(cf, &request_id);
