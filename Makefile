@@ -2,7 +2,8 @@
 #
 #   make            build build/ngx_http_linegate_module.so against the
 #                   packaged nginx (nginx-dev), or NGINX_SRC=<nginx tree>
-#   make deps       install the Debian packages (as root; idempotent)
+#   make deps       install the Debian packages (as root; idempotent, quiet
+#                   when all are there); run, test and the build call it
 #   make run        development stack in the foreground (127.0.0.1:8080)
 #   make test       build, then prove -r t/
 #   make bench      wrk against linegate, nginx static and the peers
@@ -46,16 +47,26 @@ $(MODULE): $(BUILD)/Makefile $(SRCS)
 	$(MAKE) -s -f $(BUILD)/Makefile -C $(NGINX_SRC) modules
 	@test -f $(MODULE)
 
+# One dpkg-query for every package: nothing printed when all are there.
 deps:
-	@missing=""; for p in $(DEB_PACKAGES); do \
-	    dpkg-query -W -f='$${Status}' $$p 2>/dev/null | \
-	        grep -q 'install ok installed' || missing="$$missing $$p"; \
-	done; \
+	@missing=$$(dpkg-query -W -f='$${Package} $${db:Status-Abbrev}\n' \
+	    $(DEB_PACKAGES) 2>/dev/null | \
+	    awk '$$2 == "ii" { ok[$$1] = 1 } END { \
+	        n = split("$(DEB_PACKAGES)", p, " "); \
+	        for (i = 1; i <= n; i++) if (!(p[i] in ok)) printf " %s", p[i] }'); \
 	if [ -n "$$missing" ]; then \
+	    if [ "$$(id -u)" != 0 ]; then \
+	        echo "missing packages:$$missing (make deps as root)"; exit 1; \
+	    fi; \
 	    echo "installing:$$missing"; \
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
-	        apt-get install -y -q --no-install-recommends $$missing; \
-	else echo "deps: all present"; fi
+	        apt-get install -y -qq --no-install-recommends $$missing \
+	        >/dev/null; \
+	fi
+
+# the packages come before anything reads $(NGINX_SRC) or runs the tools
+$(BUILD)/Makefile: | deps
+run test: | deps
 
 run: $(MODULE)
 	perl t/lib/run-dev.pl
