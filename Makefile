@@ -6,6 +6,9 @@
 #                   when all are there); run, test and the build call it
 #   make run        development stack in the foreground (127.0.0.1:8080)
 #   make test       build, then prove -r t/
+#   make matrix     the module -Werror with gcc and clang against Debian's
+#                   nginx and every vendored nginx; nginx from the oldest
+#                   and newest vendored source, the suite against each
 #   make bench      wrk against linegate, nginx static and the peers
 
 NGINX_SRC  ?= /usr/share/nginx/src
@@ -21,9 +24,11 @@ SRCS = $(wildcard src/*.c src/*.h src/lua/*.lua src/lua/include/*.lua)
 DEB_PACKAGES = nginx nginx-dev libhiredis-dev libjansson-dev libssl-dev \
     redis-server redis-tools wrk curl jq perl openssl procps gnuplot-nox \
     libmojolicious-perl libcrypt-jwt-perl libjson-validator-perl \
-    libyaml-libyaml-perl libredis-perl build-essential clang
+    libyaml-libyaml-perl libredis-perl build-essential clang \
+    libpcre2-dev zlib1g-dev
 
-.PHONY: all deps run test unit asan bench clean distclean
+.PHONY: all deps run test unit asan bench clean distclean matrix \
+    matrix-summary matrix-newest
 
 all: $(MODULE)
 
@@ -97,6 +102,121 @@ asan:
 	@if ls build-asan/logs/asan.* >/dev/null 2>&1; then \
 	    cat build-asan/logs/asan.*; echo "asan: reports above"; exit 1; \
 	else echo "asan: no reports"; fi
+
+# make matrix: the module built -Werror with gcc and clang against
+# Debian's nginx ($(NGINX_SRC)) and every vendored nginx source, each cell
+# in its own build directory (make -j runs them side by side); nginx itself
+# built from the oldest and the newest vendored source, and the whole suite
+# run against each binary with the module built (gcc) against its tree.
+# Sources are unpacked under $(MATRIX) only. A failed cell does not stop
+# the others: the summary table names it and the target fails.
+MATRIX          ?= $(CURDIR)/build-matrix
+MATRIX_JOBS     ?= $(shell nproc 2>/dev/null || echo 2)
+MATRIX_VERSIONS ?= 1.24.0 1.26.3 1.28.3 1.30.4 1.31.4
+MATRIX_CCS      ?= gcc clang
+MATRIX_SUITE    ?= $(firstword $(MATRIX_VERSIONS)) \
+                   $(lastword $(MATRIX_VERSIONS))
+NGINX_VENDOR    ?= $(firstword $(wildcard $(CURDIR)/../shared/vendor/nginx \
+                       /work/shared/vendor/nginx) $(CURDIR)/vendor/nginx)
+# what the test configurations use beyond the defaults (proxy, rewrite)
+MATRIX_NGINX_FLAGS ?= --with-compat --with-http_ssl_module \
+                      --with-http_v2_module --with-threads
+
+MATRIX_CELLS = $(foreach v,debian $(MATRIX_VERSIONS),\
+                   $(foreach c,$(MATRIX_CCS),$(MATRIX)/$(v)-$(c).result))
+MATRIX_NGINX = $(foreach v,$(MATRIX_SUITE),$(MATRIX)/nginx-$(v).result)
+MATRIX_RUNS  = $(foreach v,$(MATRIX_SUITE),$(MATRIX)/suite-$(v).result)
+
+matrix: | deps
+	@rm -f $(MATRIX)/*.result
+	@mkdir -p $(MATRIX)/src
+	@start=$$(date +%s); \
+	$(MAKE) -s -j$(MATRIX_JOBS) --no-print-directory $(MATRIX_CELLS) \
+	    $(MATRIX_RUNS); \
+	echo "matrix: $$(( $$(date +%s) - start ))s"
+	@$(MAKE) -s --no-print-directory matrix-summary
+
+matrix-newest:
+	@echo $(lastword $(MATRIX_VERSIONS))
+
+matrix-summary:
+	@cd $(MATRIX) && fail=0; \
+	printf '%-10s' nginx; \
+	for c in $(MATRIX_CCS); do printf ' %-6s' $$c; done; echo; \
+	for v in debian $(MATRIX_VERSIONS); do \
+	    n=$$v; [ $$v = debian ] && n=$$(sed -n \
+	        's/^#define NGINX_VERSION *"\(.*\)"/\1/p' \
+	        $(NGINX_SRC)/src/core/nginx.h); \
+	    printf '%-10s' $$n; \
+	    for c in $(MATRIX_CCS); do \
+	        r=$$(cat $$v-$$c.result 2>/dev/null || echo none); \
+	        [ "$$r" = ok ] || fail=1; printf ' %-6s' $$r; \
+	    done; echo; \
+	done; \
+	for v in $(MATRIX_SUITE); do \
+	    r=$$(cat suite-$$v.result 2>/dev/null || echo none); \
+	    case "$$r" in ok*) ;; *) fail=1;; esac; \
+	    echo "suite, nginx $$v built from source: $$r"; \
+	done; \
+	for f in *.result; do case "$$(cat $$f)" in ok*) ;; \
+	    *) echo "log: $(MATRIX)/$${f%.result}.log";; esac; done; \
+	exit $$fail
+
+# a vendored source, unpacked (fetched from nginx.org when not vendored);
+# cells of one version ask for it under a lock
+$(MATRIX)/src/nginx-%/configure:
+	@t=$(NGINX_VENDOR)/nginx-$*.tar.gz; \
+	if [ ! -f $$t ]; then \
+	    t=$(MATRIX)/src/nginx-$*.tar.gz; \
+	    curl -fsS -o $$t https://nginx.org/download/nginx-$*.tar.gz; \
+	fi; \
+	tar -xzf $$t -C $(MATRIX)/src && touch $@
+
+matrix_unpack = $(if $(filter debian,$(1)),true,flock $(MATRIX)/src/.lock \
+    $(MAKE) -s --no-print-directory $(MATRIX)/src/nginx-$(1)/configure)
+matrix_src = $(if $(filter debian,$(1)),$(NGINX_SRC),$(MATRIX)/src/nginx-$(1))
+
+# one cell: the module against one nginx (debian or a version) with one
+# compiler ($* is <version>-<compiler>)
+$(MATRIX_CELLS): $(MATRIX)/%.result:
+	@$(call matrix_unpack,$(firstword $(subst -, ,$*))) \
+	    > $(MATRIX)/$*.log 2>&1 && \
+	$(MAKE) -s --no-print-directory \
+	    NGINX_SRC=$(call matrix_src,$(firstword $(subst -, ,$*))) \
+	    BUILD=$(MATRIX)/$* CC=$(lastword $(subst -, ,$*)) \
+	    $(MATRIX)/$*/ngx_http_linegate_module.so \
+	    >> $(MATRIX)/$*.log 2>&1 && echo ok > $@ || echo fail > $@; \
+	echo "matrix: $(subst -, ,$*): $$(cat $@)"
+
+# nginx itself, from a vendored source
+$(MATRIX_NGINX): $(MATRIX)/nginx-%.result:
+	@b=$(MATRIX)/nginx-$*; mkdir -p $$b; \
+	{ $(call matrix_unpack,$*) && cd $(MATRIX)/src/nginx-$* && \
+	  ./configure --with-cc=gcc --builddir=$$b $(MATRIX_NGINX_FLAGS) && \
+	  $(MAKE) -s -f $$b/Makefile -C $(MATRIX)/src/nginx-$* binary && \
+	  test -x $$b/nginx; \
+	} > $$b.log 2>&1 && echo ok > $@ || echo fail > $@; \
+	echo "matrix: nginx $* binary: $$(cat $@)"
+
+# the whole suite against that nginx and the module built (gcc) against
+# its tree; one suite at a time (the builds go on meanwhile)
+$(MATRIX_RUNS): $(MATRIX)/suite-%.result: $(MATRIX)/%-gcc.result \
+        $(MATRIX)/nginx-%.result
+	@if [ "$$(cat $(MATRIX)/nginx-$*.result)" != ok ]; then \
+	    echo "fail (nginx build)" > $@; \
+	elif [ "$$(cat $(MATRIX)/$*-gcc.result)" != ok ]; then \
+	    echo "fail (module build)" > $@; \
+	elif LG_NGINX=$(MATRIX)/nginx-$*/nginx \
+	    LG_MODULE=$(MATRIX)/$*-gcc/ngx_http_linegate_module.so \
+	    flock $(MATRIX)/suite.lock prove $(PROVE_ARGS) t/ \
+	    > $(MATRIX)/suite-$*.log 2>&1; then \
+	    echo "ok ($$(grep -o 'Files=[0-9]*, Tests=[0-9]*' \
+	        $(MATRIX)/suite-$*.log))" > $@; \
+	else \
+	    echo "fail ($$(grep -c '^t/.*Wstat' $(MATRIX)/suite-$*.log)" \
+	        "files failed)" > $@; \
+	fi; \
+	echo "matrix: suite on nginx $*: $$(cat $@)"
 
 bench: $(MODULE)
 	bash bench/run.sh

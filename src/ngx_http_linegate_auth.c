@@ -294,13 +294,27 @@ refused:
 
 /*
  * The value of the named cookie. nginx 1.23.0 replaced the array of
- * Cookie headers by a linked list and changed the parser's signature.
+ * Cookie headers by a linked list and changed the parser's signature;
+ * nginx 1.29.6 made that parser split on commas only (as other list
+ * headers) and gave cookies their own, which splits on semicolons: with
+ * the general parser, "a=b; __session=..." finds no __session and
+ * "__session=t; a=b" gives "t; a=b".
  */
 static ngx_int_t
 ngx_http_linegate_session_cookie(ngx_http_request_t *r, ngx_str_t *name,
     ngx_str_t *value)
 {
-#if (nginx_version >= 1023000)
+#if (nginx_version >= 1029006)
+
+    if (ngx_http_parse_cookie_lines(r, r->headers_in.cookie, name, value)
+        == NULL)
+    {
+        return NGX_DECLINED;
+    }
+
+    return NGX_OK;
+
+#elif (nginx_version >= 1023000)
 
     if (ngx_http_parse_multi_header_lines(r, r->headers_in.cookie, name,
                                           value)

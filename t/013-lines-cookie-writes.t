@@ -110,6 +110,19 @@ subtest 'the dashboard: JSON, its Origin or none' => sub {
     $l->answer($tx, $tx->res->code, 'no Origin: an answer of the API');
 };
 
+subtest 'the cookie among others, first or last' => sub {
+    for my $c ("__session=$tok; theme=dark", "theme=dark; __session=$tok",
+               "a=b; __session=$tok; theme=dark") {
+        $l->answer($l->req({Cookie => $c}, GET => "$CREATE/$id"), 200,
+                   "GET, Cookie: " . substr($c, 0, 20));
+        my $tx = post("$CREATE/$id", {Cookie => $c,
+                                      'Content-Type' => 'text/plain'},
+                      $cancel);
+        $l->error_is($tx, 415, 'UNSUPPORTED_MEDIA_TYPE',
+                     'POST, Cookie: ' . substr($c, 0, 20));
+    }
+};
+
 subtest 'reads and Authorization credentials are not concerned' => sub {
     $l->answer($l->req({%$cookie, Origin => 'https://evil.example'},
                        GET => "$CREATE/$id"), 200,
