@@ -107,7 +107,8 @@ asan:
 # Debian's nginx ($(NGINX_SRC)) and every vendored nginx source, each cell
 # in its own build directory (make -j runs them side by side); nginx itself
 # built from the oldest and the newest vendored source, and the whole suite
-# run against each binary with the module built (gcc) against its tree.
+# run against each binary with the module built (gcc) against its tree
+# (asked for first: nginx builds and suites overlap the other cells).
 # Sources are unpacked under $(MATRIX) only. A failed cell does not stop
 # the others: the summary table names it and the target fails.
 MATRIX          ?= $(CURDIR)/build-matrix
@@ -131,8 +132,8 @@ matrix: | deps
 	@rm -f $(MATRIX)/*.result
 	@mkdir -p $(MATRIX)/src
 	@start=$$(date +%s); \
-	$(MAKE) -s -j$(MATRIX_JOBS) --no-print-directory $(MATRIX_CELLS) \
-	    $(MATRIX_RUNS); \
+	$(MAKE) -s -j$(MATRIX_JOBS) --no-print-directory $(MATRIX_RUNS) \
+	    $(MATRIX_CELLS); \
 	echo "matrix: $$(( $$(date +%s) - start ))s"
 	@$(MAKE) -s --no-print-directory matrix-summary
 
