@@ -72,7 +72,7 @@ sub wait_port {
     die "nothing answers on port $port\n";
 }
 
-my ($backend, $redis, @ports) = LG::Stack::_free_ports(7);
+my ($backend, $redis, @ports) = LG::Stack::_free_ports(9);
 
 # the backend: echoes what nginx sent it
 app->log->level('fatal');
@@ -99,14 +99,19 @@ wait_port($backend);
 # the same plain server in every configuration; $with adds what the module
 # needs to serve an API elsewhere
 sub config {
-    my ($name, $port, $api_port, $http_extra) = @_;
+    my ($name, $port, $api_port, $http_extra, $metrics_only) = @_;
     my $with = defined $api_port;
     my $p = "$dir/$name";
     make_path($p);
     chmod 0755, $p;
 
     my $load = $with ? "load_module $MODULE;" : '';
-    my $api = !$with ? '' : <<"EOF";
+    my $api = !$with ? '' : $metrics_only ? <<"EOF1" : <<"EOF";
+    server {
+        listen 127.0.0.1:$api_port;
+        location = /metrics { linegate_api metrics; }
+    }
+EOF1
     linegate_redis 127.0.0.1:$redis;
     linegate_operator_token ${\ ('t' x 32)};
     @{[ $http_extra // '' ]}
@@ -269,9 +274,12 @@ my $loaded = config('loaded', $ports[1], $ports[3]);
 my $fast = config('fast', $ports[2], $ports[4],
                   'linegate_fast_request_id on;');
 
+my $metrics = config('metrics', $ports[5], $ports[6], undef, 1);
+
 my ($a_plain, $ids_plain) = answers($ports[0]);
 my ($a_loaded, $ids_loaded) = answers($ports[1]);
 my ($a_fast, $ids_fast) = answers($ports[2]);
+my ($a_metrics, $ids_metrics) = answers($ports[5]);
 
 subtest 'the same answers with and without the module' => sub {
     for my $i (0 .. $#requests) {
@@ -280,6 +288,7 @@ subtest 'the same answers with and without the module' => sub {
             or diag explain [$a_plain->[$i], $a_loaded->[$i]];
     }
     is_deeply($a_fast, $a_plain, 'linegate_fast_request_id on: the same');
+    is_deeply($a_metrics, $a_plain, 'the metrics API alone: the same');
     ok(!grep({ grep { /linegate|request-id/i } keys %{ $_->[3] } }
              @$a_loaded), 'no header of the module');
 };
@@ -305,6 +314,15 @@ subtest 'the same access log lines, ids aside' => sub {
     is(scalar @loaded, $n, 'one line per request');
     is_deeply($norm->(@loaded), $norm->(@plain), 'the same lines');
     ok(!grep({ !/ id=[0-9a-f]{32}$/ } @loaded), 'ids of the same shape');
+};
+
+subtest 'the metrics API alone' => sub {
+    my $tx = $ua->get("http://127.0.0.1:$ports[6]/metrics");
+    is($tx->res->code, 200, 'metrics: 200');
+    my $log = do { local $/; open my $fh, '<', "$metrics/error.log"; <$fh> };
+    unlike($log, qr/\[(?:alert|crit|emerg)\]/, 'no alert logged')
+        or diag $log;
+    no_shared_half($ids_metrics, 'metrics alone: nginx\'s ids');
 };
 
 # the generator before: 16 fixed hex digits per worker, then splitmix64's

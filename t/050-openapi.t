@@ -115,9 +115,11 @@ subtest 'a valid OpenAPI 3.1 document' => sub {
 
 subtest 'one tag and distinct names per API' => sub {
     my %api = ('/api/' => 'lines', '/accounts/' => 'provisioning',
-               '/webhooks/' => 'webhooks', '/_linegate/' => 'operator');
+               '/webhooks/' => 'webhooks', '/_linegate/' => 'operator',
+               '/metrics' => 'metrics');
     my %prefix = (lines => 'Lines', provisioning => 'Provision',
-                  webhooks => 'Webhook', operator => 'Operator');
+                  webhooks => 'Webhook', operator => 'Operator',
+                  metrics => 'Metrics');
 
     like($raw->{info}{description} // '', qr/linegate is an nginx/,
          'info.description says what linegate is');
@@ -135,7 +137,12 @@ subtest 'one tag and distinct names per API' => sub {
         like($o->{operationId} // '', $id_re,
              "$m $p: operationId named after its API");
 
-        # every answer is JSON and carries X-Request-Id
+        # every answer is JSON and carries X-Request-Id, but Prometheus's
+        if ($api{$pre} eq 'metrics') {
+            ok($o->{responses}{200}{content}{'text/plain'},
+               "$m $p 200: Prometheus's text format");
+            next;
+        }
         for my $status (sort keys %{ $o->{responses} }) {
             my $r = $o->{responses}{$status};
             $r = LG::OpenAPI::document()->get($1)
@@ -401,6 +408,9 @@ SKIP: {
         ok($deliver->(200, 'another event',
                       $event->('charge.succeeded', {id => 'ch_1'}))
                ->{ignored}, 'ignored');
+        $deliver->(409, 'subscription of an unknown workspace',
+                   $event->('customer.subscription.updated',
+                            {%$sub, metadata => {workspace_id => 'org_no'}}));
 
         $deliver->(400, 'bad signature', $paid, secret => 'whsec_wrong');
         $deliver->(400, 'not JSON', '{x');
