@@ -10,6 +10,7 @@
 #                   nginx and every vendored nginx; nginx from the oldest
 #                   and newest vendored source, the suite against each
 #   make bench      wrk against linegate, nginx static and the peers
+#   make bench-limit  linegate_limit beside limit_req (bench/limit.pl)
 
 NGINX_SRC  ?= /usr/share/nginx/src
 BUILD      ?= $(CURDIR)/build
@@ -27,8 +28,8 @@ DEB_PACKAGES = nginx nginx-dev libhiredis-dev libjansson-dev libssl-dev \
     libyaml-libyaml-perl libredis-perl build-essential clang prometheus \
     libpcre2-dev zlib1g-dev
 
-.PHONY: all deps run test unit asan bench clean distclean matrix \
-    matrix-summary matrix-newest
+.PHONY: all deps run test unit asan bench bench-limit clean distclean \
+    matrix matrix-summary matrix-newest
 
 all: $(MODULE)
 
@@ -221,6 +222,10 @@ $(MATRIX_RUNS): $(MATRIX)/suite-%.result: $(MATRIX)/%-gcc.result \
 
 bench: $(MODULE)
 	bash bench/run.sh
+
+# linegate_limit beside limit_req in one nginx (docs/gateway.md)
+bench-limit: $(MODULE)
+	perl bench/limit.pl
 
 clean:
 	rm -rf $(BUILD)
