@@ -72,7 +72,7 @@ sub wait_port {
     die "nothing answers on port $port\n";
 }
 
-my ($backend, $redis, @ports) = LG::Stack::_free_ports(9);
+my ($backend, $redis, @ports) = LG::Stack::_free_ports(12);
 
 # the backend: echoes what nginx sent it
 app->log->level('fatal');
@@ -276,10 +276,22 @@ my $fast = config('fast', $ports[2], $ports[4],
 
 my $metrics = config('metrics', $ports[5], $ports[6], undef, 1);
 
+# linegate_limit (its phase handler and header filter) used on another
+# server only
+my $limit = config('limit', $ports[7], $ports[8], <<"EOF");
+linegate_limit_zone z key=\$binary_remote_addr rate=10r/s;
+
+    server {
+        listen 127.0.0.1:$ports[9];
+        location /limited { linegate_limit zone=z; return 200; }
+    }
+EOF
+
 my ($a_plain, $ids_plain) = answers($ports[0]);
 my ($a_loaded, $ids_loaded) = answers($ports[1]);
 my ($a_fast, $ids_fast) = answers($ports[2]);
 my ($a_metrics, $ids_metrics) = answers($ports[5]);
+my ($a_limit, $ids_limit) = answers($ports[7]);
 
 subtest 'the same answers with and without the module' => sub {
     for my $i (0 .. $#requests) {
@@ -289,6 +301,8 @@ subtest 'the same answers with and without the module' => sub {
     }
     is_deeply($a_fast, $a_plain, 'linegate_fast_request_id on: the same');
     is_deeply($a_metrics, $a_plain, 'the metrics API alone: the same');
+    is_deeply($a_limit, $a_plain, 'linegate_limit on another server: the same');
+    no_shared_half($ids_limit, 'linegate_limit elsewhere: nginx\'s ids');
     ok(!grep({ grep { /linegate|request-id/i } keys %{ $_->[3] } }
              @$a_loaded), 'no header of the module');
 };
