@@ -6,6 +6,8 @@
 #   make run        development stack in the foreground (127.0.0.1:8080)
 #   make test       build, then prove -r t/
 #   make bench      wrk against linegate, nginx static and the peers
+#   make deb        the Debian package libnginx-mod-http-linegate, built
+#                   with dh_nginx in $(BUILD)/deb/ (docs/deploy.md)
 
 NGINX_SRC  ?= /usr/share/nginx/src
 BUILD      ?= $(CURDIR)/build
@@ -20,9 +22,10 @@ SRCS = $(wildcard src/*.c src/*.h src/lua/*.lua src/lua/include/*.lua)
 DEB_PACKAGES = nginx nginx-dev libhiredis-dev libjansson-dev libssl-dev \
     redis-server redis-tools wrk curl jq perl openssl procps gnuplot-nox \
     libmojolicious-perl libcrypt-jwt-perl libjson-validator-perl \
-    libyaml-libyaml-perl libredis-perl build-essential clang
+    libyaml-libyaml-perl libredis-perl build-essential clang \
+    debhelper dpkg-dev libio-socket-ssl-perl
 
-.PHONY: all deps run test unit asan bench clean distclean
+.PHONY: all deps run test unit asan bench deb clean distclean
 
 all: $(MODULE)
 
@@ -89,6 +92,41 @@ asan:
 
 bench: $(MODULE)
 	bash bench/run.sh
+
+# The package's version is the top entry of debian/changelog (the last
+# release); a build from a git checkout whose HEAD is not tagged
+# v<that version> gets +git<commit time, UTC>.<commit> appended, so every
+# later commit is a higher version (apt upgrades across a fleet).
+# DEB_VERSION=... overrides. The tree is copied to $(BUILD)/deb/src and
+# built there with dpkg-buildpackage -b: nothing is written into the tree.
+DEB_DIR      = $(BUILD)/deb
+DEB_BASE     = $(shell dpkg-parsechangelog -l debian/changelog -S Version)
+DEB_SNAPSHOT = $(shell git rev-parse --git-dir >/dev/null 2>&1 && \
+    ! git describe --exact-match --tags --match 'v$(DEB_BASE)' \
+        >/dev/null 2>&1 && \
+    TZ=UTC git log -1 --format='+git%cd.%h' \
+        --date=format-local:%Y%m%d%H%M%S)
+DEB_VERSION ?= $(DEB_BASE)$(DEB_SNAPSHOT)
+DEB_ARCH     = $(shell dpkg --print-architecture)
+DEB          = $(DEB_DIR)/libnginx-mod-http-linegate_$(DEB_VERSION)_$(DEB_ARCH).deb
+
+deb:
+	rm -rf $(DEB_DIR) && mkdir -p $(DEB_DIR)/src
+	cp -a config Makefile README.md src conf docs debian $(DEB_DIR)/src/
+	if [ "$(DEB_VERSION)" != "$(DEB_BASE)" ]; then \
+	    { printf 'linegate (%s) unstable; urgency=medium\n\n' \
+	          '$(DEB_VERSION)'; \
+	      printf '  * Built from %s.\n\n' \
+	          "$$(git describe --always --dirty 2>/dev/null || echo a tree)"; \
+	      printf ' -- %s  %s\n\n' \
+	          "$$(dpkg-parsechangelog -l debian/changelog -S Maintainer)" \
+	          "$$(date -R)"; \
+	      cat debian/changelog; } > $(DEB_DIR)/src/debian/changelog; \
+	fi
+	cd $(DEB_DIR)/src && env -u MAKEFLAGS -u MFLAGS -u MAKELEVEL \
+	    dpkg-buildpackage -b -us -uc > $(DEB_DIR)/build.log 2>&1 || \
+	    { tail -30 $(DEB_DIR)/build.log; exit 1; }
+	@test -f $(DEB) && echo "$(DEB)"
 
 clean:
 	rm -rf $(BUILD)
