@@ -22,7 +22,7 @@ SRCS = $(wildcard src/*.c src/*.h src/lua/*.lua src/lua/include/*.lua)
 DEB_PACKAGES = nginx nginx-dev libhiredis-dev libjansson-dev libssl-dev \
     redis-server redis-tools wrk curl jq perl openssl procps gnuplot-nox \
     libmojolicious-perl libcrypt-jwt-perl libjson-validator-perl \
-    libyaml-libyaml-perl libredis-perl build-essential clang \
+    libyaml-libyaml-perl libredis-perl build-essential clang prometheus \
     debhelper dpkg-dev libio-socket-ssl-perl
 
 .PHONY: all deps run test unit asan bench deb clean distclean

@@ -161,6 +161,9 @@ subtest 'the packaged nginx serves the example through modules-enabled' => sub {
                       => {Authorization => "Bearer $key"});
     is($tx->res->code, 200, 'read back');
 
+    $tx = $p->ua->get($p->url('/metrics'));
+    like($tx->res->body, qr/^linegate_http_answers_total\{/m, 'metrics');
+
     my $pid = $p->pid;
     $p->stop;
     ok(!kill(0, $pid), "stopped by pid ($pid)");

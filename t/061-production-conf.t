@@ -89,6 +89,9 @@ subtest 'production settings' => sub {
     my ($op) = $active =~ m{(location /_linegate/ \{.*?\})}s;
     like($op, qr/allow 127\.0\.0\.1;.*deny all;.*linegate_api operator;/s,
          'the operator API behind allow/deny');
+    my ($m) = $active =~ m{(location = /metrics \{.*?\})}s;
+    like($m, qr/allow 127\.0\.0\.1;.*deny all;.*linegate_api metrics;/s,
+         'metrics behind allow/deny');
     like($active, qr/^\s*listen 443 ssl/m, 'TLS listener');
     like($active, qr/^\s*large_client_header_buffers 4 16k;/m,
          'room for Clerk tokens');
@@ -128,6 +131,11 @@ subtest 'it serves, over TLS, with Stripe behind the rewrite' => sub {
     ok((grep { $_->{path} =~ m{^/v1/invoices} } @$log),
        'the stub was asked for /v1/invoices (the prefix rewritten away)')
         or diag explain [map { $_->{path} } @$log];
+
+    $tx = $p->ua->get($p->url('/metrics'));
+    is($tx->res->code, 200, 'metrics, from an allowed address');
+    like($tx->res->body, qr/^linegate_http_answers_total\{/m,
+         'metrics: Prometheus counters');
 
     like($p->access_log,
          qr/tenant=org_prod auth=api_key outcome=awaiting_payment/,
