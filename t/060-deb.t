@@ -34,6 +34,12 @@ plan skip_all => "needs the packaged nginx ($NGINX)" unless -x $NGINX;
 plan skip_all => 'needs dh_nginx (nginx-dev) and dpkg-buildpackage to build'
     unless $ENV{LG_DEB} || (have('dh_nginx') && have('dpkg-buildpackage'));
 
+# one run at a time on this machine (several worktrees may run the suite
+# at once): the others wait here
+use Fcntl qw(:flock);
+open my $lock, '>', '/tmp/linegate-060-deb.lock' or die "lock: $!";
+flock $lock, LOCK_EX or die "flock: $!";
+
 sub installed {
     my $s = qx{dpkg-query -W -f='\${Status} \${Version}' $PKG 2>/dev/null};
     return $s =~ /^install ok installed (\S+)/ ? $1 : undef;
