@@ -150,6 +150,8 @@ struct ngx_http_linegate_ctx_s {
     ngx_str_t                       stripe_body;
     json_t                         *stripe_json;
     ngx_uint_t                      stripe_retry_after;
+    /* no whole answer came: the call may have run (ngx_..._stripe.h) */
+    unsigned                        stripe_unknown:1;
 
     /* headers the answer must carry besides the common ones */
     ngx_str_t                       rl_policy;
