@@ -29,7 +29,8 @@ my $NGINX = '/usr/sbin/nginx';
 sub have { return !system "command -v $_[0] >/dev/null 2>&1" }
 
 plan skip_all => 'installs a package into the system: needs root' if $> != 0;
-plan skip_all => 'needs apt-get and dpkg' unless have('apt-get') && have('dpkg');
+plan skip_all => 'needs apt-get and dpkg'
+    unless have('apt-get') && have('dpkg');
 plan skip_all => "needs the packaged nginx ($NGINX)" unless -x $NGINX;
 plan skip_all => 'needs dh_nginx (nginx-dev) and dpkg-buildpackage to build'
     unless $ENV{LG_DEB} || (have('dh_nginx') && have('dpkg-buildpackage'));
@@ -86,7 +87,8 @@ sub apt {
 # the package, built from this tree unless given
 my $deb = $ENV{LG_DEB};
 if (!$deb) {
-    ($rc, $out) = run("make -s -C '$LG::Stack::ROOT' deb BUILD=$tmp/build 2>&1");
+    ($rc, $out) =
+        run("make -s -C '$LG::Stack::ROOT' deb BUILD=$tmp/build 2>&1");
     is($rc, 0, 'make deb') or diag $out;
     ($deb) = glob "$tmp/build/deb/${PKG}_*.deb";
 }

@@ -18,7 +18,8 @@ my $example = LG::Production::_slurp($LG::Production::EXAMPLE);
 (my $active = $example) =~ s/^\s*#.*\n//mg;    # without the comments
 
 my $s = LG::Stack->new->start;
-my $so = $ENV{LG_MODULE} // "$LG::Stack::ROOT/build/ngx_http_linegate_module.so";
+my $so = $ENV{LG_MODULE}
+         // "$LG::Stack::ROOT/build/ngx_http_linegate_module.so";
 my $load = "load_module $so;";
 
 subtest 'nginx -t accepts the example' => sub {
@@ -76,14 +77,17 @@ subtest 'production settings' => sub {
                 qr/^\s*proxy_ssl_server_name on;/m,
                 qr/^\s*proxy_ssl_name api\.stripe\.com;/m,
                 qr/^\s*proxy_ssl_verify on;/m,
-                qr{^\s*proxy_ssl_trusted_certificate /etc/ssl/certs/ca-certificates\.crt;}m,
+                qr{^\s*proxy_ssl_trusted_certificate
+                   \s/etc/ssl/certs/ca-certificates\.crt;}mx,
                 qr/^\s*proxy_http_version 1\.1;/m,
                 qr/^\s*proxy_set_header Connection "";/m,
                 qr{^\s*include /etc/nginx/linegate/stripe-key\.conf;}m,
                 qr/^\s*subrequest_output_buffer_size \d+k;/m) {
         like($stripe, $re, "Stripe location: $re");
     }
-    like($example, qr/^# upstream stripe \{\n(#.*\n)*#\s+server api\.stripe\.com:443 resolve;\n#\s+keepalive \d+;/m,
+    like($example, qr/^\#\ upstream\ stripe\ \{\n (\#.*\n)*
+                       \#\s+server\ api\.stripe\.com:443\ resolve;\n
+                       \#\s+keepalive\ \d+;/mx,
          'the keepalive upstream, for nginx >= 1.27.3');
 
     my ($op) = $active =~ m{(location /_linegate/ \{.*?\})}s;

@@ -75,7 +75,9 @@ sub _write_site {
           "proxy_set_header Authorization \"Bearer sk_test_linegate\";\n");
     copy($s->jwks_path, "$d/etc/clerk-jwks.json") or die "jwks: $!";
 
-    my $out = qx{openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=api.example.com -keyout '$d/etc/tls/privkey.pem' -out '$d/etc/tls/fullchain.pem' 2>&1};
+    my $out = qx{openssl req -x509 -newkey rsa:2048 -nodes -days 2 \\
+        -subj /CN=api.example.com -keyout '$d/etc/tls/privkey.pem' \\
+        -out '$d/etc/tls/fullchain.pem' 2>&1};
     die "openssl req: $out" if $?;
 }
 
