@@ -33,6 +33,7 @@ use File::Temp qw(tempdir);
 use IO::Socket::INET;
 use POSIX qw(WNOHANG);
 use Time::HiRes qw(sleep);
+use Mojo::IOLoop::TLS;
 use Mojo::UserAgent;
 use LG::Stack;
 
@@ -237,6 +238,8 @@ sub access_log { _slurp("$_[0]{dir}/log/linegate.access.log") }
 # a client that accepts the self-signed certificate
 sub ua {
     my ($self) = @_;
+    croak 'no TLS in Mojolicious: install libio-socket-ssl-perl (make deps)'
+        unless Mojo::IOLoop::TLS->can_tls;
     return $self->{ua} //= Mojo::UserAgent->new(
         insecure => 1, connect_timeout => 10, request_timeout => 10,
         inactivity_timeout => 10);
