@@ -95,7 +95,7 @@ static ngx_http_linegate_api_t  ngx_http_linegate_apis[] = {
     { ngx_string("stripe_webhook"),
       NGX_HTTP_LINEGATE_API_STRIPE_WEBHOOK, NGX_HTTP_LINEGATE_POST },
     { ngx_string("metrics"),
-      NGX_HTTP_LINEGATE_API_METRICS, NGX_HTTP_GET|NGX_HTTP_HEAD },
+      NGX_HTTP_LINEGATE_API_METRICS, NGX_HTTP_LINEGATE_GET },
     { ngx_null_string, 0, 0 }
 };
 
