@@ -61,6 +61,13 @@ subtest 'every linegate directive of the test configuration' => sub {
             like($active, qr/^\s*\Q$d\E\s/m, "$d: set");
         }
     }
+    # and every directive of its Stripe location, in the example's
+    my ($dev_stripe) = $dev =~ m{location /_stripe/ \{(.*?)\n        \}}s;
+    my ($stripe) = $active =~ m{location /_stripe/ \{(.*?)\n    \}}s;
+    my @in = $dev_stripe =~ /^\s*(\w+)/mg;
+    ok(@in > 5, 'the Stripe location of the test configuration');
+    like($stripe, qr/^\s*\Q$_\E\b/m, "Stripe location: $_") for @in;
+
     my %api = map { $_ => 1 } $dev =~ /linegate_api (\w+);/g;
     for my $a (sort keys %api) {
         like($active, qr/linegate_api \Q$a\E;/, "linegate_api $a: served");
