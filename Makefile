@@ -6,6 +6,7 @@
 #   make run        development stack in the foreground (127.0.0.1:8080)
 #   make test       build, then prove -r t/
 #   make bench      wrk against linegate, nginx static and the peers
+#   make bench-limit  linegate_limit beside limit_req (bench/limit.pl)
 #   make deb        the Debian package libnginx-mod-http-linegate, built
 #                   with dh_nginx in $(BUILD)/deb/ (docs/deploy.md)
 
@@ -25,7 +26,7 @@ DEB_PACKAGES = nginx nginx-dev libhiredis-dev libjansson-dev libssl-dev \
     libyaml-libyaml-perl libredis-perl build-essential clang prometheus \
     debhelper dpkg-dev libio-socket-ssl-perl
 
-.PHONY: all deps run test unit asan bench deb clean distclean
+.PHONY: all deps run test unit asan bench bench-limit deb clean distclean
 
 all: $(MODULE)
 
@@ -92,6 +93,10 @@ asan:
 
 bench: $(MODULE)
 	bash bench/run.sh
+
+# linegate_limit beside limit_req in one nginx (docs/gateway.md)
+bench-limit: $(MODULE)
+	perl bench/limit.pl
 
 # The package's version is the top entry of debian/changelog (the last
 # release); a build from a git checkout whose HEAD is not tagged
