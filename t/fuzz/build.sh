@@ -39,12 +39,12 @@ declare -A objs=(
     [jwt]="crypto"
     [jwks]="jwt crypto"
     [stripe_signature]="crypto"
-    [line_create]="json util crypto lines"
-    [confirm]="json util crypto"
-    [webhook]="json util crypto stripe redis"
-    [headers]="json util crypto stripe"
-    [stripe_reply]="json util crypto lines"
-    [redis_reply]="json util crypto"
+    [line_create]="json jw util crypto lines"
+    [confirm]="json jw util crypto"
+    [webhook]="json jw util crypto stripe redis"
+    [headers]="json jw util crypto stripe"
+    [stripe_reply]="json jw util crypto lines"
+    [redis_reply]="json jw util crypto provision ratelimit"
 )
 
 # targets needing no nginx at all: no shim, no stubs

@@ -11,10 +11,12 @@
 
 
 #include "fuzz_ngx.h"
+#include "ngx_http_linegate_jw.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 
 typedef struct fuzz_block_s  fuzz_block_t;
@@ -272,8 +274,9 @@ fuzz_number(u_char *buf, u_char *last, uint64_t ui64, ngx_uint_t neg,
 
     len = (tmp + sizeof(tmp)) - p;
 
-    while (len < width++ && buf < last) {
+    while (len < width && buf < last) {
         *buf++ = zero;
+        len++;
     }
 
     while (p < tmp + sizeof(tmp) && buf < last) {
@@ -562,6 +565,21 @@ ngx_http_linegate_send_json(ngx_http_request_t *r, ngx_uint_t status,
 
 
 void
+ngx_http_linegate_send_jw(ngx_http_request_t *r, ngx_uint_t status,
+    ngx_http_linegate_jw_t *jw)
+{
+    ngx_str_t  out;
+
+    /* what would be sent must be complete and readable */
+    if (ngx_http_linegate_jw_finish(jw, &out) == NGX_OK) {
+        (void) ngx_hash_key(out.data, out.len);
+    }
+
+    fuzz_answered(status, NULL, NULL, NULL);
+}
+
+
+void
 ngx_http_linegate_send_body(ngx_http_request_t *r, ngx_uint_t status,
     u_char *body, size_t len)
 {
@@ -739,4 +757,45 @@ fuzz_strdup(ngx_http_request_t *r, const uint8_t *data, size_t n)
     p[n] = '\0';
 
     return p;
+}
+
+
+redisReply *
+fuzz_redis_reply(const u_char *data, size_t len)
+{
+    void         *reply;
+    redisReader  *reader;
+
+    reader = redisReaderCreate();
+    if (reader == NULL) {
+        abort();
+    }
+
+    reply = NULL;
+
+    if (redisReaderFeed(reader, (const char *) data, len) != REDIS_OK
+        || redisReaderGetReply(reader, &reply) != REDIS_OK)
+    {
+        reply = NULL;
+    }
+
+    redisReaderFree(reader);
+
+    return reply;
+}
+
+
+/* as src/core/ngx_times.c: month 1-12, full year */
+void
+ngx_gmtime(time_t t, ngx_tm_t *tp)
+{
+    struct tm  tm;
+
+    if (gmtime_r(&t, &tm) == NULL) {
+        abort();
+    }
+
+    *tp = tm;
+    tp->ngx_tm_mon = tm.tm_mon + 1;
+    tp->ngx_tm_year = tm.tm_year + 1900;
 }

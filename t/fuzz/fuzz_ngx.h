@@ -28,6 +28,7 @@
 #include <stdint.h>
 
 #include "ngx_http_linegate_module.h"
+#include <hiredis/hiredis.h>
 
 
 /* what the answer functions of reply.c were asked to send */
@@ -65,6 +66,13 @@ int fuzz_split(const uint8_t *data, size_t size, uint8_t sep,
 
 /* a malloc'ed NUL-terminated copy (freed with the request) */
 u_char *fuzz_strdup(ngx_http_request_t *r, const uint8_t *data, size_t n);
+
+/*
+ * The first reply hiredis's own reader makes of data (RESP bytes), as
+ * the async context would hand it to a handler, or NULL (incomplete or
+ * a protocol error).  Free it with freeReplyObject().
+ */
+redisReply *fuzz_redis_reply(const u_char *data, size_t len);
 
 
 #endif /* _FUZZ_NGX_H_INCLUDED_ */
