@@ -6,6 +6,9 @@
 #   make run        development stack in the foreground (127.0.0.1:8080)
 #   make test       build, then prove -r t/
 #   make bench      wrk against linegate, nginx static and the peers
+#   make fuzz       libFuzzer targets (t/fuzz/), FUZZ_SECONDS each
+#   make fuzz-smoke the same, 10 s each (CI)
+#   make sanitize   the suite against an ASan + UBSan build of the module
 
 NGINX_SRC  ?= /usr/share/nginx/src
 BUILD      ?= $(CURDIR)/build
@@ -20,9 +23,11 @@ SRCS = $(wildcard src/*.c src/*.h src/lua/*.lua src/lua/include/*.lua)
 DEB_PACKAGES = nginx nginx-dev libhiredis-dev libjansson-dev libssl-dev \
     redis-server redis-tools wrk curl jq perl openssl procps gnuplot-nox \
     libmojolicious-perl libcrypt-jwt-perl libjson-validator-perl \
-    libyaml-libyaml-perl libredis-perl build-essential clang
+    libyaml-libyaml-perl libredis-perl build-essential clang \
+    libclang-rt-14-dev
 
-.PHONY: all deps run test unit asan bench clean distclean
+.PHONY: all deps run test unit asan sanitize fuzz fuzz-build fuzz-smoke \
+    bench clean distclean
 
 all: $(MODULE)
 
@@ -86,6 +91,21 @@ asan:
 	@if ls build-asan/logs/asan.* >/dev/null 2>&1; then \
 	    cat build-asan/logs/asan.*; echo "asan: reports above"; exit 1; \
 	else echo "asan: no reports"; fi
+
+# libFuzzer + ASan + UBSan targets for the parsers of untrusted input
+# (t/fuzz/README.md); FUZZ_TARGETS narrows, FUZZ_RUNS caps executions.
+FUZZ_SECONDS ?= 60
+FUZZ_TARGETS ?=
+FUZZ_NICE    ?= nice -n 19
+fuzz-build: $(BUILD)/Makefile
+	bash t/fuzz/build.sh $(BUILD) $(BUILD)/fuzz $(FUZZ_TARGETS)
+
+fuzz: fuzz-build
+	$(FUZZ_NICE) bash t/fuzz/run.sh $(BUILD)/fuzz $(FUZZ_SECONDS) \
+	    $(FUZZ_TARGETS)
+
+fuzz-smoke:
+	$(MAKE) fuzz FUZZ_SECONDS=10
 
 bench: $(MODULE)
 	bash bench/run.sh

@@ -223,7 +223,10 @@ ngx_http_linegate_pv_plain_windows(ngx_http_linegate_pv_request_t *pv,
         /* hiredis ends every string with a NUL */
         t = strtod(lines->element[2 * i + 1]->str, &end);
 
-        if (*end != '\0' || !isfinite(t)) {
+        /* a time no clock gives (1e300) would not convert: corrupt */
+        if (*end != '\0' || !isfinite(t) || t < -9007199254740992.0
+            || t > 9007199254740992.0)
+        {
             return NGX_ERROR;
         }
 

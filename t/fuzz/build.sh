@@ -58,9 +58,10 @@ fi
 
 mkdir -p "$out/obj"
 
-compile() {   # source object
-    if [ ! -f "$2" ] || [ "$1" -nt "$2" ] \
-       || [ -n "$(find "$root/src" "$root/t/fuzz" -name '*.h' -newer "$2")" ]
+compile() {   # source object (again when any source is newer: the
+              # targets include module sources)
+    if [ ! -f "$2" ] || [ -n "$(find "$root/src" "$root/t/fuzz" \
+                                     -name '*.[ch]' -newer "$2")" ]
     then
         "$cc" "${cflags[@]}" -c "$1" -o "$2"
     fi

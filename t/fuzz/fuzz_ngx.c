@@ -760,11 +760,47 @@ fuzz_strdup(ngx_http_request_t *r, const uint8_t *data, size_t n)
 }
 
 
+/* up to 20 bytes at p, NUL-terminated, for strtoll() */
+static const u_char *
+fuzz_line(const u_char *p, const u_char *last)
+{
+    size_t         n;
+    static u_char  buf[21];
+
+    n = ngx_min((size_t) (last - p), 20);
+    ngx_memcpy(buf, p, n);
+    buf[n] = '\0';
+
+    return buf;
+}
+
+
 redisReply *
 fuzz_redis_reply(const u_char *data, size_t len)
 {
     void         *reply;
     redisReader  *reader;
+
+    /*
+     * This hiredis has no maxelements: it callocs an array's element
+     * pointers as soon as it reads "*N", a memory bound nobody but a
+     * hostile Redis server could reach.  Inputs announcing more than 4096
+     * elements anywhere are skipped.
+     */
+    const u_char  *p, *last;
+
+    last = data + len;
+
+    for (p = data; p < last; p++) {
+        if ((p == data || p[-1] == '\n')
+            && (*p == '*' || *p == '%' || *p == '~' || *p == '>'
+                || *p == '|')
+            && strtoll((const char *) fuzz_line(p + 1, last), NULL, 10)
+               > 4096)
+        {
+            return NULL;
+        }
+    }
 
     reader = redisReaderCreate();
     if (reader == NULL) {

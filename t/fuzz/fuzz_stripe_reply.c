@@ -107,7 +107,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     sr.headers_out.headers.nalloc = 1;
 
     ngx_memzero(&b, sizeof(ngx_buf_t));
-    b.pos = body.len ? fuzz_strdup(r, body.data, body.len) : NULL;
+    b.pos = fuzz_strdup(r, body.data, body.len);
     b.last = b.pos + body.len;
     out.buf = &b;
     out.next = NULL;
