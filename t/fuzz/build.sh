@@ -37,7 +37,7 @@ libs=(-lhiredis -ljansson -lssl -lcrypto)
 # target: module sources linked besides the one its .c includes
 declare -A objs=(
     [jwt]="crypto"
-    [jwks]="jwt crypto"
+    [jwks]="crypto"
     [stripe_signature]="crypto"
     [line_create]="json jw util crypto lines"
     [confirm]="json jw util crypto"
