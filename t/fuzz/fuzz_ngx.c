@@ -784,17 +784,16 @@ fuzz_redis_reply(const u_char *data, size_t len)
     /*
      * This hiredis has no maxelements: it callocs an array's element
      * pointers as soon as it reads "*N", a memory bound nobody but a
-     * hostile Redis server could reach.  Inputs announcing more than 4096
-     * elements anywhere are skipped.
+     * hostile Redis server could reach.  Inputs where a type byte of an
+     * aggregate is followed by a count over 4096 are skipped.
      */
     const u_char  *p, *last;
 
     last = data + len;
 
     for (p = data; p < last; p++) {
-        if ((p == data || p[-1] == '\n')
-            && (*p == '*' || *p == '%' || *p == '~' || *p == '>'
-                || *p == '|')
+        /* anywhere: hiredis skips a bulk string's CRLF unread */
+        if ((*p == '*' || *p == '%' || *p == '~' || *p == '>' || *p == '|')
             && strtoll((const char *) fuzz_line(p + 1, last), NULL, 10)
                > 4096)
         {

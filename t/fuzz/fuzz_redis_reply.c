@@ -15,13 +15,36 @@
  * The pipeline reader gets what redis.c guarantees: an array with one
  * element per command (3), here with any content.  Redis is not
  * connected in this build: a command the reader sends fails as a lost
- * connection would (503).  Invariant: an answer, exactly one.
+ * connection would (503), and a hand-over to the script is recorded and
+ * answered so.  Invariant: an answer, exactly one.
  */
 
 
 #include "fuzz_ngx.h"
 #include "ngx_http_linegate_redis.c"
+#include "ngx_http_linegate_provision.h"
+#include "ngx_http_linegate_reply.h"
+
+
+static ngx_uint_t  fuzz_scripted;
+
+
+/*
+ * What the fast path hands over to the script (too many lines, or a
+ * time it cannot hold): recorded, and answered as an unreachable store
+ * would be; the script's own reply is read by reply_int/reply_str above.
+ */
+static void
+fuzz_pv_script(ngx_http_request_t *r, ngx_http_linegate_ctx_t *ctx,
+    ngx_http_linegate_pv_request_t *pv)
+{
+    fuzz_scripted++;
+    ngx_http_linegate_store_unavailable(r);
+}
+
+#define ngx_http_linegate_pv_script  fuzz_pv_script
 #include "ngx_http_linegate_provision_plain.c"
+#undef ngx_http_linegate_pv_script
 
 
 static void
