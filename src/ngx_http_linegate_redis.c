@@ -464,7 +464,11 @@ ngx_http_linegate_redis_append(ngx_pool_t *pool, int argc, const char **argv,
 
     for (i = 0; i < argc; i++) {
         p = ngx_sprintf(p, "$%uz\r\n", argvlen[i]);
-        p = ngx_cpymem(p, argv[i], argvlen[i]);
+
+        if (argvlen[i]) {   /* an empty argument may be NULL */
+            p = ngx_cpymem(p, argv[i], argvlen[i]);
+        }
+
         *p++ = '\r';
         *p++ = '\n';
     }
