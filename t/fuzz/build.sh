@@ -45,6 +45,7 @@ declare -A objs=(
     [headers]="json jw util crypto stripe"
     [stripe_reply]="json jw util crypto lines"
     [redis_reply]="json jw util crypto provision ratelimit"
+    [lines_read]="json jw util crypto stripe"
 )
 
 # targets needing no nginx at all: no shim, no stubs
@@ -53,7 +54,7 @@ declare -A pure=([jwt]=1 [jwks]=1 [stripe_signature]=1)
 targets=("$@")
 if [ ${#targets[@]} -eq 0 ]; then
     targets=(jwt jwks stripe_signature line_create confirm webhook headers
-             stripe_reply redis_reply)
+             stripe_reply redis_reply lines_read)
 fi
 
 mkdir -p "$out/obj"

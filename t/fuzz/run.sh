@@ -23,13 +23,13 @@ shift 2
 declare -A dict=(
     [jwt]=jwt [jwks]=json [stripe_signature]=stripe_signature
     [line_create]=json [confirm]=json [webhook]=json [headers]=headers
-    [stripe_reply]=json [redis_reply]=redis
+    [stripe_reply]=json [redis_reply]=redis [lines_read]=redis
 )
 
 targets=("$@")
 if [ ${#targets[@]} -eq 0 ]; then
     targets=(jwt jwks stripe_signature line_create confirm webhook headers
-             stripe_reply redis_reply)
+             stripe_reply redis_reply lines_read)
 fi
 
 runs=()

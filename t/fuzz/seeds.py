@@ -329,3 +329,48 @@ redis = [
     b',1.5\r\n', b'#t\r\n', b'_\r\n',
 ]
 write('redis_reply', redis)
+
+
+# lines_read: request path \n RESP of the line's HGETALL
+def flat(**kw):
+    items = []
+    for k, v in kw.items():
+        items += [bulk(k), bulk(v)]
+    return arr(*items)
+
+
+ID = '0123456789abcdef01234567'
+LINE = dict(firstName='Ada', lastName='L', channelType='phone',
+            lineType='purchased', provisioningStatus='awaiting_payment',
+            paymentStatus='open', paymentUrl='https://pay.ex/i',
+            invoiceId='in_1', createdAt='2023-11-14T22:13:20.000Z',
+            updatedAt='2023-11-14T22:13:20.000Z', _id=ID,
+            _ud='2023-11-14', _nc='3', _tm='7', reconciledAt='1',
+            reissueAt='x')
+P = ('/api/line-requests/' + ID).encode()
+lines_read = [
+    P + b'\n' + flat(**LINE),
+    P + b'\n' + flat(**dict(LINE, _ud='2023-11-13')),
+    P + b'\n' + flat(**dict(LINE, _nc='', _tm='99999999999999999999')),
+    P + b'\n' + flat(**dict(LINE, firstName='A"\\\x01\x7f')),
+    P + b'\n' + flat(**dict(LINE, channelType='email', email='a@b.co')),
+    P + b'\n' + flat(**dict(LINE, lineType='byon', phone='+12025550123',
+                             forwardCallsTo='+12025550124')),
+    P + b'\n' + flat(**dict(LINE, healthStatus='ok',
+                             healthCheckedAt='2023-11-14T22:13:20.000Z')),
+    P + b'\n' + flat(firstName='x'),
+    P + b'\n' + arr(),
+    P + b'\n' + arr(bulk('firstName')),
+    P + b'\n' + arr(bulk('firstName'), b':1\r\n'),
+    P + b'\n' + arr(b'$-1\r\n', bulk('x')),
+    P + b'\n' + b'$-1\r\n',
+    P + b'\n' + b'-ERR\r\n',
+    b'/api/line-requests/' + ID.upper().encode() + b'\n*0\r\n',
+    b'/api/line-requests/' + ID[:23].encode() + b'\n*0\r\n',
+    b'/api/line-requests/' + ID.encode() + b'/x\n*0\r\n',
+    b'/api/line-requests\n*0\r\n',
+    b'1/x/y/' + ID.encode() + b'\n*0\r\n',
+    b'\n',
+    b'/\n',
+]
+write('lines_read', lines_read)
