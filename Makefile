@@ -23,7 +23,7 @@ SRCS = $(wildcard src/*.c src/*.h src/lua/*.lua src/lua/include/*.lua)
 DEB_PACKAGES = nginx nginx-dev libhiredis-dev libjansson-dev libssl-dev \
     redis-server redis-tools wrk curl jq perl openssl procps gnuplot-nox \
     libmojolicious-perl libcrypt-jwt-perl libjson-validator-perl \
-    libyaml-libyaml-perl libredis-perl build-essential clang \
+    libyaml-libyaml-perl libredis-perl build-essential clang prometheus \
     libclang-rt-14-dev
 
 .PHONY: all deps run test unit asan sanitize fuzz fuzz-build fuzz-smoke \

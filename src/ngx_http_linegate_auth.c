@@ -14,6 +14,7 @@
 
 #include "ngx_http_linegate_module.h"
 #include "ngx_http_linegate_auth.h"
+#include "ngx_http_linegate_metrics.h"
 #include "ngx_http_linegate_crypto.h"
 #include "ngx_http_linegate_reply.h"
 #include "ngx_http_linegate_util.h"
@@ -153,8 +154,11 @@ ngx_http_linegate_auth_workspace(ngx_http_request_t *r,
     p->epoch = lmcf->apikey_epoch ? *lmcf->apikey_epoch : 0;
 
     if (ngx_http_linegate_apikey_cached(r, p) == NGX_OK) {
+        ngx_http_linegate_metrics_cache("api_key", 1);
         return NGX_OK;
     }
+
+    ngx_http_linegate_metrics_cache("api_key", 0);
 
     digest = ngx_pnalloc(r->pool, 64);
     if (digest == NULL) {
@@ -422,6 +426,8 @@ ngx_http_linegate_clerk(ngx_http_request_t *r, ngx_http_linegate_ctx_t *ctx,
     /* a remembered token is still checked against its expiry */
     e = ngx_http_linegate_clerk_cached(r, fresh.digest, &way);
 
+    ngx_http_linegate_metrics_cache("clerk", e != NULL);
+
     if (e == NULL) {
         if (ngx_http_linegate_clerk_verify(r, token, &fresh) != NGX_OK) {
             return ngx_http_linegate_unauthorized(r, ctx, NULL);
@@ -629,8 +635,11 @@ ngx_http_linegate_auth_account(ngx_http_request_t *r,
         }
 
         if (ngx_http_linegate_apikey_cached(r, p) == NGX_OK) {
+            ngx_http_linegate_metrics_cache("account", 1);
             return NGX_OK;
         }
+
+        ngx_http_linegate_metrics_cache("account", 0);
     }
 
     if (secret_digest == NULL) {

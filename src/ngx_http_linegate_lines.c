@@ -17,6 +17,7 @@
 
 #include "ngx_http_linegate_module.h"
 #include "ngx_http_linegate_lines.h"
+#include "ngx_http_linegate_metrics.h"
 #include "ngx_http_linegate_json.h"
 #include "ngx_http_linegate_reply.h"
 #include "ngx_http_linegate_ratelimit.h"
@@ -1065,11 +1066,14 @@ ngx_http_linegate_lines_admit(ngx_http_request_t *r,
     }
 
     if (code == NGX_HTTP_LINEGATE_LR_RATE_LIMITED) {
+        ngx_http_linegate_metrics_ratelimit("workspace", "rejected");
         ctx->retry_after = w.reset > 0 ? w.reset : 1;
         ngx_http_linegate_error(r, NGX_HTTP_TOO_MANY_REQUESTS,
                                 "RATE_LIMITED", "Rate limit exceeded");
         return NGX_DONE;
     }
+
+    ngx_http_linegate_metrics_ratelimit("workspace", "passed");
 
     if (lr->deferred == NGX_HTTP_LINEGATE_LR_DEFER_FIELD) {
         ngx_http_linegate_field_error(r, lr->deferred_field,

@@ -15,6 +15,7 @@
 #include "ngx_http_linegate_request_id.h"
 #include "ngx_http_linegate_crypto.h"
 #include "ngx_http_linegate_auth.h"
+#include "ngx_http_linegate_metrics.h"
 
 
 typedef struct {
@@ -93,6 +94,8 @@ static ngx_http_linegate_api_t  ngx_http_linegate_apis[] = {
       NGX_HTTP_LINEGATE_API_OPERATOR, NGX_HTTP_LINEGATE_ANY },
     { ngx_string("stripe_webhook"),
       NGX_HTTP_LINEGATE_API_STRIPE_WEBHOOK, NGX_HTTP_LINEGATE_POST },
+    { ngx_string("metrics"),
+      NGX_HTTP_LINEGATE_API_METRICS, NGX_HTTP_LINEGATE_GET },
     { ngx_null_string, 0, 0 }
 };
 
@@ -385,6 +388,10 @@ ngx_http_linegate_handler(ngx_http_request_t *r)
         return NGX_DECLINED;
     }
 
+    if (llcf->api == NGX_HTTP_LINEGATE_API_METRICS) {
+        return ngx_http_linegate_metrics_handler(r);
+    }
+
     ctx = ngx_pcalloc(r->pool, sizeof(ngx_http_linegate_ctx_t));
     if (ctx == NULL) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
@@ -616,6 +623,21 @@ ngx_http_linegate_ctx_t *
 ngx_http_linegate_get_ctx(ngx_http_request_t *r)
 {
     return ngx_http_get_module_ctx(r->main, ngx_http_linegate_module);
+}
+
+
+ngx_str_t *
+ngx_http_linegate_api_name(ngx_uint_t api)
+{
+    ngx_http_linegate_api_t  *a;
+
+    for (a = ngx_http_linegate_apis; a->name.len; a++) {
+        if (a->api == api) {
+            break;
+        }
+    }
+
+    return &a->name;
 }
 
 
@@ -951,6 +973,10 @@ ngx_http_linegate_api(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     case NGX_HTTP_LINEGATE_API_PROVISION_CONFIRM:
     case NGX_HTTP_LINEGATE_API_ACCOUNT_LIMITS:
         lmcf->uses_provision = 1;
+        break;
+
+    case NGX_HTTP_LINEGATE_API_METRICS:
+        lmcf->uses_metrics = 1;
         break;
 
     default:
@@ -1301,8 +1327,21 @@ ngx_http_linegate_init(ngx_conf_t *cf)
     lmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_linegate_module);
 
     if (!(lmcf->uses_lines || lmcf->uses_provision || lmcf->uses_operator
+          || lmcf->uses_webhook || lmcf->uses_metrics))
+    {
+        return NGX_OK;
+    }
+
+    if (ngx_http_linegate_metrics_zone(cf, &ngx_http_linegate_module)
+        != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    if (!(lmcf->uses_lines || lmcf->uses_provision || lmcf->uses_operator
           || lmcf->uses_webhook))
     {
+        /* only metrics: nothing else to check or start */
         return NGX_OK;
     }
 

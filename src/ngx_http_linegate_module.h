@@ -36,7 +36,8 @@ typedef enum {
     NGX_HTTP_LINEGATE_API_PROVISION_CONFIRM,
     NGX_HTTP_LINEGATE_API_ACCOUNT_LIMITS,
     NGX_HTTP_LINEGATE_API_OPERATOR,
-    NGX_HTTP_LINEGATE_API_STRIPE_WEBHOOK
+    NGX_HTTP_LINEGATE_API_STRIPE_WEBHOOK,
+    NGX_HTTP_LINEGATE_API_METRICS
 } ngx_http_linegate_api_e;
 
 
@@ -111,6 +112,7 @@ typedef struct {
     unsigned                        uses_operator:1;
     unsigned                        uses_webhook:1;
     unsigned                        uses_stripe:1;
+    unsigned                        uses_metrics:1;
 
     ngx_int_t                       request_id_index;
 } ngx_http_linegate_main_conf_t;
@@ -148,6 +150,8 @@ struct ngx_http_linegate_ctx_s {
     ngx_str_t                       stripe_body;
     json_t                         *stripe_json;
     ngx_uint_t                      stripe_retry_after;
+    /* no whole answer came: the call may have run (ngx_..._stripe.h) */
+    unsigned                        stripe_unknown:1;
 
     /* headers the answer must carry besides the common ones */
     ngx_str_t                       rl_policy;
@@ -169,6 +173,7 @@ extern ngx_module_t  ngx_http_linegate_module;
 ngx_http_linegate_ctx_t *ngx_http_linegate_get_ctx(ngx_http_request_t *r);
 ngx_int_t ngx_http_linegate_request_id(ngx_http_request_t *r,
     ngx_str_t *id);
+ngx_str_t *ngx_http_linegate_api_name(ngx_uint_t api);
 
 
 /* endpoint entry points: called once the body has been read */

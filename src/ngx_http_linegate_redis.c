@@ -24,6 +24,11 @@
 #define NGX_HTTP_LINEGATE_BACKOFF_MIN  100
 #define NGX_HTTP_LINEGATE_BACKOFF_MAX  2000
 
+/* durable writes: how many wait at most, how long a draining worker
+ * stays alive for them */
+#define NGX_HTTP_LINEGATE_DURABLE_MAX    1024
+#define NGX_HTTP_LINEGATE_DURABLE_DRAIN  30000
+
 
 typedef enum {
     NGX_HTTP_LINEGATE_REDIS_DISCONNECTED = 0,
@@ -44,11 +49,33 @@ typedef struct {
     ngx_event_t                         keepalive_timer;
     ngx_http_linegate_main_conf_t      *lmcf;
     ngx_log_t                          *log;
+
+    /* durable writes waiting for an answer, oldest first */
+    ngx_queue_t                         durable;
+    ngx_uint_t                          ndurable;
+    ngx_uint_t                          durable_attempts;
+    ngx_msec_t                          drain_start;  /* 0: not draining */
+    ngx_event_t                         durable_timer;
 } ngx_http_linegate_redis_t;
+
+
+/* a write that must happen: its arguments copied, resent until done */
+typedef struct {
+    ngx_queue_t                         queue;
+    ngx_int_t                           script;  /* -1: plain command */
+    int                                 nkeys;
+    ngx_uint_t                          attempts;
+    ngx_uint_t                          eval;    /* NOSCRIPT: send EVAL */
+    ngx_uint_t                          sent;    /* hiredis owes a reply */
+    ngx_uint_t                          done;    /* answered: free on reply */
+    char                               *what;
+    ngx_http_linegate_redis_args_t      args;
+} ngx_http_linegate_redis_durable_t;
 
 
 typedef struct {
     ngx_http_request_t                 *r;      /* NULL: request gave up */
+    ngx_pool_cleanup_t                 *cln;    /* detaches it from r */
     ngx_http_linegate_redis_handler_pt  handler;
     ngx_event_t                         timer;
     ngx_int_t                           script; /* -1: plain command */
@@ -105,6 +132,19 @@ static void ngx_http_linegate_redis_reconnect(ngx_event_t *ev);
 static void ngx_http_linegate_redis_keepalive(ngx_event_t *ev);
 static void ngx_http_linegate_redis_ping_cb(redisAsyncContext *ac,
     void *reply, void *privdata);
+
+static ngx_int_t ngx_http_linegate_redis_attach(
+    ngx_http_linegate_redis_cmd_t *cmd);
+static void ngx_http_linegate_redis_detach(void *data);
+static void ngx_http_linegate_redis_release(
+    ngx_http_linegate_redis_cmd_t *cmd);
+static void ngx_http_linegate_redis_durable_flush(void);
+static ngx_int_t ngx_http_linegate_redis_durable_send(
+    ngx_http_linegate_redis_durable_t *d);
+static void ngx_http_linegate_redis_durable_cb(redisAsyncContext *ac,
+    void *reply, void *privdata);
+static void ngx_http_linegate_redis_durable_retry(ngx_event_t *ev);
+static void ngx_http_linegate_redis_durable_arm(void);
 
 static void ngx_http_linegate_redis_read_handler(ngx_event_t *ev);
 static void ngx_http_linegate_redis_write_handler(ngx_event_t *ev);
@@ -238,7 +278,10 @@ ngx_http_linegate_redis_script(ngx_http_request_t *r,
     cmd->nkeys = nkeys;
     cmd->args = args;
 
-    if (ngx_http_linegate_redis_send(cmd, 0) != NGX_OK) {
+    if (ngx_http_linegate_redis_attach(cmd) != NGX_OK
+        || ngx_http_linegate_redis_send(cmd, 0) != NGX_OK)
+    {
+        ngx_http_linegate_redis_release(cmd);
         ngx_free(cmd);
         return NGX_ERROR;
     }
@@ -270,7 +313,10 @@ ngx_http_linegate_redis_command(ngx_http_request_t *r,
     cmd->script = -1;
     cmd->args = args;
 
-    if (ngx_http_linegate_redis_send(cmd, 0) != NGX_OK) {
+    if ((handler != NULL && ngx_http_linegate_redis_attach(cmd) != NGX_OK)
+        || ngx_http_linegate_redis_send(cmd, 0) != NGX_OK)
+    {
+        ngx_http_linegate_redis_release(cmd);
         ngx_free(cmd);
         return NGX_ERROR;
     }
@@ -330,6 +376,11 @@ ngx_http_linegate_redis_pipeline(ngx_http_request_t *r,
     pl->cmd.handler = handler;
     pl->cmd.script = -1;
 
+    if (ngx_http_linegate_redis_attach(&pl->cmd) != NGX_OK) {
+        ngx_free(pl);
+        return NGX_ERROR;
+    }
+
     /*
      * hiredis appends them to its output buffer now and writes them with
      * the other requests' commands at the next turn of the event loop.
@@ -345,7 +396,7 @@ ngx_http_linegate_redis_pipeline(ngx_http_request_t *r,
                           NGX_HTTP_LINEGATE_LOG "redis pipeline not sent");
 
             /* the commands already queued still call back: they free it */
-            pl->cmd.r = NULL;
+            ngx_http_linegate_redis_release(&pl->cmd);
 
             if (pl->queued == 0) {
                 ngx_free(pl);
@@ -444,7 +495,7 @@ static ngx_int_t
 ngx_http_linegate_redis_append(ngx_pool_t *pool, int argc, const char **argv,
     const size_t *argvlen, redisCallbackFn *fn, void *privdata)
 {
-    int      i;
+    int      i, rc;
     size_t   len;
     u_char  *buf, *p;
 
@@ -455,7 +506,8 @@ ngx_http_linegate_redis_append(ngx_pool_t *pool, int argc, const char **argv,
         len += 1 + NGX_SIZE_T_LEN + 2 + argvlen[i] + 2;
     }
 
-    buf = ngx_pnalloc(pool, len);
+    /* no pool: a durable write, formatted in memory freed right after */
+    buf = pool ? ngx_pnalloc(pool, len) : ngx_alloc(len, ngx_cycle->log);
     if (buf == NULL) {
         return NGX_ERROR;
     }
@@ -473,14 +525,15 @@ ngx_http_linegate_redis_append(ngx_pool_t *pool, int argc, const char **argv,
         *p++ = '\n';
     }
 
-    if (redisAsyncFormattedCommand(ngx_http_linegate_redis.ac, fn, privdata,
-                                   (const char *) buf, p - buf)
-        != REDIS_OK)
-    {
-        return NGX_ERROR;
+    /* hiredis copies the bytes into its output buffer */
+    rc = redisAsyncFormattedCommand(ngx_http_linegate_redis.ac, fn, privdata,
+                                    (const char *) buf, p - buf);
+
+    if (pool == NULL) {
+        ngx_free(buf);
     }
 
-    return NGX_OK;
+    return rc == REDIS_OK ? NGX_OK : NGX_ERROR;
 }
 
 
@@ -501,6 +554,7 @@ ngx_http_linegate_redis_reply_cb(redisAsyncContext *ac, void *data,
         if (cmd->timer.timer_set) {
             ngx_del_timer(&cmd->timer);
         }
+        ngx_http_linegate_redis_release(cmd);
         ngx_free(cmd);
         return;
     }
@@ -548,6 +602,8 @@ ngx_http_linegate_redis_finish(ngx_http_linegate_redis_cmd_t *cmd,
         ngx_del_timer(&cmd->timer);
     }
 
+    ngx_http_linegate_redis_release(cmd);
+
     /* after the handler: a pipeline's array reply lives in cmd */
     cmd->handler(r, reply);
     ngx_free(cmd);
@@ -576,7 +632,7 @@ ngx_http_linegate_redis_pipeline_cb(redisAsyncContext *ac, void *data,
 
     if (r == NULL || ngx_http_linegate_redis.exiting) {
         /* the request gave up (timed out, or was never answered here) */
-        pl->cmd.r = NULL;
+        ngx_http_linegate_redis_release(&pl->cmd);
         ngx_http_linegate_redis_pipeline_drop(pl);
         return;
     }
@@ -728,9 +784,10 @@ ngx_http_linegate_redis_cmd_timeout(ngx_event_t *ev)
 
     /*
      * The command stays queued in hiredis: its reply, if it ever comes, is
-     * dropped by the reply callback, which frees cmd.
+     * dropped by the reply callback, which frees cmd. It may still run:
+     * the handler's NULL means "unknown", not "nothing happened".
      */
-    cmd->r = NULL;
+    ngx_http_linegate_redis_release(cmd);
 
     if (r == NULL) {
         return;
@@ -797,6 +854,387 @@ ngx_http_linegate_reply_str(redisReply *reply, ngx_uint_t i, ngx_str_t *s)
 }
 
 
+/* requests and their commands */
+
+/*
+ * A command answers its request only while the request lives: the
+ * request's pool cleanup (run however the request ends: finalized,
+ * terminated, its client gone) detaches it, so that a late reply or a
+ * timeout never touches freed memory.
+ */
+static ngx_int_t
+ngx_http_linegate_redis_attach(ngx_http_linegate_redis_cmd_t *cmd)
+{
+    ngx_pool_cleanup_t  *cln;
+
+    cln = ngx_pool_cleanup_add(cmd->r->pool, 0);
+    if (cln == NULL) {
+        return NGX_ERROR;
+    }
+
+    cln->handler = ngx_http_linegate_redis_detach;
+    cln->data = cmd;
+    cmd->cln = cln;
+
+    return NGX_OK;
+}
+
+
+static void
+ngx_http_linegate_redis_detach(void *data)
+{
+    ngx_http_linegate_redis_cmd_t  *cmd = data;
+
+    ngx_log_debug0(NGX_LOG_DEBUG_HTTP, ngx_cycle->log, 0,
+                   NGX_HTTP_LINEGATE_LOG "request freed with a redis "
+                   "command in flight: its reply is dropped");
+
+    /* the pool's cleanup entry itself is being run: just forget it */
+    cmd->cln = NULL;
+    cmd->r = NULL;
+    cmd->timer.log = ngx_cycle->log;
+}
+
+
+/* the command no longer answers its request (answered, or gave up) */
+static void
+ngx_http_linegate_redis_release(ngx_http_linegate_redis_cmd_t *cmd)
+{
+    if (cmd->cln != NULL) {
+        cmd->cln->handler = NULL;
+        cmd->cln = NULL;
+    }
+
+    cmd->r = NULL;
+    cmd->timer.log = ngx_cycle->log;
+}
+
+
+/* durable writes */
+
+ngx_int_t
+ngx_http_linegate_redis_durable(ngx_log_t *log,
+    ngx_http_linegate_script_id_e script, int nkeys,
+    ngx_http_linegate_redis_args_t *args, const char *what)
+{
+    int                                 i;
+    size_t                              len, wlen;
+    u_char                             *p;
+    ngx_http_linegate_redis_t          *rd;
+    ngx_http_linegate_redis_durable_t  *d;
+
+    rd = &ngx_http_linegate_redis;
+
+    if (args->argc <= 0
+        || (script >= 0
+            && (args->argc + 3 > NGX_HTTP_LINEGATE_REDIS_MAX_ARGS
+                || nkeys > args->argc)))
+    {
+        ngx_log_error(NGX_LOG_ALERT, log, 0,
+                      NGX_HTTP_LINEGATE_LOG "bad arguments for durable "
+                      "write \"%s\"", what);
+        return NGX_ERROR;
+    }
+
+    if (rd->lmcf == NULL) {
+        ngx_log_error(NGX_LOG_ALERT, log, 0,
+                      NGX_HTTP_LINEGATE_LOG "durable write \"%s\" without "
+                      "linegate_redis", what);
+        return NGX_ERROR;
+    }
+
+    if (rd->ndurable >= NGX_HTTP_LINEGATE_DURABLE_MAX) {
+        ngx_log_error(NGX_LOG_ALERT, log, 0,
+                      NGX_HTTP_LINEGATE_LOG "durable write \"%s\" lost: "
+                      "%ui writes already wait for Redis", what,
+                      rd->ndurable);
+        return NGX_ERROR;
+    }
+
+    /* one block: the entry, the arguments' bytes, what */
+    wlen = ngx_strlen(what);
+    len = sizeof(ngx_http_linegate_redis_durable_t) + wlen + 1;
+
+    for (i = 0; i < args->argc; i++) {
+        len += args->argvlen[i];
+    }
+
+    d = ngx_alloc(len, log);
+    if (d == NULL) {
+        ngx_log_error(NGX_LOG_ALERT, log, 0,
+                      NGX_HTTP_LINEGATE_LOG "durable write \"%s\" lost: "
+                      "out of memory", what);
+        return NGX_ERROR;
+    }
+
+    ngx_memzero(d, sizeof(ngx_http_linegate_redis_durable_t));
+    d->script = script;
+    d->nkeys = nkeys;
+
+    p = (u_char *) (d + 1);
+    d->args.argc = args->argc;
+
+    for (i = 0; i < args->argc; i++) {
+        d->args.argv[i] = (const char *) p;
+        d->args.argvlen[i] = args->argvlen[i];
+        p = ngx_cpymem(p, args->argv[i], args->argvlen[i]);
+    }
+
+    d->what = (char *) p;
+    ngx_memcpy(p, what, wlen + 1);
+
+    ngx_queue_insert_tail(&rd->durable, &d->queue);
+    rd->ndurable++;
+
+    if (rd->state == NGX_HTTP_LINEGATE_REDIS_CONNECTED) {
+        (void) ngx_http_linegate_redis_durable_send(d);
+    }
+
+    ngx_http_linegate_redis_durable_arm();
+
+    return NGX_OK;
+}
+
+
+ngx_int_t
+ngx_http_linegate_redis_durable_command(ngx_log_t *log,
+    ngx_http_linegate_redis_args_t *args, const char *what)
+{
+    return ngx_http_linegate_redis_durable(log,
+                                   (ngx_http_linegate_script_id_e) -1, 0,
+                                   args, what);
+}
+
+
+ngx_uint_t
+ngx_http_linegate_redis_durable_pending(void)
+{
+    return ngx_http_linegate_redis.ndurable;
+}
+
+
+/* send every write that waits and is not in flight */
+static void
+ngx_http_linegate_redis_durable_flush(void)
+{
+    ngx_queue_t                        *q;
+    ngx_http_linegate_redis_t          *rd;
+    ngx_http_linegate_redis_durable_t  *d;
+
+    rd = &ngx_http_linegate_redis;
+
+    for (q = ngx_queue_head(&rd->durable);
+         q != ngx_queue_sentinel(&rd->durable);
+         q = ngx_queue_next(q))
+    {
+        if (rd->state != NGX_HTTP_LINEGATE_REDIS_CONNECTED) {
+            return;
+        }
+
+        d = ngx_queue_data(q, ngx_http_linegate_redis_durable_t, queue);
+
+        if (!d->sent) {
+            (void) ngx_http_linegate_redis_durable_send(d);
+        }
+    }
+}
+
+
+static ngx_int_t
+ngx_http_linegate_redis_durable_send(ngx_http_linegate_redis_durable_t *d)
+{
+    int         i, argc;
+    u_char      nkeys[NGX_INT_T_LEN];
+    ngx_str_t   src, *sha;
+    const char *argv[NGX_HTTP_LINEGATE_REDIS_MAX_ARGS];
+    size_t      argvlen[NGX_HTTP_LINEGATE_REDIS_MAX_ARGS];
+
+    argc = 0;
+
+    if (d->script >= 0) {
+        if (d->eval) {
+            ngx_http_linegate_script_source(d->script, &src);
+            argv[argc] = "EVAL";
+            argvlen[argc++] = 4;
+            argv[argc] = (const char *) src.data;
+            argvlen[argc++] = src.len;
+
+        } else {
+            sha = ngx_http_linegate_script_sha(d->script);
+            argv[argc] = "EVALSHA";
+            argvlen[argc++] = 7;
+            argv[argc] = (const char *) sha->data;
+            argvlen[argc++] = sha->len;
+        }
+
+        argv[argc] = (const char *) nkeys;
+        argvlen[argc++] = ngx_sprintf(nkeys, "%d", d->nkeys) - nkeys;
+    }
+
+    for (i = 0; i < d->args.argc; i++) {
+        argv[argc] = d->args.argv[i];
+        argvlen[argc++] = d->args.argvlen[i];
+    }
+
+    if (ngx_http_linegate_redis_append(NULL, argc, argv, argvlen,
+                                       ngx_http_linegate_redis_durable_cb, d)
+        != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    d->sent = 1;
+    d->attempts++;
+
+    return NGX_OK;
+}
+
+
+static void
+ngx_http_linegate_redis_durable_cb(redisAsyncContext *ac, void *data,
+    void *privdata)
+{
+    redisReply                         *reply;
+    ngx_http_linegate_redis_t          *rd;
+    ngx_http_linegate_redis_durable_t  *d;
+
+    rd = &ngx_http_linegate_redis;
+    reply = data;
+    d = privdata;
+    d->sent = 0;
+
+    if (d->done) {
+        /* given up on (the worker exits): only its memory remains */
+        ngx_free(d);
+        return;
+    }
+
+    if (reply != NULL && reply->type == REDIS_REPLY_ERROR) {
+
+        if (d->script >= 0 && !d->eval
+            && ngx_strncmp(reply->str, "NOSCRIPT", 8) == 0)
+        {
+            d->eval = 1;
+
+            if (rd->state == NGX_HTTP_LINEGATE_REDIS_CONNECTED
+                && ngx_http_linegate_redis_durable_send(d) == NGX_OK)
+            {
+                return;
+            }
+
+            /* the retry timer sends it again */
+            return;
+        }
+
+        if (!ngx_http_linegate_redis_unavailable(reply)) {
+            /* a refusal that no retry changes (a bug of ours, a type) */
+            ngx_log_error(NGX_LOG_ALERT, rd->log, 0,
+                          NGX_HTTP_LINEGATE_LOG "durable write \"%s\" "
+                          "refused by redis: \"%*s\"", d->what,
+                          (size_t) ngx_min(reply->len, 200), reply->str);
+            goto done;
+        }
+    }
+
+    if (reply == NULL || reply->type == REDIS_REPLY_ERROR) {
+        /* no answer is not "nothing happened": it is sent again */
+        ngx_log_error(NGX_LOG_ERR, rd->log, 0,
+                      NGX_HTTP_LINEGATE_LOG "durable write \"%s\" not "
+                      "answered (attempt %ui%s%*s), will retry", d->what,
+                      d->attempts, reply ? ": " : "",
+                      reply ? (size_t) ngx_min(reply->len, 200) : 0,
+                      reply ? reply->str : "");
+
+        if (!rd->exiting) {
+            ngx_http_linegate_redis_durable_arm();
+        }
+
+        return;
+    }
+
+    ngx_log_error(NGX_LOG_INFO, rd->log, 0,
+                  NGX_HTTP_LINEGATE_LOG "durable write \"%s\" done "
+                  "(attempt %ui)", d->what, d->attempts);
+
+done:
+
+    ngx_queue_remove(&d->queue);
+    rd->ndurable--;
+    ngx_free(d);
+
+    if (rd->ndurable == 0) {
+        rd->durable_attempts = 0;
+
+        if (rd->durable_timer.timer_set) {
+            ngx_del_timer(&rd->durable_timer);
+        }
+    }
+}
+
+
+/*
+ * The retry timer runs while writes wait. It is not cancelable: a worker
+ * draining after a reload stays for its durable writes, but only
+ * NGX_HTTP_LINEGATE_DURABLE_DRAIN ms; then it becomes cancelable and the
+ * writes still waiting are logged at alert when the worker exits.
+ */
+static void
+ngx_http_linegate_redis_durable_arm(void)
+{
+    ngx_msec_t                  delay;
+    ngx_http_linegate_redis_t  *rd;
+
+    rd = &ngx_http_linegate_redis;
+
+    if (rd->ndurable == 0 || rd->exiting || ngx_terminate) {
+        return;
+    }
+
+    if (ngx_exiting) {
+        if (rd->drain_start == 0) {
+            rd->drain_start = ngx_current_msec ? ngx_current_msec : 1;
+        }
+
+        if (ngx_current_msec - rd->drain_start
+            >= NGX_HTTP_LINEGATE_DURABLE_DRAIN)
+        {
+            rd->durable_timer.cancelable = 1;
+        }
+    }
+
+    if (rd->durable_timer.timer_set) {
+        return;
+    }
+
+    delay = NGX_HTTP_LINEGATE_BACKOFF_MIN << ngx_min(rd->durable_attempts, 4);
+    delay = ngx_min(delay, NGX_HTTP_LINEGATE_BACKOFF_MAX);
+    rd->durable_attempts++;
+
+    ngx_add_timer(&rd->durable_timer, delay);
+}
+
+
+static void
+ngx_http_linegate_redis_durable_retry(ngx_event_t *ev)
+{
+    ngx_http_linegate_redis_t  *rd;
+
+    rd = &ngx_http_linegate_redis;
+
+    if (rd->state == NGX_HTTP_LINEGATE_REDIS_CONNECTED) {
+        ngx_http_linegate_redis_durable_flush();
+
+    } else if (rd->state == NGX_HTTP_LINEGATE_REDIS_DISCONNECTED
+               && !rd->reconnect_timer.timer_set)
+    {
+        /* a draining worker's lost connection: it is needed again */
+        ngx_http_linegate_redis_connect();
+    }
+
+    ngx_http_linegate_redis_durable_arm();
+}
+
+
 /* the connection */
 
 ngx_int_t
@@ -832,6 +1270,12 @@ ngx_http_linegate_redis_init_process(ngx_cycle_t *cycle)
     rd->keepalive_timer.log = cycle->log;
     rd->keepalive_timer.cancelable = 1;
 
+    /* not cancelable: a draining worker waits for its durable writes */
+    ngx_queue_init(&rd->durable);
+    rd->durable_timer.data = &ngx_http_linegate_redis_dummy;
+    rd->durable_timer.handler = ngx_http_linegate_redis_durable_retry;
+    rd->durable_timer.log = cycle->log;
+
     ngx_http_linegate_redis_connect();
 
     return NGX_OK;
@@ -841,11 +1285,37 @@ ngx_http_linegate_redis_init_process(ngx_cycle_t *cycle)
 void
 ngx_http_linegate_redis_exit_process(ngx_cycle_t *cycle)
 {
-    redisAsyncContext          *ac;
-    ngx_http_linegate_redis_t  *rd;
+    redisAsyncContext                  *ac;
+    ngx_queue_t                        *q;
+    ngx_http_linegate_redis_t          *rd;
+    ngx_http_linegate_redis_durable_t  *d;
 
     rd = &ngx_http_linegate_redis;
     rd->exiting = 1;
+
+    if (rd->lmcf == NULL) {
+        return;
+    }
+
+    /* what could not be written: the error log is the last record */
+    while (!ngx_queue_empty(&rd->durable)) {
+        q = ngx_queue_head(&rd->durable);
+        ngx_queue_remove(q);
+        d = ngx_queue_data(q, ngx_http_linegate_redis_durable_t, queue);
+
+        ngx_log_error(NGX_LOG_ALERT, cycle->log, 0,
+                      NGX_HTTP_LINEGATE_LOG "durable write \"%s\" lost: "
+                      "the worker exits with Redis unreachable after %ui "
+                      "attempts", d->what, d->attempts);
+
+        if (!d->sent) {
+            ngx_free(d);
+
+        } else {
+            /* hiredis answers it NULL when the context is freed below */
+            d->done = 1;
+        }
+    }
 
     if (rd->ac) {
         ac = rd->ac;
@@ -958,6 +1428,9 @@ ngx_http_linegate_redis_connect_cb(const redisAsyncContext *ac, int status)
     ngx_http_linegate_redis_setup();
 
     ngx_add_timer(&rd->keepalive_timer, rd->lmcf->redis_keepalive);
+
+    /* after SCRIPT LOAD: Redis runs them in order */
+    ngx_http_linegate_redis_durable_flush();
 }
 
 
@@ -1075,9 +1548,12 @@ ngx_http_linegate_redis_lost(void)
         ngx_del_timer(&rd->keepalive_timer);
     }
 
-    if (rd->exiting || ngx_exiting || ngx_terminate
-        || rd->reconnect_timer.timer_set)
-    {
+    /*
+     * A worker draining after a reload (ngx_exiting) reconnects too: it
+     * still finishes its requests and durable writes. The reconnect timer
+     * is cancelable: it does not keep an idle draining worker alive.
+     */
+    if (rd->exiting || ngx_terminate || rd->reconnect_timer.timer_set) {
         return;
     }
 

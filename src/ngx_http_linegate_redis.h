@@ -19,10 +19,16 @@
 
 
 /*
- * Called exactly once per command. reply is NULL when Redis could not
- * answer (not connected, timed out, connection lost, or an error such as
- * LOADING or NOAUTH that makes the store unavailable: all answered 503).
- * The reply is freed when the handler returns: copy what is needed.
+ * Called exactly once per command, while the request lives: a request
+ * freed first (finalized, terminated, its client gone) detaches its
+ * commands (a pool cleanup), whose replies are then dropped. reply is
+ * NULL when Redis could not answer (not connected, timed out, connection
+ * lost, or an error such as LOADING or NOAUTH that makes the store
+ * unavailable: all answered 503). NULL after the command was sent means
+ * "unknown", not "nothing happened": a timed-out command may still run.
+ * A write that must happen anyway goes through
+ * ngx_http_linegate_redis_durable() (idempotent). The reply is freed
+ * when the handler returns: copy what is needed.
  */
 typedef void (*ngx_http_linegate_redis_handler_pt)(ngx_http_request_t *r,
     redisReply *reply);
@@ -76,6 +82,40 @@ ngx_int_t ngx_http_linegate_redis_command(ngx_http_request_t *r,
 ngx_int_t ngx_http_linegate_redis_pipeline(ngx_http_request_t *r,
     ngx_uint_t ncmds, ngx_http_linegate_redis_args_t *args,
     ngx_http_linegate_redis_handler_pt handler);
+
+/*
+ * A durable write: a write that must happen whatever becomes of the
+ * request that asked for it (its client gone, its Redis command timed
+ * out, the worker draining after a reload). The arguments (and what) are
+ * copied into the worker's memory: args may be freed once this returns,
+ * and no request is ever called back. The write is sent now, or when
+ * Redis is connected again, and sent again (backoff 100 ms to 2 s, after
+ * every reconnect) until Redis answers anything but an error; an
+ * "unavailable" error (LOADING, BUSY, READONLY...) is retried too, any
+ * other error (a script's own) is final and logged at alert.
+ *
+ * Because "no answer" is not "nothing happened" (a timed-out command may
+ * still run, a connection may drop after Redis ran it), a durable write
+ * may run more than once: SCRIPTS AND COMMANDS SENT THIS WAY MUST BE
+ * IDEMPOTENT (a release by request id, HSET of fixed values; not INCR,
+ * not XADD with "*" unless a duplicate entry is harmless).
+ *
+ * The log says what became of it, naming it by what (never put a secret
+ * in it): info "durable write \"<what>\" done (attempt N)", error "...
+ * not answered (attempt N), will retry", alert "... refused by redis",
+ * "... lost: N writes already wait for Redis" (at most 1024 wait per
+ * worker; NGX_ERROR is returned and nothing is queued), "... lost: the
+ * worker exits with Redis unreachable" (a draining worker waits at most
+ * 30 s for Redis). script -1 (or ngx_..._durable_command): a plain
+ * command, args holding its name. NGX_ERROR: not queued (logged).
+ */
+ngx_int_t ngx_http_linegate_redis_durable(ngx_log_t *log,
+    ngx_http_linegate_script_id_e script, int nkeys,
+    ngx_http_linegate_redis_args_t *args, const char *what);
+ngx_int_t ngx_http_linegate_redis_durable_command(ngx_log_t *log,
+    ngx_http_linegate_redis_args_t *args, const char *what);
+/* how many durable writes of this worker wait for Redis */
+ngx_uint_t ngx_http_linegate_redis_durable_pending(void);
 
 ngx_int_t ngx_http_linegate_redis_init_process(ngx_cycle_t *cycle);
 void ngx_http_linegate_redis_exit_process(ngx_cycle_t *cycle);

@@ -6,6 +6,7 @@
 
 #include "ngx_http_linegate_module.h"
 #include "ngx_http_linegate_reply.h"
+#include "ngx_http_linegate_metrics.h"
 #include "ngx_http_linegate_jw.h"
 
 
@@ -147,8 +148,14 @@ ngx_http_linegate_output(ngx_http_request_t *r, ngx_uint_t status,
 
     ctx = ngx_http_linegate_get_ctx(r);
 
-    if (ctx != NULL && ctx->outcome.len == 0) {
-        ngx_str_set(&ctx->outcome, "ok");
+    if (ctx != NULL) {
+        if (ctx->outcome.len == 0) {
+            ngx_str_set(&ctx->outcome, "ok");
+        }
+
+        ngx_http_linegate_metrics_answer(ctx->api,
+                                         ngx_http_linegate_api_name(ctx->api),
+                                         status, &ctx->outcome);
     }
 
     r->headers_out.status = status;

@@ -20,6 +20,10 @@
 
 static ngx_int_t ngx_http_linegate_stripe_done(ngx_http_request_t *sr,
     void *data, ngx_int_t rc);
+static void ngx_http_linegate_stripe_record(ngx_http_request_t *sr,
+    ngx_http_linegate_ctx_t *ctx, ngx_int_t rc);
+static ngx_uint_t ngx_http_linegate_stripe_whole(ngx_http_request_t *sr,
+    size_t len);
 static void ngx_http_linegate_stripe_resume(ngx_http_request_t *r);
 static ngx_int_t ngx_http_linegate_stripe_headers(ngx_http_request_t *sr,
     ngx_str_t *idempotency_key, ngx_str_t *version, ngx_uint_t form);
@@ -145,6 +149,7 @@ ngx_http_linegate_stripe_call(ngx_http_request_t *r,
     ctx->stripe_status = 0;
     ngx_str_null(&ctx->stripe_body);
     ctx->stripe_retry_after = 0;
+    ctx->stripe_unknown = 0;
     ctx->resume = resume;
 
     if (ngx_http_subrequest(r, &uri, NULL, &sr, ps,
@@ -320,27 +325,99 @@ ngx_http_linegate_stripe_body(ngx_http_request_t *sr, ngx_str_t *form)
 }
 
 
+/*
+ * Every ending of the subrequest comes here: a whole answer, an error
+ * status of nginx's own (502 unreachable, 504 timed out: called again
+ * with the error page nginx then makes), or NGX_ERROR (the answer over
+ * subrequest_output_buffer_size, cut, reset or timed out after its
+ * headers) and the client's leaving (its connection's error flag, a 499).
+ * The first call records what came of the call; none lets nginx
+ * terminate the waiting request (ngx_http_finalize_request terminates
+ * the main request on NGX_ERROR, 408, 499, 444 or c->error): the
+ * waiting request resumes and its step decides, whatever happened.
+ */
 static ngx_int_t
 ngx_http_linegate_stripe_done(ngx_http_request_t *sr, void *data,
     ngx_int_t rc)
+{
+    ngx_connection_t         *c;
+    ngx_http_linegate_ctx_t  *ctx = data;
+
+    c = sr->connection;
+
+    if (ctx->resume == NULL) {
+        /* the waiting request gave up on this call: nothing to resume */
+        return rc;
+    }
+
+    if (ctx->stripe_status == 0) {
+        ngx_http_linegate_stripe_record(sr, ctx, rc);
+        sr->parent->write_event_handler = ngx_http_linegate_stripe_resume;
+    }
+
+    /*
+     * The connection's error flag: the client left (its HTTP/2 stream was
+     * reset, nginx saw its connection close), or a filter of the
+     * subrequest failed (an answer over subrequest_output_buffer_size).
+     * The request still finishes its steps; writing its answer tells
+     * whether the client is still there.
+     */
+    c->error = 0;
+
+    if (rc == NGX_ERROR || rc == NGX_HTTP_REQUEST_TIME_OUT
+        || rc == NGX_HTTP_CLIENT_CLOSED_REQUEST || rc == NGX_HTTP_CLOSE)
+    {
+        /* the subrequest ends as if answered; its failure is recorded */
+        return NGX_OK;
+    }
+
+    return rc;
+}
+
+
+static void
+ngx_http_linegate_stripe_record(ngx_http_request_t *sr,
+    ngx_http_linegate_ctx_t *ctx, ngx_int_t rc)
 {
     size_t                    len;
     json_t                   *json;
     ngx_buf_t                *b;
     ngx_table_elt_t          *h;
-    ngx_http_linegate_ctx_t  *ctx = data;
-
-    if (ctx->resume == NULL) {
-        /* finished twice, or after the waiting request gave up */
-        return rc;
-    }
+    ngx_http_upstream_t      *u;
 
     ctx->stripe_status = sr->headers_out.status;
+    ctx->stripe_unknown = 0;
 
-    if (rc == NGX_ERROR || (rc >= NGX_HTTP_SPECIAL_RESPONSE
-                            && ctx->stripe_status < NGX_HTTP_SPECIAL_RESPONSE))
+    b = (sr->out != NULL) ? sr->out->buf : NULL;
+    len = (b != NULL) ? (size_t) (b->last - b->pos) : 0;
+
+    if (rc == NGX_ERROR || rc == NGX_HTTP_REQUEST_TIME_OUT
+        || rc == NGX_HTTP_CLIENT_CLOSED_REQUEST || rc == NGX_HTTP_CLOSE
+        || (rc >= NGX_HTTP_SPECIAL_RESPONSE
+            && ctx->stripe_status < NGX_HTTP_SPECIAL_RESPONSE)
+        || !ngx_http_linegate_stripe_whole(sr, len))
     {
-        ctx->stripe_status = rc == NGX_ERROR ? NGX_HTTP_BAD_GATEWAY : rc;
+        /*
+         * No whole answer from Stripe. Unless nothing of the request was
+         * written to it (refused connection), the call may have run.
+         */
+        u = sr->upstream;
+        ctx->stripe_unknown = (u == NULL || u->request_sent);
+
+        ctx->stripe_status = (rc >= NGX_HTTP_SPECIAL_RESPONSE
+                              && rc != NGX_HTTP_CLIENT_CLOSED_REQUEST
+                              && rc != NGX_HTTP_CLOSE)
+                             ? rc : NGX_HTTP_BAD_GATEWAY;
+
+        ngx_log_error(NGX_LOG_ERR, sr->connection->log, 0,
+                      NGX_HTTP_LINEGATE_LOG "Stripe %V \"%V\" got no whole "
+                      "answer (%i, status %ui, %uz bytes), its outcome "
+                      "is %s", &sr->method_name, &sr->uri, rc,
+                      sr->headers_out.status, len,
+                      ctx->stripe_unknown ? "unknown" : "nothing done");
+
+        /* a part of an answer is not an answer */
+        return;
     }
 
     h = ngx_http_linegate_find_header(&sr->headers_out.headers,
@@ -349,10 +426,7 @@ ngx_http_linegate_stripe_done(ngx_http_request_t *sr, void *data,
         ctx->stripe_retry_after = ngx_atoi(h->value.data, h->value.len);
     }
 
-    if (sr->out != NULL && sr->out->buf != NULL) {
-        b = sr->out->buf;
-        len = b->last - b->pos;
-
+    if (b != NULL) {
         if (len > 0 && len <= NGX_HTTP_LINEGATE_STRIPE_BODY_MAX) {
             ctx->stripe_body.data = b->pos;
             ctx->stripe_body.len = len;
@@ -372,10 +446,43 @@ ngx_http_linegate_stripe_done(ngx_http_request_t *sr, void *data,
     ngx_log_debug2(NGX_LOG_DEBUG_HTTP, sr->connection->log, 0,
                    NGX_HTTP_LINEGATE_LOG "stripe answered %i (json: %d)",
                    ctx->stripe_status, ctx->stripe_json != NULL);
+}
 
-    sr->parent->write_event_handler = ngx_http_linegate_stripe_resume;
 
-    return rc;
+/*
+ * Did the whole body come? nginx ends a subrequest whose answer was cut
+ * after its headers with NGX_OK (ngx_http_upstream_finalize_request
+ * flushes what it has): the upstream's own bookkeeping tells, as in
+ * ngx_http_upstream_process_request, and the Content-Length.
+ */
+static ngx_uint_t
+ngx_http_linegate_stripe_whole(ngx_http_request_t *sr, size_t len)
+{
+    ngx_event_pipe_t     *p;
+    ngx_http_upstream_t  *u;
+
+    u = sr->upstream;
+
+    if (u == NULL) {
+        /* not proxied: nginx's own answer (a misconfigured location) */
+        return 1;
+    }
+
+    if (sr->headers_out.content_length_n >= 0
+        && (off_t) len != sr->headers_out.content_length_n)
+    {
+        return 0;
+    }
+
+    if (u->buffering) {
+        p = u->pipe;
+
+        return p != NULL
+               && (p->upstream_done
+                   || (p->upstream_eof && p->length == -1));
+    }
+
+    return u->length == 0 || u->length == -1;
 }
 
 

@@ -38,6 +38,25 @@ ngx_int_t ngx_http_linegate_form_add_cstr(ngx_pool_t *pool, ngx_str_t *form,
  * call ends, ctx->stripe_status, ctx->stripe_body and ctx->stripe_json are
  * set and resume(r, ctx) runs. NGX_ERROR: the call could not be started
  * (resume is not called).
+ *
+ * resume runs however the call ends, exactly once: also when the answer
+ * was over subrequest_output_buffer_size, cut, reset, timed out, or the
+ * client left meanwhile (the client's leaving does not end the request
+ * here: its steps run, writing its answer tells whether anyone reads
+ * it). Then:
+ *
+ *   ctx->stripe_unknown   1: no whole answer came after (part of) the
+ *                         request was written to Stripe: the call may
+ *                         have run (a POST may have charged); 0: Stripe
+ *                         answered, or nothing was sent (refused
+ *                         connection). ctx->stripe_json is NULL and
+ *                         ctx->stripe_status 502 (504 when nginx timed
+ *                         out before the headers) when there was no
+ *                         whole answer: stripe_result() says UNAVAILABLE.
+ *
+ * The operator's Stripe location must hold proxy_ignore_client_abort on
+ * (docs/directives.md): otherwise a client leaving aborts a call in
+ * flight (an unknown outcome instead of Stripe's answer).
  */
 ngx_int_t ngx_http_linegate_stripe_call(ngx_http_request_t *r,
     ngx_http_linegate_ctx_t *ctx, ngx_uint_t method, ngx_str_t *path,

@@ -41,6 +41,14 @@
 #   error (429 adds Retry-After); drop closes the connection unanswered.
 #   after_commit: the real work (state, idempotency record) happens
 #   first, then the latency and the faulty answer.
+#   "oversize":N  the real work happens (as after_commit), and the answer
+#   (the real one, or the fault's status) is padded with trailing spaces
+#   to at least N bytes: still valid JSON, larger than a small
+#   subrequest_output_buffer_size.
+#   "cut":true  the real work happens (as after_commit), the answer's
+#   headers promise the whole body in Content-Length, then the
+#   connection closes after half of it. Both combine with status,
+#   latency_ms, path_prefix, method and count like the other faults.
 # Webhooks: Stripe-Signature "t=<unix>,v1=<hmac-sha256 hex of 't.body'>"
 #   with --webhook-secret (default whsec_test_secret). Optional fields:
 #   "id", "api_version", "secret", "timestamp", "signature" (raw header),
@@ -977,6 +985,7 @@ sub log_request {
     status                  => undef,
     replayed                => false,
     dropped                 => false,
+    cut                     => false,
     fault                   => undef,
   };
   push @{ $S{log} }, $entry;
@@ -1104,7 +1113,19 @@ sub fault_response {
 sub fault_summary {
   my ($f) = @_;
   return {map { $_ => $f->{$_} }
-    qw(id status drop latency_ms after_commit)};
+    qw(id status drop latency_ms after_commit oversize cut)};
+}
+
+# The answer as an oversize or cut fault shapes it (a copy: the stored
+# idempotency record keeps the real bytes).
+sub shape_response {
+  my ($f, $res) = @_;
+  return $res if !$res || $res->{drop};
+  my %r = %$res;
+  my $n = $f->{oversize};
+  $r{body} .= ' ' x ($n - length $r{body}) if $n && length $r{body} < $n;
+  $r{cut} = 1 if $f->{cut};
+  return \%r;
 }
 
 # ---------------------------------------------------------------------------
@@ -1127,8 +1148,10 @@ sub finish {
   $entry->{status}   = $res->{drop} ? undef : 0 + $res->{status};
   $entry->{dropped}  = true if $res->{drop};
   $entry->{replayed} = true if $res->{replayed};
+  $entry->{cut}      = true if $res->{cut};
   app->log->info(sprintf '%s %s -> %s%s%s', $entry->{method},
-    $entry->{path}, $res->{drop} ? 'dropped' : $res->{status},
+    $entry->{path}, $res->{drop} ? 'dropped'
+      : $res->{cut} ? "$res->{status} cut" : $res->{status},
     defined $entry->{idempotency_key}
       ? " key=$entry->{idempotency_key}" : '',
     $res->{replayed} ? ' (replayed)' : '');
@@ -1137,6 +1160,13 @@ sub finish {
   my $h = $c->res->headers;
   $h->header($_ => $res->{headers}{$_}) for keys %{ $res->{headers} };
   $h->content_type('application/json');
+  if ($res->{cut}) {
+    # the whole length promised, half of it sent, then the close
+    $h->content_length(length $res->{body});
+    $c->res->code($res->{status});
+    return $c->write(substr($res->{body}, 0, length($res->{body}) >> 1)
+      => sub { drop_connection($tx) });
+  }
   $c->render(data => $res->{body}, status => $res->{status});
 }
 
@@ -1165,10 +1195,12 @@ sub v1_request {
   return $done->($run->()) unless $fault;
   $entry->{fault} = fault_summary($fault);
   my $ms = $fault->{latency_ms};
-  if ($fault->{after_commit}) {
+  if ($fault->{after_commit} || $fault->{oversize} || $fault->{cut}) {
     # Stripe did the work; only the answer is slow, wrong or lost.
     my $real = $run->();
-    return later($ms, sub { $done->(fault_response($fault, $req) // $real) });
+    return later($ms, sub {
+      $done->(shape_response($fault, fault_response($fault, $req) // $real));
+    });
   }
   later($ms, sub {
     if ($req->{gen} != $GENERATION) {    # a reset happened meanwhile
@@ -1338,11 +1370,15 @@ post '/_stub/faults' => sub {
     latency_ms   => int($in->{latency_ms} // 0),
     drop         => $in->{drop} ? true : false,
     after_commit => $in->{after_commit} ? true : false,
+    oversize     => int($in->{oversize} // 0),
+    cut          => $in->{cut} ? true : false,
     retry_after  => '' . ($in->{retry_after} // 1),
   };
   $f->{body} = $in->{body} if ref $in->{body} eq 'HASH';
-  return bad($c, 400, 'a fault needs status, drop or latency_ms')
-    unless $f->{status} || $f->{drop} || $f->{latency_ms} > 0;
+  return bad($c, 400,
+    'a fault needs status, drop, latency_ms, oversize or cut')
+    unless $f->{status} || $f->{drop} || $f->{latency_ms} > 0
+      || $f->{oversize} > 0 || $f->{cut};
   return bad($c, 400, 'status must be 100..599')
     if $f->{status} && ($f->{status} < 100 || $f->{status} > 599);
   return bad($c, 400, 'count must not be 0 (negative: forever)')

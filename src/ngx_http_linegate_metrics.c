@@ -1,0 +1,657 @@
+
+/*
+ * linegate: counters for Prometheus.
+ *
+ * One shared-memory zone holds a fixed table of series: a family (the
+ * metric name), its label pairs as the text Prometheus shows, and the
+ * values (a counter or gauge uses one word, a histogram its buckets, sum
+ * and count). Workers find a series without a lock (open addressing over
+ * entries that, once published, never change) and add to it atomically;
+ * only the first use of a new label set takes the zone's mutex. Label
+ * values are reduced to a safe alphabet, so the output needs no escaping
+ * and an untrusted value (a webhook's event type) cannot break the format;
+ * a full table counts into linegate_metrics_dropped_total instead.
+ *
+ * The zone exists only when some location serves a linegate API, and is
+ * kept across reloads (counters are monotonic for Prometheus).
+ */
+
+
+#include "ngx_http_linegate_module.h"
+#include "ngx_http_linegate_metrics.h"
+
+
+#define NGX_HTTP_LINEGATE_M_SERIES     1024
+#define NGX_HTTP_LINEGATE_M_LABELS     160
+#define NGX_HTTP_LINEGATE_M_VALUE      48
+#define NGX_HTTP_LINEGATE_M_BUCKETS    12
+#define NGX_HTTP_LINEGATE_M_ZONE_SIZE  (512 * 1024)
+#define NGX_HTTP_LINEGATE_M_APIS       32
+
+
+typedef struct {
+    ngx_atomic_t                    ready;
+    ngx_uint_t                      family;
+    uint32_t                        hash;
+    size_t                          len;
+    u_char                          labels[NGX_HTTP_LINEGATE_M_LABELS];
+    /* buckets, then the sum in microseconds, then the count */
+    ngx_atomic_t                    v[NGX_HTTP_LINEGATE_M_BUCKETS + 2];
+} ngx_http_linegate_series_t;
+
+
+typedef struct {
+    ngx_atomic_t                    dropped;
+    ngx_http_linegate_series_t      series[NGX_HTTP_LINEGATE_M_SERIES];
+} ngx_http_linegate_metrics_shm_t;
+
+
+typedef struct {
+    const char                     *name;
+    const char                     *type;
+    const char                     *help;
+} ngx_http_linegate_family_t;
+
+
+static ngx_int_t ngx_http_linegate_metrics_init_zone(
+    ngx_shm_zone_t *shm_zone, void *data);
+static ngx_http_linegate_series_t *ngx_http_linegate_metrics_series(
+    ngx_uint_t family, u_char *labels, size_t len);
+static u_char *ngx_http_linegate_metrics_label(u_char *p, u_char *last,
+    const char *name, u_char *value, size_t len);
+static void ngx_http_linegate_metrics_answer_class(ngx_uint_t api,
+    ngx_str_t *name, ngx_uint_t cls, ngx_str_t *c);
+static u_char *ngx_http_linegate_metrics_render(u_char *p,
+    ngx_uint_t family);
+static u_char *ngx_http_linegate_metrics_histogram(u_char *p,
+    const char *name, ngx_http_linegate_series_t *s);
+
+
+static ngx_http_linegate_family_t  ngx_http_linegate_families[] = {
+    { "linegate_http_answers_total", "counter",
+      "Answers of linegate's APIs by API and status class." },
+    { "linegate_http_outcomes_total", "counter",
+      "Answers of linegate's APIs by API and outcome ($linegate_outcome)." },
+    { "linegate_redis_command_duration_seconds", "histogram",
+      "Time from sending a Redis command or pipeline to its reply." },
+    { "linegate_redis_errors_total", "counter",
+      "Redis commands that got no usable answer, by kind." },
+    { "linegate_redis_reconnects_total", "counter",
+      "Redis connections established after the first one of a worker." },
+    { "linegate_redis_connected", "gauge",
+      "Workers whose Redis connection is established, by node." },
+    { "linegate_stripe_requests_total", "counter",
+      "Stripe subrequests by endpoint and outcome." },
+    { "linegate_stripe_request_duration_seconds", "histogram",
+      "Time of Stripe subrequests by endpoint." },
+    { "linegate_cache_requests_total", "counter",
+      "Lookups in the per-worker credential caches by cache and result." },
+    { "linegate_ratelimit_decisions_total", "counter",
+      "Rate-limit decisions by zone and status." },
+    { "linegate_webhook_events_total", "counter",
+      "Stripe webhook events by type and result." },
+    { "linegate_reconcile_backlog", "gauge",
+      "Entries on lg:reconcile, as last read by a worker's keepalive." }
+};
+
+
+/* upper bounds of the histograms' buckets, in microseconds */
+static ngx_uint_t  ngx_http_linegate_bounds[NGX_HTTP_LINEGATE_M_BUCKETS] = {
+    250, 500, 1000, 2500, 5000, 10000, 25000, 50000, 100000, 250000,
+    500000, 1000000
+};
+
+
+static ngx_http_linegate_metrics_shm_t  *ngx_http_linegate_metrics;
+static ngx_slab_pool_t                  *ngx_http_linegate_metrics_pool;
+
+
+ngx_int_t
+ngx_http_linegate_metrics_zone(ngx_conf_t *cf, void *tag)
+{
+    ngx_shm_zone_t  *shm;
+    ngx_str_t        name = ngx_string("linegate_metrics");
+
+    shm = ngx_shared_memory_add(cf, &name,
+                                NGX_HTTP_LINEGATE_M_ZONE_SIZE, tag);
+    if (shm == NULL) {
+        return NGX_ERROR;
+    }
+
+    shm->init = ngx_http_linegate_metrics_init_zone;
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_linegate_metrics_init_zone(ngx_shm_zone_t *shm_zone, void *data)
+{
+    ngx_slab_pool_t  *sp;
+
+    sp = (ngx_slab_pool_t *) shm_zone->shm.addr;
+
+    if (sp->data == NULL) {
+        sp->data = ngx_slab_calloc(sp,
+                                   sizeof(ngx_http_linegate_metrics_shm_t));
+        if (sp->data == NULL) {
+            return NGX_ERROR;
+        }
+    }
+
+    ngx_http_linegate_metrics = sp->data;
+    ngx_http_linegate_metrics_pool = sp;
+
+    return NGX_OK;
+}
+
+
+void
+ngx_http_linegate_metrics_add(ngx_http_linegate_metric_e m,
+    ngx_uint_t nlabels, const char **names, ngx_str_t *values,
+    ngx_atomic_int_t n)
+{
+    u_char                      *p, *last;
+    ngx_uint_t                   i;
+    ngx_http_linegate_series_t  *s;
+    u_char                       labels[NGX_HTTP_LINEGATE_M_LABELS];
+
+    if (ngx_http_linegate_metrics == NULL) {
+        return;
+    }
+
+    p = labels;
+    last = labels + sizeof(labels);
+
+    for (i = 0; i < nlabels; i++) {
+        if (i > 0 && p < last) {
+            *p++ = ',';
+        }
+
+        p = ngx_http_linegate_metrics_label(p, last, names[i],
+                                            values[i].data, values[i].len);
+    }
+
+    s = ngx_http_linegate_metrics_series(m, labels, p - labels);
+    if (s != NULL) {
+        (void) ngx_atomic_fetch_add(&s->v[0], n);
+    }
+}
+
+
+void
+ngx_http_linegate_metrics_set(ngx_http_linegate_metric_e m,
+    ngx_atomic_int_t n)
+{
+    ngx_http_linegate_series_t  *s;
+
+    if (ngx_http_linegate_metrics == NULL) {
+        return;
+    }
+
+    s = ngx_http_linegate_metrics_series(m, NULL, 0);
+    if (s != NULL) {
+        s->v[0] = n;
+    }
+}
+
+
+void
+ngx_http_linegate_metrics_inc1(ngx_http_linegate_metric_e m,
+    const char *name, const char *value)
+{
+    ngx_str_t  v;
+
+    v.data = (u_char *) value;
+    v.len = ngx_strlen(value);
+
+    ngx_http_linegate_metrics_add(m, 1, &name, &v, 1);
+}
+
+
+void
+ngx_http_linegate_metrics_inc2(ngx_http_linegate_metric_e m,
+    const char *name1, ngx_str_t *value1, const char *name2,
+    ngx_str_t *value2)
+{
+    const char  *names[2];
+    ngx_str_t    values[2];
+
+    names[0] = name1;
+    names[1] = name2;
+    values[0] = *value1;
+    values[1] = *value2;
+
+    ngx_http_linegate_metrics_add(m, 2, names, values, 1);
+}
+
+
+void
+ngx_http_linegate_metrics_observe(ngx_http_linegate_metric_e m,
+    const char *name, ngx_str_t *value, ngx_msec_int_t us)
+{
+    size_t                       len;
+    ngx_uint_t                   b;
+    ngx_http_linegate_series_t  *s;
+    u_char                       labels[NGX_HTTP_LINEGATE_M_LABELS];
+
+    if (ngx_http_linegate_metrics == NULL) {
+        return;
+    }
+
+    len = 0;
+
+    if (name != NULL) {
+        len = ngx_http_linegate_metrics_label(labels, labels + sizeof(labels),
+                                              name, value->data, value->len)
+              - labels;
+    }
+
+    s = ngx_http_linegate_metrics_series(m, labels, len);
+    if (s == NULL) {
+        return;
+    }
+
+    if (us < 0) {
+        us = 0;
+    }
+
+    for (b = 0; b < NGX_HTTP_LINEGATE_M_BUCKETS; b++) {
+        if ((ngx_uint_t) us <= ngx_http_linegate_bounds[b]) {
+            (void) ngx_atomic_fetch_add(&s->v[b], 1);
+            break;
+        }
+    }
+
+    (void) ngx_atomic_fetch_add(&s->v[NGX_HTTP_LINEGATE_M_BUCKETS], us);
+    (void) ngx_atomic_fetch_add(&s->v[NGX_HTTP_LINEGATE_M_BUCKETS + 1], 1);
+}
+
+
+void
+ngx_http_linegate_metrics_answer(ngx_uint_t api, ngx_str_t *name,
+    ngx_uint_t status, ngx_str_t *outcome)
+{
+    u_char     cls[3];
+    ngx_str_t  c;
+
+    if (status < 100 || status > 599) {
+        return;
+    }
+
+    cls[0] = (u_char) ('0' + status / 100);
+    cls[1] = 'x';
+    cls[2] = 'x';
+    c.data = cls;
+    c.len = 3;
+
+    ngx_http_linegate_metrics_answer_class(api, name, status / 100, &c);
+
+    if (outcome->len == 0) {
+        return;
+    }
+
+    if (api == NGX_HTTP_LINEGATE_API_STRIPE_WEBHOOK) {
+        ngx_http_linegate_metrics_inc2(NGX_HTTP_LINEGATE_M_WEBHOOKS,
+                                       "type", outcome, "result", &c);
+        return;
+    }
+
+    ngx_http_linegate_metrics_inc2(NGX_HTTP_LINEGATE_M_OUTCOMES,
+                                   "api", name, "outcome", outcome);
+}
+
+
+/*
+ * Series never move once published: each worker remembers where the
+ * answers of an API and class are, so the hottest count is one atomic
+ * addition.
+ */
+static void
+ngx_http_linegate_metrics_answer_class(ngx_uint_t api, ngx_str_t *name,
+    ngx_uint_t cls, ngx_str_t *c)
+{
+    u_char                              *p;
+    const char                          *names[2];
+    ngx_str_t                            values[2];
+    ngx_http_linegate_series_t          *s;
+    u_char                               labels[NGX_HTTP_LINEGATE_M_LABELS];
+    static ngx_http_linegate_series_t   *known[NGX_HTTP_LINEGATE_M_APIS][6];
+
+    if (api >= NGX_HTTP_LINEGATE_M_APIS) {
+        names[0] = "api";
+        names[1] = "class";
+        values[0] = *name;
+        values[1] = *c;
+        ngx_http_linegate_metrics_add(NGX_HTTP_LINEGATE_M_ANSWERS, 2, names,
+                                      values, 1);
+        return;
+    }
+
+    s = known[api][cls];
+
+    if (s == NULL) {
+        p = ngx_http_linegate_metrics_label(labels, labels + sizeof(labels),
+                                            "api", name->data, name->len);
+        *p++ = ',';
+        p = ngx_http_linegate_metrics_label(p, labels + sizeof(labels),
+                                            "class", c->data, c->len);
+
+        s = ngx_http_linegate_metrics_series(NGX_HTTP_LINEGATE_M_ANSWERS,
+                                             labels, p - labels);
+        if (s == NULL) {
+            return;
+        }
+
+        known[api][cls] = s;
+    }
+
+    (void) ngx_atomic_fetch_add(&s->v[0], 1);
+}
+
+
+void
+ngx_http_linegate_metrics_cache(const char *cache, ngx_uint_t hit)
+{
+    ngx_str_t  c, result;
+
+    c.data = (u_char *) cache;
+    c.len = ngx_strlen(cache);
+
+    if (hit) {
+        ngx_str_set(&result, "hit");
+
+    } else {
+        ngx_str_set(&result, "miss");
+    }
+
+    ngx_http_linegate_metrics_inc2(NGX_HTTP_LINEGATE_M_CACHE, "cache", &c,
+                                   "result", &result);
+}
+
+
+void
+ngx_http_linegate_metrics_ratelimit(const char *zone, const char *status)
+{
+    ngx_str_t  z, st;
+
+    z.data = (u_char *) zone;
+    z.len = ngx_strlen(zone);
+    st.data = (u_char *) status;
+    st.len = ngx_strlen(status);
+
+    ngx_http_linegate_metrics_inc2(NGX_HTTP_LINEGATE_M_RATELIMIT, "zone", &z,
+                                   "status", &st);
+}
+
+
+/*
+ * The series of a family and label set, created on first use. Entries
+ * are published (ready) only once complete, and never change after.
+ */
+static ngx_http_linegate_series_t *
+ngx_http_linegate_metrics_series(ngx_uint_t family, u_char *labels,
+    size_t len)
+{
+    uint32_t                     hash;
+    ngx_uint_t                   i, n, locked;
+    ngx_http_linegate_series_t  *s;
+
+    hash = ngx_crc32_short(labels, len) ^ (uint32_t) (family * 2654435761u);
+    locked = 0;
+
+again:
+
+    i = hash % NGX_HTTP_LINEGATE_M_SERIES;
+
+    for (n = 0; n < NGX_HTTP_LINEGATE_M_SERIES; n++) {
+        s = &ngx_http_linegate_metrics->series[i];
+
+        if (!s->ready) {
+            break;
+        }
+
+        if (s->hash == hash && s->family == family && s->len == len
+            && ngx_memcmp(s->labels, labels, len) == 0)
+        {
+            if (locked) {
+                ngx_shmtx_unlock(&ngx_http_linegate_metrics_pool->mutex);
+            }
+
+            return s;
+        }
+
+        i = (i + 1) % NGX_HTTP_LINEGATE_M_SERIES;
+    }
+
+    if (!locked) {
+        /* another worker may be adding the same series: look again */
+        ngx_shmtx_lock(&ngx_http_linegate_metrics_pool->mutex);
+        locked = 1;
+        goto again;
+    }
+
+    if (n == NGX_HTTP_LINEGATE_M_SERIES) {
+        ngx_shmtx_unlock(&ngx_http_linegate_metrics_pool->mutex);
+        (void) ngx_atomic_fetch_add(&ngx_http_linegate_metrics->dropped, 1);
+        return NULL;
+    }
+
+    s->family = family;
+    s->hash = hash;
+    s->len = len;
+    ngx_memcpy(s->labels, labels, len);
+
+    ngx_memory_barrier();
+    s->ready = 1;
+
+    ngx_shmtx_unlock(&ngx_http_linegate_metrics_pool->mutex);
+
+    return s;
+}
+
+
+/*
+ * name="value", the value cut to NGX_HTTP_LINEGATE_M_VALUE bytes and
+ * reduced to letters, digits and "_.:/-" (others become "_").
+ */
+static u_char *
+ngx_http_linegate_metrics_label(u_char *p, u_char *last, const char *name,
+    u_char *value, size_t len)
+{
+    u_char  c;
+    size_t  i, nlen;
+
+    nlen = ngx_strlen(name);
+
+    if (len > NGX_HTTP_LINEGATE_M_VALUE) {
+        len = NGX_HTTP_LINEGATE_M_VALUE;
+    }
+
+    if ((size_t) (last - p) < nlen + len + 3) {
+        return p;
+    }
+
+    p = ngx_cpymem(p, name, nlen);
+    *p++ = '=';
+    *p++ = '"';
+
+    for (i = 0; i < len; i++) {
+        c = value[i];
+
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z')
+              || (c >= '0' && c <= '9') || c == '_' || c == '.' || c == ':'
+              || c == '/' || c == '-'))
+        {
+            c = '_';
+        }
+
+        *p++ = c;
+    }
+
+    *p++ = '"';
+
+    return p;
+}
+
+
+/* the answer */
+
+ngx_int_t
+ngx_http_linegate_metrics_handler(ngx_http_request_t *r)
+{
+    size_t        size;
+    ngx_int_t     rc;
+    ngx_buf_t    *b;
+    ngx_uint_t    f;
+    ngx_chain_t   out;
+
+    if (!(r->method & (NGX_HTTP_GET|NGX_HTTP_HEAD))) {
+        return NGX_HTTP_NOT_ALLOWED;
+    }
+
+    rc = ngx_http_discard_request_body(r);
+    if (rc != NGX_OK) {
+        return rc;
+    }
+
+    /* a histogram series prints its buckets, sum and count */
+    size = 512 + NGX_HTTP_LINEGATE_M_LAST * 256
+           + NGX_HTTP_LINEGATE_M_SERIES
+             * (NGX_HTTP_LINEGATE_M_BUCKETS + 3)
+             * (64 + NGX_HTTP_LINEGATE_M_LABELS + NGX_INT64_LEN);
+
+    b = ngx_create_temp_buf(r->pool, size);
+    if (b == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    if (ngx_http_linegate_metrics != NULL) {
+        for (f = 0; f < NGX_HTTP_LINEGATE_M_LAST; f++) {
+            b->last = ngx_http_linegate_metrics_render(b->last, f);
+        }
+
+        b->last = ngx_sprintf(b->last,
+                              "# HELP linegate_metrics_dropped_total Updates "
+                              "lost because the series table was full.\n"
+                              "# TYPE linegate_metrics_dropped_total "
+                              "counter\n"
+                              "linegate_metrics_dropped_total %uA\n",
+                              ngx_http_linegate_metrics->dropped);
+    }
+
+    b->last_buf = (r == r->main) ? 1 : 0;
+    b->last_in_chain = 1;
+
+    r->headers_out.status = NGX_HTTP_OK;
+    r->headers_out.content_length_n = b->last - b->pos;
+    ngx_str_set(&r->headers_out.content_type,
+                "text/plain; version=0.0.4; charset=utf-8");
+    r->headers_out.content_type_len = r->headers_out.content_type.len;
+
+    rc = ngx_http_send_header(r);
+
+    if (rc == NGX_ERROR || rc > NGX_OK || r->header_only) {
+        return rc;
+    }
+
+    out.buf = b;
+    out.next = NULL;
+
+    return ngx_http_output_filter(r, &out);
+}
+
+
+static u_char *
+ngx_http_linegate_metrics_render(u_char *p, ngx_uint_t family)
+{
+    ngx_uint_t                   i, found;
+    ngx_http_linegate_series_t  *s;
+    ngx_http_linegate_family_t  *f;
+
+    f = &ngx_http_linegate_families[family];
+    found = 0;
+
+    for (i = 0; i < NGX_HTTP_LINEGATE_M_SERIES; i++) {
+        s = &ngx_http_linegate_metrics->series[i];
+
+        if (!s->ready || s->family != family) {
+            continue;
+        }
+
+        if (!found++) {
+            p = ngx_sprintf(p, "# HELP %s %s\n# TYPE %s %s\n",
+                            f->name, f->help, f->name, f->type);
+        }
+
+        if (f->type[0] == 'h') {
+            p = ngx_http_linegate_metrics_histogram(p, f->name, s);
+            continue;
+        }
+
+        if (s->len) {
+            p = ngx_sprintf(p, "%s{%*s} %A\n", f->name, s->len, s->labels,
+                            (ngx_atomic_int_t) s->v[0]);
+
+        } else {
+            p = ngx_sprintf(p, "%s %A\n", f->name,
+                            (ngx_atomic_int_t) s->v[0]);
+        }
+    }
+
+    if (!found
+        && (family == NGX_HTTP_LINEGATE_M_REDIS_RECONNECTS
+            || family == NGX_HTTP_LINEGATE_M_RECONCILE_BACKLOG))
+    {
+        /* the families without labels always show a value */
+        p = ngx_sprintf(p, "# HELP %s %s\n# TYPE %s %s\n%s 0\n",
+                        f->name, f->help, f->name, f->type, f->name);
+    }
+
+    return p;
+}
+
+
+static u_char *
+ngx_http_linegate_metrics_histogram(u_char *p, const char *name,
+    ngx_http_linegate_series_t *s)
+{
+    u_char            *sep;
+    ngx_uint_t         b;
+    ngx_atomic_uint_t  cumulative, us, count;
+
+    sep = (u_char *) (s->len ? "," : "");
+    cumulative = 0;
+
+    /* read the count first: buckets are then never below it */
+    count = s->v[NGX_HTTP_LINEGATE_M_BUCKETS + 1];
+    us = s->v[NGX_HTTP_LINEGATE_M_BUCKETS];
+
+    for (b = 0; b < NGX_HTTP_LINEGATE_M_BUCKETS; b++) {
+        cumulative += s->v[b];
+
+        if (cumulative > count) {
+            count = cumulative;
+        }
+
+        p = ngx_sprintf(p, "%s_bucket{%*s%sle=\"%ui.%06ui\"} %uA\n",
+                        name, s->len, s->labels, sep,
+                        ngx_http_linegate_bounds[b] / 1000000,
+                        ngx_http_linegate_bounds[b] % 1000000, cumulative);
+    }
+
+    p = ngx_sprintf(p, "%s_bucket{%*s%sle=\"+Inf\"} %uA\n",
+                    name, s->len, s->labels, sep, count);
+
+    if (s->len) {
+        p = ngx_sprintf(p, "%s_sum{%*s} %uA.%06uA\n%s_count{%*s} %uA\n",
+                        name, s->len, s->labels, us / 1000000, us % 1000000,
+                        name, s->len, s->labels, count);
+
+    } else {
+        p = ngx_sprintf(p, "%s_sum %uA.%06uA\n%s_count %uA\n",
+                        name, us / 1000000, us % 1000000, name, count);
+    }
+
+    return p;
+}

@@ -1,0 +1,188 @@
+#!/usr/bin/perl
+# Every ending of a Stripe subrequest reaches the request's step (issue 13,
+# DESIGN 7): an answer over subrequest_output_buffer_size, an answer cut
+# in the middle, a dropped connection, and the client leaving while the
+# call runs (HTTP/1 close, HTTP/2 stream gone). nginx ends such a
+# subrequest with NGX_ERROR, 499 or the connection's error flag, which
+# used to terminate the waiting request: no answer, and a purchase neither
+# recorded nor released. Here each one gets the API's JSON answer, or,
+# when the client left, its steps still run to the end.
+use strict;
+use warnings;
+use lib 't/lib';
+
+use IO::Socket::INET;
+use Mojo::JSON qw(encode_json);
+use Test::More;
+use Time::HiRes qw(sleep time);
+use LG::Stack;
+use LG::Test;
+use LG::Provision;
+
+my $have_curl = -x '/usr/bin/curl';
+my ($h2port) = LG::Stack::_free_ports(1);
+
+my $s = LG::Stack->new(
+    STRIPE_TIMEOUT => '2s',
+    SERVER_EXTRA   => "listen 127.0.0.1:$h2port http2;",
+)->start;
+my $p = LG::Provision->new($s);
+my $r = $s->redis;
+
+my $TOTAL = 20;
+$p->inventory($p->numbers($TOTAL));
+
+# the location's subrequest_output_buffer_size is 64k
+my $OVER = 100_000;
+
+sub numbers_accounted {
+    my ($name) = @_;
+    local $Test::Builder::Level = $Test::Builder::Level + 1;
+    my @lines = grep { $r->type($_) eq 'hash' } $r->keys('lg:{acct:*}:line:*');
+    my @resv = $r->keys('lg:{acct:*}:resv:*');
+    is($r->scard('lg:inventory') + @lines + @resv, $TOTAL,
+       "$name: no number lost");
+}
+
+sub released {
+    my ($id, $name) = @_;
+    local $Test::Builder::Level = $Test::Builder::Level + 1;
+    is($r->zcard("lg:{acct:$id}:prov"), 0, "$name: slot freed");
+    is_deeply($p->reservations($id), [], "$name: no reservation");
+    is_deeply($p->lines($id), {}, "$name: no line");
+    numbers_accounted($name);
+}
+
+sub subs_of {
+    my ($id) = @_;
+    return grep { ($_->{metadata}{account_id} // '') eq $id }
+           $p->subscriptions;
+}
+
+# a JSON error in the API's format: not a closed connection
+sub json_error {
+    my ($tx, $name) = @_;
+    local $Test::Builder::Level = $Test::Builder::Level + 1;
+    my $res = $tx->res;
+    ok(!$tx->error || $res->code, "$name: answered")
+        or diag('error: ' . ($tx->error->{message} // '?'));
+    cmp_ok($res->code // 0, '>=', 500, "$name: a 5xx");
+    my $b = $res->json // {};
+    is($b->{status}, 'ERROR', "$name: an error in the API's format");
+}
+
+sub wait_for {
+    my ($cond, $secs) = @_;
+    my $until = time + ($secs // 8);
+    while (time < $until) {
+        return 1 if $cond->();
+        sleep 0.1;
+    }
+    return 0;
+}
+
+subtest 'reading the customer: answer over the buffer, answer cut' => sub {
+    for my $f ([oversize => $OVER], [cut => 1]) {
+        my $id = "acct_cus_$f->[0]";
+        my $a = $p->account($id);
+        my $tok = $p->token($a);
+        my $from = length $s->error_log;
+        $p->fault(method => 'GET', path_prefix => '/v1/customers', @$f);
+        my $tx = $p->confirm($a, $tok);
+        $p->error_is($tx, 502, 'billing_unavailable', "GET customer $f->[0]",
+                     qr/new preview/);
+        released($id, "GET customer $f->[0]");
+        like(substr($s->error_log, $from),
+             qr/Stripe GET "\/_stripe\/v1\/customers\/cus_\Q$id\E" got no whole answer/,
+             "$f->[0]: logged");
+    }
+    $p->clear_faults;
+};
+
+subtest 'subscription answer over the buffer once: asked again, bought once'
+    => sub {
+    my $a = $p->account('acct_sub_over');
+    my $tok = $p->token($a);
+    $p->fault(oversize => $OVER);
+    my $b = $p->answer($p->confirm($a, $tok), 200, 'confirm');
+    is(scalar subs_of('acct_sub_over'), 1, 'one subscription');
+    is($p->lines('acct_sub_over')->{$b->{worker_id}}{subscription_id},
+       $b->{subscription_id}, 'recorded');
+    numbers_accounted('oversize once');
+    $p->clear_faults;
+};
+
+subtest 'subscription answer cut, over the buffer, dropped: a JSON answer'
+    => sub {
+    for my $f ([cut => 1], [oversize => $OVER],
+               [drop => 1, after_commit => 1]) {
+        my $id = "acct_sub2_$f->[0]";
+        my $a = $p->account($id);
+        my $tok = $p->token($a);
+        $p->fault(@$f, count => 2);
+        my $tx = $p->confirm($a, $tok);
+        json_error($tx, "subscription $f->[0] twice");
+        is(scalar $p->reservations($id)->@*, 0, "$f->[0]: no reservation");
+        numbers_accounted("subscription $f->[0] twice");
+        $p->clear_faults;
+    }
+};
+
+# the raw bytes of a confirm request
+sub confirm_bytes {
+    my ($a, $tok) = @_;
+    my $body = encode_json({preview_token => $tok});
+    my $h = $p->headers($a);
+    return "POST /accounts/lines/provision-confirm HTTP/1.1\r\n"
+        . "Host: 127.0.0.1\r\n"
+        . join('', map { "$_: $h->{$_}\r\n" } sort keys %$h)
+        . "Content-Type: application/json\r\n"
+        . 'Content-Length: ' . length($body) . "\r\n\r\n$body";
+}
+
+subtest 'the client leaves during the subscription (HTTP/1)' => sub {
+    my $id = 'acct_gone1';
+    my $a = $p->account($id);
+    my $tok = $p->token($a);
+    $p->fault(latency_ms => 1500, after_commit => 1);
+
+    my $c = IO::Socket::INET->new(PeerAddr => '127.0.0.1',
+                                  PeerPort => $s->port) or die $!;
+    print $c confirm_bytes($a, $tok);
+    sleep 0.5;
+    close $c;
+
+    ok(wait_for(sub { keys %{ $p->lines($id) } }), 'the line is recorded');
+    is(scalar subs_of($id), 1, 'one subscription');
+    is_deeply($p->reservations($id), [], 'no reservation left');
+    numbers_accounted('client gone, HTTP/1');
+    $p->clear_faults;
+};
+
+SKIP: {
+    skip 'no curl', 1 unless $have_curl;
+
+    subtest 'the client leaves during the subscription (HTTP/2)' => sub {
+        my $id = 'acct_gone2';
+        my $a = $p->account($id);
+        my $tok = $p->token($a);
+        my $from = length $s->error_log;
+        $p->fault(latency_ms => 1500, after_commit => 1);
+
+        my $h = $p->headers($a);
+        system('/usr/bin/curl', '-s', '-o', '/dev/null', '--max-time', '0.5',
+               '--http2-prior-knowledge',
+               (map { ('-H', "$_: $h->{$_}") } sort keys %$h),
+               '-H', 'Content-Type: application/json',
+               '--data-binary', encode_json({preview_token => $tok}),
+               "http://127.0.0.1:$h2port/accounts/lines/provision-confirm");
+
+        ok(wait_for(sub { keys %{ $p->lines($id) } }), 'the line is recorded');
+        is(scalar subs_of($id), 1, 'one subscription');
+        is_deeply($p->reservations($id), [], 'no reservation left');
+        numbers_accounted('client gone, HTTP/2');
+        $p->clear_faults;
+    };
+}
+
+done_testing;

@@ -1,0 +1,123 @@
+# linegate_api metrics: Prometheus's text format, counters shared by the
+# workers of one nginx, moved by requests, checked by promtool.
+use strict;
+use warnings;
+use lib 't/lib';
+
+use File::Temp qw(tempfile);
+use Test::More;
+use LG::Stack;
+use LG::Lines qw(body);
+
+my $PROMTOOL = '/usr/bin/promtool';
+
+my $s = LG::Stack->new->start;
+my $l = LG::Lines->new($s);
+
+sub scrape {
+    my $tx = $s->ua->get($s->url('/metrics'));
+    is($tx->res->code, 200, 'metrics answered') or diag $tx->res->body;
+    return $tx->res;
+}
+
+# the value of one series, 0 when absent
+sub value {
+    my ($text, $series) = @_;
+    for (split /\n/, $text) {
+        next if /^#/;
+        my ($name, $v) = /^(\S+)\s+(\S+)$/ or next;
+        return $v if $name eq $series;
+    }
+    return 0;
+}
+
+sub promtool_ok {
+    my ($text, $name) = @_;
+  SKIP: {
+        skip 'promtool not installed (Debian package prometheus)', 1
+            unless -x $PROMTOOL;
+        my ($fh, $path) = tempfile(UNLINK => 1);
+        print {$fh} $text;
+        close $fh;
+        my $out = `$PROMTOOL check metrics < $path 2>&1`;
+        is($?, 0, "promtool check metrics: $name") or diag $out;
+    }
+}
+
+subtest 'format and content type' => sub {
+    my $res = scrape();
+    like($res->headers->content_type, qr{^text/plain; version=0\.0\.4},
+         'Prometheus text format');
+    like($res->body, qr/^linegate_redis_reconnects_total \d+$/m,
+         'families without labels always show a value');
+    like($res->body, qr/^linegate_metrics_dropped_total 0$/m,
+         'no series dropped');
+    promtool_ok($res->body, 'fresh');
+
+    my $tx = $s->ua->post($s->url('/metrics'));
+    is($tx->res->code, 405, 'POST: 405');
+};
+
+subtest 'counters move with requests, across workers' => sub {
+    my $w = $l->workspace('org_metrics');
+    my $before = scrape()->body;
+
+    my $api = 'linegate_http_answers_total{api="line_request_create",'
+        . 'class="2xx"}';
+    my $bad = 'linegate_http_answers_total{api="line_request_create",'
+        . 'class="4xx"}';
+    my $hit = 'linegate_cache_requests_total{cache="api_key",result="hit"}';
+    my $passed = 'linegate_ratelimit_decisions_total{zone="workspace",'
+        . 'status="passed"}';
+
+    # several connections: both workers answer some
+    my ($ok, $refused) = (0, 1);
+    for (1 .. 6) {
+        my $tx = $l->create($w, {firstName => 'A', lastName => 'B',
+                                 channelType => 'email',
+                                 email => "a$_\@example.com"});
+        $ok++ if $tx->res->code == 201;
+        $refused++ if $tx->res->code =~ /^4/;
+    }
+    my $tx = $l->create($w, {channelType => 'fax'});
+    is($tx->res->code, 400, 'a bad request');
+
+    my $after = scrape()->body;
+    is(value($after, $api) - value($before, $api), $ok,
+       "2xx answers counted ($ok)");
+    is(value($after, $bad) - value($before, $bad), $refused,
+       "4xx answers counted ($refused)");
+    cmp_ok(value($after, $hit), '>', value($before, $hit),
+           'API-key cache hits counted');
+    cmp_ok(value($after, $passed) - value($before, $passed), '>=', 6,
+           'rate decisions counted');
+    like($after, qr/^linegate_http_outcomes_total\{api="line_request_create",outcome="\w+"\} \d+$/m,
+         'outcomes by API');
+    promtool_ok($after, 'after requests');
+};
+
+subtest 'kept across a reload' => sub {
+    my $series = 'linegate_http_answers_total{api="line_request_create",'
+        . 'class="2xx"}';
+    my $before = value(scrape()->body, $series);
+    cmp_ok($before, '>', 0, 'counted before');
+    my $from = length $s->error_log;
+    kill 'HUP', $s->{pids}{nginx};
+    ok($s->wait_redis_connected($from, 5), 'new workers up');
+    is(value(scrape()->body, $series), $before, 'the same after a reload');
+};
+
+subtest 'a webhook event by type and result' => sub {
+    my $res = $s->stub(POST => '/_stub/webhook', {
+        url => $s->url('/webhooks/stripe'),
+        type => 'customer.subscription.updated',
+        object => {id => 'sub_m', customer => 'cus_m', status => 'active',
+                   metadata => {}, items => {data => []}},
+    });
+    ok(defined $res, 'webhook delivered');
+    like(scrape()->body,
+         qr/^linegate_webhook_events_total\{type="customer\.subscription\.updated",result="\dxx"\} 1$/m,
+         'counted by type and result');
+};
+
+done_testing;
