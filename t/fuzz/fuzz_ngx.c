@@ -349,7 +349,12 @@ ngx_vslprintf(u_char *buf, u_char *last, const char *fmt, va_list args)
         case 'V':
             v = va_arg(args, ngx_str_t *);
             slen = ngx_min((size_t) (last - buf), v->len);
-            buf = ngx_cpymem(buf, v->data, slen);
+
+            /* nginx logs empty strings (data NULL) with %V all the time */
+            if (slen) {
+                buf = ngx_cpymem(buf, v->data, slen);
+            }
+
             fmt++;
             continue;
 
@@ -361,7 +366,7 @@ ngx_vslprintf(u_char *buf, u_char *last, const char *fmt, va_list args)
                     *buf++ = *s++;
                 }
 
-            } else {
+            } else if (slen) {
                 slen = ngx_min((size_t) (last - buf), slen);
                 buf = ngx_cpymem(buf, s, slen);
             }
