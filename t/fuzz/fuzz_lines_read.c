@@ -95,9 +95,12 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         ngx_http_linegate_line_jw(&jw, r, &line);
 
         if (ngx_http_linegate_jw_finish(&jw, &out) == NGX_OK) {
-            json = json_loadb((const char *) out.data, out.len, 0, NULL);
+            json = json_loadb((const char *) out.data, out.len, JSON_ALLOW_NUL,
+                             NULL);
 
             if (json == NULL && fuzz_utf8_clean(flat)) {
+                fprintf(stderr, "invalid JSON written: %.*s\n",
+                        (int) out.len, out.data);
                 __builtin_trap();
             }
 

@@ -9,9 +9,9 @@
 # Each target starts from its seeds (t/fuzz/corpus/<target>/, read only)
 # and from what earlier runs found (<fuzz build dir>/corpus/<target>/,
 # where new inputs go), with its dictionary.  A crash, leak, sanitizer
-# report or timeout is saved as <fuzz build dir>/artifacts/<target>-*,
-# printed, and makes the run fail once every target has run.  A line per
-# target gives its executions and how fast.
+# report or timeout (30 s: runs are niced on a busy machine) is saved as
+# <fuzz build dir>/artifacts/<target>-*, printed, and makes the run fail
+# once every target has run.  A line per target gives its executions.
 
 set -uo pipefail
 
@@ -47,7 +47,7 @@ for t in "${targets[@]}"; do
     UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
     ASAN_OPTIONS=detect_leaks=1 \
     "$dir/fuzz_$t" -max_total_time="$secs" "${runs[@]}" \
-        -timeout=10 -rss_limit_mb=2048 -max_len=16384 -print_final_stats=1 \
+        -timeout=30 -rss_limit_mb=2048 -max_len=16384 -print_final_stats=1 \
         -dict="$root/t/fuzz/dict/${dict[$t]}.dict" \
         -artifact_prefix="$dir/artifacts/$t-" \
         "$dir/corpus/$t" "$root/t/fuzz/corpus/$t" > "$log" 2>&1
