@@ -399,6 +399,7 @@ ngx_http_linegate_metrics_series(ngx_uint_t family, u_char *labels,
 
     hash = ngx_crc32_short(labels, len) ^ (uint32_t) (family * 2654435761u);
     locked = 0;
+    s = NULL;
 
 again:
 

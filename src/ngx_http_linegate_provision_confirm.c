@@ -12,8 +12,9 @@
  *              lost (timeout, dropped connection, 5xx) is asked for once
  *              more with the same key: Stripe replays it if the first
  *              call created the subscription, or creates it now
- *   RECORD     script: the reservation becomes the account's line
- *   RECONCILE  XADD lg:reconcile: charged, but the line was not recorded
+ *   RECORD     script: the reservation becomes the account's line, or,
+ *              when it cannot, the purchase is queued on lg:reconcile in
+ *              the same step
  *   RELEASE    script: the number goes back to the inventory, the slot is
  *              freed (and the case is queued when Stripe's answer stayed
  *              unknown)
@@ -21,6 +22,14 @@
  *
  * Every step returns to nginx's event loop and resumes from its callback;
  * a step that cannot even start takes the same path as its failure.
+ *
+ * RECORD and RELEASE are idempotent scripts. When Redis does not answer
+ * them (a timeout, a lost connection), or when the request ends before
+ * the purchase is settled (the client gone, its stream reset, the request
+ * terminated), the script is handed to a durable write
+ * (ngx_http_linegate_redis_durable()), re-sent until Redis answers,
+ * independent of the request: work that may have moved money is the
+ * request's work, not the connection's, and always finishes.
  */
 
 
@@ -49,13 +58,13 @@ typedef enum {
     NGX_HTTP_LINEGATE_CONFIRM_CUSTOMER,
     NGX_HTTP_LINEGATE_CONFIRM_SUBSCRIBE,
     NGX_HTTP_LINEGATE_CONFIRM_RECORD,
-    NGX_HTTP_LINEGATE_CONFIRM_RECONCILE,
     NGX_HTTP_LINEGATE_CONFIRM_RELEASE,
     NGX_HTTP_LINEGATE_CONFIRM_DONE
 } ngx_http_linegate_confirm_state_e;
 
 
 typedef struct {
+    ngx_http_request_t              *request;
     ngx_str_t                        sbkey;     /* lg:sbkey:<key id> */
     ngx_str_t                        digest;    /* of the secret */
     ngx_str_t                        token;
@@ -80,8 +89,19 @@ typedef struct {
     ngx_int_t                        retry_after;
     const char                      *reconcile; /* why; NULL: no entry */
     unsigned                         store_failed:1;
+    unsigned                         queued:1;  /* on lg:reconcile */
+    unsigned                         durable:1; /* a write handed over */
+    unsigned                         settled:1; /* nothing left to do */
+    unsigned                         reserving:1; /* RESERVE sent */
 
     ngx_http_linegate_redis_args_t   args;
+
+    /*
+     * The numbers of the record and release scripts, formatted here and
+     * not in the request's pool: the cleanup builds them once the pool is
+     * going away (ngx_http_free_request() has set r->pool to NULL).
+     */
+    u_char                           nums[3][NGX_INT64_LEN];
 } ngx_http_linegate_confirm_t;
 
 
@@ -129,11 +149,16 @@ static ngx_int_t ngx_http_linegate_confirm_record(ngx_http_request_t *r,
 static void ngx_http_linegate_confirm_recorded(ngx_http_request_t *r,
     ngx_http_linegate_ctx_t *ctx, ngx_http_linegate_confirm_t *cf,
     redisReply *reply);
-static ngx_int_t ngx_http_linegate_confirm_queue(ngx_http_request_t *r,
+static void ngx_http_linegate_confirm_record_args(ngx_http_request_t *r,
     ngx_http_linegate_confirm_t *cf);
-static void ngx_http_linegate_confirm_queued(ngx_http_request_t *r,
-    ngx_http_linegate_ctx_t *ctx, ngx_http_linegate_confirm_t *cf,
-    redisReply *reply);
+static void ngx_http_linegate_confirm_release_args(ngx_http_request_t *r,
+    ngx_http_linegate_confirm_t *cf);
+static ngx_int_t ngx_http_linegate_confirm_durable(
+    ngx_http_linegate_confirm_t *cf, ngx_http_linegate_script_id_e script,
+    const char *what);
+static void ngx_http_linegate_confirm_cleanup(void *data);
+static void ngx_http_linegate_confirm_arg_int(ngx_http_linegate_confirm_t *cf,
+    ngx_uint_t slot, int64_t n);
 static ngx_int_t ngx_http_linegate_confirm_release(ngx_http_request_t *r,
     ngx_http_linegate_confirm_t *cf);
 static void ngx_http_linegate_confirm_released(ngx_http_request_t *r,
@@ -156,6 +181,7 @@ void
 ngx_http_linegate_provision_confirm(ngx_http_request_t *r,
     ngx_http_linegate_ctx_t *ctx)
 {
+    ngx_pool_cleanup_t           *cln;
     ngx_http_linegate_confirm_t  *cf;
 
     cf = ngx_pcalloc(r->pool, sizeof(ngx_http_linegate_confirm_t));
@@ -165,7 +191,22 @@ ngx_http_linegate_provision_confirm(ngx_http_request_t *r,
     }
 
     cf->retry_after = -1;
+    cf->request = r;
     ctx->data = cf;
+
+    /*
+     * Runs however the request ends (answered, or terminated while a step
+     * was in flight): settles what the request left unsettled. Added
+     * after module.c's, so it runs before the request's JSON is freed.
+     */
+    cln = ngx_pool_cleanup_add(r->pool, 0);
+    if (cln == NULL) {
+        ngx_http_linegate_internal_error(r);
+        return;
+    }
+
+    cln->handler = ngx_http_linegate_confirm_cleanup;
+    cln->data = ctx;
 
     if (ngx_http_linegate_pv_credentials(r, ctx, NULL, &cf->sbkey,
                                           &cf->digest)
@@ -269,10 +310,6 @@ ngx_http_linegate_confirm_next(ngx_http_request_t *r,
         rc = ngx_http_linegate_confirm_record(r, cf);
         break;
 
-    case NGX_HTTP_LINEGATE_CONFIRM_RECONCILE:
-        rc = ngx_http_linegate_confirm_queue(r, cf);
-        break;
-
     case NGX_HTTP_LINEGATE_CONFIRM_RELEASE:
         rc = ngx_http_linegate_confirm_release(r, cf);
         break;
@@ -314,7 +351,7 @@ ngx_http_linegate_confirm_unstarted(ngx_http_request_t *r,
                                           ? "stripe_outcome_unknown" : NULL);
         return;
 
-    default: /* RECORD, RECONCILE, RELEASE: as if Redis had not answered */
+    default: /* RECORD, RELEASE: as if Redis had not answered */
         ngx_http_linegate_confirm_stored(r, NULL);
         return;
     }
@@ -399,8 +436,16 @@ ngx_http_linegate_confirm_reserve(ngx_http_request_t *r,
     ngx_http_linegate_redis_arg_int(r, a, lmcf->prov_monthly);
     ngx_http_linegate_redis_arg_str(a, &cf->worker_id);
 
-    return ngx_http_linegate_confirm_script(r, cf,
-                                           NGX_HTTP_LINEGATE_SCRIPT_PV_CONFIRM);
+    if (ngx_http_linegate_confirm_script(r, cf,
+                                         NGX_HTTP_LINEGATE_SCRIPT_PV_CONFIRM)
+        != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    cf->reserving = 1;
+
+    return NGX_OK;
 }
 
 
@@ -432,6 +477,9 @@ ngx_http_linegate_confirm_reserved(ngx_http_request_t *r,
     }
 
     if (code != NGX_HTTP_OK) {
+        /* nothing was reserved */
+        cf->settled = 1;
+
         if (ngx_http_linegate_confirm_refused(r, ctx, code, reply)
             != NGX_OK)
         {
@@ -767,8 +815,15 @@ ngx_http_linegate_confirm_subscribed(ngx_http_request_t *r,
             return;
         }
 
-        /* points into ctx->stripe_json, kept until the request ends */
-        cf->subscription = id;
+        /* copied: a durable write may need it after the JSON is freed */
+        cf->subscription.data = ngx_pstrdup(r->pool, &id);
+        if (cf->subscription.data == NULL) {
+            ngx_http_linegate_confirm_billing(r, ctx, result,
+                                              "stripe_outcome_unknown");
+            return;
+        }
+
+        cf->subscription.len = id.len;
 
         ngx_http_linegate_confirm_next(r, ctx,
                                        NGX_HTTP_LINEGATE_CONFIRM_RECORD);
@@ -861,8 +916,9 @@ ngx_http_linegate_confirm_declined(ngx_http_request_t *r,
 
 /* RECORD */
 
-static ngx_int_t
-ngx_http_linegate_confirm_record(ngx_http_request_t *r,
+/* nothing allocated: also run from the cleanup */
+static void
+ngx_http_linegate_confirm_record_args(ngx_http_request_t *r,
     ngx_http_linegate_confirm_t *cf)
 {
     ngx_http_linegate_redis_args_t  *a;
@@ -871,10 +927,24 @@ ngx_http_linegate_confirm_record(ngx_http_request_t *r,
     ngx_http_linegate_redis_arg_str(a, &cf->akey);
     ngx_http_linegate_redis_arg_str(a, &cf->worker_id);
     ngx_http_linegate_redis_arg_str(a, &cf->subscription);
-    ngx_http_linegate_redis_arg_int(r, a, cf->now);
+    ngx_http_linegate_confirm_arg_int(cf, 0, cf->now);
+    ngx_http_linegate_redis_arg_str(a, &cf->account);
+    ngx_http_linegate_redis_arg_str(a, &cf->idempotency_key);
+    ngx_http_linegate_redis_arg_str(a, &cf->customer);
+    ngx_http_linegate_redis_arg(a, cf->iso, NGX_HTTP_LINEGATE_ISO_LEN);
+}
 
-    return ngx_http_linegate_confirm_script(r, cf,
-                                           NGX_HTTP_LINEGATE_SCRIPT_PV_RECORD);
+
+static ngx_int_t
+ngx_http_linegate_confirm_record(ngx_http_request_t *r,
+    ngx_http_linegate_confirm_t *cf)
+{
+    ngx_http_linegate_confirm_record_args(r, cf);
+
+    return ngx_http_linegate_redis_script(r,
+                                          NGX_HTTP_LINEGATE_SCRIPT_PV_RECORD,
+                                          1, &cf->args,
+                                          ngx_http_linegate_confirm_stored);
 }
 
 
@@ -883,82 +953,74 @@ ngx_http_linegate_confirm_recorded(ngx_http_request_t *r,
     ngx_http_linegate_ctx_t *ctx, ngx_http_linegate_confirm_t *cf,
     redisReply *reply)
 {
-    int64_t  done;
+    int64_t    done;
+    ngx_str_t  reason;
 
-    if (reply != NULL && ngx_http_linegate_reply_int(reply, 0, &done) == NGX_OK
-        && done == 1)
+    if (reply != NULL && ngx_http_linegate_reply_int(reply, 0, &done) == NGX_OK)
     {
-        cf->status = NGX_HTTP_OK;
-        ngx_http_linegate_confirm_next(r, ctx, NGX_HTTP_LINEGATE_CONFIRM_DONE);
-        return;
-    }
+        if (done == 1) {
+            cf->status = NGX_HTTP_OK;
+            cf->settled = 1;
+            ngx_http_linegate_confirm_next(r, ctx,
+                                           NGX_HTTP_LINEGATE_CONFIRM_DONE);
+            return;
+        }
 
-    /* charged but not recorded: queue it, answer 500 with the id */
-    cf->reconcile = reply ? "reservation_missing" : "record_failed";
-    ngx_http_linegate_confirm_next(r, ctx,
-                                   NGX_HTTP_LINEGATE_CONFIRM_RECONCILE);
-}
+        /* charged but not recorded: the script queued it */
+        if (ngx_http_linegate_reply_str(reply, 1, &reason) == NGX_OK
+            && reason.len == sizeof("record_failed") - 1
+            && ngx_strncmp(reason.data, "record_failed", reason.len) == 0)
+        {
+            cf->reconcile = "record_failed";
 
+        } else {
+            cf->reconcile = "reservation_missing";
+        }
 
-/* RECONCILE */
+        cf->queued = 1;
+        cf->settled = 1;
 
-static ngx_int_t
-ngx_http_linegate_confirm_queue(ngx_http_request_t *r,
-    ngx_http_linegate_confirm_t *cf)
-{
-    ngx_http_linegate_redis_args_t  *a;
-
-    /* queued() sets the answer (500): it runs whatever Redis does */
-    a = ngx_http_linegate_confirm_args(cf);
-    ngx_http_linegate_redis_arg_cstr(a, "XADD");
-    ngx_http_linegate_redis_arg_cstr(a, "lg:reconcile");
-    ngx_http_linegate_redis_arg_cstr(a, "*");
-    ngx_http_linegate_redis_arg_cstr(a, "account");
-    ngx_http_linegate_redis_arg_str(a, &cf->account);
-    ngx_http_linegate_redis_arg_cstr(a, "subscription_id");
-    ngx_http_linegate_redis_arg_str(a, &cf->subscription);
-    ngx_http_linegate_redis_arg_cstr(a, "phone_number");
-    ngx_http_linegate_redis_arg_str(a, &cf->number);
-    ngx_http_linegate_redis_arg_cstr(a, "worker_id");
-    ngx_http_linegate_redis_arg_str(a, &cf->worker_id);
-    ngx_http_linegate_redis_arg_cstr(a, "reason");
-    ngx_http_linegate_redis_arg_cstr(a, cf->reconcile);
-    ngx_http_linegate_redis_arg_cstr(a, "idempotency_key");
-    ngx_http_linegate_redis_arg_str(a, &cf->idempotency_key);
-    ngx_http_linegate_redis_arg_cstr(a, "customer");
-    ngx_http_linegate_redis_arg_str(a, &cf->customer);
-    ngx_http_linegate_redis_arg_cstr(a, "at");
-    ngx_http_linegate_redis_arg(a, cf->iso, NGX_HTTP_LINEGATE_ISO_LEN);
-
-    return ngx_http_linegate_redis_command(r, a,
-                                           ngx_http_linegate_confirm_stored);
-}
-
-
-static void
-ngx_http_linegate_confirm_queued(ngx_http_request_t *r,
-    ngx_http_linegate_ctx_t *ctx, ngx_http_linegate_confirm_t *cf,
-    redisReply *reply)
-{
-    cf->status = NGX_HTTP_INTERNAL_SERVER_ERROR;
-    cf->code = "provisioning_failed";
-
-    if (reply == NULL) {
-        /* the last place this purchase is written down: the error log */
-        ngx_log_error(NGX_LOG_ALERT, r->connection->log, 0,
-                      NGX_HTTP_LINEGATE_LOG "subscription %V of account "
-                      "\"%V\" (%V, number %V) was created but could be "
-                      "neither recorded nor queued for reconciliation",
-                      &cf->subscription, &cf->account, &cf->worker_id,
-                      &cf->number);
-
-    } else {
         ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
                       NGX_HTTP_LINEGATE_LOG "subscription %V of account "
                       "\"%V\" (%V) not recorded (%s): queued for "
                       "reconciliation", &cf->subscription, &cf->account,
                       &cf->worker_id, cf->reconcile);
+
+    } else {
+        /*
+         * No answer (or a script error): the record may or may not have
+         * run. It is re-sent until Redis answers: it records the line, or
+         * queues the purchase, once.
+         */
+        ngx_http_linegate_confirm_record_args(r, cf);
+
+        if (ngx_http_linegate_confirm_durable(cf,
+                                           NGX_HTTP_LINEGATE_SCRIPT_PV_RECORD,
+                                           "the record of a paid line")
+            == NGX_OK)
+        {
+            ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                          NGX_HTTP_LINEGATE_LOG "subscription %V of "
+                          "account \"%V\" (%V, number %V) not recorded yet: "
+                          "the record is re-sent until Redis answers",
+                          &cf->subscription, &cf->account, &cf->worker_id,
+                          &cf->number);
+
+        } else {
+            /* the last place this purchase is written down */
+            ngx_log_error(NGX_LOG_ALERT, r->connection->log, 0,
+                          NGX_HTTP_LINEGATE_LOG "subscription %V of account "
+                          "\"%V\" (%V, number %V) was created but could be "
+                          "neither recorded nor queued for reconciliation",
+                          &cf->subscription, &cf->account, &cf->worker_id,
+                          &cf->number);
+        }
+
+        cf->settled = 1;
     }
+
+    cf->status = NGX_HTTP_INTERNAL_SERVER_ERROR;
+    cf->code = "provisioning_failed";
 
     ngx_http_linegate_confirm_next(r, ctx, NGX_HTTP_LINEGATE_CONFIRM_DONE);
 }
@@ -966,8 +1028,9 @@ ngx_http_linegate_confirm_queued(ngx_http_request_t *r,
 
 /* RELEASE */
 
-static ngx_int_t
-ngx_http_linegate_confirm_release(ngx_http_request_t *r,
+/* nothing allocated: also run from the cleanup */
+static void
+ngx_http_linegate_confirm_release_args(ngx_http_request_t *r,
     ngx_http_linegate_confirm_t *cf)
 {
     ngx_http_linegate_redis_args_t  *a;
@@ -979,16 +1042,27 @@ ngx_http_linegate_confirm_release(ngx_http_request_t *r,
     a = ngx_http_linegate_confirm_args(cf);
     ngx_http_linegate_redis_arg_str(a, cf->akey.len ? &cf->akey : &cf->sbkey);
     ngx_http_linegate_redis_arg_str(a, &cf->worker_id);
-    ngx_http_linegate_redis_arg_int(r, a, cf->now);
-    ngx_http_linegate_redis_arg_int(r, a, lmcf->prov_daily);
-    ngx_http_linegate_redis_arg_int(r, a, lmcf->prov_monthly);
+    ngx_http_linegate_confirm_arg_int(cf, 0, cf->now);
+    ngx_http_linegate_confirm_arg_int(cf, 1, lmcf->prov_daily);
+    ngx_http_linegate_confirm_arg_int(cf, 2, lmcf->prov_monthly);
     ngx_http_linegate_redis_arg_cstr(a, cf->reconcile ? cf->reconcile : "");
     ngx_http_linegate_redis_arg_str(a, &cf->account);
     ngx_http_linegate_redis_arg_str(a, &cf->idempotency_key);
     ngx_http_linegate_redis_arg_str(a, &cf->customer);
+    ngx_http_linegate_redis_arg(a, cf->iso, NGX_HTTP_LINEGATE_ISO_LEN);
+}
 
-    return ngx_http_linegate_confirm_script(r, cf,
-                                           NGX_HTTP_LINEGATE_SCRIPT_PV_RELEASE);
+
+static ngx_int_t
+ngx_http_linegate_confirm_release(ngx_http_request_t *r,
+    ngx_http_linegate_confirm_t *cf)
+{
+    ngx_http_linegate_confirm_release_args(r, cf);
+
+    return ngx_http_linegate_redis_script(r,
+                                          NGX_HTTP_LINEGATE_SCRIPT_PV_RELEASE,
+                                          1, &cf->args,
+                                          ngx_http_linegate_confirm_stored);
 }
 
 
@@ -997,28 +1071,152 @@ ngx_http_linegate_confirm_released(ngx_http_request_t *r,
     ngx_http_linegate_ctx_t *ctx, ngx_http_linegate_confirm_t *cf,
     redisReply *reply)
 {
-    int64_t     released;
-    ngx_uint_t  level;
+    int64_t  released;
+
+    cf->settled = 1;
 
     if (reply == NULL
         || ngx_http_linegate_reply_int(reply, 0, &released) != NGX_OK)
     {
-        /* an operator finds it as lg:{acct:<A>}:resv:<worker id> */
-        level = cf->store_failed ? NGX_LOG_ERR : NGX_LOG_ALERT;
+        /* re-sent until Redis answers: released (and queued) once */
+        ngx_http_linegate_confirm_release_args(r, cf);
 
-        ngx_log_error(level, r->connection->log, 0,
-                      NGX_HTTP_LINEGATE_LOG "reservation %V of account "
-                      "\"%V\" (number %V) could not be released%s%s",
-                      &cf->worker_id, &cf->account, &cf->number,
-                      cf->reconcile ? " nor queued: " : "",
-                      cf->reconcile ? cf->reconcile : "");
+        if (ngx_http_linegate_confirm_durable(cf,
+                                          NGX_HTTP_LINEGATE_SCRIPT_PV_RELEASE,
+                                          "a reservation's release")
+            == NGX_OK)
+        {
+            ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                          NGX_HTTP_LINEGATE_LOG "reservation %V of account "
+                          "\"%V\" (number %V) not released yet: the release "
+                          "%s%sis re-sent until Redis answers",
+                          &cf->worker_id, &cf->account, &cf->number,
+                          cf->reconcile ? "and its queuing: " : "",
+                          cf->reconcile ? cf->reconcile : "");
 
-    } else if (reply->elements > NGX_HTTP_LINEGATE_PV_ACCOUNT) {
-        /* the answer's RateLimit headers count the freed slot */
-        (void) ngx_http_linegate_pv_state(r, ctx, reply, cf->now, &cf->st);
+        } else {
+            /* an operator finds it as lg:{acct:<A>}:resv:<worker id> */
+            ngx_log_error(NGX_LOG_ALERT, r->connection->log, 0,
+                          NGX_HTTP_LINEGATE_LOG "reservation %V of account "
+                          "\"%V\" (number %V) could not be released%s%s",
+                          &cf->worker_id, &cf->account, &cf->number,
+                          cf->reconcile ? " nor queued: " : "",
+                          cf->reconcile ? cf->reconcile : "");
+        }
+
+    } else {
+        cf->queued = cf->reconcile != NULL;
+
+        if (reply->elements > NGX_HTTP_LINEGATE_PV_ACCOUNT) {
+            /* the answer's RateLimit headers count the freed slot */
+            (void) ngx_http_linegate_pv_state(r, ctx, reply, cf->now,
+                                              &cf->st);
+        }
     }
 
     ngx_http_linegate_confirm_next(r, ctx, NGX_HTTP_LINEGATE_CONFIRM_DONE);
+}
+
+
+/*
+ * Hand the script whose arguments are in cf->args to a durable write:
+ * copied, re-sent until Redis answers, whatever becomes of the request.
+ */
+static ngx_int_t
+ngx_http_linegate_confirm_durable(ngx_http_linegate_confirm_t *cf,
+    ngx_http_linegate_script_id_e script, const char *what)
+{
+    if (ngx_http_linegate_redis_durable(ngx_cycle->log, script, 1, &cf->args,
+                                        what)
+        != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    cf->durable = 1;
+
+    return NGX_OK;
+}
+
+
+/*
+ * The request ends. If it ends before the purchase was settled (the
+ * client went away or reset its stream, the request was terminated with
+ * a step in flight), what the step in flight leaves behind is settled by
+ * a durable write: the reservation released (and queued when Stripe may
+ * have charged), or the paid line recorded.
+ */
+static void
+ngx_http_linegate_confirm_cleanup(void *data)
+{
+    ngx_http_linegate_ctx_t         *ctx = data;
+
+    const char                      *what;
+    ngx_http_request_t              *r;
+    ngx_http_linegate_confirm_t     *cf;
+    ngx_http_linegate_script_id_e    script;
+
+    cf = ctx->data;
+    r = cf ? cf->request : NULL;
+
+    if (cf == NULL || cf->settled
+        || ctx->state == NGX_HTTP_LINEGATE_CONFIRM_DONE)
+    {
+        return;
+    }
+
+    switch (ctx->state) {
+
+    case NGX_HTTP_LINEGATE_CONFIRM_RESERVE:
+        if (!cf->reserving) {
+            return;
+        }
+
+        /* the reserve may have run: undone, a no-op if it did not */
+        script = NGX_HTTP_LINEGATE_SCRIPT_PV_RELEASE;
+        break;
+
+    case NGX_HTTP_LINEGATE_CONFIRM_SUBSCRIBE:
+        /* Stripe may have created the subscription, unseen */
+        cf->reconcile = "stripe_outcome_unknown";
+        script = NGX_HTTP_LINEGATE_SCRIPT_PV_RELEASE;
+        break;
+
+    case NGX_HTTP_LINEGATE_CONFIRM_RECORD:
+        script = NGX_HTTP_LINEGATE_SCRIPT_PV_RECORD;
+        break;
+
+    default: /* CUSTOMER, RELEASE */
+        script = NGX_HTTP_LINEGATE_SCRIPT_PV_RELEASE;
+        break;
+    }
+
+    if (script == NGX_HTTP_LINEGATE_SCRIPT_PV_RECORD) {
+        ngx_http_linegate_confirm_record_args(r, cf);
+        what = "the record of a paid line";
+
+    } else {
+        ngx_http_linegate_confirm_release_args(r, cf);
+        what = "a reservation's release";
+    }
+
+    cf->settled = 1;
+
+    if (ngx_http_linegate_confirm_durable(cf, script, what) != NGX_OK) {
+        ngx_log_error(NGX_LOG_ALERT, ngx_cycle->log, 0,
+                      NGX_HTTP_LINEGATE_LOG "confirm %V of account \"%V\" "
+                      "(number %V, subscription %V) ended unsettled and "
+                      "%s could not be started", &cf->worker_id,
+                      &cf->account, &cf->number, &cf->subscription, what);
+        return;
+    }
+
+    ngx_log_error(NGX_LOG_WARN, ngx_cycle->log, 0,
+                  NGX_HTTP_LINEGATE_LOG "confirm %V of account \"%V\" ended "
+                  "before it was settled: %s%s%s is re-sent until Redis "
+                  "answers", &cf->worker_id, &cf->account, what,
+                  cf->reconcile ? ", queued as " : "",
+                  cf->reconcile ? cf->reconcile : "");
 }
 
 
@@ -1040,10 +1238,6 @@ ngx_http_linegate_confirm_stored(ngx_http_request_t *r, redisReply *reply)
 
     case NGX_HTTP_LINEGATE_CONFIRM_RECORD:
         ngx_http_linegate_confirm_recorded(r, ctx, cf, reply);
-        return;
-
-    case NGX_HTTP_LINEGATE_CONFIRM_RECONCILE:
-        ngx_http_linegate_confirm_queued(r, ctx, cf, reply);
         return;
 
     default: /* NGX_HTTP_LINEGATE_CONFIRM_RELEASE */
@@ -1080,14 +1274,26 @@ ngx_http_linegate_confirm_answer(ngx_http_request_t *r,
 
     if (cf->code != NULL && ngx_strcmp(cf->code, "provisioning_failed") == 0)
     {
+        /* "queued" only when the entry is on lg:reconcile */
         ngx_str_set(&ctx->outcome, "provisioning_failed");
         ngx_http_linegate_send_json(r, NGX_HTTP_INTERNAL_SERVER_ERROR,
                         json_pack("{s:s,s:s,s:s,s:s%}",
                                   "status", "ERROR",
                                   "error", "provisioning_failed",
-                                  "message", "The line was paid for but "
-                                  "could not be recorded; it has been "
-                                  "queued for reconciliation",
+                                  "message",
+                                  cf->queued
+                                  ? "The line was paid for but could not "
+                                    "be recorded; it has been queued for "
+                                    "reconciliation"
+                                  : cf->durable
+                                  ? "The line was paid for but the store "
+                                    "did not answer; the line will be "
+                                    "recorded, or queued for "
+                                    "reconciliation, as soon as it does"
+                                  : "The line was paid for but could be "
+                                    "neither recorded nor queued for "
+                                    "reconciliation; the operator has "
+                                    "been alerted",
                                   "subscription_id",
                                   cf->subscription.data,
                                   cf->subscription.len));
@@ -1127,6 +1333,19 @@ ngx_http_linegate_confirm_script(ngx_http_request_t *r,
 
     return ngx_http_linegate_redis_script(r, script, 1, &cf->args,
                                           ngx_http_linegate_confirm_stored);
+}
+
+
+/* an integer argument, formatted in cf->nums[slot] (not in a pool) */
+static void
+ngx_http_linegate_confirm_arg_int(ngx_http_linegate_confirm_t *cf,
+    ngx_uint_t slot, int64_t n)
+{
+    u_char  *last;
+
+    last = ngx_sprintf(cf->nums[slot], "%L", n);
+    ngx_http_linegate_redis_arg(&cf->args, cf->nums[slot],
+                                last - cf->nums[slot]);
 }
 
 

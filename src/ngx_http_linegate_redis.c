@@ -67,7 +67,7 @@ typedef struct {
     ngx_uint_t                          attempts;
     ngx_uint_t                          eval;    /* NOSCRIPT: send EVAL */
     ngx_uint_t                          sent;    /* hiredis owes a reply */
-    ngx_uint_t                          done;    /* answered: free on reply */
+    ngx_uint_t                          done;    /* given up: free on reply */
     char                               *what;
     ngx_http_linegate_redis_args_t      args;
 } ngx_http_linegate_redis_durable_t;
@@ -138,6 +138,9 @@ static ngx_int_t ngx_http_linegate_redis_attach(
 static void ngx_http_linegate_redis_detach(void *data);
 static void ngx_http_linegate_redis_release(
     ngx_http_linegate_redis_cmd_t *cmd);
+static ngx_int_t ngx_http_linegate_redis_durable_queue(ngx_log_t *log,
+    ngx_int_t script, int nkeys, ngx_http_linegate_redis_args_t *args,
+    const char *what);
 static void ngx_http_linegate_redis_durable_flush(void);
 static ngx_int_t ngx_http_linegate_redis_durable_send(
     ngx_http_linegate_redis_durable_t *d);
@@ -917,6 +920,24 @@ ngx_http_linegate_redis_durable(ngx_log_t *log,
     ngx_http_linegate_script_id_e script, int nkeys,
     ngx_http_linegate_redis_args_t *args, const char *what)
 {
+    return ngx_http_linegate_redis_durable_queue(log, script, nkeys, args,
+                                                 what);
+}
+
+
+ngx_int_t
+ngx_http_linegate_redis_durable_command(ngx_log_t *log,
+    ngx_http_linegate_redis_args_t *args, const char *what)
+{
+    return ngx_http_linegate_redis_durable_queue(log, -1, 0, args, what);
+}
+
+
+/* script: an ngx_http_linegate_script_id_e, or -1 for a plain command */
+static ngx_int_t
+ngx_http_linegate_redis_durable_queue(ngx_log_t *log, ngx_int_t script,
+    int nkeys, ngx_http_linegate_redis_args_t *args, const char *what)
+{
     int                                 i;
     size_t                              len, wlen;
     u_char                             *p;
@@ -993,16 +1014,6 @@ ngx_http_linegate_redis_durable(ngx_log_t *log,
     ngx_http_linegate_redis_durable_arm();
 
     return NGX_OK;
-}
-
-
-ngx_int_t
-ngx_http_linegate_redis_durable_command(ngx_log_t *log,
-    ngx_http_linegate_redis_args_t *args, const char *what)
-{
-    return ngx_http_linegate_redis_durable(log,
-                                   (ngx_http_linegate_script_id_e) -1, 0,
-                                   args, what);
 }
 
 

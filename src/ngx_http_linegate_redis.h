@@ -106,7 +106,7 @@ ngx_int_t ngx_http_linegate_redis_pipeline(ngx_http_request_t *r,
  * "... lost: N writes already wait for Redis" (at most 1024 wait per
  * worker; NGX_ERROR is returned and nothing is queued), "... lost: the
  * worker exits with Redis unreachable" (a draining worker waits at most
- * 30 s for Redis). script -1 (or ngx_..._durable_command): a plain
+ * 30 s for Redis). ngx_http_linegate_redis_durable_command(): a plain
  * command, args holding its name. NGX_ERROR: not queued (logged).
  */
 ngx_int_t ngx_http_linegate_redis_durable(ngx_log_t *log,

@@ -328,6 +328,25 @@ ngx_http_linegate_webhook_done(ngx_http_request_t *r, redisReply *reply)
         return;
 
     case 1:
+        if (ngx_http_linegate_get_ctx(r)->tenant.len) {
+            /*
+             * A subscription event for a workspace that does not exist
+             * yet (the event came before the operator created it): not
+             * marked as seen, refused so that Stripe delivers it again
+             * and it is applied once the workspace is there.
+             */
+            ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
+                          NGX_HTTP_LINEGATE_LOG "Stripe subscription event "
+                          "for unknown workspace \"%V\": refused, Stripe "
+                          "retries it", &ngx_http_linegate_get_ctx(r)->tenant);
+            ngx_http_linegate_error(r, NGX_HTTP_CONFLICT,
+                                    "WORKSPACE_UNKNOWN",
+                                    "Unknown workspace: the event is applied "
+                                    "when Stripe delivers it again once the "
+                                    "workspace exists");
+            return;
+        }
+
         ngx_http_linegate_webhook_ack(r, "unknown");
         return;
 

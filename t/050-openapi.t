@@ -408,6 +408,9 @@ SKIP: {
         ok($deliver->(200, 'another event',
                       $event->('charge.succeeded', {id => 'ch_1'}))
                ->{ignored}, 'ignored');
+        $deliver->(409, 'subscription of an unknown workspace',
+                   $event->('customer.subscription.updated',
+                            {%$sub, metadata => {workspace_id => 'org_no'}}));
 
         $deliver->(400, 'bad signature', $paid, secret => 'whsec_wrong');
         $deliver->(400, 'not JSON', '{x');

@@ -307,7 +307,7 @@ subtest 'Redis too slow at the reserve: 503, undone once it catches up' => sub {
     $s->wait_redis_connected(0, 3);
 };
 
-subtest 'neither recorded nor queued: 500 and an alert in the log' => sub {
+subtest 'Redis gone after the charge: 500, no false claim' => sub {
     my $a = $p->account('acct_alert');
     my $tok = $p->token($a);
     $p->fault(latency_ms => 400);
@@ -320,15 +320,31 @@ subtest 'neither recorded nor queued: 500 and an alert in the log' => sub {
     ok($done, 'Redis paused after the reservation');
     my $b = $p->error_is($tx, 500, 'provisioning_failed', 'Redis gone');
     like($b->{subscription_id}, qr/^sub_/, 'the subscription id');
+    unlike($b->{message}, qr/has been queued/,
+           'not said to be queued: it was not (yet)');
 
     my $log = $s->error_log;
-    like($log, qr/\[alert\].*subscription\ \Q$b->{subscription_id}\E
-                  \ of\ account\ "acct_alert".*neither\ recorded/x,
-         'alert names the subscription');
+    like($log, qr/\[error\].*subscription\ \Q$b->{subscription_id}\E
+                  \ of\ account\ "acct_alert".*not\ recorded\ yet/x,
+         'logged: the record waits for Redis, naming the subscription');
+    unlike($log, qr/\[alert\]/, 'no alert: nothing lost');
     unlike($log, qr/\Q$a->{secret}\E|\Q$tok\E/, 'no secret, no token');
 
     sleep 2.6;    # the pause ends; the worker reconnects if it dropped
     $s->wait_redis_connected(0, 3);
+
+    # the durable record lands (the timed-out one may have run too)
+    my %l;
+    for (1 .. 50) {
+        %l = map { ($_->{subscription_id} => 1) }
+             values %{ $p->lines('acct_alert') };
+        last if $l{ $b->{subscription_id} };
+        sleep 0.1;
+    }
+    ok($l{ $b->{subscription_id} }, 'recorded once Redis answered');
+    is_deeply($p->reservations('acct_alert'), [], 'no reservation left');
+    is_deeply([reconcile_of('acct_alert')], [], 'nothing to reconcile');
+    numbers_accounted('Redis gone after the charge');
 };
 
 subtest 'Redis down: 503, nothing charged' => sub {

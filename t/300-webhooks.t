@@ -214,12 +214,35 @@ subtest 'subscription events set status and plan' => sub {
                       'not ours');
     ok($body->{ignored}, 'no workspace_id: ignored');
 
-    $body = answer_is(deliver(event('customer.subscription.updated',
-                                    {%$sub, metadata =>
-                                     {workspace_id => 'org_none'}})), 200,
-                      'unknown workspace');
-    ok($body->{unknown}, 'unknown workspace acknowledged');
-    ok(!$r->exists('lg:{ws:org_none}'), 'no workspace created');
+};
+
+subtest 'a subscription event before its workspace: applied on retry' => sub {
+    my $sub = {id => 'sub_early', object => 'subscription',
+               status => 'active',
+               metadata => {workspace_id => 'org_late'},
+               items => {data => [{price => {id => 'price_plan_growth'}}]}};
+    my $ev = event('customer.subscription.created', $sub);
+
+    my $tx = deliver($ev);
+    my $body = answer_is($tx, 409, 'unknown workspace');
+    is($body->{code}, 'WORKSPACE_UNKNOWN', 'code');
+    ok(!$r->exists('lg:{ws:org_late}'), 'no workspace created');
+    ok(!$r->exists("lg:stripe:event:$ev->{id}"), 'the event is not marked');
+
+    # Stripe delivers it again once the operator created the workspace
+    $r->hset('lg:{ws:org_late}', plan => 'mini');
+    $body = answer_is(deliver($ev), 200, 'redelivered');
+    ok(!$body->{duplicate}, 'not taken for a duplicate');
+    is_deeply([$r->hmget('lg:{ws:org_late}', 'plan', 'subscriptionStatus')],
+              ['growth', 'active'], 'applied');
+    $body = answer_is(deliver($ev), 200, 'once more');
+    ok($body->{duplicate}, 'now a duplicate');
+
+    # an unknown invoice is not ours: acknowledged, and not remembered
+    my $inv = event('invoice.paid', {id => 'in_foreign'});
+    $body = answer_is(deliver($inv), 200, 'unknown invoice');
+    ok($body->{unknown}, 'unknown');
+    ok(!$r->exists("lg:stripe:event:$inv->{id}"), 'not marked');
 };
 
 subtest 'other events are acknowledged and ignored' => sub {

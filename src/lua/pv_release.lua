@@ -3,6 +3,12 @@
 -- in one step. When Stripe's answer was lost (a subscription may exist),
 -- the case is also queued on lg:reconcile in the same step.
 --
+-- Idempotent, by the reservation (the worker id): a second run, or one
+-- after a timed-out first run, finds no reservation and frees nothing,
+-- and the entry is queued once (lg_pv_queue). It never touches a line
+-- that was recorded for the worker id (its slot counts). So it can be
+-- sent again until Redis answers (a durable write).
+--
 -- KEYS[1]  lg:{acct:<A>}, or lg:sbkey:<key id> when the account is not
 --          known (the answer of pv_confirm was lost: it may have run)
 -- ARGV[1]  worker id               ARGV[2]  now, Unix ms
@@ -15,6 +21,7 @@
 -- the key id is unknown.
 
 --#include pv_state
+--#include pv_queue
 
 local akey = KEYS[1]
 local acct = ARGV[6]
@@ -37,14 +44,17 @@ if number then
     released = 1
 end
 
-redis.call('ZREM', akey .. ':prov', ARGV[1])
+-- a recorded line keeps its slot (a release sent after its record)
+if redis.call('EXISTS', akey .. ':line:' .. ARGV[1]) == 0 then
+    redis.call('ZREM', akey .. ':prov', ARGV[1])
+end
 
 if ARGV[5] ~= '' then
-    redis.call('XADD', 'lg:reconcile', '*', 'account', acct,
-               'subscription_id', '', 'phone_number', number or '',
-               'worker_id', ARGV[1], 'reason', ARGV[5],
-               'idempotency_key', ARGV[7], 'customer', ARGV[8],
-               'at', ARGV[9])
+    lg_pv_queue(ARGV[1], {'account', acct, 'subscription_id', '',
+                          'phone_number', number or '',
+                          'worker_id', ARGV[1], 'reason', ARGV[5],
+                          'idempotency_key', ARGV[7], 'customer', ARGV[8],
+                          'at', ARGV[9]})
 end
 
 local _, _, w = lg_pv_state(akey, tonumber(ARGV[2]), tonumber(ARGV[3]),

@@ -11,14 +11,17 @@
 --          {1}                     no line request for this invoice
 --          {3, status, changed}    settled (changed 1) or left alone (0)
 --
+-- The event id is remembered once the event is applied (settled or left
+-- alone), never before: an event that changed nothing stays deliverable.
+--
 -- Keys: lg:stripe:event:<id>, lg:invoice:<in_id> (global indexes) and the
 -- workspace's keys, derived from the index. One Redis only: see
 -- docs/data-model.md.
 
 --#include lr_settle
 
-if not redis.call('SET', 'lg:stripe:event:' .. ARGV[1], ARGV[4],
-                  'NX', 'EX', tonumber(ARGV[6])) then
+local ekey = 'lg:stripe:event:' .. ARGV[1]
+if redis.call('EXISTS', ekey) == 1 then
     return {0}
 end
 
@@ -46,5 +49,7 @@ local status, changed = lg_lr_settle(ws, id, ARGV[3], ARGV[4], ARGV[5])
 if not status then
     return {1}
 end
+
+redis.call('SET', ekey, ARGV[4], 'EX', tonumber(ARGV[6]))
 
 return {3, status, changed and 1 or 0}

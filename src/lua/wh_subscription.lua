@@ -10,9 +10,14 @@
 --
 -- Returns  {0} duplicate, {1} unknown workspace, {2} stale event,
 --          {3} applied
+--
+-- The event id is remembered only once the event is applied (or found
+-- stale): an event for a workspace that does not exist yet is not
+-- marked, and the caller answers non-2xx so that Stripe delivers it
+-- again, and it is applied once the workspace is there.
 
-if not redis.call('SET', 'lg:stripe:event:' .. ARGV[1], ARGV[6],
-                  'NX', 'EX', tonumber(ARGV[7])) then
+local ekey = 'lg:stripe:event:' .. ARGV[1]
+if redis.call('EXISTS', ekey) == 1 then
     return {0}
 end
 
@@ -24,6 +29,7 @@ end
 -- Stripe does not promise order: an older event must not undo a newer one
 local last = tonumber(redis.call('HGET', wkey, 'subscriptionEventAt') or '0')
 if tonumber(ARGV[5]) < last then
+    redis.call('SET', ekey, ARGV[6], 'EX', tonumber(ARGV[7]))
     return {2}
 end
 
@@ -32,5 +38,7 @@ redis.call('HSET', wkey, 'subscriptionStatus', ARGV[3],
 if ARGV[4] ~= '' then
     redis.call('HSET', wkey, 'plan', ARGV[4])
 end
+
+redis.call('SET', ekey, ARGV[6], 'EX', tonumber(ARGV[7]))
 
 return {3}

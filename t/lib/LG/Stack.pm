@@ -284,6 +284,7 @@ sub render {
         STRIPE_URL         => "http://127.0.0.1:$self->{stub_port}",
         STRIPE_KEY         => 'sk_test_linegate',
         STRIPE_TIMEOUT     => '3s',
+        MAIN_EXTRA         => '',
         HTTP_EXTRA         => '',
         SERVER_EXTRA       => '',
         (map { $_ => $self->{opts}{$_} } grep { /^[A-Z_]+$/ }

@@ -1,0 +1,147 @@
+# Confirm on a draining worker (issue 13): nginx is reloaded while Stripe
+# works on a subscription, and Redis goes away and comes back (restarted
+# from its dump) before the confirm can write what Stripe did. The old
+# worker keeps the request's work: the paid line is recorded, a declined
+# purchase's number and slot are given back, once Redis is back; the
+# answer never claims what did not happen.
+use strict;
+use warnings;
+use lib 't/lib';
+
+use Test::More;
+use Time::HiRes qw(sleep time);
+use LG::Stack;
+use LG::Test;
+use LG::Provision qw(now_ms);
+
+my $s = LG::Stack->new(STRIPE_TIMEOUT => '3s')->start;
+my $p = LG::Provision->new($s);
+my $r = $s->redis;
+
+$p->inventory($p->numbers(10));
+
+sub subs_of {
+    my ($id) = @_;
+    return grep { ($_->{metadata}{account_id} // '') eq $id }
+           $p->subscriptions;
+}
+
+# Start a confirm; once its number is reserved (Stripe is working on
+# the subscription), reload nginx and take Redis away (saved first, so it
+# comes back with its data); bring Redis back after $down seconds.
+sub confirm_through_outage {
+    my ($a, $tok, $down) = @_;
+
+    my $reloaded = 0;
+    my ($tx, $done) = $p->during($p->confirm_req($a, $tok), sub {
+        return 0 unless @{ $p->reservations($a->{id}) };
+        kill 'HUP', $s->{pids}{nginx};
+        $s->redis->save;
+        $s->stop_redis;
+        $reloaded = time;
+        return 1;
+    }, 5);
+    ok($done, 'reloaded and Redis stopped while Stripe worked');
+
+    # the answer came while Redis was down (or it is back already)
+    my $left = $reloaded + $down - time;
+    sleep $left if $left > 0;
+    my $from = length $s->error_log;
+    $s->start_redis;
+    $r = $s->redis;
+    $s->wait_redis_connected($from, 5);
+
+    return $tx;
+}
+
+# a preview token once every worker is connected again to Redis
+sub token {
+    my ($a) = @_;
+    my $until = time + 8;
+    my $ok = 0;
+    while ($ok < 8 && time < $until) {
+        $ok = $p->limits($a)->res->code == 200 ? $ok + 1 : 0;
+        sleep 0.05 unless $ok;
+    }
+    return $p->token($a);
+}
+
+sub eventually {
+    my ($cond) = @_;
+    my $until = time + 8;
+    until ($cond->()) {
+        return 0 if time > $until;
+        sleep 0.05;
+    }
+    return 1;
+}
+
+subtest 'paid while Redis was gone: recorded once it is back' => sub {
+    my $a = $p->account('acct_drain');
+    my $tok = token($a);
+    $p->fault(latency_ms => 600, after_commit => 1);
+
+    my $tx = confirm_through_outage($a, $tok, 2);
+    my $b = $p->error_is($tx, 500, 'provisioning_failed', 'Redis gone');
+    unlike($b->{message}, qr/has been queued/,
+           'does not claim it was queued');
+    my @subs = subs_of('acct_drain');
+    is(scalar @subs, 1, 'Stripe charged');
+    is($b->{subscription_id}, $subs[0]{id}, 'the answer names it');
+
+    ok(eventually(sub {
+        my $l = $p->lines('acct_drain')->{ $subs[0]{metadata}{worker_id} };
+        $l && ($l->{subscription_id} // '') eq $subs[0]{id};
+    }), 'the draining worker recorded the line once Redis was back');
+    is_deeply($p->reservations('acct_drain'), [], 'no reservation left');
+    is($r->zcard('lg:{acct:acct_drain}:prov'), 1, 'the slot counts');
+    unlike($s->error_log, qr/\[alert\].*acct_drain/, 'no alert');
+    $p->clear_faults;
+};
+
+subtest 'declined while Redis was gone: number and slot given back' => sub {
+    my $a = $p->account('acct_decl', decline => 1);
+    my $tok = token($a);
+    my $inv = $r->scard('lg:inventory');
+    $p->fault(latency_ms => 600);
+
+    my $tx = confirm_through_outage($a, $tok, 2);
+    $p->error_is($tx, 402, 'payment_failed', 'declined');
+    ok(eventually(sub {
+        !@{ $p->reservations('acct_decl') }
+            && !$r->zcard('lg:{acct:acct_decl}:prov')
+    }), 'released once Redis was back');
+    is($r->scard('lg:inventory'), $inv, 'the number is back');
+    is(scalar subs_of('acct_decl'), 0, 'nothing charged');
+    $p->clear_faults;
+};
+
+subtest 'Redis paused twice over: the record lands when it answers' => sub {
+    $s->wait_redis_connected(0, 5);
+    my $a = $p->account('acct_pause');
+    my $tok = token($a);
+    $p->fault(latency_ms => 400);
+
+    # the record times out, and so would a second write right after it
+    my ($tx, $done) = $p->during($p->confirm_req($a, $tok), sub {
+        return 0 unless @{ $p->reservations('acct_pause') };
+        $r->client('PAUSE', 1500, 'ALL');
+        return 1;
+    });
+    ok($done, 'Redis paused after the reservation');
+    my $b = $p->error_is($tx, 500, 'provisioning_failed', 'Redis paused');
+    unlike($b->{message}, qr/has been queued/, 'no false claim');
+
+    ok(eventually(sub {
+        my %l = map { ($_->{subscription_id} => 1) }
+                values %{ $p->lines('acct_pause') };
+        $l{ $b->{subscription_id} };
+    }), 'recorded once Redis answered');
+    is_deeply($p->reservations('acct_pause'), [], 'no reservation left');
+    is(scalar(grep { $_->{account} eq 'acct_pause' } @{ $p->reconcile }), 0,
+       'nothing to reconcile');
+    unlike($s->error_log, qr/\[alert\].*acct_pause/, 'no alert');
+    $p->clear_faults;
+};
+
+done_testing();
