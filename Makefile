@@ -6,6 +6,7 @@
 #   make run        development stack in the foreground (127.0.0.1:8080)
 #   make test       build, then prove -r t/
 #   make bench      wrk against linegate, nginx static and the peers
+#   make bench-limit  linegate_limit beside limit_req (bench/limit.pl)
 #   make fuzz       libFuzzer targets (t/fuzz/), FUZZ_SECONDS each
 #   make fuzz-smoke the same, 10 s each (CI)
 #   make sanitize   the suite against an ASan + UBSan build of the module
@@ -27,7 +28,7 @@ DEB_PACKAGES = nginx nginx-dev libhiredis-dev libjansson-dev libssl-dev \
     libclang-rt-14-dev
 
 .PHONY: all deps run test unit asan sanitize fuzz fuzz-build fuzz-smoke \
-    bench clean distclean
+    bench bench-limit clean distclean
 
 all: $(MODULE)
 
@@ -122,6 +123,10 @@ fuzz-smoke:
 
 bench: $(MODULE)
 	bash bench/run.sh
+
+# linegate_limit beside limit_req in one nginx (docs/gateway.md)
+bench-limit: $(MODULE)
+	perl bench/limit.pl
 
 clean:
 	rm -rf $(BUILD)

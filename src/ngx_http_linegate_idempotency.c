@@ -2,8 +2,10 @@
 /*
  * linegate: idempotent creation of line requests (SPEC 2.4), Stripe's
  * semantics: the key is scoped to the workspace, a call in flight holds a
- * lock, a business outcome is written before the lock goes, the same key
- * with another body is refused, and a failed call frees the key.
+ * lock, a business outcome is written in the step that makes it (lr_create
+ * for included lines and refusals, lr_invoice_store for an add-on), the
+ * same key with another body is refused, and a failed call frees the key
+ * (lr_release, which also drops its reservation).
  *
  * The fingerprint is SHA-256 of the body in canonical form (keys sorted,
  * compact, without idempotencyKey), so the same request sent with other
@@ -27,10 +29,6 @@ static ngx_int_t ngx_http_linegate_idem_fingerprint(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr);
 static u_char *ngx_http_linegate_idem_sha256(ngx_pool_t *pool, u_char *data,
     size_t len);
-static void ngx_http_linegate_idem_stored(ngx_http_request_t *r,
-    redisReply *reply);
-static void ngx_http_linegate_idem_released(ngx_http_request_t *r,
-    redisReply *reply);
 
 
 ngx_int_t
@@ -199,92 +197,40 @@ ngx_http_linegate_idem_sha256(ngx_pool_t *pool, u_char *data, size_t len)
 
 
 void
-ngx_http_linegate_idem_store(ngx_http_request_t *r,
-    ngx_http_linegate_lr_t *lr, ngx_uint_t status, ngx_str_t *body,
-    ngx_http_linegate_idem_next_pt next)
+ngx_http_linegate_idem_release(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr, ngx_http_linegate_idem_next_pt next)
 {
-    ngx_http_linegate_redis_args_t  *a;
-    ngx_http_linegate_main_conf_t   *lmcf;
+    ngx_http_linegate_idem_release_args(r, lr, &lr->args);
 
-    if (lr->idem.digest.len == 0) {
-        next(r, lr);
-        return;
-    }
+    /* handed to the durable writes: the request's cleanup has no more to do */
+    lr->settled = 1;
 
-    lmcf = ngx_http_get_module_main_conf(r, ngx_http_linegate_module);
-
-    lr->next = next;
-
-    a = &lr->args;
-    ngx_http_linegate_redis_args_init(a);
-
-    ngx_http_linegate_redis_arg_str(a, &lr->ws);
-    ngx_http_linegate_redis_arg_str(a, &lr->idem.digest);
-    ngx_http_linegate_redis_arg_str(a, &lr->idem.fp);
-    ngx_http_linegate_redis_arg_int(r, a, status);
-    ngx_http_linegate_redis_arg_str(a, body);
-    ngx_http_linegate_redis_arg_int(r, a, lmcf->idempotency_ttl);
-
-    ngx_http_linegate_lines_call(r, lr, NGX_HTTP_LINEGATE_SCRIPT_LR_IDEM_DONE,
-                                 ngx_http_linegate_idem_stored);
-}
-
-
-static void
-ngx_http_linegate_idem_stored(ngx_http_request_t *r, redisReply *reply)
-{
-    ngx_http_linegate_lr_t  *lr;
-
-    lr = ngx_http_linegate_lines_lr(r);
-
-    if (reply == NULL) {
-        /*
-         * The outcome happened: it is answered. The key stays locked
-         * ("in use") until the lock expires, so a retry cannot do the
-         * work twice meanwhile.
-         */
-        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
-                      NGX_HTTP_LINEGATE_LOG "the answer of line request "
-                      "\"%V\" could not be kept for idempotent replay",
-                      &lr->id);
-    }
-
-    lr->next(r, lr);
+    ngx_http_linegate_lines_durable(r, lr,
+                                    NGX_HTTP_LINEGATE_SCRIPT_LR_RELEASE,
+                                    "lr_release", next);
 }
 
 
 void
-ngx_http_linegate_idem_release(ngx_http_request_t *r,
-    ngx_http_linegate_lr_t *lr, ngx_http_linegate_idem_next_pt next)
+ngx_http_linegate_idem_release_args(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr, ngx_http_linegate_redis_args_t *a)
 {
-    if (lr->ws.len == 0) {
-        next(r, lr);
-        return;
+    ngx_str_t  ws;
+
+    /* an API key lr_create was to resolve: the request's owner index */
+    ws = lr->ws;
+
+    if (ws.len == 0
+        && !(lr->who.kind == NGX_HTTP_LINEGATE_AUTH_API_KEY
+             && !lr->who.cached))
+    {
+        ws = lr->who.value;
     }
 
-    lr->next = next;
+    ngx_http_linegate_redis_args_init(a);
 
-    ngx_http_linegate_lines_line_args(lr);
-    ngx_http_linegate_redis_arg_str(&lr->args, &lr->idem.digest);
-
-    ngx_http_linegate_lines_call(r, lr, NGX_HTTP_LINEGATE_SCRIPT_LR_RELEASE,
-                                 ngx_http_linegate_idem_released);
-}
-
-
-static void
-ngx_http_linegate_idem_released(ngx_http_request_t *r, redisReply *reply)
-{
-    ngx_http_linegate_lr_t  *lr;
-
-    lr = ngx_http_linegate_lines_lr(r);
-
-    if (reply == NULL) {
-        /* lr_create's next call abandons a stale reservation */
-        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
-                      NGX_HTTP_LINEGATE_LOG "reservation \"%V\" could not "
-                      "be released", &lr->id);
-    }
-
-    lr->next(r, lr);
+    ngx_http_linegate_redis_arg_str(a, &ws);
+    ngx_http_linegate_redis_arg_str(a, &lr->id);
+    ngx_http_linegate_redis_arg_str(a, &lr->idem.digest);
+    ngx_http_linegate_redis_arg_int(r, a, NGX_HTTP_LINEGATE_LR_STALE);
 }

@@ -3,8 +3,9 @@
  * linegate: idempotent creation of line requests (SPEC 2.4). The key is
  * scoped to the workspace; the lock of a call in flight, the replay and
  * the fingerprint comparison happen inside lr_create's script, the
- * answer is kept by lr_idem_done or lr_invoice_store, the lock of a
- * failed call is freed by lr_release.
+ * answer is kept in the step that commits the outcome (lr_create, or
+ * lr_invoice_store for an add-on), the lock of a failed call is freed by
+ * lr_release.
  */
 
 
@@ -15,8 +16,8 @@
 #include "ngx_http_linegate_module.h"
 
 
-/* how long the lock of a creation in flight lasts, seconds */
-#define NGX_HTTP_LINEGATE_IDEM_LOCK_TTL  300
+/* a reservation whose invoice never came is abandoned after this (ms) */
+#define NGX_HTTP_LINEGATE_LR_STALE  600000
 
 
 typedef struct {
@@ -39,17 +40,17 @@ typedef void (*ngx_http_linegate_idem_next_pt)(ngx_http_request_t *r,
 ngx_int_t ngx_http_linegate_idem_prepare(ngx_http_request_t *r,
     struct ngx_http_linegate_lr_s *lr);
 
-/* keep a business outcome under the key (if any), then call next */
-void ngx_http_linegate_idem_store(ngx_http_request_t *r,
-    struct ngx_http_linegate_lr_s *lr, ngx_uint_t status, ngx_str_t *body,
-    ngx_http_linegate_idem_next_pt next);
-
 /*
- * A creation failed: drop its reservation (if it made one that still has
- * no invoice) and free the lock, then call next whatever Redis said.
+ * A creation failed after lr_create was sent (its reply too may have been
+ * lost): drop its reservation (if it made one that still has no invoice),
+ * free the lock, and mark the request released so that an lr_create still
+ * queued in Redis does nothing; then call next whatever Redis said.
  */
 void ngx_http_linegate_idem_release(ngx_http_request_t *r,
     struct ngx_http_linegate_lr_s *lr, ngx_http_linegate_idem_next_pt next);
+/* the arguments of that release (lr_release.lua), in r's pool */
+void ngx_http_linegate_idem_release_args(ngx_http_request_t *r,
+    struct ngx_http_linegate_lr_s *lr, ngx_http_linegate_redis_args_t *a);
 
 
 #endif /* _NGX_HTTP_LINEGATE_IDEMPOTENCY_H_INCLUDED_ */

@@ -4,11 +4,13 @@
  * add-on invoice, which payment_link reuses.
  *
  *   validate -> lr_create -+- included, refusals -> answer (kept under
- *                          |                        the idempotency key)
+ *                          |   the idempotency key by lr_create itself)
  *                          `- reserved -> invoice -> item -> finalize
  *                                          -> lr_invoice_store -> 201
  *   any failure after the reservation -> void/delete the invoice
  *                          -> lr_release -> 502/503
+ *   lr_create's reply lost -> lr_release by id -> 503
+ *   lr_invoice_store's reply lost -> the same store again -> 503
  *
  * The reservation is written before Stripe is called, so parallel
  * requests of one workspace can never both pass the "one request awaits
@@ -27,10 +29,6 @@
 
 /* send_invoice invoices are due this many days after finalization */
 #define NGX_HTTP_LINEGATE_INVOICE_DAYS_DUE  "7"
-
-/* a reservation whose invoice never came is abandoned after this (ms) */
-#define NGX_HTTP_LINEGATE_LR_STALE  600000
-
 
 enum {
     NGX_HTTP_LINEGATE_INVOICE_CREATE = 0,
@@ -66,18 +64,17 @@ static void ngx_http_linegate_create_done(ngx_http_request_t *r,
     redisReply *reply);
 static void ngx_http_linegate_create_outcome(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr, ngx_int_t code, redisReply *reply);
-static void ngx_http_linegate_create_replay(ngx_http_request_t *r,
-    redisReply *reply);
-static void ngx_http_linegate_create_answer(ngx_http_request_t *r,
-    ngx_http_linegate_lr_t *lr, ngx_uint_t status, json_t *obj);
-static void ngx_http_linegate_create_send(ngx_http_request_t *r,
+static void ngx_http_linegate_create_lost(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr);
+static void ngx_http_linegate_create_stored_answer(ngx_http_request_t *r,
+    redisReply *reply, ngx_uint_t replayed);
 static void ngx_http_linegate_create_reserved(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr, redisReply *reply);
 static void ngx_http_linegate_create_invoiced(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr);
 static void ngx_http_linegate_create_stored(ngx_http_request_t *r,
     redisReply *reply);
+static void ngx_http_linegate_create_cleanup(void *data);
 static void ngx_http_linegate_create_broken(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr);
 static void ngx_http_linegate_create_fail(ngx_http_request_t *r,
@@ -88,6 +85,8 @@ static void ngx_http_linegate_create_discarded(ngx_http_request_t *r,
 static void ngx_http_linegate_create_failed(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr);
 
+static void ngx_http_linegate_invoice_draft(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr);
 static void ngx_http_linegate_invoice_next(ngx_http_request_t *r,
     ngx_http_linegate_ctx_t *ctx);
 static void ngx_http_linegate_invoice_item(ngx_http_request_t *r,
@@ -543,9 +542,33 @@ ngx_http_linegate_create_script(ngx_http_request_t *r,
 {
     ngx_http_linegate_line_t        *l;
     ngx_http_linegate_redis_args_t  *a;
+    ngx_http_linegate_main_conf_t   *lmcf;
+
+    static ngx_str_t  ws = ngx_string("@@WS@@");
+
+    lmcf = ngx_http_get_module_main_conf(r, ngx_http_linegate_module);
 
     a = &lr->args;
     l = &lr->line;
+
+    /*
+     * The answer of an included line, which lr_create keeps under the
+     * idempotency key in the step that creates the line: its workspace
+     * is only known there (an API key), lr_create writes it in.
+     */
+    if (!lr->deferred) {
+        l->workspace = ws;
+        ngx_str_set(&l->status, "provisioning");
+        ngx_str_set(&l->payment_status, "not_required");
+
+        if (ngx_http_linegate_line_status_body(r, l, &lr->body) != NGX_OK) {
+            ngx_http_linegate_lines_defer(lr,
+                                          NGX_HTTP_LINEGATE_LR_DEFER_PLAIN,
+                                          NULL, "Internal error");
+        }
+
+        ngx_str_null(&l->workspace);
+    }
 
     ngx_http_linegate_lines_args(r, lr);
 
@@ -564,11 +587,16 @@ ngx_http_linegate_create_script(ngx_http_request_t *r,
     ngx_http_linegate_redis_arg_str(a, &l->state);
     ngx_http_linegate_redis_arg_str(a, &lr->idem.digest);
     ngx_http_linegate_redis_arg_str(a, &lr->idem.fp);
-    ngx_http_linegate_redis_arg_int(r, a, NGX_HTTP_LINEGATE_IDEM_LOCK_TTL);
+    ngx_http_linegate_redis_arg_int(r, a, lmcf->idempotency_ttl);
     ngx_http_linegate_redis_arg_int(r, a, NGX_HTTP_LINEGATE_LR_STALE);
+    ngx_http_linegate_redis_arg_str(a, &lr->body);
 
-    ngx_http_linegate_lines_script(r, lr, NGX_HTTP_LINEGATE_SCRIPT_LR_CREATE,
-                                   ngx_http_linegate_create_done);
+    if (ngx_http_linegate_redis_script(r, NGX_HTTP_LINEGATE_SCRIPT_LR_CREATE,
+                                       0, a, ngx_http_linegate_create_done)
+        != NGX_OK)
+    {
+        ngx_http_linegate_store_unavailable(r);
+    }
 }
 
 
@@ -579,6 +607,16 @@ ngx_http_linegate_create_done(ngx_http_request_t *r, redisReply *reply)
     ngx_http_linegate_lr_t  *lr;
 
     lr = ngx_http_linegate_lines_lr(r);
+
+    if (reply == NULL && !lr->deferred) {
+        /*
+         * lr_create may still run (Redis stalled) or may have run (the
+         * reply lost): whatever it did is undone, and it does nothing if
+         * it runs later (lr_release's mark)
+         */
+        ngx_http_linegate_idem_release(r, lr, ngx_http_linegate_create_lost);
+        return;
+    }
 
     code = ngx_http_linegate_lines_gate(r, lr, reply);
 
@@ -593,19 +631,21 @@ ngx_http_linegate_create_done(ngx_http_request_t *r, redisReply *reply)
 
 
 static void
+ngx_http_linegate_create_lost(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr)
+{
+    ngx_http_linegate_store_unavailable(r);
+}
+
+
+static void
 ngx_http_linegate_create_outcome(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr, ngx_int_t code, redisReply *reply)
 {
-    json_t     *obj;
-    ngx_str_t   pending;
-
-    static ngx_str_t  forbidden = ngx_string("forbidden_line_type");
-    static ngx_str_t  awaiting = ngx_string(NGX_HTTP_LINEGATE_LR_AWAITING);
-
     switch (code) {
 
     case NGX_HTTP_LINEGATE_LR_REPLAY:
-        ngx_http_linegate_create_replay(r, reply);
+        ngx_http_linegate_create_stored_answer(r, reply, 1);
         return;
 
     case NGX_HTTP_LINEGATE_LR_IDEM_MISMATCH:
@@ -627,34 +667,18 @@ ngx_http_linegate_create_outcome(ngx_http_request_t *r,
         return;
 
     case NGX_HTTP_LINEGATE_LR_SUBSCRIPTION:
-        ngx_http_linegate_create_answer(r, lr, NGX_HTTP_FORBIDDEN,
-                       ngx_http_linegate_lines_subscription_required());
+        ngx_str_set(&lr->ctx->outcome, "subscription_required");
+        ngx_http_linegate_create_stored_answer(r, reply, 0);
         return;
 
     case NGX_HTTP_LINEGATE_LR_FORBIDDEN:
-        ngx_http_linegate_create_answer(r, lr, NGX_HTTP_FORBIDDEN,
-                       ngx_http_linegate_lines_refusal(&forbidden,
-                           "The workspace's plan does not allow another "
-                           "line of this type"));
+        ngx_str_set(&lr->ctx->outcome, "forbidden_line_type");
+        ngx_http_linegate_create_stored_answer(r, reply, 0);
         return;
 
     case NGX_HTTP_LINEGATE_LR_PENDING:
-        obj = ngx_http_linegate_lines_refusal(&awaiting,
-                  "Another line request is awaiting payment: pay or "
-                  "cancel it first");
-
-        if (obj != NULL
-            && (ngx_http_linegate_reply_str(reply, 3, &pending) != NGX_OK
-                || json_object_set_new(obj, "pendingRequestId",
-                       json_stringn((const char *) pending.data,
-                                    pending.len))
-                   != 0))
-        {
-            json_decref(obj);
-            obj = NULL;
-        }
-
-        ngx_http_linegate_create_answer(r, lr, NGX_HTTP_CONFLICT, obj);
+        ngx_str_set(&lr->ctx->outcome, NGX_HTTP_LINEGATE_LR_AWAITING);
+        ngx_http_linegate_create_stored_answer(r, reply, 0);
         return;
 
     case NGX_HTTP_LINEGATE_LR_NO_CUSTOMER:
@@ -668,10 +692,8 @@ ngx_http_linegate_create_outcome(ngx_http_request_t *r,
         return;
 
     case NGX_HTTP_LINEGATE_LR_OK:
-        ngx_str_set(&lr->line.status, "provisioning");
-        ngx_str_set(&lr->line.payment_status, "not_required");
-        ngx_http_linegate_create_answer(r, lr, NGX_HTTP_CREATED,
-                       ngx_http_linegate_line_status_json(r, &lr->line));
+        ngx_str_set(&lr->ctx->outcome, "provisioning");
+        ngx_http_linegate_create_stored_answer(r, reply, 0);
         return;
 
     case NGX_HTTP_LINEGATE_LR_RESERVED:
@@ -687,8 +709,14 @@ ngx_http_linegate_create_outcome(ngx_http_request_t *r,
 }
 
 
+/*
+ * A business outcome as lr_create kept it under the idempotency key:
+ * {code, ws, remaining, status, body}, answered byte for byte, the first
+ * time as on a replay
+ */
 static void
-ngx_http_linegate_create_replay(ngx_http_request_t *r, redisReply *reply)
+ngx_http_linegate_create_stored_answer(ngx_http_request_t *r,
+    redisReply *reply, ngx_uint_t replayed)
 {
     u_char                   *p;
     int64_t                   status;
@@ -712,52 +740,13 @@ ngx_http_linegate_create_replay(ngx_http_request_t *r, redisReply *reply)
 
     ngx_memcpy(p, body.data, body.len);
 
-    ctx = ngx_http_linegate_get_ctx(r);
-    ctx->replayed = 1;
-    ngx_str_set(&ctx->outcome, "replayed");
+    if (replayed) {
+        ctx = ngx_http_linegate_get_ctx(r);
+        ctx->replayed = 1;
+        ngx_str_set(&ctx->outcome, "replayed");
+    }
 
     ngx_http_linegate_send_body(r, (ngx_uint_t) status, p, body.len);
-}
-
-
-/* a business outcome: kept under the idempotency key, then answered */
-static void
-ngx_http_linegate_create_answer(ngx_http_request_t *r,
-    ngx_http_linegate_lr_t *lr, ngx_uint_t status, json_t *obj)
-{
-    json_t  *state;
-
-    /* $linegate_outcome: the "status" of the answer */
-    state = obj ? json_object_get(obj, "status") : NULL;
-
-    if (json_is_string(state)) {
-        (void) ngx_http_linegate_pstr(r->pool, &lr->ctx->outcome,
-                                      (u_char *) json_string_value(state),
-                                      json_string_length(state));
-    }
-
-    if (obj == NULL
-        || ngx_http_linegate_json_dump(r->pool, obj, &lr->body) != NGX_OK)
-    {
-        json_decref(obj);
-        ngx_http_linegate_create_broken(r, lr);
-        return;
-    }
-
-    json_decref(obj);
-
-    lr->status = status;
-
-    ngx_http_linegate_idem_store(r, lr, status, &lr->body,
-                                 ngx_http_linegate_create_send);
-}
-
-
-static void
-ngx_http_linegate_create_send(ngx_http_request_t *r,
-    ngx_http_linegate_lr_t *lr)
-{
-    ngx_http_linegate_send_body(r, lr->status, lr->body.data, lr->body.len);
 }
 
 
@@ -767,8 +756,9 @@ static void
 ngx_http_linegate_create_reserved(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr, redisReply *reply)
 {
-    ngx_str_t   customer;
-    ngx_str_t  *key;
+    ngx_str_t            customer;
+    ngx_str_t           *key;
+    ngx_pool_cleanup_t  *cln;
 
     key = &lr->invoice.key;
     key->data = ngx_pnalloc(r->pool, sizeof("lg-") - 1 + lr->id.len);
@@ -784,6 +774,21 @@ ngx_http_linegate_create_reserved(ngx_http_request_t *r,
     }
 
     key->len = ngx_sprintf(key->data, "lg-%V", &lr->id) - key->data;
+
+    /* a request freed while billing still releases its reservation */
+    lr->release = ngx_palloc(r->pool,
+                             sizeof(ngx_http_linegate_redis_args_t));
+    cln = ngx_pool_cleanup_add(r->pool, 0);
+
+    if (lr->release == NULL || cln == NULL) {
+        ngx_http_linegate_create_broken(r, lr);
+        return;
+    }
+
+    ngx_http_linegate_idem_release_args(r, lr, lr->release);
+
+    cln->handler = ngx_http_linegate_create_cleanup;
+    cln->data = lr;
 
     ngx_str_set(&lr->line.status, NGX_HTTP_LINEGATE_LR_AWAITING);
     ngx_str_set(&lr->line.payment_status, "unpaid");
@@ -849,10 +854,18 @@ ngx_http_linegate_create_stored(ngx_http_request_t *r, redisReply *reply)
     ctx = lr->ctx;
 
     if (reply == NULL) {
-        ngx_http_linegate_create_fail(r, lr, NGX_HTTP_SERVICE_UNAVAILABLE,
-                                      "STORE_UNAVAILABLE",
-                                      "The store is unavailable, retry "
-                                      "shortly", 1);
+        lr->settled = 1;
+
+        /*
+         * Stored or not, it will be: the invoice is kept (voiding it
+         * while Redis may already name it would leave a dead link), the
+         * step sent again until Redis runs it (lr_invoice_store is
+         * idempotent), and a retry with the same key replays the 201.
+         */
+        ngx_http_linegate_lines_durable(r, lr,
+                                    NGX_HTTP_LINEGATE_SCRIPT_LR_INVOICE_STORE,
+                                    "lr_invoice_store",
+                                    ngx_http_linegate_create_lost);
         return;
     }
 
@@ -866,9 +879,41 @@ ngx_http_linegate_create_stored(ngx_http_request_t *r, redisReply *reply)
         return;
     }
 
+    lr->settled = 1;
+
     ngx_str_set(&ctx->outcome, "awaiting_payment");
 
     ngx_http_linegate_send_body(r, lr->status, lr->body.data, lr->body.len);
+}
+
+
+/*
+ * The request is freed (terminated: a draining worker's shutdown timeout)
+ * while its add-on is billed: no step of it runs any more. Its release
+ * (prepared with the reservation) goes to the worker's durable writes;
+ * an invoice already made cannot be voided from here and is logged.
+ */
+static void
+ngx_http_linegate_create_cleanup(void *data)
+{
+    ngx_http_linegate_lr_t  *lr = data;
+
+    if (lr->settled) {
+        return;
+    }
+
+    lr->settled = 1;
+
+    ngx_log_error(NGX_LOG_WARN, ngx_cycle->log, 0,
+                  NGX_HTTP_LINEGATE_LOG "line request \"%V\" ended while "
+                  "billed: its reservation is released%s%V",
+                  &lr->id, lr->invoice.id.len ? "; invoice to void: " : "",
+                  &lr->invoice.id);
+
+    (void) ngx_http_linegate_redis_durable(ngx_cycle->log,
+                                           NGX_HTTP_LINEGATE_SCRIPT_LR_RELEASE,
+                                           0, lr->release,
+                                           "lr_release of an ended request");
 }
 
 
@@ -948,6 +993,7 @@ ngx_http_linegate_invoice_issue(ngx_http_request_t *r,
     ngx_str_null(&lr->invoice.status);
     lr->invoice.retry_after = -1;
     lr->invoice.step = NGX_HTTP_LINEGATE_INVOICE_CREATE;
+    lr->invoice.asked = 0;
 
     ngx_str_null(&form);
 
@@ -970,12 +1016,28 @@ ngx_http_linegate_invoice_issue(ngx_http_request_t *r,
         || ngx_http_linegate_form_add_cstr(pool, &form, "auto_advance",
                                            "false")
            != NGX_OK
-        || ngx_http_linegate_invoice_metadata(r, lr, &form) != NGX_OK
-        || ngx_http_linegate_lines_stripe(r, lr, NGX_HTTP_POST,
-                                          "v1/invoices", NULL, NULL, &form,
-                                          "-invoice",
-                                          ngx_http_linegate_invoice_next)
-           != NGX_OK)
+        || ngx_http_linegate_invoice_metadata(r, lr, &form) != NGX_OK)
+    {
+        ngx_http_linegate_invoice_end(r, lr,
+                                      NGX_HTTP_LINEGATE_STRIPE_UNAVAILABLE);
+        return;
+    }
+
+    lr->invoice.form = form;
+
+    ngx_http_linegate_invoice_draft(r, lr);
+}
+
+
+static void
+ngx_http_linegate_invoice_draft(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr)
+{
+    if (ngx_http_linegate_lines_stripe(r, lr, NGX_HTTP_POST, "v1/invoices",
+                                       NULL, NULL, &lr->invoice.form,
+                                       "-invoice",
+                                       ngx_http_linegate_invoice_next)
+        != NGX_OK)
     {
         ngx_http_linegate_invoice_end(r, lr,
                                       NGX_HTTP_LINEGATE_STRIPE_UNAVAILABLE);
@@ -994,9 +1056,39 @@ ngx_http_linegate_invoice_next(ngx_http_request_t *r,
 
     result = ngx_http_linegate_stripe_result(ctx);
 
+    if (lr->invoice.asked) {
+        /* the draft asked again only to learn its id: billing failed */
+        if (result == NGX_HTTP_LINEGATE_STRIPE_OK) {
+            (void) ngx_http_linegate_lines_invoice_read(r, lr);
+        }
+
+        if (lr->invoice.id.len == 0) {
+            ngx_http_linegate_invoice_log(r, lr, "may be left as a draft");
+        }
+
+        ngx_http_linegate_invoice_end(r, lr, lr->invoice.result);
+        return;
+    }
+
     if (result != NGX_HTTP_LINEGATE_STRIPE_OK) {
         lr->invoice.retry_after = ctx->stripe_retry_after;
         ngx_http_linegate_invoice_log(r, lr, "failed");
+
+        if (lr->invoice.step == NGX_HTTP_LINEGATE_INVOICE_CREATE
+            && (ctx->stripe_unknown || ctx->stripe_status >= 500))
+        {
+            /*
+             * The draft may exist with no answer to name it (no whole
+             * answer, or a 5xx, which Stripe does not promise is
+             * nothing): the same call again (same Idempotency-Key) gets
+             * Stripe's stored answer, its id, so that it is discarded
+             */
+            lr->invoice.asked = 1;
+            lr->invoice.result = result;
+            ngx_http_linegate_invoice_draft(r, lr);
+            return;
+        }
+
         ngx_http_linegate_invoice_end(r, lr, result);
         return;
     }

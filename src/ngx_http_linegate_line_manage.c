@@ -8,7 +8,8 @@
  *     paid          -> promote (lr_resolve), answer as GET does
  *     void, uncollectible -> lr_reissue_claim -> [void the old one]
  *                   -> issue a new invoice -> lr_reissue_store
- *                   -> the new link (reused: false)
+ *                   -> the new link (reused: false); its reply lost:
+ *                   the store sent again (durable), 503
  *   cancel: void at Stripe first;
  *     voided        -> cancel (lr_resolve) -> 200 canceled
  *     refused       -> ask Stripe: paid -> promote -> 409 provisioning
@@ -74,8 +75,9 @@ static void ngx_http_linegate_link_discarded(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr);
 static void ngx_http_linegate_link_abort(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr, ngx_http_linegate_lr_pt next);
-static void ngx_http_linegate_link_aborted(ngx_http_request_t *r,
-    redisReply *reply);
+static void ngx_http_linegate_link_abort_args(ngx_http_linegate_lr_t *lr,
+    ngx_http_linegate_redis_args_t *a);
+static void ngx_http_linegate_link_cleanup(void *data);
 static void ngx_http_linegate_link_recheck(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr);
 static void ngx_http_linegate_link_failed(ngx_http_request_t *r,
@@ -484,6 +486,7 @@ ngx_http_linegate_link_claimed(ngx_http_request_t *r, redisReply *reply)
 {
     int64_t                  code;
     ngx_str_t                seq;
+    ngx_pool_cleanup_t      *cln;
     ngx_http_linegate_lr_t  *lr;
 
     lr = ngx_http_linegate_lines_lr(r);
@@ -522,6 +525,25 @@ ngx_http_linegate_link_claimed(ngx_http_request_t *r, redisReply *reply)
 
     seq.len = ngx_sprintf(seq.data, "%L", code) - seq.data;
     lr->seq = seq;
+
+    /* a request freed while reissuing still releases its claim */
+    if (lr->release == NULL) {
+        lr->release = ngx_palloc(r->pool,
+                                 sizeof(ngx_http_linegate_redis_args_t));
+        cln = ngx_pool_cleanup_add(r->pool, 0);
+
+        if (lr->release == NULL || cln == NULL) {
+            ngx_http_linegate_link_fail(r, lr,
+                                   NGX_HTTP_LINEGATE_STRIPE_UNAVAILABLE, -1);
+            return;
+        }
+
+        cln->handler = ngx_http_linegate_link_cleanup;
+        cln->data = lr;
+    }
+
+    ngx_http_linegate_link_abort_args(lr, lr->release);
+    lr->settled = 0;
 
     if (!ngx_http_linegate_line_is(&lr->invoice.status, "uncollectible")) {
         ngx_http_linegate_link_issue(r, lr);
@@ -639,15 +661,30 @@ ngx_http_linegate_link_stored(ngx_http_request_t *r, redisReply *reply)
         && ngx_http_linegate_reply_int(reply, 0, &code) == NGX_OK
         && code == NGX_HTTP_LINEGATE_LR_OK)
     {
+        lr->settled = 1;
         ngx_http_linegate_link_send(r, lr, 0);
         return;
     }
 
-    /* nobody will be given this invoice: void it, answer what happened */
     if (reply == NULL) {
-        lr->fail_status = NGX_HTTP_SERVICE_UNAVAILABLE;
+        lr->settled = 1;
 
-    } else if (ngx_http_linegate_reply_str(reply, 1, &s) == NGX_OK
+        /*
+         * Stored or not, it will be: the new invoice is kept (voiding one
+         * Redis may already name would cancel the request at its next
+         * check), the step sent again until Redis runs it (it is
+         * idempotent), and a retry of payment_link finds the new link.
+         */
+        lr->fail_status = NGX_HTTP_SERVICE_UNAVAILABLE;
+        ngx_http_linegate_lines_durable(r, lr,
+                                    NGX_HTTP_LINEGATE_SCRIPT_LR_REISSUE_STORE,
+                                    "lr_reissue_store",
+                                    ngx_http_linegate_link_failed);
+        return;
+    }
+
+    /* nobody will be given this invoice: void it, answer what happened */
+    if (ngx_http_linegate_reply_str(reply, 1, &s) == NGX_OK
                && ngx_http_linegate_pstr(r->pool, &lr->line.status, s.data,
                                          s.len))
     {
@@ -674,32 +711,56 @@ static void
 ngx_http_linegate_link_abort(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr, ngx_http_linegate_lr_pt next)
 {
-    lr->next = next;
+    ngx_http_linegate_link_abort_args(lr, &lr->args);
 
-    ngx_http_linegate_lines_line_args(lr);
-    ngx_http_linegate_redis_arg_str(&lr->args, &lr->old_invoice);
+    /* handed to the durable writes: the request's cleanup has no more to do */
+    lr->settled = 1;
 
-    ngx_http_linegate_lines_call(r, lr,
-                                 NGX_HTTP_LINEGATE_SCRIPT_LR_REISSUE_ABORT,
-                                 ngx_http_linegate_link_aborted);
+    ngx_http_linegate_lines_durable(r, lr,
+                                    NGX_HTTP_LINEGATE_SCRIPT_LR_REISSUE_ABORT,
+                                    "lr_reissue_abort", next);
 }
 
 
 static void
-ngx_http_linegate_link_aborted(ngx_http_request_t *r, redisReply *reply)
+ngx_http_linegate_link_abort_args(ngx_http_linegate_lr_t *lr,
+    ngx_http_linegate_redis_args_t *a)
 {
-    ngx_http_linegate_lr_t  *lr;
+    ngx_http_linegate_redis_args_init(a);
 
-    lr = ngx_http_linegate_lines_lr(r);
+    ngx_http_linegate_redis_arg_str(a, &lr->ws);
+    ngx_http_linegate_redis_arg_str(a, &lr->id);
+    ngx_http_linegate_redis_arg_str(a, &lr->old_invoice);
+}
 
-    if (reply == NULL) {
-        /* the claim lapses by itself after NGX_HTTP_LINEGATE_LR_REISSUE_HOLD */
-        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
-                      NGX_HTTP_LINEGATE_LOG "the reissue claim of line "
-                      "request \"%V\" could not be released", &lr->id);
+
+/*
+ * The request is freed (terminated: a draining worker's shutdown timeout)
+ * while it reissues: its claim released and the old invoice's webhook
+ * index restored by a durable write; a new invoice already made is logged
+ * (nothing can ask Stripe from here).
+ */
+static void
+ngx_http_linegate_link_cleanup(void *data)
+{
+    ngx_http_linegate_lr_t  *lr = data;
+
+    if (lr->settled) {
+        return;
     }
 
-    lr->next(r, lr);
+    lr->settled = 1;
+
+    ngx_log_error(NGX_LOG_WARN, ngx_cycle->log, 0,
+                  NGX_HTTP_LINEGATE_LOG "line request \"%V\" ended while "
+                  "its invoice was reissued: its claim is released%s%V",
+                  &lr->id, lr->invoice.id.len ? "; invoice to void: " : "",
+                  &lr->invoice.id);
+
+    (void) ngx_http_linegate_redis_durable(ngx_cycle->log,
+                                    NGX_HTTP_LINEGATE_SCRIPT_LR_REISSUE_ABORT,
+                                    0, lr->release,
+                                    "lr_reissue_abort of an ended request");
 }
 
 

@@ -59,6 +59,8 @@ static void ngx_http_linegate_lr_reconciled(ngx_http_request_t *r,
 static void ngx_http_linegate_lr_resolved(ngx_http_request_t *r,
     redisReply *reply);
 
+static void ngx_http_linegate_lines_durable_done(ngx_http_request_t *r,
+    redisReply *reply);
 static ngx_int_t ngx_http_linegate_lines_admit(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr, int64_t code, ngx_str_t *ws, int64_t left);
 static void ngx_http_linegate_lines_list(ngx_http_request_t *r,
@@ -273,9 +275,11 @@ ngx_http_linegate_lr_get(ngx_http_request_t *r, ngx_http_linegate_lr_t *lr)
 
 /*
  * What lr_get.lua does with lr_gate in 'w' mode, as plain commands
- * pipelined: the window's counter counted (its expiry set when this
- * request created it, as the script does), today's usage and the hash.
- * The hash comes last: the pipeline copies the replies before the last.
+ * pipelined in one write: the window's counter created with its expiry
+ * (SET NX PX: nothing when it exists) and counted, and the hash. The
+ * expiry never depends on a second write: a counter cannot be left
+ * without one by a timeout or a lost connection. The hash comes last:
+ * the pipeline copies the replies before the last.
  */
 static void
 ngx_http_linegate_lr_get_tx(ngx_http_request_t *r, ngx_http_linegate_lr_t *lr)
@@ -285,7 +289,7 @@ ngx_http_linegate_lr_get_tx(ngx_http_request_t *r, ngx_http_linegate_lr_t *lr)
     int64_t                          window;
     ngx_str_t                        key;
     ngx_uint_t                       n;
-    ngx_http_linegate_redis_args_t   tx[3];
+    ngx_http_linegate_redis_args_t   tx[4];
     ngx_http_linegate_main_conf_t   *lmcf;
 
     lmcf = ngx_http_get_module_main_conf(r, ngx_http_linegate_module);
@@ -322,6 +326,15 @@ ngx_http_linegate_lr_get_tx(ngx_http_request_t *r, ngx_http_linegate_lr_t *lr)
                     lr->now_ms / window);
     lr->rate_key.len = p - lr->rate_key.data;
     lr->rate_ttl = window - lr->now_ms % window + 1000;
+
+    ngx_http_linegate_redis_args_init(&tx[n]);
+    ngx_http_linegate_redis_arg_cstr(&tx[n], "SET");
+    ngx_http_linegate_redis_arg_str(&tx[n], &lr->rate_key);
+    ngx_http_linegate_redis_arg_cstr(&tx[n], "0");
+    ngx_http_linegate_redis_arg_cstr(&tx[n], "NX");
+    ngx_http_linegate_redis_arg_cstr(&tx[n], "PX");
+    ngx_http_linegate_redis_arg_int(r, &tx[n], lr->rate_ttl);
+    n++;
 
     ngx_http_linegate_redis_args_init(&tx[n]);
     ngx_http_linegate_redis_arg_cstr(&tx[n], "INCR");
@@ -365,7 +378,8 @@ ngx_http_linegate_lr_get_tx_done(ngx_http_request_t *r, redisReply *reply)
         return;
     }
 
-    o = lr->revalidate;
+    /* [GET], SET NX, INCR, HGETALL */
+    o = lr->revalidate + 1;
 
     if (reply->elements != 2 + o
         || reply->element[o]->type != REDIS_REPLY_INTEGER
@@ -380,11 +394,8 @@ ngx_http_linegate_lr_get_tx_done(ngx_http_request_t *r, redisReply *reply)
     n = reply->element[o]->integer;
     h = reply->element[o + 1];
 
-    if (n == 1) {
-        ngx_http_linegate_lr_rate_adjust(r, lr, "PEXPIRE", lr->rate_ttl);
-    }
-
-    if (o && ngx_http_linegate_lr_revalidated(r, lr, reply->element[0])
+    if (lr->revalidate
+        && ngx_http_linegate_lr_revalidated(r, lr, reply->element[0])
              != NGX_OK)
     {
         return;
@@ -479,11 +490,10 @@ ngx_http_linegate_lr_revalidated(ngx_http_request_t *r,
 
 
 /*
- * What lr_gate does after its INCR, sent without waiting: the expiry of
- * a window this request opened (PEXPIRE, ms), or taking back a refused
- * call (DECR, ms -1). Lost with the connection, a window would only stay
- * counted (DECR) or stay in Redis unread once its window has passed
- * (PEXPIRE).
+ * What lr_gate does after its INCR, sent without waiting: taking back a
+ * refused call (DECR, ms -1). Lost with the connection, the call would
+ * only stay counted until the window ends (the window's expiry is set in
+ * the write that counted it).
  */
 static void
 ngx_http_linegate_lr_rate_adjust(ngx_http_request_t *r,
@@ -984,6 +994,62 @@ ngx_http_linegate_lines_call(ngx_http_request_t *r,
 }
 
 
+/*
+ * A repair step (release, store again) that must reach Redis whatever
+ * becomes of the request: lr->args handed to the worker's durable writes
+ * (copied, sent again until Redis answers). The same step is then sent
+ * for the request, which waits for it: the writes of the connection are
+ * answered in order, so once it is answered the durable one has run too,
+ * and the client is answered with the state repaired (it is idempotent:
+ * running twice is running once). next(r, lr) then runs, whatever Redis
+ * said.
+ */
+void
+ngx_http_linegate_lines_durable(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr, ngx_http_linegate_script_id_e script,
+    const char *what, ngx_http_linegate_lr_pt next)
+{
+    u_char  *name, *p;
+
+    /* the durable write's name in the log: "lr_release <id>" */
+    name = ngx_pnalloc(r->pool, ngx_strlen(what) + 1 + lr->id.len + 1);
+
+    if (name != NULL) {
+        p = ngx_sprintf(name, "%s %V", what, &lr->id);
+        *p = '\0';
+    }
+
+    (void) ngx_http_linegate_redis_durable(r->connection->log, script, 0,
+                                           &lr->args,
+                                           name ? (const char *) name : what);
+
+    lr->durable = what;
+    lr->durable_next = next;
+
+    ngx_http_linegate_lines_call(r, lr, script,
+                                 ngx_http_linegate_lines_durable_done);
+}
+
+
+static void
+ngx_http_linegate_lines_durable_done(ngx_http_request_t *r,
+    redisReply *reply)
+{
+    ngx_http_linegate_lr_t  *lr;
+
+    lr = ngx_http_linegate_lines_lr(r);
+
+    if (reply == NULL) {
+        ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
+                      NGX_HTTP_LINEGATE_LOG "%s of line request \"%V\" "
+                      "not answered yet: left to the durable write",
+                      lr->durable, &lr->id);
+    }
+
+    lr->durable_next(r, lr);
+}
+
+
 ngx_int_t
 ngx_http_linegate_lines_gate(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr, redisReply *reply)
@@ -1066,14 +1132,14 @@ ngx_http_linegate_lines_admit(ngx_http_request_t *r,
     }
 
     if (code == NGX_HTTP_LINEGATE_LR_RATE_LIMITED) {
-        ngx_http_linegate_metrics_ratelimit("workspace", "rejected");
+        ngx_http_linegate_metrics_ratelimit("workspace", "REJECTED");
         ctx->retry_after = w.reset > 0 ? w.reset : 1;
         ngx_http_linegate_error(r, NGX_HTTP_TOO_MANY_REQUESTS,
                                 "RATE_LIMITED", "Rate limit exceeded");
         return NGX_DONE;
     }
 
-    ngx_http_linegate_metrics_ratelimit("workspace", "passed");
+    ngx_http_linegate_metrics_ratelimit("workspace", "PASSED");
 
     if (lr->deferred == NGX_HTTP_LINEGATE_LR_DEFER_FIELD) {
         ngx_http_linegate_field_error(r, lr->deferred_field,

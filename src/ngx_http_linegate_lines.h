@@ -101,6 +101,8 @@ typedef struct {
     ngx_str_t                       id;         /* in_..., once created */
     ngx_str_t                       url;        /* hosted_invoice_url */
     ngx_str_t                       status;     /* as Stripe last said */
+    ngx_str_t                       form;       /* of the draft's POST */
+    ngx_uint_t                      asked;      /* the draft asked again */
     /* NGX_HTTP_LINEGATE_STRIPE_OK, or what the failing call came to */
     ngx_uint_t                      result;
     ngx_int_t                       retry_after;
@@ -161,6 +163,19 @@ struct ngx_http_linegate_lr_s {
     ngx_http_linegate_idem_t        idem;
     ngx_http_linegate_lr_pt         next;
 
+    const char                     *durable;     /* what, for the log */
+    ngx_http_linegate_lr_pt         durable_next;
+
+    /*
+     * An add-on being billed (a reissue being issued): the release
+     * (lr_release; lr_reissue_abort), ready to be sent durably by the
+     * request's pool cleanup if the request is freed (terminated, a
+     * draining worker's shutdown timeout) before its outcome is stored
+     * or released (settled)
+     */
+    ngx_http_linegate_redis_args_t *release;
+    ngx_uint_t                      settled;
+
     /* the answer, held while it is stored or while clean-up runs */
     ngx_uint_t                      status;
     ngx_uint_t                      fail_status;   /* 0: billing failed */
@@ -190,6 +205,14 @@ void ngx_http_linegate_lines_line_args(ngx_http_linegate_lr_t *lr);
 void ngx_http_linegate_lines_call(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr, ngx_http_linegate_script_id_e script,
     ngx_http_linegate_redis_handler_pt handler);
+/*
+ * A repair step that must reach Redis whatever becomes of the request
+ * (an idempotent script of lr->args: the release of a failed creation,
+ * an invoice stored again): next(r, lr) runs once it is handed over.
+ */
+void ngx_http_linegate_lines_durable(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr, ngx_http_linegate_script_id_e script,
+    const char *what, ngx_http_linegate_lr_pt next);
 /*
  * The common head of a reply: answers 503/401/429 itself (NGX_DONE), or
  * answers a deferred error (NGX_DONE), else returns the code and sets

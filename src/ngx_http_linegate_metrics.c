@@ -179,6 +179,17 @@ ngx_http_linegate_metrics_add(ngx_http_linegate_metric_e m,
 }
 
 
+uint64_t
+ngx_http_linegate_metrics_now_us(void)
+{
+    struct timespec  ts;
+
+    (void) clock_gettime(CLOCK_MONOTONIC, &ts);
+
+    return (uint64_t) ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+
 void
 ngx_http_linegate_metrics_set(ngx_http_linegate_metric_e m,
     ngx_atomic_int_t n)

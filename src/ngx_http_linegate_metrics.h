@@ -42,6 +42,9 @@ void ngx_http_linegate_metrics_add(ngx_http_linegate_metric_e m,
     ngx_uint_t nlabels, const char **names, ngx_str_t *values,
     ngx_atomic_int_t n);
 
+/* a monotonic clock in microseconds, for durations */
+uint64_t ngx_http_linegate_metrics_now_us(void);
+
 /* a gauge without labels set to n */
 void ngx_http_linegate_metrics_set(ngx_http_linegate_metric_e m,
     ngx_atomic_int_t n);
@@ -67,7 +70,7 @@ void ngx_http_linegate_metrics_answer(ngx_uint_t api, ngx_str_t *name,
 /* a lookup in a per-worker cache: "api_key", "account", "clerk" */
 void ngx_http_linegate_metrics_cache(const char *cache, ngx_uint_t hit);
 
-/* a rate-limit decision of a zone: "passed", "rejected", ... */
+/* a rate-limit decision of a zone: "PASSED", "REJECTED", ... */
 void ngx_http_linegate_metrics_ratelimit(const char *zone,
     const char *status);
 

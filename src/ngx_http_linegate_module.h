@@ -150,6 +150,8 @@ struct ngx_http_linegate_ctx_s {
     ngx_str_t                       stripe_body;
     json_t                         *stripe_json;
     ngx_uint_t                      stripe_retry_after;
+    ngx_str_t                       stripe_path;     /* for the metrics */
+    uint64_t                        stripe_sent_us;
     /* no whole answer came: the call may have run (ngx_..._stripe.h) */
     unsigned                        stripe_unknown:1;
 

@@ -17,6 +17,7 @@
 
 #include "ngx_http_linegate_redis.h"
 #include "ngx_http_linegate_scripts.h"
+#include "ngx_http_linegate_metrics.h"
 
 #include <hiredis/async.h>
 
@@ -44,6 +45,8 @@ typedef struct {
     ngx_uint_t                          attempts;
     ngx_uint_t                          ping_pending;
     ngx_uint_t                          exiting;
+    ngx_uint_t                          connected_before;
+    ngx_uint_t                          counted;  /* in the gauge */
     ngx_event_t                         connect_timer;
     ngx_event_t                         reconnect_timer;
     ngx_event_t                         keepalive_timer;
@@ -82,6 +85,7 @@ typedef struct {
     int                                 nkeys;
     ngx_http_linegate_redis_args_t     *args;
     ngx_uint_t                          retried;
+    uint64_t                            sent_us;  /* for the metrics */
 } ngx_http_linegate_redis_cmd_t;
 
 
@@ -130,6 +134,9 @@ static void ngx_http_linegate_redis_cmd_timeout(ngx_event_t *ev);
 static void ngx_http_linegate_redis_connect_timeout(ngx_event_t *ev);
 static void ngx_http_linegate_redis_reconnect(ngx_event_t *ev);
 static void ngx_http_linegate_redis_keepalive(ngx_event_t *ev);
+static void ngx_http_linegate_redis_backlog_cb(redisAsyncContext *ac,
+    void *data, void *privdata);
+static void ngx_http_linegate_redis_gauge(ngx_int_t n);
 static void ngx_http_linegate_redis_ping_cb(redisAsyncContext *ac,
     void *reply, void *privdata);
 
@@ -607,6 +614,17 @@ ngx_http_linegate_redis_finish(ngx_http_linegate_redis_cmd_t *cmd,
 
     ngx_http_linegate_redis_release(cmd);
 
+    if (reply != NULL) {
+        ngx_http_linegate_metrics_observe(NGX_HTTP_LINEGATE_M_REDIS_LATENCY,
+            NULL, NULL,
+            (ngx_msec_int_t) (ngx_http_linegate_metrics_now_us()
+                              - cmd->sent_us));
+
+    } else {
+        ngx_http_linegate_metrics_inc1(NGX_HTTP_LINEGATE_M_REDIS_ERRORS,
+                                       "kind", "failed");
+    }
+
     /* after the handler: a pipeline's array reply lives in cmd */
     cmd->handler(r, reply);
     ngx_free(cmd);
@@ -792,6 +810,9 @@ ngx_http_linegate_redis_cmd_timeout(ngx_event_t *ev)
      */
     ngx_http_linegate_redis_release(cmd);
 
+    ngx_http_linegate_metrics_inc1(NGX_HTTP_LINEGATE_M_REDIS_ERRORS, "kind",
+                                   "timeout");
+
     if (r == NULL) {
         return;
     }
@@ -878,6 +899,7 @@ ngx_http_linegate_redis_attach(ngx_http_linegate_redis_cmd_t *cmd)
     cln->handler = ngx_http_linegate_redis_detach;
     cln->data = cmd;
     cmd->cln = cln;
+    cmd->sent_us = ngx_http_linegate_metrics_now_us();
 
     return NGX_OK;
 }
@@ -1017,6 +1039,13 @@ ngx_http_linegate_redis_durable_queue(ngx_log_t *log, ngx_int_t script,
     ngx_http_linegate_redis_durable_arm();
 
     return NGX_OK;
+}
+
+
+ngx_uint_t
+ngx_http_linegate_redis_connected(void)
+{
+    return ngx_http_linegate_redis.state == NGX_HTTP_LINEGATE_REDIS_CONNECTED;
 }
 
 
@@ -1311,6 +1340,10 @@ ngx_http_linegate_redis_exit_process(ngx_cycle_t *cycle)
         return;
     }
 
+    if (rd->counted) {
+        ngx_http_linegate_redis_gauge(-1);
+    }
+
     /* what could not be written: the error log is the last record */
     while (!ngx_queue_empty(&rd->durable)) {
         q = ngx_queue_head(&rd->durable);
@@ -1439,6 +1472,15 @@ ngx_http_linegate_redis_connect_cb(const redisAsyncContext *ac, int status)
     rd->attempts = 0;
     rd->ping_pending = 0;
 
+    ngx_http_linegate_redis_gauge(1);
+
+    if (rd->connected_before) {
+        ngx_http_linegate_metrics_add(NGX_HTTP_LINEGATE_M_REDIS_RECONNECTS,
+                                      0, NULL, NULL, 1);
+    }
+
+    rd->connected_before = 1;
+
     ngx_http_linegate_redis_setup();
 
     ngx_add_timer(&rd->keepalive_timer, rd->lmcf->redis_keepalive);
@@ -1551,6 +1593,10 @@ ngx_http_linegate_redis_lost(void)
 
     rd = &ngx_http_linegate_redis;
 
+    if (rd->counted) {
+        ngx_http_linegate_redis_gauge(-1);
+    }
+
     rd->state = NGX_HTTP_LINEGATE_REDIS_DISCONNECTED;
     rd->ping_pending = 0;
 
@@ -1605,6 +1651,11 @@ ngx_http_linegate_redis_drop(const char *why)
 
     ac = rd->ac;
     rd->ac = NULL;
+
+    if (rd->counted) {
+        ngx_http_linegate_redis_gauge(-1);
+    }
+
     rd->state = NGX_HTTP_LINEGATE_REDIS_DISCONNECTED;
 
     /* pending commands are answered NULL: their requests get 503 */
@@ -1649,7 +1700,54 @@ ngx_http_linegate_redis_keepalive(ngx_event_t *ev)
         rd->ping_pending = 1;
     }
 
+    if (rd->lmcf->uses_provision) {
+        /* the reconciliation backlog, for the metrics: off the request path */
+        (void) redisAsyncCommand(rd->ac, ngx_http_linegate_redis_backlog_cb,
+                                 NULL, "XLEN lg:reconcile");
+    }
+
     ngx_add_timer(&rd->keepalive_timer, rd->lmcf->redis_keepalive);
+}
+
+
+static void
+ngx_http_linegate_redis_backlog_cb(redisAsyncContext *ac, void *data,
+    void *privdata)
+{
+    redisReply  *reply = data;
+
+    if (reply != NULL && reply->type == REDIS_REPLY_INTEGER) {
+        ngx_http_linegate_metrics_set(NGX_HTTP_LINEGATE_M_RECONCILE_BACKLOG,
+                                      (ngx_atomic_int_t) reply->integer);
+    }
+}
+
+
+/* this worker's connection in linegate_redis_connected{node} */
+static void
+ngx_http_linegate_redis_gauge(ngx_int_t n)
+{
+    ngx_str_t                       node;
+    const char                     *name = "node";
+    u_char                          buf[NGX_SOCKADDR_STRLEN];
+    ngx_http_linegate_main_conf_t  *lmcf;
+
+    lmcf = ngx_http_linegate_redis.lmcf;
+
+    if (lmcf->redis_unix.len) {
+        node = lmcf->redis_unix;
+
+    } else {
+        node.data = buf;
+        node.len = ngx_snprintf(buf, sizeof(buf), "%V:%i", &lmcf->redis_host,
+                                lmcf->redis_port)
+                   - buf;
+    }
+
+    ngx_http_linegate_redis.counted = n > 0;
+
+    ngx_http_linegate_metrics_add(NGX_HTTP_LINEGATE_M_REDIS_CONNECTED, 1,
+                                  &name, &node, (ngx_atomic_int_t) n);
 }
 
 

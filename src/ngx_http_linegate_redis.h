@@ -116,6 +116,8 @@ ngx_int_t ngx_http_linegate_redis_durable_command(ngx_log_t *log,
     ngx_http_linegate_redis_args_t *args, const char *what);
 /* how many durable writes of this worker wait for Redis */
 ngx_uint_t ngx_http_linegate_redis_durable_pending(void);
+/* 1 when the worker's connection is up (a command may be sent now) */
+ngx_uint_t ngx_http_linegate_redis_connected(void);
 
 ngx_int_t ngx_http_linegate_redis_init_process(ngx_cycle_t *cycle);
 void ngx_http_linegate_redis_exit_process(ngx_cycle_t *cycle);

@@ -12,6 +12,7 @@
 
 #include "ngx_http_linegate_module.h"
 #include "ngx_http_linegate_stripe.h"
+#include "ngx_http_linegate_metrics.h"
 #include "ngx_http_linegate_util.h"
 
 
@@ -25,6 +26,7 @@ static void ngx_http_linegate_stripe_record(ngx_http_request_t *sr,
 static ngx_uint_t ngx_http_linegate_stripe_whole(ngx_http_request_t *sr,
     size_t len);
 static void ngx_http_linegate_stripe_resume(ngx_http_request_t *r);
+static void ngx_http_linegate_stripe_count(ngx_http_linegate_ctx_t *ctx);
 static ngx_int_t ngx_http_linegate_stripe_headers(ngx_http_request_t *sr,
     ngx_str_t *idempotency_key, ngx_str_t *version, ngx_uint_t form);
 static ngx_int_t ngx_http_linegate_stripe_header(ngx_http_request_t *sr,
@@ -151,6 +153,8 @@ ngx_http_linegate_stripe_call(ngx_http_request_t *r,
     ctx->stripe_retry_after = 0;
     ctx->stripe_unknown = 0;
     ctx->resume = resume;
+    ctx->stripe_path = *path;
+    ctx->stripe_sent_us = ngx_http_linegate_metrics_now_us();
 
     if (ngx_http_subrequest(r, &uri, NULL, &sr, ps,
                             NGX_HTTP_SUBREQUEST_IN_MEMORY
@@ -352,6 +356,7 @@ ngx_http_linegate_stripe_done(ngx_http_request_t *sr, void *data,
 
     if (ctx->stripe_status == 0) {
         ngx_http_linegate_stripe_record(sr, ctx, rc);
+        ngx_http_linegate_stripe_count(ctx);
         sr->parent->write_event_handler = ngx_http_linegate_stripe_resume;
     }
 
@@ -483,6 +488,61 @@ ngx_http_linegate_stripe_whole(ngx_http_request_t *sr, size_t len)
     }
 
     return u->length == 0 || u->length == -1;
+}
+
+
+/*
+ * The call in the metrics: its endpoint is the first segment of the path
+ * after "v1/" (customers, invoices, subscriptions...), never an id.
+ */
+static void
+ngx_http_linegate_stripe_count(ngx_http_linegate_ctx_t *ctx)
+{
+    u_char     *p, *last;
+    ngx_str_t   endpoint, outcome;
+
+    p = ctx->stripe_path.data;
+    last = p + ctx->stripe_path.len;
+
+    if (last - p > 3 && ngx_strncmp(p, "v1/", 3) == 0) {
+        p += 3;
+    }
+
+    endpoint.data = p;
+
+    while (p < last && *p != '/' && *p != '?') {
+        p++;
+    }
+
+    endpoint.len = p - endpoint.data;
+
+    if (ctx->stripe_unknown) {
+        ngx_str_set(&outcome, "unknown");
+
+    } else if (ctx->stripe_json == NULL) {
+        ngx_str_set(&outcome, "no_answer");
+
+    } else if (ctx->stripe_status < 300) {
+        ngx_str_set(&outcome, "ok");
+
+    } else if (ctx->stripe_status == 429) {
+        ngx_str_set(&outcome, "rate_limited");
+
+    } else if (ctx->stripe_status < 500) {
+        ngx_str_set(&outcome, "refused");
+
+    } else {
+        ngx_str_set(&outcome, "failed");
+    }
+
+    ngx_http_linegate_metrics_inc2(NGX_HTTP_LINEGATE_M_STRIPE_CALLS,
+                                   "endpoint", &endpoint, "outcome",
+                                   &outcome);
+
+    ngx_http_linegate_metrics_observe(NGX_HTTP_LINEGATE_M_STRIPE_LATENCY,
+        "endpoint", &endpoint,
+        (ngx_msec_int_t) (ngx_http_linegate_metrics_now_us()
+                          - ctx->stripe_sent_us));
 }
 
 

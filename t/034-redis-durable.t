@@ -32,6 +32,28 @@ sub reconcile_of {
     return grep { $_->{account} eq $id } @{ $p->reconcile };
 }
 
+# run the event loop until stopped, at most $secs (the guard timer is
+# removed: a later loop must not be stopped by it)
+sub run_loop {
+    my ($secs) = @_;
+    my $guard = Mojo::IOLoop->timer($secs => sub { Mojo::IOLoop->stop });
+    Mojo::IOLoop->start;
+    Mojo::IOLoop->remove($guard);
+}
+
+# once the purchase holds its reservation (it then waits on Stripe),
+# run $code once
+sub once_reserved {
+    my ($s, $id, $code) = @_;
+    my $r = Redis->new(server => '127.0.0.1:' . $s->redis_port);
+    my $t;
+    $t = Mojo::IOLoop->recurring(0.05 => sub {
+        return unless eval { $r->zcard("lg:{acct:$id}:prov") };
+        Mojo::IOLoop->remove($t);
+        $code->();
+    });
+}
+
 # a confirm sent without waiting; $done->($tx) when it is answered
 sub confirm_later {
     my ($s, $p, $a, $tok, $done) = @_;
@@ -60,9 +82,8 @@ subtest 'Redis down when the purchase is recorded: the reconcile entry '
 
     my $res;
     my $ua = confirm_later($s, $p, $a, $tok, sub { $res = $_[0]->res });
-    Mojo::IOLoop->timer(0.5 => sub { $s->stop_redis });
-    Mojo::IOLoop->timer(15 => sub { Mojo::IOLoop->stop });
-    Mojo::IOLoop->start;
+    once_reserved($s, $id, sub { $s->stop_redis });
+    run_loop(15);
 
     is($res && $res->code, 500, 'answered 500');
     is($res && $res->json->{error}, 'provisioning_failed',
@@ -100,17 +121,18 @@ subtest 'a draining worker reconnects to finish its request' => sub {
 
     # the request waits on Stripe; nginx reloads (the old worker drains
     # with the request), then Redis drops every client connection
-    $p->fault(latency_ms => 2000, after_commit => 1);
+    $p->fault(latency_ms => 3000, after_commit => 1);
 
     my $res;
     my $ua = confirm_later($s, $p, $a, $tok, sub { $res = $_[0]->res });
-    Mojo::IOLoop->timer(0.4 => sub { kill 'HUP', $s->{pids}{nginx} });
-    Mojo::IOLoop->timer(1.0 => sub {
-        my $r = Redis->new(server => '127.0.0.1:' . $s->redis_port);
-        $r->client_kill('TYPE', 'normal');
+    once_reserved($s, $id, sub {
+        kill 'HUP', $s->{pids}{nginx};
+        Mojo::IOLoop->timer(0.6 => sub {
+            my $r = Redis->new(server => '127.0.0.1:' . $s->redis_port);
+            $r->client_kill('TYPE', 'normal');
+        });
     });
-    Mojo::IOLoop->timer(15 => sub { Mojo::IOLoop->stop });
-    Mojo::IOLoop->start;
+    run_loop(15);
 
     like(substr($s->error_log, $from), qr/gracefully shutting down/,
          'the old worker drained');
@@ -131,14 +153,15 @@ subtest 'a draining worker, Redis restarted: the writes still land' => sub {
     my $a = $p->account($id);
     my $tok = $p->token($a);
 
-    $p->fault(latency_ms => 2000, after_commit => 1);
+    $p->fault(latency_ms => 3000, after_commit => 1);
 
     my $res;
     my $ua = confirm_later($s, $p, $a, $tok, sub { $res = $_[0]->res });
-    Mojo::IOLoop->timer(0.4 => sub { kill 'HUP', $s->{pids}{nginx} });
-    Mojo::IOLoop->timer(0.8 => sub { $s->stop_redis; $s->start_redis });
-    Mojo::IOLoop->timer(15 => sub { Mojo::IOLoop->stop });
-    Mojo::IOLoop->start;
+    once_reserved($s, $id, sub {
+        kill 'HUP', $s->{pids}{nginx};
+        Mojo::IOLoop->timer(0.6 => sub { $s->stop_redis; $s->start_redis });
+    });
+    run_loop(15);
 
     # the restarted Redis lost the reservation: the old worker queues
     # the paid subscription for reconciliation instead of losing it
@@ -171,10 +194,9 @@ subtest 'a request freed with its command in flight: the reply goes nowhere'
              {Authorization => 'Bearer ' . $s->operator_token} =>
              sub { $done = 1 });
     Mojo::IOLoop->timer(0.1 => sub { kill 'HUP', $s->{pids}{nginx} });
-    Mojo::IOLoop->timer(1.5 => sub { Mojo::IOLoop->stop });
-    Mojo::IOLoop->start;
+    run_loop(1.5);
 
-    ok(wait_for(sub { $s->error_log =~ /worker process \d+ exited/ }, 5),
+    ok(wait_for(sub { $s->error_log =~ /worker process \d+ exited/ }, 20),
        'the old worker exited');
     my $log = substr $s->error_log, $from;
     unlike($log, qr/exited on signal/, 'without crashing');

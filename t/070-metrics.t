@@ -11,7 +11,12 @@ use LG::Lines qw(body);
 
 my $PROMTOOL = '/usr/bin/promtool';
 
-my $s = LG::Stack->new->start;
+# a location limited by linegate_limit: passes once a minute per address
+my $s = LG::Stack->new(
+    HTTP_EXTRA => 'linegate_limit_zone m1 key=$remote_addr rate=1r/m;',
+    SERVER_EXTRA => 'location = /limited { linegate_limit zone=m1; '
+                    . 'try_files /nothing-here =404; }',
+)->start;
 my $l = LG::Lines->new($s);
 
 sub scrape {
@@ -68,7 +73,7 @@ subtest 'counters move with requests, across workers' => sub {
         . 'class="4xx"}';
     my $hit = 'linegate_cache_requests_total{cache="api_key",result="hit"}';
     my $passed = 'linegate_ratelimit_decisions_total{zone="workspace",'
-        . 'status="passed"}';
+        . 'status="PASSED"}';
 
     # several connections: both workers answer some
     my ($ok, $refused) = (0, 1);
@@ -94,6 +99,38 @@ subtest 'counters move with requests, across workers' => sub {
     like($after, qr/^linegate_http_outcomes_total\{api="line_request_create",outcome="\w+"\} \d+$/m,
          'outcomes by API');
     promtool_ok($after, 'after requests');
+};
+
+subtest 'Redis and Stripe' => sub {
+    my $text = scrape()->body;
+    my $node = '127.0.0.1:' . $s->redis_port;
+    is(value($text, qq{linegate_redis_connected{node="$node"}}), 2,
+       'both workers connected to the node');
+    cmp_ok(value($text, 'linegate_redis_command_duration_seconds_count'),
+           '>', 0, 'Redis commands timed');
+    is(value($text, 'linegate_redis_command_duration_seconds_bucket'
+                    . '{le="+Inf"}'),
+       value($text, 'linegate_redis_command_duration_seconds_count'),
+       'the +Inf bucket is the count');
+    cmp_ok(value($text, 'linegate_stripe_requests_total{endpoint='
+                        . '"invoices",outcome="ok"}'), '>', 0,
+           'Stripe calls by endpoint, ids left out');
+    like($text, qr/^linegate_stripe_request_duration_seconds_count\{endpoint="invoiceitems"\} \d+$/m,
+         'their time');
+    unlike($text, qr/endpoint="in_/, 'no invoice id as an endpoint');
+    like($text, qr/^linegate_reconcile_backlog \d+$/m, 'the backlog gauge');
+    promtool_ok($text, 'Redis and Stripe');
+};
+
+subtest 'linegate_limit decisions by zone and status' => sub {
+    my @codes = map { $s->ua->get($s->url('/limited'))->res->code } 1 .. 3;
+    is("@codes", '404 429 429', 'one passes, then rejected');
+    my $text = scrape()->body;
+    is(value($text, 'linegate_ratelimit_decisions_total{zone="m1",'
+                    . 'status="PASSED"}'), 1, 'one PASSED');
+    is(value($text, 'linegate_ratelimit_decisions_total{zone="m1",'
+                    . 'status="REJECTED"}'), 2, 'two REJECTED');
+    promtool_ok($text, 'limits');
 };
 
 subtest 'kept across a reload' => sub {

@@ -97,6 +97,26 @@ subtest '429 is not kept under an idempotency key' => sub {
                'the same key later: created');
 };
 
+subtest 'a window counted while Redis stalls still expires' => sub {
+    # the hot GET (key cached by every worker) opens the window; Redis
+    # holds its commands past the command timeout (500 ms): 503, and the
+    # commands run when Redis resumes
+    fresh_window();
+    my $w = ws();
+    my $id = $l->created($w);
+    $l->get($w, $id) for 1 .. 4;
+    $r->del(window_key($w));
+
+    my $cli = "redis-cli -p @{[ $s->redis_port ]}";
+    like(qx{$cli CLIENT PAUSE 900}, qr/^OK/, 'Redis paused');
+    $l->error_is($l->get($w, $id), 503, 'STORE_UNAVAILABLE', 'timed out');
+    sleep 1;
+
+    is($r->get(window_key($w)), 1, 'the GET was counted when Redis resumed');
+    my $ttl = $r->pttl(window_key($w));
+    ok($ttl > 0 && $ttl <= 61_000, "and its counter expires ($ttl ms)");
+};
+
 subtest 'no RateLimit where no workspace is known' => sub {
     my $tx = $l->req({Authorization => 'Bearer tuco_' . 'z' x 40},
                      GET => '/api/lines/by-user');

@@ -32,8 +32,8 @@ my @calls = (
     ['payment_link', sub { $l->manage($w, $pending, 'payment_link') }],
 );
 
-# The hot GET: with the key cached by every worker, three plain commands
-# pipelined (INCR, HMGET, HGETALL), answered to one handler.
+# The hot GET: with the key cached by every worker, plain commands
+# pipelined (SET NX PX, INCR, HGETALL), answered to one handler.
 $l->get($w, $id) for 1 .. 4;
 my $good = $l->answer($l->get($w, $id), 200, 'hot GET');
 my $redis_cli = "redis-cli -p @{[ $s->redis_port ]}";

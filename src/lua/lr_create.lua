@@ -10,24 +10,29 @@
 -- ARGV[16] forwardCallsTo, ARGV[17] profileImageUrl, ARGV[18] zipcode,
 -- ARGV[19] state ("" when not given)
 -- ARGV[20] sha256hex of the idempotency key ("" when none), ARGV[21] the
--- body's fingerprint, ARGV[22] seconds the lock of a call in flight lasts
+-- body's fingerprint, ARGV[22] seconds an answer is kept under its key
 -- ARGV[23] ms after which a reservation without an invoice is abandoned
+-- ARGV[24] the 201 body of an included line, its workspaceId "@@WS@@"
 --
 -- Returns {code, ws, remaining, ...}:
---   LR_OK           included, created
---   LR_RESERVED     add-on, reserved; then the Stripe customer id
---   LR_SUBSCRIPTION / LR_FORBIDDEN
---   LR_PENDING      then the id of the request awaiting payment
+--   LR_OK, LR_SUBSCRIPTION, LR_FORBIDDEN, LR_PENDING: a business outcome,
+--                   then its status and body, kept under the idempotency
+--                   key in this same step (a retry replays it, whatever
+--                   became of this call's answer)
+--   LR_RESERVED     add-on, reserved; then the Stripe customer id. The
+--                   key is held ("running", naming the request) while the
+--                   reservation waits for its invoice; lr_invoice_store
+--                   keeps the answer, lr_release frees it
 --   LR_READ_ONLY    then the subscription status
 --   LR_NO_CUSTOMER  add-on, but the workspace has no Stripe customer
 --   LR_REPLAY       then the stored status and body
---   LR_IDEM_MISMATCH / LR_IDEM_IN_USE / LR_COLLISION
--- The first five take the idempotency lock (state "running"); the module
--- stores the answer (lr_idem_done, lr_invoice_store) or frees it
--- (lr_release). The others write nothing.
+--   LR_IDEM_MISMATCH / LR_IDEM_IN_USE / LR_COLLISION (also: the request
+--   was released, lr_release, before this script ran)
+-- The last five write nothing.
 --#include lr_codes
 --#include lr_gate
 --#include lr_drop
+--#include lr_settle
 
 local ws, code, left = lg_lr_gate()
 if code ~= LR_GATE_OK or ARGV[6] == 'gate' then
@@ -39,26 +44,57 @@ local id = ARGV[7]
 local now = tonumber(ARGV[8])
 local channel = ARGV[10]
 local ikey = ARGV[20] ~= '' and (wkey .. ':idem:' .. ARGV[20]) or nil
+local stale = tonumber(ARGV[23])
+
+-- the call timed out and was released (lr_release) before Redis ran it
+if redis.call('EXISTS', 'lg:lrvoid:' .. id) == 1 then
+    return {LR_COLLISION, ws, left}
+end
+
+-- a reservation nobody will finish: its call failed without releasing
+-- it, or its nginx died
+local function abandoned(rid)
+    local p = redis.call('HMGET', wkey .. ':lr:' .. rid,
+                         'provisioningStatus', 'invoiceId', 'reservedAt')
+    return p[1] ~= 'awaiting_payment'
+           or (not p[2] and now - tonumber(p[3] or '0') > stale), p
+end
 
 if ikey then
-    local rec = redis.call('HMGET', ikey, 'state', 'fp', 'status', 'body')
+    local rec = redis.call('HMGET', ikey, 'state', 'fp', 'status', 'body',
+                           'id')
     if rec[1] then
         if rec[2] ~= ARGV[21] then
             return {LR_IDEM_MISMATCH, ws, left}
         end
-        if rec[1] ~= 'done' then
+        if rec[1] == 'done' then
+            return {LR_REPLAY, ws, left, rec[3], rec[4]}
+        end
+
+        -- running: held while the reservation it names awaits its
+        -- invoice; free once that call is known to have failed (its
+        -- reservation released, or abandoned without an invoice)
+        local gone, p = abandoned(rec[5] or '')
+        if not rec[5] or not gone
+           or (p[1] and (p[1] ~= 'awaiting_payment' or p[2]))
+        then
             return {LR_IDEM_IN_USE, ws, left}
         end
-        return {LR_REPLAY, ws, left, rec[3], rec[4]}
+        if p[1] then
+            lg_lr_drop(ws, rec[5])
+        end
+        redis.call('DEL', ikey)
     end
 end
 
-local function outcome(c, ...)
+-- a business outcome: its answer kept under the key in this same step
+local function outcome(c, status, body)
     if ikey then
-        redis.call('HSET', ikey, 'state', 'running', 'fp', ARGV[21])
+        redis.call('HSET', ikey, 'state', 'done', 'fp', ARGV[21],
+                   'status', status, 'body', body)
         redis.call('EXPIRE', ikey, tonumber(ARGV[22]))
     end
-    return {c, ws, left, ...}
+    return {c, ws, left, status, body}
 end
 
 local w = redis.call('HMGET', wkey, 'plan', 'subscriptionStatus',
@@ -72,10 +108,15 @@ end
 if (sub ~= 'active' and sub ~= 'trialing')
    or (plan ~= 'mini' and plan ~= 'starter' and plan ~= 'growth')
 then
-    return outcome(LR_SUBSCRIPTION)
+    return outcome(LR_SUBSCRIPTION, 403,
+        '{"success":false,"status":"subscription_required","message":'
+        .. '"The workspace needs an active base plan subscription to '
+        .. 'request lines","redirect":"/billing"}')
 end
 
--- live lines of the channel: provisioning or active
+-- live lines of the channel: provisioning or active. The index holds the
+-- requests that are not canceled (lr_settle takes them out), so this walks
+-- what the workspace has, never its history.
 local function live()
     local n = 0
     for _, lid in ipairs(redis.call('ZRANGE', wkey .. ':lines', 0, -1)) do
@@ -85,6 +126,9 @@ local function live()
            and (h[1] == 'provisioning' or h[1] == 'active')
         then
             n = n + 1
+        elseif not h[1] or h[1] == 'canceled' then
+            -- an index written before canceled requests left it
+            redis.call('ZREM', wkey .. ':lines', lid)
         end
     end
     return n
@@ -109,29 +153,32 @@ else
 end
 
 if cost == 'forbidden' then
-    return outcome(LR_FORBIDDEN)
+    return outcome(LR_FORBIDDEN, 403,
+        '{"success":false,"status":"forbidden_line_type","message":'
+        .. '"The workspace\'s plan does not allow another line of this '
+        .. 'type"}')
 end
 
 -- at most one request awaits payment
 local pending = redis.call('GET', wkey .. ':pending')
-if pending then
-    local p = redis.call('HMGET', wkey .. ':lr:' .. pending,
-                         'provisioningStatus', 'invoiceId', 'reservedAt')
-    if p[1] ~= 'awaiting_payment' then
-        redis.call('DEL', wkey .. ':pending')
-        pending = nil
-    elseif not p[2]
-           and now - tonumber(p[3] or '0') > tonumber(ARGV[23])
+if pending and abandoned(pending) then
+    if redis.call('HGET', wkey .. ':lr:' .. pending, 'provisioningStatus')
+       == 'awaiting_payment'
     then
         -- the nginx that reserved it never stored an invoice: it died
         -- or lost Redis meanwhile; the workspace must not stay blocked
         lg_lr_drop(ws, pending)
-        pending = nil
+    else
+        redis.call('DEL', wkey .. ':pending')
     end
+    pending = nil
 end
 
 if pending then
-    return outcome(LR_PENDING, pending)
+    return outcome(LR_PENDING, 409,
+        '{"success":false,"status":"awaiting_payment","message":'
+        .. '"Another line request is awaiting payment: pay or cancel it '
+        .. 'first","pendingRequestId":"' .. pending .. '"}')
 end
 
 if cost == 'addon' and (not w[3] or w[3] == '') then
@@ -174,12 +221,26 @@ redis.call('ZADD', wkey .. ':lines', now, id)
 redis.call('SET', 'lg:line:' .. id, ws)
 
 if cost == 'included' then
-    redis.call('XADD', 'lg:provisioning', '*', 'workspace', ws, 'id', id,
-               'channelType', channel, 'lineType', ARGV[11],
-               'at', ARGV[9])
-    return outcome(LR_OK)
+    lg_lr_provision(ws, id, channel, ARGV[11], ARGV[9])
+
+    -- the body names the workspace only known here (an API key)
+    local body = ARGV[24]
+    local at = string.find(body, '"workspaceId":"@@WS@@"', 1, true)
+    if at then
+        local q = string.find(ws, '^[%w_%-%.:]*$') and ('"' .. ws .. '"')
+                  or cjson.encode(ws)
+        body = string.sub(body, 1, at - 1) .. '"workspaceId":' .. q
+               .. string.sub(body, at + 22)
+    end
+
+    return outcome(LR_OK, 201, body)
 end
 
 redis.call('SET', wkey .. ':pending', id)
 
-return outcome(LR_RESERVED, w[3])
+if ikey then
+    redis.call('HSET', ikey, 'state', 'running', 'fp', ARGV[21], 'id', id)
+    redis.call('EXPIRE', ikey, tonumber(ARGV[22]))
+end
+
+return {LR_RESERVED, ws, left, w[3]}

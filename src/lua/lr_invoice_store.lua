@@ -4,11 +4,16 @@
 -- ARGV[1] ws, ARGV[2] id, ARGV[3] invoice id, ARGV[4] hosted invoice
 -- URL, ARGV[5] now (ms), ARGV[6] sha256hex of the idempotency key ("" when
 -- none), ARGV[7] fingerprint, ARGV[8] status, ARGV[9] body, ARGV[10] TTL
--- Returns 1, or 0 when the reservation is gone (abandoned as stale): the
--- module then voids the invoice.
+-- Returns 1 (also when it was stored already: the step is sent again when
+-- its reply is lost), or 0 when the reservation is gone (abandoned as
+-- stale): the module then voids the invoice.
 --#include lr_idem
 local lkey = 'lg:{ws:' .. ARGV[1] .. '}:lr:' .. ARGV[2]
 local cur = redis.call('HMGET', lkey, 'provisioningStatus', 'invoiceId')
+if cur[2] == ARGV[3] then
+    -- stored already: this is the same step sent again (its reply lost)
+    return 1
+end
 if cur[1] ~= 'awaiting_payment' or cur[2] then
     return 0
 end

@@ -5,7 +5,12 @@
 -- meanwhile (the module then voids the new invoice).
 --#include lr_codes
 local lkey = 'lg:{ws:' .. ARGV[1] .. '}:lr:' .. ARGV[2]
-local h = redis.call('HMGET', lkey, 'provisioningStatus', 'invoiceSeq')
+local h = redis.call('HMGET', lkey, 'provisioningStatus', 'invoiceSeq',
+                     'invoiceId')
+if h[3] == ARGV[4] then
+    -- stored already: the same step sent again (its reply lost)
+    return {LR_OK}
+end
 if h[1] ~= 'awaiting_payment' or h[2] ~= ARGV[3] then
     return {LR_WRONG_STATE, h[1] or ''}
 end

@@ -5,9 +5,20 @@
 --                   and the line is appended to the provisioning stream;
 --   outcome 'void': awaiting_payment -> canceled (paymentStatus failed).
 -- Either way the workspace's pending marker is cleared if it names this
--- request. Any other current status is left alone (changed = false), so a
+-- request, and a canceled request leaves the workspace's index of live
+-- requests (lg:{ws:W}:lines), so that no step walks a workspace's
+-- history. Any other current status is left alone (changed = false), so a
 -- webhook racing a poll or a cancel cannot apply twice.
 -- Returns nil when the request does not exist.
+
+-- lg_lr_provision(ws, id, channelType, lineType, now_iso): the line into
+-- the set-up stream, capped (MAXLEN ~): set-up workers read it within
+-- minutes, the cap only bounds what nobody reads (lr_create uses it too)
+local function lg_lr_provision(ws, id, channel, line_type, now_iso)
+    redis.call('XADD', 'lg:provisioning', 'MAXLEN', '~', 100000, '*',
+               'workspace', ws, 'id', id, 'channelType', channel,
+               'lineType', line_type, 'at', now_iso)
+end
 
 local function lg_lr_settle(ws, id, outcome, now_ms, now_iso)
     local wkey = 'lg:{ws:' .. ws .. '}'
@@ -26,13 +37,12 @@ local function lg_lr_settle(ws, id, outcome, now_ms, now_iso)
         status = 'provisioning'
         redis.call('HSET', lkey, 'provisioningStatus', status,
                    'paymentStatus', 'paid', 'updatedAt', now_iso)
-        redis.call('XADD', 'lg:provisioning', '*', 'workspace', ws,
-                   'id', id, 'channelType', cur[2] or '',
-                   'lineType', cur[3] or '', 'at', now_iso)
+        lg_lr_provision(ws, id, cur[2] or '', cur[3] or '', now_iso)
     else
         status = 'canceled'
         redis.call('HSET', lkey, 'provisioningStatus', status,
                    'paymentStatus', 'failed', 'updatedAt', now_iso)
+        redis.call('ZREM', wkey .. ':lines', id)
     end
 
     if redis.call('GET', wkey .. ':pending') == id then

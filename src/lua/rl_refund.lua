@@ -1,0 +1,28 @@
+-- linegate_limit: give back one admission of a zone when another zone of
+-- the same location rejected the request (the request never ran).
+--
+-- KEYS[1]  the key's TAT (see rl_gcra.lua)
+-- ARGV[1]  the emission interval T of the zone, microseconds
+
+local tat = tonumber(redis.call('GET', KEYS[1]) or '')
+if not tat then
+    return 0
+end
+
+if redis.replicate_commands then
+    redis.replicate_commands()
+end
+
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+
+tat = tat - tonumber(ARGV[1])
+
+if tat <= now then
+    redis.call('DEL', KEYS[1])
+    return 1
+end
+
+redis.call('SET', KEYS[1], string.format('%.0f', tat),
+           'PX', math.ceil((tat - now) / 1000) + 1)
+return 1

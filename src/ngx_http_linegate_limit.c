@@ -1,0 +1,2051 @@
+
+/*
+ * linegate_limit: fleet-wide rate limiting for any nginx location.
+ *
+ *   linegate_limit_zone api key=$http_x_api_key rate=100r/s burst=50;
+ *   location /api/ { linegate_limit zone=api; proxy_pass ...; }
+ *
+ * Each zone is a GCRA (src/lua/rl_gcra.lua): one Redis key per limited
+ * value holds its theoretical arrival time on Redis's clock. A request of
+ * a limited location sends one EVALSHA per zone, all in one pipeline on
+ * the worker's shared connection, from the preaccess phase; the phase
+ * engine resumes from the reply. A header filter adds RateLimit-Policy,
+ * RateLimit and Retry-After to whatever answers the request (proxy_pass,
+ * static files, return, linegate's own APIs).
+ *
+ * When Redis does not answer, linegate_limit_on_error decides: closed
+ * (503), open (let through) or local (a share of each zone enforced in
+ * this node's shared memory). The phase handler, the header filter and
+ * the shared memory exist only when some location uses linegate_limit.
+ */
+
+
+#include "ngx_http_linegate_limit.h"
+#include "ngx_http_linegate_redis.h"
+#include "ngx_http_linegate_scripts.h"
+#include "ngx_http_linegate_metrics.h"
+
+#include <ngx_md5.h>
+
+
+#define NGX_HTTP_LINEGATE_LIMIT_RAW_KEY_MAX  64
+#define NGX_HTTP_LINEGATE_LIMIT_SHM_SIZE     (4 * 1024 * 1024)
+#define NGX_HTTP_LINEGATE_LIMIT_MAX_RATE     1000000
+
+
+typedef struct {
+    ngx_array_t                     zones;      /* of zone_t * */
+    ngx_uint_t                      used;       /* some linegate_limit */
+    ngx_uint_t                      local;      /* some on_error local */
+    ngx_shm_zone_t                 *shm_zone;
+} ngx_http_linegate_limit_main_conf_t;
+
+
+typedef struct {
+    ngx_array_t                    *limits;     /* of zone_t *; NULL: unset */
+    ngx_uint_t                      status;
+    ngx_flag_t                      dry_run;
+    ngx_flag_t                      headers;
+    ngx_uint_t                      on_error;
+    ngx_uint_t                      share;
+} ngx_http_linegate_limit_loc_conf_t;
+
+
+/* the local fallback: GCRA states in this node's shared memory */
+typedef struct {
+    ngx_rbtree_node_t               node;       /* key: 64 bits of MD5 */
+    ngx_queue_t                     queue;
+    uint64_t                        tat;        /* microseconds */
+} ngx_http_linegate_limit_node_t;
+
+
+typedef struct {
+    ngx_rbtree_t                    rbtree;
+    ngx_rbtree_node_t               sentinel;
+    ngx_queue_t                     queue;      /* LRU */
+} ngx_http_linegate_limit_shctx_t;
+
+
+typedef struct {
+    ngx_http_linegate_limit_shctx_t *sh;
+    ngx_slab_pool_t                *shpool;
+} ngx_http_linegate_limit_shm_t;
+
+
+typedef struct {
+    ngx_http_linegate_limit_zone_t *zone;
+    ngx_str_t                       value;      /* the key's value */
+    ngx_str_t                       rkey;       /* the Redis key */
+    unsigned                        limited:1;  /* value not empty */
+    unsigned                        known:1;    /* numbers below are set */
+    unsigned                        allowed:1;
+    int64_t                         granted;    /* admitted by Redis */
+    int64_t                         remaining;
+    int64_t                         reset_ms;
+    int64_t                         retry_ms;
+} ngx_http_linegate_limit_result_t;
+
+
+/*
+ * A worker's cache of rejections: Redis said when the key of a zone can
+ * pass again, and no node can admit it before then (its TAT only grows
+ * while it is rejected), so until then this worker answers the rejection
+ * itself. Direct-mapped by the Redis key, compared in full.
+ */
+#define NGX_HTTP_LINEGATE_LIMIT_CACHE_SIZE  2048
+#define NGX_HTTP_LINEGATE_LIMIT_CACHE_KEY   144
+
+typedef struct {
+    ngx_msec_t                      until;      /* ngx_current_msec */
+    ngx_msec_t                      reset;
+    u_short                         len;
+    u_char                          key[NGX_HTTP_LINEGATE_LIMIT_CACHE_KEY];
+} ngx_http_linegate_limit_cached_t;
+
+
+/*
+ * A worker's leases (linegate_limit_zone lease=): admissions reserved in
+ * Redis in one decision and spent here, each within the lease time.
+ */
+typedef struct {
+    ngx_msec_t                      until;      /* spend before */
+    ngx_msec_t                      reset;
+    ngx_uint_t                      tokens;     /* left to spend */
+    ngx_uint_t                      size;       /* what to ask next */
+    int64_t                         remaining;  /* the fleet's, then */
+    u_short                         len;
+    u_char                          key[NGX_HTTP_LINEGATE_LIMIT_CACHE_KEY];
+} ngx_http_linegate_limit_lease_t;
+
+
+typedef struct {
+    ngx_uint_t                      status;     /* _status_e */
+    ngx_int_t                       rc;         /* for the phase engine */
+    ngx_int_t                       retry_after;    /* seconds, -1: none */
+    ngx_uint_t                      n;
+    ngx_msec_t                      sent;       /* when asked */
+    ngx_http_linegate_limit_lease_t *lease;     /* asked for a lease */
+    ngx_http_linegate_limit_loc_conf_t *llcf;
+    ngx_http_linegate_limit_result_t res[NGX_HTTP_LINEGATE_LIMIT_MAX_ZONES];
+    unsigned                        waiting:1;
+    unsigned                        done:1;
+    unsigned                        headers_sent:1;
+} ngx_http_linegate_limit_ctx_t;
+
+
+static ngx_int_t ngx_http_linegate_limit_handler(ngx_http_request_t *r);
+static ngx_int_t ngx_http_linegate_limit_start(ngx_http_request_t *r,
+    ngx_http_linegate_limit_ctx_t *ctx);
+static void ngx_http_linegate_limit_reply(ngx_http_request_t *r,
+    redisReply *reply);
+static void ngx_http_linegate_limit_reply1(ngx_http_request_t *r,
+    redisReply *reply);
+static void ngx_http_linegate_limit_decide(ngx_http_request_t *r,
+    ngx_http_linegate_limit_ctx_t *ctx);
+static void ngx_http_linegate_limit_reload_script(ngx_http_request_t *r,
+    ngx_http_linegate_limit_ctx_t *ctx);
+static void ngx_http_linegate_limit_refund(ngx_http_request_t *r,
+    ngx_http_linegate_limit_ctx_t *ctx);
+static ngx_http_linegate_limit_cached_t *ngx_http_linegate_limit_cached(
+    ngx_str_t *rkey, ngx_uint_t create);
+static ngx_uint_t ngx_http_linegate_limit_cache_check(ngx_http_request_t *r,
+    ngx_http_linegate_limit_ctx_t *ctx);
+static ngx_http_linegate_limit_lease_t *ngx_http_linegate_limit_lease(
+    ngx_str_t *rkey);
+static void ngx_http_linegate_limit_fallback(ngx_http_request_t *r,
+    ngx_http_linegate_limit_ctx_t *ctx);
+static void ngx_http_linegate_limit_local(ngx_http_request_t *r,
+    ngx_http_linegate_limit_ctx_t *ctx);
+static ngx_http_linegate_limit_node_t *ngx_http_linegate_limit_node(
+    ngx_http_linegate_limit_shm_t *shm, ngx_rbtree_key_t key,
+    uint64_t now);
+static ngx_http_linegate_limit_ctx_t *ngx_http_linegate_limit_get_ctx(
+    ngx_http_request_t *r);
+static void ngx_http_linegate_limit_cleanup(void *data);
+static ngx_int_t ngx_http_linegate_limit_redis_key(ngx_http_request_t *r,
+    ngx_http_linegate_limit_result_t *res);
+static ngx_int_t ngx_http_linegate_limit_header_filter(
+    ngx_http_request_t *r);
+static ngx_int_t ngx_http_linegate_limit_add_header(ngx_http_request_t *r,
+    ngx_str_t *name, u_char *value, size_t len);
+static ngx_int_t ngx_http_linegate_limit_variable(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, uintptr_t data);
+
+static ngx_int_t ngx_http_linegate_limit_add_variables(ngx_conf_t *cf);
+static ngx_int_t ngx_http_linegate_limit_init(ngx_conf_t *cf);
+static ngx_int_t ngx_http_linegate_limit_init_shm(ngx_shm_zone_t *shm_zone,
+    void *data);
+static void *ngx_http_linegate_limit_create_main_conf(ngx_conf_t *cf);
+static char *ngx_http_linegate_limit_init_main_conf(ngx_conf_t *cf,
+    void *conf);
+static void *ngx_http_linegate_limit_create_loc_conf(ngx_conf_t *cf);
+static char *ngx_http_linegate_limit_merge_loc_conf(ngx_conf_t *cf,
+    void *parent, void *child);
+static ngx_http_linegate_limit_zone_t *ngx_http_linegate_limit_zone_get(
+    ngx_conf_t *cf, ngx_http_linegate_limit_main_conf_t *lmcf,
+    ngx_str_t *name);
+static char *ngx_http_linegate_limit_zone(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+static char *ngx_http_linegate_limit(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+static char *ngx_http_linegate_limit_on_error(ngx_conf_t *cf,
+    ngx_command_t *cmd, void *conf);
+static char *ngx_http_linegate_limit_status(ngx_conf_t *cf,
+    ngx_command_t *cmd, void *conf);
+
+
+static ngx_command_t  ngx_http_linegate_limit_commands[] = {
+
+    { ngx_string("linegate_limit_zone"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE3|NGX_CONF_TAKE4|NGX_CONF_TAKE5,
+      ngx_http_linegate_limit_zone,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("linegate_limit"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_http_linegate_limit,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("linegate_limit_status"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_http_linegate_limit_status,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("linegate_limit_dry_run"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_FLAG,
+      ngx_conf_set_flag_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_linegate_limit_loc_conf_t, dry_run),
+      NULL },
+
+    { ngx_string("linegate_limit_headers"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_FLAG,
+      ngx_conf_set_flag_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_linegate_limit_loc_conf_t, headers),
+      NULL },
+
+    { ngx_string("linegate_limit_on_error"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE12,
+      ngx_http_linegate_limit_on_error,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
+      ngx_null_command
+};
+
+
+static ngx_http_module_t  ngx_http_linegate_limit_module_ctx = {
+    ngx_http_linegate_limit_add_variables,  /* preconfiguration */
+    ngx_http_linegate_limit_init,           /* postconfiguration */
+
+    ngx_http_linegate_limit_create_main_conf, /* create main configuration */
+    ngx_http_linegate_limit_init_main_conf, /* init main configuration */
+
+    NULL,                                   /* create server configuration */
+    NULL,                                   /* merge server configuration */
+
+    ngx_http_linegate_limit_create_loc_conf, /* create location configuration */
+    ngx_http_linegate_limit_merge_loc_conf  /* merge location configuration */
+};
+
+
+ngx_module_t  ngx_http_linegate_limit_module = {
+    NGX_MODULE_V1,
+    &ngx_http_linegate_limit_module_ctx,    /* module context */
+    ngx_http_linegate_limit_commands,       /* module directives */
+    NGX_HTTP_MODULE,                        /* module type */
+    NULL,                                   /* init master */
+    NULL,                                   /* init module */
+    NULL,                                   /* init process */
+    NULL,                                   /* init thread */
+    NULL,                                   /* exit thread */
+    NULL,                                   /* exit process */
+    NULL,                                   /* exit master */
+    NGX_MODULE_V1_PADDING
+};
+
+
+static ngx_str_t  ngx_http_linegate_limit_statuses[] = {
+    ngx_null_string,
+    ngx_string("PASSED"),
+    ngx_string("REJECTED"),
+    ngx_string("REJECTED_DRY_RUN"),
+    ngx_string("OPEN"),
+    ngx_string("LOCAL_PASSED"),
+    ngx_string("LOCAL_REJECTED"),
+    ngx_string("CLOSED")
+};
+
+
+static ngx_str_t  ngx_http_linegate_limit_on_errors[] = {
+    ngx_string("open"),
+    ngx_string("closed"),
+    ngx_string("local")
+};
+
+
+static ngx_str_t  ngx_http_linegate_limit_policy_name =
+    ngx_string("RateLimit-Policy");
+static ngx_str_t  ngx_http_linegate_limit_state_name =
+    ngx_string("RateLimit");
+static ngx_str_t  ngx_http_linegate_limit_retry_name =
+    ngx_string("Retry-After");
+
+
+static ngx_http_output_header_filter_pt  ngx_http_next_header_filter;
+
+static ngx_http_linegate_limit_cached_t  *ngx_http_linegate_limit_cache;
+static ngx_http_linegate_limit_lease_t   *ngx_http_linegate_limit_leases;
+
+/* the last second this worker logged a fallback: once a second at most */
+static time_t  ngx_http_linegate_limit_logged;
+
+
+/* the request path */
+
+static ngx_int_t
+ngx_http_linegate_limit_handler(ngx_http_request_t *r)
+{
+    ngx_int_t                            rc;
+    ngx_pool_cleanup_t                  *cln;
+    ngx_http_linegate_limit_ctx_t       *ctx;
+    ngx_http_linegate_limit_loc_conf_t  *llcf;
+
+    if (r != r->main) {
+        return NGX_DECLINED;
+    }
+
+    ctx = ngx_http_linegate_limit_get_ctx(r);
+
+    if (ctx != NULL) {
+        if (ctx->waiting) {
+            /* an event of the client's connection while Redis thinks */
+            return NGX_AGAIN;
+        }
+
+        /* resumed with the decision; once per request (error_page too) */
+        rc = ctx->rc;
+        ctx->rc = NGX_DECLINED;
+        return rc;
+    }
+
+    llcf = ngx_http_get_module_loc_conf(r, ngx_http_linegate_limit_module);
+
+    if (llcf->limits == NULL || llcf->limits->nelts == 0) {
+        return NGX_DECLINED;
+    }
+
+    /* the pool cleanup finds the context again after internal redirects */
+    cln = ngx_pool_cleanup_add(r->pool,
+                               sizeof(ngx_http_linegate_limit_ctx_t));
+    if (cln == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    ctx = cln->data;
+    ngx_memzero(ctx, sizeof(ngx_http_linegate_limit_ctx_t));
+    cln->handler = ngx_http_linegate_limit_cleanup;
+    ctx->llcf = llcf;
+    ctx->rc = NGX_DECLINED;
+    ctx->retry_after = -1;
+    ngx_http_set_ctx(r, ctx, ngx_http_linegate_limit_module);
+
+    rc = ngx_http_linegate_limit_start(r, ctx);
+
+    if (rc == NGX_AGAIN) {
+        ctx->waiting = 1;
+        return NGX_AGAIN;
+    }
+
+    if (rc != NGX_OK) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    /* decided without Redis: nothing limited, or Redis unavailable */
+    rc = ctx->rc;
+    ctx->rc = NGX_DECLINED;
+    return rc;
+}
+
+
+/*
+ * The keys of the zones, one EVALSHA per limited zone, all in one
+ * pipeline. NGX_AGAIN: sent; NGX_OK: decided now.
+ */
+static ngx_int_t
+ngx_http_linegate_limit_start(ngx_http_request_t *r,
+    ngx_http_linegate_limit_ctx_t *ctx)
+{
+    ngx_int_t                           rc;
+    ngx_str_t                          *sha;
+    ngx_uint_t                          i, n, want;
+    ngx_http_linegate_limit_zone_t    **zones;
+    ngx_http_linegate_limit_lease_t    *lease;
+    ngx_http_linegate_limit_result_t   *res, *res1;
+    ngx_http_linegate_redis_args_t     *args, *a;
+
+    zones = ctx->llcf->limits->elts;
+    ctx->n = ctx->llcf->limits->nelts;
+    n = 0;
+    res1 = NULL;
+
+    for (i = 0; i < ctx->n; i++) {
+        res = &ctx->res[i];
+        res->zone = zones[i];
+
+        if (ngx_http_complex_value(r, &zones[i]->key, &res->value)
+            != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
+
+        if (res->value.len == 0) {
+            /* an empty key is not limited, as with limit_req */
+            continue;
+        }
+
+        if (ngx_http_linegate_limit_redis_key(r, res) != NGX_OK) {
+            return NGX_ERROR;
+        }
+
+        res->limited = 1;
+        res1 = res;
+        n++;
+    }
+
+    if (n == 0) {
+        ctx->done = 1;
+        return NGX_OK;
+    }
+
+    if (!ctx->llcf->dry_run && ngx_http_linegate_limit_cache_check(r, ctx)) {
+        /* a rejection Redis already gave: no round trip */
+        ctx->done = 1;
+        return NGX_OK;
+    }
+
+    ctx->sent = ngx_current_msec;
+    want = 1;
+
+    if (n == 1 && res1->zone->lease && !ctx->llcf->dry_run) {
+        lease = ngx_http_linegate_limit_lease(&res1->rkey);
+
+        if (lease != NULL) {
+            if (lease->tokens
+                && (ngx_msec_int_t) (lease->until - ngx_current_msec) > 0)
+            {
+                /* admitted by this worker's lease: no round trip */
+                lease->tokens--;
+                res1->known = 1;
+                res1->allowed = 1;
+                res1->remaining = lease->remaining;
+                res1->reset_ms = ngx_max(
+                    (ngx_msec_int_t) (lease->reset - ngx_current_msec), 0);
+                ctx->status = NGX_HTTP_LINEGATE_LIMIT_PASSED;
+                ctx->done = 1;
+                return NGX_OK;
+            }
+
+            /*
+             * Adaptive: a lease spent in time doubles the next one, one
+             * that expired unspent halves it (its requests are lost:
+             * under-admission, never more than asked).
+             */
+            if (lease->len == 0 || lease->size == 0) {
+                lease->size = 1;
+
+            } else if (lease->tokens == 0) {
+                lease->size = ngx_min(lease->size * 2,
+                                      res1->zone->lease_max);
+
+            } else {
+                lease->size = ngx_max(lease->size / 2, 1);
+            }
+
+            lease->tokens = 0;
+            lease->len = (u_short) res1->rkey.len;
+            ngx_memcpy(lease->key, res1->rkey.data, res1->rkey.len);
+            want = lease->size;
+            ctx->lease = lease;
+        }
+    }
+
+    if (!ngx_http_linegate_redis_connected()) {
+        /* known down: the fallback at once, and no log line per request */
+        ngx_http_linegate_limit_fallback(r, ctx);
+        ctx->done = 1;
+        return NGX_OK;
+    }
+
+    args = ngx_palloc(r->pool, n * sizeof(ngx_http_linegate_redis_args_t));
+    if (args == NULL) {
+        return NGX_ERROR;
+    }
+
+    if (n == 1) {
+        /* one zone: a script call, which survives a SCRIPT FLUSH */
+        a = args;
+        ngx_http_linegate_redis_args_init(a);
+        ngx_http_linegate_redis_arg_str(a, &res1->rkey);
+        ngx_http_linegate_redis_arg_str(a, &res1->zone->interval_arg);
+        ngx_http_linegate_redis_arg_str(a, &res1->zone->tolerance_arg);
+
+        if (want > 1) {
+            ngx_http_linegate_redis_arg_int(r, a, want);
+        }
+
+        rc = ngx_http_linegate_redis_script(r,
+                                            NGX_HTTP_LINEGATE_SCRIPT_RL_GCRA,
+                                            1, a,
+                                            ngx_http_linegate_limit_reply1);
+
+    } else {
+        sha = ngx_http_linegate_script_sha(NGX_HTTP_LINEGATE_SCRIPT_RL_GCRA);
+        a = args;
+
+        for (i = 0; i < ctx->n; i++) {
+            res = &ctx->res[i];
+
+            if (!res->limited) {
+                continue;
+            }
+
+            ngx_http_linegate_redis_args_init(a);
+            ngx_http_linegate_redis_arg_cstr(a, "EVALSHA");
+            ngx_http_linegate_redis_arg_str(a, sha);
+            ngx_http_linegate_redis_arg_cstr(a, "1");
+            ngx_http_linegate_redis_arg_str(a, &res->rkey);
+            ngx_http_linegate_redis_arg_str(a, &res->zone->interval_arg);
+            ngx_http_linegate_redis_arg_str(a, &res->zone->tolerance_arg);
+            a++;
+        }
+
+        rc = ngx_http_linegate_redis_pipeline(r, n, args,
+                                              ngx_http_linegate_limit_reply);
+    }
+
+    if (rc != NGX_OK) {
+        ngx_http_linegate_limit_fallback(r, ctx);
+        ctx->done = 1;
+        return NGX_OK;
+    }
+
+    return NGX_AGAIN;
+}
+
+
+/* the reply of one script call: as a pipeline of one */
+static void
+ngx_http_linegate_limit_reply1(ngx_http_request_t *r, redisReply *reply)
+{
+    redisReply   array, *element[1];
+
+    if (reply == NULL) {
+        ngx_http_linegate_limit_reply(r, NULL);
+        return;
+    }
+
+    ngx_memzero(&array, sizeof(redisReply));
+    element[0] = reply;
+    array.type = REDIS_REPLY_ARRAY;
+    array.elements = 1;
+    array.element = element;
+
+    ngx_http_linegate_limit_reply(r, &array);
+}
+
+
+static void
+ngx_http_linegate_limit_reply(ngx_http_request_t *r, redisReply *reply)
+{
+    ngx_uint_t                          i, j, k;
+    redisReply                         *e;
+    int64_t                             v[4];
+    ngx_http_linegate_limit_ctx_t      *ctx;
+    ngx_http_linegate_limit_result_t   *res;
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_linegate_limit_module);
+
+    if (ctx == NULL || !ctx->waiting) {
+        return;
+    }
+
+    ctx->waiting = 0;
+    j = 0;
+
+    if (reply == NULL) {
+        ngx_http_linegate_limit_reload_script(r, ctx);
+        goto fallback;
+    }
+
+    for (i = 0; i < ctx->n; i++) {
+        res = &ctx->res[i];
+
+        if (!res->limited) {
+            continue;
+        }
+
+        if (j >= reply->elements) {
+            goto bad;
+        }
+
+        e = reply->element[j++];
+
+        if (e->type != REDIS_REPLY_ARRAY || e->elements != 4) {
+            goto bad;
+        }
+
+        for (k = 0; k < 4; k++) {
+            if (ngx_http_linegate_reply_int(e, k, &v[k]) != NGX_OK) {
+                goto bad;
+            }
+        }
+
+        res->known = 1;
+        res->allowed = (v[0] >= 1);
+        res->granted = v[0];
+        res->remaining = v[1];
+        res->reset_ms = v[2];
+        res->retry_ms = v[3];
+    }
+
+    ngx_http_linegate_limit_decide(r, ctx);
+    goto resume;
+
+bad:
+
+    ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                  NGX_HTTP_LINEGATE_LOG "unexpected linegate_limit reply");
+
+fallback:
+
+    for (i = 0; i < ctx->n; i++) {
+        ctx->res[i].known = 0;
+    }
+
+    ngx_http_linegate_limit_fallback(r, ctx);
+
+resume:
+
+    ctx->done = 1;
+
+    /* the phase engine runs again from this handler, with the decision */
+    r->write_event_handler = ngx_http_core_run_phases;
+    ngx_http_post_request(r, NULL);
+}
+
+
+/*
+ * A pipeline (several zones) that failed before its timeout: an error
+ * reply, most likely NOSCRIPT after a SCRIPT FLUSH (a pipeline does not
+ * send a script again, and a retry could charge twice if it were another
+ * error). This request falls back; SCRIPT LOAD, at most once a second per
+ * worker, lets the next ones pass through Redis again.
+ */
+static void
+ngx_http_linegate_limit_reload_script(ngx_http_request_t *r,
+    ngx_http_linegate_limit_ctx_t *ctx)
+{
+    ngx_str_t                        src;
+    ngx_uint_t                       i, n;
+    ngx_http_linegate_redis_args_t  *a;
+    ngx_http_linegate_main_conf_t   *gmcf;
+
+    static time_t                    loaded;
+
+    for (i = 0, n = 0; i < ctx->n; i++) {
+        n += ctx->res[i].limited;
+    }
+
+    gmcf = ngx_http_get_module_main_conf(r, ngx_http_linegate_module);
+
+    if (n < 2 || loaded == ngx_time()
+        || ngx_current_msec - ctx->sent >= gmcf->redis_command_timeout)
+    {
+        return;
+    }
+
+    loaded = ngx_time();
+
+    a = ngx_palloc(r->pool, sizeof(ngx_http_linegate_redis_args_t));
+    if (a == NULL) {
+        return;
+    }
+
+    ngx_http_linegate_script_source(NGX_HTTP_LINEGATE_SCRIPT_RL_GCRA, &src);
+
+    ngx_http_linegate_redis_args_init(a);
+    ngx_http_linegate_redis_arg_cstr(a, "SCRIPT");
+    ngx_http_linegate_redis_arg_cstr(a, "LOAD");
+    ngx_http_linegate_redis_arg_str(a, &src);
+
+    (void) ngx_http_linegate_redis_command(r, a, NULL);
+}
+
+
+/* Redis answered every zone */
+static void
+ngx_http_linegate_limit_decide(ngx_http_request_t *r,
+    ngx_http_linegate_limit_ctx_t *ctx)
+{
+    int64_t                             retry;
+    ngx_uint_t                          i, rejected;
+    ngx_http_linegate_limit_cached_t   *cached;
+    ngx_http_linegate_limit_result_t   *res;
+
+    rejected = 0;
+    retry = 0;
+
+    for (i = 0; i < ctx->n; i++) {
+        res = &ctx->res[i];
+
+        if (res->known && !res->allowed) {
+            rejected = 1;
+            retry = ngx_max(retry, res->retry_ms);
+
+            if (!ctx->llcf->dry_run && res->retry_ms > 1) {
+                cached = ngx_http_linegate_limit_cached(&res->rkey, 1);
+
+                if (cached != NULL) {
+                    /*
+                     * From when the command was sent, a millisecond short
+                     * of Redis's answer (rounded up): never later than the
+                     * key can really pass.
+                     */
+                    cached->until = ctx->sent + res->retry_ms - 1;
+                    cached->reset = ctx->sent + ngx_max(res->reset_ms, 0);
+                }
+            }
+
+            ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
+                          NGX_HTTP_LINEGATE_LOG "limiting requests%s by "
+                          "zone \"%V\", retry in %L ms",
+                          ctx->llcf->dry_run ? ", dry run," : "",
+                          &res->zone->name, res->retry_ms);
+        }
+    }
+
+    if (!rejected) {
+        ctx->status = NGX_HTTP_LINEGATE_LIMIT_PASSED;
+
+        if (ctx->lease != NULL) {
+            /* one zone: this request took one, the rest is the lease */
+            for (i = 0; i < ctx->n; i++) {
+                res = &ctx->res[i];
+
+                if (res->known
+                    && ctx->lease->len == res->rkey.len
+                    && ngx_memcmp(ctx->lease->key, res->rkey.data,
+                                  res->rkey.len) == 0)
+                {
+                    /* the slot still holds this key */
+                    ctx->lease->tokens = (ngx_uint_t) (res->granted - 1);
+                    ctx->lease->until = ctx->sent + res->zone->lease;
+                    ctx->lease->remaining = res->remaining;
+                    ctx->lease->reset = ctx->sent + res->reset_ms;
+                }
+            }
+        }
+
+        return;
+    }
+
+    if (ctx->llcf->dry_run) {
+        ctx->status = NGX_HTTP_LINEGATE_LIMIT_REJECTED_DRY_RUN;
+        return;
+    }
+
+    ctx->status = NGX_HTTP_LINEGATE_LIMIT_REJECTED;
+    ctx->rc = ctx->llcf->status;
+    ctx->retry_after = (ngx_int_t) ((retry + 999) / 1000);
+
+    ngx_http_linegate_limit_refund(r, ctx);
+}
+
+
+static ngx_http_linegate_limit_cached_t *
+ngx_http_linegate_limit_cached(ngx_str_t *rkey, ngx_uint_t create)
+{
+    ngx_http_linegate_limit_cached_t  *c;
+
+    if (rkey->len > NGX_HTTP_LINEGATE_LIMIT_CACHE_KEY) {
+        return NULL;
+    }
+
+    if (ngx_http_linegate_limit_cache == NULL) {
+        if (!create) {
+            return NULL;
+        }
+
+        /* allocated by the first rejection of the worker */
+        ngx_http_linegate_limit_cache = ngx_calloc(
+            NGX_HTTP_LINEGATE_LIMIT_CACHE_SIZE
+            * sizeof(ngx_http_linegate_limit_cached_t), ngx_cycle->log);
+
+        if (ngx_http_linegate_limit_cache == NULL) {
+            return NULL;
+        }
+    }
+
+    c = &ngx_http_linegate_limit_cache[ngx_crc32_short(rkey->data, rkey->len)
+                                      % NGX_HTTP_LINEGATE_LIMIT_CACHE_SIZE];
+
+    if (create) {
+        c->len = (u_short) rkey->len;
+        ngx_memcpy(c->key, rkey->data, rkey->len);
+        return c;
+    }
+
+    if (c->len != rkey->len
+        || ngx_memcmp(c->key, rkey->data, rkey->len) != 0)
+    {
+        return NULL;
+    }
+
+    return c;
+}
+
+
+static ngx_http_linegate_limit_lease_t *
+ngx_http_linegate_limit_lease(ngx_str_t *rkey)
+{
+    ngx_http_linegate_limit_lease_t  *l;
+
+    if (rkey->len > NGX_HTTP_LINEGATE_LIMIT_CACHE_KEY) {
+        return NULL;
+    }
+
+    if (ngx_http_linegate_limit_leases == NULL) {
+        /* allocated by the first lease of the worker */
+        ngx_http_linegate_limit_leases = ngx_calloc(
+            NGX_HTTP_LINEGATE_LIMIT_CACHE_SIZE
+            * sizeof(ngx_http_linegate_limit_lease_t), ngx_cycle->log);
+
+        if (ngx_http_linegate_limit_leases == NULL) {
+            return NULL;
+        }
+    }
+
+    l = &ngx_http_linegate_limit_leases[
+            ngx_crc32_short(rkey->data, rkey->len)
+            % NGX_HTTP_LINEGATE_LIMIT_CACHE_SIZE];
+
+    if (l->len != rkey->len
+        || ngx_memcmp(l->key, rkey->data, rkey->len) != 0)
+    {
+        /* another key's slot: its lease, if any, is dropped */
+        ngx_memzero(l, sizeof(ngx_http_linegate_limit_lease_t));
+    }
+
+    return l;
+}
+
+
+/* 1: some zone's rejection is still cached, ctx holds the decision */
+static ngx_uint_t
+ngx_http_linegate_limit_cache_check(ngx_http_request_t *r,
+    ngx_http_linegate_limit_ctx_t *ctx)
+{
+    int64_t                             retry;
+    ngx_uint_t                          i, hit;
+    ngx_msec_int_t                      left;
+    ngx_http_linegate_limit_cached_t   *c;
+    ngx_http_linegate_limit_result_t   *res;
+
+    if (ngx_http_linegate_limit_cache == NULL) {
+        return 0;
+    }
+
+    hit = 0;
+    retry = 0;
+
+    for (i = 0; i < ctx->n; i++) {
+        res = &ctx->res[i];
+
+        if (!res->limited) {
+            continue;
+        }
+
+        c = ngx_http_linegate_limit_cached(&res->rkey, 0);
+        if (c == NULL) {
+            continue;
+        }
+
+        left = (ngx_msec_int_t) (c->until - ngx_current_msec);
+
+        if (left <= 0) {
+            c->len = 0;
+            continue;
+        }
+
+        hit = 1;
+        res->known = 1;
+        res->allowed = 0;
+        res->remaining = 0;
+        res->retry_ms = left + 1;
+        res->reset_ms = ngx_max((ngx_msec_int_t) (c->reset - ngx_current_msec),
+                                res->retry_ms);
+        retry = ngx_max(retry, res->retry_ms);
+    }
+
+    if (!hit) {
+        return 0;
+    }
+
+    /* the other zones were not asked: their numbers are unknown */
+    for (i = 0; i < ctx->n; i++) {
+        if (ctx->res[i].known && ctx->res[i].allowed) {
+            ctx->res[i].known = 0;
+        }
+    }
+
+    ctx->status = NGX_HTTP_LINEGATE_LIMIT_REJECTED;
+    ctx->rc = ctx->llcf->status;
+    ctx->retry_after = (ngx_int_t) ((retry + 999) / 1000);
+
+    return 1;
+}
+
+
+/*
+ * Zones that admitted a request another zone rejected give their
+ * admission back (fire and forget: at worst the key stays charged).
+ */
+static void
+ngx_http_linegate_limit_refund(ngx_http_request_t *r,
+    ngx_http_linegate_limit_ctx_t *ctx)
+{
+    ngx_str_t                          *sha;
+    ngx_uint_t                          i;
+    ngx_http_linegate_limit_result_t   *res;
+    ngx_http_linegate_redis_args_t     *a;
+
+    sha = ngx_http_linegate_script_sha(NGX_HTTP_LINEGATE_SCRIPT_RL_REFUND);
+
+    for (i = 0; i < ctx->n; i++) {
+        res = &ctx->res[i];
+
+        if (!res->known || !res->allowed) {
+            continue;
+        }
+
+        a = ngx_palloc(r->pool, sizeof(ngx_http_linegate_redis_args_t));
+        if (a == NULL) {
+            return;
+        }
+
+        ngx_http_linegate_redis_args_init(a);
+        ngx_http_linegate_redis_arg_cstr(a, "EVALSHA");
+        ngx_http_linegate_redis_arg_str(a, sha);
+        ngx_http_linegate_redis_arg_cstr(a, "1");
+        ngx_http_linegate_redis_arg_str(a, &res->rkey);
+        ngx_http_linegate_redis_arg_str(a, &res->zone->interval_arg);
+
+        (void) ngx_http_linegate_redis_command(r, a, NULL);
+    }
+}
+
+
+/* Redis could not answer: linegate_limit_on_error */
+static void
+ngx_http_linegate_limit_fallback(ngx_http_request_t *r,
+    ngx_http_linegate_limit_ctx_t *ctx)
+{
+    ngx_http_linegate_limit_loc_conf_t  *llcf;
+
+    llcf = ctx->llcf;
+
+    if (ngx_time() != ngx_http_linegate_limit_logged) {
+        ngx_http_linegate_limit_logged = ngx_time();
+
+        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                      NGX_HTTP_LINEGATE_LOG "linegate_limit: Redis did not "
+                      "answer, requests fall back to \"%V\" (logged once "
+                      "a second)", &ngx_http_linegate_limit_on_errors[
+                                       llcf->on_error]);
+    }
+
+    switch (llcf->on_error) {
+
+    case NGX_HTTP_LINEGATE_LIMIT_ON_ERROR_CLOSED:
+        ctx->status = NGX_HTTP_LINEGATE_LIMIT_CLOSED;
+
+        if (!llcf->dry_run) {
+            ctx->rc = NGX_HTTP_SERVICE_UNAVAILABLE;
+            ctx->retry_after = 1;
+        }
+
+        return;
+
+    case NGX_HTTP_LINEGATE_LIMIT_ON_ERROR_LOCAL:
+        ngx_http_linegate_limit_local(r, ctx);
+        return;
+
+    default: /* open */
+        ctx->status = NGX_HTTP_LINEGATE_LIMIT_OPEN;
+        return;
+    }
+}
+
+
+/*
+ * The local fallback: each zone at rate/share with burst/share, a GCRA
+ * per (zone, key) in this node's shared memory, all zones checked before
+ * any is charged.
+ */
+static void
+ngx_http_linegate_limit_local(ngx_http_request_t *r,
+    ngx_http_linegate_limit_ctx_t *ctx)
+{
+    int64_t                             retry;
+    uint64_t                            now, T, tau, tat, new_tat[
+                                          NGX_HTTP_LINEGATE_LIMIT_MAX_ZONES];
+    u_char                              digest[16];
+    ngx_md5_t                           md5;
+    ngx_uint_t                          i, rejected, share;
+    ngx_time_t                         *tp;
+    ngx_rbtree_key_t                    key;
+    ngx_http_linegate_limit_node_t     *node[
+                                          NGX_HTTP_LINEGATE_LIMIT_MAX_ZONES];
+    ngx_http_linegate_limit_shm_t      *shm;
+    ngx_http_linegate_limit_result_t   *res;
+    ngx_http_linegate_limit_main_conf_t *lmcf;
+
+    lmcf = ngx_http_get_module_main_conf(r, ngx_http_linegate_limit_module);
+    shm = lmcf->shm_zone->data;
+    share = ctx->llcf->share;
+
+    tp = ngx_timeofday();
+    now = (uint64_t) tp->sec * 1000000 + (uint64_t) tp->msec * 1000;
+
+    rejected = 0;
+    retry = 0;
+
+    ngx_shmtx_lock(&shm->shpool->mutex);
+
+    for (i = 0; i < ctx->n; i++) {
+        res = &ctx->res[i];
+        node[i] = NULL;
+
+        if (!res->limited) {
+            continue;
+        }
+
+        ngx_md5_init(&md5);
+        ngx_md5_update(&md5, res->zone->name.data, res->zone->name.len);
+        ngx_md5_update(&md5, ":", 1);
+        ngx_md5_update(&md5, res->value.data, res->value.len);
+        ngx_md5_final(digest, &md5);
+        ngx_memcpy(&key, digest, sizeof(ngx_rbtree_key_t));
+
+        node[i] = ngx_http_linegate_limit_node(shm, key, now);
+
+        T = res->zone->interval * share;
+        tau = (res->zone->burst / share) * T;
+
+        tat = (node[i] && node[i]->tat > now) ? node[i]->tat : now;
+        new_tat[i] = tat + T;
+
+        res->known = 1;
+
+        if (new_tat[i] - tau - T > now) {
+            res->allowed = 0;
+            res->remaining = 0;
+            res->reset_ms = (tat - now + 999) / 1000;
+            res->retry_ms = (new_tat[i] - tau - T - now + 999) / 1000;
+            retry = ngx_max(retry, res->retry_ms);
+            rejected = 1;
+
+        } else {
+            res->allowed = 1;
+            res->remaining = (now - (new_tat[i] - tau - T)) / T;
+            res->reset_ms = (new_tat[i] - now + 999) / 1000;
+            res->retry_ms = 0;
+        }
+    }
+
+    if (!rejected || ctx->llcf->dry_run) {
+        for (i = 0; i < ctx->n; i++) {
+            if (node[i] != NULL && ctx->res[i].allowed) {
+                node[i]->tat = new_tat[i];
+            }
+        }
+    }
+
+    ngx_shmtx_unlock(&shm->shpool->mutex);
+
+    if (!rejected) {
+        ctx->status = NGX_HTTP_LINEGATE_LIMIT_LOCAL_PASSED;
+        return;
+    }
+
+    ctx->status = NGX_HTTP_LINEGATE_LIMIT_LOCAL_REJECTED;
+
+    if (!ctx->llcf->dry_run) {
+        ctx->rc = ctx->llcf->status;
+        ctx->retry_after = (ngx_int_t) ((retry + 999) / 1000);
+    }
+}
+
+
+/* the node of a key, created if need be; the LRU evicts old ones */
+static ngx_http_linegate_limit_node_t *
+ngx_http_linegate_limit_node(ngx_http_linegate_limit_shm_t *shm,
+    ngx_rbtree_key_t key, uint64_t now)
+{
+    ngx_uint_t                       i;
+    ngx_queue_t                     *q;
+    ngx_rbtree_node_t               *n, *sentinel;
+    ngx_http_linegate_limit_node_t  *ln;
+
+    n = shm->sh->rbtree.root;
+    sentinel = shm->sh->rbtree.sentinel;
+
+    while (n != sentinel) {
+        if (key < n->key) {
+            n = n->left;
+            continue;
+        }
+
+        if (key > n->key) {
+            n = n->right;
+            continue;
+        }
+
+        ln = (ngx_http_linegate_limit_node_t *) n;
+        ngx_queue_remove(&ln->queue);
+        ngx_queue_insert_head(&shm->sh->queue, &ln->queue);
+        return ln;
+    }
+
+    /* up to two states back to full (their TAT passed) go first */
+    for (i = 0; i < 2 && !ngx_queue_empty(&shm->sh->queue); i++) {
+        q = ngx_queue_last(&shm->sh->queue);
+        ln = ngx_queue_data(q, ngx_http_linegate_limit_node_t, queue);
+
+        if (ln->tat > now) {
+            break;
+        }
+
+        ngx_queue_remove(q);
+        ngx_rbtree_delete(&shm->sh->rbtree, &ln->node);
+        ngx_slab_free_locked(shm->shpool, ln);
+    }
+
+    ln = ngx_slab_alloc_locked(shm->shpool,
+                               sizeof(ngx_http_linegate_limit_node_t));
+
+    if (ln == NULL && !ngx_queue_empty(&shm->sh->queue)) {
+        /* full: the least recently used state goes */
+        q = ngx_queue_last(&shm->sh->queue);
+        ln = ngx_queue_data(q, ngx_http_linegate_limit_node_t, queue);
+        ngx_queue_remove(q);
+        ngx_rbtree_delete(&shm->sh->rbtree, &ln->node);
+        ngx_slab_free_locked(shm->shpool, ln);
+
+        ln = ngx_slab_alloc_locked(shm->shpool,
+                                   sizeof(ngx_http_linegate_limit_node_t));
+    }
+
+    if (ln == NULL) {
+        return NULL;
+    }
+
+    ngx_memzero(ln, sizeof(ngx_http_linegate_limit_node_t));
+    ln->node.key = key;
+    ln->tat = now;
+    ngx_rbtree_insert(&shm->sh->rbtree, &ln->node);
+    ngx_queue_insert_head(&shm->sh->queue, &ln->queue);
+
+    return ln;
+}
+
+
+/*
+ * lg:rl:{<zone>:v:<value>} for short printable values, else
+ * lg:rl:{<zone>:h:<md5 hex>}: the braces are the Redis Cluster hash tag,
+ * so the keys of a zone spread over the slots.
+ */
+static ngx_int_t
+ngx_http_linegate_limit_redis_key(ngx_http_request_t *r,
+    ngx_http_linegate_limit_result_t *res)
+{
+    u_char      *p, digest[16];
+    size_t       len;
+    ngx_uint_t   i, raw;
+    ngx_md5_t    md5;
+
+    raw = res->value.len <= NGX_HTTP_LINEGATE_LIMIT_RAW_KEY_MAX;
+
+    for (i = 0; raw && i < res->value.len; i++) {
+        if (res->value.data[i] <= ' ' || res->value.data[i] >= 0x7f
+            || res->value.data[i] == '{' || res->value.data[i] == '}')
+        {
+            raw = 0;
+        }
+    }
+
+    len = sizeof("lg:rl:{:h:}") - 1 + res->zone->name.len
+          + (raw ? res->value.len : 32);
+
+    p = ngx_pnalloc(r->pool, len);
+    if (p == NULL) {
+        return NGX_ERROR;
+    }
+
+    res->rkey.data = p;
+    p = ngx_cpymem(p, "lg:rl:{", 7);
+    p = ngx_cpymem(p, res->zone->name.data, res->zone->name.len);
+
+    if (raw) {
+        p = ngx_cpymem(p, ":v:", 3);
+        p = ngx_cpymem(p, res->value.data, res->value.len);
+
+    } else {
+        ngx_md5_init(&md5);
+        ngx_md5_update(&md5, res->value.data, res->value.len);
+        ngx_md5_final(digest, &md5);
+
+        p = ngx_cpymem(p, ":h:", 3);
+        p = ngx_hex_dump(p, digest, 16);
+    }
+
+    *p++ = '}';
+    res->rkey.len = p - res->rkey.data;
+
+    return NGX_OK;
+}
+
+
+static ngx_http_linegate_limit_ctx_t *
+ngx_http_linegate_limit_get_ctx(ngx_http_request_t *r)
+{
+    ngx_pool_cleanup_t             *cln;
+    ngx_http_linegate_limit_ctx_t  *ctx;
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_linegate_limit_module);
+
+    if (ctx != NULL || !r->internal) {
+        return ctx;
+    }
+
+    /* an internal redirect cleared the module contexts */
+    for (cln = r->pool->cleanup; cln; cln = cln->next) {
+        if (cln->handler == ngx_http_linegate_limit_cleanup) {
+            ctx = cln->data;
+            ngx_http_set_ctx(r, ctx, ngx_http_linegate_limit_module);
+            return ctx;
+        }
+    }
+
+    return NULL;
+}
+
+
+/* the request ends: its decision counted in the metrics, once per zone */
+static void
+ngx_http_linegate_limit_cleanup(void *data)
+{
+    ngx_http_linegate_limit_ctx_t  *ctx = data;
+
+    ngx_uint_t                       i;
+    ngx_http_linegate_limit_zone_t **zones;
+
+    if (ctx->status == 0 || ctx->llcf == NULL || ctx->llcf->limits == NULL) {
+        return;
+    }
+
+    zones = ctx->llcf->limits->elts;
+
+    for (i = 0; i < ctx->llcf->limits->nelts; i++) {
+        ngx_http_linegate_metrics_inc2(NGX_HTTP_LINEGATE_M_RATELIMIT,
+            "zone", &zones[i]->name,
+            "status", &ngx_http_linegate_limit_statuses[ctx->status]);
+    }
+}
+
+
+/* RateLimit-Policy, RateLimit and Retry-After on the answer */
+
+static ngx_int_t
+ngx_http_linegate_limit_header_filter(ngx_http_request_t *r)
+{
+    u_char                             *policy, *state, *pp, *sp, *p;
+    size_t                              len;
+    ngx_uint_t                          i, n;
+    ngx_http_linegate_limit_ctx_t      *ctx;
+    ngx_http_linegate_limit_result_t   *res;
+
+    if (r != r->main) {
+        return ngx_http_next_header_filter(r);
+    }
+
+    ctx = ngx_http_linegate_limit_get_ctx(r);
+
+    if (ctx == NULL || !ctx->done || ctx->headers_sent) {
+        return ngx_http_next_header_filter(r);
+    }
+
+    ctx->headers_sent = 1;
+
+    if (ctx->retry_after >= 0) {
+        p = ngx_pnalloc(r->pool, NGX_INT_T_LEN);
+        if (p == NULL) {
+            return NGX_ERROR;
+        }
+
+        len = ngx_sprintf(p, "%i", ctx->retry_after) - p;
+
+        if (ngx_http_linegate_limit_add_header(r,
+                &ngx_http_linegate_limit_retry_name, p, len)
+            != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
+    }
+
+    if (!ctx->llcf->headers) {
+        return ngx_http_next_header_filter(r);
+    }
+
+    len = 0;
+
+    for (i = 0; i < ctx->n; i++) {
+        len += ctx->res[i].zone->name.len + 2 + 3 * NGX_INT64_LEN + 16;
+    }
+
+    policy = ngx_pnalloc(r->pool, len);
+    state = ngx_pnalloc(r->pool, len);
+    if (policy == NULL || state == NULL) {
+        return NGX_ERROR;
+    }
+
+    pp = policy;
+    sp = state;
+    n = 0;
+
+    for (i = 0; i < ctx->n; i++) {
+        res = &ctx->res[i];
+
+        if (!res->limited) {
+            continue;
+        }
+
+        if (pp != policy) {
+            pp = ngx_cpymem(pp, ", ", 2);
+        }
+
+        pp = ngx_sprintf(pp, "\"%V\";q=%ui;w=%T", &res->zone->name,
+                         res->zone->rate, res->zone->unit);
+
+        if (!res->known) {
+            continue;
+        }
+
+        if (sp != state) {
+            sp = ngx_cpymem(sp, ", ", 2);
+        }
+
+        sp = ngx_sprintf(sp, "\"%V\";r=%L;t=%L", &res->zone->name,
+                         ngx_max(res->remaining, 0),
+                         (ngx_max(res->reset_ms, 0) + 999) / 1000);
+        n++;
+    }
+
+    if (pp != policy
+        && ngx_http_linegate_limit_add_header(r,
+               &ngx_http_linegate_limit_policy_name, policy, pp - policy)
+           != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    if (n
+        && ngx_http_linegate_limit_add_header(r,
+               &ngx_http_linegate_limit_state_name, state, sp - state)
+           != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    return ngx_http_next_header_filter(r);
+}
+
+
+static ngx_int_t
+ngx_http_linegate_limit_add_header(ngx_http_request_t *r, ngx_str_t *name,
+    u_char *value, size_t len)
+{
+    ngx_table_elt_t  *h;
+
+    h = ngx_list_push(&r->headers_out.headers);
+    if (h == NULL) {
+        return NGX_ERROR;
+    }
+
+    h->hash = 1;
+    h->key = *name;
+    h->value.data = value;
+    h->value.len = len;
+#if (nginx_version >= 1023000)
+    h->next = NULL;
+#endif
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_linegate_limit_variable(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, uintptr_t data)
+{
+    ngx_http_linegate_limit_ctx_t  *ctx;
+
+    ctx = ngx_http_linegate_limit_get_ctx(r->main);
+
+    if (ctx == NULL || ctx->status == NGX_HTTP_LINEGATE_LIMIT_NONE) {
+        v->not_found = 1;
+        return NGX_OK;
+    }
+
+    v->data = ngx_http_linegate_limit_statuses[ctx->status].data;
+    v->len = ngx_http_linegate_limit_statuses[ctx->status].len;
+    v->valid = 1;
+    v->no_cacheable = 0;
+    v->not_found = 0;
+
+    return NGX_OK;
+}
+
+
+/* configuration */
+
+static ngx_int_t
+ngx_http_linegate_limit_add_variables(ngx_conf_t *cf)
+{
+    ngx_http_variable_t  *var;
+    ngx_str_t             name = ngx_string("linegate_limit_status");
+
+    var = ngx_http_add_variable(cf, &name, NGX_HTTP_VAR_NOCACHEABLE);
+    if (var == NULL) {
+        return NGX_ERROR;
+    }
+
+    var->get_handler = ngx_http_linegate_limit_variable;
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_linegate_limit_init(ngx_conf_t *cf)
+{
+    ngx_str_t                             name = ngx_string("linegate_limit");
+    ngx_http_handler_pt                  *h;
+    ngx_http_core_main_conf_t            *cmcf;
+    ngx_http_linegate_main_conf_t        *gmcf;
+    ngx_http_linegate_limit_main_conf_t  *lmcf;
+    ngx_http_linegate_limit_shm_t        *shm;
+
+    lmcf = ngx_http_conf_get_module_main_conf(cf,
+                                              ngx_http_linegate_limit_module);
+
+    if (!lmcf->used) {
+        /* loading the module changes nothing where it is not used */
+        return NGX_OK;
+    }
+
+    gmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_linegate_module);
+
+    if (!gmcf->redis_configured) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"linegate_limit\" needs \"linegate_redis\" in "
+                           "the http block");
+        return NGX_ERROR;
+    }
+
+    cmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_core_module);
+
+    h = ngx_array_push(&cmcf->phases[NGX_HTTP_PREACCESS_PHASE].handlers);
+    if (h == NULL) {
+        return NGX_ERROR;
+    }
+
+    *h = ngx_http_linegate_limit_handler;
+
+    ngx_http_next_header_filter = ngx_http_top_header_filter;
+    ngx_http_top_header_filter = ngx_http_linegate_limit_header_filter;
+
+    if (lmcf->local) {
+        shm = ngx_pcalloc(cf->pool, sizeof(ngx_http_linegate_limit_shm_t));
+        if (shm == NULL) {
+            return NGX_ERROR;
+        }
+
+        lmcf->shm_zone = ngx_shared_memory_add(cf, &name,
+                                           NGX_HTTP_LINEGATE_LIMIT_SHM_SIZE,
+                                           &ngx_http_linegate_limit_module);
+        if (lmcf->shm_zone == NULL) {
+            return NGX_ERROR;
+        }
+
+        lmcf->shm_zone->init = ngx_http_linegate_limit_init_shm;
+        lmcf->shm_zone->data = shm;
+    }
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_linegate_limit_init_shm(ngx_shm_zone_t *shm_zone, void *data)
+{
+    ngx_http_linegate_limit_shm_t  *oshm = data;
+    ngx_http_linegate_limit_shm_t  *shm;
+
+    shm = shm_zone->data;
+
+    if (oshm) {
+        shm->sh = oshm->sh;
+        shm->shpool = oshm->shpool;
+        return NGX_OK;
+    }
+
+    shm->shpool = (ngx_slab_pool_t *) shm_zone->shm.addr;
+
+    if (shm_zone->shm.exists) {
+        shm->sh = shm->shpool->data;
+        return NGX_OK;
+    }
+
+    shm->sh = ngx_slab_alloc(shm->shpool,
+                             sizeof(ngx_http_linegate_limit_shctx_t));
+    if (shm->sh == NULL) {
+        return NGX_ERROR;
+    }
+
+    shm->shpool->data = shm->sh;
+
+    ngx_rbtree_init(&shm->sh->rbtree, &shm->sh->sentinel,
+                    ngx_rbtree_insert_value);
+    ngx_queue_init(&shm->sh->queue);
+
+    shm->shpool->log_nomem = 0;
+
+    return NGX_OK;
+}
+
+
+static void *
+ngx_http_linegate_limit_create_main_conf(ngx_conf_t *cf)
+{
+    ngx_http_linegate_limit_main_conf_t  *lmcf;
+
+    lmcf = ngx_pcalloc(cf->pool,
+                       sizeof(ngx_http_linegate_limit_main_conf_t));
+    if (lmcf == NULL) {
+        return NULL;
+    }
+
+    if (ngx_array_init(&lmcf->zones, cf->pool, 4,
+                       sizeof(ngx_http_linegate_limit_zone_t *))
+        != NGX_OK)
+    {
+        return NULL;
+    }
+
+    return lmcf;
+}
+
+
+static char *
+ngx_http_linegate_limit_init_main_conf(ngx_conf_t *cf, void *conf)
+{
+    ngx_http_linegate_limit_main_conf_t  *lmcf = conf;
+
+    ngx_uint_t                       i;
+    ngx_http_linegate_limit_zone_t **zones;
+
+    zones = lmcf->zones.elts;
+
+    for (i = 0; i < lmcf->zones.nelts; i++) {
+        if (!zones[i]->defined) {
+            ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
+                          "linegate_limit zone \"%V\" is used in %s:%ui "
+                          "but never defined by \"linegate_limit_zone\"",
+                          &zones[i]->name, zones[i]->file, zones[i]->line);
+            return NGX_CONF_ERROR;
+        }
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+static void *
+ngx_http_linegate_limit_create_loc_conf(ngx_conf_t *cf)
+{
+    ngx_http_linegate_limit_loc_conf_t  *conf;
+
+    conf = ngx_pcalloc(cf->pool, sizeof(ngx_http_linegate_limit_loc_conf_t));
+    if (conf == NULL) {
+        return NULL;
+    }
+
+    /*
+     * set by ngx_pcalloc():
+     *
+     *     conf->limits = NULL;
+     */
+
+    conf->status = NGX_CONF_UNSET_UINT;
+    conf->dry_run = NGX_CONF_UNSET;
+    conf->headers = NGX_CONF_UNSET;
+    conf->on_error = NGX_CONF_UNSET_UINT;
+    conf->share = NGX_CONF_UNSET_UINT;
+
+    return conf;
+}
+
+
+static char *
+ngx_http_linegate_limit_merge_loc_conf(ngx_conf_t *cf, void *parent,
+    void *child)
+{
+    ngx_http_linegate_limit_loc_conf_t *prev = parent;
+    ngx_http_linegate_limit_loc_conf_t *conf = child;
+
+    ngx_http_linegate_limit_main_conf_t  *lmcf;
+
+    /* as limit_req: a level with none inherits its parent's list */
+    if (conf->limits == NULL) {
+        conf->limits = prev->limits;
+    }
+
+    ngx_conf_merge_uint_value(conf->status, prev->status,
+                              NGX_HTTP_TOO_MANY_REQUESTS);
+    ngx_conf_merge_value(conf->dry_run, prev->dry_run, 0);
+    ngx_conf_merge_value(conf->headers, prev->headers, 1);
+
+    if (conf->on_error == NGX_CONF_UNSET_UINT) {
+        conf->on_error = (prev->on_error == NGX_CONF_UNSET_UINT)
+                         ? NGX_HTTP_LINEGATE_LIMIT_ON_ERROR_OPEN
+                         : prev->on_error;
+        conf->share = prev->share;
+    }
+
+    if (conf->share == NGX_CONF_UNSET_UINT) {
+        conf->share = 1;
+    }
+
+    if (conf->on_error == NGX_HTTP_LINEGATE_LIMIT_ON_ERROR_LOCAL
+        && conf->limits != NULL)
+    {
+        lmcf = ngx_http_conf_get_module_main_conf(cf,
+                                            ngx_http_linegate_limit_module);
+        lmcf->local = 1;
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+static ngx_http_linegate_limit_zone_t *
+ngx_http_linegate_limit_zone_get(ngx_conf_t *cf,
+    ngx_http_linegate_limit_main_conf_t *lmcf, ngx_str_t *name)
+{
+    ngx_uint_t                        i;
+    ngx_http_linegate_limit_zone_t  **zones, *zone, **zp;
+
+    zones = lmcf->zones.elts;
+
+    for (i = 0; i < lmcf->zones.nelts; i++) {
+        if (zones[i]->name.len == name->len
+            && ngx_strncmp(zones[i]->name.data, name->data, name->len) == 0)
+        {
+            return zones[i];
+        }
+    }
+
+    zone = ngx_pcalloc(cf->pool, sizeof(ngx_http_linegate_limit_zone_t));
+    if (zone == NULL) {
+        return NULL;
+    }
+
+    zp = ngx_array_push(&lmcf->zones);
+    if (zp == NULL) {
+        return NULL;
+    }
+
+    zone->name = *name;
+    zone->file = cf->conf_file->file.name.data;
+    zone->line = cf->conf_file->line;
+    *zp = zone;
+
+    return zone;
+}
+
+
+/* linegate_limit_zone name key=<value> rate=<n>r/s|m|h|d [burst=<n>] */
+static char *
+ngx_http_linegate_limit_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_linegate_limit_main_conf_t *lmcf = conf;
+
+    u_char                            *p, *last, c;
+    uint64_t                           period;
+    ngx_int_t                          n;
+    ngx_str_t                         *value, s;
+    ngx_uint_t                         i, has_key, has_rate;
+    ngx_http_linegate_limit_zone_t    *zone;
+    ngx_http_compile_complex_value_t   ccv;
+
+    value = cf->args->elts;
+
+    for (i = 0; i < value[1].len; i++) {
+        c = value[1].data[i];
+
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z')
+              || (c >= '0' && c <= '9') || c == '_' || c == '-'))
+        {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "invalid linegate_limit_zone name \"%V\": "
+                               "letters, digits, \"_\" and \"-\" only",
+                               &value[1]);
+            return NGX_CONF_ERROR;
+        }
+    }
+
+    if (value[1].len == 0 || value[1].len > 64) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid linegate_limit_zone name \"%V\"",
+                           &value[1]);
+        return NGX_CONF_ERROR;
+    }
+
+    zone = ngx_http_linegate_limit_zone_get(cf, lmcf, &value[1]);
+    if (zone == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    if (zone->defined) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "duplicate linegate_limit_zone \"%V\"",
+                           &value[1]);
+        return NGX_CONF_ERROR;
+    }
+
+    has_key = 0;
+    has_rate = 0;
+
+    for (i = 2; i < cf->args->nelts; i++) {
+
+        if (ngx_strncmp(value[i].data, "key=", 4) == 0) {
+            s.data = value[i].data + 4;
+            s.len = value[i].len - 4;
+
+            ngx_memzero(&ccv, sizeof(ngx_http_compile_complex_value_t));
+            ccv.cf = cf;
+            ccv.value = &s;
+            ccv.complex_value = &zone->key;
+
+            if (ngx_http_compile_complex_value(&ccv) != NGX_OK) {
+                return NGX_CONF_ERROR;
+            }
+
+            if (zone->key.lengths == NULL) {
+                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                                   "linegate_limit_zone \"%V\": key \"%V\" "
+                                   "has no variables (every request would "
+                                   "share one count; for one limit of the "
+                                   "whole fleet use a variable such as "
+                                   "$server_name)", &value[1], &s);
+                return NGX_CONF_ERROR;
+            }
+
+            has_key = 1;
+            continue;
+        }
+
+        if (ngx_strncmp(value[i].data, "rate=", 5) == 0) {
+            p = value[i].data + 5;
+            last = value[i].data + value[i].len;
+
+            if (last - p < 4 || ngx_strncmp(last - 3, "r/", 2) != 0) {
+                goto bad_rate;
+            }
+
+            switch (last[-1]) {
+            case 's':
+                zone->unit = 1;
+                break;
+            case 'm':
+                zone->unit = 60;
+                break;
+            case 'h':
+                zone->unit = 3600;
+                break;
+            case 'd':
+                zone->unit = 86400;
+                break;
+            default:
+                goto bad_rate;
+            }
+
+            n = ngx_atoi(p, last - 3 - p);
+            if (n <= 0
+                || (ngx_uint_t) n > NGX_HTTP_LINEGATE_LIMIT_MAX_RATE
+                                    * (ngx_uint_t) zone->unit)
+            {
+                goto bad_rate;
+            }
+
+            zone->rate = n;
+            has_rate = 1;
+            continue;
+        }
+
+        if (ngx_strncmp(value[i].data, "lease=", 6) == 0) {
+            s.data = value[i].data + 6;
+            s.len = value[i].len - 6;
+
+            zone->lease = ngx_parse_time(&s, 0);
+            if (zone->lease == (ngx_msec_t) NGX_ERROR || zone->lease == 0
+                || zone->lease > 1000)
+            {
+                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                                   "invalid lease \"%V\" (a time from 1ms "
+                                   "to 1s)", &value[i]);
+                return NGX_CONF_ERROR;
+            }
+
+            continue;
+        }
+
+        if (ngx_strncmp(value[i].data, "burst=", 6) == 0) {
+            n = ngx_atoi(value[i].data + 6, value[i].len - 6);
+            if (n < 0 || n > 100000000) {
+                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                                   "invalid burst value \"%V\"", &value[i]);
+                return NGX_CONF_ERROR;
+            }
+
+            zone->burst = n;
+            continue;
+        }
+
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid parameter \"%V\"", &value[i]);
+        return NGX_CONF_ERROR;
+    }
+
+    if (!has_key || !has_rate) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "linegate_limit_zone \"%V\" needs key= and rate=",
+                           &value[1]);
+        return NGX_CONF_ERROR;
+    }
+
+    /* T rounded up: the fleet never admits more than the rate */
+    period = (uint64_t) zone->unit * 1000000;
+    zone->interval = (period + zone->rate - 1) / zone->rate;
+
+    /* a lease holds at most what the rate gives in the lease time */
+    zone->lease_max = ngx_max((uint64_t) zone->lease * 1000
+                              / zone->interval, 1);
+
+    p = ngx_pnalloc(cf->pool, 2 * NGX_INT64_LEN);
+    if (p == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    zone->interval_arg.data = p;
+    zone->interval_arg.len = ngx_sprintf(p, "%uL", zone->interval) - p;
+    p += NGX_INT64_LEN;
+    zone->tolerance_arg.data = p;
+    zone->tolerance_arg.len = ngx_sprintf(p, "%uL",
+                                          zone->interval * zone->burst)
+                              - p;
+    zone->defined = 1;
+
+    return NGX_CONF_OK;
+
+bad_rate:
+
+    ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                       "invalid rate \"%V\" (expected <n>r/s, r/m, r/h or "
+                       "r/d, at most %ui r/s)", &value[i],
+                       (ngx_uint_t) NGX_HTTP_LINEGATE_LIMIT_MAX_RATE);
+    return NGX_CONF_ERROR;
+}
+
+
+/* linegate_limit zone=<name> */
+static char *
+ngx_http_linegate_limit(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_linegate_limit_loc_conf_t *llcf = conf;
+
+    ngx_str_t                             *value, name;
+    ngx_uint_t                             i;
+    ngx_http_linegate_limit_zone_t        *zone, **zones, **zp;
+    ngx_http_linegate_limit_main_conf_t   *lmcf;
+
+    value = cf->args->elts;
+
+    if (ngx_strncmp(value[1].data, "zone=", 5) != 0 || value[1].len == 5) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid parameter \"%V\" (expected zone=<name>)",
+                           &value[1]);
+        return NGX_CONF_ERROR;
+    }
+
+    name.data = value[1].data + 5;
+    name.len = value[1].len - 5;
+
+    lmcf = ngx_http_conf_get_module_main_conf(cf,
+                                              ngx_http_linegate_limit_module);
+
+    zone = ngx_http_linegate_limit_zone_get(cf, lmcf, &name);
+    if (zone == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    if (llcf->limits == NULL) {
+        llcf->limits = ngx_array_create(cf->pool,
+                           NGX_HTTP_LINEGATE_LIMIT_MAX_ZONES,
+                           sizeof(ngx_http_linegate_limit_zone_t *));
+        if (llcf->limits == NULL) {
+            return NGX_CONF_ERROR;
+        }
+    }
+
+    zones = llcf->limits->elts;
+
+    for (i = 0; i < llcf->limits->nelts; i++) {
+        if (zones[i] == zone) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "duplicate linegate_limit \"%V\"", &value[1]);
+            return NGX_CONF_ERROR;
+        }
+    }
+
+    if (llcf->limits->nelts == NGX_HTTP_LINEGATE_LIMIT_MAX_ZONES) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "too many linegate_limit zones at \"%V\" "
+                           "(at most %d per level)", &value[1],
+                           NGX_HTTP_LINEGATE_LIMIT_MAX_ZONES);
+        return NGX_CONF_ERROR;
+    }
+
+    zp = ngx_array_push(llcf->limits);
+    if (zp == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    *zp = zone;
+    lmcf->used = 1;
+
+    return NGX_CONF_OK;
+}
+
+
+/* linegate_limit_on_error closed | open | local [share=<n>] */
+static char *
+ngx_http_linegate_limit_on_error(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf)
+{
+    ngx_http_linegate_limit_loc_conf_t *llcf = conf;
+
+    ngx_int_t   n;
+    ngx_str_t  *value;
+    ngx_uint_t  i;
+
+    if (llcf->on_error != NGX_CONF_UNSET_UINT) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    for (i = 0; i < 3; i++) {
+        if (value[1].len == ngx_http_linegate_limit_on_errors[i].len
+            && ngx_strncmp(value[1].data,
+                           ngx_http_linegate_limit_on_errors[i].data,
+                           value[1].len) == 0)
+        {
+            break;
+        }
+    }
+
+    if (i == 3) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid value \"%V\" (expected closed, open or "
+                           "local)", &value[1]);
+        return NGX_CONF_ERROR;
+    }
+
+    llcf->on_error = i;
+    llcf->share = 1;
+
+    if (cf->args->nelts == 2) {
+        return NGX_CONF_OK;
+    }
+
+    if (i != NGX_HTTP_LINEGATE_LIMIT_ON_ERROR_LOCAL
+        || ngx_strncmp(value[2].data, "share=", 6) != 0)
+    {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid parameter \"%V\" (only \"local\" takes "
+                           "share=<nodes>)", &value[2]);
+        return NGX_CONF_ERROR;
+    }
+
+    n = ngx_atoi(value[2].data + 6, value[2].len - 6);
+    if (n <= 0 || n > 1000) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid share \"%V\" (the fleet's node count, "
+                           "1 to 1000)", &value[2]);
+        return NGX_CONF_ERROR;
+    }
+
+    llcf->share = n;
+
+    return NGX_CONF_OK;
+}
+
+
+static char *
+ngx_http_linegate_limit_status(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf)
+{
+    ngx_http_linegate_limit_loc_conf_t *llcf = conf;
+
+    ngx_int_t   n;
+    ngx_str_t  *value;
+
+    if (llcf->status != NGX_CONF_UNSET_UINT) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+    n = ngx_atoi(value[1].data, value[1].len);
+
+    if (n < 400 || n > 599) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid linegate_limit_status \"%V\" (a status "
+                           "from 400 to 599)", &value[1]);
+        return NGX_CONF_ERROR;
+    }
+
+    llcf->status = n;
+
+    return NGX_CONF_OK;
+}

@@ -1,0 +1,132 @@
+# Bounded work per request (issue 13): no request walks every request a
+# workspace ever made. A workspace whose history holds 100,000 canceled
+# requests costs Redis what a fresh workspace costs on create and by-user
+# (commands counted with INFO commandstats, which counts the commands
+# scripts run too: no timing); the set-up stream is capped.
+use strict;
+use warnings;
+use lib 't/lib';
+
+use Test::More;
+use Time::HiRes qw(sleep);
+use LG::Stack;
+use LG::Test;
+use LG::Lines qw(body);
+
+my $s = LG::Stack->new->start;
+my $l = LG::Lines->new($s);
+my $r = $s->redis;
+
+my $HISTORY = 100_000;
+
+# the commands Redis ran while $code ran, scripts' own included (the
+# workers' keepalive PINGs and this helper's INFO/CONFIG left out)
+sub cost {
+    my ($code) = @_;
+    my $calls = sub {
+        my $st = $r->info('commandstats');
+        my $n = 0;
+        for my $k (keys %$st) {
+            next if $k =~ /cmdstat_(?:ping|info|config)\b/;
+            $n += $1 if $st->{$k} =~ /calls=(\d+)/;
+        }
+        return $n;
+    };
+    my $before = $calls->();
+    $code->();
+    sleep 0.2;    # fire-and-forget commands land
+    return $calls->() - $before;
+}
+
+# the history is what the API leaves: create -> cancel, three times
+my $old = $l->workspace('org_history');
+my @canceled;
+for (1 .. 3) {
+    my ($id) = $l->awaiting($old);
+    $l->answer($l->manage($old, $id, 'cancel'), 200, 'canceled');
+    push @canceled, $id;
+}
+
+my $lr = $l->lr($old, $canceled[0]);
+is($lr->{provisioningStatus}, 'canceled', 'a canceled request is kept');
+my $indexed = defined $r->zscore("lg:{ws:org_history}:lines", $canceled[0]);
+ok(!$indexed, 'a canceled request leaves the index of live requests');
+$l->answer($l->get($old, $canceled[0]), 200, 'and is still read by id');
+
+# ... then 100,000 more of the same shape, written as the API wrote those
+# (in slices: Redis keeps answering the workers' keepalive PINGs)
+$r->eval(<<'LUA', 0, $_, $_ + 4999, $indexed ? 1 : 0, %$lr)
+local from, to, indexed = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3]
+local f = {}
+for i = 4, #ARGV do f[#f + 1] = ARGV[i] end
+for i = from, to do
+    local id = string.format('%024x', i)
+    redis.call('HSET', 'lg:{ws:org_history}:lr:' .. id, unpack(f))
+    redis.call('SET', 'lg:line:' .. id, 'org_history')
+    if indexed == '1' then
+        redis.call('ZADD', 'lg:{ws:org_history}:lines', i, id)
+    end
+end
+return 1
+LUA
+    for map { 1 + 5000 * $_ } 0 .. $HISTORY / 5000 - 1;
+is($r->dbsize > $HISTORY, 1, 'the history is written');
+
+my $fresh = $l->workspace('org_fresh');
+
+# each has one live line of its own
+$l->answer($l->create($_, body()), 201, "$_->{id}: a first line")
+    for $old, $fresh;
+
+my %cost;
+for my $w ($old, $fresh) {
+    $l->answer($l->list($w), 200, "$w->{id}: by-user, warm");
+    $cost{$w->{id}}{create} = cost(sub {
+        $l->answer($l->create($w, body()), 201, "$w->{id}: create");
+    });
+    $cost{$w->{id}}{list} = cost(sub {
+        my $b = $l->answer($l->list($w), 200, "$w->{id}: by-user");
+        is(scalar @{ $b->{lines} }, 2, "$w->{id}: its two live lines");
+    });
+}
+
+note explain \%cost;
+cmp_ok($cost{org_history}{create}, '<=', $cost{org_fresh}{create} + 2,
+       'create costs what it costs in a fresh workspace');
+cmp_ok($cost{org_history}{list}, '<=', $cost{org_fresh}{list} + 2,
+       'by-user costs what it costs in a fresh workspace');
+
+subtest 'the set-up stream is capped' => sub {
+    $r->eval(<<'LUA', 0) for 1 .. 20;
+for i = 1, 5010 do
+    redis.call('XADD', 'lg:provisioning', '*', 'workspace', 'x', 'id', i)
+end
+return 1
+LUA
+    my $before = $r->xlen('lg:provisioning');
+    my $w = $l->workspace('org_stream');
+    $l->created($w);
+    my $after = $r->xlen('lg:provisioning');
+    cmp_ok($after, '<', $before, "trimmed on XADD ($before -> $after)");
+    cmp_ok($after, '>=', 100_000, 'to about its cap, not below');
+    my ($last) = $r->xrevrange('lg:provisioning', '+', '-', 'COUNT', 1);
+    is({@{ $last->[1] }}->{workspace}, 'org_stream', 'the new line is in');
+};
+
+subtest 'an index that still holds canceled requests is cleaned once' => sub {
+    my $w = $l->workspace('org_legacy');
+    my ($id) = $l->awaiting($w);
+    $l->answer($l->manage($w, $id, 'cancel'), 200, 'canceled');
+    # as an index written before canceled requests left it
+    $r->zadd("lg:{ws:org_legacy}:lines", 1, $id);
+    $l->answer($l->create($w, body()), 201, 'create');
+    ok(!defined $r->zscore("lg:{ws:org_legacy}:lines", $id),
+       'create took it out');
+    $r->zadd("lg:{ws:org_legacy}:lines", 1, $id);
+    my $b = $l->answer($l->list($w), 200, 'by-user');
+    is(scalar @{ $b->{lines} }, 1, 'lists the live line only');
+    ok(!defined $r->zscore("lg:{ws:org_legacy}:lines", $id),
+       'by-user took it out');
+};
+
+done_testing;

@@ -1,0 +1,427 @@
+# linegate_limit on one node: burst and refill edges, Retry-After exactness,
+# RateLimit-Policy / RateLimit headers, dry run, status, headers off,
+# inheritance, several zones per location (all must pass, refunds), empty
+# keys, internal redirects, and answers produced by proxy_pass, static
+# files and return.
+use strict;
+use warnings;
+use lib 't/lib';
+
+use Test::More;
+use POSIX ();
+use LG::Stack;
+use LG::Limit qw(backend redis_now_us rl_key);
+
+my $dir = File::Temp::tempdir(CLEANUP => 1);
+chmod 0755, $dir;
+my $backend_log = "$dir/backend.log";
+my ($bpid, $bport) = backend($backend_log);
+END { kill 'TERM', $bpid if $bpid }
+
+open my $fh, '>', "$dir/file.txt" or die;
+print $fh "static file\n";
+close $fh;
+open $fh, '>', "$dir/limited.txt" or die;
+print $fh "limited";
+close $fh;
+chmod 0644, "$dir/file.txt", "$dir/limited.txt";
+
+my $http = <<"CONF";
+    linegate_limit_zone b key=\$arg_k rate=1r/h burst=2;
+    linegate_limit_zone e key=\$arg_k rate=1r/h;
+    linegate_limit_zone s key=\$arg_k rate=1r/h;
+    linegate_limit_zone d key=\$arg_k rate=10r/d burst=9;
+    linegate_limit_zone srv key=\$arg_k rate=1r/h burst=1;
+    linegate_limit_zone long key=\$http_x_long rate=1r/h;
+CONF
+
+my $server = <<"CONF";
+        location /b/ {
+            linegate_limit zone=b;
+            add_header X-Limit \$linegate_limit_status always;
+            root $dir; try_files /file.txt =404;
+        }
+        location /e/ {
+            linegate_limit zone=e;
+            root $dir; try_files /file.txt =404;
+        }
+        location /dry/ {
+            linegate_limit zone=b;
+            linegate_limit_dry_run on;
+            add_header X-Limit \$linegate_limit_status always;
+            root $dir; try_files /file.txt =404;
+        }
+        location /status/ {
+            linegate_limit zone=e;
+            linegate_limit_status 503;
+            root $dir; try_files /file.txt =404;
+        }
+        location /noheaders/ {
+            linegate_limit zone=e;
+            linegate_limit_headers off;
+            root $dir; try_files /file.txt =404;
+        }
+        location /two/ {
+            linegate_limit zone=s;
+            linegate_limit zone=d;
+            add_header X-Limit \$linegate_limit_status always;
+            root $dir; try_files /file.txt =404;
+        }
+        location /proxy/ {
+            linegate_limit zone=e;
+            proxy_pass http://127.0.0.1:$bport;
+        }
+        location /files/ {
+            linegate_limit zone=e;
+            alias $dir/;
+        }
+        location /long/ {
+            linegate_limit zone=long;
+            root $dir; try_files /file.txt =404;
+        }
+        location /redirect/ {
+            linegate_limit zone=e;
+            error_page 429 = /limited/;
+            root $dir; try_files /file.txt =404;
+        }
+        location /limited/ {
+            linegate_limit zone=e;
+            add_header X-Limit \$linegate_limit_status always;
+            root $dir; try_files /limited.txt =404;
+        }
+CONF
+
+my $inherit = <<"CONF";
+    server {
+        listen 127.0.0.1:\@IPORT\@;
+        linegate_limit zone=srv;
+        location /inherit/ { root $dir; try_files /file.txt =404; }
+        location /own/ { linegate_limit zone=e; root $dir; try_files /file.txt =404; }
+        location /none/ { linegate_limit_dry_run on; root $dir; try_files /file.txt =404; }
+        location /named/ { try_files /nothing \@named; }
+        location \@named { root $dir; try_files /file.txt =404; }
+    }
+CONF
+
+my ($iport) = do {
+    my $sock = IO::Socket::INET->new(LocalAddr => '127.0.0.1',
+                                     LocalPort => 0, Listen => 1);
+    my $p = $sock->sockport;
+    close $sock;
+    $p;
+};
+$inherit =~ s/\@IPORT\@/$iport/;
+
+my $s = LG::Stack->new(stub => 0, HTTP_EXTRA => $http . $inherit,
+                       SERVER_EXTRA => $server)->start;
+my $r = $s->redis;
+my $ua = $s->ua;
+my $n = 0;
+
+sub key { return 'k' . ++$n . '_' . $$ }
+
+sub get {
+    my ($path, %h) = @_;
+    return $ua->get($s->url($path) => \%h)->res;
+}
+
+subtest 'burst then rejection, headers on each answer' => sub {
+    my $k = key();
+    for my $i (1 .. 3) {
+        my $res = get("/b/?k=$k");
+        is($res->code, 200, "request $i passes");
+        is($res->headers->header('X-Limit'), 'PASSED', "request $i PASSED");
+        is($res->headers->header('RateLimit-Policy'), '"b";q=1;w=3600',
+           "request $i: RateLimit-Policy");
+        like($res->headers->header('RateLimit') // '',
+             qr/^"b";r=@{[3 - $i]};t=\d+$/, "request $i: RateLimit");
+        is($res->headers->header('Retry-After'), undef,
+           "request $i: no Retry-After");
+    }
+
+    my $t0 = redis_now_us($r);
+    my $res = get("/b/?k=$k");
+    my $t1 = redis_now_us($r);
+    is($res->code, 429, 'the 4th is rejected');
+    is($res->headers->header('X-Limit'), 'REJECTED', 'REJECTED');
+    like($res->headers->header('RateLimit') // '', qr/^"b";r=0;t=\d+$/,
+         'RateLimit: nothing remaining');
+
+    # exact: the key passes again at TAT - tau (tau = 2 intervals)
+    my $tat = $r->get(rl_key('b', $k));
+    my $allow_at = $tat - 2 * 3600e6;
+    my $ra = $res->headers->header('Retry-After');
+    ok($ra >= POSIX::ceil(($allow_at - $t1) / 1e6)
+       && $ra <= POSIX::ceil(($allow_at - $t0) / 1e6),
+       "Retry-After $ra is the time until the key passes again")
+        or diag("tat $tat t0 $t0 t1 $t1");
+    ok($ra > 3500 && $ra <= 3600, 'about one interval');
+
+    my $ttl = $r->pttl(rl_key('b', $k));
+    ok($ttl > 3 * 3600e3 - 60e3 && $ttl <= 3 * 3600e3 + 1,
+       "the key expires when back to full ($ttl ms)");
+};
+
+subtest 'refill edges, set through the stored arrival time' => sub {
+    my $k = key();
+    my $key = rl_key('e', $k);
+
+    # tau = 0: a request passes iff TAT <= now
+    my $now = redis_now_us($r);
+    $r->set($key, sprintf('%.0f', $now + 5e6), 'PX', 60000);
+    my $res = get("/e/?k=$k");
+    is($res->code, 429, 'TAT 5 s ahead: rejected');
+    my $ra = $res->headers->header('Retry-After');
+    ok($ra >= 4 && $ra <= 5, "Retry-After $ra: the 5 s left, rounded up");
+    is($r->get($key), sprintf('%.0f', $now + 5e6),
+       'a rejection writes nothing');
+
+    # (a new key: the worker remembers the rejection above for 5 s)
+    $k = key();
+    $key = rl_key('e', $k);
+    $r->set($key, sprintf('%.0f', redis_now_us($r) - 1), 'PX', 60000);
+    $res = get("/e/?k=$k");
+    is($res->code, 200, 'TAT just passed: admitted');
+    like($res->headers->header('RateLimit') // '', qr/^"e";r=0;t=3600$/,
+         'a full interval until back to full');
+
+    $res = get("/e/?k=$k");
+    is($res->code, 429, 'and the next one is not');
+
+    # burst 2 (tau = 2 T): passes while TAT - tau <= now
+    $k = key();
+    $key = rl_key('b', $k);
+    $r->set($key, sprintf('%.0f', redis_now_us($r) + 2 * 3600e6), 'PX', 1e8);
+    $res = get("/b/?k=$k");
+    is($res->code, 200, 'burst: TAT at most tau ahead: passes');
+    like($res->headers->header('RateLimit') // '', qr/^"b";r=0;t=1080\d$/,
+         'the last of the burst, back to full in 3 intervals');
+    $k = key();
+    $key = rl_key('b', $k);
+    $r->set($key, sprintf('%.0f', redis_now_us($r) + 2 * 3600e6 + 3e6),
+            'PX', 1e8);
+    $res = get("/b/?k=$k");
+    is($res->code, 429, 'burst: TAT 3 s beyond tau: rejected');
+    ok($res->headers->header('Retry-After') >= 2
+       && $res->headers->header('Retry-After') <= 3, 'in 3 s');
+};
+
+subtest 'empty key is not limited' => sub {
+    for (1 .. 5) {
+        my $res = get('/b/');
+        is($res->code, 200, 'no key: passes');
+        is($res->headers->header('RateLimit-Policy'), undef, 'no headers');
+        is($res->headers->header('X-Limit'), undef, 'no status');
+    }
+    is(scalar(() = $r->keys('lg:rl:{b:v:}*')), 0, 'no Redis key');
+};
+
+subtest 'long and odd keys are hashed into the Redis key' => sub {
+    my $long = 'x' x 200;
+    is(get('/long/', 'X-Long' => $long)->code, 200, 'first passes');
+    is(get('/long/', 'X-Long' => $long)->code, 429, 'second rejected');
+    my @k = $r->keys('lg:rl:{long:*');
+    is(scalar @k, 1, 'one key');
+    like($k[0], qr/^lg:rl:\{long:h:[0-9a-f]{32}\}$/, 'hashed: ' . $k[0]);
+    is(get('/long/', 'X-Long' => 'a{b}c')->code, 200, 'braces: passes');
+    ok(scalar(grep { /\{long:v:/ } $r->keys('lg:rl:{long:*')) == 0,
+       'a value with braces is hashed too');
+};
+
+subtest 'dry run: counted, never rejected' => sub {
+    my $k = key();
+    for my $i (1 .. 3) {
+        is(get("/dry/?k=$k")->headers->header('X-Limit'), 'PASSED',
+           "request $i PASSED");
+    }
+    for my $i (4 .. 5) {
+        my $res = get("/dry/?k=$k");
+        is($res->code, 200, "request $i passes");
+        is($res->headers->header('X-Limit'), 'REJECTED_DRY_RUN',
+           "request $i REJECTED_DRY_RUN");
+        is($res->headers->header('Retry-After'), undef, 'no Retry-After');
+    }
+};
+
+subtest 'linegate_limit_status and linegate_limit_headers off' => sub {
+    my $k = key();
+    is(get("/status/?k=$k")->code, 200, 'first passes');
+    my $res = get("/status/?k=$k");
+    is($res->code, 503, 'rejected with the configured status');
+    ok($res->headers->header('Retry-After'), 'with Retry-After');
+
+    $k = key();
+    $res = get("/noheaders/?k=$k");
+    is($res->code, 200, 'passes');
+    is($res->headers->header('RateLimit-Policy'), undef, 'no policy');
+    is($res->headers->header('RateLimit'), undef, 'no state');
+    $res = get("/noheaders/?k=$k");
+    is($res->code, 429, 'rejected');
+    ok($res->headers->header('Retry-After'), 'Retry-After still sent');
+};
+
+subtest 'several zones: all must pass, a rejection refunds the others' => sub {
+    my $k = key();
+    my $res = get("/two/?k=$k");
+    is($res->code, 200, 'first passes both');
+    is($res->headers->header('RateLimit-Policy'),
+       '"s";q=1;w=3600, "d";q=10;w=86400', 'one policy per zone');
+    like($res->headers->header('RateLimit') // '',
+         qr/^"s";r=0;t=\d+, "d";r=9;t=\d+$/, 'one state per zone');
+
+    for (1 .. 3) {
+        $res = get("/two/?k=$k");
+        is($res->code, 429, 'zone s rejects');
+    }
+    # the refunds are fire and forget: wait for them to land
+    my $d;
+    for (1 .. 50) {
+        $d = $r->get(rl_key('d', $k));
+        last if $d - redis_now_us($r) < 8640e6 * 1.5;
+        select undef, undef, undef, 0.05;
+    }
+    ok($d - redis_now_us($r) <= 8640e6,
+       'zone d charged once, not for the rejected requests');
+
+};
+
+subtest 'headers reach proxy_pass, static files and internal redirects' => sub {
+    my $k = key();
+    my $res = get("/proxy/x?k=$k");
+    is($res->code, 200, 'proxied');
+    is($res->body, "backend /proxy/x?k=$k", 'the backend answered');
+    is($res->headers->header('X-Backend'), '1', 'backend header');
+    is($res->headers->header('RateLimit-Policy'), '"e";q=1;w=3600',
+       'RateLimit-Policy on a proxied answer');
+    like($res->headers->header('RateLimit') // '', qr/^"e";r=0;/,
+         'RateLimit on a proxied answer');
+    $res = get("/proxy/y?k=$k");
+    is($res->code, 429, 'second rejected');
+    open my $bl, '<', $backend_log or die;
+    my @seen = grep { /k=\Q$k\E/ } <$bl>;
+    is(scalar @seen, 1, 'the backend saw only the admitted request');
+
+    $k = key();
+    $res = get("/files/file.txt?k=$k");
+    is($res->code, 200, 'static file');
+    is($res->body, "static file\n", 'its content');
+    is($res->headers->header('RateLimit-Policy'), '"e";q=1;w=3600',
+       'headers on a static file');
+    is(get("/files/file.txt?k=$k")->code, 429, 'static: second rejected');
+
+    $k = key();
+    is(get("/redirect/?k=$k")->code, 200, 'redirect: first passes');
+    $res = get("/redirect/?k=$k");
+    is($res->code, 200, 'rejected, error_page answers');
+    is($res->body, 'limited', 'from the error_page location');
+    is($res->headers->header('X-Limit'), 'REJECTED',
+       'counted once: the error_page location does not count again');
+    ok($res->headers->header('Retry-After'), 'Retry-After kept');
+};
+
+subtest 'inheritance like limit_req' => sub {
+    my $base = "http://127.0.0.1:$iport";
+    my $k = key();
+    my @c = map { $ua->get("$base/inherit/?k=$k")->res->code } 1 .. 3;
+    is_deeply(\@c, [200, 200, 429], 'server-level zone (burst 1) applies');
+    like($ua->get("$base/none/?k=$k")->res->headers
+         ->header('RateLimit-Policy') // '', qr/"srv"/,
+         'a location with other directives but no linegate_limit inherits');
+
+    # try_files to a named location clears the module contexts without
+    # an internal redirect: still counted once, headers still sent
+    $k = key();
+    my $res = $ua->get("$base/named/?k=$k")->res;
+    is($res->code, 200, 'named location: first passes');
+    like($res->headers->header('RateLimit') // '', qr/^"srv";r=1;/,
+         'counted once (burst 1: one left), headers on the answer');
+    is($ua->get("$base/named/?k=$k")->res->code, 200, 'second passes');
+    is($ua->get("$base/named/?k=$k")->res->code, 429, 'third rejected');
+
+    $k = key();
+    $res = $ua->get("$base/own/?k=$k")->res;
+    is($res->headers->header('RateLimit-Policy'), '"e";q=1;w=3600',
+       'a location with its own list does not inherit');
+    is($ua->get("$base/own/?k=$k")->res->code, 429, 'its own zone applies');
+};
+
+subtest 'SCRIPT FLUSH: one zone sends its script again' => sub {
+    $r->script_flush;
+    my $k = key();
+    my $res = get("/e/?k=$k");
+    is($res->code, 200, 'admitted');
+    like($res->headers->header('RateLimit') // '', qr/^"e";r=0;/,
+         'decided by Redis, not a fallback');
+    is(get("/e/?k=$k")->code, 429, 'and counted');
+};
+
+subtest 'SCRIPT FLUSH: several zones fall back once, then Redis again' => sub {
+    $r->script_flush;
+    my @st;
+    for (1 .. 20) {
+        my $res = get('/two/?k=' . key());
+        push @st, $res->headers->header('X-Limit');
+        last if $st[-1] eq 'PASSED';
+        select undef, undef, undef, 0.2;
+    }
+    is($st[-1], 'PASSED', "Redis decides again after "
+                          . scalar(@st) . " requests (@st)");
+    ok(@st <= 3, 'within a request per worker or so');
+};
+
+subtest 'unlimited locations are untouched' => sub {
+    # like limit_req, "return" answers in the rewrite phase, before any
+    # limit: the limited locations here serve a file
+    my $res = get('/static');
+    is($res->code, 200, 'return location');
+    is($res->headers->header('RateLimit-Policy'), undef, 'no headers');
+};
+
+subtest 'configuration errors fail nginx -t, naming the value' => sub {
+    my $base = $s->render;
+    my @cases = (
+        ['bad rate', 'linegate_limit_zone x key=$arg_k rate=10r/w;',
+         qr/invalid rate "rate=10r\/w"/],
+        ['zero rate', 'linegate_limit_zone x key=$arg_k rate=0r/s;',
+         qr/invalid rate "rate=0r\/s"/],
+        ['bad burst', 'linegate_limit_zone x key=$arg_k rate=1r/s burst=-1;',
+         qr/invalid burst value "burst=-1"/],
+        ['bad lease', 'linegate_limit_zone x key=$arg_k rate=1r/s lease=2s;',
+         qr/invalid lease "lease=2s"/],
+        ['constant key', 'linegate_limit_zone x key=abc rate=1r/s;',
+         qr/key "abc" has no variables/],
+        ['no rate', 'linegate_limit_zone x key=$arg_k;',
+         qr/invalid number of arguments|needs key= and rate=/],
+        ['bad name', 'linegate_limit_zone "a b" key=$arg_k rate=1r/s;',
+         qr/invalid linegate_limit_zone name "a b"/],
+        ['duplicate zone', "linegate_limit_zone x key=\$arg_k rate=1r/s;\n"
+             . 'linegate_limit_zone x key=$arg_k rate=2r/s;',
+         qr/duplicate linegate_limit_zone "x"/],
+        ['unknown zone', 'linegate_limit zone=nosuch;',
+         qr/zone "nosuch" is used in .* but never defined/],
+        ['bad on_error', 'linegate_limit_on_error maybe;',
+         qr/invalid value "maybe"/],
+        ['share on closed', 'linegate_limit_on_error closed share=3;',
+         qr/invalid parameter "share=3"/],
+        ['bad share', 'linegate_limit_on_error local share=0;',
+         qr/invalid share "share=0"/],
+        ['bad status', 'linegate_limit_status 200;',
+         qr/invalid linegate_limit_status "200"/],
+    );
+    for my $c (@cases) {
+        my ($name, $extra, $re) = @$c;
+        (my $conf = $base) =~ s/^(\s*linegate_workspace_rate.*)$/$1\n$extra/m;
+        my ($rc, $out) = $s->nginx_t($conf);
+        isnt($rc, 0, "$name: nginx -t fails");
+        like($out, $re, "$name: names the value") or diag($out);
+    }
+
+    my $conf = "load_module $s->{module};\nevents {}\nhttp {\n"
+        . "    linegate_limit_zone x key=\$arg_k rate=1r/s;\n"
+        . "    server { listen 127.0.0.1:1; linegate_limit zone=x; }\n}\n";
+    my ($rc, $out) = $s->nginx_t($conf);
+    isnt($rc, 0, 'linegate_limit without linegate_redis fails');
+    like($out, qr/"linegate_limit" needs "linegate_redis"/, 'says so');
+};
+
+done_testing;

@@ -1,0 +1,137 @@
+# The reject-path cache: once Redis rejected a key of a zone, a worker
+# answers that key's rejections itself until the time Redis gave (no node
+# can admit it earlier), with the same Retry-After and RateLimit; the key
+# passes as soon as that time has come.
+use strict;
+use warnings;
+use lib 't/lib';
+
+use Test::More;
+use File::Temp ();
+use Time::HiRes qw(sleep);
+use Mojo::UserAgent;
+use LG::Stack;
+use LG::Limit qw(rl_key);
+
+my $dir = File::Temp::tempdir(CLEANUP => 1);
+chmod 0755, $dir;
+open my $fh, '>', "$dir/file.txt" or die;
+print $fh "ok\n";
+close $fh;
+chmod 0644, "$dir/file.txt";
+
+my $http = <<"CONF";
+    linegate_limit_zone slow key=\$arg_k rate=1r/h;
+    linegate_limit_zone fast key=\$arg_k rate=2r/s;
+    linegate_limit_zone other key=\$arg_k rate=10r/h burst=5;
+CONF
+
+my $server = <<"CONF";
+        root $dir;
+        add_header X-Limit \$linegate_limit_status always;
+        location /slow/ { linegate_limit zone=slow; try_files /file.txt =404; }
+        location /fast/ { linegate_limit zone=fast; try_files /file.txt =404; }
+        location /two/ {
+            linegate_limit zone=other;
+            linegate_limit zone=slow;
+            try_files /file.txt =404;
+        }
+        location /dry/ {
+            linegate_limit zone=slow;
+            linegate_limit_dry_run on;
+            try_files /file.txt =404;
+        }
+CONF
+
+my $s = LG::Stack->new(stub => 0, HTTP_EXTRA => $http,
+                       SERVER_EXTRA => $server)->start;
+my $r = $s->redis;
+my $ua = $s->ua;
+
+sub get { return $ua->get($s->url($_[0]))->res }
+
+sub evalsha_calls {
+    my $st = $r->info('commandstats')->{cmdstat_evalsha} // '';
+    my ($n) = $st =~ /calls=(\d+)/;
+    return $n // 0;
+}
+
+subtest 'rejections answered without Redis' => sub {
+    my $k = "c1_$$";
+    is(get("/slow/?k=$k")->code, 200, 'admitted');
+    my $first = get("/slow/?k=$k");
+    is($first->code, 429, 'rejected by Redis');
+    my $ra = $first->headers->header('Retry-After');
+
+    my $before = evalsha_calls();
+    my @res = map { get("/slow/?k=$k") } 1 .. 20;
+    my $asked = evalsha_calls() - $before;
+    is_deeply([map { $_->code } @res], [(429) x 20], '20 more rejected');
+    ok($asked <= 1, "Redis asked $asked times for 20 rejections "
+                    . '(at most once more: the other worker)');
+    is($res[-1]->headers->header('X-Limit'), 'REJECTED', 'REJECTED');
+    ok($res[-1]->headers->header('Retry-After') <= $ra
+       && $res[-1]->headers->header('Retry-After') >= $ra - 2,
+       'the same Retry-After, counting down');
+    like($res[-1]->headers->header('RateLimit') // '',
+         qr/^"slow";r=0;t=\d+$/, 'RateLimit from the cache');
+
+    is(get("/slow/?k=other$$")->code, 200, 'another key: asked, admitted');
+};
+
+subtest 'the key passes once the time has come' => sub {
+    my $k = "c2_$$";
+    is(get("/fast/?k=$k")->code, 200, 'admitted');
+    my $res = get("/fast/?k=$k");
+    if ($res->code == 200) {
+        # this machine took more than 500 ms between two requests
+        pass('(slow machine: the interval passed already)');
+        return;
+    }
+    is($res->code, 429, 'rejected, at most 500 ms to wait');
+    is(get("/fast/?k=$k")->code, 429, 'and from the cache');
+    sleep 0.6;
+    is(get("/fast/?k=$k")->code, 200, 'after the interval: admitted');
+};
+
+subtest 'several zones: a cached rejection skips Redis entirely' => sub {
+    my $k = "c3_$$";
+    is(get("/two/?k=$k")->code, 200, 'admitted by both');
+    is(get("/two/?k=$k")->code, 429, 'zone slow rejects');
+    my $before = evalsha_calls();
+    my $res;
+    $res = get("/two/?k=$k") for 1 .. 10;
+    ok(evalsha_calls() - $before <= 1, 'Redis not asked again');
+    is($res->code, 429, 'rejected');
+    like($res->headers->header('RateLimit-Policy') // '',
+         qr/^"other";q=10;w=3600, "slow";q=1;w=3600$/, 'both policies');
+    like($res->headers->header('RateLimit') // '', qr/^"slow";r=0;t=\d+$/,
+         'the state of the rejecting zone only');
+    my $tat = $r->get(rl_key('other', $k));
+    ok($tat, 'zone other was charged once ...');
+};
+
+subtest 'dry run does not use the cache' => sub {
+    my $k = "c4_$$";
+    get("/dry/?k=$k") for 1 .. 2;
+    my $before = evalsha_calls();
+    my @st = map { get("/dry/?k=$k")->headers->header('X-Limit') } 1 .. 5;
+    is_deeply(\@st, [('REJECTED_DRY_RUN') x 5], 'dry run');
+    is(evalsha_calls() - $before, 5, 'each one asked');
+};
+
+subtest 'a reload keeps the counts (in Redis; the caches start empty)' => sub {
+    my $k = "c5_$$";
+    is(get("/slow/?k=$k")->code, 200, 'admitted');
+    is(get("/slow/?k=$k")->code, 429, 'rejected');
+    my $from = length $s->error_log;
+    kill 'HUP', $s->{pids}{nginx};
+    ok($s->wait_redis_connected($from, 10), 'new workers up');
+    my $before = evalsha_calls();
+    # a new connection: only the new workers accept
+    my $res = Mojo::UserAgent->new->get($s->url("/slow/?k=$k"))->res;
+    is($res->code, 429, 'still rejected after the reload');
+    ok(evalsha_calls() - $before >= 1, 'by Redis: a new worker asked it');
+};
+
+done_testing;
