@@ -39,13 +39,13 @@ declare -A objs=(
     [jwt]="crypto"
     [jwks]="crypto"
     [stripe_signature]="crypto"
-    [line_create]="json jw util crypto lines"
-    [confirm]="json jw util crypto"
-    [webhook]="json jw util crypto stripe redis"
-    [headers]="json jw util crypto stripe"
-    [stripe_reply]="json jw util crypto lines"
-    [redis_reply]="json jw util crypto provision ratelimit"
-    [lines_read]="json jw util crypto stripe"
+    [line_create]="json jw util crypto lines metrics"
+    [confirm]="json jw util crypto metrics"
+    [webhook]="json jw util crypto stripe redis metrics"
+    [headers]="json jw util crypto stripe metrics"
+    [stripe_reply]="json jw util crypto lines metrics"
+    [redis_reply]="json jw util crypto provision ratelimit metrics"
+    [lines_read]="json jw util crypto stripe metrics"
 )
 
 # targets needing no nginx at all: no shim, no stubs
