@@ -7,6 +7,9 @@
 #   make test       build, then prove -r t/
 #   make bench      wrk against linegate, nginx static and the peers
 #   make bench-limit  linegate_limit beside limit_req (bench/limit.pl)
+#   make fuzz       libFuzzer targets (t/fuzz/), FUZZ_SECONDS each
+#   make fuzz-smoke the same, 10 s each (CI)
+#   make sanitize   the suite against an ASan + UBSan build of the module
 #   make deb        the Debian package libnginx-mod-http-linegate, built
 #                   with dh_nginx in $(BUILD)/deb/ (docs/deploy.md)
 
@@ -24,9 +27,10 @@ DEB_PACKAGES = nginx nginx-dev libhiredis-dev libjansson-dev libssl-dev \
     redis-server redis-tools wrk curl jq perl openssl procps gnuplot-nox \
     libmojolicious-perl libcrypt-jwt-perl libjson-validator-perl \
     libyaml-libyaml-perl libredis-perl build-essential clang prometheus \
-    debhelper dpkg-dev libio-socket-ssl-perl
+    libclang-rt-14-dev debhelper dpkg-dev libio-socket-ssl-perl
 
-.PHONY: all deps run test unit asan bench bench-limit deb clean distclean
+.PHONY: all deps run test unit asan sanitize fuzz fuzz-build fuzz-smoke \
+    bench bench-limit deb clean distclean
 
 all: $(MODULE)
 
@@ -74,22 +78,50 @@ unit:
 # the packaged nginx with clang's runtime preloaded (into nginx only).
 # Globals are not instrumented: the module's generated ngx_modules[]
 # interposes nginx's own, which ASan would then report on every reload.
+# `make sanitize` is the same with UndefinedBehaviorSanitizer too (its
+# handlers are in the same runtime): any report aborts the worker, is
+# logged beside ASan's, and fails the target.
 ASAN_RT = $(shell clang -print-file-name=libclang_rt.asan-x86_64.so)
+SAN_DIR   ?= build-asan
+SAN_FLAGS ?= -fsanitize=address
 asan:
-	$(MAKE) CC=clang BUILD=$(CURDIR)/build-asan \
-	    EXTRA_CFLAGS="-fsanitize=address -fno-omit-frame-pointer -O1 \
+	$(MAKE) CC=clang BUILD=$(CURDIR)/$(SAN_DIR) \
+	    EXTRA_CFLAGS="$(SAN_FLAGS) -fno-omit-frame-pointer -O1 \
 	        -mllvm -asan-globals=0" \
-	    EXTRA_LDFLAGS="-fsanitize=address -Wl,-rpath,$(dir $(ASAN_RT))"
-	printf '#!/bin/sh\nLD_PRELOAD=%s ASAN_OPTIONS=%s exec /usr/sbin/nginx "$$@"\n' \
-	    $(ASAN_RT) detect_leaks=0:log_path=$(CURDIR)/build-asan/logs/asan \
-	    > build-asan/nginx && chmod +x build-asan/nginx
-	rm -rf build-asan/logs && mkdir -m 1777 build-asan/logs
-	LG_NGINX=$(CURDIR)/build-asan/nginx \
-	    LG_MODULE=$(CURDIR)/build-asan/ngx_http_linegate_module.so \
-	    prove $(PROVE_ARGS) t/
-	@if ls build-asan/logs/asan.* >/dev/null 2>&1; then \
-	    cat build-asan/logs/asan.*; echo "asan: reports above"; exit 1; \
-	else echo "asan: no reports"; fi
+	    EXTRA_LDFLAGS="$(SAN_FLAGS) -Wl,-rpath,$(dir $(ASAN_RT))"
+	printf '#!/bin/sh\nLD_PRELOAD=%s ASAN_OPTIONS=%s UBSAN_OPTIONS=%s exec /usr/sbin/nginx "$$@"\n' \
+	    $(ASAN_RT) detect_leaks=0:log_path=$(CURDIR)/$(SAN_DIR)/logs/asan \
+	    print_stacktrace=1:halt_on_error=1:log_path=$(CURDIR)/$(SAN_DIR)/logs/ubsan \
+	    > $(SAN_DIR)/nginx && chmod +x $(SAN_DIR)/nginx
+	rm -rf $(SAN_DIR)/logs && mkdir -m 1777 $(SAN_DIR)/logs
+	LG_NGINX=$(CURDIR)/$(SAN_DIR)/nginx \
+	    LG_MODULE=$(CURDIR)/$(SAN_DIR)/ngx_http_linegate_module.so \
+	    prove $(PROVE_ARGS) t/; rc=$$?; \
+	if ls $(SAN_DIR)/logs/* >/dev/null 2>&1; then \
+	    cat $(SAN_DIR)/logs/*; echo "$(SAN_DIR): sanitizer reports above"; \
+	    exit 1; \
+	fi; \
+	echo "$(SAN_DIR): no sanitizer reports"; exit $$rc
+
+sanitize:
+	$(MAKE) asan SAN_DIR=build-sanitize \
+	    SAN_FLAGS="-fsanitize=address,undefined \
+	        -fno-sanitize-recover=undefined"
+
+# libFuzzer + ASan + UBSan targets for the parsers of untrusted input
+# (t/fuzz/README.md); FUZZ_TARGETS narrows, FUZZ_RUNS caps executions.
+FUZZ_SECONDS ?= 60
+FUZZ_TARGETS ?=
+FUZZ_NICE    ?= nice -n 19
+fuzz-build: $(BUILD)/Makefile
+	bash t/fuzz/build.sh $(BUILD) $(BUILD)/fuzz $(FUZZ_TARGETS)
+
+fuzz: fuzz-build
+	$(FUZZ_NICE) bash t/fuzz/run.sh $(BUILD)/fuzz $(FUZZ_SECONDS) \
+	    $(FUZZ_TARGETS)
+
+fuzz-smoke:
+	$(MAKE) fuzz FUZZ_SECONDS=10
 
 bench: $(MODULE)
 	bash bench/run.sh
