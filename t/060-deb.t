@@ -133,7 +133,10 @@ subtest 'the packaged nginx serves the example through modules-enabled' => sub {
     local $ENV{LG_MODULE} = $SO;
     my $s = LG::Stack->new->start;
 
+    my $pw = LG::Production::require_password($s,
+                                              LG::Stack::random_token(24));
     my $p = LG::Production->new($s, nginx => $NGINX, stripe => 1,
+        redis_password => $pw,
         load => 'include /etc/nginx/modules-enabled/*.conf;');
     ($rc, $out) = $p->nginx_t;
     is($rc, 0, 'nginx -t: modules-enabled and the example') or diag $out;

@@ -31,10 +31,10 @@ subtest 'nginx -t accepts the example' => sub {
 
 subtest 'nginx -t reads the site files' => sub {
     my $p = LG::Production->new($s, load => $load);
-    unlink $p->dir . '/etc/secrets.conf' or die $!;
+    unlink $p->dir . '/etc/operator-token' or die $!;
     my ($rc, $out) = $p->nginx_t;
-    isnt($rc, 0, 'without secrets.conf: refused');
-    like($out, qr/secrets\.conf/, 'the message names the file');
+    isnt($rc, 0, 'without the operator token file: refused');
+    like($out, qr/operator-token/, 'the message names the file');
 
     $p = LG::Production->new($s, load => $load);
     LG::Production::_spew($p->dir . '/etc/clerk-jwks.json', "{}\n");
@@ -45,22 +45,19 @@ subtest 'nginx -t reads the site files' => sub {
 subtest 'every linegate directive of the test configuration' => sub {
     my $dev = LG::Production::_slurp("$LG::Stack::ROOT/conf/linegate.conf.in");
     my %need = map { $_ => 1 } $dev =~ /^\s*(linegate_\w+)\s/mg;
-    # the site files of the example hold these
-    my %site = (linegate_redis => 'redis.conf',
-                linegate_operator_token => 'secrets.conf',
-                linegate_webhook_secret => 'secrets.conf');
     ok(keys %need > 15, 'the test configuration names its directives');
     for my $d (sort keys %need) {
-        if ($site{$d}) {
-            like($example, qr/^#.*\b\Q$d\E\b/m,
-                 "$d: documented in the header");
-            like($active, qr{^\s*include /etc/nginx/linegate/\Q$site{$d}\E;}m,
-                 "$d: $site{$d} included");
-        }
-        else {
-            like($active, qr/^\s*\Q$d\E\s/m, "$d: set");
-        }
+        # secrets: their _file form, a file of /etc/nginx/linegate/
+        my $re = $d =~ /^linegate_(?:operator_token|webhook_secret)$/
+               ? qr{^\s*\Q$d\E_file /etc/nginx/linegate/[\w-]+;}m
+               : qr/^\s*\Q$d\E\s/m;
+        like($active, $re, "$d: set");
     }
+    like($active, qr{^\s*linegate_redis \S+;}m,
+         'linegate_redis: no password inline');
+    like($active,
+         qr{^\s*linegate_redis_password_file /etc/nginx/linegate/[\w-]+;}m,
+         'the Redis password from a file');
     # and every directive of its Stripe location, in the example's
     my ($dev_stripe) = $dev =~ m{location /_stripe/ \{(.*?)\n        \}}s;
     my ($stripe) = $active =~ m{location /_stripe/ \{(.*?)\n    \}}s;
@@ -114,10 +111,15 @@ subtest 'production settings' => sub {
 };
 
 subtest 'it serves, over TLS, with Stripe behind the rewrite' => sub {
-    my $p = LG::Production->new($s, load => $load, stripe => 1);
+    my $pw = LG::Production::require_password($s,
+                                              LG::Stack::random_token(24));
+    my $p = LG::Production->new($s, load => $load, stripe => 1,
+                                redis_password => $pw);
     my ($rc, $out) = $p->nginx_t;
     is($rc, 0, 'nginx -t') or diag $out;
     $p->start;
+    my $n = () = $p->error_log =~ /linegate: redis connected/g;
+    is($n, 2, 'both workers connected to Redis, with the password');
 
     my $tx = $p->op(PUT => '/workspaces/org_prod',
                     {plan => 'growth', subscriptionStatus => 'active',

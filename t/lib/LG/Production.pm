@@ -7,6 +7,7 @@ package LG::Production;
 # must be found exactly once:
 #
 #   /etc/nginx/linegate/, /var/log/nginx/   the temporary directory
+#   linegate_redis 10.0.0.10:6379;          the stack's Redis
 #   listen 443 ssl http2;                    127.0.0.1:<free port>
 #   listen [::]:443 ...;                     dropped
 #   linegate_clerk_issuer                    the stack's issuer
@@ -17,7 +18,9 @@ package LG::Production;
 #   my ($rc, $out) = $p->nginx_t;
 #   $p->start; $p->ua->get($p->url('/...')); $p->stop;
 #
-# Redis, the stub, the tokens and Clerk's keys are those of an LG::Stack.
+# Redis, the stub, the tokens and Clerk's keys are those of an LG::Stack;
+# redis_password => '...' is the password written to redis-password (to
+# serve, set it on the stack's Redis: LG::Production::require_password).
 # nginx runs without -p (relative paths are the packaged nginx's, as in
 # production: load_module modules/... is /usr/lib/nginx/modules/...),
 # every path it writes is in the temporary directory, and it is stopped
@@ -48,6 +51,7 @@ sub new {
         stripe => $o{stripe} // 0,
         nginx  => $o{nginx} // $ENV{LG_NGINX} // '/usr/sbin/nginx',
         conf   => $o{conf} // _slurp($EXAMPLE),
+        redis_password => $o{redis_password} // 'no-password-set',
     }, $class;
 
     $self->{dir} = tempdir('linegate-prod-XXXXXX', TMPDIR => 1,
@@ -67,11 +71,9 @@ sub _write_site {
 
     make_path("$d/etc/tls", "$d/log", "$d/tmp");
 
-    _spew("$d/etc/redis.conf",
-          'linegate_redis 127.0.0.1:' . $s->redis_port . ";\n");
-    _spew("$d/etc/secrets.conf",
-          'linegate_operator_token ' . $s->operator_token . ";\n"
-          . 'linegate_webhook_secret ' . $s->webhook_secret . ";\n");
+    _spew("$d/etc/redis-password", "$self->{redis_password}\n");
+    _spew("$d/etc/operator-token", $s->operator_token . "\n");
+    _spew("$d/etc/webhook-secret", $s->webhook_secret . "\n");
     _spew("$d/etc/stripe-key.conf",
           "proxy_set_header Authorization \"Bearer sk_test_linegate\";\n");
     copy($s->jwks_path, "$d/etc/clerk-jwks.json") or die "jwks: $!";
@@ -109,6 +111,10 @@ sub render {
             'listen 443');
     $once->(qr/^(\s*)listen \[::\]:443 ssl http2;\n/m, sub { '' },
             'listen [::]:443');
+    $once->(qr/^(\s*)linegate_redis \S+;$/m,
+            sub { "$_[0]linegate_redis 127.0.0.1:"
+                  . $self->{s}->redis_port . ';' },
+            'linegate_redis');
     $once->(qr/^(\s*)linegate_clerk_issuer \S+;$/m,
             sub { "$_[0]linegate_clerk_issuer " . $self->{s}->issuer . ';' },
             'linegate_clerk_issuer');
@@ -157,6 +163,14 @@ sub _cmd {
     my ($self) = @_;
     my $d = $self->{dir};
     return ($self->{nginx}, '-c', "$d/nginx.conf", '-e', "$d/log/error.log");
+}
+
+# Redis asks for a password from now on (connections already open stay
+# authenticated: the stack's own nginx and client go on working)
+sub require_password {
+    my ($stack, $password) = @_;
+    $stack->redis->config('SET', 'requirepass', $password);
+    return $password;
 }
 
 sub nginx_t {
