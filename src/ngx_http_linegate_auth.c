@@ -74,6 +74,8 @@ static ngx_int_t ngx_http_linegate_bearer(ngx_http_request_t *r,
     ngx_str_t *token);
 static ngx_int_t ngx_http_linegate_session_cookie(ngx_http_request_t *r,
     ngx_str_t *name, ngx_str_t *value);
+static ngx_int_t ngx_http_linegate_cookie_write(ngx_http_request_t *r,
+    ngx_http_linegate_ctx_t *ctx);
 static ngx_int_t ngx_http_linegate_is_api_key(ngx_str_t *token);
 static ngx_int_t ngx_http_linegate_clerk(ngx_http_request_t *r,
     ngx_http_linegate_ctx_t *ctx, ngx_str_t *token,
@@ -127,6 +129,12 @@ ngx_http_linegate_auth_workspace(ngx_http_request_t *r,
             return ngx_http_linegate_unauthorized(r, ctx, "no credential");
         }
 
+        if (!(r->method & (NGX_HTTP_GET|NGX_HTTP_HEAD))
+            && ngx_http_linegate_cookie_write(r, ctx) != NGX_OK)
+        {
+            return NGX_DECLINED;
+        }
+
         return ngx_http_linegate_clerk(r, ctx, &token, p);
     }
 
@@ -177,14 +185,140 @@ ngx_http_linegate_auth_workspace(ngx_http_request_t *r,
 
 
 /*
+ * A write authenticated by the __session cookie alone: a browser sends
+ * the cookie with any form another site posts (application/x-www-form-
+ * urlencoded, multipart/form-data, text/plain need no CORS preflight).
+ * Such a write must be JSON (which a form cannot send, and a foreign
+ * page cannot send without a preflight that nginx answers 405), and, when
+ * linegate_clerk_authorized_parties lists the dashboard's origins, its
+ * Origin, when the browser sends one, must be one of them. Checked before
+ * the token: a forged request costs no signature check.
+ */
+static ngx_int_t
+ngx_http_linegate_cookie_write(ngx_http_request_t *r,
+    ngx_http_linegate_ctx_t *ctx)
+{
+    char                          **azp;
+    size_t                          len;
+    u_char                         *ct;
+    ngx_uint_t                      i;
+    ngx_list_part_t                *part;
+    ngx_table_elt_t                *h, *origin;
+    ngx_http_linegate_main_conf_t  *lmcf;
+
+    len = 0;
+    ct = NULL;
+
+    if (r->headers_in.content_type != NULL) {
+        ct = r->headers_in.content_type->value.data;
+        len = r->headers_in.content_type->value.len;
+    }
+
+    if (len < sizeof("application/json") - 1
+        || ngx_strncasecmp(ct, (u_char *) "application/json",
+                           sizeof("application/json") - 1) != 0
+        || (len > sizeof("application/json") - 1
+            && ct[sizeof("application/json") - 1] != ';'
+            && ct[sizeof("application/json") - 1] != ' '
+            && ct[sizeof("application/json") - 1] != '\t'))
+    {
+        ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
+                      NGX_HTTP_LINEGATE_LOG "cookie-authenticated write "
+                      "refused: not application/json");
+        ngx_http_linegate_error(r, NGX_HTTP_UNSUPPORTED_MEDIA_TYPE,
+                                "UNSUPPORTED_MEDIA_TYPE",
+                                "A write authenticated by the session "
+                                "cookie must be application/json");
+        return NGX_DECLINED;
+    }
+
+    lmcf = ngx_http_get_module_main_conf(r, ngx_http_linegate_module);
+
+    if (lmcf->clerk_azp == NULL) {
+        return NGX_OK;
+    }
+
+    origin = NULL;
+    part = &r->headers_in.headers.part;
+    h = part->elts;
+
+    for (i = 0; /* void */; i++) {
+
+        if (i >= part->nelts) {
+            if (part->next == NULL) {
+                break;
+            }
+
+            part = part->next;
+            h = part->elts;
+            i = 0;
+        }
+
+        if (h[i].key.len == sizeof("Origin") - 1
+            && ngx_strncasecmp(h[i].key.data, (u_char *) "Origin",
+                               sizeof("Origin") - 1) == 0)
+        {
+            if (origin != NULL) {
+                /* two Origin headers: none of them is trusted */
+                goto refused;
+            }
+
+            origin = &h[i];
+        }
+    }
+
+    if (origin == NULL) {
+        return NGX_OK;
+    }
+
+    azp = lmcf->clerk_azp->elts;
+
+    for (i = 0; i < lmcf->clerk_azp->nelts; i++) {
+        len = ngx_strlen(azp[i]);
+
+        if (len == origin->value.len
+            && ngx_strncasecmp(origin->value.data, (u_char *) azp[i], len)
+               == 0)
+        {
+            return NGX_OK;
+        }
+    }
+
+refused:
+
+    ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
+                  NGX_HTTP_LINEGATE_LOG "cookie-authenticated write "
+                  "refused: Origin not among the authorized parties");
+    ngx_http_linegate_error(r, NGX_HTTP_FORBIDDEN, "FORBIDDEN_ORIGIN",
+                            "The request's Origin is not an authorized "
+                            "party");
+    return NGX_DECLINED;
+}
+
+
+/*
  * The value of the named cookie. nginx 1.23.0 replaced the array of
- * Cookie headers by a linked list and changed the parser's signature.
+ * Cookie headers by a linked list and changed the parser's signature;
+ * nginx 1.29.6 made that parser split on commas only (as other list
+ * headers) and gave cookies their own, which splits on semicolons: with
+ * the general parser, "a=b; __session=..." finds no __session and
+ * "__session=t; a=b" gives "t; a=b".
  */
 static ngx_int_t
 ngx_http_linegate_session_cookie(ngx_http_request_t *r, ngx_str_t *name,
     ngx_str_t *value)
 {
-#if (nginx_version >= 1023000)
+#if (nginx_version >= 1029006)
+
+    if (ngx_http_parse_cookie_lines(r, r->headers_in.cookie, name, value)
+        == NULL)
+    {
+        return NGX_DECLINED;
+    }
+
+    return NGX_OK;
+
+#elif (nginx_version >= 1023000)
 
     if (ngx_http_parse_multi_header_lines(r, r->headers_in.cookie, name,
                                           value)

@@ -60,6 +60,8 @@ static char *ngx_http_linegate_provision_limits(ngx_conf_t *cf,
     ngx_command_t *cmd, void *conf);
 static char *ngx_http_linegate_line_limits(ngx_conf_t *cf,
     ngx_command_t *cmd, void *conf);
+static char *ngx_http_linegate_secret_file(ngx_conf_t *cf,
+    ngx_command_t *cmd, void *conf);
 static char *ngx_http_linegate_require(ngx_conf_t *cf, ngx_str_t *value,
     const char *directive, const char *why);
 static void ngx_http_linegate_free_keys(void *data);
@@ -126,6 +128,13 @@ static ngx_command_t  ngx_http_linegate_commands[] = {
       ngx_http_linegate_redis_conf,
       NGX_HTTP_MAIN_CONF_OFFSET,
       0,
+      NULL },
+
+    { ngx_string("linegate_redis_password_file"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_http_linegate_secret_file,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_linegate_main_conf_t, redis_password),
       NULL },
 
     { ngx_string("linegate_redis_connect_timeout"),
@@ -198,6 +207,13 @@ static ngx_command_t  ngx_http_linegate_commands[] = {
       offsetof(ngx_http_linegate_main_conf_t, webhook_secret),
       NULL },
 
+    { ngx_string("linegate_webhook_secret_file"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_http_linegate_secret_file,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_linegate_main_conf_t, webhook_secret),
+      NULL },
+
     { ngx_string("linegate_webhook_tolerance"),
       NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
       ngx_conf_set_sec_slot,
@@ -215,6 +231,13 @@ static ngx_command_t  ngx_http_linegate_commands[] = {
     { ngx_string("linegate_operator_token"),
       NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
       ngx_conf_set_str_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_linegate_main_conf_t, operator_token),
+      NULL },
+
+    { ngx_string("linegate_operator_token_file"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_http_linegate_secret_file,
       NGX_HTTP_MAIN_CONF_OFFSET,
       offsetof(ngx_http_linegate_main_conf_t, operator_token),
       NULL },
@@ -563,7 +586,10 @@ ngx_http_linegate_take_body(ngx_http_request_t *r,
     ctx->raw.data = p;
 
     for (cl = r->request_body->bufs; cl; cl = cl->next) {
-        p = ngx_cpymem(p, cl->buf->pos, cl->buf->last - cl->buf->pos);
+        /* a chunked body ends with an empty buffer: pos may be NULL */
+        if (cl->buf->last != cl->buf->pos) {
+            p = ngx_cpymem(p, cl->buf->pos, cl->buf->last - cl->buf->pos);
+        }
     }
 
     *p = '\0';
@@ -645,6 +671,10 @@ ngx_http_linegate_request_id(ngx_http_request_t *r, ngx_str_t *id)
     ngx_http_linegate_main_conf_t  *lmcf;
 
     lmcf = ngx_http_get_module_main_conf(r, ngx_http_linegate_module);
+
+    if (lmcf->request_id_index == NGX_ERROR) {
+        return NGX_ERROR;
+    }
 
     vv = ngx_http_get_indexed_variable(r->main, lmcf->request_id_index);
     if (vv == NULL || vv->not_found) {
@@ -821,7 +851,7 @@ ngx_http_linegate_init_main_conf(ngx_conf_t *cf, void *conf)
     ngx_conf_init_uint_value(lmcf->line_daily_conversations, 20);
     ngx_conf_init_uint_value(lmcf->line_daily_messages, 50);
     ngx_conf_init_value(lmcf->idempotency_ttl, 86400);
-    ngx_conf_init_value(lmcf->fast_request_id, 1);
+    ngx_conf_init_value(lmcf->fast_request_id, 0);
 
     if (lmcf->stripe_version.len == 0) {
         ngx_str_set(&lmcf->stripe_version, "2025-03-31.basil");
@@ -841,6 +871,37 @@ ngx_http_linegate_init_main_conf(ngx_conf_t *cf, void *conf)
         return NGX_CONF_ERROR;
     }
 
+    if (lmcf->redis_command_timeout == 0 || lmcf->redis_connect_timeout == 0
+        || lmcf->redis_keepalive == 0)
+    {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "linegate: Redis timeouts must be greater than 0");
+        return NGX_CONF_ERROR;
+    }
+
+    /*
+     * A configuration without "linegate_api" is left as it is: no shared
+     * zone, no indexed variable, no variable taken over.
+     */
+    if (!(lmcf->uses_lines || lmcf->uses_provision || lmcf->uses_operator
+          || lmcf->uses_webhook || lmcf->uses_metrics))
+    {
+        lmcf->request_id_index = NGX_ERROR;
+        return NGX_CONF_OK;
+    }
+
+    lmcf->request_id_index = ngx_http_get_variable_index(cf, &request_id);
+    if (lmcf->request_id_index == NGX_ERROR) {
+        return NGX_CONF_ERROR;
+    }
+
+    if (!(lmcf->uses_lines || lmcf->uses_provision || lmcf->uses_operator
+          || lmcf->uses_webhook))
+    {
+        /* only metrics: no API key is cached */
+        return NGX_CONF_OK;
+    }
+
     if (lmcf->apikey_cache_ttl) {
         /* the smallest zone nginx's slab allocator takes */
         shm = ngx_shared_memory_add(cf, &epoch, 8 * ngx_pagesize,
@@ -851,19 +912,6 @@ ngx_http_linegate_init_main_conf(ngx_conf_t *cf, void *conf)
 
         shm->init = ngx_http_linegate_init_epoch;
         shm->data = lmcf;
-    }
-
-    if (lmcf->redis_command_timeout == 0 || lmcf->redis_connect_timeout == 0
-        || lmcf->redis_keepalive == 0)
-    {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "linegate: Redis timeouts must be greater than 0");
-        return NGX_CONF_ERROR;
-    }
-
-    lmcf->request_id_index = ngx_http_get_variable_index(cf, &request_id);
-    if (lmcf->request_id_index == NGX_ERROR) {
-        return NGX_CONF_ERROR;
     }
 
     return NGX_CONF_OK;
@@ -1050,6 +1098,14 @@ ngx_http_linegate_redis_conf(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     for (i = 2; i < cf->args->nelts; i++) {
 
         if (ngx_strncmp(value[i].data, "password=", 9) == 0) {
+            if (lmcf->redis_password.data != NULL) {
+                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                                   "the Redis password is set twice "
+                                   "(\"password=\" and "
+                                   "\"linegate_redis_password_file\")");
+                return NGX_CONF_ERROR;
+            }
+
             lmcf->redis_password.data = value[i].data + 9;
             lmcf->redis_password.len = value[i].len - 9;
             continue;
@@ -1293,6 +1349,125 @@ ngx_http_linegate_line_limits(ngx_conf_t *cf, ngx_command_t *cmd,
     return ngx_http_linegate_two_numbers(cf,
                                          &lmcf->line_daily_conversations,
                                          &lmcf->line_daily_messages);
+}
+
+
+/*
+ * "..._file <path>": a secret read from a file at configuration time, so
+ * that it stays out of the configuration (and of nginx -T). One trailing
+ * newline (LF or CRLF) is dropped; an unreadable, empty or oversized file,
+ * or a secret with a control character, fails nginx -t naming the path.
+ * The secret takes the same place as the inline directive's value: only
+ * one of the two may be given.
+ */
+static char *
+ngx_http_linegate_secret_file(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf)
+{
+    char  *p = conf;
+
+    u_char           *buf;
+    size_t            len, i;
+    ssize_t           n;
+    ngx_fd_t          fd;
+    ngx_str_t        *field, *value, path;
+    ngx_file_info_t   fi;
+
+    field = (ngx_str_t *) (p + cmd->offset);
+
+    if (field->data != NULL) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"%V\": the secret is already set", &cmd->name);
+        return NGX_CONF_ERROR;
+    }
+
+    value = cf->args->elts;
+    path = value[1];
+
+    if (ngx_conf_full_name(cf->cycle, &path, 1) != NGX_OK) {
+        return NGX_CONF_ERROR;
+    }
+
+    fd = ngx_open_file(path.data, NGX_FILE_RDONLY, NGX_FILE_OPEN, 0);
+    if (fd == NGX_INVALID_FILE) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, ngx_errno,
+                           "\"%V\": cannot open \"%V\"", &cmd->name, &path);
+        return NGX_CONF_ERROR;
+    }
+
+    buf = NULL;
+    len = 0;
+
+    if (ngx_fd_info(fd, &fi) == NGX_FILE_ERROR) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, ngx_errno,
+                           "\"%V\": cannot stat \"%V\"", &cmd->name, &path);
+        goto failed;
+    }
+
+    if (!ngx_is_file(&fi) || ngx_file_size(&fi) > 4096) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"%V\": \"%V\" is not a file of at most 4096 "
+                           "bytes", &cmd->name, &path);
+        goto failed;
+    }
+
+    len = (size_t) ngx_file_size(&fi);
+
+    buf = ngx_pnalloc(cf->pool, len + 1);
+    if (buf == NULL) {
+        goto failed;
+    }
+
+    n = ngx_read_fd(fd, buf, len);
+    if (n == -1 || (size_t) n != len) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, n == -1 ? ngx_errno : 0,
+                           "\"%V\": cannot read \"%V\"", &cmd->name, &path);
+        goto failed;
+    }
+
+    ngx_close_file(fd);
+    fd = NGX_INVALID_FILE;
+
+    if (len && buf[len - 1] == LF) {
+        len--;
+
+        if (len && buf[len - 1] == CR) {
+            len--;
+        }
+    }
+
+    if (len == 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"%V\": \"%V\" is empty", &cmd->name, &path);
+        goto failed;
+    }
+
+    for (i = 0; i < len; i++) {
+        if (buf[i] < 0x20 || buf[i] == 0x7f) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "\"%V\": \"%V\" has a control character "
+                               "(a secret is one line)", &cmd->name, &path);
+            goto failed;
+        }
+    }
+
+    buf[len] = '\0';
+    field->data = buf;
+    field->len = len;
+
+    return NGX_CONF_OK;
+
+failed:
+
+    if (buf != NULL) {
+        ngx_explicit_memzero(buf, len);
+    }
+
+    if (fd != NGX_INVALID_FILE) {
+        ngx_close_file(fd);
+    }
+
+    return NGX_CONF_ERROR;
 }
 
 

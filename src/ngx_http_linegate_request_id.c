@@ -1,18 +1,19 @@
 
 /*
- * linegate: $request_id without OpenSSL on every request.
+ * linegate: $request_id without OpenSSL on every request (opt-in).
  *
  * nginx fills $request_id with 16 bytes of RAND_bytes() per request. On
  * the hot GET that call (a DRBG behind a lock, plus a getpid() system call
  * for fork safety, which also gives the scheduler a chance to preempt the
  * worker) measured ~10% of a worker's CPU. With "linegate_fast_request_id
- * on" (the default) the variable keeps its name, its format (32 lowercase
- * hex) and every use (X-Request-Id, error and access logs), but its value
- * is made per worker: 8 random bytes drawn once at worker start, followed
- * by a 64-bit counter passed through a bijective mixer keyed with 8 more
- * random bytes. Ids never repeat within a worker (a bijection of a
- * counter) and differ across workers and hosts as much as 64 random bits
- * make them; they are identifiers, not secrets, as nginx's are.
+ * on" (off by default) the variable keeps its name, its format (32
+ * lowercase hex) and every use (X-Request-Id, error and access logs), but
+ * its value is SipHash-2-4 with a 128-bit output (a keyed pseudo-random
+ * function) of a per-worker 64-bit counter, under a 128-bit key drawn from
+ * OpenSSL's CSPRNG when the worker starts. Without the key, ids cannot be
+ * told from random ones: an observed id gives neither the key nor the
+ * counter, nor the next id. A worker whose CSPRNG fails keeps nginx's own
+ * generator.
  */
 
 
@@ -27,16 +28,20 @@
 
 
 typedef struct {
-    uint64_t                        prefix;
-    uint64_t                        key;
+    uint64_t                        k0;
+    uint64_t                        k1;
     uint64_t                        counter;
+    ngx_uint_t                      keyed;   /* unsigned  keyed:1; */
+    ngx_http_get_variable_pt        nginx_handler;
+    uintptr_t                       nginx_data;
 } ngx_http_linegate_request_id_t;
 
 
 static ngx_int_t ngx_http_linegate_request_id_variable(ngx_http_request_t *r,
     ngx_http_variable_value_t *v, uintptr_t data);
-static uint64_t ngx_http_linegate_request_id_mix(uint64_t x);
-static void ngx_http_linegate_request_id_put(u_char *p, uint64_t x);
+static void ngx_http_linegate_siphash128(uint64_t k0, uint64_t k1,
+    uint64_t m, uint64_t out[2]);
+static void ngx_http_linegate_request_id_hex(u_char *p, uint64_t out[2]);
 
 
 static ngx_http_linegate_request_id_t  ngx_http_linegate_request_id_state;
@@ -44,7 +49,8 @@ static ngx_http_linegate_request_id_t  ngx_http_linegate_request_id_state;
 
 /*
  * Called from postconfiguration, before nginx copies the handlers of
- * indexed variables: every user of $request_id gets this handler.
+ * indexed variables: every user of $request_id gets this handler. nginx's
+ * own handler is kept for a worker without a key.
  */
 ngx_int_t
 ngx_http_linegate_request_id_install(ngx_conf_t *cf)
@@ -68,6 +74,13 @@ ngx_http_linegate_request_id_install(ngx_conf_t *cf)
                            sizeof("request_id") - 1) == 0)
         {
             v = key[i].value;
+
+            if (v->get_handler != ngx_http_linegate_request_id_variable) {
+                ngx_http_linegate_request_id_state.nginx_handler =
+                                                             v->get_handler;
+                ngx_http_linegate_request_id_state.nginx_data = v->data;
+            }
+
             v->get_handler = ngx_http_linegate_request_id_variable;
             v->data = 0;
             return NGX_OK;
@@ -81,29 +94,46 @@ ngx_http_linegate_request_id_install(ngx_conf_t *cf)
 }
 
 
-/* a new worker: new random halves, the counter from zero */
+/* a new worker: a new key from the CSPRNG, the counter from zero */
 void
 ngx_http_linegate_request_id_init_process(ngx_cycle_t *cycle)
 {
-    uint64_t                         seed[2];
+    uint64_t                         key[2], out[2];
     ngx_http_linegate_request_id_t  *st;
 
     st = &ngx_http_linegate_request_id_state;
+    st->keyed = 0;
+    st->counter = 0;
 
-    if (RAND_bytes((u_char *) seed, sizeof(seed)) != 1) {
-        ERR_clear_error();
-        ngx_log_error(NGX_LOG_WARN, cycle->log, 0,
-                      NGX_HTTP_LINEGATE_LOG "RAND_bytes() failed: request "
-                      "ids seeded from the time and the pid");
-
-        seed[0] = ((uint64_t) ngx_random() << 32) ^ (uint64_t) ngx_pid
-                  ^ (uint64_t) ngx_time();
-        seed[1] = ((uint64_t) ngx_random() << 32) ^ (uint64_t) ngx_random();
+    if (st->nginx_handler == NULL) {
+        return;
     }
 
-    st->prefix = seed[0];
-    st->key = seed[1];
-    st->counter = 0;
+    /* the reference vector: key 00..0f, message 00..07 */
+    ngx_http_linegate_siphash128(0x0706050403020100ULL,
+                                 0x0f0e0d0c0b0a0908ULL,
+                                 0x0706050403020100ULL, out);
+
+    if (out[0] != 0x61f55862baa9623bULL || out[1] != 0xb49714f364e2830fULL) {
+        ngx_log_error(NGX_LOG_ALERT, cycle->log, 0,
+                      NGX_HTTP_LINEGATE_LOG "SipHash self-test failed: "
+                      "nginx's $request_id is used");
+        return;
+    }
+
+    if (RAND_bytes((u_char *) key, sizeof(key)) != 1) {
+        ERR_clear_error();
+        ngx_log_error(NGX_LOG_WARN, cycle->log, 0,
+                      NGX_HTTP_LINEGATE_LOG "RAND_bytes() failed: "
+                      "nginx's $request_id is used");
+        return;
+    }
+
+    st->k0 = key[0];
+    st->k1 = key[1];
+    st->keyed = 1;
+
+    ngx_explicit_memzero(key, sizeof(key));
 }
 
 
@@ -112,18 +142,22 @@ ngx_http_linegate_request_id_variable(ngx_http_request_t *r,
     ngx_http_variable_value_t *v, uintptr_t data)
 {
     u_char                          *id;
+    uint64_t                         out[2];
     ngx_http_linegate_request_id_t  *st;
 
     st = &ngx_http_linegate_request_id_state;
+
+    if (!st->keyed) {
+        return st->nginx_handler(r, v, st->nginx_data);
+    }
 
     id = ngx_pnalloc(r->pool, NGX_HTTP_LINEGATE_REQUEST_ID_LEN);
     if (id == NULL) {
         return NGX_ERROR;
     }
 
-    ngx_http_linegate_request_id_put(id, st->prefix);
-    ngx_http_linegate_request_id_put(id + 16,
-        ngx_http_linegate_request_id_mix(st->key + st->counter++));
+    ngx_http_linegate_siphash128(st->k0, st->k1, st->counter++, out);
+    ngx_http_linegate_request_id_hex(id, out);
 
     v->valid = 1;
     v->no_cacheable = 0;
@@ -135,33 +169,75 @@ ngx_http_linegate_request_id_variable(ngx_http_request_t *r,
 }
 
 
-/*
- * The finalizer of splitmix64: xor-shifts and odd multipliers, each step
- * invertible, so distinct inputs give distinct outputs; it spreads a
- * counter over all 64 bits so that consecutive ids do not look alike.
- */
-static uint64_t
-ngx_http_linegate_request_id_mix(uint64_t x)
-{
-    x ^= x >> 30;
-    x *= 0xbf58476d1ce4e5b9ULL;
-    x ^= x >> 27;
-    x *= 0x94d049bb133111ebULL;
-    x ^= x >> 31;
+#define NGX_HTTP_LINEGATE_ROTL(x, b)  (((x) << (b)) | ((x) >> (64 - (b))))
 
-    return x;
+#define NGX_HTTP_LINEGATE_SIPROUND                                            \
+    v0 += v1; v1 = NGX_HTTP_LINEGATE_ROTL(v1, 13); v1 ^= v0;                  \
+    v0 = NGX_HTTP_LINEGATE_ROTL(v0, 32);                                      \
+    v2 += v3; v3 = NGX_HTTP_LINEGATE_ROTL(v3, 16); v3 ^= v2;                  \
+    v0 += v3; v3 = NGX_HTTP_LINEGATE_ROTL(v3, 21); v3 ^= v0;                  \
+    v2 += v1; v1 = NGX_HTTP_LINEGATE_ROTL(v1, 17); v1 ^= v2;                  \
+    v2 = NGX_HTTP_LINEGATE_ROTL(v2, 32)
+
+
+/*
+ * SipHash-2-4 with a 128-bit output (Aumasson and Bernstein's reference,
+ * siphash.c with outlen 16) of one 8-byte message, the little-endian m.
+ */
+static void
+ngx_http_linegate_siphash128(uint64_t k0, uint64_t k1, uint64_t m,
+    uint64_t out[2])
+{
+    uint64_t  v0, v1, v2, v3, b;
+
+    v0 = 0x736f6d6570736575ULL ^ k0;
+    v1 = 0x646f72616e646f6dULL ^ k1 ^ 0xee;
+    v2 = 0x6c7967656e657261ULL ^ k0;
+    v3 = 0x7465646279746573ULL ^ k1;
+
+    v3 ^= m;
+    NGX_HTTP_LINEGATE_SIPROUND;
+    NGX_HTTP_LINEGATE_SIPROUND;
+    v0 ^= m;
+
+    b = (uint64_t) 8 << 56;
+
+    v3 ^= b;
+    NGX_HTTP_LINEGATE_SIPROUND;
+    NGX_HTTP_LINEGATE_SIPROUND;
+    v0 ^= b;
+
+    v2 ^= 0xee;
+    NGX_HTTP_LINEGATE_SIPROUND;
+    NGX_HTTP_LINEGATE_SIPROUND;
+    NGX_HTTP_LINEGATE_SIPROUND;
+    NGX_HTTP_LINEGATE_SIPROUND;
+    out[0] = v0 ^ v1 ^ v2 ^ v3;
+
+    v1 ^= 0xdd;
+    NGX_HTTP_LINEGATE_SIPROUND;
+    NGX_HTTP_LINEGATE_SIPROUND;
+    NGX_HTTP_LINEGATE_SIPROUND;
+    NGX_HTTP_LINEGATE_SIPROUND;
+    out[1] = v0 ^ v1 ^ v2 ^ v3;
 }
 
 
-/* 16 lowercase hex digits, most significant first */
+/* 32 lowercase hex digits: the 16 output bytes, each word little-endian */
 static void
-ngx_http_linegate_request_id_put(u_char *p, uint64_t x)
+ngx_http_linegate_request_id_hex(u_char *p, uint64_t out[2])
 {
-    ngx_int_t            i;
+    ngx_uint_t           i, j;
+    uint64_t             x;
     static const u_char  hex[] = "0123456789abcdef";
 
-    for (i = 15; i >= 0; i--) {
-        p[i] = hex[x & 0xf];
-        x >>= 4;
+    for (i = 0; i < 2; i++) {
+        x = out[i];
+
+        for (j = 0; j < 8; j++) {
+            *p++ = hex[(x >> 4) & 0xf];
+            *p++ = hex[x & 0xf];
+            x >>= 8;
+        }
     }
 }

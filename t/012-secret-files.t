@@ -1,0 +1,184 @@
+# Secrets stay out of the configuration (and of nginx -T): the operator
+# token, the Stripe webhook secret and the Redis password each have a
+# "..._file <path>" directive, read when the configuration is loaded (one
+# trailing newline dropped). nginx -t fails naming the path of a file that
+# cannot be read, is empty, or holds more than one line.
+use strict;
+use warnings;
+use lib 't/lib';
+
+use Test::More;
+use Digest::SHA qw(hmac_sha256_hex);
+use File::Temp qw(tempdir);
+use Mojo::JSON qw(encode_json);
+use Time::HiRes qw(sleep);
+use LG::Stack;
+use LG::Test;
+
+my $dir = tempdir('linegate-secrets-XXXXXX', TMPDIR => 1, CLEANUP => 1);
+chmod 0755, $dir;
+
+sub write_file {
+    my ($name, $text) = @_;
+    open my $fh, '>', "$dir/$name" or die "$name: $!";
+    print $fh $text;
+    close $fh;
+    chmod 0600, "$dir/$name";
+    return "$dir/$name";
+}
+
+my $token = LG::Stack::random_token(40);
+my $whsec = 'whsec_' . LG::Stack::random_token(32);
+my $redis_pw = LG::Stack::random_token(24);
+
+my $token_file = write_file('operator', "$token\n");
+my $whsec_file = write_file('webhook', "$whsec\r\n");
+my $pw_file = write_file('redis', $redis_pw);
+
+# the template's inline directives replaced by their _file forms
+sub with_files {
+    my ($s, %f) = @_;
+    my $conf = $s->render;
+    $conf =~ s{^\s*linegate_operator_token\s[^;]*;}
+              {    linegate_operator_token_file $f{token};}m or die;
+    $conf =~ s{^\s*linegate_webhook_secret\s[^;]*;}
+              {    linegate_webhook_secret_file $f{whsec};}m or die;
+    $conf =~ s{^(\s*linegate_redis\s[^;]*;)}
+              {$1\n    linegate_redis_password_file $f{pw};}m or die;
+    return $conf;
+}
+
+my $s = LG::Stack->new(stub => 0, OPERATOR_TOKEN => 'unused-' . 'x' x 20,
+                       WEBHOOK_SECRET => 'whsec_unused')->start;
+
+my %files = (token => $token_file, whsec => $whsec_file, pw => $pw_file);
+
+# the stack's nginx, restarted on the configuration with _file directives;
+# Redis asks for the password first
+$s->redis->config_set(requirepass => $redis_pw);
+$s->redis->auth($redis_pw);
+{
+    open my $fh, '>', $s->prefix . '/nginx.conf' or die $!;
+    print $fh with_files($s, %files);
+    close $fh;
+}
+my $from = length $s->error_log;
+kill 'HUP', $s->{pids}{nginx};
+ok($s->wait_redis_connected($from, 10),
+   'the workers authenticate to Redis with the password of the file');
+
+subtest 'nginx -t and nginx -T: the secrets are not in the configuration' => sub {
+    my $p = $s->prefix;
+    my $out = qx{$s->{nginx} -T -p '$p/' -c '$p/nginx.conf' -e '$p/error.log' 2>&1};
+    is($? >> 8, 0, 'nginx -T: exit 0') or diag $out;
+    like($out, qr/linegate_operator_token_file \Q$token_file\E;/,
+         'the file is named');
+    unlike($out, qr/\Q$token\E/, 'not the operator token');
+    unlike($out, qr/\Q$whsec\E/, 'not the webhook secret');
+    unlike($out, qr/\Q$redis_pw\E/, 'not the Redis password');
+};
+
+subtest 'the operator token of the file (trailing newline dropped)' => sub {
+    # a reload is done once a new worker answers with the new token
+    my $tx;
+    for (1 .. 200) {
+        $tx = $s->ua->get($s->url('/_linegate/inventory')
+                          => {Authorization => "Bearer $token"});
+        last if $tx->res->code == 200;
+        sleep 0.05;
+    }
+    answer_is($tx, 200, 'the token of the file');
+    $tx = $s->ua->get($s->url('/_linegate/inventory')
+                      => {Authorization => "Bearer ${token}x"});
+    is($tx->res->code, 401, 'another token: 401');
+    $tx = $s->ua->get($s->url('/_linegate/inventory')
+                      => {Authorization => 'Bearer unused-' . 'x' x 20});
+    is($tx->res->code, 401, 'the inline token of before: 401');
+};
+
+subtest 'the webhook secret of the file (CRLF dropped)' => sub {
+    my $body = encode_json({id => 'evt_file', object => 'event',
+        type => 'charge.succeeded', api_version => '2025-03-31.basil',
+        created => time, livemode => \0,
+        data => {object => {id => 'ch_1'}}});
+    my $t = time;
+    for my $case ([$whsec, 200], ["$whsec\r", 400], ['whsec_unused', 400]) {
+        my ($key, $status) = @$case;
+        my $sig = hmac_sha256_hex("$t.$body", $key);
+        my $tx = $s->ua->post($s->url('/webhooks/stripe') => {
+            'Content-Type' => 'application/json',
+            'Stripe-Signature' => "t=$t,v1=$sig"} => $body);
+        is($tx->res->code, $status,
+           ($status == 200 ? 'signed with it' : 'signed otherwise')
+           . ": $status");
+    }
+};
+
+my $conf_ok = with_files($s, %files);
+
+my @refused = (
+    ['a token file that does not exist',
+     with_files($s, %files, token => "$dir/missing"),
+     qr/\[emerg\] "linegate_operator_token_file": cannot open "\Q$dir\E\/missing" \(2: No such file/],
+    ['an empty token file',
+     with_files($s, %files, token => write_file('empty', '')),
+     qr/\[emerg\] "linegate_operator_token_file": "\Q$dir\E\/empty" is empty/],
+    ['a token file of one newline',
+     with_files($s, %files, token => write_file('nl', "\n")),
+     qr/\[emerg\] "linegate_operator_token_file": "\Q$dir\E\/nl" is empty/],
+    ['a token file of two lines',
+     with_files($s, %files, token => write_file('two', "a" x 20 . "\nb\n")),
+     qr/\[emerg\] "linegate_operator_token_file": "\Q$dir\E\/two" has a control character/],
+    ['a token file that is a directory',
+     with_files($s, %files, token => $dir),
+     qr/\[emerg\] "linegate_operator_token_file": "\Q$dir\E" is not a file/],
+    ['a short token in a file',
+     with_files($s, %files, token => write_file('short', "x" x 15 . "\n")),
+     qr/\[emerg\] "linegate_operator_token" must be at least 16 characters/],
+    ['a webhook secret file that does not exist',
+     with_files($s, %files, whsec => "$dir/nowhsec"),
+     qr/\[emerg\] "linegate_webhook_secret_file": cannot open "\Q$dir\E\/nowhsec"/],
+    ['an empty webhook secret file',
+     with_files($s, %files, whsec => "$dir/empty"),
+     qr/\[emerg\] "linegate_webhook_secret_file": "\Q$dir\E\/empty" is empty/],
+    ['a Redis password file that does not exist',
+     with_files($s, %files, pw => "$dir/nopw"),
+     qr/\[emerg\] "linegate_redis_password_file": cannot open "\Q$dir\E\/nopw"/],
+    ['an empty Redis password file',
+     with_files($s, %files, pw => "$dir/empty"),
+     qr/\[emerg\] "linegate_redis_password_file": "\Q$dir\E\/empty" is empty/],
+    ['a token inline and in a file',
+     $conf_ok =~ s{(linegate_operator_token_file[^;]*;)}
+                  {$1\n    linegate_operator_token ${\ ('y' x 20)};}r,
+     qr/\[emerg\] "linegate_operator_token" directive is duplicate/],
+    ['a token in a file and inline',
+     $conf_ok =~ s{(linegate_operator_token_file[^;]*;)}
+                  {    linegate_operator_token ${\ ('y' x 20)};\n$1}r,
+     qr/\[emerg\] "linegate_operator_token_file": the secret is already set/],
+    ['a Redis password inline and in a file',
+     $conf_ok =~ s{(linegate_redis [^;\s]+)}{$1 password=inline}r,
+     qr/\[emerg\] "linegate_redis_password_file": the secret is already set/],
+    ['a Redis password in a file and inline',
+     ($conf_ok =~ s{(linegate_redis [^;\s]+)}{$1 password=inline}r)
+         =~ s{^(\s*linegate_redis [^\n]*\n)(\s*linegate_redis_password_file[^\n]*\n)}
+             {$2$1}mr,
+     qr/\[emerg\] the Redis password is set twice/],
+);
+
+for my $case (@refused) {
+    my ($name, $conf, $re) = @$case;
+    my ($rc, $out) = $s->nginx_t($conf);
+    isnt($rc, 0, "refused: $name");
+    like($out, $re, "refused: $name: message") or diag $out;
+}
+
+subtest 'accepted: the _file directives, and a file without a newline' => sub {
+    my ($rc, $out) = $s->nginx_t($conf_ok);
+    is($rc, 0, 'exit 0') or diag $out;
+};
+
+# the Redis password stays out of the logs
+unlike($s->error_log, qr/\Q$redis_pw\E|\Q$token\E|\Q$whsec\E/,
+       'no secret in the error log');
+
+done_testing;
