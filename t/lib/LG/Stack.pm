@@ -433,7 +433,7 @@ sub redis {
 }
 
 # What Redis received from clients while $code ran: the commands, as
-# MONITOR saw them (keepalive PINGs, this helper's INFO and the commands
+# MONITOR saw them (keepalive PINGs and XLENs, this helper's INFO and the commands
 # scripts run inside Redis left out), and the round trips: the reads Redis
 # made (INFO's total_reads_processed), one per write of a client, so
 # commands written together (a pipeline) count once. Fire-and-forget
@@ -462,8 +462,10 @@ sub redis_traffic {
     my @top = grep { !/\[\d+ lua\]/ } @lines;
     my $pings = grep { /"ping"/i } @top;
 
-    # the second INFO's own read is counted in $after
-    return ([grep { !/"(?:ping|info)"/i } @top],
+    # the second INFO's own read is counted in $after; the keepalive's
+    # XLEN of the reconciliation stream (the metrics' backlog) is written
+    # with its PING
+    return ([grep { !/"(?:ping|info)"/i && !/"xlen" "lg:reconcile"/i } @top],
             $after - $before - 1 - $pings);
 }
 
