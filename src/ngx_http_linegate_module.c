@@ -563,7 +563,10 @@ ngx_http_linegate_take_body(ngx_http_request_t *r,
     ctx->raw.data = p;
 
     for (cl = r->request_body->bufs; cl; cl = cl->next) {
-        p = ngx_cpymem(p, cl->buf->pos, cl->buf->last - cl->buf->pos);
+        /* a chunked body ends with an empty buffer: pos may be NULL */
+        if (cl->buf->last != cl->buf->pos) {
+            p = ngx_cpymem(p, cl->buf->pos, cl->buf->last - cl->buf->pos);
+        }
     }
 
     *p = '\0';

@@ -168,7 +168,7 @@ ngx_http_linegate_pv_plain_read_done(ngx_http_request_t *r,
     rc = ngx_http_linegate_pv_plain_windows(pv, reply->element[1]);
 
     if (rc == NGX_DECLINED) {
-        /* more lines than one read takes: the script counts them */
+        /* more lines than one read takes (or a time too large for it) */
         ngx_http_linegate_pv_script(r, ctx, pv);
         return;
     }
@@ -191,7 +191,8 @@ unexpected:
 
 /*
  * Both windows from the 30-day window's lines, [member, time, ...] oldest
- * first: the 24-hour window is its tail. NGX_DECLINED: too many to read.
+ * first: the 24-hour window is its tail. NGX_DECLINED: too many to read,
+ * or a time int64_t cannot hold: the script answers.
  */
 static ngx_int_t
 ngx_http_linegate_pv_plain_windows(ngx_http_linegate_pv_request_t *pv,
@@ -225,6 +226,11 @@ ngx_http_linegate_pv_plain_windows(ngx_http_linegate_pv_request_t *pv,
 
         if (*end != '\0' || !isfinite(t)) {
             return NGX_ERROR;
+        }
+
+        /* beyond 2^53 ms (1e300) int64_t cannot hold it: the script can */
+        if (t < -9007199254740992.0 || t > 9007199254740992.0) {
+            return NGX_DECLINED;
         }
 
         times[i] = (int64_t) t;

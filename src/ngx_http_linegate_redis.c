@@ -526,7 +526,11 @@ ngx_http_linegate_redis_append(ngx_pool_t *pool, int argc, const char **argv,
 
     for (i = 0; i < argc; i++) {
         p = ngx_sprintf(p, "$%uz\r\n", argvlen[i]);
-        p = ngx_cpymem(p, argv[i], argvlen[i]);
+
+        if (argvlen[i]) {   /* an empty argument may be NULL */
+            p = ngx_cpymem(p, argv[i], argvlen[i]);
+        }
+
         *p++ = '\r';
         *p++ = '\n';
     }
@@ -1016,7 +1020,10 @@ ngx_http_linegate_redis_durable_queue(ngx_log_t *log, ngx_int_t script,
     for (i = 0; i < args->argc; i++) {
         d->args.argv[i] = (const char *) p;
         d->args.argvlen[i] = args->argvlen[i];
-        p = ngx_cpymem(p, args->argv[i], args->argvlen[i]);
+
+        if (args->argvlen[i]) {     /* an empty argument may be NULL */
+            p = ngx_cpymem(p, args->argv[i], args->argvlen[i]);
+        }
     }
 
     d->what = (char *) p;

@@ -57,7 +57,11 @@ ngx_http_linegate_form_add(ngx_pool_t *pool, ngx_str_t *form,
         return NGX_ERROR;
     }
 
-    form->data = ngx_cpymem(p, form->data, form->len) - form->len;
+    if (form->len) {    /* an empty form may have no data */
+        ngx_memcpy(p, form->data, form->len);
+    }
+
+    form->data = p;
     p += form->len;
 
     if (form->len) {

@@ -1,0 +1,36 @@
+# A time in the 30-day window that no clock gives (a corrupt score such as
+# 1e300, found by t/fuzz's redis_reply target: converting it to int64_t
+# was undefined behaviour): the plain commands hand the request over to
+# the script, as for a window too long to read, and answer as it does.
+use strict;
+use warnings;
+use lib 't/lib';
+
+use Test::More;
+use LG::Stack;
+use LG::Test;
+use LG::Provision;
+
+my $s = LG::Stack->new->start;
+my $r = $s->redis;
+
+for my $what (qw(limits preview)) {
+    my %got;
+
+    for my $known (0, 1) {
+        my $p = LG::Provision->new($s, known => $known);
+        $p->inventory($p->numbers(2, 415600 + $known));
+        my $a = $p->account("acct_corrupt_${what}_$known");
+        $r->zadd("lg:{acct:$a->{id}}:prov", '1e300', 'line_far');
+
+        my $tx = $p->$what($a);
+        my $h = $tx->res->headers;
+        $got{$known} = [$tx->res->code, $h->header('RateLimit') // '-',
+                        $h->header('RateLimit-Policy') // '-'];
+    }
+
+    is_deeply($got{1}, $got{0}, "$what: plain commands answer as the script")
+        or diag explain \%got;
+}
+
+done_testing();

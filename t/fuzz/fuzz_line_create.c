@@ -1,0 +1,100 @@
+
+/*
+ * Fuzz target: the body of POST /api/line-requests, as the module reads
+ * it: ngx_http_linegate_lines_parse() (src/ngx_http_linegate_lines.c, on
+ * ngx_http_linegate_json_parse()) then the field validation of
+ * src/ngx_http_linegate_line_create.c (names, channelType, lineType,
+ * email, phone and forwardCallsTo as E.164, zipcode, state,
+ * profileImageUrl), included here so its static validators run as they
+ * are.  The input is the raw body.
+ *
+ * Invariants: an error names a field and a message; an accepted line
+ * satisfies the SPEC's rules as re-checked here.
+ */
+
+
+#include "fuzz_ngx.h"
+#include "ngx_http_linegate_line_create.c"
+
+
+static int
+fuzz_e164(ngx_str_t *s)
+{
+    size_t  i;
+
+    if (s->len < 9 || s->len > 16 || s->data[0] != '+') {
+        return 0;
+    }
+
+    for (i = 1; i < s->len; i++) {
+        if (s->data[i] < '0' || s->data[i] > '9') {
+            return 0;
+        }
+    }
+
+    return 1;
+}
+
+
+int
+LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    ngx_http_request_t        *r;
+    ngx_http_linegate_lr_t     lr;
+    ngx_http_linegate_line_t  *l;
+
+    r = fuzz_request();
+
+    ngx_memzero(&lr, sizeof(ngx_http_linegate_lr_t));
+    lr.ctx = &fuzz_ctx;
+    fuzz_ctx.data = &lr;
+    ngx_str_set(&lr.id, "0123456789abcdef01234567");
+    ngx_str_set(&lr.now_iso, "2023-11-14T22:13:20.000Z");
+    ngx_str_set(&lr.date, "2023-11-14");
+
+    /* the body as nginx hands it over: an exact-size copy */
+    fuzz_ctx.raw.data = size ? fuzz_strdup(r, data, size) : NULL;
+    fuzz_ctx.raw.len = size;
+
+    if (ngx_http_linegate_lines_parse(r, &lr) != NGX_OK) {
+        if (!lr.deferred || lr.deferred_message == NULL) {
+            __builtin_trap();
+        }
+
+        goto done;
+    }
+
+    if (ngx_http_linegate_create_validate(r, &lr) != NGX_OK) {
+        if (!lr.deferred || lr.deferred_field == NULL
+            || lr.deferred_message == NULL)
+        {
+            __builtin_trap();
+        }
+
+        goto done;
+    }
+
+    l = &lr.line;
+
+    if (l->first_name.len == 0 || l->last_name.len == 0
+        || (!ngx_http_linegate_line_is(&l->channel_type, "phone")
+            && !ngx_http_linegate_line_is(&l->channel_type, "email"))
+        || (l->phone.len && !fuzz_e164(&l->phone))
+        || (l->forward_calls_to.len && !fuzz_e164(&l->forward_calls_to))
+        || (l->state.len && (l->state.len != 2
+                             || l->state.data[0] < 'A'
+                             || l->state.data[0] > 'Z'
+                             || l->state.data[1] < 'A'
+                             || l->state.data[1] > 'Z'))
+        || (l->email.len > 254)
+        || (l->profile_image_url.len > 2048))
+    {
+        __builtin_trap();
+    }
+
+done:
+
+    fuzz_request_done(r);
+
+    return 0;
+}

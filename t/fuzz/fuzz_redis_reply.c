@@ -1,0 +1,131 @@
+
+/*
+ * Fuzz target: Redis replies as the module reads them.  hiredis's own
+ * reader (redisReaderCreate/redisReaderFeed, as the async context uses
+ * it) builds the reply tree from the input's RESP bytes; then:
+ *
+ *   - ngx_http_linegate_reply_int() and _reply_str() (src/ngx_http_
+ *     linegate_redis.c, included) at every index of the reply and of
+ *     each nested array, the way every handler reads its script's reply;
+ *   - the provisioning fast path's reader of its pipeline (src/ngx_http_
+ *     linegate_provision_plain.c, included: account limits as numbers,
+ *     the 30-day window's [member, score...] list, the inventory), as a
+ *     preview and as a limits request, down to the answer or the write.
+ *
+ * The pipeline reader gets what redis.c guarantees: an array with one
+ * element per command (3), here with any content.  Redis is not
+ * connected in this build: a command the reader sends fails as a lost
+ * connection would (503), and a hand-over to the script is recorded and
+ * answered so.  Invariant: an answer, exactly one.
+ */
+
+
+#include "fuzz_ngx.h"
+#include "ngx_http_linegate_redis.c"
+#include "ngx_http_linegate_provision.h"
+#include "ngx_http_linegate_reply.h"
+
+
+static ngx_uint_t  fuzz_scripted;
+
+
+/*
+ * What the fast path hands over to the script (too many lines, or a
+ * time it cannot hold): recorded, and answered as an unreachable store
+ * would be; the script's own reply is read by reply_int/reply_str above.
+ */
+static void
+fuzz_pv_script(ngx_http_request_t *r, ngx_http_linegate_ctx_t *ctx,
+    ngx_http_linegate_pv_request_t *pv)
+{
+    fuzz_scripted++;
+    ngx_http_linegate_store_unavailable(r);
+}
+
+#define ngx_http_linegate_pv_script  fuzz_pv_script
+#include "ngx_http_linegate_provision_plain.c"
+#undef ngx_http_linegate_pv_script
+
+
+static void
+fuzz_read(redisReply *reply, ngx_uint_t depth)
+{
+    int64_t     n;
+    ngx_str_t   s;
+    ngx_uint_t  i;
+
+    if (reply == NULL || depth > 4) {
+        return;
+    }
+
+    for (i = 0; i < 3 || (reply->type == REDIS_REPLY_ARRAY
+                          && i <= reply->elements); i++)
+    {
+        if (ngx_http_linegate_reply_int(reply, i, &n) == NGX_OK
+            && reply->element[i]->type == REDIS_REPLY_STRING
+            && n < 0)
+        {
+            __builtin_trap();
+        }
+
+        if (ngx_http_linegate_reply_str(reply, i, &s) == NGX_OK
+            && s.len && s.data == NULL)
+        {
+            __builtin_trap();
+        }
+    }
+
+    if (reply->type == REDIS_REPLY_ARRAY) {
+        for (i = 0; i < reply->elements; i++) {
+            (void) ngx_http_linegate_pv_plain_limit(reply->element[i], 5);
+            fuzz_read(reply->element[i], depth + 1);
+        }
+    }
+}
+
+
+int
+LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    ngx_uint_t                       preview;
+    redisReply                      *reply;
+    ngx_http_request_t              *r;
+    ngx_http_linegate_pv_request_t   pv;
+
+    reply = fuzz_redis_reply(data, size);
+    if (reply == NULL) {
+        return 0;
+    }
+
+    fuzz_read(reply, 0);
+
+    if (reply->type == REDIS_REPLY_ARRAY && reply->elements == 3) {
+        fuzz_lmcf.prov_daily = 5;
+        fuzz_lmcf.prov_monthly = 20;
+        fuzz_lmcf.preview_ttl = 600;
+
+        for (preview = 0; preview < 2; preview++) {
+            r = fuzz_request();
+
+            ngx_memzero(&pv, sizeof(ngx_http_linegate_pv_request_t));
+            pv.now = 1700000000000LL;
+            pv.preview = preview;
+            ngx_str_set(&pv.who.value, "acct_1");
+            ngx_str_set(&pv.key_id, "sbk_1");
+            ngx_memset(pv.token, 'a', NGX_HTTP_LINEGATE_PV_TOKEN_LEN);
+            fuzz_ctx.data = &pv;
+
+            ngx_http_linegate_pv_plain_read_done(r, reply);
+
+            if (fuzz_answer.calls != 1) {
+                __builtin_trap();
+            }
+
+            fuzz_request_done(r);
+        }
+    }
+
+    freeReplyObject(reply);
+
+    return 0;
+}

@@ -1,0 +1,376 @@
+#!/usr/bin/env python3
+#
+# Writes the seed corpora of t/fuzz/corpus/<target>/ (a few dozen small
+# files each).  Deterministic: run again after changing a seed list, and
+# commit the result.  The fuzzers' own findings are not kept here; only
+# seeds and regression inputs (named regress-*) are.
+
+import base64
+import hashlib
+import hmac
+import json
+import os
+import shutil
+
+ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'corpus')
+
+
+def b64u(b):
+    return base64.urlsafe_b64encode(b).rstrip(b'=')
+
+
+def write(target, seeds):
+    d = os.path.join(ROOT, target)
+    if os.path.isdir(d):
+        for f in os.listdir(d):
+            if f.startswith('seed-'):
+                os.unlink(os.path.join(d, f))
+    os.makedirs(d, exist_ok=True)
+    for i, s in enumerate(seeds):
+        if isinstance(s, str):
+            s = s.encode()
+        with open(os.path.join(d, 'seed-%02d' % i), 'wb') as f:
+            f.write(s)
+
+
+def j(o):
+    return json.dumps(o, separators=(',', ':')).encode()
+
+
+# jwt: "FUZZ" signatures are accepted by the target (as long as the key)
+SIG = b64u(b'FUZZ' + b'\0' * 252)
+STD = {'iss': 'https://clerk.example.com', 'azp': 'https://app.example.com',
+       'sub': 'user_2abc', 'exp': 1700000600, 'nbf': 1699999990,
+       'iat': 1699999990}
+
+
+def tok(hdr, pay, sig=SIG):
+    return b64u(j(hdr)) + b'.' + b64u(j(pay)) + b'.' + sig
+
+
+H1 = {'alg': 'RS256', 'kid': 'k1', 'typ': 'JWT'}
+jwt = [
+    tok(H1, STD),
+    tok({'alg': 'RS256', 'kid': 'k2'}, dict(STD, o={'id': 'org_1'})),
+    tok(H1, dict(STD, org_id='org_2', sid='sess_1')),
+    tok(H1, dict(STD, azp='http://localhost:3000')),
+    tok(H1, dict(STD, exp=1)),
+    tok(H1, dict(STD, nbf=1800000000)),
+    tok(H1, dict(STD, iss='https://evil.example.com')),
+    tok(H1, dict(STD, sub='')),
+    tok(H1, dict(STD, exp='1700000600')),
+    tok(H1, dict(STD, exp=1.7e9)),
+    tok(H1, dict(STD, exp=1e300)),
+    tok({'alg': 'none', 'kid': 'k1'}, STD),
+    tok({'alg': 'HS256', 'kid': 'k1'}, STD),
+    tok({'alg': 'RS256', 'kid': 'k3'}, STD),
+    tok({'alg': 'RS256'}, STD),
+    tok({'alg': 'RS256', 'kid': 'k1', 'cat': 'cl_B7d4PD333AAA'}, STD),
+    tok({'alg': 'RS256', 'kid': 'k1', 'crit': ['b64']}, STD),
+    tok(H1, STD, b64u(b'\1' * 256)),
+    tok(H1, STD, b'AAAA'),
+    tok(H1, STD, b''),
+    b64u(j(H1)) + b'.' + b64u(j(STD)),
+    b64u(j(H1)) + b'..' + SIG,
+    b'..',
+    b'a.b.c',
+    b'eyJ.eyJ.AAA=',
+    tok(H1, [1, 2]),
+    tok([1], STD),
+    b64u(b'{"alg":"RS256","kid":"k1","kid":"k2"}') + b'.' + b64u(j(STD))
+    + b'.' + SIG,
+    tok(H1, dict(STD, azp=None)),
+    tok(H1, dict(STD, sub='u' * 300)),
+]
+write('jwt', jwt)
+
+# jwks: JWKS and PEM shapes (the n below is not a real modulus)
+N = b64u(b'\xc1' + b'\x11' * 255).decode()
+jwks = [
+    j({'keys': [{'kty': 'RSA', 'kid': 'k1', 'n': N, 'e': 'AQAB'}]}),
+    j({'keys': [{'kty': 'RSA', 'kid': 'k1', 'use': 'sig', 'alg': 'RS256',
+                 'n': N, 'e': 'AQAB'},
+                {'kty': 'RSA', 'kid': 'k2', 'n': N, 'e': 'AQAB'}]}),
+    j({'keys': [{'kty': 'EC', 'kid': 'e1', 'crv': 'P-256', 'x': 'AA',
+                 'y': 'AA'}]}),
+    j({'keys': [{'kty': 'RSA', 'kid': 'k1', 'use': 'enc', 'n': N,
+                 'e': 'AQAB'}]}),
+    j({'keys': [{'kty': 'RSA', 'kid': 'k1', 'n': 'AQAB', 'e': 'AQAB'}]}),
+    j({'keys': [{'kty': 'RSA', 'kid': 'k1', 'n': N, 'e': 'AA'}]}),
+    j({'keys': [{'kty': 'RSA', 'n': N, 'e': 'AQAB'}]}),
+    j({'keys': []}),
+    j({'keys': {}}),
+    j({}),
+    j([]),
+    b'',
+    b'{',
+    b'-----BEGIN PUBLIC KEY-----\nMIIBIjANBgkqhkiG9w0BAQEFAAOCAQ8AMIIBCgKCAQEA\n'
+    b'-----END PUBLIC KEY-----\n',
+    b'-----BEGIN PUBLIC KEY-----\n-----END PUBLIC KEY-----\n',
+    b'-----BEGIN RSA PUBLIC KEY-----\nAAAA\n-----END RSA PUBLIC KEY-----\n',
+    b'-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n',
+    b'-----BEGIN PUBLIC KEY-----\n',
+    b'garbage\n-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n',
+]
+write('jwks', jwks)
+
+# stripe_signature: header "\n" body
+B = b'{"id":"evt_1","type":"invoice.paid"}'
+mac = hmac.new(b'whsec_fuzz0123456789abcdef', b'1700000000.' + B,
+               hashlib.sha256).hexdigest().encode()
+sig = [
+    b't=1700000000,v1=' + mac + b'\n' + B,
+    b't=1700000000,v1=' + b'0' * 64 + b',v1=' + mac + b'\n' + B,
+    b't=1700000000,v0=' + mac + b',v1=' + mac + b'\n' + B,
+    b't=1700000000, v1=' + mac + b' \n' + B,
+    b't=1699990000,v1=' + mac + b'\n' + B,
+    b't=1700000000,t=1700000000,v1=' + mac + b'\n' + B,
+    b'v1=' + mac + b',t=1700000000\n' + B,
+    b't=1700000000\n' + B,
+    b't=,v1=' + mac + b'\n' + B,
+    b't=17000000000000000000,v1=' + mac + b'\n' + B,
+    b't=1700000000,,v1=' + mac + b'\n' + B,
+    b't=1700000000,v1\n' + B,
+    b't=1700000000,=x\n' + B,
+    b't=1700000000,v1=' + mac[:63] + b'\n' + B,
+    b't=1700000000,v1=' + mac.upper() + b'\n' + B,
+    b't=1700000000,v1=' + mac + b'00\n' + B,
+    b'\n',
+    b't=1700000000\n',
+    b',\n',
+    b'eyJhbGciOiJSUzI1NiJ9',
+    b'YWJj',
+    b'YQ==',
+    b'YQ',
+]
+write('stripe_signature', sig)
+
+# line_create: bodies of POST /api/line-requests
+P = {'firstName': 'Ada', 'lastName': 'Lovelace', 'channelType': 'phone'}
+create = [
+    j(P),
+    j(dict(P, lineType='byon', phone='+12025550123', email='ada@ex.com')),
+    j(dict(P, channelType='email', email='ada.l+x@mail.ex.co')),
+    j(dict(P, zipcode='12345', state='ny')),
+    j(dict(P, zipcode='12345-6789', state='CA',
+           forwardCallsTo='+447911123456')),
+    j(dict(P, profileImageUrl='https://img.ex.com/a.png')),
+    j(dict(P, profileImageUrl='ftp://x')),
+    j(dict(P, profileImageUrl='http:///x')),
+    j(dict(P, firstName='  \u00e9\u00e8  ')),
+    j(dict(P, firstName='a\u0001b')),
+    j(dict(P, firstName='x' * 101)),
+    j(dict(P, firstName='')),
+    j(dict(P, firstName=None)),
+    j(dict(P, firstName=5)),
+    j(dict(P, channelType='fax')),
+    j(dict(P, lineType='rented')),
+    j(dict(P, lineType='byon')),
+    j(dict(P, email='a@b')),
+    j(dict(P, email='.a@b.co')),
+    j(dict(P, email='a..b@b.co')),
+    j(dict(P, email='a@-b.co')),
+    j(dict(P, email='a' * 65 + '@b.co')),
+    j(dict(P, phone='+1202555012x', lineType='byon')),
+    j(dict(P, phone='12025550123', lineType='byon')),
+    j(dict(P, zipcode='1234')),
+    j(dict(P, zipcode='12345_6789')),
+    j(dict(P, state='N1')),
+    b'{"firstName":"a","firstName":"b"}',
+    b'[]', b'"x"', b'{', b'', b'{}', b'\xff\xfe',
+    b'{"firstName":"\\ud800"}',
+]
+write('line_create', create)
+
+# confirm: bodies of POST /provisioning/confirm
+T = 'lpv_' + 'a1B2' * 10
+confirm = [
+    j({'preview_token': T}), j({'preview_token': T + '!'}),
+    j({'preview_token': 'lpv_short'}), j({'preview_token': 'x' * 40}),
+    j({'preview_token': 'lpv_' + 'a' * 200}), j({'preview_token': ''}),
+    j({'preview_token': None}), j({'preview_token': 1}),
+    j({'preview_token': [T]}), j({}), b'[]', b'', b'{', b'null',
+    j({'preview_token': T, 'extra': {'a': [1, 2, {'b': None}]}}),
+    b'{"preview_token":"' + T.encode() + b'","preview_token":"x"}',
+    b'{"preview_token":"lpv_\\u0000' + b'a' * 40 + b'"}',
+]
+write('confirm', confirm)
+
+
+# webhook: body [NUL RESP reply of the script]
+def ev(t, obj, **kw):
+    e = {'id': 'evt_1', 'object': 'event', 'type': t, 'created': 1700000000,
+         'data': {'object': obj}}
+    e.update(kw)
+    return j(e)
+
+
+SUB = {'id': 'sub_1', 'status': 'active',
+       'metadata': {'workspace_id': 'ws_1'},
+       'items': {'data': [{'price': {'id': 'price_pro'}}]}}
+webhook = [
+    ev('invoice.paid', {'id': 'in_1'}) + b'\0:3\r\n',
+    ev('invoice.paid', {'id': 'in_1'}) + b'\0:0\r\n',
+    ev('invoice.voided', {'id': 'in_1'}) + b'\0:1\r\n',
+    ev('invoice.marked_uncollectible', {'id': 'in_1'}) + b'\0:2\r\n',
+    ev('invoice.paid', {'id': 'in 1'}),
+    ev('invoice.paid', {}),
+    ev('customer.subscription.created', SUB) + b'\0:3\r\n',
+    ev('customer.subscription.updated', SUB) + b'\0*1\r\n:3\r\n',
+    ev('customer.subscription.deleted', SUB) + b'\0-ERR x\r\n',
+    ev('customer.subscription.updated',
+       dict(SUB, items={'data': [{'plan': {'id': 'price_basic'}}]})),
+    ev('customer.subscription.updated',
+       dict(SUB, items={'data': [{'price': 'x'}, {}, 3]})),
+    ev('customer.subscription.updated', dict(SUB, metadata={})),
+    ev('customer.subscription.updated',
+       dict(SUB, metadata={'workspace_id': ''})),
+    ev('customer.subscription.updated', dict(SUB, status=None)),
+    ev('customer.subscription.paused', SUB),
+    ev('charge.succeeded', {'id': 'ch_1'}),
+    ev('invoice.paid', {'id': 'in_1'}, created='x') + b'\0$1\r\n3\r\n',
+    ev('invoice.paid', 'in_1'),
+    j({'id': 'evt_1', 'type': 'invoice.paid'}),
+    j({'id': 'evt 1', 'type': 'invoice.paid', 'data': {'object': {}}}),
+    b'[]', b'', b'{',
+    b' ' + ev('customer.subscription.updated', SUB) + b'\0:3\r\n',
+]
+write('webhook', webhook)
+
+# headers: Authorization \n key id \n secret \n Idempotency-Key \n path id
+K = 'tuco_' + 'Ab1-_' * 8
+headers = [
+    'Bearer %s\nsbk_1\nsecret\nkey-1\n0123456789abcdef01234567' % K,
+    'bearer %s\nsbk-1\ns\nk\n0123456789ABCDEF01234567' % K,
+    'Bearer    %s\n\n\n\n' % K,
+    'Bearer \nx\ny\n\ninv_1',
+    'Bearer\nid\nsecret\n' + 'k' * 300 + '\nin_1AbC',
+    'Basic dXNlcjpwYXNz\nid!\nsecret\nkey\x01\n0123',
+    'Bearer eyJhbGciOiJSUzI1NiJ9.e30.sig\nid\n' + 's' * 300 + '\n\n',
+    'Bearer tuco_short\n' + 'i' * 100 + '\nsecret\nk\n',
+    'Bearer tuco_' + 'a' * 300 + '\nid\nsecret\nk\nsub_' + 'x' * 260,
+    'Bearer tuco_' + 'a' * 31 + '!\nid\nsecret\n\xc3\xa9\n',
+    '\n\n\n\n',
+    'Bearer %s' % K,
+]
+write('headers', headers)
+
+
+# stripe_reply: status (2 bytes) Retry-After \n body
+def st(code, retry, body):
+    return bytes([code >> 8, code & 255]) + retry + b'\n' + body
+
+
+stripe = [
+    st(200, b'', j({'id': 'in_1', 'status': 'open',
+                    'hosted_invoice_url': 'https://pay.ex/i'})),
+    st(200, b'', j({'id': 'cus_1', 'invoice_settings':
+                    {'default_payment_method': 'pm_1'}})),
+    st(200, b'', j({'id': 'cus_1', 'default_source': {'id': 'card_1'}})),
+    st(200, b'', j({'id': 'cus_1', 'deleted': True})),
+    st(200, b'', j({'id': 'sub_1', 'status': 'active'})),
+    st(200, b'', j({'id': 'in 1', 'status': 'open'})),
+    st(200, b'', j({'id': 5, 'status': 'open'})),
+    st(200, b'', j([1])),
+    st(200, b'', b'not json'),
+    st(200, b'', b''),
+    st(402, b'', j({'error': {'type': 'card_error', 'code': 'card_declined',
+                              'message': 'Your card was declined.'}})),
+    st(404, b'', j({'error': {'code': 'resource_missing'}})),
+    st(409, b'', j({'error': {'type': 'idempotency_error'}})),
+    st(400, b'', j({'error': 'x'})),
+    st(429, b'2', j({'error': {'type': 'rate_limit_error'}})),
+    st(429, b'99999999999999999999', b''),
+    st(503, b'-1', b'<html>'),
+    st(502, b'', b''),
+    st(0, b'', b''),
+    st(301, b'', j({})),
+]
+write('stripe_reply', stripe)
+
+
+# redis_reply: RESP
+def bulk(s):
+    s = s.encode() if isinstance(s, str) else s
+    return b'$%d\r\n%s\r\n' % (len(s), s)
+
+
+def arr(*items):
+    return b'*%d\r\n' % len(items) + b''.join(items)
+
+
+acct = arr(bulk('inbound_only'), bulk('5'), b'$-1\r\n')
+lines = arr(bulk('m1'), bulk('1699990000000'), bulk('m2'),
+            bulk('1699999990000'))
+redis = [
+    arr(acct, lines, b':7\r\n'),
+    arr(acct, arr(), b':0\r\n'),
+    arr(arr(bulk('full'), bulk('1'), bulk('1')), lines, b':7\r\n'),
+    arr(arr(bulk('inbound_only'), bulk('2.9'), bulk(' 10 ')), lines,
+        b':1\r\n'),
+    arr(arr(bulk('inbound_only'), bulk('-1'), bulk('1e999')), lines,
+        b':1\r\n'),
+    arr(arr(bulk('inbound_only'), bulk('nan'), bulk('0x10')), lines,
+        b':1\r\n'),
+    arr(acct, arr(bulk('m1'), bulk('1e300')), b':1\r\n'),
+    arr(acct, arr(bulk('m1'), bulk('-inf')), b':1\r\n'),
+    arr(acct, arr(bulk('m1')), b':1\r\n'),
+    arr(acct, arr(bulk('m1'), b':5\r\n'), b':1\r\n'),
+    arr(acct, lines, bulk('7')),
+    arr(b'$-1\r\n', lines, b':7\r\n'),
+    arr(acct, b'-ERR x\r\n', b':7\r\n'),
+    arr(b':1\r\n', b':2\r\n', b':3\r\n'),
+    arr(b':0\r\n', bulk('12'), bulk('x'), b'+OK\r\n', b'*-1\r\n'),
+    arr(bulk('9223372036854775807'), bulk('9223372036854775808'),
+        bulk('-5'), bulk('')),
+    arr(arr(arr(arr(b':1\r\n')))),
+    b':1\r\n', b'+OK\r\n', b'-ERR\r\n', b'$-1\r\n', b'*0\r\n', b'*-1\r\n',
+    b'$3\r\nabc\r\n', b'*2\r\n:1\r\n', b'%1\r\n:1\r\n:2\r\n',
+    b',1.5\r\n', b'#t\r\n', b'_\r\n',
+]
+write('redis_reply', redis)
+
+
+# lines_read: request path \n RESP of the line's HGETALL
+def flat(**kw):
+    items = []
+    for k, v in kw.items():
+        items += [bulk(k), bulk(v)]
+    return arr(*items)
+
+
+ID = '0123456789abcdef01234567'
+LINE = dict(firstName='Ada', lastName='L', channelType='phone',
+            lineType='purchased', provisioningStatus='awaiting_payment',
+            paymentStatus='open', paymentUrl='https://pay.ex/i',
+            invoiceId='in_1', createdAt='2023-11-14T22:13:20.000Z',
+            updatedAt='2023-11-14T22:13:20.000Z', _id=ID,
+            _ud='2023-11-14', _nc='3', _tm='7', reconciledAt='1',
+            reissueAt='x')
+P = ('/api/line-requests/' + ID).encode()
+lines_read = [
+    P + b'\n' + flat(**LINE),
+    P + b'\n' + flat(**dict(LINE, _ud='2023-11-13')),
+    P + b'\n' + flat(**dict(LINE, _nc='', _tm='99999999999999999999')),
+    P + b'\n' + flat(**dict(LINE, firstName='A"\\\x01\x7f')),
+    P + b'\n' + flat(**dict(LINE, channelType='email', email='a@b.co')),
+    P + b'\n' + flat(**dict(LINE, lineType='byon', phone='+12025550123',
+                             forwardCallsTo='+12025550124')),
+    P + b'\n' + flat(**dict(LINE, healthStatus='ok',
+                             healthCheckedAt='2023-11-14T22:13:20.000Z')),
+    P + b'\n' + flat(firstName='x'),
+    P + b'\n' + arr(),
+    P + b'\n' + arr(bulk('firstName')),
+    P + b'\n' + arr(bulk('firstName'), b':1\r\n'),
+    P + b'\n' + arr(b'$-1\r\n', bulk('x')),
+    P + b'\n' + b'$-1\r\n',
+    P + b'\n' + b'-ERR\r\n',
+    b'/api/line-requests/' + ID.upper().encode() + b'\n*0\r\n',
+    b'/api/line-requests/' + ID[:23].encode() + b'\n*0\r\n',
+    b'/api/line-requests/' + ID.encode() + b'/x\n*0\r\n',
+    b'/api/line-requests\n*0\r\n',
+    b'1/x/y/' + ID.encode() + b'\n*0\r\n',
+    b'\n',
+    b'/\n',
+]
+write('lines_read', lines_read)
