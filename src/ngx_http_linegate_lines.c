@@ -10,8 +10,9 @@
  * Every endpoint is one script for its state step: the credential, the
  * workspace's request rate and the work share one Redis round trip. The
  * hot read, GET by id with the workspace already known (a cached API key
- * or a Clerk token), is a MULTI/EXEC of plain commands instead, still
- * one round trip: Redis runs a script's commands ~4x slower.
+ * or a Clerk token), is a pipeline instead, still one round trip: the
+ * workspace's rate (rl_gcra.lua, the script linegate_limit runs) and
+ * plain commands, as Redis runs a script's commands ~4x slower.
  */
 
 
@@ -21,6 +22,7 @@
 #include "ngx_http_linegate_json.h"
 #include "ngx_http_linegate_reply.h"
 #include "ngx_http_linegate_ratelimit.h"
+#include "ngx_http_linegate_scripts.h"
 #include "ngx_http_linegate_util.h"
 
 
@@ -46,10 +48,14 @@ static void ngx_http_linegate_lr_get_tx(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr);
 static void ngx_http_linegate_lr_get_tx_done(ngx_http_request_t *r,
     redisReply *reply);
-static void ngx_http_linegate_lr_rate_adjust(ngx_http_request_t *r,
-    ngx_http_linegate_lr_t *lr, const char *command, int64_t ms);
+static void ngx_http_linegate_lr_rate_refund(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr);
+static ngx_int_t ngx_http_linegate_lr_rate_reply(ngx_http_linegate_lr_t *lr,
+    redisReply *reply);
+static ngx_int_t ngx_http_linegate_lr_get_tx_failed(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr);
 static ngx_int_t ngx_http_linegate_lr_revalidated(ngx_http_request_t *r,
-    ngx_http_linegate_lr_t *lr, redisReply *ws);
+    ngx_http_linegate_lr_t *lr, redisReply *ws, ngx_uint_t admitted);
 static ngx_uint_t ngx_http_linegate_lr_due(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr, redisReply *flat);
 static void ngx_http_linegate_lr_get_done(ngx_http_request_t *r,
@@ -62,7 +68,7 @@ static void ngx_http_linegate_lr_resolved(ngx_http_request_t *r,
 static void ngx_http_linegate_lines_durable_done(ngx_http_request_t *r,
     redisReply *reply);
 static ngx_int_t ngx_http_linegate_lines_admit(ngx_http_request_t *r,
-    ngx_http_linegate_lr_t *lr, int64_t code, ngx_str_t *ws, int64_t left);
+    ngx_http_linegate_lr_t *lr, int64_t code, ngx_str_t *ws);
 static void ngx_http_linegate_lines_list(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr);
 static void ngx_http_linegate_lines_list_done(ngx_http_request_t *r,
@@ -274,32 +280,28 @@ ngx_http_linegate_lr_get(ngx_http_request_t *r, ngx_http_linegate_lr_t *lr)
 
 
 /*
- * What lr_get.lua does with lr_gate in 'w' mode, as plain commands
- * pipelined in one write: the window's counter created with its expiry
- * (SET NX PX: nothing when it exists) and counted, and the hash. The
- * expiry never depends on a second write: a counter cannot be left
- * without one by a timeout or a lost connection. The hash comes last:
- * the pipeline copies the replies before the last.
+ * What lr_get.lua does with lr_gate in 'w' mode, pipelined in one write:
+ * the workspace's rate, rl_gcra.lua on lg:{ws:W}:gcra (the one GCRA,
+ * which sets the key with its expiry in the write that admits, and
+ * writes nothing when it refuses), and the hash as a plain command. The
+ * hash comes last: the pipeline copies the replies before the last.
  */
 static void
 ngx_http_linegate_lr_get_tx(ngx_http_request_t *r, ngx_http_linegate_lr_t *lr)
 {
     u_char                          *p;
     size_t                           len;
-    int64_t                          window;
     ngx_str_t                        key;
     ngx_uint_t                       n;
-    ngx_http_linegate_redis_args_t   tx[4];
+    ngx_http_linegate_redis_args_t   tx[3];
     ngx_http_linegate_main_conf_t   *lmcf;
 
     lmcf = ngx_http_get_module_main_conf(r, ngx_http_linegate_module);
 
-    window = (int64_t) lmcf->ws_rate_window * 1000;
-
-    /* [lg:apikey:<digest>], lg:{ws:W}:rl:<window>, lg:{ws:W}:lr:<id> */
+    /* [lg:apikey:<digest>], lg:{ws:W}:gcra, lg:{ws:W}:lr:<id> */
     len = sizeof("lg:apikey:") - 1 + lr->key_digest.len
           + 2 * (sizeof("lg:{ws:}") - 1 + lr->who.value.len)
-          + sizeof(":rl:") - 1 + NGX_INT64_LEN
+          + sizeof(":gcra") - 1
           + sizeof(":lr:") - 1 + lr->id.len;
 
     p = ngx_pnalloc(r->pool, len);
@@ -322,23 +324,17 @@ ngx_http_linegate_lr_get_tx(ngx_http_request_t *r, ngx_http_linegate_lr_t *lr)
     }
 
     lr->rate_key.data = p;
-    p = ngx_sprintf(p, "lg:{ws:%V}:rl:%L", &lr->who.value,
-                    lr->now_ms / window);
+    p = ngx_sprintf(p, "lg:{ws:%V}:gcra", &lr->who.value);
     lr->rate_key.len = p - lr->rate_key.data;
-    lr->rate_ttl = window - lr->now_ms % window + 1000;
 
     ngx_http_linegate_redis_args_init(&tx[n]);
-    ngx_http_linegate_redis_arg_cstr(&tx[n], "SET");
+    ngx_http_linegate_redis_arg_cstr(&tx[n], "EVALSHA");
+    ngx_http_linegate_redis_arg_str(&tx[n],
+        ngx_http_linegate_script_sha(NGX_HTTP_LINEGATE_SCRIPT_RL_GCRA));
+    ngx_http_linegate_redis_arg_cstr(&tx[n], "1");
     ngx_http_linegate_redis_arg_str(&tx[n], &lr->rate_key);
-    ngx_http_linegate_redis_arg_cstr(&tx[n], "0");
-    ngx_http_linegate_redis_arg_cstr(&tx[n], "NX");
-    ngx_http_linegate_redis_arg_cstr(&tx[n], "PX");
-    ngx_http_linegate_redis_arg_int(r, &tx[n], lr->rate_ttl);
-    n++;
-
-    ngx_http_linegate_redis_args_init(&tx[n]);
-    ngx_http_linegate_redis_arg_cstr(&tx[n], "INCR");
-    ngx_http_linegate_redis_arg_str(&tx[n], &lr->rate_key);
+    ngx_http_linegate_redis_arg_str(&tx[n], &lmcf->ws_rate_interval_arg);
+    ngx_http_linegate_redis_arg_str(&tx[n], &lmcf->ws_rate_tolerance_arg);
     n++;
 
     key.data = p;
@@ -350,6 +346,8 @@ ngx_http_linegate_lr_get_tx(ngx_http_request_t *r, ngx_http_linegate_lr_t *lr)
     ngx_http_linegate_redis_arg_str(&tx[n], &key);
     n++;
 
+    lr->tx_sent = ngx_current_msec;
+
     if (ngx_http_linegate_redis_pipeline(r, n, tx,
                                          ngx_http_linegate_lr_get_tx_done)
         != NGX_OK)
@@ -359,30 +357,125 @@ ngx_http_linegate_lr_get_tx(ngx_http_request_t *r, ngx_http_linegate_lr_t *lr)
 }
 
 
+/*
+ * The pipeline failed before its timeout: an error reply, most likely
+ * NOSCRIPT after a SCRIPT FLUSH (a pipeline does not send a script
+ * again). SCRIPT LOAD, at most once a second per worker, for the next
+ * GETs; this one goes the script's way (lr_get, which sends itself again
+ * on NOSCRIPT). Were it another error (WRONGTYPE of the hash, after the
+ * rate admitted), the request would be counted twice: such a key is
+ * broken, and the script fails on it too.
+ */
+static ngx_int_t
+ngx_http_linegate_lr_get_tx_failed(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr)
+{
+    ngx_str_t                        src;
+    ngx_http_linegate_redis_args_t  *a;
+    ngx_http_linegate_main_conf_t   *lmcf;
+
+    static time_t                    loaded;
+
+    lmcf = ngx_http_get_module_main_conf(r, ngx_http_linegate_module);
+
+    if (lr->tx_script
+        || ngx_current_msec - lr->tx_sent >= lmcf->redis_command_timeout
+        || !ngx_http_linegate_redis_connected())
+    {
+        return NGX_DECLINED;
+    }
+
+    lr->tx_script = 1;
+
+    if (loaded != ngx_time()) {
+        loaded = ngx_time();
+
+        a = ngx_palloc(r->pool, sizeof(ngx_http_linegate_redis_args_t));
+
+        if (a != NULL) {
+            ngx_http_linegate_script_source(NGX_HTTP_LINEGATE_SCRIPT_RL_GCRA,
+                                            &src);
+            ngx_http_linegate_redis_args_init(a);
+            ngx_http_linegate_redis_arg_cstr(a, "SCRIPT");
+            ngx_http_linegate_redis_arg_cstr(a, "LOAD");
+            ngx_http_linegate_redis_arg_str(a, &src);
+
+            (void) ngx_http_linegate_redis_command(r, a, NULL);
+        }
+    }
+
+    if (lr->revalidate) {
+        /* the script resolves the key, as for a key not in the cache */
+        lr->who.value = lr->key_digest;
+        lr->revalidate = 0;
+    }
+
+    ngx_http_linegate_lr_get_script(r, lr, 1, ngx_http_linegate_lr_get_done);
+
+    return NGX_OK;
+}
+
+
+/* lg_rl_gcra's {admitted, remaining, reset_ms, retry_after_ms} */
+static ngx_int_t
+ngx_http_linegate_lr_rate_reply(ngx_http_linegate_lr_t *lr,
+    redisReply *reply)
+{
+    int64_t     v[4];
+    ngx_uint_t  i;
+
+    if (reply->type != REDIS_REPLY_ARRAY || reply->elements < 3) {
+        return NGX_ERROR;
+    }
+
+    for (i = 0; i < 4; i++) {
+        v[i] = 0;
+
+        if (i < reply->elements
+            && ngx_http_linegate_reply_int(reply, i, &v[i]) != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
+    }
+
+    lr->remaining = v[1];
+    lr->reset_ms = v[2];
+    lr->retry_ms = v[3];
+
+    return v[0] >= 1 ? NGX_OK : NGX_DECLINED;
+}
+
+
 static void
 ngx_http_linegate_lr_get_tx_done(ngx_http_request_t *r, redisReply *reply)
 {
     size_t                           o;
-    int64_t                          code, left, n;
-    ngx_int_t                        rc;
+    int64_t                          code;
+    ngx_int_t                        rc, admitted;
     redisReply                      *h;
     ngx_http_linegate_lr_t          *lr;
     ngx_http_linegate_line_t        *line;
-    ngx_http_linegate_main_conf_t   *lmcf;
 
-    lmcf = ngx_http_get_module_main_conf(r, ngx_http_linegate_module);
     lr = ngx_http_linegate_lines_lr(r);
 
     if (reply == NULL) {
-        ngx_http_linegate_store_unavailable(r);
+        if (ngx_http_linegate_lr_get_tx_failed(r, lr) != NGX_OK) {
+            ngx_http_linegate_store_unavailable(r);
+        }
+
         return;
     }
 
-    /* [GET], SET NX, INCR, HGETALL */
-    o = lr->revalidate + 1;
+    /* [GET], EVALSHA rl_gcra, HGETALL */
+    o = lr->revalidate;
 
-    if (reply->elements != 2 + o
-        || reply->element[o]->type != REDIS_REPLY_INTEGER
+    admitted = NGX_ERROR;
+
+    if (reply->elements == 2 + o) {
+        admitted = ngx_http_linegate_lr_rate_reply(lr, reply->element[o]);
+    }
+
+    if (admitted == NGX_ERROR
         || reply->element[o + 1]->type != REDIS_REPLY_ARRAY)
     {
         ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
@@ -391,27 +484,19 @@ ngx_http_linegate_lr_get_tx_done(ngx_http_request_t *r, redisReply *reply)
         return;
     }
 
-    n = reply->element[o]->integer;
     h = reply->element[o + 1];
 
     if (lr->revalidate
-        && ngx_http_linegate_lr_revalidated(r, lr, reply->element[0])
-             != NGX_OK)
+        && ngx_http_linegate_lr_revalidated(r, lr, reply->element[0],
+                                            admitted == NGX_OK)
+           != NGX_OK)
     {
         return;
     }
 
-    left = (int64_t) lmcf->ws_rate - n;
-
-    if (left < 0) {
-        /*
-         * A refused call is not counted (lr_gate): the script took it
-         * back in the same step, here it follows the answer.
-         */
+    if (admitted != NGX_OK) {
+        /* GCRA wrote nothing: nothing to take back */
         code = NGX_HTTP_LINEGATE_LR_RATE_LIMITED;
-        left = 0;
-
-        ngx_http_linegate_lr_rate_adjust(r, lr, "DECR", -1);
 
     } else {
         code = h->elements ? NGX_HTTP_LINEGATE_LR_OK
@@ -437,14 +522,13 @@ ngx_http_linegate_lr_get_tx_done(ngx_http_request_t *r, redisReply *reply)
              * make one Stripe call) and answers: counted, not again.
              */
             lr->counted = 1;
-            lr->remaining = left;
             ngx_http_linegate_lr_get_script(r, lr, 1,
                                             ngx_http_linegate_lr_get_done);
             return;
         }
     }
 
-    rc = ngx_http_linegate_lines_admit(r, lr, code, &lr->who.value, left);
+    rc = ngx_http_linegate_lines_admit(r, lr, code, &lr->who.value);
 
     if (rc == NGX_DONE) {
         return;
@@ -463,12 +547,13 @@ ngx_http_linegate_lr_get_tx_done(ngx_http_request_t *r, redisReply *reply)
 /*
  * The store's answer for a key whose cache entry had expired: the same
  * workspace renews the entry and the GET goes on; anything else (the key
- * revoked) takes the request's count back and leaves the answer to the
- * script, which resolves the key as for a key never seen.
+ * revoked) gives the workspace's admission back (rl_refund.lua, when the
+ * rate admitted it) and leaves the answer to the script, which resolves
+ * the key as for a key never seen.
  */
 static ngx_int_t
 ngx_http_linegate_lr_revalidated(ngx_http_request_t *r,
-    ngx_http_linegate_lr_t *lr, redisReply *ws)
+    ngx_http_linegate_lr_t *lr, redisReply *ws, ngx_uint_t admitted)
 {
     if (ws->type == REDIS_REPLY_STRING
         && ws->len == lr->who.value.len
@@ -478,7 +563,9 @@ ngx_http_linegate_lr_revalidated(ngx_http_request_t *r,
         return NGX_OK;
     }
 
-    ngx_http_linegate_lr_rate_adjust(r, lr, "DECR", -1);
+    if (admitted) {
+        ngx_http_linegate_lr_rate_refund(r, lr);
+    }
 
     lr->who.value = lr->key_digest;
     lr->revalidate = 0;
@@ -490,29 +577,36 @@ ngx_http_linegate_lr_revalidated(ngx_http_request_t *r,
 
 
 /*
- * What lr_gate does after its INCR, sent without waiting: taking back a
- * refused call (DECR, ms -1). Lost with the connection, the call would
- * only stay counted until the window ends (the window's expiry is set in
- * the write that counted it).
+ * The refund linegate_limit gives a zone that admitted a request another
+ * zone refused (rl_refund.lua), sent without waiting: lost with the
+ * connection, the admission only stays charged (the key keeps its expiry).
  */
 static void
-ngx_http_linegate_lr_rate_adjust(ngx_http_request_t *r,
-    ngx_http_linegate_lr_t *lr, const char *command, int64_t ms)
+ngx_http_linegate_lr_rate_refund(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr)
 {
-    ngx_http_linegate_redis_args_t  a;
+    ngx_http_linegate_redis_args_t  *a;
+    ngx_http_linegate_main_conf_t   *lmcf;
 
-    ngx_http_linegate_redis_args_init(&a);
-    ngx_http_linegate_redis_arg_cstr(&a, command);
-    ngx_http_linegate_redis_arg_str(&a, &lr->rate_key);
+    lmcf = ngx_http_get_module_main_conf(r, ngx_http_linegate_module);
 
-    if (ms >= 0) {
-        ngx_http_linegate_redis_arg_int(r, &a, ms);
+    a = ngx_palloc(r->pool, sizeof(ngx_http_linegate_redis_args_t));
+    if (a == NULL) {
+        return;
     }
 
-    if (ngx_http_linegate_redis_command(r, &a, NULL) != NGX_OK) {
+    ngx_http_linegate_redis_args_init(a);
+    ngx_http_linegate_redis_arg_cstr(a, "EVALSHA");
+    ngx_http_linegate_redis_arg_str(a,
+        ngx_http_linegate_script_sha(NGX_HTTP_LINEGATE_SCRIPT_RL_REFUND));
+    ngx_http_linegate_redis_arg_cstr(a, "1");
+    ngx_http_linegate_redis_arg_str(a, &lr->rate_key);
+    ngx_http_linegate_redis_arg_str(a, &lmcf->ws_rate_interval_arg);
+
+    if (ngx_http_linegate_redis_command(r, a, NULL) != NGX_OK) {
         ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
-                      NGX_HTTP_LINEGATE_LOG "%s of \"%V\" not sent",
-                      command, &lr->rate_key);
+                      NGX_HTTP_LINEGATE_LOG "refund of \"%V\" not sent",
+                      &lr->rate_key);
     }
 }
 
@@ -923,7 +1017,6 @@ void
 ngx_http_linegate_lines_args(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr)
 {
-    int64_t                          window;
     ngx_uint_t                       mode;
     ngx_http_linegate_redis_args_t  *a;
     ngx_http_linegate_main_conf_t   *lmcf;
@@ -944,14 +1037,18 @@ ngx_http_linegate_lines_args(ngx_http_request_t *r,
                                         ? "k" : "w");
     ngx_http_linegate_redis_arg_str(a, &lr->who.value);
 
-    window = (int64_t) lmcf->ws_rate_window * 1000;
+    if (lr->counted) {
+        /* 'n': what the pipeline that admitted the request left */
+        ngx_http_linegate_redis_arg_int(r, a, lr->remaining);
+        ngx_http_linegate_redis_arg_int(r, a, lr->reset_ms);
 
-    /* 'n': what the transaction that counted the request left */
-    ngx_http_linegate_redis_arg_int(r, a, lr->counted
-                                          ? lr->remaining
-                                          : (int64_t) lmcf->ws_rate);
-    ngx_http_linegate_redis_arg_int(r, a, lr->now_ms / window);
-    ngx_http_linegate_redis_arg_int(r, a, window - lr->now_ms % window);
+    } else {
+        /* GCRA's T and tau (lr_gate) */
+        ngx_http_linegate_redis_arg_str(a, &lmcf->ws_rate_interval_arg);
+        ngx_http_linegate_redis_arg_str(a, &lmcf->ws_rate_tolerance_arg);
+    }
+
+    ngx_http_linegate_redis_arg_cstr(a, "");
     ngx_http_linegate_redis_arg_cstr(a, mode == NGX_HTTP_LINEGATE_LR_GATE
                                         ? "gate" : "");
 }
@@ -1054,8 +1151,9 @@ ngx_int_t
 ngx_http_linegate_lines_gate(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr, redisReply *reply)
 {
-    int64_t                   code, left;
+    int64_t                   code;
     ngx_str_t                 ws;
+    redisReply               *rate;
     ngx_http_linegate_ctx_t  *ctx;
 
     ctx = lr->ctx;
@@ -1082,26 +1180,34 @@ ngx_http_linegate_lines_gate(ngx_http_request_t *r,
         return NGX_DONE;
     }
 
+    /* lr_gate's {remaining, reset_ms, retry_after_ms} */
+    rate = reply->elements > 2 ? reply->element[2] : NULL;
+
     if (ngx_http_linegate_reply_str(reply, 1, &ws) != NGX_OK
-        || ngx_http_linegate_reply_int(reply, 2, &left) != NGX_OK)
+        || rate == NULL || rate->type != REDIS_REPLY_ARRAY
+        || ngx_http_linegate_reply_int(rate, 0, &lr->remaining) != NGX_OK
+        || ngx_http_linegate_reply_int(rate, 1, &lr->reset_ms) != NGX_OK
+        || ngx_http_linegate_reply_int(rate, 2, &lr->retry_ms) != NGX_OK)
     {
+        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                      NGX_HTTP_LINEGATE_LOG "unexpected script reply");
         ngx_http_linegate_internal_error(r);
         return NGX_DONE;
     }
 
-    return ngx_http_linegate_lines_admit(r, lr, code, &ws, left);
+    return ngx_http_linegate_lines_admit(r, lr, code, &ws);
 }
 
 
 /*
- * The caller is known (workspace ws) and counted (left requests remain):
- * the RateLimit headers, then the 429 or a deferred error, or code.
+ * The caller is known (workspace ws) and its rate decided (lr->remaining,
+ * reset_ms, retry_ms): the RateLimit headers, then the 429 or a deferred
+ * error, or code.
  */
 static ngx_int_t
 ngx_http_linegate_lines_admit(ngx_http_request_t *r,
-    ngx_http_linegate_lr_t *lr, int64_t code, ngx_str_t *ws, int64_t left)
+    ngx_http_linegate_lr_t *lr, int64_t code, ngx_str_t *ws)
 {
-    int64_t                          window;
     ngx_http_linegate_ctx_t         *ctx;
     ngx_http_linegate_rl_window_t    w;
     ngx_http_linegate_main_conf_t   *lmcf;
@@ -1118,13 +1224,12 @@ ngx_http_linegate_lines_admit(ngx_http_request_t *r,
 
     ngx_http_linegate_auth_learn(r, &lr->who, &lr->ws);
 
-    window = (int64_t) lmcf->ws_rate_window * 1000;
-
+    /* t: seconds until the workspace is back to its full burst */
     w.name = "workspace";
     w.quota = lmcf->ws_rate;
     w.window = lmcf->ws_rate_window;
-    w.remaining = (ngx_int_t) left;
-    w.reset = (time_t) ((window - lr->now_ms % window + 999) / 1000);
+    w.remaining = (ngx_int_t) lr->remaining;
+    w.reset = (time_t) ((ngx_max(lr->reset_ms, 0) + 999) / 1000);
 
     if (ngx_http_linegate_ratelimit_headers(r, ctx, &w, 1) != NGX_OK) {
         ngx_http_linegate_internal_error(r);
@@ -1133,7 +1238,8 @@ ngx_http_linegate_lines_admit(ngx_http_request_t *r,
 
     if (code == NGX_HTTP_LINEGATE_LR_RATE_LIMITED) {
         ngx_http_linegate_metrics_ratelimit("workspace", "REJECTED");
-        ctx->retry_after = w.reset > 0 ? w.reset : 1;
+        /* when the next request passes, rounded up */
+        ctx->retry_after = (ngx_max(lr->retry_ms, 1) + 999) / 1000;
         ngx_http_linegate_error(r, NGX_HTTP_TOO_MANY_REQUESTS,
                                 "RATE_LIMITED", "Rate limit exceeded");
         return NGX_DONE;

@@ -134,12 +134,14 @@ struct ngx_http_linegate_lr_s {
     ngx_http_linegate_redis_args_t  args;
 
     /*
-     * GET by id with a known workspace: its pipeline counted the
-     * request (rate_key, what it left); the script that claims a
-     * reconciliation then does not count it again (lr_gate's 'n').
+     * GET by id with a known workspace: its pipeline admitted the
+     * request (rate_key, the workspace's GCRA key); the script that
+     * claims a reconciliation then does not count it again (lr_gate's
+     * 'n', with remaining and reset_ms).
      */
     ngx_str_t                       rate_key;
-    int64_t                         rate_ttl;    /* ms, when created */
+    ngx_msec_t                      tx_sent;
+    ngx_uint_t                      tx_script;   /* the pipeline failed */
 
     /*
      * GET by id with an expired cache entry of the key: the pipeline also
@@ -149,7 +151,11 @@ struct ngx_http_linegate_lr_s {
     ngx_str_t                       key_digest;
     ngx_uint_t                      revalidate;
     ngx_uint_t                      counted;
+
+    /* the workspace's rate (lg_rl_gcra): what the request left */
     int64_t                         remaining;
+    int64_t                         reset_ms;
+    int64_t                         retry_ms;    /* refused: when to */
 
     ngx_http_linegate_line_t        line;
     ngx_uint_t                      action;

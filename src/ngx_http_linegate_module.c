@@ -830,6 +830,7 @@ ngx_http_linegate_init_main_conf(ngx_conf_t *cf, void *conf)
 {
     ngx_http_linegate_main_conf_t  *lmcf = conf;
 
+    u_char          *p;
     ngx_shm_zone_t  *shm;
     ngx_str_t        request_id = ngx_string("request_id");
     ngx_str_t        epoch = ngx_string("linegate_api_key_epoch");
@@ -845,6 +846,24 @@ ngx_http_linegate_init_main_conf(ngx_conf_t *cf, void *conf)
     ngx_conf_init_value(lmcf->apikey_cache_size, 4096);
     ngx_conf_init_uint_value(lmcf->ws_rate, 200);
     ngx_conf_init_value(lmcf->ws_rate_window, 60);
+
+    /* linegate_rate checked that T is at least 1 us */
+    lmcf->ws_rate_interval = (int64_t) lmcf->ws_rate_window * 1000000
+                             / (int64_t) lmcf->ws_rate;
+
+    p = ngx_pnalloc(cf->pool, 2 * NGX_INT64_LEN);
+    if (p == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    lmcf->ws_rate_interval_arg.data = p;
+    p = ngx_sprintf(p, "%L", lmcf->ws_rate_interval);
+    lmcf->ws_rate_interval_arg.len = p - lmcf->ws_rate_interval_arg.data;
+
+    lmcf->ws_rate_tolerance_arg.data = p;
+    p = ngx_sprintf(p, "%L", lmcf->ws_rate_interval
+                             * (int64_t) (lmcf->ws_rate - 1));
+    lmcf->ws_rate_tolerance_arg.len = p - lmcf->ws_rate_tolerance_arg.data;
     ngx_conf_init_uint_value(lmcf->prov_daily, 3);
     ngx_conf_init_uint_value(lmcf->prov_monthly, 10);
     ngx_conf_init_value(lmcf->preview_ttl, 600);
@@ -1204,6 +1223,14 @@ ngx_http_linegate_rate(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     if (n == NGX_ERROR || n == 0) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                            "invalid rate \"%V\" (expected e.g. 200r/m)",
+                           &value[1]);
+        return NGX_CONF_ERROR;
+    }
+
+    /* GCRA's emission interval, window / n, is whole microseconds */
+    if ((int64_t) n > (int64_t) lmcf->ws_rate_window * 1000000) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "rate \"%V\" too high (at most 1000000r/s)",
                            &value[1]);
         return NGX_CONF_ERROR;
     }

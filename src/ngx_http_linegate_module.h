@@ -96,6 +96,10 @@ typedef struct {
     /* limits and defaults */
     ngx_uint_t                      ws_rate;         /* requests ... */
     time_t                          ws_rate_window;  /* ... per window */
+    /* GCRA (rl_gcra.lua): T = window / ws_rate, tau = (ws_rate - 1) T */
+    int64_t                         ws_rate_interval;   /* T, us */
+    ngx_str_t                       ws_rate_interval_arg;
+    ngx_str_t                       ws_rate_tolerance_arg;
     ngx_uint_t                      prov_daily;
     ngx_uint_t                      prov_monthly;
     time_t                          preview_ttl;

@@ -1,11 +1,18 @@
-# The workspace request rate (SPEC 2.7): counted in Redis for the whole
-# fleet, atomically with each endpoint's work, shared by every Lines API
-# endpoint and credential of a workspace; RateLimit-Policy and RateLimit on
-# every answer, 429 RATE_LIMITED with Retry-After.
+# The workspace request rate (SPEC 2.7): GCRA in Redis for the whole
+# fleet (the one implementation linegate_limit uses, rl_gcra), atomically
+# with each endpoint's work, shared by every Lines API endpoint and
+# credential of a workspace; RateLimit-Policy and RateLimit on every
+# answer, 429 RATE_LIMITED with Retry-After.
+#
+# 10r/m: the emission interval T is 6 s and the tolerance 9 T, so a full
+# burst of 10 passes at once, the 11th waits for the next token (T after
+# the first), and the key always expires when the workspace is back to a
+# full burst.
 use strict;
 use warnings;
 use lib 't/lib';
 
+use POSIX qw(ceil);
 use Test::More;
 use Time::HiRes qw(sleep);
 use LG::Stack;
@@ -17,31 +24,56 @@ my $l = LG::Lines->new($s);
 my $r = $s->redis;
 my $n = 0;
 
+my $T = 6_000_000;          # us
+my $TAU = 9 * $T;
+
 sub ws { return $l->workspace('org_rl' . ++$n, @_) }
 
-# keep a test's requests inside one window of the minute
-sub fresh_window { sleep 0.2 while time % 60 >= 50 }
+sub gcra_key { return "lg:{ws:$_[0]{id}}:gcra" }
 
-sub window_key { return "lg:{ws:$_[0]{id}}:rl:" . int(time / 60) }
+sub redis_now {
+    my ($sec, $usec) = $r->time;
+    return $sec * 1_000_000 + $usec;
+}
 
+# the workspace as another nginx left it: its burst used but $left
+sub used_but {
+    my ($w, $left) = @_;
+    my $tat = redis_now() + $TAU + $T - $left * $T;
+    $r->set(gcra_key($w), $tat, 'PX', 61_000);
+}
+
+# a 429, its Retry-After the exact time to the next token: TAT - tau
+# from when Redis decided, rounded up to seconds (Redis's clock read
+# before and after the request bounds that moment); nothing written
 sub limited {
-    my ($tx, $name) = @_;
+    my ($w, $send, $name) = @_;
     local $Test::Builder::Level = $Test::Builder::Level + 1;
+    my $tat = $r->get(gcra_key($w));
+    my $t0 = redis_now();
+    my $tx = $send->();
+    my $t1 = redis_now();
     my $b = $l->answer($tx, 429, $name);
     is_deeply($b, {error => 'Rate limit exceeded', code => 'RATE_LIMITED'},
               "$name: body");
     my $h = $tx->res->headers;
+    my $ra = $h->header('Retry-After') // '';
+    like($ra, qr/^\d+$/, "$name: Retry-After");
+    ok($ra >= ceil(($tat - $TAU - $t1) / 1e6)
+       && $ra <= ceil(($tat - $TAU - $t0) / 1e6),
+       "$name: Retry-After $ra, when the next token comes");
+    ok($ra >= 1 && $ra <= 6, "$name: within T");
     my ($t) = ($h->header('RateLimit') // '') =~ /;t=(\d+)$/;
-    like($h->header('Retry-After') // '', qr/^\d+$/, "$name: Retry-After");
-    ok($h->header('Retry-After') >= 1 && $h->header('Retry-After') <= 60,
-       "$name: within the window");
-    is($h->header('Retry-After'), $t, "$name: when the window ends");
+    ok(defined $t && $t >= ceil(($tat - $t1) / 1e6)
+       && $t <= ceil(($tat - $t0) / 1e6),
+       "$name: t, when the burst is full again") or diag "t=$t";
     like($h->header('RateLimit') // '', qr/^"workspace";r=0;t=\d+$/,
          "$name: nothing remaining");
+    is($r->get(gcra_key($w)), $tat, "$name: nothing written");
 }
 
-subtest 'headers count down, then 429' => sub {
-    fresh_window();
+subtest 'a burst of 10 passes, headers count down, then 429' => sub {
+    # (the ten requests come well within T = 6 s: none refilled meanwhile)
     my $w = ws();
     my $id = $l->created($w);    # 1
 
@@ -59,62 +91,97 @@ subtest 'headers count down, then 429' => sub {
     }
     $l->answer($l->list($w), 200, "call $_") for 6 .. 9;
 
-    limited($l->get($w, $id), 'GET');
-    limited($l->list($w), 'by-user');
-    limited($l->check($w, $id), 'check-availability (Clerk)');
-    limited($l->create($w, body()), 'create');
-    limited($l->manage($w, $id, 'payment_link'), 'manage');
-    limited($l->get($w, 'bad'), 'even a bad id');
+    my $tat = $r->get(gcra_key($w));
+    my $ttl = $r->pttl(gcra_key($w));
+    ok($ttl > 0 && $ttl <= 60_001,
+       "the key expires when the burst is full again ($ttl ms)");
+
+    limited($w, sub { $l->get($w, $id) }, 'GET');
+    limited($w, sub { $l->list($w) }, 'by-user');
+    limited($w, sub { $l->check($w, $id) }, 'check-availability (Clerk)');
+    limited($w, sub { $l->create($w, body()) }, 'create');
+    limited($w, sub { $l->manage($w, $id, 'payment_link') }, 'manage');
+    limited($w, sub { $l->get($w, 'bad') }, 'even a bad id');
     my @ids = $l->request_ids($w);
     is(scalar @ids, 2, 'the refused create wrote nothing');
-
-    is($r->get(window_key($w)), 10, 'counted in Redis; refusals are not');
-    my $ttl = $r->pttl(window_key($w));
-    ok($ttl > 0 && $ttl <= 61_000, "the counter expires with its window");
+    is($r->get(gcra_key($w)), $tat, 'refusals are not counted');
 
     my $v = ws();
     $l->answer($l->list($v), 200, 'another workspace is not limited');
 };
 
-subtest 'the counter is the fleet\'s: another nginx counted too' => sub {
-    fresh_window();
+subtest 'one token back after T' => sub {
+    # time moved by T: the TAT T earlier is the same state
     my $w = ws();
-    $r->set(window_key($w), 10, 'EX', 60);
-    limited($l->list($w), 'at the limit from elsewhere');
-    $r->set(window_key($w), 9, 'EX', 60);
+    used_but($w, 0);
+    limited($w, sub { $l->list($w) }, 'the burst used');
+    $r->set(gcra_key($w), $r->get(gcra_key($w)) - $T, 'PX', 61_000);
+    my $tx = $l->list($w);
+    $l->answer($tx, 200, 'T later: one passes');
+    like($tx->res->headers->header('RateLimit'), qr/;r=0;/, 'none left');
+    limited($w, sub { $l->list($w) }, 'and the next waits again');
+};
+
+subtest 'refilled on the clock' => sub {
+    # 5r/s: T = 200 ms, a burst of 5
+    my $f = LG::Stack->new(WS_RATE => '5r/s')->start;
+    my $fl = LG::Lines->new($f);
+    my $w = $fl->workspace('org_rl_fast');
+    my @codes = map { $fl->list($w)->res->code } 1 .. 5;
+    is_deeply(\@codes, [(200) x 5], 'a burst of 5 at once');
+    # then refused (unless this machine took 200 ms a request: tokens
+    # come back meanwhile)
+    my $tx;
+    for (1 .. 20) {
+        $tx = $fl->list($w);
+        last if $tx->res->code == 429;
+    }
+    is($tx->res->code, 429, 'then refused');
+    is($tx->res->headers->header('Retry-After'), 1,
+       'Retry-After: at most 200 ms, rounded up');
+    sleep 0.25;
+    is($fl->list($w)->res->code, 200, 'a token back after T');
+    $f->stop;
+};
+
+subtest 'the state is the fleet\'s: another nginx counted too' => sub {
+    my $w = ws();
+    used_but($w, 0);
+    limited($w, sub { $l->list($w) }, 'at the limit from elsewhere');
+    used_but($w, 1);
     my $tx = $l->list($w);
     $l->answer($tx, 200, 'one left');
     like($tx->res->headers->header('RateLimit'), qr/;r=0;/, 'none left now');
 };
 
 subtest '429 is not kept under an idempotency key' => sub {
-    fresh_window();
     my $w = ws();
-    $r->set(window_key($w), 10, 'EX', 60);
-    limited($l->create($w, body(), 'Idempotency-Key' => 'rl-1'), 'limited');
-    $r->del(window_key($w));
+    used_but($w, 0);
+    limited($w, sub { $l->create($w, body(), 'Idempotency-Key' => 'rl-1') },
+            'limited');
+    $r->del(gcra_key($w));
     $l->answer($l->create($w, body(), 'Idempotency-Key' => 'rl-1'), 201,
                'the same key later: created');
 };
 
-subtest 'a window counted while Redis stalls still expires' => sub {
-    # the hot GET (key cached by every worker) opens the window; Redis
+subtest 'a key written while Redis stalls still expires' => sub {
+    # the hot GET (key cached by every worker) admits the request; Redis
     # holds its commands past the command timeout (500 ms): 503, and the
     # commands run when Redis resumes
-    fresh_window();
     my $w = ws();
     my $id = $l->created($w);
     $l->get($w, $id) for 1 .. 4;
-    $r->del(window_key($w));
+    $r->del(gcra_key($w));
 
     my $cli = "redis-cli -p @{[ $s->redis_port ]}";
     like(qx{$cli CLIENT PAUSE 900}, qr/^OK/, 'Redis paused');
     $l->error_is($l->get($w, $id), 503, 'STORE_UNAVAILABLE', 'timed out');
     sleep 1;
 
-    is($r->get(window_key($w)), 1, 'the GET was counted when Redis resumed');
-    my $ttl = $r->pttl(window_key($w));
-    ok($ttl > 0 && $ttl <= 61_000, "and its counter expires ($ttl ms)");
+    ok(defined $r->get(gcra_key($w)),
+       'the GET was admitted when Redis resumed');
+    my $ttl = $r->pttl(gcra_key($w));
+    ok($ttl > 0 && $ttl <= 6_001, "and its key expires ($ttl ms)");
 };
 
 subtest 'no RateLimit where no workspace is known' => sub {

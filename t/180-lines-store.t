@@ -33,7 +33,7 @@ my @calls = (
 );
 
 # The hot GET: with the key cached by every worker, plain commands
-# pipelined (SET NX PX, INCR, HGETALL), answered to one handler.
+# pipelined (EVALSHA rl_gcra, HGETALL), answered to one handler.
 $l->get($w, $id) for 1 .. 4;
 my $good = $l->answer($l->get($w, $id), 200, 'hot GET');
 my $redis_cli = "redis-cli -p @{[ $s->redis_port ]}";
@@ -54,20 +54,47 @@ sub answers_again {
 }
 
 subtest 'hot GET: a command of the pipeline fails' => sub {
-    # the workspace's rate window (1 minute) made a hash: INCR fails
+    # the workspace's request line made a string: HGETALL fails (after
+    # the rate admitted the request; the script path it then tries fails
+    # on it too)
     my $r = $s->redis;
-    my $now = int(Time::HiRes::time() / 60);
-    my @windows = map { "lg:{ws:$w->{id}}:rl:$_" } $now, $now + 1;
-    $r->del($_), $r->hset($_, n => 1) for @windows;
+    my $key = "lg:{ws:$w->{id}}:lr:$id";
+    my %h = @{ $r->hgetall($key) };
+    $r->del($key);
+    $r->set($key, 'x');
 
     my $tx = $l->get($w, $id);
-    $l->error_is($tx, 503, 'STORE_UNAVAILABLE', 'INCR on a hash');
+    $l->error_is($tx, 503, 'STORE_UNAVAILABLE', 'HGETALL on a string');
     my $rid = $tx->res->headers->header('X-Request-Id');
     like($s->error_log, qr/linegate: redis error: "WRONGTYPE.*\Q$rid\E/,
          'the error log says which command failed');
-    $r->del(@windows);
+    $r->del($key);
+    $r->hset($key, %h);
     is_deeply($l->answer($l->get($w, $id), 200, 'fixed'), $good,
               'the same answer as before');
+};
+
+subtest 'hot GET after SCRIPT FLUSH: answered, and the script loaded again'
+    => sub {
+    my $r = $s->redis;
+    like(qx{$redis_cli SCRIPT FLUSH}, qr/^OK/, 'scripts flushed');
+    # the workspace's TAT 10 s ahead: each admission moves it by T
+    # (60 s / 100000 = 600 us), nothing expires meanwhile
+    my $gcra = "lg:{ws:$w->{id}}:gcra";
+    my ($sec, $usec) = $r->time;
+    my $tat = $sec * 1_000_000 + $usec + 10_000_000;
+    $r->set($gcra, $tat, 'PX', 70_000);
+    for my $i (1 .. 4) {
+        is_deeply($l->answer($l->get($w, $id), 200, "GET $i"), $good,
+                  "GET $i: the same answer");
+    }
+    # each GET admitted once, the first too: the pipeline failed on
+    # NOSCRIPT, before the rate admitted it, and the script that
+    # answered it (lr_get, sent again whole) went through the same GCRA
+    is($r->get($gcra) - $tat, 4 * 600, 'every GET counted once');
+    my ($cmds) = $s->redis_traffic(sub { $l->get($w, $id) for 1 .. 4 });
+    is(scalar(grep /"EVAL"/i, @$cmds), 0, 'then the pipeline again')
+        or diag "@$cmds";
 };
 
 subtest 'hot GET: Redis hangs, its replies come late' => sub {

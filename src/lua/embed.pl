@@ -30,9 +30,13 @@ for my $f (sort @files) {
     # "--#include name" pastes src/lua/include/name.lua: Redis scripts
     # cannot call each other, so shared Lua functions are pasted in.
     my $dir = File::Basename::dirname($f);
-    $src =~ s{^--#include ([a-z0-9_]+)[ \t]*$}{
+    # An included file may include others (lr_gate includes rl_gcra).
+    my $depth = 0;
+    while ($src =~ s{^--#include ([a-z0-9_]+)[ \t]*$}{
         slurp("$dir/include/$1.lua")
-    }gme;
+    }gme) {
+        die "$f: includes nested too deep\n" if ++$depth > 4;
+    }
     my $c = join "\n", map {
         my $l = $_;
         $l =~ s/\\/\\\\/g;

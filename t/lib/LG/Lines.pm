@@ -355,7 +355,7 @@ sub state_keys {
     for my $k ($r->keys("lg:{ws:$ws}:*"), $r->keys('lg:line:*'),
                $r->keys('lg:invoice:*'), $r->keys('lg:provisioning'))
     {
-        next if $k =~ /:rl:/;
+        next if $k =~ /\}:gcra$/;    # the workspace's rate, not state
         my $t = $r->type($k);
         $d{$k} = $t eq 'hash'   ? {$r->hgetall($k)}
                : $t eq 'string' ? $r->get($k)
