@@ -33,10 +33,12 @@
 /*
  * A repair call (the draft asked again to learn its id, a void, a delete)
  * that gets no answer, a 5xx or a 429 (and the draft's 409: its first
- * call still in flight at Stripe) is tried again this many times, after
- * 250 ms, 500 ms, then 1 s each
+ * call still in flight at Stripe) is tried again after 250 ms, 500 ms,
+ * then 1 s each, while fewer than 10 tries and 8 s have gone by since
+ * the first failure of that call
  */
-#define NGX_HTTP_LINEGATE_INVOICE_TRIES     4
+#define NGX_HTTP_LINEGATE_INVOICE_TRIES     10
+#define NGX_HTTP_LINEGATE_INVOICE_BUDGET    8000
 #define NGX_HTTP_LINEGATE_INVOICE_WAIT      250
 #define NGX_HTTP_LINEGATE_INVOICE_WAIT_MAX  1000
 
@@ -1362,7 +1364,13 @@ ngx_http_linegate_invoice_later(ngx_http_request_t *r,
 
     ctx = lr->ctx;
 
+    if (lr->invoice.tries == 0) {
+        lr->invoice.since = ngx_current_msec;
+    }
+
     if (lr->invoice.tries >= NGX_HTTP_LINEGATE_INVOICE_TRIES
+        || ngx_current_msec - lr->invoice.since
+           >= NGX_HTTP_LINEGATE_INVOICE_BUDGET
         || !(ctx->stripe_unknown
              || ctx->stripe_status == 0
              || ctx->stripe_status >= NGX_HTTP_INTERNAL_SERVER_ERROR
@@ -1389,11 +1397,9 @@ ngx_http_linegate_invoice_later(ngx_http_request_t *r,
         lr->invoice.timer.log = r->connection->log;
     }
 
-    delay = (ngx_msec_t) NGX_HTTP_LINEGATE_INVOICE_WAIT << lr->invoice.tries;
-
-    if (delay > NGX_HTTP_LINEGATE_INVOICE_WAIT_MAX) {
-        delay = NGX_HTTP_LINEGATE_INVOICE_WAIT_MAX;
-    }
+    delay = lr->invoice.tries < 3
+            ? (ngx_msec_t) NGX_HTTP_LINEGATE_INVOICE_WAIT << lr->invoice.tries
+            : NGX_HTTP_LINEGATE_INVOICE_WAIT_MAX;
 
     lr->invoice.tries++;
     lr->invoice.again = again;

@@ -111,9 +111,11 @@ typedef struct {
     /*
      * A repair call (the draft asked again, a void, a delete) that failed
      * without an answer is tried again after a short wait: tries so far,
-     * the step to run again, the timer (deleted by the pool cleanup)
+     * since when, the step to run again, the timer (deleted by the pool
+     * cleanup)
      */
     ngx_uint_t                      tries;
+    ngx_msec_t                      since;      /* the first failure */
     ngx_http_linegate_lr_pt         again;
     ngx_http_request_t             *request;
     ngx_event_t                     timer;

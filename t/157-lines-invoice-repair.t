@@ -51,6 +51,8 @@ my @CASES = (
      [path_prefix => '/v1/invoices/', drop => 1]],
     ['the draft timed out, asked again while in flight (409)' =>
      [path_prefix => '/v1/invoices', latency_ms => 1800]],
+    ['the draft timed out, and timed out again when asked again' =>
+     [path_prefix => '/v1/invoices', latency_ms => 1800, count => 2]],
     ['the draft cut, and cut again twice when asked again' =>
      [path_prefix => '/v1/invoices', cut => 1, after_commit => 1,
       count => 3]],
