@@ -27,6 +27,7 @@
 #define NGX_HTTP_LINEGATE_M_BUCKETS    12
 #define NGX_HTTP_LINEGATE_M_ZONE_SIZE  (512 * 1024)
 #define NGX_HTTP_LINEGATE_M_APIS       32
+#define NGX_HTTP_LINEGATE_M_MEMO       64
 
 
 typedef struct {
@@ -56,6 +57,8 @@ typedef struct {
 static ngx_int_t ngx_http_linegate_metrics_init_zone(
     ngx_shm_zone_t *shm_zone, void *data);
 static ngx_http_linegate_series_t *ngx_http_linegate_metrics_series(
+    ngx_uint_t family, u_char *labels, size_t len);
+static ngx_http_linegate_series_t *ngx_http_linegate_metrics_lookup(
     ngx_uint_t family, u_char *labels, size_t len);
 static u_char *ngx_http_linegate_metrics_label(u_char *p, u_char *last,
     const char *name, u_char *value, size_t len);
@@ -402,6 +405,42 @@ ngx_http_linegate_metrics_ratelimit(const char *zone, const char *status)
  */
 static ngx_http_linegate_series_t *
 ngx_http_linegate_metrics_series(ngx_uint_t family, u_char *labels,
+    size_t len)
+{
+    ngx_uint_t                   m;
+    ngx_http_linegate_series_t  *s;
+
+    static ngx_http_linegate_series_t  *memo[NGX_HTTP_LINEGATE_M_MEMO];
+
+    /*
+     * This worker's last series for a cheap digest of the labels: a hit,
+     * checked byte for byte, saves the CRC and the probing (most calls
+     * repeat a handful of label sets).
+     */
+    m = (family * 31 + len
+         + (len ? labels[len / 2] * 7 + labels[len - 2] * 3 : 0))
+        % NGX_HTTP_LINEGATE_M_MEMO;
+
+    s = memo[m];
+
+    if (s != NULL && s->family == family && s->len == len
+        && ngx_memcmp(s->labels, labels, len) == 0)
+    {
+        return s;
+    }
+
+    s = ngx_http_linegate_metrics_lookup(family, labels, len);
+
+    if (s != NULL) {
+        memo[m] = s;
+    }
+
+    return s;
+}
+
+
+static ngx_http_linegate_series_t *
+ngx_http_linegate_metrics_lookup(ngx_uint_t family, u_char *labels,
     size_t len)
 {
     uint32_t                     hash;
