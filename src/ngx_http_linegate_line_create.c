@@ -30,6 +30,18 @@
 /* send_invoice invoices are due this many days after finalization */
 #define NGX_HTTP_LINEGATE_INVOICE_DAYS_DUE  "7"
 
+/*
+ * A repair call (the draft asked again to learn its id, a void, a delete)
+ * that gets no answer, a 5xx or a 429 (and the draft's 409: its first
+ * call still in flight at Stripe) is tried again after 250 ms, 500 ms,
+ * then 1 s each, while fewer than 10 tries and 8 s have gone by since
+ * the first failure of that call
+ */
+#define NGX_HTTP_LINEGATE_INVOICE_TRIES     10
+#define NGX_HTTP_LINEGATE_INVOICE_BUDGET    8000
+#define NGX_HTTP_LINEGATE_INVOICE_WAIT      250
+#define NGX_HTTP_LINEGATE_INVOICE_WAIT_MAX  1000
+
 enum {
     NGX_HTTP_LINEGATE_INVOICE_CREATE = 0,
     NGX_HTTP_LINEGATE_INVOICE_ITEM,
@@ -99,6 +111,15 @@ static void ngx_http_linegate_invoice_discarded(ngx_http_request_t *r,
     ngx_http_linegate_ctx_t *ctx);
 static ngx_int_t ngx_http_linegate_invoice_metadata(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr, ngx_str_t *form);
+static ngx_int_t ngx_http_linegate_invoice_later(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr, ngx_uint_t in_use,
+    ngx_http_linegate_lr_pt again);
+static void ngx_http_linegate_invoice_wake(ngx_event_t *ev);
+static void ngx_http_linegate_invoice_cleanup(void *data);
+static void ngx_http_linegate_invoice_void(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr);
+static void ngx_http_linegate_invoice_delete(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr);
 static void ngx_http_linegate_invoice_log(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr, const char *what);
 
@@ -994,6 +1015,7 @@ ngx_http_linegate_invoice_issue(ngx_http_request_t *r,
     lr->invoice.retry_after = -1;
     lr->invoice.step = NGX_HTTP_LINEGATE_INVOICE_CREATE;
     lr->invoice.asked = 0;
+    lr->invoice.tries = 0;
 
     ngx_str_null(&form);
 
@@ -1060,6 +1082,13 @@ ngx_http_linegate_invoice_next(ngx_http_request_t *r,
         /* the draft asked again only to learn its id: billing failed */
         if (result == NGX_HTTP_LINEGATE_STRIPE_OK) {
             (void) ngx_http_linegate_lines_invoice_read(r, lr);
+
+        } else if (ngx_http_linegate_invoice_later(r, lr, 1,
+                                              ngx_http_linegate_invoice_draft)
+                   == NGX_OK)
+        {
+            ngx_http_linegate_invoice_log(r, lr, "is asked again later");
+            return;
         }
 
         if (lr->invoice.id.len == 0) {
@@ -1237,6 +1266,16 @@ ngx_http_linegate_invoice_discard(ngx_http_request_t *r,
         return;
     }
 
+    lr->invoice.tries = 0;
+
+    ngx_http_linegate_invoice_void(r, lr);
+}
+
+
+static void
+ngx_http_linegate_invoice_void(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr)
+{
     lr->invoice.step = NGX_HTTP_LINEGATE_INVOICE_VOID;
 
     if (ngx_http_linegate_lines_stripe(r, lr, NGX_HTTP_POST, "v1/invoices",
@@ -1252,11 +1291,29 @@ ngx_http_linegate_invoice_discard(ngx_http_request_t *r,
 
 
 static void
+ngx_http_linegate_invoice_delete(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr)
+{
+    lr->invoice.step = NGX_HTTP_LINEGATE_INVOICE_DELETE;
+
+    if (ngx_http_linegate_lines_stripe(r, lr, NGX_HTTP_DELETE, "v1/invoices",
+                                       &lr->invoice.id, NULL, NULL, NULL,
+                                       ngx_http_linegate_invoice_discarded)
+        != NGX_OK)
+    {
+        ngx_http_linegate_invoice_log(r, lr, "could not be deleted");
+        lr->invoice.done(r, lr);
+    }
+}
+
+
+static void
 ngx_http_linegate_invoice_discarded(ngx_http_request_t *r,
     ngx_http_linegate_ctx_t *ctx)
 {
     ngx_uint_t               result;
     ngx_http_linegate_lr_t  *lr;
+    ngx_http_linegate_lr_pt  again;
 
     lr = ctx->data;
 
@@ -1266,16 +1323,20 @@ ngx_http_linegate_invoice_discarded(ngx_http_request_t *r,
         && result == NGX_HTTP_LINEGATE_STRIPE_REFUSED)
     {
         /* a draft cannot be voided, only deleted */
-        lr->invoice.step = NGX_HTTP_LINEGATE_INVOICE_DELETE;
+        lr->invoice.tries = 0;
+        ngx_http_linegate_invoice_delete(r, lr);
+        return;
+    }
 
-        if (ngx_http_linegate_lines_stripe(r, lr, NGX_HTTP_DELETE,
-                                           "v1/invoices", &lr->invoice.id,
-                                           NULL, NULL, NULL,
-                                           ngx_http_linegate_invoice_discarded)
-            == NGX_OK)
-        {
-            return;
-        }
+    again = (lr->invoice.step == NGX_HTTP_LINEGATE_INVOICE_VOID)
+            ? ngx_http_linegate_invoice_void
+            : ngx_http_linegate_invoice_delete;
+
+    if (result != NGX_HTTP_LINEGATE_STRIPE_OK
+        && ngx_http_linegate_invoice_later(r, lr, 0, again) == NGX_OK)
+    {
+        ngx_http_linegate_invoice_log(r, lr, "is discarded again later");
+        return;
     }
 
     ngx_http_linegate_invoice_log(r, lr, result == NGX_HTTP_LINEGATE_STRIPE_OK
@@ -1283,6 +1344,100 @@ ngx_http_linegate_invoice_discarded(ngx_http_request_t *r,
                                          : "could not be discarded");
 
     lr->invoice.done(r, lr);
+}
+
+
+/*
+ * The repair call that just failed runs again later (NGX_OK) if it may
+ * yet succeed: no answer, a 5xx, a 429, or (in_use) Stripe's 409 for an
+ * Idempotency-Key whose first call is still being handled. The request
+ * waits on a timer; its pool cleanup deletes the timer.
+ */
+static ngx_int_t
+ngx_http_linegate_invoice_later(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr, ngx_uint_t in_use,
+    ngx_http_linegate_lr_pt again)
+{
+    ngx_msec_t                delay;
+    ngx_pool_cleanup_t       *cln;
+    ngx_http_linegate_ctx_t  *ctx;
+
+    ctx = lr->ctx;
+
+    if (lr->invoice.tries == 0) {
+        lr->invoice.since = ngx_current_msec;
+    }
+
+    if (lr->invoice.tries >= NGX_HTTP_LINEGATE_INVOICE_TRIES
+        || ngx_current_msec - lr->invoice.since
+           >= NGX_HTTP_LINEGATE_INVOICE_BUDGET
+        || !(ctx->stripe_unknown
+             || ctx->stripe_status == 0
+             || ctx->stripe_status >= NGX_HTTP_INTERNAL_SERVER_ERROR
+             || ctx->stripe_status == NGX_HTTP_TOO_MANY_REQUESTS
+             || (in_use && ctx->stripe_status == NGX_HTTP_CONFLICT)))
+    {
+        return NGX_DECLINED;
+    }
+
+    if (!lr->invoice.cleanup) {
+        cln = ngx_pool_cleanup_add(r->pool, 0);
+        if (cln == NULL) {
+            return NGX_DECLINED;
+        }
+
+        cln->handler = ngx_http_linegate_invoice_cleanup;
+        cln->data = lr;
+
+        lr->invoice.cleanup = 1;
+        lr->invoice.request = r;
+        lr->invoice.timer.handler = ngx_http_linegate_invoice_wake;
+        /* the debug log reads a timer's data as its connection */
+        lr->invoice.timer.data = r->connection;
+        lr->invoice.timer.log = r->connection->log;
+    }
+
+    delay = lr->invoice.tries < 3
+            ? (ngx_msec_t) NGX_HTTP_LINEGATE_INVOICE_WAIT << lr->invoice.tries
+            : NGX_HTTP_LINEGATE_INVOICE_WAIT_MAX;
+
+    lr->invoice.tries++;
+    lr->invoice.again = again;
+
+    ngx_add_timer(&lr->invoice.timer, delay);
+
+    return NGX_OK;
+}
+
+
+static void
+ngx_http_linegate_invoice_wake(ngx_event_t *ev)
+{
+    ngx_connection_t        *c;
+    ngx_http_request_t      *r;
+    ngx_http_linegate_lr_t  *lr;
+
+    lr = (ngx_http_linegate_lr_t *)
+             ((u_char *) ev - offsetof(ngx_http_linegate_lr_t, invoice.timer));
+
+    r = lr->invoice.request;
+    c = r->connection;
+
+    lr->invoice.again(r, lr);
+
+    /* the call just made is a posted subrequest */
+    ngx_http_run_posted_requests(c);
+}
+
+
+static void
+ngx_http_linegate_invoice_cleanup(void *data)
+{
+    ngx_http_linegate_lr_t  *lr = data;
+
+    if (lr->invoice.timer.timer_set) {
+        ngx_del_timer(&lr->invoice.timer);
+    }
 }
 
 

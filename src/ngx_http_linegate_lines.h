@@ -107,6 +107,19 @@ typedef struct {
     ngx_uint_t                      result;
     ngx_int_t                       retry_after;
     ngx_http_linegate_lr_pt         done;
+
+    /*
+     * A repair call (the draft asked again, a void, a delete) that failed
+     * without an answer is tried again after a short wait: tries so far,
+     * since when, the step to run again, the timer (deleted by the pool
+     * cleanup)
+     */
+    ngx_uint_t                      tries;
+    ngx_msec_t                      since;      /* the first failure */
+    ngx_http_linegate_lr_pt         again;
+    ngx_http_request_t             *request;
+    ngx_event_t                     timer;
+    ngx_uint_t                      cleanup;
 } ngx_http_linegate_invoice_t;
 
 
@@ -295,7 +308,7 @@ void ngx_http_linegate_line_create(ngx_http_request_t *r,
  */
 void ngx_http_linegate_invoice_issue(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr);
-/* best effort: void lr->invoice.id, or delete it while a draft; done */
+/* void lr->invoice.id, or delete it while a draft (tried again); done */
 void ngx_http_linegate_invoice_discard(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr);
 

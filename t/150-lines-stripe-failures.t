@@ -113,7 +113,11 @@ subtest 'slower than proxy_read_timeout (1 s)' => sub {
         $l->error_is($l->create($w, $EMAIL), 502, 'BILLING_UNAVAILABLE',
                      $name);
         my $took = Time::HiRes::time() - $t0;
-        ok($took >= 0.9 && $took < 2.4, "$name: given up after ~1 s "
+        # the held draft is asked again (409 while held) until Stripe
+        # answers it, then deleted: ~2.5 s (docs/lines-api.md,
+        # "Repairing an invoice")
+        my $max = $after ? 2.4 : 5;
+        ok($took >= 0.9 && $took < $max, "$name: given up after ~1 s "
            . sprintf('(%.2f)', $took));
         sleep 1.7;    # the late answer arrives, and is dropped
         clean($w, $name);

@@ -8,18 +8,9 @@
 # CHAOS_SHORT_SECONDS (40), CHAOS_SEED, CHAOS_CLIENTS (6).
 #
 # Fault kinds left out of the short run because they still cause
-# violations on main (main at bf710c7, after h-redisfail, h-stripefail and
-# h-datafix; 20-30 s runs of one kind, see docs/chaos.md "Known
+# violations on main (20-30 s runs of one kind, see docs/chaos.md "Known
 # violations"); enable each as its fix lands:
 #
-#   stripe_5xx stripe_429 stripe_timeout stripe_drop stripe_after_commit
-#   stripe_oversize stripe_cut
-#       create: a draft invoice left at Stripe when a repair step meets a
-#       second failure: finalize fails, then the void fails too (the
-#       fault's count is 1-3); the lost answer of POST /v1/invoices asked
-#       again and answered 409 (the first still in flight at the stub) or
-#       cut again (no_draft_invoice). Seen with 5xx, 429, timeout, drop
-#       and cut; after_commit and oversize can meet the same.
 #   worker_kill
 #       the killed worker's requests leave their state half-done: held
 #       reservations, awaiting_payment without invoice, draft invoices no
@@ -35,7 +26,8 @@ use Test::More;
 use LG::Chaos;
 
 my @SHORT = qw(nginx_reload client_abort redis_pause redis_kill redis_busy
-    reload_redis_drop);
+    reload_redis_drop stripe_5xx stripe_429 stripe_timeout stripe_drop
+    stripe_after_commit stripe_oversize stripe_cut);
 
 my @faults = defined $ENV{CHAOS_FAULTS}
     ? grep { length } split /[,\s]+/, $ENV{CHAOS_FAULTS}
