@@ -128,9 +128,10 @@ subtest 'apt-get install' => sub {
 };
 
 subtest 'the packaged nginx serves the example through modules-enabled' => sub {
-    # Redis and the Stripe stub of the harness; its own nginx loads the
-    # installed module as well
+    # Redis and the Stripe stub of the harness; its own nginx, the system's
+    # (whatever LG_NGINX the suite runs with), loads the installed module
     local $ENV{LG_MODULE} = $SO;
+    local $ENV{LG_NGINX} = $NGINX;
     my $s = LG::Stack->new->start;
 
     my $pw = LG::Production::require_password($s,
@@ -200,6 +201,7 @@ subtest 'apt-get purge' => sub {
     # nginx stops at the first one)
     LG::Production::_spew("$tmp/jwks.json", "{}\n");
     my $p = LG::Production->new(NoStack->new(jwks_path => "$tmp/jwks.json"),
+        nginx => $NGINX,
         load => 'include /etc/nginx/modules-enabled/*.conf;');
     ($rc, $out) = $p->nginx_t;
     isnt($rc, 0, 'the example without the module: refused');
