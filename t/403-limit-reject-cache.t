@@ -127,6 +127,11 @@ subtest 'a reload keeps the counts (in Redis; the caches start empty)' => sub {
     my $from = length $s->error_log;
     kill 'HUP', $s->{pids}{nginx};
     ok($s->wait_redis_connected($from, 10), 'new workers up');
+    # and the old ones gone: until they get the master's QUIT they still
+    # accept, with their caches
+    my $until = time + 10;
+    sleep 0.05 while split(' ', `pgrep -P $s->{pids}{nginx}`) > 2
+                     && time < $until;
     my $before = evalsha_calls();
     # a new connection: only the new workers accept
     my $res = Mojo::UserAgent->new->get($s->url("/slow/?k=$k"))->res;
