@@ -917,24 +917,8 @@ ngx_http_linegate_create_stored(ngx_http_request_t *r, redisReply *reply)
 static void
 ngx_http_linegate_create_cleanup(void *data)
 {
-    ngx_http_linegate_lr_t  *lr = data;
-
-    if (lr->settled) {
-        return;
-    }
-
-    lr->settled = 1;
-
-    ngx_log_error(NGX_LOG_WARN, ngx_cycle->log, 0,
-                  NGX_HTTP_LINEGATE_LOG "line request \"%V\" ended while "
-                  "billed: its reservation is released%s%V",
-                  &lr->id, lr->invoice.id.len ? "; invoice to void: " : "",
-                  &lr->invoice.id);
-
-    (void) ngx_http_linegate_redis_durable(ngx_cycle->log,
-                                           NGX_HTTP_LINEGATE_SCRIPT_LR_RELEASE,
-                                           0, lr->release,
-                                           "lr_release of an ended request");
+    ngx_http_linegate_lines_ended(data, NGX_HTTP_LINEGATE_SCRIPT_LR_RELEASE,
+                                  "billed", "lr_release of an ended request");
 }
 
 

@@ -743,24 +743,10 @@ ngx_http_linegate_link_abort_args(ngx_http_linegate_lr_t *lr,
 static void
 ngx_http_linegate_link_cleanup(void *data)
 {
-    ngx_http_linegate_lr_t  *lr = data;
-
-    if (lr->settled) {
-        return;
-    }
-
-    lr->settled = 1;
-
-    ngx_log_error(NGX_LOG_WARN, ngx_cycle->log, 0,
-                  NGX_HTTP_LINEGATE_LOG "line request \"%V\" ended while "
-                  "its invoice was reissued: its claim is released%s%V",
-                  &lr->id, lr->invoice.id.len ? "; invoice to void: " : "",
-                  &lr->invoice.id);
-
-    (void) ngx_http_linegate_redis_durable(ngx_cycle->log,
-                                    NGX_HTTP_LINEGATE_SCRIPT_LR_REISSUE_ABORT,
-                                    0, lr->release,
-                                    "lr_reissue_abort of an ended request");
+    ngx_http_linegate_lines_ended(data,
+                                  NGX_HTTP_LINEGATE_SCRIPT_LR_REISSUE_ABORT,
+                                  "its invoice was reissued",
+                                  "lr_reissue_abort of an ended request");
 }
 
 

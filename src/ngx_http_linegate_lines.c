@@ -1128,6 +1128,28 @@ ngx_http_linegate_lines_durable(ngx_http_request_t *r,
 }
 
 
+void
+ngx_http_linegate_lines_ended(ngx_http_linegate_lr_t *lr,
+    ngx_http_linegate_script_id_e script, const char *doing,
+    const char *what)
+{
+    if (lr->settled) {
+        return;
+    }
+
+    lr->settled = 1;
+
+    ngx_log_error(NGX_LOG_WARN, ngx_cycle->log, 0,
+                  NGX_HTTP_LINEGATE_LOG "line request \"%V\" ended while "
+                  "%s: its claim is released%s%V", &lr->id, doing,
+                  lr->invoice.id.len ? "; invoice to void: " : "",
+                  &lr->invoice.id);
+
+    (void) ngx_http_linegate_redis_durable(ngx_cycle->log, script, 0,
+                                           lr->release, what);
+}
+
+
 static void
 ngx_http_linegate_lines_durable_done(ngx_http_request_t *r,
     redisReply *reply)

@@ -232,6 +232,17 @@ void ngx_http_linegate_lines_call(ngx_http_request_t *r,
 void ngx_http_linegate_lines_durable(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr, ngx_http_linegate_script_id_e script,
     const char *what, ngx_http_linegate_lr_pt next);
+
+/*
+ * The pool cleanup of a request freed (a draining worker's shutdown
+ * timeout) while Stripe bills it: no step runs any more, so its release
+ * (lr->release, prepared with the claim) goes to the durable writes; an
+ * invoice already made is only logged (nothing can ask Stripe from here).
+ * doing names the step for the log, what the durable write.
+ */
+void ngx_http_linegate_lines_ended(ngx_http_linegate_lr_t *lr,
+    ngx_http_linegate_script_id_e script, const char *doing,
+    const char *what);
 /*
  * The common head of a reply: answers 503/401/429 itself (NGX_DONE), or
  * answers a deferred error (NGX_DONE), else returns the code and sets

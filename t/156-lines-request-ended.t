@@ -59,7 +59,7 @@ subtest 'ended while Stripe adds the item: released' => sub {
     is(scalar(my @ids = $l->request_ids($w)), 0, 'no request left');
     ok(eventually(sub { !$r->keys("lg:{ws:org_cut}:idem:*") }),
        'the key is free');
-    like($s->error_log, qr/ended while billed: its reservation is released/,
+    like($s->error_log, qr/ended while billed: its claim is released/,
          'logged');
 
     $l->clear_faults;
