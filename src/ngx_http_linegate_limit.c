@@ -124,6 +124,7 @@ typedef struct {
     ngx_int_t                       retry_after;    /* seconds, -1: none */
     ngx_uint_t                      n;
     ngx_msec_t                      sent;       /* when asked */
+    int64_t                         now;        /* the GCRA's clock, us */
     ngx_http_linegate_limit_lease_t *lease;     /* asked for a lease */
     ngx_http_linegate_limit_loc_conf_t *llcf;
     ngx_http_linegate_limit_result_t res[NGX_HTTP_LINEGATE_LIMIT_MAX_ZONES];
@@ -387,6 +388,7 @@ ngx_http_linegate_limit_start(ngx_http_request_t *r,
     ngx_int_t                           rc;
     ngx_str_t                          *sha;
     ngx_uint_t                          i, n, want;
+    struct timeval                      tv;
     ngx_http_linegate_limit_zone_t    **zones;
     ngx_http_linegate_limit_lease_t    *lease;
     ngx_http_linegate_limit_result_t   *res, *res1;
@@ -434,6 +436,14 @@ ngx_http_linegate_limit_start(ngx_http_request_t *r,
 
     ctx->sent = ngx_current_msec;
     want = 1;
+
+    /*
+     * The deciding worker's clock, not Redis TIME: one command less in
+     * the script, and the script is deterministic (docs/gateway.md,
+     * "Whose clock": what clock skew between nodes costs).
+     */
+    ngx_gettimeofday(&tv);
+    ctx->now = (int64_t) tv.tv_sec * 1000000 + tv.tv_usec;
 
     if (n == 1 && res1->zone->lease && !ctx->llcf->dry_run) {
         lease = ngx_http_linegate_limit_lease(&res1->rkey);
@@ -497,10 +507,8 @@ ngx_http_linegate_limit_start(ngx_http_request_t *r,
         ngx_http_linegate_redis_arg_str(a, &res1->rkey);
         ngx_http_linegate_redis_arg_str(a, &res1->zone->interval_arg);
         ngx_http_linegate_redis_arg_str(a, &res1->zone->tolerance_arg);
-
-        if (want > 1) {
-            ngx_http_linegate_redis_arg_int(r, a, want);
-        }
+        ngx_http_linegate_redis_arg_int(r, a, want);
+        ngx_http_linegate_redis_arg_int(r, a, ctx->now);
 
         rc = ngx_http_linegate_redis_script(r,
                                             NGX_HTTP_LINEGATE_SCRIPT_RL_GCRA,
@@ -525,6 +533,8 @@ ngx_http_linegate_limit_start(ngx_http_request_t *r,
             ngx_http_linegate_redis_arg_str(a, &res->rkey);
             ngx_http_linegate_redis_arg_str(a, &res->zone->interval_arg);
             ngx_http_linegate_redis_arg_str(a, &res->zone->tolerance_arg);
+            ngx_http_linegate_redis_arg_cstr(a, "1");
+            ngx_http_linegate_redis_arg_int(r, a, ctx->now);
             a++;
         }
 
@@ -948,6 +958,7 @@ ngx_http_linegate_limit_refund(ngx_http_request_t *r,
         ngx_http_linegate_redis_arg_cstr(a, "1");
         ngx_http_linegate_redis_arg_str(a, &res->rkey);
         ngx_http_linegate_redis_arg_str(a, &res->zone->interval_arg);
+        ngx_http_linegate_redis_arg_int(r, a, ctx->now);
 
         (void) ngx_http_linegate_redis_command(r, a, NULL);
     }
