@@ -105,14 +105,23 @@ typedef struct {
 
 /*
  * A worker's leases (linegate_limit_zone lease=): admissions reserved in
- * Redis in one decision and spent here, each within the lease time.
+ * Redis in one decision and spent here, each within the lease time of
+ * that decision. The next lease is asked for when half of this one is
+ * spent (one decision in flight per key and worker), and kept apart
+ * until this one is spent or over: the requests meanwhile spend what is
+ * left instead of all asking Redis at once.
  */
 typedef struct {
     ngx_msec_t                      until;      /* spend before */
+    ngx_msec_t                      next_until;
     ngx_msec_t                      reset;
+    ngx_msec_t                      asked;      /* the decision in flight */
     ngx_uint_t                      tokens;     /* left to spend */
+    ngx_uint_t                      next;       /* the next lease's */
     ngx_uint_t                      size;       /* what to ask next */
+    ngx_uint_t                      seq;        /* of the decision asked */
     int64_t                         remaining;  /* the fleet's, then */
+    unsigned                        pending:1;  /* a decision in flight */
     u_short                         len;
     u_char                          key[NGX_HTTP_LINEGATE_LIMIT_CACHE_KEY];
 } ngx_http_linegate_limit_lease_t;
@@ -126,6 +135,7 @@ typedef struct {
     ngx_msec_t                      sent;       /* when asked */
     int64_t                         now;        /* the GCRA's clock, us */
     ngx_http_linegate_limit_lease_t *lease;     /* asked for a lease */
+    ngx_uint_t                      lease_seq;
     ngx_http_linegate_limit_loc_conf_t *llcf;
     ngx_http_linegate_limit_result_t res[NGX_HTTP_LINEGATE_LIMIT_MAX_ZONES];
     unsigned                        waiting:1;
@@ -153,6 +163,12 @@ static ngx_uint_t ngx_http_linegate_limit_cache_check(ngx_http_request_t *r,
     ngx_http_linegate_limit_ctx_t *ctx);
 static ngx_http_linegate_limit_lease_t *ngx_http_linegate_limit_lease(
     ngx_str_t *rkey);
+static void ngx_http_linegate_limit_lease_done(
+    ngx_http_linegate_limit_ctx_t *ctx);
+static ngx_uint_t ngx_http_linegate_limit_lease_spend(
+    ngx_http_linegate_limit_ctx_t *ctx,
+    ngx_http_linegate_limit_result_t *res,
+    ngx_http_linegate_limit_lease_t *l);
 static void ngx_http_linegate_limit_fallback(ngx_http_request_t *r,
     ngx_http_linegate_limit_ctx_t *ctx);
 static void ngx_http_linegate_limit_local(ngx_http_request_t *r,
@@ -449,42 +465,12 @@ ngx_http_linegate_limit_start(ngx_http_request_t *r,
         lease = ngx_http_linegate_limit_lease(&res1->rkey);
 
         if (lease != NULL) {
-            if (lease->tokens
-                && (ngx_msec_int_t) (lease->until - ngx_current_msec) > 0)
-            {
+            want = ngx_http_linegate_limit_lease_spend(ctx, res1, lease);
+
+            if (want == 0) {
                 /* admitted by this worker's lease: no round trip */
-                lease->tokens--;
-                res1->known = 1;
-                res1->allowed = 1;
-                res1->remaining = lease->remaining;
-                res1->reset_ms = ngx_max(
-                    (ngx_msec_int_t) (lease->reset - ngx_current_msec), 0);
-                ctx->status = NGX_HTTP_LINEGATE_LIMIT_PASSED;
-                ctx->done = 1;
                 return NGX_OK;
             }
-
-            /*
-             * Adaptive: a lease spent in time doubles the next one, one
-             * that expired unspent halves it (its requests are lost:
-             * under-admission, never more than asked).
-             */
-            if (lease->len == 0 || lease->size == 0) {
-                lease->size = 1;
-
-            } else if (lease->tokens == 0) {
-                lease->size = ngx_min(lease->size * 2,
-                                      res1->zone->lease_max);
-
-            } else {
-                lease->size = ngx_max(lease->size / 2, 1);
-            }
-
-            lease->tokens = 0;
-            lease->len = (u_short) res1->rkey.len;
-            ngx_memcpy(lease->key, res1->rkey.data, res1->rkey.len);
-            want = lease->size;
-            ctx->lease = lease;
         }
     }
 
@@ -708,11 +694,37 @@ ngx_http_linegate_limit_decide(ngx_http_request_t *r,
 {
     int64_t                             retry;
     ngx_uint_t                          i, rejected;
+    ngx_http_linegate_limit_lease_t    *l;
     ngx_http_linegate_limit_cached_t   *cached;
     ngx_http_linegate_limit_result_t   *res;
 
     rejected = 0;
     retry = 0;
+
+    ngx_http_linegate_limit_lease_done(ctx);
+
+    l = (ctx->lease != NULL && ctx->lease->seq == ctx->lease_seq)
+        ? ctx->lease : NULL;
+
+    if (l != NULL && l->tokens
+        && (ngx_msec_int_t) (l->until - ngx_current_msec) > 0)
+    {
+        /*
+         * Redis has no next lease for the key, but this worker's current
+         * one is not spent: the request takes one of it
+         */
+        for (i = 0; i < ctx->n; i++) {
+            res = &ctx->res[i];
+
+            if (res->known && !res->allowed) {
+                l->tokens--;
+                res->allowed = 1;
+                res->granted = 0;
+                res->remaining = 0;
+                res->retry_ms = 0;
+            }
+        }
+    }
 
     for (i = 0; i < ctx->n; i++) {
         res = &ctx->res[i];
@@ -746,21 +758,28 @@ ngx_http_linegate_limit_decide(ngx_http_request_t *r,
     if (!rejected) {
         ctx->status = NGX_HTTP_LINEGATE_LIMIT_PASSED;
 
-        if (ctx->lease != NULL) {
-            /* one zone: this request took one, the rest is the lease */
+        if (l != NULL) {
+            /*
+             * One zone, the slot still holds its key: this request took
+             * one admission, the rest is the next lease, spent from now
+             * on if this one is over
+             */
             for (i = 0; i < ctx->n; i++) {
                 res = &ctx->res[i];
 
-                if (res->known
-                    && ctx->lease->len == res->rkey.len
-                    && ngx_memcmp(ctx->lease->key, res->rkey.data,
-                                  res->rkey.len) == 0)
-                {
-                    /* the slot still holds this key */
-                    ctx->lease->tokens = (ngx_uint_t) (res->granted - 1);
-                    ctx->lease->until = ctx->sent + res->zone->lease;
-                    ctx->lease->remaining = res->remaining;
-                    ctx->lease->reset = ctx->sent + res->reset_ms;
+                if (!res->known || res->granted < 1) {
+                    continue;
+                }
+
+                l->next = (ngx_uint_t) (res->granted - 1);
+                l->next_until = ctx->sent + res->zone->lease;
+                l->remaining = res->remaining;
+                l->reset = ctx->sent + res->reset_ms;
+
+                if (l->tokens == 0) {
+                    l->tokens = l->next;
+                    l->until = l->next_until;
+                    l->next = 0;
                 }
             }
         }
@@ -778,6 +797,101 @@ ngx_http_linegate_limit_decide(ngx_http_request_t *r,
     ctx->retry_after = (ngx_int_t) ((retry + 999) / 1000);
 
     ngx_http_linegate_limit_refund(r, ctx);
+}
+
+
+/*
+ * A request of a leased zone's key: 0 when the worker's lease admits it
+ * (ctx holds the decision), else how many admissions to ask Redis for,
+ * ctx->lease set when they are the worker's next lease.
+ */
+static ngx_uint_t
+ngx_http_linegate_limit_lease_spend(ngx_http_linegate_limit_ctx_t *ctx,
+    ngx_http_linegate_limit_result_t *res, ngx_http_linegate_limit_lease_t *l)
+{
+    ngx_uint_t  low, grow;
+
+    static ngx_uint_t  seq;
+
+    grow = 1;
+
+    if (l->tokens
+        && (ngx_msec_int_t) (l->until - ngx_current_msec) <= 0)
+    {
+        /* expired unspent: its admissions are lost, the next one halves */
+        l->tokens = 0;
+        l->size = ngx_max(l->size / 2, 1);
+        grow = 0;
+    }
+
+    if (l->tokens == 0 && l->next) {
+        l->tokens = l->next;
+        l->until = l->next_until;
+        l->next = 0;
+
+        if ((ngx_msec_int_t) (l->until - ngx_current_msec) <= 0) {
+            l->tokens = 0;
+            l->size = ngx_max(l->size / 2, 1);
+            grow = 0;
+        }
+    }
+
+    if (l->pending
+        && ngx_current_msec - l->asked >= ngx_max(res->zone->lease, 100))
+    {
+        /* its answer was lost (the request went away): ask again */
+        l->pending = 0;
+    }
+
+    if (l->size == 0) {
+        l->size = 1;
+    }
+
+    low = l->size / 2;
+
+    if (l->tokens && (l->tokens > low || l->pending || l->next)) {
+        l->tokens--;
+        res->known = 1;
+        res->allowed = 1;
+        res->remaining = l->remaining;
+        res->reset_ms = ngx_max(
+            (ngx_msec_int_t) (l->reset - ngx_current_msec), 0);
+        ctx->status = NGX_HTTP_LINEGATE_LIMIT_PASSED;
+        ctx->done = 1;
+        return 0;
+    }
+
+    if (l->pending) {
+        /* spent, and the next lease not back yet: a decision of its own */
+        return 1;
+    }
+
+    /*
+     * Half spent (or spent) in time: ask for the next lease, this request
+     * being its first admission; twice as large as the last one, which
+     * was spent in time.
+     */
+    if (grow && l->next_until) {
+        l->size = ngx_min(l->size * 2, res->zone->lease_max);
+    }
+
+    l->pending = 1;
+    l->asked = ngx_current_msec;
+    l->seq = ++seq;
+    ctx->lease = l;
+    ctx->lease_seq = l->seq;
+
+    return l->size;
+}
+
+
+/* the decision asked for a lease is over: another may be asked */
+static void
+ngx_http_linegate_limit_lease_done(ngx_http_linegate_limit_ctx_t *ctx)
+{
+    if (ctx->lease != NULL && ctx->lease->seq == ctx->lease_seq) {
+        ctx->lease->pending = 0;
+    }
 }
 
 
@@ -853,6 +967,8 @@ ngx_http_linegate_limit_lease(ngx_str_t *rkey)
     {
         /* another key's slot: its lease, if any, is dropped */
         ngx_memzero(l, sizeof(ngx_http_linegate_limit_lease_t));
+        l->len = (u_short) rkey->len;
+        ngx_memcpy(l->key, rkey->data, rkey->len);
     }
 
     return l;
@@ -973,6 +1089,8 @@ ngx_http_linegate_limit_fallback(ngx_http_request_t *r,
     ngx_http_linegate_limit_loc_conf_t  *llcf;
 
     llcf = ctx->llcf;
+
+    ngx_http_linegate_limit_lease_done(ctx);
 
     if (ngx_time() != ngx_http_linegate_limit_logged) {
         ngx_http_linegate_limit_logged = ngx_time();
