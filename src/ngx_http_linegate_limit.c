@@ -106,7 +106,7 @@ typedef struct {
 /*
  * A worker's leases (linegate_limit_zone lease=): admissions reserved in
  * Redis in one decision and spent here, each within the lease time of
- * that decision. The next lease is asked for when half of this one is
+ * that decision. The next lease is asked for when this one starts being
  * spent (one decision in flight per key and worker), and kept apart
  * until this one is spent or over: the requests meanwhile spend what is
  * left instead of all asking Redis at once.
@@ -120,6 +120,7 @@ typedef struct {
     ngx_uint_t                      next;       /* the next lease's */
     ngx_uint_t                      size;       /* what to ask next */
     ngx_uint_t                      seq;        /* of the decision asked */
+    ngx_uint_t                      seen;       /* requests since asked */
     int64_t                         remaining;  /* the fleet's, then */
     unsigned                        pending:1;  /* a decision in flight */
     u_short                         len;
@@ -804,24 +805,30 @@ ngx_http_linegate_limit_decide(ngx_http_request_t *r,
  * A request of a leased zone's key: 0 when the worker's lease admits it
  * (ctx holds the decision), else how many admissions to ask Redis for,
  * ctx->lease set when they are the worker's next lease.
+ *
+ * The worker keeps the lease it spends and asks for the next one as soon
+ * as it starts spending it (one decision in flight per key), so that the
+ * next is there before this one is spent. A lease is sized to last half
+ * the lease time at the rate the worker's requests of the key came since
+ * the last one was asked for (at most twice, at least half the last).
  */
 static ngx_uint_t
 ngx_http_linegate_limit_lease_spend(ngx_http_linegate_limit_ctx_t *ctx,
     ngx_http_linegate_limit_result_t *res, ngx_http_linegate_limit_lease_t *l)
 {
-    ngx_uint_t  low, grow;
+    uint64_t    target;
+    ngx_msec_t  e, lease;
 
     static ngx_uint_t  seq;
 
-    grow = 1;
+    lease = res->zone->lease;
+    l->seen++;
 
     if (l->tokens
         && (ngx_msec_int_t) (l->until - ngx_current_msec) <= 0)
     {
-        /* expired unspent: its admissions are lost, the next one halves */
+        /* expired unspent: its admissions are lost */
         l->tokens = 0;
-        l->size = ngx_max(l->size / 2, 1);
-        grow = 0;
     }
 
     if (l->tokens == 0 && l->next) {
@@ -831,25 +838,21 @@ ngx_http_linegate_limit_lease_spend(ngx_http_linegate_limit_ctx_t *ctx,
 
         if ((ngx_msec_int_t) (l->until - ngx_current_msec) <= 0) {
             l->tokens = 0;
-            l->size = ngx_max(l->size / 2, 1);
-            grow = 0;
         }
     }
 
-    if (l->pending
-        && ngx_current_msec - l->asked >= ngx_max(res->zone->lease, 100))
-    {
+    if (l->pending && ngx_current_msec - l->asked >= ngx_max(lease, 100)) {
         /* its answer was lost (the request went away): ask again */
         l->pending = 0;
     }
 
-    if (l->size == 0) {
-        l->size = 1;
-    }
+    if (l->pending || (l->next && l->tokens)) {
 
-    low = l->size / 2;
+        if (l->tokens == 0) {
+            /* spent, and the next lease not back yet: a decision alone */
+            return 1;
+        }
 
-    if (l->tokens && (l->tokens > low || l->pending || l->next)) {
         l->tokens--;
         res->known = 1;
         res->allowed = 1;
@@ -861,20 +864,22 @@ ngx_http_linegate_limit_lease_spend(ngx_http_linegate_limit_ctx_t *ctx,
         return 0;
     }
 
-    if (l->pending) {
-        /* spent, and the next lease not back yet: a decision of its own */
-        return 1;
+    /* no next lease and none asked for: this request asks, first of it */
+
+    if (l->size == 0) {
+        l->size = 1;
+
+    } else {
+        e = ngx_current_msec - l->asked;
+        target = (e == 0) ? (uint64_t) l->size * 2
+                          : (uint64_t) l->seen * lease / (2 * e);
+        target = ngx_min(target, (uint64_t) l->size * 2);
+        target = ngx_max(target, (uint64_t) l->size / 2);
+        l->size = (ngx_uint_t) ngx_max(ngx_min(target, res->zone->lease_max),
+                                       1);
     }
 
-    /*
-     * Half spent (or spent) in time: ask for the next lease, this request
-     * being its first admission; twice as large as the last one, which
-     * was spent in time.
-     */
-    if (grow && l->next_until) {
-        l->size = ngx_min(l->size * 2, res->zone->lease_max);
-    }
-
+    l->seen = 0;
     l->pending = 1;
     l->asked = ngx_current_msec;
     l->seq = ++seq;
