@@ -20,6 +20,9 @@
 #   POST /v1/invoices             GET /v1/invoices/:id
 #   POST /v1/invoices/:id/{finalize,void,pay,mark_uncollectible}
 #   POST /v1/subscriptions        GET|DELETE /v1/subscriptions/:id
+#   GET  /v1/subscriptions        list: customer, status (default: not
+#                                 canceled; "all"), limit (1..100, 10),
+#                                 created[gte|gt|lte|lt], starting_after
 #   GET  /i/:id                   hosted invoice page (plain HTML)
 #
 # Control API (JSON, no auth):
@@ -903,6 +906,41 @@ sub subscription_cancel {
   return [200, $sub];
 }
 
+# The list, newest first, as Stripe pages it.
+sub subscription_list {
+  my ($req) = @_;
+  my $p = $req->{params};
+  my $limit = $p->{limit} // 10;
+  return invalid_param('limit', 'Invalid integer')
+    unless $limit =~ /^\d+$/ && $limit >= 1 && $limit <= 100;
+  my $status = $p->{status} // '';
+  my $cr = ref $p->{created} eq 'HASH' ? $p->{created} : {};
+  my %cmp = (gte => sub { $_[0] >= $_[1] }, gt => sub { $_[0] > $_[1] },
+             lte => sub { $_[0] <= $_[1] }, lt => sub { $_[0] < $_[1] });
+  my @subs = sort {
+    $b->{created} <=> $a->{created} || $b->{id} cmp $a->{id}
+  } grep {
+    my $s = $_;
+    (!defined $p->{customer} || $s->{customer} eq $p->{customer})
+      && ($status eq 'all' ? 1
+          : $status ne '' ? $s->{status} eq $status
+          : $s->{status} ne 'canceled')
+      && !grep { defined $cr->{$_} && !$cmp{$_}->($s->{created}, $cr->{$_}) }
+              keys %cmp
+  } values %{ $S{subscriptions} };
+  if (defined(my $after = $p->{starting_after})) {
+    my ($i) = grep { $subs[$_]{id} eq $after } 0 .. $#subs;
+    return no_such('subscription', $after, 'starting_after')
+      unless defined $i;
+    splice @subs, 0, $i + 1;
+  }
+  my $more = @subs > $limit;
+  splice @subs, $limit if $more;
+  return [200, {object => 'list', data => \@subs,
+                has_more => $more ? true : false,
+                url => '/v1/subscriptions'}];
+}
+
 # ---------------------------------------------------------------------------
 # Stripe API dispatch: one catch-all route so that logging, faults,
 # authentication and idempotency wrap every endpoint the same way.
@@ -923,6 +961,7 @@ my @ROUTES = (
   [POST   => qr{^/v1/invoices/$ID/mark_uncollectible$},
     \&invoice_mark_uncollectible],
   [POST   => qr{^/v1/subscriptions$},             \&subscription_create],
+  [GET    => qr{^/v1/subscriptions$},             \&subscription_list],
   [GET    => qr{^/v1/subscriptions/$ID$},         \&subscription_get],
   [DELETE => qr{^/v1/subscriptions/$ID$},         \&subscription_cancel],
 );
