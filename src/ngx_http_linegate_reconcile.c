@@ -47,9 +47,15 @@
 #define NGX_HTTP_LINEGATE_RECONCILE_LEASE_MS   60000
 /* no entry is started past this: the lease outlives the run */
 #define NGX_HTTP_LINEGATE_RECONCILE_BUDGET_MS  30000
-/* a subscription is looked for among the customer's of the day before */
-#define NGX_HTTP_LINEGATE_RECONCILE_LOOKBACK   86400
-#define NGX_HTTP_LINEGATE_RECONCILE_PAGES      10
+/*
+ * A subscription is looked for among the customer's created since a
+ * little before its purchase began (the entry's "at"), 10 a page: a page
+ * of whole subscription objects stays far below a small
+ * subrequest_output_buffer_size (100 take about 200 KB).
+ */
+#define NGX_HTTP_LINEGATE_RECONCILE_LOOKBACK   600
+#define NGX_HTTP_LINEGATE_RECONCILE_PAGE       10
+#define NGX_HTTP_LINEGATE_RECONCILE_PAGES      50
 #define NGX_HTTP_LINEGATE_RECONCILE_FIELD_MAX  128
 
 
@@ -84,6 +90,7 @@ typedef struct {
     ngx_str_t                            reason;
     ngx_str_t                            idempotency_key;
     ngx_str_t                            customer;
+    time_t                               at;        /* the purchase's */
 
     ngx_str_t                            found;     /* at Stripe */
     ngx_http_linegate_reconcile_found_e  state;
@@ -165,6 +172,7 @@ static ngx_int_t ngx_http_linegate_reconcile_akey(ngx_http_request_t *r,
     ngx_http_linegate_reconcile_entry_t *e, ngx_str_t *akey);
 static ngx_uint_t ngx_http_linegate_reconcile_is(ngx_str_t *s,
     const char *value);
+static time_t ngx_http_linegate_reconcile_time(ngx_str_t *iso);
 
 
 void
@@ -518,6 +526,10 @@ ngx_http_linegate_reconcile_entry(ngx_http_request_t *r,
         } else if (ngx_http_linegate_reconcile_is(&name, "customer")) {
             dst = &e->customer;
 
+        } else if (ngx_http_linegate_reconcile_is(&name, "at")) {
+            e->at = ngx_http_linegate_reconcile_time(&value);
+            continue;
+
         } else {
             continue;
         }
@@ -528,6 +540,11 @@ ngx_http_linegate_reconcile_entry(ngx_http_request_t *r,
         }
 
         dst->len = value.len;
+    }
+
+    if (e->at <= 0) {
+        /* no time of purchase: the queuing's, a bound it cannot pass */
+        e->at = e->queued_ms / 1000;
     }
 
     return e->account.len && e->worker_id.len && e->reason.len
@@ -571,9 +588,9 @@ ngx_http_linegate_reconcile_lookup(ngx_http_request_t *r,
         return NGX_ERROR;
     }
 
-    len = sizeof("v1/subscriptions?customer=&status=all&limit=100"
+    len = sizeof("v1/subscriptions?customer=&status=all&limit="
                  "&created[gte]=&starting_after=") - 1
-          + e->customer.len + NGX_INT64_LEN + e->page_after.len;
+          + e->customer.len + 2 * NGX_INT64_LEN + e->page_after.len;
 
     path.data = ngx_pnalloc(r->pool, len);
     if (path.data == NULL) {
@@ -581,9 +598,9 @@ ngx_http_linegate_reconcile_lookup(ngx_http_request_t *r,
     }
 
     p = ngx_sprintf(path.data, "v1/subscriptions?customer=%V&status=all"
-                    "&limit=100&created[gte]=%L", &e->customer,
-                    e->queued_ms / 1000
-                    - NGX_HTTP_LINEGATE_RECONCILE_LOOKBACK);
+                    "&limit=%d&created[gte]=%T", &e->customer,
+                    NGX_HTTP_LINEGATE_RECONCILE_PAGE,
+                    e->at - NGX_HTTP_LINEGATE_RECONCILE_LOOKBACK);
 
     if (e->page_after.len) {
         p = ngx_sprintf(p, "&starting_after=%V", &e->page_after);
@@ -1151,4 +1168,45 @@ ngx_http_linegate_reconcile_is(ngx_str_t *s, const char *value)
     len = ngx_strlen(value);
 
     return s->len == len && ngx_strncmp(s->data, value, len) == 0;
+}
+
+
+/* "2026-05-18T14:30:00.000Z" (the module's own format), or 0 */
+static time_t
+ngx_http_linegate_reconcile_time(ngx_str_t *iso)
+{
+    u_char      *p;
+    ngx_int_t    y, m, d, hh, mm, ss, days;
+
+    p = iso->data;
+
+    if (iso->len < 20 || p[4] != '-' || p[7] != '-' || p[10] != 'T'
+        || p[13] != ':' || p[16] != ':')
+    {
+        return 0;
+    }
+
+    y = ngx_atoi(p, 4);
+    m = ngx_atoi(p + 5, 2);
+    d = ngx_atoi(p + 8, 2);
+    hh = ngx_atoi(p + 11, 2);
+    mm = ngx_atoi(p + 14, 2);
+    ss = ngx_atoi(p + 17, 2);
+
+    if (y < 1970 || m < 1 || m > 12 || d < 1 || d > 31 || hh < 0 || hh > 23
+        || mm < 0 || mm > 59 || ss < 0 || ss > 60)
+    {
+        return 0;
+    }
+
+    /* days since 1970-01-01 of a proleptic Gregorian date */
+    if (m <= 2) {
+        y--;
+        m += 12;
+    }
+
+    days = 365 * y + y / 4 - y / 100 + y / 400 + (153 * (m - 3) + 2) / 5
+           + d - 719469;
+
+    return (time_t) days * 86400 + hh * 3600 + mm * 60 + ss;
 }

@@ -55,6 +55,9 @@ sub run {
     my $tx = $s->op(POST => '/reconciliation/run');
     is($tx->res->code, $status // 200, 'run answered ' . ($status // 200))
         or diag $tx->res->body;
+    my @errors = $p->invalid($tx);
+    ok(!@errors, 'run: its answer matches docs/openapi.yaml')
+        or diag join "\n", @errors;
     return $tx->res->json // {};
 }
 
@@ -128,6 +131,7 @@ sub {
 
     my $tx = $s->op(GET => '/reconciliation/resolved');
     is($tx->res->code, 200, 'the history on the operator API');
+    ok(!$p->invalid($tx), 'the history matches docs/openapi.yaml');
     my ($shown) = grep { $_->{fields}{worker_id} eq $q->{worker_id} }
                   @{ $tx->res->json->{entries} };
     is($shown->{fields}{outcome}, 'canceled', 'with its outcome');
@@ -208,6 +212,33 @@ subtest 'record failed, number released meanwhile: cancelled' => sub {
     numbers_accounted('number gone');
 };
 
+subtest 'a customer with many subscriptions: found on a later page' => sub {
+    my $q = lost_purchase('acct_many', after_commit => 1);
+    my ($lost) = subs_of('acct_many');
+    my $cus = $lost->{customer};
+    # 40 more subscriptions of the customer: 10 a page, and 40 whole ones
+    # would not fit in subrequest_output_buffer_size (64k here)
+    for my $i (1 .. 40) {
+        my $tx = $s->ua->post($s->stub_url('/v1/subscriptions')
+            => {Authorization => 'Bearer sk_test_linegate'}
+            => form => {customer => $cus, 'items[0][price]' =>
+                        $lost->{items}{data}[0]{price}{id},
+                        'metadata[worker_id]' => "worker_other$i"});
+        die 'stub: ' . $tx->res->body unless $tx->res->is_success;
+    }
+    my $b = run();
+    my $e = entry_of($b, 'acct_many');
+    is($e->{outcome}, 'canceled', 'found and cancelled');
+    my ($sub) = grep { $_->{metadata}{worker_id} eq $q->{worker_id} }
+                $p->subscriptions;
+    is($e->{subscription_id}, $sub->{id}, 'the purchase, not another');
+    is($sub->{status}, 'canceled', 'cancelled at Stripe');
+    my @others = grep { ($_->{metadata}{worker_id} // '') =~ /^worker_other/ }
+                 $p->subscriptions;
+    is(scalar(grep { $_->{status} ne 'active' } @others), 0,
+       'the 40 others untouched');
+};
+
 subtest 'Stripe failing: the entry stays, the run stops' => sub {
     lost_purchase('acct_s5xx', after_commit => 1);
     $p->fault(method => 'GET', path_prefix => '/v1/subscriptions',
@@ -228,16 +259,17 @@ subtest 'Stripe failing: the entry stays, the run stops' => sub {
 subtest 'one run at a time across the fleet: a lease in Redis' => sub {
     lost_purchase('acct_lease', after_commit => 1);
     $r->set('lg:reconcile:lease', 'another-run', 'PX', 20000);
-    json_error_is($s->op(POST => '/reconciliation/run'), 409,
-                  'RECONCILIATION_RUNNING', 'held elsewhere',
+    my $tx = $s->op(POST => '/reconciliation/run');
+    json_error_is($tx, 409, 'RECONCILIATION_RUNNING', 'held elsewhere',
                   qr/another reconciliation run/i);
+    ok(!$p->invalid($tx), 'the 409 matches docs/openapi.yaml');
     is(scalar queued_of('acct_lease'), 1, 'the entry untouched');
     is($r->get('lg:reconcile:lease'), 'another-run',
        "another run's lease is never freed");
     $r->del('lg:reconcile:lease');
     is(entry_of(run(), 'acct_lease')->{outcome}, 'canceled', 'then settled');
 
-    my $tx = $s->op(GET => '/reconciliation/run');
+    $tx = $s->op(GET => '/reconciliation/run');
     is($tx->res->code, 405, 'GET: 405');
 };
 
