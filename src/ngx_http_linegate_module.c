@@ -236,6 +236,13 @@ static ngx_command_t  ngx_http_linegate_commands[] = {
       offsetof(ngx_http_linegate_main_conf_t, reconcile_delay),
       NULL },
 
+    { ngx_string("linegate_reconcile_lost_after"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_msec_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_linegate_main_conf_t, reconcile_lost),
+      NULL },
+
     { ngx_string("linegate_reconcile_auto"),
       NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE12,
       ngx_http_linegate_reconcile_auto_conf,
@@ -824,6 +831,7 @@ ngx_http_linegate_create_main_conf(ngx_conf_t *cf)
     lmcf->webhook_tolerance = NGX_CONF_UNSET;
     lmcf->reconcile_interval = NGX_CONF_UNSET_MSEC;
     lmcf->reconcile_delay = NGX_CONF_UNSET_MSEC;
+    lmcf->reconcile_lost = NGX_CONF_UNSET_MSEC;
     lmcf->reconcile_auto = NGX_CONF_UNSET_PTR;
     lmcf->clerk_leeway = NGX_CONF_UNSET;
     lmcf->apikey_cache_ttl = NGX_CONF_UNSET_MSEC;
@@ -859,6 +867,7 @@ ngx_http_linegate_init_main_conf(ngx_conf_t *cf, void *conf)
     ngx_conf_init_value(lmcf->webhook_tolerance, 300);
     ngx_conf_init_msec_value(lmcf->reconcile_interval, 5000);
     ngx_conf_init_msec_value(lmcf->reconcile_delay, 60000);
+    ngx_conf_init_msec_value(lmcf->reconcile_lost, 600000);
     ngx_conf_init_ptr_value(lmcf->reconcile_auto, NULL);
     ngx_conf_init_value(lmcf->clerk_leeway, 5);
     ngx_conf_init_msec_value(lmcf->apikey_cache_ttl, 500);
@@ -1600,6 +1609,14 @@ ngx_http_linegate_init(ngx_conf_t *cf)
                "linegate_operator_token", "the operator API is served")
            != NGX_CONF_OK)
     {
+        return NGX_ERROR;
+    }
+
+    if (lmcf->reconcile_lost < 1000) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"linegate_reconcile_lost_after\" must be at "
+                           "least 1s, and longer than a confirm can last "
+                           "(its Stripe calls and Redis steps)");
         return NGX_ERROR;
     }
 

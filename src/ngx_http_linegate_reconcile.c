@@ -5,6 +5,9 @@
  *
  *   LEASE     script: take the fleet's lease (one run at a time, any
  *             worker of any nginx); held elsewhere: 409
+ *   SWEEP     script: the confirms in flight for longer than
+ *             linegate_reconcile_lost_after (their worker died) are
+ *             queued on lg:reconcile as worker_lost
  *   READ      XRANGE lg:reconcile, the oldest entries first
  *   then, for each entry old enough (linegate_reconcile_delay):
  *   LOOKUP    Stripe: the subscription by its id, or, when the id was
@@ -26,7 +29,10 @@
  *     owed: the number and the slot are released;
  *   stripe_outcome_unknown (the client was told to retry: the number was
  *     released), reservation_missing: a live subscription is cancelled;
- *     none: nothing was charged.
+ *     none: nothing was charged;
+ *   worker_lost (the client got no answer; the number is still held): a
+ *     live subscription is cancelled, then the number and the slot are
+ *     released.
  *
  * Every step is idempotent: a run that stops anywhere (Stripe or Redis
  * failing, the worker exiting) leaves the entry where it was, and the
@@ -61,6 +67,7 @@
 
 typedef enum {
     NGX_HTTP_LINEGATE_RECONCILE_LEASE = 0,
+    NGX_HTTP_LINEGATE_RECONCILE_SWEEP,
     NGX_HTTP_LINEGATE_RECONCILE_READ,
     NGX_HTTP_LINEGATE_RECONCILE_LOOKUP,
     NGX_HTTP_LINEGATE_RECONCILE_RECORD,
@@ -99,6 +106,7 @@ typedef struct {
 
     const char                          *outcome;   /* NULL: stays */
     const char                          *detail;
+    const char                          *released;  /* once released */
 } ngx_http_linegate_reconcile_entry_t;
 
 
@@ -132,6 +140,8 @@ static void ngx_http_linegate_reconcile_defer(ngx_http_request_t *r,
 
 static ngx_int_t ngx_http_linegate_reconcile_lease(ngx_http_request_t *r,
     ngx_http_linegate_reconcile_t *rc, const char *how);
+static ngx_int_t ngx_http_linegate_reconcile_sweep(ngx_http_request_t *r,
+    ngx_http_linegate_reconcile_t *rc);
 static ngx_int_t ngx_http_linegate_reconcile_read(ngx_http_request_t *r,
     ngx_http_linegate_reconcile_t *rc);
 static void ngx_http_linegate_reconcile_entries(ngx_http_request_t *r,
@@ -149,6 +159,9 @@ static ngx_http_linegate_reconcile_found_e
     ngx_http_linegate_reconcile_status(json_t *sub);
 static void ngx_http_linegate_reconcile_decide(ngx_http_request_t *r,
     ngx_http_linegate_ctx_t *ctx, ngx_http_linegate_reconcile_entry_t *e);
+static void ngx_http_linegate_reconcile_unbilled(ngx_http_request_t *r,
+    ngx_http_linegate_ctx_t *ctx, ngx_http_linegate_reconcile_entry_t *e,
+    const char *outcome);
 
 static ngx_int_t ngx_http_linegate_reconcile_record(ngx_http_request_t *r,
     ngx_http_linegate_reconcile_t *rc, ngx_http_linegate_reconcile_entry_t *e);
@@ -238,6 +251,10 @@ ngx_http_linegate_reconcile_next(ngx_http_request_t *r,
         }
         return;
 
+    case NGX_HTTP_LINEGATE_RECONCILE_SWEEP:
+        rv = ngx_http_linegate_reconcile_sweep(r, rc);
+        break;
+
     case NGX_HTTP_LINEGATE_RECONCILE_READ:
         rv = ngx_http_linegate_reconcile_read(r, rc);
         break;
@@ -278,6 +295,7 @@ ngx_http_linegate_reconcile_next(ngx_http_request_t *r,
     /* the step could not start: as if it had failed */
     switch (state) {
 
+    case NGX_HTTP_LINEGATE_RECONCILE_SWEEP:
     case NGX_HTTP_LINEGATE_RECONCILE_READ:
         rc->status = NGX_HTTP_SERVICE_UNAVAILABLE;
         ngx_http_linegate_reconcile_next(r, ctx,
@@ -406,6 +424,30 @@ ngx_http_linegate_reconcile_lease(ngx_http_request_t *r,
 
     return ngx_http_linegate_reconcile_script(r, rc,
                                     NGX_HTTP_LINEGATE_SCRIPT_OP_RECONCILE_LEASE,
+                                    1);
+}
+
+
+/* SWEEP */
+
+static ngx_int_t
+ngx_http_linegate_reconcile_sweep(ngx_http_request_t *r,
+    ngx_http_linegate_reconcile_t *rc)
+{
+    ngx_http_linegate_redis_args_t  *a;
+    ngx_http_linegate_main_conf_t   *lmcf;
+
+    lmcf = ngx_http_get_module_main_conf(r, ngx_http_linegate_module);
+
+    a = &rc->args;
+    ngx_http_linegate_redis_args_init(a);
+    ngx_http_linegate_redis_arg_cstr(a, "lg:pv:inflight");
+    ngx_http_linegate_redis_arg_int(r, a, rc->started_ms
+                                          - (int64_t) lmcf->reconcile_lost);
+    ngx_http_linegate_redis_arg_int(r, a, NGX_HTTP_LINEGATE_RECONCILE_BATCH);
+
+    return ngx_http_linegate_reconcile_script(r, rc,
+                                    NGX_HTTP_LINEGATE_SCRIPT_OP_RECONCILE_SWEEP,
                                     1);
 }
 
@@ -802,23 +844,38 @@ ngx_http_linegate_reconcile_decide(ngx_http_request_t *r,
         return;
     }
 
-    /* stripe_outcome_unknown, reservation_missing: no line was given */
+    /*
+     * stripe_outcome_unknown, reservation_missing: no line was given;
+     * worker_lost: nor was any answer, and the number is still held
+     */
 
-    switch (e->state) {
-
-    case NGX_HTTP_LINEGATE_RECONCILE_LIVE:
+    if (e->state == NGX_HTTP_LINEGATE_RECONCILE_LIVE) {
         ngx_http_linegate_reconcile_next(r, ctx,
                                          NGX_HTTP_LINEGATE_RECONCILE_CANCEL);
         return;
+    }
 
-    case NGX_HTTP_LINEGATE_RECONCILE_CANCELED:
-        ngx_http_linegate_reconcile_settle(r, ctx, "already_canceled");
-        return;
+    ngx_http_linegate_reconcile_unbilled(r, ctx, e,
+                                  e->state
+                                  == NGX_HTTP_LINEGATE_RECONCILE_CANCELED
+                                  ? "already_canceled" : "no_subscription");
+}
 
-    default: /* ABSENT */
-        ngx_http_linegate_reconcile_settle(r, ctx, "no_subscription");
+
+/* nothing charges (any more): settled, once a held number is released */
+static void
+ngx_http_linegate_reconcile_unbilled(ngx_http_request_t *r,
+    ngx_http_linegate_ctx_t *ctx, ngx_http_linegate_reconcile_entry_t *e,
+    const char *outcome)
+{
+    if (ngx_http_linegate_reconcile_is(&e->reason, "worker_lost")) {
+        e->released = outcome;
+        ngx_http_linegate_reconcile_next(r, ctx,
+                                         NGX_HTTP_LINEGATE_RECONCILE_RELEASE);
         return;
     }
+
+    ngx_http_linegate_reconcile_settle(r, ctx, outcome);
 }
 
 
@@ -918,15 +975,22 @@ static void
 ngx_http_linegate_reconcile_canceled(ngx_http_request_t *r,
     ngx_http_linegate_ctx_t *ctx)
 {
+    ngx_http_linegate_reconcile_t        *rc;
+    ngx_http_linegate_reconcile_entry_t  *e;
+
+    rc = ctx->data;
+    e = &rc->entry[rc->i];
+
     switch (ngx_http_linegate_stripe_result(ctx)) {
 
     case NGX_HTTP_LINEGATE_STRIPE_OK:
-        ngx_http_linegate_reconcile_settle(r, ctx, "canceled");
+        ngx_http_linegate_reconcile_unbilled(r, ctx, e, "canceled");
         return;
 
     case NGX_HTTP_LINEGATE_STRIPE_REFUSED:
         if (ctx->stripe_status == NGX_HTTP_NOT_FOUND) {
-            ngx_http_linegate_reconcile_settle(r, ctx, "no_subscription");
+            ngx_http_linegate_reconcile_unbilled(r, ctx, e,
+                                                 "no_subscription");
             return;
         }
 
@@ -1011,6 +1075,26 @@ ngx_http_linegate_reconcile_stored(ngx_http_request_t *r, redisReply *reply)
         }
 
         ngx_http_linegate_reconcile_next(r, ctx,
+                                         NGX_HTTP_LINEGATE_RECONCILE_SWEEP);
+        return;
+
+    case NGX_HTTP_LINEGATE_RECONCILE_SWEEP:
+        if (reply == NULL || code < 0) {
+            rc->status = NGX_HTTP_SERVICE_UNAVAILABLE;
+            ngx_http_linegate_reconcile_next(r, ctx,
+                                          NGX_HTTP_LINEGATE_RECONCILE_UNLEASE);
+            return;
+        }
+
+        if (code > 0) {
+            ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
+                          NGX_HTTP_LINEGATE_LOG "reconciliation: %L "
+                          "confirm(s) in flight past "
+                          "linegate_reconcile_lost_after (their worker "
+                          "died) queued as worker_lost", code);
+        }
+
+        ngx_http_linegate_reconcile_next(r, ctx,
                                          NGX_HTTP_LINEGATE_RECONCILE_READ);
         return;
 
@@ -1053,7 +1137,9 @@ ngx_http_linegate_reconcile_stored(ngx_http_request_t *r, redisReply *reply)
             return;
         }
 
-        ngx_http_linegate_reconcile_settle(r, ctx, "released");
+        ngx_http_linegate_reconcile_settle(r, ctx,
+                                           e->released ? e->released
+                                                       : "released");
         return;
 
     case NGX_HTTP_LINEGATE_RECONCILE_RESOLVE:

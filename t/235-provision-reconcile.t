@@ -17,7 +17,8 @@ use LG::Test;
 use LG::Provision;
 
 my $s = LG::Stack->new(STRIPE_TIMEOUT => '1s',
-                       HTTP_EXTRA => 'linegate_reconcile_delay 0;')->start;
+                       HTTP_EXTRA => 'linegate_reconcile_delay 0; '
+                           . 'linegate_reconcile_lost_after 1s;')->start;
 my $p = LG::Provision->new($s);
 my $r = $s->redis;
 
@@ -271,6 +272,77 @@ subtest 'one run at a time across the fleet: a lease in Redis' => sub {
 
     $tx = $s->op(GET => '/reconciliation/run');
     is($tx->res->code, 405, 'GET: 405');
+};
+
+subtest 'a worker killed mid-confirm: cancelled, the number back' => sub {
+    my $a = $p->account('acct_killed');
+    my $tok = $p->token($a);
+    # Stripe bills at once, then answers late: the worker dies meanwhile
+    $p->fault(latency_ms => 3000, after_commit => 1);
+    my @killed;
+    my $off = length $s->error_log;
+    my ($tx, $done) = $p->during($p->confirm_req($a, $tok), sub {
+        return 0 unless $r->zcard('lg:pv:inflight') && subs_of('acct_killed');
+        @killed = split ' ', `pgrep -P $s->{pids}{nginx}`;
+        kill 'KILL', @killed;
+        return 1;
+    });
+    ok($done && @killed, 'the workers were killed mid-confirm');
+    ok(!$tx || !$tx->res->code, 'the client got no answer');
+    # the master starts new workers
+    for (1 .. 50) {
+        my @w = split ' ', `pgrep -P $s->{pids}{nginx}`;
+        last if @w == 2 && !grep { my $k = $_; grep { $_ == $k } @killed } @w;
+        sleep 0.1;
+    }
+    $s->wait_redis_connected($off);
+    my @resv = @{ $p->reservations('acct_killed') };
+    is(scalar @resv, 1, 'the dead worker left its number held');
+    is($r->zcard('lg:{acct:acct_killed}:prov'), 1, 'and its slot');
+    my ($sub) = subs_of('acct_killed');
+    is($sub->{status}, 'active', 'and a subscription that charges');
+    is(scalar queued_of('acct_killed'), 0, 'and nothing on lg:reconcile');
+
+    sleep 1.1;    # linegate_reconcile_lost_after
+    my $b = run();
+    my $e = entry_of($b, 'acct_killed');
+    is($e->{reason}, 'worker_lost', 'found as worker_lost');
+    is($e->{outcome}, 'canceled', 'settled: canceled');
+    is($e->{subscription_id}, $sub->{id}, 'the subscription it bought');
+    is((subs_of('acct_killed'))[0]{status}, 'canceled', 'cancelled at Stripe');
+    is_deeply($p->reservations('acct_killed'), [], 'the number released');
+    is($r->zcard('lg:{acct:acct_killed}:prov'), 0, 'the slot freed');
+    is($r->zcard('lg:pv:inflight'), 0, 'nothing in flight');
+    like($s->error_log, qr/1 confirm\(s\) in flight past/, 'logged');
+    numbers_accounted('worker killed');
+
+    # the same with no subscription made: released as no_subscription
+    $a = $p->account('acct_killed2');
+    $tok = $p->token($a);
+    $p->fault(latency_ms => 3000);
+    @killed = ();
+    $off = length $s->error_log;
+    ($tx, $done) = $p->during($p->confirm_req($a, $tok), sub {
+        return 0 unless $r->zcard('lg:pv:inflight');
+        @killed = split ' ', `pgrep -P $s->{pids}{nginx}`;
+        kill 'KILL', @killed;
+        return 1;
+    });
+    ok($done && @killed, 'killed again, before Stripe billed');
+    for (1 .. 50) {
+        my @w = split ' ', `pgrep -P $s->{pids}{nginx}`;
+        last if @w == 2 && !grep { my $k = $_; grep { $_ == $k } @killed } @w;
+        sleep 0.1;
+    }
+    $s->wait_redis_connected($off);
+    sleep 3.5;    # the stub finishes its call: now it bills, unseen
+    $b = run();
+    $e = entry_of($b, 'acct_killed2');
+    is($e->{reason}, 'worker_lost', 'worker_lost');
+    is($e->{outcome}, 'canceled', 'what Stripe did late is undone');
+    is_deeply($p->reservations('acct_killed2'), [], 'the number released');
+    numbers_accounted('worker killed before Stripe answered');
+    $p->clear_faults;
 };
 
 subtest 'configuration' => sub {

@@ -76,8 +76,11 @@ sub setup {
 
     my $s = $self->{s} = LG::Stack->new(
         WORKERS => 2, STRIPE_TIMEOUT => "$self->{stripe_timeout_ms}ms",
-        # the settle period's reconciliation runs take what waited 5 s
-        HTTP_EXTRA => 'linegate_reconcile_delay 5s;',
+        # the settle period's reconciliation runs take what waited 5 s,
+        # and the confirms of killed workers once 5 s old (no confirm
+        # lasts that long: 1 s Stripe timeouts)
+        HTTP_EXTRA => 'linegate_reconcile_delay 5s; '
+            . 'linegate_reconcile_lost_after 5s;',
         LOG_LEVEL => 'info')->start;
     $s->ua->max_connections(0);
     $self->{dir} = $s->dir . '/chaos';
