@@ -32,7 +32,12 @@
  *     none: nothing was charged;
  *   worker_lost (the client got no answer; the number is still held): a
  *     live subscription is cancelled, then the number and the slot are
- *     released.
+ *     released;
+ *   worker_lost of a Lines API paid add-on (its invoice never stored):
+ *     the invoice found at Stripe by metadata[line_request_id] is
+ *     discarded (a draft deleted, an open one voided), then the
+ *     reservation is dropped as the request's own failure step would
+ *     (lr_release); a paid one is left for a human.
  *
  * Every step is idempotent: a run that stops anywhere (Stripe or Redis
  * failing, the worker exiting) leaves the entry where it was, and the
@@ -82,9 +87,20 @@ typedef enum {
 /* what Stripe has of an entry's purchase */
 typedef enum {
     NGX_HTTP_LINEGATE_RECONCILE_ABSENT = 0,
-    NGX_HTTP_LINEGATE_RECONCILE_LIVE,
-    NGX_HTTP_LINEGATE_RECONCILE_CANCELED
+    NGX_HTTP_LINEGATE_RECONCILE_LIVE,      /* charging, or could: undo it */
+    NGX_HTTP_LINEGATE_RECONCILE_CANCELED,  /* cancelled, voided */
+    NGX_HTTP_LINEGATE_RECONCILE_PAID       /* an invoice paid meanwhile */
 } ngx_http_linegate_reconcile_found_e;
+
+/* how the log names an entry: what, its id, whose, the owner's id */
+#define NGX_HTTP_LINEGATE_RECONCILE_NAMES(e)                                 \
+    (e)->line_request.len ? "line request" : "purchase",                     \
+    (e)->line_request.len ? &(e)->line_request : &(e)->worker_id,            \
+    (e)->line_request.len ? "workspace" : "account",                         \
+    (e)->line_request.len ? &(e)->workspace : &(e)->account
+
+/* lr_release's mark: an lr_create still queued in Redis does nothing */
+#define NGX_HTTP_LINEGATE_RECONCILE_LR_MARK    600000
 
 
 typedef struct {
@@ -98,6 +114,10 @@ typedef struct {
     ngx_str_t                            idempotency_key;
     ngx_str_t                            customer;
     time_t                               at;        /* the purchase's */
+    /* a Lines API paid add-on: its workspace and request id */
+    ngx_str_t                            workspace;
+    ngx_str_t                            line_request;
+    unsigned                             draft:1;   /* its invoice */
 
     ngx_str_t                            found;     /* at Stripe */
     ngx_http_linegate_reconcile_found_e  state;
@@ -392,9 +412,9 @@ ngx_http_linegate_reconcile_defer(ngx_http_request_t *r,
     e->detail = detail;
 
     ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
-                  NGX_HTTP_LINEGATE_LOG "reconciliation: purchase %V of "
-                  "account \"%V\" (%V, subscription \"%V\") left for a "
-                  "later run: %s", &e->worker_id, &e->account, &e->reason,
+                  NGX_HTTP_LINEGATE_LOG "reconciliation: %s %V of %s "
+                  "\"%V\" (%V, at Stripe \"%V\") left for a later run: %s",
+                  NGX_HTTP_LINEGATE_RECONCILE_NAMES(e), &e->reason,
                   e->found.len ? &e->found : &e->subscription, detail);
 
     if (stop) {
@@ -442,13 +462,14 @@ ngx_http_linegate_reconcile_sweep(ngx_http_request_t *r,
     a = &rc->args;
     ngx_http_linegate_redis_args_init(a);
     ngx_http_linegate_redis_arg_cstr(a, "lg:pv:inflight");
+    ngx_http_linegate_redis_arg_cstr(a, "lg:lr:inflight");
     ngx_http_linegate_redis_arg_int(r, a, rc->started_ms
                                           - (int64_t) lmcf->reconcile_lost);
     ngx_http_linegate_redis_arg_int(r, a, NGX_HTTP_LINEGATE_RECONCILE_BATCH);
 
     return ngx_http_linegate_reconcile_script(r, rc,
                                     NGX_HTTP_LINEGATE_SCRIPT_OP_RECONCILE_SWEEP,
-                                    1);
+                                    2);
 }
 
 
@@ -568,6 +589,12 @@ ngx_http_linegate_reconcile_entry(ngx_http_request_t *r,
         } else if (ngx_http_linegate_reconcile_is(&name, "customer")) {
             dst = &e->customer;
 
+        } else if (ngx_http_linegate_reconcile_is(&name, "workspace")) {
+            dst = &e->workspace;
+
+        } else if (ngx_http_linegate_reconcile_is(&name, "line_request_id")) {
+            dst = &e->line_request;
+
         } else if (ngx_http_linegate_reconcile_is(&name, "at")) {
             e->at = ngx_http_linegate_reconcile_time(&value);
             continue;
@@ -587,6 +614,10 @@ ngx_http_linegate_reconcile_entry(ngx_http_request_t *r,
     if (e->at <= 0) {
         /* no time of purchase: the queuing's, a bound it cannot pass */
         e->at = e->queued_ms / 1000;
+    }
+
+    if (e->line_request.len) {
+        return e->workspace.len && e->reason.len ? NGX_OK : NGX_ERROR;
     }
 
     return e->account.len && e->worker_id.len && e->reason.len
@@ -639,8 +670,12 @@ ngx_http_linegate_reconcile_lookup(ngx_http_request_t *r,
         return NGX_ERROR;
     }
 
-    p = ngx_sprintf(path.data, "v1/subscriptions?customer=%V&status=all"
-                    "&limit=%d&created[gte]=%T", &e->customer,
+    /* a Lines API add-on's invoice, or a provisioning subscription */
+    p = ngx_sprintf(path.data, e->line_request.len
+                               ? "v1/invoices?customer=%V"
+                               : "v1/subscriptions?customer=%V&status=all",
+                    &e->customer);
+    p = ngx_sprintf(p, "&limit=%d&created[gte]=%T",
                     NGX_HTTP_LINEGATE_RECONCILE_PAGE,
                     e->at - NGX_HTTP_LINEGATE_RECONCILE_LOOKBACK);
 
@@ -738,7 +773,8 @@ ngx_http_linegate_reconcile_find(ngx_http_linegate_ctx_t *ctx,
 {
     size_t       i, n;
     json_t      *data, *sub, *worker, *id;
-    const char  *s;
+    ngx_str_t   *want;
+    const char  *s, *field;
 
     data = json_object_get(ctx->stripe_json, "data");
     if (!json_is_array(data)) {
@@ -748,11 +784,20 @@ ngx_http_linegate_reconcile_find(ngx_http_linegate_ctx_t *ctx,
     n = json_array_size(data);
     id = NULL;
 
+    /* confirm and create name their purchase in the object's metadata */
+    if (e->line_request.len) {
+        field = "line_request_id";
+        want = &e->line_request;
+
+    } else {
+        field = "worker_id";
+        want = &e->worker_id;
+    }
+
     for (i = 0; i < n; i++) {
         sub = json_array_get(data, i);
         id = json_object_get(sub, "id");
-        worker = json_object_get(json_object_get(sub, "metadata"),
-                                 "worker_id");
+        worker = json_object_get(json_object_get(sub, "metadata"), field);
 
         if (!json_is_string(id) || !json_is_string(worker)) {
             continue;
@@ -760,8 +805,8 @@ ngx_http_linegate_reconcile_find(ngx_http_linegate_ctx_t *ctx,
 
         s = json_string_value(worker);
 
-        if (json_string_length(worker) != e->worker_id.len
-            || ngx_strncmp(s, e->worker_id.data, e->worker_id.len) != 0)
+        if (json_string_length(worker) != want->len
+            || ngx_strncmp(s, want->data, want->len) != 0)
         {
             continue;
         }
@@ -769,6 +814,11 @@ ngx_http_linegate_reconcile_find(ngx_http_linegate_ctx_t *ctx,
         e->found.data = (u_char *) json_string_value(id);
         e->found.len = json_string_length(id);
         e->state = ngx_http_linegate_reconcile_status(sub);
+        e->draft = ngx_strcmp(json_string_value(json_object_get(sub,
+                                                                "status"))
+                              ? json_string_value(json_object_get(sub,
+                                                                  "status"))
+                              : "", "draft") == 0;
 
         return ngx_http_linegate_stripe_id_valid(&e->found)
                ? NGX_OK : NGX_ERROR;
@@ -806,9 +856,14 @@ ngx_http_linegate_reconcile_status(json_t *sub)
     }
 
     if (ngx_strcmp(status, "canceled") == 0
-        || ngx_strcmp(status, "incomplete_expired") == 0)
+        || ngx_strcmp(status, "incomplete_expired") == 0
+        || ngx_strcmp(status, "void") == 0)
     {
         return NGX_HTTP_LINEGATE_RECONCILE_CANCELED;
+    }
+
+    if (ngx_strcmp(status, "paid") == 0) {
+        return NGX_HTTP_LINEGATE_RECONCILE_PAID;
     }
 
     return NGX_HTTP_LINEGATE_RECONCILE_LIVE;
@@ -828,6 +883,12 @@ ngx_http_linegate_reconcile_decide(ngx_http_request_t *r,
             ngx_http_linegate_reconcile_defer(r, ctx, "no_memory", 1);
             return;
         }
+    }
+
+    if (e->state == NGX_HTTP_LINEGATE_RECONCILE_PAID) {
+        /* the customer paid an invoice no request names: a human's call */
+        ngx_http_linegate_reconcile_defer(r, ctx, "invoice_paid", 0);
+        return;
     }
 
     if (ngx_http_linegate_reconcile_is(&e->reason, "record_failed")) {
@@ -869,6 +930,7 @@ ngx_http_linegate_reconcile_unbilled(ngx_http_request_t *r,
     const char *outcome)
 {
     if (ngx_http_linegate_reconcile_is(&e->reason, "worker_lost")) {
+        /* the reservation a dead worker held: dropped */
         e->released = outcome;
         ngx_http_linegate_reconcile_next(r, ctx,
                                          NGX_HTTP_LINEGATE_RECONCILE_RELEASE);
@@ -922,12 +984,27 @@ ngx_http_linegate_reconcile_release(ngx_http_request_t *r,
 
     lmcf = ngx_http_get_module_main_conf(r, ngx_http_linegate_module);
 
+    a = &rc->args;
+
+    if (e->line_request.len) {
+        /* lr_release.lua, as the request's own failure step sends it */
+        ngx_http_linegate_redis_args_init(a);
+        ngx_http_linegate_redis_arg_str(a, &e->workspace);
+        ngx_http_linegate_redis_arg_str(a, &e->line_request);
+        ngx_http_linegate_redis_arg_cstr(a, "");
+        ngx_http_linegate_redis_arg_int(r, a,
+                                        NGX_HTTP_LINEGATE_RECONCILE_LR_MARK);
+
+        return ngx_http_linegate_reconcile_script(r, rc,
+                                          NGX_HTTP_LINEGATE_SCRIPT_LR_RELEASE,
+                                          0);
+    }
+
     if (ngx_http_linegate_reconcile_akey(r, e, &akey) != NGX_OK) {
         return NGX_ERROR;
     }
 
     /* pv_release.lua's arguments, with no reason: nothing is queued */
-    a = &rc->args;
     ngx_http_linegate_redis_args_init(a);
     ngx_http_linegate_redis_arg_str(a, &akey);
     ngx_http_linegate_redis_arg_str(a, &e->worker_id);
@@ -955,18 +1032,32 @@ ngx_http_linegate_reconcile_cancel(ngx_http_request_t *r,
     size_t     len;
     ngx_str_t  path;
 
-    len = sizeof("v1/subscriptions/") - 1 + e->found.len;
+    len = sizeof("v1/subscriptions//void") - 1 + e->found.len;
 
     path.data = ngx_pnalloc(r->pool, len);
     if (path.data == NULL) {
         return NGX_ERROR;
     }
 
-    path.len = ngx_sprintf(path.data, "v1/subscriptions/%V", &e->found)
+    if (e->line_request.len == 0) {
+        path.len = ngx_sprintf(path.data, "v1/subscriptions/%V", &e->found)
+                   - path.data;
+
+        return ngx_http_linegate_stripe_call(r, ctx, NGX_HTTP_DELETE, &path,
+                                        NULL, NULL,
+                                        ngx_http_linegate_reconcile_canceled);
+    }
+
+    /* an invoice: Stripe deletes a draft, voids an open one */
+    path.len = ngx_sprintf(path.data, e->draft ? "v1/invoices/%V"
+                                               : "v1/invoices/%V/void",
+                           &e->found)
                - path.data;
 
-    return ngx_http_linegate_stripe_call(r, ctx, NGX_HTTP_DELETE, &path,
-                                         NULL, NULL,
+    return ngx_http_linegate_stripe_call(r, ctx,
+                                         e->draft ? NGX_HTTP_DELETE
+                                                  : NGX_HTTP_POST,
+                                         &path, NULL, NULL,
                                          ngx_http_linegate_reconcile_canceled);
 }
 
@@ -984,7 +1075,11 @@ ngx_http_linegate_reconcile_canceled(ngx_http_request_t *r,
     switch (ngx_http_linegate_stripe_result(ctx)) {
 
     case NGX_HTTP_LINEGATE_STRIPE_OK:
-        ngx_http_linegate_reconcile_unbilled(r, ctx, e, "canceled");
+        ngx_http_linegate_reconcile_unbilled(r, ctx, e,
+                                             e->line_request.len == 0
+                                             ? "canceled"
+                                             : e->draft ? "deleted"
+                                             : "voided");
         return;
 
     case NGX_HTTP_LINEGATE_STRIPE_REFUSED:
@@ -1089,7 +1184,7 @@ ngx_http_linegate_reconcile_stored(ngx_http_request_t *r, redisReply *reply)
         if (code > 0) {
             ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
                           NGX_HTTP_LINEGATE_LOG "reconciliation: %L "
-                          "confirm(s) in flight past "
+                          "purchase(s) in flight past "
                           "linegate_reconcile_lost_after (their worker "
                           "died) queued as worker_lost", code);
         }
@@ -1150,9 +1245,9 @@ ngx_http_linegate_reconcile_stored(ngx_http_request_t *r, redisReply *reply)
         }
 
         ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
-                      NGX_HTTP_LINEGATE_LOG "reconciliation: purchase %V of "
-                      "account \"%V\" (%V, number \"%V\", subscription "
-                      "\"%V\"): %s%s", &e->worker_id, &e->account,
+                      NGX_HTTP_LINEGATE_LOG "reconciliation: %s %V of %s "
+                      "\"%V\" (%V, number \"%V\", at Stripe \"%V\"): %s%s",
+                      NGX_HTTP_LINEGATE_RECONCILE_NAMES(e),
                       &e->reason, &e->number,
                       e->found.len ? &e->found : &e->subscription,
                       e->outcome,
@@ -1194,6 +1289,23 @@ ngx_http_linegate_reconcile_answer(ngx_http_request_t *r,
                                                    e->subscription.data,
                                                    e->subscription.len)
               : json_null();
+
+        if (e->line_request.len) {
+            /* what Stripe held is an invoice */
+            json_array_append_new(entries,
+                    json_pack("{s:s%,s:s%,s:s%,s:s%,s:o*,s:s,s:s?}",
+                              "id", e->id.data, e->id.len,
+                              "workspace",
+                              e->workspace.data, e->workspace.len,
+                              "line_request_id",
+                              e->line_request.data, e->line_request.len,
+                              "reason", e->reason.data, e->reason.len,
+                              "invoice_id", sub,
+                              "outcome",
+                              e->outcome ? e->outcome : "deferred",
+                              "detail", e->detail));
+            continue;
+        }
 
         json_array_append_new(entries,
                     json_pack("{s:s%,s:s%,s:s%,s:s%,s:o*,s:s,s:s?}",

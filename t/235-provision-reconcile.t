@@ -15,6 +15,7 @@ use Time::Local qw(timegm);
 use LG::Stack;
 use LG::Test;
 use LG::Provision;
+use LG::Lines qw(body);
 
 my $s = LG::Stack->new(STRIPE_TIMEOUT => '1s',
                        HTTP_EXTRA => 'linegate_reconcile_delay 0; '
@@ -313,7 +314,7 @@ subtest 'a worker killed mid-confirm: cancelled, the number back' => sub {
     is_deeply($p->reservations('acct_killed'), [], 'the number released');
     is($r->zcard('lg:{acct:acct_killed}:prov'), 0, 'the slot freed');
     is($r->zcard('lg:pv:inflight'), 0, 'nothing in flight');
-    like($s->error_log, qr/1 confirm\(s\) in flight past/, 'logged');
+    like($s->error_log, qr/1 purchase\(s\) in flight past/, 'logged');
     numbers_accounted('worker killed');
 
     # the same with no subscription made: released as no_subscription
@@ -343,6 +344,73 @@ subtest 'a worker killed mid-confirm: cancelled, the number back' => sub {
     is_deeply($p->reservations('acct_killed2'), [], 'the number released');
     numbers_accounted('worker killed before Stripe answered');
     $p->clear_faults;
+};
+
+# every worker of the stack killed at once; back when the new ones
+# have connected to Redis
+sub kill_workers {
+    my $off = length $s->error_log;
+    my @killed = split ' ', `pgrep -P $s->{pids}{nginx}`;
+    kill 'KILL', @killed;
+    for (1 .. 50) {
+        my @w = split ' ', `pgrep -P $s->{pids}{nginx}`;
+        last if @w == 2 && !grep { my $k = $_; grep { $_ == $k } @killed } @w;
+        sleep 0.1;
+    }
+    $s->wait_redis_connected($off);
+    return scalar @killed;
+}
+
+subtest 'a worker killed mid-create (Lines API): invoice discarded' => sub {
+    my $l = LG::Lines->new($s);
+    my $EMAIL = body(channelType => 'email', email => 'k@example.com');
+    for my $case (['draft', 'DELETE'], ['open', 'void']) {
+        my ($status, $how) = @$case;
+        my $w = $l->workspace("org_killed_$status");
+        # Stripe is slow on the finalize (a draft exists) or on the
+        # invoice's store (finalized: open); the worker dies meanwhile
+        $l->fault($status eq 'draft'
+                  ? (path_prefix => '/v1/invoices/', latency_ms => 3000)
+                  : (path_prefix => '/v1/invoices/', latency_ms => 3000,
+                     after_commit => 1));
+        my $killed = 0;
+        my ($tx, $done) = $l->during([$w, POST => '/api/line-requests',
+                                      $EMAIL], sub {
+            return 0 unless $r->zcard('lg:lr:inflight');
+            my @inv = grep { $_->{status} eq $status }
+                      $l->invoices($w->{customer});
+            return 0 unless @inv;
+            $killed = kill_workers();
+            return 1;
+        }, 10);
+        ok($done && $killed, "$status: the workers were killed mid-create");
+        sleep 3.2 if $status eq 'open';    # the stub finalizes, late
+        my ($id) = $l->request_ids($w);
+        ok($id, "$status: the request is left awaiting payment");
+        is($l->pending($w), $id, "$status: it blocks the workspace");
+        my @inv = grep { $_->{status} eq $status }
+                  $l->invoices($w->{customer});
+        is(scalar @inv, 1, "$status: an invoice no request names");
+        $l->clear_faults;
+
+        sleep 1.1;    # linegate_reconcile_lost_after
+        my $b = run();
+        my ($e) = grep { ($_->{workspace} // '') eq $w->{id} }
+                  @{ $b->{entries} // [] };
+        is($e->{reason}, 'worker_lost', "$status: found as worker_lost");
+        is($e->{line_request_id}, $id, "$status: the request named");
+        is($e->{invoice_id}, $inv[0]{id}, "$status: its invoice found");
+        is($e->{outcome}, $status eq 'draft' ? 'deleted' : 'voided',
+           "$status: the invoice discarded ($how)");
+        my $left = $l->invoice($inv[0]{id});
+        ok(!$left || $left->{status} eq 'void',
+           "$status: nothing payable left at Stripe");
+        is_deeply([$l->request_ids($w)], [], "$status: the request dropped");
+        ok(!defined $l->pending($w), "$status: the workspace unblocked");
+        is($r->zcard('lg:lr:inflight'), 0, "$status: nothing in flight");
+        $l->answer($l->create($w, $EMAIL), 201,
+                   "$status: a new request is billed");
+    }
 };
 
 subtest 'configuration' => sub {
