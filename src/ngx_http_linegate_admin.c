@@ -15,6 +15,7 @@
 #include "ngx_http_linegate_admin.h"
 #include "ngx_http_linegate_auth.h"
 #include "ngx_http_linegate_json.h"
+#include "ngx_http_linegate_reconcile.h"
 #include "ngx_http_linegate_reply.h"
 
 
@@ -88,6 +89,11 @@ ngx_http_linegate_operator_handler(ngx_http_request_t *r,
     }
 
     adm->route = rt;
+
+    if (rt->call == NULL) {
+        ngx_http_linegate_reconcile_run(r, ctx);
+        return;
+    }
 
     if ((r->method & (NGX_HTTP_POST|NGX_HTTP_PUT))
         && ngx_http_linegate_json_body(r, ctx, 1) != NGX_OK)

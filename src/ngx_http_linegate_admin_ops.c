@@ -195,6 +195,13 @@ ngx_http_linegate_admin_route_t  ngx_http_linegate_admin_ops_routes[] = {
       &ngx_http_linegate_admin_xrange, NULL, "lg:provisioning" },
     { "reconciliation", NGX_HTTP_GET, { NULL, NULL }, { NULL, NULL },
       &ngx_http_linegate_admin_xrange, NULL, "lg:reconcile" },
+    { "reconciliation/resolved", NGX_HTTP_GET, { NULL, NULL },
+      { NULL, NULL }, &ngx_http_linegate_admin_xrange, NULL,
+      "lg:reconciled" },
+
+    /* no call: a state machine of its own (ngx_http_linegate_reconcile.c) */
+    { "reconciliation/run", NGX_HTTP_POST, { NULL, NULL }, { NULL, NULL },
+      NULL, NULL, NULL },
 
     { NULL, 0, { NULL, NULL }, { NULL, NULL }, NULL, NULL, NULL }
 };

@@ -16,6 +16,7 @@
 #include "ngx_http_linegate_crypto.h"
 #include "ngx_http_linegate_auth.h"
 #include "ngx_http_linegate_metrics.h"
+#include "ngx_http_linegate_reconcile.h"
 
 
 typedef struct {
@@ -226,6 +227,27 @@ static ngx_command_t  ngx_http_linegate_commands[] = {
       ngx_conf_set_msec_slot,
       NGX_HTTP_MAIN_CONF_OFFSET,
       offsetof(ngx_http_linegate_main_conf_t, reconcile_interval),
+      NULL },
+
+    { ngx_string("linegate_reconcile_delay"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_msec_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_linegate_main_conf_t, reconcile_delay),
+      NULL },
+
+    { ngx_string("linegate_reconcile_lost_after"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_msec_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_linegate_main_conf_t, reconcile_lost),
+      NULL },
+
+    { ngx_string("linegate_reconcile_auto"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE12,
+      ngx_http_linegate_reconcile_auto_conf,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
       NULL },
 
     { ngx_string("linegate_operator_token"),
@@ -808,6 +830,9 @@ ngx_http_linegate_create_main_conf(ngx_conf_t *cf)
     lmcf->redis_keepalive = NGX_CONF_UNSET_MSEC;
     lmcf->webhook_tolerance = NGX_CONF_UNSET;
     lmcf->reconcile_interval = NGX_CONF_UNSET_MSEC;
+    lmcf->reconcile_delay = NGX_CONF_UNSET_MSEC;
+    lmcf->reconcile_lost = NGX_CONF_UNSET_MSEC;
+    lmcf->reconcile_auto = NGX_CONF_UNSET_PTR;
     lmcf->clerk_leeway = NGX_CONF_UNSET;
     lmcf->apikey_cache_ttl = NGX_CONF_UNSET_MSEC;
     lmcf->apikey_cache_size = NGX_CONF_UNSET;
@@ -841,6 +866,9 @@ ngx_http_linegate_init_main_conf(ngx_conf_t *cf, void *conf)
     ngx_conf_init_msec_value(lmcf->redis_keepalive, 2000);
     ngx_conf_init_value(lmcf->webhook_tolerance, 300);
     ngx_conf_init_msec_value(lmcf->reconcile_interval, 5000);
+    ngx_conf_init_msec_value(lmcf->reconcile_delay, 60000);
+    ngx_conf_init_msec_value(lmcf->reconcile_lost, 600000);
+    ngx_conf_init_ptr_value(lmcf->reconcile_auto, NULL);
     ngx_conf_init_value(lmcf->clerk_leeway, 5);
     ngx_conf_init_msec_value(lmcf->apikey_cache_ttl, 500);
     ngx_conf_init_value(lmcf->apikey_cache_size, 4096);
@@ -1584,6 +1612,25 @@ ngx_http_linegate_init(ngx_conf_t *cf)
         return NGX_ERROR;
     }
 
+    if (lmcf->reconcile_lost < 1000) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"linegate_reconcile_lost_after\" must be at "
+                           "least 1s, and longer than a confirm can last "
+                           "(its Stripe calls and Redis steps)");
+        return NGX_ERROR;
+    }
+
+    if (lmcf->reconcile_auto != NULL
+        && (!lmcf->uses_operator || lmcf->stripe_location.len == 0))
+    {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"linegate_reconcile_auto\" calls the operator "
+                           "API, which reconciles through Stripe: it needs "
+                           "a \"linegate_api operator;\" location and "
+                           "\"linegate_stripe_location\"");
+        return NGX_ERROR;
+    }
+
     if (lmcf->operator_token.len && lmcf->operator_token.len < 16) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                            "\"linegate_operator_token\" must be at least "
@@ -1650,7 +1697,11 @@ ngx_http_linegate_init_process(ngx_cycle_t *cycle)
         return NGX_ERROR;
     }
 
-    return ngx_http_linegate_redis_init_process(cycle);
+    if (ngx_http_linegate_redis_init_process(cycle) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    return ngx_http_linegate_reconcile_auto_init_process(cycle);
 }
 
 

@@ -80,6 +80,13 @@ typedef struct {
     ngx_str_t                       webhook_secret;
     time_t                          webhook_tolerance;
     ngx_msec_t                      reconcile_interval;
+    /* lg:reconcile: entries younger are left for a later run */
+    ngx_msec_t                      reconcile_delay;
+    /* a confirm in flight for longer: its worker died */
+    ngx_msec_t                      reconcile_lost;
+    /* the operator API a worker calls by itself, NULL: off */
+    ngx_url_t                      *reconcile_auto;
+    ngx_msec_t                      reconcile_auto_interval;
 
     /* credentials */
     ngx_str_t                       operator_token;

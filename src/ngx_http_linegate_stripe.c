@@ -118,14 +118,23 @@ ngx_http_linegate_stripe_call(ngx_http_request_t *r,
     ngx_str_t *form, ngx_str_t *idempotency_key,
     ngx_http_linegate_resume_pt resume)
 {
-    ngx_str_t                       uri;
+    u_char                         *q;
+    ngx_str_t                       uri, args, *argsp;
     ngx_http_request_t             *sr;
     ngx_http_post_subrequest_t     *ps;
     ngx_http_linegate_main_conf_t  *lmcf;
 
     lmcf = ngx_http_get_module_main_conf(r, ngx_http_linegate_module);
 
-    uri.len = lmcf->stripe_location.len + path->len;
+    /*
+     * A query string goes to the subrequest's arguments: in its URI the
+     * proxy module would escape the "?" of an internal request.
+     */
+    q = ngx_strlchr(path->data, path->data + path->len, '?');
+    argsp = NULL;
+
+    uri.len = lmcf->stripe_location.len
+              + (q ? (size_t) (q - path->data) : path->len);
     uri.data = ngx_pnalloc(r->pool, uri.len);
     if (uri.data == NULL) {
         return NGX_ERROR;
@@ -133,7 +142,13 @@ ngx_http_linegate_stripe_call(ngx_http_request_t *r,
 
     ngx_memcpy(ngx_cpymem(uri.data, lmcf->stripe_location.data,
                           lmcf->stripe_location.len),
-               path->data, path->len);
+               path->data, uri.len - lmcf->stripe_location.len);
+
+    if (q) {
+        args.data = q + 1;
+        args.len = path->data + path->len - args.data;
+        argsp = &args;
+    }
 
     ps = ngx_palloc(r->pool, sizeof(ngx_http_post_subrequest_t));
     if (ps == NULL) {
@@ -156,7 +171,7 @@ ngx_http_linegate_stripe_call(ngx_http_request_t *r,
     ctx->stripe_path = *path;
     ctx->stripe_sent_us = ngx_http_linegate_metrics_now_us();
 
-    if (ngx_http_subrequest(r, &uri, NULL, &sr, ps,
+    if (ngx_http_subrequest(r, &uri, argsp, &sr, ps,
                             NGX_HTTP_SUBREQUEST_IN_MEMORY
                             |NGX_HTTP_SUBREQUEST_WAITED)
         != NGX_OK)

@@ -33,7 +33,8 @@ ngx_int_t ngx_http_linegate_form_add_cstr(ngx_pool_t *pool, ngx_str_t *form,
 /*
  * Call Stripe: method NGX_HTTP_GET or NGX_HTTP_POST (DELETE too), path
  * such as "v1/invoices" (no leading slash; ids in it must be checked by
- * the caller to be [A-Za-z0-9_]), form body for POST (may be NULL),
+ * the caller to be [A-Za-z0-9_]; a "?query", already encoded, becomes
+ * the subrequest's arguments), form body for POST (may be NULL),
  * idempotency_key for POST (may be NULL). The request waits; when the
  * call ends, ctx->stripe_status, ctx->stripe_body and ctx->stripe_json are
  * set and resume(r, ctx) runs. NGX_ERROR: the call could not be started

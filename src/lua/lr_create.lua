@@ -218,6 +218,11 @@ end
 
 redis.call('HSET', lkey, unpack(f))
 redis.call('ZADD', wkey .. ':lines', now, id)
+if cost ~= 'included' then
+    -- in flight until its invoice is stored or it is dropped: one left
+    -- past linegate_reconcile_lost_after is a worker's that died
+    redis.call('ZADD', 'lg:lr:inflight', now, ws .. ' ' .. id)
+end
 redis.call('SET', 'lg:line:' .. id, ws)
 
 if cost == 'included' then

@@ -9,6 +9,9 @@
 -- stale): the module then voids the invoice.
 --#include lr_idem
 local lkey = 'lg:{ws:' .. ARGV[1] .. '}:lr:' .. ARGV[2]
+
+-- stored now, stored already, or dropped: no longer in flight
+redis.call('ZREM', 'lg:lr:inflight', ARGV[1] .. ' ' .. ARGV[2])
 local cur = redis.call('HMGET', lkey, 'provisioningStatus', 'invoiceId')
 if cur[2] == ARGV[3] then
     -- stored already: this is the same step sent again (its reply lost)

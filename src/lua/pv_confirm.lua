@@ -22,7 +22,8 @@
 --
 -- The reservation lg:{acct:<A>}:resv:<worker> {phone_number, createdAt}
 -- holds the number until the line is recorded (pv_record) or released
--- (pv_release); an old one is a confirm that never finished.
+-- (pv_release); an old one is a confirm that never finished, found
+-- through lg:pv:inflight.
 
 --#include pv_auth
 --#include pv_state
@@ -84,6 +85,10 @@ local prov = akey .. ':prov'
 redis.call('ZADD', prov, now, ARGV[6])
 redis.call('HSET', akey .. ':resv:' .. ARGV[6], 'phone_number', number,
            'createdAt', ARGV[7])
+-- in flight until pv_record or pv_release: one left past
+-- linegate_reconcile_lost_after is a worker's that died (the reaper,
+-- op_reconcile_sweep, queues it)
+redis.call('ZADD', 'lg:pv:inflight', now, acct .. ' ' .. ARGV[6])
 
 -- lines older than the longest window never count again
 redis.call('ZREMRANGEBYSCORE', prov, '-inf',

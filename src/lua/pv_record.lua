@@ -23,6 +23,9 @@
 --#include pv_queue
 
 local akey = KEYS[1]
+
+-- whatever follows, the purchase is recorded or queued: no longer lost
+redis.call('ZREM', 'lg:pv:inflight', ARGV[4] .. ' ' .. ARGV[1])
 local resv = akey .. ':resv:' .. ARGV[1]
 local lkey = akey .. ':line:' .. ARGV[1]
 

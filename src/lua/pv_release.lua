@@ -34,6 +34,8 @@ if acct == '' then
     akey = 'lg:{acct:' .. acct .. '}'
 end
 
+redis.call('ZREM', 'lg:pv:inflight', acct .. ' ' .. ARGV[1])
+
 local resv = akey .. ':resv:' .. ARGV[1]
 local number = redis.call('HGET', resv, 'phone_number')
 local released = 0

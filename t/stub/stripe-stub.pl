@@ -20,6 +20,9 @@
 #   POST /v1/invoices             GET /v1/invoices/:id
 #   POST /v1/invoices/:id/{finalize,void,pay,mark_uncollectible}
 #   POST /v1/subscriptions        GET|DELETE /v1/subscriptions/:id
+#   GET  /v1/subscriptions        list: customer, status (default: not
+#   GET  /v1/invoices             canceled; "all"), limit (1..100, 10),
+#                                 created[gte|gt|lte|lt], starting_after
 #   GET  /i/:id                   hosted invoice page (plain HTML)
 #
 # Control API (JSON, no auth):
@@ -903,6 +906,52 @@ sub subscription_cancel {
   return [200, $sub];
 }
 
+# A list, newest first, as Stripe pages it: customer, status (for
+# subscriptions the default leaves out canceled ones; "all" lists every
+# one), limit (1..100, 10), created[gte|gt|lte|lt], starting_after.
+sub list_of {
+  my ($req, $kind, $default_status) = @_;
+  my $p = $req->{params};
+  my $limit = $p->{limit} // 10;
+  return invalid_param('limit', 'Invalid integer')
+    unless $limit =~ /^\d+$/ && $limit >= 1 && $limit <= 100;
+  my $status = $p->{status} // '';
+  my $cr = ref $p->{created} eq 'HASH' ? $p->{created} : {};
+  my %cmp = (gte => sub { $_[0] >= $_[1] }, gt => sub { $_[0] > $_[1] },
+             lte => sub { $_[0] <= $_[1] }, lt => sub { $_[0] < $_[1] });
+  my @all = sort {
+    $b->{created} <=> $a->{created} || $b->{id} cmp $a->{id}
+  } grep {
+    my $o = $_;
+    (!defined $p->{customer} || ($o->{customer} // '') eq $p->{customer})
+      && ($status eq 'all' ? 1
+          : $status ne '' ? $o->{status} eq $status
+          : $default_status->($o))
+      && !grep { defined $cr->{$_} && !$cmp{$_}->($o->{created}, $cr->{$_}) }
+              keys %cmp
+  } values %{ $S{$kind} };
+  if (defined(my $after = $p->{starting_after})) {
+    my ($i) = grep { $all[$_]{id} eq $after } 0 .. $#all;
+    return no_such(substr($kind, 0, -1), $after, 'starting_after')
+      unless defined $i;
+    splice @all, 0, $i + 1;
+  }
+  my $more = @all > $limit;
+  splice @all, $limit if $more;
+  return [200, {object => 'list', data => \@all,
+                has_more => $more ? true : false, url => "/v1/$kind"}];
+}
+
+sub subscription_list {
+  my ($req) = @_;
+  return list_of($req, 'subscriptions', sub { $_[0]{status} ne 'canceled' });
+}
+
+sub invoice_list {
+  my ($req) = @_;
+  return list_of($req, 'invoices', sub { 1 });
+}
+
 # ---------------------------------------------------------------------------
 # Stripe API dispatch: one catch-all route so that logging, faults,
 # authentication and idempotency wrap every endpoint the same way.
@@ -915,6 +964,7 @@ my @ROUTES = (
   [POST   => qr{^/v1/invoiceitems$},              \&invoice_item_create],
   [GET    => qr{^/v1/invoiceitems/$ID$},          \&invoice_item_get],
   [POST   => qr{^/v1/invoices$},                  \&invoice_create],
+  [GET    => qr{^/v1/invoices$},                  \&invoice_list],
   [GET    => qr{^/v1/invoices/$ID$},              \&invoice_get],
   [DELETE => qr{^/v1/invoices/$ID$},             \&invoice_delete],
   [POST   => qr{^/v1/invoices/$ID/finalize$},     \&invoice_finalize],
@@ -923,6 +973,7 @@ my @ROUTES = (
   [POST   => qr{^/v1/invoices/$ID/mark_uncollectible$},
     \&invoice_mark_uncollectible],
   [POST   => qr{^/v1/subscriptions$},             \&subscription_create],
+  [GET    => qr{^/v1/subscriptions$},             \&subscription_list],
   [GET    => qr{^/v1/subscriptions/$ID$},         \&subscription_get],
   [DELETE => qr{^/v1/subscriptions/$ID$},         \&subscription_cancel],
 );

@@ -6,6 +6,7 @@ local function lg_lr_drop(ws, id)
     redis.call('DEL', wkey .. ':lr:' .. id)
     redis.call('ZREM', wkey .. ':lines', id)
     redis.call('DEL', 'lg:line:' .. id)
+    redis.call('ZREM', 'lg:lr:inflight', ws .. ' ' .. id)
     if redis.call('GET', wkey .. ':pending') == id then
         redis.call('DEL', wkey .. ':pending')
     end

@@ -292,6 +292,10 @@ sub render {
         %over,
     );
 
+    # the extras may name the stack's own port (a URL of the stack itself)
+    $v{$_} =~ s/\@PORT\@/$self->{port}/g
+        for grep { defined $v{$_} } qw(MAIN_EXTRA HTTP_EXTRA SERVER_EXTRA);
+
     # comment lines keep their text (the header names "@NAME@" itself)
     my @lines = split /^/, _slurp("$ROOT/conf/linegate.conf.in");
     for (grep { !/^\s*#/ } @lines) {

@@ -37,7 +37,7 @@ our @INVARIANTS = qw(answers_complete answers_format confirm_answers_true
     paid_invoice_promoted no_draft_invoice paid_line_paid
     subscription_backed numbers_conserved no_stuck_reservation
     limits_respected revoked_key_refused provisioning_on_stream
-    no_worker_crash no_alert_in_log);
+    reconcile_settled no_worker_crash no_alert_in_log);
 
 sub new {
     my ($class, %o) = @_;
@@ -76,6 +76,11 @@ sub setup {
 
     my $s = $self->{s} = LG::Stack->new(
         WORKERS => 2, STRIPE_TIMEOUT => "$self->{stripe_timeout_ms}ms",
+        # the settle period's reconciliation runs take what waited 5 s,
+        # and the confirms of killed workers once 5 s old (no confirm
+        # lasts that long: 1 s Stripe timeouts)
+        HTTP_EXTRA => 'linegate_reconcile_delay 5s; '
+            . 'linegate_reconcile_lost_after 5s;',
         LOG_LEVEL => 'info')->start;
     $s->ua->max_connections(0);
     $self->{dir} = $s->dir . '/chaos';
@@ -243,6 +248,22 @@ sub settle {
         }
         sleep $third;
     }
+    # then what waits on lg:reconcile is settled, as an operator's (or
+    # linegate_reconcile_auto's) runs would: until nothing more waits
+    for my $run (1 .. 10) {
+        my $t0 = time;
+        my $tx = $s->op(POST => '/reconciliation/run');
+        my $b = $tx->res->json // {};
+        push @settle, {ep => 'settle POST /_linegate/reconciliation/run',
+            st => $tx->res->code // 'none', t0 => $t0, t1 => time,
+            ($tx->res->code ? () : (p => 'no answer')),
+            (($tx->res->code // 0) =~ /^(200|409)$/ ? ()
+                : (p => 'answered ' . ($tx->res->body // '')))};
+        $self->{reconciled_runs}++;
+        last if ($tx->res->code // 0) == 200 && !$b->{more}
+             && !grep { $_->{outcome} eq 'deferred' } @{ $b->{entries} };
+        sleep 1;
+    }
     $self->{settle_ops} = \@settle;
     $self->say('settled');
 }
@@ -402,6 +423,10 @@ sub check {
         $rec_worker{ $_->{worker_id} // '' } = $_;
         $rec_sub{ $_->{subscription_id} } = $_ if length($_->{subscription_id} // '');
     }
+    my @settled = map { +{ @{ $_->[1] } } }
+                  $r->xrange('lg:reconciled', '-', '+');
+    my %settled_sub = map { ($_->{subscription_id} => $_) }
+                      grep { length($_->{subscription_id} // '') } @settled;
     my (%line, %resv, %where);
     for my $a (@{ $self->{accounts} }) {
         my $A = $a->{id};
@@ -472,10 +497,36 @@ sub check {
             $bad->(confirm_answers_true => "500 provisioning_failed for"
                    . " $sid, queued for reconciliation: not on lg:reconcile"
                    . ' and no line')
-                unless $rec_sub{$sid}
+                unless $rec_sub{$sid} || $settled_sub{$sid}
                        || grep { ($_->{subscription_id} // '') eq $sid }
                           values %line;
         }
+    }
+
+    # reconciliation: nothing waits once the runs are over, and each
+    # settled entry says what Stripe and Redis now show
+    $bad->(reconcile_settled => "$_->{worker_id} ($_->{reason}) still on"
+           . ' lg:reconcile' . $self->logtrail($_->{worker_id})) for @rec;
+    my %sub_of_worker = map {
+        ((($st->{subscriptions}{$_}{metadata} // {})->{worker_id} // '')
+         => $st->{subscriptions}{$_})
+    } keys %{ $st->{subscriptions} // {} };
+    for my $e (@settled) {
+        my $x = $sub_of_worker{ $e->{worker_id} };
+        my $status = $x ? $x->{status} // '' : 'absent';
+        my $ln = $line{ $e->{worker_id} };
+        my $ok = $e->{outcome} eq 'recorded'
+                     ? $ln && $x && $ln->{subscription_id} eq $x->{id}
+               : $e->{outcome} =~ /^(canceled|already_canceled)$/
+                     ? $status eq 'canceled' && !$ln
+               : $e->{outcome} eq 'no_subscription'
+                     ? $status eq 'absent' && !$ln
+               : $e->{outcome} eq 'released'
+                     ? $status ne 'active' && !$ln
+               : 0;
+        $bad->(reconcile_settled => "$e->{worker_id} settled as"
+               . " $e->{outcome} but Stripe says $status and the line is "
+               . ($ln ? 'recorded' : 'absent')) unless $ok;
     }
 
     # the error log: worker crashes other than the SIGKILLs injected

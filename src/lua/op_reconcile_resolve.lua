@@ -1,0 +1,39 @@
+-- Reconciliation: an entry of lg:reconcile is settled. It moves, with
+-- its outcome, to lg:reconciled (the history the operator API shows,
+-- capped at about 10,000 entries), in one step.
+--
+-- KEYS[1]  lg:reconcile             KEYS[2]  lg:reconciled
+-- ARGV[1]  the entry's id           ARGV[2]  outcome
+-- ARGV[3]  the subscription found ("" when none, or the entry's own)
+-- ARGV[4]  now, ISO 8601
+--
+-- Returns 1, or 0 when the entry is gone (another run settled it):
+-- nothing is written twice.
+
+local e = redis.call('XRANGE', KEYS[1], ARGV[1], ARGV[1])
+
+if #e == 0 then
+    return 0
+end
+
+local fields = {'entry', ARGV[1]}
+local src = e[1][2]
+
+for i = 1, #src, 2 do
+    local v = src[i + 1]
+    if src[i] == 'subscription_id' and ARGV[3] ~= '' then
+        v = ARGV[3]
+    end
+    fields[#fields + 1] = src[i]
+    fields[#fields + 1] = v
+end
+
+fields[#fields + 1] = 'outcome'
+fields[#fields + 1] = ARGV[2]
+fields[#fields + 1] = 'resolved_at'
+fields[#fields + 1] = ARGV[4]
+
+redis.call('XADD', KEYS[2], 'MAXLEN', '~', 10000, '*', unpack(fields))
+redis.call('XDEL', KEYS[1], ARGV[1])
+
+return 1

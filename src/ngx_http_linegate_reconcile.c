@@ -1,0 +1,1410 @@
+
+/*
+ * linegate: POST <operator prefix>reconciliation/run settles the entries
+ * of lg:reconcile without an operator, a state machine in the request ctx:
+ *
+ *   LEASE     script: take the fleet's lease (one run at a time, any
+ *             worker of any nginx); held elsewhere: 409
+ *   SWEEP     script: the confirms in flight for longer than
+ *             linegate_reconcile_lost_after (their worker died) are
+ *             queued on lg:reconcile as worker_lost
+ *   READ      XRANGE lg:reconcile, the oldest entries first
+ *   then, for each entry old enough (linegate_reconcile_delay):
+ *   LOOKUP    Stripe: the subscription by its id, or, when the id was
+ *             never seen, among the customer's subscriptions by
+ *             metadata[worker_id] (a list, not Stripe's search: the
+ *             search index lags behind)
+ *   RECORD    script pv_record: the paid line is recorded
+ *   RELEASE   script pv_release: the number goes back, the slot is freed
+ *   CANCEL    Stripe: the subscription is canceled
+ *   RESOLVE   script: the entry moves to lg:reconciled with its outcome
+ *   UNLEASE   script: the lease is given back
+ *   DONE      the answer: what became of each entry
+ *
+ * The policy (docs/operator.md#reconciliation):
+ *
+ *   record_failed (the client was told the line was paid for): a live
+ *     subscription gets its line recorded (cancelled instead when its
+ *     number was released meanwhile); no live subscription, nothing is
+ *     owed: the number and the slot are released;
+ *   stripe_outcome_unknown (the client was told to retry: the number was
+ *     released), reservation_missing: a live subscription is cancelled;
+ *     none: nothing was charged;
+ *   worker_lost (the client got no answer; the number is still held): a
+ *     live subscription is cancelled, then the number and the slot are
+ *     released;
+ *   worker_lost of a Lines API paid add-on (its invoice never stored):
+ *     the invoice found at Stripe by metadata[line_request_id] is
+ *     discarded (a draft deleted, an open one voided), then the
+ *     reservation is dropped as the request's own failure step would
+ *     (lr_release); a paid one is left for a human.
+ *
+ * Every step is idempotent: a run that stops anywhere (Stripe or Redis
+ * failing, the worker exiting) leaves the entry where it was, and the
+ * next run finds the subscription as the last one left it. A failed
+ * lookup stops the run (Stripe is likely down for the next entry too);
+ * an entry that cannot be settled yet stays, and is named in the answer.
+ */
+
+
+#include "ngx_http_linegate_reconcile.h"
+#include "ngx_http_linegate_redis.h"
+#include "ngx_http_linegate_reply.h"
+#include "ngx_http_linegate_stripe.h"
+#include "ngx_http_linegate_util.h"
+
+
+#define NGX_HTTP_LINEGATE_RECONCILE_BATCH      10
+#define NGX_HTTP_LINEGATE_RECONCILE_LEASE_MS   60000
+/* no entry is started past this: the lease outlives the run */
+#define NGX_HTTP_LINEGATE_RECONCILE_BUDGET_MS  30000
+/*
+ * A subscription is looked for among the customer's created since a
+ * little before its purchase began (the entry's "at"), 10 a page: a page
+ * of whole subscription objects stays far below a small
+ * subrequest_output_buffer_size (100 take about 200 KB).
+ */
+#define NGX_HTTP_LINEGATE_RECONCILE_LOOKBACK   600
+#define NGX_HTTP_LINEGATE_RECONCILE_PAGE       10
+#define NGX_HTTP_LINEGATE_RECONCILE_PAGES      50
+#define NGX_HTTP_LINEGATE_RECONCILE_FIELD_MAX  128
+
+
+typedef enum {
+    NGX_HTTP_LINEGATE_RECONCILE_LEASE = 0,
+    NGX_HTTP_LINEGATE_RECONCILE_SWEEP,
+    NGX_HTTP_LINEGATE_RECONCILE_READ,
+    NGX_HTTP_LINEGATE_RECONCILE_LOOKUP,
+    NGX_HTTP_LINEGATE_RECONCILE_RECORD,
+    NGX_HTTP_LINEGATE_RECONCILE_RELEASE,
+    NGX_HTTP_LINEGATE_RECONCILE_CANCEL,
+    NGX_HTTP_LINEGATE_RECONCILE_RESOLVE,
+    NGX_HTTP_LINEGATE_RECONCILE_UNLEASE,
+    NGX_HTTP_LINEGATE_RECONCILE_DONE
+} ngx_http_linegate_reconcile_state_e;
+
+
+/* what Stripe has of an entry's purchase */
+typedef enum {
+    NGX_HTTP_LINEGATE_RECONCILE_ABSENT = 0,
+    NGX_HTTP_LINEGATE_RECONCILE_LIVE,      /* charging, or could: undo it */
+    NGX_HTTP_LINEGATE_RECONCILE_CANCELED,  /* cancelled, voided */
+    NGX_HTTP_LINEGATE_RECONCILE_PAID       /* an invoice paid meanwhile */
+} ngx_http_linegate_reconcile_found_e;
+
+/* how the log names an entry: what, its id, whose, the owner's id */
+#define NGX_HTTP_LINEGATE_RECONCILE_NAMES(e)                                 \
+    (e)->line_request.len ? "line request" : "purchase",                     \
+    (e)->line_request.len ? &(e)->line_request : &(e)->worker_id,            \
+    (e)->line_request.len ? "workspace" : "account",                         \
+    (e)->line_request.len ? &(e)->workspace : &(e)->account
+
+/* lr_release's mark: an lr_create still queued in Redis does nothing */
+#define NGX_HTTP_LINEGATE_RECONCILE_LR_MARK    600000
+
+
+typedef struct {
+    ngx_str_t                            id;        /* the stream entry */
+    int64_t                              queued_ms; /* from the id */
+    ngx_str_t                            account;
+    ngx_str_t                            subscription;
+    ngx_str_t                            number;
+    ngx_str_t                            worker_id;
+    ngx_str_t                            reason;
+    ngx_str_t                            idempotency_key;
+    ngx_str_t                            customer;
+    time_t                               at;        /* the purchase's */
+    /* a Lines API paid add-on: its workspace and request id */
+    ngx_str_t                            workspace;
+    ngx_str_t                            line_request;
+    unsigned                             draft:1;   /* its invoice */
+
+    ngx_str_t                            found;     /* at Stripe */
+    ngx_http_linegate_reconcile_found_e  state;
+    ngx_str_t                            page_after;
+    ngx_uint_t                           pages;
+
+    const char                          *outcome;   /* NULL: stays */
+    const char                          *detail;
+    const char                          *released;  /* once released */
+} ngx_http_linegate_reconcile_entry_t;
+
+
+typedef struct {
+    ngx_http_linegate_reconcile_entry_t  entry[
+                                        NGX_HTTP_LINEGATE_RECONCILE_BATCH];
+    ngx_uint_t                           n;
+    ngx_uint_t                           i;        /* the entry at work */
+    ngx_uint_t                           pending;  /* more on the stream */
+
+    ngx_str_t                            token;    /* the lease's */
+    u_char                               token_buf[NGX_HTTP_LINEGATE_ID_LEN];
+    int64_t                              started_ms;
+    u_char                               iso[NGX_HTTP_LINEGATE_ISO_LEN];
+
+    ngx_uint_t                           status;   /* the answer's */
+    unsigned                             stop:1;   /* no entry more */
+
+    ngx_http_linegate_redis_args_t       args;
+} ngx_http_linegate_reconcile_t;
+
+
+static void ngx_http_linegate_reconcile_next(ngx_http_request_t *r,
+    ngx_http_linegate_ctx_t *ctx, ngx_http_linegate_reconcile_state_e state);
+static void ngx_http_linegate_reconcile_advance(ngx_http_request_t *r,
+    ngx_http_linegate_ctx_t *ctx);
+static void ngx_http_linegate_reconcile_settle(ngx_http_request_t *r,
+    ngx_http_linegate_ctx_t *ctx, const char *outcome);
+static void ngx_http_linegate_reconcile_defer(ngx_http_request_t *r,
+    ngx_http_linegate_ctx_t *ctx, const char *detail, ngx_uint_t stop);
+
+static ngx_int_t ngx_http_linegate_reconcile_lease(ngx_http_request_t *r,
+    ngx_http_linegate_reconcile_t *rc, const char *how);
+static ngx_int_t ngx_http_linegate_reconcile_sweep(ngx_http_request_t *r,
+    ngx_http_linegate_reconcile_t *rc);
+static ngx_int_t ngx_http_linegate_reconcile_read(ngx_http_request_t *r,
+    ngx_http_linegate_reconcile_t *rc);
+static void ngx_http_linegate_reconcile_entries(ngx_http_request_t *r,
+    ngx_http_linegate_reconcile_t *rc, redisReply *reply);
+static ngx_int_t ngx_http_linegate_reconcile_entry(ngx_http_request_t *r,
+    ngx_http_linegate_reconcile_entry_t *e, redisReply *reply);
+
+static ngx_int_t ngx_http_linegate_reconcile_lookup(ngx_http_request_t *r,
+    ngx_http_linegate_ctx_t *ctx, ngx_http_linegate_reconcile_entry_t *e);
+static void ngx_http_linegate_reconcile_looked_up(ngx_http_request_t *r,
+    ngx_http_linegate_ctx_t *ctx);
+static ngx_int_t ngx_http_linegate_reconcile_find(
+    ngx_http_linegate_ctx_t *ctx, ngx_http_linegate_reconcile_entry_t *e);
+static ngx_http_linegate_reconcile_found_e
+    ngx_http_linegate_reconcile_status(json_t *sub);
+static void ngx_http_linegate_reconcile_decide(ngx_http_request_t *r,
+    ngx_http_linegate_ctx_t *ctx, ngx_http_linegate_reconcile_entry_t *e);
+static void ngx_http_linegate_reconcile_unbilled(ngx_http_request_t *r,
+    ngx_http_linegate_ctx_t *ctx, ngx_http_linegate_reconcile_entry_t *e,
+    const char *outcome);
+
+static ngx_int_t ngx_http_linegate_reconcile_record(ngx_http_request_t *r,
+    ngx_http_linegate_reconcile_t *rc, ngx_http_linegate_reconcile_entry_t *e);
+static ngx_int_t ngx_http_linegate_reconcile_release(ngx_http_request_t *r,
+    ngx_http_linegate_reconcile_t *rc, ngx_http_linegate_reconcile_entry_t *e);
+static ngx_int_t ngx_http_linegate_reconcile_cancel(ngx_http_request_t *r,
+    ngx_http_linegate_ctx_t *ctx, ngx_http_linegate_reconcile_entry_t *e);
+static void ngx_http_linegate_reconcile_canceled(ngx_http_request_t *r,
+    ngx_http_linegate_ctx_t *ctx);
+static ngx_int_t ngx_http_linegate_reconcile_resolve(ngx_http_request_t *r,
+    ngx_http_linegate_reconcile_t *rc, ngx_http_linegate_reconcile_entry_t *e);
+static void ngx_http_linegate_reconcile_stored(ngx_http_request_t *r,
+    redisReply *reply);
+static void ngx_http_linegate_reconcile_answer(ngx_http_request_t *r,
+    ngx_http_linegate_ctx_t *ctx, ngx_http_linegate_reconcile_t *rc);
+
+static ngx_int_t ngx_http_linegate_reconcile_script(ngx_http_request_t *r,
+    ngx_http_linegate_reconcile_t *rc, ngx_http_linegate_script_id_e script,
+    int nkeys);
+static ngx_int_t ngx_http_linegate_reconcile_akey(ngx_http_request_t *r,
+    ngx_http_linegate_reconcile_entry_t *e, ngx_str_t *akey);
+static ngx_uint_t ngx_http_linegate_reconcile_is(ngx_str_t *s,
+    const char *value);
+static time_t ngx_http_linegate_reconcile_time(ngx_str_t *iso);
+
+
+void
+ngx_http_linegate_reconcile_run(ngx_http_request_t *r,
+    ngx_http_linegate_ctx_t *ctx)
+{
+    ngx_http_linegate_reconcile_t  *rc;
+    ngx_http_linegate_main_conf_t  *lmcf;
+
+    lmcf = ngx_http_get_module_main_conf(r, ngx_http_linegate_module);
+
+    if (lmcf->stripe_location.len == 0) {
+        ngx_str_set(&ctx->outcome, "not_configured");
+        ngx_http_linegate_error(r, NGX_HTTP_NOT_IMPLEMENTED,
+                                "NOT_CONFIGURED",
+                                "Reconciliation needs Stripe: "
+                                "linegate_stripe_location is not set");
+        return;
+    }
+
+    rc = ngx_pcalloc(r->pool, sizeof(ngx_http_linegate_reconcile_t));
+    if (rc == NULL) {
+        ngx_http_linegate_internal_error(r);
+        return;
+    }
+
+    if (ngx_http_linegate_new_id(rc->token_buf) != NGX_OK) {
+        ngx_http_linegate_internal_error(r);
+        return;
+    }
+
+    rc->token.data = rc->token_buf;
+    rc->token.len = NGX_HTTP_LINEGATE_ID_LEN;
+    rc->started_ms = ngx_http_linegate_now_ms();
+    (void) ngx_http_linegate_iso8601(rc->iso, rc->started_ms);
+    rc->status = NGX_HTTP_OK;
+
+    ctx->data = rc;
+
+    ngx_http_linegate_reconcile_next(r, ctx,
+                                     NGX_HTTP_LINEGATE_RECONCILE_LEASE);
+}
+
+
+/* enter a step: start it, or take its failure path if it cannot start */
+static void
+ngx_http_linegate_reconcile_next(ngx_http_request_t *r,
+    ngx_http_linegate_ctx_t *ctx, ngx_http_linegate_reconcile_state_e state)
+{
+    ngx_int_t                             rv;
+    ngx_http_linegate_reconcile_t        *rc;
+    ngx_http_linegate_reconcile_entry_t  *e;
+
+    rc = ctx->data;
+    e = &rc->entry[rc->i];
+    ctx->state = state;
+
+    switch (state) {
+
+    case NGX_HTTP_LINEGATE_RECONCILE_LEASE:
+        if (ngx_http_linegate_reconcile_lease(r, rc, "take") != NGX_OK) {
+            ngx_http_linegate_store_unavailable(r);
+        }
+        return;
+
+    case NGX_HTTP_LINEGATE_RECONCILE_SWEEP:
+        rv = ngx_http_linegate_reconcile_sweep(r, rc);
+        break;
+
+    case NGX_HTTP_LINEGATE_RECONCILE_READ:
+        rv = ngx_http_linegate_reconcile_read(r, rc);
+        break;
+
+    case NGX_HTTP_LINEGATE_RECONCILE_LOOKUP:
+        rv = ngx_http_linegate_reconcile_lookup(r, ctx, e);
+        break;
+
+    case NGX_HTTP_LINEGATE_RECONCILE_RECORD:
+        rv = ngx_http_linegate_reconcile_record(r, rc, e);
+        break;
+
+    case NGX_HTTP_LINEGATE_RECONCILE_RELEASE:
+        rv = ngx_http_linegate_reconcile_release(r, rc, e);
+        break;
+
+    case NGX_HTTP_LINEGATE_RECONCILE_CANCEL:
+        rv = ngx_http_linegate_reconcile_cancel(r, ctx, e);
+        break;
+
+    case NGX_HTTP_LINEGATE_RECONCILE_RESOLVE:
+        rv = ngx_http_linegate_reconcile_resolve(r, rc, e);
+        break;
+
+    case NGX_HTTP_LINEGATE_RECONCILE_UNLEASE:
+        rv = ngx_http_linegate_reconcile_lease(r, rc, "give");
+        break;
+
+    default: /* NGX_HTTP_LINEGATE_RECONCILE_DONE */
+        ngx_http_linegate_reconcile_answer(r, ctx, rc);
+        return;
+    }
+
+    if (rv == NGX_OK) {
+        return;
+    }
+
+    /* the step could not start: as if it had failed */
+    switch (state) {
+
+    case NGX_HTTP_LINEGATE_RECONCILE_SWEEP:
+    case NGX_HTTP_LINEGATE_RECONCILE_READ:
+        rc->status = NGX_HTTP_SERVICE_UNAVAILABLE;
+        ngx_http_linegate_reconcile_next(r, ctx,
+                                         NGX_HTTP_LINEGATE_RECONCILE_UNLEASE);
+        return;
+
+    case NGX_HTTP_LINEGATE_RECONCILE_LOOKUP:
+    case NGX_HTTP_LINEGATE_RECONCILE_CANCEL:
+        ngx_http_linegate_reconcile_defer(r, ctx, "stripe_unavailable", 1);
+        return;
+
+    case NGX_HTTP_LINEGATE_RECONCILE_UNLEASE:
+        /* the lease expires by itself */
+        ngx_http_linegate_reconcile_next(r, ctx,
+                                         NGX_HTTP_LINEGATE_RECONCILE_DONE);
+        return;
+
+    default: /* RECORD, RELEASE, RESOLVE */
+        ngx_http_linegate_reconcile_defer(r, ctx, "store_unavailable", 1);
+        return;
+    }
+}
+
+
+/*
+ * On to the next entry that is old enough, or to the end: the batch
+ * done, the run stopped, or its time budget spent.
+ */
+static void
+ngx_http_linegate_reconcile_advance(ngx_http_request_t *r,
+    ngx_http_linegate_ctx_t *ctx)
+{
+    int64_t                               now;
+    ngx_http_linegate_reconcile_t        *rc;
+    ngx_http_linegate_main_conf_t        *lmcf;
+    ngx_http_linegate_reconcile_entry_t  *e;
+
+    rc = ctx->data;
+    lmcf = ngx_http_get_module_main_conf(r, ngx_http_linegate_module);
+
+    for ( ;; ) {
+        now = ngx_http_linegate_now_ms();
+
+        if (rc->stop || rc->i >= rc->n
+            || now - rc->started_ms > NGX_HTTP_LINEGATE_RECONCILE_BUDGET_MS)
+        {
+            ngx_http_linegate_reconcile_next(r, ctx,
+                                          NGX_HTTP_LINEGATE_RECONCILE_UNLEASE);
+            return;
+        }
+
+        e = &rc->entry[rc->i];
+
+        if (now - e->queued_ms >= (int64_t) lmcf->reconcile_delay) {
+            ngx_http_linegate_reconcile_next(r, ctx,
+                                          NGX_HTTP_LINEGATE_RECONCILE_LOOKUP);
+            return;
+        }
+
+        /* Stripe may still be working on the call that queued it */
+        e->detail = "too_recent";
+        rc->i++;
+    }
+}
+
+
+/* the entry's outcome is decided: written down, then the next entry */
+static void
+ngx_http_linegate_reconcile_settle(ngx_http_request_t *r,
+    ngx_http_linegate_ctx_t *ctx, const char *outcome)
+{
+    ngx_http_linegate_reconcile_t  *rc;
+
+    rc = ctx->data;
+    rc->entry[rc->i].outcome = outcome;
+
+    ngx_http_linegate_reconcile_next(r, ctx,
+                                     NGX_HTTP_LINEGATE_RECONCILE_RESOLVE);
+}
+
+
+/* the entry stays for a later run; stop: no other entry in this one */
+static void
+ngx_http_linegate_reconcile_defer(ngx_http_request_t *r,
+    ngx_http_linegate_ctx_t *ctx, const char *detail, ngx_uint_t stop)
+{
+    ngx_http_linegate_reconcile_t        *rc;
+    ngx_http_linegate_reconcile_entry_t  *e;
+
+    rc = ctx->data;
+    e = &rc->entry[rc->i];
+
+    e->outcome = NULL;
+    e->detail = detail;
+
+    ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                  NGX_HTTP_LINEGATE_LOG "reconciliation: %s %V of %s "
+                  "\"%V\" (%V, at Stripe \"%V\") left for a later run: %s",
+                  NGX_HTTP_LINEGATE_RECONCILE_NAMES(e), &e->reason,
+                  e->found.len ? &e->found : &e->subscription, detail);
+
+    if (stop) {
+        rc->stop = 1;
+    }
+
+    rc->i++;
+    ngx_http_linegate_reconcile_advance(r, ctx);
+}
+
+
+/* LEASE, UNLEASE */
+
+static ngx_int_t
+ngx_http_linegate_reconcile_lease(ngx_http_request_t *r,
+    ngx_http_linegate_reconcile_t *rc, const char *how)
+{
+    ngx_http_linegate_redis_args_t  *a;
+
+    a = &rc->args;
+    ngx_http_linegate_redis_args_init(a);
+    ngx_http_linegate_redis_arg_cstr(a, "lg:reconcile:lease");
+    ngx_http_linegate_redis_arg_str(a, &rc->token);
+    ngx_http_linegate_redis_arg_cstr(a, how);
+    ngx_http_linegate_redis_arg_int(r, a,
+                                    NGX_HTTP_LINEGATE_RECONCILE_LEASE_MS);
+
+    return ngx_http_linegate_reconcile_script(r, rc,
+                                    NGX_HTTP_LINEGATE_SCRIPT_OP_RECONCILE_LEASE,
+                                    1);
+}
+
+
+/* SWEEP */
+
+static ngx_int_t
+ngx_http_linegate_reconcile_sweep(ngx_http_request_t *r,
+    ngx_http_linegate_reconcile_t *rc)
+{
+    ngx_http_linegate_redis_args_t  *a;
+    ngx_http_linegate_main_conf_t   *lmcf;
+
+    lmcf = ngx_http_get_module_main_conf(r, ngx_http_linegate_module);
+
+    a = &rc->args;
+    ngx_http_linegate_redis_args_init(a);
+    ngx_http_linegate_redis_arg_cstr(a, "lg:pv:inflight");
+    ngx_http_linegate_redis_arg_cstr(a, "lg:lr:inflight");
+    ngx_http_linegate_redis_arg_int(r, a, rc->started_ms
+                                          - (int64_t) lmcf->reconcile_lost);
+    ngx_http_linegate_redis_arg_int(r, a, NGX_HTTP_LINEGATE_RECONCILE_BATCH);
+
+    return ngx_http_linegate_reconcile_script(r, rc,
+                                    NGX_HTTP_LINEGATE_SCRIPT_OP_RECONCILE_SWEEP,
+                                    2);
+}
+
+
+/* READ */
+
+static ngx_int_t
+ngx_http_linegate_reconcile_read(ngx_http_request_t *r,
+    ngx_http_linegate_reconcile_t *rc)
+{
+    ngx_http_linegate_redis_args_t  *a;
+
+    /* one more than a batch: whether more wait is in the answer */
+    a = &rc->args;
+    ngx_http_linegate_redis_args_init(a);
+    ngx_http_linegate_redis_arg_cstr(a, "XRANGE");
+    ngx_http_linegate_redis_arg_cstr(a, "lg:reconcile");
+    ngx_http_linegate_redis_arg_cstr(a, "-");
+    ngx_http_linegate_redis_arg_cstr(a, "+");
+    ngx_http_linegate_redis_arg_cstr(a, "COUNT");
+    ngx_http_linegate_redis_arg_int(r, a,
+                                    NGX_HTTP_LINEGATE_RECONCILE_BATCH + 1);
+
+    return ngx_http_linegate_redis_command(r, a,
+                                        ngx_http_linegate_reconcile_stored);
+}
+
+
+static void
+ngx_http_linegate_reconcile_entries(ngx_http_request_t *r,
+    ngx_http_linegate_reconcile_t *rc, redisReply *reply)
+{
+    ngx_uint_t                            i;
+    ngx_http_linegate_reconcile_entry_t  *e;
+
+    for (i = 0; i < reply->elements; i++) {
+
+        if (rc->n == NGX_HTTP_LINEGATE_RECONCILE_BATCH) {
+            rc->pending = 1;
+            break;
+        }
+
+        e = &rc->entry[rc->n];
+
+        if (ngx_http_linegate_reconcile_entry(r, e, reply->element[i])
+            != NGX_OK)
+        {
+            /* not one of ours: for a human, named in the log */
+            ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                          NGX_HTTP_LINEGATE_LOG "reconciliation: entry "
+                          "%uz of lg:reconcile is not a purchase: skipped",
+                          i);
+            continue;
+        }
+
+        rc->n++;
+    }
+}
+
+
+/* one XRANGE element: [id, [field, value, ...]], copied */
+static ngx_int_t
+ngx_http_linegate_reconcile_entry(ngx_http_request_t *r,
+    ngx_http_linegate_reconcile_entry_t *e, redisReply *reply)
+{
+    u_char      *p;
+    ngx_str_t    name, value, *dst;
+    ngx_uint_t   j;
+    redisReply  *f;
+
+    if (reply->type != REDIS_REPLY_ARRAY || reply->elements != 2
+        || ngx_http_linegate_reply_str(reply, 0, &value) != NGX_OK
+        || reply->element[1]->type != REDIS_REPLY_ARRAY)
+    {
+        return NGX_ERROR;
+    }
+
+    p = ngx_strlchr(value.data, value.data + value.len, '-');
+
+    e->queued_ms = ngx_atoi(value.data, p ? (size_t) (p - value.data)
+                                          : value.len);
+
+    e->id.data = ngx_pstrdup(r->pool, &value);
+    if (e->id.data == NULL || e->queued_ms == NGX_ERROR) {
+        return NGX_ERROR;
+    }
+
+    e->id.len = value.len;
+
+    f = reply->element[1];
+
+    for (j = 0; j + 1 < f->elements; j += 2) {
+        if (ngx_http_linegate_reply_str(f, j, &name) != NGX_OK
+            || ngx_http_linegate_reply_str(f, j + 1, &value) != NGX_OK
+            || value.len > NGX_HTTP_LINEGATE_RECONCILE_FIELD_MAX)
+        {
+            return NGX_ERROR;
+        }
+
+        if (ngx_http_linegate_reconcile_is(&name, "account")) {
+            dst = &e->account;
+
+        } else if (ngx_http_linegate_reconcile_is(&name, "subscription_id")) {
+            dst = &e->subscription;
+
+        } else if (ngx_http_linegate_reconcile_is(&name, "phone_number")) {
+            dst = &e->number;
+
+        } else if (ngx_http_linegate_reconcile_is(&name, "worker_id")) {
+            dst = &e->worker_id;
+
+        } else if (ngx_http_linegate_reconcile_is(&name, "reason")) {
+            dst = &e->reason;
+
+        } else if (ngx_http_linegate_reconcile_is(&name, "idempotency_key")) {
+            dst = &e->idempotency_key;
+
+        } else if (ngx_http_linegate_reconcile_is(&name, "customer")) {
+            dst = &e->customer;
+
+        } else if (ngx_http_linegate_reconcile_is(&name, "workspace")) {
+            dst = &e->workspace;
+
+        } else if (ngx_http_linegate_reconcile_is(&name, "line_request_id")) {
+            dst = &e->line_request;
+
+        } else if (ngx_http_linegate_reconcile_is(&name, "at")) {
+            e->at = ngx_http_linegate_reconcile_time(&value);
+            continue;
+
+        } else {
+            continue;
+        }
+
+        dst->data = ngx_pstrdup(r->pool, &value);
+        if (dst->data == NULL && value.len) {
+            return NGX_ERROR;
+        }
+
+        dst->len = value.len;
+    }
+
+    if (e->at <= 0) {
+        /* no time of purchase: the queuing's, a bound it cannot pass */
+        e->at = e->queued_ms / 1000;
+    }
+
+    if (e->line_request.len) {
+        return e->workspace.len && e->reason.len ? NGX_OK : NGX_ERROR;
+    }
+
+    return e->account.len && e->worker_id.len && e->reason.len
+           ? NGX_OK : NGX_ERROR;
+}
+
+
+/* LOOKUP */
+
+static ngx_int_t
+ngx_http_linegate_reconcile_lookup(ngx_http_request_t *r,
+    ngx_http_linegate_ctx_t *ctx, ngx_http_linegate_reconcile_entry_t *e)
+{
+    u_char     *p;
+    size_t      len;
+    ngx_str_t   path;
+
+    if (e->subscription.len) {
+        if (!ngx_http_linegate_stripe_id_valid(&e->subscription)) {
+            return NGX_ERROR;
+        }
+
+        len = sizeof("v1/subscriptions/") - 1 + e->subscription.len;
+
+        path.data = ngx_pnalloc(r->pool, len);
+        if (path.data == NULL) {
+            return NGX_ERROR;
+        }
+
+        path.len = ngx_sprintf(path.data, "v1/subscriptions/%V",
+                               &e->subscription)
+                   - path.data;
+
+        return ngx_http_linegate_stripe_call(r, ctx, NGX_HTTP_GET, &path,
+                                        NULL, NULL,
+                                        ngx_http_linegate_reconcile_looked_up);
+    }
+
+    /* ids are [A-Za-z0-9_]: nothing in the query needs encoding */
+    if (!ngx_http_linegate_stripe_id_valid(&e->customer)) {
+        return NGX_ERROR;
+    }
+
+    len = sizeof("v1/subscriptions?customer=&status=all&limit="
+                 "&created[gte]=&starting_after=") - 1
+          + e->customer.len + 2 * NGX_INT64_LEN + e->page_after.len;
+
+    path.data = ngx_pnalloc(r->pool, len);
+    if (path.data == NULL) {
+        return NGX_ERROR;
+    }
+
+    /* a Lines API add-on's invoice, or a provisioning subscription */
+    p = ngx_sprintf(path.data, e->line_request.len
+                               ? "v1/invoices?customer=%V"
+                               : "v1/subscriptions?customer=%V&status=all",
+                    &e->customer);
+    p = ngx_sprintf(p, "&limit=%d&created[gte]=%T",
+                    NGX_HTTP_LINEGATE_RECONCILE_PAGE,
+                    e->at - NGX_HTTP_LINEGATE_RECONCILE_LOOKBACK);
+
+    if (e->page_after.len) {
+        p = ngx_sprintf(p, "&starting_after=%V", &e->page_after);
+    }
+
+    path.len = p - path.data;
+
+    return ngx_http_linegate_stripe_call(r, ctx, NGX_HTTP_GET, &path, NULL,
+                                        NULL,
+                                        ngx_http_linegate_reconcile_looked_up);
+}
+
+
+static void
+ngx_http_linegate_reconcile_looked_up(ngx_http_request_t *r,
+    ngx_http_linegate_ctx_t *ctx)
+{
+    ngx_int_t                             rv;
+    ngx_http_linegate_reconcile_t        *rc;
+    ngx_http_linegate_reconcile_entry_t  *e;
+
+    rc = ctx->data;
+    e = &rc->entry[rc->i];
+
+    switch (ngx_http_linegate_stripe_result(ctx)) {
+
+    case NGX_HTTP_LINEGATE_STRIPE_OK:
+        break;
+
+    case NGX_HTTP_LINEGATE_STRIPE_REFUSED:
+        if (ctx->stripe_status == NGX_HTTP_NOT_FOUND && e->subscription.len) {
+            e->state = NGX_HTTP_LINEGATE_RECONCILE_ABSENT;
+            ngx_http_linegate_reconcile_decide(r, ctx, e);
+            return;
+        }
+
+        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                      NGX_HTTP_LINEGATE_LOG "reconciliation: Stripe refused "
+                      "the lookup: %s",
+                      ngx_http_linegate_stripe_error_message(ctx));
+
+        /* fall through */
+
+    default:
+        ngx_http_linegate_reconcile_defer(r, ctx, "stripe_unavailable", 1);
+        return;
+    }
+
+    if (e->subscription.len) {
+        e->found = e->subscription;
+        e->state = ngx_http_linegate_reconcile_status(ctx->stripe_json);
+        ngx_http_linegate_reconcile_decide(r, ctx, e);
+        return;
+    }
+
+    rv = ngx_http_linegate_reconcile_find(ctx, e);
+
+    if (rv == NGX_AGAIN) {
+        /* on the next page */
+        if (++e->pages < NGX_HTTP_LINEGATE_RECONCILE_PAGES) {
+            e->page_after.data = ngx_pstrdup(r->pool, &e->page_after);
+
+            if (e->page_after.data) {
+                ngx_http_linegate_reconcile_next(r, ctx,
+                                          NGX_HTTP_LINEGATE_RECONCILE_LOOKUP);
+                return;
+            }
+        }
+
+        ngx_http_linegate_reconcile_defer(r, ctx, "too_many_subscriptions",
+                                          0);
+        return;
+    }
+
+    if (rv == NGX_ERROR) {
+        ngx_http_linegate_reconcile_defer(r, ctx, "stripe_unavailable", 1);
+        return;
+    }
+
+    ngx_http_linegate_reconcile_decide(r, ctx, e);
+}
+
+
+/*
+ * The purchase among a page of the customer's subscriptions, by
+ * metadata[worker_id]: NGX_OK (e->found and e->state set, or ABSENT),
+ * NGX_AGAIN (not on this page, more follow: e->page_after names the
+ * last one, in Stripe's JSON), NGX_ERROR (not a list).
+ */
+static ngx_int_t
+ngx_http_linegate_reconcile_find(ngx_http_linegate_ctx_t *ctx,
+    ngx_http_linegate_reconcile_entry_t *e)
+{
+    size_t       i, n;
+    json_t      *data, *sub, *worker, *id;
+    ngx_str_t   *want;
+    const char  *s, *field;
+
+    data = json_object_get(ctx->stripe_json, "data");
+    if (!json_is_array(data)) {
+        return NGX_ERROR;
+    }
+
+    n = json_array_size(data);
+    id = NULL;
+
+    /* confirm and create name their purchase in the object's metadata */
+    if (e->line_request.len) {
+        field = "line_request_id";
+        want = &e->line_request;
+
+    } else {
+        field = "worker_id";
+        want = &e->worker_id;
+    }
+
+    for (i = 0; i < n; i++) {
+        sub = json_array_get(data, i);
+        id = json_object_get(sub, "id");
+        worker = json_object_get(json_object_get(sub, "metadata"), field);
+
+        if (!json_is_string(id) || !json_is_string(worker)) {
+            continue;
+        }
+
+        s = json_string_value(worker);
+
+        if (json_string_length(worker) != want->len
+            || ngx_strncmp(s, want->data, want->len) != 0)
+        {
+            continue;
+        }
+
+        e->found.data = (u_char *) json_string_value(id);
+        e->found.len = json_string_length(id);
+        e->state = ngx_http_linegate_reconcile_status(sub);
+        e->draft = ngx_strcmp(json_string_value(json_object_get(sub,
+                                                                "status"))
+                              ? json_string_value(json_object_get(sub,
+                                                                  "status"))
+                              : "", "draft") == 0;
+
+        return ngx_http_linegate_stripe_id_valid(&e->found)
+               ? NGX_OK : NGX_ERROR;
+    }
+
+    e->state = NGX_HTTP_LINEGATE_RECONCILE_ABSENT;
+
+    if (!json_is_true(json_object_get(ctx->stripe_json, "has_more"))) {
+        return NGX_OK;
+    }
+
+    if (!json_is_string(id)) {
+        return NGX_ERROR;
+    }
+
+    /* still Stripe's JSON, freed with the next call: copied by the caller */
+    e->page_after.data = (u_char *) json_string_value(id);
+    e->page_after.len = json_string_length(id);
+
+    return ngx_http_linegate_stripe_id_valid(&e->page_after)
+           ? NGX_AGAIN : NGX_ERROR;
+}
+
+
+static ngx_http_linegate_reconcile_found_e
+ngx_http_linegate_reconcile_status(json_t *sub)
+{
+    const char  *status;
+
+    status = json_string_value(json_object_get(sub, "status"));
+
+    if (status == NULL) {
+        /* no status: taken as live, so that it is never left charging */
+        return NGX_HTTP_LINEGATE_RECONCILE_LIVE;
+    }
+
+    if (ngx_strcmp(status, "canceled") == 0
+        || ngx_strcmp(status, "incomplete_expired") == 0
+        || ngx_strcmp(status, "void") == 0)
+    {
+        return NGX_HTTP_LINEGATE_RECONCILE_CANCELED;
+    }
+
+    if (ngx_strcmp(status, "paid") == 0) {
+        return NGX_HTTP_LINEGATE_RECONCILE_PAID;
+    }
+
+    return NGX_HTTP_LINEGATE_RECONCILE_LIVE;
+}
+
+
+/* the policy: what Stripe has, and why the entry was queued */
+static void
+ngx_http_linegate_reconcile_decide(ngx_http_request_t *r,
+    ngx_http_linegate_ctx_t *ctx, ngx_http_linegate_reconcile_entry_t *e)
+{
+    if (e->found.len) {
+        /* Stripe's JSON is freed with the next call */
+        e->found.data = ngx_pstrdup(r->pool, &e->found);
+        if (e->found.data == NULL) {
+            e->found.len = 0;
+            ngx_http_linegate_reconcile_defer(r, ctx, "no_memory", 1);
+            return;
+        }
+    }
+
+    if (e->state == NGX_HTTP_LINEGATE_RECONCILE_PAID) {
+        /* the customer paid an invoice no request names: a human's call */
+        ngx_http_linegate_reconcile_defer(r, ctx, "invoice_paid", 0);
+        return;
+    }
+
+    if (ngx_http_linegate_reconcile_is(&e->reason, "record_failed")) {
+
+        if (e->state == NGX_HTTP_LINEGATE_RECONCILE_LIVE) {
+            ngx_http_linegate_reconcile_next(r, ctx,
+                                          NGX_HTTP_LINEGATE_RECONCILE_RECORD);
+            return;
+        }
+
+        /* nothing is charging: nothing is owed */
+        ngx_http_linegate_reconcile_next(r, ctx,
+                                         NGX_HTTP_LINEGATE_RECONCILE_RELEASE);
+        return;
+    }
+
+    /*
+     * stripe_outcome_unknown, reservation_missing: no line was given;
+     * worker_lost: nor was any answer, and the number is still held
+     */
+
+    if (e->state == NGX_HTTP_LINEGATE_RECONCILE_LIVE) {
+        ngx_http_linegate_reconcile_next(r, ctx,
+                                         NGX_HTTP_LINEGATE_RECONCILE_CANCEL);
+        return;
+    }
+
+    ngx_http_linegate_reconcile_unbilled(r, ctx, e,
+                                  e->state
+                                  == NGX_HTTP_LINEGATE_RECONCILE_CANCELED
+                                  ? "already_canceled" : "no_subscription");
+}
+
+
+/* nothing charges (any more): settled, once a held number is released */
+static void
+ngx_http_linegate_reconcile_unbilled(ngx_http_request_t *r,
+    ngx_http_linegate_ctx_t *ctx, ngx_http_linegate_reconcile_entry_t *e,
+    const char *outcome)
+{
+    if (ngx_http_linegate_reconcile_is(&e->reason, "worker_lost")) {
+        /* the reservation a dead worker held: dropped */
+        e->released = outcome;
+        ngx_http_linegate_reconcile_next(r, ctx,
+                                         NGX_HTTP_LINEGATE_RECONCILE_RELEASE);
+        return;
+    }
+
+    ngx_http_linegate_reconcile_settle(r, ctx, outcome);
+}
+
+
+/* RECORD */
+
+static ngx_int_t
+ngx_http_linegate_reconcile_record(ngx_http_request_t *r,
+    ngx_http_linegate_reconcile_t *rc, ngx_http_linegate_reconcile_entry_t *e)
+{
+    ngx_str_t                        akey;
+    ngx_http_linegate_redis_args_t  *a;
+
+    if (ngx_http_linegate_reconcile_akey(r, e, &akey) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    /* pv_record.lua's arguments, as confirm sends them */
+    a = &rc->args;
+    ngx_http_linegate_redis_args_init(a);
+    ngx_http_linegate_redis_arg_str(a, &akey);
+    ngx_http_linegate_redis_arg_str(a, &e->worker_id);
+    ngx_http_linegate_redis_arg_str(a, &e->found);
+    ngx_http_linegate_redis_arg_int(r, a, ngx_http_linegate_now_ms());
+    ngx_http_linegate_redis_arg_str(a, &e->account);
+    ngx_http_linegate_redis_arg_str(a, &e->idempotency_key);
+    ngx_http_linegate_redis_arg_str(a, &e->customer);
+    ngx_http_linegate_redis_arg(a, rc->iso, NGX_HTTP_LINEGATE_ISO_LEN);
+
+    return ngx_http_linegate_reconcile_script(r, rc,
+                                          NGX_HTTP_LINEGATE_SCRIPT_PV_RECORD,
+                                          1);
+}
+
+
+/* RELEASE */
+
+static ngx_int_t
+ngx_http_linegate_reconcile_release(ngx_http_request_t *r,
+    ngx_http_linegate_reconcile_t *rc, ngx_http_linegate_reconcile_entry_t *e)
+{
+    ngx_str_t                        akey;
+    ngx_http_linegate_redis_args_t  *a;
+    ngx_http_linegate_main_conf_t   *lmcf;
+
+    lmcf = ngx_http_get_module_main_conf(r, ngx_http_linegate_module);
+
+    a = &rc->args;
+
+    if (e->line_request.len) {
+        /* lr_release.lua, as the request's own failure step sends it */
+        ngx_http_linegate_redis_args_init(a);
+        ngx_http_linegate_redis_arg_str(a, &e->workspace);
+        ngx_http_linegate_redis_arg_str(a, &e->line_request);
+        ngx_http_linegate_redis_arg_cstr(a, "");
+        ngx_http_linegate_redis_arg_int(r, a,
+                                        NGX_HTTP_LINEGATE_RECONCILE_LR_MARK);
+
+        return ngx_http_linegate_reconcile_script(r, rc,
+                                          NGX_HTTP_LINEGATE_SCRIPT_LR_RELEASE,
+                                          0);
+    }
+
+    if (ngx_http_linegate_reconcile_akey(r, e, &akey) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    /* pv_release.lua's arguments, with no reason: nothing is queued */
+    ngx_http_linegate_redis_args_init(a);
+    ngx_http_linegate_redis_arg_str(a, &akey);
+    ngx_http_linegate_redis_arg_str(a, &e->worker_id);
+    ngx_http_linegate_redis_arg_int(r, a, ngx_http_linegate_now_ms());
+    ngx_http_linegate_redis_arg_int(r, a, lmcf->prov_daily);
+    ngx_http_linegate_redis_arg_int(r, a, lmcf->prov_monthly);
+    ngx_http_linegate_redis_arg_cstr(a, "");
+    ngx_http_linegate_redis_arg_str(a, &e->account);
+    ngx_http_linegate_redis_arg_str(a, &e->idempotency_key);
+    ngx_http_linegate_redis_arg_str(a, &e->customer);
+    ngx_http_linegate_redis_arg(a, rc->iso, NGX_HTTP_LINEGATE_ISO_LEN);
+
+    return ngx_http_linegate_reconcile_script(r, rc,
+                                          NGX_HTTP_LINEGATE_SCRIPT_PV_RELEASE,
+                                          1);
+}
+
+
+/* CANCEL */
+
+static ngx_int_t
+ngx_http_linegate_reconcile_cancel(ngx_http_request_t *r,
+    ngx_http_linegate_ctx_t *ctx, ngx_http_linegate_reconcile_entry_t *e)
+{
+    size_t     len;
+    ngx_str_t  path;
+
+    len = sizeof("v1/subscriptions//void") - 1 + e->found.len;
+
+    path.data = ngx_pnalloc(r->pool, len);
+    if (path.data == NULL) {
+        return NGX_ERROR;
+    }
+
+    if (e->line_request.len == 0) {
+        path.len = ngx_sprintf(path.data, "v1/subscriptions/%V", &e->found)
+                   - path.data;
+
+        return ngx_http_linegate_stripe_call(r, ctx, NGX_HTTP_DELETE, &path,
+                                        NULL, NULL,
+                                        ngx_http_linegate_reconcile_canceled);
+    }
+
+    /* an invoice: Stripe deletes a draft, voids an open one */
+    path.len = ngx_sprintf(path.data, e->draft ? "v1/invoices/%V"
+                                               : "v1/invoices/%V/void",
+                           &e->found)
+               - path.data;
+
+    return ngx_http_linegate_stripe_call(r, ctx,
+                                         e->draft ? NGX_HTTP_DELETE
+                                                  : NGX_HTTP_POST,
+                                         &path, NULL, NULL,
+                                         ngx_http_linegate_reconcile_canceled);
+}
+
+
+static void
+ngx_http_linegate_reconcile_canceled(ngx_http_request_t *r,
+    ngx_http_linegate_ctx_t *ctx)
+{
+    ngx_http_linegate_reconcile_t        *rc;
+    ngx_http_linegate_reconcile_entry_t  *e;
+
+    rc = ctx->data;
+    e = &rc->entry[rc->i];
+
+    switch (ngx_http_linegate_stripe_result(ctx)) {
+
+    case NGX_HTTP_LINEGATE_STRIPE_OK:
+        ngx_http_linegate_reconcile_unbilled(r, ctx, e,
+                                             e->line_request.len == 0
+                                             ? "canceled"
+                                             : e->draft ? "deleted"
+                                             : "voided");
+        return;
+
+    case NGX_HTTP_LINEGATE_STRIPE_REFUSED:
+        if (ctx->stripe_status == NGX_HTTP_NOT_FOUND) {
+            ngx_http_linegate_reconcile_unbilled(r, ctx, e,
+                                                 "no_subscription");
+            return;
+        }
+
+        /* e.g. cancelled meanwhile: the next run looks again */
+        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                      NGX_HTTP_LINEGATE_LOG "reconciliation: Stripe refused "
+                      "the cancellation: %s",
+                      ngx_http_linegate_stripe_error_message(ctx));
+        ngx_http_linegate_reconcile_defer(r, ctx, "cancel_refused", 0);
+        return;
+
+    default:
+        /* a lost answer may have cancelled it: the next run sees it */
+        ngx_http_linegate_reconcile_defer(r, ctx, "stripe_unavailable", 1);
+        return;
+    }
+}
+
+
+/* RESOLVE */
+
+static ngx_int_t
+ngx_http_linegate_reconcile_resolve(ngx_http_request_t *r,
+    ngx_http_linegate_reconcile_t *rc, ngx_http_linegate_reconcile_entry_t *e)
+{
+    ngx_http_linegate_redis_args_t  *a;
+
+    a = &rc->args;
+    ngx_http_linegate_redis_args_init(a);
+    ngx_http_linegate_redis_arg_cstr(a, "lg:reconcile");
+    ngx_http_linegate_redis_arg_cstr(a, "lg:reconciled");
+    ngx_http_linegate_redis_arg_str(a, &e->id);
+    ngx_http_linegate_redis_arg_cstr(a, e->outcome);
+    ngx_http_linegate_redis_arg_str(a, &e->found);
+    ngx_http_linegate_redis_arg(a, rc->iso, NGX_HTTP_LINEGATE_ISO_LEN);
+
+    return ngx_http_linegate_reconcile_script(r, rc,
+                                  NGX_HTTP_LINEGATE_SCRIPT_OP_RECONCILE_RESOLVE,
+                                  2);
+}
+
+
+/* every Redis step resumes here, as every Stripe step in its callback */
+static void
+ngx_http_linegate_reconcile_stored(ngx_http_request_t *r, redisReply *reply)
+{
+    int64_t                               code;
+    ngx_str_t                             s;
+    ngx_http_linegate_ctx_t              *ctx;
+    ngx_http_linegate_reconcile_t        *rc;
+    ngx_http_linegate_reconcile_entry_t  *e;
+
+    ctx = ngx_http_linegate_get_ctx(r);
+    rc = ctx->data;
+    e = &rc->entry[rc->i];
+
+    code = -1;
+
+    if (reply != NULL && reply->type == REDIS_REPLY_INTEGER) {
+        code = reply->integer;
+
+    } else if (reply != NULL && reply->type == REDIS_REPLY_ARRAY) {
+        (void) ngx_http_linegate_reply_int(reply, 0, &code);
+    }
+
+    switch (ctx->state) {
+
+    case NGX_HTTP_LINEGATE_RECONCILE_LEASE:
+        if (reply == NULL || code < 0) {
+            /* taken or not, it expires by itself */
+            ngx_http_linegate_store_unavailable(r);
+            return;
+        }
+
+        if (code == 0) {
+            ngx_str_set(&ctx->outcome, "reconciliation_running");
+            ngx_http_linegate_error(r, NGX_HTTP_CONFLICT,
+                                    "RECONCILIATION_RUNNING",
+                                    "Another reconciliation run holds the "
+                                    "lease; try again later");
+            return;
+        }
+
+        ngx_http_linegate_reconcile_next(r, ctx,
+                                         NGX_HTTP_LINEGATE_RECONCILE_SWEEP);
+        return;
+
+    case NGX_HTTP_LINEGATE_RECONCILE_SWEEP:
+        if (reply == NULL || code < 0) {
+            rc->status = NGX_HTTP_SERVICE_UNAVAILABLE;
+            ngx_http_linegate_reconcile_next(r, ctx,
+                                          NGX_HTTP_LINEGATE_RECONCILE_UNLEASE);
+            return;
+        }
+
+        if (code > 0) {
+            ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
+                          NGX_HTTP_LINEGATE_LOG "reconciliation: %L "
+                          "purchase(s) in flight past "
+                          "linegate_reconcile_lost_after (their worker "
+                          "died) queued as worker_lost", code);
+        }
+
+        ngx_http_linegate_reconcile_next(r, ctx,
+                                         NGX_HTTP_LINEGATE_RECONCILE_READ);
+        return;
+
+    case NGX_HTTP_LINEGATE_RECONCILE_READ:
+        if (reply == NULL || reply->type != REDIS_REPLY_ARRAY) {
+            rc->status = NGX_HTTP_SERVICE_UNAVAILABLE;
+            ngx_http_linegate_reconcile_next(r, ctx,
+                                          NGX_HTTP_LINEGATE_RECONCILE_UNLEASE);
+            return;
+        }
+
+        ngx_http_linegate_reconcile_entries(r, rc, reply);
+        ngx_http_linegate_reconcile_advance(r, ctx);
+        return;
+
+    case NGX_HTTP_LINEGATE_RECONCILE_RECORD:
+        if (code == 1) {
+            ngx_http_linegate_reconcile_settle(r, ctx, "recorded");
+            return;
+        }
+
+        if (code == 0 && ngx_http_linegate_reply_str(reply, 1, &s) == NGX_OK
+            && ngx_http_linegate_reconcile_is(&s, "reservation_missing"))
+        {
+            /* the number was released meanwhile: the purchase is undone */
+            ngx_http_linegate_reconcile_next(r, ctx,
+                                          NGX_HTTP_LINEGATE_RECONCILE_CANCEL);
+            return;
+        }
+
+        ngx_http_linegate_reconcile_defer(r, ctx,
+                                          reply ? "record_failed"
+                                                : "store_unavailable",
+                                          reply == NULL);
+        return;
+
+    case NGX_HTTP_LINEGATE_RECONCILE_RELEASE:
+        if (reply == NULL) {
+            ngx_http_linegate_reconcile_defer(r, ctx, "store_unavailable", 1);
+            return;
+        }
+
+        ngx_http_linegate_reconcile_settle(r, ctx,
+                                           e->released ? e->released
+                                                       : "released");
+        return;
+
+    case NGX_HTTP_LINEGATE_RECONCILE_RESOLVE:
+        if (reply == NULL || code < 0) {
+            /* settled at Stripe or in Redis: the next run sees that */
+            ngx_http_linegate_reconcile_defer(r, ctx, "store_unavailable", 1);
+            return;
+        }
+
+        ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
+                      NGX_HTTP_LINEGATE_LOG "reconciliation: %s %V of %s "
+                      "\"%V\" (%V, number \"%V\", at Stripe \"%V\"): %s%s",
+                      NGX_HTTP_LINEGATE_RECONCILE_NAMES(e),
+                      &e->reason, &e->number,
+                      e->found.len ? &e->found : &e->subscription,
+                      e->outcome,
+                      code == 0 ? " (settled by another run)" : "");
+        rc->i++;
+        ngx_http_linegate_reconcile_advance(r, ctx);
+        return;
+
+    default: /* NGX_HTTP_LINEGATE_RECONCILE_UNLEASE */
+        ngx_http_linegate_reconcile_next(r, ctx,
+                                         NGX_HTTP_LINEGATE_RECONCILE_DONE);
+        return;
+    }
+}
+
+
+/* DONE: {"entries": [...], "more": bool} */
+static void
+ngx_http_linegate_reconcile_answer(ngx_http_request_t *r,
+    ngx_http_linegate_ctx_t *ctx, ngx_http_linegate_reconcile_t *rc)
+{
+    json_t                               *entries, *sub;
+    ngx_uint_t                            i;
+    ngx_http_linegate_reconcile_entry_t  *e;
+
+    if (rc->status != NGX_HTTP_OK) {
+        ngx_http_linegate_store_unavailable(r);
+        return;
+    }
+
+    entries = json_array();
+
+    for (i = 0; entries != NULL && i < rc->n; i++) {
+        e = &rc->entry[i];
+
+        sub = e->found.len ? json_stringn((char *) e->found.data,
+                                          e->found.len)
+              : e->subscription.len ? json_stringn((char *)
+                                                   e->subscription.data,
+                                                   e->subscription.len)
+              : json_null();
+
+        if (e->line_request.len) {
+            /* what Stripe held is an invoice */
+            json_array_append_new(entries,
+                    json_pack("{s:s%,s:s%,s:s%,s:s%,s:o*,s:s,s:s?}",
+                              "id", e->id.data, e->id.len,
+                              "workspace",
+                              e->workspace.data, e->workspace.len,
+                              "line_request_id",
+                              e->line_request.data, e->line_request.len,
+                              "reason", e->reason.data, e->reason.len,
+                              "invoice_id", sub,
+                              "outcome",
+                              e->outcome ? e->outcome : "deferred",
+                              "detail", e->detail));
+            continue;
+        }
+
+        json_array_append_new(entries,
+                    json_pack("{s:s%,s:s%,s:s%,s:s%,s:o*,s:s,s:s?}",
+                              "id", e->id.data, e->id.len,
+                              "account", e->account.data, e->account.len,
+                              "worker_id",
+                              e->worker_id.data, e->worker_id.len,
+                              "reason", e->reason.data, e->reason.len,
+                              "subscription_id", sub,
+                              "outcome",
+                              e->outcome ? e->outcome : "deferred",
+                              "detail", e->detail));
+    }
+
+    ngx_str_set(&ctx->outcome, "reconciled");
+
+    ngx_http_linegate_send_json(r, NGX_HTTP_OK,
+                    entries ? json_pack("{s:o,s:b}", "entries", entries,
+                                        "more",
+                                        rc->pending || rc->i < rc->n)
+                            : NULL);
+}
+
+
+static ngx_int_t
+ngx_http_linegate_reconcile_script(ngx_http_request_t *r,
+    ngx_http_linegate_reconcile_t *rc, ngx_http_linegate_script_id_e script,
+    int nkeys)
+{
+    return ngx_http_linegate_redis_script(r, script, nkeys, &rc->args,
+                                          ngx_http_linegate_reconcile_stored);
+}
+
+
+/* lg:{acct:<A>} */
+static ngx_int_t
+ngx_http_linegate_reconcile_akey(ngx_http_request_t *r,
+    ngx_http_linegate_reconcile_entry_t *e, ngx_str_t *akey)
+{
+    akey->data = ngx_pnalloc(r->pool, sizeof("lg:{acct:}") - 1
+                                      + e->account.len);
+    if (akey->data == NULL) {
+        return NGX_ERROR;
+    }
+
+    akey->len = ngx_sprintf(akey->data, "lg:{acct:%V}", &e->account)
+                - akey->data;
+
+    return NGX_OK;
+}
+
+
+static ngx_uint_t
+ngx_http_linegate_reconcile_is(ngx_str_t *s, const char *value)
+{
+    size_t  len;
+
+    len = ngx_strlen(value);
+
+    return s->len == len && ngx_strncmp(s->data, value, len) == 0;
+}
+
+
+/* "2026-05-18T14:30:00.000Z" (the module's own format), or 0 */
+static time_t
+ngx_http_linegate_reconcile_time(ngx_str_t *iso)
+{
+    u_char      *p;
+    ngx_int_t    y, m, d, hh, mm, ss, days;
+
+    p = iso->data;
+
+    if (iso->len < 20 || p[4] != '-' || p[7] != '-' || p[10] != 'T'
+        || p[13] != ':' || p[16] != ':')
+    {
+        return 0;
+    }
+
+    y = ngx_atoi(p, 4);
+    m = ngx_atoi(p + 5, 2);
+    d = ngx_atoi(p + 8, 2);
+    hh = ngx_atoi(p + 11, 2);
+    mm = ngx_atoi(p + 14, 2);
+    ss = ngx_atoi(p + 17, 2);
+
+    if (y < 1970 || m < 1 || m > 12 || d < 1 || d > 31 || hh < 0 || hh > 23
+        || mm < 0 || mm > 59 || ss < 0 || ss > 60)
+    {
+        return 0;
+    }
+
+    /* days since 1970-01-01 of a proleptic Gregorian date */
+    if (m <= 2) {
+        y--;
+        m += 12;
+    }
+
+    days = 365 * y + y / 4 - y / 100 + y / 400 + (153 * (m - 3) + 2) / 5
+           + d - 719469;
+
+    return (time_t) days * 86400 + hh * 3600 + mm * 60 + ss;
+}

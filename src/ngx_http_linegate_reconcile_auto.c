@@ -1,0 +1,403 @@
+
+/*
+ * linegate: linegate_reconcile_auto, reconciliation without an operator.
+ *
+ * A run needs Stripe, and Stripe is reached through nginx subrequests,
+ * which need a request: so one worker of each nginx (worker 0) calls the
+ * operator API's POST reconciliation/run over HTTP, on a timer, as an
+ * operator would. The run's Redis lease makes it one run at a time for
+ * the whole fleet; a run held elsewhere answers 409, which is normal.
+ * The connection is nginx's own (non-blocking, on the event loop); the
+ * address is resolved when the configuration is read, never in a worker.
+ */
+
+
+#include "ngx_http_linegate_reconcile.h"
+
+
+#define NGX_HTTP_LINEGATE_AUTO_TIMEOUT   65000   /* past a run's lease */
+#define NGX_HTTP_LINEGATE_AUTO_STATUS    32      /* "HTTP/1.1 200 ..." */
+
+
+typedef struct {
+    ngx_event_t                      timer;
+    /* nginx's debug log reads every timer's ev->data as a connection */
+    ngx_connection_t                 dummy;
+    ngx_peer_connection_t            peer;
+    ngx_str_t                        request;
+    size_t                           sent;
+    u_char                           head[NGX_HTTP_LINEGATE_AUTO_STATUS];
+    size_t                           received;
+    ngx_msec_t                       interval;
+    ngx_url_t                       *url;
+} ngx_http_linegate_auto_t;
+
+
+static void ngx_http_linegate_auto_tick(ngx_event_t *ev);
+static void ngx_http_linegate_auto_write(ngx_event_t *wev);
+static void ngx_http_linegate_auto_read(ngx_event_t *rev);
+static void ngx_http_linegate_auto_noop(ngx_event_t *ev);
+static void ngx_http_linegate_auto_done(ngx_http_linegate_auto_t *au,
+    const char *failure);
+static void ngx_http_linegate_auto_arm(ngx_http_linegate_auto_t *au,
+    ngx_msec_t delay);
+
+
+static ngx_http_linegate_auto_t  ngx_http_linegate_auto;
+
+
+/* linegate_reconcile_auto http://<address>[:port]/<prefix>/ [interval=] */
+char *
+ngx_http_linegate_reconcile_auto_conf(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf)
+{
+    ngx_http_linegate_main_conf_t *lmcf = conf;
+
+    ngx_str_t   *value, s;
+    ngx_url_t   *u;
+    ngx_msec_t   interval;
+
+    if (lmcf->reconcile_auto != NGX_CONF_UNSET_PTR) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    if (cf->args->nelts == 2 && ngx_strcmp(value[1].data, "off") == 0) {
+        lmcf->reconcile_auto = NULL;
+        return NGX_CONF_OK;
+    }
+
+    interval = 30000;
+
+    if (cf->args->nelts == 3) {
+        if (ngx_strncmp(value[2].data, "interval=", 9) != 0) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "invalid parameter \"%V\"", &value[2]);
+            return NGX_CONF_ERROR;
+        }
+
+        s.data = value[2].data + 9;
+        s.len = value[2].len - 9;
+
+        interval = ngx_parse_time(&s, 0);
+
+        if (interval == (ngx_msec_t) NGX_ERROR || interval < 1000) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "invalid interval \"%V\": at least 1s",
+                               &value[2]);
+            return NGX_CONF_ERROR;
+        }
+    }
+
+    if (value[1].len <= 7
+        || ngx_strncasecmp(value[1].data, (u_char *) "http://", 7) != 0)
+    {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"%V\" is not an http:// URL of the operator "
+                           "API's location, such as "
+                           "http://127.0.0.1:8080/_linegate/", &value[1]);
+        return NGX_CONF_ERROR;
+    }
+
+    u = ngx_pcalloc(cf->pool, sizeof(ngx_url_t));
+    if (u == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    u->url.data = value[1].data + 7;
+    u->url.len = value[1].len - 7;
+    u->default_port = 80;
+    u->uri_part = 1;
+
+    /* resolved now, when the configuration is read: never in a worker */
+    if (ngx_parse_url(cf->pool, u) != NGX_OK || u->naddrs == 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, "%s in \"%V\"",
+                           u->err ? u->err : "no address", &value[1]);
+        return NGX_CONF_ERROR;
+    }
+
+    if (u->uri.len == 0 || u->uri.data[u->uri.len - 1] != '/') {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"%V\" must end with the operator API's prefix, "
+                           "such as /_linegate/", &value[1]);
+        return NGX_CONF_ERROR;
+    }
+
+    lmcf->reconcile_auto = u;
+    lmcf->reconcile_auto_interval = interval;
+
+    return NGX_CONF_OK;
+}
+
+
+ngx_int_t
+ngx_http_linegate_reconcile_auto_init_process(ngx_cycle_t *cycle)
+{
+    u_char                         *p;
+    size_t                          len;
+    ngx_url_t                      *u;
+    ngx_http_linegate_auto_t       *au;
+    ngx_http_linegate_main_conf_t  *lmcf;
+
+    lmcf = ngx_http_cycle_get_module_main_conf(cycle,
+                                               ngx_http_linegate_module);
+
+    if (lmcf == NULL || lmcf->reconcile_auto == NULL
+        || lmcf->reconcile_auto == NGX_CONF_UNSET_PTR)
+    {
+        return NGX_OK;
+    }
+
+    /* one caller per nginx: the Redis lease makes one run per fleet */
+    if (!(ngx_process == NGX_PROCESS_SINGLE
+          || (ngx_process == NGX_PROCESS_WORKER && ngx_worker == 0)))
+    {
+        return NGX_OK;
+    }
+
+    u = lmcf->reconcile_auto;
+    au = &ngx_http_linegate_auto;
+    ngx_memzero(au, sizeof(ngx_http_linegate_auto_t));
+
+    au->url = u;
+    au->interval = lmcf->reconcile_auto_interval;
+
+    len = sizeof("POST reconciliation/run HTTP/1.0" CRLF
+                 "Host: " CRLF
+                 "Authorization: Bearer " CRLF
+                 "User-Agent: linegate-reconcile" CRLF
+                 "Content-Length: 0" CRLF CRLF) - 1
+          + u->uri.len + u->host.len + NGX_INT_T_LEN
+          + lmcf->operator_token.len;
+
+    p = ngx_pnalloc(cycle->pool, len);
+    if (p == NULL) {
+        return NGX_ERROR;
+    }
+
+    au->request.data = p;
+    p = ngx_sprintf(p, "POST %Vreconciliation/run HTTP/1.0" CRLF
+                    "Host: %V", &u->uri, &u->host);
+
+    if (u->port != 80) {
+        p = ngx_sprintf(p, ":%d", (int) u->port);
+    }
+
+    p = ngx_sprintf(p, CRLF "Authorization: Bearer %V" CRLF
+                    "User-Agent: linegate-reconcile" CRLF
+                    "Content-Length: 0" CRLF CRLF, &lmcf->operator_token);
+
+    au->request.len = p - au->request.data;
+
+    au->dummy.fd = (ngx_socket_t) -1;
+    au->timer.handler = ngx_http_linegate_auto_tick;
+    au->timer.data = &au->dummy;
+    au->timer.log = cycle->log;
+    /* a timer alone never keeps an exiting worker alive */
+    au->timer.cancelable = 1;
+
+    /* spread the fleet's first calls over an interval */
+    ngx_http_linegate_auto_arm(au, au->interval / 2
+                                   + (ngx_msec_t) ngx_random()
+                                     % au->interval);
+
+    return NGX_OK;
+}
+
+
+static void
+ngx_http_linegate_auto_arm(ngx_http_linegate_auto_t *au, ngx_msec_t delay)
+{
+    if (ngx_exiting || ngx_quit || ngx_terminate) {
+        return;
+    }
+
+    ngx_add_timer(&au->timer, delay);
+}
+
+
+static void
+ngx_http_linegate_auto_tick(ngx_event_t *ev)
+{
+    ngx_int_t                  rc;
+    ngx_connection_t          *c;
+    ngx_http_linegate_auto_t  *au;
+
+    au = &ngx_http_linegate_auto;
+
+    if (ngx_exiting || ngx_quit || ngx_terminate) {
+        return;
+    }
+
+    ngx_memzero(&au->peer, sizeof(ngx_peer_connection_t));
+
+    au->peer.sockaddr = au->url->addrs[0].sockaddr;
+    au->peer.socklen = au->url->addrs[0].socklen;
+    au->peer.name = &au->url->addrs[0].name;
+    au->peer.get = ngx_event_get_peer;
+    au->peer.log = ev->log;
+    au->peer.log_error = NGX_ERROR_ERR;
+
+    au->sent = 0;
+    au->received = 0;
+
+    rc = ngx_event_connect_peer(&au->peer);
+
+    if (rc == NGX_ERROR || rc == NGX_BUSY || rc == NGX_DECLINED) {
+        ngx_http_linegate_auto_done(au, "could not connect");
+        return;
+    }
+
+    c = au->peer.connection;
+    c->data = au;
+    c->log = ev->log;
+    c->read->log = ev->log;
+    c->write->log = ev->log;
+    c->read->handler = ngx_http_linegate_auto_read;
+    c->write->handler = ngx_http_linegate_auto_write;
+
+    /* one clock for the whole call: connect, send, the run, the answer */
+    ngx_add_timer(c->read, NGX_HTTP_LINEGATE_AUTO_TIMEOUT);
+
+    if (rc == NGX_OK) {
+        ngx_http_linegate_auto_write(c->write);
+    }
+}
+
+
+static void
+ngx_http_linegate_auto_write(ngx_event_t *wev)
+{
+    ssize_t                    n;
+    ngx_connection_t          *c;
+    ngx_http_linegate_auto_t  *au;
+
+    c = wev->data;
+    au = c->data;
+
+    while (au->sent < au->request.len) {
+        n = c->send(c, au->request.data + au->sent,
+                    au->request.len - au->sent);
+
+        if (n == NGX_ERROR) {
+            ngx_http_linegate_auto_done(au, "could not send the call");
+            return;
+        }
+
+        if (n == NGX_AGAIN || n == 0) {
+            if (ngx_handle_write_event(wev, 0) != NGX_OK) {
+                ngx_http_linegate_auto_done(au, "could not send the call");
+            }
+            return;
+        }
+
+        au->sent += n;
+    }
+
+    wev->handler = ngx_http_linegate_auto_noop;
+
+    /* the answer may be there already */
+    if (c->read->ready) {
+        ngx_http_linegate_auto_read(c->read);
+    }
+}
+
+
+/* the answer: its status line is kept, the rest read until the close */
+static void
+ngx_http_linegate_auto_read(ngx_event_t *rev)
+{
+    size_t                     keep;
+    ssize_t                    n;
+    u_char                     buf[1024];
+    ngx_connection_t          *c;
+    ngx_http_linegate_auto_t  *au;
+
+    c = rev->data;
+    au = c->data;
+
+    if (rev->timedout) {
+        ngx_http_linegate_auto_done(au, "no answer in time");
+        return;
+    }
+
+    for ( ;; ) {
+        n = c->recv(c, buf, sizeof(buf));
+
+        if (n == NGX_AGAIN) {
+            if (ngx_handle_read_event(rev, 0) != NGX_OK) {
+                ngx_http_linegate_auto_done(au, "could not read the answer");
+            }
+            return;
+        }
+
+        if (n == NGX_ERROR) {
+            ngx_http_linegate_auto_done(au, "could not read the answer");
+            return;
+        }
+
+        if (n == 0) {
+            ngx_http_linegate_auto_done(au, NULL);
+            return;
+        }
+
+        keep = ngx_min((size_t) n, sizeof(au->head) - au->received);
+        ngx_memcpy(au->head + au->received, buf, keep);
+        au->received += keep;
+    }
+}
+
+
+static void
+ngx_http_linegate_auto_noop(ngx_event_t *ev)
+{
+}
+
+
+/* the call is over (failure: why it failed): logged, the next one armed */
+static void
+ngx_http_linegate_auto_done(ngx_http_linegate_auto_t *au,
+    const char *failure)
+{
+    ngx_int_t    status;
+    ngx_uint_t   level;
+    ngx_log_t   *log;
+
+    log = au->timer.log;
+    status = 0;
+
+    if (au->peer.connection) {
+        ngx_close_connection(au->peer.connection);
+        au->peer.connection = NULL;
+    }
+
+    /* "HTTP/1.x NNN" */
+    if (failure == NULL && au->received >= 12
+        && ngx_strncmp(au->head, "HTTP/1.", 7) == 0)
+    {
+        status = ngx_atoi(au->head + 9, 3);
+    }
+
+    if (failure == NULL && status <= 0) {
+        failure = "no HTTP answer";
+    }
+
+    if (failure != NULL) {
+        ngx_log_error(NGX_LOG_ERR, log, 0,
+                      NGX_HTTP_LINEGATE_LOG "linegate_reconcile_auto: the "
+                      "call of http://%V%Vreconciliation/run failed: %s",
+                      &au->url->host, &au->url->uri, failure);
+
+    } else {
+        /* 409: another run holds the lease; each entry logs itself */
+        level = (status == NGX_HTTP_OK || status == NGX_HTTP_CONFLICT)
+                ? NGX_LOG_INFO : NGX_LOG_ERR;
+
+        ngx_log_error(level, log, 0,
+                      NGX_HTTP_LINEGATE_LOG "linegate_reconcile_auto: "
+                      "reconciliation/run answered %i", status);
+    }
+
+    ngx_http_linegate_auto_arm(au, au->interval);
+}

@@ -1,0 +1,479 @@
+# Reconciliation without an operator (issue 13, item 6): the entries of
+# lg:reconcile are settled at Stripe and in Redis by POST
+# /_linegate/reconciliation/run (one run at a time: a lease in Redis), and
+# by a worker on its own with linegate_reconcile_auto. The policy
+# (docs/operator.md#reconciliation): a paid line whose record failed is
+# recorded (or released when nothing charges any more); a purchase whose
+# outcome was unknown, or whose number is gone, is cancelled at Stripe.
+use strict;
+use warnings;
+use lib 't/lib';
+
+use Test::More;
+use Time::HiRes qw(sleep time);
+use Time::Local qw(timegm);
+use LG::Stack;
+use LG::Test;
+use LG::Provision;
+use LG::Lines qw(body);
+
+my $s = LG::Stack->new(STRIPE_TIMEOUT => '1s',
+                       HTTP_EXTRA => 'linegate_reconcile_delay 0; '
+                           . 'linegate_reconcile_lost_after 1s;')->start;
+my $p = LG::Provision->new($s);
+my $r = $s->redis;
+
+my $TOTAL = 30;
+$p->inventory($p->numbers($TOTAL));
+
+sub numbers_accounted {
+    my ($name) = @_;
+    local $Test::Builder::Level = $Test::Builder::Level + 1;
+    my @lines = grep { $r->type($_) eq 'hash' } $r->keys('lg:{acct:*}:line:*');
+    my @resv = $r->keys('lg:{acct:*}:resv:*');
+    is($r->scard('lg:inventory') + @lines + @resv, $TOTAL,
+       "$name: no number lost");
+}
+
+sub subs_of {
+    my ($id) = @_;
+    return grep { ($_->{metadata}{account_id} // '') eq $id }
+           $p->subscriptions;
+}
+
+sub queued_of {
+    my ($id) = @_;
+    return grep { $_->{account} eq $id } @{ $p->reconcile };
+}
+
+sub resolved {
+    my @e = $r->xrange('lg:reconciled', '-', '+');
+    return map { +{ @{ $_->[1] } } } @e;
+}
+
+sub run {
+    my ($status) = @_;
+    local $Test::Builder::Level = $Test::Builder::Level + 1;
+    my $tx = $s->op(POST => '/reconciliation/run');
+    is($tx->res->code, $status // 200, 'run answered ' . ($status // 200))
+        or diag $tx->res->body;
+    my @errors = $p->invalid($tx);
+    ok(!@errors, 'run: its answer matches docs/openapi.yaml')
+        or diag join "\n", @errors;
+    return $tx->res->json // {};
+}
+
+sub entry_of {
+    my ($b, $account) = @_;
+    my ($e) = grep { $_->{account} eq $account } @{ $b->{entries} // [] };
+    return $e // {};
+}
+
+# a purchase Stripe billed though its answer was lost twice: queued as
+# stripe_outcome_unknown, the number back in the inventory
+sub lost_purchase {
+    my ($id, %fault) = @_;
+    my $a = $p->account($id);
+    $p->fault(drop => 1, count => 2, %fault);
+    my $tx = $p->confirm($a, $p->token($a));
+    $p->error_is($tx, 502, 'billing_unavailable', "$id: answer lost");
+    my @q = queued_of($id);
+    is(scalar @q, 1, "$id: queued");
+    is($q[0]{reason}, 'stripe_outcome_unknown', "$id: outcome unknown");
+    return $q[0];
+}
+
+# a paid line that could not be recorded: queued as record_failed, the
+# number reserved, the slot counting; the line key is left broken
+sub unrecorded_purchase {
+    my ($id) = @_;
+    my $a = $p->account($id);
+    my $tok = $p->token($a);
+    $p->fault(latency_ms => 500);
+    my ($tx, $done) = $p->during($p->confirm_req($a, $tok), sub {
+        my ($w) = $r->zrange("lg:{acct:$id}:prov", 0, 0);
+        return 0 unless $w;
+        $r->set("lg:{acct:$id}:line:$w", 'not a hash');
+        return 1;
+    });
+    ok($done, "$id: the line key was broken in time");
+    $p->error_is($tx, 500, 'provisioning_failed', "$id: not recorded");
+    my @q = queued_of($id);
+    is(scalar @q, 1, "$id: queued");
+    is($q[0]{reason}, 'record_failed', "$id: record_failed");
+    return $q[0];
+}
+
+subtest 'outcome unknown, Stripe did bill: the subscription is cancelled' =>
+sub {
+    my $q = lost_purchase('acct_billed', after_commit => 1);
+    my @subs = subs_of('acct_billed');
+    is(scalar @subs, 1, 'Stripe created it, unseen');
+    is($subs[0]{status}, 'active', 'and it charges');
+
+    my $b = run();
+    my $e = entry_of($b, 'acct_billed');
+    is($e->{outcome}, 'canceled', 'outcome: canceled');
+    is($e->{subscription_id}, $subs[0]{id}, 'found by metadata[worker_id]');
+    is($e->{worker_id}, $q->{worker_id}, 'the purchase named');
+    ok(!$b->{more}, 'nothing more to do');
+
+    @subs = subs_of('acct_billed');
+    is($subs[0]{status}, 'canceled', 'cancelled at Stripe');
+    is_deeply([queued_of('acct_billed')], [], 'off lg:reconcile');
+    my ($done) = grep { $_->{account} eq 'acct_billed' } resolved();
+    is($done->{outcome}, 'canceled', 'on lg:reconciled');
+    is($done->{subscription_id}, $subs[0]{id}, 'with the subscription');
+    is($done->{reason}, 'stripe_outcome_unknown', 'and why it was queued');
+    ok($done->{resolved_at}, 'and when it was settled');
+    is_deeply($p->lines('acct_billed'), {}, 'no line');
+    like($s->error_log,
+         qr/reconciliation: purchase \Q$q->{worker_id}\E .*: canceled/,
+         'logged');
+
+    my $tx = $s->op(GET => '/reconciliation/resolved');
+    is($tx->res->code, 200, 'the history on the operator API');
+    ok(!$p->invalid($tx), 'the history matches docs/openapi.yaml');
+    my ($shown) = grep { $_->{fields}{worker_id} eq $q->{worker_id} }
+                  @{ $tx->res->json->{entries} };
+    is($shown->{fields}{outcome}, 'canceled', 'with its outcome');
+    numbers_accounted('billed, cancelled');
+
+    # a second run finds nothing: the cancellation happened once
+    $b = run();
+    is_deeply($b->{entries}, [], 'a second run: nothing left');
+};
+
+subtest 'outcome unknown, nothing billed: settled as no_subscription' => sub {
+    my $q = lost_purchase('acct_unbilled');
+    is(scalar subs_of('acct_unbilled'), 0, 'Stripe created nothing');
+    my $b = run();
+    is(entry_of($b, 'acct_unbilled')->{outcome}, 'no_subscription',
+       'outcome: no_subscription');
+    is_deeply([queued_of('acct_unbilled')], [], 'off lg:reconcile');
+    numbers_accounted('unbilled');
+};
+
+subtest 'record failed, subscription live: the line is recorded' => sub {
+    my $q = unrecorded_purchase('acct_rec');
+    my ($sub) = subs_of('acct_rec');
+
+    # while the key stays broken, the entry stays
+    my $b = run();
+    my $e = entry_of($b, 'acct_rec');
+    is($e->{outcome}, 'deferred', 'still broken: deferred');
+    is($e->{detail}, 'record_failed', 'because the record fails');
+    is(scalar queued_of('acct_rec'), 1, 'still on lg:reconcile');
+    is($r->get('lg:reconcile:lease'), undef, 'the lease given back');
+
+    $r->del("lg:{acct:acct_rec}:line:$q->{worker_id}");
+    $b = run();
+    is(entry_of($b, 'acct_rec')->{outcome}, 'recorded', 'outcome: recorded');
+    my $line = $p->lines('acct_rec')->{ $q->{worker_id} };
+    is($line->{subscription_id}, $sub->{id}, 'the line names the subscription');
+    is($line->{phone_number}, $q->{phone_number}, 'and the number paid for');
+    is_deeply($p->reservations('acct_rec'), [], 'the reservation became it');
+    is($r->zcard('lg:{acct:acct_rec}:prov'), 1, 'the slot counts');
+    is((subs_of('acct_rec'))[0]{status}, 'active', 'the subscription stays');
+    is_deeply([queued_of('acct_rec')], [], 'off lg:reconcile');
+    numbers_accounted('recorded');
+};
+
+subtest 'record failed, subscription cancelled: number and slot freed' =>
+sub {
+    my $q = unrecorded_purchase('acct_gone');
+    my ($sub) = subs_of('acct_gone');
+    $s->ua->delete($s->stub_url("/v1/subscriptions/$sub->{id}")
+                   => {Authorization => 'Bearer sk_test_linegate'});
+    is((subs_of('acct_gone'))[0]{status}, 'canceled',
+       'cancelled at Stripe by someone');
+    $r->del("lg:{acct:acct_gone}:line:$q->{worker_id}");
+
+    my $b = run();
+    is(entry_of($b, 'acct_gone')->{outcome}, 'released', 'outcome: released');
+    ok($r->sismember('lg:inventory', $q->{phone_number}),
+       'the number is back in the inventory');
+    is($r->zcard('lg:{acct:acct_gone}:prov'), 0, 'the slot is freed');
+    is_deeply($p->lines('acct_gone'), {}, 'no line');
+    numbers_accounted('released');
+};
+
+subtest 'record failed, number released meanwhile: cancelled' => sub {
+    my $q = unrecorded_purchase('acct_lostnum');
+    $r->del("lg:{acct:acct_lostnum}:line:$q->{worker_id}");
+    # an operator put the number back meanwhile
+    $r->del("lg:{acct:acct_lostnum}:resv:$q->{worker_id}");
+    $r->sadd('lg:inventory', $q->{phone_number});
+
+    my $b = run();
+    is(entry_of($b, 'acct_lostnum')->{outcome}, 'canceled',
+       'outcome: canceled');
+    is((subs_of('acct_lostnum'))[0]{status}, 'canceled',
+       'cancelled at Stripe');
+    is_deeply($p->lines('acct_lostnum'), {}, 'no line');
+    numbers_accounted('number gone');
+};
+
+subtest 'a customer with many subscriptions: found on a later page' => sub {
+    my $q = lost_purchase('acct_many', after_commit => 1);
+    my ($lost) = subs_of('acct_many');
+    my $cus = $lost->{customer};
+    # 40 more subscriptions of the customer: 10 a page, and 40 whole ones
+    # would not fit in subrequest_output_buffer_size (64k here)
+    for my $i (1 .. 40) {
+        my $tx = $s->ua->post($s->stub_url('/v1/subscriptions')
+            => {Authorization => 'Bearer sk_test_linegate'}
+            => form => {customer => $cus, 'items[0][price]' =>
+                        $lost->{items}{data}[0]{price}{id},
+                        'metadata[worker_id]' => "worker_other$i"});
+        die 'stub: ' . $tx->res->body unless $tx->res->is_success;
+    }
+    my $b = run();
+    my $e = entry_of($b, 'acct_many');
+    is($e->{outcome}, 'canceled', 'found and cancelled');
+    my ($sub) = grep { $_->{metadata}{worker_id} eq $q->{worker_id} }
+                $p->subscriptions;
+    is($e->{subscription_id}, $sub->{id}, 'the purchase, not another');
+    is($sub->{status}, 'canceled', 'cancelled at Stripe');
+    my @others = grep { ($_->{metadata}{worker_id} // '') =~ /^worker_other/ }
+                 $p->subscriptions;
+    is(scalar(grep { $_->{status} ne 'active' } @others), 0,
+       'the 40 others untouched');
+};
+
+subtest 'Stripe failing: the entry stays, the run stops' => sub {
+    lost_purchase('acct_s5xx', after_commit => 1);
+    $p->fault(method => 'GET', path_prefix => '/v1/subscriptions',
+              status => 500, count => 1);
+    my $b = run();
+    my $e = entry_of($b, 'acct_s5xx');
+    is($e->{outcome}, 'deferred', 'deferred');
+    is($e->{detail}, 'stripe_unavailable', 'Stripe unavailable');
+    is(scalar queued_of('acct_s5xx'), 1, 'still on lg:reconcile');
+    is((subs_of('acct_s5xx'))[0]{status}, 'active', 'nothing cancelled');
+    is($r->get('lg:reconcile:lease'), undef, 'the lease given back');
+
+    $b = run();
+    is(entry_of($b, 'acct_s5xx')->{outcome}, 'canceled',
+       'the next run settles it');
+};
+
+subtest 'one run at a time across the fleet: a lease in Redis' => sub {
+    lost_purchase('acct_lease', after_commit => 1);
+    $r->set('lg:reconcile:lease', 'another-run', 'PX', 20000);
+    my $tx = $s->op(POST => '/reconciliation/run');
+    json_error_is($tx, 409, 'RECONCILIATION_RUNNING', 'held elsewhere',
+                  qr/another reconciliation run/i);
+    ok(!$p->invalid($tx), 'the 409 matches docs/openapi.yaml');
+    is(scalar queued_of('acct_lease'), 1, 'the entry untouched');
+    is($r->get('lg:reconcile:lease'), 'another-run',
+       "another run's lease is never freed");
+    $r->del('lg:reconcile:lease');
+    is(entry_of(run(), 'acct_lease')->{outcome}, 'canceled', 'then settled');
+
+    $tx = $s->op(GET => '/reconciliation/run');
+    is($tx->res->code, 405, 'GET: 405');
+};
+
+subtest 'a worker killed mid-confirm: cancelled, the number back' => sub {
+    my $a = $p->account('acct_killed');
+    my $tok = $p->token($a);
+    # Stripe bills at once, then answers late: the worker dies meanwhile
+    $p->fault(latency_ms => 3000, after_commit => 1);
+    my @killed;
+    my $off = length $s->error_log;
+    my ($tx, $done) = $p->during($p->confirm_req($a, $tok), sub {
+        return 0 unless $r->zcard('lg:pv:inflight') && subs_of('acct_killed');
+        @killed = split ' ', `pgrep -P $s->{pids}{nginx}`;
+        kill 'KILL', @killed;
+        return 1;
+    });
+    ok($done && @killed, 'the workers were killed mid-confirm');
+    ok(!$tx || !$tx->res->code, 'the client got no answer');
+    # the master starts new workers
+    for (1 .. 50) {
+        my @w = split ' ', `pgrep -P $s->{pids}{nginx}`;
+        last if @w == 2 && !grep { my $k = $_; grep { $_ == $k } @killed } @w;
+        sleep 0.1;
+    }
+    $s->wait_redis_connected($off);
+    my @resv = @{ $p->reservations('acct_killed') };
+    is(scalar @resv, 1, 'the dead worker left its number held');
+    is($r->zcard('lg:{acct:acct_killed}:prov'), 1, 'and its slot');
+    my ($sub) = subs_of('acct_killed');
+    is($sub->{status}, 'active', 'and a subscription that charges');
+    is(scalar queued_of('acct_killed'), 0, 'and nothing on lg:reconcile');
+
+    sleep 1.1;    # linegate_reconcile_lost_after
+    my $b = run();
+    my $e = entry_of($b, 'acct_killed');
+    is($e->{reason}, 'worker_lost', 'found as worker_lost');
+    is($e->{outcome}, 'canceled', 'settled: canceled');
+    is($e->{subscription_id}, $sub->{id}, 'the subscription it bought');
+    is((subs_of('acct_killed'))[0]{status}, 'canceled', 'cancelled at Stripe');
+    is_deeply($p->reservations('acct_killed'), [], 'the number released');
+    is($r->zcard('lg:{acct:acct_killed}:prov'), 0, 'the slot freed');
+    is($r->zcard('lg:pv:inflight'), 0, 'nothing in flight');
+    like($s->error_log, qr/1 purchase\(s\) in flight past/, 'logged');
+    numbers_accounted('worker killed');
+
+    # the same with no subscription made: released as no_subscription
+    $a = $p->account('acct_killed2');
+    $tok = $p->token($a);
+    $p->fault(latency_ms => 3000);
+    @killed = ();
+    $off = length $s->error_log;
+    ($tx, $done) = $p->during($p->confirm_req($a, $tok), sub {
+        return 0 unless $r->zcard('lg:pv:inflight');
+        @killed = split ' ', `pgrep -P $s->{pids}{nginx}`;
+        kill 'KILL', @killed;
+        return 1;
+    });
+    ok($done && @killed, 'killed again, before Stripe billed');
+    for (1 .. 50) {
+        my @w = split ' ', `pgrep -P $s->{pids}{nginx}`;
+        last if @w == 2 && !grep { my $k = $_; grep { $_ == $k } @killed } @w;
+        sleep 0.1;
+    }
+    $s->wait_redis_connected($off);
+    sleep 3.5;    # the stub finishes its call: now it bills, unseen
+    $b = run();
+    $e = entry_of($b, 'acct_killed2');
+    is($e->{reason}, 'worker_lost', 'worker_lost');
+    is($e->{outcome}, 'canceled', 'what Stripe did late is undone');
+    is_deeply($p->reservations('acct_killed2'), [], 'the number released');
+    numbers_accounted('worker killed before Stripe answered');
+    $p->clear_faults;
+};
+
+# every worker of the stack killed at once; back when the new ones
+# have connected to Redis
+sub kill_workers {
+    my $off = length $s->error_log;
+    my @killed = split ' ', `pgrep -P $s->{pids}{nginx}`;
+    kill 'KILL', @killed;
+    for (1 .. 50) {
+        my @w = split ' ', `pgrep -P $s->{pids}{nginx}`;
+        last if @w == 2 && !grep { my $k = $_; grep { $_ == $k } @killed } @w;
+        sleep 0.1;
+    }
+    $s->wait_redis_connected($off);
+    return scalar @killed;
+}
+
+subtest 'a worker killed mid-create (Lines API): invoice discarded' => sub {
+    my $l = LG::Lines->new($s);
+    my $EMAIL = body(channelType => 'email', email => 'k@example.com');
+    for my $case (['draft', 'DELETE'], ['open', 'void']) {
+        my ($status, $how) = @$case;
+        my $w = $l->workspace("org_killed_$status");
+        # Stripe is slow on the finalize (a draft exists) or on the
+        # invoice's store (finalized: open); the worker dies meanwhile
+        $l->fault($status eq 'draft'
+                  ? (path_prefix => '/v1/invoices/', latency_ms => 3000)
+                  : (path_prefix => '/v1/invoices/', latency_ms => 3000,
+                     after_commit => 1));
+        my $killed = 0;
+        my ($tx, $done) = $l->during([$w, POST => '/api/line-requests',
+                                      $EMAIL], sub {
+            return 0 unless $r->zcard('lg:lr:inflight');
+            my @inv = grep { $_->{status} eq $status }
+                      $l->invoices($w->{customer});
+            return 0 unless @inv;
+            $killed = kill_workers();
+            return 1;
+        }, 10);
+        ok($done && $killed, "$status: the workers were killed mid-create");
+        sleep 3.2 if $status eq 'open';    # the stub finalizes, late
+        my ($id) = $l->request_ids($w);
+        ok($id, "$status: the request is left awaiting payment");
+        is($l->pending($w), $id, "$status: it blocks the workspace");
+        my @inv = grep { $_->{status} eq $status }
+                  $l->invoices($w->{customer});
+        is(scalar @inv, 1, "$status: an invoice no request names");
+        $l->clear_faults;
+
+        sleep 1.1;    # linegate_reconcile_lost_after
+        my $b = run();
+        my ($e) = grep { ($_->{workspace} // '') eq $w->{id} }
+                  @{ $b->{entries} // [] };
+        is($e->{reason}, 'worker_lost', "$status: found as worker_lost");
+        is($e->{line_request_id}, $id, "$status: the request named");
+        is($e->{invoice_id}, $inv[0]{id}, "$status: its invoice found");
+        is($e->{outcome}, $status eq 'draft' ? 'deleted' : 'voided',
+           "$status: the invoice discarded ($how)");
+        my $left = $l->invoice($inv[0]{id});
+        ok(!$left || $left->{status} eq 'void',
+           "$status: nothing payable left at Stripe");
+        is_deeply([$l->request_ids($w)], [], "$status: the request dropped");
+        ok(!defined $l->pending($w), "$status: the workspace unblocked");
+        is($r->zcard('lg:lr:inflight'), 0, "$status: nothing in flight");
+        $l->answer($l->create($w, $EMAIL), 201,
+                   "$status: a new request is billed");
+    }
+};
+
+subtest 'configuration' => sub {
+    my $conf = $s->render(HTTP_EXTRA => 'linegate_reconcile_auto ftp://x/;');
+    my ($rc, $out) = $s->nginx_t($conf);
+    isnt($rc, 0, 'not http://: refused');
+    like($out, qr/"ftp:\/\/x\/" is not an http:\/\/ URL/, 'naming the value');
+
+    $conf = $s->render(HTTP_EXTRA =>
+        'linegate_reconcile_auto http://127.0.0.1:1/_linegate;');
+    ($rc, $out) = $s->nginx_t($conf);
+    isnt($rc, 0, 'no prefix: refused');
+    like($out, qr/must end with the operator API's prefix/, 'why');
+
+    $conf = $s->render(HTTP_EXTRA =>
+        'linegate_reconcile_auto http://127.0.0.1:1/_linegate/ interval=0;');
+    ($rc, $out) = $s->nginx_t($conf);
+    isnt($rc, 0, 'interval 0: refused');
+    like($out, qr/invalid interval "interval=0"/, 'naming the value');
+
+    $conf = $s->render(HTTP_EXTRA =>
+        'linegate_reconcile_auto http://127.0.0.1:1/_linegate/ interval=5s;');
+    ($rc, $out) = $s->nginx_t($conf);
+    is($rc, 0, 'a good one passes nginx -t') or diag $out;
+};
+
+$s->stop;
+
+# The same, with nobody calling: a worker runs it every second, and an
+# entry is left alone until it is linegate_reconcile_delay old.
+$s = LG::Stack->new(STRIPE_TIMEOUT => '1s',
+                    HTTP_EXTRA => 'linegate_reconcile_delay 2s; '
+                        . 'linegate_reconcile_auto '
+                        . 'http://127.0.0.1:@PORT@/_linegate/ interval=1s;')
+    ->start;
+$p = LG::Provision->new($s);
+$r = $s->redis;
+$p->inventory($p->numbers($TOTAL));
+
+subtest 'linegate_reconcile_auto: settled without an operator' => sub {
+    my $q = lost_purchase('acct_auto', after_commit => 1);
+    my @done;
+    for (1 .. 100) {
+        @done = grep { $_->{account} eq 'acct_auto' } resolved();
+        last if @done;
+        sleep 0.2;
+    }
+    is(scalar @done, 1, 'settled by the worker');
+    is($done[0]{outcome}, 'canceled', 'cancelled');
+    is((subs_of('acct_auto'))[0]{status}, 'canceled', 'at Stripe');
+    is_deeply([queued_of('acct_auto')], [], 'off lg:reconcile');
+    my ($entry_ms) = $done[0]{entry} =~ /^(\d+)-/;
+    my ($y, $mo, $d, $h, $mi, $sec, $ms) =
+        $done[0]{resolved_at} =~ /^(\d+)-(\d+)-(\d+)T(\d+):(\d+):(\d+)\.(\d+)Z$/;
+    my $resolved_ms = timegm($sec, $mi, $h, $d, $mo - 1, $y) * 1000 + $ms;
+    cmp_ok($resolved_ms - $entry_ms, '>=', 2000,
+           'not before linegate_reconcile_delay');
+    like($s->error_log,
+         qr/linegate_reconcile_auto: reconciliation\/run answered 200/,
+         'the call logged');
+    unlike($s->error_log, qr/\Q${\ $s->operator_token }\E/,
+           'the operator token never logged');
+    numbers_accounted('auto');
+};
+
+done_testing;
