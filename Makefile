@@ -31,7 +31,8 @@ EXTRA_LDFLAGS ?=
 PROVE_ARGS ?= -r
 MODULE      = $(BUILD)/ngx_http_linegate_module.so
 
-SRCS = $(wildcard src/*.c src/*.h src/lua/*.lua src/lua/include/*.lua)
+SRCS = $(wildcard src/*.c src/*.h src/lua/*.lua src/lua/include/*.lua) \
+    src/lua/embed.pl
 
 DEB_PACKAGES = nginx nginx-dev libhiredis-dev libjansson-dev libssl-dev \
     redis-server redis-tools wrk curl jq perl openssl procps gnuplot-nox \
