@@ -408,9 +408,46 @@ subtest 'a worker killed mid-create (Lines API): invoice discarded' => sub {
         is_deeply([$l->request_ids($w)], [], "$status: the request dropped");
         ok(!defined $l->pending($w), "$status: the workspace unblocked");
         is($r->zcard('lg:lr:inflight'), 0, "$status: nothing in flight");
+        my ($hist) = grep { ($_->{line_request_id} // '') eq $id } resolved();
+        is($hist->{invoice_id}, $inv[0]{id},
+           "$status: the history names the invoice");
         $l->answer($l->create($w, $EMAIL), 201,
                    "$status: a new request is billed");
     }
+};
+
+subtest 'an invoice no repair could discard: deleted by a run' => sub {
+    my $l = LG::Lines->new($s);
+    my $w = $l->workspace('org_unrepaired');
+    my $EMAIL = body(channelType => 'email', email => 'u@example.com');
+    # the finalize fails, then every void and delete, past the request's
+    # 8 s of repairs
+    $l->fault(path_prefix => '/v1/invoices/', status => 500, count => -1);
+    $l->fault(method => 'DELETE', path_prefix => '/v1/invoices/',
+              status => 500, count => -1);
+    $l->error_is($l->create($w, $EMAIL), 502, 'BILLING_UNAVAILABLE',
+                 'Stripe failing');
+    $l->clear_faults;
+    my @inv = grep { $_->{status} =~ /^(?:draft|open)$/ }
+              $l->invoices($w->{customer});
+    is(scalar @inv, 1, 'a draft left at Stripe');
+    is_deeply([$l->request_ids($w)], [], 'the request itself released');
+    my @q = grep { ($_->{workspace} // '') eq $w->{id} } @{ $p->reconcile };
+    is(scalar @q, 1, 'queued on lg:reconcile');
+    is($q[0]{reason}, 'invoice_unrepaired', 'as invoice_unrepaired');
+    is($q[0]{invoice_id}, $inv[0]{id}, 'naming the invoice');
+    like($s->error_log,
+         qr/invoice "\Q$inv[0]{id}\E" of line request .* queued for reconc/,
+         'logged');
+
+    my $b = run();
+    my ($e) = grep { ($_->{workspace} // '') eq $w->{id} }
+              @{ $b->{entries} // [] };
+    is($e->{outcome}, 'deleted', 'the draft deleted');
+    ok(!$l->invoice($inv[0]{id}), 'gone from Stripe');
+    is_deeply([grep { ($_->{workspace} // '') eq $w->{id} }
+               @{ $p->reconcile }], [], 'off lg:reconcile');
+    $l->answer($l->create($w, $EMAIL), 201, 'the workspace is billed again');
 };
 
 subtest 'configuration' => sub {
