@@ -1024,11 +1024,15 @@ ngx_http_linegate_reconcile_release(ngx_http_request_t *r,
     a = &rc->args;
 
     if (e->line_request.len) {
-        /* lr_release.lua, as the request's own failure step sends it */
+        /*
+         * lr_release.lua, as the request's own failure step sends it: the
+         * reservation dropped, the idempotency key it holds freed (the
+         * entry's idempotency_key is the key's digest)
+         */
         ngx_http_linegate_redis_args_init(a);
         ngx_http_linegate_redis_arg_str(a, &e->workspace);
         ngx_http_linegate_redis_arg_str(a, &e->line_request);
-        ngx_http_linegate_redis_arg_cstr(a, "");
+        ngx_http_linegate_redis_arg_str(a, &e->idempotency_key);
         ngx_http_linegate_redis_arg_int(r, a,
                                         NGX_HTTP_LINEGATE_RECONCILE_LR_MARK);
 

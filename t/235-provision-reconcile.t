@@ -375,7 +375,8 @@ subtest 'a worker killed mid-create (Lines API): invoice discarded' => sub {
                      after_commit => 1));
         my $killed = 0;
         my ($tx, $done) = $l->during([$w, POST => '/api/line-requests',
-                                      $EMAIL], sub {
+                                      $EMAIL, 'Idempotency-Key' => 'kk'],
+                                     sub {
             return 0 unless $r->zcard('lg:lr:inflight');
             my @inv = grep { $_->{status} eq $status }
                       $l->invoices($w->{customer});
@@ -388,6 +389,8 @@ subtest 'a worker killed mid-create (Lines API): invoice discarded' => sub {
         my ($id) = $l->request_ids($w);
         ok($id, "$status: the request is left awaiting payment");
         is($l->pending($w), $id, "$status: it blocks the workspace");
+        my @idem = $r->keys("lg:{ws:$w->{id}}:idem:*");
+        is(scalar @idem, 1, "$status: its Idempotency-Key held");
         my @inv = grep { $_->{status} eq $status }
                   $l->invoices($w->{customer});
         is(scalar @inv, 1, "$status: an invoice no request names");
@@ -407,12 +410,14 @@ subtest 'a worker killed mid-create (Lines API): invoice discarded' => sub {
            "$status: nothing payable left at Stripe");
         is_deeply([$l->request_ids($w)], [], "$status: the request dropped");
         ok(!defined $l->pending($w), "$status: the workspace unblocked");
+        is_deeply([$r->keys("lg:{ws:$w->{id}}:idem:*")], [],
+                  "$status: its Idempotency-Key freed");
+        $l->answer($l->create($w, $EMAIL, 'Idempotency-Key' => 'kk'), 201,
+                   "$status: the same key is served again");
         is($r->zcard('lg:lr:inflight'), 0, "$status: nothing in flight");
         my ($hist) = grep { ($_->{line_request_id} // '') eq $id } resolved();
         is($hist->{invoice_id}, $inv[0]{id},
            "$status: the history names the invoice");
-        $l->answer($l->create($w, $EMAIL), 201,
-                   "$status: a new request is billed");
     }
 };
 
