@@ -1077,6 +1077,7 @@ ngx_http_linegate_invoice_next(ngx_http_request_t *r,
 
         if (lr->invoice.id.len == 0) {
             ngx_http_linegate_invoice_log(r, lr, "may be left as a draft");
+            ngx_http_linegate_lines_orphan(r->connection->log, lr);
         }
 
         ngx_http_linegate_invoice_end(r, lr, lr->invoice.result);
@@ -1269,6 +1270,7 @@ ngx_http_linegate_invoice_void(ngx_http_request_t *r,
         != NGX_OK)
     {
         ngx_http_linegate_invoice_log(r, lr, "could not be voided");
+        ngx_http_linegate_lines_orphan(r->connection->log, lr);
         lr->invoice.done(r, lr);
     }
 }
@@ -1286,6 +1288,7 @@ ngx_http_linegate_invoice_delete(ngx_http_request_t *r,
         != NGX_OK)
     {
         ngx_http_linegate_invoice_log(r, lr, "could not be deleted");
+        ngx_http_linegate_lines_orphan(r->connection->log, lr);
         lr->invoice.done(r, lr);
     }
 }
@@ -1326,6 +1329,10 @@ ngx_http_linegate_invoice_discarded(ngx_http_request_t *r,
     ngx_http_linegate_invoice_log(r, lr, result == NGX_HTTP_LINEGATE_STRIPE_OK
                                          ? "discarded"
                                          : "could not be discarded");
+
+    if (result != NGX_HTTP_LINEGATE_STRIPE_OK) {
+        ngx_http_linegate_lines_orphan(r->connection->log, lr);
+    }
 
     lr->invoice.done(r, lr);
 }

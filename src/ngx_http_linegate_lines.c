@@ -1142,11 +1142,58 @@ ngx_http_linegate_lines_ended(ngx_http_linegate_lr_t *lr,
     ngx_log_error(NGX_LOG_WARN, ngx_cycle->log, 0,
                   NGX_HTTP_LINEGATE_LOG "line request \"%V\" ended while "
                   "%s: its claim is released%s%V", &lr->id, doing,
-                  lr->invoice.id.len ? "; invoice to void: " : "",
+                  lr->invoice.id.len ? "; invoice queued to be voided: "
+                                     : "",
                   &lr->invoice.id);
 
     (void) ngx_http_linegate_redis_durable(ngx_cycle->log, script, 0,
                                            lr->release, what);
+
+    if (lr->invoice.id.len) {
+        ngx_http_linegate_lines_orphan(ngx_cycle->log, lr);
+    }
+}
+
+
+/*
+ * An invoice the request made that it could not discard (every repair
+ * failed, or the request ended first), or a draft whose id it never saw
+ * (lr->invoice.id empty): queued on lg:reconcile by a durable write, for
+ * a reconciliation run to delete or void. Nothing is allocated from the
+ * request's pool: also called from its cleanup.
+ */
+void
+ngx_http_linegate_lines_orphan(ngx_log_t *log, ngx_http_linegate_lr_t *lr)
+{
+    u_char                          iso[NGX_HTTP_LINEGATE_ISO_LEN];
+    ngx_http_linegate_redis_args_t  a;
+
+    (void) ngx_http_linegate_iso8601(iso, ngx_http_linegate_now_ms());
+
+    ngx_http_linegate_redis_args_init(&a);
+    ngx_http_linegate_redis_arg_str(&a, &lr->ws);
+    ngx_http_linegate_redis_arg_str(&a, &lr->id);
+    ngx_http_linegate_redis_arg_str(&a, &lr->invoice.id);
+    ngx_http_linegate_redis_arg_str(&a, &lr->customer);
+    ngx_http_linegate_redis_arg(&a, iso, NGX_HTTP_LINEGATE_ISO_LEN);
+
+    if (ngx_http_linegate_redis_durable(log,
+                                   NGX_HTTP_LINEGATE_SCRIPT_LR_INVOICE_ORPHAN,
+                                   0, &a, "an undiscarded invoice's queuing")
+        != NGX_OK)
+    {
+        ngx_log_error(NGX_LOG_ALERT, log, 0,
+                      NGX_HTTP_LINEGATE_LOG "invoice \"%V\" of line request "
+                      "\"%V\" could not be queued for reconciliation: "
+                      "void or delete it at Stripe", &lr->invoice.id,
+                      &lr->id);
+        return;
+    }
+
+    ngx_log_error(NGX_LOG_WARN, log, 0,
+                  NGX_HTTP_LINEGATE_LOG "invoice \"%V\" of line request "
+                  "\"%V\" queued for reconciliation (invoice_unrepaired)",
+                  &lr->invoice.id, &lr->id);
 }
 
 

@@ -229,6 +229,8 @@ void ngx_http_linegate_lines_call(ngx_http_request_t *r,
  * (an idempotent script of lr->args: the release of a failed creation,
  * an invoice stored again): next(r, lr) runs once it is handed over.
  */
+void ngx_http_linegate_lines_orphan(ngx_log_t *log,
+    ngx_http_linegate_lr_t *lr);
 void ngx_http_linegate_lines_durable(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr, ngx_http_linegate_script_id_e script,
     const char *what, ngx_http_linegate_lr_pt next);

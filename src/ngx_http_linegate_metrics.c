@@ -412,6 +412,12 @@ ngx_http_linegate_metrics_series(ngx_uint_t family, u_char *labels,
 
     static ngx_http_linegate_series_t  *memo[NGX_HTTP_LINEGATE_M_MEMO];
 
+    if (labels == NULL) {
+        /* a family without labels (a gauge): memcmp() wants a pointer */
+        labels = (u_char *) "";
+        len = 0;
+    }
+
     /*
      * This worker's last series for a cheap digest of the labels: a hit,
      * checked byte for byte, saves the CRC and the probing (most calls

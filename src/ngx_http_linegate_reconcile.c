@@ -107,6 +107,7 @@ typedef struct {
     ngx_str_t                            id;        /* the stream entry */
     int64_t                              queued_ms; /* from the id */
     ngx_str_t                            account;
+    /* the Stripe object named: a subscription, or a Lines invoice */
     ngx_str_t                            subscription;
     ngx_str_t                            number;
     ngx_str_t                            worker_id;
@@ -175,6 +176,8 @@ static void ngx_http_linegate_reconcile_looked_up(ngx_http_request_t *r,
     ngx_http_linegate_ctx_t *ctx);
 static ngx_int_t ngx_http_linegate_reconcile_find(
     ngx_http_linegate_ctx_t *ctx, ngx_http_linegate_reconcile_entry_t *e);
+static void ngx_http_linegate_reconcile_object(
+    ngx_http_linegate_reconcile_entry_t *e, json_t *obj);
 static ngx_http_linegate_reconcile_found_e
     ngx_http_linegate_reconcile_status(json_t *sub);
 static void ngx_http_linegate_reconcile_decide(ngx_http_request_t *r,
@@ -571,7 +574,9 @@ ngx_http_linegate_reconcile_entry(ngx_http_request_t *r,
         if (ngx_http_linegate_reconcile_is(&name, "account")) {
             dst = &e->account;
 
-        } else if (ngx_http_linegate_reconcile_is(&name, "subscription_id")) {
+        } else if (ngx_http_linegate_reconcile_is(&name, "subscription_id")
+                   || ngx_http_linegate_reconcile_is(&name, "invoice_id"))
+        {
             dst = &e->subscription;
 
         } else if (ngx_http_linegate_reconcile_is(&name, "phone_number")) {
@@ -647,7 +652,9 @@ ngx_http_linegate_reconcile_lookup(ngx_http_request_t *r,
             return NGX_ERROR;
         }
 
-        path.len = ngx_sprintf(path.data, "v1/subscriptions/%V",
+        path.len = ngx_sprintf(path.data, e->line_request.len
+                                          ? "v1/invoices/%V"
+                                          : "v1/subscriptions/%V",
                                &e->subscription)
                    - path.data;
 
@@ -728,7 +735,7 @@ ngx_http_linegate_reconcile_looked_up(ngx_http_request_t *r,
 
     if (e->subscription.len) {
         e->found = e->subscription;
-        e->state = ngx_http_linegate_reconcile_status(ctx->stripe_json);
+        ngx_http_linegate_reconcile_object(e, ctx->stripe_json);
         ngx_http_linegate_reconcile_decide(r, ctx, e);
         return;
     }
@@ -811,20 +818,28 @@ ngx_http_linegate_reconcile_find(ngx_http_linegate_ctx_t *ctx,
             continue;
         }
 
+        ngx_http_linegate_reconcile_object(e, sub);
+
+        if (e->line_request.len && !e->draft
+            && ngx_http_linegate_reconcile_is(&e->reason,
+                                              "invoice_unrepaired"))
+        {
+            /*
+             * a draft whose id was never seen: a finalized invoice of the
+             * request is the one it stored (payment_link's reissues)
+             */
+            continue;
+        }
+
         e->found.data = (u_char *) json_string_value(id);
         e->found.len = json_string_length(id);
-        e->state = ngx_http_linegate_reconcile_status(sub);
-        e->draft = ngx_strcmp(json_string_value(json_object_get(sub,
-                                                                "status"))
-                              ? json_string_value(json_object_get(sub,
-                                                                  "status"))
-                              : "", "draft") == 0;
 
         return ngx_http_linegate_stripe_id_valid(&e->found)
                ? NGX_OK : NGX_ERROR;
     }
 
     e->state = NGX_HTTP_LINEGATE_RECONCILE_ABSENT;
+    e->draft = 0;
 
     if (!json_is_true(json_object_get(ctx->stripe_json, "has_more"))) {
         return NGX_OK;
@@ -840,6 +855,20 @@ ngx_http_linegate_reconcile_find(ngx_http_linegate_ctx_t *ctx,
 
     return ngx_http_linegate_stripe_id_valid(&e->page_after)
            ? NGX_AGAIN : NGX_ERROR;
+}
+
+
+/* what a Stripe object's status says of the purchase */
+static void
+ngx_http_linegate_reconcile_object(ngx_http_linegate_reconcile_entry_t *e,
+    json_t *obj)
+{
+    const char  *status;
+
+    e->state = ngx_http_linegate_reconcile_status(obj);
+
+    status = json_string_value(json_object_get(obj, "status"));
+    e->draft = status != NULL && ngx_strcmp(status, "draft") == 0;
 }
 
 
@@ -916,6 +945,14 @@ ngx_http_linegate_reconcile_decide(ngx_http_request_t *r,
         return;
     }
 
+    if (e->line_request.len) {
+        ngx_http_linegate_reconcile_unbilled(r, ctx, e,
+                                  e->state
+                                  == NGX_HTTP_LINEGATE_RECONCILE_CANCELED
+                                  ? "already_void" : "no_invoice");
+        return;
+    }
+
     ngx_http_linegate_reconcile_unbilled(r, ctx, e,
                                   e->state
                                   == NGX_HTTP_LINEGATE_RECONCILE_CANCELED
@@ -987,11 +1024,15 @@ ngx_http_linegate_reconcile_release(ngx_http_request_t *r,
     a = &rc->args;
 
     if (e->line_request.len) {
-        /* lr_release.lua, as the request's own failure step sends it */
+        /*
+         * lr_release.lua, as the request's own failure step sends it: the
+         * reservation dropped, the idempotency key it holds freed (the
+         * entry's idempotency_key is the key's digest)
+         */
         ngx_http_linegate_redis_args_init(a);
         ngx_http_linegate_redis_arg_str(a, &e->workspace);
         ngx_http_linegate_redis_arg_str(a, &e->line_request);
-        ngx_http_linegate_redis_arg_cstr(a, "");
+        ngx_http_linegate_redis_arg_str(a, &e->idempotency_key);
         ngx_http_linegate_redis_arg_int(r, a,
                                         NGX_HTTP_LINEGATE_RECONCILE_LR_MARK);
 
@@ -1085,7 +1126,9 @@ ngx_http_linegate_reconcile_canceled(ngx_http_request_t *r,
     case NGX_HTTP_LINEGATE_STRIPE_REFUSED:
         if (ctx->stripe_status == NGX_HTTP_NOT_FOUND) {
             ngx_http_linegate_reconcile_unbilled(r, ctx, e,
-                                                 "no_subscription");
+                                                 e->line_request.len
+                                                 ? "no_invoice"
+                                                 : "no_subscription");
             return;
         }
 
@@ -1121,6 +1164,8 @@ ngx_http_linegate_reconcile_resolve(ngx_http_request_t *r,
     ngx_http_linegate_redis_arg_cstr(a, e->outcome);
     ngx_http_linegate_redis_arg_str(a, &e->found);
     ngx_http_linegate_redis_arg(a, rc->iso, NGX_HTTP_LINEGATE_ISO_LEN);
+    ngx_http_linegate_redis_arg_cstr(a, e->line_request.len ? "invoice_id"
+                                                            : "subscription_id");
 
     return ngx_http_linegate_reconcile_script(r, rc,
                                   NGX_HTTP_LINEGATE_SCRIPT_OP_RECONCILE_RESOLVE,

@@ -375,7 +375,8 @@ subtest 'a worker killed mid-create (Lines API): invoice discarded' => sub {
                      after_commit => 1));
         my $killed = 0;
         my ($tx, $done) = $l->during([$w, POST => '/api/line-requests',
-                                      $EMAIL], sub {
+                                      $EMAIL, 'Idempotency-Key' => 'kk'],
+                                     sub {
             return 0 unless $r->zcard('lg:lr:inflight');
             my @inv = grep { $_->{status} eq $status }
                       $l->invoices($w->{customer});
@@ -388,6 +389,8 @@ subtest 'a worker killed mid-create (Lines API): invoice discarded' => sub {
         my ($id) = $l->request_ids($w);
         ok($id, "$status: the request is left awaiting payment");
         is($l->pending($w), $id, "$status: it blocks the workspace");
+        my @idem = $r->keys("lg:{ws:$w->{id}}:idem:*");
+        is(scalar @idem, 1, "$status: its Idempotency-Key held");
         my @inv = grep { $_->{status} eq $status }
                   $l->invoices($w->{customer});
         is(scalar @inv, 1, "$status: an invoice no request names");
@@ -407,10 +410,49 @@ subtest 'a worker killed mid-create (Lines API): invoice discarded' => sub {
            "$status: nothing payable left at Stripe");
         is_deeply([$l->request_ids($w)], [], "$status: the request dropped");
         ok(!defined $l->pending($w), "$status: the workspace unblocked");
+        is_deeply([$r->keys("lg:{ws:$w->{id}}:idem:*")], [],
+                  "$status: its Idempotency-Key freed");
+        $l->answer($l->create($w, $EMAIL, 'Idempotency-Key' => 'kk'), 201,
+                   "$status: the same key is served again");
         is($r->zcard('lg:lr:inflight'), 0, "$status: nothing in flight");
-        $l->answer($l->create($w, $EMAIL), 201,
-                   "$status: a new request is billed");
+        my ($hist) = grep { ($_->{line_request_id} // '') eq $id } resolved();
+        is($hist->{invoice_id}, $inv[0]{id},
+           "$status: the history names the invoice");
     }
+};
+
+subtest 'an invoice no repair could discard: deleted by a run' => sub {
+    my $l = LG::Lines->new($s);
+    my $w = $l->workspace('org_unrepaired');
+    my $EMAIL = body(channelType => 'email', email => 'u@example.com');
+    # the finalize fails, then every void and delete, past the request's
+    # 8 s of repairs
+    $l->fault(path_prefix => '/v1/invoices/', status => 500, count => -1);
+    $l->fault(method => 'DELETE', path_prefix => '/v1/invoices/',
+              status => 500, count => -1);
+    $l->error_is($l->create($w, $EMAIL), 502, 'BILLING_UNAVAILABLE',
+                 'Stripe failing');
+    $l->clear_faults;
+    my @inv = grep { $_->{status} =~ /^(?:draft|open)$/ }
+              $l->invoices($w->{customer});
+    is(scalar @inv, 1, 'a draft left at Stripe');
+    is_deeply([$l->request_ids($w)], [], 'the request itself released');
+    my @q = grep { ($_->{workspace} // '') eq $w->{id} } @{ $p->reconcile };
+    is(scalar @q, 1, 'queued on lg:reconcile');
+    is($q[0]{reason}, 'invoice_unrepaired', 'as invoice_unrepaired');
+    is($q[0]{invoice_id}, $inv[0]{id}, 'naming the invoice');
+    like($s->error_log,
+         qr/invoice "\Q$inv[0]{id}\E" of line request .* queued for reconc/,
+         'logged');
+
+    my $b = run();
+    my ($e) = grep { ($_->{workspace} // '') eq $w->{id} }
+              @{ $b->{entries} // [] };
+    is($e->{outcome}, 'deleted', 'the draft deleted');
+    ok(!$l->invoice($inv[0]{id}), 'gone from Stripe');
+    is_deeply([grep { ($_->{workspace} // '') eq $w->{id} }
+               @{ $p->reconcile }], [], 'off lg:reconcile');
+    $l->answer($l->create($w, $EMAIL), 201, 'the workspace is billed again');
 };
 
 subtest 'configuration' => sub {

@@ -214,6 +214,11 @@ else
     f[#f + 1] = 'unpaid'
     f[#f + 1] = 'reservedAt'
     f[#f + 1] = ARGV[8]
+    if ARGV[20] ~= '' then
+        -- the key it holds "running": freed with it if its worker dies
+        f[#f + 1] = 'idem'
+        f[#f + 1] = ARGV[20]
+    end
 end
 
 redis.call('HSET', lkey, unpack(f))

@@ -23,7 +23,7 @@ end
 
 redis.call('HSET', lkey, 'invoiceId', ARGV[3], 'paymentUrl', ARGV[4],
            'reconciledAt', ARGV[5])
-redis.call('HDEL', lkey, 'reservedAt')
+redis.call('HDEL', lkey, 'reservedAt', 'idem')
 redis.call('SET', 'lg:invoice:' .. ARGV[3], ARGV[1] .. ':' .. ARGV[2])
 
 if ARGV[6] ~= '' then

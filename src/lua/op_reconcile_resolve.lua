@@ -4,8 +4,9 @@
 --
 -- KEYS[1]  lg:reconcile             KEYS[2]  lg:reconciled
 -- ARGV[1]  the entry's id           ARGV[2]  outcome
--- ARGV[3]  the subscription found ("" when none, or the entry's own)
+-- ARGV[3]  what was found at Stripe ("" when nothing, or the entry's own)
 -- ARGV[4]  now, ISO 8601
+-- ARGV[5]  the field that names it: subscription_id, invoice_id
 --
 -- Returns 1, or 0 when the entry is gone (another run settled it):
 -- nothing is written twice.
@@ -19,13 +20,23 @@ end
 local fields = {'entry', ARGV[1]}
 local src = e[1][2]
 
+local named = false
+
 for i = 1, #src, 2 do
     local v = src[i + 1]
-    if src[i] == 'subscription_id' and ARGV[3] ~= '' then
-        v = ARGV[3]
+    if src[i] == ARGV[5] then
+        named = true
+        if ARGV[3] ~= '' then
+            v = ARGV[3]
+        end
     end
     fields[#fields + 1] = src[i]
     fields[#fields + 1] = v
+end
+
+if not named then
+    fields[#fields + 1] = ARGV[5]
+    fields[#fields + 1] = ARGV[3]
 end
 
 fields[#fields + 1] = 'outcome'

@@ -54,12 +54,15 @@ for _, m in ipairs(lost(KEYS[2])) do
     if ws then
         local wkey = 'lg:{ws:' .. ws .. '}'
         local lr = redis.call('HMGET', wkey .. ':lr:' .. id,
-                              'provisioningStatus', 'invoiceId', 'createdAt')
+                              'provisioningStatus', 'invoiceId', 'createdAt',
+                              'idem')
 
         if lr[1] == 'awaiting_payment' and not lr[2] then
+            -- idempotency_key: the digest of the key it holds, freed
+            -- with the reservation (lr_release)
             queued = queued + lg_pv_queue('lr_' .. id, {
                 'workspace', ws, 'line_request_id', id,
-                'reason', 'worker_lost',
+                'reason', 'worker_lost', 'idempotency_key', lr[4] or '',
                 'customer',
                 redis.call('HGET', wkey, 'stripeCustomerId') or '',
                 'at', lr[3] or ''})

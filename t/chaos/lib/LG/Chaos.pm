@@ -511,7 +511,23 @@ sub check {
         ((($st->{subscriptions}{$_}{metadata} // {})->{worker_id} // '')
          => $st->{subscriptions}{$_})
     } keys %{ $st->{subscriptions} // {} };
-    for my $e (@settled) {
+    for my $e (grep { length($_->{line_request_id} // '') } @settled) {
+        # a Lines API add-on whose worker died: nothing payable is left
+        my $inv = $st->{invoices}{ $e->{invoice_id} // '' };
+        my $status = $inv ? $inv->{status} : 'absent';
+        my @payable = grep {
+            ($_->{metadata}{line_request_id} // '') eq $e->{line_request_id}
+                && $_->{status} =~ /^(draft|open)$/
+        } values %{ $st->{invoices} // {} };
+        my $ok = !@payable
+            && ($e->{outcome} eq 'deleted' ? $status eq 'absent'
+              : $e->{outcome} eq 'voided'  ? $status eq 'void'
+              : $e->{outcome} =~ /^(no_invoice|already_void)$/);
+        $bad->(reconcile_settled => "line request $e->{line_request_id}"
+               . " settled as $e->{outcome} but its invoice is $status, "
+               . scalar(@payable) . ' payable') unless $ok;
+    }
+    for my $e (grep { !length($_->{line_request_id} // '') } @settled) {
         my $x = $sub_of_worker{ $e->{worker_id} };
         my $status = $x ? $x->{status} // '' : 'absent';
         my $ln = $line{ $e->{worker_id} };

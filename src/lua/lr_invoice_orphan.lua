@@ -1,0 +1,19 @@
+-- POST /api/line-requests and payment_link: an invoice the request made
+-- could not be discarded (Stripe failed every repair for the request's
+-- time), or a draft may exist whose id was never seen. It is queued on
+-- lg:reconcile, at most once, for a reconciliation run to delete or void
+-- (docs/operator.md, "Reconciliation"). Idempotent: a durable write.
+--
+-- ARGV[1] ws, ARGV[2] request id, ARGV[3] invoice id ("" never seen),
+-- ARGV[4] Stripe customer, ARGV[5] now, ISO 8601
+--
+-- Returns 1 when queued now, 0 when it was already.
+
+--#include pv_queue
+
+local which = ARGV[3] ~= '' and ARGV[3] or ('draft_' .. ARGV[2])
+
+return lg_pv_queue('inv_' .. which, {
+    'workspace', ARGV[1], 'line_request_id', ARGV[2],
+    'invoice_id', ARGV[3], 'reason', 'invoice_unrepaired',
+    'customer', ARGV[4], 'at', ARGV[5]})
