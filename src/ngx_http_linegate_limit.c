@@ -43,6 +43,7 @@ typedef struct {
 
 typedef struct {
     ngx_array_t                    *limits;     /* of zone_t *; NULL: unset */
+    ngx_str_t                       policy;     /* RateLimit-Policy, all */
     ngx_uint_t                      status;
     ngx_flag_t                      dry_run;
     ngx_flag_t                      headers;
@@ -1414,7 +1415,7 @@ ngx_http_linegate_limit_header_filter(ngx_http_request_t *r)
 {
     u_char                             *policy, *state, *pp, *sp, *p;
     size_t                              len;
-    ngx_uint_t                          i, n;
+    ngx_uint_t                          i, n, all;
     ngx_http_linegate_limit_ctx_t      *ctx;
     ngx_http_linegate_limit_result_t   *res;
 
@@ -1451,18 +1452,32 @@ ngx_http_linegate_limit_header_filter(ngx_http_request_t *r)
     }
 
     len = 0;
+    all = 1;
 
     for (i = 0; i < ctx->n; i++) {
         len += ctx->res[i].zone->name.len + 2 + 3 * NGX_INT64_LEN + 16;
+        all &= ctx->res[i].limited;
     }
 
-    policy = ngx_pnalloc(r->pool, len);
     state = ngx_pnalloc(r->pool, len);
-    if (policy == NULL || state == NULL) {
+    if (state == NULL) {
         return NGX_ERROR;
     }
 
-    pp = policy;
+    if (all) {
+        /* every zone limits the request: the policy made at configuration */
+        policy = ctx->llcf->policy.data;
+        pp = policy + ctx->llcf->policy.len;
+
+    } else {
+        policy = ngx_pnalloc(r->pool, len);
+        if (policy == NULL) {
+            return NGX_ERROR;
+        }
+
+        pp = policy;
+    }
+
     sp = state;
     n = 0;
 
@@ -1473,12 +1488,14 @@ ngx_http_linegate_limit_header_filter(ngx_http_request_t *r)
             continue;
         }
 
-        if (pp != policy) {
-            pp = ngx_cpymem(pp, ", ", 2);
-        }
+        if (!all) {
+            if (pp != policy) {
+                pp = ngx_cpymem(pp, ", ", 2);
+            }
 
-        pp = ngx_sprintf(pp, "\"%V\";q=%ui;w=%T", &res->zone->name,
-                         res->zone->rate, res->zone->unit);
+            pp = ngx_sprintf(pp, "\"%V\";q=%ui;w=%T", &res->zone->name,
+                             res->zone->rate, res->zone->unit);
+        }
 
         if (!res->known) {
             continue;
@@ -1757,6 +1774,10 @@ ngx_http_linegate_limit_merge_loc_conf(ngx_conf_t *cf, void *parent,
     ngx_http_linegate_limit_loc_conf_t *prev = parent;
     ngx_http_linegate_limit_loc_conf_t *conf = child;
 
+    u_char                               *p;
+    size_t                                len;
+    ngx_uint_t                            i;
+    ngx_http_linegate_limit_zone_t      **zones;
     ngx_http_linegate_limit_main_conf_t  *lmcf;
 
     /* as limit_req: a level with none inherits its parent's list */
@@ -1778,6 +1799,34 @@ ngx_http_linegate_limit_merge_loc_conf(ngx_conf_t *cf, void *parent,
 
     if (conf->share == NGX_CONF_UNSET_UINT) {
         conf->share = 1;
+    }
+
+    /* RateLimit-Policy when every zone limits the request, made once */
+    if (conf->limits != NULL && conf->limits->nelts) {
+        zones = conf->limits->elts;
+        len = 0;
+
+        for (i = 0; i < conf->limits->nelts; i++) {
+            len += zones[i]->name.len + 2 + 2 * NGX_INT64_LEN + 16;
+        }
+
+        p = ngx_pnalloc(cf->pool, len);
+        if (p == NULL) {
+            return NGX_CONF_ERROR;
+        }
+
+        conf->policy.data = p;
+
+        for (i = 0; i < conf->limits->nelts; i++) {
+            if (i) {
+                p = ngx_cpymem(p, ", ", 2);
+            }
+
+            p = ngx_sprintf(p, "\"%V\";q=%ui;w=%T", &zones[i]->name,
+                            zones[i]->rate, zones[i]->unit);
+        }
+
+        conf->policy.len = p - conf->policy.data;
     }
 
     if (conf->on_error == NGX_HTTP_LINEGATE_LIMIT_ON_ERROR_LOCAL
