@@ -1164,8 +1164,8 @@ ngx_http_linegate_reconcile_resolve(ngx_http_request_t *r,
     ngx_http_linegate_redis_arg_cstr(a, e->outcome);
     ngx_http_linegate_redis_arg_str(a, &e->found);
     ngx_http_linegate_redis_arg(a, rc->iso, NGX_HTTP_LINEGATE_ISO_LEN);
-    ngx_http_linegate_redis_arg_cstr(a, e->line_request.len ? "invoice_id"
-                                                            : "subscription_id");
+    ngx_http_linegate_redis_arg_cstr(a, e->line_request.len
+                                        ? "invoice_id" : "subscription_id");
 
     return ngx_http_linegate_reconcile_script(r, rc,
                                   NGX_HTTP_LINEGATE_SCRIPT_OP_RECONCILE_RESOLVE,

@@ -505,8 +505,8 @@ subtest 'linegate_reconcile_auto: settled without an operator' => sub {
     is((subs_of('acct_auto'))[0]{status}, 'canceled', 'at Stripe');
     is_deeply([queued_of('acct_auto')], [], 'off lg:reconcile');
     my ($entry_ms) = $done[0]{entry} =~ /^(\d+)-/;
-    my ($y, $mo, $d, $h, $mi, $sec, $ms) =
-        $done[0]{resolved_at} =~ /^(\d+)-(\d+)-(\d+)T(\d+):(\d+):(\d+)\.(\d+)Z$/;
+    my ($y, $mo, $d, $h, $mi, $sec, $ms) = $done[0]{resolved_at}
+        =~ /^(\d+)-(\d+)-(\d+)T(\d+):(\d+):(\d+)\.(\d+)Z$/;
     my $resolved_ms = timegm($sec, $mi, $h, $d, $mo - 1, $y) * 1000 + $ms;
     cmp_ok($resolved_ms - $entry_ms, '>=', 2000,
            'not before linegate_reconcile_delay');
