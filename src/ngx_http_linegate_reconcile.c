@@ -361,6 +361,7 @@ ngx_http_linegate_reconcile_advance(ngx_http_request_t *r,
     ngx_http_linegate_ctx_t *ctx)
 {
     int64_t                               now;
+    ngx_uint_t                            room;
     ngx_http_linegate_reconcile_t        *rc;
     ngx_http_linegate_main_conf_t        *lmcf;
     ngx_http_linegate_reconcile_entry_t  *e;
@@ -381,10 +382,11 @@ ngx_http_linegate_reconcile_advance(ngx_http_request_t *r,
 
         if (rc->i >= rc->n) {
             /* the next batch, past the entries left where they are */
+            room = rc->n + NGX_HTTP_LINEGATE_RECONCILE_BATCH
+                   <= NGX_HTTP_LINEGATE_RECONCILE_MAX;
+
             ngx_http_linegate_reconcile_next(r, ctx,
-                                     rc->pending && !rc->young
-                                     && rc->n + NGX_HTTP_LINEGATE_RECONCILE_BATCH
-                                        <= NGX_HTTP_LINEGATE_RECONCILE_MAX
+                                     rc->pending && !rc->young && room
                                      ? NGX_HTTP_LINEGATE_RECONCILE_READ
                                      : NGX_HTTP_LINEGATE_RECONCILE_UNLEASE);
             return;
