@@ -65,6 +65,9 @@ typedef struct {
     ngx_http_linegate_pv_state_t    st;
     int64_t                         inventory;
     unsigned                        eligible:1;
+    /* a refusal, answered once the token written ahead is deleted */
+    ngx_int_t                       refused;
+    ngx_str_t                       refused_error;
 } ngx_http_linegate_pv_request_t;
 
 
@@ -85,8 +88,9 @@ ngx_int_t ngx_http_linegate_pv_credentials(ngx_http_request_t *r,
 
 /*
  * Preview and limits of an account this worker knows, as plain
- * commands (ngx_http_linegate_provision_plain.c): the reads pipelined,
- * then, for a preview that may proceed, the token written.
+ * commands (ngx_http_linegate_provision_plain.c) in one round trip: the
+ * reads and, for a preview, the token written ahead, pipelined; a refused
+ * preview deletes its token before it answers.
  */
 void ngx_http_linegate_pv_plain(ngx_http_request_t *r,
     ngx_http_linegate_ctx_t *ctx, ngx_http_linegate_pv_request_t *pv);

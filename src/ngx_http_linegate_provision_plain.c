@@ -6,17 +6,22 @@
  * pv_limits.lua: Redis runs a script's commands several times slower than
  * the same commands sent by a client, and the preview is Redis-bound.
  *
- *   READ   one pipeline: HMGET the account (plan, limits), ZRANGEBYSCORE
- *          the lines of the 30-day window with their times (the 24-hour
- *          window is its newest part; confirms trim older lines), SCARD
- *          the inventory (preview only)
- *   then   403 / 429 / 503 exactly as the script answers, or the limits
- *   WRITE  preview: SET lg:pv:<token> with its JSON and expiry, then 200
+ *   READ   one pipeline, one round trip: HMGET the account (plan,
+ *          limits), ZRANGEBYSCORE the lines of the 30-day window with
+ *          their times (the 24-hour window is its newest part; confirms
+ *          trim older lines); for a preview, SCARD the inventory and SET
+ *          lg:pv:<token> with its JSON and expiry, ahead of the checks
+ *   then   200, or 403 / 429 / 503 exactly as the script answers, or the
+ *          limits
+ *   UNDO   a refused preview: DEL its token, then the refusal
  *
- * None of this needs a script's atomicity: a preview only checks (its
- * token is written once every check passed) and the confirm checks again,
- * atomically with the purchase. A window holding more lines than one read
- * takes (NGX_HTTP_LINEGATE_PV_READ_MAX) is left to the script.
+ * None of this needs a script's atomicity: a preview only checks and the
+ * confirm checks again, atomically with the purchase. The token written
+ * ahead is a random name nobody has been told: until a refusal deletes
+ * it (and if that DEL is lost, until it expires) nothing can use it. A
+ * window holding more lines than one read takes
+ * (NGX_HTTP_LINEGATE_PV_READ_MAX) is left to the script, which deletes
+ * the token when it refuses.
  */
 
 
@@ -47,9 +52,11 @@ static void ngx_http_linegate_pv_plain_window(
     int64_t window_ms);
 static void ngx_http_linegate_pv_plain_decide(ngx_http_request_t *r,
     ngx_http_linegate_ctx_t *ctx, ngx_http_linegate_pv_request_t *pv);
-static void ngx_http_linegate_pv_plain_write(ngx_http_request_t *r,
-    ngx_http_linegate_pv_request_t *pv);
-static void ngx_http_linegate_pv_plain_write_done(ngx_http_request_t *r,
+static ngx_int_t ngx_http_linegate_pv_plain_write(ngx_http_request_t *r,
+    ngx_http_linegate_pv_request_t *pv, ngx_http_linegate_redis_args_t *a);
+static void ngx_http_linegate_pv_plain_refuse(ngx_http_request_t *r,
+    ngx_http_linegate_ctx_t *ctx, ngx_http_linegate_pv_request_t *pv);
+static void ngx_http_linegate_pv_plain_undone(ngx_http_request_t *r,
     redisReply *reply);
 static int64_t ngx_http_linegate_pv_plain_limit(redisReply *v,
     ngx_uint_t def);
@@ -69,7 +76,7 @@ ngx_http_linegate_pv_plain(ngx_http_request_t *r,
           + sizeof(":prov") - 1 + 1 + NGX_INT64_LEN;
 
     p = ngx_pnalloc(r->pool, len);
-    a = ngx_palloc(r->pool, 3 * sizeof(ngx_http_linegate_redis_args_t));
+    a = ngx_palloc(r->pool, 4 * sizeof(ngx_http_linegate_redis_args_t));
 
     if (p == NULL || a == NULL) {
         ngx_http_linegate_internal_error(r);
@@ -110,7 +117,14 @@ ngx_http_linegate_pv_plain(ngx_http_request_t *r,
     ngx_http_linegate_redis_arg_cstr(&a[2], "SCARD");
     ngx_http_linegate_redis_arg_cstr(&a[2], "lg:inventory");
 
-    if (ngx_http_linegate_redis_pipeline(r, pv->preview ? 3 : 2, a,
+    if (pv->preview && ngx_http_linegate_pv_plain_write(r, pv, &a[3])
+                       != NGX_OK)
+    {
+        ngx_http_linegate_internal_error(r);
+        return;
+    }
+
+    if (ngx_http_linegate_redis_pipeline(r, pv->preview ? 4 : 2, a,
                                          ngx_http_linegate_pv_plain_read_done)
         != NGX_OK)
     {
@@ -158,7 +172,9 @@ ngx_http_linegate_pv_plain_read_done(ngx_http_request_t *r,
     if (pv->preview) {
         inv = reply->element[2];
 
-        if (inv->type != REDIS_REPLY_INTEGER) {
+        if (inv->type != REDIS_REPLY_INTEGER
+            || reply->element[3]->type != REDIS_REPLY_STATUS)
+        {
             goto unexpected;
         }
 
@@ -320,7 +336,16 @@ ngx_http_linegate_pv_plain_decide(ngx_http_request_t *r,
         code = NGX_HTTP_SERVICE_UNAVAILABLE;
 
     } else {
-        ngx_http_linegate_pv_plain_write(r, pv);
+        /* the token was written with the reads */
+        ngx_http_linegate_pv_preview_ok(r, pv);
+        return;
+    }
+
+    pv->refused = code;
+    pv->refused_error = error;
+
+    if (pv->preview) {
+        ngx_http_linegate_pv_plain_refuse(r, ctx, pv);
         return;
     }
 
@@ -330,14 +355,72 @@ ngx_http_linegate_pv_plain_decide(ngx_http_request_t *r,
 }
 
 
-/* WRITE: the preview, as pv_preview.lua stores it */
+/* UNDO: a refused preview leaves nothing: its token goes first */
 static void
+ngx_http_linegate_pv_plain_refuse(ngx_http_request_t *r,
+    ngx_http_linegate_ctx_t *ctx, ngx_http_linegate_pv_request_t *pv)
+{
+    u_char                          *key;
+    ngx_http_linegate_redis_args_t  *a;
+
+    key = ngx_pnalloc(r->pool, sizeof("lg:pv:") - 1
+                                + NGX_HTTP_LINEGATE_PV_TOKEN_LEN);
+    a = ngx_palloc(r->pool, sizeof(ngx_http_linegate_redis_args_t));
+
+    if (key == NULL || a == NULL) {
+        ngx_http_linegate_internal_error(r);
+        return;
+    }
+
+    ngx_memcpy(ngx_cpymem(key, "lg:pv:", sizeof("lg:pv:") - 1), pv->token,
+               NGX_HTTP_LINEGATE_PV_TOKEN_LEN);
+
+    ngx_http_linegate_redis_args_init(a);
+    ngx_http_linegate_redis_arg_cstr(a, "DEL");
+    ngx_http_linegate_redis_arg(a, key, sizeof("lg:pv:") - 1
+                                        + NGX_HTTP_LINEGATE_PV_TOKEN_LEN);
+
+    if (ngx_http_linegate_redis_command(r, a,
+                                        ngx_http_linegate_pv_plain_undone)
+        != NGX_OK)
+    {
+        /* not sent: the token expires unseen; the refusal stands */
+        ngx_http_linegate_pv_plain_undone(r, NULL);
+    }
+}
+
+
+static void
+ngx_http_linegate_pv_plain_undone(ngx_http_request_t *r, redisReply *reply)
+{
+    ngx_http_linegate_ctx_t         *ctx;
+    ngx_http_linegate_pv_request_t  *pv;
+
+    ctx = ngx_http_linegate_get_ctx(r);
+    pv = ctx->data;
+
+    if (reply == NULL) {
+        ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
+                      NGX_HTTP_LINEGATE_LOG "the token of a refused preview "
+                      "was not deleted: it expires unused");
+    }
+
+    if (ngx_http_linegate_pv_refuse(r, ctx, pv->refused, &pv->refused_error,
+                                    &pv->st)
+        != NGX_OK)
+    {
+        ngx_http_linegate_internal_error(r);
+    }
+}
+
+
+/* the token's SET, as pv_preview.lua stores it, into a */
+static ngx_int_t
 ngx_http_linegate_pv_plain_write(ngx_http_request_t *r,
-    ngx_http_linegate_pv_request_t *pv)
+    ngx_http_linegate_pv_request_t *pv, ngx_http_linegate_redis_args_t *a)
 {
     ngx_str_t                        json, key;
     ngx_http_linegate_jw_t           jw;
-    ngx_http_linegate_redis_args_t  *a;
     ngx_http_linegate_main_conf_t   *lmcf;
 
     lmcf = ngx_http_get_module_main_conf(r, ngx_http_linegate_module);
@@ -356,13 +439,11 @@ ngx_http_linegate_pv_plain_write(ngx_http_request_t *r,
 
     key.len = sizeof("lg:pv:") - 1 + NGX_HTTP_LINEGATE_PV_TOKEN_LEN;
     key.data = ngx_pnalloc(r->pool, key.len);
-    a = ngx_palloc(r->pool, sizeof(ngx_http_linegate_redis_args_t));
 
     if (ngx_http_linegate_jw_finish(&jw, &json) != NGX_OK
-        || key.data == NULL || a == NULL)
+        || key.data == NULL)
     {
-        ngx_http_linegate_internal_error(r);
-        return;
+        return NGX_ERROR;
     }
 
     ngx_memcpy(ngx_cpymem(key.data, "lg:pv:", sizeof("lg:pv:") - 1),
@@ -375,38 +456,7 @@ ngx_http_linegate_pv_plain_write(ngx_http_request_t *r,
     ngx_http_linegate_redis_arg_cstr(a, "EX");
     ngx_http_linegate_redis_arg_int(r, a, lmcf->preview_ttl);
 
-    if (ngx_http_linegate_redis_pipeline(r, 1, a,
-                                        ngx_http_linegate_pv_plain_write_done)
-        != NGX_OK)
-    {
-        ngx_http_linegate_store_unavailable(r);
-    }
-}
-
-
-static void
-ngx_http_linegate_pv_plain_write_done(ngx_http_request_t *r,
-    redisReply *reply)
-{
-    ngx_http_linegate_ctx_t         *ctx;
-    ngx_http_linegate_pv_request_t  *pv;
-
-    ctx = ngx_http_linegate_get_ctx(r);
-    pv = ctx->data;
-
-    if (reply == NULL) {
-        ngx_http_linegate_store_unavailable(r);
-        return;
-    }
-
-    if (reply->element[0]->type != REDIS_REPLY_STATUS) {
-        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
-                      NGX_HTTP_LINEGATE_LOG "preview token not stored");
-        ngx_http_linegate_store_unavailable(r);
-        return;
-    }
-
-    ngx_http_linegate_pv_preview_ok(r, pv);
+    return NGX_OK;
 }
 
 

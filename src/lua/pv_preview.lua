@@ -22,9 +22,16 @@
 --#include pv_auth
 --#include pv_state
 
+-- a refusal leaves no token: the plain commands may have written this
+-- one ahead of their checks before handing the preview over
+local function refuse(...)
+    redis.call('DEL', 'lg:pv:' .. ARGV[3])
+    return ...
+end
+
 local acct = lg_pv_auth(KEYS[1], ARGV[1])
 if not acct then
-    return {401}
+    return refuse({401})
 end
 
 local akey = 'lg:{acct:' .. acct .. '}'
@@ -33,16 +40,16 @@ local plan, _, w = lg_pv_state(akey, now, tonumber(ARGV[5]),
                                tonumber(ARGV[6]))
 
 if plan ~= 'inbound_only' then
-    return lg_pv_reply(403, w, acct)
+    return refuse(lg_pv_reply(403, w, acct))
 end
 
 local over = lg_pv_over(w)
 if over then
-    return lg_pv_reply(429, w, acct, over)
+    return refuse(lg_pv_reply(429, w, acct, over))
 end
 
 if redis.call('SCARD', 'lg:inventory') == 0 then
-    return lg_pv_reply(503, w, acct)
+    return refuse(lg_pv_reply(503, w, acct))
 end
 
 local ttl = tonumber(ARGV[4])
