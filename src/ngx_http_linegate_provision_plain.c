@@ -152,6 +152,13 @@ ngx_http_linegate_pv_plain_read_done(ngx_http_request_t *r,
         return;
     }
 
+    /* one element per command: HMGET, ZRANGEBYSCORE (, SCARD, SET) */
+    if (reply->type != REDIS_REPLY_ARRAY
+        || reply->elements != (pv->preview ? 4 : 2))
+    {
+        goto unexpected;
+    }
+
     acct = reply->element[0];
 
     if (acct->type != REDIS_REPLY_ARRAY || acct->elements != 3) {

@@ -43,7 +43,7 @@ sub subs_of {
 
 sub queued_of {
     my ($id) = @_;
-    return grep { $_->{account} eq $id } @{ $p->reconcile };
+    return grep { ($_->{account} // '') eq $id } @{ $p->reconcile };
 }
 
 sub resolved {
@@ -65,7 +65,8 @@ sub run {
 
 sub entry_of {
     my ($b, $account) = @_;
-    my ($e) = grep { $_->{account} eq $account } @{ $b->{entries} // [] };
+    my ($e) = grep { ($_->{account} // '') eq $account }
+              @{ $b->{entries} // [] };
     return $e // {};
 }
 

@@ -12,11 +12,13 @@
  *     the 30-day window's [member, score...] list, the inventory), as a
  *     preview and as a limits request, down to the answer or the write.
  *
- * The pipeline reader gets what redis.c guarantees: an array with one
- * element per command (3), here with any content.  Redis is not
- * connected in this build: a command the reader sends fails as a lost
- * connection would (503), and a hand-over to the script is recorded and
- * answered so.  Invariant: an answer, exactly one.
+ * The pipeline reader gets an array of 2 to 4 elements, with any
+ * content, as a preview (4 commands: the reads and the token's SET) and
+ * as a limits request (2), whichever count it has: a count that is not
+ * its own must be refused too.  Redis is not connected in this build: a
+ * command the reader sends (a refused preview's DEL) fails as a lost
+ * connection would, and a hand-over to the script is recorded and
+ * answered as an unreachable store.  Invariant: an answer, exactly one.
  */
 
 
@@ -42,8 +44,25 @@ fuzz_pv_script(ngx_http_request_t *r, ngx_http_linegate_ctx_t *ctx,
     ngx_http_linegate_store_unavailable(r);
 }
 
+/*
+ * A command the fast path sends (a refused preview's DEL of its token):
+ * not sent, as with a lost connection; the reader must answer anyway.
+ */
+static ngx_uint_t  fuzz_commands;
+
+static ngx_int_t
+fuzz_redis_command(ngx_http_request_t *r,
+    ngx_http_linegate_redis_args_t *args,
+    ngx_http_linegate_redis_handler_pt handler)
+{
+    fuzz_commands++;
+    return NGX_ERROR;
+}
+
 #define ngx_http_linegate_pv_script  fuzz_pv_script
+#define ngx_http_linegate_redis_command  fuzz_redis_command
 #include "ngx_http_linegate_provision_plain.c"
+#undef ngx_http_linegate_redis_command
 #undef ngx_http_linegate_pv_script
 
 
@@ -99,7 +118,9 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
     fuzz_read(reply, 0);
 
-    if (reply->type == REDIS_REPLY_ARRAY && reply->elements == 3) {
+    if (reply->type == REDIS_REPLY_ARRAY && reply->elements >= 2
+        && reply->elements <= 4)
+    {
         fuzz_lmcf.prov_daily = 5;
         fuzz_lmcf.prov_monthly = 20;
         fuzz_lmcf.preview_ttl = 600;
