@@ -1,0 +1,365 @@
+# The module's files in layers (docs/architecture.md): every src/*.c and
+# src/*.h belongs to one layer of the table below, and
+#
+#  (a) includes: a file includes only headers of its own layer or lower
+#      ones, and no header includes itself through others;
+#  (b) calls, read from the built objects (build/addon/src/*.o, made by
+#      `make` before `make test` runs this) with nm: no object uses a
+#      symbol defined by an object of a higher layer, no two files of one
+#      layer use each other through a cycle, and only the reply layer
+#      sends or finalizes (ngx_http_send_header, ngx_http_output_filter,
+#      ngx_http_finalize_request).
+#
+# Each violation prints as "file -> file: symbol". The known ones are on
+# an allow-list, each entry naming the step of issue 9 that removes it;
+# any other violation fails, and so does an entry that no longer occurs:
+# the list only shrinks. No nginx, no Redis: runs in a second.
+use strict;
+use warnings;
+use lib 't/lib';
+
+use Test::More;
+use LG::Stack;
+
+my $root = $LG::Stack::ROOT;
+my $objs = ($ENV{LG_BUILD} // "$root/build") . '/addon/src';
+
+# top to bottom: a layer uses only its own and the ones below it
+my @layers = qw(module endpoints reply services infrastructure declarations);
+my %rank;
+@rank{@layers} = reverse 0 .. $#layers;
+
+my %layer_of = (
+    # nginx glue: directives, configuration, the phase handler, the table
+    # of APIs that dispatches to the endpoints, process init and exit
+    'module.c'             => 'module',
+
+    # one file per endpoint or small family
+    'admin.h'              => 'endpoints',    # the operator API
+    'admin.c'              => 'endpoints',
+    'admin_ops.c'          => 'endpoints',
+    'admin_tenants.c'      => 'endpoints',
+    'lines.h'              => 'endpoints',    # Lines API
+    'lines.c'              => 'endpoints',
+    'line_create.c'        => 'endpoints',
+    'line_manage.c'        => 'endpoints',
+    'provision.h'          => 'endpoints',    # Provisioning API
+    'provision.c'          => 'endpoints',
+    'provision_plain.c'    => 'endpoints',
+    'provision_confirm.c'  => 'endpoints',
+    'webhook.c'            => 'endpoints',
+    'reconcile.h'          => 'endpoints',
+    'reconcile.c'          => 'endpoints',
+    'reconcile_auto.c'     => 'endpoints',
+    'limit.h'              => 'endpoints',    # linegate_limit (gateway)
+    'limit.c'              => 'endpoints',
+
+    # answers in each API's format: the only layer that finalizes
+    'reply.h'              => 'reply',
+    'reply.c'              => 'reply',
+
+    # authentication, idempotency, rate windows: return a status, never
+    # answer
+    'auth.h'               => 'services',
+    'auth.c'               => 'services',
+    'idempotency.h'        => 'services',
+    'idempotency.c'        => 'services',
+    'ratelimit.h'          => 'services',
+    'ratelimit.c'          => 'services',
+
+    # Redis, scripts, Stripe subrequests, JSON, crypto, JWT, clock and
+    # ids, $request_id, the metrics counters
+    'redis.h'              => 'infrastructure',
+    'redis.c'              => 'infrastructure',
+    'scripts.h'            => 'infrastructure',
+    'scripts.c'            => 'infrastructure',
+    'stripe.h'             => 'infrastructure',
+    'stripe.c'             => 'infrastructure',
+    'json.h'               => 'infrastructure',
+    'json.c'               => 'infrastructure',
+    'jw.h'                 => 'infrastructure',
+    'jw.c'                 => 'infrastructure',
+    'jwt.h'                => 'infrastructure',
+    'jwt.c'                => 'infrastructure',
+    'crypto.h'             => 'infrastructure',
+    'crypto.c'             => 'infrastructure',
+    'util.h'               => 'infrastructure',
+    'util.c'               => 'infrastructure',
+    'request_id.h'         => 'infrastructure',
+    'request_id.c'         => 'infrastructure',
+    'metrics.h'            => 'infrastructure',
+    'metrics.c'            => 'infrastructure',
+
+    # the types every layer shares: configuration, ctx, API ids
+    'module.h'             => 'declarations',
+);
+
+# nginx's handle on the module's configuration and ctx: every file reads
+# them through it (ngx_http_get_module_*conf); declared in module.h, its
+# definition must live with the directives in module.c
+my %shared = map { $_ => 1 } qw(ngx_http_linegate_module);
+
+# only the reply layer sends an answer
+my @send = qw(ngx_http_send_header ngx_http_output_filter
+              ngx_http_finalize_request ngx_http_send_special);
+
+# Known violations, each removed by the issue-9 step named beside it.
+# Remove an entry with the change that makes it pass: an entry that no
+# longer occurs fails the test.
+my %allowed = map { $_ => 1 } (
+    # issue 9 step 2: the JSON parser returns a status, the endpoint
+    # answers the 400
+    'json.c -> reply.h: #include',
+    'json.c -> reply.c: ngx_http_linegate_field_error',
+    'json.c -> reply.c: ngx_http_linegate_internal_error',
+
+    # issue 9 step 2: authentication returns a status, the endpoint answers
+    'auth.c -> reply.h: #include',
+    'auth.c -> reply.c: ngx_http_linegate_error',
+    'auth.c -> reply.c: ngx_http_linegate_internal_error',
+
+    # issue 9 step 2: ngx_http_linegate_get_ctx() inline in module.h
+    'admin.c -> module.c: ngx_http_linegate_get_ctx',
+    'line_create.c -> module.c: ngx_http_linegate_get_ctx',
+    'line_manage.c -> module.c: ngx_http_linegate_get_ctx',
+    'lines.c -> module.c: ngx_http_linegate_get_ctx',
+    'provision.c -> module.c: ngx_http_linegate_get_ctx',
+    'provision_confirm.c -> module.c: ngx_http_linegate_get_ctx',
+    'provision_plain.c -> module.c: ngx_http_linegate_get_ctx',
+    'reconcile.c -> module.c: ngx_http_linegate_get_ctx',
+    'reply.c -> module.c: ngx_http_linegate_get_ctx',
+    'webhook.c -> module.c: ngx_http_linegate_get_ctx',
+
+    # issue 9 step 2: the reply <-> module cycle
+    'reply.c -> module.c: ngx_http_linegate_api_name',
+    'reply.c -> module.c: ngx_http_linegate_request_id',
+
+    # issue 9 step 2: module.h does not include jwt.h
+    'module.h -> jwt.h: #include',
+
+    # issue 9 step 2: the /metrics endpoint apart from the counters,
+    # answering through reply
+    'metrics.c -> nginx: ngx_http_output_filter',
+    'metrics.c -> nginx: ngx_http_send_header',
+
+    # issue 9 step 2: the provision family cycle (shared functions down
+    # into a service file or up into their one user)
+    'provision.c -> provision_confirm.c: ngx_http_linegate_provision_confirm (cycle)',
+    'provision.c -> provision_plain.c: ngx_http_linegate_pv_plain (cycle)',
+    'provision_confirm.c -> provision.c: ngx_http_linegate_pv_credentials (cycle)',
+    'provision_confirm.c -> provision.c: ngx_http_linegate_pv_refuse (cycle)',
+    'provision_confirm.c -> provision.c: ngx_http_linegate_pv_state (cycle)',
+    'provision_plain.c -> provision.c: ngx_http_linegate_pv_headers (cycle)',
+    'provision_plain.c -> provision.c: ngx_http_linegate_pv_limits_ok (cycle)',
+    'provision_plain.c -> provision.c: ngx_http_linegate_pv_preview_ok (cycle)',
+    'provision_plain.c -> provision.c: ngx_http_linegate_pv_refuse (cycle)',
+    'provision_plain.c -> provision.c: ngx_http_linegate_pv_script (cycle)',
+
+    # issue 9 step 2: the operator family cycle (admin.c dispatches,
+    # admin_ops.c and admin_tenants.c use its validators: the validators
+    # into a file of their own)
+    'admin.c -> admin_ops.c: ngx_http_linegate_admin_ops_routes (cycle)',
+    'admin.c -> admin_tenants.c: ngx_http_linegate_admin_tenant_routes (cycle)',
+    'admin_ops.c -> admin.c: ngx_http_linegate_admin_chars_valid (cycle)',
+    'admin_ops.c -> admin.c: ngx_http_linegate_admin_e164_valid (cycle)',
+    'admin_ops.c -> admin.c: ngx_http_linegate_admin_key (cycle)',
+    'admin_ops.c -> admin.c: ngx_http_linegate_admin_object (cycle)',
+    'admin_ops.c -> admin.c: ngx_http_linegate_admin_one_of (cycle)',
+    'admin_ops.c -> admin.c: ngx_http_linegate_admin_set_strs (cycle)',
+    'admin_ops.c -> admin.c: ngx_http_linegate_admin_strings (cycle)',
+    'admin_tenants.c -> admin.c: ngx_http_linegate_admin_chars_valid (cycle)',
+    'admin_tenants.c -> admin.c: ngx_http_linegate_admin_key (cycle)',
+    'admin_tenants.c -> admin.c: ngx_http_linegate_admin_name_valid (cycle)',
+    'admin_tenants.c -> admin.c: ngx_http_linegate_admin_object (cycle)',
+    'admin_tenants.c -> admin.c: ngx_http_linegate_admin_one_of (cycle)',
+    'admin_tenants.c -> admin.c: ngx_http_linegate_admin_set_int (cycle)',
+    'admin_tenants.c -> admin.c: ngx_http_linegate_admin_set_strs (cycle)',
+    'admin_tenants.c -> admin.c: ngx_http_linegate_admin_strings (cycle)',
+
+    # issue 9 step 2: the lines family cycle (lines.c <-> line_create.c
+    # <-> line_manage.c <-> idempotency.c)
+    'idempotency.c -> lines.h: #include',
+    'idempotency.c -> lines.c: ngx_http_linegate_lines_defer',
+    'idempotency.c -> lines.c: ngx_http_linegate_lines_durable',
+    'line_create.c -> lines.c: ngx_http_linegate_line_is (cycle)',
+    'line_create.c -> lines.c: ngx_http_linegate_line_status_body (cycle)',
+    'line_create.c -> lines.c: ngx_http_linegate_lines_args (cycle)',
+    'line_create.c -> lines.c: ngx_http_linegate_lines_billing_error (cycle)',
+    'line_create.c -> lines.c: ngx_http_linegate_lines_call (cycle)',
+    'line_create.c -> lines.c: ngx_http_linegate_lines_defer (cycle)',
+    'line_create.c -> lines.c: ngx_http_linegate_lines_durable (cycle)',
+    'line_create.c -> lines.c: ngx_http_linegate_lines_ended (cycle)',
+    'line_create.c -> lines.c: ngx_http_linegate_lines_gate (cycle)',
+    'line_create.c -> lines.c: ngx_http_linegate_lines_invoice_read (cycle)',
+    'line_create.c -> lines.c: ngx_http_linegate_lines_line_args (cycle)',
+    'line_create.c -> lines.c: ngx_http_linegate_lines_lr (cycle)',
+    'line_create.c -> lines.c: ngx_http_linegate_lines_orphan (cycle)',
+    'line_create.c -> lines.c: ngx_http_linegate_lines_parse (cycle)',
+    'line_create.c -> lines.c: ngx_http_linegate_lines_read_only (cycle)',
+    'line_create.c -> lines.c: ngx_http_linegate_lines_stripe (cycle)',
+    'line_create.c -> lines.c: ngx_http_linegate_pstr (cycle)',
+    'line_manage.c -> line_create.c: ngx_http_linegate_invoice_discard (cycle)',
+    'line_manage.c -> line_create.c: ngx_http_linegate_invoice_issue (cycle)',
+    'line_manage.c -> lines.c: ngx_http_linegate_line_is (cycle)',
+    'line_manage.c -> lines.c: ngx_http_linegate_line_parse (cycle)',
+    'line_manage.c -> lines.c: ngx_http_linegate_lines_args (cycle)',
+    'line_manage.c -> lines.c: ngx_http_linegate_lines_billing_error (cycle)',
+    'line_manage.c -> lines.c: ngx_http_linegate_lines_call (cycle)',
+    'line_manage.c -> lines.c: ngx_http_linegate_lines_defer (cycle)',
+    'line_manage.c -> lines.c: ngx_http_linegate_lines_durable (cycle)',
+    'line_manage.c -> lines.c: ngx_http_linegate_lines_ended (cycle)',
+    'line_manage.c -> lines.c: ngx_http_linegate_lines_gate (cycle)',
+    'line_manage.c -> lines.c: ngx_http_linegate_lines_invoice_read (cycle)',
+    'line_manage.c -> lines.c: ngx_http_linegate_lines_line_args (cycle)',
+    'line_manage.c -> lines.c: ngx_http_linegate_lines_lr (cycle)',
+    'line_manage.c -> lines.c: ngx_http_linegate_lines_not_found (cycle)',
+    'line_manage.c -> lines.c: ngx_http_linegate_lines_parse (cycle)',
+    'line_manage.c -> lines.c: ngx_http_linegate_lines_read_only (cycle)',
+    'line_manage.c -> lines.c: ngx_http_linegate_lines_refusal (cycle)',
+    'line_manage.c -> lines.c: ngx_http_linegate_lines_resolve (cycle)',
+    'line_manage.c -> lines.c: ngx_http_linegate_lines_resolved (cycle)',
+    'line_manage.c -> lines.c: ngx_http_linegate_lines_script (cycle)',
+    'line_manage.c -> lines.c: ngx_http_linegate_lines_send_status (cycle)',
+    'line_manage.c -> lines.c: ngx_http_linegate_lines_stripe (cycle)',
+    'line_manage.c -> lines.c: ngx_http_linegate_lines_subscription_required (cycle)',
+    'line_manage.c -> lines.c: ngx_http_linegate_pstr (cycle)',
+    'lines.c -> line_create.c: ngx_http_linegate_line_create (cycle)',
+    'lines.c -> line_manage.c: ngx_http_linegate_line_manage (cycle)',
+);
+
+sub short { my $f = shift; $f =~ s{.*/}{}; $f =~ s/^ngx_http_linegate_//; $f }
+
+opendir my $dh, "$root/src" or die "src: $!";
+my @files = sort grep { /^ngx_http_linegate_\w+\.[ch]$/ } readdir $dh;
+closedir $dh;
+
+# the table covers the tree
+for my $f (map { short($_) } @files) {
+    ok(exists $layer_of{$f}, "$f has a layer")
+        or diag "add src/ngx_http_linegate_$f to the table in t/015";
+}
+for my $f (sort keys %layer_of) {
+    ok(-f "$root/src/ngx_http_linegate_$f", "$f in the table exists");
+}
+
+my @violations;
+
+# Strongly connected components of a graph (hash of hash), Tarjan's.
+sub sccs {
+    my ($g) = @_;
+    my ($i, %index, %low, %on, @stack, @out) = (0);
+    my $visit;
+    $visit = sub {
+        my ($v) = @_;
+        $index{$v} = $low{$v} = $i++;
+        push @stack, $v;
+        $on{$v} = 1;
+        for my $w (sort keys %{ $g->{$v} || {} }) {
+            if (!exists $index{$w}) {
+                $visit->($w);
+                $low{$v} = $low{$w} if $low{$w} < $low{$v};
+            } elsif ($on{$w}) {
+                $low{$v} = $index{$w} if $index{$w} < $low{$v};
+            }
+        }
+        if ($low{$v} == $index{$v}) {
+            my @c;
+            my $w;
+            do { $w = pop @stack; $on{$w} = 0; push @c, $w } while $w ne $v;
+            push @out, \@c if @c > 1;
+        }
+    };
+    for my $v (sort keys %$g) {
+        $visit->($v) unless exists $index{$v};
+    }
+    return @out;
+}
+
+# (a) includes
+my %inc;
+for my $f (@files) {
+    my $s = short($f);
+    open my $fh, '<', "$root/src/$f" or die "$f: $!";
+    while (<$fh>) {
+        next unless /^\s*#\s*include\s+"(ngx_http_linegate_\w+\.h)"/;
+        my $h = short($1);
+        next unless exists $layer_of{$h};    # generated (lua.h)
+        $inc{$s}{$h} = 1;
+        next unless exists $layer_of{$s};
+        if ($rank{ $layer_of{$h} } > $rank{ $layer_of{$s} }) {
+            push @violations, "$s -> $h: #include";
+        }
+    }
+    close $fh;
+}
+for my $c (sccs(\%inc)) {
+    my %in = map { $_ => 1 } @$c;
+    for my $a (@$c) {
+        push @violations, "$a -> $_: #include (cycle)"
+            for grep { $in{$_} } sort keys %{ $inc{$a} };
+    }
+}
+
+# (b) calls
+my (%defines, %uses);
+for my $f (grep { /\.c$/ } @files) {
+    my $s = short($f);
+    (my $o = "$objs/$f") =~ s/\.c$/.o/;
+    if (!-f $o || -M $o > -M "$root/src/$f") {
+        fail("$o is missing or older than src/$f: run make");
+        next;
+    }
+    for (qx{nm -g --defined-only '$o'}) {
+        my ($type, $sym) = (split)[1, 2];
+        next unless defined $sym;
+        $defines{$sym} = $s;
+    }
+    $uses{$s} = [ map { (split)[-1] } qx{nm -u '$o'} ];
+}
+ok(scalar keys %uses, 'objects read with nm');
+
+my %calls;    # same-layer file graph, for cycles
+my %why;
+for my $s (sort keys %uses) {
+    next unless exists $layer_of{$s};
+    for my $sym (@{ $uses{$s} }) {
+        if (grep { $_ eq $sym } @send) {
+            push @violations, "$s -> nginx: $sym"
+                unless $layer_of{$s} eq 'reply';
+            next;
+        }
+        my $d = $defines{$sym};
+        next if !defined $d || $d eq $s || $shared{$sym};
+        next unless exists $layer_of{$d};
+        my ($rs, $rd) = ($rank{ $layer_of{$s} }, $rank{ $layer_of{$d} });
+        if ($rd > $rs) {
+            push @violations, "$s -> $d: $sym";
+        } elsif ($rd == $rs) {
+            $calls{$s}{$d} = 1;
+            push @{ $why{"$s $d"} }, $sym;
+        }
+    }
+}
+for my $c (sccs(\%calls)) {
+    my %in = map { $_ => 1 } @$c;
+    for my $a (sort @$c) {
+        for my $b (grep { $in{$_} } sort keys %{ $calls{$a} }) {
+            push @violations, "$a -> $b: $_ (cycle)"
+                for sort @{ $why{"$a $b"} };
+        }
+    }
+}
+
+my %seen;
+@violations = grep { !$seen{$_}++ } @violations;
+my @new = grep { !$allowed{$_} } @violations;
+my @gone = grep { !$seen{$_} } sort keys %allowed;
+
+is(scalar @new, 0, 'no violation outside the allow-list')
+    or diag join "\n", 'violations:', @new;
+is(scalar @gone, 0, 'every allow-list entry still occurs')
+    or diag join "\n", 'fixed: remove from the allow-list:', @gone;
+note scalar(@violations) . ' known violations left';
+note join "\n", @violations if $ENV{LG_LAYERS_ALL};
+
+done_testing();
