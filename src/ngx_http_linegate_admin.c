@@ -65,6 +65,7 @@ ngx_http_linegate_operator_handler(ngx_http_request_t *r,
     ngx_http_linegate_admin_route_t  *rt;
 
     if (ngx_http_linegate_auth_operator(r, ctx) != NGX_OK) {
+        ngx_http_linegate_refuse(r);
         return;
     }
 

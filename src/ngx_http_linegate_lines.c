@@ -140,6 +140,7 @@ ngx_http_linegate_lines_handler(ngx_http_request_t *r,
     if (ngx_http_linegate_auth_workspace(r, ctx, clerk_only, &lr->who)
         != NGX_OK)
     {
+        ngx_http_linegate_refuse(r);
         return;
     }
 

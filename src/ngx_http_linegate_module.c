@@ -9,6 +9,7 @@
 
 
 #include "ngx_http_linegate_module.h"
+#include "ngx_http_linegate_jwt.h"
 #include "ngx_http_linegate_redis.h"
 #include "ngx_http_linegate_reply.h"
 #include "ngx_http_linegate_scripts.h"
@@ -480,6 +481,8 @@ ngx_http_linegate_handler(ngx_http_request_t *r)
         }
     }
 
+    ctx->api_name = &api->name;
+
     if (!(r->method & api->methods)) {
         /* the body is discarded, then the answer names the problem */
         rc = ngx_http_discard_request_body(r);
@@ -659,52 +662,6 @@ ngx_http_linegate_init_epoch(ngx_shm_zone_t *shm_zone, void *data)
     }
 
     lmcf->apikey_epoch = sp->data;
-
-    return NGX_OK;
-}
-
-
-ngx_http_linegate_ctx_t *
-ngx_http_linegate_get_ctx(ngx_http_request_t *r)
-{
-    return ngx_http_get_module_ctx(r->main, ngx_http_linegate_module);
-}
-
-
-ngx_str_t *
-ngx_http_linegate_api_name(ngx_uint_t api)
-{
-    ngx_http_linegate_api_t  *a;
-
-    for (a = ngx_http_linegate_apis; a->name.len; a++) {
-        if (a->api == api) {
-            break;
-        }
-    }
-
-    return &a->name;
-}
-
-
-ngx_int_t
-ngx_http_linegate_request_id(ngx_http_request_t *r, ngx_str_t *id)
-{
-    ngx_http_variable_value_t      *vv;
-    ngx_http_linegate_main_conf_t  *lmcf;
-
-    lmcf = ngx_http_get_module_main_conf(r, ngx_http_linegate_module);
-
-    if (lmcf->request_id_index == NGX_ERROR) {
-        return NGX_ERROR;
-    }
-
-    vv = ngx_http_get_indexed_variable(r->main, lmcf->request_id_index);
-    if (vv == NULL || vv->not_found) {
-        return NGX_ERROR;
-    }
-
-    id->data = vv->data;
-    id->len = vv->len;
 
     return NGX_OK;
 }

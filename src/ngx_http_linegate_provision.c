@@ -123,6 +123,7 @@ ngx_http_linegate_pv_script(ngx_http_request_t *r,
         && ngx_http_linegate_auth_account(r, ctx, NULL, &key_id, &pv->digest)
            != NGX_OK)
     {
+        ngx_http_linegate_refuse(r);
         return;
     }
 
@@ -371,6 +372,7 @@ ngx_http_linegate_pv_start(ngx_http_request_t *r,
                                        &pv->digest)
         != NGX_OK)
     {
+        ngx_http_linegate_refuse(r);
         return NGX_DECLINED;
     }
 
@@ -449,6 +451,7 @@ ngx_http_linegate_pv_credentials(ngx_http_request_t *r,
     if (ngx_http_linegate_auth_account(r, ctx, p, &key_id, digest)
         != NGX_OK)
     {
+        ngx_http_linegate_refuse(r);
         return NGX_DECLINED;
     }
 

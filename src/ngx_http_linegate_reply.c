@@ -8,6 +8,7 @@
 #include "ngx_http_linegate_reply.h"
 #include "ngx_http_linegate_metrics.h"
 #include "ngx_http_linegate_jw.h"
+#include "ngx_http_linegate_request_id.h"
 
 
 static ngx_int_t ngx_http_linegate_output(ngx_http_request_t *r,
@@ -145,6 +146,7 @@ ngx_http_linegate_output(ngx_http_request_t *r, ngx_uint_t status,
         ngx_string("application/json; charset=utf-8");
     static ngx_str_t  no_store = ngx_string("no-store");
     static ngx_str_t  yes = ngx_string("true");
+    static ngx_str_t  empty = ngx_null_string;
 
     ctx = ngx_http_linegate_get_ctx(r);
 
@@ -154,7 +156,8 @@ ngx_http_linegate_output(ngx_http_request_t *r, ngx_uint_t status,
         }
 
         ngx_http_linegate_metrics_answer(ctx->api,
-                                         ngx_http_linegate_api_name(ctx->api),
+                                         ctx->api_name ? ctx->api_name
+                                                       : &empty,
                                          status, &ctx->outcome);
     }
 
@@ -348,6 +351,26 @@ ngx_http_linegate_field_error(ngx_http_request_t *r, const char *field,
     ngx_http_linegate_jw_end(&jw, '}');
 
     ngx_http_linegate_send_jw(r, NGX_HTTP_BAD_REQUEST, &jw);
+}
+
+
+void
+ngx_http_linegate_refuse(ngx_http_request_t *r)
+{
+    ngx_http_linegate_ctx_t  *ctx;
+
+    ctx = ngx_http_linegate_get_ctx(r);
+
+    if (ctx == NULL
+        || ctx->refusal.status == 0
+        || ctx->refusal.status == NGX_HTTP_INTERNAL_SERVER_ERROR)
+    {
+        ngx_http_linegate_internal_error(r);
+        return;
+    }
+
+    ngx_http_linegate_error(r, ctx->refusal.status, ctx->refusal.code,
+                            ctx->refusal.message);
 }
 
 

@@ -622,13 +622,6 @@ ngx_http_linegate_internal_error(ngx_http_request_t *r)
 }
 
 
-ngx_http_linegate_ctx_t *
-ngx_http_linegate_get_ctx(ngx_http_request_t *r)
-{
-    return &fuzz_ctx;
-}
-
-
 /* the request */
 
 ngx_http_request_t *
