@@ -46,6 +46,7 @@ my %layer_of = (
     'provision.h'          => 'endpoints',    # Provisioning API
     'provision.c'          => 'endpoints',
     'provision_plain.c'    => 'endpoints',
+    'provision_script.c'   => 'endpoints',
     'provision_confirm.c'  => 'endpoints',
     'webhook.c'            => 'endpoints',
     'reconcile.h'          => 'endpoints',
@@ -111,19 +112,6 @@ my %allowed = map { $_ => 1 } (
     # answering through reply
     'metrics.c -> nginx: ngx_http_output_filter',
     'metrics.c -> nginx: ngx_http_send_header',
-
-    # issue 9 step 2: the provision family cycle (shared functions down
-    # into a service file or up into their one user)
-    'provision.c -> provision_confirm.c: ngx_http_linegate_provision_confirm (cycle)',
-    'provision.c -> provision_plain.c: ngx_http_linegate_pv_plain (cycle)',
-    'provision_confirm.c -> provision.c: ngx_http_linegate_pv_credentials (cycle)',
-    'provision_confirm.c -> provision.c: ngx_http_linegate_pv_refuse (cycle)',
-    'provision_confirm.c -> provision.c: ngx_http_linegate_pv_state (cycle)',
-    'provision_plain.c -> provision.c: ngx_http_linegate_pv_headers (cycle)',
-    'provision_plain.c -> provision.c: ngx_http_linegate_pv_limits_ok (cycle)',
-    'provision_plain.c -> provision.c: ngx_http_linegate_pv_preview_ok (cycle)',
-    'provision_plain.c -> provision.c: ngx_http_linegate_pv_refuse (cycle)',
-    'provision_plain.c -> provision.c: ngx_http_linegate_pv_script (cycle)',
 
     # issue 9 step 2: the operator family cycle (admin.c dispatches,
     # admin_ops.c and admin_tenants.c use its validators: the validators

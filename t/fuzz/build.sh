@@ -44,7 +44,7 @@ declare -A objs=(
     [webhook]="json jw util crypto stripe redis metrics"
     [headers]="json jw util crypto stripe metrics"
     [stripe_reply]="json jw util crypto lines metrics"
-    [redis_reply]="json jw util crypto provision ratelimit metrics"
+    [redis_reply]="json jw util crypto provision provision_script ratelimit metrics"
     [lines_read]="json jw util crypto stripe metrics"
 )
 
