@@ -252,9 +252,23 @@ void ngx_http_linegate_lines_ended(ngx_http_linegate_lr_t *lr,
  */
 ngx_int_t ngx_http_linegate_lines_gate(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr, redisReply *reply);
+/*
+ * The caller is known (workspace ws) and its rate decided: the RateLimit
+ * headers, then the 429 or a deferred error (NGX_DONE), or code (the GET
+ * by id's pipeline decides the rate without the gate).
+ */
+ngx_int_t ngx_http_linegate_lines_admit(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr, int64_t code, ngx_str_t *ws);
 
 ngx_int_t ngx_http_linegate_line_parse(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr, redisReply *flat,
+    ngx_http_linegate_line_t *line);
+/* a usage counter of the line's hash, 0 when absent or not a number */
+json_int_t ngx_http_linegate_line_count(ngx_str_t *s);
+/* the line's usage and healthCheck objects (SPEC 2.8, 2.9) */
+void ngx_http_linegate_line_usage_jw(ngx_http_linegate_jw_t *jw,
+    ngx_http_linegate_line_t *line);
+void ngx_http_linegate_line_health_jw(ngx_http_linegate_jw_t *jw,
     ngx_http_linegate_line_t *line);
 /* SPEC 2.8: the line object */
 void ngx_http_linegate_line_jw(ngx_http_linegate_jw_t *jw,
