@@ -21,7 +21,8 @@
 
 #include "ngx_http_linegate_module.h"
 #include "ngx_http_linegate_redis.h"
-#include "ngx_http_linegate_util.h"
+#include "ngx_http_linegate_clock.h"
+#include "ngx_http_linegate_ids.h"
 
 
 #define NGX_HTTP_LINEGATE_ADMIN_ARGS        2    /* "*" of a route */

@@ -17,7 +17,7 @@
 #include "ngx_http_linegate_metrics.h"
 #include "ngx_http_linegate_crypto.h"
 #include "ngx_http_linegate_jwt.h"
-#include "ngx_http_linegate_util.h"
+#include "ngx_http_linegate_headers.h"
 
 
 #define NGX_HTTP_LINEGATE_TOKEN_MAX       8192

@@ -24,7 +24,7 @@
 #include "ngx_http_linegate_lines.h"
 #include "ngx_http_linegate_json.h"
 #include "ngx_http_linegate_reply.h"
-#include "ngx_http_linegate_util.h"
+#include "ngx_http_linegate_ids.h"
 
 
 /* send_invoice invoices are due this many days after finalization */

@@ -23,7 +23,8 @@
 #include "ngx_http_linegate_reply.h"
 #include "ngx_http_linegate_ratelimit.h"
 #include "ngx_http_linegate_scripts.h"
-#include "ngx_http_linegate_util.h"
+#include "ngx_http_linegate_clock.h"
+#include "ngx_http_linegate_ids.h"
 
 
 static void ngx_http_linegate_lines_clock(ngx_http_request_t *r,

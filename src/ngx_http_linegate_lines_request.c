@@ -18,7 +18,8 @@
 #include "ngx_http_linegate_reply.h"
 #include "ngx_http_linegate_ratelimit.h"
 #include "ngx_http_linegate_scripts.h"
-#include "ngx_http_linegate_util.h"
+#include "ngx_http_linegate_clock.h"
+#include "ngx_http_linegate_ids.h"
 
 
 typedef struct {

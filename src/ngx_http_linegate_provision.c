@@ -20,7 +20,7 @@
 #include "ngx_http_linegate_auth.h"
 #include "ngx_http_linegate_crypto.h"
 #include "ngx_http_linegate_reply.h"
-#include "ngx_http_linegate_util.h"
+#include "ngx_http_linegate_clock.h"
 
 
 static void ngx_http_linegate_pv_preview(ngx_http_request_t *r,

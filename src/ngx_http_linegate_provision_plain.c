@@ -33,7 +33,6 @@
 #include "ngx_http_linegate_provision.h"
 #include "ngx_http_linegate_jw.h"
 #include "ngx_http_linegate_reply.h"
-#include "ngx_http_linegate_util.h"
 
 
 #define NGX_HTTP_LINEGATE_PV_DAY_MS    (NGX_HTTP_LINEGATE_PV_DAY * 1000LL)

@@ -22,7 +22,7 @@
 #include "ngx_http_linegate_json.h"
 #include "ngx_http_linegate_ratelimit.h"
 #include "ngx_http_linegate_reply.h"
-#include "ngx_http_linegate_util.h"
+#include "ngx_http_linegate_clock.h"
 
 
 static void ngx_http_linegate_pv_preview_done(ngx_http_request_t *r,

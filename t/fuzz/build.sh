@@ -39,13 +39,13 @@ declare -A objs=(
     [jwt]="crypto"
     [jwks]="crypto"
     [stripe_signature]="crypto"
-    [line_create]="json jw util crypto lines lines_request metrics"
-    [confirm]="json jw util crypto metrics"
-    [webhook]="json jw util crypto stripe redis metrics"
-    [headers]="json jw util crypto stripe metrics"
-    [stripe_reply]="json jw util crypto lines lines_request metrics"
-    [redis_reply]="json jw util crypto provision provision_script ratelimit metrics"
-    [lines_read]="json jw util crypto lines_request stripe metrics"
+    [line_create]="json jw clock ids headers crypto lines lines_request metrics"
+    [confirm]="json jw clock ids headers crypto metrics"
+    [webhook]="json jw clock ids headers crypto stripe redis metrics"
+    [headers]="json jw clock ids headers crypto stripe metrics"
+    [stripe_reply]="json jw clock ids headers crypto lines lines_request metrics"
+    [redis_reply]="json jw clock ids headers crypto provision provision_script ratelimit metrics"
+    [lines_read]="json jw clock ids headers crypto lines_request stripe metrics"
 )
 
 # targets needing no nginx at all: no shim, no stubs
