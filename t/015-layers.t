@@ -35,10 +35,11 @@ my %layer_of = (
     'module.c'             => 'module',
 
     # one file per endpoint or small family
-    'admin.h'              => 'endpoints',    # the operator API
-    'admin.c'              => 'endpoints',
-    'admin_ops.c'          => 'endpoints',
-    'admin_tenants.c'      => 'endpoints',
+    'operator.h'           => 'endpoints',    # the operator API
+    'operator.c'           => 'endpoints',
+    'operator_ops.c'       => 'endpoints',
+    'operator_tenants.c'   => 'endpoints',
+    'operator_fields.c'    => 'endpoints',
     'lines.h'              => 'endpoints',    # Lines API
     'lines.c'              => 'endpoints',
     'lines_request.c'      => 'endpoints',
@@ -117,27 +118,6 @@ my %allowed = map { $_ => 1 } (
     # answering through reply
     'metrics.c -> nginx: ngx_http_output_filter',
     'metrics.c -> nginx: ngx_http_send_header',
-
-    # issue 9 step 2: the operator family cycle (admin.c dispatches,
-    # admin_ops.c and admin_tenants.c use its validators: the validators
-    # into a file of their own)
-    'admin.c -> admin_ops.c: ngx_http_linegate_admin_ops_routes (cycle)',
-    'admin.c -> admin_tenants.c: ngx_http_linegate_admin_tenant_routes (cycle)',
-    'admin_ops.c -> admin.c: ngx_http_linegate_admin_chars_valid (cycle)',
-    'admin_ops.c -> admin.c: ngx_http_linegate_admin_e164_valid (cycle)',
-    'admin_ops.c -> admin.c: ngx_http_linegate_admin_key (cycle)',
-    'admin_ops.c -> admin.c: ngx_http_linegate_admin_object (cycle)',
-    'admin_ops.c -> admin.c: ngx_http_linegate_admin_one_of (cycle)',
-    'admin_ops.c -> admin.c: ngx_http_linegate_admin_set_strs (cycle)',
-    'admin_ops.c -> admin.c: ngx_http_linegate_admin_strings (cycle)',
-    'admin_tenants.c -> admin.c: ngx_http_linegate_admin_chars_valid (cycle)',
-    'admin_tenants.c -> admin.c: ngx_http_linegate_admin_key (cycle)',
-    'admin_tenants.c -> admin.c: ngx_http_linegate_admin_name_valid (cycle)',
-    'admin_tenants.c -> admin.c: ngx_http_linegate_admin_object (cycle)',
-    'admin_tenants.c -> admin.c: ngx_http_linegate_admin_one_of (cycle)',
-    'admin_tenants.c -> admin.c: ngx_http_linegate_admin_set_int (cycle)',
-    'admin_tenants.c -> admin.c: ngx_http_linegate_admin_set_strs (cycle)',
-    'admin_tenants.c -> admin.c: ngx_http_linegate_admin_strings (cycle)',
 
     # issue 9 step 2: idempotency (a service) returns a status instead of
     # deferring the Lines request's errors and calling its durable write

@@ -8,7 +8,7 @@
  */
 
 
-#include "ngx_http_linegate_admin.h"
+#include "ngx_http_linegate_operator.h"
 #include "ngx_http_linegate_crypto.h"
 #include "ngx_http_linegate_reply.h"
 

@@ -15,8 +15,8 @@
  */
 
 
-#ifndef _NGX_HTTP_LINEGATE_ADMIN_H_INCLUDED_
-#define _NGX_HTTP_LINEGATE_ADMIN_H_INCLUDED_
+#ifndef _NGX_HTTP_LINEGATE_OPERATOR_H_INCLUDED_
+#define _NGX_HTTP_LINEGATE_OPERATOR_H_INCLUDED_
 
 
 #include "ngx_http_linegate_module.h"
@@ -206,4 +206,4 @@ void ngx_http_linegate_admin_set_int(json_t *obj, const char *name,
 json_t *ngx_http_linegate_admin_strings(redisReply *reply, const char *name);
 
 
-#endif /* _NGX_HTTP_LINEGATE_ADMIN_H_INCLUDED_ */
+#endif /* _NGX_HTTP_LINEGATE_OPERATOR_H_INCLUDED_ */
