@@ -16,7 +16,7 @@
 #include "ngx_http_linegate_redis.h"
 #include "ngx_http_linegate_stripe.h"
 #include "ngx_http_linegate_idempotency.h"
-#include "ngx_http_linegate_jw.h"
+#include "ngx_http_linegate_json_write.h"
 
 
 /* first element of every Lines API script reply: see lua/include/lr_codes */

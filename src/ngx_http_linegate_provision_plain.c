@@ -31,7 +31,7 @@
 #include <stdlib.h>
 
 #include "ngx_http_linegate_provision.h"
-#include "ngx_http_linegate_jw.h"
+#include "ngx_http_linegate_json_write.h"
 #include "ngx_http_linegate_reply.h"
 
 

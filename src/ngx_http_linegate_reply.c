@@ -7,7 +7,7 @@
 #include "ngx_http_linegate_module.h"
 #include "ngx_http_linegate_reply.h"
 #include "ngx_http_linegate_metrics.h"
-#include "ngx_http_linegate_jw.h"
+#include "ngx_http_linegate_json_write.h"
 #include "ngx_http_linegate_request_id.h"
 
 

@@ -10,7 +10,7 @@
 
 
 #include "ngx_http_linegate_module.h"
-#include "ngx_http_linegate_jw.h"
+#include "ngx_http_linegate_json_write.h"
 #include "ngx_http_linegate_json.h"
 
 

@@ -11,7 +11,7 @@
 
 
 #include "fuzz_ngx.h"
-#include "ngx_http_linegate_jw.h"
+#include "ngx_http_linegate_json_write.h"
 
 #include <stdio.h>
 #include <stdlib.h>

@@ -1,13 +1,13 @@
 
 /*
- * linegate: the JSON writer (see ngx_http_linegate_jw.h).
+ * linegate: the JSON writer (see ngx_http_linegate_json_write.h).
  */
 
 
 #include <ngx_config.h>
 #include <ngx_core.h>
 
-#include "ngx_http_linegate_jw.h"
+#include "ngx_http_linegate_json_write.h"
 
 
 static ngx_int_t ngx_http_linegate_jw_grow(ngx_http_linegate_jw_t *jw,

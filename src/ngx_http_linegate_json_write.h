@@ -10,8 +10,8 @@
  */
 
 
-#ifndef _NGX_HTTP_LINEGATE_JW_H_INCLUDED_
-#define _NGX_HTTP_LINEGATE_JW_H_INCLUDED_
+#ifndef _NGX_HTTP_LINEGATE_JSON_WRITE_H_INCLUDED_
+#define _NGX_HTTP_LINEGATE_JSON_WRITE_H_INCLUDED_
 
 
 #include <ngx_config.h>
@@ -62,4 +62,4 @@ void ngx_http_linegate_jw_raw(ngx_http_linegate_jw_t *jw, u_char *data,
     ngx_http_linegate_jw_str(jw, (u_char *) (s), ngx_strlen(s))
 
 
-#endif /* _NGX_HTTP_LINEGATE_JW_H_INCLUDED_ */
+#endif /* _NGX_HTTP_LINEGATE_JSON_WRITE_H_INCLUDED_ */
