@@ -38,6 +38,14 @@ void ngx_http_linegate_error(ngx_http_request_t *r, ngx_uint_t status,
 void ngx_http_linegate_field_error(ngx_http_request_t *r, const char *field,
     const char *message);
 
+/*
+ * A content handler's answer that is not JSON (GET /metrics): b with
+ * status and type; returns what the content handler returns (nginx
+ * finalizes).
+ */
+ngx_int_t ngx_http_linegate_send_text(ngx_http_request_t *r,
+    ngx_uint_t status, ngx_str_t *type, ngx_buf_t *b);
+
 /* what a service refused (ctx->refusal), in the API's format */
 void ngx_http_linegate_refuse(ngx_http_request_t *r);
 
