@@ -23,6 +23,7 @@
 #include "ngx_http_linegate_auth.c"
 #include "ngx_http_linegate_idempotency.c"
 #include "ngx_http_linegate_ids.h"
+#include "ngx_http_linegate_stripe.h"
 
 
 static ngx_str_t
