@@ -12,8 +12,11 @@
 #   make matrix     the module -Werror with gcc and clang against Debian's
 #                   nginx and every vendored nginx; nginx from the oldest
 #                   and newest vendored source, the suite against each
-#   make bench      wrk against linegate, nginx static and the peers
-#   make bench-limit  linegate_limit beside limit_req (bench/limit.pl)
+#   make bench      wrk against linegate, nginx static and the peers,
+#                   then the bench-limit part (BENCH_QUICK=1: short runs)
+#   make bench-limit  linegate_limit beside the rate-limiting peers
+#                   (shared/bench/peers/ratelimit: limit_req, kjdev, Lua),
+#                   one run, with issue 12's targets (bench/limit.sh)
 #   make fuzz       libFuzzer targets (t/fuzz/), FUZZ_SECONDS each
 #   make fuzz-smoke the same, 10 s each (CI)
 #   make sanitize   the suite against an ASan + UBSan build of the module
@@ -28,7 +31,8 @@ EXTRA_LDFLAGS ?=
 PROVE_ARGS ?= -r
 MODULE      = $(BUILD)/ngx_http_linegate_module.so
 
-SRCS = $(wildcard src/*.c src/*.h src/lua/*.lua src/lua/include/*.lua)
+SRCS = $(wildcard src/*.c src/*.h src/lua/*.lua src/lua/include/*.lua) \
+    src/lua/embed.pl
 
 DEB_PACKAGES = nginx nginx-dev libhiredis-dev libjansson-dev libssl-dev \
     redis-server redis-tools wrk curl jq perl openssl procps gnuplot-nox \
@@ -264,12 +268,17 @@ $(MATRIX_RUNS): $(MATRIX)/suite-%.result: $(MATRIX)/%-gcc.result \
 	fi; \
 	echo "matrix: suite on nginx $*: $$(cat $@)"
 
+# two parts, one after the other on the same box: the APIs against their
+# peers (docs/performance.md), then linegate_limit against the
+# rate-limiting peers (docs/gateway.md)
 bench: $(MODULE)
 	bash bench/run.sh
+	LG_BENCH_NO_BUILD=1 bash bench/limit.sh
 
-# linegate_limit beside limit_req in one nginx (docs/gateway.md)
+# linegate_limit beside limit_req, kjdev and the Lua GCRA, in one run of
+# the peers' run.sh bench (docs/gateway.md)
 bench-limit: $(MODULE)
-	perl bench/limit.pl
+	LG_BENCH_NO_BUILD=1 bash bench/limit.sh
 
 # The package's version is the top entry of debian/changelog (the last
 # release); a build from a git checkout whose HEAD is not tagged

@@ -35,6 +35,11 @@
 #   BUILD / LG_MODULE     $BUILD/ngx_http_linegate_module.so (BUILD: repo/build)
 #   LG_BENCH_PORT=8190    linegate's nginx (also serves /static)
 #   LG_BENCH_STUB_PORT=12190  Stripe stub
+#   LG_BENCH_STRIPE=canned   Stripe for the confirm phase: canned answers
+#                         from a server of linegate's nginx (port
+#                         LG_BENCH_CANNED_PORT=12191), so that confirm's
+#                         own throughput is measured; "stub": the stateful
+#                         Perl stub (its single process is the bottleneck)
 #   LG_REDIS_PORT=6391 LG_LUA_PORT=8181 LG_NODE_NGINX_PORT=8182
 #   LG_NODE_PORT=8183     the peers' (passed on to their run.sh)
 #   LG_BENCH_WORKERS      nginx worker_processes of linegate: nproc
@@ -66,6 +71,15 @@ QUICK=${LG_BENCH_QUICK:-${BENCH_QUICK:-0}}
 
 PORT=${LG_BENCH_PORT:-8190}
 STUB_PORT=${LG_BENCH_STUB_PORT:-12190}
+CANNED_PORT=${LG_BENCH_CANNED_PORT:-12191}
+STRIPE=${LG_BENCH_STRIPE:-canned}
+case $STRIPE in
+    canned) STRIPE_ADDR=127.0.0.1:$CANNED_PORT
+            STRIPE_NAME='canned Stripe answers (an nginx server)' ;;
+    stub)   STRIPE_ADDR=127.0.0.1:$STUB_PORT
+            STRIPE_NAME='the Stripe stub' ;;
+    *)      echo "bench: LG_BENCH_STRIPE is canned or stub" >&2; exit 1 ;;
+esac
 export LG_REDIS_PORT=${LG_REDIS_PORT:-6391}
 export LG_LUA_PORT=${LG_LUA_PORT:-8181}
 export LG_NODE_NGINX_PORT=${LG_NODE_NGINX_PORT:-8182}
@@ -236,7 +250,7 @@ render_conf() {
     sed -e "s|@MODULE@|$MODULE|g" -e "s|@PREFIX@|$LG|g" \
         -e "s|@WORKERS@|$WORKERS|g" -e "s|@PORT@|$PORT|g" \
         -e "s|@REDIS@|127.0.0.1:$REDIS_PORT|g" \
-        -e "s|@STUB@|127.0.0.1:$STUB_PORT|g" \
+        -e "s|@STUB@|$STRIPE_ADDR|g" -e "s|@CANNED_PORT@|$CANNED_PORT|g" \
         -e "s|@CLERK_KEY@|$DATA/clerk/pub.pem|g" \
         -e "s|@CLERK_ISSUER@|$CLERK_ISSUER|g" \
         "$HERE/linegate.conf.in" > "$LG/nginx.conf"
@@ -261,8 +275,12 @@ seed() {
     case $kind in
         write) extra+=(--write-workspaces "$WRITE_WS") ;;
         confirm)
-            curl -sf -XPOST "http://127.0.0.1:$STUB_PORT/_stub/reset" >/dev/null
-            extra+=(--inventory-extra 100000 --stripe-stub "http://127.0.0.1:$STUB_PORT") ;;
+            if [[ $STRIPE == stub ]]; then
+                curl -sf -XPOST "http://127.0.0.1:$STUB_PORT/_stub/reset" >/dev/null
+                extra+=(--inventory-extra 100000 --stripe-stub "http://127.0.0.1:$STUB_PORT")
+            else
+                extra+=(--inventory-extra 100000 --stripe-stub canned)
+            fi ;;
     esac
     perl "$HERE/seed-extra.pl" --port "$REDIS_PORT" --data "$DATA" "${extra[@]}" 2>/dev/null
 }
@@ -503,6 +521,12 @@ redis_reads() {
         awk -F: '/^total_reads_processed:/ { print $2 + 0 }'
 }
 
+# every command Redis ran, those of scripts included
+redis_commands() {
+    redis-cli -p "$REDIS_PORT" info commandstats |
+        awk -F'[=,]' '/^cmdstat_/ { n += $2 } END { print n + 0 }'
+}
+
 probe_roundtrips() {
     local id=$1 url script mon out req top lua r0 r1 unwaited
     url=$(tfield "$id" 5); script=$(tfield "$id" 6)
@@ -611,24 +635,40 @@ phase_main() {
 phase_confirm() {
     : > "$RES/confirm.tsv"
     [[ -n ${READY[confirm.linegate]:-} ]] || return 0
-    local run line out stub cpids s0 s1 t0 t1 hz
+    local run line out stub cpids s0 s1 t0 t1 hz r0 r1 k0 k1 rt kc
     hz=$(getconf CLK_TCK)
-    say "bench: preview + confirm pairs through the Stripe stub (wrk -t$THREADS -c$CONFIRM_CONNS -d$DURATION)"
+    say "bench: preview + confirm pairs through $STRIPE_NAME (wrk -t$THREADS -c$CONFIRM_CONNS -d$DURATION)"
+    # Redis round trips per purchase (a preview and its confirm): Redis's
+    # reads during a 1-connection run, where no two requests share a read
+    seed confirm
+    r0=$(redis_reads)
+    LG_CONFIRM_ACCOUNT_OFFSET=0 wrk -t1 -c1 -d2s -s "$WRK_DIR/provision_confirm.lua" \
+        "http://127.0.0.1:$PORT" > "$RAW/confirm.rtt.txt" 2>&1 || true
+    r1=$(redis_reads)
+    read -r _ c _ _ _ < <(grep '^lg-confirm:' "$RAW/confirm.rtt.txt" || echo "x 0 0 0 1")
+    CONFIRM_RTT=$(awk -v a="$r0" -v b="$r1" -v c="$c" 'BEGIN { printf "%.2f", (c > 0 ? (b - a) / c : 0) }')
+    say "  Redis round trips per purchase (1 connection, $c purchases): $CONFIRM_RTT (keepalive PINGs included)"
     for run in $(seq 1 "$RUNS"); do
         seed confirm
         cpids=($(target_pids stub))
         s0=$(cpu_ticks "${cpids[@]}"); t0=$(date +%s.%N)
+        k0=$(redis_commands)
         line=$(LG_CONFIRM_ACCOUNT_OFFSET=$((run * THREADS)) wrk_run "confirm.linegate.$run" \
                "http://127.0.0.1:$PORT" "$WRK_DIR/provision_confirm.lua" \
                "$THREADS" "$CONFIRM_CONNS" "$DURATION" linegate)
         t1=$(date +%s.%N); s1=$(cpu_ticks "${cpids[@]}")
+        k1=$(redis_commands)
         out=$RAW/confirm.linegate.$run.txt
         # confirms ok, previews ok, errors, seconds; stub CPU %
         read -r _ c p e secs < <(grep '^lg-confirm:' "$out" || echo "x 0 0 0 1")
         stub=$(awk -v a="$s0" -v b="$s1" -v hz="$hz" -v t0="$t0" -v t1="$t1" 'BEGIN { printf "%d", (b - a) / hz / (t1 - t0) * 100 }')
-        printf 'confirm.linegate\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$run" "$line" "$c" "$p" "$e" "$secs" "$stub" >> "$RES/confirm.tsv"
-        awk -F'\t' -v c="$c" -v e="$e" -v s="$secs" -v st="$stub" '{ printf "  confirm run %s: %d req/s (%.0f confirms/s, %d errors)  p50 %s  p99 %s ms  stub cpu %s%%\n",
-            $2, $4, c / s, e, $5, $6, st }' <<<"x	$run	$line" >&2
+        # Redis commands (scripts' inside included) per purchase: a
+        # preview and its confirm; round trips from the 1-connection run
+        rt=$CONFIRM_RTT
+        kc=$(awk -v a="$k0" -v b="$k1" -v c="$c" 'BEGIN { printf "%.1f", (c > 0 ? (b - a) / c : 0) }')
+        printf 'confirm.linegate\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$run" "$line" "$c" "$p" "$e" "$secs" "$stub" "$rt" "$kc" >> "$RES/confirm.tsv"
+        awk -F'\t' -v c="$c" -v e="$e" -v s="$secs" -v st="$stub" -v rt="$rt" -v kc="$kc" '{ printf "  confirm run %s: %d req/s (%.0f confirms/s, %d errors)  p50 %s  p99 %s ms  stub cpu %s%%  Redis per purchase: %s round trips, %s commands\n",
+            $2, $4, c / s, e, $5, $6, st, rt, kc }' <<<"x	$run	$line" >&2
         grep '^lg-confirm-first-error' "$out" >&2 || true
     done
 }
@@ -783,12 +823,16 @@ report() {
         echo "p50/p99: one value per run. Redis cmds/req: \`INFO commandstats\` after minus before, divided by wrk's requests; it counts the commands scripts run inside Redis too (\`EVALSHA\` + \`GET\` + \`HGETALL\` = 3). Round trips/req: writes the server made to Redis that a request waited for (Redis's \`total_reads_processed\`, less keepalive PINGs and the fire-and-forget \`PEXPIRE\`/\`DECR\` of a rate window seen with \`MONITOR\`), during a 1-connection run; commands pipelined in one write count once; below 1 when a fire-and-forget command shared a write with the next request's commands. CPU: % of one core (the box has $(nproc): $(( $(nproc) * 100 ))%), server = the target's processes (static: linegate's nginx), other = processes outside the benchmark (other engineers' builds and tests: figures with a high value were taken under contention). x static, x Lua...: req/s of the row / req/s of that target on the same endpoint (Clerk rows: against the peers' API-key reads)."
         if [[ -s $RES/confirm.tsv ]]; then
             echo
-            echo "**Preview + confirm through the Stripe stub** (wrk -t$THREADS -c$CONFIRM_CONNS -d$DURATION, reported apart: the single-process Perl stub is the bottleneck)"
+            if [[ $STRIPE == stub ]]; then
+                echo "**Preview + confirm through the Stripe stub** (wrk -t$THREADS -c$CONFIRM_CONNS -d$DURATION, reported apart: the single-process Perl stub is the bottleneck)"
+            else
+                echo "**Preview + confirm, Stripe answered by canned replies of an nginx server** (wrk -t$THREADS -c$CONFIRM_CONNS -d$DURATION; the canned server runs in linegate's nginx, so its CPU is in linegate's; the stub column is 0)"
+            fi
             echo
-            echo "| run | requests/s (previews + confirms) | confirms/s | p50 ms | p99 ms | non-2xx | errors | stub CPU | linegate CPU | Redis CPU |"
-            echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
-            awk -F'\t' '{ printf "| %s | %d | %.0f | %s | %s | %d | %d | %d%% | %d%% | %d%% |\n",
-                $2, $4, $15 / $18, $5, $6, $7, $17, $19, $11, $12 }' "$RES/confirm.tsv"
+            echo "| run | requests/s (previews + confirms) | confirms/s | p50 ms | p99 ms | non-2xx | errors | stub CPU | linegate CPU | Redis CPU | Redis round trips / purchase | Redis commands / purchase |"
+            echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+            awk -F'\t' '{ printf "| %s | %d | %.0f | %s | %s | %d | %d | %d%% | %d%% | %d%% | %s | %s |\n",
+                $2, $4, $15 / $18, $5, $6, $7, $17, $19, $11, $12, $20, $21 }' "$RES/confirm.tsv"
         fi
         if [[ -s $RES/curves.tsv ]]; then
             echo
@@ -903,7 +947,7 @@ chart() {
             echo
         done
         if [[ -s $RES/confirm.tsv ]]; then
-            printf '"preview+confirm\\n(Stripe stub)" %s - - - -\n' "$(mean_of "$RES/confirm.tsv" confirm.linegate 4)"
+            printf '"preview+confirm\\n(%s Stripe)" %s - - - -\n' "$STRIPE" "$(mean_of "$RES/confirm.tsv" confirm.linegate 4)"
         fi
     } > "$dat"
     gnuplot -e "datafile='$dat'; outfile='$RES/performance.png'; subtitle='$(date -u +%Y-%m-%d), mean of $RUNS run(s) of wrk -t$THREADS -c$CONNS -d$DURATION; $(nproc) cores shared by wrk, nginx, Redis, the peers (and whatever else ran: see other CPU)'" \

@@ -43,6 +43,7 @@ typedef struct {
 
 typedef struct {
     ngx_array_t                    *limits;     /* of zone_t *; NULL: unset */
+    ngx_str_t                       policy;     /* RateLimit-Policy, all */
     ngx_uint_t                      status;
     ngx_flag_t                      dry_run;
     ngx_flag_t                      headers;
@@ -105,14 +106,24 @@ typedef struct {
 
 /*
  * A worker's leases (linegate_limit_zone lease=): admissions reserved in
- * Redis in one decision and spent here, each within the lease time.
+ * Redis in one decision and spent here, each within the lease time of
+ * that decision. The next lease is asked for when this one starts being
+ * spent (one decision in flight per key and worker), and kept apart
+ * until this one is spent or over: the requests meanwhile spend what is
+ * left instead of all asking Redis at once.
  */
 typedef struct {
     ngx_msec_t                      until;      /* spend before */
+    ngx_msec_t                      next_until;
     ngx_msec_t                      reset;
+    ngx_msec_t                      asked;      /* the decision in flight */
     ngx_uint_t                      tokens;     /* left to spend */
+    ngx_uint_t                      next;       /* the next lease's */
     ngx_uint_t                      size;       /* what to ask next */
+    ngx_uint_t                      seq;        /* of the decision asked */
+    ngx_uint_t                      seen;       /* requests since asked */
     int64_t                         remaining;  /* the fleet's, then */
+    unsigned                        pending:1;  /* a decision in flight */
     u_short                         len;
     u_char                          key[NGX_HTTP_LINEGATE_LIMIT_CACHE_KEY];
 } ngx_http_linegate_limit_lease_t;
@@ -124,7 +135,9 @@ typedef struct {
     ngx_int_t                       retry_after;    /* seconds, -1: none */
     ngx_uint_t                      n;
     ngx_msec_t                      sent;       /* when asked */
+    int64_t                         now;        /* the GCRA's clock, us */
     ngx_http_linegate_limit_lease_t *lease;     /* asked for a lease */
+    ngx_uint_t                      lease_seq;
     ngx_http_linegate_limit_loc_conf_t *llcf;
     ngx_http_linegate_limit_result_t res[NGX_HTTP_LINEGATE_LIMIT_MAX_ZONES];
     unsigned                        waiting:1;
@@ -152,6 +165,12 @@ static ngx_uint_t ngx_http_linegate_limit_cache_check(ngx_http_request_t *r,
     ngx_http_linegate_limit_ctx_t *ctx);
 static ngx_http_linegate_limit_lease_t *ngx_http_linegate_limit_lease(
     ngx_str_t *rkey);
+static void ngx_http_linegate_limit_lease_done(
+    ngx_http_linegate_limit_ctx_t *ctx);
+static ngx_uint_t ngx_http_linegate_limit_lease_spend(
+    ngx_http_linegate_limit_ctx_t *ctx,
+    ngx_http_linegate_limit_result_t *res,
+    ngx_http_linegate_limit_lease_t *l);
 static void ngx_http_linegate_limit_fallback(ngx_http_request_t *r,
     ngx_http_linegate_limit_ctx_t *ctx);
 static void ngx_http_linegate_limit_local(ngx_http_request_t *r,
@@ -387,6 +406,7 @@ ngx_http_linegate_limit_start(ngx_http_request_t *r,
     ngx_int_t                           rc;
     ngx_str_t                          *sha;
     ngx_uint_t                          i, n, want;
+    struct timeval                      tv;
     ngx_http_linegate_limit_zone_t    **zones;
     ngx_http_linegate_limit_lease_t    *lease;
     ngx_http_linegate_limit_result_t   *res, *res1;
@@ -435,46 +455,24 @@ ngx_http_linegate_limit_start(ngx_http_request_t *r,
     ctx->sent = ngx_current_msec;
     want = 1;
 
+    /*
+     * The deciding worker's clock, not Redis TIME: one command less in
+     * the script, and the script is deterministic (docs/gateway.md,
+     * "Whose clock": what clock skew between nodes costs).
+     */
+    ngx_gettimeofday(&tv);
+    ctx->now = (int64_t) tv.tv_sec * 1000000 + tv.tv_usec;
+
     if (n == 1 && res1->zone->lease && !ctx->llcf->dry_run) {
         lease = ngx_http_linegate_limit_lease(&res1->rkey);
 
         if (lease != NULL) {
-            if (lease->tokens
-                && (ngx_msec_int_t) (lease->until - ngx_current_msec) > 0)
-            {
+            want = ngx_http_linegate_limit_lease_spend(ctx, res1, lease);
+
+            if (want == 0) {
                 /* admitted by this worker's lease: no round trip */
-                lease->tokens--;
-                res1->known = 1;
-                res1->allowed = 1;
-                res1->remaining = lease->remaining;
-                res1->reset_ms = ngx_max(
-                    (ngx_msec_int_t) (lease->reset - ngx_current_msec), 0);
-                ctx->status = NGX_HTTP_LINEGATE_LIMIT_PASSED;
-                ctx->done = 1;
                 return NGX_OK;
             }
-
-            /*
-             * Adaptive: a lease spent in time doubles the next one, one
-             * that expired unspent halves it (its requests are lost:
-             * under-admission, never more than asked).
-             */
-            if (lease->len == 0 || lease->size == 0) {
-                lease->size = 1;
-
-            } else if (lease->tokens == 0) {
-                lease->size = ngx_min(lease->size * 2,
-                                      res1->zone->lease_max);
-
-            } else {
-                lease->size = ngx_max(lease->size / 2, 1);
-            }
-
-            lease->tokens = 0;
-            lease->len = (u_short) res1->rkey.len;
-            ngx_memcpy(lease->key, res1->rkey.data, res1->rkey.len);
-            want = lease->size;
-            ctx->lease = lease;
         }
     }
 
@@ -497,10 +495,8 @@ ngx_http_linegate_limit_start(ngx_http_request_t *r,
         ngx_http_linegate_redis_arg_str(a, &res1->rkey);
         ngx_http_linegate_redis_arg_str(a, &res1->zone->interval_arg);
         ngx_http_linegate_redis_arg_str(a, &res1->zone->tolerance_arg);
-
-        if (want > 1) {
-            ngx_http_linegate_redis_arg_int(r, a, want);
-        }
+        ngx_http_linegate_redis_arg_int(r, a, want);
+        ngx_http_linegate_redis_arg_int(r, a, ctx->now);
 
         rc = ngx_http_linegate_redis_script(r,
                                             NGX_HTTP_LINEGATE_SCRIPT_RL_GCRA,
@@ -525,6 +521,8 @@ ngx_http_linegate_limit_start(ngx_http_request_t *r,
             ngx_http_linegate_redis_arg_str(a, &res->rkey);
             ngx_http_linegate_redis_arg_str(a, &res->zone->interval_arg);
             ngx_http_linegate_redis_arg_str(a, &res->zone->tolerance_arg);
+            ngx_http_linegate_redis_arg_cstr(a, "1");
+            ngx_http_linegate_redis_arg_int(r, a, ctx->now);
             a++;
         }
 
@@ -698,11 +696,37 @@ ngx_http_linegate_limit_decide(ngx_http_request_t *r,
 {
     int64_t                             retry;
     ngx_uint_t                          i, rejected;
+    ngx_http_linegate_limit_lease_t    *l;
     ngx_http_linegate_limit_cached_t   *cached;
     ngx_http_linegate_limit_result_t   *res;
 
     rejected = 0;
     retry = 0;
+
+    ngx_http_linegate_limit_lease_done(ctx);
+
+    l = (ctx->lease != NULL && ctx->lease->seq == ctx->lease_seq)
+        ? ctx->lease : NULL;
+
+    if (l != NULL && l->tokens
+        && (ngx_msec_int_t) (l->until - ngx_current_msec) > 0)
+    {
+        /*
+         * Redis has no next lease for the key, but this worker's current
+         * one is not spent: the request takes one of it
+         */
+        for (i = 0; i < ctx->n; i++) {
+            res = &ctx->res[i];
+
+            if (res->known && !res->allowed) {
+                l->tokens--;
+                res->allowed = 1;
+                res->granted = 0;
+                res->remaining = 0;
+                res->retry_ms = 0;
+            }
+        }
+    }
 
     for (i = 0; i < ctx->n; i++) {
         res = &ctx->res[i];
@@ -736,21 +760,28 @@ ngx_http_linegate_limit_decide(ngx_http_request_t *r,
     if (!rejected) {
         ctx->status = NGX_HTTP_LINEGATE_LIMIT_PASSED;
 
-        if (ctx->lease != NULL) {
-            /* one zone: this request took one, the rest is the lease */
+        if (l != NULL) {
+            /*
+             * One zone, the slot still holds its key: this request took
+             * one admission, the rest is the next lease, spent from now
+             * on if this one is over
+             */
             for (i = 0; i < ctx->n; i++) {
                 res = &ctx->res[i];
 
-                if (res->known
-                    && ctx->lease->len == res->rkey.len
-                    && ngx_memcmp(ctx->lease->key, res->rkey.data,
-                                  res->rkey.len) == 0)
-                {
-                    /* the slot still holds this key */
-                    ctx->lease->tokens = (ngx_uint_t) (res->granted - 1);
-                    ctx->lease->until = ctx->sent + res->zone->lease;
-                    ctx->lease->remaining = res->remaining;
-                    ctx->lease->reset = ctx->sent + res->reset_ms;
+                if (!res->known || res->granted < 1) {
+                    continue;
+                }
+
+                l->next = (ngx_uint_t) (res->granted - 1);
+                l->next_until = ctx->sent + res->zone->lease;
+                l->remaining = res->remaining;
+                l->reset = ctx->sent + res->reset_ms;
+
+                if (l->tokens == 0) {
+                    l->tokens = l->next;
+                    l->until = l->next_until;
+                    l->next = 0;
                 }
             }
         }
@@ -768,6 +799,105 @@ ngx_http_linegate_limit_decide(ngx_http_request_t *r,
     ctx->retry_after = (ngx_int_t) ((retry + 999) / 1000);
 
     ngx_http_linegate_limit_refund(r, ctx);
+}
+
+
+/*
+ * A request of a leased zone's key: 0 when the worker's lease admits it
+ * (ctx holds the decision), else how many admissions to ask Redis for,
+ * ctx->lease set when they are the worker's next lease.
+ *
+ * The worker keeps the lease it spends and asks for the next one as soon
+ * as it starts spending it (one decision in flight per key), so that the
+ * next is there before this one is spent. A lease is sized to last half
+ * the lease time at the rate the worker's requests of the key came since
+ * the last one was asked for (at most twice, at least half the last).
+ */
+static ngx_uint_t
+ngx_http_linegate_limit_lease_spend(ngx_http_linegate_limit_ctx_t *ctx,
+    ngx_http_linegate_limit_result_t *res, ngx_http_linegate_limit_lease_t *l)
+{
+    uint64_t    target;
+    ngx_msec_t  e, lease;
+
+    static ngx_uint_t  seq;
+
+    lease = res->zone->lease;
+    l->seen++;
+
+    if (l->tokens
+        && (ngx_msec_int_t) (l->until - ngx_current_msec) <= 0)
+    {
+        /* expired unspent: its admissions are lost */
+        l->tokens = 0;
+    }
+
+    if (l->tokens == 0 && l->next) {
+        l->tokens = l->next;
+        l->until = l->next_until;
+        l->next = 0;
+
+        if ((ngx_msec_int_t) (l->until - ngx_current_msec) <= 0) {
+            l->tokens = 0;
+        }
+    }
+
+    if (l->pending && ngx_current_msec - l->asked >= ngx_max(lease, 100)) {
+        /* its answer was lost (the request went away): ask again */
+        l->pending = 0;
+    }
+
+    if (l->pending || (l->next && l->tokens)) {
+
+        if (l->tokens == 0) {
+            /* spent, and the next lease not back yet: a decision alone */
+            return 1;
+        }
+
+        l->tokens--;
+        res->known = 1;
+        res->allowed = 1;
+        res->remaining = l->remaining;
+        res->reset_ms = ngx_max(
+            (ngx_msec_int_t) (l->reset - ngx_current_msec), 0);
+        ctx->status = NGX_HTTP_LINEGATE_LIMIT_PASSED;
+        ctx->done = 1;
+        return 0;
+    }
+
+    /* no next lease and none asked for: this request asks, first of it */
+
+    if (l->size == 0) {
+        l->size = 1;
+
+    } else {
+        e = ngx_current_msec - l->asked;
+        target = (e == 0) ? (uint64_t) l->size * 2
+                          : (uint64_t) l->seen * lease / (2 * e);
+        target = ngx_min(target, (uint64_t) l->size * 2);
+        target = ngx_max(target, (uint64_t) l->size / 2);
+        l->size = (ngx_uint_t) ngx_max(ngx_min(target, res->zone->lease_max),
+                                       1);
+    }
+
+    l->seen = 0;
+    l->pending = 1;
+    l->asked = ngx_current_msec;
+    l->seq = ++seq;
+    ctx->lease = l;
+    ctx->lease_seq = l->seq;
+
+    return l->size;
+}
+
+
+/* the decision asked for a lease is over: another may be asked */
+static void
+ngx_http_linegate_limit_lease_done(ngx_http_linegate_limit_ctx_t *ctx)
+{
+    if (ctx->lease != NULL && ctx->lease->seq == ctx->lease_seq) {
+        ctx->lease->pending = 0;
+    }
 }
 
 
@@ -843,6 +973,8 @@ ngx_http_linegate_limit_lease(ngx_str_t *rkey)
     {
         /* another key's slot: its lease, if any, is dropped */
         ngx_memzero(l, sizeof(ngx_http_linegate_limit_lease_t));
+        l->len = (u_short) rkey->len;
+        ngx_memcpy(l->key, rkey->data, rkey->len);
     }
 
     return l;
@@ -948,6 +1080,7 @@ ngx_http_linegate_limit_refund(ngx_http_request_t *r,
         ngx_http_linegate_redis_arg_cstr(a, "1");
         ngx_http_linegate_redis_arg_str(a, &res->rkey);
         ngx_http_linegate_redis_arg_str(a, &res->zone->interval_arg);
+        ngx_http_linegate_redis_arg_int(r, a, ctx->now);
 
         (void) ngx_http_linegate_redis_command(r, a, NULL);
     }
@@ -962,6 +1095,8 @@ ngx_http_linegate_limit_fallback(ngx_http_request_t *r,
     ngx_http_linegate_limit_loc_conf_t  *llcf;
 
     llcf = ctx->llcf;
+
+    ngx_http_linegate_limit_lease_done(ctx);
 
     if (ngx_time() != ngx_http_linegate_limit_logged) {
         ngx_http_linegate_limit_logged = ngx_time();
@@ -1280,7 +1415,7 @@ ngx_http_linegate_limit_header_filter(ngx_http_request_t *r)
 {
     u_char                             *policy, *state, *pp, *sp, *p;
     size_t                              len;
-    ngx_uint_t                          i, n;
+    ngx_uint_t                          i, n, all;
     ngx_http_linegate_limit_ctx_t      *ctx;
     ngx_http_linegate_limit_result_t   *res;
 
@@ -1317,18 +1452,32 @@ ngx_http_linegate_limit_header_filter(ngx_http_request_t *r)
     }
 
     len = 0;
+    all = 1;
 
     for (i = 0; i < ctx->n; i++) {
         len += ctx->res[i].zone->name.len + 2 + 3 * NGX_INT64_LEN + 16;
+        all &= ctx->res[i].limited;
     }
 
-    policy = ngx_pnalloc(r->pool, len);
     state = ngx_pnalloc(r->pool, len);
-    if (policy == NULL || state == NULL) {
+    if (state == NULL) {
         return NGX_ERROR;
     }
 
-    pp = policy;
+    if (all) {
+        /* every zone limits the request: the policy made at configuration */
+        policy = ctx->llcf->policy.data;
+        pp = policy + ctx->llcf->policy.len;
+
+    } else {
+        policy = ngx_pnalloc(r->pool, len);
+        if (policy == NULL) {
+            return NGX_ERROR;
+        }
+
+        pp = policy;
+    }
+
     sp = state;
     n = 0;
 
@@ -1339,12 +1488,14 @@ ngx_http_linegate_limit_header_filter(ngx_http_request_t *r)
             continue;
         }
 
-        if (pp != policy) {
-            pp = ngx_cpymem(pp, ", ", 2);
-        }
+        if (!all) {
+            if (pp != policy) {
+                pp = ngx_cpymem(pp, ", ", 2);
+            }
 
-        pp = ngx_sprintf(pp, "\"%V\";q=%ui;w=%T", &res->zone->name,
-                         res->zone->rate, res->zone->unit);
+            pp = ngx_sprintf(pp, "\"%V\";q=%ui;w=%T", &res->zone->name,
+                             res->zone->rate, res->zone->unit);
+        }
 
         if (!res->known) {
             continue;
@@ -1623,6 +1774,10 @@ ngx_http_linegate_limit_merge_loc_conf(ngx_conf_t *cf, void *parent,
     ngx_http_linegate_limit_loc_conf_t *prev = parent;
     ngx_http_linegate_limit_loc_conf_t *conf = child;
 
+    u_char                               *p;
+    size_t                                len;
+    ngx_uint_t                            i;
+    ngx_http_linegate_limit_zone_t      **zones;
     ngx_http_linegate_limit_main_conf_t  *lmcf;
 
     /* as limit_req: a level with none inherits its parent's list */
@@ -1644,6 +1799,34 @@ ngx_http_linegate_limit_merge_loc_conf(ngx_conf_t *cf, void *parent,
 
     if (conf->share == NGX_CONF_UNSET_UINT) {
         conf->share = 1;
+    }
+
+    /* RateLimit-Policy when every zone limits the request, made once */
+    if (conf->limits != NULL && conf->limits->nelts) {
+        zones = conf->limits->elts;
+        len = 0;
+
+        for (i = 0; i < conf->limits->nelts; i++) {
+            len += zones[i]->name.len + 2 + 2 * NGX_INT64_LEN + 16;
+        }
+
+        p = ngx_pnalloc(cf->pool, len);
+        if (p == NULL) {
+            return NGX_CONF_ERROR;
+        }
+
+        conf->policy.data = p;
+
+        for (i = 0; i < conf->limits->nelts; i++) {
+            if (i) {
+                p = ngx_cpymem(p, ", ", 2);
+            }
+
+            p = ngx_sprintf(p, "\"%V\";q=%ui;w=%T", &zones[i]->name,
+                            zones[i]->rate, zones[i]->unit);
+        }
+
+        conf->policy.len = p - conf->policy.data;
     }
 
     if (conf->on_error == NGX_HTTP_LINEGATE_LIMIT_ON_ERROR_LOCAL

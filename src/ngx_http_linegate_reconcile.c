@@ -55,7 +55,14 @@
 #include "ngx_http_linegate_ids.h"
 
 
+/*
+ * Entries read at once, and at most per run: the batches after the first
+ * are read when the ones before were all looked at, so that entries left
+ * for a human (a line that still cannot be recorded, an invoice paid)
+ * never keep the newer ones from being settled
+ */
 #define NGX_HTTP_LINEGATE_RECONCILE_BATCH      10
+#define NGX_HTTP_LINEGATE_RECONCILE_MAX        100
 #define NGX_HTTP_LINEGATE_RECONCILE_LEASE_MS   60000
 /* no entry is started past this: the lease outlives the run */
 #define NGX_HTTP_LINEGATE_RECONCILE_BUDGET_MS  30000
@@ -134,10 +141,12 @@ typedef struct {
 
 typedef struct {
     ngx_http_linegate_reconcile_entry_t  entry[
-                                        NGX_HTTP_LINEGATE_RECONCILE_BATCH];
+                                        NGX_HTTP_LINEGATE_RECONCILE_MAX];
     ngx_uint_t                           n;
     ngx_uint_t                           i;        /* the entry at work */
     ngx_uint_t                           pending;  /* more on the stream */
+    ngx_str_t                            after;    /* "(<last id read>" */
+    unsigned                             young:1;  /* the rest is too */
 
     ngx_str_t                            token;    /* the lease's */
     u_char                               token_buf[NGX_HTTP_LINEGATE_ID_LEN];
@@ -353,6 +362,7 @@ ngx_http_linegate_reconcile_advance(ngx_http_request_t *r,
     ngx_http_linegate_ctx_t *ctx)
 {
     int64_t                               now;
+    ngx_uint_t                            room;
     ngx_http_linegate_reconcile_t        *rc;
     ngx_http_linegate_main_conf_t        *lmcf;
     ngx_http_linegate_reconcile_entry_t  *e;
@@ -363,11 +373,23 @@ ngx_http_linegate_reconcile_advance(ngx_http_request_t *r,
     for ( ;; ) {
         now = ngx_http_linegate_now_ms();
 
-        if (rc->stop || rc->i >= rc->n
+        if (rc->stop
             || now - rc->started_ms > NGX_HTTP_LINEGATE_RECONCILE_BUDGET_MS)
         {
             ngx_http_linegate_reconcile_next(r, ctx,
                                           NGX_HTTP_LINEGATE_RECONCILE_UNLEASE);
+            return;
+        }
+
+        if (rc->i >= rc->n) {
+            /* the next batch, past the entries left where they are */
+            room = rc->n + NGX_HTTP_LINEGATE_RECONCILE_BATCH
+                   <= NGX_HTTP_LINEGATE_RECONCILE_MAX;
+
+            ngx_http_linegate_reconcile_next(r, ctx,
+                                     rc->pending && !rc->young && room
+                                     ? NGX_HTTP_LINEGATE_RECONCILE_READ
+                                     : NGX_HTTP_LINEGATE_RECONCILE_UNLEASE);
             return;
         }
 
@@ -381,6 +403,7 @@ ngx_http_linegate_reconcile_advance(ngx_http_request_t *r,
 
         /* Stripe may still be working on the call that queued it */
         e->detail = "too_recent";
+        rc->young = 1;
         rc->i++;
     }
 }
@@ -485,16 +508,22 @@ ngx_http_linegate_reconcile_read(ngx_http_request_t *r,
 {
     ngx_http_linegate_redis_args_t  *a;
 
-    /* one more than a batch: whether more wait is in the answer */
+    /* oldest first, from the start or past the last entry read */
     a = &rc->args;
     ngx_http_linegate_redis_args_init(a);
     ngx_http_linegate_redis_arg_cstr(a, "XRANGE");
     ngx_http_linegate_redis_arg_cstr(a, "lg:reconcile");
-    ngx_http_linegate_redis_arg_cstr(a, "-");
+
+    if (rc->after.len) {
+        ngx_http_linegate_redis_arg_str(a, &rc->after);
+
+    } else {
+        ngx_http_linegate_redis_arg_cstr(a, "-");
+    }
+
     ngx_http_linegate_redis_arg_cstr(a, "+");
     ngx_http_linegate_redis_arg_cstr(a, "COUNT");
-    ngx_http_linegate_redis_arg_int(r, a,
-                                    NGX_HTTP_LINEGATE_RECONCILE_BATCH + 1);
+    ngx_http_linegate_redis_arg_int(r, a, NGX_HTTP_LINEGATE_RECONCILE_BATCH);
 
     return ngx_http_linegate_redis_command(r, a,
                                         ngx_http_linegate_reconcile_stored);
@@ -505,13 +534,33 @@ static void
 ngx_http_linegate_reconcile_entries(ngx_http_request_t *r,
     ngx_http_linegate_reconcile_t *rc, redisReply *reply)
 {
+    ngx_str_t                             id;
     ngx_uint_t                            i;
+    redisReply                           *last;
     ngx_http_linegate_reconcile_entry_t  *e;
+
+    /* a whole batch: more may follow, read past its last entry */
+    rc->pending = reply->elements == NGX_HTTP_LINEGATE_RECONCILE_BATCH;
+
+    if (reply->elements) {
+        last = reply->element[reply->elements - 1];
+
+        if (last->type != REDIS_REPLY_ARRAY || last->elements != 2
+            || ngx_http_linegate_reply_str(last, 0, &id) != NGX_OK
+            || (rc->after.data = ngx_pnalloc(r->pool, id.len + 1)) == NULL)
+        {
+            rc->pending = 0;
+
+        } else {
+            rc->after.data[0] = '(';
+            ngx_memcpy(rc->after.data + 1, id.data, id.len);
+            rc->after.len = id.len + 1;
+        }
+    }
 
     for (i = 0; i < reply->elements; i++) {
 
-        if (rc->n == NGX_HTTP_LINEGATE_RECONCILE_BATCH) {
-            rc->pending = 1;
+        if (rc->n == NGX_HTTP_LINEGATE_RECONCILE_MAX) {
             break;
         }
 
@@ -1165,8 +1214,8 @@ ngx_http_linegate_reconcile_resolve(ngx_http_request_t *r,
     ngx_http_linegate_redis_arg_cstr(a, e->outcome);
     ngx_http_linegate_redis_arg_str(a, &e->found);
     ngx_http_linegate_redis_arg(a, rc->iso, NGX_HTTP_LINEGATE_ISO_LEN);
-    ngx_http_linegate_redis_arg_cstr(a, e->line_request.len ? "invoice_id"
-                                                            : "subscription_id");
+    ngx_http_linegate_redis_arg_cstr(a, e->line_request.len
+                                        ? "invoice_id" : "subscription_id");
 
     return ngx_http_linegate_reconcile_script(r, rc,
                                   NGX_HTTP_LINEGATE_SCRIPT_OP_RECONCILE_RESOLVE,
@@ -1240,6 +1289,13 @@ ngx_http_linegate_reconcile_stored(ngx_http_request_t *r, redisReply *reply)
         return;
 
     case NGX_HTTP_LINEGATE_RECONCILE_READ:
+        if ((reply == NULL || reply->type != REDIS_REPLY_ARRAY) && rc->n) {
+            /* a later batch: what was done is answered */
+            rc->stop = 1;
+            ngx_http_linegate_reconcile_advance(r, ctx);
+            return;
+        }
+
         if (reply == NULL || reply->type != REDIS_REPLY_ARRAY) {
             rc->status = NGX_HTTP_SERVICE_UNAVAILABLE;
             ngx_http_linegate_reconcile_next(r, ctx,

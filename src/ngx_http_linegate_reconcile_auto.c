@@ -257,7 +257,12 @@ ngx_http_linegate_auto_tick(ngx_event_t *ev)
     c->read->handler = ngx_http_linegate_auto_read;
     c->write->handler = ngx_http_linegate_auto_write;
 
-    /* one clock for the whole call: connect, send, the run, the answer */
+    /*
+     * One clock for the whole call: connect, send, the run, the answer.
+     * It never holds an exiting worker: the run goes on in the worker
+     * that serves it, whoever reads its answer.
+     */
+    c->read->cancelable = 1;
     ngx_add_timer(c->read, NGX_HTTP_LINEGATE_AUTO_TIMEOUT);
 
     if (rc == NGX_OK) {

@@ -455,6 +455,20 @@ subtest 'an invoice no repair could discard: deleted by a run' => sub {
     $l->answer($l->create($w, $EMAIL), 201, 'the workspace is billed again');
 };
 
+subtest 'entries left for a human never hold the newer ones back' => sub {
+    # 25 entries no run can settle at the head of the stream (not even
+    # purchases: skipped and logged), then a lost purchase
+    $r->xadd('lg:reconcile', '*', junk => $_) for 1 .. 25;
+    my $q = lost_purchase('acct_behind', after_commit => 1);
+    my $b = run();
+    is(entry_of($b, 'acct_behind')->{outcome}, 'canceled',
+       'settled, three batches down the stream');
+    is((subs_of('acct_behind'))[0]{status}, 'canceled', 'at Stripe');
+    like($s->error_log, qr/entry \d+ of lg:reconcile is not a purchase/,
+         'the others logged');
+    $r->del('lg:reconcile');
+};
+
 subtest 'configuration' => sub {
     my $conf = $s->render(HTTP_EXTRA => 'linegate_reconcile_auto ftp://x/;');
     my ($rc, $out) = $s->nginx_t($conf);
@@ -505,8 +519,8 @@ subtest 'linegate_reconcile_auto: settled without an operator' => sub {
     is((subs_of('acct_auto'))[0]{status}, 'canceled', 'at Stripe');
     is_deeply([queued_of('acct_auto')], [], 'off lg:reconcile');
     my ($entry_ms) = $done[0]{entry} =~ /^(\d+)-/;
-    my ($y, $mo, $d, $h, $mi, $sec, $ms) =
-        $done[0]{resolved_at} =~ /^(\d+)-(\d+)-(\d+)T(\d+):(\d+):(\d+)\.(\d+)Z$/;
+    my ($y, $mo, $d, $h, $mi, $sec, $ms) = $done[0]{resolved_at}
+        =~ /^(\d+)-(\d+)-(\d+)T(\d+):(\d+):(\d+)\.(\d+)Z$/;
     my $resolved_ms = timegm($sec, $mi, $h, $d, $mo - 1, $y) * 1000 + $ms;
     cmp_ok($resolved_ms - $entry_ms, '>=', 2000,
            'not before linegate_reconcile_delay');

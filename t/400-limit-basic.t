@@ -162,6 +162,44 @@ subtest 'burst then rejection, headers on each answer' => sub {
        "the key expires when back to full ($ttl ms)");
 };
 
+subtest 'the Redis work of a decision: one SET for an idle key' => sub {
+    my $calls = sub {
+        my $cs = $r->info('commandstats');
+        my %c = map { my ($n) = $cs->{$_} =~ /calls=(\d+)/; (s/^cmdstat_//r => $n) }
+            keys %$cs;
+        return \%c;
+    };
+
+    # a fresh key: the SET that admits also reads what it replaced; no
+    # TIME (the worker's clock), no GET
+    my $k = key();
+    get("/e/?k=$k");    # the worker's script is loaded, its connection up
+    $k = key();
+    $r->config_resetstat;
+    my $res = get("/e/?k=$k");
+    my $c = $calls->();
+    is($res->code, 200, 'admitted');
+    is($c->{evalsha}, 1, 'one EVALSHA');
+    is($c->{set}, 1, 'one SET inside it');
+    is($c->{get} // 0, 0, 'no GET');
+    is($c->{time} // 0, 0, 'no TIME: the worker gives the clock');
+
+    # a busy key (TAT ahead, within the burst): SET ... GET, then the SET
+    # of the TAT it read plus one interval
+    $k = key();
+    my $key = rl_key('b', $k);
+    my $tat = redis_now_us($r) + 3600e6;
+    $r->set($key, sprintf('%.0f', $tat), 'PX', 1e8);
+    $r->config_resetstat;
+    $res = get("/b/?k=$k");
+    $c = $calls->();
+    is($res->code, 200, 'busy key within its burst: admitted');
+    is($r->get($key), sprintf('%.0f', $tat + 3600e6), 'TAT + one interval');
+    is($c->{set}, 2, 'two SETs in the script')
+        or diag(explain($c));
+    is($c->{get} // 0, 0, 'no GET');
+};
+
 subtest 'refill edges, set through the stored arrival time' => sub {
     my $k = key();
     my $key = rl_key('e', $k);

@@ -37,6 +37,14 @@ for my $f (sort @files) {
     }gme) {
         die "$f: includes nested too deep\n" if ++$depth > 4;
     }
+    # Comment lines are not sent: Redis refuses a bulk string over 16 KB
+    # from a connection not yet authenticated (the scripts are loaded as
+    # soon as it connects, and a password refusal must be what it logs),
+    # and each script's text is sent again with EVAL after a SCRIPT FLUSH.
+    $src =~ s{^[ \t]*--(?!#).*\n}{}gm;
+    die "$f: " . length($src) . " bytes once included and stripped, over "
+        . "the 16,000 that a Redis connection may send before AUTH\n"
+        if length($src) > 16000;
     my $c = join "\n", map {
         my $l = $_;
         $l =~ s/\\/\\\\/g;

@@ -3,18 +3,24 @@
 --
 -- KEYS[1]  the key's TAT (see rl_gcra.lua)
 -- ARGV[1]  the emission interval T of the zone, microseconds
+-- ARGV[2]  now, microseconds of the worker's clock (as the decision);
+--          absent: Redis TIME
 
 local tat = tonumber(redis.call('GET', KEYS[1]) or '')
 if not tat then
     return 0
 end
 
-if redis.replicate_commands then
-    redis.replicate_commands()
-end
+local now = tonumber(ARGV[2])
 
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+if not now then
+    if redis.replicate_commands then
+        redis.replicate_commands()
+    end
+
+    local t = redis.call('TIME')
+    now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+end
 
 tat = tat - tonumber(ARGV[1])
 

@@ -45,6 +45,9 @@ my $s = LG::Stack->new(
     stub_port      => $stub_port,
     OPERATOR_TOKEN => $token,
     WEBHOOK_SECRET => 'whsec_dev_linegate_' . LG::Stack::random_token(24),
+    # lg:reconcile settled without an operator (docs/operator.md)
+    HTTP_EXTRA     => 'linegate_reconcile_auto '
+                      . 'http://127.0.0.1:@PORT@/_linegate/ interval=30s;',
 )->start;
 
 # one seeding step: the call must answer $want, its JSON body is returned
@@ -138,6 +141,12 @@ curl -s -X POST \$LG/accounts/lines/provision-confirm \\
 
 # the account's limits
 curl -s \$LG/accounts/limits -H "sb-api-key-id: \$SBK" -H "sb-api-secret-key: \$SBS"
+
+# purchases whose Stripe and Redis sides disagree: what waits, a run now
+# (a worker also runs one every 30 s), and what runs settled
+curl -s \$LG/_linegate/reconciliation -H "Authorization: Bearer \$OP"
+curl -s -X POST \$LG/_linegate/reconciliation/run -H "Authorization: Bearer \$OP"
+curl -s \$LG/_linegate/reconciliation/resolved -H "Authorization: Bearer \$OP"
 
 TEXT
 
