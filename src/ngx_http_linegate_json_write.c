@@ -10,33 +10,33 @@
 #include "ngx_http_linegate_json_write.h"
 
 
-static ngx_int_t ngx_http_linegate_jw_grow(ngx_http_linegate_jw_t *jw,
-    size_t need);
-static void ngx_http_linegate_jw_escape(ngx_http_linegate_jw_t *jw,
-    u_char *data, size_t len);
+static ngx_int_t ngx_http_linegate_json_write_grow(
+    ngx_http_linegate_json_write_t *jw, size_t need);
+static void ngx_http_linegate_json_write_escape(
+    ngx_http_linegate_json_write_t *jw, u_char *data, size_t len);
 
 
 /* what jansson writes for a byte below 0x20: 0 when \u00XX */
-static u_char  ngx_http_linegate_jw_short[32] = {
+static u_char  ngx_http_linegate_json_write_short[32] = {
     0, 0, 0, 0, 0, 0, 0, 0, 'b', 't', 'n', 0, 'f', 'r', 0, 0,
     0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0
 };
 
 
-#define ngx_http_linegate_jw_room(jw, n)                                    \
+#define ngx_http_linegate_json_write_room(jw, n)                            \
     ((size_t) ((jw)->end - (jw)->pos) >= (n)                                \
-     || ngx_http_linegate_jw_grow(jw, n) == NGX_OK)
+     || ngx_http_linegate_json_write_grow(jw, n) == NGX_OK)
 
 /* the comma before a value or member, unless it is the first */
-#define ngx_http_linegate_jw_sep(jw)                                        \
+#define ngx_http_linegate_json_write_sep(jw)                                \
     if ((jw)->comma) {                                                      \
         *(jw)->pos++ = ',';                                                 \
     }
 
 
 ngx_int_t
-ngx_http_linegate_jw_init(ngx_http_linegate_jw_t *jw, ngx_pool_t *pool,
-    size_t size)
+ngx_http_linegate_json_write_init(ngx_http_linegate_json_write_t *jw,
+    ngx_pool_t *pool, size_t size)
 {
     jw->pool = pool;
     jw->start = ngx_pnalloc(pool, size);
@@ -50,7 +50,8 @@ ngx_http_linegate_jw_init(ngx_http_linegate_jw_t *jw, ngx_pool_t *pool,
 
 
 ngx_int_t
-ngx_http_linegate_jw_finish(ngx_http_linegate_jw_t *jw, ngx_str_t *out)
+ngx_http_linegate_json_write_finish(ngx_http_linegate_json_write_t *jw,
+    ngx_str_t *out)
 {
     if (jw->error) {
         return NGX_ERROR;
@@ -64,7 +65,8 @@ ngx_http_linegate_jw_finish(ngx_http_linegate_jw_t *jw, ngx_str_t *out)
 
 
 static ngx_int_t
-ngx_http_linegate_jw_grow(ngx_http_linegate_jw_t *jw, size_t need)
+ngx_http_linegate_json_write_grow(ngx_http_linegate_json_write_t *jw,
+    size_t need)
 {
     u_char  *p;
     size_t   len, size;
@@ -93,10 +95,10 @@ ngx_http_linegate_jw_grow(ngx_http_linegate_jw_t *jw, size_t need)
 
 
 void
-ngx_http_linegate_jw_object(ngx_http_linegate_jw_t *jw)
+ngx_http_linegate_json_write_object(ngx_http_linegate_json_write_t *jw)
 {
-    if (ngx_http_linegate_jw_room(jw, 2)) {
-        ngx_http_linegate_jw_sep(jw);
+    if (ngx_http_linegate_json_write_room(jw, 2)) {
+        ngx_http_linegate_json_write_sep(jw);
         *jw->pos++ = '{';
         jw->comma = 0;
     }
@@ -104,10 +106,10 @@ ngx_http_linegate_jw_object(ngx_http_linegate_jw_t *jw)
 
 
 void
-ngx_http_linegate_jw_array(ngx_http_linegate_jw_t *jw)
+ngx_http_linegate_json_write_array(ngx_http_linegate_json_write_t *jw)
 {
-    if (ngx_http_linegate_jw_room(jw, 2)) {
-        ngx_http_linegate_jw_sep(jw);
+    if (ngx_http_linegate_json_write_room(jw, 2)) {
+        ngx_http_linegate_json_write_sep(jw);
         *jw->pos++ = '[';
         jw->comma = 0;
     }
@@ -115,9 +117,9 @@ ngx_http_linegate_jw_array(ngx_http_linegate_jw_t *jw)
 
 
 void
-ngx_http_linegate_jw_end(ngx_http_linegate_jw_t *jw, u_char c)
+ngx_http_linegate_json_write_end(ngx_http_linegate_json_write_t *jw, u_char c)
 {
-    if (ngx_http_linegate_jw_room(jw, 1)) {
+    if (ngx_http_linegate_json_write_room(jw, 1)) {
         *jw->pos++ = c;
         jw->comma = 1;
     }
@@ -125,11 +127,11 @@ ngx_http_linegate_jw_end(ngx_http_linegate_jw_t *jw, u_char c)
 
 
 void
-ngx_http_linegate_jw_keyn(ngx_http_linegate_jw_t *jw, const char *key,
-    size_t len)
+ngx_http_linegate_json_write_keyn(ngx_http_linegate_json_write_t *jw,
+    const char *key, size_t len)
 {
-    if (ngx_http_linegate_jw_room(jw, len + 4)) {
-        ngx_http_linegate_jw_sep(jw);
+    if (ngx_http_linegate_json_write_room(jw, len + 4)) {
+        ngx_http_linegate_json_write_sep(jw);
         *jw->pos++ = '"';
         jw->pos = ngx_cpymem(jw->pos, key, len);
         *jw->pos++ = '"';
@@ -140,25 +142,25 @@ ngx_http_linegate_jw_keyn(ngx_http_linegate_jw_t *jw, const char *key,
 
 
 void
-ngx_http_linegate_jw_str(ngx_http_linegate_jw_t *jw, u_char *data,
-    size_t len)
+ngx_http_linegate_json_write_str(ngx_http_linegate_json_write_t *jw,
+    u_char *data, size_t len)
 {
     /* the worst case: every byte as \u00XX */
-    if (!ngx_http_linegate_jw_room(jw, len * 6 + 3)) {
+    if (!ngx_http_linegate_json_write_room(jw, len * 6 + 3)) {
         return;
     }
 
-    ngx_http_linegate_jw_sep(jw);
+    ngx_http_linegate_json_write_sep(jw);
     *jw->pos++ = '"';
-    ngx_http_linegate_jw_escape(jw, data, len);
+    ngx_http_linegate_json_write_escape(jw, data, len);
     *jw->pos++ = '"';
     jw->comma = 1;
 }
 
 
 static void
-ngx_http_linegate_jw_escape(ngx_http_linegate_jw_t *jw, u_char *data,
-    size_t len)
+ngx_http_linegate_json_write_escape(ngx_http_linegate_json_write_t *jw,
+    u_char *data, size_t len)
 {
     u_char  *p, *last, *run, c;
 
@@ -188,8 +190,8 @@ ngx_http_linegate_jw_escape(ngx_http_linegate_jw_t *jw, u_char *data,
         if (c == '"' || c == '\\') {
             *p++ = c;
 
-        } else if (ngx_http_linegate_jw_short[c]) {
-            *p++ = ngx_http_linegate_jw_short[c];
+        } else if (ngx_http_linegate_json_write_short[c]) {
+            *p++ = ngx_http_linegate_json_write_short[c];
 
         } else {
             *p++ = 'u';
@@ -205,22 +207,23 @@ ngx_http_linegate_jw_escape(ngx_http_linegate_jw_t *jw, u_char *data,
 
 
 void
-ngx_http_linegate_jw_str_or_null(ngx_http_linegate_jw_t *jw, ngx_str_t *s)
+ngx_http_linegate_json_write_str_or_null(ngx_http_linegate_json_write_t *jw,
+    ngx_str_t *s)
 {
     if (s->len == 0) {
-        ngx_http_linegate_jw_null(jw);
+        ngx_http_linegate_json_write_null(jw);
         return;
     }
 
-    ngx_http_linegate_jw_str(jw, s->data, s->len);
+    ngx_http_linegate_json_write_str(jw, s->data, s->len);
 }
 
 
 void
-ngx_http_linegate_jw_int(ngx_http_linegate_jw_t *jw, int64_t n)
+ngx_http_linegate_json_write_int(ngx_http_linegate_json_write_t *jw, int64_t n)
 {
-    if (ngx_http_linegate_jw_room(jw, NGX_INT64_LEN + 1)) {
-        ngx_http_linegate_jw_sep(jw);
+    if (ngx_http_linegate_json_write_room(jw, NGX_INT64_LEN + 1)) {
+        ngx_http_linegate_json_write_sep(jw);
         jw->pos = ngx_sprintf(jw->pos, "%L", n);
         jw->comma = 1;
     }
@@ -228,30 +231,31 @@ ngx_http_linegate_jw_int(ngx_http_linegate_jw_t *jw, int64_t n)
 
 
 void
-ngx_http_linegate_jw_bool(ngx_http_linegate_jw_t *jw, ngx_uint_t b)
+ngx_http_linegate_json_write_bool(ngx_http_linegate_json_write_t *jw,
+    ngx_uint_t b)
 {
     if (b) {
-        ngx_http_linegate_jw_raw(jw, (u_char *) "true", 4);
+        ngx_http_linegate_json_write_raw(jw, (u_char *) "true", 4);
 
     } else {
-        ngx_http_linegate_jw_raw(jw, (u_char *) "false", 5);
+        ngx_http_linegate_json_write_raw(jw, (u_char *) "false", 5);
     }
 }
 
 
 void
-ngx_http_linegate_jw_null(ngx_http_linegate_jw_t *jw)
+ngx_http_linegate_json_write_null(ngx_http_linegate_json_write_t *jw)
 {
-    ngx_http_linegate_jw_raw(jw, (u_char *) "null", 4);
+    ngx_http_linegate_json_write_raw(jw, (u_char *) "null", 4);
 }
 
 
 void
-ngx_http_linegate_jw_raw(ngx_http_linegate_jw_t *jw, u_char *data,
-    size_t len)
+ngx_http_linegate_json_write_raw(ngx_http_linegate_json_write_t *jw,
+    u_char *data, size_t len)
 {
-    if (ngx_http_linegate_jw_room(jw, len + 1)) {
-        ngx_http_linegate_jw_sep(jw);
+    if (ngx_http_linegate_json_write_room(jw, len + 1)) {
+        ngx_http_linegate_json_write_sep(jw);
         jw->pos = ngx_cpymem(jw->pos, data, len);
         jw->comma = 1;
     }

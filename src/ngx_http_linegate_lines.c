@@ -69,7 +69,7 @@ static void ngx_http_linegate_line_check(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr);
 static void ngx_http_linegate_line_check_done(ngx_http_request_t *r,
     redisReply *reply);
-static void ngx_http_linegate_line_check_jw(ngx_http_linegate_jw_t *jw,
+static void ngx_http_linegate_line_check_jw(ngx_http_linegate_json_write_t *jw,
     ngx_http_request_t *r, ngx_http_linegate_line_t *line);
 
 
@@ -798,11 +798,11 @@ ngx_http_linegate_lines_list(ngx_http_request_t *r,
 static void
 ngx_http_linegate_lines_list_done(ngx_http_request_t *r, redisReply *reply)
 {
-    size_t                    i;
-    ngx_int_t                 code;
-    ngx_http_linegate_jw_t    jw;
-    ngx_http_linegate_lr_t   *lr;
-    ngx_http_linegate_line_t  line;
+    size_t                          i;
+    ngx_int_t                       code;
+    ngx_http_linegate_json_write_t  jw;
+    ngx_http_linegate_lr_t         *lr;
+    ngx_http_linegate_line_t        line;
 
     lr = ngx_http_linegate_lines_lr(r);
 
@@ -817,13 +817,13 @@ ngx_http_linegate_lines_list_done(ngx_http_request_t *r, redisReply *reply)
         return;
     }
 
-    (void) ngx_http_linegate_jw_init(&jw, r->pool,
-                                     16 + (reply->elements > 3
-                                           ? reply->elements - 3 : 0)
+    (void) ngx_http_linegate_json_write_init(&jw, r->pool,
+                                             16 + (reply->elements > 3
+                                                   ? reply->elements - 3 : 0)
                                           * NGX_HTTP_LINEGATE_LINE_JSON_SIZE);
-    ngx_http_linegate_jw_object(&jw);
-    ngx_http_linegate_jw_key(&jw, "lines");
-    ngx_http_linegate_jw_array(&jw);
+    ngx_http_linegate_json_write_object(&jw);
+    ngx_http_linegate_json_write_key(&jw, "lines");
+    ngx_http_linegate_json_write_array(&jw);
 
     for (i = 3; i < reply->elements; i++) {
         if (ngx_http_linegate_line_parse(r, lr, reply->element[i], &line)
@@ -836,8 +836,8 @@ ngx_http_linegate_lines_list_done(ngx_http_request_t *r, redisReply *reply)
         ngx_http_linegate_line_jw(&jw, r, &line);
     }
 
-    ngx_http_linegate_jw_end(&jw, ']');
-    ngx_http_linegate_jw_end(&jw, '}');
+    ngx_http_linegate_json_write_end(&jw, ']');
+    ngx_http_linegate_json_write_end(&jw, '}');
 
     ngx_http_linegate_send_jw(r, NGX_HTTP_OK, &jw);
 }
@@ -874,8 +874,8 @@ ngx_http_linegate_line_check(ngx_http_request_t *r,
 static void
 ngx_http_linegate_line_check_done(ngx_http_request_t *r, redisReply *reply)
 {
-    ngx_http_linegate_jw_t   jw;
-    ngx_http_linegate_lr_t  *lr;
+    ngx_http_linegate_json_write_t  jw;
+    ngx_http_linegate_lr_t         *lr;
 
     lr = ngx_http_linegate_lines_lr(r);
 
@@ -883,7 +883,7 @@ ngx_http_linegate_line_check_done(ngx_http_request_t *r, redisReply *reply)
         return;
     }
 
-    (void) ngx_http_linegate_jw_init(&jw, r->pool, 512);
+    (void) ngx_http_linegate_json_write_init(&jw, r->pool, 512);
     ngx_http_linegate_line_check_jw(&jw, r, &lr->line);
 
     ngx_http_linegate_send_jw(r, NGX_HTTP_OK, &jw);
@@ -892,7 +892,7 @@ ngx_http_linegate_line_check_done(ngx_http_request_t *r, redisReply *reply)
 
 /* SPEC 2.9: active, not reported unhealthy, below both limits today */
 static void
-ngx_http_linegate_line_check_jw(ngx_http_linegate_jw_t *jw,
+ngx_http_linegate_line_check_jw(ngx_http_linegate_json_write_t *jw,
     ngx_http_request_t *r, ngx_http_linegate_line_t *line)
 {
     int64_t                         conv, msgs, conv_left, msgs_left;
@@ -920,36 +920,36 @@ ngx_http_linegate_line_check_jw(ngx_http_linegate_jw_t *jw,
         reason = NULL;
     }
 
-    ngx_http_linegate_jw_object(jw);
-    ngx_http_linegate_jw_key(jw, "success");
-    ngx_http_linegate_jw_bool(jw, 1);
-    ngx_http_linegate_jw_key(jw, "lineId");
-    ngx_http_linegate_jw_str_or_null(jw, &line->id);
-    ngx_http_linegate_jw_key(jw, "available");
-    ngx_http_linegate_jw_bool(jw, reason == NULL);
-    ngx_http_linegate_jw_key(jw, "reason");
+    ngx_http_linegate_json_write_object(jw);
+    ngx_http_linegate_json_write_key(jw, "success");
+    ngx_http_linegate_json_write_bool(jw, 1);
+    ngx_http_linegate_json_write_key(jw, "lineId");
+    ngx_http_linegate_json_write_str_or_null(jw, &line->id);
+    ngx_http_linegate_json_write_key(jw, "available");
+    ngx_http_linegate_json_write_bool(jw, reason == NULL);
+    ngx_http_linegate_json_write_key(jw, "reason");
 
     if (reason) {
-        ngx_http_linegate_jw_cstr(jw, reason);
+        ngx_http_linegate_json_write_cstr(jw, reason);
 
     } else {
-        ngx_http_linegate_jw_null(jw);
+        ngx_http_linegate_json_write_null(jw);
     }
 
-    ngx_http_linegate_jw_key(jw, "provisioningStatus");
-    ngx_http_linegate_jw_str_or_null(jw, &line->status);
-    ngx_http_linegate_jw_key(jw, "healthCheck");
+    ngx_http_linegate_json_write_key(jw, "provisioningStatus");
+    ngx_http_linegate_json_write_str_or_null(jw, &line->status);
+    ngx_http_linegate_json_write_key(jw, "healthCheck");
     ngx_http_linegate_line_health_jw(jw, line);
-    ngx_http_linegate_jw_key(jw, "usage");
+    ngx_http_linegate_json_write_key(jw, "usage");
     ngx_http_linegate_line_usage_jw(jw, line);
-    ngx_http_linegate_jw_key(jw, "remaining");
-    ngx_http_linegate_jw_object(jw);
-    ngx_http_linegate_jw_key(jw, "newConversations");
-    ngx_http_linegate_jw_int(jw, conv_left > 0 ? conv_left : 0);
-    ngx_http_linegate_jw_key(jw, "totalMessages");
-    ngx_http_linegate_jw_int(jw, msgs_left > 0 ? msgs_left : 0);
-    ngx_http_linegate_jw_end(jw, '}');
-    ngx_http_linegate_jw_end(jw, '}');
+    ngx_http_linegate_json_write_key(jw, "remaining");
+    ngx_http_linegate_json_write_object(jw);
+    ngx_http_linegate_json_write_key(jw, "newConversations");
+    ngx_http_linegate_json_write_int(jw, conv_left > 0 ? conv_left : 0);
+    ngx_http_linegate_json_write_key(jw, "totalMessages");
+    ngx_http_linegate_json_write_int(jw, msgs_left > 0 ? msgs_left : 0);
+    ngx_http_linegate_json_write_end(jw, '}');
+    ngx_http_linegate_json_write_end(jw, '}');
 }
 
 

@@ -266,15 +266,15 @@ ngx_int_t ngx_http_linegate_line_parse(ngx_http_request_t *r,
 /* a usage counter of the line's hash, 0 when absent or not a number */
 json_int_t ngx_http_linegate_line_count(ngx_str_t *s);
 /* the line's usage and healthCheck objects (SPEC 2.8, 2.9) */
-void ngx_http_linegate_line_usage_jw(ngx_http_linegate_jw_t *jw,
+void ngx_http_linegate_line_usage_jw(ngx_http_linegate_json_write_t *jw,
     ngx_http_linegate_line_t *line);
-void ngx_http_linegate_line_health_jw(ngx_http_linegate_jw_t *jw,
+void ngx_http_linegate_line_health_jw(ngx_http_linegate_json_write_t *jw,
     ngx_http_linegate_line_t *line);
 /* SPEC 2.8: the line object */
-void ngx_http_linegate_line_jw(ngx_http_linegate_jw_t *jw,
+void ngx_http_linegate_line_jw(ngx_http_linegate_json_write_t *jw,
     ngx_http_request_t *r, ngx_http_linegate_line_t *line);
 /* SPEC 2.5: the request's state with its line (also 2.4's 201 bodies) */
-void ngx_http_linegate_line_status_jw(ngx_http_linegate_jw_t *jw,
+void ngx_http_linegate_line_status_jw(ngx_http_linegate_json_write_t *jw,
     ngx_http_request_t *r, ngx_http_linegate_line_t *line);
 /* the same, answered with a 200 */
 void ngx_http_linegate_lines_send_status(ngx_http_request_t *r,

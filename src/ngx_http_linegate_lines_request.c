@@ -67,10 +67,10 @@ void
 ngx_http_linegate_lines_send_status(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr)
 {
-    ngx_http_linegate_jw_t  jw;
+    ngx_http_linegate_json_write_t  jw;
 
-    (void) ngx_http_linegate_jw_init(&jw, r->pool,
-                                     NGX_HTTP_LINEGATE_LINE_JSON_SIZE);
+    (void) ngx_http_linegate_json_write_init(&jw, r->pool,
+                                             NGX_HTTP_LINEGATE_LINE_JSON_SIZE);
     ngx_http_linegate_line_status_jw(&jw, r, &lr->line);
 
     ngx_http_linegate_send_jw(r, NGX_HTTP_OK, &jw);
@@ -534,8 +534,8 @@ ngx_http_linegate_line_parse(ngx_http_request_t *r,
 
 /* SPEC 2.8 */
 void
-ngx_http_linegate_line_jw(ngx_http_linegate_jw_t *jw, ngx_http_request_t *r,
-    ngx_http_linegate_line_t *line)
+ngx_http_linegate_line_jw(ngx_http_linegate_json_write_t *jw,
+    ngx_http_request_t *r, ngx_http_linegate_line_t *line)
 {
     ngx_str_t                       *lt;
     ngx_http_linegate_main_conf_t   *lmcf;
@@ -552,78 +552,79 @@ ngx_http_linegate_line_jw(ngx_http_linegate_jw_t *jw, ngx_http_request_t *r,
         lt = &purchased;
     }
 
-    ngx_http_linegate_jw_object(jw);
-    ngx_http_linegate_jw_key(jw, "_id");
-    ngx_http_linegate_jw_str_or_null(jw, &line->id);
-    ngx_http_linegate_jw_key(jw, "workspaceId");
-    ngx_http_linegate_jw_str_or_null(jw, &line->workspace);
-    ngx_http_linegate_jw_key(jw, "firstName");
-    ngx_http_linegate_jw_str_or_null(jw, &line->first_name);
-    ngx_http_linegate_jw_key(jw, "lastName");
-    ngx_http_linegate_jw_str_or_null(jw, &line->last_name);
-    ngx_http_linegate_jw_key(jw, "channelType");
-    ngx_http_linegate_jw_str_or_null(jw, &line->channel_type);
-    ngx_http_linegate_jw_key(jw, "lineType");
-    ngx_http_linegate_jw_str_or_null(jw, lt);
-    ngx_http_linegate_jw_key(jw, "phone");
-    ngx_http_linegate_jw_str_or_null(jw, &line->phone);
-    ngx_http_linegate_jw_key(jw, "email");
-    ngx_http_linegate_jw_str_or_null(jw, &line->email);
-    ngx_http_linegate_jw_key(jw, "forwardCallsTo");
-    ngx_http_linegate_jw_str_or_null(jw, &line->forward_calls_to);
-    ngx_http_linegate_jw_key(jw, "profileImageUrl");
-    ngx_http_linegate_jw_str_or_null(jw, &line->profile_image_url);
-    ngx_http_linegate_jw_key(jw, "isActive");
-    ngx_http_linegate_jw_bool(jw, ngx_http_linegate_line_is(&line->status,
-                                                            "active"));
-    ngx_http_linegate_jw_key(jw, "provisioningStatus");
-    ngx_http_linegate_jw_str_or_null(jw, &line->status);
-    ngx_http_linegate_jw_key(jw, "paymentStatus");
-    ngx_http_linegate_jw_str_or_null(jw, &line->payment_status);
-    ngx_http_linegate_jw_key(jw, "dailyNewConversationsLimit");
-    ngx_http_linegate_jw_int(jw, (int64_t) lmcf->line_daily_conversations);
-    ngx_http_linegate_jw_key(jw, "dailyTotalMessagesLimit");
-    ngx_http_linegate_jw_int(jw, (int64_t) lmcf->line_daily_messages);
-    ngx_http_linegate_jw_key(jw, "usage");
+    ngx_http_linegate_json_write_object(jw);
+    ngx_http_linegate_json_write_key(jw, "_id");
+    ngx_http_linegate_json_write_str_or_null(jw, &line->id);
+    ngx_http_linegate_json_write_key(jw, "workspaceId");
+    ngx_http_linegate_json_write_str_or_null(jw, &line->workspace);
+    ngx_http_linegate_json_write_key(jw, "firstName");
+    ngx_http_linegate_json_write_str_or_null(jw, &line->first_name);
+    ngx_http_linegate_json_write_key(jw, "lastName");
+    ngx_http_linegate_json_write_str_or_null(jw, &line->last_name);
+    ngx_http_linegate_json_write_key(jw, "channelType");
+    ngx_http_linegate_json_write_str_or_null(jw, &line->channel_type);
+    ngx_http_linegate_json_write_key(jw, "lineType");
+    ngx_http_linegate_json_write_str_or_null(jw, lt);
+    ngx_http_linegate_json_write_key(jw, "phone");
+    ngx_http_linegate_json_write_str_or_null(jw, &line->phone);
+    ngx_http_linegate_json_write_key(jw, "email");
+    ngx_http_linegate_json_write_str_or_null(jw, &line->email);
+    ngx_http_linegate_json_write_key(jw, "forwardCallsTo");
+    ngx_http_linegate_json_write_str_or_null(jw, &line->forward_calls_to);
+    ngx_http_linegate_json_write_key(jw, "profileImageUrl");
+    ngx_http_linegate_json_write_str_or_null(jw, &line->profile_image_url);
+    ngx_http_linegate_json_write_key(jw, "isActive");
+    ngx_http_linegate_json_write_bool(jw,
+        ngx_http_linegate_line_is(&line->status, "active"));
+    ngx_http_linegate_json_write_key(jw, "provisioningStatus");
+    ngx_http_linegate_json_write_str_or_null(jw, &line->status);
+    ngx_http_linegate_json_write_key(jw, "paymentStatus");
+    ngx_http_linegate_json_write_str_or_null(jw, &line->payment_status);
+    ngx_http_linegate_json_write_key(jw, "dailyNewConversationsLimit");
+    ngx_http_linegate_json_write_int(jw,
+                                     (int64_t) lmcf->line_daily_conversations);
+    ngx_http_linegate_json_write_key(jw, "dailyTotalMessagesLimit");
+    ngx_http_linegate_json_write_int(jw, (int64_t) lmcf->line_daily_messages);
+    ngx_http_linegate_json_write_key(jw, "usage");
     ngx_http_linegate_line_usage_jw(jw, line);
-    ngx_http_linegate_jw_key(jw, "healthCheck");
+    ngx_http_linegate_json_write_key(jw, "healthCheck");
     ngx_http_linegate_line_health_jw(jw, line);
-    ngx_http_linegate_jw_key(jw, "createdAt");
-    ngx_http_linegate_jw_str_or_null(jw, &line->created_at);
-    ngx_http_linegate_jw_key(jw, "updatedAt");
-    ngx_http_linegate_jw_str_or_null(jw, &line->updated_at);
-    ngx_http_linegate_jw_end(jw, '}');
+    ngx_http_linegate_json_write_key(jw, "createdAt");
+    ngx_http_linegate_json_write_str_or_null(jw, &line->created_at);
+    ngx_http_linegate_json_write_key(jw, "updatedAt");
+    ngx_http_linegate_json_write_str_or_null(jw, &line->updated_at);
+    ngx_http_linegate_json_write_end(jw, '}');
 }
 
 
 void
-ngx_http_linegate_line_status_jw(ngx_http_linegate_jw_t *jw,
+ngx_http_linegate_line_status_jw(ngx_http_linegate_json_write_t *jw,
     ngx_http_request_t *r, ngx_http_linegate_line_t *line)
 {
-    ngx_http_linegate_jw_object(jw);
-    ngx_http_linegate_jw_key(jw, "success");
-    ngx_http_linegate_jw_bool(jw, 1);
-    ngx_http_linegate_jw_key(jw, "status");
-    ngx_http_linegate_jw_str_or_null(jw, &line->status);
-    ngx_http_linegate_jw_key(jw, "paymentStatus");
-    ngx_http_linegate_jw_str_or_null(jw, &line->payment_status);
-    ngx_http_linegate_jw_key(jw, "paymentRequired");
-    ngx_http_linegate_jw_bool(jw,
+    ngx_http_linegate_json_write_object(jw);
+    ngx_http_linegate_json_write_key(jw, "success");
+    ngx_http_linegate_json_write_bool(jw, 1);
+    ngx_http_linegate_json_write_key(jw, "status");
+    ngx_http_linegate_json_write_str_or_null(jw, &line->status);
+    ngx_http_linegate_json_write_key(jw, "paymentStatus");
+    ngx_http_linegate_json_write_str_or_null(jw, &line->payment_status);
+    ngx_http_linegate_json_write_key(jw, "paymentRequired");
+    ngx_http_linegate_json_write_bool(jw,
                     ngx_http_linegate_line_is(&line->payment_status,
                                               "unpaid"));
 
     if (ngx_http_linegate_line_is(&line->status,
                                   NGX_HTTP_LINEGATE_LR_AWAITING))
     {
-        ngx_http_linegate_jw_key(jw, "paymentUrl");
-        ngx_http_linegate_jw_str_or_null(jw, &line->payment_url);
-        ngx_http_linegate_jw_key(jw, "invoiceId");
-        ngx_http_linegate_jw_str_or_null(jw, &line->invoice_id);
+        ngx_http_linegate_json_write_key(jw, "paymentUrl");
+        ngx_http_linegate_json_write_str_or_null(jw, &line->payment_url);
+        ngx_http_linegate_json_write_key(jw, "invoiceId");
+        ngx_http_linegate_json_write_str_or_null(jw, &line->invoice_id);
     }
 
-    ngx_http_linegate_jw_key(jw, "line");
+    ngx_http_linegate_json_write_key(jw, "line");
     ngx_http_linegate_line_jw(jw, r, line);
-    ngx_http_linegate_jw_end(jw, '}');
+    ngx_http_linegate_json_write_end(jw, '}');
 }
 
 
@@ -631,13 +632,13 @@ ngx_int_t
 ngx_http_linegate_line_status_body(ngx_http_request_t *r,
     ngx_http_linegate_line_t *line, ngx_str_t *body)
 {
-    ngx_http_linegate_jw_t  jw;
+    ngx_http_linegate_json_write_t  jw;
 
-    (void) ngx_http_linegate_jw_init(&jw, r->pool,
-                                     NGX_HTTP_LINEGATE_LINE_JSON_SIZE);
+    (void) ngx_http_linegate_json_write_init(&jw, r->pool,
+                                             NGX_HTTP_LINEGATE_LINE_JSON_SIZE);
     ngx_http_linegate_line_status_jw(&jw, r, line);
 
-    return ngx_http_linegate_jw_finish(&jw, body);
+    return ngx_http_linegate_json_write_finish(&jw, body);
 }
 
 
@@ -657,37 +658,37 @@ ngx_http_linegate_line_status_json(ngx_http_request_t *r,
 
 
 void
-ngx_http_linegate_line_usage_jw(ngx_http_linegate_jw_t *jw,
+ngx_http_linegate_line_usage_jw(ngx_http_linegate_json_write_t *jw,
     ngx_http_linegate_line_t *line)
 {
-    ngx_http_linegate_jw_object(jw);
-    ngx_http_linegate_jw_key(jw, "date");
-    ngx_http_linegate_jw_str_or_null(jw, &line->date);
-    ngx_http_linegate_jw_key(jw, "newConversationsCount");
-    ngx_http_linegate_jw_int(jw,
+    ngx_http_linegate_json_write_object(jw);
+    ngx_http_linegate_json_write_key(jw, "date");
+    ngx_http_linegate_json_write_str_or_null(jw, &line->date);
+    ngx_http_linegate_json_write_key(jw, "newConversationsCount");
+    ngx_http_linegate_json_write_int(jw,
                     ngx_http_linegate_line_count(&line->conversations));
-    ngx_http_linegate_jw_key(jw, "totalMessagesCount");
-    ngx_http_linegate_jw_int(jw,
+    ngx_http_linegate_json_write_key(jw, "totalMessagesCount");
+    ngx_http_linegate_json_write_int(jw,
                     ngx_http_linegate_line_count(&line->messages));
-    ngx_http_linegate_jw_end(jw, '}');
+    ngx_http_linegate_json_write_end(jw, '}');
 }
 
 
 void
-ngx_http_linegate_line_health_jw(ngx_http_linegate_jw_t *jw,
+ngx_http_linegate_line_health_jw(ngx_http_linegate_json_write_t *jw,
     ngx_http_linegate_line_t *line)
 {
     if (line->health_status.len == 0) {
-        ngx_http_linegate_jw_null(jw);
+        ngx_http_linegate_json_write_null(jw);
         return;
     }
 
-    ngx_http_linegate_jw_object(jw);
-    ngx_http_linegate_jw_key(jw, "status");
-    ngx_http_linegate_jw_str_or_null(jw, &line->health_status);
-    ngx_http_linegate_jw_key(jw, "lastCheckedAt");
-    ngx_http_linegate_jw_str_or_null(jw, &line->health_checked_at);
-    ngx_http_linegate_jw_end(jw, '}');
+    ngx_http_linegate_json_write_object(jw);
+    ngx_http_linegate_json_write_key(jw, "status");
+    ngx_http_linegate_json_write_str_or_null(jw, &line->health_status);
+    ngx_http_linegate_json_write_key(jw, "lastCheckedAt");
+    ngx_http_linegate_json_write_str_or_null(jw, &line->health_checked_at);
+    ngx_http_linegate_json_write_end(jw, '}');
 }
 
 

@@ -31,7 +31,7 @@ static u_char *ngx_http_linegate_pv_message(ngx_http_request_t *r,
     time_t ttl);
 static void ngx_http_linegate_pv_limits_done(ngx_http_request_t *r,
     redisReply *reply);
-static void ngx_http_linegate_pv_window_jw(ngx_http_linegate_jw_t *jw,
+static void ngx_http_linegate_pv_window_jw(ngx_http_linegate_json_write_t *jw,
     ngx_http_linegate_pv_window_t *w, time_t window);
 static ngx_int_t ngx_http_linegate_pv_reply(ngx_http_request_t *r,
     ngx_http_linegate_ctx_t *ctx, redisReply *reply,
@@ -124,7 +124,7 @@ ngx_http_linegate_pv_preview_ok(ngx_http_request_t *r,
     ngx_http_linegate_pv_request_t *pv)
 {
     u_char                          *msg, *iso, *last;
-    ngx_http_linegate_jw_t           jw;
+    ngx_http_linegate_json_write_t   jw;
     ngx_http_linegate_main_conf_t   *lmcf;
 
     lmcf = ngx_http_get_module_main_conf(r, ngx_http_linegate_module);
@@ -140,17 +140,18 @@ ngx_http_linegate_pv_preview_ok(ngx_http_request_t *r,
     last = ngx_http_linegate_iso8601(iso,
                                      pv->now + lmcf->preview_ttl * 1000);
 
-    (void) ngx_http_linegate_jw_init(&jw, r->pool, 256);
-    ngx_http_linegate_jw_object(&jw);
-    ngx_http_linegate_jw_key(&jw, "status");
-    ngx_http_linegate_jw_raw(&jw, (u_char *) "\"OK\"", 4);
-    ngx_http_linegate_jw_key(&jw, "preview_token");
-    ngx_http_linegate_jw_str(&jw, pv->token, NGX_HTTP_LINEGATE_PV_TOKEN_LEN);
-    ngx_http_linegate_jw_key(&jw, "expires_at");
-    ngx_http_linegate_jw_str(&jw, iso, last - iso);
-    ngx_http_linegate_jw_key(&jw, "message");
-    ngx_http_linegate_jw_cstr(&jw, msg);
-    ngx_http_linegate_jw_end(&jw, '}');
+    (void) ngx_http_linegate_json_write_init(&jw, r->pool, 256);
+    ngx_http_linegate_json_write_object(&jw);
+    ngx_http_linegate_json_write_key(&jw, "status");
+    ngx_http_linegate_json_write_raw(&jw, (u_char *) "\"OK\"", 4);
+    ngx_http_linegate_json_write_key(&jw, "preview_token");
+    ngx_http_linegate_json_write_str(&jw, pv->token,
+                                     NGX_HTTP_LINEGATE_PV_TOKEN_LEN);
+    ngx_http_linegate_json_write_key(&jw, "expires_at");
+    ngx_http_linegate_json_write_str(&jw, iso, last - iso);
+    ngx_http_linegate_json_write_key(&jw, "message");
+    ngx_http_linegate_json_write_cstr(&jw, msg);
+    ngx_http_linegate_json_write_end(&jw, '}');
 
     ngx_http_linegate_send_jw(r, NGX_HTTP_OK, &jw);
 }
@@ -210,21 +211,21 @@ void
 ngx_http_linegate_pv_limits_ok(ngx_http_request_t *r,
     ngx_http_linegate_pv_state_t *st)
 {
-    ngx_http_linegate_jw_t  jw;
+    ngx_http_linegate_json_write_t  jw;
 
-    (void) ngx_http_linegate_jw_init(&jw, r->pool, 384);
-    ngx_http_linegate_jw_object(&jw);
-    ngx_http_linegate_jw_key(&jw, "status");
-    ngx_http_linegate_jw_raw(&jw, (u_char *) "\"OK\"", 4);
-    ngx_http_linegate_jw_key(&jw, "limits");
-    ngx_http_linegate_jw_object(&jw);
-    ngx_http_linegate_jw_key(&jw, "daily");
+    (void) ngx_http_linegate_json_write_init(&jw, r->pool, 384);
+    ngx_http_linegate_json_write_object(&jw);
+    ngx_http_linegate_json_write_key(&jw, "status");
+    ngx_http_linegate_json_write_raw(&jw, (u_char *) "\"OK\"", 4);
+    ngx_http_linegate_json_write_key(&jw, "limits");
+    ngx_http_linegate_json_write_object(&jw);
+    ngx_http_linegate_json_write_key(&jw, "daily");
     ngx_http_linegate_pv_window_jw(&jw, &st->daily, NGX_HTTP_LINEGATE_PV_DAY);
-    ngx_http_linegate_jw_key(&jw, "monthly");
+    ngx_http_linegate_json_write_key(&jw, "monthly");
     ngx_http_linegate_pv_window_jw(&jw, &st->monthly,
                                    NGX_HTTP_LINEGATE_PV_MONTH);
-    ngx_http_linegate_jw_end(&jw, '}');
-    ngx_http_linegate_jw_end(&jw, '}');
+    ngx_http_linegate_json_write_end(&jw, '}');
+    ngx_http_linegate_json_write_end(&jw, '}');
 
     ngx_http_linegate_send_jw(r, NGX_HTTP_OK, &jw);
 }
@@ -236,31 +237,32 @@ ngx_http_linegate_pv_limits_ok(ngx_http_request_t *r,
  * counted.
  */
 static void
-ngx_http_linegate_pv_window_jw(ngx_http_linegate_jw_t *jw,
+ngx_http_linegate_pv_window_jw(ngx_http_linegate_json_write_t *jw,
     ngx_http_linegate_pv_window_t *w, time_t window)
 {
     u_char  iso[NGX_HTTP_LINEGATE_ISO_LEN], *last;
 
-    ngx_http_linegate_jw_object(jw);
-    ngx_http_linegate_jw_key(jw, "limit");
-    ngx_http_linegate_jw_int(jw, (int64_t) w->limit);
-    ngx_http_linegate_jw_key(jw, "used");
-    ngx_http_linegate_jw_int(jw, (int64_t) w->used);
-    ngx_http_linegate_jw_key(jw, "remaining");
-    ngx_http_linegate_jw_int(jw, (int64_t) ngx_max(w->limit - w->used, 0));
-    ngx_http_linegate_jw_key(jw, "window_seconds");
-    ngx_http_linegate_jw_int(jw, (int64_t) window);
-    ngx_http_linegate_jw_key(jw, "resets_at");
+    ngx_http_linegate_json_write_object(jw);
+    ngx_http_linegate_json_write_key(jw, "limit");
+    ngx_http_linegate_json_write_int(jw, (int64_t) w->limit);
+    ngx_http_linegate_json_write_key(jw, "used");
+    ngx_http_linegate_json_write_int(jw, (int64_t) w->used);
+    ngx_http_linegate_json_write_key(jw, "remaining");
+    ngx_http_linegate_json_write_int(jw,
+                                     (int64_t) ngx_max(w->limit - w->used, 0));
+    ngx_http_linegate_json_write_key(jw, "window_seconds");
+    ngx_http_linegate_json_write_int(jw, (int64_t) window);
+    ngx_http_linegate_json_write_key(jw, "resets_at");
 
     if (w->free_at > 0) {
         last = ngx_http_linegate_iso8601(iso, w->free_at);
-        ngx_http_linegate_jw_str(jw, iso, last - iso);
+        ngx_http_linegate_json_write_str(jw, iso, last - iso);
 
     } else {
-        ngx_http_linegate_jw_null(jw);
+        ngx_http_linegate_json_write_null(jw);
     }
 
-    ngx_http_linegate_jw_end(jw, '}');
+    ngx_http_linegate_json_write_end(jw, '}');
 }
 
 

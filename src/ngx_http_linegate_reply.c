@@ -107,11 +107,11 @@ ngx_http_linegate_send_json(ngx_http_request_t *r, ngx_uint_t status,
 
 void
 ngx_http_linegate_send_jw(ngx_http_request_t *r, ngx_uint_t status,
-    ngx_http_linegate_jw_t *jw)
+    ngx_http_linegate_json_write_t *jw)
 {
     ngx_str_t  body;
 
-    if (ngx_http_linegate_jw_finish(jw, &body) != NGX_OK) {
+    if (ngx_http_linegate_json_write_finish(jw, &body) != NGX_OK) {
         ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
                       NGX_HTTP_LINEGATE_LOG "could not build the answer");
         ngx_http_finalize_request(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
@@ -259,9 +259,9 @@ void
 ngx_http_linegate_error(ngx_http_request_t *r, ngx_uint_t status,
     const char *code, const char *message)
 {
-    const char               *key;
-    ngx_http_linegate_jw_t    jw;
-    ngx_http_linegate_ctx_t  *ctx;
+    const char                     *key;
+    ngx_http_linegate_json_write_t  jw;
+    ngx_http_linegate_ctx_t        *ctx;
 
     ctx = ngx_http_linegate_get_ctx(r);
 
@@ -275,28 +275,28 @@ ngx_http_linegate_error(ngx_http_request_t *r, ngx_uint_t status,
         }
     }
 
-    (void) ngx_http_linegate_jw_init(&jw, r->pool, 128);
-    ngx_http_linegate_jw_object(&jw);
+    (void) ngx_http_linegate_json_write_init(&jw, r->pool, 128);
+    ngx_http_linegate_json_write_object(&jw);
 
     if (ctx != NULL
         && (ctx->api == NGX_HTTP_LINEGATE_API_PROVISION_PREVIEW
             || ctx->api == NGX_HTTP_LINEGATE_API_PROVISION_CONFIRM
             || ctx->api == NGX_HTTP_LINEGATE_API_ACCOUNT_LIMITS))
     {
-        ngx_http_linegate_jw_key(&jw, "status");
-        ngx_http_linegate_jw_raw(&jw, (u_char *) "\"ERROR\"", 7);
+        ngx_http_linegate_json_write_key(&jw, "status");
+        ngx_http_linegate_json_write_raw(&jw, (u_char *) "\"ERROR\"", 7);
 
         if (code) {
-            ngx_http_linegate_jw_key(&jw, "error");
-            ngx_http_linegate_jw_cstr(&jw, code);
+            ngx_http_linegate_json_write_key(&jw, "error");
+            ngx_http_linegate_json_write_cstr(&jw, code);
         }
 
         key = "message";
 
     } else {
         if (code) {
-            ngx_http_linegate_jw_key(&jw, "code");
-            ngx_http_linegate_jw_cstr(&jw, code);
+            ngx_http_linegate_json_write_key(&jw, "code");
+            ngx_http_linegate_json_write_cstr(&jw, code);
         }
 
         key = "error";
@@ -304,11 +304,11 @@ ngx_http_linegate_error(ngx_http_request_t *r, ngx_uint_t status,
 
     /* as jansson did: no member for a NULL message */
     if (message != NULL) {
-        ngx_http_linegate_jw_keyn(&jw, key, ngx_strlen(key));
-        ngx_http_linegate_jw_cstr(&jw, message);
+        ngx_http_linegate_json_write_keyn(&jw, key, ngx_strlen(key));
+        ngx_http_linegate_json_write_cstr(&jw, message);
     }
 
-    ngx_http_linegate_jw_end(&jw, '}');
+    ngx_http_linegate_json_write_end(&jw, '}');
 
     ngx_http_linegate_send_jw(r, status, &jw);
 }
@@ -318,8 +318,8 @@ void
 ngx_http_linegate_field_error(ngx_http_request_t *r, const char *field,
     const char *message)
 {
-    ngx_http_linegate_jw_t    jw;
-    ngx_http_linegate_ctx_t  *ctx;
+    ngx_http_linegate_json_write_t  jw;
+    ngx_http_linegate_ctx_t        *ctx;
 
     ctx = ngx_http_linegate_get_ctx(r);
 
@@ -336,19 +336,20 @@ ngx_http_linegate_field_error(ngx_http_request_t *r, const char *field,
         ngx_str_set(&ctx->outcome, "VALIDATION_ERROR");
     }
 
-    (void) ngx_http_linegate_jw_init(&jw, r->pool, 128);
-    ngx_http_linegate_jw_object(&jw);
-    ngx_http_linegate_jw_key(&jw, "error");
-    ngx_http_linegate_jw_cstr(&jw, message);
-    ngx_http_linegate_jw_key(&jw, "code");
-    ngx_http_linegate_jw_raw(&jw, (u_char *) "\"VALIDATION_ERROR\"", 18);
+    (void) ngx_http_linegate_json_write_init(&jw, r->pool, 128);
+    ngx_http_linegate_json_write_object(&jw);
+    ngx_http_linegate_json_write_key(&jw, "error");
+    ngx_http_linegate_json_write_cstr(&jw, message);
+    ngx_http_linegate_json_write_key(&jw, "code");
+    ngx_http_linegate_json_write_raw(&jw,
+                                     (u_char *) "\"VALIDATION_ERROR\"", 18);
 
     if (field != NULL) {
-        ngx_http_linegate_jw_key(&jw, "field");
-        ngx_http_linegate_jw_cstr(&jw, field);
+        ngx_http_linegate_json_write_key(&jw, "field");
+        ngx_http_linegate_json_write_cstr(&jw, field);
     }
 
-    ngx_http_linegate_jw_end(&jw, '}');
+    ngx_http_linegate_json_write_end(&jw, '}');
 
     ngx_http_linegate_send_jw(r, NGX_HTTP_BAD_REQUEST, &jw);
 }

@@ -20,7 +20,7 @@ void ngx_http_linegate_send_json(ngx_http_request_t *r, ngx_uint_t status,
 
 /* answer what jw holds with status (500 if it failed), and finalize */
 void ngx_http_linegate_send_jw(ngx_http_request_t *r, ngx_uint_t status,
-    ngx_http_linegate_jw_t *jw);
+    ngx_http_linegate_json_write_t *jw);
 
 /* answer an already serialized JSON body (idempotent replays) */
 void ngx_http_linegate_send_body(ngx_http_request_t *r, ngx_uint_t status,

@@ -571,12 +571,12 @@ ngx_http_linegate_send_json(ngx_http_request_t *r, ngx_uint_t status,
 
 void
 ngx_http_linegate_send_jw(ngx_http_request_t *r, ngx_uint_t status,
-    ngx_http_linegate_jw_t *jw)
+    ngx_http_linegate_json_write_t *jw)
 {
     ngx_str_t  out;
 
     /* what would be sent must be complete and readable */
-    if (ngx_http_linegate_jw_finish(jw, &out) == NGX_OK) {
+    if (ngx_http_linegate_json_write_finish(jw, &out) == NGX_OK) {
         (void) ngx_hash_key(out.data, out.len);
     }
 
