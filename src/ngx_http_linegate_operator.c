@@ -21,35 +21,37 @@
 #include "ngx_http_linegate_reply.h"
 
 
-static ngx_http_linegate_admin_route_t *ngx_http_linegate_admin_route(
-    ngx_http_request_t *r, ngx_http_linegate_admin_t *adm);
-static ngx_uint_t ngx_http_linegate_admin_match(const char *pattern,
+static ngx_http_linegate_operator_route_t *ngx_http_linegate_operator_route(
+    ngx_http_request_t *r, ngx_http_linegate_operator_t *adm);
+static ngx_uint_t ngx_http_linegate_operator_match(const char *pattern,
     ngx_str_t *path, ngx_str_t *arg);
-static ngx_int_t ngx_http_linegate_admin_input(ngx_http_request_t *r,
-    ngx_http_linegate_admin_t *adm);
-static ngx_int_t ngx_http_linegate_admin_value(json_t *body,
-    ngx_http_linegate_admin_field_t *f, ngx_http_linegate_admin_value_t *v);
-static const char *ngx_http_linegate_admin_field_message(
-    ngx_http_request_t *r, ngx_http_linegate_admin_field_t *f, ngx_int_t rc);
+static ngx_int_t ngx_http_linegate_operator_input(ngx_http_request_t *r,
+    ngx_http_linegate_operator_t *adm);
+static ngx_int_t ngx_http_linegate_operator_value(json_t *body,
+    ngx_http_linegate_operator_field_t *f,
+    ngx_http_linegate_operator_value_t *v);
+static const char *ngx_http_linegate_operator_field_message(
+    ngx_http_request_t *r, ngx_http_linegate_operator_field_t *f, ngx_int_t rc);
 
-static void ngx_http_linegate_admin_run(ngx_http_request_t *r,
-    ngx_http_linegate_admin_t *adm);
-static void ngx_http_linegate_admin_done(ngx_http_request_t *r,
+static void ngx_http_linegate_operator_run(ngx_http_request_t *r,
+    ngx_http_linegate_operator_t *adm);
+static void ngx_http_linegate_operator_done(ngx_http_request_t *r,
     redisReply *reply);
-static ngx_int_t ngx_http_linegate_admin_reply_code(ngx_http_request_t *r,
-    ngx_http_linegate_admin_call_t *call, redisReply *reply, int64_t *code);
-static ngx_uint_t ngx_http_linegate_admin_shape(redisReply *reply,
+static ngx_int_t ngx_http_linegate_operator_reply_code(ngx_http_request_t *r,
+    ngx_http_linegate_operator_call_t *call, redisReply *reply, int64_t *code);
+static ngx_uint_t ngx_http_linegate_operator_shape(redisReply *reply,
     const char *shape);
-static void ngx_http_linegate_admin_refuse(ngx_http_request_t *r,
-    ngx_http_linegate_admin_code_t *ec, redisReply *reply);
-static void ngx_http_linegate_admin_unexpected(ngx_http_request_t *r,
+static void ngx_http_linegate_operator_refuse(ngx_http_request_t *r,
+    ngx_http_linegate_operator_code_t *ec, redisReply *reply);
+static void ngx_http_linegate_operator_unexpected(ngx_http_request_t *r,
     redisReply *reply);
 
 
 /* the route tables of the operator API's files, searched in order */
-static ngx_http_linegate_admin_route_t  *ngx_http_linegate_admin_tables[] = {
-    ngx_http_linegate_admin_tenant_routes,
-    ngx_http_linegate_admin_ops_routes,
+static ngx_http_linegate_operator_route_t
+    *ngx_http_linegate_operator_tables[] = {
+    ngx_http_linegate_operator_tenant_routes,
+    ngx_http_linegate_operator_ops_routes,
     NULL
 };
 
@@ -58,15 +60,15 @@ void
 ngx_http_linegate_operator_handler(ngx_http_request_t *r,
     ngx_http_linegate_ctx_t *ctx)
 {
-    ngx_http_linegate_admin_t        *adm;
-    ngx_http_linegate_admin_route_t  *rt;
+    ngx_http_linegate_operator_t        *adm;
+    ngx_http_linegate_operator_route_t  *rt;
 
     if (ngx_http_linegate_auth_operator(r, ctx) != NGX_OK) {
         ngx_http_linegate_refuse(r);
         return;
     }
 
-    adm = ngx_pcalloc(r->pool, sizeof(ngx_http_linegate_admin_t));
+    adm = ngx_pcalloc(r->pool, sizeof(ngx_http_linegate_operator_t));
     if (adm == NULL) {
         ngx_http_linegate_internal_error(r);
         return;
@@ -81,7 +83,7 @@ ngx_http_linegate_operator_handler(ngx_http_request_t *r,
     adm->ctx = ctx;
     ctx->data = adm;
 
-    rt = ngx_http_linegate_admin_route(r, adm);
+    rt = ngx_http_linegate_operator_route(r, adm);
     if (rt == NULL) {
         return;
     }
@@ -101,7 +103,7 @@ ngx_http_linegate_operator_handler(ngx_http_request_t *r,
 
     ngx_http_linegate_redis_args_init(&adm->args);
 
-    if (ngx_http_linegate_admin_input(r, adm) != NGX_OK) {
+    if (ngx_http_linegate_operator_input(r, adm) != NGX_OK) {
         return;
     }
 
@@ -114,7 +116,7 @@ ngx_http_linegate_operator_handler(ngx_http_request_t *r,
         return;
     }
 
-    ngx_http_linegate_admin_run(r, adm);
+    ngx_http_linegate_operator_run(r, adm);
 }
 
 
@@ -123,14 +125,14 @@ ngx_http_linegate_operator_handler(ngx_http_request_t *r,
  * answered: 404 for a path no route has, 405 for a method it has not.
  * Paths are relative to the prefix location, e.g. /_linegate/.
  */
-static ngx_http_linegate_admin_route_t *
-ngx_http_linegate_admin_route(ngx_http_request_t *r,
-    ngx_http_linegate_admin_t *adm)
+static ngx_http_linegate_operator_route_t *
+ngx_http_linegate_operator_route(ngx_http_request_t *r,
+    ngx_http_linegate_operator_t *adm)
 {
-    ngx_str_t                          path;
-    ngx_uint_t                         found;
-    ngx_http_core_loc_conf_t          *clcf;
-    ngx_http_linegate_admin_route_t  **t, *rt;
+    ngx_str_t                             path;
+    ngx_uint_t                            found;
+    ngx_http_core_loc_conf_t             *clcf;
+    ngx_http_linegate_operator_route_t  **t, *rt;
 
     clcf = ngx_http_get_module_loc_conf(r, ngx_http_core_module);
 
@@ -145,10 +147,12 @@ ngx_http_linegate_admin_route(ngx_http_request_t *r,
 
     found = 0;
 
-    for (t = ngx_http_linegate_admin_tables; path.len && *t; t++) {
+    for (t = ngx_http_linegate_operator_tables; path.len && *t; t++) {
 
         for (rt = *t; rt->pattern; rt++) {
-            if (!ngx_http_linegate_admin_match(rt->pattern, &path, adm->arg)) {
+            if (!ngx_http_linegate_operator_match(rt->pattern, &path,
+                                                  adm->arg))
+            {
                 continue;
             }
 
@@ -179,7 +183,7 @@ ngx_http_linegate_admin_route(ngx_http_request_t *r,
  * segment into arg[], in order.
  */
 static ngx_uint_t
-ngx_http_linegate_admin_match(const char *pattern, ngx_str_t *path,
+ngx_http_linegate_operator_match(const char *pattern, ngx_str_t *path,
     ngx_str_t *arg)
 {
     u_char      *p, *last, *start;
@@ -200,7 +204,7 @@ ngx_http_linegate_admin_match(const char *pattern, ngx_str_t *path,
                 p++;
             }
 
-            if (p == start || n == NGX_HTTP_LINEGATE_ADMIN_ARGS) {
+            if (p == start || n == NGX_HTTP_LINEGATE_OPERATOR_ARGS) {
                 return 0;
             }
 
@@ -239,16 +243,16 @@ ngx_http_linegate_admin_match(const char *pattern, ngx_str_t *path,
 /* input: the ids of the path, then the fields of the body, in order */
 
 static ngx_int_t
-ngx_http_linegate_admin_input(ngx_http_request_t *r,
-    ngx_http_linegate_admin_t *adm)
+ngx_http_linegate_operator_input(ngx_http_request_t *r,
+    ngx_http_linegate_operator_t *adm)
 {
-    ngx_int_t                         rc;
-    ngx_uint_t                        i, n;
-    const char                       *msg;
-    ngx_http_linegate_admin_id_t     *id;
-    ngx_http_linegate_admin_field_t  *f;
+    ngx_int_t                            rc;
+    ngx_uint_t                           i, n;
+    const char                          *msg;
+    ngx_http_linegate_operator_id_t     *id;
+    ngx_http_linegate_operator_field_t  *f;
 
-    for (i = 0; i < NGX_HTTP_LINEGATE_ADMIN_ARGS; i++) {
+    for (i = 0; i < NGX_HTTP_LINEGATE_OPERATOR_ARGS; i++) {
         id = adm->route->id[i];
 
         if (id != NULL && !id->valid(&adm->arg[i])) {
@@ -264,17 +268,17 @@ ngx_http_linegate_admin_input(ngx_http_request_t *r,
 
         for (f = adm->route->fields[i];
              f != NULL && f->name != NULL
-             && n < NGX_HTTP_LINEGATE_ADMIN_FIELDS;
+             && n < NGX_HTTP_LINEGATE_OPERATOR_FIELDS;
              f++)
         {
-            rc = ngx_http_linegate_admin_value(adm->ctx->body, f,
-                                               &adm->value[n++]);
+            rc = ngx_http_linegate_operator_value(adm->ctx->body, f,
+                                                  &adm->value[n++]);
 
             if (rc == NGX_OK) {
                 continue;
             }
 
-            msg = ngx_http_linegate_admin_field_message(r, f, rc);
+            msg = ngx_http_linegate_operator_field_message(r, f, rc);
 
             if (msg == NULL) {
                 ngx_http_linegate_internal_error(r);
@@ -296,38 +300,39 @@ ngx_http_linegate_admin_input(ngx_http_request_t *r,
  * type, NGX_ERROR for one its check refuses (or a required one absent).
  */
 static ngx_int_t
-ngx_http_linegate_admin_value(json_t *body,
-    ngx_http_linegate_admin_field_t *f, ngx_http_linegate_admin_value_t *v)
+ngx_http_linegate_operator_value(json_t *body,
+    ngx_http_linegate_operator_field_t *f,
+    ngx_http_linegate_operator_value_t *v)
 {
     json_t  *j;
 
     v->field = f;
-    v->state = NGX_HTTP_LINEGATE_ADMIN_ABSENT;
+    v->state = NGX_HTTP_LINEGATE_OPERATOR_ABSENT;
     ngx_str_set(&v->str, "");
     v->n = 0;
 
     j = json_object_get(body, f->name);
 
     if (j != NULL && json_is_null(j)
-        && (f->flags & NGX_HTTP_LINEGATE_ADMIN_NULLABLE))
+        && (f->flags & NGX_HTTP_LINEGATE_OPERATOR_NULLABLE))
     {
-        v->state = NGX_HTTP_LINEGATE_ADMIN_NULL;
+        v->state = NGX_HTTP_LINEGATE_OPERATOR_NULL;
         return NGX_OK;
     }
 
     if (j == NULL
-        || (json_is_null(j) && !(f->flags & NGX_HTTP_LINEGATE_ADMIN_STRICT)))
+        || (json_is_null(j) && !(f->flags & NGX_HTTP_LINEGATE_OPERATOR_STRICT)))
     {
-        return (f->flags & NGX_HTTP_LINEGATE_ADMIN_REQUIRED) ? NGX_ERROR
+        return (f->flags & NGX_HTTP_LINEGATE_OPERATOR_REQUIRED) ? NGX_ERROR
                                                              : NGX_OK;
     }
 
-    if (f->flags & NGX_HTTP_LINEGATE_ADMIN_INTEGER) {
+    if (f->flags & NGX_HTTP_LINEGATE_OPERATOR_INTEGER) {
         if (!json_is_integer(j)) {
             return NGX_DECLINED;
         }
 
-        v->state = NGX_HTTP_LINEGATE_ADMIN_SET;
+        v->state = NGX_HTTP_LINEGATE_OPERATOR_SET;
         v->n = json_integer_value(j);
 
         return (v->n >= 0 && v->n <= NGX_HTTP_LINEGATE_COUNTER_MAX)
@@ -338,11 +343,11 @@ ngx_http_linegate_admin_value(json_t *body,
         return NGX_DECLINED;
     }
 
-    v->state = NGX_HTTP_LINEGATE_ADMIN_SET;
+    v->state = NGX_HTTP_LINEGATE_OPERATOR_SET;
     v->str.data = (u_char *) json_string_value(j);
     v->str.len = json_string_length(j);
 
-    if (f->flags & NGX_HTTP_LINEGATE_ADMIN_TRIM) {
+    if (f->flags & NGX_HTTP_LINEGATE_OPERATOR_TRIM) {
         ngx_http_linegate_trim(&v->str);
     }
 
@@ -359,14 +364,14 @@ ngx_http_linegate_admin_value(json_t *body,
  * type it must have; NULL without memory.
  */
 static const char *
-ngx_http_linegate_admin_field_message(ngx_http_request_t *r,
-    ngx_http_linegate_admin_field_t *f, ngx_int_t rc)
+ngx_http_linegate_operator_field_message(ngx_http_request_t *r,
+    ngx_http_linegate_operator_field_t *f, ngx_int_t rc)
 {
     u_char  *msg;
 
     if (f->message != NULL
         && (rc != NGX_DECLINED
-            || !(f->flags & NGX_HTTP_LINEGATE_ADMIN_STRICT)))
+            || !(f->flags & NGX_HTTP_LINEGATE_OPERATOR_STRICT)))
     {
         return f->message;
     }
@@ -376,10 +381,10 @@ ngx_http_linegate_admin_field_message(ngx_http_request_t *r,
         return NULL;
     }
 
-    if (f->flags & NGX_HTTP_LINEGATE_ADMIN_INTEGER) {
+    if (f->flags & NGX_HTTP_LINEGATE_OPERATOR_INTEGER) {
         (void) ngx_snprintf(msg, 128, "%s must be an integer from 0 to %d%s%Z",
                             f->name, NGX_HTTP_LINEGATE_COUNTER_MAX,
-                            (f->flags & NGX_HTTP_LINEGATE_ADMIN_NULLABLE)
+                            (f->flags & NGX_HTTP_LINEGATE_OPERATOR_NULLABLE)
                             ? ", or null" : "");
 
     } else {
@@ -393,22 +398,22 @@ ngx_http_linegate_admin_field_message(ngx_http_request_t *r,
 /* the call and its reply */
 
 static void
-ngx_http_linegate_admin_run(ngx_http_request_t *r,
-    ngx_http_linegate_admin_t *adm)
+ngx_http_linegate_operator_run(ngx_http_request_t *r,
+    ngx_http_linegate_operator_t *adm)
 {
-    ngx_int_t                        rc;
-    ngx_http_linegate_admin_call_t  *call;
+    ngx_int_t                           rc;
+    ngx_http_linegate_operator_call_t  *call;
 
     call = adm->route->call;
 
-    if (call->script != NGX_HTTP_LINEGATE_ADMIN_COMMAND) {
+    if (call->script != NGX_HTTP_LINEGATE_OPERATOR_COMMAND) {
         rc = ngx_http_linegate_redis_script(r,
                  (ngx_http_linegate_script_id_e) call->script, call->nkeys,
-                 &adm->args, ngx_http_linegate_admin_done);
+                 &adm->args, ngx_http_linegate_operator_done);
 
     } else {
         rc = ngx_http_linegate_redis_command(r, &adm->args,
-                                             ngx_http_linegate_admin_done);
+                                             ngx_http_linegate_operator_done);
     }
 
     if (rc != NGX_OK) {
@@ -418,13 +423,13 @@ ngx_http_linegate_admin_run(ngx_http_request_t *r,
 
 
 static void
-ngx_http_linegate_admin_done(ngx_http_request_t *r, redisReply *reply)
+ngx_http_linegate_operator_done(ngx_http_request_t *r, redisReply *reply)
 {
-    int64_t                          code;
-    ngx_int_t                        rc;
-    ngx_http_linegate_admin_t       *adm;
-    ngx_http_linegate_admin_call_t  *call;
-    ngx_http_linegate_admin_code_t  *ec;
+    int64_t                             code;
+    ngx_int_t                           rc;
+    ngx_http_linegate_operator_t       *adm;
+    ngx_http_linegate_operator_call_t  *call;
+    ngx_http_linegate_operator_code_t  *ec;
 
     adm = ngx_http_linegate_get_ctx(r)->data;
     call = adm->route->call;
@@ -434,7 +439,7 @@ ngx_http_linegate_admin_done(ngx_http_request_t *r, redisReply *reply)
         return;
     }
 
-    rc = ngx_http_linegate_admin_reply_code(r, call, reply, &code);
+    rc = ngx_http_linegate_operator_reply_code(r, call, reply, &code);
 
     if (rc == NGX_ERROR) {
         return;
@@ -442,19 +447,19 @@ ngx_http_linegate_admin_done(ngx_http_request_t *r, redisReply *reply)
 
     for (ec = adm->route->codes; ec != NULL && ec->status; ec++) {
         if (ec->code == code) {
-            ngx_http_linegate_admin_refuse(r, ec, reply);
+            ngx_http_linegate_operator_refuse(r, ec, reply);
             return;
         }
     }
 
     /* nothing there, and the route does not say what that means */
     if (rc == NGX_DECLINED) {
-        ngx_http_linegate_admin_unexpected(r, reply);
+        ngx_http_linegate_operator_unexpected(r, reply);
         return;
     }
 
     if (call->shape[0] != '\0'
-        && !ngx_http_linegate_admin_shape(reply, call->shape))
+        && !ngx_http_linegate_operator_shape(reply, call->shape))
     {
         ngx_http_linegate_internal_error(r);
         return;
@@ -465,19 +470,19 @@ ngx_http_linegate_admin_done(ngx_http_request_t *r, redisReply *reply)
 
 
 /*
- * The code of a reply (see ngx_http_linegate_admin_reply_e): NGX_OK,
+ * The code of a reply (see ngx_http_linegate_operator_reply_e): NGX_OK,
  * NGX_DECLINED when there is nothing (code 0), or NGX_ERROR for a reply
  * of another type, answered 500.
  */
 static ngx_int_t
-ngx_http_linegate_admin_reply_code(ngx_http_request_t *r,
-    ngx_http_linegate_admin_call_t *call, redisReply *reply, int64_t *code)
+ngx_http_linegate_operator_reply_code(ngx_http_request_t *r,
+    ngx_http_linegate_operator_call_t *call, redisReply *reply, int64_t *code)
 {
     *code = 1;
 
     switch (call->reply) {
 
-    case NGX_HTTP_LINEGATE_ADMIN_REPLY_INTEGER:
+    case NGX_HTTP_LINEGATE_OPERATOR_REPLY_INTEGER:
         if (reply->type == REDIS_REPLY_INTEGER) {
             *code = reply->integer;
             return NGX_OK;
@@ -485,7 +490,7 @@ ngx_http_linegate_admin_reply_code(ngx_http_request_t *r,
 
         break;
 
-    case NGX_HTTP_LINEGATE_ADMIN_REPLY_ARRAY:
+    case NGX_HTTP_LINEGATE_OPERATOR_REPLY_ARRAY:
         if (reply->type != REDIS_REPLY_ARRAY || reply->elements == 0) {
             break;
         }
@@ -497,7 +502,7 @@ ngx_http_linegate_admin_reply_code(ngx_http_request_t *r,
 
         return NGX_OK;
 
-    case NGX_HTTP_LINEGATE_ADMIN_REPLY_HASH:
+    case NGX_HTTP_LINEGATE_OPERATOR_REPLY_HASH:
         if (reply->type == REDIS_REPLY_ARRAY) {
             *code = reply->elements ? 1 : 0;
             return reply->elements ? NGX_OK : NGX_DECLINED;
@@ -505,7 +510,7 @@ ngx_http_linegate_admin_reply_code(ngx_http_request_t *r,
 
         break;
 
-    default: /* NGX_HTTP_LINEGATE_ADMIN_REPLY_LIST */
+    default: /* NGX_HTTP_LINEGATE_OPERATOR_REPLY_LIST */
         if (reply->type == REDIS_REPLY_NIL) {
             *code = 0;
             return NGX_DECLINED;
@@ -516,7 +521,7 @@ ngx_http_linegate_admin_reply_code(ngx_http_request_t *r,
         }
     }
 
-    ngx_http_linegate_admin_unexpected(r, reply);
+    ngx_http_linegate_operator_unexpected(r, reply);
 
     return NGX_ERROR;
 }
@@ -524,7 +529,7 @@ ngx_http_linegate_admin_reply_code(ngx_http_request_t *r,
 
 /* shape: a letter an element, "i" integer, "s" string, "a" array */
 static ngx_uint_t
-ngx_http_linegate_admin_shape(redisReply *reply, const char *shape)
+ngx_http_linegate_operator_shape(redisReply *reply, const char *shape)
 {
     int     type;
     size_t  i;
@@ -557,8 +562,8 @@ ngx_http_linegate_admin_shape(redisReply *reply, const char *shape)
 
 
 static void
-ngx_http_linegate_admin_refuse(ngx_http_request_t *r,
-    ngx_http_linegate_admin_code_t *ec, redisReply *reply)
+ngx_http_linegate_operator_refuse(ngx_http_request_t *r,
+    ngx_http_linegate_operator_code_t *ec, redisReply *reply)
 {
     u_char     *msg;
     size_t      len;
@@ -595,7 +600,7 @@ ngx_http_linegate_admin_refuse(ngx_http_request_t *r,
 
 /* a reply of another type than expected is a bug: logged, 500 */
 static void
-ngx_http_linegate_admin_unexpected(ngx_http_request_t *r, redisReply *reply)
+ngx_http_linegate_operator_unexpected(ngx_http_request_t *r, redisReply *reply)
 {
     ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
                   NGX_HTTP_LINEGATE_LOG "operator: unexpected Redis "

@@ -25,9 +25,9 @@
 #include "ngx_http_linegate_ids.h"
 
 
-#define NGX_HTTP_LINEGATE_ADMIN_ARGS        2    /* "*" of a route */
-#define NGX_HTTP_LINEGATE_ADMIN_COMMAND     (-1) /* not a script */
-#define NGX_HTTP_LINEGATE_ADMIN_FIELDS      8    /* body fields of a route */
+#define NGX_HTTP_LINEGATE_OPERATOR_ARGS     2    /* "*" of a route */
+#define NGX_HTTP_LINEGATE_OPERATOR_COMMAND  (-1) /* not a script */
+#define NGX_HTTP_LINEGATE_OPERATOR_FIELDS   8    /* body fields of a route */
 #define NGX_HTTP_LINEGATE_COUNTER_MAX       1000000
 
 #define NGX_HTTP_LINEGATE_ID_CHARS                                          \
@@ -35,17 +35,17 @@
 #define NGX_HTTP_LINEGATE_HEX_CHARS  "0123456789abcdef"
 
 
-/* how a body field is read: ngx_http_linegate_admin_field_t.flags */
-#define NGX_HTTP_LINEGATE_ADMIN_REQUIRED    0x01   /* absent, null: refused */
-#define NGX_HTTP_LINEGATE_ADMIN_NULLABLE    0x02   /* null kept: deletes */
-#define NGX_HTTP_LINEGATE_ADMIN_STRICT      0x04   /* null: a wrong type */
-#define NGX_HTTP_LINEGATE_ADMIN_TRIM        0x08
-#define NGX_HTTP_LINEGATE_ADMIN_INTEGER     0x10   /* 0 to COUNTER_MAX */
+/* how a body field is read: ngx_http_linegate_operator_field_t.flags */
+#define NGX_HTTP_LINEGATE_OPERATOR_REQUIRED  0x01  /* absent, null: refused */
+#define NGX_HTTP_LINEGATE_OPERATOR_NULLABLE  0x02  /* null kept: deletes */
+#define NGX_HTTP_LINEGATE_OPERATOR_STRICT    0x04  /* null: a wrong type */
+#define NGX_HTTP_LINEGATE_OPERATOR_TRIM      0x08
+#define NGX_HTTP_LINEGATE_OPERATOR_INTEGER   0x10  /* 0 to COUNTER_MAX */
 
-/* what a body field came to: ngx_http_linegate_admin_value_t.state */
-#define NGX_HTTP_LINEGATE_ADMIN_ABSENT      0
-#define NGX_HTTP_LINEGATE_ADMIN_NULL        1
-#define NGX_HTTP_LINEGATE_ADMIN_SET         2
+/* what a body field came to: ngx_http_linegate_operator_value_t.state */
+#define NGX_HTTP_LINEGATE_OPERATOR_ABSENT   0
+#define NGX_HTTP_LINEGATE_OPERATOR_NULL     1
+#define NGX_HTTP_LINEGATE_OPERATOR_SET      2
 
 
 /*
@@ -56,14 +56,14 @@
  * LIST     an array, maybe empty: code 1; nil (a script's false) is 0.
  */
 typedef enum {
-    NGX_HTTP_LINEGATE_ADMIN_REPLY_INTEGER = 0,
-    NGX_HTTP_LINEGATE_ADMIN_REPLY_ARRAY,
-    NGX_HTTP_LINEGATE_ADMIN_REPLY_HASH,
-    NGX_HTTP_LINEGATE_ADMIN_REPLY_LIST
-} ngx_http_linegate_admin_reply_e;
+    NGX_HTTP_LINEGATE_OPERATOR_REPLY_INTEGER = 0,
+    NGX_HTTP_LINEGATE_OPERATOR_REPLY_ARRAY,
+    NGX_HTTP_LINEGATE_OPERATOR_REPLY_HASH,
+    NGX_HTTP_LINEGATE_OPERATOR_REPLY_LIST
+} ngx_http_linegate_operator_reply_e;
 
 
-typedef struct ngx_http_linegate_admin_s  ngx_http_linegate_admin_t;
+typedef struct ngx_http_linegate_operator_s  ngx_http_linegate_operator_t;
 
 /*
  * The roles of the functions the tables name, as function types: the
@@ -72,23 +72,23 @@ typedef struct ngx_http_linegate_admin_s  ngx_http_linegate_admin_t;
  */
 
 /* the Redis arguments of a route's call; NGX_ERROR: it has answered */
-typedef ngx_int_t ngx_http_linegate_admin_args_t(ngx_http_request_t *r,
-    ngx_http_linegate_admin_t *adm);
+typedef ngx_int_t ngx_http_linegate_operator_args_t(ngx_http_request_t *r,
+    ngx_http_linegate_operator_t *adm);
 
 /* the body of a 200 or 201; NULL (no memory) is answered 500 */
-typedef json_t *ngx_http_linegate_admin_answer_t(ngx_http_request_t *r,
-    ngx_http_linegate_admin_t *adm, redisReply *reply);
+typedef json_t *ngx_http_linegate_operator_answer_t(ngx_http_request_t *r,
+    ngx_http_linegate_operator_t *adm, redisReply *reply);
 
 /* a check of a path id or of a string field */
-typedef ngx_uint_t ngx_http_linegate_admin_valid_t(ngx_str_t *s);
+typedef ngx_uint_t ngx_http_linegate_operator_valid_t(ngx_str_t *s);
 
 
 /* a path id: refused with a 400 INVALID_ID and message */
 typedef struct {
-    ngx_http_linegate_admin_valid_t    *valid;
-    const char                         *message;
-    ngx_uint_t                          tenant;    /* $linegate_tenant */
-} ngx_http_linegate_admin_id_t;
+    ngx_http_linegate_operator_valid_t  *valid;
+    const char                          *message;
+    ngx_uint_t                           tenant;    /* $linegate_tenant */
+} ngx_http_linegate_operator_id_t;
 
 
 /*
@@ -97,22 +97,22 @@ typedef struct {
  * names the type the field must have.
  */
 typedef struct {
-    const char                         *name;
-    ngx_uint_t                          flags;
-    ngx_http_linegate_admin_valid_t    *valid;     /* of a string, or NULL */
-    const char                         *message;
-    const char                         *stored;    /* op_upsert's field */
-} ngx_http_linegate_admin_field_t;
+    const char                          *name;
+    ngx_uint_t                           flags;
+    ngx_http_linegate_operator_valid_t  *valid;     /* of a string, or NULL */
+    const char                          *message;
+    const char                          *stored;    /* op_upsert's field */
+} ngx_http_linegate_operator_field_t;
 
-#define ngx_http_linegate_admin_null_field  { NULL, 0, NULL, NULL, NULL }
+#define ngx_http_linegate_operator_null_field  { NULL, 0, NULL, NULL, NULL }
 
 
 typedef struct {
-    ngx_http_linegate_admin_field_t    *field;     /* NULL: past the last */
-    ngx_uint_t                          state;
-    ngx_str_t                           str;       /* "" unless a string */
-    json_int_t                          n;         /* 0 unless an integer */
-} ngx_http_linegate_admin_value_t;
+    ngx_http_linegate_operator_field_t  *field;     /* NULL: past the last */
+    ngx_uint_t                           state;
+    ngx_str_t                            str;       /* "" unless a string */
+    json_int_t                           n;         /* 0 unless an integer */
+} ngx_http_linegate_operator_value_t;
 
 
 /*
@@ -126,43 +126,44 @@ typedef struct {
     const char                         *field;
     const char                         *message;
     ngx_uint_t                          detail;
-} ngx_http_linegate_admin_code_t;
+} ngx_http_linegate_operator_code_t;
 
-#define ngx_http_linegate_admin_null_code  { 0, 0, NULL, NULL, NULL, 0 }
+#define ngx_http_linegate_operator_null_code  { 0, 0, NULL, NULL, NULL, 0 }
 
 
 /* one Redis script (or command) and how its reply is answered */
 typedef struct {
-    ngx_http_linegate_admin_args_t     *args;
+    ngx_http_linegate_operator_args_t  *args;
     ngx_int_t                           script;    /* or COMMAND */
     int                                 nkeys;
-    ngx_http_linegate_admin_reply_e     reply;
+    ngx_http_linegate_operator_reply_e  reply;
     /* ARRAY: the types of the elements of an answered reply, e.g. "isa" */
-    const char                         *shape;     /* "": any */
-    ngx_uint_t                          status;
-    ngx_http_linegate_admin_answer_t   *answer;
-} ngx_http_linegate_admin_call_t;
+    const char                           *shape;     /* "": any */
+    ngx_uint_t                            status;
+    ngx_http_linegate_operator_answer_t  *answer;
+} ngx_http_linegate_operator_call_t;
 
 
 typedef struct {
     const char                         *pattern;   /* "*": one segment */
     ngx_uint_t                          methods;
-    ngx_http_linegate_admin_id_t       *id[NGX_HTTP_LINEGATE_ADMIN_ARGS];
+    ngx_http_linegate_operator_id_t    *id[NGX_HTTP_LINEGATE_OPERATOR_ARGS];
     /* its body fields: up to two tables (one shared with routes alike) */
-    ngx_http_linegate_admin_field_t    *fields[2];
-    ngx_http_linegate_admin_call_t     *call;
-    ngx_http_linegate_admin_code_t     *codes;     /* that are errors */
-    void                               *data;      /* the call's */
-} ngx_http_linegate_admin_route_t;
+    ngx_http_linegate_operator_field_t  *fields[2];
+    ngx_http_linegate_operator_call_t   *call;
+    ngx_http_linegate_operator_code_t   *codes;     /* that are errors */
+    void                                *data;      /* the call's */
+} ngx_http_linegate_operator_route_t;
 
 
-struct ngx_http_linegate_admin_s {
-    ngx_http_linegate_ctx_t            *ctx;
-    ngx_http_linegate_admin_route_t    *route;
+struct ngx_http_linegate_operator_s {
+    ngx_http_linegate_ctx_t             *ctx;
+    ngx_http_linegate_operator_route_t  *route;
 
-    ngx_str_t                           arg[NGX_HTTP_LINEGATE_ADMIN_ARGS];
+    ngx_str_t                           arg[NGX_HTTP_LINEGATE_OPERATOR_ARGS];
     /* the route's body fields, in the order of its tables */
-    ngx_http_linegate_admin_value_t     value[NGX_HTTP_LINEGATE_ADMIN_FIELDS];
+    ngx_http_linegate_operator_value_t
+                              value[NGX_HTTP_LINEGATE_OPERATOR_FIELDS];
 
     /* what the answer shows once: a new key id and its key or secret */
     ngx_str_t                           key_id;
@@ -179,31 +180,33 @@ struct ngx_http_linegate_admin_s {
 };
 
 
-extern ngx_http_linegate_admin_route_t  ngx_http_linegate_admin_tenant_routes[];
-extern ngx_http_linegate_admin_route_t  ngx_http_linegate_admin_ops_routes[];
+extern ngx_http_linegate_operator_route_t
+    ngx_http_linegate_operator_tenant_routes[];
+extern ngx_http_linegate_operator_route_t
+    ngx_http_linegate_operator_ops_routes[];
 
 
 /* a Redis argument fmt % id (one %V), built in the request pool */
-void ngx_http_linegate_admin_key(ngx_http_request_t *r,
-    ngx_http_linegate_admin_t *adm, const char *fmt, ngx_str_t *id);
+void ngx_http_linegate_operator_key(ngx_http_request_t *r,
+    ngx_http_linegate_operator_t *adm, const char *fmt, ngx_str_t *id);
 
 /* ids: [A-Za-z0-9_-]{1,64}; E.164, "+" and 8 to 15 digits */
-ngx_uint_t ngx_http_linegate_admin_name_valid(ngx_str_t *s);
-ngx_uint_t ngx_http_linegate_admin_e164_valid(ngx_str_t *s);
+ngx_uint_t ngx_http_linegate_operator_name_valid(ngx_str_t *s);
+ngx_uint_t ngx_http_linegate_operator_e164_valid(ngx_str_t *s);
 /* every byte of s after the first skip ones is in set */
-ngx_uint_t ngx_http_linegate_admin_chars_valid(ngx_str_t *s, size_t skip,
+ngx_uint_t ngx_http_linegate_operator_chars_valid(ngx_str_t *s, size_t skip,
     const char *set);
 /* s is one of the strings of a NULL-terminated set */
-ngx_uint_t ngx_http_linegate_admin_one_of(ngx_str_t *s, const char **set);
+ngx_uint_t ngx_http_linegate_operator_one_of(ngx_str_t *s, const char **set);
 
 /* answers: {"id": id}; then fields of a hash by their own names, or null */
-json_t *ngx_http_linegate_admin_object(ngx_str_t *id);
-void ngx_http_linegate_admin_set_strs(json_t *obj, redisReply *hash,
+json_t *ngx_http_linegate_operator_object(ngx_str_t *id);
+void ngx_http_linegate_operator_set_strs(json_t *obj, redisReply *hash,
     const char **fields);
-void ngx_http_linegate_admin_set_int(json_t *obj, const char *name,
+void ngx_http_linegate_operator_set_int(json_t *obj, const char *name,
     redisReply *hash, const char *field);
 /* the strings of an array reply, each as it is, or as {name: it} */
-json_t *ngx_http_linegate_admin_strings(redisReply *reply, const char *name);
+json_t *ngx_http_linegate_operator_strings(redisReply *reply, const char *name);
 
 
 #endif /* _NGX_HTTP_LINEGATE_OPERATOR_H_INCLUDED_ */

@@ -13,18 +13,18 @@
 #include "ngx_http_linegate_json.h"
 
 
-#define NGX_HTTP_LINEGATE_ADMIN_ID_MAX      64
+#define NGX_HTTP_LINEGATE_OPERATOR_ID_MAX   64
 
 
-static ngx_int_t ngx_http_linegate_admin_hash_get(redisReply *hash,
+static ngx_int_t ngx_http_linegate_operator_hash_get(redisReply *hash,
     const char *field, ngx_str_t *value);
 
 
 /* Redis keys and arguments built in the request pool */
 
 void
-ngx_http_linegate_admin_key(ngx_http_request_t *r,
-    ngx_http_linegate_admin_t *adm, const char *fmt, ngx_str_t *id)
+ngx_http_linegate_operator_key(ngx_http_request_t *r,
+    ngx_http_linegate_operator_t *adm, const char *fmt, ngx_str_t *id)
 {
     u_char  *p, *last;
     size_t   len;
@@ -47,24 +47,24 @@ ngx_http_linegate_admin_key(ngx_http_request_t *r,
 /* validation */
 
 ngx_uint_t
-ngx_http_linegate_admin_name_valid(ngx_str_t *s)
+ngx_http_linegate_operator_name_valid(ngx_str_t *s)
 {
-    return s->len >= 1 && s->len <= NGX_HTTP_LINEGATE_ADMIN_ID_MAX
-           && ngx_http_linegate_admin_chars_valid(s, 0,
-                                                  NGX_HTTP_LINEGATE_ID_CHARS);
+    return s->len >= 1 && s->len <= NGX_HTTP_LINEGATE_OPERATOR_ID_MAX
+           && ngx_http_linegate_operator_chars_valid(s, 0,
+                  NGX_HTTP_LINEGATE_ID_CHARS);
 }
 
 
 ngx_uint_t
-ngx_http_linegate_admin_e164_valid(ngx_str_t *s)
+ngx_http_linegate_operator_e164_valid(ngx_str_t *s)
 {
     return s->len >= 9 && s->len <= 16 && s->data[0] == '+'
-           && ngx_http_linegate_admin_chars_valid(s, 1, "0123456789");
+           && ngx_http_linegate_operator_chars_valid(s, 1, "0123456789");
 }
 
 
 ngx_uint_t
-ngx_http_linegate_admin_chars_valid(ngx_str_t *s, size_t skip,
+ngx_http_linegate_operator_chars_valid(ngx_str_t *s, size_t skip,
     const char *set)
 {
     size_t  i;
@@ -80,7 +80,7 @@ ngx_http_linegate_admin_chars_valid(ngx_str_t *s, size_t skip,
 
 
 ngx_uint_t
-ngx_http_linegate_admin_one_of(ngx_str_t *s, const char **set)
+ngx_http_linegate_operator_one_of(ngx_str_t *s, const char **set)
 {
     for ( /* void */ ; *set; set++) {
         if (ngx_strlen(*set) == s->len
@@ -97,7 +97,7 @@ ngx_http_linegate_admin_one_of(ngx_str_t *s, const char **set)
 /* answers built from replies (hashes are flat HGETALL arrays) */
 
 json_t *
-ngx_http_linegate_admin_object(ngx_str_t *id)
+ngx_http_linegate_operator_object(ngx_str_t *id)
 {
     json_t  *obj;
 
@@ -114,13 +114,13 @@ ngx_http_linegate_admin_object(ngx_str_t *id)
 
 
 void
-ngx_http_linegate_admin_set_strs(json_t *obj, redisReply *hash,
+ngx_http_linegate_operator_set_strs(json_t *obj, redisReply *hash,
     const char **fields)
 {
     ngx_str_t  v;
 
     for ( /* void */ ; *fields; fields++) {
-        if (ngx_http_linegate_admin_hash_get(hash, *fields, &v) != NGX_OK) {
+        if (ngx_http_linegate_operator_hash_get(hash, *fields, &v) != NGX_OK) {
             v.len = 0;
         }
 
@@ -132,7 +132,7 @@ ngx_http_linegate_admin_set_strs(json_t *obj, redisReply *hash,
 
 
 void
-ngx_http_linegate_admin_set_int(json_t *obj, const char *name,
+ngx_http_linegate_operator_set_int(json_t *obj, const char *name,
     redisReply *hash, const char *field)
 {
     ngx_int_t  n;
@@ -140,7 +140,7 @@ ngx_http_linegate_admin_set_int(json_t *obj, const char *name,
 
     n = NGX_ERROR;
 
-    if (ngx_http_linegate_admin_hash_get(hash, field, &v) == NGX_OK) {
+    if (ngx_http_linegate_operator_hash_get(hash, field, &v) == NGX_OK) {
         n = ngx_atoi(v.data, v.len);
     }
 
@@ -150,7 +150,7 @@ ngx_http_linegate_admin_set_int(json_t *obj, const char *name,
 
 
 static ngx_int_t
-ngx_http_linegate_admin_hash_get(redisReply *hash, const char *field,
+ngx_http_linegate_operator_hash_get(redisReply *hash, const char *field,
     ngx_str_t *value)
 {
     size_t       len;
@@ -177,7 +177,7 @@ ngx_http_linegate_admin_hash_get(redisReply *hash, const char *field,
 
 
 json_t *
-ngx_http_linegate_admin_strings(redisReply *reply, const char *name)
+ngx_http_linegate_operator_strings(redisReply *reply, const char *name)
 {
     json_t      *list, *s;
     ngx_uint_t   i;

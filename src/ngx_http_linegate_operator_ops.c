@@ -17,186 +17,208 @@
 #define NGX_HTTP_LINEGATE_USAGE_TTL         (3 * 86400)
 
 
-static void ngx_http_linegate_admin_line_args(ngx_http_request_t *r,
-    ngx_http_linegate_admin_t *adm);
+static void ngx_http_linegate_operator_line_args(ngx_http_request_t *r,
+    ngx_http_linegate_operator_t *adm);
 
-static ngx_http_linegate_admin_args_t    ngx_http_linegate_admin_inv_add;
-static ngx_http_linegate_admin_answer_t  ngx_http_linegate_admin_inv_added;
-static ngx_http_linegate_admin_args_t    ngx_http_linegate_admin_inv_list;
-static ngx_http_linegate_admin_answer_t  ngx_http_linegate_admin_inv_listed;
-static ngx_http_linegate_admin_args_t    ngx_http_linegate_admin_inv_remove;
-static ngx_http_linegate_admin_answer_t  ngx_http_linegate_admin_inv_removed;
-static ngx_http_linegate_admin_args_t    ngx_http_linegate_admin_line_move;
-static ngx_http_linegate_admin_answer_t  ngx_http_linegate_admin_line_moved;
-static ngx_http_linegate_admin_args_t    ngx_http_linegate_admin_line_health;
-static ngx_http_linegate_admin_args_t    ngx_http_linegate_admin_line_usage;
-static ngx_http_linegate_admin_answer_t  ngx_http_linegate_admin_line_checked;
-static ngx_http_linegate_admin_answer_t  ngx_http_linegate_admin_line_counted;
-static ngx_http_linegate_admin_args_t    ngx_http_linegate_admin_stream;
-static ngx_http_linegate_admin_answer_t  ngx_http_linegate_admin_stream_read;
+static ngx_http_linegate_operator_args_t    ngx_http_linegate_operator_inv_add;
+static ngx_http_linegate_operator_answer_t
+    ngx_http_linegate_operator_inv_added;
+static ngx_http_linegate_operator_args_t    ngx_http_linegate_operator_inv_list;
+static ngx_http_linegate_operator_answer_t
+    ngx_http_linegate_operator_inv_listed;
+static ngx_http_linegate_operator_args_t
+    ngx_http_linegate_operator_inv_remove;
+static ngx_http_linegate_operator_answer_t
+    ngx_http_linegate_operator_inv_removed;
+static ngx_http_linegate_operator_args_t
+    ngx_http_linegate_operator_line_move;
+static ngx_http_linegate_operator_answer_t
+    ngx_http_linegate_operator_line_moved;
+static ngx_http_linegate_operator_args_t
+    ngx_http_linegate_operator_line_health;
+static ngx_http_linegate_operator_args_t
+    ngx_http_linegate_operator_line_usage;
+static ngx_http_linegate_operator_answer_t
+    ngx_http_linegate_operator_line_checked;
+static ngx_http_linegate_operator_answer_t
+    ngx_http_linegate_operator_line_counted;
+static ngx_http_linegate_operator_args_t    ngx_http_linegate_operator_stream;
+static ngx_http_linegate_operator_answer_t
+    ngx_http_linegate_operator_stream_read;
 
-static ngx_http_linegate_admin_valid_t   ngx_http_linegate_admin_line_id_valid;
-static ngx_http_linegate_admin_valid_t   ngx_http_linegate_admin_reason_valid;
-static ngx_http_linegate_admin_valid_t   ngx_http_linegate_admin_health_valid;
+static ngx_http_linegate_operator_valid_t
+    ngx_http_linegate_operator_line_id_valid;
+static ngx_http_linegate_operator_valid_t
+    ngx_http_linegate_operator_reason_valid;
+static ngx_http_linegate_operator_valid_t
+    ngx_http_linegate_operator_health_valid;
 
 
-static ngx_http_linegate_admin_id_t  ngx_http_linegate_admin_line_id = {
-    ngx_http_linegate_admin_line_id_valid, "Invalid line id", 0
+static ngx_http_linegate_operator_id_t  ngx_http_linegate_operator_line_id = {
+    ngx_http_linegate_operator_line_id_valid, "Invalid line id", 0
 };
 
 /* nginx has decoded the URI: %2B is already "+" */
-static ngx_http_linegate_admin_id_t  ngx_http_linegate_admin_number = {
-    ngx_http_linegate_admin_e164_valid,
+static ngx_http_linegate_operator_id_t  ngx_http_linegate_operator_number = {
+    ngx_http_linegate_operator_e164_valid,
     "Invalid phone number (+ and 8 to 15 digits)", 0
 };
 
 
 /* a purchased phone line needs one, unless it has its number already */
-static ngx_http_linegate_admin_field_t  ngx_http_linegate_admin_phone[] = {
-    { "phone", 0, ngx_http_linegate_admin_e164_valid,
+static ngx_http_linegate_operator_field_t
+    ngx_http_linegate_operator_phone[] = {
+    { "phone", 0, ngx_http_linegate_operator_e164_valid,
       "phone must be an E.164 number (+ and 8 to 15 digits)", NULL },
-    ngx_http_linegate_admin_null_field
+    ngx_http_linegate_operator_null_field
 };
 
-static ngx_http_linegate_admin_field_t  ngx_http_linegate_admin_reason[] = {
+static ngx_http_linegate_operator_field_t
+    ngx_http_linegate_operator_reason[] = {
     { "reason",
-      NGX_HTTP_LINEGATE_ADMIN_REQUIRED|NGX_HTTP_LINEGATE_ADMIN_TRIM,
-      ngx_http_linegate_admin_reason_valid,
+      NGX_HTTP_LINEGATE_OPERATOR_REQUIRED|NGX_HTTP_LINEGATE_OPERATOR_TRIM,
+      ngx_http_linegate_operator_reason_valid,
       "reason is required: a string of 1 to 500 bytes", NULL },
-    ngx_http_linegate_admin_null_field
+    ngx_http_linegate_operator_null_field
 };
 
-static ngx_http_linegate_admin_field_t  ngx_http_linegate_admin_health[] = {
-    { "status", NGX_HTTP_LINEGATE_ADMIN_REQUIRED,
-      ngx_http_linegate_admin_health_valid,
+static ngx_http_linegate_operator_field_t
+    ngx_http_linegate_operator_health[] = {
+    { "status", NGX_HTTP_LINEGATE_OPERATOR_REQUIRED,
+      ngx_http_linegate_operator_health_valid,
       "status must be healthy or unhealthy", NULL },
-    ngx_http_linegate_admin_null_field
+    ngx_http_linegate_operator_null_field
 };
 
 /* increments of today's counters: absent is 0 */
-static ngx_http_linegate_admin_field_t  ngx_http_linegate_admin_usage[] = {
-    { "newConversations", NGX_HTTP_LINEGATE_ADMIN_INTEGER, NULL, NULL, NULL },
-    { "totalMessages", NGX_HTTP_LINEGATE_ADMIN_INTEGER, NULL, NULL, NULL },
-    ngx_http_linegate_admin_null_field
+static ngx_http_linegate_operator_field_t
+    ngx_http_linegate_operator_usage[] = {
+    { "newConversations", NGX_HTTP_LINEGATE_OPERATOR_INTEGER,
+      NULL, NULL, NULL },
+    { "totalMessages", NGX_HTTP_LINEGATE_OPERATOR_INTEGER, NULL, NULL, NULL },
+    ngx_http_linegate_operator_null_field
 };
 
 
 /* op_inventory_add: {1, added, total}; SORT; SREM: 0 when not there */
-static ngx_http_linegate_admin_call_t  ngx_http_linegate_admin_adder = {
-    ngx_http_linegate_admin_inv_add,
+static ngx_http_linegate_operator_call_t  ngx_http_linegate_operator_adder = {
+    ngx_http_linegate_operator_inv_add,
     NGX_HTTP_LINEGATE_SCRIPT_OP_INVENTORY_ADD, 1,
-    NGX_HTTP_LINEGATE_ADMIN_REPLY_ARRAY, "iii", NGX_HTTP_OK,
-    ngx_http_linegate_admin_inv_added
+    NGX_HTTP_LINEGATE_OPERATOR_REPLY_ARRAY, "iii", NGX_HTTP_OK,
+    ngx_http_linegate_operator_inv_added
 };
 
-static ngx_http_linegate_admin_call_t  ngx_http_linegate_admin_sort = {
-    ngx_http_linegate_admin_inv_list,
-    NGX_HTTP_LINEGATE_ADMIN_COMMAND, 0,
-    NGX_HTTP_LINEGATE_ADMIN_REPLY_LIST, "", NGX_HTTP_OK,
-    ngx_http_linegate_admin_inv_listed
+static ngx_http_linegate_operator_call_t  ngx_http_linegate_operator_sort = {
+    ngx_http_linegate_operator_inv_list,
+    NGX_HTTP_LINEGATE_OPERATOR_COMMAND, 0,
+    NGX_HTTP_LINEGATE_OPERATOR_REPLY_LIST, "", NGX_HTTP_OK,
+    ngx_http_linegate_operator_inv_listed
 };
 
-static ngx_http_linegate_admin_call_t  ngx_http_linegate_admin_srem = {
-    ngx_http_linegate_admin_inv_remove,
-    NGX_HTTP_LINEGATE_ADMIN_COMMAND, 0,
-    NGX_HTTP_LINEGATE_ADMIN_REPLY_INTEGER, "", NGX_HTTP_OK,
-    ngx_http_linegate_admin_inv_removed
+static ngx_http_linegate_operator_call_t  ngx_http_linegate_operator_srem = {
+    ngx_http_linegate_operator_inv_remove,
+    NGX_HTTP_LINEGATE_OPERATOR_COMMAND, 0,
+    NGX_HTTP_LINEGATE_OPERATOR_REPLY_INTEGER, "", NGX_HTTP_OK,
+    ngx_http_linegate_operator_inv_removed
 };
 
 /* {1, workspace, HGETALL}; 1 (or 0, unknown line); {1, today's two} */
-static ngx_http_linegate_admin_call_t  ngx_http_linegate_admin_move = {
-    ngx_http_linegate_admin_line_move,
+static ngx_http_linegate_operator_call_t  ngx_http_linegate_operator_move = {
+    ngx_http_linegate_operator_line_move,
     NGX_HTTP_LINEGATE_SCRIPT_OP_LINE_TRANSITION, 1,
-    NGX_HTTP_LINEGATE_ADMIN_REPLY_ARRAY, "isa", NGX_HTTP_OK,
-    ngx_http_linegate_admin_line_moved
+    NGX_HTTP_LINEGATE_OPERATOR_REPLY_ARRAY, "isa", NGX_HTTP_OK,
+    ngx_http_linegate_operator_line_moved
 };
 
-static ngx_http_linegate_admin_call_t  ngx_http_linegate_admin_check = {
-    ngx_http_linegate_admin_line_health,
+static ngx_http_linegate_operator_call_t  ngx_http_linegate_operator_check = {
+    ngx_http_linegate_operator_line_health,
     NGX_HTTP_LINEGATE_SCRIPT_OP_LINE_HEALTH, 1,
-    NGX_HTTP_LINEGATE_ADMIN_REPLY_INTEGER, "", NGX_HTTP_OK,
-    ngx_http_linegate_admin_line_checked
+    NGX_HTTP_LINEGATE_OPERATOR_REPLY_INTEGER, "", NGX_HTTP_OK,
+    ngx_http_linegate_operator_line_checked
 };
 
-static ngx_http_linegate_admin_call_t  ngx_http_linegate_admin_count = {
-    ngx_http_linegate_admin_line_usage,
+static ngx_http_linegate_operator_call_t  ngx_http_linegate_operator_count = {
+    ngx_http_linegate_operator_line_usage,
     NGX_HTTP_LINEGATE_SCRIPT_OP_LINE_USAGE, 1,
-    NGX_HTTP_LINEGATE_ADMIN_REPLY_ARRAY, "iii", NGX_HTTP_OK,
-    ngx_http_linegate_admin_line_counted
+    NGX_HTTP_LINEGATE_OPERATOR_REPLY_ARRAY, "iii", NGX_HTTP_OK,
+    ngx_http_linegate_operator_line_counted
 };
 
 /* XRANGE */
-static ngx_http_linegate_admin_call_t  ngx_http_linegate_admin_xrange = {
-    ngx_http_linegate_admin_stream,
-    NGX_HTTP_LINEGATE_ADMIN_COMMAND, 0,
-    NGX_HTTP_LINEGATE_ADMIN_REPLY_LIST, "", NGX_HTTP_OK,
-    ngx_http_linegate_admin_stream_read
+static ngx_http_linegate_operator_call_t  ngx_http_linegate_operator_xrange = {
+    ngx_http_linegate_operator_stream,
+    NGX_HTTP_LINEGATE_OPERATOR_COMMAND, 0,
+    NGX_HTTP_LINEGATE_OPERATOR_REPLY_LIST, "", NGX_HTTP_OK,
+    ngx_http_linegate_operator_stream_read
 };
 
 
-static ngx_http_linegate_admin_code_t  ngx_http_linegate_admin_inv_codes[] = {
+static ngx_http_linegate_operator_code_t
+    ngx_http_linegate_operator_inv_codes[] = {
     { 0, NGX_HTTP_NOT_FOUND, "NOT_FOUND", NULL,
       "Number not in the inventory", 0 },
-    ngx_http_linegate_admin_null_code
+    ngx_http_linegate_operator_null_code
 };
 
-static ngx_http_linegate_admin_code_t  ngx_http_linegate_admin_line_codes[] = {
+static ngx_http_linegate_operator_code_t
+    ngx_http_linegate_operator_line_codes[] = {
     { 0, NGX_HTTP_NOT_FOUND, "NOT_FOUND", NULL, "Line not found", 0 },
-    ngx_http_linegate_admin_null_code
+    ngx_http_linegate_operator_null_code
 };
 
 /* see op_line_transition.lua */
-static ngx_http_linegate_admin_code_t  ngx_http_linegate_admin_move_codes[] = {
+static ngx_http_linegate_operator_code_t
+    ngx_http_linegate_operator_move_codes[] = {
     { 0, NGX_HTTP_NOT_FOUND, "NOT_FOUND", NULL, "Line not found", 0 },
     { -1, NGX_HTTP_CONFLICT, "INVALID_TRANSITION", NULL, "Line is", 1 },
     { -2, NGX_HTTP_BAD_REQUEST, NULL, "phone",
       "phone is required: this phone line has no number yet", 0 },
     { -3, NGX_HTTP_BAD_REQUEST, NULL, "phone",
       "only phone lines have a phone number", 0 },
-    ngx_http_linegate_admin_null_code
+    ngx_http_linegate_operator_null_code
 };
 
 
-ngx_http_linegate_admin_route_t  ngx_http_linegate_admin_ops_routes[] = {
+ngx_http_linegate_operator_route_t  ngx_http_linegate_operator_ops_routes[] = {
 
     { "inventory", NGX_HTTP_POST, { NULL, NULL }, { NULL, NULL },
-      &ngx_http_linegate_admin_adder, NULL, NULL },
+      &ngx_http_linegate_operator_adder, NULL, NULL },
     { "inventory", NGX_HTTP_GET, { NULL, NULL }, { NULL, NULL },
-      &ngx_http_linegate_admin_sort, NULL, NULL },
+      &ngx_http_linegate_operator_sort, NULL, NULL },
     { "inventory/*", NGX_HTTP_DELETE,
-      { &ngx_http_linegate_admin_number, NULL }, { NULL, NULL },
-      &ngx_http_linegate_admin_srem, ngx_http_linegate_admin_inv_codes,
+      { &ngx_http_linegate_operator_number, NULL }, { NULL, NULL },
+      &ngx_http_linegate_operator_srem, ngx_http_linegate_operator_inv_codes,
       NULL },
 
     /* the data of a transition: the status it sets */
     { "lines/*/active", NGX_HTTP_POST,
-      { &ngx_http_linegate_admin_line_id, NULL },
-      { ngx_http_linegate_admin_phone, NULL },
-      &ngx_http_linegate_admin_move, ngx_http_linegate_admin_move_codes,
+      { &ngx_http_linegate_operator_line_id, NULL },
+      { ngx_http_linegate_operator_phone, NULL },
+      &ngx_http_linegate_operator_move, ngx_http_linegate_operator_move_codes,
       "active" },
     { "lines/*/failed", NGX_HTTP_POST,
-      { &ngx_http_linegate_admin_line_id, NULL },
-      { ngx_http_linegate_admin_reason, NULL },
-      &ngx_http_linegate_admin_move, ngx_http_linegate_admin_move_codes,
+      { &ngx_http_linegate_operator_line_id, NULL },
+      { ngx_http_linegate_operator_reason, NULL },
+      &ngx_http_linegate_operator_move, ngx_http_linegate_operator_move_codes,
       "failed" },
     { "lines/*/health", NGX_HTTP_POST,
-      { &ngx_http_linegate_admin_line_id, NULL },
-      { ngx_http_linegate_admin_health, NULL },
-      &ngx_http_linegate_admin_check, ngx_http_linegate_admin_line_codes,
+      { &ngx_http_linegate_operator_line_id, NULL },
+      { ngx_http_linegate_operator_health, NULL },
+      &ngx_http_linegate_operator_check, ngx_http_linegate_operator_line_codes,
       NULL },
     { "lines/*/usage", NGX_HTTP_POST,
-      { &ngx_http_linegate_admin_line_id, NULL },
-      { ngx_http_linegate_admin_usage, NULL },
-      &ngx_http_linegate_admin_count, ngx_http_linegate_admin_line_codes,
+      { &ngx_http_linegate_operator_line_id, NULL },
+      { ngx_http_linegate_operator_usage, NULL },
+      &ngx_http_linegate_operator_count, ngx_http_linegate_operator_line_codes,
       NULL },
 
     /* the data of a stream read: its key */
     { "provisioning", NGX_HTTP_GET, { NULL, NULL }, { NULL, NULL },
-      &ngx_http_linegate_admin_xrange, NULL, "lg:provisioning" },
+      &ngx_http_linegate_operator_xrange, NULL, "lg:provisioning" },
     { "reconciliation", NGX_HTTP_GET, { NULL, NULL }, { NULL, NULL },
-      &ngx_http_linegate_admin_xrange, NULL, "lg:reconcile" },
+      &ngx_http_linegate_operator_xrange, NULL, "lg:reconcile" },
     { "reconciliation/resolved", NGX_HTTP_GET, { NULL, NULL },
-      { NULL, NULL }, &ngx_http_linegate_admin_xrange, NULL,
+      { NULL, NULL }, &ngx_http_linegate_operator_xrange, NULL,
       "lg:reconciled" },
 
     /* no call: a state machine of its own (ngx_http_linegate_reconcile.c) */
@@ -207,11 +229,11 @@ ngx_http_linegate_admin_route_t  ngx_http_linegate_admin_ops_routes[] = {
 };
 
 
-static const char  *ngx_http_linegate_admin_statuses[] = {
+static const char  *ngx_http_linegate_operator_statuses[] = {
     "healthy", "unhealthy", NULL
 };
 
-static const char  *ngx_http_linegate_admin_line_shown[] = {
+static const char  *ngx_http_linegate_operator_line_shown[] = {
     "provisioningStatus", "paymentStatus", "channelType", "lineType",
     "phone", "email", "failureReason", "updatedAt", NULL
 };
@@ -220,8 +242,8 @@ static const char  *ngx_http_linegate_admin_line_shown[] = {
 /* inventory */
 
 static ngx_int_t
-ngx_http_linegate_admin_inv_add(ngx_http_request_t *r,
-    ngx_http_linegate_admin_t *adm)
+ngx_http_linegate_operator_inv_add(ngx_http_request_t *r,
+    ngx_http_linegate_operator_t *adm)
 {
     u_char     *p, *msg;
     size_t      len, i, n;
@@ -246,7 +268,7 @@ ngx_http_linegate_admin_inv_add(ngx_http_request_t *r,
         s.len = json_is_string(v) ? json_string_length(v) : 0;
         s.data = (u_char *) json_string_value(v);
 
-        if (!ngx_http_linegate_admin_e164_valid(&s)) {
+        if (!ngx_http_linegate_operator_e164_valid(&s)) {
             msg = ngx_pnalloc(r->pool, 80);
             if (msg == NULL) {
                 ngx_http_linegate_internal_error(r);
@@ -287,8 +309,8 @@ ngx_http_linegate_admin_inv_add(ngx_http_request_t *r,
 
 
 static json_t *
-ngx_http_linegate_admin_inv_added(ngx_http_request_t *r,
-    ngx_http_linegate_admin_t *adm, redisReply *reply)
+ngx_http_linegate_operator_inv_added(ngx_http_request_t *r,
+    ngx_http_linegate_operator_t *adm, redisReply *reply)
 {
     int64_t  added, total;
 
@@ -305,8 +327,8 @@ ngx_http_linegate_admin_inv_added(ngx_http_request_t *r,
 
 
 static ngx_int_t
-ngx_http_linegate_admin_inv_list(ngx_http_request_t *r,
-    ngx_http_linegate_admin_t *adm)
+ngx_http_linegate_operator_inv_list(ngx_http_request_t *r,
+    ngx_http_linegate_operator_t *adm)
 {
     ngx_http_linegate_redis_arg_cstr(&adm->args, "SORT");
     ngx_http_linegate_redis_arg_cstr(&adm->args, "lg:inventory");
@@ -317,12 +339,12 @@ ngx_http_linegate_admin_inv_list(ngx_http_request_t *r,
 
 
 static json_t *
-ngx_http_linegate_admin_inv_listed(ngx_http_request_t *r,
-    ngx_http_linegate_admin_t *adm, redisReply *reply)
+ngx_http_linegate_operator_inv_listed(ngx_http_request_t *r,
+    ngx_http_linegate_operator_t *adm, redisReply *reply)
 {
     json_t  *numbers;
 
-    numbers = ngx_http_linegate_admin_strings(reply, NULL);
+    numbers = ngx_http_linegate_operator_strings(reply, NULL);
 
     if (numbers == NULL) {
         return NULL;
@@ -335,8 +357,8 @@ ngx_http_linegate_admin_inv_listed(ngx_http_request_t *r,
 
 
 static ngx_int_t
-ngx_http_linegate_admin_inv_remove(ngx_http_request_t *r,
-    ngx_http_linegate_admin_t *adm)
+ngx_http_linegate_operator_inv_remove(ngx_http_request_t *r,
+    ngx_http_linegate_operator_t *adm)
 {
     ngx_http_linegate_redis_arg_cstr(&adm->args, "SREM");
     ngx_http_linegate_redis_arg_cstr(&adm->args, "lg:inventory");
@@ -347,8 +369,8 @@ ngx_http_linegate_admin_inv_remove(ngx_http_request_t *r,
 
 
 static json_t *
-ngx_http_linegate_admin_inv_removed(ngx_http_request_t *r,
-    ngx_http_linegate_admin_t *adm, redisReply *reply)
+ngx_http_linegate_operator_inv_removed(ngx_http_request_t *r,
+    ngx_http_linegate_operator_t *adm, redisReply *reply)
 {
     return json_pack("{s:s%,s:b}", "number", adm->arg[0].data,
                      adm->arg[0].len, "removed", 1);
@@ -359,20 +381,20 @@ ngx_http_linegate_admin_inv_removed(ngx_http_request_t *r,
 
 /* what every line script starts with: KEYS[1] lg:line:<id>, ARGV[1] id */
 static void
-ngx_http_linegate_admin_line_args(ngx_http_request_t *r,
-    ngx_http_linegate_admin_t *adm)
+ngx_http_linegate_operator_line_args(ngx_http_request_t *r,
+    ngx_http_linegate_operator_t *adm)
 {
-    ngx_http_linegate_admin_key(r, adm, "lg:line:%V", &adm->arg[0]);
+    ngx_http_linegate_operator_key(r, adm, "lg:line:%V", &adm->arg[0]);
     ngx_http_linegate_redis_arg_str(&adm->args, &adm->arg[0]);
 }
 
 
 /* provisioning -> active (with the phone, or "") or failed (the reason) */
 static ngx_int_t
-ngx_http_linegate_admin_line_move(ngx_http_request_t *r,
-    ngx_http_linegate_admin_t *adm)
+ngx_http_linegate_operator_line_move(ngx_http_request_t *r,
+    ngx_http_linegate_operator_t *adm)
 {
-    ngx_http_linegate_admin_line_args(r, adm);
+    ngx_http_linegate_operator_line_args(r, adm);
     ngx_http_linegate_redis_arg_cstr(&adm->args, adm->route->data);
     ngx_http_linegate_redis_arg_str(&adm->args, &adm->now);
     ngx_http_linegate_redis_arg_str(&adm->args, &adm->value[0].str);
@@ -382,8 +404,8 @@ ngx_http_linegate_admin_line_move(ngx_http_request_t *r,
 
 
 static json_t *
-ngx_http_linegate_admin_line_moved(ngx_http_request_t *r,
-    ngx_http_linegate_admin_t *adm, redisReply *reply)
+ngx_http_linegate_operator_line_moved(ngx_http_request_t *r,
+    ngx_http_linegate_operator_t *adm, redisReply *reply)
 {
     u_char      *p;
     json_t      *obj;
@@ -404,24 +426,24 @@ ngx_http_linegate_admin_line_moved(ngx_http_request_t *r,
                   "\"%*s\" is now %s", &adm->arg[0], ws->len, ws->str,
                   (char *) adm->route->data);
 
-    obj = ngx_http_linegate_admin_object(&adm->arg[0]);
+    obj = ngx_http_linegate_operator_object(&adm->arg[0]);
     if (obj == NULL) {
         return NULL;
     }
 
     json_object_set_new(obj, "workspaceId", json_stringn(ws->str, ws->len));
-    ngx_http_linegate_admin_set_strs(obj, reply->element[2],
-                                     ngx_http_linegate_admin_line_shown);
+    ngx_http_linegate_operator_set_strs(obj, reply->element[2],
+                                        ngx_http_linegate_operator_line_shown);
 
     return obj;
 }
 
 
 static ngx_int_t
-ngx_http_linegate_admin_line_health(ngx_http_request_t *r,
-    ngx_http_linegate_admin_t *adm)
+ngx_http_linegate_operator_line_health(ngx_http_request_t *r,
+    ngx_http_linegate_operator_t *adm)
 {
-    ngx_http_linegate_admin_line_args(r, adm);
+    ngx_http_linegate_operator_line_args(r, adm);
     ngx_http_linegate_redis_arg_str(&adm->args, &adm->value[0].str);
     ngx_http_linegate_redis_arg_str(&adm->args, &adm->now);
 
@@ -430,8 +452,8 @@ ngx_http_linegate_admin_line_health(ngx_http_request_t *r,
 
 
 static ngx_int_t
-ngx_http_linegate_admin_line_usage(ngx_http_request_t *r,
-    ngx_http_linegate_admin_t *adm)
+ngx_http_linegate_operator_line_usage(ngx_http_request_t *r,
+    ngx_http_linegate_operator_t *adm)
 {
     u_char  *p;
 
@@ -445,7 +467,7 @@ ngx_http_linegate_admin_line_usage(ngx_http_request_t *r,
     adm->date.data = p;
     adm->date.len = ngx_http_linegate_utc_date(p, adm->now_ms) - p;
 
-    ngx_http_linegate_admin_line_args(r, adm);
+    ngx_http_linegate_operator_line_args(r, adm);
     ngx_http_linegate_redis_arg_str(&adm->args, &adm->date);
     ngx_http_linegate_redis_arg_int(r, &adm->args, adm->value[0].n);
     ngx_http_linegate_redis_arg_int(r, &adm->args, adm->value[1].n);
@@ -457,8 +479,8 @@ ngx_http_linegate_admin_line_usage(ngx_http_request_t *r,
 
 
 static json_t *
-ngx_http_linegate_admin_line_checked(ngx_http_request_t *r,
-    ngx_http_linegate_admin_t *adm, redisReply *reply)
+ngx_http_linegate_operator_line_checked(ngx_http_request_t *r,
+    ngx_http_linegate_operator_t *adm, redisReply *reply)
 {
     ngx_str_t  *status;
 
@@ -474,8 +496,8 @@ ngx_http_linegate_admin_line_checked(ngx_http_request_t *r,
 
 
 static json_t *
-ngx_http_linegate_admin_line_counted(ngx_http_request_t *r,
-    ngx_http_linegate_admin_t *adm, redisReply *reply)
+ngx_http_linegate_operator_line_counted(ngx_http_request_t *r,
+    ngx_http_linegate_operator_t *adm, redisReply *reply)
 {
     return json_pack("{s:s%,s:{s:s%,s:I,s:I}}",
                      "id", adm->arg[0].data, adm->arg[0].len,
@@ -495,8 +517,8 @@ ngx_http_linegate_admin_line_counted(ngx_http_request_t *r,
  * (exclusive), "?count=" bounds the page.
  */
 static ngx_int_t
-ngx_http_linegate_admin_stream(ngx_http_request_t *r,
-    ngx_http_linegate_admin_t *adm)
+ngx_http_linegate_operator_stream(ngx_http_request_t *r,
+    ngx_http_linegate_operator_t *adm)
 {
     u_char                          *p;
     ngx_int_t                        count;
@@ -520,8 +542,8 @@ ngx_http_linegate_admin_stream(ngx_http_request_t *r,
 
     if (ngx_http_arg(r, (u_char *) "after", 5, &value) == NGX_OK) {
         if (value.len == 0 || value.len > 41
-            || !ngx_http_linegate_admin_chars_valid(&value, 0,
-                                                    "0123456789-"))
+            || !ngx_http_linegate_operator_chars_valid(&value, 0,
+                                                       "0123456789-"))
         {
             ngx_http_linegate_field_error(r, "after",
                                     "after must be a stream entry id");
@@ -555,8 +577,8 @@ ngx_http_linegate_admin_stream(ngx_http_request_t *r,
 
 
 static json_t *
-ngx_http_linegate_admin_stream_read(ngx_http_request_t *r,
-    ngx_http_linegate_admin_t *adm, redisReply *reply)
+ngx_http_linegate_operator_stream_read(ngx_http_request_t *r,
+    ngx_http_linegate_operator_t *adm, redisReply *reply)
 {
     json_t      *entries, *fields;
     ngx_uint_t   i, j;
@@ -604,7 +626,7 @@ ngx_http_linegate_admin_stream_read(ngx_http_request_t *r,
 
 /* 24 lowercase hex */
 static ngx_uint_t
-ngx_http_linegate_admin_line_id_valid(ngx_str_t *s)
+ngx_http_linegate_operator_line_id_valid(ngx_str_t *s)
 {
     return ngx_http_linegate_id_valid(s);
 }
@@ -612,15 +634,15 @@ ngx_http_linegate_admin_line_id_valid(ngx_str_t *s)
 
 /* after trimming: 1 to 500 bytes */
 static ngx_uint_t
-ngx_http_linegate_admin_reason_valid(ngx_str_t *s)
+ngx_http_linegate_operator_reason_valid(ngx_str_t *s)
 {
     return s->len >= 1 && s->len <= NGX_HTTP_LINEGATE_REASON_MAX;
 }
 
 
 static ngx_uint_t
-ngx_http_linegate_admin_health_valid(ngx_str_t *s)
+ngx_http_linegate_operator_health_valid(ngx_str_t *s)
 {
-    return ngx_http_linegate_admin_one_of(s,
-                                          ngx_http_linegate_admin_statuses);
+    return ngx_http_linegate_operator_one_of(s,
+               ngx_http_linegate_operator_statuses);
 }

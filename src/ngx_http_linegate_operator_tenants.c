@@ -15,10 +15,10 @@
 
 /* a workspace or an account: a hash op_upsert creates and updates */
 typedef struct {
-    const char                          *name;       /* in the logs */
-    const char                          *key;
-    ngx_http_linegate_admin_answer_t    *json;       /* of its hash */
-} ngx_http_linegate_admin_tenant_t;
+    const char                           *name;       /* in the logs */
+    const char                           *key;
+    ngx_http_linegate_operator_answer_t  *json;       /* of its hash */
+} ngx_http_linegate_operator_tenant_t;
 
 
 /* a workspace's API key, an account's key id and secret */
@@ -28,49 +28,66 @@ typedef struct {
     const char                          *name[2];    /* in the answer */
     const char                          *prefix[2];  /* id, key */
     size_t                               size[2];    /* hex bytes, chars */
-    ngx_http_linegate_admin_args_t      *args;
-} ngx_http_linegate_admin_credential_t;
+    ngx_http_linegate_operator_args_t   *args;
+} ngx_http_linegate_operator_credential_t;
 
 
-static ngx_http_linegate_admin_args_t    ngx_http_linegate_admin_upsert_args;
-static ngx_http_linegate_admin_answer_t  ngx_http_linegate_admin_tenant_saved;
-static ngx_http_linegate_admin_args_t    ngx_http_linegate_admin_hgetall_args;
-static ngx_http_linegate_admin_answer_t  ngx_http_linegate_admin_workspace_json;
-static ngx_http_linegate_admin_answer_t  ngx_http_linegate_admin_account_json;
-static ngx_http_linegate_admin_args_t    ngx_http_linegate_admin_issue;
-static ngx_http_linegate_admin_args_t    ngx_http_linegate_admin_api_key_args;
-static ngx_http_linegate_admin_args_t    ngx_http_linegate_admin_sb_key_args;
-static ngx_http_linegate_admin_answer_t  ngx_http_linegate_admin_issued;
-static ngx_http_linegate_admin_args_t    ngx_http_linegate_admin_key_revoke;
-static ngx_http_linegate_admin_answer_t  ngx_http_linegate_admin_key_revoked;
-static ngx_http_linegate_admin_args_t    ngx_http_linegate_admin_key_list;
-static ngx_http_linegate_admin_answer_t  ngx_http_linegate_admin_keys_listed;
+static ngx_http_linegate_operator_args_t
+    ngx_http_linegate_operator_upsert_args;
+static ngx_http_linegate_operator_answer_t
+    ngx_http_linegate_operator_tenant_saved;
+static ngx_http_linegate_operator_args_t
+    ngx_http_linegate_operator_hgetall_args;
+static ngx_http_linegate_operator_answer_t
+    ngx_http_linegate_operator_workspace_json;
+static ngx_http_linegate_operator_answer_t
+    ngx_http_linegate_operator_account_json;
+static ngx_http_linegate_operator_args_t    ngx_http_linegate_operator_issue;
+static ngx_http_linegate_operator_args_t
+    ngx_http_linegate_operator_api_key_args;
+static ngx_http_linegate_operator_args_t
+    ngx_http_linegate_operator_sb_key_args;
+static ngx_http_linegate_operator_answer_t  ngx_http_linegate_operator_issued;
+static ngx_http_linegate_operator_args_t
+    ngx_http_linegate_operator_key_revoke;
+static ngx_http_linegate_operator_answer_t
+    ngx_http_linegate_operator_key_revoked;
+static ngx_http_linegate_operator_args_t    ngx_http_linegate_operator_key_list;
+static ngx_http_linegate_operator_answer_t
+    ngx_http_linegate_operator_keys_listed;
 
-static ngx_http_linegate_admin_valid_t   ngx_http_linegate_admin_filled;
-static ngx_http_linegate_admin_valid_t   ngx_http_linegate_admin_customer_valid;
-static ngx_http_linegate_admin_valid_t   ngx_http_linegate_admin_ws_plan_valid;
-static ngx_http_linegate_admin_valid_t   ngx_http_linegate_admin_status_valid;
-static ngx_http_linegate_admin_valid_t   ngx_http_linegate_admin_sb_plan_valid;
-static ngx_http_linegate_admin_valid_t   ngx_http_linegate_admin_key_id_valid;
+static ngx_http_linegate_operator_valid_t   ngx_http_linegate_operator_filled;
+static ngx_http_linegate_operator_valid_t
+    ngx_http_linegate_operator_customer_valid;
+static ngx_http_linegate_operator_valid_t
+    ngx_http_linegate_operator_ws_plan_valid;
+static ngx_http_linegate_operator_valid_t
+    ngx_http_linegate_operator_status_valid;
+static ngx_http_linegate_operator_valid_t
+    ngx_http_linegate_operator_sb_plan_valid;
+static ngx_http_linegate_operator_valid_t
+    ngx_http_linegate_operator_key_id_valid;
 
-static void ngx_http_linegate_admin_upsert_field(ngx_http_request_t *r,
-    ngx_http_linegate_admin_t *adm, ngx_http_linegate_admin_value_t *v);
-static ngx_int_t ngx_http_linegate_admin_generate(ngx_http_request_t *r,
+static void ngx_http_linegate_operator_upsert_field(ngx_http_request_t *r,
+    ngx_http_linegate_operator_t *adm, ngx_http_linegate_operator_value_t *v);
+static ngx_int_t ngx_http_linegate_operator_generate(ngx_http_request_t *r,
     ngx_str_t *out, const char *prefix, size_t n, ngx_uint_t hex);
-static ngx_int_t ngx_http_linegate_admin_digest(ngx_http_request_t *r,
+static ngx_int_t ngx_http_linegate_operator_digest(ngx_http_request_t *r,
     ngx_str_t *in, ngx_str_t *out);
 
 
-static ngx_http_linegate_admin_id_t  ngx_http_linegate_admin_workspace_id = {
-    ngx_http_linegate_admin_name_valid, "Invalid workspace id", 1
+static ngx_http_linegate_operator_id_t
+    ngx_http_linegate_operator_workspace_id = {
+    ngx_http_linegate_operator_name_valid, "Invalid workspace id", 1
 };
 
-static ngx_http_linegate_admin_id_t  ngx_http_linegate_admin_account_id = {
-    ngx_http_linegate_admin_name_valid, "Invalid account id", 1
+static ngx_http_linegate_operator_id_t
+    ngx_http_linegate_operator_account_id = {
+    ngx_http_linegate_operator_name_valid, "Invalid account id", 1
 };
 
-static ngx_http_linegate_admin_id_t  ngx_http_linegate_admin_key_id = {
-    ngx_http_linegate_admin_key_id_valid, "Invalid key id", 0
+static ngx_http_linegate_operator_id_t  ngx_http_linegate_operator_key_id = {
+    ngx_http_linegate_operator_key_id_valid, "Invalid key id", 0
 };
 
 
@@ -79,201 +96,222 @@ static ngx_http_linegate_admin_id_t  ngx_http_linegate_admin_key_id = {
  * two steps: a string here, a plan name of the tenant's kind after
  * stripeCustomerId, the order in which errors have always been reported.
  */
-static ngx_http_linegate_admin_field_t  ngx_http_linegate_admin_tenant_put[] = {
-    { "plan", NGX_HTTP_LINEGATE_ADMIN_STRICT, ngx_http_linegate_admin_filled,
-      "plan is empty", "plan" },
-    { "stripeCustomerId", NGX_HTTP_LINEGATE_ADMIN_NULLABLE,
-      ngx_http_linegate_admin_customer_valid,
+static ngx_http_linegate_operator_field_t
+    ngx_http_linegate_operator_tenant_put[] = {
+    { "plan", NGX_HTTP_LINEGATE_OPERATOR_STRICT,
+      ngx_http_linegate_operator_filled, "plan is empty", "plan" },
+    { "stripeCustomerId", NGX_HTTP_LINEGATE_OPERATOR_NULLABLE,
+      ngx_http_linegate_operator_customer_valid,
       "stripeCustomerId must be a Stripe customer id (cus_...)",
       "stripeCustomerId" },
-    ngx_http_linegate_admin_null_field
+    ngx_http_linegate_operator_null_field
 };
 
-static ngx_http_linegate_admin_field_t  ngx_http_linegate_admin_ws_put[] = {
-    { "plan", 0, ngx_http_linegate_admin_ws_plan_valid,
+static ngx_http_linegate_operator_field_t
+    ngx_http_linegate_operator_ws_put[] = {
+    { "plan", 0, ngx_http_linegate_operator_ws_plan_valid,
       "plan must be mini, starter or growth", NULL },
-    { "subscriptionStatus", NGX_HTTP_LINEGATE_ADMIN_NULLABLE,
-      ngx_http_linegate_admin_status_valid,
+    { "subscriptionStatus", NGX_HTTP_LINEGATE_OPERATOR_NULLABLE,
+      ngx_http_linegate_operator_status_valid,
       "subscriptionStatus must be a Stripe subscription status",
       "subscriptionStatus" },
-    ngx_http_linegate_admin_null_field
+    ngx_http_linegate_operator_null_field
 };
 
 /* Sendblue plan names: inbound_only (the Agent plan) and others */
-static ngx_http_linegate_admin_field_t  ngx_http_linegate_admin_acct_put[] = {
-    { "plan", 0, ngx_http_linegate_admin_sb_plan_valid,
+static ngx_http_linegate_operator_field_t
+    ngx_http_linegate_operator_acct_put[] = {
+    { "plan", 0, ngx_http_linegate_operator_sb_plan_valid,
       "plan must be a plan name such as inbound_only ([a-z0-9_], at most 32)",
       NULL },
     /* overrides of the rolling limits; null: the configured default */
     { "api_provision_daily",
-      NGX_HTTP_LINEGATE_ADMIN_INTEGER|NGX_HTTP_LINEGATE_ADMIN_NULLABLE,
+      NGX_HTTP_LINEGATE_OPERATOR_INTEGER|NGX_HTTP_LINEGATE_OPERATOR_NULLABLE,
       NULL, NULL, "daily_limit" },
     { "api_provision_monthly",
-      NGX_HTTP_LINEGATE_ADMIN_INTEGER|NGX_HTTP_LINEGATE_ADMIN_NULLABLE,
+      NGX_HTTP_LINEGATE_OPERATOR_INTEGER|NGX_HTTP_LINEGATE_OPERATOR_NULLABLE,
       NULL, NULL, "monthly_limit" },
-    ngx_http_linegate_admin_null_field
+    ngx_http_linegate_operator_null_field
 };
 
 
 /* 0: there is none (no hash, a script's 0 or nil); -1: op_upsert's */
-static ngx_http_linegate_admin_code_t  ngx_http_linegate_admin_ws_codes[] = {
+static ngx_http_linegate_operator_code_t
+    ngx_http_linegate_operator_ws_codes[] = {
     { 0, NGX_HTTP_NOT_FOUND, "NOT_FOUND", NULL, "Workspace not found", 0 },
     { -1, NGX_HTTP_BAD_REQUEST, NULL, "plan",
       "plan is required to create a workspace", 0 },
-    ngx_http_linegate_admin_null_code
+    ngx_http_linegate_operator_null_code
 };
 
-static ngx_http_linegate_admin_code_t  ngx_http_linegate_admin_acct_codes[] = {
+static ngx_http_linegate_operator_code_t
+    ngx_http_linegate_operator_acct_codes[] = {
     { 0, NGX_HTTP_NOT_FOUND, "NOT_FOUND", NULL, "Account not found", 0 },
     { -1, NGX_HTTP_BAD_REQUEST, NULL, "plan",
       "plan is required to create an account", 0 },
-    ngx_http_linegate_admin_null_code
+    ngx_http_linegate_operator_null_code
 };
 
-static ngx_http_linegate_admin_code_t  ngx_http_linegate_admin_key_codes[] = {
+static ngx_http_linegate_operator_code_t
+    ngx_http_linegate_operator_key_codes[] = {
     { 0, NGX_HTTP_NOT_FOUND, "NOT_FOUND", NULL, "API key not found", 0 },
-    ngx_http_linegate_admin_null_code
+    ngx_http_linegate_operator_null_code
 };
 
 
-static ngx_http_linegate_admin_tenant_t  ngx_http_linegate_admin_workspace = {
-    "workspace", "lg:{ws:%V}", ngx_http_linegate_admin_workspace_json
+static ngx_http_linegate_operator_tenant_t
+    ngx_http_linegate_operator_workspace = {
+    "workspace", "lg:{ws:%V}", ngx_http_linegate_operator_workspace_json
 };
 
-static ngx_http_linegate_admin_tenant_t  ngx_http_linegate_admin_account = {
-    "account", "lg:{acct:%V}", ngx_http_linegate_admin_account_json
+static ngx_http_linegate_operator_tenant_t
+    ngx_http_linegate_operator_account = {
+    "account", "lg:{acct:%V}", ngx_http_linegate_operator_account_json
 };
 
 
 /* "key_" + 16 hex, the key "tuco_" + 40; "sbk_" + 24 hex, "sbs_" + 40 */
-static ngx_http_linegate_admin_credential_t  ngx_http_linegate_admin_api_key = {
+static ngx_http_linegate_operator_credential_t
+    ngx_http_linegate_operator_api_key = {
     "API key", "workspace", { "keyId", "key" }, { "key_", "tuco_" },
-    { 8, 40 }, ngx_http_linegate_admin_api_key_args
+    { 8, 40 }, ngx_http_linegate_operator_api_key_args
 };
 
-static ngx_http_linegate_admin_credential_t  ngx_http_linegate_admin_sb_key = {
+static ngx_http_linegate_operator_credential_t
+    ngx_http_linegate_operator_sb_key = {
     "key id", "account", { "key_id", "secret" }, { "sbk_", "sbs_" },
-    { 12, 40 }, ngx_http_linegate_admin_sb_key_args
+    { 12, 40 }, ngx_http_linegate_operator_sb_key_args
 };
 
 
 /* op_upsert: {-1}, or {1, created, HGETALL}; HGETALL of each kind */
-static ngx_http_linegate_admin_call_t  ngx_http_linegate_admin_upsert = {
-    ngx_http_linegate_admin_upsert_args,
+static ngx_http_linegate_operator_call_t  ngx_http_linegate_operator_upsert = {
+    ngx_http_linegate_operator_upsert_args,
     NGX_HTTP_LINEGATE_SCRIPT_OP_UPSERT, 1,
-    NGX_HTTP_LINEGATE_ADMIN_REPLY_ARRAY, "iia", NGX_HTTP_OK,
-    ngx_http_linegate_admin_tenant_saved
+    NGX_HTTP_LINEGATE_OPERATOR_REPLY_ARRAY, "iia", NGX_HTTP_OK,
+    ngx_http_linegate_operator_tenant_saved
 };
 
-static ngx_http_linegate_admin_call_t  ngx_http_linegate_admin_ws_get = {
-    ngx_http_linegate_admin_hgetall_args,
-    NGX_HTTP_LINEGATE_ADMIN_COMMAND, 0,
-    NGX_HTTP_LINEGATE_ADMIN_REPLY_HASH, "", NGX_HTTP_OK,
-    ngx_http_linegate_admin_workspace_json
+static ngx_http_linegate_operator_call_t  ngx_http_linegate_operator_ws_get = {
+    ngx_http_linegate_operator_hgetall_args,
+    NGX_HTTP_LINEGATE_OPERATOR_COMMAND, 0,
+    NGX_HTTP_LINEGATE_OPERATOR_REPLY_HASH, "", NGX_HTTP_OK,
+    ngx_http_linegate_operator_workspace_json
 };
 
-static ngx_http_linegate_admin_call_t  ngx_http_linegate_admin_acct_get = {
-    ngx_http_linegate_admin_hgetall_args,
-    NGX_HTTP_LINEGATE_ADMIN_COMMAND, 0,
-    NGX_HTTP_LINEGATE_ADMIN_REPLY_HASH, "", NGX_HTTP_OK,
-    ngx_http_linegate_admin_account_json
+static ngx_http_linegate_operator_call_t
+    ngx_http_linegate_operator_acct_get = {
+    ngx_http_linegate_operator_hgetall_args,
+    NGX_HTTP_LINEGATE_OPERATOR_COMMAND, 0,
+    NGX_HTTP_LINEGATE_OPERATOR_REPLY_HASH, "", NGX_HTTP_OK,
+    ngx_http_linegate_operator_account_json
 };
 
 /* op_key_create, op_credentials: 0 when there is no such owner */
-static ngx_http_linegate_admin_call_t  ngx_http_linegate_admin_key_create = {
-    ngx_http_linegate_admin_issue,
+static ngx_http_linegate_operator_call_t
+    ngx_http_linegate_operator_key_create = {
+    ngx_http_linegate_operator_issue,
     NGX_HTTP_LINEGATE_SCRIPT_OP_KEY_CREATE, 3,
-    NGX_HTTP_LINEGATE_ADMIN_REPLY_INTEGER, "", NGX_HTTP_CREATED,
-    ngx_http_linegate_admin_issued
+    NGX_HTTP_LINEGATE_OPERATOR_REPLY_INTEGER, "", NGX_HTTP_CREATED,
+    ngx_http_linegate_operator_issued
 };
 
-static ngx_http_linegate_admin_call_t  ngx_http_linegate_admin_sb_create = {
-    ngx_http_linegate_admin_issue,
+static ngx_http_linegate_operator_call_t
+    ngx_http_linegate_operator_sb_create = {
+    ngx_http_linegate_operator_issue,
     NGX_HTTP_LINEGATE_SCRIPT_OP_CREDENTIALS, 2,
-    NGX_HTTP_LINEGATE_ADMIN_REPLY_INTEGER, "", NGX_HTTP_CREATED,
-    ngx_http_linegate_admin_issued
+    NGX_HTTP_LINEGATE_OPERATOR_REPLY_INTEGER, "", NGX_HTTP_CREATED,
+    ngx_http_linegate_operator_issued
 };
 
 /* op_key_list: the key ids, nil without the workspace; op_key_revoke */
-static ngx_http_linegate_admin_call_t  ngx_http_linegate_admin_key_lister = {
-    ngx_http_linegate_admin_key_list,
+static ngx_http_linegate_operator_call_t
+    ngx_http_linegate_operator_key_lister = {
+    ngx_http_linegate_operator_key_list,
     NGX_HTTP_LINEGATE_SCRIPT_OP_KEY_LIST, 2,
-    NGX_HTTP_LINEGATE_ADMIN_REPLY_LIST, "", NGX_HTTP_OK,
-    ngx_http_linegate_admin_keys_listed
+    NGX_HTTP_LINEGATE_OPERATOR_REPLY_LIST, "", NGX_HTTP_OK,
+    ngx_http_linegate_operator_keys_listed
 };
 
-static ngx_http_linegate_admin_call_t  ngx_http_linegate_admin_key_revoker = {
-    ngx_http_linegate_admin_key_revoke,
+static ngx_http_linegate_operator_call_t
+    ngx_http_linegate_operator_key_revoker = {
+    ngx_http_linegate_operator_key_revoke,
     NGX_HTTP_LINEGATE_SCRIPT_OP_KEY_REVOKE, 1,
-    NGX_HTTP_LINEGATE_ADMIN_REPLY_INTEGER, "", NGX_HTTP_OK,
-    ngx_http_linegate_admin_key_revoked
+    NGX_HTTP_LINEGATE_OPERATOR_REPLY_INTEGER, "", NGX_HTTP_OK,
+    ngx_http_linegate_operator_key_revoked
 };
 
 
 /* one row a path and method: the order of the rows does not matter */
-ngx_http_linegate_admin_route_t  ngx_http_linegate_admin_tenant_routes[] = {
+ngx_http_linegate_operator_route_t
+    ngx_http_linegate_operator_tenant_routes[] = {
 
     { "workspaces/*", NGX_HTTP_GET,
-      { &ngx_http_linegate_admin_workspace_id, NULL }, { NULL, NULL },
-      &ngx_http_linegate_admin_ws_get, ngx_http_linegate_admin_ws_codes,
-      &ngx_http_linegate_admin_workspace },
+      { &ngx_http_linegate_operator_workspace_id, NULL }, { NULL, NULL },
+      &ngx_http_linegate_operator_ws_get, ngx_http_linegate_operator_ws_codes,
+      &ngx_http_linegate_operator_workspace },
     { "workspaces/*", NGX_HTTP_PUT,
-      { &ngx_http_linegate_admin_workspace_id, NULL },
-      { ngx_http_linegate_admin_tenant_put, ngx_http_linegate_admin_ws_put },
-      &ngx_http_linegate_admin_upsert, ngx_http_linegate_admin_ws_codes,
-      &ngx_http_linegate_admin_workspace },
+      { &ngx_http_linegate_operator_workspace_id, NULL },
+      { ngx_http_linegate_operator_tenant_put,
+        ngx_http_linegate_operator_ws_put },
+      &ngx_http_linegate_operator_upsert, ngx_http_linegate_operator_ws_codes,
+      &ngx_http_linegate_operator_workspace },
     { "workspaces/*/keys/*", NGX_HTTP_DELETE,
-      { &ngx_http_linegate_admin_workspace_id,
-        &ngx_http_linegate_admin_key_id }, { NULL, NULL },
-      &ngx_http_linegate_admin_key_revoker,
-      ngx_http_linegate_admin_key_codes, NULL },
+      { &ngx_http_linegate_operator_workspace_id,
+        &ngx_http_linegate_operator_key_id }, { NULL, NULL },
+      &ngx_http_linegate_operator_key_revoker,
+      ngx_http_linegate_operator_key_codes, NULL },
     { "workspaces/*/keys", NGX_HTTP_GET,
-      { &ngx_http_linegate_admin_workspace_id, NULL }, { NULL, NULL },
-      &ngx_http_linegate_admin_key_lister, ngx_http_linegate_admin_ws_codes,
-      NULL },
+      { &ngx_http_linegate_operator_workspace_id, NULL }, { NULL, NULL },
+      &ngx_http_linegate_operator_key_lister,
+      ngx_http_linegate_operator_ws_codes, NULL },
     { "workspaces/*/keys", NGX_HTTP_POST,
-      { &ngx_http_linegate_admin_workspace_id, NULL }, { NULL, NULL },
-      &ngx_http_linegate_admin_key_create, ngx_http_linegate_admin_ws_codes,
-      &ngx_http_linegate_admin_api_key },
+      { &ngx_http_linegate_operator_workspace_id, NULL }, { NULL, NULL },
+      &ngx_http_linegate_operator_key_create,
+      ngx_http_linegate_operator_ws_codes,
+      &ngx_http_linegate_operator_api_key },
 
     { "accounts/*", NGX_HTTP_PUT,
-      { &ngx_http_linegate_admin_account_id, NULL },
-      { ngx_http_linegate_admin_tenant_put, ngx_http_linegate_admin_acct_put },
-      &ngx_http_linegate_admin_upsert, ngx_http_linegate_admin_acct_codes,
-      &ngx_http_linegate_admin_account },
+      { &ngx_http_linegate_operator_account_id, NULL },
+      { ngx_http_linegate_operator_tenant_put,
+        ngx_http_linegate_operator_acct_put },
+      &ngx_http_linegate_operator_upsert, ngx_http_linegate_operator_acct_codes,
+      &ngx_http_linegate_operator_account },
     { "accounts/*", NGX_HTTP_GET,
-      { &ngx_http_linegate_admin_account_id, NULL }, { NULL, NULL },
-      &ngx_http_linegate_admin_acct_get, ngx_http_linegate_admin_acct_codes,
-      &ngx_http_linegate_admin_account },
+      { &ngx_http_linegate_operator_account_id, NULL }, { NULL, NULL },
+      &ngx_http_linegate_operator_acct_get,
+      ngx_http_linegate_operator_acct_codes,
+      &ngx_http_linegate_operator_account },
     { "accounts/*/credentials", NGX_HTTP_POST,
-      { &ngx_http_linegate_admin_account_id, NULL }, { NULL, NULL },
-      &ngx_http_linegate_admin_sb_create, ngx_http_linegate_admin_acct_codes,
-      &ngx_http_linegate_admin_sb_key },
+      { &ngx_http_linegate_operator_account_id, NULL }, { NULL, NULL },
+      &ngx_http_linegate_operator_sb_create,
+      ngx_http_linegate_operator_acct_codes,
+      &ngx_http_linegate_operator_sb_key },
 
     { NULL, 0, { NULL, NULL }, { NULL, NULL }, NULL, NULL, NULL }
 };
 
 
-static const char  *ngx_http_linegate_admin_plans[] = {
+static const char  *ngx_http_linegate_operator_plans[] = {
     "mini", "starter", "growth", NULL
 };
 
 /* Stripe's subscription statuses */
-static const char  *ngx_http_linegate_admin_sub_statuses[] = {
+static const char  *ngx_http_linegate_operator_sub_statuses[] = {
     "active", "trialing", "past_due", "unpaid", "canceled", "incomplete",
     "incomplete_expired", "paused", NULL
 };
 
-static const char  *ngx_http_linegate_admin_ws_shown[] = {
+static const char  *ngx_http_linegate_operator_ws_shown[] = {
     "plan", "subscriptionStatus", "stripeCustomerId", "createdAt",
     "updatedAt", NULL
 };
 
-static const char  *ngx_http_linegate_admin_acct_shown[] = {
+static const char  *ngx_http_linegate_operator_acct_shown[] = {
     "plan", "stripeCustomerId", "key_id", NULL
 };
 
-static const char  *ngx_http_linegate_admin_dates[] = {
+static const char  *ngx_http_linegate_operator_dates[] = {
     "createdAt", "updatedAt", NULL
 };
 
@@ -281,29 +319,29 @@ static const char  *ngx_http_linegate_admin_dates[] = {
 /* workspaces and accounts */
 
 static ngx_int_t
-ngx_http_linegate_admin_upsert_args(ngx_http_request_t *r,
-    ngx_http_linegate_admin_t *adm)
+ngx_http_linegate_operator_upsert_args(ngx_http_request_t *r,
+    ngx_http_linegate_operator_t *adm)
 {
-    ngx_uint_t                         i;
-    ngx_http_linegate_admin_tenant_t  *tenant;
+    ngx_uint_t                            i;
+    ngx_http_linegate_operator_tenant_t  *tenant;
 
     tenant = adm->route->data;
 
-    ngx_http_linegate_admin_key(r, adm, tenant->key, &adm->arg[0]);
+    ngx_http_linegate_operator_key(r, adm, tenant->key, &adm->arg[0]);
     ngx_http_linegate_redis_arg_str(&adm->args, &adm->now);
 
     /* the field a creation must set */
     ngx_http_linegate_redis_arg_cstr(&adm->args, "plan");
 
-    for (i = 0; i < NGX_HTTP_LINEGATE_ADMIN_FIELDS; i++) {
+    for (i = 0; i < NGX_HTTP_LINEGATE_OPERATOR_FIELDS; i++) {
         if (adm->value[i].field == NULL) {
             break;
         }
 
         if (adm->value[i].field->stored != NULL
-            && adm->value[i].state != NGX_HTTP_LINEGATE_ADMIN_ABSENT)
+            && adm->value[i].state != NGX_HTTP_LINEGATE_OPERATOR_ABSENT)
         {
-            ngx_http_linegate_admin_upsert_field(r, adm, &adm->value[i]);
+            ngx_http_linegate_operator_upsert_field(r, adm, &adm->value[i]);
         }
     }
 
@@ -313,8 +351,8 @@ ngx_http_linegate_admin_upsert_args(ngx_http_request_t *r,
 
 /* a field triple for op_upsert: null deletes the field */
 static void
-ngx_http_linegate_admin_upsert_field(ngx_http_request_t *r,
-    ngx_http_linegate_admin_t *adm, ngx_http_linegate_admin_value_t *v)
+ngx_http_linegate_operator_upsert_field(ngx_http_request_t *r,
+    ngx_http_linegate_operator_t *adm, ngx_http_linegate_operator_value_t *v)
 {
     ngx_http_linegate_redis_args_t  *a;
 
@@ -322,7 +360,7 @@ ngx_http_linegate_admin_upsert_field(ngx_http_request_t *r,
 
     ngx_http_linegate_redis_arg_cstr(a, v->field->stored);
 
-    if (v->state == NGX_HTTP_LINEGATE_ADMIN_NULL) {
+    if (v->state == NGX_HTTP_LINEGATE_OPERATOR_NULL) {
         ngx_http_linegate_redis_arg_cstr(a, "del");
         ngx_http_linegate_redis_arg(a, "", 0);
         return;
@@ -330,7 +368,7 @@ ngx_http_linegate_admin_upsert_field(ngx_http_request_t *r,
 
     ngx_http_linegate_redis_arg_cstr(a, "set");
 
-    if (v->field->flags & NGX_HTTP_LINEGATE_ADMIN_INTEGER) {
+    if (v->field->flags & NGX_HTTP_LINEGATE_OPERATOR_INTEGER) {
         ngx_http_linegate_redis_arg_int(r, a, v->n);
         return;
     }
@@ -341,11 +379,11 @@ ngx_http_linegate_admin_upsert_field(ngx_http_request_t *r,
 
 
 static json_t *
-ngx_http_linegate_admin_tenant_saved(ngx_http_request_t *r,
-    ngx_http_linegate_admin_t *adm, redisReply *reply)
+ngx_http_linegate_operator_tenant_saved(ngx_http_request_t *r,
+    ngx_http_linegate_operator_t *adm, redisReply *reply)
 {
-    const char                        *done;
-    ngx_http_linegate_admin_tenant_t  *tenant;
+    const char                           *done;
+    ngx_http_linegate_operator_tenant_t  *tenant;
 
     tenant = adm->route->data;
     done = reply->element[1]->integer ? "created" : "updated";
@@ -359,31 +397,31 @@ ngx_http_linegate_admin_tenant_saved(ngx_http_request_t *r,
 
 
 static ngx_int_t
-ngx_http_linegate_admin_hgetall_args(ngx_http_request_t *r,
-    ngx_http_linegate_admin_t *adm)
+ngx_http_linegate_operator_hgetall_args(ngx_http_request_t *r,
+    ngx_http_linegate_operator_t *adm)
 {
-    ngx_http_linegate_admin_tenant_t  *tenant;
+    ngx_http_linegate_operator_tenant_t  *tenant;
 
     tenant = adm->route->data;
 
     ngx_http_linegate_redis_arg_cstr(&adm->args, "HGETALL");
-    ngx_http_linegate_admin_key(r, adm, tenant->key, &adm->arg[0]);
+    ngx_http_linegate_operator_key(r, adm, tenant->key, &adm->arg[0]);
 
     return NGX_OK;
 }
 
 
 static json_t *
-ngx_http_linegate_admin_workspace_json(ngx_http_request_t *r,
-    ngx_http_linegate_admin_t *adm, redisReply *hash)
+ngx_http_linegate_operator_workspace_json(ngx_http_request_t *r,
+    ngx_http_linegate_operator_t *adm, redisReply *hash)
 {
     json_t  *obj;
 
-    obj = ngx_http_linegate_admin_object(&adm->arg[0]);
+    obj = ngx_http_linegate_operator_object(&adm->arg[0]);
 
     if (obj != NULL) {
-        ngx_http_linegate_admin_set_strs(obj, hash,
-                                         ngx_http_linegate_admin_ws_shown);
+        ngx_http_linegate_operator_set_strs(obj, hash,
+            ngx_http_linegate_operator_ws_shown);
     }
 
     return obj;
@@ -391,25 +429,25 @@ ngx_http_linegate_admin_workspace_json(ngx_http_request_t *r,
 
 
 static json_t *
-ngx_http_linegate_admin_account_json(ngx_http_request_t *r,
-    ngx_http_linegate_admin_t *adm, redisReply *hash)
+ngx_http_linegate_operator_account_json(ngx_http_request_t *r,
+    ngx_http_linegate_operator_t *adm, redisReply *hash)
 {
     json_t                         *obj, *daily, *monthly;
     ngx_http_linegate_main_conf_t  *lmcf;
 
     lmcf = ngx_http_get_module_main_conf(r, ngx_http_linegate_module);
 
-    obj = ngx_http_linegate_admin_object(&adm->arg[0]);
+    obj = ngx_http_linegate_operator_object(&adm->arg[0]);
     if (obj == NULL) {
         return NULL;
     }
 
-    ngx_http_linegate_admin_set_strs(obj, hash,
-                                     ngx_http_linegate_admin_acct_shown);
-    ngx_http_linegate_admin_set_int(obj, "api_provision_daily", hash,
-                                    "daily_limit");
-    ngx_http_linegate_admin_set_int(obj, "api_provision_monthly", hash,
-                                    "monthly_limit");
+    ngx_http_linegate_operator_set_strs(obj, hash,
+                                        ngx_http_linegate_operator_acct_shown);
+    ngx_http_linegate_operator_set_int(obj, "api_provision_daily", hash,
+                                       "daily_limit");
+    ngx_http_linegate_operator_set_int(obj, "api_provision_monthly", hash,
+                                       "monthly_limit");
 
     /* what applies: the override, else the configured default */
     daily = json_object_get(obj, "api_provision_daily");
@@ -424,8 +462,8 @@ ngx_http_linegate_admin_account_json(ngx_http_request_t *r,
                              ? json_integer_value(monthly)
                              : (json_int_t) lmcf->prov_monthly));
 
-    ngx_http_linegate_admin_set_strs(obj, hash,
-                                     ngx_http_linegate_admin_dates);
+    ngx_http_linegate_operator_set_strs(obj, hash,
+                                        ngx_http_linegate_operator_dates);
 
     return obj;
 }
@@ -434,20 +472,20 @@ ngx_http_linegate_admin_account_json(ngx_http_request_t *r,
 /* API keys and credentials */
 
 static ngx_int_t
-ngx_http_linegate_admin_issue(ngx_http_request_t *r,
-    ngx_http_linegate_admin_t *adm)
+ngx_http_linegate_operator_issue(ngx_http_request_t *r,
+    ngx_http_linegate_operator_t *adm)
 {
-    ngx_http_linegate_admin_credential_t  *cred;
+    ngx_http_linegate_operator_credential_t  *cred;
 
     cred = adm->route->data;
 
-    if (ngx_http_linegate_admin_generate(r, &adm->key_id, cred->prefix[0],
-                                         cred->size[0], 1)
+    if (ngx_http_linegate_operator_generate(r, &adm->key_id, cred->prefix[0],
+                                            cred->size[0], 1)
         != NGX_OK
-        || ngx_http_linegate_admin_generate(r, &adm->secret, cred->prefix[1],
-                                            cred->size[1], 0)
+        || ngx_http_linegate_operator_generate(r, &adm->secret, cred->prefix[1],
+                                               cred->size[1], 0)
            != NGX_OK
-        || ngx_http_linegate_admin_digest(r, &adm->secret, &adm->digest)
+        || ngx_http_linegate_operator_digest(r, &adm->secret, &adm->digest)
            != NGX_OK)
     {
         ngx_http_linegate_internal_error(r);
@@ -460,7 +498,7 @@ ngx_http_linegate_admin_issue(ngx_http_request_t *r,
 
 /* prefix followed by n random characters ([A-Za-z0-9]) or n bytes of hex */
 static ngx_int_t
-ngx_http_linegate_admin_generate(ngx_http_request_t *r, ngx_str_t *out,
+ngx_http_linegate_operator_generate(ngx_http_request_t *r, ngx_str_t *out,
     const char *prefix, size_t n, ngx_uint_t hex)
 {
     int      rc;
@@ -494,7 +532,7 @@ ngx_http_linegate_admin_generate(ngx_http_request_t *r, ngx_str_t *out,
 
 
 static ngx_int_t
-ngx_http_linegate_admin_digest(ngx_http_request_t *r, ngx_str_t *in,
+ngx_http_linegate_operator_digest(ngx_http_request_t *r, ngx_str_t *in,
     ngx_str_t *out)
 {
     u_char  *p;
@@ -519,12 +557,12 @@ ngx_http_linegate_admin_digest(ngx_http_request_t *r, ngx_str_t *in,
 
 /* op_key_create: the workspace, its keys, the key's digest lookup */
 static ngx_int_t
-ngx_http_linegate_admin_api_key_args(ngx_http_request_t *r,
-    ngx_http_linegate_admin_t *adm)
+ngx_http_linegate_operator_api_key_args(ngx_http_request_t *r,
+    ngx_http_linegate_operator_t *adm)
 {
-    ngx_http_linegate_admin_key(r, adm, "lg:{ws:%V}", &adm->arg[0]);
-    ngx_http_linegate_admin_key(r, adm, "lg:{ws:%V}:keys", &adm->arg[0]);
-    ngx_http_linegate_admin_key(r, adm, "lg:apikey:%V", &adm->digest);
+    ngx_http_linegate_operator_key(r, adm, "lg:{ws:%V}", &adm->arg[0]);
+    ngx_http_linegate_operator_key(r, adm, "lg:{ws:%V}:keys", &adm->arg[0]);
+    ngx_http_linegate_operator_key(r, adm, "lg:apikey:%V", &adm->digest);
     ngx_http_linegate_redis_arg_str(&adm->args, &adm->key_id);
     ngx_http_linegate_redis_arg_str(&adm->args, &adm->digest);
     ngx_http_linegate_redis_arg_str(&adm->args, &adm->arg[0]);
@@ -535,11 +573,11 @@ ngx_http_linegate_admin_api_key_args(ngx_http_request_t *r,
 
 /* op_credentials: the account, the new key id; it also dates the change */
 static ngx_int_t
-ngx_http_linegate_admin_sb_key_args(ngx_http_request_t *r,
-    ngx_http_linegate_admin_t *adm)
+ngx_http_linegate_operator_sb_key_args(ngx_http_request_t *r,
+    ngx_http_linegate_operator_t *adm)
 {
-    ngx_http_linegate_admin_key(r, adm, "lg:{acct:%V}", &adm->arg[0]);
-    ngx_http_linegate_admin_key(r, adm, "lg:sbkey:%V", &adm->key_id);
+    ngx_http_linegate_operator_key(r, adm, "lg:{acct:%V}", &adm->arg[0]);
+    ngx_http_linegate_operator_key(r, adm, "lg:sbkey:%V", &adm->key_id);
     ngx_http_linegate_redis_arg_str(&adm->args, &adm->key_id);
     ngx_http_linegate_redis_arg_str(&adm->args, &adm->digest);
     ngx_http_linegate_redis_arg_str(&adm->args, &adm->arg[0]);
@@ -550,10 +588,10 @@ ngx_http_linegate_admin_sb_key_args(ngx_http_request_t *r,
 
 
 static json_t *
-ngx_http_linegate_admin_issued(ngx_http_request_t *r,
-    ngx_http_linegate_admin_t *adm, redisReply *reply)
+ngx_http_linegate_operator_issued(ngx_http_request_t *r,
+    ngx_http_linegate_operator_t *adm, redisReply *reply)
 {
-    ngx_http_linegate_admin_credential_t  *cred;
+    ngx_http_linegate_operator_credential_t  *cred;
 
     cred = adm->route->data;
 
@@ -570,10 +608,10 @@ ngx_http_linegate_admin_issued(ngx_http_request_t *r,
 
 
 static ngx_int_t
-ngx_http_linegate_admin_key_revoke(ngx_http_request_t *r,
-    ngx_http_linegate_admin_t *adm)
+ngx_http_linegate_operator_key_revoke(ngx_http_request_t *r,
+    ngx_http_linegate_operator_t *adm)
 {
-    ngx_http_linegate_admin_key(r, adm, "lg:{ws:%V}:keys", &adm->arg[0]);
+    ngx_http_linegate_operator_key(r, adm, "lg:{ws:%V}:keys", &adm->arg[0]);
     ngx_http_linegate_redis_arg_str(&adm->args, &adm->arg[1]);
 
     return NGX_OK;
@@ -581,8 +619,8 @@ ngx_http_linegate_admin_key_revoke(ngx_http_request_t *r,
 
 
 static json_t *
-ngx_http_linegate_admin_key_revoked(ngx_http_request_t *r,
-    ngx_http_linegate_admin_t *adm, redisReply *reply)
+ngx_http_linegate_operator_key_revoked(ngx_http_request_t *r,
+    ngx_http_linegate_operator_t *adm, redisReply *reply)
 {
     ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
                   NGX_HTTP_LINEGATE_LOG "operator: API key \"%V\" of "
@@ -593,11 +631,11 @@ ngx_http_linegate_admin_key_revoked(ngx_http_request_t *r,
 
 
 static ngx_int_t
-ngx_http_linegate_admin_key_list(ngx_http_request_t *r,
-    ngx_http_linegate_admin_t *adm)
+ngx_http_linegate_operator_key_list(ngx_http_request_t *r,
+    ngx_http_linegate_operator_t *adm)
 {
-    ngx_http_linegate_admin_key(r, adm, "lg:{ws:%V}", &adm->arg[0]);
-    ngx_http_linegate_admin_key(r, adm, "lg:{ws:%V}:keys", &adm->arg[0]);
+    ngx_http_linegate_operator_key(r, adm, "lg:{ws:%V}", &adm->arg[0]);
+    ngx_http_linegate_operator_key(r, adm, "lg:{ws:%V}:keys", &adm->arg[0]);
 
     return NGX_OK;
 }
@@ -605,63 +643,64 @@ ngx_http_linegate_admin_key_list(ngx_http_request_t *r,
 
 /* an empty list is a workspace without keys */
 static json_t *
-ngx_http_linegate_admin_keys_listed(ngx_http_request_t *r,
-    ngx_http_linegate_admin_t *adm, redisReply *reply)
+ngx_http_linegate_operator_keys_listed(ngx_http_request_t *r,
+    ngx_http_linegate_operator_t *adm, redisReply *reply)
 {
     /* NULL (no memory) makes json_pack fail: answered 500 */
     return json_pack("{s:o}", "keys",
-                     ngx_http_linegate_admin_strings(reply, "keyId"));
+                     ngx_http_linegate_operator_strings(reply, "keyId"));
 }
 
 
 /* validation */
 
 static ngx_uint_t
-ngx_http_linegate_admin_filled(ngx_str_t *s)
+ngx_http_linegate_operator_filled(ngx_str_t *s)
 {
     return s->len > 0;
 }
 
 
 static ngx_uint_t
-ngx_http_linegate_admin_customer_valid(ngx_str_t *s)
+ngx_http_linegate_operator_customer_valid(ngx_str_t *s)
 {
     return s->len >= 5 && s->len <= 255
            && ngx_strncmp(s->data, "cus_", 4) == 0
-           && ngx_http_linegate_admin_chars_valid(s, 4,
-                                                  NGX_HTTP_LINEGATE_ID_CHARS);
+           && ngx_http_linegate_operator_chars_valid(s, 4,
+                  NGX_HTTP_LINEGATE_ID_CHARS);
 }
 
 
 static ngx_uint_t
-ngx_http_linegate_admin_ws_plan_valid(ngx_str_t *s)
+ngx_http_linegate_operator_ws_plan_valid(ngx_str_t *s)
 {
-    return ngx_http_linegate_admin_one_of(s, ngx_http_linegate_admin_plans);
+    return ngx_http_linegate_operator_one_of(s,
+               ngx_http_linegate_operator_plans);
 }
 
 
 static ngx_uint_t
-ngx_http_linegate_admin_status_valid(ngx_str_t *s)
+ngx_http_linegate_operator_status_valid(ngx_str_t *s)
 {
-    return ngx_http_linegate_admin_one_of(s,
-                                      ngx_http_linegate_admin_sub_statuses);
+    return ngx_http_linegate_operator_one_of(s,
+                                      ngx_http_linegate_operator_sub_statuses);
 }
 
 
 static ngx_uint_t
-ngx_http_linegate_admin_sb_plan_valid(ngx_str_t *s)
+ngx_http_linegate_operator_sb_plan_valid(ngx_str_t *s)
 {
     return s->len <= 32
-           && ngx_http_linegate_admin_chars_valid(s, 0,
+           && ngx_http_linegate_operator_chars_valid(s, 0,
                   "abcdefghijklmnopqrstuvwxyz0123456789_");
 }
 
 
 /* "key_" and 16 hex */
 static ngx_uint_t
-ngx_http_linegate_admin_key_id_valid(ngx_str_t *s)
+ngx_http_linegate_operator_key_id_valid(ngx_str_t *s)
 {
     return s->len == 4 + 16 && ngx_strncmp(s->data, "key_", 4) == 0
-           && ngx_http_linegate_admin_chars_valid(s, 4,
-                                                  NGX_HTTP_LINEGATE_HEX_CHARS);
+           && ngx_http_linegate_operator_chars_valid(s, 4,
+                  NGX_HTTP_LINEGATE_HEX_CHARS);
 }
