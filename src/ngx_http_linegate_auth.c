@@ -16,8 +16,8 @@
 #include "ngx_http_linegate_auth.h"
 #include "ngx_http_linegate_metrics.h"
 #include "ngx_http_linegate_crypto.h"
-#include "ngx_http_linegate_reply.h"
-#include "ngx_http_linegate_util.h"
+#include "ngx_http_linegate_jwt.h"
+#include "ngx_http_linegate_headers.h"
 
 
 #define NGX_HTTP_LINEGATE_TOKEN_MAX       8192
@@ -88,6 +88,8 @@ static ngx_int_t ngx_http_linegate_apikey_cached(ngx_http_request_t *r,
     ngx_http_linegate_principal_t *p);
 static ngx_int_t ngx_http_linegate_unauthorized(ngx_http_request_t *r,
     ngx_http_linegate_ctx_t *ctx, const char *why);
+static ngx_int_t ngx_http_linegate_refused(ngx_http_linegate_ctx_t *ctx,
+    ngx_uint_t status, const char *code, const char *message);
 static ngx_int_t ngx_http_linegate_pstrdup(ngx_pool_t *pool, ngx_str_t *dst,
     u_char *src, size_t len);
 
@@ -154,8 +156,8 @@ ngx_http_linegate_auth_workspace(ngx_http_request_t *r,
     if (ngx_http_linegate_sha256(token.data, token.len, NULL, 0, p->digest)
         != 0)
     {
-        ngx_http_linegate_internal_error(r);
-        return NGX_DECLINED;
+        return ngx_http_linegate_refused(ctx, NGX_HTTP_INTERNAL_SERVER_ERROR,
+                                        NULL, NULL);
     }
 
     lmcf = ngx_http_get_module_main_conf(r, ngx_http_linegate_module);
@@ -170,8 +172,8 @@ ngx_http_linegate_auth_workspace(ngx_http_request_t *r,
 
     digest = ngx_pnalloc(r->pool, 64);
     if (digest == NULL) {
-        ngx_http_linegate_internal_error(r);
-        return NGX_DECLINED;
+        return ngx_http_linegate_refused(ctx, NGX_HTTP_INTERNAL_SERVER_ERROR,
+                                        NULL, NULL);
     }
 
     (void) ngx_hex_dump(digest, p->digest, 32);
@@ -225,11 +227,11 @@ ngx_http_linegate_cookie_write(ngx_http_request_t *r,
         ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
                       NGX_HTTP_LINEGATE_LOG "cookie-authenticated write "
                       "refused: not application/json");
-        ngx_http_linegate_error(r, NGX_HTTP_UNSUPPORTED_MEDIA_TYPE,
-                                "UNSUPPORTED_MEDIA_TYPE",
-                                "A write authenticated by the session "
-                                "cookie must be application/json");
-        return NGX_DECLINED;
+        return ngx_http_linegate_refused(ctx, NGX_HTTP_UNSUPPORTED_MEDIA_TYPE,
+                                         "UNSUPPORTED_MEDIA_TYPE",
+                                         "A write authenticated by the "
+                                         "session cookie must be "
+                                         "application/json");
     }
 
     lmcf = ngx_http_get_module_main_conf(r, ngx_http_linegate_module);
@@ -289,10 +291,10 @@ refused:
     ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
                   NGX_HTTP_LINEGATE_LOG "cookie-authenticated write "
                   "refused: Origin not among the authorized parties");
-    ngx_http_linegate_error(r, NGX_HTTP_FORBIDDEN, "FORBIDDEN_ORIGIN",
-                            "The request's Origin is not an authorized "
-                            "party");
-    return NGX_DECLINED;
+    return ngx_http_linegate_refused(ctx, NGX_HTTP_FORBIDDEN,
+                                     "FORBIDDEN_ORIGIN",
+                                     "The request's Origin is not an "
+                                     "authorized party");
 }
 
 
@@ -553,8 +555,8 @@ ngx_http_linegate_clerk(ngx_http_request_t *r, ngx_http_linegate_ctx_t *ctx,
                                  fresh.digest)
         != 0)
     {
-        ngx_http_linegate_internal_error(r);
-        return NGX_DECLINED;
+        return ngx_http_linegate_refused(ctx, NGX_HTTP_INTERNAL_SERVER_ERROR,
+                                        NULL, NULL);
     }
 
     /* a remembered token is still checked against its expiry */
@@ -599,9 +601,8 @@ ngx_http_linegate_clerk(ngx_http_request_t *r, ngx_http_linegate_ctx_t *ctx,
 
     if (!has_org) {
         ngx_str_set(&ctx->outcome, "no_active_workspace");
-        ngx_http_linegate_error(r, NGX_HTTP_BAD_REQUEST, NULL,
-                                "No active workspace");
-        return NGX_DECLINED;
+        return ngx_http_linegate_refused(ctx, NGX_HTTP_BAD_REQUEST, NULL,
+                                         "No active workspace");
     }
 
     if (ngx_http_linegate_pstrdup(r->pool, &p->value, org, org_len)
@@ -609,8 +610,8 @@ ngx_http_linegate_clerk(ngx_http_request_t *r, ngx_http_linegate_ctx_t *ctx,
         || ngx_http_linegate_pstrdup(r->pool, &p->subject, sub, sub_len)
            != NGX_OK)
     {
-        ngx_http_linegate_internal_error(r);
-        return NGX_DECLINED;
+        return ngx_http_linegate_refused(ctx, NGX_HTTP_INTERNAL_SERVER_ERROR,
+                                        NULL, NULL);
     }
 
     p->kind = NGX_HTTP_LINEGATE_AUTH_CLERK;
@@ -764,8 +765,9 @@ ngx_http_linegate_auth_account(ngx_http_request_t *r,
                                      p->digest)
             != 0)
         {
-            ngx_http_linegate_internal_error(r);
-            return NGX_DECLINED;
+            return ngx_http_linegate_refused(ctx,
+                                            NGX_HTTP_INTERNAL_SERVER_ERROR,
+                                            NULL, NULL);
         }
 
         if (ngx_http_linegate_apikey_cached(r, p) == NGX_OK) {
@@ -782,8 +784,8 @@ ngx_http_linegate_auth_account(ngx_http_request_t *r,
 
     digest = ngx_pnalloc(r->pool, 65);
     if (digest == NULL) {
-        ngx_http_linegate_internal_error(r);
-        return NGX_DECLINED;
+        return ngx_http_linegate_refused(ctx, NGX_HTTP_INTERNAL_SERVER_ERROR,
+                                        NULL, NULL);
     }
 
     ngx_http_linegate_sha256_hex(secret->value.data, secret->value.len,
@@ -834,13 +836,23 @@ ngx_http_linegate_unauthorized(ngx_http_request_t *r,
         || ctx->api == NGX_HTTP_LINEGATE_API_PROVISION_CONFIRM
         || ctx->api == NGX_HTTP_LINEGATE_API_ACCOUNT_LIMITS)
     {
-        ngx_http_linegate_error(r, NGX_HTTP_UNAUTHORIZED, NULL,
-                                "Invalid API credentials");
-
-    } else {
-        ngx_http_linegate_error(r, NGX_HTTP_UNAUTHORIZED, NULL,
-                                "Unauthorized");
+        return ngx_http_linegate_refused(ctx, NGX_HTTP_UNAUTHORIZED, NULL,
+                                         "Invalid API credentials");
     }
+
+    return ngx_http_linegate_refused(ctx, NGX_HTTP_UNAUTHORIZED, NULL,
+                                     "Unauthorized");
+}
+
+
+/* the endpoint answers it: ngx_http_linegate_refuse() (reply.h) */
+static ngx_int_t
+ngx_http_linegate_refused(ngx_http_linegate_ctx_t *ctx, ngx_uint_t status,
+    const char *code, const char *message)
+{
+    ctx->refusal.status = status;
+    ctx->refusal.code = code;
+    ctx->refusal.message = message;
 
     return NGX_DECLINED;
 }

@@ -43,8 +43,9 @@ typedef struct {
 /*
  * Lines API: "Authorization: Bearer <tuco_ key | Clerk JWT>" or the
  * __session cookie. clerk_only refuses API keys (check-availability).
- * NGX_OK: p is filled in. NGX_DECLINED: the answer (401, or 400 "No
- * active workspace") has been sent and the request finalized.
+ * NGX_OK: p is filled in. NGX_DECLINED: ctx->refusal says why (401,
+ * 400 "No active workspace", 403, 415 or 500), for the caller to answer
+ * (ngx_http_linegate_refuse(), reply.h).
  */
 ngx_int_t ngx_http_linegate_auth_workspace(ngx_http_request_t *r,
     ngx_http_linegate_ctx_t *ctx, ngx_uint_t clerk_only,
@@ -66,7 +67,7 @@ void ngx_http_linegate_auth_learn(ngx_http_request_t *r,
  * a hit proves the secret): p->cached set, p->value the account.
  * Otherwise, when secret_digest is not NULL, it is set to the sha256hex
  * of the secret, which the script compares in constant time with the
- * stored one. NGX_DECLINED: the answer (401 or 500) has been sent.
+ * stored one. NGX_DECLINED: ctx->refusal says why (401 or 500).
  */
 ngx_int_t ngx_http_linegate_auth_account(ngx_http_request_t *r,
     ngx_http_linegate_ctx_t *ctx, ngx_http_linegate_principal_t *p,
@@ -76,7 +77,10 @@ ngx_int_t ngx_http_linegate_auth_account(ngx_http_request_t *r,
 ngx_int_t ngx_http_linegate_auth_init_process(ngx_cycle_t *cycle,
     ngx_http_linegate_main_conf_t *lmcf);
 
-/* operator API: Bearer token, constant time. NGX_DECLINED: 401 sent. */
+/*
+ * operator API: Bearer token, constant time. NGX_DECLINED: a 401 in
+ * ctx->refusal.
+ */
 ngx_int_t ngx_http_linegate_auth_operator(ngx_http_request_t *r,
     ngx_http_linegate_ctx_t *ctx);
 

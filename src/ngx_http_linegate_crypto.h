@@ -68,7 +68,7 @@ ssize_t ngx_http_linegate_base64url_decode(const char *in, size_t len,
 /*
  * Stripe-Signature check: HMAC-SHA256 of "t.body" keyed by the whole
  * endpoint secret ("whsec_..."), any v1 may match, |now - t| must be
- * within tolerance seconds.  Returns one of NGX_HTTP_LINEGATE_STRIPE_*.
+ * within tolerance seconds. Returns one of NGX_HTTP_LINEGATE_SIG_*.
  */
 int ngx_http_linegate_stripe_signature_verify(const char *header,
     size_t hlen, const unsigned char *body, size_t blen, const char *secret,

@@ -5,7 +5,10 @@
  * lock, a business outcome is written in the step that makes it (lr_create
  * for included lines and refusals, lr_invoice_store for an add-on), the
  * same key with another body is refused, and a failed call frees the key
- * (lr_release, which also drops its reservation).
+ * (lr_release, which also drops its reservation: line_create.c sends it).
+ *
+ * This file reads the key and makes the fingerprint; a bad key is a
+ * status and a message, which the endpoint answers.
  *
  * The fingerprint is SHA-256 of the body in canonical form (keys sorted,
  * compact, without idempotencyKey), so the same request sent with other
@@ -14,7 +17,7 @@
 
 
 #include "ngx_http_linegate_module.h"
-#include "ngx_http_linegate_lines.h"
+#include "ngx_http_linegate_idempotency.h"
 #include "ngx_http_linegate_crypto.h"
 #include "ngx_http_linegate_json.h"
 
@@ -26,36 +29,34 @@ static ngx_int_t ngx_http_linegate_idem_header(ngx_http_request_t *r,
     ngx_str_t *key);
 static ngx_int_t ngx_http_linegate_idem_key_valid(ngx_str_t *key);
 static ngx_int_t ngx_http_linegate_idem_fingerprint(ngx_http_request_t *r,
-    ngx_http_linegate_lr_t *lr);
+    json_t *body, ngx_http_linegate_idem_t *idem);
 static u_char *ngx_http_linegate_idem_sha256(ngx_pool_t *pool, u_char *data,
     size_t len);
 
 
 ngx_int_t
-ngx_http_linegate_idem_prepare(ngx_http_request_t *r,
-    ngx_http_linegate_lr_t *lr)
+ngx_http_linegate_idem_prepare(ngx_http_request_t *r, json_t *body,
+    ngx_http_linegate_idem_t *idem, const char **field, const char **message)
 {
     ngx_int_t   rc, in_header;
-    ngx_str_t   header, field, *key;
+    ngx_str_t   header, value, *key;
+
+    *field = "idempotencyKey";
 
     in_header = ngx_http_linegate_idem_header(r, &header);
-    rc = ngx_http_linegate_json_str(lr->ctx->body, "idempotencyKey", &field);
+    rc = ngx_http_linegate_json_str(body, "idempotencyKey", &value);
 
     if (rc == NGX_ERROR) {
-        ngx_http_linegate_lines_defer(lr, NGX_HTTP_LINEGATE_LR_DEFER_FIELD,
-                                      "idempotencyKey",
-                                      "idempotencyKey must be a string");
+        *message = "idempotencyKey must be a string";
         return NGX_ERROR;
     }
 
     if (in_header == NGX_OK && rc == NGX_OK
-        && (header.len != field.len
-            || ngx_memcmp(header.data, field.data, field.len) != 0))
+        && (header.len != value.len
+            || ngx_memcmp(header.data, value.data, value.len) != 0))
     {
-        ngx_http_linegate_lines_defer(lr, NGX_HTTP_LINEGATE_LR_DEFER_FIELD,
-                                      "idempotencyKey",
-                                      "The Idempotency-Key header and the "
-                                      "idempotencyKey field differ");
+        *message = "The Idempotency-Key header and the idempotencyKey "
+                   "field differ";
         return NGX_ERROR;
     }
 
@@ -63,33 +64,30 @@ ngx_http_linegate_idem_prepare(ngx_http_request_t *r,
         key = &header;
 
     } else if (rc == NGX_OK) {
-        key = &field;
+        key = &value;
 
     } else {
         return NGX_OK;
     }
 
     if (!ngx_http_linegate_idem_key_valid(key)) {
-        ngx_http_linegate_lines_defer(lr, NGX_HTTP_LINEGATE_LR_DEFER_FIELD,
-                                      "idempotencyKey",
-                                      "An idempotency key is 1 to 255 "
-                                      "printable ASCII characters");
+        *message = "An idempotency key is 1 to 255 printable ASCII "
+                   "characters";
         return NGX_ERROR;
     }
 
-    lr->idem.digest.data = ngx_http_linegate_idem_sha256(r->pool, key->data,
-                                                         key->len);
-    if (lr->idem.digest.data == NULL
-        || ngx_http_linegate_idem_fingerprint(r, lr) != NGX_OK)
+    idem->digest.data = ngx_http_linegate_idem_sha256(r->pool, key->data,
+                                                      key->len);
+    if (idem->digest.data == NULL
+        || ngx_http_linegate_idem_fingerprint(r, body, idem) != NGX_OK)
     {
-        ngx_str_null(&lr->idem.digest);
-        ngx_http_linegate_lines_defer(lr, NGX_HTTP_LINEGATE_LR_DEFER_FIELD,
-                                      NULL, "The request body could not be "
-                                      "processed");
+        ngx_str_null(&idem->digest);
+        *field = NULL;
+        *message = "The request body could not be processed";
         return NGX_ERROR;
     }
 
-    lr->idem.digest.len = 64;
+    idem->digest.len = 64;
 
     return NGX_OK;
 }
@@ -141,15 +139,15 @@ ngx_http_linegate_idem_key_valid(ngx_str_t *key)
 
 
 static ngx_int_t
-ngx_http_linegate_idem_fingerprint(ngx_http_request_t *r,
-    ngx_http_linegate_lr_t *lr)
+ngx_http_linegate_idem_fingerprint(ngx_http_request_t *r, json_t *body,
+    ngx_http_linegate_idem_t *idem)
 {
     size_t   len;
     u_char  *buf;
     json_t  *copy;
 
     /* shallow: only the top-level idempotencyKey is left out */
-    copy = json_copy(lr->ctx->body);
+    copy = json_copy(body);
     if (copy == NULL) {
         return NGX_ERROR;
     }
@@ -169,12 +167,12 @@ ngx_http_linegate_idem_fingerprint(ngx_http_request_t *r,
 
     json_decref(copy);
 
-    lr->idem.fp.data = ngx_http_linegate_idem_sha256(r->pool, buf, len);
-    if (lr->idem.fp.data == NULL) {
+    idem->fp.data = ngx_http_linegate_idem_sha256(r->pool, buf, len);
+    if (idem->fp.data == NULL) {
         return NGX_ERROR;
     }
 
-    lr->idem.fp.len = 64;
+    idem->fp.len = 64;
 
     return NGX_OK;
 }
@@ -193,44 +191,4 @@ ngx_http_linegate_idem_sha256(ngx_pool_t *pool, u_char *data, size_t len)
     ngx_http_linegate_sha256_hex(data, len, (char *) hex);
 
     return hex[0] ? hex : NULL;
-}
-
-
-void
-ngx_http_linegate_idem_release(ngx_http_request_t *r,
-    ngx_http_linegate_lr_t *lr, ngx_http_linegate_idem_next_pt next)
-{
-    ngx_http_linegate_idem_release_args(r, lr, &lr->args);
-
-    /* handed to the durable writes: the request's cleanup has no more to do */
-    lr->settled = 1;
-
-    ngx_http_linegate_lines_durable(r, lr,
-                                    NGX_HTTP_LINEGATE_SCRIPT_LR_RELEASE,
-                                    "lr_release", next);
-}
-
-
-void
-ngx_http_linegate_idem_release_args(ngx_http_request_t *r,
-    ngx_http_linegate_lr_t *lr, ngx_http_linegate_redis_args_t *a)
-{
-    ngx_str_t  ws;
-
-    /* an API key lr_create was to resolve: the request's owner index */
-    ws = lr->ws;
-
-    if (ws.len == 0
-        && !(lr->who.kind == NGX_HTTP_LINEGATE_AUTH_API_KEY
-             && !lr->who.cached))
-    {
-        ws = lr->who.value;
-    }
-
-    ngx_http_linegate_redis_args_init(a);
-
-    ngx_http_linegate_redis_arg_str(a, &ws);
-    ngx_http_linegate_redis_arg_str(a, &lr->id);
-    ngx_http_linegate_redis_arg_str(a, &lr->idem.digest);
-    ngx_http_linegate_redis_arg_int(r, a, NGX_HTTP_LINEGATE_LR_STALE);
 }

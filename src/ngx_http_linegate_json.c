@@ -1,33 +1,11 @@
 
 /*
- * linegate: JSON bodies in, JSON values out.
+ * linegate: JSON bodies in, JSON values out; answers nothing.
  */
 
 
 #include "ngx_http_linegate_module.h"
 #include "ngx_http_linegate_json.h"
-#include "ngx_http_linegate_reply.h"
-
-
-ngx_int_t
-ngx_http_linegate_json_body(ngx_http_request_t *r,
-    ngx_http_linegate_ctx_t *ctx, ngx_uint_t empty_ok)
-{
-    const char  *why;
-
-    if (ngx_http_linegate_json_parse(r, ctx, empty_ok, &why) != NGX_OK) {
-        if (why == NULL) {
-            ngx_http_linegate_internal_error(r);
-
-        } else {
-            ngx_http_linegate_field_error(r, NULL, why);
-        }
-
-        return NGX_ERROR;
-    }
-
-    return NGX_OK;
-}
 
 
 ngx_int_t

@@ -1,6 +1,6 @@
 
 /*
- * linegate: reading request bodies and building answers with jansson.
+ * linegate: reading JSON (request bodies, fields) with jansson.
  */
 
 
@@ -13,15 +13,10 @@
 
 /*
  * Parse ctx->raw into ctx->body. The body must be valid UTF-8 JSON and an
- * object; on failure a 400 has been sent and NGX_ERROR is returned.
- * An empty body is accepted as {} when empty_ok is set.
- */
-ngx_int_t ngx_http_linegate_json_body(ngx_http_request_t *r,
-    ngx_http_linegate_ctx_t *ctx, ngx_uint_t empty_ok);
-
-/*
- * The same checks without answering: NGX_OK and ctx->body set, or
- * NGX_ERROR with *why set to the text of the 400 the caller will send.
+ * object; an empty body is accepted as {} when empty_ok is set. NGX_OK
+ * and ctx->body set, or NGX_ERROR with *why set to the text of the 400
+ * the caller will send (NULL: memory ran out, a 500). Answers nothing:
+ * ngx_http_linegate_json_body() (reply.h) parses and answers.
  */
 ngx_int_t ngx_http_linegate_json_parse(ngx_http_request_t *r,
     ngx_http_linegate_ctx_t *ctx, ngx_uint_t empty_ok, const char **why);

@@ -24,7 +24,7 @@
 #include "ngx_http_linegate_lines.h"
 #include "ngx_http_linegate_json.h"
 #include "ngx_http_linegate_reply.h"
-#include "ngx_http_linegate_util.h"
+#include "ngx_http_linegate_ids.h"
 
 
 /* send_invoice invoices are due this many days after finalization */
@@ -51,6 +51,10 @@ enum {
 };
 
 
+static void ngx_http_linegate_create_release(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr, ngx_http_linegate_lr_pt next);
+static void ngx_http_linegate_create_release_args(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr, ngx_http_linegate_redis_args_t *a);
 static ngx_int_t ngx_http_linegate_create_validate(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr);
 static void ngx_http_linegate_create_invalid(ngx_http_request_t *r,
@@ -128,7 +132,8 @@ void
 ngx_http_linegate_line_create(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr)
 {
-    u_char  *id;
+    u_char      *id;
+    const char  *field, *message;
 
     id = ngx_pnalloc(r->pool, NGX_HTTP_LINEGATE_ID_LEN);
 
@@ -142,9 +147,13 @@ ngx_http_linegate_line_create(ngx_http_request_t *r,
 
     /* any error is deferred: a bad credential is a 401 before all */
     if (ngx_http_linegate_lines_parse(r, lr) == NGX_OK
-        && ngx_http_linegate_create_validate(r, lr) == NGX_OK)
+        && ngx_http_linegate_create_validate(r, lr) == NGX_OK
+        && ngx_http_linegate_idem_prepare(r, lr->ctx->body, &lr->idem,
+                                          &field, &message)
+           != NGX_OK)
     {
-        (void) ngx_http_linegate_idem_prepare(r, lr);
+        ngx_http_linegate_lines_defer(lr, NGX_HTTP_LINEGATE_LR_DEFER_FIELD,
+                                      field, message);
     }
 
     ngx_http_linegate_create_script(r, lr);
@@ -635,7 +644,7 @@ ngx_http_linegate_create_done(ngx_http_request_t *r, redisReply *reply)
          * reply lost): whatever it did is undone, and it does nothing if
          * it runs later (lr_release's mark)
          */
-        ngx_http_linegate_idem_release(r, lr, ngx_http_linegate_create_lost);
+        ngx_http_linegate_create_release(r, lr, ngx_http_linegate_create_lost);
         return;
     }
 
@@ -806,7 +815,7 @@ ngx_http_linegate_create_reserved(ngx_http_request_t *r,
         return;
     }
 
-    ngx_http_linegate_idem_release_args(r, lr, lr->release);
+    ngx_http_linegate_create_release_args(r, lr, lr->release);
 
     cln->handler = ngx_http_linegate_create_cleanup;
     cln->data = lr;
@@ -955,7 +964,7 @@ static void
 ngx_http_linegate_create_discarded(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr)
 {
-    ngx_http_linegate_idem_release(r, lr, ngx_http_linegate_create_failed);
+    ngx_http_linegate_create_release(r, lr, ngx_http_linegate_create_failed);
 }
 
 
@@ -1454,4 +1463,46 @@ ngx_http_linegate_invoice_log(ngx_http_request_t *r,
                   &lr->invoice.id, &lr->id, what,
                   steps[lr->invoice.step], ctx->stripe_status,
                   ngx_http_linegate_stripe_error_message(ctx));
+}
+
+
+/* lr_release.lua: a failed creation frees its key and its reservation */
+
+static void
+ngx_http_linegate_create_release(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr, ngx_http_linegate_lr_pt next)
+{
+    ngx_http_linegate_create_release_args(r, lr, &lr->args);
+
+    /* handed to the durable writes: the request's cleanup has no more to do */
+    lr->settled = 1;
+
+    ngx_http_linegate_lines_durable(r, lr,
+                                    NGX_HTTP_LINEGATE_SCRIPT_LR_RELEASE,
+                                    "lr_release", next);
+}
+
+
+static void
+ngx_http_linegate_create_release_args(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr, ngx_http_linegate_redis_args_t *a)
+{
+    ngx_str_t  ws;
+
+    /* an API key lr_create was to resolve: the request's owner index */
+    ws = lr->ws;
+
+    if (ws.len == 0
+        && !(lr->who.kind == NGX_HTTP_LINEGATE_AUTH_API_KEY
+             && !lr->who.cached))
+    {
+        ws = lr->who.value;
+    }
+
+    ngx_http_linegate_redis_args_init(a);
+
+    ngx_http_linegate_redis_arg_str(a, &ws);
+    ngx_http_linegate_redis_arg_str(a, &lr->id);
+    ngx_http_linegate_redis_arg_str(a, &lr->idem.digest);
+    ngx_http_linegate_redis_arg_int(r, a, NGX_HTTP_LINEGATE_LR_STALE);
 }

@@ -1,11 +1,11 @@
 
 /*
- * linegate: the Lines API (SPEC 2). This file dispatches its endpoints,
- * serves the reads (GET /api/line-requests/:id with reconciliation,
- * GET /api/lines/by-user, GET /api/lines/check-availability) and holds
- * what every endpoint of the family shares: the common head of the
- * scripts (credential and request rate), the line object and the error
- * bodies.
+ * linegate: the Lines API (SPEC 2). This file dispatches its endpoints
+ * and serves the reads (GET /api/line-requests/:id with reconciliation,
+ * GET /api/lines/by-user, GET /api/lines/check-availability). What every
+ * endpoint of the family shares (the common head of the scripts, the
+ * line object, the error bodies) is in ngx_http_linegate_lines_request.c;
+ * the writes are in ngx_http_linegate_line_create.c and _line_manage.c.
  *
  * Every endpoint is one script for its state step: the credential, the
  * workspace's request rate and the work share one Redis round trip. The
@@ -23,13 +23,8 @@
 #include "ngx_http_linegate_reply.h"
 #include "ngx_http_linegate_ratelimit.h"
 #include "ngx_http_linegate_scripts.h"
-#include "ngx_http_linegate_util.h"
-
-
-typedef struct {
-    ngx_str_t                       name;
-    size_t                          offset;
-} ngx_http_linegate_line_field_t;
+#include "ngx_http_linegate_clock.h"
+#include "ngx_http_linegate_ids.h"
 
 
 static void ngx_http_linegate_lines_clock(ngx_http_request_t *r,
@@ -65,10 +60,6 @@ static void ngx_http_linegate_lr_reconciled(ngx_http_request_t *r,
 static void ngx_http_linegate_lr_resolved(ngx_http_request_t *r,
     redisReply *reply);
 
-static void ngx_http_linegate_lines_durable_done(ngx_http_request_t *r,
-    redisReply *reply);
-static ngx_int_t ngx_http_linegate_lines_admit(ngx_http_request_t *r,
-    ngx_http_linegate_lr_t *lr, int64_t code, ngx_str_t *ws);
 static void ngx_http_linegate_lines_list(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr);
 static void ngx_http_linegate_lines_list_done(ngx_http_request_t *r,
@@ -78,45 +69,9 @@ static void ngx_http_linegate_line_check(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr);
 static void ngx_http_linegate_line_check_done(ngx_http_request_t *r,
     redisReply *reply);
-static void ngx_http_linegate_line_check_jw(ngx_http_linegate_jw_t *jw,
+static void ngx_http_linegate_line_check_jw(ngx_http_linegate_json_write_t *jw,
     ngx_http_request_t *r, ngx_http_linegate_line_t *line);
 
-static void ngx_http_linegate_line_usage_jw(ngx_http_linegate_jw_t *jw,
-    ngx_http_linegate_line_t *line);
-static void ngx_http_linegate_line_health_jw(ngx_http_linegate_jw_t *jw,
-    ngx_http_linegate_line_t *line);
-static json_int_t ngx_http_linegate_line_count(ngx_str_t *s);
-
-
-#define ngx_http_linegate_line_field(name, field)                           \
-    { ngx_string(name), offsetof(ngx_http_linegate_line_t, field) }
-
-
-static ngx_http_linegate_line_field_t  ngx_http_linegate_line_fields[] = {
-    ngx_http_linegate_line_field("firstName", first_name),
-    ngx_http_linegate_line_field("lastName", last_name),
-    ngx_http_linegate_line_field("channelType", channel_type),
-    ngx_http_linegate_line_field("lineType", line_type),
-    ngx_http_linegate_line_field("phone", phone),
-    ngx_http_linegate_line_field("email", email),
-    ngx_http_linegate_line_field("forwardCallsTo", forward_calls_to),
-    ngx_http_linegate_line_field("profileImageUrl", profile_image_url),
-    ngx_http_linegate_line_field("zipcode", zipcode),
-    ngx_http_linegate_line_field("state", state),
-    ngx_http_linegate_line_field("provisioningStatus", status),
-    ngx_http_linegate_line_field("paymentStatus", payment_status),
-    ngx_http_linegate_line_field("paymentUrl", payment_url),
-    ngx_http_linegate_line_field("invoiceId", invoice_id),
-    ngx_http_linegate_line_field("healthStatus", health_status),
-    ngx_http_linegate_line_field("healthCheckedAt", health_checked_at),
-    ngx_http_linegate_line_field("createdAt", created_at),
-    ngx_http_linegate_line_field("updatedAt", updated_at),
-    ngx_http_linegate_line_field("_id", id),
-    ngx_http_linegate_line_field("_ud", usage_date),
-    ngx_http_linegate_line_field("_nc", conversations),
-    ngx_http_linegate_line_field("_tm", messages),
-    { ngx_null_string, 0 }
-};
 
 
 void
@@ -140,6 +95,7 @@ ngx_http_linegate_lines_handler(ngx_http_request_t *r,
     if (ngx_http_linegate_auth_workspace(r, ctx, clerk_only, &lr->who)
         != NGX_OK)
     {
+        ngx_http_linegate_refuse(r);
         return;
     }
 
@@ -825,20 +781,6 @@ ngx_http_linegate_lr_resolved(ngx_http_request_t *r, redisReply *reply)
 }
 
 
-void
-ngx_http_linegate_lines_send_status(ngx_http_request_t *r,
-    ngx_http_linegate_lr_t *lr)
-{
-    ngx_http_linegate_jw_t  jw;
-
-    (void) ngx_http_linegate_jw_init(&jw, r->pool,
-                                     NGX_HTTP_LINEGATE_LINE_JSON_SIZE);
-    ngx_http_linegate_line_status_jw(&jw, r, &lr->line);
-
-    ngx_http_linegate_send_jw(r, NGX_HTTP_OK, &jw);
-}
-
-
 /* GET /api/lines/by-user */
 
 static void
@@ -856,11 +798,11 @@ ngx_http_linegate_lines_list(ngx_http_request_t *r,
 static void
 ngx_http_linegate_lines_list_done(ngx_http_request_t *r, redisReply *reply)
 {
-    size_t                    i;
-    ngx_int_t                 code;
-    ngx_http_linegate_jw_t    jw;
-    ngx_http_linegate_lr_t   *lr;
-    ngx_http_linegate_line_t  line;
+    size_t                          i;
+    ngx_int_t                       code;
+    ngx_http_linegate_json_write_t  jw;
+    ngx_http_linegate_lr_t         *lr;
+    ngx_http_linegate_line_t        line;
 
     lr = ngx_http_linegate_lines_lr(r);
 
@@ -875,13 +817,13 @@ ngx_http_linegate_lines_list_done(ngx_http_request_t *r, redisReply *reply)
         return;
     }
 
-    (void) ngx_http_linegate_jw_init(&jw, r->pool,
-                                     16 + (reply->elements > 3
-                                           ? reply->elements - 3 : 0)
+    (void) ngx_http_linegate_json_write_init(&jw, r->pool,
+                                             16 + (reply->elements > 3
+                                                   ? reply->elements - 3 : 0)
                                           * NGX_HTTP_LINEGATE_LINE_JSON_SIZE);
-    ngx_http_linegate_jw_object(&jw);
-    ngx_http_linegate_jw_key(&jw, "lines");
-    ngx_http_linegate_jw_array(&jw);
+    ngx_http_linegate_json_write_object(&jw);
+    ngx_http_linegate_json_write_key(&jw, "lines");
+    ngx_http_linegate_json_write_array(&jw);
 
     for (i = 3; i < reply->elements; i++) {
         if (ngx_http_linegate_line_parse(r, lr, reply->element[i], &line)
@@ -894,8 +836,8 @@ ngx_http_linegate_lines_list_done(ngx_http_request_t *r, redisReply *reply)
         ngx_http_linegate_line_jw(&jw, r, &line);
     }
 
-    ngx_http_linegate_jw_end(&jw, ']');
-    ngx_http_linegate_jw_end(&jw, '}');
+    ngx_http_linegate_json_write_end(&jw, ']');
+    ngx_http_linegate_json_write_end(&jw, '}');
 
     ngx_http_linegate_send_jw(r, NGX_HTTP_OK, &jw);
 }
@@ -932,8 +874,8 @@ ngx_http_linegate_line_check(ngx_http_request_t *r,
 static void
 ngx_http_linegate_line_check_done(ngx_http_request_t *r, redisReply *reply)
 {
-    ngx_http_linegate_jw_t   jw;
-    ngx_http_linegate_lr_t  *lr;
+    ngx_http_linegate_json_write_t  jw;
+    ngx_http_linegate_lr_t         *lr;
 
     lr = ngx_http_linegate_lines_lr(r);
 
@@ -941,7 +883,7 @@ ngx_http_linegate_line_check_done(ngx_http_request_t *r, redisReply *reply)
         return;
     }
 
-    (void) ngx_http_linegate_jw_init(&jw, r->pool, 512);
+    (void) ngx_http_linegate_json_write_init(&jw, r->pool, 512);
     ngx_http_linegate_line_check_jw(&jw, r, &lr->line);
 
     ngx_http_linegate_send_jw(r, NGX_HTTP_OK, &jw);
@@ -950,7 +892,7 @@ ngx_http_linegate_line_check_done(ngx_http_request_t *r, redisReply *reply)
 
 /* SPEC 2.9: active, not reported unhealthy, below both limits today */
 static void
-ngx_http_linegate_line_check_jw(ngx_http_linegate_jw_t *jw,
+ngx_http_linegate_line_check_jw(ngx_http_linegate_json_write_t *jw,
     ngx_http_request_t *r, ngx_http_linegate_line_t *line)
 {
     int64_t                         conv, msgs, conv_left, msgs_left;
@@ -978,881 +920,37 @@ ngx_http_linegate_line_check_jw(ngx_http_linegate_jw_t *jw,
         reason = NULL;
     }
 
-    ngx_http_linegate_jw_object(jw);
-    ngx_http_linegate_jw_key(jw, "success");
-    ngx_http_linegate_jw_bool(jw, 1);
-    ngx_http_linegate_jw_key(jw, "lineId");
-    ngx_http_linegate_jw_str_or_null(jw, &line->id);
-    ngx_http_linegate_jw_key(jw, "available");
-    ngx_http_linegate_jw_bool(jw, reason == NULL);
-    ngx_http_linegate_jw_key(jw, "reason");
+    ngx_http_linegate_json_write_object(jw);
+    ngx_http_linegate_json_write_key(jw, "success");
+    ngx_http_linegate_json_write_bool(jw, 1);
+    ngx_http_linegate_json_write_key(jw, "lineId");
+    ngx_http_linegate_json_write_str_or_null(jw, &line->id);
+    ngx_http_linegate_json_write_key(jw, "available");
+    ngx_http_linegate_json_write_bool(jw, reason == NULL);
+    ngx_http_linegate_json_write_key(jw, "reason");
 
     if (reason) {
-        ngx_http_linegate_jw_cstr(jw, reason);
+        ngx_http_linegate_json_write_cstr(jw, reason);
 
     } else {
-        ngx_http_linegate_jw_null(jw);
+        ngx_http_linegate_json_write_null(jw);
     }
 
-    ngx_http_linegate_jw_key(jw, "provisioningStatus");
-    ngx_http_linegate_jw_str_or_null(jw, &line->status);
-    ngx_http_linegate_jw_key(jw, "healthCheck");
+    ngx_http_linegate_json_write_key(jw, "provisioningStatus");
+    ngx_http_linegate_json_write_str_or_null(jw, &line->status);
+    ngx_http_linegate_json_write_key(jw, "healthCheck");
     ngx_http_linegate_line_health_jw(jw, line);
-    ngx_http_linegate_jw_key(jw, "usage");
+    ngx_http_linegate_json_write_key(jw, "usage");
     ngx_http_linegate_line_usage_jw(jw, line);
-    ngx_http_linegate_jw_key(jw, "remaining");
-    ngx_http_linegate_jw_object(jw);
-    ngx_http_linegate_jw_key(jw, "newConversations");
-    ngx_http_linegate_jw_int(jw, conv_left > 0 ? conv_left : 0);
-    ngx_http_linegate_jw_key(jw, "totalMessages");
-    ngx_http_linegate_jw_int(jw, msgs_left > 0 ? msgs_left : 0);
-    ngx_http_linegate_jw_end(jw, '}');
-    ngx_http_linegate_jw_end(jw, '}');
-}
-
-
-/* what the endpoints share: scripts */
-
-void
-ngx_http_linegate_lines_args(ngx_http_request_t *r,
-    ngx_http_linegate_lr_t *lr)
-{
-    ngx_uint_t                       mode;
-    ngx_http_linegate_redis_args_t  *a;
-    ngx_http_linegate_main_conf_t   *lmcf;
-
-    lmcf = ngx_http_get_module_main_conf(r, ngx_http_linegate_module);
-
-    /* a deferred error: only authenticate and count */
-    mode = lr->deferred ? NGX_HTTP_LINEGATE_LR_GATE
-                        : NGX_HTTP_LINEGATE_LR_WORK;
-
-    a = &lr->args;
-    ngx_http_linegate_redis_args_init(a);
-
-    ngx_http_linegate_redis_arg_cstr(a, lr->counted ? "n"
-                                        : lr->who.kind
-                                          == NGX_HTTP_LINEGATE_AUTH_API_KEY
-                                          && !lr->who.cached
-                                        ? "k" : "w");
-    ngx_http_linegate_redis_arg_str(a, &lr->who.value);
-
-    if (lr->counted) {
-        /* 'n': what the pipeline that admitted the request left */
-        ngx_http_linegate_redis_arg_int(r, a, lr->remaining);
-        ngx_http_linegate_redis_arg_int(r, a, lr->reset_ms);
-
-    } else {
-        /* GCRA's T and tau (lr_gate) */
-        ngx_http_linegate_redis_arg_str(a, &lmcf->ws_rate_interval_arg);
-        ngx_http_linegate_redis_arg_str(a, &lmcf->ws_rate_tolerance_arg);
-    }
-
-    ngx_http_linegate_redis_arg_cstr(a, "");
-    ngx_http_linegate_redis_arg_cstr(a, mode == NGX_HTTP_LINEGATE_LR_GATE
-                                        ? "gate" : "");
-}
-
-
-void
-ngx_http_linegate_lines_script(ngx_http_request_t *r,
-    ngx_http_linegate_lr_t *lr, ngx_http_linegate_script_id_e script,
-    ngx_http_linegate_redis_handler_pt handler)
-{
-    if (ngx_http_linegate_redis_script(r, script, 0, &lr->args, handler)
-        != NGX_OK)
-    {
-        ngx_http_linegate_store_unavailable(r);
-    }
-}
-
-
-void
-ngx_http_linegate_lines_line_args(ngx_http_linegate_lr_t *lr)
-{
-    ngx_http_linegate_redis_args_init(&lr->args);
-
-    ngx_http_linegate_redis_arg_str(&lr->args, &lr->ws);
-    ngx_http_linegate_redis_arg_str(&lr->args, &lr->id);
-}
-
-
-/* a step after the decision: a script not sent is one that failed */
-void
-ngx_http_linegate_lines_call(ngx_http_request_t *r,
-    ngx_http_linegate_lr_t *lr, ngx_http_linegate_script_id_e script,
-    ngx_http_linegate_redis_handler_pt handler)
-{
-    if (ngx_http_linegate_redis_script(r, script, 0, &lr->args, handler)
-        != NGX_OK)
-    {
-        handler(r, NULL);
-    }
-}
-
-
-/*
- * A repair step (release, store again) that must reach Redis whatever
- * becomes of the request: lr->args handed to the worker's durable writes
- * (copied, sent again until Redis answers). The same step is then sent
- * for the request, which waits for it: the writes of the connection are
- * answered in order, so once it is answered the durable one has run too,
- * and the client is answered with the state repaired (it is idempotent:
- * running twice is running once). next(r, lr) then runs, whatever Redis
- * said.
- */
-void
-ngx_http_linegate_lines_durable(ngx_http_request_t *r,
-    ngx_http_linegate_lr_t *lr, ngx_http_linegate_script_id_e script,
-    const char *what, ngx_http_linegate_lr_pt next)
-{
-    u_char  *name, *p;
-
-    /* the durable write's name in the log: "lr_release <id>" */
-    name = ngx_pnalloc(r->pool, ngx_strlen(what) + 1 + lr->id.len + 1);
-
-    if (name != NULL) {
-        p = ngx_sprintf(name, "%s %V", what, &lr->id);
-        *p = '\0';
-    }
-
-    (void) ngx_http_linegate_redis_durable(r->connection->log, script, 0,
-                                           &lr->args,
-                                           name ? (const char *) name : what);
-
-    lr->durable = what;
-    lr->durable_next = next;
-
-    ngx_http_linegate_lines_call(r, lr, script,
-                                 ngx_http_linegate_lines_durable_done);
-}
-
-
-void
-ngx_http_linegate_lines_ended(ngx_http_linegate_lr_t *lr,
-    ngx_http_linegate_script_id_e script, const char *doing,
-    const char *what)
-{
-    if (lr->settled) {
-        return;
-    }
-
-    lr->settled = 1;
-
-    ngx_log_error(NGX_LOG_WARN, ngx_cycle->log, 0,
-                  NGX_HTTP_LINEGATE_LOG "line request \"%V\" ended while "
-                  "%s: its claim is released%s%V", &lr->id, doing,
-                  lr->invoice.id.len ? "; invoice queued to be voided: "
-                                     : "",
-                  &lr->invoice.id);
-
-    (void) ngx_http_linegate_redis_durable(ngx_cycle->log, script, 0,
-                                           lr->release, what);
-
-    if (lr->invoice.id.len) {
-        ngx_http_linegate_lines_orphan(ngx_cycle->log, lr);
-    }
-}
-
-
-/*
- * An invoice the request made that it could not discard (every repair
- * failed, or the request ended first), or a draft whose id it never saw
- * (lr->invoice.id empty): queued on lg:reconcile by a durable write, for
- * a reconciliation run to delete or void. Nothing is allocated from the
- * request's pool: also called from its cleanup.
- */
-void
-ngx_http_linegate_lines_orphan(ngx_log_t *log, ngx_http_linegate_lr_t *lr)
-{
-    u_char                          iso[NGX_HTTP_LINEGATE_ISO_LEN];
-    ngx_http_linegate_redis_args_t  a;
-
-    (void) ngx_http_linegate_iso8601(iso, ngx_http_linegate_now_ms());
-
-    ngx_http_linegate_redis_args_init(&a);
-    ngx_http_linegate_redis_arg_str(&a, &lr->ws);
-    ngx_http_linegate_redis_arg_str(&a, &lr->id);
-    ngx_http_linegate_redis_arg_str(&a, &lr->invoice.id);
-    ngx_http_linegate_redis_arg_str(&a, &lr->customer);
-    ngx_http_linegate_redis_arg(&a, iso, NGX_HTTP_LINEGATE_ISO_LEN);
-
-    if (ngx_http_linegate_redis_durable(log,
-                                   NGX_HTTP_LINEGATE_SCRIPT_LR_INVOICE_ORPHAN,
-                                   0, &a, "an undiscarded invoice's queuing")
-        != NGX_OK)
-    {
-        ngx_log_error(NGX_LOG_ALERT, log, 0,
-                      NGX_HTTP_LINEGATE_LOG "invoice \"%V\" of line request "
-                      "\"%V\" could not be queued for reconciliation: "
-                      "void or delete it at Stripe", &lr->invoice.id,
-                      &lr->id);
-        return;
-    }
-
-    ngx_log_error(NGX_LOG_WARN, log, 0,
-                  NGX_HTTP_LINEGATE_LOG "invoice \"%V\" of line request "
-                  "\"%V\" queued for reconciliation (invoice_unrepaired)",
-                  &lr->invoice.id, &lr->id);
-}
-
-
-static void
-ngx_http_linegate_lines_durable_done(ngx_http_request_t *r,
-    redisReply *reply)
-{
-    ngx_http_linegate_lr_t  *lr;
-
-    lr = ngx_http_linegate_lines_lr(r);
-
-    if (reply == NULL) {
-        ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
-                      NGX_HTTP_LINEGATE_LOG "%s of line request \"%V\" "
-                      "not answered yet: left to the durable write",
-                      lr->durable, &lr->id);
-    }
-
-    lr->durable_next(r, lr);
-}
-
-
-ngx_int_t
-ngx_http_linegate_lines_gate(ngx_http_request_t *r,
-    ngx_http_linegate_lr_t *lr, redisReply *reply)
-{
-    int64_t                   code;
-    ngx_str_t                 ws;
-    redisReply               *rate;
-    ngx_http_linegate_ctx_t  *ctx;
-
-    ctx = lr->ctx;
-
-    if (reply == NULL) {
-        ngx_http_linegate_store_unavailable(r);
-        return NGX_DONE;
-    }
-
-    if (ngx_http_linegate_reply_int(reply, 0, &code) != NGX_OK) {
-        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
-                      NGX_HTTP_LINEGATE_LOG "unexpected script reply");
-        ngx_http_linegate_internal_error(r);
-        return NGX_DONE;
-    }
-
-    if (code == NGX_HTTP_LINEGATE_LR_UNAUTHORIZED) {
-        ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
-                      NGX_HTTP_LINEGATE_LOG "unauthorized: unknown or "
-                      "revoked API key");
-        ngx_str_set(&ctx->outcome, "unauthorized");
-        ngx_http_linegate_error(r, NGX_HTTP_UNAUTHORIZED, NULL,
-                                "Unauthorized");
-        return NGX_DONE;
-    }
-
-    /* lr_gate's {remaining, reset_ms, retry_after_ms} */
-    rate = reply->elements > 2 ? reply->element[2] : NULL;
-
-    if (ngx_http_linegate_reply_str(reply, 1, &ws) != NGX_OK
-        || rate == NULL || rate->type != REDIS_REPLY_ARRAY
-        || ngx_http_linegate_reply_int(rate, 0, &lr->remaining) != NGX_OK
-        || ngx_http_linegate_reply_int(rate, 1, &lr->reset_ms) != NGX_OK
-        || ngx_http_linegate_reply_int(rate, 2, &lr->retry_ms) != NGX_OK)
-    {
-        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
-                      NGX_HTTP_LINEGATE_LOG "unexpected script reply");
-        ngx_http_linegate_internal_error(r);
-        return NGX_DONE;
-    }
-
-    return ngx_http_linegate_lines_admit(r, lr, code, &ws);
-}
-
-
-/*
- * The caller is known (workspace ws) and its rate decided (lr->remaining,
- * reset_ms, retry_ms): the RateLimit headers, then the 429 or a deferred
- * error, or code.
- */
-static ngx_int_t
-ngx_http_linegate_lines_admit(ngx_http_request_t *r,
-    ngx_http_linegate_lr_t *lr, int64_t code, ngx_str_t *ws)
-{
-    ngx_http_linegate_ctx_t         *ctx;
-    ngx_http_linegate_rl_window_t    w;
-    ngx_http_linegate_main_conf_t   *lmcf;
-
-    lmcf = ngx_http_get_module_main_conf(r, ngx_http_linegate_module);
-    ctx = lr->ctx;
-
-    if (ngx_http_linegate_pstr(r->pool, &lr->ws, ws->data, ws->len) == NULL) {
-        ngx_http_linegate_internal_error(r);
-        return NGX_DONE;
-    }
-
-    ctx->tenant = lr->ws;
-
-    ngx_http_linegate_auth_learn(r, &lr->who, &lr->ws);
-
-    /* t: seconds until the workspace is back to its full burst */
-    w.name = "workspace";
-    w.quota = lmcf->ws_rate;
-    w.window = lmcf->ws_rate_window;
-    w.remaining = (ngx_int_t) lr->remaining;
-    w.reset = (time_t) ((ngx_max(lr->reset_ms, 0) + 999) / 1000);
-
-    if (ngx_http_linegate_ratelimit_headers(r, ctx, &w, 1) != NGX_OK) {
-        ngx_http_linegate_internal_error(r);
-        return NGX_DONE;
-    }
-
-    if (code == NGX_HTTP_LINEGATE_LR_RATE_LIMITED) {
-        ngx_http_linegate_metrics_ratelimit("workspace", "REJECTED");
-        /* when the next request passes, rounded up */
-        ctx->retry_after = (ngx_max(lr->retry_ms, 1) + 999) / 1000;
-        ngx_http_linegate_error(r, NGX_HTTP_TOO_MANY_REQUESTS,
-                                "RATE_LIMITED", "Rate limit exceeded");
-        return NGX_DONE;
-    }
-
-    ngx_http_linegate_metrics_ratelimit("workspace", "PASSED");
-
-    if (lr->deferred == NGX_HTTP_LINEGATE_LR_DEFER_FIELD) {
-        ngx_http_linegate_field_error(r, lr->deferred_field,
-                                      lr->deferred_message);
-        return NGX_DONE;
-    }
-
-    if (lr->deferred == NGX_HTTP_LINEGATE_LR_DEFER_PLAIN) {
-        ngx_str_set(&ctx->outcome, "bad_request");
-        ngx_http_linegate_error(r, NGX_HTTP_BAD_REQUEST, NULL,
-                                lr->deferred_message);
-        return NGX_DONE;
-    }
-
-    return (ngx_int_t) code;
-}
-
-
-void
-ngx_http_linegate_lines_defer(ngx_http_linegate_lr_t *lr, ngx_uint_t kind,
-    const char *field, const char *message)
-{
-    if (lr->deferred) {
-        return;
-    }
-
-    lr->deferred = kind;
-    lr->deferred_field = field;
-    lr->deferred_message = message;
-}
-
-
-ngx_int_t
-ngx_http_linegate_lines_parse(ngx_http_request_t *r,
-    ngx_http_linegate_lr_t *lr)
-{
-    const char  *why;
-
-    /* the 400 is answered only once the credential is known good */
-    if (ngx_http_linegate_json_parse(r, lr->ctx, 0, &why) != NGX_OK) {
-        ngx_http_linegate_lines_defer(lr, NGX_HTTP_LINEGATE_LR_DEFER_FIELD,
-                                      NULL, why ? why : "Internal error");
-        return NGX_ERROR;
-    }
-
-    return NGX_OK;
-}
-
-
-void
-ngx_http_linegate_lines_resolve(ngx_http_request_t *r,
-    ngx_http_linegate_lr_t *lr, const char *outcome,
-    ngx_http_linegate_redis_handler_pt handler)
-{
-    ngx_http_linegate_redis_args_t  *a;
-
-    ngx_http_linegate_lines_line_args(lr);
-    a = &lr->args;
-
-    ngx_http_linegate_redis_arg_str(a, &lr->line.invoice_id);
-    ngx_http_linegate_redis_arg_cstr(a, outcome);
-    ngx_http_linegate_redis_arg_int(r, a, lr->now_ms);
-    ngx_http_linegate_redis_arg_str(a, &lr->now_iso);
-    ngx_http_linegate_redis_arg_str(a, &lr->date);
-
-    ngx_http_linegate_lines_call(r, lr, NGX_HTTP_LINEGATE_SCRIPT_LR_RESOLVE,
-                                 handler);
-}
-
-
-ngx_int_t
-ngx_http_linegate_lines_resolved(ngx_http_request_t *r,
-    ngx_http_linegate_lr_t *lr, redisReply *reply)
-{
-    int64_t  changed;
-
-    if (ngx_http_linegate_reply_int(reply, 0, &changed) != NGX_OK
-        || reply->elements < 2)
-    {
-        return NGX_ERROR;
-    }
-
-    if (changed) {
-        ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
-                      NGX_HTTP_LINEGATE_LOG "line request \"%V\" settled "
-                      "from invoice \"%V\"", &lr->id, &lr->line.invoice_id);
-    }
-
-    return ngx_http_linegate_line_parse(r, lr, reply->element[1], &lr->line);
-}
-
-
-/* what the endpoints share: the line object */
-
-ngx_int_t
-ngx_http_linegate_line_parse(ngx_http_request_t *r,
-    ngx_http_linegate_lr_t *lr, redisReply *flat,
-    ngx_http_linegate_line_t *line)
-{
-    size_t                           i;
-    redisReply                      *k, *v;
-    ngx_http_linegate_line_field_t  *f;
-
-    if (flat == NULL || flat->type != REDIS_REPLY_ARRAY) {
-        return NGX_ERROR;
-    }
-
-    ngx_memzero(line, sizeof(ngx_http_linegate_line_t));
-
-    line->workspace = lr->ws;
-    line->date = lr->date;
-
-    for (i = 0; i + 1 < flat->elements; i += 2) {
-        k = flat->element[i];
-        v = flat->element[i + 1];
-
-        if (k->type != REDIS_REPLY_STRING || v->type != REDIS_REPLY_STRING) {
-            return NGX_ERROR;
-        }
-
-        for (f = ngx_http_linegate_line_fields; f->name.len; f++) {
-            if (f->name.len == k->len
-                && ngx_strncmp(f->name.data, k->str, k->len) == 0)
-            {
-                if (ngx_http_linegate_pstr(r->pool,
-                        (ngx_str_t *) ((u_char *) line + f->offset),
-                        (u_char *) v->str, v->len)
-                    == NULL)
-                {
-                    return NGX_ERROR;
-                }
-
-                break;
-            }
-        }
-    }
-
-    /* the hash holds the counters of the latest day with any: today's? */
-    if (line->usage_date.len != lr->date.len
-        || ngx_strncmp(line->usage_date.data, lr->date.data, lr->date.len)
-           != 0
-        || line->conversations.len == 0 || line->messages.len == 0)
-    {
-        ngx_str_set(&line->conversations, "0");
-        ngx_str_set(&line->messages, "0");
-    }
-
-    return NGX_OK;
-}
-
-
-/* SPEC 2.8 */
-void
-ngx_http_linegate_line_jw(ngx_http_linegate_jw_t *jw, ngx_http_request_t *r,
-    ngx_http_linegate_line_t *line)
-{
-    ngx_str_t                       *lt;
-    ngx_http_linegate_main_conf_t   *lmcf;
-
-    static ngx_str_t  purchased = ngx_string("purchased");
-
-    lmcf = ngx_http_get_module_main_conf(r, ngx_http_linegate_module);
-
-    lt = &line->line_type;
-
-    if (lt->len == 0 || ngx_http_linegate_line_is(&line->channel_type,
-                                                  "email"))
-    {
-        lt = &purchased;
-    }
-
-    ngx_http_linegate_jw_object(jw);
-    ngx_http_linegate_jw_key(jw, "_id");
-    ngx_http_linegate_jw_str_or_null(jw, &line->id);
-    ngx_http_linegate_jw_key(jw, "workspaceId");
-    ngx_http_linegate_jw_str_or_null(jw, &line->workspace);
-    ngx_http_linegate_jw_key(jw, "firstName");
-    ngx_http_linegate_jw_str_or_null(jw, &line->first_name);
-    ngx_http_linegate_jw_key(jw, "lastName");
-    ngx_http_linegate_jw_str_or_null(jw, &line->last_name);
-    ngx_http_linegate_jw_key(jw, "channelType");
-    ngx_http_linegate_jw_str_or_null(jw, &line->channel_type);
-    ngx_http_linegate_jw_key(jw, "lineType");
-    ngx_http_linegate_jw_str_or_null(jw, lt);
-    ngx_http_linegate_jw_key(jw, "phone");
-    ngx_http_linegate_jw_str_or_null(jw, &line->phone);
-    ngx_http_linegate_jw_key(jw, "email");
-    ngx_http_linegate_jw_str_or_null(jw, &line->email);
-    ngx_http_linegate_jw_key(jw, "forwardCallsTo");
-    ngx_http_linegate_jw_str_or_null(jw, &line->forward_calls_to);
-    ngx_http_linegate_jw_key(jw, "profileImageUrl");
-    ngx_http_linegate_jw_str_or_null(jw, &line->profile_image_url);
-    ngx_http_linegate_jw_key(jw, "isActive");
-    ngx_http_linegate_jw_bool(jw, ngx_http_linegate_line_is(&line->status,
-                                                            "active"));
-    ngx_http_linegate_jw_key(jw, "provisioningStatus");
-    ngx_http_linegate_jw_str_or_null(jw, &line->status);
-    ngx_http_linegate_jw_key(jw, "paymentStatus");
-    ngx_http_linegate_jw_str_or_null(jw, &line->payment_status);
-    ngx_http_linegate_jw_key(jw, "dailyNewConversationsLimit");
-    ngx_http_linegate_jw_int(jw, (int64_t) lmcf->line_daily_conversations);
-    ngx_http_linegate_jw_key(jw, "dailyTotalMessagesLimit");
-    ngx_http_linegate_jw_int(jw, (int64_t) lmcf->line_daily_messages);
-    ngx_http_linegate_jw_key(jw, "usage");
-    ngx_http_linegate_line_usage_jw(jw, line);
-    ngx_http_linegate_jw_key(jw, "healthCheck");
-    ngx_http_linegate_line_health_jw(jw, line);
-    ngx_http_linegate_jw_key(jw, "createdAt");
-    ngx_http_linegate_jw_str_or_null(jw, &line->created_at);
-    ngx_http_linegate_jw_key(jw, "updatedAt");
-    ngx_http_linegate_jw_str_or_null(jw, &line->updated_at);
-    ngx_http_linegate_jw_end(jw, '}');
-}
-
-
-void
-ngx_http_linegate_line_status_jw(ngx_http_linegate_jw_t *jw,
-    ngx_http_request_t *r, ngx_http_linegate_line_t *line)
-{
-    ngx_http_linegate_jw_object(jw);
-    ngx_http_linegate_jw_key(jw, "success");
-    ngx_http_linegate_jw_bool(jw, 1);
-    ngx_http_linegate_jw_key(jw, "status");
-    ngx_http_linegate_jw_str_or_null(jw, &line->status);
-    ngx_http_linegate_jw_key(jw, "paymentStatus");
-    ngx_http_linegate_jw_str_or_null(jw, &line->payment_status);
-    ngx_http_linegate_jw_key(jw, "paymentRequired");
-    ngx_http_linegate_jw_bool(jw,
-                    ngx_http_linegate_line_is(&line->payment_status,
-                                              "unpaid"));
-
-    if (ngx_http_linegate_line_is(&line->status,
-                                  NGX_HTTP_LINEGATE_LR_AWAITING))
-    {
-        ngx_http_linegate_jw_key(jw, "paymentUrl");
-        ngx_http_linegate_jw_str_or_null(jw, &line->payment_url);
-        ngx_http_linegate_jw_key(jw, "invoiceId");
-        ngx_http_linegate_jw_str_or_null(jw, &line->invoice_id);
-    }
-
-    ngx_http_linegate_jw_key(jw, "line");
-    ngx_http_linegate_line_jw(jw, r, line);
-    ngx_http_linegate_jw_end(jw, '}');
-}
-
-
-ngx_int_t
-ngx_http_linegate_line_status_body(ngx_http_request_t *r,
-    ngx_http_linegate_line_t *line, ngx_str_t *body)
-{
-    ngx_http_linegate_jw_t  jw;
-
-    (void) ngx_http_linegate_jw_init(&jw, r->pool,
-                                     NGX_HTTP_LINEGATE_LINE_JSON_SIZE);
-    ngx_http_linegate_line_status_jw(&jw, r, line);
-
-    return ngx_http_linegate_jw_finish(&jw, body);
-}
-
-
-/* the same as a jansson tree, for answers built with jansson (cold) */
-json_t *
-ngx_http_linegate_line_status_json(ngx_http_request_t *r,
-    ngx_http_linegate_line_t *line)
-{
-    ngx_str_t  body;
-
-    if (ngx_http_linegate_line_status_body(r, line, &body) != NGX_OK) {
-        return NULL;
-    }
-
-    return json_loadb((const char *) body.data, body.len, 0, NULL);
-}
-
-
-static void
-ngx_http_linegate_line_usage_jw(ngx_http_linegate_jw_t *jw,
-    ngx_http_linegate_line_t *line)
-{
-    ngx_http_linegate_jw_object(jw);
-    ngx_http_linegate_jw_key(jw, "date");
-    ngx_http_linegate_jw_str_or_null(jw, &line->date);
-    ngx_http_linegate_jw_key(jw, "newConversationsCount");
-    ngx_http_linegate_jw_int(jw,
-                    ngx_http_linegate_line_count(&line->conversations));
-    ngx_http_linegate_jw_key(jw, "totalMessagesCount");
-    ngx_http_linegate_jw_int(jw,
-                    ngx_http_linegate_line_count(&line->messages));
-    ngx_http_linegate_jw_end(jw, '}');
-}
-
-
-static void
-ngx_http_linegate_line_health_jw(ngx_http_linegate_jw_t *jw,
-    ngx_http_linegate_line_t *line)
-{
-    if (line->health_status.len == 0) {
-        ngx_http_linegate_jw_null(jw);
-        return;
-    }
-
-    ngx_http_linegate_jw_object(jw);
-    ngx_http_linegate_jw_key(jw, "status");
-    ngx_http_linegate_jw_str_or_null(jw, &line->health_status);
-    ngx_http_linegate_jw_key(jw, "lastCheckedAt");
-    ngx_http_linegate_jw_str_or_null(jw, &line->health_checked_at);
-    ngx_http_linegate_jw_end(jw, '}');
-}
-
-
-static json_int_t
-ngx_http_linegate_line_count(ngx_str_t *s)
-{
-    ngx_int_t  n;
-
-    n = ngx_atoi(s->data, s->len);
-
-    return n == NGX_ERROR ? 0 : (json_int_t) n;
-}
-
-
-ngx_int_t
-ngx_http_linegate_line_is(ngx_str_t *value, const char *s)
-{
-    size_t  len;
-
-    len = ngx_strlen(s);
-
-    return value->len == len && ngx_strncmp(value->data, s, len) == 0;
-}
-
-
-/* what the endpoints share: answers */
-
-json_t *
-ngx_http_linegate_lines_refusal(ngx_str_t *state, const char *message)
-{
-    return json_pack("{s:b,s:o,s:s}", "success", 0,
-                     "status", json_stringn((const char *) state->data,
-                                            state->len),
-                     "message", message);
-}
-
-
-json_t *
-ngx_http_linegate_lines_subscription_required(void)
-{
-    return json_pack("{s:b,s:s,s:s,s:s}", "success", 0,
-                     "status", "subscription_required",
-                     "message", "The workspace needs an active base plan "
-                     "subscription to request lines",
-                     "redirect", "/billing");
-}
-
-
-void
-ngx_http_linegate_lines_read_only(ngx_http_request_t *r, redisReply *reply,
-    ngx_uint_t i)
-{
-    json_t                   *obj;
-    ngx_str_t                 reason;
-    ngx_http_linegate_ctx_t  *ctx;
-
-    if (ngx_http_linegate_reply_str(reply, i, &reason) != NGX_OK) {
-        ngx_http_linegate_internal_error(r);
-        return;
-    }
-
-    ctx = ngx_http_linegate_get_ctx(r);
-    ngx_str_set(&ctx->outcome, "READ_ONLY");
-
-    obj = json_pack("{s:s,s:s,s:o}", "error", "READ_ONLY", "code",
-                    "READ_ONLY", "reason",
-                    json_stringn((const char *) reason.data, reason.len));
-
-    ngx_http_linegate_send_json(r, NGX_HTTP_LINEGATE_PAYMENT_REQUIRED, obj);
-}
-
-
-void
-ngx_http_linegate_lines_not_found(ngx_http_request_t *r)
-{
-    ngx_http_linegate_ctx_t  *ctx;
-
-    ctx = ngx_http_linegate_get_ctx(r);
-    ngx_str_set(&ctx->outcome, "not_found");
-
-    ngx_http_linegate_error(r, NGX_HTTP_NOT_FOUND, NULL,
-                            "Line request not found");
-}
-
-
-void
-ngx_http_linegate_lines_billing_error(ngx_http_request_t *r,
-    ngx_uint_t result, ngx_int_t retry_after)
-{
-    ngx_http_linegate_ctx_t  *ctx;
-
-    ctx = ngx_http_linegate_get_ctx(r);
-
-    if (result == NGX_HTTP_LINEGATE_STRIPE_RATE_LIMITED) {
-        ctx->retry_after = retry_after > 0 ? retry_after : 1;
-        ngx_http_linegate_error(r, NGX_HTTP_SERVICE_UNAVAILABLE,
-                                "BILLING_UNAVAILABLE",
-                                "Billing is busy, retry shortly");
-        return;
-    }
-
-    ngx_http_linegate_error(r, NGX_HTTP_BAD_GATEWAY, "BILLING_UNAVAILABLE",
-                            "Billing is unavailable, retry later");
+    ngx_http_linegate_json_write_key(jw, "remaining");
+    ngx_http_linegate_json_write_object(jw);
+    ngx_http_linegate_json_write_key(jw, "newConversations");
+    ngx_http_linegate_json_write_int(jw, conv_left > 0 ? conv_left : 0);
+    ngx_http_linegate_json_write_key(jw, "totalMessages");
+    ngx_http_linegate_json_write_int(jw, msgs_left > 0 ? msgs_left : 0);
+    ngx_http_linegate_json_write_end(jw, '}');
+    ngx_http_linegate_json_write_end(jw, '}');
 }
 
 
 /* what the endpoints share: Stripe */
-
-ngx_int_t
-ngx_http_linegate_lines_stripe(ngx_http_request_t *r,
-    ngx_http_linegate_lr_t *lr, ngx_uint_t method, const char *path,
-    ngx_str_t *id, const char *suffix, ngx_str_t *form, const char *key,
-    ngx_http_linegate_resume_pt resume)
-{
-    u_char     *p;
-    size_t      plen, slen;
-    ngx_str_t   uri, k;
-
-    if (id != NULL && !ngx_http_linegate_stripe_id_valid(id)) {
-        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
-                      NGX_HTTP_LINEGATE_LOG "invalid Stripe id \"%V\"", id);
-        return NGX_ERROR;
-    }
-
-    plen = ngx_strlen(path);
-    slen = suffix ? ngx_strlen(suffix) : 0;
-
-    uri.len = plen + (id ? 1 + id->len : 0) + slen;
-    uri.data = ngx_pnalloc(r->pool, uri.len);
-    if (uri.data == NULL) {
-        return NGX_ERROR;
-    }
-
-    p = ngx_cpymem(uri.data, path, plen);
-
-    if (id != NULL) {
-        *p++ = '/';
-        p = ngx_cpymem(p, id->data, id->len);
-    }
-
-    if (slen) {
-        ngx_memcpy(p, suffix, slen);
-    }
-
-    if (key != NULL) {
-        k.len = lr->invoice.key.len + ngx_strlen(key);
-        k.data = ngx_pnalloc(r->pool, k.len);
-        if (k.data == NULL) {
-            return NGX_ERROR;
-        }
-
-        ngx_memcpy(ngx_cpymem(k.data, lr->invoice.key.data,
-                              lr->invoice.key.len),
-                   key, ngx_strlen(key));
-    }
-
-    return ngx_http_linegate_stripe_call(r, lr->ctx, method, &uri, form,
-                                         key ? &k : NULL, resume);
-}
-
-
-ngx_int_t
-ngx_http_linegate_lines_invoice_read(ngx_http_request_t *r,
-    ngx_http_linegate_lr_t *lr)
-{
-    json_t       *inv, *id, *url, *status;
-    ngx_str_t     s;
-
-    inv = lr->ctx->stripe_json;
-    id = json_object_get(inv, "id");
-    url = json_object_get(inv, "hosted_invoice_url");
-    status = json_object_get(inv, "status");
-
-    if (!json_is_string(id) || !json_is_string(status)) {
-        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
-                      NGX_HTTP_LINEGATE_LOG "Stripe answered an invoice "
-                      "without id or status");
-        return NGX_ERROR;
-    }
-
-    s.data = (u_char *) json_string_value(id);
-    s.len = json_string_length(id);
-
-    if (!ngx_http_linegate_stripe_id_valid(&s)
-        || ngx_http_linegate_pstr(r->pool, &lr->invoice.id, s.data, s.len)
-           == NULL
-        || ngx_http_linegate_pstr(r->pool, &lr->invoice.status,
-                                  (u_char *) json_string_value(status),
-                                  json_string_length(status))
-           == NULL)
-    {
-        return NGX_ERROR;
-    }
-
-    ngx_str_null(&lr->invoice.url);
-
-    if (json_is_string(url)
-        && ngx_http_linegate_pstr(r->pool, &lr->invoice.url,
-                                  (u_char *) json_string_value(url),
-                                  json_string_length(url))
-           == NULL)
-    {
-        return NGX_ERROR;
-    }
-
-    return NGX_OK;
-}
-
-
-ngx_str_t *
-ngx_http_linegate_pstr(ngx_pool_t *pool, ngx_str_t *dst, u_char *data,
-    size_t len)
-{
-    dst->data = ngx_pnalloc(pool, len ? len : 1);
-    if (dst->data == NULL) {
-        return NULL;
-    }
-
-    ngx_memcpy(dst->data, data, len);
-    dst->len = len;
-
-    return dst;
-}
-
-
-ngx_http_linegate_lr_t *
-ngx_http_linegate_lines_lr(ngx_http_request_t *r)
-{
-    ngx_http_linegate_ctx_t  *ctx;
-
-    ctx = ngx_http_linegate_get_ctx(r);
-
-    return ctx->data;
-}

@@ -16,7 +16,7 @@
 #include "ngx_http_linegate_redis.h"
 #include "ngx_http_linegate_stripe.h"
 #include "ngx_http_linegate_idempotency.h"
-#include "ngx_http_linegate_jw.h"
+#include "ngx_http_linegate_json_write.h"
 
 
 /* first element of every Lines API script reply: see lua/include/lr_codes */
@@ -252,15 +252,29 @@ void ngx_http_linegate_lines_ended(ngx_http_linegate_lr_t *lr,
  */
 ngx_int_t ngx_http_linegate_lines_gate(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr, redisReply *reply);
+/*
+ * The caller is known (workspace ws) and its rate decided: the RateLimit
+ * headers, then the 429 or a deferred error (NGX_DONE), or code (the GET
+ * by id's pipeline decides the rate without the gate).
+ */
+ngx_int_t ngx_http_linegate_lines_admit(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr, int64_t code, ngx_str_t *ws);
 
 ngx_int_t ngx_http_linegate_line_parse(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr, redisReply *flat,
     ngx_http_linegate_line_t *line);
+/* a usage counter of the line's hash, 0 when absent or not a number */
+json_int_t ngx_http_linegate_line_count(ngx_str_t *s);
+/* the line's usage and healthCheck objects (SPEC 2.8, 2.9) */
+void ngx_http_linegate_line_usage_jw(ngx_http_linegate_json_write_t *jw,
+    ngx_http_linegate_line_t *line);
+void ngx_http_linegate_line_health_jw(ngx_http_linegate_json_write_t *jw,
+    ngx_http_linegate_line_t *line);
 /* SPEC 2.8: the line object */
-void ngx_http_linegate_line_jw(ngx_http_linegate_jw_t *jw,
+void ngx_http_linegate_line_jw(ngx_http_linegate_json_write_t *jw,
     ngx_http_request_t *r, ngx_http_linegate_line_t *line);
 /* SPEC 2.5: the request's state with its line (also 2.4's 201 bodies) */
-void ngx_http_linegate_line_status_jw(ngx_http_linegate_jw_t *jw,
+void ngx_http_linegate_line_status_jw(ngx_http_linegate_json_write_t *jw,
     ngx_http_request_t *r, ngx_http_linegate_line_t *line);
 /* the same, answered with a 200 */
 void ngx_http_linegate_lines_send_status(ngx_http_request_t *r,

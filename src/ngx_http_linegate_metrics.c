@@ -552,25 +552,14 @@ ngx_http_linegate_metrics_label(u_char *p, u_char *last, const char *name,
 }
 
 
-/* the answer */
+/* the text of GET /metrics (Prometheus exposition format) */
 
-ngx_int_t
-ngx_http_linegate_metrics_handler(ngx_http_request_t *r)
+ngx_buf_t *
+ngx_http_linegate_metrics_text(ngx_pool_t *pool)
 {
-    size_t        size;
-    ngx_int_t     rc;
-    ngx_buf_t    *b;
-    ngx_uint_t    f;
-    ngx_chain_t   out;
-
-    if (!(r->method & (NGX_HTTP_GET|NGX_HTTP_HEAD))) {
-        return NGX_HTTP_NOT_ALLOWED;
-    }
-
-    rc = ngx_http_discard_request_body(r);
-    if (rc != NGX_OK) {
-        return rc;
-    }
+    size_t       size;
+    ngx_buf_t   *b;
+    ngx_uint_t   f;
 
     /* a histogram series prints its buckets, sum and count */
     size = 512 + NGX_HTTP_LINEGATE_M_LAST * 256
@@ -578,9 +567,9 @@ ngx_http_linegate_metrics_handler(ngx_http_request_t *r)
              * (NGX_HTTP_LINEGATE_M_BUCKETS + 3)
              * (64 + NGX_HTTP_LINEGATE_M_LABELS + NGX_INT64_LEN);
 
-    b = ngx_create_temp_buf(r->pool, size);
+    b = ngx_create_temp_buf(pool, size);
     if (b == NULL) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        return NULL;
     }
 
     if (ngx_http_linegate_metrics != NULL) {
@@ -597,25 +586,7 @@ ngx_http_linegate_metrics_handler(ngx_http_request_t *r)
                               ngx_http_linegate_metrics->dropped);
     }
 
-    b->last_buf = (r == r->main) ? 1 : 0;
-    b->last_in_chain = 1;
-
-    r->headers_out.status = NGX_HTTP_OK;
-    r->headers_out.content_length_n = b->last - b->pos;
-    ngx_str_set(&r->headers_out.content_type,
-                "text/plain; version=0.0.4; charset=utf-8");
-    r->headers_out.content_type_len = r->headers_out.content_type.len;
-
-    rc = ngx_http_send_header(r);
-
-    if (rc == NGX_ERROR || rc > NGX_OK || r->header_only) {
-        return rc;
-    }
-
-    out.buf = b;
-    out.next = NULL;
-
-    return ngx_http_output_filter(r, &out);
+    return b;
 }
 
 

@@ -77,8 +77,8 @@ void ngx_http_linegate_metrics_ratelimit(const char *zone,
 /* configuration time: the zone, once some location serves an API */
 ngx_int_t ngx_http_linegate_metrics_zone(ngx_conf_t *cf, void *tag);
 
-/* the content of "linegate_api metrics;" */
-ngx_int_t ngx_http_linegate_metrics_handler(ngx_http_request_t *r);
+/* the text "linegate_api metrics;" serves, in pool; NULL: no memory */
+ngx_buf_t *ngx_http_linegate_metrics_text(ngx_pool_t *pool);
 
 
 #endif /* _NGX_HTTP_LINEGATE_METRICS_H_INCLUDED_ */

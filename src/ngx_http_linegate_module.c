@@ -9,6 +9,7 @@
 
 
 #include "ngx_http_linegate_module.h"
+#include "ngx_http_linegate_jwt.h"
 #include "ngx_http_linegate_redis.h"
 #include "ngx_http_linegate_reply.h"
 #include "ngx_http_linegate_scripts.h"
@@ -66,6 +67,7 @@ static char *ngx_http_linegate_secret_file(ngx_conf_t *cf,
 static char *ngx_http_linegate_require(ngx_conf_t *cf, ngx_str_t *value,
     const char *directive, const char *why);
 static void ngx_http_linegate_free_keys(void *data);
+static ngx_int_t ngx_http_linegate_metrics_api(ngx_http_request_t *r);
 static ngx_int_t ngx_http_linegate_init(ngx_conf_t *cf);
 static ngx_int_t ngx_http_linegate_init_process(ngx_cycle_t *cycle);
 static void ngx_http_linegate_exit_process(ngx_cycle_t *cycle);
@@ -434,7 +436,7 @@ ngx_http_linegate_handler(ngx_http_request_t *r)
     }
 
     if (llcf->api == NGX_HTTP_LINEGATE_API_METRICS) {
-        return ngx_http_linegate_metrics_handler(r);
+        return ngx_http_linegate_metrics_api(r);
     }
 
     ctx = ngx_pcalloc(r->pool, sizeof(ngx_http_linegate_ctx_t));
@@ -479,6 +481,8 @@ ngx_http_linegate_handler(ngx_http_request_t *r)
             break;
         }
     }
+
+    ctx->api_name = &api->name;
 
     if (!(r->method & api->methods)) {
         /* the body is discarded, then the answer names the problem */
@@ -553,6 +557,34 @@ ngx_http_linegate_body_handler(ngx_http_request_t *r)
         ngx_http_linegate_lines_handler(r, ctx);
         return;
     }
+}
+
+
+/* "linegate_api metrics;": the counters as Prometheus text */
+static ngx_int_t
+ngx_http_linegate_metrics_api(ngx_http_request_t *r)
+{
+    ngx_int_t   rc;
+    ngx_buf_t  *b;
+
+    static ngx_str_t  type =
+        ngx_string("text/plain; version=0.0.4; charset=utf-8");
+
+    if (!(r->method & (NGX_HTTP_GET|NGX_HTTP_HEAD))) {
+        return NGX_HTTP_NOT_ALLOWED;
+    }
+
+    rc = ngx_http_discard_request_body(r);
+    if (rc != NGX_OK) {
+        return rc;
+    }
+
+    b = ngx_http_linegate_metrics_text(r->pool);
+    if (b == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    return ngx_http_linegate_send_text(r, NGX_HTTP_OK, &type, b);
 }
 
 
@@ -659,52 +691,6 @@ ngx_http_linegate_init_epoch(ngx_shm_zone_t *shm_zone, void *data)
     }
 
     lmcf->apikey_epoch = sp->data;
-
-    return NGX_OK;
-}
-
-
-ngx_http_linegate_ctx_t *
-ngx_http_linegate_get_ctx(ngx_http_request_t *r)
-{
-    return ngx_http_get_module_ctx(r->main, ngx_http_linegate_module);
-}
-
-
-ngx_str_t *
-ngx_http_linegate_api_name(ngx_uint_t api)
-{
-    ngx_http_linegate_api_t  *a;
-
-    for (a = ngx_http_linegate_apis; a->name.len; a++) {
-        if (a->api == api) {
-            break;
-        }
-    }
-
-    return &a->name;
-}
-
-
-ngx_int_t
-ngx_http_linegate_request_id(ngx_http_request_t *r, ngx_str_t *id)
-{
-    ngx_http_variable_value_t      *vv;
-    ngx_http_linegate_main_conf_t  *lmcf;
-
-    lmcf = ngx_http_get_module_main_conf(r, ngx_http_linegate_module);
-
-    if (lmcf->request_id_index == NGX_ERROR) {
-        return NGX_ERROR;
-    }
-
-    vv = ngx_http_get_indexed_variable(r->main, lmcf->request_id_index);
-    if (vv == NULL || vv->not_found) {
-        return NGX_ERROR;
-    }
-
-    id->data = vv->data;
-    id->len = vv->len;
 
     return NGX_OK;
 }

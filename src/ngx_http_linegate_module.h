@@ -16,8 +16,6 @@
 #include <ngx_http.h>
 #include <jansson.h>
 
-#include "ngx_http_linegate_jwt.h"
-
 
 #define NGX_HTTP_LINEGATE_LOG  "linegate: "
 
@@ -91,7 +89,7 @@ typedef struct {
     /* credentials */
     ngx_str_t                       operator_token;
     ngx_str_t                       clerk_key_file;
-    ngx_http_linegate_jwt_keys_t   *clerk_keys;
+    struct ngx_http_linegate_jwt_keys_s  *clerk_keys;    /* jwt.h */
     ngx_str_t                       clerk_issuer;
     ngx_array_t                    *clerk_azp;       /* of char * */
     time_t                          clerk_leeway;
@@ -135,6 +133,17 @@ typedef struct {
 } ngx_http_linegate_loc_conf_t;
 
 
+/*
+ * Why a service (auth.c) refused a request: the endpoint answers it with
+ * ngx_http_linegate_refuse() (reply.h). 500: an internal error.
+ */
+typedef struct {
+    ngx_uint_t                      status;
+    const char                     *code;      /* NULL: none */
+    const char                     *message;
+} ngx_http_linegate_refusal_t;
+
+
 typedef struct ngx_http_linegate_ctx_s  ngx_http_linegate_ctx_t;
 
 typedef void (*ngx_http_linegate_resume_pt)(ngx_http_request_t *r,
@@ -143,6 +152,7 @@ typedef void (*ngx_http_linegate_resume_pt)(ngx_http_request_t *r,
 
 struct ngx_http_linegate_ctx_s {
     ngx_uint_t                      api;
+    ngx_str_t                      *api_name;    /* the metrics' label */
     ngx_uint_t                      state;       /* endpoint's own enum */
 
     /* the request body: raw bytes and, for JSON APIs, the parsed object */
@@ -153,6 +163,7 @@ struct ngx_http_linegate_ctx_s {
     ngx_uint_t                      auth;
     ngx_str_t                       tenant;      /* workspace or account */
     ngx_str_t                       outcome;     /* $linegate_outcome */
+    ngx_http_linegate_refusal_t     refusal;
     ngx_str_t                       path_id;
 
     /* the last Stripe subrequest: filled before resume is called */
@@ -183,10 +194,12 @@ struct ngx_http_linegate_ctx_s {
 extern ngx_module_t  ngx_http_linegate_module;
 
 
-ngx_http_linegate_ctx_t *ngx_http_linegate_get_ctx(ngx_http_request_t *r);
-ngx_int_t ngx_http_linegate_request_id(ngx_http_request_t *r,
-    ngx_str_t *id);
-ngx_str_t *ngx_http_linegate_api_name(ngx_uint_t api);
+/* the main request's ctx, NULL before the content handler made it */
+static ngx_inline ngx_http_linegate_ctx_t *
+ngx_http_linegate_get_ctx(ngx_http_request_t *r)
+{
+    return ngx_http_get_module_ctx(r->main, ngx_http_linegate_module);
+}
 
 
 /* endpoint entry points: called once the body has been read */

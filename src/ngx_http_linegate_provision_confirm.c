@@ -39,7 +39,8 @@
 #include "ngx_http_linegate_json.h"
 #include "ngx_http_linegate_reply.h"
 #include "ngx_http_linegate_stripe.h"
-#include "ngx_http_linegate_util.h"
+#include "ngx_http_linegate_clock.h"
+#include "ngx_http_linegate_ids.h"
 
 
 #define NGX_HTTP_LINEGATE_WORKER_LEN     (7 + NGX_HTTP_LINEGATE_ID_LEN)

@@ -31,9 +31,8 @@
 #include <stdlib.h>
 
 #include "ngx_http_linegate_provision.h"
-#include "ngx_http_linegate_jw.h"
+#include "ngx_http_linegate_json_write.h"
 #include "ngx_http_linegate_reply.h"
-#include "ngx_http_linegate_util.h"
 
 
 #define NGX_HTTP_LINEGATE_PV_DAY_MS    (NGX_HTTP_LINEGATE_PV_DAY * 1000LL)
@@ -427,27 +426,28 @@ ngx_http_linegate_pv_plain_write(ngx_http_request_t *r,
     ngx_http_linegate_pv_request_t *pv, ngx_http_linegate_redis_args_t *a)
 {
     ngx_str_t                        json, key;
-    ngx_http_linegate_jw_t           jw;
+    ngx_http_linegate_json_write_t   jw;
     ngx_http_linegate_main_conf_t   *lmcf;
 
     lmcf = ngx_http_get_module_main_conf(r, ngx_http_linegate_module);
 
-    (void) ngx_http_linegate_jw_init(&jw, r->pool, 192);
-    ngx_http_linegate_jw_object(&jw);
-    ngx_http_linegate_jw_key(&jw, "account");
-    ngx_http_linegate_jw_str(&jw, pv->who.value.data, pv->who.value.len);
-    ngx_http_linegate_jw_key(&jw, "key_id");
-    ngx_http_linegate_jw_str(&jw, pv->key_id.data, pv->key_id.len);
-    ngx_http_linegate_jw_key(&jw, "created_at");
-    ngx_http_linegate_jw_int(&jw, pv->now);
-    ngx_http_linegate_jw_key(&jw, "expires_at");
-    ngx_http_linegate_jw_int(&jw, pv->now + lmcf->preview_ttl * 1000);
-    ngx_http_linegate_jw_end(&jw, '}');
+    (void) ngx_http_linegate_json_write_init(&jw, r->pool, 192);
+    ngx_http_linegate_json_write_object(&jw);
+    ngx_http_linegate_json_write_key(&jw, "account");
+    ngx_http_linegate_json_write_str(&jw, pv->who.value.data,
+                                     pv->who.value.len);
+    ngx_http_linegate_json_write_key(&jw, "key_id");
+    ngx_http_linegate_json_write_str(&jw, pv->key_id.data, pv->key_id.len);
+    ngx_http_linegate_json_write_key(&jw, "created_at");
+    ngx_http_linegate_json_write_int(&jw, pv->now);
+    ngx_http_linegate_json_write_key(&jw, "expires_at");
+    ngx_http_linegate_json_write_int(&jw, pv->now + lmcf->preview_ttl * 1000);
+    ngx_http_linegate_json_write_end(&jw, '}');
 
     key.len = sizeof("lg:pv:") - 1 + NGX_HTTP_LINEGATE_PV_TOKEN_LEN;
     key.data = ngx_pnalloc(r->pool, key.len);
 
-    if (ngx_http_linegate_jw_finish(&jw, &json) != NGX_OK
+    if (ngx_http_linegate_json_write_finish(&jw, &json) != NGX_OK
         || key.data == NULL)
     {
         return NGX_ERROR;

@@ -51,7 +51,8 @@
 #include "ngx_http_linegate_redis.h"
 #include "ngx_http_linegate_reply.h"
 #include "ngx_http_linegate_stripe.h"
-#include "ngx_http_linegate_util.h"
+#include "ngx_http_linegate_clock.h"
+#include "ngx_http_linegate_ids.h"
 
 
 /*

@@ -7,7 +7,8 @@
 #include "ngx_http_linegate_module.h"
 #include "ngx_http_linegate_reply.h"
 #include "ngx_http_linegate_metrics.h"
-#include "ngx_http_linegate_jw.h"
+#include "ngx_http_linegate_json_write.h"
+#include "ngx_http_linegate_request_id.h"
 
 
 static ngx_int_t ngx_http_linegate_output(ngx_http_request_t *r,
@@ -106,11 +107,11 @@ ngx_http_linegate_send_json(ngx_http_request_t *r, ngx_uint_t status,
 
 void
 ngx_http_linegate_send_jw(ngx_http_request_t *r, ngx_uint_t status,
-    ngx_http_linegate_jw_t *jw)
+    ngx_http_linegate_json_write_t *jw)
 {
     ngx_str_t  body;
 
-    if (ngx_http_linegate_jw_finish(jw, &body) != NGX_OK) {
+    if (ngx_http_linegate_json_write_finish(jw, &body) != NGX_OK) {
         ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
                       NGX_HTTP_LINEGATE_LOG "could not build the answer");
         ngx_http_finalize_request(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
@@ -145,6 +146,7 @@ ngx_http_linegate_output(ngx_http_request_t *r, ngx_uint_t status,
         ngx_string("application/json; charset=utf-8");
     static ngx_str_t  no_store = ngx_string("no-store");
     static ngx_str_t  yes = ngx_string("true");
+    static ngx_str_t  empty = ngx_null_string;
 
     ctx = ngx_http_linegate_get_ctx(r);
 
@@ -154,7 +156,8 @@ ngx_http_linegate_output(ngx_http_request_t *r, ngx_uint_t status,
         }
 
         ngx_http_linegate_metrics_answer(ctx->api,
-                                         ngx_http_linegate_api_name(ctx->api),
+                                         ctx->api_name ? ctx->api_name
+                                                       : &empty,
                                          status, &ctx->outcome);
     }
 
@@ -256,9 +259,9 @@ void
 ngx_http_linegate_error(ngx_http_request_t *r, ngx_uint_t status,
     const char *code, const char *message)
 {
-    const char               *key;
-    ngx_http_linegate_jw_t    jw;
-    ngx_http_linegate_ctx_t  *ctx;
+    const char                     *key;
+    ngx_http_linegate_json_write_t  jw;
+    ngx_http_linegate_ctx_t        *ctx;
 
     ctx = ngx_http_linegate_get_ctx(r);
 
@@ -272,28 +275,28 @@ ngx_http_linegate_error(ngx_http_request_t *r, ngx_uint_t status,
         }
     }
 
-    (void) ngx_http_linegate_jw_init(&jw, r->pool, 128);
-    ngx_http_linegate_jw_object(&jw);
+    (void) ngx_http_linegate_json_write_init(&jw, r->pool, 128);
+    ngx_http_linegate_json_write_object(&jw);
 
     if (ctx != NULL
         && (ctx->api == NGX_HTTP_LINEGATE_API_PROVISION_PREVIEW
             || ctx->api == NGX_HTTP_LINEGATE_API_PROVISION_CONFIRM
             || ctx->api == NGX_HTTP_LINEGATE_API_ACCOUNT_LIMITS))
     {
-        ngx_http_linegate_jw_key(&jw, "status");
-        ngx_http_linegate_jw_raw(&jw, (u_char *) "\"ERROR\"", 7);
+        ngx_http_linegate_json_write_key(&jw, "status");
+        ngx_http_linegate_json_write_raw(&jw, (u_char *) "\"ERROR\"", 7);
 
         if (code) {
-            ngx_http_linegate_jw_key(&jw, "error");
-            ngx_http_linegate_jw_cstr(&jw, code);
+            ngx_http_linegate_json_write_key(&jw, "error");
+            ngx_http_linegate_json_write_cstr(&jw, code);
         }
 
         key = "message";
 
     } else {
         if (code) {
-            ngx_http_linegate_jw_key(&jw, "code");
-            ngx_http_linegate_jw_cstr(&jw, code);
+            ngx_http_linegate_json_write_key(&jw, "code");
+            ngx_http_linegate_json_write_cstr(&jw, code);
         }
 
         key = "error";
@@ -301,11 +304,11 @@ ngx_http_linegate_error(ngx_http_request_t *r, ngx_uint_t status,
 
     /* as jansson did: no member for a NULL message */
     if (message != NULL) {
-        ngx_http_linegate_jw_keyn(&jw, key, ngx_strlen(key));
-        ngx_http_linegate_jw_cstr(&jw, message);
+        ngx_http_linegate_json_write_keyn(&jw, key, ngx_strlen(key));
+        ngx_http_linegate_json_write_cstr(&jw, message);
     }
 
-    ngx_http_linegate_jw_end(&jw, '}');
+    ngx_http_linegate_json_write_end(&jw, '}');
 
     ngx_http_linegate_send_jw(r, status, &jw);
 }
@@ -315,8 +318,8 @@ void
 ngx_http_linegate_field_error(ngx_http_request_t *r, const char *field,
     const char *message)
 {
-    ngx_http_linegate_jw_t    jw;
-    ngx_http_linegate_ctx_t  *ctx;
+    ngx_http_linegate_json_write_t  jw;
+    ngx_http_linegate_ctx_t        *ctx;
 
     ctx = ngx_http_linegate_get_ctx(r);
 
@@ -333,21 +336,70 @@ ngx_http_linegate_field_error(ngx_http_request_t *r, const char *field,
         ngx_str_set(&ctx->outcome, "VALIDATION_ERROR");
     }
 
-    (void) ngx_http_linegate_jw_init(&jw, r->pool, 128);
-    ngx_http_linegate_jw_object(&jw);
-    ngx_http_linegate_jw_key(&jw, "error");
-    ngx_http_linegate_jw_cstr(&jw, message);
-    ngx_http_linegate_jw_key(&jw, "code");
-    ngx_http_linegate_jw_raw(&jw, (u_char *) "\"VALIDATION_ERROR\"", 18);
+    (void) ngx_http_linegate_json_write_init(&jw, r->pool, 128);
+    ngx_http_linegate_json_write_object(&jw);
+    ngx_http_linegate_json_write_key(&jw, "error");
+    ngx_http_linegate_json_write_cstr(&jw, message);
+    ngx_http_linegate_json_write_key(&jw, "code");
+    ngx_http_linegate_json_write_raw(&jw,
+                                     (u_char *) "\"VALIDATION_ERROR\"", 18);
 
     if (field != NULL) {
-        ngx_http_linegate_jw_key(&jw, "field");
-        ngx_http_linegate_jw_cstr(&jw, field);
+        ngx_http_linegate_json_write_key(&jw, "field");
+        ngx_http_linegate_json_write_cstr(&jw, field);
     }
 
-    ngx_http_linegate_jw_end(&jw, '}');
+    ngx_http_linegate_json_write_end(&jw, '}');
 
     ngx_http_linegate_send_jw(r, NGX_HTTP_BAD_REQUEST, &jw);
+}
+
+
+ngx_int_t
+ngx_http_linegate_send_text(ngx_http_request_t *r, ngx_uint_t status,
+    ngx_str_t *type, ngx_buf_t *b)
+{
+    ngx_int_t    rc;
+    ngx_chain_t  out;
+
+    b->last_buf = (r == r->main) ? 1 : 0;
+    b->last_in_chain = 1;
+
+    r->headers_out.status = status;
+    r->headers_out.content_length_n = b->last - b->pos;
+    r->headers_out.content_type = *type;
+    r->headers_out.content_type_len = type->len;
+
+    rc = ngx_http_send_header(r);
+
+    if (rc == NGX_ERROR || rc > NGX_OK || r->header_only) {
+        return rc;
+    }
+
+    out.buf = b;
+    out.next = NULL;
+
+    return ngx_http_output_filter(r, &out);
+}
+
+
+void
+ngx_http_linegate_refuse(ngx_http_request_t *r)
+{
+    ngx_http_linegate_ctx_t  *ctx;
+
+    ctx = ngx_http_linegate_get_ctx(r);
+
+    if (ctx == NULL
+        || ctx->refusal.status == 0
+        || ctx->refusal.status == NGX_HTTP_INTERNAL_SERVER_ERROR)
+    {
+        ngx_http_linegate_internal_error(r);
+        return;
+    }
+
+    ngx_http_linegate_error(r, ctx->refusal.status, ctx->refusal.code,
+                            ctx->refusal.message);
 }
 
 

@@ -10,7 +10,8 @@
 
 
 #include "ngx_http_linegate_module.h"
-#include "ngx_http_linegate_jw.h"
+#include "ngx_http_linegate_json_write.h"
+#include "ngx_http_linegate_json.h"
 
 
 /* answer obj (its reference is taken) with status, and finalize */
@@ -19,7 +20,7 @@ void ngx_http_linegate_send_json(ngx_http_request_t *r, ngx_uint_t status,
 
 /* answer what jw holds with status (500 if it failed), and finalize */
 void ngx_http_linegate_send_jw(ngx_http_request_t *r, ngx_uint_t status,
-    ngx_http_linegate_jw_t *jw);
+    ngx_http_linegate_json_write_t *jw);
 
 /* answer an already serialized JSON body (idempotent replays) */
 void ngx_http_linegate_send_body(ngx_http_request_t *r, ngx_uint_t status,
@@ -37,6 +38,17 @@ void ngx_http_linegate_error(ngx_http_request_t *r, ngx_uint_t status,
 void ngx_http_linegate_field_error(ngx_http_request_t *r, const char *field,
     const char *message);
 
+/*
+ * A content handler's answer that is not JSON (GET /metrics): b with
+ * status and type; returns what the content handler returns (nginx
+ * finalizes).
+ */
+ngx_int_t ngx_http_linegate_send_text(ngx_http_request_t *r,
+    ngx_uint_t status, ngx_str_t *type, ngx_buf_t *b);
+
+/* what a service refused (ctx->refusal), in the API's format */
+void ngx_http_linegate_refuse(ngx_http_request_t *r);
+
 /* Redis could not answer: 503, Retry-After, nothing written */
 void ngx_http_linegate_store_unavailable(ngx_http_request_t *r);
 
@@ -46,6 +58,32 @@ void ngx_http_linegate_internal_error(ngx_http_request_t *r);
 /* serialize for storage (idempotent replay): compact, allocated in pool */
 ngx_int_t ngx_http_linegate_json_dump(ngx_pool_t *pool, json_t *obj,
     ngx_str_t *out);
+
+
+/*
+ * Parse ctx->raw into ctx->body (ngx_http_linegate_json_parse(), json.h):
+ * NGX_OK, or NGX_ERROR once the 400 naming why (a 500 when memory ran
+ * out) has been sent.
+ */
+static ngx_inline ngx_int_t
+ngx_http_linegate_json_body(ngx_http_request_t *r,
+    ngx_http_linegate_ctx_t *ctx, ngx_uint_t empty_ok)
+{
+    const char  *why;
+
+    if (ngx_http_linegate_json_parse(r, ctx, empty_ok, &why) == NGX_OK) {
+        return NGX_OK;
+    }
+
+    if (why == NULL) {
+        ngx_http_linegate_internal_error(r);
+
+    } else {
+        ngx_http_linegate_field_error(r, NULL, why);
+    }
+
+    return NGX_ERROR;
+}
 
 
 #endif /* _NGX_HTTP_LINEGATE_REPLY_H_INCLUDED_ */

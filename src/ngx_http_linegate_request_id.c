@@ -241,3 +241,27 @@ ngx_http_linegate_request_id_hex(u_char *p, uint64_t out[2])
         }
     }
 }
+
+
+ngx_int_t
+ngx_http_linegate_request_id(ngx_http_request_t *r, ngx_str_t *id)
+{
+    ngx_http_variable_value_t      *vv;
+    ngx_http_linegate_main_conf_t  *lmcf;
+
+    lmcf = ngx_http_get_module_main_conf(r, ngx_http_linegate_module);
+
+    if (lmcf->request_id_index == NGX_ERROR) {
+        return NGX_ERROR;
+    }
+
+    vv = ngx_http_get_indexed_variable(r->main, lmcf->request_id_index);
+    if (vv == NULL || vv->not_found) {
+        return NGX_ERROR;
+    }
+
+    id->data = vv->data;
+    id->len = vv->len;
+
+    return NGX_OK;
+}

@@ -13,7 +13,8 @@
 #include "ngx_http_linegate_module.h"
 #include "ngx_http_linegate_stripe.h"
 #include "ngx_http_linegate_metrics.h"
-#include "ngx_http_linegate_util.h"
+#include "ngx_http_linegate_ids.h"
+#include "ngx_http_linegate_headers.h"
 
 
 #define NGX_HTTP_LINEGATE_STRIPE_BODY_MAX  (256 * 1024)

@@ -16,7 +16,9 @@
 #include "ngx_http_linegate_redis.h"
 #include "ngx_http_linegate_reply.h"
 #include "ngx_http_linegate_stripe.h"
-#include "ngx_http_linegate_util.h"
+#include "ngx_http_linegate_clock.h"
+#include "ngx_http_linegate_ids.h"
+#include "ngx_http_linegate_headers.h"
 
 
 /* long enough to cover Stripe's retries, which last up to three days */

@@ -178,9 +178,9 @@ while ($module =~ /\{\s*ngx_string\("(\w+)"\),\s*NGX_HTTP_LINEGATE_API_\w+,
 }
 
 # a route is a row { "pattern", NGX_HTTP_<METHOD>, ... } of a route table
-# of src/ngx_http_linegate_admin*.c
+# of src/ngx_http_linegate_operator*.c
 my @routes;
-for my $file (sort glob "$ROOT/src/ngx_http_linegate_admin*.c") {
+for my $file (sort glob "$ROOT/src/ngx_http_linegate_operator*.c") {
     my $src = path($file)->slurp;
     while ($src =~ /\{\s*"([a-z*\/]+)",\s*
                     NGX_HTTP_(GET|PUT|POST|DELETE|PATCH)\b/gx)

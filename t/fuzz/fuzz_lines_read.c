@@ -37,15 +37,15 @@ fuzz_utf8_clean(redisReply *flat)
 int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    json_t                    *json;
-    ngx_str_t                  uri, resp, out;
-    redisReply                *flat;
-    ngx_http_request_t        *r;
-    ngx_http_linegate_jw_t     jw;
-    ngx_http_linegate_lr_t     lr;
-    ngx_http_linegate_line_t   line;
-    ngx_http_core_loc_conf_t   clcf;
-    void                      *loc_conf[1];
+    json_t                         *json;
+    ngx_str_t                       uri, resp, out;
+    redisReply                     *flat;
+    ngx_http_request_t             *r;
+    ngx_http_linegate_json_write_t  jw;
+    ngx_http_linegate_lr_t          lr;
+    ngx_http_linegate_line_t        line;
+    ngx_http_core_loc_conf_t        clcf;
+    void                           *loc_conf[1];
 
     r = fuzz_request();
 
@@ -91,10 +91,10 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         lr.line = line;
         (void) ngx_http_linegate_lr_due(r, &lr, flat);
 
-        (void) ngx_http_linegate_jw_init(&jw, r->pool, 64);
+        (void) ngx_http_linegate_json_write_init(&jw, r->pool, 64);
         ngx_http_linegate_line_jw(&jw, r, &line);
 
-        if (ngx_http_linegate_jw_finish(&jw, &out) == NGX_OK) {
+        if (ngx_http_linegate_json_write_finish(&jw, &out) == NGX_OK) {
             json = json_loadb((const char *) out.data, out.len, JSON_ALLOW_NUL,
                              NULL);
 

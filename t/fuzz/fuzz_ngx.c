@@ -11,7 +11,7 @@
 
 
 #include "fuzz_ngx.h"
-#include "ngx_http_linegate_jw.h"
+#include "ngx_http_linegate_json_write.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -571,12 +571,12 @@ ngx_http_linegate_send_json(ngx_http_request_t *r, ngx_uint_t status,
 
 void
 ngx_http_linegate_send_jw(ngx_http_request_t *r, ngx_uint_t status,
-    ngx_http_linegate_jw_t *jw)
+    ngx_http_linegate_json_write_t *jw)
 {
     ngx_str_t  out;
 
     /* what would be sent must be complete and readable */
-    if (ngx_http_linegate_jw_finish(jw, &out) == NGX_OK) {
+    if (ngx_http_linegate_json_write_finish(jw, &out) == NGX_OK) {
         (void) ngx_hash_key(out.data, out.len);
     }
 
@@ -619,13 +619,6 @@ void
 ngx_http_linegate_internal_error(ngx_http_request_t *r)
 {
     fuzz_answered(NGX_HTTP_INTERNAL_SERVER_ERROR, NULL, NULL, NULL);
-}
-
-
-ngx_http_linegate_ctx_t *
-ngx_http_linegate_get_ctx(ngx_http_request_t *r)
-{
-    return &fuzz_ctx;
 }
 
 

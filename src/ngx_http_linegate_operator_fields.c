@@ -1,0 +1,201 @@
+
+/*
+ * linegate: what every route of the operator API shares, below the
+ * routes: Redis keys and arguments built in the request pool, the
+ * validation of ids, E.164 numbers and enumerations, and answers built
+ * from hashes and lists. The routes (ngx_http_linegate_operator_ops.c,
+ * _operator_tenants.c) and the router (ngx_http_linegate_operator.c)
+ * call this file; it calls none of them.
+ */
+
+
+#include "ngx_http_linegate_operator.h"
+#include "ngx_http_linegate_json.h"
+
+
+#define NGX_HTTP_LINEGATE_OPERATOR_ID_MAX   64
+
+
+static ngx_int_t ngx_http_linegate_operator_hash_get(redisReply *hash,
+    const char *field, ngx_str_t *value);
+
+
+/* Redis keys and arguments built in the request pool */
+
+void
+ngx_http_linegate_operator_key(ngx_http_request_t *r,
+    ngx_http_linegate_operator_t *adm, const char *fmt, ngx_str_t *id)
+{
+    u_char  *p, *last;
+    size_t   len;
+
+    len = ngx_strlen(fmt) + id->len;
+
+    p = ngx_pnalloc(r->pool, len);
+    if (p == NULL) {
+        /* redis.c refuses a negative argc: the call answers 503 */
+        adm->args.argc = -1;
+        return;
+    }
+
+    last = ngx_snprintf(p, len, fmt, id);
+
+    ngx_http_linegate_redis_arg(&adm->args, p, last - p);
+}
+
+
+/* validation */
+
+ngx_uint_t
+ngx_http_linegate_operator_name_valid(ngx_str_t *s)
+{
+    return s->len >= 1 && s->len <= NGX_HTTP_LINEGATE_OPERATOR_ID_MAX
+           && ngx_http_linegate_operator_chars_valid(s, 0,
+                  NGX_HTTP_LINEGATE_ID_CHARS);
+}
+
+
+ngx_uint_t
+ngx_http_linegate_operator_e164_valid(ngx_str_t *s)
+{
+    return s->len >= 9 && s->len <= 16 && s->data[0] == '+'
+           && ngx_http_linegate_operator_chars_valid(s, 1, "0123456789");
+}
+
+
+ngx_uint_t
+ngx_http_linegate_operator_chars_valid(ngx_str_t *s, size_t skip,
+    const char *set)
+{
+    size_t  i;
+
+    for (i = skip; i < s->len; i++) {
+        if (s->data[i] == '\0' || ngx_strchr(set, s->data[i]) == NULL) {
+            return 0;
+        }
+    }
+
+    return 1;
+}
+
+
+ngx_uint_t
+ngx_http_linegate_operator_one_of(ngx_str_t *s, const char **set)
+{
+    for ( /* void */ ; *set; set++) {
+        if (ngx_strlen(*set) == s->len
+            && ngx_strncmp(s->data, *set, s->len) == 0)
+        {
+            return 1;
+        }
+    }
+
+    return 0;
+}
+
+
+/* answers built from replies (hashes are flat HGETALL arrays) */
+
+json_t *
+ngx_http_linegate_operator_object(ngx_str_t *id)
+{
+    json_t  *obj;
+
+    obj = json_object();
+    if (obj == NULL) {
+        return NULL;
+    }
+
+    json_object_set_new(obj, "id",
+                        json_stringn((const char *) id->data, id->len));
+
+    return obj;
+}
+
+
+void
+ngx_http_linegate_operator_set_strs(json_t *obj, redisReply *hash,
+    const char **fields)
+{
+    ngx_str_t  v;
+
+    for ( /* void */ ; *fields; fields++) {
+        if (ngx_http_linegate_operator_hash_get(hash, *fields, &v) != NGX_OK) {
+            v.len = 0;
+        }
+
+        json_object_set_new(obj, *fields,
+                            ngx_http_linegate_json_strn_or_null(v.data,
+                                                                v.len));
+    }
+}
+
+
+void
+ngx_http_linegate_operator_set_int(json_t *obj, const char *name,
+    redisReply *hash, const char *field)
+{
+    ngx_int_t  n;
+    ngx_str_t  v;
+
+    n = NGX_ERROR;
+
+    if (ngx_http_linegate_operator_hash_get(hash, field, &v) == NGX_OK) {
+        n = ngx_atoi(v.data, v.len);
+    }
+
+    json_object_set_new(obj, name,
+                        n == NGX_ERROR ? json_null() : json_integer(n));
+}
+
+
+static ngx_int_t
+ngx_http_linegate_operator_hash_get(redisReply *hash, const char *field,
+    ngx_str_t *value)
+{
+    size_t       len;
+    ngx_uint_t   i;
+    redisReply  *k, *v;
+
+    len = ngx_strlen(field);
+
+    for (i = 0; i + 1 < hash->elements; i += 2) {
+        k = hash->element[i];
+        v = hash->element[i + 1];
+
+        if (k->type == REDIS_REPLY_STRING && v->type == REDIS_REPLY_STRING
+            && k->len == len && ngx_strncmp(k->str, field, len) == 0)
+        {
+            value->data = (u_char *) v->str;
+            value->len = v->len;
+            return NGX_OK;
+        }
+    }
+
+    return NGX_DECLINED;
+}
+
+
+json_t *
+ngx_http_linegate_operator_strings(redisReply *reply, const char *name)
+{
+    json_t      *list, *s;
+    ngx_uint_t   i;
+    redisReply  *e;
+
+    list = json_array();
+
+    for (i = 0; list != NULL && i < reply->elements; i++) {
+        e = reply->element[i];
+
+        if (e->type != REDIS_REPLY_STRING) {
+            continue;
+        }
+
+        s = json_stringn(e->str, e->len);
+
+        json_array_append_new(list, name ? json_pack("{s:o}", name, s) : s);
+    }
+
+    return list;
+}

@@ -1,0 +1,648 @@
+
+/*
+ * linegate: the operator API's operations: the phone-number inventory,
+ * line set-up (active / failed), health and usage, and the streams of
+ * work waiting for set-up and for reconciliation.
+ */
+
+
+#include "ngx_http_linegate_operator.h"
+#include "ngx_http_linegate_reply.h"
+
+
+#define NGX_HTTP_LINEGATE_INVENTORY_MAX     1000
+#define NGX_HTTP_LINEGATE_STREAM_DEFAULT    100
+#define NGX_HTTP_LINEGATE_STREAM_MAX        1000
+#define NGX_HTTP_LINEGATE_REASON_MAX        500
+#define NGX_HTTP_LINEGATE_USAGE_TTL         (3 * 86400)
+
+
+static void ngx_http_linegate_operator_line_args(ngx_http_request_t *r,
+    ngx_http_linegate_operator_t *adm);
+
+static ngx_http_linegate_operator_args_t    ngx_http_linegate_operator_inv_add;
+static ngx_http_linegate_operator_answer_t
+    ngx_http_linegate_operator_inv_added;
+static ngx_http_linegate_operator_args_t    ngx_http_linegate_operator_inv_list;
+static ngx_http_linegate_operator_answer_t
+    ngx_http_linegate_operator_inv_listed;
+static ngx_http_linegate_operator_args_t
+    ngx_http_linegate_operator_inv_remove;
+static ngx_http_linegate_operator_answer_t
+    ngx_http_linegate_operator_inv_removed;
+static ngx_http_linegate_operator_args_t
+    ngx_http_linegate_operator_line_move;
+static ngx_http_linegate_operator_answer_t
+    ngx_http_linegate_operator_line_moved;
+static ngx_http_linegate_operator_args_t
+    ngx_http_linegate_operator_line_health;
+static ngx_http_linegate_operator_args_t
+    ngx_http_linegate_operator_line_usage;
+static ngx_http_linegate_operator_answer_t
+    ngx_http_linegate_operator_line_checked;
+static ngx_http_linegate_operator_answer_t
+    ngx_http_linegate_operator_line_counted;
+static ngx_http_linegate_operator_args_t    ngx_http_linegate_operator_stream;
+static ngx_http_linegate_operator_answer_t
+    ngx_http_linegate_operator_stream_read;
+
+static ngx_http_linegate_operator_valid_t
+    ngx_http_linegate_operator_line_id_valid;
+static ngx_http_linegate_operator_valid_t
+    ngx_http_linegate_operator_reason_valid;
+static ngx_http_linegate_operator_valid_t
+    ngx_http_linegate_operator_health_valid;
+
+
+static ngx_http_linegate_operator_id_t  ngx_http_linegate_operator_line_id = {
+    ngx_http_linegate_operator_line_id_valid, "Invalid line id", 0
+};
+
+/* nginx has decoded the URI: %2B is already "+" */
+static ngx_http_linegate_operator_id_t  ngx_http_linegate_operator_number = {
+    ngx_http_linegate_operator_e164_valid,
+    "Invalid phone number (+ and 8 to 15 digits)", 0
+};
+
+
+/* a purchased phone line needs one, unless it has its number already */
+static ngx_http_linegate_operator_field_t
+    ngx_http_linegate_operator_phone[] = {
+    { "phone", 0, ngx_http_linegate_operator_e164_valid,
+      "phone must be an E.164 number (+ and 8 to 15 digits)", NULL },
+    ngx_http_linegate_operator_null_field
+};
+
+static ngx_http_linegate_operator_field_t
+    ngx_http_linegate_operator_reason[] = {
+    { "reason",
+      NGX_HTTP_LINEGATE_OPERATOR_REQUIRED|NGX_HTTP_LINEGATE_OPERATOR_TRIM,
+      ngx_http_linegate_operator_reason_valid,
+      "reason is required: a string of 1 to 500 bytes", NULL },
+    ngx_http_linegate_operator_null_field
+};
+
+static ngx_http_linegate_operator_field_t
+    ngx_http_linegate_operator_health[] = {
+    { "status", NGX_HTTP_LINEGATE_OPERATOR_REQUIRED,
+      ngx_http_linegate_operator_health_valid,
+      "status must be healthy or unhealthy", NULL },
+    ngx_http_linegate_operator_null_field
+};
+
+/* increments of today's counters: absent is 0 */
+static ngx_http_linegate_operator_field_t
+    ngx_http_linegate_operator_usage[] = {
+    { "newConversations", NGX_HTTP_LINEGATE_OPERATOR_INTEGER,
+      NULL, NULL, NULL },
+    { "totalMessages", NGX_HTTP_LINEGATE_OPERATOR_INTEGER, NULL, NULL, NULL },
+    ngx_http_linegate_operator_null_field
+};
+
+
+/* op_inventory_add: {1, added, total}; SORT; SREM: 0 when not there */
+static ngx_http_linegate_operator_call_t  ngx_http_linegate_operator_adder = {
+    ngx_http_linegate_operator_inv_add,
+    NGX_HTTP_LINEGATE_SCRIPT_OP_INVENTORY_ADD, 1,
+    NGX_HTTP_LINEGATE_OPERATOR_REPLY_ARRAY, "iii", NGX_HTTP_OK,
+    ngx_http_linegate_operator_inv_added
+};
+
+static ngx_http_linegate_operator_call_t  ngx_http_linegate_operator_sort = {
+    ngx_http_linegate_operator_inv_list,
+    NGX_HTTP_LINEGATE_OPERATOR_COMMAND, 0,
+    NGX_HTTP_LINEGATE_OPERATOR_REPLY_LIST, "", NGX_HTTP_OK,
+    ngx_http_linegate_operator_inv_listed
+};
+
+static ngx_http_linegate_operator_call_t  ngx_http_linegate_operator_srem = {
+    ngx_http_linegate_operator_inv_remove,
+    NGX_HTTP_LINEGATE_OPERATOR_COMMAND, 0,
+    NGX_HTTP_LINEGATE_OPERATOR_REPLY_INTEGER, "", NGX_HTTP_OK,
+    ngx_http_linegate_operator_inv_removed
+};
+
+/* {1, workspace, HGETALL}; 1 (or 0, unknown line); {1, today's two} */
+static ngx_http_linegate_operator_call_t  ngx_http_linegate_operator_move = {
+    ngx_http_linegate_operator_line_move,
+    NGX_HTTP_LINEGATE_SCRIPT_OP_LINE_TRANSITION, 1,
+    NGX_HTTP_LINEGATE_OPERATOR_REPLY_ARRAY, "isa", NGX_HTTP_OK,
+    ngx_http_linegate_operator_line_moved
+};
+
+static ngx_http_linegate_operator_call_t  ngx_http_linegate_operator_check = {
+    ngx_http_linegate_operator_line_health,
+    NGX_HTTP_LINEGATE_SCRIPT_OP_LINE_HEALTH, 1,
+    NGX_HTTP_LINEGATE_OPERATOR_REPLY_INTEGER, "", NGX_HTTP_OK,
+    ngx_http_linegate_operator_line_checked
+};
+
+static ngx_http_linegate_operator_call_t  ngx_http_linegate_operator_count = {
+    ngx_http_linegate_operator_line_usage,
+    NGX_HTTP_LINEGATE_SCRIPT_OP_LINE_USAGE, 1,
+    NGX_HTTP_LINEGATE_OPERATOR_REPLY_ARRAY, "iii", NGX_HTTP_OK,
+    ngx_http_linegate_operator_line_counted
+};
+
+/* XRANGE */
+static ngx_http_linegate_operator_call_t  ngx_http_linegate_operator_xrange = {
+    ngx_http_linegate_operator_stream,
+    NGX_HTTP_LINEGATE_OPERATOR_COMMAND, 0,
+    NGX_HTTP_LINEGATE_OPERATOR_REPLY_LIST, "", NGX_HTTP_OK,
+    ngx_http_linegate_operator_stream_read
+};
+
+
+static ngx_http_linegate_operator_code_t
+    ngx_http_linegate_operator_inv_codes[] = {
+    { 0, NGX_HTTP_NOT_FOUND, "NOT_FOUND", NULL,
+      "Number not in the inventory", 0 },
+    ngx_http_linegate_operator_null_code
+};
+
+static ngx_http_linegate_operator_code_t
+    ngx_http_linegate_operator_line_codes[] = {
+    { 0, NGX_HTTP_NOT_FOUND, "NOT_FOUND", NULL, "Line not found", 0 },
+    ngx_http_linegate_operator_null_code
+};
+
+/* see op_line_transition.lua */
+static ngx_http_linegate_operator_code_t
+    ngx_http_linegate_operator_move_codes[] = {
+    { 0, NGX_HTTP_NOT_FOUND, "NOT_FOUND", NULL, "Line not found", 0 },
+    { -1, NGX_HTTP_CONFLICT, "INVALID_TRANSITION", NULL, "Line is", 1 },
+    { -2, NGX_HTTP_BAD_REQUEST, NULL, "phone",
+      "phone is required: this phone line has no number yet", 0 },
+    { -3, NGX_HTTP_BAD_REQUEST, NULL, "phone",
+      "only phone lines have a phone number", 0 },
+    ngx_http_linegate_operator_null_code
+};
+
+
+ngx_http_linegate_operator_route_t  ngx_http_linegate_operator_ops_routes[] = {
+
+    { "inventory", NGX_HTTP_POST, { NULL, NULL }, { NULL, NULL },
+      &ngx_http_linegate_operator_adder, NULL, NULL },
+    { "inventory", NGX_HTTP_GET, { NULL, NULL }, { NULL, NULL },
+      &ngx_http_linegate_operator_sort, NULL, NULL },
+    { "inventory/*", NGX_HTTP_DELETE,
+      { &ngx_http_linegate_operator_number, NULL }, { NULL, NULL },
+      &ngx_http_linegate_operator_srem, ngx_http_linegate_operator_inv_codes,
+      NULL },
+
+    /* the data of a transition: the status it sets */
+    { "lines/*/active", NGX_HTTP_POST,
+      { &ngx_http_linegate_operator_line_id, NULL },
+      { ngx_http_linegate_operator_phone, NULL },
+      &ngx_http_linegate_operator_move, ngx_http_linegate_operator_move_codes,
+      "active" },
+    { "lines/*/failed", NGX_HTTP_POST,
+      { &ngx_http_linegate_operator_line_id, NULL },
+      { ngx_http_linegate_operator_reason, NULL },
+      &ngx_http_linegate_operator_move, ngx_http_linegate_operator_move_codes,
+      "failed" },
+    { "lines/*/health", NGX_HTTP_POST,
+      { &ngx_http_linegate_operator_line_id, NULL },
+      { ngx_http_linegate_operator_health, NULL },
+      &ngx_http_linegate_operator_check, ngx_http_linegate_operator_line_codes,
+      NULL },
+    { "lines/*/usage", NGX_HTTP_POST,
+      { &ngx_http_linegate_operator_line_id, NULL },
+      { ngx_http_linegate_operator_usage, NULL },
+      &ngx_http_linegate_operator_count, ngx_http_linegate_operator_line_codes,
+      NULL },
+
+    /* the data of a stream read: its key */
+    { "provisioning", NGX_HTTP_GET, { NULL, NULL }, { NULL, NULL },
+      &ngx_http_linegate_operator_xrange, NULL, "lg:provisioning" },
+    { "reconciliation", NGX_HTTP_GET, { NULL, NULL }, { NULL, NULL },
+      &ngx_http_linegate_operator_xrange, NULL, "lg:reconcile" },
+    { "reconciliation/resolved", NGX_HTTP_GET, { NULL, NULL },
+      { NULL, NULL }, &ngx_http_linegate_operator_xrange, NULL,
+      "lg:reconciled" },
+
+    /* no call: a state machine of its own (ngx_http_linegate_reconcile.c) */
+    { "reconciliation/run", NGX_HTTP_POST, { NULL, NULL }, { NULL, NULL },
+      NULL, NULL, NULL },
+
+    { NULL, 0, { NULL, NULL }, { NULL, NULL }, NULL, NULL, NULL }
+};
+
+
+static const char  *ngx_http_linegate_operator_statuses[] = {
+    "healthy", "unhealthy", NULL
+};
+
+static const char  *ngx_http_linegate_operator_line_shown[] = {
+    "provisioningStatus", "paymentStatus", "channelType", "lineType",
+    "phone", "email", "failureReason", "updatedAt", NULL
+};
+
+
+/* inventory */
+
+static ngx_int_t
+ngx_http_linegate_operator_inv_add(ngx_http_request_t *r,
+    ngx_http_linegate_operator_t *adm)
+{
+    u_char     *p, *msg;
+    size_t      len, i, n;
+    json_t     *numbers, *v;
+    ngx_str_t   s;
+
+    numbers = json_object_get(adm->ctx->body, "numbers");
+    n = json_is_array(numbers) ? json_array_size(numbers) : 0;
+
+    if (n == 0 || n > NGX_HTTP_LINEGATE_INVENTORY_MAX) {
+        ngx_http_linegate_field_error(r, "numbers",
+                                "numbers must be an array of 1 to 1000 "
+                                "E.164 numbers");
+        return NGX_ERROR;
+    }
+
+    len = 0;
+
+    for (i = 0; i < n; i++) {
+        v = json_array_get(numbers, i);
+
+        s.len = json_is_string(v) ? json_string_length(v) : 0;
+        s.data = (u_char *) json_string_value(v);
+
+        if (!ngx_http_linegate_operator_e164_valid(&s)) {
+            msg = ngx_pnalloc(r->pool, 80);
+            if (msg == NULL) {
+                ngx_http_linegate_internal_error(r);
+                return NGX_ERROR;
+            }
+
+            (void) ngx_snprintf(msg, 80, "numbers[%uz] is not an E.164 "
+                                "number (+ and 8 to 15 digits)%Z", i);
+            ngx_http_linegate_field_error(r, "numbers", (char *) msg);
+            return NGX_ERROR;
+        }
+
+        len += s.len + 1;
+    }
+
+    /* one argument: a script has at most 64, a call up to 1000 numbers */
+    p = ngx_pnalloc(r->pool, len);
+    if (p == NULL) {
+        ngx_http_linegate_internal_error(r);
+        return NGX_ERROR;
+    }
+
+    s.data = p;
+
+    for (i = 0; i < n; i++) {
+        v = json_array_get(numbers, i);
+        p = ngx_cpymem(p, json_string_value(v), json_string_length(v));
+        *p++ = ',';
+    }
+
+    s.len = p - s.data - 1;
+
+    ngx_http_linegate_redis_arg_cstr(&adm->args, "lg:inventory");
+    ngx_http_linegate_redis_arg_str(&adm->args, &s);
+
+    return NGX_OK;
+}
+
+
+static json_t *
+ngx_http_linegate_operator_inv_added(ngx_http_request_t *r,
+    ngx_http_linegate_operator_t *adm, redisReply *reply)
+{
+    int64_t  added, total;
+
+    added = reply->element[1]->integer;
+    total = reply->element[2]->integer;
+
+    ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
+                  NGX_HTTP_LINEGATE_LOG "operator: %L numbers added to the "
+                  "inventory, %L in it", added, total);
+
+    return json_pack("{s:I,s:I}", "added", (json_int_t) added,
+                     "total", (json_int_t) total);
+}
+
+
+static ngx_int_t
+ngx_http_linegate_operator_inv_list(ngx_http_request_t *r,
+    ngx_http_linegate_operator_t *adm)
+{
+    ngx_http_linegate_redis_arg_cstr(&adm->args, "SORT");
+    ngx_http_linegate_redis_arg_cstr(&adm->args, "lg:inventory");
+    ngx_http_linegate_redis_arg_cstr(&adm->args, "ALPHA");
+
+    return NGX_OK;
+}
+
+
+static json_t *
+ngx_http_linegate_operator_inv_listed(ngx_http_request_t *r,
+    ngx_http_linegate_operator_t *adm, redisReply *reply)
+{
+    json_t  *numbers;
+
+    numbers = ngx_http_linegate_operator_strings(reply, NULL);
+
+    if (numbers == NULL) {
+        return NULL;
+    }
+
+    return json_pack("{s:I,s:o}",
+                     "count", (json_int_t) json_array_size(numbers),
+                     "numbers", numbers);
+}
+
+
+static ngx_int_t
+ngx_http_linegate_operator_inv_remove(ngx_http_request_t *r,
+    ngx_http_linegate_operator_t *adm)
+{
+    ngx_http_linegate_redis_arg_cstr(&adm->args, "SREM");
+    ngx_http_linegate_redis_arg_cstr(&adm->args, "lg:inventory");
+    ngx_http_linegate_redis_arg_str(&adm->args, &adm->arg[0]);
+
+    return NGX_OK;
+}
+
+
+static json_t *
+ngx_http_linegate_operator_inv_removed(ngx_http_request_t *r,
+    ngx_http_linegate_operator_t *adm, redisReply *reply)
+{
+    return json_pack("{s:s%,s:b}", "number", adm->arg[0].data,
+                     adm->arg[0].len, "removed", 1);
+}
+
+
+/* lines */
+
+/* what every line script starts with: KEYS[1] lg:line:<id>, ARGV[1] id */
+static void
+ngx_http_linegate_operator_line_args(ngx_http_request_t *r,
+    ngx_http_linegate_operator_t *adm)
+{
+    ngx_http_linegate_operator_key(r, adm, "lg:line:%V", &adm->arg[0]);
+    ngx_http_linegate_redis_arg_str(&adm->args, &adm->arg[0]);
+}
+
+
+/* provisioning -> active (with the phone, or "") or failed (the reason) */
+static ngx_int_t
+ngx_http_linegate_operator_line_move(ngx_http_request_t *r,
+    ngx_http_linegate_operator_t *adm)
+{
+    ngx_http_linegate_operator_line_args(r, adm);
+    ngx_http_linegate_redis_arg_cstr(&adm->args, adm->route->data);
+    ngx_http_linegate_redis_arg_str(&adm->args, &adm->now);
+    ngx_http_linegate_redis_arg_str(&adm->args, &adm->value[0].str);
+
+    return NGX_OK;
+}
+
+
+static json_t *
+ngx_http_linegate_operator_line_moved(ngx_http_request_t *r,
+    ngx_http_linegate_operator_t *adm, redisReply *reply)
+{
+    u_char      *p;
+    json_t      *obj;
+    redisReply  *ws;
+
+    /* the owner, for $linegate_tenant: the reply is freed on return */
+    ws = reply->element[1];
+
+    p = ngx_pnalloc(r->pool, ws->len);
+    if (p != NULL) {
+        ngx_memcpy(p, ws->str, ws->len);
+        adm->ctx->tenant.data = p;
+        adm->ctx->tenant.len = ws->len;
+    }
+
+    ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
+                  NGX_HTTP_LINEGATE_LOG "operator: line %V of workspace "
+                  "\"%*s\" is now %s", &adm->arg[0], ws->len, ws->str,
+                  (char *) adm->route->data);
+
+    obj = ngx_http_linegate_operator_object(&adm->arg[0]);
+    if (obj == NULL) {
+        return NULL;
+    }
+
+    json_object_set_new(obj, "workspaceId", json_stringn(ws->str, ws->len));
+    ngx_http_linegate_operator_set_strs(obj, reply->element[2],
+                                        ngx_http_linegate_operator_line_shown);
+
+    return obj;
+}
+
+
+static ngx_int_t
+ngx_http_linegate_operator_line_health(ngx_http_request_t *r,
+    ngx_http_linegate_operator_t *adm)
+{
+    ngx_http_linegate_operator_line_args(r, adm);
+    ngx_http_linegate_redis_arg_str(&adm->args, &adm->value[0].str);
+    ngx_http_linegate_redis_arg_str(&adm->args, &adm->now);
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_linegate_operator_line_usage(ngx_http_request_t *r,
+    ngx_http_linegate_operator_t *adm)
+{
+    u_char  *p;
+
+    p = ngx_pnalloc(r->pool, sizeof("YYYY-MM-DD") - 1);
+    if (p == NULL) {
+        ngx_http_linegate_internal_error(r);
+        return NGX_ERROR;
+    }
+
+    /* the UTC day of this call's clock, the one adm->now shows */
+    adm->date.data = p;
+    adm->date.len = ngx_http_linegate_utc_date(p, adm->now_ms) - p;
+
+    ngx_http_linegate_operator_line_args(r, adm);
+    ngx_http_linegate_redis_arg_str(&adm->args, &adm->date);
+    ngx_http_linegate_redis_arg_int(r, &adm->args, adm->value[0].n);
+    ngx_http_linegate_redis_arg_int(r, &adm->args, adm->value[1].n);
+    ngx_http_linegate_redis_arg_int(r, &adm->args,
+                                    NGX_HTTP_LINEGATE_USAGE_TTL);
+
+    return NGX_OK;
+}
+
+
+static json_t *
+ngx_http_linegate_operator_line_checked(ngx_http_request_t *r,
+    ngx_http_linegate_operator_t *adm, redisReply *reply)
+{
+    ngx_str_t  *status;
+
+    /* the status reported, as the body had it */
+    status = &adm->value[0].str;
+
+    return json_pack("{s:s%,s:{s:s%,s:s%}}",
+                     "id", adm->arg[0].data, adm->arg[0].len,
+                     "healthCheck",
+                     "status", status->data, status->len,
+                     "lastCheckedAt", adm->now.data, adm->now.len);
+}
+
+
+static json_t *
+ngx_http_linegate_operator_line_counted(ngx_http_request_t *r,
+    ngx_http_linegate_operator_t *adm, redisReply *reply)
+{
+    return json_pack("{s:s%,s:{s:s%,s:I,s:I}}",
+                     "id", adm->arg[0].data, adm->arg[0].len,
+                     "usage",
+                     "date", adm->date.data, adm->date.len,
+                     "newConversationsCount",
+                     (json_int_t) reply->element[1]->integer,
+                     "totalMessagesCount",
+                     (json_int_t) reply->element[2]->integer);
+}
+
+
+/* what waits for set-up, and what waits for reconciliation */
+
+/*
+ * XRANGE key - + COUNT n; "?after=<stream id>" pages on from an entry
+ * (exclusive), "?count=" bounds the page.
+ */
+static ngx_int_t
+ngx_http_linegate_operator_stream(ngx_http_request_t *r,
+    ngx_http_linegate_operator_t *adm)
+{
+    u_char                          *p;
+    ngx_int_t                        count;
+    ngx_str_t                        value, after;
+    ngx_http_linegate_redis_args_t  *a;
+
+    count = NGX_HTTP_LINEGATE_STREAM_DEFAULT;
+
+    if (ngx_http_arg(r, (u_char *) "count", 5, &value) == NGX_OK) {
+        count = ngx_atoi(value.data, value.len);
+
+        if (count < 1 || count > NGX_HTTP_LINEGATE_STREAM_MAX) {
+            ngx_http_linegate_field_error(r, "count",
+                                    "count must be an integer from 1 to "
+                                    "1000");
+            return NGX_ERROR;
+        }
+    }
+
+    ngx_str_set(&after, "-");
+
+    if (ngx_http_arg(r, (u_char *) "after", 5, &value) == NGX_OK) {
+        if (value.len == 0 || value.len > 41
+            || !ngx_http_linegate_operator_chars_valid(&value, 0,
+                                                       "0123456789-"))
+        {
+            ngx_http_linegate_field_error(r, "after",
+                                    "after must be a stream entry id");
+            return NGX_ERROR;
+        }
+
+        p = ngx_pnalloc(r->pool, value.len + 1);
+        if (p == NULL) {
+            ngx_http_linegate_internal_error(r);
+            return NGX_ERROR;
+        }
+
+        *p = '(';
+        ngx_memcpy(p + 1, value.data, value.len);
+
+        after.data = p;
+        after.len = value.len + 1;
+    }
+
+    a = &adm->args;
+
+    ngx_http_linegate_redis_arg_cstr(a, "XRANGE");
+    ngx_http_linegate_redis_arg_cstr(a, adm->route->data);
+    ngx_http_linegate_redis_arg_str(a, &after);
+    ngx_http_linegate_redis_arg_cstr(a, "+");
+    ngx_http_linegate_redis_arg_cstr(a, "COUNT");
+    ngx_http_linegate_redis_arg_int(r, a, count);
+
+    return NGX_OK;
+}
+
+
+static json_t *
+ngx_http_linegate_operator_stream_read(ngx_http_request_t *r,
+    ngx_http_linegate_operator_t *adm, redisReply *reply)
+{
+    json_t      *entries, *fields;
+    ngx_uint_t   i, j;
+    redisReply  *e, *f, *k, *v;
+
+    entries = json_array();
+
+    for (i = 0; entries != NULL && i < reply->elements; i++) {
+        e = reply->element[i];
+
+        if (e->type != REDIS_REPLY_ARRAY || e->elements != 2
+            || e->element[0]->type != REDIS_REPLY_STRING
+            || e->element[1]->type != REDIS_REPLY_ARRAY)
+        {
+            continue;
+        }
+
+        f = e->element[1];
+        fields = json_object();
+
+        for (j = 0; fields != NULL && j + 1 < f->elements; j += 2) {
+            k = f->element[j];
+            v = f->element[j + 1];
+
+            if (k->type == REDIS_REPLY_STRING
+                && v->type == REDIS_REPLY_STRING)
+            {
+                json_object_setn_new(fields, k->str, k->len,
+                                     json_stringn(v->str, v->len));
+            }
+        }
+
+        json_array_append_new(entries,
+                              json_pack("{s:s%,s:o*}",
+                                        "id", e->element[0]->str,
+                                        e->element[0]->len,
+                                        "fields", fields));
+    }
+
+    return entries ? json_pack("{s:o}", "entries", entries) : NULL;
+}
+
+
+/* validation */
+
+/* 24 lowercase hex */
+static ngx_uint_t
+ngx_http_linegate_operator_line_id_valid(ngx_str_t *s)
+{
+    return ngx_http_linegate_id_valid(s);
+}
+
+
+/* after trimming: 1 to 500 bytes */
+static ngx_uint_t
+ngx_http_linegate_operator_reason_valid(ngx_str_t *s)
+{
+    return s->len >= 1 && s->len <= NGX_HTTP_LINEGATE_REASON_MAX;
+}
+
+
+static ngx_uint_t
+ngx_http_linegate_operator_health_valid(ngx_str_t *s)
+{
+    return ngx_http_linegate_operator_one_of(s,
+               ngx_http_linegate_operator_statuses);
+}

@@ -1,0 +1,706 @@
+
+/*
+ * linegate: the operator API's tenants: workspaces and their API keys,
+ * provisioning accounts and their credentials.
+ *
+ * Keys and secrets issued here are shown once and stored only as SHA-256
+ * digests; they are never logged.
+ */
+
+
+#include "ngx_http_linegate_operator.h"
+#include "ngx_http_linegate_crypto.h"
+#include "ngx_http_linegate_reply.h"
+
+
+/* a workspace or an account: a hash op_upsert creates and updates */
+typedef struct {
+    const char                           *name;       /* in the logs */
+    const char                           *key;
+    ngx_http_linegate_operator_answer_t  *json;       /* of its hash */
+} ngx_http_linegate_operator_tenant_t;
+
+
+/* a workspace's API key, an account's key id and secret */
+typedef struct {
+    const char                          *what;       /* in the logs */
+    const char                          *owner;
+    const char                          *name[2];    /* in the answer */
+    const char                          *prefix[2];  /* id, key */
+    size_t                               size[2];    /* hex bytes, chars */
+    ngx_http_linegate_operator_args_t   *args;
+} ngx_http_linegate_operator_credential_t;
+
+
+static ngx_http_linegate_operator_args_t
+    ngx_http_linegate_operator_upsert_args;
+static ngx_http_linegate_operator_answer_t
+    ngx_http_linegate_operator_tenant_saved;
+static ngx_http_linegate_operator_args_t
+    ngx_http_linegate_operator_hgetall_args;
+static ngx_http_linegate_operator_answer_t
+    ngx_http_linegate_operator_workspace_json;
+static ngx_http_linegate_operator_answer_t
+    ngx_http_linegate_operator_account_json;
+static ngx_http_linegate_operator_args_t    ngx_http_linegate_operator_issue;
+static ngx_http_linegate_operator_args_t
+    ngx_http_linegate_operator_api_key_args;
+static ngx_http_linegate_operator_args_t
+    ngx_http_linegate_operator_sb_key_args;
+static ngx_http_linegate_operator_answer_t  ngx_http_linegate_operator_issued;
+static ngx_http_linegate_operator_args_t
+    ngx_http_linegate_operator_key_revoke;
+static ngx_http_linegate_operator_answer_t
+    ngx_http_linegate_operator_key_revoked;
+static ngx_http_linegate_operator_args_t    ngx_http_linegate_operator_key_list;
+static ngx_http_linegate_operator_answer_t
+    ngx_http_linegate_operator_keys_listed;
+
+static ngx_http_linegate_operator_valid_t   ngx_http_linegate_operator_filled;
+static ngx_http_linegate_operator_valid_t
+    ngx_http_linegate_operator_customer_valid;
+static ngx_http_linegate_operator_valid_t
+    ngx_http_linegate_operator_ws_plan_valid;
+static ngx_http_linegate_operator_valid_t
+    ngx_http_linegate_operator_status_valid;
+static ngx_http_linegate_operator_valid_t
+    ngx_http_linegate_operator_sb_plan_valid;
+static ngx_http_linegate_operator_valid_t
+    ngx_http_linegate_operator_key_id_valid;
+
+static void ngx_http_linegate_operator_upsert_field(ngx_http_request_t *r,
+    ngx_http_linegate_operator_t *adm, ngx_http_linegate_operator_value_t *v);
+static ngx_int_t ngx_http_linegate_operator_generate(ngx_http_request_t *r,
+    ngx_str_t *out, const char *prefix, size_t n, ngx_uint_t hex);
+static ngx_int_t ngx_http_linegate_operator_digest(ngx_http_request_t *r,
+    ngx_str_t *in, ngx_str_t *out);
+
+
+static ngx_http_linegate_operator_id_t
+    ngx_http_linegate_operator_workspace_id = {
+    ngx_http_linegate_operator_name_valid, "Invalid workspace id", 1
+};
+
+static ngx_http_linegate_operator_id_t
+    ngx_http_linegate_operator_account_id = {
+    ngx_http_linegate_operator_name_valid, "Invalid account id", 1
+};
+
+static ngx_http_linegate_operator_id_t  ngx_http_linegate_operator_key_id = {
+    ngx_http_linegate_operator_key_id_valid, "Invalid key id", 0
+};
+
+
+/*
+ * What PUT of a workspace and of an account share. The plan is read in
+ * two steps: a string here, a plan name of the tenant's kind after
+ * stripeCustomerId, the order in which errors have always been reported.
+ */
+static ngx_http_linegate_operator_field_t
+    ngx_http_linegate_operator_tenant_put[] = {
+    { "plan", NGX_HTTP_LINEGATE_OPERATOR_STRICT,
+      ngx_http_linegate_operator_filled, "plan is empty", "plan" },
+    { "stripeCustomerId", NGX_HTTP_LINEGATE_OPERATOR_NULLABLE,
+      ngx_http_linegate_operator_customer_valid,
+      "stripeCustomerId must be a Stripe customer id (cus_...)",
+      "stripeCustomerId" },
+    ngx_http_linegate_operator_null_field
+};
+
+static ngx_http_linegate_operator_field_t
+    ngx_http_linegate_operator_ws_put[] = {
+    { "plan", 0, ngx_http_linegate_operator_ws_plan_valid,
+      "plan must be mini, starter or growth", NULL },
+    { "subscriptionStatus", NGX_HTTP_LINEGATE_OPERATOR_NULLABLE,
+      ngx_http_linegate_operator_status_valid,
+      "subscriptionStatus must be a Stripe subscription status",
+      "subscriptionStatus" },
+    ngx_http_linegate_operator_null_field
+};
+
+/* Sendblue plan names: inbound_only (the Agent plan) and others */
+static ngx_http_linegate_operator_field_t
+    ngx_http_linegate_operator_acct_put[] = {
+    { "plan", 0, ngx_http_linegate_operator_sb_plan_valid,
+      "plan must be a plan name such as inbound_only ([a-z0-9_], at most 32)",
+      NULL },
+    /* overrides of the rolling limits; null: the configured default */
+    { "api_provision_daily",
+      NGX_HTTP_LINEGATE_OPERATOR_INTEGER|NGX_HTTP_LINEGATE_OPERATOR_NULLABLE,
+      NULL, NULL, "daily_limit" },
+    { "api_provision_monthly",
+      NGX_HTTP_LINEGATE_OPERATOR_INTEGER|NGX_HTTP_LINEGATE_OPERATOR_NULLABLE,
+      NULL, NULL, "monthly_limit" },
+    ngx_http_linegate_operator_null_field
+};
+
+
+/* 0: there is none (no hash, a script's 0 or nil); -1: op_upsert's */
+static ngx_http_linegate_operator_code_t
+    ngx_http_linegate_operator_ws_codes[] = {
+    { 0, NGX_HTTP_NOT_FOUND, "NOT_FOUND", NULL, "Workspace not found", 0 },
+    { -1, NGX_HTTP_BAD_REQUEST, NULL, "plan",
+      "plan is required to create a workspace", 0 },
+    ngx_http_linegate_operator_null_code
+};
+
+static ngx_http_linegate_operator_code_t
+    ngx_http_linegate_operator_acct_codes[] = {
+    { 0, NGX_HTTP_NOT_FOUND, "NOT_FOUND", NULL, "Account not found", 0 },
+    { -1, NGX_HTTP_BAD_REQUEST, NULL, "plan",
+      "plan is required to create an account", 0 },
+    ngx_http_linegate_operator_null_code
+};
+
+static ngx_http_linegate_operator_code_t
+    ngx_http_linegate_operator_key_codes[] = {
+    { 0, NGX_HTTP_NOT_FOUND, "NOT_FOUND", NULL, "API key not found", 0 },
+    ngx_http_linegate_operator_null_code
+};
+
+
+static ngx_http_linegate_operator_tenant_t
+    ngx_http_linegate_operator_workspace = {
+    "workspace", "lg:{ws:%V}", ngx_http_linegate_operator_workspace_json
+};
+
+static ngx_http_linegate_operator_tenant_t
+    ngx_http_linegate_operator_account = {
+    "account", "lg:{acct:%V}", ngx_http_linegate_operator_account_json
+};
+
+
+/* "key_" + 16 hex, the key "tuco_" + 40; "sbk_" + 24 hex, "sbs_" + 40 */
+static ngx_http_linegate_operator_credential_t
+    ngx_http_linegate_operator_api_key = {
+    "API key", "workspace", { "keyId", "key" }, { "key_", "tuco_" },
+    { 8, 40 }, ngx_http_linegate_operator_api_key_args
+};
+
+static ngx_http_linegate_operator_credential_t
+    ngx_http_linegate_operator_sb_key = {
+    "key id", "account", { "key_id", "secret" }, { "sbk_", "sbs_" },
+    { 12, 40 }, ngx_http_linegate_operator_sb_key_args
+};
+
+
+/* op_upsert: {-1}, or {1, created, HGETALL}; HGETALL of each kind */
+static ngx_http_linegate_operator_call_t  ngx_http_linegate_operator_upsert = {
+    ngx_http_linegate_operator_upsert_args,
+    NGX_HTTP_LINEGATE_SCRIPT_OP_UPSERT, 1,
+    NGX_HTTP_LINEGATE_OPERATOR_REPLY_ARRAY, "iia", NGX_HTTP_OK,
+    ngx_http_linegate_operator_tenant_saved
+};
+
+static ngx_http_linegate_operator_call_t  ngx_http_linegate_operator_ws_get = {
+    ngx_http_linegate_operator_hgetall_args,
+    NGX_HTTP_LINEGATE_OPERATOR_COMMAND, 0,
+    NGX_HTTP_LINEGATE_OPERATOR_REPLY_HASH, "", NGX_HTTP_OK,
+    ngx_http_linegate_operator_workspace_json
+};
+
+static ngx_http_linegate_operator_call_t
+    ngx_http_linegate_operator_acct_get = {
+    ngx_http_linegate_operator_hgetall_args,
+    NGX_HTTP_LINEGATE_OPERATOR_COMMAND, 0,
+    NGX_HTTP_LINEGATE_OPERATOR_REPLY_HASH, "", NGX_HTTP_OK,
+    ngx_http_linegate_operator_account_json
+};
+
+/* op_key_create, op_credentials: 0 when there is no such owner */
+static ngx_http_linegate_operator_call_t
+    ngx_http_linegate_operator_key_create = {
+    ngx_http_linegate_operator_issue,
+    NGX_HTTP_LINEGATE_SCRIPT_OP_KEY_CREATE, 3,
+    NGX_HTTP_LINEGATE_OPERATOR_REPLY_INTEGER, "", NGX_HTTP_CREATED,
+    ngx_http_linegate_operator_issued
+};
+
+static ngx_http_linegate_operator_call_t
+    ngx_http_linegate_operator_sb_create = {
+    ngx_http_linegate_operator_issue,
+    NGX_HTTP_LINEGATE_SCRIPT_OP_CREDENTIALS, 2,
+    NGX_HTTP_LINEGATE_OPERATOR_REPLY_INTEGER, "", NGX_HTTP_CREATED,
+    ngx_http_linegate_operator_issued
+};
+
+/* op_key_list: the key ids, nil without the workspace; op_key_revoke */
+static ngx_http_linegate_operator_call_t
+    ngx_http_linegate_operator_key_lister = {
+    ngx_http_linegate_operator_key_list,
+    NGX_HTTP_LINEGATE_SCRIPT_OP_KEY_LIST, 2,
+    NGX_HTTP_LINEGATE_OPERATOR_REPLY_LIST, "", NGX_HTTP_OK,
+    ngx_http_linegate_operator_keys_listed
+};
+
+static ngx_http_linegate_operator_call_t
+    ngx_http_linegate_operator_key_revoker = {
+    ngx_http_linegate_operator_key_revoke,
+    NGX_HTTP_LINEGATE_SCRIPT_OP_KEY_REVOKE, 1,
+    NGX_HTTP_LINEGATE_OPERATOR_REPLY_INTEGER, "", NGX_HTTP_OK,
+    ngx_http_linegate_operator_key_revoked
+};
+
+
+/* one row a path and method: the order of the rows does not matter */
+ngx_http_linegate_operator_route_t
+    ngx_http_linegate_operator_tenant_routes[] = {
+
+    { "workspaces/*", NGX_HTTP_GET,
+      { &ngx_http_linegate_operator_workspace_id, NULL }, { NULL, NULL },
+      &ngx_http_linegate_operator_ws_get, ngx_http_linegate_operator_ws_codes,
+      &ngx_http_linegate_operator_workspace },
+    { "workspaces/*", NGX_HTTP_PUT,
+      { &ngx_http_linegate_operator_workspace_id, NULL },
+      { ngx_http_linegate_operator_tenant_put,
+        ngx_http_linegate_operator_ws_put },
+      &ngx_http_linegate_operator_upsert, ngx_http_linegate_operator_ws_codes,
+      &ngx_http_linegate_operator_workspace },
+    { "workspaces/*/keys/*", NGX_HTTP_DELETE,
+      { &ngx_http_linegate_operator_workspace_id,
+        &ngx_http_linegate_operator_key_id }, { NULL, NULL },
+      &ngx_http_linegate_operator_key_revoker,
+      ngx_http_linegate_operator_key_codes, NULL },
+    { "workspaces/*/keys", NGX_HTTP_GET,
+      { &ngx_http_linegate_operator_workspace_id, NULL }, { NULL, NULL },
+      &ngx_http_linegate_operator_key_lister,
+      ngx_http_linegate_operator_ws_codes, NULL },
+    { "workspaces/*/keys", NGX_HTTP_POST,
+      { &ngx_http_linegate_operator_workspace_id, NULL }, { NULL, NULL },
+      &ngx_http_linegate_operator_key_create,
+      ngx_http_linegate_operator_ws_codes,
+      &ngx_http_linegate_operator_api_key },
+
+    { "accounts/*", NGX_HTTP_PUT,
+      { &ngx_http_linegate_operator_account_id, NULL },
+      { ngx_http_linegate_operator_tenant_put,
+        ngx_http_linegate_operator_acct_put },
+      &ngx_http_linegate_operator_upsert, ngx_http_linegate_operator_acct_codes,
+      &ngx_http_linegate_operator_account },
+    { "accounts/*", NGX_HTTP_GET,
+      { &ngx_http_linegate_operator_account_id, NULL }, { NULL, NULL },
+      &ngx_http_linegate_operator_acct_get,
+      ngx_http_linegate_operator_acct_codes,
+      &ngx_http_linegate_operator_account },
+    { "accounts/*/credentials", NGX_HTTP_POST,
+      { &ngx_http_linegate_operator_account_id, NULL }, { NULL, NULL },
+      &ngx_http_linegate_operator_sb_create,
+      ngx_http_linegate_operator_acct_codes,
+      &ngx_http_linegate_operator_sb_key },
+
+    { NULL, 0, { NULL, NULL }, { NULL, NULL }, NULL, NULL, NULL }
+};
+
+
+static const char  *ngx_http_linegate_operator_plans[] = {
+    "mini", "starter", "growth", NULL
+};
+
+/* Stripe's subscription statuses */
+static const char  *ngx_http_linegate_operator_sub_statuses[] = {
+    "active", "trialing", "past_due", "unpaid", "canceled", "incomplete",
+    "incomplete_expired", "paused", NULL
+};
+
+static const char  *ngx_http_linegate_operator_ws_shown[] = {
+    "plan", "subscriptionStatus", "stripeCustomerId", "createdAt",
+    "updatedAt", NULL
+};
+
+static const char  *ngx_http_linegate_operator_acct_shown[] = {
+    "plan", "stripeCustomerId", "key_id", NULL
+};
+
+static const char  *ngx_http_linegate_operator_dates[] = {
+    "createdAt", "updatedAt", NULL
+};
+
+
+/* workspaces and accounts */
+
+static ngx_int_t
+ngx_http_linegate_operator_upsert_args(ngx_http_request_t *r,
+    ngx_http_linegate_operator_t *adm)
+{
+    ngx_uint_t                            i;
+    ngx_http_linegate_operator_tenant_t  *tenant;
+
+    tenant = adm->route->data;
+
+    ngx_http_linegate_operator_key(r, adm, tenant->key, &adm->arg[0]);
+    ngx_http_linegate_redis_arg_str(&adm->args, &adm->now);
+
+    /* the field a creation must set */
+    ngx_http_linegate_redis_arg_cstr(&adm->args, "plan");
+
+    for (i = 0; i < NGX_HTTP_LINEGATE_OPERATOR_FIELDS; i++) {
+        if (adm->value[i].field == NULL) {
+            break;
+        }
+
+        if (adm->value[i].field->stored != NULL
+            && adm->value[i].state != NGX_HTTP_LINEGATE_OPERATOR_ABSENT)
+        {
+            ngx_http_linegate_operator_upsert_field(r, adm, &adm->value[i]);
+        }
+    }
+
+    return NGX_OK;
+}
+
+
+/* a field triple for op_upsert: null deletes the field */
+static void
+ngx_http_linegate_operator_upsert_field(ngx_http_request_t *r,
+    ngx_http_linegate_operator_t *adm, ngx_http_linegate_operator_value_t *v)
+{
+    ngx_http_linegate_redis_args_t  *a;
+
+    a = &adm->args;
+
+    ngx_http_linegate_redis_arg_cstr(a, v->field->stored);
+
+    if (v->state == NGX_HTTP_LINEGATE_OPERATOR_NULL) {
+        ngx_http_linegate_redis_arg_cstr(a, "del");
+        ngx_http_linegate_redis_arg(a, "", 0);
+        return;
+    }
+
+    ngx_http_linegate_redis_arg_cstr(a, "set");
+
+    if (v->field->flags & NGX_HTTP_LINEGATE_OPERATOR_INTEGER) {
+        ngx_http_linegate_redis_arg_int(r, a, v->n);
+        return;
+    }
+
+    /* the string lives in ctx->body until the request ends */
+    ngx_http_linegate_redis_arg_str(a, &v->str);
+}
+
+
+static json_t *
+ngx_http_linegate_operator_tenant_saved(ngx_http_request_t *r,
+    ngx_http_linegate_operator_t *adm, redisReply *reply)
+{
+    const char                           *done;
+    ngx_http_linegate_operator_tenant_t  *tenant;
+
+    tenant = adm->route->data;
+    done = reply->element[1]->integer ? "created" : "updated";
+
+    ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
+                  NGX_HTTP_LINEGATE_LOG "operator: %s \"%V\" %s",
+                  tenant->name, &adm->arg[0], done);
+
+    return tenant->json(r, adm, reply->element[2]);
+}
+
+
+static ngx_int_t
+ngx_http_linegate_operator_hgetall_args(ngx_http_request_t *r,
+    ngx_http_linegate_operator_t *adm)
+{
+    ngx_http_linegate_operator_tenant_t  *tenant;
+
+    tenant = adm->route->data;
+
+    ngx_http_linegate_redis_arg_cstr(&adm->args, "HGETALL");
+    ngx_http_linegate_operator_key(r, adm, tenant->key, &adm->arg[0]);
+
+    return NGX_OK;
+}
+
+
+static json_t *
+ngx_http_linegate_operator_workspace_json(ngx_http_request_t *r,
+    ngx_http_linegate_operator_t *adm, redisReply *hash)
+{
+    json_t  *obj;
+
+    obj = ngx_http_linegate_operator_object(&adm->arg[0]);
+
+    if (obj != NULL) {
+        ngx_http_linegate_operator_set_strs(obj, hash,
+            ngx_http_linegate_operator_ws_shown);
+    }
+
+    return obj;
+}
+
+
+static json_t *
+ngx_http_linegate_operator_account_json(ngx_http_request_t *r,
+    ngx_http_linegate_operator_t *adm, redisReply *hash)
+{
+    json_t                         *obj, *daily, *monthly;
+    ngx_http_linegate_main_conf_t  *lmcf;
+
+    lmcf = ngx_http_get_module_main_conf(r, ngx_http_linegate_module);
+
+    obj = ngx_http_linegate_operator_object(&adm->arg[0]);
+    if (obj == NULL) {
+        return NULL;
+    }
+
+    ngx_http_linegate_operator_set_strs(obj, hash,
+                                        ngx_http_linegate_operator_acct_shown);
+    ngx_http_linegate_operator_set_int(obj, "api_provision_daily", hash,
+                                       "daily_limit");
+    ngx_http_linegate_operator_set_int(obj, "api_provision_monthly", hash,
+                                       "monthly_limit");
+
+    /* what applies: the override, else the configured default */
+    daily = json_object_get(obj, "api_provision_daily");
+    monthly = json_object_get(obj, "api_provision_monthly");
+
+    json_object_set_new(obj, "limits",
+        json_pack("{s:I,s:I}",
+                  "daily", json_is_integer(daily)
+                           ? json_integer_value(daily)
+                           : (json_int_t) lmcf->prov_daily,
+                  "monthly", json_is_integer(monthly)
+                             ? json_integer_value(monthly)
+                             : (json_int_t) lmcf->prov_monthly));
+
+    ngx_http_linegate_operator_set_strs(obj, hash,
+                                        ngx_http_linegate_operator_dates);
+
+    return obj;
+}
+
+
+/* API keys and credentials */
+
+static ngx_int_t
+ngx_http_linegate_operator_issue(ngx_http_request_t *r,
+    ngx_http_linegate_operator_t *adm)
+{
+    ngx_http_linegate_operator_credential_t  *cred;
+
+    cred = adm->route->data;
+
+    if (ngx_http_linegate_operator_generate(r, &adm->key_id, cred->prefix[0],
+                                            cred->size[0], 1)
+        != NGX_OK
+        || ngx_http_linegate_operator_generate(r, &adm->secret, cred->prefix[1],
+                                               cred->size[1], 0)
+           != NGX_OK
+        || ngx_http_linegate_operator_digest(r, &adm->secret, &adm->digest)
+           != NGX_OK)
+    {
+        ngx_http_linegate_internal_error(r);
+        return NGX_ERROR;
+    }
+
+    return cred->args(r, adm);
+}
+
+
+/* prefix followed by n random characters ([A-Za-z0-9]) or n bytes of hex */
+static ngx_int_t
+ngx_http_linegate_operator_generate(ngx_http_request_t *r, ngx_str_t *out,
+    const char *prefix, size_t n, ngx_uint_t hex)
+{
+    int      rc;
+    u_char  *p;
+    size_t   plen, len;
+
+    plen = ngx_strlen(prefix);
+    len = plen + (hex ? 2 * n : n);
+
+    p = ngx_pnalloc(r->pool, len + 1);
+    if (p == NULL) {
+        return NGX_ERROR;
+    }
+
+    ngx_memcpy(p, prefix, plen);
+
+    rc = hex ? ngx_http_linegate_random_hex((char *) p + plen, n)
+             : ngx_http_linegate_random_token((char *) p + plen, n);
+
+    if (rc != 0) {
+        ngx_log_error(NGX_LOG_ALERT, r->connection->log, 0,
+                      NGX_HTTP_LINEGATE_LOG "no randomness for a credential");
+        return NGX_ERROR;
+    }
+
+    out->data = p;
+    out->len = len;
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_linegate_operator_digest(ngx_http_request_t *r, ngx_str_t *in,
+    ngx_str_t *out)
+{
+    u_char  *p;
+
+    p = ngx_pnalloc(r->pool, 65);
+    if (p == NULL) {
+        return NGX_ERROR;
+    }
+
+    ngx_http_linegate_sha256_hex(in->data, in->len, (char *) p);
+
+    if (p[0] == '\0') {
+        return NGX_ERROR;
+    }
+
+    out->data = p;
+    out->len = 64;
+
+    return NGX_OK;
+}
+
+
+/* op_key_create: the workspace, its keys, the key's digest lookup */
+static ngx_int_t
+ngx_http_linegate_operator_api_key_args(ngx_http_request_t *r,
+    ngx_http_linegate_operator_t *adm)
+{
+    ngx_http_linegate_operator_key(r, adm, "lg:{ws:%V}", &adm->arg[0]);
+    ngx_http_linegate_operator_key(r, adm, "lg:{ws:%V}:keys", &adm->arg[0]);
+    ngx_http_linegate_operator_key(r, adm, "lg:apikey:%V", &adm->digest);
+    ngx_http_linegate_redis_arg_str(&adm->args, &adm->key_id);
+    ngx_http_linegate_redis_arg_str(&adm->args, &adm->digest);
+    ngx_http_linegate_redis_arg_str(&adm->args, &adm->arg[0]);
+
+    return NGX_OK;
+}
+
+
+/* op_credentials: the account, the new key id; it also dates the change */
+static ngx_int_t
+ngx_http_linegate_operator_sb_key_args(ngx_http_request_t *r,
+    ngx_http_linegate_operator_t *adm)
+{
+    ngx_http_linegate_operator_key(r, adm, "lg:{acct:%V}", &adm->arg[0]);
+    ngx_http_linegate_operator_key(r, adm, "lg:sbkey:%V", &adm->key_id);
+    ngx_http_linegate_redis_arg_str(&adm->args, &adm->key_id);
+    ngx_http_linegate_redis_arg_str(&adm->args, &adm->digest);
+    ngx_http_linegate_redis_arg_str(&adm->args, &adm->arg[0]);
+    ngx_http_linegate_redis_arg_str(&adm->args, &adm->now);
+
+    return NGX_OK;
+}
+
+
+static json_t *
+ngx_http_linegate_operator_issued(ngx_http_request_t *r,
+    ngx_http_linegate_operator_t *adm, redisReply *reply)
+{
+    ngx_http_linegate_operator_credential_t  *cred;
+
+    cred = adm->route->data;
+
+    /* the key id identifies the key; the key itself is never logged */
+    ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
+                  NGX_HTTP_LINEGATE_LOG "operator: %s \"%V\" issued "
+                  "for %s \"%V\"", cred->what, &adm->key_id, cred->owner,
+                  &adm->arg[0]);
+
+    return json_pack("{s:s%,s:s%}",
+                     cred->name[0], adm->key_id.data, adm->key_id.len,
+                     cred->name[1], adm->secret.data, adm->secret.len);
+}
+
+
+static ngx_int_t
+ngx_http_linegate_operator_key_revoke(ngx_http_request_t *r,
+    ngx_http_linegate_operator_t *adm)
+{
+    ngx_http_linegate_operator_key(r, adm, "lg:{ws:%V}:keys", &adm->arg[0]);
+    ngx_http_linegate_redis_arg_str(&adm->args, &adm->arg[1]);
+
+    return NGX_OK;
+}
+
+
+static json_t *
+ngx_http_linegate_operator_key_revoked(ngx_http_request_t *r,
+    ngx_http_linegate_operator_t *adm, redisReply *reply)
+{
+    ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
+                  NGX_HTTP_LINEGATE_LOG "operator: API key \"%V\" of "
+                  "workspace \"%V\" revoked", &adm->arg[1], &adm->arg[0]);
+
+    return json_pack("{s:b}", "revoked", 1);
+}
+
+
+static ngx_int_t
+ngx_http_linegate_operator_key_list(ngx_http_request_t *r,
+    ngx_http_linegate_operator_t *adm)
+{
+    ngx_http_linegate_operator_key(r, adm, "lg:{ws:%V}", &adm->arg[0]);
+    ngx_http_linegate_operator_key(r, adm, "lg:{ws:%V}:keys", &adm->arg[0]);
+
+    return NGX_OK;
+}
+
+
+/* an empty list is a workspace without keys */
+static json_t *
+ngx_http_linegate_operator_keys_listed(ngx_http_request_t *r,
+    ngx_http_linegate_operator_t *adm, redisReply *reply)
+{
+    /* NULL (no memory) makes json_pack fail: answered 500 */
+    return json_pack("{s:o}", "keys",
+                     ngx_http_linegate_operator_strings(reply, "keyId"));
+}
+
+
+/* validation */
+
+static ngx_uint_t
+ngx_http_linegate_operator_filled(ngx_str_t *s)
+{
+    return s->len > 0;
+}
+
+
+static ngx_uint_t
+ngx_http_linegate_operator_customer_valid(ngx_str_t *s)
+{
+    return s->len >= 5 && s->len <= 255
+           && ngx_strncmp(s->data, "cus_", 4) == 0
+           && ngx_http_linegate_operator_chars_valid(s, 4,
+                  NGX_HTTP_LINEGATE_ID_CHARS);
+}
+
+
+static ngx_uint_t
+ngx_http_linegate_operator_ws_plan_valid(ngx_str_t *s)
+{
+    return ngx_http_linegate_operator_one_of(s,
+               ngx_http_linegate_operator_plans);
+}
+
+
+static ngx_uint_t
+ngx_http_linegate_operator_status_valid(ngx_str_t *s)
+{
+    return ngx_http_linegate_operator_one_of(s,
+                                      ngx_http_linegate_operator_sub_statuses);
+}
+
+
+static ngx_uint_t
+ngx_http_linegate_operator_sb_plan_valid(ngx_str_t *s)
+{
+    return s->len <= 32
+           && ngx_http_linegate_operator_chars_valid(s, 0,
+                  "abcdefghijklmnopqrstuvwxyz0123456789_");
+}
+
+
+/* "key_" and 16 hex */
+static ngx_uint_t
+ngx_http_linegate_operator_key_id_valid(ngx_str_t *s)
+{
+    return s->len == 4 + 16 && ngx_strncmp(s->data, "key_", 4) == 0
+           && ngx_http_linegate_operator_chars_valid(s, 4,
+                  NGX_HTTP_LINEGATE_HEX_CHARS);
+}

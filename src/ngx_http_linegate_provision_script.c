@@ -1,0 +1,512 @@
+
+/*
+ * linegate: the Provisioning API's script path and the answers every
+ * path shares.
+ *
+ * pv_preview.lua and pv_limits.lua check the credentials (the secret's
+ * digest, compared in constant time inside the script), the plan and both
+ * rolling windows, and a preview stores its token, all in one atomic
+ * step: one Redis round trip. The answers built from their state (the
+ * preview's 200, the limits, the rate headers, the refusals) are shared
+ * with the plain commands (ngx_http_linegate_provision_plain.c) and,
+ * for the credentials and refusals, with the confirm
+ * (ngx_http_linegate_provision_confirm.c). Nothing here calls those
+ * files: ngx_http_linegate_provision.c, above them all, picks the path.
+ */
+
+
+#include "ngx_http_linegate_module.h"
+#include "ngx_http_linegate_provision.h"
+#include "ngx_http_linegate_auth.h"
+#include "ngx_http_linegate_crypto.h"
+#include "ngx_http_linegate_json.h"
+#include "ngx_http_linegate_ratelimit.h"
+#include "ngx_http_linegate_reply.h"
+#include "ngx_http_linegate_clock.h"
+
+
+static void ngx_http_linegate_pv_preview_done(ngx_http_request_t *r,
+    redisReply *reply);
+static u_char *ngx_http_linegate_pv_message(ngx_http_request_t *r,
+    time_t ttl);
+static void ngx_http_linegate_pv_limits_done(ngx_http_request_t *r,
+    redisReply *reply);
+static void ngx_http_linegate_pv_window_jw(ngx_http_linegate_json_write_t *jw,
+    ngx_http_linegate_pv_window_t *w, time_t window);
+static ngx_int_t ngx_http_linegate_pv_reply(ngx_http_request_t *r,
+    ngx_http_linegate_ctx_t *ctx, redisReply *reply,
+    ngx_http_linegate_pv_state_t *st);
+static ngx_int_t ngx_http_linegate_pv_sbkey(ngx_http_request_t *r,
+    ngx_str_t *key_id, ngx_str_t *sbkey);
+
+
+/*
+ * pv_preview.lua or pv_limits.lua: credentials, plan, windows (and the
+ * token) in one step. Also where the plain commands hand over what they
+ * do not do (a window too long to read at once).
+ */
+void
+ngx_http_linegate_pv_script(ngx_http_request_t *r,
+    ngx_http_linegate_ctx_t *ctx, ngx_http_linegate_pv_request_t *pv)
+{
+    ngx_str_t                        sbkey, key_id;
+    ngx_http_linegate_redis_args_t  *a;
+    ngx_http_linegate_main_conf_t   *lmcf;
+
+    lmcf = ngx_http_get_module_main_conf(r, ngx_http_linegate_module);
+    a = &pv->args;
+
+    /* a known account the plain commands handed over: no digest yet */
+    if (pv->digest.len == 0
+        && ngx_http_linegate_auth_account(r, ctx, NULL, &key_id, &pv->digest)
+           != NGX_OK)
+    {
+        ngx_http_linegate_refuse(r);
+        return;
+    }
+
+    /* the first arguments: KEYS[1] lg:sbkey:<key id>, the digest, now */
+    if (ngx_http_linegate_pv_sbkey(r, &pv->key_id, &sbkey) != NGX_OK) {
+        ngx_http_linegate_internal_error(r);
+        return;
+    }
+
+    ngx_http_linegate_redis_args_init(a);
+    ngx_http_linegate_redis_arg_str(a, &sbkey);
+    ngx_http_linegate_redis_arg_str(a, &pv->digest);
+    ngx_http_linegate_redis_arg_int(r, a, pv->now);
+
+    if (pv->preview) {
+        ngx_http_linegate_redis_arg(a, pv->token,
+                                    NGX_HTTP_LINEGATE_PV_TOKEN_LEN);
+        ngx_http_linegate_redis_arg_int(r, a, lmcf->preview_ttl);
+    }
+
+    ngx_http_linegate_redis_arg_int(r, a, lmcf->prov_daily);
+    ngx_http_linegate_redis_arg_int(r, a, lmcf->prov_monthly);
+
+    if (ngx_http_linegate_redis_script(r,
+            pv->preview ? NGX_HTTP_LINEGATE_SCRIPT_PV_PREVIEW
+                        : NGX_HTTP_LINEGATE_SCRIPT_PV_LIMITS,
+            1, a,
+            pv->preview ? ngx_http_linegate_pv_preview_done
+                        : ngx_http_linegate_pv_limits_done)
+        != NGX_OK)
+    {
+        ngx_http_linegate_store_unavailable(r);
+    }
+}
+
+
+static void
+ngx_http_linegate_pv_preview_done(ngx_http_request_t *r, redisReply *reply)
+{
+    ngx_http_linegate_ctx_t         *ctx;
+    ngx_http_linegate_pv_state_t     st;
+    ngx_http_linegate_pv_request_t  *pv;
+
+    ctx = ngx_http_linegate_get_ctx(r);
+    pv = ctx->data;
+
+    st.now = pv->now;
+
+    if (ngx_http_linegate_pv_reply(r, ctx, reply, &st) != NGX_OK) {
+        return;
+    }
+
+    ngx_http_linegate_pv_preview_ok(r, pv);
+}
+
+
+/* the 200 of a preview whose token is stored */
+void
+ngx_http_linegate_pv_preview_ok(ngx_http_request_t *r,
+    ngx_http_linegate_pv_request_t *pv)
+{
+    u_char                          *msg, *iso, *last;
+    ngx_http_linegate_json_write_t   jw;
+    ngx_http_linegate_main_conf_t   *lmcf;
+
+    lmcf = ngx_http_get_module_main_conf(r, ngx_http_linegate_module);
+
+    msg = ngx_http_linegate_pv_message(r, lmcf->preview_ttl);
+    iso = ngx_pnalloc(r->pool, NGX_HTTP_LINEGATE_ISO_LEN);
+
+    if (msg == NULL || iso == NULL) {
+        ngx_http_linegate_internal_error(r);
+        return;
+    }
+
+    last = ngx_http_linegate_iso8601(iso,
+                                     pv->now + lmcf->preview_ttl * 1000);
+
+    (void) ngx_http_linegate_json_write_init(&jw, r->pool, 256);
+    ngx_http_linegate_json_write_object(&jw);
+    ngx_http_linegate_json_write_key(&jw, "status");
+    ngx_http_linegate_json_write_raw(&jw, (u_char *) "\"OK\"", 4);
+    ngx_http_linegate_json_write_key(&jw, "preview_token");
+    ngx_http_linegate_json_write_str(&jw, pv->token,
+                                     NGX_HTTP_LINEGATE_PV_TOKEN_LEN);
+    ngx_http_linegate_json_write_key(&jw, "expires_at");
+    ngx_http_linegate_json_write_str(&jw, iso, last - iso);
+    ngx_http_linegate_json_write_key(&jw, "message");
+    ngx_http_linegate_json_write_cstr(&jw, msg);
+    ngx_http_linegate_json_write_end(&jw, '}');
+
+    ngx_http_linegate_send_jw(r, NGX_HTTP_OK, &jw);
+}
+
+
+/* "... within 10 minutes ...", following linegate_preview_ttl */
+static u_char *
+ngx_http_linegate_pv_message(ngx_http_request_t *r, time_t ttl)
+{
+    u_char      *p;
+    time_t       n;
+    const char  *unit;
+
+    if (ttl % 60 == 0) {
+        n = ttl / 60;
+        unit = n == 1 ? "minute" : "minutes";
+
+    } else {
+        n = ttl;
+        unit = n == 1 ? "second" : "seconds";
+    }
+
+    p = ngx_pnalloc(r->pool, 128 + NGX_TIME_T_LEN);
+    if (p == NULL) {
+        return NULL;
+    }
+
+    (void) ngx_sprintf(p, "Call the confirm endpoint with this token within "
+                       "%T %s to complete the purchase.%Z", n, unit);
+
+    return p;
+}
+
+
+static void
+ngx_http_linegate_pv_limits_done(ngx_http_request_t *r, redisReply *reply)
+{
+    ngx_http_linegate_ctx_t         *ctx;
+    ngx_http_linegate_pv_state_t     st;
+    ngx_http_linegate_pv_request_t  *pv;
+
+    ctx = ngx_http_linegate_get_ctx(r);
+    pv = ctx->data;
+
+    st.now = pv->now;
+
+    if (ngx_http_linegate_pv_reply(r, ctx, reply, &st) != NGX_OK) {
+        return;
+    }
+
+    ngx_http_linegate_pv_limits_ok(r, &st);
+}
+
+
+/* the 200 of GET /accounts/limits */
+void
+ngx_http_linegate_pv_limits_ok(ngx_http_request_t *r,
+    ngx_http_linegate_pv_state_t *st)
+{
+    ngx_http_linegate_json_write_t  jw;
+
+    (void) ngx_http_linegate_json_write_init(&jw, r->pool, 384);
+    ngx_http_linegate_json_write_object(&jw);
+    ngx_http_linegate_json_write_key(&jw, "status");
+    ngx_http_linegate_json_write_raw(&jw, (u_char *) "\"OK\"", 4);
+    ngx_http_linegate_json_write_key(&jw, "limits");
+    ngx_http_linegate_json_write_object(&jw);
+    ngx_http_linegate_json_write_key(&jw, "daily");
+    ngx_http_linegate_pv_window_jw(&jw, &st->daily, NGX_HTTP_LINEGATE_PV_DAY);
+    ngx_http_linegate_json_write_key(&jw, "monthly");
+    ngx_http_linegate_pv_window_jw(&jw, &st->monthly,
+                                   NGX_HTTP_LINEGATE_PV_MONTH);
+    ngx_http_linegate_json_write_end(&jw, '}');
+    ngx_http_linegate_json_write_end(&jw, '}');
+
+    ngx_http_linegate_send_jw(r, NGX_HTTP_OK, &jw);
+}
+
+
+/*
+ * resets_at: when the next counted line leaves the window (the moment
+ * one more line can be added when the window is full), null when none is
+ * counted.
+ */
+static void
+ngx_http_linegate_pv_window_jw(ngx_http_linegate_json_write_t *jw,
+    ngx_http_linegate_pv_window_t *w, time_t window)
+{
+    u_char  iso[NGX_HTTP_LINEGATE_ISO_LEN], *last;
+
+    ngx_http_linegate_json_write_object(jw);
+    ngx_http_linegate_json_write_key(jw, "limit");
+    ngx_http_linegate_json_write_int(jw, (int64_t) w->limit);
+    ngx_http_linegate_json_write_key(jw, "used");
+    ngx_http_linegate_json_write_int(jw, (int64_t) w->used);
+    ngx_http_linegate_json_write_key(jw, "remaining");
+    ngx_http_linegate_json_write_int(jw,
+                                     (int64_t) ngx_max(w->limit - w->used, 0));
+    ngx_http_linegate_json_write_key(jw, "window_seconds");
+    ngx_http_linegate_json_write_int(jw, (int64_t) window);
+    ngx_http_linegate_json_write_key(jw, "resets_at");
+
+    if (w->free_at > 0) {
+        last = ngx_http_linegate_iso8601(iso, w->free_at);
+        ngx_http_linegate_json_write_str(jw, iso, last - iso);
+
+    } else {
+        ngx_http_linegate_json_write_null(jw);
+    }
+
+    ngx_http_linegate_json_write_end(jw, '}');
+}
+
+
+/*
+ * The reply of the preview or limits script: NGX_OK with st filled in
+ * when it is 200; otherwise the answer has been sent.
+ */
+static ngx_int_t
+ngx_http_linegate_pv_reply(ngx_http_request_t *r,
+    ngx_http_linegate_ctx_t *ctx, redisReply *reply,
+    ngx_http_linegate_pv_state_t *st)
+{
+    int64_t                          code;
+    ngx_str_t                        error;
+    ngx_http_linegate_pv_request_t  *pv;
+
+    if (reply == NULL) {
+        ngx_http_linegate_store_unavailable(r);
+        return NGX_DECLINED;
+    }
+
+    if (ngx_http_linegate_reply_int(reply, 0, &code) != NGX_OK
+        || (code != 401
+            && ngx_http_linegate_pv_state(r, ctx, reply, st->now, st)
+               != NGX_OK))
+    {
+        ngx_http_linegate_internal_error(r);
+        return NGX_DECLINED;
+    }
+
+    if (code != NGX_HTTP_UNAUTHORIZED) {
+        /* the store accepted the credentials: ctx->tenant is the account */
+        pv = ctx->data;
+        ngx_http_linegate_auth_learn(r, &pv->who, &ctx->tenant);
+    }
+
+    if (code == NGX_HTTP_OK) {
+        return NGX_OK;
+    }
+
+    ngx_str_null(&error);
+    (void) ngx_http_linegate_reply_str(reply, NGX_HTTP_LINEGATE_PV_EXTRA,
+                                       &error);
+
+    if (ngx_http_linegate_pv_refuse(r, ctx, code, &error, st) != NGX_OK) {
+        ngx_http_linegate_internal_error(r);
+    }
+
+    return NGX_DECLINED;
+}
+
+
+ngx_int_t
+ngx_http_linegate_pv_credentials(ngx_http_request_t *r,
+    ngx_http_linegate_ctx_t *ctx, ngx_http_linegate_principal_t *p,
+    ngx_str_t *sbkey, ngx_str_t *digest)
+{
+    ngx_str_t  key_id;
+
+    if (ngx_http_linegate_auth_account(r, ctx, p, &key_id, digest)
+        != NGX_OK)
+    {
+        ngx_http_linegate_refuse(r);
+        return NGX_DECLINED;
+    }
+
+    if (ngx_http_linegate_pv_sbkey(r, &key_id, sbkey) != NGX_OK) {
+        ngx_http_linegate_internal_error(r);
+        return NGX_DECLINED;
+    }
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_linegate_pv_sbkey(ngx_http_request_t *r, ngx_str_t *key_id,
+    ngx_str_t *sbkey)
+{
+    sbkey->data = ngx_pnalloc(r->pool, sizeof("lg:sbkey:") - 1 + key_id->len);
+    if (sbkey->data == NULL) {
+        return NGX_ERROR;
+    }
+
+    sbkey->len = ngx_sprintf(sbkey->data, "lg:sbkey:%V", key_id)
+                 - sbkey->data;
+
+    return NGX_OK;
+}
+
+
+ngx_int_t
+ngx_http_linegate_pv_state(ngx_http_request_t *r,
+    ngx_http_linegate_ctx_t *ctx, redisReply *reply, int64_t now,
+    ngx_http_linegate_pv_state_t *st)
+{
+    int64_t     v[6];
+    ngx_str_t   acct;
+    ngx_uint_t  i;
+
+    for (i = 0; i < 6; i++) {
+        if (ngx_http_linegate_reply_int(reply, NGX_HTTP_LINEGATE_PV_STATE + i,
+                                        &v[i])
+            != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
+    }
+
+    st->daily.limit = v[0];
+    st->daily.used = v[1];
+    st->daily.free_at = v[2];
+    st->monthly.limit = v[3];
+    st->monthly.used = v[4];
+    st->monthly.free_at = v[5];
+    st->now = now;
+
+    /* $linegate_tenant: the reply is freed once the handler returns */
+    if (ctx->tenant.len == 0
+        && ngx_http_linegate_reply_str(reply, NGX_HTTP_LINEGATE_PV_ACCOUNT,
+                                       &acct)
+           == NGX_OK
+        && acct.len)
+    {
+        ctx->tenant.data = ngx_pstrdup(r->pool, &acct);
+        ctx->tenant.len = ctx->tenant.data ? acct.len : 0;
+    }
+
+    return ngx_http_linegate_pv_headers(r, ctx, st);
+}
+
+
+ngx_int_t
+ngx_http_linegate_pv_headers(ngx_http_request_t *r,
+    ngx_http_linegate_ctx_t *ctx, ngx_http_linegate_pv_state_t *st)
+{
+    ngx_uint_t                      i;
+    ngx_http_linegate_rl_window_t   rl[2];
+    ngx_http_linegate_pv_window_t  *w;
+
+    for (i = 0; i < 2; i++) {
+        w = i ? &st->monthly : &st->daily;
+
+        rl[i].name = i ? "monthly" : "daily";
+        rl[i].quota = (ngx_uint_t) w->limit;
+        rl[i].window = i ? NGX_HTTP_LINEGATE_PV_MONTH
+                         : NGX_HTTP_LINEGATE_PV_DAY;
+        rl[i].remaining = (ngx_int_t) (w->limit - w->used);
+        rl[i].reset = ngx_http_linegate_pv_wait(w->free_at, st->now);
+    }
+
+    return ngx_http_linegate_ratelimit_headers(r, ctx, rl, 2);
+}
+
+
+time_t
+ngx_http_linegate_pv_wait(int64_t free_at, int64_t now)
+{
+    if (free_at <= 0) {
+        return 0;
+    }
+
+    if (free_at <= now) {
+        /* left the window meanwhile (another nginx's clock): retry now */
+        return 1;
+    }
+
+    return (time_t) ((free_at - now + 999) / 1000);
+}
+
+
+ngx_int_t
+ngx_http_linegate_pv_refuse(ngx_http_request_t *r,
+    ngx_http_linegate_ctx_t *ctx, int64_t code, ngx_str_t *error,
+    ngx_http_linegate_pv_state_t *st)
+{
+    u_char                         *msg;
+    time_t                          window, wait;
+    const char                     *err, *per;
+    ngx_http_linegate_pv_window_t  *w;
+
+    switch (code) {
+
+    case NGX_HTTP_UNAUTHORIZED:
+        ngx_str_set(&ctx->outcome, "unauthorized");
+        ngx_http_linegate_error(r, NGX_HTTP_UNAUTHORIZED, NULL,
+                                "Invalid API credentials");
+        return NGX_OK;
+
+    case NGX_HTTP_FORBIDDEN:
+        ngx_str_set(&ctx->outcome, "plan_not_eligible");
+        ngx_http_linegate_error(r, NGX_HTTP_FORBIDDEN, NULL,
+                                "Account is not on the inbound_only plan");
+        return NGX_OK;
+
+    case NGX_HTTP_SERVICE_UNAVAILABLE:
+        ngx_http_linegate_error(r, NGX_HTTP_SERVICE_UNAVAILABLE,
+                                "no_lines_available",
+                                "No lines are currently available");
+        return NGX_OK;
+
+    case NGX_HTTP_TOO_MANY_REQUESTS:
+        break;
+
+    default:
+        return NGX_DECLINED;
+    }
+
+    if (error->len == sizeof("daily_limit_reached") - 1
+        && ngx_strncmp(error->data, "daily_limit_reached", error->len) == 0)
+    {
+        err = "daily_limit_reached";
+        per = "day";
+        w = &st->daily;
+        window = NGX_HTTP_LINEGATE_PV_DAY;
+
+    } else if (error->len == sizeof("monthly_limit_reached") - 1
+               && ngx_strncmp(error->data, "monthly_limit_reached",
+                              error->len)
+                  == 0)
+    {
+        err = "monthly_limit_reached";
+        per = "month";
+        w = &st->monthly;
+        window = NGX_HTTP_LINEGATE_PV_MONTH;
+
+    } else {
+        return NGX_DECLINED;
+    }
+
+    msg = ngx_pnalloc(r->pool, 64 + NGX_INT64_LEN);
+    if (msg == NULL) {
+        return NGX_ERROR;
+    }
+
+    (void) ngx_sprintf(msg, "Maximum %L lines can be added per %s via API%Z",
+                       w->limit, per);
+
+    /* no slot will ever free (a limit of 0): a whole window */
+    wait = ngx_http_linegate_pv_wait(w->free_at, st->now);
+    ctx->retry_after = wait ? wait : window;
+
+    ngx_http_linegate_error(r, NGX_HTTP_TOO_MANY_REQUESTS, err,
+                            (char *) msg);
+
+    return NGX_OK;
+}
