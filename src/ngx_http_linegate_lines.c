@@ -255,10 +255,12 @@ ngx_http_linegate_lr_get_tx(ngx_http_request_t *r, ngx_http_linegate_lr_t *lr)
     lmcf = ngx_http_get_module_main_conf(r, ngx_http_linegate_module);
 
     /* [lg:apikey:<digest>], lg:{ws:W}:gcra, lg:{ws:W}:lr:<id> */
-    len = sizeof("lg:apikey:") - 1 + lr->key_digest.len
-          + 2 * (sizeof("lg:{ws:}") - 1 + lr->who.value.len)
-          + sizeof(":gcra") - 1
-          + sizeof(":lr:") - 1 + lr->id.len;
+    len = ngx_http_linegate_key_len(NGX_HTTP_LINEGATE_KEY_APIKEY,
+                                    &lr->key_digest, NULL)
+          + ngx_http_linegate_key_len(NGX_HTTP_LINEGATE_KEY_WS_GCRA,
+                                      &lr->who.value, NULL)
+          + ngx_http_linegate_key_len(NGX_HTTP_LINEGATE_KEY_WS_LR,
+                                      &lr->who.value, &lr->id);
 
     p = ngx_pnalloc(r->pool, len);
     if (p == NULL) {
@@ -270,7 +272,8 @@ ngx_http_linegate_lr_get_tx(ngx_http_request_t *r, ngx_http_linegate_lr_t *lr)
 
     if (lr->revalidate) {
         key.data = p;
-        p = ngx_sprintf(p, "lg:apikey:%V", &lr->key_digest);
+        p = ngx_http_linegate_key_write(p, NGX_HTTP_LINEGATE_KEY_APIKEY,
+                                        &lr->key_digest, NULL);
         key.len = p - key.data;
 
         ngx_http_linegate_redis_args_init(&tx[n]);
@@ -280,7 +283,8 @@ ngx_http_linegate_lr_get_tx(ngx_http_request_t *r, ngx_http_linegate_lr_t *lr)
     }
 
     lr->rate_key.data = p;
-    p = ngx_sprintf(p, "lg:{ws:%V}:gcra", &lr->who.value);
+    p = ngx_http_linegate_key_write(p, NGX_HTTP_LINEGATE_KEY_WS_GCRA,
+                                    &lr->who.value, NULL);
     lr->rate_key.len = p - lr->rate_key.data;
 
     ngx_http_linegate_redis_args_init(&tx[n]);
@@ -294,7 +298,8 @@ ngx_http_linegate_lr_get_tx(ngx_http_request_t *r, ngx_http_linegate_lr_t *lr)
     n++;
 
     key.data = p;
-    p = ngx_sprintf(p, "lg:{ws:%V}:lr:%V", &lr->who.value, &lr->id);
+    p = ngx_http_linegate_key_write(p, NGX_HTTP_LINEGATE_KEY_WS_LR,
+                                    &lr->who.value, &lr->id);
     key.len = p - key.data;
 
     ngx_http_linegate_redis_args_init(&tx[n]);

@@ -588,13 +588,12 @@ ngx_http_linegate_confirm_prepare(ngx_http_request_t *r,
         return NGX_ERROR;
     }
 
-    cf->akey.data = ngx_pnalloc(pool, sizeof("lg:{acct:}") + cf->account.len);
-    if (cf->akey.data == NULL) {
+    if (ngx_http_linegate_key(pool, NGX_HTTP_LINEGATE_KEY_ACCT,
+                              &cf->account, NULL, &cf->akey)
+        != NGX_OK)
+    {
         return NGX_ERROR;
     }
-
-    cf->akey.len = ngx_sprintf(cf->akey.data, "lg:{acct:%V}", &cf->account)
-                   - cf->akey.data;
 
     /* one purchase per token: Stripe never bills the same token twice */
     ngx_http_linegate_sha256_hex(cf->token.data, cf->token.len, digest);

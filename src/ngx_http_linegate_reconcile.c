@@ -49,6 +49,7 @@
 
 #include "ngx_http_linegate_reconcile.h"
 #include "ngx_http_linegate_redis.h"
+#include "ngx_http_linegate_keys.h"
 #include "ngx_http_linegate_reply.h"
 #include "ngx_http_linegate_stripe.h"
 #include "ngx_http_linegate_clock.h"
@@ -463,7 +464,8 @@ ngx_http_linegate_reconcile_lease(ngx_http_request_t *r,
 
     a = &rc->args;
     ngx_http_linegate_redis_args_init(a);
-    ngx_http_linegate_redis_arg_cstr(a, "lg:reconcile:lease");
+    ngx_http_linegate_redis_arg_str(a,
+        ngx_http_linegate_key_fixed(NGX_HTTP_LINEGATE_KEY_RECONCILE_LEASE));
     ngx_http_linegate_redis_arg_str(a, &rc->token);
     ngx_http_linegate_redis_arg_cstr(a, how);
     ngx_http_linegate_redis_arg_int(r, a,
@@ -488,8 +490,10 @@ ngx_http_linegate_reconcile_sweep(ngx_http_request_t *r,
 
     a = &rc->args;
     ngx_http_linegate_redis_args_init(a);
-    ngx_http_linegate_redis_arg_cstr(a, "lg:pv:inflight");
-    ngx_http_linegate_redis_arg_cstr(a, "lg:lr:inflight");
+    ngx_http_linegate_redis_arg_str(a,
+        ngx_http_linegate_key_fixed(NGX_HTTP_LINEGATE_KEY_PV_INFLIGHT));
+    ngx_http_linegate_redis_arg_str(a,
+        ngx_http_linegate_key_fixed(NGX_HTTP_LINEGATE_KEY_LR_INFLIGHT));
     ngx_http_linegate_redis_arg_int(r, a, rc->started_ms
                                           - (int64_t) lmcf->reconcile_lost);
     ngx_http_linegate_redis_arg_int(r, a, NGX_HTTP_LINEGATE_RECONCILE_BATCH);
@@ -512,7 +516,8 @@ ngx_http_linegate_reconcile_read(ngx_http_request_t *r,
     a = &rc->args;
     ngx_http_linegate_redis_args_init(a);
     ngx_http_linegate_redis_arg_cstr(a, "XRANGE");
-    ngx_http_linegate_redis_arg_cstr(a, "lg:reconcile");
+    ngx_http_linegate_redis_arg_str(a,
+        ngx_http_linegate_key_fixed(NGX_HTTP_LINEGATE_KEY_RECONCILE));
 
     if (rc->after.len) {
         ngx_http_linegate_redis_arg_str(a, &rc->after);
@@ -1208,8 +1213,10 @@ ngx_http_linegate_reconcile_resolve(ngx_http_request_t *r,
 
     a = &rc->args;
     ngx_http_linegate_redis_args_init(a);
-    ngx_http_linegate_redis_arg_cstr(a, "lg:reconcile");
-    ngx_http_linegate_redis_arg_cstr(a, "lg:reconciled");
+    ngx_http_linegate_redis_arg_str(a,
+        ngx_http_linegate_key_fixed(NGX_HTTP_LINEGATE_KEY_RECONCILE));
+    ngx_http_linegate_redis_arg_str(a,
+        ngx_http_linegate_key_fixed(NGX_HTTP_LINEGATE_KEY_RECONCILED));
     ngx_http_linegate_redis_arg_str(a, &e->id);
     ngx_http_linegate_redis_arg_cstr(a, e->outcome);
     ngx_http_linegate_redis_arg_str(a, &e->found);
@@ -1447,16 +1454,8 @@ static ngx_int_t
 ngx_http_linegate_reconcile_akey(ngx_http_request_t *r,
     ngx_http_linegate_reconcile_entry_t *e, ngx_str_t *akey)
 {
-    akey->data = ngx_pnalloc(r->pool, sizeof("lg:{acct:}") - 1
-                                      + e->account.len);
-    if (akey->data == NULL) {
-        return NGX_ERROR;
-    }
-
-    akey->len = ngx_sprintf(akey->data, "lg:{acct:%V}", &e->account)
-                - akey->data;
-
-    return NGX_OK;
+    return ngx_http_linegate_key(r->pool, NGX_HTTP_LINEGATE_KEY_ACCT,
+                                 &e->account, NULL, akey);
 }
 
 
