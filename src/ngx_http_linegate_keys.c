@@ -100,19 +100,26 @@ ngx_http_linegate_key_write(u_char *p, ngx_http_linegate_key_e kind,
 
     f = &ngx_http_linegate_key_forms[kind];
 
+    /* an empty part has no data: memcpy() must not see its NULL */
     p = ngx_cpymem(p, f->head.data, f->head.len);
 
-    if (a) {
+    if (a && a->len) {
         p = ngx_cpymem(p, a->data, a->len);
     }
 
-    p = ngx_cpymem(p, f->mid.data, f->mid.len);
+    if (f->mid.len) {
+        p = ngx_cpymem(p, f->mid.data, f->mid.len);
+    }
 
-    if (b) {
+    if (b && b->len) {
         p = ngx_cpymem(p, b->data, b->len);
     }
 
-    return ngx_cpymem(p, f->tail.data, f->tail.len);
+    if (f->tail.len) {
+        p = ngx_cpymem(p, f->tail.data, f->tail.len);
+    }
+
+    return p;
 }
 
 

@@ -54,6 +54,15 @@ typedef enum {
 } ngx_http_linegate_key_e;
 
 
+/*
+ * How many KEYS[] the scripts sent from several places take (the keys
+ * first, in the order their headers give).
+ */
+#define NGX_HTTP_LINEGATE_KEYS_PV_CONFIRM   4
+#define NGX_HTTP_LINEGATE_KEYS_PV_RECORD    3
+#define NGX_HTTP_LINEGATE_KEYS_PV_RELEASE   4
+
+
 /* the length of the name, for a caller's buffer */
 size_t ngx_http_linegate_key_len(ngx_http_linegate_key_e kind,
     ngx_str_t *a, ngx_str_t *b);

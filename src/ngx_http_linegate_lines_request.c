@@ -232,22 +232,45 @@ void
 ngx_http_linegate_lines_orphan(ngx_log_t *log, ngx_http_linegate_lr_t *lr)
 {
     u_char                          iso[NGX_HTTP_LINEGATE_ISO_LEN];
+    size_t                          len;
+    ngx_int_t                       rc;
+    ngx_str_t                       wkey;
     ngx_http_linegate_redis_args_t  a;
 
     (void) ngx_http_linegate_iso8601(iso, ngx_http_linegate_now_ms());
 
+    /* the workspace's key: not in the pool, freed once the write copied it */
+    len = ngx_http_linegate_key_len(NGX_HTTP_LINEGATE_KEY_WS, &lr->ws, NULL);
+
+    wkey.data = ngx_alloc(len, log);
+    if (wkey.data == NULL) {
+        rc = NGX_ERROR;
+        goto failed;
+    }
+
+    wkey.len = ngx_http_linegate_key_write(wkey.data, NGX_HTTP_LINEGATE_KEY_WS,
+                                           &lr->ws, NULL)
+               - wkey.data;
+
     ngx_http_linegate_redis_args_init(&a);
+    ngx_http_linegate_redis_arg_str(&a, &wkey);
+    ngx_http_linegate_redis_arg_str(&a,
+        ngx_http_linegate_key_fixed(NGX_HTTP_LINEGATE_KEY_RECONCILE));
     ngx_http_linegate_redis_arg_str(&a, &lr->ws);
     ngx_http_linegate_redis_arg_str(&a, &lr->id);
     ngx_http_linegate_redis_arg_str(&a, &lr->invoice.id);
     ngx_http_linegate_redis_arg_str(&a, &lr->customer);
     ngx_http_linegate_redis_arg(&a, iso, NGX_HTTP_LINEGATE_ISO_LEN);
 
-    if (ngx_http_linegate_redis_durable(log,
+    rc = ngx_http_linegate_redis_durable(log,
                                    NGX_HTTP_LINEGATE_SCRIPT_LR_INVOICE_ORPHAN,
-                                   0, &a, "an undiscarded invoice's queuing")
-        != NGX_OK)
-    {
+                                   2, &a, "an undiscarded invoice's queuing");
+
+    ngx_free(wkey.data);
+
+failed:
+
+    if (rc != NGX_OK) {
         ngx_log_error(NGX_LOG_ALERT, log, 0,
                       NGX_HTTP_LINEGATE_LOG "invoice \"%V\" of line request "
                       "\"%V\" could not be queued for reconciliation: "

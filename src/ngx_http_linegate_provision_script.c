@@ -49,7 +49,7 @@ void
 ngx_http_linegate_pv_script(ngx_http_request_t *r,
     ngx_http_linegate_ctx_t *ctx, ngx_http_linegate_pv_request_t *pv)
 {
-    ngx_str_t                        sbkey, key_id;
+    ngx_str_t                        sbkey, key_id, pvkey, token;
     ngx_http_linegate_redis_args_t  *a;
     ngx_http_linegate_main_conf_t   *lmcf;
 
@@ -65,30 +65,45 @@ ngx_http_linegate_pv_script(ngx_http_request_t *r,
         return;
     }
 
-    /* the first arguments: KEYS[1] lg:sbkey:<key id>, the digest, now */
-    if (ngx_http_linegate_pv_sbkey(r, &pv->key_id, &sbkey) != NGX_OK) {
+    /*
+     * KEYS[1] lg:sbkey:<key id>; a preview's KEYS[2] lg:pv:<token>,
+     * KEYS[3] lg:inventory; then the digest, now, the limits
+     */
+    token.data = pv->token;
+    token.len = NGX_HTTP_LINEGATE_PV_TOKEN_LEN;
+
+    if (ngx_http_linegate_pv_sbkey(r, &pv->key_id, &sbkey) != NGX_OK
+        || (pv->preview
+            && ngx_http_linegate_key(r->pool, NGX_HTTP_LINEGATE_KEY_PV,
+                                     &token, NULL, &pvkey)
+               != NGX_OK))
+    {
         ngx_http_linegate_internal_error(r);
         return;
     }
 
     ngx_http_linegate_redis_args_init(a);
     ngx_http_linegate_redis_arg_str(a, &sbkey);
-    ngx_http_linegate_redis_arg_str(a, &pv->digest);
-    ngx_http_linegate_redis_arg_int(r, a, pv->now);
 
     if (pv->preview) {
-        ngx_http_linegate_redis_arg(a, pv->token,
-                                    NGX_HTTP_LINEGATE_PV_TOKEN_LEN);
-        ngx_http_linegate_redis_arg_int(r, a, lmcf->preview_ttl);
+        ngx_http_linegate_redis_arg_str(a, &pvkey);
+        ngx_http_linegate_redis_arg_str(a,
+        ngx_http_linegate_key_fixed(NGX_HTTP_LINEGATE_KEY_INVENTORY));
     }
 
+    ngx_http_linegate_redis_arg_str(a, &pv->digest);
+    ngx_http_linegate_redis_arg_int(r, a, pv->now);
     ngx_http_linegate_redis_arg_int(r, a, lmcf->prov_daily);
     ngx_http_linegate_redis_arg_int(r, a, lmcf->prov_monthly);
+
+    if (pv->preview) {
+        ngx_http_linegate_redis_arg_int(r, a, lmcf->preview_ttl);
+    }
 
     if (ngx_http_linegate_redis_script(r,
             pv->preview ? NGX_HTTP_LINEGATE_SCRIPT_PV_PREVIEW
                         : NGX_HTTP_LINEGATE_SCRIPT_PV_LIMITS,
-            1, a,
+            pv->preview ? 3 : 1, a,
             pv->preview ? ngx_http_linegate_pv_preview_done
                         : ngx_http_linegate_pv_limits_done)
         != NGX_OK)

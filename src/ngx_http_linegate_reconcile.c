@@ -494,13 +494,15 @@ ngx_http_linegate_reconcile_sweep(ngx_http_request_t *r,
         ngx_http_linegate_key_fixed(NGX_HTTP_LINEGATE_KEY_PV_INFLIGHT));
     ngx_http_linegate_redis_arg_str(a,
         ngx_http_linegate_key_fixed(NGX_HTTP_LINEGATE_KEY_LR_INFLIGHT));
+    ngx_http_linegate_redis_arg_str(a,
+        ngx_http_linegate_key_fixed(NGX_HTTP_LINEGATE_KEY_RECONCILE));
     ngx_http_linegate_redis_arg_int(r, a, rc->started_ms
                                           - (int64_t) lmcf->reconcile_lost);
     ngx_http_linegate_redis_arg_int(r, a, NGX_HTTP_LINEGATE_RECONCILE_BATCH);
 
     return ngx_http_linegate_reconcile_script(r, rc,
                                     NGX_HTTP_LINEGATE_SCRIPT_OP_RECONCILE_SWEEP,
-                                    2);
+                                    3);
 }
 
 
@@ -1050,6 +1052,10 @@ ngx_http_linegate_reconcile_record(ngx_http_request_t *r,
     a = &rc->args;
     ngx_http_linegate_redis_args_init(a);
     ngx_http_linegate_redis_arg_str(a, &akey);
+    ngx_http_linegate_redis_arg_str(a,
+        ngx_http_linegate_key_fixed(NGX_HTTP_LINEGATE_KEY_PV_INFLIGHT));
+    ngx_http_linegate_redis_arg_str(a,
+        ngx_http_linegate_key_fixed(NGX_HTTP_LINEGATE_KEY_RECONCILE));
     ngx_http_linegate_redis_arg_str(a, &e->worker_id);
     ngx_http_linegate_redis_arg_str(a, &e->found);
     ngx_http_linegate_redis_arg_int(r, a, ngx_http_linegate_now_ms());
@@ -1060,7 +1066,7 @@ ngx_http_linegate_reconcile_record(ngx_http_request_t *r,
 
     return ngx_http_linegate_reconcile_script(r, rc,
                                           NGX_HTTP_LINEGATE_SCRIPT_PV_RECORD,
-                                          1);
+                                          NGX_HTTP_LINEGATE_KEYS_PV_RECORD);
 }
 
 
@@ -1103,6 +1109,12 @@ ngx_http_linegate_reconcile_release(ngx_http_request_t *r,
     /* pv_release.lua's arguments, with no reason: nothing is queued */
     ngx_http_linegate_redis_args_init(a);
     ngx_http_linegate_redis_arg_str(a, &akey);
+    ngx_http_linegate_redis_arg_str(a,
+        ngx_http_linegate_key_fixed(NGX_HTTP_LINEGATE_KEY_PV_INFLIGHT));
+    ngx_http_linegate_redis_arg_str(a,
+        ngx_http_linegate_key_fixed(NGX_HTTP_LINEGATE_KEY_RECONCILE));
+    ngx_http_linegate_redis_arg_str(a,
+        ngx_http_linegate_key_fixed(NGX_HTTP_LINEGATE_KEY_INVENTORY));
     ngx_http_linegate_redis_arg_str(a, &e->worker_id);
     ngx_http_linegate_redis_arg_int(r, a, ngx_http_linegate_now_ms());
     ngx_http_linegate_redis_arg_int(r, a, lmcf->prov_daily);
@@ -1115,7 +1127,7 @@ ngx_http_linegate_reconcile_release(ngx_http_request_t *r,
 
     return ngx_http_linegate_reconcile_script(r, rc,
                                           NGX_HTTP_LINEGATE_SCRIPT_PV_RELEASE,
-                                          1);
+                                          NGX_HTTP_LINEGATE_KEYS_PV_RELEASE);
 }
 
 

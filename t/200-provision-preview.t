@@ -309,9 +309,9 @@ subtest 'round trips: a script, then plain commands' => sub {
     });
     is($trips, 1, 'one round trip');
     is(scalar @$cmds, 1, 'one command') or diag "@$cmds";
-    like($cmds->[0] // '',
-         qr/"EVALSHA" "[0-9a-f]{40}" "1" "lg:sbkey:\Q$a->{key_id}\E"/,
-         'the preview script');
+    my $keys = qr/"lg:sbkey:\Q$a->{key_id}\E" "lg:pv:lpv_\w+" "lg:inventory"/;
+    like($cmds->[0] // '', qr/"EVALSHA" "[0-9a-f]{40}" "3" $keys/,
+         'the preview script, its keys in KEYS[]');
 
     # known (every worker saw the store accept them): plain commands, the
     # reads and the token written ahead of the checks, in one write
