@@ -231,7 +231,7 @@ end
 redis.call('SET', 'lg:line:' .. id, ws)
 
 if cost == 'included' then
-    lg_lr_provision(ws, id, channel, ARGV[11], ARGV[9])
+    lg_lr_provision('lg:provisioning', ws, id, channel, ARGV[11], ARGV[9])
 
     -- the body names the workspace only known here (an API key)
     local body = ARGV[24]

@@ -15,8 +15,8 @@ local changed = false
 
 if redis.call('HGET', wkey .. ':lr:' .. ARGV[2], 'invoiceId') == ARGV[3] then
     local _
-    _, changed = lg_lr_settle(ARGV[1], ARGV[2], ARGV[4], tonumber(ARGV[5]),
-                              ARGV[6])
+    _, changed = lg_lr_settle('lg:provisioning', wkey, ARGV[1], ARGV[2],
+                              ARGV[4], tonumber(ARGV[5]), ARGV[6])
 end
 
 local line = lg_lr_line(wkey, ARGV[2])

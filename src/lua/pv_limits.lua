@@ -4,6 +4,8 @@
 -- ARGV[1]  sha256hex of the presented secret
 -- ARGV[2]  now, Unix ms
 -- ARGV[3]  default daily limit     ARGV[4]  default monthly limit
+-- The account's keys lg:{acct:<A>}, :prov are derived from the account
+-- read from KEYS[1]: another slot (issue 10).
 --
 -- Returns {401}, or {403 | 200, w[1..6], account}.
 
