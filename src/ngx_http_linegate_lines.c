@@ -88,6 +88,7 @@ ngx_http_linegate_lines_handler(ngx_http_request_t *r,
     }
 
     lr->ctx = ctx;
+    lr->pool = r->pool;
     ctx->data = lr;
 
     clerk_only = (ctx->api == NGX_HTTP_LINEGATE_API_LINE_AVAILABILITY);

@@ -1097,9 +1097,41 @@ ngx_http_linegate_reconcile_release(ngx_http_request_t *r,
         ngx_http_linegate_redis_arg_int(r, a,
                                         NGX_HTTP_LINEGATE_RECONCILE_LR_MARK);
 
+        /* its keys, as the request's own release names them */
+        if (ngx_http_linegate_key(r->pool, NGX_HTTP_LINEGATE_KEY_LRVOID,
+                                  &e->line_request, NULL, &akey)
+            != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
+
+        ngx_http_linegate_redis_arg_key(a, &akey);
+
+        if (ngx_http_linegate_key(r->pool, NGX_HTTP_LINEGATE_KEY_LINE,
+                                  &e->line_request, NULL, &akey)
+            != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
+
+        ngx_http_linegate_redis_arg_key(a, &akey);
+        ngx_http_linegate_redis_arg_key(a,
+            ngx_http_linegate_key_fixed(NGX_HTTP_LINEGATE_KEY_LR_INFLIGHT));
+
+        if (e->workspace.len) {
+            if (ngx_http_linegate_key(r->pool, NGX_HTTP_LINEGATE_KEY_WS,
+                                      &e->workspace, NULL, &akey)
+                != NGX_OK)
+            {
+                return NGX_ERROR;
+            }
+
+            ngx_http_linegate_redis_arg_key(a, &akey);
+        }
+
         return ngx_http_linegate_reconcile_script(r, rc,
                                           NGX_HTTP_LINEGATE_SCRIPT_LR_RELEASE,
-                                          0);
+                                          a->nkeys);
     }
 
     if (ngx_http_linegate_reconcile_akey(r, e, &akey) != NGX_OK) {

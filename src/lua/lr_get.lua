@@ -3,7 +3,8 @@
 -- reconcile, also claim the Stripe check so that parallel polls of one
 -- request make one call per interval.
 --
--- ARGV[1..6] see lr_gate
+-- KEYS[1] and ARGV[1..6] see lr_gate (its workspace keys derive from
+-- the gate's wkey)
 -- ARGV[7] id, ARGV[8] UTC date (YYYY-MM-DD; unused: nginx
 -- compares it with the usage day in the hash), ARGV[9] now (ms),
 -- ARGV[10] reconcile interval (ms; "" when this read never reconciles),
@@ -15,12 +16,11 @@
 --#include lr_gate
 --#include lr_line
 
-local ws, code, left = lg_lr_gate()
+local ws, code, left, wkey = lg_lr_gate()
 if code ~= LR_GATE_OK or ARGV[6] == 'gate' then
     return {code, ws or '', left}
 end
 
-local wkey = 'lg:{ws:' .. ws .. '}'
 local line = lg_lr_line(wkey, ARGV[7])
 if not line then
     return {LR_NOT_FOUND, ws, left}
