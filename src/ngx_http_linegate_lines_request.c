@@ -118,6 +118,10 @@ ngx_http_linegate_lines_args(ngx_http_request_t *r,
     ngx_http_linegate_redis_arg_cstr(a, mode == NGX_HTTP_LINEGATE_LR_GATE
                                         ? "gate" : "");
 
+    /*
+     * KEYS[1] (lr_gate), by the mode given as ARGV[1]: 'k' resolves an
+     * API key (its lookup), 'w' and 'n' name the workspace
+     */
     ngx_http_linegate_lines_key(lr, a,
                                 *a->argv[0] == 'k'
                                 ? NGX_HTTP_LINEGATE_KEY_APIKEY
