@@ -19,7 +19,7 @@
 #include "ngx_http_linegate_scripts.h"
 #include "ngx_http_linegate_metrics.h"
 
-#include <hiredis/async.h>
+#include "ngx_http_linegate_redis_event.h"
 
 
 #define NGX_HTTP_LINEGATE_BACKOFF_MIN  100
@@ -40,7 +40,6 @@ typedef enum {
 
 typedef struct {
     redisAsyncContext                  *ac;
-    ngx_connection_t                   *conn;
     ngx_http_linegate_redis_state_e     state;
     ngx_uint_t                          attempts;
     ngx_uint_t                          ping_pending;
@@ -156,15 +155,6 @@ static void ngx_http_linegate_redis_durable_cb(redisAsyncContext *ac,
 static void ngx_http_linegate_redis_durable_retry(ngx_event_t *ev);
 static void ngx_http_linegate_redis_durable_arm(void);
 
-static void ngx_http_linegate_redis_read_handler(ngx_event_t *ev);
-static void ngx_http_linegate_redis_write_handler(ngx_event_t *ev);
-static void ngx_http_linegate_redis_watch(ngx_event_t *ev, ngx_int_t event,
-    ngx_uint_t on);
-static void ngx_http_linegate_redis_add_read(void *privdata);
-static void ngx_http_linegate_redis_del_read(void *privdata);
-static void ngx_http_linegate_redis_add_write(void *privdata);
-static void ngx_http_linegate_redis_del_write(void *privdata);
-static void ngx_http_linegate_redis_cleanup(void *privdata);
 
 
 static ngx_http_linegate_redis_t  ngx_http_linegate_redis;
@@ -1377,7 +1367,6 @@ static void
 ngx_http_linegate_redis_connect(void)
 {
     redisAsyncContext              *ac;
-    ngx_connection_t               *c;
     ngx_http_linegate_redis_t      *rd;
     ngx_http_linegate_main_conf_t  *lmcf;
 
@@ -1409,36 +1398,18 @@ ngx_http_linegate_redis_connect(void)
         return;
     }
 
-    c = ngx_get_connection(ac->c.fd, rd->log);
-    if (c == NULL) {
+    if (ngx_http_linegate_redis_event_attach(ac, rd->log) != NGX_OK) {
         redisAsyncFree(ac);
         ngx_http_linegate_redis_lost();
         return;
     }
-
-    c->data = ac;
-    c->read->handler = ngx_http_linegate_redis_read_handler;
-    c->write->handler = ngx_http_linegate_redis_write_handler;
-    c->read->log = rd->log;
-    c->write->log = rd->log;
-
-    ac->ev.data = c;
-    ac->ev.addRead = ngx_http_linegate_redis_add_read;
-    ac->ev.delRead = ngx_http_linegate_redis_del_read;
-    ac->ev.addWrite = ngx_http_linegate_redis_add_write;
-    ac->ev.delWrite = ngx_http_linegate_redis_del_write;
-    ac->ev.cleanup = ngx_http_linegate_redis_cleanup;
 
     redisAsyncSetConnectCallback(ac, ngx_http_linegate_redis_connect_cb);
     redisAsyncSetDisconnectCallback(ac,
                                     ngx_http_linegate_redis_disconnect_cb);
 
     rd->ac = ac;
-    rd->conn = c;
     rd->state = NGX_HTTP_LINEGATE_REDIS_CONNECTING;
-
-    /* writability tells that the non-blocking connect finished */
-    ngx_http_linegate_redis_add_write(c);
 
     ngx_add_timer(&rd->connect_timer, lmcf->redis_connect_timeout);
 }
@@ -1757,111 +1728,5 @@ ngx_http_linegate_redis_ping_cb(redisAsyncContext *ac, void *reply,
 {
     if (reply != NULL) {
         ngx_http_linegate_redis.ping_pending = 0;
-    }
-}
-
-
-/* the hiredis adapter for nginx's event loop */
-
-static void
-ngx_http_linegate_redis_read_handler(ngx_event_t *ev)
-{
-    ngx_connection_t  *c;
-
-    c = ev->data;
-    redisAsyncHandleRead(c->data);
-}
-
-
-static void
-ngx_http_linegate_redis_write_handler(ngx_event_t *ev)
-{
-    ngx_connection_t  *c;
-
-    c = ev->data;
-    redisAsyncHandleWrite(c->data);
-}
-
-
-/* hiredis asks to watch or stop watching one direction of the socket */
-static void
-ngx_http_linegate_redis_watch(ngx_event_t *ev, ngx_int_t event,
-    ngx_uint_t on)
-{
-    if (on && !ev->active) {
-        (void) ngx_add_event(ev, event, NGX_LEVEL_EVENT);
-
-    } else if (!on && ev->active) {
-        (void) ngx_del_event(ev, event, 0);
-    }
-}
-
-
-static void
-ngx_http_linegate_redis_add_read(void *privdata)
-{
-    ngx_connection_t  *c = privdata;
-
-    ngx_http_linegate_redis_watch(c->read, NGX_READ_EVENT, 1);
-}
-
-
-static void
-ngx_http_linegate_redis_del_read(void *privdata)
-{
-    ngx_connection_t  *c = privdata;
-
-    ngx_http_linegate_redis_watch(c->read, NGX_READ_EVENT, 0);
-}
-
-
-static void
-ngx_http_linegate_redis_add_write(void *privdata)
-{
-    ngx_connection_t  *c = privdata;
-
-    ngx_http_linegate_redis_watch(c->write, NGX_WRITE_EVENT, 1);
-}
-
-
-static void
-ngx_http_linegate_redis_del_write(void *privdata)
-{
-    ngx_connection_t  *c = privdata;
-
-    ngx_http_linegate_redis_watch(c->write, NGX_WRITE_EVENT, 0);
-}
-
-
-/* hiredis closes the socket itself: release only nginx's view of it */
-static void
-ngx_http_linegate_redis_cleanup(void *privdata)
-{
-    ngx_connection_t  *c = privdata;
-
-    ngx_http_linegate_redis_del_read(c);
-    ngx_http_linegate_redis_del_write(c);
-
-    if (c->read->timer_set) {
-        ngx_del_timer(c->read);
-    }
-
-    if (c->write->timer_set) {
-        ngx_del_timer(c->write);
-    }
-
-    if (c->read->posted) {
-        ngx_delete_posted_event(c->read);
-    }
-
-    if (c->write->posted) {
-        ngx_delete_posted_event(c->write);
-    }
-
-    c->fd = (ngx_socket_t) -1;
-    ngx_free_connection(c);
-
-    if (ngx_http_linegate_redis.conn == c) {
-        ngx_http_linegate_redis.conn = NULL;
     }
 }
