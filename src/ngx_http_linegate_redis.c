@@ -20,6 +20,7 @@
 #include "ngx_http_linegate_metrics.h"
 
 #include "ngx_http_linegate_redis_event.h"
+#include "ngx_http_linegate_redis_sentinel.h"
 
 
 #define NGX_HTTP_LINEGATE_BACKOFF_MIN  100
@@ -50,6 +51,15 @@ typedef struct {
     ngx_event_t                         reconnect_timer;
     ngx_event_t                         keepalive_timer;
     ngx_http_linegate_main_conf_t      *lmcf;
+
+    /* the server reached: linegate_redis's, or the master Sentinel named */
+    ngx_str_t                           host;
+    ngx_int_t                           port;
+    ngx_uint_t                          sentinel;
+    ngx_uint_t                          master_known;
+    ngx_event_t                         rediscover;  /* posted */
+    u_char                              node[NGX_SOCKADDR_STRLEN + 8];
+    size_t                              node_len;   /* of the gauge */
     ngx_log_t                          *log;
 
     /* durable writes waiting for an answer, oldest first */
@@ -102,6 +112,15 @@ typedef struct {
 
 
 static void ngx_http_linegate_redis_connect(void);
+static void ngx_http_linegate_redis_connect_to(void);
+static void ngx_http_linegate_redis_master_found(ngx_int_t rc,
+    ngx_str_t *host, ngx_int_t port);
+static void ngx_http_linegate_redis_master_switched(void);
+static void ngx_http_linegate_redis_rediscover(ngx_event_t *ev);
+static void ngx_http_linegate_redis_auth(void);
+static void ngx_http_linegate_redis_role_cb(redisAsyncContext *ac,
+    void *reply, void *privdata);
+static void ngx_http_linegate_redis_ready(void);
 static void ngx_http_linegate_redis_lost(void);
 static void ngx_http_linegate_redis_connect_cb(const redisAsyncContext *ac,
     int status);
@@ -751,6 +770,18 @@ ngx_http_linegate_redis_copy(ngx_pool_t *pool, redisReply *src)
 static void
 ngx_http_linegate_redis_log_error(ngx_log_t *log, redisReply *reply)
 {
+    ngx_http_linegate_redis_t  *rd;
+
+    rd = &ngx_http_linegate_redis;
+
+    if (rd->sentinel && ngx_strncmp(reply->str, "READONLY", 8) == 0
+        && !rd->rediscover.posted)
+    {
+        /* the master became a replica: find the new one (out of hiredis's
+         * callback: the connection is freed there) */
+        ngx_post_event(&rd->rediscover, &ngx_posted_events);
+    }
+
     if (ngx_http_linegate_redis_unavailable(reply)) {
         ngx_log_error(NGX_LOG_ERR, log, 0,
                       NGX_HTTP_LINEGATE_LOG "redis unavailable: \"%*s\"",
@@ -1287,6 +1318,8 @@ ngx_http_linegate_redis_init_process(ngx_cycle_t *cycle)
 
     rd->lmcf = lmcf;
     rd->log = cycle->log;
+    rd->host = lmcf->redis_host;
+    rd->port = lmcf->redis_port;
 
     ngx_http_linegate_redis_dummy.fd = (ngx_socket_t) -1;
     rd->connect_timer.data = &ngx_http_linegate_redis_dummy;
@@ -1308,6 +1341,16 @@ ngx_http_linegate_redis_init_process(ngx_cycle_t *cycle)
     rd->durable_timer.data = &ngx_http_linegate_redis_dummy;
     rd->durable_timer.handler = ngx_http_linegate_redis_durable_retry;
     rd->durable_timer.log = cycle->log;
+
+    if (lmcf->redis_sentinels) {
+        rd->sentinel = 1;
+        rd->rediscover.data = &ngx_http_linegate_redis_dummy;
+        rd->rediscover.handler = ngx_http_linegate_redis_rediscover;
+        rd->rediscover.log = cycle->log;
+        ngx_http_linegate_sentinel_init(lmcf, cycle->log,
+                              ngx_http_linegate_redis_master_found,
+                              ngx_http_linegate_redis_master_switched);
+    }
 
     ngx_http_linegate_redis_connect();
 
@@ -1332,6 +1375,14 @@ ngx_http_linegate_redis_exit_process(ngx_cycle_t *cycle)
 
     if (rd->counted) {
         ngx_http_linegate_redis_gauge(-1);
+    }
+
+    if (rd->sentinel) {
+        ngx_http_linegate_sentinel_exit();
+
+        if (rd->rediscover.posted) {
+            ngx_delete_posted_event(&rd->rediscover);
+        }
     }
 
     /* what could not be written: the error log is the last record */
@@ -1366,6 +1417,82 @@ ngx_http_linegate_redis_exit_process(ngx_cycle_t *cycle)
 static void
 ngx_http_linegate_redis_connect(void)
 {
+    ngx_http_linegate_redis_t  *rd;
+
+    rd = &ngx_http_linegate_redis;
+
+    if (rd->sentinel && !rd->master_known) {
+        /* requests are answered 503 meanwhile, as while connecting */
+        rd->state = NGX_HTTP_LINEGATE_REDIS_CONNECTING;
+        ngx_http_linegate_sentinel_discover();
+        return;
+    }
+
+    ngx_http_linegate_redis_connect_to();
+}
+
+
+static void
+ngx_http_linegate_redis_master_found(ngx_int_t rc, ngx_str_t *host,
+    ngx_int_t port)
+{
+    ngx_http_linegate_redis_t  *rd;
+
+    rd = &ngx_http_linegate_redis;
+
+    if (rd->exiting || rd->state != NGX_HTTP_LINEGATE_REDIS_CONNECTING
+        || rd->ac != NULL)
+    {
+        return;
+    }
+
+    if (rc != NGX_OK) {
+        ngx_http_linegate_redis_lost();
+        return;
+    }
+
+    rd->host = *host;    /* the sentinel module's buffer, kept until next */
+    rd->port = port;
+    rd->master_known = 1;
+
+    ngx_http_linegate_redis_connect_to();
+}
+
+
+/* a sentinel announced a failover of our master */
+static void
+ngx_http_linegate_redis_master_switched(void)
+{
+    ngx_http_linegate_redis_t  *rd;
+
+    rd = &ngx_http_linegate_redis;
+
+    if (!rd->rediscover.posted) {
+        ngx_post_event(&rd->rediscover, &ngx_posted_events);
+    }
+}
+
+
+static void
+ngx_http_linegate_redis_rediscover(ngx_event_t *ev)
+{
+    ngx_http_linegate_redis_t  *rd;
+
+    rd = &ngx_http_linegate_redis;
+
+    if (rd->exiting || rd->ac == NULL) {
+        /* not connected: the next connect asks the sentinels anyway */
+        rd->master_known = 0;
+        return;
+    }
+
+    ngx_http_linegate_redis_drop("master changed");
+}
+
+
+static void
+ngx_http_linegate_redis_connect_to(void)
+{
     redisAsyncContext              *ac;
     ngx_http_linegate_redis_t      *rd;
     ngx_http_linegate_main_conf_t  *lmcf;
@@ -1377,9 +1504,8 @@ ngx_http_linegate_redis_connect(void)
         ac = redisAsyncConnectUnix((char *) lmcf->redis_unix.data);
 
     } else {
-        /* an IP address, resolved at load: no DNS on the event loop */
-        ac = redisAsyncConnect((char *) lmcf->redis_host.data,
-                               (int) lmcf->redis_port);
+        /* an IP address, resolved at load or given by a sentinel */
+        ac = redisAsyncConnect((char *) rd->host.data, (int) rd->port);
     }
 
     if (ac == NULL) {
@@ -1436,8 +1562,91 @@ ngx_http_linegate_redis_connect_cb(const redisAsyncContext *ac, int status)
         return;
     }
 
-    ngx_log_error(NGX_LOG_NOTICE, rd->log, 0,
-                  NGX_HTTP_LINEGATE_LOG "redis connected");
+    ngx_http_linegate_redis_auth();
+
+    if (rd->sentinel) {
+        /* what a sentinel named may be a replica by now: ask it first */
+        if (redisAsyncCommand(rd->ac, ngx_http_linegate_redis_role_cb, NULL,
+                              "ROLE")
+            != REDIS_OK)
+        {
+            ngx_http_linegate_redis_drop("ROLE not sent");
+            return;
+        }
+
+        ngx_add_timer(&rd->connect_timer, rd->lmcf->redis_command_timeout);
+        return;
+    }
+
+    ngx_http_linegate_redis_ready();
+}
+
+
+static void
+ngx_http_linegate_redis_role_cb(redisAsyncContext *ac, void *data,
+    void *privdata)
+{
+    redisReply                 *reply, *role;
+    ngx_http_linegate_redis_t  *rd;
+
+    rd = &ngx_http_linegate_redis;
+    reply = data;
+
+    if (reply == NULL || rd->exiting || ac != rd->ac
+        || rd->state != NGX_HTTP_LINEGATE_REDIS_CONNECTING)
+    {
+        /* a lost connection is reported by the disconnect callback */
+        return;
+    }
+
+    if (rd->connect_timer.timer_set) {
+        ngx_del_timer(&rd->connect_timer);
+    }
+
+    role = (reply->type == REDIS_REPLY_ARRAY && reply->elements > 0)
+           ? reply->element[0] : NULL;
+
+    if (role != NULL && role->type == REDIS_REPLY_STRING
+        && ngx_strcmp(role->str, "master") == 0)
+    {
+        ngx_http_linegate_redis_ready();
+        return;
+    }
+
+    ngx_log_error(NGX_LOG_WARN, rd->log, 0,
+                  NGX_HTTP_LINEGATE_LOG "redis %V:%i is not the master "
+                  "(role \"%s\"): asking the sentinels again",
+                  &rd->host, rd->port,
+                  (role != NULL && role->type == REDIS_REPLY_STRING)
+                  ? role->str : (reply->type == REDIS_REPLY_ERROR
+                                 ? reply->str : "?"));
+
+    /* dropped out of hiredis's callback, where the context is freed */
+    rd->master_known = 0;
+
+    if (!rd->rediscover.posted) {
+        ngx_post_event(&rd->rediscover, &ngx_posted_events);
+    }
+}
+
+
+/* connected to the master: the store serves requests from now on */
+static void
+ngx_http_linegate_redis_ready(void)
+{
+    ngx_http_linegate_redis_t  *rd;
+
+    rd = &ngx_http_linegate_redis;
+
+    if (rd->sentinel) {
+        ngx_log_error(NGX_LOG_NOTICE, rd->log, 0,
+                      NGX_HTTP_LINEGATE_LOG "redis connected to the master "
+                      "%V:%i", &rd->host, rd->port);
+
+    } else {
+        ngx_log_error(NGX_LOG_NOTICE, rd->log, 0,
+                      NGX_HTTP_LINEGATE_LOG "redis connected");
+    }
 
     rd->state = NGX_HTTP_LINEGATE_REDIS_CONNECTED;
     rd->attempts = 0;
@@ -1462,15 +1671,15 @@ ngx_http_linegate_redis_connect_cb(const redisAsyncContext *ac, int status)
 
 
 /*
- * AUTH, SELECT and SCRIPT LOAD go first on a new connection; Redis runs
- * commands in order, so requests sent right after them see their effect
- * (or a NOAUTH error, which becomes a 503 and a clear log line).
+ * AUTH and SELECT go first on a new connection, then (on the master)
+ * SCRIPT LOAD; Redis runs commands in order, so requests sent right after
+ * them see their effect (or a NOAUTH error, which becomes a 503 and a
+ * clear log line).
  */
 static void
-ngx_http_linegate_redis_setup(void)
+ngx_http_linegate_redis_auth(void)
 {
-    ngx_uint_t                      i;
-    ngx_str_t                       src;
+    int                             n;
     const char                     *argv[3];
     size_t                          argvlen[3];
     u_char                          db[NGX_INT_T_LEN];
@@ -1481,12 +1690,20 @@ ngx_http_linegate_redis_setup(void)
     lmcf = rd->lmcf;
 
     if (lmcf->redis_password.len) {
-        argv[0] = "AUTH";
-        argvlen[0] = 4;
-        argv[1] = (const char *) lmcf->redis_password.data;
-        argvlen[1] = lmcf->redis_password.len;
+        n = 0;
+        argv[n] = "AUTH";
+        argvlen[n++] = 4;
+
+        if (lmcf->redis_user.len) {
+            /* an ACL user (Redis 6) */
+            argv[n] = (const char *) lmcf->redis_user.data;
+            argvlen[n++] = lmcf->redis_user.len;
+        }
+
+        argv[n] = (const char *) lmcf->redis_password.data;
+        argvlen[n++] = lmcf->redis_password.len;
         redisAsyncCommandArgv(rd->ac, ngx_http_linegate_redis_setup_cb,
-                              "AUTH", 2, argv, argvlen);
+                              "AUTH", n, argv, argvlen);
     }
 
     if (lmcf->redis_db > 0) {
@@ -1497,6 +1714,19 @@ ngx_http_linegate_redis_setup(void)
         redisAsyncCommandArgv(rd->ac, ngx_http_linegate_redis_setup_cb,
                               "SELECT", 2, argv, argvlen);
     }
+}
+
+
+static void
+ngx_http_linegate_redis_setup(void)
+{
+    ngx_uint_t                      i;
+    ngx_str_t                       src;
+    const char                     *argv[3];
+    size_t                          argvlen[3];
+    ngx_http_linegate_redis_t      *rd;
+
+    rd = &ngx_http_linegate_redis;
 
     for (i = 0; i < NGX_HTTP_LINEGATE_SCRIPT_COUNT; i++) {
         ngx_http_linegate_script_source(i, &src);
@@ -1570,6 +1800,9 @@ ngx_http_linegate_redis_lost(void)
 
     rd->state = NGX_HTTP_LINEGATE_REDIS_DISCONNECTED;
     rd->ping_pending = 0;
+
+    /* a new connection asks the sentinels where the master is now */
+    rd->master_known = 0;
 
     if (rd->connect_timer.timer_set) {
         ngx_del_timer(&rd->connect_timer);
@@ -1671,6 +1904,10 @@ ngx_http_linegate_redis_keepalive(ngx_event_t *ev)
         rd->ping_pending = 1;
     }
 
+    if (rd->sentinel) {
+        ngx_http_linegate_sentinel_keepalive();
+    }
+
     if (rd->lmcf->uses_provision) {
         /* the reconciliation backlog, for the metrics: off the request path */
         (void) redisAsyncCommand(rd->ac, ngx_http_linegate_redis_backlog_cb,
@@ -1700,22 +1937,28 @@ ngx_http_linegate_redis_gauge(ngx_int_t n)
 {
     ngx_str_t                       node;
     const char                     *name = "node";
-    u_char                          buf[NGX_SOCKADDR_STRLEN];
-    ngx_http_linegate_main_conf_t  *lmcf;
+    ngx_http_linegate_redis_t      *rd;
 
-    lmcf = ngx_http_linegate_redis.lmcf;
+    rd = &ngx_http_linegate_redis;
 
-    if (lmcf->redis_unix.len) {
-        node = lmcf->redis_unix;
+    if (n > 0) {
+        /* the label it is counted under, until it is uncounted */
+        if (rd->lmcf->redis_unix.len) {
+            rd->node_len = ngx_snprintf(rd->node, sizeof(rd->node), "%V",
+                                        &rd->lmcf->redis_unix)
+                           - rd->node;
 
-    } else {
-        node.data = buf;
-        node.len = ngx_snprintf(buf, sizeof(buf), "%V:%i", &lmcf->redis_host,
-                                lmcf->redis_port)
-                   - buf;
+        } else {
+            rd->node_len = ngx_snprintf(rd->node, sizeof(rd->node), "%V:%i",
+                                        &rd->host, rd->port)
+                           - rd->node;
+        }
     }
 
-    ngx_http_linegate_redis.counted = n > 0;
+    node.data = rd->node;
+    node.len = rd->node_len;
+
+    rd->counted = n > 0;
 
     ngx_http_linegate_metrics_add(NGX_HTTP_LINEGATE_M_REDIS_CONNECTED, 1,
                                   &name, &node, (ngx_atomic_int_t) n);
