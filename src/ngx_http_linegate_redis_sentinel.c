@@ -83,8 +83,7 @@ ngx_http_linegate_sentinel_init(ngx_http_linegate_main_conf_t *lmcf,
     s->timer.log = log;
     s->timer.cancelable = 1;
 
-    /* workers do not all start with the same sentinel */
-    s->next = (ngx_uint_t) ngx_random() % lmcf->redis_sentinels->nelts;
+    /* the sentinels are asked in the configured order, from the first */
 }
 
 
