@@ -54,6 +54,8 @@ static ngx_int_t ngx_http_linegate_redis_address(ngx_conf_t *cf,
     ngx_str_t *value, ngx_str_t *host, ngx_int_t *port);
 static char *ngx_http_linegate_redis_option(ngx_conf_t *cf,
     ngx_http_linegate_main_conf_t *lmcf, ngx_str_t *v);
+static char *ngx_http_linegate_redis_wait_conf(ngx_conf_t *cf,
+    ngx_command_t *cmd, void *conf);
 static char *ngx_http_linegate_plan_price(ngx_conf_t *cf,
     ngx_command_t *cmd, void *conf);
 static char *ngx_http_linegate_rate(ngx_conf_t *cf, ngx_command_t *cmd,
@@ -163,6 +165,13 @@ static ngx_command_t  ngx_http_linegate_commands[] = {
       ngx_conf_set_msec_slot,
       NGX_HTTP_MAIN_CONF_OFFSET,
       offsetof(ngx_http_linegate_main_conf_t, redis_keepalive),
+      NULL },
+
+    { ngx_string("linegate_redis_wait"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE2,
+      ngx_http_linegate_redis_wait_conf,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
       NULL },
 
     { ngx_string("linegate_stripe_location"),
@@ -818,6 +827,8 @@ ngx_http_linegate_create_main_conf(ngx_conf_t *cf)
     lmcf->redis_connect_timeout = NGX_CONF_UNSET_MSEC;
     lmcf->redis_command_timeout = NGX_CONF_UNSET_MSEC;
     lmcf->redis_keepalive = NGX_CONF_UNSET_MSEC;
+    lmcf->redis_wait_replicas = NGX_CONF_UNSET;
+    lmcf->redis_wait_timeout = NGX_CONF_UNSET_MSEC;
     lmcf->webhook_tolerance = NGX_CONF_UNSET;
     lmcf->reconcile_interval = NGX_CONF_UNSET_MSEC;
     lmcf->reconcile_delay = NGX_CONF_UNSET_MSEC;
@@ -854,6 +865,8 @@ ngx_http_linegate_init_main_conf(ngx_conf_t *cf, void *conf)
     ngx_conf_init_msec_value(lmcf->redis_connect_timeout, 1000);
     ngx_conf_init_msec_value(lmcf->redis_command_timeout, 1000);
     ngx_conf_init_msec_value(lmcf->redis_keepalive, 2000);
+    ngx_conf_init_value(lmcf->redis_wait_replicas, 0);
+    ngx_conf_init_msec_value(lmcf->redis_wait_timeout, 0);
     ngx_conf_init_value(lmcf->webhook_tolerance, 300);
     ngx_conf_init_msec_value(lmcf->reconcile_interval, 5000);
     ngx_conf_init_msec_value(lmcf->reconcile_delay, 60000);
@@ -913,6 +926,18 @@ ngx_http_linegate_init_main_conf(ngx_conf_t *cf, void *conf)
     {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                            "linegate: Redis timeouts must be greater than 0");
+        return NGX_CONF_ERROR;
+    }
+
+    if (lmcf->redis_wait_replicas > 0
+        && lmcf->redis_wait_timeout >= lmcf->redis_command_timeout)
+    {
+        /* else the command's timer answers first, and WAIT never decides */
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"linegate_redis_wait\" timeout %M ms must be "
+                           "shorter than linegate_redis_command_timeout "
+                           "(%M ms)", lmcf->redis_wait_timeout,
+                           lmcf->redis_command_timeout);
         return NGX_CONF_ERROR;
     }
 
@@ -1268,6 +1293,45 @@ ngx_http_linegate_redis_option(ngx_conf_t *cf,
 
     ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, "invalid parameter \"%V\"", v);
     return NGX_CONF_ERROR;
+}
+
+
+/* linegate_redis_wait replicas timeout */
+static char *
+ngx_http_linegate_redis_wait_conf(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf)
+{
+    ngx_http_linegate_main_conf_t *lmcf = conf;
+
+    ngx_int_t    n;
+    ngx_str_t   *value;
+    ngx_msec_t   ms;
+
+    if (lmcf->redis_wait_replicas != NGX_CONF_UNSET) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    n = ngx_atoi(value[1].data, value[1].len);
+    if (n == NGX_ERROR || n < 1 || n > 64) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid number of replicas \"%V\" (1 to 64)",
+                           &value[1]);
+        return NGX_CONF_ERROR;
+    }
+
+    ms = ngx_parse_time(&value[2], 0);
+    if (ms == (ngx_msec_t) NGX_ERROR || ms == 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid timeout \"%V\"", &value[2]);
+        return NGX_CONF_ERROR;
+    }
+
+    lmcf->redis_wait_replicas = n;
+    lmcf->redis_wait_timeout = ms;
+
+    return NGX_CONF_OK;
 }
 
 

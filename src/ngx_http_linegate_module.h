@@ -78,6 +78,9 @@ typedef struct {
     ngx_msec_t                      redis_connect_timeout;
     ngx_msec_t                      redis_command_timeout;
     ngx_msec_t                      redis_keepalive;
+    /* linegate_redis_wait: replicas that acknowledge a money-path write */
+    ngx_int_t                       redis_wait_replicas;
+    ngx_msec_t                      redis_wait_timeout;
     ngx_flag_t                      redis_configured;
 
     /* Stripe, reached through an internal location */

@@ -95,6 +95,11 @@ typedef struct {
     ngx_http_linegate_redis_args_t     *args;
     ngx_uint_t                          retried;
     uint64_t                            sent_us;  /* for the metrics */
+
+    /* linegate_redis_wait: WAIT sent after the script */
+    ngx_uint_t                          waits;    /* WAIT replies owed */
+    ngx_uint_t                          have;     /* the script answered */
+    redisReply                         *stash;    /* its reply, or NULL */
 } ngx_http_linegate_redis_cmd_t;
 
 
@@ -132,6 +137,11 @@ static void ngx_http_linegate_redis_setup_cb(redisAsyncContext *ac,
 static void ngx_http_linegate_redis_reply_cb(redisAsyncContext *ac,
     void *reply, void *privdata);
 static void ngx_http_linegate_redis_pipeline_cb(redisAsyncContext *ac,
+    void *reply, void *privdata);
+static ngx_uint_t ngx_http_linegate_redis_acknowledged(ngx_int_t script);
+static ngx_int_t ngx_http_linegate_redis_send_wait(
+    ngx_http_linegate_redis_cmd_t *cmd);
+static void ngx_http_linegate_redis_wait_cb(redisAsyncContext *ac,
     void *reply, void *privdata);
 static void ngx_http_linegate_redis_pipeline_drop(
     ngx_http_linegate_redis_pipeline_t *pl);
@@ -493,6 +503,13 @@ ngx_http_linegate_redis_send(ngx_http_linegate_redis_cmd_t *cmd,
         return NGX_ERROR;
     }
 
+    if (cmd->script >= 0 && rd->lmcf->redis_wait_replicas > 0
+        && ngx_http_linegate_redis_acknowledged(cmd->script))
+    {
+        /* written with the script: same round trip */
+        (void) ngx_http_linegate_redis_send_wait(cmd);
+    }
+
     if (!cmd->timer.timer_set) {
         cmd->timer.handler = ngx_http_linegate_redis_cmd_timeout;
         cmd->timer.data = &ngx_http_linegate_redis_dummy;
@@ -569,6 +586,13 @@ ngx_http_linegate_redis_reply_cb(redisAsyncContext *ac, void *data,
     r = cmd->r;
 
     if (r == NULL || ngx_http_linegate_redis.exiting) {
+        if (cmd->waits) {
+            /* freed by the last WAIT's callback, owed after this one */
+            cmd->have = 1;
+            cmd->stash = NULL;
+            return;
+        }
+
         /* a late reply for a request that timed out: nobody waits */
         if (cmd->timer.timer_set) {
             ngx_del_timer(&cmd->timer);
@@ -602,7 +626,134 @@ ngx_http_linegate_redis_reply_cb(redisAsyncContext *ac, void *data,
         reply = NULL;
     }
 
+    if (cmd->waits) {
+        /* answered once the replicas have acknowledged it, or not */
+        cmd->have = 1;
+        cmd->stash = (reply != NULL)
+                     ? ngx_http_linegate_redis_copy(r->pool, reply) : NULL;
+        return;
+    }
+
     ngx_http_linegate_redis_finish(cmd, reply);
+}
+
+
+/*
+ * The writes a 200 stands on (linegate_redis_wait): the creation's commit
+ * and the invoice it is billed by, the confirm's recorded line, the
+ * settlements of a payment (GET's reconciliation, the webhooks).
+ */
+static ngx_uint_t
+ngx_http_linegate_redis_acknowledged(ngx_int_t script)
+{
+    switch (script) {
+
+    case NGX_HTTP_LINEGATE_SCRIPT_LR_CREATE:
+    case NGX_HTTP_LINEGATE_SCRIPT_LR_INVOICE_STORE:
+    case NGX_HTTP_LINEGATE_SCRIPT_LR_RESOLVE:
+    case NGX_HTTP_LINEGATE_SCRIPT_PV_RECORD:
+    case NGX_HTTP_LINEGATE_SCRIPT_WH_INVOICE:
+    case NGX_HTTP_LINEGATE_SCRIPT_WH_SUBSCRIPTION:
+        return 1;
+
+    default:
+        return 0;
+    }
+}
+
+
+static ngx_int_t
+ngx_http_linegate_redis_send_wait(ngx_http_linegate_redis_cmd_t *cmd)
+{
+    int                             argc;
+    u_char                          n[NGX_INT_T_LEN], ms[NGX_INT_T_LEN];
+    const char                     *argv[3];
+    size_t                          argvlen[3];
+    ngx_http_linegate_main_conf_t  *lmcf;
+
+    lmcf = ngx_http_linegate_redis.lmcf;
+
+    argc = 0;
+    argv[argc] = "WAIT";
+    argvlen[argc++] = 4;
+    argv[argc] = (const char *) n;
+    argvlen[argc++] = ngx_sprintf(n, "%i", lmcf->redis_wait_replicas) - n;
+    argv[argc] = (const char *) ms;
+    argvlen[argc++] = ngx_sprintf(ms, "%M", lmcf->redis_wait_timeout) - ms;
+
+    if (ngx_http_linegate_redis_append(cmd->r->pool, argc, argv, argvlen,
+                                       ngx_http_linegate_redis_wait_cb, cmd)
+        != NGX_OK)
+    {
+        /* not sent: the answer does not wait for replicas, say so */
+        ngx_log_error(NGX_LOG_ERR, cmd->r->connection->log, 0,
+                      NGX_HTTP_LINEGATE_LOG "redis WAIT not sent");
+        return NGX_ERROR;
+    }
+
+    cmd->waits++;
+
+    return NGX_OK;
+}
+
+
+/*
+ * WAIT's answer, after the script's: the script's reply goes to the
+ * handler only when enough replicas have it. Fewer is an unknown outcome
+ * (NULL), exactly as a lost connection: the write may or may not survive
+ * a failover, and every handler repairs an unknown outcome already.
+ */
+static void
+ngx_http_linegate_redis_wait_cb(redisAsyncContext *ac, void *data,
+    void *privdata)
+{
+    redisReply                     *reply;
+    ngx_http_request_t             *r;
+    ngx_http_linegate_redis_cmd_t  *cmd;
+    ngx_http_linegate_main_conf_t  *lmcf;
+
+    cmd = privdata;
+    reply = data;
+    lmcf = ngx_http_linegate_redis.lmcf;
+
+    cmd->waits--;
+
+    if (!cmd->have || cmd->waits) {
+        /* the WAIT of an EVALSHA answered NOSCRIPT: the EVAL has its own */
+        return;
+    }
+
+    r = cmd->r;
+
+    if (r == NULL || ngx_http_linegate_redis.exiting) {
+        if (cmd->timer.timer_set) {
+            ngx_del_timer(&cmd->timer);
+        }
+
+        ngx_http_linegate_redis_release(cmd);
+        ngx_free(cmd);
+        return;
+    }
+
+    if (reply == NULL || reply->type != REDIS_REPLY_INTEGER
+        || reply->integer < lmcf->redis_wait_replicas)
+    {
+        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                      NGX_HTTP_LINEGATE_LOG "redis: %V acknowledged by %i "
+                      "of %i replicas within %M ms: its outcome is unknown",
+                      ngx_http_linegate_script_name(cmd->script),
+                      (reply != NULL && reply->type == REDIS_REPLY_INTEGER)
+                      ? (ngx_int_t) reply->integer : (ngx_int_t) 0,
+                      lmcf->redis_wait_replicas, lmcf->redis_wait_timeout);
+
+        ngx_http_linegate_metrics_inc1(NGX_HTTP_LINEGATE_M_REDIS_ERRORS,
+                                       "kind", "unacknowledged");
+
+        ngx_http_linegate_redis_finish(cmd, NULL);
+        return;
+    }
+
+    ngx_http_linegate_redis_finish(cmd, cmd->stash);
 }
 
 

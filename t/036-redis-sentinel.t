@@ -2,7 +2,10 @@
 # workers find the master through the sentinels, skip one that is down,
 # and find the new master after a crash (SIGKILL) or a manual failover
 # (+switch-master, the old master still up) without a reload; meanwhile
-# clients get only complete answers: 200, or 503 with Retry-After.
+# clients get only complete answers: 200, or 503 with Retry-After. With
+# linegate_redis_wait, a creation answered 201 survives the master's loss,
+# and a write no replica acknowledged is answered as an unknown outcome
+# and leaves nothing behind.
 use strict;
 use warnings;
 use lib 't/lib';
@@ -15,7 +18,8 @@ use LG::Stack;
 use LG::Test;
 use LG::Lines qw(body);
 
-my $s = LG::Stack->new(redis => 'sentinel', dead_sentinel => 1)->start;
+my $s = LG::Stack->new(redis => 'sentinel', dead_sentinel => 1,
+                       HTTP_EXTRA => 'linegate_redis_wait 1 300ms;')->start;
 my $l = LG::Lines->new($s);
 
 ok($s->wait_sentinels_ready(30), 'the sentinels know each other and '
@@ -36,11 +40,27 @@ subtest 'nginx -t' => sub {
            'a unix socket sentinel');
     $bad->('127.0.0.1:1 sentinel=m bogus=1', qr/invalid parameter "bogus=1"/,
            'an unknown option');
+    for my $w (['0 1s', qr/invalid number of replicas "0"/],
+               ['1 2s', qr/must be shorter than linegate_redis_command_tim/],
+               ['1 x', qr/invalid timeout "x"/])
+    {
+        (my $c = $conf)
+            =~ s/linegate_redis_wait [^;]*;/linegate_redis_wait $w->[0];/;
+        my ($rc, $out) = $s->nginx_t($c);
+        isnt($rc, 0, "linegate_redis_wait $w->[0]: refused");
+        like($out, $w->[1], "linegate_redis_wait $w->[0]: says why");
+    }
     my ($rc, $out) = $s->nginx_t($conf);
     is($rc, 0, 'the sentinel configuration passes') or diag($out);
 };
 
 my $w = $l->workspace('org_sentinel', plan => 'growth');
+
+# mini workspaces: each has one included email line to create
+my $nws = 0;
+sub mini { return $l->workspace('org_mini' . ++$nws, plan => 'mini',
+                                customer => '') }
+my @minis = map { mini() } 1 .. 150;
 my $id = $l->created($w, channelType => 'phone');
 
 subtest 'through the sentinels, the first one down' => sub {
@@ -60,12 +80,31 @@ sub load {
     my ($stop, $out, $n) = @_;
     my @pids;
     for my $c (1 .. $n) {
+        my @mine = @minis[grep { $_ % $n == $c - 1 } 0 .. $#minis];
         my $pid = fork // die "fork: $!";
         if ($pid == 0) {
             my $ua = Mojo::UserAgent->new(request_timeout => 10);
             open my $fh, '>', "$out.$c" or _exit(1);
             my $i = 0;
             until (-e $stop) {
+                if ($i % 3 == 2 && @mine) {
+                    # a creation: its id when answered 201
+                    my $m = $mine[0];
+                    my $tx = $ua->post($s->url('/api/line-requests')
+                        => {%{ $m->{auth} },
+                            'Idempotency-Key' => "load-$$-$i"}
+                        => json => body(channelType => 'email',
+                                        email => "l$c.$i\@example.com"));
+                    shift @mine if ($tx->res->code // 0) == 201;
+                    $i++;
+                    my $res = $tx->res;
+                    my $b = eval { $res->json } // {};
+                    printf $fh "%s %s %s %s\n", $res->code // 'none',
+                        $res->headers->header('Retry-After') // '-',
+                        $m->{id}, ($res->code // 0) == 201
+                                  ? ($b->{line}{_id} // 'none') : '-';
+                    next;
+                }
                 my $tx = ($i++ % 2)
                     ? $ua->get($s->url("/api/line-requests/$id")
                                => $w->{auth})
@@ -75,7 +114,7 @@ sub load {
                                    'Bearer ' . $s->operator_token}
                                => json => {plan => 'mini'});
                 my $res = $tx->res;
-                printf $fh "%s %s\n", $res->code // 'none',
+                printf $fh "%s %s - -\n", $res->code // 'none',
                     $res->headers->header('Retry-After') // '-';
                 sleep 0.005;
             }
@@ -87,14 +126,19 @@ sub load {
     return @pids;
 }
 
+# answers seen (status and Retry-After, counted), ids created
 sub answers {
     my ($out, $n) = @_;
-    my %seen;
+    my (%seen, @ids);
     for my $c (1 .. $n) {
         open my $fh, '<', "$out.$c" or next;
-        $seen{$_}++ for map { chomp; $_ } <$fh>;
+        for (<$fh>) {
+            my ($code, $retry, $ws, $id) = split;
+            push @ids, [$ws, $id] if $code eq '201';
+            $seen{"$code $retry"}++;
+        }
     }
-    return \%seen;
+    return (\%seen, \@ids);
 }
 
 sub back_within {
@@ -124,7 +168,7 @@ subtest 'the master SIGKILLed under load' => sub {
     my $dir = $s->dir;
     my ($stop, $out) = ("$dir/stop.kill", "$dir/answers.kill");
     my @pids = load($stop, $out, 4);
-    sleep 0.5;
+    sleep 0.3;
 
     $s->kill_master;
     my $new = wait_new_master($old, 30);
@@ -137,16 +181,77 @@ subtest 'the master SIGKILLed under load' => sub {
     open my $fh, '>', $stop; close $fh;
     waitpid $_, 0 for @pids;
 
-    my $seen = answers($out, 4);
-    my @bad = grep { !/^200 -$/ && !/^503 [1-9]\d*$/ } keys %$seen;
-    is_deeply(\@bad, [], 'only 200, or 503 with Retry-After')
+    my ($seen, $ids) = answers($out, 4);
+    my @bad = grep { !/^20[01] -$/ && !/^503 [1-9]\d*$/ } keys %$seen;
+    is_deeply(\@bad, [], 'only 200/201, or 503 with Retry-After')
         or diag(explain($seen));
     ok($seen->{'200 -'}, "answers served: " . join(', ',
        map { "$_ x$seen->{$_}" } sort keys %$seen));
 
     $s->follow_master;
     answer_is($l->get($w, $id), 200, 'the line request is still there');
+
+    # linegate_redis_wait 1: every 201 was on a replica before it was sent
+    my %by = map { $_->{id} => $_ } @minis;
+    my @lost = map { "@$_ " . $l->get($by{$_->[0]}, $_->[1])->res->code }
+               grep {
+                   ($l->get($by{$_->[0]}, $_->[1])->res->code // 0) != 200
+               } @$ids;
+    ok(@$ids > 0, scalar(@$ids) . ' creations answered 201 during the run');
+    is_deeply(\@lost, [], 'every creation answered 201 survived the '
+              . 'failover');
 };
+
+subtest 'a write no replica acknowledges' => sub {
+    ok($s->wait_sentinels_ready(30, 1), 'a replica in sync') or return;
+    $s->follow_master;
+    my $r = $s->redis;
+    my $waits = sub {
+        ($r->info('commandstats')->{cmdstat_wait} // '') =~ /calls=(\d+)/;
+        return $1 // 0;
+    };
+    my $before = $waits->();
+    my ($wa, $wu) = (mini(), mini());
+    my $ok = $l->create($wa, body(channelType => 'email',
+                                  email => 'acked@example.com'));
+    is($ok->res->code, 201, 'acknowledged: created');
+    cmp_ok($waits->(), '>', $before, 'WAIT was sent');
+
+    # the replicas stop acknowledging (a partition, as far as WAIT knows)
+    my @replicas = map { /port=(\d+)/ ? $1 : () }
+                   grep { defined }
+                   map { $r->info('replication')->{"slave$_"} } 0 .. 3;
+    my @pids = map { _pid_of_port($_) } @replicas;
+    ok(@pids, 'replicas found: ' . join(',', @replicas)) or return;
+    kill 'STOP', @pids;
+    my $lines = $r->zcard("lg:{ws:$wu->{id}}:lines");
+    my $tx = $l->create($wu, body(channelType => 'email',
+                                 email => 'unacked@example.com'),
+                        'Idempotency-Key' => 'unacked-1');
+    kill 'CONT', @pids;
+    is($tx->res->code, 503, 'not acknowledged: 503');
+    like($tx->res->headers->header('Retry-After') // '', qr/^\d+$/,
+         'with Retry-After');
+    like($s->error_log,
+         qr/lr_create acknowledged by 0 of 1 replicas within 300 ms/,
+         'the log says why');
+    # committed on the master but not known to survive: an unknown
+    # outcome, which the Idempotency-Key settles
+    my $again = $l->create($wu, body(channelType => 'email',
+                                     email => 'unacked@example.com'),
+                           'Idempotency-Key' => 'unacked-1');
+    is($again->res->code, 201, 'the retry with the same key: 201');
+    my @live = $r->zrange("lg:{ws:$wu->{id}}:lines", 0, -1);
+    is(scalar @live, $lines + 1, 'one line, not two');
+    is(eval { $again->res->json->{line}{_id} }, $live[-1],
+       'the retry names the line the first attempt committed');
+};
+
+sub _pid_of_port {
+    my ($port) = @_;
+    my ($pid) = grep { /^redis_$port$/ } keys %{ $s->{pids} };
+    return $pid ? $s->{pids}{$pid} : ();
+}
 
 subtest 'a manual failover: +switch-master, the old master still up' => sub {
     ok($s->wait_sentinels_ready(30, 1), 'the sentinels are ready again')
