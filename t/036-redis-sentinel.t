@@ -17,6 +17,7 @@ use Mojo::UserAgent;
 use LG::Stack;
 use LG::Test;
 use LG::Lines qw(body);
+use LG::Provision;
 
 my $s = LG::Stack->new(redis => 'sentinel', dead_sentinel => 1,
                        HTTP_EXTRA => 'linegate_redis_wait 1 300ms;')->start;
@@ -61,6 +62,13 @@ my $nws = 0;
 sub mini { return $l->workspace('org_mini' . ++$nws, plan => 'mini',
                                 customer => '') }
 my @minis = map { mini() } 1 .. 150;
+
+# provisioning: accounts buying numbers through preview and confirm
+my $p = LG::Provision->new($s);
+my @accounts = map { $p->account("acct_ha$_", daily => 1000,
+                                 monthly => 1000) } 1 .. 4;
+my @stock = $p->numbers(300, 628555);
+$p->inventory(@stock);
 my $id = $l->created($w, channelType => 'phone');
 
 subtest 'through the sentinels, the first one down' => sub {
@@ -92,7 +100,8 @@ sub load {
                     my $m = $mine[0];
                     my $tx = $ua->post($s->url('/api/line-requests')
                         => {%{ $m->{auth} },
-                            'Idempotency-Key' => "load-$$-$i"}
+                            # a retry after a 503 keeps its key
+                            'Idempotency-Key' => "load-$m->{id}"}
                         => json => body(channelType => 'email',
                                         email => "l$c.$i\@example.com"));
                     shift @mine if ($tx->res->code // 0) == 201;
@@ -124,6 +133,32 @@ sub load {
         push @pids, $pid;
     }
     return @pids;
+}
+
+# a buyer in a child process: preview then confirm, in a loop, until $stop;
+# "status retry-after account phone" a line per confirm
+sub buyer {
+    my ($stop, $out) = @_;
+    my $pid = fork // die "fork: $!";
+    return $pid if $pid;
+    my $ua = Mojo::UserAgent->new(request_timeout => 10);
+    open my $fh, '>', $out or _exit(1);
+    my $i = 0;
+    until (-e $stop) {
+        my $a = $accounts[$i++ % @accounts];
+        my $h = $p->headers($a);
+        my $pv = $ua->post($s->url($LG::Provision::PREVIEW) => $h);
+        my $token = eval { $pv->res->json->{preview_token} } or next;
+        my $tx = $ua->post($s->url($LG::Provision::CONFIRM) => $h
+                           => json => {preview_token => $token});
+        my $res = $tx->res;
+        my $b = eval { $res->json } // {};
+        printf $fh "%s %s %s %s %s\n", $res->code // 'none',
+            $res->headers->header('Retry-After') // '-', $a->{id},
+            $b->{phone_number} // '-', $b->{code} // $b->{error} // '-';
+    }
+    close $fh;
+    _exit(0);
 }
 
 # answers seen (status and Retry-After, counted), ids created
@@ -167,7 +202,7 @@ subtest 'the master SIGKILLed under load' => sub {
     my $old = $s->redis_port;
     my $dir = $s->dir;
     my ($stop, $out) = ("$dir/stop.kill", "$dir/answers.kill");
-    my @pids = load($stop, $out, 4);
+    my @pids = (load($stop, $out, 4), buyer($stop, "$out.buyer"));
     sleep 0.3;
 
     $s->kill_master;
@@ -190,6 +225,46 @@ subtest 'the master SIGKILLed under load' => sub {
 
     $s->follow_master;
     answer_is($l->get($w, $id), 200, 'the line request is still there');
+
+    # provisioning: every 200 kept its line, no number sold twice or lost
+    open my $bfh, '<', "$out.buyer" or die "$out.buyer: $!";
+    my @confirms = map { [split] } <$bfh>;
+    my @bought = grep { $_->[0] eq '200' } @confirms;
+    my %codes;
+    $codes{"$_->[0] $_->[1]"}++ for @confirms;
+    ok(@bought > 0, scalar(@bought) . ' confirms answered 200 ('
+       . join(', ', map { "$_ x$codes{$_}" } sort keys %codes) . ')');
+    # SPEC: 500 provisioning_failed when the line's record is not known
+    # to have happened (here: not acknowledged by a replica), queued
+    my @bad_c = grep { !/^200 -$/ && !/^503 [1-9]\d*$/ }
+                map { "$_->[0] $_->[1]" }
+                grep { !($_->[0] eq '500' && $_->[4] =~ /provisioning_failed/) }
+                @confirms;
+    is_deeply(\@bad_c, [], 'confirms: only 200, 503 with Retry-After, or '
+              . '500 provisioning_failed');
+    my %recorded;
+    for my $a (@accounts) {
+        my $lines = $p->lines($a->{id});
+        $recorded{$_->{phone_number}}++ for values %$lines;
+    }
+    my @lost_lines = grep { !$recorded{$_->[3]} } @bought;
+    is_deeply(\@lost_lines, [], 'every confirm answered 200 has its line');
+    is_deeply([grep { $recorded{$_} > 1 } keys %recorded], [],
+              'no number recorded twice');
+    my %charged;
+    $charged{$_->{metadata}{phone_number} // '?'}++
+        for grep { ($_->{status} // '') ne 'canceled' } $p->subscriptions;
+    is_deeply([grep { $charged{$_} > 1 } keys %charged], [],
+              'no number charged twice');
+    my %left = map { $_ => 1 } $s->redis->smembers('lg:inventory');
+    my %held = map { $_ => 1 } map {
+        my $k = $_; $s->redis->hget($k, 'phone_number') // ()
+    } map { @{ $p->reservations($_->{id}) } } @accounts;
+    my %queued = map { ($_->{phone_number} // '') => 1 } @{ $p->reconcile };
+    my @gone = grep { !$left{$_} && !$recorded{$_} && !$held{$_}
+                      && !$queued{$_} } @stock;
+    is_deeply(\@gone, [], 'no number lost: each is in stock, sold, '
+              . 'reserved or queued for reconciliation');
 
     # linegate_redis_wait 1: every 201 was on a replica before it was sent
     my %by = map { $_->{id} => $_ } @minis;
