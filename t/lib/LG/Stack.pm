@@ -366,7 +366,8 @@ sub sentinel_ports { @{ $_[0]{sentinel_ports} // [] } }
 sub replica_ports  { @{ $_[0]{replica_ports} // [] } }
 
 # The replicas and the sentinels, once the master runs. The sentinels
-# declare a master down after 1 s and fail over within seconds.
+# declare a master down after 3 s (so that quiet() never looks like an
+# outage to them) and fail over within seconds.
 sub _start_sentinel_topology {
     my ($self) = @_;
 
@@ -388,8 +389,8 @@ bind 127.0.0.1
 daemonize no
 dir $self->{dir}/redis/$port
 sentinel monitor lgmaster 127.0.0.1 $self->{redis_port} 2
-sentinel down-after-milliseconds lgmaster 1000
-sentinel failover-timeout lgmaster 6000
+sentinel down-after-milliseconds lgmaster 3000
+sentinel failover-timeout lgmaster 10000
 sentinel parallel-syncs lgmaster 2
 CONF
         close $fh;
