@@ -2,8 +2,10 @@
 /*
  * linegate: the Lines API (SPEC 2). Shared by the files of the endpoint
  * family: lines.c (dispatch, reads, rendering), line_create.c (POST
- * /api/line-requests and the issuing of invoices), line_manage.c
- * (payment_link, cancel) and idempotency.c.
+ * /api/line-requests and the invoice machine), line_manage.c
+ * (payment_link, cancel), lines_request.c (what they share) and
+ * idempotency.c. Each endpoint is an enum of steps below, kept in
+ * ctx->state, with one resume switch in its file.
  */
 
 
