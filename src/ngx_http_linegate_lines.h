@@ -148,9 +148,7 @@ struct ngx_http_linegate_lr_s {
 
     /*
      * GET by id with a known workspace: its pipeline admitted the
-     * request (rate_key, the workspace's GCRA key); the script that
-     * claims a reconciliation then does not count it again (lr_gate's
-     * 'n', with remaining and reset_ms).
+     * request (rate_key, the workspace's GCRA key).
      */
     ngx_str_t                       rate_key;
     ngx_msec_t                      tx_sent;
@@ -163,7 +161,6 @@ struct ngx_http_linegate_lr_s {
      */
     ngx_str_t                       key_digest;
     ngx_uint_t                      revalidate;
-    ngx_uint_t                      counted;
 
     /* the workspace's rate (lg_rl_gcra): what the request left */
     int64_t                         remaining;
