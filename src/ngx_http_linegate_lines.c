@@ -32,16 +32,23 @@ static void ngx_http_linegate_lines_clock(ngx_http_request_t *r,
 static ngx_int_t ngx_http_linegate_lines_path_id(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr);
 
+static void ngx_http_linegate_lines_read_resume(ngx_http_request_t *r,
+    redisReply *reply);
+static void ngx_http_linegate_lines_read_stripe_done(ngx_http_request_t *r,
+    ngx_http_linegate_ctx_t *ctx);
+static void ngx_http_linegate_lines_read_fail(ngx_http_request_t *r,
+    ngx_http_linegate_lr_fail_e fail);
+
 static void ngx_http_linegate_lr_get(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr);
 static void ngx_http_linegate_lr_get_script(ngx_http_request_t *r,
-    ngx_http_linegate_lr_t *lr, ngx_http_linegate_redis_handler_pt handler);
+    ngx_http_linegate_lr_t *lr, ngx_http_linegate_read_step_e step);
 static ngx_int_t ngx_http_linegate_lr_get_line(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr, redisReply *reply);
 static void ngx_http_linegate_lr_get_tx(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr);
 static void ngx_http_linegate_lr_get_tx_done(ngx_http_request_t *r,
-    redisReply *reply);
+    ngx_http_linegate_lr_t *lr, redisReply *reply);
 static void ngx_http_linegate_lr_rate_refund(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr);
 static ngx_int_t ngx_http_linegate_lr_rate_reply(ngx_http_linegate_lr_t *lr,
@@ -57,23 +64,23 @@ static ngx_uint_t ngx_http_linegate_lr_due(ngx_http_request_t *r,
 static void ngx_http_linegate_lr_claim(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr, redisReply *flat);
 static void ngx_http_linegate_lr_claim_done(ngx_http_request_t *r,
-    redisReply *reply);
+    ngx_http_linegate_lr_t *lr, redisReply *reply);
 static void ngx_http_linegate_lr_get_done(ngx_http_request_t *r,
-    redisReply *reply);
+    ngx_http_linegate_lr_t *lr, redisReply *reply);
 static void ngx_http_linegate_lr_reconciled(ngx_http_request_t *r,
-    ngx_http_linegate_ctx_t *ctx);
+    ngx_http_linegate_lr_t *lr);
 static void ngx_http_linegate_lr_resolved(ngx_http_request_t *r,
-    redisReply *reply);
+    ngx_http_linegate_lr_t *lr, redisReply *reply);
 
 static void ngx_http_linegate_lines_list(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr);
 static void ngx_http_linegate_lines_list_done(ngx_http_request_t *r,
-    redisReply *reply);
+    ngx_http_linegate_lr_t *lr, redisReply *reply);
 
 static void ngx_http_linegate_line_check(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr);
 static void ngx_http_linegate_line_check_done(ngx_http_request_t *r,
-    redisReply *reply);
+    ngx_http_linegate_lr_t *lr, redisReply *reply);
 static void ngx_http_linegate_line_check_jw(ngx_http_linegate_json_write_t *jw,
     ngx_http_request_t *r, ngx_http_linegate_line_t *line);
 
@@ -103,6 +110,12 @@ ngx_http_linegate_lines_handler(ngx_http_request_t *r,
         ngx_http_linegate_refuse(r);
         return;
     }
+
+    /* an API key not in the cache: the script resolves it */
+    lr->caller = (lr->who.kind == NGX_HTTP_LINEGATE_AUTH_API_KEY
+                  && !lr->who.cached)
+                 ? NGX_HTTP_LINEGATE_LR_CALLER_KEY
+                 : NGX_HTTP_LINEGATE_LR_CALLER_WS;
 
     ngx_http_linegate_lines_clock(r, lr);
 
@@ -211,28 +224,109 @@ ngx_http_linegate_lines_path_id(ngx_http_request_t *r,
 
 /* GET /api/line-requests/:id */
 
+/*
+ * The reads' steps (ngx_http_linegate_read_step_e, lines.h):
+ *
+ *   PIPELINE   the workspace is known: rate + hash, one write
+ *   REVALIDATE the key's cache entry expired: the same with the key's
+ *              entry, checked -> PIPELINE's answer, or SCRIPT
+ *   SCRIPT     lr_get.lua (an API key to resolve, an error deferred, a
+ *              pipeline that failed)
+ *   CLAIM      either read found a check due (lr_due, the one place that
+ *              rule is written): lr_claim.lua claims it atomically
+ *   STRIPE     claimed: Stripe GET the invoice
+ *   RESOLVE    lr_resolve.lua: paid or void -> the line as it is now
+ *   LIST       lr_list.lua (by-user), CHECK lr_get.lua (availability)
+ *
+ * Every Redis callback enters lines_read_resume, every Stripe answer too
+ * (lines_read_stripe_done); every failure goes to lines_read_fail.
+ */
+static void
+ngx_http_linegate_lines_read_resume(ngx_http_request_t *r, redisReply *reply)
+{
+    ngx_http_linegate_lr_t  *lr;
+
+    lr = ngx_http_linegate_lines_lr(r);
+
+    switch ((ngx_http_linegate_read_step_e) lr->ctx->state) {
+
+    case NGX_HTTP_LINEGATE_READ_PIPELINE:
+    case NGX_HTTP_LINEGATE_READ_REVALIDATE:
+        ngx_http_linegate_lr_get_tx_done(r, lr, reply);
+        return;
+
+    case NGX_HTTP_LINEGATE_READ_SCRIPT:
+        ngx_http_linegate_lr_get_done(r, lr, reply);
+        return;
+
+    case NGX_HTTP_LINEGATE_READ_CLAIM:
+        ngx_http_linegate_lr_claim_done(r, lr, reply);
+        return;
+
+    case NGX_HTTP_LINEGATE_READ_STRIPE:
+        ngx_http_linegate_lr_reconciled(r, lr);
+        return;
+
+    case NGX_HTTP_LINEGATE_READ_RESOLVE:
+        ngx_http_linegate_lr_resolved(r, lr, reply);
+        return;
+
+    case NGX_HTTP_LINEGATE_READ_LIST:
+        ngx_http_linegate_lines_list_done(r, lr, reply);
+        return;
+
+    default: /* NGX_HTTP_LINEGATE_READ_CHECK */
+        ngx_http_linegate_line_check_done(r, lr, reply);
+        return;
+    }
+}
+
+
+static void
+ngx_http_linegate_lines_read_stripe_done(ngx_http_request_t *r,
+    ngx_http_linegate_ctx_t *ctx)
+{
+    /* the answer is in ctx->stripe_* */
+    ngx_http_linegate_lines_read_resume(r, NULL);
+}
+
+
+/* the failure step of the reads */
+static void
+ngx_http_linegate_lines_read_fail(ngx_http_request_t *r,
+    ngx_http_linegate_lr_fail_e fail)
+{
+    if (fail == NGX_HTTP_LINEGATE_LR_FAIL_STORE) {
+        ngx_http_linegate_store_unavailable(r);
+        return;
+    }
+
+    ngx_http_linegate_internal_error(r);
+}
+
+
 static void
 ngx_http_linegate_lr_get(ngx_http_request_t *r, ngx_http_linegate_lr_t *lr)
 {
-    if (!lr->deferred && lr->who.kind == NGX_HTTP_LINEGATE_AUTH_API_KEY
-        && !lr->who.cached && lr->who.stale.len)
+    if (lr->deferred
+        || (lr->caller == NGX_HTTP_LINEGATE_LR_CALLER_KEY
+            && lr->who.stale.len == 0))
     {
+        ngx_http_linegate_lr_get_script(r, lr, NGX_HTTP_LINEGATE_READ_SCRIPT);
+        return;
+    }
+
+    if (lr->caller == NGX_HTTP_LINEGATE_LR_CALLER_KEY) {
         /*
          * The key's cache entry has expired: rather than the script, the
          * pipeline, which also reads the key and checks the workspace
          */
         lr->key_digest = lr->who.value;
         lr->who.value = lr->who.stale;
-        lr->revalidate = 1;
-    }
+        lr->ctx->state = NGX_HTTP_LINEGATE_READ_REVALIDATE;
 
-    /* an API key not in the cache: the script resolves it */
-    if (lr->deferred
-        || (lr->who.kind == NGX_HTTP_LINEGATE_AUTH_API_KEY
-            && !lr->who.cached && !lr->revalidate))
-    {
-        ngx_http_linegate_lr_get_script(r, lr, ngx_http_linegate_lr_get_done);
-        return;
+    } else {
+        lr->ctx->state = NGX_HTTP_LINEGATE_READ_PIPELINE;
     }
 
     ngx_http_linegate_lr_get_tx(r, lr);
@@ -266,13 +360,14 @@ ngx_http_linegate_lr_get_tx(ngx_http_request_t *r, ngx_http_linegate_lr_t *lr)
 
     p = ngx_pnalloc(r->pool, len);
     if (p == NULL) {
-        ngx_http_linegate_internal_error(r);
+        ngx_http_linegate_lines_read_fail(r,
+                                          NGX_HTTP_LINEGATE_LR_FAIL_INTERNAL);
         return;
     }
 
     n = 0;
 
-    if (lr->revalidate) {
+    if (lr->ctx->state == NGX_HTTP_LINEGATE_READ_REVALIDATE) {
         key.data = p;
         p = ngx_sprintf(p, "lg:apikey:%V", &lr->key_digest);
         key.len = p - key.data;
@@ -309,10 +404,10 @@ ngx_http_linegate_lr_get_tx(ngx_http_request_t *r, ngx_http_linegate_lr_t *lr)
     lr->tx_sent = ngx_current_msec;
 
     if (ngx_http_linegate_redis_pipeline(r, n, tx,
-                                         ngx_http_linegate_lr_get_tx_done)
+                                         ngx_http_linegate_lines_read_resume)
         != NGX_OK)
     {
-        ngx_http_linegate_store_unavailable(r);
+        ngx_http_linegate_lines_read_fail(r, NGX_HTTP_LINEGATE_LR_FAIL_STORE);
     }
 }
 
@@ -338,14 +433,11 @@ ngx_http_linegate_lr_get_tx_failed(ngx_http_request_t *r,
 
     lmcf = ngx_http_get_module_main_conf(r, ngx_http_linegate_module);
 
-    if (lr->tx_script
-        || ngx_current_msec - lr->tx_sent >= lmcf->redis_command_timeout
+    if (ngx_current_msec - lr->tx_sent >= lmcf->redis_command_timeout
         || !ngx_http_linegate_redis_connected())
     {
         return NGX_DECLINED;
     }
-
-    lr->tx_script = 1;
 
     if (loaded != ngx_time()) {
         loaded = ngx_time();
@@ -364,13 +456,12 @@ ngx_http_linegate_lr_get_tx_failed(ngx_http_request_t *r,
         }
     }
 
-    if (lr->revalidate) {
+    if (lr->ctx->state == NGX_HTTP_LINEGATE_READ_REVALIDATE) {
         /* the script resolves the key, as for a key not in the cache */
         lr->who.value = lr->key_digest;
-        lr->revalidate = 0;
     }
 
-    ngx_http_linegate_lr_get_script(r, lr, ngx_http_linegate_lr_get_done);
+    ngx_http_linegate_lr_get_script(r, lr, NGX_HTTP_LINEGATE_READ_SCRIPT);
 
     return NGX_OK;
 }
@@ -406,28 +497,28 @@ ngx_http_linegate_lr_rate_reply(ngx_http_linegate_lr_t *lr,
 }
 
 
+/* PIPELINE, REVALIDATE */
 static void
-ngx_http_linegate_lr_get_tx_done(ngx_http_request_t *r, redisReply *reply)
+ngx_http_linegate_lr_get_tx_done(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr, redisReply *reply)
 {
     size_t                           o;
     int64_t                          code;
     ngx_int_t                        rc, admitted;
     redisReply                      *h;
-    ngx_http_linegate_lr_t          *lr;
     ngx_http_linegate_line_t        *line;
-
-    lr = ngx_http_linegate_lines_lr(r);
 
     if (reply == NULL) {
         if (ngx_http_linegate_lr_get_tx_failed(r, lr) != NGX_OK) {
-            ngx_http_linegate_store_unavailable(r);
+            ngx_http_linegate_lines_read_fail(r,
+                                              NGX_HTTP_LINEGATE_LR_FAIL_STORE);
         }
 
         return;
     }
 
     /* [GET], EVALSHA rl_gcra, HGETALL */
-    o = lr->revalidate;
+    o = (lr->ctx->state == NGX_HTTP_LINEGATE_READ_REVALIDATE);
 
     admitted = NGX_ERROR;
 
@@ -440,13 +531,14 @@ ngx_http_linegate_lr_get_tx_done(ngx_http_request_t *r, redisReply *reply)
     {
         ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
                       NGX_HTTP_LINEGATE_LOG "unexpected pipeline reply");
-        ngx_http_linegate_internal_error(r);
+        ngx_http_linegate_lines_read_fail(r,
+                                          NGX_HTTP_LINEGATE_LR_FAIL_INTERNAL);
         return;
     }
 
     h = reply->element[o + 1];
 
-    if (lr->revalidate
+    if (o
         && ngx_http_linegate_lr_revalidated(r, lr, reply->element[0],
                                             admitted == NGX_OK)
            != NGX_OK)
@@ -470,7 +562,8 @@ ngx_http_linegate_lr_get_tx_done(ngx_http_request_t *r, redisReply *reply)
         lr->ws = lr->who.value;
 
         if (ngx_http_linegate_line_parse(r, lr, h, line) != NGX_OK) {
-            ngx_http_linegate_internal_error(r);
+            ngx_http_linegate_lines_read_fail(r,
+                                          NGX_HTTP_LINEGATE_LR_FAIL_INTERNAL);
             return;
         }
 
@@ -516,9 +609,8 @@ ngx_http_linegate_lr_revalidated(ngx_http_request_t *r,
     }
 
     lr->who.value = lr->key_digest;
-    lr->revalidate = 0;
 
-    ngx_http_linegate_lr_get_script(r, lr, ngx_http_linegate_lr_get_done);
+    ngx_http_linegate_lr_get_script(r, lr, NGX_HTTP_LINEGATE_READ_SCRIPT);
 
     return NGX_DECLINED;
 }
@@ -640,10 +732,10 @@ ngx_http_linegate_lr_due(ngx_http_request_t *r, ngx_http_linegate_lr_t *lr,
 
 
 /*
- * The check found due, claimed (lr_claim.lua: reconciledAt = now) if the
- * fields the decision read are still as read, so that parallel polls of
- * one request make one Stripe call per interval: one round trip before
- * the Stripe call, on either path.
+ * CLAIM: the check found due, claimed (lr_claim.lua: reconciledAt = now)
+ * if the fields the decision read are still as read, so that parallel
+ * polls of one request make one Stripe call per interval: one round trip
+ * before the Stripe call, on either path.
  */
 static void
 ngx_http_linegate_lr_claim(ngx_http_request_t *r, ngx_http_linegate_lr_t *lr,
@@ -665,7 +757,8 @@ ngx_http_linegate_lr_claim(ngx_http_request_t *r, ngx_http_linegate_lr_t *lr,
     key.data = ngx_pnalloc(r->pool, key.len);
 
     if (key.data == NULL) {
-        ngx_http_linegate_internal_error(r);
+        ngx_http_linegate_lines_read_fail(r,
+                                          NGX_HTTP_LINEGATE_LR_FAIL_INTERNAL);
         return;
     }
 
@@ -697,7 +790,8 @@ ngx_http_linegate_lr_claim(ngx_http_request_t *r, ngx_http_linegate_lr_t *lr,
                                        val->len)
                 == NULL)
             {
-                ngx_http_linegate_internal_error(r);
+                ngx_http_linegate_lines_read_fail(r,
+                                          NGX_HTTP_LINEGATE_LR_FAIL_INTERNAL);
                 return;
             }
 
@@ -708,9 +802,11 @@ ngx_http_linegate_lr_claim(ngx_http_request_t *r, ngx_http_linegate_lr_t *lr,
         ngx_http_linegate_redis_arg_str(a, &v);
     }
 
+    lr->ctx->state = NGX_HTTP_LINEGATE_READ_CLAIM;
+
     if (ngx_http_linegate_redis_script(r, NGX_HTTP_LINEGATE_SCRIPT_LR_CLAIM,
                                        1, a,
-                                       ngx_http_linegate_lr_claim_done)
+                                       ngx_http_linegate_lines_read_resume)
         != NGX_OK)
     {
         /* not claimed: the stored state is a true answer */
@@ -719,13 +815,11 @@ ngx_http_linegate_lr_claim(ngx_http_request_t *r, ngx_http_linegate_lr_t *lr,
 }
 
 
+/* CLAIM's answer: 1, claimed */
 static void
-ngx_http_linegate_lr_claim_done(ngx_http_request_t *r, redisReply *reply)
+ngx_http_linegate_lr_claim_done(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr, redisReply *reply)
 {
-    ngx_http_linegate_lr_t  *lr;
-
-    lr = ngx_http_linegate_lines_lr(r);
-
     if (reply == NULL || reply->type != REDIS_REPLY_INTEGER
         || reply->integer != 1)
     {
@@ -735,9 +829,12 @@ ngx_http_linegate_lr_claim_done(ngx_http_request_t *r, redisReply *reply)
     }
 
     /* SPEC 2.5: ask Stripe how the invoice stands before answering */
+    lr->ctx->state = NGX_HTTP_LINEGATE_READ_STRIPE;
+
     if (ngx_http_linegate_lines_stripe(r, lr, NGX_HTTP_GET, "v1/invoices",
                                        &lr->line.invoice_id, NULL, NULL,
-                                       NULL, ngx_http_linegate_lr_reconciled)
+                                       NULL,
+                                      ngx_http_linegate_lines_read_stripe_done)
         != NGX_OK)
     {
         ngx_http_linegate_lines_send_status(r, lr);
@@ -745,12 +842,17 @@ ngx_http_linegate_lr_claim_done(ngx_http_request_t *r, redisReply *reply)
 }
 
 
-/* lr_get.lua: the credential, the rate and the read, nothing decided */
+/*
+ * lr_get.lua, SCRIPT or CHECK: the credential, the rate and the read,
+ * nothing decided
+ */
 static void
 ngx_http_linegate_lr_get_script(ngx_http_request_t *r,
-    ngx_http_linegate_lr_t *lr, ngx_http_linegate_redis_handler_pt handler)
+    ngx_http_linegate_lr_t *lr, ngx_http_linegate_read_step_e step)
 {
     ngx_http_linegate_redis_args_t  *a;
+
+    lr->ctx->state = step;
 
     ngx_http_linegate_lines_args(r, lr);
     a = &lr->args;
@@ -759,7 +861,7 @@ ngx_http_linegate_lr_get_script(ngx_http_request_t *r,
     ngx_http_linegate_redis_arg_str(a, &lr->date);
 
     ngx_http_linegate_lines_script(r, lr, NGX_HTTP_LINEGATE_SCRIPT_LR_GET,
-                                   handler);
+                                   ngx_http_linegate_lines_read_resume);
 }
 
 
@@ -788,7 +890,8 @@ ngx_http_linegate_lr_get_line(ngx_http_request_t *r,
         || ngx_http_linegate_line_parse(r, lr, reply->element[3], &lr->line)
            != NGX_OK)
     {
-        ngx_http_linegate_internal_error(r);
+        ngx_http_linegate_lines_read_fail(r,
+                                          NGX_HTTP_LINEGATE_LR_FAIL_INTERNAL);
         return NGX_DONE;
     }
 
@@ -796,13 +899,11 @@ ngx_http_linegate_lr_get_line(ngx_http_request_t *r,
 }
 
 
+/* SCRIPT */
 static void
-ngx_http_linegate_lr_get_done(ngx_http_request_t *r, redisReply *reply)
+ngx_http_linegate_lr_get_done(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr, redisReply *reply)
 {
-    ngx_http_linegate_lr_t  *lr;
-
-    lr = ngx_http_linegate_lines_lr(r);
-
     if (ngx_http_linegate_lr_get_line(r, lr, reply) != NGX_OK) {
         return;
     }
@@ -811,13 +912,14 @@ ngx_http_linegate_lr_get_done(ngx_http_request_t *r, redisReply *reply)
 }
 
 
+/* STRIPE */
 static void
 ngx_http_linegate_lr_reconciled(ngx_http_request_t *r,
-    ngx_http_linegate_ctx_t *ctx)
+    ngx_http_linegate_lr_t *lr)
 {
-    ngx_http_linegate_lr_t  *lr;
+    ngx_http_linegate_ctx_t  *ctx;
 
-    lr = ctx->data;
+    ctx = lr->ctx;
 
     if (ngx_http_linegate_stripe_result(ctx) != NGX_HTTP_LINEGATE_STRIPE_OK
         || ngx_http_linegate_lines_invoice_read(r, lr) != NGX_OK)
@@ -832,16 +934,18 @@ ngx_http_linegate_lr_reconciled(ngx_http_request_t *r,
     }
 
     if (ngx_http_linegate_line_is(&lr->invoice.status, "paid")) {
+        ctx->state = NGX_HTTP_LINEGATE_READ_RESOLVE;
         ngx_http_linegate_lines_resolve(r, lr, "paid",
-                                        ngx_http_linegate_lr_resolved);
+                                        ngx_http_linegate_lines_read_resume);
         return;
     }
 
     if (ngx_http_linegate_line_is(&lr->invoice.status, "void")
         || ngx_http_linegate_line_is(&lr->invoice.status, "uncollectible"))
     {
+        ctx->state = NGX_HTTP_LINEGATE_READ_RESOLVE;
         ngx_http_linegate_lines_resolve(r, lr, "void",
-                                        ngx_http_linegate_lr_resolved);
+                                        ngx_http_linegate_lines_read_resume);
         return;
     }
 
@@ -849,13 +953,11 @@ ngx_http_linegate_lr_reconciled(ngx_http_request_t *r,
 }
 
 
+/* RESOLVE */
 static void
-ngx_http_linegate_lr_resolved(ngx_http_request_t *r, redisReply *reply)
+ngx_http_linegate_lr_resolved(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr, redisReply *reply)
 {
-    ngx_http_linegate_lr_t  *lr;
-
-    lr = ngx_http_linegate_lines_lr(r);
-
     if (reply == NULL) {
         /* what was read before is still a true answer */
         ngx_http_linegate_lines_send_status(r, lr);
@@ -877,24 +979,25 @@ static void
 ngx_http_linegate_lines_list(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr)
 {
+    lr->ctx->state = NGX_HTTP_LINEGATE_READ_LIST;
+
     ngx_http_linegate_lines_args(r, lr);
     ngx_http_linegate_redis_arg_str(&lr->args, &lr->date);
 
     ngx_http_linegate_lines_script(r, lr, NGX_HTTP_LINEGATE_SCRIPT_LR_LIST,
-                                   ngx_http_linegate_lines_list_done);
+                                   ngx_http_linegate_lines_read_resume);
 }
 
 
+/* LIST */
 static void
-ngx_http_linegate_lines_list_done(ngx_http_request_t *r, redisReply *reply)
+ngx_http_linegate_lines_list_done(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr, redisReply *reply)
 {
     size_t                          i;
     ngx_int_t                       code;
     ngx_http_linegate_json_write_t  jw;
-    ngx_http_linegate_lr_t         *lr;
     ngx_http_linegate_line_t        line;
-
-    lr = ngx_http_linegate_lines_lr(r);
 
     code = ngx_http_linegate_lines_gate(r, lr, reply);
 
@@ -903,7 +1006,8 @@ ngx_http_linegate_lines_list_done(ngx_http_request_t *r, redisReply *reply)
     }
 
     if (code != NGX_HTTP_LINEGATE_LR_OK) {
-        ngx_http_linegate_internal_error(r);
+        ngx_http_linegate_lines_read_fail(r,
+                                          NGX_HTTP_LINEGATE_LR_FAIL_INTERNAL);
         return;
     }
 
@@ -919,7 +1023,8 @@ ngx_http_linegate_lines_list_done(ngx_http_request_t *r, redisReply *reply)
         if (ngx_http_linegate_line_parse(r, lr, reply->element[i], &line)
             != NGX_OK)
         {
-            ngx_http_linegate_internal_error(r);
+            ngx_http_linegate_lines_read_fail(r,
+                                          NGX_HTTP_LINEGATE_LR_FAIL_INTERNAL);
             return;
         }
 
@@ -956,17 +1061,16 @@ ngx_http_linegate_line_check(ngx_http_request_t *r,
         lr->ctx->path_id = id;
     }
 
-    ngx_http_linegate_lr_get_script(r, lr, ngx_http_linegate_line_check_done);
+    ngx_http_linegate_lr_get_script(r, lr, NGX_HTTP_LINEGATE_READ_CHECK);
 }
 
 
+/* CHECK */
 static void
-ngx_http_linegate_line_check_done(ngx_http_request_t *r, redisReply *reply)
+ngx_http_linegate_line_check_done(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr, redisReply *reply)
 {
     ngx_http_linegate_json_write_t  jw;
-    ngx_http_linegate_lr_t         *lr;
-
-    lr = ngx_http_linegate_lines_lr(r);
 
     if (ngx_http_linegate_lr_get_line(r, lr, reply) != NGX_OK) {
         return;
