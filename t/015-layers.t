@@ -105,6 +105,8 @@ my %layer_of = (
     'request_id.c'         => 'infrastructure',
     'metrics.h'            => 'infrastructure',
     'metrics.c'            => 'infrastructure',
+    'cache.h'              => 'infrastructure',   # the credential cache
+    'cache.c'              => 'infrastructure',
 
     # the types every layer shares: configuration, ctx, API ids
     'module.h'             => 'declarations',
