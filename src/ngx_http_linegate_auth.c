@@ -19,6 +19,8 @@
 #include "ngx_http_linegate_jwt.h"
 #include "ngx_http_linegate_headers.h"
 #include "ngx_http_linegate_cache.h"
+#include "ngx_http_linegate_chars.h"
+#include "ngx_http_linegate_str.h"
 
 
 #define NGX_HTTP_LINEGATE_TOKEN_MAX       8192
@@ -69,8 +71,6 @@ static ngx_int_t ngx_http_linegate_unauthorized(ngx_http_request_t *r,
     ngx_http_linegate_ctx_t *ctx, const char *why);
 static ngx_int_t ngx_http_linegate_refused(ngx_http_linegate_ctx_t *ctx,
     ngx_uint_t status, const char *code, const char *message);
-static ngx_int_t ngx_http_linegate_pstrdup(ngx_pool_t *pool, ngx_str_t *dst,
-    u_char *src, size_t len);
 
 
 /* per worker: tokens verified once, remembered until they expire */
@@ -331,7 +331,7 @@ static ngx_int_t
 ngx_http_linegate_apikey_cached(ngx_http_request_t *r,
     ngx_http_linegate_principal_t *p)
 {
-    u_char                           *ws;
+    ngx_str_t                         ws;
     ngx_http_linegate_cache_entry_t  *e;
 
     ngx_str_null(&p->stale);
@@ -342,21 +342,16 @@ ngx_http_linegate_apikey_cached(ngx_http_request_t *r,
         return NGX_DECLINED;
     }
 
-    ws = ngx_pnalloc(r->pool, e->len[0]);
-    if (ws == NULL) {
+    if (ngx_http_linegate_pstr(r->pool, &ws, e->value, e->len[0]) == NULL) {
         return NGX_ERROR;
     }
 
-    ngx_memcpy(ws, e->value, e->len[0]);
-
     if (!ngx_http_linegate_cache_fresh(e, ngx_current_msec, p->epoch)) {
-        p->stale.data = ws;
-        p->stale.len = e->len[0];
+        p->stale = ws;
         return NGX_DECLINED;
     }
 
-    p->value.data = ws;
-    p->value.len = e->len[0];
+    p->value = ws;
     p->cached = 1;
 
     return NGX_OK;
@@ -461,24 +456,11 @@ ngx_http_linegate_bearer(ngx_http_request_t *r, ngx_str_t *token)
 static ngx_int_t
 ngx_http_linegate_is_api_key(ngx_str_t *token)
 {
-    size_t  i;
-
-    if (token->len < NGX_HTTP_LINEGATE_API_KEY_MIN
-        || token->len > NGX_HTTP_LINEGATE_API_KEY_MAX
-        || ngx_strncmp(token->data, "tuco_", 5) != 0)
-    {
-        return 0;
-    }
-
-    for (i = 5; i < token->len; i++) {
-        if (!(isalnum(token->data[i]) || token->data[i] == '-'
-              || token->data[i] == '_'))
-        {
-            return 0;
-        }
-    }
-
-    return 1;
+    return token->len >= NGX_HTTP_LINEGATE_API_KEY_MIN
+           && token->len <= NGX_HTTP_LINEGATE_API_KEY_MAX
+           && ngx_strncmp(token->data, "tuco_", 5) == 0
+           && ngx_http_linegate_chars_are(token->data + 5, token->len - 5,
+                                          NGX_HTTP_LINEGATE_CHARS_ID);
 }
 
 
@@ -563,10 +545,9 @@ ngx_http_linegate_clerk(ngx_http_request_t *r, ngx_http_linegate_ctx_t *ctx,
                                          "No active workspace");
     }
 
-    if (ngx_http_linegate_pstrdup(r->pool, &p->value, org, org_len)
-        != NGX_OK
-        || ngx_http_linegate_pstrdup(r->pool, &p->subject, sub, sub_len)
-           != NGX_OK)
+    if (ngx_http_linegate_pstr(r->pool, &p->value, org, org_len) == NULL
+        || ngx_http_linegate_pstr(r->pool, &p->subject, sub, sub_len)
+           == NULL)
     {
         return ngx_http_linegate_refused(ctx, NGX_HTTP_INTERNAL_SERVER_ERROR,
                                         NULL, NULL);
@@ -627,7 +608,6 @@ ngx_http_linegate_auth_account(ngx_http_request_t *r,
     ngx_http_linegate_ctx_t *ctx, ngx_http_linegate_principal_t *p,
     ngx_str_t *key_id, ngx_str_t *secret_digest)
 {
-    size_t                          i;
     u_char                         *digest;
     u_char                          pair[NGX_HTTP_LINEGATE_KEY_ID_MAX + 1];
     ngx_table_elt_t                *id, *secret;
@@ -646,12 +626,10 @@ ngx_http_linegate_auth_account(ngx_http_request_t *r,
         return ngx_http_linegate_unauthorized(r, ctx, "missing credentials");
     }
 
-    for (i = 0; i < id->value.len; i++) {
-        if (!(isalnum(id->value.data[i]) || id->value.data[i] == '_'
-              || id->value.data[i] == '-'))
-        {
-            return ngx_http_linegate_unauthorized(r, ctx, "bad key id");
-        }
+    if (!ngx_http_linegate_chars_are(id->value.data, id->value.len,
+                                     NGX_HTTP_LINEGATE_CHARS_ID))
+    {
+        return ngx_http_linegate_unauthorized(r, ctx, "bad key id");
     }
 
     *key_id = id->value;
@@ -767,20 +745,4 @@ ngx_http_linegate_refused(ngx_http_linegate_ctx_t *ctx, ngx_uint_t status,
     ctx->refusal.message = message;
 
     return NGX_DECLINED;
-}
-
-
-static ngx_int_t
-ngx_http_linegate_pstrdup(ngx_pool_t *pool, ngx_str_t *dst, u_char *src,
-    size_t len)
-{
-    dst->data = ngx_pnalloc(pool, len ? len : 1);
-    if (dst->data == NULL) {
-        return NGX_ERROR;
-    }
-
-    ngx_memcpy(dst->data, src, len);
-    dst->len = len;
-
-    return NGX_OK;
 }

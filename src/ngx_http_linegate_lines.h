@@ -17,6 +17,7 @@
 #include "ngx_http_linegate_stripe.h"
 #include "ngx_http_linegate_idempotency.h"
 #include "ngx_http_linegate_json_write.h"
+#include "ngx_http_linegate_str.h"
 
 
 /* first element of every Lines API script reply: see lua/include/lr_codes */
@@ -319,9 +320,6 @@ ngx_int_t ngx_http_linegate_lines_stripe(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr, ngx_uint_t method, const char *path,
     ngx_str_t *id, const char *suffix, ngx_str_t *form, const char *key,
     ngx_http_linegate_resume_pt resume);
-
-ngx_str_t *ngx_http_linegate_pstr(ngx_pool_t *pool, ngx_str_t *dst,
-    u_char *data, size_t len);
 
 
 /* line_create.c */

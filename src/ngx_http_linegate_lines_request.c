@@ -898,22 +898,6 @@ ngx_http_linegate_lines_invoice_read(ngx_http_request_t *r,
 }
 
 
-ngx_str_t *
-ngx_http_linegate_pstr(ngx_pool_t *pool, ngx_str_t *dst, u_char *data,
-    size_t len)
-{
-    dst->data = ngx_pnalloc(pool, len ? len : 1);
-    if (dst->data == NULL) {
-        return NULL;
-    }
-
-    ngx_memcpy(dst->data, data, len);
-    dst->len = len;
-
-    return dst;
-}
-
-
 ngx_http_linegate_lr_t *
 ngx_http_linegate_lines_lr(ngx_http_request_t *r)
 {

@@ -23,6 +23,7 @@
 #include "ngx_http_linegate_redis.h"
 #include "ngx_http_linegate_clock.h"
 #include "ngx_http_linegate_ids.h"
+#include "ngx_http_linegate_chars.h"
 
 
 #define NGX_HTTP_LINEGATE_OPERATOR_ARGS     2    /* "*" of a route */
@@ -30,9 +31,6 @@
 #define NGX_HTTP_LINEGATE_OPERATOR_FIELDS   8    /* body fields of a route */
 #define NGX_HTTP_LINEGATE_COUNTER_MAX       1000000
 
-#define NGX_HTTP_LINEGATE_ID_CHARS                                          \
-    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-"
-#define NGX_HTTP_LINEGATE_HEX_CHARS  "0123456789abcdef"
 
 
 /* how a body field is read: ngx_http_linegate_operator_field_t.flags */
@@ -190,12 +188,12 @@ extern ngx_http_linegate_operator_route_t
 void ngx_http_linegate_operator_key(ngx_http_request_t *r,
     ngx_http_linegate_operator_t *adm, const char *fmt, ngx_str_t *id);
 
-/* ids: [A-Za-z0-9_-]{1,64}; E.164, "+" and 8 to 15 digits */
+/*
+ * ids: [A-Za-z0-9_-]{1,64}; E.164, "+" and 8 to 15 digits (chars.h, in
+ * the signature of a field's check)
+ */
 ngx_uint_t ngx_http_linegate_operator_name_valid(ngx_str_t *s);
 ngx_uint_t ngx_http_linegate_operator_e164_valid(ngx_str_t *s);
-/* every byte of s after the first skip ones is in set */
-ngx_uint_t ngx_http_linegate_operator_chars_valid(ngx_str_t *s, size_t skip,
-    const char *set);
 /* s is one of the strings of a NULL-terminated set */
 ngx_uint_t ngx_http_linegate_operator_one_of(ngx_str_t *s, const char **set);
 

@@ -50,32 +50,15 @@ ngx_uint_t
 ngx_http_linegate_operator_name_valid(ngx_str_t *s)
 {
     return s->len >= 1 && s->len <= NGX_HTTP_LINEGATE_OPERATOR_ID_MAX
-           && ngx_http_linegate_operator_chars_valid(s, 0,
-                  NGX_HTTP_LINEGATE_ID_CHARS);
+           && ngx_http_linegate_chars_are(s->data, s->len,
+                                          NGX_HTTP_LINEGATE_CHARS_ID);
 }
 
 
 ngx_uint_t
 ngx_http_linegate_operator_e164_valid(ngx_str_t *s)
 {
-    return s->len >= 9 && s->len <= 16 && s->data[0] == '+'
-           && ngx_http_linegate_operator_chars_valid(s, 1, "0123456789");
-}
-
-
-ngx_uint_t
-ngx_http_linegate_operator_chars_valid(ngx_str_t *s, size_t skip,
-    const char *set)
-{
-    size_t  i;
-
-    for (i = skip; i < s->len; i++) {
-        if (s->data[i] == '\0' || ngx_strchr(set, s->data[i]) == NULL) {
-            return 0;
-        }
-    }
-
-    return 1;
+    return ngx_http_linegate_e164_valid(s->data, s->len);
 }
 
 

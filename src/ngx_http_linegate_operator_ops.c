@@ -542,8 +542,8 @@ ngx_http_linegate_operator_stream(ngx_http_request_t *r,
 
     if (ngx_http_arg(r, (u_char *) "after", 5, &value) == NGX_OK) {
         if (value.len == 0 || value.len > 41
-            || !ngx_http_linegate_operator_chars_valid(&value, 0,
-                                                       "0123456789-"))
+            || !ngx_http_linegate_chars_are(value.data, value.len,
+                                        NGX_HTTP_LINEGATE_CHARS_DIGIT_DASH))
         {
             ngx_http_linegate_field_error(r, "after",
                                     "after must be a stream entry id");

@@ -666,8 +666,8 @@ ngx_http_linegate_operator_customer_valid(ngx_str_t *s)
 {
     return s->len >= 5 && s->len <= 255
            && ngx_strncmp(s->data, "cus_", 4) == 0
-           && ngx_http_linegate_operator_chars_valid(s, 4,
-                  NGX_HTTP_LINEGATE_ID_CHARS);
+           && ngx_http_linegate_chars_are(s->data + 4, s->len - 4,
+                                          NGX_HTTP_LINEGATE_CHARS_ID);
 }
 
 
@@ -691,8 +691,8 @@ static ngx_uint_t
 ngx_http_linegate_operator_sb_plan_valid(ngx_str_t *s)
 {
     return s->len <= 32
-           && ngx_http_linegate_operator_chars_valid(s, 0,
-                  "abcdefghijklmnopqrstuvwxyz0123456789_");
+           && ngx_http_linegate_chars_are(s->data, s->len,
+                                          NGX_HTTP_LINEGATE_CHARS_LOWER_WORD);
 }
 
 
@@ -701,6 +701,6 @@ static ngx_uint_t
 ngx_http_linegate_operator_key_id_valid(ngx_str_t *s)
 {
     return s->len == 4 + 16 && ngx_strncmp(s->data, "key_", 4) == 0
-           && ngx_http_linegate_operator_chars_valid(s, 4,
-                  NGX_HTTP_LINEGATE_HEX_CHARS);
+           && ngx_http_linegate_chars_are(s->data + 4, s->len - 4,
+                                          NGX_HTTP_LINEGATE_CHARS_HEX);
 }

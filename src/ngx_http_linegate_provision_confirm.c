@@ -41,6 +41,8 @@
 #include "ngx_http_linegate_stripe.h"
 #include "ngx_http_linegate_clock.h"
 #include "ngx_http_linegate_ids.h"
+#include "ngx_http_linegate_chars.h"
+#include "ngx_http_linegate_str.h"
 
 
 #define NGX_HTTP_LINEGATE_WORKER_LEN     (7 + NGX_HTTP_LINEGATE_ID_LEN)
@@ -243,7 +245,6 @@ static ngx_int_t
 ngx_http_linegate_confirm_token(ngx_http_request_t *r,
     ngx_http_linegate_ctx_t *ctx, ngx_http_linegate_confirm_t *cf)
 {
-    size_t     i;
     ngx_int_t  rc;
     ngx_str_t  token;
 
@@ -270,10 +271,10 @@ ngx_http_linegate_confirm_token(ngx_http_request_t *r,
         return NGX_OK;
     }
 
-    for (i = 4; i < token.len; i++) {
-        if (!isalnum(token.data[i])) {
-            return NGX_OK;
-        }
+    if (!ngx_http_linegate_chars_are(token.data + 4, token.len - 4,
+                                     NGX_HTTP_LINEGATE_CHARS_ALNUM))
+    {
+        return NGX_OK;
     }
 
     cf->token = token;
@@ -817,14 +818,14 @@ ngx_http_linegate_confirm_subscribed(ngx_http_request_t *r,
         }
 
         /* copied: a durable write may need it after the JSON is freed */
-        cf->subscription.data = ngx_pstrdup(r->pool, &id);
-        if (cf->subscription.data == NULL) {
+        if (ngx_http_linegate_pstr(r->pool, &cf->subscription, id.data,
+                                   id.len)
+            == NULL)
+        {
             ngx_http_linegate_confirm_billing(r, ctx, result,
                                               "stripe_outcome_unknown");
             return;
         }
-
-        cf->subscription.len = id.len;
 
         ngx_http_linegate_confirm_next(r, ctx,
                                        NGX_HTTP_LINEGATE_CONFIRM_RECORD);
@@ -1356,16 +1357,11 @@ ngx_http_linegate_confirm_copy(ngx_http_request_t *r, redisReply *reply,
 {
     ngx_str_t  s;
 
-    if (ngx_http_linegate_reply_str(reply, i, &s) != NGX_OK || s.len == 0) {
+    if (ngx_http_linegate_reply_str(reply, i, &s) != NGX_OK || s.len == 0
+        || ngx_http_linegate_pstr(r->pool, dst, s.data, s.len) == NULL)
+    {
         return NGX_ERROR;
     }
-
-    dst->data = ngx_pstrdup(r->pool, &s);
-    if (dst->data == NULL) {
-        return NGX_ERROR;
-    }
-
-    dst->len = s.len;
 
     return NGX_OK;
 }

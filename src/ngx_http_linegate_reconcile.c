@@ -53,6 +53,7 @@
 #include "ngx_http_linegate_stripe.h"
 #include "ngx_http_linegate_clock.h"
 #include "ngx_http_linegate_ids.h"
+#include "ngx_http_linegate_str.h"
 
 
 /*
@@ -604,12 +605,12 @@ ngx_http_linegate_reconcile_entry(ngx_http_request_t *r,
     e->queued_ms = ngx_atoi(value.data, p ? (size_t) (p - value.data)
                                           : value.len);
 
-    e->id.data = ngx_pstrdup(r->pool, &value);
-    if (e->id.data == NULL || e->queued_ms == NGX_ERROR) {
+    if (ngx_http_linegate_pstr(r->pool, &e->id, value.data, value.len)
+        == NULL
+        || e->queued_ms == NGX_ERROR)
+    {
         return NGX_ERROR;
     }
-
-    e->id.len = value.len;
 
     f = reply->element[1];
 
@@ -658,12 +659,11 @@ ngx_http_linegate_reconcile_entry(ngx_http_request_t *r,
             continue;
         }
 
-        dst->data = ngx_pstrdup(r->pool, &value);
-        if (dst->data == NULL && value.len) {
+        if (ngx_http_linegate_pstr(r->pool, dst, value.data, value.len)
+            == NULL)
+        {
             return NGX_ERROR;
         }
-
-        dst->len = value.len;
     }
 
     if (e->at <= 0) {
@@ -795,9 +795,9 @@ ngx_http_linegate_reconcile_looked_up(ngx_http_request_t *r,
     if (rv == NGX_AGAIN) {
         /* on the next page */
         if (++e->pages < NGX_HTTP_LINEGATE_RECONCILE_PAGES) {
-            e->page_after.data = ngx_pstrdup(r->pool, &e->page_after);
-
-            if (e->page_after.data) {
+            if (ngx_http_linegate_pstr(r->pool, &e->page_after,
+                                       e->page_after.data, e->page_after.len))
+            {
                 ngx_http_linegate_reconcile_next(r, ctx,
                                           NGX_HTTP_LINEGATE_RECONCILE_LOOKUP);
                 return;
@@ -956,8 +956,10 @@ ngx_http_linegate_reconcile_decide(ngx_http_request_t *r,
 {
     if (e->found.len) {
         /* Stripe's JSON is freed with the next call */
-        e->found.data = ngx_pstrdup(r->pool, &e->found);
-        if (e->found.data == NULL) {
+        if (ngx_http_linegate_pstr(r->pool, &e->found, e->found.data,
+                                   e->found.len)
+            == NULL)
+        {
             e->found.len = 0;
             ngx_http_linegate_reconcile_defer(r, ctx, "no_memory", 1);
             return;

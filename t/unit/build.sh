@@ -34,4 +34,7 @@ mkdir -p "$out"
 "$cc" "${cflags[@]}" -o "$out/test_cache" \
     "$root/t/unit/test_cache.c" "$root/src/ngx_http_linegate_cache.c"
 
-echo "built $out/test_crypto $out/test_jwt $out/test_cache"
+"$cc" "${cflags[@]}" -o "$out/test_chars" \
+    "$root/t/unit/test_chars.c" "$root/src/ngx_http_linegate_chars.c"
+
+echo "built $out/test_crypto $out/test_jwt $out/test_cache $out/test_chars"
