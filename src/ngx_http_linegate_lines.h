@@ -283,15 +283,13 @@ void ngx_http_linegate_lines_send_status(ngx_http_request_t *r,
 /* the same, serialized in r's pool (the bytes idempotency stores) */
 ngx_int_t ngx_http_linegate_line_status_body(ngx_http_request_t *r,
     ngx_http_linegate_line_t *line, ngx_str_t *body);
-/* the same as a jansson tree, for answers still built with jansson */
-json_t *ngx_http_linegate_line_status_json(ngx_http_request_t *r,
-    ngx_http_linegate_line_t *line);
 ngx_int_t ngx_http_linegate_line_is(ngx_str_t *value, const char *s);
 
-/* {"success": false, "status": state, "message": message} */
-json_t *ngx_http_linegate_lines_refusal(ngx_str_t *state,
-    const char *message);
-json_t *ngx_http_linegate_lines_subscription_required(void);
+/* answers {"success": false, "status": state, "message": message} */
+void ngx_http_linegate_lines_refusal(ngx_http_request_t *r,
+    ngx_uint_t status, ngx_str_t *state, const char *message);
+/* answers 403, the workspace has no base plan */
+void ngx_http_linegate_lines_subscription_required(ngx_http_request_t *r);
 void ngx_http_linegate_lines_read_only(ngx_http_request_t *r,
     redisReply *reply, ngx_uint_t i);
 void ngx_http_linegate_lines_not_found(ngx_http_request_t *r);

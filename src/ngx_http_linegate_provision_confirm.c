@@ -43,6 +43,7 @@
 #include "ngx_http_linegate_ids.h"
 #include "ngx_http_linegate_chars.h"
 #include "ngx_http_linegate_str.h"
+#include "ngx_http_linegate_json_write.h"
 
 
 #define NGX_HTTP_LINEGATE_WORKER_LEN     (7 + NGX_HTTP_LINEGATE_ID_LEN)
@@ -1255,22 +1256,32 @@ static void
 ngx_http_linegate_confirm_answer(ngx_http_request_t *r,
     ngx_http_linegate_ctx_t *ctx, ngx_http_linegate_confirm_t *cf)
 {
+    const char                      *message;
+    ngx_http_linegate_json_write_t   jw;
+
     if (cf->store_failed) {
         ngx_http_linegate_store_unavailable(r);
         return;
     }
 
+    (void) ngx_http_linegate_json_write_init(&jw, r->pool, 256);
+
     if (cf->status == NGX_HTTP_OK) {
-        ngx_http_linegate_send_json(r, NGX_HTTP_OK,
-                        json_pack("{s:s,s:s%,s:s%,s:s%}",
-                                  "status", "OK",
-                                  "phone_number",
-                                  cf->number.data, cf->number.len,
-                                  "worker_id",
-                                  cf->worker_id.data, cf->worker_id.len,
-                                  "subscription_id",
-                                  cf->subscription.data,
-                                  cf->subscription.len));
+        ngx_http_linegate_json_write_object(&jw);
+        ngx_http_linegate_json_write_key(&jw, "status");
+        ngx_http_linegate_json_write_cstr(&jw, "OK");
+        ngx_http_linegate_json_write_key(&jw, "phone_number");
+        ngx_http_linegate_json_write_str(&jw, cf->number.data,
+                                         cf->number.len);
+        ngx_http_linegate_json_write_key(&jw, "worker_id");
+        ngx_http_linegate_json_write_str(&jw, cf->worker_id.data,
+                                         cf->worker_id.len);
+        ngx_http_linegate_json_write_key(&jw, "subscription_id");
+        ngx_http_linegate_json_write_str(&jw, cf->subscription.data,
+                                         cf->subscription.len);
+        ngx_http_linegate_json_write_end(&jw, '}');
+
+        ngx_http_linegate_send_jw(r, NGX_HTTP_OK, &jw);
         return;
     }
 
@@ -1278,27 +1289,31 @@ ngx_http_linegate_confirm_answer(ngx_http_request_t *r,
     {
         /* "queued" only when the entry is on lg:reconcile */
         ngx_str_set(&ctx->outcome, "provisioning_failed");
-        ngx_http_linegate_send_json(r, NGX_HTTP_INTERNAL_SERVER_ERROR,
-                        json_pack("{s:s,s:s,s:s,s:s%}",
-                                  "status", "ERROR",
-                                  "error", "provisioning_failed",
-                                  "message",
-                                  cf->queued
-                                  ? "The line was paid for but could not "
-                                    "be recorded; it has been queued for "
-                                    "reconciliation"
-                                  : cf->durable
-                                  ? "The line was paid for but the store "
-                                    "did not answer; the line will be "
-                                    "recorded, or queued for "
-                                    "reconciliation, as soon as it does"
-                                  : "The line was paid for but could be "
-                                    "neither recorded nor queued for "
-                                    "reconciliation; the operator has "
-                                    "been alerted",
-                                  "subscription_id",
-                                  cf->subscription.data,
-                                  cf->subscription.len));
+
+        message = cf->queued
+                  ? "The line was paid for but could not be recorded; it "
+                    "has been queued for reconciliation"
+                  : cf->durable
+                  ? "The line was paid for but the store did not answer; "
+                    "the line will be recorded, or queued for "
+                    "reconciliation, as soon as it does"
+                  : "The line was paid for but could be neither recorded "
+                    "nor queued for reconciliation; the operator has been "
+                    "alerted";
+
+        ngx_http_linegate_json_write_object(&jw);
+        ngx_http_linegate_json_write_key(&jw, "status");
+        ngx_http_linegate_json_write_cstr(&jw, "ERROR");
+        ngx_http_linegate_json_write_key(&jw, "error");
+        ngx_http_linegate_json_write_cstr(&jw, "provisioning_failed");
+        ngx_http_linegate_json_write_key(&jw, "message");
+        ngx_http_linegate_json_write_cstr(&jw, message);
+        ngx_http_linegate_json_write_key(&jw, "subscription_id");
+        ngx_http_linegate_json_write_str(&jw, cf->subscription.data,
+                                         cf->subscription.len);
+        ngx_http_linegate_json_write_end(&jw, '}');
+
+        ngx_http_linegate_send_jw(r, NGX_HTTP_INTERNAL_SERVER_ERROR, &jw);
         return;
     }
 

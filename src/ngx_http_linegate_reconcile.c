@@ -54,6 +54,7 @@
 #include "ngx_http_linegate_clock.h"
 #include "ngx_http_linegate_ids.h"
 #include "ngx_http_linegate_str.h"
+#include "ngx_http_linegate_json_write.h"
 
 
 /*
@@ -1373,8 +1374,9 @@ static void
 ngx_http_linegate_reconcile_answer(ngx_http_request_t *r,
     ngx_http_linegate_ctx_t *ctx, ngx_http_linegate_reconcile_t *rc)
 {
-    json_t                               *entries, *sub;
-    ngx_uint_t                            i;
+    ngx_str_t                            *owner, *item, *sub;
+    ngx_uint_t                            i, invoice;
+    ngx_http_linegate_json_write_t        jw;
     ngx_http_linegate_reconcile_entry_t  *e;
 
     if (rc->status != NGX_HTTP_OK) {
@@ -1382,55 +1384,76 @@ ngx_http_linegate_reconcile_answer(ngx_http_request_t *r,
         return;
     }
 
-    entries = json_array();
+    (void) ngx_http_linegate_json_write_init(&jw, r->pool, 1024);
+    ngx_http_linegate_json_write_object(&jw);
+    ngx_http_linegate_json_write_key(&jw, "entries");
+    ngx_http_linegate_json_write_array(&jw);
 
-    for (i = 0; entries != NULL && i < rc->n; i++) {
+    for (i = 0; i < rc->n; i++) {
         e = &rc->entry[i];
 
-        sub = e->found.len ? json_stringn((char *) e->found.data,
-                                          e->found.len)
-              : e->subscription.len ? json_stringn((char *)
-                                                   e->subscription.data,
-                                                   e->subscription.len)
-              : json_null();
+        /* what Stripe held is an invoice, or a subscription */
+        invoice = (e->line_request.len != 0);
+        owner = invoice ? &e->workspace : &e->account;
+        item = invoice ? &e->line_request : &e->worker_id;
+        sub = e->found.len ? &e->found : &e->subscription;
 
-        if (e->line_request.len) {
-            /* what Stripe held is an invoice */
-            json_array_append_new(entries,
-                    json_pack("{s:s%,s:s%,s:s%,s:s%,s:o*,s:s,s:s?}",
-                              "id", e->id.data, e->id.len,
-                              "workspace",
-                              e->workspace.data, e->workspace.len,
-                              "line_request_id",
-                              e->line_request.data, e->line_request.len,
-                              "reason", e->reason.data, e->reason.len,
-                              "invoice_id", sub,
-                              "outcome",
-                              e->outcome ? e->outcome : "deferred",
-                              "detail", e->detail));
+        /* an entry read without one of its fields is left out */
+        if (e->id.data == NULL || owner->data == NULL || item->data == NULL
+            || e->reason.data == NULL)
+        {
             continue;
         }
 
-        json_array_append_new(entries,
-                    json_pack("{s:s%,s:s%,s:s%,s:s%,s:o*,s:s,s:s?}",
-                              "id", e->id.data, e->id.len,
-                              "account", e->account.data, e->account.len,
-                              "worker_id",
-                              e->worker_id.data, e->worker_id.len,
-                              "reason", e->reason.data, e->reason.len,
-                              "subscription_id", sub,
-                              "outcome",
-                              e->outcome ? e->outcome : "deferred",
-                              "detail", e->detail));
+        ngx_http_linegate_json_write_object(&jw);
+        ngx_http_linegate_json_write_key(&jw, "id");
+        ngx_http_linegate_json_write_str(&jw, e->id.data, e->id.len);
+
+        if (invoice) {
+            ngx_http_linegate_json_write_key(&jw, "workspace");
+            ngx_http_linegate_json_write_str(&jw, owner->data, owner->len);
+            ngx_http_linegate_json_write_key(&jw, "line_request_id");
+            ngx_http_linegate_json_write_str(&jw, item->data, item->len);
+            ngx_http_linegate_json_write_key(&jw, "reason");
+            ngx_http_linegate_json_write_str(&jw, e->reason.data,
+                                             e->reason.len);
+            ngx_http_linegate_json_write_key(&jw, "invoice_id");
+
+        } else {
+            ngx_http_linegate_json_write_key(&jw, "account");
+            ngx_http_linegate_json_write_str(&jw, owner->data, owner->len);
+            ngx_http_linegate_json_write_key(&jw, "worker_id");
+            ngx_http_linegate_json_write_str(&jw, item->data, item->len);
+            ngx_http_linegate_json_write_key(&jw, "reason");
+            ngx_http_linegate_json_write_str(&jw, e->reason.data,
+                                             e->reason.len);
+            ngx_http_linegate_json_write_key(&jw, "subscription_id");
+        }
+
+        ngx_http_linegate_json_write_str_or_null(&jw, sub);
+        ngx_http_linegate_json_write_key(&jw, "outcome");
+        ngx_http_linegate_json_write_cstr(&jw, e->outcome ? e->outcome
+                                                          : "deferred");
+        ngx_http_linegate_json_write_key(&jw, "detail");
+
+        if (e->detail) {
+            ngx_http_linegate_json_write_cstr(&jw, e->detail);
+
+        } else {
+            ngx_http_linegate_json_write_null(&jw);
+        }
+
+        ngx_http_linegate_json_write_end(&jw, '}');
     }
+
+    ngx_http_linegate_json_write_end(&jw, ']');
+    ngx_http_linegate_json_write_key(&jw, "more");
+    ngx_http_linegate_json_write_bool(&jw, rc->pending || rc->i < rc->n);
+    ngx_http_linegate_json_write_end(&jw, '}');
 
     ngx_str_set(&ctx->outcome, "reconciled");
 
-    ngx_http_linegate_send_json(r, NGX_HTTP_OK,
-                    entries ? json_pack("{s:o,s:b}", "entries", entries,
-                                        "more",
-                                        rc->pending || rc->i < rc->n)
-                            : NULL);
+    ngx_http_linegate_send_jw(r, NGX_HTTP_OK, &jw);
 }
 
 
