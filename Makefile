@@ -5,7 +5,8 @@
 #   make deps       install the Debian packages (as root; idempotent, quiet
 #                   when all are there); run, test and the build call it
 #   make run        development stack in the foreground (127.0.0.1:8080)
-#   make test       build, then prove -r t/
+#   make test       build, then prove -r t/ (LG_REDIS=sentinel: the Lines
+#                   and Provisioning files on Redis Sentinel)
 #   make chaos      chaos run: workload + faults, then invariants
 #                   (CHAOS_SECONDS=180, CHAOS_SEED=, CHAOS_FAULTS=a,b;
 #                   docs/chaos.md)
@@ -91,8 +92,15 @@ run test: | deps
 run: $(MODULE)
 	perl t/lib/run-dev.pl
 
+# LG_REDIS=sentinel: the Lines and Provisioning files (and the Sentinel
+# file) on a master, 2 replicas and 3 sentinels; empty: the whole suite
+# on one Redis
+export LG_REDIS
+TEST_FILES = $(if $(LG_REDIS),$(sort $(wildcard t/1[0-9][0-9]-lines-*.t \
+    t/2[0-9][0-9]-provision-*.t t/036-redis-sentinel.t)),t/)
+
 test: $(MODULE)
-	prove $(PROVE_ARGS) t/
+	prove $(PROVE_ARGS) $(TEST_FILES)
 
 # the chaos harness (docs/chaos.md): CHAOS_SECONDS (180, at most 300),
 # CHAOS_SEED, CHAOS_CLIENTS, CHAOS_FAULTS, CHAOS_SETTLE from the

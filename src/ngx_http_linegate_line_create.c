@@ -1,16 +1,26 @@
 
 /*
- * linegate: POST /api/line-requests (SPEC 2.4), and the issuing of an
- * add-on invoice, which payment_link reuses.
+ * linegate: POST /api/line-requests (SPEC 2.4), and the invoice machine
+ * (issuing an add-on invoice, discarding it), which payment_link reuses.
+ * The endpoint is an enum of steps (ngx_http_linegate_create_step_e,
+ * lines.h) in ctx->state and one resume switch, create_resume, that every
+ * Redis and Stripe callback enters:
  *
- *   validate -> lr_create -+- included, refusals -> answer (kept under
- *                          |   the idempotency key by lr_create itself)
- *                          `- reserved -> invoice -> item -> finalize
- *                                          -> lr_invoice_store -> 201
- *   any failure after the reservation -> void/delete the invoice
- *                          -> lr_release -> 502/503
- *   lr_create's reply lost -> lr_release by id -> 503
- *   lr_invoice_store's reply lost -> the same store again -> 503
+ *   validate -> SCRIPT (lr_create) -+- included, refusals -> answer (kept
+ *                                   |  under the idempotency key by
+ *                                   |  lr_create itself)
+ *                                   `- reserved -> ISSUE (the invoice
+ *                                      machine: draft, item, finalize)
+ *                                      -> STORE (lr_invoice_store) -> 201
+ *
+ * Every failure goes to create_fail, which undoes what the step holds:
+ *
+ *   SCRIPT, reply lost    -> RELEASE (lr_release by id) -> 503
+ *   ISSUE, STORE refused  -> DISCARD (void/delete the invoice)
+ *                            -> RELEASE -> 502/503/500
+ *   STORE, reply lost     -> STORE_AGAIN (the same store, durable) -> 503
+ *
+ * then answers in FAILED, from lr->fail.
  *
  * The reservation is written before Stripe is called, so parallel
  * requests of one workspace can never both pass the "one request awaits
@@ -43,17 +53,20 @@
 #define NGX_HTTP_LINEGATE_INVOICE_WAIT      250
 #define NGX_HTTP_LINEGATE_INVOICE_WAIT_MAX  1000
 
-enum {
-    NGX_HTTP_LINEGATE_INVOICE_CREATE = 0,
-    NGX_HTTP_LINEGATE_INVOICE_ITEM,
-    NGX_HTTP_LINEGATE_INVOICE_FINALIZE,
-    NGX_HTTP_LINEGATE_INVOICE_VOID,
-    NGX_HTTP_LINEGATE_INVOICE_DELETE
-};
-
-
+static void ngx_http_linegate_create_resume(ngx_http_request_t *r,
+    redisReply *reply);
+static void ngx_http_linegate_create_stripe_done(ngx_http_request_t *r,
+    ngx_http_linegate_ctx_t *ctx);
+static void ngx_http_linegate_create_fail(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr, ngx_http_linegate_lr_fail_e fail,
+    ngx_uint_t result, ngx_int_t retry_after);
+static void ngx_http_linegate_create_discard(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr);
 static void ngx_http_linegate_create_release(ngx_http_request_t *r,
-    ngx_http_linegate_lr_t *lr, ngx_http_linegate_lr_pt next);
+    ngx_http_linegate_lr_t *lr);
+static void ngx_http_linegate_create_failed(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr);
+
 static void ngx_http_linegate_create_release_args(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr, ngx_http_linegate_redis_args_t *a);
 static ngx_int_t ngx_http_linegate_create_validate(ngx_http_request_t *r,
@@ -76,11 +89,9 @@ static ngx_int_t ngx_http_linegate_create_url_valid(ngx_str_t *s);
 static void ngx_http_linegate_create_script(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr);
 static void ngx_http_linegate_create_done(ngx_http_request_t *r,
-    redisReply *reply);
+    ngx_http_linegate_lr_t *lr, redisReply *reply);
 static void ngx_http_linegate_create_outcome(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr, ngx_int_t code, redisReply *reply);
-static void ngx_http_linegate_create_lost(ngx_http_request_t *r,
-    ngx_http_linegate_lr_t *lr);
 static void ngx_http_linegate_create_stored_answer(ngx_http_request_t *r,
     redisReply *reply, ngx_uint_t replayed);
 static void ngx_http_linegate_create_reserved(ngx_http_request_t *r,
@@ -88,44 +99,28 @@ static void ngx_http_linegate_create_reserved(ngx_http_request_t *r,
 static void ngx_http_linegate_create_invoiced(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr);
 static void ngx_http_linegate_create_stored(ngx_http_request_t *r,
-    redisReply *reply);
+    ngx_http_linegate_lr_t *lr, redisReply *reply);
 static void ngx_http_linegate_create_cleanup(void *data);
-static void ngx_http_linegate_create_broken(ngx_http_request_t *r,
-    ngx_http_linegate_lr_t *lr);
-static void ngx_http_linegate_create_fail(ngx_http_request_t *r,
-    ngx_http_linegate_lr_t *lr, ngx_uint_t status, const char *code,
-    const char *message, ngx_int_t retry_after);
-static void ngx_http_linegate_create_discarded(ngx_http_request_t *r,
-    ngx_http_linegate_lr_t *lr);
-static void ngx_http_linegate_create_failed(ngx_http_request_t *r,
-    ngx_http_linegate_lr_t *lr);
 
-static void ngx_http_linegate_invoice_draft(ngx_http_request_t *r,
+static ngx_int_t ngx_http_linegate_invoice_send(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr);
-static void ngx_http_linegate_invoice_next(ngx_http_request_t *r,
-    ngx_http_linegate_ctx_t *ctx);
-static void ngx_http_linegate_invoice_item(ngx_http_request_t *r,
+static ngx_int_t ngx_http_linegate_invoice_item(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr);
-static void ngx_http_linegate_invoice_finalize(ngx_http_request_t *r,
+static ngx_int_t ngx_http_linegate_invoice_finalize(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr);
-static void ngx_http_linegate_invoice_end(ngx_http_request_t *r,
-    ngx_http_linegate_lr_t *lr, ngx_uint_t result);
-static void ngx_http_linegate_invoice_discarded(ngx_http_request_t *r,
-    ngx_http_linegate_ctx_t *ctx);
+static ngx_int_t ngx_http_linegate_invoice_end(ngx_http_linegate_lr_t *lr,
+    ngx_uint_t result);
+static ngx_int_t ngx_http_linegate_invoice_done(ngx_http_linegate_lr_t *lr);
+static ngx_int_t ngx_http_linegate_invoice_discarded(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr);
 static ngx_int_t ngx_http_linegate_invoice_metadata(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr, ngx_str_t *form);
 static ngx_int_t ngx_http_linegate_invoice_later(ngx_http_request_t *r,
-    ngx_http_linegate_lr_t *lr, ngx_uint_t in_use,
-    ngx_http_linegate_lr_pt again);
+    ngx_http_linegate_lr_t *lr, ngx_uint_t in_use);
 static void ngx_http_linegate_invoice_wake(ngx_event_t *ev);
 static void ngx_http_linegate_invoice_cleanup(void *data);
-static void ngx_http_linegate_invoice_void(ngx_http_request_t *r,
-    ngx_http_linegate_lr_t *lr);
-static void ngx_http_linegate_invoice_delete(ngx_http_request_t *r,
-    ngx_http_linegate_lr_t *lr);
 static void ngx_http_linegate_invoice_log(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr, const char *what);
-
 
 void
 ngx_http_linegate_line_create(ngx_http_request_t *r,
@@ -532,7 +527,181 @@ ngx_http_linegate_create_url_valid(ngx_str_t *s)
 }
 
 
-/* the decision (lr_create) */
+/* the steps */
+
+/* every Redis step resumes here, every Stripe step too (stripe_done) */
+static void
+ngx_http_linegate_create_resume(ngx_http_request_t *r, redisReply *reply)
+{
+    ngx_http_linegate_lr_t  *lr;
+
+    lr = ngx_http_linegate_lines_lr(r);
+
+    switch ((ngx_http_linegate_create_step_e) lr->ctx->state) {
+
+    case NGX_HTTP_LINEGATE_CREATE_SCRIPT:
+        ngx_http_linegate_create_done(r, lr, reply);
+        return;
+
+    case NGX_HTTP_LINEGATE_CREATE_ISSUE:
+        if (ngx_http_linegate_invoice_next(r, lr) == NGX_DONE) {
+            ngx_http_linegate_create_invoiced(r, lr);
+        }
+
+        return;
+
+    case NGX_HTTP_LINEGATE_CREATE_STORE:
+        ngx_http_linegate_create_stored(r, lr, reply);
+        return;
+
+    case NGX_HTTP_LINEGATE_CREATE_DISCARD:
+        if (ngx_http_linegate_invoice_next(r, lr) == NGX_DONE) {
+            ngx_http_linegate_create_release(r, lr);
+        }
+
+        return;
+
+    case NGX_HTTP_LINEGATE_CREATE_STORE_AGAIN:
+    case NGX_HTTP_LINEGATE_CREATE_RELEASE:
+        ngx_http_linegate_lines_durable_done(r, lr, reply);
+        ngx_http_linegate_create_failed(r, lr);
+        return;
+
+    default: /* NGX_HTTP_LINEGATE_CREATE_FAILED: answered */
+        return;
+    }
+}
+
+
+static void
+ngx_http_linegate_create_stripe_done(ngx_http_request_t *r,
+    ngx_http_linegate_ctx_t *ctx)
+{
+    /* the answer is in ctx->stripe_* */
+    ngx_http_linegate_create_resume(r, NULL);
+}
+
+
+/*
+ * The failure step: what fail means depends on the step it happens in
+ * (see the head of this file); the answer (create_failed) comes once
+ * the invoice is discarded and the reservation released.
+ */
+static void
+ngx_http_linegate_create_fail(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr, ngx_http_linegate_lr_fail_e fail,
+    ngx_uint_t result, ngx_int_t retry_after)
+{
+    lr->fail = fail;
+    lr->fail_result = result;
+    lr->fail_retry_after = retry_after;
+
+    switch ((ngx_http_linegate_create_step_e) lr->ctx->state) {
+
+    case NGX_HTTP_LINEGATE_CREATE_SCRIPT:
+        if (fail == NGX_HTTP_LINEGATE_LR_FAIL_STORE) {
+            /*
+             * lr_create may still run (Redis stalled) or may have run (the
+             * reply lost): whatever it did is undone, and it does nothing
+             * if it runs later (lr_release's mark)
+             */
+            ngx_http_linegate_create_release(r, lr);
+            return;
+        }
+
+        /* nothing reserved */
+        ngx_http_linegate_create_failed(r, lr);
+        return;
+
+    case NGX_HTTP_LINEGATE_CREATE_STORE:
+        if (fail == NGX_HTTP_LINEGATE_LR_FAIL_STORE) {
+            lr->settled = 1;
+
+            /*
+             * Stored or not, it will be: the invoice is kept (voiding it
+             * while Redis may already name it would leave a dead link),
+             * the step sent again until Redis runs it (lr_invoice_store
+             * is idempotent), and a retry with the same key replays the
+             * 201.
+             */
+            lr->ctx->state = NGX_HTTP_LINEGATE_CREATE_STORE_AGAIN;
+            ngx_http_linegate_lines_durable(r, lr,
+                                    NGX_HTTP_LINEGATE_SCRIPT_LR_INVOICE_STORE,
+                                    "lr_invoice_store",
+                                    ngx_http_linegate_create_resume);
+            return;
+        }
+
+        ngx_http_linegate_create_discard(r, lr);
+        return;
+
+    default: /* NGX_HTTP_LINEGATE_CREATE_ISSUE */
+        ngx_http_linegate_create_discard(r, lr);
+        return;
+    }
+}
+
+
+/* CREATE_DISCARD: the invoice machine discards what was made */
+static void
+ngx_http_linegate_create_discard(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr)
+{
+    lr->ctx->state = NGX_HTTP_LINEGATE_CREATE_DISCARD;
+
+    if (ngx_http_linegate_invoice_discard(r, lr,
+                                          ngx_http_linegate_create_stripe_done)
+        == NGX_DONE)
+    {
+        ngx_http_linegate_create_release(r, lr);
+    }
+}
+
+
+/* CREATE_RELEASE: lr_release.lua frees the key and the reservation */
+static void
+ngx_http_linegate_create_release(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr)
+{
+    ngx_http_linegate_create_release_args(r, lr, &lr->args);
+
+    /* handed to the durable writes: the request's cleanup has no more to do */
+    lr->settled = 1;
+    lr->ctx->state = NGX_HTTP_LINEGATE_CREATE_RELEASE;
+
+    ngx_http_linegate_lines_durable(r, lr,
+                                    NGX_HTTP_LINEGATE_SCRIPT_LR_RELEASE,
+                                    "lr_release",
+                                    ngx_http_linegate_create_resume);
+}
+
+
+/* CREATE_FAILED: the failure's answer */
+static void
+ngx_http_linegate_create_failed(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr)
+{
+    lr->ctx->state = NGX_HTTP_LINEGATE_CREATE_FAILED;
+
+    switch (lr->fail) {
+
+    case NGX_HTTP_LINEGATE_LR_FAIL_BILLING:
+        ngx_http_linegate_lines_billing_error(r, lr->fail_result,
+                                              lr->fail_retry_after);
+        return;
+
+    case NGX_HTTP_LINEGATE_LR_FAIL_STORE:
+        ngx_http_linegate_store_unavailable(r);
+        return;
+
+    default: /* NGX_HTTP_LINEGATE_LR_FAIL_INTERNAL */
+        ngx_http_linegate_internal_error(r);
+        return;
+    }
+}
+
+
+/* CREATE_SCRIPT: the decision (lr_create) */
 
 static void
 ngx_http_linegate_create_script(ngx_http_request_t *r,
@@ -589,30 +758,28 @@ ngx_http_linegate_create_script(ngx_http_request_t *r,
     ngx_http_linegate_redis_arg_int(r, a, NGX_HTTP_LINEGATE_LR_STALE);
     ngx_http_linegate_redis_arg_str(a, &lr->body);
 
+    lr->ctx->state = NGX_HTTP_LINEGATE_CREATE_SCRIPT;
+
     if (ngx_http_linegate_redis_script(r, NGX_HTTP_LINEGATE_SCRIPT_LR_CREATE,
-                                       0, a, ngx_http_linegate_create_done)
+                                       0, a, ngx_http_linegate_create_resume)
         != NGX_OK)
     {
-        ngx_http_linegate_store_unavailable(r);
+        /* nothing was sent: nothing to release */
+        lr->fail = NGX_HTTP_LINEGATE_LR_FAIL_STORE;
+        ngx_http_linegate_create_failed(r, lr);
     }
 }
 
 
 static void
-ngx_http_linegate_create_done(ngx_http_request_t *r, redisReply *reply)
+ngx_http_linegate_create_done(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr, redisReply *reply)
 {
-    ngx_int_t                code;
-    ngx_http_linegate_lr_t  *lr;
-
-    lr = ngx_http_linegate_lines_lr(r);
+    ngx_int_t  code;
 
     if (reply == NULL && !lr->deferred) {
-        /*
-         * lr_create may still run (Redis stalled) or may have run (the
-         * reply lost): whatever it did is undone, and it does nothing if
-         * it runs later (lr_release's mark)
-         */
-        ngx_http_linegate_create_release(r, lr, ngx_http_linegate_create_lost);
+        ngx_http_linegate_create_fail(r, lr, NGX_HTTP_LINEGATE_LR_FAIL_STORE,
+                                      0, -1);
         return;
     }
 
@@ -625,14 +792,6 @@ ngx_http_linegate_create_done(ngx_http_request_t *r, redisReply *reply)
     lr->line.workspace = lr->ws;
 
     ngx_http_linegate_create_outcome(r, lr, code, reply);
-}
-
-
-static void
-ngx_http_linegate_create_lost(ngx_http_request_t *r,
-    ngx_http_linegate_lr_t *lr)
-{
-    ngx_http_linegate_store_unavailable(r);
 }
 
 
@@ -701,7 +860,9 @@ ngx_http_linegate_create_outcome(ngx_http_request_t *r,
     default:
         ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
                       NGX_HTTP_LINEGATE_LOG "lr_create answered %i", code);
-        ngx_http_linegate_internal_error(r);
+        ngx_http_linegate_create_fail(r, lr,
+                                      NGX_HTTP_LINEGATE_LR_FAIL_INTERNAL,
+                                      0, -1);
         return;
     }
 }
@@ -716,27 +877,20 @@ static void
 ngx_http_linegate_create_stored_answer(ngx_http_request_t *r,
     redisReply *reply, ngx_uint_t replayed)
 {
-    u_char                   *p;
     int64_t                   status;
-    ngx_str_t                 body;
+    ngx_str_t                 body, copy;
     ngx_http_linegate_ctx_t  *ctx;
 
+    /* the reply is freed when this handler returns: a copy is sent */
     if (ngx_http_linegate_reply_int(reply, 3, &status) != NGX_OK
         || status < 200 || status > 599
-        || ngx_http_linegate_reply_str(reply, 4, &body) != NGX_OK)
+        || ngx_http_linegate_reply_str(reply, 4, &body) != NGX_OK
+        || ngx_http_linegate_pstr(r->pool, &copy, body.data, body.len)
+           == NULL)
     {
         ngx_http_linegate_internal_error(r);
         return;
     }
-
-    /* the reply is freed when this handler returns */
-    p = ngx_pnalloc(r->pool, body.len ? body.len : 1);
-    if (p == NULL) {
-        ngx_http_linegate_internal_error(r);
-        return;
-    }
-
-    ngx_memcpy(p, body.data, body.len);
 
     if (replayed) {
         ctx = ngx_http_linegate_get_ctx(r);
@@ -744,11 +898,11 @@ ngx_http_linegate_create_stored_answer(ngx_http_request_t *r,
         ngx_str_set(&ctx->outcome, "replayed");
     }
 
-    ngx_http_linegate_send_body(r, (ngx_uint_t) status, p, body.len);
+    ngx_http_linegate_send_body(r, (ngx_uint_t) status, copy.data, copy.len);
 }
 
 
-/* add-on: the reservation is written, bill it */
+/* CREATE_ISSUE: the reservation is written, bill it */
 
 static void
 ngx_http_linegate_create_reserved(ngx_http_request_t *r,
@@ -757,6 +911,9 @@ ngx_http_linegate_create_reserved(ngx_http_request_t *r,
     ngx_str_t            customer;
     ngx_str_t           *key;
     ngx_pool_cleanup_t  *cln;
+
+    /* the reservation is held: a failure from here on releases it */
+    lr->ctx->state = NGX_HTTP_LINEGATE_CREATE_ISSUE;
 
     key = &lr->invoice.key;
     key->data = ngx_pnalloc(r->pool, sizeof("lg-") - 1 + lr->id.len);
@@ -767,7 +924,9 @@ ngx_http_linegate_create_reserved(ngx_http_request_t *r,
            == NULL
         || key->data == NULL)
     {
-        ngx_http_linegate_create_broken(r, lr);
+        ngx_http_linegate_create_fail(r, lr,
+                                      NGX_HTTP_LINEGATE_LR_FAIL_INTERNAL,
+                                      0, -1);
         return;
     }
 
@@ -779,7 +938,9 @@ ngx_http_linegate_create_reserved(ngx_http_request_t *r,
     cln = ngx_pool_cleanup_add(r->pool, 0);
 
     if (lr->release == NULL || cln == NULL) {
-        ngx_http_linegate_create_broken(r, lr);
+        ngx_http_linegate_create_fail(r, lr,
+                                      NGX_HTTP_LINEGATE_LR_FAIL_INTERNAL,
+                                      0, -1);
         return;
     }
 
@@ -791,11 +952,16 @@ ngx_http_linegate_create_reserved(ngx_http_request_t *r,
     ngx_str_set(&lr->line.status, NGX_HTTP_LINEGATE_LR_AWAITING);
     ngx_str_set(&lr->line.payment_status, "unpaid");
 
-    lr->invoice.done = ngx_http_linegate_create_invoiced;
-    ngx_http_linegate_invoice_issue(r, lr);
+    if (ngx_http_linegate_invoice_issue(r, lr,
+                                        ngx_http_linegate_create_stripe_done)
+        == NGX_DONE)
+    {
+        ngx_http_linegate_create_invoiced(r, lr);
+    }
 }
 
 
+/* the machine ended: CREATE_STORE, or the failure of CREATE_ISSUE */
 static void
 ngx_http_linegate_create_invoiced(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr)
@@ -806,8 +972,9 @@ ngx_http_linegate_create_invoiced(ngx_http_request_t *r,
     lmcf = ngx_http_get_module_main_conf(r, ngx_http_linegate_module);
 
     if (lr->invoice.result != NGX_HTTP_LINEGATE_STRIPE_OK) {
-        lr->fail_result = lr->invoice.result;
-        ngx_http_linegate_create_fail(r, lr, 0, NULL, NULL,
+        ngx_http_linegate_create_fail(r, lr,
+                                      NGX_HTTP_LINEGATE_LR_FAIL_BILLING,
+                                      lr->invoice.result,
                                       lr->invoice.retry_after);
         return;
     }
@@ -818,11 +985,14 @@ ngx_http_linegate_create_invoiced(ngx_http_request_t *r,
     if (ngx_http_linegate_line_status_body(r, &lr->line, &lr->body)
         != NGX_OK)
     {
-        ngx_http_linegate_create_broken(r, lr);
+        ngx_http_linegate_create_fail(r, lr,
+                                      NGX_HTTP_LINEGATE_LR_FAIL_INTERNAL,
+                                      0, -1);
         return;
     }
 
     lr->status = NGX_HTTP_CREATED;
+    lr->ctx->state = NGX_HTTP_LINEGATE_CREATE_STORE;
 
     ngx_http_linegate_lines_line_args(lr);
     a = &lr->args;
@@ -838,32 +1008,18 @@ ngx_http_linegate_create_invoiced(ngx_http_request_t *r,
 
     ngx_http_linegate_lines_call(r, lr,
                                  NGX_HTTP_LINEGATE_SCRIPT_LR_INVOICE_STORE,
-                                 ngx_http_linegate_create_stored);
+                                 ngx_http_linegate_create_resume);
 }
 
 
+/* CREATE_STORE */
 static void
-ngx_http_linegate_create_stored(ngx_http_request_t *r, redisReply *reply)
+ngx_http_linegate_create_stored(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr, redisReply *reply)
 {
-    ngx_http_linegate_lr_t   *lr;
-    ngx_http_linegate_ctx_t  *ctx;
-
-    lr = ngx_http_linegate_lines_lr(r);
-    ctx = lr->ctx;
-
     if (reply == NULL) {
-        lr->settled = 1;
-
-        /*
-         * Stored or not, it will be: the invoice is kept (voiding it
-         * while Redis may already name it would leave a dead link), the
-         * step sent again until Redis runs it (lr_invoice_store is
-         * idempotent), and a retry with the same key replays the 201.
-         */
-        ngx_http_linegate_lines_durable(r, lr,
-                                    NGX_HTTP_LINEGATE_SCRIPT_LR_INVOICE_STORE,
-                                    "lr_invoice_store",
-                                    ngx_http_linegate_create_lost);
+        ngx_http_linegate_create_fail(r, lr, NGX_HTTP_LINEGATE_LR_FAIL_STORE,
+                                      0, -1);
         return;
     }
 
@@ -872,14 +1028,16 @@ ngx_http_linegate_create_stored(ngx_http_request_t *r, redisReply *reply)
                       NGX_HTTP_LINEGATE_LOG "reservation \"%V\" was "
                       "abandoned before its invoice \"%V\" was stored",
                       &lr->id, &lr->invoice.id);
-        lr->fail_result = NGX_HTTP_LINEGATE_STRIPE_UNAVAILABLE;
-        ngx_http_linegate_create_fail(r, lr, 0, NULL, NULL, -1);
+        ngx_http_linegate_create_fail(r, lr,
+                                      NGX_HTTP_LINEGATE_LR_FAIL_BILLING,
+                                      NGX_HTTP_LINEGATE_STRIPE_UNAVAILABLE,
+                                      -1);
         return;
     }
 
     lr->settled = 1;
 
-    ngx_str_set(&ctx->outcome, "awaiting_payment");
+    ngx_str_set(&lr->ctx->outcome, "awaiting_payment");
 
     ngx_http_linegate_send_body(r, lr->status, lr->body.data, lr->body.len);
 }
@@ -900,70 +1058,42 @@ ngx_http_linegate_create_cleanup(void *data)
 
 
 static void
-ngx_http_linegate_create_broken(ngx_http_request_t *r,
-    ngx_http_linegate_lr_t *lr)
+ngx_http_linegate_create_release_args(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr, ngx_http_linegate_redis_args_t *a)
 {
-    ngx_http_linegate_create_fail(r, lr, NGX_HTTP_INTERNAL_SERVER_ERROR,
-                                  "INTERNAL_ERROR", "Internal error", -1);
+    ngx_str_t  ws;
+
+    /* an API key lr_create was to resolve: the request's owner index */
+    ws = lr->ws;
+
+    if (ws.len == 0
+        && lr->caller != NGX_HTTP_LINEGATE_LR_CALLER_KEY)
+    {
+        ws = lr->who.value;
+    }
+
+    ngx_http_linegate_redis_args_init(a);
+
+    ngx_http_linegate_redis_arg_str(a, &ws);
+    ngx_http_linegate_redis_arg_str(a, &lr->id);
+    ngx_http_linegate_redis_arg_str(a, &lr->idem.digest);
+    ngx_http_linegate_redis_arg_int(r, a, NGX_HTTP_LINEGATE_LR_STALE);
 }
 
 
 /*
- * Something failed after lr_create: discard the invoice, drop the
- * reservation and free the idempotency lock, then answer. status 0:
- * billing failed (lr->fail_result says how).
+ * The invoice machine, issuing (DRAFT -> ITEM -> FINALIZE -> DONE, the
+ * draft asked again as REDRAFT when its answer was lost) or discarding
+ * (VOID, or DELETE for a draft -> DONE); driven by the endpoint's switch
+ * (create's and payment_link's invoice steps), to which every call
+ * resumes through lr->invoice.resume. It calls nothing above itself.
  */
-static void
-ngx_http_linegate_create_fail(ngx_http_request_t *r,
-    ngx_http_linegate_lr_t *lr, ngx_uint_t status, const char *code,
-    const char *message, ngx_int_t retry_after)
-{
-    lr->fail_status = status;
-    lr->fail_code = code;
-    lr->fail_message = message;
-    lr->fail_retry_after = retry_after;
-
-    lr->invoice.done = ngx_http_linegate_create_discarded;
-    ngx_http_linegate_invoice_discard(r, lr);
-}
-
-
-static void
-ngx_http_linegate_create_discarded(ngx_http_request_t *r,
-    ngx_http_linegate_lr_t *lr)
-{
-    ngx_http_linegate_create_release(r, lr, ngx_http_linegate_create_failed);
-}
-
-
-static void
-ngx_http_linegate_create_failed(ngx_http_request_t *r,
-    ngx_http_linegate_lr_t *lr)
-{
-    ngx_http_linegate_ctx_t  *ctx;
-
-    ctx = lr->ctx;
-
-    if (lr->fail_status == 0) {
-        ngx_http_linegate_lines_billing_error(r, lr->fail_result,
-                                              lr->fail_retry_after);
-        return;
-    }
-
-    if (lr->fail_retry_after >= 0) {
-        ctx->retry_after = lr->fail_retry_after;
-    }
-
-    ngx_http_linegate_error(r, lr->fail_status, lr->fail_code,
-                            lr->fail_message);
-}
-
 
 /* issuing an invoice: draft, its one item, finalize */
 
-void
+ngx_int_t
 ngx_http_linegate_invoice_issue(ngx_http_request_t *r,
-    ngx_http_linegate_lr_t *lr)
+    ngx_http_linegate_lr_t *lr, ngx_http_linegate_resume_pt resume)
 {
     ngx_str_t    form;
     ngx_pool_t  *pool;
@@ -974,8 +1104,8 @@ ngx_http_linegate_invoice_issue(ngx_http_request_t *r,
     ngx_str_null(&lr->invoice.url);
     ngx_str_null(&lr->invoice.status);
     lr->invoice.retry_after = -1;
-    lr->invoice.step = NGX_HTTP_LINEGATE_INVOICE_CREATE;
-    lr->invoice.asked = 0;
+    lr->invoice.step = NGX_HTTP_LINEGATE_INVOICE_DRAFT;
+    lr->invoice.resume = resume;
     lr->invoice.tries = 0;
 
     ngx_str_null(&form);
@@ -1001,55 +1131,112 @@ ngx_http_linegate_invoice_issue(ngx_http_request_t *r,
            != NGX_OK
         || ngx_http_linegate_invoice_metadata(r, lr, &form) != NGX_OK)
     {
-        ngx_http_linegate_invoice_end(r, lr,
-                                      NGX_HTTP_LINEGATE_STRIPE_UNAVAILABLE);
-        return;
+        return ngx_http_linegate_invoice_end(lr,
+                                        NGX_HTTP_LINEGATE_STRIPE_UNAVAILABLE);
     }
 
     lr->invoice.form = form;
 
-    ngx_http_linegate_invoice_draft(r, lr);
+    return ngx_http_linegate_invoice_send(r, lr);
 }
 
 
-static void
-ngx_http_linegate_invoice_draft(ngx_http_request_t *r,
+/* send the call of lr->invoice.step: NGX_AGAIN, or NGX_DONE (ended) */
+static ngx_int_t
+ngx_http_linegate_invoice_send(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr)
 {
-    if (ngx_http_linegate_lines_stripe(r, lr, NGX_HTTP_POST, "v1/invoices",
-                                       NULL, NULL, &lr->invoice.form,
-                                       "-invoice",
-                                       ngx_http_linegate_invoice_next)
-        != NGX_OK)
-    {
-        ngx_http_linegate_invoice_end(r, lr,
-                                      NGX_HTTP_LINEGATE_STRIPE_UNAVAILABLE);
+    ngx_int_t  rc;
+
+    switch (lr->invoice.step) {
+
+    case NGX_HTTP_LINEGATE_INVOICE_DRAFT:
+    case NGX_HTTP_LINEGATE_INVOICE_REDRAFT:
+        rc = ngx_http_linegate_lines_stripe(r, lr, NGX_HTTP_POST,
+                                            "v1/invoices", NULL, NULL,
+                                            &lr->invoice.form, "-invoice",
+                                            lr->invoice.resume);
+        break;
+
+    case NGX_HTTP_LINEGATE_INVOICE_ITEM:
+        rc = ngx_http_linegate_invoice_item(r, lr);
+        break;
+
+    case NGX_HTTP_LINEGATE_INVOICE_FINALIZE:
+        rc = ngx_http_linegate_invoice_finalize(r, lr);
+        break;
+
+    case NGX_HTTP_LINEGATE_INVOICE_VOID:
+        if (ngx_http_linegate_lines_stripe(r, lr, NGX_HTTP_POST,
+                                           "v1/invoices", &lr->invoice.id,
+                                           "/void", NULL, "-void",
+                                           lr->invoice.resume)
+            != NGX_OK)
+        {
+            ngx_http_linegate_invoice_log(r, lr, "could not be voided");
+            ngx_http_linegate_lines_orphan(r->connection->log, lr);
+            return ngx_http_linegate_invoice_done(lr);
+        }
+
+        return NGX_AGAIN;
+
+    case NGX_HTTP_LINEGATE_INVOICE_DELETE:
+        if (ngx_http_linegate_lines_stripe(r, lr, NGX_HTTP_DELETE,
+                                           "v1/invoices", &lr->invoice.id,
+                                           NULL, NULL, NULL,
+                                           lr->invoice.resume)
+            != NGX_OK)
+        {
+            ngx_http_linegate_invoice_log(r, lr, "could not be deleted");
+            ngx_http_linegate_lines_orphan(r->connection->log, lr);
+            return ngx_http_linegate_invoice_done(lr);
+        }
+
+        return NGX_AGAIN;
+
+    default: /* NGX_HTTP_LINEGATE_INVOICE_DONE */
+        return NGX_DONE;
     }
+
+    if (rc != NGX_OK) {
+        return ngx_http_linegate_invoice_end(lr,
+                                        NGX_HTTP_LINEGATE_STRIPE_UNAVAILABLE);
+    }
+
+    return NGX_AGAIN;
 }
 
 
-static void
+/* Stripe answered the call of lr->invoice.step (ctx->stripe_*) */
+ngx_int_t
 ngx_http_linegate_invoice_next(ngx_http_request_t *r,
-    ngx_http_linegate_ctx_t *ctx)
+    ngx_http_linegate_lr_t *lr)
 {
-    ngx_uint_t               result;
-    ngx_http_linegate_lr_t  *lr;
+    ngx_uint_t                result;
+    ngx_http_linegate_ctx_t  *ctx;
 
-    lr = ctx->data;
+    ctx = lr->ctx;
 
-    result = ngx_http_linegate_stripe_result(ctx);
+    switch (lr->invoice.step) {
 
-    if (lr->invoice.asked) {
+    case NGX_HTTP_LINEGATE_INVOICE_DONE:
+        /* ended without a call (invoice_wake) */
+        return NGX_DONE;
+
+    case NGX_HTTP_LINEGATE_INVOICE_VOID:
+    case NGX_HTTP_LINEGATE_INVOICE_DELETE:
+        return ngx_http_linegate_invoice_discarded(r, lr);
+
+    case NGX_HTTP_LINEGATE_INVOICE_REDRAFT:
         /* the draft asked again only to learn its id: billing failed */
-        if (result == NGX_HTTP_LINEGATE_STRIPE_OK) {
+        if (ngx_http_linegate_stripe_result(ctx)
+            == NGX_HTTP_LINEGATE_STRIPE_OK)
+        {
             (void) ngx_http_linegate_lines_invoice_read(r, lr);
 
-        } else if (ngx_http_linegate_invoice_later(r, lr, 1,
-                                              ngx_http_linegate_invoice_draft)
-                   == NGX_OK)
-        {
+        } else if (ngx_http_linegate_invoice_later(r, lr, 1) == NGX_OK) {
             ngx_http_linegate_invoice_log(r, lr, "is asked again later");
-            return;
+            return NGX_AGAIN;
         }
 
         if (lr->invoice.id.len == 0) {
@@ -1057,15 +1244,19 @@ ngx_http_linegate_invoice_next(ngx_http_request_t *r,
             ngx_http_linegate_lines_orphan(r->connection->log, lr);
         }
 
-        ngx_http_linegate_invoice_end(r, lr, lr->invoice.result);
-        return;
+        return ngx_http_linegate_invoice_end(lr, lr->invoice.result);
+
+    default: /* DRAFT, ITEM, FINALIZE */
+        break;
     }
+
+    result = ngx_http_linegate_stripe_result(ctx);
 
     if (result != NGX_HTTP_LINEGATE_STRIPE_OK) {
         lr->invoice.retry_after = ctx->stripe_retry_after;
         ngx_http_linegate_invoice_log(r, lr, "failed");
 
-        if (lr->invoice.step == NGX_HTTP_LINEGATE_INVOICE_CREATE
+        if (lr->invoice.step == NGX_HTTP_LINEGATE_INVOICE_DRAFT
             && (ctx->stripe_unknown || ctx->stripe_status >= 500))
         {
             /*
@@ -1074,29 +1265,27 @@ ngx_http_linegate_invoice_next(ngx_http_request_t *r,
              * nothing): the same call again (same Idempotency-Key) gets
              * Stripe's stored answer, its id, so that it is discarded
              */
-            lr->invoice.asked = 1;
+            lr->invoice.step = NGX_HTTP_LINEGATE_INVOICE_REDRAFT;
             lr->invoice.result = result;
-            ngx_http_linegate_invoice_draft(r, lr);
-            return;
+            return ngx_http_linegate_invoice_send(r, lr);
         }
 
-        ngx_http_linegate_invoice_end(r, lr, result);
-        return;
+        return ngx_http_linegate_invoice_end(lr, result);
     }
 
     switch (lr->invoice.step) {
 
-    case NGX_HTTP_LINEGATE_INVOICE_CREATE:
+    case NGX_HTTP_LINEGATE_INVOICE_DRAFT:
         if (ngx_http_linegate_lines_invoice_read(r, lr) != NGX_OK) {
             break;
         }
 
-        ngx_http_linegate_invoice_item(r, lr);
-        return;
+        lr->invoice.step = NGX_HTTP_LINEGATE_INVOICE_ITEM;
+        return ngx_http_linegate_invoice_send(r, lr);
 
     case NGX_HTTP_LINEGATE_INVOICE_ITEM:
-        ngx_http_linegate_invoice_finalize(r, lr);
-        return;
+        lr->invoice.step = NGX_HTTP_LINEGATE_INVOICE_FINALIZE;
+        return ngx_http_linegate_invoice_send(r, lr);
 
     default: /* NGX_HTTP_LINEGATE_INVOICE_FINALIZE */
         if (ngx_http_linegate_lines_invoice_read(r, lr) != NGX_OK
@@ -1108,16 +1297,15 @@ ngx_http_linegate_invoice_next(ngx_http_request_t *r,
             break;
         }
 
-        ngx_http_linegate_invoice_end(r, lr, NGX_HTTP_LINEGATE_STRIPE_OK);
-        return;
+        return ngx_http_linegate_invoice_end(lr, NGX_HTTP_LINEGATE_STRIPE_OK);
     }
 
-    ngx_http_linegate_invoice_end(r, lr,
-                                  NGX_HTTP_LINEGATE_STRIPE_UNAVAILABLE);
+    return ngx_http_linegate_invoice_end(lr,
+                                         NGX_HTTP_LINEGATE_STRIPE_UNAVAILABLE);
 }
 
 
-static void
+static ngx_int_t
 ngx_http_linegate_invoice_item(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr)
 {
@@ -1128,8 +1316,6 @@ ngx_http_linegate_invoice_item(ngx_http_request_t *r,
 
     lmcf = ngx_http_get_module_main_conf(r, ngx_http_linegate_module);
     pool = r->pool;
-
-    lr->invoice.step = NGX_HTTP_LINEGATE_INVOICE_ITEM;
 
     price = ngx_http_linegate_line_is(&lr->line.channel_type, "email")
             ? &lmcf->price_email : &lmcf->price_phone;
@@ -1156,46 +1342,54 @@ ngx_http_linegate_invoice_item(ngx_http_request_t *r,
         || ngx_http_linegate_lines_stripe(r, lr, NGX_HTTP_POST,
                                           "v1/invoiceitems", NULL, NULL,
                                           &form, "-item",
-                                          ngx_http_linegate_invoice_next)
+                                          lr->invoice.resume)
            != NGX_OK)
     {
-        ngx_http_linegate_invoice_end(r, lr,
-                                      NGX_HTTP_LINEGATE_STRIPE_UNAVAILABLE);
+        return NGX_ERROR;
     }
+
+    return NGX_OK;
 }
 
 
-static void
+static ngx_int_t
 ngx_http_linegate_invoice_finalize(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr)
 {
     ngx_str_t  form;
 
-    lr->invoice.step = NGX_HTTP_LINEGATE_INVOICE_FINALIZE;
-
     ngx_str_null(&form);
 
     if (ngx_http_linegate_form_add_cstr(r->pool, &form, "auto_advance",
                                         "false")
-        != NGX_OK
-        || ngx_http_linegate_lines_stripe(r, lr, NGX_HTTP_POST,
+        != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    return ngx_http_linegate_lines_stripe(r, lr, NGX_HTTP_POST,
                                           "v1/invoices", &lr->invoice.id,
                                           "/finalize", &form, "-finalize",
-                                          ngx_http_linegate_invoice_next)
-           != NGX_OK)
-    {
-        ngx_http_linegate_invoice_end(r, lr,
-                                      NGX_HTTP_LINEGATE_STRIPE_UNAVAILABLE);
-    }
+                                          lr->invoice.resume);
 }
 
 
-static void
-ngx_http_linegate_invoice_end(ngx_http_request_t *r,
-    ngx_http_linegate_lr_t *lr, ngx_uint_t result)
+/* DONE, result set */
+static ngx_int_t
+ngx_http_linegate_invoice_end(ngx_http_linegate_lr_t *lr, ngx_uint_t result)
 {
     lr->invoice.result = result;
-    lr->invoice.done(r, lr);
+
+    return ngx_http_linegate_invoice_done(lr);
+}
+
+
+static ngx_int_t
+ngx_http_linegate_invoice_done(ngx_http_linegate_lr_t *lr)
+{
+    lr->invoice.step = NGX_HTTP_LINEGATE_INVOICE_DONE;
+
+    return NGX_DONE;
 }
 
 
@@ -1219,88 +1413,46 @@ ngx_http_linegate_invoice_metadata(ngx_http_request_t *r,
 
 /* discarding an invoice nobody will be asked to pay */
 
-void
+ngx_int_t
 ngx_http_linegate_invoice_discard(ngx_http_request_t *r,
-    ngx_http_linegate_lr_t *lr)
+    ngx_http_linegate_lr_t *lr, ngx_http_linegate_resume_pt resume)
 {
+    lr->invoice.resume = resume;
+
     if (lr->invoice.id.len == 0) {
-        lr->invoice.done(r, lr);
-        return;
+        return ngx_http_linegate_invoice_done(lr);
     }
 
     lr->invoice.tries = 0;
-
-    ngx_http_linegate_invoice_void(r, lr);
-}
-
-
-static void
-ngx_http_linegate_invoice_void(ngx_http_request_t *r,
-    ngx_http_linegate_lr_t *lr)
-{
     lr->invoice.step = NGX_HTTP_LINEGATE_INVOICE_VOID;
 
-    if (ngx_http_linegate_lines_stripe(r, lr, NGX_HTTP_POST, "v1/invoices",
-                                       &lr->invoice.id, "/void", NULL,
-                                       "-void",
-                                       ngx_http_linegate_invoice_discarded)
-        != NGX_OK)
-    {
-        ngx_http_linegate_invoice_log(r, lr, "could not be voided");
-        ngx_http_linegate_lines_orphan(r->connection->log, lr);
-        lr->invoice.done(r, lr);
-    }
+    return ngx_http_linegate_invoice_send(r, lr);
 }
 
 
-static void
-ngx_http_linegate_invoice_delete(ngx_http_request_t *r,
+/* VOID, DELETE answered */
+static ngx_int_t
+ngx_http_linegate_invoice_discarded(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr)
 {
-    lr->invoice.step = NGX_HTTP_LINEGATE_INVOICE_DELETE;
+    ngx_uint_t  result;
 
-    if (ngx_http_linegate_lines_stripe(r, lr, NGX_HTTP_DELETE, "v1/invoices",
-                                       &lr->invoice.id, NULL, NULL, NULL,
-                                       ngx_http_linegate_invoice_discarded)
-        != NGX_OK)
-    {
-        ngx_http_linegate_invoice_log(r, lr, "could not be deleted");
-        ngx_http_linegate_lines_orphan(r->connection->log, lr);
-        lr->invoice.done(r, lr);
-    }
-}
-
-
-static void
-ngx_http_linegate_invoice_discarded(ngx_http_request_t *r,
-    ngx_http_linegate_ctx_t *ctx)
-{
-    ngx_uint_t               result;
-    ngx_http_linegate_lr_t  *lr;
-    ngx_http_linegate_lr_pt  again;
-
-    lr = ctx->data;
-
-    result = ngx_http_linegate_stripe_result(ctx);
+    result = ngx_http_linegate_stripe_result(lr->ctx);
 
     if (lr->invoice.step == NGX_HTTP_LINEGATE_INVOICE_VOID
         && result == NGX_HTTP_LINEGATE_STRIPE_REFUSED)
     {
         /* a draft cannot be voided, only deleted */
         lr->invoice.tries = 0;
-        ngx_http_linegate_invoice_delete(r, lr);
-        return;
+        lr->invoice.step = NGX_HTTP_LINEGATE_INVOICE_DELETE;
+        return ngx_http_linegate_invoice_send(r, lr);
     }
 
-    again = (lr->invoice.step == NGX_HTTP_LINEGATE_INVOICE_VOID)
-            ? ngx_http_linegate_invoice_void
-            : ngx_http_linegate_invoice_delete;
-
     if (result != NGX_HTTP_LINEGATE_STRIPE_OK
-        && ngx_http_linegate_invoice_later(r, lr, 0, again) == NGX_OK)
+        && ngx_http_linegate_invoice_later(r, lr, 0) == NGX_OK)
     {
         ngx_http_linegate_invoice_log(r, lr, "is discarded again later");
-        return;
+        return NGX_AGAIN;
     }
 
     ngx_http_linegate_invoice_log(r, lr, result == NGX_HTTP_LINEGATE_STRIPE_OK
@@ -1311,7 +1463,7 @@ ngx_http_linegate_invoice_discarded(ngx_http_request_t *r,
         ngx_http_linegate_lines_orphan(r->connection->log, lr);
     }
 
-    lr->invoice.done(r, lr);
+    return ngx_http_linegate_invoice_done(lr);
 }
 
 
@@ -1319,12 +1471,12 @@ ngx_http_linegate_invoice_discarded(ngx_http_request_t *r,
  * The repair call that just failed runs again later (NGX_OK) if it may
  * yet succeed: no answer, a 5xx, a 429, or (in_use) Stripe's 409 for an
  * Idempotency-Key whose first call is still being handled. The request
- * waits on a timer; its pool cleanup deletes the timer.
+ * waits on a timer, whose expiry sends the step again (invoice_wake);
+ * its pool cleanup deletes the timer.
  */
 static ngx_int_t
 ngx_http_linegate_invoice_later(ngx_http_request_t *r,
-    ngx_http_linegate_lr_t *lr, ngx_uint_t in_use,
-    ngx_http_linegate_lr_pt again)
+    ngx_http_linegate_lr_t *lr, ngx_uint_t in_use)
 {
     ngx_msec_t                delay;
     ngx_pool_cleanup_t       *cln;
@@ -1370,7 +1522,6 @@ ngx_http_linegate_invoice_later(ngx_http_request_t *r,
             : NGX_HTTP_LINEGATE_INVOICE_WAIT_MAX;
 
     lr->invoice.tries++;
-    lr->invoice.again = again;
 
     ngx_add_timer(&lr->invoice.timer, delay);
 
@@ -1378,6 +1529,11 @@ ngx_http_linegate_invoice_later(ngx_http_request_t *r,
 }
 
 
+/*
+ * The wait is over: the step's call again; if it cannot even start, the
+ * machine has ended and the endpoint's step goes on (its switch finds
+ * the machine DONE).
+ */
 static void
 ngx_http_linegate_invoice_wake(ngx_event_t *ev)
 {
@@ -1391,7 +1547,9 @@ ngx_http_linegate_invoice_wake(ngx_event_t *ev)
     r = lr->invoice.request;
     c = r->connection;
 
-    lr->invoice.again(r, lr);
+    if (ngx_http_linegate_invoice_send(r, lr) == NGX_DONE) {
+        lr->invoice.resume(r, lr->ctx);
+    }
 
     /* the call just made is a posted subrequest */
     ngx_http_run_posted_requests(c);
@@ -1416,8 +1574,9 @@ ngx_http_linegate_invoice_log(ngx_http_request_t *r,
     ngx_uint_t                level;
     ngx_http_linegate_ctx_t  *ctx;
 
+    /* by ngx_http_linegate_invoice_step_e; REDRAFT is the draft's call */
     static const char  *steps[] = {
-        "create", "item", "finalize", "void", "delete"
+        "create", "item", "finalize", "create", "void", "delete", "done"
     };
 
     ctx = lr->ctx;
@@ -1431,46 +1590,4 @@ ngx_http_linegate_invoice_log(ngx_http_request_t *r,
                   &lr->invoice.id, &lr->id, what,
                   steps[lr->invoice.step], ctx->stripe_status,
                   ngx_http_linegate_stripe_error_message(ctx));
-}
-
-
-/* lr_release.lua: a failed creation frees its key and its reservation */
-
-static void
-ngx_http_linegate_create_release(ngx_http_request_t *r,
-    ngx_http_linegate_lr_t *lr, ngx_http_linegate_lr_pt next)
-{
-    ngx_http_linegate_create_release_args(r, lr, &lr->args);
-
-    /* handed to the durable writes: the request's cleanup has no more to do */
-    lr->settled = 1;
-
-    ngx_http_linegate_lines_durable(r, lr,
-                                    NGX_HTTP_LINEGATE_SCRIPT_LR_RELEASE,
-                                    "lr_release", next);
-}
-
-
-static void
-ngx_http_linegate_create_release_args(ngx_http_request_t *r,
-    ngx_http_linegate_lr_t *lr, ngx_http_linegate_redis_args_t *a)
-{
-    ngx_str_t  ws;
-
-    /* an API key lr_create was to resolve: the request's owner index */
-    ws = lr->ws;
-
-    if (ws.len == 0
-        && !(lr->who.kind == NGX_HTTP_LINEGATE_AUTH_API_KEY
-             && !lr->who.cached))
-    {
-        ws = lr->who.value;
-    }
-
-    ngx_http_linegate_redis_args_init(a);
-
-    ngx_http_linegate_redis_arg_str(a, &ws);
-    ngx_http_linegate_redis_arg_str(a, &lr->id);
-    ngx_http_linegate_redis_arg_str(a, &lr->idem.digest);
-    ngx_http_linegate_redis_arg_int(r, a, NGX_HTTP_LINEGATE_LR_STALE);
 }

@@ -1,19 +1,40 @@
 
 /*
  * linegate: POST /api/line-requests/:id (SPEC 2.6), for a request that
- * awaits payment.
+ * awaits payment: an enum of steps (ngx_http_linegate_manage_step_e,
+ * lines.h) in ctx->state and one resume switch, manage_resume, that
+ * every Redis and Stripe callback of the endpoint enters.
  *
- *   payment_link: ask Stripe how the invoice stands;
- *     open          -> the same link (reused: true)
- *     paid          -> promote (lr_resolve), answer as GET does
- *     void, uncollectible -> lr_reissue_claim -> [void the old one]
- *                   -> issue a new invoice -> lr_reissue_store
- *                   -> the new link (reused: false); its reply lost:
- *                   the store sent again (durable), 503
- *   cancel: void at Stripe first;
- *     voided        -> cancel (lr_resolve) -> 200 canceled
- *     refused       -> ask Stripe: paid -> promote -> 409 provisioning
- *     unreachable   -> 502, nothing changed
+ *   GATE           lr_manage.lua: the caller, the rate, the request
+ *   payment_link:
+ *   LINK_CHECK     Stripe GET the invoice;
+ *                    open -> the same link (reused: true)
+ *                    paid -> LINK_RESOLVE (lr_resolve), answer as GET
+ *                    void, uncollectible -> LINK_CLAIM
+ *   LINK_CLAIM     lr_reissue_claim.lua -> [LINK_VOID_OLD: void the old
+ *                  one, if uncollectible] -> LINK_ISSUE
+ *   LINK_ISSUE     the invoice machine issues a new invoice
+ *   LINK_STORE     lr_reissue_store.lua -> the new link (reused: false)
+ *   LINK_VOID_OLD refused (paid meanwhile?) -> LINK_ABORT_RECHECK ->
+ *                  LINK_RECHECK -> LINK_RECLAIM -> LINK_REVOID_OLD: the
+ *                  same steps, a second and last time
+ *   cancel:
+ *   CANCEL_VOID    Stripe void first;
+ *                    voided -> CANCEL_RESOLVE (lr_resolve) -> 200
+ *                    refused -> CANCEL_CHECK: paid -> CANCEL_RESOLVE
+ *                    -> 409 provisioning
+ *                    unreachable -> 502, nothing changed
+ *
+ * Every failure goes to manage_fail, which undoes what the step holds:
+ *
+ *   LINK_VOID_OLD (the claim held)  -> LINK_ABORT (lr_reissue_abort)
+ *   LINK_ISSUE (a new invoice)      -> LINK_UNISSUE (discard it)
+ *                                      -> LINK_ABORT
+ *   LINK_STORE, refused             -> LINK_DISCARD (discard it)
+ *   LINK_STORE, not answered        -> LINK_STORE_AGAIN (durable)
+ *   any other step                  -> the answer (MANAGE_FAILED)
+ *
+ * and lr->fail (with lr->fail_result) says what is answered then.
  *
  * Redis is changed only after Stripe has said what happened, and only
  * while the request still names the invoice Stripe spoke of.
@@ -30,10 +51,20 @@
 #define NGX_HTTP_LINEGATE_ACTION_CANCEL        2
 
 
+static void ngx_http_linegate_manage_resume(ngx_http_request_t *r,
+    redisReply *reply);
+static void ngx_http_linegate_manage_stripe_done(ngx_http_request_t *r,
+    ngx_http_linegate_ctx_t *ctx);
+static void ngx_http_linegate_manage_fail(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr, ngx_http_linegate_lr_fail_e fail,
+    ngx_uint_t result, ngx_int_t retry_after);
+static void ngx_http_linegate_manage_failed(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr);
+
 static void ngx_http_linegate_manage_action(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr);
-static void ngx_http_linegate_manage_done(ngx_http_request_t *r,
-    redisReply *reply);
+static void ngx_http_linegate_manage_gated(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr, redisReply *reply);
 static ngx_int_t ngx_http_linegate_manage_load(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr, redisReply *reply);
 static ngx_int_t ngx_http_linegate_manage_key(ngx_http_request_t *r,
@@ -44,53 +75,51 @@ static void ngx_http_linegate_manage_conflict(ngx_http_request_t *r,
     ngx_str_t *state, const char *message);
 static void ngx_http_linegate_manage_busy(ngx_http_request_t *r);
 static void ngx_http_linegate_manage_stripe_error(ngx_http_request_t *r,
-    ngx_http_linegate_ctx_t *ctx);
-static void ngx_http_linegate_manage_unavailable(ngx_http_request_t *r);
+    ngx_http_linegate_lr_t *lr);
+static void ngx_http_linegate_manage_unavailable(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr);
 static ngx_int_t ngx_http_linegate_manage_invoice(ngx_http_request_t *r,
-    ngx_http_linegate_ctx_t *ctx);
+    ngx_http_linegate_lr_t *lr);
 static void ngx_http_linegate_manage_check(ngx_http_request_t *r,
-    ngx_http_linegate_lr_t *lr, ngx_http_linegate_resume_pt resume);
+    ngx_http_linegate_lr_t *lr, ngx_http_linegate_manage_step_e step);
+static void ngx_http_linegate_manage_resolve(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr, ngx_http_linegate_manage_step_e step,
+    const char *outcome);
 
 static void ngx_http_linegate_link_checked(ngx_http_request_t *r,
-    ngx_http_linegate_ctx_t *ctx);
+    ngx_http_linegate_lr_t *lr);
 static void ngx_http_linegate_link_send(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr, ngx_uint_t reused);
 static void ngx_http_linegate_link_resolved(ngx_http_request_t *r,
-    redisReply *reply);
+    ngx_http_linegate_lr_t *lr, redisReply *reply);
 static void ngx_http_linegate_link_claim(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr);
 static void ngx_http_linegate_link_claimed(ngx_http_request_t *r,
-    redisReply *reply);
+    ngx_http_linegate_lr_t *lr, redisReply *reply);
 static void ngx_http_linegate_link_old_voided(ngx_http_request_t *r,
-    ngx_http_linegate_ctx_t *ctx);
+    ngx_http_linegate_lr_t *lr);
 static void ngx_http_linegate_link_issue(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr);
-static void ngx_http_linegate_link_fail(ngx_http_request_t *r,
-    ngx_http_linegate_lr_t *lr, ngx_uint_t result, ngx_int_t retry_after);
 static void ngx_http_linegate_link_issued(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr);
 static void ngx_http_linegate_link_stored(ngx_http_request_t *r,
-    redisReply *reply);
-static void ngx_http_linegate_link_discarded(ngx_http_request_t *r,
-    ngx_http_linegate_lr_t *lr);
+    ngx_http_linegate_lr_t *lr, redisReply *reply);
+static void ngx_http_linegate_link_discard(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr, ngx_http_linegate_manage_step_e step);
 static void ngx_http_linegate_link_abort(ngx_http_request_t *r,
-    ngx_http_linegate_lr_t *lr, ngx_http_linegate_lr_pt next);
+    ngx_http_linegate_lr_t *lr, ngx_http_linegate_manage_step_e step);
 static void ngx_http_linegate_link_abort_args(ngx_http_linegate_lr_t *lr,
     ngx_http_linegate_redis_args_t *a);
 static void ngx_http_linegate_link_cleanup(void *data);
-static void ngx_http_linegate_link_recheck(ngx_http_request_t *r,
-    ngx_http_linegate_lr_t *lr);
-static void ngx_http_linegate_link_failed(ngx_http_request_t *r,
-    ngx_http_linegate_lr_t *lr);
 
 static void ngx_http_linegate_cancel_void(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr);
 static void ngx_http_linegate_cancel_voided(ngx_http_request_t *r,
-    ngx_http_linegate_ctx_t *ctx);
+    ngx_http_linegate_lr_t *lr);
 static void ngx_http_linegate_cancel_checked(ngx_http_request_t *r,
-    ngx_http_linegate_ctx_t *ctx);
+    ngx_http_linegate_lr_t *lr);
 static void ngx_http_linegate_cancel_resolved(ngx_http_request_t *r,
-    redisReply *reply);
+    ngx_http_linegate_lr_t *lr, redisReply *reply);
 
 
 void
@@ -104,6 +133,8 @@ ngx_http_linegate_line_manage(ngx_http_request_t *r,
         ngx_http_linegate_manage_action(r, lr);
     }
 
+    lr->ctx->state = NGX_HTTP_LINEGATE_MANAGE_GATE;
+
     ngx_http_linegate_lines_args(r, lr);
     a = &lr->args;
 
@@ -116,7 +147,192 @@ ngx_http_linegate_line_manage(ngx_http_request_t *r,
     ngx_http_linegate_redis_arg_int(r, a, NGX_HTTP_LINEGATE_LR_REISSUE_HOLD);
 
     ngx_http_linegate_lines_script(r, lr, NGX_HTTP_LINEGATE_SCRIPT_LR_MANAGE,
-                                   ngx_http_linegate_manage_done);
+                                   ngx_http_linegate_manage_resume);
+}
+
+
+/* every Redis step resumes here, every Stripe step too (stripe_done) */
+static void
+ngx_http_linegate_manage_resume(ngx_http_request_t *r, redisReply *reply)
+{
+    ngx_http_linegate_lr_t  *lr;
+
+    lr = ngx_http_linegate_lines_lr(r);
+
+    switch ((ngx_http_linegate_manage_step_e) lr->ctx->state) {
+
+    case NGX_HTTP_LINEGATE_MANAGE_GATE:
+        ngx_http_linegate_manage_gated(r, lr, reply);
+        return;
+
+    case NGX_HTTP_LINEGATE_LINK_CHECK:
+    case NGX_HTTP_LINEGATE_LINK_RECHECK:
+        ngx_http_linegate_link_checked(r, lr);
+        return;
+
+    case NGX_HTTP_LINEGATE_LINK_RESOLVE:
+        ngx_http_linegate_link_resolved(r, lr, reply);
+        return;
+
+    case NGX_HTTP_LINEGATE_LINK_CLAIM:
+    case NGX_HTTP_LINEGATE_LINK_RECLAIM:
+        ngx_http_linegate_link_claimed(r, lr, reply);
+        return;
+
+    case NGX_HTTP_LINEGATE_LINK_VOID_OLD:
+    case NGX_HTTP_LINEGATE_LINK_REVOID_OLD:
+        ngx_http_linegate_link_old_voided(r, lr);
+        return;
+
+    case NGX_HTTP_LINEGATE_LINK_ABORT_RECHECK:
+        /* paid meanwhile, most likely: look again, once */
+        ngx_http_linegate_lines_durable_done(r, lr, reply);
+        lr->line.invoice_id = lr->old_invoice;
+        ngx_http_linegate_manage_check(r, lr,
+                                       NGX_HTTP_LINEGATE_LINK_RECHECK);
+        return;
+
+    case NGX_HTTP_LINEGATE_LINK_ISSUE:
+        if (ngx_http_linegate_invoice_next(r, lr) == NGX_DONE) {
+            ngx_http_linegate_link_issued(r, lr);
+        }
+
+        return;
+
+    case NGX_HTTP_LINEGATE_LINK_STORE:
+        ngx_http_linegate_link_stored(r, lr, reply);
+        return;
+
+    case NGX_HTTP_LINEGATE_LINK_UNISSUE:
+        if (ngx_http_linegate_invoice_next(r, lr) == NGX_DONE) {
+            ngx_http_linegate_link_abort(r, lr, NGX_HTTP_LINEGATE_LINK_ABORT);
+        }
+
+        return;
+
+    case NGX_HTTP_LINEGATE_LINK_DISCARD:
+        if (ngx_http_linegate_invoice_next(r, lr) == NGX_DONE) {
+            ngx_http_linegate_manage_failed(r, lr);
+        }
+
+        return;
+
+    case NGX_HTTP_LINEGATE_LINK_STORE_AGAIN:
+    case NGX_HTTP_LINEGATE_LINK_ABORT:
+        ngx_http_linegate_lines_durable_done(r, lr, reply);
+        ngx_http_linegate_manage_failed(r, lr);
+        return;
+
+    case NGX_HTTP_LINEGATE_CANCEL_VOID:
+        ngx_http_linegate_cancel_voided(r, lr);
+        return;
+
+    case NGX_HTTP_LINEGATE_CANCEL_CHECK:
+        ngx_http_linegate_cancel_checked(r, lr);
+        return;
+
+    case NGX_HTTP_LINEGATE_CANCEL_RESOLVE:
+        ngx_http_linegate_cancel_resolved(r, lr, reply);
+        return;
+
+    default: /* NGX_HTTP_LINEGATE_MANAGE_FAILED: answered */
+        return;
+    }
+}
+
+
+static void
+ngx_http_linegate_manage_stripe_done(ngx_http_request_t *r,
+    ngx_http_linegate_ctx_t *ctx)
+{
+    /* the answer is in ctx->stripe_* */
+    ngx_http_linegate_manage_resume(r, NULL);
+}
+
+
+/*
+ * The failure step: what fail means depends on the step it happens in
+ * (see the head of this file); the answer (manage_failed) comes once
+ * what the step held is undone.
+ */
+static void
+ngx_http_linegate_manage_fail(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr, ngx_http_linegate_lr_fail_e fail,
+    ngx_uint_t result, ngx_int_t retry_after)
+{
+    lr->fail = fail;
+    lr->fail_result = result;
+    lr->fail_retry_after = retry_after;
+
+    switch ((ngx_http_linegate_manage_step_e) lr->ctx->state) {
+
+    case NGX_HTTP_LINEGATE_LINK_VOID_OLD:
+    case NGX_HTTP_LINEGATE_LINK_REVOID_OLD:
+        /* the claim is held, no new invoice yet: free the claim */
+        ngx_http_linegate_link_abort(r, lr, NGX_HTTP_LINEGATE_LINK_ABORT);
+        return;
+
+    case NGX_HTTP_LINEGATE_LINK_ISSUE:
+        /* billing failed: discard what was made, free the claim */
+        ngx_http_linegate_link_discard(r, lr, NGX_HTTP_LINEGATE_LINK_UNISSUE);
+        return;
+
+    case NGX_HTTP_LINEGATE_LINK_STORE:
+        if (fail == NGX_HTTP_LINEGATE_LR_FAIL_STORE) {
+            lr->settled = 1;
+
+            /*
+             * Stored or not, it will be: the new invoice is kept (voiding
+             * one Redis may already name would cancel the request at its
+             * next check), the step sent again until Redis runs it (it is
+             * idempotent), and a retry of payment_link finds the new link.
+             */
+            lr->ctx->state = NGX_HTTP_LINEGATE_LINK_STORE_AGAIN;
+            ngx_http_linegate_lines_durable(r, lr,
+                                    NGX_HTTP_LINEGATE_SCRIPT_LR_REISSUE_STORE,
+                                    "lr_reissue_store",
+                                    ngx_http_linegate_manage_resume);
+            return;
+        }
+
+        /* nobody will be given this invoice: void it, answer */
+        ngx_http_linegate_link_discard(r, lr, NGX_HTTP_LINEGATE_LINK_DISCARD);
+        return;
+
+    default:
+        /* nothing held */
+        ngx_http_linegate_manage_failed(r, lr);
+        return;
+    }
+}
+
+
+/* the failure's answer */
+static void
+ngx_http_linegate_manage_failed(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr)
+{
+    lr->ctx->state = NGX_HTTP_LINEGATE_MANAGE_FAILED;
+
+    switch (lr->fail) {
+
+    case NGX_HTTP_LINEGATE_LR_FAIL_BILLING:
+        ngx_http_linegate_lines_billing_error(r, lr->fail_result,
+                                              lr->fail_retry_after);
+        return;
+
+    case NGX_HTTP_LINEGATE_LR_FAIL_STORE:
+        ngx_http_linegate_store_unavailable(r);
+        return;
+
+    case NGX_HTTP_LINEGATE_LR_FAIL_CONFLICT:
+        ngx_http_linegate_manage_conflict(r, &lr->line.status, NULL);
+        return;
+
+    default: /* NGX_HTTP_LINEGATE_LR_FAIL_INTERNAL */
+        ngx_http_linegate_internal_error(r);
+        return;
+    }
 }
 
 
@@ -148,15 +364,12 @@ ngx_http_linegate_manage_action(ngx_http_request_t *r,
     ngx_http_linegate_lines_defer(lr, NGX_HTTP_LINEGATE_LR_DEFER_PLAIN, NULL,
                                   "Unsupported action");
 }
-
-
+/* GATE */
 static void
-ngx_http_linegate_manage_done(ngx_http_request_t *r, redisReply *reply)
+ngx_http_linegate_manage_gated(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr, redisReply *reply)
 {
-    ngx_int_t                code;
-    ngx_http_linegate_lr_t  *lr;
-
-    lr = ngx_http_linegate_lines_lr(r);
+    ngx_int_t  code;
 
     code = ngx_http_linegate_lines_gate(r, lr, reply);
 
@@ -190,12 +403,16 @@ ngx_http_linegate_manage_done(ngx_http_request_t *r, redisReply *reply)
         break;
 
     default:
-        ngx_http_linegate_internal_error(r);
+        ngx_http_linegate_manage_fail(r, lr,
+                                      NGX_HTTP_LINEGATE_LR_FAIL_INTERNAL,
+                                      0, -1);
         return;
     }
 
     if (ngx_http_linegate_manage_load(r, lr, reply) != NGX_OK) {
-        ngx_http_linegate_internal_error(r);
+        ngx_http_linegate_manage_fail(r, lr,
+                                      NGX_HTTP_LINEGATE_LR_FAIL_INTERNAL,
+                                      0, -1);
         return;
     }
 
@@ -203,8 +420,7 @@ ngx_http_linegate_manage_done(ngx_http_request_t *r, redisReply *reply)
         ngx_http_linegate_cancel_void(r, lr);
 
     } else {
-        ngx_http_linegate_manage_check(r, lr,
-                                       ngx_http_linegate_link_checked);
+        ngx_http_linegate_manage_check(r, lr, NGX_HTTP_LINEGATE_LINK_CHECK);
     }
 }
 
@@ -232,8 +448,6 @@ ngx_http_linegate_manage_load(ngx_http_request_t *r,
 
     return ngx_http_linegate_manage_key(r, lr);
 }
-
-
 /*
  * The Idempotency-Key prefix of the invoice number lr->seq of the request:
  * "lg-<id>" for the first, "lg-<id>-r<n>" for the n-th reissue.
@@ -264,8 +478,6 @@ ngx_http_linegate_manage_key(ngx_http_request_t *r,
 
     return NGX_OK;
 }
-
-
 static void
 ngx_http_linegate_manage_refuse(ngx_http_request_t *r, redisReply *reply,
     ngx_uint_t i)
@@ -279,8 +491,6 @@ ngx_http_linegate_manage_refuse(ngx_http_request_t *r, redisReply *reply,
 
     ngx_http_linegate_manage_conflict(r, &state, NULL);
 }
-
-
 /* 409: the request is not (or no longer) awaiting payment */
 static void
 ngx_http_linegate_manage_conflict(ngx_http_request_t *r, ngx_str_t *state,
@@ -295,8 +505,6 @@ ngx_http_linegate_manage_conflict(ngx_http_request_t *r, ngx_str_t *state,
         message ? message
         : "This action applies only to a request awaiting payment");
 }
-
-
 static void
 ngx_http_linegate_manage_busy(ngx_http_request_t *r)
 {
@@ -311,14 +519,14 @@ ngx_http_linegate_manage_busy(ngx_http_request_t *r)
     ngx_http_linegate_lines_refusal(r, NGX_HTTP_CONFLICT, &awaiting,
         "The invoice of this request is being issued: retry shortly");
 }
-
-
 static void
 ngx_http_linegate_manage_stripe_error(ngx_http_request_t *r,
-    ngx_http_linegate_ctx_t *ctx)
+    ngx_http_linegate_lr_t *lr)
 {
-    ngx_uint_t  result;
+    ngx_uint_t                result;
+    ngx_http_linegate_ctx_t  *ctx;
 
+    ctx = lr->ctx;
     result = ngx_http_linegate_stripe_result(ctx);
 
     ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
@@ -326,7 +534,7 @@ ngx_http_linegate_manage_stripe_error(ngx_http_request_t *r,
                   ctx->stripe_status,
                   ngx_http_linegate_stripe_error_message(ctx));
 
-    ngx_http_linegate_lines_billing_error(r,
+    ngx_http_linegate_manage_fail(r, lr, NGX_HTTP_LINEGATE_LR_FAIL_BILLING,
                               result == NGX_HTTP_LINEGATE_STRIPE_OK
                               ? NGX_HTTP_LINEGATE_STRIPE_UNAVAILABLE : result,
                               (ngx_int_t) ctx->stripe_retry_after);
@@ -335,38 +543,42 @@ ngx_http_linegate_manage_stripe_error(ngx_http_request_t *r,
 
 /* Stripe could not be asked, or answered what is not understood: 502 */
 static void
-ngx_http_linegate_manage_unavailable(ngx_http_request_t *r)
+ngx_http_linegate_manage_unavailable(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr)
 {
-    ngx_http_linegate_lines_billing_error(r,
-                                          NGX_HTTP_LINEGATE_STRIPE_UNAVAILABLE,
-                                          -1);
+    ngx_http_linegate_manage_fail(r, lr, NGX_HTTP_LINEGATE_LR_FAIL_BILLING,
+                                  NGX_HTTP_LINEGATE_STRIPE_UNAVAILABLE, -1);
 }
 
 
-/* ask Stripe how the invoice stands, resume reads the answer */
+/* LINK_CHECK, LINK_RECHECK, CANCEL_CHECK: how the invoice stands */
 static void
 ngx_http_linegate_manage_check(ngx_http_request_t *r,
-    ngx_http_linegate_lr_t *lr, ngx_http_linegate_resume_pt resume)
+    ngx_http_linegate_lr_t *lr, ngx_http_linegate_manage_step_e step)
 {
+    lr->ctx->state = step;
+
     if (ngx_http_linegate_lines_stripe(r, lr, NGX_HTTP_GET, "v1/invoices",
                                        &lr->line.invoice_id, NULL, NULL,
-                                       NULL, resume)
+                                       NULL,
+                                       ngx_http_linegate_manage_stripe_done)
         != NGX_OK)
     {
-        ngx_http_linegate_manage_unavailable(r);
+        ngx_http_linegate_manage_unavailable(r, lr);
     }
 }
 
 
-/* Stripe's answer to manage_check read into lr->invoice, else answered */
+/* Stripe's answer to manage_check read into lr->invoice, else failed */
 static ngx_int_t
 ngx_http_linegate_manage_invoice(ngx_http_request_t *r,
-    ngx_http_linegate_ctx_t *ctx)
+    ngx_http_linegate_lr_t *lr)
 {
-    if (ngx_http_linegate_stripe_result(ctx) != NGX_HTTP_LINEGATE_STRIPE_OK
-        || ngx_http_linegate_lines_invoice_read(r, ctx->data) != NGX_OK)
+    if (ngx_http_linegate_stripe_result(lr->ctx)
+        != NGX_HTTP_LINEGATE_STRIPE_OK
+        || ngx_http_linegate_lines_invoice_read(r, lr) != NGX_OK)
     {
-        ngx_http_linegate_manage_stripe_error(r, ctx);
+        ngx_http_linegate_manage_stripe_error(r, lr);
         return NGX_ERROR;
     }
 
@@ -374,19 +586,28 @@ ngx_http_linegate_manage_invoice(ngx_http_request_t *r,
 }
 
 
+/* LINK_RESOLVE, CANCEL_RESOLVE: lr_resolve.lua */
+static void
+ngx_http_linegate_manage_resolve(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr, ngx_http_linegate_manage_step_e step,
+    const char *outcome)
+{
+    lr->ctx->state = step;
+    ngx_http_linegate_lines_resolve(r, lr, outcome,
+                                    ngx_http_linegate_manage_resume);
+}
+
+
 /* payment_link */
 
-
+/* LINK_CHECK, LINK_RECHECK */
 static void
 ngx_http_linegate_link_checked(ngx_http_request_t *r,
-    ngx_http_linegate_ctx_t *ctx)
+    ngx_http_linegate_lr_t *lr)
 {
-    ngx_str_t               *st;
-    ngx_http_linegate_lr_t  *lr;
+    ngx_str_t  *st;
 
-    lr = ctx->data;
-
-    if (ngx_http_linegate_manage_invoice(r, ctx) != NGX_OK) {
+    if (ngx_http_linegate_manage_invoice(r, lr) != NGX_OK) {
         return;
     }
 
@@ -398,8 +619,9 @@ ngx_http_linegate_link_checked(ngx_http_request_t *r,
     }
 
     if (ngx_http_linegate_line_is(st, "paid")) {
-        ngx_http_linegate_lines_resolve(r, lr, "paid",
-                                        ngx_http_linegate_link_resolved);
+        ngx_http_linegate_manage_resolve(r, lr,
+                                         NGX_HTTP_LINEGATE_LINK_RESOLVE,
+                                         "paid");
         return;
     }
 
@@ -414,7 +636,7 @@ ngx_http_linegate_link_checked(ngx_http_request_t *r,
                   NGX_HTTP_LINEGATE_LOG "invoice \"%V\" of line request "
                   "\"%V\" is \"%V\"", &lr->invoice.id, &lr->id, st);
 
-    ngx_http_linegate_manage_unavailable(r);
+    ngx_http_linegate_manage_unavailable(r, lr);
 }
 
 
@@ -443,17 +665,14 @@ ngx_http_linegate_link_send(ngx_http_request_t *r,
 
     ngx_http_linegate_send_jw(r, NGX_HTTP_OK, &jw);
 }
-
-
+/* LINK_RESOLVE */
 static void
-ngx_http_linegate_link_resolved(ngx_http_request_t *r, redisReply *reply)
+ngx_http_linegate_link_resolved(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr, redisReply *reply)
 {
-    ngx_http_linegate_lr_t  *lr;
-
-    lr = ngx_http_linegate_lines_lr(r);
-
     if (reply == NULL) {
-        ngx_http_linegate_store_unavailable(r);
+        ngx_http_linegate_manage_fail(r, lr, NGX_HTTP_LINEGATE_LR_FAIL_STORE,
+                                      0, -1);
         return;
     }
 
@@ -466,11 +685,16 @@ ngx_http_linegate_link_resolved(ngx_http_request_t *r, redisReply *reply)
 }
 
 
+/* LINK_CLAIM, LINK_RECLAIM: lr_reissue_claim.lua */
 static void
 ngx_http_linegate_link_claim(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr)
 {
     ngx_http_linegate_redis_args_t  *a;
+
+    lr->ctx->state = (lr->ctx->state == NGX_HTTP_LINEGATE_LINK_RECHECK)
+                     ? NGX_HTTP_LINEGATE_LINK_RECLAIM
+                     : NGX_HTTP_LINEGATE_LINK_CLAIM;
 
     ngx_http_linegate_lines_line_args(lr);
     a = &lr->args;
@@ -481,27 +705,28 @@ ngx_http_linegate_link_claim(ngx_http_request_t *r,
 
     ngx_http_linegate_lines_script(r, lr,
                                    NGX_HTTP_LINEGATE_SCRIPT_LR_REISSUE_CLAIM,
-                                   ngx_http_linegate_link_claimed);
+                                   ngx_http_linegate_manage_resume);
 }
 
 
 static void
-ngx_http_linegate_link_claimed(ngx_http_request_t *r, redisReply *reply)
+ngx_http_linegate_link_claimed(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr, redisReply *reply)
 {
-    int64_t                  code;
-    ngx_str_t                seq;
-    ngx_pool_cleanup_t      *cln;
-    ngx_http_linegate_lr_t  *lr;
-
-    lr = ngx_http_linegate_lines_lr(r);
+    int64_t              code;
+    ngx_str_t            seq;
+    ngx_pool_cleanup_t  *cln;
 
     if (reply == NULL) {
-        ngx_http_linegate_store_unavailable(r);
+        ngx_http_linegate_manage_fail(r, lr, NGX_HTTP_LINEGATE_LR_FAIL_STORE,
+                                      0, -1);
         return;
     }
 
     if (ngx_http_linegate_reply_int(reply, 0, &code) != NGX_OK) {
-        ngx_http_linegate_internal_error(r);
+        ngx_http_linegate_manage_fail(r, lr,
+                                      NGX_HTTP_LINEGATE_LR_FAIL_INTERNAL,
+                                      0, -1);
         return;
     }
 
@@ -523,12 +748,19 @@ ngx_http_linegate_link_claimed(ngx_http_request_t *r, redisReply *reply)
     if (code != NGX_HTTP_LINEGATE_LR_OK || seq.data == NULL
         || ngx_http_linegate_reply_int(reply, 1, &code) != NGX_OK)
     {
-        ngx_http_linegate_internal_error(r);
+        ngx_http_linegate_manage_fail(r, lr,
+                                      NGX_HTTP_LINEGATE_LR_FAIL_INTERNAL,
+                                      0, -1);
         return;
     }
 
     seq.len = ngx_sprintf(seq.data, "%L", code) - seq.data;
     lr->seq = seq;
+
+    /* the claim is held: a failure from here on frees it */
+    lr->ctx->state = (lr->ctx->state == NGX_HTTP_LINEGATE_LINK_RECLAIM)
+                     ? NGX_HTTP_LINEGATE_LINK_REVOID_OLD
+                     : NGX_HTTP_LINEGATE_LINK_VOID_OLD;
 
     /* a request freed while reissuing still releases its claim */
     if (lr->release == NULL) {
@@ -537,8 +769,7 @@ ngx_http_linegate_link_claimed(ngx_http_request_t *r, redisReply *reply)
         cln = ngx_pool_cleanup_add(r->pool, 0);
 
         if (lr->release == NULL || cln == NULL) {
-            ngx_http_linegate_link_fail(r, lr,
-                                   NGX_HTTP_LINEGATE_STRIPE_UNAVAILABLE, -1);
+            ngx_http_linegate_manage_unavailable(r, lr);
             return;
         }
 
@@ -554,27 +785,27 @@ ngx_http_linegate_link_claimed(ngx_http_request_t *r, redisReply *reply)
         return;
     }
 
-    /* an uncollectible invoice could still be paid: void it first */
+    /* LINK_VOID_OLD: an uncollectible invoice could still be paid */
     if (ngx_http_linegate_lines_stripe(r, lr, NGX_HTTP_POST, "v1/invoices",
                                        &lr->old_invoice, "/void", NULL,
                                        "-void",
-                                       ngx_http_linegate_link_old_voided)
+                                       ngx_http_linegate_manage_stripe_done)
         != NGX_OK)
     {
-        ngx_http_linegate_link_fail(r, lr,
-                                    NGX_HTTP_LINEGATE_STRIPE_UNAVAILABLE, -1);
+        ngx_http_linegate_manage_unavailable(r, lr);
     }
 }
 
 
+/* LINK_VOID_OLD, LINK_REVOID_OLD */
 static void
 ngx_http_linegate_link_old_voided(ngx_http_request_t *r,
-    ngx_http_linegate_ctx_t *ctx)
+    ngx_http_linegate_lr_t *lr)
 {
-    ngx_uint_t               result;
-    ngx_http_linegate_lr_t  *lr;
+    ngx_uint_t                result;
+    ngx_http_linegate_ctx_t  *ctx;
 
-    lr = ctx->data;
+    ctx = lr->ctx;
     result = ngx_http_linegate_stripe_result(ctx);
 
     if (result == NGX_HTTP_LINEGATE_STRIPE_OK) {
@@ -582,47 +813,45 @@ ngx_http_linegate_link_old_voided(ngx_http_request_t *r,
         return;
     }
 
-    if (result == NGX_HTTP_LINEGATE_STRIPE_REFUSED && lr->rounds++ == 0) {
-        /* paid meanwhile, most likely: look again, once */
-        ngx_http_linegate_link_abort(r, lr, ngx_http_linegate_link_recheck);
+    if (result == NGX_HTTP_LINEGATE_STRIPE_REFUSED
+        && ctx->state == NGX_HTTP_LINEGATE_LINK_VOID_OLD)
+    {
+        /* paid meanwhile, most likely: free the claim, look again */
+        ngx_http_linegate_link_abort(r, lr,
+                                     NGX_HTTP_LINEGATE_LINK_ABORT_RECHECK);
         return;
     }
 
-    ngx_http_linegate_link_fail(r, lr,
-                                result == NGX_HTTP_LINEGATE_STRIPE_REFUSED
-                                ? NGX_HTTP_LINEGATE_STRIPE_UNAVAILABLE
-                                : result,
-                                (ngx_int_t) ctx->stripe_retry_after);
+    ngx_http_linegate_manage_fail(r, lr, NGX_HTTP_LINEGATE_LR_FAIL_BILLING,
+                                  result == NGX_HTTP_LINEGATE_STRIPE_REFUSED
+                                  ? NGX_HTTP_LINEGATE_STRIPE_UNAVAILABLE
+                                  : result,
+                                  (ngx_int_t) ctx->stripe_retry_after);
 }
 
 
+/* LINK_ISSUE: the invoice machine */
 static void
 ngx_http_linegate_link_issue(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr)
 {
     if (ngx_http_linegate_manage_key(r, lr) != NGX_OK) {
-        ngx_http_linegate_link_fail(r, lr,
-                                    NGX_HTTP_LINEGATE_STRIPE_UNAVAILABLE, -1);
+        ngx_http_linegate_manage_unavailable(r, lr);
         return;
     }
 
-    lr->invoice.done = ngx_http_linegate_link_issued;
-    ngx_http_linegate_invoice_issue(r, lr);
+    lr->ctx->state = NGX_HTTP_LINEGATE_LINK_ISSUE;
+
+    if (ngx_http_linegate_invoice_issue(r, lr,
+                                        ngx_http_linegate_manage_stripe_done)
+        == NGX_DONE)
+    {
+        ngx_http_linegate_link_issued(r, lr);
+    }
 }
 
 
-/* billing failed before a new invoice was stored: free the claim, answer */
-static void
-ngx_http_linegate_link_fail(ngx_http_request_t *r,
-    ngx_http_linegate_lr_t *lr, ngx_uint_t result, ngx_int_t retry_after)
-{
-    lr->fail_result = result;
-    lr->fail_retry_after = retry_after;
-
-    ngx_http_linegate_link_abort(r, lr, ngx_http_linegate_link_failed);
-}
-
-
+/* the machine ended: LINK_STORE, or the failure of LINK_ISSUE */
 static void
 ngx_http_linegate_link_issued(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr)
@@ -630,12 +859,14 @@ ngx_http_linegate_link_issued(ngx_http_request_t *r,
     ngx_http_linegate_redis_args_t  *a;
 
     if (lr->invoice.result != NGX_HTTP_LINEGATE_STRIPE_OK) {
-        lr->fail_result = lr->invoice.result;
-        lr->fail_retry_after = lr->invoice.retry_after;
-        lr->invoice.done = ngx_http_linegate_link_discarded;
-        ngx_http_linegate_invoice_discard(r, lr);
+        ngx_http_linegate_manage_fail(r, lr,
+                                      NGX_HTTP_LINEGATE_LR_FAIL_BILLING,
+                                      lr->invoice.result,
+                                      lr->invoice.retry_after);
         return;
     }
+
+    lr->ctx->state = NGX_HTTP_LINEGATE_LINK_STORE;
 
     ngx_http_linegate_lines_line_args(lr);
     a = &lr->args;
@@ -648,18 +879,17 @@ ngx_http_linegate_link_issued(ngx_http_request_t *r,
 
     ngx_http_linegate_lines_call(r, lr,
                                  NGX_HTTP_LINEGATE_SCRIPT_LR_REISSUE_STORE,
-                                 ngx_http_linegate_link_stored);
+                                 ngx_http_linegate_manage_resume);
 }
 
 
+/* LINK_STORE */
 static void
-ngx_http_linegate_link_stored(ngx_http_request_t *r, redisReply *reply)
+ngx_http_linegate_link_stored(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr, redisReply *reply)
 {
-    int64_t                  code;
-    ngx_str_t                s;
-    ngx_http_linegate_lr_t  *lr;
-
-    lr = ngx_http_linegate_lines_lr(r);
+    int64_t    code;
+    ngx_str_t  s;
 
     if (reply != NULL
         && ngx_http_linegate_reply_int(reply, 0, &code) == NGX_OK
@@ -671,58 +901,63 @@ ngx_http_linegate_link_stored(ngx_http_request_t *r, redisReply *reply)
     }
 
     if (reply == NULL) {
-        lr->settled = 1;
-
-        /*
-         * Stored or not, it will be: the new invoice is kept (voiding one
-         * Redis may already name would cancel the request at its next
-         * check), the step sent again until Redis runs it (it is
-         * idempotent), and a retry of payment_link finds the new link.
-         */
-        lr->fail_status = NGX_HTTP_SERVICE_UNAVAILABLE;
-        ngx_http_linegate_lines_durable(r, lr,
-                                    NGX_HTTP_LINEGATE_SCRIPT_LR_REISSUE_STORE,
-                                    "lr_reissue_store",
-                                    ngx_http_linegate_link_failed);
+        ngx_http_linegate_manage_fail(r, lr, NGX_HTTP_LINEGATE_LR_FAIL_STORE,
+                                      0, -1);
         return;
     }
 
-    /* nobody will be given this invoice: void it, answer what happened */
     if (ngx_http_linegate_reply_str(reply, 1, &s) == NGX_OK
-               && ngx_http_linegate_pstr(r->pool, &lr->line.status, s.data,
-                                         s.len))
+        && ngx_http_linegate_pstr(r->pool, &lr->line.status, s.data, s.len))
     {
-        lr->fail_status = NGX_HTTP_CONFLICT;
-
-    } else {
-        lr->fail_status = NGX_HTTP_INTERNAL_SERVER_ERROR;
+        ngx_http_linegate_manage_fail(r, lr,
+                                      NGX_HTTP_LINEGATE_LR_FAIL_CONFLICT,
+                                      0, -1);
+        return;
     }
 
-    lr->invoice.done = ngx_http_linegate_link_failed;
-    ngx_http_linegate_invoice_discard(r, lr);
+    ngx_http_linegate_manage_fail(r, lr, NGX_HTTP_LINEGATE_LR_FAIL_INTERNAL,
+                                  0, -1);
 }
 
 
+/* LINK_UNISSUE, LINK_DISCARD: the invoice machine discards */
 static void
-ngx_http_linegate_link_discarded(ngx_http_request_t *r,
-    ngx_http_linegate_lr_t *lr)
+ngx_http_linegate_link_discard(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr, ngx_http_linegate_manage_step_e step)
 {
-    ngx_http_linegate_link_abort(r, lr, ngx_http_linegate_link_failed);
+    lr->ctx->state = step;
+
+    if (ngx_http_linegate_invoice_discard(r, lr,
+                                          ngx_http_linegate_manage_stripe_done)
+        == NGX_AGAIN)
+    {
+        return;
+    }
+
+    if (step == NGX_HTTP_LINEGATE_LINK_UNISSUE) {
+        ngx_http_linegate_link_abort(r, lr, NGX_HTTP_LINEGATE_LINK_ABORT);
+        return;
+    }
+
+    ngx_http_linegate_manage_failed(r, lr);
 }
 
 
+/* LINK_ABORT, LINK_ABORT_RECHECK: lr_reissue_abort.lua, durable */
 static void
 ngx_http_linegate_link_abort(ngx_http_request_t *r,
-    ngx_http_linegate_lr_t *lr, ngx_http_linegate_lr_pt next)
+    ngx_http_linegate_lr_t *lr, ngx_http_linegate_manage_step_e step)
 {
     ngx_http_linegate_link_abort_args(lr, &lr->args);
 
     /* handed to the durable writes: the request's cleanup has no more to do */
     lr->settled = 1;
+    lr->ctx->state = step;
 
     ngx_http_linegate_lines_durable(r, lr,
                                     NGX_HTTP_LINEGATE_SCRIPT_LR_REISSUE_ABORT,
-                                    "lr_reissue_abort", next);
+                                    "lr_reissue_abort",
+                                    ngx_http_linegate_manage_resume);
 }
 
 
@@ -736,8 +971,6 @@ ngx_http_linegate_link_abort_args(ngx_http_linegate_lr_t *lr,
     ngx_http_linegate_redis_arg_str(a, &lr->id);
     ngx_http_linegate_redis_arg_str(a, &lr->old_invoice);
 }
-
-
 /*
  * The request is freed (terminated: a draining worker's shutdown timeout)
  * while it reissues: its claim released and the old invoice's webhook
@@ -753,106 +986,71 @@ ngx_http_linegate_link_cleanup(void *data)
                                   "lr_reissue_abort of an ended request");
 }
 
-
-static void
-ngx_http_linegate_link_recheck(ngx_http_request_t *r,
-    ngx_http_linegate_lr_t *lr)
-{
-    lr->line.invoice_id = lr->old_invoice;
-    ngx_http_linegate_manage_check(r, lr, ngx_http_linegate_link_checked);
-}
-
-
-static void
-ngx_http_linegate_link_failed(ngx_http_request_t *r,
-    ngx_http_linegate_lr_t *lr)
-{
-    switch (lr->fail_status) {
-
-    case 0:
-        ngx_http_linegate_lines_billing_error(r, lr->fail_result,
-                                              lr->fail_retry_after);
-        return;
-
-    case NGX_HTTP_SERVICE_UNAVAILABLE:
-        ngx_http_linegate_store_unavailable(r);
-        return;
-
-    case NGX_HTTP_CONFLICT:
-        ngx_http_linegate_manage_conflict(r, &lr->line.status, NULL);
-        return;
-
-    default:
-        ngx_http_linegate_internal_error(r);
-        return;
-    }
-}
-
-
 /* cancel */
 
+/* CANCEL_VOID */
 static void
 ngx_http_linegate_cancel_void(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr)
 {
+    lr->ctx->state = NGX_HTTP_LINEGATE_CANCEL_VOID;
+
     if (ngx_http_linegate_lines_stripe(r, lr, NGX_HTTP_POST, "v1/invoices",
                                        &lr->line.invoice_id, "/void", NULL,
                                        "-void",
-                                       ngx_http_linegate_cancel_voided)
+                                       ngx_http_linegate_manage_stripe_done)
         != NGX_OK)
     {
-        ngx_http_linegate_manage_unavailable(r);
+        ngx_http_linegate_manage_unavailable(r, lr);
     }
 }
 
 
 static void
 ngx_http_linegate_cancel_voided(ngx_http_request_t *r,
-    ngx_http_linegate_ctx_t *ctx)
+    ngx_http_linegate_lr_t *lr)
 {
-    ngx_uint_t               result;
-    ngx_http_linegate_lr_t  *lr;
+    ngx_uint_t  result;
 
-    lr = ctx->data;
-    result = ngx_http_linegate_stripe_result(ctx);
+    result = ngx_http_linegate_stripe_result(lr->ctx);
 
     if (result == NGX_HTTP_LINEGATE_STRIPE_OK) {
-        ngx_http_linegate_lines_resolve(r, lr, "void",
-                                        ngx_http_linegate_cancel_resolved);
+        ngx_http_linegate_manage_resolve(r, lr,
+                                         NGX_HTTP_LINEGATE_CANCEL_RESOLVE,
+                                         "void");
         return;
     }
 
     if (result != NGX_HTTP_LINEGATE_STRIPE_REFUSED) {
-        ngx_http_linegate_manage_stripe_error(r, ctx);
+        ngx_http_linegate_manage_stripe_error(r, lr);
         return;
     }
 
     /* not voidable: paid meanwhile, or void already; ask which */
-    ngx_http_linegate_manage_check(r, lr, ngx_http_linegate_cancel_checked);
+    ngx_http_linegate_manage_check(r, lr, NGX_HTTP_LINEGATE_CANCEL_CHECK);
 }
 
 
+/* CANCEL_CHECK */
 static void
 ngx_http_linegate_cancel_checked(ngx_http_request_t *r,
-    ngx_http_linegate_ctx_t *ctx)
+    ngx_http_linegate_lr_t *lr)
 {
-    ngx_http_linegate_lr_t  *lr;
-
-    lr = ctx->data;
-
-    if (ngx_http_linegate_manage_invoice(r, ctx) != NGX_OK) {
+    if (ngx_http_linegate_manage_invoice(r, lr) != NGX_OK) {
         return;
     }
 
     if (ngx_http_linegate_line_is(&lr->invoice.status, "paid")) {
-        ngx_http_linegate_lines_resolve(r, lr, "paid",
-                                        ngx_http_linegate_cancel_resolved);
+        ngx_http_linegate_manage_resolve(r, lr,
+                                         NGX_HTTP_LINEGATE_CANCEL_RESOLVE,
+                                         "paid");
         return;
     }
 
     if (ngx_http_linegate_line_is(&lr->invoice.status, "void")) {
-        ngx_http_linegate_lines_resolve(r, lr, "void",
-                                        ngx_http_linegate_cancel_resolved);
+        ngx_http_linegate_manage_resolve(r, lr,
+                                         NGX_HTTP_LINEGATE_CANCEL_RESOLVE,
+                                         "void");
         return;
     }
 
@@ -860,23 +1058,24 @@ ngx_http_linegate_cancel_checked(ngx_http_request_t *r,
                   NGX_HTTP_LINEGATE_LOG "invoice \"%V\" is \"%V\" and "
                   "cannot be voided", &lr->invoice.id, &lr->invoice.status);
 
-    ngx_http_linegate_manage_unavailable(r);
+    ngx_http_linegate_manage_unavailable(r, lr);
 }
 
 
+/* CANCEL_RESOLVE */
 static void
-ngx_http_linegate_cancel_resolved(ngx_http_request_t *r, redisReply *reply)
+ngx_http_linegate_cancel_resolved(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr, redisReply *reply)
 {
-    ngx_http_linegate_lr_t          *lr;
     ngx_http_linegate_ctx_t         *ctx;
     ngx_http_linegate_json_write_t   jw;
 
-    lr = ngx_http_linegate_lines_lr(r);
     ctx = lr->ctx;
 
     if (reply == NULL) {
         /* Stripe voided it: a retry finds it void and cancels then */
-        ngx_http_linegate_store_unavailable(r);
+        ngx_http_linegate_manage_fail(r, lr, NGX_HTTP_LINEGATE_LR_FAIL_STORE,
+                                      0, -1);
         return;
     }
 

@@ -32,17 +32,23 @@ static void ngx_http_linegate_lines_clock(ngx_http_request_t *r,
 static ngx_int_t ngx_http_linegate_lines_path_id(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr);
 
+static void ngx_http_linegate_lines_read_resume(ngx_http_request_t *r,
+    redisReply *reply);
+static void ngx_http_linegate_lines_read_stripe_done(ngx_http_request_t *r,
+    ngx_http_linegate_ctx_t *ctx);
+static void ngx_http_linegate_lines_read_fail(ngx_http_request_t *r,
+    ngx_http_linegate_lr_fail_e fail);
+
 static void ngx_http_linegate_lr_get(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr);
 static void ngx_http_linegate_lr_get_script(ngx_http_request_t *r,
-    ngx_http_linegate_lr_t *lr, ngx_uint_t reconcile,
-    ngx_http_linegate_redis_handler_pt handler);
+    ngx_http_linegate_lr_t *lr, ngx_http_linegate_read_step_e step);
 static ngx_int_t ngx_http_linegate_lr_get_line(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr, redisReply *reply);
 static void ngx_http_linegate_lr_get_tx(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr);
 static void ngx_http_linegate_lr_get_tx_done(ngx_http_request_t *r,
-    redisReply *reply);
+    ngx_http_linegate_lr_t *lr, redisReply *reply);
 static void ngx_http_linegate_lr_rate_refund(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr);
 static ngx_int_t ngx_http_linegate_lr_rate_reply(ngx_http_linegate_lr_t *lr,
@@ -54,21 +60,21 @@ static ngx_int_t ngx_http_linegate_lr_revalidated(ngx_http_request_t *r,
 static ngx_uint_t ngx_http_linegate_lr_due(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr, redisReply *flat);
 static void ngx_http_linegate_lr_get_done(ngx_http_request_t *r,
-    redisReply *reply);
+    ngx_http_linegate_lr_t *lr, redisReply *reply);
 static void ngx_http_linegate_lr_reconciled(ngx_http_request_t *r,
-    ngx_http_linegate_ctx_t *ctx);
+    ngx_http_linegate_lr_t *lr);
 static void ngx_http_linegate_lr_resolved(ngx_http_request_t *r,
-    redisReply *reply);
+    ngx_http_linegate_lr_t *lr, redisReply *reply);
 
 static void ngx_http_linegate_lines_list(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr);
 static void ngx_http_linegate_lines_list_done(ngx_http_request_t *r,
-    redisReply *reply);
+    ngx_http_linegate_lr_t *lr, redisReply *reply);
 
 static void ngx_http_linegate_line_check(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr);
 static void ngx_http_linegate_line_check_done(ngx_http_request_t *r,
-    redisReply *reply);
+    ngx_http_linegate_lr_t *lr, redisReply *reply);
 static void ngx_http_linegate_line_check_jw(ngx_http_linegate_json_write_t *jw,
     ngx_http_request_t *r, ngx_http_linegate_line_t *line);
 
@@ -98,6 +104,12 @@ ngx_http_linegate_lines_handler(ngx_http_request_t *r,
         ngx_http_linegate_refuse(r);
         return;
     }
+
+    /* an API key not in the cache: the script resolves it */
+    lr->caller = (lr->who.kind == NGX_HTTP_LINEGATE_AUTH_API_KEY
+                  && !lr->who.cached)
+                 ? NGX_HTTP_LINEGATE_LR_CALLER_KEY
+                 : NGX_HTTP_LINEGATE_LR_CALLER_WS;
 
     ngx_http_linegate_lines_clock(r, lr);
 
@@ -206,29 +218,103 @@ ngx_http_linegate_lines_path_id(ngx_http_request_t *r,
 
 /* GET /api/line-requests/:id */
 
+/*
+ * The reads' steps (ngx_http_linegate_read_step_e, lines.h):
+ *
+ *   PIPELINE   the workspace is known: rate + hash, one write
+ *   REVALIDATE the key's cache entry expired: the same with the key's
+ *              entry, checked -> PIPELINE's answer, or SCRIPT
+ *   SCRIPT     lr_get.lua (an API key to resolve, an error deferred, a
+ *              pipeline that failed, a reconciliation due)
+ *   STRIPE     lr_get claimed the check: Stripe GET the invoice
+ *   RESOLVE    lr_resolve.lua: paid or void -> the line as it is now
+ *   LIST       lr_list.lua (by-user), CHECK lr_get.lua (availability)
+ *
+ * Every Redis callback enters lines_read_resume, every Stripe answer too
+ * (lines_read_stripe_done); every failure goes to lines_read_fail.
+ */
+static void
+ngx_http_linegate_lines_read_resume(ngx_http_request_t *r, redisReply *reply)
+{
+    ngx_http_linegate_lr_t  *lr;
+
+    lr = ngx_http_linegate_lines_lr(r);
+
+    switch ((ngx_http_linegate_read_step_e) lr->ctx->state) {
+
+    case NGX_HTTP_LINEGATE_READ_PIPELINE:
+    case NGX_HTTP_LINEGATE_READ_REVALIDATE:
+        ngx_http_linegate_lr_get_tx_done(r, lr, reply);
+        return;
+
+    case NGX_HTTP_LINEGATE_READ_SCRIPT:
+        ngx_http_linegate_lr_get_done(r, lr, reply);
+        return;
+
+    case NGX_HTTP_LINEGATE_READ_STRIPE:
+        ngx_http_linegate_lr_reconciled(r, lr);
+        return;
+
+    case NGX_HTTP_LINEGATE_READ_RESOLVE:
+        ngx_http_linegate_lr_resolved(r, lr, reply);
+        return;
+
+    case NGX_HTTP_LINEGATE_READ_LIST:
+        ngx_http_linegate_lines_list_done(r, lr, reply);
+        return;
+
+    default: /* NGX_HTTP_LINEGATE_READ_CHECK */
+        ngx_http_linegate_line_check_done(r, lr, reply);
+        return;
+    }
+}
+
+
+static void
+ngx_http_linegate_lines_read_stripe_done(ngx_http_request_t *r,
+    ngx_http_linegate_ctx_t *ctx)
+{
+    /* the answer is in ctx->stripe_* */
+    ngx_http_linegate_lines_read_resume(r, NULL);
+}
+
+
+/* the failure step of the reads */
+static void
+ngx_http_linegate_lines_read_fail(ngx_http_request_t *r,
+    ngx_http_linegate_lr_fail_e fail)
+{
+    if (fail == NGX_HTTP_LINEGATE_LR_FAIL_STORE) {
+        ngx_http_linegate_store_unavailable(r);
+        return;
+    }
+
+    ngx_http_linegate_internal_error(r);
+}
+
+
 static void
 ngx_http_linegate_lr_get(ngx_http_request_t *r, ngx_http_linegate_lr_t *lr)
 {
-    if (!lr->deferred && lr->who.kind == NGX_HTTP_LINEGATE_AUTH_API_KEY
-        && !lr->who.cached && lr->who.stale.len)
+    if (lr->deferred
+        || (lr->caller == NGX_HTTP_LINEGATE_LR_CALLER_KEY
+            && lr->who.stale.len == 0))
     {
+        ngx_http_linegate_lr_get_script(r, lr, NGX_HTTP_LINEGATE_READ_SCRIPT);
+        return;
+    }
+
+    if (lr->caller == NGX_HTTP_LINEGATE_LR_CALLER_KEY) {
         /*
          * The key's cache entry has expired: rather than the script, the
          * pipeline, which also reads the key and checks the workspace
          */
         lr->key_digest = lr->who.value;
         lr->who.value = lr->who.stale;
-        lr->revalidate = 1;
-    }
+        lr->ctx->state = NGX_HTTP_LINEGATE_READ_REVALIDATE;
 
-    /* an API key not in the cache: the script resolves it */
-    if (lr->deferred
-        || (lr->who.kind == NGX_HTTP_LINEGATE_AUTH_API_KEY
-            && !lr->who.cached && !lr->revalidate))
-    {
-        ngx_http_linegate_lr_get_script(r, lr, 1,
-                                        ngx_http_linegate_lr_get_done);
-        return;
+    } else {
+        lr->ctx->state = NGX_HTTP_LINEGATE_READ_PIPELINE;
     }
 
     ngx_http_linegate_lr_get_tx(r, lr);
@@ -262,13 +348,14 @@ ngx_http_linegate_lr_get_tx(ngx_http_request_t *r, ngx_http_linegate_lr_t *lr)
 
     p = ngx_pnalloc(r->pool, len);
     if (p == NULL) {
-        ngx_http_linegate_internal_error(r);
+        ngx_http_linegate_lines_read_fail(r,
+                                          NGX_HTTP_LINEGATE_LR_FAIL_INTERNAL);
         return;
     }
 
     n = 0;
 
-    if (lr->revalidate) {
+    if (lr->ctx->state == NGX_HTTP_LINEGATE_READ_REVALIDATE) {
         key.data = p;
         p = ngx_sprintf(p, "lg:apikey:%V", &lr->key_digest);
         key.len = p - key.data;
@@ -305,10 +392,10 @@ ngx_http_linegate_lr_get_tx(ngx_http_request_t *r, ngx_http_linegate_lr_t *lr)
     lr->tx_sent = ngx_current_msec;
 
     if (ngx_http_linegate_redis_pipeline(r, n, tx,
-                                         ngx_http_linegate_lr_get_tx_done)
+                                         ngx_http_linegate_lines_read_resume)
         != NGX_OK)
     {
-        ngx_http_linegate_store_unavailable(r);
+        ngx_http_linegate_lines_read_fail(r, NGX_HTTP_LINEGATE_LR_FAIL_STORE);
     }
 }
 
@@ -334,14 +421,11 @@ ngx_http_linegate_lr_get_tx_failed(ngx_http_request_t *r,
 
     lmcf = ngx_http_get_module_main_conf(r, ngx_http_linegate_module);
 
-    if (lr->tx_script
-        || ngx_current_msec - lr->tx_sent >= lmcf->redis_command_timeout
+    if (ngx_current_msec - lr->tx_sent >= lmcf->redis_command_timeout
         || !ngx_http_linegate_redis_connected())
     {
         return NGX_DECLINED;
     }
-
-    lr->tx_script = 1;
 
     if (loaded != ngx_time()) {
         loaded = ngx_time();
@@ -360,13 +444,12 @@ ngx_http_linegate_lr_get_tx_failed(ngx_http_request_t *r,
         }
     }
 
-    if (lr->revalidate) {
+    if (lr->ctx->state == NGX_HTTP_LINEGATE_READ_REVALIDATE) {
         /* the script resolves the key, as for a key not in the cache */
         lr->who.value = lr->key_digest;
-        lr->revalidate = 0;
     }
 
-    ngx_http_linegate_lr_get_script(r, lr, 1, ngx_http_linegate_lr_get_done);
+    ngx_http_linegate_lr_get_script(r, lr, NGX_HTTP_LINEGATE_READ_SCRIPT);
 
     return NGX_OK;
 }
@@ -402,28 +485,28 @@ ngx_http_linegate_lr_rate_reply(ngx_http_linegate_lr_t *lr,
 }
 
 
+/* PIPELINE, REVALIDATE */
 static void
-ngx_http_linegate_lr_get_tx_done(ngx_http_request_t *r, redisReply *reply)
+ngx_http_linegate_lr_get_tx_done(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr, redisReply *reply)
 {
     size_t                           o;
     int64_t                          code;
     ngx_int_t                        rc, admitted;
     redisReply                      *h;
-    ngx_http_linegate_lr_t          *lr;
     ngx_http_linegate_line_t        *line;
-
-    lr = ngx_http_linegate_lines_lr(r);
 
     if (reply == NULL) {
         if (ngx_http_linegate_lr_get_tx_failed(r, lr) != NGX_OK) {
-            ngx_http_linegate_store_unavailable(r);
+            ngx_http_linegate_lines_read_fail(r,
+                                              NGX_HTTP_LINEGATE_LR_FAIL_STORE);
         }
 
         return;
     }
 
     /* [GET], EVALSHA rl_gcra, HGETALL */
-    o = lr->revalidate;
+    o = (lr->ctx->state == NGX_HTTP_LINEGATE_READ_REVALIDATE);
 
     admitted = NGX_ERROR;
 
@@ -436,13 +519,14 @@ ngx_http_linegate_lr_get_tx_done(ngx_http_request_t *r, redisReply *reply)
     {
         ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
                       NGX_HTTP_LINEGATE_LOG "unexpected pipeline reply");
-        ngx_http_linegate_internal_error(r);
+        ngx_http_linegate_lines_read_fail(r,
+                                          NGX_HTTP_LINEGATE_LR_FAIL_INTERNAL);
         return;
     }
 
     h = reply->element[o + 1];
 
-    if (lr->revalidate
+    if (o
         && ngx_http_linegate_lr_revalidated(r, lr, reply->element[0],
                                             admitted == NGX_OK)
            != NGX_OK)
@@ -466,7 +550,8 @@ ngx_http_linegate_lr_get_tx_done(ngx_http_request_t *r, redisReply *reply)
         lr->ws = lr->who.value;
 
         if (ngx_http_linegate_line_parse(r, lr, h, line) != NGX_OK) {
-            ngx_http_linegate_internal_error(r);
+            ngx_http_linegate_lines_read_fail(r,
+                                          NGX_HTTP_LINEGATE_LR_FAIL_INTERNAL);
             return;
         }
 
@@ -477,9 +562,9 @@ ngx_http_linegate_lr_get_tx_done(ngx_http_request_t *r, redisReply *reply)
              * The existing path claims the check in Redis (parallel polls
              * make one Stripe call) and answers: counted, not again.
              */
-            lr->counted = 1;
-            ngx_http_linegate_lr_get_script(r, lr, 1,
-                                            ngx_http_linegate_lr_get_done);
+            lr->caller = NGX_HTTP_LINEGATE_LR_CALLER_COUNTED;
+            ngx_http_linegate_lr_get_script(r, lr,
+                                            NGX_HTTP_LINEGATE_READ_SCRIPT);
             return;
         }
     }
@@ -524,9 +609,8 @@ ngx_http_linegate_lr_revalidated(ngx_http_request_t *r,
     }
 
     lr->who.value = lr->key_digest;
-    lr->revalidate = 0;
 
-    ngx_http_linegate_lr_get_script(r, lr, 1, ngx_http_linegate_lr_get_done);
+    ngx_http_linegate_lr_get_script(r, lr, NGX_HTTP_LINEGATE_READ_SCRIPT);
 
     return NGX_DECLINED;
 }
@@ -623,16 +707,17 @@ ngx_http_linegate_lr_due(ngx_http_request_t *r, ngx_http_linegate_lr_t *lr,
 }
 
 
-/* lr_get.lua; check-availability never reconciles (reconcile 0) */
+/* lr_get.lua: SCRIPT, or CHECK (check-availability never reconciles) */
 static void
 ngx_http_linegate_lr_get_script(ngx_http_request_t *r,
-    ngx_http_linegate_lr_t *lr, ngx_uint_t reconcile,
-    ngx_http_linegate_redis_handler_pt handler)
+    ngx_http_linegate_lr_t *lr, ngx_http_linegate_read_step_e step)
 {
     ngx_http_linegate_redis_args_t  *a;
     ngx_http_linegate_main_conf_t   *lmcf;
 
     lmcf = ngx_http_get_module_main_conf(r, ngx_http_linegate_module);
+
+    lr->ctx->state = step;
 
     ngx_http_linegate_lines_args(r, lr);
     a = &lr->args;
@@ -641,7 +726,7 @@ ngx_http_linegate_lr_get_script(ngx_http_request_t *r,
     ngx_http_linegate_redis_arg_str(a, &lr->date);
     ngx_http_linegate_redis_arg_int(r, a, lr->now_ms);
 
-    if (reconcile) {
+    if (step == NGX_HTTP_LINEGATE_READ_SCRIPT) {
         ngx_http_linegate_redis_arg_int(r, a, lmcf->reconcile_interval);
 
     } else {
@@ -651,7 +736,7 @@ ngx_http_linegate_lr_get_script(ngx_http_request_t *r,
     ngx_http_linegate_redis_arg_int(r, a, NGX_HTTP_LINEGATE_LR_REISSUE_HOLD);
 
     ngx_http_linegate_lines_script(r, lr, NGX_HTTP_LINEGATE_SCRIPT_LR_GET,
-                                   handler);
+                                   ngx_http_linegate_lines_read_resume);
 }
 
 
@@ -680,7 +765,8 @@ ngx_http_linegate_lr_get_line(ngx_http_request_t *r,
         || ngx_http_linegate_line_parse(r, lr, reply->element[4], &lr->line)
            != NGX_OK)
     {
-        ngx_http_linegate_internal_error(r);
+        ngx_http_linegate_lines_read_fail(r,
+                                          NGX_HTTP_LINEGATE_LR_FAIL_INTERNAL);
         return NGX_DONE;
     }
 
@@ -688,20 +774,20 @@ ngx_http_linegate_lr_get_line(ngx_http_request_t *r,
 }
 
 
+/* SCRIPT */
 static void
-ngx_http_linegate_lr_get_done(ngx_http_request_t *r, redisReply *reply)
+ngx_http_linegate_lr_get_done(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr, redisReply *reply)
 {
-    int64_t                  claimed;
-    ngx_http_linegate_lr_t  *lr;
-
-    lr = ngx_http_linegate_lines_lr(r);
+    int64_t  claimed;
 
     if (ngx_http_linegate_lr_get_line(r, lr, reply) != NGX_OK) {
         return;
     }
 
     if (ngx_http_linegate_reply_int(reply, 3, &claimed) != NGX_OK) {
-        ngx_http_linegate_internal_error(r);
+        ngx_http_linegate_lines_read_fail(r,
+                                          NGX_HTTP_LINEGATE_LR_FAIL_INTERNAL);
         return;
     }
 
@@ -711,9 +797,12 @@ ngx_http_linegate_lr_get_done(ngx_http_request_t *r, redisReply *reply)
     }
 
     /* SPEC 2.5: ask Stripe how the invoice stands before answering */
+    lr->ctx->state = NGX_HTTP_LINEGATE_READ_STRIPE;
+
     if (ngx_http_linegate_lines_stripe(r, lr, NGX_HTTP_GET, "v1/invoices",
                                        &lr->line.invoice_id, NULL, NULL,
-                                       NULL, ngx_http_linegate_lr_reconciled)
+                                       NULL,
+                                      ngx_http_linegate_lines_read_stripe_done)
         != NGX_OK)
     {
         ngx_http_linegate_lines_send_status(r, lr);
@@ -721,13 +810,14 @@ ngx_http_linegate_lr_get_done(ngx_http_request_t *r, redisReply *reply)
 }
 
 
+/* STRIPE */
 static void
 ngx_http_linegate_lr_reconciled(ngx_http_request_t *r,
-    ngx_http_linegate_ctx_t *ctx)
+    ngx_http_linegate_lr_t *lr)
 {
-    ngx_http_linegate_lr_t  *lr;
+    ngx_http_linegate_ctx_t  *ctx;
 
-    lr = ctx->data;
+    ctx = lr->ctx;
 
     if (ngx_http_linegate_stripe_result(ctx) != NGX_HTTP_LINEGATE_STRIPE_OK
         || ngx_http_linegate_lines_invoice_read(r, lr) != NGX_OK)
@@ -742,16 +832,18 @@ ngx_http_linegate_lr_reconciled(ngx_http_request_t *r,
     }
 
     if (ngx_http_linegate_line_is(&lr->invoice.status, "paid")) {
+        ctx->state = NGX_HTTP_LINEGATE_READ_RESOLVE;
         ngx_http_linegate_lines_resolve(r, lr, "paid",
-                                        ngx_http_linegate_lr_resolved);
+                                        ngx_http_linegate_lines_read_resume);
         return;
     }
 
     if (ngx_http_linegate_line_is(&lr->invoice.status, "void")
         || ngx_http_linegate_line_is(&lr->invoice.status, "uncollectible"))
     {
+        ctx->state = NGX_HTTP_LINEGATE_READ_RESOLVE;
         ngx_http_linegate_lines_resolve(r, lr, "void",
-                                        ngx_http_linegate_lr_resolved);
+                                        ngx_http_linegate_lines_read_resume);
         return;
     }
 
@@ -759,13 +851,11 @@ ngx_http_linegate_lr_reconciled(ngx_http_request_t *r,
 }
 
 
+/* RESOLVE */
 static void
-ngx_http_linegate_lr_resolved(ngx_http_request_t *r, redisReply *reply)
+ngx_http_linegate_lr_resolved(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr, redisReply *reply)
 {
-    ngx_http_linegate_lr_t  *lr;
-
-    lr = ngx_http_linegate_lines_lr(r);
-
     if (reply == NULL) {
         /* what was read before is still a true answer */
         ngx_http_linegate_lines_send_status(r, lr);
@@ -787,24 +877,25 @@ static void
 ngx_http_linegate_lines_list(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr)
 {
+    lr->ctx->state = NGX_HTTP_LINEGATE_READ_LIST;
+
     ngx_http_linegate_lines_args(r, lr);
     ngx_http_linegate_redis_arg_str(&lr->args, &lr->date);
 
     ngx_http_linegate_lines_script(r, lr, NGX_HTTP_LINEGATE_SCRIPT_LR_LIST,
-                                   ngx_http_linegate_lines_list_done);
+                                   ngx_http_linegate_lines_read_resume);
 }
 
 
+/* LIST */
 static void
-ngx_http_linegate_lines_list_done(ngx_http_request_t *r, redisReply *reply)
+ngx_http_linegate_lines_list_done(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr, redisReply *reply)
 {
     size_t                          i;
     ngx_int_t                       code;
     ngx_http_linegate_json_write_t  jw;
-    ngx_http_linegate_lr_t         *lr;
     ngx_http_linegate_line_t        line;
-
-    lr = ngx_http_linegate_lines_lr(r);
 
     code = ngx_http_linegate_lines_gate(r, lr, reply);
 
@@ -813,7 +904,8 @@ ngx_http_linegate_lines_list_done(ngx_http_request_t *r, redisReply *reply)
     }
 
     if (code != NGX_HTTP_LINEGATE_LR_OK) {
-        ngx_http_linegate_internal_error(r);
+        ngx_http_linegate_lines_read_fail(r,
+                                          NGX_HTTP_LINEGATE_LR_FAIL_INTERNAL);
         return;
     }
 
@@ -829,7 +921,8 @@ ngx_http_linegate_lines_list_done(ngx_http_request_t *r, redisReply *reply)
         if (ngx_http_linegate_line_parse(r, lr, reply->element[i], &line)
             != NGX_OK)
         {
-            ngx_http_linegate_internal_error(r);
+            ngx_http_linegate_lines_read_fail(r,
+                                          NGX_HTTP_LINEGATE_LR_FAIL_INTERNAL);
             return;
         }
 
@@ -866,18 +959,16 @@ ngx_http_linegate_line_check(ngx_http_request_t *r,
         lr->ctx->path_id = id;
     }
 
-    ngx_http_linegate_lr_get_script(r, lr, 0,
-                                    ngx_http_linegate_line_check_done);
+    ngx_http_linegate_lr_get_script(r, lr, NGX_HTTP_LINEGATE_READ_CHECK);
 }
 
 
+/* CHECK */
 static void
-ngx_http_linegate_line_check_done(ngx_http_request_t *r, redisReply *reply)
+ngx_http_linegate_line_check_done(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr, redisReply *reply)
 {
     ngx_http_linegate_json_write_t  jw;
-    ngx_http_linegate_lr_t         *lr;
-
-    lr = ngx_http_linegate_lines_lr(r);
 
     if (ngx_http_linegate_lr_get_line(r, lr, reply) != NGX_OK) {
         return;

@@ -2,8 +2,10 @@
 /*
  * linegate: the Lines API (SPEC 2). Shared by the files of the endpoint
  * family: lines.c (dispatch, reads, rendering), line_create.c (POST
- * /api/line-requests and the issuing of invoices), line_manage.c
- * (payment_link, cancel) and idempotency.c.
+ * /api/line-requests and the invoice machine), line_manage.c
+ * (payment_link, cancel), lines_request.c (what they share) and
+ * idempotency.c. Each endpoint is an enum of steps below, kept in
+ * ctx->state, with one resume switch in its file.
  */
 
 
@@ -91,33 +93,116 @@ typedef struct {
 
 typedef struct ngx_http_linegate_lr_s  ngx_http_linegate_lr_t;
 
-typedef void (*ngx_http_linegate_lr_pt)(ngx_http_request_t *r,
-    ngx_http_linegate_lr_t *lr);
+
+/*
+ * The steps of the Lines endpoints, in ctx->state: each endpoint (or
+ * small family) has its enum and one resume switch that every Redis and
+ * Stripe callback of it enters; what a step learnt is in the state (the
+ * reply, ctx->stripe_*, lr->invoice.result), what comes next is the step.
+ */
+
+/* lines.c: GET /api/line-requests/:id, by-user, check-availability */
+typedef enum {
+    NGX_HTTP_LINEGATE_READ_PIPELINE = 0, /* rate + hash, one write */
+    NGX_HTTP_LINEGATE_READ_REVALIDATE,   /* the same + the key's entry */
+    NGX_HTTP_LINEGATE_READ_SCRIPT,       /* lr_get.lua */
+    NGX_HTTP_LINEGATE_READ_STRIPE,       /* Stripe GET the invoice */
+    NGX_HTTP_LINEGATE_READ_RESOLVE,      /* lr_resolve.lua */
+    NGX_HTTP_LINEGATE_READ_LIST,         /* lr_list.lua (by-user) */
+    NGX_HTTP_LINEGATE_READ_CHECK         /* lr_get.lua (availability) */
+} ngx_http_linegate_read_step_e;
+
+/* line_manage.c: POST /api/line-requests/:id */
+typedef enum {
+    NGX_HTTP_LINEGATE_MANAGE_GATE = 0,   /* lr_manage.lua */
+    /* payment_link */
+    NGX_HTTP_LINEGATE_LINK_CHECK,        /* Stripe GET the invoice */
+    NGX_HTTP_LINEGATE_LINK_RESOLVE,      /* lr_resolve.lua: paid */
+    NGX_HTTP_LINEGATE_LINK_CLAIM,        /* lr_reissue_claim.lua */
+    NGX_HTTP_LINEGATE_LINK_VOID_OLD,     /* Stripe void (uncollectible) */
+    NGX_HTTP_LINEGATE_LINK_ABORT_RECHECK, /* lr_reissue_abort: look again */
+    NGX_HTTP_LINEGATE_LINK_RECHECK,      /* the second look, the last */
+    NGX_HTTP_LINEGATE_LINK_RECLAIM,
+    NGX_HTTP_LINEGATE_LINK_REVOID_OLD,
+    NGX_HTTP_LINEGATE_LINK_ISSUE,        /* the invoice machine: issue */
+    NGX_HTTP_LINEGATE_LINK_STORE,        /* lr_reissue_store.lua */
+    NGX_HTTP_LINEGATE_LINK_STORE_AGAIN,  /* the same, durable */
+    NGX_HTTP_LINEGATE_LINK_UNISSUE,      /* discard the new invoice */
+    NGX_HTTP_LINEGATE_LINK_DISCARD,      /* discard it, store refused */
+    NGX_HTTP_LINEGATE_LINK_ABORT,        /* lr_reissue_abort, durable */
+    /* cancel */
+    NGX_HTTP_LINEGATE_CANCEL_VOID,       /* Stripe void */
+    NGX_HTTP_LINEGATE_CANCEL_CHECK,      /* Stripe GET: why refused */
+    NGX_HTTP_LINEGATE_CANCEL_RESOLVE,    /* lr_resolve.lua */
+    NGX_HTTP_LINEGATE_MANAGE_FAILED      /* the failure step's answer */
+} ngx_http_linegate_manage_step_e;
+
+/* line_create.c: POST /api/line-requests */
+typedef enum {
+    NGX_HTTP_LINEGATE_CREATE_SCRIPT = 0, /* lr_create.lua */
+    NGX_HTTP_LINEGATE_CREATE_ISSUE,      /* the invoice machine: issue */
+    NGX_HTTP_LINEGATE_CREATE_STORE,      /* lr_invoice_store.lua */
+    NGX_HTTP_LINEGATE_CREATE_STORE_AGAIN, /* the same, durable */
+    NGX_HTTP_LINEGATE_CREATE_DISCARD,    /* the invoice machine: discard */
+    NGX_HTTP_LINEGATE_CREATE_RELEASE,    /* lr_release.lua, durable */
+    NGX_HTTP_LINEGATE_CREATE_FAILED      /* the failure step's answer */
+} ngx_http_linegate_create_step_e;
+
+/* the invoice machine (line_create.c): lr->invoice.step */
+typedef enum {
+    NGX_HTTP_LINEGATE_INVOICE_DRAFT = 0, /* POST v1/invoices */
+    NGX_HTTP_LINEGATE_INVOICE_ITEM,      /* POST v1/invoiceitems */
+    NGX_HTTP_LINEGATE_INVOICE_FINALIZE,  /* POST .../finalize */
+    NGX_HTTP_LINEGATE_INVOICE_REDRAFT,   /* the draft asked again: its id */
+    NGX_HTTP_LINEGATE_INVOICE_VOID,      /* POST .../void */
+    NGX_HTTP_LINEGATE_INVOICE_DELETE,    /* DELETE: a draft */
+    NGX_HTTP_LINEGATE_INVOICE_DONE       /* lr->invoice.result says how */
+} ngx_http_linegate_invoice_step_e;
+
+/* how the scripts check the caller (lines_args's first argument) */
+typedef enum {
+    NGX_HTTP_LINEGATE_LR_CALLER_WS = 0,  /* 'w': the workspace is known */
+    NGX_HTTP_LINEGATE_LR_CALLER_KEY,     /* 'k': an API key to resolve */
+    NGX_HTTP_LINEGATE_LR_CALLER_COUNTED  /* 'n': known and counted */
+} ngx_http_linegate_lr_caller_e;
+
+/* what failed, for the failure step of an endpoint (lr->fail) */
+typedef enum {
+    NGX_HTTP_LINEGATE_LR_FAIL_NONE = 0,
+    NGX_HTTP_LINEGATE_LR_FAIL_STORE,     /* 503: Redis did not answer */
+    NGX_HTTP_LINEGATE_LR_FAIL_INTERNAL,  /* 500 */
+    NGX_HTTP_LINEGATE_LR_FAIL_BILLING,   /* 502/503: lr->fail_result */
+    NGX_HTTP_LINEGATE_LR_FAIL_CONFLICT   /* 409: lr->line.status */
+} ngx_http_linegate_lr_fail_e;
 
 
 /* an invoice being issued (create, reissue) or discarded */
 typedef struct {
-    ngx_uint_t                      step;
+    ngx_http_linegate_invoice_step_e  step;
     ngx_str_t                       key;        /* Idempotency-Key prefix */
     ngx_str_t                       id;         /* in_..., once created */
     ngx_str_t                       url;        /* hosted_invoice_url */
     ngx_str_t                       status;     /* as Stripe last said */
     ngx_str_t                       form;       /* of the draft's POST */
-    ngx_uint_t                      asked;      /* the draft asked again */
     /* NGX_HTTP_LINEGATE_STRIPE_OK, or what the failing call came to */
     ngx_uint_t                      result;
     ngx_int_t                       retry_after;
-    ngx_http_linegate_lr_pt         done;
+
+    /*
+     * The endpoint's Stripe hook (its resume switch), the same for every
+     * call of the request: the machine's calls and its timer resume the
+     * endpoint through it, which hands them back to invoice_next.
+     */
+    ngx_http_linegate_resume_pt     resume;
 
     /*
      * A repair call (the draft asked again, a void, a delete) that failed
      * without an answer is tried again after a short wait: tries so far,
-     * since when, the step to run again, the timer (deleted by the pool
-     * cleanup)
+     * since when, the timer (its expiry sends the step again; deleted by
+     * the pool cleanup)
      */
     ngx_uint_t                      tries;
     ngx_msec_t                      since;      /* the first failure */
-    ngx_http_linegate_lr_pt         again;
     ngx_http_request_t             *request;
     ngx_event_t                     timer;
     ngx_uint_t                      cleanup;
@@ -155,16 +240,14 @@ struct ngx_http_linegate_lr_s {
      */
     ngx_str_t                       rate_key;
     ngx_msec_t                      tx_sent;
-    ngx_uint_t                      tx_script;   /* the pipeline failed */
 
     /*
-     * GET by id with an expired cache entry of the key: the pipeline also
-     * reads lg:apikey:<key_digest> to check the entry's workspace (then
-     * in who.value) with the store.
+     * GET by id with an expired cache entry of the key (READ_REVALIDATE):
+     * the pipeline also reads lg:apikey:<key_digest> to check the entry's
+     * workspace (then in who.value) with the store.
      */
     ngx_str_t                       key_digest;
-    ngx_uint_t                      revalidate;
-    ngx_uint_t                      counted;
+    ngx_http_linegate_lr_caller_e   caller;
 
     /* the workspace's rate (lg_rl_gcra): what the request left */
     int64_t                         remaining;
@@ -173,7 +256,6 @@ struct ngx_http_linegate_lr_s {
 
     ngx_http_linegate_line_t        line;
     ngx_uint_t                      action;
-    ngx_uint_t                      rounds;
 
     ngx_str_t                       customer;
     ngx_str_t                       seq;           /* invoiceSeq */
@@ -181,10 +263,8 @@ struct ngx_http_linegate_lr_s {
     ngx_http_linegate_invoice_t     invoice;
 
     ngx_http_linegate_idem_t        idem;
-    ngx_http_linegate_lr_pt         next;
 
     const char                     *durable;     /* what, for the log */
-    ngx_http_linegate_lr_pt         durable_next;
 
     /*
      * An add-on being billed (a reissue being issued): the release
@@ -198,11 +278,9 @@ struct ngx_http_linegate_lr_s {
 
     /* the answer, held while it is stored or while clean-up runs */
     ngx_uint_t                      status;
-    ngx_uint_t                      fail_status;   /* 0: billing failed */
-    ngx_uint_t                      fail_result;
+    ngx_http_linegate_lr_fail_e     fail;
+    ngx_uint_t                      fail_result;   /* FAIL_BILLING: how */
     ngx_int_t                       fail_retry_after;
-    const char                     *fail_code;
-    const char                     *fail_message;
     ngx_str_t                       body;
 };
 
@@ -228,13 +306,18 @@ void ngx_http_linegate_lines_call(ngx_http_request_t *r,
 /*
  * A repair step that must reach Redis whatever becomes of the request
  * (an idempotent script of lr->args: the release of a failed creation,
- * an invoice stored again): next(r, lr) runs once it is handed over.
+ * an invoice stored again): handed to the durable writes, and sent for
+ * the request too, whose step resumes the endpoint's switch through
+ * handler (its Redis hook) once answered or not; the step then calls
+ * lines_durable_done(), which logs a write left to the durable one.
  */
 void ngx_http_linegate_lines_orphan(ngx_log_t *log,
     ngx_http_linegate_lr_t *lr);
 void ngx_http_linegate_lines_durable(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr, ngx_http_linegate_script_id_e script,
-    const char *what, ngx_http_linegate_lr_pt next);
+    const char *what, ngx_http_linegate_redis_handler_pt handler);
+void ngx_http_linegate_lines_durable_done(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr, redisReply *reply);
 
 /*
  * The pool cleanup of a request freed (a draining worker's shutdown
@@ -325,14 +408,21 @@ ngx_int_t ngx_http_linegate_lines_stripe(ngx_http_request_t *r,
 void ngx_http_linegate_line_create(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr);
 /*
- * Draft invoice, its one item at the channel's price, finalize; Stripe
- * Idempotency-Keys are lr->invoice.key + "-invoice", "-item",
- * "-finalize". lr->invoice.done runs at the end, result set.
+ * The invoice machine, driven by the endpoint's switch in its invoice
+ * steps (it calls nothing above itself). issue: draft invoice, its one
+ * item at the channel's price, finalize; Stripe Idempotency-Keys are
+ * lr->invoice.key + "-invoice", "-item", "-finalize". discard: void
+ * lr->invoice.id, or delete it while a draft (tried again later). Each
+ * Stripe call resumes the endpoint through resume (its Stripe hook); the
+ * endpoint then hands the answer to invoice_next. All three return
+ * NGX_AGAIN (a call or a wait in flight: the endpoint returns) or
+ * NGX_DONE (the machine ended, lr->invoice.result set).
  */
-void ngx_http_linegate_invoice_issue(ngx_http_request_t *r,
-    ngx_http_linegate_lr_t *lr);
-/* void lr->invoice.id, or delete it while a draft (tried again); done */
-void ngx_http_linegate_invoice_discard(ngx_http_request_t *r,
+ngx_int_t ngx_http_linegate_invoice_issue(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr, ngx_http_linegate_resume_pt resume);
+ngx_int_t ngx_http_linegate_invoice_discard(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr, ngx_http_linegate_resume_pt resume);
+ngx_int_t ngx_http_linegate_invoice_next(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr);
 
 

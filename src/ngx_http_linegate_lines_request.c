@@ -28,10 +28,6 @@ typedef struct {
 } ngx_http_linegate_line_field_t;
 
 
-static void ngx_http_linegate_lines_durable_done(ngx_http_request_t *r,
-    redisReply *reply);
-
-
 #define ngx_http_linegate_line_field(name, field)                           \
     { ngx_string(name), offsetof(ngx_http_linegate_line_t, field) }
 
@@ -96,14 +92,14 @@ ngx_http_linegate_lines_args(ngx_http_request_t *r,
     a = &lr->args;
     ngx_http_linegate_redis_args_init(a);
 
-    ngx_http_linegate_redis_arg_cstr(a, lr->counted ? "n"
-                                        : lr->who.kind
-                                          == NGX_HTTP_LINEGATE_AUTH_API_KEY
-                                          && !lr->who.cached
-                                        ? "k" : "w");
+    ngx_http_linegate_redis_arg_cstr(a,
+                        lr->caller == NGX_HTTP_LINEGATE_LR_CALLER_COUNTED
+                        ? "n"
+                        : lr->caller == NGX_HTTP_LINEGATE_LR_CALLER_KEY
+                        ? "k" : "w");
     ngx_http_linegate_redis_arg_str(a, &lr->who.value);
 
-    if (lr->counted) {
+    if (lr->caller == NGX_HTTP_LINEGATE_LR_CALLER_COUNTED) {
         /* 'n': what the pipeline that admitted the request left */
         ngx_http_linegate_redis_arg_int(r, a, lr->remaining);
         ngx_http_linegate_redis_arg_int(r, a, lr->reset_ms);
@@ -164,13 +160,13 @@ ngx_http_linegate_lines_call(ngx_http_request_t *r,
  * for the request, which waits for it: the writes of the connection are
  * answered in order, so once it is answered the durable one has run too,
  * and the client is answered with the state repaired (it is idempotent:
- * running twice is running once). next(r, lr) then runs, whatever Redis
- * said.
+ * running twice is running once). The step of the endpoint resumes
+ * through handler then, whatever Redis said, and calls durable_done.
  */
 void
 ngx_http_linegate_lines_durable(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr, ngx_http_linegate_script_id_e script,
-    const char *what, ngx_http_linegate_lr_pt next)
+    const char *what, ngx_http_linegate_redis_handler_pt handler)
 {
     u_char  *name, *p;
 
@@ -187,10 +183,8 @@ ngx_http_linegate_lines_durable(ngx_http_request_t *r,
                                            name ? (const char *) name : what);
 
     lr->durable = what;
-    lr->durable_next = next;
 
-    ngx_http_linegate_lines_call(r, lr, script,
-                                 ngx_http_linegate_lines_durable_done);
+    ngx_http_linegate_lines_call(r, lr, script, handler);
 }
 
 
@@ -263,22 +257,16 @@ ngx_http_linegate_lines_orphan(ngx_log_t *log, ngx_http_linegate_lr_t *lr)
 }
 
 
-static void
+void
 ngx_http_linegate_lines_durable_done(ngx_http_request_t *r,
-    redisReply *reply)
+    ngx_http_linegate_lr_t *lr, redisReply *reply)
 {
-    ngx_http_linegate_lr_t  *lr;
-
-    lr = ngx_http_linegate_lines_lr(r);
-
     if (reply == NULL) {
         ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
                       NGX_HTTP_LINEGATE_LOG "%s of line request \"%V\" "
                       "not answered yet: left to the durable write",
                       lr->durable, &lr->id);
     }
-
-    lr->durable_next(r, lr);
 }
 
 

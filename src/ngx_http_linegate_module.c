@@ -51,6 +51,12 @@ static char *ngx_http_linegate_api(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static char *ngx_http_linegate_redis_conf(ngx_conf_t *cf,
     ngx_command_t *cmd, void *conf);
+static ngx_int_t ngx_http_linegate_redis_address(ngx_conf_t *cf,
+    ngx_str_t *value, ngx_str_t *host, ngx_int_t *port);
+static char *ngx_http_linegate_redis_option(ngx_conf_t *cf,
+    ngx_http_linegate_main_conf_t *lmcf, ngx_str_t *v);
+static char *ngx_http_linegate_redis_wait_conf(ngx_conf_t *cf,
+    ngx_command_t *cmd, void *conf);
 static char *ngx_http_linegate_plan_price(ngx_conf_t *cf,
     ngx_command_t *cmd, void *conf);
 static char *ngx_http_linegate_rate(ngx_conf_t *cf, ngx_command_t *cmd,
@@ -128,7 +134,7 @@ static ngx_command_t  ngx_http_linegate_commands[] = {
       NULL },
 
     { ngx_string("linegate_redis"),
-      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE123,
+      NGX_HTTP_MAIN_CONF|NGX_CONF_1MORE,
       ngx_http_linegate_redis_conf,
       NGX_HTTP_MAIN_CONF_OFFSET,
       0,
@@ -160,6 +166,13 @@ static ngx_command_t  ngx_http_linegate_commands[] = {
       ngx_conf_set_msec_slot,
       NGX_HTTP_MAIN_CONF_OFFSET,
       offsetof(ngx_http_linegate_main_conf_t, redis_keepalive),
+      NULL },
+
+    { ngx_string("linegate_redis_wait"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE2,
+      ngx_http_linegate_redis_wait_conf,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
       NULL },
 
     { ngx_string("linegate_stripe_location"),
@@ -815,6 +828,8 @@ ngx_http_linegate_create_main_conf(ngx_conf_t *cf)
     lmcf->redis_connect_timeout = NGX_CONF_UNSET_MSEC;
     lmcf->redis_command_timeout = NGX_CONF_UNSET_MSEC;
     lmcf->redis_keepalive = NGX_CONF_UNSET_MSEC;
+    lmcf->redis_wait_replicas = NGX_CONF_UNSET;
+    lmcf->redis_wait_timeout = NGX_CONF_UNSET_MSEC;
     lmcf->webhook_tolerance = NGX_CONF_UNSET;
     lmcf->reconcile_interval = NGX_CONF_UNSET_MSEC;
     lmcf->reconcile_delay = NGX_CONF_UNSET_MSEC;
@@ -851,6 +866,8 @@ ngx_http_linegate_init_main_conf(ngx_conf_t *cf, void *conf)
     ngx_conf_init_msec_value(lmcf->redis_connect_timeout, 1000);
     ngx_conf_init_msec_value(lmcf->redis_command_timeout, 1000);
     ngx_conf_init_msec_value(lmcf->redis_keepalive, 2000);
+    ngx_conf_init_value(lmcf->redis_wait_replicas, 0);
+    ngx_conf_init_msec_value(lmcf->redis_wait_timeout, 0);
     ngx_conf_init_value(lmcf->webhook_tolerance, 300);
     ngx_conf_init_msec_value(lmcf->reconcile_interval, 5000);
     ngx_conf_init_msec_value(lmcf->reconcile_delay, 60000);
@@ -910,6 +927,18 @@ ngx_http_linegate_init_main_conf(ngx_conf_t *cf, void *conf)
     {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                            "linegate: Redis timeouts must be greater than 0");
+        return NGX_CONF_ERROR;
+    }
+
+    if (lmcf->redis_wait_replicas > 0
+        && lmcf->redis_wait_timeout >= lmcf->redis_command_timeout)
+    {
+        /* else the command's timer answers first, and WAIT never decides */
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"linegate_redis_wait\" timeout %M ms must be "
+                           "shorter than linegate_redis_command_timeout "
+                           "(%M ms)", lmcf->redis_wait_timeout,
+                           lmcf->redis_command_timeout);
         return NGX_CONF_ERROR;
     }
 
@@ -1075,11 +1104,9 @@ ngx_http_linegate_redis_conf(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 {
     ngx_http_linegate_main_conf_t *lmcf = conf;
 
-    u_char      *p;
-    ngx_int_t    n;
-    ngx_str_t   *value;
-    ngx_url_t    u;
-    ngx_uint_t   i;
+    ngx_str_t                        *value;
+    ngx_uint_t                        i, naddrs;
+    ngx_http_linegate_redis_addr_t   *addr;
 
     if (lmcf->redis_configured) {
         return "is duplicate";
@@ -1087,82 +1114,223 @@ ngx_http_linegate_redis_conf(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
     value = cf->args->elts;
 
-    if (ngx_strncmp(value[1].data, "unix:", 5) == 0) {
-        if (value[1].len <= 5) {
-            return "has an empty unix socket path";
-        }
-
-        lmcf->redis_unix.data = value[1].data + 5;
-        lmcf->redis_unix.len = value[1].len - 5;
-
-    } else {
-        /*
-         * hiredis resolves names with a blocking call: the address is
-         * resolved here, at load, and the worker connects to the IP.
-         */
-        ngx_memzero(&u, sizeof(ngx_url_t));
-        u.url = value[1];
-        u.no_resolve = 0;
-
-        if (ngx_parse_url(cf->pool, &u) != NGX_OK || u.no_port
-            || u.naddrs == 0)
+    /* the addresses come first, the name=value options after them */
+    for (naddrs = 0; naddrs + 1 < cf->args->nelts; naddrs++) {
+        if (ngx_strlchr(value[naddrs + 1].data,
+                        value[naddrs + 1].data + value[naddrs + 1].len, '=')
+            != NULL)
         {
-            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                               "invalid Redis address \"%V\"%s%s",
-                               &value[1], u.err ? ": " : "",
-                               u.err ? u.err : " (expected ip:port or "
-                               "unix:/path)");
-            return NGX_CONF_ERROR;
+            break;
         }
-
-        p = ngx_pnalloc(cf->pool, NGX_SOCKADDR_STRLEN + 1);
-        if (p == NULL) {
-            return NGX_CONF_ERROR;
-        }
-
-        n = ngx_sock_ntop(u.addrs[0].sockaddr, u.addrs[0].socklen, p,
-                          NGX_SOCKADDR_STRLEN, 0);
-        p[n] = '\0';
-
-        lmcf->redis_host.data = p;
-        lmcf->redis_host.len = n;
-        lmcf->redis_port = u.port;
     }
 
-    for (i = 2; i < cf->args->nelts; i++) {
+    if (naddrs == 0) {
+        return "needs an address";
+    }
 
-        if (ngx_strncmp(value[i].data, "password=", 9) == 0) {
-            if (lmcf->redis_password.data != NULL) {
-                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                                   "the Redis password is set twice "
-                                   "(\"password=\" and "
-                                   "\"linegate_redis_password_file\")");
-                return NGX_CONF_ERROR;
-            }
+    for (i = naddrs + 1; i < cf->args->nelts; i++) {
+        if (ngx_http_linegate_redis_option(cf, lmcf, &value[i])
+            != NGX_CONF_OK)
+        {
+            return NGX_CONF_ERROR;
+        }
+    }
 
-            lmcf->redis_password.data = value[i].data + 9;
-            lmcf->redis_password.len = value[i].len - 9;
-            continue;
+    if (lmcf->redis_sentinel_master.len == 0) {
+        if (naddrs > 1) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "several Redis addresses need "
+                               "\"sentinel=<master name>\" (they are the "
+                               "sentinels)");
+            return NGX_CONF_ERROR;
         }
 
-        if (ngx_strncmp(value[i].data, "db=", 3) == 0) {
-            n = ngx_atoi(value[i].data + 3, value[i].len - 3);
-            if (n == NGX_ERROR || n > 255) {
-                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                                   "invalid Redis db \"%V\"", &value[i]);
-                return NGX_CONF_ERROR;
+        if (ngx_strncmp(value[1].data, "unix:", 5) == 0) {
+            if (value[1].len <= 5) {
+                return "has an empty unix socket path";
             }
 
-            lmcf->redis_db = n;
-            continue;
+            lmcf->redis_unix.data = value[1].data + 5;
+            lmcf->redis_unix.len = value[1].len - 5;
+
+        } else if (ngx_http_linegate_redis_address(cf, &value[1],
+                                                   &lmcf->redis_host,
+                                                   &lmcf->redis_port)
+                   != NGX_OK)
+        {
+            return NGX_CONF_ERROR;
         }
 
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "invalid parameter \"%V\"", &value[i]);
+        lmcf->redis_configured = 1;
+        return NGX_CONF_OK;
+    }
+
+    lmcf->redis_sentinels = ngx_array_create(cf->pool, naddrs,
+                                     sizeof(ngx_http_linegate_redis_addr_t));
+    if (lmcf->redis_sentinels == NULL) {
         return NGX_CONF_ERROR;
     }
 
+    for (i = 1; i <= naddrs; i++) {
+        addr = ngx_array_push(lmcf->redis_sentinels);
+        if (addr == NULL) {
+            return NGX_CONF_ERROR;
+        }
+
+        if (ngx_strncmp(value[i].data, "unix:", 5) == 0) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "a sentinel is reached over TCP, not "
+                               "\"%V\"", &value[i]);
+            return NGX_CONF_ERROR;
+        }
+
+        if (ngx_http_linegate_redis_address(cf, &value[i], &addr->host,
+                                            &addr->port)
+            != NGX_OK)
+        {
+            return NGX_CONF_ERROR;
+        }
+    }
+
     lmcf->redis_configured = 1;
+
+    return NGX_CONF_OK;
+}
+
+
+/*
+ * hiredis resolves names with a blocking call: an address is resolved
+ * here, at load, and the worker connects to the IP.
+ */
+static ngx_int_t
+ngx_http_linegate_redis_address(ngx_conf_t *cf, ngx_str_t *value,
+    ngx_str_t *host, ngx_int_t *port)
+{
+    u_char     *p;
+    size_t      n;
+    ngx_url_t   u;
+
+    ngx_memzero(&u, sizeof(ngx_url_t));
+    u.url = *value;
+    u.no_resolve = 0;
+
+    if (ngx_parse_url(cf->pool, &u) != NGX_OK || u.no_port || u.naddrs == 0)
+    {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid Redis address \"%V\"%s%s",
+                           value, u.err ? ": " : "",
+                           u.err ? u.err : " (expected ip:port or "
+                           "unix:/path)");
+        return NGX_ERROR;
+    }
+
+    p = ngx_pnalloc(cf->pool, NGX_SOCKADDR_STRLEN + 1);
+    if (p == NULL) {
+        return NGX_ERROR;
+    }
+
+    n = ngx_sock_ntop(u.addrs[0].sockaddr, u.addrs[0].socklen, p,
+                      NGX_SOCKADDR_STRLEN, 0);
+    p[n] = '\0';
+
+    host->data = p;
+    host->len = n;
+    *port = u.port;
+
+    return NGX_OK;
+}
+
+
+/* one name=value option of linegate_redis */
+static char *
+ngx_http_linegate_redis_option(ngx_conf_t *cf,
+    ngx_http_linegate_main_conf_t *lmcf, ngx_str_t *v)
+{
+    ngx_int_t  n;
+
+    if (ngx_strncmp(v->data, "password=", 9) == 0) {
+        if (lmcf->redis_password.data != NULL) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "the Redis password is set twice "
+                               "(\"password=\" and "
+                               "\"linegate_redis_password_file\")");
+            return NGX_CONF_ERROR;
+        }
+
+        lmcf->redis_password.data = v->data + 9;
+        lmcf->redis_password.len = v->len - 9;
+        return NGX_CONF_OK;
+    }
+
+    if (ngx_strncmp(v->data, "user=", 5) == 0 && v->len > 5) {
+        lmcf->redis_user.data = v->data + 5;
+        lmcf->redis_user.len = v->len - 5;
+        return NGX_CONF_OK;
+    }
+
+    if (ngx_strncmp(v->data, "sentinel=", 9) == 0 && v->len > 9) {
+        lmcf->redis_sentinel_master.data = v->data + 9;
+        lmcf->redis_sentinel_master.len = v->len - 9;
+        return NGX_CONF_OK;
+    }
+
+    if (ngx_strncmp(v->data, "sentinel_password=", 18) == 0) {
+        lmcf->redis_sentinel_password.data = v->data + 18;
+        lmcf->redis_sentinel_password.len = v->len - 18;
+        return NGX_CONF_OK;
+    }
+
+    if (ngx_strncmp(v->data, "db=", 3) == 0) {
+        n = ngx_atoi(v->data + 3, v->len - 3);
+        if (n == NGX_ERROR || n > 255) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "invalid Redis db \"%V\"", v);
+            return NGX_CONF_ERROR;
+        }
+
+        lmcf->redis_db = n;
+        return NGX_CONF_OK;
+    }
+
+    ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, "invalid parameter \"%V\"", v);
+    return NGX_CONF_ERROR;
+}
+
+
+/* linegate_redis_wait replicas timeout */
+static char *
+ngx_http_linegate_redis_wait_conf(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf)
+{
+    ngx_http_linegate_main_conf_t *lmcf = conf;
+
+    ngx_int_t    n;
+    ngx_str_t   *value;
+    ngx_msec_t   ms;
+
+    if (lmcf->redis_wait_replicas != NGX_CONF_UNSET) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    n = ngx_atoi(value[1].data, value[1].len);
+    if (n == NGX_ERROR || n < 1 || n > 64) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid number of replicas \"%V\" (1 to 64)",
+                           &value[1]);
+        return NGX_CONF_ERROR;
+    }
+
+    ms = ngx_parse_time(&value[2], 0);
+    if (ms == (ngx_msec_t) NGX_ERROR || ms == 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid timeout \"%V\"", &value[2]);
+        return NGX_CONF_ERROR;
+    }
+
+    lmcf->redis_wait_replicas = n;
+    lmcf->redis_wait_timeout = ms;
 
     return NGX_CONF_OK;
 }

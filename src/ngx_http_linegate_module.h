@@ -56,16 +56,31 @@ typedef struct {
 } ngx_http_linegate_plan_price_t;
 
 
+/* a Redis address, resolved at load */
+typedef struct {
+    ngx_str_t                       host;    /* an IP, NUL-terminated */
+    ngx_int_t                       port;
+} ngx_http_linegate_redis_addr_t;
+
+
 typedef struct {
     /* Redis: an IP address (resolved at load) or a unix socket */
     ngx_str_t                       redis_host;
     ngx_int_t                       redis_port;
     ngx_str_t                       redis_unix;
+    /* or Redis Sentinel: the master's name and the sentinels */
+    ngx_str_t                       redis_sentinel_master;
+    ngx_array_t                    *redis_sentinels;
+    ngx_str_t                       redis_sentinel_password;
+    ngx_str_t                       redis_user;      /* ACL user, or none */
     ngx_str_t                       redis_password;
     ngx_int_t                       redis_db;
     ngx_msec_t                      redis_connect_timeout;
     ngx_msec_t                      redis_command_timeout;
     ngx_msec_t                      redis_keepalive;
+    /* linegate_redis_wait: replicas that acknowledge a money-path write */
+    ngx_int_t                       redis_wait_replicas;
+    ngx_msec_t                      redis_wait_timeout;
     ngx_flag_t                      redis_configured;
 
     /* Stripe, reached through an internal location */

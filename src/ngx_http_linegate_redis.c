@@ -19,7 +19,8 @@
 #include "ngx_http_linegate_scripts.h"
 #include "ngx_http_linegate_metrics.h"
 
-#include <hiredis/async.h>
+#include "ngx_http_linegate_redis_event.h"
+#include "ngx_http_linegate_redis_sentinel.h"
 
 
 #define NGX_HTTP_LINEGATE_BACKOFF_MIN  100
@@ -40,7 +41,6 @@ typedef enum {
 
 typedef struct {
     redisAsyncContext                  *ac;
-    ngx_connection_t                   *conn;
     ngx_http_linegate_redis_state_e     state;
     ngx_uint_t                          attempts;
     ngx_uint_t                          ping_pending;
@@ -51,6 +51,15 @@ typedef struct {
     ngx_event_t                         reconnect_timer;
     ngx_event_t                         keepalive_timer;
     ngx_http_linegate_main_conf_t      *lmcf;
+
+    /* the server reached: linegate_redis's, or the master Sentinel named */
+    ngx_str_t                           host;
+    ngx_int_t                           port;
+    ngx_uint_t                          sentinel;
+    ngx_uint_t                          master_known;
+    ngx_event_t                         rediscover;  /* posted */
+    u_char                              node[NGX_SOCKADDR_STRLEN + 8];
+    size_t                              node_len;   /* of the gauge */
     ngx_log_t                          *log;
 
     /* durable writes waiting for an answer, oldest first */
@@ -86,6 +95,11 @@ typedef struct {
     ngx_http_linegate_redis_args_t     *args;
     ngx_uint_t                          retried;
     uint64_t                            sent_us;  /* for the metrics */
+
+    /* linegate_redis_wait: WAIT sent after the script */
+    ngx_uint_t                          waits;    /* WAIT replies owed */
+    ngx_uint_t                          have;     /* the script answered */
+    redisReply                         *stash;    /* its reply, or NULL */
 } ngx_http_linegate_redis_cmd_t;
 
 
@@ -103,6 +117,15 @@ typedef struct {
 
 
 static void ngx_http_linegate_redis_connect(void);
+static void ngx_http_linegate_redis_connect_to(void);
+static void ngx_http_linegate_redis_master_found(ngx_int_t rc,
+    ngx_str_t *host, ngx_int_t port);
+static void ngx_http_linegate_redis_master_switched(void);
+static void ngx_http_linegate_redis_rediscover(ngx_event_t *ev);
+static void ngx_http_linegate_redis_auth(void);
+static void ngx_http_linegate_redis_role_cb(redisAsyncContext *ac,
+    void *reply, void *privdata);
+static void ngx_http_linegate_redis_ready(void);
 static void ngx_http_linegate_redis_lost(void);
 static void ngx_http_linegate_redis_connect_cb(const redisAsyncContext *ac,
     int status);
@@ -114,6 +137,11 @@ static void ngx_http_linegate_redis_setup_cb(redisAsyncContext *ac,
 static void ngx_http_linegate_redis_reply_cb(redisAsyncContext *ac,
     void *reply, void *privdata);
 static void ngx_http_linegate_redis_pipeline_cb(redisAsyncContext *ac,
+    void *reply, void *privdata);
+static ngx_uint_t ngx_http_linegate_redis_acknowledged(ngx_int_t script);
+static ngx_int_t ngx_http_linegate_redis_send_wait(
+    ngx_http_linegate_redis_cmd_t *cmd);
+static void ngx_http_linegate_redis_wait_cb(redisAsyncContext *ac,
     void *reply, void *privdata);
 static void ngx_http_linegate_redis_pipeline_drop(
     ngx_http_linegate_redis_pipeline_t *pl);
@@ -156,15 +184,6 @@ static void ngx_http_linegate_redis_durable_cb(redisAsyncContext *ac,
 static void ngx_http_linegate_redis_durable_retry(ngx_event_t *ev);
 static void ngx_http_linegate_redis_durable_arm(void);
 
-static void ngx_http_linegate_redis_read_handler(ngx_event_t *ev);
-static void ngx_http_linegate_redis_write_handler(ngx_event_t *ev);
-static void ngx_http_linegate_redis_watch(ngx_event_t *ev, ngx_int_t event,
-    ngx_uint_t on);
-static void ngx_http_linegate_redis_add_read(void *privdata);
-static void ngx_http_linegate_redis_del_read(void *privdata);
-static void ngx_http_linegate_redis_add_write(void *privdata);
-static void ngx_http_linegate_redis_del_write(void *privdata);
-static void ngx_http_linegate_redis_cleanup(void *privdata);
 
 
 static ngx_http_linegate_redis_t  ngx_http_linegate_redis;
@@ -484,6 +503,13 @@ ngx_http_linegate_redis_send(ngx_http_linegate_redis_cmd_t *cmd,
         return NGX_ERROR;
     }
 
+    if (cmd->script >= 0 && rd->lmcf->redis_wait_replicas > 0
+        && ngx_http_linegate_redis_acknowledged(cmd->script))
+    {
+        /* written with the script: same round trip */
+        (void) ngx_http_linegate_redis_send_wait(cmd);
+    }
+
     if (!cmd->timer.timer_set) {
         cmd->timer.handler = ngx_http_linegate_redis_cmd_timeout;
         cmd->timer.data = &ngx_http_linegate_redis_dummy;
@@ -560,6 +586,13 @@ ngx_http_linegate_redis_reply_cb(redisAsyncContext *ac, void *data,
     r = cmd->r;
 
     if (r == NULL || ngx_http_linegate_redis.exiting) {
+        if (cmd->waits) {
+            /* freed by the last WAIT's callback, owed after this one */
+            cmd->have = 1;
+            cmd->stash = NULL;
+            return;
+        }
+
         /* a late reply for a request that timed out: nobody waits */
         if (cmd->timer.timer_set) {
             ngx_del_timer(&cmd->timer);
@@ -593,7 +626,134 @@ ngx_http_linegate_redis_reply_cb(redisAsyncContext *ac, void *data,
         reply = NULL;
     }
 
+    if (cmd->waits) {
+        /* answered once the replicas have acknowledged it, or not */
+        cmd->have = 1;
+        cmd->stash = (reply != NULL)
+                     ? ngx_http_linegate_redis_copy(r->pool, reply) : NULL;
+        return;
+    }
+
     ngx_http_linegate_redis_finish(cmd, reply);
+}
+
+
+/*
+ * The writes a 200 stands on (linegate_redis_wait): the creation's commit
+ * and the invoice it is billed by, the confirm's recorded line, the
+ * settlements of a payment (GET's reconciliation, the webhooks).
+ */
+static ngx_uint_t
+ngx_http_linegate_redis_acknowledged(ngx_int_t script)
+{
+    switch (script) {
+
+    case NGX_HTTP_LINEGATE_SCRIPT_LR_CREATE:
+    case NGX_HTTP_LINEGATE_SCRIPT_LR_INVOICE_STORE:
+    case NGX_HTTP_LINEGATE_SCRIPT_LR_RESOLVE:
+    case NGX_HTTP_LINEGATE_SCRIPT_PV_RECORD:
+    case NGX_HTTP_LINEGATE_SCRIPT_WH_INVOICE:
+    case NGX_HTTP_LINEGATE_SCRIPT_WH_SUBSCRIPTION:
+        return 1;
+
+    default:
+        return 0;
+    }
+}
+
+
+static ngx_int_t
+ngx_http_linegate_redis_send_wait(ngx_http_linegate_redis_cmd_t *cmd)
+{
+    int                             argc;
+    u_char                          n[NGX_INT_T_LEN], ms[NGX_INT_T_LEN];
+    const char                     *argv[3];
+    size_t                          argvlen[3];
+    ngx_http_linegate_main_conf_t  *lmcf;
+
+    lmcf = ngx_http_linegate_redis.lmcf;
+
+    argc = 0;
+    argv[argc] = "WAIT";
+    argvlen[argc++] = 4;
+    argv[argc] = (const char *) n;
+    argvlen[argc++] = ngx_sprintf(n, "%i", lmcf->redis_wait_replicas) - n;
+    argv[argc] = (const char *) ms;
+    argvlen[argc++] = ngx_sprintf(ms, "%M", lmcf->redis_wait_timeout) - ms;
+
+    if (ngx_http_linegate_redis_append(cmd->r->pool, argc, argv, argvlen,
+                                       ngx_http_linegate_redis_wait_cb, cmd)
+        != NGX_OK)
+    {
+        /* not sent: the answer does not wait for replicas, say so */
+        ngx_log_error(NGX_LOG_ERR, cmd->r->connection->log, 0,
+                      NGX_HTTP_LINEGATE_LOG "redis WAIT not sent");
+        return NGX_ERROR;
+    }
+
+    cmd->waits++;
+
+    return NGX_OK;
+}
+
+
+/*
+ * WAIT's answer, after the script's: the script's reply goes to the
+ * handler only when enough replicas have it. Fewer is an unknown outcome
+ * (NULL), exactly as a lost connection: the write may or may not survive
+ * a failover, and every handler repairs an unknown outcome already.
+ */
+static void
+ngx_http_linegate_redis_wait_cb(redisAsyncContext *ac, void *data,
+    void *privdata)
+{
+    redisReply                     *reply;
+    ngx_http_request_t             *r;
+    ngx_http_linegate_redis_cmd_t  *cmd;
+    ngx_http_linegate_main_conf_t  *lmcf;
+
+    cmd = privdata;
+    reply = data;
+    lmcf = ngx_http_linegate_redis.lmcf;
+
+    cmd->waits--;
+
+    if (!cmd->have || cmd->waits) {
+        /* the WAIT of an EVALSHA answered NOSCRIPT: the EVAL has its own */
+        return;
+    }
+
+    r = cmd->r;
+
+    if (r == NULL || ngx_http_linegate_redis.exiting) {
+        if (cmd->timer.timer_set) {
+            ngx_del_timer(&cmd->timer);
+        }
+
+        ngx_http_linegate_redis_release(cmd);
+        ngx_free(cmd);
+        return;
+    }
+
+    if (reply == NULL || reply->type != REDIS_REPLY_INTEGER
+        || reply->integer < lmcf->redis_wait_replicas)
+    {
+        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                      NGX_HTTP_LINEGATE_LOG "redis: %V acknowledged by %i "
+                      "of %i replicas within %M ms: its outcome is unknown",
+                      ngx_http_linegate_script_name(cmd->script),
+                      (reply != NULL && reply->type == REDIS_REPLY_INTEGER)
+                      ? (ngx_int_t) reply->integer : (ngx_int_t) 0,
+                      lmcf->redis_wait_replicas, lmcf->redis_wait_timeout);
+
+        ngx_http_linegate_metrics_inc1(NGX_HTTP_LINEGATE_M_REDIS_ERRORS,
+                                       "kind", "unacknowledged");
+
+        ngx_http_linegate_redis_finish(cmd, NULL);
+        return;
+    }
+
+    ngx_http_linegate_redis_finish(cmd, cmd->stash);
 }
 
 
@@ -761,6 +921,18 @@ ngx_http_linegate_redis_copy(ngx_pool_t *pool, redisReply *src)
 static void
 ngx_http_linegate_redis_log_error(ngx_log_t *log, redisReply *reply)
 {
+    ngx_http_linegate_redis_t  *rd;
+
+    rd = &ngx_http_linegate_redis;
+
+    if (rd->sentinel && ngx_strncmp(reply->str, "READONLY", 8) == 0
+        && !rd->rediscover.posted)
+    {
+        /* the master became a replica: find the new one (out of hiredis's
+         * callback: the connection is freed there) */
+        ngx_post_event(&rd->rediscover, &ngx_posted_events);
+    }
+
     if (ngx_http_linegate_redis_unavailable(reply)) {
         ngx_log_error(NGX_LOG_ERR, log, 0,
                       NGX_HTTP_LINEGATE_LOG "redis unavailable: \"%*s\"",
@@ -1297,6 +1469,8 @@ ngx_http_linegate_redis_init_process(ngx_cycle_t *cycle)
 
     rd->lmcf = lmcf;
     rd->log = cycle->log;
+    rd->host = lmcf->redis_host;
+    rd->port = lmcf->redis_port;
 
     ngx_http_linegate_redis_dummy.fd = (ngx_socket_t) -1;
     rd->connect_timer.data = &ngx_http_linegate_redis_dummy;
@@ -1318,6 +1492,16 @@ ngx_http_linegate_redis_init_process(ngx_cycle_t *cycle)
     rd->durable_timer.data = &ngx_http_linegate_redis_dummy;
     rd->durable_timer.handler = ngx_http_linegate_redis_durable_retry;
     rd->durable_timer.log = cycle->log;
+
+    if (lmcf->redis_sentinels) {
+        rd->sentinel = 1;
+        rd->rediscover.data = &ngx_http_linegate_redis_dummy;
+        rd->rediscover.handler = ngx_http_linegate_redis_rediscover;
+        rd->rediscover.log = cycle->log;
+        ngx_http_linegate_sentinel_init(lmcf, cycle->log,
+                              ngx_http_linegate_redis_master_found,
+                              ngx_http_linegate_redis_master_switched);
+    }
 
     ngx_http_linegate_redis_connect();
 
@@ -1342,6 +1526,14 @@ ngx_http_linegate_redis_exit_process(ngx_cycle_t *cycle)
 
     if (rd->counted) {
         ngx_http_linegate_redis_gauge(-1);
+    }
+
+    if (rd->sentinel) {
+        ngx_http_linegate_sentinel_exit();
+
+        if (rd->rediscover.posted) {
+            ngx_delete_posted_event(&rd->rediscover);
+        }
     }
 
     /* what could not be written: the error log is the last record */
@@ -1376,8 +1568,83 @@ ngx_http_linegate_redis_exit_process(ngx_cycle_t *cycle)
 static void
 ngx_http_linegate_redis_connect(void)
 {
+    ngx_http_linegate_redis_t  *rd;
+
+    rd = &ngx_http_linegate_redis;
+
+    if (rd->sentinel && !rd->master_known) {
+        /* requests are answered 503 meanwhile, as while connecting */
+        rd->state = NGX_HTTP_LINEGATE_REDIS_CONNECTING;
+        ngx_http_linegate_sentinel_discover();
+        return;
+    }
+
+    ngx_http_linegate_redis_connect_to();
+}
+
+
+static void
+ngx_http_linegate_redis_master_found(ngx_int_t rc, ngx_str_t *host,
+    ngx_int_t port)
+{
+    ngx_http_linegate_redis_t  *rd;
+
+    rd = &ngx_http_linegate_redis;
+
+    if (rd->exiting || rd->state != NGX_HTTP_LINEGATE_REDIS_CONNECTING
+        || rd->ac != NULL)
+    {
+        return;
+    }
+
+    if (rc != NGX_OK) {
+        ngx_http_linegate_redis_lost();
+        return;
+    }
+
+    rd->host = *host;    /* the sentinel module's buffer, kept until next */
+    rd->port = port;
+    rd->master_known = 1;
+
+    ngx_http_linegate_redis_connect_to();
+}
+
+
+/* a sentinel announced a failover of our master */
+static void
+ngx_http_linegate_redis_master_switched(void)
+{
+    ngx_http_linegate_redis_t  *rd;
+
+    rd = &ngx_http_linegate_redis;
+
+    if (!rd->rediscover.posted) {
+        ngx_post_event(&rd->rediscover, &ngx_posted_events);
+    }
+}
+
+
+static void
+ngx_http_linegate_redis_rediscover(ngx_event_t *ev)
+{
+    ngx_http_linegate_redis_t  *rd;
+
+    rd = &ngx_http_linegate_redis;
+
+    if (rd->exiting || rd->ac == NULL) {
+        /* not connected: the next connect asks the sentinels anyway */
+        rd->master_known = 0;
+        return;
+    }
+
+    ngx_http_linegate_redis_drop("master changed");
+}
+
+
+static void
+ngx_http_linegate_redis_connect_to(void)
+{
     redisAsyncContext              *ac;
-    ngx_connection_t               *c;
     ngx_http_linegate_redis_t      *rd;
     ngx_http_linegate_main_conf_t  *lmcf;
 
@@ -1388,9 +1655,8 @@ ngx_http_linegate_redis_connect(void)
         ac = redisAsyncConnectUnix((char *) lmcf->redis_unix.data);
 
     } else {
-        /* an IP address, resolved at load: no DNS on the event loop */
-        ac = redisAsyncConnect((char *) lmcf->redis_host.data,
-                               (int) lmcf->redis_port);
+        /* an IP address, resolved at load or given by a sentinel */
+        ac = redisAsyncConnect((char *) rd->host.data, (int) rd->port);
     }
 
     if (ac == NULL) {
@@ -1409,36 +1675,18 @@ ngx_http_linegate_redis_connect(void)
         return;
     }
 
-    c = ngx_get_connection(ac->c.fd, rd->log);
-    if (c == NULL) {
+    if (ngx_http_linegate_redis_event_attach(ac, rd->log) != NGX_OK) {
         redisAsyncFree(ac);
         ngx_http_linegate_redis_lost();
         return;
     }
-
-    c->data = ac;
-    c->read->handler = ngx_http_linegate_redis_read_handler;
-    c->write->handler = ngx_http_linegate_redis_write_handler;
-    c->read->log = rd->log;
-    c->write->log = rd->log;
-
-    ac->ev.data = c;
-    ac->ev.addRead = ngx_http_linegate_redis_add_read;
-    ac->ev.delRead = ngx_http_linegate_redis_del_read;
-    ac->ev.addWrite = ngx_http_linegate_redis_add_write;
-    ac->ev.delWrite = ngx_http_linegate_redis_del_write;
-    ac->ev.cleanup = ngx_http_linegate_redis_cleanup;
 
     redisAsyncSetConnectCallback(ac, ngx_http_linegate_redis_connect_cb);
     redisAsyncSetDisconnectCallback(ac,
                                     ngx_http_linegate_redis_disconnect_cb);
 
     rd->ac = ac;
-    rd->conn = c;
     rd->state = NGX_HTTP_LINEGATE_REDIS_CONNECTING;
-
-    /* writability tells that the non-blocking connect finished */
-    ngx_http_linegate_redis_add_write(c);
 
     ngx_add_timer(&rd->connect_timer, lmcf->redis_connect_timeout);
 }
@@ -1465,8 +1713,91 @@ ngx_http_linegate_redis_connect_cb(const redisAsyncContext *ac, int status)
         return;
     }
 
-    ngx_log_error(NGX_LOG_NOTICE, rd->log, 0,
-                  NGX_HTTP_LINEGATE_LOG "redis connected");
+    ngx_http_linegate_redis_auth();
+
+    if (rd->sentinel) {
+        /* what a sentinel named may be a replica by now: ask it first */
+        if (redisAsyncCommand(rd->ac, ngx_http_linegate_redis_role_cb, NULL,
+                              "ROLE")
+            != REDIS_OK)
+        {
+            ngx_http_linegate_redis_drop("ROLE not sent");
+            return;
+        }
+
+        ngx_add_timer(&rd->connect_timer, rd->lmcf->redis_command_timeout);
+        return;
+    }
+
+    ngx_http_linegate_redis_ready();
+}
+
+
+static void
+ngx_http_linegate_redis_role_cb(redisAsyncContext *ac, void *data,
+    void *privdata)
+{
+    redisReply                 *reply, *role;
+    ngx_http_linegate_redis_t  *rd;
+
+    rd = &ngx_http_linegate_redis;
+    reply = data;
+
+    if (reply == NULL || rd->exiting || ac != rd->ac
+        || rd->state != NGX_HTTP_LINEGATE_REDIS_CONNECTING)
+    {
+        /* a lost connection is reported by the disconnect callback */
+        return;
+    }
+
+    if (rd->connect_timer.timer_set) {
+        ngx_del_timer(&rd->connect_timer);
+    }
+
+    role = (reply->type == REDIS_REPLY_ARRAY && reply->elements > 0)
+           ? reply->element[0] : NULL;
+
+    if (role != NULL && role->type == REDIS_REPLY_STRING
+        && ngx_strcmp(role->str, "master") == 0)
+    {
+        ngx_http_linegate_redis_ready();
+        return;
+    }
+
+    ngx_log_error(NGX_LOG_WARN, rd->log, 0,
+                  NGX_HTTP_LINEGATE_LOG "redis %V:%i is not the master "
+                  "(role \"%s\"): asking the sentinels again",
+                  &rd->host, rd->port,
+                  (role != NULL && role->type == REDIS_REPLY_STRING)
+                  ? role->str : (reply->type == REDIS_REPLY_ERROR
+                                 ? reply->str : "?"));
+
+    /* dropped out of hiredis's callback, where the context is freed */
+    rd->master_known = 0;
+
+    if (!rd->rediscover.posted) {
+        ngx_post_event(&rd->rediscover, &ngx_posted_events);
+    }
+}
+
+
+/* connected to the master: the store serves requests from now on */
+static void
+ngx_http_linegate_redis_ready(void)
+{
+    ngx_http_linegate_redis_t  *rd;
+
+    rd = &ngx_http_linegate_redis;
+
+    if (rd->sentinel) {
+        ngx_log_error(NGX_LOG_NOTICE, rd->log, 0,
+                      NGX_HTTP_LINEGATE_LOG "redis connected to the master "
+                      "%V:%i", &rd->host, rd->port);
+
+    } else {
+        ngx_log_error(NGX_LOG_NOTICE, rd->log, 0,
+                      NGX_HTTP_LINEGATE_LOG "redis connected");
+    }
 
     rd->state = NGX_HTTP_LINEGATE_REDIS_CONNECTED;
     rd->attempts = 0;
@@ -1491,15 +1822,15 @@ ngx_http_linegate_redis_connect_cb(const redisAsyncContext *ac, int status)
 
 
 /*
- * AUTH, SELECT and SCRIPT LOAD go first on a new connection; Redis runs
- * commands in order, so requests sent right after them see their effect
- * (or a NOAUTH error, which becomes a 503 and a clear log line).
+ * AUTH and SELECT go first on a new connection, then (on the master)
+ * SCRIPT LOAD; Redis runs commands in order, so requests sent right after
+ * them see their effect (or a NOAUTH error, which becomes a 503 and a
+ * clear log line).
  */
 static void
-ngx_http_linegate_redis_setup(void)
+ngx_http_linegate_redis_auth(void)
 {
-    ngx_uint_t                      i;
-    ngx_str_t                       src;
+    int                             n;
     const char                     *argv[3];
     size_t                          argvlen[3];
     u_char                          db[NGX_INT_T_LEN];
@@ -1510,12 +1841,20 @@ ngx_http_linegate_redis_setup(void)
     lmcf = rd->lmcf;
 
     if (lmcf->redis_password.len) {
-        argv[0] = "AUTH";
-        argvlen[0] = 4;
-        argv[1] = (const char *) lmcf->redis_password.data;
-        argvlen[1] = lmcf->redis_password.len;
+        n = 0;
+        argv[n] = "AUTH";
+        argvlen[n++] = 4;
+
+        if (lmcf->redis_user.len) {
+            /* an ACL user (Redis 6) */
+            argv[n] = (const char *) lmcf->redis_user.data;
+            argvlen[n++] = lmcf->redis_user.len;
+        }
+
+        argv[n] = (const char *) lmcf->redis_password.data;
+        argvlen[n++] = lmcf->redis_password.len;
         redisAsyncCommandArgv(rd->ac, ngx_http_linegate_redis_setup_cb,
-                              "AUTH", 2, argv, argvlen);
+                              "AUTH", n, argv, argvlen);
     }
 
     if (lmcf->redis_db > 0) {
@@ -1526,6 +1865,19 @@ ngx_http_linegate_redis_setup(void)
         redisAsyncCommandArgv(rd->ac, ngx_http_linegate_redis_setup_cb,
                               "SELECT", 2, argv, argvlen);
     }
+}
+
+
+static void
+ngx_http_linegate_redis_setup(void)
+{
+    ngx_uint_t                      i;
+    ngx_str_t                       src;
+    const char                     *argv[3];
+    size_t                          argvlen[3];
+    ngx_http_linegate_redis_t      *rd;
+
+    rd = &ngx_http_linegate_redis;
 
     for (i = 0; i < NGX_HTTP_LINEGATE_SCRIPT_COUNT; i++) {
         ngx_http_linegate_script_source(i, &src);
@@ -1599,6 +1951,9 @@ ngx_http_linegate_redis_lost(void)
 
     rd->state = NGX_HTTP_LINEGATE_REDIS_DISCONNECTED;
     rd->ping_pending = 0;
+
+    /* a new connection asks the sentinels where the master is now */
+    rd->master_known = 0;
 
     if (rd->connect_timer.timer_set) {
         ngx_del_timer(&rd->connect_timer);
@@ -1700,6 +2055,10 @@ ngx_http_linegate_redis_keepalive(ngx_event_t *ev)
         rd->ping_pending = 1;
     }
 
+    if (rd->sentinel) {
+        ngx_http_linegate_sentinel_keepalive();
+    }
+
     if (rd->lmcf->uses_provision) {
         /* the reconciliation backlog, for the metrics: off the request path */
         (void) redisAsyncCommand(rd->ac, ngx_http_linegate_redis_backlog_cb,
@@ -1729,22 +2088,28 @@ ngx_http_linegate_redis_gauge(ngx_int_t n)
 {
     ngx_str_t                       node;
     const char                     *name = "node";
-    u_char                          buf[NGX_SOCKADDR_STRLEN];
-    ngx_http_linegate_main_conf_t  *lmcf;
+    ngx_http_linegate_redis_t      *rd;
 
-    lmcf = ngx_http_linegate_redis.lmcf;
+    rd = &ngx_http_linegate_redis;
 
-    if (lmcf->redis_unix.len) {
-        node = lmcf->redis_unix;
+    if (n > 0) {
+        /* the label it is counted under, until it is uncounted */
+        if (rd->lmcf->redis_unix.len) {
+            rd->node_len = ngx_snprintf(rd->node, sizeof(rd->node), "%V",
+                                        &rd->lmcf->redis_unix)
+                           - rd->node;
 
-    } else {
-        node.data = buf;
-        node.len = ngx_snprintf(buf, sizeof(buf), "%V:%i", &lmcf->redis_host,
-                                lmcf->redis_port)
-                   - buf;
+        } else {
+            rd->node_len = ngx_snprintf(rd->node, sizeof(rd->node), "%V:%i",
+                                        &rd->host, rd->port)
+                           - rd->node;
+        }
     }
 
-    ngx_http_linegate_redis.counted = n > 0;
+    node.data = rd->node;
+    node.len = rd->node_len;
+
+    rd->counted = n > 0;
 
     ngx_http_linegate_metrics_add(NGX_HTTP_LINEGATE_M_REDIS_CONNECTED, 1,
                                   &name, &node, (ngx_atomic_int_t) n);
@@ -1757,111 +2122,5 @@ ngx_http_linegate_redis_ping_cb(redisAsyncContext *ac, void *reply,
 {
     if (reply != NULL) {
         ngx_http_linegate_redis.ping_pending = 0;
-    }
-}
-
-
-/* the hiredis adapter for nginx's event loop */
-
-static void
-ngx_http_linegate_redis_read_handler(ngx_event_t *ev)
-{
-    ngx_connection_t  *c;
-
-    c = ev->data;
-    redisAsyncHandleRead(c->data);
-}
-
-
-static void
-ngx_http_linegate_redis_write_handler(ngx_event_t *ev)
-{
-    ngx_connection_t  *c;
-
-    c = ev->data;
-    redisAsyncHandleWrite(c->data);
-}
-
-
-/* hiredis asks to watch or stop watching one direction of the socket */
-static void
-ngx_http_linegate_redis_watch(ngx_event_t *ev, ngx_int_t event,
-    ngx_uint_t on)
-{
-    if (on && !ev->active) {
-        (void) ngx_add_event(ev, event, NGX_LEVEL_EVENT);
-
-    } else if (!on && ev->active) {
-        (void) ngx_del_event(ev, event, 0);
-    }
-}
-
-
-static void
-ngx_http_linegate_redis_add_read(void *privdata)
-{
-    ngx_connection_t  *c = privdata;
-
-    ngx_http_linegate_redis_watch(c->read, NGX_READ_EVENT, 1);
-}
-
-
-static void
-ngx_http_linegate_redis_del_read(void *privdata)
-{
-    ngx_connection_t  *c = privdata;
-
-    ngx_http_linegate_redis_watch(c->read, NGX_READ_EVENT, 0);
-}
-
-
-static void
-ngx_http_linegate_redis_add_write(void *privdata)
-{
-    ngx_connection_t  *c = privdata;
-
-    ngx_http_linegate_redis_watch(c->write, NGX_WRITE_EVENT, 1);
-}
-
-
-static void
-ngx_http_linegate_redis_del_write(void *privdata)
-{
-    ngx_connection_t  *c = privdata;
-
-    ngx_http_linegate_redis_watch(c->write, NGX_WRITE_EVENT, 0);
-}
-
-
-/* hiredis closes the socket itself: release only nginx's view of it */
-static void
-ngx_http_linegate_redis_cleanup(void *privdata)
-{
-    ngx_connection_t  *c = privdata;
-
-    ngx_http_linegate_redis_del_read(c);
-    ngx_http_linegate_redis_del_write(c);
-
-    if (c->read->timer_set) {
-        ngx_del_timer(c->read);
-    }
-
-    if (c->write->timer_set) {
-        ngx_del_timer(c->write);
-    }
-
-    if (c->read->posted) {
-        ngx_delete_posted_event(c->read);
-    }
-
-    if (c->write->posted) {
-        ngx_delete_posted_event(c->write);
-    }
-
-    c->fd = (ngx_socket_t) -1;
-    ngx_free_connection(c);
-
-    if (ngx_http_linegate_redis.conn == c) {
-        ngx_http_linegate_redis.conn = NULL;
     }
 }

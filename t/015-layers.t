@@ -83,6 +83,10 @@ my %layer_of = (
     # ids, $request_id, the metrics counters
     'redis.h'              => 'infrastructure',
     'redis.c'              => 'infrastructure',
+    'redis_event.h'        => 'infrastructure',
+    'redis_event.c'        => 'infrastructure',
+    'redis_sentinel.h'     => 'infrastructure',
+    'redis_sentinel.c'     => 'infrastructure',
     'scripts.h'            => 'infrastructure',
     'scripts.c'            => 'infrastructure',
     'stripe.h'             => 'infrastructure',

@@ -50,6 +50,14 @@ my $s = LG::Stack->new(
                       . 'http://127.0.0.1:@PORT@/_linegate/ interval=30s;',
 )->start;
 
+# LG_REDIS=sentinel: where the replicas and sentinels listen
+my $topology = $s->topology ne 'sentinel' ? '' : sprintf(
+    "\n  (Sentinel)      master lgmaster; replicas %s; sentinels %s"
+    . "\n                  redis-cli -p %d sentinel get-master-addr-by-name "
+    . "lgmaster",
+    join(',', $s->replica_ports), join(',', $s->sentinel_ports),
+    ($s->sentinel_ports)[0]);
+
 # one seeding step: the call must answer $want, its JSON body is returned
 sub step {
     my ($want, $what, $tx) = @_;
@@ -98,7 +106,7 @@ linegate development stack (Ctrl-C stops it)
     secret        $cred->{secret}
   inventory       $inv->{total} numbers
   Stripe stub     $stub   (state: curl -s $stub/_stub/state)
-  Redis           redis-cli -p $redis_port
+  Redis           redis-cli -p $redis_port$topology
   logs            $logs/error.log, $logs/access.log
 
 Try, in another shell:

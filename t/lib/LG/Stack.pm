@@ -14,6 +14,10 @@ package LG::Stack;
 #   port, redis_port, stub_port
 #                          fixed ports (default: free ones)
 #   keep => 1              keep the temporary directory (also LG_KEEP=1)
+#   redis => 'sentinel'    Redis behind Sentinel (also LG_REDIS=sentinel):
+#                          a master on redis_port, 2 replicas, 3 sentinels
+#                          monitoring it as "lgmaster"; nginx is given the
+#                          sentinels. Default 'single': one redis-server.
 #   WORKERS, LOG_LEVEL, OPERATOR_TOKEN, WEBHOOK_SECRET, ...
 #
 # Environment: NGINX (nginx binary, default /usr/sbin/nginx), LG_MODULE
@@ -104,10 +108,16 @@ sub start {
     # tests run as root: they need the prefix for temporary files
     chmod 0755, $self->{dir}, $self->{prefix};
 
-    my @free = _free_ports(3);
+    my @free = _free_ports(8);
     $self->{port}       = $o->{port}       || $free[0];
     $self->{redis_port} = $o->{redis_port} || $free[1];
     $self->{stub_port}  = $o->{stub_port}  || $free[2];
+    if ($self->topology eq 'sentinel') {
+        $self->{replica_ports}  = [@free[3, 4]];
+        $self->{sentinel_ports} = [@free[5 .. 7]];
+        make_path(map { "$self->{dir}/redis/$_" }
+                  @{ $self->{replica_ports} }, @{ $self->{sentinel_ports} });
+    }
 
     $self->{operator_token} = $o->{OPERATOR_TOKEN} // random_token(32);
     $self->{webhook_secret} = $o->{WEBHOOK_SECRET}
@@ -270,7 +280,7 @@ sub render {
         MODULE             => $self->{module},
         PREFIX             => $self->{prefix},
         PORT               => $self->{port},
-        REDIS              => "127.0.0.1:$self->{redis_port}",
+        REDIS              => $self->redis_directive,
         WORKERS            => 2,
         DAEMON             => 'off',
         LOG_LEVEL          => 'info',
@@ -336,13 +346,152 @@ sub stop_redis {
     $self->_stop_pid('redis');
 }
 
+sub topology {
+    my ($self) = @_;
+    return $self->{opts}{redis} // $ENV{LG_REDIS} // 'single';
+}
+
+# what linegate_redis is given
+sub redis_directive {
+    my ($self) = @_;
+    return "127.0.0.1:$self->{redis_port}" if $self->topology ne 'sentinel';
+    # dead_sentinel => 1: a sentinel that refuses connections comes first
+    my @ports = @{ $self->{sentinel_ports} };
+    unshift @ports, $self->{dead_port} //= (_free_ports(1))[0]
+        if $self->{opts}{dead_sentinel};
+    return join(' ', map { "127.0.0.1:$_" } @ports) . ' sentinel=lgmaster';
+}
+
+sub sentinel_ports { @{ $_[0]{sentinel_ports} // [] } }
+sub replica_ports  { @{ $_[0]{replica_ports} // [] } }
+
+# The replicas and the sentinels, once the master runs. The sentinels
+# declare a master down after 3 s (so that quiet() never looks like an
+# outage to them) and fail over within seconds.
+sub _start_sentinel_topology {
+    my ($self) = @_;
+
+    for my $port ($self->replica_ports) {
+        $self->_spawn("redis_$port", "$self->{dir}/redis/$port/redis.log",
+            'redis-server', '--save', '', '--appendonly', 'no',
+            '--port', $port, '--bind', '127.0.0.1', '--daemonize', 'no',
+            '--dir', "$self->{dir}/redis/$port",
+            '--replicaof', '127.0.0.1', $self->{redis_port},
+            '--repl-diskless-sync-delay', '0');
+    }
+
+    for my $port ($self->sentinel_ports) {
+        my $conf = "$self->{dir}/redis/$port/sentinel.conf";
+        open my $fh, '>', $conf or die "$conf: $!";
+        print $fh <<"CONF";
+port $port
+bind 127.0.0.1
+daemonize no
+dir $self->{dir}/redis/$port
+sentinel monitor lgmaster 127.0.0.1 $self->{redis_port} 2
+sentinel down-after-milliseconds lgmaster 3000
+sentinel failover-timeout lgmaster 10000
+sentinel parallel-syncs lgmaster 2
+CONF
+        close $fh;
+        $self->_spawn("sentinel_$port", "$self->{dir}/redis/$port/redis.log",
+            'redis-server', $conf, '--sentinel');
+    }
+
+    $self->_wait_port($_, 'redis-server') for $self->replica_ports;
+    $self->_wait_port($_, 'redis-sentinel') for $self->sentinel_ports;
+}
+
+# the master's port as the first sentinel that answers names it
+sub sentinel_master_port {
+    my ($self) = @_;
+    for my $port ($self->sentinel_ports) {
+        my $r = eval {
+            Redis->new(server => "127.0.0.1:$port", cnx_timeout => 1,
+                       read_timeout => 2, reconnect => 0)
+        } or next;
+        my $a = eval {
+            $r->sentinel('get-master-addr-by-name', 'lgmaster')
+        };
+        $r->quit;
+        return $a->[1] if ref $a && @$a == 2;
+    }
+    return undef;
+}
+
+# Until every sentinel knows the other two and $replicas (default 2)
+# replicas are in sync: a failover needs them. 1 when so within $timeout seconds.
+sub wait_sentinels_ready {
+    my ($self, $timeout, $replicas) = @_;
+    $replicas //= 2;
+    my $until = Time::HiRes::time() + ($timeout // 20);
+    while (Time::HiRes::time() < $until) {
+        my $ready = 0;
+        for my $port ($self->sentinel_ports) {
+            my $r = eval {
+                Redis->new(server => "127.0.0.1:$port", cnx_timeout => 1,
+                           read_timeout => 2, reconnect => 0)
+            } or next;
+            my $m = eval { $r->sentinel('master', 'lgmaster') };
+            $r->quit;
+            next unless ref $m;
+            my %m = @$m;
+            $ready++ if ($m{'num-other-sentinels'} // 0) == 2
+                     && ($m{'num-slaves'} // 0) >= $replicas;
+        }
+        return 1 if $ready == 3 && $self->_replicas_in_sync($replicas);
+        sleep 0.1;
+    }
+    return 0;
+}
+
+# SIGKILL of the master redis-server (a crash: no goodbye to clients)
+sub kill_master {
+    my ($self) = @_;
+    my $pid = delete $self->{pids}{redis} or return;
+    kill 'KILL', $pid;
+    waitpid $pid, 0;
+    delete $self->{redis};
+}
+
+# every replica of the master has done its first sync and is online
+sub _replicas_in_sync {
+    my ($self, $n) = @_;
+    my $port = $self->sentinel_master_port or return 0;
+    my $m = eval {
+        Redis->new(server => "127.0.0.1:$port", cnx_timeout => 1,
+                   reconnect => 0)->info('replication')
+    } or return 0;
+    my @online = grep { /state=online/ }
+                 map { $m->{$_} // '' } grep { /^slave\d+$/ } keys %$m;
+    return @online >= $n;
+}
+
+# after a failover: the test's Redis client goes to the new master
+sub follow_master {
+    my ($self) = @_;
+    my $port = $self->sentinel_master_port or return undef;
+    $self->{redis_port} = $port;
+    delete $self->{redis};
+    return $port;
+}
+
 sub start_redis {
     my ($self) = @_;
 
     $self->_spawn('redis', "$self->{dir}/redis/redis.log",
         'redis-server', '--save', '', '--appendonly', 'no',
         '--port', $self->{redis_port}, '--bind', '127.0.0.1',
-        '--daemonize', 'no', '--dir', "$self->{dir}/redis");
+        '--daemonize', 'no', '--dir', "$self->{dir}/redis",
+        # replicas start their first sync at once, not 5 s later
+        ($self->topology eq 'sentinel'
+            ? ('--repl-diskless-sync-delay', '0') : ()));
+
+    if ($self->topology eq 'sentinel' && !$self->{sentinels_started}) {
+        $self->_wait_port($self->{redis_port}, 'redis-server');
+        $self->_start_sentinel_topology;
+        $self->{sentinels_started} = 1;
+    }
 
     $self->_wait_port($self->{redis_port}, 'redis-server')
         if $self->{pids}{nginx};
@@ -371,7 +520,8 @@ sub stop {
         else                      { print STDERR $tail }
     }
 
-    $self->_stop_pid($_) for qw(nginx stub redis);
+    $self->_stop_pid($_) for qw(nginx stub redis),
+        grep { /^(?:redis|sentinel)_/ } sort keys %{ $self->{pids} };
     delete $LIVE{"$self"};
 }
 
@@ -444,6 +594,30 @@ sub redis {
 # commands, written after the answer and never waited for, are writes too:
 # the caller subtracts those it expects.
 sub redis_traffic {
+    my ($self, $code) = @_;
+    return $self->quiet(sub { $self->_redis_traffic($code) });
+}
+
+# Runs $code with the sentinels and replicas stopped (SIGSTOP, then
+# SIGCONT), so that what the master counts meanwhile (MONITOR, INFO
+# commandstats, total_reads_processed) is linegate's alone: the sentinels'
+# PINGs, INFOs and hellos and the replicas' acknowledgements are held
+# back. On a single Redis, just $code. Keep $code short: a sentinel
+# stopped for seconds would see the time jump.
+sub quiet {
+    my ($self, $code) = @_;
+    my @pids = map { $self->{pids}{$_} }
+               grep { /^(?:redis|sentinel)_/ } keys %{ $self->{pids} };
+    return $code->() unless @pids;
+    kill 'STOP', @pids;
+    my @r = eval { $code->() };
+    my $err = $@;
+    kill 'CONT', @pids;
+    die $err if $err;
+    return wantarray ? @r : $r[0];
+}
+
+sub _redis_traffic {
     my ($self, $code) = @_;
 
     my $m = IO::Socket::INET->new(PeerAddr => '127.0.0.1',

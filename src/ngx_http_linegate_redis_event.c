@@ -1,0 +1,149 @@
+
+/*
+ * linegate: the hiredis adapter for nginx's event loop. hiredis asks to
+ * watch or stop watching each direction of its socket; nginx tells it
+ * when the socket is readable or writable.
+ */
+
+
+#include "ngx_http_linegate_redis_event.h"
+
+
+static void ngx_http_linegate_redis_event_read(ngx_event_t *ev);
+static void ngx_http_linegate_redis_event_write(ngx_event_t *ev);
+static void ngx_http_linegate_redis_event_watch(ngx_event_t *ev,
+    ngx_int_t event, ngx_uint_t on);
+static void ngx_http_linegate_redis_event_add_read(void *privdata);
+static void ngx_http_linegate_redis_event_del_read(void *privdata);
+static void ngx_http_linegate_redis_event_add_write(void *privdata);
+static void ngx_http_linegate_redis_event_del_write(void *privdata);
+static void ngx_http_linegate_redis_event_cleanup(void *privdata);
+
+
+ngx_int_t
+ngx_http_linegate_redis_event_attach(redisAsyncContext *ac, ngx_log_t *log)
+{
+    ngx_connection_t  *c;
+
+    c = ngx_get_connection(ac->c.fd, log);
+    if (c == NULL) {
+        return NGX_ERROR;
+    }
+
+    c->data = ac;
+    c->read->handler = ngx_http_linegate_redis_event_read;
+    c->write->handler = ngx_http_linegate_redis_event_write;
+    c->read->log = log;
+    c->write->log = log;
+
+    ac->ev.data = c;
+    ac->ev.addRead = ngx_http_linegate_redis_event_add_read;
+    ac->ev.delRead = ngx_http_linegate_redis_event_del_read;
+    ac->ev.addWrite = ngx_http_linegate_redis_event_add_write;
+    ac->ev.delWrite = ngx_http_linegate_redis_event_del_write;
+    ac->ev.cleanup = ngx_http_linegate_redis_event_cleanup;
+
+    /* writability tells that the non-blocking connect finished */
+    ngx_http_linegate_redis_event_add_write(c);
+
+    return NGX_OK;
+}
+
+
+static void
+ngx_http_linegate_redis_event_read(ngx_event_t *ev)
+{
+    ngx_connection_t  *c;
+
+    c = ev->data;
+    redisAsyncHandleRead(c->data);
+}
+
+
+static void
+ngx_http_linegate_redis_event_write(ngx_event_t *ev)
+{
+    ngx_connection_t  *c;
+
+    c = ev->data;
+    redisAsyncHandleWrite(c->data);
+}
+
+
+static void
+ngx_http_linegate_redis_event_watch(ngx_event_t *ev, ngx_int_t event,
+    ngx_uint_t on)
+{
+    if (on && !ev->active) {
+        (void) ngx_add_event(ev, event, NGX_LEVEL_EVENT);
+
+    } else if (!on && ev->active) {
+        (void) ngx_del_event(ev, event, 0);
+    }
+}
+
+
+static void
+ngx_http_linegate_redis_event_add_read(void *privdata)
+{
+    ngx_connection_t  *c = privdata;
+
+    ngx_http_linegate_redis_event_watch(c->read, NGX_READ_EVENT, 1);
+}
+
+
+static void
+ngx_http_linegate_redis_event_del_read(void *privdata)
+{
+    ngx_connection_t  *c = privdata;
+
+    ngx_http_linegate_redis_event_watch(c->read, NGX_READ_EVENT, 0);
+}
+
+
+static void
+ngx_http_linegate_redis_event_add_write(void *privdata)
+{
+    ngx_connection_t  *c = privdata;
+
+    ngx_http_linegate_redis_event_watch(c->write, NGX_WRITE_EVENT, 1);
+}
+
+
+static void
+ngx_http_linegate_redis_event_del_write(void *privdata)
+{
+    ngx_connection_t  *c = privdata;
+
+    ngx_http_linegate_redis_event_watch(c->write, NGX_WRITE_EVENT, 0);
+}
+
+
+/* hiredis closes the socket itself: release only nginx's view of it */
+static void
+ngx_http_linegate_redis_event_cleanup(void *privdata)
+{
+    ngx_connection_t  *c = privdata;
+
+    ngx_http_linegate_redis_event_del_read(c);
+    ngx_http_linegate_redis_event_del_write(c);
+
+    if (c->read->timer_set) {
+        ngx_del_timer(c->read);
+    }
+
+    if (c->write->timer_set) {
+        ngx_del_timer(c->write);
+    }
+
+    if (c->read->posted) {
+        ngx_delete_posted_event(c->read);
+    }
+
+    if (c->write->posted) {
+        ngx_delete_posted_event(c->write);
+    }
+
+    c->fd = (ngx_socket_t) -1;
+    ngx_free_connection(c);
+}

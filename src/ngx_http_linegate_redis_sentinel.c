@@ -1,0 +1,458 @@
+
+/*
+ * linegate: Redis Sentinel. A worker finds the master by asking the
+ * sentinels (SENTINEL get-master-addr-by-name) over short-lived
+ * asynchronous connections, one sentinel after the other, and keeps one
+ * more connection subscribed to +switch-master, so that a failover is
+ * noticed even while the old master still answers. The store's
+ * connection (ngx_http_linegate_redis.c) asks again whenever it has to
+ * reconnect, and checks the ROLE of what it reached.
+ *
+ *   QUERY   connect to sentinel i, [AUTH], SENTINEL get-master-addr-by-name
+ *   then    found(host, port); SUBSCRIBE +switch-master if not yet
+ *   else    (refused, timed out, no such master, an error) the next
+ *           sentinel; all of them: found(NGX_ERROR), the store backs off
+ */
+
+
+#include "ngx_http_linegate_redis_sentinel.h"
+#include "ngx_http_linegate_redis_event.h"
+
+
+typedef struct {
+    ngx_http_linegate_main_conf_t          *lmcf;
+    ngx_log_t                              *log;
+    ngx_http_linegate_sentinel_found_pt     found;
+    ngx_http_linegate_sentinel_switched_pt  switched;
+
+    redisAsyncContext                      *query;
+    redisAsyncContext                      *sub;
+    ngx_uint_t                              busy;
+    ngx_uint_t                              next;     /* sentinel to ask */
+    ngx_uint_t                              asking;   /* being asked */
+    ngx_uint_t                              tried;
+    uintptr_t                               gen;      /* of the query */
+    ngx_uint_t                              exiting;
+    ngx_event_t                             timer;
+
+    u_char                                  host[NGX_SOCKADDR_STRLEN + 1];
+} ngx_http_linegate_sentinel_t;
+
+
+static void ngx_http_linegate_sentinel_ask_next(void);
+static redisAsyncContext *ngx_http_linegate_sentinel_connect(
+    ngx_http_linegate_redis_addr_t *a);
+static void ngx_http_linegate_sentinel_reply(redisAsyncContext *ac,
+    void *data, void *privdata);
+static ngx_int_t ngx_http_linegate_sentinel_address(redisReply *reply,
+    ngx_str_t *host, ngx_int_t *port);
+static void ngx_http_linegate_sentinel_failed(const char *why);
+static void ngx_http_linegate_sentinel_timeout(ngx_event_t *ev);
+static void ngx_http_linegate_sentinel_subscribe(
+    ngx_http_linegate_redis_addr_t *a);
+static void ngx_http_linegate_sentinel_message(redisAsyncContext *ac,
+    void *data, void *privdata);
+static void ngx_http_linegate_sentinel_closed(const redisAsyncContext *ac,
+    int status);
+
+
+static ngx_http_linegate_sentinel_t  ngx_http_linegate_sentinel;
+
+/* nginx's debug log reads a timer's ev->data as a connection */
+static ngx_connection_t  ngx_http_linegate_sentinel_dummy;
+
+
+void
+ngx_http_linegate_sentinel_init(ngx_http_linegate_main_conf_t *lmcf,
+    ngx_log_t *log, ngx_http_linegate_sentinel_found_pt found,
+    ngx_http_linegate_sentinel_switched_pt switched)
+{
+    ngx_http_linegate_sentinel_t  *s;
+
+    s = &ngx_http_linegate_sentinel;
+    ngx_memzero(s, sizeof(ngx_http_linegate_sentinel_t));
+
+    s->lmcf = lmcf;
+    s->log = log;
+    s->found = found;
+    s->switched = switched;
+
+    ngx_http_linegate_sentinel_dummy.fd = (ngx_socket_t) -1;
+    s->timer.data = &ngx_http_linegate_sentinel_dummy;
+    s->timer.handler = ngx_http_linegate_sentinel_timeout;
+    s->timer.log = log;
+    s->timer.cancelable = 1;
+
+    /* the sentinels are asked in the configured order, from the first */
+}
+
+
+void
+ngx_http_linegate_sentinel_discover(void)
+{
+    ngx_http_linegate_sentinel_t  *s;
+
+    s = &ngx_http_linegate_sentinel;
+
+    if (s->busy || s->exiting) {
+        return;
+    }
+
+    s->busy = 1;
+    s->tried = 0;
+
+    ngx_http_linegate_sentinel_ask_next();
+}
+
+
+void
+ngx_http_linegate_sentinel_exit(void)
+{
+    redisAsyncContext             *ac;
+    ngx_http_linegate_sentinel_t  *s;
+
+    s = &ngx_http_linegate_sentinel;
+    s->exiting = 1;
+
+    if (s->timer.timer_set) {
+        ngx_del_timer(&s->timer);
+    }
+
+    if (s->query) {
+        ac = s->query;
+        s->query = NULL;
+        redisAsyncFree(ac);
+    }
+
+    if (s->sub) {
+        ac = s->sub;
+        s->sub = NULL;
+        redisAsyncFree(ac);
+    }
+}
+
+
+static void
+ngx_http_linegate_sentinel_ask_next(void)
+{
+    redisAsyncContext               *ac;
+    ngx_http_linegate_sentinel_t    *s;
+    ngx_http_linegate_redis_addr_t  *addrs;
+
+    s = &ngx_http_linegate_sentinel;
+    addrs = s->lmcf->redis_sentinels->elts;
+
+    while (s->tried < s->lmcf->redis_sentinels->nelts) {
+        s->asking = s->next;
+        s->next = (s->next + 1) % s->lmcf->redis_sentinels->nelts;
+        s->tried++;
+
+        ac = ngx_http_linegate_sentinel_connect(&addrs[s->asking]);
+        if (ac == NULL) {
+            continue;
+        }
+
+        s->gen++;
+
+        if (redisAsyncCommand(ac, ngx_http_linegate_sentinel_reply,
+                              (void *) s->gen,
+                              "SENTINEL get-master-addr-by-name %b",
+                              s->lmcf->redis_sentinel_master.data,
+                              s->lmcf->redis_sentinel_master.len)
+            != REDIS_OK)
+        {
+            redisAsyncFree(ac);
+            continue;
+        }
+
+        s->query = ac;
+        ngx_add_timer(&s->timer, s->lmcf->redis_connect_timeout
+                                 + s->lmcf->redis_command_timeout);
+        return;
+    }
+
+    s->busy = 0;
+
+    ngx_log_error(NGX_LOG_ERR, s->log, 0,
+                  NGX_HTTP_LINEGATE_LOG "redis sentinel: no sentinel "
+                  "named the master \"%V\"", &s->lmcf->redis_sentinel_master);
+
+    s->found(NGX_ERROR, NULL, 0);
+}
+
+
+/* a connection to a sentinel, AUTH queued when it has a password */
+static redisAsyncContext *
+ngx_http_linegate_sentinel_connect(ngx_http_linegate_redis_addr_t *a)
+{
+    redisAsyncContext             *ac;
+    ngx_http_linegate_sentinel_t  *s;
+
+    s = &ngx_http_linegate_sentinel;
+
+    /* an IP address, resolved at load: no DNS on the event loop */
+    ac = redisAsyncConnect((char *) a->host.data, (int) a->port);
+    if (ac == NULL) {
+        return NULL;
+    }
+
+    if (ac->err) {
+        ngx_log_error(NGX_LOG_ERR, s->log, 0,
+                      NGX_HTTP_LINEGATE_LOG "redis sentinel %V:%i: %s",
+                      &a->host, a->port, ac->errstr);
+        redisAsyncFree(ac);
+        return NULL;
+    }
+
+    if (ngx_http_linegate_redis_event_attach(ac, s->log) != NGX_OK) {
+        redisAsyncFree(ac);
+        return NULL;
+    }
+
+    redisAsyncSetDisconnectCallback(ac, ngx_http_linegate_sentinel_closed);
+
+    if (s->lmcf->redis_sentinel_password.len) {
+        /* its answer is not read: a refusal fails the next command */
+        (void) redisAsyncCommand(ac, NULL, NULL, "AUTH %b",
+                                 s->lmcf->redis_sentinel_password.data,
+                                 s->lmcf->redis_sentinel_password.len);
+    }
+
+    return ac;
+}
+
+
+static void
+ngx_http_linegate_sentinel_reply(redisAsyncContext *ac, void *data,
+    void *privdata)
+{
+    ngx_str_t                        host;
+    ngx_int_t                        port;
+    redisReply                      *reply;
+    ngx_http_linegate_sentinel_t    *s;
+    ngx_http_linegate_redis_addr_t  *addrs;
+
+    s = &ngx_http_linegate_sentinel;
+    reply = data;
+
+    if (s->exiting || (uintptr_t) privdata != s->gen || s->query != ac) {
+        /* a query given up (timed out): its answer is not needed */
+        return;
+    }
+
+    s->query = NULL;
+
+    if (s->timer.timer_set) {
+        ngx_del_timer(&s->timer);
+    }
+
+    if (reply == NULL) {
+        /* hiredis frees the context after this callback */
+        ngx_http_linegate_sentinel_failed(ac->errstr[0] ? ac->errstr
+                                                        : "connection lost");
+        return;
+    }
+
+    redisAsyncDisconnect(ac);
+
+    if (reply->type == REDIS_REPLY_ERROR) {
+        ngx_http_linegate_sentinel_failed(reply->str);
+        return;
+    }
+
+    if (ngx_http_linegate_sentinel_address(reply, &host, &port) != NGX_OK) {
+        ngx_http_linegate_sentinel_failed("it does not know the master");
+        return;
+    }
+
+    s->busy = 0;
+    s->next = s->asking;    /* it answered: ask it first next time */
+
+    addrs = s->lmcf->redis_sentinels->elts;
+
+    if (s->sub == NULL) {
+        ngx_http_linegate_sentinel_subscribe(&addrs[s->asking]);
+    }
+
+    ngx_log_error(NGX_LOG_INFO, s->log, 0,
+                  NGX_HTTP_LINEGATE_LOG "redis sentinel %V:%i: master "
+                  "\"%V\" is %V:%i", &addrs[s->asking].host,
+                  addrs[s->asking].port, &s->lmcf->redis_sentinel_master,
+                  &host, port);
+
+    s->found(NGX_OK, &host, port);
+}
+
+
+/* ["ip", "port"] into the worker's buffer */
+static ngx_int_t
+ngx_http_linegate_sentinel_address(redisReply *reply, ngx_str_t *host,
+    ngx_int_t *port)
+{
+    ngx_http_linegate_sentinel_t  *s;
+
+    s = &ngx_http_linegate_sentinel;
+
+    if (reply->type != REDIS_REPLY_ARRAY || reply->elements != 2
+        || reply->element[0]->type != REDIS_REPLY_STRING
+        || reply->element[1]->type != REDIS_REPLY_STRING
+        || reply->element[0]->len == 0
+        || reply->element[0]->len > NGX_SOCKADDR_STRLEN)
+    {
+        return NGX_ERROR;
+    }
+
+    *port = ngx_atoi((u_char *) reply->element[1]->str,
+                     reply->element[1]->len);
+    if (*port < 1 || *port > 65535) {
+        return NGX_ERROR;
+    }
+
+    host->len = reply->element[0]->len;
+    host->data = s->host;
+    ngx_memcpy(s->host, reply->element[0]->str, host->len);
+    s->host[host->len] = '\0';
+
+    return NGX_OK;
+}
+
+
+static void
+ngx_http_linegate_sentinel_failed(const char *why)
+{
+    ngx_http_linegate_sentinel_t    *s;
+    ngx_http_linegate_redis_addr_t  *addrs;
+
+    s = &ngx_http_linegate_sentinel;
+    addrs = s->lmcf->redis_sentinels->elts;
+
+    ngx_log_error(NGX_LOG_WARN, s->log, 0,
+                  NGX_HTTP_LINEGATE_LOG "redis sentinel %V:%i: no master "
+                  "\"%V\": %s", &addrs[s->asking].host,
+                  addrs[s->asking].port, &s->lmcf->redis_sentinel_master,
+                  why);
+
+    ngx_http_linegate_sentinel_ask_next();
+}
+
+
+static void
+ngx_http_linegate_sentinel_timeout(ngx_event_t *ev)
+{
+    redisAsyncContext             *ac;
+    ngx_http_linegate_sentinel_t  *s;
+
+    s = &ngx_http_linegate_sentinel;
+
+    if (s->query == NULL) {
+        return;
+    }
+
+    /* the reply callback sees another generation and ignores the NULL */
+    ac = s->query;
+    s->query = NULL;
+    s->gen++;
+    redisAsyncFree(ac);
+
+    ngx_http_linegate_sentinel_failed("timed out");
+}
+
+
+static void
+ngx_http_linegate_sentinel_subscribe(ngx_http_linegate_redis_addr_t *a)
+{
+    redisAsyncContext             *ac;
+    ngx_http_linegate_sentinel_t  *s;
+
+    s = &ngx_http_linegate_sentinel;
+
+    ac = ngx_http_linegate_sentinel_connect(a);
+    if (ac == NULL) {
+        return;
+    }
+
+    if (redisAsyncCommand(ac, ngx_http_linegate_sentinel_message, NULL,
+                          "SUBSCRIBE +switch-master")
+        != REDIS_OK)
+    {
+        redisAsyncFree(ac);
+        return;
+    }
+
+    s->sub = ac;
+}
+
+
+/* "+switch-master" "<name> <old ip> <old port> <new ip> <new port>" */
+static void
+ngx_http_linegate_sentinel_message(redisAsyncContext *ac, void *data,
+    void *privdata)
+{
+    ngx_str_t                     *name;
+    redisReply                    *reply, *msg;
+    ngx_http_linegate_sentinel_t  *s;
+
+    s = &ngx_http_linegate_sentinel;
+    reply = data;
+
+    if (s->exiting || ac != s->sub) {
+        return;
+    }
+
+    if (reply == NULL) {
+        s->sub = NULL;
+        return;
+    }
+
+    if (reply->type != REDIS_REPLY_ARRAY || reply->elements != 3
+        || reply->element[0]->type != REDIS_REPLY_STRING
+        || ngx_strcmp(reply->element[0]->str, "message") != 0
+        || reply->element[2]->type != REDIS_REPLY_STRING)
+    {
+        return;
+    }
+
+    msg = reply->element[2];
+    name = &s->lmcf->redis_sentinel_master;
+
+    if (msg->len <= name->len || msg->str[name->len] != ' '
+        || ngx_strncmp(msg->str, name->data, name->len) != 0)
+    {
+        return;
+    }
+
+    ngx_log_error(NGX_LOG_NOTICE, s->log, 0,
+                  NGX_HTTP_LINEGATE_LOG "redis sentinel: +switch-master "
+                  "%*s", (size_t) ngx_min(msg->len, 200), msg->str);
+
+    s->switched();
+}
+
+
+static void
+ngx_http_linegate_sentinel_closed(const redisAsyncContext *ac, int status)
+{
+    ngx_http_linegate_sentinel_t  *s;
+
+    s = &ngx_http_linegate_sentinel;
+
+    if (ac == s->sub) {
+        /* opened again by the next discovery */
+        s->sub = NULL;
+    }
+}
+
+
+void
+ngx_http_linegate_sentinel_keepalive(void)
+{
+    ngx_http_linegate_sentinel_t    *s;
+    ngx_http_linegate_redis_addr_t  *addrs;
+
+    s = &ngx_http_linegate_sentinel;
+
+    if (s->sub == NULL && !s->busy && !s->exiting) {
+        addrs = s->lmcf->redis_sentinels->elts;
+        ngx_http_linegate_sentinel_subscribe(&addrs[s->next]);
+    }
+}

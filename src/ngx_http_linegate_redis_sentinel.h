@@ -1,0 +1,42 @@
+
+/*
+ * linegate: where the Redis master is, asked of Redis Sentinel
+ * (linegate_redis ... sentinel=<master name>), without blocking.
+ */
+
+
+#ifndef _NGX_HTTP_LINEGATE_REDIS_SENTINEL_H_INCLUDED_
+#define _NGX_HTTP_LINEGATE_REDIS_SENTINEL_H_INCLUDED_
+
+
+#include "ngx_http_linegate_module.h"
+
+
+/* the master's address (host: an IP, NUL-terminated), or NGX_ERROR */
+typedef void (*ngx_http_linegate_sentinel_found_pt)(ngx_int_t rc,
+    ngx_str_t *host, ngx_int_t port);
+
+/* a sentinel announced a new master (+switch-master) */
+typedef void (*ngx_http_linegate_sentinel_switched_pt)(void);
+
+
+void ngx_http_linegate_sentinel_init(ngx_http_linegate_main_conf_t *lmcf,
+    ngx_log_t *log, ngx_http_linegate_sentinel_found_pt found,
+    ngx_http_linegate_sentinel_switched_pt switched);
+
+/*
+ * Asks the sentinels in turn, starting with the last one that answered,
+ * SENTINEL get-master-addr-by-name, each within the connect and command
+ * timeouts; found() is called once, with the first address given, or
+ * NGX_ERROR when none answered. Also (re)opens the subscription to
+ * +switch-master on a sentinel that answered.
+ */
+void ngx_http_linegate_sentinel_discover(void);
+
+/* the store's keepalive: reopens a lost +switch-master subscription */
+void ngx_http_linegate_sentinel_keepalive(void);
+
+void ngx_http_linegate_sentinel_exit(void);
+
+
+#endif /* _NGX_HTTP_LINEGATE_REDIS_SENTINEL_H_INCLUDED_ */

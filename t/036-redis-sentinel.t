@@ -1,0 +1,377 @@
+# Redis behind Sentinel (linegate_redis <sentinels> sentinel=<name>): the
+# workers find the master through the sentinels, skip one that is down,
+# and find the new master after a crash (SIGKILL) or a manual failover
+# (+switch-master, the old master still up) without a reload; meanwhile
+# clients get only complete answers: 200, or 503 with Retry-After. With
+# linegate_redis_wait, a creation answered 201 survives the master's loss,
+# and a write no replica acknowledged is answered as an unknown outcome
+# and leaves nothing behind.
+use strict;
+use warnings;
+use lib 't/lib';
+
+use Test::More;
+use Time::HiRes qw(time sleep);
+use POSIX qw(_exit);
+use Mojo::UserAgent;
+use LG::Stack;
+use LG::Test;
+use LG::Lines qw(body);
+use LG::Provision;
+
+my $s = LG::Stack->new(redis => 'sentinel', dead_sentinel => 1,
+                       HTTP_EXTRA => 'linegate_redis_wait 1 300ms;')->start;
+my $l = LG::Lines->new($s);
+
+ok($s->wait_sentinels_ready(30), 'the sentinels know each other and '
+   . 'both replicas');
+
+subtest 'nginx -t' => sub {
+    my $conf = $s->render;
+    my $bad = sub {
+        my ($directive, $err, $name) = @_;
+        (my $c = $conf) =~ s/linegate_redis [^;]*;/linegate_redis $directive;/;
+        my ($rc, $out) = $s->nginx_t($c);
+        isnt($rc, 0, "$name: refused");
+        like($out, $err, "$name: says why");
+    };
+    $bad->('127.0.0.1:1 127.0.0.1:2', qr/several Redis addresses need/,
+           'two addresses without sentinel=');
+    $bad->('unix:/tmp/s.sock sentinel=m', qr/sentinel is reached over TCP/,
+           'a unix socket sentinel');
+    $bad->('127.0.0.1:1 sentinel=m bogus=1', qr/invalid parameter "bogus=1"/,
+           'an unknown option');
+    for my $w (['0 1s', qr/invalid number of replicas "0"/],
+               ['1 2s', qr/must be shorter than linegate_redis_command_tim/],
+               ['1 x', qr/invalid timeout "x"/])
+    {
+        (my $c = $conf)
+            =~ s/linegate_redis_wait [^;]*;/linegate_redis_wait $w->[0];/;
+        my ($rc, $out) = $s->nginx_t($c);
+        isnt($rc, 0, "linegate_redis_wait $w->[0]: refused");
+        like($out, $w->[1], "linegate_redis_wait $w->[0]: says why");
+    }
+    my ($rc, $out) = $s->nginx_t($conf);
+    is($rc, 0, 'the sentinel configuration passes') or diag($out);
+};
+
+my $w = $l->workspace('org_sentinel', plan => 'growth');
+
+# mini workspaces: each has one included email line to create
+my $nws = 0;
+sub mini { return $l->workspace('org_mini' . ++$nws, plan => 'mini',
+                                customer => '') }
+my @minis = map { mini() } 1 .. 150;
+
+# provisioning: accounts buying numbers through preview and confirm
+my $p = LG::Provision->new($s);
+my @accounts = map { $p->account("acct_ha$_", daily => 1000,
+                                 monthly => 1000) } 1 .. 4;
+my @stock = $p->numbers(300, 628555);
+$p->inventory(@stock);
+my $id = $l->created($w, channelType => 'phone');
+
+subtest 'through the sentinels, the first one down' => sub {
+    my $port = $s->redis_port;
+    my $n = () = $s->error_log
+        =~ /redis connected to the master 127\.0\.0\.1:$port/g;
+    cmp_ok($n, '>=', 2, 'each worker reached the master the sentinels '
+           . 'named');
+    like($s->error_log, qr/redis sentinel 127\.0\.0\.1:\d+: no master/,
+         'the dead sentinel was skipped');
+    answer_is($l->get($w, $id), 200, 'a read');
+};
+
+# clients in child processes, until $stop exists: "status retry-after" a
+# line per answer
+sub load {
+    my ($stop, $out, $n) = @_;
+    my @pids;
+    for my $c (1 .. $n) {
+        my @mine = @minis[grep { $_ % $n == $c - 1 } 0 .. $#minis];
+        my $pid = fork // die "fork: $!";
+        if ($pid == 0) {
+            my $ua = Mojo::UserAgent->new(request_timeout => 10);
+            open my $fh, '>', "$out.$c" or _exit(1);
+            my $i = 0;
+            until (-e $stop) {
+                if ($i % 3 == 2 && @mine) {
+                    # a creation: its id when answered 201
+                    my $m = $mine[0];
+                    my $tx = $ua->post($s->url('/api/line-requests')
+                        => {%{ $m->{auth} },
+                            # a retry after a 503 keeps its key
+                            'Idempotency-Key' => "load-$m->{id}"}
+                        => json => body(channelType => 'email',
+                                        email => "$m->{id}\@example.com"));
+                    shift @mine if ($tx->res->code // 0) == 201;
+                    $i++;
+                    my $res = $tx->res;
+                    my $b = eval { $res->json } // {};
+                    printf $fh "%s %s %s %s\n", $res->code // 'none',
+                        $res->headers->header('Retry-After') // '-',
+                        $m->{id}, ($res->code // 0) == 201
+                                  ? ($b->{line}{_id} // 'none') : '-';
+                    next;
+                }
+                my $tx = ($i++ % 2)
+                    ? $ua->get($s->url("/api/line-requests/$id")
+                               => $w->{auth})
+                    : $ua->put($s->url('/_linegate/workspaces/org_load'
+                                       . $c)
+                               => {Authorization =>
+                                   'Bearer ' . $s->operator_token}
+                               => json => {plan => 'mini'});
+                my $res = $tx->res;
+                printf $fh "%s %s - -\n", $res->code // 'none',
+                    $res->headers->header('Retry-After') // '-';
+                sleep 0.005;
+            }
+            close $fh;
+            _exit(0);
+        }
+        push @pids, $pid;
+    }
+    return @pids;
+}
+
+# a buyer in a child process: preview then confirm, in a loop, until $stop;
+# "status retry-after account phone" a line per confirm
+sub buyer {
+    my ($stop, $out) = @_;
+    my $pid = fork // die "fork: $!";
+    return $pid if $pid;
+    my $ua = Mojo::UserAgent->new(request_timeout => 10);
+    open my $fh, '>', $out or _exit(1);
+    my $i = 0;
+    until (-e $stop) {
+        my $a = $accounts[$i++ % @accounts];
+        my $h = $p->headers($a);
+        my $pv = $ua->post($s->url($LG::Provision::PREVIEW) => $h);
+        my $token = eval { $pv->res->json->{preview_token} } or next;
+        my $tx = $ua->post($s->url($LG::Provision::CONFIRM) => $h
+                           => json => {preview_token => $token});
+        my $res = $tx->res;
+        my $b = eval { $res->json } // {};
+        printf $fh "%s %s %s %s %s\n", $res->code // 'none',
+            $res->headers->header('Retry-After') // '-', $a->{id},
+            $b->{phone_number} // '-', $b->{code} // $b->{error} // '-';
+    }
+    close $fh;
+    _exit(0);
+}
+
+# answers seen (status and Retry-After, counted), ids created
+sub answers {
+    my ($out, $n) = @_;
+    my (%seen, @ids);
+    for my $c (1 .. $n) {
+        open my $fh, '<', "$out.$c" or next;
+        for (<$fh>) {
+            my ($code, $retry, $ws, $id) = split;
+            push @ids, [$ws, $id] if $code eq '201';
+            $seen{"$code $retry"}++;
+        }
+    }
+    return (\%seen, \@ids);
+}
+
+sub back_within {
+    my ($limit) = @_;
+    my $t0 = time;
+    while (time - $t0 < $limit) {
+        my $tx = $s->op(PUT => '/workspaces/org_back', {plan => 'mini'});
+        return time - $t0 if ($tx->res->code // 0) == 200;
+        sleep 0.05;
+    }
+    return undef;
+}
+
+# seconds until every worker has logged reaching the master on $port
+# after byte $mark of the error log (at most $limit), or undef
+sub workers_on {
+    my ($port, $mark, $limit) = @_;
+    my $t0 = time;
+    while (time - $t0 < $limit) {
+        my $n = () = substr($s->error_log, $mark)
+            =~ /redis connected to the master 127\.0\.0\.1:$port\b/g;
+        return time - $t0 if $n >= 2;
+        sleep 0.05;
+    }
+    return undef;
+}
+
+sub wait_new_master {
+    my ($old, $limit) = @_;
+    my $until = time + $limit;
+    while (time < $until) {
+        my $p = $s->sentinel_master_port;
+        return $p if defined $p && $p != $old;
+        sleep 0.05;
+    }
+    return undef;
+}
+
+subtest 'the master SIGKILLed under load' => sub {
+    my $old = $s->redis_port;
+    my $dir = $s->dir;
+    my ($stop, $out) = ("$dir/stop.kill", "$dir/answers.kill");
+    my @pids = (load($stop, $out, 4), buyer($stop, "$out.buyer"));
+    sleep 0.3;
+
+    my $mark = length $s->error_log;
+    $s->kill_master;
+    my $new = wait_new_master($old, 30);
+    ok($new, "a replica promoted (port " . ($new // '-') . ")") or return;
+    my $secs = workers_on($new, $mark, 5);
+    ok(defined $secs, 'every worker on the new master within 5 s of the '
+       . 'promotion' . (defined $secs ? sprintf(' (%.2f s)', $secs) : ''));
+    ok(defined back_within(1), 'writes succeed');
+
+    sleep 0.5;
+    open my $fh, '>', $stop; close $fh;
+    waitpid $_, 0 for @pids;
+
+    my ($seen, $ids) = answers($out, 4);
+    my @bad = grep { !/^20[01] -$/ && !/^503 [1-9]\d*$/ } keys %$seen;
+    is_deeply(\@bad, [], 'only 200/201, or 503 with Retry-After')
+        or diag(explain($seen));
+    ok($seen->{'200 -'}, "answers served: " . join(', ',
+       map { "$_ x$seen->{$_}" } sort keys %$seen));
+
+    $s->follow_master;
+    answer_is($l->get($w, $id), 200, 'the line request is still there');
+
+    # provisioning: every 200 kept its line, no number sold twice or lost
+    open my $bfh, '<', "$out.buyer" or die "$out.buyer: $!";
+    my @confirms = map { [split] } <$bfh>;
+    my @bought = grep { $_->[0] eq '200' } @confirms;
+    my %codes;
+    $codes{"$_->[0] $_->[1]"}++ for @confirms;
+    ok(@bought > 0, scalar(@bought) . ' confirms answered 200 ('
+       . join(', ', map { "$_ x$codes{$_}" } sort keys %codes) . ')');
+    # SPEC: 500 provisioning_failed when the line's record is not known
+    # to have happened (here: not acknowledged by a replica), queued
+    my @bad_c = grep { !/^200 -$/ && !/^503 [1-9]\d*$/ }
+                map { "$_->[0] $_->[1]" }
+                grep { !($_->[0] eq '500' && $_->[4] =~ /provisioning_failed/) }
+                @confirms;
+    is_deeply(\@bad_c, [], 'confirms: only 200, 503 with Retry-After, or '
+              . '500 provisioning_failed');
+    my %recorded;
+    for my $a (@accounts) {
+        my $lines = $p->lines($a->{id});
+        $recorded{$_->{phone_number}}++ for values %$lines;
+    }
+    my @lost_lines = grep { !$recorded{$_->[3]} } @bought;
+    is_deeply(\@lost_lines, [], 'every confirm answered 200 has its line');
+    is_deeply([grep { $recorded{$_} > 1 } keys %recorded], [],
+              'no number recorded twice');
+    my %charged;
+    $charged{$_->{metadata}{phone_number} // '?'}++
+        for grep { ($_->{status} // '') ne 'canceled' } $p->subscriptions;
+    is_deeply([grep { $charged{$_} > 1 } keys %charged], [],
+              'no number charged twice');
+    my %left = map { $_ => 1 } $s->redis->smembers('lg:inventory');
+    my %held = map { $_ => 1 } map {
+        my $k = $_; $s->redis->hget($k, 'phone_number') // ()
+    } map { @{ $p->reservations($_->{id}) } } @accounts;
+    my %queued = map { ($_->{phone_number} // '') => 1 } @{ $p->reconcile };
+    my @gone = grep { !$left{$_} && !$recorded{$_} && !$held{$_}
+                      && !$queued{$_} } @stock;
+    is_deeply(\@gone, [], 'no number lost: each is in stock, sold, '
+              . 'reserved or queued for reconciliation');
+
+    # linegate_redis_wait 1: every 201 was on a replica before it was sent
+    my %by = map { $_->{id} => $_ } @minis;
+    my @lost = map { "@$_ " . $l->get($by{$_->[0]}, $_->[1])->res->code }
+               grep {
+                   ($l->get($by{$_->[0]}, $_->[1])->res->code // 0) != 200
+               } @$ids;
+    ok(@$ids > 0, scalar(@$ids) . ' creations answered 201 during the run');
+    is_deeply(\@lost, [], 'every creation answered 201 survived the '
+              . 'failover');
+};
+
+subtest 'a write no replica acknowledges' => sub {
+    ok($s->wait_sentinels_ready(30, 1), 'a replica in sync') or return;
+    $s->follow_master;
+    my $r = $s->redis;
+    my $waits = sub {
+        ($r->info('commandstats')->{cmdstat_wait} // '') =~ /calls=(\d+)/;
+        return $1 // 0;
+    };
+    my $before = $waits->();
+    my ($wa, $wu) = (mini(), mini());
+    my $ok = $l->create($wa, body(channelType => 'email',
+                                  email => 'acked@example.com'));
+    is($ok->res->code, 201, 'acknowledged: created');
+    cmp_ok($waits->(), '>', $before, 'WAIT was sent');
+
+    # the replicas stop acknowledging (a partition, as far as WAIT knows)
+    my @replicas = map { /port=(\d+)/ ? $1 : () }
+                   grep { defined }
+                   map { $r->info('replication')->{"slave$_"} } 0 .. 3;
+    my @pids = map { _pid_of_port($_) } @replicas;
+    ok(@pids, 'replicas found: ' . join(',', @replicas)) or return;
+    kill 'STOP', @pids;
+    my $lines = $r->zcard("lg:{ws:$wu->{id}}:lines");
+    my $tx = $l->create($wu, body(channelType => 'email',
+                                 email => 'unacked@example.com'),
+                        'Idempotency-Key' => 'unacked-1');
+    kill 'CONT', @pids;
+    is($tx->res->code, 503, 'not acknowledged: 503');
+    like($tx->res->headers->header('Retry-After') // '', qr/^\d+$/,
+         'with Retry-After');
+    like($s->error_log,
+         qr/lr_create acknowledged by 0 of 1 replicas within 300 ms/,
+         'the log says why');
+    # committed on the master but not known to survive: an unknown
+    # outcome, which the Idempotency-Key settles
+    my $again = $l->create($wu, body(channelType => 'email',
+                                     email => 'unacked@example.com'),
+                           'Idempotency-Key' => 'unacked-1');
+    is($again->res->code, 201, 'the retry with the same key: 201');
+    my @live = $r->zrange("lg:{ws:$wu->{id}}:lines", 0, -1);
+    is(scalar @live, $lines + 1, 'one line, not two');
+    is(eval { $again->res->json->{line}{_id} }, $live[-1],
+       'the retry names the line the first attempt committed');
+};
+
+sub _pid_of_port {
+    my ($port) = @_;
+    my ($pid) = grep { /^redis_$port$/ } keys %{ $s->{pids} };
+    return $pid ? $s->{pids}{$pid} : ();
+}
+
+subtest 'a manual failover: +switch-master, the old master still up' => sub {
+    ok($s->wait_sentinels_ready(30, 1), 'the sentinels are ready again')
+        or return;
+    my $old = $s->redis_port;
+    my $mark = length $s->error_log;
+
+    my ($sp) = $s->sentinel_ports;
+    my $r = Redis->new(server => "127.0.0.1:$sp", reconnect => 0);
+    is($r->sentinel('failover', 'lgmaster'), 'OK', 'SENTINEL FAILOVER');
+    $r->quit;
+
+    my $new = wait_new_master($old, 30);
+    ok($new, 'a new master (port ' . ($new // '-') . ')') or return;
+
+    # every worker moves to it by itself, the old master still answering
+    my $secs = workers_on($new, $mark, 5);
+    ok(defined $secs, 'both workers reached the new master within 5 s'
+       . (defined $secs ? sprintf(' (%.2f s)', $secs) : ''));
+    like(substr($s->error_log, $mark),
+         qr/\+switch-master lgmaster|not the master|READONLY/,
+         'told by +switch-master, ROLE or READONLY');
+
+    answer_is($s->op(PUT => '/workspaces/org_after', {plan => 'mini'}), 200,
+              'a write after the switch');
+    $s->follow_master;
+    ok($s->redis->exists('lg:{ws:org_after}'), 'written to the new master');
+    $s->follow_master;
+    answer_is($l->get($w, $id), 200, 'the line request is still there');
+};
+
+done_testing;
