@@ -57,8 +57,14 @@ static ngx_int_t ngx_http_linegate_lr_get_tx_failed(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr);
 static ngx_int_t ngx_http_linegate_lr_revalidated(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr, redisReply *ws, ngx_uint_t admitted);
+static void ngx_http_linegate_lr_read(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr, redisReply *flat);
 static ngx_uint_t ngx_http_linegate_lr_due(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr, redisReply *flat);
+static void ngx_http_linegate_lr_claim(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr, redisReply *flat);
+static void ngx_http_linegate_lr_claim_done(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr, redisReply *reply);
 static void ngx_http_linegate_lr_get_done(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr, redisReply *reply);
 static void ngx_http_linegate_lr_reconciled(ngx_http_request_t *r,
@@ -225,8 +231,10 @@ ngx_http_linegate_lines_path_id(ngx_http_request_t *r,
  *   REVALIDATE the key's cache entry expired: the same with the key's
  *              entry, checked -> PIPELINE's answer, or SCRIPT
  *   SCRIPT     lr_get.lua (an API key to resolve, an error deferred, a
- *              pipeline that failed, a reconciliation due)
- *   STRIPE     lr_get claimed the check: Stripe GET the invoice
+ *              pipeline that failed)
+ *   CLAIM      either read found a check due (lr_due, the one place that
+ *              rule is written): lr_claim.lua claims it atomically
+ *   STRIPE     claimed: Stripe GET the invoice
  *   RESOLVE    lr_resolve.lua: paid or void -> the line as it is now
  *   LIST       lr_list.lua (by-user), CHECK lr_get.lua (availability)
  *
@@ -249,6 +257,10 @@ ngx_http_linegate_lines_read_resume(ngx_http_request_t *r, redisReply *reply)
 
     case NGX_HTTP_LINEGATE_READ_SCRIPT:
         ngx_http_linegate_lr_get_done(r, lr, reply);
+        return;
+
+    case NGX_HTTP_LINEGATE_READ_CLAIM:
+        ngx_http_linegate_lr_claim_done(r, lr, reply);
         return;
 
     case NGX_HTTP_LINEGATE_READ_STRIPE:
@@ -556,17 +568,6 @@ ngx_http_linegate_lr_get_tx_done(ngx_http_request_t *r,
         }
 
         line->id = lr->id;
-
-        if (ngx_http_linegate_lr_due(r, lr, h)) {
-            /*
-             * The existing path claims the check in Redis (parallel polls
-             * make one Stripe call) and answers: counted, not again.
-             */
-            lr->caller = NGX_HTTP_LINEGATE_LR_CALLER_COUNTED;
-            ngx_http_linegate_lr_get_script(r, lr,
-                                            NGX_HTTP_LINEGATE_READ_SCRIPT);
-            return;
-        }
     }
 
     rc = ngx_http_linegate_lines_admit(r, lr, code, &lr->who.value);
@@ -580,11 +581,10 @@ ngx_http_linegate_lr_get_tx_done(ngx_http_request_t *r,
         return;
     }
 
-    ngx_http_linegate_lines_send_status(r, lr);
+    ngx_http_linegate_lr_read(r, lr, h);
 }
 
 
-/* lr_get.lua's test: awaiting payment, not checked lately, not held */
 /*
  * The store's answer for a key whose cache entry had expired: the same
  * workspace renews the entry and the GET goes on; anything else (the key
@@ -651,6 +651,30 @@ ngx_http_linegate_lr_rate_refund(ngx_http_request_t *r,
 }
 
 
+/*
+ * The request read (lr->line, and its hash flat), by the pipeline or by
+ * lr_get.lua: answered, or first checked with Stripe when it is due.
+ */
+static void
+ngx_http_linegate_lr_read(ngx_http_request_t *r, ngx_http_linegate_lr_t *lr,
+    redisReply *flat)
+{
+    if (ngx_http_linegate_lr_due(r, lr, flat)) {
+        ngx_http_linegate_lr_claim(r, lr, flat);
+        return;
+    }
+
+    ngx_http_linegate_lines_send_status(r, lr);
+}
+
+
+/*
+ * SPEC 2.5, whether a read checks the invoice with Stripe: awaiting
+ * payment with an invoice, not checked within linegate_reconcile_interval
+ * (reconciledAt), not being reissued (reissueAt). The one place this rule
+ * is written, for both paths of the read; lr_claim.lua only makes the
+ * claim atomic.
+ */
 static ngx_uint_t
 ngx_http_linegate_lr_due(ngx_http_request_t *r, ngx_http_linegate_lr_t *lr,
     redisReply *flat)
@@ -707,15 +731,126 @@ ngx_http_linegate_lr_due(ngx_http_request_t *r, ngx_http_linegate_lr_t *lr,
 }
 
 
-/* lr_get.lua: SCRIPT, or CHECK (check-availability never reconciles) */
+/*
+ * CLAIM: the check found due, claimed (lr_claim.lua: reconciledAt = now)
+ * if the fields the decision read are still as read, so that parallel
+ * polls of one request make one Stripe call per interval: one round trip
+ * before the Stripe call, on either path.
+ */
+static void
+ngx_http_linegate_lr_claim(ngx_http_request_t *r, ngx_http_linegate_lr_t *lr,
+    redisReply *flat)
+{
+    size_t                           i, f;
+    ngx_str_t                        key, v;
+    redisReply                      *k, *val;
+    ngx_http_linegate_redis_args_t  *a;
+
+    static ngx_str_t  fields[] = {
+        ngx_string("provisioningStatus"),
+        ngx_string("invoiceId"),
+        ngx_string("reconciledAt"),
+        ngx_string("reissueAt")
+    };
+
+    key.len = sizeof("lg:{ws:}:lr:") - 1 + lr->ws.len + lr->id.len;
+    key.data = ngx_pnalloc(r->pool, key.len);
+
+    if (key.data == NULL) {
+        ngx_http_linegate_lines_read_fail(r,
+                                          NGX_HTTP_LINEGATE_LR_FAIL_INTERNAL);
+        return;
+    }
+
+    (void) ngx_sprintf(key.data, "lg:{ws:%V}:lr:%V", &lr->ws, &lr->id);
+
+    /* lr_get's command, if any, is over: its arguments are free */
+    a = &lr->args;
+
+    ngx_http_linegate_redis_args_init(a);
+    ngx_http_linegate_redis_arg_str(a, &key);
+    ngx_http_linegate_redis_arg_int(r, a, lr->now_ms);
+
+    for (f = 0; f < sizeof(fields) / sizeof(fields[0]); f++) {
+        ngx_str_null(&v);
+
+        /* line_parse checked the pairs are strings */
+        for (i = 0; i + 1 < flat->elements; i += 2) {
+            k = flat->element[i];
+            val = flat->element[i + 1];
+
+            if (k->len != fields[f].len
+                || ngx_strncmp(k->str, fields[f].data, k->len) != 0)
+            {
+                continue;
+            }
+
+            /* the reply is freed once the handler returns */
+            if (ngx_http_linegate_pstr(r->pool, &v, (u_char *) val->str,
+                                       val->len)
+                == NULL)
+            {
+                ngx_http_linegate_lines_read_fail(r,
+                                          NGX_HTTP_LINEGATE_LR_FAIL_INTERNAL);
+                return;
+            }
+
+            break;
+        }
+
+        ngx_http_linegate_redis_arg_str(a, &fields[f]);
+        ngx_http_linegate_redis_arg_str(a, &v);
+    }
+
+    lr->ctx->state = NGX_HTTP_LINEGATE_READ_CLAIM;
+
+    if (ngx_http_linegate_redis_script(r, NGX_HTTP_LINEGATE_SCRIPT_LR_CLAIM,
+                                       1, a,
+                                       ngx_http_linegate_lines_read_resume)
+        != NGX_OK)
+    {
+        /* not claimed: the stored state is a true answer */
+        ngx_http_linegate_lines_send_status(r, lr);
+    }
+}
+
+
+/* CLAIM's answer: 1, claimed */
+static void
+ngx_http_linegate_lr_claim_done(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr, redisReply *reply)
+{
+    if (reply == NULL || reply->type != REDIS_REPLY_INTEGER
+        || reply->integer != 1)
+    {
+        /* claimed by another poll, changed meanwhile, or not reached */
+        ngx_http_linegate_lines_send_status(r, lr);
+        return;
+    }
+
+    /* SPEC 2.5: ask Stripe how the invoice stands before answering */
+    lr->ctx->state = NGX_HTTP_LINEGATE_READ_STRIPE;
+
+    if (ngx_http_linegate_lines_stripe(r, lr, NGX_HTTP_GET, "v1/invoices",
+                                       &lr->line.invoice_id, NULL, NULL,
+                                       NULL,
+                                      ngx_http_linegate_lines_read_stripe_done)
+        != NGX_OK)
+    {
+        ngx_http_linegate_lines_send_status(r, lr);
+    }
+}
+
+
+/*
+ * lr_get.lua, SCRIPT or CHECK: the credential, the rate and the read,
+ * nothing decided
+ */
 static void
 ngx_http_linegate_lr_get_script(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr, ngx_http_linegate_read_step_e step)
 {
     ngx_http_linegate_redis_args_t  *a;
-    ngx_http_linegate_main_conf_t   *lmcf;
-
-    lmcf = ngx_http_get_module_main_conf(r, ngx_http_linegate_module);
 
     lr->ctx->state = step;
 
@@ -724,16 +859,6 @@ ngx_http_linegate_lr_get_script(ngx_http_request_t *r,
 
     ngx_http_linegate_redis_arg_str(a, &lr->id);
     ngx_http_linegate_redis_arg_str(a, &lr->date);
-    ngx_http_linegate_redis_arg_int(r, a, lr->now_ms);
-
-    if (step == NGX_HTTP_LINEGATE_READ_SCRIPT) {
-        ngx_http_linegate_redis_arg_int(r, a, lmcf->reconcile_interval);
-
-    } else {
-        ngx_http_linegate_redis_arg_cstr(a, "");
-    }
-
-    ngx_http_linegate_redis_arg_int(r, a, NGX_HTTP_LINEGATE_LR_REISSUE_HOLD);
 
     ngx_http_linegate_lines_script(r, lr, NGX_HTTP_LINEGATE_SCRIPT_LR_GET,
                                    ngx_http_linegate_lines_read_resume);
@@ -741,7 +866,7 @@ ngx_http_linegate_lr_get_script(ngx_http_request_t *r,
 
 
 /*
- * lr_get's reply {code, ws, remaining, claimed, line}: the line read into
+ * lr_get's reply {code, ws, remaining, line}: the line read into
  * lr->line (NGX_OK), or the request answered (NGX_DONE)
  */
 static ngx_int_t
@@ -761,8 +886,8 @@ ngx_http_linegate_lr_get_line(ngx_http_request_t *r,
         return NGX_DONE;
     }
 
-    if (code != NGX_HTTP_LINEGATE_LR_OK || reply->elements < 5
-        || ngx_http_linegate_line_parse(r, lr, reply->element[4], &lr->line)
+    if (code != NGX_HTTP_LINEGATE_LR_OK || reply->elements < 4
+        || ngx_http_linegate_line_parse(r, lr, reply->element[3], &lr->line)
            != NGX_OK)
     {
         ngx_http_linegate_lines_read_fail(r,
@@ -779,34 +904,11 @@ static void
 ngx_http_linegate_lr_get_done(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr, redisReply *reply)
 {
-    int64_t  claimed;
-
     if (ngx_http_linegate_lr_get_line(r, lr, reply) != NGX_OK) {
         return;
     }
 
-    if (ngx_http_linegate_reply_int(reply, 3, &claimed) != NGX_OK) {
-        ngx_http_linegate_lines_read_fail(r,
-                                          NGX_HTTP_LINEGATE_LR_FAIL_INTERNAL);
-        return;
-    }
-
-    if (!claimed) {
-        ngx_http_linegate_lines_send_status(r, lr);
-        return;
-    }
-
-    /* SPEC 2.5: ask Stripe how the invoice stands before answering */
-    lr->ctx->state = NGX_HTTP_LINEGATE_READ_STRIPE;
-
-    if (ngx_http_linegate_lines_stripe(r, lr, NGX_HTTP_GET, "v1/invoices",
-                                       &lr->line.invoice_id, NULL, NULL,
-                                       NULL,
-                                      ngx_http_linegate_lines_read_stripe_done)
-        != NGX_OK)
-    {
-        ngx_http_linegate_lines_send_status(r, lr);
-    }
+    ngx_http_linegate_lr_read(r, lr, reply->element[3]);
 }
 
 

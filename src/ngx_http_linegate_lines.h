@@ -106,6 +106,7 @@ typedef enum {
     NGX_HTTP_LINEGATE_READ_PIPELINE = 0, /* rate + hash, one write */
     NGX_HTTP_LINEGATE_READ_REVALIDATE,   /* the same + the key's entry */
     NGX_HTTP_LINEGATE_READ_SCRIPT,       /* lr_get.lua */
+    NGX_HTTP_LINEGATE_READ_CLAIM,        /* lr_claim.lua: a check due */
     NGX_HTTP_LINEGATE_READ_STRIPE,       /* Stripe GET the invoice */
     NGX_HTTP_LINEGATE_READ_RESOLVE,      /* lr_resolve.lua */
     NGX_HTTP_LINEGATE_READ_LIST,         /* lr_list.lua (by-user) */
@@ -162,8 +163,7 @@ typedef enum {
 /* how the scripts check the caller (lines_args's first argument) */
 typedef enum {
     NGX_HTTP_LINEGATE_LR_CALLER_WS = 0,  /* 'w': the workspace is known */
-    NGX_HTTP_LINEGATE_LR_CALLER_KEY,     /* 'k': an API key to resolve */
-    NGX_HTTP_LINEGATE_LR_CALLER_COUNTED  /* 'n': known and counted */
+    NGX_HTTP_LINEGATE_LR_CALLER_KEY      /* 'k': an API key to resolve */
 } ngx_http_linegate_lr_caller_e;
 
 /* what failed, for the failure step of an endpoint (lr->fail) */
@@ -234,9 +234,7 @@ struct ngx_http_linegate_lr_s {
 
     /*
      * GET by id with a known workspace: its pipeline admitted the
-     * request (rate_key, the workspace's GCRA key); the script that
-     * claims a reconciliation then does not count it again (lr_gate's
-     * 'n', with remaining and reset_ms).
+     * request (rate_key, the workspace's GCRA key).
      */
     ngx_str_t                       rate_key;
     ngx_msec_t                      tx_sent;

@@ -93,22 +93,13 @@ ngx_http_linegate_lines_args(ngx_http_request_t *r,
     ngx_http_linegate_redis_args_init(a);
 
     ngx_http_linegate_redis_arg_cstr(a,
-                        lr->caller == NGX_HTTP_LINEGATE_LR_CALLER_COUNTED
-                        ? "n"
-                        : lr->caller == NGX_HTTP_LINEGATE_LR_CALLER_KEY
+                        lr->caller == NGX_HTTP_LINEGATE_LR_CALLER_KEY
                         ? "k" : "w");
     ngx_http_linegate_redis_arg_str(a, &lr->who.value);
 
-    if (lr->caller == NGX_HTTP_LINEGATE_LR_CALLER_COUNTED) {
-        /* 'n': what the pipeline that admitted the request left */
-        ngx_http_linegate_redis_arg_int(r, a, lr->remaining);
-        ngx_http_linegate_redis_arg_int(r, a, lr->reset_ms);
-
-    } else {
-        /* GCRA's T and tau (lr_gate) */
-        ngx_http_linegate_redis_arg_str(a, &lmcf->ws_rate_interval_arg);
-        ngx_http_linegate_redis_arg_str(a, &lmcf->ws_rate_tolerance_arg);
-    }
+    /* GCRA's T and tau (lr_gate) */
+    ngx_http_linegate_redis_arg_str(a, &lmcf->ws_rate_interval_arg);
+    ngx_http_linegate_redis_arg_str(a, &lmcf->ws_rate_tolerance_arg);
 
     ngx_http_linegate_redis_arg_cstr(a, "");
     ngx_http_linegate_redis_arg_cstr(a, mode == NGX_HTTP_LINEGATE_LR_GATE

@@ -3,15 +3,15 @@
  * linegate: the Line Provisioning API (Sendblue-compatible), SPEC 3.
  *
  * This file dispatches the three endpoints and starts two of them:
- * POST /accounts/lines/provision-preview and GET /accounts/limits. Each
- * is one Redis round trip, by one of two paths: when the worker knows the
- * credentials, the plain commands of ngx_http_linegate_provision_plain.c;
- * otherwise the endpoint's script (ngx_http_linegate_provision_script.c),
- * which checks the credentials (the secret's digest, compared in constant
- * time inside the script), the plan and both rolling windows, and for a
- * preview stores its token, all in one atomic step. The confirm is in
- * ngx_http_linegate_provision_confirm.c. This file is the only one of
- * the four that calls the others.
+ * POST /accounts/lines/provision-preview and GET /accounts/limits. Both
+ * are decided by one path, the plain commands of ngx_http_linegate_
+ * provision_plain.c (one round trip). When the worker does not know the
+ * credentials, pv_account.lua checks them first (the secret's digest,
+ * compared in constant time inside the script) and returns the account:
+ * one more round trip on a cache miss only, as the worker learns the
+ * credentials from it. The confirm is in ngx_http_linegate_provision_
+ * confirm.c; the answers they share in ngx_http_linegate_provision_
+ * script.c. This file is the only one of the four that calls the others.
  */
 
 
@@ -21,6 +21,7 @@
 #include "ngx_http_linegate_crypto.h"
 #include "ngx_http_linegate_reply.h"
 #include "ngx_http_linegate_clock.h"
+#include "ngx_http_linegate_str.h"
 
 
 static void ngx_http_linegate_pv_preview(ngx_http_request_t *r,
@@ -29,6 +30,10 @@ static void ngx_http_linegate_pv_limits(ngx_http_request_t *r,
     ngx_http_linegate_ctx_t *ctx);
 static ngx_int_t ngx_http_linegate_pv_start(ngx_http_request_t *r,
     ngx_http_linegate_ctx_t *ctx, ngx_http_linegate_pv_request_t **pvp);
+static void ngx_http_linegate_pv_account(ngx_http_request_t *r,
+    ngx_http_linegate_ctx_t *ctx, ngx_http_linegate_pv_request_t *pv);
+static void ngx_http_linegate_pv_account_done(ngx_http_request_t *r,
+    redisReply *reply);
 
 
 void
@@ -87,7 +92,7 @@ ngx_http_linegate_pv_preview(ngx_http_request_t *r,
         return;
     }
 
-    ngx_http_linegate_pv_script(r, ctx, pv);
+    ngx_http_linegate_pv_account(r, ctx, pv);
 }
 
 
@@ -108,7 +113,7 @@ ngx_http_linegate_pv_limits(ngx_http_request_t *r,
         return;
     }
 
-    ngx_http_linegate_pv_script(r, ctx, pv);
+    ngx_http_linegate_pv_account(r, ctx, pv);
 }
 
 
@@ -117,7 +122,8 @@ ngx_http_linegate_pv_limits(ngx_http_request_t *r,
 /*
  * The request's state, and whether the worker knows the credentials
  * (pv->who.cached: the plain commands of ngx_http_linegate_provision_
- * plain.c follow; otherwise the script). NGX_DECLINED: answered (401).
+ * plain.c follow; otherwise pv_account.lua first). NGX_DECLINED:
+ * answered (401).
  */
 static ngx_int_t
 ngx_http_linegate_pv_start(ngx_http_request_t *r,
@@ -152,4 +158,97 @@ ngx_http_linegate_pv_start(ngx_http_request_t *r,
     *pvp = pv;
 
     return NGX_OK;
+}
+
+
+/*
+ * pv_account.lua: the account of credentials the worker does not know
+ * (KEYS[1] lg:sbkey:<key id>, the secret's digest), then the plain
+ * commands, as for a known account.
+ */
+static void
+ngx_http_linegate_pv_account(ngx_http_request_t *r,
+    ngx_http_linegate_ctx_t *ctx, ngx_http_linegate_pv_request_t *pv)
+{
+    ngx_str_t                        sbkey;
+    ngx_http_linegate_redis_args_t  *a;
+
+    sbkey.len = sizeof("lg:sbkey:") - 1 + pv->key_id.len;
+    sbkey.data = ngx_pnalloc(r->pool, sbkey.len);
+
+    if (sbkey.data == NULL) {
+        ngx_http_linegate_internal_error(r);
+        return;
+    }
+
+    (void) ngx_sprintf(sbkey.data, "lg:sbkey:%V", &pv->key_id);
+
+    a = &pv->args;
+
+    ngx_http_linegate_redis_args_init(a);
+    ngx_http_linegate_redis_arg_str(a, &sbkey);
+    ngx_http_linegate_redis_arg_str(a, &pv->digest);
+
+    if (ngx_http_linegate_redis_script(r, NGX_HTTP_LINEGATE_SCRIPT_PV_ACCOUNT,
+                                       1, a,
+                                       ngx_http_linegate_pv_account_done)
+        != NGX_OK)
+    {
+        ngx_http_linegate_store_unavailable(r);
+    }
+}
+
+
+static void
+ngx_http_linegate_pv_account_done(ngx_http_request_t *r, redisReply *reply)
+{
+    ngx_str_t                        acct;
+    ngx_http_linegate_ctx_t         *ctx;
+    ngx_http_linegate_pv_request_t  *pv;
+
+    ctx = ngx_http_linegate_get_ctx(r);
+    pv = ctx->data;
+
+    if (reply == NULL) {
+        ngx_http_linegate_store_unavailable(r);
+        return;
+    }
+
+    if (reply->type == REDIS_REPLY_NIL) {
+        ngx_str_null(&acct);
+
+        if (ngx_http_linegate_pv_refuse(r, ctx, NGX_HTTP_UNAUTHORIZED, &acct,
+                                        &pv->st)
+            != NGX_OK)
+        {
+            ngx_http_linegate_internal_error(r);
+        }
+
+        return;
+    }
+
+    if (reply->type != REDIS_REPLY_STRING || reply->len == 0) {
+        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                      NGX_HTTP_LINEGATE_LOG "unexpected reply to the "
+                      "credentials' check");
+        ngx_http_linegate_internal_error(r);
+        return;
+    }
+
+    /* the reply is freed once this handler returns */
+    if (ngx_http_linegate_pstr(r->pool, &acct, (u_char *) reply->str,
+                               reply->len)
+        == NULL)
+    {
+        ngx_http_linegate_internal_error(r);
+        return;
+    }
+
+    /* the store accepted the credentials: the next call is a known one */
+    ngx_http_linegate_auth_learn(r, &pv->who, &acct);
+
+    pv->who.value = acct;
+    ctx->tenant = acct;
+
+    ngx_http_linegate_pv_plain(r, ctx, pv);
 }

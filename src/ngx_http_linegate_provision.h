@@ -53,7 +53,7 @@ typedef struct {
 
 /* a preview or a limits request */
 typedef struct {
-    ngx_http_linegate_redis_args_t  args;    /* the script's */
+    ngx_http_linegate_redis_args_t  args;    /* pv_account.lua's */
     ngx_http_linegate_principal_t   who;     /* cached: value = account */
     ngx_str_t                       key_id;
     ngx_str_t                       digest;  /* the secret's, for the script */
@@ -61,7 +61,7 @@ typedef struct {
     u_char                          token[NGX_HTTP_LINEGATE_PV_TOKEN_LEN];
     unsigned                        preview:1;
 
-    /* the plain commands' (ngx_http_linegate_provision_plain.c) */
+    /* the decision's (ngx_http_linegate_provision_plain.c) */
     ngx_http_linegate_pv_state_t    st;
     int64_t                         inventory;
     unsigned                        eligible:1;
@@ -87,16 +87,13 @@ ngx_int_t ngx_http_linegate_pv_credentials(ngx_http_request_t *r,
     ngx_str_t *sbkey, ngx_str_t *digest);
 
 /*
- * Preview and limits of an account this worker knows, as plain
+ * Preview and limits of a known account (pv->who.value), as plain
  * commands (ngx_http_linegate_provision_plain.c) in one round trip: the
- * reads and, for a preview, the token written ahead, pipelined; a refused
- * preview deletes its token before it answers.
+ * reads and, for a preview, the token written ahead, pipelined; then the
+ * one decision of both endpoints; a refused preview deletes its token
+ * before it answers.
  */
 void ngx_http_linegate_pv_plain(ngx_http_request_t *r,
-    ngx_http_linegate_ctx_t *ctx, ngx_http_linegate_pv_request_t *pv);
-
-/* the script of a preview or limits request (pv->preview says which) */
-void ngx_http_linegate_pv_script(ngx_http_request_t *r,
     ngx_http_linegate_ctx_t *ctx, ngx_http_linegate_pv_request_t *pv);
 
 /* the 200 answers of preview (token stored) and limits */

@@ -1,27 +1,35 @@
 
 /*
- * linegate: provision-preview and GET /accounts/limits for an account this
- * worker knows (the store accepted that very key id and secret within
- * linegate_api_key_cache), as plain commands instead of pv_preview.lua or
- * pv_limits.lua: Redis runs a script's commands several times slower than
- * the same commands sent by a client, and the preview is Redis-bound.
+ * linegate: provision-preview and GET /accounts/limits, decided once, in
+ * C, for every caller: an account this worker knows (the store accepted
+ * that very key id and secret within linegate_api_key_cache) and one
+ * pv_account.lua has just checked (ngx_http_linegate_provision.c). Plain
+ * commands rather than a script: Redis runs a script's commands several
+ * times slower than the same commands sent by a client, and the preview
+ * is Redis-bound.
  *
  *   READ   one pipeline, one round trip: HMGET the account (plan,
  *          limits), ZRANGEBYSCORE the lines of the 30-day window with
  *          their times (the 24-hour window is its newest part; confirms
  *          trim older lines); for a preview, SCARD the inventory and SET
  *          lg:pv:<token> with its JSON and expiry, ahead of the checks
- *   then   200, or 403 / 429 / 503 exactly as the script answers, or the
- *          limits
+ *   LONG   a window holding more lines than one read takes
+ *          (NGX_HTTP_LINEGATE_PV_READ_MAX): a second round trip, each
+ *          window's ZCOUNT and the one line whose leaving frees a slot
+ *   then   the decision: 200, 403 (plan), 429 (the window that is
+ *          full), 503 (inventory empty), or the limits
  *   UNDO   a refused preview: DEL its token, then the refusal
  *
- * None of this needs a script's atomicity: a preview only checks and the
- * confirm checks again, atomically with the purchase. The token written
- * ahead is a random name nobody has been told: until a refusal deletes
- * it (and if that DEL is lost, until it expires) nothing can use it. A
- * window holding more lines than one read takes
- * (NGX_HTTP_LINEGATE_PV_READ_MAX) is left to the script, which deletes
- * the token when it refuses.
+ * Rules written here only: the plan check, the 403/429/503 order, the
+ * limit fallback and the window arithmetic as a preview and the limits
+ * read them. None of this needs a script's atomicity: a preview only
+ * checks, and pv_confirm.lua, the only writer of lg:{acct:<A>}:prov,
+ * enforces the limits again atomically with the purchase (its
+ * lg_pv_window/lg_pv_limit in include/pv_state.lua, the same rule; the
+ * window lengths come from ngx_http_linegate_provision.h for both,
+ * through embed.pl). The token written ahead is a random name nobody has
+ * been told: until a refusal deletes it (and if that DEL is lost, until
+ * it expires) nothing can use it.
  */
 
 
@@ -38,16 +46,24 @@
 #define NGX_HTTP_LINEGATE_PV_DAY_MS    (NGX_HTTP_LINEGATE_PV_DAY * 1000LL)
 #define NGX_HTTP_LINEGATE_PV_MONTH_MS  (NGX_HTTP_LINEGATE_PV_MONTH * 1000LL)
 
-/* lines of the 30-day window read at once; more: the script */
+/* lines of the 30-day window read at once; more: the LONG read */
 #define NGX_HTTP_LINEGATE_PV_READ_MAX  1000
+
+/* 2^53 ms: beyond, a score is no clock's time (a corrupt one, 1e300) */
+#define NGX_HTTP_LINEGATE_PV_TIME_MAX  9007199254740992LL
 
 
 static void ngx_http_linegate_pv_plain_read_done(ngx_http_request_t *r,
     redisReply *reply);
 static ngx_int_t ngx_http_linegate_pv_plain_windows(
     ngx_http_linegate_pv_request_t *pv, redisReply *lines);
-static void ngx_http_linegate_pv_plain_window(
-    ngx_http_linegate_pv_window_t *w, int64_t *times, int64_t n,
+static void ngx_http_linegate_pv_plain_long(ngx_http_request_t *r,
+    ngx_http_linegate_pv_request_t *pv);
+static void ngx_http_linegate_pv_plain_long_done(ngx_http_request_t *r,
+    redisReply *reply);
+static ngx_int_t ngx_http_linegate_pv_plain_time(redisReply *v, int64_t *t);
+static int64_t ngx_http_linegate_pv_plain_skip(int64_t used, int64_t limit);
+static int64_t ngx_http_linegate_pv_plain_free_at(int64_t t,
     int64_t window_ms);
 static void ngx_http_linegate_pv_plain_decide(ngx_http_request_t *r,
     ngx_http_linegate_ctx_t *ctx, ngx_http_linegate_pv_request_t *pv);
@@ -190,8 +206,8 @@ ngx_http_linegate_pv_plain_read_done(ngx_http_request_t *r,
     rc = ngx_http_linegate_pv_plain_windows(pv, reply->element[1]);
 
     if (rc == NGX_DECLINED) {
-        /* more lines than one read takes (or a time too large for it) */
-        ngx_http_linegate_pv_script(r, ctx, pv);
+        /* more lines than one read takes */
+        ngx_http_linegate_pv_plain_long(r, pv);
         return;
     }
 
@@ -213,17 +229,14 @@ unexpected:
 
 /*
  * Both windows from the 30-day window's lines, [member, time, ...] oldest
- * first: the 24-hour window is its tail. NGX_DECLINED: too many to read,
- * or a time int64_t cannot hold: the script answers.
+ * first: the 24-hour window is its tail. NGX_DECLINED: too many to read.
  */
 static ngx_int_t
 ngx_http_linegate_pv_plain_windows(ngx_http_linegate_pv_request_t *pv,
     redisReply *lines)
 {
-    char     *end;
-    double    t;
     size_t    i;
-    int64_t   n, day, *times;
+    int64_t   n, day, skip, *times;
     int64_t   buf[NGX_HTTP_LINEGATE_PV_READ_MAX];
 
     if (lines->type != REDIS_REPLY_ARRAY || lines->elements % 2) {
@@ -239,27 +252,13 @@ ngx_http_linegate_pv_plain_windows(ngx_http_linegate_pv_request_t *pv,
     times = buf;
 
     for (i = 0; i < (size_t) n; i++) {
-        if (lines->element[2 * i + 1]->type != REDIS_REPLY_STRING) {
+        if (ngx_http_linegate_pv_plain_time(lines->element[2 * i + 1],
+                                            &times[i])
+            != NGX_OK)
+        {
             return NGX_ERROR;
         }
-
-        /* hiredis ends every string with a NUL */
-        t = strtod(lines->element[2 * i + 1]->str, &end);
-
-        if (*end != '\0' || !isfinite(t)) {
-            return NGX_ERROR;
-        }
-
-        /* beyond 2^53 ms (1e300) int64_t cannot hold it: the script can */
-        if (t < -9007199254740992.0 || t > 9007199254740992.0) {
-            return NGX_DECLINED;
-        }
-
-        times[i] = (int64_t) t;
     }
-
-    ngx_http_linegate_pv_plain_window(&pv->st.monthly, times, n,
-                                      NGX_HTTP_LINEGATE_PV_MONTH_MS);
 
     /* the first line strictly newer than now - 24 h */
     for (day = 0; day < n; day++) {
@@ -268,44 +267,241 @@ ngx_http_linegate_pv_plain_windows(ngx_http_linegate_pv_request_t *pv,
         }
     }
 
-    ngx_http_linegate_pv_plain_window(&pv->st.daily, times + day, n - day,
-                                      NGX_HTTP_LINEGATE_PV_DAY_MS);
+    pv->st.monthly.used = n;
+    skip = ngx_http_linegate_pv_plain_skip(n, pv->st.monthly.limit);
+    pv->st.monthly.free_at = skip < 0 ? 0
+        : ngx_http_linegate_pv_plain_free_at(times[skip],
+                                             NGX_HTTP_LINEGATE_PV_MONTH_MS);
+
+    pv->st.daily.used = n - day;
+    skip = ngx_http_linegate_pv_plain_skip(n - day, pv->st.daily.limit);
+    pv->st.daily.free_at = skip < 0 ? 0
+        : ngx_http_linegate_pv_plain_free_at(times[day + skip],
+                                             NGX_HTTP_LINEGATE_PV_DAY_MS);
 
     return NGX_OK;
 }
 
 
 /*
- * lg_pv_window of pv_state.lua, over the times of the window's lines
- * (oldest first): used, and free_at, the moment one more line can be
- * added: when the window is full, when line used - limit leaves (the
- * oldest, unless the limit was lowered); otherwise when the oldest leaves.
- * 0 when nothing counts, or when no slot ever frees (a limit of 0).
+ * LONG: per window, ZCOUNT, the oldest line and the limit-th newest
+ * (the line whose leaving frees a slot is one of them, whichever the
+ * count says), in one pipeline. Not atomic with the first read, nor
+ * need it be: a preview only checks.
  */
 static void
-ngx_http_linegate_pv_plain_window(ngx_http_linegate_pv_window_t *w,
-    int64_t *times, int64_t n, int64_t window_ms)
+ngx_http_linegate_pv_plain_long(ngx_http_request_t *r,
+    ngx_http_linegate_pv_request_t *pv)
 {
-    int64_t  skip;
+    u_char                          *p, *from;
+    int64_t                          limit;
+    ngx_str_t                        prov;
+    ngx_uint_t                       i;
+    ngx_http_linegate_redis_args_t  *a, *c;
 
-    w->used = n;
-    w->free_at = 0;
+    p = ngx_pnalloc(r->pool, sizeof("lg:{acct:}:prov") - 1
+                             + pv->who.value.len + 2 * (1 + NGX_INT64_LEN));
+    a = ngx_palloc(r->pool, 6 * sizeof(ngx_http_linegate_redis_args_t));
 
-    if (n == 0) {
+    if (p == NULL || a == NULL) {
+        ngx_http_linegate_internal_error(r);
         return;
     }
 
-    skip = n >= w->limit ? n - w->limit : 0;
+    prov.data = p;
+    p = ngx_sprintf(p, "lg:{acct:%V}:prov", &pv->who.value);
+    prov.len = p - prov.data;
 
-    if (skip >= n) {
-        return;
+    for (i = 0; i < 2; i++) {
+        c = &a[3 * i];
+        limit = i ? pv->st.monthly.limit : pv->st.daily.limit;
+
+        from = p;
+        p = ngx_sprintf(p, "(%L", pv->now - (i ? NGX_HTTP_LINEGATE_PV_MONTH_MS
+                                                : NGX_HTTP_LINEGATE_PV_DAY_MS));
+
+        ngx_http_linegate_redis_args_init(&c[0]);
+        ngx_http_linegate_redis_arg_cstr(&c[0], "ZCOUNT");
+        ngx_http_linegate_redis_arg_str(&c[0], &prov);
+        ngx_http_linegate_redis_arg(&c[0], from, p - from);
+        ngx_http_linegate_redis_arg_cstr(&c[0], "+inf");
+
+        ngx_http_linegate_redis_args_init(&c[1]);
+        ngx_http_linegate_redis_arg_cstr(&c[1], "ZRANGEBYSCORE");
+        ngx_http_linegate_redis_arg_str(&c[1], &prov);
+        ngx_http_linegate_redis_arg(&c[1], from, p - from);
+        ngx_http_linegate_redis_arg_cstr(&c[1], "+inf");
+        ngx_http_linegate_redis_arg_cstr(&c[1], "WITHSCORES");
+        ngx_http_linegate_redis_arg_cstr(&c[1], "LIMIT");
+        ngx_http_linegate_redis_arg_cstr(&c[1], "0");
+        ngx_http_linegate_redis_arg_cstr(&c[1], "1");
+
+        ngx_http_linegate_redis_args_init(&c[2]);
+        ngx_http_linegate_redis_arg_cstr(&c[2], "ZREVRANGEBYSCORE");
+        ngx_http_linegate_redis_arg_str(&c[2], &prov);
+        ngx_http_linegate_redis_arg_cstr(&c[2], "+inf");
+        ngx_http_linegate_redis_arg(&c[2], from, p - from);
+        ngx_http_linegate_redis_arg_cstr(&c[2], "WITHSCORES");
+        ngx_http_linegate_redis_arg_cstr(&c[2], "LIMIT");
+        ngx_http_linegate_redis_arg_int(r, &c[2], limit > 0 ? limit - 1 : 0);
+        ngx_http_linegate_redis_arg_cstr(&c[2], "1");
     }
 
-    w->free_at = times[skip] + window_ms;
+    if (ngx_http_linegate_redis_pipeline(r, 6, a,
+                                         ngx_http_linegate_pv_plain_long_done)
+        != NGX_OK)
+    {
+        ngx_http_linegate_store_unavailable(r);
+    }
 }
 
 
-/* what pv_preview.lua and pv_limits.lua answer, in the same order */
+static void
+ngx_http_linegate_pv_plain_long_done(ngx_http_request_t *r,
+    redisReply *reply)
+{
+    int64_t                          skip, t, window_ms;
+    ngx_uint_t                       i;
+    redisReply                      *count, *line;
+    ngx_http_linegate_ctx_t         *ctx;
+    ngx_http_linegate_pv_window_t   *w;
+    ngx_http_linegate_pv_request_t  *pv;
+
+    ctx = ngx_http_linegate_get_ctx(r);
+    pv = ctx->data;
+
+    if (reply == NULL) {
+        ngx_http_linegate_store_unavailable(r);
+        return;
+    }
+
+    if (reply->type != REDIS_REPLY_ARRAY || reply->elements != 6) {
+        goto unexpected;
+    }
+
+    for (i = 0; i < 2; i++) {
+        w = i ? &pv->st.monthly : &pv->st.daily;
+        window_ms = i ? NGX_HTTP_LINEGATE_PV_MONTH_MS
+                      : NGX_HTTP_LINEGATE_PV_DAY_MS;
+        count = reply->element[3 * i];
+
+        if (count->type != REDIS_REPLY_INTEGER || count->integer < 0) {
+            goto unexpected;
+        }
+
+        w->used = count->integer;
+        w->free_at = 0;
+
+        skip = ngx_http_linegate_pv_plain_skip(w->used, w->limit);
+
+        if (skip < 0) {
+            continue;
+        }
+
+        /* skip 0: the oldest; else the limit-th newest */
+        line = reply->element[3 * i + (skip ? 2 : 1)];
+
+        if (line->type != REDIS_REPLY_ARRAY || line->elements % 2) {
+            goto unexpected;
+        }
+
+        if (line->elements == 0) {
+            /* left the window between the commands */
+            continue;
+        }
+
+        if (ngx_http_linegate_pv_plain_time(line->element[1], &t) != NGX_OK) {
+            goto unexpected;
+        }
+
+        w->free_at = ngx_http_linegate_pv_plain_free_at(t, window_ms);
+    }
+
+    ngx_http_linegate_pv_plain_decide(r, ctx, pv);
+    return;
+
+unexpected:
+
+    ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                  NGX_HTTP_LINEGATE_LOG "unexpected reply to the account's "
+                  "window counts");
+    ngx_http_linegate_internal_error(r);
+}
+
+
+/*
+ * A line's time (its score, Unix ms); beyond 2^53 ms (a corrupt 1e300),
+ * which int64_t need not hold, NGX_HTTP_LINEGATE_PV_TIME_MAX: it still
+ * counts, and frees no slot anyone can wait for.
+ */
+static ngx_int_t
+ngx_http_linegate_pv_plain_time(redisReply *v, int64_t *t)
+{
+    char    *end;
+    double   d;
+
+    if (v->type != REDIS_REPLY_STRING) {
+        return NGX_ERROR;
+    }
+
+    /* hiredis ends every string with a NUL */
+    d = strtod(v->str, &end);
+
+    if (*end != '\0' || !isfinite(d)) {
+        return NGX_ERROR;
+    }
+
+    if (d >= (double) NGX_HTTP_LINEGATE_PV_TIME_MAX) {
+        *t = NGX_HTTP_LINEGATE_PV_TIME_MAX;
+
+    } else if (d <= (double) -NGX_HTTP_LINEGATE_PV_TIME_MAX) {
+        *t = -NGX_HTTP_LINEGATE_PV_TIME_MAX;
+
+    } else {
+        *t = (int64_t) d;
+    }
+
+    return NGX_OK;
+}
+
+
+/*
+ * The window rule (lg_pv_window of include/pv_state.lua, which the
+ * confirm enforces): free_at is the moment one more line can be added.
+ * When the window is full, when line used - limit (oldest first) leaves
+ * (the oldest, unless the limit was lowered); otherwise when the oldest
+ * leaves. The index of that line, or -1 when nothing counts or no slot
+ * ever frees (a limit of 0): free_at 0.
+ */
+static int64_t
+ngx_http_linegate_pv_plain_skip(int64_t used, int64_t limit)
+{
+    int64_t  skip;
+
+    skip = used >= limit ? used - limit : 0;
+
+    return skip < used ? skip : -1;
+}
+
+
+static int64_t
+ngx_http_linegate_pv_plain_free_at(int64_t t, int64_t window_ms)
+{
+    if (t >= NGX_HTTP_LINEGATE_PV_TIME_MAX
+        || t <= -NGX_HTTP_LINEGATE_PV_TIME_MAX)
+    {
+        return 0;
+    }
+
+    return t + window_ms;
+}
+
+
+/*
+ * The one decision of preview and limits: the plan, then the 24-hour
+ * window, the 30-day window, the inventory (pv_confirm.lua checks the
+ * same, in the same order, again at the purchase)
+ */
 static void
 ngx_http_linegate_pv_plain_decide(ngx_http_request_t *r,
     ngx_http_linegate_ctx_t *ctx, ngx_http_linegate_pv_request_t *pv)
@@ -420,7 +616,10 @@ ngx_http_linegate_pv_plain_undone(ngx_http_request_t *r, redisReply *reply)
 }
 
 
-/* the token's SET, as pv_preview.lua stores it, into a */
+/*
+ * the token's SET into a: the preview pv_confirm.lua reads (and deletes)
+ * to confirm it
+ */
 static ngx_int_t
 ngx_http_linegate_pv_plain_write(ngx_http_request_t *r,
     ngx_http_linegate_pv_request_t *pv, ngx_http_linegate_redis_args_t *a)
@@ -468,8 +667,8 @@ ngx_http_linegate_pv_plain_write(ngx_http_request_t *r,
 
 
 /*
- * lg_pv_limit of pv_state.lua: the account's own limit when it is a
- * number >= 0 (rounded down), else the default.
+ * The account's own limit when it is a number >= 0 (rounded down), else
+ * the default (lg_pv_limit of include/pv_state.lua, the confirm's).
  */
 static int64_t
 ngx_http_linegate_pv_plain_limit(redisReply *v, ngx_uint_t def)

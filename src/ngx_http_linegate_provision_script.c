@@ -1,17 +1,15 @@
 
 /*
- * linegate: the Provisioning API's script path and the answers every
- * path shares.
+ * linegate: the answers the Provisioning API's endpoints share, and the
+ * reading of a provisioning script's reply.
  *
- * pv_preview.lua and pv_limits.lua check the credentials (the secret's
- * digest, compared in constant time inside the script), the plan and both
- * rolling windows, and a preview stores its token, all in one atomic
- * step: one Redis round trip. The answers built from their state (the
- * preview's 200, the limits, the rate headers, the refusals) are shared
- * with the plain commands (ngx_http_linegate_provision_plain.c) and,
- * for the credentials and refusals, with the confirm
- * (ngx_http_linegate_provision_confirm.c). Nothing here calls those
- * files: ngx_http_linegate_provision.c, above them all, picks the path.
+ * The preview's 200, the limits, the rate headers of both windows and
+ * the refusals (401, 403, 429 and its Retry-After, 503) are rendered here
+ * once, from an ngx_http_linegate_pv_state_t: for preview and limits the
+ * plain commands (ngx_http_linegate_provision_plain.c) fill it in, for
+ * the confirm pv_confirm.lua's reply (ngx_http_linegate_pv_state()).
+ * Nothing here calls those files: ngx_http_linegate_provision.c, above
+ * them all, picks the path.
  */
 
 
@@ -26,97 +24,12 @@
 #include "ngx_http_linegate_str.h"
 
 
-static void ngx_http_linegate_pv_preview_done(ngx_http_request_t *r,
-    redisReply *reply);
 static u_char *ngx_http_linegate_pv_message(ngx_http_request_t *r,
     time_t ttl);
-static void ngx_http_linegate_pv_limits_done(ngx_http_request_t *r,
-    redisReply *reply);
 static void ngx_http_linegate_pv_window_jw(ngx_http_linegate_json_write_t *jw,
     ngx_http_linegate_pv_window_t *w, time_t window);
-static ngx_int_t ngx_http_linegate_pv_reply(ngx_http_request_t *r,
-    ngx_http_linegate_ctx_t *ctx, redisReply *reply,
-    ngx_http_linegate_pv_state_t *st);
 static ngx_int_t ngx_http_linegate_pv_sbkey(ngx_http_request_t *r,
     ngx_str_t *key_id, ngx_str_t *sbkey);
-
-
-/*
- * pv_preview.lua or pv_limits.lua: credentials, plan, windows (and the
- * token) in one step. Also where the plain commands hand over what they
- * do not do (a window too long to read at once).
- */
-void
-ngx_http_linegate_pv_script(ngx_http_request_t *r,
-    ngx_http_linegate_ctx_t *ctx, ngx_http_linegate_pv_request_t *pv)
-{
-    ngx_str_t                        sbkey, key_id;
-    ngx_http_linegate_redis_args_t  *a;
-    ngx_http_linegate_main_conf_t   *lmcf;
-
-    lmcf = ngx_http_get_module_main_conf(r, ngx_http_linegate_module);
-    a = &pv->args;
-
-    /* a known account the plain commands handed over: no digest yet */
-    if (pv->digest.len == 0
-        && ngx_http_linegate_auth_account(r, ctx, NULL, &key_id, &pv->digest)
-           != NGX_OK)
-    {
-        ngx_http_linegate_refuse(r);
-        return;
-    }
-
-    /* the first arguments: KEYS[1] lg:sbkey:<key id>, the digest, now */
-    if (ngx_http_linegate_pv_sbkey(r, &pv->key_id, &sbkey) != NGX_OK) {
-        ngx_http_linegate_internal_error(r);
-        return;
-    }
-
-    ngx_http_linegate_redis_args_init(a);
-    ngx_http_linegate_redis_arg_str(a, &sbkey);
-    ngx_http_linegate_redis_arg_str(a, &pv->digest);
-    ngx_http_linegate_redis_arg_int(r, a, pv->now);
-
-    if (pv->preview) {
-        ngx_http_linegate_redis_arg(a, pv->token,
-                                    NGX_HTTP_LINEGATE_PV_TOKEN_LEN);
-        ngx_http_linegate_redis_arg_int(r, a, lmcf->preview_ttl);
-    }
-
-    ngx_http_linegate_redis_arg_int(r, a, lmcf->prov_daily);
-    ngx_http_linegate_redis_arg_int(r, a, lmcf->prov_monthly);
-
-    if (ngx_http_linegate_redis_script(r,
-            pv->preview ? NGX_HTTP_LINEGATE_SCRIPT_PV_PREVIEW
-                        : NGX_HTTP_LINEGATE_SCRIPT_PV_LIMITS,
-            1, a,
-            pv->preview ? ngx_http_linegate_pv_preview_done
-                        : ngx_http_linegate_pv_limits_done)
-        != NGX_OK)
-    {
-        ngx_http_linegate_store_unavailable(r);
-    }
-}
-
-
-static void
-ngx_http_linegate_pv_preview_done(ngx_http_request_t *r, redisReply *reply)
-{
-    ngx_http_linegate_ctx_t         *ctx;
-    ngx_http_linegate_pv_state_t     st;
-    ngx_http_linegate_pv_request_t  *pv;
-
-    ctx = ngx_http_linegate_get_ctx(r);
-    pv = ctx->data;
-
-    st.now = pv->now;
-
-    if (ngx_http_linegate_pv_reply(r, ctx, reply, &st) != NGX_OK) {
-        return;
-    }
-
-    ngx_http_linegate_pv_preview_ok(r, pv);
-}
 
 
 /* the 200 of a preview whose token is stored */
@@ -187,26 +100,6 @@ ngx_http_linegate_pv_message(ngx_http_request_t *r, time_t ttl)
 }
 
 
-static void
-ngx_http_linegate_pv_limits_done(ngx_http_request_t *r, redisReply *reply)
-{
-    ngx_http_linegate_ctx_t         *ctx;
-    ngx_http_linegate_pv_state_t     st;
-    ngx_http_linegate_pv_request_t  *pv;
-
-    ctx = ngx_http_linegate_get_ctx(r);
-    pv = ctx->data;
-
-    st.now = pv->now;
-
-    if (ngx_http_linegate_pv_reply(r, ctx, reply, &st) != NGX_OK) {
-        return;
-    }
-
-    ngx_http_linegate_pv_limits_ok(r, &st);
-}
-
-
 /* the 200 of GET /accounts/limits */
 void
 ngx_http_linegate_pv_limits_ok(ngx_http_request_t *r,
@@ -264,55 +157,6 @@ ngx_http_linegate_pv_window_jw(ngx_http_linegate_json_write_t *jw,
     }
 
     ngx_http_linegate_json_write_end(jw, '}');
-}
-
-
-/*
- * The reply of the preview or limits script: NGX_OK with st filled in
- * when it is 200; otherwise the answer has been sent.
- */
-static ngx_int_t
-ngx_http_linegate_pv_reply(ngx_http_request_t *r,
-    ngx_http_linegate_ctx_t *ctx, redisReply *reply,
-    ngx_http_linegate_pv_state_t *st)
-{
-    int64_t                          code;
-    ngx_str_t                        error;
-    ngx_http_linegate_pv_request_t  *pv;
-
-    if (reply == NULL) {
-        ngx_http_linegate_store_unavailable(r);
-        return NGX_DECLINED;
-    }
-
-    if (ngx_http_linegate_reply_int(reply, 0, &code) != NGX_OK
-        || (code != 401
-            && ngx_http_linegate_pv_state(r, ctx, reply, st->now, st)
-               != NGX_OK))
-    {
-        ngx_http_linegate_internal_error(r);
-        return NGX_DECLINED;
-    }
-
-    if (code != NGX_HTTP_UNAUTHORIZED) {
-        /* the store accepted the credentials: ctx->tenant is the account */
-        pv = ctx->data;
-        ngx_http_linegate_auth_learn(r, &pv->who, &ctx->tenant);
-    }
-
-    if (code == NGX_HTTP_OK) {
-        return NGX_OK;
-    }
-
-    ngx_str_null(&error);
-    (void) ngx_http_linegate_reply_str(reply, NGX_HTTP_LINEGATE_PV_EXTRA,
-                                       &error);
-
-    if (ngx_http_linegate_pv_refuse(r, ctx, code, &error, st) != NGX_OK) {
-        ngx_http_linegate_internal_error(r);
-    }
-
-    return NGX_DECLINED;
 }
 
 

@@ -224,6 +224,28 @@ subtest 'GET: parallel polls make one Stripe call per interval' => sub {
     ok($l->lr($w, $id)->{reconciledAt} > 0, 'reconciledAt recorded');
 };
 
+subtest 'the claim holds only on the request as nginx read it' => sub {
+    # lr_claim.lua has no rule of its own (nginx decides a check is due):
+    # it writes reconciledAt only when every field the decision read is
+    # unchanged ('' for absent)
+    open my $fh, '<', "$LG::Stack::ROOT/src/lua/lr_claim.lua" or die $!;
+    my $claim = do { local $/; <$fh> };
+    my $k = 'lg:{ws:org_claim}:lr:0123456789abcdef01234567';
+    $r->hset($k, provisioningStatus => 'awaiting_payment',
+             invoiceId => 'in_1', reconciledAt => 5);
+    my @read = (provisioningStatus => 'awaiting_payment',
+                invoiceId => 'in_1', reconciledAt => 5, reissueAt => '');
+
+    is($r->eval($claim, 1, $k, 10, @read[0 .. 3], reconciledAt => 4,
+                reissueAt => ''), 0, 'another poll claimed it: refused');
+    is($r->hget($k, 'reconciledAt'), 5, 'nothing written');
+    is($r->eval($claim, 1, $k, 10, @read[0 .. 5], reissueAt => 1), 0,
+       'a reissue began: refused');
+    is($r->eval($claim, 1, $k, 10, @read), 1, 'unchanged: claimed');
+    is($r->hget($k, 'reconciledAt'), 10, 'reconciledAt = now');
+    is($r->eval($claim, 1, $k, 11, @read), 0, 'the same read again: refused');
+};
+
 subtest 'by-user: every line but canceled ones, oldest first' => sub {
     my $w = ws();
     my $b = $l->answer($l->list($w), 200, 'no lines yet');

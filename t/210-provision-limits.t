@@ -101,6 +101,17 @@ subtest 'more lines than one read takes (1,000): still counted' => sub {
     is($b->{limits}{monthly}{resets_at}, iso($now - 2 * $DAY - 1_200_000
                                              + 30 * $DAY),
        'monthly resets when the oldest leaves');
+    # full (a limit under the count): the slot frees when line
+    # used - limit, oldest first, leaves (the limit-th newest)
+    $r->hset('lg:{acct:acct_lim_many}', monthly_limit => 1100);
+    $b = $p->answer($p->limits($a), 200, 'limits, window full');
+    is($b->{limits}{monthly}{used}, 1201, 'full: 1201 used');
+    is($b->{limits}{monthly}{remaining}, 0, 'full: none left');
+    is($b->{limits}{monthly}{resets_at}, iso($now - 2 * $DAY - 1_099_000
+                                             + 30 * $DAY),
+       'full: resets when line 101 (oldest first) leaves');
+    is($b->{limits}{daily}{resets_at}, iso($now - 3_600_000 + $DAY),
+       'daily: when the one line of today leaves');
 };
 
 subtest 'window edges seen by limits' => sub {

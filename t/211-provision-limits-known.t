@@ -1,6 +1,8 @@
 # t/210 again, every worker knowing the credentials before each call
-# (LG::Provision's known mode): limits as plain commands
-# (src/ngx_http_linegate_provision_plain.c) must answer as the script does.
+# (LG::Provision's known mode). The limits are decided once, in C
+# (src/ngx_http_linegate_provision_plain.c), for both credential paths:
+# this stays as a regression test that a known and an unknown caller
+# (pv_account.lua first) get the same answers.
 use strict;
 use warnings;
 

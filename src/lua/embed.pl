@@ -21,6 +21,18 @@ sub slurp {
 my ($out, @files) = @ARGV;
 die "usage: $0 OUT.h FILE.lua ...\n" unless $out && @files;
 
+# Constants a script shares with C: a line of Lua such as
+#   local LG_PV_DAY = 86400 * 1000  --#define NGX_HTTP_LINEGATE_PV_DAY
+# gets its number from that #define of a header in src/ (the one place
+# it is written): the build stops when the two differ, so the script
+# read as it is (t/233 evaluates it) says the same.
+my %define;
+for my $h (glob(File::Basename::dirname($files[0]) . '/../*.h')) {
+    my $text = slurp($h);
+    $define{$1} = $2 while $text =~
+        /^#define[ \t]+(NGX_HTTP_LINEGATE_\w+)[ \t]+(\d+)[ \t]*$/gm;
+}
+
 my (@names, $body);
 for my $f (sort @files) {
     my $name = basename($f, '.lua');
@@ -37,6 +49,12 @@ for my $f (sort @files) {
     }gme) {
         die "$f: includes nested too deep\n" if ++$depth > 4;
     }
+    $src =~ s{^(local \w+ = )(\d+)( \* 1000)?[ \t]+--#define (\w+)[ \t]*$}{
+        die "$f: no #define $4 in src/*.h\n" unless defined $define{$4};
+        die "$f: $4 is $define{$4} in its header, $2 here\n"
+            unless $define{$4} == $2;
+        $1 . $define{$4} . ($3 // '')
+    }gme;
     # Comment lines are not sent: Redis refuses a bulk string over 16 KB
     # from a connection not yet authenticated (the scripts are loaded as
     # soon as it connects, and a password refusal must be what it logs),

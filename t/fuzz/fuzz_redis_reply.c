@@ -16,9 +16,9 @@
  * content, as a preview (4 commands: the reads and the token's SET) and
  * as a limits request (2), whichever count it has: a count that is not
  * its own must be refused too.  Redis is not connected in this build: a
- * command the reader sends (a refused preview's DEL) fails as a lost
- * connection would, and a hand-over to the script is recorded and
- * answered as an unreachable store.  Invariant: an answer, exactly one.
+ * command the reader sends (a refused preview's DEL, the second read of
+ * a window too long for one) fails as a lost connection would.
+ * Invariant: an answer, exactly one.
  */
 
 
@@ -27,22 +27,6 @@
 #include "ngx_http_linegate_provision.h"
 #include "ngx_http_linegate_reply.h"
 
-
-static ngx_uint_t  fuzz_scripted;
-
-
-/*
- * What the fast path hands over to the script (too many lines, or a
- * time it cannot hold): recorded, and answered as an unreachable store
- * would be; the script's own reply is read by reply_int/reply_str above.
- */
-static void
-fuzz_pv_script(ngx_http_request_t *r, ngx_http_linegate_ctx_t *ctx,
-    ngx_http_linegate_pv_request_t *pv)
-{
-    fuzz_scripted++;
-    ngx_http_linegate_store_unavailable(r);
-}
 
 /*
  * A command the fast path sends (a refused preview's DEL of its token):
@@ -59,11 +43,21 @@ fuzz_redis_command(ngx_http_request_t *r,
     return NGX_ERROR;
 }
 
-#define ngx_http_linegate_pv_script  fuzz_pv_script
+/* the LONG read of a window over 1,000 lines: not sent either */
+static ngx_int_t
+fuzz_redis_pipeline(ngx_http_request_t *r, ngx_uint_t n,
+    ngx_http_linegate_redis_args_t *args,
+    ngx_http_linegate_redis_handler_pt handler)
+{
+    fuzz_commands++;
+    return NGX_ERROR;
+}
+
 #define ngx_http_linegate_redis_command  fuzz_redis_command
+#define ngx_http_linegate_redis_pipeline  fuzz_redis_pipeline
 #include "ngx_http_linegate_provision_plain.c"
+#undef ngx_http_linegate_redis_pipeline
 #undef ngx_http_linegate_redis_command
-#undef ngx_http_linegate_pv_script
 
 
 static void

@@ -6,9 +6,6 @@
 --
 -- ARGV[1] 'k': ARGV[2] is sha256hex of an API key, resolved here;
 --         'w': ARGV[2] is the workspace of a verified Clerk token
---         'n': ARGV[2] is the workspace and this request was already
---              admitted (the GET's pipeline): ARGV[3] is what it left,
---              ARGV[4] its reset (ms)
 -- ARGV[3] the emission interval T (microseconds per request: the
 --         window / linegate_rate), ARGV[4] the tolerance tau = (N - 1) T,
 --         so that a full window's worth may come at once
@@ -29,9 +26,6 @@ end
 
 local function lg_lr_gate()
     local ws = ARGV[2]
-    if ARGV[1] == 'n' then
-        return ws, LR_GATE_OK, {tonumber(ARGV[3]), tonumber(ARGV[4]), 0}
-    end
 
     if ARGV[1] == 'k' then
         ws = redis.call('GET', 'lg:apikey:' .. ARGV[2])

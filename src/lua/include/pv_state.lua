@@ -1,4 +1,8 @@
--- Rolling windows of provisioned lines: 24 hours and 30 days.
+-- Rolling windows of provisioned lines: 24 hours and 30 days, as the
+-- confirm enforces them (pv_confirm.lua, the only writer of the windows,
+-- atomically with the purchase) and pv_release.lua reports them. The
+-- preview and GET /accounts/limits read the same rule in C
+-- (src/ngx_http_linegate_provision_plain.c): it needs no atomicity there.
 --
 -- lg:{acct:<A>}:prov is a zset with one member per counted line
 -- (worker_<id>), score = Unix ms of its confirm. A line counts while its
@@ -15,8 +19,11 @@
 --   w = {daily limit, used, free_at, monthly limit, used, free_at}; the
 --   limits are the account's daily_limit/monthly_limit, else the defaults.
 
-local LG_PV_DAY = 86400000
-local LG_PV_MONTH = 2592000000
+-- the window lengths, ms: from src/ngx_http_linegate_provision.h, which
+-- the preview and the limits (src/ngx_http_linegate_provision_plain.c)
+-- read too (embed.pl checks the numbers here against it)
+local LG_PV_DAY = 86400 * 1000  --#define NGX_HTTP_LINEGATE_PV_DAY
+local LG_PV_MONTH = 2592000 * 1000  --#define NGX_HTTP_LINEGATE_PV_MONTH
 
 local function lg_pv_window(prov, now, window_ms, limit)
     local from = '(' .. string.format('%d', now - window_ms)
