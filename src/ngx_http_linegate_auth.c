@@ -18,6 +18,9 @@
 #include "ngx_http_linegate_crypto.h"
 #include "ngx_http_linegate_jwt.h"
 #include "ngx_http_linegate_headers.h"
+#include "ngx_http_linegate_cache.h"
+#include "ngx_http_linegate_chars.h"
+#include "ngx_http_linegate_str.h"
 
 
 #define NGX_HTTP_LINEGATE_TOKEN_MAX       8192
@@ -26,15 +29,16 @@
 #define NGX_HTTP_LINEGATE_KEY_ID_MAX      128
 #define NGX_HTTP_LINEGATE_SECRET_MAX      256
 /*
- * Per-worker caches, both 2-way set-associative, indexed by digest bytes
- * and holding ids of at most NGX_HTTP_LINEGATE_CACHED_ID_MAX bytes
- * (longer ones are served, never cached): Clerk tokens (8,192 entries,
- * ~1.4 MB) and API keys and provisioning credentials
- * (linegate_api_key_cache_size entries, 4,096 by default, ~0.5 MB),
- * allocated when the worker starts.
+ * Per-worker caches (cache.h), allocated when the worker starts, holding
+ * ids of at most NGX_HTTP_LINEGATE_CACHED_ID_MAX bytes (longer ones are
+ * served, never cached): Clerk tokens (8,192 entries of the user and the
+ * organization, ~1.5 MB) and API keys and provisioning credentials
+ * (linegate_api_key_cache_size entries of the workspace or account,
+ * 4,096 by default, ~0.5 MB).
  */
-#define NGX_HTTP_LINEGATE_JWT_CACHE_SETS     4096
+#define NGX_HTTP_LINEGATE_JWT_CACHE_SIZE     8192
 #define NGX_HTTP_LINEGATE_CACHED_ID_MAX      64
+#define NGX_HTTP_LINEGATE_JWT_HAS_ORG        0x01  /* cache entry flags */
 
 
 /* a verified token */
@@ -49,27 +53,6 @@ typedef struct {
 } ngx_http_linegate_jwt_verified_t;
 
 
-typedef struct {
-    u_char                          digest[32];
-    time_t                          exp;
-    u_char                          used;
-    u_char                          has_org;
-    u_char                          org_len;
-    u_char                          sub_len;
-    u_char                          org[NGX_HTTP_LINEGATE_CACHED_ID_MAX];
-    u_char                          sub[NGX_HTTP_LINEGATE_CACHED_ID_MAX];
-} ngx_http_linegate_jwt_cache_t;
-
-
-typedef struct {
-    u_char                          digest[32];
-    ngx_msec_t                      expires;
-    ngx_atomic_uint_t               epoch;
-    u_char                          ws_len;   /* 0: free */
-    u_char                          ws[NGX_HTTP_LINEGATE_CACHED_ID_MAX];
-} ngx_http_linegate_apikey_cache_t;
-
-
 static ngx_int_t ngx_http_linegate_bearer(ngx_http_request_t *r,
     ngx_str_t *token);
 static ngx_int_t ngx_http_linegate_session_cookie(ngx_http_request_t *r,
@@ -82,30 +65,19 @@ static ngx_int_t ngx_http_linegate_clerk(ngx_http_request_t *r,
     ngx_http_linegate_principal_t *p);
 static ngx_int_t ngx_http_linegate_clerk_verify(ngx_http_request_t *r,
     ngx_str_t *token, ngx_http_linegate_jwt_verified_t *v);
-static ngx_http_linegate_jwt_cache_t *ngx_http_linegate_clerk_cached(
-    ngx_http_request_t *r, u_char *digest, ngx_uint_t *victim);
 static ngx_int_t ngx_http_linegate_apikey_cached(ngx_http_request_t *r,
     ngx_http_linegate_principal_t *p);
 static ngx_int_t ngx_http_linegate_unauthorized(ngx_http_request_t *r,
     ngx_http_linegate_ctx_t *ctx, const char *why);
 static ngx_int_t ngx_http_linegate_refused(ngx_http_linegate_ctx_t *ctx,
     ngx_uint_t status, const char *code, const char *message);
-static ngx_int_t ngx_http_linegate_pstrdup(ngx_pool_t *pool, ngx_str_t *dst,
-    u_char *src, size_t len);
 
 
 /* per worker: tokens verified once, remembered until they expire */
-static ngx_http_linegate_jwt_cache_t
-    ngx_http_linegate_jwt_cache[NGX_HTTP_LINEGATE_JWT_CACHE_SETS][2];
+static ngx_http_linegate_cache_t  ngx_http_linegate_jwt_cache;
 
 /* per worker: API key -> workspace, for linegate_api_key_cache */
-static ngx_http_linegate_apikey_cache_t   (*ngx_http_linegate_apikey_cache)[2];
-static ngx_uint_t                          ngx_http_linegate_apikey_sets;
-
-
-#define ngx_http_linegate_digest_set(d, n)                                  \
-    (((ngx_uint_t) (d)[0] | ((ngx_uint_t) (d)[1] << 8)                      \
-      | ((ngx_uint_t) (d)[2] << 16)) % (n))
+static ngx_http_linegate_cache_t  ngx_http_linegate_apikey_cache;
 
 
 ngx_int_t
@@ -359,49 +331,30 @@ static ngx_int_t
 ngx_http_linegate_apikey_cached(ngx_http_request_t *r,
     ngx_http_linegate_principal_t *p)
 {
-    u_char                            *ws;
-    ngx_uint_t                         i, set;
-    ngx_http_linegate_apikey_cache_t  *e;
+    ngx_str_t                         ws;
+    ngx_http_linegate_cache_entry_t  *e;
 
     ngx_str_null(&p->stale);
 
-    if (ngx_http_linegate_apikey_sets == 0) {
+    e = ngx_http_linegate_cache_find(&ngx_http_linegate_apikey_cache,
+                                     p->digest);
+    if (e == NULL) {
         return NGX_DECLINED;
     }
 
-    set = ngx_http_linegate_digest_set(p->digest,
-                                       ngx_http_linegate_apikey_sets);
-
-    for (i = 0; i < 2; i++) {
-        e = &ngx_http_linegate_apikey_cache[set][i];
-
-        if (e->ws_len == 0 || ngx_memcmp(e->digest, p->digest, 32) != 0) {
-            continue;
-        }
-
-        ws = ngx_pnalloc(r->pool, e->ws_len);
-        if (ws == NULL) {
-            return NGX_ERROR;
-        }
-
-        ngx_memcpy(ws, e->ws, e->ws_len);
-
-        if (e->epoch != p->epoch
-            || (ngx_msec_int_t) (e->expires - ngx_current_msec) <= 0)
-        {
-            p->stale.data = ws;
-            p->stale.len = e->ws_len;
-            return NGX_DECLINED;
-        }
-
-        p->value.data = ws;
-        p->value.len = e->ws_len;
-        p->cached = 1;
-
-        return NGX_OK;
+    if (ngx_http_linegate_pstr(r->pool, &ws, e->value, e->len[0]) == NULL) {
+        return NGX_ERROR;
     }
 
-    return NGX_DECLINED;
+    if (!ngx_http_linegate_cache_fresh(e, ngx_current_msec, p->epoch)) {
+        p->stale = ws;
+        return NGX_DECLINED;
+    }
+
+    p->value = ws;
+    p->cached = 1;
+
+    return NGX_OK;
 }
 
 
@@ -409,46 +362,23 @@ void
 ngx_http_linegate_auth_learn(ngx_http_request_t *r,
     ngx_http_linegate_principal_t *p, ngx_str_t *ws)
 {
-    ngx_uint_t                         i, set;
-    ngx_http_linegate_apikey_cache_t  *e, *victim;
-    ngx_http_linegate_main_conf_t     *lmcf;
-
-    lmcf = ngx_http_get_module_main_conf(r, ngx_http_linegate_module);
+    ngx_http_linegate_main_conf_t  *lmcf;
 
     if ((p->kind != NGX_HTTP_LINEGATE_AUTH_API_KEY
          && p->kind != NGX_HTTP_LINEGATE_AUTH_SB_KEY)
-        || p->cached
-        || ngx_http_linegate_apikey_sets == 0
-        || ws->len == 0 || ws->len > NGX_HTTP_LINEGATE_CACHED_ID_MAX)
+        || p->cached || ws->len == 0)
     {
         return;
     }
 
-    set = ngx_http_linegate_digest_set(p->digest,
-                                       ngx_http_linegate_apikey_sets);
-    victim = NULL;
+    lmcf = ngx_http_get_module_main_conf(r, ngx_http_linegate_module);
 
-    for (i = 0; i < 2; i++) {
-        e = &ngx_http_linegate_apikey_cache[set][i];
-
-        if (e->ws_len && ngx_memcmp(e->digest, p->digest, 32) == 0) {
-            victim = e;
-            break;
-        }
-
-        /* a free or expired way, else the one expiring first */
-        if (victim == NULL || e->ws_len == 0
-            || (ngx_msec_int_t) (e->expires - victim->expires) < 0)
-        {
-            victim = e;
-        }
-    }
-
-    ngx_memcpy(victim->digest, p->digest, 32);
-    ngx_memcpy(victim->ws, ws->data, ws->len);
-    victim->ws_len = (u_char) ws->len;
-    victim->epoch = p->epoch;
-    victim->expires = ngx_current_msec + lmcf->apikey_cache_ttl;
+    (void) ngx_http_linegate_cache_put(&ngx_http_linegate_apikey_cache,
+                                       p->digest, ngx_current_msec,
+                                       ngx_current_msec
+                                       + lmcf->apikey_cache_ttl,
+                                       p->epoch, 0, ws->data, ws->len,
+                                       NULL, 0);
 }
 
 
@@ -456,21 +386,39 @@ ngx_int_t
 ngx_http_linegate_auth_init_process(ngx_cycle_t *cycle,
     ngx_http_linegate_main_conf_t *lmcf)
 {
-    size_t  size;
+    void    *mem;
+    size_t   size;
+
+    if (lmcf->clerk_keys != NULL) {
+        size = ngx_http_linegate_cache_bytes(
+                   NGX_HTTP_LINEGATE_JWT_CACHE_SIZE,
+                   2 * NGX_HTTP_LINEGATE_CACHED_ID_MAX);
+
+        mem = ngx_calloc(size, cycle->log);
+        if (mem == NULL) {
+            return NGX_ERROR;
+        }
+
+        ngx_http_linegate_cache_init(&ngx_http_linegate_jwt_cache, mem,
+                                     NGX_HTTP_LINEGATE_JWT_CACHE_SIZE,
+                                     2 * NGX_HTTP_LINEGATE_CACHED_ID_MAX);
+    }
 
     if (lmcf->apikey_cache_ttl == 0 || lmcf->apikey_cache_size < 2) {
         return NGX_OK;
     }
 
-    ngx_http_linegate_apikey_sets = lmcf->apikey_cache_size / 2;
-    size = ngx_http_linegate_apikey_sets
-           * sizeof(ngx_http_linegate_apikey_cache_t) * 2;
+    size = ngx_http_linegate_cache_bytes(lmcf->apikey_cache_size,
+                                         NGX_HTTP_LINEGATE_CACHED_ID_MAX);
 
-    ngx_http_linegate_apikey_cache = ngx_calloc(size, cycle->log);
-    if (ngx_http_linegate_apikey_cache == NULL) {
-        ngx_http_linegate_apikey_sets = 0;
+    mem = ngx_calloc(size, cycle->log);
+    if (mem == NULL) {
         return NGX_ERROR;
     }
+
+    ngx_http_linegate_cache_init(&ngx_http_linegate_apikey_cache, mem,
+                                 lmcf->apikey_cache_size,
+                                 NGX_HTTP_LINEGATE_CACHED_ID_MAX);
 
     return NGX_OK;
 }
@@ -508,24 +456,11 @@ ngx_http_linegate_bearer(ngx_http_request_t *r, ngx_str_t *token)
 static ngx_int_t
 ngx_http_linegate_is_api_key(ngx_str_t *token)
 {
-    size_t  i;
-
-    if (token->len < NGX_HTTP_LINEGATE_API_KEY_MIN
-        || token->len > NGX_HTTP_LINEGATE_API_KEY_MAX
-        || ngx_strncmp(token->data, "tuco_", 5) != 0)
-    {
-        return 0;
-    }
-
-    for (i = 5; i < token->len; i++) {
-        if (!(isalnum(token->data[i]) || token->data[i] == '-'
-              || token->data[i] == '_'))
-        {
-            return 0;
-        }
-    }
-
-    return 1;
+    return token->len >= NGX_HTTP_LINEGATE_API_KEY_MIN
+           && token->len <= NGX_HTTP_LINEGATE_API_KEY_MAX
+           && ngx_strncmp(token->data, "tuco_", 5) == 0
+           && ngx_http_linegate_chars_are(token->data + 5, token->len - 5,
+                                          NGX_HTTP_LINEGATE_CHARS_ID);
 }
 
 
@@ -535,8 +470,9 @@ ngx_http_linegate_clerk(ngx_http_request_t *r, ngx_http_linegate_ctx_t *ctx,
 {
     u_char                            *org, *sub;
     size_t                             org_len, sub_len;
-    ngx_uint_t                         way, has_org;
-    ngx_http_linegate_jwt_cache_t     *e;
+    time_t                             now;
+    ngx_uint_t                         has_org;
+    ngx_http_linegate_cache_entry_t   *e;
     ngx_http_linegate_jwt_verified_t   fresh;
     ngx_http_linegate_main_conf_t     *lmcf;
 
@@ -559,8 +495,17 @@ ngx_http_linegate_clerk(ngx_http_request_t *r, ngx_http_linegate_ctx_t *ctx,
                                         NULL, NULL);
     }
 
-    /* a remembered token is still checked against its expiry */
-    e = ngx_http_linegate_clerk_cached(r, fresh.digest, &way);
+    /*
+     * a remembered token is still checked against its expiry: an entry
+     * is fresh while now <= exp + leeway
+     */
+    now = ngx_time();
+    e = ngx_http_linegate_cache_find(&ngx_http_linegate_jwt_cache,
+                                     fresh.digest);
+
+    if (e != NULL && !ngx_http_linegate_cache_fresh(e, (uintptr_t) now, 0)) {
+        e = NULL;
+    }
 
     ngx_http_linegate_metrics_cache("clerk", e != NULL);
 
@@ -579,24 +524,19 @@ ngx_http_linegate_clerk(ngx_http_request_t *r, ngx_http_linegate_ctx_t *ctx,
         if (org_len <= NGX_HTTP_LINEGATE_CACHED_ID_MAX
             && sub_len <= NGX_HTTP_LINEGATE_CACHED_ID_MAX)
         {
-            e = &ngx_http_linegate_jwt_cache[0][0] + way;
-
-            ngx_memcpy(e->digest, fresh.digest, 32);
-            e->exp = fresh.exp;
-            e->used = 1;
-            e->has_org = (u_char) has_org;
-            e->org_len = (u_char) org_len;
-            e->sub_len = (u_char) sub_len;
-            ngx_memcpy(e->org, org, org_len);
-            ngx_memcpy(e->sub, sub, sub_len);
+            (void) ngx_http_linegate_cache_put(&ngx_http_linegate_jwt_cache,
+                       fresh.digest, (uintptr_t) now,
+                       (uintptr_t) (fresh.exp + lmcf->clerk_leeway + 1), 0,
+                       has_org ? NGX_HTTP_LINEGATE_JWT_HAS_ORG : 0,
+                       org, org_len, sub, sub_len);
         }
 
     } else {
-        has_org = e->has_org;
-        org = e->org;
-        org_len = e->org_len;
-        sub = e->sub;
-        sub_len = e->sub_len;
+        has_org = e->flags & NGX_HTTP_LINEGATE_JWT_HAS_ORG;
+        org = e->value;
+        org_len = e->len[0];
+        sub = ngx_http_linegate_cache_value2(e);
+        sub_len = e->len[1];
     }
 
     if (!has_org) {
@@ -605,10 +545,9 @@ ngx_http_linegate_clerk(ngx_http_request_t *r, ngx_http_linegate_ctx_t *ctx,
                                          "No active workspace");
     }
 
-    if (ngx_http_linegate_pstrdup(r->pool, &p->value, org, org_len)
-        != NGX_OK
-        || ngx_http_linegate_pstrdup(r->pool, &p->subject, sub, sub_len)
-           != NGX_OK)
+    if (ngx_http_linegate_pstr(r->pool, &p->value, org, org_len) == NULL
+        || ngx_http_linegate_pstr(r->pool, &p->subject, sub, sub_len)
+           == NULL)
     {
         return ngx_http_linegate_refused(ctx, NGX_HTTP_INTERNAL_SERVER_ERROR,
                                         NULL, NULL);
@@ -619,52 +558,6 @@ ngx_http_linegate_clerk(ngx_http_request_t *r, ngx_http_linegate_ctx_t *ctx,
     ctx->tenant = p->value;
 
     return NGX_OK;
-}
-
-
-/*
- * The entry of a remembered, unexpired token, or NULL with *way set to
- * the index (in the flat table) of the entry a fresh one should replace.
- */
-static ngx_http_linegate_jwt_cache_t *
-ngx_http_linegate_clerk_cached(ngx_http_request_t *r, u_char *digest,
-    ngx_uint_t *way)
-{
-    time_t                          now;
-    ngx_uint_t                      i, set, victim;
-    ngx_http_linegate_jwt_cache_t  *e;
-    ngx_http_linegate_main_conf_t  *lmcf;
-
-    lmcf = ngx_http_get_module_main_conf(r, ngx_http_linegate_module);
-
-    now = ngx_time();
-    set = ngx_http_linegate_digest_set(digest,
-                                       NGX_HTTP_LINEGATE_JWT_CACHE_SETS);
-    victim = 0;
-
-    for (i = 0; i < 2; i++) {
-        e = &ngx_http_linegate_jwt_cache[set][i];
-
-        if (e->used && ngx_memcmp(e->digest, digest, 32) == 0) {
-            if (now <= e->exp + lmcf->clerk_leeway) {
-                return e;
-            }
-
-            victim = i;
-            break;
-        }
-
-        /* a free or expired way, else the one expiring first */
-        if (!e->used || now > e->exp + lmcf->clerk_leeway
-            || e->exp < ngx_http_linegate_jwt_cache[set][victim].exp)
-        {
-            victim = i;
-        }
-    }
-
-    *way = set * 2 + victim;
-
-    return NULL;
 }
 
 
@@ -715,7 +608,6 @@ ngx_http_linegate_auth_account(ngx_http_request_t *r,
     ngx_http_linegate_ctx_t *ctx, ngx_http_linegate_principal_t *p,
     ngx_str_t *key_id, ngx_str_t *secret_digest)
 {
-    size_t                          i;
     u_char                         *digest;
     u_char                          pair[NGX_HTTP_LINEGATE_KEY_ID_MAX + 1];
     ngx_table_elt_t                *id, *secret;
@@ -734,12 +626,10 @@ ngx_http_linegate_auth_account(ngx_http_request_t *r,
         return ngx_http_linegate_unauthorized(r, ctx, "missing credentials");
     }
 
-    for (i = 0; i < id->value.len; i++) {
-        if (!(isalnum(id->value.data[i]) || id->value.data[i] == '_'
-              || id->value.data[i] == '-'))
-        {
-            return ngx_http_linegate_unauthorized(r, ctx, "bad key id");
-        }
+    if (!ngx_http_linegate_chars_are(id->value.data, id->value.len,
+                                     NGX_HTTP_LINEGATE_CHARS_ID))
+    {
+        return ngx_http_linegate_unauthorized(r, ctx, "bad key id");
     }
 
     *key_id = id->value;
@@ -855,20 +745,4 @@ ngx_http_linegate_refused(ngx_http_linegate_ctx_t *ctx, ngx_uint_t status,
     ctx->refusal.message = message;
 
     return NGX_DECLINED;
-}
-
-
-static ngx_int_t
-ngx_http_linegate_pstrdup(ngx_pool_t *pool, ngx_str_t *dst, u_char *src,
-    size_t len)
-{
-    dst->data = ngx_pnalloc(pool, len ? len : 1);
-    if (dst->data == NULL) {
-        return NGX_ERROR;
-    }
-
-    ngx_memcpy(dst->data, src, len);
-    dst->len = len;
-
-    return NGX_OK;
 }

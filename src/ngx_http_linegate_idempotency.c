@@ -20,6 +20,7 @@
 #include "ngx_http_linegate_idempotency.h"
 #include "ngx_http_linegate_crypto.h"
 #include "ngx_http_linegate_json.h"
+#include "ngx_http_linegate_chars.h"
 
 
 #define NGX_HTTP_LINEGATE_IDEM_KEY_MAX  255
@@ -122,19 +123,9 @@ ngx_http_linegate_idem_header(ngx_http_request_t *r, ngx_str_t *key)
 static ngx_int_t
 ngx_http_linegate_idem_key_valid(ngx_str_t *key)
 {
-    size_t  i;
-
-    if (key->len == 0 || key->len > NGX_HTTP_LINEGATE_IDEM_KEY_MAX) {
-        return 0;
-    }
-
-    for (i = 0; i < key->len; i++) {
-        if (key->data[i] < 0x20 || key->data[i] > 0x7e) {
-            return 0;
-        }
-    }
-
-    return 1;
+    return key->len > 0 && key->len <= NGX_HTTP_LINEGATE_IDEM_KEY_MAX
+           && ngx_http_linegate_chars_are(key->data, key->len,
+                                          NGX_HTTP_LINEGATE_CHARS_PRINT);
 }
 
 

@@ -9,6 +9,7 @@
 #include <ngx_core.h>
 
 #include "ngx_http_linegate_crypto.h"
+#include "ngx_http_linegate_chars.h"
 #include "ngx_http_linegate_ids.h"
 
 
@@ -38,19 +39,7 @@ ngx_http_linegate_new_id(u_char *buf)
 ngx_int_t
 ngx_http_linegate_id_valid(ngx_str_t *id)
 {
-    size_t  i;
-
-    if (id->len != NGX_HTTP_LINEGATE_ID_LEN) {
-        return 0;
-    }
-
-    for (i = 0; i < id->len; i++) {
-        if (!((id->data[i] >= '0' && id->data[i] <= '9')
-              || (id->data[i] >= 'a' && id->data[i] <= 'f')))
-        {
-            return 0;
-        }
-    }
-
-    return 1;
+    return id->len == NGX_HTTP_LINEGATE_ID_LEN
+           && ngx_http_linegate_chars_are(id->data, id->len,
+                                          NGX_HTTP_LINEGATE_CHARS_HEX);
 }

@@ -1,6 +1,7 @@
 
 /*
- * linegate: JSON bodies in, JSON values out; answers nothing.
+ * linegate: reading JSON with jansson (request bodies, their fields);
+ * answers nothing. Answers are written by json_write.c.
  */
 
 
@@ -94,17 +95,6 @@ ngx_http_linegate_json_int(json_t *obj, const char *field,
     *value = json_integer_value(v);
 
     return NGX_OK;
-}
-
-
-json_t *
-ngx_http_linegate_json_strn_or_null(u_char *data, size_t len)
-{
-    if (len == 0) {
-        return json_null();
-    }
-
-    return json_stringn((const char *) data, len);
 }
 
 

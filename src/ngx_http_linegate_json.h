@@ -32,9 +32,6 @@ ngx_int_t ngx_http_linegate_json_str(json_t *obj, const char *field,
 ngx_int_t ngx_http_linegate_json_int(json_t *obj, const char *field,
     json_int_t *value);
 
-/* a JSON string from bytes, or JSON null when len is 0 */
-json_t *ngx_http_linegate_json_strn_or_null(u_char *data, size_t len);
-
 /* trim ASCII spaces at both ends */
 void ngx_http_linegate_trim(ngx_str_t *s);
 

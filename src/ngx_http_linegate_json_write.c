@@ -158,6 +158,19 @@ ngx_http_linegate_json_write_str(ngx_http_linegate_json_write_t *jw,
 }
 
 
+void
+ngx_http_linegate_json_write_key_str(ngx_http_linegate_json_write_t *jw,
+    u_char *data, size_t len)
+{
+    ngx_http_linegate_json_write_str(jw, data, len);
+
+    if (ngx_http_linegate_json_write_room(jw, 1)) {
+        *jw->pos++ = ':';
+        jw->comma = 0;
+    }
+}
+
+
 static void
 ngx_http_linegate_json_write_escape(ngx_http_linegate_json_write_t *jw,
     u_char *data, size_t len)

@@ -1,12 +1,16 @@
 
 /*
- * linegate: a small JSON writer for the hot answers. It appends to a
- * growing buffer in a pool and writes exactly what jansson's compact dump
- * writes for the same values (keys in the order given; strings escaped
- * as jansson escapes them: '"', '\\', \b \f \n \r \t, other control
- * characters as \u00XX, every other byte as is, '/' unescaped), without
- * building a tree. Errors are sticky: the first allocation failure makes
- * ngx_http_linegate_json_write_finish() fail.
+ * linegate: the JSON writer, the one way an answer's body is written.
+ * jansson only reads (request bodies, Stripe's answers, JWKS); the one
+ * thing it writes is idempotency.c's canonical dump of a request body,
+ * hashed into a fingerprint and never sent.
+ *
+ * It appends to a growing buffer in a pool and writes exactly what
+ * jansson's compact dump writes for the same values (keys in the order
+ * given; strings escaped as jansson escapes them: '"', '\\', \b \f \n
+ * \r \t, other control characters as \u00XX, every other byte as is,
+ * '/' unescaped), without building a tree. Errors are sticky: the first
+ * allocation failure makes ngx_http_linegate_json_write_finish() fail.
  */
 
 
@@ -43,6 +47,9 @@ void ngx_http_linegate_json_write_end(ngx_http_linegate_json_write_t *jw,
 /* a member's name: written as given (a literal, no escaping needed) */
 void ngx_http_linegate_json_write_keyn(ngx_http_linegate_json_write_t *jw,
     const char *key, size_t len);
+/* a member's name that may need escaping (read from the store) */
+void ngx_http_linegate_json_write_key_str(ngx_http_linegate_json_write_t *jw,
+    u_char *data, size_t len);
 void ngx_http_linegate_json_write_str(ngx_http_linegate_json_write_t *jw,
     u_char *data, size_t len);
 /* a string, or null when it is empty */

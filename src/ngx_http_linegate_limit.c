@@ -25,6 +25,7 @@
 #include "ngx_http_linegate_keys.h"
 #include "ngx_http_linegate_scripts.h"
 #include "ngx_http_linegate_metrics.h"
+#include "ngx_http_linegate_chars.h"
 
 #include <ngx_md5.h>
 
@@ -1871,7 +1872,7 @@ ngx_http_linegate_limit_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 {
     ngx_http_linegate_limit_main_conf_t *lmcf = conf;
 
-    u_char                            *p, *last, c;
+    u_char                            *p, *last;
     uint64_t                           period;
     ngx_int_t                          n;
     ngx_str_t                         *value, s;
@@ -1881,18 +1882,14 @@ ngx_http_linegate_limit_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
     value = cf->args->elts;
 
-    for (i = 0; i < value[1].len; i++) {
-        c = value[1].data[i];
-
-        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z')
-              || (c >= '0' && c <= '9') || c == '_' || c == '-'))
-        {
-            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                               "invalid linegate_limit_zone name \"%V\": "
-                               "letters, digits, \"_\" and \"-\" only",
-                               &value[1]);
-            return NGX_CONF_ERROR;
-        }
+    if (!ngx_http_linegate_chars_are(value[1].data, value[1].len,
+                                     NGX_HTTP_LINEGATE_CHARS_ID))
+    {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid linegate_limit_zone name \"%V\": "
+                           "letters, digits, \"_\" and \"-\" only",
+                           &value[1]);
+        return NGX_CONF_ERROR;
     }
 
     if (value[1].len == 0 || value[1].len > 64) {

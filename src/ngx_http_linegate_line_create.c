@@ -35,6 +35,7 @@
 #include "ngx_http_linegate_json.h"
 #include "ngx_http_linegate_reply.h"
 #include "ngx_http_linegate_ids.h"
+#include "ngx_http_linegate_chars.h"
 
 
 /* send_invoice invoices are due this many days after finalization */
@@ -83,9 +84,7 @@ static void ngx_http_linegate_create_contacts(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr);
 static void ngx_http_linegate_create_applicable(ngx_http_linegate_lr_t *lr);
 static ngx_int_t ngx_http_linegate_create_email_valid(ngx_str_t *s);
-static ngx_int_t ngx_http_linegate_create_e164_valid(ngx_str_t *s);
 static ngx_int_t ngx_http_linegate_create_url_valid(ngx_str_t *s);
-static ngx_int_t ngx_http_linegate_create_digits(u_char *p, size_t n);
 
 static void ngx_http_linegate_create_script(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr);
@@ -259,7 +258,9 @@ ngx_http_linegate_create_name(ngx_http_request_t *r,
     chars = 0;
 
     for (i = 0; i < value->len; i++) {
-        if (value->data[i] < 0x20 || value->data[i] == 0x7f) {
+        if (!ngx_http_linegate_char_is(value->data[i],
+                                       NGX_HTTP_LINEGATE_CHARS_TEXT))
+        {
             ngx_http_linegate_create_invalid(r, lr, field,
                 "must not contain control characters");
             return;
@@ -336,7 +337,7 @@ ngx_http_linegate_create_contacts(ngx_http_request_t *r,
 
     if (ngx_http_linegate_create_string(r, lr, "phone", &l->phone, byon)
         == NGX_OK
-        && !ngx_http_linegate_create_e164_valid(&l->phone))
+        && !ngx_http_linegate_e164_valid(l->phone.data, l->phone.len))
     {
         ngx_http_linegate_create_invalid(r, lr, "phone",
             "must be an E.164 number: + and 8 to 15 digits");
@@ -344,13 +345,13 @@ ngx_http_linegate_create_contacts(ngx_http_request_t *r,
 
     if (ngx_http_linegate_create_string(r, lr, "zipcode", &l->zipcode, 0)
         == NGX_OK
-        && !((l->zipcode.len == 5
-              && ngx_http_linegate_create_digits(l->zipcode.data, 5))
-             || (l->zipcode.len == 10
-                 && ngx_http_linegate_create_digits(l->zipcode.data, 5)
-                 && l->zipcode.data[5] == '-'
-                 && ngx_http_linegate_create_digits(l->zipcode.data + 6,
-                                                    4))))
+        && !((l->zipcode.len == 5 || l->zipcode.len == 10)
+             && ngx_http_linegate_chars_are(l->zipcode.data, 5,
+                                            NGX_HTTP_LINEGATE_CHARS_DIGIT)
+             && (l->zipcode.len == 5
+                 || (l->zipcode.data[5] == '-'
+                     && ngx_http_linegate_chars_are(l->zipcode.data + 6, 4,
+                                              NGX_HTTP_LINEGATE_CHARS_DIGIT)))))
     {
         ngx_http_linegate_create_invalid(r, lr, "zipcode",
             "must be a 5-digit ZIP code or ZIP+4 (12345-6789)");
@@ -361,8 +362,9 @@ ngx_http_linegate_create_contacts(ngx_http_request_t *r,
     {
         p = ngx_pnalloc(r->pool, 2);
 
-        if (l->state.len != 2 || !isalpha(l->state.data[0])
-            || !isalpha(l->state.data[1]) || p == NULL)
+        if (l->state.len != 2 || p == NULL
+            || !ngx_http_linegate_chars_are(l->state.data, 2,
+                                            NGX_HTTP_LINEGATE_CHARS_ALPHA))
         {
             ngx_http_linegate_create_invalid(r, lr, "state",
                                              "must be a 2-letter state code");
@@ -378,7 +380,8 @@ ngx_http_linegate_create_contacts(ngx_http_request_t *r,
     if (ngx_http_linegate_create_string(r, lr, "forwardCallsTo",
                                         &l->forward_calls_to, 0)
         == NGX_OK
-        && !ngx_http_linegate_create_e164_valid(&l->forward_calls_to))
+        && !ngx_http_linegate_e164_valid(l->forward_calls_to.data,
+                                         l->forward_calls_to.len))
     {
         ngx_http_linegate_create_invalid(r, lr, "forwardCallsTo",
             "must be an E.164 number: + and 8 to 15 digits");
@@ -426,11 +429,6 @@ ngx_http_linegate_create_applicable(ngx_http_linegate_lr_t *lr)
 }
 
 
-#define ngx_http_linegate_alnum(c)                                          \
-    (((c) >= 'a' && (c) <= 'z') || ((c) >= 'A' && (c) <= 'Z')              \
-     || ((c) >= '0' && (c) <= '9'))
-
-
 /* a plausible address: dot-atom local part, two or more DNS labels */
 static ngx_int_t
 ngx_http_linegate_create_email_valid(ngx_str_t *s)
@@ -438,8 +436,6 @@ ngx_http_linegate_create_email_valid(ngx_str_t *s)
     u_char      *p, *at, *end, *label;
     size_t       len;
     ngx_uint_t   labels;
-
-    static const char  atext[] = "!#$%&'*+/=?^_`{|}~-";
 
     if (s->len > 254) {
         return 0;
@@ -459,9 +455,7 @@ ngx_http_linegate_create_email_valid(ngx_str_t *s)
     }
 
     for (p = s->data; p < at; p++) {
-        if (ngx_http_linegate_alnum(*p)
-            || (*p < 0x80 && ngx_strchr(atext, *p) != NULL))
-        {
+        if (ngx_http_linegate_char_is(*p, NGX_HTTP_LINEGATE_CHARS_ATEXT)) {
             continue;
         }
 
@@ -489,7 +483,9 @@ ngx_http_linegate_create_email_valid(ngx_str_t *s)
             continue;
         }
 
-        if (!ngx_http_linegate_alnum(*p) && *p != '-') {
+        if (!ngx_http_linegate_char_is(*p, NGX_HTTP_LINEGATE_CHARS_ALNUM)
+            && *p != '-')
+        {
             return 0;
         }
     }
@@ -499,17 +495,9 @@ ngx_http_linegate_create_email_valid(ngx_str_t *s)
 
 
 static ngx_int_t
-ngx_http_linegate_create_e164_valid(ngx_str_t *s)
-{
-    return s->len >= 9 && s->len <= 16 && s->data[0] == '+'
-           && ngx_http_linegate_create_digits(s->data + 1, s->len - 1);
-}
-
-
-static ngx_int_t
 ngx_http_linegate_create_url_valid(ngx_str_t *s)
 {
-    size_t  i, skip;
+    size_t  skip;
 
     if (s->len > 2048) {
         return 0;
@@ -534,28 +522,8 @@ ngx_http_linegate_create_url_valid(ngx_str_t *s)
         return 0;
     }
 
-    for (i = skip; i < s->len; i++) {
-        if (s->data[i] <= 0x20 || s->data[i] >= 0x7f) {
-            return 0;
-        }
-    }
-
-    return 1;
-}
-
-
-static ngx_int_t
-ngx_http_linegate_create_digits(u_char *p, size_t n)
-{
-    size_t  i;
-
-    for (i = 0; i < n; i++) {
-        if (p[i] < '0' || p[i] > '9') {
-            return 0;
-        }
-    }
-
-    return 1;
+    return ngx_http_linegate_chars_are(s->data + skip, s->len - skip,
+                                       NGX_HTTP_LINEGATE_CHARS_GRAPH);
 }
 
 
@@ -920,27 +888,20 @@ static void
 ngx_http_linegate_create_stored_answer(ngx_http_request_t *r,
     redisReply *reply, ngx_uint_t replayed)
 {
-    u_char                   *p;
     int64_t                   status;
-    ngx_str_t                 body;
+    ngx_str_t                 body, copy;
     ngx_http_linegate_ctx_t  *ctx;
 
+    /* the reply is freed when this handler returns: a copy is sent */
     if (ngx_http_linegate_reply_int(reply, 3, &status) != NGX_OK
         || status < 200 || status > 599
-        || ngx_http_linegate_reply_str(reply, 4, &body) != NGX_OK)
+        || ngx_http_linegate_reply_str(reply, 4, &body) != NGX_OK
+        || ngx_http_linegate_pstr(r->pool, &copy, body.data, body.len)
+           == NULL)
     {
         ngx_http_linegate_internal_error(r);
         return;
     }
-
-    /* the reply is freed when this handler returns */
-    p = ngx_pnalloc(r->pool, body.len ? body.len : 1);
-    if (p == NULL) {
-        ngx_http_linegate_internal_error(r);
-        return;
-    }
-
-    ngx_memcpy(p, body.data, body.len);
 
     if (replayed) {
         ctx = ngx_http_linegate_get_ctx(r);
@@ -948,7 +909,7 @@ ngx_http_linegate_create_stored_answer(ngx_http_request_t *r,
         ngx_str_set(&ctx->outcome, "replayed");
     }
 
-    ngx_http_linegate_send_body(r, (ngx_uint_t) status, p, body.len);
+    ngx_http_linegate_send_body(r, (ngx_uint_t) status, copy.data, copy.len);
 }
 
 

@@ -390,8 +390,7 @@ ngx_http_linegate_manage_gated(ngx_http_request_t *r,
 
     case NGX_HTTP_LINEGATE_LR_SUBSCRIPTION:
         ngx_str_set(&lr->ctx->outcome, "subscription_required");
-        ngx_http_linegate_send_json(r, NGX_HTTP_FORBIDDEN,
-                       ngx_http_linegate_lines_subscription_required());
+        ngx_http_linegate_lines_subscription_required(r);
         return;
 
     case NGX_HTTP_LINEGATE_LR_WRONG_STATE:
@@ -504,9 +503,9 @@ ngx_http_linegate_manage_conflict(ngx_http_request_t *r, ngx_str_t *state,
     ctx = ngx_http_linegate_get_ctx(r);
     ngx_str_set(&ctx->outcome, "wrong_state");
 
-    ngx_http_linegate_send_json(r, NGX_HTTP_CONFLICT,
-        ngx_http_linegate_lines_refusal(state, message ? message
-            : "This action applies only to a request awaiting payment"));
+    ngx_http_linegate_lines_refusal(r, NGX_HTTP_CONFLICT, state,
+        message ? message
+        : "This action applies only to a request awaiting payment");
 }
 static void
 ngx_http_linegate_manage_busy(ngx_http_request_t *r)
@@ -519,9 +518,8 @@ ngx_http_linegate_manage_busy(ngx_http_request_t *r)
     ctx->retry_after = 1;
     ngx_str_set(&ctx->outcome, "busy");
 
-    ngx_http_linegate_send_json(r, NGX_HTTP_CONFLICT,
-        ngx_http_linegate_lines_refusal(&awaiting,
-            "The invoice of this request is being issued: retry shortly"));
+    ngx_http_linegate_lines_refusal(r, NGX_HTTP_CONFLICT, &awaiting,
+        "The invoice of this request is being issued: retry shortly");
 }
 static void
 ngx_http_linegate_manage_stripe_error(ngx_http_request_t *r,
@@ -648,20 +646,26 @@ static void
 ngx_http_linegate_link_send(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr, ngx_uint_t reused)
 {
-    ngx_str_t  *url;
+    ngx_str_t                       *url;
+    ngx_http_linegate_json_write_t   jw;
 
     url = lr->invoice.url.len ? &lr->invoice.url : &lr->line.payment_url;
 
-    ngx_http_linegate_send_json(r, NGX_HTTP_OK,
-        json_pack("{s:b,s:s,s:o,s:o,s:b}",
-                  "success", 1,
-                  "status", NGX_HTTP_LINEGATE_LR_AWAITING,
-                  "paymentUrl",
-                  ngx_http_linegate_json_strn_or_null(url->data, url->len),
-                  "invoiceId",
-                  ngx_http_linegate_json_strn_or_null(lr->invoice.id.data,
-                                                      lr->invoice.id.len),
-                  "reused", (int) reused));
+    (void) ngx_http_linegate_json_write_init(&jw, r->pool, 256);
+    ngx_http_linegate_json_write_object(&jw);
+    ngx_http_linegate_json_write_key(&jw, "success");
+    ngx_http_linegate_json_write_bool(&jw, 1);
+    ngx_http_linegate_json_write_key(&jw, "status");
+    ngx_http_linegate_json_write_cstr(&jw, NGX_HTTP_LINEGATE_LR_AWAITING);
+    ngx_http_linegate_json_write_key(&jw, "paymentUrl");
+    ngx_http_linegate_json_write_str_or_null(&jw, url);
+    ngx_http_linegate_json_write_key(&jw, "invoiceId");
+    ngx_http_linegate_json_write_str_or_null(&jw, &lr->invoice.id);
+    ngx_http_linegate_json_write_key(&jw, "reused");
+    ngx_http_linegate_json_write_bool(&jw, reused);
+    ngx_http_linegate_json_write_end(&jw, '}');
+
+    ngx_http_linegate_send_jw(r, NGX_HTTP_OK, &jw);
 }
 /* LINK_RESOLVE */
 static void
@@ -1073,7 +1077,8 @@ static void
 ngx_http_linegate_cancel_resolved(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr, redisReply *reply)
 {
-    ngx_http_linegate_ctx_t  *ctx;
+    ngx_http_linegate_ctx_t         *ctx;
+    ngx_http_linegate_json_write_t   jw;
 
     ctx = lr->ctx;
 
@@ -1092,13 +1097,24 @@ ngx_http_linegate_cancel_resolved(ngx_http_request_t *r,
     if (ngx_http_linegate_line_is(&lr->line.status, "canceled")) {
         ngx_str_set(&ctx->outcome, "canceled");
 
-        ngx_http_linegate_send_json(r, NGX_HTTP_OK,
-            json_pack("{s:b,s:s,s:{s:o,s:s,s:s}}",
-                      "success", 1, "status", "canceled", "line",
-                      "_id", json_stringn((const char *) lr->id.data,
-                                          lr->id.len),
-                      "provisioningStatus", "canceled",
-                      "paymentStatus", "failed"));
+        (void) ngx_http_linegate_json_write_init(&jw, r->pool, 256);
+        ngx_http_linegate_json_write_object(&jw);
+        ngx_http_linegate_json_write_key(&jw, "success");
+        ngx_http_linegate_json_write_bool(&jw, 1);
+        ngx_http_linegate_json_write_key(&jw, "status");
+        ngx_http_linegate_json_write_cstr(&jw, "canceled");
+        ngx_http_linegate_json_write_key(&jw, "line");
+        ngx_http_linegate_json_write_object(&jw);
+        ngx_http_linegate_json_write_key(&jw, "_id");
+        ngx_http_linegate_json_write_str(&jw, lr->id.data, lr->id.len);
+        ngx_http_linegate_json_write_key(&jw, "provisioningStatus");
+        ngx_http_linegate_json_write_cstr(&jw, "canceled");
+        ngx_http_linegate_json_write_key(&jw, "paymentStatus");
+        ngx_http_linegate_json_write_cstr(&jw, "failed");
+        ngx_http_linegate_json_write_end(&jw, '}');
+        ngx_http_linegate_json_write_end(&jw, '}');
+
+        ngx_http_linegate_send_jw(r, NGX_HTTP_OK, &jw);
         return;
     }
 

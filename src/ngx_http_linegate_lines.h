@@ -20,6 +20,7 @@
 #include "ngx_http_linegate_stripe.h"
 #include "ngx_http_linegate_idempotency.h"
 #include "ngx_http_linegate_json_write.h"
+#include "ngx_http_linegate_str.h"
 
 
 /* first element of every Lines API script reply: see lua/include/lr_codes */
@@ -369,15 +370,13 @@ void ngx_http_linegate_lines_send_status(ngx_http_request_t *r,
 /* the same, serialized in r's pool (the bytes idempotency stores) */
 ngx_int_t ngx_http_linegate_line_status_body(ngx_http_request_t *r,
     ngx_http_linegate_line_t *line, ngx_str_t *body);
-/* the same as a jansson tree, for answers still built with jansson */
-json_t *ngx_http_linegate_line_status_json(ngx_http_request_t *r,
-    ngx_http_linegate_line_t *line);
 ngx_int_t ngx_http_linegate_line_is(ngx_str_t *value, const char *s);
 
-/* {"success": false, "status": state, "message": message} */
-json_t *ngx_http_linegate_lines_refusal(ngx_str_t *state,
-    const char *message);
-json_t *ngx_http_linegate_lines_subscription_required(void);
+/* answers {"success": false, "status": state, "message": message} */
+void ngx_http_linegate_lines_refusal(ngx_http_request_t *r,
+    ngx_uint_t status, ngx_str_t *state, const char *message);
+/* answers 403, the workspace has no base plan */
+void ngx_http_linegate_lines_subscription_required(ngx_http_request_t *r);
 void ngx_http_linegate_lines_read_only(ngx_http_request_t *r,
     redisReply *reply, ngx_uint_t i);
 void ngx_http_linegate_lines_not_found(ngx_http_request_t *r);
@@ -406,9 +405,6 @@ ngx_int_t ngx_http_linegate_lines_stripe(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr, ngx_uint_t method, const char *path,
     ngx_str_t *id, const char *suffix, ngx_str_t *form, const char *key,
     ngx_http_linegate_resume_pt resume);
-
-ngx_str_t *ngx_http_linegate_pstr(ngx_pool_t *pool, ngx_str_t *dst,
-    u_char *data, size_t len);
 
 
 /* line_create.c */

@@ -687,20 +687,6 @@ ngx_http_linegate_line_status_body(ngx_http_request_t *r,
 
 
 /* the same as a jansson tree, for answers built with jansson (cold) */
-json_t *
-ngx_http_linegate_line_status_json(ngx_http_request_t *r,
-    ngx_http_linegate_line_t *line)
-{
-    ngx_str_t  body;
-
-    if (ngx_http_linegate_line_status_body(r, line, &body) != NGX_OK) {
-        return NULL;
-    }
-
-    return json_loadb((const char *) body.data, body.len, 0, NULL);
-}
-
-
 void
 ngx_http_linegate_line_usage_jw(ngx_http_linegate_json_write_t *jw,
     ngx_http_linegate_line_t *line)
@@ -760,24 +746,46 @@ ngx_http_linegate_line_is(ngx_str_t *value, const char *s)
 }
 
 
-json_t *
-ngx_http_linegate_lines_refusal(ngx_str_t *state, const char *message)
+void
+ngx_http_linegate_lines_refusal(ngx_http_request_t *r, ngx_uint_t status,
+    ngx_str_t *state, const char *message)
 {
-    return json_pack("{s:b,s:o,s:s}", "success", 0,
-                     "status", json_stringn((const char *) state->data,
-                                            state->len),
-                     "message", message);
+    ngx_http_linegate_json_write_t  jw;
+
+    (void) ngx_http_linegate_json_write_init(&jw, r->pool, 256);
+    ngx_http_linegate_json_write_object(&jw);
+    ngx_http_linegate_json_write_key(&jw, "success");
+    ngx_http_linegate_json_write_bool(&jw, 0);
+    ngx_http_linegate_json_write_key(&jw, "status");
+    ngx_http_linegate_json_write_str(&jw, state->data, state->len);
+    ngx_http_linegate_json_write_key(&jw, "message");
+    ngx_http_linegate_json_write_cstr(&jw, message);
+    ngx_http_linegate_json_write_end(&jw, '}');
+
+    ngx_http_linegate_send_jw(r, status, &jw);
 }
 
 
-json_t *
-ngx_http_linegate_lines_subscription_required(void)
+void
+ngx_http_linegate_lines_subscription_required(ngx_http_request_t *r)
 {
-    return json_pack("{s:b,s:s,s:s,s:s}", "success", 0,
-                     "status", "subscription_required",
-                     "message", "The workspace needs an active base plan "
-                     "subscription to request lines",
-                     "redirect", "/billing");
+    ngx_http_linegate_json_write_t  jw;
+
+    (void) ngx_http_linegate_json_write_init(&jw, r->pool, 256);
+    ngx_http_linegate_json_write_object(&jw);
+    ngx_http_linegate_json_write_key(&jw, "success");
+    ngx_http_linegate_json_write_bool(&jw, 0);
+    ngx_http_linegate_json_write_key(&jw, "status");
+    ngx_http_linegate_json_write_cstr(&jw, "subscription_required");
+    ngx_http_linegate_json_write_key(&jw, "message");
+    ngx_http_linegate_json_write_cstr(&jw, "The workspace needs an active "
+                                      "base plan subscription to request "
+                                      "lines");
+    ngx_http_linegate_json_write_key(&jw, "redirect");
+    ngx_http_linegate_json_write_cstr(&jw, "/billing");
+    ngx_http_linegate_json_write_end(&jw, '}');
+
+    ngx_http_linegate_send_jw(r, NGX_HTTP_FORBIDDEN, &jw);
 }
 
 
@@ -785,9 +793,9 @@ void
 ngx_http_linegate_lines_read_only(ngx_http_request_t *r, redisReply *reply,
     ngx_uint_t i)
 {
-    json_t                   *obj;
-    ngx_str_t                 reason;
-    ngx_http_linegate_ctx_t  *ctx;
+    ngx_str_t                        reason;
+    ngx_http_linegate_ctx_t         *ctx;
+    ngx_http_linegate_json_write_t   jw;
 
     if (ngx_http_linegate_reply_str(reply, i, &reason) != NGX_OK) {
         ngx_http_linegate_internal_error(r);
@@ -797,11 +805,17 @@ ngx_http_linegate_lines_read_only(ngx_http_request_t *r, redisReply *reply,
     ctx = ngx_http_linegate_get_ctx(r);
     ngx_str_set(&ctx->outcome, "READ_ONLY");
 
-    obj = json_pack("{s:s,s:s,s:o}", "error", "READ_ONLY", "code",
-                    "READ_ONLY", "reason",
-                    json_stringn((const char *) reason.data, reason.len));
+    (void) ngx_http_linegate_json_write_init(&jw, r->pool, 128);
+    ngx_http_linegate_json_write_object(&jw);
+    ngx_http_linegate_json_write_key(&jw, "error");
+    ngx_http_linegate_json_write_cstr(&jw, "READ_ONLY");
+    ngx_http_linegate_json_write_key(&jw, "code");
+    ngx_http_linegate_json_write_cstr(&jw, "READ_ONLY");
+    ngx_http_linegate_json_write_key(&jw, "reason");
+    ngx_http_linegate_json_write_str(&jw, reason.data, reason.len);
+    ngx_http_linegate_json_write_end(&jw, '}');
 
-    ngx_http_linegate_send_json(r, NGX_HTTP_LINEGATE_PAYMENT_REQUIRED, obj);
+    ngx_http_linegate_send_jw(r, NGX_HTTP_LINEGATE_PAYMENT_REQUIRED, &jw);
 }
 
 
@@ -939,22 +953,6 @@ ngx_http_linegate_lines_invoice_read(ngx_http_request_t *r,
     }
 
     return NGX_OK;
-}
-
-
-ngx_str_t *
-ngx_http_linegate_pstr(ngx_pool_t *pool, ngx_str_t *dst, u_char *data,
-    size_t len)
-{
-    dst->data = ngx_pnalloc(pool, len ? len : 1);
-    if (dst->data == NULL) {
-        return NULL;
-    }
-
-    ngx_memcpy(dst->data, data, len);
-    dst->len = len;
-
-    return dst;
 }
 
 

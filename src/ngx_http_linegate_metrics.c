@@ -19,6 +19,7 @@
 
 #include "ngx_http_linegate_module.h"
 #include "ngx_http_linegate_metrics.h"
+#include "ngx_http_linegate_chars.h"
 
 
 #define NGX_HTTP_LINEGATE_M_SERIES     1024
@@ -536,10 +537,7 @@ ngx_http_linegate_metrics_label(u_char *p, u_char *last, const char *name,
     for (i = 0; i < len; i++) {
         c = value[i];
 
-        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z')
-              || (c >= '0' && c <= '9') || c == '_' || c == '.' || c == ':'
-              || c == '/' || c == '-'))
-        {
+        if (!ngx_http_linegate_char_is(c, NGX_HTTP_LINEGATE_CHARS_LABEL)) {
             c = '_';
         }
 

@@ -15,6 +15,7 @@
 #include "ngx_http_linegate_scripts.h"
 #include "ngx_http_linegate_request_id.h"
 #include "ngx_http_linegate_crypto.h"
+#include "ngx_http_linegate_chars.h"
 #include "ngx_http_linegate_auth.h"
 #include "ngx_http_linegate_metrics.h"
 #include "ngx_http_linegate_reconcile.h"
@@ -1576,7 +1577,7 @@ ngx_http_linegate_secret_file(ngx_conf_t *cf, ngx_command_t *cmd,
     char  *p = conf;
 
     u_char           *buf;
-    size_t            len, i;
+    size_t            len;
     ssize_t           n;
     ngx_fd_t          fd;
     ngx_str_t        *field, *value, path;
@@ -1651,13 +1652,12 @@ ngx_http_linegate_secret_file(ngx_conf_t *cf, ngx_command_t *cmd,
         goto failed;
     }
 
-    for (i = 0; i < len; i++) {
-        if (buf[i] < 0x20 || buf[i] == 0x7f) {
-            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                               "\"%V\": \"%V\" has a control character "
-                               "(a secret is one line)", &cmd->name, &path);
-            goto failed;
-        }
+    if (!ngx_http_linegate_chars_are(buf, len, NGX_HTTP_LINEGATE_CHARS_TEXT))
+    {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"%V\": \"%V\" has a control character "
+                           "(a secret is one line)", &cmd->name, &path);
+        goto failed;
     }
 
     buf[len] = '\0';

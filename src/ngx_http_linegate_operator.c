@@ -428,6 +428,7 @@ ngx_http_linegate_operator_done(ngx_http_request_t *r, redisReply *reply)
     int64_t                             code;
     ngx_int_t                           rc;
     ngx_http_linegate_operator_t       *adm;
+    ngx_http_linegate_json_write_t      jw;
     ngx_http_linegate_operator_call_t  *call;
     ngx_http_linegate_operator_code_t  *ec;
 
@@ -465,7 +466,10 @@ ngx_http_linegate_operator_done(ngx_http_request_t *r, redisReply *reply)
         return;
     }
 
-    ngx_http_linegate_send_json(r, call->status, call->answer(r, adm, reply));
+    (void) ngx_http_linegate_json_write_init(&jw, r->pool, 512);
+    call->answer(r, adm, reply, &jw);
+
+    ngx_http_linegate_send_jw(r, call->status, &jw);
 }
 
 

@@ -24,6 +24,8 @@
 #include "ngx_http_linegate_keys.h"
 #include "ngx_http_linegate_clock.h"
 #include "ngx_http_linegate_ids.h"
+#include "ngx_http_linegate_chars.h"
+#include "ngx_http_linegate_json_write.h"
 
 
 #define NGX_HTTP_LINEGATE_OPERATOR_ARGS     2    /* "*" of a route */
@@ -31,9 +33,6 @@
 #define NGX_HTTP_LINEGATE_OPERATOR_FIELDS   8    /* body fields of a route */
 #define NGX_HTTP_LINEGATE_COUNTER_MAX       1000000
 
-#define NGX_HTTP_LINEGATE_ID_CHARS                                          \
-    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-"
-#define NGX_HTTP_LINEGATE_HEX_CHARS  "0123456789abcdef"
 
 
 /* how a body field is read: ngx_http_linegate_operator_field_t.flags */
@@ -76,9 +75,13 @@ typedef struct ngx_http_linegate_operator_s  ngx_http_linegate_operator_t;
 typedef ngx_int_t ngx_http_linegate_operator_args_t(ngx_http_request_t *r,
     ngx_http_linegate_operator_t *adm);
 
-/* the body of a 200 or 201; NULL (no memory) is answered 500 */
-typedef json_t *ngx_http_linegate_operator_answer_t(ngx_http_request_t *r,
-    ngx_http_linegate_operator_t *adm, redisReply *reply);
+/*
+ * the body of a 200 or 201, written to jw (no memory: jw's error, which
+ * is answered 500)
+ */
+typedef void ngx_http_linegate_operator_answer_t(ngx_http_request_t *r,
+    ngx_http_linegate_operator_t *adm, redisReply *reply,
+    ngx_http_linegate_json_write_t *jw);
 
 /* a check of a path id or of a string field */
 typedef ngx_uint_t ngx_http_linegate_operator_valid_t(ngx_str_t *s);
@@ -192,23 +195,30 @@ void ngx_http_linegate_operator_key(ngx_http_request_t *r,
     ngx_http_linegate_operator_t *adm, ngx_http_linegate_key_e kind,
     ngx_str_t *id);
 
-/* ids: [A-Za-z0-9_-]{1,64}; E.164, "+" and 8 to 15 digits */
+/*
+ * ids: [A-Za-z0-9_-]{1,64}; E.164, "+" and 8 to 15 digits (chars.h, in
+ * the signature of a field's check)
+ */
 ngx_uint_t ngx_http_linegate_operator_name_valid(ngx_str_t *s);
 ngx_uint_t ngx_http_linegate_operator_e164_valid(ngx_str_t *s);
-/* every byte of s after the first skip ones is in set */
-ngx_uint_t ngx_http_linegate_operator_chars_valid(ngx_str_t *s, size_t skip,
-    const char *set);
 /* s is one of the strings of a NULL-terminated set */
 ngx_uint_t ngx_http_linegate_operator_one_of(ngx_str_t *s, const char **set);
 
-/* answers: {"id": id}; then fields of a hash by their own names, or null */
-json_t *ngx_http_linegate_operator_object(ngx_str_t *id);
-void ngx_http_linegate_operator_set_strs(json_t *obj, redisReply *hash,
-    const char **fields);
-void ngx_http_linegate_operator_set_int(json_t *obj, const char *name,
-    redisReply *hash, const char *field);
-/* the strings of an array reply, each as it is, or as {name: it} */
-json_t *ngx_http_linegate_operator_strings(redisReply *reply, const char *name);
+/*
+ * answers: '{' and "id": id (the caller writes the '}'); then fields of
+ * a hash by their own names, or null; an integer field as name (its
+ * value, NGX_ERROR written as null)
+ */
+void ngx_http_linegate_operator_object(ngx_http_linegate_json_write_t *jw,
+    ngx_str_t *id);
+void ngx_http_linegate_operator_set_strs(ngx_http_linegate_json_write_t *jw,
+    redisReply *hash, const char **fields);
+ngx_int_t ngx_http_linegate_operator_set_int(
+    ngx_http_linegate_json_write_t *jw, const char *name, redisReply *hash,
+    const char *field);
+/* the strings of an array reply, each as it is, or as {name: it}: count */
+ngx_uint_t ngx_http_linegate_operator_strings(
+    ngx_http_linegate_json_write_t *jw, redisReply *reply, const char *name);
 
 
 #endif /* _NGX_HTTP_LINEGATE_OPERATOR_H_INCLUDED_ */

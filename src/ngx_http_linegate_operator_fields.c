@@ -45,32 +45,15 @@ ngx_uint_t
 ngx_http_linegate_operator_name_valid(ngx_str_t *s)
 {
     return s->len >= 1 && s->len <= NGX_HTTP_LINEGATE_OPERATOR_ID_MAX
-           && ngx_http_linegate_operator_chars_valid(s, 0,
-                  NGX_HTTP_LINEGATE_ID_CHARS);
+           && ngx_http_linegate_chars_are(s->data, s->len,
+                                          NGX_HTTP_LINEGATE_CHARS_ID);
 }
 
 
 ngx_uint_t
 ngx_http_linegate_operator_e164_valid(ngx_str_t *s)
 {
-    return s->len >= 9 && s->len <= 16 && s->data[0] == '+'
-           && ngx_http_linegate_operator_chars_valid(s, 1, "0123456789");
-}
-
-
-ngx_uint_t
-ngx_http_linegate_operator_chars_valid(ngx_str_t *s, size_t skip,
-    const char *set)
-{
-    size_t  i;
-
-    for (i = skip; i < s->len; i++) {
-        if (s->data[i] == '\0' || ngx_strchr(set, s->data[i]) == NULL) {
-            return 0;
-        }
-    }
-
-    return 1;
+    return ngx_http_linegate_e164_valid(s->data, s->len);
 }
 
 
@@ -91,26 +74,19 @@ ngx_http_linegate_operator_one_of(ngx_str_t *s, const char **set)
 
 /* answers built from replies (hashes are flat HGETALL arrays) */
 
-json_t *
-ngx_http_linegate_operator_object(ngx_str_t *id)
+void
+ngx_http_linegate_operator_object(ngx_http_linegate_json_write_t *jw,
+    ngx_str_t *id)
 {
-    json_t  *obj;
-
-    obj = json_object();
-    if (obj == NULL) {
-        return NULL;
-    }
-
-    json_object_set_new(obj, "id",
-                        json_stringn((const char *) id->data, id->len));
-
-    return obj;
+    ngx_http_linegate_json_write_object(jw);
+    ngx_http_linegate_json_write_key(jw, "id");
+    ngx_http_linegate_json_write_str(jw, id->data, id->len);
 }
 
 
 void
-ngx_http_linegate_operator_set_strs(json_t *obj, redisReply *hash,
-    const char **fields)
+ngx_http_linegate_operator_set_strs(ngx_http_linegate_json_write_t *jw,
+    redisReply *hash, const char **fields)
 {
     ngx_str_t  v;
 
@@ -119,16 +95,15 @@ ngx_http_linegate_operator_set_strs(json_t *obj, redisReply *hash,
             v.len = 0;
         }
 
-        json_object_set_new(obj, *fields,
-                            ngx_http_linegate_json_strn_or_null(v.data,
-                                                                v.len));
+        ngx_http_linegate_json_write_keyn(jw, *fields, ngx_strlen(*fields));
+        ngx_http_linegate_json_write_str_or_null(jw, &v);
     }
 }
 
 
-void
-ngx_http_linegate_operator_set_int(json_t *obj, const char *name,
-    redisReply *hash, const char *field)
+ngx_int_t
+ngx_http_linegate_operator_set_int(ngx_http_linegate_json_write_t *jw,
+    const char *name, redisReply *hash, const char *field)
 {
     ngx_int_t  n;
     ngx_str_t  v;
@@ -139,8 +114,16 @@ ngx_http_linegate_operator_set_int(json_t *obj, const char *name,
         n = ngx_atoi(v.data, v.len);
     }
 
-    json_object_set_new(obj, name,
-                        n == NGX_ERROR ? json_null() : json_integer(n));
+    ngx_http_linegate_json_write_keyn(jw, name, ngx_strlen(name));
+
+    if (n == NGX_ERROR) {
+        ngx_http_linegate_json_write_null(jw);
+
+    } else {
+        ngx_http_linegate_json_write_int(jw, n);
+    }
+
+    return n;
 }
 
 
@@ -171,26 +154,37 @@ ngx_http_linegate_operator_hash_get(redisReply *hash, const char *field,
 }
 
 
-json_t *
-ngx_http_linegate_operator_strings(redisReply *reply, const char *name)
+ngx_uint_t
+ngx_http_linegate_operator_strings(ngx_http_linegate_json_write_t *jw,
+    redisReply *reply, const char *name)
 {
-    json_t      *list, *s;
-    ngx_uint_t   i;
+    ngx_uint_t   i, n;
     redisReply  *e;
 
-    list = json_array();
+    ngx_http_linegate_json_write_array(jw);
 
-    for (i = 0; list != NULL && i < reply->elements; i++) {
+    for (i = 0, n = 0; i < reply->elements; i++) {
         e = reply->element[i];
 
         if (e->type != REDIS_REPLY_STRING) {
             continue;
         }
 
-        s = json_stringn(e->str, e->len);
+        if (name) {
+            ngx_http_linegate_json_write_object(jw);
+            ngx_http_linegate_json_write_keyn(jw, name, ngx_strlen(name));
+        }
 
-        json_array_append_new(list, name ? json_pack("{s:o}", name, s) : s);
+        ngx_http_linegate_json_write_str(jw, (u_char *) e->str, e->len);
+
+        if (name) {
+            ngx_http_linegate_json_write_end(jw, '}');
+        }
+
+        n++;
     }
 
-    return list;
+    ngx_http_linegate_json_write_end(jw, ']');
+
+    return n;
 }

@@ -8,6 +8,7 @@
 
 #include "ngx_http_linegate_operator.h"
 #include "ngx_http_linegate_reply.h"
+#include "ngx_http_linegate_str.h"
 
 
 #define NGX_HTTP_LINEGATE_INVENTORY_MAX     1000
@@ -318,9 +319,10 @@ ngx_http_linegate_operator_inv_add(ngx_http_request_t *r,
 }
 
 
-static json_t *
+static void
 ngx_http_linegate_operator_inv_added(ngx_http_request_t *r,
-    ngx_http_linegate_operator_t *adm, redisReply *reply)
+    ngx_http_linegate_operator_t *adm, redisReply *reply,
+    ngx_http_linegate_json_write_t *jw)
 {
     int64_t  added, total;
 
@@ -331,8 +333,12 @@ ngx_http_linegate_operator_inv_added(ngx_http_request_t *r,
                   NGX_HTTP_LINEGATE_LOG "operator: %L numbers added to the "
                   "inventory, %L in it", added, total);
 
-    return json_pack("{s:I,s:I}", "added", (json_int_t) added,
-                     "total", (json_int_t) total);
+    ngx_http_linegate_json_write_object(jw);
+    ngx_http_linegate_json_write_key(jw, "added");
+    ngx_http_linegate_json_write_int(jw, added);
+    ngx_http_linegate_json_write_key(jw, "total");
+    ngx_http_linegate_json_write_int(jw, total);
+    ngx_http_linegate_json_write_end(jw, '}');
 }
 
 
@@ -349,21 +355,24 @@ ngx_http_linegate_operator_inv_list(ngx_http_request_t *r,
 }
 
 
-static json_t *
+static void
 ngx_http_linegate_operator_inv_listed(ngx_http_request_t *r,
-    ngx_http_linegate_operator_t *adm, redisReply *reply)
+    ngx_http_linegate_operator_t *adm, redisReply *reply,
+    ngx_http_linegate_json_write_t *jw)
 {
-    json_t  *numbers;
+    ngx_uint_t  i, n;
 
-    numbers = ngx_http_linegate_operator_strings(reply, NULL);
-
-    if (numbers == NULL) {
-        return NULL;
+    /* the count comes first: the strings of the reply */
+    for (i = 0, n = 0; i < reply->elements; i++) {
+        n += (reply->element[i]->type == REDIS_REPLY_STRING);
     }
 
-    return json_pack("{s:I,s:o}",
-                     "count", (json_int_t) json_array_size(numbers),
-                     "numbers", numbers);
+    ngx_http_linegate_json_write_object(jw);
+    ngx_http_linegate_json_write_key(jw, "count");
+    ngx_http_linegate_json_write_int(jw, n);
+    ngx_http_linegate_json_write_key(jw, "numbers");
+    (void) ngx_http_linegate_operator_strings(jw, reply, NULL);
+    ngx_http_linegate_json_write_end(jw, '}');
 }
 
 
@@ -380,12 +389,17 @@ ngx_http_linegate_operator_inv_remove(ngx_http_request_t *r,
 }
 
 
-static json_t *
+static void
 ngx_http_linegate_operator_inv_removed(ngx_http_request_t *r,
-    ngx_http_linegate_operator_t *adm, redisReply *reply)
+    ngx_http_linegate_operator_t *adm, redisReply *reply,
+    ngx_http_linegate_json_write_t *jw)
 {
-    return json_pack("{s:s%,s:b}", "number", adm->arg[0].data,
-                     adm->arg[0].len, "removed", 1);
+    ngx_http_linegate_json_write_object(jw);
+    ngx_http_linegate_json_write_key(jw, "number");
+    ngx_http_linegate_json_write_str(jw, adm->arg[0].data, adm->arg[0].len);
+    ngx_http_linegate_json_write_key(jw, "removed");
+    ngx_http_linegate_json_write_bool(jw, 1);
+    ngx_http_linegate_json_write_end(jw, '}');
 }
 
 
@@ -416,22 +430,22 @@ ngx_http_linegate_operator_line_move(ngx_http_request_t *r,
 }
 
 
-static json_t *
+static void
 ngx_http_linegate_operator_line_moved(ngx_http_request_t *r,
-    ngx_http_linegate_operator_t *adm, redisReply *reply)
+    ngx_http_linegate_operator_t *adm, redisReply *reply,
+    ngx_http_linegate_json_write_t *jw)
 {
-    u_char      *p;
-    json_t      *obj;
+    ngx_str_t    tenant;
     redisReply  *ws;
 
     /* the owner, for $linegate_tenant: the reply is freed on return */
     ws = reply->element[1];
 
-    p = ngx_pnalloc(r->pool, ws->len);
-    if (p != NULL) {
-        ngx_memcpy(p, ws->str, ws->len);
-        adm->ctx->tenant.data = p;
-        adm->ctx->tenant.len = ws->len;
+    if (ngx_http_linegate_pstr(r->pool, &tenant, (u_char *) ws->str,
+                               ws->len)
+        != NULL)
+    {
+        adm->ctx->tenant = tenant;
     }
 
     ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
@@ -439,16 +453,12 @@ ngx_http_linegate_operator_line_moved(ngx_http_request_t *r,
                   "\"%*s\" is now %s", &adm->arg[0], ws->len, ws->str,
                   (char *) adm->route->data);
 
-    obj = ngx_http_linegate_operator_object(&adm->arg[0]);
-    if (obj == NULL) {
-        return NULL;
-    }
-
-    json_object_set_new(obj, "workspaceId", json_stringn(ws->str, ws->len));
-    ngx_http_linegate_operator_set_strs(obj, reply->element[2],
+    ngx_http_linegate_operator_object(jw, &adm->arg[0]);
+    ngx_http_linegate_json_write_key(jw, "workspaceId");
+    ngx_http_linegate_json_write_str(jw, (u_char *) ws->str, ws->len);
+    ngx_http_linegate_operator_set_strs(jw, reply->element[2],
                                         ngx_http_linegate_operator_line_shown);
-
-    return obj;
+    ngx_http_linegate_json_write_end(jw, '}');
 }
 
 
@@ -491,35 +501,44 @@ ngx_http_linegate_operator_line_usage(ngx_http_request_t *r,
 }
 
 
-static json_t *
+static void
 ngx_http_linegate_operator_line_checked(ngx_http_request_t *r,
-    ngx_http_linegate_operator_t *adm, redisReply *reply)
+    ngx_http_linegate_operator_t *adm, redisReply *reply,
+    ngx_http_linegate_json_write_t *jw)
 {
     ngx_str_t  *status;
 
     /* the status reported, as the body had it */
     status = &adm->value[0].str;
 
-    return json_pack("{s:s%,s:{s:s%,s:s%}}",
-                     "id", adm->arg[0].data, adm->arg[0].len,
-                     "healthCheck",
-                     "status", status->data, status->len,
-                     "lastCheckedAt", adm->now.data, adm->now.len);
+    ngx_http_linegate_operator_object(jw, &adm->arg[0]);
+    ngx_http_linegate_json_write_key(jw, "healthCheck");
+    ngx_http_linegate_json_write_object(jw);
+    ngx_http_linegate_json_write_key(jw, "status");
+    ngx_http_linegate_json_write_str(jw, status->data, status->len);
+    ngx_http_linegate_json_write_key(jw, "lastCheckedAt");
+    ngx_http_linegate_json_write_str(jw, adm->now.data, adm->now.len);
+    ngx_http_linegate_json_write_end(jw, '}');
+    ngx_http_linegate_json_write_end(jw, '}');
 }
 
 
-static json_t *
+static void
 ngx_http_linegate_operator_line_counted(ngx_http_request_t *r,
-    ngx_http_linegate_operator_t *adm, redisReply *reply)
+    ngx_http_linegate_operator_t *adm, redisReply *reply,
+    ngx_http_linegate_json_write_t *jw)
 {
-    return json_pack("{s:s%,s:{s:s%,s:I,s:I}}",
-                     "id", adm->arg[0].data, adm->arg[0].len,
-                     "usage",
-                     "date", adm->date.data, adm->date.len,
-                     "newConversationsCount",
-                     (json_int_t) reply->element[1]->integer,
-                     "totalMessagesCount",
-                     (json_int_t) reply->element[2]->integer);
+    ngx_http_linegate_operator_object(jw, &adm->arg[0]);
+    ngx_http_linegate_json_write_key(jw, "usage");
+    ngx_http_linegate_json_write_object(jw);
+    ngx_http_linegate_json_write_key(jw, "date");
+    ngx_http_linegate_json_write_str(jw, adm->date.data, adm->date.len);
+    ngx_http_linegate_json_write_key(jw, "newConversationsCount");
+    ngx_http_linegate_json_write_int(jw, reply->element[1]->integer);
+    ngx_http_linegate_json_write_key(jw, "totalMessagesCount");
+    ngx_http_linegate_json_write_int(jw, reply->element[2]->integer);
+    ngx_http_linegate_json_write_end(jw, '}');
+    ngx_http_linegate_json_write_end(jw, '}');
 }
 
 
@@ -555,8 +574,8 @@ ngx_http_linegate_operator_stream(ngx_http_request_t *r,
 
     if (ngx_http_arg(r, (u_char *) "after", 5, &value) == NGX_OK) {
         if (value.len == 0 || value.len > 41
-            || !ngx_http_linegate_operator_chars_valid(&value, 0,
-                                                       "0123456789-"))
+            || !ngx_http_linegate_chars_are(value.data, value.len,
+                                        NGX_HTTP_LINEGATE_CHARS_DIGIT_DASH))
         {
             ngx_http_linegate_field_error(r, "after",
                                     "after must be a stream entry id");
@@ -591,17 +610,20 @@ ngx_http_linegate_operator_stream(ngx_http_request_t *r,
 }
 
 
-static json_t *
+/* a field named twice in an entry is written twice (XADD allows it) */
+static void
 ngx_http_linegate_operator_stream_read(ngx_http_request_t *r,
-    ngx_http_linegate_operator_t *adm, redisReply *reply)
+    ngx_http_linegate_operator_t *adm, redisReply *reply,
+    ngx_http_linegate_json_write_t *jw)
 {
-    json_t      *entries, *fields;
     ngx_uint_t   i, j;
     redisReply  *e, *f, *k, *v;
 
-    entries = json_array();
+    ngx_http_linegate_json_write_object(jw);
+    ngx_http_linegate_json_write_key(jw, "entries");
+    ngx_http_linegate_json_write_array(jw);
 
-    for (i = 0; entries != NULL && i < reply->elements; i++) {
+    for (i = 0; i < reply->elements; i++) {
         e = reply->element[i];
 
         if (e->type != REDIS_REPLY_ARRAY || e->elements != 2
@@ -612,28 +634,34 @@ ngx_http_linegate_operator_stream_read(ngx_http_request_t *r,
         }
 
         f = e->element[1];
-        fields = json_object();
 
-        for (j = 0; fields != NULL && j + 1 < f->elements; j += 2) {
+        ngx_http_linegate_json_write_object(jw);
+        ngx_http_linegate_json_write_key(jw, "id");
+        ngx_http_linegate_json_write_str(jw, (u_char *) e->element[0]->str,
+                                         e->element[0]->len);
+        ngx_http_linegate_json_write_key(jw, "fields");
+        ngx_http_linegate_json_write_object(jw);
+
+        for (j = 0; j + 1 < f->elements; j += 2) {
             k = f->element[j];
             v = f->element[j + 1];
 
             if (k->type == REDIS_REPLY_STRING
                 && v->type == REDIS_REPLY_STRING)
             {
-                json_object_setn_new(fields, k->str, k->len,
-                                     json_stringn(v->str, v->len));
+                ngx_http_linegate_json_write_key_str(jw, (u_char *) k->str,
+                                                     k->len);
+                ngx_http_linegate_json_write_str(jw, (u_char *) v->str,
+                                                 v->len);
             }
         }
 
-        json_array_append_new(entries,
-                              json_pack("{s:s%,s:o*}",
-                                        "id", e->element[0]->str,
-                                        e->element[0]->len,
-                                        "fields", fields));
+        ngx_http_linegate_json_write_end(jw, '}');
+        ngx_http_linegate_json_write_end(jw, '}');
     }
 
-    return entries ? json_pack("{s:o}", "entries", entries) : NULL;
+    ngx_http_linegate_json_write_end(jw, ']');
+    ngx_http_linegate_json_write_end(jw, '}');
 }
 
 

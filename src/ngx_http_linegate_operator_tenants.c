@@ -380,9 +380,10 @@ ngx_http_linegate_operator_upsert_field(ngx_http_request_t *r,
 }
 
 
-static json_t *
+static void
 ngx_http_linegate_operator_tenant_saved(ngx_http_request_t *r,
-    ngx_http_linegate_operator_t *adm, redisReply *reply)
+    ngx_http_linegate_operator_t *adm, redisReply *reply,
+    ngx_http_linegate_json_write_t *jw)
 {
     const char                           *done;
     ngx_http_linegate_operator_tenant_t  *tenant;
@@ -394,7 +395,7 @@ ngx_http_linegate_operator_tenant_saved(ngx_http_request_t *r,
                   NGX_HTTP_LINEGATE_LOG "operator: %s \"%V\" %s",
                   tenant->name, &adm->arg[0], done);
 
-    return tenant->json(r, adm, reply->element[2]);
+    tenant->json(r, adm, reply->element[2], jw);
 }
 
 
@@ -413,61 +414,52 @@ ngx_http_linegate_operator_hgetall_args(ngx_http_request_t *r,
 }
 
 
-static json_t *
+static void
 ngx_http_linegate_operator_workspace_json(ngx_http_request_t *r,
-    ngx_http_linegate_operator_t *adm, redisReply *hash)
+    ngx_http_linegate_operator_t *adm, redisReply *hash,
+    ngx_http_linegate_json_write_t *jw)
 {
-    json_t  *obj;
-
-    obj = ngx_http_linegate_operator_object(&adm->arg[0]);
-
-    if (obj != NULL) {
-        ngx_http_linegate_operator_set_strs(obj, hash,
-            ngx_http_linegate_operator_ws_shown);
-    }
-
-    return obj;
+    ngx_http_linegate_operator_object(jw, &adm->arg[0]);
+    ngx_http_linegate_operator_set_strs(jw, hash,
+                                        ngx_http_linegate_operator_ws_shown);
+    ngx_http_linegate_json_write_end(jw, '}');
 }
 
 
-static json_t *
+static void
 ngx_http_linegate_operator_account_json(ngx_http_request_t *r,
-    ngx_http_linegate_operator_t *adm, redisReply *hash)
+    ngx_http_linegate_operator_t *adm, redisReply *hash,
+    ngx_http_linegate_json_write_t *jw)
 {
-    json_t                         *obj, *daily, *monthly;
+    ngx_int_t                       daily, monthly;
     ngx_http_linegate_main_conf_t  *lmcf;
 
     lmcf = ngx_http_get_module_main_conf(r, ngx_http_linegate_module);
 
-    obj = ngx_http_linegate_operator_object(&adm->arg[0]);
-    if (obj == NULL) {
-        return NULL;
-    }
-
-    ngx_http_linegate_operator_set_strs(obj, hash,
+    ngx_http_linegate_operator_object(jw, &adm->arg[0]);
+    ngx_http_linegate_operator_set_strs(jw, hash,
                                         ngx_http_linegate_operator_acct_shown);
-    ngx_http_linegate_operator_set_int(obj, "api_provision_daily", hash,
-                                       "daily_limit");
-    ngx_http_linegate_operator_set_int(obj, "api_provision_monthly", hash,
-                                       "monthly_limit");
+    daily = ngx_http_linegate_operator_set_int(jw, "api_provision_daily",
+                                               hash, "daily_limit");
+    monthly = ngx_http_linegate_operator_set_int(jw, "api_provision_monthly",
+                                                 hash, "monthly_limit");
 
     /* what applies: the override, else the configured default */
-    daily = json_object_get(obj, "api_provision_daily");
-    monthly = json_object_get(obj, "api_provision_monthly");
+    ngx_http_linegate_json_write_key(jw, "limits");
+    ngx_http_linegate_json_write_object(jw);
+    ngx_http_linegate_json_write_key(jw, "daily");
+    ngx_http_linegate_json_write_int(jw, daily != NGX_ERROR
+                                         ? (int64_t) daily
+                                         : (int64_t) lmcf->prov_daily);
+    ngx_http_linegate_json_write_key(jw, "monthly");
+    ngx_http_linegate_json_write_int(jw, monthly != NGX_ERROR
+                                         ? (int64_t) monthly
+                                         : (int64_t) lmcf->prov_monthly);
+    ngx_http_linegate_json_write_end(jw, '}');
 
-    json_object_set_new(obj, "limits",
-        json_pack("{s:I,s:I}",
-                  "daily", json_is_integer(daily)
-                           ? json_integer_value(daily)
-                           : (json_int_t) lmcf->prov_daily,
-                  "monthly", json_is_integer(monthly)
-                             ? json_integer_value(monthly)
-                             : (json_int_t) lmcf->prov_monthly));
-
-    ngx_http_linegate_operator_set_strs(obj, hash,
+    ngx_http_linegate_operator_set_strs(jw, hash,
                                         ngx_http_linegate_operator_dates);
-
-    return obj;
+    ngx_http_linegate_json_write_end(jw, '}');
 }
 
 
@@ -594,9 +586,10 @@ ngx_http_linegate_operator_sb_key_args(ngx_http_request_t *r,
 }
 
 
-static json_t *
+static void
 ngx_http_linegate_operator_issued(ngx_http_request_t *r,
-    ngx_http_linegate_operator_t *adm, redisReply *reply)
+    ngx_http_linegate_operator_t *adm, redisReply *reply,
+    ngx_http_linegate_json_write_t *jw)
 {
     ngx_http_linegate_operator_credential_t  *cred;
 
@@ -608,9 +601,14 @@ ngx_http_linegate_operator_issued(ngx_http_request_t *r,
                   "for %s \"%V\"", cred->what, &adm->key_id, cred->owner,
                   &adm->arg[0]);
 
-    return json_pack("{s:s%,s:s%}",
-                     cred->name[0], adm->key_id.data, adm->key_id.len,
-                     cred->name[1], adm->secret.data, adm->secret.len);
+    ngx_http_linegate_json_write_object(jw);
+    ngx_http_linegate_json_write_keyn(jw, cred->name[0],
+                                      ngx_strlen(cred->name[0]));
+    ngx_http_linegate_json_write_str(jw, adm->key_id.data, adm->key_id.len);
+    ngx_http_linegate_json_write_keyn(jw, cred->name[1],
+                                      ngx_strlen(cred->name[1]));
+    ngx_http_linegate_json_write_str(jw, adm->secret.data, adm->secret.len);
+    ngx_http_linegate_json_write_end(jw, '}');
 }
 
 
@@ -626,15 +624,19 @@ ngx_http_linegate_operator_key_revoke(ngx_http_request_t *r,
 }
 
 
-static json_t *
+static void
 ngx_http_linegate_operator_key_revoked(ngx_http_request_t *r,
-    ngx_http_linegate_operator_t *adm, redisReply *reply)
+    ngx_http_linegate_operator_t *adm, redisReply *reply,
+    ngx_http_linegate_json_write_t *jw)
 {
     ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
                   NGX_HTTP_LINEGATE_LOG "operator: API key \"%V\" of "
                   "workspace \"%V\" revoked", &adm->arg[1], &adm->arg[0]);
 
-    return json_pack("{s:b}", "revoked", 1);
+    ngx_http_linegate_json_write_object(jw);
+    ngx_http_linegate_json_write_key(jw, "revoked");
+    ngx_http_linegate_json_write_bool(jw, 1);
+    ngx_http_linegate_json_write_end(jw, '}');
 }
 
 
@@ -652,13 +654,15 @@ ngx_http_linegate_operator_key_list(ngx_http_request_t *r,
 
 
 /* an empty list is a workspace without keys */
-static json_t *
+static void
 ngx_http_linegate_operator_keys_listed(ngx_http_request_t *r,
-    ngx_http_linegate_operator_t *adm, redisReply *reply)
+    ngx_http_linegate_operator_t *adm, redisReply *reply,
+    ngx_http_linegate_json_write_t *jw)
 {
-    /* NULL (no memory) makes json_pack fail: answered 500 */
-    return json_pack("{s:o}", "keys",
-                     ngx_http_linegate_operator_strings(reply, "keyId"));
+    ngx_http_linegate_json_write_object(jw);
+    ngx_http_linegate_json_write_key(jw, "keys");
+    (void) ngx_http_linegate_operator_strings(jw, reply, "keyId");
+    ngx_http_linegate_json_write_end(jw, '}');
 }
 
 
@@ -676,8 +680,8 @@ ngx_http_linegate_operator_customer_valid(ngx_str_t *s)
 {
     return s->len >= 5 && s->len <= 255
            && ngx_strncmp(s->data, "cus_", 4) == 0
-           && ngx_http_linegate_operator_chars_valid(s, 4,
-                  NGX_HTTP_LINEGATE_ID_CHARS);
+           && ngx_http_linegate_chars_are(s->data + 4, s->len - 4,
+                                          NGX_HTTP_LINEGATE_CHARS_ID);
 }
 
 
@@ -701,8 +705,8 @@ static ngx_uint_t
 ngx_http_linegate_operator_sb_plan_valid(ngx_str_t *s)
 {
     return s->len <= 32
-           && ngx_http_linegate_operator_chars_valid(s, 0,
-                  "abcdefghijklmnopqrstuvwxyz0123456789_");
+           && ngx_http_linegate_chars_are(s->data, s->len,
+                                          NGX_HTTP_LINEGATE_CHARS_LOWER_WORD);
 }
 
 
@@ -711,6 +715,6 @@ static ngx_uint_t
 ngx_http_linegate_operator_key_id_valid(ngx_str_t *s)
 {
     return s->len == 4 + 16 && ngx_strncmp(s->data, "key_", 4) == 0
-           && ngx_http_linegate_operator_chars_valid(s, 4,
-                  NGX_HTTP_LINEGATE_HEX_CHARS);
+           && ngx_http_linegate_chars_are(s->data + 4, s->len - 4,
+                                          NGX_HTTP_LINEGATE_CHARS_HEX);
 }

@@ -21,6 +21,7 @@
 #include "ngx_http_linegate_crypto.h"
 #include "ngx_http_linegate_reply.h"
 #include "ngx_http_linegate_clock.h"
+#include "ngx_http_linegate_str.h"
 
 
 static void ngx_http_linegate_pv_preview(ngx_http_request_t *r,
@@ -233,15 +234,13 @@ ngx_http_linegate_pv_account_done(ngx_http_request_t *r, redisReply *reply)
     }
 
     /* the reply is freed once this handler returns */
-    acct.len = reply->len;
-    acct.data = ngx_pnalloc(r->pool, acct.len);
-
-    if (acct.data == NULL) {
+    if (ngx_http_linegate_pstr(r->pool, &acct, (u_char *) reply->str,
+                               reply->len)
+        == NULL)
+    {
         ngx_http_linegate_internal_error(r);
         return;
     }
-
-    ngx_memcpy(acct.data, reply->str, acct.len);
 
     /* the store accepted the credentials: the next call is a known one */
     ngx_http_linegate_auth_learn(r, &pv->who, &acct);

@@ -41,6 +41,9 @@
 #include "ngx_http_linegate_stripe.h"
 #include "ngx_http_linegate_clock.h"
 #include "ngx_http_linegate_ids.h"
+#include "ngx_http_linegate_chars.h"
+#include "ngx_http_linegate_str.h"
+#include "ngx_http_linegate_json_write.h"
 
 
 #define NGX_HTTP_LINEGATE_WORKER_LEN     (7 + NGX_HTTP_LINEGATE_ID_LEN)
@@ -243,7 +246,6 @@ static ngx_int_t
 ngx_http_linegate_confirm_token(ngx_http_request_t *r,
     ngx_http_linegate_ctx_t *ctx, ngx_http_linegate_confirm_t *cf)
 {
-    size_t     i;
     ngx_int_t  rc;
     ngx_str_t  token;
 
@@ -270,10 +272,10 @@ ngx_http_linegate_confirm_token(ngx_http_request_t *r,
         return NGX_OK;
     }
 
-    for (i = 4; i < token.len; i++) {
-        if (!isalnum(token.data[i])) {
-            return NGX_OK;
-        }
+    if (!ngx_http_linegate_chars_are(token.data + 4, token.len - 4,
+                                     NGX_HTTP_LINEGATE_CHARS_ALNUM))
+    {
+        return NGX_OK;
     }
 
     cf->token = token;
@@ -828,14 +830,14 @@ ngx_http_linegate_confirm_subscribed(ngx_http_request_t *r,
         }
 
         /* copied: a durable write may need it after the JSON is freed */
-        cf->subscription.data = ngx_pstrdup(r->pool, &id);
-        if (cf->subscription.data == NULL) {
+        if (ngx_http_linegate_pstr(r->pool, &cf->subscription, id.data,
+                                   id.len)
+            == NULL)
+        {
             ngx_http_linegate_confirm_billing(r, ctx, result,
                                               "stripe_outcome_unknown");
             return;
         }
-
-        cf->subscription.len = id.len;
 
         ngx_http_linegate_confirm_next(r, ctx,
                                        NGX_HTTP_LINEGATE_CONFIRM_RECORD);
@@ -1281,22 +1283,32 @@ static void
 ngx_http_linegate_confirm_answer(ngx_http_request_t *r,
     ngx_http_linegate_ctx_t *ctx, ngx_http_linegate_confirm_t *cf)
 {
+    const char                      *message;
+    ngx_http_linegate_json_write_t   jw;
+
     if (cf->store_failed) {
         ngx_http_linegate_store_unavailable(r);
         return;
     }
 
+    (void) ngx_http_linegate_json_write_init(&jw, r->pool, 256);
+
     if (cf->status == NGX_HTTP_OK) {
-        ngx_http_linegate_send_json(r, NGX_HTTP_OK,
-                        json_pack("{s:s,s:s%,s:s%,s:s%}",
-                                  "status", "OK",
-                                  "phone_number",
-                                  cf->number.data, cf->number.len,
-                                  "worker_id",
-                                  cf->worker_id.data, cf->worker_id.len,
-                                  "subscription_id",
-                                  cf->subscription.data,
-                                  cf->subscription.len));
+        ngx_http_linegate_json_write_object(&jw);
+        ngx_http_linegate_json_write_key(&jw, "status");
+        ngx_http_linegate_json_write_cstr(&jw, "OK");
+        ngx_http_linegate_json_write_key(&jw, "phone_number");
+        ngx_http_linegate_json_write_str(&jw, cf->number.data,
+                                         cf->number.len);
+        ngx_http_linegate_json_write_key(&jw, "worker_id");
+        ngx_http_linegate_json_write_str(&jw, cf->worker_id.data,
+                                         cf->worker_id.len);
+        ngx_http_linegate_json_write_key(&jw, "subscription_id");
+        ngx_http_linegate_json_write_str(&jw, cf->subscription.data,
+                                         cf->subscription.len);
+        ngx_http_linegate_json_write_end(&jw, '}');
+
+        ngx_http_linegate_send_jw(r, NGX_HTTP_OK, &jw);
         return;
     }
 
@@ -1304,27 +1316,31 @@ ngx_http_linegate_confirm_answer(ngx_http_request_t *r,
     {
         /* "queued" only when the entry is on lg:reconcile */
         ngx_str_set(&ctx->outcome, "provisioning_failed");
-        ngx_http_linegate_send_json(r, NGX_HTTP_INTERNAL_SERVER_ERROR,
-                        json_pack("{s:s,s:s,s:s,s:s%}",
-                                  "status", "ERROR",
-                                  "error", "provisioning_failed",
-                                  "message",
-                                  cf->queued
-                                  ? "The line was paid for but could not "
-                                    "be recorded; it has been queued for "
-                                    "reconciliation"
-                                  : cf->durable
-                                  ? "The line was paid for but the store "
-                                    "did not answer; the line will be "
-                                    "recorded, or queued for "
-                                    "reconciliation, as soon as it does"
-                                  : "The line was paid for but could be "
-                                    "neither recorded nor queued for "
-                                    "reconciliation; the operator has "
-                                    "been alerted",
-                                  "subscription_id",
-                                  cf->subscription.data,
-                                  cf->subscription.len));
+
+        message = cf->queued
+                  ? "The line was paid for but could not be recorded; it "
+                    "has been queued for reconciliation"
+                  : cf->durable
+                  ? "The line was paid for but the store did not answer; "
+                    "the line will be recorded, or queued for "
+                    "reconciliation, as soon as it does"
+                  : "The line was paid for but could be neither recorded "
+                    "nor queued for reconciliation; the operator has been "
+                    "alerted";
+
+        ngx_http_linegate_json_write_object(&jw);
+        ngx_http_linegate_json_write_key(&jw, "status");
+        ngx_http_linegate_json_write_cstr(&jw, "ERROR");
+        ngx_http_linegate_json_write_key(&jw, "error");
+        ngx_http_linegate_json_write_cstr(&jw, "provisioning_failed");
+        ngx_http_linegate_json_write_key(&jw, "message");
+        ngx_http_linegate_json_write_cstr(&jw, message);
+        ngx_http_linegate_json_write_key(&jw, "subscription_id");
+        ngx_http_linegate_json_write_str(&jw, cf->subscription.data,
+                                         cf->subscription.len);
+        ngx_http_linegate_json_write_end(&jw, '}');
+
+        ngx_http_linegate_send_jw(r, NGX_HTTP_INTERNAL_SERVER_ERROR, &jw);
         return;
     }
 
@@ -1385,16 +1401,11 @@ ngx_http_linegate_confirm_copy(ngx_http_request_t *r, redisReply *reply,
 {
     ngx_str_t  s;
 
-    if (ngx_http_linegate_reply_str(reply, i, &s) != NGX_OK || s.len == 0) {
+    if (ngx_http_linegate_reply_str(reply, i, &s) != NGX_OK || s.len == 0
+        || ngx_http_linegate_pstr(r->pool, dst, s.data, s.len) == NULL)
+    {
         return NGX_ERROR;
     }
-
-    dst->data = ngx_pstrdup(r->pool, &s);
-    if (dst->data == NULL) {
-        return NGX_ERROR;
-    }
-
-    dst->len = s.len;
 
     return NGX_OK;
 }

@@ -21,6 +21,7 @@
 #include "ngx_http_linegate_ratelimit.h"
 #include "ngx_http_linegate_reply.h"
 #include "ngx_http_linegate_clock.h"
+#include "ngx_http_linegate_str.h"
 
 
 static u_char *ngx_http_linegate_pv_message(ngx_http_request_t *r,
@@ -224,8 +225,11 @@ ngx_http_linegate_pv_state(ngx_http_request_t *r,
            == NGX_OK
         && acct.len)
     {
-        ctx->tenant.data = ngx_pstrdup(r->pool, &acct);
-        ctx->tenant.len = ctx->tenant.data ? acct.len : 0;
+        if (ngx_http_linegate_pstr(r->pool, &ctx->tenant, acct.data, acct.len)
+            == NULL)
+        {
+            ctx->tenant.len = 0;
+        }
     }
 
     return ngx_http_linegate_pv_headers(r, ctx, st);

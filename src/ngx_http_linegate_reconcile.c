@@ -54,6 +54,8 @@
 #include "ngx_http_linegate_stripe.h"
 #include "ngx_http_linegate_clock.h"
 #include "ngx_http_linegate_ids.h"
+#include "ngx_http_linegate_str.h"
+#include "ngx_http_linegate_json_write.h"
 
 
 /*
@@ -611,12 +613,12 @@ ngx_http_linegate_reconcile_entry(ngx_http_request_t *r,
     e->queued_ms = ngx_atoi(value.data, p ? (size_t) (p - value.data)
                                           : value.len);
 
-    e->id.data = ngx_pstrdup(r->pool, &value);
-    if (e->id.data == NULL || e->queued_ms == NGX_ERROR) {
+    if (ngx_http_linegate_pstr(r->pool, &e->id, value.data, value.len)
+        == NULL
+        || e->queued_ms == NGX_ERROR)
+    {
         return NGX_ERROR;
     }
-
-    e->id.len = value.len;
 
     f = reply->element[1];
 
@@ -665,12 +667,11 @@ ngx_http_linegate_reconcile_entry(ngx_http_request_t *r,
             continue;
         }
 
-        dst->data = ngx_pstrdup(r->pool, &value);
-        if (dst->data == NULL && value.len) {
+        if (ngx_http_linegate_pstr(r->pool, dst, value.data, value.len)
+            == NULL)
+        {
             return NGX_ERROR;
         }
-
-        dst->len = value.len;
     }
 
     if (e->at <= 0) {
@@ -802,9 +803,9 @@ ngx_http_linegate_reconcile_looked_up(ngx_http_request_t *r,
     if (rv == NGX_AGAIN) {
         /* on the next page */
         if (++e->pages < NGX_HTTP_LINEGATE_RECONCILE_PAGES) {
-            e->page_after.data = ngx_pstrdup(r->pool, &e->page_after);
-
-            if (e->page_after.data) {
+            if (ngx_http_linegate_pstr(r->pool, &e->page_after,
+                                       e->page_after.data, e->page_after.len))
+            {
                 ngx_http_linegate_reconcile_next(r, ctx,
                                           NGX_HTTP_LINEGATE_RECONCILE_LOOKUP);
                 return;
@@ -963,8 +964,10 @@ ngx_http_linegate_reconcile_decide(ngx_http_request_t *r,
 {
     if (e->found.len) {
         /* Stripe's JSON is freed with the next call */
-        e->found.data = ngx_pstrdup(r->pool, &e->found);
-        if (e->found.data == NULL) {
+        if (ngx_http_linegate_pstr(r->pool, &e->found, e->found.data,
+                                   e->found.len)
+            == NULL)
+        {
             e->found.len = 0;
             ngx_http_linegate_reconcile_defer(r, ctx, "no_memory", 1);
             return;
@@ -1422,8 +1425,9 @@ static void
 ngx_http_linegate_reconcile_answer(ngx_http_request_t *r,
     ngx_http_linegate_ctx_t *ctx, ngx_http_linegate_reconcile_t *rc)
 {
-    json_t                               *entries, *sub;
-    ngx_uint_t                            i;
+    ngx_str_t                            *owner, *item, *sub;
+    ngx_uint_t                            i, invoice;
+    ngx_http_linegate_json_write_t        jw;
     ngx_http_linegate_reconcile_entry_t  *e;
 
     if (rc->status != NGX_HTTP_OK) {
@@ -1431,55 +1435,76 @@ ngx_http_linegate_reconcile_answer(ngx_http_request_t *r,
         return;
     }
 
-    entries = json_array();
+    (void) ngx_http_linegate_json_write_init(&jw, r->pool, 1024);
+    ngx_http_linegate_json_write_object(&jw);
+    ngx_http_linegate_json_write_key(&jw, "entries");
+    ngx_http_linegate_json_write_array(&jw);
 
-    for (i = 0; entries != NULL && i < rc->n; i++) {
+    for (i = 0; i < rc->n; i++) {
         e = &rc->entry[i];
 
-        sub = e->found.len ? json_stringn((char *) e->found.data,
-                                          e->found.len)
-              : e->subscription.len ? json_stringn((char *)
-                                                   e->subscription.data,
-                                                   e->subscription.len)
-              : json_null();
+        /* what Stripe held is an invoice, or a subscription */
+        invoice = (e->line_request.len != 0);
+        owner = invoice ? &e->workspace : &e->account;
+        item = invoice ? &e->line_request : &e->worker_id;
+        sub = e->found.len ? &e->found : &e->subscription;
 
-        if (e->line_request.len) {
-            /* what Stripe held is an invoice */
-            json_array_append_new(entries,
-                    json_pack("{s:s%,s:s%,s:s%,s:s%,s:o*,s:s,s:s?}",
-                              "id", e->id.data, e->id.len,
-                              "workspace",
-                              e->workspace.data, e->workspace.len,
-                              "line_request_id",
-                              e->line_request.data, e->line_request.len,
-                              "reason", e->reason.data, e->reason.len,
-                              "invoice_id", sub,
-                              "outcome",
-                              e->outcome ? e->outcome : "deferred",
-                              "detail", e->detail));
+        /* an entry read without one of its fields is left out */
+        if (e->id.data == NULL || owner->data == NULL || item->data == NULL
+            || e->reason.data == NULL)
+        {
             continue;
         }
 
-        json_array_append_new(entries,
-                    json_pack("{s:s%,s:s%,s:s%,s:s%,s:o*,s:s,s:s?}",
-                              "id", e->id.data, e->id.len,
-                              "account", e->account.data, e->account.len,
-                              "worker_id",
-                              e->worker_id.data, e->worker_id.len,
-                              "reason", e->reason.data, e->reason.len,
-                              "subscription_id", sub,
-                              "outcome",
-                              e->outcome ? e->outcome : "deferred",
-                              "detail", e->detail));
+        ngx_http_linegate_json_write_object(&jw);
+        ngx_http_linegate_json_write_key(&jw, "id");
+        ngx_http_linegate_json_write_str(&jw, e->id.data, e->id.len);
+
+        if (invoice) {
+            ngx_http_linegate_json_write_key(&jw, "workspace");
+            ngx_http_linegate_json_write_str(&jw, owner->data, owner->len);
+            ngx_http_linegate_json_write_key(&jw, "line_request_id");
+            ngx_http_linegate_json_write_str(&jw, item->data, item->len);
+            ngx_http_linegate_json_write_key(&jw, "reason");
+            ngx_http_linegate_json_write_str(&jw, e->reason.data,
+                                             e->reason.len);
+            ngx_http_linegate_json_write_key(&jw, "invoice_id");
+
+        } else {
+            ngx_http_linegate_json_write_key(&jw, "account");
+            ngx_http_linegate_json_write_str(&jw, owner->data, owner->len);
+            ngx_http_linegate_json_write_key(&jw, "worker_id");
+            ngx_http_linegate_json_write_str(&jw, item->data, item->len);
+            ngx_http_linegate_json_write_key(&jw, "reason");
+            ngx_http_linegate_json_write_str(&jw, e->reason.data,
+                                             e->reason.len);
+            ngx_http_linegate_json_write_key(&jw, "subscription_id");
+        }
+
+        ngx_http_linegate_json_write_str_or_null(&jw, sub);
+        ngx_http_linegate_json_write_key(&jw, "outcome");
+        ngx_http_linegate_json_write_cstr(&jw, e->outcome ? e->outcome
+                                                          : "deferred");
+        ngx_http_linegate_json_write_key(&jw, "detail");
+
+        if (e->detail) {
+            ngx_http_linegate_json_write_cstr(&jw, e->detail);
+
+        } else {
+            ngx_http_linegate_json_write_null(&jw);
+        }
+
+        ngx_http_linegate_json_write_end(&jw, '}');
     }
+
+    ngx_http_linegate_json_write_end(&jw, ']');
+    ngx_http_linegate_json_write_key(&jw, "more");
+    ngx_http_linegate_json_write_bool(&jw, rc->pending || rc->i < rc->n);
+    ngx_http_linegate_json_write_end(&jw, '}');
 
     ngx_str_set(&ctx->outcome, "reconciled");
 
-    ngx_http_linegate_send_json(r, NGX_HTTP_OK,
-                    entries ? json_pack("{s:o,s:b}", "entries", entries,
-                                        "more",
-                                        rc->pending || rc->i < rc->n)
-                            : NULL);
+    ngx_http_linegate_send_jw(r, NGX_HTTP_OK, &jw);
 }
 
 

@@ -14,10 +14,6 @@
 #include "ngx_http_linegate_json.h"
 
 
-/* answer obj (its reference is taken) with status, and finalize */
-void ngx_http_linegate_send_json(ngx_http_request_t *r, ngx_uint_t status,
-    json_t *obj);
-
 /* answer what jw holds with status (500 if it failed), and finalize */
 void ngx_http_linegate_send_jw(ngx_http_request_t *r, ngx_uint_t status,
     ngx_http_linegate_json_write_t *jw);
@@ -54,11 +50,6 @@ void ngx_http_linegate_store_unavailable(ngx_http_request_t *r);
 
 /* a bug or an allocation failure: logged, 500 in the API's format */
 void ngx_http_linegate_internal_error(ngx_http_request_t *r);
-
-/* serialize for storage (idempotent replay): compact, allocated in pool */
-ngx_int_t ngx_http_linegate_json_dump(ngx_pool_t *pool, json_t *obj,
-    ngx_str_t *out);
-
 
 /*
  * Parse ctx->raw into ctx->body (ngx_http_linegate_json_parse(), json.h):

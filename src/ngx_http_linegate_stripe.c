@@ -15,6 +15,7 @@
 #include "ngx_http_linegate_metrics.h"
 #include "ngx_http_linegate_ids.h"
 #include "ngx_http_linegate_headers.h"
+#include "ngx_http_linegate_chars.h"
 
 
 #define NGX_HTTP_LINEGATE_STRIPE_BODY_MAX  (256 * 1024)
@@ -97,19 +98,9 @@ ngx_http_linegate_form_add_cstr(ngx_pool_t *pool, ngx_str_t *form,
 ngx_int_t
 ngx_http_linegate_stripe_id_valid(ngx_str_t *id)
 {
-    size_t  i;
-
-    if (id->len == 0 || id->len > 255) {
-        return 0;
-    }
-
-    for (i = 0; i < id->len; i++) {
-        if (!(isalnum(id->data[i]) || id->data[i] == '_')) {
-            return 0;
-        }
-    }
-
-    return 1;
+    return id->len > 0 && id->len <= 255
+           && ngx_http_linegate_chars_are(id->data, id->len,
+                                          NGX_HTTP_LINEGATE_CHARS_WORD);
 }
 
 

@@ -20,6 +20,7 @@
 #include "ngx_http_linegate_clock.h"
 #include "ngx_http_linegate_ids.h"
 #include "ngx_http_linegate_headers.h"
+#include "ngx_http_linegate_json_write.h"
 
 
 /* long enough to cover Stripe's retries, which last up to three days */
@@ -384,15 +385,21 @@ ngx_http_linegate_webhook_done(ngx_http_request_t *r, redisReply *reply)
 static void
 ngx_http_linegate_webhook_ack(ngx_http_request_t *r, const char *note)
 {
-    json_t  *obj;
+    ngx_http_linegate_json_write_t  jw;
 
-    obj = json_pack("{s:b}", "received", 1);
+    (void) ngx_http_linegate_json_write_init(&jw, r->pool, 64);
+    ngx_http_linegate_json_write_object(&jw);
+    ngx_http_linegate_json_write_key(&jw, "received");
+    ngx_http_linegate_json_write_bool(&jw, 1);
 
-    if (obj != NULL && note != NULL) {
-        json_object_set_new(obj, note, json_true());
+    if (note != NULL) {
+        ngx_http_linegate_json_write_keyn(&jw, note, ngx_strlen(note));
+        ngx_http_linegate_json_write_bool(&jw, 1);
     }
 
-    ngx_http_linegate_send_json(r, NGX_HTTP_OK, obj);
+    ngx_http_linegate_json_write_end(&jw, '}');
+
+    ngx_http_linegate_send_jw(r, NGX_HTTP_OK, &jw);
 }
 
 

@@ -111,6 +111,12 @@ my %layer_of = (
     'request_id.c'         => 'infrastructure',
     'metrics.h'            => 'infrastructure',
     'metrics.c'            => 'infrastructure',
+    'cache.h'              => 'infrastructure',   # the credential cache
+    'cache.c'              => 'infrastructure',
+    'chars.h'              => 'infrastructure',   # classes, E.164
+    'chars.c'              => 'infrastructure',
+    'str.h'                => 'infrastructure',   # the pool string copy
+    'str.c'                => 'infrastructure',
 
     # the types every layer shares: configuration, ctx, API ids
     'module.h'             => 'declarations',

@@ -562,14 +562,6 @@ fuzz_answered(ngx_uint_t status, const char *field, const char *message,
 
 
 void
-ngx_http_linegate_send_json(ngx_http_request_t *r, ngx_uint_t status,
-    json_t *obj)
-{
-    fuzz_answered(status, NULL, NULL, obj);
-}
-
-
-void
 ngx_http_linegate_send_jw(ngx_http_request_t *r, ngx_uint_t status,
     ngx_http_linegate_json_write_t *jw)
 {

@@ -31,4 +31,10 @@ mkdir -p "$out"
     "$root/t/unit/test_jwt.c" "$root/src/ngx_http_linegate_jwt.c" \
     "$root/src/ngx_http_linegate_crypto.c" "${libs[@]}"
 
-echo "built $out/test_crypto $out/test_jwt"
+"$cc" "${cflags[@]}" -o "$out/test_cache" \
+    "$root/t/unit/test_cache.c" "$root/src/ngx_http_linegate_cache.c"
+
+"$cc" "${cflags[@]}" -o "$out/test_chars" \
+    "$root/t/unit/test_chars.c" "$root/src/ngx_http_linegate_chars.c"
+
+echo "built $out/test_crypto $out/test_jwt $out/test_cache $out/test_chars"
