@@ -22,6 +22,7 @@
 
 #include "ngx_http_linegate_limit.h"
 #include "ngx_http_linegate_redis.h"
+#include "ngx_http_linegate_keys.h"
 #include "ngx_http_linegate_scripts.h"
 #include "ngx_http_linegate_metrics.h"
 #include "ngx_http_linegate_chars.h"
@@ -1314,10 +1315,10 @@ static ngx_int_t
 ngx_http_linegate_limit_redis_key(ngx_http_request_t *r,
     ngx_http_linegate_limit_result_t *res)
 {
-    u_char      *p, digest[16];
-    size_t       len;
-    ngx_uint_t   i, raw;
-    ngx_md5_t    md5;
+    u_char      digest[16], hexbuf[32];
+    ngx_str_t   hex;
+    ngx_uint_t  i, raw;
+    ngx_md5_t   md5;
 
     raw = res->value.len <= NGX_HTTP_LINEGATE_LIMIT_RAW_KEY_MAX;
 
@@ -1329,35 +1330,22 @@ ngx_http_linegate_limit_redis_key(ngx_http_request_t *r,
         }
     }
 
-    len = sizeof("lg:rl:{:h:}") - 1 + res->zone->name.len
-          + (raw ? res->value.len : 32);
-
-    p = ngx_pnalloc(r->pool, len);
-    if (p == NULL) {
-        return NGX_ERROR;
-    }
-
-    res->rkey.data = p;
-    p = ngx_cpymem(p, "lg:rl:{", 7);
-    p = ngx_cpymem(p, res->zone->name.data, res->zone->name.len);
-
     if (raw) {
-        p = ngx_cpymem(p, ":v:", 3);
-        p = ngx_cpymem(p, res->value.data, res->value.len);
-
-    } else {
-        ngx_md5_init(&md5);
-        ngx_md5_update(&md5, res->value.data, res->value.len);
-        ngx_md5_final(digest, &md5);
-
-        p = ngx_cpymem(p, ":h:", 3);
-        p = ngx_hex_dump(p, digest, 16);
+        return ngx_http_linegate_key(r->pool,
+                                     NGX_HTTP_LINEGATE_KEY_RL_VALUE,
+                                     &res->zone->name, &res->value,
+                                     &res->rkey);
     }
 
-    *p++ = '}';
-    res->rkey.len = p - res->rkey.data;
+    ngx_md5_init(&md5);
+    ngx_md5_update(&md5, res->value.data, res->value.len);
+    ngx_md5_final(digest, &md5);
 
-    return NGX_OK;
+    hex.data = hexbuf;
+    hex.len = ngx_hex_dump(hexbuf, digest, 16) - hexbuf;
+
+    return ngx_http_linegate_key(r->pool, NGX_HTTP_LINEGATE_KEY_RL_HASH,
+                                 &res->zone->name, &hex, &res->rkey);
 }
 
 

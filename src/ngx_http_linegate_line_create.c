@@ -758,10 +758,21 @@ ngx_http_linegate_create_script(ngx_http_request_t *r,
     ngx_http_linegate_redis_arg_int(r, a, NGX_HTTP_LINEGATE_LR_STALE);
     ngx_http_linegate_redis_arg_str(a, &lr->body);
 
+    /* KEYS[2..5], after lr_gate's */
+    ngx_http_linegate_lines_key(lr, a, NGX_HTTP_LINEGATE_KEY_LRVOID, &lr->id,
+                                NULL);
+    ngx_http_linegate_lines_key(lr, a, NGX_HTTP_LINEGATE_KEY_LINE, &lr->id,
+                                NULL);
+    ngx_http_linegate_redis_arg_key(a,
+        ngx_http_linegate_key_fixed(NGX_HTTP_LINEGATE_KEY_LR_INFLIGHT));
+    ngx_http_linegate_redis_arg_key(a,
+        ngx_http_linegate_key_fixed(NGX_HTTP_LINEGATE_KEY_PROVISIONING));
+
     lr->ctx->state = NGX_HTTP_LINEGATE_CREATE_SCRIPT;
 
     if (ngx_http_linegate_redis_script(r, NGX_HTTP_LINEGATE_SCRIPT_LR_CREATE,
-                                       0, a, ngx_http_linegate_create_resume)
+                                       a->nkeys, a,
+                                       ngx_http_linegate_create_resume)
         != NGX_OK)
     {
         /* nothing was sent: nothing to release */
@@ -1006,6 +1017,11 @@ ngx_http_linegate_create_invoiced(ngx_http_request_t *r,
     ngx_http_linegate_redis_arg_str(a, &lr->body);
     ngx_http_linegate_redis_arg_int(r, a, lmcf->idempotency_ttl);
 
+    ngx_http_linegate_redis_arg_key(a,
+        ngx_http_linegate_key_fixed(NGX_HTTP_LINEGATE_KEY_LR_INFLIGHT));
+    ngx_http_linegate_lines_key(lr, a, NGX_HTTP_LINEGATE_KEY_INVOICE,
+                                &lr->invoice.id, NULL);
+
     ngx_http_linegate_lines_call(r, lr,
                                  NGX_HTTP_LINEGATE_SCRIPT_LR_INVOICE_STORE,
                                  ngx_http_linegate_create_resume);
@@ -1078,6 +1094,19 @@ ngx_http_linegate_create_release_args(ngx_http_request_t *r,
     ngx_http_linegate_redis_arg_str(a, &lr->id);
     ngx_http_linegate_redis_arg_str(a, &lr->idem.digest);
     ngx_http_linegate_redis_arg_int(r, a, NGX_HTTP_LINEGATE_LR_STALE);
+
+    /* KEYS[4], the workspace, only when it is known here */
+    ngx_http_linegate_lines_key(lr, a, NGX_HTTP_LINEGATE_KEY_LRVOID, &lr->id,
+                                NULL);
+    ngx_http_linegate_lines_key(lr, a, NGX_HTTP_LINEGATE_KEY_LINE, &lr->id,
+                                NULL);
+    ngx_http_linegate_redis_arg_key(a,
+        ngx_http_linegate_key_fixed(NGX_HTTP_LINEGATE_KEY_LR_INFLIGHT));
+
+    if (ws.len) {
+        ngx_http_linegate_lines_key(lr, a, NGX_HTTP_LINEGATE_KEY_WS, &ws,
+                                    NULL);
+    }
 }
 
 

@@ -100,6 +100,7 @@ ngx_http_linegate_lines_handler(ngx_http_request_t *r,
     }
 
     lr->ctx = ctx;
+    lr->pool = r->pool;
     ctx->data = lr;
 
     clerk_only = (ctx->api == NGX_HTTP_LINEGATE_API_LINE_AVAILABILITY);
@@ -353,10 +354,12 @@ ngx_http_linegate_lr_get_tx(ngx_http_request_t *r, ngx_http_linegate_lr_t *lr)
     lmcf = ngx_http_get_module_main_conf(r, ngx_http_linegate_module);
 
     /* [lg:apikey:<digest>], lg:{ws:W}:gcra, lg:{ws:W}:lr:<id> */
-    len = sizeof("lg:apikey:") - 1 + lr->key_digest.len
-          + 2 * (sizeof("lg:{ws:}") - 1 + lr->who.value.len)
-          + sizeof(":gcra") - 1
-          + sizeof(":lr:") - 1 + lr->id.len;
+    len = ngx_http_linegate_key_len(NGX_HTTP_LINEGATE_KEY_APIKEY,
+                                    &lr->key_digest, NULL)
+          + ngx_http_linegate_key_len(NGX_HTTP_LINEGATE_KEY_WS_GCRA,
+                                      &lr->who.value, NULL)
+          + ngx_http_linegate_key_len(NGX_HTTP_LINEGATE_KEY_WS_LR,
+                                      &lr->who.value, &lr->id);
 
     p = ngx_pnalloc(r->pool, len);
     if (p == NULL) {
@@ -369,7 +372,8 @@ ngx_http_linegate_lr_get_tx(ngx_http_request_t *r, ngx_http_linegate_lr_t *lr)
 
     if (lr->ctx->state == NGX_HTTP_LINEGATE_READ_REVALIDATE) {
         key.data = p;
-        p = ngx_sprintf(p, "lg:apikey:%V", &lr->key_digest);
+        p = ngx_http_linegate_key_write(p, NGX_HTTP_LINEGATE_KEY_APIKEY,
+                                        &lr->key_digest, NULL);
         key.len = p - key.data;
 
         ngx_http_linegate_redis_args_init(&tx[n]);
@@ -379,7 +383,8 @@ ngx_http_linegate_lr_get_tx(ngx_http_request_t *r, ngx_http_linegate_lr_t *lr)
     }
 
     lr->rate_key.data = p;
-    p = ngx_sprintf(p, "lg:{ws:%V}:gcra", &lr->who.value);
+    p = ngx_http_linegate_key_write(p, NGX_HTTP_LINEGATE_KEY_WS_GCRA,
+                                    &lr->who.value, NULL);
     lr->rate_key.len = p - lr->rate_key.data;
 
     ngx_http_linegate_redis_args_init(&tx[n]);
@@ -393,7 +398,8 @@ ngx_http_linegate_lr_get_tx(ngx_http_request_t *r, ngx_http_linegate_lr_t *lr)
     n++;
 
     key.data = p;
-    p = ngx_sprintf(p, "lg:{ws:%V}:lr:%V", &lr->who.value, &lr->id);
+    p = ngx_http_linegate_key_write(p, NGX_HTTP_LINEGATE_KEY_WS_LR,
+                                    &lr->who.value, &lr->id);
     key.len = p - key.data;
 
     ngx_http_linegate_redis_args_init(&tx[n]);
@@ -753,16 +759,14 @@ ngx_http_linegate_lr_claim(ngx_http_request_t *r, ngx_http_linegate_lr_t *lr,
         ngx_string("reissueAt")
     };
 
-    key.len = sizeof("lg:{ws:}:lr:") - 1 + lr->ws.len + lr->id.len;
-    key.data = ngx_pnalloc(r->pool, key.len);
-
-    if (key.data == NULL) {
+    if (ngx_http_linegate_key(r->pool, NGX_HTTP_LINEGATE_KEY_WS_LR, &lr->ws,
+                              &lr->id, &key)
+        != NGX_OK)
+    {
         ngx_http_linegate_lines_read_fail(r,
                                           NGX_HTTP_LINEGATE_LR_FAIL_INTERNAL);
         return;
     }
-
-    (void) ngx_sprintf(key.data, "lg:{ws:%V}:lr:%V", &lr->ws, &lr->id);
 
     /* lr_get's command, if any, is over: its arguments are free */
     a = &lr->args;

@@ -16,6 +16,7 @@
 #include "ngx_http_linegate_module.h"
 #include "ngx_http_linegate_auth.h"
 #include "ngx_http_linegate_redis.h"
+#include "ngx_http_linegate_keys.h"
 #include "ngx_http_linegate_stripe.h"
 #include "ngx_http_linegate_idempotency.h"
 #include "ngx_http_linegate_json_write.h"
@@ -212,6 +213,7 @@ typedef struct {
 /* the state of one Lines API request, in ctx->data */
 struct ngx_http_linegate_lr_s {
     ngx_http_linegate_ctx_t        *ctx;
+    ngx_pool_t                     *pool;       /* the request's: keys */
     ngx_http_linegate_principal_t   who;
     ngx_str_t                       ws;
     ngx_str_t                       id;
@@ -297,6 +299,10 @@ void ngx_http_linegate_lines_script(ngx_http_request_t *r,
     ngx_http_linegate_redis_handler_pt handler);
 /* start the arguments of a script of the line request: ws, id */
 void ngx_http_linegate_lines_line_args(ngx_http_linegate_lr_t *lr);
+/* a script's key, named by keys.c (see ngx_http_linegate_redis_arg_key) */
+void ngx_http_linegate_lines_key(ngx_http_linegate_lr_t *lr,
+    ngx_http_linegate_redis_args_t *a, ngx_http_linegate_key_e kind,
+    ngx_str_t *id, ngx_str_t *id2);
 /* run a script of lr->args; on failure to send, handler(r, NULL) */
 void ngx_http_linegate_lines_call(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr, ngx_http_linegate_script_id_e script,

@@ -104,6 +104,39 @@ ngx_http_linegate_lines_args(ngx_http_request_t *r,
     ngx_http_linegate_redis_arg_cstr(a, "");
     ngx_http_linegate_redis_arg_cstr(a, mode == NGX_HTTP_LINEGATE_LR_GATE
                                         ? "gate" : "");
+
+    /*
+     * KEYS[1] (lr_gate), by the mode given as ARGV[1]: 'k' resolves an
+     * API key (its lookup), 'w' names the workspace
+     */
+    ngx_http_linegate_lines_key(lr, a,
+                                *a->argv[0] == 'k'
+                                ? NGX_HTTP_LINEGATE_KEY_APIKEY
+                                : NGX_HTTP_LINEGATE_KEY_WS,
+                                &lr->who.value, NULL);
+}
+
+
+/*
+ * A key of the script (KEYS[], before its ARGV) named by keys.c in the
+ * request's pool; without memory, args the Redis layer refuses (the
+ * call fails as a store that cannot be reached).
+ */
+void
+ngx_http_linegate_lines_key(ngx_http_linegate_lr_t *lr,
+    ngx_http_linegate_redis_args_t *a, ngx_http_linegate_key_e kind,
+    ngx_str_t *id, ngx_str_t *id2)
+{
+    ngx_str_t  key;
+
+    if (ngx_http_linegate_key(lr->pool, kind, id, id2, &key)
+        != NGX_OK)
+    {
+        a->argc = -1;
+        return;
+    }
+
+    ngx_http_linegate_redis_arg_key(a, &key);
 }
 
 
@@ -112,7 +145,8 @@ ngx_http_linegate_lines_script(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr, ngx_http_linegate_script_id_e script,
     ngx_http_linegate_redis_handler_pt handler)
 {
-    if (ngx_http_linegate_redis_script(r, script, 0, &lr->args, handler)
+    if (ngx_http_linegate_redis_script(r, script, lr->args.nkeys, &lr->args,
+                                       handler)
         != NGX_OK)
     {
         ngx_http_linegate_store_unavailable(r);
@@ -127,6 +161,10 @@ ngx_http_linegate_lines_line_args(ngx_http_linegate_lr_t *lr)
 
     ngx_http_linegate_redis_arg_str(&lr->args, &lr->ws);
     ngx_http_linegate_redis_arg_str(&lr->args, &lr->id);
+
+    /* KEYS[1] lg:{ws:W}; a caller adds the script's other keys */
+    ngx_http_linegate_lines_key(lr, &lr->args, NGX_HTTP_LINEGATE_KEY_WS,
+                                &lr->ws, NULL);
 }
 
 
@@ -136,7 +174,8 @@ ngx_http_linegate_lines_call(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr, ngx_http_linegate_script_id_e script,
     ngx_http_linegate_redis_handler_pt handler)
 {
-    if (ngx_http_linegate_redis_script(r, script, 0, &lr->args, handler)
+    if (ngx_http_linegate_redis_script(r, script, lr->args.nkeys, &lr->args,
+                                       handler)
         != NGX_OK)
     {
         handler(r, NULL);
@@ -169,8 +208,8 @@ ngx_http_linegate_lines_durable(ngx_http_request_t *r,
         *p = '\0';
     }
 
-    (void) ngx_http_linegate_redis_durable(r->connection->log, script, 0,
-                                           &lr->args,
+    (void) ngx_http_linegate_redis_durable(r->connection->log, script,
+                                           lr->args.nkeys, &lr->args,
                                            name ? (const char *) name : what);
 
     lr->durable = what;
@@ -197,8 +236,9 @@ ngx_http_linegate_lines_ended(ngx_http_linegate_lr_t *lr,
                                      : "",
                   &lr->invoice.id);
 
-    (void) ngx_http_linegate_redis_durable(ngx_cycle->log, script, 0,
-                                           lr->release, what);
+    (void) ngx_http_linegate_redis_durable(ngx_cycle->log, script,
+                                           lr->release->nkeys, lr->release,
+                                           what);
 
     if (lr->invoice.id.len) {
         ngx_http_linegate_lines_orphan(ngx_cycle->log, lr);
@@ -217,22 +257,45 @@ void
 ngx_http_linegate_lines_orphan(ngx_log_t *log, ngx_http_linegate_lr_t *lr)
 {
     u_char                          iso[NGX_HTTP_LINEGATE_ISO_LEN];
+    size_t                          len;
+    ngx_int_t                       rc;
+    ngx_str_t                       wkey;
     ngx_http_linegate_redis_args_t  a;
 
     (void) ngx_http_linegate_iso8601(iso, ngx_http_linegate_now_ms());
 
+    /* the workspace's key: not in the pool, freed once the write copied it */
+    len = ngx_http_linegate_key_len(NGX_HTTP_LINEGATE_KEY_WS, &lr->ws, NULL);
+
+    wkey.data = ngx_alloc(len, log);
+    if (wkey.data == NULL) {
+        rc = NGX_ERROR;
+        goto failed;
+    }
+
+    wkey.len = ngx_http_linegate_key_write(wkey.data, NGX_HTTP_LINEGATE_KEY_WS,
+                                           &lr->ws, NULL)
+               - wkey.data;
+
     ngx_http_linegate_redis_args_init(&a);
+    ngx_http_linegate_redis_arg_str(&a, &wkey);
+    ngx_http_linegate_redis_arg_str(&a,
+        ngx_http_linegate_key_fixed(NGX_HTTP_LINEGATE_KEY_RECONCILE));
     ngx_http_linegate_redis_arg_str(&a, &lr->ws);
     ngx_http_linegate_redis_arg_str(&a, &lr->id);
     ngx_http_linegate_redis_arg_str(&a, &lr->invoice.id);
     ngx_http_linegate_redis_arg_str(&a, &lr->customer);
     ngx_http_linegate_redis_arg(&a, iso, NGX_HTTP_LINEGATE_ISO_LEN);
 
-    if (ngx_http_linegate_redis_durable(log,
+    rc = ngx_http_linegate_redis_durable(log,
                                    NGX_HTTP_LINEGATE_SCRIPT_LR_INVOICE_ORPHAN,
-                                   0, &a, "an undiscarded invoice's queuing")
-        != NGX_OK)
-    {
+                                   2, &a, "an undiscarded invoice's queuing");
+
+    ngx_free(wkey.data);
+
+failed:
+
+    if (rc != NGX_OK) {
         ngx_log_error(NGX_LOG_ALERT, log, 0,
                       NGX_HTTP_LINEGATE_LOG "invoice \"%V\" of line request "
                       "\"%V\" could not be queued for reconciliation: "
@@ -424,6 +487,8 @@ ngx_http_linegate_lines_resolve(ngx_http_request_t *r,
     ngx_http_linegate_redis_arg_int(r, a, lr->now_ms);
     ngx_http_linegate_redis_arg_str(a, &lr->now_iso);
     ngx_http_linegate_redis_arg_str(a, &lr->date);
+    ngx_http_linegate_redis_arg_key(a,
+        ngx_http_linegate_key_fixed(NGX_HTTP_LINEGATE_KEY_PROVISIONING));
 
     ngx_http_linegate_lines_call(r, lr, NGX_HTTP_LINEGATE_SCRIPT_LR_RESOLVE,
                                  handler);

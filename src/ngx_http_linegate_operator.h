@@ -21,6 +21,7 @@
 
 #include "ngx_http_linegate_module.h"
 #include "ngx_http_linegate_redis.h"
+#include "ngx_http_linegate_keys.h"
 #include "ngx_http_linegate_clock.h"
 #include "ngx_http_linegate_ids.h"
 #include "ngx_http_linegate_chars.h"
@@ -189,9 +190,10 @@ extern ngx_http_linegate_operator_route_t
     ngx_http_linegate_operator_ops_routes[];
 
 
-/* a Redis argument fmt % id (one %V), built in the request pool */
+/* a key name as a Redis argument (keys.c), built in the request pool */
 void ngx_http_linegate_operator_key(ngx_http_request_t *r,
-    ngx_http_linegate_operator_t *adm, const char *fmt, ngx_str_t *id);
+    ngx_http_linegate_operator_t *adm, ngx_http_linegate_key_e kind,
+    ngx_str_t *id);
 
 /*
  * ids: [A-Za-z0-9_-]{1,64}; E.164, "+" and 8 to 15 digits (chars.h, in

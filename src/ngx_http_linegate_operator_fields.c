@@ -24,23 +24,18 @@ static ngx_int_t ngx_http_linegate_operator_hash_get(redisReply *hash,
 
 void
 ngx_http_linegate_operator_key(ngx_http_request_t *r,
-    ngx_http_linegate_operator_t *adm, const char *fmt, ngx_str_t *id)
+    ngx_http_linegate_operator_t *adm, ngx_http_linegate_key_e kind,
+    ngx_str_t *id)
 {
-    u_char  *p, *last;
-    size_t   len;
+    ngx_str_t  key;
 
-    len = ngx_strlen(fmt) + id->len;
-
-    p = ngx_pnalloc(r->pool, len);
-    if (p == NULL) {
+    if (ngx_http_linegate_key(r->pool, kind, id, NULL, &key) != NGX_OK) {
         /* redis.c refuses a negative argc: the call answers 503 */
         adm->args.argc = -1;
         return;
     }
 
-    last = ngx_snprintf(p, len, fmt, id);
-
-    ngx_http_linegate_redis_arg(&adm->args, p, last - p);
+    ngx_http_linegate_redis_arg_str(&adm->args, &key);
 }
 
 

@@ -179,6 +179,13 @@ static ngx_http_linegate_operator_code_t
     ngx_http_linegate_operator_null_code
 };
 
+/* the streams the operator API reads: the data of their routes */
+static ngx_http_linegate_key_e  ngx_http_linegate_operator_streams[] = {
+    NGX_HTTP_LINEGATE_KEY_PROVISIONING,
+    NGX_HTTP_LINEGATE_KEY_RECONCILE,
+    NGX_HTTP_LINEGATE_KEY_RECONCILED
+};
+
 
 ngx_http_linegate_operator_route_t  ngx_http_linegate_operator_ops_routes[] = {
 
@@ -215,12 +222,14 @@ ngx_http_linegate_operator_route_t  ngx_http_linegate_operator_ops_routes[] = {
 
     /* the data of a stream read: its key */
     { "provisioning", NGX_HTTP_GET, { NULL, NULL }, { NULL, NULL },
-      &ngx_http_linegate_operator_xrange, NULL, "lg:provisioning" },
+      &ngx_http_linegate_operator_xrange, NULL,
+      &ngx_http_linegate_operator_streams[0] },
     { "reconciliation", NGX_HTTP_GET, { NULL, NULL }, { NULL, NULL },
-      &ngx_http_linegate_operator_xrange, NULL, "lg:reconcile" },
+      &ngx_http_linegate_operator_xrange, NULL,
+      &ngx_http_linegate_operator_streams[1] },
     { "reconciliation/resolved", NGX_HTTP_GET, { NULL, NULL },
       { NULL, NULL }, &ngx_http_linegate_operator_xrange, NULL,
-      "lg:reconciled" },
+      &ngx_http_linegate_operator_streams[2] },
 
     /* no call: a state machine of its own (ngx_http_linegate_reconcile.c) */
     { "reconciliation/run", NGX_HTTP_POST, { NULL, NULL }, { NULL, NULL },
@@ -302,7 +311,8 @@ ngx_http_linegate_operator_inv_add(ngx_http_request_t *r,
 
     s.len = p - s.data - 1;
 
-    ngx_http_linegate_redis_arg_cstr(&adm->args, "lg:inventory");
+    ngx_http_linegate_redis_arg_str(&adm->args,
+        ngx_http_linegate_key_fixed(NGX_HTTP_LINEGATE_KEY_INVENTORY));
     ngx_http_linegate_redis_arg_str(&adm->args, &s);
 
     return NGX_OK;
@@ -337,7 +347,8 @@ ngx_http_linegate_operator_inv_list(ngx_http_request_t *r,
     ngx_http_linegate_operator_t *adm)
 {
     ngx_http_linegate_redis_arg_cstr(&adm->args, "SORT");
-    ngx_http_linegate_redis_arg_cstr(&adm->args, "lg:inventory");
+    ngx_http_linegate_redis_arg_str(&adm->args,
+        ngx_http_linegate_key_fixed(NGX_HTTP_LINEGATE_KEY_INVENTORY));
     ngx_http_linegate_redis_arg_cstr(&adm->args, "ALPHA");
 
     return NGX_OK;
@@ -370,7 +381,8 @@ ngx_http_linegate_operator_inv_remove(ngx_http_request_t *r,
     ngx_http_linegate_operator_t *adm)
 {
     ngx_http_linegate_redis_arg_cstr(&adm->args, "SREM");
-    ngx_http_linegate_redis_arg_cstr(&adm->args, "lg:inventory");
+    ngx_http_linegate_redis_arg_str(&adm->args,
+        ngx_http_linegate_key_fixed(NGX_HTTP_LINEGATE_KEY_INVENTORY));
     ngx_http_linegate_redis_arg_str(&adm->args, &adm->arg[0]);
 
     return NGX_OK;
@@ -398,7 +410,8 @@ static void
 ngx_http_linegate_operator_line_args(ngx_http_request_t *r,
     ngx_http_linegate_operator_t *adm)
 {
-    ngx_http_linegate_operator_key(r, adm, "lg:line:%V", &adm->arg[0]);
+    ngx_http_linegate_operator_key(r, adm, NGX_HTTP_LINEGATE_KEY_LINE,
+                                   &adm->arg[0]);
     ngx_http_linegate_redis_arg_str(&adm->args, &adm->arg[0]);
 }
 
@@ -585,7 +598,9 @@ ngx_http_linegate_operator_stream(ngx_http_request_t *r,
     a = &adm->args;
 
     ngx_http_linegate_redis_arg_cstr(a, "XRANGE");
-    ngx_http_linegate_redis_arg_cstr(a, adm->route->data);
+    ngx_http_linegate_redis_arg_str(a,
+        ngx_http_linegate_key_fixed(
+            *(ngx_http_linegate_key_e *) adm->route->data));
     ngx_http_linegate_redis_arg_str(a, &after);
     ngx_http_linegate_redis_arg_cstr(a, "+");
     ngx_http_linegate_redis_arg_cstr(a, "COUNT");

@@ -16,7 +16,7 @@
 /* a workspace or an account: a hash op_upsert creates and updates */
 typedef struct {
     const char                           *name;       /* in the logs */
-    const char                           *key;
+    ngx_http_linegate_key_e               key;
     ngx_http_linegate_operator_answer_t  *json;       /* of its hash */
 } ngx_http_linegate_operator_tenant_t;
 
@@ -161,12 +161,14 @@ static ngx_http_linegate_operator_code_t
 
 static ngx_http_linegate_operator_tenant_t
     ngx_http_linegate_operator_workspace = {
-    "workspace", "lg:{ws:%V}", ngx_http_linegate_operator_workspace_json
+    "workspace", NGX_HTTP_LINEGATE_KEY_WS,
+    ngx_http_linegate_operator_workspace_json
 };
 
 static ngx_http_linegate_operator_tenant_t
     ngx_http_linegate_operator_account = {
-    "account", "lg:{acct:%V}", ngx_http_linegate_operator_account_json
+    "account", NGX_HTTP_LINEGATE_KEY_ACCT,
+    ngx_http_linegate_operator_account_json
 };
 
 
@@ -552,9 +554,12 @@ static ngx_int_t
 ngx_http_linegate_operator_api_key_args(ngx_http_request_t *r,
     ngx_http_linegate_operator_t *adm)
 {
-    ngx_http_linegate_operator_key(r, adm, "lg:{ws:%V}", &adm->arg[0]);
-    ngx_http_linegate_operator_key(r, adm, "lg:{ws:%V}:keys", &adm->arg[0]);
-    ngx_http_linegate_operator_key(r, adm, "lg:apikey:%V", &adm->digest);
+    ngx_http_linegate_operator_key(r, adm, NGX_HTTP_LINEGATE_KEY_WS,
+                                   &adm->arg[0]);
+    ngx_http_linegate_operator_key(r, adm, NGX_HTTP_LINEGATE_KEY_WS_KEYS,
+                                   &adm->arg[0]);
+    ngx_http_linegate_operator_key(r, adm, NGX_HTTP_LINEGATE_KEY_APIKEY,
+                                   &adm->digest);
     ngx_http_linegate_redis_arg_str(&adm->args, &adm->key_id);
     ngx_http_linegate_redis_arg_str(&adm->args, &adm->digest);
     ngx_http_linegate_redis_arg_str(&adm->args, &adm->arg[0]);
@@ -568,8 +573,10 @@ static ngx_int_t
 ngx_http_linegate_operator_sb_key_args(ngx_http_request_t *r,
     ngx_http_linegate_operator_t *adm)
 {
-    ngx_http_linegate_operator_key(r, adm, "lg:{acct:%V}", &adm->arg[0]);
-    ngx_http_linegate_operator_key(r, adm, "lg:sbkey:%V", &adm->key_id);
+    ngx_http_linegate_operator_key(r, adm, NGX_HTTP_LINEGATE_KEY_ACCT,
+                                   &adm->arg[0]);
+    ngx_http_linegate_operator_key(r, adm, NGX_HTTP_LINEGATE_KEY_SBKEY,
+                                   &adm->key_id);
     ngx_http_linegate_redis_arg_str(&adm->args, &adm->key_id);
     ngx_http_linegate_redis_arg_str(&adm->args, &adm->digest);
     ngx_http_linegate_redis_arg_str(&adm->args, &adm->arg[0]);
@@ -609,7 +616,8 @@ static ngx_int_t
 ngx_http_linegate_operator_key_revoke(ngx_http_request_t *r,
     ngx_http_linegate_operator_t *adm)
 {
-    ngx_http_linegate_operator_key(r, adm, "lg:{ws:%V}:keys", &adm->arg[0]);
+    ngx_http_linegate_operator_key(r, adm, NGX_HTTP_LINEGATE_KEY_WS_KEYS,
+                                   &adm->arg[0]);
     ngx_http_linegate_redis_arg_str(&adm->args, &adm->arg[1]);
 
     return NGX_OK;
@@ -636,8 +644,10 @@ static ngx_int_t
 ngx_http_linegate_operator_key_list(ngx_http_request_t *r,
     ngx_http_linegate_operator_t *adm)
 {
-    ngx_http_linegate_operator_key(r, adm, "lg:{ws:%V}", &adm->arg[0]);
-    ngx_http_linegate_operator_key(r, adm, "lg:{ws:%V}:keys", &adm->arg[0]);
+    ngx_http_linegate_operator_key(r, adm, NGX_HTTP_LINEGATE_KEY_WS,
+                                   &adm->arg[0]);
+    ngx_http_linegate_operator_key(r, adm, NGX_HTTP_LINEGATE_KEY_WS_KEYS,
+                                   &adm->arg[0]);
 
     return NGX_OK;
 }

@@ -173,15 +173,13 @@ ngx_http_linegate_pv_account(ngx_http_request_t *r,
     ngx_str_t                        sbkey;
     ngx_http_linegate_redis_args_t  *a;
 
-    sbkey.len = sizeof("lg:sbkey:") - 1 + pv->key_id.len;
-    sbkey.data = ngx_pnalloc(r->pool, sbkey.len);
-
-    if (sbkey.data == NULL) {
+    if (ngx_http_linegate_key(r->pool, NGX_HTTP_LINEGATE_KEY_SBKEY,
+                              &pv->key_id, NULL, &sbkey)
+        != NGX_OK)
+    {
         ngx_http_linegate_internal_error(r);
         return;
     }
-
-    (void) ngx_sprintf(sbkey.data, "lg:sbkey:%V", &pv->key_id);
 
     a = &pv->args;
 

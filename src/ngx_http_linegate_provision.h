@@ -14,6 +14,7 @@
 
 #include "ngx_http_linegate_module.h"
 #include "ngx_http_linegate_redis.h"
+#include "ngx_http_linegate_keys.h"
 #include "ngx_http_linegate_auth.h"
 
 
@@ -76,8 +77,8 @@ void ngx_http_linegate_provision_confirm(ngx_http_request_t *r,
     ngx_http_linegate_ctx_t *ctx);
 
 /*
- * "lg:sbkey:<key id>" for the script's KEYS[1], with the presented key id
- * and the digest of the secret from the request headers; with p, the
+ * lg:sbkey:<key id> (keys.c) for the script's KEYS[1], with the presented
+ * key id and the digest of the secret from the request headers; with p, the
  * account from the worker's cache instead of the digest when it is there
  * (ngx_http_linegate_auth_account()). NGX_DECLINED: the answer (401 or
  * 500) has been sent.

@@ -425,16 +425,28 @@ static ngx_int_t
 ngx_http_linegate_confirm_reserve(ngx_http_request_t *r,
     ngx_http_linegate_confirm_t *cf)
 {
+    ngx_str_t                        pvkey;
     ngx_http_linegate_redis_args_t  *a;
     ngx_http_linegate_main_conf_t   *lmcf;
 
     lmcf = ngx_http_get_module_main_conf(r, ngx_http_linegate_module);
 
+    if (ngx_http_linegate_key(r->pool, NGX_HTTP_LINEGATE_KEY_PV, &cf->token,
+                              NULL, &pvkey)
+        != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
     a = ngx_http_linegate_confirm_args(cf);
     ngx_http_linegate_redis_arg_str(a, &cf->sbkey);
+    ngx_http_linegate_redis_arg_str(a, &pvkey);
+    ngx_http_linegate_redis_arg_str(a,
+        ngx_http_linegate_key_fixed(NGX_HTTP_LINEGATE_KEY_INVENTORY));
+    ngx_http_linegate_redis_arg_str(a,
+        ngx_http_linegate_key_fixed(NGX_HTTP_LINEGATE_KEY_PV_INFLIGHT));
     ngx_http_linegate_redis_arg_str(a, &cf->digest);
     ngx_http_linegate_redis_arg_int(r, a, cf->now);
-    ngx_http_linegate_redis_arg_str(a, &cf->token);
     ngx_http_linegate_redis_arg_int(r, a, lmcf->prov_daily);
     ngx_http_linegate_redis_arg_int(r, a, lmcf->prov_monthly);
     ngx_http_linegate_redis_arg_str(a, &cf->worker_id);
@@ -590,13 +602,12 @@ ngx_http_linegate_confirm_prepare(ngx_http_request_t *r,
         return NGX_ERROR;
     }
 
-    cf->akey.data = ngx_pnalloc(pool, sizeof("lg:{acct:}") + cf->account.len);
-    if (cf->akey.data == NULL) {
+    if (ngx_http_linegate_key(pool, NGX_HTTP_LINEGATE_KEY_ACCT,
+                              &cf->account, NULL, &cf->akey)
+        != NGX_OK)
+    {
         return NGX_ERROR;
     }
-
-    cf->akey.len = ngx_sprintf(cf->akey.data, "lg:{acct:%V}", &cf->account)
-                   - cf->akey.data;
 
     /* one purchase per token: Stripe never bills the same token twice */
     ngx_http_linegate_sha256_hex(cf->token.data, cf->token.len, digest);
@@ -928,6 +939,10 @@ ngx_http_linegate_confirm_record_args(ngx_http_request_t *r,
 
     a = ngx_http_linegate_confirm_args(cf);
     ngx_http_linegate_redis_arg_str(a, &cf->akey);
+    ngx_http_linegate_redis_arg_str(a,
+        ngx_http_linegate_key_fixed(NGX_HTTP_LINEGATE_KEY_PV_INFLIGHT));
+    ngx_http_linegate_redis_arg_str(a,
+        ngx_http_linegate_key_fixed(NGX_HTTP_LINEGATE_KEY_RECONCILE));
     ngx_http_linegate_redis_arg_str(a, &cf->worker_id);
     ngx_http_linegate_redis_arg_str(a, &cf->subscription);
     ngx_http_linegate_confirm_arg_int(cf, 0, cf->now);
@@ -946,7 +961,8 @@ ngx_http_linegate_confirm_record(ngx_http_request_t *r,
 
     return ngx_http_linegate_redis_script(r,
                                           NGX_HTTP_LINEGATE_SCRIPT_PV_RECORD,
-                                          1, &cf->args,
+                                          NGX_HTTP_LINEGATE_KEYS_PV_RECORD,
+                                          &cf->args,
                                           ngx_http_linegate_confirm_stored);
 }
 
@@ -1044,6 +1060,12 @@ ngx_http_linegate_confirm_release_args(ngx_http_request_t *r,
     /* the account is unknown when the reserve answer was lost */
     a = ngx_http_linegate_confirm_args(cf);
     ngx_http_linegate_redis_arg_str(a, cf->akey.len ? &cf->akey : &cf->sbkey);
+    ngx_http_linegate_redis_arg_str(a,
+        ngx_http_linegate_key_fixed(NGX_HTTP_LINEGATE_KEY_PV_INFLIGHT));
+    ngx_http_linegate_redis_arg_str(a,
+        ngx_http_linegate_key_fixed(NGX_HTTP_LINEGATE_KEY_RECONCILE));
+    ngx_http_linegate_redis_arg_str(a,
+        ngx_http_linegate_key_fixed(NGX_HTTP_LINEGATE_KEY_INVENTORY));
     ngx_http_linegate_redis_arg_str(a, &cf->worker_id);
     ngx_http_linegate_confirm_arg_int(cf, 0, cf->now);
     ngx_http_linegate_confirm_arg_int(cf, 1, lmcf->prov_daily);
@@ -1064,7 +1086,8 @@ ngx_http_linegate_confirm_release(ngx_http_request_t *r,
 
     return ngx_http_linegate_redis_script(r,
                                           NGX_HTTP_LINEGATE_SCRIPT_PV_RELEASE,
-                                          1, &cf->args,
+                                          NGX_HTTP_LINEGATE_KEYS_PV_RELEASE,
+                                          &cf->args,
                                           ngx_http_linegate_confirm_stored);
 }
 
@@ -1129,8 +1152,12 @@ static ngx_int_t
 ngx_http_linegate_confirm_durable(ngx_http_linegate_confirm_t *cf,
     ngx_http_linegate_script_id_e script, const char *what)
 {
-    if (ngx_http_linegate_redis_durable(ngx_cycle->log, script, 1, &cf->args,
-                                        what)
+    if (ngx_http_linegate_redis_durable(ngx_cycle->log, script,
+                                        script
+                                        == NGX_HTTP_LINEGATE_SCRIPT_PV_RECORD
+                                        ? NGX_HTTP_LINEGATE_KEYS_PV_RECORD
+                                        : NGX_HTTP_LINEGATE_KEYS_PV_RELEASE,
+                                        &cf->args, what)
         != NGX_OK)
     {
         return NGX_ERROR;
@@ -1340,7 +1367,7 @@ ngx_http_linegate_confirm_args(ngx_http_linegate_confirm_t *cf)
 }
 
 
-/* the pv_* scripts: one key, and the step's moment as their last ARGV */
+/* pv_confirm: its keys, and the step's moment as its last ARGV */
 static ngx_int_t
 ngx_http_linegate_confirm_script(ngx_http_request_t *r,
     ngx_http_linegate_confirm_t *cf, ngx_http_linegate_script_id_e script)
@@ -1348,7 +1375,9 @@ ngx_http_linegate_confirm_script(ngx_http_request_t *r,
     ngx_http_linegate_redis_arg(&cf->args, cf->iso,
                                 NGX_HTTP_LINEGATE_ISO_LEN);
 
-    return ngx_http_linegate_redis_script(r, script, 1, &cf->args,
+    return ngx_http_linegate_redis_script(r, script,
+                                          NGX_HTTP_LINEGATE_KEYS_PV_CONFIRM,
+                                          &cf->args,
                                           ngx_http_linegate_confirm_stored);
 }
 

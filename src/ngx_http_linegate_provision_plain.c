@@ -87,8 +87,11 @@ ngx_http_linegate_pv_plain(ngx_http_request_t *r,
     ngx_http_linegate_redis_args_t  *a;
 
     /* lg:{acct:<A>}, lg:{acct:<A>}:prov, "(<now - 30 days>" */
-    len = 2 * (sizeof("lg:{acct:}") - 1 + pv->who.value.len)
-          + sizeof(":prov") - 1 + 1 + NGX_INT64_LEN;
+    len = ngx_http_linegate_key_len(NGX_HTTP_LINEGATE_KEY_ACCT,
+                                    &pv->who.value, NULL)
+          + ngx_http_linegate_key_len(NGX_HTTP_LINEGATE_KEY_ACCT_PROV,
+                                      &pv->who.value, NULL)
+          + 1 + NGX_INT64_LEN;
 
     p = ngx_pnalloc(r->pool, len);
     a = ngx_palloc(r->pool, 4 * sizeof(ngx_http_linegate_redis_args_t));
@@ -99,11 +102,13 @@ ngx_http_linegate_pv_plain(ngx_http_request_t *r,
     }
 
     akey.data = p;
-    p = ngx_sprintf(p, "lg:{acct:%V}", &pv->who.value);
+    p = ngx_http_linegate_key_write(p, NGX_HTTP_LINEGATE_KEY_ACCT,
+                                    &pv->who.value, NULL);
     akey.len = p - akey.data;
 
     prov.data = p;
-    p = ngx_sprintf(p, "lg:{acct:%V}:prov", &pv->who.value);
+    p = ngx_http_linegate_key_write(p, NGX_HTTP_LINEGATE_KEY_ACCT_PROV,
+                                    &pv->who.value, NULL);
     prov.len = p - prov.data;
 
     /* strictly newer than now - window, as the script counts */
@@ -130,7 +135,8 @@ ngx_http_linegate_pv_plain(ngx_http_request_t *r,
 
     ngx_http_linegate_redis_args_init(&a[2]);
     ngx_http_linegate_redis_arg_cstr(&a[2], "SCARD");
-    ngx_http_linegate_redis_arg_cstr(&a[2], "lg:inventory");
+    ngx_http_linegate_redis_arg_str(&a[2],
+        ngx_http_linegate_key_fixed(NGX_HTTP_LINEGATE_KEY_INVENTORY));
 
     if (pv->preview && ngx_http_linegate_pv_plain_write(r, pv, &a[3])
                        != NGX_OK)
@@ -299,8 +305,10 @@ ngx_http_linegate_pv_plain_long(ngx_http_request_t *r,
     ngx_uint_t                       i;
     ngx_http_linegate_redis_args_t  *a, *c;
 
-    p = ngx_pnalloc(r->pool, sizeof("lg:{acct:}:prov") - 1
-                             + pv->who.value.len + 2 * (1 + NGX_INT64_LEN));
+    p = ngx_pnalloc(r->pool,
+                    ngx_http_linegate_key_len(NGX_HTTP_LINEGATE_KEY_ACCT_PROV,
+                                              &pv->who.value, NULL)
+                    + 2 * (1 + NGX_INT64_LEN));
     a = ngx_palloc(r->pool, 6 * sizeof(ngx_http_linegate_redis_args_t));
 
     if (p == NULL || a == NULL) {
@@ -309,7 +317,8 @@ ngx_http_linegate_pv_plain_long(ngx_http_request_t *r,
     }
 
     prov.data = p;
-    p = ngx_sprintf(p, "lg:{acct:%V}:prov", &pv->who.value);
+    p = ngx_http_linegate_key_write(p, NGX_HTTP_LINEGATE_KEY_ACCT_PROV,
+                                    &pv->who.value, NULL);
     prov.len = p - prov.data;
 
     for (i = 0; i < 2; i++) {
@@ -562,25 +571,26 @@ static void
 ngx_http_linegate_pv_plain_refuse(ngx_http_request_t *r,
     ngx_http_linegate_ctx_t *ctx, ngx_http_linegate_pv_request_t *pv)
 {
-    u_char                          *key;
+    ngx_str_t                        key, token;
     ngx_http_linegate_redis_args_t  *a;
 
-    key = ngx_pnalloc(r->pool, sizeof("lg:pv:") - 1
-                                + NGX_HTTP_LINEGATE_PV_TOKEN_LEN);
+    token.data = pv->token;
+    token.len = NGX_HTTP_LINEGATE_PV_TOKEN_LEN;
+
     a = ngx_palloc(r->pool, sizeof(ngx_http_linegate_redis_args_t));
 
-    if (key == NULL || a == NULL) {
+    if (a == NULL
+        || ngx_http_linegate_key(r->pool, NGX_HTTP_LINEGATE_KEY_PV, &token,
+                                 NULL, &key)
+           != NGX_OK)
+    {
         ngx_http_linegate_internal_error(r);
         return;
     }
 
-    ngx_memcpy(ngx_cpymem(key, "lg:pv:", sizeof("lg:pv:") - 1), pv->token,
-               NGX_HTTP_LINEGATE_PV_TOKEN_LEN);
-
     ngx_http_linegate_redis_args_init(a);
     ngx_http_linegate_redis_arg_cstr(a, "DEL");
-    ngx_http_linegate_redis_arg(a, key, sizeof("lg:pv:") - 1
-                                        + NGX_HTTP_LINEGATE_PV_TOKEN_LEN);
+    ngx_http_linegate_redis_arg_str(a, &key);
 
     if (ngx_http_linegate_redis_command(r, a,
                                         ngx_http_linegate_pv_plain_undone)
@@ -624,7 +634,7 @@ static ngx_int_t
 ngx_http_linegate_pv_plain_write(ngx_http_request_t *r,
     ngx_http_linegate_pv_request_t *pv, ngx_http_linegate_redis_args_t *a)
 {
-    ngx_str_t                        json, key;
+    ngx_str_t                        json, key, token;
     ngx_http_linegate_json_write_t   jw;
     ngx_http_linegate_main_conf_t   *lmcf;
 
@@ -643,17 +653,16 @@ ngx_http_linegate_pv_plain_write(ngx_http_request_t *r,
     ngx_http_linegate_json_write_int(&jw, pv->now + lmcf->preview_ttl * 1000);
     ngx_http_linegate_json_write_end(&jw, '}');
 
-    key.len = sizeof("lg:pv:") - 1 + NGX_HTTP_LINEGATE_PV_TOKEN_LEN;
-    key.data = ngx_pnalloc(r->pool, key.len);
+    token.data = pv->token;
+    token.len = NGX_HTTP_LINEGATE_PV_TOKEN_LEN;
 
     if (ngx_http_linegate_json_write_finish(&jw, &json) != NGX_OK
-        || key.data == NULL)
+        || ngx_http_linegate_key(r->pool, NGX_HTTP_LINEGATE_KEY_PV, &token,
+                                 NULL, &key)
+           != NGX_OK)
     {
         return NGX_ERROR;
     }
-
-    ngx_memcpy(ngx_cpymem(key.data, "lg:pv:", sizeof("lg:pv:") - 1),
-               pv->token, NGX_HTTP_LINEGATE_PV_TOKEN_LEN);
 
     ngx_http_linegate_redis_args_init(a);
     ngx_http_linegate_redis_arg_cstr(a, "SET");

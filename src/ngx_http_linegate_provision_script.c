@@ -187,15 +187,8 @@ static ngx_int_t
 ngx_http_linegate_pv_sbkey(ngx_http_request_t *r, ngx_str_t *key_id,
     ngx_str_t *sbkey)
 {
-    sbkey->data = ngx_pnalloc(r->pool, sizeof("lg:sbkey:") - 1 + key_id->len);
-    if (sbkey->data == NULL) {
-        return NGX_ERROR;
-    }
-
-    sbkey->len = ngx_sprintf(sbkey->data, "lg:sbkey:%V", key_id)
-                 - sbkey->data;
-
-    return NGX_OK;
+    return ngx_http_linegate_key(r->pool, NGX_HTTP_LINEGATE_KEY_SBKEY, key_id,
+                                 NULL, sbkey);
 }
 
 

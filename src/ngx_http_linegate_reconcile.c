@@ -49,6 +49,7 @@
 
 #include "ngx_http_linegate_reconcile.h"
 #include "ngx_http_linegate_redis.h"
+#include "ngx_http_linegate_keys.h"
 #include "ngx_http_linegate_reply.h"
 #include "ngx_http_linegate_stripe.h"
 #include "ngx_http_linegate_clock.h"
@@ -465,7 +466,8 @@ ngx_http_linegate_reconcile_lease(ngx_http_request_t *r,
 
     a = &rc->args;
     ngx_http_linegate_redis_args_init(a);
-    ngx_http_linegate_redis_arg_cstr(a, "lg:reconcile:lease");
+    ngx_http_linegate_redis_arg_str(a,
+        ngx_http_linegate_key_fixed(NGX_HTTP_LINEGATE_KEY_RECONCILE_LEASE));
     ngx_http_linegate_redis_arg_str(a, &rc->token);
     ngx_http_linegate_redis_arg_cstr(a, how);
     ngx_http_linegate_redis_arg_int(r, a,
@@ -490,15 +492,19 @@ ngx_http_linegate_reconcile_sweep(ngx_http_request_t *r,
 
     a = &rc->args;
     ngx_http_linegate_redis_args_init(a);
-    ngx_http_linegate_redis_arg_cstr(a, "lg:pv:inflight");
-    ngx_http_linegate_redis_arg_cstr(a, "lg:lr:inflight");
+    ngx_http_linegate_redis_arg_str(a,
+        ngx_http_linegate_key_fixed(NGX_HTTP_LINEGATE_KEY_PV_INFLIGHT));
+    ngx_http_linegate_redis_arg_str(a,
+        ngx_http_linegate_key_fixed(NGX_HTTP_LINEGATE_KEY_LR_INFLIGHT));
+    ngx_http_linegate_redis_arg_str(a,
+        ngx_http_linegate_key_fixed(NGX_HTTP_LINEGATE_KEY_RECONCILE));
     ngx_http_linegate_redis_arg_int(r, a, rc->started_ms
                                           - (int64_t) lmcf->reconcile_lost);
     ngx_http_linegate_redis_arg_int(r, a, NGX_HTTP_LINEGATE_RECONCILE_BATCH);
 
     return ngx_http_linegate_reconcile_script(r, rc,
                                     NGX_HTTP_LINEGATE_SCRIPT_OP_RECONCILE_SWEEP,
-                                    2);
+                                    3);
 }
 
 
@@ -514,7 +520,8 @@ ngx_http_linegate_reconcile_read(ngx_http_request_t *r,
     a = &rc->args;
     ngx_http_linegate_redis_args_init(a);
     ngx_http_linegate_redis_arg_cstr(a, "XRANGE");
-    ngx_http_linegate_redis_arg_cstr(a, "lg:reconcile");
+    ngx_http_linegate_redis_arg_str(a,
+        ngx_http_linegate_key_fixed(NGX_HTTP_LINEGATE_KEY_RECONCILE));
 
     if (rc->after.len) {
         ngx_http_linegate_redis_arg_str(a, &rc->after);
@@ -1048,6 +1055,10 @@ ngx_http_linegate_reconcile_record(ngx_http_request_t *r,
     a = &rc->args;
     ngx_http_linegate_redis_args_init(a);
     ngx_http_linegate_redis_arg_str(a, &akey);
+    ngx_http_linegate_redis_arg_str(a,
+        ngx_http_linegate_key_fixed(NGX_HTTP_LINEGATE_KEY_PV_INFLIGHT));
+    ngx_http_linegate_redis_arg_str(a,
+        ngx_http_linegate_key_fixed(NGX_HTTP_LINEGATE_KEY_RECONCILE));
     ngx_http_linegate_redis_arg_str(a, &e->worker_id);
     ngx_http_linegate_redis_arg_str(a, &e->found);
     ngx_http_linegate_redis_arg_int(r, a, ngx_http_linegate_now_ms());
@@ -1058,7 +1069,7 @@ ngx_http_linegate_reconcile_record(ngx_http_request_t *r,
 
     return ngx_http_linegate_reconcile_script(r, rc,
                                           NGX_HTTP_LINEGATE_SCRIPT_PV_RECORD,
-                                          1);
+                                          NGX_HTTP_LINEGATE_KEYS_PV_RECORD);
 }
 
 
@@ -1089,9 +1100,41 @@ ngx_http_linegate_reconcile_release(ngx_http_request_t *r,
         ngx_http_linegate_redis_arg_int(r, a,
                                         NGX_HTTP_LINEGATE_RECONCILE_LR_MARK);
 
+        /* its keys, as the request's own release names them */
+        if (ngx_http_linegate_key(r->pool, NGX_HTTP_LINEGATE_KEY_LRVOID,
+                                  &e->line_request, NULL, &akey)
+            != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
+
+        ngx_http_linegate_redis_arg_key(a, &akey);
+
+        if (ngx_http_linegate_key(r->pool, NGX_HTTP_LINEGATE_KEY_LINE,
+                                  &e->line_request, NULL, &akey)
+            != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
+
+        ngx_http_linegate_redis_arg_key(a, &akey);
+        ngx_http_linegate_redis_arg_key(a,
+            ngx_http_linegate_key_fixed(NGX_HTTP_LINEGATE_KEY_LR_INFLIGHT));
+
+        if (e->workspace.len) {
+            if (ngx_http_linegate_key(r->pool, NGX_HTTP_LINEGATE_KEY_WS,
+                                      &e->workspace, NULL, &akey)
+                != NGX_OK)
+            {
+                return NGX_ERROR;
+            }
+
+            ngx_http_linegate_redis_arg_key(a, &akey);
+        }
+
         return ngx_http_linegate_reconcile_script(r, rc,
                                           NGX_HTTP_LINEGATE_SCRIPT_LR_RELEASE,
-                                          0);
+                                          a->nkeys);
     }
 
     if (ngx_http_linegate_reconcile_akey(r, e, &akey) != NGX_OK) {
@@ -1101,6 +1144,12 @@ ngx_http_linegate_reconcile_release(ngx_http_request_t *r,
     /* pv_release.lua's arguments, with no reason: nothing is queued */
     ngx_http_linegate_redis_args_init(a);
     ngx_http_linegate_redis_arg_str(a, &akey);
+    ngx_http_linegate_redis_arg_str(a,
+        ngx_http_linegate_key_fixed(NGX_HTTP_LINEGATE_KEY_PV_INFLIGHT));
+    ngx_http_linegate_redis_arg_str(a,
+        ngx_http_linegate_key_fixed(NGX_HTTP_LINEGATE_KEY_RECONCILE));
+    ngx_http_linegate_redis_arg_str(a,
+        ngx_http_linegate_key_fixed(NGX_HTTP_LINEGATE_KEY_INVENTORY));
     ngx_http_linegate_redis_arg_str(a, &e->worker_id);
     ngx_http_linegate_redis_arg_int(r, a, ngx_http_linegate_now_ms());
     ngx_http_linegate_redis_arg_int(r, a, lmcf->prov_daily);
@@ -1113,7 +1162,7 @@ ngx_http_linegate_reconcile_release(ngx_http_request_t *r,
 
     return ngx_http_linegate_reconcile_script(r, rc,
                                           NGX_HTTP_LINEGATE_SCRIPT_PV_RELEASE,
-                                          1);
+                                          NGX_HTTP_LINEGATE_KEYS_PV_RELEASE);
 }
 
 
@@ -1211,8 +1260,10 @@ ngx_http_linegate_reconcile_resolve(ngx_http_request_t *r,
 
     a = &rc->args;
     ngx_http_linegate_redis_args_init(a);
-    ngx_http_linegate_redis_arg_cstr(a, "lg:reconcile");
-    ngx_http_linegate_redis_arg_cstr(a, "lg:reconciled");
+    ngx_http_linegate_redis_arg_str(a,
+        ngx_http_linegate_key_fixed(NGX_HTTP_LINEGATE_KEY_RECONCILE));
+    ngx_http_linegate_redis_arg_str(a,
+        ngx_http_linegate_key_fixed(NGX_HTTP_LINEGATE_KEY_RECONCILED));
     ngx_http_linegate_redis_arg_str(a, &e->id);
     ngx_http_linegate_redis_arg_cstr(a, e->outcome);
     ngx_http_linegate_redis_arg_str(a, &e->found);
@@ -1472,16 +1523,8 @@ static ngx_int_t
 ngx_http_linegate_reconcile_akey(ngx_http_request_t *r,
     ngx_http_linegate_reconcile_entry_t *e, ngx_str_t *akey)
 {
-    akey->data = ngx_pnalloc(r->pool, sizeof("lg:{acct:}") - 1
-                                      + e->account.len);
-    if (akey->data == NULL) {
-        return NGX_ERROR;
-    }
-
-    akey->len = ngx_sprintf(akey->data, "lg:{acct:%V}", &e->account)
-                - akey->data;
-
-    return NGX_OK;
+    return ngx_http_linegate_key(r->pool, NGX_HTTP_LINEGATE_KEY_ACCT,
+                                 &e->account, NULL, akey);
 }
 
 

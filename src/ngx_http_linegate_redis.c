@@ -219,6 +219,35 @@ void
 ngx_http_linegate_redis_args_init(ngx_http_linegate_redis_args_t *a)
 {
     a->argc = 0;
+    a->nkeys = 0;
+}
+
+
+void
+ngx_http_linegate_redis_arg_key(ngx_http_linegate_redis_args_t *a,
+    ngx_str_t *key)
+{
+    int  n;
+
+    ngx_http_linegate_redis_arg(a, key->data, key->len);
+
+    if (a->argc < 0) {
+        return;
+    }
+
+    /* rotate it from the end to just after the other keys */
+    n = a->argc - 1 - a->nkeys;
+
+    if (n > 0) {
+        ngx_memmove(&a->argv[a->nkeys + 1], &a->argv[a->nkeys],
+                    n * sizeof(const char *));
+        ngx_memmove(&a->argvlen[a->nkeys + 1], &a->argvlen[a->nkeys],
+                    n * sizeof(size_t));
+        a->argv[a->nkeys] = (const char *) key->data;
+        a->argvlen[a->nkeys] = key->len;
+    }
+
+    a->nkeys++;
 }
 
 

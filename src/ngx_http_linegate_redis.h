@@ -36,6 +36,7 @@ typedef void (*ngx_http_linegate_redis_handler_pt)(ngx_http_request_t *r,
 
 typedef struct {
     int                             argc;
+    int                             nkeys;     /* the first nkeys: KEYS */
     const char                     *argv[NGX_HTTP_LINEGATE_REDIS_MAX_ARGS];
     size_t                          argvlen[NGX_HTTP_LINEGATE_REDIS_MAX_ARGS];
 } ngx_http_linegate_redis_args_t;
@@ -50,6 +51,13 @@ void ngx_http_linegate_redis_arg_cstr(ngx_http_linegate_redis_args_t *a,
     const char *s);
 void ngx_http_linegate_redis_arg_int(ngx_http_request_t *r,
     ngx_http_linegate_redis_args_t *a, int64_t n);
+/*
+ * A script's key (keys.c names it): inserted after the keys already
+ * given, before any ARGV, so a caller may add a key after the arguments
+ * of a shared builder; a->nkeys counts them.
+ */
+void ngx_http_linegate_redis_arg_key(ngx_http_linegate_redis_args_t *a,
+    ngx_str_t *key);
 
 /*
  * Run a script: args hold KEYS then ARGV; nkeys says how many are keys.

@@ -14,6 +14,7 @@
 #include "ngx_http_linegate_crypto.h"
 #include "ngx_http_linegate_json.h"
 #include "ngx_http_linegate_redis.h"
+#include "ngx_http_linegate_keys.h"
 #include "ngx_http_linegate_reply.h"
 #include "ngx_http_linegate_stripe.h"
 #include "ngx_http_linegate_clock.h"
@@ -158,7 +159,7 @@ ngx_http_linegate_webhook_invoice(ngx_http_request_t *r,
 {
     u_char                          *iso;
     int64_t                          now;
-    ngx_str_t                        invoice;
+    ngx_str_t                        invoice, ekey, ikey;
     ngx_http_linegate_redis_args_t  *a;
 
     if (ngx_http_linegate_json_str(object, "id", &invoice) != NGX_OK
@@ -171,13 +172,23 @@ ngx_http_linegate_webhook_invoice(ngx_http_request_t *r,
     a = ngx_palloc(r->pool, sizeof(ngx_http_linegate_redis_args_t));
     iso = ngx_http_linegate_webhook_now(r, &now);
 
-    if (a == NULL || iso == NULL) {
+    if (a == NULL || iso == NULL
+        || ngx_http_linegate_key(r->pool, NGX_HTTP_LINEGATE_KEY_STRIPE_EVENT,
+                                 event_id, NULL, &ekey)
+           != NGX_OK
+        || ngx_http_linegate_key(r->pool, NGX_HTTP_LINEGATE_KEY_INVOICE,
+                                 &invoice, NULL, &ikey)
+           != NGX_OK)
+    {
         ngx_http_linegate_internal_error(r);
         return;
     }
 
     ngx_http_linegate_redis_args_init(a);
-    ngx_http_linegate_redis_arg_str(a, event_id);
+    ngx_http_linegate_redis_arg_str(a, &ekey);
+    ngx_http_linegate_redis_arg_str(a, &ikey);
+    ngx_http_linegate_redis_arg_str(a,
+        ngx_http_linegate_key_fixed(NGX_HTTP_LINEGATE_KEY_PROVISIONING));
     ngx_http_linegate_redis_arg_str(a, &invoice);
     ngx_http_linegate_redis_arg_cstr(a, outcome);
     ngx_http_linegate_redis_arg_int(r, a, now);
@@ -185,7 +196,7 @@ ngx_http_linegate_webhook_invoice(ngx_http_request_t *r,
     ngx_http_linegate_redis_arg_int(r, a, NGX_HTTP_LINEGATE_EVENT_MEMORY);
 
     if (ngx_http_linegate_redis_script(r, NGX_HTTP_LINEGATE_SCRIPT_WH_INVOICE,
-                                       0, a,
+                                       3, a,
                                        ngx_http_linegate_webhook_done)
         != NGX_OK)
     {
@@ -201,7 +212,7 @@ ngx_http_linegate_webhook_subscription(ngx_http_request_t *r,
     u_char                          *iso;
     int64_t                          now;
     json_t                          *meta, *created;
-    ngx_str_t                        ws, status, *plan;
+    ngx_str_t                        ws, status, *plan, ekey, wkey;
     ngx_http_linegate_redis_args_t  *a;
 
     meta = json_object_get(object, "metadata");
@@ -231,7 +242,14 @@ ngx_http_linegate_webhook_subscription(ngx_http_request_t *r,
     a = ngx_palloc(r->pool, sizeof(ngx_http_linegate_redis_args_t));
     iso = ngx_http_linegate_webhook_now(r, &now);
 
-    if (a == NULL || iso == NULL) {
+    if (a == NULL || iso == NULL
+        || ngx_http_linegate_key(r->pool, NGX_HTTP_LINEGATE_KEY_STRIPE_EVENT,
+                                 event_id, NULL, &ekey)
+           != NGX_OK
+        || ngx_http_linegate_key(r->pool, NGX_HTTP_LINEGATE_KEY_WS, &ws,
+                                 NULL, &wkey)
+           != NGX_OK)
+    {
         ngx_http_linegate_internal_error(r);
         return;
     }
@@ -239,8 +257,8 @@ ngx_http_linegate_webhook_subscription(ngx_http_request_t *r,
     ngx_http_linegate_get_ctx(r)->tenant = ws;
 
     ngx_http_linegate_redis_args_init(a);
-    ngx_http_linegate_redis_arg_str(a, event_id);
-    ngx_http_linegate_redis_arg_str(a, &ws);
+    ngx_http_linegate_redis_arg_str(a, &ekey);
+    ngx_http_linegate_redis_arg_str(a, &wkey);
     ngx_http_linegate_redis_arg_str(a, &status);
     ngx_http_linegate_redis_arg_str(a, plan);
     ngx_http_linegate_redis_arg_int(r, a,
@@ -252,7 +270,7 @@ ngx_http_linegate_webhook_subscription(ngx_http_request_t *r,
 
     if (ngx_http_linegate_redis_script(r,
                                        NGX_HTTP_LINEGATE_SCRIPT_WH_SUBSCRIPTION,
-                                       0, a,
+                                       2, a,
                                        ngx_http_linegate_webhook_done)
         != NGX_OK)
     {

@@ -79,7 +79,7 @@ my %layer_of = (
     'ratelimit.h'          => 'services',
     'ratelimit.c'          => 'services',
 
-    # Redis, scripts, Stripe subrequests, JSON, crypto, JWT, clock and
+    # Redis, key names, scripts, Stripe subrequests, JSON, crypto, JWT, clock and
     # ids, $request_id, the metrics counters
     'redis.h'              => 'infrastructure',
     'redis.c'              => 'infrastructure',
@@ -89,6 +89,8 @@ my %layer_of = (
     'redis_sentinel.c'     => 'infrastructure',
     'scripts.h'            => 'infrastructure',
     'scripts.c'            => 'infrastructure',
+    'keys.h'               => 'infrastructure',
+    'keys.c'               => 'infrastructure',
     'stripe.h'             => 'infrastructure',
     'stripe.c'             => 'infrastructure',
     'json.h'               => 'infrastructure',

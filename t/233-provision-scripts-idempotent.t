@@ -33,13 +33,15 @@ my $ISO = '2026-05-18T14:30:00.000Z';
 
 sub record {
     my ($acct, $w, $sub) = @_;
-    return [$r->eval($RECORD, 1, "lg:{acct:$acct}", $w, $sub, 1000, $acct,
+    return [$r->eval($RECORD, 3, "lg:{acct:$acct}", 'lg:pv:inflight',
+                     'lg:reconcile', $w, $sub, 1000, $acct,
                      'lg-confirm-x', "cus_$acct", $ISO)];
 }
 
 sub release {
     my ($acct, $w, $reason) = @_;
-    return [$r->eval($RELEASE, 1, "lg:{acct:$acct}", $w, 1000, 3, 10,
+    return [$r->eval($RELEASE, 4, "lg:{acct:$acct}", 'lg:pv:inflight',
+                     'lg:reconcile', 'lg:inventory', $w, 1000, 3, 10,
                      $reason // '', $acct, 'lg-confirm-x', "cus_$acct", $ISO)];
 }
 

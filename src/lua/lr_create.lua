@@ -3,6 +3,10 @@
 -- it (included: provisioning, and into the set-up stream) or reserve it
 -- (add-on: awaiting_payment until its invoice is stored), all in one step.
 --
+-- KEYS[1] see lr_gate, KEYS[2] lg:lrvoid:<id>, KEYS[3] lg:line:<id>,
+-- KEYS[4] lg:lr:inflight, KEYS[5] lg:provisioning
+-- The workspace's keys derive from lr_gate's wkey; lg:line:<other id>
+-- of a reservation it drops is named from data (issue 10).
 -- ARGV[1..6] see lr_gate
 -- ARGV[7] id, ARGV[8] now (ms), ARGV[9] now (ISO 8601)
 -- ARGV[10] channelType, ARGV[11] lineType, ARGV[12] firstName,
@@ -34,12 +38,11 @@
 --#include lr_drop
 --#include lr_settle
 
-local ws, code, left = lg_lr_gate()
+local ws, code, left, wkey = lg_lr_gate()
 if code ~= LR_GATE_OK or ARGV[6] == 'gate' then
     return {code, ws or '', left}
 end
 
-local wkey = 'lg:{ws:' .. ws .. '}'
 local id = ARGV[7]
 local now = tonumber(ARGV[8])
 local channel = ARGV[10]
@@ -47,7 +50,7 @@ local ikey = ARGV[20] ~= '' and (wkey .. ':idem:' .. ARGV[20]) or nil
 local stale = tonumber(ARGV[23])
 
 -- the call timed out and was released (lr_release) before Redis ran it
-if redis.call('EXISTS', 'lg:lrvoid:' .. id) == 1 then
+if redis.call('EXISTS', KEYS[2]) == 1 then
     return {LR_COLLISION, ws, left}
 end
 
@@ -81,7 +84,7 @@ if ikey then
             return {LR_IDEM_IN_USE, ws, left}
         end
         if p[1] then
-            lg_lr_drop(ws, rec[5])
+            lg_lr_drop(wkey, ws, rec[5], KEYS[4])
         end
         redis.call('DEL', ikey)
     end
@@ -167,7 +170,7 @@ if pending and abandoned(pending) then
     then
         -- the nginx that reserved it never stored an invoice: it died
         -- or lost Redis meanwhile; the workspace must not stay blocked
-        lg_lr_drop(ws, pending)
+        lg_lr_drop(wkey, ws, pending, KEYS[4])
     else
         redis.call('DEL', wkey .. ':pending')
     end
@@ -226,12 +229,12 @@ redis.call('ZADD', wkey .. ':lines', now, id)
 if cost ~= 'included' then
     -- in flight until its invoice is stored or it is dropped: one left
     -- past linegate_reconcile_lost_after is a worker's that died
-    redis.call('ZADD', 'lg:lr:inflight', now, ws .. ' ' .. id)
+    redis.call('ZADD', KEYS[4], now, ws .. ' ' .. id)
 end
-redis.call('SET', 'lg:line:' .. id, ws)
+redis.call('SET', KEYS[3], ws)
 
 if cost == 'included' then
-    lg_lr_provision(ws, id, channel, ARGV[11], ARGV[9])
+    lg_lr_provision(KEYS[5], ws, id, channel, ARGV[11], ARGV[9])
 
     -- the body names the workspace only known here (an API key)
     local body = ARGV[24]

@@ -1,5 +1,6 @@
 -- POST /api/line-requests/:id: may this action run on this request?
--- ARGV[1..6] see lr_gate
+-- KEYS[1] and ARGV[1..6] see lr_gate (its workspace keys derive from
+-- the gate's wkey)
 -- ARGV[7] id, ARGV[8] action (payment_link, cancel), ARGV[9] UTC date
 -- (unused: nginx compares it with the usage day in the hash),
 -- ARGV[10] now (ms), ARGV[11] ms during which a reissue is in progress
@@ -11,12 +12,11 @@
 --#include lr_gate
 --#include lr_line
 
-local ws, code, left = lg_lr_gate()
+local ws, code, left, wkey = lg_lr_gate()
 if code ~= LR_GATE_OK or ARGV[6] == 'gate' then
     return {code, ws or '', left}
 end
 
-local wkey = 'lg:{ws:' .. ws .. '}'
 local line = lg_lr_line(wkey, ARGV[7])
 if not line then
     return {LR_NOT_FOUND, ws, left}

@@ -2,6 +2,7 @@
 -- payment_link, cancel): 'paid' promotes, 'void' cancels, through
 -- lr_settle, but only while the request still names that invoice (a
 -- reissued invoice is not settled by news of the old one).
+-- KEYS[1] lg:{ws:W} (its keys derive from it), KEYS[2] lg:provisioning
 -- ARGV[1] ws, ARGV[2] id, ARGV[3] invoice id, ARGV[4] 'paid' or 'void',
 -- ARGV[5] now (ms), ARGV[6] now (ISO 8601), ARGV[7] UTC date (unused: nginx
 -- compares it with the usage day in the hash)
@@ -10,13 +11,13 @@
 --#include lr_settle
 --#include lr_line
 
-local wkey = 'lg:{ws:' .. ARGV[1] .. '}'
+local wkey = KEYS[1]
 local changed = false
 
 if redis.call('HGET', wkey .. ':lr:' .. ARGV[2], 'invoiceId') == ARGV[3] then
     local _
-    _, changed = lg_lr_settle(ARGV[1], ARGV[2], ARGV[4], tonumber(ARGV[5]),
-                              ARGV[6])
+    _, changed = lg_lr_settle(KEYS[2], wkey, ARGV[1], ARGV[2],
+                              ARGV[4], tonumber(ARGV[5]), ARGV[6])
 end
 
 local line = lg_lr_line(wkey, ARGV[2])

@@ -3,6 +3,8 @@
 -- KEYS[1] lg:{acct:A}, KEYS[2] lg:sbkey:<new key id>
 -- ARGV[1] new key id, ARGV[2] sha256hex of the secret, ARGV[3] A,
 -- ARGV[4] now, ISO 8601
+-- Also deletes lg:sbkey:<old key id>, the id read from KEYS[1]: a global
+-- key named by data (issue 10).
 -- Returns 0 when the account does not exist (nothing written), else 1.
 if redis.call("EXISTS", KEYS[1]) == 0 then
     return 0

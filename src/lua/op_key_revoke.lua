@@ -2,6 +2,8 @@
 -- from this moment on Redis no longer knows the key.
 -- KEYS[1] lg:{ws:W}:keys
 -- ARGV[1] key id
+-- Also deletes lg:apikey:<digest>, the digest read from KEYS[1]: a global
+-- key named by data (issue 10).
 -- Returns 0 when the key id is unknown, else 1.
 local digest = redis.call("HGET", KEYS[1], ARGV[1])
 if not digest then

@@ -1,5 +1,6 @@
 -- Operator API: record a line's health check.
--- KEYS[1] lg:line:<id>
+-- KEYS[1] lg:line:<id>; the workspace's keys lg:{ws:W}:lr:<id> (and
+-- :usage:...) are derived from the W it holds: another slot (issue 10).
 -- ARGV[1] id, ARGV[2] "healthy" or "unhealthy", ARGV[3] now, ISO 8601
 -- Returns 0 for an unknown line, else 1.
 local w = redis.call("GET", KEYS[1])

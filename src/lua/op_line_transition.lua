@@ -1,6 +1,7 @@
 -- Operator API: provisioning -> active | failed, checked and written in
 -- one step.
--- KEYS[1] lg:line:<id>
+-- KEYS[1] lg:line:<id>; the workspace's keys lg:{ws:W}:lr:<id> (and
+-- :usage:...) are derived from the W it holds: another slot (issue 10).
 -- ARGV[1] id, ARGV[2] "active" or "failed", ARGV[3] now, ISO 8601,
 -- ARGV[4] active: the phone ("" when none given); failed: the reason
 -- Returns {0} unknown line, {-1, status} not in provisioning,

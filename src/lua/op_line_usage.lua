@@ -1,5 +1,6 @@
 -- Operator API: add to a line's usage counters of one UTC day.
--- KEYS[1] lg:line:<id>
+-- KEYS[1] lg:line:<id>; the workspace's keys lg:{ws:W}:lr:<id> (and
+-- :usage:...) are derived from the W it holds: another slot (issue 10).
 -- ARGV[1] id, ARGV[2] YYYY-MM-DD, ARGV[3] new conversations,
 -- ARGV[4] messages, ARGV[5] seconds the day's counters are kept
 -- Returns {0} for an unknown line, else {1, conversations, messages}.

@@ -13,6 +13,9 @@
 --
 -- KEYS[1]  lg:pv:inflight (members "<account> <worker id>", score: ms)
 -- KEYS[2]  lg:lr:inflight (members "<workspace> <request id>")
+-- KEYS[3]  lg:reconcile
+-- The tenants' keys (lg:{acct:A}..., lg:{ws:W}...) are derived from the
+-- members read: other slots (issue 10).
 -- ARGV[1]  cutoff, Unix ms         ARGV[2]  at most this many of each
 --
 -- Returns the number queued.
@@ -35,7 +38,7 @@ for _, m in ipairs(lost(KEYS[1])) do
                                 'phone_number', 'createdAt')
 
         if resv[1] then
-            queued = queued + lg_pv_queue(worker, {
+            queued = queued + lg_pv_queue(akey, worker, KEYS[3], {
                 'account', acct, 'subscription_id', '',
                 'phone_number', resv[1], 'worker_id', worker,
                 'reason', 'worker_lost', 'idempotency_key', '',
@@ -60,7 +63,7 @@ for _, m in ipairs(lost(KEYS[2])) do
         if lr[1] == 'awaiting_payment' and not lr[2] then
             -- idempotency_key: the digest of the key it holds, freed
             -- with the reservation (lr_release)
-            queued = queued + lg_pv_queue('lr_' .. id, {
+            queued = queued + lg_pv_queue(wkey, 'lr_' .. id, KEYS[3], {
                 'workspace', ws, 'line_request_id', id,
                 'reason', 'worker_lost', 'idempotency_key', lr[4] or '',
                 'customer',

@@ -5,11 +5,15 @@
 -- limit or share a number: each one runs this script alone.
 --
 -- KEYS[1]  lg:sbkey:<key id>
+-- KEYS[2]  lg:pv:<token> (lg:pv:- if malformed)
+-- KEYS[3]  lg:inventory             KEYS[4]  lg:pv:inflight
 -- ARGV[1]  sha256hex of the presented secret
--- ARGV[2]  now, Unix ms            ARGV[3]  the token ("-" if malformed)
--- ARGV[4]  default daily limit     ARGV[5]  default monthly limit
--- ARGV[6]  the new worker id, worker_<24 hex>
--- ARGV[7]  now, ISO 8601
+-- ARGV[2]  now, Unix ms
+-- ARGV[3]  default daily limit     ARGV[4]  default monthly limit
+-- ARGV[5]  the new worker id, worker_<24 hex>
+-- ARGV[6]  now, ISO 8601
+-- The account's keys lg:{acct:<A>}, :prov, :resv:<worker> are derived
+-- from the account read from KEYS[1]: another slot (issue 10).
 --
 -- Returns {401}, or {code, w[1..6], account, extra}:
 --   410                  token expired, used or unknown
@@ -35,10 +39,10 @@ end
 
 local akey = 'lg:{acct:' .. acct .. '}'
 local now = tonumber(ARGV[2])
-local dd, dm = tonumber(ARGV[4]), tonumber(ARGV[5])
+local dd, dm = tonumber(ARGV[3]), tonumber(ARGV[4])
 local plan, customer, w = lg_pv_state(akey, now, dd, dm)
 
-local pkey = 'lg:pv:' .. ARGV[3]
+local pkey = KEYS[2]
 local pv = redis.call('GET', pkey)
 
 if not pv then
@@ -76,19 +80,19 @@ if not customer or customer == '' then
     return lg_pv_reply(402, w, acct)
 end
 
-local number = redis.call('SPOP', 'lg:inventory')
+local number = redis.call('SPOP', KEYS[3])
 if not number then
     return lg_pv_reply(503, w, acct)
 end
 
 local prov = akey .. ':prov'
-redis.call('ZADD', prov, now, ARGV[6])
-redis.call('HSET', akey .. ':resv:' .. ARGV[6], 'phone_number', number,
-           'createdAt', ARGV[7])
+redis.call('ZADD', prov, now, ARGV[5])
+redis.call('HSET', akey .. ':resv:' .. ARGV[5], 'phone_number', number,
+           'createdAt', ARGV[6])
 -- in flight until pv_record or pv_release: one left past
 -- linegate_reconcile_lost_after is a worker's that died (the reaper,
 -- op_reconcile_sweep, queues it)
-redis.call('ZADD', 'lg:pv:inflight', now, acct .. ' ' .. ARGV[6])
+redis.call('ZADD', KEYS[4], now, acct .. ' ' .. ARGV[5])
 
 -- lines older than the longest window never count again
 redis.call('ZREMRANGEBYSCORE', prov, '-inf',

@@ -9,7 +9,10 @@
 -- write, re-sent until Redis answers): a second run finds the line it
 -- recorded, or the entry it queued, and changes nothing.
 --
--- KEYS[1]  lg:{acct:<A>}
+-- KEYS[1]  lg:{acct:<A>}            KEYS[2]  lg:pv:inflight
+-- KEYS[3]  lg:reconcile
+-- Derived from KEYS[1] (its slot): <KEYS[1]>:resv:<worker>,
+-- :line:<worker>, :prov, :reconcile:w:<worker>.
 -- ARGV[1]  worker id               ARGV[2]  subscription id
 -- ARGV[3]  now, Unix ms            ARGV[4]  account id
 -- ARGV[5]  Stripe Idempotency-Key  ARGV[6]  Stripe customer
@@ -25,16 +28,16 @@
 local akey = KEYS[1]
 
 -- whatever follows, the purchase is recorded or queued: no longer lost
-redis.call('ZREM', 'lg:pv:inflight', ARGV[4] .. ' ' .. ARGV[1])
+redis.call('ZREM', KEYS[2], ARGV[4] .. ' ' .. ARGV[1])
 local resv = akey .. ':resv:' .. ARGV[1]
 local lkey = akey .. ':line:' .. ARGV[1]
 
 local function queue(reason, number)
-    lg_pv_queue(ARGV[1], {'account', ARGV[4], 'subscription_id', ARGV[2],
-                          'phone_number', number or '',
-                          'worker_id', ARGV[1], 'reason', reason,
-                          'idempotency_key', ARGV[5], 'customer', ARGV[6],
-                          'at', ARGV[7]})
+    lg_pv_queue(akey, ARGV[1], KEYS[3], {
+        'account', ARGV[4], 'subscription_id', ARGV[2],
+        'phone_number', number or '', 'worker_id', ARGV[1],
+        'reason', reason, 'idempotency_key', ARGV[5],
+        'customer', ARGV[6], 'at', ARGV[7]})
     return {0, reason}
 end
 

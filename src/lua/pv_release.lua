@@ -11,6 +11,11 @@
 --
 -- KEYS[1]  lg:{acct:<A>}, or lg:sbkey:<key id> when the account is not
 --          known (the answer of pv_confirm was lost: it may have run)
+-- KEYS[2]  lg:pv:inflight           KEYS[3]  lg:reconcile
+-- KEYS[4]  lg:inventory
+-- Derived from the account's key (KEYS[1]'s slot, or, with lg:sbkey,
+-- the account read from it: another slot, issue 10): its :resv:<worker>,
+-- :line:<worker>, :prov, :reconcile:w:<worker>.
 -- ARGV[1]  worker id               ARGV[2]  now, Unix ms
 -- ARGV[3]  default daily limit     ARGV[4]  default monthly limit
 -- ARGV[5]  reconcile reason, "" for none
@@ -34,14 +39,14 @@ if acct == '' then
     akey = 'lg:{acct:' .. acct .. '}'
 end
 
-redis.call('ZREM', 'lg:pv:inflight', acct .. ' ' .. ARGV[1])
+redis.call('ZREM', KEYS[2], acct .. ' ' .. ARGV[1])
 
 local resv = akey .. ':resv:' .. ARGV[1]
 local number = redis.call('HGET', resv, 'phone_number')
 local released = 0
 
 if number then
-    redis.call('SADD', 'lg:inventory', number)
+    redis.call('SADD', KEYS[4], number)
     redis.call('DEL', resv)
     released = 1
 end
@@ -52,11 +57,11 @@ if redis.call('EXISTS', akey .. ':line:' .. ARGV[1]) == 0 then
 end
 
 if ARGV[5] ~= '' then
-    lg_pv_queue(ARGV[1], {'account', acct, 'subscription_id', '',
-                          'phone_number', number or '',
-                          'worker_id', ARGV[1], 'reason', ARGV[5],
-                          'idempotency_key', ARGV[7], 'customer', ARGV[8],
-                          'at', ARGV[9]})
+    lg_pv_queue(akey, ARGV[1], KEYS[3], {
+        'account', acct, 'subscription_id', '',
+        'phone_number', number or '', 'worker_id', ARGV[1],
+        'reason', ARGV[5], 'idempotency_key', ARGV[7],
+        'customer', ARGV[8], 'at', ARGV[9]})
 end
 
 local _, _, w = lg_pv_state(akey, tonumber(ARGV[2]), tonumber(ARGV[3]),

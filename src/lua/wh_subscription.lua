@@ -1,12 +1,12 @@
 -- A Stripe subscription event sets a workspace's base-plan status and plan.
 --
--- ARGV[1]  event id (de-duplication)
--- ARGV[2]  workspace id (the subscription's metadata.workspace_id)
--- ARGV[3]  subscription status ('canceled' for a deleted subscription)
--- ARGV[4]  plan from the configured price-to-plan map, or ''
--- ARGV[5]  the event's creation time (Unix s): older events lose
--- ARGV[6]  now, ISO 8601
--- ARGV[7]  seconds to remember event ids
+-- KEYS[1]  lg:stripe:event:<event id> (de-duplication)
+-- KEYS[2]  lg:{ws:W}, W the subscription's metadata.workspace_id
+-- ARGV[1]  subscription status ('canceled' for a deleted subscription)
+-- ARGV[2]  plan from the configured price-to-plan map, or ''
+-- ARGV[3]  the event's creation time (Unix s): older events lose
+-- ARGV[4]  now, ISO 8601
+-- ARGV[5]  seconds to remember event ids
 --
 -- Returns  {0} duplicate, {1} unknown workspace, {2} stale event,
 --          {3} applied
@@ -16,29 +16,29 @@
 -- marked, and the caller answers non-2xx so that Stripe delivers it
 -- again, and it is applied once the workspace is there.
 
-local ekey = 'lg:stripe:event:' .. ARGV[1]
+local ekey = KEYS[1]
 if redis.call('EXISTS', ekey) == 1 then
     return {0}
 end
 
-local wkey = 'lg:{ws:' .. ARGV[2] .. '}'
+local wkey = KEYS[2]
 if redis.call('EXISTS', wkey) == 0 then
     return {1}
 end
 
 -- Stripe does not promise order: an older event must not undo a newer one
 local last = tonumber(redis.call('HGET', wkey, 'subscriptionEventAt') or '0')
-if tonumber(ARGV[5]) < last then
-    redis.call('SET', ekey, ARGV[6], 'EX', tonumber(ARGV[7]))
+if tonumber(ARGV[3]) < last then
+    redis.call('SET', ekey, ARGV[4], 'EX', tonumber(ARGV[5]))
     return {2}
 end
 
-redis.call('HSET', wkey, 'subscriptionStatus', ARGV[3],
-           'subscriptionEventAt', ARGV[5], 'updatedAt', ARGV[6])
-if ARGV[4] ~= '' then
-    redis.call('HSET', wkey, 'plan', ARGV[4])
+redis.call('HSET', wkey, 'subscriptionStatus', ARGV[1],
+           'subscriptionEventAt', ARGV[3], 'updatedAt', ARGV[4])
+if ARGV[2] ~= '' then
+    redis.call('HSET', wkey, 'plan', ARGV[2])
 end
 
-redis.call('SET', ekey, ARGV[6], 'EX', tonumber(ARGV[7]))
+redis.call('SET', ekey, ARGV[4], 'EX', tonumber(ARGV[5]))
 
 return {3}

@@ -39,13 +39,13 @@ declare -A objs=(
     [jwt]="crypto"
     [jwks]="crypto"
     [stripe_signature]="crypto"
-    [line_create]="json json_write chars str clock ids headers crypto lines lines_request metrics"
-    [confirm]="json json_write chars str clock ids headers crypto metrics"
-    [webhook]="json json_write chars str clock ids headers crypto stripe redis metrics"
-    [headers]="json json_write chars str clock ids headers crypto stripe metrics"
-    [stripe_reply]="json json_write chars str clock ids headers crypto lines lines_request metrics"
-    [redis_reply]="json json_write chars str clock ids headers crypto provision provision_script ratelimit metrics"
-    [lines_read]="json json_write chars str clock ids headers crypto lines_request stripe metrics"
+    [line_create]="json json_write keys chars str clock ids headers crypto lines lines_request metrics"
+    [confirm]="json json_write keys chars str clock ids headers crypto metrics"
+    [webhook]="json json_write keys chars str clock ids headers crypto stripe redis metrics"
+    [headers]="json json_write keys chars str clock ids headers crypto stripe metrics"
+    [stripe_reply]="json json_write keys chars str clock ids headers crypto lines lines_request metrics"
+    [redis_reply]="json json_write keys chars str clock ids headers crypto provision provision_script ratelimit metrics"
+    [lines_read]="json json_write keys chars str clock ids headers crypto lines_request stripe metrics"
 )
 
 # targets needing no nginx at all: no shim, no stubs

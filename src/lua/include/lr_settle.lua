@@ -1,6 +1,9 @@
 -- Settle a line request that awaits payment, atomically with the outbox.
 --
--- lg_lr_settle(ws, id, outcome, now_ms, now_iso) -> status, changed
+-- lg_lr_settle(stream, wkey, ws, id, outcome, now_ms, now_iso)
+--   -> status, changed
+--   stream: lg:provisioning's key, wkey: lg:{ws:W} (KEYS[] of the caller,
+--   or derived from data: see its header)
 --   outcome 'paid': awaiting_payment -> provisioning (paymentStatus paid),
 --                   and the line is appended to the provisioning stream;
 --   outcome 'void': awaiting_payment -> canceled (paymentStatus failed).
@@ -11,17 +14,18 @@
 -- webhook racing a poll or a cancel cannot apply twice.
 -- Returns nil when the request does not exist.
 
--- lg_lr_provision(ws, id, channelType, lineType, now_iso): the line into
--- the set-up stream, capped (MAXLEN ~): set-up workers read it within
--- minutes, the cap only bounds what nobody reads (lr_create uses it too)
-local function lg_lr_provision(ws, id, channel, line_type, now_iso)
-    redis.call('XADD', 'lg:provisioning', 'MAXLEN', '~', 100000, '*',
+-- lg_lr_provision(stream, ws, id, channelType, lineType, now_iso): the
+-- line into the set-up stream, capped (MAXLEN ~): set-up workers read it
+-- within minutes, the cap only bounds what nobody reads (lr_create uses
+-- it too)
+local function lg_lr_provision(stream, ws, id, channel, line_type, now_iso)
+    redis.call('XADD', stream, 'MAXLEN', '~', 100000, '*',
                'workspace', ws, 'id', id, 'channelType', channel,
                'lineType', line_type, 'at', now_iso)
 end
 
-local function lg_lr_settle(ws, id, outcome, now_ms, now_iso)
-    local wkey = 'lg:{ws:' .. ws .. '}'
+local function lg_lr_settle(stream, wkey, ws, id, outcome, now_ms,
+                            now_iso)
     local lkey = wkey .. ':lr:' .. id
     local cur = redis.call('HMGET', lkey, 'provisioningStatus',
                            'channelType', 'lineType')
@@ -37,7 +41,8 @@ local function lg_lr_settle(ws, id, outcome, now_ms, now_iso)
         status = 'provisioning'
         redis.call('HSET', lkey, 'provisioningStatus', status,
                    'paymentStatus', 'paid', 'updatedAt', now_iso)
-        lg_lr_provision(ws, id, cur[2] or '', cur[3] or '', now_iso)
+        lg_lr_provision(stream, ws, id, cur[2] or '', cur[3] or '',
+                        now_iso)
     else
         status = 'canceled'
         redis.call('HSET', lkey, 'provisioningStatus', status,

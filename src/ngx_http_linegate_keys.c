@@ -1,0 +1,148 @@
+
+/*
+ * linegate: the one place that names Redis keys (docs/data-model.md).
+ * Every C place that sends a key name builds it here; the scripts get
+ * their keys in KEYS[] (each script's header says which), and the keys a
+ * script derives from data stay under the hash tag of one of its KEYS[],
+ * or are listed in docs/data-model.md as issue 10's.
+ */
+
+
+#include "ngx_http_linegate_keys.h"
+
+
+typedef struct {
+    ngx_str_t  head;
+    ngx_str_t  mid;
+    ngx_str_t  tail;
+} ngx_http_linegate_key_form_t;
+
+
+#define ngx_http_linegate_key_none  ngx_null_string
+
+
+static ngx_http_linegate_key_form_t
+    ngx_http_linegate_key_forms[NGX_HTTP_LINEGATE_KEY_COUNT] = {
+
+    /* NGX_HTTP_LINEGATE_KEY_WS ... _WS_IDEM */
+    { ngx_string("lg:{ws:"), ngx_string("}"), ngx_http_linegate_key_none },
+    { ngx_string("lg:{ws:"), ngx_string("}:keys"),
+      ngx_http_linegate_key_none },
+    { ngx_string("lg:{ws:"), ngx_string("}:gcra"),
+      ngx_http_linegate_key_none },
+    { ngx_string("lg:{ws:"), ngx_string("}:lr:"),
+      ngx_http_linegate_key_none },
+    { ngx_string("lg:{ws:"), ngx_string("}:idem:"),
+      ngx_http_linegate_key_none },
+
+    /* NGX_HTTP_LINEGATE_KEY_ACCT, _ACCT_PROV */
+    { ngx_string("lg:{acct:"), ngx_string("}"),
+      ngx_http_linegate_key_none },
+    { ngx_string("lg:{acct:"), ngx_string("}:prov"),
+      ngx_http_linegate_key_none },
+
+    /* NGX_HTTP_LINEGATE_KEY_APIKEY ... _PV */
+    { ngx_string("lg:apikey:"), ngx_http_linegate_key_none,
+      ngx_http_linegate_key_none },
+    { ngx_string("lg:sbkey:"), ngx_http_linegate_key_none,
+      ngx_http_linegate_key_none },
+    { ngx_string("lg:line:"), ngx_http_linegate_key_none,
+      ngx_http_linegate_key_none },
+    { ngx_string("lg:lrvoid:"), ngx_http_linegate_key_none,
+      ngx_http_linegate_key_none },
+    { ngx_string("lg:invoice:"), ngx_http_linegate_key_none,
+      ngx_http_linegate_key_none },
+    { ngx_string("lg:stripe:event:"), ngx_http_linegate_key_none,
+      ngx_http_linegate_key_none },
+    { ngx_string("lg:pv:"), ngx_http_linegate_key_none,
+      ngx_http_linegate_key_none },
+
+    /* NGX_HTTP_LINEGATE_KEY_RL_VALUE, _RL_HASH */
+    { ngx_string("lg:rl:{"), ngx_string(":v:"), ngx_string("}") },
+    { ngx_string("lg:rl:{"), ngx_string(":h:"), ngx_string("}") },
+
+    /* NGX_HTTP_LINEGATE_KEY_INVENTORY ... _LR_INFLIGHT */
+    { ngx_string("lg:inventory"), ngx_http_linegate_key_none,
+      ngx_http_linegate_key_none },
+    { ngx_string("lg:provisioning"), ngx_http_linegate_key_none,
+      ngx_http_linegate_key_none },
+    { ngx_string("lg:reconcile"), ngx_http_linegate_key_none,
+      ngx_http_linegate_key_none },
+    { ngx_string("lg:reconciled"), ngx_http_linegate_key_none,
+      ngx_http_linegate_key_none },
+    { ngx_string("lg:reconcile:lease"), ngx_http_linegate_key_none,
+      ngx_http_linegate_key_none },
+    { ngx_string("lg:pv:inflight"), ngx_http_linegate_key_none,
+      ngx_http_linegate_key_none },
+    { ngx_string("lg:lr:inflight"), ngx_http_linegate_key_none,
+      ngx_http_linegate_key_none },
+};
+
+
+size_t
+ngx_http_linegate_key_len(ngx_http_linegate_key_e kind, ngx_str_t *a,
+    ngx_str_t *b)
+{
+    ngx_http_linegate_key_form_t  *f;
+
+    f = &ngx_http_linegate_key_forms[kind];
+
+    return f->head.len + (a ? a->len : 0) + f->mid.len + (b ? b->len : 0)
+           + f->tail.len;
+}
+
+
+u_char *
+ngx_http_linegate_key_write(u_char *p, ngx_http_linegate_key_e kind,
+    ngx_str_t *a, ngx_str_t *b)
+{
+    ngx_http_linegate_key_form_t  *f;
+
+    f = &ngx_http_linegate_key_forms[kind];
+
+    /* an empty part has no data: memcpy() must not see its NULL */
+    p = ngx_cpymem(p, f->head.data, f->head.len);
+
+    if (a && a->len) {
+        p = ngx_cpymem(p, a->data, a->len);
+    }
+
+    if (f->mid.len) {
+        p = ngx_cpymem(p, f->mid.data, f->mid.len);
+    }
+
+    if (b && b->len) {
+        p = ngx_cpymem(p, b->data, b->len);
+    }
+
+    if (f->tail.len) {
+        p = ngx_cpymem(p, f->tail.data, f->tail.len);
+    }
+
+    return p;
+}
+
+
+ngx_int_t
+ngx_http_linegate_key(ngx_pool_t *pool, ngx_http_linegate_key_e kind,
+    ngx_str_t *a, ngx_str_t *b, ngx_str_t *key)
+{
+    key->len = ngx_http_linegate_key_len(kind, a, b);
+
+    key->data = ngx_pnalloc(pool, key->len);
+    if (key->data == NULL) {
+        key->len = 0;
+        return NGX_ERROR;
+    }
+
+    (void) ngx_http_linegate_key_write(key->data, kind, a, b);
+
+    return NGX_OK;
+}
+
+
+ngx_str_t *
+ngx_http_linegate_key_fixed(ngx_http_linegate_key_e kind)
+{
+    return &ngx_http_linegate_key_forms[kind].head;
+}

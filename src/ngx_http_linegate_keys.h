@@ -1,0 +1,83 @@
+
+/*
+ * linegate: the names of the Redis keys, built in one place from ids the
+ * caller has validated (docs/data-model.md lists every key, its slot and
+ * the scripts that touch it). A name is written into the caller's buffer
+ * or the request's pool: no allocation of its own.
+ */
+
+
+#ifndef _NGX_HTTP_LINEGATE_KEYS_H_INCLUDED_
+#define _NGX_HTTP_LINEGATE_KEYS_H_INCLUDED_
+
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+
+
+/* each name is head, a, mid, b, tail (a and b: ids, NULL when unused) */
+typedef enum {
+    /* a workspace: lg:{ws:<W>}..., one hash tag */
+    NGX_HTTP_LINEGATE_KEY_WS = 0,           /* a = W */
+    NGX_HTTP_LINEGATE_KEY_WS_KEYS,          /* a = W */
+    NGX_HTTP_LINEGATE_KEY_WS_GCRA,          /* a = W */
+    NGX_HTTP_LINEGATE_KEY_WS_LR,            /* a = W, b = request id */
+    NGX_HTTP_LINEGATE_KEY_WS_IDEM,          /* a = W, b = key digest */
+
+    /* a provisioning account: lg:{acct:<A>}..., one hash tag */
+    NGX_HTTP_LINEGATE_KEY_ACCT,             /* a = A */
+    NGX_HTTP_LINEGATE_KEY_ACCT_PROV,        /* a = A */
+
+    /* global lookups, one key each (issue 10: their slots) */
+    NGX_HTTP_LINEGATE_KEY_APIKEY,           /* a = sha256hex of the key */
+    NGX_HTTP_LINEGATE_KEY_SBKEY,            /* a = key id */
+    NGX_HTTP_LINEGATE_KEY_LINE,             /* a = request id */
+    NGX_HTTP_LINEGATE_KEY_LRVOID,           /* a = request id */
+    NGX_HTTP_LINEGATE_KEY_INVOICE,          /* a = invoice id */
+    NGX_HTTP_LINEGATE_KEY_STRIPE_EVENT,     /* a = event id */
+    NGX_HTTP_LINEGATE_KEY_PV,               /* a = preview token */
+
+    /* linegate_limit: lg:rl:{<zone>:v:<value>} or {<zone>:h:<md5>} */
+    NGX_HTTP_LINEGATE_KEY_RL_VALUE,         /* a = zone, b = value */
+    NGX_HTTP_LINEGATE_KEY_RL_HASH,          /* a = zone, b = md5 hex */
+
+    /* the fleet's own keys: no id */
+    NGX_HTTP_LINEGATE_KEY_INVENTORY,
+    NGX_HTTP_LINEGATE_KEY_PROVISIONING,
+    NGX_HTTP_LINEGATE_KEY_RECONCILE,
+    NGX_HTTP_LINEGATE_KEY_RECONCILED,
+    NGX_HTTP_LINEGATE_KEY_RECONCILE_LEASE,
+    NGX_HTTP_LINEGATE_KEY_PV_INFLIGHT,
+    NGX_HTTP_LINEGATE_KEY_LR_INFLIGHT,
+
+    NGX_HTTP_LINEGATE_KEY_COUNT
+} ngx_http_linegate_key_e;
+
+
+/*
+ * How many KEYS[] the scripts sent from several places take (the keys
+ * first, in the order their headers give).
+ */
+#define NGX_HTTP_LINEGATE_KEYS_PV_CONFIRM   4
+#define NGX_HTTP_LINEGATE_KEYS_PV_RECORD    3
+#define NGX_HTTP_LINEGATE_KEYS_PV_RELEASE   4
+
+
+/* the length of the name, for a caller's buffer */
+size_t ngx_http_linegate_key_len(ngx_http_linegate_key_e kind,
+    ngx_str_t *a, ngx_str_t *b);
+
+/* writes the name at p (key_len bytes), returns its end */
+u_char *ngx_http_linegate_key_write(u_char *p, ngx_http_linegate_key_e kind,
+    ngx_str_t *a, ngx_str_t *b);
+
+/* the name in the pool: NGX_OK, or NGX_ERROR without memory */
+ngx_int_t ngx_http_linegate_key(ngx_pool_t *pool,
+    ngx_http_linegate_key_e kind, ngx_str_t *a, ngx_str_t *b,
+    ngx_str_t *key);
+
+/* the name of a key without id (inventory, streams, indexes): static */
+ngx_str_t *ngx_http_linegate_key_fixed(ngx_http_linegate_key_e kind);
+
+
+#endif /* _NGX_HTTP_LINEGATE_KEYS_H_INCLUDED_ */

@@ -1,0 +1,75 @@
+# Key names in one place (docs/data-model.md, "Key names: keys.c"):
+#
+#  (a) no C file but src/ngx_http_linegate_keys.c spells a key name (a
+#      C string starting "lg:);
+#  (b) every script under src/lua/ takes its keys in KEYS[] (its header
+#      names KEYS[1]);
+#  (c) the key names a script builds from data (a workspace read from an
+#      index, a tenant read from a lookup) are the known ones below, each
+#      in docs/data-model.md's "Scripts and slots" table for issue 10: a
+#      new one fails, and so does an entry that no longer occurs (the list
+#      only shrinks).
+#
+# No nginx, no Redis: runs in a second.
+use strict;
+use warnings;
+use lib 't/lib';
+
+use Test::More;
+use LG::Stack;
+
+my $root = $LG::Stack::ROOT;
+
+# script => Lua lines (comments aside) that name a key from data
+my %derived = (
+    'lr_release.lua'         => 1,    # the workspace lg:line:<id> holds
+    'op_credentials.lua'     => 2,    # the old key id's lg:sbkey
+    'op_key_revoke.lua'      => 1,    # the revoked key's lg:apikey
+    'op_line_health.lua'     => 1,    # the workspace lg:line:<id> holds
+    'op_line_transition.lua' => 1,    # the same
+    'op_line_usage.lua'      => 2,    # the same, and its usage key
+    'op_reconcile_sweep.lua' => 2,    # each lost account and workspace
+    'pv_confirm.lua'         => 1,    # the account lg:sbkey holds
+    'pv_release.lua'         => 1,    # the same, when unknown to nginx
+    'wh_invoice.lua'         => 1,    # the workspace lg:invoice holds
+    'include/lr_drop.lua'    => 1,    # lg:line:<id> of a dropped request
+    'include/lr_gate.lua'    => 1,    # the workspace lg:apikey holds
+);
+
+sub slurp {
+    my ($f) = @_;
+    open my $fh, '<', $f or die "$f: $!";
+    local $/;
+    return scalar <$fh>;
+}
+
+# (a)
+opendir my $dh, "$root/src" or die "src: $!";
+my @c = sort grep { /^ngx_http_linegate_\w+\.[ch]$/ } readdir $dh;
+closedir $dh;
+
+for my $f (grep { !/^ngx_http_linegate_keys\.[ch]$/ } @c) {
+    my @hits = grep { /"lg:/ } split /\n/, slurp("$root/src/$f");
+    is(scalar @hits, 0, "$f names no key (keys.c does)")
+        or diag join "\n", @hits;
+}
+
+# (b), (c)
+my @lua = map { s{^\Q$root\E/src/lua/}{}r }
+          sort(glob("$root/src/lua/*.lua"),
+               glob("$root/src/lua/include/*.lua"));
+ok(scalar @lua > 20, 'scripts found');
+
+for my $f (@lua) {
+    my $src = slurp("$root/src/lua/$f");
+
+    like($src, qr/KEYS\[1\]/, "$f: its keys in KEYS[]")
+        unless $f =~ m{^include/};
+
+    my $n = grep { !/^\s*--/ && /lg:/ } split /\n/, $src;
+    is($n, $derived{$f} // 0, "$f: key names built from data")
+        or diag "a new one is issue 10's: add it to docs/data-model.md "
+              . "and to this table, or name it in KEYS[]";
+}
+
+done_testing;
