@@ -124,7 +124,15 @@ subtest 'the invoice is final, the reply of its store lost' => sub {
             return 1;
         });
     $l->error_is($tx, 503, 'STORE_UNAVAILABLE', 'the store timed out');
-    sleep 1;
+
+    # the store is re-sent (a durable write, backoff up to 2 s) once the
+    # pause is over: wait for it rather than for a fixed second
+    my $until = time + 10;
+    until (time > $until) {
+        my @r = $l->request_ids($w);
+        last if @r && ($l->lr($w, $r[0])->{invoiceId} // '') ne '';
+        select undef, undef, undef, 0.1;
+    }
 
     my @ids = $l->request_ids($w);
     is(scalar @ids, 1, 'the request stays');
