@@ -9,23 +9,7 @@
 #include <string.h>
 
 #include "ngx_http_linegate_cache.h"
-
-
-static int  tests_run;
-static int  tests_failed;
-
-
-static void
-ok(int cond, const char *name)
-{
-    tests_run++;
-
-    if (!cond) {
-        tests_failed++;
-    }
-
-    printf("%sok %d - %s\n", cond ? "" : "not ", tests_run, name);
-}
+#include "tap.h"
 
 
 /* a key of set `set` (of 4), told apart by `tag` */
@@ -204,7 +188,5 @@ main(void)
     test_victims();
     test_wrap();
 
-    printf("1..%d\n", tests_run);
-
-    return tests_failed ? 1 : 0;
+    return tap_done();
 }

@@ -9,23 +9,7 @@
 #include <string.h>
 
 #include "ngx_http_linegate_chars.h"
-
-
-static int  tests_run;
-static int  tests_failed;
-
-
-static void
-ok(int cond, const char *name)
-{
-    tests_run++;
-
-    if (!cond) {
-        tests_failed++;
-    }
-
-    printf("%sok %d - %s\n", cond ? "" : "not ", tests_run, name);
-}
+#include "tap.h"
 
 
 #define LOWER   "abcdefghijklmnopqrstuvwxyz"
@@ -168,7 +152,5 @@ main(void)
     test_are();
     test_e164();
 
-    printf("1..%d\n", tests_run);
-
-    return tests_failed ? 1 : 0;
+    return tap_done();
 }

@@ -12,28 +12,12 @@
 #include <openssl/hmac.h>
 
 #include "ngx_http_linegate_crypto.h"
+#include "tap.h"
 
 
 #define NOW      1700000000L
 #define SECRET   "whsec_test_5WbX5kEWLlfzsGNjH64I8lOOqUB6e8FH"
 #define BODY     "{\"id\":\"evt_1\",\"type\":\"invoice.paid\"}"
-
-
-static int  tests_run;
-static int  tests_failed;
-
-
-static void
-ok(int cond, const char *name)
-{
-    tests_run++;
-
-    if (!cond) {
-        tests_failed++;
-    }
-
-    printf("%sok %d - %s\n", cond ? "" : "not ", tests_run, name);
-}
 
 
 static void
@@ -400,7 +384,5 @@ main(void)
     test_random();
     test_stripe();
 
-    printf("1..%d\n", tests_run);
-
-    return tests_failed ? 1 : 0;
+    return tap_done();
 }

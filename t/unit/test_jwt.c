@@ -21,6 +21,7 @@
 #include <openssl/pem.h>
 
 #include "ngx_http_linegate_jwt.h"
+#include "tap.h"
 
 
 #define NOW      1700000000L
@@ -35,8 +36,6 @@
 #define HDR_K2   "{\"alg\":\"RS256\",\"kid\":\"k2\",\"typ\":\"JWT\"}"
 
 
-static int                              tests_run;
-static int                              tests_failed;
 
 static char                             dir[256];
 static char                             files[32][300];
@@ -52,19 +51,6 @@ static const char                      *parties[] = {
 static ngx_http_linegate_jwt_params_t   params = {
     "https://clerk.example.com", parties, 2, LEEWAY, NOW
 };
-
-
-static void
-ok(int cond, const char *name)
-{
-    tests_run++;
-
-    if (!cond) {
-        tests_failed++;
-    }
-
-    printf("%sok %d - %s\n", cond ? "" : "not ", tests_run, name);
-}
 
 
 static void
@@ -1018,7 +1004,5 @@ main(void)
     EVP_PKEY_free(weak);
     cleanup();
 
-    printf("1..%d\n", tests_run);
-
-    return tests_failed ? 1 : 0;
+    return tap_done();
 }
