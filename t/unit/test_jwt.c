@@ -36,7 +36,6 @@
 #define HDR_K2   "{\"alg\":\"RS256\",\"kid\":\"k2\",\"typ\":\"JWT\"}"
 
 
-
 static char                             dir[256];
 static char                             files[32][300];
 static int                              nfiles;
