@@ -13,11 +13,15 @@ use lib 't/lib';
 use Test::More;
 use Time::HiRes qw(time sleep);
 use POSIX qw(_exit);
+use IO::Handle;
 use Mojo::UserAgent;
 use LG::Stack;
 use LG::Test;
 use LG::Lines qw(body);
 use LG::Provision;
+
+# the longest wait for a step of a failover to be seen (seconds)
+my $SETTLE = 30;
 
 my $s = LG::Stack->new(redis => 'sentinel', dead_sentinel => 1,
                        HTTP_EXTRA => 'linegate_redis_wait 1 300ms;')->start;
@@ -93,6 +97,7 @@ sub load {
         if ($pid == 0) {
             my $ua = Mojo::UserAgent->new(request_timeout => 10);
             open my $fh, '>', "$out.$c" or _exit(1);
+            $fh->autoflush(1);    # read while the load runs
             my $i = 0;
             until (-e $stop) {
                 if ($i % 3 == 2 && @mine) {
@@ -143,6 +148,7 @@ sub buyer {
     return $pid if $pid;
     my $ua = Mojo::UserAgent->new(request_timeout => 10);
     open my $fh, '>', $out or _exit(1);
+    $fh->autoflush(1);
     my $i = 0;
     until (-e $stop) {
         my $a = $accounts[$i++ % @accounts];
@@ -174,6 +180,37 @@ sub answers {
         }
     }
     return (\%seen, \@ids);
+}
+
+# the answers written so far by the load's clients and the buyer:
+# "<status>" => count, over every file "$out.*"
+sub tally {
+    my ($out) = @_;
+    my %n;
+    for my $f (glob "$out.*") {
+        open my $fh, '<', $f or next;
+        for (<$fh>) {
+            my ($code) = split;
+            my $kind = $f =~ /\.buyer$/ ? 'confirm' : 'load';
+            $n{"$kind $code"}++ if defined $code;
+        }
+    }
+    return \%n;
+}
+
+# waits (at most $SETTLE s) until every "<kind> <status>" of %$want has
+# been answered that many more times than in $from; 1 when so
+sub progressed {
+    my ($out, $from, %want) = @_;
+    my $until = time + $SETTLE;
+    while (time < $until) {
+        my $now = tally($out);
+        return 1 unless grep {
+            ($now->{$_} // 0) - ($from->{$_} // 0) < $want{$_}
+        } keys %want;
+        sleep 0.1;
+    }
+    return 0;
 }
 
 sub back_within {
@@ -217,20 +254,35 @@ subtest 'the master SIGKILLed under load' => sub {
     my $dir = $s->dir;
     my ($stop, $out) = ("$dir/stop.kill", "$dir/answers.kill");
     my @pids = (load($stop, $out, 4), buyer($stop, "$out.buyer"));
-    sleep 0.3;
+
+    # no fixed durations: the load runs until it has been answered before
+    # the kill, and again after the failover, however slow the machine
+    ok(progressed($out, {}, 'load 200' => 20, 'load 201' => 5,
+                  'confirm 200' => 3),
+       'the load is answered before the kill');
 
     my $mark = length $s->error_log;
     $s->kill_master;
     my $new = wait_new_master($old, 30);
-    ok($new, "a replica promoted (port " . ($new // '-') . ")") or return;
-    my $secs = workers_on($new, $mark, 5);
-    ok(defined $secs, 'every worker on the new master within 5 s of the '
-       . 'promotion' . (defined $secs ? sprintf(' (%.2f s)', $secs) : ''));
-    ok(defined back_within(1), 'writes succeed');
+    my $stop_load = sub {
+        open my $fh, '>', $stop; close $fh;
+        waitpid $_, 0 for @pids;
+    };
+    ok($new, "a replica promoted (port " . ($new // '-') . ")")
+        or return $stop_load->();
+    # no timing assertion: how long it took is reported, and bounded only
+    # by a limit a loaded machine cannot reach while the feature works
+    my $secs = workers_on($new, $mark, $SETTLE);
+    ok(defined $secs, 'every worker on the new master after the promotion'
+       . (defined $secs ? sprintf(' (%.2f s)', $secs) : ''));
+    my $back = back_within($SETTLE);
+    ok(defined $back, 'writes succeed'
+       . (defined $back ? sprintf(' (%.2f s later)', $back) : ''));
 
-    sleep 0.5;
-    open my $fh, '>', $stop; close $fh;
-    waitpid $_, 0 for @pids;
+    ok(progressed($out, tally($out), 'load 200' => 20,
+                  'confirm 200' => 3),
+       'the load is answered again after the failover');
+    $stop_load->();
 
     my ($seen, $ids) = answers($out, 4);
     my @bad = grep { !/^20[01] -$/ && !/^503 [1-9]\d*$/ } keys %$seen;
@@ -359,8 +411,8 @@ subtest 'a manual failover: +switch-master, the old master still up' => sub {
     ok($new, 'a new master (port ' . ($new // '-') . ')') or return;
 
     # every worker moves to it by itself, the old master still answering
-    my $secs = workers_on($new, $mark, 5);
-    ok(defined $secs, 'both workers reached the new master within 5 s'
+    my $secs = workers_on($new, $mark, $SETTLE);
+    ok(defined $secs, 'both workers reached the new master'
        . (defined $secs ? sprintf(' (%.2f s)', $secs) : ''));
     like(substr($s->error_log, $mark),
          qr/\+switch-master lgmaster|not the master|READONLY/,

@@ -131,11 +131,16 @@ subtest 'a key revoked through this nginx: refused at once' => sub {
 sub gcra_key { return "lg:{ws:$w->{id}}:gcra" }
 
 subtest 'an expired entry: checked by the GET in its own round trip' => sub {
-    get_with($w->{key}) for 1 .. 4;
-    sleep 0.6;    # past linegate_api_key_cache (500ms)
-
-    my ($tx, $tx2, $cmds, $trips);
-    ($cmds, $trips) = $s->redis_traffic(sub { $tx = get_with($w->{key}) });
+    # measured again while the window saw a keepalive PING (it may hide
+    # a round trip: LG::Stack::redis_traffic)
+    my ($tx, $tx2, $cmds, $trips, $pings);
+    for (1 .. 5) {
+        get_with($w->{key}) for 1 .. 4;
+        sleep 0.6;    # past linegate_api_key_cache (500ms)
+        ($cmds, $trips, $pings) =
+            $s->redis_traffic(sub { $tx = get_with($w->{key}) });
+        last unless $pings;
+    }
     is($tx->res->code, 200, 'answered');
     is($trips, 1 + grep(/"pexpire"/i, @$cmds), 'one round trip')
         or diag "@$cmds";

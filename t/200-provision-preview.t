@@ -292,7 +292,7 @@ sub plain {
     my ($call) = @_;
     my ($cmds, $trips);
     for (1 .. 5) {
-        ($cmds, $trips) = $s->redis_traffic($call);
+        ($cmds, $trips) = $s->redis_traffic($call, again => 1);
         last unless grep { /"EVALSHA"/i } @$cmds;
     }
     return ($cmds, $trips);
@@ -301,14 +301,20 @@ sub plain {
 subtest 'round trips: a script, then plain commands' => sub {
     plan skip_all => 'run by t/200 (this one warms up every call)'
         if $KNOWN;
-    my $a = $p->account('acct_pv_rtt');
-
     # unknown to the workers: pv_account.lua checks the credentials, then
     # the plain commands decide, as for known ones (one round trip more,
-    # on a cache miss only: the rule is written once, in C)
-    my ($cmds, $trips) = $s->redis_traffic(sub {
-        $p->answer($p->preview($a), 200, 'preview, credentials unknown');
-    });
+    # on a cache miss only: the rule is written once, in C). A window
+    # that saw a keepalive PING is measured again, with credentials no
+    # worker knows yet.
+    my ($a, $cmds, $trips, $pings);
+    for my $try (1 .. 5) {
+        $a = $p->account("acct_pv_rtt$try");
+        ($cmds, $trips, $pings) = $s->redis_traffic(sub {
+            $p->answer($p->preview($a), 200,
+                       'preview, credentials unknown');
+        });
+        last unless $pings;
+    }
     is($trips, 2, 'two round trips');
     my @names = map { /"(\w+)"/ ? uc $1 : '?' } @$cmds;
     is_deeply(\@names, [qw(EVALSHA HMGET ZRANGEBYSCORE SCARD SET)],
