@@ -53,6 +53,9 @@ static char *ngx_http_linegate_redis_conf(ngx_conf_t *cf,
     ngx_command_t *cmd, void *conf);
 static ngx_int_t ngx_http_linegate_redis_address(ngx_conf_t *cf,
     ngx_str_t *value, ngx_str_t *host, ngx_int_t *port);
+static char *ngx_http_linegate_redis_cluster_conf(ngx_conf_t *cf,
+    ngx_http_linegate_main_conf_t *lmcf, ngx_str_t *value,
+    ngx_uint_t naddrs);
 static char *ngx_http_linegate_redis_option(ngx_conf_t *cf,
     ngx_http_linegate_main_conf_t *lmcf, ngx_str_t *v);
 static char *ngx_http_linegate_redis_wait_conf(ngx_conf_t *cf,
@@ -942,6 +945,25 @@ ngx_http_linegate_init_main_conf(ngx_conf_t *cf, void *conf)
         return NGX_CONF_ERROR;
     }
 
+    if (lmcf->redis_cluster
+        && (lmcf->uses_lines || lmcf->uses_provision || lmcf->uses_operator
+            || lmcf->uses_webhook || lmcf->redis_wait_replicas > 0))
+    {
+        /*
+         * Their scripts still touch several slots in one step (issue 10's
+         * data model, docs/data-model.md): a cluster would refuse them
+         * with CROSSSLOT at the first request. Refused here instead.
+         */
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "linegate: on a Redis Cluster (\"cluster=on\") "
+                           "linegate serves \"linegate_limit\" and the "
+                           "metrics only; the Lines, Provisioning, operator "
+                           "and webhook APIs and \"linegate_redis_wait\" "
+                           "need one Redis or Redis Sentinel for now "
+                           "(docs/operator.md, \"Redis Cluster\")");
+        return NGX_CONF_ERROR;
+    }
+
     /*
      * A configuration without "linegate_api" is left as it is: no shared
      * zone, no indexed variable, no variable taken over.
@@ -1136,12 +1158,18 @@ ngx_http_linegate_redis_conf(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         }
     }
 
+    if (lmcf->redis_cluster) {
+        return ngx_http_linegate_redis_cluster_conf(cf, lmcf, &value[1],
+                                                    naddrs);
+    }
+
     if (lmcf->redis_sentinel_master.len == 0) {
         if (naddrs > 1) {
             ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                                "several Redis addresses need "
                                "\"sentinel=<master name>\" (they are the "
-                               "sentinels)");
+                               "sentinels) or \"cluster=on\" (they are "
+                               "seed nodes of a Redis Cluster)");
             return NGX_CONF_ERROR;
         }
 
@@ -1181,6 +1209,56 @@ ngx_http_linegate_redis_conf(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
             ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                                "a sentinel is reached over TCP, not "
                                "\"%V\"", &value[i]);
+            return NGX_CONF_ERROR;
+        }
+
+        if (ngx_http_linegate_redis_address(cf, &value[i], &addr->host,
+                                            &addr->port)
+            != NGX_OK)
+        {
+            return NGX_CONF_ERROR;
+        }
+    }
+
+    lmcf->redis_configured = 1;
+
+    return NGX_CONF_OK;
+}
+
+
+/* linegate_redis <seed>... cluster=on: a Redis Cluster */
+static char *
+ngx_http_linegate_redis_cluster_conf(ngx_conf_t *cf,
+    ngx_http_linegate_main_conf_t *lmcf, ngx_str_t *value, ngx_uint_t naddrs)
+{
+    ngx_uint_t                       i;
+    ngx_http_linegate_redis_addr_t  *addr;
+
+    if (lmcf->redis_sentinel_master.len) {
+        return "takes \"sentinel=\" or \"cluster=on\", not both";
+    }
+
+    if (lmcf->redis_db > 0) {
+        /* a cluster has database 0 only */
+        return "cannot select a database (\"db=\") on a Redis Cluster";
+    }
+
+    lmcf->redis_seeds = ngx_array_create(cf->pool, naddrs,
+                                     sizeof(ngx_http_linegate_redis_addr_t));
+    if (lmcf->redis_seeds == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    for (i = 0; i < naddrs; i++) {
+        addr = ngx_array_push(lmcf->redis_seeds);
+        if (addr == NULL) {
+            return NGX_CONF_ERROR;
+        }
+
+        if (ngx_strncmp(value[i].data, "unix:", 5) == 0) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "a Redis Cluster node is reached over TCP, "
+                               "not \"%V\"", &value[i]);
             return NGX_CONF_ERROR;
         }
 
@@ -1278,6 +1356,21 @@ ngx_http_linegate_redis_option(ngx_conf_t *cf,
         lmcf->redis_sentinel_password.data = v->data + 18;
         lmcf->redis_sentinel_password.len = v->len - 18;
         return NGX_CONF_OK;
+    }
+
+    if (ngx_strncmp(v->data, "cluster=", 8) == 0) {
+        if (ngx_strcmp(v->data + 8, "on") == 0) {
+            lmcf->redis_cluster = 1;
+            return NGX_CONF_OK;
+        }
+
+        if (ngx_strcmp(v->data + 8, "off") == 0) {
+            return NGX_CONF_OK;
+        }
+
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid value \"%V\" (cluster=on or off)", v);
+        return NGX_CONF_ERROR;
     }
 
     if (ngx_strncmp(v->data, "db=", 3) == 0) {

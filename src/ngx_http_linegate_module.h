@@ -72,6 +72,9 @@ typedef struct {
     ngx_str_t                       redis_sentinel_master;
     ngx_array_t                    *redis_sentinels;
     ngx_str_t                       redis_sentinel_password;
+    /* or Redis Cluster (cluster=on): the seed nodes */
+    ngx_flag_t                      redis_cluster;
+    ngx_array_t                    *redis_seeds;
     ngx_str_t                       redis_user;      /* ACL user, or none */
     ngx_str_t                       redis_password;
     ngx_int_t                       redis_db;

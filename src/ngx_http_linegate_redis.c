@@ -21,6 +21,7 @@
 
 #include "ngx_http_linegate_redis_event.h"
 #include "ngx_http_linegate_redis_sentinel.h"
+#include "ngx_http_linegate_redis_slots.h"
 
 
 #define NGX_HTTP_LINEGATE_BACKOFF_MIN  100
@@ -31,6 +32,19 @@
 #define NGX_HTTP_LINEGATE_DURABLE_MAX    1024
 #define NGX_HTTP_LINEGATE_DURABLE_DRAIN  30000
 
+/* Redis Cluster: the nodes a worker knows at most, the ranges of a map,
+ * how often the map is asked for when nothing went wrong, how many
+ * redirections one command follows */
+#define NGX_HTTP_LINEGATE_REDIS_MAX_NODES     64
+#define NGX_HTTP_LINEGATE_CLUSTER_RANGES      1024
+#define NGX_HTTP_LINEGATE_CLUSTER_REFRESH     10000
+#define NGX_HTTP_LINEGATE_CLUSTER_REDIRECTS   5
+
+/* the node whose timer ev is */
+#define ngx_http_linegate_redis_node_of(ev, timer)                           \
+    ((ngx_http_linegate_redis_node_t *)                                      \
+     ((u_char *) (ev) - offsetof(ngx_http_linegate_redis_node_t, timer)))
+
 
 typedef enum {
     NGX_HTTP_LINEGATE_REDIS_DISCONNECTED = 0,
@@ -39,28 +53,49 @@ typedef enum {
 } ngx_http_linegate_redis_state_e;
 
 
+/*
+ * One Redis server of the worker: linegate_redis's, the master Sentinel
+ * named, or one master of a Redis Cluster. Each has its own connection,
+ * timers and backoff.
+ */
 typedef struct {
     redisAsyncContext                  *ac;
     ngx_http_linegate_redis_state_e     state;
     ngx_uint_t                          attempts;
     ngx_uint_t                          ping_pending;
-    ngx_uint_t                          exiting;
     ngx_uint_t                          connected_before;
     ngx_uint_t                          counted;  /* in the gauge */
     ngx_event_t                         connect_timer;
     ngx_event_t                         reconnect_timer;
     ngx_event_t                         keepalive_timer;
-    ngx_http_linegate_main_conf_t      *lmcf;
 
-    /* the server reached: linegate_redis's, or the master Sentinel named */
     ngx_str_t                           host;
     ngx_int_t                           port;
+    u_char                              host_buf[NGX_SOCKADDR_STRLEN + 1];
+    u_char                              label[NGX_SOCKADDR_STRLEN + 8];
+    size_t                              label_len;   /* of the gauge */
+} ngx_http_linegate_redis_node_t;
+
+
+typedef struct {
+    ngx_http_linegate_redis_node_t     *nodes;    /* [0] unless a cluster */
+    ngx_uint_t                          nnodes;
+    ngx_uint_t                          exiting;
+    ngx_http_linegate_main_conf_t      *lmcf;
+    ngx_log_t                          *log;
+
+    /* Sentinel: nodes[0] is the master it named */
     ngx_uint_t                          sentinel;
     ngx_uint_t                          master_known;
     ngx_event_t                         rediscover;  /* posted */
-    u_char                              node[NGX_SOCKADDR_STRLEN + 8];
-    size_t                              node_len;   /* of the gauge */
-    ngx_log_t                          *log;
+
+    /* Redis Cluster: the slot map is asked for again on this timer */
+    ngx_uint_t                          cluster;
+    ngx_uint_t                          refreshing;  /* CLUSTER SLOTS sent */
+    ngx_uint_t                          refresh_attempts;
+    ngx_uint_t                          refresh_next;  /* node to ask */
+    ngx_msec_t                          refresh_last;  /* when sent */
+    ngx_event_t                         refresh_timer;
 
     /* durable writes waiting for an answer, oldest first */
     ngx_queue_t                         durable;
@@ -96,6 +131,13 @@ typedef struct {
     ngx_uint_t                          retried;
     uint64_t                            sent_us;  /* for the metrics */
 
+    /* where it went, and its bytes (the request's pool) to send again
+     * after a cluster's MOVED or ASK */
+    ngx_http_linegate_redis_node_t     *node;
+    u_char                             *buf;
+    size_t                              len;
+    ngx_uint_t                          redirects;
+
     /* linegate_redis_wait: WAIT sent after the script */
     ngx_uint_t                          waits;    /* WAIT replies owed */
     ngx_uint_t                          have;     /* the script answered */
@@ -103,35 +145,65 @@ typedef struct {
 } ngx_http_linegate_redis_cmd_t;
 
 
-/* commands written back to back, answered to one handler */
+typedef struct ngx_http_linegate_redis_pipeline_s
+    ngx_http_linegate_redis_pipeline_t;
+
+
+/* one command of a pipeline: its reply's place, its bytes, its node */
 typedef struct {
+    ngx_http_linegate_redis_pipeline_t *pl;
+    ngx_uint_t                          index;
+    ngx_http_linegate_redis_node_t     *node;
+    u_char                             *buf;
+    size_t                              len;
+    ngx_uint_t                          redirects;
+} ngx_http_linegate_redis_part_t;
+
+
+/*
+ * Commands written back to back, answered to one handler. On one Redis
+ * they share a write; on a cluster each goes to its slot's node, all in
+ * the same turn of the event loop: one round trip either way.
+ */
+struct ngx_http_linegate_redis_pipeline_s {
     ngx_http_linegate_redis_cmd_t       cmd;    /* first: freed as one */
     ngx_uint_t                          queued; /* callbacks hiredis owes */
     ngx_uint_t                          received;
     ngx_uint_t                          lost;   /* a reply never came */
     ngx_uint_t                          failed; /* a command failed */
+    ngx_uint_t                          n;
+    ngx_http_linegate_redis_part_t      part[
+                                        NGX_HTTP_LINEGATE_REDIS_MAX_PIPELINE];
     redisReply                         *element[
                                         NGX_HTTP_LINEGATE_REDIS_MAX_PIPELINE];
     redisReply                          array;
-} ngx_http_linegate_redis_pipeline_t;
+};
 
 
-static void ngx_http_linegate_redis_connect(void);
-static void ngx_http_linegate_redis_connect_to(void);
+static ngx_http_linegate_redis_node_t *ngx_http_linegate_redis_node(
+    ngx_str_t *host, ngx_int_t port);
+static void ngx_http_linegate_redis_connect(
+    ngx_http_linegate_redis_node_t *node);
+static void ngx_http_linegate_redis_connect_to(
+    ngx_http_linegate_redis_node_t *node);
 static void ngx_http_linegate_redis_master_found(ngx_int_t rc,
     ngx_str_t *host, ngx_int_t port);
 static void ngx_http_linegate_redis_master_switched(void);
 static void ngx_http_linegate_redis_rediscover(ngx_event_t *ev);
-static void ngx_http_linegate_redis_auth(void);
+static void ngx_http_linegate_redis_auth(
+    ngx_http_linegate_redis_node_t *node);
 static void ngx_http_linegate_redis_role_cb(redisAsyncContext *ac,
     void *reply, void *privdata);
-static void ngx_http_linegate_redis_ready(void);
-static void ngx_http_linegate_redis_lost(void);
+static void ngx_http_linegate_redis_ready(
+    ngx_http_linegate_redis_node_t *node);
+static void ngx_http_linegate_redis_lost(
+    ngx_http_linegate_redis_node_t *node);
 static void ngx_http_linegate_redis_connect_cb(const redisAsyncContext *ac,
     int status);
 static void ngx_http_linegate_redis_disconnect_cb(
     const redisAsyncContext *ac, int status);
-static void ngx_http_linegate_redis_setup(void);
+static void ngx_http_linegate_redis_setup(
+    ngx_http_linegate_redis_node_t *node);
 static void ngx_http_linegate_redis_setup_cb(redisAsyncContext *ac,
     void *reply, void *privdata);
 static void ngx_http_linegate_redis_reply_cb(redisAsyncContext *ac,
@@ -149,13 +221,20 @@ static redisReply *ngx_http_linegate_redis_copy(ngx_pool_t *pool,
     redisReply *src);
 static void ngx_http_linegate_redis_finish(ngx_http_linegate_redis_cmd_t *cmd,
     redisReply *reply);
-static ngx_int_t ngx_http_linegate_redis_append(ngx_pool_t *pool, int argc,
-    const char **argv, const size_t *argvlen, redisCallbackFn *fn,
-    void *privdata);
+static u_char *ngx_http_linegate_redis_format(ngx_pool_t *pool, int argc,
+    const char **argv, const size_t *argvlen, size_t *n);
+static ngx_int_t ngx_http_linegate_redis_write(
+    ngx_http_linegate_redis_node_t *node, redisCallbackFn *fn,
+    void *privdata, u_char *buf, size_t len);
+static ngx_http_linegate_redis_node_t *ngx_http_linegate_redis_route(
+    ngx_log_t *log, int argc, const char **argv, const size_t *argvlen);
+static ngx_uint_t ngx_http_linegate_redis_key_index(int argc,
+    const char **argv, const size_t *argvlen);
 static void ngx_http_linegate_redis_log_error(ngx_log_t *log,
     redisReply *reply);
 static ngx_int_t ngx_http_linegate_redis_unavailable(redisReply *reply);
-static void ngx_http_linegate_redis_drop(const char *why);
+static void ngx_http_linegate_redis_drop(
+    ngx_http_linegate_redis_node_t *node, const char *why);
 static ngx_int_t ngx_http_linegate_redis_send(
     ngx_http_linegate_redis_cmd_t *cmd, ngx_uint_t eval);
 static void ngx_http_linegate_redis_cmd_timeout(ngx_event_t *ev);
@@ -164,9 +243,25 @@ static void ngx_http_linegate_redis_reconnect(ngx_event_t *ev);
 static void ngx_http_linegate_redis_keepalive(ngx_event_t *ev);
 static void ngx_http_linegate_redis_backlog_cb(redisAsyncContext *ac,
     void *data, void *privdata);
-static void ngx_http_linegate_redis_gauge(ngx_int_t n);
+static void ngx_http_linegate_redis_gauge(
+    ngx_http_linegate_redis_node_t *node, ngx_int_t n);
 static void ngx_http_linegate_redis_ping_cb(redisAsyncContext *ac,
     void *reply, void *privdata);
+
+static ngx_http_linegate_redis_node_t *ngx_http_linegate_redis_slot_node(
+    ngx_uint_t slot);
+static void ngx_http_linegate_redis_refresh_soon(ngx_msec_t delay);
+static ngx_uint_t ngx_http_linegate_redis_serves(
+    ngx_http_linegate_redis_node_t *node);
+static void ngx_http_linegate_redis_refresh(ngx_event_t *ev);
+static void ngx_http_linegate_redis_slots_cb(redisAsyncContext *ac,
+    void *reply, void *privdata);
+static ngx_int_t ngx_http_linegate_redis_install(
+    ngx_http_linegate_redis_node_t *asked, redisReply *reply);
+static ngx_int_t ngx_http_linegate_redis_redirect(
+    ngx_http_linegate_redis_node_t *from, redisReply *reply, u_char *buf,
+    size_t len, ngx_uint_t *redirects, redisCallbackFn *fn, void *privdata,
+    ngx_http_linegate_redis_node_t **to);
 
 static ngx_int_t ngx_http_linegate_redis_attach(
     ngx_http_linegate_redis_cmd_t *cmd);
@@ -185,8 +280,12 @@ static void ngx_http_linegate_redis_durable_retry(ngx_event_t *ev);
 static void ngx_http_linegate_redis_durable_arm(void);
 
 
-
 static ngx_http_linegate_redis_t  ngx_http_linegate_redis;
+
+/* a cluster's slot map: the node index + 1 serving each slot, 0: none */
+static uint16_t    ngx_http_linegate_redis_slots[
+                                          NGX_HTTP_LINEGATE_REDIS_SLOTS];
+static ngx_uint_t  ngx_http_linegate_redis_map_ready;
 
 /*
  * nginx's debug log reads ev->data as a connection for every timer: the
@@ -398,12 +497,12 @@ ngx_http_linegate_redis_pipeline(ngx_http_request_t *r,
     ngx_http_linegate_redis_handler_pt handler)
 {
     ngx_uint_t                           i;
-    ngx_http_linegate_redis_t           *rd;
+    ngx_http_linegate_redis_part_t      *part;
     ngx_http_linegate_redis_pipeline_t  *pl;
+    ngx_http_linegate_redis_node_t      *node[
+                                        NGX_HTTP_LINEGATE_REDIS_MAX_PIPELINE];
 
-    rd = &ngx_http_linegate_redis;
-
-    for (i = 0; i < ncmds; i++) {
+    for (i = 0; i < ncmds && i < NGX_HTTP_LINEGATE_REDIS_MAX_PIPELINE; i++) {
         if (args[i].argc <= 0) {
             break;
         }
@@ -417,10 +516,14 @@ ngx_http_linegate_redis_pipeline(ngx_http_request_t *r,
         return NGX_ERROR;
     }
 
-    if (rd->state != NGX_HTTP_LINEGATE_REDIS_CONNECTED) {
-        ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
-                      NGX_HTTP_LINEGATE_LOG "redis not connected");
-        return NGX_ERROR;
+    /* every command's node first: all are sent, or none */
+    for (i = 0; i < ncmds; i++) {
+        node[i] = ngx_http_linegate_redis_route(r->connection->log,
+                                                args[i].argc, args[i].argv,
+                                                args[i].argvlen);
+        if (node[i] == NULL) {
+            return NGX_ERROR;
+        }
     }
 
     pl = ngx_alloc(sizeof(ngx_http_linegate_redis_pipeline_t),
@@ -433,6 +536,7 @@ ngx_http_linegate_redis_pipeline(ngx_http_request_t *r,
     pl->cmd.r = r;
     pl->cmd.handler = handler;
     pl->cmd.script = -1;
+    pl->n = ncmds;
 
     if (ngx_http_linegate_redis_attach(&pl->cmd) != NGX_OK) {
         ngx_free(pl);
@@ -440,15 +544,24 @@ ngx_http_linegate_redis_pipeline(ngx_http_request_t *r,
     }
 
     /*
-     * hiredis appends them to its output buffer now and writes them with
+     * hiredis appends them to its output buffers now and writes them with
      * the other requests' commands at the next turn of the event loop.
      */
     for (i = 0; i < ncmds; i++) {
-        if (ngx_http_linegate_redis_append(r->pool, args[i].argc,
-                                           args[i].argv, args[i].argvlen,
+        part = &pl->part[i];
+        part->pl = pl;
+        part->index = i;
+        part->node = node[i];
+        part->buf = ngx_http_linegate_redis_format(r->pool, args[i].argc,
+                                                   args[i].argv,
+                                                   args[i].argvlen,
+                                                   &part->len);
+
+        if (part->buf == NULL
+            || ngx_http_linegate_redis_write(node[i],
                                            ngx_http_linegate_redis_pipeline_cb,
-                                           pl)
-            != NGX_OK)
+                                           part, part->buf, part->len)
+               != NGX_OK)
         {
             ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
                           NGX_HTTP_LINEGATE_LOG "redis pipeline not sent");
@@ -469,7 +582,8 @@ ngx_http_linegate_redis_pipeline(ngx_http_request_t *r,
     pl->cmd.timer.handler = ngx_http_linegate_redis_cmd_timeout;
     pl->cmd.timer.data = &ngx_http_linegate_redis_dummy;
     pl->cmd.timer.log = r->connection->log;
-    ngx_add_timer(&pl->cmd.timer, rd->lmcf->redis_command_timeout);
+    ngx_add_timer(&pl->cmd.timer,
+                  ngx_http_linegate_redis.lmcf->redis_command_timeout);
 
     return NGX_OK;
 }
@@ -485,16 +599,10 @@ ngx_http_linegate_redis_send(ngx_http_linegate_redis_cmd_t *cmd,
     const char                      *argv[NGX_HTTP_LINEGATE_REDIS_MAX_ARGS];
     size_t                           argvlen[NGX_HTTP_LINEGATE_REDIS_MAX_ARGS];
     ngx_http_linegate_redis_t       *rd;
+    ngx_http_linegate_redis_node_t  *node;
     ngx_http_linegate_redis_args_t  *a;
 
     rd = &ngx_http_linegate_redis;
-
-    if (rd->state != NGX_HTTP_LINEGATE_REDIS_CONNECTED) {
-        ngx_log_error(NGX_LOG_WARN, cmd->r->connection->log, 0,
-                      NGX_HTTP_LINEGATE_LOG "redis not connected");
-        return NGX_ERROR;
-    }
-
     a = cmd->args;
     argc = 0;
 
@@ -523,14 +631,27 @@ ngx_http_linegate_redis_send(ngx_http_linegate_redis_cmd_t *cmd,
         argvlen[argc++] = a->argvlen[i];
     }
 
-    if (ngx_http_linegate_redis_append(cmd->r->pool, argc, argv, argvlen,
-                                       ngx_http_linegate_redis_reply_cb, cmd)
-        != NGX_OK)
+    node = ngx_http_linegate_redis_route(cmd->r->connection->log, argc,
+                                         argv, argvlen);
+    if (node == NULL) {
+        return NGX_ERROR;
+    }
+
+    cmd->buf = ngx_http_linegate_redis_format(cmd->r->pool, argc, argv,
+                                              argvlen, &cmd->len);
+
+    if (cmd->buf == NULL
+        || ngx_http_linegate_redis_write(node,
+                                         ngx_http_linegate_redis_reply_cb,
+                                         cmd, cmd->buf, cmd->len)
+           != NGX_OK)
     {
         ngx_log_error(NGX_LOG_ERR, cmd->r->connection->log, 0,
                       NGX_HTTP_LINEGATE_LOG "redis command not sent");
         return NGX_ERROR;
     }
+
+    cmd->node = node;
 
     if (cmd->script >= 0 && rd->lmcf->redis_wait_replicas > 0
         && ngx_http_linegate_redis_acknowledged(cmd->script))
@@ -551,16 +672,127 @@ ngx_http_linegate_redis_send(ngx_http_linegate_redis_cmd_t *cmd,
 
 
 /*
- * A command in the Redis protocol, formatted in the request's pool and
- * handed to hiredis as is: hiredis's own formatting (sds strings grown
+ * The node a command goes to: the only one, or on a cluster the master
+ * of its key's slot (a script's first key, a command's first argument);
+ * a command without a key goes to any master up. NULL: none connected
+ * (the caller answers 503), logged unless log is NULL.
+ */
+static ngx_http_linegate_redis_node_t *
+ngx_http_linegate_redis_route(ngx_log_t *log, int argc, const char **argv,
+    const size_t *argvlen)
+{
+    ngx_uint_t                       i, slot;
+    ngx_http_linegate_redis_t       *rd;
+    ngx_http_linegate_redis_node_t  *node;
+
+    rd = &ngx_http_linegate_redis;
+
+    if (!rd->cluster) {
+        node = &rd->nodes[0];
+
+        if (node->state != NGX_HTTP_LINEGATE_REDIS_CONNECTED) {
+            if (log) {
+                ngx_log_error(NGX_LOG_WARN, log, 0,
+                              NGX_HTTP_LINEGATE_LOG "redis not connected");
+            }
+
+            return NULL;
+        }
+
+        return node;
+    }
+
+    i = ngx_http_linegate_redis_key_index(argc, argv, argvlen);
+
+    if (i == 0) {
+        for (i = 0; i < rd->nnodes; i++) {
+            if (rd->nodes[i].state == NGX_HTTP_LINEGATE_REDIS_CONNECTED) {
+                return &rd->nodes[i];
+            }
+        }
+
+        if (log) {
+            ngx_log_error(NGX_LOG_WARN, log, 0,
+                          NGX_HTTP_LINEGATE_LOG "redis cluster: no node "
+                          "connected");
+        }
+
+        return NULL;
+    }
+
+    slot = ngx_http_linegate_redis_keyslot((u_char *) argv[i], argvlen[i]);
+    node = ngx_http_linegate_redis_slot_node(slot);
+
+    if (node == NULL || node->state != NGX_HTTP_LINEGATE_REDIS_CONNECTED) {
+        if (log) {
+            ngx_log_error(NGX_LOG_WARN, log, 0,
+                          NGX_HTTP_LINEGATE_LOG "redis cluster: the master "
+                          "of slot %ui is not connected", slot);
+        }
+
+        /* its master may have changed: ask */
+        ngx_http_linegate_redis_refresh_soon(0);
+        return NULL;
+    }
+
+    return node;
+}
+
+
+/*
+ * Where a command's key is among its arguments: EVAL and EVALSHA name
+ * theirs after the key count, other commands first; 0 for a command
+ * without a key (SCRIPT, PING, a script without keys).
+ */
+static ngx_uint_t
+ngx_http_linegate_redis_key_index(int argc, const char **argv,
+    const size_t *argvlen)
+{
+    ngx_int_t  nkeys;
+
+    if (argc < 2) {
+        return 0;
+    }
+
+    if ((argvlen[0] == 4 && ngx_strncasecmp((u_char *) argv[0],
+                                            (u_char *) "EVAL", 4) == 0)
+        || (argvlen[0] == 7 && ngx_strncasecmp((u_char *) argv[0],
+                                               (u_char *) "EVALSHA", 7)
+                               == 0))
+    {
+        if (argc < 4) {
+            return 0;
+        }
+
+        nkeys = ngx_atoi((u_char *) argv[2], argvlen[2]);
+
+        return (nkeys > 0) ? 3 : 0;
+    }
+
+    if ((argvlen[0] == 6 && ngx_strncasecmp((u_char *) argv[0],
+                                            (u_char *) "SCRIPT", 6) == 0)
+        || (argvlen[0] == 4 && ngx_strncasecmp((u_char *) argv[0],
+                                               (u_char *) "INFO", 4) == 0))
+    {
+        return 0;
+    }
+
+    return 1;
+}
+
+
+/*
+ * A command in the Redis protocol, formatted in the request's pool (kept
+ * there: a cluster's redirection sends the same bytes again) and handed
+ * to hiredis as is: hiredis's own formatting (sds strings grown
  * with printf-like calls, a malloc or two per argument) was ~10% of a
  * worker's CPU on the preview.
  */
-static ngx_int_t
-ngx_http_linegate_redis_append(ngx_pool_t *pool, int argc, const char **argv,
-    const size_t *argvlen, redisCallbackFn *fn, void *privdata)
+static u_char *
+ngx_http_linegate_redis_format(ngx_pool_t *pool, int argc, const char **argv,
+    const size_t *argvlen, size_t *n)
 {
-    int      i, rc;
+    int      i;
     size_t   len;
     u_char  *buf, *p;
 
@@ -574,7 +806,7 @@ ngx_http_linegate_redis_append(ngx_pool_t *pool, int argc, const char **argv,
     /* no pool: a durable write, formatted in memory freed right after */
     buf = pool ? ngx_pnalloc(pool, len) : ngx_alloc(len, ngx_cycle->log);
     if (buf == NULL) {
-        return NGX_ERROR;
+        return NULL;
     }
 
     p = ngx_sprintf(buf, "*%d\r\n", argc);
@@ -590,15 +822,25 @@ ngx_http_linegate_redis_append(ngx_pool_t *pool, int argc, const char **argv,
         *p++ = '\n';
     }
 
-    /* hiredis copies the bytes into its output buffer */
-    rc = redisAsyncFormattedCommand(ngx_http_linegate_redis.ac, fn, privdata,
-                                    (const char *) buf, p - buf);
+    *n = p - buf;
 
-    if (pool == NULL) {
-        ngx_free(buf);
+    return buf;
+}
+
+
+/* hiredis copies the bytes into the node's output buffer */
+static ngx_int_t
+ngx_http_linegate_redis_write(ngx_http_linegate_redis_node_t *node,
+    redisCallbackFn *fn, void *privdata, u_char *buf, size_t len)
+{
+    if (redisAsyncFormattedCommand(node->ac, fn, privdata,
+                                   (const char *) buf, len)
+        != REDIS_OK)
+    {
+        return NGX_ERROR;
     }
 
-    return rc == REDIS_OK ? NGX_OK : NGX_ERROR;
+    return NGX_OK;
 }
 
 
@@ -628,6 +870,16 @@ ngx_http_linegate_redis_reply_cb(redisAsyncContext *ac, void *data,
         }
         ngx_http_linegate_redis_release(cmd);
         ngx_free(cmd);
+        return;
+    }
+
+    if (ngx_http_linegate_redis_redirect(ac->data, reply, cmd->buf,
+                                         cmd->len, &cmd->redirects,
+                                         ngx_http_linegate_redis_reply_cb,
+                                         cmd, &cmd->node)
+        == NGX_OK)
+    {
+        /* a cluster's MOVED or ASK: the node named answers instead */
         return;
     }
 
@@ -696,6 +948,8 @@ ngx_http_linegate_redis_send_wait(ngx_http_linegate_redis_cmd_t *cmd)
 {
     int                             argc;
     u_char                          n[NGX_INT_T_LEN], ms[NGX_INT_T_LEN];
+    u_char                         *buf;
+    size_t                          len;
     const char                     *argv[3];
     size_t                          argvlen[3];
     ngx_http_linegate_main_conf_t  *lmcf;
@@ -710,9 +964,14 @@ ngx_http_linegate_redis_send_wait(ngx_http_linegate_redis_cmd_t *cmd)
     argv[argc] = (const char *) ms;
     argvlen[argc++] = ngx_sprintf(ms, "%M", lmcf->redis_wait_timeout) - ms;
 
-    if (ngx_http_linegate_redis_append(cmd->r->pool, argc, argv, argvlen,
-                                       ngx_http_linegate_redis_wait_cb, cmd)
-        != NGX_OK)
+    buf = ngx_http_linegate_redis_format(cmd->r->pool, argc, argv, argvlen,
+                                         &len);
+
+    if (buf == NULL
+        || ngx_http_linegate_redis_write(cmd->node,
+                                         ngx_http_linegate_redis_wait_cb,
+                                         cmd, buf, len)
+           != NGX_OK)
     {
         /* not sent: the answer does not wait for replicas, say so */
         ngx_log_error(NGX_LOG_ERR, cmd->r->connection->log, 0,
@@ -823,9 +1082,10 @@ ngx_http_linegate_redis_finish(ngx_http_linegate_redis_cmd_t *cmd,
 
 
 /*
- * One reply of a pipeline, in order. Those before the last are copied to
- * the request's pool (hiredis frees a reply when its callback returns);
- * the last one is hiredis's own, valid while the handler runs.
+ * One reply of a pipeline, in its command's place. Those before the last
+ * to come are copied to the request's pool (hiredis frees a reply when
+ * its callback returns); the last one is hiredis's own, valid while the
+ * handler runs.
  */
 static void
 ngx_http_linegate_redis_pipeline_cb(redisAsyncContext *ac, void *data,
@@ -833,12 +1093,26 @@ ngx_http_linegate_redis_pipeline_cb(redisAsyncContext *ac, void *data,
 {
     redisReply                          *reply;
     ngx_http_request_t                  *r;
+    ngx_http_linegate_redis_part_t      *part;
     ngx_http_linegate_redis_pipeline_t  *pl;
 
     reply = data;
-    pl = privdata;
-    pl->queued--;
+    part = privdata;
+    pl = part->pl;
     r = pl->cmd.r;
+
+    if (r != NULL && !ngx_http_linegate_redis.exiting
+        && ngx_http_linegate_redis_redirect(ac->data, reply, part->buf,
+                                            part->len, &part->redirects,
+                                            ngx_http_linegate_redis_pipeline_cb,
+                                            part, &part->node)
+           == NGX_OK)
+    {
+        /* a cluster's MOVED or ASK: still owed, by the node named */
+        return;
+    }
+
+    pl->queued--;
 
     if (r == NULL || ngx_http_linegate_redis.exiting) {
         /* the request gave up (timed out, or was never answered here) */
@@ -862,7 +1136,8 @@ ngx_http_linegate_redis_pipeline_cb(redisAsyncContext *ac, void *data,
         }
     }
 
-    pl->element[pl->received++] = reply;
+    pl->element[part->index] = reply;
+    pl->received++;
 
     if (pl->queued) {
         return;
@@ -879,7 +1154,7 @@ ngx_http_linegate_redis_pipeline_cb(redisAsyncContext *ac, void *data,
 
     } else {
         pl->array.type = REDIS_REPLY_ARRAY;
-        pl->array.elements = pl->received;
+        pl->array.elements = pl->n;
         pl->array.element = pl->element;
         reply = &pl->array;
     }
@@ -1233,9 +1508,8 @@ ngx_http_linegate_redis_durable_queue(ngx_log_t *log, ngx_int_t script,
     ngx_queue_insert_tail(&rd->durable, &d->queue);
     rd->ndurable++;
 
-    if (rd->state == NGX_HTTP_LINEGATE_REDIS_CONNECTED) {
-        (void) ngx_http_linegate_redis_durable_send(d);
-    }
+    /* not sent when its node is down: the retry timer sends it */
+    (void) ngx_http_linegate_redis_durable_send(d);
 
     ngx_http_linegate_redis_durable_arm();
 
@@ -1246,7 +1520,17 @@ ngx_http_linegate_redis_durable_queue(ngx_log_t *log, ngx_int_t script,
 ngx_uint_t
 ngx_http_linegate_redis_connected(void)
 {
-    return ngx_http_linegate_redis.state == NGX_HTTP_LINEGATE_REDIS_CONNECTED;
+    ngx_http_linegate_redis_t  *rd;
+
+    rd = &ngx_http_linegate_redis;
+
+    if (rd->cluster) {
+        /* per slot, a command learns it: here, whether a map is known */
+        return ngx_http_linegate_redis_map_ready;
+    }
+
+    return rd->nodes != NULL
+           && rd->nodes[0].state == NGX_HTTP_LINEGATE_REDIS_CONNECTED;
 }
 
 
@@ -1271,10 +1555,6 @@ ngx_http_linegate_redis_durable_flush(void)
          q != ngx_queue_sentinel(&rd->durable);
          q = ngx_queue_next(q))
     {
-        if (rd->state != NGX_HTTP_LINEGATE_REDIS_CONNECTED) {
-            return;
-        }
-
         d = ngx_queue_data(q, ngx_http_linegate_redis_durable_t, queue);
 
         if (!d->sent) {
@@ -1287,11 +1567,14 @@ ngx_http_linegate_redis_durable_flush(void)
 static ngx_int_t
 ngx_http_linegate_redis_durable_send(ngx_http_linegate_redis_durable_t *d)
 {
-    int         i, argc;
-    u_char      nkeys[NGX_INT_T_LEN];
-    ngx_str_t   src, *sha;
-    const char *argv[NGX_HTTP_LINEGATE_REDIS_MAX_ARGS];
-    size_t      argvlen[NGX_HTTP_LINEGATE_REDIS_MAX_ARGS];
+    int                              i, argc;
+    u_char                           nkeys[NGX_INT_T_LEN], *buf;
+    size_t                           len;
+    ngx_int_t                        rc;
+    ngx_str_t                        src, *sha;
+    const char                      *argv[NGX_HTTP_LINEGATE_REDIS_MAX_ARGS];
+    size_t                           argvlen[NGX_HTTP_LINEGATE_REDIS_MAX_ARGS];
+    ngx_http_linegate_redis_node_t  *node;
 
     argc = 0;
 
@@ -1320,10 +1603,23 @@ ngx_http_linegate_redis_durable_send(ngx_http_linegate_redis_durable_t *d)
         argvlen[argc++] = d->args.argvlen[i];
     }
 
-    if (ngx_http_linegate_redis_append(NULL, argc, argv, argvlen,
-                                       ngx_http_linegate_redis_durable_cb, d)
-        != NGX_OK)
-    {
+    /* quietly: a write waiting for its node is retried, and logged then */
+    node = ngx_http_linegate_redis_route(NULL, argc, argv, argvlen);
+    if (node == NULL) {
+        return NGX_ERROR;
+    }
+
+    buf = ngx_http_linegate_redis_format(NULL, argc, argv, argvlen, &len);
+    if (buf == NULL) {
+        return NGX_ERROR;
+    }
+
+    rc = ngx_http_linegate_redis_write(node,
+                                       ngx_http_linegate_redis_durable_cb, d,
+                                       buf, len);
+    ngx_free(buf);
+
+    if (rc != NGX_OK) {
         return NGX_ERROR;
     }
 
@@ -1360,15 +1656,17 @@ ngx_http_linegate_redis_durable_cb(redisAsyncContext *ac, void *data,
         {
             d->eval = 1;
 
-            if (rd->state == NGX_HTTP_LINEGATE_REDIS_CONNECTED
-                && ngx_http_linegate_redis_durable_send(d) == NGX_OK)
-            {
+            if (ngx_http_linegate_redis_durable_send(d) == NGX_OK) {
                 return;
             }
 
             /* the retry timer sends it again */
             return;
         }
+
+        /* a cluster's MOVED teaches the map; the retry follows it */
+        (void) ngx_http_linegate_redis_redirect(ac->data, reply, NULL, 0,
+                                                NULL, NULL, NULL, NULL);
 
         if (!ngx_http_linegate_redis_unavailable(reply)) {
             /* a refusal that no retry changes (a bug of ours, a type) */
@@ -1461,31 +1759,39 @@ ngx_http_linegate_redis_durable_arm(void)
 static void
 ngx_http_linegate_redis_durable_retry(ngx_event_t *ev)
 {
-    ngx_http_linegate_redis_t  *rd;
+    ngx_uint_t                       i;
+    ngx_http_linegate_redis_t       *rd;
+    ngx_http_linegate_redis_node_t  *node;
 
     rd = &ngx_http_linegate_redis;
 
-    if (rd->state == NGX_HTTP_LINEGATE_REDIS_CONNECTED) {
-        ngx_http_linegate_redis_durable_flush();
+    ngx_http_linegate_redis_durable_flush();
 
-    } else if (rd->state == NGX_HTTP_LINEGATE_REDIS_DISCONNECTED
-               && !rd->reconnect_timer.timer_set)
-    {
-        /* a draining worker's lost connection: it is needed again */
-        ngx_http_linegate_redis_connect();
+    for (i = 0; i < rd->nnodes; i++) {
+        node = &rd->nodes[i];
+
+        if (node->state == NGX_HTTP_LINEGATE_REDIS_DISCONNECTED
+            && !node->reconnect_timer.timer_set)
+        {
+            /* a draining worker's lost connection: it is needed again */
+            ngx_http_linegate_redis_connect(node);
+        }
     }
 
     ngx_http_linegate_redis_durable_arm();
 }
 
 
-/* the connection */
+/* the connections */
 
 ngx_int_t
 ngx_http_linegate_redis_init_process(ngx_cycle_t *cycle)
 {
-    ngx_http_linegate_redis_t      *rd;
-    ngx_http_linegate_main_conf_t  *lmcf;
+    ngx_uint_t                       i, n;
+    ngx_http_linegate_redis_t       *rd;
+    ngx_http_linegate_redis_node_t  *node;
+    ngx_http_linegate_redis_addr_t  *seed;
+    ngx_http_linegate_main_conf_t   *lmcf;
 
     lmcf = ngx_http_cycle_get_module_main_conf(cycle,
                                                ngx_http_linegate_module);
@@ -1498,29 +1804,42 @@ ngx_http_linegate_redis_init_process(ngx_cycle_t *cycle)
 
     rd->lmcf = lmcf;
     rd->log = cycle->log;
-    rd->host = lmcf->redis_host;
-    rd->port = lmcf->redis_port;
 
     ngx_http_linegate_redis_dummy.fd = (ngx_socket_t) -1;
-    rd->connect_timer.data = &ngx_http_linegate_redis_dummy;
-    rd->reconnect_timer.data = &ngx_http_linegate_redis_dummy;
-    rd->keepalive_timer.data = &ngx_http_linegate_redis_dummy;
 
-    rd->connect_timer.handler = ngx_http_linegate_redis_connect_timeout;
-    rd->connect_timer.log = cycle->log;
-    rd->connect_timer.cancelable = 1;
-    rd->reconnect_timer.handler = ngx_http_linegate_redis_reconnect;
-    rd->reconnect_timer.log = cycle->log;
-    rd->reconnect_timer.cancelable = 1;
-    rd->keepalive_timer.handler = ngx_http_linegate_redis_keepalive;
-    rd->keepalive_timer.log = cycle->log;
-    rd->keepalive_timer.cancelable = 1;
+    n = lmcf->redis_cluster ? NGX_HTTP_LINEGATE_REDIS_MAX_NODES : 1;
+
+    rd->nodes = ngx_pcalloc(cycle->pool,
+                            n * sizeof(ngx_http_linegate_redis_node_t));
+    if (rd->nodes == NULL) {
+        return NGX_ERROR;
+    }
 
     /* not cancelable: a draining worker waits for its durable writes */
     ngx_queue_init(&rd->durable);
     rd->durable_timer.data = &ngx_http_linegate_redis_dummy;
     rd->durable_timer.handler = ngx_http_linegate_redis_durable_retry;
     rd->durable_timer.log = cycle->log;
+
+    if (lmcf->redis_cluster) {
+        rd->cluster = 1;
+        rd->refresh_timer.data = &ngx_http_linegate_redis_dummy;
+        rd->refresh_timer.handler = ngx_http_linegate_redis_refresh;
+        rd->refresh_timer.log = cycle->log;
+        rd->refresh_timer.cancelable = 1;
+        ngx_memzero(ngx_http_linegate_redis_slots,
+                    sizeof(ngx_http_linegate_redis_slots));
+
+        /* every seed is connected: the first up is asked for the map */
+        seed = lmcf->redis_seeds->elts;
+
+        for (i = 0; i < lmcf->redis_seeds->nelts; i++) {
+            (void) ngx_http_linegate_redis_node(&seed[i].host,
+                                                seed[i].port);
+        }
+
+        return NGX_OK;
+    }
 
     if (lmcf->redis_sentinels) {
         rd->sentinel = 1;
@@ -1532,18 +1851,20 @@ ngx_http_linegate_redis_init_process(ngx_cycle_t *cycle)
                               ngx_http_linegate_redis_master_switched);
     }
 
-    ngx_http_linegate_redis_connect();
+    node = ngx_http_linegate_redis_node(&lmcf->redis_host, lmcf->redis_port);
 
-    return NGX_OK;
+    return node ? NGX_OK : NGX_ERROR;
 }
 
 
 void
 ngx_http_linegate_redis_exit_process(ngx_cycle_t *cycle)
 {
+    ngx_uint_t                          i;
     redisAsyncContext                  *ac;
     ngx_queue_t                        *q;
     ngx_http_linegate_redis_t          *rd;
+    ngx_http_linegate_redis_node_t     *node;
     ngx_http_linegate_redis_durable_t  *d;
 
     rd = &ngx_http_linegate_redis;
@@ -1553,8 +1874,10 @@ ngx_http_linegate_redis_exit_process(ngx_cycle_t *cycle)
         return;
     }
 
-    if (rd->counted) {
-        ngx_http_linegate_redis_gauge(-1);
+    for (i = 0; i < rd->nnodes; i++) {
+        if (rd->nodes[i].counted) {
+            ngx_http_linegate_redis_gauge(&rd->nodes[i], -1);
+        }
     }
 
     if (rd->sentinel) {
@@ -1585,17 +1908,90 @@ ngx_http_linegate_redis_exit_process(ngx_cycle_t *cycle)
         }
     }
 
-    if (rd->ac) {
-        ac = rd->ac;
-        rd->ac = NULL;
-        rd->state = NGX_HTTP_LINEGATE_REDIS_DISCONNECTED;
-        redisAsyncFree(ac);
+    for (i = 0; i < rd->nnodes; i++) {
+        node = &rd->nodes[i];
+
+        if (node->ac) {
+            ac = node->ac;
+            node->ac = NULL;
+            node->state = NGX_HTTP_LINEGATE_REDIS_DISCONNECTED;
+            redisAsyncFree(ac);
+        }
     }
 }
 
 
+/*
+ * The node at host:port, created and connected when new (a cluster's
+ * map or a MOVED may name a master not seen yet). NULL: no room left
+ * (logged), or the address does not fit.
+ */
+static ngx_http_linegate_redis_node_t *
+ngx_http_linegate_redis_node(ngx_str_t *host, ngx_int_t port)
+{
+    ngx_uint_t                       i, max;
+    ngx_http_linegate_redis_t       *rd;
+    ngx_http_linegate_redis_node_t  *node;
+
+    rd = &ngx_http_linegate_redis;
+
+    for (i = 0; i < rd->nnodes; i++) {
+        node = &rd->nodes[i];
+
+        if (node->port == port && node->host.len == host->len
+            && ngx_strncmp(node->host.data, host->data, host->len) == 0)
+        {
+            if (node->state == NGX_HTTP_LINEGATE_REDIS_DISCONNECTED
+                && !node->reconnect_timer.timer_set && !rd->exiting)
+            {
+                /* named again after it was left alone */
+                ngx_http_linegate_redis_connect(node);
+            }
+
+            return node;
+        }
+    }
+
+    max = rd->cluster ? NGX_HTTP_LINEGATE_REDIS_MAX_NODES : 1;
+
+    if (rd->nnodes == max || host->len > NGX_SOCKADDR_STRLEN) {
+        ngx_log_error(NGX_LOG_ERR, rd->log, 0,
+                      NGX_HTTP_LINEGATE_LOG "redis cluster: node %V:%i "
+                      "not added (at most %ui nodes)", host, port, max);
+        return NULL;
+    }
+
+    node = &rd->nodes[rd->nnodes++];
+
+    /* its own copy: a sentinel's or a reply's buffer does not last */
+    ngx_memcpy(node->host_buf, host->data, host->len);
+    node->host_buf[host->len] = '\0';
+    node->host.data = node->host_buf;
+    node->host.len = host->len;
+    node->port = port;
+
+    node->connect_timer.data = &ngx_http_linegate_redis_dummy;
+    node->reconnect_timer.data = &ngx_http_linegate_redis_dummy;
+    node->keepalive_timer.data = &ngx_http_linegate_redis_dummy;
+
+    node->connect_timer.handler = ngx_http_linegate_redis_connect_timeout;
+    node->connect_timer.log = rd->log;
+    node->connect_timer.cancelable = 1;
+    node->reconnect_timer.handler = ngx_http_linegate_redis_reconnect;
+    node->reconnect_timer.log = rd->log;
+    node->reconnect_timer.cancelable = 1;
+    node->keepalive_timer.handler = ngx_http_linegate_redis_keepalive;
+    node->keepalive_timer.log = rd->log;
+    node->keepalive_timer.cancelable = 1;
+
+    ngx_http_linegate_redis_connect(node);
+
+    return node;
+}
+
+
 static void
-ngx_http_linegate_redis_connect(void)
+ngx_http_linegate_redis_connect(ngx_http_linegate_redis_node_t *node)
 {
     ngx_http_linegate_redis_t  *rd;
 
@@ -1603,12 +1999,12 @@ ngx_http_linegate_redis_connect(void)
 
     if (rd->sentinel && !rd->master_known) {
         /* requests are answered 503 meanwhile, as while connecting */
-        rd->state = NGX_HTTP_LINEGATE_REDIS_CONNECTING;
+        node->state = NGX_HTTP_LINEGATE_REDIS_CONNECTING;
         ngx_http_linegate_sentinel_discover();
         return;
     }
 
-    ngx_http_linegate_redis_connect_to();
+    ngx_http_linegate_redis_connect_to(node);
 }
 
 
@@ -1616,26 +2012,35 @@ static void
 ngx_http_linegate_redis_master_found(ngx_int_t rc, ngx_str_t *host,
     ngx_int_t port)
 {
-    ngx_http_linegate_redis_t  *rd;
+    ngx_http_linegate_redis_t       *rd;
+    ngx_http_linegate_redis_node_t  *node;
 
     rd = &ngx_http_linegate_redis;
+    node = &rd->nodes[0];
 
-    if (rd->exiting || rd->state != NGX_HTTP_LINEGATE_REDIS_CONNECTING
-        || rd->ac != NULL)
+    if (rd->exiting || node->state != NGX_HTTP_LINEGATE_REDIS_CONNECTING
+        || node->ac != NULL)
     {
         return;
     }
 
     if (rc != NGX_OK) {
-        ngx_http_linegate_redis_lost();
+        ngx_http_linegate_redis_lost(node);
         return;
     }
 
-    rd->host = *host;    /* the sentinel module's buffer, kept until next */
-    rd->port = port;
+    if (host->len > NGX_SOCKADDR_STRLEN) {
+        ngx_http_linegate_redis_lost(node);
+        return;
+    }
+
+    ngx_memcpy(node->host_buf, host->data, host->len);
+    node->host_buf[host->len] = '\0';
+    node->host.len = host->len;
+    node->port = port;
     rd->master_known = 1;
 
-    ngx_http_linegate_redis_connect_to();
+    ngx_http_linegate_redis_connect_to(node);
 }
 
 
@@ -1660,18 +2065,18 @@ ngx_http_linegate_redis_rediscover(ngx_event_t *ev)
 
     rd = &ngx_http_linegate_redis;
 
-    if (rd->exiting || rd->ac == NULL) {
+    if (rd->exiting || rd->nodes[0].ac == NULL) {
         /* not connected: the next connect asks the sentinels anyway */
         rd->master_known = 0;
         return;
     }
 
-    ngx_http_linegate_redis_drop("master changed");
+    ngx_http_linegate_redis_drop(&rd->nodes[0], "master changed");
 }
 
 
 static void
-ngx_http_linegate_redis_connect_to(void)
+ngx_http_linegate_redis_connect_to(ngx_http_linegate_redis_node_t *node)
 {
     redisAsyncContext              *ac;
     ngx_http_linegate_redis_t      *rd;
@@ -1684,14 +2089,15 @@ ngx_http_linegate_redis_connect_to(void)
         ac = redisAsyncConnectUnix((char *) lmcf->redis_unix.data);
 
     } else {
-        /* an IP address, resolved at load or given by a sentinel */
-        ac = redisAsyncConnect((char *) rd->host.data, (int) rd->port);
+        /* an IP address, resolved at load or given by a sentinel or a
+         * cluster's map */
+        ac = redisAsyncConnect((char *) node->host.data, (int) node->port);
     }
 
     if (ac == NULL) {
         ngx_log_error(NGX_LOG_ERR, rd->log, 0,
                       NGX_HTTP_LINEGATE_LOG "redis: out of memory");
-        ngx_http_linegate_redis_lost();
+        ngx_http_linegate_redis_lost(node);
         return;
     }
 
@@ -1700,65 +2106,71 @@ ngx_http_linegate_redis_connect_to(void)
                       NGX_HTTP_LINEGATE_LOG "redis connect failed: %s",
                       ac->errstr);
         redisAsyncFree(ac);
-        ngx_http_linegate_redis_lost();
+        ngx_http_linegate_redis_lost(node);
         return;
     }
 
     if (ngx_http_linegate_redis_event_attach(ac, rd->log) != NGX_OK) {
         redisAsyncFree(ac);
-        ngx_http_linegate_redis_lost();
+        ngx_http_linegate_redis_lost(node);
         return;
     }
+
+    /* every callback of the context finds its node here */
+    ac->data = node;
 
     redisAsyncSetConnectCallback(ac, ngx_http_linegate_redis_connect_cb);
     redisAsyncSetDisconnectCallback(ac,
                                     ngx_http_linegate_redis_disconnect_cb);
 
-    rd->ac = ac;
-    rd->state = NGX_HTTP_LINEGATE_REDIS_CONNECTING;
+    node->ac = ac;
+    node->state = NGX_HTTP_LINEGATE_REDIS_CONNECTING;
 
-    ngx_add_timer(&rd->connect_timer, lmcf->redis_connect_timeout);
+    ngx_add_timer(&node->connect_timer, lmcf->redis_connect_timeout);
 }
 
 
 static void
 ngx_http_linegate_redis_connect_cb(const redisAsyncContext *ac, int status)
 {
-    ngx_http_linegate_redis_t  *rd;
+    ngx_http_linegate_redis_t       *rd;
+    ngx_http_linegate_redis_node_t  *node;
 
     rd = &ngx_http_linegate_redis;
+    node = ac->data;
 
-    if (rd->connect_timer.timer_set) {
-        ngx_del_timer(&rd->connect_timer);
+    if (node->connect_timer.timer_set) {
+        ngx_del_timer(&node->connect_timer);
     }
 
     if (status != REDIS_OK) {
         /* hiredis frees the context after this callback */
         ngx_log_error(NGX_LOG_ERR, rd->log, 0,
-                      NGX_HTTP_LINEGATE_LOG "redis connect failed: %s",
-                      ac->errstr);
-        rd->ac = NULL;
-        ngx_http_linegate_redis_lost();
+                      NGX_HTTP_LINEGATE_LOG "redis %V:%i connect failed: %s",
+                      &node->host, node->port, ac->errstr);
+        node->ac = NULL;
+        ngx_http_linegate_redis_lost(node);
         return;
     }
 
-    ngx_http_linegate_redis_auth();
+    ngx_http_linegate_redis_auth(node);
 
     if (rd->sentinel) {
         /* what a sentinel named may be a replica by now: ask it first */
-        if (redisAsyncCommand(rd->ac, ngx_http_linegate_redis_role_cb, NULL,
-                              "ROLE")
+        if (redisAsyncCommand(node->ac, ngx_http_linegate_redis_role_cb,
+                              NULL, "ROLE")
             != REDIS_OK)
         {
-            ngx_http_linegate_redis_drop("ROLE not sent");
+            ngx_http_linegate_redis_drop(node, "ROLE not sent");
             return;
         }
 
-        ngx_add_timer(&rd->connect_timer, rd->lmcf->redis_command_timeout);
+        ngx_add_timer(&node->connect_timer,
+                      rd->lmcf->redis_command_timeout);
         return;
     }
 
-    ngx_http_linegate_redis_ready();
+    ngx_http_linegate_redis_ready(node);
 }
 
 
@@ -1766,21 +2178,23 @@ static void
 ngx_http_linegate_redis_role_cb(redisAsyncContext *ac, void *data,
     void *privdata)
 {
-    redisReply                 *reply, *role;
-    ngx_http_linegate_redis_t  *rd;
+    redisReply                      *reply, *role;
+    ngx_http_linegate_redis_t       *rd;
+    ngx_http_linegate_redis_node_t  *node;
 
     rd = &ngx_http_linegate_redis;
+    node = &rd->nodes[0];
     reply = data;
 
-    if (reply == NULL || rd->exiting || ac != rd->ac
-        || rd->state != NGX_HTTP_LINEGATE_REDIS_CONNECTING)
+    if (reply == NULL || rd->exiting || ac != node->ac
+        || node->state != NGX_HTTP_LINEGATE_REDIS_CONNECTING)
     {
         /* a lost connection is reported by the disconnect callback */
         return;
     }
 
-    if (rd->connect_timer.timer_set) {
-        ngx_del_timer(&rd->connect_timer);
+    if (node->connect_timer.timer_set) {
+        ngx_del_timer(&node->connect_timer);
     }
 
     role = (reply->type == REDIS_REPLY_ARRAY && reply->elements > 0)
@@ -1789,14 +2203,14 @@ ngx_http_linegate_redis_role_cb(redisAsyncContext *ac, void *data,
     if (role != NULL && role->type == REDIS_REPLY_STRING
         && ngx_strcmp(role->str, "master") == 0)
     {
-        ngx_http_linegate_redis_ready();
+        ngx_http_linegate_redis_ready(node);
         return;
     }
 
     ngx_log_error(NGX_LOG_WARN, rd->log, 0,
                   NGX_HTTP_LINEGATE_LOG "redis %V:%i is not the master "
                   "(role \"%s\"): asking the sentinels again",
-                  &rd->host, rd->port,
+                  &node->host, node->port,
                   (role != NULL && role->type == REDIS_REPLY_STRING)
                   ? role->str : (reply->type == REDIS_REPLY_ERROR
                                  ? reply->str : "?"));
@@ -1810,9 +2224,9 @@ ngx_http_linegate_redis_role_cb(redisAsyncContext *ac, void *data,
 }
 
 
-/* connected to the master: the store serves requests from now on */
+/* connected to a master: it serves requests from now on */
 static void
-ngx_http_linegate_redis_ready(void)
+ngx_http_linegate_redis_ready(ngx_http_linegate_redis_node_t *node)
 {
     ngx_http_linegate_redis_t  *rd;
 
@@ -1821,29 +2235,39 @@ ngx_http_linegate_redis_ready(void)
     if (rd->sentinel) {
         ngx_log_error(NGX_LOG_NOTICE, rd->log, 0,
                       NGX_HTTP_LINEGATE_LOG "redis connected to the master "
-                      "%V:%i", &rd->host, rd->port);
+                      "%V:%i", &node->host, node->port);
+
+    } else if (rd->cluster) {
+        ngx_log_error(NGX_LOG_NOTICE, rd->log, 0,
+                      NGX_HTTP_LINEGATE_LOG "redis connected to cluster "
+                      "node %V:%i", &node->host, node->port);
 
     } else {
         ngx_log_error(NGX_LOG_NOTICE, rd->log, 0,
                       NGX_HTTP_LINEGATE_LOG "redis connected");
     }
 
-    rd->state = NGX_HTTP_LINEGATE_REDIS_CONNECTED;
-    rd->attempts = 0;
-    rd->ping_pending = 0;
+    node->state = NGX_HTTP_LINEGATE_REDIS_CONNECTED;
+    node->attempts = 0;
+    node->ping_pending = 0;
 
-    ngx_http_linegate_redis_gauge(1);
+    ngx_http_linegate_redis_gauge(node, 1);
 
-    if (rd->connected_before) {
+    if (node->connected_before) {
         ngx_http_linegate_metrics_add(NGX_HTTP_LINEGATE_M_REDIS_RECONNECTS,
                                       0, NULL, NULL, 1);
     }
 
-    rd->connected_before = 1;
+    node->connected_before = 1;
 
-    ngx_http_linegate_redis_setup();
+    ngx_http_linegate_redis_setup(node);
 
-    ngx_add_timer(&rd->keepalive_timer, rd->lmcf->redis_keepalive);
+    ngx_add_timer(&node->keepalive_timer, rd->lmcf->redis_keepalive);
+
+    if (rd->cluster && !ngx_http_linegate_redis_map_ready) {
+        /* the first node up tells where every slot is */
+        ngx_http_linegate_redis_refresh_soon(0);
+    }
 
     /* after SCRIPT LOAD: Redis runs them in order */
     ngx_http_linegate_redis_durable_flush();
@@ -1851,23 +2275,21 @@ ngx_http_linegate_redis_ready(void)
 
 
 /*
- * AUTH and SELECT go first on a new connection, then (on the master)
+ * AUTH and SELECT go first on a new connection, then (on a master)
  * SCRIPT LOAD; Redis runs commands in order, so requests sent right after
  * them see their effect (or a NOAUTH error, which becomes a 503 and a
  * clear log line).
  */
 static void
-ngx_http_linegate_redis_auth(void)
+ngx_http_linegate_redis_auth(ngx_http_linegate_redis_node_t *node)
 {
     int                             n;
     const char                     *argv[3];
     size_t                          argvlen[3];
     u_char                          db[NGX_INT_T_LEN];
-    ngx_http_linegate_redis_t      *rd;
     ngx_http_linegate_main_conf_t  *lmcf;
 
-    rd = &ngx_http_linegate_redis;
-    lmcf = rd->lmcf;
+    lmcf = ngx_http_linegate_redis.lmcf;
 
     if (lmcf->redis_password.len) {
         n = 0;
@@ -1882,7 +2304,7 @@ ngx_http_linegate_redis_auth(void)
 
         argv[n] = (const char *) lmcf->redis_password.data;
         argvlen[n++] = lmcf->redis_password.len;
-        redisAsyncCommandArgv(rd->ac, ngx_http_linegate_redis_setup_cb,
+        redisAsyncCommandArgv(node->ac, ngx_http_linegate_redis_setup_cb,
                               "AUTH", n, argv, argvlen);
     }
 
@@ -1891,22 +2313,20 @@ ngx_http_linegate_redis_auth(void)
         argvlen[0] = 6;
         argv[1] = (const char *) db;
         argvlen[1] = ngx_sprintf(db, "%i", lmcf->redis_db) - db;
-        redisAsyncCommandArgv(rd->ac, ngx_http_linegate_redis_setup_cb,
+        redisAsyncCommandArgv(node->ac, ngx_http_linegate_redis_setup_cb,
                               "SELECT", 2, argv, argvlen);
     }
 }
 
 
+/* every script, on this node: a cluster's nodes each have their cache */
 static void
-ngx_http_linegate_redis_setup(void)
+ngx_http_linegate_redis_setup(ngx_http_linegate_redis_node_t *node)
 {
-    ngx_uint_t                      i;
-    ngx_str_t                       src;
-    const char                     *argv[3];
-    size_t                          argvlen[3];
-    ngx_http_linegate_redis_t      *rd;
-
-    rd = &ngx_http_linegate_redis;
+    ngx_uint_t   i;
+    ngx_str_t    src;
+    const char  *argv[3];
+    size_t       argvlen[3];
 
     for (i = 0; i < NGX_HTTP_LINEGATE_SCRIPT_COUNT; i++) {
         ngx_http_linegate_script_source(i, &src);
@@ -1916,7 +2336,7 @@ ngx_http_linegate_redis_setup(void)
         argvlen[1] = 4;
         argv[2] = (const char *) src.data;
         argvlen[2] = src.len;
-        redisAsyncCommandArgv(rd->ac, ngx_http_linegate_redis_setup_cb,
+        redisAsyncCommandArgv(node->ac, ngx_http_linegate_redis_setup_cb,
                               "SCRIPT LOAD", 3, argv, argvlen);
     }
 }
@@ -1948,48 +2368,63 @@ static void
 ngx_http_linegate_redis_disconnect_cb(const redisAsyncContext *ac,
     int status)
 {
-    ngx_http_linegate_redis_t  *rd;
+    ngx_http_linegate_redis_t       *rd;
+    ngx_http_linegate_redis_node_t  *node;
 
     rd = &ngx_http_linegate_redis;
+    node = ac->data;
 
     if (rd->exiting) {
         return;
     }
 
-    ngx_log_error(NGX_LOG_ERR, rd->log, 0,
-                  NGX_HTTP_LINEGATE_LOG "redis disconnected%s%s",
-                  ac->err ? ": " : "", ac->err ? ac->errstr : "");
+    if (rd->cluster) {
+        ngx_log_error(NGX_LOG_ERR, rd->log, 0,
+                      NGX_HTTP_LINEGATE_LOG "redis cluster node %V:%i "
+                      "disconnected%s%s", &node->host, node->port,
+                      ac->err ? ": " : "", ac->err ? ac->errstr : "");
 
-    rd->ac = NULL;
-    ngx_http_linegate_redis_lost();
+    } else {
+        ngx_log_error(NGX_LOG_ERR, rd->log, 0,
+                      NGX_HTTP_LINEGATE_LOG "redis disconnected%s%s",
+                      ac->err ? ": " : "", ac->err ? ac->errstr : "");
+    }
+
+    node->ac = NULL;
+    ngx_http_linegate_redis_lost(node);
 }
 
 
 /* forget the context (hiredis frees it) and schedule a reconnect */
 static void
-ngx_http_linegate_redis_lost(void)
+ngx_http_linegate_redis_lost(ngx_http_linegate_redis_node_t *node)
 {
     ngx_msec_t                  delay;
     ngx_http_linegate_redis_t  *rd;
 
     rd = &ngx_http_linegate_redis;
 
-    if (rd->counted) {
-        ngx_http_linegate_redis_gauge(-1);
+    if (node->counted) {
+        ngx_http_linegate_redis_gauge(node, -1);
     }
 
-    rd->state = NGX_HTTP_LINEGATE_REDIS_DISCONNECTED;
-    rd->ping_pending = 0;
+    node->state = NGX_HTTP_LINEGATE_REDIS_DISCONNECTED;
+    node->ping_pending = 0;
 
     /* a new connection asks the sentinels where the master is now */
     rd->master_known = 0;
 
-    if (rd->connect_timer.timer_set) {
-        ngx_del_timer(&rd->connect_timer);
+    if (node->connect_timer.timer_set) {
+        ngx_del_timer(&node->connect_timer);
     }
 
-    if (rd->keepalive_timer.timer_set) {
-        ngx_del_timer(&rd->keepalive_timer);
+    if (node->keepalive_timer.timer_set) {
+        ngx_del_timer(&node->keepalive_timer);
+    }
+
+    if (rd->cluster && !rd->exiting) {
+        /* a master gone may be a failover: where are its slots now? */
+        ngx_http_linegate_redis_refresh_soon(NGX_HTTP_LINEGATE_BACKOFF_MIN);
     }
 
     /*
@@ -1997,33 +2432,48 @@ ngx_http_linegate_redis_lost(void)
      * still finishes its requests and durable writes. The reconnect timer
      * is cancelable: it does not keep an idle draining worker alive.
      */
-    if (rd->exiting || ngx_terminate || rd->reconnect_timer.timer_set) {
+    if (rd->exiting || ngx_terminate || node->reconnect_timer.timer_set) {
+        return;
+    }
+
+    if (rd->cluster && ngx_http_linegate_redis_map_ready
+        && !ngx_http_linegate_redis_serves(node))
+    {
+        /* a dead seed, or a master failed over: a map naming it again
+         * connects it again */
+        ngx_log_error(NGX_LOG_NOTICE, rd->log, 0,
+                      NGX_HTTP_LINEGATE_LOG "redis cluster node %V:%i "
+                      "serves no slot: not reconnected", &node->host,
+                      node->port);
         return;
     }
 
     /* exponential backoff with jitter: workers do not reconnect in step */
-    delay = NGX_HTTP_LINEGATE_BACKOFF_MIN << ngx_min(rd->attempts, 5);
+    delay = NGX_HTTP_LINEGATE_BACKOFF_MIN << ngx_min(node->attempts, 5);
     delay = ngx_min(delay, NGX_HTTP_LINEGATE_BACKOFF_MAX);
     delay = delay / 2 + (ngx_msec_t) ngx_random() % (delay / 2 + 1);
-    rd->attempts++;
+    node->attempts++;
 
-    ngx_add_timer(&rd->reconnect_timer, delay);
+    ngx_add_timer(&node->reconnect_timer, delay);
 }
 
 
 static void
 ngx_http_linegate_redis_reconnect(ngx_event_t *ev)
 {
-    if (ngx_http_linegate_redis.state
-        == NGX_HTTP_LINEGATE_REDIS_DISCONNECTED)
-    {
-        ngx_http_linegate_redis_connect();
+    ngx_http_linegate_redis_node_t  *node;
+
+    node = ngx_http_linegate_redis_node_of(ev, reconnect_timer);
+
+    if (node->state == NGX_HTTP_LINEGATE_REDIS_DISCONNECTED) {
+        ngx_http_linegate_redis_connect(node);
     }
 }
 
 
 static void
-ngx_http_linegate_redis_drop(const char *why)
+ngx_http_linegate_redis_drop(ngx_http_linegate_redis_node_t *node,
+    const char *why)
 {
     redisAsyncContext          *ac;
     ngx_http_linegate_redis_t  *rd;
@@ -2033,29 +2483,31 @@ ngx_http_linegate_redis_drop(const char *why)
     ngx_log_error(NGX_LOG_ERR, rd->log, 0,
                   NGX_HTTP_LINEGATE_LOG "redis %s, reconnecting", why);
 
-    ac = rd->ac;
-    rd->ac = NULL;
+    ac = node->ac;
+    node->ac = NULL;
 
-    if (rd->counted) {
-        ngx_http_linegate_redis_gauge(-1);
+    if (node->counted) {
+        ngx_http_linegate_redis_gauge(node, -1);
     }
 
-    rd->state = NGX_HTTP_LINEGATE_REDIS_DISCONNECTED;
+    node->state = NGX_HTTP_LINEGATE_REDIS_DISCONNECTED;
 
     /* pending commands are answered NULL: their requests get 503 */
     redisAsyncFree(ac);
 
-    ngx_http_linegate_redis_lost();
+    ngx_http_linegate_redis_lost(node);
 }
 
 
 static void
 ngx_http_linegate_redis_connect_timeout(ngx_event_t *ev)
 {
-    if (ngx_http_linegate_redis.state
-        == NGX_HTTP_LINEGATE_REDIS_CONNECTING)
-    {
-        ngx_http_linegate_redis_drop("connect timed out");
+    ngx_http_linegate_redis_node_t  *node;
+
+    node = ngx_http_linegate_redis_node_of(ev, connect_timer);
+
+    if (node->state == NGX_HTTP_LINEGATE_REDIS_CONNECTING) {
+        ngx_http_linegate_redis_drop(node, "connect timed out");
     }
 }
 
@@ -2063,38 +2515,41 @@ ngx_http_linegate_redis_connect_timeout(ngx_event_t *ev)
 static void
 ngx_http_linegate_redis_keepalive(ngx_event_t *ev)
 {
-    ngx_http_linegate_redis_t  *rd;
+    ngx_http_linegate_redis_t       *rd;
+    ngx_http_linegate_redis_node_t  *node;
 
     rd = &ngx_http_linegate_redis;
+    node = ngx_http_linegate_redis_node_of(ev, keepalive_timer);
 
-    if (rd->state != NGX_HTTP_LINEGATE_REDIS_CONNECTED) {
+    if (node->state != NGX_HTTP_LINEGATE_REDIS_CONNECTED) {
         return;
     }
 
-    if (rd->ping_pending) {
+    if (node->ping_pending) {
         /* the last PING got no answer in a whole interval: hung peer */
-        ngx_http_linegate_redis_drop("keepalive PING unanswered");
+        ngx_http_linegate_redis_drop(node, "keepalive PING unanswered");
         return;
     }
 
-    if (redisAsyncCommand(rd->ac, ngx_http_linegate_redis_ping_cb, NULL,
+    if (redisAsyncCommand(node->ac, ngx_http_linegate_redis_ping_cb, NULL,
                           "PING")
         == REDIS_OK)
     {
-        rd->ping_pending = 1;
+        node->ping_pending = 1;
     }
 
     if (rd->sentinel) {
         ngx_http_linegate_sentinel_keepalive();
     }
 
-    if (rd->lmcf->uses_provision) {
+    if (rd->lmcf->uses_provision && !rd->cluster) {
         /* the reconciliation backlog, for the metrics: off the request path */
-        (void) redisAsyncCommand(rd->ac, ngx_http_linegate_redis_backlog_cb,
+        (void) redisAsyncCommand(node->ac,
+                                 ngx_http_linegate_redis_backlog_cb,
                                  NULL, "XLEN lg:reconcile");
     }
 
-    ngx_add_timer(&rd->keepalive_timer, rd->lmcf->redis_keepalive);
+    ngx_add_timer(&node->keepalive_timer, rd->lmcf->redis_keepalive);
 }
 
 
@@ -2111,37 +2566,38 @@ ngx_http_linegate_redis_backlog_cb(redisAsyncContext *ac, void *data,
 }
 
 
-/* this worker's connection in linegate_redis_connected{node} */
+/* a connection of this worker in linegate_redis_connected{node} */
 static void
-ngx_http_linegate_redis_gauge(ngx_int_t n)
+ngx_http_linegate_redis_gauge(ngx_http_linegate_redis_node_t *node,
+    ngx_int_t n)
 {
-    ngx_str_t                       node;
-    const char                     *name = "node";
-    ngx_http_linegate_redis_t      *rd;
+    ngx_str_t                   label;
+    const char                 *name = "node";
+    ngx_http_linegate_redis_t  *rd;
 
     rd = &ngx_http_linegate_redis;
 
     if (n > 0) {
         /* the label it is counted under, until it is uncounted */
         if (rd->lmcf->redis_unix.len) {
-            rd->node_len = ngx_snprintf(rd->node, sizeof(rd->node), "%V",
-                                        &rd->lmcf->redis_unix)
-                           - rd->node;
+            node->label_len = ngx_snprintf(node->label, sizeof(node->label),
+                                           "%V", &rd->lmcf->redis_unix)
+                              - node->label;
 
         } else {
-            rd->node_len = ngx_snprintf(rd->node, sizeof(rd->node), "%V:%i",
-                                        &rd->host, rd->port)
-                           - rd->node;
+            node->label_len = ngx_snprintf(node->label, sizeof(node->label),
+                                           "%V:%i", &node->host, node->port)
+                              - node->label;
         }
     }
 
-    node.data = rd->node;
-    node.len = rd->node_len;
+    label.data = node->label;
+    label.len = node->label_len;
 
-    rd->counted = n > 0;
+    node->counted = n > 0;
 
     ngx_http_linegate_metrics_add(NGX_HTTP_LINEGATE_M_REDIS_CONNECTED, 1,
-                                  &name, &node, (ngx_atomic_int_t) n);
+                                  &name, &label, (ngx_atomic_int_t) n);
 }
 
 
@@ -2149,7 +2605,301 @@ static void
 ngx_http_linegate_redis_ping_cb(redisAsyncContext *ac, void *reply,
     void *privdata)
 {
-    if (reply != NULL) {
-        ngx_http_linegate_redis.ping_pending = 0;
+    ngx_http_linegate_redis_node_t  *node;
+
+    if (reply != NULL && !ngx_http_linegate_redis.exiting) {
+        node = ac->data;
+        node->ping_pending = 0;
     }
+}
+
+
+/* Redis Cluster: the slot map */
+
+/* 1 when the map gives node a slot */
+static ngx_uint_t
+ngx_http_linegate_redis_serves(ngx_http_linegate_redis_node_t *node)
+{
+    ngx_uint_t  i, index;
+
+    index = (ngx_uint_t) (node - ngx_http_linegate_redis.nodes) + 1;
+
+    for (i = 0; i < NGX_HTTP_LINEGATE_REDIS_SLOTS; i++) {
+        if (ngx_http_linegate_redis_slots[i] == index) {
+            return 1;
+        }
+    }
+
+    return 0;
+}
+
+
+/* the node serving a slot, or NULL (no map yet, or a slot not served) */
+static ngx_http_linegate_redis_node_t *
+ngx_http_linegate_redis_slot_node(ngx_uint_t slot)
+{
+    ngx_uint_t  i;
+
+    i = ngx_http_linegate_redis_slots[slot];
+
+    return i ? &ngx_http_linegate_redis.nodes[i - 1] : NULL;
+}
+
+
+/*
+ * The map asked for again within delay ms, and never more often than
+ * every NGX_HTTP_LINEGATE_BACKOFF_MIN ms: every request of a slot with
+ * no master asks for it, one CLUSTER SLOTS answers them all.
+ */
+static void
+ngx_http_linegate_redis_refresh_soon(ngx_msec_t delay)
+{
+    ngx_msec_t                  since;
+    ngx_http_linegate_redis_t  *rd;
+
+    rd = &ngx_http_linegate_redis;
+
+    if (rd->exiting || rd->refreshing) {
+        return;
+    }
+
+    since = ngx_current_msec - rd->refresh_last;
+
+    if (since < NGX_HTTP_LINEGATE_BACKOFF_MIN) {
+        delay = ngx_max(delay, NGX_HTTP_LINEGATE_BACKOFF_MIN - since);
+    }
+
+    if (rd->refresh_timer.timer_set) {
+        if (rd->refresh_timer.timer.key <= ngx_current_msec + delay) {
+            return;
+        }
+
+        ngx_del_timer(&rd->refresh_timer);
+    }
+
+    ngx_add_timer(&rd->refresh_timer, delay);
+}
+
+
+/* CLUSTER SLOTS to the next connected node, in turn */
+static void
+ngx_http_linegate_redis_refresh(ngx_event_t *ev)
+{
+    ngx_uint_t                       i;
+    ngx_msec_t                       delay;
+    ngx_http_linegate_redis_t       *rd;
+    ngx_http_linegate_redis_node_t  *node;
+
+    rd = &ngx_http_linegate_redis;
+
+    if (rd->exiting || rd->refreshing) {
+        return;
+    }
+
+    for (i = 0; i < rd->nnodes; i++) {
+        node = &rd->nodes[(rd->refresh_next + i) % rd->nnodes];
+
+        if (node->state != NGX_HTTP_LINEGATE_REDIS_CONNECTED) {
+            continue;
+        }
+
+        rd->refresh_next = (rd->refresh_next + i + 1) % rd->nnodes;
+
+        if (redisAsyncCommand(node->ac, ngx_http_linegate_redis_slots_cb,
+                              node, "CLUSTER SLOTS")
+            == REDIS_OK)
+        {
+            rd->refreshing = 1;
+            rd->refresh_last = ngx_current_msec;
+            return;
+        }
+    }
+
+    /* nobody to ask now: again, later (a connect asks at once) */
+    delay = NGX_HTTP_LINEGATE_BACKOFF_MIN << ngx_min(rd->refresh_attempts, 4);
+    delay = ngx_min(delay, NGX_HTTP_LINEGATE_BACKOFF_MAX);
+    rd->refresh_attempts++;
+
+    ngx_add_timer(&rd->refresh_timer, delay);
+}
+
+
+static void
+ngx_http_linegate_redis_slots_cb(redisAsyncContext *ac, void *data,
+    void *privdata)
+{
+    redisReply                      *reply;
+    ngx_msec_t                       delay;
+    ngx_http_linegate_redis_t       *rd;
+    ngx_http_linegate_redis_node_t  *asked;
+
+    rd = &ngx_http_linegate_redis;
+    reply = data;
+    asked = privdata;
+
+    if (rd->exiting) {
+        return;
+    }
+
+    rd->refreshing = 0;
+
+    if (reply != NULL
+        && ngx_http_linegate_redis_install(asked, reply) == NGX_OK)
+    {
+        rd->refresh_attempts = 0;
+        ngx_http_linegate_redis_refresh_soon(
+                                      NGX_HTTP_LINEGATE_CLUSTER_REFRESH);
+        return;
+    }
+
+    delay = NGX_HTTP_LINEGATE_BACKOFF_MIN << ngx_min(rd->refresh_attempts, 4);
+    delay = ngx_min(delay, NGX_HTTP_LINEGATE_BACKOFF_MAX);
+    rd->refresh_attempts++;
+
+    ngx_http_linegate_redis_refresh_soon(delay);
+}
+
+
+/* a complete CLUSTER SLOTS reply becomes the map; anything else is kept */
+static ngx_int_t
+ngx_http_linegate_redis_install(ngx_http_linegate_redis_node_t *asked,
+    redisReply *reply)
+{
+    size_t                            i, n, slot;
+    ngx_str_t                         host;
+    ngx_uint_t                        index;
+    ngx_http_linegate_redis_t        *rd;
+    ngx_http_linegate_redis_node_t   *node;
+    ngx_http_linegate_redis_range_t  *range;
+
+    static ngx_http_linegate_redis_range_t
+                                 ranges[NGX_HTTP_LINEGATE_CLUSTER_RANGES];
+
+    rd = &ngx_http_linegate_redis;
+
+    if (ngx_http_linegate_redis_slots_parse(reply, ranges,
+                                            NGX_HTTP_LINEGATE_CLUSTER_RANGES,
+                                            &n)
+        != 0
+        || !ngx_http_linegate_redis_slots_complete(ranges, n))
+    {
+        ngx_log_error(NGX_LOG_ERR, rd->log, 0,
+                      NGX_HTTP_LINEGATE_LOG "redis cluster: node %V:%i "
+                      "gave no complete slot map%s%*s", &asked->host,
+                      asked->port,
+                      reply->type == REDIS_REPLY_ERROR ? ": " : "",
+                      reply->type == REDIS_REPLY_ERROR
+                      ? (size_t) ngx_min(reply->len, 200) : 0,
+                      reply->type == REDIS_REPLY_ERROR ? reply->str : "");
+        return NGX_ERROR;
+    }
+
+    for (i = 0; i < n; i++) {
+        range = &ranges[i];
+
+        if (range->host_len == 0) {
+            /* the node asked does not know its own address: it is it */
+            host = asked->host;
+
+        } else {
+            host.data = (u_char *) range->host;
+            host.len = range->host_len;
+        }
+
+        node = ngx_http_linegate_redis_node(&host, range->port);
+        index = node ? (ngx_uint_t) (node - rd->nodes) + 1 : 0;
+
+        for (slot = range->first; slot <= range->last; slot++) {
+            ngx_http_linegate_redis_slots[slot] = (uint16_t) index;
+        }
+    }
+
+    if (!ngx_http_linegate_redis_map_ready) {
+        ngx_log_error(NGX_LOG_NOTICE, rd->log, 0,
+                      NGX_HTTP_LINEGATE_LOG "redis cluster: %uz slot "
+                      "ranges, from %V:%i", n, &asked->host, asked->port);
+    }
+
+    ngx_http_linegate_redis_map_ready = 1;
+
+    return NGX_OK;
+}
+
+
+/*
+ * A cluster's redirection of a command answered by node from: MOVED (the
+ * slot has moved: the map learns it and is asked for again) or ASK (this
+ * one command goes to the importing node, after ASKING). The command's
+ * bytes are written again to the node named, with the same callback.
+ * NGX_OK: sent again, the reply will come there; NGX_DECLINED: not a
+ * redirection, or not one that can be followed (the caller fails it).
+ */
+static ngx_int_t
+ngx_http_linegate_redis_redirect(ngx_http_linegate_redis_node_t *from,
+    redisReply *reply, u_char *buf, size_t len, ngx_uint_t *redirects,
+    redisCallbackFn *fn, void *privdata,
+    ngx_http_linegate_redis_node_t **to)
+{
+    ngx_str_t                            host;
+    ngx_http_linegate_redis_t           *rd;
+    ngx_http_linegate_redis_node_t      *node;
+    ngx_http_linegate_redis_redirect_t   rr;
+
+    static char  asking[] = "*1\r\n$6\r\nASKING\r\n";
+
+    rd = &ngx_http_linegate_redis;
+
+    if (!rd->cluster || reply == NULL || reply->type != REDIS_REPLY_ERROR
+        || ngx_http_linegate_redis_redirect_parse(reply->str, reply->len,
+                                                  &rr)
+           != 0)
+    {
+        return NGX_DECLINED;
+    }
+
+    if (!rr.ask) {
+        /* the rest of the map may have changed too */
+        ngx_http_linegate_redis_refresh_soon(0);
+    }
+
+    if (rr.host_len == 0) {
+        host = from->host;
+
+    } else {
+        host.data = (u_char *) rr.host;
+        host.len = rr.host_len;
+    }
+
+    node = ngx_http_linegate_redis_node(&host, rr.port);
+
+    if (node == NULL) {
+        return NGX_DECLINED;
+    }
+
+    if (!rr.ask) {
+        ngx_http_linegate_redis_slots[rr.slot] =
+                                   (uint16_t) (node - rd->nodes) + 1;
+    }
+
+    if (buf == NULL || *redirects >= NGX_HTTP_LINEGATE_CLUSTER_REDIRECTS
+        || node->state != NGX_HTTP_LINEGATE_REDIS_CONNECTED)
+    {
+        return NGX_DECLINED;
+    }
+
+    if ((rr.ask
+         && redisAsyncFormattedCommand(node->ac, NULL, NULL, asking,
+                                       sizeof(asking) - 1)
+            != REDIS_OK)
+        || redisAsyncFormattedCommand(node->ac, fn, privdata,
+                                      (const char *) buf, len)
+           != REDIS_OK)
+    {
+        return NGX_DECLINED;
+    }
+
+    (*redirects)++;
+    *to = node;
+
+    return NGX_OK;
 }
