@@ -65,6 +65,7 @@ typedef struct {
     ngx_uint_t                          ping_pending;
     ngx_uint_t                          connected_before;
     ngx_uint_t                          counted;  /* in the gauge */
+    ngx_msec_t                          loaded;   /* SCRIPT LOAD sent */
     ngx_event_t                         connect_timer;
     ngx_event_t                         reconnect_timer;
     ngx_event_t                         keepalive_timer;
@@ -203,6 +204,8 @@ static void ngx_http_linegate_redis_connect_cb(const redisAsyncContext *ac,
 static void ngx_http_linegate_redis_disconnect_cb(
     const redisAsyncContext *ac, int status);
 static void ngx_http_linegate_redis_setup(
+    ngx_http_linegate_redis_node_t *node);
+static void ngx_http_linegate_redis_reload(
     ngx_http_linegate_redis_node_t *node);
 static void ngx_http_linegate_redis_setup_cb(redisAsyncContext *ac,
     void *reply, void *privdata);
@@ -1128,6 +1131,12 @@ ngx_http_linegate_redis_pipeline_cb(redisAsyncContext *ac, void *data,
         /* as for a command: logged, and the handler is told NULL */
         ngx_http_linegate_redis_log_error(r->connection->log, reply);
         pl->failed = 1;
+
+        if (ngx_strncmp(reply->str, "NOSCRIPT", 8) == 0) {
+            /* the node lost its scripts (SCRIPT FLUSH, a restart): the
+             * next requests find them again */
+            ngx_http_linegate_redis_reload(ac->data);
+        }
 
     } else if (pl->queued) {
         reply = ngx_http_linegate_redis_copy(r->pool, reply);
@@ -2319,6 +2328,20 @@ ngx_http_linegate_redis_auth(ngx_http_linegate_redis_node_t *node)
 }
 
 
+/* the scripts again on a node that answered NOSCRIPT, once a second */
+static void
+ngx_http_linegate_redis_reload(ngx_http_linegate_redis_node_t *node)
+{
+    if (node->state != NGX_HTTP_LINEGATE_REDIS_CONNECTED
+        || ngx_current_msec - node->loaded < 1000)
+    {
+        return;
+    }
+
+    ngx_http_linegate_redis_setup(node);
+}
+
+
 /* every script, on this node: a cluster's nodes each have their cache */
 static void
 ngx_http_linegate_redis_setup(ngx_http_linegate_redis_node_t *node)
@@ -2327,6 +2350,8 @@ ngx_http_linegate_redis_setup(ngx_http_linegate_redis_node_t *node)
     ngx_str_t    src;
     const char  *argv[3];
     size_t       argvlen[3];
+
+    node->loaded = ngx_current_msec;
 
     for (i = 0; i < NGX_HTTP_LINEGATE_SCRIPT_COUNT; i++) {
         ngx_http_linegate_script_source(i, &src);
