@@ -189,49 +189,49 @@ redirect(const char *s, ngx_http_linegate_redis_redirect_t *rd)
 static void
 test_redirect_good(void)
 {
-    ngx_http_linegate_redis_redirect_t  rd;
+    static const struct {
+        const char  *text;
+        unsigned     ask;
+        unsigned     slot;
+        const char  *host;       /* "": host_len 0, the node that answered */
+        int          port;
+        const char  *name;
+    } good[] = {
+        /* the first four as a Redis 7.0 cluster sent them */
+        { "MOVED 12182 127.0.0.1:35817", 0, 12182, "127.0.0.1", 35817,
+          "MOVED to an IPv4 address" },
+        { "ASK 12182 127.0.0.1:45121", 1, 12182, "127.0.0.1", 45121,
+          "ASK" },
+        { "MOVED 12182 :35817", 0, 12182, "", 35817,
+          "unknown endpoint (empty host)" },
+        { "MOVED 12182 ?:35817", 0, 12182, "", 35817,
+          "no hostname (\"?\")" },
+        { "MOVED 1 ::1:7000", 0, 1, "::1", 7000,
+          "IPv6, the port after the last colon" },
+        { "MOVED 5 :7000", 0, 5, "", 7000, "empty host" },
+        { "MOVED 0 redis-0.example:1", 0, 0, "redis-0.example", 1,
+          "slot 0, port 1, a hostname" },
+        { "ASK 16383 10.0.0.1:65535", 1, 16383, "10.0.0.1", 65535,
+          "slot 16383, port 65535" },
+        { "MOVED 7 ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255:6379", 0, 7,
+          "ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255", 6379,
+          "the longest IPv6 text (45 bytes)" },
+        { "MOVED 7 " HOST46 ":6379", 0, 7, HOST46, 6379, "a 46-byte host" },
+    };
 
-    /* as a Redis 7.0 cluster sent them */
-    ok(redirect("MOVED 12182 127.0.0.1:35817", &rd) == 0
-       && rd.ask == 0 && rd.slot == 12182 && rd.port == 35817
-       && rd.host_len == 9 && strcmp(rd.host, "127.0.0.1") == 0,
-       "MOVED 12182 127.0.0.1:35817");
-    ok(redirect("ASK 12182 127.0.0.1:45121", &rd) == 0
-       && rd.ask == 1 && rd.slot == 12182 && rd.port == 45121
-       && strcmp(rd.host, "127.0.0.1") == 0,
-       "ASK 12182 127.0.0.1:45121");
-    ok(redirect("MOVED 12182 :35817", &rd) == 0
-       && rd.ask == 0 && rd.slot == 12182 && rd.port == 35817
-       && rd.host_len == 0 && rd.host[0] == '\0',
-       "MOVED 12182 :35817 (unknown endpoint): host_len 0");
-    ok(redirect("MOVED 12182 ?:35817", &rd) == 0
-       && rd.host_len == 0 && rd.host[0] == '\0' && rd.port == 35817,
-       "MOVED 12182 ?:35817 (no hostname): host_len 0");
+    char                                 name[120];
+    size_t                               i;
+    ngx_http_linegate_redis_redirect_t   rd;
 
-    ok(redirect("MOVED 1 ::1:7000", &rd) == 0
-       && rd.slot == 1 && rd.port == 7000 && rd.host_len == 3
-       && strcmp(rd.host, "::1") == 0,
-       "MOVED 1 ::1:7000: IPv6, the port after the last colon");
-    ok(redirect("MOVED 5 :7000", &rd) == 0
-       && rd.slot == 5 && rd.port == 7000 && rd.host_len == 0,
-       "MOVED 5 :7000");
-    ok(redirect("MOVED 0 redis-0.example:1", &rd) == 0
-       && rd.slot == 0 && rd.port == 1
-       && strcmp(rd.host, "redis-0.example") == 0,
-       "slot 0, port 1, a hostname");
-    ok(redirect("ASK 16383 10.0.0.1:65535", &rd) == 0
-       && rd.slot == 16383 && rd.port == 65535,
-       "slot 16383, port 65535");
-
-    /* 46 bytes, the longest IPv6 text (with an IPv4 tail) */
-    ok(redirect("MOVED 7 ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255:6379",
-                &rd) == 0
-       && rd.host_len == 45 && rd.port == 6379,
-       "a 45-byte IPv6 address");
-    ok(redirect("MOVED 7 " HOST46 ":6379",
-                &rd) == 0
-       && rd.host_len == 46 && strlen(rd.host) == 46,
-       "a 46-byte host");
+    for (i = 0; i < sizeof(good) / sizeof(good[0]); i++) {
+        snprintf(name, sizeof(name), "%s: %s", good[i].text, good[i].name);
+        ok(redirect(good[i].text, &rd) == 0
+           && rd.ask == good[i].ask && rd.slot == good[i].slot
+           && rd.port == good[i].port
+           && rd.host_len == strlen(good[i].host)
+           && strcmp(rd.host, good[i].host) == 0,
+           name);
+    }
 }
 
 
@@ -545,83 +545,58 @@ test_slots_bad(void)
 }
 
 
-static ngx_http_linegate_redis_range_t *
-range(ngx_http_linegate_redis_range_t *r, unsigned first, unsigned last)
-{
-    memset(r, 0, sizeof(*r));
-    r->first = first;
-    r->last = last;
-    r->port = 6379;
-
-    return r;
-}
-
-
 static void
 test_complete(void)
 {
-    unsigned                          s;
-    ngx_http_linegate_redis_range_t   r[RANGES_MAX];
+    /* maps of up to four ranges [first, last], and whether each is whole */
+    static const struct {
+        size_t       n;
+        unsigned     range[4][2];
+        int          complete;
+        const char  *name;
+    } maps[] = {
+        { 1, { { 0, 16383 } }, 1, "one range of every slot" },
+        { 3, { { 10923, 16383 }, { 0, 5460 }, { 5461, 10922 } }, 1,
+          "three ranges out of order" },
+        { 4, { { 0, 4095 }, { 4096, 8191 }, { 8192, 12287 },
+               { 12288, 16383 } }, 1,
+          "four ranges of 4096" },
+        { 2, { { 10923, 16383 }, { 0, 5460 } }, 0,
+          "a master's range missing" },
+        { 0, { { 0, 0 } }, 0, "no range" },
+        { 2, { { 0, 5460 }, { 5462, 16383 } }, 0,
+          "a gap of one slot (5461)" },
+        { 1, { { 0, 16382 } }, 0, "slot 16383 missing" },
+        { 1, { { 1, 16383 } }, 0, "slot 0 missing" },
+        { 2, { { 0, 5461 }, { 5461, 16383 } }, 0,
+          "an overlap of one slot" },
+        /* as many slots as the map has, one twice and one never */
+        { 2, { { 0, 8191 }, { 8191, 16382 } }, 0,
+          "16384 slots counted, one twice, one missing" },
+        { 2, { { 0, 16383 }, { 0, 16383 } }, 0, "the whole map twice" },
+        { 1, { { 0, 16384 } }, 0, "a slot >= 16384" },
+        { 2, { { 16383, 0 }, { 0, 16383 } }, 0, "first > last" },
+    };
 
-    range(&r[0], 0, 16383);
-    ok(ngx_http_linegate_redis_slots_complete(r, 1) == 1,
-       "one range of every slot: complete");
+    char                              name[120];
+    size_t                            i, j;
+    ngx_http_linegate_redis_range_t   r[4];
 
-    range(&r[0], 10923, 16383);
-    range(&r[1], 0, 5460);
-    range(&r[2], 5461, 10922);
-    ok(ngx_http_linegate_redis_slots_complete(r, 3) == 1,
-       "three ranges out of order: complete");
+    for (i = 0; i < sizeof(maps) / sizeof(maps[0]); i++) {
+        memset(r, 0, sizeof(r));
 
-    ok(ngx_http_linegate_redis_slots_complete(r, 2) == 0,
-       "a master's range missing: not complete");
-    ok(ngx_http_linegate_redis_slots_complete(r, 0) == 0,
-       "no range: not complete");
+        for (j = 0; j < maps[i].n; j++) {
+            r[j].first = maps[i].range[j][0];
+            r[j].last = maps[i].range[j][1];
+            r[j].port = 6379;
+        }
 
-    range(&r[0], 0, 5460);
-    range(&r[1], 5462, 16383);
-    ok(ngx_http_linegate_redis_slots_complete(r, 2) == 0,
-       "a gap of one slot (5461): not complete");
-
-    range(&r[0], 0, 16382);
-    ok(ngx_http_linegate_redis_slots_complete(r, 1) == 0,
-       "slot 16383 missing: not complete");
-
-    range(&r[0], 1, 16383);
-    ok(ngx_http_linegate_redis_slots_complete(r, 1) == 0,
-       "slot 0 missing: not complete");
-
-    range(&r[0], 0, 5461);
-    range(&r[1], 5461, 16383);
-    ok(ngx_http_linegate_redis_slots_complete(r, 2) == 0,
-       "an overlap of one slot: not complete");
-
-    /* as many slots as the map has, one twice and one never */
-    range(&r[0], 0, 8191);
-    range(&r[1], 8191, 16382);
-    ok(ngx_http_linegate_redis_slots_complete(r, 2) == 0,
-       "16384 slots counted, one twice, one missing: not complete");
-
-    range(&r[0], 0, 16383);
-    range(&r[1], 0, 16383);
-    ok(ngx_http_linegate_redis_slots_complete(r, 2) == 0,
-       "the whole map twice: not complete");
-
-    range(&r[0], 0, 16384);
-    ok(ngx_http_linegate_redis_slots_complete(r, 1) == 0,
-       "a slot >= 16384: not complete");
-
-    range(&r[0], 16383, 0);
-    range(&r[1], 0, 16383);
-    ok(ngx_http_linegate_redis_slots_complete(r, 2) == 0,
-       "first > last: not complete");
-
-    /* eight ranges of 2048 slots: a bigger cluster */
-    for (s = 0; s < 8; s++) {
-        range(&r[s], s * 2048, s * 2048 + 2047);
+        snprintf(name, sizeof(name), "%s: %s", maps[i].name,
+                 maps[i].complete ? "complete" : "not complete");
+        ok(ngx_http_linegate_redis_slots_complete(r, maps[i].n)
+           == maps[i].complete,
+           name);
     }
-    ok(ngx_http_linegate_redis_slots_complete(r, 8) == 1,
-       "eight ranges of 2048: complete");
 }
 
 
