@@ -92,8 +92,9 @@ ngx_http_linegate_redis_keyslot(const unsigned char *key, size_t len)
 
     /*
      * The hash tag: a key's part between its first '{' and the first '}'
-     * after it, so that keys of one tag ("lg:{ws:org_1}:...") share a
-     * slot and a script may touch them all; an empty tag ("{}") is no tag.
+     * after it, so that keys of one tag (all of a workspace's, lg:{ws:W}
+     * and lg:{ws:W}:...) share a slot and one script may touch them all;
+     * an empty tag ("{}") is no tag.
      */
     for (open = 0; open < len; open++) {
         if (key[open] == '{') {
