@@ -1,6 +1,7 @@
-# Pure-C unit tests (src/ngx_http_linegate_{crypto,jwt,cache,chars}.c),
-# run outside nginx.  Builds them with t/unit/build.sh (honours $CC) into
-# a temporary directory and relays each binary's TAP as a subtest.
+# Pure-C unit tests (src/ngx_http_linegate_{crypto,jwt,cache,chars,
+# redis_slots}.c), run outside nginx.  Builds them with t/unit/build.sh
+# (honours $CC) into a temporary directory and relays each binary's TAP as
+# a subtest.
 
 use strict;
 use warnings;
@@ -16,7 +17,8 @@ my $dir = tempdir('linegate-unit-XXXXXX', TMPDIR => 1, CLEANUP => 1);
 my $log = `bash "$root/t/unit/build.sh" "$dir" 2>&1`;
 is($?, 0, 'unit tests build') or diag($log);
 
-for my $name (qw(test_crypto test_jwt test_cache test_chars)) {
+for my $name (qw(test_crypto test_jwt test_cache test_chars
+                  test_slots)) {
     subtest $name => sub {
         my $bin = "$dir/$name";
 

@@ -46,6 +46,7 @@ declare -A objs=(
     [stripe_reply]="json json_write keys chars str clock ids headers crypto lines lines_request metrics"
     [redis_reply]="json json_write keys chars str clock ids headers crypto provision provision_script ratelimit metrics"
     [lines_read]="json json_write keys chars str clock ids headers crypto lines_request stripe metrics"
+    [redis_slots]="chars"
 )
 
 # targets needing no nginx at all: no shim, no stubs
@@ -54,7 +55,7 @@ declare -A pure=([jwt]=1 [jwks]=1 [stripe_signature]=1)
 targets=("$@")
 if [ ${#targets[@]} -eq 0 ]; then
     targets=(jwt jwks stripe_signature line_create confirm webhook headers
-             stripe_reply redis_reply lines_read)
+             stripe_reply redis_reply lines_read redis_slots)
 fi
 
 mkdir -p "$out/obj"

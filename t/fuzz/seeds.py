@@ -383,3 +383,65 @@ lines_read = [
     b'/\n',
 ]
 write('lines_read', lines_read)
+
+
+# redis_slots: CLUSTER SLOTS replies, MOVED/ASK (as error replies and as
+# raw text), keys with and without hash tags
+def node(host, port, *more):
+    h = b'$-1\r\n' if host is None else bulk(host)
+    return arr(h, b':%d\r\n' % port, *more)
+
+
+def rng(first, last, *nodes):
+    return arr(b':%d\r\n' % first, b':%d\r\n' % last, *nodes)
+
+
+ID_A = bulk('acbfb86f86833c715f8e4f9187daa417565af722')
+ID_B = bulk('d8b11732622527a6764c01104f03274abdcc5586')
+META = arr(bulk('ip'), bulk('127.0.0.1'))
+slots = [
+    # a Redis 7.0 cluster of two masters: ip, unknown, hostname endpoints
+    arr(rng(0, 8191, node('127.0.0.1', 45121, ID_A, arr())),
+        rng(8192, 16383, node('127.0.0.1', 35817, ID_B, arr()))),
+    arr(rng(0, 8191, node(None, 45121, ID_A, META)),
+        rng(8192, 16383, node(None, 35817, ID_B, META))),
+    arr(rng(0, 8191, node('node-a.example', 45121, ID_A, META)),
+        rng(8192, 16383, node('?', 35817, ID_B, META))),
+    # three masters with a replica each (Redis 6)
+    arr(rng(0, 5460, node('10.0.0.1', 7000, bulk('a')),
+            node('10.0.0.4', 7003, bulk('d'))),
+        rng(5461, 10922, node('10.0.0.2', 7001, bulk('b')),
+            node('10.0.0.5', 7004, bulk('e'))),
+        rng(10923, 16383, node('10.0.0.3', 7002, bulk('c')),
+            node('10.0.0.6', 7005, bulk('f')))),
+    arr(rng(0, 16383, node('', 6379))),
+    arr(rng(0, 16383, node('::1', 7000))),
+    arr(rng(0, 5460, node('h', 1)), rng(5462, 16383, node('h', 65535))),
+    arr(rng(0, 5461, node('h', 7000)), rng(5461, 16383, node('h', 7001))),
+    arr(rng(10, 9, node('h', 7000))),
+    arr(rng(0, 16384, node('h', 7000))),
+    arr(rng(0, 16383, node('h', 0))),
+    arr(rng(0, 16383, node('a' * 47, 7000))),
+    arr(rng(0, 16383, node('a b', 7000))),
+    arr(rng(0, 16383, arr(bulk('h'), bulk('7000')))),
+    arr(rng(0, 16383)),
+    arr(),
+    b'-MOVED 12182 127.0.0.1:35817\r\n',
+    b'-ASK 12182 127.0.0.1:45121\r\n',
+    b'-MOVED 12182 :35817\r\n',
+    b'-MOVED 12182 ?:35817\r\n',
+    b'-MOVED 1 ::1:7000\r\n',
+    b'-MOVED 16384 h:7000\r\n',
+    b'-CLUSTERDOWN Hash slot not served\r\n',
+    b'MOVED 5 :7000',
+    b'ASK 16383 ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255:65535',
+    b'MOVED 1 127.0.0.1:70000',
+    b'MOVED 1 127.0.0.1:7000x',
+    b'MOVEDX 1 127.0.0.1:7000',
+    b'lg:{ws:org_1}:gcra',
+    b'lg:{acct:acct_1}:prov',
+    b'foo{{bar}}zap',
+    b'foo{}{bar}',
+    b'123456789',
+]
+write('redis_slots', slots)

@@ -37,4 +37,9 @@ mkdir -p "$out"
 "$cc" "${cflags[@]}" -o "$out/test_chars" \
     "$root/t/unit/test_chars.c" "$root/src/ngx_http_linegate_chars.c"
 
-echo "built $out/test_crypto $out/test_jwt $out/test_cache $out/test_chars"
+"$cc" "${cflags[@]}" -o "$out/test_slots" \
+    "$root/t/unit/test_slots.c" "$root/src/ngx_http_linegate_redis_slots.c" \
+    "$root/src/ngx_http_linegate_chars.c" -lhiredis
+
+echo "built $out/test_crypto $out/test_jwt $out/test_cache $out/test_chars" \
+     "$out/test_slots"
