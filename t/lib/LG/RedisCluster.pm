@@ -172,8 +172,8 @@ sub _routed {
             next;
         }
         my $down = $err =~ /\] (?:CLUSTERDOWN|TRYAGAIN)/;
-        my $gone = $err =~ /Could not connect|Error while reading|closed
-                            |Not connected|Could not write/x;
+        my $gone = $err =~ /Could not (?:connect|write)|Not connected/
+                   || $err =~ /Error while reading|closed connection/;
         die $err unless $down || $gone;
         die $err if time > $until;
         $self->_drop($port) if $gone;
@@ -230,7 +230,8 @@ sub _on {
     my ($self, $port, $cmd, @args) = @_;
     my @r = eval { $self->_conn($port)->$cmd(@args) };
     if ($@) {
-        die $@ unless $@ =~ /Error while reading|closed|Not connected/;
+        die $@ unless $@ =~ /Error while reading|closed connection/
+                      || $@ =~ /Not connected|Could not write/;
         $self->_drop($port);
         @r = $self->_conn($port)->$cmd(@args);
     }

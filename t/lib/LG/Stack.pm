@@ -119,13 +119,16 @@ sub start {
     # tests run as root: they need the prefix for temporary files
     chmod 0755, $self->{dir}, $self->{prefix};
 
-    my @free = _free_ports(9);
+    my @free = _free_ports($self->topology eq 'cluster' ? 14 : 8);
     $self->{port}       = $o->{port}       || $free[0];
     $self->{redis_port} = $o->{redis_port} || $free[1];
     $self->{stub_port}  = $o->{stub_port}  || $free[2];
     if ($self->topology eq 'cluster') {
         # redis_port is the first node (a master when created)
         $self->{cluster_ports} = [$self->{redis_port}, @free[3 .. 7]];
+        # the cluster bus ports: not port + 10000 (above 65535 for the
+        # ports of the ephemeral range)
+        @{ $self->{bus_port} }{ $self->cluster_ports } = @free[8 .. 13];
         make_path(map { "$self->{dir}/redis/$_" } $self->cluster_ports);
     }
     elsif ($self->topology eq 'sentinel') {
@@ -291,6 +294,7 @@ sub _write_jwks {
 # conf/linegate.conf.in with every @NAME@ filled in
 sub render {
     my ($self, %over) = @_;
+    my $api = delete $over{api} // $self->api;    # api => 1: keep them
 
     my %v = (
         MODULE             => $self->{module},
@@ -324,7 +328,7 @@ sub render {
 
     # comment lines keep their text (the header names "@NAME@" itself)
     my @lines = split /^/, _slurp("$ROOT/conf/linegate.conf.in");
-    @lines = _without_api(@lines) unless $self->api;
+    @lines = _without_api(@lines) unless $api;
     for (grep { !/^\s*#/ } @lines) {
         s{\@([A-Z_]+)\@}{
             defined $v{$1} ? $v{$1}
@@ -556,6 +560,7 @@ sub _start_cluster_node {
         '--cluster-enabled', 'yes',
         '--cluster-config-file', "$dir/nodes.conf",
         '--cluster-node-timeout', '3000',
+        '--cluster-port', $self->{bus_port}{$port},
         # replicas start their first sync at once, not 5 s later
         '--repl-diskless-sync-delay', '0');
 }
