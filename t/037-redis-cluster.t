@@ -459,19 +459,28 @@ subtest 'the master of a key SIGKILLed under load' => sub {
 
 subtest 'a manual failover (CLUSTER FAILOVER on a replica)' => sub {
     my $master = $s->cluster_master_of(rl_key('e', 'manual'));
-    my $slots = join ',', ($s->cluster_slots_of($master))[0, -1];
     my ($replica) = grep {
         my $n = $r->node($_);
         ($n->info('replication')->{master_port} // 0) == $master
     } $s->cluster_replicas;
     ok($replica, "a replica of $master: " . ($replica // 'none'))
         or return;
-    ok($s->cluster_failover($replica), 'CLUSTER FAILOVER: OK');
-    my $until = time + $SETTLE;
-    sleep 0.05 while time < $until
-        && ($s->cluster_master_of(rl_key('e', 'manual')) // 0) != $replica;
+    # a manual failover not done within 5 s is given up by the replica
+    # (a loaded machine): asked again, 3 times at most
+    my ($said, $tries, $until) = (1, 0, 0);
+    until (($s->cluster_master_of(rl_key('e', 'manual')) // 0) == $replica) {
+        if (time >= $until) {
+            last if $tries == 3;
+            $said &&= $s->cluster_failover($replica);
+            $tries++;
+            $until = time + 10;
+        }
+        sleep 0.05;
+    }
+    ok($said, "CLUSTER FAILOVER: OK ($tries asked)");
     is($s->cluster_master_of(rl_key('e', 'manual')), $replica,
-       'the replica serves the slots now');
+       'the replica serves the slots now')
+        or diag(LG::Stack::_slurp($s->dir . "/redis/$replica/redis.log"));
     ok($s->cluster_wait_ok($SETTLE, replicas => 1), 'the cluster is ok');
     return unless $module;
     my $st;

@@ -26,6 +26,13 @@ package LG::Stack;
 #                          one Redis or Sentinel, issue 10); $s->redis is
 #                          an LG::RedisCluster. dead_seed => 1: a port
 #                          that refuses connections is the first seed.
+#                          Methods: cluster_ports, cluster_masters,
+#                          cluster_replicas, cluster_master_of($key),
+#                          cluster_slots_of($port), cluster_wait_ok,
+#                          cluster_kill_master, cluster_start_node,
+#                          cluster_reshard (a child: its pid),
+#                          cluster_failover; stop_redis and start_redis
+#                          stop and start every node.
 #   api => 0|1             keep the linegate_api locations of the template
 #                          (default: 1, 0 on a cluster)
 #   WORKERS, LOG_LEVEL, OPERATOR_TOKEN, WEBHOOK_SECRET, ...
