@@ -702,8 +702,10 @@ sub cluster_kill_master {
 }
 
 # Until every live node says cluster_state:ok, all of them give the same
-# slot map and every slot's master is a live node; replicas => 1: and each
-# master has a replica online. 1 when so within $timeout seconds (20).
+# slot map, every slot's master is a live node and every live node sees
+# every other live one connected (no fail, pfail or handshake: a node just
+# started again is known to all); replicas => 1: and each master has a
+# replica online. 1 when so within $timeout seconds (20).
 sub cluster_wait_ok {
     my ($self, $timeout, %opt) = @_;
     my $until = Time::HiRes::time() + ($timeout // 20);
@@ -720,7 +722,8 @@ sub _cluster_ok {
     my %live = map { $_ => 1 } @live;
     my $first;
     for my $port (@live) {
-        return 0 unless _cluster_info($port) eq 'ok';
+        return 0 unless _cluster_info($port) eq 'ok'
+                     && _sees_connected($port, \%live);
         my $map = _slot_map($port) or return 0;
         my $s = join ' ', @$map;
         $first //= $s;
@@ -745,6 +748,23 @@ sub _cluster_ok {
         return 0 if @online < $replicas;
     }
     return 1;
+}
+
+# the node on $port sees each of the ports of %$live connected and well
+sub _sees_connected {
+    my ($port, $live) = @_;
+    my $r = _node($port) or return 0;
+    my $nodes = eval { $r->cluster('nodes') } // '';
+    $r->quit;
+    my %ok;
+    for (split /\n/, $nodes) {
+        my (undef, $addr, $flags, undef, undef, undef, undef, $link)
+            = split ' ';
+        my ($p) = ($addr // '') =~ /:(\d+)\@/ or next;
+        $ok{$p} = 1 if $flags !~ /fail|handshake|noaddr/
+                    && ($link // '') eq 'connected';
+    }
+    return !grep { !$ok{$_} } keys %$live;
 }
 
 sub _cluster_myid {
