@@ -319,16 +319,11 @@ subtest 'MOVED and ASK: a slot migration under load' => sub {
     }
 
     my $t0 = time;
-    my $pid = $s->cluster_reshard($from, $to, $nslots);
-    my $rc;
-    for (1 .. $SETTLE * 20) {
-        last if waitpid($pid, POSIX::WNOHANG()) == $pid && (($rc = $?), 1);
-        sleep 0.05;
-    }
+    $s->cluster_reshard($from, $to, $nslots);
+    my $rc = $s->cluster_reshard_wait($SETTLE);
     ok(defined $rc && $rc == 0, sprintf('redis-cli --cluster reshard: '
        . 'done (%.1f s)', time - $t0))
         or diag($s->cluster_reshard_log);
-    kill 'KILL', $pid unless defined $rc;
     ok($s->cluster_wait_ok($SETTLE), 'the cluster is ok after it');
     is($s->cluster_master_of(rl_key('count', $cv)), $to,
        "the count's key is on $to now");

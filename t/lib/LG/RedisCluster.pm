@@ -151,6 +151,12 @@ sub _routed {
     while (1) {
         $port //= defined $key ? $self->master_of($key)
                                : ($self->masters)[0];
+        if (!defined $port) {
+            croak "[$cmd] no master known for its slot" if time > $until;
+            sleep 0.1;
+            $self->refresh;
+            next;
+        }
         my @r;
         my $ok = eval {
             my $c = $self->_conn($port);
@@ -162,6 +168,7 @@ sub _routed {
 
         my $err = $@;
         $asking = 0;
+        die $err if time > $until;
         if ($err =~ /\] MOVED \d+ [\d.]+:(\d+)/) {
             $self->refresh;
             $port = $1;
@@ -175,7 +182,6 @@ sub _routed {
         my $gone = $err =~ /Could not (?:connect|write)|Not connected/
                    || $err =~ /Error while reading|closed connection/;
         die $err unless $down || $gone;
-        die $err if time > $until;
         $self->_drop($port) if $gone;
         sleep 0.1;
         $self->refresh;

@@ -30,7 +30,7 @@ package LG::Stack;
 #                          cluster_replicas, cluster_master_of($key),
 #                          cluster_slots_of($port), cluster_wait_ok,
 #                          cluster_kill_master, cluster_start_node,
-#                          cluster_reshard (a child: its pid),
+#                          cluster_reshard (a child), cluster_reshard_wait,
 #                          cluster_failover; stop_redis and start_redis
 #                          stop and start every node.
 #   api => 0|1             keep the linegate_api locations of the template
@@ -777,17 +777,35 @@ sub _cluster_myid {
 
 # Moves $slots slots (the first ones, in slot order) from the master on
 # $from to the master on $to: redis-cli --cluster reshard, in a child
-# process (its output in <dir>/redis/reshard-<pid>.log) so that a test can
-# send requests meanwhile. Returns its pid: waitpid it, $? is its exit.
+# process (its output in cluster_reshard_log) so that a test can send
+# requests meanwhile. Returns its pid; cluster_reshard_wait waits for it.
 sub cluster_reshard {
     my ($self, $from, $to, $slots) = @_;
+    croak 'a reshard is running' if $self->{pids}{reshard};
     my @ids = map { _cluster_myid($_) } $from, $to;
     my $log = "$self->{dir}/redis/reshard-$from-$to-" . time . '.log';
     $self->{reshard_log} = $log;
-    return $self->_spawn(undef, $log, 'redis-cli', '--cluster', 'reshard',
-        "127.0.0.1:$from", '--cluster-from', $ids[0],
+    return $self->_spawn('reshard', $log, 'redis-cli', '--cluster',
+        'reshard', "127.0.0.1:$from", '--cluster-from', $ids[0],
         '--cluster-to', $ids[1], '--cluster-slots', $slots,
         '--cluster-yes');
+}
+
+# Its exit status once it has ended, within $timeout seconds (30); undef,
+# and it is stopped, when it has not.
+sub cluster_reshard_wait {
+    my ($self, $timeout) = @_;
+    my $pid = $self->{pids}{reshard} or return undef;
+    my $until = Time::HiRes::time() + ($timeout // 30);
+    while (Time::HiRes::time() < $until) {
+        if (waitpid($pid, WNOHANG) == $pid) {
+            delete $self->{pids}{reshard};
+            return $? >> 8;
+        }
+        sleep 0.05;
+    }
+    $self->_stop_pid('reshard');
+    return undef;
 }
 
 sub cluster_reshard_log { _slurp($_[0]{reshard_log} // '') }
@@ -849,7 +867,7 @@ sub stop {
         else                      { print STDERR $tail }
     }
 
-    $self->_stop_pid($_) for qw(nginx stub redis),
+    $self->_stop_pid($_) for qw(nginx stub reshard redis),
         grep { /^(?:redis|sentinel)_/ } sort keys %{ $self->{pids} };
     delete $LIVE{"$self"};
 }
