@@ -54,9 +54,11 @@ my $a = LG::Stack->new(stub => 0, HTTP_EXTRA => $http,
 my @nodes = ($a);
 
 sub add_node {
+    # on the first node's Redis (LG_REDIS=cluster: its cluster's seeds)
     push @nodes, LG::Stack->new(stub => 0, HTTP_EXTRA => $http,
-                                SERVER_EXTRA => $server,
-                                REDIS => '127.0.0.1:' . $a->redis_port)
+                                SERVER_EXTRA => $server, redis => 'single',
+                                api => $a->api,
+                                REDIS => $a->redis_directive)
                           ->start;
 }
 

@@ -4,9 +4,15 @@
 # workspace, account and inventory through the operator API, prints the
 # credentials and curl examples, and runs until Ctrl-C.
 #
+# LG_REDIS=cluster: a Redis Cluster (3 masters, 3 replicas) serving a
+# linegate_limit demo location; the Lines and Provisioning APIs need one
+# Redis or Sentinel until their scripts are single-slot (issue 10), so
+# nothing is seeded.
+#
 # Environment:
 #   LG_PORT            nginx port (8080)
-#   LG_REDIS_PORT      Redis port (6390)
+#   LG_REDIS_PORT      Redis port (6390; on a cluster, its first node)
+#   LG_REDIS           sentinel or cluster (default: one Redis)
 #   LG_STUB_PORT       Stripe stub port (12111)
 #   LG_OPERATOR_TOKEN  operator token (dev-operator-token-change-me)
 #   LG_MODULE, NGINX   as for the tests
@@ -39,6 +45,17 @@ for my $p ([$port, 'LG_PORT'], [$redis_port, 'LG_REDIS_PORT'],
     close $probe;
 }
 
+my $cluster = ($ENV{LG_REDIS} // '') eq 'cluster';
+
+# a cluster: one limited location (proxied to /static: a "return" would
+# answer before the limit)
+my %limit_demo = (
+    HTTP_EXTRA   => 'linegate_limit_zone demo key=$binary_remote_addr '
+                    . 'rate=2r/s burst=4;',
+    SERVER_EXTRA => 'location = /limited { linegate_limit zone=demo; '
+                    . 'proxy_pass http://127.0.0.1:@PORT@/static; }',
+);
+
 my $s = LG::Stack->new(
     port           => $port,
     redis_port     => $redis_port,
@@ -48,7 +65,12 @@ my $s = LG::Stack->new(
     # lg:reconcile settled without an operator (docs/operator.md)
     HTTP_EXTRA     => 'linegate_reconcile_auto '
                       . 'http://127.0.0.1:@PORT@/_linegate/ interval=30s;',
+    # (on a cluster, its HTTP_EXTRA replaces the reconciliation's: the
+    # operator API is not there)
+    ($cluster ? (%limit_demo, stub => 0) : ()),
 )->start;
+
+cluster_demo() if $cluster;
 
 # LG_REDIS=sentinel: where the replicas and sentinels listen
 my $topology = $s->topology ne 'sentinel' ? '' : sprintf(
@@ -158,16 +180,55 @@ curl -s \$LG/_linegate/reconciliation/resolved -H "Authorization: Bearer \$OP"
 
 TEXT
 
-until ($stop) {
-    sleep 1;
-    if (my @dead = $s->dead) {
-        print STDERR "stopped on its own: @dead\n";
-        print STDERR $s->_log_tail;
-        $s->stop;
-        exit 1;
-    }
+wait_for_stop();
+
+# LG_REDIS=cluster: the topology and the limited location
+sub cluster_demo {
+    my $lg = $s->url('');
+    my $logs = $s->prefix;
+    my @masters = $s->cluster_masters;
+    my $first = $masters[0];
+    my $masters = join ',', @masters;
+    my $replicas = join ',', $s->cluster_replicas;
+    print <<"TEXT";
+
+linegate development stack on a Redis Cluster (Ctrl-C stops it)
+
+  linegate        $lg
+  (Cluster)       masters $masters; replicas $replicas
+                  redis-cli -p $first cluster nodes
+  linegate_limit  zone demo (2r/s, burst 4, per client address) on
+                  $lg/limited
+  Lines and Provisioning APIs: not on a cluster yet (issue 10); make run,
+                  or make run LG_REDIS=sentinel, serves them
+  logs            $logs/error.log, $logs/access.log
+
+Try, in another shell:
+
+# 5 pass (burst 4 + 1), then 429 with Retry-After
+for i in 1 2 3 4 5 6 7; do curl -s -o /dev/null -w '%{http_code} ' $lg/limited; done; echo
+curl -si $lg/limited | grep -i -e ratelimit -e retry-after
+
+# the limit's key, on the master of its slot
+redis-cli --cluster call 127.0.0.1:$first keys 'lg:rl:*'
+
+TEXT
+    wait_for_stop();
 }
 
-print "\nstopping\n";
-$s->stop;
-exit 0;
+# runs until Ctrl-C or a child's end, then stops everything; exits
+sub wait_for_stop {
+    until ($stop) {
+        sleep 1;
+        if (my @dead = $s->dead) {
+            print STDERR "stopped on its own: @dead\n";
+            print STDERR $s->_log_tail;
+            $s->stop;
+            exit 1;
+        }
+    }
+
+    print "\nstopping\n";
+    $s->stop;
+    exit 0;
+}

@@ -18,6 +18,23 @@ package LG::Stack;
 #                          a master on redis_port, 2 replicas, 3 sentinels
 #                          monitoring it as "lgmaster"; nginx is given the
 #                          sentinels. Default 'single': one redis-server.
+#   redis => 'cluster'     Redis Cluster (also LG_REDIS=cluster): 3 masters
+#                          and 3 replicas (redis-cli --cluster create);
+#                          nginx is given the masters as seeds, cluster=on,
+#                          and a configuration without the linegate_api
+#                          locations (the Lines and Provisioning APIs need
+#                          one Redis or Sentinel, issue 10); $s->redis is
+#                          an LG::RedisCluster. dead_seed => 1: a port
+#                          that refuses connections is the first seed.
+#                          Methods: cluster_ports, cluster_masters,
+#                          cluster_replicas, cluster_master_of($key),
+#                          cluster_slots_of($port), cluster_wait_ok,
+#                          cluster_kill_master, cluster_start_node,
+#                          cluster_reshard (a child), cluster_reshard_wait,
+#                          cluster_failover; stop_redis and start_redis
+#                          stop and start every node.
+#   api => 0|1             keep the linegate_api locations of the template
+#                          (default: 1, 0 on a cluster)
 #   WORKERS, LOG_LEVEL, OPERATOR_TOKEN, WEBHOOK_SECRET, ...
 #
 # Environment: NGINX (nginx binary, default /usr/sbin/nginx), LG_MODULE
@@ -44,6 +61,7 @@ use Crypt::PK::RSA;
 use Mojo::JSON qw(encode_json);
 use Mojo::UserAgent;
 use Redis;
+use LG::RedisCluster;
 
 our $ROOT = abs_path(dirname(__FILE__) . '/../../..');
 
@@ -108,11 +126,19 @@ sub start {
     # tests run as root: they need the prefix for temporary files
     chmod 0755, $self->{dir}, $self->{prefix};
 
-    my @free = _free_ports(8);
+    my @free = _free_ports($self->topology eq 'cluster' ? 14 : 8);
     $self->{port}       = $o->{port}       || $free[0];
     $self->{redis_port} = $o->{redis_port} || $free[1];
     $self->{stub_port}  = $o->{stub_port}  || $free[2];
-    if ($self->topology eq 'sentinel') {
+    if ($self->topology eq 'cluster') {
+        # redis_port is the first node (a master when created)
+        $self->{cluster_ports} = [$self->{redis_port}, @free[3 .. 7]];
+        # the cluster bus ports: not port + 10000 (above 65535 for the
+        # ports of the ephemeral range)
+        @{ $self->{bus_port} }{ $self->cluster_ports } = @free[8 .. 13];
+        make_path(map { "$self->{dir}/redis/$_" } $self->cluster_ports);
+    }
+    elsif ($self->topology eq 'sentinel') {
         $self->{replica_ports}  = [@free[3, 4]];
         $self->{sentinel_ports} = [@free[5 .. 7]];
         make_path(map { "$self->{dir}/redis/$_" }
@@ -275,6 +301,7 @@ sub _write_jwks {
 # conf/linegate.conf.in with every @NAME@ filled in
 sub render {
     my ($self, %over) = @_;
+    my $api = delete $over{api} // $self->api;    # api => 1: keep them
 
     my %v = (
         MODULE             => $self->{module},
@@ -308,6 +335,7 @@ sub render {
 
     # comment lines keep their text (the header names "@NAME@" itself)
     my @lines = split /^/, _slurp("$ROOT/conf/linegate.conf.in");
+    @lines = _without_api(@lines) unless $api;
     for (grep { !/^\s*#/ } @lines) {
         s{\@([A-Z_]+)\@}{
             defined $v{$1} ? $v{$1}
@@ -316,6 +344,39 @@ sub render {
     }
 
     return join '', @lines;
+}
+
+# The template's lines without the locations that have linegate_api (and
+# the comment lines just above each): what a cluster can serve today.
+sub _without_api {
+    my @in = @_;
+    my (@out, @block, $depth);
+    for my $line (@in) {
+        if (!@block && $line =~ /^\s*location\b/) {
+            $depth = 0;
+        }
+        elsif (!@block) {
+            push @out, $line;
+            next;
+        }
+        push @block, $line;
+        $depth += () = $line =~ /\{/g;
+        $depth -= () = $line =~ /\}/g;
+        next if $depth > 0;
+        if (grep { /^\s*linegate_api\b/ || /\{\s*linegate_api\b/ } @block) {
+            pop @out while @out && $out[-1] =~ /^\s*#/;
+        }
+        else {
+            push @out, @block;
+        }
+        @block = ();
+    }
+    return @out;
+}
+
+sub api {
+    my ($self) = @_;
+    return $self->{opts}{api} // ($self->topology eq 'cluster' ? 0 : 1);
 }
 
 sub _nginx_test {
@@ -344,6 +405,8 @@ sub stop_redis {
     my ($self) = @_;
     delete $self->{redis};
     $self->_stop_pid('redis');
+    # a cluster: every node (their nodes.conf brings the cluster back)
+    $self->_stop_pid("redis_$_") for $self->cluster_ports;
 }
 
 sub topology {
@@ -354,6 +417,7 @@ sub topology {
 # what linegate_redis is given
 sub redis_directive {
     my ($self) = @_;
+    return $self->_cluster_directive if $self->topology eq 'cluster';
     return "127.0.0.1:$self->{redis_port}" if $self->topology ne 'sentinel';
     # dead_sentinel => 1: a sentinel that refuses connections comes first
     my @ports = @{ $self->{sentinel_ports} };
@@ -476,8 +540,291 @@ sub follow_master {
     return $port;
 }
 
+# Redis Cluster (redis => 'cluster'): six redis-servers, joined by
+# redis-cli --cluster create into 3 masters with a replica each. A node
+# declares another failed after 3 s without an answer (cluster-node-timeout
+# 3000): quiet() stays shorter than that; a replica is promoted a second
+# or two later.
+
+sub cluster_ports { @{ $_[0]{cluster_ports} // [] } }
+
+sub _cluster_directive {
+    my ($self) = @_;
+    # the masters the cluster was created with (the first three nodes)
+    my @seeds = @{ $self->{cluster_ports} }[0 .. 2];
+    unshift @seeds, $self->{dead_port} //= (_free_ports(1))[0]
+        if $self->{opts}{dead_seed};
+    return join(' ', map { "127.0.0.1:$_" } @seeds) . ' cluster=on';
+}
+
+sub _start_cluster_node {
+    my ($self, $port) = @_;
+    my $dir = "$self->{dir}/redis/$port";
+    $self->_spawn("redis_$port", "$dir/redis.log",
+        'redis-server', '--save', '', '--appendonly', 'no',
+        '--port', $port, '--bind', '127.0.0.1', '--daemonize', 'no',
+        '--dir', $dir,
+        '--cluster-enabled', 'yes',
+        '--cluster-config-file', "$dir/nodes.conf",
+        '--cluster-node-timeout', '3000',
+        '--cluster-port', $self->{bus_port}{$port},
+        # replicas start their first sync at once, not 5 s later
+        '--repl-diskless-sync-delay', '0');
+}
+
+# A node killed or stopped (cluster_kill_master, stop_redis) started
+# again: with its nodes.conf it rejoins the cluster, a stopped master as a
+# replica of the one promoted meanwhile.
+sub cluster_start_node {
+    my ($self, $port) = @_;
+    return if $self->{pids}{"redis_$port"};
+    $self->_start_cluster_node($port);
+    $self->_wait_port($port, 'redis-server');
+}
+
+sub _start_cluster {
+    my ($self) = @_;
+
+    my @ports = $self->cluster_ports;
+    my $created = -s "$self->{dir}/redis/$ports[0]/nodes.conf";
+    $self->_start_cluster_node($_) for grep { !$self->{pids}{"redis_$_"} }
+                                        @ports;
+    $self->_wait_port($_, 'redis-server') for @ports;
+
+    if (!$created) {
+        my $log = "$self->{dir}/redis/cluster-create.log";
+        my $pid = $self->_spawn(undef, $log, 'redis-cli', '--cluster',
+            'create', (map { "127.0.0.1:$_" } @ports),
+            '--cluster-replicas', '1', '--cluster-yes');
+        waitpid $pid, 0;
+        die "redis-cli --cluster create failed (exit $?):\n"
+            . _slurp($log) if $?;
+    }
+
+    # every node agrees on the slots, and each master's replica has
+    # done its first sync (a failover needs one)
+    $self->cluster_wait_ok(30, replicas => 1)
+        or die "the Redis Cluster is not ready within 30 s:\n"
+               . join('', map { "$_: " . _cluster_info($_) . "\n" } @ports);
+    delete $self->{redis};
+    return $self;
+}
+
+# a client for one node, or undef when it does not answer
+sub _node {
+    my ($port) = @_;
+    return eval {
+        Redis->new(server => "127.0.0.1:$port", cnx_timeout => 1,
+                   read_timeout => 2, reconnect => 0)
+    };
+}
+
+sub _cluster_info {
+    my ($port) = @_;
+    my $r = _node($port) or return 'no answer';
+    my $i = eval { $r->cluster('info') } // "error: $@";
+    $r->quit;
+    my ($state) = $i =~ /cluster_state:(\w+)/;
+    return $state // $i;
+}
+
+# one node's CLUSTER SLOTS: "first-last:master" for each range, sorted
+sub _slot_map {
+    my ($port) = @_;
+    my $r = _node($port) or return undef;
+    my $s = eval { $r->cluster('slots') };
+    $r->quit;
+    return undef unless ref $s;
+    return [map { "$_->[0]-$_->[1]:$_->[2][1]" }
+            sort { $a->[0] <=> $b->[0] } @$s];
+}
+
+# the ports of the nodes running (not killed nor stopped)
+sub cluster_live_ports {
+    my ($self) = @_;
+    return grep { $self->{pids}{"redis_$_"} } $self->cluster_ports;
+}
+
+# The ports of the masters serving slots now, from the CLUSTER SLOTS of a
+# live node, in port order.
+sub cluster_masters {
+    my ($self) = @_;
+    for my $port ($self->cluster_live_ports) {
+        my $map = _slot_map($port) or next;
+        my %m = map { /:(\d+)$/ ? ($1 => 1) : () } @$map;
+        return sort { $a <=> $b } keys %m;
+    }
+    return ();
+}
+
+# the live nodes that are replicas
+sub cluster_replicas {
+    my ($self) = @_;
+    my %m = map { $_ => 1 } $self->cluster_masters;
+    return grep { !$m{$_} } $self->cluster_live_ports;
+}
+
+sub cluster_keyslot { return LG::RedisCluster::keyslot($_[1]) }
+
+# the port of the master serving $key's slot now
+sub cluster_master_of {
+    my ($self, $key) = @_;
+    my $slot = LG::RedisCluster::keyslot($key);
+    for my $port ($self->cluster_live_ports) {
+        my $map = _slot_map($port) or next;
+        for (@$map) {
+            my ($from, $to, $m) = /^(\d+)-(\d+):(\d+)$/;
+            return $m if $slot >= $from && $slot <= $to;
+        }
+    }
+    return undef;
+}
+
+# the slots a master serves now, in order
+sub cluster_slots_of {
+    my ($self, $port) = @_;
+    for my $p ($self->cluster_live_ports) {
+        my $map = _slot_map($p) or next;
+        return map { my ($f, $t, $m) = /^(\d+)-(\d+):(\d+)$/;
+                     $m == $port ? ($f .. $t) : () } @$map;
+    }
+    return ();
+}
+
+# SIGKILL of a master (a crash: no goodbye to clients nor to the cluster)
+sub cluster_kill_master {
+    my ($self, $port) = @_;
+    my $pid = delete $self->{pids}{"redis_$port"}
+        or croak "no redis-server of the cluster on $port";
+    kill 'KILL', $pid;
+    waitpid $pid, 0;
+    delete $self->{redis};
+}
+
+# Until every live node says cluster_state:ok, all of them give the same
+# slot map, every slot's master is a live node and every live node sees
+# every other live one connected (no fail, pfail or handshake: a node just
+# started again is known to all); replicas => 1: and each master has a
+# replica online. 1 when so within $timeout seconds (20).
+sub cluster_wait_ok {
+    my ($self, $timeout, %opt) = @_;
+    my $until = Time::HiRes::time() + ($timeout // 20);
+    while (Time::HiRes::time() < $until) {
+        return 1 if $self->_cluster_ok($opt{replicas});
+        sleep 0.1;
+    }
+    return 0;
+}
+
+sub _cluster_ok {
+    my ($self, $replicas) = @_;
+    my @live = $self->cluster_live_ports;
+    my %live = map { $_ => 1 } @live;
+    my $first;
+    for my $port (@live) {
+        return 0 unless _cluster_info($port) eq 'ok'
+                     && _sees_connected($port, \%live);
+        my $map = _slot_map($port) or return 0;
+        my $s = join ' ', @$map;
+        $first //= $s;
+        return 0 unless $s eq $first;
+        my $n = 0;
+        for (@$map) {
+            my ($f, $t, $m) = /^(\d+)-(\d+):(\d+)$/;
+            return 0 unless $live{$m};
+            $n += $t - $f + 1;
+        }
+        return 0 unless $n == 16384;
+    }
+    return 0 unless defined $first;
+    return 1 unless $replicas;
+    my %masters = map { /:(\d+)$/ ? ($1 => 1) : () } split ' ', $first;
+    for my $port (keys %masters) {
+        my $r = _node($port) or return 0;
+        my $i = eval { $r->info('replication') } // {};
+        $r->quit;
+        my @online = grep { /state=online/ }
+                     map { $i->{$_} // '' } grep { /^slave\d+$/ } keys %$i;
+        return 0 if @online < $replicas;
+    }
+    return 1;
+}
+
+# the node on $port sees each of the ports of %$live connected and well
+sub _sees_connected {
+    my ($port, $live) = @_;
+    my $r = _node($port) or return 0;
+    my $nodes = eval { $r->cluster('nodes') } // '';
+    $r->quit;
+    my %ok;
+    for (split /\n/, $nodes) {
+        my (undef, $addr, $flags, undef, undef, undef, undef, $link)
+            = split ' ';
+        my ($p) = ($addr // '') =~ /:(\d+)\@/ or next;
+        $ok{$p} = 1 if $flags !~ /fail|handshake|noaddr/
+                    && ($link // '') eq 'connected';
+    }
+    return !grep { !$ok{$_} } keys %$live;
+}
+
+sub _cluster_myid {
+    my ($port) = @_;
+    my $r = _node($port) or croak "no answer from 127.0.0.1:$port";
+    my $id = $r->cluster('myid');
+    $r->quit;
+    return $id;
+}
+
+# Moves $slots slots (the first ones, in slot order) from the master on
+# $from to the master on $to: redis-cli --cluster reshard, in a child
+# process (its output in cluster_reshard_log) so that a test can send
+# requests meanwhile. Returns its pid; cluster_reshard_wait waits for it.
+sub cluster_reshard {
+    my ($self, $from, $to, $slots) = @_;
+    croak 'a reshard is running' if $self->{pids}{reshard};
+    my @ids = map { _cluster_myid($_) } $from, $to;
+    my $log = "$self->{dir}/redis/reshard-$from-$to-" . time . '.log';
+    $self->{reshard_log} = $log;
+    return $self->_spawn('reshard', $log, 'redis-cli', '--cluster',
+        'reshard', "127.0.0.1:$from", '--cluster-from', $ids[0],
+        '--cluster-to', $ids[1], '--cluster-slots', $slots,
+        '--cluster-yes');
+}
+
+# Its exit status once it has ended, within $timeout seconds (30); undef,
+# and it is stopped, when it has not.
+sub cluster_reshard_wait {
+    my ($self, $timeout) = @_;
+    my $pid = $self->{pids}{reshard} or return undef;
+    my $until = Time::HiRes::time() + ($timeout // 30);
+    while (Time::HiRes::time() < $until) {
+        if (waitpid($pid, WNOHANG) == $pid) {
+            delete $self->{pids}{reshard};
+            return $? >> 8;
+        }
+        sleep 0.05;
+    }
+    $self->_stop_pid('reshard');
+    return undef;
+}
+
+sub cluster_reshard_log { _slurp($_[0]{reshard_log} // '') }
+
+# CLUSTER FAILOVER on a replica: it takes over its master's slots, the
+# master (still up) becomes its replica. 1 when the replica said OK.
+sub cluster_failover {
+    my ($self, $replica) = @_;
+    my $r = _node($replica) or croak "no answer from 127.0.0.1:$replica";
+    my $ok = eval { $r->cluster('failover') };
+    $r->quit;
+    delete $self->{redis};
+    return ($ok // '') eq 'OK';
+}
+
 sub start_redis {
     my ($self) = @_;
+
+    return $self->_start_cluster if $self->topology eq 'cluster';
 
     $self->_spawn('redis', "$self->{dir}/redis/redis.log",
         'redis-server', '--save', '', '--appendonly', 'no',
@@ -520,7 +867,7 @@ sub stop {
         else                      { print STDERR $tail }
     }
 
-    $self->_stop_pid($_) for qw(nginx stub redis),
+    $self->_stop_pid($_) for qw(nginx stub reshard redis),
         grep { /^(?:redis|sentinel)_/ } sort keys %{ $self->{pids} };
     delete $LIVE{"$self"};
 }
@@ -580,6 +927,8 @@ sub ua {
 
 sub redis {
     my ($self) = @_;
+    return $self->{redis} //= LG::RedisCluster->new(
+        ports => [$self->cluster_ports]) if $self->topology eq 'cluster';
     return $self->{redis} //= Redis->new(
         server => "127.0.0.1:$self->{redis_port}",
         cnx_timeout => 2, read_timeout => 5, write_timeout => 5,
@@ -613,12 +962,16 @@ sub redis_traffic {
 # SIGCONT), so that what the master counts meanwhile (MONITOR, INFO
 # commandstats, total_reads_processed) is linegate's alone: the sentinels'
 # PINGs, INFOs and hellos and the replicas' acknowledgements are held
-# back. On a single Redis, just $code. Keep $code short: a sentinel
-# stopped for seconds would see the time jump.
+# back. On a cluster, the replicas are stopped (their acknowledgements
+# are reads of the masters); the cluster bus is not counted. On a single
+# Redis, just $code. Keep $code short: a sentinel stopped for seconds
+# would see the time jump, a cluster node after 3 s would fail over.
 sub quiet {
     my ($self, $code) = @_;
-    my @pids = map { $self->{pids}{$_} }
-               grep { /^(?:redis|sentinel)_/ } keys %{ $self->{pids} };
+    my @pids = $self->topology eq 'cluster'
+        ? map { $self->{pids}{"redis_$_"} } $self->cluster_replicas
+        : map { $self->{pids}{$_} }
+          grep { /^(?:redis|sentinel)_/ } keys %{ $self->{pids} };
     return $code->() unless @pids;
     kill 'STOP', @pids;
     my @r = eval { $code->() };
@@ -628,15 +981,22 @@ sub quiet {
     return wantarray ? @r : $r[0];
 }
 
+# On a cluster: MONITOR on every master, the reads summed over them.
 sub _redis_traffic {
     my ($self, $code) = @_;
 
-    my $m = IO::Socket::INET->new(PeerAddr => '127.0.0.1',
-                                  PeerPort => $self->{redis_port})
-        or croak "monitor: $!";
-    print $m "MONITOR\r\n";
-    my $ok = <$m>;
+    my @ports = $self->topology eq 'cluster' ? $self->cluster_masters
+                                             : ($self->{redis_port});
+    my @mon = map {
+        my $m = IO::Socket::INET->new(PeerAddr => '127.0.0.1',
+                                      PeerPort => $_)
+            or croak "monitor: $!";
+        print $m "MONITOR\r\n";
+        my $ok = <$m>;
+        $m;
+    } @ports;
 
+    # (on a cluster, the client's INFO goes to every master: summed)
     my $reads = sub { $self->redis->info('stats')->{total_reads_processed} };
     my $before = $reads->();
     $code->();
@@ -644,18 +1004,20 @@ sub _redis_traffic {
     my $after = $reads->();
 
     my @lines;
-    $m->blocking(0);
-    while (defined(my $line = <$m>)) { push @lines, $line }
-    close $m;
+    for my $m (@mon) {
+        $m->blocking(0);
+        while (defined(my $line = <$m>)) { push @lines, $line }
+        close $m;
+    }
 
     my @top = grep { !/\[\d+ lua\]/ } @lines;
     my $pings = grep { /"ping"/i } @top;
 
-    # the second INFO's own read is counted in $after; the keepalive's
-    # XLEN of the reconciliation stream (the metrics' backlog) is written
-    # with its PING
+    # the second INFO's own read is counted in $after (once per master);
+    # the keepalive's XLEN of the reconciliation stream (the metrics'
+    # backlog) is written with its PING
     return ([grep { !/"(?:ping|info)"/i && !/"xlen" "lg:reconcile"/i } @top],
-            $after - $before - 1 - $pings, $pings);
+            $after - $before - @ports - $pings, $pings);
 }
 
 # Build and run a request. $body: a reference to a string (sent as is),

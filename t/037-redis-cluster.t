@@ -1,0 +1,498 @@
+# Redis Cluster (linegate_redis <seeds> cluster=on), 3 masters and 3
+# replicas started by the harness: linegate_limit's keys (one slot each)
+# spread over every master, each limit exact; a dead first seed; a slot
+# migration (redis-cli --cluster reshard) under load gives no error at all
+# and keeps each key's count; a master SIGKILLed under load gives only
+# complete answers (a 503 with Retry-After while its slots have no
+# master) and decisions come back after the promotion without a reload;
+# SCRIPT FLUSH on one master is handled on that node. nginx -t refuses
+# db= and the Lines and Provisioning APIs on a cluster (issue 10).
+#
+# The topology half (the harness: creation, the Perl client, reshard,
+# SIGKILL, promotion, manual failover) runs always. The module half needs
+# the module's cluster client: until it accepts cluster=on, nginx -t says
+# 'invalid parameter "cluster=on"' and those tests are skipped, saying so.
+use strict;
+use warnings;
+use lib 't/lib';
+
+use Test::More;
+use File::Temp ();
+use IO::Handle;
+use IO::Socket::INET;
+use POSIX qw(_exit);
+use Time::HiRes qw(sleep time);
+use LG::Stack;
+use LG::Limit qw(rl_key);
+use LG::RedisCluster;
+
+# the longest wait for a step of a failover or a migration (seconds)
+my $SETTLE = 30;
+
+my $dir = File::Temp::tempdir(CLEANUP => 1);
+chmod 0755, $dir;
+open my $fh, '>', "$dir/file.txt" or die;
+print $fh "ok\n";
+close $fh;
+chmod 0644, "$dir/file.txt";
+
+# closed: a Redis error is a 503 CLOSED, never an admission in disguise
+my $http = <<"CONF";
+    linegate_limit_zone wide key=\$arg_k rate=1r/h burst=2;
+    linegate_limit_zone count key=\$arg_k rate=1r/h burst=199;
+    linegate_limit_zone hot key=\$arg_k rate=100000r/s burst=100000;
+    linegate_limit_zone e key=\$arg_k rate=1r/h;
+    linegate_limit_on_error closed;
+CONF
+
+my $server = <<"CONF";
+        root $dir;
+        add_header X-Limit \$linegate_limit_status always;
+        location /wide/  { linegate_limit zone=wide;  try_files /file.txt =404; }
+        location /count/ { linegate_limit zone=count; try_files /file.txt =404; }
+        location /hot/   { linegate_limit zone=hot;   try_files /file.txt =404; }
+        location /e/     { linegate_limit zone=e;     try_files /file.txt =404; }
+CONF
+
+my $COUNT = 200;    # zone count: burst 199, 1r/h: 200 admitted, then 429
+
+my $s = LG::Stack->new(redis => 'cluster', dead_seed => 1, stub => 0,
+                       HTTP_EXTRA => $http, SERVER_EXTRA => $server);
+my $module = eval { $s->start; 1 };
+my $err = $@;
+# only the module's own "not yet" skips; any other failure fails
+die $err if !$module && $err !~ /invalid parameter "cluster=on"/;
+my $NEEDS = 'needs the module\'s cluster client (cluster=on refused: '
+          . 'the lead\'s h-cluster)';
+diag("the module refuses cluster=on: only the topology is tested")
+    unless $module;
+
+my $r = $s->redis;
+
+sub get {
+    my ($path) = @_;
+    return $s->ua->get($s->url($path))->res;
+}
+
+sub status {
+    my ($res) = @_;
+    return join ' ', $res->code // 'none',
+        $res->headers->header('X-Limit') // '-';
+}
+
+# values $v whose rl_key($zone, $v) has its slot in %$slots, $count of
+# them (prefix $p)
+sub values_in {
+    my ($zone, $slots, $count, $p) = @_;
+    my @v;
+    for (my $i = 0; @v < $count && $i < 1_000_000; $i++) {
+        my $v = "$p$i";
+        push @v, $v if $slots->{LG::RedisCluster::keyslot(rl_key($zone, $v))};
+    }
+    return @v;
+}
+
+subtest 'the topology' => sub {
+    my @ports = $s->cluster_ports;
+    is(scalar @ports, 6, 'six nodes');
+    my @m = $s->cluster_masters;
+    is(scalar @m, 3, 'three masters: ' . join(',', @m));
+    is(scalar(my @rep = $s->cluster_replicas), 3, 'three replicas');
+    ok($s->cluster_wait_ok(5, replicas => 1), 'cluster_state:ok everywhere, '
+       . 'every node agrees on the slots, each master has a replica');
+    my %slots;
+    $slots{$_} = scalar(my @x = $s->cluster_slots_of($_)) for @m;
+    is(eval { my $t = 0; $t += $_ for values %slots; $t }, 16384,
+       'the masters serve every slot: ' . join(', ', map { "$_: $slots{$_}" }
+                                               sort keys %slots));
+    like($s->redis_directive,
+         qr/^127\.0\.0\.1:\d+ (?:127\.0\.0\.1:\d+ ){3}cluster=on$/,
+         'linegate_redis: a dead seed, then the three masters');
+    my $conf = $s->render;
+    unlike($conf, qr/linegate_api/, 'no linegate_api location on a cluster');
+    like($s->render(api => 1), qr/linegate_api provision_confirm/,
+         'api => 1 keeps them');
+
+    # the Perl client against the nodes' own CLUSTER KEYSLOT
+    my $node = $r->node($m[0]);
+    for my $k ('foo', '{user1000}.following', rl_key('wide', 'x'), 'a{}b',
+               'lg:{ws:org_a}:lines', "\x{ff}bin") {
+        is(LG::RedisCluster::keyslot($k), $node->cluster('keyslot', $k),
+           "keyslot of '$k'");
+    }
+    my %on;
+    for my $i (1 .. 60) {
+        $r->set("t:$i", $i);
+        $on{$s->cluster_master_of("t:$i")}++;
+    }
+    is(scalar keys %on, 3, 'keys spread over the three masters: '
+       . join(', ', map { "$_ x$on{$_}" } sort keys %on));
+    is($r->get('t:42'), 42, 'read back');
+    is(scalar(my @k = $r->keys('t:*')), 60, 'keys: the union');
+    is($r->dbsize, 60, 'dbsize: the sum');
+    is_deeply([map { $r->node($_)->dbsize } @m],
+              [map { $on{$_} // 0 } @m], 'each key on its master');
+    is($r->del(map { "t:$_" } 1 .. 1), 1, 'del');
+    $r->flushall;
+    is($r->dbsize, 0, 'flushall: every master');
+};
+
+subtest 'nginx -t' => sub {
+    plan skip_all => $NEEDS unless $module;
+    my $conf = $s->render;
+    my ($rc, $out) = $s->nginx_t($conf);
+    is($rc, 0, 'seeds with cluster=on, linegate_limit: accepted')
+        or diag($out);
+    (my $db = $conf) =~ s/cluster=on;/cluster=on db=1;/;
+    ($rc, $out) = $s->nginx_t($db);
+    isnt($rc, 0, 'cluster=on with db=1: refused');
+    like($out, qr/db/, 'names db') or diag($out);
+    like($out, qr/cluster/, 'and the cluster') or diag($out);
+    ($rc, $out) = $s->nginx_t($s->render(api => 1));
+    isnt($rc, 0, 'the Lines and Provisioning APIs on a cluster: refused');
+    like($out, qr/cluster/, 'says why (the cluster)') or diag($out);
+};
+
+subtest 'keys on every master, each limit exact' => sub {
+    plan skip_all => $NEEDS unless $module;
+    my @codes;
+    my $n = 60;
+    for my $i (1 .. $n) {
+        push @codes, join ',', map { status(get("/wide/?k=route$i")) }
+                               1 .. 4;
+    }
+    my %by;
+    $by{$_}++ for @codes;
+    is_deeply(\%by, {'200 PASSED,200 PASSED,200 PASSED,429 REJECTED' => $n},
+              "$n keys: each 3 admitted (burst 2), then 429")
+        or diag(explain(\%by));
+    my %on;
+    for my $m ($s->cluster_masters) {
+        $on{$m} = () = $r->node($m)->keys('lg:rl:{wide:*');
+    }
+    is(scalar(grep { $_ > 0 } values %on), 3, 'keys on the three masters: '
+       . join(', ', map { "$_ x$on{$_}" } sort keys %on));
+    my $sum = 0;
+    $sum += $_ for values %on;
+    is($sum, $n, 'one key each');
+    my @wrong = grep {
+        !$r->node($s->cluster_master_of(rl_key('wide', "route$_")))
+           ->exists(rl_key('wide', "route$_"))
+    } 1 .. $n;
+    is_deeply(\@wrong, [], 'each on the master of its slot');
+};
+
+subtest 'the first seed is dead' => sub {
+    plan skip_all => $NEEDS unless $module;
+    like($s->redis_directive, qr/^127\.0\.0\.1:(\d+) /, 'first seed');
+    my ($dead) = $s->redis_directive =~ /^127\.0\.0\.1:(\d+) /;
+    ok(!IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $dead),
+       "nothing listens on $dead");
+    is(status(get('/e/?k=seed1')), '200 PASSED', 'decided by the cluster');
+    is(status(get('/e/?k=seed1')), '429 REJECTED', 'and counted');
+};
+
+# clients in child processes, until $stop exists, each over its own
+# keep-alive connection: "<status> <X-Limit> <Retry-After> <path>" a line
+# per answer, in "$out.<n>". A path, or [path, at most that many requests,
+# a pause (s) after each].
+sub load {
+    my ($stop, $out, @paths) = @_;
+    my @pids;
+    for my $c (0 .. $#paths) {
+        my $pid = fork // die "fork: $!";
+        if ($pid == 0) {
+            open my $fh, '>', "$out.$c" or _exit(1);
+            $fh->autoflush(1);    # read while the load runs
+            my $sock;
+            my ($path, $max, $pause) = ref $paths[$c] ? @{ $paths[$c] }
+                                                      : ($paths[$c]);
+            $pause //= 0.002;    # a shared machine: load, not a flood
+            until (-e $stop || (defined $max && $max-- <= 0)) {
+                $sock //= IO::Socket::INET->new(PeerAddr => '127.0.0.1',
+                                                PeerPort => $s->port)
+                    or do { print $fh "none - - $path\n"; sleep 0.05; next };
+                print $sock "GET $path HTTP/1.1\r\nHost: x\r\n\r\n";
+                my ($code, $limit, $retry, $len) = ('none', '-', '-', 0);
+                my $line = <$sock>;
+                ($code) = $line =~ m{^HTTP/1\.1 (\d+)} if defined $line;
+                while (defined($line) && defined(my $h = <$sock>)) {
+                    last if $h eq "\r\n";
+                    $limit = $1 if $h =~ /^X-Limit:\s*(\S+)/i;
+                    $retry = $1 if $h =~ /^Retry-After:\s*(\S+)/i;
+                    $len = $1 if $h =~ /^Content-Length:\s*(\d+)/i;
+                }
+                read $sock, my $body, $len if $len;
+                print $fh "$code $limit $retry $path\n";
+                undef $sock unless defined $line;
+                sleep $pause;
+            }
+            close $fh;
+            _exit(0);
+        }
+        push @pids, $pid;
+    }
+    return @pids;
+}
+
+# the answers written so far: "<status> <X-Limit> <Retry-After>" => count
+sub tally {
+    my ($out, $path_re) = @_;
+    my %n;
+    for my $f (glob "$out.*") {
+        open my $fh, '<', $f or next;
+        for (<$fh>) {
+            my ($code, $limit, $retry, $path) = split;
+            next unless defined $path;
+            next if $path_re && $path !~ $path_re;
+            $n{"$code $limit $retry"}++;
+        }
+    }
+    return \%n;
+}
+
+sub total { my $t = 0; $t += $_ for values %{ $_[0] }; return $t }
+
+# waits (at most $SETTLE s) until $want more answers "200 PASSED -" than
+# in $from were written; 1 when so
+sub progressed {
+    my ($out, $from, $want) = @_;
+    my $until = time + $SETTLE;
+    while (time < $until) {
+        return 1 if (tally($out)->{'200 PASSED -'} // 0)
+                    - ($from->{'200 PASSED -'} // 0) >= $want;
+        sleep 0.05;
+    }
+    return 0;
+}
+
+sub stopper {
+    my ($stop, @pids) = @_;
+    return sub {
+        open my $fh, '>', $stop;
+        close $fh;
+        waitpid $_, 0 for @pids;
+    };
+}
+
+sub describe {
+    my ($t) = @_;
+    return join ', ', map { "$_ x$t->{$_}" } sort keys %$t;
+}
+
+subtest 'MOVED and ASK: a slot migration under load' => sub {
+    ok($s->cluster_wait_ok($SETTLE), 'the cluster is ok');
+    my @m = $s->cluster_masters;
+    my ($from, $to) = @m[0, 1];
+    my $nslots = 300;
+    my @moving = ($s->cluster_slots_of($from))[0 .. $nslots - 1];
+    my %moving = map { $_ => 1 } @moving;
+    is(scalar keys %moving, $nslots, "$nslots slots of $from to move to $to"
+       . " ($moving[0]..$moving[-1])");
+
+    # keys in those slots: a count to keep, hot keys (always admitted:
+    # every request a Redis decision), keys the Perl client wrote
+    my ($cv) = values_in('count', \%moving, 1, 'count');
+    my @hot = values_in('hot', \%moving, 6, 'hot');
+    my @mine = grep { $moving{LG::RedisCluster::keyslot($_)} }
+               map { "mine:$_" } 1 .. 20_000;
+    @mine = @mine[0 .. 19];
+    $r->set($_, "v$_") for @mine;
+    is($s->cluster_master_of(rl_key('count', $cv)), $from,
+       "the count's key is on $from");
+
+    my ($stop, $out) = ("$dir/stop.moved", "$dir/answers.moved");
+    my (@pids, $stop_load);
+    if ($module) {
+        # half of the count before the migration, some meanwhile (never
+        # all: a worker answers the rejections of a spent key itself,
+        # Redis would not be asked), the rest after
+        my %c;
+        $c{status(get("/count/?k=$cv"))}++ for 1 .. $COUNT / 2;
+        is_deeply(\%c, {'200 PASSED' => $COUNT / 2},
+                  'half of the count admitted before');
+        @pids = load($stop, $out, (map { "/hot/?k=$_" } @hot),
+                     ["/count/?k=$cv", $COUNT / 2 - 20, 0.02]);
+        $stop_load = stopper($stop, @pids);
+        ok(progressed($out, {}, 20), 'the load is answered before the '
+           . 'migration') or return $stop_load->();
+    }
+
+    my $t0 = time;
+    $s->cluster_reshard($from, $to, $nslots);
+    my $rc = $s->cluster_reshard_wait($SETTLE);
+    ok(defined $rc && $rc == 0, sprintf('redis-cli --cluster reshard: '
+       . 'done (%.1f s)', time - $t0))
+        or diag($s->cluster_reshard_log);
+    ok($s->cluster_wait_ok($SETTLE), 'the cluster is ok after it');
+    is($s->cluster_master_of(rl_key('count', $cv)), $to,
+       "the count's key is on $to now");
+
+    # the Perl client follows MOVED (its map is the old one)
+    is_deeply([map { $r->get($_) } @mine], [map { "v$_" } @mine],
+              'the Perl client reads the migrated keys (MOVED followed)');
+
+    return unless $module;
+    ok(progressed($out, tally($out), 20),
+       'the load is answered after the migration');
+    $stop_load->();
+
+    my $hot = tally($out, qr{^/hot/});
+    is_deeply([grep { $_ ne '200 PASSED -' } keys %$hot], [],
+              'hot keys: every answer 200 PASSED, no error at all ('
+              . describe($hot) . ')');
+    my $count = tally($out, qr{^/count/});
+    is_deeply([grep { !/^(?:200 PASSED -|429 REJECTED \d+)$/ }
+               keys %$count], [],
+              'the count: only 200 and 429 (' . describe($count) . ')');
+
+    # after it, the key's count goes on where it was: the rest, then 429
+    my $during = $count->{'200 PASSED -'} // 0;
+    my ($after, $last) = (0);
+    for (1 .. $COUNT) {
+        $last = status(get("/count/?k=$cv"));
+        last if $last ne '200 PASSED';
+        $after++;
+    }
+    is($last, '429 REJECTED', 'the count ends in a rejection');
+    is($COUNT / 2 + $during + $after, $COUNT, "$COUNT admitted over the "
+       . 'whole run (' . $COUNT / 2 . " before, $during during, $after "
+       . 'after), no second burst');
+    ok($r->node($to)->exists(rl_key('count', $cv)), "its key on $to");
+    is($r->node($from)->exists(rl_key('count', $cv)), 0,
+       "and not on $from");
+};
+
+subtest 'SCRIPT FLUSH on one master' => sub {
+    plan skip_all => $NEEDS unless $module;
+    my @m = $s->cluster_masters;
+    my %slots = map { $_ => 1 } $s->cluster_slots_of($m[0]);
+    my ($v) = values_in('e', \%slots, 1, 'flush');
+    my @other = map {
+        my %o = map { $_ => 1 } $s->cluster_slots_of($_);
+        values_in('e', \%o, 1, "other$_")
+    } @m[1, 2];
+    # the script is loaded on every master first
+    is(status(get("/e/?k=$_.warm")), '200 PASSED', "warm $_")
+        for $v, @other;
+    is($r->node($m[0])->script('flush'), 'OK', "SCRIPT FLUSH on $m[0]");
+    is(status(get("/e/?k=$v")), '200 PASSED',
+       'a key of that master: decided by Redis, not a fallback');
+    is(status(get("/e/?k=$v")), '429 REJECTED', 'and counted');
+    is(status(get("/e/?k=$_")), '200 PASSED', "a key of another master")
+        for @other;
+};
+
+subtest 'quiet and redis_traffic: one round trip a decision' => sub {
+    plan skip_all => $NEEDS unless $module;
+    my $i = 0;
+    my ($cmds, $trips) = $s->redis_traffic(
+        sub { get('/e/?k=traffic' . ++$i) }, again => 1);
+    my @cluster = grep { /"cluster"/i } @$cmds;
+    my @evalsha = grep { /"evalsha"/i } @$cmds;
+    is(scalar @evalsha, 1, 'one EVALSHA, over the masters')
+        or diag(join '', @$cmds);
+    is($trips - @cluster, 1, 'one round trip (the map\'s refreshes left '
+       . 'out: ' . scalar(@cluster) . ')');
+};
+
+subtest 'the master of a key SIGKILLed under load' => sub {
+    ok($s->cluster_wait_ok($SETTLE, replicas => 1),
+       'the cluster is ok, each master has a replica');
+    my $victim = $s->cluster_master_of(rl_key('hot', 'fo0'));
+    my @hot = map { "fo$_" } 0 .. 5;
+    my %on = map { $_ => $s->cluster_master_of(rl_key('hot', $_)) } @hot;
+    # a key of the victim, on its replica before the kill
+    my ($mine) = grep { $s->cluster_master_of($_) == $victim }
+                 map { "fo:mine$_" } 1 .. 100;
+    $r->set($mine, 'kept');
+    is($r->node($victim)->wait(1, 5000), 1, "$mine on the replica too");
+
+    my ($stop, $out) = ("$dir/stop.kill", "$dir/answers.kill");
+    my (@pids, $stop_load);
+    if ($module) {
+        @pids = load($stop, $out, map { "/hot/?k=$_" } @hot);
+        $stop_load = stopper($stop, @pids);
+        ok(progressed($out, {}, 20), 'the load is answered before the kill')
+            or return $stop_load->();
+    }
+
+    my $t0 = time;
+    $s->cluster_kill_master($victim);
+    ok($s->cluster_wait_ok($SETTLE), sprintf('a replica promoted, the '
+       . 'cluster ok again (%.1f s)', time - $t0));
+    my $promoted = time - $t0;
+    ok(!grep({ $_ == $victim } $s->cluster_masters),
+       "$victim no longer a master: " . join(',', $s->cluster_masters));
+    is($r->get($mine), 'kept', 'the Perl client finds the new master');
+
+    if ($module) {
+        # back without a reload: a key of the dead master decided again
+        my ($k) = grep { $on{$_} == $victim } @hot;
+        my $back;
+        my $until = time + $SETTLE;
+        while (time < $until) {
+            last if status(get("/hot/?k=$k")) eq '200 PASSED'
+                    && defined($back = time - $t0);
+            sleep 0.05;
+        }
+        ok(defined $back, 'its keys decided by Redis again'
+           . (defined $back ? sprintf(' (%.2f s after the kill, the '
+                                      . 'promotion seen at %.2f s)',
+                                      $back, $promoted) : ''));
+        ok(progressed($out, tally($out), 20),
+           'the load is answered after the promotion');
+        $stop_load->();
+        my $t = tally($out);
+        my @bad = grep { !/^(?:200 PASSED -|429 REJECTED \d+)$/
+                         && !/^503 CLOSED [1-9]\d*$/ } keys %$t;
+        is_deeply(\@bad, [], 'only 200, 429, or 503 with Retry-After: '
+                  . describe($t));
+        ok($t->{'200 PASSED -'}, 'answers served');
+    }
+
+    # the old master back: a replica of the one promoted
+    $s->cluster_start_node($victim);
+    ok($s->cluster_wait_ok($SETTLE, replicas => 1),
+       "$victim back as a replica, each master has one again");
+    ok(!grep({ $_ == $victim } $s->cluster_masters), 'not a master');
+};
+
+subtest 'a manual failover (CLUSTER FAILOVER on a replica)' => sub {
+    my $master = $s->cluster_master_of(rl_key('e', 'manual'));
+    my ($replica) = grep {
+        my $n = $r->node($_);
+        ($n->info('replication')->{master_port} // 0) == $master
+    } $s->cluster_replicas;
+    ok($replica, "a replica of $master: " . ($replica // 'none'))
+        or return;
+    # a manual failover not done within 5 s is given up by the replica
+    # (a loaded machine): asked again, 3 times at most
+    my ($said, $tries, $until) = (1, 0, 0);
+    until (($s->cluster_master_of(rl_key('e', 'manual')) // 0) == $replica) {
+        if (time >= $until) {
+            last if $tries == 3;
+            $said &&= $s->cluster_failover($replica);
+            $tries++;
+            $until = time + 10;
+        }
+        sleep 0.05;
+    }
+    ok($said, "CLUSTER FAILOVER: OK ($tries asked)");
+    is($s->cluster_master_of(rl_key('e', 'manual')), $replica,
+       'the replica serves the slots now')
+        or diag(LG::Stack::_slurp($s->dir . "/redis/$replica/redis.log"));
+    ok($s->cluster_wait_ok($SETTLE, replicas => 1), 'the cluster is ok');
+    return unless $module;
+    my $st;
+    $until = time + $SETTLE;
+    while (time < $until) {
+        $st = status(get('/e/?k=manual'));
+        last if $st eq '200 PASSED';
+        sleep 0.05;
+    }
+    is($st, '200 PASSED', 'decided by the new master, no reload');
+    is(status(get('/e/?k=manual')), '429 REJECTED', 'and counted');
+};
+
+done_testing;
