@@ -1240,7 +1240,8 @@ ngx_http_linegate_redis_cluster_conf(ngx_conf_t *cf,
 
     if (lmcf->redis_db > 0) {
         /* a cluster has database 0 only */
-        return "cannot select a database (\"db=\") on a Redis Cluster";
+        return "cannot select a database (\"db=\") with \"cluster=on\": "
+               "a Redis Cluster has database 0 only";
     }
 
     lmcf->redis_seeds = ngx_array_create(cf->pool, naddrs,

@@ -65,7 +65,7 @@ typedef struct {
     ngx_uint_t                          ping_pending;
     ngx_uint_t                          connected_before;
     ngx_uint_t                          counted;  /* in the gauge */
-    ngx_msec_t                          loaded;   /* SCRIPT LOAD sent */
+    ngx_uint_t                          loading;  /* SCRIPT LOADs owed */
     ngx_event_t                         connect_timer;
     ngx_event_t                         reconnect_timer;
     ngx_event_t                         keepalive_timer;
@@ -205,8 +205,7 @@ static void ngx_http_linegate_redis_disconnect_cb(
     const redisAsyncContext *ac, int status);
 static void ngx_http_linegate_redis_setup(
     ngx_http_linegate_redis_node_t *node);
-static void ngx_http_linegate_redis_reload(
-    ngx_http_linegate_redis_node_t *node);
+static void ngx_http_linegate_redis_reload(void);
 static void ngx_http_linegate_redis_setup_cb(redisAsyncContext *ac,
     void *reply, void *privdata);
 static void ngx_http_linegate_redis_reply_cb(redisAsyncContext *ac,
@@ -296,6 +295,10 @@ static ngx_uint_t  ngx_http_linegate_redis_map_ready;
  * other means.
  */
 static ngx_connection_t  ngx_http_linegate_redis_dummy;
+
+
+/* the step a SCRIPT LOAD's callback is told: also how it is recognised */
+static char  ngx_http_linegate_redis_script_load[] = "SCRIPT LOAD";
 
 
 /* replies that mean "the store cannot serve now", not "a bug of ours" */
@@ -1135,7 +1138,7 @@ ngx_http_linegate_redis_pipeline_cb(redisAsyncContext *ac, void *data,
         if (ngx_strncmp(reply->str, "NOSCRIPT", 8) == 0) {
             /* the node lost its scripts (SCRIPT FLUSH, a restart): the
              * next requests find them again */
-            ngx_http_linegate_redis_reload(ac->data);
+            ngx_http_linegate_redis_reload();
         }
 
     } else if (pl->queued) {
@@ -2134,6 +2137,7 @@ ngx_http_linegate_redis_connect_to(ngx_http_linegate_redis_node_t *node)
 
     node->ac = ac;
     node->state = NGX_HTTP_LINEGATE_REDIS_CONNECTING;
+    node->loading = 0;
 
     ngx_add_timer(&node->connect_timer, lmcf->redis_connect_timeout);
 }
@@ -2328,17 +2332,30 @@ ngx_http_linegate_redis_auth(ngx_http_linegate_redis_node_t *node)
 }
 
 
-/* the scripts again on a node that answered NOSCRIPT, once a second */
+/*
+ * The scripts again after a NOSCRIPT, on every node (a flush of one
+ * cluster node is usually a flush of all) whose last SCRIPT LOADs have
+ * all been answered: one reload per round trip at most, however many
+ * requests meet the NOSCRIPT meanwhile.
+ */
 static void
-ngx_http_linegate_redis_reload(ngx_http_linegate_redis_node_t *node)
+ngx_http_linegate_redis_reload(void)
 {
-    if (node->state != NGX_HTTP_LINEGATE_REDIS_CONNECTED
-        || ngx_current_msec - node->loaded < 1000)
-    {
-        return;
-    }
+    ngx_uint_t                       i;
+    ngx_http_linegate_redis_t       *rd;
+    ngx_http_linegate_redis_node_t  *node;
 
-    ngx_http_linegate_redis_setup(node);
+    rd = &ngx_http_linegate_redis;
+
+    for (i = 0; i < rd->nnodes; i++) {
+        node = &rd->nodes[i];
+
+        if (node->state == NGX_HTTP_LINEGATE_REDIS_CONNECTED
+            && node->loading == 0)
+        {
+            ngx_http_linegate_redis_setup(node);
+        }
+    }
 }
 
 
@@ -2351,7 +2368,7 @@ ngx_http_linegate_redis_setup(ngx_http_linegate_redis_node_t *node)
     const char  *argv[3];
     size_t       argvlen[3];
 
-    node->loaded = ngx_current_msec;
+    node->loading += NGX_HTTP_LINEGATE_SCRIPT_COUNT;
 
     for (i = 0; i < NGX_HTTP_LINEGATE_SCRIPT_COUNT; i++) {
         ngx_http_linegate_script_source(i, &src);
@@ -2362,7 +2379,8 @@ ngx_http_linegate_redis_setup(ngx_http_linegate_redis_node_t *node)
         argv[2] = (const char *) src.data;
         argvlen[2] = src.len;
         redisAsyncCommandArgv(node->ac, ngx_http_linegate_redis_setup_cb,
-                              "SCRIPT LOAD", 3, argv, argvlen);
+                              ngx_http_linegate_redis_script_load, 3, argv,
+                              argvlen);
     }
 }
 
@@ -2371,9 +2389,15 @@ static void
 ngx_http_linegate_redis_setup_cb(redisAsyncContext *ac, void *data,
     void *privdata)
 {
-    redisReply  *reply;
+    redisReply                      *reply;
+    ngx_http_linegate_redis_node_t  *node;
 
     reply = data;
+    node = ac->data;
+
+    if (privdata == ngx_http_linegate_redis_script_load && node->loading) {
+        node->loading--;
+    }
 
     if (reply == NULL || ngx_http_linegate_redis.exiting) {
         return;

@@ -25,7 +25,9 @@ use warnings;
 
 use Carp qw(croak);
 use Redis;
-use Time::HiRes qw(sleep time);
+# not imported: this package's methods are Redis commands ($r->time is
+# Redis's TIME, not Time::HiRes's)
+use Time::HiRes ();
 
 our $AUTOLOAD;
 
@@ -145,15 +147,15 @@ sub _routed {
     my ($self, $cmd, @args) = @_;
     my $want = wantarray;
     my $key = _key_of($cmd, @args);
-    my $until = time + $self->{retry_for};
+    my $until = Time::HiRes::time() + $self->{retry_for};
     my ($port, $asking);
 
     while (1) {
         $port //= defined $key ? $self->master_of($key)
                                : ($self->masters)[0];
         if (!defined $port) {
-            croak "[$cmd] no master known for its slot" if time > $until;
-            sleep 0.1;
+            croak "[$cmd] no master known for its slot" if Time::HiRes::time() > $until;
+            Time::HiRes::sleep(0.1);
             $self->refresh;
             next;
         }
@@ -168,7 +170,7 @@ sub _routed {
 
         my $err = $@;
         $asking = 0;
-        die $err if time > $until;
+        die $err if Time::HiRes::time() > $until;
         if ($err =~ /\] MOVED \d+ [\d.]+:(\d+)/) {
             $self->refresh;
             $port = $1;
@@ -183,7 +185,7 @@ sub _routed {
                    || $err =~ /Error while reading|closed connection/;
         die $err unless $down || $gone;
         $self->_drop($port) if $gone;
-        sleep 0.1;
+        Time::HiRes::sleep(0.1);
         $self->refresh;
         undef $port;
     }
