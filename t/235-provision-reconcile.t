@@ -331,7 +331,9 @@ subtest 'a worker killed mid-confirm: cancelled, the number back' => sub {
     my $killed = 0;
     my ($tx, $done) = $p->during($p->confirm_req($a, $tok), sub {
         return 0 unless in_flight('lg:pv:inflight', 'acct_killed')
-                     && held(qr{^/v1/subscriptions$})
+                     && held(qr{^/v1/subscriptions$}, sub {
+                            ($_[0]{params}{metadata}{account_id} // '')
+                                eq 'acct_killed' })
                      && subs_of('acct_killed');
         $killed = kill_workers();
         return 1;
