@@ -17,7 +17,13 @@ use LG::Test;
 use LG::Provision;
 use LG::Lines qw(body);
 
-my $s = LG::Stack->new(STRIPE_TIMEOUT => '1s',
+# The Stripe calls the workers are killed in the middle of are held by the
+# stub for $HOLD ms; the Stripe location waits longer than that, so that
+# nothing but the kill ends such a call, however slow the machine is to
+# see it held (a 1 s wait here was missed on a loaded machine: the worker
+# gave up on Stripe, answered and cleaned up before the kill).
+my $HOLD = 8000;
+my $s = LG::Stack->new(STRIPE_TIMEOUT => '15s',
                        HTTP_EXTRA => 'linegate_reconcile_delay 0; '
                            . 'linegate_reconcile_lost_after 1s;')->start;
 my $p = LG::Provision->new($s);
@@ -61,6 +67,47 @@ sub run {
     ok(!@errors, 'run: its answer matches docs/openapi.yaml')
         or diag join "\n", @errors;
     return $tx->res->json // {};
+}
+
+# the members of an in-flight index (lg:pv:inflight, lg:lr:inflight) of
+# one account or workspace: never another case's
+sub in_flight {
+    my ($key, $tenant) = @_;
+    return grep { index($_, "$tenant ") == 0 } $r->zrange($key, 0, -1);
+}
+
+# the stub's calls held by a fault right now (no answer yet) whose path
+# matches $re and whose parameters pass $match (optional)
+sub held {
+    my ($re, $match) = @_;
+    my $log = $s->stub(GET => '/_stub/state')->res->json->{log} // [];
+    return grep { $_->{fault} && !defined $_->{status} && !$_->{dropped}
+                  && $_->{path} =~ $re && (!$match || $match->($_)) } @$log;
+}
+
+# poll $cond every 0.1 s for at most $timeout s; true when it held
+sub eventually {
+    my ($cond, $timeout) = @_;
+    my $until = time + $timeout;
+    while (time < $until) {
+        return 1 if $cond->();
+        sleep 0.1;
+    }
+    return $cond->();
+}
+
+# every worker of the stack killed at once; back when the new ones have
+# connected to Redis (0 if they do not within a generous limit)
+sub kill_workers {
+    my $off = length $s->error_log;
+    my @killed = split ' ', `pgrep -P $s->{pids}{nginx}`;
+    kill 'KILL', @killed;
+    my $back = eventually(sub {
+        my @w = split ' ', `pgrep -P $s->{pids}{nginx}`;
+        return @w == 2 && !grep { my $k = $_; grep { $_ == $k } @killed } @w;
+    }, 60) && $s->wait_redis_connected($off, 60);
+    diag 'the new workers are not up and connected to Redis' unless $back;
+    return $back ? scalar @killed : 0;
 }
 
 sub entry_of {
@@ -280,24 +327,19 @@ subtest 'a worker killed mid-confirm: cancelled, the number back' => sub {
     my $a = $p->account('acct_killed');
     my $tok = $p->token($a);
     # Stripe bills at once, then answers late: the worker dies meanwhile
-    $p->fault(latency_ms => 3000, after_commit => 1);
-    my @killed;
-    my $off = length $s->error_log;
+    $p->fault(latency_ms => $HOLD, after_commit => 1);
+    my $killed = 0;
     my ($tx, $done) = $p->during($p->confirm_req($a, $tok), sub {
-        return 0 unless $r->zcard('lg:pv:inflight') && subs_of('acct_killed');
-        @killed = split ' ', `pgrep -P $s->{pids}{nginx}`;
-        kill 'KILL', @killed;
+        return 0 unless in_flight('lg:pv:inflight', 'acct_killed')
+                     && held(qr{^/v1/subscriptions$}, sub {
+                            ($_[0]{params}{metadata}{account_id} // '')
+                                eq 'acct_killed' })
+                     && subs_of('acct_killed');
+        $killed = kill_workers();
         return 1;
-    });
-    ok($done && @killed, 'the workers were killed mid-confirm');
+    }, 60);
+    ok($done && $killed, 'the workers were killed mid-confirm');
     ok(!$tx || !$tx->res->code, 'the client got no answer');
-    # the master starts new workers
-    for (1 .. 50) {
-        my @w = split ' ', `pgrep -P $s->{pids}{nginx}`;
-        last if @w == 2 && !grep { my $k = $_; grep { $_ == $k } @killed } @w;
-        sleep 0.1;
-    }
-    $s->wait_redis_connected($off);
     my @resv = @{ $p->reservations('acct_killed') };
     is(scalar @resv, 1, 'the dead worker left its number held');
     is($r->zcard('lg:{acct:acct_killed}:prov'), 1, 'and its slot');
@@ -321,23 +363,22 @@ subtest 'a worker killed mid-confirm: cancelled, the number back' => sub {
     # the same with no subscription made: released as no_subscription
     $a = $p->account('acct_killed2');
     $tok = $p->token($a);
-    $p->fault(latency_ms => 3000);
-    @killed = ();
-    $off = length $s->error_log;
+    $p->fault(latency_ms => $HOLD);
+    $killed = 0;
     ($tx, $done) = $p->during($p->confirm_req($a, $tok), sub {
-        return 0 unless $r->zcard('lg:pv:inflight');
-        @killed = split ' ', `pgrep -P $s->{pids}{nginx}`;
-        kill 'KILL', @killed;
+        # the call reached Stripe, which has not billed yet
+        return 0 unless in_flight('lg:pv:inflight', 'acct_killed2')
+                     && held(qr{^/v1/subscriptions$}, sub {
+                            ($_[0]{params}{metadata}{account_id} // '')
+                                eq 'acct_killed2' });
+        $killed = kill_workers();
         return 1;
-    });
-    ok($done && @killed, 'killed again, before Stripe billed');
-    for (1 .. 50) {
-        my @w = split ' ', `pgrep -P $s->{pids}{nginx}`;
-        last if @w == 2 && !grep { my $k = $_; grep { $_ == $k } @killed } @w;
-        sleep 0.1;
-    }
-    $s->wait_redis_connected($off);
-    sleep 3.5;    # the stub finishes its call: now it bills, unseen
+    }, 60);
+    ok($done && $killed, 'killed again, before Stripe billed');
+    # the stub finishes its call: now it bills, unseen
+    ok(eventually(sub { subs_of('acct_killed2') }, $HOLD / 1000 + 60),
+       'Stripe billed late');
+    sleep 1.1;    # linegate_reconcile_lost_after
     $b = run();
     $e = entry_of($b, 'acct_killed2');
     is($e->{reason}, 'worker_lost', 'worker_lost');
@@ -347,46 +388,33 @@ subtest 'a worker killed mid-confirm: cancelled, the number back' => sub {
     $p->clear_faults;
 };
 
-# every worker of the stack killed at once; back when the new ones
-# have connected to Redis
-sub kill_workers {
-    my $off = length $s->error_log;
-    my @killed = split ' ', `pgrep -P $s->{pids}{nginx}`;
-    kill 'KILL', @killed;
-    for (1 .. 50) {
-        my @w = split ' ', `pgrep -P $s->{pids}{nginx}`;
-        last if @w == 2 && !grep { my $k = $_; grep { $_ == $k } @killed } @w;
-        sleep 0.1;
-    }
-    $s->wait_redis_connected($off);
-    return scalar @killed;
-}
-
 subtest 'a worker killed mid-create (Lines API): invoice discarded' => sub {
     my $l = LG::Lines->new($s);
     my $EMAIL = body(channelType => 'email', email => 'k@example.com');
     for my $case (['draft', 'DELETE'], ['open', 'void']) {
         my ($status, $how) = @$case;
         my $w = $l->workspace("org_killed_$status");
-        # Stripe is slow on the finalize (a draft exists) or on the
-        # invoice's store (finalized: open); the worker dies meanwhile
+        # Stripe holds the finalize: before it (a draft exists, and stays
+        # one: the held call is dropped, never done) or after it (open);
+        # the worker dies meanwhile
         $l->fault($status eq 'draft'
-                  ? (path_prefix => '/v1/invoices/', latency_ms => 3000)
-                  : (path_prefix => '/v1/invoices/', latency_ms => 3000,
+                  ? (path_prefix => '/v1/invoices/', latency_ms => $HOLD,
+                     drop => 1)
+                  : (path_prefix => '/v1/invoices/', latency_ms => $HOLD,
                      after_commit => 1));
         my $killed = 0;
         my ($tx, $done) = $l->during([$w, POST => '/api/line-requests',
                                       $EMAIL, 'Idempotency-Key' => 'kk'],
                                      sub {
-            return 0 unless $r->zcard('lg:lr:inflight');
+            return 0 unless in_flight('lg:lr:inflight', $w->{id})
+                         && held(qr{^/v1/invoices/.+/finalize$});
             my @inv = grep { $_->{status} eq $status }
                       $l->invoices($w->{customer});
             return 0 unless @inv;
             $killed = kill_workers();
             return 1;
-        }, 10);
+        }, 60);
         ok($done && $killed, "$status: the workers were killed mid-create");
-        sleep 3.2 if $status eq 'open';    # the stub finalizes, late
         my ($id) = $l->request_ids($w);
         ok($id, "$status: the request is left awaiting payment");
         is($l->pending($w), $id, "$status: it blocks the workspace");
