@@ -48,10 +48,22 @@ CONF
 my $server = <<"CONF";
         root $dir;
         add_header X-Limit \$linegate_limit_status always;
-        location /wide/  { linegate_limit zone=wide;  try_files /file.txt =404; }
-        location /count/ { linegate_limit zone=count; try_files /file.txt =404; }
-        location /hot/   { linegate_limit zone=hot;   try_files /file.txt =404; }
-        location /e/     { linegate_limit zone=e;     try_files /file.txt =404; }
+        location /wide/ {
+            linegate_limit zone=wide;
+            try_files /file.txt =404;
+        }
+        location /count/ {
+            linegate_limit zone=count;
+            try_files /file.txt =404;
+        }
+        location /hot/ {
+            linegate_limit zone=hot;
+            try_files /file.txt =404;
+        }
+        location /e/ {
+            linegate_limit zone=e;
+            try_files /file.txt =404;
+        }
 CONF
 
 my $COUNT = 200;    # zone count: burst 199, 1r/h: 200 admitted, then 429

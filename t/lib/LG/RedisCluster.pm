@@ -154,7 +154,8 @@ sub _routed {
         $port //= defined $key ? $self->master_of($key)
                                : ($self->masters)[0];
         if (!defined $port) {
-            croak "[$cmd] no master known for its slot" if Time::HiRes::time() > $until;
+            croak "[$cmd] no master known for its slot"
+                if Time::HiRes::time() > $until;
             Time::HiRes::sleep(0.1);
             $self->refresh;
             next;
