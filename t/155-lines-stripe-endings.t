@@ -13,7 +13,7 @@ use lib 't/lib';
 use Test::More;
 use IO::Socket::INET;
 use Mojo::JSON qw(encode_json);
-use Time::HiRes qw(sleep);
+use Time::HiRes qw(sleep time);
 use LG::Stack;
 use LG::Test;
 use LG::Lines qw(body);
@@ -89,8 +89,12 @@ subtest 'the client leaves while Stripe is asked' => sub {
 
     # the call ends (the item added late), its steps run to the end: the
     # reservation stays until the invoice is stored, and nobody reads the
-    # 201
-    sleep 0.1 for 1 .. 30;
+    # 201 (about 1.5 s on a quiet machine: wait at most 30 s)
+    my $by = time + 30;
+    sleep 0.1 until do {
+        my @r = $l->request_ids($w);
+        @r == 1 && ($l->lr($w, $r[0])->{invoiceId} // '') =~ /^in_/;
+    } || time > $by;
     my @ids = $l->request_ids($w);
     is(scalar @ids, 1, 'the request was completed');
     my $lr = @ids ? $l->lr($w, $ids[0]) : {};
@@ -116,7 +120,14 @@ subtest 'the client leaves, then Stripe fails' => sub {
     sleep 0.1 until $l->pending($w);
     close $c;
 
-    sleep 0.1 for 1 .. 30;
+    # the failed call's steps undo it (about 1.5 s on a quiet machine:
+    # wait at most 30 s)
+    my $by = time + 30;
+    sleep 0.1 until (!defined $l->pending($w) && !(() = $l->request_ids($w))
+                     && !$r->keys("lg:{ws:$w->{id}}:idem:*")
+                     && !grep { $_->{status} =~ /^(?:draft|open)$/ }
+                        $l->invoices($w->{customer}))
+                    || time > $by;
     clean($w, 'client gone', 'gone');
     $l->clear_faults;
 };
