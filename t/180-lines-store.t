@@ -42,9 +42,10 @@ my $redis_cli = "redis-cli -p @{[ $s->redis_port ]}";
 sub answers_again {
     my ($name) = @_;
     my $tx;
-    for (1 .. 50) {
+    my $by = Time::HiRes::time() + 30;    # generous: a loaded machine
+    while (1) {
         $tx = $l->get($w, $id);
-        last if $tx->res->code == 200;
+        last if $tx->res->code == 200 || Time::HiRes::time() > $by;
         sleep 0.1;
     }
     my @same = grep { ($l->answer($l->get($w, $id), 200, "$name, after")
