@@ -51,7 +51,7 @@ sub confirm_through_outage {
     my $from = length $s->error_log;
     $s->start_redis;
     $r = $s->redis;
-    $s->wait_redis_connected($from, 5);
+    $s->wait_redis_connected($from, 30);
 
     return $tx;
 }
@@ -59,7 +59,7 @@ sub confirm_through_outage {
 # a preview token once every worker is connected again to Redis
 sub token {
     my ($a) = @_;
-    my $until = time + 8;
+    my $until = time + 30;
     my $ok = 0;
     while ($ok < 8 && time < $until) {
         $ok = $p->limits($a)->res->code == 200 ? $ok + 1 : 0;
@@ -68,9 +68,11 @@ sub token {
     return $p->token($a);
 }
 
+# poll $cond for at most 30 s: generous, as a loaded machine runs the
+# workers' steps (a reload, a reconnect, a durable write) seconds late
 sub eventually {
     my ($cond) = @_;
-    my $until = time + 8;
+    my $until = time + 30;
     until ($cond->()) {
         return 0 if time > $until;
         sleep 0.05;
