@@ -29,9 +29,11 @@ sub subs_of {
            $p->subscriptions;
 }
 
+# poll $cond for at most 30 s: generous, as a loaded machine runs the
+# workers' steps (a reload, a reconnect, a durable write) seconds late
 sub eventually {
     my ($cond) = @_;
-    my $until = time + 8;
+    my $until = time + 30;
     until ($cond->()) {
         return 0 if time > $until;
         sleep 0.05;
@@ -42,7 +44,7 @@ sub eventually {
 # a preview token once every worker answers again
 sub token {
     my ($a) = @_;
-    my $until = time + 8;
+    my $until = time + 30;
     my $ok = 0;
     while ($ok < 8 && time < $until) {
         $ok = $p->limits($a)->res->code == 200 ? $ok + 1 : 0;
