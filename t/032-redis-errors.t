@@ -111,7 +111,7 @@ subtest 'NOAUTH, then AUTH with password=' => sub {
                                   . ' password=sekrit-pass-1');
     close $fh;
     kill 'HUP', $s->{pids}{nginx};
-    ok($s->wait_redis_connected($from, 5), 'reloaded with password=');
+    ok($s->wait_redis_connected($from, 30), 'reloaded with password=');
 
     # a new client: the old one may hold a connection to an old worker
     my $ua = Mojo::UserAgent->new;
