@@ -140,7 +140,7 @@ subtest 'kept across a reload' => sub {
     cmp_ok($before, '>', 0, 'counted before');
     my $from = length $s->error_log;
     kill 'HUP', $s->{pids}{nginx};
-    ok($s->wait_redis_connected($from, 5), 'new workers up');
+    ok($s->wait_redis_connected($from, 30), 'new workers up');
     is(value(scrape()->body, $series), $before, 'the same after a reload');
 };
 
