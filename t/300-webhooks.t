@@ -268,7 +268,7 @@ subtest 'Redis down: 503, Stripe retries later' => sub {
     is($body->{code}, 'STORE_UNAVAILABLE', 'code');
     my $from = length $s->error_log;
     $s->start_redis;
-    ok($s->wait_redis_connected($from, 5), 'workers reconnected');
+    ok($s->wait_redis_connected($from, 30), 'workers reconnected');
     $r = $s->redis;
 
     # a new, empty Redis: the state is set up again
