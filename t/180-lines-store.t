@@ -132,7 +132,7 @@ subtest 'hot GET: Redis dies with the pipeline in flight' => sub {
     $s->stop_redis;
     my $mark = length $s->error_log;
     $s->start_redis;
-    ok($s->wait_redis_connected($mark, 5), 'the workers reconnect');
+    ok($s->wait_redis_connected($mark, 30), 'the workers reconnect');
     $w = $l->workspace('org_store_pipe');
     $id = $l->created($w);
     $l->get($w, $id) for 1 .. 4;
@@ -154,7 +154,7 @@ for my $c (@calls) {
 
 my $offset = length $s->error_log;
 $s->start_redis;
-ok($s->wait_redis_connected($offset, 5), 'the workers reconnect');
+ok($s->wait_redis_connected($offset, 30), 'the workers reconnect');
 
 # the Redis of the test was empty again: set the workspace up anew
 my $again = $l->workspace('org_store_2');
