@@ -74,7 +74,7 @@ sub json_error {
 
 sub wait_for {
     my ($cond, $secs) = @_;
-    my $until = time + ($secs // 8);
+    my $until = time + ($secs // 30);
     while (time < $until) {
         return 1 if $cond->();
         sleep 0.1;
