@@ -18,7 +18,7 @@ use LG::Provision;
 
 sub wait_for {
     my ($cond, $secs) = @_;
-    my $until = time + ($secs // 8);
+    my $until = time + ($secs // 30);
     while (time < $until) {
         my $ok = eval { $cond->() };
         return 1 if $ok;
@@ -99,7 +99,7 @@ subtest 'Redis down when the purchase is recorded: the reconcile entry '
 
     # Redis comes back empty: the entry is written all the same
     $s->start_redis;
-    ok(wait_for(sub { scalar reconcile_of($p, $id) }, 10),
+    ok(wait_for(sub { scalar reconcile_of($p, $id) }, 30),
        'the reconcile entry landed');
     my @q = reconcile_of($p, $id);
     is($q[0]{subscription_id}, $sub, 'for the subscription');
@@ -168,7 +168,7 @@ subtest 'a draining worker, Redis restarted: the writes still land' => sub {
     ok($res && $res->code, 'answered') or diag('no answer');
     my $sub = $res && $res->json && $res->json->{subscription_id};
     like($sub // '', qr/^sub_/, 'the subscription id is answered');
-    ok(wait_for(sub { scalar reconcile_of($p, $id) }, 10),
+    ok(wait_for(sub { scalar reconcile_of($p, $id) }, 30),
        'its reconcile entry is written');
     unlike($s->error_log, qr/neither recorded nor queued/, 'no alert');
 };
