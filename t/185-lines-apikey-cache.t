@@ -73,21 +73,23 @@ subtest 'an unknown key is refused every time' => sub {
     $r->del('lg:apikey:' . sha256_hex($bad));
 };
 
-# poll with the key until it is refused, and stays so, on every worker
+# poll with the key until it is refused, and stays so, on every worker;
+# the seconds it took, and how many reads were still let through
 sub refused_after {
     my ($key, $t0) = @_;
-    my $refused_at;
+    my ($refused_at, $let_through) = (undef, 0);
     while (time - $t0 < 2) {
         if (get_with($key)->res->code == 401) {
             $refused_at //= time - $t0;
 
         } else {
             undef $refused_at;
+            $let_through++;
         }
         last if defined $refused_at && time - $t0 > $refused_at + 0.3;
         sleep 0.02;
     }
-    return $refused_at;
+    return wantarray ? ($refused_at, $let_through) : $refused_at;
 }
 
 sub second_key {
@@ -119,10 +121,13 @@ subtest 'a key revoked through this nginx: refused at once' => sub {
 
     my $tx = $s->op(DELETE => "/workspaces/$w->{id}/keys/$k->{keyId}");
     is($tx->res->code, 200, 'revoked');
-    my $at = refused_after($k->{key}, time);
+    my ($at, $through) = refused_after($k->{key}, time);
 
-    ok(defined $at && $at < 0.2,
-       sprintf('refused after %.2f s (every worker forgot)', $at // -1));
+    # counted in reads, not seconds: a loaded machine may take longer
+    # than 0.2 s to answer the first one
+    ok(defined $at && !$through,
+       sprintf('refused from the first read (%.2f s, %d let through): '
+               . 'every worker forgot', $at // -1, $through));
     is(get_with($w->{key})->res->code, 200, 'the other key still works');
 };
 
