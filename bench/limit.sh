@@ -625,6 +625,13 @@ if (@keys) {
     push @cv, sprintf 'INFO keys left per master after the run (DBSIZE): %s',
         join(', ', map { "127.0.0.1:$_->[0] $_->[1]" } @keys);
 }
+if (open my $et, '<', "$dir/cluster-errors.txt") {
+    my $n = <$et> // 0;
+    chomp $n;
+    close $et;
+    push @cv, sprintf '%s no line in the cluster nginx\'s error.log '
+        . '(warn and above, the whole run): %d', $n ? 'FAIL' : 'PASS', $n;
+}
 my $loads = sum(map { $_->{det}{'script|load'} // 0 } values %c);
 push @cv, sprintf 'INFO SCRIPT LOAD on the cluster, every nginx start '
     . '(not counted per request): %d', $loads if $loads;
@@ -644,7 +651,9 @@ cmd_run() {
     trap 'cmd_stop' EXIT
     cmd_start
     mkdir -p "$TMP"
-    rm -f "$TMP/cluster.tsv" "$TMP/cluster-keys.txt" "$CLD/counters"
+    rm -f "$TMP/cluster.tsv" "$TMP/cluster-keys.txt" "$CLD/counters" \
+        "$TMP/cluster-errors.txt"
+    : > "$LGC/error.log"
     rm -f "${RL_PEERS_TMP:-$TMP/peers}"/bench/*.linegate-cluster.*.txt
     say "bench-limit: wrk $WRK, $RUNS round(s); linegate on :$PORT," \
         ":$LEASE_PORT (lease=$LEASE) and :$CLUSTER_PORT (Redis Cluster)"
@@ -663,6 +672,10 @@ LG_LIMIT_CLUSTER_PORT=$CLUSTER_PORT LG_MODULE=$MODULE \
 bash $HERE/limit.sh hook" \
         peers bench | tee -a "$TMP/table.md" || rc=$?
     cluster_keys > "$TMP/cluster-keys.txt" || true
+    # the peers' run.sh counts error.log lines under its own directory
+    # only: the cluster nginx's, counted here (warn and above)
+    grep -c '' "$LGC/error.log" > "$TMP/cluster-errors.txt" 2>/dev/null \
+        || echo 0 > "$TMP/cluster-errors.txt"
     echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)" \
         | tee -a "$TMP/table.md"
     ((rc == 0)) || die "peers' run.sh bench failed ($rc)"
