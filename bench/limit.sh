@@ -309,7 +309,8 @@ cluster_counters() {
                           print c, $3
                           if (c == "evalsha") print "@" port, $3 }
             /^used_cpu_(sys|user):/ { print "_cpu", $2 }'
-    done | awk '{ v[$1] += $2 } END { for (k in v) printf "%s %.6f\n", k, v[k] }'
+    done | awk '{ v[$1] += $2 }
+                END { for (k in v) printf "%s %.6f\n", k, v[k] }'
     curl -s "http://127.0.0.1:$CLUSTER_PORT/lg-status" \
         | awk '/^ *[0-9]+ +[0-9]+ +[0-9]+ *$/ { print "_requests", $3 }'
     printf '_time %s\n' "$(date +%s.%N)"
@@ -580,7 +581,8 @@ sub spread {
             $min / $tot);
 }
 
-print "\n## linegate_limit on a Redis Cluster (3 masters) against one Redis\n\n";
+print "\n## linegate_limit on a Redis Cluster (3 masters) "
+    . "against one Redis\n\n";
 print "| scenario | req/s one | req/s cluster | cluster / one | p99 ms one "
     . "| p99 ms cluster | Redis cmds/req one | Redis cmds/req cluster "
     . "| EVALSHA/req one | EVALSHA/req cluster | Redis CPU us/req one "
