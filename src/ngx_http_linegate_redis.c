@@ -693,6 +693,11 @@ ngx_http_linegate_redis_route(ngx_log_t *log, int argc, const char **argv,
 
     rd = &ngx_http_linegate_redis;
 
+    if (rd->nodes == NULL) {
+        /* no linegate_redis in this configuration */
+        return NULL;
+    }
+
     if (!rd->cluster) {
         node = &rd->nodes[0];
 
