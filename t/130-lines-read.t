@@ -28,6 +28,22 @@ sub traffic {
     return ($cmds, $reads - $after);
 }
 
+# The traffic of a call once its worker holds the API key: warmed up
+# (4 calls), then measured; measured again (at most 5 times) when the
+# entry had expired meanwhile (linegate_api_key_cache, 500 ms: a loaded
+# machine can take longer between the warm-up and the call), which the
+# pipeline's GET of the key shows.
+sub hot_traffic {
+    my ($call) = @_;
+    my ($cmds, $trips);
+    for (1 .. 5) {
+        $call->() for 1 .. 4;
+        ($cmds, $trips) = traffic($call, again => 1);
+        last unless grep { /"GET" "lg:apikey:/i } @$cmds;
+    }
+    return ($cmds, $trips);
+}
+
 sub invoice_gets {
     my ($inv) = @_;
     my @g = grep { $_->{method} eq 'GET' }
@@ -56,9 +72,7 @@ subtest 'GET: an included request, in one Redis round trip' => sub {
 
     # the key now cached by every worker: a pipeline, the workspace's
     # rate (rl_gcra, linegate_limit's script) and the hash
-    $l->get($w, $id) for 1 .. 4;
-    ($cmds, $trips) = traffic(sub { $tx = $l->get($w, $id) },
-                              again => 1);
+    ($cmds, $trips) = hot_traffic(sub { $tx = $l->get($w, $id) });
     is_deeply($l->answer($tx, 200, 'hot GET'), $b, 'the same answer');
     is($trips, 1, 'hot GET: one round trip') or diag "@$cmds";
     is_deeply([map { /"(\w+)"/ ? uc $1 : '?' } @$cmds],
@@ -67,8 +81,7 @@ subtest 'GET: an included request, in one Redis round trip' => sub {
     like($cmds->[0] // '', qr/"lg:\{ws:\Q$w->{id}\E\}:gcra"/,
          'hot GET: the workspace\'s GCRA key') or diag "@$cmds";
 
-    ($cmds, $trips) = traffic(sub { $tx = $l->get($w->{clerk}, $id) },
-                              again => 1);
+    ($cmds, $trips) = hot_traffic(sub { $tx = $l->get($w->{clerk}, $id) });
     is_deeply($l->answer($tx, 200, 'Clerk GET'), $b, 'Clerk: same answer');
     is($trips, 1, 'Clerk GET: one round trip') or diag "@$cmds";
     is_deeply([map { /"(\w+)"/ ? uc $1 : '?' } @$cmds],
