@@ -19,7 +19,9 @@
 #                   then the bench-limit part (BENCH_QUICK=1: short runs)
 #   make bench-limit  linegate_limit beside the rate-limiting peers
 #                   (shared/bench/peers/ratelimit: limit_req, kjdev, Lua),
-#                   one run, with issue 12's targets (bench/limit.sh)
+#                   one run, with issue 12's targets (bench/limit.sh);
+#                   also linegate_limit on a Redis Cluster of 3 masters
+#                   against one Redis (issue 10's >= 0.9 x)
 #   make fuzz       libFuzzer targets (t/fuzz/), FUZZ_SECONDS each
 #   make fuzz-smoke the same, 10 s each (CI)
 #   make sanitize   the suite against an ASan + UBSan build of the module

@@ -275,6 +275,10 @@ subtest 'the master SIGKILLed under load' => sub {
                   'confirm 200' => 3),
        'the load is answered before the kill');
 
+    # a replica the sentinels can promote (in sync, online): on a loaded
+    # machine a replica may lag, and a sentinel then answers NOGOODSLAVE
+    ok($s->wait_sentinels_ready($SETTLE, 2), 'both replicas in sync');
+
     my $mark = length $s->error_log;
     $s->kill_master;
     my $new = wait_new_master($old, 30);
