@@ -11,7 +11,7 @@ use LG::Stack;
 use LG::Test;
 use LG::Lines qw(body);
 
-my $s = LG::Stack->new(RECONCILE_INTERVAL => '400ms')->start;
+my $s = LG::Stack->new(RECONCILE_INTERVAL => '2s')->start;
 my $l = LG::Lines->new($s);
 my $r = $s->redis;
 my $n = 0;
@@ -148,7 +148,7 @@ subtest 'GET: awaiting payment, reconciled with Stripe' => sub {
     $b = $l->answer($l->get($w, $id), 200, 'paid, within the interval');
     is($b->{status}, 'awaiting_payment', 'still the stored state');
 
-    sleep 0.45;
+    sleep 2.1;
     $b = $l->answer($l->get($w, $id), 200, 'after the interval');
     is(invoice_gets($inv), 1, 'Stripe asked once');
     is($b->{status}, 'provisioning', 'promoted to provisioning');
@@ -159,7 +159,7 @@ subtest 'GET: awaiting payment, reconciled with Stripe' => sub {
     ok(!defined $l->pending($w), 'the workspace is free');
     ok(grep({ $_->{id} eq $id } $l->stream), 'in the provisioning stream');
 
-    sleep 0.45;
+    sleep 2.1;
     $l->answer($l->get($w, $id), 200, 'later');
     is(invoice_gets($inv), 1, 'a settled request is not checked again');
 };
@@ -201,7 +201,7 @@ subtest 'GET: void and uncollectible cancel the request' => sub {
         my $w = ws();
         my ($id, $c) = $l->awaiting($w);
         $l->invoice_do($c->{invoiceId}, $op);
-        sleep 0.45;
+        sleep 2.1;
         my $b = $l->answer($l->get($w, $id), 200, "invoice $op");
         is($b->{status}, 'canceled', "$op: canceled");
         is($b->{paymentStatus}, 'failed', "$op: failed");
@@ -216,13 +216,13 @@ subtest 'GET: Stripe failing answers the stored state' => sub {
     my $w = ws();
     my ($id, $c) = $l->awaiting($w);
     $l->invoice_do($c->{invoiceId}, 'pay');
-    sleep 0.45;
+    sleep 2.1;
 
     for my $f ([status => 500], [status => 429], [drop => 1]) {
         $l->fault(method => 'GET', path_prefix => '/v1/invoices/', @$f);
         my $b = $l->answer($l->get($w, $id), 200, "Stripe fault @$f");
         is($b->{status}, 'awaiting_payment', "@$f: the stored state");
-        sleep 0.45;
+        sleep 2.1;
     }
 
     my $b = $l->answer($l->get($w, $id), 200, 'Stripe back');
@@ -232,7 +232,7 @@ subtest 'GET: Stripe failing answers the stored state' => sub {
 subtest 'GET: parallel polls make one Stripe call per interval' => sub {
     my $w = ws();
     my ($id, $c) = $l->awaiting($w);
-    sleep 0.45;
+    sleep 2.1;
     my @txs = $l->parallel(map { [$w, GET => "/api/line-requests/$id"] }
                            1 .. 10);
     is(scalar(grep { $_->res->code == 200 } @txs), 10, '10 answers');
