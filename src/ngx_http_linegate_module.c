@@ -53,6 +53,8 @@ static char *ngx_http_linegate_redis_conf(ngx_conf_t *cf,
     ngx_command_t *cmd, void *conf);
 static ngx_int_t ngx_http_linegate_redis_address(ngx_conf_t *cf,
     ngx_str_t *value, ngx_str_t *host, ngx_int_t *port);
+static ngx_array_t *ngx_http_linegate_redis_addresses(ngx_conf_t *cf,
+    ngx_str_t *value, ngx_uint_t n, const char *what);
 static char *ngx_http_linegate_redis_cluster_conf(ngx_conf_t *cf,
     ngx_http_linegate_main_conf_t *lmcf, ngx_str_t *value,
     ngx_uint_t naddrs);
@@ -1128,7 +1130,6 @@ ngx_http_linegate_redis_conf(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
     ngx_str_t                        *value;
     ngx_uint_t                        i, naddrs;
-    ngx_http_linegate_redis_addr_t   *addr;
 
     if (lmcf->redis_configured) {
         return "is duplicate";
@@ -1193,31 +1194,10 @@ ngx_http_linegate_redis_conf(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         return NGX_CONF_OK;
     }
 
-    lmcf->redis_sentinels = ngx_array_create(cf->pool, naddrs,
-                                     sizeof(ngx_http_linegate_redis_addr_t));
+    lmcf->redis_sentinels = ngx_http_linegate_redis_addresses(cf, &value[1],
+                                                      naddrs, "a sentinel");
     if (lmcf->redis_sentinels == NULL) {
         return NGX_CONF_ERROR;
-    }
-
-    for (i = 1; i <= naddrs; i++) {
-        addr = ngx_array_push(lmcf->redis_sentinels);
-        if (addr == NULL) {
-            return NGX_CONF_ERROR;
-        }
-
-        if (ngx_strncmp(value[i].data, "unix:", 5) == 0) {
-            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                               "a sentinel is reached over TCP, not "
-                               "\"%V\"", &value[i]);
-            return NGX_CONF_ERROR;
-        }
-
-        if (ngx_http_linegate_redis_address(cf, &value[i], &addr->host,
-                                            &addr->port)
-            != NGX_OK)
-        {
-            return NGX_CONF_ERROR;
-        }
     }
 
     lmcf->redis_configured = 1;
@@ -1231,9 +1211,6 @@ static char *
 ngx_http_linegate_redis_cluster_conf(ngx_conf_t *cf,
     ngx_http_linegate_main_conf_t *lmcf, ngx_str_t *value, ngx_uint_t naddrs)
 {
-    ngx_uint_t                       i;
-    ngx_http_linegate_redis_addr_t  *addr;
-
     if (lmcf->redis_sentinel_master.len) {
         return "takes \"sentinel=\" or \"cluster=on\", not both";
     }
@@ -1244,36 +1221,59 @@ ngx_http_linegate_redis_cluster_conf(ngx_conf_t *cf,
                "a Redis Cluster has database 0 only";
     }
 
-    lmcf->redis_seeds = ngx_array_create(cf->pool, naddrs,
-                                     sizeof(ngx_http_linegate_redis_addr_t));
+    lmcf->redis_seeds = ngx_http_linegate_redis_addresses(cf, value, naddrs,
+                                                   "a Redis Cluster node");
     if (lmcf->redis_seeds == NULL) {
         return NGX_CONF_ERROR;
     }
 
-    for (i = 0; i < naddrs; i++) {
-        addr = ngx_array_push(lmcf->redis_seeds);
+    lmcf->redis_configured = 1;
+
+    return NGX_CONF_OK;
+}
+
+
+/*
+ * The n TCP addresses of value[] (sentinels, a cluster's seeds), each
+ * resolved at load; NULL when one is a unix socket or invalid (logged,
+ * naming what it is).
+ */
+static ngx_array_t *
+ngx_http_linegate_redis_addresses(ngx_conf_t *cf, ngx_str_t *value,
+    ngx_uint_t n, const char *what)
+{
+    ngx_uint_t                       i;
+    ngx_array_t                     *addrs;
+    ngx_http_linegate_redis_addr_t  *addr;
+
+    addrs = ngx_array_create(cf->pool, n,
+                             sizeof(ngx_http_linegate_redis_addr_t));
+    if (addrs == NULL) {
+        return NULL;
+    }
+
+    for (i = 0; i < n; i++) {
+        addr = ngx_array_push(addrs);
         if (addr == NULL) {
-            return NGX_CONF_ERROR;
+            return NULL;
         }
 
         if (ngx_strncmp(value[i].data, "unix:", 5) == 0) {
             ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                               "a Redis Cluster node is reached over TCP, "
-                               "not \"%V\"", &value[i]);
-            return NGX_CONF_ERROR;
+                               "%s is reached over TCP, not \"%V\"", what,
+                               &value[i]);
+            return NULL;
         }
 
         if (ngx_http_linegate_redis_address(cf, &value[i], &addr->host,
                                             &addr->port)
             != NGX_OK)
         {
-            return NGX_CONF_ERROR;
+            return NULL;
         }
     }
 
-    lmcf->redis_configured = 1;
-
-    return NGX_CONF_OK;
+    return addrs;
 }
 
 
