@@ -15,7 +15,7 @@
 #                                  each): key of workspace i is
 #                                  tuco_benchwrite<%08d i><22 x>; DIR/write.txt
 #                                  holds N
-#       [--inventory-extra N]      N more numbers in lg:inventory (confirm)
+#       [--inventory-extra N]      N more numbers in lg:{fleet}:inventory (confirm)
 #       [--stripe-stub URL|canned] a Stripe customer with a card per bench
 #                                  account, made through the stub's control
 #                                  API, and stripeCustomerId on the account
@@ -194,10 +194,14 @@ if (my $n = $o{'write-workspaces'}) {
     print STDERR "seed-extra: $n write workspaces\n";
 }
 
+# linegate's inventory is under the fleet's hash tag (docs/data-model.md):
+# the peers' numbers, as the same set
+pipeline(['SUNIONSTORE', 'lg:{fleet}:inventory', 'lg:inventory']);
+
 if (my $n = $o{'inventory-extra'}) {
     my @nums = map { sprintf('+1628%07d', $_) } 0 .. $n - 1;
     my @cmds;
-    push @cmds, ['SADD', 'lg:inventory', splice(@nums, 0, 1000)] while @nums;
+    push @cmds, ['SADD', 'lg:{fleet}:inventory', splice(@nums, 0, 1000)] while @nums;
     pipeline(@cmds);
     print STDERR "seed-extra: $n more inventory numbers\n";
 }

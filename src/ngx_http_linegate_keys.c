@@ -62,19 +62,19 @@ static ngx_http_linegate_key_form_t
     { ngx_string("lg:rl:{"), ngx_string(":h:"), ngx_string("}") },
 
     /* NGX_HTTP_LINEGATE_KEY_INVENTORY ... _LR_INFLIGHT */
-    { ngx_string("lg:inventory"), ngx_http_linegate_key_none,
+    { ngx_string("lg:{fleet}:inventory"), ngx_http_linegate_key_none,
       ngx_http_linegate_key_none },
     { ngx_string("lg:provisioning"), ngx_http_linegate_key_none,
       ngx_http_linegate_key_none },
-    { ngx_string("lg:reconcile"), ngx_http_linegate_key_none,
+    { ngx_string("lg:{fleet}:reconcile"), ngx_http_linegate_key_none,
       ngx_http_linegate_key_none },
-    { ngx_string("lg:reconciled"), ngx_http_linegate_key_none,
+    { ngx_string("lg:{fleet}:reconciled"), ngx_http_linegate_key_none,
       ngx_http_linegate_key_none },
-    { ngx_string("lg:reconcile:lease"), ngx_http_linegate_key_none,
+    { ngx_string("lg:{fleet}:reconcile:lease"), ngx_http_linegate_key_none,
       ngx_http_linegate_key_none },
-    { ngx_string("lg:pv:inflight"), ngx_http_linegate_key_none,
+    { ngx_string("lg:{fleet}:pv:inflight"), ngx_http_linegate_key_none,
       ngx_http_linegate_key_none },
-    { ngx_string("lg:lr:inflight"), ngx_http_linegate_key_none,
+    { ngx_string("lg:{fleet}:lr:inflight"), ngx_http_linegate_key_none,
       ngx_http_linegate_key_none },
 };
 

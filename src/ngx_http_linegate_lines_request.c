@@ -249,9 +249,9 @@ ngx_http_linegate_lines_ended(ngx_http_linegate_lr_t *lr,
 /*
  * An invoice the request made that it could not discard (every repair
  * failed, or the request ended first), or a draft whose id it never saw
- * (lr->invoice.id empty): queued on lg:reconcile by a durable write, for
- * a reconciliation run to delete or void. Nothing is allocated from the
- * request's pool: also called from its cleanup.
+ * (lr->invoice.id empty): queued on the reconcile stream by a durable
+ * write, for a reconciliation run to delete or void. Nothing is allocated
+ * from the request's pool: also called from its cleanup.
  */
 void
 ngx_http_linegate_lines_orphan(ngx_log_t *log, ngx_http_linegate_lr_t *lr)

@@ -95,7 +95,7 @@ static ngx_http_linegate_family_t  ngx_http_linegate_families[] = {
     { "linegate_webhook_events_total", "counter",
       "Stripe webhook events by type and result." },
     { "linegate_reconcile_backlog", "gauge",
-      "Entries on lg:reconcile, as last read by a worker's keepalive." }
+      "Entries on lg:{fleet}:reconcile, as last read by a worker's keepalive." }
 };
 
 

@@ -96,7 +96,7 @@ typedef struct {
     ngx_str_t                       webhook_secret;
     time_t                          webhook_tolerance;
     ngx_msec_t                      reconcile_interval;
-    /* lg:reconcile: entries younger are left for a later run */
+    /* lg:{fleet}:reconcile: entries younger are left for a later run */
     ngx_msec_t                      reconcile_delay;
     /* a confirm in flight for longer: its worker died */
     ngx_msec_t                      reconcile_lost;

@@ -13,8 +13,8 @@
  *              more with the same key: Stripe replays it if the first
  *              call created the subscription, or creates it now
  *   RECORD     script: the reservation becomes the account's line, or,
- *              when it cannot, the purchase is queued on lg:reconcile in
- *              the same step
+ *              when it cannot, the purchase is queued on the reconcile
+ *              stream in the same step
  *   RELEASE    script: the number goes back to the inventory, the slot is
  *              freed (and the case is queued when Stripe's answer stayed
  *              unknown)
@@ -93,7 +93,7 @@ typedef struct {
     ngx_int_t                        retry_after;
     const char                      *reconcile; /* why; NULL: no entry */
     unsigned                         store_failed:1;
-    unsigned                         queued:1;  /* on lg:reconcile */
+    unsigned                         queued:1;  /* on lg:{fleet}:reconcile */
     unsigned                         durable:1; /* a write handed over */
     unsigned                         settled:1; /* nothing left to do */
     unsigned                         reserving:1; /* RESERVE sent */
@@ -1314,7 +1314,7 @@ ngx_http_linegate_confirm_answer(ngx_http_request_t *r,
 
     if (cf->code != NULL && ngx_strcmp(cf->code, "provisioning_failed") == 0)
     {
-        /* "queued" only when the entry is on lg:reconcile */
+        /* "queued" only when the entry is on lg:{fleet}:reconcile */
         ngx_str_set(&ctx->outcome, "provisioning_failed");
 
         message = cf->queued

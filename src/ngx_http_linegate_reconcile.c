@@ -1,14 +1,15 @@
 
 /*
  * linegate: POST <operator prefix>reconciliation/run settles the entries
- * of lg:reconcile without an operator, a state machine in the request ctx:
+ * of the reconcile stream without an operator, a state machine in the
+ * request ctx:
  *
  *   LEASE     script: take the fleet's lease (one run at a time, any
  *             worker of any nginx); held elsewhere: 409
  *   SWEEP     script: the confirms in flight for longer than
  *             linegate_reconcile_lost_after (their worker died) are
- *             queued on lg:reconcile as worker_lost
- *   READ      XRANGE lg:reconcile, the oldest entries first
+ *             queued on lg:{fleet}:reconcile as worker_lost
+ *   READ      XRANGE lg:{fleet}:reconcile, the oldest entries first
  *   then, for each entry old enough (linegate_reconcile_delay):
  *   LOOKUP    Stripe: the subscription by its id, or, when the id was
  *             never seen, among the customer's subscriptions by
@@ -17,7 +18,7 @@
  *   RECORD    script pv_record: the paid line is recorded
  *   RELEASE   script pv_release: the number goes back, the slot is freed
  *   CANCEL    Stripe: the subscription is canceled
- *   RESOLVE   script: the entry moves to lg:reconciled with its outcome
+ *   RESOLVE   script: the entry moves to lg:{fleet}:reconciled with its outcome
  *   UNLEASE   script: the lease is given back
  *   DONE      the answer: what became of each entry
  *
@@ -581,7 +582,8 @@ ngx_http_linegate_reconcile_entries(ngx_http_request_t *r,
             /* not one of ours: for a human, named in the log */
             ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
                           NGX_HTTP_LINEGATE_LOG "reconciliation: entry "
-                          "%uz of lg:reconcile is not a purchase: skipped",
+                          "%uz of the reconcile stream is not a purchase: "
+                          "skipped",
                           i);
             continue;
         }

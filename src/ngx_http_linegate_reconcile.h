@@ -1,9 +1,9 @@
 
 /*
- * linegate: reconciliation of lg:reconcile's entries, the purchases whose
- * Stripe subscription and Redis record disagree (or may): the operator
- * API's POST reconciliation/run, and the timer that has a worker call it
- * by itself (linegate_reconcile_auto).
+ * linegate: reconciliation of the reconcile stream's entries, the purchases
+ * whose Stripe subscription and Redis record disagree (or may): the
+ * operator API's POST reconciliation/run, and the timer that has a worker
+ * call it by itself (linegate_reconcile_auto).
  */
 
 

@@ -2600,7 +2600,7 @@ ngx_http_linegate_redis_keepalive(ngx_event_t *ev)
         /* the reconciliation backlog, for the metrics: off the request path */
         (void) redisAsyncCommand(node->ac,
                                  ngx_http_linegate_redis_backlog_cb,
-                                 NULL, "XLEN lg:reconcile");
+                                 NULL, "XLEN lg:{fleet}:reconcile");
     }
 
     ngx_add_timer(&node->keepalive_timer, rd->lmcf->redis_keepalive);

@@ -41,7 +41,7 @@ sub numbers_accounted {
     local $Test::Builder::Level = $Test::Builder::Level + 1;
     my @lines = grep { $r->type($_) eq 'hash' } $r->keys('lg:{acct:*}:line:*');
     my @resv = $r->keys('lg:{acct:*}:resv:*');
-    is($r->scard('lg:inventory') + @lines + @resv, $TOTAL,
+    is($r->scard('lg:{fleet}:inventory') + @lines + @resv, $TOTAL,
        "$name: no number lost");
 }
 

@@ -343,7 +343,7 @@ subtest 'the master SIGKILLed under load' => sub {
         for grep { ($_->{status} // '') ne 'canceled' } $p->subscriptions;
     is_deeply([grep { $charged{$_} > 1 } keys %charged], [],
               'no number charged twice');
-    my %left = map { $_ => 1 } $s->redis->smembers('lg:inventory');
+    my %left = map { $_ => 1 } $s->redis->smembers('lg:{fleet}:inventory');
     my %held = map { $_ => 1 } map {
         my $k = $_; $s->redis->hget($k, 'phone_number') // ()
     } map { @{ $p->reservations($_->{id}) } } @accounts;

@@ -390,7 +390,7 @@ subtest 'inventory' => sub {
                                           1 .. 1000]}),
                       200, '1000 numbers in one call');
     is_deeply($body, {added => 1000, total => 1004}, '1000: counts');
-    $r->srem('lg:inventory', map { sprintf '+141557%09d', $_ } 1 .. 1000);
+    $r->srem('lg:{fleet}:inventory', map { sprintf '+141557%09d', $_ } 1 .. 1000);
 
     $body = answer_is($s->op(GET => '/inventory'), 200, 'list');
     is_deeply($body, {count => 4,
@@ -408,7 +408,7 @@ subtest 'inventory' => sub {
                   'NOT_FOUND', 'remove twice');
     json_error_is($s->op(DELETE => '/inventory/14155550102'), 400,
                   'INVALID_ID', 'remove an invalid number');
-    is_deeply([sort $r->smembers('lg:inventory')],
+    is_deeply([sort $r->smembers('lg:{fleet}:inventory')],
               ['+123456789012345', '+4930123456'], 'what is left');
 };
 
@@ -600,7 +600,7 @@ subtest 'provisioning and reconciliation streams' => sub {
         answer_is($s->op(GET => "/provisioning?$q"), 400, "refused: $q");
     }
 
-    $r->xadd('lg:reconcile', '*', account => 'acct_a',
+    $r->xadd('lg:{fleet}:reconcile', '*', account => 'acct_a',
              subscription_id => 'sub_1', phone_number => '+14155550100',
              reason => 'store unavailable', at => '2026-01-01T00:00:00.000Z');
     $body = answer_is($s->op(GET => '/reconciliation'), 200, 'reconcile');

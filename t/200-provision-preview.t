@@ -78,7 +78,7 @@ subtest 'a preview: token, expiry, message, headers' => sub {
 
     my $b2 = $p->answer($p->preview($a), 200, 'second preview');
     isnt($b2->{preview_token}, $tok, 'every preview has its own token');
-    is($r->scard('lg:inventory'), 5, 'a preview reserves no number');
+    is($r->scard('lg:{fleet}:inventory'), 5, 'a preview reserves no number');
     is($r->zcard('lg:{acct:acct_pv_ok}:prov'), 0, 'nor a slot');
 };
 
@@ -268,13 +268,13 @@ subtest 'RateLimit headers count what is left' => sub {
 
 subtest '503: inventory empty' => sub {
     my $a = $p->account('acct_pv_empty');
-    my @all = $r->smembers('lg:inventory');
-    $r->del('lg:inventory');
+    my @all = $r->smembers('lg:{fleet}:inventory');
+    $r->del('lg:{fleet}:inventory');
     my $tx = $p->preview($a);
     $p->error_is($tx, 503, 'no_lines_available', 'empty inventory',
                  qr/^No lines are currently available$/);
     ok(!defined $tx->res->headers->header('Retry-After'), 'no Retry-After');
-    $r->sadd('lg:inventory', @all);
+    $r->sadd('lg:{fleet}:inventory', @all);
     $p->answer($p->preview($a), 200, 'numbers again');
 };
 

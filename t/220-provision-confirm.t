@@ -32,7 +32,7 @@ sub sub_calls {
 sub nothing_kept {
     my ($id, $count, $name) = @_;
     local $Test::Builder::Level = $Test::Builder::Level + 1;
-    is($r->scard('lg:inventory'), $count, "$name: the number is back");
+    is($r->scard('lg:{fleet}:inventory'), $count, "$name: the number is back");
     is($r->zcard("lg:{acct:$id}:prov"), 0, "$name: the slot is free");
     is_deeply($p->reservations($id), [], "$name: no reservation left");
     is_deeply($p->lines($id), {}, "$name: no line");
@@ -41,7 +41,7 @@ sub nothing_kept {
 subtest 'a purchase' => sub {
     my $a = $p->account('acct_ok');
     my $tok = $p->token($a);
-    my $inv = $r->scard('lg:inventory');
+    my $inv = $r->scard('lg:{fleet}:inventory');
     sub_calls();
 
     my $t0 = now_ms();
@@ -61,9 +61,9 @@ subtest 'a purchase' => sub {
          'RateLimit: the new line counts');
 
     # Redis: the data model's keys
-    ok(!$r->sismember('lg:inventory', $b->{phone_number}),
+    ok(!$r->sismember('lg:{fleet}:inventory', $b->{phone_number}),
        'the number left the inventory');
-    is($r->scard('lg:inventory'), $inv - 1, 'exactly one number taken');
+    is($r->scard('lg:{fleet}:inventory'), $inv - 1, 'exactly one number taken');
     my $line = {$r->hgetall("lg:{acct:acct_ok}:line:$b->{worker_id}")};
     is($line->{phone_number}, $b->{phone_number}, 'line: phone_number');
     is($line->{subscription_id}, $b->{subscription_id},
@@ -150,12 +150,12 @@ subtest '403: another account\'s token; the owner can still use it' => sub {
     my $a = $p->account('acct_owner');
     my $b = $p->account('acct_thief');
     my $tok = $p->token($a);
-    my $inv = $r->scard('lg:inventory');
+    my $inv = $r->scard('lg:{fleet}:inventory');
 
     my $tx = $p->confirm($b, $tok);
     $p->error_is($tx, 403, undef, 'another account',
                  qr/belongs to another account/);
-    is($r->scard('lg:inventory'), $inv, 'nothing taken');
+    is($r->scard('lg:{fleet}:inventory'), $inv, 'nothing taken');
     is($r->zcard('lg:{acct:acct_thief}:prov'), 0, 'nothing counted');
     ok($s->access_log =~ /tenant=acct_thief auth=sb_key outcome=token_foreign/,
        'access log names the caller and the outcome');
@@ -201,14 +201,14 @@ subtest '401 before anything else' => sub {
 subtest '403: plan changed after the preview (token consumed)' => sub {
     my $a = $p->account('acct_plan');
     my $tok = $p->token($a);
-    my $inv = $r->scard('lg:inventory');
+    my $inv = $r->scard('lg:{fleet}:inventory');
     $r->hset('lg:{acct:acct_plan}', plan => 'standard');
     $p->error_is($p->confirm($a, $tok), 403, undef, 'plan',
                  qr/inbound_only/);
     $r->hset('lg:{acct:acct_plan}', plan => 'inbound_only');
     $p->error_is($p->confirm($a, $tok), 410, 'token_expired',
                  'the token was consumed');
-    is($r->scard('lg:inventory'), $inv, 'no number taken');
+    is($r->scard('lg:{fleet}:inventory'), $inv, 'no number taken');
 };
 
 subtest '429: limits checked again at confirm' => sub {
@@ -217,13 +217,13 @@ subtest '429: limits checked again at confirm' => sub {
     my $tok = $p->token($a);
     $r->zadd('lg:{acct:acct_429d}:prov', $now - 7_200_000, 'w1',
              $now - 3_600_000, 'w2');
-    my $inv = $r->scard('lg:inventory');
+    my $inv = $r->scard('lg:{fleet}:inventory');
     my $tx = $p->confirm($a, $tok);
     $p->error_is($tx, 429, 'daily_limit_reached', 'daily',
                  qr/^Maximum 2 lines can be added per day via API$/);
     my $ra = $tx->res->headers->header('Retry-After');
     ok(abs($ra - 22 * 3600) <= 1, "Retry-After ($ra)");
-    is($r->scard('lg:inventory'), $inv, 'no number taken');
+    is($r->scard('lg:{fleet}:inventory'), $inv, 'no number taken');
     is($r->zcard('lg:{acct:acct_429d}:prov'), 2, 'no slot taken');
     $p->error_is($p->confirm($a, $tok), 410, 'token_expired',
                  'the token was consumed');
@@ -251,20 +251,20 @@ subtest '429: limits checked again at confirm' => sub {
 subtest '503: no number left at confirm (token consumed)' => sub {
     my $a = $p->account('acct_503');
     my $tok = $p->token($a);
-    my @all = $r->smembers('lg:inventory');
-    $r->del('lg:inventory');
+    my @all = $r->smembers('lg:{fleet}:inventory');
+    $r->del('lg:{fleet}:inventory');
     $p->error_is($p->confirm($a, $tok), 503, 'no_lines_available',
                  'inventory empty', qr/^No lines are currently available$/);
     is($r->zcard('lg:{acct:acct_503}:prov'), 0, 'no slot taken');
     is_deeply($p->reservations('acct_503'), [], 'no reservation');
-    $r->sadd('lg:inventory', @all);
+    $r->sadd('lg:{fleet}:inventory', @all);
     $p->error_is($p->confirm($a, $tok), 410, 'token_expired', 'consumed');
 };
 
 subtest '402 no_card_on_file: number and slot given back' => sub {
     my $a = $p->account('acct_nocard', card => 0);
     my $tok = $p->token($a);
-    my $inv = $r->scard('lg:inventory');
+    my $inv = $r->scard('lg:{fleet}:inventory');
     sub_calls();
     my $tx = $p->confirm($a, $tok);
     $p->error_is($tx, 402, 'no_card_on_file', 'no card', qr/payment method/);
@@ -309,7 +309,7 @@ subtest '402 no_card_on_file: number and slot given back' => sub {
 subtest '402 payment_failed: Stripe\'s message, number and slot back' => sub {
     my $a = $p->account('acct_decline', decline => 1);
     my $tok = $p->token($a);
-    my $inv = $r->scard('lg:inventory');
+    my $inv = $r->scard('lg:{fleet}:inventory');
     sub_calls();
     my $tx = $p->confirm($a, $tok);
     $p->error_is($tx, 402, 'payment_failed', 'declined',
@@ -336,7 +336,7 @@ subtest 'a line never leaves the inventory twice' => sub {
     $seen{$_}++ for @nums;
     ok(@nums > 3, scalar(@nums) . ' lines bought');
     is(scalar(grep { $seen{$_} > 1 } keys %seen), 0, 'each number once');
-    ok(!$r->sismember('lg:inventory', $_), "$_ not in the inventory")
+    ok(!$r->sismember('lg:{fleet}:inventory', $_), "$_ not in the inventory")
         for @nums;
 };
 

@@ -1,7 +1,7 @@
 # Confirm when Stripe or Redis fails (SPEC 1, 3.4, 3.5): 5xx, 429,
 # timeouts, dropped connections, unreachable Stripe, a line that cannot be
 # recorded. Nothing is ever charged twice for one purchase, no number is
-# lost, and whatever Stripe may have done unseen reaches lg:reconcile.
+# lost, and whatever Stripe may have done unseen reaches lg:{fleet}:reconcile.
 use strict;
 use warnings;
 use lib 't/lib';
@@ -26,7 +26,7 @@ sub numbers_accounted {
     local $Test::Builder::Level = $Test::Builder::Level + 1;
     my @lines = grep { $r->type($_) eq 'hash' } $r->keys('lg:{acct:*}:line:*');
     my @resv = $r->keys('lg:{acct:*}:resv:*');
-    is($r->scard('lg:inventory') + @lines + @resv, $TOTAL,
+    is($r->scard('lg:{fleet}:inventory') + @lines + @resv, $TOTAL,
        "$name: no number lost");
 }
 
@@ -136,7 +136,7 @@ subtest 'Stripe keeps failing: 502, released, queued' => sub {
 
     # a 5xx may hide a subscription: the case is queued for an operator
     my @q = reconcile_of('acct_5xx');
-    is(scalar @q, 1, 'one lg:reconcile entry');
+    is(scalar @q, 1, 'one lg:{fleet}:reconcile entry');
     is($q[0]{reason}, 'stripe_outcome_unknown', 'reason');
     like($q[0]{worker_id}, qr/^worker_[0-9a-f]{24}$/, 'worker_id');
     is($q[0]{idempotency_key}, 'lg-confirm-' . substr(sha256_hex($tok), 0, 32),
@@ -287,7 +287,7 @@ subtest 'charged but the line cannot be recorded: 500, queued' => sub {
     is($b->{subscription_id}, $subs[0]{id}, 'its id in the answer');
 
     my @q = reconcile_of('acct_rec');
-    is(scalar @q, 1, 'queued on lg:reconcile');
+    is(scalar @q, 1, 'queued on lg:{fleet}:reconcile');
     is($q[0]{subscription_id}, $subs[0]{id}, 'subscription_id');
     is($q[0]{reason}, 'record_failed', 'reason');
     is($q[0]{phone_number}, $subs[0]{metadata}{phone_number},
@@ -297,7 +297,7 @@ subtest 'charged but the line cannot be recorded: 500, queued' => sub {
     # paid for: the number stays out of the inventory, the slot counts
     is(scalar @{ $p->reservations('acct_rec') }, 1, 'reservation kept');
     is($r->zcard('lg:{acct:acct_rec}:prov'), 1, 'the slot counts');
-    ok(!$r->sismember('lg:inventory', $q[0]{phone_number}),
+    ok(!$r->sismember('lg:{fleet}:inventory', $q[0]{phone_number}),
        'the number is not sold again');
     like($s->error_log, qr/\Q$subs[0]{id}\E.*queued for reconciliation/,
          'logged with the subscription id');
@@ -307,7 +307,7 @@ subtest 'charged but the line cannot be recorded: 500, queued' => sub {
 subtest 'Redis too slow at the reserve: 503, undone once it catches up' => sub {
     my $a = $p->account('acct_slowredis');
     my $tok = $p->token($a);
-    my $inv = $r->scard('lg:inventory');
+    my $inv = $r->scard('lg:{fleet}:inventory');
     mark();
     $r->client('PAUSE', 1500, 'ALL');
     my $tx = $p->confirm($a, $tok);
@@ -316,11 +316,11 @@ subtest 'Redis too slow at the reserve: 503, undone once it catches up' => sub {
     # the pause ends: the reserve runs, then its release (a slow machine
     # may run them well after the 1.5 s pause)
     eventually(sub {
-        $r->scard('lg:inventory') == $inv
+        $r->scard('lg:{fleet}:inventory') == $inv
             && !$r->zcard('lg:{acct:acct_slowredis}:prov')
             && !@{ $p->reservations('acct_slowredis') }
     }, 30);
-    is($r->scard('lg:inventory'), $inv, 'the number is back');
+    is($r->scard('lg:{fleet}:inventory'), $inv, 'the number is back');
     is($r->zcard('lg:{acct:acct_slowredis}:prov'), 0, 'no slot');
     is_deeply($p->reservations('acct_slowredis'), [], 'no reservation');
     is(scalar calls('/v1/subscriptions'), 0, 'Stripe not called');
@@ -387,7 +387,7 @@ subtest 'Stripe unreachable: 502, number and slot back' => sub {
     my $a = $p2->account('acct_unreach');
     my $tx = $p2->confirm($a, $p2->token($a));
     $p2->error_is($tx, 502, 'billing_unavailable', 'connection refused');
-    is($s2->redis->scard('lg:inventory'), 1, 'the number is back');
+    is($s2->redis->scard('lg:{fleet}:inventory'), 1, 'the number is back');
     is($s2->redis->zcard('lg:{acct:acct_unreach}:prov'), 0, 'slot freed');
     $s2->stop;
 };

@@ -3,7 +3,7 @@
 # connection, a timeout; and the client gone while Stripe works. Every
 # failure goes through confirm's own failure step: the client gets
 # Sendblue's error with the SPEC status, and afterwards every
-# subscription at the stub backs a recorded line or an lg:reconcile entry
+# subscription at the stub backs a recorded line or an lg:{fleet}:reconcile entry
 # naming its worker id, no number is lost and no slot or reservation is
 # held by a confirm that failed.
 use strict;
@@ -58,7 +58,7 @@ sub settled {
         my $slots = $r->zcard("lg:{acct:$id}:prov");
         my $lines = keys %{ $p->lines($id) };
         return {
-            lost => $TOTAL - ($r->scard('lg:inventory') + @lines + @resv),
+            lost => $TOTAL - ($r->scard('lg:{fleet}:inventory') + @lines + @resv),
             orphans => scalar @orphans, held => $held,
             extra_slots => $slots - $lines,
         };
@@ -75,7 +75,7 @@ sub settled {
     }
     is($st->{lost}, 0, "$name: no number lost");
     is($st->{orphans}, 0,
-       "$name: every subscription backs a line or an lg:reconcile entry");
+       "$name: every subscription backs a line or an lg:{fleet}:reconcile entry");
     is($st->{held}, 0, "$name: no reservation held");
     is($st->{extra_slots}, 0, "$name: no slot held without a line");
 }
@@ -144,7 +144,7 @@ for my $f (['oversize', oversize => $BIG],
         my @subs = subs_of($id);
         is(scalar @subs, 1, 'Stripe did create it');
         my @q = reconcile_of($id);
-        is(scalar @q, 1, 'one lg:reconcile entry');
+        is(scalar @q, 1, 'one lg:{fleet}:reconcile entry');
         is($q[0]{reason}, 'stripe_outcome_unknown', 'reason');
         is($q[0]{worker_id}, $subs[0]{metadata}{worker_id},
            'naming the purchase Stripe billed');

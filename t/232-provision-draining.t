@@ -122,7 +122,7 @@ subtest 'declined while Redis was gone: number and slot given back' => sub {
     ok(both_connected(), 'both workers connected to Redis');
     my $a = $p->account('acct_decl', decline => 1);
     my $tok = token($a);
-    my $inv = $r->scard('lg:inventory');
+    my $inv = $r->scard('lg:{fleet}:inventory');
     $p->fault(latency_ms => 600);
 
     my $tx = confirm_through_outage($a, $tok, 2);
@@ -131,7 +131,7 @@ subtest 'declined while Redis was gone: number and slot given back' => sub {
         !@{ $p->reservations('acct_decl') }
             && !$r->zcard('lg:{acct:acct_decl}:prov')
     }), 'released once Redis was back');
-    is($r->scard('lg:inventory'), $inv, 'the number is back');
+    is($r->scard('lg:{fleet}:inventory'), $inv, 'the number is back');
     is(scalar subs_of('acct_decl'), 0, 'nothing charged');
     $p->clear_faults;
 };

@@ -33,15 +33,15 @@ my $ISO = '2026-05-18T14:30:00.000Z';
 
 sub record {
     my ($acct, $w, $sub) = @_;
-    return [$r->eval($RECORD, 3, "lg:{acct:$acct}", 'lg:pv:inflight',
-                     'lg:reconcile', $w, $sub, 1000, $acct,
+    return [$r->eval($RECORD, 3, "lg:{acct:$acct}", 'lg:{fleet}:pv:inflight',
+                     'lg:{fleet}:reconcile', $w, $sub, 1000, $acct,
                      'lg-confirm-x', "cus_$acct", $ISO)];
 }
 
 sub release {
     my ($acct, $w, $reason) = @_;
-    return [$r->eval($RELEASE, 4, "lg:{acct:$acct}", 'lg:pv:inflight',
-                     'lg:reconcile', 'lg:inventory', $w, 1000, 3, 10,
+    return [$r->eval($RELEASE, 4, "lg:{acct:$acct}", 'lg:{fleet}:pv:inflight',
+                     'lg:{fleet}:reconcile', 'lg:{fleet}:inventory', $w, 1000, 3, 10,
                      $reason // '', $acct, 'lg-confirm-x', "cus_$acct", $ISO)];
 }
 
@@ -56,7 +56,7 @@ sub reserve {
 sub entries {
     my ($w) = @_;
     return grep { my %f = @{ $_->[1] }; $f{worker_id} eq $w }
-           $r->xrange('lg:reconcile', '-', '+');
+           $r->xrange('lg:{fleet}:reconcile', '-', '+');
 }
 
 subtest 'record twice: one line, the second run says recorded' => sub {
@@ -76,7 +76,7 @@ subtest 'record twice: one line, the second run says recorded' => sub {
     ok($r->exists('lg:{acct:acct_r}:line:worker_r1'), 'the line stays');
     is($r->zscore('lg:{acct:acct_r}:prov', 'worker_r1'), 1000,
        'and its slot');
-    ok(!$r->sismember('lg:inventory', '+15550001'),
+    ok(!$r->sismember('lg:{fleet}:inventory', '+15550001'),
        'its number is not sold again');
 };
 
@@ -88,7 +88,7 @@ subtest 'record that cannot write the line: queued once' => sub {
     is_deeply(record('acct_f', 'worker_f1', 'sub_2'), [0, 'record_failed'],
               'run again: the same');
     my @e = entries('worker_f1');
-    is(scalar @e, 1, 'one lg:reconcile entry');
+    is(scalar @e, 1, 'one lg:{fleet}:reconcile entry');
     my %f = @{ $e[0][1] };
     is($f{subscription_id}, 'sub_2', 'naming the subscription');
     is($f{phone_number}, '+15550002', 'and the number');
@@ -106,14 +106,14 @@ subtest 'record after an operator released it: queued once' => sub {
 
 subtest 'release twice: the number back once, queued once' => sub {
     reserve('acct_l', 'worker_l1', '+15550003');
-    my $inv = $r->scard('lg:inventory');
+    my $inv = $r->scard('lg:{fleet}:inventory');
     is(release('acct_l', 'worker_l1', 'stripe_outcome_unknown')->[0], 1,
        'released');
     is(release('acct_l', 'worker_l1', 'stripe_outcome_unknown')->[0], 0,
        'run again: nothing left to release');
-    is($r->scard('lg:inventory'), $inv + 1, 'the number back, once');
+    is($r->scard('lg:{fleet}:inventory'), $inv + 1, 'the number back, once');
     is($r->zcard('lg:{acct:acct_l}:prov'), 0, 'the slot freed');
-    is(scalar entries('worker_l1'), 1, 'one lg:reconcile entry');
+    is(scalar entries('worker_l1'), 1, 'one lg:{fleet}:reconcile entry');
 };
 
 done_testing();

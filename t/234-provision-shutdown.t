@@ -2,7 +2,7 @@
 # worker_shutdown_timeout, after a reload, terminates the requests the
 # draining worker still holds. What the step in flight left unsettled is
 # settled anyway (issue 13): the reservation released, queued on
-# lg:reconcile when Stripe may have charged, by a durable write.
+# lg:{fleet}:reconcile when Stripe may have charged, by a durable write.
 use strict;
 use warnings;
 use lib 't/lib';
@@ -83,7 +83,7 @@ sub numbers_accounted {
     my ($name) = @_;
     my @lines = grep { $r->type($_) eq 'hash' } $r->keys('lg:{acct:*}:line:*');
     my @resv = $r->keys('lg:{acct:*}:resv:*');
-    is($r->scard('lg:inventory') + @lines + @resv, $TOTAL,
+    is($r->scard('lg:{fleet}:inventory') + @lines + @resv, $TOTAL,
        "$name: no number lost");
 }
 
@@ -100,7 +100,7 @@ subtest 'ended during the subscription: released and queued' => sub {
         @q = grep { $_->{account} eq 'acct_cut' } @{ $p->reconcile };
         @q && !@{ $p->reservations('acct_cut') };
     }), 'settled by the draining worker');
-    is(scalar @q, 1, 'one lg:reconcile entry');
+    is(scalar @q, 1, 'one lg:{fleet}:reconcile entry');
     is($q[0]{reason}, 'stripe_outcome_unknown', 'reason');
     is($r->zcard('lg:{acct:acct_cut}:prov'), 0, 'the slot freed');
 

@@ -1,5 +1,5 @@
 # Reconciliation without an operator (issue 13, item 6): the entries of
-# lg:reconcile are settled at Stripe and in Redis by POST
+# lg:{fleet}:reconcile are settled at Stripe and in Redis by POST
 # /_linegate/reconciliation/run (one run at a time: a lease in Redis), and
 # by a worker on its own with linegate_reconcile_auto. The policy
 # (docs/operator.md#reconciliation): a paid line whose record failed is
@@ -37,7 +37,7 @@ sub numbers_accounted {
     local $Test::Builder::Level = $Test::Builder::Level + 1;
     my @lines = grep { $r->type($_) eq 'hash' } $r->keys('lg:{acct:*}:line:*');
     my @resv = $r->keys('lg:{acct:*}:resv:*');
-    is($r->scard('lg:inventory') + @lines + @resv, $TOTAL,
+    is($r->scard('lg:{fleet}:inventory') + @lines + @resv, $TOTAL,
        "$name: no number lost");
 }
 
@@ -53,7 +53,7 @@ sub queued_of {
 }
 
 sub resolved {
-    my @e = $r->xrange('lg:reconciled', '-', '+');
+    my @e = $r->xrange('lg:{fleet}:reconciled', '-', '+');
     return map { +{ @{ $_->[1] } } } @e;
 }
 
@@ -69,7 +69,7 @@ sub run {
     return $tx->res->json // {};
 }
 
-# the members of an in-flight index (lg:pv:inflight, lg:lr:inflight) of
+# the members of an in-flight index (lg:{fleet}:pv:inflight, lg:{fleet}:lr:inflight) of
 # one account or workspace: never another case's
 sub in_flight {
     my ($key, $tenant) = @_;
@@ -168,9 +168,9 @@ sub {
 
     @subs = subs_of('acct_billed');
     is($subs[0]{status}, 'canceled', 'cancelled at Stripe');
-    is_deeply([queued_of('acct_billed')], [], 'off lg:reconcile');
+    is_deeply([queued_of('acct_billed')], [], 'off lg:{fleet}:reconcile');
     my ($done) = grep { $_->{account} eq 'acct_billed' } resolved();
-    is($done->{outcome}, 'canceled', 'on lg:reconciled');
+    is($done->{outcome}, 'canceled', 'on lg:{fleet}:reconciled');
     is($done->{subscription_id}, $subs[0]{id}, 'with the subscription');
     is($done->{reason}, 'stripe_outcome_unknown', 'and why it was queued');
     ok($done->{resolved_at}, 'and when it was settled');
@@ -198,7 +198,7 @@ subtest 'outcome unknown, nothing billed: settled as no_subscription' => sub {
     my $b = run();
     is(entry_of($b, 'acct_unbilled')->{outcome}, 'no_subscription',
        'outcome: no_subscription');
-    is_deeply([queued_of('acct_unbilled')], [], 'off lg:reconcile');
+    is_deeply([queued_of('acct_unbilled')], [], 'off lg:{fleet}:reconcile');
     numbers_accounted('unbilled');
 };
 
@@ -211,8 +211,8 @@ subtest 'record failed, subscription live: the line is recorded' => sub {
     my $e = entry_of($b, 'acct_rec');
     is($e->{outcome}, 'deferred', 'still broken: deferred');
     is($e->{detail}, 'record_failed', 'because the record fails');
-    is(scalar queued_of('acct_rec'), 1, 'still on lg:reconcile');
-    is($r->get('lg:reconcile:lease'), undef, 'the lease given back');
+    is(scalar queued_of('acct_rec'), 1, 'still on lg:{fleet}:reconcile');
+    is($r->get('lg:{fleet}:reconcile:lease'), undef, 'the lease given back');
 
     $r->del("lg:{acct:acct_rec}:line:$q->{worker_id}");
     $b = run();
@@ -223,7 +223,7 @@ subtest 'record failed, subscription live: the line is recorded' => sub {
     is_deeply($p->reservations('acct_rec'), [], 'the reservation became it');
     is($r->zcard('lg:{acct:acct_rec}:prov'), 1, 'the slot counts');
     is((subs_of('acct_rec'))[0]{status}, 'active', 'the subscription stays');
-    is_deeply([queued_of('acct_rec')], [], 'off lg:reconcile');
+    is_deeply([queued_of('acct_rec')], [], 'off lg:{fleet}:reconcile');
     numbers_accounted('recorded');
 };
 
@@ -239,7 +239,7 @@ sub {
 
     my $b = run();
     is(entry_of($b, 'acct_gone')->{outcome}, 'released', 'outcome: released');
-    ok($r->sismember('lg:inventory', $q->{phone_number}),
+    ok($r->sismember('lg:{fleet}:inventory', $q->{phone_number}),
        'the number is back in the inventory');
     is($r->zcard('lg:{acct:acct_gone}:prov'), 0, 'the slot is freed');
     is_deeply($p->lines('acct_gone'), {}, 'no line');
@@ -251,7 +251,7 @@ subtest 'record failed, number released meanwhile: cancelled' => sub {
     $r->del("lg:{acct:acct_lostnum}:line:$q->{worker_id}");
     # an operator put the number back meanwhile
     $r->del("lg:{acct:acct_lostnum}:resv:$q->{worker_id}");
-    $r->sadd('lg:inventory', $q->{phone_number});
+    $r->sadd('lg:{fleet}:inventory', $q->{phone_number});
 
     my $b = run();
     is(entry_of($b, 'acct_lostnum')->{outcome}, 'canceled',
@@ -297,9 +297,9 @@ subtest 'Stripe failing: the entry stays, the run stops' => sub {
     my $e = entry_of($b, 'acct_s5xx');
     is($e->{outcome}, 'deferred', 'deferred');
     is($e->{detail}, 'stripe_unavailable', 'Stripe unavailable');
-    is(scalar queued_of('acct_s5xx'), 1, 'still on lg:reconcile');
+    is(scalar queued_of('acct_s5xx'), 1, 'still on lg:{fleet}:reconcile');
     is((subs_of('acct_s5xx'))[0]{status}, 'active', 'nothing cancelled');
-    is($r->get('lg:reconcile:lease'), undef, 'the lease given back');
+    is($r->get('lg:{fleet}:reconcile:lease'), undef, 'the lease given back');
 
     $b = run();
     is(entry_of($b, 'acct_s5xx')->{outcome}, 'canceled',
@@ -308,15 +308,15 @@ subtest 'Stripe failing: the entry stays, the run stops' => sub {
 
 subtest 'one run at a time across the fleet: a lease in Redis' => sub {
     lost_purchase('acct_lease', after_commit => 1);
-    $r->set('lg:reconcile:lease', 'another-run', 'PX', 20000);
+    $r->set('lg:{fleet}:reconcile:lease', 'another-run', 'PX', 20000);
     my $tx = $s->op(POST => '/reconciliation/run');
     json_error_is($tx, 409, 'RECONCILIATION_RUNNING', 'held elsewhere',
                   qr/another reconciliation run/i);
     ok(!$p->invalid($tx), 'the 409 matches docs/openapi.yaml');
     is(scalar queued_of('acct_lease'), 1, 'the entry untouched');
-    is($r->get('lg:reconcile:lease'), 'another-run',
+    is($r->get('lg:{fleet}:reconcile:lease'), 'another-run',
        "another run's lease is never freed");
-    $r->del('lg:reconcile:lease');
+    $r->del('lg:{fleet}:reconcile:lease');
     is(entry_of(run(), 'acct_lease')->{outcome}, 'canceled', 'then settled');
 
     $tx = $s->op(GET => '/reconciliation/run');
@@ -330,7 +330,7 @@ subtest 'a worker killed mid-confirm: cancelled, the number back' => sub {
     $p->fault(latency_ms => $HOLD, after_commit => 1);
     my $killed = 0;
     my ($tx, $done) = $p->during($p->confirm_req($a, $tok), sub {
-        return 0 unless in_flight('lg:pv:inflight', 'acct_killed')
+        return 0 unless in_flight('lg:{fleet}:pv:inflight', 'acct_killed')
                      && held(qr{^/v1/subscriptions$}, sub {
                             ($_[0]{params}{metadata}{account_id} // '')
                                 eq 'acct_killed' })
@@ -345,7 +345,7 @@ subtest 'a worker killed mid-confirm: cancelled, the number back' => sub {
     is($r->zcard('lg:{acct:acct_killed}:prov'), 1, 'and its slot');
     my ($sub) = subs_of('acct_killed');
     is($sub->{status}, 'active', 'and a subscription that charges');
-    is(scalar queued_of('acct_killed'), 0, 'and nothing on lg:reconcile');
+    is(scalar queued_of('acct_killed'), 0, 'and nothing on lg:{fleet}:reconcile');
 
     sleep 1.1;    # linegate_reconcile_lost_after
     my $b = run();
@@ -356,7 +356,7 @@ subtest 'a worker killed mid-confirm: cancelled, the number back' => sub {
     is((subs_of('acct_killed'))[0]{status}, 'canceled', 'cancelled at Stripe');
     is_deeply($p->reservations('acct_killed'), [], 'the number released');
     is($r->zcard('lg:{acct:acct_killed}:prov'), 0, 'the slot freed');
-    is($r->zcard('lg:pv:inflight'), 0, 'nothing in flight');
+    is($r->zcard('lg:{fleet}:pv:inflight'), 0, 'nothing in flight');
     like($s->error_log, qr/1 purchase\(s\) in flight past/, 'logged');
     numbers_accounted('worker killed');
 
@@ -367,7 +367,7 @@ subtest 'a worker killed mid-confirm: cancelled, the number back' => sub {
     $killed = 0;
     ($tx, $done) = $p->during($p->confirm_req($a, $tok), sub {
         # the call reached Stripe, which has not billed yet
-        return 0 unless in_flight('lg:pv:inflight', 'acct_killed2')
+        return 0 unless in_flight('lg:{fleet}:pv:inflight', 'acct_killed2')
                      && held(qr{^/v1/subscriptions$}, sub {
                             ($_[0]{params}{metadata}{account_id} // '')
                                 eq 'acct_killed2' });
@@ -406,7 +406,7 @@ subtest 'a worker killed mid-create (Lines API): invoice discarded' => sub {
         my ($tx, $done) = $l->during([$w, POST => '/api/line-requests',
                                       $EMAIL, 'Idempotency-Key' => 'kk'],
                                      sub {
-            return 0 unless in_flight('lg:lr:inflight', $w->{id})
+            return 0 unless in_flight('lg:{fleet}:lr:inflight', $w->{id})
                          && held(qr{^/v1/invoices/.+/finalize$});
             my @inv = grep { $_->{status} eq $status }
                       $l->invoices($w->{customer});
@@ -443,7 +443,7 @@ subtest 'a worker killed mid-create (Lines API): invoice discarded' => sub {
                   "$status: its Idempotency-Key freed");
         $l->answer($l->create($w, $EMAIL, 'Idempotency-Key' => 'kk'), 201,
                    "$status: the same key is served again");
-        is($r->zcard('lg:lr:inflight'), 0, "$status: nothing in flight");
+        is($r->zcard('lg:{fleet}:lr:inflight'), 0, "$status: nothing in flight");
         my ($hist) = grep { ($_->{line_request_id} // '') eq $id } resolved();
         is($hist->{invoice_id}, $inv[0]{id},
            "$status: the history names the invoice");
@@ -467,7 +467,7 @@ subtest 'an invoice no repair could discard: deleted by a run' => sub {
     is(scalar @inv, 1, 'a draft left at Stripe');
     is_deeply([$l->request_ids($w)], [], 'the request itself released');
     my @q = grep { ($_->{workspace} // '') eq $w->{id} } @{ $p->reconcile };
-    is(scalar @q, 1, 'queued on lg:reconcile');
+    is(scalar @q, 1, 'queued on lg:{fleet}:reconcile');
     is($q[0]{reason}, 'invoice_unrepaired', 'as invoice_unrepaired');
     is($q[0]{invoice_id}, $inv[0]{id}, 'naming the invoice');
     like($s->error_log,
@@ -480,22 +480,22 @@ subtest 'an invoice no repair could discard: deleted by a run' => sub {
     is($e->{outcome}, 'deleted', 'the draft deleted');
     ok(!$l->invoice($inv[0]{id}), 'gone from Stripe');
     is_deeply([grep { ($_->{workspace} // '') eq $w->{id} }
-               @{ $p->reconcile }], [], 'off lg:reconcile');
+               @{ $p->reconcile }], [], 'off lg:{fleet}:reconcile');
     $l->answer($l->create($w, $EMAIL), 201, 'the workspace is billed again');
 };
 
 subtest 'entries left for a human never hold the newer ones back' => sub {
     # 25 entries no run can settle at the head of the stream (not even
     # purchases: skipped and logged), then a lost purchase
-    $r->xadd('lg:reconcile', '*', junk => $_) for 1 .. 25;
+    $r->xadd('lg:{fleet}:reconcile', '*', junk => $_) for 1 .. 25;
     my $q = lost_purchase('acct_behind', after_commit => 1);
     my $b = run();
     is(entry_of($b, 'acct_behind')->{outcome}, 'canceled',
        'settled, three batches down the stream');
     is((subs_of('acct_behind'))[0]{status}, 'canceled', 'at Stripe');
-    like($s->error_log, qr/entry \d+ of lg:reconcile is not a purchase/,
+    like($s->error_log, qr/entry \d+ of the reconcile stream is not a purchase/,
          'the others logged');
-    $r->del('lg:reconcile');
+    $r->del('lg:{fleet}:reconcile');
 };
 
 subtest 'configuration' => sub {
@@ -546,7 +546,7 @@ subtest 'linegate_reconcile_auto: settled without an operator' => sub {
     is(scalar @done, 1, 'settled by the worker');
     is($done[0]{outcome}, 'canceled', 'cancelled');
     is((subs_of('acct_auto'))[0]{status}, 'canceled', 'at Stripe');
-    is_deeply([queued_of('acct_auto')], [], 'off lg:reconcile');
+    is_deeply([queued_of('acct_auto')], [], 'off lg:{fleet}:reconcile');
     my ($entry_ms) = $done[0]{entry} =~ /^(\d+)-/;
     my ($y, $mo, $d, $h, $mi, $sec, $ms) = $done[0]{resolved_at}
         =~ /^(\d+)-(\d+)-(\d+)T(\d+):(\d+):(\d+)\.(\d+)Z$/;

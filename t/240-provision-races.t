@@ -42,7 +42,7 @@ $p->inventory($p->numbers(200));
 subtest '30 parallel confirms of one token: one line, one charge' => sub {
     my $a = $p->account('acct_race_tok', daily => 100, monthly => 100);
     my $tok = $p->token($a);
-    my $inv = $r->scard('lg:inventory');
+    my $inv = $r->scard('lg:{fleet}:inventory');
 
     my @txs = $p->parallel(map { $p->confirm_req($a, $tok) } 1 .. 30);
 
@@ -54,13 +54,13 @@ subtest '30 parallel confirms of one token: one line, one charge' => sub {
 
     is(scalar keys %{ $p->lines('acct_race_tok') }, 1, 'one line');
     is(scalar subs_of('acct_race_tok'), 1, 'one subscription at Stripe');
-    is($r->scard('lg:inventory'), $inv - 1, 'one number taken');
+    is($r->scard('lg:{fleet}:inventory'), $inv - 1, 'one number taken');
     is($r->zcard('lg:{acct:acct_race_tok}:prov'), 1, 'one slot counted');
 };
 
 subtest '30 parallel preview+confirm pairs, daily limit 3' => sub {
     my $a = $p->account('acct_race_pairs', daily => 3);
-    my $inv = $r->scard('lg:inventory');
+    my $inv = $r->scard('lg:{fleet}:inventory');
     my (@pv, @cf);
 
     my @chains = map {
@@ -90,7 +90,7 @@ subtest '30 parallel preview+confirm pairs, daily limit 3' => sub {
     is(scalar keys %{ $p->lines('acct_race_pairs') }, 3, '3 lines');
     is(scalar subs_of('acct_race_pairs'), 3, '3 subscriptions');
     is($r->zcard('lg:{acct:acct_race_pairs}:prov'), 3, '3 slots');
-    is($r->scard('lg:inventory'), $inv - 3, '3 numbers taken');
+    is($r->scard('lg:{fleet}:inventory'), $inv - 3, '3 numbers taken');
     is_deeply($p->reservations('acct_race_pairs'), [], 'no reservation');
 };
 
@@ -127,13 +127,13 @@ subtest 'a monthly limit holds under a burst too' => sub {
 subtest 'two accounts race for the last number, 10 rounds' => sub {
     my $x = $p->account('acct_race_x', daily => 100, monthly => 100);
     my $y = $p->account('acct_race_y', daily => 100, monthly => 100);
-    my @stock = $r->smembers('lg:inventory');
+    my @stock = $r->smembers('lg:{fleet}:inventory');
     my %won;
 
     for my $round (1 .. 10) {
-        $r->del('lg:inventory');
+        $r->del('lg:{fleet}:inventory');
         my $last = sprintf '+1212555%04d', $round;
-        $r->sadd('lg:inventory', $last);
+        $r->sadd('lg:{fleet}:inventory', $last);
         my ($tx_tok, $ty_tok) = ($p->token($x), $p->token($y));
 
         # who sends first alternates: either may win
@@ -149,7 +149,7 @@ subtest 'two accounts race for the last number, 10 rounds' => sub {
         is($l->res->json->{error}, 'no_lines_available', 'the loser: 503')
             if $round == 1;
         $won{ $w->req->headers->header('sb-api-key-id') }++;
-        is($r->scard('lg:inventory'), 0, 'the inventory is empty');
+        is($r->scard('lg:{fleet}:inventory'), 0, 'the inventory is empty');
     }
 
     my $bought = 0;
@@ -160,7 +160,7 @@ subtest 'two accounts race for the last number, 10 rounds' => sub {
     is(scalar(@{ $p->reservations('acct_race_x') })
        + scalar(@{ $p->reservations('acct_race_y') }), 0,
        'no reservation left');
-    $r->sadd('lg:inventory', @stock);
+    $r->sadd('lg:{fleet}:inventory', @stock);
 };
 
 subtest 'a line number is never sold twice' => sub {
@@ -170,7 +170,7 @@ subtest 'a line number is never sold twice' => sub {
         $total++;
     }
     is(scalar keys %n, $total, "$total lines, $total numbers");
-    my @sold = grep { $r->sismember('lg:inventory', $_) } keys %n;
+    my @sold = grep { $r->sismember('lg:{fleet}:inventory', $_) } keys %n;
     is(scalar @sold, 0, 'none of them is still in the inventory');
 };
 

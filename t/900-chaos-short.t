@@ -60,7 +60,7 @@ my ($line) = map { $rd->keys("lg:{acct:$_->{id}}:line:*") }
 SKIP: {
     skip 'no line was sold', 2 unless $line;
     my $number = $rd->hget($line, 'phone_number');
-    $rd->sadd('lg:inventory', $number);
+    $rd->sadd('lg:{fleet}:inventory', $number);
     my $W = 'org_chaos_starter_1';
     my $id = 'ffffffffffffffffffffffff';
     $rd->hset("lg:{ws:$W}:lr:$id", provisioningStatus => 'provisioning',

@@ -1,10 +1,11 @@
 -- POST /api/line-requests and payment_link: an invoice the request made
 -- could not be discarded (Stripe failed every repair for the request's
 -- time), or a draft may exist whose id was never seen. It is queued on
--- lg:reconcile, at most once, for a reconciliation run to delete or void
+-- the reconcile stream, at most once, for a reconciliation run to delete
+-- or void
 -- (docs/operator.md, "Reconciliation"). Idempotent: a durable write.
 --
--- KEYS[1] lg:{ws:W}, KEYS[2] lg:reconcile
+-- KEYS[1] lg:{ws:W}, KEYS[2] lg:{fleet}:reconcile
 -- ARGV[1] ws, ARGV[2] request id, ARGV[3] invoice id ("" never seen),
 -- ARGV[4] Stripe customer, ARGV[5] now, ISO 8601
 -- Derived from KEYS[1] (its slot): <KEYS[1]>:reconcile:w:inv_<...>.

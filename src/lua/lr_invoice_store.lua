@@ -2,7 +2,7 @@
 -- and is finalized; store it, index it for webhooks and keep the answer
 -- under the idempotency key, in one step.
 -- KEYS[1] lg:{ws:W} (its :lr:<id>, :idem:<digest> derive from it),
--- KEYS[2] lg:lr:inflight, KEYS[3] lg:invoice:<invoice id>
+-- KEYS[2] lg:{fleet}:lr:inflight, KEYS[3] lg:invoice:<invoice id>
 -- ARGV[1] ws, ARGV[2] id, ARGV[3] invoice id, ARGV[4] hosted invoice
 -- URL, ARGV[5] now (ms), ARGV[6] sha256hex of the idempotency key ("" when
 -- none), ARGV[7] fingerprint, ARGV[8] status, ARGV[9] body, ARGV[10] TTL

@@ -5,7 +5,7 @@
 -- step. Idempotent: sent again until Redis answers, and safe whichever of
 -- lr_create and this one Redis runs first: the mark lg:lrvoid:<id> makes
 -- an lr_create still queued do nothing.
--- KEYS[1] lg:lrvoid:<id>, KEYS[2] lg:line:<id>, KEYS[3] lg:lr:inflight,
+-- KEYS[1] lg:lrvoid:<id>, KEYS[2] lg:line:<id>, KEYS[3] lg:{fleet}:lr:inflight,
 -- KEYS[4] lg:{ws:W} when W is known; else the workspace's keys derive
 -- from the W KEYS[2] holds (another slot: issue 10)
 -- ARGV[1] ws ("" when not known: the request's owner index says), ARGV[2]

@@ -1,5 +1,5 @@
 -- Operator API: add E.164 numbers to the inventory.
--- KEYS[1] lg:inventory
+-- KEYS[1] lg:{fleet}:inventory
 -- ARGV[1] the numbers, comma-separated (validated by the caller)
 -- Returns {1, added, total}.
 local added = 0

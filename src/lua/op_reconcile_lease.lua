@@ -1,7 +1,7 @@
 -- Reconciliation: the fleet's lease, so that one run at a time (of any
--- worker of any nginx) settles lg:reconcile's entries.
+-- worker of any nginx) settles lg:{fleet}:reconcile's entries.
 --
--- KEYS[1]  lg:reconcile:lease
+-- KEYS[1]  lg:{fleet}:reconcile:lease
 -- ARGV[1]  the run's token          ARGV[2]  "take" or "give"
 -- ARGV[3]  take: the lease, ms
 --

@@ -1,8 +1,8 @@
--- Reconciliation: an entry of lg:reconcile is settled. It moves, with
--- its outcome, to lg:reconciled (the history the operator API shows,
+-- Reconciliation: an entry of lg:{fleet}:reconcile is settled. It moves, with
+-- its outcome, to lg:{fleet}:reconciled (the history the operator API shows,
 -- capped at about 10,000 entries), in one step.
 --
--- KEYS[1]  lg:reconcile             KEYS[2]  lg:reconciled
+-- KEYS[1]  lg:{fleet}:reconcile             KEYS[2]  lg:{fleet}:reconciled
 -- ARGV[1]  the entry's id           ARGV[2]  outcome
 -- ARGV[3]  what was found at Stripe ("" when nothing, or the entry's own)
 -- ARGV[4]  now, ISO 8601

@@ -1,19 +1,19 @@
 -- Reconciliation: the purchases whose worker died (SIGKILL, a crash)
 -- in the middle, found by their in-flight index. Each one older than the
--- cutoff is queued on lg:reconcile as worker_lost, for the run to settle
--- like any entry:
+-- cutoff is queued on the reconcile stream as worker_lost, for the run
+-- to settle like any entry:
 --
 --   a provisioning confirm between reserving a number and recording or
---   releasing it (lg:pv:inflight): the number and the limit slot are
+--   releasing it (lg:{fleet}:pv:inflight): the number and the limit slot are
 --   held, and Stripe may have billed;
 --   a Lines API paid add-on between its reservation and its invoice's
---   store (lg:lr:inflight): the request is awaiting_payment with no
+--   store (lg:{fleet}:lr:inflight): the request is awaiting_payment with no
 --   invoice (the workspace can request nothing else), and Stripe may
 --   hold an invoice no request names.
 --
--- KEYS[1]  lg:pv:inflight (members "<account> <worker id>", score: ms)
--- KEYS[2]  lg:lr:inflight (members "<workspace> <request id>")
--- KEYS[3]  lg:reconcile
+-- KEYS[1]  lg:{fleet}:pv:inflight (members "<account> <worker id>", score: ms)
+-- KEYS[2]  lg:{fleet}:lr:inflight (members "<workspace> <request id>")
+-- KEYS[3]  lg:{fleet}:reconcile
 -- The tenants' keys (lg:{acct:A}..., lg:{ws:W}...) are derived from the
 -- members read: other slots (issue 10).
 -- ARGV[1]  cutoff, Unix ms         ARGV[2]  at most this many of each

@@ -6,7 +6,7 @@
 --
 -- KEYS[1]  lg:sbkey:<key id>
 -- KEYS[2]  lg:pv:<token> (lg:pv:- if malformed)
--- KEYS[3]  lg:inventory             KEYS[4]  lg:pv:inflight
+-- KEYS[3]  lg:{fleet}:inventory             KEYS[4]  lg:{fleet}:pv:inflight
 -- ARGV[1]  sha256hex of the presented secret
 -- ARGV[2]  now, Unix ms
 -- ARGV[3]  default daily limit     ARGV[4]  default monthly limit
@@ -27,7 +27,7 @@
 -- The reservation lg:{acct:<A>}:resv:<worker> {phone_number, createdAt}
 -- holds the number until the line is recorded (pv_record) or released
 -- (pv_release); an old one is a confirm that never finished, found
--- through lg:pv:inflight.
+-- through lg:{fleet}:pv:inflight.
 
 --#include pv_auth
 --#include pv_state

@@ -1,16 +1,16 @@
 -- POST /accounts/lines/provision-confirm, last step: the subscription
 -- exists, the reservation becomes the account's line, and the limit slot
 -- counts from now (the moment the confirm succeeds). When it cannot, the
--- purchase is queued on lg:reconcile in the same step: whatever happens,
--- one run of this script leaves the paid purchase written down.
+-- purchase is queued on the reconcile stream in the same step: whatever
+-- happens, one run of this script leaves the paid purchase written down.
 --
 -- Idempotent, so that it can be sent again after a lost answer (a
 -- timeout, a dropped connection, the request gone: it is then a durable
 -- write, re-sent until Redis answers): a second run finds the line it
 -- recorded, or the entry it queued, and changes nothing.
 --
--- KEYS[1]  lg:{acct:<A>}            KEYS[2]  lg:pv:inflight
--- KEYS[3]  lg:reconcile
+-- KEYS[1]  lg:{acct:<A>}            KEYS[2]  lg:{fleet}:pv:inflight
+-- KEYS[3]  lg:{fleet}:reconcile
 -- Derived from KEYS[1] (its slot): <KEYS[1]>:resv:<worker>,
 -- :line:<worker>, :prov, :reconcile:w:<worker>.
 -- ARGV[1]  worker id               ARGV[2]  subscription id

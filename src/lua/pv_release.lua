@@ -1,7 +1,7 @@
 -- POST /accounts/lines/provision-confirm, when the purchase fails: the
 -- reserved number goes back to the inventory and the limit slot is freed,
 -- in one step. When Stripe's answer was lost (a subscription may exist),
--- the case is also queued on lg:reconcile in the same step.
+-- the case is also queued on lg:{fleet}:reconcile in the same step.
 --
 -- Idempotent, by the reservation (the worker id): a second run, or one
 -- after a timed-out first run, finds no reservation and frees nothing,
@@ -11,8 +11,8 @@
 --
 -- KEYS[1]  lg:{acct:<A>}, or lg:sbkey:<key id> when the account is not
 --          known (the answer of pv_confirm was lost: it may have run)
--- KEYS[2]  lg:pv:inflight           KEYS[3]  lg:reconcile
--- KEYS[4]  lg:inventory
+-- KEYS[2]  lg:{fleet}:pv:inflight           KEYS[3]  lg:{fleet}:reconcile
+-- KEYS[4]  lg:{fleet}:inventory
 -- Derived from the account's key (KEYS[1]'s slot, or, with lg:sbkey,
 -- the account read from it: another slot, issue 10): its :resv:<worker>,
 -- :line:<worker>, :prov, :reconcile:w:<worker>.

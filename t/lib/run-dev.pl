@@ -62,7 +62,7 @@ my $s = LG::Stack->new(
     stub_port      => $stub_port,
     OPERATOR_TOKEN => $token,
     WEBHOOK_SECRET => 'whsec_dev_linegate_' . LG::Stack::random_token(24),
-    # lg:reconcile settled without an operator (docs/operator.md)
+    # lg:{fleet}:reconcile settled without an operator (docs/operator.md)
     HTTP_EXTRA     => 'linegate_reconcile_auto '
                       . 'http://127.0.0.1:@PORT@/_linegate/ interval=30s;',
     # (on a cluster, its HTTP_EXTRA replaces the reconciliation's: the

@@ -2,7 +2,7 @@
 -- never stored): the request, its listing entry, its owner index and the
 -- workspace's pending marker, in one step.
 -- lg_lr_drop(wkey, ws, id, inflight): wkey lg:{ws:W}, inflight the key of
--- lg:lr:inflight (KEYS[] of the caller). lg:line:<id> is named from the
+-- lg:{fleet}:lr:inflight (KEYS[] of the caller). lg:line:<id> is named from the
 -- id, which may be one read from data (issue 10).
 local function lg_lr_drop(wkey, ws, id, inflight)
     redis.call('DEL', wkey .. ':lr:' .. id)

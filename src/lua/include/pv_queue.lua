@@ -3,7 +3,7 @@
 -- lg_pv_queue(tkey, worker, stream, fields) -> 1 when written now, 0 when
 -- it already was
 --   tkey: the tenant's key (lg:{acct:A} or lg:{ws:W}); stream: the key of
---   lg:reconcile (a KEYS[] of the caller); fields: the entry's flat
+--   lg:{fleet}:reconcile (a KEYS[] of the caller); fields: the entry's flat
 --   {name, value, ...} list (account, subscription_id, phone_number,
 --   worker_id, reason, idempotency_key, customer, at).
 --   <tkey>:reconcile:w:<worker id>, under the tenant's tag, remembers the

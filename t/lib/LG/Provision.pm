@@ -107,8 +107,8 @@ sub headers {
 
 sub inventory {
     my ($self, @numbers) = @_;
-    $self->redis->sadd('lg:inventory', @numbers) if @numbers;
-    return $self->redis->scard('lg:inventory');
+    $self->redis->sadd('lg:{fleet}:inventory', @numbers) if @numbers;
+    return $self->redis->scard('lg:{fleet}:inventory');
 }
 
 sub numbers {
@@ -232,7 +232,7 @@ sub counted {
 
 sub reconcile {
     my ($self) = @_;
-    my @e = $self->redis->xrange('lg:reconcile', '-', '+');
+    my @e = $self->redis->xrange('lg:{fleet}:reconcile', '-', '+');
     return [map { +{ @{ $_->[1] } } } @e];
 }
 

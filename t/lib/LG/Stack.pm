@@ -1016,7 +1016,7 @@ sub _redis_traffic {
     # the second INFO's own read is counted in $after (once per master);
     # the keepalive's XLEN of the reconciliation stream (the metrics'
     # backlog) is written with its PING
-    return ([grep { !/"(?:ping|info)"/i && !/"xlen" "lg:reconcile"/i } @top],
+    return ([grep { !/"(?:ping|info)"/i && !/"xlen" "lg:\{fleet\}:reconcile"/i } @top],
             $after - $before - @ports - $pings, $pings);
 }
 

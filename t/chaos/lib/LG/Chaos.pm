@@ -248,7 +248,7 @@ sub settle {
         }
         sleep $third;
     }
-    # then what waits on lg:reconcile is settled, as an operator's (or
+    # then what waits on lg:{fleet}:reconcile is settled, as an operator's (or
     # linegate_reconcile_auto's) runs would: until nothing more waits
     for my $run (1 .. 10) {
         my $t0 = time;
@@ -417,14 +417,14 @@ sub check {
     }
 
     # Provisioning API state
-    my @rec = map { +{ @{ $_->[1] } } } $r->xrange('lg:reconcile', '-', '+');
+    my @rec = map { +{ @{ $_->[1] } } } $r->xrange('lg:{fleet}:reconcile', '-', '+');
     my (%rec_worker, %rec_sub);
     for (@rec) {
         $rec_worker{ $_->{worker_id} // '' } = $_;
         $rec_sub{ $_->{subscription_id} } = $_ if length($_->{subscription_id} // '');
     }
     my @settled = map { +{ @{ $_->[1] } } }
-                  $r->xrange('lg:reconciled', '-', '+');
+                  $r->xrange('lg:{fleet}:reconciled', '-', '+');
     my %settled_sub = map { ($_->{subscription_id} => $_) }
                       grep { length($_->{subscription_id} // '') } @settled;
     my (%line, %resv, %where);
@@ -444,7 +444,7 @@ sub check {
             if (((($rec_worker{$wid} // {})->{reason}) // '') ne 'record_failed') {
                 $bad->(no_stuck_reservation => "$A/$wid holds "
                        . ($resv{$wid}{phone_number} // '?')
-                       . ' with no record_failed entry on lg:reconcile'
+                       . ' with no record_failed entry on lg:{fleet}:reconcile'
                        . $self->logtrail($wid));
             }
             $nres++;
@@ -458,7 +458,7 @@ sub check {
             if $nline + $nres > $a->{daily} || $counted > $a->{daily}
                || $ok200 > $a->{daily};
     }
-    push @{ $where{$_} }, 'inventory' for $r->smembers('lg:inventory');
+    push @{ $where{$_} }, 'inventory' for $r->smembers('lg:{fleet}:inventory');
     for my $n (sort keys %{ $self->{seeded} }) {
         my $at = delete $where{$n} // [];
         $bad->(numbers_conserved => "$n lost (not in the inventory, no line,"
@@ -478,7 +478,7 @@ sub check {
         next if $rec_sub{$sub} || $rec_worker{$wid};
         $bad->(subscription_backed => "$sub ($wid, "
                . (($x->{metadata} // {})->{phone_number} // '?')
-               . ') backs no line and no lg:reconcile entry'
+               . ') backs no line and no lg:{fleet}:reconcile entry'
                . $self->logtrail($sub) . $self->logtrail($wid));
     }
 
@@ -495,7 +495,7 @@ sub check {
         } elsif ($o->{st} eq '500') {
             my $sid = $b->{subscription_id} // '';
             $bad->(confirm_answers_true => "500 provisioning_failed for"
-                   . " $sid, queued for reconciliation: not on lg:reconcile"
+                   . " $sid, queued for reconciliation: not on lg:{fleet}:reconcile"
                    . ' and no line')
                 unless $rec_sub{$sid} || $settled_sub{$sid}
                        || grep { ($_->{subscription_id} // '') eq $sid }
@@ -506,7 +506,7 @@ sub check {
     # reconciliation: nothing waits once the runs are over, and each
     # settled entry says what Stripe and Redis now show
     $bad->(reconcile_settled => "$_->{worker_id} ($_->{reason}) still on"
-           . ' lg:reconcile' . $self->logtrail($_->{worker_id})) for @rec;
+           . ' lg:{fleet}:reconcile' . $self->logtrail($_->{worker_id})) for @rec;
     my %sub_of_worker = map {
         ((($st->{subscriptions}{$_}{metadata} // {})->{worker_id} // '')
          => $st->{subscriptions}{$_})
