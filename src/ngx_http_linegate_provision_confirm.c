@@ -139,8 +139,6 @@ typedef struct {
     unsigned                         durable:1; /* a write handed over */
     unsigned                         settled:1; /* nothing left to do */
     unsigned                         reserving:1; /* RESERVE sent */
-    unsigned                         claiming:1;  /* CLAIM sent */
-    unsigned                         recording:1; /* RECORD sent */
     unsigned                         inventory_empty:1;
     unsigned                         giveback:1;  /* SETTLE: the number */
 
@@ -813,17 +811,9 @@ ngx_http_linegate_confirm_claim(ngx_http_request_t *r,
     ngx_http_linegate_redis_arg_str(a, &cf->worker_id);
     ngx_http_linegate_redis_arg_int(r, a, cf->now);
 
-    if (ngx_http_linegate_confirm_script(r, cf,
-                                         NGX_HTTP_LINEGATE_SCRIPT_PV_CLAIM,
-                                         NGX_HTTP_LINEGATE_KEYS_PV_CLAIM)
-        != NGX_OK)
-    {
-        return NGX_ERROR;
-    }
-
-    cf->claiming = 1;
-
-    return NGX_OK;
+    return ngx_http_linegate_confirm_script(r, cf,
+                                            NGX_HTTP_LINEGATE_SCRIPT_PV_CLAIM,
+                                            NGX_HTTP_LINEGATE_KEYS_PV_CLAIM);
 }
 
 
@@ -847,8 +837,6 @@ ngx_http_linegate_confirm_claimed(ngx_http_request_t *r,
                                        NGX_HTTP_LINEGATE_CONFIRM_RELEASE);
         return;
     }
-
-    cf->claiming = 0;
 
     if (claimed == 0) {
         /* the inventory is empty: the slot is freed, then 503 */
@@ -1276,18 +1264,9 @@ ngx_http_linegate_confirm_record(ngx_http_request_t *r,
 {
     ngx_http_linegate_confirm_record_args(r, cf);
 
-    if (ngx_http_linegate_redis_script(r, NGX_HTTP_LINEGATE_SCRIPT_PV_RECORD,
-                                       NGX_HTTP_LINEGATE_KEYS_PV_RECORD,
-                                       &cf->args,
-                                       ngx_http_linegate_confirm_stored)
-        != NGX_OK)
-    {
-        return NGX_ERROR;
-    }
-
-    cf->recording = 1;
-
-    return NGX_OK;
+    return ngx_http_linegate_confirm_script(r, cf,
+                                            NGX_HTTP_LINEGATE_SCRIPT_PV_RECORD,
+                                            NGX_HTTP_LINEGATE_KEYS_PV_RECORD);
 }
 
 
