@@ -23,7 +23,18 @@
 #   6. provision-preview + confirm pairs through the Stripe stub
 #   7. cost curves: 1, 10, 50, 200 connections; 1k versus 100k workspaces
 #   8. RSS of the nginx workers before and after 1M requests
-#   9. report (stdout and $LG_BENCH_TMP/results/), chart (gnuplot); a full run
+#   9. provision-preview on a Redis Cluster beside one Redis (phase
+#      `cluster`, issue 10): 3 masters (bench/cluster.sh, as bench/limit.sh's),
+#      the one Redis's key ids, accounts and inventory copied to them key by
+#      key (bench/cluster-copy.pl), a second nginx (bench/linegate-cluster.conf.in:
+#      linegate.conf.in with `linegate_redis <seeds> cluster=on`, the
+#      Provisioning locations only) on LG_BENCH_CLUSTER_PORT; the peers'
+#      provision_preview.lua against both, rounds alternating; req/s, p99,
+#      cluster / one Redis, Redis commands and reads per request summed over
+#      the 3 masters, Redis CPU per request. Skipped, with a note in the
+#      report, when nginx -t refuses the Provisioning API on a cluster.
+#      Alone: LG_BENCH_QUICK=1 LG_BENCH_PHASES=cluster bench/run.sh (~1 min)
+#  10. report (stdout and $LG_BENCH_TMP/results/), chart (gnuplot); a full run
 #      also writes docs/performance.png and the figures in docs/performance.md
 #
 # Environment (defaults):
@@ -52,7 +63,12 @@
 #                         100k runs (each worker must meet the 100k keys)
 #   LG_BENCH_WRITE_WS     fresh workspaces for the write path: 150000
 #                         (quick: 50000), two included creations each
-#   LG_BENCH_PHASES       main,confirm,curves,scale,memory (quick: main,confirm)
+#   LG_BENCH_PHASES       main,confirm,curves,scale,memory,cluster
+#                         (quick: main,confirm,cluster); the sanity requests
+#                         always run, the MONITOR round trips with main only
+#   LG_BENCH_CLUSTER_PORT=8194   the cluster phase's nginx
+#   LG_BENCH_CLUSTER_PORTS="P1 P2 P3"   its 3 masters (default: free
+#                         loopback ports; files in $LG_BENCH_TMP/cluster)
 #   LG_BENCH_NO_BUILD=1   skip make;   LG_BENCH_DOCS=0: leave docs/ alone
 #   LG_BENCH_PEERS=0      no peers (own redis-server with the same settings)
 
@@ -804,7 +820,7 @@ cluster_reads() {
 # warm-up, then RUNS rounds of both (the order alternates), each run after
 # a fresh seed; into $RES/cluster.tsv:
 #   probe  KIND requests reads p50
-#   run    KIND RUN <wrk_run's line>
+#   run    KIND RUN <wrk_run's line> reads
 phase_cluster() {
     : > "$RES/cluster.tsv"
     if [[ -z ${READY[pv.linegate]:-} ]]; then
@@ -865,15 +881,17 @@ phase_cluster() {
         ((run % 2 == 0)) && order="cluster one"
         for kind in $order; do
             seed base
+            [[ $kind == cluster ]] && cluster_seed
+            r0=$(cluster_reads "$kind")
             if [[ $kind == one ]]; then
                 line=$(wrk_run "cluster.one.$run" "$one" "$script" "$THREADS" \
                        "$CONNS" "$DURATION" linegate)
             else
-                cluster_seed
                 line=$(WRK_REDIS=redis-cluster wrk_run "cluster.cluster.$run" "$cl" \
                        "$script" "$THREADS" "$CONNS" "$DURATION" linegate-cluster)
             fi
-            printf 'run\t%s\t%s\t%s\n' "$kind" "$run" "$line" >> "$RES/cluster.tsv"
+            r1=$(cluster_reads "$kind")
+            printf 'run\t%s\t%s\t%s\t%s\n' "$kind" "$run" "$line" "$((r1 - r0))" >> "$RES/cluster.tsv"
             awk -F'\t' '{ printf "  preview, %-7s run %s: %8d req/s  p99 %6s ms  non-2xx %s  err %s  redis %s cmd/req  cpu %s%% redis %s%% other %s%%\n",
                 $2, $3, $5, $7, $8, $9, $11, $12, $13, $14 }' <<<"run	$kind	$run	$line" >&2
         done
@@ -1046,8 +1064,8 @@ cluster_report() {
     echo
     echo "**provision-preview on a Redis Cluster (3 masters, no replicas) beside one Redis** (wrk -t$THREADS -c$CONNS -d$DURATION, $RUNS round(s), the order alternating; the same seed copied key by key to the master of its slot before every cluster run; the same nginx settings, \`linegate_redis <3 seeds> cluster=on\`)"
     echo
-    echo "| Redis | req/s (mean) | req/s (each run) | p50 ms | p99 ms | non-2xx | sock. err | Redis cmds/req | Redis reads/req, 1 conn. | p50 ms, 1 conn. | server CPU | Redis CPU | Redis CPU us/req | other CPU |"
-    echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+    echo "| Redis | req/s (mean) | req/s (each run) | p50 ms | p99 ms | non-2xx | sock. err | Redis cmds/req | Redis reads/req | Redis reads/req, 1 conn. | p50 ms, 1 conn. | server CPU | Redis CPU | Redis CPU us/req | other CPU |"
+    echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
     awk -F'\t' -v idle="$idle" '
         $1 == "probe" { pr[$2] = $3 ? sprintf("%.2f", $4 / $3) : "-"; pp[$2] = $5; next }
         $1 != "run" { next }
@@ -1056,18 +1074,18 @@ cluster_report() {
           nx[k] += $8; er[k] += $9; cs[k] += $11; sc[k] += $12; rc[k] += $13
           oc[k] = oc[k] (oc[k] != "" ? "/" : "") $14 "%"
           if ($5 > 0) us[k] += $13 * 1e4 / $5
-          bd[k] = $15 }
+          bd[k] = $15; if ($10 > 0) rl[k] += $16 / $10 }
         END {
             split("one cluster", o, " ")
             for (i = 1; i <= 2; i++) { k = o[i]; if (!n[k]) continue
-                printf "| %s | %d | %s | %s | %s | %d | %d | %.2f | %s | %s | %d%% | %d%% | %.1f | %s |\n",
+                printf "| %s | %d | %s | %s | %s | %d | %d | %.2f | %.2f | %s | %s | %d%% | %d%% | %.1f | %s |\n",
                     (k == "one" ? "one Redis" : "cluster, 3 masters"), s[k] / n[k], each[k], p50[k], p99[k],
-                    nx[k], er[k], cs[k] / n[k], ((k in pr) ? pr[k] : "-"), ((k in pp) ? pp[k] : "-"),
+                    nx[k], er[k], cs[k] / n[k], rl[k] / n[k], ((k in pr) ? pr[k] : "-"), ((k in pp) ? pp[k] : "-"),
                     sc[k] / n[k], rc[k] / n[k], us[k] / n[k], oc[k] }
             for (i = 1; i <= 2; i++) { k = o[i]; if (n[k]) printf "\n%s, Redis commands per request (last run):%s\n", (k == "one" ? "One Redis" : "Cluster (the 3 masters summed)"), bd[k] }
         }' "$RES/cluster.tsv"
     echo
-    echo "Redis cmds/req: \`INFO commandstats\` after minus before, summed over the 3 masters for the cluster, / wrk's requests (scripts' own commands included). Redis reads/req: \`total_reads_processed\` (one per client write) during a 1-connection run of 2 s, summed over the nodes: a pipeline whose commands go to two masters is two reads sent at once (one wait), so this column can grow on a cluster without a round trip more; the p50 at 1 connection shows a round trip more (tens of us on loopback). Redis CPU: the 3 redis-servers together for the cluster, their idle cost included (cron, cluster bus: $(awk -v i="$idle" 'BEGIN { printf "%.1f%%", i * 100 }') of a core measured idle for 5 s)."
+    echo "Redis cmds/req: \`INFO commandstats\` after minus before, summed over the 3 masters for the cluster, / wrk's requests (scripts' own commands included). Redis reads/req: \`total_reads_processed\` (one per client write), summed over the nodes, / requests, during the runs and during a 1-connection run of 2 s (keepalive PINGs included): a pipeline whose commands go to two masters is two reads sent at once (one wait), so this column can grow on a cluster without a round trip more; the p50 at 1 connection shows a round trip more (tens of us on loopback). Redis CPU: the 3 redis-servers together for the cluster, their idle cost included (cron, cluster bus: $(awk -v i="$idle" 'BEGIN { printf "%.1f%%", i * 100 }') of a core measured idle for 5 s)."
     local errs
     errs=$(cat "$RES/cluster-errors.txt" 2>/dev/null || echo 0)
     echo
