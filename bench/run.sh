@@ -1064,8 +1064,8 @@ cluster_report() {
     echo
     echo "**provision-preview on a Redis Cluster (3 masters, no replicas) beside one Redis** (wrk -t$THREADS -c$CONNS -d$DURATION, $RUNS round(s), the order alternating; the same seed copied key by key to the master of its slot before every cluster run; the same nginx settings, \`linegate_redis <3 seeds> cluster=on\`)"
     echo
-    echo "| Redis | req/s (mean) | req/s (each run) | p50 ms | p99 ms | non-2xx | sock. err | Redis cmds/req | Redis reads/req | Redis reads/req, 1 conn. | p50 ms, 1 conn. | server CPU | Redis CPU | Redis CPU us/req | other CPU |"
-    echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+    echo "| Redis | req/s (mean) | req/s (each run) | p50 ms | p99 ms | non-2xx | sock. err | Redis cmds/req | Redis reads/req | Redis reads/req, 1 conn. | p50 ms, 1 conn. | server CPU | Redis CPU | server CPU us/req | Redis CPU us/req | other CPU |"
+    echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
     awk -F'\t' -v idle="$idle" '
         $1 == "probe" { pr[$2] = $3 ? sprintf("%.2f", $4 / $3) : "-"; pp[$2] = $5; next }
         $1 != "run" { next }
@@ -1073,19 +1073,19 @@ cluster_report() {
           p50[k] = p50[k] (p50[k] != "" ? "/" : "") $6; p99[k] = p99[k] (p99[k] != "" ? "/" : "") $7
           nx[k] += $8; er[k] += $9; cs[k] += $11; sc[k] += $12; rc[k] += $13
           oc[k] = oc[k] (oc[k] != "" ? "/" : "") $14 "%"
-          if ($5 > 0) us[k] += $13 * 1e4 / $5
+          if ($5 > 0) { us[k] += $13 * 1e4 / $5; ss[k] += $12 * 1e4 / $5 }
           bd[k] = $15; if ($10 > 0) rl[k] += $16 / $10 }
         END {
             split("one cluster", o, " ")
             for (i = 1; i <= 2; i++) { k = o[i]; if (!n[k]) continue
-                printf "| %s | %d | %s | %s | %s | %d | %d | %.2f | %.2f | %s | %s | %d%% | %d%% | %.1f | %s |\n",
+                printf "| %s | %d | %s | %s | %s | %d | %d | %.2f | %.2f | %s | %s | %d%% | %d%% | %.1f | %.1f | %s |\n",
                     (k == "one" ? "one Redis" : "cluster, 3 masters"), s[k] / n[k], each[k], p50[k], p99[k],
                     nx[k], er[k], cs[k] / n[k], rl[k] / n[k], ((k in pr) ? pr[k] : "-"), ((k in pp) ? pp[k] : "-"),
-                    sc[k] / n[k], rc[k] / n[k], us[k] / n[k], oc[k] }
+                    sc[k] / n[k], rc[k] / n[k], ss[k] / n[k], us[k] / n[k], oc[k] }
             for (i = 1; i <= 2; i++) { k = o[i]; if (n[k]) printf "\n%s, Redis commands per request (last run):%s\n", (k == "one" ? "One Redis" : "Cluster (the 3 masters summed)"), bd[k] }
         }' "$RES/cluster.tsv"
     echo
-    echo "Redis cmds/req: \`INFO commandstats\` after minus before, summed over the 3 masters for the cluster, / wrk's requests (scripts' own commands included). Redis reads/req: \`total_reads_processed\` (one per client write), summed over the nodes, / requests, during the runs and during a 1-connection run of 2 s (keepalive PINGs included): a pipeline whose commands go to two masters is two reads sent at once (one wait), so this column can grow on a cluster without a round trip more; the p50 at 1 connection shows a round trip more (tens of us on loopback). Redis CPU: the 3 redis-servers together for the cluster, their idle cost included (cron, cluster bus: $(awk -v i="$idle" 'BEGIN { printf "%.1f%%", i * 100 }') of a core measured idle for 5 s)."
+    echo "Redis cmds/req: \`INFO commandstats\` after minus before, summed over the 3 masters for the cluster, / wrk's requests (scripts' own commands included). Redis reads/req: \`total_reads_processed\` (one per client write), summed over the nodes, / requests, during the runs and during a 1-connection run of 2 s (keepalive PINGs included): a pipeline whose commands go to two masters is two reads sent at once (one wait), so this column can grow on a cluster without a round trip more; the p50 at 1 connection shows a round trip more (tens of us on loopback). CPU: % of one core during the run, and per request (server: the target's nginx; the box has $(nproc) cores shared by wrk, both nginx, the Redis servers and other work, so req/s follows the CPU a request costs); Redis CPU: the 3 redis-servers together for the cluster, their idle cost included (cron, cluster bus: $(awk -v i="$idle" 'BEGIN { printf "%.1f%%", i * 100 }') of a core measured idle for 5 s)."
     local errs
     errs=$(cat "$RES/cluster-errors.txt" 2>/dev/null || echo 0)
     echo
