@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # A Redis Cluster of 3 masters for the benchmarks: sourced by
 # bench/limit.sh (linegate_limit on a cluster) and bench/run.sh (the
 # `cluster` phase: provision-preview on a cluster). Not run by itself.
@@ -65,7 +66,7 @@ start_cluster() {
     stop_cluster
     mkdir -p "$CLD"
     ports=${CLUSTER_PORTS_WANTED:-$(free_ports 3)}
-    bus=($(free_ports 3))
+    read -r -a bus <<<"$(free_ports 3)"
     [[ $(wc -w <<<"$ports") == 3 ]] \
         || die "${CLUSTER_PORTS_VAR:-cluster ports}: 3 ports, not '$ports'"
     echo $ports > "$CLD/ports"

@@ -165,7 +165,9 @@ start_nginx() {
 
 # the 3 masters: start_cluster, stop_cluster, cluster_ports, cluster_ok,
 # cluster_cpu (bench/cluster.sh, shared with bench/run.sh)
+# shellcheck disable=SC2034  # both read by bench/cluster.sh
 CLUSTER_PORTS_WANTED=${LG_LIMIT_CLUSTER_PORTS:-}
+# shellcheck disable=SC2034
 CLUSTER_PORTS_VAR=LG_LIMIT_CLUSTER_PORTS
 # shellcheck source=bench/cluster.sh
 . "$HERE/cluster.sh"

@@ -143,7 +143,9 @@ now() { date +%s; }
 # the 3 masters of the cluster phase (bench/cluster.sh, shared with
 # bench/limit.sh): start_cluster, stop_cluster, cluster_ports, cluster_pids
 CLD=$TMP/cluster
+# shellcheck disable=SC2034  # both read by bench/cluster.sh
 CLUSTER_PORTS_WANTED=${LG_BENCH_CLUSTER_PORTS:-}
+# shellcheck disable=SC2034
 CLUSTER_PORTS_VAR=LG_BENCH_CLUSTER_PORTS
 # shellcheck source=bench/cluster.sh
 . "$HERE/cluster.sh"
@@ -276,6 +278,7 @@ start_stub() {
 render_conf() {    # render_conf [TEMPLATE PREFIX PORT]
     local tpl=${1:-$HERE/linegate.conf.in} prefix=${2:-$LG} port=${3:-$PORT}
     local seeds=
+    # shellcheck disable=SC2046
     [[ -f $CLD/ports ]] && seeds=$(printf '127.0.0.1:%s ' $(cluster_ports))
     mkdir -p "$prefix"
     sed -e "s|@MODULE@|$MODULE|g" -e "s|@PREFIX@|$prefix|g" \
