@@ -66,7 +66,8 @@
 #   LG_BENCH_PHASES       main,confirm,curves,scale,memory,cluster
 #                         (quick: main,confirm,cluster); the sanity requests
 #                         always run, the MONITOR round trips with main only
-#   LG_BENCH_CLUSTER_PORT=8194   the cluster phase's nginx
+#   LG_BENCH_CLUSTER_PORT=8195   the cluster phase's nginx (8194 is the
+#                         rate-limit peers' Lua, bench/limit.sh)
 #   LG_BENCH_CLUSTER_PORTS="P1 P2 P3"   its 3 masters (default: free
 #                         loopback ports; files in $LG_BENCH_TMP/cluster)
 #   LG_BENCH_NO_BUILD=1   skip make;   LG_BENCH_DOCS=0: leave docs/ alone
@@ -128,7 +129,7 @@ USE_PEERS=${LG_BENCH_PEERS:-1}
 
 LG=$TMP/linegate
 LGC=$TMP/linegate-cluster
-CLUSTER_PORT=${LG_BENCH_CLUSTER_PORT:-8194}
+CLUSTER_PORT=${LG_BENCH_CLUSTER_PORT:-8195}
 RES=$TMP/results
 RAW=$TMP/results/raw
 DATA=$LG_PEERS_DATA
