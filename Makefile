@@ -7,8 +7,8 @@
 #   make run        development stack in the foreground (127.0.0.1:8080)
 #   make test       build, then prove -r t/ (LG_REDIS=sentinel: the Lines
 #                   and Provisioning files on Redis Sentinel; LG_REDIS=
-#                   cluster: t/037 and the linegate_limit files on a
-#                   Redis Cluster)
+#                   cluster: t/037, t/038, the Provisioning and the
+#                   linegate_limit files on a Redis Cluster)
 #   make chaos      chaos run: workload + faults, then invariants
 #                   (CHAOS_SECONDS=180, CHAOS_SEED=, CHAOS_FAULTS=a,b;
 #                   docs/chaos.md)
@@ -102,15 +102,17 @@ run: $(MODULE)
 #   empty, single  the whole suite on one Redis
 #   sentinel  the Lines and Provisioning files (and the Sentinel file) on
 #             a master, 2 replicas and 3 sentinels
-#   cluster   for now the cluster file and the linegate_limit files: the
-#             Lines and Provisioning APIs need one Redis or Sentinel until
-#             their scripts are single-slot (issue 10). t/401 is left out:
-#             it stops and pauses the one Redis (t/037 kills a master).
+#   cluster   the cluster files, the Provisioning files and the
+#             linegate_limit files on 3 masters and 3 replicas: the Lines
+#             API needs one Redis or Sentinel until its scripts are
+#             single-slot (issue 10). t/401 is left out: it stops and
+#             pauses the one Redis (t/037 kills a master).
 export LG_REDIS
 TEST_FILES_single = t/
 TEST_FILES_sentinel = $(wildcard t/1[0-9][0-9]-lines-*.t \
     t/2[0-9][0-9]-provision-*.t t/036-redis-sentinel.t)
-TEST_FILES_cluster = t/037-redis-cluster.t \
+TEST_FILES_cluster = t/037-redis-cluster.t t/038-redis-cluster-provision.t \
+    $(wildcard t/2[0-9][0-9]-provision-*.t) \
     $(filter-out t/401-%,$(wildcard t/4[0-9][0-9]-limit-*.t))
 TEST_FILES = $(if $(LG_REDIS),$(sort $(or $(TEST_FILES_$(LG_REDIS)),\
     $(error LG_REDIS=$(LG_REDIS): single, sentinel or cluster))),t/)

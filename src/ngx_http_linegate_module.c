@@ -947,21 +947,20 @@ ngx_http_linegate_init_main_conf(ngx_conf_t *cf, void *conf)
         return NGX_CONF_ERROR;
     }
 
-    if (lmcf->redis_cluster
-        && (lmcf->uses_lines || lmcf->uses_provision || lmcf->uses_operator
-            || lmcf->uses_webhook || lmcf->redis_wait_replicas > 0))
-    {
+    if (lmcf->redis_cluster && (lmcf->uses_lines || lmcf->uses_webhook)) {
         /*
-         * Their scripts still touch several slots in one step (issue 10's
-         * data model, docs/data-model.md): a cluster would refuse them
-         * with CROSSSLOT at the first request. Refused here instead.
+         * The Lines API's and the webhooks' scripts still touch several
+         * slots in one step (issue 10's data model, docs/data-model.md):
+         * a cluster would refuse them with CROSSSLOT at the first request.
+         * Refused here instead. The Provisioning API runs one slot per
+         * step; the operator API answers 501 to its calls that do not.
          */
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                            "linegate: on a Redis Cluster (\"cluster=on\") "
-                           "linegate serves \"linegate_limit\" and the "
-                           "metrics only; the Lines, Provisioning, operator "
-                           "and webhook APIs and \"linegate_redis_wait\" "
-                           "need one Redis or Redis Sentinel for now "
+                           "linegate serves \"linegate_limit\", the "
+                           "metrics, the Provisioning and the operator "
+                           "APIs; the Lines and webhook APIs need one "
+                           "Redis or Redis Sentinel for now "
                            "(docs/operator.md, \"Redis Cluster\")");
         return NGX_CONF_ERROR;
     }

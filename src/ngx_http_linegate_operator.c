@@ -33,6 +33,8 @@ static ngx_int_t ngx_http_linegate_operator_value(json_t *body,
 static const char *ngx_http_linegate_operator_field_message(
     ngx_http_request_t *r, ngx_http_linegate_operator_field_t *f, ngx_int_t rc);
 
+static ngx_uint_t ngx_http_linegate_operator_on_cluster(
+    ngx_http_request_t *r);
 static void ngx_http_linegate_operator_run(ngx_http_request_t *r,
     ngx_http_linegate_operator_t *adm);
 static void ngx_http_linegate_operator_done(ngx_http_request_t *r,
@@ -90,6 +92,18 @@ ngx_http_linegate_operator_handler(ngx_http_request_t *r,
 
     adm->route = rt;
 
+    if (rt->call != NULL && rt->call->several_slots
+        && ngx_http_linegate_operator_on_cluster(r))
+    {
+        ngx_http_linegate_error(r, NGX_HTTP_NOT_IMPLEMENTED,
+                                "NOT_ON_REDIS_CLUSTER",
+                                "This call is not available on a Redis "
+                                "Cluster yet: it writes several hash slots "
+                                "in one step (docs/operator.md, "
+                                "\"Redis Cluster\")");
+        return;
+    }
+
     if (rt->call == NULL) {
         ngx_http_linegate_reconcile_run(r, ctx);
         return;
@@ -117,6 +131,18 @@ ngx_http_linegate_operator_handler(ngx_http_request_t *r,
     }
 
     ngx_http_linegate_operator_run(r, adm);
+}
+
+
+/* linegate_redis ... cluster=on */
+static ngx_uint_t
+ngx_http_linegate_operator_on_cluster(ngx_http_request_t *r)
+{
+    ngx_http_linegate_main_conf_t  *lmcf;
+
+    lmcf = ngx_http_get_module_main_conf(r, ngx_http_linegate_module);
+
+    return lmcf->redis_cluster;
 }
 
 
@@ -463,6 +489,11 @@ ngx_http_linegate_operator_done(ngx_http_request_t *r, redisReply *reply)
         && !ngx_http_linegate_operator_shape(reply, call->shape))
     {
         ngx_http_linegate_internal_error(r);
+        return;
+    }
+
+    if (call->after != NULL) {
+        call->after(r, adm, reply);
         return;
     }
 

@@ -83,6 +83,10 @@ typedef void ngx_http_linegate_operator_answer_t(ngx_http_request_t *r,
     ngx_http_linegate_operator_t *adm, redisReply *reply,
     ngx_http_linegate_json_write_t *jw);
 
+/* a call's steps after its script: they answer the request themselves */
+typedef void ngx_http_linegate_operator_after_t(ngx_http_request_t *r,
+    ngx_http_linegate_operator_t *adm, redisReply *reply);
+
 /* a check of a path id or of a string field */
 typedef ngx_uint_t ngx_http_linegate_operator_valid_t(ngx_str_t *s);
 
@@ -145,6 +149,16 @@ typedef struct {
     const char                           *shape;     /* "": any */
     ngx_uint_t                            status;
     ngx_http_linegate_operator_answer_t  *answer;
+    /*
+     * its script touches several hash slots (docs/data-model.md, "Scripts
+     * and slots"): answered 501 on a Redis Cluster, which refuses it
+     */
+    ngx_uint_t                            several_slots;
+    /*
+     * NULL, or the call's next steps once its script succeeded: they
+     * answer (credentials: the new lookup, then the old one's deletion)
+     */
+    ngx_http_linegate_operator_after_t   *after;
 } ngx_http_linegate_operator_call_t;
 
 
@@ -173,6 +187,7 @@ struct ngx_http_linegate_operator_s {
     ngx_str_t                           key_id;
     ngx_str_t                           secret;
     ngx_str_t                           digest;    /* of the secret */
+    ngx_str_t                           previous;  /* key id, rotated */
 
     ngx_str_t                           date;      /* usage: YYYY-MM-DD */
     int64_t                             now_ms;

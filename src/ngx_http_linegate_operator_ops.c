@@ -106,21 +106,27 @@ static ngx_http_linegate_operator_call_t  ngx_http_linegate_operator_adder = {
     ngx_http_linegate_operator_inv_add,
     NGX_HTTP_LINEGATE_SCRIPT_OP_INVENTORY_ADD, 1,
     NGX_HTTP_LINEGATE_OPERATOR_REPLY_ARRAY, "iii", NGX_HTTP_OK,
-    ngx_http_linegate_operator_inv_added
+    ngx_http_linegate_operator_inv_added,
+    0,
+    NULL
 };
 
 static ngx_http_linegate_operator_call_t  ngx_http_linegate_operator_sort = {
     ngx_http_linegate_operator_inv_list,
     NGX_HTTP_LINEGATE_OPERATOR_COMMAND, 0,
     NGX_HTTP_LINEGATE_OPERATOR_REPLY_LIST, "", NGX_HTTP_OK,
-    ngx_http_linegate_operator_inv_listed
+    ngx_http_linegate_operator_inv_listed,
+    0,
+    NULL
 };
 
 static ngx_http_linegate_operator_call_t  ngx_http_linegate_operator_srem = {
     ngx_http_linegate_operator_inv_remove,
     NGX_HTTP_LINEGATE_OPERATOR_COMMAND, 0,
     NGX_HTTP_LINEGATE_OPERATOR_REPLY_INTEGER, "", NGX_HTTP_OK,
-    ngx_http_linegate_operator_inv_removed
+    ngx_http_linegate_operator_inv_removed,
+    0,
+    NULL
 };
 
 /* {1, workspace, HGETALL}; 1 (or 0, unknown line); {1, today's two} */
@@ -128,21 +134,27 @@ static ngx_http_linegate_operator_call_t  ngx_http_linegate_operator_move = {
     ngx_http_linegate_operator_line_move,
     NGX_HTTP_LINEGATE_SCRIPT_OP_LINE_TRANSITION, 1,
     NGX_HTTP_LINEGATE_OPERATOR_REPLY_ARRAY, "isa", NGX_HTTP_OK,
-    ngx_http_linegate_operator_line_moved
+    ngx_http_linegate_operator_line_moved,
+    1,
+    NULL
 };
 
 static ngx_http_linegate_operator_call_t  ngx_http_linegate_operator_check = {
     ngx_http_linegate_operator_line_health,
     NGX_HTTP_LINEGATE_SCRIPT_OP_LINE_HEALTH, 1,
     NGX_HTTP_LINEGATE_OPERATOR_REPLY_INTEGER, "", NGX_HTTP_OK,
-    ngx_http_linegate_operator_line_checked
+    ngx_http_linegate_operator_line_checked,
+    1,
+    NULL
 };
 
 static ngx_http_linegate_operator_call_t  ngx_http_linegate_operator_count = {
     ngx_http_linegate_operator_line_usage,
     NGX_HTTP_LINEGATE_SCRIPT_OP_LINE_USAGE, 1,
     NGX_HTTP_LINEGATE_OPERATOR_REPLY_ARRAY, "iii", NGX_HTTP_OK,
-    ngx_http_linegate_operator_line_counted
+    ngx_http_linegate_operator_line_counted,
+    1,
+    NULL
 };
 
 /* XRANGE */
@@ -150,7 +162,9 @@ static ngx_http_linegate_operator_call_t  ngx_http_linegate_operator_xrange = {
     ngx_http_linegate_operator_stream,
     NGX_HTTP_LINEGATE_OPERATOR_COMMAND, 0,
     NGX_HTTP_LINEGATE_OPERATOR_REPLY_LIST, "", NGX_HTTP_OK,
-    ngx_http_linegate_operator_stream_read
+    ngx_http_linegate_operator_stream_read,
+    0,
+    NULL
 };
 
 

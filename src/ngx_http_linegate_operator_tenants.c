@@ -48,6 +48,10 @@ static ngx_http_linegate_operator_args_t
 static ngx_http_linegate_operator_args_t
     ngx_http_linegate_operator_sb_key_args;
 static ngx_http_linegate_operator_answer_t  ngx_http_linegate_operator_issued;
+static ngx_http_linegate_operator_after_t
+    ngx_http_linegate_operator_sb_rotated;
+static void ngx_http_linegate_operator_sb_stored(ngx_http_request_t *r,
+    redisReply *reply);
 static ngx_http_linegate_operator_args_t
     ngx_http_linegate_operator_key_revoke;
 static ngx_http_linegate_operator_answer_t
@@ -191,14 +195,18 @@ static ngx_http_linegate_operator_call_t  ngx_http_linegate_operator_upsert = {
     ngx_http_linegate_operator_upsert_args,
     NGX_HTTP_LINEGATE_SCRIPT_OP_UPSERT, 1,
     NGX_HTTP_LINEGATE_OPERATOR_REPLY_ARRAY, "iia", NGX_HTTP_OK,
-    ngx_http_linegate_operator_tenant_saved
+    ngx_http_linegate_operator_tenant_saved,
+    0,
+    NULL
 };
 
 static ngx_http_linegate_operator_call_t  ngx_http_linegate_operator_ws_get = {
     ngx_http_linegate_operator_hgetall_args,
     NGX_HTTP_LINEGATE_OPERATOR_COMMAND, 0,
     NGX_HTTP_LINEGATE_OPERATOR_REPLY_HASH, "", NGX_HTTP_OK,
-    ngx_http_linegate_operator_workspace_json
+    ngx_http_linegate_operator_workspace_json,
+    0,
+    NULL
 };
 
 static ngx_http_linegate_operator_call_t
@@ -206,7 +214,9 @@ static ngx_http_linegate_operator_call_t
     ngx_http_linegate_operator_hgetall_args,
     NGX_HTTP_LINEGATE_OPERATOR_COMMAND, 0,
     NGX_HTTP_LINEGATE_OPERATOR_REPLY_HASH, "", NGX_HTTP_OK,
-    ngx_http_linegate_operator_account_json
+    ngx_http_linegate_operator_account_json,
+    0,
+    NULL
 };
 
 /* op_key_create, op_credentials: 0 when there is no such owner */
@@ -215,15 +225,19 @@ static ngx_http_linegate_operator_call_t
     ngx_http_linegate_operator_issue,
     NGX_HTTP_LINEGATE_SCRIPT_OP_KEY_CREATE, 3,
     NGX_HTTP_LINEGATE_OPERATOR_REPLY_INTEGER, "", NGX_HTTP_CREATED,
-    ngx_http_linegate_operator_issued
+    ngx_http_linegate_operator_issued,
+    1,
+    NULL
 };
 
 static ngx_http_linegate_operator_call_t
     ngx_http_linegate_operator_sb_create = {
     ngx_http_linegate_operator_issue,
-    NGX_HTTP_LINEGATE_SCRIPT_OP_CREDENTIALS, 2,
-    NGX_HTTP_LINEGATE_OPERATOR_REPLY_INTEGER, "", NGX_HTTP_CREATED,
-    ngx_http_linegate_operator_issued
+    NGX_HTTP_LINEGATE_SCRIPT_OP_CREDENTIALS, 1,
+    NGX_HTTP_LINEGATE_OPERATOR_REPLY_ARRAY, "is", NGX_HTTP_CREATED,
+    ngx_http_linegate_operator_issued,
+    0,
+    ngx_http_linegate_operator_sb_rotated
 };
 
 /* op_key_list: the key ids, nil without the workspace; op_key_revoke */
@@ -232,7 +246,9 @@ static ngx_http_linegate_operator_call_t
     ngx_http_linegate_operator_key_list,
     NGX_HTTP_LINEGATE_SCRIPT_OP_KEY_LIST, 2,
     NGX_HTTP_LINEGATE_OPERATOR_REPLY_LIST, "", NGX_HTTP_OK,
-    ngx_http_linegate_operator_keys_listed
+    ngx_http_linegate_operator_keys_listed,
+    0,
+    NULL
 };
 
 static ngx_http_linegate_operator_call_t
@@ -240,7 +256,9 @@ static ngx_http_linegate_operator_call_t
     ngx_http_linegate_operator_key_revoke,
     NGX_HTTP_LINEGATE_SCRIPT_OP_KEY_REVOKE, 1,
     NGX_HTTP_LINEGATE_OPERATOR_REPLY_INTEGER, "", NGX_HTTP_OK,
-    ngx_http_linegate_operator_key_revoked
+    ngx_http_linegate_operator_key_revoked,
+    1,
+    NULL
 };
 
 
@@ -575,14 +593,94 @@ ngx_http_linegate_operator_sb_key_args(ngx_http_request_t *r,
 {
     ngx_http_linegate_operator_key(r, adm, NGX_HTTP_LINEGATE_KEY_ACCT,
                                    &adm->arg[0]);
-    ngx_http_linegate_operator_key(r, adm, NGX_HTTP_LINEGATE_KEY_SBKEY,
-                                   &adm->key_id);
     ngx_http_linegate_redis_arg_str(&adm->args, &adm->key_id);
-    ngx_http_linegate_redis_arg_str(&adm->args, &adm->digest);
-    ngx_http_linegate_redis_arg_str(&adm->args, &adm->arg[0]);
     ngx_http_linegate_redis_arg_str(&adm->args, &adm->now);
 
     return NGX_OK;
+}
+
+
+/*
+ * A rotation's next steps, each one slot (a Redis Cluster's rule): the
+ * account names its new key id (op_credentials, done: it refuses the
+ * others from now on), then the new key id's lookup is written, then the
+ * previous one's is deleted by a durable write. A failure of the lookup's
+ * write is a 503: the account then takes no key until the operator
+ * rotates again, never the old one.
+ */
+static void
+ngx_http_linegate_operator_sb_rotated(ngx_http_request_t *r,
+    ngx_http_linegate_operator_t *adm, redisReply *reply)
+{
+    redisReply  *old;
+
+    old = reply->element[1];
+
+    adm->previous.len = old->len;
+    adm->previous.data = ngx_pnalloc(r->pool, old->len + 1);
+    if (adm->previous.data == NULL) {
+        ngx_http_linegate_internal_error(r);
+        return;
+    }
+
+    ngx_memcpy(adm->previous.data, old->str, old->len);
+
+    /* op_credentials' arguments are answered: the lookup's replace them */
+    ngx_http_linegate_redis_args_init(&adm->args);
+    ngx_http_linegate_redis_arg_cstr(&adm->args, "HSET");
+    ngx_http_linegate_operator_key(r, adm, NGX_HTTP_LINEGATE_KEY_SBKEY,
+                                   &adm->key_id);
+    ngx_http_linegate_redis_arg_cstr(&adm->args, "account");
+    ngx_http_linegate_redis_arg_str(&adm->args, &adm->arg[0]);
+    ngx_http_linegate_redis_arg_cstr(&adm->args, "secret_sha256");
+    ngx_http_linegate_redis_arg_str(&adm->args, &adm->digest);
+
+    if (ngx_http_linegate_redis_command(r, &adm->args,
+                                        ngx_http_linegate_operator_sb_stored)
+        != NGX_OK)
+    {
+        ngx_http_linegate_store_unavailable(r);
+    }
+}
+
+
+static void
+ngx_http_linegate_operator_sb_stored(ngx_http_request_t *r,
+    redisReply *reply)
+{
+    ngx_http_linegate_operator_t    *adm;
+    ngx_http_linegate_json_write_t   jw;
+
+    adm = ngx_http_linegate_get_ctx(r)->data;
+
+    if (reply == NULL || reply->type != REDIS_REPLY_INTEGER) {
+        ngx_http_linegate_store_unavailable(r);
+        return;
+    }
+
+    if (adm->previous.len
+        && (adm->previous.len != adm->key_id.len
+            || ngx_strncmp(adm->previous.data, adm->key_id.data,
+                           adm->key_id.len) != 0))
+    {
+        /*
+         * the previous key is refused already (the account's key_id): its
+         * lookup is garbage, deleted even when the request ends now
+         */
+        ngx_http_linegate_redis_args_init(&adm->args);
+        ngx_http_linegate_operator_key(r, adm, NGX_HTTP_LINEGATE_KEY_SBKEY,
+                                       &adm->previous);
+        ngx_http_linegate_redis_arg_str(&adm->args, &adm->arg[0]);
+
+        (void) ngx_http_linegate_redis_durable(r->connection->log,
+                   NGX_HTTP_LINEGATE_SCRIPT_OP_SBKEY_DROP, 1, &adm->args,
+                   "previous key id's lookup");
+    }
+
+    (void) ngx_http_linegate_json_write_init(&jw, r->pool, 512);
+    ngx_http_linegate_operator_issued(r, adm, NULL, &jw);
+
+    ngx_http_linegate_send_jw(r, NGX_HTTP_CREATED, &jw);
 }
 
 

@@ -22,6 +22,7 @@
 #include "ngx_http_linegate_redis_event.h"
 #include "ngx_http_linegate_redis_sentinel.h"
 #include "ngx_http_linegate_redis_slots.h"
+#include "ngx_http_linegate_keys.h"
 
 
 #define NGX_HTTP_LINEGATE_BACKOFF_MIN  100
@@ -229,6 +230,8 @@ static u_char *ngx_http_linegate_redis_format(ngx_pool_t *pool, int argc,
 static ngx_int_t ngx_http_linegate_redis_write(
     ngx_http_linegate_redis_node_t *node, redisCallbackFn *fn,
     void *privdata, u_char *buf, size_t len);
+static void ngx_http_linegate_redis_backlog(
+    ngx_http_linegate_redis_node_t *node);
 static ngx_http_linegate_redis_node_t *ngx_http_linegate_redis_route(
     ngx_log_t *log, int argc, const char **argv, const size_t *argvlen);
 static ngx_uint_t ngx_http_linegate_redis_key_index(int argc,
@@ -892,7 +895,16 @@ ngx_http_linegate_redis_reply_cb(redisAsyncContext *ac, void *data,
                                          cmd, &cmd->node)
         == NGX_OK)
     {
-        /* a cluster's MOVED or ASK: the node named answers instead */
+        /*
+         * a cluster's MOVED or ASK: the node named answers instead. The
+         * WAIT written after the first try counts that node's replicas,
+         * which had nothing to acknowledge: the write now made on
+         * another node is waited for there.
+         */
+        if (cmd->waits) {
+            (void) ngx_http_linegate_redis_send_wait(cmd);
+        }
+
         return;
     }
 
@@ -2618,14 +2630,38 @@ ngx_http_linegate_redis_keepalive(ngx_event_t *ev)
         ngx_http_linegate_sentinel_keepalive();
     }
 
-    if (rd->lmcf->uses_provision && !rd->cluster) {
-        /* the reconciliation backlog, for the metrics: off the request path */
-        (void) redisAsyncCommand(node->ac,
-                                 ngx_http_linegate_redis_backlog_cb,
-                                 NULL, "XLEN lg:{fleet}:reconcile");
+    if (rd->lmcf->uses_provision) {
+        ngx_http_linegate_redis_backlog(node);
     }
 
     ngx_add_timer(&node->keepalive_timer, rd->lmcf->redis_keepalive);
+}
+
+
+/*
+ * The reconciliation backlog, for the metrics, off the request path: asked
+ * of the one node that holds the stream (on a cluster, the master of the
+ * fleet's slot; elsewhere the only node).
+ */
+static void
+ngx_http_linegate_redis_backlog(ngx_http_linegate_redis_node_t *node)
+{
+    ngx_str_t                  *stream;
+    ngx_http_linegate_redis_t  *rd;
+
+    rd = &ngx_http_linegate_redis;
+    stream = ngx_http_linegate_key_fixed(NGX_HTTP_LINEGATE_KEY_RECONCILE);
+
+    if (rd->cluster
+        && ngx_http_linegate_redis_slot_node(
+               ngx_http_linegate_redis_keyslot(stream->data, stream->len))
+           != node)
+    {
+        return;
+    }
+
+    (void) redisAsyncCommand(node->ac, ngx_http_linegate_redis_backlog_cb,
+                             NULL, "XLEN %b", stream->data, stream->len);
 }
 
 

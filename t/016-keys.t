@@ -23,7 +23,6 @@ my $root = $LG::Stack::ROOT;
 # script => Lua lines (comments aside) that name a key from data
 my %derived = (
     'lr_release.lua'         => 1,    # the workspace lg:line:<id> holds
-    'op_credentials.lua'     => 2,    # the old key id's lg:sbkey
     'op_key_revoke.lua'      => 1,    # the revoked key's lg:apikey
     'op_line_health.lua'     => 1,    # the workspace lg:line:<id> holds
     'op_line_transition.lua' => 1,    # the same

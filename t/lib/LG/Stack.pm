@@ -21,9 +21,9 @@ package LG::Stack;
 #   redis => 'cluster'     Redis Cluster (also LG_REDIS=cluster): 3 masters
 #                          and 3 replicas (redis-cli --cluster create);
 #                          nginx is given the masters as seeds, cluster=on,
-#                          and a configuration without the linegate_api
-#                          locations (the Lines and Provisioning APIs need
-#                          one Redis or Sentinel, issue 10); $s->redis is
+#                          and a configuration without the Lines and
+#                          webhook locations (they need one Redis or
+#                          Sentinel, issue 10); $s->redis is
 #                          an LG::RedisCluster. dead_seed => 1: a port
 #                          that refuses connections is the first seed.
 #                          Methods: cluster_ports, cluster_masters,
@@ -33,8 +33,10 @@ package LG::Stack;
 #                          cluster_reshard (a child), cluster_reshard_wait,
 #                          cluster_failover; stop_redis and start_redis
 #                          stop and start every node.
-#   api => 0|1             keep the linegate_api locations of the template
-#                          (default: 1, 0 on a cluster)
+#   api => 0|1|'cluster'   keep the linegate_api locations of the template
+#                          (1), none (0), or those a Redis Cluster serves
+#                          (Provisioning, operator, metrics; the default
+#                          on a cluster)
 #   WORKERS, LOG_LEVEL, OPERATOR_TOKEN, WEBHOOK_SECRET, ...
 #
 # Environment: NGINX (nginx binary, default /usr/sbin/nginx), LG_MODULE
@@ -335,7 +337,7 @@ sub render {
 
     # comment lines keep their text (the header names "@NAME@" itself)
     my @lines = split /^/, _slurp("$ROOT/conf/linegate.conf.in");
-    @lines = _without_api(@lines) unless $api;
+    @lines = _without_api($api, @lines) unless $api eq '1';
     for (grep { !/^\s*#/ } @lines) {
         s{\@([A-Z_]+)\@}{
             defined $v{$1} ? $v{$1}
@@ -347,9 +349,13 @@ sub render {
 }
 
 # The template's lines without the locations that have linegate_api (and
-# the comment lines just above each): what a cluster can serve today.
+# the comment lines just above each); with $api 'cluster', without those
+# a cluster cannot serve yet (the Lines and webhook APIs, issue 10).
 sub _without_api {
-    my @in = @_;
+    my ($api, @in) = @_;
+    my $keep = $api eq 'cluster'
+             ? qr/linegate_api\s+(?:provision_|account_limits|operator|metrics)/
+             : qr/(?!)/;
     my (@out, @block, $depth);
     for my $line (@in) {
         if (!@block && $line =~ /^\s*location\b/) {
@@ -363,7 +369,9 @@ sub _without_api {
         $depth += () = $line =~ /\{/g;
         $depth -= () = $line =~ /\}/g;
         next if $depth > 0;
-        if (grep { /^\s*linegate_api\b/ || /\{\s*linegate_api\b/ } @block) {
+        if (grep { (/^\s*linegate_api\b/ || /\{\s*linegate_api\b/)
+                   && !/$keep/ } @block)
+        {
             pop @out while @out && $out[-1] =~ /^\s*#/;
         }
         else {
@@ -376,7 +384,8 @@ sub _without_api {
 
 sub api {
     my ($self) = @_;
-    return $self->{opts}{api} // ($self->topology eq 'cluster' ? 0 : 1);
+    return $self->{opts}{api}
+        // ($self->topology eq 'cluster' ? 'cluster' : 1);
 }
 
 sub _nginx_test {
