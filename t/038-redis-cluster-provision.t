@@ -19,7 +19,7 @@ use LG::Test qw(answer_is);
 use Time::HiRes qw(sleep time);
 
 my $s = LG::Stack->new(redis => 'cluster',
-                       HTTP_EXTRA => 'linegate_redis_wait 1 500ms;')->start;
+                       HTTP_EXTRA => 'linegate_redis_wait 1 300ms;')->start;
 my $p = LG::Provision->new($s);
 my $r = $s->redis;
 
