@@ -35,13 +35,15 @@ static ngx_http_linegate_key_form_t
     { ngx_string("lg:{ws:"), ngx_string("}:idem:"),
       ngx_http_linegate_key_none },
 
-    /* NGX_HTTP_LINEGATE_KEY_ACCT, _ACCT_PROV */
+    /* NGX_HTTP_LINEGATE_KEY_ACCT, _ACCT_PROV, _ACCT_PV */
     { ngx_string("lg:{acct:"), ngx_string("}"),
       ngx_http_linegate_key_none },
     { ngx_string("lg:{acct:"), ngx_string("}:prov"),
       ngx_http_linegate_key_none },
+    { ngx_string("lg:{acct:"), ngx_string("}:pv:"),
+      ngx_http_linegate_key_none },
 
-    /* NGX_HTTP_LINEGATE_KEY_APIKEY ... _PV */
+    /* NGX_HTTP_LINEGATE_KEY_APIKEY ... _STRIPE_EVENT */
     { ngx_string("lg:apikey:"), ngx_http_linegate_key_none,
       ngx_http_linegate_key_none },
     { ngx_string("lg:sbkey:"), ngx_http_linegate_key_none,
@@ -53,8 +55,6 @@ static ngx_http_linegate_key_form_t
     { ngx_string("lg:invoice:"), ngx_http_linegate_key_none,
       ngx_http_linegate_key_none },
     { ngx_string("lg:stripe:event:"), ngx_http_linegate_key_none,
-      ngx_http_linegate_key_none },
-    { ngx_string("lg:pv:"), ngx_http_linegate_key_none,
       ngx_http_linegate_key_none },
 
     /* NGX_HTTP_LINEGATE_KEY_RL_VALUE, _RL_HASH */
@@ -75,6 +75,12 @@ static ngx_http_linegate_key_form_t
     { ngx_string("lg:{fleet}:pv:inflight"), ngx_http_linegate_key_none,
       ngx_http_linegate_key_none },
     { ngx_string("lg:{fleet}:lr:inflight"), ngx_http_linegate_key_none,
+      ngx_http_linegate_key_none },
+
+    /* NGX_HTTP_LINEGATE_KEY_FLEET_Q, _FLEET_Q_NONE */
+    { ngx_string("lg:{fleet}:q:"), ngx_string(":"),
+      ngx_http_linegate_key_none },
+    { ngx_string("lg:{fleet}:q:-"), ngx_http_linegate_key_none,
       ngx_http_linegate_key_none },
 };
 

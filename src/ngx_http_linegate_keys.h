@@ -27,6 +27,7 @@ typedef enum {
     /* a provisioning account: lg:{acct:<A>}..., one hash tag */
     NGX_HTTP_LINEGATE_KEY_ACCT,             /* a = A */
     NGX_HTTP_LINEGATE_KEY_ACCT_PROV,        /* a = A */
+    NGX_HTTP_LINEGATE_KEY_ACCT_PV,          /* a = A, b = preview token */
 
     /* global lookups, one key each (issue 10: their slots) */
     NGX_HTTP_LINEGATE_KEY_APIKEY,           /* a = sha256hex of the key */
@@ -35,7 +36,6 @@ typedef enum {
     NGX_HTTP_LINEGATE_KEY_LRVOID,           /* a = request id */
     NGX_HTTP_LINEGATE_KEY_INVOICE,          /* a = invoice id */
     NGX_HTTP_LINEGATE_KEY_STRIPE_EVENT,     /* a = event id */
-    NGX_HTTP_LINEGATE_KEY_PV,               /* a = preview token */
 
     /* linegate_limit: lg:rl:{<zone>:v:<value>} or {<zone>:h:<md5>} */
     NGX_HTTP_LINEGATE_KEY_RL_VALUE,         /* a = zone, b = value */
@@ -50,6 +50,14 @@ typedef enum {
     NGX_HTTP_LINEGATE_KEY_PV_INFLIGHT,
     NGX_HTTP_LINEGATE_KEY_LR_INFLIGHT,
 
+    /*
+     * the fleet's "queued once" marker of a reconcile entry (pv_settle):
+     * lg:{fleet}:q:<A>:<worker id>:<reason>, a = A, b = "<worker>:<reason>";
+     * _FLEET_Q_NONE, lg:{fleet}:q:-, when there is no reason (never set)
+     */
+    NGX_HTTP_LINEGATE_KEY_FLEET_Q,
+    NGX_HTTP_LINEGATE_KEY_FLEET_Q_NONE,
+
     NGX_HTTP_LINEGATE_KEY_COUNT
 } ngx_http_linegate_key_e;
 
@@ -58,9 +66,12 @@ typedef enum {
  * How many KEYS[] the scripts sent from several places take (the keys
  * first, in the order their headers give).
  */
-#define NGX_HTTP_LINEGATE_KEYS_PV_CONFIRM   4
-#define NGX_HTTP_LINEGATE_KEYS_PV_RECORD    3
-#define NGX_HTTP_LINEGATE_KEYS_PV_RELEASE   4
+#define NGX_HTTP_LINEGATE_KEYS_PV_RESERVE   2
+#define NGX_HTTP_LINEGATE_KEYS_PV_CLAIM     2
+#define NGX_HTTP_LINEGATE_KEYS_PV_RECORD    1
+#define NGX_HTTP_LINEGATE_KEYS_PV_RELEASE   1
+#define NGX_HTTP_LINEGATE_KEYS_PV_SETTLE    4
+#define NGX_HTTP_LINEGATE_KEYS_PV_INSPECT   1
 
 
 /* the length of the name, for a caller's buffer */

@@ -431,7 +431,7 @@ ngx_http_linegate_confirm_reserve(ngx_http_request_t *r,
 
     lmcf = ngx_http_get_module_main_conf(r, ngx_http_linegate_module);
 
-    if (ngx_http_linegate_key(r->pool, NGX_HTTP_LINEGATE_KEY_PV, &cf->token,
+    if (ngx_http_linegate_key(r->pool, NGX_HTTP_LINEGATE_KEY_ACCT_PV, &cf->token,
                               NULL, &pvkey)
         != NGX_OK)
     {
@@ -452,7 +452,7 @@ ngx_http_linegate_confirm_reserve(ngx_http_request_t *r,
     ngx_http_linegate_redis_arg_str(a, &cf->worker_id);
 
     if (ngx_http_linegate_confirm_script(r, cf,
-                                         NGX_HTTP_LINEGATE_SCRIPT_PV_CONFIRM)
+                                         NGX_HTTP_LINEGATE_SCRIPT_PV_RESERVE)
         != NGX_OK)
     {
         return NGX_ERROR;
@@ -1376,7 +1376,7 @@ ngx_http_linegate_confirm_script(ngx_http_request_t *r,
                                 NGX_HTTP_LINEGATE_ISO_LEN);
 
     return ngx_http_linegate_redis_script(r, script,
-                                          NGX_HTTP_LINEGATE_KEYS_PV_CONFIRM,
+                                          NGX_HTTP_LINEGATE_KEYS_PV_RESERVE,
                                           &cf->args,
                                           ngx_http_linegate_confirm_stored);
 }

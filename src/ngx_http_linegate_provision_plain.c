@@ -12,7 +12,8 @@
  *          limits), ZRANGEBYSCORE the lines of the 30-day window with
  *          their times (the 24-hour window is its newest part; confirms
  *          trim older lines); for a preview, SCARD the inventory and SET
- *          lg:pv:<token> with its JSON and expiry, ahead of the checks
+ *          lg:{acct:<A>}:pv:<token> (the account's slot) with its JSON
+ *          and expiry, ahead of the checks
  *   LONG   a window holding more lines than one read takes
  *          (NGX_HTTP_LINEGATE_PV_READ_MAX): a second round trip, each
  *          window's ZCOUNT and the one line whose leaving frees a slot
@@ -23,7 +24,7 @@
  * Rules written here only: the plan check, the 403/429/503 order, the
  * limit fallback and the window arithmetic as a preview and the limits
  * read them. None of this needs a script's atomicity: a preview only
- * checks, and pv_confirm.lua, the only writer of lg:{acct:<A>}:prov,
+ * checks, and pv_reserve.lua, the only writer of lg:{acct:<A>}:prov,
  * enforces the limits again atomically with the purchase (its
  * lg_pv_window/lg_pv_limit in include/pv_state.lua, the same rule; the
  * window lengths come from ngx_http_linegate_provision.h for both,
@@ -508,8 +509,8 @@ ngx_http_linegate_pv_plain_free_at(int64_t t, int64_t window_ms)
 
 /*
  * The one decision of preview and limits: the plan, then the 24-hour
- * window, the 30-day window, the inventory (pv_confirm.lua checks the
- * same, in the same order, again at the purchase)
+ * window, the 30-day window, the inventory (pv_reserve.lua and
+ * pv_claim.lua check the same, in the same order, again at the purchase)
  */
 static void
 ngx_http_linegate_pv_plain_decide(ngx_http_request_t *r,
@@ -580,8 +581,8 @@ ngx_http_linegate_pv_plain_refuse(ngx_http_request_t *r,
     a = ngx_palloc(r->pool, sizeof(ngx_http_linegate_redis_args_t));
 
     if (a == NULL
-        || ngx_http_linegate_key(r->pool, NGX_HTTP_LINEGATE_KEY_PV, &token,
-                                 NULL, &key)
+        || ngx_http_linegate_key(r->pool, NGX_HTTP_LINEGATE_KEY_ACCT_PV,
+                                 &pv->who.value, &token, &key)
            != NGX_OK)
     {
         ngx_http_linegate_internal_error(r);
@@ -627,8 +628,8 @@ ngx_http_linegate_pv_plain_undone(ngx_http_request_t *r, redisReply *reply)
 
 
 /*
- * the token's SET into a: the preview pv_confirm.lua reads (and deletes)
- * to confirm it
+ * the token's SET into a: the preview pv_reserve.lua reads (and deletes)
+ * to confirm it, under the account's hash tag
  */
 static ngx_int_t
 ngx_http_linegate_pv_plain_write(ngx_http_request_t *r,
@@ -657,8 +658,8 @@ ngx_http_linegate_pv_plain_write(ngx_http_request_t *r,
     token.len = NGX_HTTP_LINEGATE_PV_TOKEN_LEN;
 
     if (ngx_http_linegate_json_write_finish(&jw, &json) != NGX_OK
-        || ngx_http_linegate_key(r->pool, NGX_HTTP_LINEGATE_KEY_PV, &token,
-                                 NULL, &key)
+        || ngx_http_linegate_key(r->pool, NGX_HTTP_LINEGATE_KEY_ACCT_PV,
+                                 &pv->who.value, &token, &key)
            != NGX_OK)
     {
         return NGX_ERROR;

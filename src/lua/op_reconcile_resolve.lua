@@ -1,12 +1,17 @@
 -- Reconciliation: an entry of lg:{fleet}:reconcile is settled. It moves, with
 -- its outcome, to lg:{fleet}:reconciled (the history the operator API shows,
--- capped at about 10,000 entries), in one step.
+-- capped at about 10,000 entries), in one step; when the outcome released
+-- the number the entry held (its phone_number: a purchase's reservation
+-- dropped by pv_release, no line holding it), the number goes back to
+-- the inventory in that same step, so once per entry.
 --
 -- KEYS[1]  lg:{fleet}:reconcile             KEYS[2]  lg:{fleet}:reconciled
+-- KEYS[3]  lg:{fleet}:inventory
 -- ARGV[1]  the entry's id           ARGV[2]  outcome
 -- ARGV[3]  what was found at Stripe ("" when nothing, or the entry's own)
 -- ARGV[4]  now, ISO 8601
 -- ARGV[5]  the field that names it: subscription_id, invoice_id
+-- ARGV[6]  "1": the entry's phone_number returns to the inventory
 --
 -- Returns 1, or 0 when the entry is gone (another run settled it):
 -- nothing is written twice.
@@ -46,5 +51,13 @@ fields[#fields + 1] = ARGV[4]
 
 redis.call('XADD', KEYS[2], 'MAXLEN', '~', 10000, '*', unpack(fields))
 redis.call('XDEL', KEYS[1], ARGV[1])
+
+if ARGV[6] == '1' then
+    for i = 1, #src, 2 do
+        if src[i] == 'phone_number' and src[i + 1] ~= '' then
+            redis.call('SADD', KEYS[3], src[i + 1])
+        end
+    end
+end
 
 return 1

@@ -1,49 +1,52 @@
--- POST /accounts/lines/provision-confirm, last step: the subscription
--- exists, the reservation becomes the account's line, and the limit slot
--- counts from now (the moment the confirm succeeds). When it cannot, the
--- purchase is queued on the reconcile stream in the same step: whatever
--- happens, one run of this script leaves the paid purchase written down.
+-- POST /accounts/lines/provision-confirm, RECORD (the account's slot):
+-- the subscription exists, the reservation becomes the account's line
+-- with the claimed number, and the limit slot counts from now (the
+-- moment the confirm succeeds). When it cannot, the purchase is written
+-- to the account's outbox in the same step: its reconcile entry, which
+-- the settle (pv_settle.lua, the fleet's slot) queues, or the sweep
+-- from the claim if the settle never comes.
 --
 -- Idempotent, so that it can be sent again after a lost answer (a
 -- timeout, a dropped connection, the request gone: it is then a durable
 -- write, re-sent until Redis answers): a second run finds the line it
--- recorded, or the entry it queued, and changes nothing.
+-- recorded, or the outbox it wrote, and changes nothing.
 --
--- KEYS[1]  lg:{acct:<A>}            KEYS[2]  lg:{fleet}:pv:inflight
--- KEYS[3]  lg:{fleet}:reconcile
--- Derived from KEYS[1] (its slot): <KEYS[1]>:resv:<worker>,
--- :line:<worker>, :prov, :reconcile:w:<worker>.
+-- KEYS[1]  lg:{acct:<A>}
+-- Derived from KEYS[1] (its slot): :resv:<worker>, :line:<worker>,
+-- :prov, :reconcile:w:<worker> (the outbox).
 -- ARGV[1]  worker id               ARGV[2]  subscription id
 -- ARGV[3]  now, Unix ms            ARGV[4]  account id
 -- ARGV[5]  Stripe Idempotency-Key  ARGV[6]  Stripe customer
--- ARGV[7]  now, ISO 8601
+-- ARGV[7]  now, ISO 8601           ARGV[8]  the claimed number
 --
 -- Returns {1, phone number} recorded (now or by an earlier run), or
--- {0, reason} queued for reconciliation: "reservation_missing" (an
--- operator released the reservation meanwhile) or "record_failed" (the
--- line could not be written; the reservation and the slot are kept).
-
---#include pv_queue
+-- {0, reason} written to the outbox: "reservation_missing" (the
+-- reservation was released meanwhile) or "record_failed" (the line
+-- could not be written; the reservation and the slot are kept).
+--
+-- The outbox lg:{acct:<A>}:reconcile:w:<worker> is a hash of the
+-- reconcile entry's fields (account, subscription_id, phone_number,
+-- worker_id, reason, idempotency_key, customer, at), kept 7 days; the
+-- first writer wins (pv_record or pv_release).
 
 local akey = KEYS[1]
-
--- whatever follows, the purchase is recorded or queued: no longer lost
-redis.call('ZREM', KEYS[2], ARGV[4] .. ' ' .. ARGV[1])
 local resv = akey .. ':resv:' .. ARGV[1]
 local lkey = akey .. ':line:' .. ARGV[1]
+local obox = akey .. ':reconcile:w:' .. ARGV[1]
 
-local function queue(reason, number)
-    lg_pv_queue(akey, ARGV[1], KEYS[3], {
-        'account', ARGV[4], 'subscription_id', ARGV[2],
-        'phone_number', number or '', 'worker_id', ARGV[1],
-        'reason', reason, 'idempotency_key', ARGV[5],
-        'customer', ARGV[6], 'at', ARGV[7]})
+local function outbox(reason)
+    if redis.call('EXISTS', obox) == 0 then
+        redis.pcall('HSET', obox, 'account', ARGV[4],
+                    'subscription_id', ARGV[2], 'phone_number', ARGV[8],
+                    'worker_id', ARGV[1], 'reason', reason,
+                    'idempotency_key', ARGV[5], 'customer', ARGV[6],
+                    'at', ARGV[7])
+        redis.pcall('EXPIRE', obox, 604800)
+    end
     return {0, reason}
 end
 
-local number = redis.call('HGET', resv, 'phone_number')
-
-if not number then
+if redis.call('EXISTS', resv) == 0 then
     -- recorded by an earlier run of this script?
     local t = redis.call('TYPE', lkey)
     if (t.ok or t) == 'hash'
@@ -52,18 +55,18 @@ if not number then
         return {1, redis.call('HGET', lkey, 'phone_number')}
     end
 
-    return queue('reservation_missing')
+    return outbox('reservation_missing')
 end
 
-local ok = redis.pcall('HSET', lkey, 'phone_number', number,
+local ok = redis.pcall('HSET', lkey, 'phone_number', ARGV[8],
                        'subscription_id', ARGV[2], 'createdAt', ARGV[7])
 
 if type(ok) == 'table' and ok.err then
-    -- paid for: the number stays reserved, the slot keeps counting
-    return queue('record_failed', number)
+    -- paid for: the reservation stays, the slot keeps counting
+    return outbox('record_failed')
 end
 
 redis.call('DEL', resv)
 redis.call('ZADD', akey .. ':prov', ARGV[3], ARGV[1])
 
-return {1, number}
+return {1, ARGV[8]}

@@ -1,5 +1,5 @@
 -- Rolling windows of provisioned lines: 24 hours and 30 days, as the
--- confirm enforces them (pv_confirm.lua, the only writer of the windows,
+-- confirm enforces them (pv_reserve.lua, the only writer of the windows,
 -- atomically with the purchase) and pv_release.lua reports them. The
 -- preview and GET /accounts/limits read the same rule in C
 -- (src/ngx_http_linegate_provision_plain.c): it needs no atomicity there.

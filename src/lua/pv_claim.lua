@@ -1,0 +1,25 @@
+-- POST /accounts/lines/provision-confirm, CLAIM (the fleet's slot): a
+-- number leaves the inventory and is written in the claims journal in
+-- the same step. The claim is removed with the number's next home
+-- (pv_settle.lua): the inventory again, the account's line, or a
+-- reconcile entry. A claim left behind (its worker died, or the answer
+-- to this script was lost) is the sweep's: it finds the account's side
+-- (pv_inspect.lua) and settles it.
+--
+-- KEYS[1]  lg:{fleet}:inventory     KEYS[2]  lg:{fleet}:pv:inflight
+-- ARGV[1]  account id               ARGV[2]  worker id
+-- ARGV[3]  now, Unix ms
+--
+-- Returns {0} (inventory empty), or {1, number}: the claim
+-- "<account> <worker id> <number>" is in KEYS[2], scored ARGV[3].
+
+local number = redis.call('SPOP', KEYS[1])
+
+if not number then
+    return {0}
+end
+
+redis.call('ZADD', KEYS[2], ARGV[3],
+           ARGV[1] .. ' ' .. ARGV[2] .. ' ' .. number)
+
+return {1, number}

@@ -1,0 +1,86 @@
+-- POST /accounts/lines/provision-confirm, RESERVE (the account's slot),
+-- atomically: consume the preview token (whatever happens next it cannot
+-- be used again), check the plan, re-check both windows and reserve the
+-- limit slot. No burst of parallel confirms can exceed a limit: each one
+-- runs this script alone. The number is taken next, in the fleet's slot
+-- (pv_claim.lua); the credentials were checked before (the worker's
+-- cache, or pv_account.lua).
+--
+-- KEYS[1]  lg:{acct:<A>}
+-- KEYS[2]  lg:{acct:<A>}:pv:<token> (lg:{acct:<A>}:pv:- if malformed)
+-- Derived from KEYS[1] (its slot): :prov, :resv:<worker>.
+-- ARGV[1]  the account id, <A>     ARGV[2]  now, Unix ms
+-- ARGV[3]  default daily limit     ARGV[4]  default monthly limit
+-- ARGV[5]  the new worker id, worker_<24 hex>
+-- ARGV[6]  now, ISO 8601
+--
+-- Returns {code, w[1..6], account, extra}:
+--   410                  token expired or used; 410, "missing": no such
+--                        token under the account (another account's, or
+--                        unknown: the caller tells them apart)
+--   403, "token"         the token names another account (kept)
+--   403, "plan"          the account is not on inbound_only
+--   429, error code      a window is full
+--   402                  the account has no Stripe customer
+--   200, customer        reserved (w counts the new slot)
+--
+-- The reservation lg:{acct:<A>}:resv:<worker> {createdAt} holds the slot
+-- until the line is recorded (pv_record) or released (pv_release).
+
+--#include pv_state
+
+local akey = KEYS[1]
+local acct = ARGV[1]
+local now = tonumber(ARGV[2])
+local dd, dm = tonumber(ARGV[3]), tonumber(ARGV[4])
+local plan, customer, w = lg_pv_state(akey, now, dd, dm)
+
+local pkey = KEYS[2]
+local pv = redis.call('GET', pkey)
+
+if not pv then
+    return lg_pv_reply(410, w, acct, 'missing')
+end
+
+local ok, p = pcall(cjson.decode, pv)
+
+-- another account's token is refused and kept for its owner
+if ok and type(p) == 'table' and type(p.account) == 'string'
+   and p.account ~= acct
+then
+    return lg_pv_reply(403, w, acct, 'token')
+end
+
+redis.call('DEL', pkey)
+
+if not ok or type(p) ~= 'table' or p.account ~= acct
+   or tonumber(p.expires_at) == nil
+   or tonumber(p.expires_at) <= now
+then
+    return lg_pv_reply(410, w, acct)
+end
+
+if plan ~= 'inbound_only' then
+    return lg_pv_reply(403, w, acct, 'plan')
+end
+
+local over = lg_pv_over(w)
+if over then
+    return lg_pv_reply(429, w, acct, over)
+end
+
+if not customer or customer == '' then
+    return lg_pv_reply(402, w, acct)
+end
+
+local prov = akey .. ':prov'
+redis.call('ZADD', prov, now, ARGV[5])
+redis.call('HSET', akey .. ':resv:' .. ARGV[5], 'createdAt', ARGV[6])
+
+-- lines older than the longest window never count again
+redis.call('ZREMRANGEBYSCORE', prov, '-inf',
+           string.format('%d', now - LG_PV_MONTH))
+
+local _, _, w2 = lg_pv_state(akey, now, dd, dm)
+
+return lg_pv_reply(200, w2, acct, customer)

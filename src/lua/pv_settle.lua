@@ -1,0 +1,45 @@
+-- POST /accounts/lines/provision-confirm, SETTLE (the fleet's slot),
+-- after RECORD or RELEASE (the account's slot) has answered: the claim
+-- "<A> <worker> <number>" leaves the claims journal, and the number goes
+-- to its next home in the same step: back to the inventory (the purchase
+-- was released and no line holds it), nowhere (the account's line holds
+-- it, or the reconcile entry queued here does). The reconciliation sweep
+-- settles the claims a confirm left (pv_inspect.lua for the account's
+-- side) with this same script.
+--
+-- Idempotent (a durable write): the number returns only when this run
+-- removed the claim, and an entry is queued once per account, worker and
+-- reason (KEYS[4], a day), and only by the run that removed the claim
+-- (or with no claim named): the sweep's entry for a claim and the
+-- confirm's own are never both queued.
+--
+-- KEYS[1]  lg:{fleet}:pv:inflight   KEYS[2]  lg:{fleet}:inventory
+-- KEYS[3]  lg:{fleet}:reconcile
+-- KEYS[4]  lg:{fleet}:q:<A>:<worker>:<reason> (lg:{fleet}:q:- when none)
+-- ARGV[1]  the claim, "<A> <worker> <number>" ('' when unknown)
+-- ARGV[2]  "1": the number returns to the inventory, "0": it does not
+-- ARGV[3]  reconcile reason, '' for none
+-- ARGV[4..] the entry's fields, flat {name, value, ...} (with a reason)
+--
+-- Returns {claimed: 1 | 0, queued: 1 | 0}.
+
+local claimed = 0
+local queued = 0
+
+if ARGV[1] ~= '' and redis.call('ZREM', KEYS[1], ARGV[1]) == 1 then
+    claimed = 1
+
+    local number = string.match(ARGV[1], '^%S+ %S+ (%S+)$')
+    if ARGV[2] == '1' and number then
+        redis.call('SADD', KEYS[2], number)
+    end
+end
+
+if ARGV[3] ~= '' and #ARGV > 4 and (claimed == 1 or ARGV[1] == '')
+   and redis.call('SET', KEYS[4], '1', 'NX', 'EX', 86400)
+then
+    redis.call('XADD', KEYS[3], '*', unpack(ARGV, 4))
+    queued = 1
+end
+
+return {claimed, queued}
