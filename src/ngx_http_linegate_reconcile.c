@@ -214,6 +214,7 @@ typedef struct {
     ngx_uint_t                           claims_queued;
     ngx_uint_t                           claims_kept;  /* their line's */
     unsigned                             claims_more:1;
+    unsigned                             claims_unread:1; /* "more" */
     ngx_http_linegate_reconcile_claim_t  claim;
 
     ngx_http_linegate_redis_args_t       args;
@@ -423,6 +424,7 @@ ngx_http_linegate_reconcile_next(ngx_http_request_t *r,
     case NGX_HTTP_LINEGATE_RECONCILE_CLAIMS:
         if (rc->claims_read) {
             /* a later batch: the rest waits for the next run */
+            rc->claims_unread = 1;
             ngx_http_linegate_reconcile_next(r, ctx,
                                              NGX_HTTP_LINEGATE_RECONCILE_READ);
             return;
@@ -750,6 +752,9 @@ ngx_http_linegate_reconcile_claim_next(ngx_http_request_t *r,
                                          NGX_HTTP_LINEGATE_RECONCILE_CLAIMS);
         return;
     }
+
+    /* a full batch last: more may wait for the next run */
+    rc->claims_unread = rc->claims_more;
 
     if (rc->claims_returned + rc->claims_queued + rc->claims_kept) {
         ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
@@ -1923,6 +1928,7 @@ ngx_http_linegate_reconcile_stored(ngx_http_request_t *r, redisReply *reply)
         if (reply == NULL || reply->type != REDIS_REPLY_ARRAY) {
             if (rc->claims_read) {
                 /* a later batch: the rest waits for the next run */
+                rc->claims_unread = 1;
                 ngx_http_linegate_reconcile_next(r, ctx,
                                              NGX_HTTP_LINEGATE_RECONCILE_READ);
                 return;
@@ -2113,7 +2119,8 @@ ngx_http_linegate_reconcile_answer(ngx_http_request_t *r,
 
     ngx_http_linegate_json_write_end(&jw, ']');
     ngx_http_linegate_json_write_key(&jw, "more");
-    ngx_http_linegate_json_write_bool(&jw, rc->pending || rc->i < rc->n);
+    ngx_http_linegate_json_write_bool(&jw, rc->pending || rc->i < rc->n
+                                           || rc->claims_unread);
     ngx_http_linegate_json_write_end(&jw, '}');
 
     ngx_str_set(&ctx->outcome, "reconciled");

@@ -459,11 +459,16 @@ subtest 'sweep: a malformed claim is skipped and logged' => sub {
     $p->account('acct_sw_bad');
     my @bad = ('acct_sw_bad worker_two_parts', 'acct_sw_bad w x +1555',
                'acct_sw_bad worker_x not-a-number', 'acct{x} w +15550001111');
-    $r->zadd('lg:{fleet}:pv:inflight', $p->now_ms - 9000, $_) for @bad;
+    # more than a batch of them (10): the sweep reads past them
+    my @more = map { "acct_sw_bad worker_$_" } 1 .. 8;
+    $r->zadd('lg:{fleet}:pv:inflight', $p->now_ms - 9000, $_)
+        for @bad, @more;
     # behind them, a claim the sweep settles
     my ($m, $w, $n) = lost_claim('acct_sw_bad');
     $r->zadd('lg:{fleet}:pv:inflight', $p->now_ms - 8000, $m);
     run();
+    is(scalar(grep { defined $r->zscore('lg:{fleet}:pv:inflight', $_) }
+              @more), 8, 'the others too');
     for my $b (@bad) {
         ok(defined $r->zscore('lg:{fleet}:pv:inflight', $b),
            "\"$b\": left for a human");
@@ -473,7 +478,7 @@ subtest 'sweep: a malformed claim is skipped and logged' => sub {
     is($r->zscore('lg:{fleet}:pv:inflight', $m), undef,
        'the claim behind them is settled');
     ok($r->sismember('lg:{fleet}:inventory', $n), 'its number returned');
-    $r->zrem('lg:{fleet}:pv:inflight', @bad);
+    $r->zrem('lg:{fleet}:pv:inflight', @bad, @more);
 };
 
 subtest 'a worker killed mid-confirm: cancelled, the number back' => sub {
