@@ -98,6 +98,8 @@
  */
 #define NGX_HTTP_LINEGATE_RECONCILE_ID_MAX     64
 #define NGX_HTTP_LINEGATE_RECONCILE_OUTBOX     16
+/* how much of a malformed claim the log shows */
+#define NGX_HTTP_LINEGATE_RECONCILE_LOG_MAX    200
 
 
 typedef enum {
@@ -719,7 +721,8 @@ ngx_http_linegate_reconcile_claim_next(ngx_http_request_t *r,
         }
 
         /* named in the log, where no byte may pass for another line */
-        last = c->member.data + ngx_min(c->member.len, 200);
+        last = c->member.data
+               + ngx_min(c->member.len, NGX_HTTP_LINEGATE_RECONCILE_LOG_MAX);
 
         for (p = c->member.data; p < last; p++) {
             if (!ngx_http_linegate_char_is(*p, NGX_HTTP_LINEGATE_CHARS_PRINT)
@@ -734,7 +737,8 @@ ngx_http_linegate_reconcile_claim_next(ngx_http_request_t *r,
                       "\"%*s%s\" of %V is not \"<account> <worker> "
                       "<number>\": skipped, left for a human",
                       (size_t) (last - c->member.data), c->member.data,
-                      c->member.len > 200 ? "..." : "",
+                      c->member.len > NGX_HTTP_LINEGATE_RECONCILE_LOG_MAX
+                      ? "..." : "",
                       ngx_http_linegate_key_fixed(
                           NGX_HTTP_LINEGATE_KEY_PV_INFLIGHT));
 
