@@ -934,8 +934,17 @@ ngx_http_linegate_reconcile_inspected(ngx_http_request_t *r,
 
     c->nfields = ob->elements;
 
-    /* an outbox names why it waits for the run */
-    return (c->nfields && c->reason.len == 0) ? NGX_ERROR : NGX_OK;
+    /* an outbox names why it waits for the run (in a key name, too) */
+    if (c->nfields
+        && (c->reason.len == 0
+            || c->reason.len > NGX_HTTP_LINEGATE_RECONCILE_ID_MAX
+            || !ngx_http_linegate_chars_are(c->reason.data, c->reason.len,
+                                        NGX_HTTP_LINEGATE_CHARS_LOWER_WORD)))
+    {
+        return NGX_ERROR;
+    }
+
+    return NGX_OK;
 }
 
 
@@ -954,14 +963,15 @@ ngx_http_linegate_reconcile_settle_claim(ngx_http_request_t *r,
     if (c->nfields) {
         /* its record or release wrote down why: queued once */
         back = !c->resv && !c->line;
-        c->settled = back ? "queued, its number back in the inventory"
-                          : "queued";
+        c->settled = back ? ", its number back in the inventory"
+                     : c->resv ? ", its number held by the entry"
+                     : ", its number the line's";
 
     } else if (c->resv) {
         /* the confirm died between its reservation and its record */
         ngx_str_set(&c->reason, "worker_lost");
         back = 0;
-        c->settled = "queued";
+        c->settled = ", its number held by the entry";
 
     } else if (c->line) {
         back = 0;
@@ -1067,11 +1077,12 @@ ngx_http_linegate_reconcile_claim_settled(ngx_http_request_t *r,
     ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
                   NGX_HTTP_LINEGATE_LOG "reconciliation: purchase %V of "
                   "account \"%V\" (number \"%V\") in flight past "
-                  "linegate_reconcile_lost_after: %s%s%V%s%s",
-                  &c->worker_id, &c->account, &c->number, c->settled,
-                  c->reason.len ? " as " : "",
+                  "linegate_reconcile_lost_after: %s%V%s%s%s",
+                  &c->worker_id, &c->account, &c->number,
+                  c->reason.len ? "queued as " : "",
                   c->reason.len ? &c->reason : &none,
                   c->reason.len && queued == 0 ? " (queued before)" : "",
+                  c->settled,
                   claimed == 0 ? " (its claim settled meanwhile)" : "");
 
     if (claimed == 0) {
