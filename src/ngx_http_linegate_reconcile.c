@@ -625,8 +625,9 @@ ngx_http_linegate_reconcile_sweep(ngx_http_request_t *r,
  * number going to its next home in the step that drops the claim:
  *
  *   an outbox (the entry pv_record or pv_release wrote for the run, not
- *     yet queued): queued once; the number returns when neither a
- *     reservation nor a line holds it;
+ *     yet queued): queued once; a record_failed entry holds the number
+ *     (the purchase is still reserved: the run records or releases it),
+ *     else the number returns unless a line holds it;
  *   a reservation, no outbox: the confirm died before its record or
  *     release: queued as worker_lost with the claim's number, for the
  *     run to undo at Stripe and release;
@@ -955,17 +956,25 @@ ngx_http_linegate_reconcile_settle_claim(ngx_http_request_t *r,
 {
     u_char                          *p;
     ngx_str_t                        q, b;
-    ngx_uint_t                       i, back;
+    ngx_uint_t                       i, back, hold;
     ngx_http_linegate_redis_args_t  *a;
 
     static ngx_str_t                 empty = ngx_string("");
 
     if (c->nfields) {
-        /* its record or release wrote down why: queued once */
-        back = !c->resv && !c->line;
+        /*
+         * its record or release wrote down why: queued once. The entry
+         * of a purchase still reserved holds the number (the run returns
+         * it when it releases the purchase, or records it), as the
+         * confirm's own settle leaves it; else the number returns unless
+         * a line holds it.
+         */
+        hold = ngx_http_linegate_reconcile_is(&c->reason, "record_failed")
+               || ngx_http_linegate_reconcile_is(&c->reason, "worker_lost");
+        back = !hold && !c->line;
         c->settled = back ? ", its number back in the inventory"
-                     : c->resv ? ", its number held by the entry"
-                     : ", its number the line's";
+                     : c->line ? ", its number the line's"
+                     : ", its number held by the entry";
 
     } else if (c->resv) {
         /* the confirm died between its reservation and its record */

@@ -41,7 +41,12 @@ sub numbers_accounted {
     local $Test::Builder::Level = $Test::Builder::Level + 1;
     my @lines = map { $r->hget($_, 'phone_number') }
                 grep { $r->type($_) eq 'hash' } $r->keys('lg:{acct:*}:line:*');
+    # a claim whose own line holds its number (the settle after the
+    # record not yet run) is that line's: counted once
     my @claims = map { (split / /)[2] // () }
+                 grep { my ($a, $w, $n) = split / /;
+                        ($r->hget("lg:{acct:$a}:line:$w", 'phone_number')
+                         // '') ne ($n // '') }
                  $r->zrange('lg:{fleet}:pv:inflight', 0, -1);
     my $holds = qr/^(?:record_failed|worker_lost)$/;
     my @held = map { $_->{phone_number} }
@@ -453,6 +458,36 @@ subtest 'sweep: a claim with an outbox is queued once' => sub {
     is(scalar(() = of_worker($w)), 1, 'still queued once');
     ok($r->sismember('lg:{fleet}:inventory', $n), 'the number returned');
     numbers_accounted('outbox claim');
+};
+
+subtest 'sweep: a record_failed outbox holds its number for the run' => sub {
+    $p->account('acct_sw_rf');
+    my ($m, $w, $n) = lost_claim('acct_sw_rf');
+    # pv_record wrote it; its reservation was dropped by hand since
+    $r->hset("lg:{acct:acct_sw_rf}:reconcile:w:$w",
+             account => 'acct_sw_rf', subscription_id => "sub_gone_$W",
+             phone_number => $n, worker_id => $w, reason => 'record_failed',
+             idempotency_key => "ik_$w", customer => 'cus_acct_sw_rf',
+             at => '2026-11-23T00:00:00.000Z');
+    # Stripe down: the run sweeps, then stops at the entry
+    $p->fault(method => 'GET', path_prefix => '/v1/subscriptions',
+              status => 500, count => 1);
+    my $b = run();
+    is(entry_of($b, 'acct_sw_rf')->{detail}, 'stripe_unavailable',
+       'the entry waits');
+    is($r->zscore('lg:{fleet}:pv:inflight', $m), undef, 'the claim is gone');
+    my @e = of_worker($w);
+    is(scalar @e, 1, 'queued');
+    is($e[0]{phone_number}, $n, 'the entry holds the number');
+    ok(!$r->sismember('lg:{fleet}:inventory', $n),
+       'not the inventory: the run records it or gives it back');
+    numbers_accounted('record_failed outbox, queued');
+    $p->clear_faults;
+    $b = run();
+    is(entry_of($b, 'acct_sw_rf')->{outcome}, 'released',
+       'nothing charges: released');
+    ok($r->sismember('lg:{fleet}:inventory', $n), 'the number given back');
+    numbers_accounted('record_failed outbox, released');
 };
 
 subtest 'sweep: a malformed claim is skipped and logged' => sub {

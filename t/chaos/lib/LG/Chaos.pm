@@ -439,6 +439,10 @@ sub check {
     my %claim = $r->zrange('lg:{fleet}:pv:inflight', 0, -1, 'WITHSCORES');
     for my $m (sort keys %claim) {
         my ($A, $wid, $n) = split / /, $m;
+        # the claim of a line recorded (its settle still to come) is
+        # the line's: one place
+        next if defined $wid && ($r->hget("lg:{acct:$A}:line:$wid",
+                                          'phone_number') // '') eq ($n // '');
         push @{ $where{ $n // '?' } }, 'claim ' . ($A // '?') . '/'
             . ($wid // '?');
     }
