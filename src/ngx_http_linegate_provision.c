@@ -2,16 +2,17 @@
 /*
  * linegate: the Line Provisioning API (Sendblue-compatible), SPEC 3.
  *
- * This file dispatches the three endpoints and starts two of them:
- * POST /accounts/lines/provision-preview and GET /accounts/limits. Both
- * are decided by one path, the plain commands of ngx_http_linegate_
- * provision_plain.c (one round trip). When the worker does not know the
- * credentials, pv_account.lua checks them first (the secret's digest,
- * compared in constant time inside the script) and returns the account:
- * one more round trip on a cache miss only, as the worker learns the
- * credentials from it. The confirm is in ngx_http_linegate_provision_
- * confirm.c; the answers they share in ngx_http_linegate_provision_
- * script.c. This file is the only one of the four that calls the others.
+ * This file dispatches the three endpoints and authenticates them all
+ * (the confirm's AUTH step too): the account of the key id comes from
+ * the worker's cache, or, when the worker does not know the credentials,
+ * from pv_account.lua (the secret's digest, compared in constant time
+ * inside the script; its own slot, lg:sbkey:<key id>): one more round
+ * trip on a cache miss only, as the worker learns the credentials from
+ * it. Preview and limits are then decided by one path, the plain
+ * commands of ngx_http_linegate_provision_plain.c (one round trip); the
+ * confirm's steps follow in ngx_http_linegate_provision_confirm.c; the
+ * answers they share are in ngx_http_linegate_provision_script.c. This
+ * file is the only one of the four that calls the others.
  */
 
 
@@ -28,6 +29,10 @@ static void ngx_http_linegate_pv_preview(ngx_http_request_t *r,
     ngx_http_linegate_ctx_t *ctx);
 static void ngx_http_linegate_pv_limits(ngx_http_request_t *r,
     ngx_http_linegate_ctx_t *ctx);
+static void ngx_http_linegate_pv_confirm(ngx_http_request_t *r,
+    ngx_http_linegate_ctx_t *ctx);
+static void ngx_http_linegate_pv_known(ngx_http_request_t *r,
+    ngx_http_linegate_ctx_t *ctx, ngx_http_linegate_pv_request_t *pv);
 static ngx_int_t ngx_http_linegate_pv_start(ngx_http_request_t *r,
     ngx_http_linegate_ctx_t *ctx, ngx_http_linegate_pv_request_t **pvp);
 static void ngx_http_linegate_pv_account(ngx_http_request_t *r,
@@ -47,7 +52,7 @@ ngx_http_linegate_provision_handler(ngx_http_request_t *r,
         return;
 
     case NGX_HTTP_LINEGATE_API_PROVISION_CONFIRM:
-        ngx_http_linegate_provision_confirm(r, ctx);
+        ngx_http_linegate_pv_confirm(r, ctx);
         return;
 
     default: /* NGX_HTTP_LINEGATE_API_ACCOUNT_LIMITS */
@@ -88,7 +93,7 @@ ngx_http_linegate_pv_preview(ngx_http_request_t *r,
     pv->preview = 1;
 
     if (pv->who.cached) {
-        ngx_http_linegate_pv_plain(r, ctx, pv);
+        ngx_http_linegate_pv_known(r, ctx, pv);
         return;
     }
 
@@ -109,7 +114,7 @@ ngx_http_linegate_pv_limits(ngx_http_request_t *r,
     }
 
     if (pv->who.cached) {
-        ngx_http_linegate_pv_plain(r, ctx, pv);
+        ngx_http_linegate_pv_known(r, ctx, pv);
         return;
     }
 
@@ -117,7 +122,47 @@ ngx_http_linegate_pv_limits(ngx_http_request_t *r,
 }
 
 
-/* shared by preview and limits */
+/* POST /accounts/lines/provision-confirm: AUTH, then its own steps */
+
+static void
+ngx_http_linegate_pv_confirm(ngx_http_request_t *r,
+    ngx_http_linegate_ctx_t *ctx)
+{
+    ngx_http_linegate_pv_request_t  *pv;
+
+    if (ngx_http_linegate_pv_start(r, ctx, &pv) != NGX_OK) {
+        return;
+    }
+
+    /* the body (400) before the credentials are checked, as ever */
+    if (ngx_http_linegate_provision_confirm(r, ctx, pv) != NGX_OK) {
+        return;
+    }
+
+    if (pv->who.cached) {
+        ngx_http_linegate_pv_known(r, ctx, pv);
+        return;
+    }
+
+    ngx_http_linegate_pv_account(r, ctx, pv);
+}
+
+
+/* the account is known (pv->who.value): the endpoint's own work */
+static void
+ngx_http_linegate_pv_known(ngx_http_request_t *r,
+    ngx_http_linegate_ctx_t *ctx, ngx_http_linegate_pv_request_t *pv)
+{
+    if (pv->confirm) {
+        ngx_http_linegate_provision_confirm_known(r, ctx, pv);
+        return;
+    }
+
+    ngx_http_linegate_pv_plain(r, ctx, pv);
+}
+
+
+/* shared by preview, limits and confirm */
 
 /*
  * The request's state, and whether the worker knows the credentials
@@ -163,8 +208,8 @@ ngx_http_linegate_pv_start(ngx_http_request_t *r,
 
 /*
  * pv_account.lua: the account of credentials the worker does not know
- * (KEYS[1] lg:sbkey:<key id>, the secret's digest), then the plain
- * commands, as for a known account.
+ * (KEYS[1] lg:sbkey:<key id>, the secret's digest), then the endpoint's
+ * work, as for a known account.
  */
 static void
 ngx_http_linegate_pv_account(ngx_http_request_t *r,
@@ -248,5 +293,5 @@ ngx_http_linegate_pv_account_done(ngx_http_request_t *r, redisReply *reply)
     pv->who.value = acct;
     ctx->tenant = acct;
 
-    ngx_http_linegate_pv_plain(r, ctx, pv);
+    ngx_http_linegate_pv_known(r, ctx, pv);
 }

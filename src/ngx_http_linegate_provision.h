@@ -69,23 +69,23 @@ typedef struct {
     /* a refusal, answered once the token written ahead is deleted */
     ngx_int_t                       refused;
     ngx_str_t                       refused_error;
+
+    /* a confirm: its own state (ngx_http_linegate_provision_confirm.c) */
+    void                           *confirm;
 } ngx_http_linegate_pv_request_t;
 
 
-/* POST /accounts/lines/provision-confirm, once the body is read */
-void ngx_http_linegate_provision_confirm(ngx_http_request_t *r,
-    ngx_http_linegate_ctx_t *ctx);
-
 /*
- * lg:sbkey:<key id> (keys.c) for the script's KEYS[1], with the presented
- * key id and the digest of the secret from the request headers; with p, the
- * account from the worker's cache instead of the digest when it is there
- * (ngx_http_linegate_auth_account()). NGX_DECLINED: the answer (401 or
- * 500) has been sent.
+ * POST /accounts/lines/provision-confirm, once the body is read and the
+ * credentials are read (pv, not yet checked): its state and its body.
+ * NGX_DECLINED: answered (400, 500).
  */
-ngx_int_t ngx_http_linegate_pv_credentials(ngx_http_request_t *r,
-    ngx_http_linegate_ctx_t *ctx, ngx_http_linegate_principal_t *p,
-    ngx_str_t *sbkey, ngx_str_t *digest);
+ngx_int_t ngx_http_linegate_provision_confirm(ngx_http_request_t *r,
+    ngx_http_linegate_ctx_t *ctx, ngx_http_linegate_pv_request_t *pv);
+
+/* the confirm's account is known (pv->who.value): its steps follow */
+void ngx_http_linegate_provision_confirm_known(ngx_http_request_t *r,
+    ngx_http_linegate_ctx_t *ctx, ngx_http_linegate_pv_request_t *pv);
 
 /*
  * Preview and limits of a known account (pv->who.value), as plain

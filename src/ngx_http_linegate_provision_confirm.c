@@ -1,35 +1,59 @@
 
 /*
  * linegate: POST /accounts/lines/provision-confirm (SPEC 3.4), a small
- * state machine kept in the request ctx:
+ * state machine kept in the request ctx. Every Redis step touches one
+ * hash slot, its keys in KEYS[] (docs/data-model.md, "Scripts and
+ * slots"): the account's lg:{acct:<A>}..., or the fleet's lg:{fleet}...
  *
- *   RESERVE    script: consume the token, check the plan, re-check both
- *              windows, take a number, reserve the limit slot (one atomic
- *              step: no burst of parallel confirms can exceed a limit)
+ *   AUTH       the account of the key id: the worker's cache, else
+ *              pv_account.lua (lg:sbkey:<key id>), as for a preview
+ *              (ngx_http_linegate_provision.c runs it, then calls
+ *              ngx_http_linegate_provision_confirm_known()); 401
+ *   RESERVE    script pv_reserve (the account's slot): consume the token,
+ *              check the plan, re-check both windows, reserve the limit
+ *              slot (one atomic step: no burst of parallel confirms can
+ *              exceed a limit). Answer lost: RELEASE, then 503
+ *   CLAIM      script pv_claim (the fleet's slot): a number leaves the
+ *              inventory for the claims journal lg:{fleet}:pv:inflight
+ *              ("<A> <worker> <number>") in the same step. None: RELEASE,
+ *              then 503 no_lines_available. Answer lost: RELEASE, then
+ *              503; the claim, if any, is the sweep's
  *   CUSTOMER   Stripe GET v1/customers/<id>: is there a card on file?
  *   SUBSCRIBE  Stripe POST v1/subscriptions, error_if_incomplete, with an
  *              Idempotency-Key derived from the token; an answer that was
  *              lost (timeout, dropped connection, 5xx) is asked for once
  *              more with the same key: Stripe replays it if the first
  *              call created the subscription, or creates it now
- *   RECORD     script: the reservation becomes the account's line, or,
- *              when it cannot, the purchase is queued on the reconcile
- *              stream in the same step
- *   RELEASE    script: the number goes back to the inventory, the slot is
- *              freed (and the case is queued when Stripe's answer stayed
- *              unknown)
+ *   RECORD     script pv_record (the account's slot): the reservation
+ *              becomes the account's line with the claimed number, or,
+ *              when it cannot, the purchase is written to the account's
+ *              outbox (lg:{acct:<A>}:reconcile:w:<worker>) in the same
+ *              step
+ *   RELEASE    script pv_release (the account's slot): the reservation
+ *              is dropped, the slot freed (and the purchase written to
+ *              the outbox when Stripe's answer stayed unknown)
+ *   SETTLE     script pv_settle (the fleet's slot), after RECORD or
+ *              RELEASE, once there is a claim: the claim leaves the
+ *              journal; the number goes back to the inventory (released,
+ *              no line holds it) or stays with its line or its entry; the
+ *              outbox's entry is queued on lg:{fleet}:reconcile
  *   DONE       the answer
  *
  * Every step returns to nginx's event loop and resumes from its callback;
  * a step that cannot even start takes the same path as its failure.
  *
- * RECORD and RELEASE are idempotent scripts. When Redis does not answer
- * them (a timeout, a lost connection), or when the request ends before
- * the purchase is settled (the client gone, its stream reset, the request
- * terminated), the script is handed to a durable write
+ * RECORD, RELEASE and SETTLE are idempotent scripts. When Redis does not
+ * answer them (a timeout, a lost connection), or when the request ends
+ * before the purchase is settled (the client gone, its stream reset, the
+ * request terminated), the script is handed to a durable write
  * (ngx_http_linegate_redis_durable()), re-sent until Redis answers,
  * independent of the request: work that may have moved money is the
- * request's work, not the connection's, and always finishes.
+ * request's work, not the connection's, and always finishes. A SETTLE
+ * is handed over too when its arguments are known: after a RELEASE (no
+ * line can hold the number: RECORD never ran), not after a RECORD whose
+ * answer was lost. A claim left behind that way, or by a worker that
+ * died, is settled by the reconciliation sweep (pv_inspect.lua reads the
+ * account's side, then pv_settle.lua).
  */
 
 
@@ -57,25 +81,33 @@
     "The payment provider is unavailable: request a new preview and retry"
 
 
+/* the longest reconcile reason, for the "queued once" key */
+#define NGX_HTTP_LINEGATE_CONFIRM_REASON_MAX  sizeof("stripe_outcome_unknown")
+
+
 typedef enum {
-    NGX_HTTP_LINEGATE_CONFIRM_RESERVE = 0,
+    NGX_HTTP_LINEGATE_CONFIRM_AUTH = 0,
+    NGX_HTTP_LINEGATE_CONFIRM_RESERVE,
+    NGX_HTTP_LINEGATE_CONFIRM_CLAIM,
     NGX_HTTP_LINEGATE_CONFIRM_CUSTOMER,
     NGX_HTTP_LINEGATE_CONFIRM_SUBSCRIBE,
     NGX_HTTP_LINEGATE_CONFIRM_RECORD,
     NGX_HTTP_LINEGATE_CONFIRM_RELEASE,
+    NGX_HTTP_LINEGATE_CONFIRM_SETTLE,
     NGX_HTTP_LINEGATE_CONFIRM_DONE
 } ngx_http_linegate_confirm_state_e;
 
 
 typedef struct {
     ngx_http_request_t              *request;
-    ngx_str_t                        sbkey;     /* lg:sbkey:<key id> */
-    ngx_str_t                        digest;    /* of the secret */
+    ngx_http_linegate_ctx_t         *ctx;
     ngx_str_t                        token;
     ngx_str_t                        account;
     ngx_str_t                        akey;      /* lg:{acct:<A>} */
     ngx_str_t                        customer;
     ngx_str_t                        number;
+    ngx_str_t                        claim;     /* "<A> <worker> <number>" */
+    ngx_str_t                        qkey;      /* lg:{fleet}:q:..., room */
     ngx_str_t                        subscription;
     ngx_str_t                        idempotency_key;
     ngx_str_t                        form;
@@ -85,6 +117,8 @@ typedef struct {
     int64_t                          now;
     ngx_uint_t                       attempts;  /* subscription POSTs */
     ngx_http_linegate_pv_state_t     st;
+    /* the outbox's "at": the moment of the RECORD or RELEASE */
+    u_char                           at[NGX_HTTP_LINEGATE_ISO_LEN];
 
     /* the answer, decided before the reservation is released */
     ngx_uint_t                       status;
@@ -97,6 +131,10 @@ typedef struct {
     unsigned                         durable:1; /* a write handed over */
     unsigned                         settled:1; /* nothing left to do */
     unsigned                         reserving:1; /* RESERVE sent */
+    unsigned                         claiming:1;  /* CLAIM sent */
+    unsigned                         recording:1; /* RECORD sent */
+    unsigned                         inventory_empty:1;
+    unsigned                         giveback:1;  /* SETTLE: the number */
 
     ngx_http_linegate_redis_args_t   args;
 
@@ -107,6 +145,12 @@ typedef struct {
      */
     u_char                           nums[3][NGX_INT64_LEN];
 } ngx_http_linegate_confirm_t;
+
+
+/* the confirm's state: in the preview/limits request state it extends */
+#define ngx_http_linegate_confirm_of(ctx)                                    \
+    ((ngx_http_linegate_confirm_t *)                                         \
+     ((ngx_http_linegate_pv_request_t *) (ctx)->data)->confirm)
 
 
 static ngx_int_t ngx_http_linegate_confirm_token(ngx_http_request_t *r,
@@ -131,8 +175,13 @@ static void ngx_http_linegate_confirm_reserved(ngx_http_request_t *r,
     redisReply *reply);
 static ngx_int_t ngx_http_linegate_confirm_refused(ngx_http_request_t *r,
     ngx_http_linegate_ctx_t *ctx, int64_t code, redisReply *reply);
+static ngx_int_t ngx_http_linegate_confirm_claim(ngx_http_request_t *r,
+    ngx_http_linegate_confirm_t *cf);
+static void ngx_http_linegate_confirm_claimed(ngx_http_request_t *r,
+    ngx_http_linegate_ctx_t *ctx, ngx_http_linegate_confirm_t *cf,
+    redisReply *reply);
 static ngx_int_t ngx_http_linegate_confirm_prepare(ngx_http_request_t *r,
-    ngx_http_linegate_confirm_t *cf, redisReply *reply);
+    ngx_http_linegate_confirm_t *cf);
 
 static ngx_int_t ngx_http_linegate_confirm_customer(ngx_http_request_t *r,
     ngx_http_linegate_ctx_t *ctx, ngx_http_linegate_confirm_t *cf);
@@ -168,6 +217,15 @@ static ngx_int_t ngx_http_linegate_confirm_release(ngx_http_request_t *r,
 static void ngx_http_linegate_confirm_released(ngx_http_request_t *r,
     ngx_http_linegate_ctx_t *ctx, ngx_http_linegate_confirm_t *cf,
     redisReply *reply);
+static void ngx_http_linegate_confirm_settle_args(ngx_http_request_t *r,
+    ngx_http_linegate_confirm_t *cf);
+static ngx_int_t ngx_http_linegate_confirm_settle(ngx_http_request_t *r,
+    ngx_http_linegate_confirm_t *cf);
+static void ngx_http_linegate_confirm_settled(ngx_http_request_t *r,
+    ngx_http_linegate_ctx_t *ctx, ngx_http_linegate_confirm_t *cf,
+    redisReply *reply);
+static void ngx_http_linegate_confirm_settle_durable(ngx_http_request_t *r,
+    ngx_http_linegate_confirm_t *cf);
 static void ngx_http_linegate_confirm_stored(ngx_http_request_t *r,
     redisReply *reply);
 
@@ -176,14 +234,20 @@ static void ngx_http_linegate_confirm_answer(ngx_http_request_t *r,
 static ngx_http_linegate_redis_args_t *ngx_http_linegate_confirm_args(
     ngx_http_linegate_confirm_t *cf);
 static ngx_int_t ngx_http_linegate_confirm_script(ngx_http_request_t *r,
-    ngx_http_linegate_confirm_t *cf, ngx_http_linegate_script_id_e script);
+    ngx_http_linegate_confirm_t *cf, ngx_http_linegate_script_id_e script,
+    int nkeys);
 static ngx_int_t ngx_http_linegate_confirm_copy(ngx_http_request_t *r,
     redisReply *reply, ngx_uint_t i, ngx_str_t *dst);
 
 
-void
+/*
+ * The confirm starts once the credentials are read (not yet checked):
+ * its state, the cleanup that settles what the request leaves, the body
+ * (400). NGX_DECLINED: answered.
+ */
+ngx_int_t
 ngx_http_linegate_provision_confirm(ngx_http_request_t *r,
-    ngx_http_linegate_ctx_t *ctx)
+    ngx_http_linegate_ctx_t *ctx, ngx_http_linegate_pv_request_t *pv)
 {
     ngx_pool_cleanup_t           *cln;
     ngx_http_linegate_confirm_t  *cf;
@@ -191,12 +255,14 @@ ngx_http_linegate_provision_confirm(ngx_http_request_t *r,
     cf = ngx_pcalloc(r->pool, sizeof(ngx_http_linegate_confirm_t));
     if (cf == NULL) {
         ngx_http_linegate_internal_error(r);
-        return;
+        return NGX_DECLINED;
     }
 
     cf->retry_after = -1;
     cf->request = r;
-    ctx->data = cf;
+    cf->ctx = ctx;
+    pv->confirm = cf;
+    ctx->state = NGX_HTTP_LINEGATE_CONFIRM_AUTH;
 
     /*
      * Runs however the request ends (answered, or terminated while a step
@@ -206,32 +272,47 @@ ngx_http_linegate_provision_confirm(ngx_http_request_t *r,
     cln = ngx_pool_cleanup_add(r->pool, 0);
     if (cln == NULL) {
         ngx_http_linegate_internal_error(r);
-        return;
+        return NGX_DECLINED;
     }
 
     cln->handler = ngx_http_linegate_confirm_cleanup;
-    cln->data = ctx;
-
-    if (ngx_http_linegate_pv_credentials(r, ctx, NULL, &cf->sbkey,
-                                          &cf->digest)
-        != NGX_OK)
-    {
-        return;
-    }
+    cln->data = cf;
 
     if (ngx_http_linegate_confirm_token(r, ctx, cf) != NGX_OK) {
-        return;
+        return NGX_DECLINED;
     }
 
     ngx_memcpy(cf->worker, "worker_", 7);
 
     if (ngx_http_linegate_new_id(cf->worker + 7) != NGX_OK) {
         ngx_http_linegate_internal_error(r);
-        return;
+        return NGX_DECLINED;
     }
 
     cf->worker_id.data = cf->worker;
     cf->worker_id.len = NGX_HTTP_LINEGATE_WORKER_LEN;
+
+    return NGX_OK;
+}
+
+
+/* AUTH is done: the account (pv->who.value) is known */
+void
+ngx_http_linegate_provision_confirm_known(ngx_http_request_t *r,
+    ngx_http_linegate_ctx_t *ctx, ngx_http_linegate_pv_request_t *pv)
+{
+    ngx_http_linegate_confirm_t  *cf;
+
+    cf = pv->confirm;
+    cf->account = pv->who.value;
+
+    if (ngx_http_linegate_key(r->pool, NGX_HTTP_LINEGATE_KEY_ACCT,
+                              &cf->account, NULL, &cf->akey)
+        != NGX_OK)
+    {
+        ngx_http_linegate_internal_error(r);
+        return;
+    }
 
     ngx_http_linegate_confirm_next(r, ctx, NGX_HTTP_LINEGATE_CONFIRM_RESERVE);
 }
@@ -292,13 +373,17 @@ ngx_http_linegate_confirm_next(ngx_http_request_t *r,
     ngx_int_t                     rc;
     ngx_http_linegate_confirm_t  *cf;
 
-    cf = ctx->data;
+    cf = ngx_http_linegate_confirm_of(ctx);
     ctx->state = state;
 
     switch (state) {
 
     case NGX_HTTP_LINEGATE_CONFIRM_RESERVE:
         rc = ngx_http_linegate_confirm_reserve(r, cf);
+        break;
+
+    case NGX_HTTP_LINEGATE_CONFIRM_CLAIM:
+        rc = ngx_http_linegate_confirm_claim(r, cf);
         break;
 
     case NGX_HTTP_LINEGATE_CONFIRM_CUSTOMER:
@@ -315,6 +400,10 @@ ngx_http_linegate_confirm_next(ngx_http_request_t *r,
 
     case NGX_HTTP_LINEGATE_CONFIRM_RELEASE:
         rc = ngx_http_linegate_confirm_release(r, cf);
+        break;
+
+    case NGX_HTTP_LINEGATE_CONFIRM_SETTLE:
+        rc = ngx_http_linegate_confirm_settle(r, cf);
         break;
 
     default: /* NGX_HTTP_LINEGATE_CONFIRM_DONE */
@@ -337,7 +426,15 @@ ngx_http_linegate_confirm_unstarted(ngx_http_request_t *r,
 
     case NGX_HTTP_LINEGATE_CONFIRM_RESERVE:
         /* nothing was sent: nothing was consumed or reserved */
+        cf->settled = 1;
         ngx_http_linegate_store_unavailable(r);
+        return;
+
+    case NGX_HTTP_LINEGATE_CONFIRM_CLAIM:
+        /* nothing was sent: the reservation alone is released */
+        cf->store_failed = 1;
+        ngx_http_linegate_confirm_next(r, ctx,
+                                       NGX_HTTP_LINEGATE_CONFIRM_RELEASE);
         return;
 
     case NGX_HTTP_LINEGATE_CONFIRM_CUSTOMER:
@@ -354,7 +451,7 @@ ngx_http_linegate_confirm_unstarted(ngx_http_request_t *r,
                                           ? "stripe_outcome_unknown" : NULL);
         return;
 
-    default: /* RECORD, RELEASE: as if Redis had not answered */
+    default: /* RECORD, RELEASE, SETTLE: as if Redis had not answered */
         ngx_http_linegate_confirm_stored(r, NULL);
         return;
     }
@@ -372,7 +469,7 @@ ngx_http_linegate_confirm_fail(ngx_http_request_t *r,
 {
     ngx_http_linegate_confirm_t  *cf;
 
-    cf = ctx->data;
+    cf = ngx_http_linegate_confirm_of(ctx);
 
     cf->status = status;
     cf->code = code;
@@ -405,7 +502,7 @@ ngx_http_linegate_confirm_billing(ngx_http_request_t *r,
     ngx_uint_t                    status;
     ngx_http_linegate_confirm_t  *cf;
 
-    cf = ctx->data;
+    cf = ngx_http_linegate_confirm_of(ctx);
     status = NGX_HTTP_BAD_GATEWAY;
 
     if (result == NGX_HTTP_LINEGATE_STRIPE_RATE_LIMITED) {
@@ -431,28 +528,26 @@ ngx_http_linegate_confirm_reserve(ngx_http_request_t *r,
 
     lmcf = ngx_http_get_module_main_conf(r, ngx_http_linegate_module);
 
-    if (ngx_http_linegate_key(r->pool, NGX_HTTP_LINEGATE_KEY_ACCT_PV, &cf->token,
-                              NULL, &pvkey)
+    if (ngx_http_linegate_key(r->pool, NGX_HTTP_LINEGATE_KEY_ACCT_PV,
+                              &cf->account, &cf->token, &pvkey)
         != NGX_OK)
     {
         return NGX_ERROR;
     }
 
     a = ngx_http_linegate_confirm_args(cf);
-    ngx_http_linegate_redis_arg_str(a, &cf->sbkey);
+    ngx_http_linegate_redis_arg_str(a, &cf->akey);
     ngx_http_linegate_redis_arg_str(a, &pvkey);
-    ngx_http_linegate_redis_arg_str(a,
-        ngx_http_linegate_key_fixed(NGX_HTTP_LINEGATE_KEY_INVENTORY));
-    ngx_http_linegate_redis_arg_str(a,
-        ngx_http_linegate_key_fixed(NGX_HTTP_LINEGATE_KEY_PV_INFLIGHT));
-    ngx_http_linegate_redis_arg_str(a, &cf->digest);
+    ngx_http_linegate_redis_arg_str(a, &cf->account);
     ngx_http_linegate_redis_arg_int(r, a, cf->now);
     ngx_http_linegate_redis_arg_int(r, a, lmcf->prov_daily);
     ngx_http_linegate_redis_arg_int(r, a, lmcf->prov_monthly);
     ngx_http_linegate_redis_arg_str(a, &cf->worker_id);
+    ngx_http_linegate_redis_arg(a, cf->iso, NGX_HTTP_LINEGATE_ISO_LEN);
 
     if (ngx_http_linegate_confirm_script(r, cf,
-                                         NGX_HTTP_LINEGATE_SCRIPT_PV_RESERVE)
+                                         NGX_HTTP_LINEGATE_SCRIPT_PV_RESERVE,
+                                         NGX_HTTP_LINEGATE_KEYS_PV_RESERVE)
         != NGX_OK)
     {
         return NGX_ERROR;
@@ -483,11 +578,14 @@ ngx_http_linegate_confirm_reserved(ngx_http_request_t *r,
     }
 
     if (ngx_http_linegate_reply_int(reply, 0, &code) != NGX_OK
-        || (code != NGX_HTTP_UNAUTHORIZED
-            && ngx_http_linegate_pv_state(r, ctx, reply, cf->now, &cf->st)
-               != NGX_OK))
+        || ngx_http_linegate_pv_state(r, ctx, reply, cf->now, &cf->st)
+           != NGX_OK)
     {
-        ngx_http_linegate_internal_error(r);
+        /* it may have reserved: released before the answer */
+        ngx_http_linegate_confirm_fail(r, ctx,
+                                       NGX_HTTP_INTERNAL_SERVER_ERROR,
+                                       "INTERNAL_ERROR", "Internal error",
+                                       NULL);
         return;
     }
 
@@ -504,7 +602,10 @@ ngx_http_linegate_confirm_reserved(ngx_http_request_t *r,
         return;
     }
 
-    if (ngx_http_linegate_confirm_prepare(r, cf, reply) != NGX_OK) {
+    if (ngx_http_linegate_confirm_copy(r, reply, NGX_HTTP_LINEGATE_PV_EXTRA,
+                                       &cf->customer)
+        != NGX_OK)
+    {
         ngx_http_linegate_confirm_fail(r, ctx,
                                        NGX_HTTP_INTERNAL_SERVER_ERROR,
                                        "INTERNAL_ERROR", "Internal error",
@@ -512,15 +613,7 @@ ngx_http_linegate_confirm_reserved(ngx_http_request_t *r,
         return;
     }
 
-    if (!ngx_http_linegate_stripe_id_valid(&cf->customer)) {
-        ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
-                      NGX_HTTP_LINEGATE_LOG "account \"%V\" has a malformed "
-                      "Stripe customer id", &cf->account);
-        ngx_http_linegate_confirm_no_card(r, ctx);
-        return;
-    }
-
-    ngx_http_linegate_confirm_next(r, ctx, NGX_HTTP_LINEGATE_CONFIRM_CUSTOMER);
+    ngx_http_linegate_confirm_next(r, ctx, NGX_HTTP_LINEGATE_CONFIRM_CLAIM);
 }
 
 
@@ -532,7 +625,7 @@ ngx_http_linegate_confirm_refused(ngx_http_request_t *r,
     ngx_str_t                     extra;
     ngx_http_linegate_confirm_t  *cf;
 
-    cf = ctx->data;
+    cf = ngx_http_linegate_confirm_of(ctx);
 
     ngx_str_null(&extra);
     (void) ngx_http_linegate_reply_str(reply, NGX_HTTP_LINEGATE_PV_EXTRA,
@@ -571,15 +664,109 @@ ngx_http_linegate_confirm_refused(ngx_http_request_t *r,
 }
 
 
+/* CLAIM */
+
+static ngx_int_t
+ngx_http_linegate_confirm_claim(ngx_http_request_t *r,
+    ngx_http_linegate_confirm_t *cf)
+{
+    ngx_http_linegate_redis_args_t  *a;
+
+    a = ngx_http_linegate_confirm_args(cf);
+    ngx_http_linegate_redis_arg_str(a,
+        ngx_http_linegate_key_fixed(NGX_HTTP_LINEGATE_KEY_INVENTORY));
+    ngx_http_linegate_redis_arg_str(a,
+        ngx_http_linegate_key_fixed(NGX_HTTP_LINEGATE_KEY_PV_INFLIGHT));
+    ngx_http_linegate_redis_arg_str(a, &cf->account);
+    ngx_http_linegate_redis_arg_str(a, &cf->worker_id);
+    ngx_http_linegate_redis_arg_int(r, a, cf->now);
+
+    if (ngx_http_linegate_confirm_script(r, cf,
+                                         NGX_HTTP_LINEGATE_SCRIPT_PV_CLAIM,
+                                         NGX_HTTP_LINEGATE_KEYS_PV_CLAIM)
+        != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    cf->claiming = 1;
+
+    return NGX_OK;
+}
+
+
+static void
+ngx_http_linegate_confirm_claimed(ngx_http_request_t *r,
+    ngx_http_linegate_ctx_t *ctx, ngx_http_linegate_confirm_t *cf,
+    redisReply *reply)
+{
+    int64_t  claimed;
+
+    if (reply == NULL
+        || ngx_http_linegate_reply_int(reply, 0, &claimed) != NGX_OK)
+    {
+        /*
+         * A number may have been claimed, unseen: the reservation is
+         * released, then 503; the claim, if any, is the sweep's (it
+         * finds no reservation and no line: the number returns).
+         */
+        cf->store_failed = 1;
+        ngx_http_linegate_confirm_next(r, ctx,
+                                       NGX_HTTP_LINEGATE_CONFIRM_RELEASE);
+        return;
+    }
+
+    cf->claiming = 0;
+
+    if (claimed == 0) {
+        /* the inventory is empty: the slot is freed, then 503 */
+        cf->inventory_empty = 1;
+        ngx_http_linegate_confirm_next(r, ctx,
+                                       NGX_HTTP_LINEGATE_CONFIRM_RELEASE);
+        return;
+    }
+
+    if (ngx_http_linegate_confirm_copy(r, reply, 1, &cf->number) != NGX_OK
+        || ngx_http_linegate_confirm_prepare(r, cf) != NGX_OK)
+    {
+        if (cf->claim.len == 0) {
+            /* the number is not known: the claim is the sweep's */
+            ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                          NGX_HTTP_LINEGATE_LOG "unexpected reply to the "
+                          "claim of %V, account \"%V\": the sweep settles "
+                          "it", &cf->worker_id, &cf->account);
+        }
+
+        ngx_http_linegate_confirm_fail(r, ctx,
+                                       NGX_HTTP_INTERNAL_SERVER_ERROR,
+                                       "INTERNAL_ERROR", "Internal error",
+                                       NULL);
+        return;
+    }
+
+    if (!ngx_http_linegate_stripe_id_valid(&cf->customer)) {
+        ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
+                      NGX_HTTP_LINEGATE_LOG "account \"%V\" has a malformed "
+                      "Stripe customer id", &cf->account);
+        ngx_http_linegate_confirm_no_card(r, ctx);
+        return;
+    }
+
+    ngx_http_linegate_confirm_next(r, ctx, NGX_HTTP_LINEGATE_CONFIRM_CUSTOMER);
+}
+
+
 /*
- * From the reserve reply: the account, its Stripe customer and the
- * number (copied: the reply is freed), then what every later step needs.
+ * With the number claimed: the claim's member and the room of its
+ * "queued once" key (the cleanup cannot allocate), then what every
+ * Stripe step needs.
  */
 static ngx_int_t
 ngx_http_linegate_confirm_prepare(ngx_http_request_t *r,
-    ngx_http_linegate_confirm_t *cf, redisReply *reply)
+    ngx_http_linegate_confirm_t *cf)
 {
     char                            digest[65];
+    size_t                          len;
     ngx_str_t                       price;
     ngx_pool_t                     *pool;
     ngx_http_linegate_main_conf_t  *lmcf;
@@ -587,25 +774,24 @@ ngx_http_linegate_confirm_prepare(ngx_http_request_t *r,
     lmcf = ngx_http_get_module_main_conf(r, ngx_http_linegate_module);
     pool = r->pool;
 
-    if (ngx_http_linegate_confirm_copy(r, reply, NGX_HTTP_LINEGATE_PV_ACCOUNT,
-                                       &cf->account)
-        != NGX_OK
-        || ngx_http_linegate_confirm_copy(r, reply,
-                                          NGX_HTTP_LINEGATE_PV_EXTRA,
-                                          &cf->customer)
-           != NGX_OK
-        || ngx_http_linegate_confirm_copy(r, reply,
-                                          NGX_HTTP_LINEGATE_PV_EXTRA + 1,
-                                          &cf->number)
-           != NGX_OK)
-    {
+    len = cf->account.len + 1 + cf->worker_id.len + 1 + cf->number.len;
+
+    cf->claim.data = ngx_pnalloc(pool, len);
+    if (cf->claim.data == NULL) {
         return NGX_ERROR;
     }
 
-    if (ngx_http_linegate_key(pool, NGX_HTTP_LINEGATE_KEY_ACCT,
-                              &cf->account, NULL, &cf->akey)
-        != NGX_OK)
-    {
+    cf->claim.len = ngx_sprintf(cf->claim.data, "%V %V %V", &cf->account,
+                                &cf->worker_id, &cf->number)
+                    - cf->claim.data;
+
+    /* lg:{fleet}:q:<A>:<worker>:<the longest reason> */
+    len = ngx_http_linegate_key_len(NGX_HTTP_LINEGATE_KEY_FLEET_Q,
+                                    &cf->account, &cf->worker_id)
+          + 1 + NGX_HTTP_LINEGATE_CONFIRM_REASON_MAX;
+
+    cf->qkey.data = ngx_pnalloc(pool, len);
+    if (cf->qkey.data == NULL) {
         return NGX_ERROR;
     }
 
@@ -681,7 +867,7 @@ ngx_http_linegate_confirm_stripe_done(ngx_http_request_t *r,
 {
     ngx_http_linegate_confirm_t  *cf;
 
-    cf = ctx->data;
+    cf = ngx_http_linegate_confirm_of(ctx);
 
     if (ctx->state == NGX_HTTP_LINEGATE_CONFIRM_CUSTOMER) {
         ngx_http_linegate_confirm_checked(r, ctx, cf);
@@ -938,18 +1124,17 @@ ngx_http_linegate_confirm_record_args(ngx_http_request_t *r,
     ngx_http_linegate_redis_args_t  *a;
 
     a = ngx_http_linegate_confirm_args(cf);
+    ngx_memcpy(cf->at, cf->iso, NGX_HTTP_LINEGATE_ISO_LEN);
+
     ngx_http_linegate_redis_arg_str(a, &cf->akey);
-    ngx_http_linegate_redis_arg_str(a,
-        ngx_http_linegate_key_fixed(NGX_HTTP_LINEGATE_KEY_PV_INFLIGHT));
-    ngx_http_linegate_redis_arg_str(a,
-        ngx_http_linegate_key_fixed(NGX_HTTP_LINEGATE_KEY_RECONCILE));
     ngx_http_linegate_redis_arg_str(a, &cf->worker_id);
     ngx_http_linegate_redis_arg_str(a, &cf->subscription);
     ngx_http_linegate_confirm_arg_int(cf, 0, cf->now);
     ngx_http_linegate_redis_arg_str(a, &cf->account);
     ngx_http_linegate_redis_arg_str(a, &cf->idempotency_key);
     ngx_http_linegate_redis_arg_str(a, &cf->customer);
-    ngx_http_linegate_redis_arg(a, cf->iso, NGX_HTTP_LINEGATE_ISO_LEN);
+    ngx_http_linegate_redis_arg(a, cf->at, NGX_HTTP_LINEGATE_ISO_LEN);
+    ngx_http_linegate_redis_arg_str(a, &cf->number);
 }
 
 
@@ -959,11 +1144,18 @@ ngx_http_linegate_confirm_record(ngx_http_request_t *r,
 {
     ngx_http_linegate_confirm_record_args(r, cf);
 
-    return ngx_http_linegate_redis_script(r,
-                                          NGX_HTTP_LINEGATE_SCRIPT_PV_RECORD,
-                                          NGX_HTTP_LINEGATE_KEYS_PV_RECORD,
-                                          &cf->args,
-                                          ngx_http_linegate_confirm_stored);
+    if (ngx_http_linegate_redis_script(r, NGX_HTTP_LINEGATE_SCRIPT_PV_RECORD,
+                                       NGX_HTTP_LINEGATE_KEYS_PV_RECORD,
+                                       &cf->args,
+                                       ngx_http_linegate_confirm_stored)
+        != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    cf->recording = 1;
+
+    return NGX_OK;
 }
 
 
@@ -978,26 +1170,28 @@ ngx_http_linegate_confirm_recorded(ngx_http_request_t *r,
     if (reply != NULL && ngx_http_linegate_reply_int(reply, 0, &done) == NGX_OK)
     {
         if (done == 1) {
+            /* the line holds the number: the claim goes */
             cf->status = NGX_HTTP_OK;
-            cf->settled = 1;
             ngx_http_linegate_confirm_next(r, ctx,
-                                           NGX_HTTP_LINEGATE_CONFIRM_DONE);
+                                           NGX_HTTP_LINEGATE_CONFIRM_SETTLE);
             return;
         }
 
-        /* charged but not recorded: the script queued it */
+        /* charged but not recorded: the script wrote the outbox */
         if (ngx_http_linegate_reply_str(reply, 1, &reason) == NGX_OK
             && reason.len == sizeof("record_failed") - 1
             && ngx_strncmp(reason.data, "record_failed", reason.len) == 0)
         {
+            /* the reservation is kept: the entry holds the number */
             cf->reconcile = "record_failed";
 
         } else {
+            /* nothing holds the number but the claim: it returns */
             cf->reconcile = "reservation_missing";
+            cf->giveback = 1;
         }
 
         cf->queued = 1;
-        cf->settled = 1;
 
         ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
                       NGX_HTTP_LINEGATE_LOG "subscription %V of account "
@@ -1005,39 +1199,45 @@ ngx_http_linegate_confirm_recorded(ngx_http_request_t *r,
                       "reconciliation", &cf->subscription, &cf->account,
                       &cf->worker_id, cf->reconcile);
 
-    } else {
-        /*
-         * No answer (or a script error): the record may or may not have
-         * run. It is re-sent until Redis answers: it records the line, or
-         * queues the purchase, once.
-         */
-        ngx_http_linegate_confirm_record_args(r, cf);
+        cf->status = NGX_HTTP_INTERNAL_SERVER_ERROR;
+        cf->code = "provisioning_failed";
 
-        if (ngx_http_linegate_confirm_durable(cf,
-                                           NGX_HTTP_LINEGATE_SCRIPT_PV_RECORD,
-                                           "the record of a paid line")
-            == NGX_OK)
-        {
-            ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
-                          NGX_HTTP_LINEGATE_LOG "subscription %V of "
-                          "account \"%V\" (%V, number %V) not recorded yet: "
-                          "the record is re-sent until Redis answers",
-                          &cf->subscription, &cf->account, &cf->worker_id,
-                          &cf->number);
-
-        } else {
-            /* the last place this purchase is written down */
-            ngx_log_error(NGX_LOG_ALERT, r->connection->log, 0,
-                          NGX_HTTP_LINEGATE_LOG "subscription %V of account "
-                          "\"%V\" (%V, number %V) was created but could be "
-                          "neither recorded nor queued for reconciliation",
-                          &cf->subscription, &cf->account, &cf->worker_id,
-                          &cf->number);
-        }
-
-        cf->settled = 1;
+        ngx_http_linegate_confirm_next(r, ctx,
+                                       NGX_HTTP_LINEGATE_CONFIRM_SETTLE);
+        return;
     }
 
+    /*
+     * No answer (or a script error): the record may or may not have run.
+     * It is re-sent until Redis answers: it records the line, or writes
+     * the outbox, once. Its claim is then the sweep's: whether the line
+     * holds the number is not known here.
+     */
+    ngx_http_linegate_confirm_record_args(r, cf);
+
+    if (ngx_http_linegate_confirm_durable(cf,
+                                          NGX_HTTP_LINEGATE_SCRIPT_PV_RECORD,
+                                          "the record of a paid line")
+        == NGX_OK)
+    {
+        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                      NGX_HTTP_LINEGATE_LOG "subscription %V of "
+                      "account \"%V\" (%V, number %V) not recorded yet: "
+                      "the record is re-sent until Redis answers",
+                      &cf->subscription, &cf->account, &cf->worker_id,
+                      &cf->number);
+
+    } else {
+        /* the last place this purchase is written down */
+        ngx_log_error(NGX_LOG_ALERT, r->connection->log, 0,
+                      NGX_HTTP_LINEGATE_LOG "subscription %V of account "
+                      "\"%V\" (%V, number %V) was created but could be "
+                      "neither recorded nor queued for reconciliation",
+                      &cf->subscription, &cf->account, &cf->worker_id,
+                      &cf->number);
+    }
+
+    cf->settled = 1;
     cf->status = NGX_HTTP_INTERNAL_SERVER_ERROR;
     cf->code = "provisioning_failed";
 
@@ -1057,15 +1257,10 @@ ngx_http_linegate_confirm_release_args(ngx_http_request_t *r,
 
     lmcf = ngx_http_get_module_main_conf(r, ngx_http_linegate_module);
 
-    /* the account is unknown when the reserve answer was lost */
     a = ngx_http_linegate_confirm_args(cf);
-    ngx_http_linegate_redis_arg_str(a, cf->akey.len ? &cf->akey : &cf->sbkey);
-    ngx_http_linegate_redis_arg_str(a,
-        ngx_http_linegate_key_fixed(NGX_HTTP_LINEGATE_KEY_PV_INFLIGHT));
-    ngx_http_linegate_redis_arg_str(a,
-        ngx_http_linegate_key_fixed(NGX_HTTP_LINEGATE_KEY_RECONCILE));
-    ngx_http_linegate_redis_arg_str(a,
-        ngx_http_linegate_key_fixed(NGX_HTTP_LINEGATE_KEY_INVENTORY));
+    ngx_memcpy(cf->at, cf->iso, NGX_HTTP_LINEGATE_ISO_LEN);
+
+    ngx_http_linegate_redis_arg_str(a, &cf->akey);
     ngx_http_linegate_redis_arg_str(a, &cf->worker_id);
     ngx_http_linegate_confirm_arg_int(cf, 0, cf->now);
     ngx_http_linegate_confirm_arg_int(cf, 1, lmcf->prov_daily);
@@ -1074,7 +1269,8 @@ ngx_http_linegate_confirm_release_args(ngx_http_request_t *r,
     ngx_http_linegate_redis_arg_str(a, &cf->account);
     ngx_http_linegate_redis_arg_str(a, &cf->idempotency_key);
     ngx_http_linegate_redis_arg_str(a, &cf->customer);
-    ngx_http_linegate_redis_arg(a, cf->iso, NGX_HTTP_LINEGATE_ISO_LEN);
+    ngx_http_linegate_redis_arg(a, cf->at, NGX_HTTP_LINEGATE_ISO_LEN);
+    ngx_http_linegate_redis_arg_str(a, &cf->number);
 }
 
 
@@ -1097,14 +1293,12 @@ ngx_http_linegate_confirm_released(ngx_http_request_t *r,
     ngx_http_linegate_ctx_t *ctx, ngx_http_linegate_confirm_t *cf,
     redisReply *reply)
 {
-    int64_t  released;
-
-    cf->settled = 1;
+    int64_t  released, line;
 
     if (reply == NULL
         || ngx_http_linegate_reply_int(reply, 0, &released) != NGX_OK)
     {
-        /* re-sent until Redis answers: released (and queued) once */
+        /* re-sent until Redis answers: released (and written) once */
         ngx_http_linegate_confirm_release_args(r, cf);
 
         if (ngx_http_linegate_confirm_durable(cf,
@@ -1130,17 +1324,167 @@ ngx_http_linegate_confirm_released(ngx_http_request_t *r,
                           cf->reconcile ? cf->reconcile : "");
         }
 
-    } else {
-        cf->queued = cf->reconcile != NULL;
+        /* RECORD never ran: no line holds the number, which returns */
+        cf->giveback = 1;
+        ngx_http_linegate_confirm_settle_durable(r, cf);
 
-        if (reply->elements > NGX_HTTP_LINEGATE_PV_ACCOUNT) {
-            /* the answer's RateLimit headers count the freed slot */
-            (void) ngx_http_linegate_pv_state(r, ctx, reply, cf->now,
-                                              &cf->st);
-        }
+        cf->settled = 1;
+        ngx_http_linegate_confirm_next(r, ctx,
+                                       NGX_HTTP_LINEGATE_CONFIRM_DONE);
+        return;
+    }
+
+    if (reply->elements > NGX_HTTP_LINEGATE_PV_ACCOUNT) {
+        /* the answer's RateLimit headers count the freed slot */
+        (void) ngx_http_linegate_pv_state(r, ctx, reply, cf->now, &cf->st);
+    }
+
+    /* a line recorded for this worker (never, here) keeps its number */
+    if (ngx_http_linegate_reply_int(reply, NGX_HTTP_LINEGATE_PV_EXTRA, &line)
+        != NGX_OK)
+    {
+        line = 0;
+    }
+
+    cf->giveback = (line == 0);
+    cf->queued = cf->reconcile != NULL;
+
+    if (cf->claim.len == 0) {
+        /* no claim known: nothing to settle (or the sweep's) */
+        cf->settled = 1;
+        ngx_http_linegate_confirm_next(r, ctx,
+                                       NGX_HTTP_LINEGATE_CONFIRM_DONE);
+        return;
+    }
+
+    ngx_http_linegate_confirm_next(r, ctx, NGX_HTTP_LINEGATE_CONFIRM_SETTLE);
+}
+
+
+/* SETTLE */
+
+/* nothing allocated: also run from the cleanup */
+static void
+ngx_http_linegate_confirm_settle_args(ngx_http_request_t *r,
+    ngx_http_linegate_confirm_t *cf)
+{
+    u_char                          *p;
+    ngx_str_t                        tail;
+    ngx_http_linegate_redis_args_t  *a;
+
+    a = ngx_http_linegate_confirm_args(cf);
+
+    ngx_http_linegate_redis_arg_str(a,
+        ngx_http_linegate_key_fixed(NGX_HTTP_LINEGATE_KEY_PV_INFLIGHT));
+    ngx_http_linegate_redis_arg_str(a,
+        ngx_http_linegate_key_fixed(NGX_HTTP_LINEGATE_KEY_INVENTORY));
+    ngx_http_linegate_redis_arg_str(a,
+        ngx_http_linegate_key_fixed(NGX_HTTP_LINEGATE_KEY_RECONCILE));
+
+    if (cf->reconcile == NULL) {
+        ngx_http_linegate_redis_arg_str(a,
+            ngx_http_linegate_key_fixed(NGX_HTTP_LINEGATE_KEY_FLEET_Q_NONE));
+
+    } else {
+        /* lg:{fleet}:q:<A>:<worker>:<reason>, in the room prepared */
+        tail.data = cf->qkey.data;
+        p = ngx_http_linegate_key_write(cf->qkey.data,
+                                        NGX_HTTP_LINEGATE_KEY_FLEET_Q,
+                                        &cf->account, &cf->worker_id);
+        *p++ = ':';
+        p = ngx_cpymem(p, cf->reconcile,
+                       ngx_min(ngx_strlen(cf->reconcile),
+                               NGX_HTTP_LINEGATE_CONFIRM_REASON_MAX - 1));
+        tail.len = p - tail.data;
+        ngx_http_linegate_redis_arg_str(a, &tail);
+    }
+
+    ngx_http_linegate_redis_arg_str(a, &cf->claim);
+    ngx_http_linegate_redis_arg_cstr(a, cf->giveback ? "1" : "0");
+    ngx_http_linegate_redis_arg_cstr(a, cf->reconcile ? cf->reconcile : "");
+
+    if (cf->reconcile == NULL) {
+        return;
+    }
+
+    /* the entry's fields, as pv_record and pv_release wrote the outbox */
+    ngx_http_linegate_redis_arg_cstr(a, "account");
+    ngx_http_linegate_redis_arg_str(a, &cf->account);
+    ngx_http_linegate_redis_arg_cstr(a, "subscription_id");
+    ngx_http_linegate_redis_arg_str(a, &cf->subscription);
+    ngx_http_linegate_redis_arg_cstr(a, "phone_number");
+    ngx_http_linegate_redis_arg_str(a, &cf->number);
+    ngx_http_linegate_redis_arg_cstr(a, "worker_id");
+    ngx_http_linegate_redis_arg_str(a, &cf->worker_id);
+    ngx_http_linegate_redis_arg_cstr(a, "reason");
+    ngx_http_linegate_redis_arg_cstr(a, cf->reconcile);
+    ngx_http_linegate_redis_arg_cstr(a, "idempotency_key");
+    ngx_http_linegate_redis_arg_str(a, &cf->idempotency_key);
+    ngx_http_linegate_redis_arg_cstr(a, "customer");
+    ngx_http_linegate_redis_arg_str(a, &cf->customer);
+    ngx_http_linegate_redis_arg_cstr(a, "at");
+    ngx_http_linegate_redis_arg(a, cf->at, NGX_HTTP_LINEGATE_ISO_LEN);
+}
+
+
+static ngx_int_t
+ngx_http_linegate_confirm_settle(ngx_http_request_t *r,
+    ngx_http_linegate_confirm_t *cf)
+{
+    ngx_http_linegate_confirm_settle_args(r, cf);
+
+    return ngx_http_linegate_redis_script(r,
+                                          NGX_HTTP_LINEGATE_SCRIPT_PV_SETTLE,
+                                          NGX_HTTP_LINEGATE_KEYS_PV_SETTLE,
+                                          &cf->args,
+                                          ngx_http_linegate_confirm_stored);
+}
+
+
+static void
+ngx_http_linegate_confirm_settled(ngx_http_request_t *r,
+    ngx_http_linegate_ctx_t *ctx, ngx_http_linegate_confirm_t *cf,
+    redisReply *reply)
+{
+    int64_t  claimed;
+
+    cf->settled = 1;
+
+    if (reply == NULL
+        || ngx_http_linegate_reply_int(reply, 0, &claimed) != NGX_OK)
+    {
+        /* the purchase itself is written down: this is bookkeeping */
+        ngx_http_linegate_confirm_settle_durable(r, cf);
     }
 
     ngx_http_linegate_confirm_next(r, ctx, NGX_HTTP_LINEGATE_CONFIRM_DONE);
+}
+
+
+/*
+ * SETTLE as a durable write, when its arguments are known (a claim, and
+ * the step before it answered, or could not have recorded a line); if
+ * it cannot be queued, the claim is the sweep's.
+ */
+static void
+ngx_http_linegate_confirm_settle_durable(ngx_http_request_t *r,
+    ngx_http_linegate_confirm_t *cf)
+{
+    if (cf->claim.len == 0) {
+        return;
+    }
+
+    ngx_http_linegate_confirm_settle_args(r, cf);
+
+    if (ngx_http_linegate_confirm_durable(cf,
+                                          NGX_HTTP_LINEGATE_SCRIPT_PV_SETTLE,
+                                          "a claim's settlement")
+        != NGX_OK)
+    {
+        ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
+                      NGX_HTTP_LINEGATE_LOG "claim \"%V\" not settled: the "
+                      "reconciliation sweep settles it", &cf->claim);
+    }
 }
 
 
@@ -1152,11 +1496,24 @@ static ngx_int_t
 ngx_http_linegate_confirm_durable(ngx_http_linegate_confirm_t *cf,
     ngx_http_linegate_script_id_e script, const char *what)
 {
-    if (ngx_http_linegate_redis_durable(ngx_cycle->log, script,
-                                        script
-                                        == NGX_HTTP_LINEGATE_SCRIPT_PV_RECORD
-                                        ? NGX_HTTP_LINEGATE_KEYS_PV_RECORD
-                                        : NGX_HTTP_LINEGATE_KEYS_PV_RELEASE,
+    int  nkeys;
+
+    switch (script) {
+
+    case NGX_HTTP_LINEGATE_SCRIPT_PV_RECORD:
+        nkeys = NGX_HTTP_LINEGATE_KEYS_PV_RECORD;
+        break;
+
+    case NGX_HTTP_LINEGATE_SCRIPT_PV_SETTLE:
+        nkeys = NGX_HTTP_LINEGATE_KEYS_PV_SETTLE;
+        break;
+
+    default: /* NGX_HTTP_LINEGATE_SCRIPT_PV_RELEASE */
+        nkeys = NGX_HTTP_LINEGATE_KEYS_PV_RELEASE;
+        break;
+    }
+
+    if (ngx_http_linegate_redis_durable(ngx_cycle->log, script, nkeys,
                                         &cf->args, what)
         != NGX_OK)
     {
@@ -1173,24 +1530,25 @@ ngx_http_linegate_confirm_durable(ngx_http_linegate_confirm_t *cf,
  * The request ends. If it ends before the purchase was settled (the
  * client went away or reset its stream, the request was terminated with
  * a step in flight), what the step in flight leaves behind is settled by
- * a durable write: the reservation released (and queued when Stripe may
- * have charged), or the paid line recorded.
+ * durable writes: the reservation released (and the outbox written when
+ * Stripe may have charged) and the claim settled, or the paid line
+ * recorded (its claim then the sweep's), or the claim settled.
  */
 static void
 ngx_http_linegate_confirm_cleanup(void *data)
 {
-    ngx_http_linegate_ctx_t         *ctx = data;
+    ngx_http_linegate_confirm_t     *cf = data;
 
     const char                      *what;
     ngx_http_request_t              *r;
-    ngx_http_linegate_confirm_t     *cf;
+    ngx_http_linegate_ctx_t         *ctx;
     ngx_http_linegate_script_id_e    script;
 
-    cf = ctx->data;
-    r = cf ? cf->request : NULL;
+    r = cf->request;
+    ctx = cf->ctx;
 
-    if (cf == NULL || cf->settled
-        || ctx->state == NGX_HTTP_LINEGATE_CONFIRM_DONE)
+    if (cf->settled || ctx->state == NGX_HTTP_LINEGATE_CONFIRM_DONE
+        || ctx->state == NGX_HTTP_LINEGATE_CONFIRM_AUTH)
     {
         return;
     }
@@ -1216,9 +1574,20 @@ ngx_http_linegate_confirm_cleanup(void *data)
         script = NGX_HTTP_LINEGATE_SCRIPT_PV_RECORD;
         break;
 
-    default: /* CUSTOMER, RELEASE */
+    case NGX_HTTP_LINEGATE_CONFIRM_SETTLE:
+        script = NGX_HTTP_LINEGATE_SCRIPT_PV_SETTLE;
+        break;
+
+    default: /* CLAIM, CUSTOMER, RELEASE */
         script = NGX_HTTP_LINEGATE_SCRIPT_PV_RELEASE;
         break;
+    }
+
+    cf->settled = 1;
+
+    if (script == NGX_HTTP_LINEGATE_SCRIPT_PV_SETTLE) {
+        ngx_http_linegate_confirm_settle_durable(r, cf);
+        return;
     }
 
     if (script == NGX_HTTP_LINEGATE_SCRIPT_PV_RECORD) {
@@ -1229,8 +1598,6 @@ ngx_http_linegate_confirm_cleanup(void *data)
         ngx_http_linegate_confirm_release_args(r, cf);
         what = "a reservation's release";
     }
-
-    cf->settled = 1;
 
     if (ngx_http_linegate_confirm_durable(cf, script, what) != NGX_OK) {
         ngx_log_error(NGX_LOG_ALERT, ngx_cycle->log, 0,
@@ -1247,6 +1614,12 @@ ngx_http_linegate_confirm_cleanup(void *data)
                   "answers", &cf->worker_id, &cf->account, what,
                   cf->reconcile ? ", queued as " : "",
                   cf->reconcile ? cf->reconcile : "");
+
+    if (script == NGX_HTTP_LINEGATE_SCRIPT_PV_RELEASE) {
+        /* RECORD never ran: no line holds the number, which returns */
+        cf->giveback = 1;
+        ngx_http_linegate_confirm_settle_durable(r, cf);
+    }
 }
 
 
@@ -1258,7 +1631,7 @@ ngx_http_linegate_confirm_stored(ngx_http_request_t *r, redisReply *reply)
     ngx_http_linegate_confirm_t  *cf;
 
     ctx = ngx_http_linegate_get_ctx(r);
-    cf = ctx->data;
+    cf = ngx_http_linegate_confirm_of(ctx);
 
     switch (ctx->state) {
 
@@ -1266,8 +1639,16 @@ ngx_http_linegate_confirm_stored(ngx_http_request_t *r, redisReply *reply)
         ngx_http_linegate_confirm_reserved(r, ctx, cf, reply);
         return;
 
+    case NGX_HTTP_LINEGATE_CONFIRM_CLAIM:
+        ngx_http_linegate_confirm_claimed(r, ctx, cf, reply);
+        return;
+
     case NGX_HTTP_LINEGATE_CONFIRM_RECORD:
         ngx_http_linegate_confirm_recorded(r, ctx, cf, reply);
+        return;
+
+    case NGX_HTTP_LINEGATE_CONFIRM_SETTLE:
+        ngx_http_linegate_confirm_settled(r, ctx, cf, reply);
         return;
 
     default: /* NGX_HTTP_LINEGATE_CONFIRM_RELEASE */
@@ -1283,11 +1664,27 @@ static void
 ngx_http_linegate_confirm_answer(ngx_http_request_t *r,
     ngx_http_linegate_ctx_t *ctx, ngx_http_linegate_confirm_t *cf)
 {
+    ngx_str_t                        empty;
     const char                      *message;
     ngx_http_linegate_json_write_t   jw;
 
     if (cf->store_failed) {
         ngx_http_linegate_store_unavailable(r);
+        return;
+    }
+
+    if (cf->inventory_empty) {
+        /* the RateLimit headers count the slot freed */
+        ngx_str_null(&empty);
+
+        if (ngx_http_linegate_pv_refuse(r, ctx,
+                                        NGX_HTTP_SERVICE_UNAVAILABLE, &empty,
+                                        &cf->st)
+            != NGX_OK)
+        {
+            ngx_http_linegate_internal_error(r);
+        }
+
         return;
     }
 
@@ -1367,17 +1764,13 @@ ngx_http_linegate_confirm_args(ngx_http_linegate_confirm_t *cf)
 }
 
 
-/* pv_confirm: its keys, and the step's moment as its last ARGV */
+/* a script of the confirm, its arguments in cf->args */
 static ngx_int_t
 ngx_http_linegate_confirm_script(ngx_http_request_t *r,
-    ngx_http_linegate_confirm_t *cf, ngx_http_linegate_script_id_e script)
+    ngx_http_linegate_confirm_t *cf, ngx_http_linegate_script_id_e script,
+    int nkeys)
 {
-    ngx_http_linegate_redis_arg(&cf->args, cf->iso,
-                                NGX_HTTP_LINEGATE_ISO_LEN);
-
-    return ngx_http_linegate_redis_script(r, script,
-                                          NGX_HTTP_LINEGATE_KEYS_PV_RESERVE,
-                                          &cf->args,
+    return ngx_http_linegate_redis_script(r, script, nkeys, &cf->args,
                                           ngx_http_linegate_confirm_stored);
 }
 

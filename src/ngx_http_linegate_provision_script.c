@@ -7,7 +7,8 @@
  * the refusals (401, 403, 429 and its Retry-After, 503) are rendered here
  * once, from an ngx_http_linegate_pv_state_t: for preview and limits the
  * plain commands (ngx_http_linegate_provision_plain.c) fill it in, for
- * the confirm pv_confirm.lua's reply (ngx_http_linegate_pv_state()).
+ * the confirm pv_reserve.lua's and pv_release.lua's replies
+ * (ngx_http_linegate_pv_state()).
  * Nothing here calls those files: ngx_http_linegate_provision.c, above
  * them all, picks the path.
  */
@@ -28,8 +29,6 @@ static u_char *ngx_http_linegate_pv_message(ngx_http_request_t *r,
     time_t ttl);
 static void ngx_http_linegate_pv_window_jw(ngx_http_linegate_json_write_t *jw,
     ngx_http_linegate_pv_window_t *w, time_t window);
-static ngx_int_t ngx_http_linegate_pv_sbkey(ngx_http_request_t *r,
-    ngx_str_t *key_id, ngx_str_t *sbkey);
 
 
 /* the 200 of a preview whose token is stored */
@@ -157,38 +156,6 @@ ngx_http_linegate_pv_window_jw(ngx_http_linegate_json_write_t *jw,
     }
 
     ngx_http_linegate_json_write_end(jw, '}');
-}
-
-
-ngx_int_t
-ngx_http_linegate_pv_credentials(ngx_http_request_t *r,
-    ngx_http_linegate_ctx_t *ctx, ngx_http_linegate_principal_t *p,
-    ngx_str_t *sbkey, ngx_str_t *digest)
-{
-    ngx_str_t  key_id;
-
-    if (ngx_http_linegate_auth_account(r, ctx, p, &key_id, digest)
-        != NGX_OK)
-    {
-        ngx_http_linegate_refuse(r);
-        return NGX_DECLINED;
-    }
-
-    if (ngx_http_linegate_pv_sbkey(r, &key_id, sbkey) != NGX_OK) {
-        ngx_http_linegate_internal_error(r);
-        return NGX_DECLINED;
-    }
-
-    return NGX_OK;
-}
-
-
-static ngx_int_t
-ngx_http_linegate_pv_sbkey(ngx_http_request_t *r, ngx_str_t *key_id,
-    ngx_str_t *sbkey)
-{
-    return ngx_http_linegate_key(r->pool, NGX_HTTP_LINEGATE_KEY_SBKEY, key_id,
-                                 NULL, sbkey);
 }
 
 

@@ -25,10 +25,16 @@
  *             never seen, among the customer's subscriptions by
  *             metadata[worker_id] (a list, not Stripe's search: the
  *             search index lags behind)
- *   RECORD    script pv_record: the paid line is recorded
- *   RELEASE   script pv_release: the number goes back, the slot is freed
+ *   RECORD    script pv_record (the account's slot): the paid line is
+ *             recorded with the entry's number
+ *   RELEASE   script pv_release (the account's slot): the reservation is
+ *             dropped, the slot is freed
  *   CANCEL    Stripe: the subscription is canceled
- *   RESOLVE   script: the entry moves to lg:{fleet}:reconciled with its outcome
+ *   RESOLVE   script: the entry moves to lg:{fleet}:reconciled with its
+ *             outcome; when the entry held its number (record_failed,
+ *             worker_lost: the reservation was kept) and RELEASE found
+ *             no line holding it, the number goes back to the inventory
+ *             in the same step (once: the entry is gone after it)
  *   UNLEASE   script: the lease is given back
  *   DONE      the answer: what became of each entry
  *
@@ -43,7 +49,8 @@
  *     none: nothing was charged;
  *   worker_lost (the client got no answer; the number is still held): a
  *     live subscription is cancelled, then the number and the slot are
- *     released;
+ *     released (a record_failed whose reservation is gone meanwhile,
+ *     cancelled, too);
  *   worker_lost of a Lines API paid add-on (its invoice never stored):
  *     the invoice found at Stripe by metadata[line_request_id] is
  *     discarded (a draft deleted, an open one voided), then the
@@ -163,6 +170,7 @@ typedef struct {
     const char                          *outcome;   /* NULL: stays */
     const char                          *detail;
     const char                          *released;  /* once released */
+    unsigned                             giveback:1; /* its number */
 } ngx_http_linegate_reconcile_entry_t;
 
 
@@ -1632,8 +1640,11 @@ ngx_http_linegate_reconcile_unbilled(ngx_http_request_t *r,
     ngx_http_linegate_ctx_t *ctx, ngx_http_linegate_reconcile_entry_t *e,
     const char *outcome)
 {
-    if (ngx_http_linegate_reconcile_is(&e->reason, "worker_lost")) {
-        /* the reservation a dead worker held: dropped */
+    if (ngx_http_linegate_reconcile_is(&e->reason, "worker_lost")
+        || (e->line_request.len == 0
+            && ngx_http_linegate_reconcile_is(&e->reason, "record_failed")))
+    {
+        /* the reservation a dead worker held, or a paid one: dropped */
         e->released = outcome;
         ngx_http_linegate_reconcile_next(r, ctx,
                                          NGX_HTTP_LINEGATE_RECONCILE_RELEASE);
@@ -1657,14 +1668,10 @@ ngx_http_linegate_reconcile_record(ngx_http_request_t *r,
         return NGX_ERROR;
     }
 
-    /* pv_record.lua's arguments, as confirm sends them */
+    /* pv_record.lua's arguments, as confirm sends them: the entry's number */
     a = &rc->args;
     ngx_http_linegate_redis_args_init(a);
     ngx_http_linegate_redis_arg_str(a, &akey);
-    ngx_http_linegate_redis_arg_str(a,
-        ngx_http_linegate_key_fixed(NGX_HTTP_LINEGATE_KEY_PV_INFLIGHT));
-    ngx_http_linegate_redis_arg_str(a,
-        ngx_http_linegate_key_fixed(NGX_HTTP_LINEGATE_KEY_RECONCILE));
     ngx_http_linegate_redis_arg_str(a, &e->worker_id);
     ngx_http_linegate_redis_arg_str(a, &e->found);
     ngx_http_linegate_redis_arg_int(r, a, ngx_http_linegate_now_ms());
@@ -1672,6 +1679,7 @@ ngx_http_linegate_reconcile_record(ngx_http_request_t *r,
     ngx_http_linegate_redis_arg_str(a, &e->idempotency_key);
     ngx_http_linegate_redis_arg_str(a, &e->customer);
     ngx_http_linegate_redis_arg(a, rc->iso, NGX_HTTP_LINEGATE_ISO_LEN);
+    ngx_http_linegate_redis_arg_str(a, &e->number);
 
     return ngx_http_linegate_reconcile_script(r, rc,
                                           NGX_HTTP_LINEGATE_SCRIPT_PV_RECORD,
@@ -1747,15 +1755,9 @@ ngx_http_linegate_reconcile_release(ngx_http_request_t *r,
         return NGX_ERROR;
     }
 
-    /* pv_release.lua's arguments, with no reason: nothing is queued */
+    /* pv_release.lua's arguments, with no reason: no outbox */
     ngx_http_linegate_redis_args_init(a);
     ngx_http_linegate_redis_arg_str(a, &akey);
-    ngx_http_linegate_redis_arg_str(a,
-        ngx_http_linegate_key_fixed(NGX_HTTP_LINEGATE_KEY_PV_INFLIGHT));
-    ngx_http_linegate_redis_arg_str(a,
-        ngx_http_linegate_key_fixed(NGX_HTTP_LINEGATE_KEY_RECONCILE));
-    ngx_http_linegate_redis_arg_str(a,
-        ngx_http_linegate_key_fixed(NGX_HTTP_LINEGATE_KEY_INVENTORY));
     ngx_http_linegate_redis_arg_str(a, &e->worker_id);
     ngx_http_linegate_redis_arg_int(r, a, ngx_http_linegate_now_ms());
     ngx_http_linegate_redis_arg_int(r, a, lmcf->prov_daily);
@@ -1765,6 +1767,7 @@ ngx_http_linegate_reconcile_release(ngx_http_request_t *r,
     ngx_http_linegate_redis_arg_str(a, &e->idempotency_key);
     ngx_http_linegate_redis_arg_str(a, &e->customer);
     ngx_http_linegate_redis_arg(a, rc->iso, NGX_HTTP_LINEGATE_ISO_LEN);
+    ngx_http_linegate_redis_arg_str(a, &e->number);
 
     return ngx_http_linegate_reconcile_script(r, rc,
                                           NGX_HTTP_LINEGATE_SCRIPT_PV_RELEASE,
@@ -1870,16 +1873,19 @@ ngx_http_linegate_reconcile_resolve(ngx_http_request_t *r,
         ngx_http_linegate_key_fixed(NGX_HTTP_LINEGATE_KEY_RECONCILE));
     ngx_http_linegate_redis_arg_str(a,
         ngx_http_linegate_key_fixed(NGX_HTTP_LINEGATE_KEY_RECONCILED));
+    ngx_http_linegate_redis_arg_str(a,
+        ngx_http_linegate_key_fixed(NGX_HTTP_LINEGATE_KEY_INVENTORY));
     ngx_http_linegate_redis_arg_str(a, &e->id);
     ngx_http_linegate_redis_arg_cstr(a, e->outcome);
     ngx_http_linegate_redis_arg_str(a, &e->found);
     ngx_http_linegate_redis_arg(a, rc->iso, NGX_HTTP_LINEGATE_ISO_LEN);
     ngx_http_linegate_redis_arg_cstr(a, e->line_request.len
                                         ? "invoice_id" : "subscription_id");
+    ngx_http_linegate_redis_arg_cstr(a, e->giveback ? "1" : "0");
 
     return ngx_http_linegate_reconcile_script(r, rc,
                                   NGX_HTTP_LINEGATE_SCRIPT_OP_RECONCILE_RESOLVE,
-                                  2);
+                                  3);
 }
 
 
@@ -2030,6 +2036,20 @@ ngx_http_linegate_reconcile_stored(ngx_http_request_t *r, redisReply *reply)
         if (reply == NULL) {
             ngx_http_linegate_reconcile_defer(r, ctx, "store_unavailable", 1);
             return;
+        }
+
+        /*
+         * pv_release: {released, w[1..6], account, line exists}. The
+         * number the entry held returns unless a line holds it.
+         */
+        if (e->line_request.len == 0
+            && (ngx_http_linegate_reconcile_is(&e->reason, "worker_lost")
+                || ngx_http_linegate_reconcile_is(&e->reason,
+                                                  "record_failed"))
+            && ngx_http_linegate_reply_int(reply, 8, &code) == NGX_OK
+            && code == 0)
+        {
+            e->giveback = 1;
         }
 
         ngx_http_linegate_reconcile_settle(r, ctx,

@@ -61,8 +61,8 @@ subtest 'a preview: token, expiry, message, headers' => sub {
 
     # stored as the data model says, expiring with the token
     my $tok = $b->{preview_token};
-    my $pv = $r->get("lg:pv:$tok");
-    ok($pv, 'lg:pv:<token> written');
+    my $pv = $r->get($p->token_key($a, $tok));
+    ok($pv, "lg:{acct:<A>}:pv:<token> written");
     my $json = eval { Mojo::JSON::decode_json($pv) } // {};
     is($json->{account}, 'acct_pv_ok', 'the preview names the account');
     is($json->{key_id}, $a->{key_id}, 'and the key id');
@@ -71,7 +71,7 @@ subtest 'a preview: token, expiry, message, headers' => sub {
        'created_at: now, Unix ms');
     is($json->{expires_at} - $json->{created_at}, 600_000,
        'expires_at: 10 minutes later');
-    my $ttl = $r->ttl("lg:pv:$tok");
+    my $ttl = $r->ttl($p->token_key($a, $tok));
     ok($ttl > 590 && $ttl <= 600, "expires in 600 s ($ttl)");
     my @other = $r->keys("*$tok*");
     is(scalar @other, 1, 'one key per token');
@@ -348,7 +348,7 @@ subtest 'round trips: a script, then plain commands' => sub {
     $r->hset("lg:{acct:$a->{id}}", daily_limit => 0);
     $p->error_is($p->preview($a), 429, 'daily_limit_reached', "warm $_")
         for 1 .. 4;
-    my @before = sort $r->keys('lg:pv:*');
+    my @before = sort $r->keys("lg:{acct:*}:pv:*");
     ($cmds, $trips) = plain(sub {
         $p->error_is($p->preview($a), 429, 'daily_limit_reached',
                      'limit 0');
@@ -358,20 +358,20 @@ subtest 'round trips: a script, then plain commands' => sub {
               'refused: the token deleted') or diag "@$cmds";
     my ($set) = grep { /"SET"/i } @$cmds;
     my ($del) = grep { /"DEL"/i } @$cmds;
-    my ($k1) = ($set // '') =~ /"(lg:pv:\w+)"/;
-    my ($k2) = ($del // '') =~ /"(lg:pv:\w+)"/;
+    my ($k1) = ($set // '') =~ /"(lg:\{acct:[^"]*\}:pv:\w+)"/;
+    my ($k2) = ($del // '') =~ /"(lg:\{acct:[^"]*\}:pv:\w+)"/;
     is($k2, $k1, 'the very token written ahead');
     is($trips, 2, 'refused: a second round trip, before the answer');
-    my @after = sort $r->keys('lg:pv:*');
+    my @after = sort $r->keys("lg:{acct:*}:pv:*");
     is_deeply(\@after, \@before, 'refused: no token stored');
 };
 
 subtest 'secrets and tokens stay out of the logs' => sub {
     my $log = $s->error_log . $s->access_log;
-    my @tokens = $r->keys('lg:pv:*');
+    my @tokens = $r->keys("lg:{acct:*}:pv:*");
     ok(@tokens, 'tokens were issued');
     for my $k (@tokens) {
-        (my $t = $k) =~ s/^lg:pv://;
+        (my $t = $k) =~ s/^lg:\{acct:[^}]*\}:pv://;
         unlike($log, qr/\Q$t\E/, 'a token is not logged');
     }
     unlike($log, qr/sbs_/, 'no secret is logged');

@@ -74,7 +74,7 @@ subtest 'a purchase' => sub {
     ok($score >= $t0 && $score <= now_ms(),
        'counted from the moment the confirm succeeded');
     is_deeply($p->reservations('acct_ok'), [], 'no reservation left');
-    ok(!$r->exists("lg:pv:$tok"), 'the token is gone');
+    ok(!$r->exists($p->token_key($a, $tok)), 'the token is gone');
 
     # Stripe: one subscription, the agent-line price, card on file
     my @calls = sub_calls();
@@ -101,6 +101,31 @@ subtest 'a purchase' => sub {
 
     my $l = $p->answer($p->limits($a), 200, 'limits');
     is($l->{limits}{daily}{used}, 1, 'limits: 1 used today');
+};
+
+# the number in flight: a claim of lg:{fleet}:pv:inflight ("<account>
+# <worker> <number>") while Stripe works, settled with the line
+subtest 'the claim while Stripe works, gone after the 200' => sub {
+    my $a = $p->account('acct_claim');
+    my $tok = $p->token($a);
+    $p->fault(latency_ms => 800);
+
+    my $claims;
+    my ($tx, $seen) = $p->during($p->confirm_req($a, $tok), sub {
+        $claims = $p->claims('acct_claim');
+        return scalar @$claims;
+    });
+    ok($seen, 'a claim while the subscription is held');
+    my $b = $p->answer($tx, 200, 'confirmed');
+    is(scalar @$claims, 1, 'one claim');
+    is($claims->[0][0], $b->{worker_id}, 'of the purchase\'s worker');
+    is($claims->[0][1], $b->{phone_number}, 'holding the number sold');
+    ok(!$r->sismember('lg:{fleet}:inventory', $b->{phone_number}),
+       'out of the inventory meanwhile');
+    is_deeply($p->claims('acct_claim'), [], 'no claim after the 200');
+    is($p->lines('acct_claim')->{ $b->{worker_id} }{phone_number},
+       $b->{phone_number}, 'the number on the line');
+    $p->clear_faults;
 };
 
 subtest 'a default source is a card on file too' => sub {
@@ -131,14 +156,14 @@ subtest '410: used, unknown, malformed, expired' => sub {
 
     # expired by Redis
     $tok = $p->token($a);
-    $r->pexpire("lg:pv:$tok", 1);
+    $r->pexpire($p->token_key($a, $tok), 1);
     select undef, undef, undef, 0.05;
     $p->error_is($p->confirm($a, $tok), 410, 'token_expired',
                  'expired (TTL)');
 
     # expired by its own expires_at (a clock a bit ahead of Redis's)
     $tok = $p->token($a);
-    my $key = "lg:pv:$tok";
+    my $key = $p->token_key($a, $tok);
     (my $pv = $r->get($key)) =~ s/"expires_at":\d+/"expires_at":1/;
     $r->set($key, $pv, 'EX', 60);
     $p->error_is($p->confirm($a, $tok), 410, 'token_expired',
@@ -255,8 +280,11 @@ subtest '503: no number left at confirm (token consumed)' => sub {
     $r->del('lg:{fleet}:inventory');
     $p->error_is($p->confirm($a, $tok), 503, 'no_lines_available',
                  'inventory empty', qr/^No lines are currently available$/);
+    # the slot was reserved (RESERVE, the account's slot) before the
+    # claim found nothing (CLAIM, the fleet's): released before the 503
     is($r->zcard('lg:{acct:acct_503}:prov'), 0, 'no slot taken');
     is_deeply($p->reservations('acct_503'), [], 'no reservation');
+    is_deeply($p->claims('acct_503'), [], 'no claim');
     $r->sadd('lg:{fleet}:inventory', @all);
     $p->error_is($p->confirm($a, $tok), 410, 'token_expired', 'consumed');
 };

@@ -24,9 +24,7 @@ $p->inventory($p->numbers($TOTAL));
 sub numbers_accounted {
     my ($name) = @_;
     local $Test::Builder::Level = $Test::Builder::Level + 1;
-    my @lines = grep { $r->type($_) eq 'hash' } $r->keys('lg:{acct:*}:line:*');
-    my @resv = $r->keys('lg:{acct:*}:resv:*');
-    is($r->scard('lg:{fleet}:inventory') + @lines + @resv, $TOTAL,
+    is($p->accounted, $TOTAL,
        "$name: no number lost");
 }
 
@@ -294,6 +292,17 @@ subtest 'charged but the line cannot be recorded: 500, queued' => sub {
        'phone_number');
     is($q[0]{worker_id}, $subs[0]{metadata}{worker_id}, 'worker_id');
 
+    # the account's outbox (written with the record, in the account's
+    # slot), queued by the settle (the fleet's slot): the claim is gone
+    my $w = $q[0]{worker_id};
+    my %o = $r->hgetall("lg:{acct:acct_rec}:reconcile:w:$w");
+    is($o{reason}, 'record_failed', 'the outbox: reason');
+    is($o{phone_number}, $q[0]{phone_number}, 'the outbox: the number');
+    is($o{subscription_id}, $subs[0]{id}, 'the outbox: the subscription');
+    is_deeply($p->claims('acct_rec'), [], 'no claim left');
+    ok($r->exists("lg:{fleet}:q:acct_rec:$w:record_failed"),
+       'queued once: its marker');
+
     # paid for: the number stays out of the inventory, the slot counts
     is(scalar @{ $p->reservations('acct_rec') }, 1, 'reservation kept');
     is($r->zcard('lg:{acct:acct_rec}:prov'), 1, 'the slot counts');
@@ -364,6 +373,11 @@ subtest 'Redis gone after the charge: 500, no false claim' => sub {
     ok($l{ $b->{subscription_id} }, 'recorded once Redis answered');
     is_deeply($p->reservations('acct_alert'), [], 'no reservation left');
     is_deeply([reconcile_of('acct_alert')], [], 'nothing to reconcile');
+    # the record's answer was lost: whether the line holds the number was
+    # not known, the claim is left for the reconciliation sweep
+    my ($w, $line) = %{ $p->lines('acct_alert') };
+    is_deeply($p->claims('acct_alert'), [[$w, $line->{phone_number}]],
+              'the claim is left for the sweep');
     numbers_accounted('Redis gone after the charge');
 };
 

@@ -45,9 +45,6 @@ sub settled {
     local $Test::Builder::Level = $Test::Builder::Level + 1;
 
     my $check = sub {
-        my @lines = grep { $r->type($_) eq 'hash' }
-                    $r->keys('lg:{acct:*}:line:*');
-        my @resv = $r->keys('lg:{acct:*}:resv:*');
         my %line = map { ($_->{subscription_id} => 1) }
                    values %{ $p->lines($id) };
         my %queued = map { ($_->{worker_id} => 1) } reconcile_of($id);
@@ -58,7 +55,7 @@ sub settled {
         my $slots = $r->zcard("lg:{acct:$id}:prov");
         my $lines = keys %{ $p->lines($id) };
         return {
-            lost => $TOTAL - ($r->scard('lg:{fleet}:inventory') + @lines + @resv),
+            lost => $TOTAL - $p->accounted,
             orphans => scalar @orphans, held => $held,
             extra_slots => $slots - $lines,
         };

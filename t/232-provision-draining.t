@@ -127,9 +127,11 @@ subtest 'declined while Redis was gone: number and slot given back' => sub {
 
     my $tx = confirm_through_outage($a, $tok, 2);
     $p->error_is($tx, 402, 'payment_failed', 'declined');
+    # the release, then the claim's settlement: two durable writes
     ok(eventually(sub {
         !@{ $p->reservations('acct_decl') }
             && !$r->zcard('lg:{acct:acct_decl}:prov')
+            && !@{ $p->claims('acct_decl') }
     }), 'released once Redis was back');
     is($r->scard('lg:{fleet}:inventory'), $inv, 'the number is back');
     is(scalar subs_of('acct_decl'), 0, 'nothing charged');

@@ -1,7 +1,10 @@
-# pv_record and pv_release are sent again after a lost answer (durable
-# writes, issue 13): each must be safe to run twice, or after a first run
-# whose answer never came. Run here straight on Redis (EVAL of the
-# scripts as the module embeds them), twice each.
+# pv_record, pv_release and pv_settle are sent again after a lost answer
+# (durable writes, issue 13): each must be safe to run twice, or after a
+# first run whose answer never came. Run here straight on Redis (EVAL of
+# the scripts as the module embeds them), twice each, with their keys in
+# KEYS[] and one hash slot each (issue 10): the account's for pv_record
+# and pv_release (the outbox lg:{acct:A}:reconcile:w:<worker>), the
+# fleet's for pv_settle (the claim, the inventory, the stream).
 use strict;
 use warnings;
 use lib 't/lib';
@@ -29,28 +32,50 @@ sub script {
 
 my $RECORD = script('pv_record');
 my $RELEASE = script('pv_release');
+my $SETTLE = script('pv_settle');
+my $RESERVE = script('pv_reserve');
+my $CLAIM = script('pv_claim');
 my $ISO = '2026-05-18T14:30:00.000Z';
 
 sub record {
-    my ($acct, $w, $sub) = @_;
-    return [$r->eval($RECORD, 3, "lg:{acct:$acct}", 'lg:{fleet}:pv:inflight',
-                     'lg:{fleet}:reconcile', $w, $sub, 1000, $acct,
-                     'lg-confirm-x', "cus_$acct", $ISO)];
+    my ($acct, $w, $sub, $number) = @_;
+    return [$r->eval($RECORD, 1, "lg:{acct:$acct}", $w, $sub, 1000, $acct,
+                     'lg-confirm-x', "cus_$acct", $ISO, $number)];
 }
 
 sub release {
-    my ($acct, $w, $reason) = @_;
-    return [$r->eval($RELEASE, 4, "lg:{acct:$acct}", 'lg:{fleet}:pv:inflight',
-                     'lg:{fleet}:reconcile', 'lg:{fleet}:inventory', $w, 1000, 3, 10,
-                     $reason // '', $acct, 'lg-confirm-x', "cus_$acct", $ISO)];
+    my ($acct, $w, $reason, $number) = @_;
+    return [$r->eval($RELEASE, 1, "lg:{acct:$acct}", $w, 1000, 3, 10,
+                     $reason // '', $acct, 'lg-confirm-x', "cus_$acct", $ISO,
+                     $number // '')];
 }
 
+# the entry's fields, as the confirm sends them with a reason
+sub fields {
+    my ($acct, $w, $number, $reason, $sub) = @_;
+    return (account => $acct, subscription_id => $sub // '',
+            phone_number => $number, worker_id => $w, reason => $reason,
+            idempotency_key => 'lg-confirm-x', customer => "cus_$acct",
+            at => $ISO);
+}
+
+sub settle {
+    my ($acct, $w, $number, $giveback, $reason, $sub) = @_;
+    my $q = $reason ? "lg:{fleet}:q:$acct:$w:$reason" : 'lg:{fleet}:q:-';
+    return [$r->eval($SETTLE, 4, 'lg:{fleet}:pv:inflight',
+                     'lg:{fleet}:inventory', 'lg:{fleet}:reconcile', $q,
+                     "$acct $w $number", $giveback, $reason // '',
+                     $reason ? fields($acct, $w, $number, $reason, $sub)
+                             : ())];
+}
+
+# a reservation and its claim, as pv_reserve and pv_claim leave them
 sub reserve {
     my ($acct, $w, $number) = @_;
     $r->hset("lg:{acct:$acct}", plan => 'inbound_only');
     $r->zadd("lg:{acct:$acct}:prov", 500, $w);
-    $r->hset("lg:{acct:$acct}:resv:$w", phone_number => $number,
-             createdAt => $ISO);
+    $r->hset("lg:{acct:$acct}:resv:$w", createdAt => $ISO);
+    $r->zadd('lg:{fleet}:pv:inflight', 500, "$acct $w $number");
 }
 
 sub entries {
@@ -59,20 +84,37 @@ sub entries {
            $r->xrange('lg:{fleet}:reconcile', '-', '+');
 }
 
+sub outbox {
+    my ($acct, $w) = @_;
+    return {$r->hgetall("lg:{acct:$acct}:reconcile:w:$w")};
+}
+
 subtest 'record twice: one line, the second run says recorded' => sub {
     reserve('acct_r', 'worker_r1', '+15550001');
-    is_deeply(record('acct_r', 'worker_r1', 'sub_1'), [1, '+15550001'],
-              'recorded');
-    is_deeply(record('acct_r', 'worker_r1', 'sub_1'), [1, '+15550001'],
-              'run again: recorded, not "reservation missing"');
+    is_deeply(record('acct_r', 'worker_r1', 'sub_1', '+15550001'),
+              [1, '+15550001'], 'recorded');
+    is_deeply(record('acct_r', 'worker_r1', 'sub_1', '+15550001'),
+              [1, '+15550001'], 'run again: recorded, not "reservation missing"');
     is($r->hget('lg:{acct:acct_r}:line:worker_r1', 'subscription_id'),
        'sub_1', 'the line');
+    is($r->hget('lg:{acct:acct_r}:line:worker_r1', 'phone_number'),
+       '+15550001', 'with the claimed number');
     is($r->zscore('lg:{acct:acct_r}:prov', 'worker_r1'), 1000,
        'the slot counts from the record');
+    is_deeply(outbox('acct_r', 'worker_r1'), {}, 'no outbox');
+
+    is_deeply(settle('acct_r', 'worker_r1', '+15550001', 0),
+              [1, 0], 'settled: the claim goes');
+    is_deeply(settle('acct_r', 'worker_r1', '+15550001', 0),
+              [0, 0], 'settled again: nothing left');
+    ok(!$r->sismember('lg:{fleet}:inventory', '+15550001'),
+       'the number stays with the line');
     is(scalar entries('worker_r1'), 0, 'nothing queued');
 
     # a release sent after the record (a confirm ended meanwhile)
-    release('acct_r', 'worker_r1', 'stripe_outcome_unknown');
+    my $rel = release('acct_r', 'worker_r1', 'stripe_outcome_unknown',
+                      '+15550001');
+    is($rel->[8], 1, 'release: the line exists');
     ok($r->exists('lg:{acct:acct_r}:line:worker_r1'), 'the line stays');
     is($r->zscore('lg:{acct:acct_r}:prov', 'worker_r1'), 1000,
        'and its slot');
@@ -80,40 +122,103 @@ subtest 'record twice: one line, the second run says recorded' => sub {
        'its number is not sold again');
 };
 
-subtest 'record that cannot write the line: queued once' => sub {
+subtest 'record that cannot write the line: the outbox, queued once' => sub {
     reserve('acct_f', 'worker_f1', '+15550002');
     $r->set('lg:{acct:acct_f}:line:worker_f1', 'not a hash');
-    is_deeply(record('acct_f', 'worker_f1', 'sub_2'), [0, 'record_failed'],
-              'queued');
-    is_deeply(record('acct_f', 'worker_f1', 'sub_2'), [0, 'record_failed'],
-              'run again: the same');
+    is_deeply(record('acct_f', 'worker_f1', 'sub_2', '+15550002'),
+              [0, 'record_failed'], 'written to the outbox');
+    is_deeply(record('acct_f', 'worker_f1', 'sub_2', '+15550002'),
+              [0, 'record_failed'], 'run again: the same');
+    my $o = outbox('acct_f', 'worker_f1');
+    is($o->{reason}, 'record_failed', 'the outbox: its reason');
+    is($o->{subscription_id}, 'sub_2', 'naming the subscription');
+    is($o->{phone_number}, '+15550002', 'and the number');
+    is(scalar entries('worker_f1'), 0, 'no stream write in the account');
+    ok($r->exists('lg:{acct:acct_f}:resv:worker_f1'),
+       'the paid purchase stays reserved');
+    is($r->zcard('lg:{acct:acct_f}:prov'), 1, 'the slot counts');
+
+    my @f = ('acct_f', 'worker_f1', '+15550002', 0, 'record_failed',
+             'sub_2');
+    is_deeply(settle(@f), [1, 1], 'settled: claim gone, entry queued');
+    is_deeply(settle(@f), [0, 0], 'settled again: nothing twice');
     my @e = entries('worker_f1');
     is(scalar @e, 1, 'one lg:{fleet}:reconcile entry');
     my %f = @{ $e[0][1] };
-    is($f{subscription_id}, 'sub_2', 'naming the subscription');
-    is($f{phone_number}, '+15550002', 'and the number');
-    ok($r->exists('lg:{acct:acct_f}:resv:worker_f1'),
-       'the paid number stays reserved');
-    is($r->zcard('lg:{acct:acct_f}:prov'), 1, 'the slot counts');
+    is($f{phone_number}, '+15550002', 'holding the number');
+    ok(!$r->sismember('lg:{fleet}:inventory', '+15550002'),
+       'which is not in the inventory');
 };
 
-subtest 'record after an operator released it: queued once' => sub {
-    is_deeply(record('acct_m', 'worker_m1', 'sub_3'),
-              [0, 'reservation_missing'], 'queued');
-    record('acct_m', 'worker_m1', 'sub_3');
-    is(scalar entries('worker_m1'), 1, 'one entry');
+subtest 'record after the reservation was released: outbox once' => sub {
+    is_deeply(record('acct_m', 'worker_m1', 'sub_3', '+15550004'),
+              [0, 'reservation_missing'], 'written to the outbox');
+    record('acct_m', 'worker_m1', 'sub_3', '+15550004');
+    is(outbox('acct_m', 'worker_m1')->{reason}, 'reservation_missing',
+       'one outbox');
 };
 
-subtest 'release twice: the number back once, queued once' => sub {
+subtest 'release twice, settle twice: the number back once' => sub {
     reserve('acct_l', 'worker_l1', '+15550003');
     my $inv = $r->scard('lg:{fleet}:inventory');
-    is(release('acct_l', 'worker_l1', 'stripe_outcome_unknown')->[0], 1,
-       'released');
-    is(release('acct_l', 'worker_l1', 'stripe_outcome_unknown')->[0], 0,
-       'run again: nothing left to release');
-    is($r->scard('lg:{fleet}:inventory'), $inv + 1, 'the number back, once');
+    my $rel = release('acct_l', 'worker_l1', 'stripe_outcome_unknown',
+                      '+15550003');
+    is($rel->[0], 1, 'released');
+    is($rel->[8], 0, 'no line');
+    is(release('acct_l', 'worker_l1', 'stripe_outcome_unknown',
+               '+15550003')->[0], 0, 'run again: nothing left to release');
     is($r->zcard('lg:{acct:acct_l}:prov'), 0, 'the slot freed');
+    is(outbox('acct_l', 'worker_l1')->{reason}, 'stripe_outcome_unknown',
+       'the outbox');
+    is($r->scard('lg:{fleet}:inventory'), $inv, 'nothing back yet');
+
+    my @f = ('acct_l', 'worker_l1', '+15550003', 1,
+             'stripe_outcome_unknown');
+    is_deeply(settle(@f), [1, 1], 'settled');
+    is_deeply(settle(@f), [0, 0], 'settled again');
+    is($r->scard('lg:{fleet}:inventory'), $inv + 1, 'the number back, once');
+    ok($r->sismember('lg:{fleet}:inventory', '+15550003'), 'that number');
     is(scalar entries('worker_l1'), 1, 'one lg:{fleet}:reconcile entry');
+    is($r->zcard('lg:{fleet}:pv:inflight'), 0, 'no claim left');
+};
+
+subtest 'the sweep settles a claim first: the confirm queues nothing' => sub {
+    reserve('acct_s', 'worker_s1', '+15550005');
+    my @f = ('acct_s', 'worker_s1', '+15550005', 0, 'worker_lost');
+    is_deeply(settle(@f), [1, 1], 'the sweep: worker_lost queued');
+    is_deeply(settle('acct_s', 'worker_s1', '+15550005', 0,
+                     'record_failed', 'sub_5'),
+              [0, 0], 'the confirm, late: no claim, no second entry');
+    is(scalar entries('worker_s1'), 1, 'one entry for the purchase');
+};
+
+subtest 'reserve then claim: one slot each, the inventory empty' => sub {
+    $r->hset('lg:{acct:acct_c}', plan => 'inbound_only',
+             stripeCustomerId => 'cus_c');
+    $r->set('lg:{acct:acct_c}:pv:lpv_c1',
+            '{"account":"acct_c","expires_at":9999999999999}');
+    $r->del('lg:{fleet}:inventory');
+    my $res = [$r->eval($RESERVE, 2, 'lg:{acct:acct_c}',
+                        'lg:{acct:acct_c}:pv:lpv_c1', 'acct_c', 1000, 3, 10,
+                        'worker_c1', $ISO)];
+    is($res->[0], 200, 'reserved');
+    is($res->[8], 'cus_c', 'the customer');
+    ok(!$r->exists('lg:{acct:acct_c}:pv:lpv_c1'), 'the token consumed');
+    ok(!defined $r->hget('lg:{acct:acct_c}:resv:worker_c1', 'phone_number'),
+       'the reservation holds no number');
+    is_deeply([$r->eval($CLAIM, 2, 'lg:{fleet}:inventory',
+                        'lg:{fleet}:pv:inflight', 'acct_c', 'worker_c1',
+                        1000)], [0], 'claim: inventory empty');
+    $r->sadd('lg:{fleet}:inventory', '+15550006');
+    is_deeply([$r->eval($CLAIM, 2, 'lg:{fleet}:inventory',
+                        'lg:{fleet}:pv:inflight', 'acct_c', 'worker_c1',
+                        1000)], [1, '+15550006'], 'claimed');
+    is($r->zscore('lg:{fleet}:pv:inflight', 'acct_c worker_c1 +15550006'),
+       1000, 'the claim, in the journal');
+    is($r->scard('lg:{fleet}:inventory'), 0, 'out of the inventory');
+    is([$r->eval($RESERVE, 2, 'lg:{acct:acct_c}',
+                 'lg:{acct:acct_c}:pv:lpv_c1', 'acct_c', 1000, 3, 10,
+                 'worker_c2', $ISO)]->[0], 410, 'the token: used');
 };
 
 done_testing();

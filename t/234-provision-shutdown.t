@@ -81,9 +81,7 @@ sub confirm_cut_by_reload {
 
 sub numbers_accounted {
     my ($name) = @_;
-    my @lines = grep { $r->type($_) eq 'hash' } $r->keys('lg:{acct:*}:line:*');
-    my @resv = $r->keys('lg:{acct:*}:resv:*');
-    is($r->scard('lg:{fleet}:inventory') + @lines + @resv, $TOTAL,
+    is($p->accounted, $TOTAL,
        "$name: no number lost");
 }
 

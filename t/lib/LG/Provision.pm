@@ -219,6 +219,13 @@ sub lines {
     return \%l;
 }
 
+# the preview token's key, under the account's hash tag
+sub token_key {
+    my ($self, $a, $token) = @_;
+    my $id = ref $a ? $a->{id} : $a;
+    return "lg:{acct:$id}:pv:$token";
+}
+
 sub reservations {
     my ($self, $id) = @_;
     return [$self->redis->keys("lg:{acct:$id}:resv:*")];
@@ -228,6 +235,39 @@ sub counted {
     my ($self, $id) = @_;
     return {$self->redis->zrange("lg:{acct:$id}:prov", 0, -1,
                                  'WITHSCORES')};
+}
+
+# Where the numbers are (docs/data-model.md): each one in exactly one of
+# the inventory, a claim of lg:{fleet}:pv:inflight ("<A> <worker>
+# <number>"), an account's line (phone_number), or a pending reconcile
+# entry that holds it (record_failed, worker_lost: the reservation was
+# kept; the other reasons' numbers went back when they were queued).
+# The sum of the four: a number lost makes it smaller, one held twice
+# larger. (Call it where no line is of the wrong type.)
+sub accounted {
+    my ($self) = @_;
+    my $r = $self->redis;
+    my @lines = grep { $r->type($_) eq 'hash'
+                       && defined $r->hget($_, 'phone_number') }
+                $r->keys('lg:{acct:*}:line:*');
+    my @held = grep { ($_->{reason} // '') =~ /^(record_failed|worker_lost)$/
+                      && length($_->{phone_number} // '') }
+               @{ $self->reconcile };
+    # a claim whose line holds its number (the record's answer was lost:
+    # the sweep settles the claim) is that line's, counted once
+    my @claims = grep {
+        my ($acct, $w, $n) = split / /;
+        ($r->hget("lg:{acct:$acct}:line:$w", 'phone_number') // '') ne $n;
+    } $r->zrange('lg:{fleet}:pv:inflight', 0, -1);
+    return $r->scard('lg:{fleet}:inventory') + @lines + @claims + @held;
+}
+
+# the claims of an account: [[worker, number], ...]
+sub claims {
+    my ($self, $id) = @_;
+    return [map { [(split / /)[1, 2]] }
+            grep { /^\Q$id\E / }
+            $self->redis->zrange('lg:{fleet}:pv:inflight', 0, -1)];
 }
 
 sub reconcile {
