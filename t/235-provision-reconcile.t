@@ -490,6 +490,35 @@ subtest 'sweep: a record_failed outbox holds its number for the run' => sub {
     numbers_accounted('record_failed outbox, released');
 };
 
+subtest 'sweep: a step Redis refuses leaves the claim for the next run' =>
+sub {
+    $p->account('acct_sw_err');
+    my ($m, $w, $n) = lost_claim('acct_sw_err');
+    # the account's hash is not one: pv_inspect fails (WRONGTYPE)
+    my %acct = $r->hgetall('lg:{acct:acct_sw_err}');
+    $r->del('lg:{acct:acct_sw_err}');
+    $r->set('lg:{acct:acct_sw_err}', 'not a hash');
+    $p->account('acct_sw_ok');
+    my ($m2, $w2, $n2) = lost_claim('acct_sw_ok');
+    $r->zadd('lg:{fleet}:pv:inflight', $p->now_ms - 4000, $m2);
+    run();
+    ok(defined $r->zscore('lg:{fleet}:pv:inflight', $m), 'the claim stays');
+    ok(!$r->sismember('lg:{fleet}:inventory', $n), 'and holds its number');
+    logged("purchase $w of account \"acct_sw_err\" (number \"$n\"), in"
+           . ' flight past linegate_reconcile_lost_after, left for a later'
+           . ' run: store_unavailable');
+    is($r->zscore('lg:{fleet}:pv:inflight', $m2), undef,
+       'the claim behind it is settled');
+    numbers_accounted('a step refused');
+
+    $r->del('lg:{acct:acct_sw_err}');
+    $r->hset('lg:{acct:acct_sw_err}', %acct);
+    run();
+    is($r->zscore('lg:{fleet}:pv:inflight', $m), undef,
+       'the next run settles it');
+    ok($r->sismember('lg:{fleet}:inventory', $n), 'its number returned');
+};
+
 subtest 'sweep: a malformed claim is skipped and logged' => sub {
     $p->account('acct_sw_bad');
     my @bad = ('acct_sw_bad worker_two_parts', 'acct_sw_bad w x +1555',
