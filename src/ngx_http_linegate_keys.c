@@ -43,7 +43,7 @@ static ngx_http_linegate_key_form_t
     { ngx_string("lg:{acct:"), ngx_string("}:pv:"),
       ngx_http_linegate_key_none },
 
-    /* NGX_HTTP_LINEGATE_KEY_APIKEY ... _STRIPE_EVENT */
+    /* NGX_HTTP_LINEGATE_KEY_APIKEY ... _PV_OWNER */
     { ngx_string("lg:apikey:"), ngx_http_linegate_key_none,
       ngx_http_linegate_key_none },
     { ngx_string("lg:sbkey:"), ngx_http_linegate_key_none,
@@ -55,6 +55,8 @@ static ngx_http_linegate_key_form_t
     { ngx_string("lg:invoice:"), ngx_http_linegate_key_none,
       ngx_http_linegate_key_none },
     { ngx_string("lg:stripe:event:"), ngx_http_linegate_key_none,
+      ngx_http_linegate_key_none },
+    { ngx_string("lg:pvowner:"), ngx_http_linegate_key_none,
       ngx_http_linegate_key_none },
 
     /* NGX_HTTP_LINEGATE_KEY_RL_VALUE, _RL_HASH */

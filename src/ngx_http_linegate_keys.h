@@ -36,6 +36,7 @@ typedef enum {
     NGX_HTTP_LINEGATE_KEY_LRVOID,           /* a = request id */
     NGX_HTTP_LINEGATE_KEY_INVOICE,          /* a = invoice id */
     NGX_HTTP_LINEGATE_KEY_STRIPE_EVENT,     /* a = event id */
+    NGX_HTTP_LINEGATE_KEY_PV_OWNER,         /* a = preview token */
 
     /* linegate_limit: lg:rl:{<zone>:v:<value>} or {<zone>:h:<md5>} */
     NGX_HTTP_LINEGATE_KEY_RL_VALUE,         /* a = zone, b = value */

@@ -13,6 +13,10 @@
  *              check the plan, re-check both windows, reserve the limit
  *              slot (one atomic step: no burst of parallel confirms can
  *              exceed a limit). Answer lost: RELEASE, then 503
+ *   FOREIGN    the token is not the account's: GET lg:pvowner:<token>
+ *              (its own slot, written by the preview), then EXISTS
+ *              lg:{acct:<owner>}:pv:<token>: another account's token
+ *              still unused is a 403 (and kept), anything else a 410
  *   CLAIM      script pv_claim (the fleet's slot): a number leaves the
  *              inventory for the claims journal lg:{fleet}:pv:inflight
  *              ("<A> <worker> <number>") in the same step. None: RELEASE,
@@ -88,6 +92,7 @@
 typedef enum {
     NGX_HTTP_LINEGATE_CONFIRM_AUTH = 0,
     NGX_HTTP_LINEGATE_CONFIRM_RESERVE,
+    NGX_HTTP_LINEGATE_CONFIRM_FOREIGN,
     NGX_HTTP_LINEGATE_CONFIRM_CLAIM,
     NGX_HTTP_LINEGATE_CONFIRM_CUSTOMER,
     NGX_HTTP_LINEGATE_CONFIRM_SUBSCRIBE,
@@ -108,6 +113,7 @@ typedef struct {
     ngx_str_t                        number;
     ngx_str_t                        claim;     /* "<A> <worker> <number>" */
     ngx_str_t                        qkey;      /* lg:{fleet}:q:..., room */
+    ngx_str_t                        owner;     /* another account's token */
     ngx_str_t                        subscription;
     ngx_str_t                        idempotency_key;
     ngx_str_t                        form;
@@ -175,6 +181,12 @@ static void ngx_http_linegate_confirm_reserved(ngx_http_request_t *r,
     redisReply *reply);
 static ngx_int_t ngx_http_linegate_confirm_refused(ngx_http_request_t *r,
     ngx_http_linegate_ctx_t *ctx, int64_t code, redisReply *reply);
+static ngx_int_t ngx_http_linegate_confirm_foreign(ngx_http_request_t *r,
+    ngx_http_linegate_confirm_t *cf);
+static void ngx_http_linegate_confirm_foreign_done(ngx_http_request_t *r,
+    ngx_http_linegate_ctx_t *ctx, ngx_http_linegate_confirm_t *cf,
+    redisReply *reply);
+static void ngx_http_linegate_confirm_gone(ngx_http_request_t *r);
 static ngx_int_t ngx_http_linegate_confirm_claim(ngx_http_request_t *r,
     ngx_http_linegate_confirm_t *cf);
 static void ngx_http_linegate_confirm_claimed(ngx_http_request_t *r,
@@ -382,6 +394,10 @@ ngx_http_linegate_confirm_next(ngx_http_request_t *r,
         rc = ngx_http_linegate_confirm_reserve(r, cf);
         break;
 
+    case NGX_HTTP_LINEGATE_CONFIRM_FOREIGN:
+        rc = ngx_http_linegate_confirm_foreign(r, cf);
+        break;
+
     case NGX_HTTP_LINEGATE_CONFIRM_CLAIM:
         rc = ngx_http_linegate_confirm_claim(r, cf);
         break;
@@ -428,6 +444,11 @@ ngx_http_linegate_confirm_unstarted(ngx_http_request_t *r,
         /* nothing was sent: nothing was consumed or reserved */
         cf->settled = 1;
         ngx_http_linegate_store_unavailable(r);
+        return;
+
+    case NGX_HTTP_LINEGATE_CONFIRM_FOREIGN:
+        /* whose it is cannot be asked: not this account's, at least */
+        ngx_http_linegate_confirm_gone(r);
         return;
 
     case NGX_HTTP_LINEGATE_CONFIRM_CLAIM:
@@ -634,9 +655,16 @@ ngx_http_linegate_confirm_refused(ngx_http_request_t *r,
     switch (code) {
 
     case NGX_HTTP_LINEGATE_GONE:
-        ngx_http_linegate_error(r, NGX_HTTP_LINEGATE_GONE, "token_expired",
-                                "The preview token has expired, was "
-                                "already used, or is unknown");
+        if (extra.len == 7 && ngx_strncmp(extra.data, "missing", 7) == 0
+            && !(cf->token.len == 1 && cf->token.data[0] == '-'))
+        {
+            /* no such token under the account: another account's? */
+            ngx_http_linegate_confirm_next(r, ctx,
+                                           NGX_HTTP_LINEGATE_CONFIRM_FOREIGN);
+            return NGX_OK;
+        }
+
+        ngx_http_linegate_confirm_gone(r);
         return NGX_OK;
 
     case NGX_HTTP_LINEGATE_PAYMENT_REQUIRED:
@@ -661,6 +689,87 @@ ngx_http_linegate_confirm_refused(ngx_http_request_t *r,
     }
 
     return ngx_http_linegate_pv_refuse(r, ctx, code, &extra, &cf->st);
+}
+
+
+/* 410: the token is not (or no longer) one this account can use */
+static void
+ngx_http_linegate_confirm_gone(ngx_http_request_t *r)
+{
+    ngx_http_linegate_error(r, NGX_HTTP_LINEGATE_GONE, "token_expired",
+                            "The preview token has expired, was already "
+                            "used, or is unknown");
+}
+
+
+/* FOREIGN: GET lg:pvowner:<token>, then EXISTS the owner's token */
+static ngx_int_t
+ngx_http_linegate_confirm_foreign(ngx_http_request_t *r,
+    ngx_http_linegate_confirm_t *cf)
+{
+    ngx_int_t                        rc;
+    ngx_str_t                        key;
+    ngx_http_linegate_redis_args_t  *a;
+
+    rc = cf->owner.len
+         ? ngx_http_linegate_key(r->pool, NGX_HTTP_LINEGATE_KEY_ACCT_PV,
+                                 &cf->owner, &cf->token, &key)
+         : ngx_http_linegate_key(r->pool, NGX_HTTP_LINEGATE_KEY_PV_OWNER,
+                                 &cf->token, NULL, &key);
+    if (rc != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    a = &cf->args;
+    ngx_http_linegate_redis_args_init(a);
+    ngx_http_linegate_redis_arg_cstr(a, cf->owner.len ? "EXISTS" : "GET");
+    ngx_http_linegate_redis_arg_str(a, &key);
+
+    return ngx_http_linegate_redis_command(r, a,
+                                           ngx_http_linegate_confirm_stored);
+}
+
+
+static void
+ngx_http_linegate_confirm_foreign_done(ngx_http_request_t *r,
+    ngx_http_linegate_ctx_t *ctx, ngx_http_linegate_confirm_t *cf,
+    redisReply *reply)
+{
+    if (cf->owner.len == 0) {
+        /* the owner, if the preview is still known */
+        if (reply == NULL || reply->type != REDIS_REPLY_STRING
+            || reply->len == 0
+            || ((size_t) reply->len == cf->account.len
+                && ngx_strncmp(reply->str, cf->account.data,
+                               cf->account.len) == 0)
+            || !ngx_http_linegate_chars_are((u_char *) reply->str,
+                                            reply->len,
+                                            NGX_HTTP_LINEGATE_CHARS_ID)
+            || ngx_http_linegate_pstr(r->pool, &cf->owner,
+                                      (u_char *) reply->str, reply->len)
+               == NULL)
+        {
+            ngx_http_linegate_confirm_gone(r);
+            return;
+        }
+
+        /* still unused by its owner? */
+        ngx_http_linegate_confirm_next(r, ctx,
+                                       NGX_HTTP_LINEGATE_CONFIRM_FOREIGN);
+        return;
+    }
+
+    if (reply == NULL || reply->type != REDIS_REPLY_INTEGER
+        || reply->integer != 1)
+    {
+        ngx_http_linegate_confirm_gone(r);
+        return;
+    }
+
+    /* refused, and kept for its owner */
+    ngx_str_set(&ctx->outcome, "token_foreign");
+    ngx_http_linegate_error(r, NGX_HTTP_FORBIDDEN, NULL,
+                            "The preview token belongs to another account");
 }
 
 
@@ -1637,6 +1746,10 @@ ngx_http_linegate_confirm_stored(ngx_http_request_t *r, redisReply *reply)
 
     case NGX_HTTP_LINEGATE_CONFIRM_RESERVE:
         ngx_http_linegate_confirm_reserved(r, ctx, cf, reply);
+        return;
+
+    case NGX_HTTP_LINEGATE_CONFIRM_FOREIGN:
+        ngx_http_linegate_confirm_foreign_done(r, ctx, cf, reply);
         return;
 
     case NGX_HTTP_LINEGATE_CONFIRM_CLAIM:

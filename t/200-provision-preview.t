@@ -73,8 +73,12 @@ subtest 'a preview: token, expiry, message, headers' => sub {
        'expires_at: 10 minutes later');
     my $ttl = $r->ttl($p->token_key($a, $tok));
     ok($ttl > 590 && $ttl <= 600, "expires in 600 s ($ttl)");
-    my @other = $r->keys("*$tok*");
-    is(scalar @other, 1, 'one key per token');
+    my @other = sort $r->keys("*$tok*");
+    is_deeply(\@other, [sort $p->token_key($a, $tok), "lg:pvowner:$tok"],
+              'two keys per token: the preview and its owner');
+    is($r->get("lg:pvowner:$tok"), 'acct_pv_ok', 'the owner: the account');
+    $ttl = $r->ttl("lg:pvowner:$tok");
+    ok($ttl > 590 && $ttl <= 600, "which expires with it ($ttl)");
 
     my $b2 = $p->answer($p->preview($a), 200, 'second preview');
     isnt($b2->{preview_token}, $tok, 'every preview has its own token');
@@ -317,7 +321,7 @@ subtest 'round trips: a script, then plain commands' => sub {
     }
     is($trips, 2, 'two round trips');
     my @names = map { /"(\w+)"/ ? uc $1 : '?' } @$cmds;
-    is_deeply(\@names, [qw(EVALSHA HMGET ZRANGEBYSCORE SCARD SET)],
+    is_deeply(\@names, [qw(EVALSHA HMGET ZRANGEBYSCORE SCARD SET SET)],
               'the credentials, then the plain commands') or diag "@$cmds";
     like($cmds->[0] // '',
          qr/"EVALSHA" "[0-9a-f]{40}" "1" "lg:sbkey:\Q$a->{key_id}\E"/,
@@ -330,8 +334,11 @@ subtest 'round trips: a script, then plain commands' => sub {
         $p->answer($p->preview($a), 200, 'preview, credentials known');
     });
     @names = map { /"(\w+)"/ ? uc $1 : '?' } @$cmds;
-    is_deeply(\@names, [qw(HMGET ZRANGEBYSCORE SCARD SET)],
-              'the reads and the token') or diag "@$cmds";
+    is_deeply(\@names, [qw(HMGET ZRANGEBYSCORE SCARD SET SET)],
+              'the reads, the token and its owner') or diag "@$cmds";
+    like(join(' ', @$cmds), qr/"SET" "lg:pvowner:lpv_\w+" "\Q$a->{id}\E"/,
+         'the owner: lg:pvowner:<token>, the account (a confirm by '
+         . 'another account finds it: 403)');
     is($trips, 1, 'one round trip');
     ok(!grep(/"EVALSHA"/i, @$cmds), 'no script');
 
@@ -354,16 +361,18 @@ subtest 'round trips: a script, then plain commands' => sub {
                      'limit 0');
     });
     @names = map { /"(\w+)"/ ? uc $1 : '?' } @$cmds;
-    is_deeply(\@names, [qw(HMGET ZRANGEBYSCORE SCARD SET DEL)],
+    is_deeply(\@names, [qw(HMGET ZRANGEBYSCORE SCARD SET SET DEL DEL)],
               'refused: the token deleted') or diag "@$cmds";
     my ($set) = grep { /"SET"/i } @$cmds;
-    my ($del) = grep { /"DEL"/i } @$cmds;
+    my ($del) = grep { /"DEL"/i && /:pv:/ } @$cmds;
     my ($k1) = ($set // '') =~ /"(lg:\{acct:[^"]*\}:pv:\w+)"/;
     my ($k2) = ($del // '') =~ /"(lg:\{acct:[^"]*\}:pv:\w+)"/;
     is($k2, $k1, 'the very token written ahead');
     is($trips, 2, 'refused: a second round trip, before the answer');
     my @after = sort $r->keys("lg:{acct:*}:pv:*");
     is_deeply(\@after, \@before, 'refused: no token stored');
+    my ($k3) = $k1 =~ /:pv:(\w+)$/;
+    ok(!$r->exists("lg:pvowner:$k3"), 'refused: nor its owner');
 };
 
 subtest 'secrets and tokens stay out of the logs' => sub {

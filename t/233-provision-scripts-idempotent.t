@@ -94,7 +94,8 @@ subtest 'record twice: one line, the second run says recorded' => sub {
     is_deeply(record('acct_r', 'worker_r1', 'sub_1', '+15550001'),
               [1, '+15550001'], 'recorded');
     is_deeply(record('acct_r', 'worker_r1', 'sub_1', '+15550001'),
-              [1, '+15550001'], 'run again: recorded, not "reservation missing"');
+              [1, '+15550001'],
+              'run again: recorded, not "reservation missing"');
     is($r->hget('lg:{acct:acct_r}:line:worker_r1', 'subscription_id'),
        'sub_1', 'the line');
     is($r->hget('lg:{acct:acct_r}:line:worker_r1', 'phone_number'),
