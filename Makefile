@@ -16,7 +16,9 @@
 #                   nginx and every vendored nginx; nginx from the oldest
 #                   and newest vendored source, the suite against each
 #   make bench      wrk against linegate, nginx static and the peers,
-#                   then the bench-limit part (BENCH_QUICK=1: short runs)
+#                   provision-preview on a Redis Cluster of 3 masters
+#                   against one Redis (issue 10), then the bench-limit
+#                   part (BENCH_QUICK=1: short runs)
 #   make bench-limit  linegate_limit beside the rate-limiting peers
 #                   (shared/bench/peers/ratelimit: limit_req, kjdev, Lua),
 #                   one run, with issue 12's targets (bench/limit.sh);

@@ -163,117 +163,14 @@ start_nginx() {
 
 # ---------------------------------------------------------------- cluster
 
-# free_ports N: N loopback TCP ports free now
-free_ports() {
-    perl -MIO::Socket::INET -e '
-        my @s = map { IO::Socket::INET->new(Listen => 1, ReuseAddr => 1,
-            LocalAddr => "127.0.0.1", LocalPort => 0) or die "$!\n" }
-            1 .. $ARGV[0];
-        print join(" ", map { $_->sockport } @s), "\n";' "$1"
-}
-
-cluster_ports() { cat "$CLD/ports"; }
-
-cluster_alive() {
-    local p
-    [[ -f $CLD/ports ]] || return 1
-    for p in $(cluster_ports); do
-        [[ -f $CLD/$p/redis.pid ]] && alive "$(cat "$CLD/$p/redis.pid")" \
-            || return 1
-    done
-}
-
-# every node sees the 3 masters and all the slots assigned and ok
-cluster_ok() {
-    local p i
-    for p in $(cluster_ports); do
-        i=$(redis-cli -p "$p" CLUSTER INFO 2>/dev/null | tr -d '\r')
-        grep -qx 'cluster_state:ok' <<<"$i" || return 1
-        grep -qx 'cluster_slots_ok:16384' <<<"$i" || return 1
-        grep -qx 'cluster_known_nodes:3' <<<"$i" || return 1
-    done
-}
-
-# a Redis Cluster of 3 masters, no replicas (this measures routing, not
-# failover), each node as the peers' Redis: no persistence
-start_cluster() {
-    local ports bus p i
-    if cluster_alive; then
-        say "cluster already running on $(cluster_ports)"
-        return 0
-    fi
-    stop_cluster
-    mkdir -p "$CLD"
-    ports=${LG_LIMIT_CLUSTER_PORTS:-$(free_ports 3)}
-    bus=($(free_ports 3))
-    [[ $(wc -w <<<"$ports") == 3 ]] \
-        || die "LG_LIMIT_CLUSTER_PORTS: 3 ports, not '$ports'"
-    echo $ports > "$CLD/ports"
-    i=0
-    for p in $ports; do
-        mkdir -p "$CLD/$p"
-        redis-server --port "$p" --bind 127.0.0.1 --save '' \
-            --appendonly no --daemonize yes --dir "$CLD/$p" \
-            --pidfile "$CLD/$p/redis.pid" --logfile "$CLD/$p/redis.log" \
-            --cluster-enabled yes --cluster-config-file nodes.conf \
-            --cluster-node-timeout 3000 --cluster-port "${bus[$i]}" \
-            || die "redis-server on $p did not start (see $CLD/$p/redis.log)"
-        i=$((i + 1))
-    done
-    for p in $ports; do
-        for i in $(seq 1 50); do
-            redis-cli -p "$p" PING 2>/dev/null | grep -q PONG && break
-            ((i < 50)) || die "redis-server on $p does not answer"
-            sleep 0.1
-        done
-    done
-    # shellcheck disable=SC2046
-    redis-cli --cluster create $(printf '127.0.0.1:%s ' $ports) \
-        --cluster-replicas 0 --cluster-yes > "$CLD/create.log" 2>&1 \
-        || die "redis-cli --cluster create failed (see $CLD/create.log)"
-    for i in $(seq 1 150); do
-        cluster_ok && break
-        ((i < 150)) || die "the cluster is not ok within 15 s on $ports"
-        sleep 0.1
-    done
-    # what the 3 idle nodes spend (cron, cluster bus), taken off the
-    # CPU the summary gives per request
-    local c0 c1
-    c0=$(cluster_cpu)
-    sleep 5
-    c1=$(cluster_cpu)
-    awk -v a="$c0" -v b="$c1" 'BEGIN { printf "%.6f\n", (b - a) / 5 }' \
-        > "$CLD/idle-cpu"
-    say "cluster: 3 masters on $ports (bus ${bus[*]}), idle CPU" \
-        "$(cat "$CLD/idle-cpu") s/s"
-}
-
-# cluster_cpu: CPU seconds (user + sys) the 3 nodes used, summed
-cluster_cpu() {
-    local p
-    for p in $(cluster_ports); do
-        redis-cli -p "$p" INFO cpu
-    done | tr -d '\r' \
-        | awk -F: '/^used_cpu_(sys|user):/ { s += $2 } END { printf "%.6f", s }'
-}
-
-stop_cluster() {
-    local d pid i
-    for d in "$CLD"/*/; do
-        [[ -f $d/redis.pid ]] || continue
-        pid=$(cat "$d/redis.pid")
-        if [[ -n $pid ]] && alive "$pid"; then
-            kill -TERM "$pid" 2>/dev/null || true
-            for i in $(seq 1 100); do
-                alive "$pid" || break
-                sleep 0.05
-            done
-            alive "$pid" && kill -KILL "$pid" 2>/dev/null || true
-        fi
-        rm -f "$d/redis.pid"
-    done
-    rm -rf "$CLD"
-}
+# the 3 masters: start_cluster, stop_cluster, cluster_ports, cluster_ok,
+# cluster_cpu (bench/cluster.sh, shared with bench/run.sh)
+# shellcheck disable=SC2034  # both read by bench/cluster.sh
+CLUSTER_PORTS_WANTED=${LG_LIMIT_CLUSTER_PORTS:-}
+# shellcheck disable=SC2034
+CLUSTER_PORTS_VAR=LG_LIMIT_CLUSTER_PORTS
+# shellcheck source=bench/cluster.sh
+. "$HERE/cluster.sh"
 
 start_nginx_cluster() {
     local seeds

@@ -23,7 +23,18 @@
 #   6. provision-preview + confirm pairs through the Stripe stub
 #   7. cost curves: 1, 10, 50, 200 connections; 1k versus 100k workspaces
 #   8. RSS of the nginx workers before and after 1M requests
-#   9. report (stdout and $LG_BENCH_TMP/results/), chart (gnuplot); a full run
+#   9. provision-preview on a Redis Cluster beside one Redis (phase
+#      `cluster`, issue 10): 3 masters (bench/cluster.sh, as bench/limit.sh's),
+#      the one Redis's key ids, accounts and inventory copied to them key by
+#      key (bench/cluster-copy.pl), a second nginx (bench/linegate-cluster.conf.in:
+#      linegate.conf.in with `linegate_redis <seeds> cluster=on`, the
+#      Provisioning locations only) on LG_BENCH_CLUSTER_PORT; the peers'
+#      provision_preview.lua against both, rounds alternating; req/s, p99,
+#      cluster / one Redis, Redis commands and reads per request summed over
+#      the 3 masters, Redis CPU per request. Skipped, with a note in the
+#      report, when nginx -t refuses the Provisioning API on a cluster.
+#      Alone: LG_BENCH_QUICK=1 LG_BENCH_PHASES=cluster bench/run.sh (~1 min)
+#  10. report (stdout and $LG_BENCH_TMP/results/), chart (gnuplot); a full run
 #      also writes docs/performance.png and the figures in docs/performance.md
 #
 # Environment (defaults):
@@ -52,7 +63,13 @@
 #                         100k runs (each worker must meet the 100k keys)
 #   LG_BENCH_WRITE_WS     fresh workspaces for the write path: 150000
 #                         (quick: 50000), two included creations each
-#   LG_BENCH_PHASES       main,confirm,curves,scale,memory (quick: main,confirm)
+#   LG_BENCH_PHASES       main,confirm,curves,scale,memory,cluster
+#                         (quick: main,confirm,cluster); the sanity requests
+#                         always run, the MONITOR round trips with main only
+#   LG_BENCH_CLUSTER_PORT=8195   the cluster phase's nginx (8194 is the
+#                         rate-limit peers' Lua, bench/limit.sh)
+#   LG_BENCH_CLUSTER_PORTS="P1 P2 P3"   its 3 masters (default: free
+#                         loopback ports; files in $LG_BENCH_TMP/cluster)
 #   LG_BENCH_NO_BUILD=1   skip make;   LG_BENCH_DOCS=0: leave docs/ alone
 #   LG_BENCH_PEERS=0      no peers (own redis-server with the same settings)
 
@@ -101,16 +118,18 @@ if ((QUICK)); then
     DURATION=${LG_BENCH_DURATION:-3s}
     RUNS=${LG_BENCH_RUNS:-1}
     WRITE_WS=${LG_BENCH_WRITE_WS:-50000}
-    PHASES=${LG_BENCH_PHASES:-main,confirm}
+    PHASES=${LG_BENCH_PHASES:-main,confirm,cluster}
 else
     DURATION=${LG_BENCH_DURATION:-10s}
     RUNS=${LG_BENCH_RUNS:-2}
     WRITE_WS=${LG_BENCH_WRITE_WS:-150000}
-    PHASES=${LG_BENCH_PHASES:-main,confirm,curves,scale,memory}
+    PHASES=${LG_BENCH_PHASES:-main,confirm,curves,scale,memory,cluster}
 fi
 USE_PEERS=${LG_BENCH_PEERS:-1}
 
 LG=$TMP/linegate
+LGC=$TMP/linegate-cluster
+CLUSTER_PORT=${LG_BENCH_CLUSTER_PORT:-8195}
 RES=$TMP/results
 RAW=$TMP/results/raw
 DATA=$LG_PEERS_DATA
@@ -121,6 +140,16 @@ say() { printf '%s\n' "$*" >&2; }
 die() { say "bench: $*"; exit 1; }
 phase() { [[ ,$PHASES, == *",$1,"* ]]; }
 now() { date +%s; }
+
+# the 3 masters of the cluster phase (bench/cluster.sh, shared with
+# bench/limit.sh): start_cluster, stop_cluster, cluster_ports, cluster_pids
+CLD=$TMP/cluster
+# shellcheck disable=SC2034  # both read by bench/cluster.sh
+CLUSTER_PORTS_WANTED=${LG_BENCH_CLUSTER_PORTS:-}
+# shellcheck disable=SC2034
+CLUSTER_PORTS_VAR=LG_BENCH_CLUSTER_PORTS
+# shellcheck source=bench/cluster.sh
+. "$HERE/cluster.sh"
 
 # ---------------------------------------------------------------- processes
 
@@ -150,6 +179,8 @@ peers_run() { "$PEERS/run.sh" "$@"; }
 
 cmd_stop() {
     stop_pidfile "$LG/nginx.pid" QUIT "linegate nginx"
+    stop_pidfile "$LGC/nginx.pid" QUIT "linegate nginx (cluster)"
+    [[ -d $CLD ]] && stop_cluster
     stop_pidfile "$TMP/stub.pid" TERM "Stripe stub"
     stop_pidfile "$TMP/monitor.pid" TERM "redis-cli monitor"
     if [[ -d $LG_PEERS_TMP ]]; then
@@ -245,15 +276,19 @@ start_stub() {
     die "Stripe stub did not start (see $TMP/stub.out)"
 }
 
-render_conf() {
-    mkdir -p "$LG"
-    sed -e "s|@MODULE@|$MODULE|g" -e "s|@PREFIX@|$LG|g" \
-        -e "s|@WORKERS@|$WORKERS|g" -e "s|@PORT@|$PORT|g" \
-        -e "s|@REDIS@|127.0.0.1:$REDIS_PORT|g" \
+render_conf() {    # render_conf [TEMPLATE PREFIX PORT]
+    local tpl=${1:-$HERE/linegate.conf.in} prefix=${2:-$LG} port=${3:-$PORT}
+    local seeds=
+    # shellcheck disable=SC2046
+    [[ -f $CLD/ports ]] && seeds=$(printf '127.0.0.1:%s ' $(cluster_ports))
+    mkdir -p "$prefix"
+    sed -e "s|@MODULE@|$MODULE|g" -e "s|@PREFIX@|$prefix|g" \
+        -e "s|@WORKERS@|$WORKERS|g" -e "s|@PORT@|$port|g" \
+        -e "s|@REDIS@|127.0.0.1:$REDIS_PORT|g" -e "s|@SEEDS@|${seeds% }|g" \
         -e "s|@STUB@|$STRIPE_ADDR|g" -e "s|@CANNED_PORT@|$CANNED_PORT|g" \
         -e "s|@CLERK_KEY@|$DATA/clerk/pub.pem|g" \
         -e "s|@CLERK_ISSUER@|$CLERK_ISSUER|g" \
-        "$HERE/linegate.conf.in" > "$LG/nginx.conf"
+        "$tpl" > "$prefix/nginx.conf"
 }
 
 start_linegate() {
@@ -357,6 +392,8 @@ target_pids() {
     local impl=$1 f p
     case $impl in
         linegate|nginx) f=$LG/nginx.pid ;;
+        linegate-cluster) f=$LGC/nginx.pid ;;
+        redis-cluster) [[ -f $CLD/ports ]] && cluster_pids; return 0 ;;
         lua) f=$LG_PEERS_TMP/lua/nginx.pid ;;
         node) f=$LG_PEERS_TMP/node.pid ;;
         nginx-node) f="$LG_PEERS_TMP/node-nginx/nginx.pid $LG_PEERS_TMP/node.pid" ;;
@@ -395,7 +432,10 @@ proc_snapshot() {
 
 all_our_pids() {
     local i
-    for i in linegate lua node nginx-node stub redis; do target_pids "$i"; done
+    for i in linegate lua node nginx-node stub redis linegate-cluster \
+             redis-cluster; do
+        target_pids "$i"
+    done
     echo "$$"
 }
 
@@ -498,9 +538,16 @@ sanity() {
 
 # ---------------------------------------------------------------- Redis counts
 
-cmdstats() {    # "name calls" per command, INFO itself left out
-    rcli info commandstats | tr -d '\r' \
-        | sed -n 's/^cmdstat_\([^:]*\):calls=\([0-9]*\),.*/\1 \2/p' | grep -v '^info '
+# "name calls" per command, INFO itself left out: of the one Redis, or
+# (WRK_REDIS=redis-cluster) summed over the cluster's masters
+cmdstats() {
+    local p ports=$REDIS_PORT
+    [[ ${WRK_REDIS:-redis} == redis-cluster ]] && ports=$(cluster_ports)
+    for p in $ports; do
+        redis-cli -p "$p" info commandstats
+    done | tr -d '\r' \
+        | sed -n 's/^cmdstat_\([^:]*\):calls=\([0-9]*\),.*/\1 \2/p' | grep -v '^info ' \
+        | awk '{ n[$1] += $2 } END { for (c in n) print c, n[c] }' | sort
 }
 
 cmdstats_diff() {    # cmdstats_diff BEFORE AFTER REQUESTS -> "total breakdown"
@@ -570,7 +617,7 @@ wrk_run() {
     local tag=$1 url=$2 script=$3 t=$4 c=$5 d=$6 impl=$7
     local out=$RAW/$tag.txt b=$RAW/$tag.cs0 a=$RAW/$tag.cs1
     local spids rpids s0 s1 r0 r1 t0 t1 hz
-    spids=($(target_pids "$impl")); rpids=($(target_pids redis))
+    spids=($(target_pids "$impl")); rpids=($(target_pids "${WRK_REDIS:-redis}"))
     hz=$(getconf CLK_TCK)
     cmdstats > "$b"
     proc_snapshot > "$RAW/$tag.ps0"
@@ -738,6 +785,129 @@ phase_scale() {
     seed base
 }
 
+# ---------------------------------------------------------------- cluster
+
+# the cluster gets the one Redis's seed of what preview reads: the key
+# ids, the accounts (hash and provisioned-lines zset, one hash tag each)
+# and the fleet's inventory, each key on the master of its slot
+cluster_seed() {
+    perl "$HERE/cluster-copy.pl" --from "$REDIS_PORT" \
+        --to "$(cluster_ports | tr ' ' ',')" --flush \
+        'lg:sbkey:*' 'lg:{acct:*' 'lg:{fleet}:inventory' 2>>"$RES/cluster-seed.log" \
+        || die "bench/cluster-copy.pl failed (see $RES/cluster-seed.log)"
+}
+
+# the cluster's nginx: linegate.conf.in's settings, cluster=on, the
+# Provisioning locations only; 1 when nginx -t refuses the configuration
+start_linegate_cluster() {
+    render_conf "$HERE/linegate-cluster.conf.in" "$LGC" "$CLUSTER_PORT"
+    : > "$LGC/error.log"
+    "$NGINX" -t -q -p "$LGC" -c "$LGC/nginx.conf" -e "$LGC/error.log" \
+        2>>"$LGC/error.log" || return 1
+    "$NGINX" -p "$LGC" -c "$LGC/nginx.conf" -e "$LGC/error.log"
+    wait_http "http://127.0.0.1:$CLUSTER_PORT/static" "linegate nginx (cluster)"
+}
+
+# cluster_reads: Redis's reads (total_reads_processed) of the one Redis
+# ("one") or summed over the 3 masters ("cluster"); one per client write,
+# so commands written together count once per node
+cluster_reads() {
+    local p ports=$REDIS_PORT
+    [[ $1 == cluster ]] && ports=$(cluster_ports)
+    for p in $ports; do
+        redis-cli -p "$p" info stats
+    done | tr -d '\r' | awk -F: '/^total_reads_processed:/ { n += $2 } END { print n + 0 }'
+}
+
+# provision-preview on a Redis Cluster of 3 masters beside one Redis, the
+# same data, in this run: 1 connection (node reads per request, p50), a
+# warm-up, then RUNS rounds of both (the order alternates), each run after
+# a fresh seed; into $RES/cluster.tsv:
+#   probe  KIND requests reads p50
+#   run    KIND RUN <wrk_run's line> reads
+phase_cluster() {
+    : > "$RES/cluster.tsv"
+    if [[ -z ${READY[pv.linegate]:-} ]]; then
+        printf 'cluster|not measured: provision-preview does not answer 2xx on one Redis\n' >> "$RES/notes.txt"
+        STATUS_NOTE+=("cluster|not measured: provision-preview does not answer 2xx on one Redis")
+        return 0
+    fi
+    say "bench: provision-preview on a Redis Cluster (3 masters) beside one Redis"
+    start_cluster
+    cp "$CLD/idle-cpu" "$RES/cluster-idle-cpu"
+    seed base
+    cluster_seed
+    if ! start_linegate_cluster; then
+        local why
+        why=$(grep -m1 emerg "$LGC/error.log" | sed 's/.*\[emerg\] [0-9#]*: //' | head -c 300)
+        STATUS_NOTE+=("cluster|not measured: nginx -t refuses the cluster's configuration: $why")
+        printf 'cluster|not measured: nginx -t refuses the cluster'"'"'s configuration: %s\n' "$why" >> "$RES/notes.txt"
+        say "  SKIPPED  the cluster: nginx -t: $why"
+        stop_cluster
+        return 0
+    fi
+    local kid sec st url kind run line out r0 r1 req order
+    local one="http://127.0.0.1:$PORT" cl="http://127.0.0.1:$CLUSTER_PORT"
+    local script=$PEERS/wrk/provision_preview.lua
+    read -r kid sec < "$DATA/creds.txt"
+    st=$(curl_status -XPOST -H "sb-api-key-id: $kid" -H "sb-api-secret-key: $sec" \
+         "$cl/accounts/lines/provision-preview")
+    if [[ $st != 2* ]]; then
+        STATUS_NOTE+=("cluster|not measured: preview on the cluster answers ${st:0:120}")
+        printf 'cluster|not measured: preview on the cluster answers %s\n' "${st:0:120}" >> "$RES/notes.txt"
+        say "  SKIPPED  the cluster: preview answers ${st:0:140}"
+        stop_pidfile "$LGC/nginx.pid" QUIT "linegate nginx (cluster)"
+        stop_cluster
+        return 0
+    fi
+    say "  ready    preview on the cluster: ${st:0:100}"
+    # 1 connection: Redis reads per request (keepalive PINGs and the
+    # probe's own INFO included, one per node) and p50
+    for kind in one cluster; do
+        [[ $kind == one ]] && url=$one || url=$cl
+        r0=$(cluster_reads "$kind")
+        out=$(LG_WRK_THREADS=1 wrk -t1 -c1 -d2s --latency -s "$script" "$url" 2>&1) || true
+        r1=$(cluster_reads "$kind")
+        req=$(awk '/requests in/ {print $1}' <<<"$out")
+        printf 'probe\t%s\t%s\t%s\t%s\n' "$kind" "${req:-0}" "$((r1 - r0))" \
+            "$(to_ms "$(awk '$1 == "50%" {print $2}' <<<"$out")")" >> "$RES/cluster.tsv"
+        say "  $kind, 1 connection: ${req:-0} requests, $((r1 - r0)) Redis reads" \
+            "($(awk -v a="$((r1 - r0))" -v n="${req:-0}" 'BEGIN { printf "%.2f", n ? a / n : 0 }')/req)"
+    done
+    if ((WARMUP > 0)); then
+        for url in "$one" "$cl"; do
+            LG_WRK_THREADS=$THREADS wrk -t"$THREADS" -c"$CONNS" -d"${WARMUP}s" \
+                -s "$script" "$url" >/dev/null 2>&1 || true
+        done
+    fi
+    for run in $(seq 1 "$RUNS"); do
+        order="one cluster"
+        ((run % 2 == 0)) && order="cluster one"
+        for kind in $order; do
+            seed base
+            [[ $kind == cluster ]] && cluster_seed
+            r0=$(cluster_reads "$kind")
+            if [[ $kind == one ]]; then
+                line=$(wrk_run "cluster.one.$run" "$one" "$script" "$THREADS" \
+                       "$CONNS" "$DURATION" linegate)
+            else
+                line=$(WRK_REDIS=redis-cluster wrk_run "cluster.cluster.$run" "$cl" \
+                       "$script" "$THREADS" "$CONNS" "$DURATION" linegate-cluster)
+            fi
+            r1=$(cluster_reads "$kind")
+            printf 'run\t%s\t%s\t%s\t%s\n' "$kind" "$run" "$line" "$((r1 - r0))" >> "$RES/cluster.tsv"
+            awk -F'\t' '{ printf "  preview, %-7s run %s: %8d req/s  p99 %6s ms  non-2xx %s  err %s  redis %s cmd/req  cpu %s%% redis %s%% other %s%%\n",
+                $2, $3, $5, $7, $8, $9, $11, $12, $13, $14 }' <<<"run	$kind	$run	$line" >&2
+        done
+    done
+    # what the cluster's nginx logged (warn and above), then stop it all:
+    # the later phases and the report need neither
+    grep -c '' "$LGC/error.log" > "$RES/cluster-errors.txt" || true
+    stop_pidfile "$LGC/nginx.pid" QUIT "linegate nginx (cluster)"
+    stop_cluster
+    seed base
+}
+
 worker_rss() {    # "pid:kB ..." of the linegate nginx workers
     local m p
     m=$(cat "$LG/nginx.pid")
@@ -834,6 +1004,9 @@ report() {
             awk -F'\t' '{ printf "| %s | %d | %.0f | %s | %s | %d | %d | %d%% | %d%% | %d%% | %s | %s |\n",
                 $2, $4, $15 / $18, $5, $6, $7, $17, $19, $11, $12, $20, $21 }' "$RES/confirm.tsv"
         fi
+        if grep -q '^run' "$RES/cluster.tsv" 2>/dev/null; then
+            cluster_report
+        fi
         if [[ -s $RES/curves.tsv ]]; then
             echo
             echo "**Cost curve: GET line request (API key) and static by connections** (req/s / p99 ms / other CPU)"
@@ -886,6 +1059,67 @@ report() {
         targets_check
     } > "$out"
     cat "$out"
+}
+
+# the cluster phase's table and issue 10's two goals for it
+cluster_report() {
+    local idle
+    idle=$(cat "$RES/cluster-idle-cpu" 2>/dev/null || echo 0)
+    echo
+    echo "**provision-preview on a Redis Cluster (3 masters, no replicas) beside one Redis** (wrk -t$THREADS -c$CONNS -d$DURATION, $RUNS round(s), the order alternating; the same seed copied key by key to the master of its slot before every cluster run; the same nginx settings, \`linegate_redis <3 seeds> cluster=on\`)"
+    echo
+    echo "| Redis | req/s (mean) | req/s (each run) | p50 ms | p99 ms | non-2xx | sock. err | Redis cmds/req | Redis reads/req | Redis reads/req, 1 conn. | p50 ms, 1 conn. | server CPU | Redis CPU | server CPU us/req | Redis CPU us/req | other CPU |"
+    echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+    awk -F'\t' -v idle="$idle" '
+        $1 == "probe" { pr[$2] = $3 ? sprintf("%.2f", $4 / $3) : "-"; pp[$2] = $5; next }
+        $1 != "run" { next }
+        { k = $2; n[k]++; s[k] += $5; each[k] = each[k] (each[k] != "" ? " / " : "") $5
+          p50[k] = p50[k] (p50[k] != "" ? "/" : "") $6; p99[k] = p99[k] (p99[k] != "" ? "/" : "") $7
+          nx[k] += $8; er[k] += $9; cs[k] += $11; sc[k] += $12; rc[k] += $13
+          oc[k] = oc[k] (oc[k] != "" ? "/" : "") $14 "%"
+          if ($5 > 0) { us[k] += $13 * 1e4 / $5; ss[k] += $12 * 1e4 / $5 }
+          bd[k] = $15; if ($10 > 0) rl[k] += $16 / $10 }
+        END {
+            split("one cluster", o, " ")
+            for (i = 1; i <= 2; i++) { k = o[i]; if (!n[k]) continue
+                printf "| %s | %d | %s | %s | %s | %d | %d | %.2f | %.2f | %s | %s | %d%% | %d%% | %.1f | %.1f | %s |\n",
+                    (k == "one" ? "one Redis" : "cluster, 3 masters"), s[k] / n[k], each[k], p50[k], p99[k],
+                    nx[k], er[k], cs[k] / n[k], rl[k] / n[k], ((k in pr) ? pr[k] : "-"), ((k in pp) ? pp[k] : "-"),
+                    sc[k] / n[k], rc[k] / n[k], ss[k] / n[k], us[k] / n[k], oc[k] }
+            for (i = 1; i <= 2; i++) { k = o[i]; if (n[k]) printf "\n%s, Redis commands per request (last run):%s\n", (k == "one" ? "One Redis" : "Cluster (the 3 masters summed)"), bd[k] }
+        }' "$RES/cluster.tsv"
+    echo
+    echo "Redis cmds/req: \`INFO commandstats\` after minus before, summed over the 3 masters for the cluster, / wrk's requests (scripts' own commands included). Redis reads/req: \`total_reads_processed\` (one per client write), summed over the nodes, / requests, during the runs and during a 1-connection run of 2 s (keepalive PINGs included): a pipeline whose commands go to two masters is two reads sent at once (one wait), so this column can grow on a cluster without a round trip more; the p50 at 1 connection shows a round trip more (tens of us on loopback). CPU: % of one core during the run, and per request (server: the target's nginx; the box has $(nproc) cores shared by wrk, both nginx, the Redis servers and other work, so req/s follows the CPU a request costs); Redis CPU: the 3 redis-servers together for the cluster, their idle cost included (cron, cluster bus: $(awk -v i="$idle" 'BEGIN { printf "%.1f%%", i * 100 }') of a core measured idle for 5 s)."
+    local errs
+    errs=$(cat "$RES/cluster-errors.txt" 2>/dev/null || echo 0)
+    echo
+    awk -F'\t' -v errs="$errs" '
+        # per preview: less the revalidation of the key ids, EVALSHA pv_account.lua
+        # and the HMGET it runs (breakdown "evalsha=0.02"), which the
+        # workers send per key every linegate_api_key_cache_ttl (500 ms):
+        # a rate per second, so more per request where req/s is lower
+        $1 == "run" { n[$2]++; s[$2] += $5; c[$2] += $11
+            ev = 0; if (match($15, /evalsha=[0-9.]+/)) ev = substr($15, RSTART + 8, RLENGTH - 8)
+            p[$2] += $11 - 2 * ev; eps[$2] += ev * $5; rps[$2, $3] = $5
+            if ($3 > runs) runs = $3 }
+        END { if (!n["one"] || !n["cluster"]) exit
+            one = s["one"] / n["one"]; cl = s["cluster"] / n["cluster"]
+            co = c["one"] / n["one"]; cc = c["cluster"] / n["cluster"]
+            po = p["one"] / n["one"]; pc = p["cluster"] / n["cluster"]
+            # each round: its two runs back to back, one contention
+            m = 0; rr = ""
+            for (i = 1; i <= runs; i++)
+                if (rps["one", i] > 0 && (("cluster", i) in rps)) {
+                    x[++m] = rps["cluster", i] / rps["one", i]
+                    rr = rr (rr != "" ? ", " : "") sprintf("%.2f", x[m]) }
+            for (i = 1; i <= m; i++) for (j = i + 1; j <= m; j++) if (x[j] < x[i]) { t = x[i]; x[i] = x[j]; x[j] = t }
+            med = m ? ((m % 2) ? x[(m + 1) / 2] : (x[m / 2] + x[m / 2 + 1]) / 2) : 0
+            printf "* preview on the cluster >= 0.9x one Redis (issue 10): %s (%.2fx: %d against %d req/s, the means; each round: %s, median %.2fx)\n",
+                (cl >= 0.9 * one ? "met" : "**not met**"), (one ? cl / one : 0), cl, one, rr, med
+            # a CLUSTER SLOTS per worker now and then is the cluster'"'"'s own
+            printf "* Redis commands per preview do not grow on the cluster: %s (%.2f on the cluster, %.2f on one Redis, less the key ids'"'"' revalidation: EVALSHA pv_account.lua + its HMGET, %.0f/s on the cluster, %.0f/s on one Redis; all in: %.2f and %.2f per request; 0.01 of slack for CLUSTER SLOTS)\n",
+                (pc <= po + 0.01 ? "met" : "**not met**"), pc, po, eps["cluster"] / n["cluster"], eps["one"] / n["one"], cc, co
+            printf "* the cluster nginx'"'"'s error.log (warn and above): %d lines\n", errs }' "$RES/cluster.tsv"
 }
 
 # the goals of the issue, checked against this run's figures
@@ -974,22 +1208,26 @@ cmd_bench() {
     preflight
     build
     rm -rf "$RES"; mkdir -p "$RES" "$RAW"
+    : > "$RES/runs.tsv"
     trap on_exit EXIT INT TERM
     start_all
     define_targets
     say "bench: sanity requests"
     sanity
-    say "bench: Redis round trips per request (MONITOR, 1 connection)"
     local t id
-    for t in "${TARGETS[@]}"; do
-        id=${t%%|*}
-        [[ -n ${READY[$id]:-} && $id != static.* ]] && probe_roundtrips "$id"
-    done
+    if phase main; then
+        say "bench: Redis round trips per request (MONITOR, 1 connection)"
+        for t in "${TARGETS[@]}"; do
+            id=${t%%|*}
+            [[ -n ${READY[$id]:-} && $id != static.* ]] && probe_roundtrips "$id"
+        done
+    fi
     phase main && phase_main
     phase confirm && phase_confirm
     phase curves && phase_curves
     phase scale && phase_scale
     phase memory && phase_memory
+    phase cluster && phase_cluster
     chart
     say ""
     report
