@@ -53,11 +53,13 @@
  * (ngx_http_linegate_redis_durable()), re-sent until Redis answers,
  * independent of the request: work that may have moved money is the
  * request's work, not the connection's, and always finishes. A SETTLE
- * is handed over too when its arguments are known: after a RELEASE (no
- * line can hold the number: RECORD never ran), not after a RECORD whose
- * answer was lost. A claim left behind that way, or by a worker that
- * died, is settled by the reconciliation sweep (pv_inspect.lua reads the
- * account's side, then pv_settle.lua).
+ * is handed over too: after a RELEASE at once (no line can hold the
+ * number: RECORD never ran); after a RECORD whose answer was lost, once
+ * the durable record is answered (its answer decides the settle:
+ * ngx_http_linegate_redis_durable_then()). A claim left behind by a
+ * worker that died (or a CLAIM whose answer was lost) is settled by the
+ * reconciliation sweep (pv_inspect.lua reads the account's side, then
+ * pv_settle.lua).
  */
 
 
@@ -153,6 +155,22 @@ typedef struct {
 } ngx_http_linegate_confirm_t;
 
 
+/* what pv_settle is told: from the request, or from a late record */
+typedef struct {
+    ngx_str_t                        account;
+    ngx_str_t                        worker_id;
+    ngx_str_t                        number;
+    ngx_str_t                        subscription;
+    ngx_str_t                        idempotency_key;
+    ngx_str_t                        customer;
+    ngx_str_t                        at;
+    ngx_str_t                        claim;
+    u_char                          *room;      /* for the "queued" key */
+    const char                      *reconcile;
+    unsigned                         giveback:1;
+} ngx_http_linegate_confirm_settle_t;
+
+
 /* the confirm's state: in the preview/limits request state it extends */
 #define ngx_http_linegate_confirm_of(ctx)                                    \
     ((ngx_http_linegate_confirm_t *)                                         \
@@ -231,6 +249,11 @@ static void ngx_http_linegate_confirm_released(ngx_http_request_t *r,
     redisReply *reply);
 static void ngx_http_linegate_confirm_settle_args(ngx_http_request_t *r,
     ngx_http_linegate_confirm_t *cf);
+static void ngx_http_linegate_confirm_settle_build(
+    ngx_http_linegate_redis_args_t *a,
+    ngx_http_linegate_confirm_settle_t *st);
+static void ngx_http_linegate_confirm_recorded_late(redisReply *reply,
+    ngx_http_linegate_redis_args_t *rec);
 static ngx_int_t ngx_http_linegate_confirm_settle(ngx_http_request_t *r,
     ngx_http_linegate_confirm_t *cf);
 static void ngx_http_linegate_confirm_settled(ngx_http_request_t *r,
@@ -1319,8 +1342,8 @@ ngx_http_linegate_confirm_recorded(ngx_http_request_t *r,
     /*
      * No answer (or a script error): the record may or may not have run.
      * It is re-sent until Redis answers: it records the line, or writes
-     * the outbox, once. Its claim is then the sweep's: whether the line
-     * holds the number is not known here.
+     * the outbox, once; its answer then settles the claim (a durable
+     * SETTLE, ngx_http_linegate_confirm_recorded_late()).
      */
     ngx_http_linegate_confirm_record_args(r, cf);
 
@@ -1477,11 +1500,36 @@ static void
 ngx_http_linegate_confirm_settle_args(ngx_http_request_t *r,
     ngx_http_linegate_confirm_t *cf)
 {
-    u_char                          *p;
-    ngx_str_t                        tail;
-    ngx_http_linegate_redis_args_t  *a;
+    ngx_http_linegate_confirm_settle_t  st;
 
-    a = ngx_http_linegate_confirm_args(cf);
+    st.account = cf->account;
+    st.worker_id = cf->worker_id;
+    st.number = cf->number;
+    st.subscription = cf->subscription;
+    st.idempotency_key = cf->idempotency_key;
+    st.customer = cf->customer;
+    st.at.data = cf->at;
+    st.at.len = NGX_HTTP_LINEGATE_ISO_LEN;
+    st.claim = cf->claim;
+    st.room = cf->qkey.data;
+    st.reconcile = cf->reconcile;
+    st.giveback = cf->giveback;
+
+    ngx_http_linegate_confirm_settle_build(ngx_http_linegate_confirm_args(cf),
+                                           &st);
+}
+
+
+/*
+ * pv_settle's arguments; st->room holds lg:{fleet}:q:<A>:<worker>:
+ * <reason> (when there is a reason)
+ */
+static void
+ngx_http_linegate_confirm_settle_build(ngx_http_linegate_redis_args_t *a,
+    ngx_http_linegate_confirm_settle_t *st)
+{
+    u_char     *p;
+    ngx_str_t   qkey;
 
     ngx_http_linegate_redis_arg_str(a,
         ngx_http_linegate_key_fixed(NGX_HTTP_LINEGATE_KEY_PV_INFLIGHT));
@@ -1490,49 +1538,139 @@ ngx_http_linegate_confirm_settle_args(ngx_http_request_t *r,
     ngx_http_linegate_redis_arg_str(a,
         ngx_http_linegate_key_fixed(NGX_HTTP_LINEGATE_KEY_RECONCILE));
 
-    if (cf->reconcile == NULL) {
+    if (st->reconcile == NULL) {
         ngx_http_linegate_redis_arg_str(a,
             ngx_http_linegate_key_fixed(NGX_HTTP_LINEGATE_KEY_FLEET_Q_NONE));
 
     } else {
-        /* lg:{fleet}:q:<A>:<worker>:<reason>, in the room prepared */
-        tail.data = cf->qkey.data;
-        p = ngx_http_linegate_key_write(cf->qkey.data,
+        qkey.data = st->room;
+        p = ngx_http_linegate_key_write(st->room,
                                         NGX_HTTP_LINEGATE_KEY_FLEET_Q,
-                                        &cf->account, &cf->worker_id);
+                                        &st->account, &st->worker_id);
         *p++ = ':';
-        p = ngx_cpymem(p, cf->reconcile,
-                       ngx_min(ngx_strlen(cf->reconcile),
+        p = ngx_cpymem(p, st->reconcile,
+                       ngx_min(ngx_strlen(st->reconcile),
                                NGX_HTTP_LINEGATE_CONFIRM_REASON_MAX - 1));
-        tail.len = p - tail.data;
-        ngx_http_linegate_redis_arg_str(a, &tail);
+        qkey.len = p - qkey.data;
+        ngx_http_linegate_redis_arg_str(a, &qkey);
     }
 
-    ngx_http_linegate_redis_arg_str(a, &cf->claim);
-    ngx_http_linegate_redis_arg_cstr(a, cf->giveback ? "1" : "0");
-    ngx_http_linegate_redis_arg_cstr(a, cf->reconcile ? cf->reconcile : "");
+    ngx_http_linegate_redis_arg_str(a, &st->claim);
+    ngx_http_linegate_redis_arg_cstr(a, st->giveback ? "1" : "0");
+    ngx_http_linegate_redis_arg_cstr(a, st->reconcile ? st->reconcile : "");
 
-    if (cf->reconcile == NULL) {
+    if (st->reconcile == NULL) {
         return;
     }
 
     /* the entry's fields, as pv_record and pv_release wrote the outbox */
     ngx_http_linegate_redis_arg_cstr(a, "account");
-    ngx_http_linegate_redis_arg_str(a, &cf->account);
+    ngx_http_linegate_redis_arg_str(a, &st->account);
     ngx_http_linegate_redis_arg_cstr(a, "subscription_id");
-    ngx_http_linegate_redis_arg_str(a, &cf->subscription);
+    ngx_http_linegate_redis_arg_str(a, &st->subscription);
     ngx_http_linegate_redis_arg_cstr(a, "phone_number");
-    ngx_http_linegate_redis_arg_str(a, &cf->number);
+    ngx_http_linegate_redis_arg_str(a, &st->number);
     ngx_http_linegate_redis_arg_cstr(a, "worker_id");
-    ngx_http_linegate_redis_arg_str(a, &cf->worker_id);
+    ngx_http_linegate_redis_arg_str(a, &st->worker_id);
     ngx_http_linegate_redis_arg_cstr(a, "reason");
-    ngx_http_linegate_redis_arg_cstr(a, cf->reconcile);
+    ngx_http_linegate_redis_arg_cstr(a, st->reconcile);
     ngx_http_linegate_redis_arg_cstr(a, "idempotency_key");
-    ngx_http_linegate_redis_arg_str(a, &cf->idempotency_key);
+    ngx_http_linegate_redis_arg_str(a, &st->idempotency_key);
     ngx_http_linegate_redis_arg_cstr(a, "customer");
-    ngx_http_linegate_redis_arg_str(a, &cf->customer);
+    ngx_http_linegate_redis_arg_str(a, &st->customer);
     ngx_http_linegate_redis_arg_cstr(a, "at");
-    ngx_http_linegate_redis_arg(a, cf->at, NGX_HTTP_LINEGATE_ISO_LEN);
+    ngx_http_linegate_redis_arg_str(a, &st->at);
+}
+
+
+/*
+ * The durable RECORD (its answer was lost) is done: its answer says how
+ * the claim settles, as confirm_recorded would have. Run by the worker,
+ * the request may be long gone: everything comes from the record's own
+ * arguments (copied), the next write is a durable SETTLE.
+ */
+static void
+ngx_http_linegate_confirm_recorded_late(redisReply *reply,
+    ngx_http_linegate_redis_args_t *rec)
+{
+    u_char                              *p;
+    size_t                               len;
+    int64_t                              done;
+    ngx_str_t                            reason;
+    ngx_http_linegate_redis_args_t       a;
+    ngx_http_linegate_confirm_settle_t   st;
+    u_char                               claim[512], room[512];
+
+    /* pv_record's arguments: ngx_http_linegate_confirm_record_args() */
+    if (rec->argc != 9) {
+        return;
+    }
+
+#define ngx_http_linegate_confirm_rec(dst, i)                                \
+    (dst).data = (u_char *) rec->argv[i];                                    \
+    (dst).len = rec->argvlen[i]
+
+    ngx_http_linegate_confirm_rec(st.worker_id, 1);
+    ngx_http_linegate_confirm_rec(st.subscription, 2);
+    ngx_http_linegate_confirm_rec(st.account, 4);
+    ngx_http_linegate_confirm_rec(st.idempotency_key, 5);
+    ngx_http_linegate_confirm_rec(st.customer, 6);
+    ngx_http_linegate_confirm_rec(st.at, 7);
+    ngx_http_linegate_confirm_rec(st.number, 8);
+
+#undef ngx_http_linegate_confirm_rec
+
+    len = st.account.len + 1 + st.worker_id.len + 1 + st.number.len;
+
+    if (ngx_http_linegate_reply_int(reply, 0, &done) != NGX_OK
+        || len > sizeof(claim)
+        || ngx_http_linegate_key_len(NGX_HTTP_LINEGATE_KEY_FLEET_Q,
+                                     &st.account, &st.worker_id)
+           + 1 + NGX_HTTP_LINEGATE_CONFIRM_REASON_MAX > sizeof(room))
+    {
+        ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
+                      NGX_HTTP_LINEGATE_LOG "the claim of %V, account "
+                      "\"%V\" (number %V) not settled: the reconciliation "
+                      "sweep settles it", &st.worker_id, &st.account,
+                      &st.number);
+        return;
+    }
+
+    p = ngx_sprintf(claim, "%V %V %V", &st.account, &st.worker_id,
+                    &st.number);
+    st.claim.data = claim;
+    st.claim.len = p - claim;
+    st.room = room;
+    st.reconcile = NULL;
+    st.giveback = 0;
+
+    if (done != 1) {
+        /* the outbox is written: the entry, queued now */
+        if (ngx_http_linegate_reply_str(reply, 1, &reason) == NGX_OK
+            && reason.len == sizeof("record_failed") - 1
+            && ngx_strncmp(reason.data, "record_failed", reason.len) == 0)
+        {
+            st.reconcile = "record_failed";
+
+        } else {
+            st.reconcile = "reservation_missing";
+            st.giveback = 1;
+        }
+    }
+
+    ngx_http_linegate_redis_args_init(&a);
+    ngx_http_linegate_confirm_settle_build(&a, &st);
+
+    if (ngx_http_linegate_redis_durable(ngx_cycle->log,
+                                        NGX_HTTP_LINEGATE_SCRIPT_PV_SETTLE,
+                                        NGX_HTTP_LINEGATE_KEYS_PV_SETTLE,
+                                        &a, "a claim's settlement")
+        != NGX_OK)
+    {
+        ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
+                      NGX_HTTP_LINEGATE_LOG "claim \"%V\" not settled: the "
+                      "reconciliation sweep settles it", &st.claim);
+    }
 }
 
 
@@ -1605,7 +1743,8 @@ static ngx_int_t
 ngx_http_linegate_confirm_durable(ngx_http_linegate_confirm_t *cf,
     ngx_http_linegate_script_id_e script, const char *what)
 {
-    int  nkeys;
+    int                               nkeys;
+    ngx_http_linegate_redis_then_pt   then;
 
     switch (script) {
 
@@ -1622,8 +1761,12 @@ ngx_http_linegate_confirm_durable(ngx_http_linegate_confirm_t *cf,
         break;
     }
 
-    if (ngx_http_linegate_redis_durable(ngx_cycle->log, script, nkeys,
-                                        &cf->args, what)
+    /* a record's answer decides its claim's settle, once it comes */
+    then = (script == NGX_HTTP_LINEGATE_SCRIPT_PV_RECORD && cf->claim.len)
+           ? ngx_http_linegate_confirm_recorded_late : NULL;
+
+    if (ngx_http_linegate_redis_durable_then(ngx_cycle->log, script, nkeys,
+                                             &cf->args, what, then)
         != NGX_OK)
     {
         return NGX_ERROR;

@@ -117,6 +117,7 @@ typedef struct {
     ngx_uint_t                          sent;    /* hiredis owes a reply */
     ngx_uint_t                          done;    /* given up: free on reply */
     char                               *what;
+    ngx_http_linegate_redis_then_pt     then;    /* NULL: none */
     ngx_http_linegate_redis_args_t      args;
 } ngx_http_linegate_redis_durable_t;
 
@@ -271,6 +272,7 @@ static void ngx_http_linegate_redis_detach(void *data);
 static void ngx_http_linegate_redis_release(
     ngx_http_linegate_redis_cmd_t *cmd);
 static ngx_int_t ngx_http_linegate_redis_durable_queue(ngx_log_t *log,
+    ngx_http_linegate_redis_then_pt then,
     ngx_int_t script, int nkeys, ngx_http_linegate_redis_args_t *args,
     const char *what);
 static void ngx_http_linegate_redis_durable_flush(void);
@@ -1435,7 +1437,8 @@ ngx_http_linegate_redis_durable(ngx_log_t *log,
     ngx_http_linegate_script_id_e script, int nkeys,
     ngx_http_linegate_redis_args_t *args, const char *what)
 {
-    return ngx_http_linegate_redis_durable_queue(log, script, nkeys, args,
+    return ngx_http_linegate_redis_durable_queue(log, NULL, script, nkeys,
+                                                 args,
                                                  what);
 }
 
@@ -1444,13 +1447,26 @@ ngx_int_t
 ngx_http_linegate_redis_durable_command(ngx_log_t *log,
     ngx_http_linegate_redis_args_t *args, const char *what)
 {
-    return ngx_http_linegate_redis_durable_queue(log, -1, 0, args, what);
+    return ngx_http_linegate_redis_durable_queue(log, NULL, -1, 0, args,
+                                                 what);
+}
+
+
+ngx_int_t
+ngx_http_linegate_redis_durable_then(ngx_log_t *log,
+    ngx_http_linegate_script_id_e script, int nkeys,
+    ngx_http_linegate_redis_args_t *args, const char *what,
+    ngx_http_linegate_redis_then_pt then)
+{
+    return ngx_http_linegate_redis_durable_queue(log, then, script, nkeys,
+                                                 args, what);
 }
 
 
 /* script: an ngx_http_linegate_script_id_e, or -1 for a plain command */
 static ngx_int_t
-ngx_http_linegate_redis_durable_queue(ngx_log_t *log, ngx_int_t script,
+ngx_http_linegate_redis_durable_queue(ngx_log_t *log,
+    ngx_http_linegate_redis_then_pt then, ngx_int_t script,
     int nkeys, ngx_http_linegate_redis_args_t *args, const char *what)
 {
     int                                 i;
@@ -1506,6 +1522,7 @@ ngx_http_linegate_redis_durable_queue(ngx_log_t *log, ngx_int_t script,
     ngx_memzero(d, sizeof(ngx_http_linegate_redis_durable_t));
     d->script = script;
     d->nkeys = nkeys;
+    d->then = then;
 
     p = (u_char *) (d + 1);
     d->args.argc = args->argc;
@@ -1714,6 +1731,11 @@ ngx_http_linegate_redis_durable_cb(redisAsyncContext *ac, void *data,
     ngx_log_error(NGX_LOG_INFO, rd->log, 0,
                   NGX_HTTP_LINEGATE_LOG "durable write \"%s\" done "
                   "(attempt %ui)", d->what, d->attempts);
+
+    if (d->then) {
+        /* its answer decides the next write (queued by then) */
+        d->then(reply, &d->args);
+    }
 
 done:
 

@@ -122,6 +122,19 @@ ngx_int_t ngx_http_linegate_redis_durable(ngx_log_t *log,
     ngx_http_linegate_redis_args_t *args, const char *what);
 ngx_int_t ngx_http_linegate_redis_durable_command(ngx_log_t *log,
     ngx_http_linegate_redis_args_t *args, const char *what);
+
+/*
+ * A durable script whose answer decides a next durable write: then is
+ * called once, with Redis's answer and the script's own (copied)
+ * arguments, when it is done (not when it is refused or lost: logged
+ * as any durable write). The next write is then's to queue.
+ */
+typedef void (*ngx_http_linegate_redis_then_pt)(redisReply *reply,
+    ngx_http_linegate_redis_args_t *args);
+ngx_int_t ngx_http_linegate_redis_durable_then(ngx_log_t *log,
+    ngx_http_linegate_script_id_e script, int nkeys,
+    ngx_http_linegate_redis_args_t *args, const char *what,
+    ngx_http_linegate_redis_then_pt then);
 /* how many durable writes of this worker wait for Redis */
 ngx_uint_t ngx_http_linegate_redis_durable_pending(void);
 /* 1 when the worker's connection is up (a command may be sent now) */

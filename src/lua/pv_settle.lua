@@ -9,9 +9,11 @@
 --
 -- Idempotent (a durable write): the number returns only when this run
 -- removed the claim, and an entry is queued once per account, worker and
--- reason (KEYS[4], a day), and only by the run that removed the claim
--- (or with no claim named): the sweep's entry for a claim and the
--- confirm's own are never both queued.
+-- reason (KEYS[4], a day). Of the two reasons whose entry holds the
+-- number (record_failed: the confirm's; worker_lost: the sweep's, when
+-- it settled the claim first), only the first is queued (the other's
+-- marker, KEYS[4] with the other reason, is looked at): a number is
+-- never held by two entries.
 --
 -- KEYS[1]  lg:{fleet}:pv:inflight   KEYS[2]  lg:{fleet}:inventory
 -- KEYS[3]  lg:{fleet}:reconcile
@@ -35,7 +37,19 @@ if ARGV[1] ~= '' and redis.call('ZREM', KEYS[1], ARGV[1]) == 1 then
     end
 end
 
-if ARGV[3] ~= '' and #ARGV > 4 and (claimed == 1 or ARGV[1] == '')
+-- the reason whose entry would hold the same number
+local holds = {record_failed = 'worker_lost', worker_lost = 'record_failed'}
+local reason = ARGV[3]
+local other = holds[reason]
+
+if other and string.sub(KEYS[4], -#reason) == reason
+   and redis.call('EXISTS',
+                  string.sub(KEYS[4], 1, #KEYS[4] - #reason) .. other) == 1
+then
+    return {claimed, 0}
+end
+
+if reason ~= '' and #ARGV > 4
    and redis.call('SET', KEYS[4], '1', 'NX', 'EX', 86400)
 then
     redis.call('XADD', KEYS[3], '*', unpack(ARGV, 4))
