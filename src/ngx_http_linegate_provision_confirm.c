@@ -9,8 +9,10 @@
  *              pv_account.lua (lg:sbkey:<key id>), as for a preview
  *              (ngx_http_linegate_provision.c runs it, then calls
  *              ngx_http_linegate_provision_confirm_known()); 401
- *   RESERVE    script pv_reserve (the account's slot): consume the token,
- *              check the plan, re-check both windows, reserve the limit
+ *   RESERVE    script pv_reserve (the account's slot): refuse a key id
+ *              the account no longer names (its key_id: a credentials
+ *              rotation's previous one, 401), consume the token, check
+ *              the plan, re-check both windows, reserve the limit
  *              slot (one atomic step: no burst of parallel confirms can
  *              exceed a limit). Answer lost: RELEASE, then 503
  *   FOREIGN    the token is not the account's: GET lg:pvowner:<token>
@@ -110,6 +112,7 @@ typedef struct {
     ngx_http_linegate_ctx_t         *ctx;
     ngx_str_t                        token;
     ngx_str_t                        account;
+    ngx_str_t                        key_id;    /* the presented one */
     ngx_str_t                        akey;      /* lg:{acct:<A>} */
     ngx_str_t                        customer;
     ngx_str_t                        number;
@@ -203,6 +206,8 @@ static void ngx_http_linegate_confirm_foreign_done(ngx_http_request_t *r,
     ngx_http_linegate_ctx_t *ctx, ngx_http_linegate_confirm_t *cf,
     redisReply *reply);
 static void ngx_http_linegate_confirm_gone(ngx_http_request_t *r);
+static void ngx_http_linegate_confirm_unauthorized(ngx_http_request_t *r,
+    ngx_http_linegate_ctx_t *ctx);
 static ngx_int_t ngx_http_linegate_confirm_claim(ngx_http_request_t *r,
     ngx_http_linegate_confirm_t *cf);
 static void ngx_http_linegate_confirm_claimed(ngx_http_request_t *r,
@@ -338,6 +343,7 @@ ngx_http_linegate_provision_confirm_known(ngx_http_request_t *r,
 
     cf = pv->confirm;
     cf->account = pv->who.value;
+    cf->key_id = pv->key_id;
 
     if (ngx_http_linegate_key(r->pool, NGX_HTTP_LINEGATE_KEY_ACCT,
                               &cf->account, NULL, &cf->akey)
@@ -586,6 +592,7 @@ ngx_http_linegate_confirm_reserve(ngx_http_request_t *r,
     ngx_http_linegate_redis_arg_int(r, a, lmcf->prov_monthly);
     ngx_http_linegate_redis_arg_str(a, &cf->worker_id);
     ngx_http_linegate_redis_arg(a, cf->iso, NGX_HTTP_LINEGATE_ISO_LEN);
+    ngx_http_linegate_redis_arg_str(a, &cf->key_id);
 
     if (ngx_http_linegate_confirm_script(r, cf,
                                          NGX_HTTP_LINEGATE_SCRIPT_PV_RESERVE,
@@ -616,6 +623,16 @@ ngx_http_linegate_confirm_reserved(ngx_http_request_t *r,
         cf->store_failed = 1;
         ngx_http_linegate_confirm_next(r, ctx,
                                        NGX_HTTP_LINEGATE_CONFIRM_RELEASE);
+        return;
+    }
+
+    if (ngx_http_linegate_reply_int(reply, 0, &code) == NGX_OK
+        && code == NGX_HTTP_UNAUTHORIZED)
+    {
+        /* a key id the account no longer names: nothing was touched */
+        cf->settled = 1;
+        ngx_str_null(&ctx->tenant);
+        ngx_http_linegate_confirm_unauthorized(r, ctx);
         return;
     }
 
@@ -720,6 +737,24 @@ ngx_http_linegate_confirm_gone(ngx_http_request_t *r)
     ngx_http_linegate_error(r, NGX_HTTP_LINEGATE_GONE, "token_expired",
                             "The preview token has expired, was already "
                             "used, or is unknown");
+}
+
+
+/* 401, as for a bad secret (no RateLimit headers) */
+static void
+ngx_http_linegate_confirm_unauthorized(ngx_http_request_t *r,
+    ngx_http_linegate_ctx_t *ctx)
+{
+    ngx_str_t  none;
+
+    ngx_str_null(&none);
+
+    if (ngx_http_linegate_pv_refuse(r, ctx, NGX_HTTP_UNAUTHORIZED, &none,
+                                    &ngx_http_linegate_confirm_of(ctx)->st)
+        != NGX_OK)
+    {
+        ngx_http_linegate_internal_error(r);
+    }
 }
 
 

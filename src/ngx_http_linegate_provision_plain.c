@@ -9,18 +9,20 @@
  * is Redis-bound.
  *
  *   READ   one pipeline, one round trip: HMGET the account (plan,
- *          limits), ZRANGEBYSCORE the lines of the 30-day window with
- *          their times (the 24-hour window is its newest part; confirms
- *          trim older lines); for a preview, SCARD the inventory and SET
- *          lg:{acct:<A>}:pv:<token> (the account's slot) with its JSON
- *          and expiry, ahead of the checks, and lg:pvowner:<token> (its
+ *          limits, key_id), ZRANGEBYSCORE the lines of the 30-day window
+ *          with their times (the 24-hour window is its newest part;
+ *          confirms trim older lines); for a preview, SCARD the
+ *          inventory and SET lg:{acct:<A>}:pv:<token> (the account's
+ *          slot) with its JSON and expiry, ahead of the checks, and lg:pvowner:<token> (its
  *          own slot, the account's id, the same expiry): a confirm by
  *          another account finds the token's owner there (403)
  *   LONG   a window holding more lines than one read takes
  *          (NGX_HTTP_LINEGATE_PV_READ_MAX): a second round trip, each
  *          window's ZCOUNT and the one line whose leaving frees a slot
- *   then   the decision: 200, 403 (plan), 429 (the window that is
- *          full), 503 (inventory empty), or the limits
+ *   then   the decision: 401 (a key id the account no longer names:
+ *          the previous one of a credentials rotation), 200, 403 (plan),
+ *          429 (the window that is full), 503 (inventory empty), or the
+ *          limits
  *   UNDO   a refused preview: DEL its token and its owner, then the
  *          refusal
  *
@@ -79,6 +81,10 @@ static void ngx_http_linegate_pv_plain_undone(ngx_http_request_t *r,
     redisReply *reply);
 static int64_t ngx_http_linegate_pv_plain_limit(redisReply *v,
     ngx_uint_t def);
+static ngx_uint_t ngx_http_linegate_pv_plain_key_id(redisReply *v,
+    ngx_str_t *key_id);
+static void ngx_http_linegate_pv_plain_unknown(ngx_http_request_t *r,
+    ngx_http_linegate_ctx_t *ctx, ngx_http_linegate_pv_request_t *pv);
 
 
 void
@@ -125,6 +131,7 @@ ngx_http_linegate_pv_plain(ngx_http_request_t *r,
     ngx_http_linegate_redis_arg_cstr(&a[0], "plan");
     ngx_http_linegate_redis_arg_cstr(&a[0], "daily_limit");
     ngx_http_linegate_redis_arg_cstr(&a[0], "monthly_limit");
+    ngx_http_linegate_redis_arg_cstr(&a[0], "key_id");
 
     ngx_http_linegate_redis_args_init(&a[1]);
     ngx_http_linegate_redis_arg_cstr(&a[1], "ZRANGEBYSCORE");
@@ -186,8 +193,14 @@ ngx_http_linegate_pv_plain_read_done(ngx_http_request_t *r,
 
     acct = reply->element[0];
 
-    if (acct->type != REDIS_REPLY_ARRAY || acct->elements != 3) {
+    if (acct->type != REDIS_REPLY_ARRAY || acct->elements != 4) {
         goto unexpected;
+    }
+
+    if (!ngx_http_linegate_pv_plain_key_id(acct->element[3], &pv->key_id)) {
+        /* a key id the account no longer names (a rotation): 401 */
+        ngx_http_linegate_pv_plain_unknown(r, ctx, pv);
+        return;
     }
 
     pv->eligible = acct->element[0]->type == REDIS_REPLY_STRING
@@ -732,4 +745,52 @@ ngx_http_linegate_pv_plain_limit(redisReply *v, ngx_uint_t def)
 
     /* n >= 0: the conversion rounds down */
     return (int64_t) n;
+}
+
+
+/*
+ * Does the account accept the presented key id? Its key_id, when it has
+ * one, is the only one: a credentials rotation names the new id there
+ * first, and the previous lg:sbkey:<key id> (or a worker's cache of it)
+ * may still name the account until its deletion is done. An account
+ * without key_id (written before the field, or by hand) takes the
+ * lookup's word. pv_reserve.lua checks the same for the confirm.
+ */
+static ngx_uint_t
+ngx_http_linegate_pv_plain_key_id(redisReply *v, ngx_str_t *key_id)
+{
+    if (v->type == REDIS_REPLY_NIL) {
+        return 1;
+    }
+
+    return v->type == REDIS_REPLY_STRING
+           && (size_t) v->len == key_id->len
+           && ngx_strncmp(v->str, key_id->data, key_id->len) == 0;
+}
+
+
+/*
+ * 401, as for a bad secret (no RateLimit headers, no tenant): a refused
+ * preview deletes its token first
+ */
+static void
+ngx_http_linegate_pv_plain_unknown(ngx_http_request_t *r,
+    ngx_http_linegate_ctx_t *ctx, ngx_http_linegate_pv_request_t *pv)
+{
+    ngx_str_null(&ctx->tenant);
+
+    pv->refused = NGX_HTTP_UNAUTHORIZED;
+    ngx_str_null(&pv->refused_error);
+
+    if (pv->preview) {
+        ngx_http_linegate_pv_plain_refuse(r, ctx, pv);
+        return;
+    }
+
+    if (ngx_http_linegate_pv_refuse(r, ctx, NGX_HTTP_UNAUTHORIZED,
+                                    &pv->refused_error, &pv->st)
+        != NGX_OK)
+    {
+        ngx_http_linegate_internal_error(r);
+    }
 }

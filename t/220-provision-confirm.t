@@ -223,6 +223,73 @@ subtest '401 before anything else' => sub {
     $p->answer($p->confirm($a, $tok), 200, 'the token survived');
 };
 
+# A credentials rotation (the operator API) writes the account's key_id
+# first, then the new lg:sbkey:<id>, then deletes the old one: between
+# the steps (or when a worker died between them) the old lookup still
+# names the account with the right digest. The account's step refuses
+# any key id but its key_id, on both credential paths: a worker that
+# never saw the old pair (pv_account.lua, then the account's step) and
+# one that has it cached (LG::Provision known mode, then no lookup).
+for my $mode (qw(lookup cached)) {
+    subtest "401: a key id the account no longer names ($mode)" => sub {
+        my $q = $mode eq 'cached' ? LG::Provision->new($s, known => 1) : $p;
+        my $id = "acct_rot_$mode";
+        my $a = $q->account($id);
+        my $tok;
+        if ($mode eq 'cached') {
+            $tok = $q->token($a);
+            $q->answer($q->limits($a), 200, 'limits with the pair (learnt)');
+        } else {
+            # no call yet: the first one below takes pv_account.lua
+            $tok = 'lpv_' . 'r' x 40;
+            $r->set($q->token_key($a, $tok), qq({"account":"$id","key_id":)
+                     . qq("$a->{key_id}","created_at":1,)
+                     . qq("expires_at":9999999999999}), 'EX', 600);
+        }
+
+        # the rotation's first two steps; the old lookup is left behind
+        my $new = {id => $id, key_id => "sbk_new_$mode",
+                   secret => 'sbs_' . 'n' x 40};
+        $r->hset("lg:{acct:$id}", key_id => $new->{key_id});
+        $r->hset("lg:sbkey:$new->{key_id}", account => $id,
+                 secret_sha256 => sha256_hex($new->{secret}));
+        ok($r->exists("lg:sbkey:$a->{key_id}"), 'the old lookup is kept');
+
+        my $inv = $r->scard('lg:{fleet}:inventory');
+        my $before = redis_dump($r);
+        my $ua = $s->ua;
+        for my $c (['preview', sub { $ua->post($s->url(
+                         $LG::Provision::PREVIEW) => $q->headers($a)) }],
+                   ['limits', sub { $ua->get($s->url(
+                         $LG::Provision::LIMITS) => $q->headers($a)) }],
+                   ['confirm', sub { $ua->post($s->url(
+                         $LG::Provision::CONFIRM) => $q->headers($a)
+                         => json => {preview_token => $tok}) }])
+        {
+            # twice: the second on a worker that may have learnt the pair
+            for my $n (1, 2) {
+                my $tx = $c->[1]->();
+                $q->error_is($tx, 401, undef, "$c->[0] ($n)",
+                             qr/^Invalid API credentials$/);
+                ok(!defined $tx->res->headers->header('RateLimit'),
+                   "$c->[0] ($n): no RateLimit headers, as for a bad "
+                   . 'secret');
+            }
+        }
+        is_deeply(redis_dump($r), $before, 'nothing written');
+        is($r->scard('lg:{fleet}:inventory'), $inv, 'no number taken');
+
+        # the new pair works, with the token the old pair could not use
+        $q->answer($q->limits($new), 200, 'limits with the new pair');
+        $q->answer($q->confirm($new, $tok), 200,
+                   'the token survived: confirmed with the new pair');
+
+        # an account without key_id takes the lookup's word
+        $r->hdel("lg:{acct:$id}", 'key_id');
+        $q->answer($q->limits($a), 200, 'no key_id: the old pair works');
+    };
+}
+
 subtest '403: plan changed after the preview (token consumed)' => sub {
     my $a = $p->account('acct_plan');
     my $tok = $p->token($a);

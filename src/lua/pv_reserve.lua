@@ -13,8 +13,13 @@
 -- ARGV[3]  default daily limit     ARGV[4]  default monthly limit
 -- ARGV[5]  the new worker id, worker_<24 hex>
 -- ARGV[6]  now, ISO 8601
+-- ARGV[7]  the presented key id
 --
--- Returns {code, w[1..6], account, extra}:
+-- Returns {401} when the account names another key id (its key_id, when
+-- it has one: a credentials rotation writes the new one there first,
+-- and the previous lg:sbkey:<key id> may still name the account until
+-- its deletion is done); nothing is read or written. Otherwise
+-- {code, w[1..6], account, extra}:
 --   410                  token expired or used; 410, "missing": no such
 --                        token under the account (another account's, or
 --                        unknown: the caller tells them apart)
@@ -31,6 +36,12 @@
 
 local akey = KEYS[1]
 local acct = ARGV[1]
+
+local kid = redis.call('HGET', akey, 'key_id')
+if kid and kid ~= ARGV[7] then
+    return {401}
+end
+
 local now = tonumber(ARGV[2])
 local dd, dm = tonumber(ARGV[3]), tonumber(ARGV[4])
 local plan, customer, w = lg_pv_state(akey, now, dd, dm)
