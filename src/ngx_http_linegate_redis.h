@@ -15,7 +15,7 @@
 
 
 #define NGX_HTTP_LINEGATE_REDIS_MAX_ARGS      64
-#define NGX_HTTP_LINEGATE_REDIS_MAX_PIPELINE  8
+#define NGX_HTTP_LINEGATE_REDIS_MAX_PIPELINE  64
 
 
 /*
@@ -89,6 +89,13 @@ ngx_int_t ngx_http_linegate_redis_command(ngx_http_request_t *r,
  */
 ngx_int_t ngx_http_linegate_redis_pipeline(ngx_http_request_t *r,
     ngx_uint_t ncmds, ngx_http_linegate_redis_args_t *args,
+    ngx_http_linegate_redis_handler_pt handler);
+/*
+ * The same: one command "name key" per key (e.g. HGETALL of each of
+ * nkeys hashes), without an args structure per command.
+ */
+ngx_int_t ngx_http_linegate_redis_pipeline_keys(ngx_http_request_t *r,
+    const char *name, ngx_uint_t nkeys, ngx_str_t *keys,
     ngx_http_linegate_redis_handler_pt handler);
 
 /*
