@@ -85,7 +85,8 @@ ngx_int_t ngx_http_linegate_redis_command(ngx_http_request_t *r,
  * so not atomic: for reads, and counters whose interleaving with other
  * clients does not matter. The handler gets an array reply with one
  * element per command, or NULL as for a command: also when any command
- * failed (its error is logged). args may be freed once this returns.
+ * failed (its error is logged). args may be freed once this returns. At
+ * most NGX_HTTP_LINEGATE_REDIS_MAX_PIPELINE commands.
  */
 ngx_int_t ngx_http_linegate_redis_pipeline(ngx_http_request_t *r,
     ngx_uint_t ncmds, ngx_http_linegate_redis_args_t *args,

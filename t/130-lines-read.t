@@ -413,6 +413,27 @@ subtest 'by-user: the plain path answers what lr_list.lua answers' => sub {
                               again => 1);
     is($tx->res->body, '{"lines":[]}', 'no lines: an empty list');
     is($trips, 1, 'no lines: one round trip') or diag "@$cmds";
+
+    # more lines than one pipeline reads (64): the rest in another
+    my $big = ws();
+    my $bidx = "lg:{ws:$big->{id}}:lines";
+    for my $i (1 .. 70) {
+        my $id = sprintf '%024x', 0xb16000 + $i;
+        $r->hset("lg:{ws:$big->{id}}:lr:$id", %tpl, firstName => "Big$i");
+        $r->set("lg:line:$id", $big->{id});
+        $r->zadd($bidx, 1_800_000_000_000 + $i, $id);
+    }
+    $tx = $s->op(POST => "/workspaces/$big->{id}/keys");
+    $tx = $l->list({Authorization => 'Bearer ' . $tx->res->json->{key}});
+    $script = $tx->res->body;
+    ($cmds, $trips) = traffic(sub { $tx = $l->list($big->{clerk}) },
+                              again => 1);
+    $b = $l->answer($tx, 200, '70 lines');
+    is_deeply([map { $_->{firstName} } @{ $b->{lines} }],
+              [map { "Big$_" } 1 .. 70], 'all 70, oldest first');
+    is($tx->res->body, $script, '70 lines: the same bytes as lr_list.lua');
+    is($trips, 3, '70 lines: three round trips (64 hashes, then 6)')
+        or diag "@$cmds";
 };
 
 subtest 'check-availability (SPEC 2.9)' => sub {
