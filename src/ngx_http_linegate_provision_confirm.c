@@ -614,6 +614,10 @@ ngx_http_linegate_confirm_spent(ngx_http_request_t *r,
          * The token may have been consumed, unseen; nothing is reserved
          * yet: 503, as for a reserve whose answer was lost
          */
+        ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
+                      NGX_HTTP_LINEGATE_LOG "no answer to the preview "
+                      "token's step of account \"%V\": nothing reserved, "
+                      "the token spent or not", &cf->account);
         cf->settled = 1;
         ngx_http_linegate_store_unavailable(r);
         return;
