@@ -6,9 +6,19 @@
  *
  *   LEASE     script: take the fleet's lease (one run at a time, any
  *             worker of any nginx); held elsewhere: 409
- *   SWEEP     script: the confirms in flight for longer than
- *             linegate_reconcile_lost_after (their worker died) are
+ *   SWEEP     script: the Lines API paid add-ons in flight for longer
+ *             than linegate_reconcile_lost_after (their worker died) are
  *             queued on lg:{fleet}:reconcile as worker_lost
+ *   CLAIMS    ZRANGEBYSCORE lg:{fleet}:pv:inflight: the provisioning
+ *             claims older than linegate_reconcile_lost_after (a confirm
+ *             whose worker died holds its number there), a batch
+ *   then, for each claim, the sweep of a lost purchase, one slot a step:
+ *   INSPECT   script pv_inspect (the account's slot): its line, its
+ *             reservation, its outbox (a reconcile entry not yet queued)
+ *   SETTLE    script pv_settle (the fleet's slot): the claim is dropped
+ *             and its number goes to its next home in the same step: the
+ *             inventory (nothing holds it any more), the account's line,
+ *             or a reconcile entry (queued once)
  *   READ      XRANGE lg:{fleet}:reconcile, the oldest entries first
  *   then, for each entry old enough (linegate_reconcile_delay):
  *   LOOKUP    Stripe: the subscription by its id, or, when the id was
@@ -48,9 +58,10 @@
  *     (lr_release); a paid one is left for a human.
  *
  * Every step is idempotent: a run that stops anywhere (Stripe or Redis
- * failing, the worker exiting) leaves the entry where it was, and the
- * next run finds the subscription as the last one left it. A failed
- * lookup stops the run (Stripe is likely down for the next entry too);
+ * failing, the worker exiting) leaves the entry (or the claim) where it
+ * was, and the next run finds the subscription as the last one left it.
+ * A failed lookup stops the run (Stripe is likely down for the next
+ * entry too);
  * an entry that cannot be settled yet stays, and is named in the answer.
  */
 
@@ -63,6 +74,7 @@
 #include "ngx_http_linegate_clock.h"
 #include "ngx_http_linegate_ids.h"
 #include "ngx_http_linegate_str.h"
+#include "ngx_http_linegate_chars.h"
 #include "ngx_http_linegate_json_write.h"
 
 
@@ -87,11 +99,22 @@
 #define NGX_HTTP_LINEGATE_RECONCILE_PAGE       10
 #define NGX_HTTP_LINEGATE_RECONCILE_PAGES      50
 #define NGX_HTTP_LINEGATE_RECONCILE_FIELD_MAX  128
+/*
+ * A claim's ids ("<account> <worker> <number>"), and the fields of an
+ * outbox at most (pv_settle takes them as arguments, after 7 others)
+ */
+#define NGX_HTTP_LINEGATE_RECONCILE_ID_MAX     64
+#define NGX_HTTP_LINEGATE_RECONCILE_OUTBOX     16
+/* how much of a malformed claim the log shows */
+#define NGX_HTTP_LINEGATE_RECONCILE_LOG_MAX    200
 
 
 typedef enum {
     NGX_HTTP_LINEGATE_RECONCILE_LEASE = 0,
     NGX_HTTP_LINEGATE_RECONCILE_SWEEP,
+    NGX_HTTP_LINEGATE_RECONCILE_CLAIMS,
+    NGX_HTTP_LINEGATE_RECONCILE_INSPECT,
+    NGX_HTTP_LINEGATE_RECONCILE_SETTLE,
     NGX_HTTP_LINEGATE_RECONCILE_READ,
     NGX_HTTP_LINEGATE_RECONCILE_LOOKUP,
     NGX_HTTP_LINEGATE_RECONCILE_RECORD,
@@ -151,6 +174,28 @@ typedef struct {
 } ngx_http_linegate_reconcile_entry_t;
 
 
+/* a claim of lg:{fleet}:pv:inflight whose worker died, at work */
+typedef struct {
+    ngx_str_t                            member;   /* "A worker number" */
+    ngx_str_t                            account;  /* in member */
+    ngx_str_t                            worker_id;
+    ngx_str_t                            number;
+
+    /* what pv_inspect found of it in the account */
+    unsigned                             line:1;
+    unsigned                             resv:1;
+    ngx_str_t                            customer;
+    ngx_str_t                            at;       /* the reservation's */
+    ngx_str_t                            reason;   /* the outbox's */
+    ngx_str_t                            outbox[
+                                      2 * NGX_HTTP_LINEGATE_RECONCILE_OUTBOX];
+    ngx_uint_t                           nfields;  /* in outbox[] */
+
+    const char                          *settled;  /* how, for the log */
+    unsigned                             returned:1;
+} ngx_http_linegate_reconcile_claim_t;
+
+
 typedef struct {
     ngx_http_linegate_reconcile_entry_t  entry[
                                         NGX_HTTP_LINEGATE_RECONCILE_MAX];
@@ -167,6 +212,20 @@ typedef struct {
 
     ngx_uint_t                           status;   /* the answer's */
     unsigned                             stop:1;   /* no entry more */
+
+    /* the sweep of claims: a batch read, the one at work */
+    ngx_str_t                            members[
+                                      NGX_HTTP_LINEGATE_RECONCILE_BATCH];
+    ngx_uint_t                           nmembers;
+    ngx_uint_t                           ci;
+    ngx_uint_t                           claims_read;  /* this run */
+    ngx_uint_t                           claims_left;  /* where they were */
+    ngx_uint_t                           claims_returned;
+    ngx_uint_t                           claims_queued;
+    ngx_uint_t                           claims_kept;  /* their line's */
+    unsigned                             claims_more:1;
+    unsigned                             claims_unread:1; /* "more" */
+    ngx_http_linegate_reconcile_claim_t  claim;
 
     ngx_http_linegate_redis_args_t       args;
 } ngx_http_linegate_reconcile_t;
@@ -185,6 +244,26 @@ static ngx_int_t ngx_http_linegate_reconcile_lease(ngx_http_request_t *r,
     ngx_http_linegate_reconcile_t *rc, const char *how);
 static ngx_int_t ngx_http_linegate_reconcile_sweep(ngx_http_request_t *r,
     ngx_http_linegate_reconcile_t *rc);
+static ngx_int_t ngx_http_linegate_reconcile_claims(ngx_http_request_t *r,
+    ngx_http_linegate_reconcile_t *rc);
+static void ngx_http_linegate_reconcile_claims_read(ngx_http_request_t *r,
+    ngx_http_linegate_reconcile_t *rc, redisReply *reply);
+static void ngx_http_linegate_reconcile_claim_next(ngx_http_request_t *r,
+    ngx_http_linegate_ctx_t *ctx);
+static ngx_int_t ngx_http_linegate_reconcile_claim_parse(
+    ngx_http_linegate_reconcile_claim_t *c, ngx_str_t *member);
+static void ngx_http_linegate_reconcile_claim_left(ngx_http_request_t *r,
+    ngx_http_linegate_ctx_t *ctx, const char *why);
+static ngx_int_t ngx_http_linegate_reconcile_inspect(ngx_http_request_t *r,
+    ngx_http_linegate_reconcile_t *rc,
+    ngx_http_linegate_reconcile_claim_t *c);
+static ngx_int_t ngx_http_linegate_reconcile_inspected(ngx_http_request_t *r,
+    ngx_http_linegate_reconcile_claim_t *c, redisReply *reply);
+static ngx_int_t ngx_http_linegate_reconcile_settle_claim(
+    ngx_http_request_t *r, ngx_http_linegate_reconcile_t *rc,
+    ngx_http_linegate_reconcile_claim_t *c);
+static void ngx_http_linegate_reconcile_claim_settled(ngx_http_request_t *r,
+    ngx_http_linegate_ctx_t *ctx, redisReply *reply);
 static ngx_int_t ngx_http_linegate_reconcile_read(ngx_http_request_t *r,
     ngx_http_linegate_reconcile_t *rc);
 static void ngx_http_linegate_reconcile_entries(ngx_http_request_t *r,
@@ -300,6 +379,18 @@ ngx_http_linegate_reconcile_next(ngx_http_request_t *r,
         rv = ngx_http_linegate_reconcile_sweep(r, rc);
         break;
 
+    case NGX_HTTP_LINEGATE_RECONCILE_CLAIMS:
+        rv = ngx_http_linegate_reconcile_claims(r, rc);
+        break;
+
+    case NGX_HTTP_LINEGATE_RECONCILE_INSPECT:
+        rv = ngx_http_linegate_reconcile_inspect(r, rc, &rc->claim);
+        break;
+
+    case NGX_HTTP_LINEGATE_RECONCILE_SETTLE:
+        rv = ngx_http_linegate_reconcile_settle_claim(r, rc, &rc->claim);
+        break;
+
     case NGX_HTTP_LINEGATE_RECONCILE_READ:
         rv = ngx_http_linegate_reconcile_read(r, rc);
         break;
@@ -340,11 +431,27 @@ ngx_http_linegate_reconcile_next(ngx_http_request_t *r,
     /* the step could not start: as if it had failed */
     switch (state) {
 
+    case NGX_HTTP_LINEGATE_RECONCILE_CLAIMS:
+        if (rc->claims_read) {
+            /* a later batch: the rest waits for the next run */
+            rc->claims_unread = 1;
+            ngx_http_linegate_reconcile_next(r, ctx,
+                                             NGX_HTTP_LINEGATE_RECONCILE_READ);
+            return;
+        }
+
+        /* fall through */
+
     case NGX_HTTP_LINEGATE_RECONCILE_SWEEP:
     case NGX_HTTP_LINEGATE_RECONCILE_READ:
         rc->status = NGX_HTTP_SERVICE_UNAVAILABLE;
         ngx_http_linegate_reconcile_next(r, ctx,
                                          NGX_HTTP_LINEGATE_RECONCILE_UNLEASE);
+        return;
+
+    case NGX_HTTP_LINEGATE_RECONCILE_INSPECT:
+    case NGX_HTTP_LINEGATE_RECONCILE_SETTLE:
+        ngx_http_linegate_reconcile_claim_left(r, ctx, "store_unavailable");
         return;
 
     case NGX_HTTP_LINEGATE_RECONCILE_LOOKUP:
@@ -499,10 +606,9 @@ ngx_http_linegate_reconcile_sweep(ngx_http_request_t *r,
 
     lmcf = ngx_http_get_module_main_conf(r, ngx_http_linegate_module);
 
+    /* the Lines API's add-ons (lg:{fleet}:lr:inflight) */
     a = &rc->args;
     ngx_http_linegate_redis_args_init(a);
-    ngx_http_linegate_redis_arg_str(a,
-        ngx_http_linegate_key_fixed(NGX_HTTP_LINEGATE_KEY_PV_INFLIGHT));
     ngx_http_linegate_redis_arg_str(a,
         ngx_http_linegate_key_fixed(NGX_HTTP_LINEGATE_KEY_LR_INFLIGHT));
     ngx_http_linegate_redis_arg_str(a,
@@ -513,7 +619,505 @@ ngx_http_linegate_reconcile_sweep(ngx_http_request_t *r,
 
     return ngx_http_linegate_reconcile_script(r, rc,
                                     NGX_HTTP_LINEGATE_SCRIPT_OP_RECONCILE_SWEEP,
-                                    3);
+                                    2);
+}
+
+
+/*
+ * CLAIMS, INSPECT, SETTLE: the sweep of lost purchases. A confirm claims
+ * its number in lg:{fleet}:pv:inflight ("<A> <worker> <number>", scored
+ * by the claim's time) and settles the claim when it records or releases
+ * the purchase; a claim older than linegate_reconcile_lost_after is one
+ * whose worker died (or whose settle was lost). Each is looked at in the
+ * account (pv_inspect), then settled in the fleet (pv_settle), the
+ * number going to its next home in the step that drops the claim:
+ *
+ *   an outbox (the entry pv_record or pv_release wrote for the run, not
+ *     yet queued): queued once; a record_failed entry holds the number
+ *     (the purchase is still reserved: the run records or releases it),
+ *     else the number returns unless a line holds it;
+ *   a reservation, no outbox: the confirm died before its record or
+ *     release: queued as worker_lost with the claim's number, for the
+ *     run to undo at Stripe and release;
+ *   a line: recorded, its number is the line's: the claim is dropped;
+ *   nothing: released, or never reserved: the number returns.
+ *
+ * A step that fails leaves the claim where it is, for the next run; a
+ * malformed member is left for a human, named in the log.
+ */
+
+static ngx_int_t
+ngx_http_linegate_reconcile_claims(ngx_http_request_t *r,
+    ngx_http_linegate_reconcile_t *rc)
+{
+    ngx_http_linegate_redis_args_t  *a;
+    ngx_http_linegate_main_conf_t   *lmcf;
+
+    lmcf = ngx_http_get_module_main_conf(r, ngx_http_linegate_module);
+
+    /* the oldest first, past the ones this run left where they were */
+    a = &rc->args;
+    ngx_http_linegate_redis_args_init(a);
+    ngx_http_linegate_redis_arg_cstr(a, "ZRANGEBYSCORE");
+    ngx_http_linegate_redis_arg_str(a,
+        ngx_http_linegate_key_fixed(NGX_HTTP_LINEGATE_KEY_PV_INFLIGHT));
+    ngx_http_linegate_redis_arg_cstr(a, "-inf");
+    ngx_http_linegate_redis_arg_int(r, a, rc->started_ms
+                                          - (int64_t) lmcf->reconcile_lost);
+    ngx_http_linegate_redis_arg_cstr(a, "LIMIT");
+    ngx_http_linegate_redis_arg_int(r, a, rc->claims_left);
+    ngx_http_linegate_redis_arg_int(r, a, NGX_HTTP_LINEGATE_RECONCILE_BATCH);
+
+    return ngx_http_linegate_redis_command(r, a,
+                                        ngx_http_linegate_reconcile_stored);
+}
+
+
+static void
+ngx_http_linegate_reconcile_claims_read(ngx_http_request_t *r,
+    ngx_http_linegate_reconcile_t *rc, redisReply *reply)
+{
+    ngx_str_t   m;
+    ngx_uint_t  i;
+
+    rc->nmembers = 0;
+    rc->ci = 0;
+    rc->claims_more = reply->elements == NGX_HTTP_LINEGATE_RECONCILE_BATCH;
+
+    for (i = 0;
+         i < reply->elements && i < NGX_HTTP_LINEGATE_RECONCILE_BATCH;
+         i++)
+    {
+        rc->claims_read++;
+
+        /* the reply is freed when its handler returns: copied */
+        if (ngx_http_linegate_reply_str(reply, i, &m) != NGX_OK
+            || ngx_http_linegate_pstr(r->pool, &rc->members[rc->nmembers],
+                                      m.data, m.len)
+               == NULL)
+        {
+            /* not a string (or no memory): left where it is */
+            rc->claims_left++;
+            continue;
+        }
+
+        rc->nmembers++;
+    }
+}
+
+
+/* on to the next claim, the next batch, or the entries of the stream */
+static void
+ngx_http_linegate_reconcile_claim_next(ngx_http_request_t *r,
+    ngx_http_linegate_ctx_t *ctx)
+{
+    u_char                               *p, *last;
+    ngx_http_linegate_reconcile_t        *rc;
+    ngx_http_linegate_reconcile_claim_t  *c;
+
+    rc = ctx->data;
+    c = &rc->claim;
+
+    while (rc->ci < rc->nmembers) {
+        ngx_memzero(c, sizeof(ngx_http_linegate_reconcile_claim_t));
+
+        if (ngx_http_linegate_reconcile_claim_parse(c, &rc->members[rc->ci])
+            == NGX_OK)
+        {
+            ngx_http_linegate_reconcile_next(r, ctx,
+                                          NGX_HTTP_LINEGATE_RECONCILE_INSPECT);
+            return;
+        }
+
+        /* named in the log, where no byte may pass for another line */
+        last = c->member.data
+               + ngx_min(c->member.len, NGX_HTTP_LINEGATE_RECONCILE_LOG_MAX);
+
+        for (p = c->member.data; p < last; p++) {
+            if (!ngx_http_linegate_char_is(*p, NGX_HTTP_LINEGATE_CHARS_PRINT)
+                || *p == '"')
+            {
+                *p = '?';
+            }
+        }
+
+        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                      NGX_HTTP_LINEGATE_LOG "reconciliation: the claim "
+                      "\"%*s%s\" of %V is not \"<account> <worker> "
+                      "<number>\": skipped, left for a human",
+                      (size_t) (last - c->member.data), c->member.data,
+                      c->member.len > NGX_HTTP_LINEGATE_RECONCILE_LOG_MAX
+                      ? "..." : "",
+                      ngx_http_linegate_key_fixed(
+                          NGX_HTTP_LINEGATE_KEY_PV_INFLIGHT));
+
+        rc->claims_left++;
+        rc->ci++;
+    }
+
+    if (rc->claims_more
+        && rc->claims_read + NGX_HTTP_LINEGATE_RECONCILE_BATCH
+           <= NGX_HTTP_LINEGATE_RECONCILE_MAX
+        && ngx_http_linegate_now_ms() - rc->started_ms
+           <= NGX_HTTP_LINEGATE_RECONCILE_BUDGET_MS)
+    {
+        ngx_http_linegate_reconcile_next(r, ctx,
+                                         NGX_HTTP_LINEGATE_RECONCILE_CLAIMS);
+        return;
+    }
+
+    /* a full batch last: more may wait for the next run */
+    rc->claims_unread = rc->claims_more;
+
+    if (rc->claims_returned + rc->claims_queued + rc->claims_kept) {
+        ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
+                      NGX_HTTP_LINEGATE_LOG "reconciliation: %ui "
+                      "purchase(s) in flight past "
+                      "linegate_reconcile_lost_after (their worker died): "
+                      "%ui number(s) back in the inventory, %ui queued for "
+                      "reconciliation, %ui recorded on their line",
+                      rc->claims_returned + rc->claims_queued
+                      + rc->claims_kept,
+                      rc->claims_returned, rc->claims_queued,
+                      rc->claims_kept);
+    }
+
+    ngx_http_linegate_reconcile_next(r, ctx,
+                                     NGX_HTTP_LINEGATE_RECONCILE_READ);
+}
+
+
+/* "<account> <worker id> <number>": ids a key may hold, an E.164 number */
+static ngx_int_t
+ngx_http_linegate_reconcile_claim_parse(
+    ngx_http_linegate_reconcile_claim_t *c, ngx_str_t *member)
+{
+    u_char      *p, *last, *sp;
+    ngx_str_t   *part[3];
+    ngx_uint_t   i;
+
+    c->member = *member;
+
+    part[0] = &c->account;
+    part[1] = &c->worker_id;
+    part[2] = &c->number;
+
+    p = member->data;
+    last = member->data + member->len;
+
+    for (i = 0; i < 3; i++) {
+        sp = (i < 2) ? ngx_strlchr(p, last, ' ') : last;
+
+        if (sp == NULL) {
+            return NGX_ERROR;
+        }
+
+        part[i]->data = p;
+        part[i]->len = sp - p;
+        p = sp + 1;
+    }
+
+    for (i = 0; i < 2; i++) {
+        if (part[i]->len == 0
+            || part[i]->len > NGX_HTTP_LINEGATE_RECONCILE_ID_MAX
+            || !ngx_http_linegate_chars_are(part[i]->data, part[i]->len,
+                                            NGX_HTTP_LINEGATE_CHARS_ID))
+        {
+            return NGX_ERROR;
+        }
+    }
+
+    return ngx_http_linegate_e164_valid(c->number.data, c->number.len)
+           ? NGX_OK : NGX_ERROR;
+}
+
+
+/* the claim at work stays for the next run: logged, on to the next */
+static void
+ngx_http_linegate_reconcile_claim_left(ngx_http_request_t *r,
+    ngx_http_linegate_ctx_t *ctx, const char *why)
+{
+    ngx_http_linegate_reconcile_t        *rc;
+    ngx_http_linegate_reconcile_claim_t  *c;
+
+    rc = ctx->data;
+    c = &rc->claim;
+
+    ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                  NGX_HTTP_LINEGATE_LOG "reconciliation: purchase %V of "
+                  "account \"%V\" (number \"%V\"), in flight past "
+                  "linegate_reconcile_lost_after, left for a later run: %s",
+                  &c->worker_id, &c->account, &c->number, why);
+
+    rc->claims_left++;
+    rc->ci++;
+
+    ngx_http_linegate_reconcile_claim_next(r, ctx);
+}
+
+
+/* INSPECT: pv_inspect.lua in the account's slot */
+static ngx_int_t
+ngx_http_linegate_reconcile_inspect(ngx_http_request_t *r,
+    ngx_http_linegate_reconcile_t *rc, ngx_http_linegate_reconcile_claim_t *c)
+{
+    ngx_str_t                        akey;
+    ngx_http_linegate_redis_args_t  *a;
+
+    if (ngx_http_linegate_key(r->pool, NGX_HTTP_LINEGATE_KEY_ACCT,
+                              &c->account, NULL, &akey)
+        != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    a = &rc->args;
+    ngx_http_linegate_redis_args_init(a);
+    ngx_http_linegate_redis_arg_str(a, &akey);
+    ngx_http_linegate_redis_arg_str(a, &c->worker_id);
+
+    return ngx_http_linegate_reconcile_script(r, rc,
+                                          NGX_HTTP_LINEGATE_SCRIPT_PV_INSPECT,
+                                          NGX_HTTP_LINEGATE_KEYS_PV_INSPECT);
+}
+
+
+/* pv_inspect's answer, copied into the claim: NGX_OK, or NGX_ERROR */
+static ngx_int_t
+ngx_http_linegate_reconcile_inspected(ngx_http_request_t *r,
+    ngx_http_linegate_reconcile_claim_t *c, redisReply *reply)
+{
+    int64_t      line, resv;
+    ngx_str_t    s, *dst;
+    ngx_uint_t   i;
+    redisReply  *ob;
+
+    /* {line, reservation, {outbox}, customer, reservation's createdAt} */
+    if (reply == NULL || reply->type != REDIS_REPLY_ARRAY
+        || reply->elements < 5
+        || ngx_http_linegate_reply_int(reply, 0, &line) != NGX_OK
+        || ngx_http_linegate_reply_int(reply, 1, &resv) != NGX_OK
+        || reply->element[2]->type != REDIS_REPLY_ARRAY)
+    {
+        return NGX_ERROR;
+    }
+
+    c->line = (line == 1);
+    c->resv = (resv == 1);
+
+    for (i = 3; i < 5; i++) {
+        dst = (i == 3) ? &c->customer : &c->at;
+
+        if (ngx_http_linegate_reply_str(reply, i, &s) != NGX_OK
+            || s.len > NGX_HTTP_LINEGATE_RECONCILE_FIELD_MAX
+            || ngx_http_linegate_pstr(r->pool, dst, s.data, s.len) == NULL)
+        {
+            return NGX_ERROR;
+        }
+    }
+
+    /* the outbox: {name, value, ...}, or empty */
+    ob = reply->element[2];
+
+    if (ob->elements % 2
+        || ob->elements > 2 * NGX_HTTP_LINEGATE_RECONCILE_OUTBOX)
+    {
+        return NGX_ERROR;
+    }
+
+    for (i = 0; i < ob->elements; i++) {
+        if (ngx_http_linegate_reply_str(ob, i, &s) != NGX_OK
+            || s.len > NGX_HTTP_LINEGATE_RECONCILE_FIELD_MAX
+            || ngx_http_linegate_pstr(r->pool, &c->outbox[i], s.data, s.len)
+               == NULL)
+        {
+            return NGX_ERROR;
+        }
+
+        if (i % 2 && ngx_http_linegate_reconcile_is(&c->outbox[i - 1],
+                                                    "reason"))
+        {
+            c->reason = c->outbox[i];
+        }
+    }
+
+    c->nfields = ob->elements;
+
+    /* an outbox names why it waits for the run (in a key name, too) */
+    if (c->nfields
+        && (c->reason.len == 0
+            || c->reason.len > NGX_HTTP_LINEGATE_RECONCILE_ID_MAX
+            || !ngx_http_linegate_chars_are(c->reason.data, c->reason.len,
+                                        NGX_HTTP_LINEGATE_CHARS_LOWER_WORD)))
+    {
+        return NGX_ERROR;
+    }
+
+    return NGX_OK;
+}
+
+
+/* SETTLE: pv_settle.lua in the fleet's slot, its policy above */
+static ngx_int_t
+ngx_http_linegate_reconcile_settle_claim(ngx_http_request_t *r,
+    ngx_http_linegate_reconcile_t *rc, ngx_http_linegate_reconcile_claim_t *c)
+{
+    u_char                          *p;
+    ngx_str_t                        q, b;
+    ngx_uint_t                       i, back, hold;
+    ngx_http_linegate_redis_args_t  *a;
+
+    static ngx_str_t                 empty = ngx_string("");
+
+    if (c->nfields) {
+        /*
+         * its record or release wrote down why: queued once. The entry
+         * of a purchase still reserved holds the number (the run returns
+         * it when it releases the purchase, or records it), as the
+         * confirm's own settle leaves it; else the number returns unless
+         * a line holds it.
+         */
+        hold = ngx_http_linegate_reconcile_is(&c->reason, "record_failed")
+               || ngx_http_linegate_reconcile_is(&c->reason, "worker_lost");
+        back = !hold && !c->line;
+        c->settled = back ? ", its number back in the inventory"
+                     : c->line ? ", its number the line's"
+                     : ", its number held by the entry";
+
+    } else if (c->resv) {
+        /* the confirm died between its reservation and its record */
+        ngx_str_set(&c->reason, "worker_lost");
+        back = 0;
+        c->settled = ", its number held by the entry";
+
+    } else if (c->line) {
+        back = 0;
+        c->settled = "recorded on its line";
+
+    } else {
+        back = 1;
+        c->settled = "released, its number back in the inventory";
+    }
+
+    c->returned = back;
+
+    if (c->reason.len) {
+        /* lg:{fleet}:q:<A>:<worker>:<reason> */
+        b.len = c->worker_id.len + 1 + c->reason.len;
+        b.data = ngx_pnalloc(r->pool, b.len);
+        if (b.data == NULL) {
+            return NGX_ERROR;
+        }
+
+        p = ngx_cpymem(b.data, c->worker_id.data, c->worker_id.len);
+        *p++ = ':';
+        ngx_memcpy(p, c->reason.data, c->reason.len);
+
+        if (ngx_http_linegate_key(r->pool, NGX_HTTP_LINEGATE_KEY_FLEET_Q,
+                                  &c->account, &b, &q)
+            != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
+
+    } else {
+        q = *ngx_http_linegate_key_fixed(NGX_HTTP_LINEGATE_KEY_FLEET_Q_NONE);
+    }
+
+    a = &rc->args;
+    ngx_http_linegate_redis_args_init(a);
+    ngx_http_linegate_redis_arg_str(a,
+        ngx_http_linegate_key_fixed(NGX_HTTP_LINEGATE_KEY_PV_INFLIGHT));
+    ngx_http_linegate_redis_arg_str(a,
+        ngx_http_linegate_key_fixed(NGX_HTTP_LINEGATE_KEY_INVENTORY));
+    ngx_http_linegate_redis_arg_str(a,
+        ngx_http_linegate_key_fixed(NGX_HTTP_LINEGATE_KEY_RECONCILE));
+    ngx_http_linegate_redis_arg_str(a, &q);
+    ngx_http_linegate_redis_arg_str(a, &c->member);
+    ngx_http_linegate_redis_arg_cstr(a, back ? "1" : "0");
+    ngx_http_linegate_redis_arg_str(a, &c->reason);
+
+    if (c->nfields) {
+        for (i = 0; i < c->nfields; i++) {
+            ngx_http_linegate_redis_arg_str(a, &c->outbox[i]);
+        }
+
+    } else if (c->reason.len) {
+        /* worker_lost: the entry a confirm's own release would queue */
+        ngx_http_linegate_redis_arg_cstr(a, "account");
+        ngx_http_linegate_redis_arg_str(a, &c->account);
+        ngx_http_linegate_redis_arg_cstr(a, "subscription_id");
+        ngx_http_linegate_redis_arg_str(a, &empty);
+        ngx_http_linegate_redis_arg_cstr(a, "phone_number");
+        ngx_http_linegate_redis_arg_str(a, &c->number);
+        ngx_http_linegate_redis_arg_cstr(a, "worker_id");
+        ngx_http_linegate_redis_arg_str(a, &c->worker_id);
+        ngx_http_linegate_redis_arg_cstr(a, "reason");
+        ngx_http_linegate_redis_arg_str(a, &c->reason);
+        ngx_http_linegate_redis_arg_cstr(a, "idempotency_key");
+        ngx_http_linegate_redis_arg_str(a, &empty);
+        ngx_http_linegate_redis_arg_cstr(a, "customer");
+        ngx_http_linegate_redis_arg_str(a, &c->customer);
+        ngx_http_linegate_redis_arg_cstr(a, "at");
+        ngx_http_linegate_redis_arg_str(a, &c->at);
+    }
+
+    return ngx_http_linegate_reconcile_script(r, rc,
+                                          NGX_HTTP_LINEGATE_SCRIPT_PV_SETTLE,
+                                          NGX_HTTP_LINEGATE_KEYS_PV_SETTLE);
+}
+
+
+/* pv_settle's answer {claimed, queued}: the claim is done, the next one */
+static void
+ngx_http_linegate_reconcile_claim_settled(ngx_http_request_t *r,
+    ngx_http_linegate_ctx_t *ctx, redisReply *reply)
+{
+    int64_t                               claimed, queued;
+    ngx_http_linegate_reconcile_t        *rc;
+    ngx_http_linegate_reconcile_claim_t  *c;
+
+    static ngx_str_t                      none = ngx_string("");
+
+    rc = ctx->data;
+    c = &rc->claim;
+
+    if (reply == NULL || reply->type != REDIS_REPLY_ARRAY
+        || ngx_http_linegate_reply_int(reply, 0, &claimed) != NGX_OK
+        || ngx_http_linegate_reply_int(reply, 1, &queued) != NGX_OK)
+    {
+        /* it may have run: idempotent, the next run settles it again */
+        ngx_http_linegate_reconcile_claim_left(r, ctx, "store_unavailable");
+        return;
+    }
+
+    ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
+                  NGX_HTTP_LINEGATE_LOG "reconciliation: purchase %V of "
+                  "account \"%V\" (number \"%V\") in flight past "
+                  "linegate_reconcile_lost_after: %s%V%s%s%s",
+                  &c->worker_id, &c->account, &c->number,
+                  c->reason.len ? "queued as " : "",
+                  c->reason.len ? &c->reason : &none,
+                  c->reason.len && queued == 0 ? " (queued before)" : "",
+                  c->settled,
+                  claimed == 0 ? " (its claim settled meanwhile)" : "");
+
+    if (claimed == 0) {
+        /* its confirm settled it meanwhile: that one's home stands */
+
+    } else if (c->reason.len) {
+        rc->claims_queued++;
+
+    } else if (c->returned) {
+        rc->claims_returned++;
+
+    } else {
+        rc->claims_kept++;
+    }
+
+    rc->ci++;
+
+    ngx_http_linegate_reconcile_claim_next(r, ctx);
 }
 
 
@@ -1341,13 +1945,51 @@ ngx_http_linegate_reconcile_stored(ngx_http_request_t *r, redisReply *reply)
         if (code > 0) {
             ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
                           NGX_HTTP_LINEGATE_LOG "reconciliation: %L "
-                          "purchase(s) in flight past "
+                          "line request(s) in flight past "
                           "linegate_reconcile_lost_after (their worker "
                           "died) queued as worker_lost", code);
         }
 
         ngx_http_linegate_reconcile_next(r, ctx,
-                                         NGX_HTTP_LINEGATE_RECONCILE_READ);
+                                         NGX_HTTP_LINEGATE_RECONCILE_CLAIMS);
+        return;
+
+    case NGX_HTTP_LINEGATE_RECONCILE_CLAIMS:
+        if (reply == NULL || reply->type != REDIS_REPLY_ARRAY) {
+            if (rc->claims_read) {
+                /* a later batch: the rest waits for the next run */
+                rc->claims_unread = 1;
+                ngx_http_linegate_reconcile_next(r, ctx,
+                                             NGX_HTTP_LINEGATE_RECONCILE_READ);
+                return;
+            }
+
+            rc->status = NGX_HTTP_SERVICE_UNAVAILABLE;
+            ngx_http_linegate_reconcile_next(r, ctx,
+                                          NGX_HTTP_LINEGATE_RECONCILE_UNLEASE);
+            return;
+        }
+
+        ngx_http_linegate_reconcile_claims_read(r, rc, reply);
+        ngx_http_linegate_reconcile_claim_next(r, ctx);
+        return;
+
+    case NGX_HTTP_LINEGATE_RECONCILE_INSPECT:
+        if (ngx_http_linegate_reconcile_inspected(r, &rc->claim, reply)
+            != NGX_OK)
+        {
+            ngx_http_linegate_reconcile_claim_left(r, ctx,
+                                                   reply ? "not_understood"
+                                                   : "store_unavailable");
+            return;
+        }
+
+        ngx_http_linegate_reconcile_next(r, ctx,
+                                         NGX_HTTP_LINEGATE_RECONCILE_SETTLE);
+        return;
+
+    case NGX_HTTP_LINEGATE_RECONCILE_SETTLE:
+        ngx_http_linegate_reconcile_claim_settled(r, ctx, reply);
         return;
 
     case NGX_HTTP_LINEGATE_RECONCILE_READ:
@@ -1521,7 +2163,8 @@ ngx_http_linegate_reconcile_answer(ngx_http_request_t *r,
 
     ngx_http_linegate_json_write_end(&jw, ']');
     ngx_http_linegate_json_write_key(&jw, "more");
-    ngx_http_linegate_json_write_bool(&jw, rc->pending || rc->i < rc->n);
+    ngx_http_linegate_json_write_bool(&jw, rc->pending || rc->i < rc->n
+                                           || rc->claims_unread);
     ngx_http_linegate_json_write_end(&jw, '}');
 
     ngx_str_set(&ctx->outcome, "reconciled");

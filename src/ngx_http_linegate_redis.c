@@ -946,8 +946,10 @@ ngx_http_linegate_redis_reply_cb(redisAsyncContext *ac, void *data,
 
 /*
  * The writes a 200 stands on (linegate_redis_wait): the creation's commit
- * and the invoice it is billed by, the confirm's recorded line, the
- * settlements of a payment (GET's reconciliation, the webhooks).
+ * and the invoice it is billed by, the confirm's claim of its number (a
+ * claim lost with its master would put the number back in the inventory
+ * while the line holds it) and its recorded line, the settlements of a
+ * payment (GET's reconciliation, the webhooks).
  */
 static ngx_uint_t
 ngx_http_linegate_redis_acknowledged(ngx_int_t script)
@@ -957,6 +959,7 @@ ngx_http_linegate_redis_acknowledged(ngx_int_t script)
     case NGX_HTTP_LINEGATE_SCRIPT_LR_CREATE:
     case NGX_HTTP_LINEGATE_SCRIPT_LR_INVOICE_STORE:
     case NGX_HTTP_LINEGATE_SCRIPT_LR_RESOLVE:
+    case NGX_HTTP_LINEGATE_SCRIPT_PV_CLAIM:
     case NGX_HTTP_LINEGATE_SCRIPT_PV_RECORD:
     case NGX_HTTP_LINEGATE_SCRIPT_WH_INVOICE:
     case NGX_HTTP_LINEGATE_SCRIPT_WH_SUBSCRIPTION:

@@ -17,9 +17,14 @@ use LG::Stack;
 use LG::Provision;
 use LG::Test qw(answer_is);
 use Time::HiRes qw(sleep time);
+use Mojo::JSON qw(encode_json decode_json);
+use POSIX ();
 
+# lost_after: claims of confirms cut by the kill are the sweep's after it
 my $s = LG::Stack->new(redis => 'cluster',
-                       HTTP_EXTRA => 'linegate_redis_wait 1 500ms;')->start;
+                       HTTP_EXTRA => 'linegate_redis_wait 1 300ms; '
+                                     . 'linegate_reconcile_lost_after 5s;')
+    ->start;
 my $p = LG::Provision->new($s);
 my $r = $s->redis;
 
@@ -135,6 +140,128 @@ subtest 'the reconciliation backlog gauge, read on the fleet\'s master' => sub {
     }
     is($seen, $n + 1, 'the gauge counts the stream\'s entries');
     $r->xtrim('lg:{fleet}:reconcile', 'MAXLEN', $n) if $n == 0;
+};
+
+# The fleet's master (the inventory, the claims, the reconciliation
+# stream) SIGKILLed while confirms of four accounts run, four at a time:
+# clients see only complete answers; every 200 still has its line, with
+# its number, once a replica is promoted; after the sweep every number is
+# in exactly one place; no subscription is left that no line or entry
+# backs.
+subtest 'the fleet\'s master SIGKILLed under confirms' => sub {
+    my @accts = map { spread_account("acct_kill$_", daily => 50,
+                                     monthly => 500, card => 1) } 1 .. 4;
+    $p->inventory($p->numbers(200, 628557));
+    $p->inventory($p->numbers(50, 628558));
+    ok($s->cluster_wait_ok(30, replicas => 1), 'every master has a replica')
+        or return;
+    my $total = $p->accounted;
+    my @jobs = map { my $a = $_; map { [$a, $p->token($a)] } 1 .. 10 }
+               @accts;
+    my $fleet = $s->cluster_master_of($FLEET);
+    my $out = "$s->{dir}/kill-answers.json";
+
+    my $pid = fork // die "fork: $!";
+    if (!$pid) {
+        my @res;
+        while (my @batch = splice @jobs, 0, 4) {
+            my @txs = $p->parallel(map { $p->confirm_req(@$_) } @batch);
+            for my $i (0 .. $#txs) {
+                my $res = $txs[$i]->res;
+                push @res, {account => $batch[$i][0]{id},
+                            code => $res->code // 0,
+                            retry => $res->headers->header('Retry-After'),
+                            body => eval { $res->json } // $res->body};
+            }
+        }
+        open my $fh, '>', $out or POSIX::_exit(1);
+        print $fh encode_json(\@res);
+        close $fh;
+        POSIX::_exit(0);
+    }
+
+    # once a few confirms were answered
+    my $t0 = time;
+    sleep 0.05 until time - $t0 > 20
+        || grep { %{ $p->lines($_->{id}) } } @accts;
+    $s->cluster_kill_master($fleet);
+    my $killed = time;
+    waitpid $pid, 0;
+    ok(!$?, 'the confirms ran to their end');
+    ok($s->cluster_wait_ok(60), 'a replica took the slots over');
+    my $promoted = time;
+    diag(sprintf 'promoted %.1f s after the kill', $promoted - $killed);
+    # linegate_redis_wait 1: the new master's writes are acknowledged
+    # once it has a replica again (without one, each claim is an unknown
+    # outcome: 503, and the sweep returns its number)
+    $s->cluster_start_node($fleet);
+    ok($s->cluster_wait_ok(60, replicas => 1),
+       'the old master back, as a replica');
+    $r = $s->redis;
+
+    # served again without a reload (the seconds reported, not asserted)
+    my ($back, $last);
+    while (time - $promoted < 30) {
+        my $tok = eval { $p->token($accts[0]) };
+        my $tx = $tok ? $p->confirm($accts[0], $tok) : $p->preview($accts[0]);
+        $last = $tx->res->code . ' ' . $tx->res->body;
+        if ($tok && $tx->res->code == 200) {
+            $back = time - $promoted;
+            last;
+        }
+        sleep 0.1;
+    }
+    ok(defined $back, 'a confirm answered 200 after the promotion')
+        or diag("last: $last\n" . join '', (split /^/, $s->error_log)[-30 .. -1]);
+    diag(sprintf 'purchases again %.1f s after the promotion', $back // -1);
+
+    my $res = decode_json(do { local (@ARGV, $/) = $out; <> });
+    is(scalar @$res, 40, 'forty answers');
+    my $after = 1;    # the purchase made above
+    my %by;
+    $by{$_->{code}}++ for @$res;
+    diag('answers: ' . join ', ', map { "$_ x$by{$_}" } sort keys %by);
+    is(scalar(grep { $_->{code} !~ /^(?:200|500|503)$/ } @$res), 0,
+       'only 200, 500 or 503');
+    is(scalar(grep { $_->{code} == 503 && !defined $_->{retry} } @$res), 0,
+       'every 503 with Retry-After');
+    ok($by{200}, 'purchases before the kill');
+
+    my %held;
+    for my $a (@accts) {
+        $held{$_->{phone_number}}++ for values %{ $p->lines($a->{id}) };
+    }
+    my @ok = grep { $_->{code} == 200 } @$res;
+    is(scalar(grep { !$held{$_->{body}{phone_number} // ''} } @ok), 0,
+       'every 200: its number on a line of the account');
+    is(scalar(grep { $_ > 1 } values %held), 0, 'no number on two lines');
+    is(scalar keys %held, @ok + $after, 'no line without its 200');
+
+    # the claims of confirms the kill cut: the sweep's, once past
+    # linegate_reconcile_lost_after (a run every 2 s)
+    $t0 = time;
+    while (time - $t0 < 60) {
+        $s->op(POST => '/reconciliation/run');
+        last if !claims() && $p->accounted == $total;
+        sleep 1;
+    }
+    is(claims(), 0, 'every claim settled');
+    is($p->accounted, $total, 'every number in exactly one place');
+
+    my %lines_of = map { $_->{id} => scalar keys %{ $p->lines($_->{id}) } }
+                   @accts;
+    my %entries;
+    $entries{$_->{subscription_id}}++
+        for grep { length($_->{subscription_id} // '') } @{ $p->reconcile };
+    my @live = grep { ($_->{status} // '') ne 'canceled' }
+               grep { my $c = $_->{customer} // '';
+                      grep { $c eq $_->{customer} } @accts }
+               $p->subscriptions;
+    my $lines = 0;
+    $lines += $_ for values %lines_of;
+    cmp_ok(scalar @live, '<=', $lines + keys %entries,
+           'no subscription without a line or an entry: '
+           . scalar(@live) . " live, $lines lines");
 };
 
 done_testing;

@@ -32,11 +32,32 @@ my $r = $s->redis;
 my $TOTAL = 30;
 $p->inventory($p->numbers($TOTAL));
 
+# every number in exactly one of: the inventory, a claim of a purchase in
+# flight (lg:{fleet}:pv:inflight, "<A> <worker> <number>"), an account's
+# line, an entry of lg:{fleet}:reconcile that holds it for the run (a
+# purchase still reserved: record_failed, worker_lost)
 sub numbers_accounted {
     my ($name) = @_;
     local $Test::Builder::Level = $Test::Builder::Level + 1;
-    is($p->accounted, $TOTAL,
-       "$name: no number lost");
+    my @lines = map { $r->hget($_, 'phone_number') }
+                grep { $r->type($_) eq 'hash' } $r->keys('lg:{acct:*}:line:*');
+    # a claim whose own line holds its number (the settle after the
+    # record not yet run) is that line's: counted once
+    my @claims = map { (split / /)[2] // () }
+                 grep { my ($a, $w, $n) = split / /;
+                        ($r->hget("lg:{acct:$a}:line:$w", 'phone_number')
+                         // '') ne ($n // '') }
+                 $r->zrange('lg:{fleet}:pv:inflight', 0, -1);
+    my $holds = qr/^(?:record_failed|worker_lost)$/;
+    my @held = map { $_->{phone_number} }
+               grep { length($_->{phone_number} // '')
+                      && ($_->{reason} // '') =~ $holds } @{ $p->reconcile };
+    my @all = ($r->smembers('lg:{fleet}:inventory'), @lines, @claims, @held);
+    my %n;
+    $n{$_}++ for @all;
+    is(scalar keys %n, $TOTAL, "$name: no number lost");
+    is_deeply([grep { $n{$_} > 1 } sort keys %n], [],
+              "$name: none in two places");
 }
 
 sub subs_of {
@@ -321,6 +342,209 @@ subtest 'one run at a time across the fleet: a lease in Redis' => sub {
     is($tx->res->code, 405, 'GET: 405');
 };
 
+# The sweep of lost purchases (docs/operator.md, "Reconciliation"): a
+# claim older than linegate_reconcile_lost_after is settled by what its
+# account shows, in steps of one slot each. The state a dead worker (or a
+# lost settle) leaves is written here by hand.
+my $W = 0;
+sub lost_claim {
+    my ($acct, %o) = @_;
+    my $w = sprintf 'worker_%024x', ++$W + 0xabc000;
+    my $n = $r->spop('lg:{fleet}:inventory');
+    my $m = "$acct $w $n";
+    $r->zadd('lg:{fleet}:pv:inflight', $p->now_ms - 5000, $m);
+    return ($m, $w, $n);
+}
+
+# the error log has this text
+sub logged {
+    my ($text) = @_;
+    local $Test::Builder::Level = $Test::Builder::Level + 1;
+    ok(index($s->error_log, $text) >= 0, "logged: $text")
+        or diag 'not in the error log';
+}
+
+sub of_worker {
+    my ($w) = @_;
+    return (grep { ($_->{worker_id} // '') eq $w } @{ $p->reconcile }),
+           (grep { ($_->{worker_id} // '') eq $w } resolved());
+}
+
+subtest 'sweep: a claim with no reservation and no line is released' => sub {
+    $p->account('acct_sw_none');
+    my ($m, $w, $n) = lost_claim('acct_sw_none');
+    ok(!$r->sismember('lg:{fleet}:inventory', $n), 'the claim holds it');
+    run();
+    is($r->zscore('lg:{fleet}:pv:inflight', $m), undef, 'the claim is gone');
+    ok($r->sismember('lg:{fleet}:inventory', $n),
+       'the number is back in the inventory');
+    is_deeply([of_worker($w)], [], 'nothing queued for reconciliation');
+    logged("purchase $w of account \"acct_sw_none\" (number \"$n\") in"
+           . ' flight past linegate_reconcile_lost_after: released, its'
+           . ' number back in the inventory');
+    numbers_accounted('released claim');
+};
+
+subtest 'sweep: a claim whose line was recorded is dropped' => sub {
+    $p->account('acct_sw_line');
+    my ($m, $w, $n) = lost_claim('acct_sw_line');
+    $r->hset("lg:{acct:acct_sw_line}:line:$w", phone_number => $n,
+             subscription_id => 'sub_swept',
+             createdAt => '2026-11-23T00:00:00.000Z');
+    $r->zadd('lg:{acct:acct_sw_line}:prov', $p->now_ms, $w);
+    run();
+    is($r->zscore('lg:{fleet}:pv:inflight', $m), undef, 'the claim is gone');
+    ok(!$r->sismember('lg:{fleet}:inventory', $n),
+       'the number stays out of the inventory');
+    is($p->lines('acct_sw_line')->{$w}{phone_number}, $n, 'the line has it');
+    is($r->zcard('lg:{acct:acct_sw_line}:prov'), 1, 'its slot counts');
+    is_deeply([of_worker($w)], [], 'nothing queued for reconciliation');
+    logged("purchase $w of account \"acct_sw_line\" (number \"$n\") in"
+           . ' flight past linegate_reconcile_lost_after: recorded on its'
+           . ' line');
+    numbers_accounted('recorded claim');
+};
+
+subtest 'sweep: a claim with a reservation is queued as worker_lost' => sub {
+    $p->account('acct_sw_resv');
+    my ($m, $w, $n) = lost_claim('acct_sw_resv');
+    $r->hset("lg:{acct:acct_sw_resv}:resv:$w",
+             createdAt => '2026-11-23T00:00:00.000Z');
+    $r->zadd('lg:{acct:acct_sw_resv}:prov', $p->now_ms, $w);
+    my $b = run();
+    is($r->zscore('lg:{fleet}:pv:inflight', $m), undef, 'the claim is gone');
+    my @e = of_worker($w);
+    is(scalar @e, 1, 'one entry');
+    is($e[0]{reason}, 'worker_lost', 'worker_lost');
+    is($e[0]{phone_number}, $n, "with the claim's number");
+    is($e[0]{customer}, 'cus_acct_sw_resv', "and the account's customer");
+    is(entry_of($b, 'acct_sw_resv')->{outcome}, 'no_subscription',
+       'settled by the same run: nothing was bought');
+    is_deeply($p->reservations('acct_sw_resv'), [], 'the reservation dropped');
+    is($r->zcard('lg:{acct:acct_sw_resv}:prov'), 0, 'the slot freed');
+    ok($r->sismember('lg:{fleet}:inventory', $n),
+       'the number is back in the inventory');
+    numbers_accounted('worker_lost claim');
+};
+
+subtest 'sweep: a claim with an outbox is queued once' => sub {
+    $p->account('acct_sw_outbox');
+    my ($m, $w, $n) = lost_claim('acct_sw_outbox');
+    # pv_release wrote it (Stripe's answer lost), its settle was not sent
+    $r->hset("lg:{acct:acct_sw_outbox}:reconcile:w:$w",
+             account => 'acct_sw_outbox', subscription_id => '',
+             phone_number => $n, worker_id => $w,
+             reason => 'stripe_outcome_unknown', idempotency_key => "ik_$w",
+             customer => 'cus_acct_sw_outbox',
+             at => '2026-11-23T00:00:00.000Z');
+    my $b = run();
+    is($r->zscore('lg:{fleet}:pv:inflight', $m), undef, 'the claim is gone');
+    ok($r->sismember('lg:{fleet}:inventory', $n),
+       'the number is back in the inventory (nothing holds it)');
+    my @e = of_worker($w);
+    is(scalar @e, 1, 'queued');
+    is($e[0]{reason}, 'stripe_outcome_unknown', "with the outbox's reason");
+    is($e[0]{idempotency_key}, "ik_$w", 'and its fields');
+    is(entry_of($b, 'acct_sw_outbox')->{outcome}, 'no_subscription',
+       'and settled');
+
+    # the same claim again (a settle sent twice, a run repeated): the
+    # number stays where it is, the entry is not queued a second time
+    $r->zadd('lg:{fleet}:pv:inflight', $p->now_ms - 5000, $m);
+    $r->srem('lg:{fleet}:inventory', $n);
+    run();
+    run();
+    is($r->zscore('lg:{fleet}:pv:inflight', $m), undef, 'the claim is gone');
+    is(scalar(() = of_worker($w)), 1, 'still queued once');
+    ok($r->sismember('lg:{fleet}:inventory', $n), 'the number returned');
+    numbers_accounted('outbox claim');
+};
+
+subtest 'sweep: a record_failed outbox holds its number for the run' => sub {
+    $p->account('acct_sw_rf');
+    my ($m, $w, $n) = lost_claim('acct_sw_rf');
+    # pv_record wrote it; its reservation was dropped by hand since
+    $r->hset("lg:{acct:acct_sw_rf}:reconcile:w:$w",
+             account => 'acct_sw_rf', subscription_id => "sub_gone_$W",
+             phone_number => $n, worker_id => $w, reason => 'record_failed',
+             idempotency_key => "ik_$w", customer => 'cus_acct_sw_rf',
+             at => '2026-11-23T00:00:00.000Z');
+    # Stripe down: the run sweeps, then stops at the entry
+    $p->fault(method => 'GET', path_prefix => '/v1/subscriptions',
+              status => 500, count => 1);
+    my $b = run();
+    is(entry_of($b, 'acct_sw_rf')->{detail}, 'stripe_unavailable',
+       'the entry waits');
+    is($r->zscore('lg:{fleet}:pv:inflight', $m), undef, 'the claim is gone');
+    my @e = of_worker($w);
+    is(scalar @e, 1, 'queued');
+    is($e[0]{phone_number}, $n, 'the entry holds the number');
+    ok(!$r->sismember('lg:{fleet}:inventory', $n),
+       'not the inventory: the run records it or gives it back');
+    numbers_accounted('record_failed outbox, queued');
+    $p->clear_faults;
+    $b = run();
+    is(entry_of($b, 'acct_sw_rf')->{outcome}, 'released',
+       'nothing charges: released');
+    ok($r->sismember('lg:{fleet}:inventory', $n), 'the number given back');
+    numbers_accounted('record_failed outbox, released');
+};
+
+subtest 'sweep: a step Redis refuses leaves the claim for the next run' =>
+sub {
+    $p->account('acct_sw_err');
+    my ($m, $w, $n) = lost_claim('acct_sw_err');
+    # the account's hash is not one: pv_inspect fails (WRONGTYPE)
+    my %acct = $r->hgetall('lg:{acct:acct_sw_err}');
+    $r->del('lg:{acct:acct_sw_err}');
+    $r->set('lg:{acct:acct_sw_err}', 'not a hash');
+    $p->account('acct_sw_ok');
+    my ($m2, $w2, $n2) = lost_claim('acct_sw_ok');
+    $r->zadd('lg:{fleet}:pv:inflight', $p->now_ms - 4000, $m2);
+    run();
+    ok(defined $r->zscore('lg:{fleet}:pv:inflight', $m), 'the claim stays');
+    ok(!$r->sismember('lg:{fleet}:inventory', $n), 'and holds its number');
+    logged("purchase $w of account \"acct_sw_err\" (number \"$n\"), in"
+           . ' flight past linegate_reconcile_lost_after, left for a later'
+           . ' run: store_unavailable');
+    is($r->zscore('lg:{fleet}:pv:inflight', $m2), undef,
+       'the claim behind it is settled');
+    numbers_accounted('a step refused');
+
+    $r->del('lg:{acct:acct_sw_err}');
+    $r->hset('lg:{acct:acct_sw_err}', %acct);
+    run();
+    is($r->zscore('lg:{fleet}:pv:inflight', $m), undef,
+       'the next run settles it');
+    ok($r->sismember('lg:{fleet}:inventory', $n), 'its number returned');
+};
+
+subtest 'sweep: a malformed claim is skipped and logged' => sub {
+    $p->account('acct_sw_bad');
+    my @bad = ('acct_sw_bad worker_two_parts', 'acct_sw_bad w x +1555',
+               'acct_sw_bad worker_x not-a-number', 'acct{x} w +15550001111');
+    # more than a batch of them (10): the sweep reads past them
+    my @more = map { "acct_sw_bad worker_$_" } 1 .. 8;
+    $r->zadd('lg:{fleet}:pv:inflight', $p->now_ms - 9000, $_)
+        for @bad, @more;
+    # behind them, a claim the sweep settles
+    my ($m, $w, $n) = lost_claim('acct_sw_bad');
+    $r->zadd('lg:{fleet}:pv:inflight', $p->now_ms - 8000, $m);
+    run();
+    is(scalar(grep { defined $r->zscore('lg:{fleet}:pv:inflight', $_) }
+              @more), 8, 'the others too');
+    for my $b (@bad) {
+        ok(defined $r->zscore('lg:{fleet}:pv:inflight', $b),
+           "\"$b\": left for a human");
+        logged("the claim \"$b\" of lg:{fleet}:pv:inflight is not"
+               . ' "<account> <worker> <number>": skipped, left for a human');
+    }
+    is($r->zscore('lg:{fleet}:pv:inflight', $m), undef,
+       'the claim behind them is settled');
+    ok($r->sismember('lg:{fleet}:inventory', $n), 'its number returned');
+    $r->zrem('lg:{fleet}:pv:inflight', @bad, @more);
+};
+
 subtest 'a worker killed mid-confirm: cancelled, the number back' => sub {
     my $a = $p->account('acct_killed');
     my $tok = $p->token($a);
@@ -339,7 +563,12 @@ subtest 'a worker killed mid-confirm: cancelled, the number back' => sub {
     ok($done && $killed, 'the workers were killed mid-confirm');
     ok(!$tx || !$tx->res->code, 'the client got no answer');
     my @resv = @{ $p->reservations('acct_killed') };
-    is(scalar @resv, 1, 'the dead worker left its number held');
+    is(scalar @resv, 1, 'the dead worker left its reservation');
+    my @claim = in_flight('lg:{fleet}:pv:inflight', 'acct_killed');
+    is(scalar @claim, 1, 'and its claim, which holds the number');
+    my $number = (split ' ', $claim[0] // '')[2] // '';
+    ok($number && !$r->sismember('lg:{fleet}:inventory', $number),
+       'out of the inventory');
     is($r->zcard('lg:{acct:acct_killed}:prov'), 1, 'and its slot');
     my ($sub) = subs_of('acct_killed');
     is($sub->{status}, 'active', 'and a subscription that charges');
@@ -352,10 +581,14 @@ subtest 'a worker killed mid-confirm: cancelled, the number back' => sub {
     is($e->{outcome}, 'canceled', 'settled: canceled');
     is($e->{subscription_id}, $sub->{id}, 'the subscription it bought');
     is((subs_of('acct_killed'))[0]{status}, 'canceled', 'cancelled at Stripe');
-    is_deeply($p->reservations('acct_killed'), [], 'the number released');
+    is_deeply($p->reservations('acct_killed'), [], 'the reservation dropped');
+    ok($r->sismember('lg:{fleet}:inventory', $number),
+       'the number back in the inventory');
     is($r->zcard('lg:{acct:acct_killed}:prov'), 0, 'the slot freed');
     is($r->zcard('lg:{fleet}:pv:inflight'), 0, 'nothing in flight');
-    like($s->error_log, qr/1 purchase\(s\) in flight past/, 'logged');
+    logged('1 purchase(s) in flight past linegate_reconcile_lost_after'
+           . ' (their worker died): 0 number(s) back in the inventory, 1'
+           . ' queued for reconciliation');
     numbers_accounted('worker killed');
 
     # the same with no subscription made: released as no_subscription
@@ -381,7 +614,8 @@ subtest 'a worker killed mid-confirm: cancelled, the number back' => sub {
     $e = entry_of($b, 'acct_killed2');
     is($e->{reason}, 'worker_lost', 'worker_lost');
     is($e->{outcome}, 'canceled', 'what Stripe did late is undone');
-    is_deeply($p->reservations('acct_killed2'), [], 'the number released');
+    is_deeply($p->reservations('acct_killed2'), [],
+              'the reservation dropped');
     numbers_accounted('worker killed before Stripe answered');
     $p->clear_faults;
 };

@@ -4,10 +4,11 @@
 # workspace, account and inventory through the operator API, prints the
 # credentials and curl examples, and runs until Ctrl-C.
 #
-# LG_REDIS=cluster: a Redis Cluster (3 masters, 3 replicas) serving a
-# linegate_limit demo location; the Lines and Provisioning APIs need one
-# Redis or Sentinel until their scripts are single-slot (issue 10), so
-# nothing is seeded.
+# LG_REDIS=cluster: a Redis Cluster (3 masters, 3 replicas) serving the
+# Provisioning and operator APIs and a linegate_limit demo location; the
+# Lines API and the webhooks need one Redis or Sentinel until their
+# scripts are single-slot (issue 10), so only the account and the
+# inventory are seeded.
 #
 # Environment:
 #   LG_PORT            nginx port (8080)
@@ -56,21 +57,20 @@ my %limit_demo = (
                     . 'proxy_pass http://127.0.0.1:@PORT@/static; }',
 );
 
+# lg:{fleet}:reconcile settled without an operator (docs/operator.md)
+my $auto = 'linegate_reconcile_auto '
+         . 'http://127.0.0.1:@PORT@/_linegate/ interval=30s;';
+
 my $s = LG::Stack->new(
     port           => $port,
     redis_port     => $redis_port,
     stub_port      => $stub_port,
     OPERATOR_TOKEN => $token,
     WEBHOOK_SECRET => 'whsec_dev_linegate_' . LG::Stack::random_token(24),
-    # lg:{fleet}:reconcile settled without an operator (docs/operator.md)
-    HTTP_EXTRA     => 'linegate_reconcile_auto '
-                      . 'http://127.0.0.1:@PORT@/_linegate/ interval=30s;',
-    # (on a cluster, its HTTP_EXTRA replaces the reconciliation's: the
-    # operator API is not there)
-    ($cluster ? (%limit_demo, stub => 0) : ()),
+    HTTP_EXTRA     => $auto,
+    ($cluster ? (%limit_demo,
+                 HTTP_EXTRA => "$auto $limit_demo{HTTP_EXTRA}") : ()),
 )->start;
-
-cluster_demo() if $cluster;
 
 # LG_REDIS=sentinel: where the replicas and sentinels listen
 my $topology = $s->topology ne 'sentinel' ? '' : sprintf(
@@ -95,11 +95,14 @@ step(200, 'stub customer cus_demo_agent',
      $s->stub(POST => '/_stub/customers',
               {id => 'cus_demo_agent', card => \1}));
 
-step(200, 'workspace org_demo',
-     $s->op(PUT => '/workspaces/org_demo',
-            {plan => 'growth', subscriptionStatus => 'active',
-             stripeCustomerId => 'cus_demo'}));
-my $key = step(201, 'API key', $s->op(POST => '/workspaces/org_demo/keys'));
+# (on a cluster the Lines API is not served: no workspace)
+my $key = $cluster ? undef : do {
+    step(200, 'workspace org_demo',
+         $s->op(PUT => '/workspaces/org_demo',
+                {plan => 'growth', subscriptionStatus => 'active',
+                 stripeCustomerId => 'cus_demo'}));
+    step(201, 'API key', $s->op(POST => '/workspaces/org_demo/keys'));
+};
 
 step(200, 'account acct_demo',
      $s->op(PUT => '/accounts/acct_demo',
@@ -110,6 +113,8 @@ my $cred = step(201, 'credentials',
 my $inv = step(200, 'inventory',
                $s->op(POST => '/inventory',
                       {numbers => [map { "+1415555010$_" } 0 .. 4]}));
+
+cluster_demo() if $cluster;
 
 my $lg   = $s->url('');
 my $stub = $s->stub_url;
@@ -182,9 +187,10 @@ TEXT
 
 wait_for_stop();
 
-# LG_REDIS=cluster: the topology and the limited location
+# LG_REDIS=cluster: the topology, the account, the limited location
 sub cluster_demo {
     my $lg = $s->url('');
+    my $stub = $s->stub_url;
     my $logs = $s->prefix;
     my @masters = $s->cluster_masters;
     my $first = $masters[0];
@@ -195,15 +201,37 @@ sub cluster_demo {
 linegate development stack on a Redis Cluster (Ctrl-C stops it)
 
   linegate        $lg
+  operator token  $token
+  account         acct_demo (inbound_only, Stripe customer cus_demo_agent)
+    key id        $cred->{key_id}
+    secret        $cred->{secret}
+  inventory       $inv->{total} numbers
+  Stripe stub     $stub   (state: curl -s $stub/_stub/state)
   (Cluster)       masters $masters; replicas $replicas
                   redis-cli -p $first cluster nodes
   linegate_limit  zone demo (2r/s, burst 4, per client address) on
                   $lg/limited
-  Lines and Provisioning APIs: not on a cluster yet (issue 10); make run,
-                  or make run LG_REDIS=sentinel, serves them
+  Lines API and webhooks: not on a cluster yet (issue 10); make run, or
+                  make run LG_REDIS=sentinel, serves them
   logs            $logs/error.log, $logs/access.log
 
 Try, in another shell:
+
+export LG=$lg OP=$token
+export SBK=$cred->{key_id} SBS=$cred->{secret}
+
+# an inbound-only line for the Agent account: preview, then confirm (the
+# key id's lookup, the account and the inventory on three slots)
+curl -s -X POST \$LG/accounts/lines/provision-preview \\
+  -H "sb-api-key-id: \$SBK" -H "sb-api-secret-key: \$SBS"
+curl -s -X POST \$LG/accounts/lines/provision-confirm \\
+  -H "sb-api-key-id: \$SBK" -H "sb-api-secret-key: \$SBS" \\
+  -H 'Content-Type: application/json' -d '{"preview_token":"<lpv_...>"}'
+curl -s \$LG/accounts/limits -H "sb-api-key-id: \$SBK" -H "sb-api-secret-key: \$SBS"
+
+# where each key lives
+redis-cli -c -p $first cluster keyslot 'lg:{fleet}:inventory'
+redis-cli -c -p $first cluster keyslot 'lg:{acct:acct_demo}'
 
 # 5 pass (burst 4 + 1), then 429 with Retry-After
 for i in 1 2 3 4 5 6 7; do curl -s -o /dev/null -w '%{http_code} ' $lg/limited; done; echo

@@ -36,7 +36,7 @@ our @INVARIANTS = qw(answers_complete answers_format confirm_answers_true
     no_stuck_idempotency included_within_plan open_invoice_awaits
     paid_invoice_promoted no_draft_invoice paid_line_paid
     subscription_backed numbers_conserved no_stuck_reservation
-    limits_respected revoked_key_refused provisioning_on_stream
+    no_stale_claim limits_respected revoked_key_refused provisioning_on_stream
     reconcile_settled no_worker_crash no_alert_in_log);
 
 sub new {
@@ -252,6 +252,9 @@ sub settle {
     # linegate_reconcile_auto's) runs would: until nothing more waits
     for my $run (1 .. 10) {
         my $t0 = time;
+        # the claims a run sweeps are the ones older than this, less
+        # linegate_reconcile_lost_after (no_stale_claim)
+        $self->{last_run} = $t0;
         my $tx = $s->op(POST => '/reconciliation/run');
         my $b = $tx->res->json // {};
         push @settle, {ep => 'settle POST /_linegate/reconciliation/run',
@@ -427,7 +430,28 @@ sub check {
                   $r->xrange('lg:{fleet}:reconciled', '-', '+');
     my %settled_sub = map { ($_->{subscription_id} => $_) }
                       grep { length($_->{subscription_id} // '') } @settled;
+    # where each number is: the inventory, a claim of a purchase in flight
+    # ("<A> <worker> <number>" on lg:{fleet}:pv:inflight), an account's
+    # line, or an entry of lg:{fleet}:reconcile holding it for the run (a
+    # purchase still reserved: record_failed, worker_lost); a reservation
+    # holds none
     my (%line, %resv, %where);
+    my %claim = $r->zrange('lg:{fleet}:pv:inflight', 0, -1, 'WITHSCORES');
+    for my $m (sort keys %claim) {
+        my ($A, $wid, $n) = split / /, $m;
+        # the claim of a line recorded (its settle still to come) is
+        # the line's: one place
+        next if defined $wid && ($r->hget("lg:{acct:$A}:line:$wid",
+                                          'phone_number') // '') eq ($n // '');
+        push @{ $where{ $n // '?' } }, 'claim ' . ($A // '?') . '/'
+            . ($wid // '?');
+    }
+    for my $e (@rec) {
+        next unless length($e->{phone_number} // '') && ($e->{reason} // '')
+            =~ /^(?:record_failed|worker_lost)$/;
+        push @{ $where{ $e->{phone_number} } },
+            "reconcile entry $e->{account}/$e->{worker_id} ($e->{reason})";
+    }
     for my $a (@{ $self->{accounts} }) {
         my $A = $a->{id};
         for my $k ($r->keys("lg:{acct:$A}:line:*")) {
@@ -439,11 +463,8 @@ sub check {
         for my $k ($r->keys("lg:{acct:$A}:resv:*")) {
             (my $wid = $k) =~ s/.*:resv://;
             $resv{$wid} = {$r->hgetall($k), account => $A};
-            push @{ $where{ $resv{$wid}{phone_number} // '?' } },
-                "reservation $A/$wid";
             if (((($rec_worker{$wid} // {})->{reason}) // '') ne 'record_failed') {
-                $bad->(no_stuck_reservation => "$A/$wid holds "
-                       . ($resv{$wid}{phone_number} // '?')
+                $bad->(no_stuck_reservation => "$A/$wid is reserved"
                        . ' with no record_failed entry on lg:{fleet}:reconcile'
                        . $self->logtrail($wid));
             }
@@ -461,13 +482,26 @@ sub check {
     push @{ $where{$_} }, 'inventory' for $r->smembers('lg:{fleet}:inventory');
     for my $n (sort keys %{ $self->{seeded} }) {
         my $at = delete $where{$n} // [];
-        $bad->(numbers_conserved => "$n lost (not in the inventory, no line,"
-               . ' no reservation)') unless @$at;
+        $bad->(numbers_conserved => "$n lost (not in the inventory, no"
+               . ' claim, no line, no reconcile entry)') unless @$at;
         $bad->(numbers_conserved => "$n in " . @$at . ' places: '
                . join(', ', @$at)) if @$at > 1;
     }
     $bad->(numbers_conserved => "$_ was never seeded: @{ $where{$_} }")
         for sort keys %where;
+
+    # what the settle period's runs swept: no claim older than the last
+    # run's cutoff (its start less linegate_reconcile_lost_after, 5 s)
+    # is left, each a number held for a purchase nobody settles
+    my $cutoff = (($self->{last_run} // time) - 5) * 1000;
+    for my $m (sort keys %claim) {
+        next unless $claim{$m} < $cutoff;
+        my ($A, $wid) = split / /, $m;
+        $bad->(no_stale_claim => "\"$m\" claimed "
+               . sprintf('%.1f', ($cutoff - $claim{$m}) / 1000)
+               . ' s before the last run\'s cutoff'
+               . $self->logtrail($wid // $m));
+    }
 
     for my $sub (sort keys %{ $st->{subscriptions} // {} }) {
         my $x = $st->{subscriptions}{$sub};
