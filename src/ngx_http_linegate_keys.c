@@ -24,7 +24,7 @@ typedef struct {
 static ngx_http_linegate_key_form_t
     ngx_http_linegate_key_forms[NGX_HTTP_LINEGATE_KEY_COUNT] = {
 
-    /* NGX_HTTP_LINEGATE_KEY_WS ... _WS_IDEM */
+    /* NGX_HTTP_LINEGATE_KEY_WS ... _WS_LINES */
     { ngx_string("lg:{ws:"), ngx_string("}"), ngx_http_linegate_key_none },
     { ngx_string("lg:{ws:"), ngx_string("}:keys"),
       ngx_http_linegate_key_none },
@@ -33,6 +33,8 @@ static ngx_http_linegate_key_form_t
     { ngx_string("lg:{ws:"), ngx_string("}:lr:"),
       ngx_http_linegate_key_none },
     { ngx_string("lg:{ws:"), ngx_string("}:idem:"),
+      ngx_http_linegate_key_none },
+    { ngx_string("lg:{ws:"), ngx_string("}:lines"),
       ngx_http_linegate_key_none },
 
     /* NGX_HTTP_LINEGATE_KEY_ACCT, _ACCT_PROV */

@@ -41,6 +41,8 @@ static void ngx_http_linegate_lines_read_fail(ngx_http_request_t *r,
 
 static void ngx_http_linegate_lr_get(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr);
+static void ngx_http_linegate_lr_script(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr);
 static void ngx_http_linegate_lr_get_script(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr, ngx_http_linegate_read_step_e step);
 static ngx_int_t ngx_http_linegate_lr_get_line(ngx_http_request_t *r,
@@ -76,6 +78,14 @@ static void ngx_http_linegate_lines_list(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr);
 static void ngx_http_linegate_lines_list_done(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr, redisReply *reply);
+static void ngx_http_linegate_lines_list_index(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr, redisReply *index);
+static void ngx_http_linegate_lines_list_read(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr);
+static void ngx_http_linegate_lines_list_lines(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr, redisReply *reply);
+static void ngx_http_linegate_lines_list_drop(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr, ngx_str_t *ids, ngx_uint_t n);
 
 static void ngx_http_linegate_line_check(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr);
@@ -148,7 +158,8 @@ ngx_http_linegate_lines_handler(ngx_http_request_t *r,
         return;
 
     case NGX_HTTP_LINEGATE_API_LINES_BY_USER:
-        ngx_http_linegate_lines_list(r, lr);
+        /* a known workspace: plain commands, else lr_list.lua */
+        ngx_http_linegate_lr_get(r, lr);
         return;
 
     default: /* NGX_HTTP_LINEGATE_API_LINE_AVAILABILITY */
@@ -238,6 +249,8 @@ ngx_http_linegate_lines_path_id(ngx_http_request_t *r,
  *   STRIPE     claimed: Stripe GET the invoice
  *   RESOLVE    lr_resolve.lua: paid or void -> the line as it is now
  *   LIST       lr_list.lua (by-user), CHECK lr_get.lua (availability)
+ *   LIST_LINES by-user after PIPELINE or REVALIDATE (which read the
+ *              index of its requests): HGETALL of each, pipelined
  *
  * Every Redis callback enters lines_read_resume, every Stripe answer too
  * (lines_read_stripe_done); every failure goes to lines_read_fail.
@@ -276,6 +289,10 @@ ngx_http_linegate_lines_read_resume(ngx_http_request_t *r, redisReply *reply)
         ngx_http_linegate_lines_list_done(r, lr, reply);
         return;
 
+    case NGX_HTTP_LINEGATE_READ_LIST_LINES:
+        ngx_http_linegate_lines_list_lines(r, lr, reply);
+        return;
+
     default: /* NGX_HTTP_LINEGATE_READ_CHECK */
         ngx_http_linegate_line_check_done(r, lr, reply);
         return;
@@ -306,6 +323,7 @@ ngx_http_linegate_lines_read_fail(ngx_http_request_t *r,
 }
 
 
+/* GET by id and by-user: the pipeline of a known workspace, or the script */
 static void
 ngx_http_linegate_lr_get(ngx_http_request_t *r, ngx_http_linegate_lr_t *lr)
 {
@@ -313,7 +331,7 @@ ngx_http_linegate_lr_get(ngx_http_request_t *r, ngx_http_linegate_lr_t *lr)
         || (lr->caller == NGX_HTTP_LINEGATE_LR_CALLER_KEY
             && lr->who.stale.len == 0))
     {
-        ngx_http_linegate_lr_get_script(r, lr, NGX_HTTP_LINEGATE_READ_SCRIPT);
+        ngx_http_linegate_lr_script(r, lr);
         return;
     }
 
@@ -334,12 +352,27 @@ ngx_http_linegate_lr_get(ngx_http_request_t *r, ngx_http_linegate_lr_t *lr)
 }
 
 
+/* the script of the read: it resolves the key, or answers the error */
+static void
+ngx_http_linegate_lr_script(ngx_http_request_t *r, ngx_http_linegate_lr_t *lr)
+{
+    if (lr->ctx->api == NGX_HTTP_LINEGATE_API_LINES_BY_USER) {
+        ngx_http_linegate_lines_list(r, lr);
+        return;
+    }
+
+    ngx_http_linegate_lr_get_script(r, lr, NGX_HTTP_LINEGATE_READ_SCRIPT);
+}
+
+
 /*
  * What lr_get.lua does with lr_gate in 'w' mode, pipelined in one write:
  * the workspace's rate, rl_gcra.lua on lg:{ws:W}:gcra (the one GCRA,
  * which sets the key with its expiry in the write that admits, and
  * writes nothing when it refuses), and the hash as a plain command. The
  * hash comes last: the pipeline copies the replies before the last.
+ * by-user reads the index of the workspace's requests instead of a hash
+ * (ZRANGE, what lr_list.lua reads first), then the hashes (LIST_LINES).
  */
 static void
 ngx_http_linegate_lr_get_tx(ngx_http_request_t *r, ngx_http_linegate_lr_t *lr)
@@ -347,19 +380,23 @@ ngx_http_linegate_lr_get_tx(ngx_http_request_t *r, ngx_http_linegate_lr_t *lr)
     u_char                          *p;
     size_t                           len;
     ngx_str_t                        key;
-    ngx_uint_t                       n;
+    ngx_uint_t                       n, list;
     ngx_http_linegate_redis_args_t   tx[3];
     ngx_http_linegate_main_conf_t   *lmcf;
 
     lmcf = ngx_http_get_module_main_conf(r, ngx_http_linegate_module);
 
-    /* [lg:apikey:<digest>], lg:{ws:W}:gcra, lg:{ws:W}:lr:<id> */
+    list = (lr->ctx->api == NGX_HTTP_LINEGATE_API_LINES_BY_USER);
+
+    /* [lg:apikey:<digest>], lg:{ws:W}:gcra, lg:{ws:W}:lr:<id> or :lines */
     len = ngx_http_linegate_key_len(NGX_HTTP_LINEGATE_KEY_APIKEY,
                                     &lr->key_digest, NULL)
           + ngx_http_linegate_key_len(NGX_HTTP_LINEGATE_KEY_WS_GCRA,
                                       &lr->who.value, NULL)
-          + ngx_http_linegate_key_len(NGX_HTTP_LINEGATE_KEY_WS_LR,
-                                      &lr->who.value, &lr->id);
+          + (list ? ngx_http_linegate_key_len(NGX_HTTP_LINEGATE_KEY_WS_LINES,
+                                              &lr->who.value, NULL)
+                  : ngx_http_linegate_key_len(NGX_HTTP_LINEGATE_KEY_WS_LR,
+                                              &lr->who.value, &lr->id));
 
     p = ngx_pnalloc(r->pool, len);
     if (p == NULL) {
@@ -398,13 +435,28 @@ ngx_http_linegate_lr_get_tx(ngx_http_request_t *r, ngx_http_linegate_lr_t *lr)
     n++;
 
     key.data = p;
-    p = ngx_http_linegate_key_write(p, NGX_HTTP_LINEGATE_KEY_WS_LR,
-                                    &lr->who.value, &lr->id);
-    key.len = p - key.data;
 
-    ngx_http_linegate_redis_args_init(&tx[n]);
-    ngx_http_linegate_redis_arg_cstr(&tx[n], "HGETALL");
-    ngx_http_linegate_redis_arg_str(&tx[n], &key);
+    if (list) {
+        p = ngx_http_linegate_key_write(p, NGX_HTTP_LINEGATE_KEY_WS_LINES,
+                                        &lr->who.value, NULL);
+        key.len = p - key.data;
+
+        ngx_http_linegate_redis_args_init(&tx[n]);
+        ngx_http_linegate_redis_arg_cstr(&tx[n], "ZRANGE");
+        ngx_http_linegate_redis_arg_str(&tx[n], &key);
+        ngx_http_linegate_redis_arg_cstr(&tx[n], "0");
+        ngx_http_linegate_redis_arg_cstr(&tx[n], "-1");
+
+    } else {
+        p = ngx_http_linegate_key_write(p, NGX_HTTP_LINEGATE_KEY_WS_LR,
+                                        &lr->who.value, &lr->id);
+        key.len = p - key.data;
+
+        ngx_http_linegate_redis_args_init(&tx[n]);
+        ngx_http_linegate_redis_arg_cstr(&tx[n], "HGETALL");
+        ngx_http_linegate_redis_arg_str(&tx[n], &key);
+    }
+
     n++;
 
     lr->tx_sent = ngx_current_msec;
@@ -467,7 +519,7 @@ ngx_http_linegate_lr_get_tx_failed(ngx_http_request_t *r,
         lr->who.value = lr->key_digest;
     }
 
-    ngx_http_linegate_lr_get_script(r, lr, NGX_HTTP_LINEGATE_READ_SCRIPT);
+    ngx_http_linegate_lr_script(r, lr);
 
     return NGX_OK;
 }
@@ -556,9 +608,23 @@ ngx_http_linegate_lr_get_tx_done(ngx_http_request_t *r,
         /* GCRA wrote nothing: nothing to take back */
         code = NGX_HTTP_LINEGATE_LR_RATE_LIMITED;
 
+    } else if (lr->ctx->api == NGX_HTTP_LINEGATE_API_LINES_BY_USER) {
+        /* h: the index */
+        code = NGX_HTTP_LINEGATE_LR_OK;
+
     } else {
         code = h->elements ? NGX_HTTP_LINEGATE_LR_OK
                            : NGX_HTTP_LINEGATE_LR_NOT_FOUND;
+    }
+
+    if (lr->ctx->api == NGX_HTTP_LINEGATE_API_LINES_BY_USER) {
+        if (ngx_http_linegate_lines_admit(r, lr, code, &lr->who.value)
+            != NGX_DONE)
+        {
+            ngx_http_linegate_lines_list_index(r, lr, h);
+        }
+
+        return;
     }
 
     line = &lr->line;
@@ -616,7 +682,7 @@ ngx_http_linegate_lr_revalidated(ngx_http_request_t *r,
 
     lr->who.value = lr->key_digest;
 
-    ngx_http_linegate_lr_get_script(r, lr, NGX_HTTP_LINEGATE_READ_SCRIPT);
+    ngx_http_linegate_lr_script(r, lr);
 
     return NGX_DECLINED;
 }
@@ -990,6 +1056,224 @@ ngx_http_linegate_lines_list(ngx_http_request_t *r,
 
     ngx_http_linegate_lines_script(r, lr, NGX_HTTP_LINEGATE_SCRIPT_LR_LIST,
                                    ngx_http_linegate_lines_read_resume);
+}
+
+
+/*
+ * PIPELINE or REVALIDATE of by-user, admitted: the index of the
+ * workspace's requests that are not canceled (ids, oldest first), whose
+ * hashes are read next, in pipelines of at most LIST_CHUNK.
+ */
+static void
+ngx_http_linegate_lines_list_index(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr, redisReply *index)
+{
+    size_t       len;
+    u_char      *p;
+    ngx_str_t    id, *key;
+    ngx_uint_t   i, n;
+    redisReply  *e;
+
+    n = index->elements;
+
+    (void) ngx_http_linegate_json_write_init(&lr->list_jw, r->pool,
+                                16 + ngx_min(n, NGX_HTTP_LINEGATE_LIST_CHUNK)
+                                     * NGX_HTTP_LINEGATE_LINE_JSON_SIZE);
+    ngx_http_linegate_json_write_object(&lr->list_jw);
+    ngx_http_linegate_json_write_key(&lr->list_jw, "lines");
+    ngx_http_linegate_json_write_array(&lr->list_jw);
+
+    if (n == 0) {
+        ngx_http_linegate_json_write_end(&lr->list_jw, ']');
+        ngx_http_linegate_json_write_end(&lr->list_jw, '}');
+        ngx_http_linegate_send_jw(r, NGX_HTTP_OK, &lr->list_jw);
+        return;
+    }
+
+    /* the index is freed once this returns: the hashes' keys, in one */
+    len = 0;
+
+    for (i = 0; i < n; i++) {
+        e = index->element[i];
+
+        if (e->type != REDIS_REPLY_STRING) {
+            ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                          NGX_HTTP_LINEGATE_LOG "unexpected pipeline reply");
+            ngx_http_linegate_lines_read_fail(r,
+                                          NGX_HTTP_LINEGATE_LR_FAIL_INTERNAL);
+            return;
+        }
+
+        id.data = (u_char *) e->str;
+        id.len = e->len;
+
+        len += ngx_http_linegate_key_len(NGX_HTTP_LINEGATE_KEY_WS_LR, &lr->ws,
+                                         &id);
+    }
+
+    key = ngx_palloc(r->pool, n * sizeof(ngx_str_t));
+    p = ngx_pnalloc(r->pool, len);
+
+    if (key == NULL || p == NULL) {
+        ngx_http_linegate_lines_read_fail(r,
+                                          NGX_HTTP_LINEGATE_LR_FAIL_INTERNAL);
+        return;
+    }
+
+    for (i = 0; i < n; i++) {
+        e = index->element[i];
+        id.data = (u_char *) e->str;
+        id.len = e->len;
+
+        key[i].data = p;
+        p = ngx_http_linegate_key_write(p, NGX_HTTP_LINEGATE_KEY_WS_LR,
+                                        &lr->ws, &id);
+        key[i].len = p - key[i].data;
+    }
+
+    lr->list_keys = key;
+    lr->list_n = n;
+    lr->list_next = 0;
+
+    ngx_http_linegate_lines_list_read(r, lr);
+}
+
+
+/* LIST_LINES: the next hashes, HGETALL of each in one write */
+static void
+ngx_http_linegate_lines_list_read(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr)
+{
+    ngx_uint_t  n;
+
+    n = ngx_min(lr->list_n - lr->list_next, NGX_HTTP_LINEGATE_LIST_CHUNK);
+
+    lr->ctx->state = NGX_HTTP_LINEGATE_READ_LIST_LINES;
+
+    if (ngx_http_linegate_redis_pipeline_keys(r, "HGETALL", n,
+                                          &lr->list_keys[lr->list_next],
+                                          ngx_http_linegate_lines_read_resume)
+        != NGX_OK)
+    {
+        ngx_http_linegate_lines_read_fail(r, NGX_HTTP_LINEGATE_LR_FAIL_STORE);
+    }
+}
+
+
+/*
+ * LIST_LINES' answer: each line written, those canceled or gone (no
+ * status: what lr_list.lua left out) left out and taken out of the index
+ */
+static void
+ngx_http_linegate_lines_list_lines(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr, redisReply *reply)
+{
+    size_t                     idlen;
+    ngx_str_t                 *key, *drop;
+    ngx_uint_t                 i, ndrop;
+    redisReply                *h;
+    ngx_http_linegate_line_t   line;
+
+    if (reply == NULL) {
+        ngx_http_linegate_lines_read_fail(r, NGX_HTTP_LINEGATE_LR_FAIL_STORE);
+        return;
+    }
+
+    key = &lr->list_keys[lr->list_next];
+    drop = NULL;
+    ndrop = 0;
+
+    /* lg:{ws:W}:lr:<id>: the id ends the key */
+    idlen = ngx_http_linegate_key_len(NGX_HTTP_LINEGATE_KEY_WS_LR, &lr->ws,
+                                      NULL);
+
+    for (i = 0; i < reply->elements; i++) {
+        h = reply->element[i];
+
+        if (ngx_http_linegate_line_view(lr, h, &line) != NGX_OK) {
+            ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                          NGX_HTTP_LINEGATE_LOG "unexpected pipeline reply");
+            ngx_http_linegate_lines_read_fail(r,
+                                          NGX_HTTP_LINEGATE_LR_FAIL_INTERNAL);
+            return;
+        }
+
+        line.id.data = key[i].data + idlen;
+        line.id.len = key[i].len - idlen;
+
+        /* a view: data NULL only when the field is absent */
+        if (line.status.data == NULL
+            || ngx_http_linegate_line_is(&line.status, "canceled"))
+        {
+            if (drop == NULL) {
+                drop = ngx_palloc(r->pool,
+                                  reply->elements * sizeof(ngx_str_t));
+            }
+
+            if (drop != NULL) {
+                drop[ndrop++] = line.id;
+            }
+
+            continue;
+        }
+
+        ngx_http_linegate_line_jw(&lr->list_jw, r, &line);
+    }
+
+    if (ndrop) {
+        ngx_http_linegate_lines_list_drop(r, lr, drop, ndrop);
+    }
+
+    lr->list_next += reply->elements;
+
+    if (lr->list_next < lr->list_n) {
+        ngx_http_linegate_lines_list_read(r, lr);
+        return;
+    }
+
+    ngx_http_linegate_json_write_end(&lr->list_jw, ']');
+    ngx_http_linegate_json_write_end(&lr->list_jw, '}');
+
+    ngx_http_linegate_send_jw(r, NGX_HTTP_OK, &lr->list_jw);
+}
+
+
+/*
+ * ZREM of requests canceled or gone that the index still holds (what
+ * lr_list.lua does), sent without waiting: lost with the connection,
+ * the next by-user takes them out.
+ */
+static void
+ngx_http_linegate_lines_list_drop(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr, ngx_str_t *ids, ngx_uint_t n)
+{
+    ngx_str_t                        key;
+    ngx_uint_t                       i;
+    ngx_http_linegate_redis_args_t  *a;
+
+    a = ngx_palloc(r->pool, sizeof(ngx_http_linegate_redis_args_t));
+
+    if (a == NULL
+        || ngx_http_linegate_key(r->pool, NGX_HTTP_LINEGATE_KEY_WS_LINES,
+                                 &lr->ws, NULL, &key)
+           != NGX_OK)
+    {
+        return;
+    }
+
+    ngx_http_linegate_redis_args_init(a);
+    ngx_http_linegate_redis_arg_cstr(a, "ZREM");
+    ngx_http_linegate_redis_arg_str(a, &key);
+
+    /* the rest, if more, at the next by-user */
+    for (i = 0; i < n && i < NGX_HTTP_LINEGATE_REDIS_MAX_ARGS - 2; i++) {
+        ngx_http_linegate_redis_arg_str(a, &ids[i]);
+    }
+
+    if (ngx_http_linegate_redis_command(r, a, NULL) != NGX_OK) {
+        ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
+                      NGX_HTTP_LINEGATE_LOG "ZREM of \"%V\" not sent", &key);
+    }
 }
 
 

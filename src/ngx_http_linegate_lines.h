@@ -62,6 +62,9 @@ typedef enum {
 /* room for one line object, to start a writer without growing it */
 #define NGX_HTTP_LINEGATE_LINE_JSON_SIZE  1024
 
+/* by-user: the most line hashes read in one pipeline */
+#define NGX_HTTP_LINEGATE_LIST_CHUNK  NGX_HTTP_LINEGATE_REDIS_MAX_PIPELINE
+
 
 /* a line request as stored (empty strings: unknown) */
 typedef struct {
@@ -111,6 +114,7 @@ typedef enum {
     NGX_HTTP_LINEGATE_READ_STRIPE,       /* Stripe GET the invoice */
     NGX_HTTP_LINEGATE_READ_RESOLVE,      /* lr_resolve.lua */
     NGX_HTTP_LINEGATE_READ_LIST,         /* lr_list.lua (by-user) */
+    NGX_HTTP_LINEGATE_READ_LIST_LINES,   /* by-user: HGETALL of each */
     NGX_HTTP_LINEGATE_READ_CHECK         /* lr_get.lua (availability) */
 } ngx_http_linegate_read_step_e;
 
@@ -257,6 +261,17 @@ struct ngx_http_linegate_lr_s {
     ngx_http_linegate_line_t        line;
     ngx_uint_t                      action;
 
+    /*
+     * by-user with a known workspace: the index read (the keys of its
+     * requests' hashes, oldest first), how many asked so far (a
+     * pipeline reads at most NGX_HTTP_LINEGATE_LIST_CHUNK), the answer
+     * being written
+     */
+    ngx_str_t                      *list_keys;
+    ngx_uint_t                      list_n;
+    ngx_uint_t                      list_next;
+    ngx_http_linegate_json_write_t  list_jw;
+
     ngx_str_t                       customer;
     ngx_str_t                       seq;           /* invoiceSeq */
     ngx_str_t                       old_invoice;
@@ -351,6 +366,9 @@ ngx_int_t ngx_http_linegate_lines_admit(ngx_http_request_t *r,
 ngx_int_t ngx_http_linegate_line_parse(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr, redisReply *flat,
     ngx_http_linegate_line_t *line);
+/* the same, the line's strings pointing into flat (not copied) */
+ngx_int_t ngx_http_linegate_line_view(ngx_http_linegate_lr_t *lr,
+    redisReply *flat, ngx_http_linegate_line_t *line);
 /* a usage counter of the line's hash, 0 when absent or not a number */
 json_int_t ngx_http_linegate_line_count(ngx_str_t *s);
 /* the line's usage and healthCheck objects (SPEC 2.8, 2.9) */

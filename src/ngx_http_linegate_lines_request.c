@@ -32,6 +32,11 @@ typedef struct {
     { ngx_string(name), offsetof(ngx_http_linegate_line_t, field) }
 
 
+static ngx_int_t ngx_http_linegate_line_read(ngx_pool_t *pool,
+    ngx_http_linegate_lr_t *lr, redisReply *flat,
+    ngx_http_linegate_line_t *line);
+
+
 static ngx_http_linegate_line_field_t  ngx_http_linegate_line_fields[] = {
     ngx_http_linegate_line_field("firstName", first_name),
     ngx_http_linegate_line_field("lastName", last_name),
@@ -524,7 +529,25 @@ ngx_http_linegate_line_parse(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr, redisReply *flat,
     ngx_http_linegate_line_t *line)
 {
+    return ngx_http_linegate_line_read(r->pool, lr, flat, line);
+}
+
+
+ngx_int_t
+ngx_http_linegate_line_view(ngx_http_linegate_lr_t *lr, redisReply *flat,
+    ngx_http_linegate_line_t *line)
+{
+    return ngx_http_linegate_line_read(NULL, lr, flat, line);
+}
+
+
+/* the hash's fields into line: copied into pool, or (NULL) pointed at */
+static ngx_int_t
+ngx_http_linegate_line_read(ngx_pool_t *pool, ngx_http_linegate_lr_t *lr,
+    redisReply *flat, ngx_http_linegate_line_t *line)
+{
     size_t                           i;
+    ngx_str_t                       *s;
     redisReply                      *k, *v;
     ngx_http_linegate_line_field_t  *f;
 
@@ -549,10 +572,15 @@ ngx_http_linegate_line_parse(ngx_http_request_t *r,
             if (f->name.len == k->len
                 && ngx_strncmp(f->name.data, k->str, k->len) == 0)
             {
-                if (ngx_http_linegate_pstr(r->pool,
-                        (ngx_str_t *) ((u_char *) line + f->offset),
-                        (u_char *) v->str, v->len)
-                    == NULL)
+                s = (ngx_str_t *) ((u_char *) line + f->offset);
+
+                if (pool == NULL) {
+                    s->data = (u_char *) v->str;
+                    s->len = v->len;
+
+                } else if (ngx_http_linegate_pstr(pool, s, (u_char *) v->str,
+                                                  v->len)
+                           == NULL)
                 {
                     return NGX_ERROR;
                 }

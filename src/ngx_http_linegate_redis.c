@@ -175,10 +175,8 @@ struct ngx_http_linegate_redis_pipeline_s {
     ngx_uint_t                          lost;   /* a reply never came */
     ngx_uint_t                          failed; /* a command failed */
     ngx_uint_t                          n;
-    ngx_http_linegate_redis_part_t      part[
-                                        NGX_HTTP_LINEGATE_REDIS_MAX_PIPELINE];
-    redisReply                         *element[
-                                        NGX_HTTP_LINEGATE_REDIS_MAX_PIPELINE];
+    ngx_http_linegate_redis_part_t     *part;    /* n, after the struct */
+    redisReply                        **element; /* n, after the parts */
     redisReply                          array;
 };
 
@@ -219,6 +217,10 @@ static ngx_int_t ngx_http_linegate_redis_send_wait(
     ngx_http_linegate_redis_cmd_t *cmd);
 static void ngx_http_linegate_redis_wait_cb(redisAsyncContext *ac,
     void *reply, void *privdata);
+static ngx_int_t ngx_http_linegate_redis_pipeline_send(
+    ngx_http_request_t *r, ngx_uint_t ncmds,
+    ngx_http_linegate_redis_args_t *args, const char *name, ngx_str_t *keys,
+    ngx_http_linegate_redis_handler_pt handler);
 static void ngx_http_linegate_redis_pipeline_drop(
     ngx_http_linegate_redis_pipeline_t *pl);
 static redisReply *ngx_http_linegate_redis_copy(ngx_pool_t *pool,
@@ -507,11 +509,7 @@ ngx_http_linegate_redis_pipeline(ngx_http_request_t *r,
     ngx_uint_t ncmds, ngx_http_linegate_redis_args_t *args,
     ngx_http_linegate_redis_handler_pt handler)
 {
-    ngx_uint_t                           i;
-    ngx_http_linegate_redis_part_t      *part;
-    ngx_http_linegate_redis_pipeline_t  *pl;
-    ngx_http_linegate_redis_node_t      *node[
-                                        NGX_HTTP_LINEGATE_REDIS_MAX_PIPELINE];
+    ngx_uint_t  i;
 
     for (i = 0; i < ncmds && i < NGX_HTTP_LINEGATE_REDIS_MAX_PIPELINE; i++) {
         if (args[i].argc <= 0) {
@@ -519,31 +517,104 @@ ngx_http_linegate_redis_pipeline(ngx_http_request_t *r,
         }
     }
 
-    if (ncmds == 0 || ncmds > NGX_HTTP_LINEGATE_REDIS_MAX_PIPELINE
-        || i < ncmds)
-    {
+    if (i < ncmds) {
         ngx_log_error(NGX_LOG_ALERT, r->connection->log, 0,
                       NGX_HTTP_LINEGATE_LOG "bad arguments for a pipeline");
         return NGX_ERROR;
     }
 
-    /* every command's node first: all are sent, or none */
-    for (i = 0; i < ncmds; i++) {
-        node[i] = ngx_http_linegate_redis_route(r->connection->log,
-                                                args[i].argc, args[i].argv,
-                                                args[i].argvlen);
-        if (node[i] == NULL) {
-            return NGX_ERROR;
-        }
+    return ngx_http_linegate_redis_pipeline_send(r, ncmds, args, NULL, NULL,
+                                                 handler);
+}
+
+
+ngx_int_t
+ngx_http_linegate_redis_pipeline_keys(ngx_http_request_t *r,
+    const char *name, ngx_uint_t nkeys, ngx_str_t *keys,
+    ngx_http_linegate_redis_handler_pt handler)
+{
+    return ngx_http_linegate_redis_pipeline_send(r, nkeys, NULL, name, keys,
+                                                 handler);
+}
+
+
+/*
+ * The commands of a pipeline: args[i], or (args NULL) "name keys[i]".
+ * The pipeline is allocated with room for its n parts and replies.
+ */
+static ngx_int_t
+ngx_http_linegate_redis_pipeline_send(ngx_http_request_t *r,
+    ngx_uint_t ncmds, ngx_http_linegate_redis_args_t *args,
+    const char *name, ngx_str_t *keys,
+    ngx_http_linegate_redis_handler_pt handler)
+{
+    int                                  argc;
+    size_t                               argvlen[2];
+    ngx_uint_t                           i;
+    const char                          *argv[2];
+    const char                         **av;
+    const size_t                        *al;
+    ngx_http_linegate_redis_part_t      *part;
+    ngx_http_linegate_redis_pipeline_t  *pl;
+
+    if (ncmds == 0 || ncmds > NGX_HTTP_LINEGATE_REDIS_MAX_PIPELINE) {
+        ngx_log_error(NGX_LOG_ALERT, r->connection->log, 0,
+                      NGX_HTTP_LINEGATE_LOG "bad arguments for a pipeline");
+        return NGX_ERROR;
     }
 
-    pl = ngx_alloc(sizeof(ngx_http_linegate_redis_pipeline_t),
+    pl = ngx_alloc(sizeof(ngx_http_linegate_redis_pipeline_t)
+                   + ncmds * (sizeof(ngx_http_linegate_redis_part_t)
+                              + sizeof(redisReply *)),
                    r->connection->log);
     if (pl == NULL) {
         return NGX_ERROR;
     }
 
-    ngx_memzero(pl, sizeof(ngx_http_linegate_redis_pipeline_t));
+    ngx_memzero(pl, sizeof(ngx_http_linegate_redis_pipeline_t)
+                    + ncmds * (sizeof(ngx_http_linegate_redis_part_t)
+                               + sizeof(redisReply *)));
+
+    pl->part = (ngx_http_linegate_redis_part_t *) (pl + 1);
+    pl->element = (redisReply **) (pl->part + ncmds);
+
+    if (name != NULL) {
+        argv[0] = name;
+        argvlen[0] = ngx_strlen(name);
+    }
+
+    /* every command's node first: all are sent, or none */
+    for (i = 0; i < ncmds; i++) {
+        part = &pl->part[i];
+
+        if (args != NULL) {
+            argc = args[i].argc;
+            av = args[i].argv;
+            al = args[i].argvlen;
+
+        } else {
+            argc = 2;
+            argv[1] = (const char *) keys[i].data;
+            argvlen[1] = keys[i].len;
+            av = argv;
+            al = argvlen;
+        }
+
+        part->node = ngx_http_linegate_redis_route(r->connection->log, argc,
+                                                   av, al);
+        if (part->node == NULL) {
+            ngx_free(pl);
+            return NGX_ERROR;
+        }
+
+        part->buf = ngx_http_linegate_redis_format(r->pool, argc, av, al,
+                                                   &part->len);
+        if (part->buf == NULL) {
+            ngx_free(pl);
+            return NGX_ERROR;
+        }
+    }
+
     pl->cmd.r = r;
     pl->cmd.handler = handler;
     pl->cmd.script = -1;
@@ -562,17 +633,11 @@ ngx_http_linegate_redis_pipeline(ngx_http_request_t *r,
         part = &pl->part[i];
         part->pl = pl;
         part->index = i;
-        part->node = node[i];
-        part->buf = ngx_http_linegate_redis_format(r->pool, args[i].argc,
-                                                   args[i].argv,
-                                                   args[i].argvlen,
-                                                   &part->len);
 
-        if (part->buf == NULL
-            || ngx_http_linegate_redis_write(node[i],
-                                           ngx_http_linegate_redis_pipeline_cb,
-                                           part, part->buf, part->len)
-               != NGX_OK)
+        if (ngx_http_linegate_redis_write(part->node,
+                                          ngx_http_linegate_redis_pipeline_cb,
+                                          part, part->buf, part->len)
+            != NGX_OK)
         {
             ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
                           NGX_HTTP_LINEGATE_LOG "redis pipeline not sent");

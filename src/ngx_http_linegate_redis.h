@@ -15,7 +15,7 @@
 
 
 #define NGX_HTTP_LINEGATE_REDIS_MAX_ARGS      64
-#define NGX_HTTP_LINEGATE_REDIS_MAX_PIPELINE  8
+#define NGX_HTTP_LINEGATE_REDIS_MAX_PIPELINE  64
 
 
 /*
@@ -85,10 +85,18 @@ ngx_int_t ngx_http_linegate_redis_command(ngx_http_request_t *r,
  * so not atomic: for reads, and counters whose interleaving with other
  * clients does not matter. The handler gets an array reply with one
  * element per command, or NULL as for a command: also when any command
- * failed (its error is logged). args may be freed once this returns.
+ * failed (its error is logged). args may be freed once this returns. At
+ * most NGX_HTTP_LINEGATE_REDIS_MAX_PIPELINE commands.
  */
 ngx_int_t ngx_http_linegate_redis_pipeline(ngx_http_request_t *r,
     ngx_uint_t ncmds, ngx_http_linegate_redis_args_t *args,
+    ngx_http_linegate_redis_handler_pt handler);
+/*
+ * The same: one command "name key" per key (e.g. HGETALL of each of
+ * nkeys hashes), without an args structure per command.
+ */
+ngx_int_t ngx_http_linegate_redis_pipeline_keys(ngx_http_request_t *r,
+    const char *name, ngx_uint_t nkeys, ngx_str_t *keys,
     ngx_http_linegate_redis_handler_pt handler);
 
 /*

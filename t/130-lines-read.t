@@ -298,6 +298,144 @@ subtest 'by-user: every line but canceled ones, oldest first' => sub {
     is_deeply($c, $b, 'the same with a Clerk token');
 };
 
+# by-user of a workspace the worker knows (a Clerk token, a cached API
+# key) reads the index and then the hashes with plain commands (two
+# round trips); lr_list.lua answers a key the worker has not seen. Both
+# must answer the same bytes, and both take out of the index the
+# requests it still holds that are canceled or gone.
+subtest 'by-user: the plain path answers what lr_list.lua answers' => sub {
+    my $w = ws();
+    my $idx = "lg:{ws:$w->{id}}:lines";
+    my $a1 = $l->created($w, firstName => "Esc\"aped\\ \x{e9}t\x{e9}");
+    my $a2 = $l->created($w, firstName => 'Two');
+    my ($c3) = $l->awaiting($w, firstName => 'Three');
+    $l->answer($l->manage($w, $c3, 'cancel'), 200, 'cancel Three');
+    my ($a4) = $l->awaiting($w, firstName => 'Four');
+    op_ok(POST => "/lines/$a1/active", {phone => '+14155550121'});
+    op_ok(POST => "/lines/$a1/usage",
+          {newConversations => 3, totalMessages => 7});
+    op_ok(POST => "/lines/$a1/health", {status => 'unhealthy'});
+
+    # 7 more written as the API writes them (a plan holds 2 included
+    # lines, one awaits payment at a time), one of them gone below
+    my %tpl = $r->hgetall("lg:{ws:$w->{id}}:lr:$a2");
+    my @more;
+    for my $i (1 .. 7) {
+        my $id = sprintf '%024x', 0xbe000 + $i;
+        my $ms = 1_800_000_000_000 + $i;
+        $r->hset("lg:{ws:$w->{id}}:lr:$id", %tpl, firstName => "More$i",
+                 provisioningStatus => $i % 2 ? 'active' : 'failed',
+                 $i == 3 ? (_ud => '2001-01-01', _nc => 9, _tm => 9) : ());
+        $r->set("lg:line:$id", $w->{id});
+        $r->zadd($idx, $ms, $id);
+        push @more, $id;
+    }
+    my $gone = $more[4];
+    $r->del("lg:{ws:$w->{id}}:lr:$gone");
+    my $c3_score = 1_700_000_000_000;
+
+    # the index as an older version left it: the canceled one and the
+    # gone one still in it
+    my $stale = sub {
+        $r->zadd($idx, $c3_score, $c3);
+        $r->zadd($idx, 1_800_000_000_005, $gone);
+        is($r->zcard($idx), 11, 'the index holds 11, 2 of them dead');
+    };
+    my $dropped = sub {
+        my ($what) = @_;
+        my $n;
+        for (1 .. 20) {
+            $n = $r->zcard($idx);
+            last if $n == 9;
+            sleep 0.1;
+        }
+        is($n, 9, "$what: the canceled and the gone request left the index");
+        ok(!defined $r->zscore($idx, $c3) && !defined $r->zscore($idx, $gone),
+           "$what: those two");
+    };
+
+    # the script: a key no worker has seen yet
+    $stale->();
+    my $tx = $s->op(POST => "/workspaces/$w->{id}/keys");
+    my $fresh = {Authorization => 'Bearer ' . $tx->res->json->{key}};
+    $tx = $l->list($fresh);
+    my $script = $tx->res->body;
+    my $b = $l->answer($tx, 200, 'lr_list.lua');
+    is(scalar @{ $b->{lines} }, 9, '9 lines listed');
+    is_deeply([map { $_->{firstName} } @{ $b->{lines} }[1 .. 8]],
+              ['Two', 'Four', map { "More$_" } 1, 2, 3, 4, 6, 7],
+              'oldest first, the canceled and the gone one left out');
+    is($b->{lines}[0]{firstName}, "Esc\"aped\\ \x{e9}t\x{e9}",
+       'escapes and UTF-8');
+    $dropped->('lr_list.lua');
+
+    # the plain path, with the workspace known: the same bytes
+    $stale->();
+    $tx = $l->list($w->{clerk});
+    $l->answer($tx, 200, 'Clerk: plain commands');
+    is($tx->res->body, $script, 'Clerk: the same bytes as lr_list.lua');
+    $dropped->('Clerk');
+
+    $l->list($w) for 1 .. 4;
+    $stale->();
+    $tx = $l->list($w);
+    $l->answer($tx, 200, 'API key, cached: plain commands');
+    is($tx->res->body, $script, 'cached API key: the same bytes');
+    $dropped->('cached API key');
+
+    # the ZREM, after the answer
+    $stale->();
+    my ($cmds, $trips) = traffic(sub { $tx = $l->list($w->{clerk}) });
+    is($tx->res->body, $script, 'Clerk again: the same bytes');
+    $dropped->('Clerk again');
+    my @z = grep { /"ZREM"/i } @$cmds;
+    is(scalar @z, 1, 'one ZREM, sent without waiting') or diag "@$cmds";
+    like($z[0] // '',
+         qr/"\Q$idx\E" "(?:\Q$c3\E" "\Q$gone\E|\Q$gone\E" "\Q$c3\E)"/,
+         'of the two');
+
+    # round trips: the rate and the index, then the hashes
+    ($cmds, $trips) = hot_traffic(sub { $tx = $l->list($w) });
+    is($tx->res->body, $script, 'again: the same bytes');
+    is($trips, 2, 'by-user, cached API key: two round trips')
+        or diag "@$cmds";
+    is_deeply([map { /"(\w+)"/ ? uc $1 : '?' } @$cmds],
+              [qw(EVALSHA ZRANGE), ('HGETALL') x 9],
+              'the rate (GCRA), the index, a hash per line')
+        or diag "@$cmds";
+    ($cmds, $trips) = traffic(sub { $tx = $l->list($w->{clerk}) },
+                              again => 1);
+    is($trips, 2, 'by-user, Clerk: two round trips') or diag "@$cmds";
+
+    # an empty workspace: one round trip
+    my $e = ws();
+    ($cmds, $trips) = traffic(sub { $tx = $l->list($e->{clerk}) },
+                              again => 1);
+    is($tx->res->body, '{"lines":[]}', 'no lines: an empty list');
+    is($trips, 1, 'no lines: one round trip') or diag "@$cmds";
+
+    # more lines than one pipeline reads (64): the rest in another
+    my $big = ws();
+    my $bidx = "lg:{ws:$big->{id}}:lines";
+    for my $i (1 .. 70) {
+        my $id = sprintf '%024x', 0xb16000 + $i;
+        $r->hset("lg:{ws:$big->{id}}:lr:$id", %tpl, firstName => "Big$i");
+        $r->set("lg:line:$id", $big->{id});
+        $r->zadd($bidx, 1_800_000_000_000 + $i, $id);
+    }
+    $tx = $s->op(POST => "/workspaces/$big->{id}/keys");
+    $tx = $l->list({Authorization => 'Bearer ' . $tx->res->json->{key}});
+    $script = $tx->res->body;
+    ($cmds, $trips) = traffic(sub { $tx = $l->list($big->{clerk}) },
+                              again => 1);
+    $b = $l->answer($tx, 200, '70 lines');
+    is_deeply([map { $_->{firstName} } @{ $b->{lines} }],
+              [map { "Big$_" } 1 .. 70], 'all 70, oldest first');
+    is($tx->res->body, $script, '70 lines: the same bytes as lr_list.lua');
+    is($trips, 3, '70 lines: three round trips (64 hashes, then 6)')
+        or diag "@$cmds";
+};
+
 subtest 'check-availability (SPEC 2.9)' => sub {
     my $w = ws();
     my $id = $l->created($w);
