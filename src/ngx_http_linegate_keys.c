@@ -37,15 +37,13 @@ static ngx_http_linegate_key_form_t
     { ngx_string("lg:{ws:"), ngx_string("}:lines"),
       ngx_http_linegate_key_none },
 
-    /* NGX_HTTP_LINEGATE_KEY_ACCT, _ACCT_PROV, _ACCT_PV */
+    /* NGX_HTTP_LINEGATE_KEY_ACCT, _ACCT_PROV */
     { ngx_string("lg:{acct:"), ngx_string("}"),
       ngx_http_linegate_key_none },
     { ngx_string("lg:{acct:"), ngx_string("}:prov"),
       ngx_http_linegate_key_none },
-    { ngx_string("lg:{acct:"), ngx_string("}:pv:"),
-      ngx_http_linegate_key_none },
 
-    /* NGX_HTTP_LINEGATE_KEY_APIKEY ... _PV_OWNER */
+    /* NGX_HTTP_LINEGATE_KEY_APIKEY ... _PV */
     { ngx_string("lg:apikey:"), ngx_http_linegate_key_none,
       ngx_http_linegate_key_none },
     { ngx_string("lg:sbkey:"), ngx_http_linegate_key_none,
@@ -58,7 +56,7 @@ static ngx_http_linegate_key_form_t
       ngx_http_linegate_key_none },
     { ngx_string("lg:stripe:event:"), ngx_http_linegate_key_none,
       ngx_http_linegate_key_none },
-    { ngx_string("lg:pvowner:"), ngx_http_linegate_key_none,
+    { ngx_string("lg:pv:"), ngx_http_linegate_key_none,
       ngx_http_linegate_key_none },
 
     /* NGX_HTTP_LINEGATE_KEY_RL_VALUE, _RL_HASH */

@@ -28,7 +28,6 @@ typedef enum {
     /* a provisioning account: lg:{acct:<A>}..., one hash tag */
     NGX_HTTP_LINEGATE_KEY_ACCT,             /* a = A */
     NGX_HTTP_LINEGATE_KEY_ACCT_PROV,        /* a = A */
-    NGX_HTTP_LINEGATE_KEY_ACCT_PV,          /* a = A, b = preview token */
 
     /* global lookups, one key each (issue 10: their slots) */
     NGX_HTTP_LINEGATE_KEY_APIKEY,           /* a = sha256hex of the key */
@@ -37,7 +36,7 @@ typedef enum {
     NGX_HTTP_LINEGATE_KEY_LRVOID,           /* a = request id */
     NGX_HTTP_LINEGATE_KEY_INVOICE,          /* a = invoice id */
     NGX_HTTP_LINEGATE_KEY_STRIPE_EVENT,     /* a = event id */
-    NGX_HTTP_LINEGATE_KEY_PV_OWNER,         /* a = preview token */
+    NGX_HTTP_LINEGATE_KEY_PV,               /* a = preview token */
 
     /* linegate_limit: lg:rl:{<zone>:v:<value>} or {<zone>:h:<md5>} */
     NGX_HTTP_LINEGATE_KEY_RL_VALUE,         /* a = zone, b = value */
@@ -68,7 +67,8 @@ typedef enum {
  * How many KEYS[] the scripts sent from several places take (the keys
  * first, in the order their headers give).
  */
-#define NGX_HTTP_LINEGATE_KEYS_PV_RESERVE   2
+#define NGX_HTTP_LINEGATE_KEYS_PV_TOKEN     1
+#define NGX_HTTP_LINEGATE_KEYS_PV_RESERVE   1
 #define NGX_HTTP_LINEGATE_KEYS_PV_CLAIM     2
 #define NGX_HTTP_LINEGATE_KEYS_PV_RECORD    1
 #define NGX_HTTP_LINEGATE_KEYS_PV_RELEASE   1

@@ -3,22 +3,29 @@
  * linegate: POST /accounts/lines/provision-confirm (SPEC 3.4), a small
  * state machine kept in the request ctx. Every Redis step touches one
  * hash slot, its keys in KEYS[] (docs/data-model.md, "Scripts and
- * slots"): the account's lg:{acct:<A>}..., or the fleet's lg:{fleet}...
+ * slots"): the token's lg:pv:<token>, the account's lg:{acct:<A>}...,
+ * or the fleet's lg:{fleet}...
  *
  *   AUTH       the account of the key id: the worker's cache, else
  *              pv_account.lua (lg:sbkey:<key id>), as for a preview
  *              (ngx_http_linegate_provision.c runs it, then calls
  *              ngx_http_linegate_provision_confirm_known()); 401
+ *   TOKEN      script pv_token (the token's own slot, lg:pv:<token>):
+ *              another account's token is kept (403); the account's is
+ *              consumed, whatever happens next, and is good or 410
+ *              (expired, malformed); none is a 410. Answer lost: 503,
+ *              nothing reserved (the token consumed or not). A name no
+ *              token can have skips the step (410). TOKEN runs before
+ *              the account's step: a rotation's previous key id spends a
+ *              live token of the account, then is refused (401)
  *   RESERVE    script pv_reserve (the account's slot): refuse a key id
  *              the account no longer names (its key_id: a credentials
- *              rotation's previous one, 401), consume the token, check
- *              the plan, re-check both windows, reserve the limit
- *              slot (one atomic step: no burst of parallel confirms can
- *              exceed a limit). Answer lost: RELEASE, then 503
- *   FOREIGN    the token is not the account's: GET lg:pvowner:<token>
- *              (its own slot, written by the preview), then EXISTS
- *              lg:{acct:<owner>}:pv:<token>: another account's token
- *              still unused is a 403 (and kept), anything else a 410
+ *              rotation's previous one, 401), then TOKEN's refusal
+ *              (403, 410: nothing reserved, the windows read for the
+ *              answer's headers), check the plan, re-check both windows,
+ *              reserve the limit slot (one atomic step: no burst of
+ *              parallel confirms can exceed a limit). Answer lost:
+ *              RELEASE, then 503
  *   CLAIM      script pv_claim (the fleet's slot): a number leaves the
  *              inventory for the claims journal lg:{fleet}:pv:inflight
  *              ("<A> <worker> <number>") in the same step. None: RELEASE,
@@ -95,8 +102,8 @@
 
 typedef enum {
     NGX_HTTP_LINEGATE_CONFIRM_AUTH = 0,
+    NGX_HTTP_LINEGATE_CONFIRM_TOKEN,
     NGX_HTTP_LINEGATE_CONFIRM_RESERVE,
-    NGX_HTTP_LINEGATE_CONFIRM_FOREIGN,
     NGX_HTTP_LINEGATE_CONFIRM_CLAIM,
     NGX_HTTP_LINEGATE_CONFIRM_CUSTOMER,
     NGX_HTTP_LINEGATE_CONFIRM_SUBSCRIBE,
@@ -118,7 +125,6 @@ typedef struct {
     ngx_str_t                        number;
     ngx_str_t                        claim;     /* "<A> <worker> <number>" */
     ngx_str_t                        qkey;      /* lg:{fleet}:q:..., room */
-    ngx_str_t                        owner;     /* another account's token */
     ngx_str_t                        subscription;
     ngx_str_t                        idempotency_key;
     ngx_str_t                        form;
@@ -136,6 +142,7 @@ typedef struct {
     const char                      *code;
     const char                      *message;
     ngx_int_t                        retry_after;
+    const char                      *refused;   /* TOKEN's: "410", "403" */
     const char                      *reconcile; /* why; NULL: no entry */
     unsigned                         store_failed:1;
     unsigned                         queued:1;  /* on lg:{fleet}:reconcile */
@@ -193,6 +200,11 @@ static void ngx_http_linegate_confirm_billing(ngx_http_request_t *r,
     ngx_http_linegate_ctx_t *ctx, ngx_http_linegate_stripe_result_e result,
     const char *reconcile);
 
+static ngx_int_t ngx_http_linegate_confirm_spend(ngx_http_request_t *r,
+    ngx_http_linegate_confirm_t *cf);
+static void ngx_http_linegate_confirm_spent(ngx_http_request_t *r,
+    ngx_http_linegate_ctx_t *ctx, ngx_http_linegate_confirm_t *cf,
+    redisReply *reply);
 static ngx_int_t ngx_http_linegate_confirm_reserve(ngx_http_request_t *r,
     ngx_http_linegate_confirm_t *cf);
 static void ngx_http_linegate_confirm_reserved(ngx_http_request_t *r,
@@ -200,11 +212,6 @@ static void ngx_http_linegate_confirm_reserved(ngx_http_request_t *r,
     redisReply *reply);
 static ngx_int_t ngx_http_linegate_confirm_refused(ngx_http_request_t *r,
     ngx_http_linegate_ctx_t *ctx, int64_t code, redisReply *reply);
-static ngx_int_t ngx_http_linegate_confirm_foreign(ngx_http_request_t *r,
-    ngx_http_linegate_confirm_t *cf);
-static void ngx_http_linegate_confirm_foreign_done(ngx_http_request_t *r,
-    ngx_http_linegate_ctx_t *ctx, ngx_http_linegate_confirm_t *cf,
-    redisReply *reply);
 static void ngx_http_linegate_confirm_gone(ngx_http_request_t *r);
 static void ngx_http_linegate_confirm_unauthorized(ngx_http_request_t *r,
     ngx_http_linegate_ctx_t *ctx);
@@ -353,7 +360,15 @@ ngx_http_linegate_provision_confirm_known(ngx_http_request_t *r,
         return;
     }
 
-    ngx_http_linegate_confirm_next(r, ctx, NGX_HTTP_LINEGATE_CONFIRM_RESERVE);
+    if (cf->token.len == 1 && cf->token.data[0] == '-') {
+        /* no token can have that name: a 410, from the account's step */
+        cf->refused = "410";
+        ngx_http_linegate_confirm_next(r, ctx,
+                                       NGX_HTTP_LINEGATE_CONFIRM_RESERVE);
+        return;
+    }
+
+    ngx_http_linegate_confirm_next(r, ctx, NGX_HTTP_LINEGATE_CONFIRM_TOKEN);
 }
 
 
@@ -417,12 +432,12 @@ ngx_http_linegate_confirm_next(ngx_http_request_t *r,
 
     switch (state) {
 
-    case NGX_HTTP_LINEGATE_CONFIRM_RESERVE:
-        rc = ngx_http_linegate_confirm_reserve(r, cf);
+    case NGX_HTTP_LINEGATE_CONFIRM_TOKEN:
+        rc = ngx_http_linegate_confirm_spend(r, cf);
         break;
 
-    case NGX_HTTP_LINEGATE_CONFIRM_FOREIGN:
-        rc = ngx_http_linegate_confirm_foreign(r, cf);
+    case NGX_HTTP_LINEGATE_CONFIRM_RESERVE:
+        rc = ngx_http_linegate_confirm_reserve(r, cf);
         break;
 
     case NGX_HTTP_LINEGATE_CONFIRM_CLAIM:
@@ -467,15 +482,11 @@ ngx_http_linegate_confirm_unstarted(ngx_http_request_t *r,
 {
     switch (ctx->state) {
 
+    case NGX_HTTP_LINEGATE_CONFIRM_TOKEN:
     case NGX_HTTP_LINEGATE_CONFIRM_RESERVE:
-        /* nothing was sent: nothing was consumed or reserved */
+        /* nothing was sent: nothing was reserved */
         cf->settled = 1;
         ngx_http_linegate_store_unavailable(r);
-        return;
-
-    case NGX_HTTP_LINEGATE_CONFIRM_FOREIGN:
-        /* whose it is cannot be asked: not this account's, at least */
-        ngx_http_linegate_confirm_gone(r);
         return;
 
     case NGX_HTTP_LINEGATE_CONFIRM_CLAIM:
@@ -564,28 +575,87 @@ ngx_http_linegate_confirm_billing(ngx_http_request_t *r,
 }
 
 
-/* RESERVE */
+/* TOKEN */
 
 static ngx_int_t
-ngx_http_linegate_confirm_reserve(ngx_http_request_t *r,
+ngx_http_linegate_confirm_spend(ngx_http_request_t *r,
     ngx_http_linegate_confirm_t *cf)
 {
     ngx_str_t                        pvkey;
     ngx_http_linegate_redis_args_t  *a;
-    ngx_http_linegate_main_conf_t   *lmcf;
 
-    lmcf = ngx_http_get_module_main_conf(r, ngx_http_linegate_module);
-
-    if (ngx_http_linegate_key(r->pool, NGX_HTTP_LINEGATE_KEY_ACCT_PV,
-                              &cf->account, &cf->token, &pvkey)
+    if (ngx_http_linegate_key(r->pool, NGX_HTTP_LINEGATE_KEY_PV, &cf->token,
+                              NULL, &pvkey)
         != NGX_OK)
     {
         return NGX_ERROR;
     }
 
     a = ngx_http_linegate_confirm_args(cf);
-    ngx_http_linegate_redis_arg_str(a, &cf->akey);
     ngx_http_linegate_redis_arg_str(a, &pvkey);
+    ngx_http_linegate_redis_arg_str(a, &cf->account);
+    ngx_http_linegate_redis_arg_int(r, a, cf->now);
+
+    return ngx_http_linegate_confirm_script(r, cf,
+                                            NGX_HTTP_LINEGATE_SCRIPT_PV_TOKEN,
+                                            NGX_HTTP_LINEGATE_KEYS_PV_TOKEN);
+}
+
+
+static void
+ngx_http_linegate_confirm_spent(ngx_http_request_t *r,
+    ngx_http_linegate_ctx_t *ctx, ngx_http_linegate_confirm_t *cf,
+    redisReply *reply)
+{
+    int64_t  code;
+
+    if (reply == NULL) {
+        /*
+         * The token may have been consumed, unseen; nothing is reserved
+         * yet: 503, as for a reserve whose answer was lost
+         */
+        ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
+                      NGX_HTTP_LINEGATE_LOG "no answer to the preview "
+                      "token's step of account \"%V\": nothing reserved, "
+                      "the token spent or not", &cf->account);
+        cf->settled = 1;
+        ngx_http_linegate_store_unavailable(r);
+        return;
+    }
+
+    if (ngx_http_linegate_reply_int(reply, 0, &code) != NGX_OK
+        || (code != NGX_HTTP_OK && code != NGX_HTTP_FORBIDDEN
+            && code != NGX_HTTP_LINEGATE_GONE))
+    {
+        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                      NGX_HTTP_LINEGATE_LOG "unexpected reply to the "
+                      "preview token's step");
+        cf->settled = 1;
+        ngx_http_linegate_internal_error(r);
+        return;
+    }
+
+    /* a refusal still goes to the account's step: 401 first, headers */
+    cf->refused = code == NGX_HTTP_OK ? NULL
+                  : code == NGX_HTTP_FORBIDDEN ? "403" : "410";
+
+    ngx_http_linegate_confirm_next(r, ctx, NGX_HTTP_LINEGATE_CONFIRM_RESERVE);
+}
+
+
+/* RESERVE */
+
+static ngx_int_t
+ngx_http_linegate_confirm_reserve(ngx_http_request_t *r,
+    ngx_http_linegate_confirm_t *cf)
+{
+    ngx_http_linegate_redis_args_t  *a;
+    ngx_http_linegate_main_conf_t   *lmcf;
+
+    lmcf = ngx_http_get_module_main_conf(r, ngx_http_linegate_module);
+
+    a = ngx_http_linegate_confirm_args(cf);
+    ngx_http_linegate_redis_arg_str(a, &cf->akey);
     ngx_http_linegate_redis_arg_str(a, &cf->account);
     ngx_http_linegate_redis_arg_int(r, a, cf->now);
     ngx_http_linegate_redis_arg_int(r, a, lmcf->prov_daily);
@@ -593,6 +663,7 @@ ngx_http_linegate_confirm_reserve(ngx_http_request_t *r,
     ngx_http_linegate_redis_arg_str(a, &cf->worker_id);
     ngx_http_linegate_redis_arg(a, cf->iso, NGX_HTTP_LINEGATE_ISO_LEN);
     ngx_http_linegate_redis_arg_str(a, &cf->key_id);
+    ngx_http_linegate_redis_arg_cstr(a, cf->refused ? cf->refused : "");
 
     if (ngx_http_linegate_confirm_script(r, cf,
                                          NGX_HTTP_LINEGATE_SCRIPT_PV_RESERVE,
@@ -602,7 +673,8 @@ ngx_http_linegate_confirm_reserve(ngx_http_request_t *r,
         return NGX_ERROR;
     }
 
-    cf->reserving = 1;
+    /* a refused token: the step only reads, nothing to release */
+    cf->reserving = (cf->refused == NULL);
 
     return NGX_OK;
 }
@@ -614,6 +686,13 @@ ngx_http_linegate_confirm_reserved(ngx_http_request_t *r,
     redisReply *reply)
 {
     int64_t  code;
+
+    if (reply == NULL && cf->refused) {
+        /* a refused token: nothing can have been reserved */
+        cf->settled = 1;
+        ngx_http_linegate_store_unavailable(r);
+        return;
+    }
 
     if (reply == NULL) {
         /*
@@ -693,15 +772,6 @@ ngx_http_linegate_confirm_refused(ngx_http_request_t *r,
     switch (code) {
 
     case NGX_HTTP_LINEGATE_GONE:
-        if (extra.len == 7 && ngx_strncmp(extra.data, "missing", 7) == 0
-            && !(cf->token.len == 1 && cf->token.data[0] == '-'))
-        {
-            /* no such token under the account: another account's? */
-            ngx_http_linegate_confirm_next(r, ctx,
-                                           NGX_HTTP_LINEGATE_CONFIRM_FOREIGN);
-            return NGX_OK;
-        }
-
         ngx_http_linegate_confirm_gone(r);
         return NGX_OK;
 
@@ -755,77 +825,6 @@ ngx_http_linegate_confirm_unauthorized(ngx_http_request_t *r,
     {
         ngx_http_linegate_internal_error(r);
     }
-}
-
-
-/* FOREIGN: GET lg:pvowner:<token>, then EXISTS the owner's token */
-static ngx_int_t
-ngx_http_linegate_confirm_foreign(ngx_http_request_t *r,
-    ngx_http_linegate_confirm_t *cf)
-{
-    ngx_int_t                        rc;
-    ngx_str_t                        key;
-    ngx_http_linegate_redis_args_t  *a;
-
-    rc = cf->owner.len
-         ? ngx_http_linegate_key(r->pool, NGX_HTTP_LINEGATE_KEY_ACCT_PV,
-                                 &cf->owner, &cf->token, &key)
-         : ngx_http_linegate_key(r->pool, NGX_HTTP_LINEGATE_KEY_PV_OWNER,
-                                 &cf->token, NULL, &key);
-    if (rc != NGX_OK) {
-        return NGX_ERROR;
-    }
-
-    a = &cf->args;
-    ngx_http_linegate_redis_args_init(a);
-    ngx_http_linegate_redis_arg_cstr(a, cf->owner.len ? "EXISTS" : "GET");
-    ngx_http_linegate_redis_arg_str(a, &key);
-
-    return ngx_http_linegate_redis_command(r, a,
-                                           ngx_http_linegate_confirm_stored);
-}
-
-
-static void
-ngx_http_linegate_confirm_foreign_done(ngx_http_request_t *r,
-    ngx_http_linegate_ctx_t *ctx, ngx_http_linegate_confirm_t *cf,
-    redisReply *reply)
-{
-    if (cf->owner.len == 0) {
-        /* the owner, if the preview is still known */
-        if (reply == NULL || reply->type != REDIS_REPLY_STRING
-            || reply->len == 0
-            || ((size_t) reply->len == cf->account.len
-                && ngx_strncmp(reply->str, cf->account.data,
-                               cf->account.len) == 0)
-            || !ngx_http_linegate_chars_are((u_char *) reply->str,
-                                            reply->len,
-                                            NGX_HTTP_LINEGATE_CHARS_ID)
-            || ngx_http_linegate_pstr(r->pool, &cf->owner,
-                                      (u_char *) reply->str, reply->len)
-               == NULL)
-        {
-            ngx_http_linegate_confirm_gone(r);
-            return;
-        }
-
-        /* still unused by its owner? */
-        ngx_http_linegate_confirm_next(r, ctx,
-                                       NGX_HTTP_LINEGATE_CONFIRM_FOREIGN);
-        return;
-    }
-
-    if (reply == NULL || reply->type != REDIS_REPLY_INTEGER
-        || reply->integer != 1)
-    {
-        ngx_http_linegate_confirm_gone(r);
-        return;
-    }
-
-    /* refused, and kept for its owner */
-    ngx_str_set(&ctx->outcome, "token_foreign");
-    ngx_http_linegate_error(r, NGX_HTTP_FORBIDDEN, NULL,
-                            "The preview token belongs to another account");
 }
 
 
@@ -1813,8 +1812,10 @@ ngx_http_linegate_confirm_cleanup(void *data)
     r = cf->request;
     ctx = cf->ctx;
 
+    /* before RESERVE nothing is held: the token is spent or not */
     if (cf->settled || ctx->state == NGX_HTTP_LINEGATE_CONFIRM_DONE
-        || ctx->state == NGX_HTTP_LINEGATE_CONFIRM_AUTH)
+        || ctx->state == NGX_HTTP_LINEGATE_CONFIRM_AUTH
+        || ctx->state == NGX_HTTP_LINEGATE_CONFIRM_TOKEN)
     {
         return;
     }
@@ -1905,8 +1906,8 @@ ngx_http_linegate_confirm_stored(ngx_http_request_t *r, redisReply *reply)
         ngx_http_linegate_confirm_reserved(r, ctx, cf, reply);
         return;
 
-    case NGX_HTTP_LINEGATE_CONFIRM_FOREIGN:
-        ngx_http_linegate_confirm_foreign_done(r, ctx, cf, reply);
+    case NGX_HTTP_LINEGATE_CONFIRM_TOKEN:
+        ngx_http_linegate_confirm_spent(r, ctx, cf, reply);
         return;
 
     case NGX_HTTP_LINEGATE_CONFIRM_CLAIM:

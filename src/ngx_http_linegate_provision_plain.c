@@ -12,10 +12,8 @@
  *          limits, key_id), ZRANGEBYSCORE the lines of the 30-day window
  *          with their times (the 24-hour window is its newest part;
  *          confirms trim older lines); for a preview, SCARD the
- *          inventory and SET lg:{acct:<A>}:pv:<token> (the account's
- *          slot) with its JSON and expiry, ahead of the checks, and lg:pvowner:<token> (its
- *          own slot, the account's id, the same expiry): a confirm by
- *          another account finds the token's owner there (403)
+ *          inventory and SET lg:pv:<token> (its own slot) with its JSON
+ *          (the account, its expiry) and expiry, ahead of the checks
  *   LONG   a window holding more lines than one read takes
  *          (NGX_HTTP_LINEGATE_PV_READ_MAX): a second round trip, each
  *          window's ZCOUNT and the one line whose leaving frees a slot
@@ -23,8 +21,7 @@
  *          the previous one of a credentials rotation), 200, 403 (plan),
  *          429 (the window that is full), 503 (inventory empty), or the
  *          limits
- *   UNDO   a refused preview: DEL its token and its owner, then the
- *          refusal
+ *   UNDO   a refused preview: DEL its token, then the refusal
  *
  * Rules written here only: the plan check, the 403/429/503 order, the
  * limit fallback and the window arithmetic as a preview and the limits
@@ -104,7 +101,7 @@ ngx_http_linegate_pv_plain(ngx_http_request_t *r,
           + 1 + NGX_INT64_LEN;
 
     p = ngx_pnalloc(r->pool, len);
-    a = ngx_palloc(r->pool, 5 * sizeof(ngx_http_linegate_redis_args_t));
+    a = ngx_palloc(r->pool, 4 * sizeof(ngx_http_linegate_redis_args_t));
 
     if (p == NULL || a == NULL) {
         ngx_http_linegate_internal_error(r);
@@ -156,7 +153,7 @@ ngx_http_linegate_pv_plain(ngx_http_request_t *r,
         return;
     }
 
-    if (ngx_http_linegate_redis_pipeline(r, pv->preview ? 5 : 2, a,
+    if (ngx_http_linegate_redis_pipeline(r, pv->preview ? 4 : 2, a,
                                          ngx_http_linegate_pv_plain_read_done)
         != NGX_OK)
     {
@@ -184,9 +181,9 @@ ngx_http_linegate_pv_plain_read_done(ngx_http_request_t *r,
         return;
     }
 
-    /* one element per command: HMGET, ZRANGEBYSCORE (, SCARD, SET, SET) */
+    /* one element per command: HMGET, ZRANGEBYSCORE (, SCARD, SET) */
     if (reply->type != REDIS_REPLY_ARRAY
-        || reply->elements != (pv->preview ? 5 : 2))
+        || reply->elements != (pv->preview ? 4 : 2))
     {
         goto unexpected;
     }
@@ -218,8 +215,7 @@ ngx_http_linegate_pv_plain_read_done(ngx_http_request_t *r,
         inv = reply->element[2];
 
         if (inv->type != REDIS_REPLY_INTEGER
-            || reply->element[3]->type != REDIS_REPLY_STATUS
-            || reply->element[4]->type != REDIS_REPLY_STATUS)
+            || reply->element[3]->type != REDIS_REPLY_STATUS)
         {
             goto unexpected;
         }
@@ -584,44 +580,33 @@ ngx_http_linegate_pv_plain_decide(ngx_http_request_t *r,
 }
 
 
-/*
- * UNDO: a refused preview leaves nothing: its token and its owner go
- * first (two slots: one DEL each, pipelined)
- */
+/* UNDO: a refused preview leaves nothing: its token goes first */
 static void
 ngx_http_linegate_pv_plain_refuse(ngx_http_request_t *r,
     ngx_http_linegate_ctx_t *ctx, ngx_http_linegate_pv_request_t *pv)
 {
-    ngx_str_t                        key, owner, token;
+    ngx_str_t                        key, token;
     ngx_http_linegate_redis_args_t  *a;
 
     token.data = pv->token;
     token.len = NGX_HTTP_LINEGATE_PV_TOKEN_LEN;
 
-    a = ngx_palloc(r->pool, 2 * sizeof(ngx_http_linegate_redis_args_t));
+    a = &pv->args;
 
-    if (a == NULL
-        || ngx_http_linegate_key(r->pool, NGX_HTTP_LINEGATE_KEY_ACCT_PV,
-                                 &pv->who.value, &token, &key)
-           != NGX_OK
-        || ngx_http_linegate_key(r->pool, NGX_HTTP_LINEGATE_KEY_PV_OWNER,
-                                 &token, NULL, &owner)
-           != NGX_OK)
+    if (ngx_http_linegate_key(r->pool, NGX_HTTP_LINEGATE_KEY_PV, &token,
+                              NULL, &key)
+        != NGX_OK)
     {
         ngx_http_linegate_internal_error(r);
         return;
     }
 
-    ngx_http_linegate_redis_args_init(&a[0]);
-    ngx_http_linegate_redis_arg_cstr(&a[0], "DEL");
-    ngx_http_linegate_redis_arg_str(&a[0], &key);
+    ngx_http_linegate_redis_args_init(a);
+    ngx_http_linegate_redis_arg_cstr(a, "DEL");
+    ngx_http_linegate_redis_arg_str(a, &key);
 
-    ngx_http_linegate_redis_args_init(&a[1]);
-    ngx_http_linegate_redis_arg_cstr(&a[1], "DEL");
-    ngx_http_linegate_redis_arg_str(&a[1], &owner);
-
-    if (ngx_http_linegate_redis_pipeline(r, 2, a,
-                                         ngx_http_linegate_pv_plain_undone)
+    if (ngx_http_linegate_redis_command(r, a,
+                                        ngx_http_linegate_pv_plain_undone)
         != NGX_OK)
     {
         /* not sent: the token expires unseen; the refusal stands */
@@ -655,16 +640,15 @@ ngx_http_linegate_pv_plain_undone(ngx_http_request_t *r, redisReply *reply)
 
 
 /*
- * the token's SET into a[0]: the preview pv_reserve.lua reads (and
- * deletes) to confirm it, under the account's hash tag; and its owner's
- * into a[1], lg:pvowner:<token>, read by a confirm that does not find
- * the token under its own account
+ * the token's SET into a: lg:pv:<token>, its own slot, the preview
+ * pv_token.lua reads (and deletes) to confirm it; the account in it
+ * tells the confirm of another account a 403 from a 410
  */
 static ngx_int_t
 ngx_http_linegate_pv_plain_write(ngx_http_request_t *r,
     ngx_http_linegate_pv_request_t *pv, ngx_http_linegate_redis_args_t *a)
 {
-    ngx_str_t                        json, key, owner, token;
+    ngx_str_t                        json, key, token;
     ngx_http_linegate_json_write_t   jw;
     ngx_http_linegate_main_conf_t   *lmcf;
 
@@ -687,29 +671,19 @@ ngx_http_linegate_pv_plain_write(ngx_http_request_t *r,
     token.len = NGX_HTTP_LINEGATE_PV_TOKEN_LEN;
 
     if (ngx_http_linegate_json_write_finish(&jw, &json) != NGX_OK
-        || ngx_http_linegate_key(r->pool, NGX_HTTP_LINEGATE_KEY_ACCT_PV,
-                                 &pv->who.value, &token, &key)
-           != NGX_OK
-        || ngx_http_linegate_key(r->pool, NGX_HTTP_LINEGATE_KEY_PV_OWNER,
-                                 &token, NULL, &owner)
+        || ngx_http_linegate_key(r->pool, NGX_HTTP_LINEGATE_KEY_PV, &token,
+                                 NULL, &key)
            != NGX_OK)
     {
         return NGX_ERROR;
     }
 
-    ngx_http_linegate_redis_args_init(&a[0]);
-    ngx_http_linegate_redis_arg_cstr(&a[0], "SET");
-    ngx_http_linegate_redis_arg_str(&a[0], &key);
-    ngx_http_linegate_redis_arg_str(&a[0], &json);
-    ngx_http_linegate_redis_arg_cstr(&a[0], "EX");
-    ngx_http_linegate_redis_arg_int(r, &a[0], lmcf->preview_ttl);
-
-    ngx_http_linegate_redis_args_init(&a[1]);
-    ngx_http_linegate_redis_arg_cstr(&a[1], "SET");
-    ngx_http_linegate_redis_arg_str(&a[1], &owner);
-    ngx_http_linegate_redis_arg_str(&a[1], &pv->who.value);
-    ngx_http_linegate_redis_arg_cstr(&a[1], "EX");
-    ngx_http_linegate_redis_arg_int(r, &a[1], lmcf->preview_ttl);
+    ngx_http_linegate_redis_args_init(a);
+    ngx_http_linegate_redis_arg_cstr(a, "SET");
+    ngx_http_linegate_redis_arg_str(a, &key);
+    ngx_http_linegate_redis_arg_str(a, &json);
+    ngx_http_linegate_redis_arg_cstr(a, "EX");
+    ngx_http_linegate_redis_arg_int(r, a, lmcf->preview_ttl);
 
     return NGX_OK;
 }

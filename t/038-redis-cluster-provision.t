@@ -68,8 +68,7 @@ subtest 'preview, limits, confirm over three masters' => sub {
     my $b = $p->answer($p->limits($a), 200, 'limits');
     my $tok = $p->token($a);
     like($tok, qr/^lpv_/, 'preview: a token');
-    ok($r->exists("lg:{acct:$a->{id}}:pv:$tok"),
-       'the token under the account\'s tag');
+    ok($r->exists("lg:pv:$tok"), 'the token, its own key');
 
     my $am = $s->cluster_master_of("lg:{acct:$a->{id}}");
     my $before = waits_on($am);

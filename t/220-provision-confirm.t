@@ -230,6 +230,9 @@ subtest '401 before anything else' => sub {
 # any key id but its key_id, on both credential paths: a worker that
 # never saw the old pair (pv_account.lua, then the account's step) and
 # one that has it cached (LG::Provision known mode, then no lookup).
+# The confirm's TOKEN step (the token's own slot) runs before the
+# account's: a live token of the account presented with the old pair is
+# consumed (SPEC 3.4: whatever happens next), and that is all.
 for my $mode (qw(lookup cached)) {
     subtest "401: a key id the account no longer names ($mode)" => sub {
         my $q = $mode eq 'cached' ? LG::Provision->new($s, known => 1) : $p;
@@ -257,6 +260,8 @@ for my $mode (qw(lookup cached)) {
 
         my $inv = $r->scard('lg:{fleet}:inventory');
         my $before = redis_dump($r);
+        delete $before->{$q->token_key($a, $tok)};
+        sub_calls();
         my $ua = $s->ua;
         for my $c (['preview', sub { $ua->post($s->url(
                          $LG::Provision::PREVIEW) => $q->headers($a)) }],
@@ -276,13 +281,15 @@ for my $mode (qw(lookup cached)) {
                    . 'secret');
             }
         }
-        is_deeply(redis_dump($r), $before, 'nothing written');
+        ok(!$r->exists($q->token_key($a, $tok)), 'the token: consumed');
+        is_deeply(redis_dump($r), $before, 'nothing else written');
         is($r->scard('lg:{fleet}:inventory'), $inv, 'no number taken');
+        is(scalar sub_calls(), 0, 'no charge');
 
-        # the new pair works, with the token the old pair could not use
+        # the new pair works
         $q->answer($q->limits($new), 200, 'limits with the new pair');
-        $q->answer($q->confirm($new, $tok), 200,
-                   'the token survived: confirmed with the new pair');
+        $q->answer($q->confirm($new, $q->token($new)), 200,
+                   'preview and confirm with the new pair');
 
         # an account without key_id takes the lookup's word
         $r->hdel("lg:{acct:$id}", 'key_id');

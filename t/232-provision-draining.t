@@ -138,6 +138,43 @@ subtest 'declined while Redis was gone: number and slot given back' => sub {
     $p->clear_faults;
 };
 
+# TOKEN (pv_token.lua, the token's own slot) is the confirm's first
+# Redis step once the worker knows the credentials: its answer lost is a
+# 503 with nothing reserved; the token was spent or not (the script may
+# have run), never twice
+subtest 'the token\'s step unanswered: 503, nothing reserved' => sub {
+    ok(both_connected(), 'both workers connected to Redis');
+    my $a = $p->account('acct_tokpause');
+    my $tok = token($a);
+    # every worker knows the pair: AUTH needs no Redis
+    $p->answer($p->limits($a), 200, "warm $_") for 1 .. 20;
+    my $inv = $r->scard('lg:{fleet}:inventory');
+    my $from = length $s->error_log;
+
+    # scripts wait (they may write), longer than the command timeout
+    $r->client('PAUSE', 1600, 'WRITE');
+    my $t0 = time;
+    $p->error_is($p->confirm($a, $tok), 503, 'store_unavailable',
+                 'TOKEN unanswered');
+    like(substr($s->error_log, $from),
+         qr/no answer to the preview token's step of account "acct_tokpause"/,
+         'the token\'s step it was');
+    my $left = $t0 + 1.7 - time;
+    sleep $left if $left > 0;
+
+    is_deeply($p->reservations('acct_tokpause'), [], 'nothing reserved');
+    is($r->zcard('lg:{acct:acct_tokpause}:prov'), 0, 'no slot');
+    is_deeply($p->claims('acct_tokpause'), [], 'no claim');
+    is($r->scard('lg:{fleet}:inventory'), $inv, 'no number taken');
+    is(scalar subs_of('acct_tokpause'), 0, 'no charge');
+
+    ok(both_connected(), 'both workers connected again');
+    my $tx = $p->confirm($a, $tok);
+    ok($tx->res->code == 200 || $tx->res->code == 410,
+       'spent or not: the next confirm buys once or finds it used ('
+       . $tx->res->code . ')');
+};
+
 subtest 'Redis paused twice over: the record lands when it answers' => sub {
     ok(both_connected(), 'both workers connected to Redis');
     my $a = $p->account('acct_pause');

@@ -33,6 +33,7 @@ sub script {
 my $RECORD = script('pv_record');
 my $RELEASE = script('pv_release');
 my $SETTLE = script('pv_settle');
+my $TOKEN = script('pv_token');
 my $RESERVE = script('pv_reserve');
 my $CLAIM = script('pv_claim');
 my $ISO = '2026-05-18T14:30:00.000Z';
@@ -193,18 +194,50 @@ subtest 'the sweep settles a claim first: the confirm queues nothing' => sub {
     is(scalar entries('worker_s1'), 1, 'one entry for the purchase');
 };
 
+# TOKEN, the confirm's first step (the token's own slot): sent once per
+# confirm, but parallel confirms of one token, or a confirm re-sent by a
+# client after a lost answer, run it again: the second run finds nothing
+sub token {
+    my ($tok, $acct, $now) = @_;
+    return [$r->eval($TOKEN, 1, "lg:pv:$tok", $acct, $now // 1000)];
+}
+
+subtest 'the token: spent once, another account\'s kept' => sub {
+    $r->set('lg:pv:lpv_t1', '{"account":"acct_t","expires_at":5000}');
+    is_deeply(token('lpv_t1', 'acct_u'), [403], 'another account: 403');
+    is_deeply(token('lpv_t1', 'acct_u'), [403], 'again: 403, still kept');
+    ok($r->exists('lg:pv:lpv_t1'), 'kept for its owner');
+    is_deeply(token('lpv_t1', 'acct_t'), [200], 'the owner: spent');
+    ok(!$r->exists('lg:pv:lpv_t1'), 'consumed');
+    is_deeply(token('lpv_t1', 'acct_t'), [410], 'run twice: 410');
+    is_deeply(token('lpv_t1', 'acct_u'), [410], 'then 410 for anyone');
+
+    $r->set('lg:pv:lpv_t2', '{"account":"acct_t","expires_at":1000}');
+    is_deeply(token('lpv_t2', 'acct_t', 1000), [410], 'expired: 410');
+    ok(!$r->exists('lg:pv:lpv_t2'), 'and consumed');
+    is_deeply(token('lpv_t2', 'acct_t', 1000), [410], 'run twice: 410');
+
+    $r->set('lg:pv:lpv_t3', 'not json');
+    is_deeply(token('lpv_t3', 'acct_t'), [410], 'malformed: 410');
+    ok(!$r->exists('lg:pv:lpv_t3'), 'and consumed');
+    is_deeply(token('lpv_t3', 'acct_t'), [410], 'run twice: 410');
+};
+
 subtest 'reserve then claim: one slot each, the inventory empty' => sub {
     $r->hset('lg:{acct:acct_c}', plan => 'inbound_only',
-             stripeCustomerId => 'cus_c');
-    $r->set('lg:{acct:acct_c}:pv:lpv_c1',
+             stripeCustomerId => 'cus_c', key_id => 'sbk_c');
+    $r->set('lg:pv:lpv_c1',
             '{"account":"acct_c","expires_at":9999999999999}');
     $r->del('lg:{fleet}:inventory');
-    my $res = [$r->eval($RESERVE, 2, 'lg:{acct:acct_c}',
-                        'lg:{acct:acct_c}:pv:lpv_c1', 'acct_c', 1000, 3, 10,
-                        'worker_c1', $ISO)];
+    is_deeply(token('lpv_c1', 'acct_c'), [200], 'the token: spent');
+    is([$r->eval($RESERVE, 1, 'lg:{acct:acct_c}', 'acct_c', 1000, 3, 10,
+                 'worker_c0', $ISO, 'sbk_old', '')]->[0], 401,
+       'another key id: 401');
+    ok(!$r->exists('lg:{acct:acct_c}:resv:worker_c0'), 'nothing reserved');
+    my $res = [$r->eval($RESERVE, 1, 'lg:{acct:acct_c}', 'acct_c', 1000, 3,
+                        10, 'worker_c1', $ISO, 'sbk_c', '')];
     is($res->[0], 200, 'reserved');
     is($res->[8], 'cus_c', 'the customer');
-    ok(!$r->exists('lg:{acct:acct_c}:pv:lpv_c1'), 'the token consumed');
     ok(!defined $r->hget('lg:{acct:acct_c}:resv:worker_c1', 'phone_number'),
        'the reservation holds no number');
     is_deeply([$r->eval($CLAIM, 2, 'lg:{fleet}:inventory',
@@ -217,9 +250,16 @@ subtest 'reserve then claim: one slot each, the inventory empty' => sub {
     is($r->zscore('lg:{fleet}:pv:inflight', 'acct_c worker_c1 +15550006'),
        1000, 'the claim, in the journal');
     is($r->scard('lg:{fleet}:inventory'), 0, 'out of the inventory');
-    is([$r->eval($RESERVE, 2, 'lg:{acct:acct_c}',
-                 'lg:{acct:acct_c}:pv:lpv_c1', 'acct_c', 1000, 3, 10,
-                 'worker_c2', $ISO)]->[0], 410, 'the token: used');
+    is_deeply(token('lpv_c1', 'acct_c'), [410], 'the token: used');
+    my $before = $r->zcard('lg:{acct:acct_c}:prov');
+    for my $code (410, 403) {
+        $res = [$r->eval($RESERVE, 1, 'lg:{acct:acct_c}', 'acct_c', 1000,
+                         3, 10, 'worker_c2', $ISO, 'sbk_c', $code)];
+        is($res->[0], $code, "TOKEN's $code: the reserve's answer");
+        is(scalar @$res, $code == 403 ? 9 : 8, "$code: with the windows");
+    }
+    is($r->zcard('lg:{acct:acct_c}:prov'), $before, 'nothing counted');
+    ok(!$r->exists('lg:{acct:acct_c}:resv:worker_c2'), 'nothing reserved');
 };
 
 done_testing();

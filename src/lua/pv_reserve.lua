@@ -1,29 +1,29 @@
 -- POST /accounts/lines/provision-confirm, RESERVE (the account's slot),
--- atomically: consume the preview token (whatever happens next it cannot
--- be used again), check the plan, re-check both windows and reserve the
--- limit slot. No burst of parallel confirms can exceed a limit: each one
--- runs this script alone. The number is taken next, in the fleet's slot
+-- atomically, after TOKEN (pv_token.lua, the token's own slot): check
+-- the key id and the plan, re-check both windows and reserve the limit
+-- slot. No burst of parallel confirms can exceed a limit: each one runs
+-- this script alone. The number is taken next, in the fleet's slot
 -- (pv_claim.lua); the credentials were checked before (the worker's
 -- cache, or pv_account.lua).
 --
 -- KEYS[1]  lg:{acct:<A>}
--- KEYS[2]  lg:{acct:<A>}:pv:<token> (lg:{acct:<A>}:pv:- if malformed)
 -- Derived from KEYS[1] (its slot): :prov, :resv:<worker>.
 -- ARGV[1]  the account id, <A>     ARGV[2]  now, Unix ms
 -- ARGV[3]  default daily limit     ARGV[4]  default monthly limit
 -- ARGV[5]  the new worker id, worker_<24 hex>
 -- ARGV[6]  now, ISO 8601
 -- ARGV[7]  the presented key id
+-- ARGV[8]  TOKEN's refusal: '' (the token was good, and is consumed),
+--          '410' or '403' (then nothing is reserved: the account's
+--          windows are read for the answer's headers)
 --
 -- Returns {401} when the account names another key id (its key_id, when
 -- it has one: a credentials rotation writes the new one there first,
 -- and the previous lg:sbkey:<key id> may still name the account until
 -- its deletion is done); nothing is read or written. Otherwise
 -- {code, w[1..6], account, extra}:
---   410                  token expired or used; 410, "missing": no such
---                        token under the account (another account's, or
---                        unknown: the caller tells them apart)
---   403, "token"         the token names another account (kept)
+--   410                  TOKEN's 410: the token expired, used or unknown
+--   403, "token"         TOKEN's 403: the token names another account
 --   403, "plan"          the account is not on inbound_only
 --   429, error code      a window is full
 --   402                  the account has no Stripe customer
@@ -46,28 +46,13 @@ local now = tonumber(ARGV[2])
 local dd, dm = tonumber(ARGV[3]), tonumber(ARGV[4])
 local plan, customer, w = lg_pv_state(akey, now, dd, dm)
 
-local pkey = KEYS[2]
-local pv = redis.call('GET', pkey)
+local refused = ARGV[8] or ''
 
-if not pv then
-    return lg_pv_reply(410, w, acct, 'missing')
-end
-
-local ok, p = pcall(cjson.decode, pv)
-
--- another account's token is refused and kept for its owner
-if ok and type(p) == 'table' and type(p.account) == 'string'
-   and p.account ~= acct
-then
+if refused == '403' then
     return lg_pv_reply(403, w, acct, 'token')
 end
 
-redis.call('DEL', pkey)
-
-if not ok or type(p) ~= 'table' or p.account ~= acct
-   or tonumber(p.expires_at) == nil
-   or tonumber(p.expires_at) <= now
-then
+if refused ~= '' then
     return lg_pv_reply(410, w, acct)
 end
 

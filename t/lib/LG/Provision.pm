@@ -219,11 +219,10 @@ sub lines {
     return \%l;
 }
 
-# the preview token's key, under the account's hash tag
+# the preview token's key, its own (the account is in its JSON)
 sub token_key {
     my ($self, $a, $token) = @_;
-    my $id = ref $a ? $a->{id} : $a;
-    return "lg:{acct:$id}:pv:$token";
+    return "lg:pv:$token";
 }
 
 sub reservations {
