@@ -1612,6 +1612,7 @@ ngx_http_linegate_confirm_recorded_late(redisReply *reply,
     ngx_str_t                            reason;
     ngx_http_linegate_redis_args_t       a;
     ngx_http_linegate_confirm_settle_t   st;
+    ngx_http_linegate_main_conf_t       *lmcf;
     u_char                               claim[512], room[512];
 
     /* pv_record's arguments: ngx_http_linegate_confirm_record_args() */
@@ -1656,6 +1657,24 @@ ngx_http_linegate_confirm_recorded_late(redisReply *reply,
     st.room = room;
     st.reconcile = NULL;
     st.giveback = 0;
+
+    lmcf = ngx_http_cycle_get_module_main_conf(ngx_cycle,
+                                               ngx_http_linegate_module);
+
+    if (done == 1 && lmcf->redis_wait_replicas > 0) {
+        /*
+         * A durable write waits for no replica: this "recorded" may be a
+         * master's that a failover loses, and a settle sent after the
+         * failover would drop the claim of a line the new master lacks.
+         * The sweep settles it, reading the account where it is now.
+         */
+        ngx_log_error(NGX_LOG_INFO, ngx_cycle->log, 0,
+                      NGX_HTTP_LINEGATE_LOG "the claim of %V, account "
+                      "\"%V\" (number %V): left to the reconciliation "
+                      "sweep (linegate_redis_wait)", &st.worker_id,
+                      &st.account, &st.number);
+        return;
+    }
 
     if (done != 1) {
         /* the outbox is written: the entry, queued now */

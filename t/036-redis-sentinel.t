@@ -352,7 +352,10 @@ subtest 'the master SIGKILLed under load' => sub {
     my @gone = grep { !$left{$_} && !$recorded{$_} && !$queued{$_}
                       && !$claimed{$_} } @stock;
     is_deeply(\@gone, [], 'no number lost: each is in stock, sold, '
-              . 'claimed or queued for reconciliation');
+              . 'claimed or queued for reconciliation')
+        or diag(join "\n", map { my $n = $_;
+                                 grep { /\Q$n\E/ } split /\n/, $s->error_log
+                               } @gone);
 
     # linegate_redis_wait 1: every 201 was on a replica before it was sent
     my %by = map { $_->{id} => $_ } @minis;
