@@ -621,6 +621,9 @@ subtest 'a worker killed mid-confirm: cancelled, the number back' => sub {
 };
 
 subtest 'a worker killed mid-create (Lines API): invoice discarded' => sub {
+    # the Lines API needs one Redis or Sentinel (issue 10): not on a cluster
+    plan skip_all => 'the Lines API is not served on a Redis Cluster'
+        if $s->topology eq 'cluster';
     my $l = LG::Lines->new($s);
     my $EMAIL = body(channelType => 'email', email => 'k@example.com');
     for my $case (['draft', 'DELETE'], ['open', 'void']) {
@@ -683,6 +686,9 @@ subtest 'a worker killed mid-create (Lines API): invoice discarded' => sub {
 };
 
 subtest 'an invoice no repair could discard: deleted by a run' => sub {
+    # the Lines API needs one Redis or Sentinel (issue 10): not on a cluster
+    plan skip_all => 'the Lines API is not served on a Redis Cluster'
+        if $s->topology eq 'cluster';
     my $l = LG::Lines->new($s);
     my $w = $l->workspace('org_unrepaired');
     my $EMAIL = body(channelType => 'email', email => 'u@example.com');
