@@ -15,7 +15,8 @@ package LG::RedisCluster;
 # CLUSTERDOWN and TRYAGAIN refresh the map and retry, for at most
 # `retry_for` seconds (default 10: a failover takes a few). Commands of
 # the whole keyspace go to every master: KEYS (the union), FLUSHALL,
-# FLUSHDB, SCRIPT FLUSH, CONFIG RESETSTAT, DBSIZE (the sum) and INFO (a
+# FLUSHDB, SCRIPT FLUSH, CONFIG RESETSTAT, CLIENT PAUSE and UNPAUSE (a
+# test that pauses "Redis" means every master), DBSIZE (the sum) and INFO (a
 # hash whose numbers are the sums over the masters, also the numbers of
 # "calls=3,usec=12" fields of commandstats; other fields the first
 # master's).
@@ -140,6 +141,8 @@ sub AUTOLOAD {
     (my $cmd = $AUTOLOAD) =~ s/.*:://;
     return if $cmd eq 'DESTROY';
     return $self->_all($cmd, @_) if $ALL{lc $cmd};
+    return $self->_all($cmd, @_)
+        if lc $cmd eq 'client' && ($_[0] // '') =~ /^(?:UN)?PAUSE$/i;
     return $self->_routed($cmd, @_);
 }
 
