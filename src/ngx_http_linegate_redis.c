@@ -377,7 +377,8 @@ ngx_http_linegate_redis_arg(ngx_http_linegate_redis_args_t *a,
         return;
     }
 
-    a->argv[a->argc] = data;
+    /* an empty ngx_str_t may have no data: hiredis copies from it */
+    a->argv[a->argc] = data != NULL ? data : "";
     a->argvlen[a->argc] = len;
     a->argc++;
 }
