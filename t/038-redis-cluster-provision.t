@@ -208,6 +208,46 @@ subtest 'the fleet\'s slot in migration: TRYAGAIN sent again, no error' => sub {
     is(claims(), 0, 'its claim settled on the new node');
 };
 
+subtest 'the account\'s slot in migration: every key named, no error' => sub {
+    my $a = spread_account('acct_amig', daily => 5, card => 1);
+    $p->inventory($p->numbers(2, 628560));
+    my $akey = "lg:{acct:$a->{id}}";
+    my $slot = LG::RedisCluster::keyslot($akey);
+    my $from = $s->cluster_master_of($akey);
+    my ($to) = grep { $_ ne $from && $_ ne $s->cluster_master_of($FLEET) }
+               $s->cluster_masters;
+    my $tok = $p->token($a);
+    ok($r->exists($akey) && !$r->exists("$akey:prov"),
+       'the account exists, its windows not yet');
+    my $before = tryagains($from);
+    $r->node($to)->cluster('setslot', $slot, 'importing',
+                           $r->node($from)->cluster('myid'));
+    $r->node($from)->cluster('setslot', $slot, 'migrating',
+                             $r->node($to)->cluster('myid'));
+
+    # the reserve names the account's five keys: some exist, some not,
+    # so the migrating node says TRYAGAIN until the slot has moved (a
+    # script naming only the account would run there and meet the
+    # others as non-local keys, an error)
+    my $t0 = time;
+    my ($tx, $done) = $p->during($p->confirm_req($a, $tok), sub {
+        return 0 if time - $t0 < 0.2;
+        finish_migration($slot, $from, $to);
+        return 1;
+    }, 10);
+    ok($done, 'the migration ended while the confirm ran')
+        or finish_migration($slot, $from, $to);
+    cmp_ok(tryagains($from), '>', $before,
+           'the account\'s node said TRYAGAIN meanwhile');
+    my $c = $p->answer($tx, 200, 'confirm: 200 through the migration');
+    my ($line) = values %{ $p->lines($a->{id}) };
+    ok($line, 'a line recorded') or return;
+    is($c->{phone_number}, $line->{phone_number}, 'its line, its number');
+    is($s->cluster_master_of($akey), $to, 'the account\'s slot moved');
+    is($r->zcard("$akey:prov"), 1, 'the line counts in its window');
+    is(scalar @{ $p->reservations($a->{id}) }, 0, 'no reservation left');
+};
+
 subtest 'the fleet\'s master SIGKILLed under confirms' => sub {
     my @accts = map { spread_account("acct_kill$_", daily => 50,
                                      monthly => 500, card => 1) } 1 .. 4;
