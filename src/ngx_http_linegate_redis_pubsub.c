@@ -20,9 +20,14 @@
  * Redis writes to a connection in order, so every message published
  * before that PING reached the worker before its answer.
  *
- * hiredis 0.14 answers a PING of a subscribed context as a message of
- * the channel named by its argument (["pong", channel]), and keeps the
- * PING's callback, which it never calls, on its list of "invalid"
+ * Why PSUBSCRIBE to a pattern that is the channel's own name (it has no
+ * glob character, so it matches that channel alone): hiredis 0.14 hands
+ * a subscribed context's replies to the callback of the channel or
+ * pattern their second element names, looking among the patterns when
+ * the first one starts with 'p' -- "pmessage", "psubscribe", and the
+ * answer to "PING <name>", ["pong", "<name>"]. With SUBSCRIBE, the PONG
+ * would be looked for among the patterns and lost. hiredis also keeps
+ * the PING's callback, which it never calls, on its list of "invalid"
  * commands until the context is freed: the answer frees it here.
  */
 
@@ -377,7 +382,7 @@ ngx_http_linegate_pubsub_connect_cb(const redisAsyncContext *ac, int status)
 
     /* not sent: the tick drops the connection once it times out */
     (void) redisAsyncCommand(ps->ac, ngx_http_linegate_pubsub_message_cb,
-                             NULL, "SUBSCRIBE %b", ch->data, ch->len);
+                             NULL, "PSUBSCRIBE %b", ch->data, ch->len);
 
     ps->state = NGX_HTTP_LINEGATE_PUBSUB_SUBSCRIBING;
     ps->since = ngx_current_msec;
@@ -400,7 +405,7 @@ ngx_http_linegate_pubsub_auth_cb(redisAsyncContext *ac, void *data,
 }
 
 
-/* every reply on the channel: subscribe, message, pong */
+/* every reply on the pattern: psubscribe, pmessage, pong */
 static void
 ngx_http_linegate_pubsub_message_cb(redisAsyncContext *ac, void *data,
     void *privdata)
@@ -423,15 +428,15 @@ ngx_http_linegate_pubsub_message_cb(redisAsyncContext *ac, void *data,
 
     kind = reply->element[0];
 
-    if (kind->len == sizeof("message") - 1
-        && ngx_strncasecmp((u_char *) kind->str, (u_char *) "message",
+    if (kind->len == sizeof("pmessage") - 1
+        && ngx_strncasecmp((u_char *) kind->str, (u_char *) "pmessage",
                            kind->len) == 0)
     {
-        if (reply->elements < 3) {
+        if (reply->elements < 4) {
             return;
         }
 
-        payload = reply->element[2];
+        payload = reply->element[3];
         ps->seq++;
 
         if (payload->type == REDIS_REPLY_STRING) {
@@ -456,8 +461,8 @@ ngx_http_linegate_pubsub_message_cb(redisAsyncContext *ac, void *data,
         return;
     }
 
-    if (kind->len == sizeof("subscribe") - 1
-        && ngx_strncasecmp((u_char *) kind->str, (u_char *) "subscribe",
+    if (kind->len == sizeof("psubscribe") - 1
+        && ngx_strncasecmp((u_char *) kind->str, (u_char *) "psubscribe",
                            kind->len) == 0
         && ps->state == NGX_HTTP_LINEGATE_PUBSUB_SUBSCRIBING)
     {
