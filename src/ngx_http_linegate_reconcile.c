@@ -69,6 +69,7 @@
 #include "ngx_http_linegate_reconcile.h"
 #include "ngx_http_linegate_redis.h"
 #include "ngx_http_linegate_keys.h"
+#include "ngx_http_linegate_pv_settle.h"
 #include "ngx_http_linegate_reply.h"
 #include "ngx_http_linegate_stripe.h"
 #include "ngx_http_linegate_clock.h"
@@ -962,12 +963,9 @@ static ngx_int_t
 ngx_http_linegate_reconcile_settle_claim(ngx_http_request_t *r,
     ngx_http_linegate_reconcile_t *rc, ngx_http_linegate_reconcile_claim_t *c)
 {
-    u_char                          *p;
-    ngx_str_t                        q, b;
-    ngx_uint_t                       i, back, hold;
+    ngx_uint_t                       back, hold;
     ngx_http_linegate_redis_args_t  *a;
-
-    static ngx_str_t                 empty = ngx_string("");
+    ngx_http_linegate_pv_settle_t    st;
 
     if (c->nfields) {
         /*
@@ -1001,66 +999,36 @@ ngx_http_linegate_reconcile_settle_claim(ngx_http_request_t *r,
 
     c->returned = back;
 
+    ngx_memzero(&st, sizeof(ngx_http_linegate_pv_settle_t));
+
+    st.claim = c->member;
+    st.giveback = back;
+    st.entry.account = c->account;
+    st.entry.number = c->number;
+    st.entry.worker_id = c->worker_id;
+    st.entry.reason = c->reason;
+    st.entry.customer = c->customer;
+    st.entry.at = c->at;
+
+    if (c->nfields) {
+        /* the entry the confirm's record or release wrote, as it is */
+        st.fields = c->outbox;
+        st.nfields = c->nfields;
+    }
+
     if (c->reason.len) {
-        /* lg:{fleet}:q:<A>:<worker>:<reason> */
-        b.len = c->worker_id.len + 1 + c->reason.len;
-        b.data = ngx_pnalloc(r->pool, b.len);
-        if (b.data == NULL) {
+        st.room = ngx_pnalloc(r->pool,
+                              ngx_http_linegate_pv_settle_room(&c->account,
+                                                           &c->worker_id,
+                                                           c->reason.len));
+        if (st.room == NULL) {
             return NGX_ERROR;
         }
-
-        p = ngx_cpymem(b.data, c->worker_id.data, c->worker_id.len);
-        *p++ = ':';
-        ngx_memcpy(p, c->reason.data, c->reason.len);
-
-        if (ngx_http_linegate_key(r->pool, NGX_HTTP_LINEGATE_KEY_FLEET_Q,
-                                  &c->account, &b, &q)
-            != NGX_OK)
-        {
-            return NGX_ERROR;
-        }
-
-    } else {
-        q = *ngx_http_linegate_key_fixed(NGX_HTTP_LINEGATE_KEY_FLEET_Q_NONE);
     }
 
     a = &rc->args;
     ngx_http_linegate_redis_args_init(a);
-    ngx_http_linegate_redis_arg_str(a,
-        ngx_http_linegate_key_fixed(NGX_HTTP_LINEGATE_KEY_PV_INFLIGHT));
-    ngx_http_linegate_redis_arg_str(a,
-        ngx_http_linegate_key_fixed(NGX_HTTP_LINEGATE_KEY_INVENTORY));
-    ngx_http_linegate_redis_arg_str(a,
-        ngx_http_linegate_key_fixed(NGX_HTTP_LINEGATE_KEY_RECONCILE));
-    ngx_http_linegate_redis_arg_str(a, &q);
-    ngx_http_linegate_redis_arg_str(a, &c->member);
-    ngx_http_linegate_redis_arg_cstr(a, back ? "1" : "0");
-    ngx_http_linegate_redis_arg_str(a, &c->reason);
-
-    if (c->nfields) {
-        for (i = 0; i < c->nfields; i++) {
-            ngx_http_linegate_redis_arg_str(a, &c->outbox[i]);
-        }
-
-    } else if (c->reason.len) {
-        /* worker_lost: the entry a confirm's own release would queue */
-        ngx_http_linegate_redis_arg_cstr(a, "account");
-        ngx_http_linegate_redis_arg_str(a, &c->account);
-        ngx_http_linegate_redis_arg_cstr(a, "subscription_id");
-        ngx_http_linegate_redis_arg_str(a, &empty);
-        ngx_http_linegate_redis_arg_cstr(a, "phone_number");
-        ngx_http_linegate_redis_arg_str(a, &c->number);
-        ngx_http_linegate_redis_arg_cstr(a, "worker_id");
-        ngx_http_linegate_redis_arg_str(a, &c->worker_id);
-        ngx_http_linegate_redis_arg_cstr(a, "reason");
-        ngx_http_linegate_redis_arg_str(a, &c->reason);
-        ngx_http_linegate_redis_arg_cstr(a, "idempotency_key");
-        ngx_http_linegate_redis_arg_str(a, &empty);
-        ngx_http_linegate_redis_arg_cstr(a, "customer");
-        ngx_http_linegate_redis_arg_str(a, &c->customer);
-        ngx_http_linegate_redis_arg_cstr(a, "at");
-        ngx_http_linegate_redis_arg_str(a, &c->at);
-    }
+    ngx_http_linegate_pv_settle_args(a, &st);
 
     return ngx_http_linegate_reconcile_script(r, rc,
                                           NGX_HTTP_LINEGATE_SCRIPT_PV_SETTLE,

@@ -148,6 +148,66 @@ subtest 'the reconciliation backlog gauge, read on the fleet\'s master' => sub {
 # its number, once a replica is promoted; after the sweep every number is
 # in exactly one place; no subscription is left that no line or entry
 # backs.
+# the rest of a slot's migration from $from to $to: its keys, then its
+# owner, told to every master
+sub finish_migration {
+    my ($slot, $from, $to) = @_;
+    my $src = $r->node($from);
+    my $tid = $r->node($to)->cluster('myid');
+    while (my @keys = $src->cluster('getkeysinslot', $slot, 100)) {
+        $src->migrate('127.0.0.1', $to, '', 0, 5000, 'KEYS', @keys);
+    }
+    $r->node($_)->cluster('setslot', $slot, 'node', $tid)
+        for $to, $from, grep { $_ ne $to && $_ ne $from } $s->cluster_masters;
+}
+
+sub tryagains {
+    my ($port) = @_;
+    my $e = $r->node($port)->info('errorstats')->{errorstat_TRYAGAIN} // '';
+    return $e =~ /count=(\d+)/ ? $1 : 0;
+}
+
+subtest 'the fleet\'s slot in migration: TRYAGAIN sent again, no error' => sub {
+    my $a = spread_account('acct_mig', daily => 5, card => 1);
+    $p->inventory($p->numbers(3, 628559));
+    my $stock = $r->scard($FLEET);
+    my $slot = LG::RedisCluster::keyslot($FLEET);
+    my $from = $s->cluster_master_of($FLEET);
+    my ($to) = grep { $_ ne $from } $s->cluster_masters;
+    my $tok = $p->token($a);
+    my $t0 = time;
+    sleep 0.05 while claims() && time - $t0 < 30;
+    # no claim: the claims journal's key does not exist, the inventory's
+    # does; pv_claim names both, so the migrating node answers TRYAGAIN
+    is(claims(), 0, 'no claim in flight');
+    my $before = tryagains($from);
+    $r->node($to)->cluster('setslot', $slot, 'importing',
+                           $r->node($from)->cluster('myid'));
+    $r->node($from)->cluster('setslot', $slot, 'migrating',
+                             $r->node($to)->cluster('myid'));
+
+    $t0 = time;
+    my ($tx, $done) = $p->during($p->confirm_req($a, $tok), sub {
+        return 0 if time - $t0 < 0.2;
+        finish_migration($slot, $from, $to);
+        return 1;
+    }, 10);
+    ok($done, 'the migration ended while the confirm ran')
+        or finish_migration($slot, $from, $to);
+    cmp_ok(tryagains($from), '>', $before,
+           'the fleet\'s node said TRYAGAIN meanwhile');
+    my $c = $p->answer($tx, 200, 'confirm: 200 through the migration');
+    my ($line) = values %{ $p->lines($a->{id}) };
+    ok($line, 'a line recorded') or return;
+    is($c->{phone_number}, $line->{phone_number}, 'its line, its number');
+    is($s->cluster_master_of($FLEET), $to, 'the fleet\'s slot moved');
+    is($r->scard($FLEET), $stock - 1, 'the inventory gave one number');
+    ok(!$r->sismember($FLEET, $line->{phone_number}), 'that one');
+    $t0 = time;
+    sleep 0.05 while claims() && time - $t0 < 30;
+    is(claims(), 0, 'its claim settled on the new node');
+};
+
 subtest 'the fleet\'s master SIGKILLed under confirms' => sub {
     my @accts = map { spread_account("acct_kill$_", daily => 50,
                                      monthly => 500, card => 1) } 1 .. 4;
