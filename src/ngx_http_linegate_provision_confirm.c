@@ -121,7 +121,9 @@ typedef struct {
     ngx_str_t                        token;
     ngx_str_t                        account;
     ngx_str_t                        key_id;    /* the presented one */
-    ngx_str_t                        akey;      /* lg:{acct:<A>} */
+    /* lg:{acct:<A>}, :prov, :resv:, :line:, the outbox (keys.h) */
+    ngx_str_t                        akeys[
+                                        NGX_HTTP_LINEGATE_KEYS_PV_PURCHASE];
     ngx_str_t                        customer;
     ngx_str_t                        number;
     ngx_str_t                        claim;     /* "<A> <worker> <number>" */
@@ -334,8 +336,8 @@ ngx_http_linegate_provision_confirm_known(ngx_http_request_t *r,
     cf->account = pv->who.value;
     cf->key_id = pv->key_id;
 
-    if (ngx_http_linegate_key(r->pool, NGX_HTTP_LINEGATE_KEY_ACCT,
-                              &cf->account, NULL, &cf->akey)
+    if (ngx_http_linegate_key_purchase(r->pool, &cf->account,
+                                       &cf->worker_id, cf->akeys)
         != NGX_OK)
     {
         ngx_http_linegate_internal_error(r);
@@ -637,7 +639,8 @@ ngx_http_linegate_confirm_reserve(ngx_http_request_t *r,
     lmcf = ngx_http_get_module_main_conf(r, ngx_http_linegate_module);
 
     a = ngx_http_linegate_confirm_args(cf);
-    ngx_http_linegate_redis_arg_str(a, &cf->akey);
+    ngx_http_linegate_redis_arg_strs(a, cf->akeys,
+                                     NGX_HTTP_LINEGATE_KEYS_PV_PURCHASE);
     ngx_http_linegate_redis_arg_str(a, &cf->account);
     ngx_http_linegate_redis_arg_int(r, a, cf->now);
     ngx_http_linegate_redis_arg_int(r, a, lmcf->prov_daily);
@@ -1261,7 +1264,8 @@ ngx_http_linegate_confirm_record_args(ngx_http_request_t *r,
     a = ngx_http_linegate_confirm_args(cf);
     ngx_memcpy(cf->at, cf->iso, NGX_HTTP_LINEGATE_ISO_LEN);
 
-    ngx_http_linegate_redis_arg_str(a, &cf->akey);
+    ngx_http_linegate_redis_arg_strs(a, cf->akeys,
+                                     NGX_HTTP_LINEGATE_KEYS_PV_PURCHASE);
     ngx_http_linegate_redis_arg_str(a, &cf->worker_id);
     ngx_http_linegate_redis_arg_str(a, &cf->subscription);
     ngx_http_linegate_confirm_arg_int(cf, 0, cf->now);
@@ -1386,7 +1390,8 @@ ngx_http_linegate_confirm_release_args(ngx_http_request_t *r,
     a = ngx_http_linegate_confirm_args(cf);
     ngx_memcpy(cf->at, cf->iso, NGX_HTTP_LINEGATE_ISO_LEN);
 
-    ngx_http_linegate_redis_arg_str(a, &cf->akey);
+    ngx_http_linegate_redis_arg_strs(a, cf->akeys,
+                                     NGX_HTTP_LINEGATE_KEYS_PV_PURCHASE);
     ngx_http_linegate_redis_arg_str(a, &cf->worker_id);
     ngx_http_linegate_confirm_arg_int(cf, 0, cf->now);
     ngx_http_linegate_confirm_arg_int(cf, 1, lmcf->prov_daily);
@@ -1540,8 +1545,8 @@ ngx_http_linegate_confirm_recorded_late(redisReply *reply,
     ngx_http_linegate_main_conf_t       *lmcf;
     u_char                               claim[512], room[512];
 
-    /* pv_record's arguments: ngx_http_linegate_confirm_record_args() */
-    if (rec->argc != 9) {
+    /* pv_record's keys, then its arguments (confirm_record_args()) */
+    if (rec->argc != NGX_HTTP_LINEGATE_KEYS_PV_RECORD + 8) {
         return;
     }
 
@@ -1549,16 +1554,17 @@ ngx_http_linegate_confirm_recorded_late(redisReply *reply,
     e = &st.entry;
 
 #define ngx_http_linegate_confirm_rec(dst, i)                                \
-    (dst).data = (u_char *) rec->argv[i];                                    \
-    (dst).len = rec->argvlen[i]
+    (dst).data = (u_char *) rec->argv[NGX_HTTP_LINEGATE_KEYS_PV_RECORD + i]; \
+    (dst).len = rec->argvlen[NGX_HTTP_LINEGATE_KEYS_PV_RECORD + i]
 
-    ngx_http_linegate_confirm_rec(e->worker_id, 1);
-    ngx_http_linegate_confirm_rec(e->subscription, 2);
-    ngx_http_linegate_confirm_rec(e->account, 4);
-    ngx_http_linegate_confirm_rec(e->idempotency_key, 5);
-    ngx_http_linegate_confirm_rec(e->customer, 6);
-    ngx_http_linegate_confirm_rec(e->at, 7);
-    ngx_http_linegate_confirm_rec(e->number, 8);
+    /* i: the script's ARGV[i + 1] */
+    ngx_http_linegate_confirm_rec(e->worker_id, 0);
+    ngx_http_linegate_confirm_rec(e->subscription, 1);
+    ngx_http_linegate_confirm_rec(e->account, 3);
+    ngx_http_linegate_confirm_rec(e->idempotency_key, 4);
+    ngx_http_linegate_confirm_rec(e->customer, 5);
+    ngx_http_linegate_confirm_rec(e->at, 6);
+    ngx_http_linegate_confirm_rec(e->number, 7);
 
 #undef ngx_http_linegate_confirm_rec
 

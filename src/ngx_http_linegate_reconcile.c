@@ -306,8 +306,8 @@ static void ngx_http_linegate_reconcile_answer(ngx_http_request_t *r,
 static ngx_int_t ngx_http_linegate_reconcile_script(ngx_http_request_t *r,
     ngx_http_linegate_reconcile_t *rc, ngx_http_linegate_script_id_e script,
     int nkeys);
-static ngx_int_t ngx_http_linegate_reconcile_akey(ngx_http_request_t *r,
-    ngx_http_linegate_reconcile_entry_t *e, ngx_str_t *akey);
+static ngx_int_t ngx_http_linegate_reconcile_keys(ngx_http_request_t *r,
+    ngx_http_linegate_reconcile_entry_t *e, ngx_str_t *keys);
 static ngx_uint_t ngx_http_linegate_reconcile_is(ngx_str_t *s,
     const char *value);
 static time_t ngx_http_linegate_reconcile_time(ngx_str_t *iso);
@@ -862,11 +862,12 @@ static ngx_int_t
 ngx_http_linegate_reconcile_inspect(ngx_http_request_t *r,
     ngx_http_linegate_reconcile_t *rc, ngx_http_linegate_reconcile_claim_t *c)
 {
-    ngx_str_t                        akey;
+    ngx_str_t                        keys[
+                                        NGX_HTTP_LINEGATE_KEYS_PV_PURCHASE];
     ngx_http_linegate_redis_args_t  *a;
 
-    if (ngx_http_linegate_key(r->pool, NGX_HTTP_LINEGATE_KEY_ACCT,
-                              &c->account, NULL, &akey)
+    if (ngx_http_linegate_key_purchase(r->pool, &c->account, &c->worker_id,
+                                       keys)
         != NGX_OK)
     {
         return NGX_ERROR;
@@ -874,7 +875,8 @@ ngx_http_linegate_reconcile_inspect(ngx_http_request_t *r,
 
     a = &rc->args;
     ngx_http_linegate_redis_args_init(a);
-    ngx_http_linegate_redis_arg_str(a, &akey);
+    ngx_http_linegate_redis_arg_strs(a, keys,
+                                     NGX_HTTP_LINEGATE_KEYS_PV_PURCHASE);
     ngx_http_linegate_redis_arg_str(a, &c->worker_id);
 
     return ngx_http_linegate_reconcile_script(r, rc,
@@ -1629,17 +1631,19 @@ static ngx_int_t
 ngx_http_linegate_reconcile_record(ngx_http_request_t *r,
     ngx_http_linegate_reconcile_t *rc, ngx_http_linegate_reconcile_entry_t *e)
 {
-    ngx_str_t                        akey;
+    ngx_str_t                        keys[
+                                        NGX_HTTP_LINEGATE_KEYS_PV_PURCHASE];
     ngx_http_linegate_redis_args_t  *a;
 
-    if (ngx_http_linegate_reconcile_akey(r, e, &akey) != NGX_OK) {
+    if (ngx_http_linegate_reconcile_keys(r, e, keys) != NGX_OK) {
         return NGX_ERROR;
     }
 
     /* pv_record.lua's arguments, as confirm sends them: the entry's number */
     a = &rc->args;
     ngx_http_linegate_redis_args_init(a);
-    ngx_http_linegate_redis_arg_str(a, &akey);
+    ngx_http_linegate_redis_arg_strs(a, keys,
+                                     NGX_HTTP_LINEGATE_KEYS_PV_PURCHASE);
     ngx_http_linegate_redis_arg_str(a, &e->worker_id);
     ngx_http_linegate_redis_arg_str(a, &e->found);
     ngx_http_linegate_redis_arg_int(r, a, ngx_http_linegate_now_ms());
@@ -1662,6 +1666,8 @@ ngx_http_linegate_reconcile_release(ngx_http_request_t *r,
     ngx_http_linegate_reconcile_t *rc, ngx_http_linegate_reconcile_entry_t *e)
 {
     ngx_str_t                        akey;
+    ngx_str_t                        keys[
+                                        NGX_HTTP_LINEGATE_KEYS_PV_PURCHASE];
     ngx_http_linegate_redis_args_t  *a;
     ngx_http_linegate_main_conf_t   *lmcf;
 
@@ -1719,13 +1725,14 @@ ngx_http_linegate_reconcile_release(ngx_http_request_t *r,
                                           a->nkeys);
     }
 
-    if (ngx_http_linegate_reconcile_akey(r, e, &akey) != NGX_OK) {
+    if (ngx_http_linegate_reconcile_keys(r, e, keys) != NGX_OK) {
         return NGX_ERROR;
     }
 
     /* pv_release.lua's arguments, with no reason: no outbox */
     ngx_http_linegate_redis_args_init(a);
-    ngx_http_linegate_redis_arg_str(a, &akey);
+    ngx_http_linegate_redis_arg_strs(a, keys,
+                                     NGX_HTTP_LINEGATE_KEYS_PV_PURCHASE);
     ngx_http_linegate_redis_arg_str(a, &e->worker_id);
     ngx_http_linegate_redis_arg_int(r, a, ngx_http_linegate_now_ms());
     ngx_http_linegate_redis_arg_int(r, a, lmcf->prov_daily);
@@ -2151,13 +2158,13 @@ ngx_http_linegate_reconcile_script(ngx_http_request_t *r,
 }
 
 
-/* lg:{acct:<A>} */
+/* the keys of the entry's purchase in its account (keys.h) */
 static ngx_int_t
-ngx_http_linegate_reconcile_akey(ngx_http_request_t *r,
-    ngx_http_linegate_reconcile_entry_t *e, ngx_str_t *akey)
+ngx_http_linegate_reconcile_keys(ngx_http_request_t *r,
+    ngx_http_linegate_reconcile_entry_t *e, ngx_str_t *keys)
 {
-    return ngx_http_linegate_key(r->pool, NGX_HTTP_LINEGATE_KEY_ACCT,
-                                 &e->account, NULL, akey);
+    return ngx_http_linegate_key_purchase(r->pool, &e->account,
+                                          &e->worker_id, keys);
 }
 
 

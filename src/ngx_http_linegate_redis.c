@@ -417,6 +417,18 @@ ngx_http_linegate_redis_arg_cstr(ngx_http_linegate_redis_args_t *a,
 
 
 void
+ngx_http_linegate_redis_arg_strs(ngx_http_linegate_redis_args_t *a,
+    ngx_str_t *s, ngx_uint_t n)
+{
+    ngx_uint_t  i;
+
+    for (i = 0; i < n; i++) {
+        ngx_http_linegate_redis_arg(a, s[i].data, s[i].len);
+    }
+}
+
+
+void
 ngx_http_linegate_redis_arg_int(ngx_http_request_t *r,
     ngx_http_linegate_redis_args_t *a, int64_t n)
 {
