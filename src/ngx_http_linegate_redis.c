@@ -1825,6 +1825,37 @@ ngx_http_linegate_redis_connected(void)
 }
 
 
+/*
+ * The address of a server the worker's own connection is up with: the
+ * one Redis, the master Sentinel named (and the connection checked with
+ * ROLE), or a connected master of a cluster. The host is the node's own
+ * buffer: copy it.
+ */
+ngx_int_t
+ngx_http_linegate_redis_server(ngx_str_t *host, ngx_int_t *port)
+{
+    ngx_uint_t                       i;
+    ngx_http_linegate_redis_t       *rd;
+    ngx_http_linegate_redis_node_t  *node;
+
+    rd = &ngx_http_linegate_redis;
+
+    for (i = 0; rd->nodes != NULL && i < rd->nnodes; i++) {
+        node = &rd->nodes[i];
+
+        if (node->state == NGX_HTTP_LINEGATE_REDIS_CONNECTED
+            && (!rd->cluster || ngx_http_linegate_redis_serves(node)))
+        {
+            *host = node->host;
+            *port = node->port;
+            return NGX_OK;
+        }
+    }
+
+    return NGX_DECLINED;
+}
+
+
 ngx_uint_t
 ngx_http_linegate_redis_durable_pending(void)
 {
