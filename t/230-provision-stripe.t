@@ -345,12 +345,15 @@ subtest 'Redis gone after the charge: 500, no false claim' => sub {
     ok($tok, 'a preview token') or return;
     $p->fault(latency_ms => 400);
 
+    # paused once the number is claimed (the reservation alone is too
+    # early: a busy worker may not have sent the claim yet, which would
+    # then time out before any charge)
     my ($tx, $done) = $p->during($p->confirm_req($a, $tok), sub {
-        return 0 unless $r->zcard('lg:{acct:acct_alert}:prov');
+        return 0 unless @{ $p->claims('acct_alert') };
         $r->client('PAUSE', 2500, 'ALL');
         return 1;
     });
-    ok($done, 'Redis paused after the reservation');
+    ok($done, 'Redis paused after the claim');
     my $b = $p->error_is($tx, 500, 'provisioning_failed', 'Redis gone');
     like($b->{subscription_id}, qr/^sub_/, 'the subscription id');
     unlike($b->{message}, qr/has been queued/,
