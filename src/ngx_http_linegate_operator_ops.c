@@ -129,7 +129,10 @@ static ngx_http_linegate_operator_call_t  ngx_http_linegate_operator_srem = {
     NULL
 };
 
-/* {1, workspace, HGETALL}; 1 (or 0, unknown line); {1, today's two} */
+/*
+ * {1, workspace, HGETALL}; 1 (or 0, unknown line); {1, today's two}:
+ * each after the line's owner (line_owner), on the workspace's slot
+ */
 static ngx_http_linegate_operator_call_t  ngx_http_linegate_operator_move = {
     ngx_http_linegate_operator_line_move,
     NGX_HTTP_LINEGATE_SCRIPT_OP_LINE_TRANSITION, 1,
@@ -419,13 +422,16 @@ ngx_http_linegate_operator_inv_removed(ngx_http_request_t *r,
 
 /* lines */
 
-/* what every line script starts with: KEYS[1] lg:line:<id>, ARGV[1] id */
+/*
+ * what every line script starts with: KEYS[1] lg:{ws:W}, the owner
+ * operator_owner read from lg:line:<id>; ARGV[1] id
+ */
 static void
 ngx_http_linegate_operator_line_args(ngx_http_request_t *r,
     ngx_http_linegate_operator_t *adm)
 {
-    ngx_http_linegate_operator_key(r, adm, NGX_HTTP_LINEGATE_KEY_LINE,
-                                   &adm->arg[0]);
+    ngx_http_linegate_operator_key(r, adm, NGX_HTTP_LINEGATE_KEY_WS,
+                                   &adm->ws);
     ngx_http_linegate_redis_arg_str(&adm->args, &adm->arg[0]);
 }
 
@@ -439,6 +445,7 @@ ngx_http_linegate_operator_line_move(ngx_http_request_t *r,
     ngx_http_linegate_redis_arg_cstr(&adm->args, adm->route->data);
     ngx_http_linegate_redis_arg_str(&adm->args, &adm->now);
     ngx_http_linegate_redis_arg_str(&adm->args, &adm->value[0].str);
+    ngx_http_linegate_redis_arg_str(&adm->args, &adm->ws);
 
     return NGX_OK;
 }
