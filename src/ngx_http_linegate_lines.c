@@ -27,6 +27,8 @@
 #include "ngx_http_linegate_ids.h"
 
 
+static void ngx_http_linegate_lines_dispatch(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr);
 static void ngx_http_linegate_lines_clock(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr);
 static ngx_int_t ngx_http_linegate_lines_path_id(ngx_http_request_t *r,
@@ -122,7 +124,7 @@ ngx_http_linegate_lines_handler(ngx_http_request_t *r,
         return;
     }
 
-    /* an API key not in the cache: the script resolves it */
+    /* an API key not in the cache: its lookup is read first */
     lr->caller = (lr->who.kind == NGX_HTTP_LINEGATE_AUTH_API_KEY
                   && !lr->who.cached)
                  ? NGX_HTTP_LINEGATE_LR_CALLER_KEY
@@ -134,6 +136,35 @@ ngx_http_linegate_lines_handler(ngx_http_request_t *r,
         ngx_http_linegate_internal_error(r);
         return;
     }
+
+    /*
+     * Every script touches the workspace's slot only: the lookup of an
+     * API key no cache knows is its own step first (lines_key_lookup). The
+     * reads of a key whose entry has expired check it in their pipeline
+     * instead (READ_REVALIDATE).
+     */
+    if (lr->caller == NGX_HTTP_LINEGATE_LR_CALLER_KEY
+        && !(lr->who.stale.len
+             && (ctx->api == NGX_HTTP_LINEGATE_API_LINES_BY_USER
+                 || (ctx->api == NGX_HTTP_LINEGATE_API_LINE_REQUEST
+                     && r->method == NGX_HTTP_GET))))
+    {
+        ngx_http_linegate_lines_key_lookup(r, lr,
+                                        ngx_http_linegate_lines_dispatch);
+        return;
+    }
+
+    ngx_http_linegate_lines_dispatch(r, lr);
+}
+
+
+static void
+ngx_http_linegate_lines_dispatch(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr)
+{
+    ngx_http_linegate_ctx_t  *ctx;
+
+    ctx = lr->ctx;
 
     switch (ctx->api) {
 
@@ -323,14 +354,15 @@ ngx_http_linegate_lines_read_fail(ngx_http_request_t *r,
 }
 
 
-/* GET by id and by-user: the pipeline of a known workspace, or the script */
+/*
+ * GET by id and by-user: the pipeline of a known workspace, or the script
+ * (for a key just read from its lookup too: it checks the workspace
+ * still lists the key)
+ */
 static void
 ngx_http_linegate_lr_get(ngx_http_request_t *r, ngx_http_linegate_lr_t *lr)
 {
-    if (lr->deferred
-        || (lr->caller == NGX_HTTP_LINEGATE_LR_CALLER_KEY
-            && lr->who.stale.len == 0))
-    {
+    if (lr->deferred || lr->resolved) {
         ngx_http_linegate_lr_script(r, lr);
         return;
     }
@@ -352,7 +384,7 @@ ngx_http_linegate_lr_get(ngx_http_request_t *r, ngx_http_linegate_lr_t *lr)
 }
 
 
-/* the script of the read: it resolves the key, or answers the error */
+/* the script of the read: a key just resolved, or the error deferred */
 static void
 ngx_http_linegate_lr_script(ngx_http_request_t *r, ngx_http_linegate_lr_t *lr)
 {
@@ -515,8 +547,10 @@ ngx_http_linegate_lr_get_tx_failed(ngx_http_request_t *r,
     }
 
     if (lr->ctx->state == NGX_HTTP_LINEGATE_READ_REVALIDATE) {
-        /* the script resolves the key, as for a key not in the cache */
+        /* the key resolved first, as for a key not in the cache */
         lr->who.value = lr->key_digest;
+        ngx_http_linegate_lines_key_lookup(r, lr, ngx_http_linegate_lr_script);
+        return NGX_OK;
     }
 
     ngx_http_linegate_lr_script(r, lr);
@@ -661,8 +695,8 @@ ngx_http_linegate_lr_get_tx_done(ngx_http_request_t *r,
  * The store's answer for a key whose cache entry had expired: the same
  * workspace renews the entry and the GET goes on; anything else (the key
  * revoked) gives the workspace's admission back (rl_refund.lua, when the
- * rate admitted it) and leaves the answer to the script, which resolves
- * the key as for a key never seen.
+ * rate admitted it) and resolves the key as for a key never seen
+ * (lines_key_lookup, then the script: 401 for a revoked key).
  */
 static ngx_int_t
 ngx_http_linegate_lr_revalidated(ngx_http_request_t *r,
@@ -682,7 +716,7 @@ ngx_http_linegate_lr_revalidated(ngx_http_request_t *r,
 
     lr->who.value = lr->key_digest;
 
-    ngx_http_linegate_lr_script(r, lr);
+    ngx_http_linegate_lines_key_lookup(r, lr, ngx_http_linegate_lr_script);
 
     return NGX_DECLINED;
 }

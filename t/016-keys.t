@@ -26,7 +26,6 @@ my %derived = (
     'op_reconcile_sweep.lua' => 1,    # each lost workspace
     'wh_invoice.lua'         => 1,    # the workspace lg:invoice holds
     'include/lr_drop.lua'    => 1,    # lg:line:<id> of a dropped request
-    'include/lr_gate.lua'    => 1,    # the workspace lg:apikey holds
 );
 
 sub slurp {
