@@ -27,6 +27,10 @@
 #include "ngx_http_linegate_ids.h"
 
 
+static void ngx_http_linegate_lines_key_lookup(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr);
+static void ngx_http_linegate_lines_key_read(ngx_http_request_t *r,
+    redisReply *reply);
 static void ngx_http_linegate_lines_dispatch(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr);
 static void ngx_http_linegate_lines_clock(ngx_http_request_t *r,
@@ -149,10 +153,85 @@ ngx_http_linegate_lines_handler(ngx_http_request_t *r,
                  || (ctx->api == NGX_HTTP_LINEGATE_API_LINE_REQUEST
                      && r->method == NGX_HTTP_GET))))
     {
-        ngx_http_linegate_lines_key_lookup(r, lr,
-                                        ngx_http_linegate_lines_dispatch);
+        ngx_http_linegate_lines_key_lookup(r, lr);
         return;
     }
+
+    ngx_http_linegate_lines_dispatch(r, lr);
+}
+
+
+/*
+ * An API key no worker cache knows (lr->caller KEY, who.value its
+ * digest): its lookup lg:apikey:<digest> (one key, its own slot) is read
+ * before the endpoint's first step, which then runs its script in 'w'
+ * mode on the workspace, as for a cached key, and checks that the
+ * workspace still lists the key (lines_args). An unknown key is answered
+ * 401 here: no script runs, nothing is counted. The endpoint is then
+ * dispatched again from its start (a read whose cache entry had expired
+ * comes back here too, and goes the script's way: lr->resolved).
+ */
+static void
+ngx_http_linegate_lines_key_lookup(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr)
+{
+    ngx_str_t                       key;
+    ngx_http_linegate_redis_args_t  a;
+
+    lr->key_digest = lr->who.value;
+
+    if (ngx_http_linegate_key(r->pool, NGX_HTTP_LINEGATE_KEY_APIKEY,
+                              &lr->key_digest, NULL, &key)
+        != NGX_OK)
+    {
+        ngx_http_linegate_internal_error(r);
+        return;
+    }
+
+    ngx_http_linegate_redis_args_init(&a);
+    ngx_http_linegate_redis_arg_cstr(&a, "GET");
+    ngx_http_linegate_redis_arg_str(&a, &key);
+
+    if (ngx_http_linegate_redis_command(r, &a,
+                                        ngx_http_linegate_lines_key_read)
+        != NGX_OK)
+    {
+        ngx_http_linegate_store_unavailable(r);
+    }
+}
+
+
+static void
+ngx_http_linegate_lines_key_read(ngx_http_request_t *r, redisReply *reply)
+{
+    ngx_http_linegate_lr_t  *lr;
+
+    lr = ngx_http_linegate_lines_lr(r);
+
+    if (reply == NULL) {
+        ngx_http_linegate_store_unavailable(r);
+        return;
+    }
+
+    if (reply->type == REDIS_REPLY_NIL) {
+        ngx_http_linegate_lines_unauthorized(r, lr);
+        return;
+    }
+
+    if (reply->type != REDIS_REPLY_STRING || reply->len == 0
+        || ngx_http_linegate_pstr(r->pool, &lr->who.value,
+                                  (u_char *) reply->str, reply->len)
+           == NULL)
+    {
+        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                      NGX_HTTP_LINEGATE_LOG "unexpected API key lookup "
+                      "reply of type %d", reply->type);
+        ngx_http_linegate_internal_error(r);
+        return;
+    }
+
+    lr->caller = NGX_HTTP_LINEGATE_LR_CALLER_WS;
+    lr->resolved = 1;
 
     ngx_http_linegate_lines_dispatch(r, lr);
 }
@@ -549,7 +628,7 @@ ngx_http_linegate_lr_get_tx_failed(ngx_http_request_t *r,
     if (lr->ctx->state == NGX_HTTP_LINEGATE_READ_REVALIDATE) {
         /* the key resolved first, as for a key not in the cache */
         lr->who.value = lr->key_digest;
-        ngx_http_linegate_lines_key_lookup(r, lr, ngx_http_linegate_lr_script);
+        ngx_http_linegate_lines_key_lookup(r, lr);
         return NGX_OK;
     }
 
@@ -716,7 +795,7 @@ ngx_http_linegate_lr_revalidated(ngx_http_request_t *r,
 
     lr->who.value = lr->key_digest;
 
-    ngx_http_linegate_lines_key_lookup(r, lr, ngx_http_linegate_lr_script);
+    ngx_http_linegate_lines_key_lookup(r, lr);
 
     return NGX_DECLINED;
 }

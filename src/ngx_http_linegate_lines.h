@@ -171,10 +171,6 @@ typedef enum {
     NGX_HTTP_LINEGATE_LR_CALLER_KEY      /* an API key to resolve */
 } ngx_http_linegate_lr_caller_e;
 
-/* an endpoint's step once the caller is resolved (lines_key_lookup) */
-typedef void (*ngx_http_linegate_lr_next_pt)(ngx_http_request_t *r,
-    ngx_http_linegate_lr_t *lr);
-
 /* what failed, for the failure step of an endpoint (lr->fail) */
 typedef enum {
     NGX_HTTP_LINEGATE_LR_FAIL_NONE = 0,
@@ -253,13 +249,13 @@ struct ngx_http_linegate_lr_s {
      * GET by id with an expired cache entry of the key (READ_REVALIDATE):
      * the pipeline also reads lg:apikey:<key_digest> to check the entry's
      * workspace (then in who.value) with the store. resolved: the key
-     * was read from its lookup (lines_key_lookup), its workspace now in
-     * who.value; the scripts check the key is still listed there.
+     * was read from its lookup (lines.c, before the endpoint's first
+     * step), its workspace now in who.value; the scripts check that the
+     * workspace still lists key_digest.
      */
     ngx_str_t                       key_digest;
     ngx_http_linegate_lr_caller_e   caller;
     ngx_uint_t                      resolved;
-    ngx_http_linegate_lr_next_pt    next;
 
     /* the workspace's rate (lg_rl_gcra): what the request left */
     int64_t                         remaining;
@@ -356,14 +352,9 @@ void ngx_http_linegate_lines_durable_done(ngx_http_request_t *r,
 void ngx_http_linegate_lines_ended(ngx_http_linegate_lr_t *lr,
     ngx_http_linegate_script_id_e script, const char *doing,
     const char *what);
-/*
- * An API key no worker cache knows (lr->caller KEY, who.value its
- * digest): GET lg:apikey:<digest>, then next(r, lr) with the workspace in
- * who.value (lr->resolved); an unknown key is answered 401 (no script
- * runs, nothing is counted), no answer 503.
- */
-void ngx_http_linegate_lines_key_lookup(ngx_http_request_t *r,
-    ngx_http_linegate_lr_t *lr, ngx_http_linegate_lr_next_pt next);
+/* answers 401 {"error":"Unauthorized"}: an unknown or revoked API key */
+void ngx_http_linegate_lines_unauthorized(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr);
 /*
  * The common head of a reply: answers 503/401/429 itself (NGX_DONE), or
  * answers a deferred error (NGX_DONE), else returns the code and sets

@@ -35,10 +35,6 @@ typedef struct {
 static ngx_int_t ngx_http_linegate_line_read(ngx_pool_t *pool,
     ngx_http_linegate_lr_t *lr, redisReply *flat,
     ngx_http_linegate_line_t *line);
-static void ngx_http_linegate_lines_resolved_key(ngx_http_request_t *r,
-    redisReply *reply);
-static void ngx_http_linegate_lines_unauthorized(ngx_http_request_t *r,
-    ngx_http_linegate_lr_t *lr);
 
 
 static ngx_http_linegate_line_field_t  ngx_http_linegate_line_fields[] = {
@@ -101,7 +97,7 @@ ngx_http_linegate_lines_args(ngx_http_request_t *r,
     a = &lr->args;
     ngx_http_linegate_redis_args_init(a);
 
-    /* the workspace is known: lines_key_lookup ran first for an API key */
+    /* the workspace is known: an API key was read from its lookup first */
     ngx_http_linegate_redis_arg_cstr(a, "w");
     ngx_http_linegate_redis_arg_str(a, &lr->who.value);
 
@@ -126,84 +122,8 @@ ngx_http_linegate_lines_args(ngx_http_request_t *r,
 }
 
 
-/*
- * An API key no worker cache knows: its lookup lg:apikey:<digest> (one
- * key, its own slot) is read before the workspace's script, which then
- * runs in 'w' mode, as for a cached key, and checks that the workspace
- * still lists the key (lines_args). An unknown key is answered 401 here:
- * no script runs, nothing is counted. Then next(r, lr), the caller the
- * workspace's (lr->resolved, lr->key_digest the key's digest).
- */
-void
-ngx_http_linegate_lines_key_lookup(ngx_http_request_t *r,
-    ngx_http_linegate_lr_t *lr, ngx_http_linegate_lr_next_pt next)
-{
-    ngx_str_t                       key;
-    ngx_http_linegate_redis_args_t  a;
-
-    lr->key_digest = lr->who.value;
-    lr->next = next;
-
-    if (ngx_http_linegate_key(r->pool, NGX_HTTP_LINEGATE_KEY_APIKEY,
-                              &lr->key_digest, NULL, &key)
-        != NGX_OK)
-    {
-        ngx_http_linegate_internal_error(r);
-        return;
-    }
-
-    ngx_http_linegate_redis_args_init(&a);
-    ngx_http_linegate_redis_arg_cstr(&a, "GET");
-    ngx_http_linegate_redis_arg_str(&a, &key);
-
-    if (ngx_http_linegate_redis_command(r, &a,
-                                        ngx_http_linegate_lines_resolved_key)
-        != NGX_OK)
-    {
-        ngx_http_linegate_store_unavailable(r);
-    }
-}
-
-
-static void
-ngx_http_linegate_lines_resolved_key(ngx_http_request_t *r,
-    redisReply *reply)
-{
-    ngx_http_linegate_lr_t  *lr;
-
-    lr = ngx_http_linegate_lines_lr(r);
-
-    if (reply == NULL) {
-        ngx_http_linegate_store_unavailable(r);
-        return;
-    }
-
-    if (reply->type == REDIS_REPLY_NIL) {
-        ngx_http_linegate_lines_unauthorized(r, lr);
-        return;
-    }
-
-    if (reply->type != REDIS_REPLY_STRING || reply->len == 0
-        || ngx_http_linegate_pstr(r->pool, &lr->who.value,
-                                  (u_char *) reply->str, reply->len)
-           == NULL)
-    {
-        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
-                      NGX_HTTP_LINEGATE_LOG "unexpected API key lookup "
-                      "reply of type %d", reply->type);
-        ngx_http_linegate_internal_error(r);
-        return;
-    }
-
-    lr->caller = NGX_HTTP_LINEGATE_LR_CALLER_WS;
-    lr->resolved = 1;
-
-    lr->next(r, lr);
-}
-
-
 /* an unknown or revoked API key */
-static void
+void
 ngx_http_linegate_lines_unauthorized(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr)
 {
