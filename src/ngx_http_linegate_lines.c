@@ -64,7 +64,8 @@ static ngx_int_t ngx_http_linegate_lr_rate_reply(ngx_http_linegate_lr_t *lr,
 static ngx_int_t ngx_http_linegate_lr_get_tx_failed(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr);
 static ngx_int_t ngx_http_linegate_lr_revalidated(ngx_http_request_t *r,
-    ngx_http_linegate_lr_t *lr, redisReply *ws, ngx_uint_t admitted);
+    ngx_http_linegate_lr_t *lr, redisReply *ws, redisReply *digests,
+    ngx_uint_t admitted);
 static void ngx_http_linegate_lr_read(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr, redisReply *flat);
 static ngx_uint_t ngx_http_linegate_lr_due(ngx_http_request_t *r,
@@ -492,16 +493,21 @@ ngx_http_linegate_lr_get_tx(ngx_http_request_t *r, ngx_http_linegate_lr_t *lr)
     size_t                           len;
     ngx_str_t                        key;
     ngx_uint_t                       n, list;
-    ngx_http_linegate_redis_args_t   tx[3];
+    ngx_http_linegate_redis_args_t   tx[4];
     ngx_http_linegate_main_conf_t   *lmcf;
 
     lmcf = ngx_http_get_module_main_conf(r, ngx_http_linegate_module);
 
     list = (lr->ctx->api == NGX_HTTP_LINEGATE_API_LINES_BY_USER);
 
-    /* [lg:apikey:<digest>], lg:{ws:W}:gcra, lg:{ws:W}:lr:<id> or :lines */
+    /*
+     * [lg:apikey:<digest>, lg:{ws:W}:keys], lg:{ws:W}:gcra,
+     * lg:{ws:W}:lr:<id> or :lines
+     */
     len = ngx_http_linegate_key_len(NGX_HTTP_LINEGATE_KEY_APIKEY,
                                     &lr->key_digest, NULL)
+          + ngx_http_linegate_key_len(NGX_HTTP_LINEGATE_KEY_WS_KEYS,
+                                      &lr->who.value, NULL)
           + ngx_http_linegate_key_len(NGX_HTTP_LINEGATE_KEY_WS_GCRA,
                                       &lr->who.value, NULL)
           + (list ? ngx_http_linegate_key_len(NGX_HTTP_LINEGATE_KEY_WS_LINES,
@@ -526,6 +532,20 @@ ngx_http_linegate_lr_get_tx(ngx_http_request_t *r, ngx_http_linegate_lr_t *lr)
 
         ngx_http_linegate_redis_args_init(&tx[n]);
         ngx_http_linegate_redis_arg_cstr(&tx[n], "GET");
+        ngx_http_linegate_redis_arg_str(&tx[n], &key);
+        n++;
+
+        /*
+         * the workspace must still list the key (a revocation's first
+         * step removes the entry, its second the lookup)
+         */
+        key.data = p;
+        p = ngx_http_linegate_key_write(p, NGX_HTTP_LINEGATE_KEY_WS_KEYS,
+                                        &lr->who.value, NULL);
+        key.len = p - key.data;
+
+        ngx_http_linegate_redis_args_init(&tx[n]);
+        ngx_http_linegate_redis_arg_cstr(&tx[n], "HVALS");
         ngx_http_linegate_redis_arg_str(&tx[n], &key);
         n++;
     }
@@ -688,8 +708,8 @@ ngx_http_linegate_lr_get_tx_done(ngx_http_request_t *r,
         return;
     }
 
-    /* [GET], EVALSHA rl_gcra, HGETALL */
-    o = (lr->ctx->state == NGX_HTTP_LINEGATE_READ_REVALIDATE);
+    /* [GET, HVALS], EVALSHA rl_gcra, HGETALL */
+    o = (lr->ctx->state == NGX_HTTP_LINEGATE_READ_REVALIDATE) ? 2 : 0;
 
     admitted = NGX_ERROR;
 
@@ -711,6 +731,7 @@ ngx_http_linegate_lr_get_tx_done(ngx_http_request_t *r,
 
     if (o
         && ngx_http_linegate_lr_revalidated(r, lr, reply->element[0],
+                                            reply->element[1],
                                             admitted == NGX_OK)
            != NGX_OK)
     {
@@ -772,21 +793,35 @@ ngx_http_linegate_lr_get_tx_done(ngx_http_request_t *r,
 
 /*
  * The store's answer for a key whose cache entry had expired: the same
- * workspace renews the entry and the GET goes on; anything else (the key
- * revoked) gives the workspace's admission back (rl_refund.lua, when the
+ * workspace, still listing the key, renews the entry and the GET goes on;
+ * anything else (the key revoked, even halfway) gives the workspace's admission back (rl_refund.lua, when the
  * rate admitted it) and resolves the key as for a key never seen
  * (lines_key_lookup, then the script: 401 for a revoked key).
  */
 static ngx_int_t
 ngx_http_linegate_lr_revalidated(ngx_http_request_t *r,
-    ngx_http_linegate_lr_t *lr, redisReply *ws, ngx_uint_t admitted)
+    ngx_http_linegate_lr_t *lr, redisReply *ws, redisReply *digests,
+    ngx_uint_t admitted)
 {
+    size_t       i;
+    redisReply  *d;
+
     if (ws->type == REDIS_REPLY_STRING
         && ws->len == lr->who.value.len
-        && ngx_strncmp(ws->str, lr->who.value.data, ws->len) == 0)
+        && ngx_strncmp(ws->str, lr->who.value.data, ws->len) == 0
+        && digests->type == REDIS_REPLY_ARRAY)
     {
-        ngx_http_linegate_auth_learn(r, &lr->who, &lr->who.value);
-        return NGX_OK;
+        for (i = 0; i < digests->elements; i++) {
+            d = digests->element[i];
+
+            if (d->type == REDIS_REPLY_STRING
+                && d->len == lr->key_digest.len
+                && ngx_strncmp(d->str, lr->key_digest.data, d->len) == 0)
+            {
+                ngx_http_linegate_auth_learn(r, &lr->who, &lr->who.value);
+                return NGX_OK;
+            }
+        }
     }
 
     if (admitted) {

@@ -156,8 +156,9 @@ subtest 'an expired entry: checked by the GET in its own round trip' => sub {
     is($trips, 1 + grep(/"pexpire"/i, @$cmds), 'one round trip')
         or diag "@$cmds";
     is_deeply([map { /"(\w+)"/ ? uc $1 : '?' } @$cmds],
-              [qw(GET EVALSHA HGETALL)],
-              'the key, the rate (GCRA) and the hash') or diag "@$cmds";
+              [qw(GET HVALS EVALSHA HGETALL)],
+              'the key, the workspace\'s keys, the rate (GCRA) and the hash')
+        or diag "@$cmds";
     my $digest = sha256_hex($w->{key});
     like($cmds->[0] // '', qr/"GET" "lg:apikey:$digest"/,
          'the key read with the pipeline') or diag "@$cmds";

@@ -9,6 +9,7 @@ use warnings;
 use lib 't/lib';
 
 use Test::More;
+use Time::HiRes ();
 use Digest::SHA qw(sha256_hex);
 use LG::Stack;
 use LG::Test qw(redis_dump);
@@ -138,6 +139,28 @@ subtest 'a lookup its workspace no longer lists: refused' => sub {
     is($l->create($k)->res->code, 401, 'a create too');
     is_deeply(redis_dump($r), $before, 'nothing written, nothing counted');
     is($l->get($w, $id)->res->code, 200, 'the workspace\'s other key works');
+};
+
+# a worker's entry past its time is checked by the GET's pipeline: the
+# lookup and the workspace's keys, read with the work (t/185)
+subtest 'an expired entry of a key its workspace no longer lists' => sub {
+    my $k = cold_key();
+    is($l->get($k, $id)->res->code, 200, "read $_ with the key")
+        for 1 .. 4;
+    $r->hdel("lg:{ws:$w->{id}}:keys", $k->{keyId});
+    Time::HiRes::sleep(0.6);    # past linegate_api_key_cache (500ms)
+
+    # the TAT 10 s ahead: nothing expires or refills meanwhile
+    my $gcra = "lg:{ws:$w->{id}}:gcra";
+    my ($sec, $usec) = $r->time;
+    my $before = $sec * 1_000_000 + $usec + 10_000_000;
+    $r->set($gcra, $before, 'PX', 70_000);
+
+    my $tx = $l->get($k, $id);
+    is($tx->res->code, 401, 'refused');
+    is_deeply($tx->res->json, {error => 'Unauthorized'}, 'body');
+    is($r->get($gcra), $before, 'the workspace\'s admission given back');
+    is($l->get($w, $id)->res->code, 200, 'the other key still works');
 };
 
 done_testing;
