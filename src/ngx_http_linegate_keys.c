@@ -37,10 +37,16 @@ static ngx_http_linegate_key_form_t
     { ngx_string("lg:{ws:"), ngx_string("}:lines"),
       ngx_http_linegate_key_none },
 
-    /* NGX_HTTP_LINEGATE_KEY_ACCT, _ACCT_PROV */
+    /* NGX_HTTP_LINEGATE_KEY_ACCT ... _ACCT_OUTBOX */
     { ngx_string("lg:{acct:"), ngx_string("}"),
       ngx_http_linegate_key_none },
     { ngx_string("lg:{acct:"), ngx_string("}:prov"),
+      ngx_http_linegate_key_none },
+    { ngx_string("lg:{acct:"), ngx_string("}:resv:"),
+      ngx_http_linegate_key_none },
+    { ngx_string("lg:{acct:"), ngx_string("}:line:"),
+      ngx_http_linegate_key_none },
+    { ngx_string("lg:{acct:"), ngx_string("}:reconcile:w:"),
       ngx_http_linegate_key_none },
 
     /* NGX_HTTP_LINEGATE_KEY_APIKEY ... _PV */
@@ -144,6 +150,33 @@ ngx_http_linegate_key(ngx_pool_t *pool, ngx_http_linegate_key_e kind,
     }
 
     (void) ngx_http_linegate_key_write(key->data, kind, a, b);
+
+    return NGX_OK;
+}
+
+
+ngx_int_t
+ngx_http_linegate_key_purchase(ngx_pool_t *pool, ngx_str_t *account,
+    ngx_str_t *worker_id, ngx_str_t *keys)
+{
+    ngx_uint_t  i;
+
+    static ngx_http_linegate_key_e  kinds[] = {
+        NGX_HTTP_LINEGATE_KEY_ACCT,
+        NGX_HTTP_LINEGATE_KEY_ACCT_PROV,
+        NGX_HTTP_LINEGATE_KEY_ACCT_RESV,
+        NGX_HTTP_LINEGATE_KEY_ACCT_LINE,
+        NGX_HTTP_LINEGATE_KEY_ACCT_OUTBOX
+    };
+
+    for (i = 0; i < NGX_HTTP_LINEGATE_KEYS_PV_PURCHASE; i++) {
+        if (ngx_http_linegate_key(pool, kinds[i], account,
+                                  i < 2 ? NULL : worker_id, &keys[i])
+            != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
+    }
 
     return NGX_OK;
 }

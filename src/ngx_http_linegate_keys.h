@@ -28,6 +28,9 @@ typedef enum {
     /* a provisioning account: lg:{acct:<A>}..., one hash tag */
     NGX_HTTP_LINEGATE_KEY_ACCT,             /* a = A */
     NGX_HTTP_LINEGATE_KEY_ACCT_PROV,        /* a = A */
+    NGX_HTTP_LINEGATE_KEY_ACCT_RESV,        /* a = A, b = worker id */
+    NGX_HTTP_LINEGATE_KEY_ACCT_LINE,        /* a = A, b = worker id */
+    NGX_HTTP_LINEGATE_KEY_ACCT_OUTBOX,      /* a = A, b = worker id */
 
     /* global lookups, one key each (issue 10: their slots) */
     NGX_HTTP_LINEGATE_KEY_APIKEY,           /* a = sha256hex of the key */
@@ -68,12 +71,20 @@ typedef enum {
  * first, in the order their headers give).
  */
 #define NGX_HTTP_LINEGATE_KEYS_PV_TOKEN     1
-#define NGX_HTTP_LINEGATE_KEYS_PV_RESERVE   1
 #define NGX_HTTP_LINEGATE_KEYS_PV_CLAIM     2
-#define NGX_HTTP_LINEGATE_KEYS_PV_RECORD    1
-#define NGX_HTTP_LINEGATE_KEYS_PV_RELEASE   1
 #define NGX_HTTP_LINEGATE_KEYS_PV_SETTLE    4
-#define NGX_HTTP_LINEGATE_KEYS_PV_INSPECT   1
+
+/*
+ * A purchase's keys in its account (ngx_http_linegate_key_purchase()):
+ * pv_reserve, pv_record, pv_release and pv_inspect take all five, so
+ * that a cluster checks every key a step touches before it runs (during
+ * a migration of the account's slot: TRYAGAIN, never a half-run step)
+ */
+#define NGX_HTTP_LINEGATE_KEYS_PV_PURCHASE  5
+#define NGX_HTTP_LINEGATE_KEYS_PV_RESERVE   NGX_HTTP_LINEGATE_KEYS_PV_PURCHASE
+#define NGX_HTTP_LINEGATE_KEYS_PV_RECORD    NGX_HTTP_LINEGATE_KEYS_PV_PURCHASE
+#define NGX_HTTP_LINEGATE_KEYS_PV_RELEASE   NGX_HTTP_LINEGATE_KEYS_PV_PURCHASE
+#define NGX_HTTP_LINEGATE_KEYS_PV_INSPECT   NGX_HTTP_LINEGATE_KEYS_PV_PURCHASE
 
 
 /* the length of the name, for a caller's buffer */
@@ -88,6 +99,14 @@ u_char *ngx_http_linegate_key_write(u_char *p, ngx_http_linegate_key_e kind,
 ngx_int_t ngx_http_linegate_key(ngx_pool_t *pool,
     ngx_http_linegate_key_e kind, ngx_str_t *a, ngx_str_t *b,
     ngx_str_t *key);
+
+/*
+ * The keys of account's purchase worker_id, in the pool, in the order
+ * the scripts take them: lg:{acct:<A>}, :prov, :resv:<worker>,
+ * :line:<worker>, :reconcile:w:<worker> (the outbox)
+ */
+ngx_int_t ngx_http_linegate_key_purchase(ngx_pool_t *pool,
+    ngx_str_t *account, ngx_str_t *worker_id, ngx_str_t *keys);
 
 /* the name of a key without id (inventory, streams, indexes): static */
 ngx_str_t *ngx_http_linegate_key_fixed(ngx_http_linegate_key_e kind);

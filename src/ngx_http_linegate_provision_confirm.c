@@ -74,6 +74,7 @@
 
 #include "ngx_http_linegate_module.h"
 #include "ngx_http_linegate_provision.h"
+#include "ngx_http_linegate_pv_settle.h"
 #include "ngx_http_linegate_crypto.h"
 #include "ngx_http_linegate_json.h"
 #include "ngx_http_linegate_reply.h"
@@ -120,7 +121,9 @@ typedef struct {
     ngx_str_t                        token;
     ngx_str_t                        account;
     ngx_str_t                        key_id;    /* the presented one */
-    ngx_str_t                        akey;      /* lg:{acct:<A>} */
+    /* lg:{acct:<A>}, :prov, :resv:, :line:, the outbox (keys.h) */
+    ngx_str_t                        akeys[
+                                        NGX_HTTP_LINEGATE_KEYS_PV_PURCHASE];
     ngx_str_t                        customer;
     ngx_str_t                        number;
     ngx_str_t                        claim;     /* "<A> <worker> <number>" */
@@ -161,22 +164,6 @@ typedef struct {
      */
     u_char                           nums[3][NGX_INT64_LEN];
 } ngx_http_linegate_confirm_t;
-
-
-/* what pv_settle is told: from the request, or from a late record */
-typedef struct {
-    ngx_str_t                        account;
-    ngx_str_t                        worker_id;
-    ngx_str_t                        number;
-    ngx_str_t                        subscription;
-    ngx_str_t                        idempotency_key;
-    ngx_str_t                        customer;
-    ngx_str_t                        at;
-    ngx_str_t                        claim;
-    u_char                          *room;      /* for the "queued" key */
-    const char                      *reconcile;
-    unsigned                         giveback:1;
-} ngx_http_linegate_confirm_settle_t;
 
 
 /* the confirm's state: in the preview/limits request state it extends */
@@ -259,9 +246,6 @@ static void ngx_http_linegate_confirm_released(ngx_http_request_t *r,
     redisReply *reply);
 static void ngx_http_linegate_confirm_settle_args(ngx_http_request_t *r,
     ngx_http_linegate_confirm_t *cf);
-static void ngx_http_linegate_confirm_settle_build(
-    ngx_http_linegate_redis_args_t *a,
-    ngx_http_linegate_confirm_settle_t *st);
 static void ngx_http_linegate_confirm_recorded_late(redisReply *reply,
     ngx_http_linegate_redis_args_t *rec);
 static ngx_int_t ngx_http_linegate_confirm_settle(ngx_http_request_t *r,
@@ -352,8 +336,8 @@ ngx_http_linegate_provision_confirm_known(ngx_http_request_t *r,
     cf->account = pv->who.value;
     cf->key_id = pv->key_id;
 
-    if (ngx_http_linegate_key(r->pool, NGX_HTTP_LINEGATE_KEY_ACCT,
-                              &cf->account, NULL, &cf->akey)
+    if (ngx_http_linegate_key_purchase(r->pool, &cf->account,
+                                       &cf->worker_id, cf->akeys)
         != NGX_OK)
     {
         ngx_http_linegate_internal_error(r);
@@ -655,7 +639,8 @@ ngx_http_linegate_confirm_reserve(ngx_http_request_t *r,
     lmcf = ngx_http_get_module_main_conf(r, ngx_http_linegate_module);
 
     a = ngx_http_linegate_confirm_args(cf);
-    ngx_http_linegate_redis_arg_str(a, &cf->akey);
+    ngx_http_linegate_redis_arg_strs(a, cf->akeys,
+                                     NGX_HTTP_LINEGATE_KEYS_PV_PURCHASE);
     ngx_http_linegate_redis_arg_str(a, &cf->account);
     ngx_http_linegate_redis_arg_int(r, a, cf->now);
     ngx_http_linegate_redis_arg_int(r, a, lmcf->prov_daily);
@@ -939,10 +924,9 @@ ngx_http_linegate_confirm_prepare(ngx_http_request_t *r,
                                 &cf->worker_id, &cf->number)
                     - cf->claim.data;
 
-    /* lg:{fleet}:q:<A>:<worker>:<the longest reason> */
-    len = ngx_http_linegate_key_len(NGX_HTTP_LINEGATE_KEY_FLEET_Q,
-                                    &cf->account, &cf->worker_id)
-          + 1 + NGX_HTTP_LINEGATE_CONFIRM_REASON_MAX;
+    /* the queued marker, for the longest reason */
+    len = ngx_http_linegate_pv_settle_room(&cf->account, &cf->worker_id,
+                                        NGX_HTTP_LINEGATE_CONFIRM_REASON_MAX);
 
     cf->qkey.data = ngx_pnalloc(pool, len);
     if (cf->qkey.data == NULL) {
@@ -1280,7 +1264,8 @@ ngx_http_linegate_confirm_record_args(ngx_http_request_t *r,
     a = ngx_http_linegate_confirm_args(cf);
     ngx_memcpy(cf->at, cf->iso, NGX_HTTP_LINEGATE_ISO_LEN);
 
-    ngx_http_linegate_redis_arg_str(a, &cf->akey);
+    ngx_http_linegate_redis_arg_strs(a, cf->akeys,
+                                     NGX_HTTP_LINEGATE_KEYS_PV_PURCHASE);
     ngx_http_linegate_redis_arg_str(a, &cf->worker_id);
     ngx_http_linegate_redis_arg_str(a, &cf->subscription);
     ngx_http_linegate_confirm_arg_int(cf, 0, cf->now);
@@ -1405,7 +1390,8 @@ ngx_http_linegate_confirm_release_args(ngx_http_request_t *r,
     a = ngx_http_linegate_confirm_args(cf);
     ngx_memcpy(cf->at, cf->iso, NGX_HTTP_LINEGATE_ISO_LEN);
 
-    ngx_http_linegate_redis_arg_str(a, &cf->akey);
+    ngx_http_linegate_redis_arg_strs(a, cf->akeys,
+                                     NGX_HTTP_LINEGATE_KEYS_PV_PURCHASE);
     ngx_http_linegate_redis_arg_str(a, &cf->worker_id);
     ngx_http_linegate_confirm_arg_int(cf, 0, cf->now);
     ngx_http_linegate_confirm_arg_int(cf, 1, lmcf->prov_daily);
@@ -1513,86 +1499,29 @@ static void
 ngx_http_linegate_confirm_settle_args(ngx_http_request_t *r,
     ngx_http_linegate_confirm_t *cf)
 {
-    ngx_http_linegate_confirm_settle_t  st;
+    ngx_http_linegate_pv_settle_t  st;
 
-    st.account = cf->account;
-    st.worker_id = cf->worker_id;
-    st.number = cf->number;
-    st.subscription = cf->subscription;
-    st.idempotency_key = cf->idempotency_key;
-    st.customer = cf->customer;
-    st.at.data = cf->at;
-    st.at.len = NGX_HTTP_LINEGATE_ISO_LEN;
+    ngx_memzero(&st, sizeof(ngx_http_linegate_pv_settle_t));
+
     st.claim = cf->claim;
-    st.room = cf->qkey.data;
-    st.reconcile = cf->reconcile;
     st.giveback = cf->giveback;
+    st.room = cf->qkey.data;
+    st.entry.account = cf->account;
+    st.entry.subscription = cf->subscription;
+    st.entry.number = cf->number;
+    st.entry.worker_id = cf->worker_id;
+    st.entry.idempotency_key = cf->idempotency_key;
+    st.entry.customer = cf->customer;
+    st.entry.at.data = cf->at;
+    st.entry.at.len = NGX_HTTP_LINEGATE_ISO_LEN;
 
-    ngx_http_linegate_confirm_settle_build(ngx_http_linegate_confirm_args(cf),
-                                           &st);
-}
-
-
-/*
- * pv_settle's arguments; st->room holds lg:{fleet}:q:<A>:<worker>:
- * <reason> (when there is a reason)
- */
-static void
-ngx_http_linegate_confirm_settle_build(ngx_http_linegate_redis_args_t *a,
-    ngx_http_linegate_confirm_settle_t *st)
-{
-    u_char     *p;
-    ngx_str_t   qkey;
-
-    ngx_http_linegate_redis_arg_str(a,
-        ngx_http_linegate_key_fixed(NGX_HTTP_LINEGATE_KEY_PV_INFLIGHT));
-    ngx_http_linegate_redis_arg_str(a,
-        ngx_http_linegate_key_fixed(NGX_HTTP_LINEGATE_KEY_INVENTORY));
-    ngx_http_linegate_redis_arg_str(a,
-        ngx_http_linegate_key_fixed(NGX_HTTP_LINEGATE_KEY_RECONCILE));
-
-    if (st->reconcile == NULL) {
-        ngx_http_linegate_redis_arg_str(a,
-            ngx_http_linegate_key_fixed(NGX_HTTP_LINEGATE_KEY_FLEET_Q_NONE));
-
-    } else {
-        qkey.data = st->room;
-        p = ngx_http_linegate_key_write(st->room,
-                                        NGX_HTTP_LINEGATE_KEY_FLEET_Q,
-                                        &st->account, &st->worker_id);
-        *p++ = ':';
-        p = ngx_cpymem(p, st->reconcile,
-                       ngx_min(ngx_strlen(st->reconcile),
-                               NGX_HTTP_LINEGATE_CONFIRM_REASON_MAX - 1));
-        qkey.len = p - qkey.data;
-        ngx_http_linegate_redis_arg_str(a, &qkey);
+    if (cf->reconcile != NULL) {
+        st.entry.reason.data = (u_char *) cf->reconcile;
+        st.entry.reason.len = ngx_strlen(cf->reconcile);
     }
 
-    ngx_http_linegate_redis_arg_str(a, &st->claim);
-    ngx_http_linegate_redis_arg_cstr(a, st->giveback ? "1" : "0");
-    ngx_http_linegate_redis_arg_cstr(a, st->reconcile ? st->reconcile : "");
-
-    if (st->reconcile == NULL) {
-        return;
-    }
-
-    /* the entry's fields, as pv_record and pv_release wrote the outbox */
-    ngx_http_linegate_redis_arg_cstr(a, "account");
-    ngx_http_linegate_redis_arg_str(a, &st->account);
-    ngx_http_linegate_redis_arg_cstr(a, "subscription_id");
-    ngx_http_linegate_redis_arg_str(a, &st->subscription);
-    ngx_http_linegate_redis_arg_cstr(a, "phone_number");
-    ngx_http_linegate_redis_arg_str(a, &st->number);
-    ngx_http_linegate_redis_arg_cstr(a, "worker_id");
-    ngx_http_linegate_redis_arg_str(a, &st->worker_id);
-    ngx_http_linegate_redis_arg_cstr(a, "reason");
-    ngx_http_linegate_redis_arg_cstr(a, st->reconcile);
-    ngx_http_linegate_redis_arg_cstr(a, "idempotency_key");
-    ngx_http_linegate_redis_arg_str(a, &st->idempotency_key);
-    ngx_http_linegate_redis_arg_cstr(a, "customer");
-    ngx_http_linegate_redis_arg_str(a, &st->customer);
-    ngx_http_linegate_redis_arg_cstr(a, "at");
-    ngx_http_linegate_redis_arg_str(a, &st->at);
+    ngx_http_linegate_pv_settle_args(ngx_http_linegate_confirm_args(cf),
+                                     &st);
 }
 
 
@@ -1611,52 +1540,55 @@ ngx_http_linegate_confirm_recorded_late(redisReply *reply,
     int64_t                              done;
     ngx_str_t                            reason;
     ngx_http_linegate_redis_args_t       a;
-    ngx_http_linegate_confirm_settle_t   st;
+    ngx_http_linegate_pv_settle_t        st;
+    ngx_http_linegate_pv_entry_t        *e;
     ngx_http_linegate_main_conf_t       *lmcf;
     u_char                               claim[512], room[512];
 
-    /* pv_record's arguments: ngx_http_linegate_confirm_record_args() */
-    if (rec->argc != 9) {
+    /* pv_record's keys, then its arguments (confirm_record_args()) */
+    if (rec->argc != NGX_HTTP_LINEGATE_KEYS_PV_RECORD + 8) {
         return;
     }
 
-#define ngx_http_linegate_confirm_rec(dst, i)                                \
-    (dst).data = (u_char *) rec->argv[i];                                    \
-    (dst).len = rec->argvlen[i]
+    ngx_memzero(&st, sizeof(ngx_http_linegate_pv_settle_t));
+    e = &st.entry;
 
-    ngx_http_linegate_confirm_rec(st.worker_id, 1);
-    ngx_http_linegate_confirm_rec(st.subscription, 2);
-    ngx_http_linegate_confirm_rec(st.account, 4);
-    ngx_http_linegate_confirm_rec(st.idempotency_key, 5);
-    ngx_http_linegate_confirm_rec(st.customer, 6);
-    ngx_http_linegate_confirm_rec(st.at, 7);
-    ngx_http_linegate_confirm_rec(st.number, 8);
+#define ngx_http_linegate_confirm_rec(dst, i)                                \
+    (dst).data = (u_char *) rec->argv[NGX_HTTP_LINEGATE_KEYS_PV_RECORD + i]; \
+    (dst).len = rec->argvlen[NGX_HTTP_LINEGATE_KEYS_PV_RECORD + i]
+
+    /* i: the script's ARGV[i + 1] */
+    ngx_http_linegate_confirm_rec(e->worker_id, 0);
+    ngx_http_linegate_confirm_rec(e->subscription, 1);
+    ngx_http_linegate_confirm_rec(e->account, 3);
+    ngx_http_linegate_confirm_rec(e->idempotency_key, 4);
+    ngx_http_linegate_confirm_rec(e->customer, 5);
+    ngx_http_linegate_confirm_rec(e->at, 6);
+    ngx_http_linegate_confirm_rec(e->number, 7);
 
 #undef ngx_http_linegate_confirm_rec
 
-    len = st.account.len + 1 + st.worker_id.len + 1 + st.number.len;
+    len = e->account.len + 1 + e->worker_id.len + 1 + e->number.len;
 
     if (ngx_http_linegate_reply_int(reply, 0, &done) != NGX_OK
         || len > sizeof(claim)
-        || ngx_http_linegate_key_len(NGX_HTTP_LINEGATE_KEY_FLEET_Q,
-                                     &st.account, &st.worker_id)
-           + 1 + NGX_HTTP_LINEGATE_CONFIRM_REASON_MAX > sizeof(room))
+        || ngx_http_linegate_pv_settle_room(&e->account, &e->worker_id,
+                                        NGX_HTTP_LINEGATE_CONFIRM_REASON_MAX)
+           > sizeof(room))
     {
         ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
                       NGX_HTTP_LINEGATE_LOG "the claim of %V, account "
                       "\"%V\" (number %V) not settled: the reconciliation "
-                      "sweep settles it", &st.worker_id, &st.account,
-                      &st.number);
+                      "sweep settles it", &e->worker_id, &e->account,
+                      &e->number);
         return;
     }
 
-    p = ngx_sprintf(claim, "%V %V %V", &st.account, &st.worker_id,
-                    &st.number);
+    p = ngx_sprintf(claim, "%V %V %V", &e->account, &e->worker_id,
+                    &e->number);
     st.claim.data = claim;
     st.claim.len = p - claim;
     st.room = room;
-    st.reconcile = NULL;
-    st.giveback = 0;
 
     lmcf = ngx_http_cycle_get_module_main_conf(ngx_cycle,
                                                ngx_http_linegate_module);
@@ -1671,8 +1603,8 @@ ngx_http_linegate_confirm_recorded_late(redisReply *reply,
         ngx_log_error(NGX_LOG_INFO, ngx_cycle->log, 0,
                       NGX_HTTP_LINEGATE_LOG "the claim of %V, account "
                       "\"%V\" (number %V): left to the reconciliation "
-                      "sweep (linegate_redis_wait)", &st.worker_id,
-                      &st.account, &st.number);
+                      "sweep (linegate_redis_wait)", &e->worker_id,
+                      &e->account, &e->number);
         return;
     }
 
@@ -1682,16 +1614,16 @@ ngx_http_linegate_confirm_recorded_late(redisReply *reply,
             && reason.len == sizeof("record_failed") - 1
             && ngx_strncmp(reason.data, "record_failed", reason.len) == 0)
         {
-            st.reconcile = "record_failed";
+            ngx_str_set(&e->reason, "record_failed");
 
         } else {
-            st.reconcile = "reservation_missing";
+            ngx_str_set(&e->reason, "reservation_missing");
             st.giveback = 1;
         }
     }
 
     ngx_http_linegate_redis_args_init(&a);
-    ngx_http_linegate_confirm_settle_build(&a, &st);
+    ngx_http_linegate_pv_settle_args(&a, &st);
 
     if (ngx_http_linegate_redis_durable(ngx_cycle->log,
                                         NGX_HTTP_LINEGATE_SCRIPT_PV_SETTLE,

@@ -69,6 +69,7 @@
 #include "ngx_http_linegate_reconcile.h"
 #include "ngx_http_linegate_redis.h"
 #include "ngx_http_linegate_keys.h"
+#include "ngx_http_linegate_pv_settle.h"
 #include "ngx_http_linegate_reply.h"
 #include "ngx_http_linegate_stripe.h"
 #include "ngx_http_linegate_clock.h"
@@ -305,8 +306,8 @@ static void ngx_http_linegate_reconcile_answer(ngx_http_request_t *r,
 static ngx_int_t ngx_http_linegate_reconcile_script(ngx_http_request_t *r,
     ngx_http_linegate_reconcile_t *rc, ngx_http_linegate_script_id_e script,
     int nkeys);
-static ngx_int_t ngx_http_linegate_reconcile_akey(ngx_http_request_t *r,
-    ngx_http_linegate_reconcile_entry_t *e, ngx_str_t *akey);
+static ngx_int_t ngx_http_linegate_reconcile_keys(ngx_http_request_t *r,
+    ngx_http_linegate_reconcile_entry_t *e, ngx_str_t *keys);
 static ngx_uint_t ngx_http_linegate_reconcile_is(ngx_str_t *s,
     const char *value);
 static time_t ngx_http_linegate_reconcile_time(ngx_str_t *iso);
@@ -861,11 +862,12 @@ static ngx_int_t
 ngx_http_linegate_reconcile_inspect(ngx_http_request_t *r,
     ngx_http_linegate_reconcile_t *rc, ngx_http_linegate_reconcile_claim_t *c)
 {
-    ngx_str_t                        akey;
+    ngx_str_t                        keys[
+                                        NGX_HTTP_LINEGATE_KEYS_PV_PURCHASE];
     ngx_http_linegate_redis_args_t  *a;
 
-    if (ngx_http_linegate_key(r->pool, NGX_HTTP_LINEGATE_KEY_ACCT,
-                              &c->account, NULL, &akey)
+    if (ngx_http_linegate_key_purchase(r->pool, &c->account, &c->worker_id,
+                                       keys)
         != NGX_OK)
     {
         return NGX_ERROR;
@@ -873,7 +875,8 @@ ngx_http_linegate_reconcile_inspect(ngx_http_request_t *r,
 
     a = &rc->args;
     ngx_http_linegate_redis_args_init(a);
-    ngx_http_linegate_redis_arg_str(a, &akey);
+    ngx_http_linegate_redis_arg_strs(a, keys,
+                                     NGX_HTTP_LINEGATE_KEYS_PV_PURCHASE);
     ngx_http_linegate_redis_arg_str(a, &c->worker_id);
 
     return ngx_http_linegate_reconcile_script(r, rc,
@@ -962,12 +965,9 @@ static ngx_int_t
 ngx_http_linegate_reconcile_settle_claim(ngx_http_request_t *r,
     ngx_http_linegate_reconcile_t *rc, ngx_http_linegate_reconcile_claim_t *c)
 {
-    u_char                          *p;
-    ngx_str_t                        q, b;
-    ngx_uint_t                       i, back, hold;
+    ngx_uint_t                       back, hold;
     ngx_http_linegate_redis_args_t  *a;
-
-    static ngx_str_t                 empty = ngx_string("");
+    ngx_http_linegate_pv_settle_t    st;
 
     if (c->nfields) {
         /*
@@ -1001,66 +1001,36 @@ ngx_http_linegate_reconcile_settle_claim(ngx_http_request_t *r,
 
     c->returned = back;
 
+    ngx_memzero(&st, sizeof(ngx_http_linegate_pv_settle_t));
+
+    st.claim = c->member;
+    st.giveback = back;
+    st.entry.account = c->account;
+    st.entry.number = c->number;
+    st.entry.worker_id = c->worker_id;
+    st.entry.reason = c->reason;
+    st.entry.customer = c->customer;
+    st.entry.at = c->at;
+
+    if (c->nfields) {
+        /* the entry the confirm's record or release wrote, as it is */
+        st.fields = c->outbox;
+        st.nfields = c->nfields;
+    }
+
     if (c->reason.len) {
-        /* lg:{fleet}:q:<A>:<worker>:<reason> */
-        b.len = c->worker_id.len + 1 + c->reason.len;
-        b.data = ngx_pnalloc(r->pool, b.len);
-        if (b.data == NULL) {
+        st.room = ngx_pnalloc(r->pool,
+                              ngx_http_linegate_pv_settle_room(&c->account,
+                                                           &c->worker_id,
+                                                           c->reason.len));
+        if (st.room == NULL) {
             return NGX_ERROR;
         }
-
-        p = ngx_cpymem(b.data, c->worker_id.data, c->worker_id.len);
-        *p++ = ':';
-        ngx_memcpy(p, c->reason.data, c->reason.len);
-
-        if (ngx_http_linegate_key(r->pool, NGX_HTTP_LINEGATE_KEY_FLEET_Q,
-                                  &c->account, &b, &q)
-            != NGX_OK)
-        {
-            return NGX_ERROR;
-        }
-
-    } else {
-        q = *ngx_http_linegate_key_fixed(NGX_HTTP_LINEGATE_KEY_FLEET_Q_NONE);
     }
 
     a = &rc->args;
     ngx_http_linegate_redis_args_init(a);
-    ngx_http_linegate_redis_arg_str(a,
-        ngx_http_linegate_key_fixed(NGX_HTTP_LINEGATE_KEY_PV_INFLIGHT));
-    ngx_http_linegate_redis_arg_str(a,
-        ngx_http_linegate_key_fixed(NGX_HTTP_LINEGATE_KEY_INVENTORY));
-    ngx_http_linegate_redis_arg_str(a,
-        ngx_http_linegate_key_fixed(NGX_HTTP_LINEGATE_KEY_RECONCILE));
-    ngx_http_linegate_redis_arg_str(a, &q);
-    ngx_http_linegate_redis_arg_str(a, &c->member);
-    ngx_http_linegate_redis_arg_cstr(a, back ? "1" : "0");
-    ngx_http_linegate_redis_arg_str(a, &c->reason);
-
-    if (c->nfields) {
-        for (i = 0; i < c->nfields; i++) {
-            ngx_http_linegate_redis_arg_str(a, &c->outbox[i]);
-        }
-
-    } else if (c->reason.len) {
-        /* worker_lost: the entry a confirm's own release would queue */
-        ngx_http_linegate_redis_arg_cstr(a, "account");
-        ngx_http_linegate_redis_arg_str(a, &c->account);
-        ngx_http_linegate_redis_arg_cstr(a, "subscription_id");
-        ngx_http_linegate_redis_arg_str(a, &empty);
-        ngx_http_linegate_redis_arg_cstr(a, "phone_number");
-        ngx_http_linegate_redis_arg_str(a, &c->number);
-        ngx_http_linegate_redis_arg_cstr(a, "worker_id");
-        ngx_http_linegate_redis_arg_str(a, &c->worker_id);
-        ngx_http_linegate_redis_arg_cstr(a, "reason");
-        ngx_http_linegate_redis_arg_str(a, &c->reason);
-        ngx_http_linegate_redis_arg_cstr(a, "idempotency_key");
-        ngx_http_linegate_redis_arg_str(a, &empty);
-        ngx_http_linegate_redis_arg_cstr(a, "customer");
-        ngx_http_linegate_redis_arg_str(a, &c->customer);
-        ngx_http_linegate_redis_arg_cstr(a, "at");
-        ngx_http_linegate_redis_arg_str(a, &c->at);
-    }
+    ngx_http_linegate_pv_settle_args(a, &st);
 
     return ngx_http_linegate_reconcile_script(r, rc,
                                           NGX_HTTP_LINEGATE_SCRIPT_PV_SETTLE,
@@ -1661,17 +1631,19 @@ static ngx_int_t
 ngx_http_linegate_reconcile_record(ngx_http_request_t *r,
     ngx_http_linegate_reconcile_t *rc, ngx_http_linegate_reconcile_entry_t *e)
 {
-    ngx_str_t                        akey;
+    ngx_str_t                        keys[
+                                        NGX_HTTP_LINEGATE_KEYS_PV_PURCHASE];
     ngx_http_linegate_redis_args_t  *a;
 
-    if (ngx_http_linegate_reconcile_akey(r, e, &akey) != NGX_OK) {
+    if (ngx_http_linegate_reconcile_keys(r, e, keys) != NGX_OK) {
         return NGX_ERROR;
     }
 
     /* pv_record.lua's arguments, as confirm sends them: the entry's number */
     a = &rc->args;
     ngx_http_linegate_redis_args_init(a);
-    ngx_http_linegate_redis_arg_str(a, &akey);
+    ngx_http_linegate_redis_arg_strs(a, keys,
+                                     NGX_HTTP_LINEGATE_KEYS_PV_PURCHASE);
     ngx_http_linegate_redis_arg_str(a, &e->worker_id);
     ngx_http_linegate_redis_arg_str(a, &e->found);
     ngx_http_linegate_redis_arg_int(r, a, ngx_http_linegate_now_ms());
@@ -1694,6 +1666,8 @@ ngx_http_linegate_reconcile_release(ngx_http_request_t *r,
     ngx_http_linegate_reconcile_t *rc, ngx_http_linegate_reconcile_entry_t *e)
 {
     ngx_str_t                        akey;
+    ngx_str_t                        keys[
+                                        NGX_HTTP_LINEGATE_KEYS_PV_PURCHASE];
     ngx_http_linegate_redis_args_t  *a;
     ngx_http_linegate_main_conf_t   *lmcf;
 
@@ -1751,13 +1725,14 @@ ngx_http_linegate_reconcile_release(ngx_http_request_t *r,
                                           a->nkeys);
     }
 
-    if (ngx_http_linegate_reconcile_akey(r, e, &akey) != NGX_OK) {
+    if (ngx_http_linegate_reconcile_keys(r, e, keys) != NGX_OK) {
         return NGX_ERROR;
     }
 
     /* pv_release.lua's arguments, with no reason: no outbox */
     ngx_http_linegate_redis_args_init(a);
-    ngx_http_linegate_redis_arg_str(a, &akey);
+    ngx_http_linegate_redis_arg_strs(a, keys,
+                                     NGX_HTTP_LINEGATE_KEYS_PV_PURCHASE);
     ngx_http_linegate_redis_arg_str(a, &e->worker_id);
     ngx_http_linegate_redis_arg_int(r, a, ngx_http_linegate_now_ms());
     ngx_http_linegate_redis_arg_int(r, a, lmcf->prov_daily);
@@ -2183,13 +2158,13 @@ ngx_http_linegate_reconcile_script(ngx_http_request_t *r,
 }
 
 
-/* lg:{acct:<A>} */
+/* the keys of the entry's purchase in its account (keys.h) */
 static ngx_int_t
-ngx_http_linegate_reconcile_akey(ngx_http_request_t *r,
-    ngx_http_linegate_reconcile_entry_t *e, ngx_str_t *akey)
+ngx_http_linegate_reconcile_keys(ngx_http_request_t *r,
+    ngx_http_linegate_reconcile_entry_t *e, ngx_str_t *keys)
 {
-    return ngx_http_linegate_key(r->pool, NGX_HTTP_LINEGATE_KEY_ACCT,
-                                 &e->account, NULL, akey);
+    return ngx_http_linegate_key_purchase(r->pool, &e->account,
+                                          &e->worker_id, keys);
 }
 
 

@@ -41,6 +41,12 @@
 #define NGX_HTTP_LINEGATE_CLUSTER_REFRESH     10000
 #define NGX_HTTP_LINEGATE_CLUSTER_REDIRECTS   5
 
+/* a script that met a slot in migration (TRYAGAIN): how often it is sent
+ * again, the first delay (doubled each time), all within the command's
+ * linegate_redis_command_timeout */
+#define NGX_HTTP_LINEGATE_CLUSTER_TRYAGAINS   6
+#define NGX_HTTP_LINEGATE_CLUSTER_TRYAGAIN_MS 10
+
 /* the node whose timer ev is */
 #define ngx_http_linegate_redis_node_of(ev, timer)                           \
     ((ngx_http_linegate_redis_node_t *)                                      \
@@ -140,6 +146,11 @@ typedef struct {
     u_char                             *buf;
     size_t                              len;
     ngx_uint_t                          redirects;
+
+    /* TRYAGAIN: sent again to node, after ASKING, when again fires */
+    ngx_event_t                         again;
+    ngx_uint_t                          tryagains;
+    ngx_uint_t                          tryagain;  /* once WAITs are in */
 
     /* linegate_redis_wait: WAIT sent after the script */
     ngx_uint_t                          waits;    /* WAIT replies owed */
@@ -246,6 +257,11 @@ static void ngx_http_linegate_redis_drop(
 static ngx_int_t ngx_http_linegate_redis_send(
     ngx_http_linegate_redis_cmd_t *cmd, ngx_uint_t eval);
 static void ngx_http_linegate_redis_cmd_timeout(ngx_event_t *ev);
+static ngx_uint_t ngx_http_linegate_redis_tryagain(
+    ngx_http_linegate_redis_cmd_t *cmd, redisReply *reply);
+static void ngx_http_linegate_redis_tryagain_later(
+    ngx_http_linegate_redis_cmd_t *cmd);
+static void ngx_http_linegate_redis_tryagain_handler(ngx_event_t *ev);
 static void ngx_http_linegate_redis_connect_timeout(ngx_event_t *ev);
 static void ngx_http_linegate_redis_reconnect(ngx_event_t *ev);
 static void ngx_http_linegate_redis_keepalive(ngx_event_t *ev);
@@ -377,7 +393,8 @@ ngx_http_linegate_redis_arg(ngx_http_linegate_redis_args_t *a,
         return;
     }
 
-    a->argv[a->argc] = data;
+    /* an empty ngx_str_t may have no data: hiredis copies from it */
+    a->argv[a->argc] = data != NULL ? data : "";
     a->argvlen[a->argc] = len;
     a->argc++;
 }
@@ -396,6 +413,18 @@ ngx_http_linegate_redis_arg_cstr(ngx_http_linegate_redis_args_t *a,
     const char *s)
 {
     ngx_http_linegate_redis_arg(a, s, ngx_strlen(s));
+}
+
+
+void
+ngx_http_linegate_redis_arg_strs(ngx_http_linegate_redis_args_t *a,
+    ngx_str_t *s, ngx_uint_t n)
+{
+    ngx_uint_t  i;
+
+    for (i = 0; i < n; i++) {
+        ngx_http_linegate_redis_arg(a, s[i].data, s[i].len);
+    }
 }
 
 
@@ -973,6 +1002,10 @@ ngx_http_linegate_redis_reply_cb(redisAsyncContext *ac, void *data,
         return;
     }
 
+    if (ngx_http_linegate_redis_tryagain(cmd, reply)) {
+        return;
+    }
+
     if (reply != NULL && reply->type == REDIS_REPLY_ERROR
         && cmd->script >= 0 && !cmd->retried
         && ngx_strncmp(reply->str, "NOSCRIPT", 8) == 0)
@@ -1098,6 +1131,15 @@ ngx_http_linegate_redis_wait_cb(redisAsyncContext *ac, void *data,
     lmcf = ngx_http_linegate_redis.lmcf;
 
     cmd->waits--;
+
+    if (cmd->tryagain) {
+        /* the script met a slot in migration: sent again once all in */
+        if (cmd->waits == 0) {
+            ngx_http_linegate_redis_tryagain_later(cmd);
+        }
+
+        return;
+    }
 
     if (!cmd->have || cmd->waits) {
         /* the WAIT of an EVALSHA answered NOSCRIPT: the EVAL has its own */
@@ -1364,6 +1406,107 @@ ngx_http_linegate_redis_unavailable(redisReply *reply)
     }
 
     return 0;
+}
+
+
+/*
+ * A cluster's TRYAGAIN: a script of several keys met its slot in
+ * migration, some of its keys moved, some not yet (or, on the importing
+ * node, not all arrived). Nothing ran. It is sent again to the node that
+ * said so, after ASKING (the importing node serves it once the keys are
+ * in; the other answers ASK or MOVED, which are followed), a few times,
+ * the delay doubling, while its command timeout runs. 1: it will be.
+ */
+static ngx_uint_t
+ngx_http_linegate_redis_tryagain(ngx_http_linegate_redis_cmd_t *cmd,
+    redisReply *reply)
+{
+    if (!ngx_http_linegate_redis.cluster || reply == NULL
+        || reply->type != REDIS_REPLY_ERROR || reply->len < 8
+        || ngx_strncmp(reply->str, "TRYAGAIN", 8) != 0
+        || cmd->buf == NULL || cmd->node == NULL
+        || cmd->tryagains >= NGX_HTTP_LINEGATE_CLUSTER_TRYAGAINS)
+    {
+        return 0;
+    }
+
+    cmd->tryagain = 1;
+
+    if (cmd->waits == 0) {
+        ngx_http_linegate_redis_tryagain_later(cmd);
+    }
+
+    /* else: the WAIT written after it answers first (wait_cb) */
+
+    return 1;
+}
+
+
+static void
+ngx_http_linegate_redis_tryagain_later(ngx_http_linegate_redis_cmd_t *cmd)
+{
+    cmd->again.handler = ngx_http_linegate_redis_tryagain_handler;
+    cmd->again.data = &ngx_http_linegate_redis_dummy;
+    cmd->again.log = ngx_cycle->log;
+
+    ngx_add_timer(&cmd->again,
+                  (ngx_msec_t) NGX_HTTP_LINEGATE_CLUSTER_TRYAGAIN_MS
+                  << cmd->tryagains);
+    cmd->tryagains++;
+}
+
+
+/*
+ * No reply is owed while the delay runs: if the request is gone (its
+ * command timed out, or it ended), cmd is freed here.
+ */
+static void
+ngx_http_linegate_redis_tryagain_handler(ngx_event_t *ev)
+{
+    ngx_http_request_t             *r;
+    ngx_http_linegate_redis_cmd_t  *cmd;
+
+    static char  asking[] = "*1\r\n$6\r\nASKING\r\n";
+
+    cmd = (ngx_http_linegate_redis_cmd_t *)
+          ((u_char *) ev - offsetof(ngx_http_linegate_redis_cmd_t, again));
+    r = cmd->r;
+
+    cmd->tryagain = 0;
+
+    if (r == NULL || ngx_http_linegate_redis.exiting) {
+        if (cmd->timer.timer_set) {
+            ngx_del_timer(&cmd->timer);
+        }
+
+        ngx_http_linegate_redis_release(cmd);
+        ngx_free(cmd);
+        return;
+    }
+
+    if (cmd->node->state != NGX_HTTP_LINEGATE_REDIS_CONNECTED
+        || ngx_http_linegate_redis_write(cmd->node, NULL, NULL,
+                                         (u_char *) asking,
+                                         sizeof(asking) - 1)
+           != NGX_OK
+        || ngx_http_linegate_redis_write(cmd->node,
+                                         ngx_http_linegate_redis_reply_cb,
+                                         cmd, cmd->buf, cmd->len)
+           != NGX_OK)
+    {
+        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                      NGX_HTTP_LINEGATE_LOG "redis command not sent "
+                      "again after TRYAGAIN");
+        ngx_http_linegate_redis_finish(cmd, NULL);
+        return;
+    }
+
+    if (cmd->script >= 0
+        && ngx_http_linegate_redis.lmcf->redis_wait_replicas > 0
+        && ngx_http_linegate_redis_acknowledged(cmd->script))
+    {
+        (void) ngx_http_linegate_redis_send_wait(cmd);
+    }
 }
 
 

@@ -49,6 +49,9 @@ void ngx_http_linegate_redis_arg_str(ngx_http_linegate_redis_args_t *a,
     ngx_str_t *s);
 void ngx_http_linegate_redis_arg_cstr(ngx_http_linegate_redis_args_t *a,
     const char *s);
+/* n strings, in order (a script's keys built together) */
+void ngx_http_linegate_redis_arg_strs(ngx_http_linegate_redis_args_t *a,
+    ngx_str_t *s, ngx_uint_t n);
 void ngx_http_linegate_redis_arg_int(ngx_http_request_t *r,
     ngx_http_linegate_redis_args_t *a, int64_t n);
 /*

@@ -76,6 +76,8 @@ my %layer_of = (
     'auth.c'               => 'services',
     'idempotency.h'        => 'services',
     'idempotency.c'        => 'services',
+    'pv_settle.h'          => 'services',     # a Provisioning claim's
+    'pv_settle.c'          => 'services',     # settle (confirm, sweep)
     'ratelimit.h'          => 'services',
     'ratelimit.c'          => 'services',
 

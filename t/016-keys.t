@@ -8,7 +8,12 @@
 #      index, a tenant read from a lookup) are the known ones below, each
 #      in docs/data-model.md's "Scripts and slots" table for issue 10: a
 #      new one fails, and so does an entry that no longer occurs (the list
-#      only shrinks).
+#      only shrinks);
+#  (d) the Provisioning API's scripts (pv_*), which run on a cluster,
+#      derive no key from another (`KEYS[1] .. ':prov'`): every key a
+#      step touches is in its KEYS[], so that a cluster checks them all
+#      before the step runs (a slot in migration: TRYAGAIN, never a step
+#      cut half-way by a key that moved).
 #
 # No nginx, no Redis: runs in a second.
 use strict;
@@ -57,6 +62,13 @@ for my $f (@lua) {
 
     like($src, qr/KEYS\[1\]/, "$f: its keys in KEYS[]")
         unless $f =~ m{^include/};
+
+    # (include/pv_queue.lua serves the Lines API's scripts only)
+    if ($f =~ m{^(?:include/)?pv_} && $f ne 'include/pv_queue.lua') {
+        my @derived = grep { !/^\s*--/ && /\.\.\s*'[:]/ } split /\n/, $src;
+        is(scalar @derived, 0, "$f: no key derived from another")
+            or diag join "\n", @derived;
+    }
 
     my $n = grep { !/^\s*--/ && /lg:/ } split /\n/, $src;
     is($n, $derived{$f} // 0, "$f: key names built from data")

@@ -7,8 +7,13 @@
 # a number; the confirm's record is acknowledged by a replica (WAIT on the
 # account's master); credentials rotate through the operator API, whose
 # workspace API keys and line calls run too (their lookups and the
-# workspace on different masters); a
-# master SIGKILLed under confirms loses no number and no purchase
+# workspace on different masters); a confirm that meets the fleet's slot
+# or its account's slot in the middle of a migration (TRYAGAIN: some keys
+# moved, some not) is answered 200 once it moved (set up by hand: a
+# reshard's window per slot is a few ms, which purchases under load
+# seldom meet); purchases under a real `redis-cli --cluster reshard` of
+# their accounts' slots all answer 200; a master SIGKILLed under confirms
+# loses no number and no purchase
 # answered 200.
 use strict;
 use warnings;
@@ -239,6 +244,179 @@ subtest 'the reconciliation backlog gauge, read on the fleet\'s master' => sub {
 # its number, once a replica is promoted; after the sweep every number is
 # in exactly one place; no subscription is left that no line or entry
 # backs.
+# the rest of a slot's migration from $from to $to: its keys, then its
+# owner, told to every master
+sub finish_migration {
+    my ($slot, $from, $to) = @_;
+    my $src = $r->node($from);
+    my $tid = $r->node($to)->cluster('myid');
+    while (my @keys = $src->cluster('getkeysinslot', $slot, 100)) {
+        $src->migrate('127.0.0.1', $to, '', 0, 5000, 'KEYS', @keys);
+    }
+    $r->node($_)->cluster('setslot', $slot, 'node', $tid)
+        for $to, $from, grep { $_ ne $to && $_ ne $from } $s->cluster_masters;
+}
+
+sub tryagains {
+    my ($port) = @_;
+    my $e = $r->node($port)->info('errorstats')->{errorstat_TRYAGAIN} // '';
+    return $e =~ /count=(\d+)/ ? $1 : 0;
+}
+
+subtest 'the fleet\'s slot in migration: TRYAGAIN sent again, no error' => sub {
+    my $a = spread_account('acct_mig', daily => 5, card => 1);
+    $p->inventory($p->numbers(3, 628559));
+    my $stock = $r->scard($FLEET);
+    my $slot = LG::RedisCluster::keyslot($FLEET);
+    my $from = $s->cluster_master_of($FLEET);
+    my ($to) = grep { $_ ne $from } $s->cluster_masters;
+    my $tok = $p->token($a);
+    my $t0 = time;
+    sleep 0.05 while claims() && time - $t0 < 30;
+    # no claim: the claims journal's key does not exist, the inventory's
+    # does; pv_claim names both, so the migrating node answers TRYAGAIN
+    is(claims(), 0, 'no claim in flight');
+    my $before = tryagains($from);
+    $r->node($to)->cluster('setslot', $slot, 'importing',
+                           $r->node($from)->cluster('myid'));
+    $r->node($from)->cluster('setslot', $slot, 'migrating',
+                             $r->node($to)->cluster('myid'));
+
+    $t0 = time;
+    my ($tx, $done) = $p->during($p->confirm_req($a, $tok), sub {
+        return 0 if time - $t0 < 0.2;
+        finish_migration($slot, $from, $to);
+        return 1;
+    }, 10);
+    ok($done, 'the migration ended while the confirm ran')
+        or finish_migration($slot, $from, $to);
+    cmp_ok(tryagains($from), '>', $before,
+           'the fleet\'s node said TRYAGAIN meanwhile');
+    my $c = $p->answer($tx, 200, 'confirm: 200 through the migration');
+    my ($line) = values %{ $p->lines($a->{id}) };
+    ok($line, 'a line recorded') or return;
+    is($c->{phone_number}, $line->{phone_number}, 'its line, its number');
+    is($s->cluster_master_of($FLEET), $to, 'the fleet\'s slot moved');
+    is($r->scard($FLEET), $stock - 1, 'the inventory gave one number');
+    ok(!$r->sismember($FLEET, $line->{phone_number}), 'that one');
+    $t0 = time;
+    sleep 0.05 while claims() && time - $t0 < 30;
+    is(claims(), 0, 'its claim settled on the new node');
+};
+
+subtest 'the account\'s slot in migration: every key named, no error' => sub {
+    my $a = spread_account('acct_amig', daily => 5, card => 1);
+    $p->inventory($p->numbers(2, 628560));
+    my $akey = "lg:{acct:$a->{id}}";
+    my $slot = LG::RedisCluster::keyslot($akey);
+    my $from = $s->cluster_master_of($akey);
+    my ($to) = grep { $_ ne $from && $_ ne $s->cluster_master_of($FLEET) }
+               $s->cluster_masters;
+    my $tok = $p->token($a);
+    ok($r->exists($akey) && !$r->exists("$akey:prov"),
+       'the account exists, its windows not yet');
+    my $before = tryagains($from);
+    $r->node($to)->cluster('setslot', $slot, 'importing',
+                           $r->node($from)->cluster('myid'));
+    $r->node($from)->cluster('setslot', $slot, 'migrating',
+                             $r->node($to)->cluster('myid'));
+
+    # the reserve names the account's five keys: some exist, some not,
+    # so the migrating node says TRYAGAIN until the slot has moved (a
+    # script naming only the account would run there and meet the
+    # others as non-local keys, an error)
+    my $t0 = time;
+    my ($tx, $done) = $p->during($p->confirm_req($a, $tok), sub {
+        return 0 if time - $t0 < 0.2;
+        finish_migration($slot, $from, $to);
+        return 1;
+    }, 10);
+    ok($done, 'the migration ended while the confirm ran')
+        or finish_migration($slot, $from, $to);
+    cmp_ok(tryagains($from), '>', $before,
+           'the account\'s node said TRYAGAIN meanwhile');
+    my $c = $p->answer($tx, 200, 'confirm: 200 through the migration');
+    my ($line) = values %{ $p->lines($a->{id}) };
+    ok($line, 'a line recorded') or return;
+    is($c->{phone_number}, $line->{phone_number}, 'its line, its number');
+    is($s->cluster_master_of($akey), $to, 'the account\'s slot moved');
+    is($r->zcard("$akey:prov"), 1, 'the line counts in its window');
+    is(scalar @{ $p->reservations($a->{id}) }, 0, 'no reservation left');
+};
+
+subtest 'redis-cli --cluster reshard under purchases: no error at all' => sub {
+    my $fleet = $s->cluster_master_of($FLEET);
+    my ($from, $to) = grep { $_ ne $fleet } $s->cluster_masters;
+    my $nslots = 300;
+    my %moving = map { $_ => 1 }
+                 ($s->cluster_slots_of($from))[0 .. $nslots - 1];
+    my @accts;
+    for my $i (1 .. 20_000) {
+        next unless $moving{LG::RedisCluster::keyslot("lg:{acct:acct_rs$i}")};
+        push @accts, $p->account("acct_rs$i", daily => 500, monthly => 5000,
+                                 card => 1);
+        last if @accts == 3;
+    }
+    is(scalar @accts, 3, 'three accounts in the slots that move');
+    $p->inventory($p->numbers(400, 628561));
+    my ($stop, $out) = ("$s->{dir}/reshard.stop", "$s->{dir}/reshard.json");
+
+    # previews and confirms of the three accounts, until told to stop
+    my $pid = fork // die "fork: $!";
+    if (!$pid) {
+        my @res;
+        until (-e $stop || @res >= 600) {
+            my @txs = $p->parallel(map { $p->preview_req($_) } @accts);
+            my @ok = grep { $txs[$_]->res->code == 200 } 0 .. $#txs;
+            push @res, map { {step => 'preview',
+                              code => $_->res->code // 0,
+                              body => $_->res->body} } @txs;
+            my @c = $p->parallel(map {
+                $p->confirm_req($accts[$_],
+                                $txs[$_]->res->json->{preview_token})
+            } @ok);
+            push @res, map { {step => 'confirm',
+                              code => $_->res->code // 0,
+                              body => $_->res->body} } @c;
+        }
+        open my $fh, '>', $out or POSIX::_exit(1);
+        print $fh encode_json(\@res);
+        close $fh;
+        POSIX::_exit(0);
+    }
+
+    my $t0 = time;
+    sleep 0.05 until time - $t0 > 20
+        || grep { %{ $p->lines($_->{id}) } } @accts;
+    $s->cluster_reshard($from, $to, $nslots);
+    my $rc = $s->cluster_reshard_wait(120);
+    ok(defined $rc && $rc == 0, sprintf('reshard of %d slots done (%.1f s)',
+                                        $nslots, time - $t0))
+        or diag($s->cluster_reshard_log);
+    sleep 0.5;
+    open my $fh, '>', $stop or die "$stop: $!";
+    close $fh;
+    waitpid $pid, 0;
+    ok(!$?, 'the purchases ran to their end');
+
+    my $res = decode_json(do { local (@ARGV, $/) = $out; <> });
+    my %by;
+    $by{"$_->{step} $_->{code}"}++ for @$res;
+    diag('answers: ' . join ', ', map { "$_ x$by{$_}" } sort keys %by);
+    my @bad = grep { $_->{code} != 200 } @$res;
+    is(scalar @bad, 0, 'every preview and confirm answered 200')
+        or diag(explain([@bad[0 .. ($#bad < 4 ? $#bad : 4)]]));
+    cmp_ok($by{'confirm 200'} // 0, '>=', 3, 'purchases made');
+    is(scalar(grep { $s->cluster_master_of("lg:{acct:$_->{id}}") ne $to }
+              @accts), 0, 'the three accounts\' slots moved');
+    my $lines = 0;
+    $lines += keys %{ $p->lines($_->{id}) } for @accts;
+    is($lines, $by{'confirm 200'}, 'one line per confirm answered 200');
+    $t0 = time;
+    sleep 0.05 while claims() && time - $t0 < 30;
+    is(claims(), 0, 'every claim settled');
+};
+
 subtest 'the fleet\'s master SIGKILLed under confirms' => sub {
     my @accts = map { spread_account("acct_kill$_", daily => 50,
                                      monthly => 500, card => 1) } 1 .. 4;

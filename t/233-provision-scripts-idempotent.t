@@ -1,10 +1,11 @@
 # pv_record, pv_release and pv_settle are sent again after a lost answer
 # (durable writes, issue 13): each must be safe to run twice, or after a
 # first run whose answer never came. Run here straight on Redis (EVAL of
-# the scripts as the module embeds them), twice each, with their keys in
-# KEYS[] and one hash slot each (issue 10): the account's for pv_record
-# and pv_release (the outbox lg:{acct:A}:reconcile:w:<worker>), the
-# fleet's for pv_settle (the claim, the inventory, the stream).
+# the scripts as the module embeds them), twice each, with every key they
+# touch in KEYS[] and one hash slot each (issue 10): the account's for
+# pv_record and pv_release (the purchase's five keys, the outbox
+# lg:{acct:A}:reconcile:w:<worker> among them), the fleet's for pv_settle
+# (the claim, the inventory, the stream).
 use strict;
 use warnings;
 use lib 't/lib';
@@ -38,15 +39,24 @@ my $RESERVE = script('pv_reserve');
 my $CLAIM = script('pv_claim');
 my $ISO = '2026-05-18T14:30:00.000Z';
 
+# a purchase's five keys in its account, as the module passes them
+# (ngx_http_linegate_key_purchase()): 5, then the names
+sub pkeys {
+    my ($acct, $w) = @_;
+    my $a = "lg:{acct:$acct}";
+    return (5, $a, "$a:prov", "$a:resv:$w", "$a:line:$w",
+            "$a:reconcile:w:$w");
+}
+
 sub record {
     my ($acct, $w, $sub, $number) = @_;
-    return [$r->eval($RECORD, 1, "lg:{acct:$acct}", $w, $sub, 1000, $acct,
+    return [$r->eval($RECORD, pkeys($acct, $w), $w, $sub, 1000, $acct,
                      'lg-confirm-x', "cus_$acct", $ISO, $number)];
 }
 
 sub release {
     my ($acct, $w, $reason, $number) = @_;
-    return [$r->eval($RELEASE, 1, "lg:{acct:$acct}", $w, 1000, 3, 10,
+    return [$r->eval($RELEASE, pkeys($acct, $w), $w, 1000, 3, 10,
                      $reason // '', $acct, 'lg-confirm-x', "cus_$acct", $ISO,
                      $number // '')];
 }
@@ -230,12 +240,12 @@ subtest 'reserve then claim: one slot each, the inventory empty' => sub {
             '{"account":"acct_c","expires_at":9999999999999}');
     $r->del('lg:{fleet}:inventory');
     is_deeply(token('lpv_c1', 'acct_c'), [200], 'the token: spent');
-    is([$r->eval($RESERVE, 1, 'lg:{acct:acct_c}', 'acct_c', 1000, 3, 10,
-                 'worker_c0', $ISO, 'sbk_old', '')]->[0], 401,
+    is([$r->eval($RESERVE, pkeys('acct_c', 'worker_c0'), 'acct_c', 1000, 3,
+                 10, 'worker_c0', $ISO, 'sbk_old', '')]->[0], 401,
        'another key id: 401');
     ok(!$r->exists('lg:{acct:acct_c}:resv:worker_c0'), 'nothing reserved');
-    my $res = [$r->eval($RESERVE, 1, 'lg:{acct:acct_c}', 'acct_c', 1000, 3,
-                        10, 'worker_c1', $ISO, 'sbk_c', '')];
+    my $res = [$r->eval($RESERVE, pkeys('acct_c', 'worker_c1'), 'acct_c',
+                        1000, 3, 10, 'worker_c1', $ISO, 'sbk_c', '')];
     is($res->[0], 200, 'reserved');
     is($res->[8], 'cus_c', 'the customer');
     ok(!defined $r->hget('lg:{acct:acct_c}:resv:worker_c1', 'phone_number'),
@@ -253,8 +263,8 @@ subtest 'reserve then claim: one slot each, the inventory empty' => sub {
     is_deeply(token('lpv_c1', 'acct_c'), [410], 'the token: used');
     my $before = $r->zcard('lg:{acct:acct_c}:prov');
     for my $code (410, 403) {
-        $res = [$r->eval($RESERVE, 1, 'lg:{acct:acct_c}', 'acct_c', 1000,
-                         3, 10, 'worker_c2', $ISO, 'sbk_c', $code)];
+        $res = [$r->eval($RESERVE, pkeys('acct_c', 'worker_c2'), 'acct_c',
+                         1000, 3, 10, 'worker_c2', $ISO, 'sbk_c', $code)];
         is($res->[0], $code, "TOKEN's $code: the reserve's answer");
         is(scalar @$res, $code == 403 ? 9 : 8, "$code: with the windows");
     }

@@ -4,9 +4,12 @@
 -- RELEASE write the outbox. The sweep then settles the claim
 -- (pv_settle.lua, the fleet's slot).
 --
--- KEYS[1]  lg:{acct:<A>}
--- Derived from KEYS[1] (its slot): :line:<worker>, :resv:<worker>,
--- :reconcile:w:<worker> (the outbox).
+-- KEYS[1]  lg:{acct:<A>}            KEYS[2]  lg:{acct:<A>}:prov
+-- KEYS[3]  lg:{acct:<A>}:resv:<worker>
+-- KEYS[4]  lg:{acct:<A>}:line:<worker>
+-- KEYS[5]  lg:{acct:<A>}:reconcile:w:<worker> (the outbox)
+-- (a purchase's five keys, ngx_http_linegate_key_purchase(): every key
+-- the step touches is named, so that a cluster checks them all first)
 -- ARGV[1]  worker id
 --
 -- Returns {line exists: 1 | 0, reservation exists: 1 | 0, the outbox's
@@ -14,10 +17,10 @@
 -- ('' none), the reservation's createdAt ('' none)}.
 
 local akey = KEYS[1]
-local line = redis.call('EXISTS', akey .. ':line:' .. ARGV[1])
-local resv = akey .. ':resv:' .. ARGV[1]
+local line = redis.call('EXISTS', KEYS[4])
+local resv = KEYS[3]
 local held = redis.call('EXISTS', resv)
-local obox = akey .. ':reconcile:w:' .. ARGV[1]
+local obox = KEYS[5]
 local fields = {}
 
 local t = redis.call('TYPE', obox)

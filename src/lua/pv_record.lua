@@ -11,9 +11,12 @@
 -- write, re-sent until Redis answers): a second run finds the line it
 -- recorded, or the outbox it wrote, and changes nothing.
 --
--- KEYS[1]  lg:{acct:<A>}
--- Derived from KEYS[1] (its slot): :resv:<worker>, :line:<worker>,
--- :prov, :reconcile:w:<worker> (the outbox).
+-- KEYS[1]  lg:{acct:<A>}            KEYS[2]  lg:{acct:<A>}:prov
+-- KEYS[3]  lg:{acct:<A>}:resv:<worker>
+-- KEYS[4]  lg:{acct:<A>}:line:<worker>
+-- KEYS[5]  lg:{acct:<A>}:reconcile:w:<worker> (the outbox)
+-- (a purchase's five keys, ngx_http_linegate_key_purchase(): every key
+-- the step touches is named, so that a cluster checks them all first)
 -- ARGV[1]  worker id               ARGV[2]  subscription id
 -- ARGV[3]  now, Unix ms            ARGV[4]  account id
 -- ARGV[5]  Stripe Idempotency-Key  ARGV[6]  Stripe customer
@@ -29,10 +32,9 @@
 -- worker_id, reason, idempotency_key, customer, at), kept 7 days; the
 -- first writer wins (pv_record or pv_release).
 
-local akey = KEYS[1]
-local resv = akey .. ':resv:' .. ARGV[1]
-local lkey = akey .. ':line:' .. ARGV[1]
-local obox = akey .. ':reconcile:w:' .. ARGV[1]
+local resv = KEYS[3]
+local lkey = KEYS[4]
+local obox = KEYS[5]
 
 local function outbox(reason)
     if redis.call('EXISTS', obox) == 0 then
@@ -67,6 +69,6 @@ if type(ok) == 'table' and ok.err then
 end
 
 redis.call('DEL', resv)
-redis.call('ZADD', akey .. ':prov', ARGV[3], ARGV[1])
+redis.call('ZADD', KEYS[2], ARGV[3], ARGV[1])
 
 return {1, ARGV[8]}

@@ -12,9 +12,13 @@
 -- touches a line that was recorded for the worker id (its slot counts).
 -- So it can be sent again until Redis answers (a durable write).
 --
--- KEYS[1]  lg:{acct:<A>}
--- Derived from KEYS[1] (its slot): :resv:<worker>, :line:<worker>,
--- :prov, :reconcile:w:<worker> (the outbox, as pv_record.lua writes it).
+-- KEYS[1]  lg:{acct:<A>}            KEYS[2]  lg:{acct:<A>}:prov
+-- KEYS[3]  lg:{acct:<A>}:resv:<worker>
+-- KEYS[4]  lg:{acct:<A>}:line:<worker>
+-- KEYS[5]  lg:{acct:<A>}:reconcile:w:<worker> (the outbox)
+-- (a purchase's five keys, ngx_http_linegate_key_purchase(): every key
+-- the step touches is named, so that a cluster checks them all first)
+-- The outbox is written as pv_record.lua writes it.
 -- ARGV[1]  worker id               ARGV[2]  now, Unix ms
 -- ARGV[3]  default daily limit     ARGV[4]  default monthly limit
 -- ARGV[5]  reconcile reason, "" for none
@@ -29,16 +33,15 @@
 
 local akey = KEYS[1]
 local acct = ARGV[6]
-local resv = akey .. ':resv:' .. ARGV[1]
-local released = redis.call('DEL', resv)
-local line = redis.call('EXISTS', akey .. ':line:' .. ARGV[1])
+local released = redis.call('DEL', KEYS[3])
+local line = redis.call('EXISTS', KEYS[4])
 
 -- a recorded line keeps its slot (a release sent after its record)
 if line == 0 then
-    redis.call('ZREM', akey .. ':prov', ARGV[1])
+    redis.call('ZREM', KEYS[2], ARGV[1])
 end
 
-local obox = akey .. ':reconcile:w:' .. ARGV[1]
+local obox = KEYS[5]
 
 if ARGV[5] ~= '' and redis.call('EXISTS', obox) == 0 then
     redis.pcall('HSET', obox, 'account', acct, 'subscription_id', '',
@@ -48,7 +51,7 @@ if ARGV[5] ~= '' and redis.call('EXISTS', obox) == 0 then
     redis.pcall('EXPIRE', obox, 604800)
 end
 
-local _, _, w = lg_pv_state(akey, tonumber(ARGV[2]), tonumber(ARGV[3]),
-                            tonumber(ARGV[4]))
+local _, _, w = lg_pv_state(akey, KEYS[2], tonumber(ARGV[2]),
+                            tonumber(ARGV[3]), tonumber(ARGV[4]))
 
 return lg_pv_reply(released, w, acct, line)

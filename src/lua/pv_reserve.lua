@@ -6,8 +6,12 @@
 -- (pv_claim.lua); the credentials were checked before (the worker's
 -- cache, or pv_account.lua).
 --
--- KEYS[1]  lg:{acct:<A>}
--- Derived from KEYS[1] (its slot): :prov, :resv:<worker>.
+-- KEYS[1]  lg:{acct:<A>}            KEYS[2]  lg:{acct:<A>}:prov
+-- KEYS[3]  lg:{acct:<A>}:resv:<worker>
+-- KEYS[4]  lg:{acct:<A>}:line:<worker>
+-- KEYS[5]  lg:{acct:<A>}:reconcile:w:<worker> (the outbox)
+-- (a purchase's five keys, ngx_http_linegate_key_purchase(): every key
+-- the step touches is named, so that a cluster checks them all first)
 -- ARGV[1]  the account id, <A>     ARGV[2]  now, Unix ms
 -- ARGV[3]  default daily limit     ARGV[4]  default monthly limit
 -- ARGV[5]  the new worker id, worker_<24 hex>
@@ -44,7 +48,7 @@ end
 
 local now = tonumber(ARGV[2])
 local dd, dm = tonumber(ARGV[3]), tonumber(ARGV[4])
-local plan, customer, w = lg_pv_state(akey, now, dd, dm)
+local plan, customer, w = lg_pv_state(akey, KEYS[2], now, dd, dm)
 
 local refused = ARGV[8] or ''
 
@@ -69,14 +73,14 @@ if not customer or customer == '' then
     return lg_pv_reply(402, w, acct)
 end
 
-local prov = akey .. ':prov'
+local prov = KEYS[2]
 redis.call('ZADD', prov, now, ARGV[5])
-redis.call('HSET', akey .. ':resv:' .. ARGV[5], 'createdAt', ARGV[6])
+redis.call('HSET', KEYS[3], 'createdAt', ARGV[6])
 
 -- lines older than the longest window never count again
 redis.call('ZREMRANGEBYSCORE', prov, '-inf',
            string.format('%d', now - LG_PV_MONTH))
 
-local _, _, w2 = lg_pv_state(akey, now, dd, dm)
+local _, _, w2 = lg_pv_state(akey, prov, now, dd, dm)
 
 return lg_pv_reply(200, w2, acct, customer)

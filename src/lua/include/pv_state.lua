@@ -15,7 +15,8 @@
 --   otherwise when the oldest counted line leaves), 0 when nothing counts
 --   or when no slot can ever free (a limit of 0).
 --
--- lg_pv_state(akey, now, def_daily, def_monthly) -> plan, customer, w
+-- lg_pv_state(akey, prov, now, def_daily, def_monthly) -> plan, customer, w
+--   akey: lg:{acct:<A>}, prov: its :prov (both in the script's KEYS[])
 --   w = {daily limit, used, free_at, monthly limit, used, free_at}; the
 --   limits are the account's daily_limit/monthly_limit, else the defaults.
 
@@ -56,12 +57,11 @@ local function lg_pv_limit(v, default)
     return math.floor(n)
 end
 
-local function lg_pv_state(akey, now, def_daily, def_monthly)
+local function lg_pv_state(akey, prov, now, def_daily, def_monthly)
     local a = redis.call('HMGET', akey, 'plan', 'daily_limit',
                          'monthly_limit', 'stripeCustomerId')
     local dl = lg_pv_limit(a[2], def_daily)
     local ml = lg_pv_limit(a[3], def_monthly)
-    local prov = akey .. ':prov'
 
     local du, df = lg_pv_window(prov, now, LG_PV_DAY, dl)
     local mu, mf = lg_pv_window(prov, now, LG_PV_MONTH, ml)

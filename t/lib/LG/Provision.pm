@@ -176,6 +176,12 @@ sub parallel {
     return @txs;
 }
 
+# a preview, for parallel() or during()
+sub preview_req {
+    my ($self, $a) = @_;
+    return [POST => $PREVIEW, $self->headers($a)];
+}
+
 sub confirm_req {
     my ($self, $a, $token) = @_;
     return [POST => $CONFIRM, $self->headers($a),
