@@ -21,6 +21,7 @@
 #include "ngx_http_linegate_cache.h"
 #include "ngx_http_linegate_chars.h"
 #include "ngx_http_linegate_str.h"
+#include "ngx_http_linegate_redis_pubsub.h"
 
 
 #define NGX_HTTP_LINEGATE_TOKEN_MAX       8192
@@ -39,6 +40,7 @@
 #define NGX_HTTP_LINEGATE_JWT_CACHE_SIZE     8192
 #define NGX_HTTP_LINEGATE_CACHED_ID_MAX      64
 #define NGX_HTTP_LINEGATE_JWT_HAS_ORG        0x01  /* cache entry flags */
+#define NGX_HTTP_LINEGATE_APIKEY_PUSHED      0x01
 
 
 /* a verified token */
@@ -67,6 +69,10 @@ static ngx_int_t ngx_http_linegate_clerk_verify(ngx_http_request_t *r,
     ngx_str_t *token, ngx_http_linegate_jwt_verified_t *v);
 static ngx_int_t ngx_http_linegate_apikey_cached(ngx_http_request_t *r,
     ngx_http_linegate_principal_t *p);
+static ngx_uint_t ngx_http_linegate_apikey_fresh(
+    ngx_http_linegate_main_conf_t *lmcf, ngx_http_linegate_cache_entry_t *e,
+    ngx_http_linegate_principal_t *p);
+static void ngx_http_linegate_apikey_revoked(u_char *data, size_t len);
 static ngx_int_t ngx_http_linegate_unauthorized(ngx_http_request_t *r,
     ngx_http_linegate_ctx_t *ctx, const char *why);
 static ngx_int_t ngx_http_linegate_refused(ngx_http_linegate_ctx_t *ctx,
@@ -134,6 +140,8 @@ ngx_http_linegate_auth_workspace(ngx_http_request_t *r,
 
     lmcf = ngx_http_get_module_main_conf(r, ngx_http_linegate_module);
     p->epoch = lmcf->apikey_epoch ? *lmcf->apikey_epoch : 0;
+    p->seq = lmcf->apikey_cache_pushed ? ngx_http_linegate_redis_pubsub_seq()
+                                       : 0;
 
     if (ngx_http_linegate_apikey_cached(r, p) == NGX_OK) {
         ngx_http_linegate_metrics_cache("api_key", 1);
@@ -326,6 +334,15 @@ ngx_http_linegate_session_cookie(ngx_http_request_t *r, ngx_str_t *name,
  * once when it was revoked through this nginx's operator API (epoch).
  * An entry past either is a miss; its workspace is left in p->stale for
  * the GET by id, which checks it with the store in its own round trip.
+ *
+ * With a pushed time (linegate_api_key_cache's second), an API key
+ * learned while the worker's subscription was live is kept beyond the
+ * plain time, up to the pushed one, as long as the subscription has
+ * stayed up since (same generation) and is live now: a revocation
+ * (op_key_revoke publishes its digest) drops the entry at once, and a
+ * revocation not heard of within a second means the link is not live,
+ * so the plain time rules again. Provisioning credentials keep the
+ * plain time (their entries are not keyed by what Redis knows).
  */
 static ngx_int_t
 ngx_http_linegate_apikey_cached(ngx_http_request_t *r,
@@ -346,7 +363,10 @@ ngx_http_linegate_apikey_cached(ngx_http_request_t *r,
         return NGX_ERROR;
     }
 
-    if (!ngx_http_linegate_cache_fresh(e, ngx_current_msec, p->epoch)) {
+    if (!ngx_http_linegate_apikey_fresh(
+             ngx_http_get_module_main_conf(r, ngx_http_linegate_module),
+             e, p))
+    {
         p->stale = ws;
         return NGX_DECLINED;
     }
@@ -362,7 +382,9 @@ void
 ngx_http_linegate_auth_learn(ngx_http_request_t *r,
     ngx_http_linegate_principal_t *p, ngx_str_t *ws)
 {
-    ngx_http_linegate_main_conf_t  *lmcf;
+    ngx_uint_t                        pushed;
+    ngx_http_linegate_cache_entry_t  *e;
+    ngx_http_linegate_main_conf_t    *lmcf;
 
     if ((p->kind != NGX_HTTP_LINEGATE_AUTH_API_KEY
          && p->kind != NGX_HTTP_LINEGATE_AUTH_SB_KEY)
@@ -373,12 +395,90 @@ ngx_http_linegate_auth_learn(ngx_http_request_t *r,
 
     lmcf = ngx_http_get_module_main_conf(r, ngx_http_linegate_module);
 
-    (void) ngx_http_linegate_cache_put(&ngx_http_linegate_apikey_cache,
-                                       p->digest, ngx_current_msec,
-                                       ngx_current_msec
-                                       + lmcf->apikey_cache_ttl,
-                                       p->epoch, 0, ws->data, ws->len,
-                                       NULL, 0);
+    /*
+     * pushed: no revocation reached the worker since the lookup was sent
+     * (the same sequence), and the link is live now
+     */
+    pushed = lmcf->apikey_cache_pushed
+             && p->kind == NGX_HTTP_LINEGATE_AUTH_API_KEY
+             && p->seq == ngx_http_linegate_redis_pubsub_seq()
+             && ngx_http_linegate_redis_pubsub_live();
+
+    if (ngx_http_linegate_cache_put(&ngx_http_linegate_apikey_cache,
+                                    p->digest, ngx_current_msec,
+                                    ngx_current_msec
+                                    + (pushed ? lmcf->apikey_cache_pushed
+                                              : lmcf->apikey_cache_ttl),
+                                    p->epoch,
+                                    pushed ? NGX_HTTP_LINEGATE_APIKEY_PUSHED
+                                           : 0,
+                                    ws->data, ws->len, NULL, 0)
+        != 0
+        || !pushed)
+    {
+        return;
+    }
+
+    e = ngx_http_linegate_cache_find(&ngx_http_linegate_apikey_cache,
+                                     p->digest);
+    if (e != NULL) {
+        e->gen = ngx_http_linegate_redis_pubsub_gen();
+    }
+}
+
+
+/*
+ * An entry is fresh for the current epoch until its expiry; one kept
+ * for the pushed time, past its plain time (it was stored at expires -
+ * pushed), only while the subscription is the one it was learned in
+ * and live.
+ */
+static ngx_uint_t
+ngx_http_linegate_apikey_fresh(ngx_http_linegate_main_conf_t *lmcf,
+    ngx_http_linegate_cache_entry_t *e, ngx_http_linegate_principal_t *p)
+{
+    if (!ngx_http_linegate_cache_fresh(e, ngx_current_msec, p->epoch)) {
+        return 0;
+    }
+
+    if (!(e->flags & NGX_HTTP_LINEGATE_APIKEY_PUSHED)) {
+        return 1;
+    }
+
+    if ((ngx_msec_int_t) (e->expires - lmcf->apikey_cache_pushed
+                          + lmcf->apikey_cache_ttl - ngx_current_msec)
+        > 0)
+    {
+        return 1;
+    }
+
+    return e->gen == ngx_http_linegate_redis_pubsub_gen()
+           && ngx_http_linegate_redis_pubsub_live();
+}
+
+
+/* a revoked key's digest (sha256hex) published: forgotten at once */
+static void
+ngx_http_linegate_apikey_revoked(u_char *data, size_t len)
+{
+    u_char     key[32];
+    ngx_int_t  n;
+    ngx_uint_t i;
+
+    if (len != 64) {
+        return;
+    }
+
+    for (i = 0; i < 32; i++) {
+        n = ngx_hextoi(data + 2 * i, 2);
+        if (n == NGX_ERROR) {
+            return;
+        }
+
+        key[i] = (u_char) n;
+    }
+
+    ngx_http_linegate_cache_drop(&ngx_http_linegate_apikey_cache, key);
 }
 
 
@@ -419,6 +519,15 @@ ngx_http_linegate_auth_init_process(ngx_cycle_t *cycle,
     ngx_http_linegate_cache_init(&ngx_http_linegate_apikey_cache, mem,
                                  lmcf->apikey_cache_size,
                                  NGX_HTTP_LINEGATE_CACHED_ID_MAX);
+
+    /*
+     * revocations pushed: only where API keys are taken (the Lines API);
+     * no subscriber connection otherwise
+     */
+    if (lmcf->apikey_cache_pushed && lmcf->uses_lines) {
+        return ngx_http_linegate_redis_pubsub_init_process(cycle, lmcf,
+                   ngx_http_linegate_apikey_revoked);
+    }
 
     return NGX_OK;
 }
@@ -646,6 +755,7 @@ ngx_http_linegate_auth_account(ngx_http_request_t *r,
 
         lmcf = ngx_http_get_module_main_conf(r, ngx_http_linegate_module);
         p->epoch = lmcf->apikey_epoch ? *lmcf->apikey_epoch : 0;
+        p->seq = 0;
 
         ngx_memcpy(pair, id->value.data, id->value.len);
         pair[id->value.len] = '\n';

@@ -37,6 +37,8 @@ typedef struct {
      */
     ngx_str_t                       stale;
     ngx_atomic_uint_t               epoch;    /* of the key caches */
+    /* revocations pushed: the subscriber's sequence before the lookup */
+    ngx_uint_t                      seq;
 } ngx_http_linegate_principal_t;
 
 

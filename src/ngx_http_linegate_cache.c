@@ -89,6 +89,20 @@ ngx_http_linegate_cache_find(ngx_http_linegate_cache_t *cache,
 }
 
 
+void
+ngx_http_linegate_cache_drop(ngx_http_linegate_cache_t *cache,
+    const unsigned char *key)
+{
+    ngx_http_linegate_cache_entry_t  *e;
+
+    e = ngx_http_linegate_cache_find(cache, key);
+
+    if (e != NULL) {
+        e->used = 0;
+    }
+}
+
+
 int
 ngx_http_linegate_cache_put(ngx_http_linegate_cache_t *cache,
     const unsigned char *key, uintptr_t now, uintptr_t expires,
@@ -137,6 +151,7 @@ ngx_http_linegate_cache_put(ngx_http_linegate_cache_t *cache,
     memcpy(victim->key, key, NGX_HTTP_LINEGATE_CACHE_KEY_LEN);
     victim->expires = expires;
     victim->epoch = epoch;
+    victim->gen = 0;
     victim->used = 1;
     victim->flags = (unsigned char) flags;
     victim->len[0] = (unsigned char) len1;

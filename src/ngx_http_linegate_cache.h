@@ -28,6 +28,7 @@ typedef struct {
     unsigned char                   key[NGX_HTTP_LINEGATE_CACHE_KEY_LEN];
     uintptr_t                       expires;  /* fresh while now before */
     uintptr_t                       epoch;
+    uintptr_t                       gen;      /* the caller's, put: 0 */
     unsigned char                   used;
     unsigned char                   flags;    /* the caller's */
     unsigned char                   len[2];   /* of the two values */
@@ -60,6 +61,10 @@ ngx_http_linegate_cache_entry_t *ngx_http_linegate_cache_find(
 /* an entry found is fresh at now for the current epoch */
 #define ngx_http_linegate_cache_fresh(e, now, ep)                           \
     ((e)->epoch == (ep) && (intptr_t) ((e)->expires - (now)) > 0)
+
+/* forget key's entry, if any */
+void ngx_http_linegate_cache_drop(ngx_http_linegate_cache_t *cache,
+    const unsigned char *key);
 
 /* the second value of an entry (the first one is e->value) */
 #define ngx_http_linegate_cache_value2(e)  ((e)->value + (e)->len[0])

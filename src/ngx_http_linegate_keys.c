@@ -189,3 +189,19 @@ ngx_http_linegate_key_fixed(ngx_http_linegate_key_e kind)
 {
     return &ngx_http_linegate_key_forms[kind].head;
 }
+
+
+/*
+ * The pub/sub channel of API-key revocations (not a key: a cluster
+ * delivers a PUBLISH to every node's subscribers). op_key_revoke.lua
+ * publishes on it by this same name.
+ */
+static ngx_str_t  ngx_http_linegate_channel_revoked =
+    ngx_string("lg:keys:revoked");
+
+
+ngx_str_t *
+ngx_http_linegate_key_channel_revoked(void)
+{
+    return &ngx_http_linegate_channel_revoked;
+}

@@ -112,5 +112,11 @@ ngx_int_t ngx_http_linegate_key_purchase(ngx_pool_t *pool,
 /* the name of a key without id (inventory, streams, indexes): static */
 ngx_str_t *ngx_http_linegate_key_fixed(ngx_http_linegate_key_e kind);
 
+/*
+ * the pub/sub channel on which revoked API keys' digests (sha256hex)
+ * are published: "lg:keys:revoked" (static)
+ */
+ngx_str_t *ngx_http_linegate_key_channel_revoked(void);
+
 
 #endif /* _NGX_HTTP_LINEGATE_KEYS_H_INCLUDED_ */

@@ -11,6 +11,7 @@
 #include "ngx_http_linegate_module.h"
 #include "ngx_http_linegate_jwt.h"
 #include "ngx_http_linegate_redis.h"
+#include "ngx_http_linegate_redis_pubsub.h"
 #include "ngx_http_linegate_reply.h"
 #include "ngx_http_linegate_scripts.h"
 #include "ngx_http_linegate_request_id.h"
@@ -33,6 +34,8 @@ static void ngx_http_linegate_body_handler(ngx_http_request_t *r);
 static ngx_int_t ngx_http_linegate_take_body(ngx_http_request_t *r,
     ngx_http_linegate_ctx_t *ctx);
 static void ngx_http_linegate_cleanup(void *data);
+static char *ngx_http_linegate_apikey_cache(ngx_conf_t *cf,
+    ngx_command_t *cmd, void *conf);
 static ngx_int_t ngx_http_linegate_init_epoch(ngx_shm_zone_t *shm_zone,
     void *data);
 static u_char *ngx_http_linegate_log_error(ngx_http_request_t *r,
@@ -314,10 +317,10 @@ static ngx_command_t  ngx_http_linegate_commands[] = {
       NULL },
 
     { ngx_string("linegate_api_key_cache"),
-      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
-      ngx_conf_set_msec_slot,
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE12,
+      ngx_http_linegate_apikey_cache,
       NGX_HTTP_MAIN_CONF_OFFSET,
-      offsetof(ngx_http_linegate_main_conf_t, apikey_cache_ttl),
+      0,
       NULL },
 
     { ngx_string("linegate_api_key_cache_size"),
@@ -693,6 +696,49 @@ ngx_http_linegate_cleanup(void *data)
 }
 
 
+/* linegate_api_key_cache time [pushed_time] */
+static char *
+ngx_http_linegate_apikey_cache(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf)
+{
+    ngx_http_linegate_main_conf_t  *lmcf = conf;
+
+    ngx_str_t   *value;
+    ngx_msec_t   ttl, pushed;
+
+    if (lmcf->apikey_cache_ttl != NGX_CONF_UNSET_MSEC) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    ttl = ngx_parse_time(&value[1], 0);
+    if (ttl == (ngx_msec_t) NGX_ERROR) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"linegate_api_key_cache\": invalid time "
+                           "\"%V\"", &value[1]);
+        return NGX_CONF_ERROR;
+    }
+
+    pushed = 0;
+
+    if (cf->args->nelts == 3) {
+        pushed = ngx_parse_time(&value[2], 0);
+        if (pushed == (ngx_msec_t) NGX_ERROR) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "\"linegate_api_key_cache\": invalid pushed "
+                               "time \"%V\"", &value[2]);
+            return NGX_CONF_ERROR;
+        }
+    }
+
+    lmcf->apikey_cache_ttl = ttl;
+    lmcf->apikey_cache_pushed = pushed;
+
+    return NGX_CONF_OK;
+}
+
+
 /* the key caches' epoch: one word, kept across reloads */
 static ngx_int_t
 ngx_http_linegate_init_epoch(ngx_shm_zone_t *shm_zone, void *data)
@@ -842,6 +888,7 @@ ngx_http_linegate_create_main_conf(ngx_conf_t *cf)
     lmcf->reconcile_auto = NGX_CONF_UNSET_PTR;
     lmcf->clerk_leeway = NGX_CONF_UNSET;
     lmcf->apikey_cache_ttl = NGX_CONF_UNSET_MSEC;
+    lmcf->apikey_cache_pushed = NGX_CONF_UNSET_MSEC;
     lmcf->apikey_cache_size = NGX_CONF_UNSET;
     lmcf->ws_rate = NGX_CONF_UNSET_UINT;
     lmcf->ws_rate_window = NGX_CONF_UNSET;
@@ -880,6 +927,7 @@ ngx_http_linegate_init_main_conf(ngx_conf_t *cf, void *conf)
     ngx_conf_init_ptr_value(lmcf->reconcile_auto, NULL);
     ngx_conf_init_value(lmcf->clerk_leeway, 5);
     ngx_conf_init_msec_value(lmcf->apikey_cache_ttl, 500);
+    ngx_conf_init_msec_value(lmcf->apikey_cache_pushed, 0);
     ngx_conf_init_value(lmcf->apikey_cache_size, 4096);
     ngx_conf_init_uint_value(lmcf->ws_rate, 200);
     ngx_conf_init_value(lmcf->ws_rate_window, 60);
@@ -924,6 +972,21 @@ ngx_http_linegate_init_main_conf(ngx_conf_t *cf, void *conf)
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                            "\"linegate_api_key_cache\" must be at most 1s: "
                            "a revoked key must be refused within a second");
+        return NGX_CONF_ERROR;
+    }
+
+    if (lmcf->apikey_cache_pushed
+        && (lmcf->apikey_cache_ttl == 0
+            || lmcf->apikey_cache_pushed <= lmcf->apikey_cache_ttl
+            || lmcf->apikey_cache_pushed > 600000))
+    {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"linegate_api_key_cache\" pushed time %M ms "
+                           "must be longer than its time (%M ms, not off) "
+                           "and at most 10m: a key deleted from Redis "
+                           "without a revocation is refused within it",
+                           lmcf->apikey_cache_pushed,
+                           lmcf->apikey_cache_ttl);
         return NGX_CONF_ERROR;
     }
 
@@ -1955,5 +2018,6 @@ ngx_http_linegate_init_process(ngx_cycle_t *cycle)
 static void
 ngx_http_linegate_exit_process(ngx_cycle_t *cycle)
 {
+    ngx_http_linegate_redis_pubsub_exit_process(cycle);
     ngx_http_linegate_redis_exit_process(cycle);
 }

@@ -112,6 +112,8 @@ typedef struct {
     ngx_array_t                    *clerk_azp;       /* of char * */
     time_t                          clerk_leeway;
     ngx_msec_t                      apikey_cache_ttl;
+    /* an API key's entry while revocations are pushed (pubsub), 0: off */
+    ngx_msec_t                      apikey_cache_pushed;
     ngx_int_t                       apikey_cache_size;  /* entries */
     /* shared by the workers: bumped by operator writes (key revocation) */
     ngx_atomic_t                   *apikey_epoch;

@@ -1529,7 +1529,10 @@ ngx_http_linegate_confirm_settle_args(ngx_http_request_t *r,
  * The durable RECORD (its answer was lost) is done: its answer says how
  * the claim settles, as confirm_recorded would have. Run by the worker,
  * the request may be long gone: everything comes from the record's own
- * arguments (copied), the next write is a durable SETTLE.
+ * arguments (copied), the next write is a durable SETTLE. With
+ * linegate_redis_wait, "done" means a replica has the record too
+ * (redis.c sends WAIT after a durable pv_record): the settle cannot
+ * drop the claim of a line a failover would lose.
  */
 static void
 ngx_http_linegate_confirm_recorded_late(redisReply *reply,
@@ -1542,7 +1545,6 @@ ngx_http_linegate_confirm_recorded_late(redisReply *reply,
     ngx_http_linegate_redis_args_t       a;
     ngx_http_linegate_pv_settle_t        st;
     ngx_http_linegate_pv_entry_t        *e;
-    ngx_http_linegate_main_conf_t       *lmcf;
     u_char                               claim[512], room[512];
 
     /* pv_record's keys, then its arguments (confirm_record_args()) */
@@ -1589,24 +1591,6 @@ ngx_http_linegate_confirm_recorded_late(redisReply *reply,
     st.claim.data = claim;
     st.claim.len = p - claim;
     st.room = room;
-
-    lmcf = ngx_http_cycle_get_module_main_conf(ngx_cycle,
-                                               ngx_http_linegate_module);
-
-    if (done == 1 && lmcf->redis_wait_replicas > 0) {
-        /*
-         * A durable write waits for no replica: this "recorded" may be a
-         * master's that a failover loses, and a settle sent after the
-         * failover would drop the claim of a line the new master lacks.
-         * The sweep settles it, reading the account where it is now.
-         */
-        ngx_log_error(NGX_LOG_INFO, ngx_cycle->log, 0,
-                      NGX_HTTP_LINEGATE_LOG "the claim of %V, account "
-                      "\"%V\" (number %V): left to the reconciliation "
-                      "sweep (linegate_redis_wait)", &e->worker_id,
-                      &e->account, &e->number);
-        return;
-    }
 
     if (done != 1) {
         /* the outbox is written: the entry, queued now */

@@ -121,8 +121,19 @@ typedef struct {
     int                                 nkeys;
     ngx_uint_t                          attempts;
     ngx_uint_t                          eval;    /* NOSCRIPT: send EVAL */
-    ngx_uint_t                          sent;    /* hiredis owes a reply */
+    ngx_uint_t                          sent;    /* replies hiredis owes */
     ngx_uint_t                          done;    /* given up: free on reply */
+
+    /*
+     * linegate_redis_wait: an acknowledged script's answer counts once
+     * WAIT says enough replicas have it (its reply stashed meanwhile);
+     * fewer, and the script is sent again (every durable script is
+     * idempotent)
+     */
+    ngx_uint_t                          waited;  /* WAIT sent after it */
+    ngx_uint_t                          have;    /* the script answered */
+    ngx_pool_t                         *pool;    /* of the stash */
+    redisReply                         *stash;
     char                               *what;
     ngx_http_linegate_redis_then_pt     then;    /* NULL: none */
     ngx_http_linegate_redis_args_t      args;
@@ -301,6 +312,15 @@ static ngx_int_t ngx_http_linegate_redis_durable_send(
     ngx_http_linegate_redis_durable_t *d);
 static void ngx_http_linegate_redis_durable_cb(redisAsyncContext *ac,
     void *reply, void *privdata);
+static void ngx_http_linegate_redis_durable_wait_cb(redisAsyncContext *ac,
+    void *reply, void *privdata);
+static void ngx_http_linegate_redis_durable_done(
+    ngx_http_linegate_redis_durable_t *d, redisReply *reply);
+static void ngx_http_linegate_redis_durable_unstash(
+    ngx_http_linegate_redis_durable_t *d);
+static ngx_int_t ngx_http_linegate_redis_write_wait(
+    ngx_http_linegate_redis_node_t *node, redisCallbackFn *fn,
+    void *privdata);
 static void ngx_http_linegate_redis_durable_retry(ngx_event_t *ev);
 static void ngx_http_linegate_redis_durable_arm(void);
 
@@ -1072,10 +1092,33 @@ ngx_http_linegate_redis_acknowledged(ngx_int_t script)
 static ngx_int_t
 ngx_http_linegate_redis_send_wait(ngx_http_linegate_redis_cmd_t *cmd)
 {
+    if (ngx_http_linegate_redis_write_wait(cmd->node,
+                                           ngx_http_linegate_redis_wait_cb,
+                                           cmd)
+        != NGX_OK)
+    {
+        /* not sent: the answer does not wait for replicas, say so */
+        ngx_log_error(NGX_LOG_ERR, cmd->r->connection->log, 0,
+                      NGX_HTTP_LINEGATE_LOG "redis WAIT not sent");
+        return NGX_ERROR;
+    }
+
+    cmd->waits++;
+
+    return NGX_OK;
+}
+
+
+/* WAIT <linegate_redis_wait's replicas> <timeout>, to node */
+static ngx_int_t
+ngx_http_linegate_redis_write_wait(ngx_http_linegate_redis_node_t *node,
+    redisCallbackFn *fn, void *privdata)
+{
     int                             argc;
     u_char                          n[NGX_INT_T_LEN], ms[NGX_INT_T_LEN];
     u_char                         *buf;
     size_t                          len;
+    ngx_int_t                       rc;
     const char                     *argv[3];
     size_t                          argvlen[3];
     ngx_http_linegate_main_conf_t  *lmcf;
@@ -1090,24 +1133,15 @@ ngx_http_linegate_redis_send_wait(ngx_http_linegate_redis_cmd_t *cmd)
     argv[argc] = (const char *) ms;
     argvlen[argc++] = ngx_sprintf(ms, "%M", lmcf->redis_wait_timeout) - ms;
 
-    buf = ngx_http_linegate_redis_format(cmd->r->pool, argc, argv, argvlen,
-                                         &len);
-
-    if (buf == NULL
-        || ngx_http_linegate_redis_write(cmd->node,
-                                         ngx_http_linegate_redis_wait_cb,
-                                         cmd, buf, len)
-           != NGX_OK)
-    {
-        /* not sent: the answer does not wait for replicas, say so */
-        ngx_log_error(NGX_LOG_ERR, cmd->r->connection->log, 0,
-                      NGX_HTTP_LINEGATE_LOG "redis WAIT not sent");
+    buf = ngx_http_linegate_redis_format(NULL, argc, argv, argvlen, &len);
+    if (buf == NULL) {
         return NGX_ERROR;
     }
 
-    cmd->waits++;
+    rc = ngx_http_linegate_redis_write(node, fn, privdata, buf, len);
+    ngx_free(buf);
 
-    return NGX_OK;
+    return rc;
 }
 
 
@@ -1791,6 +1825,37 @@ ngx_http_linegate_redis_connected(void)
 }
 
 
+/*
+ * The address of a server the worker's own connection is up with: the
+ * one Redis, the master Sentinel named (and the connection checked with
+ * ROLE), or a connected master of a cluster. The host is the node's own
+ * buffer: copy it.
+ */
+ngx_int_t
+ngx_http_linegate_redis_server(ngx_str_t *host, ngx_int_t *port)
+{
+    ngx_uint_t                       i;
+    ngx_http_linegate_redis_t       *rd;
+    ngx_http_linegate_redis_node_t  *node;
+
+    rd = &ngx_http_linegate_redis;
+
+    for (i = 0; rd->nodes != NULL && i < rd->nnodes; i++) {
+        node = &rd->nodes[i];
+
+        if (node->state == NGX_HTTP_LINEGATE_REDIS_CONNECTED
+            && (!rd->cluster || ngx_http_linegate_redis_serves(node)))
+        {
+            *host = node->host;
+            *port = node->port;
+            return NGX_OK;
+        }
+    }
+
+    return NGX_DECLINED;
+}
+
+
 ngx_uint_t
 ngx_http_linegate_redis_durable_pending(void)
 {
@@ -1880,8 +1945,22 @@ ngx_http_linegate_redis_durable_send(ngx_http_linegate_redis_durable_t *d)
         return NGX_ERROR;
     }
 
-    d->sent = 1;
+    d->sent++;
     d->attempts++;
+    d->waited = 0;
+
+    /* WAIT after an acknowledged script: without it, not trusted */
+    if (d->script >= 0
+        && ngx_http_linegate_redis.lmcf->redis_wait_replicas > 0
+        && ngx_http_linegate_redis_acknowledged(d->script)
+        && ngx_http_linegate_redis_write_wait(node,
+                                      ngx_http_linegate_redis_durable_wait_cb,
+                                      d)
+           == NGX_OK)
+    {
+        d->sent++;
+        d->waited = 1;
+    }
 
     return NGX_OK;
 }
@@ -1898,11 +1977,15 @@ ngx_http_linegate_redis_durable_cb(redisAsyncContext *ac, void *data,
     rd = &ngx_http_linegate_redis;
     reply = data;
     d = privdata;
-    d->sent = 0;
+    d->sent--;
 
     if (d->done) {
         /* given up on (the worker exits): only its memory remains */
-        ngx_free(d);
+        if (d->sent == 0) {
+            ngx_http_linegate_redis_durable_unstash(d);
+            ngx_free(d);
+        }
+
         return;
     }
 
@@ -1951,20 +2034,129 @@ ngx_http_linegate_redis_durable_cb(redisAsyncContext *ac, void *data,
         return;
     }
 
-    ngx_log_error(NGX_LOG_INFO, rd->log, 0,
-                  NGX_HTTP_LINEGATE_LOG "durable write \"%s\" done "
-                  "(attempt %ui)", d->what, d->attempts);
+    if (d->script >= 0 && rd->lmcf->redis_wait_replicas > 0
+        && ngx_http_linegate_redis_acknowledged(d->script))
+    {
+        if (!d->waited) {
+            ngx_log_error(NGX_LOG_ERR, rd->log, 0,
+                          NGX_HTTP_LINEGATE_LOG "durable write \"%s\": "
+                          "WAIT not sent (attempt %ui), will retry",
+                          d->what, d->attempts);
+            ngx_http_linegate_redis_durable_arm();
+            return;
+        }
 
-    if (d->then) {
-        /* its answer decides the next write (queued by then) */
-        d->then(reply, &d->args);
+        /* its WAIT, written after it, decides (durable_wait_cb) */
+        d->pool = ngx_create_pool(1024, rd->log);
+        d->stash = d->pool ? ngx_http_linegate_redis_copy(d->pool, reply)
+                           : NULL;
+        d->have = (d->stash != NULL);
+
+        if (!d->have) {
+            ngx_http_linegate_redis_durable_unstash(d);
+            ngx_http_linegate_redis_durable_arm();
+        }
+
+        return;
     }
+
+    ngx_http_linegate_redis_durable_done(d, reply);
+    return;
 
 done:
 
+    ngx_http_linegate_redis_durable_done(d, NULL);
+}
+
+
+/*
+ * WAIT's answer after a durable script's: enough replicas have the
+ * write, and it is done; fewer (or no answer), and it is sent again.
+ */
+static void
+ngx_http_linegate_redis_durable_wait_cb(redisAsyncContext *ac, void *data,
+    void *privdata)
+{
+    redisReply                         *reply;
+    ngx_http_linegate_redis_t          *rd;
+    ngx_http_linegate_redis_durable_t  *d;
+
+    rd = &ngx_http_linegate_redis;
+    reply = data;
+    d = privdata;
+    d->sent--;
+
+    if (d->done) {
+        if (d->sent == 0) {
+            ngx_http_linegate_redis_durable_unstash(d);
+            ngx_free(d);
+        }
+
+        return;
+    }
+
+    if (!d->have) {
+        /* the script failed (or this WAIT is an EVALSHA's, NOSCRIPT) */
+        return;
+    }
+
+    d->have = 0;
+
+    if (reply != NULL && reply->type == REDIS_REPLY_INTEGER
+        && reply->integer >= (long long) rd->lmcf->redis_wait_replicas)
+    {
+        ngx_http_linegate_redis_durable_done(d, d->stash);
+        return;
+    }
+
+    ngx_log_error(NGX_LOG_ERR, rd->log, 0,
+                  NGX_HTTP_LINEGATE_LOG "durable write \"%s\" acknowledged "
+                  "by %i of %i replicas within %M ms (attempt %ui), will "
+                  "retry", d->what,
+                  (reply != NULL && reply->type == REDIS_REPLY_INTEGER)
+                  ? (ngx_int_t) reply->integer : (ngx_int_t) 0,
+                  rd->lmcf->redis_wait_replicas, rd->lmcf->redis_wait_timeout,
+                  d->attempts);
+
+    ngx_http_linegate_redis_durable_unstash(d);
+
+    if (!rd->exiting) {
+        ngx_http_linegate_redis_durable_arm();
+    }
+}
+
+
+/* reply NULL: given up on (refused); else done, its answer to then */
+static void
+ngx_http_linegate_redis_durable_done(ngx_http_linegate_redis_durable_t *d,
+    redisReply *reply)
+{
+    ngx_http_linegate_redis_t  *rd;
+
+    rd = &ngx_http_linegate_redis;
+
+    if (reply != NULL) {
+        ngx_log_error(NGX_LOG_INFO, rd->log, 0,
+                      NGX_HTTP_LINEGATE_LOG "durable write \"%s\" done "
+                      "(attempt %ui)", d->what, d->attempts);
+
+        if (d->then) {
+            /* its answer decides the next write (queued by then) */
+            d->then(reply, &d->args);
+        }
+    }
+
     ngx_queue_remove(&d->queue);
     rd->ndurable--;
-    ngx_free(d);
+    ngx_http_linegate_redis_durable_unstash(d);
+
+    if (d->sent == 0) {
+        ngx_free(d);
+
+    } else {
+        /* a WAIT is still owed (a refused script's): freed by its reply */
+        d->done = 1;
+    }
 
     if (rd->ndurable == 0) {
         rd->durable_attempts = 0;
@@ -1973,6 +2165,19 @@ done:
             ngx_del_timer(&rd->durable_timer);
         }
     }
+}
+
+
+static void
+ngx_http_linegate_redis_durable_unstash(ngx_http_linegate_redis_durable_t *d)
+{
+    if (d->pool != NULL) {
+        ngx_destroy_pool(d->pool);
+        d->pool = NULL;
+    }
+
+    d->stash = NULL;
+    d->have = 0;
 }
 
 
@@ -2160,6 +2365,8 @@ ngx_http_linegate_redis_exit_process(ngx_cycle_t *cycle)
                       NGX_HTTP_LINEGATE_LOG "durable write \"%s\" lost: "
                       "the worker exits with Redis unreachable after %ui "
                       "attempts", d->what, d->attempts);
+
+        ngx_http_linegate_redis_durable_unstash(d);
 
         if (!d->sent) {
             ngx_free(d);

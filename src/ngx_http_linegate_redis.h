@@ -150,6 +150,14 @@ ngx_int_t ngx_http_linegate_redis_durable_then(ngx_log_t *log,
 ngx_uint_t ngx_http_linegate_redis_durable_pending(void);
 /* 1 when the worker's connection is up (a command may be sent now) */
 ngx_uint_t ngx_http_linegate_redis_connected(void);
+/*
+ * NGX_OK: host:port of a server the worker's connection is up with (the
+ * one Redis, Sentinel's master, a cluster's master serving slots), for
+ * the subscriber (redis_pubsub.c); host is the node's, copy it.
+ * NGX_DECLINED: none now.
+ */
+ngx_int_t ngx_http_linegate_redis_server(ngx_str_t *host,
+    ngx_int_t *port);
 
 ngx_int_t ngx_http_linegate_redis_init_process(ngx_cycle_t *cycle);
 void ngx_http_linegate_redis_exit_process(ngx_cycle_t *cycle);

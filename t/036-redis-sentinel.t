@@ -413,6 +413,56 @@ subtest 'a write no replica acknowledges' => sub {
        'the retry names the line the first attempt committed');
 };
 
+subtest 'a durable record is done only once a replica has it' => sub {
+    ok($s->wait_sentinels_ready(30, 1), 'a replica in sync') or return;
+    $s->follow_master;
+    my $r = $s->redis;
+    my $p = LG::Provision->new($s);
+    my $a = $p->account('acct_dwait', card => 1);
+    $p->inventory($p->numbers(2, 628570));
+    my $tok = $p->token($a);
+    # every redis-server but the master: a replica still syncing after
+    # the last subtest's pause would acknowledge once it is in
+    my $master = $r->info('server')->{process_id};
+    my @pids = grep { $_ != $master }
+               map { $s->{pids}{$_} }
+               grep { /^redis(?:_\d+)?$/ } keys %{ $s->{pids} };
+    ok(@pids, 'the replicas: ' . scalar @pids) or return;
+
+    # Stripe is slow: the replicas stop acknowledging once the number is
+    # claimed, so the record's WAIT gets none; the record is re-sent as
+    # a durable write, which must not be done before a replica has it
+    my $from = length $s->error_log;
+    $p->fault(latency_ms => 400);
+    my ($tx, $done) = $p->during($p->confirm_req($a, $tok), sub {
+        return 0 unless $r->zcard('lg:{fleet}:pv:inflight');
+        kill 'STOP', @pids;
+        return 1;
+    });
+    ok($done, 'the replicas stopped after the claim');
+    my $code = $tx->res->code // 0;
+    like($code, qr/^5\d\d$/, "the confirm: an unknown outcome ($code)");
+    sleep 1.5;    # durable attempts meanwhile
+    my $log = substr $s->error_log, $from;
+    kill 'CONT', @pids;
+    my $rec = qr/durable write "the record of a paid line"/;
+    like($log, qr/$rec acknowledged by 0 of 1 replicas/,
+         'the durable record waited for a replica');
+    unlike($log, qr/$rec done/, 'and was not done while none had it');
+
+    my $t0 = time;
+    sleep 0.1 until time - $t0 > 30
+        || (%{ $p->lines('acct_dwait') }
+            && !$r->zcard('lg:{fleet}:pv:inflight'));
+    is(scalar keys %{ $p->lines('acct_dwait') }, 1,
+       'recorded once a replica was back');
+    is($r->zcard('lg:{fleet}:pv:inflight'), 0,
+       'its claim settled by the durable record\'s answer');
+    like(substr($s->error_log, $from), qr/$rec done/,
+         'the durable record: done');
+    $p->clear_faults;
+};
+
 sub _pid_of_port {
     my ($port) = @_;
     my ($pid) = grep { /^redis_$port$/ } keys %{ $s->{pids} };

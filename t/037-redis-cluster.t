@@ -418,6 +418,41 @@ subtest 'quiet and redis_traffic: one round trip a decision' => sub {
        . 'out: ' . scalar(@cluster) . ')');
 };
 
+# op_key_revoke publishes a revoked key's digest from inside the script
+# (lg:keys:revoked: a channel, not a key): on a cluster the script runs
+# on the master of its key's slot, and the PUBLISH reaches a subscriber
+# of another master (the cluster bus), as a worker subscribed anywhere
+# (redis_pubsub.c) needs
+subtest 'a script\'s PUBLISH reaches another master\'s subscribers' => sub {
+    my $key = 'lg:{ws:org_pubsub}:keys';
+    my $at = $s->cluster_master_of($key);
+    my ($other) = grep { $_ != ($at // 0) } $s->cluster_masters;
+    ok($at && $other, "the key's master $at, another master $other")
+        or return;
+    my $sub = IO::Socket::INET->new(PeerAddr => "127.0.0.1:$other",
+                                    Timeout => 5) or die "subscriber: $!";
+    $sub->autoflush(1);
+    print $sub "PSUBSCRIBE lg:keys:revoked\r\n";
+    my $read = sub {
+        my ($want) = @_;
+        my ($buf, $until) = ('', time + 10);
+        while (time < $until && $buf !~ $want) {
+            my $rin = '';
+            vec($rin, fileno($sub), 1) = 1;
+            next unless select(my $rout = $rin, undef, undef, 0.2);
+            sysread($sub, $buf, 4096, length $buf) or last;
+        }
+        return $buf =~ $want;
+    };
+    ok($read->(qr/psubscribe/), 'subscribed on ' . $other);
+    my $digest = 'ab' x 32;
+    is($r->eval('redis.call("PUBLISH", "lg:keys:revoked", ARGV[1]) '
+                . 'return 1', 1, $key, $digest), 1,
+       "a script published on $at");
+    ok($read->(qr/pmessage.*\Q$digest\E/s), "the message reached $other");
+    close $sub;
+};
+
 subtest 'the master of a key SIGKILLed under load' => sub {
     ok($s->cluster_wait_ok($SETTLE, replicas => 1),
        'the cluster is ok, each master has a replica');

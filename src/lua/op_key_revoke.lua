@@ -5,6 +5,9 @@
 -- durable write (its own slot).
 -- KEYS[1] lg:{ws:W}:keys
 -- ARGV[1] key id
+-- Publishes the digest on lg:keys:revoked (keys.c; a channel, not a
+-- key): every worker subscribed there forgets the key at once
+-- (linegate_api_key_cache's pushed time, auth.c).
 -- Returns {0} when the key id is unknown, else {1, digest}.
 local digest = redis.call("HGET", KEYS[1], ARGV[1])
 if not digest then
@@ -12,5 +15,6 @@ if not digest then
 end
 
 redis.call("HDEL", KEYS[1], ARGV[1])
+redis.call("PUBLISH", "lg:keys:revoked", digest)
 
 return {1, digest}

@@ -180,6 +180,41 @@ test_wrap(void)
 }
 
 
+static void
+test_drop(void)
+{
+    unsigned char                     k[32], other[32];
+    ngx_http_linegate_cache_t        *c;
+    ngx_http_linegate_cache_entry_t  *e;
+
+    c = cache_new(4, 8);
+    key(k, 0, 1);
+    key(other, 0, 2);
+
+    (void) ngx_http_linegate_cache_put(c, k, 0, 100, 0, 0,
+                                       (unsigned char *) "d", 1, NULL, 0);
+    (void) ngx_http_linegate_cache_put(c, other, 0, 100, 0, 0,
+                                       (unsigned char *) "o", 1, NULL, 0);
+    e = ngx_http_linegate_cache_find(c, k);
+    ok(e != NULL && e->gen == 0, "put: gen 0");
+    if (e != NULL) {
+        e->gen = 9;
+    }
+
+    ngx_http_linegate_cache_drop(c, k);
+    ok(ngx_http_linegate_cache_find(c, k) == NULL, "dropped: a miss");
+    ok(ngx_http_linegate_cache_find(c, other) != NULL,
+       "the other key is kept");
+    ngx_http_linegate_cache_drop(c, k);
+    ok(ngx_http_linegate_cache_find(c, k) == NULL, "dropped twice: a miss");
+
+    (void) ngx_http_linegate_cache_put(c, k, 0, 100, 0, 0,
+                                       (unsigned char *) "d", 1, NULL, 0);
+    e = ngx_http_linegate_cache_find(c, k);
+    ok(e != NULL && e->gen == 0, "put again: gen 0");
+}
+
+
 int
 main(void)
 {
@@ -187,6 +222,7 @@ main(void)
     test_put_find();
     test_victims();
     test_wrap();
+    test_drop();
 
     return tap_done();
 }

@@ -1,0 +1,56 @@
+
+/*
+ * linegate: a worker's subscriber connection (hiredis async on nginx's
+ * event loop), SUBSCRIBEd to the channel of revoked API keys
+ * (keys.c), so that a key cache may keep an entry past its plain time
+ * while the worker is provably told of every revocation.
+ */
+
+
+#ifndef _NGX_HTTP_LINEGATE_REDIS_PUBSUB_H_INCLUDED_
+#define _NGX_HTTP_LINEGATE_REDIS_PUBSUB_H_INCLUDED_
+
+
+#include "ngx_http_linegate_module.h"
+
+
+/* a message published on the channel: its payload (a digest, sha256hex) */
+typedef void (*ngx_http_linegate_redis_pubsub_handler_pt)(u_char *data,
+    size_t len);
+
+
+/*
+ * A worker starts: the subscriber connects once the worker's own
+ * connection knows a server (the same address, Sentinel's master, a
+ * cluster's master; the same password and timeouts), and again after
+ * every loss, with a backoff. handler is called for every message.
+ */
+ngx_int_t ngx_http_linegate_redis_pubsub_init_process(ngx_cycle_t *cycle,
+    ngx_http_linegate_main_conf_t *lmcf,
+    ngx_http_linegate_redis_pubsub_handler_pt handler);
+void ngx_http_linegate_redis_pubsub_exit_process(ngx_cycle_t *cycle);
+
+/*
+ * The generation of the subscription: it changes whenever the
+ * subscription is lost or made again. An entry learned in generation g
+ * was told of every message published since, as long as the generation
+ * is still g and the link is live.
+ */
+ngx_uint_t ngx_http_linegate_redis_pubsub_gen(void);
+
+/*
+ * Changes with the generation and with every message received: the same
+ * value before a key was looked up and after it was answered means that
+ * no revocation reached the worker meanwhile.
+ */
+ngx_uint_t ngx_http_linegate_redis_pubsub_seq(void);
+
+/*
+ * 1 when subscribed and a PING sent on the subscriber connection less
+ * than a second ago has been answered: every message published before
+ * that PING has been handled (Redis answers a connection in order).
+ */
+ngx_uint_t ngx_http_linegate_redis_pubsub_live(void);
+
+
+#endif /* _NGX_HTTP_LINEGATE_REDIS_PUBSUB_H_INCLUDED_ */

@@ -1,0 +1,257 @@
+# linegate_api_key_cache's pushed time: revocations pushed through Redis
+# pub/sub. Each worker keeps one subscriber connection on lg:keys:revoked;
+# op_key_revoke publishes the revoked key's digest, and every worker drops
+# it at once, so a key the store resolved may be kept past the plain time
+# (500 ms) while the subscription is live. When it is not (the subscriber
+# killed, Redis paused), the plain time rules again.
+use strict;
+use warnings;
+use lib 't/lib';
+
+use Test::More;
+use Time::HiRes qw(sleep time);
+use Digest::SHA qw(sha256_hex);
+use Mojo::UserAgent;
+use LG::Stack;
+use LG::Test;
+use LG::Lines;
+
+my $CHANNEL = 'lg:keys:revoked';
+
+my $s = LG::Stack->new(
+    HTTP_EXTRA => 'linegate_api_key_cache 500ms 30s;')->start;
+my $l = LG::Lines->new($s);
+
+my $w = $l->workspace('org_kp_a');
+my $id = $l->created($w);
+
+my $revoke_src = do {
+    local $/;
+    open my $fh, '<', "$LG::Stack::ROOT/src/lua/op_key_revoke.lua" or die $!;
+    <$fh>;
+};
+
+# linegate's subscribers: the master's clients subscribed to a pattern
+# (the channel's name itself: redis_pubsub.c says why; Sentinel's own
+# clients SUBSCRIBE to a channel)
+sub subscribers {
+    my ($st) = @_;
+    my $list = eval { $st->redis->client('list') } // '';
+    return scalar grep { /\bpsub=1\b/ } split /\n/, $list;
+}
+
+# until both workers are subscribed (and a moment for their first PING)
+sub wait_subscribed {
+    my ($st, $timeout) = @_;
+    my $until = time + ($timeout // 10);
+    while (time < $until) {
+        if (subscribers($st) == 2) {
+            sleep 0.5;
+            return 1;
+        }
+        sleep 0.1;
+    }
+    return 0;
+}
+
+# one read with the key over the test's kept-alive connection (the same
+# worker every time), or over a new connection (either worker)
+sub get_with {
+    my ($key, $fresh) = @_;
+    my $ua = $fresh ? Mojo::UserAgent->new : $s->ua;
+    my $tx = $ua->get($s->url("/api/line-requests/$id")
+                      => {Authorization => "Bearer $key"});
+    return $tx->res->code // 0;
+}
+
+sub key_lookups {
+    my ($code) = @_;
+    my ($cmds) = $s->redis_traffic($code);
+    return scalar grep { /"GET" "lg:apikey:/i } @$cmds;
+}
+
+# a second key of the workspace, known to both workers (reads over new
+# connections until 12 in a row are answered; each worker meets it)
+sub second_key {
+    my $tx = $s->op(POST => "/workspaces/$w->{id}/keys");
+    my $k = $tx->res->json;
+    ok($k && $k->{key} && $k->{keyId}, 'a second key') or return;
+    my $ok = 0;
+    $ok += get_with($k->{key}, 1) == 200 ? 1 : 0 for 1 .. 12;
+    is($ok, 12, 'read with it over 12 connections');
+    get_with($k->{key});
+    return $k;
+}
+
+# reads over new connections until $n in a row are refused (401): the
+# answers seen, or undef when not so within $timeout seconds
+sub refused_everywhere {
+    my ($key, $timeout, $n) = @_;
+    my ($until, $row, %seen) = (time + $timeout, 0);
+    while (time < $until) {
+        my $code = get_with($key, 1);
+        $seen{$code}++;
+        $row = $code == 401 ? $row + 1 : 0;
+        return \%seen if $row >= ($n // 12);
+        sleep 0.02;
+    }
+    return undef;
+}
+
+# what another nginx's operator API runs: op_key_revoke, in Redis (its
+# first step: the entry goes, the digest is published and returned; the
+# lookup's deletion follows as a durable write)
+sub revoke_elsewhere {
+    my ($k) = @_;
+    my $res = $s->redis->eval($revoke_src, 1, "lg:{ws:$w->{id}}:keys",
+                              $k->{keyId});
+    return ref $res eq 'ARRAY' ? $res->[0] : $res;
+}
+
+ok(wait_subscribed($s), 'both workers subscribed to ' . $CHANNEL);
+
+subtest 'kept past the plain time while subscribed' => sub {
+    # the entry learned before the subscription is past its plain time:
+    # looked up again, and kept for the pushed time from now on
+    sleep 0.7;
+    is(get_with($w->{key}), 200, 'read');
+    my $lookups = 0;
+    for (1 .. 3) {
+        sleep 0.7;    # past the plain 500 ms
+        $lookups += key_lookups(sub {
+            is(get_with($w->{key}), 200, 'read again');
+        });
+    }
+    is($lookups, 0, 'three reads 0.7 s apart: no key lookup');
+};
+
+subtest 'revoked elsewhere in the fleet: every worker refuses at once' => sub {
+    my $k = second_key() or return;
+    sleep 0.7;    # the entries are past the plain time
+
+    is(revoke_elsewhere($k), 1, 'op_key_revoke ran in Redis');
+    my $seen = refused_everywhere($k->{key}, 3);
+    ok($seen, 'refused by every worker, not after the pushed 30 s')
+        or diag explain $seen;
+    is(get_with($w->{key}), 200, 'the other key still works');
+};
+
+subtest 'revoked through the operator API' => sub {
+    my $k = second_key() or return;
+    sleep 0.7;
+    my $tx = $s->op(DELETE => "/workspaces/$w->{id}/keys/$k->{keyId}");
+    is($tx->res->code, 200, 'revoked');
+    ok(refused_everywhere($k->{key}, 3), 'refused by every worker');
+};
+
+subtest 'the subscriber killed: the plain time rules' => sub {
+    my $k = second_key() or return;
+    sleep 0.7;
+
+    # the lookup deleted behind linegate's back (nothing published), and
+    # the subscriptions lost: the entries are past their plain time
+    $s->redis->del('lg:apikey:' . sha256_hex($k->{key}));
+    my $killed = $s->redis->client('kill', 'type', 'pubsub');
+    ok($killed >= 2, "subscriber connections killed ($killed)");
+    ok(refused_everywhere($k->{key}, 5),
+       'refused by every worker, not after the pushed 30 s');
+    ok(wait_subscribed($s), 'both workers subscribed again');
+    like($s->error_log, qr/redis subscriber disconnected/,
+         'the loss is logged');
+};
+
+subtest 'Redis paused: no entry is kept past the plain time' => sub {
+    my $k = second_key() or return;
+    sleep 0.7;
+
+    $s->redis->del('lg:apikey:' . sha256_hex($k->{key}));
+    # the PINGs go unanswered for longer than the command timeout: the
+    # subscription is dropped (a new generation), and the entries, past
+    # their plain time, are looked up again once Redis is back (the
+    # reads meanwhile wait for Redis: 503)
+    $s->redis->client('pause', 2000, 'all');
+    sleep 2.2;
+    $s->redis->client('unpause');
+    ok(refused_everywhere($k->{key}, 10), 'refused once Redis is back');
+    ok(wait_subscribed($s), 'both workers subscribed');
+    is(get_with($w->{key}), 200, 'the other key still works');
+};
+
+subtest 'no subscriber without a pushed time' => sub {
+    my $plain = LG::Stack->new(
+        HTTP_EXTRA => 'linegate_api_key_cache 500ms;')->start;
+    my $pl = LG::Lines->new($plain);
+    my $pw = $pl->workspace('org_kp_plain');
+    is($pl->get($pw, scalar $pl->created($pw))->res->code, 200, 'a read');
+    sleep 0.5;
+    is(subscribers($plain), 0, 'no subscriber on ' . $CHANNEL);
+    $plain->stop;
+};
+
+subtest 'deleted behind linegate\'s back: refused within the pushed time'
+    => sub {
+    my $short = LG::Stack->new(
+        HTTP_EXTRA => 'linegate_api_key_cache 500ms 2s;')->start;
+    my $sl = LG::Lines->new($short);
+    ok(wait_subscribed($short), 'subscribed');
+    my $sw = $sl->workspace('org_kp_short');
+    my $sid = $sl->created($sw);
+    my $read = sub {
+        my $tx = Mojo::UserAgent->new->get(
+            $short->url("/api/line-requests/$sid") => $sw->{auth});
+        return $tx->res->code // 0;
+    };
+    is($read->(), 200, "read $_") for 1 .. 8;
+    $short->redis->del('lg:apikey:' . sha256_hex($sw->{key}));
+    my ($until, $row) = (time + 10, 0);
+    while (time < $until && $row < 12) {
+        $row = $read->() == 401 ? $row + 1 : 0;
+        sleep 0.05;
+    }
+    is($row, 12, 'refused by every worker within the bound');
+    $short->stop;
+};
+
+subtest 'the directive\'s values' => sub {
+    for my $bad ('500ms 500ms', '500ms 200ms', '500ms 11m', '0 5s') {
+        my ($rc, $out) = $s->nginx_t($s->render(
+            HTTP_EXTRA => "linegate_api_key_cache $bad;"));
+        ok($rc, "\"$bad\" refused");
+        like($out, qr/linegate_api_key_cache.*pushed time/,
+             'the message names it') or diag $out;
+    }
+    my ($rc, $out) = $s->nginx_t($s->render(
+        HTTP_EXTRA => 'linegate_api_key_cache 1s 10m;'));
+    is($rc, 0, '"1s 10m" taken') or diag $out;
+};
+
+# Sentinel: after a failover, every worker subscribes on the new master
+# (where the command connection went), and a revocation there is heard
+subtest 'Sentinel: subscribed again on the new master' => sub {
+    plan skip_all => 'Redis Sentinel only (LG_REDIS=sentinel)'
+        unless $s->topology eq 'sentinel';
+    ok($s->wait_sentinels_ready(30, 2), 'both replicas in sync')
+        or return;
+    my $old = $s->sentinel_master_port;
+    $s->kill_master;
+    my ($until, $new) = (time + 40);
+    while (time < $until) {
+        my $p = $s->sentinel_master_port;
+        if ($p && $p != $old) { $new = $p; last }
+        sleep 0.2;
+    }
+    ok($new, 'a replica promoted') or return;
+    $s->follow_master;
+    ok(wait_subscribed($s, 30), 'both workers subscribed on the new master')
+        or return;
+    # the workers' commands reach the new master too
+    $until = time + 30;
+    sleep 0.2 until get_with($w->{key}, 1) == 200 || time > $until;
+
+    my $k = second_key() or return;
+    sleep 0.7;
+    is(revoke_elsewhere($k), 1, 'op_key_revoke ran on the new master');
+    ok(refused_everywhere($k->{key}, 3), 'refused by every worker');
+};
+
+done_testing;
