@@ -10,7 +10,8 @@
 #   CLUSTER_PORTS_WANTED  "P1 P2 P3", or empty: free loopback ports
 #   CLUSTER_PORTS_VAR     the environment variable that gave them (named
 #                         in the error message)
-# and defines say, die and alive PID, as both scripts do.
+# and defines say and die, as both scripts do; alive and stop_pidfile
+# come from bench/procs.sh, which both source first.
 #
 # No replicas (this measures routing, not failover); each node as the
 # peers' Redis: no persistence (--save '' --appendonly no).
@@ -118,19 +119,9 @@ cluster_cpu() {
 
 # stop_cluster: the nodes started here (their pid files), by pid
 stop_cluster() {
-    local d pid i
+    local d
     for d in "$CLD"/*/; do
-        [[ -f $d/redis.pid ]] || continue
-        pid=$(cat "$d/redis.pid")
-        if [[ -n $pid ]] && alive "$pid"; then
-            kill -TERM "$pid" 2>/dev/null || true
-            for i in $(seq 1 100); do
-                alive "$pid" || break
-                sleep 0.05
-            done
-            alive "$pid" && kill -KILL "$pid" 2>/dev/null || true
-        fi
-        rm -f "$d/redis.pid"
+        stop_pidfile "$d/redis.pid" TERM
     done
     rm -rf "$CLD"
 }

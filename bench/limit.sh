@@ -98,25 +98,9 @@ REDIS_PORT=${RL_REDIS_PORT:-6392}
 say() { printf '%s\n' "$*" >&2; }
 die() { say "bench-limit: $*"; exit 1; }
 
-alive() {
-    local st
-    st=$(ps -o stat= -p "$1" 2>/dev/null) || return 1
-    [[ -n $st && $st != Z* ]]
-}
 
 stop_nginx() {    # stop_nginx [PREFIX]
-    local f=${1:-$LG}/nginx.pid pid i
-    [[ -f $f ]] || return 0
-    pid=$(cat "$f")
-    if [[ -n $pid ]] && alive "$pid"; then
-        kill -QUIT "$pid" 2>/dev/null || true
-        for i in $(seq 1 100); do
-            alive "$pid" || break
-            sleep 0.05
-        done
-        alive "$pid" && kill -KILL "$pid" 2>/dev/null || true
-    fi
-    rm -f "$f"
+    stop_pidfile "${1:-$LG}/nginx.pid" QUIT
 }
 
 wait_200() {    # wait_200 PORT [PREFIX]
@@ -169,6 +153,8 @@ start_nginx() {
 CLUSTER_PORTS_WANTED=${LG_LIMIT_CLUSTER_PORTS:-}
 # shellcheck disable=SC2034
 CLUSTER_PORTS_VAR=LG_LIMIT_CLUSTER_PORTS
+# shellcheck source=bench/procs.sh
+. "$HERE/procs.sh"
 # shellcheck source=bench/cluster.sh
 . "$HERE/cluster.sh"
 

@@ -148,32 +148,12 @@ CLD=$TMP/cluster
 CLUSTER_PORTS_WANTED=${LG_BENCH_CLUSTER_PORTS:-}
 # shellcheck disable=SC2034
 CLUSTER_PORTS_VAR=LG_BENCH_CLUSTER_PORTS
+# shellcheck source=bench/procs.sh
+. "$HERE/procs.sh"
 # shellcheck source=bench/cluster.sh
 . "$HERE/cluster.sh"
 
 # ---------------------------------------------------------------- processes
-
-alive() {
-    local st
-    st=$(ps -o stat= -p "$1" 2>/dev/null) || return 1
-    [[ -n $st && $st != Z* ]]
-}
-
-stop_pidfile() {    # stop_pidfile FILE SIGNAL NAME
-    local f=$1 pid i
-    [[ -f $f ]] || return 0
-    pid=$(cat "$f")
-    if [[ -n $pid ]] && alive "$pid"; then
-        kill "-$2" "$pid" 2>/dev/null || true
-        for i in $(seq 1 50); do
-            alive "$pid" || break
-            sleep 0.1
-        done
-        alive "$pid" && kill -KILL "$pid" 2>/dev/null || true
-        say "stopped $3 (pid $pid)"
-    fi
-    rm -f "$f"
-}
 
 peers_run() { "$PEERS/run.sh" "$@"; }
 
