@@ -24,7 +24,7 @@ typedef struct {
 static ngx_http_linegate_key_form_t
     ngx_http_linegate_key_forms[NGX_HTTP_LINEGATE_KEY_COUNT] = {
 
-    /* NGX_HTTP_LINEGATE_KEY_WS ... _WS_LINES */
+    /* NGX_HTTP_LINEGATE_KEY_WS ... _WS_USAGE */
     { ngx_string("lg:{ws:"), ngx_string("}"), ngx_http_linegate_key_none },
     { ngx_string("lg:{ws:"), ngx_string("}:keys"),
       ngx_http_linegate_key_none },
@@ -35,6 +35,8 @@ static ngx_http_linegate_key_form_t
     { ngx_string("lg:{ws:"), ngx_string("}:idem:"),
       ngx_http_linegate_key_none },
     { ngx_string("lg:{ws:"), ngx_string("}:lines"),
+      ngx_http_linegate_key_none },
+    { ngx_string("lg:{ws:"), ngx_string("}:usage:"),
       ngx_http_linegate_key_none },
 
     /* NGX_HTTP_LINEGATE_KEY_ACCT ... _ACCT_OUTBOX */

@@ -24,6 +24,7 @@ typedef enum {
     NGX_HTTP_LINEGATE_KEY_WS_LR,            /* a = W, b = request id */
     NGX_HTTP_LINEGATE_KEY_WS_IDEM,          /* a = W, b = key digest */
     NGX_HTTP_LINEGATE_KEY_WS_LINES,         /* a = W: its live requests */
+    NGX_HTTP_LINEGATE_KEY_WS_USAGE,         /* a = W, b = "<id>:<day>" */
 
     /* a provisioning account: lg:{acct:<A>}..., one hash tag */
     NGX_HTTP_LINEGATE_KEY_ACCT,             /* a = A */

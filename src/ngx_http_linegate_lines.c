@@ -27,6 +27,12 @@
 #include "ngx_http_linegate_ids.h"
 
 
+static void ngx_http_linegate_lines_key_lookup(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr);
+static void ngx_http_linegate_lines_key_read(ngx_http_request_t *r,
+    redisReply *reply);
+static void ngx_http_linegate_lines_dispatch(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr);
 static void ngx_http_linegate_lines_clock(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr);
 static ngx_int_t ngx_http_linegate_lines_path_id(ngx_http_request_t *r,
@@ -58,7 +64,8 @@ static ngx_int_t ngx_http_linegate_lr_rate_reply(ngx_http_linegate_lr_t *lr,
 static ngx_int_t ngx_http_linegate_lr_get_tx_failed(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr);
 static ngx_int_t ngx_http_linegate_lr_revalidated(ngx_http_request_t *r,
-    ngx_http_linegate_lr_t *lr, redisReply *ws, ngx_uint_t admitted);
+    ngx_http_linegate_lr_t *lr, redisReply *ws, redisReply *digests,
+    ngx_uint_t admitted);
 static void ngx_http_linegate_lr_read(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr, redisReply *flat);
 static ngx_uint_t ngx_http_linegate_lr_due(ngx_http_request_t *r,
@@ -122,7 +129,7 @@ ngx_http_linegate_lines_handler(ngx_http_request_t *r,
         return;
     }
 
-    /* an API key not in the cache: the script resolves it */
+    /* an API key not in the cache: its lookup is read first */
     lr->caller = (lr->who.kind == NGX_HTTP_LINEGATE_AUTH_API_KEY
                   && !lr->who.cached)
                  ? NGX_HTTP_LINEGATE_LR_CALLER_KEY
@@ -134,6 +141,110 @@ ngx_http_linegate_lines_handler(ngx_http_request_t *r,
         ngx_http_linegate_internal_error(r);
         return;
     }
+
+    /*
+     * Every script touches the workspace's slot only: the lookup of an
+     * API key no cache knows is its own step first (lines_key_lookup). The
+     * reads of a key whose entry has expired check it in their pipeline
+     * instead (READ_REVALIDATE).
+     */
+    if (lr->caller == NGX_HTTP_LINEGATE_LR_CALLER_KEY
+        && !(lr->who.stale.len
+             && (ctx->api == NGX_HTTP_LINEGATE_API_LINES_BY_USER
+                 || (ctx->api == NGX_HTTP_LINEGATE_API_LINE_REQUEST
+                     && r->method == NGX_HTTP_GET))))
+    {
+        ngx_http_linegate_lines_key_lookup(r, lr);
+        return;
+    }
+
+    ngx_http_linegate_lines_dispatch(r, lr);
+}
+
+
+/*
+ * An API key no worker cache knows (lr->caller KEY, who.value its
+ * digest): its lookup lg:apikey:<digest> (one key, its own slot) is read
+ * before the endpoint's first step, which then runs its script in 'w'
+ * mode on the workspace, as for a cached key, and checks that the
+ * workspace still lists the key (lines_args). An unknown key is answered
+ * 401 here: no script runs, nothing is counted. The endpoint is then
+ * dispatched again from its start (a read whose cache entry had expired
+ * comes back here too, and goes the script's way: lr->resolved).
+ */
+static void
+ngx_http_linegate_lines_key_lookup(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr)
+{
+    ngx_str_t                       key;
+    ngx_http_linegate_redis_args_t  a;
+
+    lr->key_digest = lr->who.value;
+
+    if (ngx_http_linegate_key(r->pool, NGX_HTTP_LINEGATE_KEY_APIKEY,
+                              &lr->key_digest, NULL, &key)
+        != NGX_OK)
+    {
+        ngx_http_linegate_internal_error(r);
+        return;
+    }
+
+    ngx_http_linegate_redis_args_init(&a);
+    ngx_http_linegate_redis_arg_cstr(&a, "GET");
+    ngx_http_linegate_redis_arg_str(&a, &key);
+
+    if (ngx_http_linegate_redis_command(r, &a,
+                                        ngx_http_linegate_lines_key_read)
+        != NGX_OK)
+    {
+        ngx_http_linegate_store_unavailable(r);
+    }
+}
+
+
+static void
+ngx_http_linegate_lines_key_read(ngx_http_request_t *r, redisReply *reply)
+{
+    ngx_http_linegate_lr_t  *lr;
+
+    lr = ngx_http_linegate_lines_lr(r);
+
+    if (reply == NULL) {
+        ngx_http_linegate_store_unavailable(r);
+        return;
+    }
+
+    if (reply->type == REDIS_REPLY_NIL) {
+        ngx_http_linegate_lines_unauthorized(r, lr);
+        return;
+    }
+
+    if (reply->type != REDIS_REPLY_STRING || reply->len == 0
+        || ngx_http_linegate_pstr(r->pool, &lr->who.value,
+                                  (u_char *) reply->str, reply->len)
+           == NULL)
+    {
+        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                      NGX_HTTP_LINEGATE_LOG "unexpected API key lookup "
+                      "reply of type %d", reply->type);
+        ngx_http_linegate_internal_error(r);
+        return;
+    }
+
+    lr->caller = NGX_HTTP_LINEGATE_LR_CALLER_WS;
+    lr->resolved = 1;
+
+    ngx_http_linegate_lines_dispatch(r, lr);
+}
+
+
+static void
+ngx_http_linegate_lines_dispatch(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr)
+{
+    ngx_http_linegate_ctx_t  *ctx;
+
+    ctx = lr->ctx;
 
     switch (ctx->api) {
 
@@ -323,14 +434,15 @@ ngx_http_linegate_lines_read_fail(ngx_http_request_t *r,
 }
 
 
-/* GET by id and by-user: the pipeline of a known workspace, or the script */
+/*
+ * GET by id and by-user: the pipeline of a known workspace, or the script
+ * (for a key just read from its lookup too: it checks the workspace
+ * still lists the key)
+ */
 static void
 ngx_http_linegate_lr_get(ngx_http_request_t *r, ngx_http_linegate_lr_t *lr)
 {
-    if (lr->deferred
-        || (lr->caller == NGX_HTTP_LINEGATE_LR_CALLER_KEY
-            && lr->who.stale.len == 0))
-    {
+    if (lr->deferred || lr->resolved) {
         ngx_http_linegate_lr_script(r, lr);
         return;
     }
@@ -352,7 +464,7 @@ ngx_http_linegate_lr_get(ngx_http_request_t *r, ngx_http_linegate_lr_t *lr)
 }
 
 
-/* the script of the read: it resolves the key, or answers the error */
+/* the script of the read: a key just resolved, or the error deferred */
 static void
 ngx_http_linegate_lr_script(ngx_http_request_t *r, ngx_http_linegate_lr_t *lr)
 {
@@ -381,16 +493,21 @@ ngx_http_linegate_lr_get_tx(ngx_http_request_t *r, ngx_http_linegate_lr_t *lr)
     size_t                           len;
     ngx_str_t                        key;
     ngx_uint_t                       n, list;
-    ngx_http_linegate_redis_args_t   tx[3];
+    ngx_http_linegate_redis_args_t   tx[4];
     ngx_http_linegate_main_conf_t   *lmcf;
 
     lmcf = ngx_http_get_module_main_conf(r, ngx_http_linegate_module);
 
     list = (lr->ctx->api == NGX_HTTP_LINEGATE_API_LINES_BY_USER);
 
-    /* [lg:apikey:<digest>], lg:{ws:W}:gcra, lg:{ws:W}:lr:<id> or :lines */
+    /*
+     * [lg:apikey:<digest>, lg:{ws:W}:keys], lg:{ws:W}:gcra,
+     * lg:{ws:W}:lr:<id> or :lines
+     */
     len = ngx_http_linegate_key_len(NGX_HTTP_LINEGATE_KEY_APIKEY,
                                     &lr->key_digest, NULL)
+          + ngx_http_linegate_key_len(NGX_HTTP_LINEGATE_KEY_WS_KEYS,
+                                      &lr->who.value, NULL)
           + ngx_http_linegate_key_len(NGX_HTTP_LINEGATE_KEY_WS_GCRA,
                                       &lr->who.value, NULL)
           + (list ? ngx_http_linegate_key_len(NGX_HTTP_LINEGATE_KEY_WS_LINES,
@@ -415,6 +532,20 @@ ngx_http_linegate_lr_get_tx(ngx_http_request_t *r, ngx_http_linegate_lr_t *lr)
 
         ngx_http_linegate_redis_args_init(&tx[n]);
         ngx_http_linegate_redis_arg_cstr(&tx[n], "GET");
+        ngx_http_linegate_redis_arg_str(&tx[n], &key);
+        n++;
+
+        /*
+         * the workspace must still list the key (a revocation's first
+         * step removes the entry, its second the lookup)
+         */
+        key.data = p;
+        p = ngx_http_linegate_key_write(p, NGX_HTTP_LINEGATE_KEY_WS_KEYS,
+                                        &lr->who.value, NULL);
+        key.len = p - key.data;
+
+        ngx_http_linegate_redis_args_init(&tx[n]);
+        ngx_http_linegate_redis_arg_cstr(&tx[n], "HVALS");
         ngx_http_linegate_redis_arg_str(&tx[n], &key);
         n++;
     }
@@ -515,8 +646,10 @@ ngx_http_linegate_lr_get_tx_failed(ngx_http_request_t *r,
     }
 
     if (lr->ctx->state == NGX_HTTP_LINEGATE_READ_REVALIDATE) {
-        /* the script resolves the key, as for a key not in the cache */
+        /* the key resolved first, as for a key not in the cache */
         lr->who.value = lr->key_digest;
+        ngx_http_linegate_lines_key_lookup(r, lr);
+        return NGX_OK;
     }
 
     ngx_http_linegate_lr_script(r, lr);
@@ -575,8 +708,8 @@ ngx_http_linegate_lr_get_tx_done(ngx_http_request_t *r,
         return;
     }
 
-    /* [GET], EVALSHA rl_gcra, HGETALL */
-    o = (lr->ctx->state == NGX_HTTP_LINEGATE_READ_REVALIDATE);
+    /* [GET, HVALS], EVALSHA rl_gcra, HGETALL */
+    o = (lr->ctx->state == NGX_HTTP_LINEGATE_READ_REVALIDATE) ? 2 : 0;
 
     admitted = NGX_ERROR;
 
@@ -598,6 +731,7 @@ ngx_http_linegate_lr_get_tx_done(ngx_http_request_t *r,
 
     if (o
         && ngx_http_linegate_lr_revalidated(r, lr, reply->element[0],
+                                            reply->element[1],
                                             admitted == NGX_OK)
            != NGX_OK)
     {
@@ -659,21 +793,35 @@ ngx_http_linegate_lr_get_tx_done(ngx_http_request_t *r,
 
 /*
  * The store's answer for a key whose cache entry had expired: the same
- * workspace renews the entry and the GET goes on; anything else (the key
- * revoked) gives the workspace's admission back (rl_refund.lua, when the
- * rate admitted it) and leaves the answer to the script, which resolves
- * the key as for a key never seen.
+ * workspace, still listing the key, renews the entry and the GET goes on;
+ * anything else (the key revoked, even halfway) gives the workspace's admission back (rl_refund.lua, when the
+ * rate admitted it) and resolves the key as for a key never seen
+ * (lines_key_lookup, then the script: 401 for a revoked key).
  */
 static ngx_int_t
 ngx_http_linegate_lr_revalidated(ngx_http_request_t *r,
-    ngx_http_linegate_lr_t *lr, redisReply *ws, ngx_uint_t admitted)
+    ngx_http_linegate_lr_t *lr, redisReply *ws, redisReply *digests,
+    ngx_uint_t admitted)
 {
+    size_t       i;
+    redisReply  *d;
+
     if (ws->type == REDIS_REPLY_STRING
         && ws->len == lr->who.value.len
-        && ngx_strncmp(ws->str, lr->who.value.data, ws->len) == 0)
+        && ngx_strncmp(ws->str, lr->who.value.data, ws->len) == 0
+        && digests->type == REDIS_REPLY_ARRAY)
     {
-        ngx_http_linegate_auth_learn(r, &lr->who, &lr->who.value);
-        return NGX_OK;
+        for (i = 0; i < digests->elements; i++) {
+            d = digests->element[i];
+
+            if (d->type == REDIS_REPLY_STRING
+                && d->len == lr->key_digest.len
+                && ngx_strncmp(d->str, lr->key_digest.data, d->len) == 0)
+            {
+                ngx_http_linegate_auth_learn(r, &lr->who, &lr->who.value);
+                return NGX_OK;
+            }
+        }
     }
 
     if (admitted) {
@@ -682,7 +830,7 @@ ngx_http_linegate_lr_revalidated(ngx_http_request_t *r,
 
     lr->who.value = lr->key_digest;
 
-    ngx_http_linegate_lr_script(r, lr);
+    ngx_http_linegate_lines_key_lookup(r, lr);
 
     return NGX_DECLINED;
 }

@@ -165,10 +165,10 @@ typedef enum {
     NGX_HTTP_LINEGATE_INVOICE_DONE       /* lr->invoice.result says how */
 } ngx_http_linegate_invoice_step_e;
 
-/* how the scripts check the caller (lines_args's first argument) */
+/* who calls: the workspace is known, or an API key's to read first */
 typedef enum {
-    NGX_HTTP_LINEGATE_LR_CALLER_WS = 0,  /* 'w': the workspace is known */
-    NGX_HTTP_LINEGATE_LR_CALLER_KEY      /* 'k': an API key to resolve */
+    NGX_HTTP_LINEGATE_LR_CALLER_WS = 0,  /* the workspace is known */
+    NGX_HTTP_LINEGATE_LR_CALLER_KEY      /* an API key to resolve */
 } ngx_http_linegate_lr_caller_e;
 
 /* what failed, for the failure step of an endpoint (lr->fail) */
@@ -248,10 +248,14 @@ struct ngx_http_linegate_lr_s {
     /*
      * GET by id with an expired cache entry of the key (READ_REVALIDATE):
      * the pipeline also reads lg:apikey:<key_digest> to check the entry's
-     * workspace (then in who.value) with the store.
+     * workspace (then in who.value) with the store. resolved: the key
+     * was read from its lookup (lines.c, before the endpoint's first
+     * step), its workspace now in who.value; the scripts check that the
+     * workspace still lists key_digest.
      */
     ngx_str_t                       key_digest;
     ngx_http_linegate_lr_caller_e   caller;
+    ngx_uint_t                      resolved;
 
     /* the workspace's rate (lg_rl_gcra): what the request left */
     int64_t                         remaining;
@@ -348,6 +352,9 @@ void ngx_http_linegate_lines_durable_done(ngx_http_request_t *r,
 void ngx_http_linegate_lines_ended(ngx_http_linegate_lr_t *lr,
     ngx_http_linegate_script_id_e script, const char *doing,
     const char *what);
+/* answers 401 {"error":"Unauthorized"}: an unknown or revoked API key */
+void ngx_http_linegate_lines_unauthorized(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr);
 /*
  * The common head of a reply: answers 503/401/429 itself (NGX_DONE), or
  * answers a deferred error (NGX_DONE), else returns the code and sets

@@ -97,28 +97,41 @@ ngx_http_linegate_lines_args(ngx_http_request_t *r,
     a = &lr->args;
     ngx_http_linegate_redis_args_init(a);
 
-    ngx_http_linegate_redis_arg_cstr(a,
-                        lr->caller == NGX_HTTP_LINEGATE_LR_CALLER_KEY
-                        ? "k" : "w");
+    /* the workspace is known: an API key was read from its lookup first */
+    ngx_http_linegate_redis_arg_cstr(a, "w");
     ngx_http_linegate_redis_arg_str(a, &lr->who.value);
 
     /* GCRA's T and tau (lr_gate) */
     ngx_http_linegate_redis_arg_str(a, &lmcf->ws_rate_interval_arg);
     ngx_http_linegate_redis_arg_str(a, &lmcf->ws_rate_tolerance_arg);
 
-    ngx_http_linegate_redis_arg_cstr(a, "");
+    /* a key read from its lookup: the workspace must still list it */
+    if (lr->resolved) {
+        ngx_http_linegate_redis_arg_str(a, &lr->key_digest);
+
+    } else {
+        ngx_http_linegate_redis_arg_cstr(a, "");
+    }
+
     ngx_http_linegate_redis_arg_cstr(a, mode == NGX_HTTP_LINEGATE_LR_GATE
                                         ? "gate" : "");
 
-    /*
-     * KEYS[1] (lr_gate), by the mode given as ARGV[1]: 'k' resolves an
-     * API key (its lookup), 'w' names the workspace
-     */
-    ngx_http_linegate_lines_key(lr, a,
-                                *a->argv[0] == 'k'
-                                ? NGX_HTTP_LINEGATE_KEY_APIKEY
-                                : NGX_HTTP_LINEGATE_KEY_WS,
+    /* KEYS[1] (lr_gate): the workspace */
+    ngx_http_linegate_lines_key(lr, a, NGX_HTTP_LINEGATE_KEY_WS,
                                 &lr->who.value, NULL);
+}
+
+
+/* an unknown or revoked API key */
+void
+ngx_http_linegate_lines_unauthorized(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr)
+{
+    ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
+                  NGX_HTTP_LINEGATE_LOG "unauthorized: unknown or "
+                  "revoked API key");
+    ngx_str_set(&lr->ctx->outcome, "unauthorized");
+    ngx_http_linegate_error(r, NGX_HTTP_UNAUTHORIZED, NULL, "Unauthorized");
 }
 
 
@@ -333,12 +346,9 @@ ngx_int_t
 ngx_http_linegate_lines_gate(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr, redisReply *reply)
 {
-    int64_t                   code;
-    ngx_str_t                 ws;
-    redisReply               *rate;
-    ngx_http_linegate_ctx_t  *ctx;
-
-    ctx = lr->ctx;
+    int64_t      code;
+    ngx_str_t    ws;
+    redisReply  *rate;
 
     if (reply == NULL) {
         ngx_http_linegate_store_unavailable(r);
@@ -353,12 +363,7 @@ ngx_http_linegate_lines_gate(ngx_http_request_t *r,
     }
 
     if (code == NGX_HTTP_LINEGATE_LR_UNAUTHORIZED) {
-        ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
-                      NGX_HTTP_LINEGATE_LOG "unauthorized: unknown or "
-                      "revoked API key");
-        ngx_str_set(&ctx->outcome, "unauthorized");
-        ngx_http_linegate_error(r, NGX_HTTP_UNAUTHORIZED, NULL,
-                                "Unauthorized");
+        ngx_http_linegate_lines_unauthorized(r, lr);
         return NGX_DONE;
     }
 

@@ -1012,11 +1012,11 @@ ngx_http_linegate_init_main_conf(ngx_conf_t *cf, void *conf)
 
     if (lmcf->redis_cluster && (lmcf->uses_lines || lmcf->uses_webhook)) {
         /*
-         * The Lines API's and the webhooks' scripts still touch several
-         * slots in one step (issue 10's data model, docs/data-model.md):
-         * a cluster would refuse them with CROSSSLOT at the first request.
-         * Refused here instead. The Provisioning API runs one slot per
-         * step; the operator API answers 501 to its calls that do not.
+         * Some of the Lines API's scripts (create, release, invoices) and
+         * the webhooks' still touch several slots in one step (issue 10's
+         * data model, docs/data-model.md): a cluster would refuse them
+         * with CROSSSLOT. Refused here instead. The Provisioning and the
+         * operator APIs run one slot per step.
          */
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                            "linegate: on a Redis Cluster (\"cluster=on\") "

@@ -10,7 +10,10 @@
  * call carries the operator token. Routes are matched on the URI after the
  * location's name; each route checks its input, then runs one Redis
  * script (or one read command), so a check and its write are atomic and
- * a failed call has written nothing.
+ * a failed call has written nothing. Every script touches one hash slot
+ * (a Redis Cluster's rule): a line's call reads the line's owner first
+ * (operator_owner), and a call whose write spans slots goes on in steps
+ * of one slot each (the call's after hook: API keys, credentials).
  */
 
 
@@ -19,6 +22,7 @@
 #include "ngx_http_linegate_json.h"
 #include "ngx_http_linegate_reconcile.h"
 #include "ngx_http_linegate_reply.h"
+#include "ngx_http_linegate_str.h"
 
 
 static ngx_http_linegate_operator_route_t *ngx_http_linegate_operator_route(
@@ -33,8 +37,10 @@ static ngx_int_t ngx_http_linegate_operator_value(json_t *body,
 static const char *ngx_http_linegate_operator_field_message(
     ngx_http_request_t *r, ngx_http_linegate_operator_field_t *f, ngx_int_t rc);
 
-static ngx_uint_t ngx_http_linegate_operator_on_cluster(
-    ngx_http_request_t *r);
+static void ngx_http_linegate_operator_owner(ngx_http_request_t *r,
+    ngx_http_linegate_operator_t *adm);
+static void ngx_http_linegate_operator_owned(ngx_http_request_t *r,
+    redisReply *reply);
 static void ngx_http_linegate_operator_run(ngx_http_request_t *r,
     ngx_http_linegate_operator_t *adm);
 static void ngx_http_linegate_operator_done(ngx_http_request_t *r,
@@ -92,18 +98,6 @@ ngx_http_linegate_operator_handler(ngx_http_request_t *r,
 
     adm->route = rt;
 
-    if (rt->call != NULL && rt->call->several_slots
-        && ngx_http_linegate_operator_on_cluster(r))
-    {
-        ngx_http_linegate_error(r, NGX_HTTP_NOT_IMPLEMENTED,
-                                "NOT_ON_REDIS_CLUSTER",
-                                "This call is not available on a Redis "
-                                "Cluster yet: it writes several hash slots "
-                                "in one step (docs/operator.md, "
-                                "\"Redis Cluster\")");
-        return;
-    }
-
     if (rt->call == NULL) {
         ngx_http_linegate_reconcile_run(r, ctx);
         return;
@@ -126,6 +120,11 @@ ngx_http_linegate_operator_handler(ngx_http_request_t *r,
         ctx->tenant = adm->arg[0];
     }
 
+    if (rt->call->line_owner) {
+        ngx_http_linegate_operator_owner(r, adm);
+        return;
+    }
+
     if (rt->call->args(r, adm) != NGX_OK) {
         return;
     }
@@ -134,15 +133,79 @@ ngx_http_linegate_operator_handler(ngx_http_request_t *r,
 }
 
 
-/* linegate_redis ... cluster=on */
-static ngx_uint_t
-ngx_http_linegate_operator_on_cluster(ngx_http_request_t *r)
+/*
+ * A line's call, first step: its owner (GET lg:line:<id>, the index's
+ * slot), then the script on the workspace's (operator_owned). Nothing is
+ * written here: a line the index does not know is the route's code 0.
+ */
+static void
+ngx_http_linegate_operator_owner(ngx_http_request_t *r,
+    ngx_http_linegate_operator_t *adm)
 {
-    ngx_http_linegate_main_conf_t  *lmcf;
+    ngx_str_t                       key;
+    ngx_http_linegate_redis_args_t  a;
 
-    lmcf = ngx_http_get_module_main_conf(r, ngx_http_linegate_module);
+    if (ngx_http_linegate_key(r->pool, NGX_HTTP_LINEGATE_KEY_LINE,
+                              &adm->arg[0], NULL, &key)
+        != NGX_OK)
+    {
+        ngx_http_linegate_internal_error(r);
+        return;
+    }
 
-    return lmcf->redis_cluster;
+    ngx_http_linegate_redis_args_init(&a);
+    ngx_http_linegate_redis_arg_cstr(&a, "GET");
+    ngx_http_linegate_redis_arg_str(&a, &key);
+
+    if (ngx_http_linegate_redis_command(r, &a,
+                                        ngx_http_linegate_operator_owned)
+        != NGX_OK)
+    {
+        ngx_http_linegate_store_unavailable(r);
+    }
+}
+
+
+static void
+ngx_http_linegate_operator_owned(ngx_http_request_t *r, redisReply *reply)
+{
+    ngx_http_linegate_operator_t       *adm;
+    ngx_http_linegate_operator_code_t  *ec;
+
+    adm = ngx_http_linegate_get_ctx(r)->data;
+
+    if (reply == NULL) {
+        ngx_http_linegate_store_unavailable(r);
+        return;
+    }
+
+    if (reply->type == REDIS_REPLY_NIL) {
+        for (ec = adm->route->codes; ec != NULL && ec->status; ec++) {
+            if (ec->code == 0) {
+                ngx_http_linegate_operator_refuse(r, ec, reply);
+                return;
+            }
+        }
+    }
+
+    if (reply->type != REDIS_REPLY_STRING || reply->len == 0) {
+        ngx_http_linegate_operator_unexpected(r, reply);
+        return;
+    }
+
+    if (ngx_http_linegate_pstr(r->pool, &adm->ws, (u_char *) reply->str,
+                               reply->len)
+        == NULL)
+    {
+        ngx_http_linegate_internal_error(r);
+        return;
+    }
+
+    if (adm->route->call->args(r, adm) != NGX_OK) {
+        return;
+    }
+
+    ngx_http_linegate_operator_run(r, adm);
 }
 
 

@@ -150,13 +150,16 @@ typedef struct {
     ngx_uint_t                            status;
     ngx_http_linegate_operator_answer_t  *answer;
     /*
-     * its script touches several hash slots (docs/data-model.md, "Scripts
-     * and slots"): answered 501 on a Redis Cluster, which refuses it
+     * 1: the owner of the path's line is read first (GET lg:line:<id>,
+     * one slot; docs/data-model.md, "Scripts and slots"), into adm->ws,
+     * and the script then runs on the workspace's slot; no owner is the
+     * route's code 0
      */
-    ngx_uint_t                            several_slots;
+    ngx_uint_t                            line_owner;
     /*
      * NULL, or the call's next steps once its script succeeded: they
-     * answer (credentials: the new lookup, then the old one's deletion)
+     * answer (credentials: the new lookup, then the old one's deletion;
+     * API keys: the lookup written, or deleted)
      */
     ngx_http_linegate_operator_after_t   *after;
 } ngx_http_linegate_operator_call_t;
@@ -189,6 +192,7 @@ struct ngx_http_linegate_operator_s {
     ngx_str_t                           digest;    /* of the secret */
     ngx_str_t                           previous;  /* key id, rotated */
 
+    ngx_str_t                           ws;        /* the line's owner */
     ngx_str_t                           date;      /* usage: YYYY-MM-DD */
     int64_t                             now_ms;
     ngx_str_t                           now;       /* ISO 8601 */

@@ -19,7 +19,7 @@
 
 
 static void ngx_http_linegate_operator_line_args(ngx_http_request_t *r,
-    ngx_http_linegate_operator_t *adm);
+    ngx_http_linegate_operator_t *adm, ngx_str_t *day);
 
 static ngx_http_linegate_operator_args_t    ngx_http_linegate_operator_inv_add;
 static ngx_http_linegate_operator_answer_t
@@ -129,7 +129,10 @@ static ngx_http_linegate_operator_call_t  ngx_http_linegate_operator_srem = {
     NULL
 };
 
-/* {1, workspace, HGETALL}; 1 (or 0, unknown line); {1, today's two} */
+/*
+ * {1, workspace, HGETALL}; 1 (or 0, unknown line); {1, today's two}:
+ * each after the line's owner (line_owner), on the workspace's slot
+ */
 static ngx_http_linegate_operator_call_t  ngx_http_linegate_operator_move = {
     ngx_http_linegate_operator_line_move,
     NGX_HTTP_LINEGATE_SCRIPT_OP_LINE_TRANSITION, 1,
@@ -150,7 +153,7 @@ static ngx_http_linegate_operator_call_t  ngx_http_linegate_operator_check = {
 
 static ngx_http_linegate_operator_call_t  ngx_http_linegate_operator_count = {
     ngx_http_linegate_operator_line_usage,
-    NGX_HTTP_LINEGATE_SCRIPT_OP_LINE_USAGE, 1,
+    NGX_HTTP_LINEGATE_SCRIPT_OP_LINE_USAGE, 2,
     NGX_HTTP_LINEGATE_OPERATOR_REPLY_ARRAY, "iii", NGX_HTTP_OK,
     ngx_http_linegate_operator_line_counted,
     1,
@@ -419,13 +422,53 @@ ngx_http_linegate_operator_inv_removed(ngx_http_request_t *r,
 
 /* lines */
 
-/* what every line script starts with: KEYS[1] lg:line:<id>, ARGV[1] id */
+/*
+ * what every line script starts with: KEYS[1] lg:{ws:W}:lr:<id>, W the
+ * owner operator_owner read from lg:line:<id>; then, for usage, KEYS[2]
+ * the day's counters (day not NULL); ARGV[1] id
+ */
 static void
 ngx_http_linegate_operator_line_args(ngx_http_request_t *r,
-    ngx_http_linegate_operator_t *adm)
+    ngx_http_linegate_operator_t *adm, ngx_str_t *day)
 {
-    ngx_http_linegate_operator_key(r, adm, NGX_HTTP_LINEGATE_KEY_LINE,
-                                   &adm->arg[0]);
+    u_char     *p;
+    ngx_str_t   key, b;
+
+    if (ngx_http_linegate_key(r->pool, NGX_HTTP_LINEGATE_KEY_WS_LR,
+                              &adm->ws, &adm->arg[0], &key)
+        != NGX_OK)
+    {
+        adm->args.argc = -1;
+        return;
+    }
+
+    ngx_http_linegate_redis_arg_str(&adm->args, &key);
+
+    if (day != NULL) {
+        /* "<id>:<day>" */
+        p = ngx_pnalloc(r->pool, adm->arg[0].len + 1 + day->len);
+        if (p == NULL) {
+            adm->args.argc = -1;
+            return;
+        }
+
+        b.data = p;
+        p = ngx_cpymem(p, adm->arg[0].data, adm->arg[0].len);
+        *p++ = ':';
+        p = ngx_cpymem(p, day->data, day->len);
+        b.len = p - b.data;
+
+        if (ngx_http_linegate_key(r->pool, NGX_HTTP_LINEGATE_KEY_WS_USAGE,
+                                  &adm->ws, &b, &key)
+            != NGX_OK)
+        {
+            adm->args.argc = -1;
+            return;
+        }
+
+        ngx_http_linegate_redis_arg_str(&adm->args, &key);
+    }
+
     ngx_http_linegate_redis_arg_str(&adm->args, &adm->arg[0]);
 }
 
@@ -435,10 +478,11 @@ static ngx_int_t
 ngx_http_linegate_operator_line_move(ngx_http_request_t *r,
     ngx_http_linegate_operator_t *adm)
 {
-    ngx_http_linegate_operator_line_args(r, adm);
+    ngx_http_linegate_operator_line_args(r, adm, NULL);
     ngx_http_linegate_redis_arg_cstr(&adm->args, adm->route->data);
     ngx_http_linegate_redis_arg_str(&adm->args, &adm->now);
     ngx_http_linegate_redis_arg_str(&adm->args, &adm->value[0].str);
+    ngx_http_linegate_redis_arg_str(&adm->args, &adm->ws);
 
     return NGX_OK;
 }
@@ -480,7 +524,7 @@ static ngx_int_t
 ngx_http_linegate_operator_line_health(ngx_http_request_t *r,
     ngx_http_linegate_operator_t *adm)
 {
-    ngx_http_linegate_operator_line_args(r, adm);
+    ngx_http_linegate_operator_line_args(r, adm, NULL);
     ngx_http_linegate_redis_arg_str(&adm->args, &adm->value[0].str);
     ngx_http_linegate_redis_arg_str(&adm->args, &adm->now);
 
@@ -504,7 +548,7 @@ ngx_http_linegate_operator_line_usage(ngx_http_request_t *r,
     adm->date.data = p;
     adm->date.len = ngx_http_linegate_utc_date(p, adm->now_ms) - p;
 
-    ngx_http_linegate_operator_line_args(r, adm);
+    ngx_http_linegate_operator_line_args(r, adm, &adm->date);
     ngx_http_linegate_redis_arg_str(&adm->args, &adm->date);
     ngx_http_linegate_redis_arg_int(r, &adm->args, adm->value[0].n);
     ngx_http_linegate_redis_arg_int(r, &adm->args, adm->value[1].n);

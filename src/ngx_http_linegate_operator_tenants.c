@@ -52,8 +52,16 @@ static ngx_http_linegate_operator_after_t
     ngx_http_linegate_operator_sb_rotated;
 static void ngx_http_linegate_operator_sb_stored(ngx_http_request_t *r,
     redisReply *reply);
+static ngx_http_linegate_operator_after_t
+    ngx_http_linegate_operator_key_listed;
+static void ngx_http_linegate_operator_key_stored(ngx_http_request_t *r,
+    redisReply *reply);
 static ngx_http_linegate_operator_args_t
     ngx_http_linegate_operator_key_revoke;
+static ngx_http_linegate_operator_after_t
+    ngx_http_linegate_operator_key_unlisted;
+static void ngx_http_linegate_operator_key_dropped(ngx_http_request_t *r,
+    redisReply *reply);
 static ngx_http_linegate_operator_answer_t
     ngx_http_linegate_operator_key_revoked;
 static ngx_http_linegate_operator_args_t    ngx_http_linegate_operator_key_list;
@@ -223,11 +231,11 @@ static ngx_http_linegate_operator_call_t
 static ngx_http_linegate_operator_call_t
     ngx_http_linegate_operator_key_create = {
     ngx_http_linegate_operator_issue,
-    NGX_HTTP_LINEGATE_SCRIPT_OP_KEY_CREATE, 3,
+    NGX_HTTP_LINEGATE_SCRIPT_OP_KEY_CREATE, 2,
     NGX_HTTP_LINEGATE_OPERATOR_REPLY_INTEGER, "", NGX_HTTP_CREATED,
     ngx_http_linegate_operator_issued,
-    1,
-    NULL
+    0,
+    ngx_http_linegate_operator_key_listed
 };
 
 static ngx_http_linegate_operator_call_t
@@ -255,10 +263,10 @@ static ngx_http_linegate_operator_call_t
     ngx_http_linegate_operator_key_revoker = {
     ngx_http_linegate_operator_key_revoke,
     NGX_HTTP_LINEGATE_SCRIPT_OP_KEY_REVOKE, 1,
-    NGX_HTTP_LINEGATE_OPERATOR_REPLY_INTEGER, "", NGX_HTTP_OK,
+    NGX_HTTP_LINEGATE_OPERATOR_REPLY_ARRAY, "is", NGX_HTTP_OK,
     ngx_http_linegate_operator_key_revoked,
-    1,
-    NULL
+    0,
+    ngx_http_linegate_operator_key_unlisted
 };
 
 
@@ -567,7 +575,7 @@ ngx_http_linegate_operator_digest(ngx_http_request_t *r, ngx_str_t *in,
 }
 
 
-/* op_key_create: the workspace, its keys, the key's digest lookup */
+/* op_key_create: the workspace, its keys; the key id and its digest */
 static ngx_int_t
 ngx_http_linegate_operator_api_key_args(ngx_http_request_t *r,
     ngx_http_linegate_operator_t *adm)
@@ -576,13 +584,59 @@ ngx_http_linegate_operator_api_key_args(ngx_http_request_t *r,
                                    &adm->arg[0]);
     ngx_http_linegate_operator_key(r, adm, NGX_HTTP_LINEGATE_KEY_WS_KEYS,
                                    &adm->arg[0]);
-    ngx_http_linegate_operator_key(r, adm, NGX_HTTP_LINEGATE_KEY_APIKEY,
-                                   &adm->digest);
     ngx_http_linegate_redis_arg_str(&adm->args, &adm->key_id);
     ngx_http_linegate_redis_arg_str(&adm->args, &adm->digest);
-    ngx_http_linegate_redis_arg_str(&adm->args, &adm->arg[0]);
 
     return NGX_OK;
+}
+
+
+/*
+ * An API key's issue, next step, each one slot (a Redis Cluster's rule):
+ * the workspace lists the key (op_key_create, done), then its lookup
+ * lg:apikey:<digest> is written, and only then is the key answered. A
+ * failure of the lookup's write is a 503: the key was never shown, its
+ * entry is listed and revocable, and it never authenticates (a lookup
+ * whose write did land is checked against the entry: include/lr_gate).
+ */
+static void
+ngx_http_linegate_operator_key_listed(ngx_http_request_t *r,
+    ngx_http_linegate_operator_t *adm, redisReply *reply)
+{
+    /* op_key_create's arguments are answered: the lookup's replace them */
+    ngx_http_linegate_redis_args_init(&adm->args);
+    ngx_http_linegate_redis_arg_cstr(&adm->args, "SET");
+    ngx_http_linegate_operator_key(r, adm, NGX_HTTP_LINEGATE_KEY_APIKEY,
+                                   &adm->digest);
+    ngx_http_linegate_redis_arg_str(&adm->args, &adm->arg[0]);
+
+    if (ngx_http_linegate_redis_command(r, &adm->args,
+                                        ngx_http_linegate_operator_key_stored)
+        != NGX_OK)
+    {
+        ngx_http_linegate_store_unavailable(r);
+    }
+}
+
+
+static void
+ngx_http_linegate_operator_key_stored(ngx_http_request_t *r,
+    redisReply *reply)
+{
+    ngx_http_linegate_operator_t    *adm;
+    ngx_http_linegate_json_write_t   jw;
+
+    adm = ngx_http_linegate_get_ctx(r)->data;
+
+    if (reply == NULL || reply->type != REDIS_REPLY_STATUS) {
+        ngx_http_linegate_store_unavailable(r);
+        return;
+    }
+
+    (void) ngx_http_linegate_json_write_init(&jw, r->pool, 512);
+    ngx_http_linegate_operator_issued(r, adm, NULL, &jw);
+
+    ngx_http_linegate_send_jw(r, NGX_HTTP_CREATED, &jw);
 }
 
 
@@ -719,6 +773,58 @@ ngx_http_linegate_operator_key_revoke(ngx_http_request_t *r,
     ngx_http_linegate_redis_arg_str(&adm->args, &adm->arg[1]);
 
     return NGX_OK;
+}
+
+
+/*
+ * A revocation's next step: the workspace no longer lists the key
+ * (op_key_revoke, done), which refuses it from now on; its lookup is
+ * garbage, deleted by a durable write (idempotent: DEL), and sent for
+ * this request too, which is answered once Redis ran it or gave up: the
+ * durable write keeps it whatever becomes of the request.
+ */
+static void
+ngx_http_linegate_operator_key_unlisted(ngx_http_request_t *r,
+    ngx_http_linegate_operator_t *adm, redisReply *reply)
+{
+    ngx_str_t    digest;
+    redisReply  *d;
+
+    d = reply->element[1];
+    digest.data = (u_char *) d->str;
+    digest.len = d->len;
+
+    ngx_http_linegate_redis_args_init(&adm->args);
+    ngx_http_linegate_redis_arg_cstr(&adm->args, "DEL");
+    ngx_http_linegate_operator_key(r, adm, NGX_HTTP_LINEGATE_KEY_APIKEY,
+                                   &digest);
+
+    (void) ngx_http_linegate_redis_durable_command(r->connection->log,
+                                                   &adm->args,
+                                                   "revoked API key's lookup");
+
+    if (ngx_http_linegate_redis_command(r, &adm->args,
+                                        ngx_http_linegate_operator_key_dropped)
+        != NGX_OK)
+    {
+        ngx_http_linegate_operator_key_dropped(r, NULL);
+    }
+}
+
+
+static void
+ngx_http_linegate_operator_key_dropped(ngx_http_request_t *r,
+    redisReply *reply)
+{
+    ngx_http_linegate_operator_t    *adm;
+    ngx_http_linegate_json_write_t   jw;
+
+    adm = ngx_http_linegate_get_ctx(r)->data;
+
+    (void) ngx_http_linegate_json_write_init(&jw, r->pool, 64);
+    ngx_http_linegate_operator_key_revoked(r, adm, NULL, &jw);
+
+    ngx_http_linegate_send_jw(r, NGX_HTTP_OK, &jw);
 }
 
 

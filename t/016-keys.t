@@ -28,16 +28,11 @@ my $root = $LG::Stack::ROOT;
 # script => Lua lines (comments aside) that name a key from data
 my %derived = (
     'lr_release.lua'         => 1,    # the workspace lg:line:<id> holds
-    'op_key_revoke.lua'      => 2,    # the revoked key's lg:apikey, and
-                                      # the channel lg:keys:revoked (not
+    'op_key_revoke.lua'      => 1,    # the channel lg:keys:revoked (not
                                       # a key; keys.c's name, t/186)
-    'op_line_health.lua'     => 1,    # the workspace lg:line:<id> holds
-    'op_line_transition.lua' => 1,    # the same
-    'op_line_usage.lua'      => 2,    # the same, and its usage key
     'op_reconcile_sweep.lua' => 1,    # each lost workspace
     'wh_invoice.lua'         => 1,    # the workspace lg:invoice holds
     'include/lr_drop.lua'    => 1,    # lg:line:<id> of a dropped request
-    'include/lr_gate.lua'    => 1,    # the workspace lg:apikey holds
 );
 
 sub slurp {

@@ -5,13 +5,15 @@
 # (docs/data-model.md, "Scripts and slots"). Preview, limits and confirm
 # answer as on one Redis; parallel confirms keep the limit and never share
 # a number; the confirm's record is acknowledged by a replica (WAIT on the
-# account's master); credentials rotate through the operator API; a
-# confirm that meets the fleet's slot or its account's slot in the middle
-# of a migration (TRYAGAIN: some keys moved, some not) is answered 200
-# once it moved (set up by hand: a reshard's window per slot is a few ms,
-# which purchases under load seldom meet); purchases under a real
-# `redis-cli --cluster reshard` of their accounts' slots all answer 200;
-# a master SIGKILLed under confirms loses no number and no purchase
+# account's master); credentials rotate through the operator API, whose
+# workspace API keys and line calls run too (their lookups and the
+# workspace on different masters); a confirm that meets the fleet's slot
+# or its account's slot in the middle of a migration (TRYAGAIN: some keys
+# moved, some not) is answered 200 once it moved (set up by hand: a
+# reshard's window per slot is a few ms, which purchases under load
+# seldom meet); purchases under a real `redis-cli --cluster reshard` of
+# their accounts' slots all answer 200; a master SIGKILLed under confirms
+# loses no number and no purchase
 # answered 200.
 use strict;
 use warnings;
@@ -23,6 +25,7 @@ use LG::Provision;
 use LG::Test qw(answer_is);
 use Time::HiRes qw(sleep time);
 use Mojo::JSON qw(encode_json decode_json);
+use Digest::SHA ();
 use POSIX ();
 
 # lost_after: claims of confirms cut by the kill are the sweep's after it
@@ -127,10 +130,98 @@ subtest 'credentials rotate through the operator API' => sub {
     ok(!$r->exists("lg:sbkey:$a->{key_id}"), 'its lookup deleted');
 };
 
-subtest 'calls that write several slots: 501 on a cluster' => sub {
-    my $tx = $s->op(POST => '/workspaces/org_x/keys');
-    is($tx->res->code, 501, 'a workspace API key: 501');
-    like($tx->res->body, qr/NOT_ON_REDIS_CLUSTER/, 'says why');
+# A workspace's API keys: its entry on the workspace's master, then its
+# lookup on the digest's (both one slot); the revocation the other way
+# round, the lookup deleted by a durable write.
+subtest 'a workspace\'s API keys: issue, list, revoke' => sub {
+    my $w = 'org_cl_keys';
+    answer_is($s->op(PUT => "/workspaces/$w", {plan => 'starter'}), 200,
+              'the workspace');
+    my (%seen, $k, $digest);
+    for (1 .. 20) {
+        $k = answer_is($s->op(POST => "/workspaces/$w/keys"), 201,
+                       'a key issued') or return;
+        $digest = Digest::SHA::sha256_hex($k->{key});
+        last if $s->cluster_master_of("lg:apikey:$digest")
+                ne $s->cluster_master_of("lg:{ws:$w}");
+    }
+    isnt($s->cluster_master_of("lg:apikey:$digest"),
+         $s->cluster_master_of("lg:{ws:$w}"),
+         'its lookup and the workspace on two masters');
+    is($r->hget("lg:{ws:$w}:keys", $k->{keyId}), $digest, 'its entry');
+    is($r->get("lg:apikey:$digest"), $w, 'its lookup');
+    my $list = answer_is($s->op(GET => "/workspaces/$w/keys"), 200, 'listed');
+    ok(grep({ $_->{keyId} eq $k->{keyId} } @{ $list->{keys} }),
+       'the key among them');
+    $s->op(POST => '/workspaces/org_cl_none/keys')->res->code == 404
+        ? pass('a workspace that does not exist: 404')
+        : fail('a workspace that does not exist: 404');
+
+    ok(answer_is($s->op(DELETE => "/workspaces/$w/keys/$k->{keyId}"),
+                 200, 'revoked')->{revoked}, 'says so');
+    ok(!$r->hexists("lg:{ws:$w}:keys", $k->{keyId}), 'its entry gone');
+    my $t0 = time;
+    sleep 0.05 while $r->exists("lg:apikey:$digest") && time - $t0 < 30;
+    ok(!$r->exists("lg:apikey:$digest"), 'its lookup deleted');
+    is($s->op(DELETE => "/workspaces/$w/keys/$k->{keyId}")->res->code, 404,
+       'revoked again: 404');
+};
+
+# a line whose index (lg:line:<id>) and workspace live on two masters
+sub spread_line {
+    my ($w, %f) = @_;
+    my $wm = $s->cluster_master_of("lg:{ws:$w}");
+    for (1 .. 200) {
+        my $id = join '', map { sprintf '%02x', int rand 256 } 1 .. 12;
+        next if $s->cluster_master_of("lg:line:$id") eq $wm;
+        $r->hset("lg:{ws:$w}:lr:$id", firstName => 'Ada',
+                 lastName => 'Lovelace', channelType => 'email',
+                 lineType => 'purchased',
+                 provisioningStatus => 'provisioning',
+                 paymentStatus => 'not_required',
+                 createdAt => '2026-01-01T00:00:00.000Z',
+                 updatedAt => '2026-01-01T00:00:00.000Z', %f);
+        $r->set("lg:line:$id", $w);
+        return $id;
+    }
+    die "no line id on another master than its workspace in 200 tries\n";
+}
+
+subtest 'a line\'s transition, health and usage over two masters' => sub {
+    my $w = 'org_cl_lines';
+    my $id = spread_line($w);
+
+    my $b = answer_is($s->op(POST => "/lines/$id/health",
+                             {status => 'healthy'}), 200, 'health');
+    is($b->{healthCheck}{status}, 'healthy', 'health: status');
+    is($r->hget("lg:{ws:$w}:lr:$id", 'healthStatus'), 'healthy',
+       'health in Redis');
+
+    $b = answer_is($s->op(POST => "/lines/$id/usage",
+                          {newConversations => 2, totalMessages => 5}),
+                   200, 'usage');
+    is($b->{usage}{newConversationsCount}, 2, 'usage: counted');
+    is($r->hget("lg:{ws:$w}:lr:$id", '_tm'), 5, 'usage in Redis');
+
+    $b = answer_is($s->op(POST => "/lines/$id/active", {}), 200, 'active');
+    is($b->{workspaceId}, $w, 'the owner named');
+    is($b->{provisioningStatus}, 'active', 'now active');
+    is($r->hget("lg:{ws:$w}:lr:$id", 'provisioningStatus'), 'active',
+       'active in Redis');
+
+    my $f = spread_line($w);
+    $b = answer_is($s->op(POST => "/lines/$f/failed", {reason => 'no'}),
+                   200, 'failed');
+    is($b->{failureReason}, 'no', 'the reason');
+    is($s->op(POST => "/lines/$f/active", {})->res->code, 409,
+       'failed, then active: 409');
+
+    my $unknown = join '', map { sprintf '%02x', int rand 256 } 1 .. 12;
+    for my $call (['health', {status => 'healthy'}],
+                  ['usage', {totalMessages => 1}], ['active', {}]) {
+        is($s->op(POST => "/lines/$unknown/$call->[0]", $call->[1])
+               ->res->code, 404, "$call->[0] of an unknown line: 404");
+    }
 };
 
 subtest 'the reconciliation backlog gauge, read on the fleet\'s master' => sub {

@@ -67,10 +67,16 @@ subtest 'an unknown key is refused every time' => sub {
                   "body ($i)");
     }
 
-    # it becomes valid: answered at once, nothing was remembered
-    $r->set('lg:apikey:' . sha256_hex($bad), $w->{id});
+    # it becomes valid: answered at once, nothing was remembered (a key
+    # is its workspace's entry and its lookup, what the operator API
+    # writes; a lookup alone never authenticates: include/lr_gate)
+    my $digest = sha256_hex($bad);
+    $r->set("lg:apikey:$digest", $w->{id});
+    is(get_with($bad)->res->code, 401, 'a lookup without its entry: 401');
+    $r->hset("lg:{ws:$w->{id}}:keys", 'key_00000000000000aa', $digest);
     is(get_with($bad)->res->code, 200, 'a key added is accepted at once');
-    $r->del('lg:apikey:' . sha256_hex($bad));
+    $r->hdel("lg:{ws:$w->{id}}:keys", 'key_00000000000000aa');
+    $r->del("lg:apikey:$digest");
 };
 
 # poll with the key until it is refused, and stays so, on every worker;
@@ -150,8 +156,9 @@ subtest 'an expired entry: checked by the GET in its own round trip' => sub {
     is($trips, 1 + grep(/"pexpire"/i, @$cmds), 'one round trip')
         or diag "@$cmds";
     is_deeply([map { /"(\w+)"/ ? uc $1 : '?' } @$cmds],
-              [qw(GET EVALSHA HGETALL)],
-              'the key, the rate (GCRA) and the hash') or diag "@$cmds";
+              [qw(GET HVALS EVALSHA HGETALL)],
+              'the key, the workspace\'s keys, the rate (GCRA) and the hash')
+        or diag "@$cmds";
     my $digest = sha256_hex($w->{key});
     like($cmds->[0] // '', qr/"GET" "lg:apikey:$digest"/,
          'the key read with the pipeline') or diag "@$cmds";

@@ -98,11 +98,14 @@ sub refused_everywhere {
     return undef;
 }
 
-# what another nginx's operator API runs: op_key_revoke, in Redis
+# what another nginx's operator API runs: op_key_revoke, in Redis (its
+# first step: the entry goes, the digest is published and returned; the
+# lookup's deletion follows as a durable write)
 sub revoke_elsewhere {
     my ($k) = @_;
-    return $s->redis->eval($revoke_src, 1, "lg:{ws:$w->{id}}:keys",
-                           $k->{keyId});
+    my $res = $s->redis->eval($revoke_src, 1, "lg:{ws:$w->{id}}:keys",
+                              $k->{keyId});
+    return ref $res eq 'ARRAY' ? $res->[0] : $res;
 }
 
 ok(wait_subscribed($s), 'both workers subscribed to ' . $CHANNEL);

@@ -3,8 +3,9 @@
 -- it (included: provisioning, and into the set-up stream) or reserve it
 -- (add-on: awaiting_payment until its invoice is stored), all in one step.
 --
--- KEYS[1] see lr_gate, KEYS[2] lg:lrvoid:<id>, KEYS[3] lg:line:<id>,
--- KEYS[4] lg:{fleet}:lr:inflight, KEYS[5] lg:provisioning
+-- KEYS[1] lg:{ws:W} (see lr_gate), KEYS[2] lg:lrvoid:<id>,
+-- KEYS[3] lg:line:<id>, KEYS[4] lg:{fleet}:lr:inflight,
+-- KEYS[5] lg:provisioning
 -- The workspace's keys derive from lr_gate's wkey; lg:line:<other id>
 -- of a reservation it drops is named from data (issue 10).
 -- ARGV[1..6] see lr_gate

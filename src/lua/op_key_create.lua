@@ -1,12 +1,17 @@
--- Operator API: issue a workspace API key. Only its digest is stored.
--- KEYS[1] lg:{ws:W}, KEYS[2] lg:{ws:W}:keys, KEYS[3] lg:apikey:<digest>
--- ARGV[1] key id, ARGV[2] sha256hex of the key, ARGV[3] W
+-- Operator API: issue a workspace API key, first step (the workspace's
+-- slot): the key's entry, so that it is listed and revocable before it
+-- can authenticate. nginx then writes the lookup lg:apikey:<digest> (its
+-- own slot) and only then answers with the key. Only its digest is
+-- stored. A lookup without its entry never authenticates: the workspace
+-- step of every Lines call that resolved the key checks the entry
+-- (include/lr_gate).
+-- KEYS[1] lg:{ws:W}, KEYS[2] lg:{ws:W}:keys
+-- ARGV[1] key id, ARGV[2] sha256hex of the key
 -- Returns 0 when the workspace does not exist (nothing written), else 1.
 if redis.call("EXISTS", KEYS[1]) == 0 then
     return 0
 end
 
 redis.call("HSET", KEYS[2], ARGV[1], ARGV[2])
-redis.call("SET", KEYS[3], ARGV[3])
 
 return 1

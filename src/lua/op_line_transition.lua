@@ -1,18 +1,14 @@
 -- Operator API: provisioning -> active | failed, checked and written in
--- one step.
--- KEYS[1] lg:line:<id>; the workspace's keys lg:{ws:W}:lr:<id> (and
--- :usage:...) are derived from the W it holds: another slot (issue 10).
+-- one step, the workspace's: nginx read the owner first (GET
+-- lg:line:<id>, its own slot).
+-- KEYS[1] lg:{ws:W}:lr:<id>
 -- ARGV[1] id, ARGV[2] "active" or "failed", ARGV[3] now, ISO 8601,
--- ARGV[4] active: the phone ("" when none given); failed: the reason
+-- ARGV[4] active: the phone ("" when none given); failed: the reason,
+-- ARGV[5] W
 -- Returns {0} unknown line, {-1, status} not in provisioning,
 -- {-2} a phone line without a number needs one, {-3} a phone number
 -- given for a line that is not a phone line, else {1, W, HGETALL}.
-local w = redis.call("GET", KEYS[1])
-if not w then
-    return {0}
-end
-
-local lr = "lg:{ws:" .. w .. "}:lr:" .. ARGV[1]
+local lr = KEYS[1]
 local cur = redis.call("HMGET", lr, "provisioningStatus", "channelType",
                        "phone")
 if not cur[1] then
@@ -38,4 +34,4 @@ end
 
 redis.call("HSET", lr, "provisioningStatus", ARGV[2], "updatedAt", ARGV[3])
 
-return {1, w, redis.call("HGETALL", lr)}
+return {1, ARGV[5], redis.call("HGETALL", lr)}

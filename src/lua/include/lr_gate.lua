@@ -1,16 +1,26 @@
 -- Who calls, and may the workspace make one more request: the first step
--- of every Lines API script, so that authentication, the fleet-wide
--- request rate (SPEC 2.7) and the endpoint's work share one round trip.
--- The rate is GCRA, the one implementation linegate_limit uses too
--- (include/rl_gcra.lua), on the workspace's key lg:{ws:W}:gcra.
+-- of every Lines API script, so that the credential's check, the
+-- fleet-wide request rate (SPEC 2.7) and the endpoint's work share one
+-- round trip on the workspace's slot. The rate is GCRA, the one
+-- implementation linegate_limit uses too (include/rl_gcra.lua), on the
+-- workspace's key lg:{ws:W}:gcra.
 --
--- KEYS[1] 'k': lg:apikey:<ARGV[2]>, else lg:{ws:<ARGV[2]>}
--- ARGV[1] 'k': ARGV[2] is sha256hex of an API key, resolved here;
---         'w': ARGV[2] is the workspace of a verified Clerk token
+-- The workspace is always known here (issue 10: one slot a script): a
+-- Clerk token's, a cached API key's, or the one nginx read from the key's
+-- lookup lg:apikey:<digest> in its own step before this script (an
+-- unknown key is answered 401 there, and this script does not run).
+--
+-- KEYS[1] lg:{ws:<ARGV[2]>}
+-- ARGV[1] 'w' (the workspace is known)
+-- ARGV[2] the workspace
 -- ARGV[3] the emission interval T (microseconds per request: the
 --         window / linegate_rate), ARGV[4] the tolerance tau = (N - 1) T,
 --         so that a full window's worth may come at once
--- ARGV[5] unused
+-- ARGV[5] an API key nginx resolved through its lookup: its sha256hex,
+--         which must still be an entry of lg:{ws:W}:keys (a key revoked
+--         loses its entry first, its lookup after: refused in between;
+--         a lookup whose entry was never written never authenticates);
+--         "" for a Clerk token or a key a worker's cache holds
 -- ARGV[6] 'gate': stop after this step (the caller already knows its
 --         answer is an error, e.g. a malformed id, and only needs to
 --         know that the credential is good)
@@ -18,9 +28,7 @@
 -- lg_lr_gate() -> ws, code, {remaining, reset_ms, retry_after_ms}, wkey
 --   code LR_GATE_OK, LR_UNAUTHORIZED (ws nil) or LR_RATE_LIMITED; a
 --   refused request writes nothing (GCRA: nothing to take back). wkey:
---   lg:{ws:W}, KEYS[1] itself, or with an API key derived from the
---   workspace the lookup names (another slot than KEYS[1]: issue 10);
---   the script's workspace keys all derive from it.
+--   KEYS[1]; the script's workspace keys all derive from it.
 
 if redis.replicate_commands then
     redis.replicate_commands()
@@ -31,12 +39,18 @@ end
 local function lg_lr_gate()
     local ws, wkey = ARGV[2], KEYS[1]
 
-    if ARGV[1] == 'k' then
-        ws = redis.call('GET', KEYS[1])
-        if not ws then
+    if ARGV[5] ~= '' then
+        local listed = false
+        -- a workspace has a handful of keys
+        for _, d in ipairs(redis.call('HVALS', wkey .. ':keys')) do
+            if d == ARGV[5] then
+                listed = true
+                break
+            end
+        end
+        if not listed then
             return nil, LR_UNAUTHORIZED, {0, 0, 0}
         end
-        wkey = 'lg:{ws:' .. ws .. '}'
     end
 
     local admitted, left, reset_ms, retry_ms =
