@@ -177,7 +177,6 @@ ngx_http_linegate_lines_key_lookup(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr)
 {
     ngx_str_t                       key;
-    ngx_http_linegate_redis_args_t  a;
 
     lr->key_digest = lr->who.value;
 
@@ -189,12 +188,7 @@ ngx_http_linegate_lines_key_lookup(ngx_http_request_t *r,
         return;
     }
 
-    ngx_http_linegate_redis_args_init(&a);
-    ngx_http_linegate_redis_arg_cstr(&a, "GET");
-    ngx_http_linegate_redis_arg_str(&a, &key);
-
-    if (ngx_http_linegate_redis_command(r, &a,
-                                        ngx_http_linegate_lines_key_read)
+    if (ngx_http_linegate_redis_get(r, &key, ngx_http_linegate_lines_key_read)
         != NGX_OK)
     {
         ngx_http_linegate_store_unavailable(r);
@@ -794,9 +788,10 @@ ngx_http_linegate_lr_get_tx_done(ngx_http_request_t *r,
 /*
  * The store's answer for a key whose cache entry had expired: the same
  * workspace, still listing the key, renews the entry and the GET goes on;
- * anything else (the key revoked, even halfway) gives the workspace's admission back (rl_refund.lua, when the
- * rate admitted it) and resolves the key as for a key never seen
- * (lines_key_lookup, then the script: 401 for a revoked key).
+ * anything else (the key revoked, even halfway) gives the workspace's
+ * admission back (rl_refund.lua, when the rate admitted it) and resolves
+ * the key as for a key never seen (lines_key_lookup, then the script:
+ * 401 for a revoked key).
  */
 static ngx_int_t
 ngx_http_linegate_lr_revalidated(ngx_http_request_t *r,

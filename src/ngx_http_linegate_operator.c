@@ -143,7 +143,6 @@ ngx_http_linegate_operator_owner(ngx_http_request_t *r,
     ngx_http_linegate_operator_t *adm)
 {
     ngx_str_t                       key;
-    ngx_http_linegate_redis_args_t  a;
 
     if (ngx_http_linegate_key(r->pool, NGX_HTTP_LINEGATE_KEY_LINE,
                               &adm->arg[0], NULL, &key)
@@ -153,12 +152,7 @@ ngx_http_linegate_operator_owner(ngx_http_request_t *r,
         return;
     }
 
-    ngx_http_linegate_redis_args_init(&a);
-    ngx_http_linegate_redis_arg_cstr(&a, "GET");
-    ngx_http_linegate_redis_arg_str(&a, &key);
-
-    if (ngx_http_linegate_redis_command(r, &a,
-                                        ngx_http_linegate_operator_owned)
+    if (ngx_http_linegate_redis_get(r, &key, ngx_http_linegate_operator_owned)
         != NGX_OK)
     {
         ngx_http_linegate_store_unavailable(r);

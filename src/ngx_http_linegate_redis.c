@@ -318,6 +318,8 @@ static void ngx_http_linegate_redis_durable_done(
     ngx_http_linegate_redis_durable_t *d, redisReply *reply);
 static void ngx_http_linegate_redis_durable_unstash(
     ngx_http_linegate_redis_durable_t *d);
+static ngx_uint_t ngx_http_linegate_redis_durable_owed(
+    ngx_http_linegate_redis_durable_t *d);
 static ngx_int_t ngx_http_linegate_redis_write_wait(
     ngx_http_linegate_redis_node_t *node, redisCallbackFn *fn,
     void *privdata);
@@ -506,6 +508,20 @@ ngx_http_linegate_redis_script(ngx_http_request_t *r,
     }
 
     return NGX_OK;
+}
+
+
+ngx_int_t
+ngx_http_linegate_redis_get(ngx_http_request_t *r, ngx_str_t *key,
+    ngx_http_linegate_redis_handler_pt handler)
+{
+    ngx_http_linegate_redis_args_t  a;
+
+    ngx_http_linegate_redis_args_init(&a);
+    ngx_http_linegate_redis_arg_cstr(&a, "GET");
+    ngx_http_linegate_redis_arg_str(&a, key);
+
+    return ngx_http_linegate_redis_command(r, &a, handler);
 }
 
 
@@ -1977,15 +1993,8 @@ ngx_http_linegate_redis_durable_cb(redisAsyncContext *ac, void *data,
     rd = &ngx_http_linegate_redis;
     reply = data;
     d = privdata;
-    d->sent--;
 
-    if (d->done) {
-        /* given up on (the worker exits): only its memory remains */
-        if (d->sent == 0) {
-            ngx_http_linegate_redis_durable_unstash(d);
-            ngx_free(d);
-        }
-
+    if (ngx_http_linegate_redis_durable_owed(d)) {
         return;
     }
 
@@ -2084,14 +2093,8 @@ ngx_http_linegate_redis_durable_wait_cb(redisAsyncContext *ac, void *data,
     rd = &ngx_http_linegate_redis;
     reply = data;
     d = privdata;
-    d->sent--;
 
-    if (d->done) {
-        if (d->sent == 0) {
-            ngx_http_linegate_redis_durable_unstash(d);
-            ngx_free(d);
-        }
-
+    if (ngx_http_linegate_redis_durable_owed(d)) {
         return;
     }
 
@@ -2165,6 +2168,29 @@ ngx_http_linegate_redis_durable_done(ngx_http_linegate_redis_durable_t *d,
             ngx_del_timer(&rd->durable_timer);
         }
     }
+}
+
+
+/*
+ * A reply hiredis owed d has come. 1: d was given up on (the worker
+ * exits, or a refused write's WAIT was still owed), and is freed once
+ * nothing more is owed; the reply only ends its wait.
+ */
+static ngx_uint_t
+ngx_http_linegate_redis_durable_owed(ngx_http_linegate_redis_durable_t *d)
+{
+    d->sent--;
+
+    if (!d->done) {
+        return 0;
+    }
+
+    if (d->sent == 0) {
+        ngx_http_linegate_redis_durable_unstash(d);
+        ngx_free(d);
+    }
+
+    return 1;
 }
 
 

@@ -82,6 +82,10 @@ ngx_int_t ngx_http_linegate_redis_command(ngx_http_request_t *r,
     ngx_http_linegate_redis_args_t *args,
     ngx_http_linegate_redis_handler_pt handler);
 
+/* GET key (a lookup read as its own step), as redis_command */
+ngx_int_t ngx_http_linegate_redis_get(ngx_http_request_t *r, ngx_str_t *key,
+    ngx_http_linegate_redis_handler_pt handler);
+
 /*
  * The ncmds commands of args[] written back to back: one round trip,
  * without MULTI/EXEC (two commands fewer for Redis, no QUEUED replies),
