@@ -2770,6 +2770,35 @@ ngx_http_linegate_redis_ready(ngx_http_linegate_redis_node_t *node)
 }
 
 
+int
+ngx_http_linegate_redis_auth_args(const char **argv, size_t *argvlen)
+{
+    int                             n;
+    ngx_http_linegate_main_conf_t  *lmcf;
+
+    lmcf = ngx_http_linegate_redis.lmcf;
+
+    if (lmcf->redis_password.len == 0) {
+        return 0;
+    }
+
+    n = 0;
+    argv[n] = "AUTH";
+    argvlen[n++] = 4;
+
+    if (lmcf->redis_user.len) {
+        /* an ACL user (Redis 6) */
+        argv[n] = (const char *) lmcf->redis_user.data;
+        argvlen[n++] = lmcf->redis_user.len;
+    }
+
+    argv[n] = (const char *) lmcf->redis_password.data;
+    argvlen[n++] = lmcf->redis_password.len;
+
+    return n;
+}
+
+
 /*
  * AUTH and SELECT go first on a new connection, then (on a master)
  * SCRIPT LOAD; Redis runs commands in order, so requests sent right after
@@ -2787,19 +2816,9 @@ ngx_http_linegate_redis_auth(ngx_http_linegate_redis_node_t *node)
 
     lmcf = ngx_http_linegate_redis.lmcf;
 
-    if (lmcf->redis_password.len) {
-        n = 0;
-        argv[n] = "AUTH";
-        argvlen[n++] = 4;
+    n = ngx_http_linegate_redis_auth_args(argv, argvlen);
 
-        if (lmcf->redis_user.len) {
-            /* an ACL user (Redis 6) */
-            argv[n] = (const char *) lmcf->redis_user.data;
-            argvlen[n++] = lmcf->redis_user.len;
-        }
-
-        argv[n] = (const char *) lmcf->redis_password.data;
-        argvlen[n++] = lmcf->redis_password.len;
+    if (n) {
         redisAsyncCommandArgv(node->ac, ngx_http_linegate_redis_setup_cb,
                               "AUTH", n, argv, argvlen);
     }

@@ -82,6 +82,12 @@ ngx_int_t ngx_http_linegate_redis_command(ngx_http_request_t *r,
     ngx_http_linegate_redis_args_t *args,
     ngx_http_linegate_redis_handler_pt handler);
 
+/*
+ * AUTH [user] password of linegate_redis into argv (3 places): the
+ * count, 0 when no password is configured
+ */
+int ngx_http_linegate_redis_auth_args(const char **argv, size_t *argvlen);
+
 /* GET key (a lookup read as its own step), as redis_command */
 ngx_int_t ngx_http_linegate_redis_get(ngx_http_request_t *r, ngx_str_t *key,
     ngx_http_linegate_redis_handler_pt handler);

@@ -340,10 +340,8 @@ ngx_http_linegate_pubsub_connect_cb(const redisAsyncContext *ac, int status)
     const char                     *argv[3];
     size_t                          argvlen[3];
     ngx_http_linegate_pubsub_t     *ps;
-    ngx_http_linegate_main_conf_t  *lmcf;
 
     ps = &ngx_http_linegate_pubsub;
-    lmcf = ps->lmcf;
 
     if (ac != ps->ac) {
         return;
@@ -360,19 +358,9 @@ ngx_http_linegate_pubsub_connect_cb(const redisAsyncContext *ac, int status)
         return;
     }
 
-    if (lmcf->redis_password.len) {
-        n = 0;
-        argv[n] = "AUTH";
-        argvlen[n++] = 4;
+    n = ngx_http_linegate_redis_auth_args(argv, argvlen);
 
-        if (lmcf->redis_user.len) {
-            argv[n] = (const char *) lmcf->redis_user.data;
-            argvlen[n++] = lmcf->redis_user.len;
-        }
-
-        argv[n] = (const char *) lmcf->redis_password.data;
-        argvlen[n++] = lmcf->redis_password.len;
-
+    if (n) {
         (void) redisAsyncCommandArgv(ps->ac,
                                      ngx_http_linegate_pubsub_auth_cb, NULL,
                                      n, argv, argvlen);
