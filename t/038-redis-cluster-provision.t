@@ -263,6 +263,34 @@ sub tryagains {
     return $e =~ /count=(\d+)/ ? $1 : 0;
 }
 
+# a confirm sent while $slot migrates from $from to $to (its keys still
+# on $from): the migration ends 0.2 s later; the confirm must answer 200,
+# and $from must have said TRYAGAIN meanwhile. ($answer, $line), or ()
+sub confirm_through_migration {
+    my ($a, $tok, $slot, $from, $to, $whose) = @_;
+    local $Test::Builder::Level = $Test::Builder::Level + 1;
+    my $before = tryagains($from);
+    $r->node($to)->cluster('setslot', $slot, 'importing',
+                           $r->node($from)->cluster('myid'));
+    $r->node($from)->cluster('setslot', $slot, 'migrating',
+                             $r->node($to)->cluster('myid'));
+    my $t0 = time;
+    my ($tx, $done) = $p->during($p->confirm_req($a, $tok), sub {
+        return 0 if time - $t0 < 0.2;
+        finish_migration($slot, $from, $to);
+        return 1;
+    }, 10);
+    ok($done, 'the migration ended while the confirm ran')
+        or finish_migration($slot, $from, $to);
+    cmp_ok(tryagains($from), '>', $before,
+           "$whose node said TRYAGAIN meanwhile");
+    my $c = $p->answer($tx, 200, 'confirm: 200 through the migration');
+    my ($line) = values %{ $p->lines($a->{id}) };
+    ok($line, 'a line recorded') or return;
+    is($c->{phone_number}, $line->{phone_number}, 'its line, its number');
+    return ($c, $line);
+}
+
 subtest 'the fleet\'s slot in migration: TRYAGAIN sent again, no error' => sub {
     my $a = spread_account('acct_mig', daily => 5, card => 1);
     $p->inventory($p->numbers(3, 628559));
@@ -276,26 +304,9 @@ subtest 'the fleet\'s slot in migration: TRYAGAIN sent again, no error' => sub {
     # no claim: the claims journal's key does not exist, the inventory's
     # does; pv_claim names both, so the migrating node answers TRYAGAIN
     is(claims(), 0, 'no claim in flight');
-    my $before = tryagains($from);
-    $r->node($to)->cluster('setslot', $slot, 'importing',
-                           $r->node($from)->cluster('myid'));
-    $r->node($from)->cluster('setslot', $slot, 'migrating',
-                             $r->node($to)->cluster('myid'));
-
-    $t0 = time;
-    my ($tx, $done) = $p->during($p->confirm_req($a, $tok), sub {
-        return 0 if time - $t0 < 0.2;
-        finish_migration($slot, $from, $to);
-        return 1;
-    }, 10);
-    ok($done, 'the migration ended while the confirm ran')
-        or finish_migration($slot, $from, $to);
-    cmp_ok(tryagains($from), '>', $before,
-           'the fleet\'s node said TRYAGAIN meanwhile');
-    my $c = $p->answer($tx, 200, 'confirm: 200 through the migration');
-    my ($line) = values %{ $p->lines($a->{id}) };
-    ok($line, 'a line recorded') or return;
-    is($c->{phone_number}, $line->{phone_number}, 'its line, its number');
+    my ($c, $line) = confirm_through_migration($a, $tok, $slot, $from, $to,
+                                               'the fleet\'s')
+        or return;
     is($s->cluster_master_of($FLEET), $to, 'the fleet\'s slot moved');
     is($r->scard($FLEET), $stock - 1, 'the inventory gave one number');
     ok(!$r->sismember($FLEET, $line->{phone_number}), 'that one');
@@ -315,30 +326,13 @@ subtest 'the account\'s slot in migration: every key named, no error' => sub {
     my $tok = $p->token($a);
     ok($r->exists($akey) && !$r->exists("$akey:prov"),
        'the account exists, its windows not yet');
-    my $before = tryagains($from);
-    $r->node($to)->cluster('setslot', $slot, 'importing',
-                           $r->node($from)->cluster('myid'));
-    $r->node($from)->cluster('setslot', $slot, 'migrating',
-                             $r->node($to)->cluster('myid'));
-
     # the reserve names the account's five keys: some exist, some not,
     # so the migrating node says TRYAGAIN until the slot has moved (a
     # script naming only the account would run there and meet the
     # others as non-local keys, an error)
-    my $t0 = time;
-    my ($tx, $done) = $p->during($p->confirm_req($a, $tok), sub {
-        return 0 if time - $t0 < 0.2;
-        finish_migration($slot, $from, $to);
-        return 1;
-    }, 10);
-    ok($done, 'the migration ended while the confirm ran')
-        or finish_migration($slot, $from, $to);
-    cmp_ok(tryagains($from), '>', $before,
-           'the account\'s node said TRYAGAIN meanwhile');
-    my $c = $p->answer($tx, 200, 'confirm: 200 through the migration');
-    my ($line) = values %{ $p->lines($a->{id}) };
-    ok($line, 'a line recorded') or return;
-    is($c->{phone_number}, $line->{phone_number}, 'its line, its number');
+    my ($c, $line) = confirm_through_migration($a, $tok, $slot, $from, $to,
+                                               'the account\'s')
+        or return;
     is($s->cluster_master_of($akey), $to, 'the account\'s slot moved');
     is($r->zcard("$akey:prov"), 1, 'the line counts in its window');
     is(scalar @{ $p->reservations($a->{id}) }, 0, 'no reservation left');
