@@ -285,7 +285,7 @@ start_linegate() {
 # accounts, 1000 numbers; no awaiting_payment request, so no Stripe
 # reconciliation on read) + what linegate's endpoints need on top
 seed() {
-    local kind=${1:-base} extra=(--index)
+    local kind=${1:-base} extra=(--index --key-entries)
     perl "$PEERS/seed.pl" --port "$REDIS_PORT" --out "$DATA" --no-awaiting >/dev/null
     case $kind in
         write) extra+=(--write-workspaces "$WRITE_WS") ;;
@@ -559,6 +559,13 @@ probe_roundtrips() {
     url=$(tfield "$id" 5); script=$(tfield "$id" 6)
     mon=$RAW/monitor.$id.txt
     seed "$(tfield "$id" 7)"
+    # hot reads: the workers' key caches meet the keys first (a key no
+    # worker knows costs its lookup's GET, a round trip more, once per
+    # key and worker: the scale phase reports that cold cost); not for
+    # the write path, whose fresh workspaces each take two creations
+    if [[ $(tfield "$id" 7) != write ]]; then
+        wrk -t2 -c4 -d2s ${script:+-s "$script"} "$url" >/dev/null 2>&1 || true
+    fi
     redis-cli -p "$REDIS_PORT" monitor > "$mon" 2>/dev/null &
     echo $! > "$TMP/monitor.pid"
     sleep 0.3
@@ -741,6 +748,8 @@ phase_scale() {
             say "  seeding $SCALE_WS workspaces x 10 line requests"
             perl "$PEERS/seed.pl" --port "$REDIS_PORT" --out "$big" --no-awaiting \
                 --workspaces "$SCALE_WS" >/dev/null
+            perl "$HERE/seed-extra.pl" --port "$REDIS_PORT" --data "$big" \
+                --key-entries 2>/dev/null
             n=$big
         fi
         # steady state: a worker's key cache must first have met the keys

@@ -6,6 +6,12 @@
 #   seed-extra.pl --port 6391 --data DIR [--host 127.0.0.1]
 #       [--index]                  lg:{ws:W}:lines zset + lg:line:<id> of
 #                                  every seeded line request (by-user lists)
+#       [--key-entries]            the entry lg:{ws:W}:keys <key id> ->
+#                                  sha256hex of every seeded API key (and of
+#                                  the write workspaces' keys): linegate
+#                                  accepts a key only while its workspace
+#                                  lists it (docs/data-model.md); the peers'
+#                                  seed writes the lookup lg:apikey only
 #       [--clerk ISSUER]           an RS256 key pair (DIR/clerk/, made once)
 #                                  and one Clerk session token per seeded
 #                                  workspace: DIR/clerk.txt, line i = the
@@ -30,8 +36,9 @@ use IO::Socket::INET;
 use HTTP::Tiny;
 
 my %o = (host => '127.0.0.1', port => 6391);
-GetOptions(\%o, 'host=s', 'port=i', 'data=s', 'index', 'clerk=s',
-           'write-workspaces=i', 'inventory-extra=i', 'stripe-stub=s')
+GetOptions(\%o, 'host=s', 'port=i', 'data=s', 'index', 'key-entries',
+           'clerk=s', 'write-workspaces=i', 'inventory-extra=i',
+           'stripe-stub=s')
     or die "usage: $0 --port N --data DIR [--index] [--clerk ISSUER] ...\n";
 die "--data DIR is required\n" unless $o{data};
 
@@ -103,14 +110,28 @@ sub write_file {
 
 # ------------------------------------------------------------------ seeded workspaces
 
+# a key's entry in its workspace's :keys, as the operator API writes it
+# (a key id, deterministic here, -> the key's digest)
+sub key_entry {
+    my ($ws, $key) = @_;
+    my $digest = sha256_hex($key);
+    return ['HSET', "lg:{ws:$ws}:keys",
+            'key_' . substr(sha256_hex("bench:$digest"), 0, 16), $digest];
+}
+
 my (@keys, @ids, @ws);
-if ($o{index} || defined $o{clerk}) {
+if ($o{index} || $o{'key-entries'} || defined $o{clerk}) {
     @keys = lines_of('keys.txt');
     @ids = map { [split ' '] } lines_of('ids.txt');
     @ws = pipeline(map { ['GET', 'lg:apikey:' . sha256_hex($_)] } @keys);
     for my $i (0 .. $#ws) {
         die "workspace of key $i not in Redis: seed.pl first\n" unless defined $ws[$i];
     }
+}
+
+if ($o{'key-entries'}) {
+    pipeline(map { key_entry($ws[$_], $keys[$_]) } 0 .. $#ws);
+    print STDERR "seed-extra: ", scalar(@ws), " key entries\n";
 }
 
 if ($o{index}) {
@@ -184,6 +205,7 @@ if (my $n = $o{'write-workspaces'}) {
         my $key = sprintf('tuco_benchwrite%08d%s', $i, 'x' x 22);
         my $ws = sprintf('org_2benchwrite%08d', $i);
         push @cmds, ['SET', 'lg:apikey:' . sha256_hex($key), $ws],
+            key_entry($ws, $key),
             ['HSET', "lg:{ws:$ws}", 'plan', 'growth',
              'subscriptionStatus', 'active',
              'stripeCustomerId', sprintf('cus_benchwrite%08d', $i)];
