@@ -24,7 +24,7 @@ typedef struct {
 static ngx_http_linegate_key_form_t
     ngx_http_linegate_key_forms[NGX_HTTP_LINEGATE_KEY_COUNT] = {
 
-    /* NGX_HTTP_LINEGATE_KEY_WS ... _WS_USAGE */
+    /* NGX_HTTP_LINEGATE_KEY_WS ... _WS_EVENT */
     { ngx_string("lg:{ws:"), ngx_string("}"), ngx_http_linegate_key_none },
     { ngx_string("lg:{ws:"), ngx_string("}:keys"),
       ngx_http_linegate_key_none },
@@ -37,6 +37,10 @@ static ngx_http_linegate_key_form_t
     { ngx_string("lg:{ws:"), ngx_string("}:lines"),
       ngx_http_linegate_key_none },
     { ngx_string("lg:{ws:"), ngx_string("}:usage:"),
+      ngx_http_linegate_key_none },
+    { ngx_string("lg:{ws:"), ngx_string("}:lrvoid:"),
+      ngx_http_linegate_key_none },
+    { ngx_string("lg:{ws:"), ngx_string("}:event:"),
       ngx_http_linegate_key_none },
 
     /* NGX_HTTP_LINEGATE_KEY_ACCT ... _ACCT_OUTBOX */
@@ -58,11 +62,7 @@ static ngx_http_linegate_key_form_t
       ngx_http_linegate_key_none },
     { ngx_string("lg:line:"), ngx_http_linegate_key_none,
       ngx_http_linegate_key_none },
-    { ngx_string("lg:lrvoid:"), ngx_http_linegate_key_none,
-      ngx_http_linegate_key_none },
     { ngx_string("lg:invoice:"), ngx_http_linegate_key_none,
-      ngx_http_linegate_key_none },
-    { ngx_string("lg:stripe:event:"), ngx_http_linegate_key_none,
       ngx_http_linegate_key_none },
     { ngx_string("lg:pv:"), ngx_http_linegate_key_none,
       ngx_http_linegate_key_none },

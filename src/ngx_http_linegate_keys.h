@@ -25,6 +25,8 @@ typedef enum {
     NGX_HTTP_LINEGATE_KEY_WS_IDEM,          /* a = W, b = key digest */
     NGX_HTTP_LINEGATE_KEY_WS_LINES,         /* a = W: its live requests */
     NGX_HTTP_LINEGATE_KEY_WS_USAGE,         /* a = W, b = "<id>:<day>" */
+    NGX_HTTP_LINEGATE_KEY_WS_LRVOID,        /* a = W, b = request id */
+    NGX_HTTP_LINEGATE_KEY_WS_EVENT,         /* a = W, b = Stripe event id */
 
     /* a provisioning account: lg:{acct:<A>}..., one hash tag */
     NGX_HTTP_LINEGATE_KEY_ACCT,             /* a = A */
@@ -37,9 +39,7 @@ typedef enum {
     NGX_HTTP_LINEGATE_KEY_APIKEY,           /* a = sha256hex of the key */
     NGX_HTTP_LINEGATE_KEY_SBKEY,            /* a = key id */
     NGX_HTTP_LINEGATE_KEY_LINE,             /* a = request id */
-    NGX_HTTP_LINEGATE_KEY_LRVOID,           /* a = request id */
     NGX_HTTP_LINEGATE_KEY_INVOICE,          /* a = invoice id */
-    NGX_HTTP_LINEGATE_KEY_STRIPE_EVENT,     /* a = event id */
     NGX_HTTP_LINEGATE_KEY_PV,               /* a = preview token */
 
     /* linegate_limit: lg:rl:{<zone>:v:<value>} or {<zone>:h:<md5>} */

@@ -6,7 +6,8 @@
  * lines.h) in ctx->state and one resume switch, create_resume, that every
  * Redis and Stripe callback enters:
  *
- *   validate -> SCRIPT (lr_create) -+- included, refusals -> answer (kept
+ *   validate -> INDEX (SET lg:line:<id> W, its own slot)
+ *            -> SCRIPT (lr_create) -+- included, refusals -> answer (kept
  *                                   |  under the idempotency key by
  *                                   |  lr_create itself)
  *                                   `- reserved -> ISSUE (the invoice
@@ -86,6 +87,12 @@ static void ngx_http_linegate_create_applicable(ngx_http_linegate_lr_t *lr);
 static ngx_int_t ngx_http_linegate_create_email_valid(ngx_str_t *s);
 static ngx_int_t ngx_http_linegate_create_url_valid(ngx_str_t *s);
 
+static void ngx_http_linegate_create_index(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr);
+static void ngx_http_linegate_create_indexed(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr, redisReply *reply);
+static void ngx_http_linegate_create_unindex(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr);
 static void ngx_http_linegate_create_script(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr);
 static void ngx_http_linegate_create_done(ngx_http_request_t *r,
@@ -150,7 +157,13 @@ ngx_http_linegate_line_create(ngx_http_request_t *r,
                                       field, message);
     }
 
-    ngx_http_linegate_create_script(r, lr);
+    if (lr->deferred) {
+        /* only authenticated and counted: no line, no index */
+        ngx_http_linegate_create_script(r, lr);
+        return;
+    }
+
+    ngx_http_linegate_create_index(r, lr);
 }
 
 
@@ -539,6 +552,10 @@ ngx_http_linegate_create_resume(ngx_http_request_t *r, redisReply *reply)
 
     switch ((ngx_http_linegate_create_step_e) lr->ctx->state) {
 
+    case NGX_HTTP_LINEGATE_CREATE_INDEX:
+        ngx_http_linegate_create_indexed(r, lr, reply);
+        return;
+
     case NGX_HTTP_LINEGATE_CREATE_SCRIPT:
         ngx_http_linegate_create_done(r, lr, reply);
         return;
@@ -561,8 +578,19 @@ ngx_http_linegate_create_resume(ngx_http_request_t *r, redisReply *reply)
 
         return;
 
-    case NGX_HTTP_LINEGATE_CREATE_STORE_AGAIN:
     case NGX_HTTP_LINEGATE_CREATE_RELEASE:
+        if (reply != NULL && reply->type == REDIS_REPLY_INTEGER
+            && reply->integer == 1)
+        {
+            /* no request of this id, nor ever will be: its index goes */
+            ngx_http_linegate_create_unindex(r, lr);
+        }
+
+        ngx_http_linegate_lines_durable_done(r, lr, reply);
+        ngx_http_linegate_create_failed(r, lr);
+        return;
+
+    case NGX_HTTP_LINEGATE_CREATE_STORE_AGAIN:
         ngx_http_linegate_lines_durable_done(r, lr, reply);
         ngx_http_linegate_create_failed(r, lr);
         return;
@@ -701,6 +729,114 @@ ngx_http_linegate_create_failed(ngx_http_request_t *r,
 }
 
 
+/*
+ * CREATE_INDEX: the owner index lg:line:<id> -> W, written in its own
+ * step (its own slot) before the workspace's step creates the line, so
+ * that no line ever exists without it. The index alone (lr_create
+ * refused, or never ran) names a workspace without the line: every
+ * reader of the index (the operator's line calls, lr_release) reads the
+ * workspace's request next and answers it as unknown. A refusal's index
+ * is deleted after it (create_unindex); one a crash leaves stays,
+ * harmless. The id is new: no other request writes this index.
+ */
+static void
+ngx_http_linegate_create_index(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr)
+{
+    ngx_str_t                       key;
+    ngx_http_linegate_redis_args_t  *a;
+
+    a = &lr->args;
+    ngx_http_linegate_redis_args_init(a);
+
+    if (ngx_http_linegate_key(r->pool, NGX_HTTP_LINEGATE_KEY_LINE, &lr->id,
+                              NULL, &key)
+        != NGX_OK)
+    {
+        ngx_http_linegate_internal_error(r);
+        return;
+    }
+
+    ngx_http_linegate_redis_arg_cstr(a, "SET");
+    ngx_http_linegate_redis_arg_str(a, &key);
+    ngx_http_linegate_redis_arg_str(a, &lr->who.value);
+
+    lr->ctx->state = NGX_HTTP_LINEGATE_CREATE_INDEX;
+
+    if (ngx_http_linegate_redis_command(r, a,
+                                        ngx_http_linegate_create_resume)
+        != NGX_OK)
+    {
+        ngx_http_linegate_store_unavailable(r);
+    }
+}
+
+
+static void
+ngx_http_linegate_create_indexed(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr, redisReply *reply)
+{
+    if (reply == NULL) {
+        /* no line, no claim: only the index may be, and it goes */
+        ngx_http_linegate_create_unindex(r, lr);
+        ngx_http_linegate_store_unavailable(r);
+        return;
+    }
+
+    if (reply->type != REDIS_REPLY_STATUS) {
+        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                      NGX_HTTP_LINEGATE_LOG "unexpected reply of type %d "
+                      "to the line request index", reply->type);
+        ngx_http_linegate_internal_error(r);
+        return;
+    }
+
+    ngx_http_linegate_create_script(r, lr);
+}
+
+
+/*
+ * lr_create answered an outcome that created no line: its index goes
+ * (the id is this request's own)
+ */
+static void
+ngx_http_linegate_create_unindex(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr)
+{
+    if (!lr->deferred) {
+        ngx_http_linegate_line_unindex(r, &lr->id);
+    }
+}
+
+
+/*
+ * The owner index lg:line:<id> of a line request that is not and never
+ * will be (lr_create made no line, or lr_release answered it gone): a
+ * durable DEL, idempotent; the release's mark keeps the id from being
+ * created again. Also the reconcile sweep's.
+ */
+void
+ngx_http_linegate_line_unindex(ngx_http_request_t *r, ngx_str_t *id)
+{
+    ngx_str_t                       key;
+    ngx_http_linegate_redis_args_t  a;
+
+    if (ngx_http_linegate_key(r->pool, NGX_HTTP_LINEGATE_KEY_LINE, id, NULL,
+                              &key)
+        != NGX_OK)
+    {
+        return;
+    }
+
+    ngx_http_linegate_redis_args_init(&a);
+    ngx_http_linegate_redis_arg_cstr(&a, "DEL");
+    ngx_http_linegate_redis_arg_str(&a, &key);
+
+    (void) ngx_http_linegate_redis_durable_command(r->connection->log, &a,
+                                                   "line request unindex");
+}
+
+
 /* CREATE_SCRIPT: the decision (lr_create) */
 
 static void
@@ -758,11 +894,9 @@ ngx_http_linegate_create_script(ngx_http_request_t *r,
     ngx_http_linegate_redis_arg_int(r, a, NGX_HTTP_LINEGATE_LR_STALE);
     ngx_http_linegate_redis_arg_str(a, &lr->body);
 
-    /* KEYS[2..5], after lr_gate's */
-    ngx_http_linegate_lines_key(lr, a, NGX_HTTP_LINEGATE_KEY_LRVOID, &lr->id,
-                                NULL);
-    ngx_http_linegate_lines_key(lr, a, NGX_HTTP_LINEGATE_KEY_LINE, &lr->id,
-                                NULL);
+    /* KEYS[2..4], after lr_gate's */
+    ngx_http_linegate_lines_key(lr, a, NGX_HTTP_LINEGATE_KEY_WS_LRVOID,
+                                &lr->who.value, &lr->id);
     ngx_http_linegate_redis_arg_key(a,
         ngx_http_linegate_key_fixed(NGX_HTTP_LINEGATE_KEY_LR_INFLIGHT));
     ngx_http_linegate_redis_arg_key(a,
@@ -786,12 +920,21 @@ static void
 ngx_http_linegate_create_done(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr, redisReply *reply)
 {
+    int64_t    made;
     ngx_int_t  code;
 
     if (reply == NULL && !lr->deferred) {
         ngx_http_linegate_create_fail(r, lr, NGX_HTTP_LINEGATE_LR_FAIL_STORE,
                                       0, -1);
         return;
+    }
+
+    /* no line made: the index goes, queued before the answer is sent */
+    if (ngx_http_linegate_reply_int(reply, 0, &made) != NGX_OK
+        || (made != NGX_HTTP_LINEGATE_LR_OK
+            && made != NGX_HTTP_LINEGATE_LR_RESERVED))
+    {
+        ngx_http_linegate_create_unindex(r, lr);
     }
 
     code = ngx_http_linegate_lines_gate(r, lr, reply);
@@ -1079,14 +1222,8 @@ ngx_http_linegate_create_release_args(ngx_http_request_t *r,
 {
     ngx_str_t  ws;
 
-    /* an API key lr_create was to resolve: the request's owner index */
-    ws = lr->ws;
-
-    if (ws.len == 0
-        && lr->caller != NGX_HTTP_LINEGATE_LR_CALLER_KEY)
-    {
-        ws = lr->who.value;
-    }
+    /* the workspace is known before lr_create (an API key's lookup) */
+    ws = lr->who.value;
 
     ngx_http_linegate_redis_args_init(a);
 
@@ -1095,18 +1232,11 @@ ngx_http_linegate_create_release_args(ngx_http_request_t *r,
     ngx_http_linegate_redis_arg_str(a, &lr->idem.digest);
     ngx_http_linegate_redis_arg_int(r, a, NGX_HTTP_LINEGATE_LR_STALE);
 
-    /* KEYS[4], the workspace, only when it is known here */
-    ngx_http_linegate_lines_key(lr, a, NGX_HTTP_LINEGATE_KEY_LRVOID, &lr->id,
-                                NULL);
-    ngx_http_linegate_lines_key(lr, a, NGX_HTTP_LINEGATE_KEY_LINE, &lr->id,
-                                NULL);
+    ngx_http_linegate_lines_key(lr, a, NGX_HTTP_LINEGATE_KEY_WS_LRVOID, &ws,
+                                &lr->id);
     ngx_http_linegate_redis_arg_key(a,
         ngx_http_linegate_key_fixed(NGX_HTTP_LINEGATE_KEY_LR_INFLIGHT));
-
-    if (ws.len) {
-        ngx_http_linegate_lines_key(lr, a, NGX_HTTP_LINEGATE_KEY_WS, &ws,
-                                    NULL);
-    }
+    ngx_http_linegate_lines_key(lr, a, NGX_HTTP_LINEGATE_KEY_WS, &ws, NULL);
 }
 
 

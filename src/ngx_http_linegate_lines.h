@@ -146,6 +146,7 @@ typedef enum {
 /* line_create.c: POST /api/line-requests */
 typedef enum {
     NGX_HTTP_LINEGATE_CREATE_SCRIPT = 0, /* lr_create.lua */
+    NGX_HTTP_LINEGATE_CREATE_INDEX,      /* SET lg:line:<id>, before it */
     NGX_HTTP_LINEGATE_CREATE_ISSUE,      /* the invoice machine: issue */
     NGX_HTTP_LINEGATE_CREATE_STORE,      /* lr_invoice_store.lua */
     NGX_HTTP_LINEGATE_CREATE_STORE_AGAIN, /* the same, durable */
@@ -352,6 +353,8 @@ void ngx_http_linegate_lines_durable_done(ngx_http_request_t *r,
 void ngx_http_linegate_lines_ended(ngx_http_linegate_lr_t *lr,
     ngx_http_linegate_script_id_e script, const char *doing,
     const char *what);
+/* the durable DEL of a line request's owner index lg:line:<id> */
+void ngx_http_linegate_line_unindex(ngx_http_request_t *r, ngx_str_t *id);
 /* answers 401 {"error":"Unauthorized"}: an unknown or revoked API key */
 void ngx_http_linegate_lines_unauthorized(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr);

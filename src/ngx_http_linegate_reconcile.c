@@ -67,6 +67,7 @@
 
 
 #include "ngx_http_linegate_reconcile.h"
+#include "ngx_http_linegate_lines.h"
 #include "ngx_http_linegate_redis.h"
 #include "ngx_http_linegate_keys.h"
 #include "ngx_http_linegate_pv_settle.h"
@@ -1688,18 +1689,13 @@ ngx_http_linegate_reconcile_release(ngx_http_request_t *r,
         ngx_http_linegate_redis_arg_int(r, a,
                                         NGX_HTTP_LINEGATE_RECONCILE_LR_MARK);
 
-        /* its keys, as the request's own release names them */
-        if (ngx_http_linegate_key(r->pool, NGX_HTTP_LINEGATE_KEY_LRVOID,
-                                  &e->line_request, NULL, &akey)
-            != NGX_OK)
-        {
-            return NGX_ERROR;
-        }
-
-        ngx_http_linegate_redis_arg_key(a, &akey);
-
-        if (ngx_http_linegate_key(r->pool, NGX_HTTP_LINEGATE_KEY_LINE,
-                                  &e->line_request, NULL, &akey)
+        /*
+         * its keys, as the request's own release names them: all under
+         * the workspace's tag but the in-flight index (every Lines entry
+         * names its workspace: lr_invoice_orphan's, the sweep's)
+         */
+        if (ngx_http_linegate_key(r->pool, NGX_HTTP_LINEGATE_KEY_WS_LRVOID,
+                                  &e->workspace, &e->line_request, &akey)
             != NGX_OK)
         {
             return NGX_ERROR;
@@ -1709,16 +1705,14 @@ ngx_http_linegate_reconcile_release(ngx_http_request_t *r,
         ngx_http_linegate_redis_arg_key(a,
             ngx_http_linegate_key_fixed(NGX_HTTP_LINEGATE_KEY_LR_INFLIGHT));
 
-        if (e->workspace.len) {
-            if (ngx_http_linegate_key(r->pool, NGX_HTTP_LINEGATE_KEY_WS,
-                                      &e->workspace, NULL, &akey)
-                != NGX_OK)
-            {
-                return NGX_ERROR;
-            }
-
-            ngx_http_linegate_redis_arg_key(a, &akey);
+        if (ngx_http_linegate_key(r->pool, NGX_HTTP_LINEGATE_KEY_WS,
+                                  &e->workspace, NULL, &akey)
+            != NGX_OK)
+        {
+            return NGX_ERROR;
         }
+
+        ngx_http_linegate_redis_arg_key(a, &akey);
 
         return ngx_http_linegate_reconcile_script(r, rc,
                                           NGX_HTTP_LINEGATE_SCRIPT_LR_RELEASE,
@@ -2017,6 +2011,11 @@ ngx_http_linegate_reconcile_stored(ngx_http_request_t *r, redisReply *reply)
          * pv_release: {released, w[1..6], account, line exists}. The
          * number the entry held returns unless a line holds it.
          */
+        if (e->line_request.len && code == 1) {
+            /* lr_release: no request of this id any more: its index goes */
+            ngx_http_linegate_line_unindex(r, &e->line_request);
+        }
+
         if (e->line_request.len == 0
             && (ngx_http_linegate_reconcile_is(&e->reason, "worker_lost")
                 || ngx_http_linegate_reconcile_is(&e->reason,

@@ -21,6 +21,7 @@
 #include "ngx_http_linegate_ids.h"
 #include "ngx_http_linegate_headers.h"
 #include "ngx_http_linegate_json_write.h"
+#include "ngx_http_linegate_str.h"
 
 
 /* long enough to cover Stripe's retries, which last up to three days */
@@ -29,6 +30,21 @@
 
 static ngx_int_t ngx_http_linegate_webhook_verify(ngx_http_request_t *r,
     ngx_http_linegate_ctx_t *ctx);
+/*
+ * An invoice event between its two steps: the index lg:invoice:<in>
+ * read (its own slot), then wh_invoice on the workspace's
+ */
+typedef struct {
+    ngx_str_t                        event_id;
+    ngx_str_t                        invoice;
+    const char                      *outcome;
+    int64_t                          now;
+    u_char                          *iso;
+} ngx_http_linegate_webhook_inv_t;
+
+
+static void ngx_http_linegate_webhook_owner(ngx_http_request_t *r,
+    redisReply *reply);
 static void ngx_http_linegate_webhook_invoice(ngx_http_request_t *r,
     ngx_str_t *event_id, json_t *object, const char *outcome);
 static void ngx_http_linegate_webhook_subscription(ngx_http_request_t *r,
@@ -157,10 +173,8 @@ static void
 ngx_http_linegate_webhook_invoice(ngx_http_request_t *r,
     ngx_str_t *event_id, json_t *object, const char *outcome)
 {
-    u_char                          *iso;
-    int64_t                          now;
-    ngx_str_t                        invoice, ekey, ikey;
-    ngx_http_linegate_redis_args_t  *a;
+    ngx_str_t                         invoice, ikey;
+    ngx_http_linegate_webhook_inv_t  *inv;
 
     if (ngx_http_linegate_json_str(object, "id", &invoice) != NGX_OK
         || !ngx_http_linegate_stripe_id_valid(&invoice))
@@ -169,15 +183,103 @@ ngx_http_linegate_webhook_invoice(ngx_http_request_t *r,
         return;
     }
 
-    a = ngx_palloc(r->pool, sizeof(ngx_http_linegate_redis_args_t));
-    iso = ngx_http_linegate_webhook_now(r, &now);
+    inv = ngx_pcalloc(r->pool, sizeof(ngx_http_linegate_webhook_inv_t));
 
-    if (a == NULL || iso == NULL
-        || ngx_http_linegate_key(r->pool, NGX_HTTP_LINEGATE_KEY_STRIPE_EVENT,
-                                 event_id, NULL, &ekey)
-           != NGX_OK
+    if (inv == NULL
+        || ngx_http_linegate_pstr(r->pool, &inv->event_id, event_id->data,
+                                  event_id->len)
+           == NULL
+        || ngx_http_linegate_pstr(r->pool, &inv->invoice, invoice.data,
+                                  invoice.len)
+           == NULL
+        || (inv->iso = ngx_http_linegate_webhook_now(r, &inv->now)) == NULL
         || ngx_http_linegate_key(r->pool, NGX_HTTP_LINEGATE_KEY_INVOICE,
-                                 &invoice, NULL, &ikey)
+                                 &inv->invoice, NULL, &ikey)
+           != NGX_OK)
+    {
+        ngx_http_linegate_internal_error(r);
+        return;
+    }
+
+    inv->outcome = outcome;
+    ngx_http_linegate_get_ctx(r)->data = inv;
+
+    /* which request the invoice pays: its own step, its own slot */
+    if (ngx_http_linegate_redis_get(r, &ikey, ngx_http_linegate_webhook_owner)
+        != NGX_OK)
+    {
+        ngx_http_linegate_store_unavailable(r);
+    }
+}
+
+
+/*
+ * The index read ("W:<id>"): wh_invoice settles the request on the
+ * workspace's slot, the event's de-duplication under its tag. An invoice
+ * the index does not know is not ours: acknowledged, not remembered.
+ */
+static void
+ngx_http_linegate_webhook_owner(ngx_http_request_t *r, redisReply *reply)
+{
+    u_char                           *sep;
+    ngx_str_t                         owner, ws, id, ekey, wkey;
+    ngx_http_linegate_redis_args_t   *a;
+    ngx_http_linegate_webhook_inv_t  *inv;
+
+    inv = ngx_http_linegate_get_ctx(r)->data;
+
+    if (reply == NULL) {
+        /* Stripe retries a non-2xx delivery: nothing is lost */
+        ngx_http_linegate_store_unavailable(r);
+        return;
+    }
+
+    if (reply->type == REDIS_REPLY_NIL) {
+        ngx_http_linegate_webhook_ack(r, "unknown");
+        return;
+    }
+
+    if (reply->type != REDIS_REPLY_STRING
+        || ngx_http_linegate_pstr(r->pool, &owner, (u_char *) reply->str,
+                                  reply->len)
+           == NULL)
+    {
+        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                      NGX_HTTP_LINEGATE_LOG "unexpected invoice index "
+                      "reply of type %d", reply->type);
+        ngx_http_linegate_internal_error(r);
+        return;
+    }
+
+    /* ids never contain ':', but split at the last one all the same */
+    for (sep = owner.data + owner.len; sep > owner.data; sep--) {
+        if (sep[-1] == ':') {
+            break;
+        }
+    }
+
+    if (sep <= owner.data + 1 || sep == owner.data + owner.len) {
+        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                      NGX_HTTP_LINEGATE_LOG "invoice \"%V\" indexed as "
+                      "\"%V\": not \"<workspace>:<id>\"", &inv->invoice,
+                      &owner);
+        ngx_http_linegate_webhook_ack(r, "unknown");
+        return;
+    }
+
+    ws.data = owner.data;
+    ws.len = sep - 1 - owner.data;
+    id.data = sep;
+    id.len = owner.data + owner.len - sep;
+
+    a = ngx_palloc(r->pool, sizeof(ngx_http_linegate_redis_args_t));
+
+    if (a == NULL
+        || ngx_http_linegate_key(r->pool, NGX_HTTP_LINEGATE_KEY_WS_EVENT,
+                                 &ws, &inv->event_id, &ekey)
+           != NGX_OK
+        || ngx_http_linegate_key(r->pool, NGX_HTTP_LINEGATE_KEY_WS, &ws,
+                                 NULL, &wkey)
            != NGX_OK)
     {
         ngx_http_linegate_internal_error(r);
@@ -186,14 +288,16 @@ ngx_http_linegate_webhook_invoice(ngx_http_request_t *r,
 
     ngx_http_linegate_redis_args_init(a);
     ngx_http_linegate_redis_arg_str(a, &ekey);
-    ngx_http_linegate_redis_arg_str(a, &ikey);
+    ngx_http_linegate_redis_arg_str(a, &wkey);
     ngx_http_linegate_redis_arg_str(a,
         ngx_http_linegate_key_fixed(NGX_HTTP_LINEGATE_KEY_PROVISIONING));
-    ngx_http_linegate_redis_arg_str(a, &invoice);
-    ngx_http_linegate_redis_arg_cstr(a, outcome);
-    ngx_http_linegate_redis_arg_int(r, a, now);
-    ngx_http_linegate_redis_arg(a, iso, NGX_HTTP_LINEGATE_ISO_LEN);
+    ngx_http_linegate_redis_arg_str(a, &inv->invoice);
+    ngx_http_linegate_redis_arg_cstr(a, inv->outcome);
+    ngx_http_linegate_redis_arg_int(r, a, inv->now);
+    ngx_http_linegate_redis_arg(a, inv->iso, NGX_HTTP_LINEGATE_ISO_LEN);
     ngx_http_linegate_redis_arg_int(r, a, NGX_HTTP_LINEGATE_EVENT_MEMORY);
+    ngx_http_linegate_redis_arg_str(a, &ws);
+    ngx_http_linegate_redis_arg_str(a, &id);
 
     if (ngx_http_linegate_redis_script(r, NGX_HTTP_LINEGATE_SCRIPT_WH_INVOICE,
                                        3, a,
@@ -243,8 +347,8 @@ ngx_http_linegate_webhook_subscription(ngx_http_request_t *r,
     iso = ngx_http_linegate_webhook_now(r, &now);
 
     if (a == NULL || iso == NULL
-        || ngx_http_linegate_key(r->pool, NGX_HTTP_LINEGATE_KEY_STRIPE_EVENT,
-                                 event_id, NULL, &ekey)
+        || ngx_http_linegate_key(r->pool, NGX_HTTP_LINEGATE_KEY_WS_EVENT,
+                                 &ws, event_id, &ekey)
            != NGX_OK
         || ngx_http_linegate_key(r->pool, NGX_HTTP_LINEGATE_KEY_WS, &ws,
                                  NULL, &wkey)

@@ -69,8 +69,70 @@ subtest 'the answer is kept in the step that commits the outcome' => sub {
     is($c->{line}{workspaceId}, $w->{id}, 'workspaceId');
 };
 
+# Issue 10: the owner index lg:line:<id> is written in its own step (its
+# own slot) before the workspace's step; lr_create touches the
+# workspace's keys (its release mark lg:{ws:W}:lrvoid:<id> among them),
+# the in-flight index and the stream only. A creation that makes no line
+# takes its index back; a released one too.
+subtest 'the owner index is its own step, before the workspace\'s' => sub {
+    my $w = ws();
+    my $tx;
+    my ($cmds) = $s->redis_traffic(sub {
+        $tx = $l->create($w, body(), key('ix-1'));
+    });
+    my $b = $l->answer($tx, 201, 'included line');
+    my $id = $b->{line}{_id} // '';
+    my ($set) = grep { $cmds->[$_] =~ /"set" "lg:line:\Q$id\E" "\Q$w->{id}\E"/i }
+                0 .. $#$cmds;
+    my ($script) = grep { $cmds->[$_] =~ /"EVALSHA"/i } 0 .. $#$cmds;
+    ok(defined $set, 'SET lg:line:<id> W, a plain command') or diag "@$cmds";
+    ok(defined $set && defined $script && $set < $script,
+       'before the script') or diag "@$cmds";
+    my $ev = defined $script ? $cmds->[$script] : '';
+    unlike($ev, qr/"lg:line:/, 'lr_create names no owner index');
+    unlike($ev, qr/"lg:lrvoid:/, 'nor a global release mark');
+    like($ev, qr/"lg:\{ws:\Q$w->{id}\E\}:lrvoid:\Q$id\E"/,
+         'its mark under the workspace\'s tag');
+    is($r->get("lg:line:$id"), $w->{id}, 'the index names the workspace');
+
+    # a refusal: no line, and its index goes (a durable DEL after it)
+    my $m = ws(plan => 'mini');
+    my $before = () = $r->keys('lg:line:*');
+    ($cmds) = $s->redis_traffic(sub {
+        $tx = $l->create($m, body(), key('ix-2'));
+    });
+    $l->answer($tx, 403, 'forbidden');
+    my ($rid) = map { /"set" "lg:line:(\w+)"/i ? $1 : () } @$cmds;
+    ok($rid, 'the index was written first') or diag "@$cmds";
+    my $by = time + 10;
+    sleep 0.1 while $rid && $r->exists("lg:line:$rid") && time < $by;
+    ok(!$rid || !$r->exists("lg:line:$rid"), 'and taken back');
+
+    # a Stripe refusal releases the reservation: the release's mark is
+    # under the workspace's tag, and the index goes with the request
+    my $x = ws();
+    $l->fault(path_prefix => '/v1/invoices', status => 400);
+    ($cmds) = $s->redis_traffic(sub {
+        $tx = $l->create($x, $EMAIL, key('ix-3'));
+    });
+    $l->error_is($tx, 502, 'BILLING_UNAVAILABLE', 'Stripe 400');
+    $l->clear_faults;
+    ($rid) = map { /"set" "lg:line:(\w+)"/i ? $1 : () } @$cmds;
+    ok($rid && $r->exists("lg:{ws:$x->{id}}:lrvoid:$rid"),
+       'the release mark lg:{ws:W}:lrvoid:<id>') or diag "@$cmds";
+    is(scalar(my @g = $r->keys('lg:lrvoid:*')), 0, 'no global mark');
+    $by = time + 10;
+    sleep 0.1 while $rid && $r->exists("lg:line:$rid") && time < $by;
+    ok(!$rid || !$r->exists("lg:line:$rid"), 'the index went');
+    is(scalar(my @ids = $l->request_ids($x)), 0, 'no request left');
+};
+
+# A pause from before the call holds its first step, the owner index
+# (then taken back); lr_create's own timeout (the release and its mark)
+# is reached when the pause starts between the two steps.
 subtest 'Redis stalls past the command timeout during an add-on create' => sub {
     my $w = ws();
+    my $lines = () = $r->keys('lg:line:*');
     like(qx{$cli CLIENT PAUSE 900}, qr/^OK/, 'Redis paused');
     $l->error_is($l->create($w, $EMAIL, key('st-1')), 503,
                  'STORE_UNAVAILABLE', 'timed out');
@@ -83,6 +145,9 @@ subtest 'Redis stalls past the command timeout during an add-on create' => sub {
     ok(!defined $l->pending($w), 'no reservation blocks the workspace');
     is(scalar(my @ids = $l->request_ids($w)), 0, 'no request left');
     ok(!%{ idem($w, 'st-1') }, 'the key is free');
+    $by = time + 10;
+    sleep 0.1 while (() = $r->keys('lg:line:*')) > $lines && time < $by;
+    is(scalar(() = $r->keys('lg:line:*')), $lines, 'no owner index left');
 
     my $b = $l->answer($l->create($w, $EMAIL, key('st-1')), 201,
                        'the same key, retried');

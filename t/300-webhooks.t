@@ -92,6 +92,19 @@ subtest 'invoice.paid promotes the request, once' => sub {
     $body = answer_is(deliver($ev), 200, 'redelivered');
     ok($body->{duplicate}, 'recognized as a duplicate');
     is(stream_len(), $before + 1, 'not appended twice');
+
+    # issue 10: the index read in its own step, then the workspace's step,
+    # the event's de-duplication under its tag
+    ok($r->exists("lg:{ws:org_wh1}:event:$ev->{id}"),
+       'remembered as lg:{ws:W}:event:<id>');
+    ok(!$r->exists("lg:stripe:event:$ev->{id}"), 'not globally');
+    my ($cmds) = $s->redis_traffic(sub { deliver($ev) });
+    my @c = grep { /"(?:GET|EVALSHA)"/i } @$cmds;
+    like($c[0] // '', qr/"GET" "lg:invoice:in_wh1"\s*$/i,
+         'the invoice index first, alone') or diag "@$cmds";
+    like($c[1] // '',
+         qr/"EVALSHA" "[0-9a-f]{40}" "3" "lg:\{ws:org_wh1\}:event:\Q$ev->{id}\E" "lg:\{ws:org_wh1\}" "lg:provisioning"/i,
+         'then the script on the workspace\'s keys') or diag "@$cmds";
 };
 
 subtest 'invoice.voided and marked_uncollectible cancel' => sub {
@@ -227,7 +240,9 @@ subtest 'a subscription event before its workspace: applied on retry' => sub {
     my $body = answer_is($tx, 409, 'unknown workspace');
     is($body->{code}, 'WORKSPACE_UNKNOWN', 'code');
     ok(!$r->exists('lg:{ws:org_late}'), 'no workspace created');
-    ok(!$r->exists("lg:stripe:event:$ev->{id}"), 'the event is not marked');
+    ok(!$r->exists("lg:stripe:event:$ev->{id}")
+       && !$r->exists("lg:{ws:org_late}:event:$ev->{id}"),
+       'the event is not marked');
 
     # Stripe delivers it again once the operator created the workspace
     $r->hset('lg:{ws:org_late}', plan => 'mini');
@@ -237,6 +252,10 @@ subtest 'a subscription event before its workspace: applied on retry' => sub {
               ['growth', 'active'], 'applied');
     $body = answer_is(deliver($ev), 200, 'once more');
     ok($body->{duplicate}, 'now a duplicate');
+    # the de-duplication under the workspace's tag: one slot (issue 10)
+    ok($r->exists("lg:{ws:org_late}:event:$ev->{id}"),
+       'remembered as lg:{ws:W}:event:<id>');
+    ok(!$r->exists("lg:stripe:event:$ev->{id}"), 'not globally');
 
     # an unknown invoice is not ours: acknowledged, and not remembered
     my $inv = event('invoice.paid', {id => 'in_foreign'});

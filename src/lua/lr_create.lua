@@ -3,11 +3,12 @@
 -- it (included: provisioning, and into the set-up stream) or reserve it
 -- (add-on: awaiting_payment until its invoice is stored), all in one step.
 --
--- KEYS[1] lg:{ws:W} (see lr_gate), KEYS[2] lg:lrvoid:<id>,
--- KEYS[3] lg:line:<id>, KEYS[4] lg:{fleet}:lr:inflight,
--- KEYS[5] lg:provisioning
--- The workspace's keys derive from lr_gate's wkey; lg:line:<other id>
--- of a reservation it drops is named from data (issue 10).
+-- KEYS[1] lg:{ws:W} (see lr_gate), KEYS[2] lg:{ws:W}:lrvoid:<id>,
+-- KEYS[3] lg:{fleet}:lr:inflight, KEYS[4] lg:provisioning
+-- The workspace's keys derive from lr_gate's wkey. The owner index
+-- lg:line:<id> is not written here: nginx writes it in its own step
+-- before this one (a creation this script refuses leaves it naming a
+-- workspace without the line, which every reader answers as unknown).
 -- ARGV[1..6] see lr_gate
 -- ARGV[7] id, ARGV[8] now (ms), ARGV[9] now (ISO 8601)
 -- ARGV[10] channelType, ARGV[11] lineType, ARGV[12] firstName,
@@ -85,7 +86,7 @@ if ikey then
             return {LR_IDEM_IN_USE, ws, left}
         end
         if p[1] then
-            lg_lr_drop(wkey, ws, rec[5], KEYS[4])
+            lg_lr_drop(wkey, ws, rec[5], KEYS[3])
         end
         redis.call('DEL', ikey)
     end
@@ -171,7 +172,7 @@ if pending and abandoned(pending) then
     then
         -- the nginx that reserved it never stored an invoice: it died
         -- or lost Redis meanwhile; the workspace must not stay blocked
-        lg_lr_drop(wkey, ws, pending, KEYS[4])
+        lg_lr_drop(wkey, ws, pending, KEYS[3])
     else
         redis.call('DEL', wkey .. ':pending')
     end
@@ -230,12 +231,11 @@ redis.call('ZADD', wkey .. ':lines', now, id)
 if cost ~= 'included' then
     -- in flight until its invoice is stored or it is dropped: one left
     -- past linegate_reconcile_lost_after is a worker's that died
-    redis.call('ZADD', KEYS[4], now, ws .. ' ' .. id)
+    redis.call('ZADD', KEYS[3], now, ws .. ' ' .. id)
 end
-redis.call('SET', KEYS[3], ws)
 
 if cost == 'included' then
-    lg_lr_provision(KEYS[5], ws, id, channel, ARGV[11], ARGV[9])
+    lg_lr_provision(KEYS[4], ws, id, channel, ARGV[11], ARGV[9])
 
     -- the body names the workspace only known here (an API key)
     local body = ARGV[24]

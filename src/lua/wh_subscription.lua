@@ -1,6 +1,7 @@
 -- A Stripe subscription event sets a workspace's base-plan status and plan.
 --
--- KEYS[1]  lg:stripe:event:<event id> (de-duplication)
+-- KEYS[1]  lg:{ws:W}:event:<event id> (de-duplication, under the
+--          workspace's tag: one slot, issue 10)
 -- KEYS[2]  lg:{ws:W}, W the subscription's metadata.workspace_id
 -- ARGV[1]  subscription status ('canceled' for a deleted subscription)
 -- ARGV[2]  plan from the configured price-to-plan map, or ''

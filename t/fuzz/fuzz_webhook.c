@@ -4,14 +4,16 @@
  * webhook.c (included here) reads them: the event (id, type,
  * data.object), invoices (id) and subscriptions (metadata.workspace_id,
  * status, items.data[].price.id / plan.id against the configured price
- * map, created), then the Redis script's reply read by webhook_done.
+ * map, created), then the Redis replies: an invoice's index
+ * (webhook_owner), the script's (webhook_done).
  *
  * Input: the body, then optionally a NUL byte and RESP bytes: the reply
- * the script gives (parsed by hiredis's reader).  The harness signs each
+ * each Redis step gets (parsed by hiredis's reader).  The harness signs each
  * body with the endpoint secret, so every input passes the signature
  * check (t/fuzz/fuzz_stripe_signature.c fuzzes the header itself).
- * Script calls are recorded instead of sent; an answer must be given
- * exactly once, whatever the path.
+ * Script calls and the index's GET are recorded instead of sent, and
+ * answered in turn (at most 2 steps); an answer must be given exactly
+ * once, whatever the path.
  */
 
 
@@ -27,9 +29,14 @@ static ngx_int_t fuzz_redis_script(ngx_http_request_t *r,
     ngx_http_linegate_redis_args_t *args,
     ngx_http_linegate_redis_handler_pt handler);
 
+static ngx_int_t fuzz_redis_get(ngx_http_request_t *r, ngx_str_t *key,
+    ngx_http_linegate_redis_handler_pt handler);
+
 #define ngx_http_linegate_redis_script  fuzz_redis_script
+#define ngx_http_linegate_redis_get     fuzz_redis_get
 #include "ngx_http_linegate_webhook.c"
 #undef ngx_http_linegate_redis_script
+#undef ngx_http_linegate_redis_get
 
 
 #define FUZZ_SECRET  "whsec_fuzz0123456789abcdef"
@@ -72,16 +79,33 @@ fuzz_redis_script(ngx_http_request_t *r,
 }
 
 
+static ngx_int_t
+fuzz_redis_get(ngx_http_request_t *r, ngx_str_t *key,
+    ngx_http_linegate_redis_handler_pt handler)
+{
+    if (key->len == 0 || key->data == NULL) {
+        __builtin_trap();
+    }
+
+    (void) ngx_hash_key(key->data, key->len);
+
+    fuzz_handler = handler;
+
+    return NGX_OK;
+}
+
+
 int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    size_t               i;
-    u_char               sig[128], *p, *msg;
-    ngx_str_t            body, resp;
-    unsigned int         maclen;
-    unsigned char        mac[32];
-    redisReply          *reply;
-    ngx_http_request_t  *r;
+    size_t                               i, step;
+    u_char                               sig[128], *p, *msg;
+    ngx_str_t                            body, resp;
+    unsigned int                         maclen;
+    unsigned char                        mac[32];
+    redisReply                          *reply;
+    ngx_http_request_t                  *r;
+    ngx_http_linegate_redis_handler_pt   h;
 
     r = fuzz_request();
     fuzz_handler = NULL;
@@ -113,13 +137,16 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
     ngx_http_linegate_webhook_handler(r, &fuzz_ctx);
 
-    if (fuzz_handler != NULL) {
-        if (fuzz_answer.calls != 0) {
+    for (step = 0; fuzz_handler != NULL; step++) {
+        if (fuzz_answer.calls != 0 || step == 2) {
             __builtin_trap();
         }
 
+        h = fuzz_handler;
+        fuzz_handler = NULL;
+
         reply = resp.len ? fuzz_redis_reply(resp.data, resp.len) : NULL;
-        fuzz_handler(r, reply);
+        h(r, reply);
 
         if (reply) {
             freeReplyObject(reply);
