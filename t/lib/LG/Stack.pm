@@ -184,7 +184,11 @@ sub start {
         '-e', "$self->{prefix}/error.log");
 
     $self->_wait_port($self->{port}, 'nginx');
-    $self->wait_redis_connected(0);
+    # a loaded machine (CI) may take seconds; on a cluster, every worker
+    # has its slot map and each of the masters connected (before that, a
+    # request is answered 503: CI's t/038 met one right after the start)
+    $self->wait_redis_connected(0, 15);
+    $self->_wait_cluster_workers(15) if $self->topology eq 'cluster';
     $self->_wait_stub if $self->{stub};
 
     return $self;
@@ -252,6 +256,31 @@ sub wait_redis_connected {
         my $n = () = $log =~ /linegate: redis connected/g;
         return 1 if $n >= $workers;
         sleep 0.01;
+    }
+
+    return 0;
+}
+
+# every worker logged its first slot map and a connection to each of the
+# cluster's masters (the 'connected' lines of wait_redis_connected are per
+# node: two of them may be one worker's)
+sub _wait_cluster_workers {
+    my ($self, $timeout) = @_;
+
+    my $workers = $self->{opts}{WORKERS} // 2;
+    my $masters = @{ $self->{cluster_ports} } / 2;
+    my $until = Time::HiRes::time() + $timeout;
+
+    while (Time::HiRes::time() < $until) {
+        my $log = $self->error_log;
+        my (%maps, %nodes);
+        $maps{$1}++
+            while $log =~ /(\d+)#\d+: linegate: redis cluster: \d+ slot/g;
+        $nodes{$1}++
+            while $log =~ /(\d+)#\d+: linegate: redis connected to cluster/g;
+        my $ready = grep { ($nodes{$_} // 0) >= $masters } keys %maps;
+        return 1 if $ready >= $workers;
+        sleep 0.02;
     }
 
     return 0;
