@@ -26,6 +26,7 @@
 #include "ngx_http_linegate_scripts.h"
 #include "ngx_http_linegate_metrics.h"
 #include "ngx_http_linegate_chars.h"
+#include "ngx_http_linegate_lease.h"
 
 #include <ngx_md5.h>
 
@@ -106,31 +107,6 @@ typedef struct {
 } ngx_http_linegate_limit_cached_t;
 
 
-/*
- * A worker's leases (linegate_limit_zone lease=): admissions reserved in
- * Redis in one decision and spent here, each within the lease time of
- * that decision. The next lease is asked for when this one starts being
- * spent (one decision in flight per key and worker), and kept apart
- * until this one is spent or over: the requests meanwhile spend what is
- * left instead of all asking Redis at once.
- */
-typedef struct {
-    ngx_msec_t                      until;      /* spend before */
-    ngx_msec_t                      next_until;
-    ngx_msec_t                      reset;
-    ngx_msec_t                      asked;      /* the decision in flight */
-    ngx_uint_t                      tokens;     /* left to spend */
-    ngx_uint_t                      next;       /* the next lease's */
-    ngx_uint_t                      size;       /* what to ask next */
-    ngx_uint_t                      seq;        /* of the decision asked */
-    ngx_uint_t                      seen;       /* requests since asked */
-    int64_t                         remaining;  /* the fleet's, then */
-    unsigned                        pending:1;  /* a decision in flight */
-    u_short                         len;
-    u_char                          key[NGX_HTTP_LINEGATE_LIMIT_CACHE_KEY];
-} ngx_http_linegate_limit_lease_t;
-
-
 typedef struct {
     ngx_uint_t                      status;     /* _status_e */
     ngx_int_t                       rc;         /* for the phase engine */
@@ -138,7 +114,7 @@ typedef struct {
     ngx_uint_t                      n;
     ngx_msec_t                      sent;       /* when asked */
     int64_t                         now;        /* the GCRA's clock, us */
-    ngx_http_linegate_limit_lease_t *lease;     /* asked for a lease */
+    ngx_http_linegate_lease_t      *lease;      /* asked for a lease */
     ngx_uint_t                      lease_seq;
     ngx_http_linegate_limit_loc_conf_t *llcf;
     ngx_http_linegate_limit_result_t res[NGX_HTTP_LINEGATE_LIMIT_MAX_ZONES];
@@ -165,14 +141,6 @@ static ngx_http_linegate_limit_cached_t *ngx_http_linegate_limit_cached(
     ngx_str_t *rkey, ngx_uint_t create);
 static ngx_uint_t ngx_http_linegate_limit_cache_check(ngx_http_request_t *r,
     ngx_http_linegate_limit_ctx_t *ctx);
-static ngx_http_linegate_limit_lease_t *ngx_http_linegate_limit_lease(
-    ngx_str_t *rkey);
-static void ngx_http_linegate_limit_lease_done(
-    ngx_http_linegate_limit_ctx_t *ctx);
-static ngx_uint_t ngx_http_linegate_limit_lease_spend(
-    ngx_http_linegate_limit_ctx_t *ctx,
-    ngx_http_linegate_limit_result_t *res,
-    ngx_http_linegate_limit_lease_t *l);
 static void ngx_http_linegate_limit_fallback(ngx_http_request_t *r,
     ngx_http_linegate_limit_ctx_t *ctx);
 static void ngx_http_linegate_limit_local(ngx_http_request_t *r,
@@ -324,7 +292,6 @@ static ngx_str_t  ngx_http_linegate_limit_retry_name =
 static ngx_http_output_header_filter_pt  ngx_http_next_header_filter;
 
 static ngx_http_linegate_limit_cached_t  *ngx_http_linegate_limit_cache;
-static ngx_http_linegate_limit_lease_t   *ngx_http_linegate_limit_leases;
 
 /* the last second this worker logged a fallback: once a second at most */
 static time_t  ngx_http_linegate_limit_logged;
@@ -410,7 +377,7 @@ ngx_http_linegate_limit_start(ngx_http_request_t *r,
     ngx_uint_t                          i, n, want;
     struct timeval                      tv;
     ngx_http_linegate_limit_zone_t    **zones;
-    ngx_http_linegate_limit_lease_t    *lease;
+    ngx_http_linegate_lease_t          *lease;
     ngx_http_linegate_limit_result_t   *res, *res1;
     ngx_http_linegate_redis_args_t     *args, *a;
 
@@ -466,14 +433,27 @@ ngx_http_linegate_limit_start(ngx_http_request_t *r,
     ctx->now = (int64_t) tv.tv_sec * 1000000 + tv.tv_usec;
 
     if (n == 1 && res1->zone->lease && !ctx->llcf->dry_run) {
-        lease = ngx_http_linegate_limit_lease(&res1->rkey);
+        lease = ngx_http_linegate_lease_get(&res1->rkey);
 
         if (lease != NULL) {
-            want = ngx_http_linegate_limit_lease_spend(ctx, res1, lease);
+            want = ngx_http_linegate_lease_spend(lease, res1->zone->lease,
+                                                 res1->zone->lease_max,
+                                                 &ctx->lease_seq);
 
             if (want == 0) {
                 /* admitted by this worker's lease: no round trip */
+                res1->known = 1;
+                res1->allowed = 1;
+                res1->remaining = lease->remaining;
+                res1->reset_ms = ngx_http_linegate_lease_reset(lease);
+                ctx->status = NGX_HTTP_LINEGATE_LIMIT_PASSED;
+                ctx->done = 1;
                 return NGX_OK;
+            }
+
+            if (ctx->lease_seq) {
+                /* the next lease of the worker: decide() records it */
+                ctx->lease = lease;
             }
         }
     }
@@ -698,36 +678,36 @@ ngx_http_linegate_limit_decide(ngx_http_request_t *r,
 {
     int64_t                             retry;
     ngx_uint_t                          i, rejected;
-    ngx_http_linegate_limit_lease_t    *l;
     ngx_http_linegate_limit_cached_t   *cached;
     ngx_http_linegate_limit_result_t   *res;
 
     rejected = 0;
     retry = 0;
 
-    ngx_http_linegate_limit_lease_done(ctx);
-
-    l = (ctx->lease != NULL && ctx->lease->seq == ctx->lease_seq)
-        ? ctx->lease : NULL;
-
-    if (l != NULL && l->tokens
-        && (ngx_msec_int_t) (l->until - ngx_current_msec) > 0)
-    {
+    if (ctx->lease != NULL) {
         /*
-         * Redis has no next lease for the key, but this worker's current
-         * one is not spent: the request takes one of it
+         * One zone (a lease is asked for only then): its grant is the
+         * worker's next lease, or its refusal takes one of the current
          */
         for (i = 0; i < ctx->n; i++) {
             res = &ctx->res[i];
 
-            if (res->known && !res->allowed) {
-                l->tokens--;
+            if (res->known
+                && ngx_http_linegate_lease_granted(ctx->lease,
+                                                   ctx->lease_seq,
+                                                   res->granted,
+                                                   res->remaining,
+                                                   res->reset_ms, ctx->sent,
+                                                   res->zone->lease))
+            {
                 res->allowed = 1;
                 res->granted = 0;
                 res->remaining = 0;
                 res->retry_ms = 0;
             }
         }
+
+        ngx_http_linegate_lease_done(ctx->lease, ctx->lease_seq);
     }
 
     for (i = 0; i < ctx->n; i++) {
@@ -761,33 +741,6 @@ ngx_http_linegate_limit_decide(ngx_http_request_t *r,
 
     if (!rejected) {
         ctx->status = NGX_HTTP_LINEGATE_LIMIT_PASSED;
-
-        if (l != NULL) {
-            /*
-             * One zone, the slot still holds its key: this request took
-             * one admission, the rest is the next lease, spent from now
-             * on if this one is over
-             */
-            for (i = 0; i < ctx->n; i++) {
-                res = &ctx->res[i];
-
-                if (!res->known || res->granted < 1) {
-                    continue;
-                }
-
-                l->next = (ngx_uint_t) (res->granted - 1);
-                l->next_until = ctx->sent + res->zone->lease;
-                l->remaining = res->remaining;
-                l->reset = ctx->sent + res->reset_ms;
-
-                if (l->tokens == 0) {
-                    l->tokens = l->next;
-                    l->until = l->next_until;
-                    l->next = 0;
-                }
-            }
-        }
-
         return;
     }
 
@@ -801,105 +754,6 @@ ngx_http_linegate_limit_decide(ngx_http_request_t *r,
     ctx->retry_after = (ngx_int_t) ((retry + 999) / 1000);
 
     ngx_http_linegate_limit_refund(r, ctx);
-}
-
-
-/*
- * A request of a leased zone's key: 0 when the worker's lease admits it
- * (ctx holds the decision), else how many admissions to ask Redis for,
- * ctx->lease set when they are the worker's next lease.
- *
- * The worker keeps the lease it spends and asks for the next one as soon
- * as it starts spending it (one decision in flight per key), so that the
- * next is there before this one is spent. A lease is sized to last half
- * the lease time at the rate the worker's requests of the key came since
- * the last one was asked for (at most twice, at least half the last).
- */
-static ngx_uint_t
-ngx_http_linegate_limit_lease_spend(ngx_http_linegate_limit_ctx_t *ctx,
-    ngx_http_linegate_limit_result_t *res, ngx_http_linegate_limit_lease_t *l)
-{
-    uint64_t    target;
-    ngx_msec_t  e, lease;
-
-    static ngx_uint_t  seq;
-
-    lease = res->zone->lease;
-    l->seen++;
-
-    if (l->tokens
-        && (ngx_msec_int_t) (l->until - ngx_current_msec) <= 0)
-    {
-        /* expired unspent: its admissions are lost */
-        l->tokens = 0;
-    }
-
-    if (l->tokens == 0 && l->next) {
-        l->tokens = l->next;
-        l->until = l->next_until;
-        l->next = 0;
-
-        if ((ngx_msec_int_t) (l->until - ngx_current_msec) <= 0) {
-            l->tokens = 0;
-        }
-    }
-
-    if (l->pending && ngx_current_msec - l->asked >= ngx_max(lease, 100)) {
-        /* its answer was lost (the request went away): ask again */
-        l->pending = 0;
-    }
-
-    if (l->pending || (l->next && l->tokens)) {
-
-        if (l->tokens == 0) {
-            /* spent, and the next lease not back yet: a decision alone */
-            return 1;
-        }
-
-        l->tokens--;
-        res->known = 1;
-        res->allowed = 1;
-        res->remaining = l->remaining;
-        res->reset_ms = ngx_max(
-            (ngx_msec_int_t) (l->reset - ngx_current_msec), 0);
-        ctx->status = NGX_HTTP_LINEGATE_LIMIT_PASSED;
-        ctx->done = 1;
-        return 0;
-    }
-
-    /* no next lease and none asked for: this request asks, first of it */
-
-    if (l->size == 0) {
-        l->size = 1;
-
-    } else {
-        e = ngx_current_msec - l->asked;
-        target = (e == 0) ? (uint64_t) l->size * 2
-                          : (uint64_t) l->seen * lease / (2 * e);
-        target = ngx_min(target, (uint64_t) l->size * 2);
-        target = ngx_max(target, (uint64_t) l->size / 2);
-        l->size = (ngx_uint_t) ngx_max(ngx_min(target, res->zone->lease_max),
-                                       1);
-    }
-
-    l->seen = 0;
-    l->pending = 1;
-    l->asked = ngx_current_msec;
-    l->seq = ++seq;
-    ctx->lease = l;
-    ctx->lease_seq = l->seq;
-
-    return l->size;
-}
-
-
-/* the decision asked for a lease is over: another may be asked */
-static void
-ngx_http_linegate_limit_lease_done(ngx_http_linegate_limit_ctx_t *ctx)
-{
-    if (ctx->lease != NULL && ctx->lease->seq == ctx->lease_seq) {
-        ctx->lease->pending = 0;
-    }
 }
 
 
@@ -943,43 +797,6 @@ ngx_http_linegate_limit_cached(ngx_str_t *rkey, ngx_uint_t create)
     }
 
     return c;
-}
-
-
-static ngx_http_linegate_limit_lease_t *
-ngx_http_linegate_limit_lease(ngx_str_t *rkey)
-{
-    ngx_http_linegate_limit_lease_t  *l;
-
-    if (rkey->len > NGX_HTTP_LINEGATE_LIMIT_CACHE_KEY) {
-        return NULL;
-    }
-
-    if (ngx_http_linegate_limit_leases == NULL) {
-        /* allocated by the first lease of the worker */
-        ngx_http_linegate_limit_leases = ngx_calloc(
-            NGX_HTTP_LINEGATE_LIMIT_CACHE_SIZE
-            * sizeof(ngx_http_linegate_limit_lease_t), ngx_cycle->log);
-
-        if (ngx_http_linegate_limit_leases == NULL) {
-            return NULL;
-        }
-    }
-
-    l = &ngx_http_linegate_limit_leases[
-            ngx_crc32_short(rkey->data, rkey->len)
-            % NGX_HTTP_LINEGATE_LIMIT_CACHE_SIZE];
-
-    if (l->len != rkey->len
-        || ngx_memcmp(l->key, rkey->data, rkey->len) != 0)
-    {
-        /* another key's slot: its lease, if any, is dropped */
-        ngx_memzero(l, sizeof(ngx_http_linegate_limit_lease_t));
-        l->len = (u_short) rkey->len;
-        ngx_memcpy(l->key, rkey->data, rkey->len);
-    }
-
-    return l;
 }
 
 
@@ -1098,7 +915,7 @@ ngx_http_linegate_limit_fallback(ngx_http_request_t *r,
 
     llcf = ctx->llcf;
 
-    ngx_http_linegate_limit_lease_done(ctx);
+    ngx_http_linegate_lease_done(ctx->lease, ctx->lease_seq);
 
     if (ngx_time() != ngx_http_linegate_limit_logged) {
         ngx_http_linegate_limit_logged = ngx_time();
@@ -1982,16 +1799,9 @@ ngx_http_linegate_limit_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         }
 
         if (ngx_strncmp(value[i].data, "lease=", 6) == 0) {
-            s.data = value[i].data + 6;
-            s.len = value[i].len - 6;
-
-            zone->lease = ngx_parse_time(&s, 0);
-            if (zone->lease == (ngx_msec_t) NGX_ERROR || zone->lease == 0
-                || zone->lease > 1000)
+            if (ngx_http_linegate_lease_parse(cf, &value[i], &zone->lease)
+                != NGX_CONF_OK)
             {
-                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                                   "invalid lease \"%V\" (a time from 1ms "
-                                   "to 1s)", &value[i]);
                 return NGX_CONF_ERROR;
             }
 
@@ -2027,8 +1837,8 @@ ngx_http_linegate_limit_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     zone->interval = (period + zone->rate - 1) / zone->rate;
 
     /* a lease holds at most what the rate gives in the lease time */
-    zone->lease_max = ngx_max((uint64_t) zone->lease * 1000
-                              / zone->interval, 1);
+    zone->lease_max = ngx_http_linegate_lease_max(zone->lease,
+                                                  zone->interval);
 
     p = ngx_pnalloc(cf->pool, 2 * NGX_INT64_LEN);
     if (p == NULL) {

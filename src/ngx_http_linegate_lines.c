@@ -59,8 +59,10 @@ static void ngx_http_linegate_lr_get_tx_done(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr, redisReply *reply);
 static void ngx_http_linegate_lr_rate_refund(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr);
-static ngx_int_t ngx_http_linegate_lr_rate_reply(ngx_http_linegate_lr_t *lr,
-    redisReply *reply);
+static ngx_uint_t ngx_http_linegate_lr_lease(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr);
+static ngx_int_t ngx_http_linegate_lr_rate_reply(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr, redisReply *reply);
 static ngx_int_t ngx_http_linegate_lr_get_tx_failed(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr);
 static ngx_int_t ngx_http_linegate_lr_revalidated(ngx_http_request_t *r,
@@ -477,6 +479,9 @@ ngx_http_linegate_lr_script(ngx_http_request_t *r, ngx_http_linegate_lr_t *lr)
  * which sets the key with its expiry in the write that admits, and
  * writes nothing when it refuses), and the hash as a plain command. The
  * hash comes last: the pipeline copies the replies before the last.
+ * With linegate_workspace_rate lease=, a request the worker's lease of
+ * the rate admits sends no EVALSHA; one that asks Redis asks for the
+ * next lease (want, ARGV[3]).
  * by-user reads the index of the workspace's requests instead of a hash
  * (ZRANGE, what lr_list.lua reads first), then the hashes (LIST_LINES).
  */
@@ -486,7 +491,7 @@ ngx_http_linegate_lr_get_tx(ngx_http_request_t *r, ngx_http_linegate_lr_t *lr)
     u_char                          *p;
     size_t                           len;
     ngx_str_t                        key;
-    ngx_uint_t                       n, list;
+    ngx_uint_t                       n, list, want;
     ngx_http_linegate_redis_args_t   tx[4];
     ngx_http_linegate_main_conf_t   *lmcf;
 
@@ -549,15 +554,25 @@ ngx_http_linegate_lr_get_tx(ngx_http_request_t *r, ngx_http_linegate_lr_t *lr)
                                     &lr->who.value, NULL);
     lr->rate_key.len = p - lr->rate_key.data;
 
-    ngx_http_linegate_redis_args_init(&tx[n]);
-    ngx_http_linegate_redis_arg_cstr(&tx[n], "EVALSHA");
-    ngx_http_linegate_redis_arg_str(&tx[n],
-        ngx_http_linegate_script_sha(NGX_HTTP_LINEGATE_SCRIPT_RL_GCRA));
-    ngx_http_linegate_redis_arg_cstr(&tx[n], "1");
-    ngx_http_linegate_redis_arg_str(&tx[n], &lr->rate_key);
-    ngx_http_linegate_redis_arg_str(&tx[n], &lmcf->ws_rate_interval_arg);
-    ngx_http_linegate_redis_arg_str(&tx[n], &lmcf->ws_rate_tolerance_arg);
-    n++;
+    want = ngx_http_linegate_lr_lease(r, lr);
+
+    if (want) {
+        ngx_http_linegate_redis_args_init(&tx[n]);
+        ngx_http_linegate_redis_arg_cstr(&tx[n], "EVALSHA");
+        ngx_http_linegate_redis_arg_str(&tx[n],
+            ngx_http_linegate_script_sha(NGX_HTTP_LINEGATE_SCRIPT_RL_GCRA));
+        ngx_http_linegate_redis_arg_cstr(&tx[n], "1");
+        ngx_http_linegate_redis_arg_str(&tx[n], &lr->rate_key);
+        ngx_http_linegate_redis_arg_str(&tx[n], &lmcf->ws_rate_interval_arg);
+        ngx_http_linegate_redis_arg_str(&tx[n],
+                                        &lmcf->ws_rate_tolerance_arg);
+
+        if (want > 1) {
+            ngx_http_linegate_redis_arg_int(r, &tx[n], want);
+        }
+
+        n++;
+    }
 
     key.data = p;
 
@@ -590,8 +605,58 @@ ngx_http_linegate_lr_get_tx(ngx_http_request_t *r, ngx_http_linegate_lr_t *lr)
                                          ngx_http_linegate_lines_read_resume)
         != NGX_OK)
     {
+        ngx_http_linegate_lease_done(lr->lease, lr->lease_seq);
         ngx_http_linegate_lines_read_fail(r, NGX_HTTP_LINEGATE_LR_FAIL_STORE);
     }
+}
+
+
+/*
+ * linegate_workspace_rate lease=: 0 when the worker's lease of the
+ * workspace's rate admits the request (lr->remaining and reset_ms as
+ * Redis last said), else how many admissions to ask rl_gcra for (1
+ * without a lease)
+ */
+static ngx_uint_t
+ngx_http_linegate_lr_lease(ngx_http_request_t *r, ngx_http_linegate_lr_t *lr)
+{
+    ngx_uint_t                      want;
+    ngx_http_linegate_lease_t      *l;
+    ngx_http_linegate_main_conf_t  *lmcf;
+
+    lmcf = ngx_http_get_module_main_conf(r, ngx_http_linegate_module);
+
+    lr->lease = NULL;
+    lr->lease_seq = 0;
+    lr->leased = 0;
+
+    if (lmcf->ws_rate_lease == 0) {
+        return 1;
+    }
+
+    l = ngx_http_linegate_lease_get(&lr->rate_key);
+    if (l == NULL) {
+        return 1;
+    }
+
+    want = ngx_http_linegate_lease_spend(l, lmcf->ws_rate_lease,
+                                         lmcf->ws_rate_lease_max,
+                                         &lr->lease_seq);
+
+    if (want == 0) {
+        lr->leased = 1;
+        lr->remaining = l->remaining;
+        lr->reset_ms = ngx_http_linegate_lease_reset(l);
+        lr->retry_ms = 0;
+        return 0;
+    }
+
+    if (lr->lease_seq) {
+        /* the worker's next lease: the reply records it */
+        lr->lease = l;
+    }
+
+    return want;
 }
 
 
@@ -652,13 +717,17 @@ ngx_http_linegate_lr_get_tx_failed(ngx_http_request_t *r,
 }
 
 
-/* lg_rl_gcra's {admitted, remaining, reset_ms, retry_after_ms} */
+/*
+ * lg_rl_gcra's {admitted, remaining, reset_ms, retry_after_ms}; what it
+ * admitted beyond this request is the worker's next lease
+ */
 static ngx_int_t
-ngx_http_linegate_lr_rate_reply(ngx_http_linegate_lr_t *lr,
-    redisReply *reply)
+ngx_http_linegate_lr_rate_reply(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr, redisReply *reply)
 {
-    int64_t     v[4];
-    ngx_uint_t  i;
+    int64_t                         v[4];
+    ngx_uint_t                      i;
+    ngx_http_linegate_main_conf_t  *lmcf;
 
     if (reply->type != REDIS_REPLY_ARRAY || reply->elements < 3) {
         return NGX_ERROR;
@@ -674,6 +743,18 @@ ngx_http_linegate_lr_rate_reply(ngx_http_linegate_lr_t *lr,
         }
     }
 
+    lmcf = ngx_http_get_module_main_conf(r, ngx_http_linegate_module);
+
+    if (ngx_http_linegate_lease_granted(lr->lease, lr->lease_seq, v[0], v[1],
+                                        v[2], lr->tx_sent,
+                                        lmcf->ws_rate_lease))
+    {
+        /* refused, but the worker's current lease admits it */
+        v[0] = 1;
+        v[1] = 0;
+        v[3] = 0;
+    }
+
     lr->remaining = v[1];
     lr->reset_ms = v[2];
     lr->retry_ms = v[3];
@@ -687,13 +768,15 @@ static void
 ngx_http_linegate_lr_get_tx_done(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr, redisReply *reply)
 {
-    size_t                           o;
+    size_t                           o, rated;
     int64_t                          code;
     ngx_int_t                        rc, admitted;
     redisReply                      *h;
     ngx_http_linegate_line_t        *line;
 
     if (reply == NULL) {
+        ngx_http_linegate_lease_done(lr->lease, lr->lease_seq);
+
         if (ngx_http_linegate_lr_get_tx_failed(r, lr) != NGX_OK) {
             ngx_http_linegate_lines_read_fail(r,
                                               NGX_HTTP_LINEGATE_LR_FAIL_STORE);
@@ -702,18 +785,22 @@ ngx_http_linegate_lr_get_tx_done(ngx_http_request_t *r,
         return;
     }
 
-    /* [GET, HVALS], EVALSHA rl_gcra, HGETALL */
+    /* [GET, HVALS], [EVALSHA rl_gcra], HGETALL */
     o = (lr->ctx->state == NGX_HTTP_LINEGATE_READ_REVALIDATE) ? 2 : 0;
+    rated = lr->leased ? 0 : 1;
 
     admitted = NGX_ERROR;
 
-    if (reply->elements == 2 + o) {
-        admitted = ngx_http_linegate_lr_rate_reply(lr, reply->element[o]);
+    if (reply->elements == o + rated + 1) {
+        admitted = rated
+                   ? ngx_http_linegate_lr_rate_reply(r, lr, reply->element[o])
+                   : NGX_OK;
     }
 
     if (admitted == NGX_ERROR
-        || reply->element[o + 1]->type != REDIS_REPLY_ARRAY)
+        || reply->element[o + rated]->type != REDIS_REPLY_ARRAY)
     {
+        ngx_http_linegate_lease_done(lr->lease, lr->lease_seq);
         ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
                       NGX_HTTP_LINEGATE_LOG "unexpected pipeline reply");
         ngx_http_linegate_lines_read_fail(r,
@@ -721,7 +808,7 @@ ngx_http_linegate_lr_get_tx_done(ngx_http_request_t *r,
         return;
     }
 
-    h = reply->element[o + 1];
+    h = reply->element[o + rated];
 
     if (o
         && ngx_http_linegate_lr_revalidated(r, lr, reply->element[0],

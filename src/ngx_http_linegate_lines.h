@@ -21,6 +21,7 @@
 #include "ngx_http_linegate_idempotency.h"
 #include "ngx_http_linegate_json_write.h"
 #include "ngx_http_linegate_str.h"
+#include "ngx_http_linegate_lease.h"
 
 
 /* first element of every Lines API script reply: see lua/include/lr_codes */
@@ -245,6 +246,15 @@ struct ngx_http_linegate_lr_s {
      */
     ngx_str_t                       rate_key;
     ngx_msec_t                      tx_sent;
+
+    /*
+     * linegate_workspace_rate lease=: the worker's lease of rate_key,
+     * lease_seq its decision in this pipeline (0: none); leased: the
+     * lease admitted the request, the pipeline has no EVALSHA
+     */
+    ngx_http_linegate_lease_t      *lease;
+    ngx_uint_t                      lease_seq;
+    ngx_uint_t                      leased;
 
     /*
      * GET by id with an expired cache entry of the key (READ_REVALIDATE):

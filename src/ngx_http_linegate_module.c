@@ -20,6 +20,7 @@
 #include "ngx_http_linegate_auth.h"
 #include "ngx_http_linegate_metrics.h"
 #include "ngx_http_linegate_reconcile.h"
+#include "ngx_http_linegate_lease.h"
 
 
 typedef struct {
@@ -331,7 +332,7 @@ static ngx_command_t  ngx_http_linegate_commands[] = {
       NULL },
 
     { ngx_string("linegate_workspace_rate"),
-      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE12,
       ngx_http_linegate_rate,
       NGX_HTTP_MAIN_CONF_OFFSET,
       0,
@@ -892,6 +893,7 @@ ngx_http_linegate_create_main_conf(ngx_conf_t *cf)
     lmcf->apikey_cache_size = NGX_CONF_UNSET;
     lmcf->ws_rate = NGX_CONF_UNSET_UINT;
     lmcf->ws_rate_window = NGX_CONF_UNSET;
+    lmcf->ws_rate_lease = NGX_CONF_UNSET_MSEC;
     lmcf->prov_daily = NGX_CONF_UNSET_UINT;
     lmcf->prov_monthly = NGX_CONF_UNSET_UINT;
     lmcf->preview_ttl = NGX_CONF_UNSET;
@@ -931,6 +933,11 @@ ngx_http_linegate_init_main_conf(ngx_conf_t *cf, void *conf)
     ngx_conf_init_value(lmcf->apikey_cache_size, 4096);
     ngx_conf_init_uint_value(lmcf->ws_rate, 200);
     ngx_conf_init_value(lmcf->ws_rate_window, 60);
+    /*
+     * off unless asked for: a lease admits up to its time after Redis
+     * counted it, and loses what the worker does not spend in time
+     */
+    ngx_conf_init_msec_value(lmcf->ws_rate_lease, 0);
 
     /* linegate_rate checked that T is at least 1 us */
     lmcf->ws_rate_interval = (int64_t) lmcf->ws_rate_window * 1000000
@@ -949,6 +956,10 @@ ngx_http_linegate_init_main_conf(ngx_conf_t *cf, void *conf)
     p = ngx_sprintf(p, "%L", lmcf->ws_rate_interval
                              * (int64_t) (lmcf->ws_rate - 1));
     lmcf->ws_rate_tolerance_arg.len = p - lmcf->ws_rate_tolerance_arg.data;
+
+    lmcf->ws_rate_lease_max = ngx_http_linegate_lease_max(
+                                  lmcf->ws_rate_lease,
+                                  (uint64_t) lmcf->ws_rate_interval);
     ngx_conf_init_uint_value(lmcf->prov_daily, 3);
     ngx_conf_init_uint_value(lmcf->prov_monthly, 10);
     ngx_conf_init_value(lmcf->preview_ttl, 600);
@@ -1532,7 +1543,7 @@ ngx_http_linegate_plan_price(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 }
 
 
-/* "200r/m" or "10r/s": requests per window */
+/* "200r/m" or "10r/s": requests per window; [lease=time] */
 static char *
 ngx_http_linegate_rate(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 {
@@ -1576,7 +1587,17 @@ ngx_http_linegate_rate(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
     lmcf->ws_rate = n;
 
-    return NGX_CONF_OK;
+    if (cf->args->nelts == 2) {
+        return NGX_CONF_OK;
+    }
+
+    if (ngx_strncmp(value[2].data, "lease=", 6) != 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid parameter \"%V\"", &value[2]);
+        return NGX_CONF_ERROR;
+    }
+
+    return ngx_http_linegate_lease_parse(cf, &value[2], &lmcf->ws_rate_lease);
 }
 
 

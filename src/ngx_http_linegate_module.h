@@ -125,6 +125,9 @@ typedef struct {
     int64_t                         ws_rate_interval;   /* T, us */
     ngx_str_t                       ws_rate_interval_arg;
     ngx_str_t                       ws_rate_tolerance_arg;
+    /* linegate_workspace_rate lease=: 0, off; admissions in a lease */
+    ngx_msec_t                      ws_rate_lease;
+    ngx_uint_t                      ws_rate_lease_max;
     ngx_uint_t                      prov_daily;
     ngx_uint_t                      prov_monthly;
     time_t                          preview_ttl;

@@ -80,6 +80,8 @@ my %layer_of = (
     'pv_settle.c'          => 'services',     # settle (confirm, sweep)
     'ratelimit.h'          => 'services',
     'ratelimit.c'          => 'services',
+    'lease.h'              => 'services',     # GCRA leases (limit,
+    'lease.c'              => 'services',     # workspace rate)
 
     # Redis, key names, scripts, Stripe subrequests, JSON, crypto, JWT, clock and
     # ids, $request_id, the metrics counters

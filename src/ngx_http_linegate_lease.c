@@ -1,0 +1,221 @@
+
+/*
+ * linegate: a worker's leases of GCRA keys. A lease is n admissions that
+ * one rl_gcra decision granted together (its want), spent by this worker
+ * without asking Redis, each within the lease time of that decision.
+ *
+ * The worker keeps the lease it spends and asks for the next one as soon
+ * as it starts spending it (one decision in flight per key), so that the
+ * next is there before this one is spent. A lease is sized to last half
+ * the lease time at the rate the worker's requests of the key came since
+ * the last one was asked for (at most twice, at least half the last),
+ * never more than the rate gives in the lease time: a key the rate
+ * spaces wider than the lease time is decided request by request.
+ *
+ * The table is direct-mapped by the key (crc32), compared in full: a
+ * collision drops the slot's lease, its admissions lost (conservative).
+ */
+
+
+#include "ngx_http_linegate_module.h"
+#include "ngx_http_linegate_lease.h"
+
+
+static ngx_http_linegate_lease_t  *ngx_http_linegate_leases;
+
+
+ngx_http_linegate_lease_t *
+ngx_http_linegate_lease_get(ngx_str_t *key)
+{
+    ngx_http_linegate_lease_t  *l;
+
+    if (key->len > NGX_HTTP_LINEGATE_LEASE_KEY) {
+        return NULL;
+    }
+
+    if (ngx_http_linegate_leases == NULL) {
+        /* allocated by the first lease of the worker */
+        ngx_http_linegate_leases = ngx_calloc(
+            NGX_HTTP_LINEGATE_LEASE_SLOTS * sizeof(ngx_http_linegate_lease_t),
+            ngx_cycle->log);
+
+        if (ngx_http_linegate_leases == NULL) {
+            return NULL;
+        }
+    }
+
+    l = &ngx_http_linegate_leases[ngx_crc32_short(key->data, key->len)
+                                  % NGX_HTTP_LINEGATE_LEASE_SLOTS];
+
+    if (l->len != key->len
+        || ngx_memcmp(l->key, key->data, key->len) != 0)
+    {
+        /* another key's slot: its lease, if any, is dropped */
+        ngx_memzero(l, sizeof(ngx_http_linegate_lease_t));
+        l->len = (u_short) key->len;
+        ngx_memcpy(l->key, key->data, key->len);
+    }
+
+    return l;
+}
+
+
+ngx_uint_t
+ngx_http_linegate_lease_spend(ngx_http_linegate_lease_t *l,
+    ngx_msec_t lease, ngx_uint_t max, ngx_uint_t *seq)
+{
+    uint64_t    target;
+    ngx_msec_t  e;
+
+    static ngx_uint_t  last;
+
+    *seq = 0;
+    l->seen++;
+
+    if (l->tokens
+        && (ngx_msec_int_t) (l->until - ngx_current_msec) <= 0)
+    {
+        /* expired unspent: its admissions are lost */
+        l->tokens = 0;
+    }
+
+    if (l->tokens == 0 && l->next) {
+        l->tokens = l->next;
+        l->until = l->next_until;
+        l->next = 0;
+
+        if ((ngx_msec_int_t) (l->until - ngx_current_msec) <= 0) {
+            l->tokens = 0;
+        }
+    }
+
+    if (l->pending && ngx_current_msec - l->asked >= ngx_max(lease, 100)) {
+        /* its answer was lost (the request went away): ask again */
+        l->pending = 0;
+    }
+
+    if (l->pending || (l->next && l->tokens)) {
+
+        if (l->tokens == 0) {
+            /* spent, and the next lease not back yet: a decision alone */
+            return 1;
+        }
+
+        l->tokens--;
+        return 0;
+    }
+
+    /* no next lease and none asked for: this request asks, first of it */
+
+    if (l->size == 0) {
+        l->size = 1;
+
+    } else {
+        e = ngx_current_msec - l->asked;
+        target = (e == 0) ? (uint64_t) l->size * 2
+                          : (uint64_t) l->seen * lease / (2 * e);
+        target = ngx_min(target, (uint64_t) l->size * 2);
+        target = ngx_max(target, (uint64_t) l->size / 2);
+        l->size = (ngx_uint_t) ngx_max(ngx_min(target, max), 1);
+    }
+
+    l->seen = 0;
+    l->pending = 1;
+    l->asked = ngx_current_msec;
+    l->seq = ++last;
+    *seq = l->seq;
+
+    return l->size;
+}
+
+
+ngx_uint_t
+ngx_http_linegate_lease_granted(ngx_http_linegate_lease_t *l,
+    ngx_uint_t seq, int64_t granted, int64_t remaining, int64_t reset_ms,
+    ngx_msec_t sent, ngx_msec_t lease)
+{
+    if (l == NULL || seq == 0 || l->seq != seq) {
+        /* not a lease, or the slot went to another key or decision */
+        return 0;
+    }
+
+    l->pending = 0;
+
+    if (granted < 1) {
+        if (l->tokens && (ngx_msec_int_t) (l->until - ngx_current_msec) > 0)
+        {
+            /*
+             * Redis has no next lease for the key, but this worker's
+             * current one is not spent: the request takes one of it
+             */
+            l->tokens--;
+            return 1;
+        }
+
+        return 0;
+    }
+
+    /*
+     * this request took one admission, the rest is the next lease, spent
+     * from now on if the current one is over
+     */
+    l->next = (ngx_uint_t) (granted - 1);
+    l->next_until = sent + lease;
+    l->remaining = remaining;
+    l->reset = sent + reset_ms;
+
+    if (l->tokens == 0) {
+        l->tokens = l->next;
+        l->until = l->next_until;
+        l->next = 0;
+    }
+
+    return 0;
+}
+
+
+void
+ngx_http_linegate_lease_done(ngx_http_linegate_lease_t *l, ngx_uint_t seq)
+{
+    if (l != NULL && seq != 0 && l->seq == seq) {
+        l->pending = 0;
+    }
+}
+
+
+int64_t
+ngx_http_linegate_lease_reset(ngx_http_linegate_lease_t *l)
+{
+    return ngx_max((ngx_msec_int_t) (l->reset - ngx_current_msec), 0);
+}
+
+
+ngx_uint_t
+ngx_http_linegate_lease_max(ngx_msec_t lease, uint64_t interval)
+{
+    return (ngx_uint_t) ngx_max((uint64_t) lease * 1000 / interval, 1);
+}
+
+
+char *
+ngx_http_linegate_lease_parse(ngx_conf_t *cf, ngx_str_t *value,
+    ngx_msec_t *lease)
+{
+    ngx_str_t  s;
+
+    s.data = value->data + 6;
+    s.len = value->len - 6;
+
+    *lease = ngx_parse_time(&s, 0);
+
+    if (*lease == (ngx_msec_t) NGX_ERROR || *lease == 0
+        || *lease > NGX_HTTP_LINEGATE_LEASE_MAX)
+    {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid lease \"%V\" (a time from 1ms to 1s)",
+                           value);
+        return NGX_CONF_ERROR;
+    }
+
+    return NGX_CONF_OK;
+}

@@ -1,0 +1,123 @@
+# linegate_workspace_rate ... lease=: a worker takes several of the
+# workspace's admissions in one rl_gcra decision and spends them on its
+# GETs by id without the EVALSHA (issue 14). The rate still holds: with
+# rate n per w seconds (burst n - 1) and lease L, any t seconds admit at
+# most n + n * (t + L) / w requests of a workspace (docs/directives.md);
+# a rate spaced wider than the lease is decided request by request.
+use strict;
+use warnings;
+use lib 't/lib';
+
+use Test::More;
+use Time::HiRes ();
+use LG::Stack;
+use LG::Lines;
+
+sub evalsha_calls {
+    my ($r) = @_;
+    my $st = $r->info('commandstats')->{cmdstat_evalsha} // '';
+    my ($n) = $st =~ /calls=(\d+)/;
+    return $n // 0;
+}
+
+# n GETs of one line request, one after the other: (EVALSHA calls, txs)
+sub gets {
+    my ($l, $w, $id, $n) = @_;
+    my $before = evalsha_calls($l->redis);
+    my @tx = map { $l->get($w, $id) } 1 .. $n;
+    return (evalsha_calls($l->redis) - $before, @tx);
+}
+
+sub codes {
+    my ($code, @tx) = @_;
+    return scalar grep { $_->res->code == $code } @tx;
+}
+
+sub rejected_ok {
+    my ($tx, $name) = @_;
+    local $Test::Builder::Level = $Test::Builder::Level + 1;
+    is_deeply($tx->res->json,
+              {error => 'Rate limit exceeded', code => 'RATE_LIMITED'},
+              "$name: the usual body");
+    like($tx->res->headers->header('Retry-After') // '', qr/^\d+$/,
+         "$name: Retry-After");
+    like($tx->res->headers->header('RateLimit') // '',
+         qr/^"workspace";r=0;t=\d+$/, "$name: RateLimit");
+}
+
+subtest 'a busy workspace: one EVALSHA per lease, not per GET' => sub {
+    my $s = LG::Stack->new(WS_RATE => '600000r/m lease=200ms')->start;
+    my $l = LG::Lines->new($s);
+    my $w = $l->workspace('org_lease_hot');
+    my $id = $l->created($w);
+
+    my ($calls, @tx) = gets($l, $w, $id, 400);
+    is(codes(200, @tx), 400, 'all 400 answered 200');
+    ok($calls < 100, "$calls EVALSHA for 400 GETs");
+    is($tx[-1]->res->headers->header('RateLimit-Policy'),
+       '"workspace";q=600000;w=60', 'RateLimit-Policy');
+    like($tx[-1]->res->headers->header('RateLimit') // '',
+         qr/^"workspace";r=\d+;t=\d+$/, 'RateLimit');
+    like($tx[-1]->res->body, qr/"\Q$id\E"/, 'the line request');
+
+    # by-user shares the pipeline
+    my $before = evalsha_calls($s->redis);
+    my @list = map { $l->list($w) } 1 .. 100;
+    my $c = evalsha_calls($s->redis) - $before;
+    is(codes(200, @list), 100, 'by-user: all 200');
+    ok($c < 50, "by-user: $c EVALSHA for 100 GETs");
+
+    # a bad value is refused at nginx -t, naming it
+    for my $bad ('lease=0', 'lease=2s', 'lease=x', 'burst=3') {
+        my ($rc, $out) = $s->nginx_t($s->render(WS_RATE => "10r/m $bad"));
+        isnt($rc, 0, "nginx -t refuses $bad");
+        like($out, qr/\Q$bad\E/, "the message names $bad");
+    }
+    $s->stop;
+};
+
+subtest 'a rate spaced wider than the lease: each GET decided' => sub {
+    # 10r/m: T = 6 s > lease, a lease holds one admission: the bound is
+    # the plain GCRA's, 10 at once
+    my $s = LG::Stack->new(WS_RATE => '10r/m lease=1s')->start;
+    my $l = LG::Lines->new($s);
+    my $w = $l->workspace('org_lease_slow');
+    my $id = $l->created($w);    # 1 of 10
+
+    my $before = evalsha_calls($s->redis);
+    my @tx = $l->parallel(map { [$w, GET => "/api/line-requests/$id"] }
+                          1 .. 30);
+    my $calls = evalsha_calls($s->redis) - $before;
+    is(codes(200, @tx), 9, 'the rest of the burst, 9, admitted');
+    is(codes(429, @tx), 21, 'the others 429');
+    is($calls, 30, 'one EVALSHA per GET');
+    rejected_ok((grep { $_->res->code == 429 } @tx)[0], 'beyond the burst');
+    $s->stop;
+};
+
+subtest 'leases within n + n (t + L) / w' => sub {
+    # 50r/s, burst 49, lease 200 ms: a lease holds at most 10
+    my $s = LG::Stack->new(WS_RATE => '50r/s lease=200ms')->start;
+    my $l = LG::Lines->new($s);
+    my $w = $l->workspace('org_lease_bound');
+    my $t0 = Time::HiRes::time();
+    my $id = $l->created($w);    # 1, counted in t
+    my @tx;
+    while (Time::HiRes::time() - $t0 < 1.5) {
+        push @tx, $l->parallel(map { [$w, GET => "/api/line-requests/$id"] }
+                               1 .. 8);
+    }
+    my $secs = Time::HiRes::time() - $t0;
+    my $ok = codes(200, @tx) + 1;
+    my $no = codes(429, @tx);
+    is($ok - 1 + $no, scalar @tx, 'only 200 and 429');
+    my $bound = int(50 + 50 * ($secs + 0.2));
+    ok($ok <= $bound, "admitted $ok <= $bound in "
+                      . sprintf('%.2f s', $secs));
+    ok($ok >= 50, "at least the burst ($ok)");
+    ok($no > 0, "the rest rejected ($no of " . scalar(@tx) . ')');
+    rejected_ok((grep { $_->res->code == 429 } @tx)[0], 'rejected');
+    $s->stop;
+};
+
+done_testing();
