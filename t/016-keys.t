@@ -43,7 +43,8 @@ my %derived = (
 # write, never "gone" for a request not yet moved)
 my %derives = ('include/lr_here.lua' => 1);
 # (lr_here's own check calls it too)
-my %walks   = map { $_ => 1 } qw(lr_create.lua lr_list.lua include/lr_here.lua);
+my %walks   = map { $_ => 1 }
+              qw(lr_create.lua lr_list.lua include/lr_here.lua);
 
 sub slurp {
     my ($f) = @_;
