@@ -976,8 +976,8 @@ ngx_http_linegate_link_abort_args(ngx_http_linegate_lr_t *lr,
     ngx_http_linegate_redis_arg_str(a, &lr->ws);
     ngx_http_linegate_redis_arg_str(a, &lr->id);
     ngx_http_linegate_redis_arg_str(a, &lr->old_invoice);
-    ngx_http_linegate_lines_key(lr, a, NGX_HTTP_LINEGATE_KEY_WS, &lr->ws,
-                                NULL);
+    ngx_http_linegate_lines_key(lr, a, NGX_HTTP_LINEGATE_KEY_WS_LR, &lr->ws,
+                                &lr->id);
     ngx_http_linegate_lines_key(lr, a, NGX_HTTP_LINEGATE_KEY_INVOICE,
                                 &lr->old_invoice, NULL);
 }
