@@ -24,7 +24,7 @@ typedef struct {
 static ngx_http_linegate_key_form_t
     ngx_http_linegate_key_forms[NGX_HTTP_LINEGATE_KEY_COUNT] = {
 
-    /* NGX_HTTP_LINEGATE_KEY_WS ... _WS_EVENT */
+    /* NGX_HTTP_LINEGATE_KEY_WS ... _WS_OUTBOX */
     { ngx_string("lg:{ws:"), ngx_string("}"), ngx_http_linegate_key_none },
     { ngx_string("lg:{ws:"), ngx_string("}:keys"),
       ngx_http_linegate_key_none },
@@ -41,6 +41,10 @@ static ngx_http_linegate_key_form_t
     { ngx_string("lg:{ws:"), ngx_string("}:lrvoid:"),
       ngx_http_linegate_key_none },
     { ngx_string("lg:{ws:"), ngx_string("}:event:"),
+      ngx_http_linegate_key_none },
+    { ngx_string("lg:{ws:"), ngx_string("}:pending"),
+      ngx_http_linegate_key_none },
+    { ngx_string("lg:{ws:"), ngx_string("}:reconcile:w:"),
       ngx_http_linegate_key_none },
 
     /* NGX_HTTP_LINEGATE_KEY_ACCT ... _ACCT_OUTBOX */
@@ -174,6 +178,36 @@ ngx_http_linegate_key_purchase(ngx_pool_t *pool, ngx_str_t *account,
     for (i = 0; i < NGX_HTTP_LINEGATE_KEYS_PV_PURCHASE; i++) {
         if (ngx_http_linegate_key(pool, kinds[i], account,
                                   i < 2 ? NULL : worker_id, &keys[i])
+            != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
+    }
+
+    return NGX_OK;
+}
+
+
+ngx_int_t
+ngx_http_linegate_key_request(ngx_pool_t *pool, ngx_str_t *ws,
+    ngx_str_t *id, ngx_str_t *digest, ngx_str_t *keys)
+{
+    ngx_uint_t  i, n;
+
+    static ngx_http_linegate_key_e  kinds[] = {
+        NGX_HTTP_LINEGATE_KEY_WS_LR,
+        NGX_HTTP_LINEGATE_KEY_WS_LINES,
+        NGX_HTTP_LINEGATE_KEY_WS_PENDING,
+        NGX_HTTP_LINEGATE_KEY_WS_IDEM
+    };
+
+    n = digest ? NGX_HTTP_LINEGATE_KEYS_LR_IDEM
+               : NGX_HTTP_LINEGATE_KEYS_LR_REQUEST;
+
+    for (i = 0; i < n; i++) {
+        if (ngx_http_linegate_key(pool, kinds[i], ws,
+                                  i == 0 ? id : (i == 3 ? digest : NULL),
+                                  &keys[i])
             != NGX_OK)
         {
             return NGX_ERROR;

@@ -27,6 +27,8 @@ typedef enum {
     NGX_HTTP_LINEGATE_KEY_WS_USAGE,         /* a = W, b = "<id>:<day>" */
     NGX_HTTP_LINEGATE_KEY_WS_LRVOID,        /* a = W, b = request id */
     NGX_HTTP_LINEGATE_KEY_WS_EVENT,         /* a = W, b = Stripe event id */
+    NGX_HTTP_LINEGATE_KEY_WS_PENDING,       /* a = W: its awaiting_payment */
+    NGX_HTTP_LINEGATE_KEY_WS_OUTBOX,        /* a = W, b = "inv_<...>" */
 
     /* a provisioning account: lg:{acct:<A>}..., one hash tag */
     NGX_HTTP_LINEGATE_KEY_ACCT,             /* a = A */
@@ -88,6 +90,16 @@ typedef enum {
 #define NGX_HTTP_LINEGATE_KEYS_PV_INSPECT   NGX_HTTP_LINEGATE_KEYS_PV_PURCHASE
 
 
+/*
+ * A line request's keys in its workspace (ngx_http_linegate_key_request()):
+ * the scripts that settle, drop or create it name the request, the index
+ * and the pending marker, so that a cluster checks them before the step
+ * runs; those that keep an answer under the idempotency key name it too
+ */
+#define NGX_HTTP_LINEGATE_KEYS_LR_REQUEST   3
+#define NGX_HTTP_LINEGATE_KEYS_LR_IDEM      4
+
+
 /* the length of the name, for a caller's buffer */
 size_t ngx_http_linegate_key_len(ngx_http_linegate_key_e kind,
     ngx_str_t *a, ngx_str_t *b);
@@ -108,6 +120,16 @@ ngx_int_t ngx_http_linegate_key(ngx_pool_t *pool,
  */
 ngx_int_t ngx_http_linegate_key_purchase(ngx_pool_t *pool,
     ngx_str_t *account, ngx_str_t *worker_id, ngx_str_t *keys);
+
+/*
+ * The keys of workspace ws's line request id, in the pool, in the order
+ * the scripts take them: lg:{ws:<W>}:lr:<id>, :lines, :pending, and,
+ * when digest is not NULL, :idem:<digest> (:idem: alone for an empty
+ * digest: a request without an idempotency key declares a key its
+ * script never touches, so that its list of keys is one)
+ */
+ngx_int_t ngx_http_linegate_key_request(ngx_pool_t *pool, ngx_str_t *ws,
+    ngx_str_t *id, ngx_str_t *digest, ngx_str_t *keys);
 
 /* the name of a key without id (inventory, streams, indexes): static */
 ngx_str_t *ngx_http_linegate_key_fixed(ngx_http_linegate_key_e kind);

@@ -894,13 +894,15 @@ ngx_http_linegate_create_script(ngx_http_request_t *r,
     ngx_http_linegate_redis_arg_int(r, a, NGX_HTTP_LINEGATE_LR_STALE);
     ngx_http_linegate_redis_arg_str(a, &lr->body);
 
-    /* KEYS[2..4], after lr_gate's */
+    /* KEYS[4..10], after lr_gate's */
     ngx_http_linegate_lines_key(lr, a, NGX_HTTP_LINEGATE_KEY_WS_LRVOID,
                                 &lr->who.value, &lr->id);
     ngx_http_linegate_redis_arg_key(a,
         ngx_http_linegate_key_fixed(NGX_HTTP_LINEGATE_KEY_LR_INFLIGHT));
     ngx_http_linegate_redis_arg_key(a,
         ngx_http_linegate_key_fixed(NGX_HTTP_LINEGATE_KEY_PROVISIONING));
+    ngx_http_linegate_lines_request_keys(r->pool, a, &lr->who.value, &lr->id,
+                                         &lr->idem.digest);
 
     lr->ctx->state = NGX_HTTP_LINEGATE_CREATE_SCRIPT;
 
@@ -1164,6 +1166,8 @@ ngx_http_linegate_create_invoiced(ngx_http_request_t *r,
         ngx_http_linegate_key_fixed(NGX_HTTP_LINEGATE_KEY_LR_INFLIGHT));
     ngx_http_linegate_lines_key(lr, a, NGX_HTTP_LINEGATE_KEY_INVOICE,
                                 &lr->invoice.id, NULL);
+    ngx_http_linegate_lines_key(lr, a, NGX_HTTP_LINEGATE_KEY_WS_IDEM,
+                                &lr->ws, &lr->idem.digest);
 
     ngx_http_linegate_lines_call(r, lr,
                                  NGX_HTTP_LINEGATE_SCRIPT_LR_INVOICE_STORE,
@@ -1220,23 +1224,10 @@ static void
 ngx_http_linegate_create_release_args(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr, ngx_http_linegate_redis_args_t *a)
 {
-    ngx_str_t  ws;
-
     /* the workspace is known before lr_create (an API key's lookup) */
-    ws = lr->who.value;
-
-    ngx_http_linegate_redis_args_init(a);
-
-    ngx_http_linegate_redis_arg_str(a, &ws);
-    ngx_http_linegate_redis_arg_str(a, &lr->id);
-    ngx_http_linegate_redis_arg_str(a, &lr->idem.digest);
-    ngx_http_linegate_redis_arg_int(r, a, NGX_HTTP_LINEGATE_LR_STALE);
-
-    ngx_http_linegate_lines_key(lr, a, NGX_HTTP_LINEGATE_KEY_WS_LRVOID, &ws,
-                                &lr->id);
-    ngx_http_linegate_redis_arg_key(a,
-        ngx_http_linegate_key_fixed(NGX_HTTP_LINEGATE_KEY_LR_INFLIGHT));
-    ngx_http_linegate_lines_key(lr, a, NGX_HTTP_LINEGATE_KEY_WS, &ws, NULL);
+    ngx_http_linegate_lines_release_args(r, a, &lr->who.value, &lr->id,
+                                         &lr->idem.digest,
+                                         NGX_HTTP_LINEGATE_LR_STALE);
 }
 
 

@@ -145,8 +145,8 @@ ngx_http_linegate_line_manage(ngx_http_request_t *r,
     ngx_http_linegate_redis_arg_str(a, &lr->date);
     ngx_http_linegate_redis_arg_int(r, a, lr->now_ms);
     ngx_http_linegate_redis_arg_int(r, a, NGX_HTTP_LINEGATE_LR_REISSUE_HOLD);
-    ngx_http_linegate_lines_key(lr, a, NGX_HTTP_LINEGATE_KEY_INVOICE,
-                                &lr->line.invoice_id, NULL);
+    ngx_http_linegate_lines_key(lr, a, NGX_HTTP_LINEGATE_KEY_WS_LR,
+                                &lr->who.value, &lr->id);
 
     ngx_http_linegate_lines_script(r, lr, NGX_HTTP_LINEGATE_SCRIPT_LR_MANAGE,
                                    ngx_http_linegate_manage_resume);
@@ -976,8 +976,8 @@ ngx_http_linegate_link_abort_args(ngx_http_linegate_lr_t *lr,
     ngx_http_linegate_redis_arg_str(a, &lr->ws);
     ngx_http_linegate_redis_arg_str(a, &lr->id);
     ngx_http_linegate_redis_arg_str(a, &lr->old_invoice);
-    ngx_http_linegate_lines_key(lr, a, NGX_HTTP_LINEGATE_KEY_WS, &lr->ws,
-                                NULL);
+    ngx_http_linegate_lines_key(lr, a, NGX_HTTP_LINEGATE_KEY_WS_LR, &lr->ws,
+                                &lr->id);
     ngx_http_linegate_lines_key(lr, a, NGX_HTTP_LINEGATE_KEY_INVOICE,
                                 &lr->old_invoice, NULL);
 }

@@ -1159,6 +1159,8 @@ ngx_http_linegate_lr_get_script(ngx_http_request_t *r,
 
     ngx_http_linegate_redis_arg_str(a, &lr->id);
     ngx_http_linegate_redis_arg_str(a, &lr->date);
+    ngx_http_linegate_lines_key(lr, a, NGX_HTTP_LINEGATE_KEY_WS_LR,
+                                &lr->who.value, &lr->id);
 
     ngx_http_linegate_lines_script(r, lr, NGX_HTTP_LINEGATE_SCRIPT_LR_GET,
                                    ngx_http_linegate_lines_read_resume);
@@ -1283,6 +1285,8 @@ ngx_http_linegate_lines_list(ngx_http_request_t *r,
 
     ngx_http_linegate_lines_args(r, lr);
     ngx_http_linegate_redis_arg_str(&lr->args, &lr->date);
+    ngx_http_linegate_lines_key(lr, &lr->args, NGX_HTTP_LINEGATE_KEY_WS_LINES,
+                                &lr->who.value, NULL);
 
     ngx_http_linegate_lines_script(r, lr, NGX_HTTP_LINEGATE_SCRIPT_LR_LIST,
                                    ngx_http_linegate_lines_read_resume);

@@ -333,6 +333,18 @@ void ngx_http_linegate_lines_line_args(ngx_http_linegate_lr_t *lr);
 void ngx_http_linegate_lines_key(ngx_http_linegate_lr_t *lr,
     ngx_http_linegate_redis_args_t *a, ngx_http_linegate_key_e kind,
     ngx_str_t *id, ngx_str_t *id2);
+/* a request's keys, ngx_http_linegate_key_request()'s, as script keys */
+void ngx_http_linegate_lines_request_keys(ngx_pool_t *pool,
+    ngx_http_linegate_redis_args_t *a, ngx_str_t *ws, ngx_str_t *id,
+    ngx_str_t *digest);
+/*
+ * lr_release.lua's arguments, the one place they are built (a failed
+ * creation's release, a reconciliation run's): mark_ms, how long the
+ * release mark keeps a late lr_create from running
+ */
+void ngx_http_linegate_lines_release_args(ngx_http_request_t *r,
+    ngx_http_linegate_redis_args_t *a, ngx_str_t *ws, ngx_str_t *id,
+    ngx_str_t *digest, ngx_msec_t mark_ms);
 /* run a script of lr->args; on failure to send, handler(r, NULL) */
 void ngx_http_linegate_lines_call(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr, ngx_http_linegate_script_id_e script,

@@ -97,8 +97,13 @@ ngx_http_linegate_lines_args(ngx_http_request_t *r,
     a = &lr->args;
     ngx_http_linegate_redis_args_init(a);
 
-    /* the workspace is known: an API key was read from its lookup first */
-    ngx_http_linegate_redis_arg_cstr(a, "w");
+    /*
+     * the workspace is known (an API key was read from its lookup
+     * first); 'c' on a cluster, where a script that walks the requests
+     * its index names first checks that they are all on its node
+     * (include/lr_here.lua)
+     */
+    ngx_http_linegate_redis_arg_cstr(a, lmcf->redis_cluster ? "c" : "w");
     ngx_http_linegate_redis_arg_str(a, &lr->who.value);
 
     /* GCRA's T and tau (lr_gate) */
@@ -116,8 +121,12 @@ ngx_http_linegate_lines_args(ngx_http_request_t *r,
     ngx_http_linegate_redis_arg_cstr(a, mode == NGX_HTTP_LINEGATE_LR_GATE
                                         ? "gate" : "");
 
-    /* KEYS[1] (lr_gate): the workspace */
+    /* KEYS[1..3] (lr_gate): the workspace, its :keys, its :gcra */
     ngx_http_linegate_lines_key(lr, a, NGX_HTTP_LINEGATE_KEY_WS,
+                                &lr->who.value, NULL);
+    ngx_http_linegate_lines_key(lr, a, NGX_HTTP_LINEGATE_KEY_WS_KEYS,
+                                &lr->who.value, NULL);
+    ngx_http_linegate_lines_key(lr, a, NGX_HTTP_LINEGATE_KEY_WS_GCRA,
                                 &lr->who.value, NULL);
 }
 
@@ -159,6 +168,58 @@ ngx_http_linegate_lines_key(ngx_http_linegate_lr_t *lr,
 
 
 void
+ngx_http_linegate_lines_request_keys(ngx_pool_t *pool,
+    ngx_http_linegate_redis_args_t *a, ngx_str_t *ws, ngx_str_t *id,
+    ngx_str_t *digest)
+{
+    ngx_uint_t  i, n;
+    ngx_str_t   keys[NGX_HTTP_LINEGATE_KEYS_LR_IDEM];
+
+    if (ngx_http_linegate_key_request(pool, ws, id, digest, keys) != NGX_OK) {
+        a->argc = -1;
+        return;
+    }
+
+    n = digest ? NGX_HTTP_LINEGATE_KEYS_LR_IDEM
+               : NGX_HTTP_LINEGATE_KEYS_LR_REQUEST;
+
+    for (i = 0; i < n; i++) {
+        ngx_http_linegate_redis_arg_key(a, &keys[i]);
+    }
+}
+
+
+void
+ngx_http_linegate_lines_release_args(ngx_http_request_t *r,
+    ngx_http_linegate_redis_args_t *a, ngx_str_t *ws, ngx_str_t *id,
+    ngx_str_t *digest, ngx_msec_t mark_ms)
+{
+    ngx_str_t  key;
+
+    ngx_http_linegate_redis_args_init(a);
+
+    ngx_http_linegate_redis_arg_str(a, ws);
+    ngx_http_linegate_redis_arg_str(a, id);
+    ngx_http_linegate_redis_arg_str(a, digest);
+    ngx_http_linegate_redis_arg_int(r, a, mark_ms);
+
+    /* KEYS[1] the release mark, [2] the in-flight index, [3..6] its own */
+    if (ngx_http_linegate_key(r->pool, NGX_HTTP_LINEGATE_KEY_WS_LRVOID, ws,
+                              id, &key)
+        != NGX_OK)
+    {
+        a->argc = -1;
+        return;
+    }
+
+    ngx_http_linegate_redis_arg_key(a, &key);
+    ngx_http_linegate_redis_arg_key(a,
+        ngx_http_linegate_key_fixed(NGX_HTTP_LINEGATE_KEY_LR_INFLIGHT));
+    ngx_http_linegate_lines_request_keys(r->pool, a, ws, id, digest);
+}
+
+
+void
 ngx_http_linegate_lines_script(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr, ngx_http_linegate_script_id_e script,
     ngx_http_linegate_redis_handler_pt handler)
@@ -180,9 +241,9 @@ ngx_http_linegate_lines_line_args(ngx_http_linegate_lr_t *lr)
     ngx_http_linegate_redis_arg_str(&lr->args, &lr->ws);
     ngx_http_linegate_redis_arg_str(&lr->args, &lr->id);
 
-    /* KEYS[1] lg:{ws:W}; a caller adds the script's other keys */
-    ngx_http_linegate_lines_key(lr, &lr->args, NGX_HTTP_LINEGATE_KEY_WS,
-                                &lr->ws, NULL);
+    /* KEYS[1] lg:{ws:W}:lr:<id>; a caller adds the script's other keys */
+    ngx_http_linegate_lines_key(lr, &lr->args, NGX_HTTP_LINEGATE_KEY_WS_LR,
+                                &lr->ws, &lr->id);
 }
 
 
@@ -275,28 +336,43 @@ void
 ngx_http_linegate_lines_orphan(ngx_log_t *log, ngx_http_linegate_lr_t *lr)
 {
     u_char                          iso[NGX_HTTP_LINEGATE_ISO_LEN];
-    size_t                          len;
+    u_char                         *p;
     ngx_int_t                       rc;
-    ngx_str_t                       wkey;
+    ngx_str_t                       mkey, which;
     ngx_http_linegate_redis_args_t  a;
 
     (void) ngx_http_linegate_iso8601(iso, ngx_http_linegate_now_ms());
 
-    /* the workspace's key: not in the pool, freed once the write copied it */
-    len = ngx_http_linegate_key_len(NGX_HTTP_LINEGATE_KEY_WS, &lr->ws, NULL);
+    /*
+     * the entry's marker, lg:{ws:W}:reconcile:w:inv_<invoice id>, or
+     * inv_draft_<request id> when no invoice id was seen: not in the
+     * pool, freed once the write copied it (which, then the key)
+     */
+    which.len = sizeof("inv_draft_") - 1 + lr->id.len + lr->invoice.id.len;
 
-    wkey.data = ngx_alloc(len, log);
-    if (wkey.data == NULL) {
+    p = ngx_alloc(which.len
+                  + ngx_http_linegate_key_len(NGX_HTTP_LINEGATE_KEY_WS_OUTBOX,
+                                              &lr->ws, &which),
+                  log);
+    if (p == NULL) {
         rc = NGX_ERROR;
         goto failed;
     }
 
-    wkey.len = ngx_http_linegate_key_write(wkey.data, NGX_HTTP_LINEGATE_KEY_WS,
-                                           &lr->ws, NULL)
-               - wkey.data;
+    which.data = p;
+    which.len = (lr->invoice.id.len
+                 ? ngx_sprintf(p, "inv_%V", &lr->invoice.id)
+                 : ngx_sprintf(p, "inv_draft_%V", &lr->id))
+                - p;
+
+    mkey.data = p + which.len;
+    mkey.len = ngx_http_linegate_key_write(mkey.data,
+                                           NGX_HTTP_LINEGATE_KEY_WS_OUTBOX,
+                                           &lr->ws, &which)
+               - mkey.data;
 
     ngx_http_linegate_redis_args_init(&a);
-    ngx_http_linegate_redis_arg_str(&a, &wkey);
+    ngx_http_linegate_redis_arg_str(&a, &mkey);
     ngx_http_linegate_redis_arg_str(&a,
         ngx_http_linegate_key_fixed(NGX_HTTP_LINEGATE_KEY_RECONCILE));
     ngx_http_linegate_redis_arg_str(&a, &lr->ws);
@@ -309,7 +385,7 @@ ngx_http_linegate_lines_orphan(ngx_log_t *log, ngx_http_linegate_lr_t *lr)
                                    NGX_HTTP_LINEGATE_SCRIPT_LR_INVOICE_ORPHAN,
                                    2, &a, "an undiscarded invoice's queuing");
 
-    ngx_free(wkey.data);
+    ngx_free(p);
 
 failed:
 
@@ -497,6 +573,12 @@ ngx_http_linegate_lines_resolve(ngx_http_request_t *r,
     ngx_http_linegate_redis_arg_int(r, a, lr->now_ms);
     ngx_http_linegate_redis_arg_str(a, &lr->now_iso);
     ngx_http_linegate_redis_arg_str(a, &lr->date);
+
+    /* KEYS[2..4], after the request's: its index, its pending marker */
+    ngx_http_linegate_lines_key(lr, a, NGX_HTTP_LINEGATE_KEY_WS_LINES,
+                                &lr->ws, NULL);
+    ngx_http_linegate_lines_key(lr, a, NGX_HTTP_LINEGATE_KEY_WS_PENDING,
+                                &lr->ws, NULL);
     ngx_http_linegate_redis_arg_key(a,
         ngx_http_linegate_key_fixed(NGX_HTTP_LINEGATE_KEY_PROVISIONING));
 

@@ -1666,7 +1666,6 @@ static ngx_int_t
 ngx_http_linegate_reconcile_release(ngx_http_request_t *r,
     ngx_http_linegate_reconcile_t *rc, ngx_http_linegate_reconcile_entry_t *e)
 {
-    ngx_str_t                        akey;
     ngx_str_t                        keys[
                                         NGX_HTTP_LINEGATE_KEYS_PV_PURCHASE];
     ngx_http_linegate_redis_args_t  *a;
@@ -1682,37 +1681,15 @@ ngx_http_linegate_reconcile_release(ngx_http_request_t *r,
          * reservation dropped, the idempotency key it holds freed (the
          * entry's idempotency_key is the key's digest)
          */
-        ngx_http_linegate_redis_args_init(a);
-        ngx_http_linegate_redis_arg_str(a, &e->workspace);
-        ngx_http_linegate_redis_arg_str(a, &e->line_request);
-        ngx_http_linegate_redis_arg_str(a, &e->idempotency_key);
-        ngx_http_linegate_redis_arg_int(r, a,
+        ngx_http_linegate_lines_release_args(r, a, &e->workspace,
+                                             &e->line_request,
+                                             &e->idempotency_key,
                                         NGX_HTTP_LINEGATE_RECONCILE_LR_MARK);
 
-        /*
-         * its keys, as the request's own release names them: all under
-         * the workspace's tag but the in-flight index (every Lines entry
-         * names its workspace: lr_invoice_orphan's, the sweep's)
-         */
-        if (ngx_http_linegate_key(r->pool, NGX_HTTP_LINEGATE_KEY_WS_LRVOID,
-                                  &e->workspace, &e->line_request, &akey)
-            != NGX_OK)
-        {
+        /* its keys could not be named (no memory) */
+        if (a->argc < 0) {
             return NGX_ERROR;
         }
-
-        ngx_http_linegate_redis_arg_key(a, &akey);
-        ngx_http_linegate_redis_arg_key(a,
-            ngx_http_linegate_key_fixed(NGX_HTTP_LINEGATE_KEY_LR_INFLIGHT));
-
-        if (ngx_http_linegate_key(r->pool, NGX_HTTP_LINEGATE_KEY_WS,
-                                  &e->workspace, NULL, &akey)
-            != NGX_OK)
-        {
-            return NGX_ERROR;
-        }
-
-        ngx_http_linegate_redis_arg_key(a, &akey);
 
         return ngx_http_linegate_reconcile_script(r, rc,
                                           NGX_HTTP_LINEGATE_SCRIPT_LR_RELEASE,

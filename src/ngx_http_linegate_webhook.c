@@ -222,7 +222,9 @@ static void
 ngx_http_linegate_webhook_owner(ngx_http_request_t *r, redisReply *reply)
 {
     u_char                           *sep;
-    ngx_str_t                         owner, ws, id, ekey, wkey;
+    ngx_str_t                         owner, ws, id, ekey;
+    ngx_str_t                         keys[
+                                          NGX_HTTP_LINEGATE_KEYS_LR_REQUEST];
     ngx_http_linegate_redis_args_t   *a;
     ngx_http_linegate_webhook_inv_t  *inv;
 
@@ -278,17 +280,18 @@ ngx_http_linegate_webhook_owner(ngx_http_request_t *r, redisReply *reply)
         || ngx_http_linegate_key(r->pool, NGX_HTTP_LINEGATE_KEY_WS_EVENT,
                                  &ws, &inv->event_id, &ekey)
            != NGX_OK
-        || ngx_http_linegate_key(r->pool, NGX_HTTP_LINEGATE_KEY_WS, &ws,
-                                 NULL, &wkey)
+        || ngx_http_linegate_key_request(r->pool, &ws, &id, NULL, keys)
            != NGX_OK)
     {
         ngx_http_linegate_internal_error(r);
         return;
     }
 
+    /* the event, the request's keys (lr_settle's), the stream */
     ngx_http_linegate_redis_args_init(a);
     ngx_http_linegate_redis_arg_str(a, &ekey);
-    ngx_http_linegate_redis_arg_str(a, &wkey);
+    ngx_http_linegate_redis_arg_strs(a, keys,
+                                     NGX_HTTP_LINEGATE_KEYS_LR_REQUEST);
     ngx_http_linegate_redis_arg_str(a,
         ngx_http_linegate_key_fixed(NGX_HTTP_LINEGATE_KEY_PROVISIONING));
     ngx_http_linegate_redis_arg_str(a, &inv->invoice);
@@ -300,7 +303,8 @@ ngx_http_linegate_webhook_owner(ngx_http_request_t *r, redisReply *reply)
     ngx_http_linegate_redis_arg_str(a, &id);
 
     if (ngx_http_linegate_redis_script(r, NGX_HTTP_LINEGATE_SCRIPT_WH_INVOICE,
-                                       3, a,
+                                       2 + NGX_HTTP_LINEGATE_KEYS_LR_REQUEST,
+                                       a,
                                        ngx_http_linegate_webhook_done)
         != NGX_OK)
     {

@@ -9,13 +9,15 @@
 #      in docs/data-model.md's "Scripts and slots" table for issue 10: a
 #      new one fails, and so does an entry that no longer occurs (the list
 #      only shrinks);
-#  (d) the Provisioning API's scripts (pv_*), which run on a cluster,
-#      and wh_subscription derive no key from another (`KEYS[1] ..
-#      ':prov'`): every key a step touches is in its KEYS[], so that a
-#      cluster checks them all before the step runs (a slot in
-#      migration: TRYAGAIN, never a step cut half-way by a key that
-#      moved). The other lr_ and wh_ scripts still derive the
-#      workspace's keys from KEYS[1] (issue 10, step 5).
+#  (d) the Provisioning API's scripts (pv_*), the Lines API's (lr_*)
+#      and the webhooks' (wh_*), with their includes, derive no key from
+#      another (`KEYS[1] .. ':prov'`): every key a step touches is in
+#      its KEYS[], so that a cluster checks them all before the step
+#      runs (a slot in migration: TRYAGAIN, never a step cut half-way by
+#      a key that moved). One exception, docs/data-model.md ("Scripts
+#      and slots"): the requests lr_create and lr_list read from the
+#      workspace's index, named by lg_lr_key() (include/lr_here.lua,
+#      its one derivation), which on a cluster they check first.
 #
 # No nginx, no Redis: runs in a second.
 use strict;
@@ -33,6 +35,16 @@ my %derived = (
                                       # a key; keys.c's name, t/186)
     'op_reconcile_sweep.lua' => 1,    # each lost workspace
 );
+
+# (d) the one derivation left in the lr_/wh_/pv_ scripts: lg_lr_key(),
+# a request named by the workspace's index, and the scripts allowed to
+# call it, which walk the index and on a cluster first check that every
+# request it names is on their node (lg_lr_here: TRYAGAIN before any
+# write, never "gone" for a request not yet moved)
+my %derives = ('include/lr_here.lua' => 1);
+# (lr_here's own check calls it too)
+my %walks   = map { $_ => 1 }
+              qw(lr_create.lua lr_list.lua include/lr_here.lua);
 
 sub slurp {
     my ($f) = @_;
@@ -64,14 +76,18 @@ for my $f (@lua) {
     like($src, qr/KEYS\[1\]/, "$f: its keys in KEYS[]")
         unless $f =~ m{^include/};
 
-    # (include/pv_queue.lua serves the Lines API's scripts only; of the
-    # Lines API's and the webhooks', those done so far: issue 10)
-    if (($f =~ m{^(?:include/)?pv_} && $f ne 'include/pv_queue.lua')
-        || $f eq 'wh_subscription.lua')
-    {
-        my @derived = grep { !/^\s*--/ && /\.\.\s*'[:]/ } split /\n/, $src;
-        is(scalar @derived, 0, "$f: no key derived from another")
+    # (d): a key suffix appended to a name (`.. ':lr:'`; `.. ':' ..`
+    # joins a value, "W:<id>", and is no key)
+    if ($f =~ m{^(?:include/)?(?:pv|lr|wh)_}) {
+        my @code = grep { !/^\s*--/ } split /\n/, $src;
+        my @derived = grep { /\.\.\s*':\w/ } @code;
+        is(scalar @derived, $derives{$f} // 0,
+           "$f: no key derived from another")
             or diag join "\n", @derived;
+
+        my @named = grep { /\blg_lr_key\(/ && !/^local function/ } @code;
+        ok(!@named || $walks{$f}, "$f: names no request from data")
+            or diag join "\n", @named;
     }
 
     my $n = grep { !/^\s*--/ && /lg:/ } split /\n/, $src;

@@ -71,8 +71,10 @@ subtest 'a cold key: its lookup, then the workspace\'s script' => sub {
     like($cmds->[0] // '', qr/"GET" "lg:apikey:$k->{digest}"\s*$/,
          'the lookup alone');
     like($cmds->[1] // '',
-         qr/"EVALSHA" "[0-9a-f]{40}" "1" "lg:\{ws:$w->{id}\}" "w" /,
-         'the script on the workspace\'s key, in \'w\' mode');
+         qr/"EVALSHA"\ "[0-9a-f]{40}"\ "4"\ "lg:\{ws:$w->{id}\}"
+            \ "lg:\{ws:$w->{id}\}:keys" \ "lg:\{ws:$w->{id}\}:gcra"
+            \ "lg:\{ws:$w->{id}\}:lr:$id" \ "w" /x,
+         'the script on the workspace\'s keys, in \'w\' mode');
     like($cmds->[1] // '', qr/"$k->{digest}"/,
          'checking the workspace still lists the key');
 
@@ -88,7 +90,7 @@ subtest 'a cold key: its lookup, then the workspace\'s script' => sub {
     is_deeply([@{ names($cmds) }[0, 1, 2]], [qw(GET SET EVALSHA)],
               'create: lookup, its index, then its script') or diag "@$cmds";
     like($cmds->[2] // '',
-         qr/"EVALSHA" "[0-9a-f]{40}" "4" "lg:\{ws:$w->{id}\}" /,
+         qr/"EVALSHA" "[0-9a-f]{40}" "10" "lg:\{ws:$w->{id}\}" /,
          'create: its KEYS[1] the workspace');
 
     # once resolved, the worker knows the key: the hot path, unchanged

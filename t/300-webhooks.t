@@ -103,7 +103,10 @@ subtest 'invoice.paid promotes the request, once' => sub {
     like($c[0] // '', qr/"GET" "lg:invoice:in_wh1"\s*$/i,
          'the invoice index first, alone') or diag "@$cmds";
     like($c[1] // '',
-         qr/"EVALSHA" "[0-9a-f]{40}" "3" "lg:\{ws:org_wh1\}:event:\Q$ev->{id}\E" "lg:\{ws:org_wh1\}" "lg:provisioning"/i,
+         qr/"EVALSHA"\ "[0-9a-f]{40}"\ "5"
+            \ "lg:\{ws:org_wh1\}:event:\Q$ev->{id}\E"
+            \ "lg:\{ws:org_wh1\}:lr:\Q$ID1\E" \ "lg:\{ws:org_wh1\}:lines"
+            \ "lg:\{ws:org_wh1\}:pending" \ "lg:provisioning"/ix,
          'then the script on the workspace\'s keys') or diag "@$cmds";
 };
 

@@ -3,12 +3,21 @@
 -- it (included: provisioning, and into the set-up stream) or reserve it
 -- (add-on: awaiting_payment until its invoice is stored), all in one step.
 --
--- KEYS[1] lg:{ws:W} (see lr_gate), KEYS[2] lg:{ws:W}:lrvoid:<id>,
--- KEYS[3] lg:{fleet}:lr:inflight, KEYS[4] lg:provisioning
--- The workspace's keys derive from lr_gate's wkey. The owner index
--- lg:line:<id> is not written here: nginx writes it in its own step
--- before this one (a creation this script refuses leaves it naming a
--- workspace without the line, which every reader answers as unknown).
+-- KEYS[1], [2], [3] see lr_gate, KEYS[4] lg:{ws:W}:lrvoid:<id>,
+-- KEYS[5] lg:{fleet}:lr:inflight, KEYS[6] lg:provisioning,
+-- KEYS[7] lg:{ws:W}:lr:<id>, KEYS[8] lg:{ws:W}:lines,
+-- KEYS[9] lg:{ws:W}:pending, KEYS[10] lg:{ws:W}:idem:<ARGV[20]> (declared
+-- also without an idempotency key, lg:{ws:W}:idem:, never touched then:
+-- one list of keys whatever the request)
+-- Derived from KEYS[1] (its slot), named by the workspace's data: the
+-- requests of the index (live lines), the one :pending names and the
+-- reservation an idempotency key holds, lg:{ws:W}:lr:<rid>; on a cluster
+-- the index's are checked first to be all here (include/lr_here.lua),
+-- so that one not yet moved is never counted out, dropped or taken
+-- over. The owner index lg:line:<id> is not written here: nginx writes
+-- it in its own step before this one (a creation this script refuses
+-- leaves it naming a workspace without the line, which every reader
+-- answers as unknown).
 -- ARGV[1..6] see lr_gate
 -- ARGV[7] id, ARGV[8] now (ms), ARGV[9] now (ISO 8601)
 -- ARGV[10] channelType, ARGV[11] lineType, ARGV[12] firstName,
@@ -39,6 +48,18 @@
 --#include lr_gate
 --#include lr_drop
 --#include lr_settle
+--#include lr_here
+
+local ikey = ARGV[20] ~= '' and KEYS[10] or nil
+
+-- on a cluster, before the gate writes anything (lr_here): the index
+-- holds the pending request and any reservation a key holds, which
+-- leave it with their hash (lr_drop); the other ones are gone or canceled
+if ARGV[1] == 'c'
+   and not lg_lr_here(KEYS[1], redis.call('ZRANGE', KEYS[8], 0, -1))
+then
+    return redis.error_reply(LR_TRYAGAIN)
+end
 
 local ws, code, left, wkey = lg_lr_gate()
 if code ~= LR_GATE_OK or ARGV[6] == 'gate' then
@@ -48,18 +69,17 @@ end
 local id = ARGV[7]
 local now = tonumber(ARGV[8])
 local channel = ARGV[10]
-local ikey = ARGV[20] ~= '' and (wkey .. ':idem:' .. ARGV[20]) or nil
 local stale = tonumber(ARGV[23])
 
 -- the call timed out and was released (lr_release) before Redis ran it
-if redis.call('EXISTS', KEYS[2]) == 1 then
+if redis.call('EXISTS', KEYS[4]) == 1 then
     return {LR_COLLISION, ws, left}
 end
 
 -- a reservation nobody will finish: its call failed without releasing
 -- it, or its nginx died
 local function abandoned(rid)
-    local p = redis.call('HMGET', wkey .. ':lr:' .. rid,
+    local p = redis.call('HMGET', lg_lr_key(wkey, rid),
                          'provisioningStatus', 'invoiceId', 'reservedAt')
     return p[1] ~= 'awaiting_payment'
            or (not p[2] and now - tonumber(p[3] or '0') > stale), p
@@ -86,7 +106,8 @@ if ikey then
             return {LR_IDEM_IN_USE, ws, left}
         end
         if p[1] then
-            lg_lr_drop(wkey, ws, rec[5], KEYS[3])
+            lg_lr_drop(lg_lr_key(wkey, rec[5]), KEYS[8], KEYS[9],
+                       KEYS[5], ws, rec[5])
         end
         redis.call('DEL', ikey)
     end
@@ -124,8 +145,8 @@ end
 -- what the workspace has, never its history.
 local function live()
     local n = 0
-    for _, lid in ipairs(redis.call('ZRANGE', wkey .. ':lines', 0, -1)) do
-        local h = redis.call('HMGET', wkey .. ':lr:' .. lid,
+    for _, lid in ipairs(redis.call('ZRANGE', KEYS[8], 0, -1)) do
+        local h = redis.call('HMGET', lg_lr_key(wkey, lid),
                              'provisioningStatus', 'channelType')
         if h[2] == channel
            and (h[1] == 'provisioning' or h[1] == 'active')
@@ -133,7 +154,7 @@ local function live()
             n = n + 1
         elseif not h[1] or h[1] == 'canceled' then
             -- an index written before canceled requests left it
-            redis.call('ZREM', wkey .. ':lines', lid)
+            redis.call('ZREM', KEYS[8], lid)
         end
     end
     return n
@@ -165,16 +186,17 @@ if cost == 'forbidden' then
 end
 
 -- at most one request awaits payment
-local pending = redis.call('GET', wkey .. ':pending')
+local pending = redis.call('GET', KEYS[9])
 if pending and abandoned(pending) then
-    if redis.call('HGET', wkey .. ':lr:' .. pending, 'provisioningStatus')
+    if redis.call('HGET', lg_lr_key(wkey, pending), 'provisioningStatus')
        == 'awaiting_payment'
     then
         -- the nginx that reserved it never stored an invoice: it died
         -- or lost Redis meanwhile; the workspace must not stay blocked
-        lg_lr_drop(wkey, ws, pending, KEYS[3])
+        lg_lr_drop(lg_lr_key(wkey, pending), KEYS[8], KEYS[9], KEYS[5],
+                   ws, pending)
     else
-        redis.call('DEL', wkey .. ':pending')
+        redis.call('DEL', KEYS[9])
     end
     pending = nil
 end
@@ -190,7 +212,7 @@ if cost == 'addon' and (not w[3] or w[3] == '') then
     return {LR_NO_CUSTOMER, ws, left}
 end
 
-local lkey = wkey .. ':lr:' .. id
+local lkey = KEYS[7]
 if redis.call('EXISTS', lkey) == 1 then
     return {LR_COLLISION, ws, left}
 end
@@ -227,15 +249,15 @@ else
 end
 
 redis.call('HSET', lkey, unpack(f))
-redis.call('ZADD', wkey .. ':lines', now, id)
+redis.call('ZADD', KEYS[8], now, id)
 if cost ~= 'included' then
     -- in flight until its invoice is stored or it is dropped: one left
     -- past linegate_reconcile_lost_after is a worker's that died
-    redis.call('ZADD', KEYS[3], now, ws .. ' ' .. id)
+    redis.call('ZADD', KEYS[5], now, ws .. ' ' .. id)
 end
 
 if cost == 'included' then
-    lg_lr_provision(KEYS[4], ws, id, channel, ARGV[11], ARGV[9])
+    lg_lr_provision(KEYS[6], ws, id, channel, ARGV[11], ARGV[9])
 
     -- the body names the workspace only known here (an API key)
     local body = ARGV[24]
@@ -250,7 +272,7 @@ if cost == 'included' then
     return outcome(LR_OK, 201, body)
 end
 
-redis.call('SET', wkey .. ':pending', id)
+redis.call('SET', KEYS[9], id)
 
 if ikey then
     redis.call('HSET', ikey, 'state', 'running', 'fp', ARGV[21], 'id', id)

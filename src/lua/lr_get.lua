@@ -5,8 +5,8 @@
 -- same for the pipeline of a known workspace), and lr_claim.lua claims
 -- that check atomically.
 --
--- KEYS[1] and ARGV[1..6] see lr_gate (its workspace keys derive from
--- the gate's wkey)
+-- KEYS[1], [2], [3] and ARGV[1..6] see lr_gate, KEYS[4] lg:{ws:W}:lr:<ARGV[7]>
+-- (declared also when the gate alone runs: never touched then)
 -- ARGV[7] id, ARGV[8] UTC date (YYYY-MM-DD; unused: nginx
 -- compares it with the usage day in the hash)
 --
@@ -16,12 +16,12 @@
 --#include lr_gate
 --#include lr_line
 
-local ws, code, left, wkey = lg_lr_gate()
+local ws, code, left = lg_lr_gate()
 if code ~= LR_GATE_OK or ARGV[6] == 'gate' then
     return {code, ws or '', left}
 end
 
-local line = lg_lr_line(wkey, ARGV[7])
+local line = lg_lr_line(KEYS[4], ARGV[7])
 if not line then
     return {LR_NOT_FOUND, ws, left}
 end

@@ -5,18 +5,17 @@
 -- or void
 -- (docs/operator.md, "Reconciliation"). Idempotent: a durable write.
 --
--- KEYS[1] lg:{ws:W}, KEYS[2] lg:{fleet}:reconcile
+-- KEYS[1] lg:{ws:W}:reconcile:w:inv_<ARGV[3], or draft_<ARGV[2]> when
+-- ARGV[3] is "">, the entry's marker (pv_queue), KEYS[2]
+-- lg:{fleet}:reconcile
 -- ARGV[1] ws, ARGV[2] request id, ARGV[3] invoice id ("" never seen),
 -- ARGV[4] Stripe customer, ARGV[5] now, ISO 8601
--- Derived from KEYS[1] (its slot): <KEYS[1]>:reconcile:w:inv_<...>.
 --
 -- Returns 1 when queued now, 0 when it was already.
 
 --#include pv_queue
 
-local which = ARGV[3] ~= '' and ARGV[3] or ('draft_' .. ARGV[2])
-
-return lg_pv_queue(KEYS[1], 'inv_' .. which, KEYS[2], {
+return lg_pv_queue(KEYS[1], KEYS[2], {
     'workspace', ARGV[1], 'line_request_id', ARGV[2],
     'invoice_id', ARGV[3], 'reason', 'invoice_unrepaired',
     'customer', ARGV[4], 'at', ARGV[5]})

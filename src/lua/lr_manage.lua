@@ -1,6 +1,5 @@
 -- POST /api/line-requests/:id: may this action run on this request?
--- KEYS[1] and ARGV[1..6] see lr_gate (its workspace keys derive from
--- the gate's wkey)
+-- KEYS[1], [2], [3] and ARGV[1..6] see lr_gate, KEYS[4] lg:{ws:W}:lr:<ARGV[7]>
 -- ARGV[7] id, ARGV[8] action (payment_link, cancel), ARGV[9] UTC date
 -- (unused: nginx compares it with the usage day in the hash),
 -- ARGV[10] now (ms), ARGV[11] ms during which a reissue is in progress
@@ -17,7 +16,7 @@ if code ~= LR_GATE_OK or ARGV[6] == 'gate' then
     return {code, ws or '', left}
 end
 
-local line = lg_lr_line(wkey, ARGV[7])
+local line = lg_lr_line(KEYS[4], ARGV[7])
 if not line then
     return {LR_NOT_FOUND, ws, left}
 end
@@ -32,8 +31,8 @@ then
     return {LR_SUBSCRIPTION, ws, left}
 end
 
-local h = redis.call('HMGET', wkey .. ':lr:' .. ARGV[7], 'provisioningStatus',
-                     'invoiceId', 'invoiceSeq', 'reissueAt')
+local h = redis.call('HMGET', KEYS[4], 'provisioningStatus', 'invoiceId',
+                     'invoiceSeq', 'reissueAt')
 if h[1] ~= 'awaiting_payment' then
     return {LR_WRONG_STATE, ws, left, h[1] or ''}
 end

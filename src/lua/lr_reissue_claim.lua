@@ -2,13 +2,13 @@
 -- issue a new one. Parallel calls get LR_BUSY; the old invoice's webhook
 -- index is removed so that a late event about it cannot cancel the
 -- request meanwhile (lr_reissue_abort puts it back).
--- KEYS[1] lg:{ws:W} (its :lr:<id> derives from it),
+-- KEYS[1] lg:{ws:W}:lr:<id>,
 -- KEYS[2] lg:invoice:<the old invoice id>
 -- ARGV[1] ws, ARGV[2] id, ARGV[3] the old invoice id, ARGV[4] now (ms),
 -- ARGV[5] ms a claim holds
 -- Returns {LR_OK, invoiceSeq}, {LR_WRONG_STATE, status} or {LR_BUSY}.
 --#include lr_codes
-local lkey = KEYS[1] .. ':lr:' .. ARGV[2]
+local lkey = KEYS[1]
 local h = redis.call('HMGET', lkey, 'provisioningStatus', 'invoiceId',
                      'reissueAt')
 if h[1] ~= 'awaiting_payment' then

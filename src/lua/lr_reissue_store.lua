@@ -1,12 +1,12 @@
 -- payment_link: the new invoice is finalized; make it the request's.
--- KEYS[1] lg:{ws:W} (its :lr:<id> derives from it),
+-- KEYS[1] lg:{ws:W}:lr:<id>,
 -- KEYS[2] lg:invoice:<the new invoice id>
 -- ARGV[1] ws, ARGV[2] id, ARGV[3] invoiceSeq of the claim, ARGV[4] new
 -- invoice id, ARGV[5] its hosted URL, ARGV[6] now (ms), ARGV[7] now (ISO)
 -- Returns {LR_OK} or {LR_WRONG_STATE, status} when the request moved on
 -- meanwhile (the module then voids the new invoice).
 --#include lr_codes
-local lkey = KEYS[1] .. ':lr:' .. ARGV[2]
+local lkey = KEYS[1]
 local h = redis.call('HMGET', lkey, 'provisioningStatus', 'invoiceSeq',
                      'invoiceId')
 if h[3] == ARGV[4] then

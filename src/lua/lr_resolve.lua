@@ -2,7 +2,8 @@
 -- payment_link, cancel): 'paid' promotes, 'void' cancels, through
 -- lr_settle, but only while the request still names that invoice (a
 -- reissued invoice is not settled by news of the old one).
--- KEYS[1] lg:{ws:W} (its keys derive from it), KEYS[2] lg:provisioning
+-- KEYS[1] lg:{ws:W}:lr:<id>, KEYS[2] lg:{ws:W}:lines,
+-- KEYS[3] lg:{ws:W}:pending, KEYS[4] lg:provisioning
 -- ARGV[1] ws, ARGV[2] id, ARGV[3] invoice id, ARGV[4] 'paid' or 'void',
 -- ARGV[5] now (ms), ARGV[6] now (ISO 8601), ARGV[7] UTC date (unused: nginx
 -- compares it with the usage day in the hash)
@@ -11,16 +12,15 @@
 --#include lr_settle
 --#include lr_line
 
-local wkey = KEYS[1]
 local changed = false
 
-if redis.call('HGET', wkey .. ':lr:' .. ARGV[2], 'invoiceId') == ARGV[3] then
+if redis.call('HGET', KEYS[1], 'invoiceId') == ARGV[3] then
     local _
-    _, changed = lg_lr_settle(KEYS[2], wkey, ARGV[1], ARGV[2],
-                              ARGV[4], tonumber(ARGV[5]), ARGV[6])
+    _, changed = lg_lr_settle(KEYS[4], KEYS[1], KEYS[2], KEYS[3], ARGV[1],
+                              ARGV[2], ARGV[4], tonumber(ARGV[5]), ARGV[6])
 end
 
-local line = lg_lr_line(wkey, ARGV[2])
+local line = lg_lr_line(KEYS[1], ARGV[2])
 if not line then
     return {0}
 end

@@ -36,7 +36,8 @@ for _, m in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1],
         if lr[1] == 'awaiting_payment' and not lr[2] then
             -- idempotency_key: the digest of the key it holds, freed
             -- with the reservation (lr_release)
-            queued = queued + lg_pv_queue(wkey, 'lr_' .. id, KEYS[2], {
+            local mkey = wkey .. ':reconcile:w:lr_' .. id
+            queued = queued + lg_pv_queue(mkey, KEYS[2], {
                 'workspace', ws, 'line_request_id', id,
                 'reason', 'worker_lost', 'idempotency_key', lr[4] or '',
                 'customer',

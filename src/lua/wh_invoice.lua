@@ -2,7 +2,8 @@
 --
 -- KEYS[1]  lg:{ws:W}:event:<event id> (de-duplication: an event is
 --          applied once; under the workspace's tag)
--- KEYS[2]  lg:{ws:W}  KEYS[3]  lg:provisioning
+-- KEYS[2]  lg:{ws:W}:lr:<ARGV[7]>  KEYS[3]  lg:{ws:W}:lines
+-- KEYS[4]  lg:{ws:W}:pending  KEYS[5]  lg:provisioning
 -- ARGV[1]  invoice id
 -- ARGV[2]  'paid' or 'void' (voided and marked_uncollectible)
 -- ARGV[3]  now, Unix ms
@@ -18,8 +19,6 @@
 --
 -- The event id is remembered once the event is applied (settled or left
 -- alone), never before: an event that changed nothing stays deliverable.
---
--- The workspace's keys (:lr:<id>, :lines, :pending) derive from KEYS[2].
 
 --#include lr_settle
 
@@ -31,13 +30,12 @@ end
 local ws, id = ARGV[6], ARGV[7]
 
 -- a reissued request pays a new invoice: events of the old one are stale
-local wkey = KEYS[2]
-if redis.call('HGET', wkey .. ':lr:' .. id, 'invoiceId') ~= ARGV[1] then
+if redis.call('HGET', KEYS[2], 'invoiceId') ~= ARGV[1] then
     return {1}
 end
 
-local status, changed = lg_lr_settle(KEYS[3], wkey, ws, id, ARGV[2],
-                                     ARGV[3], ARGV[4])
+local status, changed = lg_lr_settle(KEYS[5], KEYS[2], KEYS[3], KEYS[4],
+                                     ws, id, ARGV[2], ARGV[3], ARGV[4])
 if not status then
     return {1}
 end

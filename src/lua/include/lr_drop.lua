@@ -3,13 +3,15 @@
 -- pending marker, in one step. Its owner index lg:line:<id> (another
 -- slot) is left naming the workspace: every reader of the index answers
 -- a request the workspace does not hold as unknown (docs/data-model.md).
--- lg_lr_drop(wkey, ws, id, inflight): wkey lg:{ws:W}, inflight the key of
--- lg:{fleet}:lr:inflight (KEYS[] of the caller).
-local function lg_lr_drop(wkey, ws, id, inflight)
-    redis.call('DEL', wkey .. ':lr:' .. id)
-    redis.call('ZREM', wkey .. ':lines', id)
+-- lg_lr_drop(lkey, lines, pending, inflight, ws, id): lkey the request's
+-- hash lg:{ws:W}:lr:<id>, lines and pending lg:{ws:W}:lines and :pending,
+-- inflight lg:{fleet}:lr:inflight (KEYS[] of the caller; lkey derived
+-- only where the caller's header says so)
+local function lg_lr_drop(lkey, lines, pending, inflight, ws, id)
+    redis.call('DEL', lkey)
+    redis.call('ZREM', lines, id)
     redis.call('ZREM', inflight, ws .. ' ' .. id)
-    if redis.call('GET', wkey .. ':pending') == id then
-        redis.call('DEL', wkey .. ':pending')
+    if redis.call('GET', pending) == id then
+        redis.call('DEL', pending)
     end
 end

@@ -10,8 +10,11 @@
 -- lookup lg:apikey:<digest> in its own step before this script (an
 -- unknown key is answered 401 there, and this script does not run).
 --
--- KEYS[1] lg:{ws:<ARGV[2]>}
--- ARGV[1] 'w' (the workspace is known)
+-- KEYS[1] lg:{ws:<ARGV[2]>}, KEYS[2] its :keys, KEYS[3] its :gcra (the
+--         first three keys of every script that includes this one)
+-- ARGV[1] 'w' (the workspace is known), 'c' the same on a Redis Cluster
+--         (include/lr_here.lua: a walk of data-named keys checks first
+--         that they are all on this node)
 -- ARGV[2] the workspace
 -- ARGV[3] the emission interval T (microseconds per request: the
 --         window / linegate_rate), ARGV[4] the tolerance tau = (N - 1) T,
@@ -28,7 +31,7 @@
 -- lg_lr_gate() -> ws, code, {remaining, reset_ms, retry_after_ms}, wkey
 --   code LR_GATE_OK, LR_UNAUTHORIZED (ws nil) or LR_RATE_LIMITED; a
 --   refused request writes nothing (GCRA: nothing to take back). wkey:
---   KEYS[1]; the script's workspace keys all derive from it.
+--   KEYS[1] (the workspace's hash).
 
 if redis.replicate_commands then
     redis.replicate_commands()
@@ -42,7 +45,7 @@ local function lg_lr_gate()
     if ARGV[5] ~= '' then
         local listed = false
         -- a workspace has a handful of keys
-        for _, d in ipairs(redis.call('HVALS', wkey .. ':keys')) do
+        for _, d in ipairs(redis.call('HVALS', KEYS[2])) do
             if d == ARGV[5] then
                 listed = true
                 break
@@ -54,7 +57,7 @@ local function lg_lr_gate()
     end
 
     local admitted, left, reset_ms, retry_ms =
-        lg_rl_gcra(wkey .. ':gcra', tonumber(ARGV[3]), tonumber(ARGV[4]), 1)
+        lg_rl_gcra(KEYS[3], tonumber(ARGV[3]), tonumber(ARGV[4]), 1)
 
     if admitted < 1 then
         return ws, LR_RATE_LIMITED, {0, reset_ms, retry_ms}, wkey

@@ -1,9 +1,10 @@
 -- Settle a line request that awaits payment, atomically with the outbox.
 --
--- lg_lr_settle(stream, wkey, ws, id, outcome, now_ms, now_iso)
---   -> status, changed
---   stream: lg:provisioning's key, wkey: lg:{ws:W} (KEYS[] of the caller,
---   or derived from data: see its header)
+-- lg_lr_settle(stream, lkey, lines, pending, ws, id, outcome, now_ms,
+--              now_iso) -> status, changed
+--   stream: lg:provisioning's key; lkey, lines, pending: the request's
+--   hash lg:{ws:W}:lr:<id>, lg:{ws:W}:lines and lg:{ws:W}:pending (KEYS[]
+--   of the caller)
 --   outcome 'paid': awaiting_payment -> provisioning (paymentStatus paid),
 --                   and the line is appended to the provisioning stream;
 --   outcome 'void': awaiting_payment -> canceled (paymentStatus failed).
@@ -24,9 +25,8 @@ local function lg_lr_provision(stream, ws, id, channel, line_type, now_iso)
                'lineType', line_type, 'at', now_iso)
 end
 
-local function lg_lr_settle(stream, wkey, ws, id, outcome, now_ms,
-                            now_iso)
-    local lkey = wkey .. ':lr:' .. id
+local function lg_lr_settle(stream, lkey, lines, pending, ws, id, outcome,
+                            now_ms, now_iso)
     local cur = redis.call('HMGET', lkey, 'provisioningStatus',
                            'channelType', 'lineType')
     if not cur[1] then
@@ -47,11 +47,11 @@ local function lg_lr_settle(stream, wkey, ws, id, outcome, now_ms,
         status = 'canceled'
         redis.call('HSET', lkey, 'provisioningStatus', status,
                    'paymentStatus', 'failed', 'updatedAt', now_iso)
-        redis.call('ZREM', wkey .. ':lines', id)
+        redis.call('ZREM', lines, id)
     end
 
-    if redis.call('GET', wkey .. ':pending') == id then
-        redis.call('DEL', wkey .. ':pending')
+    if redis.call('GET', pending) == id then
+        redis.call('DEL', pending)
     end
 
     return status, true

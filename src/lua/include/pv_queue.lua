@@ -1,19 +1,18 @@
 -- The reconciliation entry of one purchase, written at most once.
 --
--- lg_pv_queue(tkey, worker, stream, fields) -> 1 when written now, 0 when
--- it already was
---   tkey: the tenant's key (lg:{acct:A} or lg:{ws:W}); stream: the key of
---   lg:{fleet}:reconcile (a KEYS[] of the caller); fields: the entry's flat
---   {name, value, ...} list (account, subscription_id, phone_number,
+-- lg_pv_queue(mkey, stream, fields) -> 1 when written now, 0 when it
+-- already was
+--   mkey: the entry's marker, lg:{ws:W}:reconcile:w:<inv_...|lr_...>
+--   under the tenant's tag (a KEYS[] of lr_invoice_orphan; the sweep
+--   names it from the members it reads); stream: the key of
+--   lg:{fleet}:reconcile (a KEYS[] of the caller); fields: the entry's
+--   flat {name, value, ...} list (account, subscription_id, phone_number,
 --   worker_id, reason, idempotency_key, customer, at).
---   <tkey>:reconcile:w:<worker id>, under the tenant's tag, remembers the
---   entry for 7 days, so that a write re-sent after a lost answer (the
---   durable writes of pv_record and pv_release) does not queue the
---   purchase twice.
+--   The marker remembers the entry for 7 days, so that a durable write
+--   sent again after a lost answer does not queue the entry twice.
 
-local function lg_pv_queue(tkey, worker, stream, fields)
-    if not redis.call('SET', tkey .. ':reconcile:w:' .. worker, '1',
-                      'NX', 'EX', 604800) then
+local function lg_pv_queue(mkey, stream, fields)
+    if not redis.call('SET', mkey, '1', 'NX', 'EX', 604800) then
         return 0
     end
 

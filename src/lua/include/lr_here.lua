@@ -1,0 +1,37 @@
+-- Are the line requests the workspace's own data names all on this node?
+-- A script can declare in KEYS[] only the keys nginx can name before it
+-- runs; the requests named by what it reads (the members of :lines, the
+-- id :pending holds, the reservation an idempotency key holds) it reads
+-- by name (lg:{ws:W}:lr:<id>, the workspace's slot). While a Redis
+-- Cluster migrates that slot, one of them may already be on the other
+-- node: on the node the slot leaves, reading it fails (Redis refuses a
+-- key that is not local); on the node it reaches, it reads as missing.
+-- Neither means the request is gone, so a script that would drop an
+-- index entry or count live lines from them asks this first, before
+-- the gate writes anything, and answers TRYAGAIN when the answer is no:
+-- nginx sends it again, as a cluster's own TRYAGAIN (redis.c), until the
+-- workspace is whole on one node (docs/data-model.md, "Scripts and
+-- slots"). On one Redis (lr_gate's ARGV[1] 'w') a request that is not
+-- there is gone, and nothing is read here.
+--
+-- lg_lr_key(wkey, id) -> lg:{ws:W}:lr:<id>, wkey KEYS[1] (lg:{ws:W}):
+--   the one place a script names a request it read from data (t/016
+--   lets lr_create and lr_list call it, nothing else)
+-- lg_lr_here(wkey, ids) -> true, or false when one of ids has no hash
+--   here; called on a cluster only.
+local function lg_lr_key(wkey, id)
+    return wkey .. ':lr:' .. id
+end
+
+local function lg_lr_here(wkey, ids)
+    for _, id in ipairs(ids) do
+        -- pcall: the node the slot leaves answers an error
+        if redis.pcall('EXISTS', lg_lr_key(wkey, id)) ~= 1 then
+            return false
+        end
+    end
+
+    return true
+end
+
+local LR_TRYAGAIN = 'TRYAGAIN the workspace\'s line requests are moving'
