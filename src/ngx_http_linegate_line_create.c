@@ -10,18 +10,29 @@
  *            -> SCRIPT (lr_create) -+- included, refusals -> answer (kept
  *                                   |  under the idempotency key by
  *                                   |  lr_create itself)
- *                                   `- reserved -> ISSUE (the invoice
- *                                      machine: draft, item, finalize)
- *                                      -> STORE (lr_invoice_store) -> 201
+ *                                   `- reserved -> JOURNAL (ZADD
+ *                                      lg:{fleet}:lr:inflight "<W> <id>",
+ *                                      the fleet's slot) -> ISSUE (the
+ *                                      invoice machine: draft, item,
+ *                                      finalize) -> STORE
+ *                                      (lr_invoice_store) -> 201
  *
  * Every failure goes to create_fail, which undoes what the step holds:
  *
  *   SCRIPT, reply lost    -> RELEASE (lr_release by id) -> 503
+ *   JOURNAL, any failure  -> RELEASE -> 503 (no Stripe call was made)
  *   ISSUE, STORE refused  -> DISCARD (void/delete the invoice)
  *                            -> RELEASE -> 502/503/500
  *   STORE, reply lost     -> STORE_AGAIN (the same store, durable) -> 503
  *
  * then answers in FAILED, from lr->fail.
+ *
+ * The journal's member is written before any Stripe call, so that a
+ * worker dying while it bills leaves a member for the reconciliation's
+ * sweep to find (reconcile.c); it is removed (a durable ZREM) once
+ * lr_invoice_store or lr_release answered, which settles the request.
+ * A worker dying before the journal's write made no invoice: the
+ * reservation is dropped by the workspace's next creation once stale.
  *
  * The reservation is written before Stripe is called, so parallel
  * requests of one workspace can never both pass the "one request awaits
@@ -102,6 +113,12 @@ static void ngx_http_linegate_create_outcome(ngx_http_request_t *r,
 static void ngx_http_linegate_create_stored_answer(ngx_http_request_t *r,
     redisReply *reply, ngx_uint_t replayed);
 static void ngx_http_linegate_create_reserved(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr, redisReply *reply);
+static void ngx_http_linegate_create_journal(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr);
+static void ngx_http_linegate_create_journaled(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr, redisReply *reply);
+static void ngx_http_linegate_create_unjournal(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr, redisReply *reply);
 static void ngx_http_linegate_create_invoiced(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr);
@@ -560,6 +577,10 @@ ngx_http_linegate_create_resume(ngx_http_request_t *r, redisReply *reply)
         ngx_http_linegate_create_done(r, lr, reply);
         return;
 
+    case NGX_HTTP_LINEGATE_CREATE_JOURNAL:
+        ngx_http_linegate_create_journaled(r, lr, reply);
+        return;
+
     case NGX_HTTP_LINEGATE_CREATE_ISSUE:
         if (ngx_http_linegate_invoice_next(r, lr) == NGX_DONE) {
             ngx_http_linegate_create_invoiced(r, lr);
@@ -586,11 +607,13 @@ ngx_http_linegate_create_resume(ngx_http_request_t *r, redisReply *reply)
             ngx_http_linegate_create_unindex(r, lr);
         }
 
+        ngx_http_linegate_create_unjournal(r, lr, reply);
         ngx_http_linegate_lines_durable_done(r, lr, reply);
         ngx_http_linegate_create_failed(r, lr);
         return;
 
     case NGX_HTTP_LINEGATE_CREATE_STORE_AGAIN:
+        ngx_http_linegate_create_unjournal(r, lr, reply);
         ngx_http_linegate_lines_durable_done(r, lr, reply);
         ngx_http_linegate_create_failed(r, lr);
         return;
@@ -639,6 +662,11 @@ ngx_http_linegate_create_fail(ngx_http_request_t *r,
 
         /* nothing reserved */
         ngx_http_linegate_create_failed(r, lr);
+        return;
+
+    case NGX_HTTP_LINEGATE_CREATE_JOURNAL:
+        /* no Stripe call was made: the reservation goes, nothing else */
+        ngx_http_linegate_create_release(r, lr);
         return;
 
     case NGX_HTTP_LINEGATE_CREATE_STORE:
@@ -894,11 +922,9 @@ ngx_http_linegate_create_script(ngx_http_request_t *r,
     ngx_http_linegate_redis_arg_int(r, a, NGX_HTTP_LINEGATE_LR_STALE);
     ngx_http_linegate_redis_arg_str(a, &lr->body);
 
-    /* KEYS[4..10], after lr_gate's */
+    /* KEYS[4..9], after lr_gate's */
     ngx_http_linegate_lines_key(lr, a, NGX_HTTP_LINEGATE_KEY_WS_LRVOID,
                                 &lr->who.value, &lr->id);
-    ngx_http_linegate_redis_arg_key(a,
-        ngx_http_linegate_key_fixed(NGX_HTTP_LINEGATE_KEY_LR_INFLIGHT));
     ngx_http_linegate_redis_arg_key(a,
         ngx_http_linegate_key_fixed(NGX_HTTP_LINEGATE_KEY_PROVISIONING));
     ngx_http_linegate_lines_request_keys(r->pool, a, &lr->who.value, &lr->id,
@@ -1108,12 +1134,104 @@ ngx_http_linegate_create_reserved(ngx_http_request_t *r,
     ngx_str_set(&lr->line.status, NGX_HTTP_LINEGATE_LR_AWAITING);
     ngx_str_set(&lr->line.payment_status, "unpaid");
 
+    ngx_http_linegate_create_journal(r, lr);
+}
+
+
+/*
+ * CREATE_JOURNAL: the reservation's member "<W> <id>" in the journal
+ * lg:{fleet}:lr:inflight (a plain ZADD, the fleet's slot), before any
+ * Stripe call: a worker that dies while billing leaves it for the
+ * reconciliation's sweep. Sent, it is removed after the request settles
+ * (create_unjournal), whether it was written or its reply lost.
+ */
+static void
+ngx_http_linegate_create_journal(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr)
+{
+    u_char                          *p;
+    ngx_http_linegate_redis_args_t   a;
+
+    lr->ctx->state = NGX_HTTP_LINEGATE_CREATE_JOURNAL;
+
+    p = ngx_pnalloc(r->pool, lr->ws.len + 1 + lr->id.len);
+    if (p == NULL) {
+        ngx_http_linegate_create_fail(r, lr,
+                                      NGX_HTTP_LINEGATE_LR_FAIL_INTERNAL,
+                                      0, -1);
+        return;
+    }
+
+    lr->journal.data = p;
+    lr->journal.len = ngx_sprintf(p, "%V %V", &lr->ws, &lr->id) - p;
+
+    ngx_http_linegate_redis_args_init(&a);
+    ngx_http_linegate_redis_arg_cstr(&a, "ZADD");
+    ngx_http_linegate_redis_arg_str(&a,
+        ngx_http_linegate_key_fixed(NGX_HTTP_LINEGATE_KEY_LR_INFLIGHT));
+    ngx_http_linegate_redis_arg_int(r, &a, lr->now_ms);
+    ngx_http_linegate_redis_arg_str(&a, &lr->journal);
+
+    if (ngx_http_linegate_redis_command(r, &a,
+                                        ngx_http_linegate_create_resume)
+        != NGX_OK)
+    {
+        /* not sent: no member to remove */
+        ngx_str_null(&lr->journal);
+        ngx_http_linegate_create_fail(r, lr, NGX_HTTP_LINEGATE_LR_FAIL_STORE,
+                                      0, -1);
+    }
+}
+
+
+/* the journal written: ISSUE; not (lost, refused): released, 503 */
+static void
+ngx_http_linegate_create_journaled(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr, redisReply *reply)
+{
+    if (reply == NULL || reply->type != REDIS_REPLY_INTEGER) {
+        ngx_http_linegate_create_fail(r, lr, NGX_HTTP_LINEGATE_LR_FAIL_STORE,
+                                      0, -1);
+        return;
+    }
+
+    lr->ctx->state = NGX_HTTP_LINEGATE_CREATE_ISSUE;
+
     if (ngx_http_linegate_invoice_issue(r, lr,
                                         ngx_http_linegate_create_stripe_done)
         == NGX_DONE)
     {
         ngx_http_linegate_create_invoiced(r, lr);
     }
+}
+
+
+/*
+ * The request settled (lr_invoice_store or lr_release answered): its
+ * journal member goes, a durable ZREM (idempotent). An unanswered step
+ * leaves it: the sweep finds the request as that step left it.
+ */
+static void
+ngx_http_linegate_create_unjournal(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr, redisReply *reply)
+{
+    ngx_http_linegate_redis_args_t  a;
+
+    if (lr->journal.len == 0 || reply == NULL
+        || reply->type != REDIS_REPLY_INTEGER)
+    {
+        return;
+    }
+
+    ngx_http_linegate_redis_args_init(&a);
+    ngx_http_linegate_redis_arg_cstr(&a, "ZREM");
+    ngx_http_linegate_redis_arg_str(&a,
+        ngx_http_linegate_key_fixed(NGX_HTTP_LINEGATE_KEY_LR_INFLIGHT));
+    ngx_http_linegate_redis_arg_str(&a, &lr->journal);
+
+    (void) ngx_http_linegate_redis_durable_command(r->connection->log, &a,
+                                                   "a journal member's "
+                                                   "removal");
 }
 
 
@@ -1162,8 +1280,6 @@ ngx_http_linegate_create_invoiced(ngx_http_request_t *r,
     ngx_http_linegate_redis_arg_str(a, &lr->body);
     ngx_http_linegate_redis_arg_int(r, a, lmcf->idempotency_ttl);
 
-    ngx_http_linegate_redis_arg_key(a,
-        ngx_http_linegate_key_fixed(NGX_HTTP_LINEGATE_KEY_LR_INFLIGHT));
     ngx_http_linegate_lines_key(lr, a, NGX_HTTP_LINEGATE_KEY_INVOICE,
                                 &lr->invoice.id, NULL);
     ngx_http_linegate_lines_key(lr, a, NGX_HTTP_LINEGATE_KEY_WS_IDEM,
@@ -1199,6 +1315,8 @@ ngx_http_linegate_create_stored(ngx_http_request_t *r,
     }
 
     lr->settled = 1;
+
+    ngx_http_linegate_create_unjournal(r, lr, reply);
 
     ngx_str_set(&lr->ctx->outcome, "awaiting_payment");
 

@@ -148,6 +148,7 @@ typedef enum {
 typedef enum {
     NGX_HTTP_LINEGATE_CREATE_SCRIPT = 0, /* lr_create.lua */
     NGX_HTTP_LINEGATE_CREATE_INDEX,      /* SET lg:line:<id>, before it */
+    NGX_HTTP_LINEGATE_CREATE_JOURNAL,    /* ZADD lg:{fleet}:lr:inflight */
     NGX_HTTP_LINEGATE_CREATE_ISSUE,      /* the invoice machine: issue */
     NGX_HTTP_LINEGATE_CREATE_STORE,      /* lr_invoice_store.lua */
     NGX_HTTP_LINEGATE_CREATE_STORE_AGAIN, /* the same, durable */
@@ -288,6 +289,8 @@ struct ngx_http_linegate_lr_s {
     ngx_http_linegate_json_write_t  list_jw;
 
     ngx_str_t                       customer;
+    /* an add-on's member "<W> <id>" of the journal, once sent there */
+    ngx_str_t                       journal;
     ngx_str_t                       seq;           /* invoiceSeq */
     ngx_str_t                       old_invoice;
     ngx_http_linegate_invoice_t     invoice;

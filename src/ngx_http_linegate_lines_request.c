@@ -203,7 +203,7 @@ ngx_http_linegate_lines_release_args(ngx_http_request_t *r,
     ngx_http_linegate_redis_arg_str(a, digest);
     ngx_http_linegate_redis_arg_int(r, a, mark_ms);
 
-    /* KEYS[1] the release mark, [2] the in-flight index, [3..6] its own */
+    /* KEYS[1] the release mark, [2..5] the request's own */
     if (ngx_http_linegate_key(r->pool, NGX_HTTP_LINEGATE_KEY_WS_LRVOID, ws,
                               id, &key)
         != NGX_OK)
@@ -213,8 +213,6 @@ ngx_http_linegate_lines_release_args(ngx_http_request_t *r,
     }
 
     ngx_http_linegate_redis_arg_key(a, &key);
-    ngx_http_linegate_redis_arg_key(a,
-        ngx_http_linegate_key_fixed(NGX_HTTP_LINEGATE_KEY_LR_INFLIGHT));
     ngx_http_linegate_lines_request_keys(r->pool, a, ws, id, digest);
 }
 

@@ -6,9 +6,17 @@
  *
  *   LEASE     script: take the fleet's lease (one run at a time, any
  *             worker of any nginx); held elsewhere: 409
- *   SWEEP     script: the Lines API paid add-ons in flight for longer
- *             than linegate_reconcile_lost_after (their worker died) are
- *             queued on lg:{fleet}:reconcile as worker_lost
+ *   SWEEP     ZRANGEBYSCORE lg:{fleet}:lr:inflight: the journal's
+ *             members of the Lines API paid add-ons in flight for longer
+ *             than linegate_reconcile_lost_after (their worker died, or
+ *             its removal of the member was lost), a batch
+ *   then, for each member, one slot a step:
+ *   SWEEP_READ  the request and its workspace's customer (plain reads,
+ *             the workspace's slot)
+ *   SWEEP_SETTLE  script lr_journal_settle (the fleet's slot): the
+ *             member goes, and, if this step removed it and the request
+ *             was awaiting payment with no invoice, a worker_lost entry
+ *             is queued on lg:{fleet}:reconcile
  *   CLAIMS    ZRANGEBYSCORE lg:{fleet}:pv:inflight: the provisioning
  *             claims older than linegate_reconcile_lost_after (a confirm
  *             whose worker died holds its number there), a batch
@@ -114,6 +122,8 @@
 typedef enum {
     NGX_HTTP_LINEGATE_RECONCILE_LEASE = 0,
     NGX_HTTP_LINEGATE_RECONCILE_SWEEP,
+    NGX_HTTP_LINEGATE_RECONCILE_SWEEP_READ,
+    NGX_HTTP_LINEGATE_RECONCILE_SWEEP_SETTLE,
     NGX_HTTP_LINEGATE_RECONCILE_CLAIMS,
     NGX_HTTP_LINEGATE_RECONCILE_INSPECT,
     NGX_HTTP_LINEGATE_RECONCILE_SETTLE,
@@ -176,6 +186,22 @@ typedef struct {
 } ngx_http_linegate_reconcile_entry_t;
 
 
+/* the worker_lost entry of a journal member: 6 fields, name and value */
+#define NGX_HTTP_LINEGATE_RECONCILE_LOST       12
+
+
+/* a member of lg:{fleet}:lr:inflight whose worker died, at work */
+typedef struct {
+    ngx_str_t                            member;   /* "W id" */
+    ngx_str_t                            workspace;  /* in member */
+    ngx_str_t                            id;
+    /* the entry to queue, as read (nfields 0: nothing to queue) */
+    ngx_str_t                            fields[
+                                        NGX_HTTP_LINEGATE_RECONCILE_LOST];
+    ngx_uint_t                           nfields;
+} ngx_http_linegate_reconcile_lost_t;
+
+
 /* a claim of lg:{fleet}:pv:inflight whose worker died, at work */
 typedef struct {
     ngx_str_t                            member;   /* "A worker number" */
@@ -229,6 +255,10 @@ typedef struct {
     unsigned                             claims_unread:1; /* "more" */
     ngx_http_linegate_reconcile_claim_t  claim;
 
+    /* the sweep of the journal: its batch in members[], the one at work */
+    ngx_http_linegate_reconcile_lost_t   lost;
+    ngx_uint_t                           lost_queued;
+
     ngx_http_linegate_redis_args_t       args;
 } ngx_http_linegate_reconcile_t;
 
@@ -246,6 +276,21 @@ static ngx_int_t ngx_http_linegate_reconcile_lease(ngx_http_request_t *r,
     ngx_http_linegate_reconcile_t *rc, const char *how);
 static ngx_int_t ngx_http_linegate_reconcile_sweep(ngx_http_request_t *r,
     ngx_http_linegate_reconcile_t *rc);
+static void ngx_http_linegate_reconcile_lost_next(ngx_http_request_t *r,
+    ngx_http_linegate_ctx_t *ctx);
+static ngx_uint_t ngx_http_linegate_reconcile_lost_valid(
+    ngx_http_linegate_reconcile_lost_t *l);
+static ngx_int_t ngx_http_linegate_reconcile_lost_read(ngx_http_request_t *r,
+    ngx_http_linegate_reconcile_lost_t *l);
+static ngx_int_t ngx_http_linegate_reconcile_lost_found(ngx_http_request_t *r,
+    ngx_http_linegate_reconcile_lost_t *l, redisReply *reply);
+static ngx_int_t ngx_http_linegate_reconcile_lost_settle(
+    ngx_http_request_t *r, ngx_http_linegate_reconcile_t *rc,
+    ngx_http_linegate_reconcile_lost_t *l);
+static void ngx_http_linegate_reconcile_lost_settled(ngx_http_request_t *r,
+    ngx_http_linegate_ctx_t *ctx, redisReply *reply);
+static ngx_uint_t ngx_http_linegate_reconcile_members(ngx_http_request_t *r,
+    ngx_http_linegate_reconcile_t *rc, redisReply *reply);
 static ngx_int_t ngx_http_linegate_reconcile_claims(ngx_http_request_t *r,
     ngx_http_linegate_reconcile_t *rc);
 static void ngx_http_linegate_reconcile_claims_read(ngx_http_request_t *r,
@@ -381,6 +426,14 @@ ngx_http_linegate_reconcile_next(ngx_http_request_t *r,
         rv = ngx_http_linegate_reconcile_sweep(r, rc);
         break;
 
+    case NGX_HTTP_LINEGATE_RECONCILE_SWEEP_READ:
+        rv = ngx_http_linegate_reconcile_lost_read(r, &rc->lost);
+        break;
+
+    case NGX_HTTP_LINEGATE_RECONCILE_SWEEP_SETTLE:
+        rv = ngx_http_linegate_reconcile_lost_settle(r, rc, &rc->lost);
+        break;
+
     case NGX_HTTP_LINEGATE_RECONCILE_CLAIMS:
         rv = ngx_http_linegate_reconcile_claims(r, rc);
         break;
@@ -449,6 +502,13 @@ ngx_http_linegate_reconcile_next(ngx_http_request_t *r,
         rc->status = NGX_HTTP_SERVICE_UNAVAILABLE;
         ngx_http_linegate_reconcile_next(r, ctx,
                                          NGX_HTTP_LINEGATE_RECONCILE_UNLEASE);
+        return;
+
+    case NGX_HTTP_LINEGATE_RECONCILE_SWEEP_READ:
+    case NGX_HTTP_LINEGATE_RECONCILE_SWEEP_SETTLE:
+        /* the member stays for the next run */
+        rc->ci++;
+        ngx_http_linegate_reconcile_lost_next(r, ctx);
         return;
 
     case NGX_HTTP_LINEGATE_RECONCILE_INSPECT:
@@ -597,7 +657,19 @@ ngx_http_linegate_reconcile_lease(ngx_http_request_t *r,
 }
 
 
-/* SWEEP */
+/*
+ * SWEEP, SWEEP_READ, SWEEP_SETTLE: the Lines API's journal. A paid
+ * add-on's worker writes "<W> <id>" in lg:{fleet}:lr:inflight (scored by
+ * the reservation's time) before any Stripe call and removes it once its
+ * store or release answered; a member older than
+ * linegate_reconcile_lost_after is one whose worker died in between (or
+ * whose removal was lost). One batch a run, the oldest first; each
+ * member's request is read in its workspace, then the member is settled
+ * in the fleet (lr_journal_settle): a request awaiting payment with no
+ * invoice is queued as worker_lost (Stripe may hold an invoice no
+ * request names), once; any other state, or gone, queues nothing. A
+ * failed read or settle leaves the member for the next run.
+ */
 
 static ngx_int_t
 ngx_http_linegate_reconcile_sweep(ngx_http_request_t *r,
@@ -608,20 +680,304 @@ ngx_http_linegate_reconcile_sweep(ngx_http_request_t *r,
 
     lmcf = ngx_http_get_module_main_conf(r, ngx_http_linegate_module);
 
-    /* the Lines API's add-ons (lg:{fleet}:lr:inflight) */
+    a = &rc->args;
+    ngx_http_linegate_redis_args_init(a);
+    ngx_http_linegate_redis_arg_cstr(a, "ZRANGEBYSCORE");
+    ngx_http_linegate_redis_arg_str(a,
+        ngx_http_linegate_key_fixed(NGX_HTTP_LINEGATE_KEY_LR_INFLIGHT));
+    ngx_http_linegate_redis_arg_cstr(a, "-inf");
+    ngx_http_linegate_redis_arg_int(r, a, rc->started_ms
+                                          - (int64_t) lmcf->reconcile_lost);
+    ngx_http_linegate_redis_arg_cstr(a, "LIMIT");
+    ngx_http_linegate_redis_arg_cstr(a, "0");
+    ngx_http_linegate_redis_arg_int(r, a, NGX_HTTP_LINEGATE_RECONCILE_BATCH);
+
+    return ngx_http_linegate_redis_command(r, a,
+                                        ngx_http_linegate_reconcile_stored);
+}
+
+
+/* on to the next member, or to the claims once the batch is done */
+static void
+ngx_http_linegate_reconcile_lost_next(ngx_http_request_t *r,
+    ngx_http_linegate_ctx_t *ctx)
+{
+    u_char                              *sp;
+    ngx_str_t                           *m;
+    ngx_http_linegate_reconcile_t       *rc;
+    ngx_http_linegate_reconcile_lost_t  *l;
+
+    rc = ctx->data;
+    l = &rc->lost;
+
+    if (rc->ci < rc->nmembers) {
+        ngx_memzero(l, sizeof(ngx_http_linegate_reconcile_lost_t));
+
+        m = &rc->members[rc->ci];
+        l->member = *m;
+        sp = ngx_strlchr(m->data, m->data + m->len, ' ');
+
+        if (sp != NULL) {
+            l->workspace.data = m->data;
+            l->workspace.len = sp - m->data;
+            l->id.data = sp + 1;
+            l->id.len = m->data + m->len - l->id.data;
+        }
+
+        /* malformed: no request to read, the member just goes */
+        ngx_http_linegate_reconcile_next(r, ctx,
+            ngx_http_linegate_reconcile_lost_valid(l)
+            ? NGX_HTTP_LINEGATE_RECONCILE_SWEEP_READ
+            : NGX_HTTP_LINEGATE_RECONCILE_SWEEP_SETTLE);
+        return;
+    }
+
+    if (rc->lost_queued) {
+        ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
+                      NGX_HTTP_LINEGATE_LOG "reconciliation: %ui line "
+                      "request(s) in flight past "
+                      "linegate_reconcile_lost_after (their worker died) "
+                      "queued as worker_lost", rc->lost_queued);
+    }
+
+    ngx_http_linegate_reconcile_next(r, ctx,
+                                     NGX_HTTP_LINEGATE_RECONCILE_CLAIMS);
+}
+
+
+/*
+ * "<W> <id>" as lr_create's worker wrote it: two printable words, the
+ * workspace without braces (the keys read must keep its hash tag)
+ */
+static ngx_uint_t
+ngx_http_linegate_reconcile_lost_valid(ngx_http_linegate_reconcile_lost_t *l)
+{
+    u_char      *p;
+    ngx_str_t   *part[2];
+    ngx_uint_t   i;
+
+    part[0] = &l->workspace;
+    part[1] = &l->id;
+
+    for (i = 0; i < 2; i++) {
+        if (part[i]->len == 0
+            || part[i]->len > NGX_HTTP_LINEGATE_RECONCILE_ID_MAX)
+        {
+            return 0;
+        }
+
+        for (p = part[i]->data; p < part[i]->data + part[i]->len; p++) {
+            if (!ngx_http_linegate_char_is(*p, NGX_HTTP_LINEGATE_CHARS_PRINT)
+                || *p == ' ' || *p == '{' || *p == '}')
+            {
+                return 0;
+            }
+        }
+    }
+
+    return 1;
+}
+
+
+/* SWEEP_READ: the request and the customer, the workspace's slot */
+static ngx_int_t
+ngx_http_linegate_reconcile_lost_read(ngx_http_request_t *r,
+    ngx_http_linegate_reconcile_lost_t *l)
+{
+    ngx_str_t                       key[2];
+    ngx_http_linegate_redis_args_t  a[2];
+
+    if (ngx_http_linegate_key(r->pool, NGX_HTTP_LINEGATE_KEY_WS_LR,
+                              &l->workspace, &l->id, &key[0])
+        != NGX_OK
+        || ngx_http_linegate_key(r->pool, NGX_HTTP_LINEGATE_KEY_WS,
+                                 &l->workspace, NULL, &key[1])
+           != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    ngx_http_linegate_redis_args_init(&a[0]);
+    ngx_http_linegate_redis_arg_cstr(&a[0], "HMGET");
+    ngx_http_linegate_redis_arg_str(&a[0], &key[0]);
+    ngx_http_linegate_redis_arg_cstr(&a[0], "provisioningStatus");
+    ngx_http_linegate_redis_arg_cstr(&a[0], "invoiceId");
+    ngx_http_linegate_redis_arg_cstr(&a[0], "createdAt");
+    ngx_http_linegate_redis_arg_cstr(&a[0], "idem");
+
+    ngx_http_linegate_redis_args_init(&a[1]);
+    ngx_http_linegate_redis_arg_cstr(&a[1], "HGET");
+    ngx_http_linegate_redis_arg_str(&a[1], &key[1]);
+    ngx_http_linegate_redis_arg_cstr(&a[1], "stripeCustomerId");
+
+    return ngx_http_linegate_redis_pipeline(r, 2, a,
+                                        ngx_http_linegate_reconcile_stored);
+}
+
+
+/*
+ * What SWEEP_READ found: a request awaiting payment with no invoice gets
+ * its worker_lost entry (idempotency_key: the digest of the key it
+ * holds, freed with the reservation by the run's lr_release); NGX_ERROR:
+ * not understood, the member stays.
+ */
+static ngx_int_t
+ngx_http_linegate_reconcile_lost_found(ngx_http_request_t *r,
+    ngx_http_linegate_reconcile_lost_t *l, redisReply *reply)
+{
+    ngx_str_t    s, *f;
+    ngx_uint_t   i;
+    redisReply  *lr;
+
+    static ngx_str_t  name[] = {
+        ngx_string("workspace"), ngx_string("line_request_id"),
+        ngx_string("reason"), ngx_string("idempotency_key"),
+        ngx_string("customer"), ngx_string("at")
+    };
+
+    if (reply == NULL || reply->type != REDIS_REPLY_ARRAY
+        || reply->elements != 2
+        || reply->element[0]->type != REDIS_REPLY_ARRAY
+        || reply->element[0]->elements != 4)
+    {
+        return NGX_ERROR;
+    }
+
+    lr = reply->element[0];
+
+    if (ngx_http_linegate_reply_str(lr, 0, &s) != NGX_OK
+        || !ngx_http_linegate_reconcile_is(&s, "awaiting_payment")
+        || lr->element[1]->type != REDIS_REPLY_NIL)
+    {
+        /* settled, gone, or invoiced: nothing to queue */
+        return NGX_OK;
+    }
+
+    f = l->fields;
+
+    for (i = 0; i < NGX_HTTP_LINEGATE_RECONCILE_LOST / 2; i++) {
+        f[2 * i] = name[i];
+    }
+
+    f[1] = l->workspace;
+    f[3] = l->id;
+    ngx_str_set(&f[5], "worker_lost");
+
+    /* idem, the customer, createdAt: copied (the reply is freed), or "" */
+    for (i = 0; i < 3; i++) {
+        if (i == 0) {
+            (void) ngx_http_linegate_reply_str(lr, 3, &s);
+        } else if (i == 1) {
+            (void) ngx_http_linegate_reply_str(reply, 1, &s);
+        } else {
+            (void) ngx_http_linegate_reply_str(lr, 2, &s);
+        }
+
+        if (s.len > NGX_HTTP_LINEGATE_RECONCILE_FIELD_MAX
+            || ngx_http_linegate_pstr(r->pool, &f[7 + 2 * i], s.data, s.len)
+               == NULL)
+        {
+            return NGX_ERROR;
+        }
+    }
+
+    l->nfields = NGX_HTTP_LINEGATE_RECONCILE_LOST;
+
+    return NGX_OK;
+}
+
+
+/* SWEEP_SETTLE: lr_journal_settle.lua in the fleet's slot */
+static ngx_int_t
+ngx_http_linegate_reconcile_lost_settle(ngx_http_request_t *r,
+    ngx_http_linegate_reconcile_t *rc, ngx_http_linegate_reconcile_lost_t *l)
+{
+    ngx_http_linegate_redis_args_t  *a;
+
     a = &rc->args;
     ngx_http_linegate_redis_args_init(a);
     ngx_http_linegate_redis_arg_str(a,
         ngx_http_linegate_key_fixed(NGX_HTTP_LINEGATE_KEY_LR_INFLIGHT));
     ngx_http_linegate_redis_arg_str(a,
         ngx_http_linegate_key_fixed(NGX_HTTP_LINEGATE_KEY_RECONCILE));
-    ngx_http_linegate_redis_arg_int(r, a, rc->started_ms
-                                          - (int64_t) lmcf->reconcile_lost);
-    ngx_http_linegate_redis_arg_int(r, a, NGX_HTTP_LINEGATE_RECONCILE_BATCH);
+    ngx_http_linegate_redis_arg_str(a, &l->member);
+    ngx_http_linegate_redis_arg_strs(a, l->fields, l->nfields);
 
     return ngx_http_linegate_reconcile_script(r, rc,
-                                    NGX_HTTP_LINEGATE_SCRIPT_OP_RECONCILE_SWEEP,
+                                    NGX_HTTP_LINEGATE_SCRIPT_LR_JOURNAL_SETTLE,
                                     2);
+}
+
+
+/* lr_journal_settle's answer {removed, queued}: on to the next member */
+static void
+ngx_http_linegate_reconcile_lost_settled(ngx_http_request_t *r,
+    ngx_http_linegate_ctx_t *ctx, redisReply *reply)
+{
+    int64_t                              removed, queued;
+    ngx_http_linegate_reconcile_t       *rc;
+    ngx_http_linegate_reconcile_lost_t  *l;
+
+    rc = ctx->data;
+    l = &rc->lost;
+
+    if (reply != NULL && reply->type == REDIS_REPLY_ARRAY
+        && ngx_http_linegate_reply_int(reply, 0, &removed) == NGX_OK
+        && ngx_http_linegate_reply_int(reply, 1, &queued) == NGX_OK)
+    {
+        if (queued == 1) {
+            rc->lost_queued++;
+
+            ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
+                          NGX_HTTP_LINEGATE_LOG "reconciliation: line "
+                          "request \"%V\" of workspace \"%V\" in flight "
+                          "past linegate_reconcile_lost_after: queued as "
+                          "worker_lost", &l->id, &l->workspace);
+        }
+
+    } else {
+        /* it may have run: the next run finds the member, or not */
+        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                      NGX_HTTP_LINEGATE_LOG "reconciliation: the journal's "
+                      "member of line request \"%V\" left for a later "
+                      "run: store_unavailable", &l->id);
+    }
+
+    rc->ci++;
+
+    ngx_http_linegate_reconcile_lost_next(r, ctx);
+}
+
+
+/* a batch of members of a journal, copied: how many were read */
+static ngx_uint_t
+ngx_http_linegate_reconcile_members(ngx_http_request_t *r,
+    ngx_http_linegate_reconcile_t *rc, redisReply *reply)
+{
+    ngx_str_t   m;
+    ngx_uint_t  i;
+
+    rc->nmembers = 0;
+    rc->ci = 0;
+
+    for (i = 0;
+         i < reply->elements && i < NGX_HTTP_LINEGATE_RECONCILE_BATCH;
+         i++)
+    {
+        /* the reply is freed when its handler returns: copied */
+        if (ngx_http_linegate_reply_str(reply, i, &m) != NGX_OK
+            || ngx_http_linegate_pstr(r->pool, &rc->members[rc->nmembers],
+                                      m.data, m.len)
+               == NULL)
+        {
+            /* not a string (or no memory): left where it is */
+            continue;
+        }
+
+        rc->nmembers++;
+    }
+
+    return i;
 }
 
 
@@ -679,32 +1035,14 @@ static void
 ngx_http_linegate_reconcile_claims_read(ngx_http_request_t *r,
     ngx_http_linegate_reconcile_t *rc, redisReply *reply)
 {
-    ngx_str_t   m;
-    ngx_uint_t  i;
+    ngx_uint_t  n;
 
-    rc->nmembers = 0;
-    rc->ci = 0;
     rc->claims_more = reply->elements == NGX_HTTP_LINEGATE_RECONCILE_BATCH;
 
-    for (i = 0;
-         i < reply->elements && i < NGX_HTTP_LINEGATE_RECONCILE_BATCH;
-         i++)
-    {
-        rc->claims_read++;
+    n = ngx_http_linegate_reconcile_members(r, rc, reply);
 
-        /* the reply is freed when its handler returns: copied */
-        if (ngx_http_linegate_reply_str(reply, i, &m) != NGX_OK
-            || ngx_http_linegate_pstr(r->pool, &rc->members[rc->nmembers],
-                                      m.data, m.len)
-               == NULL)
-        {
-            /* not a string (or no memory): left where it is */
-            rc->claims_left++;
-            continue;
-        }
-
-        rc->nmembers++;
-    }
+    rc->claims_read += n;
+    rc->claims_left += n - rc->nmembers;
 }
 
 
@@ -1881,23 +2219,33 @@ ngx_http_linegate_reconcile_stored(ngx_http_request_t *r, redisReply *reply)
         return;
 
     case NGX_HTTP_LINEGATE_RECONCILE_SWEEP:
-        if (reply == NULL || code < 0) {
+        if (reply == NULL || reply->type != REDIS_REPLY_ARRAY) {
             rc->status = NGX_HTTP_SERVICE_UNAVAILABLE;
             ngx_http_linegate_reconcile_next(r, ctx,
                                           NGX_HTTP_LINEGATE_RECONCILE_UNLEASE);
             return;
         }
 
-        if (code > 0) {
-            ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
-                          NGX_HTTP_LINEGATE_LOG "reconciliation: %L "
-                          "line request(s) in flight past "
-                          "linegate_reconcile_lost_after (their worker "
-                          "died) queued as worker_lost", code);
+        (void) ngx_http_linegate_reconcile_members(r, rc, reply);
+        ngx_http_linegate_reconcile_lost_next(r, ctx);
+        return;
+
+    case NGX_HTTP_LINEGATE_RECONCILE_SWEEP_READ:
+        if (ngx_http_linegate_reconcile_lost_found(r, &rc->lost, reply)
+            != NGX_OK)
+        {
+            /* the member stays for the next run */
+            rc->ci++;
+            ngx_http_linegate_reconcile_lost_next(r, ctx);
+            return;
         }
 
         ngx_http_linegate_reconcile_next(r, ctx,
-                                         NGX_HTTP_LINEGATE_RECONCILE_CLAIMS);
+                                     NGX_HTTP_LINEGATE_RECONCILE_SWEEP_SETTLE);
+        return;
+
+    case NGX_HTTP_LINEGATE_RECONCILE_SWEEP_SETTLE:
+        ngx_http_linegate_reconcile_lost_settled(r, ctx, reply);
         return;
 
     case NGX_HTTP_LINEGATE_RECONCILE_CLAIMS:

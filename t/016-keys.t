@@ -33,7 +33,6 @@ my $root = $LG::Stack::ROOT;
 my %derived = (
     'op_key_revoke.lua'      => 1,    # the channel lg:keys:revoked (not
                                       # a key; keys.c's name, t/186)
-    'op_reconcile_sweep.lua' => 1,    # each lost workspace
 );
 
 # (d) the one derivation left in the lr_/wh_/pv_ scripts: lg_lr_key(),

@@ -4,9 +4,9 @@
 -- (add-on: awaiting_payment until its invoice is stored), all in one step.
 --
 -- KEYS[1], [2], [3] see lr_gate, KEYS[4] lg:{ws:W}:lrvoid:<id>,
--- KEYS[5] lg:{fleet}:lr:inflight, KEYS[6] lg:provisioning,
--- KEYS[7] lg:{ws:W}:lr:<id>, KEYS[8] lg:{ws:W}:lines,
--- KEYS[9] lg:{ws:W}:pending, KEYS[10] lg:{ws:W}:idem:<ARGV[20]> (declared
+-- KEYS[5] lg:provisioning, KEYS[6] lg:{ws:W}:lr:<id>,
+-- KEYS[7] lg:{ws:W}:lines, KEYS[8] lg:{ws:W}:pending,
+-- KEYS[9] lg:{ws:W}:idem:<ARGV[20]> (declared
 -- also without an idempotency key, lg:{ws:W}:idem:, never touched then:
 -- one list of keys whatever the request)
 -- Derived from KEYS[1] (its slot), named by the workspace's data: the
@@ -17,7 +17,10 @@
 -- over. The owner index lg:line:<id> is not written here: nginx writes
 -- it in its own step before this one (a creation this script refuses
 -- leaves it naming a workspace without the line, which every reader
--- answers as unknown).
+-- answers as unknown). Nor is the journal lg:{fleet}:lr:inflight: nginx
+-- writes a reservation's member there in its own step, before any
+-- Stripe call (a reservation whose worker died before that step has no
+-- invoice: the stale rule below drops it).
 -- ARGV[1..6] see lr_gate
 -- ARGV[7] id, ARGV[8] now (ms), ARGV[9] now (ISO 8601)
 -- ARGV[10] channelType, ARGV[11] lineType, ARGV[12] firstName,
@@ -50,13 +53,13 @@
 --#include lr_settle
 --#include lr_here
 
-local ikey = ARGV[20] ~= '' and KEYS[10] or nil
+local ikey = ARGV[20] ~= '' and KEYS[9] or nil
 
 -- on a cluster, before the gate writes anything (lr_here): the index
 -- holds the pending request and any reservation a key holds, which
 -- leave it with their hash (lr_drop); the other ones are gone or canceled
 if ARGV[1] == 'c'
-   and not lg_lr_here(KEYS[1], redis.call('ZRANGE', KEYS[8], 0, -1))
+   and not lg_lr_here(KEYS[1], redis.call('ZRANGE', KEYS[7], 0, -1))
 then
     return redis.error_reply(LR_TRYAGAIN)
 end
@@ -106,8 +109,7 @@ if ikey then
             return {LR_IDEM_IN_USE, ws, left}
         end
         if p[1] then
-            lg_lr_drop(lg_lr_key(wkey, rec[5]), KEYS[8], KEYS[9],
-                       KEYS[5], ws, rec[5])
+            lg_lr_drop(lg_lr_key(wkey, rec[5]), KEYS[7], KEYS[8], rec[5])
         end
         redis.call('DEL', ikey)
     end
@@ -145,7 +147,7 @@ end
 -- what the workspace has, never its history.
 local function live()
     local n = 0
-    for _, lid in ipairs(redis.call('ZRANGE', KEYS[8], 0, -1)) do
+    for _, lid in ipairs(redis.call('ZRANGE', KEYS[7], 0, -1)) do
         local h = redis.call('HMGET', lg_lr_key(wkey, lid),
                              'provisioningStatus', 'channelType')
         if h[2] == channel
@@ -154,7 +156,7 @@ local function live()
             n = n + 1
         elseif not h[1] or h[1] == 'canceled' then
             -- an index written before canceled requests left it
-            redis.call('ZREM', KEYS[8], lid)
+            redis.call('ZREM', KEYS[7], lid)
         end
     end
     return n
@@ -186,17 +188,16 @@ if cost == 'forbidden' then
 end
 
 -- at most one request awaits payment
-local pending = redis.call('GET', KEYS[9])
+local pending = redis.call('GET', KEYS[8])
 if pending and abandoned(pending) then
     if redis.call('HGET', lg_lr_key(wkey, pending), 'provisioningStatus')
        == 'awaiting_payment'
     then
         -- the nginx that reserved it never stored an invoice: it died
         -- or lost Redis meanwhile; the workspace must not stay blocked
-        lg_lr_drop(lg_lr_key(wkey, pending), KEYS[8], KEYS[9], KEYS[5],
-                   ws, pending)
+        lg_lr_drop(lg_lr_key(wkey, pending), KEYS[7], KEYS[8], pending)
     else
-        redis.call('DEL', KEYS[9])
+        redis.call('DEL', KEYS[8])
     end
     pending = nil
 end
@@ -212,7 +213,7 @@ if cost == 'addon' and (not w[3] or w[3] == '') then
     return {LR_NO_CUSTOMER, ws, left}
 end
 
-local lkey = KEYS[7]
+local lkey = KEYS[6]
 if redis.call('EXISTS', lkey) == 1 then
     return {LR_COLLISION, ws, left}
 end
@@ -249,15 +250,10 @@ else
 end
 
 redis.call('HSET', lkey, unpack(f))
-redis.call('ZADD', KEYS[8], now, id)
-if cost ~= 'included' then
-    -- in flight until its invoice is stored or it is dropped: one left
-    -- past linegate_reconcile_lost_after is a worker's that died
-    redis.call('ZADD', KEYS[5], now, ws .. ' ' .. id)
-end
+redis.call('ZADD', KEYS[7], now, id)
 
 if cost == 'included' then
-    lg_lr_provision(KEYS[6], ws, id, channel, ARGV[11], ARGV[9])
+    lg_lr_provision(KEYS[5], ws, id, channel, ARGV[11], ARGV[9])
 
     -- the body names the workspace only known here (an API key)
     local body = ARGV[24]
@@ -272,7 +268,7 @@ if cost == 'included' then
     return outcome(LR_OK, 201, body)
 end
 
-redis.call('SET', KEYS[9], id)
+redis.call('SET', KEYS[8], id)
 
 if ikey then
     redis.call('HSET', ikey, 'state', 'running', 'fp', ARGV[21], 'id', id)

@@ -1,9 +1,11 @@
 -- POST /api/line-requests, add-on: the invoice of a reservation exists
 -- and is finalized; store it, index it for webhooks and keep the answer
 -- under the idempotency key, in one step.
--- KEYS[1] lg:{ws:W}:lr:<id>, KEYS[2] lg:{fleet}:lr:inflight,
--- KEYS[3] lg:invoice:<invoice id>, KEYS[4] lg:{ws:W}:idem:<ARGV[6]>
--- (declared also without one, never touched then)
+-- Its member of the journal lg:{fleet}:lr:inflight (another slot) is
+-- removed by nginx once this step answered (a durable ZREM).
+-- KEYS[1] lg:{ws:W}:lr:<id>, KEYS[2] lg:invoice:<invoice id>,
+-- KEYS[3] lg:{ws:W}:idem:<ARGV[6]> (declared also without one, never
+-- touched then)
 -- ARGV[1] ws, ARGV[2] id, ARGV[3] invoice id, ARGV[4] hosted invoice
 -- URL, ARGV[5] now (ms), ARGV[6] sha256hex of the idempotency key ("" when
 -- none), ARGV[7] fingerprint, ARGV[8] status, ARGV[9] body, ARGV[10] TTL
@@ -12,9 +14,6 @@
 -- stale): the module then voids the invoice.
 --#include lr_idem
 local lkey = KEYS[1]
-
--- stored now, stored already, or dropped: no longer in flight
-redis.call('ZREM', KEYS[2], ARGV[1] .. ' ' .. ARGV[2])
 local cur = redis.call('HMGET', lkey, 'provisioningStatus', 'invoiceId')
 if cur[2] == ARGV[3] then
     -- stored already: this is the same step sent again (its reply lost)
@@ -27,10 +26,10 @@ end
 redis.call('HSET', lkey, 'invoiceId', ARGV[3], 'paymentUrl', ARGV[4],
            'reconciledAt', ARGV[5])
 redis.call('HDEL', lkey, 'reservedAt', 'idem')
-redis.call('SET', KEYS[3], ARGV[1] .. ':' .. ARGV[2])
+redis.call('SET', KEYS[2], ARGV[1] .. ':' .. ARGV[2])
 
 if ARGV[6] ~= '' then
-    lg_lr_idem_done(KEYS[4], ARGV[7], ARGV[8], ARGV[9], ARGV[10])
+    lg_lr_idem_done(KEYS[3], ARGV[7], ARGV[8], ARGV[9], ARGV[10])
 end
 
 return 1

@@ -1,0 +1,212 @@
+# The Lines API's journal of paid add-ons in flight (issue 10, the
+# Provisioning API's claims journal applied to the Lines API): lr_create
+# reserves in the workspace's slot only; the worker then writes
+# "<W> <id>" in lg:{fleet}:lr:inflight in its own step, before any Stripe
+# call, and removes it (a durable ZREM) once lr_invoice_store or
+# lr_release answered. A lost journal write releases the reservation with
+# no Stripe call (503). A worker killed between the journal and the store
+# is swept by a reconciliation run one slot a step (the members, the
+# workspace's read, lr_journal_settle) into exactly one worker_lost entry.
+use strict;
+use warnings;
+use lib 't/lib';
+
+use Test::More;
+use Digest::SHA ();
+use Time::HiRes qw(sleep time);
+use LG::Stack;
+use LG::Test;
+use LG::Lines qw(body);
+
+# the finalize held by the stub while the workers are killed (t/235 says
+# why it outlasts any slow machine); the entries a run queues are left on
+# the stream (linegate_reconcile_delay), so that two runs can be counted
+my $HOLD = 8000;
+my $s = LG::Stack->new(STRIPE_TIMEOUT => '15s',
+                       HTTP_EXTRA => 'linegate_reconcile_delay 1h; '
+                           . 'linegate_reconcile_lost_after 1s;')->start;
+my $l = LG::Lines->new($s);
+my $r = $s->redis;
+my $J = 'lg:{fleet}:lr:inflight';
+my $EMAIL = body(channelType => 'email', email => 'j@example.com');
+
+sub members {
+    my ($w) = @_;
+    return grep { index($_, "$w->{id} ") == 0 } $r->zrange($J, 0, -1);
+}
+
+sub eventually {
+    my ($cond, $timeout) = @_;
+    my $until = time + $timeout;
+    while (time < $until) {
+        return 1 if $cond->();
+        sleep 0.1;
+    }
+    return $cond->();
+}
+
+# the stub's calls held by a fault right now whose path matches $re
+sub held {
+    my ($re) = @_;
+    my $log = $s->stub(GET => '/_stub/state')->res->json->{log} // [];
+    return grep { $_->{fault} && !defined $_->{status} && !$_->{dropped}
+                  && $_->{path} =~ $re } @$log;
+}
+
+# as t/235: every worker killed, back once the new ones reach Redis
+sub kill_workers {
+    my $off = length $s->error_log;
+    my @killed = split ' ', `pgrep -P $s->{pids}{nginx}`;
+    kill 'KILL', @killed;
+    my $back = eventually(sub {
+        my @w = split ' ', `pgrep -P $s->{pids}{nginx}`;
+        return @w == 2 && !grep { my $k = $_; grep { $_ == $k } @killed } @w;
+    }, 60) && $s->wait_redis_connected($off, 60);
+    diag 'the new workers are not up and connected to Redis' unless $back;
+    return $back ? scalar @killed : 0;
+}
+
+sub lost_of {
+    my ($w) = @_;
+    return grep { ($_->{workspace} // '') eq $w->{id} }
+           map { +{ @{ $_->[1] } } }
+           $r->xrange('lg:{fleet}:reconcile', '-', '+');
+}
+
+sub run {
+    my $tx = $s->op(POST => '/reconciliation/run');
+    is($tx->res->code, 200, 'run answered 200') or diag $tx->res->body;
+    return $tx;
+}
+
+# "<1.2> [0 127.0.0.1:1] "EVALSHA" "sha" "2" "k1" "k2" ...": its KEYS[]
+sub script_keys {
+    my ($line) = @_;
+    my @a = map { s/\\"/"/gr } $line =~ /"((?:[^"\\]|\\.)*)"/g;
+    return () unless @a > 2 && $a[0] =~ /^EVAL(?:SHA)?$/i;
+    return @a[3 .. 2 + $a[2]];
+}
+
+subtest 'the journal: paid add-ons only, its own step, gone after the store'
+=> sub {
+    my $w = $l->workspace('org_j1');
+    $l->answer($l->create($w, body()), 201, 'an included line');
+    is_deeply([members($w)], [], 'an included line: no journal member');
+
+    my $tx;
+    my ($cmds) = $s->redis_traffic(sub {
+        $tx = $l->create($w, $EMAIL);
+    });
+    $l->answer($tx, 201, 'a paid add-on');
+    my $id = $tx->res->json->{line}{_id};
+    my @scripts = grep { grep { $_ eq $J } script_keys($_) } @$cmds;
+    is_deeply(\@scripts, [], 'no script declares the journal')
+        or diag "@scripts";
+    my @zadd = grep { /"zadd" "\Q$J\E" "\d+" "\Q$w->{id} $id\E"/i } @$cmds;
+    is(scalar @zadd, 1, 'the member written by its own ZADD')
+        or diag "@$cmds";
+    my @at = map { my $i = $_; (grep { $cmds->[$_] =~ $i } 0 .. $#$cmds)[0] }
+             qr/"zadd" "\Q$J\E"/i,
+             qr/"\Qlg:{ws:$w->{id}}:lr:$id\E" "lg:invoice:/,
+             qr/"zrem" "\Q$J\E" "\Q$w->{id} $id\E"/i;
+    ok(defined $at[0] && defined $at[1] && $at[0] < $at[1],
+       'written before the store') or diag "@$cmds";
+    ok(defined $at[2] && $at[2] > $at[1],
+       'removed by a ZREM of its member after the store');
+    is_deeply([members($w)], [], 'gone');
+
+    # held at Stripe: the member is there while the invoice is made
+    my $v = $l->workspace('org_j2');
+    $l->fault(path_prefix => '/v1/invoices/', latency_ms => 1500);
+    my $seen = 0;
+    ($tx) = $l->during([$v, POST => '/api/line-requests', $EMAIL], sub {
+        $seen = 1 if members($v) && held(qr{^/v1/invoices/});
+        return $seen;
+    }, 10);
+    $l->clear_faults;
+    $l->answer($tx, 201, 'billed slowly');
+    ok($seen, 'in the journal while Stripe bills');
+    ok(eventually(sub { !members($v) }, 5), 'gone once stored');
+    is($l->lr($v, $tx->res->json->{line}{_id})->{provisioningStatus},
+       'awaiting_payment', 'the request awaits payment');
+};
+
+subtest 'a lost journal write: released, no Stripe call, 503' => sub {
+    my $w = $l->workspace('org_j3');
+    # the ZADD is refused (WRONGTYPE): the step failed, whatever lr_create
+    # did in the workspace
+    $r->del($J);
+    $r->set($J, 'not a sorted set');
+    my $tx = $l->create($w, $EMAIL, 'Idempotency-Key' => 'jk');
+    $r->del($J);
+    $l->error_is($tx, 503, 'STORE_UNAVAILABLE', '503 as a failed store');
+    is(scalar $l->invoices($w->{customer}), 0, 'no invoice at Stripe');
+    is_deeply([$l->request_ids($w)], [], 'the reservation released');
+    ok(!defined $l->pending($w), 'the workspace not blocked');
+    is_deeply([$r->keys("lg:{ws:$w->{id}}:idem:*")], [],
+              'the Idempotency-Key freed');
+    ok(eventually(sub {
+           !grep { ($r->get($_) // '') eq $w->{id} } $r->keys('lg:line:*')
+       }, 5), 'no owner index left');
+    is_deeply([members($w)], [], 'nothing in the journal');
+    $l->answer($l->create($w, $EMAIL, 'Idempotency-Key' => 'jk'), 201,
+               'the same key is served again');
+    ok(eventually(sub { !members($w) }, 5), 'and settled');
+};
+
+subtest 'killed after the journal, before the store: one worker_lost'
+=> sub {
+    my $w = $l->workspace('org_j4');
+    # the finalize held, then dropped: a draft no request names
+    $l->fault(path_prefix => '/v1/invoices/', latency_ms => $HOLD,
+              drop => 1);
+    my $killed = 0;
+    my (undef, $done) = $l->during([$w, POST => '/api/line-requests',
+                                    $EMAIL, 'Idempotency-Key' => 'jw'],
+                                   sub {
+        return 0 unless members($w) && held(qr{/finalize$});
+        $killed = kill_workers();
+        return 1;
+    }, 60);
+    $l->clear_faults;
+    ok($done && $killed, 'the workers were killed while Stripe billed');
+    my ($id) = $l->request_ids($w);
+    ok($id, 'the reservation is left');
+    is_deeply([members($w)], ["$w->{id} $id"], 'its journal member too');
+
+    sleep 1.1;    # linegate_reconcile_lost_after
+    my ($cmds) = $s->redis_traffic(sub { run() });
+    my @split = grep {
+        my %tag = map { /\{([^}]*)\}/ ? ($1 => 1) : () } script_keys($_);
+        keys %tag > 1;
+    } @$cmds;
+    is_deeply(\@split, [], 'every script of the run: one slot')
+        or diag "@split";
+    my @e = lost_of($w);
+    is(scalar @e, 1, 'queued once');
+    my $lr = $l->lr($w, $id);
+    is_deeply($e[0], {
+        workspace => $w->{id}, line_request_id => $id,
+        reason => 'worker_lost',
+        idempotency_key => Digest::SHA::sha256_hex('jw'),
+        customer => $w->{customer}, at => $lr->{createdAt},
+    }, 'the entry as before: the request, its key, customer, time');
+    is_deeply([members($w)], [], 'the member settled');
+    is_deeply([$r->keys("lg:{ws:$w->{id}}:reconcile:*")], [],
+              'no marker under the workspace: the ZREM de-duplicates');
+
+    # the entry still waits on the stream (linegate_reconcile_delay)
+    sleep 1.1;
+    run();
+    is(scalar lost_of($w), 1, 'a second run queues nothing more');
+
+    # a member whose request is settled or gone just goes
+    my $v = $l->workspace('org_j5');
+    my ($paid) = $l->awaiting($v);
+    $r->zadd($J, 1, "$v->{id} $paid", 1, "$v->{id} lr_gone");
+    run();
+    is_deeply([members($v)], [], 'settled or gone: the members go');
+    is(scalar lost_of($v), 0, 'and nothing is queued');
+};
+
+done_testing;
