@@ -137,9 +137,20 @@ subtest 'a lost journal write: released, no Stripe call, 503' => sub {
     # did in the workspace
     $r->del($J);
     $r->set($J, 'not a sorted set');
-    my $tx = $l->create($w, $EMAIL, 'Idempotency-Key' => 'jk');
+    my $tx;
+    my ($cmds) = $s->redis_traffic(sub {
+        $tx = $l->create($w, $EMAIL, 'Idempotency-Key' => 'jk');
+    });
     $r->del($J);
     $l->error_is($tx, 503, 'STORE_UNAVAILABLE', '503 as a failed store');
+    # lr_create reserved; the journal's own step failed; then lr_release
+    # (its first key the release mark)
+    my @at = map { my $i = $_; (grep { $cmds->[$_] =~ $i } 0 .. $#$cmds)[0] }
+             qr/"zadd" "\Q$J\E" "\d+" "\Q$w->{id} \E/i,
+             qr/"EVALSHA" "\w+" "\d+" "\Qlg:{ws:$w->{id}}:lrvoid:\E/i;
+    ok(defined $at[0] && defined $at[1] && $at[0] < $at[1],
+       'the journal written in its own step, then the release')
+        or diag "@$cmds";
     is(scalar $l->invoices($w->{customer}), 0, 'no invoice at Stripe');
     is_deeply([$l->request_ids($w)], [], 'the reservation released');
     ok(!defined $l->pending($w), 'the workspace not blocked');
