@@ -15,7 +15,7 @@ use Test::More;
 use Digest::SHA ();
 use Time::HiRes qw(sleep time);
 use LG::Stack;
-use LG::Test;
+use LG::Test qw(:DEFAULT eventually);
 use LG::Lines qw(body);
 
 # the finalize held by the stub while the workers are killed (t/235 says
@@ -33,37 +33,6 @@ my $EMAIL = body(channelType => 'email', email => 'j@example.com');
 sub members {
     my ($w) = @_;
     return grep { index($_, "$w->{id} ") == 0 } $r->zrange($J, 0, -1);
-}
-
-sub eventually {
-    my ($cond, $timeout) = @_;
-    my $until = time + $timeout;
-    while (time < $until) {
-        return 1 if $cond->();
-        sleep 0.1;
-    }
-    return $cond->();
-}
-
-# the stub's calls held by a fault right now whose path matches $re
-sub held {
-    my ($re) = @_;
-    my $log = $s->stub(GET => '/_stub/state')->res->json->{log} // [];
-    return grep { $_->{fault} && !defined $_->{status} && !$_->{dropped}
-                  && $_->{path} =~ $re } @$log;
-}
-
-# as t/235: every worker killed, back once the new ones reach Redis
-sub kill_workers {
-    my $off = length $s->error_log;
-    my @killed = split ' ', `pgrep -P $s->{pids}{nginx}`;
-    kill 'KILL', @killed;
-    my $back = eventually(sub {
-        my @w = split ' ', `pgrep -P $s->{pids}{nginx}`;
-        return @w == 2 && !grep { my $k = $_; grep { $_ == $k } @killed } @w;
-    }, 60) && $s->wait_redis_connected($off, 60);
-    diag 'the new workers are not up and connected to Redis' unless $back;
-    return $back ? scalar @killed : 0;
 }
 
 sub lost_of {
@@ -120,7 +89,7 @@ subtest 'the journal: paid add-ons only, its own step, gone after the store'
     $l->fault(path_prefix => '/v1/invoices/', latency_ms => 1500);
     my $seen = 0;
     ($tx) = $l->during([$v, POST => '/api/line-requests', $EMAIL], sub {
-        $seen = 1 if members($v) && held(qr{^/v1/invoices/});
+        $seen = 1 if members($v) && $s->stub_held(qr{^/v1/invoices/});
         return $seen;
     }, 10);
     $l->clear_faults;
@@ -175,8 +144,8 @@ subtest 'killed after the journal, before the store: one worker_lost'
     my (undef, $done) = $l->during([$w, POST => '/api/line-requests',
                                     $EMAIL, 'Idempotency-Key' => 'jw'],
                                    sub {
-        return 0 unless members($w) && held(qr{/finalize$});
-        $killed = kill_workers();
+        return 0 unless members($w) && $s->stub_held(qr{/finalize$});
+        $killed = $s->kill_workers;
         return 1;
     }, 60);
     $l->clear_faults;

@@ -13,7 +13,7 @@ use Test::More;
 use Time::HiRes qw(sleep time);
 use Time::Local qw(timegm);
 use LG::Stack;
-use LG::Test;
+use LG::Test qw(:DEFAULT eventually);
 use LG::Provision;
 use LG::Lines qw(body);
 
@@ -88,45 +88,11 @@ sub run {
     return $tx->res->json // {};
 }
 
-# the members of an in-flight index (lg:{fleet}:pv:inflight, lg:{fleet}:lr:inflight) of
+# the members of a journal (lg:{fleet}:pv:inflight, lg:{fleet}:lr:inflight) of
 # one account or workspace: never another case's
 sub in_flight {
     my ($key, $tenant) = @_;
     return grep { index($_, "$tenant ") == 0 } $r->zrange($key, 0, -1);
-}
-
-# the stub's calls held by a fault right now (no answer yet) whose path
-# matches $re and whose parameters pass $match (optional)
-sub held {
-    my ($re, $match) = @_;
-    my $log = $s->stub(GET => '/_stub/state')->res->json->{log} // [];
-    return grep { $_->{fault} && !defined $_->{status} && !$_->{dropped}
-                  && $_->{path} =~ $re && (!$match || $match->($_)) } @$log;
-}
-
-# poll $cond every 0.1 s for at most $timeout s; true when it held
-sub eventually {
-    my ($cond, $timeout) = @_;
-    my $until = time + $timeout;
-    while (time < $until) {
-        return 1 if $cond->();
-        sleep 0.1;
-    }
-    return $cond->();
-}
-
-# every worker of the stack killed at once; back when the new ones have
-# connected to Redis (0 if they do not within a generous limit)
-sub kill_workers {
-    my $off = length $s->error_log;
-    my @killed = split ' ', `pgrep -P $s->{pids}{nginx}`;
-    kill 'KILL', @killed;
-    my $back = eventually(sub {
-        my @w = split ' ', `pgrep -P $s->{pids}{nginx}`;
-        return @w == 2 && !grep { my $k = $_; grep { $_ == $k } @killed } @w;
-    }, 60) && $s->wait_redis_connected($off, 60);
-    diag 'the new workers are not up and connected to Redis' unless $back;
-    return $back ? scalar @killed : 0;
 }
 
 sub entry_of {
@@ -553,11 +519,11 @@ subtest 'a worker killed mid-confirm: cancelled, the number back' => sub {
     my $killed = 0;
     my ($tx, $done) = $p->during($p->confirm_req($a, $tok), sub {
         return 0 unless in_flight('lg:{fleet}:pv:inflight', 'acct_killed')
-                     && held(qr{^/v1/subscriptions$}, sub {
+                     && $s->stub_held(qr{^/v1/subscriptions$}, sub {
                             ($_[0]{params}{metadata}{account_id} // '')
                                 eq 'acct_killed' })
                      && subs_of('acct_killed');
-        $killed = kill_workers();
+        $killed = $s->kill_workers;
         return 1;
     }, 60);
     ok($done && $killed, 'the workers were killed mid-confirm');
@@ -599,10 +565,10 @@ subtest 'a worker killed mid-confirm: cancelled, the number back' => sub {
     ($tx, $done) = $p->during($p->confirm_req($a, $tok), sub {
         # the call reached Stripe, which has not billed yet
         return 0 unless in_flight('lg:{fleet}:pv:inflight', 'acct_killed2')
-                     && held(qr{^/v1/subscriptions$}, sub {
+                     && $s->stub_held(qr{^/v1/subscriptions$}, sub {
                             ($_[0]{params}{metadata}{account_id} // '')
                                 eq 'acct_killed2' });
-        $killed = kill_workers();
+        $killed = $s->kill_workers;
         return 1;
     }, 60);
     ok($done && $killed, 'killed again, before Stripe billed');
@@ -642,11 +608,11 @@ subtest 'a worker killed mid-create (Lines API): invoice discarded' => sub {
                                       $EMAIL, 'Idempotency-Key' => 'kk'],
                                      sub {
             return 0 unless in_flight('lg:{fleet}:lr:inflight', $w->{id})
-                         && held(qr{^/v1/invoices/.+/finalize$});
+                         && $s->stub_held(qr{^/v1/invoices/.+/finalize$});
             my @inv = grep { $_->{status} eq $status }
                       $l->invoices($w->{customer});
             return 0 unless @inv;
-            $killed = kill_workers();
+            $killed = $s->kill_workers;
             return 1;
         }, 60);
         ok($done && $killed, "$status: the workers were killed mid-create");

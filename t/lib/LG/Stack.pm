@@ -243,6 +243,38 @@ sub _wait_port {
     die "$what does not answer on 127.0.0.1:$port\n" . $self->_log_tail;
 }
 
+# The stub's calls held by a fault right now (no answer yet) whose path
+# matches $re and whose parameters pass $match (optional).
+sub stub_held {
+    my ($self, $re, $match) = @_;
+    my $log = $self->stub(GET => '/_stub/state')->res->json->{log} // [];
+    return grep { $_->{fault} && !defined $_->{status} && !$_->{dropped}
+                  && $_->{path} =~ $re && (!$match || $match->($_)) } @$log;
+}
+
+# Every worker killed at once (SIGKILL: no cleanup runs); back when the
+# new ones have connected to Redis. Returns how many were killed, 0 if
+# the new ones are not up within a generous limit.
+sub kill_workers {
+    my ($self) = @_;
+    my $off = length $self->error_log;
+    my $workers = $self->{opts}{WORKERS} // 2;
+    my @killed = split ' ', `pgrep -P $self->{pids}{nginx}`;
+    kill 'KILL', @killed;
+    my $until = Time::HiRes::time() + 60;
+    my $up = 0;
+    while (!$up && Time::HiRes::time() < $until) {
+        my @w = split ' ', `pgrep -P $self->{pids}{nginx}`;
+        $up = @w == $workers
+              && !grep { my $k = $_; grep { $_ == $k } @killed } @w;
+        Time::HiRes::sleep(0.1) unless $up;
+    }
+    my $back = $up && $self->wait_redis_connected($off, 60);
+    Test::More::diag('the new workers are not up and connected to Redis')
+        unless $back;
+    return $back ? scalar @killed : 0;
+}
+
 # Every worker connects to Redis on its own: wait until each has said so
 # in the error log, after byte offset $from of the log.
 sub wait_redis_connected {

@@ -16,6 +16,8 @@ use Test::More;
 
 our @EXPORT = qw(answer_is json_error_is redis_dump redis_values raw_http
                  timed);
+# (not by default: several files still define their own)
+our @EXPORT_OK = qw(eventually);
 
 # Status, the headers every linegate answer carries, and a JSON body,
 # which is returned (undef when it is not JSON).
@@ -128,6 +130,17 @@ sub timed(&) {
     my $t0 = Time::HiRes::time();
     my @r = $code->();
     return (Time::HiRes::time() - $t0, @r);
+}
+
+# poll $cond every 0.1 s for at most $timeout s; true when it held
+sub eventually {
+    my ($cond, $timeout) = @_;
+    my $until = Time::HiRes::time() + $timeout;
+    while (Time::HiRes::time() < $until) {
+        return 1 if $cond->();
+        Time::HiRes::sleep(0.1);
+    }
+    return $cond->();
 }
 
 use Time::HiRes ();
