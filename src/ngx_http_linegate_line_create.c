@@ -102,8 +102,14 @@ static void ngx_http_linegate_create_index(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr);
 static void ngx_http_linegate_create_indexed(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr, redisReply *reply);
+static void ngx_http_linegate_create_index_reply(ngx_http_request_t *r,
+    redisReply *reply);
+static void ngx_http_linegate_create_reindex(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr);
 static void ngx_http_linegate_create_unindex(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr);
+static ngx_int_t ngx_http_linegate_line_index_args(ngx_http_request_t *r,
+    ngx_str_t *id, ngx_str_t *ws, ngx_http_linegate_redis_args_t *a);
 static void ngx_http_linegate_create_script(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr);
 static void ngx_http_linegate_create_done(ngx_http_request_t *r,
@@ -758,48 +764,87 @@ ngx_http_linegate_create_failed(ngx_http_request_t *r,
 
 
 /*
- * CREATE_INDEX: the owner index lg:line:<id> -> W, written in its own
- * step (its own slot) before the workspace's step creates the line, so
- * that no line ever exists without it. The index alone (lr_create
- * refused, or never ran) names a workspace without the line: every
- * reader of the index (the operator's line calls, lr_release) reads the
- * workspace's request next and answers it as unknown. A refusal's index
- * is deleted after it (create_unindex); one a crash leaves stays,
- * harmless. The id is new: no other request writes this index.
+ * CREATE_INDEX: the owner index lg:line:<id> -> W, written before the
+ * workspace's step creates the line, so that no line ever exists without
+ * it. The index alone (lr_create refused, or never ran) names a
+ * workspace without the line: every reader of the index (the operator's
+ * line calls, lr_release) reads the workspace's request next and answers
+ * it as unknown. A refusal's index is deleted after it (create_unindex);
+ * one a crash leaves stays, harmless. The id is new: no other request
+ * writes this index.
+ *
+ * On a cluster the index's slot is another node's: lr_create waits for
+ * its answer (a step of its own). On one Redis (or Sentinel's master)
+ * both commands go in one write on one connection, which Redis runs in
+ * order: the SET before lr_create, one round trip for the two. Should
+ * the SET fail there (lr_create then fails too: out of memory) or its
+ * answer be lost, create_done writes the index of a line made again.
  */
 static void
 ngx_http_linegate_create_index(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr)
 {
-    ngx_str_t                       key;
     ngx_http_linegate_redis_args_t  *a;
+    ngx_http_linegate_main_conf_t   *lmcf;
 
-    a = &lr->args;
-    ngx_http_linegate_redis_args_init(a);
+    lmcf = ngx_http_get_module_main_conf(r, ngx_http_linegate_module);
 
-    if (ngx_http_linegate_key(r->pool, NGX_HTTP_LINEGATE_KEY_LINE, &lr->id,
-                              NULL, &key)
-        != NGX_OK)
+    /* the command keeps its arguments: lr->args is lr_create's */
+    a = ngx_palloc(r->pool, sizeof(ngx_http_linegate_redis_args_t));
+
+    if (a == NULL
+        || ngx_http_linegate_line_index_args(r, &lr->id, &lr->who.value, a)
+           != NGX_OK)
     {
         ngx_http_linegate_internal_error(r);
         return;
     }
 
-    ngx_http_linegate_redis_arg_cstr(a, "SET");
-    ngx_http_linegate_redis_arg_str(a, &key);
-    ngx_http_linegate_redis_arg_str(a, &lr->who.value);
+    if (lmcf->redis_cluster) {
+        lr->ctx->state = NGX_HTTP_LINEGATE_CREATE_INDEX;
 
-    lr->ctx->state = NGX_HTTP_LINEGATE_CREATE_INDEX;
+        if (ngx_http_linegate_redis_command(r, a,
+                                            ngx_http_linegate_create_resume)
+            != NGX_OK)
+        {
+            ngx_http_linegate_store_unavailable(r);
+        }
+
+        return;
+    }
+
+    lr->index_pending = 1;
 
     if (ngx_http_linegate_redis_command(r, a,
-                                        ngx_http_linegate_create_resume)
+                                        ngx_http_linegate_create_index_reply)
         != NGX_OK)
     {
         ngx_http_linegate_store_unavailable(r);
+        return;
+    }
+
+    ngx_http_linegate_create_script(r, lr);
+}
+
+
+/* the index's SET sent with lr_create (one Redis): its answer, noted */
+static void
+ngx_http_linegate_create_index_reply(ngx_http_request_t *r,
+    redisReply *reply)
+{
+    ngx_http_linegate_lr_t  *lr;
+
+    lr = ngx_http_linegate_lines_lr(r);
+
+    lr->index_pending = 0;
+
+    if (reply == NULL || reply->type != REDIS_REPLY_STATUS) {
+        lr->index_lost = 1;
     }
 }
 
 
+/* the index's step of its own (a cluster), then lr_create */
 static void
 ngx_http_linegate_create_indexed(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr, redisReply *reply)
@@ -820,6 +865,30 @@ ngx_http_linegate_create_indexed(ngx_http_request_t *r,
     }
 
     ngx_http_linegate_create_script(r, lr);
+}
+
+
+/*
+ * lr_create made the line, and the index's SET sent with it (one Redis)
+ * did not answer OK: written again, durably (the id is this request's)
+ */
+static void
+ngx_http_linegate_create_reindex(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr)
+{
+    ngx_http_linegate_redis_args_t  a;
+
+    if (!lr->index_pending && !lr->index_lost) {
+        return;
+    }
+
+    if (ngx_http_linegate_line_index_args(r, &lr->id, &lr->who.value, &a)
+        == NGX_OK)
+    {
+        (void) ngx_http_linegate_redis_durable_command(r->connection->log,
+                                                       &a,
+                                                       "line request index");
+    }
 }
 
 
@@ -846,22 +915,39 @@ ngx_http_linegate_create_unindex(ngx_http_request_t *r,
 void
 ngx_http_linegate_line_unindex(ngx_http_request_t *r, ngx_str_t *id)
 {
-    ngx_str_t                       key;
     ngx_http_linegate_redis_args_t  a;
+
+    if (ngx_http_linegate_line_index_args(r, id, NULL, &a) == NGX_OK) {
+        (void) ngx_http_linegate_redis_durable_command(r->connection->log,
+                                                       &a,
+                                                       "line request unindex");
+    }
+}
+
+
+/* "SET lg:line:<id> <ws>", or "DEL lg:line:<id>" when ws is NULL */
+static ngx_int_t
+ngx_http_linegate_line_index_args(ngx_http_request_t *r, ngx_str_t *id,
+    ngx_str_t *ws, ngx_http_linegate_redis_args_t *a)
+{
+    ngx_str_t  key;
 
     if (ngx_http_linegate_key(r->pool, NGX_HTTP_LINEGATE_KEY_LINE, id, NULL,
                               &key)
         != NGX_OK)
     {
-        return;
+        return NGX_ERROR;
     }
 
-    ngx_http_linegate_redis_args_init(&a);
-    ngx_http_linegate_redis_arg_cstr(&a, "DEL");
-    ngx_http_linegate_redis_arg_str(&a, &key);
+    ngx_http_linegate_redis_args_init(a);
+    ngx_http_linegate_redis_arg_cstr(a, ws ? "SET" : "DEL");
+    ngx_http_linegate_redis_arg_str(a, &key);
 
-    (void) ngx_http_linegate_redis_durable_command(r->connection->log, &a,
-                                                   "line request unindex");
+    if (ws != NULL) {
+        ngx_http_linegate_redis_arg_str(a, ws);
+    }
+
+    return NGX_OK;
 }
 
 
@@ -963,6 +1049,9 @@ ngx_http_linegate_create_done(ngx_http_request_t *r,
             && made != NGX_HTTP_LINEGATE_LR_RESERVED))
     {
         ngx_http_linegate_create_unindex(r, lr);
+
+    } else {
+        ngx_http_linegate_create_reindex(r, lr);
     }
 
     code = ngx_http_linegate_lines_gate(r, lr, reply);

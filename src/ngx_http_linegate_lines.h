@@ -242,6 +242,13 @@ struct ngx_http_linegate_lr_s {
     ngx_http_linegate_redis_args_t  args;
 
     /*
+     * POST on one Redis: the owner index's SET went in lr_create's write
+     * (create_index); its answer is read when lr_create's comes
+     */
+    unsigned                        index_pending:1;
+    unsigned                        index_lost:1;
+
+    /*
      * GET by id with a known workspace: its pipeline admitted the
      * request (rate_key, the workspace's GCRA key).
      */

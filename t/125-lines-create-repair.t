@@ -82,8 +82,9 @@ subtest 'the owner index is its own step, before the workspace\'s' => sub {
     });
     my $b = $l->answer($tx, 201, 'included line');
     my $id = $b->{line}{_id} // '';
-    my ($set) = grep { $cmds->[$_] =~ /"set" "lg:line:\Q$id\E" "\Q$w->{id}\E"/i }
-                0 .. $#$cmds;
+    my ($set) = grep {
+        $cmds->[$_] =~ /"set" "lg:line:\Q$id\E" "\Q$w->{id}\E"/i
+    } 0 .. $#$cmds;
     my ($script) = grep { $cmds->[$_] =~ /"EVALSHA"/i } 0 .. $#$cmds;
     ok(defined $set, 'SET lg:line:<id> W, a plain command') or diag "@$cmds";
     ok(defined $set && defined $script && $set < $script,
@@ -125,6 +126,33 @@ subtest 'the owner index is its own step, before the workspace\'s' => sub {
     sleep 0.1 while $rid && $r->exists("lg:line:$rid") && time < $by;
     ok(!$rid || !$r->exists("lg:line:$rid"), 'the index went');
     is(scalar(my @ids = $l->request_ids($x)), 0, 'no request left');
+};
+
+# On one Redis the index's SET and lr_create go in one write on one
+# connection, run in that order: a creation is one round trip, as before
+# the index had a step of its own (on a cluster, t/038: two)
+subtest 'one Redis: the index and lr_create in one round trip' => sub {
+    plan skip_all => 'the index is its own step on a cluster'
+        if $s->topology eq 'cluster';
+    my $w = ws();
+    my ($tx, $cmds, $trips);
+    for (1 .. 5) {
+        # every worker holds the API key: no lookup step
+        $l->list($w) for 1 .. 4;
+        ($cmds, $trips) = $s->redis_traffic(sub {
+            $tx = $l->create($w, body(), key('rt-' . $_));
+        }, again => 1);
+        last unless grep { /"GET" "lg:apikey:/i } @$cmds;
+    }
+    my $b = $l->answer($tx, 201, 'included line');
+    my $id = $b->{line}{_id} // '';
+    my @names = map { /"(\w+)"/ ? uc $1 : '?' } @$cmds;
+    is_deeply([@names[0, 1]], [qw(SET EVALSHA)],
+              'the index, then lr_create') or diag "@$cmds";
+    is($trips, 1, 'one round trip') or diag "@$cmds";
+    is($r->get("lg:line:$id"), $w->{id}, 'the index names the workspace');
+    is($r->hget("lg:{ws:$w->{id}}:lr:$id", 'provisioningStatus'),
+       'provisioning', 'the line');
 };
 
 # A pause from before the call holds its first step, the owner index
