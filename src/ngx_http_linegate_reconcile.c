@@ -827,13 +827,16 @@ ngx_http_linegate_reconcile_lost_found(ngx_http_request_t *r,
 {
     ngx_str_t    s, *f;
     ngx_uint_t   i;
-    redisReply  *lr;
+    redisReply  *lr, *from[3];
 
-    static ngx_str_t  name[] = {
+    static ngx_str_t   name[] = {
         ngx_string("workspace"), ngx_string("line_request_id"),
         ngx_string("reason"), ngx_string("idempotency_key"),
         ngx_string("customer"), ngx_string("at")
     };
+
+    /* idempotency_key, customer, at: where each is in the reply */
+    static ngx_uint_t  at[] = { 3, 1, 2 };
 
     if (reply == NULL || reply->type != REDIS_REPLY_ARRAY
         || reply->elements != 2
@@ -863,14 +866,14 @@ ngx_http_linegate_reconcile_lost_found(ngx_http_request_t *r,
     f[3] = l->id;
     ngx_str_set(&f[5], "worker_lost");
 
-    /* idem, the customer, createdAt: copied (the reply is freed), or "" */
+    from[0] = lr;
+    from[1] = reply;
+    from[2] = lr;
+
+    /* copied (the reply is freed after its handler); absent: "" */
     for (i = 0; i < 3; i++) {
-        if (i == 0) {
-            (void) ngx_http_linegate_reply_str(lr, 3, &s);
-        } else if (i == 1) {
-            (void) ngx_http_linegate_reply_str(reply, 1, &s);
-        } else {
-            (void) ngx_http_linegate_reply_str(lr, 2, &s);
+        if (ngx_http_linegate_reply_str(from[i], at[i], &s) != NGX_OK) {
+            ngx_str_set(&s, "");
         }
 
         if (s.len > NGX_HTTP_LINEGATE_RECONCILE_FIELD_MAX

@@ -187,6 +187,18 @@ subtest 'killed after the journal, before the store: one worker_lost'
     run();
     is_deeply([members($v)], [], 'settled or gone: the members go');
     is(scalar lost_of($v), 0, 'and nothing is queued');
+
+    # a reservation held by no Idempotency-Key whose invoice was never
+    # stored (the paid request's, its invoice id taken away)
+    my $u = $l->workspace('org_j6');
+    my ($rid) = $l->awaiting($u);
+    $r->hdel("lg:{ws:$u->{id}}:lr:$rid", 'invoiceId');
+    $r->zadd($J, 1, "$u->{id} $rid");
+    run();
+    my @u = lost_of($u);
+    is(scalar @u, 1, 'no key: queued');
+    is($u[0]{idempotency_key}, '', 'its idempotency_key empty');
+    is($u[0]{customer}, $u->{customer}, 'its customer');
 };
 
 done_testing;
