@@ -90,7 +90,7 @@ subtest 'a cold key: its lookup, then the workspace\'s script' => sub {
     is_deeply([@{ names($cmds) }[0, 1, 2]], [qw(GET SET EVALSHA)],
               'create: lookup, its index, then its script') or diag "@$cmds";
     like($cmds->[2] // '',
-         qr/"EVALSHA" "[0-9a-f]{40}" "10" "lg:\{ws:$w->{id}\}" /,
+         qr/"EVALSHA" "[0-9a-f]{40}" "9" "lg:\{ws:$w->{id}\}" /,
          'create: its KEYS[1] the workspace');
 
     # once resolved, the worker knows the key: the hot path, unchanged
