@@ -92,16 +92,40 @@ sub new {
 }
 
 # Ports are probed while all probes stay open, so two are never the same.
+# N ports free now, below the kernel's ephemeral range (its first port
+# from ip_local_port_range, 32768 by default; above its last when too
+# little is left below). A port the kernel hands out (LocalPort 0) comes
+# from that range, and may be handed out again as the local port of an
+# outgoing connection (a sentinel's, a worker's, the harness's own)
+# before the server it was picked for binds it: CI's nginx once failed
+# "bind() ... Address already in use" so, on a Sentinel stack.
 sub _free_ports {
     my ($n) = @_;
-    my @socks = map {
-        IO::Socket::INET->new(LocalAddr => '127.0.0.1', LocalPort => 0,
-                              Proto => 'tcp', Listen => 1, ReuseAddr => 1)
-            or die "no free port: $!\n";
-    } 1 .. $n;
-    my @ports = map { $_->sockport } @socks;
-    close $_ for @socks;
+    my ($lo, $hi) = _port_range();
+    my (%tried, @ports);
+    for (1 .. 2000) {
+        last if @ports == $n;
+        my $port = $lo + int rand($hi - $lo + 1);
+        next if $tried{$port}++;
+        my $sock = IO::Socket::INET->new(LocalAddr => '127.0.0.1',
+                                         LocalPort => $port, Proto => 'tcp',
+                                         Listen => 1, ReuseAddr => 1)
+            or next;
+        close $sock;
+        push @ports, $port;
+    }
+    die "no free port\n" unless @ports == $n;
     return @ports;
+}
+
+sub _port_range {
+    my ($first, $last) = (32768, 60999);
+    if (open my $fh, '<', '/proc/sys/net/ipv4/ip_local_port_range') {
+        ($first, $last) = split ' ', scalar <$fh>;
+    }
+    return ($first - 12000, $first - 1) if $first - 12000 >= 1024;
+    return ($last + 1, 65535) if 65535 - $last >= 2000;
+    return (1024, 65535);
 }
 
 sub start {
