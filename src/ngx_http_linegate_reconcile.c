@@ -289,6 +289,8 @@ static ngx_int_t ngx_http_linegate_reconcile_lost_settle(
     ngx_http_linegate_reconcile_lost_t *l);
 static void ngx_http_linegate_reconcile_lost_settled(ngx_http_request_t *r,
     ngx_http_linegate_ctx_t *ctx, redisReply *reply);
+static void ngx_http_linegate_reconcile_lost_later(ngx_http_request_t *r,
+    ngx_http_linegate_reconcile_t *rc);
 static ngx_uint_t ngx_http_linegate_reconcile_members(ngx_http_request_t *r,
     ngx_http_linegate_reconcile_t *rc, redisReply *reply);
 static ngx_int_t ngx_http_linegate_reconcile_claims(ngx_http_request_t *r,
@@ -939,16 +941,43 @@ ngx_http_linegate_reconcile_lost_settled(ngx_http_request_t *r,
         }
 
     } else {
-        /* it may have run: the next run finds the member, or not */
+        /* it may have run: a later run finds the member, or not */
         ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
                       NGX_HTTP_LINEGATE_LOG "reconciliation: the journal's "
                       "member of line request \"%V\" left for a later "
                       "run: store_unavailable", &l->id);
+        ngx_http_linegate_reconcile_lost_later(r, rc);
     }
 
     rc->ci++;
 
     ngx_http_linegate_reconcile_lost_next(r, ctx);
+}
+
+
+/*
+ * A member this run could not settle (its workspace unreadable, its
+ * settle unanswered) is scored with the run's time, if it is still
+ * there (XX): tried again linegate_reconcile_lost_after later, behind
+ * the members that were newer. Left at the head, ten such members would
+ * fill every run's batch and hide the lost requests behind them. Not
+ * waited for: unsent or lost, the member only stays where it was.
+ */
+static void
+ngx_http_linegate_reconcile_lost_later(ngx_http_request_t *r,
+    ngx_http_linegate_reconcile_t *rc)
+{
+    ngx_http_linegate_redis_args_t  a;
+
+    ngx_http_linegate_redis_args_init(&a);
+    ngx_http_linegate_redis_arg_cstr(&a, "ZADD");
+    ngx_http_linegate_redis_arg_str(&a,
+        ngx_http_linegate_key_fixed(NGX_HTTP_LINEGATE_KEY_LR_INFLIGHT));
+    ngx_http_linegate_redis_arg_cstr(&a, "XX");
+    ngx_http_linegate_redis_arg_int(r, &a, rc->started_ms);
+    ngx_http_linegate_redis_arg_str(&a, &rc->lost.member);
+
+    (void) ngx_http_linegate_redis_command(r, &a, NULL);
 }
 
 
@@ -2237,7 +2266,8 @@ ngx_http_linegate_reconcile_stored(ngx_http_request_t *r, redisReply *reply)
         if (ngx_http_linegate_reconcile_lost_found(r, &rc->lost, reply)
             != NGX_OK)
         {
-            /* the member stays for the next run */
+            /* the member stays for a later run, behind the newer ones */
+            ngx_http_linegate_reconcile_lost_later(r, rc);
             rc->ci++;
             ngx_http_linegate_reconcile_lost_next(r, ctx);
             return;

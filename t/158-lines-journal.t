@@ -201,4 +201,32 @@ subtest 'killed after the journal, before the store: one worker_lost'
     is($u[0]{customer}, $u->{customer}, 'its customer');
 };
 
+# Members a run cannot settle (here: their request's key of the wrong
+# type, so the workspace's read fails) go behind the newer ones: ten of
+# them would otherwise fill every run's batch (10, the oldest first) and
+# hide the lost reservations behind them for good.
+subtest 'members a run cannot read do not hide the others' => sub {
+    my @bad = map { "org_jbad$_ lr_bad$_" } 1 .. 10;
+    for my $i (1 .. 10) {
+        $r->set("lg:{ws:org_jbad$i}:lr:lr_bad$i", 'not a hash');
+        $r->zadd($J, $i, $bad[$i - 1]);
+    }
+    my $u = $l->workspace('org_j7');
+    my ($rid) = $l->awaiting($u);
+    $r->hdel("lg:{ws:$u->{id}}:lr:$rid", 'invoiceId');
+    $r->zadd($J, 100, "$u->{id} $rid");
+
+    run();
+    is(scalar lost_of($u), 0, 'the first run reads the ten only');
+    ok(eventually(sub { !grep { ($r->zscore($J, $_) // 0) <= 10 } @bad },
+                  10),
+       'they are scored with the run\'s time');
+    run();
+    is(scalar lost_of($u), 1, 'the next run reaches the lost request');
+    is_deeply([members($u)], [], 'its member settled');
+    is(scalar(grep { defined $r->zscore($J, $_) } @bad), 10,
+       'the ten stay for a later run');
+    $r->zrem($J, @bad);
+};
+
 done_testing;
