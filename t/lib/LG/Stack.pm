@@ -405,6 +405,7 @@ sub render {
         CLERK_ISSUER       => $self->{issuer},
         CLERK_AZP          => '',
         WS_RATE            => '100000r/m',
+        REDIS_COMMAND_TIMEOUT => '500ms',
         STRIPE_URL         => "http://127.0.0.1:$self->{stub_port}",
         STRIPE_KEY         => 'sk_test_linegate',
         STRIPE_TIMEOUT     => '3s',
