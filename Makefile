@@ -207,8 +207,9 @@ matrix: | deps
 	@rm -f $(MATRIX)/*.result
 	@mkdir -p $(MATRIX)/src
 	@start=$$(date +%s); \
-	$(MAKE) -s -j$(MATRIX_JOBS) --no-print-directory $(MATRIX_RUNS) \
-	    $(MATRIX_CELLS); \
+	$(MAKE) -s -j$(MATRIX_JOBS) --no-print-directory $(MATRIX_CELLS) \
+	    $(MATRIX_NGINX); \
+	$(MAKE) -s --no-print-directory $(MATRIX_RUNS); \
 	echo "matrix: $$(( $$(date +%s) - start ))s"
 	@$(MAKE) -s --no-print-directory matrix-summary
 
