@@ -1021,24 +1021,6 @@ ngx_http_linegate_init_main_conf(ngx_conf_t *cf, void *conf)
         return NGX_CONF_ERROR;
     }
 
-    if (lmcf->redis_cluster && (lmcf->uses_lines || lmcf->uses_webhook)) {
-        /*
-         * Some of the Lines API's scripts (create, release, invoices) and
-         * the webhooks' still touch several slots in one step (issue 10's
-         * data model, docs/data-model.md): a cluster would refuse them
-         * with CROSSSLOT. Refused here instead. The Provisioning and the
-         * operator APIs run one slot per step.
-         */
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "linegate: on a Redis Cluster (\"cluster=on\") "
-                           "linegate serves \"linegate_limit\", the "
-                           "metrics, the Provisioning and the operator "
-                           "APIs; the Lines and webhook APIs need one "
-                           "Redis or Redis Sentinel for now "
-                           "(docs/operator.md, \"Redis Cluster\")");
-        return NGX_CONF_ERROR;
-    }
-
     /*
      * A configuration without "linegate_api" is left as it is: no shared
      * zone, no indexed variable, no variable taken over.
