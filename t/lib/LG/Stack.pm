@@ -470,8 +470,7 @@ sub _without_api {
 
 sub api {
     my ($self) = @_;
-    return $self->{opts}{api}
-        // ($self->topology eq 'cluster' ? 'cluster' : 1);
+    return $self->{opts}{api} // 1;
 }
 
 sub _nginx_test {
