@@ -10,7 +10,7 @@
  *            -> SCRIPT (lr_create) -+- included, refusals -> answer (kept
  *                                   |  under the idempotency key by
  *                                   |  lr_create itself)
- *                                   `- reserved -> JOURNAL (ZADD
+ *                                   `- reserved -> JOURNAL (lr_journal_add:
  *                                      lg:{fleet}:lr:inflight "<W> <id>",
  *                                      the fleet's slot) -> ISSUE (the
  *                                      invoice machine: draft, item,
@@ -1255,14 +1255,15 @@ ngx_http_linegate_create_journal(ngx_http_request_t *r,
     lr->journal.len = ngx_sprintf(p, "%V %V", &lr->ws, &lr->id) - p;
 
     ngx_http_linegate_redis_args_init(&a);
-    ngx_http_linegate_redis_arg_cstr(&a, "ZADD");
-    ngx_http_linegate_redis_arg_str(&a,
-        ngx_http_linegate_key_fixed(NGX_HTTP_LINEGATE_KEY_LR_INFLIGHT));
     ngx_http_linegate_redis_arg_int(r, &a, lr->now_ms);
     ngx_http_linegate_redis_arg_str(&a, &lr->journal);
+    ngx_http_linegate_redis_arg_key(&a,
+        ngx_http_linegate_key_fixed(NGX_HTTP_LINEGATE_KEY_LR_INFLIGHT));
 
-    if (ngx_http_linegate_redis_command(r, &a,
-                                        ngx_http_linegate_create_resume)
+    if (ngx_http_linegate_redis_script(r,
+                                       NGX_HTTP_LINEGATE_SCRIPT_LR_JOURNAL_ADD,
+                                       a.nkeys, &a,
+                                       ngx_http_linegate_create_resume)
         != NGX_OK)
     {
         /* not sent: no member to remove */

@@ -1079,8 +1079,9 @@ ngx_http_linegate_redis_reply_cb(redisAsyncContext *ac, void *data,
 
 
 /*
- * The writes a 200 stands on (linegate_redis_wait): the creation's commit
- * and the invoice it is billed by, the confirm's claim of its number (a
+ * The writes a 200 stands on (linegate_redis_wait): the creation's commit,
+ * the journal member that has a worker's death while it bills swept, and
+ * the invoice it is billed by, the confirm's claim of its number (a
  * claim lost with its master would put the number back in the inventory
  * while the line holds it) and its recorded line, the settlements of a
  * payment (GET's reconciliation, the webhooks).
@@ -1091,6 +1092,7 @@ ngx_http_linegate_redis_acknowledged(ngx_int_t script)
     switch (script) {
 
     case NGX_HTTP_LINEGATE_SCRIPT_LR_CREATE:
+    case NGX_HTTP_LINEGATE_SCRIPT_LR_JOURNAL_ADD:
     case NGX_HTTP_LINEGATE_SCRIPT_LR_INVOICE_STORE:
     case NGX_HTTP_LINEGATE_SCRIPT_LR_RESOLVE:
     case NGX_HTTP_LINEGATE_SCRIPT_PV_CLAIM:
