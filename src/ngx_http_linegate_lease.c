@@ -12,8 +12,9 @@
  * never more than the rate gives in the lease time: a key the rate
  * spaces wider than the lease time is decided request by request.
  *
- * The table is direct-mapped by the key (crc32), compared in full: a
- * collision drops the slot's lease, its admissions lost (conservative).
+ * The table is 2-way set-associative by the key (crc32), compared in
+ * full: a third key of a set takes the slot used least recently, whose
+ * lease is dropped, its admissions lost (conservative).
  */
 
 
@@ -27,7 +28,8 @@ static ngx_http_linegate_lease_t  *ngx_http_linegate_leases;
 ngx_http_linegate_lease_t *
 ngx_http_linegate_lease_get(ngx_str_t *key)
 {
-    ngx_http_linegate_lease_t  *l;
+    ngx_uint_t                  i;
+    ngx_http_linegate_lease_t  *set, *l;
 
     if (key->len > NGX_HTTP_LINEGATE_LEASE_KEY) {
         return NULL;
@@ -36,25 +38,42 @@ ngx_http_linegate_lease_get(ngx_str_t *key)
     if (ngx_http_linegate_leases == NULL) {
         /* allocated by the first lease of the worker */
         ngx_http_linegate_leases = ngx_calloc(
-            NGX_HTTP_LINEGATE_LEASE_SLOTS * sizeof(ngx_http_linegate_lease_t),
-            ngx_cycle->log);
+            NGX_HTTP_LINEGATE_LEASE_SETS * NGX_HTTP_LINEGATE_LEASE_WAYS
+            * sizeof(ngx_http_linegate_lease_t), ngx_cycle->log);
 
         if (ngx_http_linegate_leases == NULL) {
             return NULL;
         }
     }
 
-    l = &ngx_http_linegate_leases[ngx_crc32_short(key->data, key->len)
-                                  % NGX_HTTP_LINEGATE_LEASE_SLOTS];
+    set = &ngx_http_linegate_leases[(ngx_crc32_short(key->data, key->len)
+                                     % NGX_HTTP_LINEGATE_LEASE_SETS)
+                                    * NGX_HTTP_LINEGATE_LEASE_WAYS];
+    l = set;
 
-    if (l->len != key->len
-        || ngx_memcmp(l->key, key->data, key->len) != 0)
-    {
-        /* another key's slot: its lease, if any, is dropped */
-        ngx_memzero(l, sizeof(ngx_http_linegate_lease_t));
-        l->len = (u_short) key->len;
-        ngx_memcpy(l->key, key->data, key->len);
+    for (i = 0; i < NGX_HTTP_LINEGATE_LEASE_WAYS; i++) {
+
+        if (set[i].len == key->len
+            && ngx_memcmp(set[i].key, key->data, key->len) == 0)
+        {
+            set[i].used = ngx_current_msec;
+            return &set[i];
+        }
+
+        /* an empty slot (len 0) is the least recent of all */
+        if (set[i].len == 0
+            || (l->len != 0
+                && (ngx_msec_int_t) (set[i].used - l->used) < 0))
+        {
+            l = &set[i];
+        }
     }
+
+    /* a new key: the least recent one's lease, if any, is dropped */
+    ngx_memzero(l, sizeof(ngx_http_linegate_lease_t));
+    l->len = (u_short) key->len;
+    l->used = ngx_current_msec;
+    ngx_memcpy(l->key, key->data, key->len);
 
     return l;
 }

@@ -10,6 +10,7 @@ use lib 't/lib';
 
 use Test::More;
 use Time::HiRes ();
+use Compress::Zlib ();
 use LG::Stack;
 use LG::Lines;
 
@@ -73,6 +74,32 @@ subtest 'a busy workspace: one EVALSHA per lease, not per GET' => sub {
         isnt($rc, 0, "nginx -t refuses $bad");
         like($out, qr/\Q$bad\E/, "the message names $bad");
     }
+    $s->stop;
+};
+
+subtest 'two busy workspaces of one set keep their leases' => sub {
+    # the worker's table: 4096 sets (crc32 of the key), 2 leases each; a
+    # direct-mapped table (2048) dropped one key's lease for the other's
+    # at every request: an EVALSHA per GET
+    my %of;
+    my @pair;
+    for my $i (1 .. 200_000) {
+        my $k = Compress::Zlib::crc32("lg:{ws:org_set$i}:gcra") % 4096;
+        if (defined $of{$k}) { @pair = ($of{$k}, $i); last }
+        $of{$k} = $i;
+    }
+    is(scalar @pair, 2, "workspaces org_set$pair[0] and org_set$pair[1]: "
+       . 'their rate keys share a set');
+    my $s = LG::Stack->new(WS_RATE => '600000r/m lease=200ms',
+                           WORKERS => 1)->start;
+    my $l = LG::Lines->new($s);
+    my @ws = map { $l->workspace("org_set$_") } @pair;
+    my @ids = map { scalar $l->created($_) } @ws;
+    my $before = evalsha_calls($s->redis);
+    my @tx = map { $l->get($ws[$_ % 2], $ids[$_ % 2]) } 0 .. 399;
+    my $calls = evalsha_calls($s->redis) - $before;
+    is(codes(200, @tx), 400, 'all 400 answered 200');
+    ok($calls < 100, "$calls EVALSHA for 400 GETs, the two alternating");
     $s->stop;
 };
 
