@@ -41,6 +41,69 @@ sub conflict {
     return $b;
 }
 
+# A request awaiting payment seeded in Redis (its invoice made at the
+# stub), so that the reissue runs without a creation first: on a cluster
+# (LG_REDIS=cluster) its claim, the old index's DEL, the new index's SET
+# and its store each touch one slot (before issue 10's change the claim
+# named the index: CROSSSLOT, 503). The new invoice, paid, is settled by
+# its webhook through the new index. First: it needs no creation.
+my $seeded = 0;
+sub seeded {
+    my ($w) = @_;
+    my $id = sprintf '6a0b00000000000000%06d', ++$seeded;
+    my $stripe = sub {
+        my ($path, %form) = @_;
+        my $tx = $s->ua->post($s->stub_url($path)
+                              => {Authorization => 'Bearer sk_test_x'}
+                              => form => \%form);
+        return $tx->res->json // {};
+    };
+    my $in = $stripe->('/v1/invoices', customer => $w->{customer},
+                       collection_method => 'send_invoice',
+                       days_until_due => 7, auto_advance => 'false');
+    # an item: Stripe marks a zero-total invoice paid when finalized
+    $stripe->('/v1/invoiceitems', customer => $w->{customer},
+              price => 'price_email_line', invoice => $in->{id});
+    $stripe->("/v1/invoices/$in->{id}/finalize", auto_advance => 'false');
+    my $now = '2026-05-18T14:30:00.000Z';
+    $r->hset("lg:{ws:$w->{id}}:lr:$id", firstName => 'Ada',
+             lastName => 'Lovelace', channelType => 'email',
+             lineType => 'purchased', email => 'ada@example.com',
+             provisioningStatus => 'awaiting_payment',
+             paymentStatus => 'unpaid', invoiceId => $in->{id},
+             paymentUrl => $s->stub_url("/i/$in->{id}"),
+             reconciledAt => int(time * 1000), createdAt => $now,
+             updatedAt => $now);
+    $r->zadd("lg:{ws:$w->{id}}:lines", int(time * 1000), $id);
+    $r->set("lg:{ws:$w->{id}}:pending", $id);
+    $r->set("lg:line:$id", $w->{id});
+    $r->set("lg:invoice:$in->{id}", "$w->{id}:$id");
+    return ($id, $in->{id});
+}
+
+subtest 'payment_link: a seeded request reissued, paid by webhook' => sub {
+    my $w = ws();
+    my ($id, $old) = seeded($w);
+    ok($old, 'an invoice at the stub') or return;
+    $l->invoice_do($old, 'mark_uncollectible');
+
+    my $b = link_is($l->manage($w, $id, 'payment_link'), 0, 'reissued');
+    my $new = $b->{invoiceId} // '';
+    isnt($new, $old, 'a new invoice');
+    is($l->lr($w, $id)->{invoiceId}, $new, 'the request names it');
+    is($r->get("lg:invoice:$new"), "$w->{id}:$id", 'indexed');
+    ok(!$r->exists("lg:invoice:$old"), 'the old one not');
+    is($l->invoice($old)->{status}, 'void', 'the old one voided');
+
+    my $ev = $l->invoice_do($new, 'pay', $s->url('/webhooks/stripe'));
+    is($ev->{status}, 200, 'the webhook answered 200');
+    ok(!($ev->{json} // {})->{unknown}, 'the invoice is known');
+    my $h = $l->lr($w, $id);
+    is("$h->{provisioningStatus}/$h->{paymentStatus}", 'provisioning/paid',
+       'settled by its webhook');
+    ok(!defined $l->pending($w), 'the workspace is free');
+};
+
 subtest 'payment_link: an open invoice is reused' => sub {
     my $w = ws();
     my ($id, $c) = $l->awaiting($w);
