@@ -14,7 +14,9 @@
  *                                      lg:{fleet}:lr:inflight "<W> <id>",
  *                                      the fleet's slot) -> ISSUE (the
  *                                      invoice machine: draft, item,
- *                                      finalize) -> STORE
+ *                                      finalize) -> INVOICE_INDEX (SET
+ *                                      lg:invoice:<in> "<W>:<id>", its
+ *                                      own slot) -> STORE
  *                                      (lr_invoice_store) -> 201
  *
  * Every failure goes to create_fail, which undoes what the step holds:
@@ -23,6 +25,8 @@
  *   JOURNAL, any failure  -> RELEASE -> 503 (no Stripe call was made)
  *   ISSUE, STORE refused  -> DISCARD (void/delete the invoice)
  *                            -> RELEASE -> 502/503/500
+ *   INVOICE_INDEX, any    -> DISCARD -> RELEASE -> 503/500 (the store
+ *                            was never sent: nothing names the invoice)
  *   STORE, reply lost     -> STORE_AGAIN (the same store, durable) -> 503
  *
  * then answers in FAILED, from lr->fail.
@@ -33,6 +37,12 @@
  * lr_invoice_store or lr_release answered, which settles the request.
  * A worker dying before the journal's write made no invoice: the
  * reservation is dropped by the workspace's next creation once stale.
+ *
+ * The invoice's webhook index is answered OK before the store is sent,
+ * so that no request ever names an invoice the webhook cannot find (its
+ * payment event would be acknowledged as unknown); an index whose store
+ * was refused or never sent goes again (a durable DEL), one a crash
+ * leaves names a request that does not name the invoice: harmless.
  *
  * The reservation is written before Stripe is called, so parallel
  * requests of one workspace can never both pass the "one request awaits
@@ -127,6 +137,10 @@ static void ngx_http_linegate_create_journaled(ngx_http_request_t *r,
 static void ngx_http_linegate_create_unjournal(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr, redisReply *reply);
 static void ngx_http_linegate_create_invoiced(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr);
+static void ngx_http_linegate_create_invoice_indexed(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr, redisReply *reply);
+static void ngx_http_linegate_create_store(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr);
 static void ngx_http_linegate_create_stored(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr, redisReply *reply);
@@ -594,6 +608,10 @@ ngx_http_linegate_create_resume(ngx_http_request_t *r, redisReply *reply)
 
         return;
 
+    case NGX_HTTP_LINEGATE_CREATE_INVOICE_INDEX:
+        ngx_http_linegate_create_invoice_indexed(r, lr, reply);
+        return;
+
     case NGX_HTTP_LINEGATE_CREATE_STORE:
         ngx_http_linegate_create_stored(r, lr, reply);
         return;
@@ -675,6 +693,17 @@ ngx_http_linegate_create_fail(ngx_http_request_t *r,
         ngx_http_linegate_create_release(r, lr);
         return;
 
+    case NGX_HTTP_LINEGATE_CREATE_INVOICE_INDEX:
+        /*
+         * The index is written, or not, or may be yet (Redis stalled):
+         * the store was never sent, so no request names the invoice. It
+         * is discarded, and its index goes after the SET (a durable DEL
+         * on the same node's connection, which Redis runs after it).
+         */
+        ngx_http_linegate_lines_invoice_unindex(r, &lr->invoice.id);
+        ngx_http_linegate_create_discard(r, lr);
+        return;
+
     case NGX_HTTP_LINEGATE_CREATE_STORE:
         if (fail == NGX_HTTP_LINEGATE_LR_FAIL_STORE) {
             lr->settled = 1;
@@ -694,6 +723,8 @@ ngx_http_linegate_create_fail(ngx_http_request_t *r,
             return;
         }
 
+        /* refused: the request does not name the invoice, nor will */
+        ngx_http_linegate_lines_invoice_unindex(r, &lr->invoice.id);
         ngx_http_linegate_create_discard(r, lr);
         return;
 
@@ -1325,15 +1356,19 @@ ngx_http_linegate_create_unjournal(ngx_http_request_t *r,
 }
 
 
-/* the machine ended: CREATE_STORE, or the failure of CREATE_ISSUE */
+/*
+ * The machine ended: CREATE_INVOICE_INDEX, or the failure of CREATE_ISSUE.
+ * The index is its own step on one Redis too (unlike the owner index,
+ * sent in lr_create's write): Redis runs a script written after a SET
+ * that failed (NOPERM, OOM, BUSY), so only an index answered OK lets the
+ * store go, and a store sent again (STORE_AGAIN, durable) is then safe.
+ * One round trip after three Stripe calls.
+ */
 static void
 ngx_http_linegate_create_invoiced(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr)
 {
-    ngx_http_linegate_redis_args_t  *a;
-    ngx_http_linegate_main_conf_t   *lmcf;
-
-    lmcf = ngx_http_get_module_main_conf(r, ngx_http_linegate_module);
+    ngx_http_linegate_redis_args_t  a;
 
     if (lr->invoice.result != NGX_HTTP_LINEGATE_STRIPE_OK) {
         ngx_http_linegate_create_fail(r, lr,
@@ -1356,6 +1391,64 @@ ngx_http_linegate_create_invoiced(ngx_http_request_t *r,
     }
 
     lr->status = NGX_HTTP_CREATED;
+    lr->ctx->state = NGX_HTTP_LINEGATE_CREATE_INVOICE_INDEX;
+
+    if (ngx_http_linegate_lines_invoice_index(r->pool, &lr->invoice.id,
+                                              &lr->ws, &lr->id, &a)
+        != NGX_OK)
+    {
+        ngx_http_linegate_create_fail(r, lr,
+                                      NGX_HTTP_LINEGATE_LR_FAIL_INTERNAL,
+                                      0, -1);
+        return;
+    }
+
+    if (ngx_http_linegate_redis_command(r, &a,
+                                        ngx_http_linegate_create_resume)
+        != NGX_OK)
+    {
+        ngx_http_linegate_create_fail(r, lr, NGX_HTTP_LINEGATE_LR_FAIL_STORE,
+                                      0, -1);
+    }
+}
+
+
+/* CREATE_INVOICE_INDEX answered: OK lets the store go */
+static void
+ngx_http_linegate_create_invoice_indexed(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr, redisReply *reply)
+{
+    if (reply == NULL) {
+        ngx_http_linegate_create_fail(r, lr, NGX_HTTP_LINEGATE_LR_FAIL_STORE,
+                                      0, -1);
+        return;
+    }
+
+    if (reply->type != REDIS_REPLY_STATUS) {
+        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                      NGX_HTTP_LINEGATE_LOG "unexpected reply of type %d "
+                      "to the index of invoice \"%V\"", reply->type,
+                      &lr->invoice.id);
+        ngx_http_linegate_create_fail(r, lr,
+                                      NGX_HTTP_LINEGATE_LR_FAIL_INTERNAL,
+                                      0, -1);
+        return;
+    }
+
+    ngx_http_linegate_create_store(r, lr);
+}
+
+
+/* CREATE_STORE: lr_invoice_store.lua, the workspace's slot */
+static void
+ngx_http_linegate_create_store(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr)
+{
+    ngx_http_linegate_redis_args_t  *a;
+    ngx_http_linegate_main_conf_t   *lmcf;
+
+    lmcf = ngx_http_get_module_main_conf(r, ngx_http_linegate_module);
+
     lr->ctx->state = NGX_HTTP_LINEGATE_CREATE_STORE;
 
     ngx_http_linegate_lines_line_args(lr);
@@ -1370,8 +1463,6 @@ ngx_http_linegate_create_invoiced(ngx_http_request_t *r,
     ngx_http_linegate_redis_arg_str(a, &lr->body);
     ngx_http_linegate_redis_arg_int(r, a, lmcf->idempotency_ttl);
 
-    ngx_http_linegate_lines_key(lr, a, NGX_HTTP_LINEGATE_KEY_INVOICE,
-                                &lr->invoice.id, NULL);
     ngx_http_linegate_lines_key(lr, a, NGX_HTTP_LINEGATE_KEY_WS_IDEM,
                                 &lr->ws, &lr->idem.digest);
 

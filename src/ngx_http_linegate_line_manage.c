@@ -11,13 +11,16 @@
  *                    open -> the same link (reused: true)
  *                    paid -> LINK_RESOLVE (lr_resolve), answer as GET
  *                    void, uncollectible -> LINK_CLAIM
- *   LINK_CLAIM     lr_reissue_claim.lua -> [LINK_VOID_OLD: void the old
- *                  one, if uncollectible] -> LINK_ISSUE
+ *   LINK_CLAIM     lr_reissue_claim.lua -> LINK_MUTE (DEL the old
+ *                  invoice's webhook index, its own slot) -> [LINK_VOID_OLD:
+ *                  void the old one, if uncollectible] -> LINK_ISSUE
  *   LINK_ISSUE     the invoice machine issues a new invoice
+ *   LINK_INDEX     SET lg:invoice:<new> "<W>:<id>", its own slot, answered
+ *                  OK before the store names the invoice
  *   LINK_STORE     lr_reissue_store.lua -> the new link (reused: false)
  *   LINK_VOID_OLD refused (paid meanwhile?) -> LINK_ABORT_RECHECK ->
- *                  LINK_RECHECK -> LINK_RECLAIM -> LINK_REVOID_OLD: the
- *                  same steps, a second and last time
+ *                  LINK_RECHECK -> LINK_RECLAIM -> LINK_REMUTE ->
+ *                  LINK_REVOID_OLD: the same steps, a second and last time
  *   cancel:
  *   CANCEL_VOID    Stripe void first;
  *                    voided -> CANCEL_RESOLVE (lr_resolve) -> 200
@@ -27,8 +30,11 @@
  *
  * Every failure goes to manage_fail, which undoes what the step holds:
  *
- *   LINK_VOID_OLD (the claim held)  -> LINK_ABORT (lr_reissue_abort)
- *   LINK_ISSUE (a new invoice)      -> LINK_UNISSUE (discard it)
+ *   LINK_MUTE, LINK_VOID_OLD (the claim held)
+ *                                   -> LINK_ABORT (lr_reissue_abort, and
+ *                                      the old index's SET, durable)
+ *   LINK_ISSUE (a new invoice), LINK_INDEX (the store never sent)
+ *                                   -> LINK_UNISSUE (discard it)
  *                                      -> LINK_ABORT
  *   LINK_STORE, refused             -> LINK_DISCARD (discard it)
  *   LINK_STORE, not answered        -> LINK_STORE_AGAIN (durable)
@@ -37,7 +43,12 @@
  * and lr->fail (with lr->fail_result) says what is answered then.
  *
  * Redis is changed only after Stripe has said what happened, and only
- * while the request still names the invoice Stripe spoke of.
+ * while the request still names the invoice Stripe spoke of. The old
+ * invoice's webhook index is away only while the claim is held (an
+ * event of it is then acknowledged as unknown: the void of an
+ * uncollectible one that follows must not cancel the request); the new
+ * one's is written before the request names it, and goes again (a
+ * durable DEL) when its store was refused or never sent.
  */
 
 
@@ -96,11 +107,19 @@ static void ngx_http_linegate_link_claim(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr);
 static void ngx_http_linegate_link_claimed(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr, redisReply *reply);
+static void ngx_http_linegate_link_mute(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr);
+static void ngx_http_linegate_link_muted(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr, redisReply *reply);
 static void ngx_http_linegate_link_old_voided(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr);
 static void ngx_http_linegate_link_issue(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr);
 static void ngx_http_linegate_link_issued(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr);
+static void ngx_http_linegate_link_indexed(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr, redisReply *reply);
+static void ngx_http_linegate_link_store(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr);
 static void ngx_http_linegate_link_stored(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr, redisReply *reply);
@@ -110,6 +129,8 @@ static void ngx_http_linegate_link_abort(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr, ngx_http_linegate_manage_step_e step);
 static void ngx_http_linegate_link_abort_args(ngx_http_linegate_lr_t *lr,
     ngx_http_linegate_redis_args_t *a);
+static void ngx_http_linegate_link_reindex(ngx_log_t *log,
+    ngx_http_linegate_lr_t *lr);
 static void ngx_http_linegate_link_cleanup(void *data);
 
 static void ngx_http_linegate_cancel_void(ngx_http_request_t *r,
@@ -181,6 +202,11 @@ ngx_http_linegate_manage_resume(ngx_http_request_t *r, redisReply *reply)
         ngx_http_linegate_link_claimed(r, lr, reply);
         return;
 
+    case NGX_HTTP_LINEGATE_LINK_MUTE:
+    case NGX_HTTP_LINEGATE_LINK_REMUTE:
+        ngx_http_linegate_link_muted(r, lr, reply);
+        return;
+
     case NGX_HTTP_LINEGATE_LINK_VOID_OLD:
     case NGX_HTTP_LINEGATE_LINK_REVOID_OLD:
         ngx_http_linegate_link_old_voided(r, lr);
@@ -199,6 +225,10 @@ ngx_http_linegate_manage_resume(ngx_http_request_t *r, redisReply *reply)
             ngx_http_linegate_link_issued(r, lr);
         }
 
+        return;
+
+    case NGX_HTTP_LINEGATE_LINK_INDEX:
+        ngx_http_linegate_link_indexed(r, lr, reply);
         return;
 
     case NGX_HTTP_LINEGATE_LINK_STORE:
@@ -268,11 +298,23 @@ ngx_http_linegate_manage_fail(ngx_http_request_t *r,
 
     switch ((ngx_http_linegate_manage_step_e) lr->ctx->state) {
 
+    case NGX_HTTP_LINEGATE_LINK_MUTE:
+    case NGX_HTTP_LINEGATE_LINK_REMUTE:
     case NGX_HTTP_LINEGATE_LINK_VOID_OLD:
     case NGX_HTTP_LINEGATE_LINK_REVOID_OLD:
         /* the claim is held, no new invoice yet: free the claim */
         ngx_http_linegate_link_abort(r, lr, NGX_HTTP_LINEGATE_LINK_ABORT);
         return;
+
+    case NGX_HTTP_LINEGATE_LINK_INDEX:
+        /*
+         * The store was never sent: nothing names the new invoice. Its
+         * index (written, or not, or yet: Redis stalled) goes after the
+         * SET, a durable DEL on the node's same connection
+         */
+        ngx_http_linegate_lines_invoice_unindex(r, &lr->invoice.id);
+
+        /* fall through */
 
     case NGX_HTTP_LINEGATE_LINK_ISSUE:
         /* billing failed: discard what was made, free the claim */
@@ -298,6 +340,7 @@ ngx_http_linegate_manage_fail(ngx_http_request_t *r,
         }
 
         /* nobody will be given this invoice: void it, answer */
+        ngx_http_linegate_lines_invoice_unindex(r, &lr->invoice.id);
         ngx_http_linegate_link_discard(r, lr, NGX_HTTP_LINEGATE_LINK_DISCARD);
         return;
 
@@ -704,8 +747,6 @@ ngx_http_linegate_link_claim(ngx_http_request_t *r,
     ngx_http_linegate_redis_arg_str(a, &lr->line.invoice_id);
     ngx_http_linegate_redis_arg_int(r, a, lr->now_ms);
     ngx_http_linegate_redis_arg_int(r, a, NGX_HTTP_LINEGATE_LR_REISSUE_HOLD);
-    ngx_http_linegate_lines_key(lr, a, NGX_HTTP_LINEGATE_KEY_INVOICE,
-                                &lr->line.invoice_id, NULL);
 
     ngx_http_linegate_lines_script(r, lr,
                                    NGX_HTTP_LINEGATE_SCRIPT_LR_REISSUE_CLAIM,
@@ -763,17 +804,25 @@ ngx_http_linegate_link_claimed(ngx_http_request_t *r,
 
     /* the claim is held: a failure from here on frees it */
     lr->ctx->state = (lr->ctx->state == NGX_HTTP_LINEGATE_LINK_RECLAIM)
-                     ? NGX_HTTP_LINEGATE_LINK_REVOID_OLD
-                     : NGX_HTTP_LINEGATE_LINK_VOID_OLD;
+                     ? NGX_HTTP_LINEGATE_LINK_REMUTE
+                     : NGX_HTTP_LINEGATE_LINK_MUTE;
 
-    /* a request freed while reissuing still releases its claim */
+    /*
+     * a request freed while reissuing still releases its claim, and
+     * gives the old invoice its index back
+     */
     if (lr->release == NULL) {
         lr->release = ngx_palloc(r->pool,
                                  sizeof(ngx_http_linegate_redis_args_t));
+        lr->reindex = ngx_palloc(r->pool,
+                                 sizeof(ngx_http_linegate_redis_args_t));
         cln = ngx_pool_cleanup_add(r->pool, 0);
 
-        if (lr->release == NULL || cln == NULL) {
-            ngx_http_linegate_manage_unavailable(r, lr);
+        if (lr->release == NULL || lr->reindex == NULL || cln == NULL) {
+            lr->reindex = NULL;
+            ngx_http_linegate_manage_fail(r, lr,
+                                          NGX_HTTP_LINEGATE_LR_FAIL_INTERNAL,
+                                          0, -1);
             return;
         }
 
@@ -782,7 +831,65 @@ ngx_http_linegate_link_claimed(ngx_http_request_t *r,
     }
 
     ngx_http_linegate_link_abort_args(lr, lr->release);
+
+    if (ngx_http_linegate_lines_invoice_index(r->pool, &lr->old_invoice,
+                                              &lr->ws, &lr->id, lr->reindex)
+        != NGX_OK)
+    {
+        lr->reindex->argc = -1;
+        ngx_http_linegate_manage_fail(r, lr,
+                                      NGX_HTTP_LINEGATE_LR_FAIL_INTERNAL,
+                                      0, -1);
+        return;
+    }
+
     lr->settled = 0;
+
+    ngx_http_linegate_link_mute(r, lr);
+}
+
+
+/*
+ * LINK_MUTE, LINK_REMUTE: the old invoice's webhook index goes while the
+ * claim is held (a step of its own, the index's slot), before anything
+ * is asked of Stripe; given back by LINK_ABORT. Removed before the claim,
+ * a claim refused or lost would leave the request naming an invoice
+ * without its index.
+ */
+static void
+ngx_http_linegate_link_mute(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr)
+{
+    ngx_http_linegate_redis_args_t  a;
+
+    if (ngx_http_linegate_lines_invoice_index(r->pool, &lr->old_invoice,
+                                              NULL, NULL, &a)
+        != NGX_OK
+        || ngx_http_linegate_redis_command(r, &a,
+                                           ngx_http_linegate_manage_resume)
+           != NGX_OK)
+    {
+        ngx_http_linegate_link_muted(r, lr, NULL);
+    }
+}
+
+
+static void
+ngx_http_linegate_link_muted(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr, redisReply *reply)
+{
+    if (reply == NULL || reply->type != REDIS_REPLY_INTEGER) {
+        ngx_http_linegate_manage_fail(r, lr,
+                                      reply == NULL
+                                      ? NGX_HTTP_LINEGATE_LR_FAIL_STORE
+                                      : NGX_HTTP_LINEGATE_LR_FAIL_INTERNAL,
+                                      0, -1);
+        return;
+    }
+
+    lr->ctx->state = (lr->ctx->state == NGX_HTTP_LINEGATE_LINK_REMUTE)
+                     ? NGX_HTTP_LINEGATE_LINK_REVOID_OLD
+                     : NGX_HTTP_LINEGATE_LINK_VOID_OLD;
 
     if (!ngx_http_linegate_line_is(&lr->invoice.status, "uncollectible")) {
         ngx_http_linegate_link_issue(r, lr);
@@ -855,12 +962,12 @@ ngx_http_linegate_link_issue(ngx_http_request_t *r,
 }
 
 
-/* the machine ended: LINK_STORE, or the failure of LINK_ISSUE */
+/* the machine ended: LINK_INDEX, or the failure of LINK_ISSUE */
 static void
 ngx_http_linegate_link_issued(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr)
 {
-    ngx_http_linegate_redis_args_t  *a;
+    ngx_http_linegate_redis_args_t  a;
 
     if (lr->invoice.result != NGX_HTTP_LINEGATE_STRIPE_OK) {
         ngx_http_linegate_manage_fail(r, lr,
@@ -869,6 +976,62 @@ ngx_http_linegate_link_issued(ngx_http_request_t *r,
                                       lr->invoice.retry_after);
         return;
     }
+
+    /* LINK_INDEX: the new invoice's index, answered before the store */
+    lr->ctx->state = NGX_HTTP_LINEGATE_LINK_INDEX;
+
+    if (ngx_http_linegate_lines_invoice_index(r->pool, &lr->invoice.id,
+                                              &lr->ws, &lr->id, &a)
+        != NGX_OK)
+    {
+        ngx_http_linegate_manage_fail(r, lr,
+                                      NGX_HTTP_LINEGATE_LR_FAIL_INTERNAL,
+                                      0, -1);
+        return;
+    }
+
+    if (ngx_http_linegate_redis_command(r, &a,
+                                        ngx_http_linegate_manage_resume)
+        != NGX_OK)
+    {
+        ngx_http_linegate_manage_fail(r, lr, NGX_HTTP_LINEGATE_LR_FAIL_STORE,
+                                      0, -1);
+    }
+}
+
+
+/* LINK_INDEX answered: OK lets the store go */
+static void
+ngx_http_linegate_link_indexed(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr, redisReply *reply)
+{
+    if (reply == NULL) {
+        ngx_http_linegate_manage_fail(r, lr, NGX_HTTP_LINEGATE_LR_FAIL_STORE,
+                                      0, -1);
+        return;
+    }
+
+    if (reply->type != REDIS_REPLY_STATUS) {
+        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                      NGX_HTTP_LINEGATE_LOG "unexpected reply of type %d "
+                      "to the index of invoice \"%V\"", reply->type,
+                      &lr->invoice.id);
+        ngx_http_linegate_manage_fail(r, lr,
+                                      NGX_HTTP_LINEGATE_LR_FAIL_INTERNAL,
+                                      0, -1);
+        return;
+    }
+
+    ngx_http_linegate_link_store(r, lr);
+}
+
+
+/* LINK_STORE: lr_reissue_store.lua, the workspace's slot */
+static void
+ngx_http_linegate_link_store(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr)
+{
+    ngx_http_linegate_redis_args_t  *a;
 
     lr->ctx->state = NGX_HTTP_LINEGATE_LINK_STORE;
 
@@ -880,8 +1043,6 @@ ngx_http_linegate_link_issued(ngx_http_request_t *r,
     ngx_http_linegate_redis_arg_str(a, &lr->invoice.url);
     ngx_http_linegate_redis_arg_int(r, a, lr->now_ms);
     ngx_http_linegate_redis_arg_str(a, &lr->now_iso);
-    ngx_http_linegate_lines_key(lr, a, NGX_HTTP_LINEGATE_KEY_INVOICE,
-                                &lr->invoice.id, NULL);
 
     ngx_http_linegate_lines_call(r, lr,
                                  NGX_HTTP_LINEGATE_SCRIPT_LR_REISSUE_STORE,
@@ -956,6 +1117,13 @@ ngx_http_linegate_link_abort(ngx_http_request_t *r,
 {
     ngx_http_linegate_link_abort_args(lr, &lr->args);
 
+    /*
+     * the old invoice's index back, whether the claim's release runs
+     * first or not: the request names it until a store names another,
+     * and an index of an invoice a request no longer names is harmless
+     */
+    ngx_http_linegate_link_reindex(r->connection->log, lr);
+
     /* handed to the durable writes: the request's cleanup has no more to do */
     lr->settled = 1;
     lr->ctx->state = step;
@@ -978,8 +1146,19 @@ ngx_http_linegate_link_abort_args(ngx_http_linegate_lr_t *lr,
     ngx_http_linegate_redis_arg_str(a, &lr->old_invoice);
     ngx_http_linegate_lines_key(lr, a, NGX_HTTP_LINEGATE_KEY_WS_LR, &lr->ws,
                                 &lr->id);
-    ngx_http_linegate_lines_key(lr, a, NGX_HTTP_LINEGATE_KEY_INVOICE,
-                                &lr->old_invoice, NULL);
+}
+
+
+/* the old invoice's index given back, durably (LINK_MUTE removed it) */
+static void
+ngx_http_linegate_link_reindex(ngx_log_t *log, ngx_http_linegate_lr_t *lr)
+{
+    if (lr->reindex == NULL || lr->reindex->argc <= 0) {
+        return;
+    }
+
+    (void) ngx_http_linegate_redis_durable_command(log, lr->reindex,
+                                                   "invoice reindex");
 }
 /*
  * The request is freed (terminated: a draining worker's shutdown timeout)
@@ -990,6 +1169,12 @@ ngx_http_linegate_link_abort_args(ngx_http_linegate_lr_t *lr,
 static void
 ngx_http_linegate_link_cleanup(void *data)
 {
+    ngx_http_linegate_lr_t  *lr = data;
+
+    if (!lr->settled) {
+        ngx_http_linegate_link_reindex(ngx_cycle->log, lr);
+    }
+
     ngx_http_linegate_lines_ended(data,
                                   NGX_HTTP_LINEGATE_SCRIPT_LR_REISSUE_ABORT,
                                   "its invoice was reissued",

@@ -126,12 +126,15 @@ typedef enum {
     NGX_HTTP_LINEGATE_LINK_CHECK,        /* Stripe GET the invoice */
     NGX_HTTP_LINEGATE_LINK_RESOLVE,      /* lr_resolve.lua: paid */
     NGX_HTTP_LINEGATE_LINK_CLAIM,        /* lr_reissue_claim.lua */
+    NGX_HTTP_LINEGATE_LINK_MUTE,         /* DEL lg:invoice:<old>, after */
     NGX_HTTP_LINEGATE_LINK_VOID_OLD,     /* Stripe void (uncollectible) */
     NGX_HTTP_LINEGATE_LINK_ABORT_RECHECK, /* lr_reissue_abort: look again */
     NGX_HTTP_LINEGATE_LINK_RECHECK,      /* the second look, the last */
     NGX_HTTP_LINEGATE_LINK_RECLAIM,
+    NGX_HTTP_LINEGATE_LINK_REMUTE,
     NGX_HTTP_LINEGATE_LINK_REVOID_OLD,
     NGX_HTTP_LINEGATE_LINK_ISSUE,        /* the invoice machine: issue */
+    NGX_HTTP_LINEGATE_LINK_INDEX,        /* SET lg:invoice:<new>, before */
     NGX_HTTP_LINEGATE_LINK_STORE,        /* lr_reissue_store.lua */
     NGX_HTTP_LINEGATE_LINK_STORE_AGAIN,  /* the same, durable */
     NGX_HTTP_LINEGATE_LINK_UNISSUE,      /* discard the new invoice */
@@ -150,6 +153,7 @@ typedef enum {
     NGX_HTTP_LINEGATE_CREATE_INDEX,      /* SET lg:line:<id>, before it */
     NGX_HTTP_LINEGATE_CREATE_JOURNAL,    /* ZADD lg:{fleet}:lr:inflight */
     NGX_HTTP_LINEGATE_CREATE_ISSUE,      /* the invoice machine: issue */
+    NGX_HTTP_LINEGATE_CREATE_INVOICE_INDEX, /* SET lg:invoice:<in>, before */
     NGX_HTTP_LINEGATE_CREATE_STORE,      /* lr_invoice_store.lua */
     NGX_HTTP_LINEGATE_CREATE_STORE_AGAIN, /* the same, durable */
     NGX_HTTP_LINEGATE_CREATE_DISCARD,    /* the invoice machine: discard */
@@ -316,6 +320,13 @@ struct ngx_http_linegate_lr_s {
     ngx_http_linegate_redis_args_t *release;
     ngx_uint_t                      settled;
 
+    /*
+     * A reissue's claim held: the old invoice's webhook index, removed
+     * while the claim is held (LINK_MUTE), as the SET that gives it back
+     * (with the release, and by the request's pool cleanup)
+     */
+    ngx_http_linegate_redis_args_t *reindex;
+
     /* the answer, held while it is stored or while clean-up runs */
     ngx_uint_t                      status;
     ngx_http_linegate_lr_fail_e     fail;
@@ -385,6 +396,21 @@ void ngx_http_linegate_lines_durable_done(ngx_http_request_t *r,
 void ngx_http_linegate_lines_ended(ngx_http_linegate_lr_t *lr,
     ngx_http_linegate_script_id_e script, const char *doing,
     const char *what);
+/*
+ * The webhook index of an invoice, lg:invoice:<invoice> -> "<ws>:<id>"
+ * (its own slot): "SET" into a, or "DEL" when ws is NULL; the strings in
+ * pool. Written before the step that makes a request name the invoice
+ * (docs/data-model.md, "Scripts and slots").
+ */
+ngx_int_t ngx_http_linegate_lines_invoice_index(ngx_pool_t *pool,
+    ngx_str_t *invoice, ngx_str_t *ws, ngx_str_t *id,
+    ngx_http_linegate_redis_args_t *a);
+/*
+ * The index's durable DEL, once no request names the invoice (its store
+ * refused it, or was never sent)
+ */
+void ngx_http_linegate_lines_invoice_unindex(ngx_http_request_t *r,
+    ngx_str_t *invoice);
 /* the durable DEL of a line request's owner index lg:line:<id> */
 void ngx_http_linegate_line_unindex(ngx_http_request_t *r, ngx_str_t *id);
 /* answers 401 {"error":"Unauthorized"}: an unknown or revoked API key */

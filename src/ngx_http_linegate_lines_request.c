@@ -323,6 +323,62 @@ ngx_http_linegate_lines_ended(ngx_http_linegate_lr_t *lr,
 }
 
 
+ngx_int_t
+ngx_http_linegate_lines_invoice_index(ngx_pool_t *pool, ngx_str_t *invoice,
+    ngx_str_t *ws, ngx_str_t *id, ngx_http_linegate_redis_args_t *a)
+{
+    u_char     *p;
+    ngx_str_t   key, owner;
+
+    if (ngx_http_linegate_key(pool, NGX_HTTP_LINEGATE_KEY_INVOICE, invoice,
+                              NULL, &key)
+        != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    ngx_http_linegate_redis_args_init(a);
+    ngx_http_linegate_redis_arg_cstr(a, ws ? "SET" : "DEL");
+    ngx_http_linegate_redis_arg_str(a, &key);
+
+    if (ws == NULL) {
+        return NGX_OK;
+    }
+
+    /* what the webhook splits at its last ':' (webhook.c) */
+    p = ngx_pnalloc(pool, ws->len + 1 + id->len);
+    if (p == NULL) {
+        return NGX_ERROR;
+    }
+
+    owner.data = p;
+    owner.len = ngx_sprintf(p, "%V:%V", ws, id) - p;
+
+    ngx_http_linegate_redis_arg_str(a, &owner);
+
+    return NGX_OK;
+}
+
+
+void
+ngx_http_linegate_lines_invoice_unindex(ngx_http_request_t *r,
+    ngx_str_t *invoice)
+{
+    ngx_http_linegate_redis_args_t  a;
+
+    if (invoice->len == 0
+        || ngx_http_linegate_lines_invoice_index(r->pool, invoice, NULL,
+                                                 NULL, &a)
+           != NGX_OK)
+    {
+        return;
+    }
+
+    (void) ngx_http_linegate_redis_durable_command(r->connection->log, &a,
+                                                   "invoice unindex");
+}
+
+
 /*
  * An invoice the request made that it could not discard (every repair
  * failed, or the request ended first), or a draft whose id it never saw

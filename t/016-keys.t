@@ -18,6 +18,13 @@
 #      and slots"): the requests lr_create and lr_list read from the
 #      workspace's index, named by lg_lr_key() (include/lr_here.lua,
 #      its one derivation), which on a cluster they check first.
+#  (e) the keys the Lines API's and the webhooks' scripts (lr_*, wh_*)
+#      declare in their headers ("KEYS[n] lg:...") are of one slot: one
+#      hash tag, and no key without a tag (the invoice's webhook index
+#      lg:invoice:<in> is written by nginx in a step of its own, before
+#      the script that makes a request name the invoice), but for the
+#      streams below, whose move under the tenant's tag is another step
+#      of issue 10.
 #
 # No nginx, no Redis: runs in a second.
 use strict;
@@ -28,6 +35,16 @@ use Test::More;
 use LG::Stack;
 
 my $root = $LG::Stack::ROOT;
+
+# (e) keys of another slot a script may still declare (issue 10's
+# stream step): allowed, not required
+my %stream = map { $_ => 1 } qw(lg:provisioning lg:{fleet}:reconcile);
+
+# the slot of a declared key: its hash tag, else the key itself
+sub slot_of {
+    my ($key) = @_;
+    return $key =~ /\{([^}]*)\}/ ? "{$1}" : $key;
+}
 
 # script => Lua lines (comments aside) that name a key from data
 my %derived = (
@@ -87,6 +104,20 @@ for my $f (@lua) {
         my @named = grep { /\blg_lr_key\(/ && !/^local function/ } @code;
         ok(!@named || $walks{$f}, "$f: names no request from data")
             or diag join "\n", @named;
+    }
+
+    # (e): the header's declared keys, comment lines joined
+    if ($f =~ /^(?:lr|wh)_/) {
+        my $head = join ' ', map { s/^\s*--\s?//r }
+                             grep { /^\s*--/ } split /\n/, $src;
+        my %slots;
+        while ($head =~ /KEYS\[\d+\]\s+(lg:[^\s,()]+)/g) {
+            my $key = $1;
+            next if $stream{$key};
+            push @{ $slots{ slot_of($key) } }, $key;
+        }
+        ok(keys %slots <= 1, "$f: its keys in one slot")
+            or diag join "\n", map { "$_: @{ $slots{$_} }" } sort keys %slots;
     }
 
     my $n = grep { !/^\s*--/ && /lg:/ } split /\n/, $src;

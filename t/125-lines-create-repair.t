@@ -204,10 +204,13 @@ subtest 'Redis stalls during an included create: the retry replays' => sub {
     is(scalar(@ids = $l->request_ids($w)), 1, 'one line');
 };
 
-subtest 'the invoice is final, the reply of its store lost' => sub {
-    # finalize is done at Stripe and answered a second late; Redis stalls
-    # from then on past the command timeout, so lr_invoice_store's reply
-    # is lost; the invoice must not be voided (Redis may name it)
+# The invoice is final and Redis stalls past the command timeout from
+# then on: the step held is the invoice's index (its own step, before the
+# store), so the store was never sent and nothing names the invoice: it
+# is voided, the reservation released, and the index (the SET Redis runs
+# once it resumes) deleted after it. A store whose reply is lost once the
+# index answered is sent again durably (STORE_AGAIN), as before.
+subtest 'the invoice is final, the reply of its index lost' => sub {
     my $w = ws();
     $l->fault(path_prefix => '/v1/invoices/', latency_ms => 1000,
               after_commit => 1);
@@ -220,31 +223,101 @@ subtest 'the invoice is final, the reply of its store lost' => sub {
             qx{$cli CLIENT PAUSE 2000};
             return 1;
         });
-    $l->error_is($tx, 503, 'STORE_UNAVAILABLE', 'the store timed out');
+    $l->error_is($tx, 503, 'STORE_UNAVAILABLE', 'the index timed out');
+    $l->clear_faults;
 
-    # the store is re-sent (a durable write, backoff up to 2 s) once the
-    # pause is over: wait for it rather than for a fixed second
-    my $until = time + 10;
+    # the release and the DEL are durable writes (backoff up to 2 s) sent
+    # once the pause is over: wait for them rather than for a fixed second
+    my @inv;
+    my $until = time + 15;
     until (time > $until) {
-        my @r = $l->request_ids($w);
-        last if @r && ($l->lr($w, $r[0])->{invoiceId} // '') ne '';
-        select undef, undef, undef, 0.1;
+        @inv = $l->invoices($w->{customer});
+        last if !(() = $l->request_ids($w)) && !defined $l->pending($w)
+                && @inv && !$r->exists("lg:invoice:$inv[0]{id}");
+        sleep 0.1;
     }
 
-    my @ids = $l->request_ids($w);
-    is(scalar @ids, 1, 'the request stays');
-    my $lr = @ids ? $l->lr($w, $ids[0]) : {};
-    my @inv = $l->invoices($w->{customer});
+    is(scalar(my @ids = $l->request_ids($w)), 0, 'no request left');
+    ok(!defined $l->pending($w), 'no reservation blocks the workspace');
     is(scalar @inv, 1, 'one invoice');
-    is($inv[0]{status}, 'open', 'still open: not voided');
-    is($lr->{invoiceId}, $inv[0]{id}, 'and stored');
+    is($inv[0]{status} // '', 'void', 'voided: nothing names it');
+    ok(!$r->exists('lg:invoice:' . ($inv[0]{id} // '')),
+       'its index deleted after the SET');
 
     my $again = $l->create($w, $EMAIL, key('is-1'));
     my $b = $l->answer($again, 201, 'the same key');
-    is($again->res->headers->header('Idempotent-Replayed'), 'true',
-       'replays the 201');
-    is($b->{invoiceId}, $inv[0]{id}, 'with the open invoice');
-    $l->clear_faults;
+    ok(!$again->res->headers->header('Idempotent-Replayed'),
+       'billed anew, not a replay');
+    is($r->get("lg:invoice:$b->{invoiceId}"), "$w->{id}:$b->{line}{_id}",
+       'the new invoice indexed');
+    is($l->lr($w, $b->{line}{_id})->{invoiceId}, $b->{invoiceId},
+       'and stored');
+};
+
+# Issue 10: the invoice's webhook index lg:invoice:<in> (its own slot) is
+# written by a step of its own, answered, before lr_invoice_store names
+# the invoice in the workspace's slot: a request never names an invoice
+# the webhook cannot find.
+subtest 'the invoice index is its own step, before the store' => sub {
+    my $w = ws();
+    my $tx;
+    my ($cmds) = $s->redis_traffic(sub {
+        $tx = $l->create($w, $EMAIL, key('iv-1'));
+    });
+    my $b = $l->answer($tx, 201, 'a paid add-on');
+    my ($in, $id) = ($b->{invoiceId} // '', $b->{line}{_id} // '');
+    my ($set) = grep {
+        $cmds->[$_] =~ /"set" "lg:invoice:\Q$in\E" "\Q$w->{id}:$id\E"/i
+    } 0 .. $#$cmds;
+    my $keys = qr/"\Qlg:{ws:$w->{id}}:lr:$id\E"
+                  \ "\Qlg:{ws:$w->{id}}:idem:\E/x;
+    my ($store) = grep {
+        $cmds->[$_] =~ /"EVALSHA" "[0-9a-f]{40}" "2" $keys/i
+    } 0 .. $#$cmds;
+    ok(defined $set, 'SET lg:invoice:<in> W:<id>, a plain command')
+        or diag "@$cmds";
+    ok(defined $store, 'the store on the workspace\'s keys only')
+        or diag "@$cmds";
+    ok(defined $set && defined $store && $set < $store, 'before the store')
+        or diag "@$cmds";
+    is(scalar(grep { /"EVAL(?:SHA)?"/i && /"lg:invoice:/ } @$cmds), 0,
+       'no script names the index');
+    is($r->get("lg:invoice:$in"), "$w->{id}:$id", 'the index');
+    is($l->lr($w, $id)->{invoiceId}, $in, 'the request names the invoice');
+};
+
+# The index's SET refused (an ACL: lg:invoice:* read only, every other
+# key read and written): the store is never sent, so no request
+# names an invoice without its index; the invoice is voided and the
+# reservation released, the workspace free.
+subtest 'the index refused: nothing names the invoice' => sub {
+    my $w = ws();
+    like(qx{$cli ACL SETUSER default resetkeys '~lg:[^i]*' '%R~*' 2>&1},
+         qr/^OK/, 'writes to lg:invoice:* refused');
+    my $tx = $l->create($w, $EMAIL, key('iv-2'));
+    my $acl = qx{$cli ACL SETUSER default allkeys 2>&1};
+    like($acl, qr/^OK/, 'every key allowed again');
+    $l->error_is($tx, 503, 'STORE_UNAVAILABLE', 'the creation failed');
+
+    my $by = time + 10;
+    sleep 0.1 until (!defined $l->pending($w) && !(() = $l->request_ids($w))
+                     && !%{ idem($w, 'iv-2') }) || time > $by;
+    is(scalar(my @ids = $l->request_ids($w)), 0, 'no request left');
+    ok(!defined $l->pending($w), 'no reservation blocks the workspace');
+    ok(!%{ idem($w, 'iv-2') }, 'the key is free');
+    my @inv = $l->invoices($w->{customer});
+    is(scalar @inv, 1, 'the invoice made');
+    is($inv[0]{status} // '', 'void', 'voided');
+    ok(!$r->exists('lg:invoice:' . ($inv[0]{id} // '')), 'not indexed');
+    my @naming = grep { ($r->hget($_, 'invoiceId') // '') ne '' }
+                 $r->keys("lg:{ws:$w->{id}}:lr:*");
+    is(scalar @naming, 0, 'no request names an invoice');
+    like($s->error_log, qr/redis error: "NOPERM/, 'the refusal logged');
+
+    my $b = $l->answer($l->create($w, $EMAIL, key('iv-2')), 201,
+                       'the same key, retried');
+    is($r->get("lg:invoice:$b->{invoiceId}"), "$w->{id}:$b->{line}{_id}",
+       'billed and indexed');
 };
 
 subtest 'parallel calls with one key: one does the work' => sub {

@@ -6,6 +6,7 @@ use warnings;
 use lib 't/lib';
 
 use Test::More;
+use Time::HiRes qw(sleep time);
 use LG::Stack;
 use LG::Test;
 use LG::Lines qw(body);
@@ -39,6 +40,69 @@ sub conflict {
     like($b->{message} // '', qr/\w/, "$name: message");
     return $b;
 }
+
+# A request awaiting payment seeded in Redis (its invoice made at the
+# stub), so that the reissue runs without a creation first: on a cluster
+# (LG_REDIS=cluster) its claim, the old index's DEL, the new index's SET
+# and its store each touch one slot (before issue 10's change the claim
+# named the index: CROSSSLOT, 503). The new invoice, paid, is settled by
+# its webhook through the new index. First: it needs no creation.
+my $seeded = 0;
+sub seeded {
+    my ($w) = @_;
+    my $id = sprintf '6a0b00000000000000%06d', ++$seeded;
+    my $stripe = sub {
+        my ($path, %form) = @_;
+        my $tx = $s->ua->post($s->stub_url($path)
+                              => {Authorization => 'Bearer sk_test_x'}
+                              => form => \%form);
+        return $tx->res->json // {};
+    };
+    my $in = $stripe->('/v1/invoices', customer => $w->{customer},
+                       collection_method => 'send_invoice',
+                       days_until_due => 7, auto_advance => 'false');
+    # an item: Stripe marks a zero-total invoice paid when finalized
+    $stripe->('/v1/invoiceitems', customer => $w->{customer},
+              price => 'price_email_line', invoice => $in->{id});
+    $stripe->("/v1/invoices/$in->{id}/finalize", auto_advance => 'false');
+    my $now = '2026-05-18T14:30:00.000Z';
+    $r->hset("lg:{ws:$w->{id}}:lr:$id", firstName => 'Ada',
+             lastName => 'Lovelace', channelType => 'email',
+             lineType => 'purchased', email => 'ada@example.com',
+             provisioningStatus => 'awaiting_payment',
+             paymentStatus => 'unpaid', invoiceId => $in->{id},
+             paymentUrl => $s->stub_url("/i/$in->{id}"),
+             reconciledAt => int(time * 1000), createdAt => $now,
+             updatedAt => $now);
+    $r->zadd("lg:{ws:$w->{id}}:lines", int(time * 1000), $id);
+    $r->set("lg:{ws:$w->{id}}:pending", $id);
+    $r->set("lg:line:$id", $w->{id});
+    $r->set("lg:invoice:$in->{id}", "$w->{id}:$id");
+    return ($id, $in->{id});
+}
+
+subtest 'payment_link: a seeded request reissued, paid by webhook' => sub {
+    my $w = ws();
+    my ($id, $old) = seeded($w);
+    ok($old, 'an invoice at the stub') or return;
+    $l->invoice_do($old, 'mark_uncollectible');
+
+    my $b = link_is($l->manage($w, $id, 'payment_link'), 0, 'reissued');
+    my $new = $b->{invoiceId} // '';
+    isnt($new, $old, 'a new invoice');
+    is($l->lr($w, $id)->{invoiceId}, $new, 'the request names it');
+    is($r->get("lg:invoice:$new"), "$w->{id}:$id", 'indexed');
+    ok(!$r->exists("lg:invoice:$old"), 'the old one not');
+    is($l->invoice($old)->{status}, 'void', 'the old one voided');
+
+    my $ev = $l->invoice_do($new, 'pay', $s->url('/webhooks/stripe'));
+    is($ev->{status}, 200, 'the webhook answered 200');
+    ok(!($ev->{json} // {})->{unknown}, 'the invoice is known');
+    my $h = $l->lr($w, $id);
+    is("$h->{provisioningStatus}/$h->{paymentStatus}", 'provisioning/paid',
+       'settled by its webhook');
+    ok(!defined $l->pending($w), 'the workspace is free');
+};
 
 subtest 'payment_link: an open invoice is reused' => sub {
     my $w = ws();
@@ -122,6 +186,77 @@ subtest 'payment_link: an uncollectible invoice is voided, then replaced'
     is($l->invoice($c->{invoiceId})->{status}, 'void',
        'the old invoice can no longer be paid');
     is($l->invoice($b->{invoiceId})->{status}, 'open', 'the new one is open');
+};
+
+# Issue 10: the reissue's scripts touch the workspace's slot only; the
+# old invoice's webhook index goes once the claim answered (DEL, a step of
+# its own), the new one's is written and answered before the store names
+# the new invoice (SET, a step of its own). Order within one Redis's
+# MONITOR (a cluster's masters each have their own).
+subtest 'payment_link: the invoice indexes are steps of their own' => sub {
+    plan skip_all => 'the order of one MONITOR: one Redis'
+        if $s->topology eq 'cluster';
+    my $w = ws();
+    my ($id, $c) = $l->awaiting($w);
+    my $old = $c->{invoiceId};
+    $l->invoice_do($old, 'void');
+
+    my $tx;
+    my ($cmds) = $s->redis_traffic(sub {
+        $tx = $l->manage($w, $id, 'payment_link');
+    });
+    my $b = link_is($tx, 0, 'void');
+    my $new = $b->{invoiceId} // '';
+    my $lr = qr/"EVALSHA" "[0-9a-f]{40}" "1" "\Qlg:{ws:$w->{id}}:lr:$id\E"/i;
+    my @at = map { my $re = $_; (grep { $cmds->[$_] =~ $re } 0 .. $#$cmds)[0] }
+             qr/$lr "\Q$w->{id}\E" "\Q$id\E" "\Q$old\E"/,
+             qr/"del" "lg:invoice:\Q$old\E"/i,
+             qr/"set" "lg:invoice:\Q$new\E" "\Q$w->{id}:$id\E"/i,
+             qr/$lr "\Q$w->{id}\E" "\Q$id\E" "1" "\Q$new\E"/;
+    ok(!grep({ !defined } @at), 'the claim, the DEL, the SET, the store')
+        or diag "@$cmds";
+    ok(!grep({ !defined } @at) && $at[0] < $at[1] && $at[1] < $at[2]
+       && $at[2] < $at[3], 'in that order') or diag "@$cmds";
+    is(scalar(grep { /"EVAL(?:SHA)?"/i && /"lg:invoice:/ } @$cmds), 0,
+       'no script names an index');
+    is($r->get("lg:invoice:$new"), "$w->{id}:$id", 'the new one indexed');
+    ok(!$r->exists("lg:invoice:$old"), 'the old one not');
+};
+
+# The new invoice's index refused (an ACL: writes to lg:invoice:* denied
+# but the old invoice's): the store is never sent, the new invoice is
+# voided, the claim released and the old index given back; the request
+# names the old invoice, indexed.
+subtest 'payment_link: the new index refused, nothing names it' => sub {
+    plan skip_all => 'an ACL of one Redis' if $s->topology eq 'cluster';
+    my $cli = 'redis-cli -p ' . $s->redis_port;
+    my $w = ws();
+    my ($id, $c) = $l->awaiting($w);
+    my $old = $c->{invoiceId};
+    $l->invoice_do($old, 'void');
+
+    my $acl = "'~lg:[^i]*' '~lg:invoice:$old' '%R~*'";
+    like(qx{$cli ACL SETUSER default resetkeys $acl 2>&1}, qr/^OK/,
+         'writes to lg:invoice:* refused but the old one\'s');
+    my $tx = $l->manage($w, $id, 'payment_link');
+    like(qx{$cli ACL SETUSER default allkeys 2>&1}, qr/^OK/,
+         'every key allowed again');
+    $l->error_is($tx, 503, 'STORE_UNAVAILABLE', 'the reissue failed');
+
+    my $h = $l->lr($w, $id);
+    is($h->{invoiceId}, $old, 'the old invoice still named');
+    ok(!exists $h->{reissueAt}, 'the claim is released');
+    my $until = time + 10;
+    sleep 0.1 until $r->exists("lg:invoice:$old") || time > $until;
+    is($r->get("lg:invoice:$old"), "$w->{id}:$id", 'and indexed again');
+    my @new = grep { $_->{id} ne $old } $l->invoices($w->{customer});
+    is(scalar @new, 1, 'one new invoice made');
+    is($new[0]{status} // '', 'void', 'and voided');
+    ok(!$r->exists('lg:invoice:' . ($new[0]{id} // '')), 'not indexed');
+
+    my $b = link_is($l->manage($w, $id, 'payment_link'), 0, 'retried');
+    is($r->get("lg:invoice:$b->{invoiceId}"), "$w->{id}:$id",
+       'replaced and indexed');
 };
 
 subtest 'payment_link: Stripe failures' => sub {

@@ -81,7 +81,8 @@ subtest 'the journal: paid add-ons only, its own step, gone after the store'
         or diag "@$cmds";
     my @at = map { my $i = $_; (grep { $cmds->[$_] =~ $i } 0 .. $#$cmds)[0] }
              qr/"EVALSHA" "\w+" "1" "\Q$J\E"/i,
-             qr/"\Qlg:{ws:$w->{id}}:lr:$id\E" "lg:invoice:/,
+             # the store (lr_invoice_store: the request, then its key)
+             qr/"\Qlg:{ws:$w->{id}}:lr:$id\E" "\Qlg:{ws:$w->{id}}:idem:\E/,
              qr/"zrem" "\Q$J\E" "\Q$w->{id} $id\E"/i;
     ok(defined $at[0] && defined $at[1] && $at[0] < $at[1],
        'written before the store') or diag "@$cmds";

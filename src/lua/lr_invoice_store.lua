@@ -1,14 +1,17 @@
 -- POST /api/line-requests, add-on: the invoice of a reservation exists
--- and is finalized; store it, index it for webhooks and keep the answer
--- under the idempotency key, in one step.
--- Its member of the journal lg:{fleet}:lr:inflight (another slot) is
--- removed by nginx once this step answered (a durable ZREM).
--- KEYS[1] lg:{ws:W}:lr:<id>, KEYS[2] lg:invoice:<invoice id>,
--- KEYS[3] lg:{ws:W}:idem:<ARGV[6]> (declared also without one, never
--- touched then)
--- ARGV[1] ws, ARGV[2] id, ARGV[3] invoice id, ARGV[4] hosted invoice
--- URL, ARGV[5] now (ms), ARGV[6] sha256hex of the idempotency key ("" when
--- none), ARGV[7] fingerprint, ARGV[8] status, ARGV[9] body, ARGV[10] TTL
+-- and is finalized; store it and keep the answer under the idempotency
+-- key, in one step of the workspace's slot.
+-- The invoice's webhook index lg:invoice:<invoice id> (its own slot) was
+-- written by nginx before this step, and answered: a request never names
+-- an invoice the index does not know (docs/data-model.md). Its member of
+-- the journal lg:{fleet}:lr:inflight (another slot) is removed by nginx
+-- once this step answered (a durable ZREM).
+-- KEYS[1] lg:{ws:W}:lr:<id>, KEYS[2] lg:{ws:W}:idem:<ARGV[6]> (declared
+-- also without one, never touched then)
+-- ARGV[1] ws, ARGV[2] id (not read: every step of a request passes
+-- them), ARGV[3] invoice id, ARGV[4] hosted invoice URL, ARGV[5] now
+-- (ms), ARGV[6] sha256hex of the idempotency key ("" when none), ARGV[7]
+-- fingerprint, ARGV[8] status, ARGV[9] body, ARGV[10] TTL
 -- Returns 1 (also when it was stored already: the step is sent again when
 -- its reply is lost), or 0 when the reservation is gone (abandoned as
 -- stale): the module then voids the invoice.
@@ -26,10 +29,9 @@ end
 redis.call('HSET', lkey, 'invoiceId', ARGV[3], 'paymentUrl', ARGV[4],
            'reconciledAt', ARGV[5])
 redis.call('HDEL', lkey, 'reservedAt', 'idem')
-redis.call('SET', KEYS[2], ARGV[1] .. ':' .. ARGV[2])
 
 if ARGV[6] ~= '' then
-    lg_lr_idem_done(KEYS[3], ARGV[7], ARGV[8], ARGV[9], ARGV[10])
+    lg_lr_idem_done(KEYS[2], ARGV[7], ARGV[8], ARGV[9], ARGV[10])
 end
 
 return 1

@@ -1,8 +1,10 @@
 -- payment_link: the new invoice is finalized; make it the request's.
--- KEYS[1] lg:{ws:W}:lr:<id>,
--- KEYS[2] lg:invoice:<the new invoice id>
--- ARGV[1] ws, ARGV[2] id, ARGV[3] invoiceSeq of the claim, ARGV[4] new
--- invoice id, ARGV[5] its hosted URL, ARGV[6] now (ms), ARGV[7] now (ISO)
+-- Its webhook index lg:invoice:<new> (its own slot) was written by nginx
+-- before this step, and answered (docs/data-model.md).
+-- KEYS[1] lg:{ws:W}:lr:<id>
+-- ARGV[1] ws, ARGV[2] id (not read), ARGV[3] invoiceSeq of the claim,
+-- ARGV[4] new invoice id, ARGV[5] its hosted URL, ARGV[6] now (ms),
+-- ARGV[7] now (ISO)
 -- Returns {LR_OK} or {LR_WRONG_STATE, status} when the request moved on
 -- meanwhile (the module then voids the new invoice).
 --#include lr_codes
@@ -20,6 +22,5 @@ end
 redis.call('HSET', lkey, 'invoiceId', ARGV[4], 'paymentUrl', ARGV[5],
            'reconciledAt', ARGV[6], 'updatedAt', ARGV[7])
 redis.call('HDEL', lkey, 'reissueAt')
-redis.call('SET', KEYS[2], ARGV[1] .. ':' .. ARGV[2])
 
 return {LR_OK}
