@@ -345,6 +345,12 @@ ngx_http_linegate_lines_invoice_index(ngx_pool_t *pool, ngx_str_t *invoice,
         return NGX_OK;
     }
 
+    /*
+     * a payment's webhook finds its request through it: lost with its
+     * master, the event would be answered as unknown
+     */
+    a->acknowledged = 1;
+
     /* what the webhook splits at its last ':' (webhook.c) */
     p = ngx_pnalloc(pool, ws->len + 1 + id->len);
     if (p == NULL) {

@@ -118,6 +118,7 @@ typedef struct {
 typedef struct {
     ngx_queue_t                         queue;
     ngx_int_t                           script;  /* -1: plain command */
+    ngx_uint_t                          acked;   /* WAIT follows it */
     int                                 nkeys;
     ngx_uint_t                          attempts;
     ngx_uint_t                          eval;    /* NOSCRIPT: send EVAL */
@@ -146,6 +147,7 @@ typedef struct {
     ngx_http_linegate_redis_handler_pt  handler;
     ngx_event_t                         timer;
     ngx_int_t                           script; /* -1: plain command */
+    ngx_uint_t                          acked;  /* WAIT follows it */
     int                                 nkeys;
     ngx_http_linegate_redis_args_t     *args;
     ngx_uint_t                          retried;
@@ -235,6 +237,9 @@ static void ngx_http_linegate_redis_reply_cb(redisAsyncContext *ac,
 static void ngx_http_linegate_redis_pipeline_cb(redisAsyncContext *ac,
     void *reply, void *privdata);
 static ngx_uint_t ngx_http_linegate_redis_acknowledged(ngx_int_t script);
+
+/* what the log calls a plain command (it keeps no copy of its name) */
+static ngx_str_t  ngx_http_linegate_redis_plain = ngx_string("a command");
 static ngx_int_t ngx_http_linegate_redis_send_wait(
     ngx_http_linegate_redis_cmd_t *cmd);
 static void ngx_http_linegate_redis_wait_cb(redisAsyncContext *ac,
@@ -370,6 +375,7 @@ ngx_http_linegate_redis_args_init(ngx_http_linegate_redis_args_t *a)
 {
     a->argc = 0;
     a->nkeys = 0;
+    a->acknowledged = 0;
 }
 
 
@@ -496,6 +502,7 @@ ngx_http_linegate_redis_script(ngx_http_request_t *r,
     cmd->r = r;
     cmd->handler = handler;
     cmd->script = script;
+    cmd->acked = ngx_http_linegate_redis_acknowledged(script);
     cmd->nkeys = nkeys;
     cmd->args = args;
 
@@ -546,6 +553,7 @@ ngx_http_linegate_redis_command(ngx_http_request_t *r,
     cmd->r = r;
     cmd->handler = handler;
     cmd->script = -1;
+    cmd->acked = args->acknowledged;
     cmd->args = args;
 
     if ((handler != NULL && ngx_http_linegate_redis_attach(cmd) != NGX_OK)
@@ -794,10 +802,8 @@ ngx_http_linegate_redis_send(ngx_http_linegate_redis_cmd_t *cmd,
 
     cmd->node = node;
 
-    if (cmd->script >= 0 && rd->lmcf->redis_wait_replicas > 0
-        && ngx_http_linegate_redis_acknowledged(cmd->script))
-    {
-        /* written with the script: same round trip */
+    if (cmd->acked && rd->lmcf->redis_wait_replicas > 0) {
+        /* written with the command: same round trip */
         (void) ngx_http_linegate_redis_send_wait(cmd);
     }
 
@@ -1216,7 +1222,9 @@ ngx_http_linegate_redis_wait_cb(redisAsyncContext *ac, void *data,
         ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
                       NGX_HTTP_LINEGATE_LOG "redis: %V acknowledged by %i "
                       "of %i replicas within %M ms: its outcome is unknown",
-                      ngx_http_linegate_script_name(cmd->script),
+                      (cmd->script >= 0)
+                      ? ngx_http_linegate_script_name(cmd->script)
+                      : &ngx_http_linegate_redis_plain,
                       (reply != NULL && reply->type == REDIS_REPLY_INTEGER)
                       ? (ngx_int_t) reply->integer : (ngx_int_t) 0,
                       lmcf->redis_wait_replicas, lmcf->redis_wait_timeout);
@@ -1553,9 +1561,7 @@ ngx_http_linegate_redis_tryagain_handler(ngx_event_t *ev)
         return;
     }
 
-    if (cmd->script >= 0
-        && ngx_http_linegate_redis.lmcf->redis_wait_replicas > 0
-        && ngx_http_linegate_redis_acknowledged(cmd->script))
+    if (cmd->acked && ngx_http_linegate_redis.lmcf->redis_wait_replicas > 0)
     {
         (void) ngx_http_linegate_redis_send_wait(cmd);
     }
@@ -1796,6 +1802,8 @@ ngx_http_linegate_redis_durable_queue(ngx_log_t *log,
 
     ngx_memzero(d, sizeof(ngx_http_linegate_redis_durable_t));
     d->script = script;
+    d->acked = (script >= 0) ? ngx_http_linegate_redis_acknowledged(script)
+                             : args->acknowledged;
     d->nkeys = nkeys;
     d->then = then;
 
@@ -1968,9 +1976,8 @@ ngx_http_linegate_redis_durable_send(ngx_http_linegate_redis_durable_t *d)
     d->waited = 0;
 
     /* WAIT after an acknowledged script: without it, not trusted */
-    if (d->script >= 0
+    if (d->acked
         && ngx_http_linegate_redis.lmcf->redis_wait_replicas > 0
-        && ngx_http_linegate_redis_acknowledged(d->script)
         && ngx_http_linegate_redis_write_wait(node,
                                       ngx_http_linegate_redis_durable_wait_cb,
                                       d)
@@ -2045,9 +2052,7 @@ ngx_http_linegate_redis_durable_cb(redisAsyncContext *ac, void *data,
         return;
     }
 
-    if (d->script >= 0 && rd->lmcf->redis_wait_replicas > 0
-        && ngx_http_linegate_redis_acknowledged(d->script))
-    {
+    if (d->acked && rd->lmcf->redis_wait_replicas > 0) {
         if (!d->waited) {
             ngx_log_error(NGX_LOG_ERR, rd->log, 0,
                           NGX_HTTP_LINEGATE_LOG "durable write \"%s\": "

@@ -37,6 +37,12 @@ typedef void (*ngx_http_linegate_redis_handler_pt)(ngx_http_request_t *r,
 typedef struct {
     int                             argc;
     int                             nkeys;     /* the first nkeys: KEYS */
+    /*
+     * a plain command a 2xx stands on, as the scripts of
+     * ngx_http_linegate_redis_acknowledged(): linegate_redis_wait's WAIT
+     * follows it (set after _args_init(), which clears it)
+     */
+    unsigned                        acknowledged:1;
     const char                     *argv[NGX_HTTP_LINEGATE_REDIS_MAX_ARGS];
     size_t                          argvlen[NGX_HTTP_LINEGATE_REDIS_MAX_ARGS];
 } ngx_http_linegate_redis_args_t;

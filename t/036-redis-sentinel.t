@@ -393,15 +393,17 @@ subtest 'a write no replica acknowledges' => sub {
     is($ok->res->code, 201, 'acknowledged: created');
     cmp_ok($waits->(), '>', $before, 'WAIT was sent');
 
-    # a paid add-on stands on three writes: lr_create's reservation, the
+    # a paid add-on stands on four writes: lr_create's reservation, the
     # journal member that has its billing swept should its worker die,
-    # and lr_invoice_store; each is acknowledged before the next step
+    # the invoice's index (SET lg:invoice:<in>, by which its payment's
+    # webhook finds it) and lr_invoice_store; each is acknowledged before
+    # the next step
     my $wp = $l->workspace('org_wait_paid');
     $before = $waits->();
     my ($paid) = $l->awaiting($wp);
     ok($paid, 'a paid add-on created');
-    is($waits->() - $before, 3, 'three WAITs: the reservation, the '
-       . 'journal member, the invoice');
+    is($waits->() - $before, 4, 'four WAITs: the reservation, the '
+       . 'journal member, the invoice index, the invoice');
 
     # the replicas stop acknowledging (a partition, as far as WAIT knows)
     my @replicas = map { /port=(\d+)/ ? $1 : () }
