@@ -112,7 +112,7 @@ subtest 'a refused creation: no entry, no member' => sub {
     is(scalar(() = $l->stream), $n, 'no entry');
 };
 
-# a request awaiting payment on invoice $inv, as a reservation stored it
+# a request awaiting payment on invoice $inv, as its store left it
 sub awaiting {
     my ($ws, $id, $inv) = @_;
     $r->hset("lg:{ws:$ws}", plan => 'growth', subscriptionStatus => 'active');
@@ -176,6 +176,52 @@ subtest 'a paid webhook: one entry, no member left' => sub {
     is(scalar(entries('org_su4', $id2)), 0, 'voided: no entry');
     is_deeply([grep { /"zadd" "\Q$SETUP\E"/i } @$cmds], [],
               'voided: no member');
+};
+
+# an invoice at the stub, finalized (open), for $w's customer
+sub stub_invoice {
+    my ($w) = @_;
+    my $h = {Authorization => 'Bearer sk_test_relay'};
+    my $tx = $s->ua->post($s->stub_url('/v1/invoices') => $h =>
+        form => {customer => $w->{customer},
+                 collection_method => 'send_invoice', days_until_due => 7});
+    my $id = eval { $tx->res->json->{id} } or die 'invoice: '
+        . $tx->res->body;
+    $tx = $s->ua->post($s->stub_url("/v1/invoices/$id/finalize") => $h);
+    die 'finalize: ' . $tx->res->body unless $tx->res->is_success;
+    return $id;
+}
+
+subtest 'paid, found on read (lr_resolve): one entry, no member left'
+=> sub {
+    my $w = $l->workspace('org_su7');
+    my $inv = stub_invoice($w);
+    my $id = '6a092ebde4a7fbddc8a8e301';
+    awaiting('org_su7', $id, $inv);
+    $r->hset("lg:{ws:org_su7}:lr:$id", createdAt => '2026-01-01T00:00:00.000Z',
+             updatedAt => '2026-01-01T00:00:00.000Z', firstName => 'A',
+             lastName => 'B', email => 'a@example.com');
+    $l->invoice_do($inv, 'pay');
+
+    my $tx;
+    my ($cmds) = $s->redis_traffic(sub { $tx = $l->get($w, $id) });
+    my $b = $l->answer($tx, 200, 'read');
+    is($r->hget("lg:{ws:org_su7}:lr:$id", 'provisioningStatus'),
+       'provisioning', 'promoted from Stripe') or diag $tx->res->body;
+    ok(eventually(sub { entries('org_su7', $id) == 1 }, 5),
+       'one entry on lg:provisioning');
+    ok(eventually(sub { !members('org_su7') }, 5), 'no member left');
+    if ($CLUSTER) {
+        my $zadd = first_at($cmds, qr/"zadd" "\Q$SETUP\E" "\d+" "org_su7 /i);
+        my $eval = first_at($cmds,
+            qr/"EVALSHA" "\w+" "3" "\Qlg:{ws:org_su7}:lr:$id\E"/i);
+        ok(defined $zadd && defined $eval && $zadd < $eval,
+           'the member written before lr_resolve') or diag "@$cmds";
+    }
+
+    $l->answer($l->get($w, $id), 200, 'read again');
+    ok(eventually(sub { !members('org_su7') }, 5), 'no member left');
+    is(scalar(entries('org_su7', $id)), 1, 'still one entry');
 };
 
 subtest 'a lost relay: the sweep appends it, once, and removes it' => sub {
