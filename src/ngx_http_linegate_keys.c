@@ -24,7 +24,7 @@ typedef struct {
 static ngx_http_linegate_key_form_t
     ngx_http_linegate_key_forms[NGX_HTTP_LINEGATE_KEY_COUNT] = {
 
-    /* NGX_HTTP_LINEGATE_KEY_WS ... _WS_OUTBOX */
+    /* NGX_HTTP_LINEGATE_KEY_WS ... _WS_PENDING */
     { ngx_string("lg:{ws:"), ngx_string("}"), ngx_http_linegate_key_none },
     { ngx_string("lg:{ws:"), ngx_string("}:keys"),
       ngx_http_linegate_key_none },
@@ -43,8 +43,6 @@ static ngx_http_linegate_key_form_t
     { ngx_string("lg:{ws:"), ngx_string("}:event:"),
       ngx_http_linegate_key_none },
     { ngx_string("lg:{ws:"), ngx_string("}:pending"),
-      ngx_http_linegate_key_none },
-    { ngx_string("lg:{ws:"), ngx_string("}:reconcile:w:"),
       ngx_http_linegate_key_none },
 
     /* NGX_HTTP_LINEGATE_KEY_ACCT ... _ACCT_OUTBOX */
@@ -75,7 +73,7 @@ static ngx_http_linegate_key_form_t
     { ngx_string("lg:rl:{"), ngx_string(":v:"), ngx_string("}") },
     { ngx_string("lg:rl:{"), ngx_string(":h:"), ngx_string("}") },
 
-    /* NGX_HTTP_LINEGATE_KEY_INVENTORY ... _LR_INFLIGHT */
+    /* NGX_HTTP_LINEGATE_KEY_INVENTORY ... _LR_SETUP */
     { ngx_string("lg:{fleet}:inventory"), ngx_http_linegate_key_none,
       ngx_http_linegate_key_none },
     { ngx_string("lg:provisioning"), ngx_http_linegate_key_none,
@@ -89,6 +87,8 @@ static ngx_http_linegate_key_form_t
     { ngx_string("lg:{fleet}:pv:inflight"), ngx_http_linegate_key_none,
       ngx_http_linegate_key_none },
     { ngx_string("lg:{fleet}:lr:inflight"), ngx_http_linegate_key_none,
+      ngx_http_linegate_key_none },
+    { ngx_string("lg:{fleet}:lr:setup"), ngx_http_linegate_key_none,
       ngx_http_linegate_key_none },
 
     /* NGX_HTTP_LINEGATE_KEY_FLEET_Q, _FLEET_Q_NONE */

@@ -28,7 +28,6 @@ typedef enum {
     NGX_HTTP_LINEGATE_KEY_WS_LRVOID,        /* a = W, b = request id */
     NGX_HTTP_LINEGATE_KEY_WS_EVENT,         /* a = W, b = Stripe event id */
     NGX_HTTP_LINEGATE_KEY_WS_PENDING,       /* a = W: its awaiting_payment */
-    NGX_HTTP_LINEGATE_KEY_WS_OUTBOX,        /* a = W, b = "inv_<...>" */
 
     /* a provisioning account: lg:{acct:<A>}..., one hash tag */
     NGX_HTTP_LINEGATE_KEY_ACCT,             /* a = A */
@@ -56,10 +55,13 @@ typedef enum {
     NGX_HTTP_LINEGATE_KEY_RECONCILE_LEASE,
     NGX_HTTP_LINEGATE_KEY_PV_INFLIGHT,
     NGX_HTTP_LINEGATE_KEY_LR_INFLIGHT,
+    NGX_HTTP_LINEGATE_KEY_LR_SETUP,
 
     /*
-     * the fleet's "queued once" marker of a reconcile entry (pv_settle):
-     * lg:{fleet}:q:<A>:<worker id>:<reason>, a = A, b = "<worker>:<reason>";
+     * the fleet's "queued once" marker of a reconcile entry:
+     * lg:{fleet}:q:<A>:<worker id>:<reason> (pv_settle), a = A, b =
+     * "<worker>:<reason>"; lg:{fleet}:q:<W>:inv_<...> (lr_invoice_orphan),
+     * a = W, b = "inv_<invoice id>" or "inv_draft_<request id>";
      * _FLEET_Q_NONE, lg:{fleet}:q:-, when there is no reason (never set)
      */
     NGX_HTTP_LINEGATE_KEY_FLEET_Q,

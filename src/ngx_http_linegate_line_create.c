@@ -6,10 +6,15 @@
  * lines.h) in ctx->state and one resume switch, create_resume, that every
  * Redis and Stripe callback enters:
  *
- *   validate -> INDEX (SET lg:line:<id> W, its own slot)
+ *   validate -> INDEX (SET lg:line:<id> W, its own slot; on a cluster
+ *               with the set-up member, ZADD lg:{fleet}:lr:setup, the
+ *               fleet's slot, in the same round trip: lr_setup.h)
  *            -> SCRIPT (lr_create) -+- included, refusals -> answer (kept
  *                                   |  under the idempotency key by
- *                                   |  lr_create itself)
+ *                                   |  lr_create itself; on a cluster an
+ *                                   |  included line's set-up entry is
+ *                                   |  relayed after it, any other
+ *                                   |  answer drops the member)
  *                                   `- reserved -> JOURNAL (lr_journal_add:
  *                                      lg:{fleet}:lr:inflight "<W> <id>",
  *                                      the fleet's slot) -> ISSUE (the
@@ -118,6 +123,11 @@ static void ngx_http_linegate_create_reindex(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr);
 static void ngx_http_linegate_create_unindex(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr);
+static ngx_int_t ngx_http_linegate_create_index_cluster(
+    ngx_http_request_t *r, ngx_http_linegate_lr_t *lr,
+    ngx_http_linegate_redis_args_t *a);
+static void ngx_http_linegate_create_relay(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr, redisReply *reply);
 static ngx_int_t ngx_http_linegate_line_index_args(ngx_http_request_t *r,
     ngx_str_t *id, ngx_str_t *ws, ngx_http_linegate_redis_args_t *a);
 static void ngx_http_linegate_create_script(ngx_http_request_t *r,
@@ -805,7 +815,9 @@ ngx_http_linegate_create_failed(ngx_http_request_t *r,
  * writes this index.
  *
  * On a cluster the index's slot is another node's: lr_create waits for
- * its answer (a step of its own). On one Redis (or Sentinel's master)
+ * its answer (a step of its own), and for the set-up member's, written
+ * in the same round trip (a pipeline: each command to its node, both
+ * answered before lr_create is sent). On one Redis (or Sentinel's master)
  * both commands go in one write on one connection, which Redis runs in
  * order: the SET before lr_create, one round trip for the two. Should
  * the SET fail there (lr_create then fails too: out of memory) or its
@@ -834,10 +846,8 @@ ngx_http_linegate_create_index(ngx_http_request_t *r,
     if (lmcf->redis_cluster) {
         lr->ctx->state = NGX_HTTP_LINEGATE_CREATE_INDEX;
 
-        if (ngx_http_linegate_redis_command(r, a,
-                                            ngx_http_linegate_create_resume)
-            != NGX_OK)
-        {
+        if (ngx_http_linegate_create_index_cluster(r, lr, a) != NGX_OK) {
+            ngx_str_null(&lr->setup);
             ngx_http_linegate_store_unavailable(r);
         }
 
@@ -858,6 +868,34 @@ ngx_http_linegate_create_index(ngx_http_request_t *r,
 }
 
 
+/*
+ * A cluster: the index's SET and the set-up member's ZADD, one pipeline
+ * (two nodes, one round trip). The member covers the line lr_create may
+ * make: its entry is appended after lr_create (create_relay), or by the
+ * reconciliation's sweep if this worker dies in between.
+ */
+static ngx_int_t
+ngx_http_linegate_create_index_cluster(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr, ngx_http_linegate_redis_args_t *a)
+{
+    ngx_http_linegate_redis_args_t  cmds[2];
+
+    if (ngx_http_linegate_lr_setup_member(r->pool, &lr->who.value, &lr->id,
+                                          &lr->setup)
+        != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    cmds[0] = *a;
+    ngx_http_linegate_lr_setup_add_args(r, &cmds[1], lr->now_ms,
+                                        &lr->setup);
+
+    return ngx_http_linegate_redis_pipeline(r, 2, cmds,
+                                            ngx_http_linegate_create_resume);
+}
+
+
 /* the index's SET sent with lr_create (one Redis): its answer, noted */
 static void
 ngx_http_linegate_create_index_reply(ngx_http_request_t *r,
@@ -875,22 +913,32 @@ ngx_http_linegate_create_index_reply(ngx_http_request_t *r,
 }
 
 
-/* the index's step of its own (a cluster), then lr_create */
+/*
+ * the index's step of its own (a cluster), with the set-up member, then
+ * lr_create
+ */
 static void
 ngx_http_linegate_create_indexed(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr, redisReply *reply)
 {
     if (reply == NULL) {
-        /* no line, no claim: only the index may be, and it goes */
+        /* no line, no claim: only the index and the member may be */
         ngx_http_linegate_create_unindex(r, lr);
+        (void) ngx_http_linegate_lr_setup_drop(r->connection->log,
+                                               &lr->setup);
         ngx_http_linegate_store_unavailable(r);
         return;
     }
 
-    if (reply->type != REDIS_REPLY_STATUS) {
+    if (reply->type != REDIS_REPLY_ARRAY || reply->elements != 2
+        || reply->element[0]->type != REDIS_REPLY_STATUS
+        || reply->element[1]->type != REDIS_REPLY_INTEGER)
+    {
         ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
                       NGX_HTTP_LINEGATE_LOG "unexpected reply of type %d "
                       "to the line request index", reply->type);
+        (void) ngx_http_linegate_lr_setup_drop(r->connection->log,
+                                               &lr->setup);
         ngx_http_linegate_internal_error(r);
         return;
     }
@@ -1039,13 +1087,19 @@ ngx_http_linegate_create_script(ngx_http_request_t *r,
     ngx_http_linegate_redis_arg_int(r, a, NGX_HTTP_LINEGATE_LR_STALE);
     ngx_http_linegate_redis_arg_str(a, &lr->body);
 
-    /* KEYS[4..9], after lr_gate's */
+    /*
+     * KEYS[4..8], after lr_gate's; KEYS[9] the set-up stream on one
+     * Redis only: on a cluster it is another slot (lr_setup.h)
+     */
     ngx_http_linegate_lines_key(lr, a, NGX_HTTP_LINEGATE_KEY_WS_LRVOID,
                                 &lr->who.value, &lr->id);
-    ngx_http_linegate_redis_arg_key(a,
-        ngx_http_linegate_key_fixed(NGX_HTTP_LINEGATE_KEY_PROVISIONING));
     ngx_http_linegate_lines_request_keys(r->pool, a, &lr->who.value, &lr->id,
                                          &lr->idem.digest);
+
+    if (!lmcf->redis_cluster) {
+        ngx_http_linegate_redis_arg_key(a,
+            ngx_http_linegate_key_fixed(NGX_HTTP_LINEGATE_KEY_PROVISIONING));
+    }
 
     lr->ctx->state = NGX_HTTP_LINEGATE_CREATE_SCRIPT;
 
@@ -1085,6 +1139,8 @@ ngx_http_linegate_create_done(ngx_http_request_t *r,
         ngx_http_linegate_create_reindex(r, lr);
     }
 
+    ngx_http_linegate_create_relay(r, lr, reply);
+
     code = ngx_http_linegate_lines_gate(r, lr, reply);
 
     if (code == NGX_DONE) {
@@ -1094,6 +1150,42 @@ ngx_http_linegate_create_done(ngx_http_request_t *r,
     lr->line.workspace = lr->ws;
 
     ngx_http_linegate_create_outcome(r, lr, code, reply);
+}
+
+
+/*
+ * A cluster: lr_create answered, so its set-up member goes; after the
+ * entry's XADD when the answer is an included line made (LR_OK), at
+ * once otherwise. Unanswered (reply NULL), the member stays for the
+ * reconciliation's sweep, which finds the line as lr_create left it.
+ */
+static void
+ngx_http_linegate_create_relay(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr, redisReply *reply)
+{
+    int64_t                        code;
+    ngx_http_linegate_lr_setup_t   e;
+
+    if (lr->setup.len == 0 || reply == NULL) {
+        return;
+    }
+
+    if (ngx_http_linegate_reply_int(reply, 0, &code) != NGX_OK
+        || code != NGX_HTTP_LINEGATE_LR_OK)
+    {
+        (void) ngx_http_linegate_lr_setup_drop(r->connection->log,
+                                               &lr->setup);
+        return;
+    }
+
+    e.workspace = lr->who.value;
+    e.id = lr->id;
+    e.channel_type = lr->line.channel_type;
+    e.line_type = lr->line.line_type;
+    e.at = lr->now_iso;
+
+    (void) ngx_http_linegate_lr_setup_relay(r->connection->log, &e,
+                                            &lr->setup);
 }
 
 

@@ -22,6 +22,7 @@
 #include "ngx_http_linegate_json_write.h"
 #include "ngx_http_linegate_str.h"
 #include "ngx_http_linegate_lease.h"
+#include "ngx_http_linegate_lr_setup.h"
 
 
 /* first element of every Lines API script reply: see lua/include/lr_codes */
@@ -302,6 +303,17 @@ struct ngx_http_linegate_lr_s {
     ngx_str_t                       customer;
     /* an add-on's member "<W> <id>" of the journal, once sent there */
     ngx_str_t                       journal;
+    /*
+     * a cluster: the member "<W> <id> <nonce>" of lg:{fleet}:lr:setup
+     * written before a step that may promote the line (lr_setup.h), once
+     * sent; removed, after the entry's relay or none, once it answered
+     */
+    ngx_str_t                       setup;
+    /*
+     * lr_resolve's handler (the endpoint's resume switch), while the
+     * member is written before it (lines_resolve on a cluster)
+     */
+    ngx_http_linegate_redis_handler_pt  setup_resume;
     ngx_str_t                       seq;           /* invoiceSeq */
     ngx_str_t                       old_invoice;
     ngx_http_linegate_invoice_t     invoice;

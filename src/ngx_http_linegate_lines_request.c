@@ -35,6 +35,12 @@ typedef struct {
 static ngx_int_t ngx_http_linegate_line_read(ngx_pool_t *pool,
     ngx_http_linegate_lr_t *lr, redisReply *flat,
     ngx_http_linegate_line_t *line);
+static void ngx_http_linegate_lines_resolve_setup(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr, ngx_http_linegate_redis_handler_pt handler);
+static void ngx_http_linegate_lines_resolve_setup_written(
+    ngx_http_request_t *r, redisReply *reply);
+static void ngx_http_linegate_lines_resolve_relay(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr, int64_t changed, ngx_int_t parsed);
 
 
 static ngx_http_linegate_line_field_t  ngx_http_linegate_line_fields[] = {
@@ -404,14 +410,15 @@ ngx_http_linegate_lines_orphan(ngx_log_t *log, ngx_http_linegate_lr_t *lr)
     (void) ngx_http_linegate_iso8601(iso, ngx_http_linegate_now_ms());
 
     /*
-     * the entry's marker, lg:{ws:W}:reconcile:w:inv_<invoice id>, or
-     * inv_draft_<request id> when no invoice id was seen: not in the
-     * pool, freed once the write copied it (which, then the key)
+     * the entry's marker, lg:{fleet}:q:<W>:inv_<invoice id>, or
+     * inv_draft_<request id> when no invoice id was seen, in the slot of
+     * the stream it guards (one slot a script): not in the pool, freed
+     * once the write copied it (which, then the key)
      */
     which.len = sizeof("inv_draft_") - 1 + lr->id.len + lr->invoice.id.len;
 
     p = ngx_alloc(which.len
-                  + ngx_http_linegate_key_len(NGX_HTTP_LINEGATE_KEY_WS_OUTBOX,
+                  + ngx_http_linegate_key_len(NGX_HTTP_LINEGATE_KEY_FLEET_Q,
                                               &lr->ws, &which),
                   log);
     if (p == NULL) {
@@ -427,7 +434,7 @@ ngx_http_linegate_lines_orphan(ngx_log_t *log, ngx_http_linegate_lr_t *lr)
 
     mkey.data = p + which.len;
     mkey.len = ngx_http_linegate_key_write(mkey.data,
-                                           NGX_HTTP_LINEGATE_KEY_WS_OUTBOX,
+                                           NGX_HTTP_LINEGATE_KEY_FLEET_Q,
                                            &lr->ws, &which)
                - mkey.data;
 
@@ -618,12 +625,25 @@ ngx_http_linegate_lines_parse(ngx_http_request_t *r,
 }
 
 
+/*
+ * lr_resolve. On a cluster a 'paid' outcome may promote the line, whose
+ * set-up entry lr_resolve cannot append (lg:provisioning is another
+ * slot): its member is written in lg:{fleet}:lr:setup first, a step of
+ * its own (lines_resolve_setup), and the entry relayed once lr_resolve
+ * answered (lines_resolved). 'void' makes no entry: no member.
+ */
 void
 ngx_http_linegate_lines_resolve(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr, const char *outcome,
     ngx_http_linegate_redis_handler_pt handler)
 {
     ngx_http_linegate_redis_args_t  *a;
+    ngx_http_linegate_main_conf_t   *lmcf;
+
+    lmcf = ngx_http_get_module_main_conf(r, ngx_http_linegate_module);
+
+    /* a member of an earlier step of the request is settled already */
+    ngx_str_null(&lr->setup);
 
     ngx_http_linegate_lines_line_args(lr);
     a = &lr->args;
@@ -633,17 +653,86 @@ ngx_http_linegate_lines_resolve(ngx_http_request_t *r,
     ngx_http_linegate_redis_arg_int(r, a, lr->now_ms);
     ngx_http_linegate_redis_arg_str(a, &lr->now_iso);
     ngx_http_linegate_redis_arg_str(a, &lr->date);
+    ngx_http_linegate_redis_arg_cstr(a, lmcf->redis_cluster ? "c" : "w");
 
-    /* KEYS[2..4], after the request's: its index, its pending marker */
+    /*
+     * KEYS[2..3], after the request's: its index, its pending marker;
+     * KEYS[4] the set-up stream, on one Redis only
+     */
     ngx_http_linegate_lines_key(lr, a, NGX_HTTP_LINEGATE_KEY_WS_LINES,
                                 &lr->ws, NULL);
     ngx_http_linegate_lines_key(lr, a, NGX_HTTP_LINEGATE_KEY_WS_PENDING,
                                 &lr->ws, NULL);
-    ngx_http_linegate_redis_arg_key(a,
-        ngx_http_linegate_key_fixed(NGX_HTTP_LINEGATE_KEY_PROVISIONING));
+
+    if (!lmcf->redis_cluster) {
+        ngx_http_linegate_redis_arg_key(a,
+            ngx_http_linegate_key_fixed(NGX_HTTP_LINEGATE_KEY_PROVISIONING));
+
+    } else if (ngx_strcmp(outcome, "paid") == 0) {
+        ngx_http_linegate_lines_resolve_setup(r, lr, handler);
+        return;
+    }
 
     ngx_http_linegate_lines_call(r, lr, NGX_HTTP_LINEGATE_SCRIPT_LR_RESOLVE,
                                  handler);
+}
+
+
+/*
+ * A cluster, 'paid': the member "<W> <id> <nonce>" in lg:{fleet}:lr:setup
+ * before lr_resolve (the fleet's slot, a plain ZADD). The endpoint's
+ * resume switch (handler) is kept to hear lr_resolve's answer: the
+ * member's own answer comes to lines_resolve_setup_written.
+ */
+static void
+ngx_http_linegate_lines_resolve_setup(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr, ngx_http_linegate_redis_handler_pt handler)
+{
+    ngx_http_linegate_redis_args_t  a;
+
+    lr->setup_resume = handler;
+
+    if (ngx_http_linegate_lr_setup_member(r->pool, &lr->ws, &lr->id,
+                                          &lr->setup)
+        != NGX_OK)
+    {
+        handler(r, NULL);
+        return;
+    }
+
+    ngx_http_linegate_lr_setup_add_args(r, &a, lr->now_ms, &lr->setup);
+
+    if (ngx_http_linegate_redis_command(r, &a,
+                                ngx_http_linegate_lines_resolve_setup_written)
+        != NGX_OK)
+    {
+        /* not sent: no member */
+        ngx_str_null(&lr->setup);
+        handler(r, NULL);
+    }
+}
+
+
+/* the member written: lr_resolve; not (lost, refused): as a lost step */
+static void
+ngx_http_linegate_lines_resolve_setup_written(ngx_http_request_t *r,
+    redisReply *reply)
+{
+    ngx_http_linegate_lr_t  *lr;
+
+    lr = ngx_http_linegate_lines_lr(r);
+
+    if (reply == NULL || reply->type != REDIS_REPLY_INTEGER) {
+        /* written or not, it goes: lr_resolve was never sent */
+        (void) ngx_http_linegate_lr_setup_drop(r->connection->log,
+                                               &lr->setup);
+        ngx_str_null(&lr->setup);
+        lr->setup_resume(r, NULL);
+        return;
+    }
+
+    ngx_http_linegate_lines_call(r, lr, NGX_HTTP_LINEGATE_SCRIPT_LR_RESOLVE,
+                                 lr->setup_resume);
 }
 
 
@@ -651,11 +740,18 @@ ngx_int_t
 ngx_http_linegate_lines_resolved(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr, redisReply *reply)
 {
-    int64_t  changed;
+    int64_t    changed;
+    ngx_int_t  rc;
 
-    if (ngx_http_linegate_reply_int(reply, 0, &changed) != NGX_OK
-        || reply->elements < 2)
-    {
+    if (ngx_http_linegate_reply_int(reply, 0, &changed) != NGX_OK) {
+        /* not understood: a set-up member stays for the sweep */
+        return NGX_ERROR;
+    }
+
+    if (reply->elements < 2) {
+        /* the request is gone: no entry */
+        (void) ngx_http_linegate_lr_setup_drop(r->connection->log,
+                                               &lr->setup);
         return NGX_ERROR;
     }
 
@@ -665,7 +761,48 @@ ngx_http_linegate_lines_resolved(ngx_http_request_t *r,
                       "from invoice \"%V\"", &lr->id, &lr->line.invoice_id);
     }
 
-    return ngx_http_linegate_line_parse(r, lr, reply->element[1], &lr->line);
+    rc = ngx_http_linegate_line_parse(r, lr, reply->element[1], &lr->line);
+
+    ngx_http_linegate_lines_resolve_relay(r, lr, changed, rc);
+
+    return rc;
+}
+
+
+/*
+ * A cluster, 'paid': lr_resolve answered. It promoted the line
+ * (changed): the entry is appended, then the member goes; it changed
+ * nothing: the member goes. A line it promoted but that cannot be read
+ * back (parsed NGX_ERROR) leaves the member for the sweep.
+ */
+static void
+ngx_http_linegate_lines_resolve_relay(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr, int64_t changed, ngx_int_t parsed)
+{
+    ngx_http_linegate_lr_setup_t  e;
+
+    if (lr->setup.len == 0) {
+        return;
+    }
+
+    if (!changed) {
+        (void) ngx_http_linegate_lr_setup_drop(r->connection->log,
+                                               &lr->setup);
+        return;
+    }
+
+    if (parsed != NGX_OK) {
+        return;
+    }
+
+    e.workspace = lr->ws;
+    e.id = lr->id;
+    e.channel_type = lr->line.channel_type;
+    e.line_type = lr->line.line_type;
+    e.at = lr->now_iso;
+
+    (void) ngx_http_linegate_lr_setup_relay(r->connection->log, &e,
+                                            &lr->setup);
 }
 
 

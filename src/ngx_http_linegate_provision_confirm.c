@@ -247,7 +247,7 @@ static void ngx_http_linegate_confirm_released(ngx_http_request_t *r,
 static void ngx_http_linegate_confirm_settle_args(ngx_http_request_t *r,
     ngx_http_linegate_confirm_t *cf);
 static void ngx_http_linegate_confirm_recorded_late(redisReply *reply,
-    ngx_http_linegate_redis_args_t *rec);
+    ngx_http_linegate_redis_args_t *rec, ngx_str_t *note);
 static ngx_int_t ngx_http_linegate_confirm_settle(ngx_http_request_t *r,
     ngx_http_linegate_confirm_t *cf);
 static void ngx_http_linegate_confirm_settled(ngx_http_request_t *r,
@@ -1536,7 +1536,7 @@ ngx_http_linegate_confirm_settle_args(ngx_http_request_t *r,
  */
 static void
 ngx_http_linegate_confirm_recorded_late(redisReply *reply,
-    ngx_http_linegate_redis_args_t *rec)
+    ngx_http_linegate_redis_args_t *rec, ngx_str_t *note)
 {
     u_char                              *p;
     size_t                               len;

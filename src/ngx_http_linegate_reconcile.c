@@ -17,6 +17,15 @@
  *             member goes, and, if this step removed it and the request
  *             was awaiting payment with no invoice, a worker_lost entry
  *             is queued on lg:{fleet}:reconcile
+ *   SETUP     ZRANGEBYSCORE lg:{fleet}:lr:setup: the set-up relay's
+ *             members (a cluster: lr_setup.h) older than
+ *             linegate_reconcile_lost_after, and 60 s at least (their
+ *             worker died, or the step's answer was lost), a batch
+ *   then, for each member, one slot a step:
+ *   SETUP_READ  HMGET of the request (the workspace's slot): still
+ *             provisioning, its set-up entry is appended (a durable
+ *             XADD) and then the member goes (a durable ZREM); any other
+ *             state, or gone: the member goes
  *   CLAIMS    ZRANGEBYSCORE lg:{fleet}:pv:inflight: the provisioning
  *             claims older than linegate_reconcile_lost_after (a confirm
  *             whose worker died holds its number there), a batch
@@ -79,6 +88,7 @@
 #include "ngx_http_linegate_redis.h"
 #include "ngx_http_linegate_keys.h"
 #include "ngx_http_linegate_pv_settle.h"
+#include "ngx_http_linegate_lr_setup.h"
 #include "ngx_http_linegate_reply.h"
 #include "ngx_http_linegate_stripe.h"
 #include "ngx_http_linegate_clock.h"
@@ -124,6 +134,8 @@ typedef enum {
     NGX_HTTP_LINEGATE_RECONCILE_SWEEP,
     NGX_HTTP_LINEGATE_RECONCILE_SWEEP_READ,
     NGX_HTTP_LINEGATE_RECONCILE_SWEEP_SETTLE,
+    NGX_HTTP_LINEGATE_RECONCILE_SETUP,
+    NGX_HTTP_LINEGATE_RECONCILE_SETUP_READ,
     NGX_HTTP_LINEGATE_RECONCILE_CLAIMS,
     NGX_HTTP_LINEGATE_RECONCILE_INSPECT,
     NGX_HTTP_LINEGATE_RECONCILE_SETTLE,
@@ -259,6 +271,12 @@ typedef struct {
     ngx_http_linegate_reconcile_lost_t   lost;
     ngx_uint_t                           lost_queued;
 
+    /* the sweep of the set-up relay: its batch in members[] too */
+    ngx_str_t                            setup;      /* the member */
+    ngx_str_t                            setup_ws;   /* in it */
+    ngx_str_t                            setup_id;
+    ngx_uint_t                           setup_relayed;
+
     ngx_http_linegate_redis_args_t       args;
 } ngx_http_linegate_reconcile_t;
 
@@ -291,6 +309,17 @@ static void ngx_http_linegate_reconcile_lost_settled(ngx_http_request_t *r,
     ngx_http_linegate_ctx_t *ctx, redisReply *reply);
 static void ngx_http_linegate_reconcile_lost_later(ngx_http_request_t *r,
     ngx_http_linegate_reconcile_t *rc);
+static ngx_int_t ngx_http_linegate_reconcile_setup(ngx_http_request_t *r,
+    ngx_http_linegate_reconcile_t *rc);
+static void ngx_http_linegate_reconcile_setup_next(ngx_http_request_t *r,
+    ngx_http_linegate_ctx_t *ctx);
+static ngx_int_t ngx_http_linegate_reconcile_setup_read(
+    ngx_http_request_t *r, ngx_http_linegate_reconcile_t *rc);
+static void ngx_http_linegate_reconcile_setup_found(ngx_http_request_t *r,
+    ngx_http_linegate_reconcile_t *rc, redisReply *reply);
+static void ngx_http_linegate_reconcile_later(ngx_http_request_t *r,
+    ngx_http_linegate_reconcile_t *rc, ngx_http_linegate_key_e journal,
+    ngx_str_t *member);
 static ngx_uint_t ngx_http_linegate_reconcile_members(ngx_http_request_t *r,
     ngx_http_linegate_reconcile_t *rc, redisReply *reply);
 static ngx_int_t ngx_http_linegate_reconcile_claims(ngx_http_request_t *r,
@@ -436,6 +465,14 @@ ngx_http_linegate_reconcile_next(ngx_http_request_t *r,
         rv = ngx_http_linegate_reconcile_lost_settle(r, rc, &rc->lost);
         break;
 
+    case NGX_HTTP_LINEGATE_RECONCILE_SETUP:
+        rv = ngx_http_linegate_reconcile_setup(r, rc);
+        break;
+
+    case NGX_HTTP_LINEGATE_RECONCILE_SETUP_READ:
+        rv = ngx_http_linegate_reconcile_setup_read(r, rc);
+        break;
+
     case NGX_HTTP_LINEGATE_RECONCILE_CLAIMS:
         rv = ngx_http_linegate_reconcile_claims(r, rc);
         break;
@@ -511,6 +548,20 @@ ngx_http_linegate_reconcile_next(ngx_http_request_t *r,
         /* the member stays for the next run */
         rc->ci++;
         ngx_http_linegate_reconcile_lost_next(r, ctx);
+        return;
+
+    case NGX_HTTP_LINEGATE_RECONCILE_SETUP:
+        /* the members wait for the next run: on to the claims */
+        ngx_http_linegate_reconcile_next(r, ctx,
+                                         NGX_HTTP_LINEGATE_RECONCILE_CLAIMS);
+        return;
+
+    case NGX_HTTP_LINEGATE_RECONCILE_SETUP_READ:
+        ngx_http_linegate_reconcile_later(r, rc,
+                                          NGX_HTTP_LINEGATE_KEY_LR_SETUP,
+                                          &rc->setup);
+        rc->ci++;
+        ngx_http_linegate_reconcile_setup_next(r, ctx);
         return;
 
     case NGX_HTTP_LINEGATE_RECONCILE_INSPECT:
@@ -743,7 +794,7 @@ ngx_http_linegate_reconcile_lost_next(ngx_http_request_t *r,
     }
 
     ngx_http_linegate_reconcile_next(r, ctx,
-                                     NGX_HTTP_LINEGATE_RECONCILE_CLAIMS);
+                                     NGX_HTTP_LINEGATE_RECONCILE_SETUP);
 }
 
 
@@ -967,17 +1018,211 @@ static void
 ngx_http_linegate_reconcile_lost_later(ngx_http_request_t *r,
     ngx_http_linegate_reconcile_t *rc)
 {
+    ngx_http_linegate_reconcile_later(r, rc,
+                                      NGX_HTTP_LINEGATE_KEY_LR_INFLIGHT,
+                                      &rc->lost.member);
+}
+
+
+/* member of journal scored with the run's time, if still there (XX) */
+static void
+ngx_http_linegate_reconcile_later(ngx_http_request_t *r,
+    ngx_http_linegate_reconcile_t *rc, ngx_http_linegate_key_e journal,
+    ngx_str_t *member)
+{
     ngx_http_linegate_redis_args_t  a;
 
     ngx_http_linegate_redis_args_init(&a);
     ngx_http_linegate_redis_arg_cstr(&a, "ZADD");
     ngx_http_linegate_redis_arg_str(&a,
-        ngx_http_linegate_key_fixed(NGX_HTTP_LINEGATE_KEY_LR_INFLIGHT));
+                                    ngx_http_linegate_key_fixed(journal));
     ngx_http_linegate_redis_arg_cstr(&a, "XX");
     ngx_http_linegate_redis_arg_int(r, &a, rc->started_ms);
-    ngx_http_linegate_redis_arg_str(&a, &rc->lost.member);
+    ngx_http_linegate_redis_arg_str(&a, member);
 
     (void) ngx_http_linegate_redis_command(r, &a, NULL);
+}
+
+
+/*
+ * SETUP, SETUP_READ: the set-up relay's journal (lr_setup.h). On a
+ * cluster a worker writes "<W> <id> <nonce>" in lg:{fleet}:lr:setup
+ * before a step that may promote a line to provisioning, and, once the
+ * step answered, appends the line's set-up entry (if it made one) and
+ * removes the member. A member older than linegate_reconcile_lost_after
+ * (and 60 s at least, far beyond any command timeout: its worker is not
+ * still at it) lost its relay: the request is read in its workspace; if
+ * it is provisioning, the entry is appended (it may have been already:
+ * the set-up workers de-duplicate), then the member goes; else the
+ * member just goes. The writes are durable, not waited for. A member
+ * whose read fails is scored with the run's time, as the journal's.
+ */
+
+static ngx_int_t
+ngx_http_linegate_reconcile_setup(ngx_http_request_t *r,
+    ngx_http_linegate_reconcile_t *rc)
+{
+    ngx_msec_t                       after;
+    ngx_http_linegate_redis_args_t  *a;
+    ngx_http_linegate_main_conf_t   *lmcf;
+
+    lmcf = ngx_http_get_module_main_conf(r, ngx_http_linegate_module);
+
+    after = ngx_max(lmcf->reconcile_lost, NGX_HTTP_LINEGATE_LR_SETUP_AFTER);
+
+    a = &rc->args;
+    ngx_http_linegate_redis_args_init(a);
+    ngx_http_linegate_redis_arg_cstr(a, "ZRANGEBYSCORE");
+    ngx_http_linegate_redis_arg_str(a,
+        ngx_http_linegate_key_fixed(NGX_HTTP_LINEGATE_KEY_LR_SETUP));
+    ngx_http_linegate_redis_arg_cstr(a, "-inf");
+    ngx_http_linegate_redis_arg_int(r, a, rc->started_ms - (int64_t) after);
+    ngx_http_linegate_redis_arg_cstr(a, "LIMIT");
+    ngx_http_linegate_redis_arg_cstr(a, "0");
+    ngx_http_linegate_redis_arg_int(r, a, NGX_HTTP_LINEGATE_RECONCILE_BATCH);
+
+    return ngx_http_linegate_redis_command(r, a,
+                                        ngx_http_linegate_reconcile_stored);
+}
+
+
+/* on to the next member, or to the claims once the batch is done */
+static void
+ngx_http_linegate_reconcile_setup_next(ngx_http_request_t *r,
+    ngx_http_linegate_ctx_t *ctx)
+{
+    ngx_http_linegate_reconcile_t  *rc;
+
+    rc = ctx->data;
+
+    while (rc->ci < rc->nmembers) {
+        rc->setup = rc->members[rc->ci];
+
+        if (ngx_http_linegate_lr_setup_parse(&rc->setup, &rc->setup_ws,
+                                             &rc->setup_id)
+            == NGX_OK)
+        {
+            ngx_http_linegate_reconcile_next(r, ctx,
+                                       NGX_HTTP_LINEGATE_RECONCILE_SETUP_READ);
+            return;
+        }
+
+        /* no request to read: it just goes */
+        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                      NGX_HTTP_LINEGATE_LOG "reconciliation: a member of "
+                      "%V is not \"<workspace> <id> <nonce>\": removed",
+                      ngx_http_linegate_key_fixed(
+                          NGX_HTTP_LINEGATE_KEY_LR_SETUP));
+
+        (void) ngx_http_linegate_lr_setup_drop(r->connection->log,
+                                               &rc->setup);
+        rc->ci++;
+    }
+
+    if (rc->setup_relayed) {
+        ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
+                      NGX_HTTP_LINEGATE_LOG "reconciliation: %ui line(s) "
+                      "whose set-up entry may have been lost appended to "
+                      "%V", rc->setup_relayed,
+                      ngx_http_linegate_key_fixed(
+                          NGX_HTTP_LINEGATE_KEY_PROVISIONING));
+    }
+
+    ngx_http_linegate_reconcile_next(r, ctx,
+                                     NGX_HTTP_LINEGATE_RECONCILE_CLAIMS);
+}
+
+
+/* SETUP_READ: the request, the workspace's slot */
+static ngx_int_t
+ngx_http_linegate_reconcile_setup_read(ngx_http_request_t *r,
+    ngx_http_linegate_reconcile_t *rc)
+{
+    ngx_str_t                        key;
+    ngx_http_linegate_redis_args_t  *a;
+
+    if (ngx_http_linegate_key(r->pool, NGX_HTTP_LINEGATE_KEY_WS_LR,
+                              &rc->setup_ws, &rc->setup_id, &key)
+        != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    a = &rc->args;
+    ngx_http_linegate_redis_args_init(a);
+    ngx_http_linegate_redis_arg_cstr(a, "HMGET");
+    ngx_http_linegate_redis_arg_str(a, &key);
+    ngx_http_linegate_redis_arg_cstr(a, "provisioningStatus");
+    ngx_http_linegate_redis_arg_cstr(a, "channelType");
+    ngx_http_linegate_redis_arg_cstr(a, "lineType");
+    ngx_http_linegate_redis_arg_cstr(a, "updatedAt");
+
+    return ngx_http_linegate_redis_command(r, a,
+                                        ngx_http_linegate_reconcile_stored);
+}
+
+
+/*
+ * What SETUP_READ found: provisioning, the entry as the step would have
+ * appended it ("at": the request's updatedAt, the step's time) and then
+ * the member goes; anything else, the member goes; no answer, it stays
+ */
+static void
+ngx_http_linegate_reconcile_setup_found(ngx_http_request_t *r,
+    ngx_http_linegate_reconcile_t *rc, redisReply *reply)
+{
+    ngx_str_t                      status;
+    ngx_http_linegate_lr_setup_t   e;
+
+    if (reply == NULL || reply->type != REDIS_REPLY_ARRAY
+        || reply->elements != 4)
+    {
+        ngx_http_linegate_reconcile_later(r, rc,
+                                          NGX_HTTP_LINEGATE_KEY_LR_SETUP,
+                                          &rc->setup);
+        return;
+    }
+
+    if (ngx_http_linegate_reply_str(reply, 0, &status) != NGX_OK
+        || !ngx_http_linegate_reconcile_is(&status, "provisioning"))
+    {
+        (void) ngx_http_linegate_lr_setup_drop(r->connection->log,
+                                               &rc->setup);
+        return;
+    }
+
+    e.workspace = rc->setup_ws;
+    e.id = rc->setup_id;
+
+    if (ngx_http_linegate_reply_str(reply, 1, &e.channel_type) != NGX_OK) {
+        ngx_str_set(&e.channel_type, "");
+    }
+
+    if (ngx_http_linegate_reply_str(reply, 2, &e.line_type) != NGX_OK) {
+        ngx_str_set(&e.line_type, "");
+    }
+
+    if (ngx_http_linegate_reply_str(reply, 3, &e.at) != NGX_OK) {
+        ngx_str_set(&e.at, "");
+    }
+
+    if (ngx_http_linegate_lr_setup_relay(r->connection->log, &e,
+                                         &rc->setup)
+        != NGX_OK)
+    {
+        ngx_http_linegate_reconcile_later(r, rc,
+                                          NGX_HTTP_LINEGATE_KEY_LR_SETUP,
+                                          &rc->setup);
+        return;
+    }
+
+    rc->setup_relayed++;
+
+    ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
+                  NGX_HTTP_LINEGATE_LOG "reconciliation: line request "
+                  "\"%V\" of workspace \"%V\" provisioning with its set-up "
+                  "relay unsettled: its entry appended", &rc->setup_id,
+                  &rc->setup_ws);
 }
 
 
@@ -2279,6 +2524,24 @@ ngx_http_linegate_reconcile_stored(ngx_http_request_t *r, redisReply *reply)
 
     case NGX_HTTP_LINEGATE_RECONCILE_SWEEP_SETTLE:
         ngx_http_linegate_reconcile_lost_settled(r, ctx, reply);
+        return;
+
+    case NGX_HTTP_LINEGATE_RECONCILE_SETUP:
+        if (reply == NULL || reply->type != REDIS_REPLY_ARRAY) {
+            /* the members wait for the next run */
+            ngx_http_linegate_reconcile_next(r, ctx,
+                                          NGX_HTTP_LINEGATE_RECONCILE_CLAIMS);
+            return;
+        }
+
+        (void) ngx_http_linegate_reconcile_members(r, rc, reply);
+        ngx_http_linegate_reconcile_setup_next(r, ctx);
+        return;
+
+    case NGX_HTTP_LINEGATE_RECONCILE_SETUP_READ:
+        ngx_http_linegate_reconcile_setup_found(r, rc, reply);
+        rc->ci++;
+        ngx_http_linegate_reconcile_setup_next(r, ctx);
         return;
 
     case NGX_HTTP_LINEGATE_RECONCILE_CLAIMS:

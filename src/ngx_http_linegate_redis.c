@@ -136,6 +136,7 @@ typedef struct {
     ngx_pool_t                         *pool;    /* of the stash */
     redisReply                         *stash;
     char                               *what;
+    ngx_str_t                           note;    /* then's, copied */
     ngx_http_linegate_redis_then_pt     then;    /* NULL: none */
     ngx_http_linegate_redis_args_t      args;
 } ngx_http_linegate_redis_durable_t;
@@ -309,7 +310,7 @@ static void ngx_http_linegate_redis_detach(void *data);
 static void ngx_http_linegate_redis_release(
     ngx_http_linegate_redis_cmd_t *cmd);
 static ngx_int_t ngx_http_linegate_redis_durable_queue(ngx_log_t *log,
-    ngx_http_linegate_redis_then_pt then,
+    ngx_http_linegate_redis_then_pt then, ngx_str_t *note,
     ngx_int_t script, int nkeys, ngx_http_linegate_redis_args_t *args,
     const char *what);
 static void ngx_http_linegate_redis_durable_flush(void);
@@ -1718,9 +1719,8 @@ ngx_http_linegate_redis_durable(ngx_log_t *log,
     ngx_http_linegate_script_id_e script, int nkeys,
     ngx_http_linegate_redis_args_t *args, const char *what)
 {
-    return ngx_http_linegate_redis_durable_queue(log, NULL, script, nkeys,
-                                                 args,
-                                                 what);
+    return ngx_http_linegate_redis_durable_queue(log, NULL, NULL, script,
+                                                 nkeys, args, what);
 }
 
 
@@ -1728,8 +1728,8 @@ ngx_int_t
 ngx_http_linegate_redis_durable_command(ngx_log_t *log,
     ngx_http_linegate_redis_args_t *args, const char *what)
 {
-    return ngx_http_linegate_redis_durable_queue(log, NULL, -1, 0, args,
-                                                 what);
+    return ngx_http_linegate_redis_durable_queue(log, NULL, NULL, -1, 0,
+                                                 args, what);
 }
 
 
@@ -1739,7 +1739,17 @@ ngx_http_linegate_redis_durable_then(ngx_log_t *log,
     ngx_http_linegate_redis_args_t *args, const char *what,
     ngx_http_linegate_redis_then_pt then)
 {
-    return ngx_http_linegate_redis_durable_queue(log, then, script, nkeys,
+    return ngx_http_linegate_redis_durable_queue(log, then, NULL, script,
+                                                 nkeys, args, what);
+}
+
+
+ngx_int_t
+ngx_http_linegate_redis_durable_command_then(ngx_log_t *log,
+    ngx_http_linegate_redis_args_t *args, const char *what,
+    ngx_http_linegate_redis_then_pt then, ngx_str_t *note)
+{
+    return ngx_http_linegate_redis_durable_queue(log, then, note, -1, 0,
                                                  args, what);
 }
 
@@ -1747,7 +1757,7 @@ ngx_http_linegate_redis_durable_then(ngx_log_t *log,
 /* script: an ngx_http_linegate_script_id_e, or -1 for a plain command */
 static ngx_int_t
 ngx_http_linegate_redis_durable_queue(ngx_log_t *log,
-    ngx_http_linegate_redis_then_pt then, ngx_int_t script,
+    ngx_http_linegate_redis_then_pt then, ngx_str_t *note, ngx_int_t script,
     int nkeys, ngx_http_linegate_redis_args_t *args, const char *what)
 {
     int                                 i;
@@ -1784,9 +1794,10 @@ ngx_http_linegate_redis_durable_queue(ngx_log_t *log,
         return NGX_ERROR;
     }
 
-    /* one block: the entry, the arguments' bytes, what */
+    /* one block: the entry, the arguments' bytes, what, the note */
     wlen = ngx_strlen(what);
-    len = sizeof(ngx_http_linegate_redis_durable_t) + wlen + 1;
+    len = sizeof(ngx_http_linegate_redis_durable_t) + wlen + 1
+          + (note ? note->len : 0);
 
     for (i = 0; i < args->argc; i++) {
         len += args->argvlen[i];
@@ -1820,7 +1831,13 @@ ngx_http_linegate_redis_durable_queue(ngx_log_t *log,
     }
 
     d->what = (char *) p;
-    ngx_memcpy(p, what, wlen + 1);
+    p = ngx_cpymem(p, what, wlen + 1);
+
+    if (note != NULL && note->len) {
+        d->note.data = p;
+        d->note.len = note->len;
+        ngx_memcpy(p, note->data, note->len);
+    }
 
     ngx_queue_insert_tail(&rd->durable, &d->queue);
     rd->ndurable++;
@@ -2152,7 +2169,7 @@ ngx_http_linegate_redis_durable_done(ngx_http_linegate_redis_durable_t *d,
 
         if (d->then) {
             /* its answer decides the next write (queued by then) */
-            d->then(reply, &d->args);
+            d->then(reply, &d->args, &d->note);
         }
     }
 

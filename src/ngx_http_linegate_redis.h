@@ -157,11 +157,20 @@ ngx_int_t ngx_http_linegate_redis_durable_command(ngx_log_t *log,
  * as any durable write). The next write is then's to queue.
  */
 typedef void (*ngx_http_linegate_redis_then_pt)(redisReply *reply,
-    ngx_http_linegate_redis_args_t *args);
+    ngx_http_linegate_redis_args_t *args, ngx_str_t *note);
 ngx_int_t ngx_http_linegate_redis_durable_then(ngx_log_t *log,
     ngx_http_linegate_script_id_e script, int nkeys,
     ngx_http_linegate_redis_args_t *args, const char *what,
     ngx_http_linegate_redis_then_pt then);
+/*
+ * The same for a plain command (args hold its name), whose next write
+ * needs what the command does not carry: note, copied with it, is
+ * handed to then (e.g. the journal member a set-up entry's XADD removes
+ * once done). The script variant's then gets an empty note.
+ */
+ngx_int_t ngx_http_linegate_redis_durable_command_then(ngx_log_t *log,
+    ngx_http_linegate_redis_args_t *args, const char *what,
+    ngx_http_linegate_redis_then_pt then, ngx_str_t *note);
 /* how many durable writes of this worker wait for Redis */
 ngx_uint_t ngx_http_linegate_redis_durable_pending(void);
 /* 1 when the worker's connection is up (a command may be sent now) */

@@ -22,6 +22,7 @@
 #include "ngx_http_linegate_headers.h"
 #include "ngx_http_linegate_json_write.h"
 #include "ngx_http_linegate_str.h"
+#include "ngx_http_linegate_lr_setup.h"
 
 
 /* long enough to cover Stripe's retries, which last up to three days */
@@ -40,6 +41,19 @@ typedef struct {
     const char                      *outcome;
     int64_t                          now;
     u_char                          *iso;
+
+    /* the request the index names, wh_invoice's arguments */
+    ngx_str_t                        ws;
+    ngx_str_t                        id;
+    ngx_http_linegate_redis_args_t  *args;
+    int                              nkeys;
+
+    /*
+     * a cluster, 'paid': the member of lg:{fleet}:lr:setup written
+     * before wh_invoice, which cannot append the set-up entry itself
+     * (lr_setup.h)
+     */
+    ngx_str_t                        setup;
 } ngx_http_linegate_webhook_inv_t;
 
 
@@ -52,6 +66,14 @@ static void ngx_http_linegate_webhook_subscription(ngx_http_request_t *r,
     ngx_uint_t deleted);
 static ngx_str_t *ngx_http_linegate_webhook_plan(ngx_http_request_t *r,
     json_t *object);
+static void ngx_http_linegate_webhook_settle(ngx_http_request_t *r,
+    ngx_http_linegate_webhook_inv_t *inv);
+static void ngx_http_linegate_webhook_setup_written(ngx_http_request_t *r,
+    redisReply *reply);
+static void ngx_http_linegate_webhook_settled(ngx_http_request_t *r,
+    redisReply *reply);
+static void ngx_http_linegate_webhook_relay(ngx_http_request_t *r,
+    ngx_http_linegate_webhook_inv_t *inv, redisReply *reply);
 static void ngx_http_linegate_webhook_done(ngx_http_request_t *r,
     redisReply *reply);
 static void ngx_http_linegate_webhook_ack(ngx_http_request_t *r,
@@ -225,7 +247,8 @@ ngx_http_linegate_webhook_owner(ngx_http_request_t *r, redisReply *reply)
     ngx_str_t                         owner, ws, id, ekey;
     ngx_str_t                         keys[
                                           NGX_HTTP_LINEGATE_KEYS_LR_REQUEST];
-    ngx_http_linegate_redis_args_t   *a;
+    ngx_http_linegate_redis_args_t   *a, ma;
+    ngx_http_linegate_main_conf_t    *lmcf;
     ngx_http_linegate_webhook_inv_t  *inv;
 
     inv = ngx_http_linegate_get_ctx(r)->data;
@@ -273,6 +296,8 @@ ngx_http_linegate_webhook_owner(ngx_http_request_t *r, redisReply *reply)
     ws.len = sep - 1 - owner.data;
     id.data = sep;
     id.len = owner.data + owner.len - sep;
+    inv->ws = ws;
+    inv->id = id;
 
     a = ngx_palloc(r->pool, sizeof(ngx_http_linegate_redis_args_t));
 
@@ -287,13 +312,24 @@ ngx_http_linegate_webhook_owner(ngx_http_request_t *r, redisReply *reply)
         return;
     }
 
-    /* the event, the request's keys (lr_settle's), the stream */
+    lmcf = ngx_http_get_module_main_conf(r, ngx_http_linegate_module);
+
+    /*
+     * the event, the request's keys (lr_settle's), the stream on one
+     * Redis only (on a cluster it is another slot: lr_setup.h)
+     */
     ngx_http_linegate_redis_args_init(a);
     ngx_http_linegate_redis_arg_str(a, &ekey);
     ngx_http_linegate_redis_arg_strs(a, keys,
                                      NGX_HTTP_LINEGATE_KEYS_LR_REQUEST);
-    ngx_http_linegate_redis_arg_str(a,
-        ngx_http_linegate_key_fixed(NGX_HTTP_LINEGATE_KEY_PROVISIONING));
+    inv->nkeys = 1 + NGX_HTTP_LINEGATE_KEYS_LR_REQUEST;
+
+    if (!lmcf->redis_cluster) {
+        ngx_http_linegate_redis_arg_str(a,
+            ngx_http_linegate_key_fixed(NGX_HTTP_LINEGATE_KEY_PROVISIONING));
+        inv->nkeys++;
+    }
+
     ngx_http_linegate_redis_arg_str(a, &inv->invoice);
     ngx_http_linegate_redis_arg_cstr(a, inv->outcome);
     ngx_http_linegate_redis_arg_int(r, a, inv->now);
@@ -301,15 +337,123 @@ ngx_http_linegate_webhook_owner(ngx_http_request_t *r, redisReply *reply)
     ngx_http_linegate_redis_arg_int(r, a, NGX_HTTP_LINEGATE_EVENT_MEMORY);
     ngx_http_linegate_redis_arg_str(a, &ws);
     ngx_http_linegate_redis_arg_str(a, &id);
+    ngx_http_linegate_redis_arg_cstr(a, lmcf->redis_cluster ? "c" : "w");
 
-    if (ngx_http_linegate_redis_script(r, NGX_HTTP_LINEGATE_SCRIPT_WH_INVOICE,
-                                       2 + NGX_HTTP_LINEGATE_KEYS_LR_REQUEST,
-                                       a,
-                                       ngx_http_linegate_webhook_done)
+    inv->args = a;
+
+    if (!lmcf->redis_cluster || ngx_strcmp(inv->outcome, "paid") != 0) {
+        ngx_http_linegate_webhook_settle(r, inv);
+        return;
+    }
+
+    /* a cluster, 'paid': the set-up member first, the fleet's slot */
+    if (ngx_http_linegate_lr_setup_member(r->pool, &ws, &id, &inv->setup)
+        != NGX_OK)
+    {
+        ngx_http_linegate_internal_error(r);
+        return;
+    }
+
+    ngx_http_linegate_lr_setup_add_args(r, &ma, inv->now, &inv->setup);
+
+    if (ngx_http_linegate_redis_command(r, &ma,
+                                        ngx_http_linegate_webhook_setup_written)
         != NGX_OK)
     {
         ngx_http_linegate_store_unavailable(r);
     }
+}
+
+
+/* wh_invoice, on the workspace's keys */
+static void
+ngx_http_linegate_webhook_settle(ngx_http_request_t *r,
+    ngx_http_linegate_webhook_inv_t *inv)
+{
+    if (ngx_http_linegate_redis_script(r, NGX_HTTP_LINEGATE_SCRIPT_WH_INVOICE,
+                                       inv->nkeys, inv->args,
+                                       ngx_http_linegate_webhook_settled)
+        != NGX_OK)
+    {
+        (void) ngx_http_linegate_lr_setup_drop(r->connection->log,
+                                               &inv->setup);
+        ngx_http_linegate_store_unavailable(r);
+    }
+}
+
+
+/* the set-up member written: wh_invoice; not: 503, Stripe retries */
+static void
+ngx_http_linegate_webhook_setup_written(ngx_http_request_t *r,
+    redisReply *reply)
+{
+    ngx_http_linegate_webhook_inv_t  *inv;
+
+    inv = ngx_http_linegate_get_ctx(r)->data;
+
+    if (reply == NULL || reply->type != REDIS_REPLY_INTEGER) {
+        /* written or not, it goes: wh_invoice was never sent */
+        (void) ngx_http_linegate_lr_setup_drop(r->connection->log,
+                                               &inv->setup);
+        ngx_http_linegate_store_unavailable(r);
+        return;
+    }
+
+    ngx_http_linegate_webhook_settle(r, inv);
+}
+
+
+/* wh_invoice answered: the set-up entry relayed (a cluster), the ack */
+static void
+ngx_http_linegate_webhook_settled(ngx_http_request_t *r, redisReply *reply)
+{
+    ngx_http_linegate_webhook_relay(r, ngx_http_linegate_get_ctx(r)->data,
+                                    reply);
+    ngx_http_linegate_webhook_done(r, reply);
+}
+
+
+/*
+ * A cluster, 'paid': {3, "provisioning", 1, channelType, lineType} is
+ * wh_invoice's report of a line promoted: its entry is appended, then
+ * the member goes; any other answer made no entry: the member goes.
+ * Unanswered, the member stays for the reconciliation's sweep.
+ */
+static void
+ngx_http_linegate_webhook_relay(ngx_http_request_t *r,
+    ngx_http_linegate_webhook_inv_t *inv, redisReply *reply)
+{
+    int64_t                        code, changed;
+    ngx_str_t                      status;
+    ngx_http_linegate_lr_setup_t   e;
+
+    if (inv->setup.len == 0 || reply == NULL) {
+        return;
+    }
+
+    if (ngx_http_linegate_reply_int(reply, 0, &code) != NGX_OK
+        || code != 3
+        || ngx_http_linegate_reply_int(reply, 2, &changed) != NGX_OK
+        || changed != 1
+        || ngx_http_linegate_reply_str(reply, 1, &status) != NGX_OK
+        || status.len != sizeof("provisioning") - 1
+        || ngx_strncmp(status.data, "provisioning", status.len) != 0
+        || ngx_http_linegate_reply_str(reply, 3, &e.channel_type) != NGX_OK
+        || ngx_http_linegate_reply_str(reply, 4, &e.line_type) != NGX_OK)
+    {
+        (void) ngx_http_linegate_lr_setup_drop(r->connection->log,
+                                               &inv->setup);
+        return;
+    }
+
+    /* the relay copies what it sends: the reply's strings may go */
+    e.workspace = inv->ws;
+    e.id = inv->id;
+    e.at.data = inv->iso;
+    e.at.len = NGX_HTTP_LINEGATE_ISO_LEN;
+
+    (void) ngx_http_linegate_lr_setup_relay(r->connection->log, &e,
+                                            &inv->setup);
 }
 
 

@@ -676,6 +676,12 @@ subtest 'an invoice no repair could discard: deleted by a run' => sub {
     is(scalar @q, 1, 'queued on lg:{fleet}:reconcile');
     is($q[0]{reason}, 'invoice_unrepaired', 'as invoice_unrepaired');
     is($q[0]{invoice_id}, $inv[0]{id}, 'naming the invoice');
+    # its "queued once" marker beside the stream, in the fleet's slot:
+    # lr_invoice_orphan touches one slot (issue 10)
+    ok($r->exists("lg:{fleet}:q:$w->{id}:inv_$inv[0]{id}"),
+       'its marker lg:{fleet}:q:<W>:inv_<invoice>');
+    is_deeply([$r->keys("lg:{ws:$w->{id}}:reconcile:*")], [],
+              'none under the workspace');
     like($s->error_log,
          qr/invoice "\Q$inv[0]{id}\E" of line request .* queued for reconc/,
          'logged');

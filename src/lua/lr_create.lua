@@ -4,11 +4,14 @@
 -- (add-on: awaiting_payment until its invoice is stored), all in one step.
 --
 -- KEYS[1], [2], [3] see lr_gate, KEYS[4] lg:{ws:W}:lrvoid:<id>,
--- KEYS[5] lg:provisioning, KEYS[6] lg:{ws:W}:lr:<id>,
--- KEYS[7] lg:{ws:W}:lines, KEYS[8] lg:{ws:W}:pending,
--- KEYS[9] lg:{ws:W}:idem:<ARGV[20]> (declared
+-- KEYS[5] lg:{ws:W}:lr:<id>, KEYS[6] lg:{ws:W}:lines,
+-- KEYS[7] lg:{ws:W}:pending, KEYS[8] lg:{ws:W}:idem:<ARGV[20]> (declared
 -- also without an idempotency key, lg:{ws:W}:idem:, never touched then:
--- one list of keys whatever the request)
+-- one list of keys whatever the request), KEYS[9] lg:provisioning on one
+-- Redis only (ARGV[1] 'w'): on a cluster it is another slot, not
+-- declared; an included line's set-up entry is then appended by nginx
+-- after this step (LR_OK is the report), covered by the member of
+-- lg:{fleet}:lr:setup it wrote before it
 -- Derived from KEYS[1] (its slot), named by the workspace's data: the
 -- requests of the index (live lines), the one :pending names and the
 -- reservation an idempotency key holds, lg:{ws:W}:lr:<rid>; on a cluster
@@ -33,7 +36,9 @@
 -- ARGV[24] the 201 body of an included line, its workspaceId "@@WS@@"
 --
 -- Returns {code, ws, remaining, ...}:
---   LR_OK, LR_SUBSCRIPTION, LR_FORBIDDEN, LR_PENDING: a business outcome,
+--   LR_OK (an included line, made: its set-up entry appended here on
+--   one Redis, by nginx on a cluster),
+--   LR_SUBSCRIPTION, LR_FORBIDDEN, LR_PENDING: a business outcome,
 --                   then its status and body, kept under the idempotency
 --                   key in this same step (a retry replays it, whatever
 --                   became of this call's answer)
@@ -53,13 +58,13 @@
 --#include lr_settle
 --#include lr_here
 
-local ikey = ARGV[20] ~= '' and KEYS[9] or nil
+local ikey = ARGV[20] ~= '' and KEYS[8] or nil
 
 -- on a cluster, before the gate writes anything (lr_here): the index
 -- holds the pending request and any reservation a key holds, which
 -- leave it with their hash (lr_drop); the other ones are gone or canceled
 if ARGV[1] == 'c'
-   and not lg_lr_here(KEYS[1], redis.call('ZRANGE', KEYS[7], 0, -1))
+   and not lg_lr_here(KEYS[1], redis.call('ZRANGE', KEYS[6], 0, -1))
 then
     return redis.error_reply(LR_TRYAGAIN)
 end
@@ -109,7 +114,7 @@ if ikey then
             return {LR_IDEM_IN_USE, ws, left}
         end
         if p[1] then
-            lg_lr_drop(lg_lr_key(wkey, rec[5]), KEYS[7], KEYS[8], rec[5])
+            lg_lr_drop(lg_lr_key(wkey, rec[5]), KEYS[6], KEYS[7], rec[5])
         end
         redis.call('DEL', ikey)
     end
@@ -147,7 +152,7 @@ end
 -- what the workspace has, never its history.
 local function live()
     local n = 0
-    for _, lid in ipairs(redis.call('ZRANGE', KEYS[7], 0, -1)) do
+    for _, lid in ipairs(redis.call('ZRANGE', KEYS[6], 0, -1)) do
         local h = redis.call('HMGET', lg_lr_key(wkey, lid),
                              'provisioningStatus', 'channelType')
         if h[2] == channel
@@ -156,7 +161,7 @@ local function live()
             n = n + 1
         elseif not h[1] or h[1] == 'canceled' then
             -- an index written before canceled requests left it
-            redis.call('ZREM', KEYS[7], lid)
+            redis.call('ZREM', KEYS[6], lid)
         end
     end
     return n
@@ -188,16 +193,16 @@ if cost == 'forbidden' then
 end
 
 -- at most one request awaits payment
-local pending = redis.call('GET', KEYS[8])
+local pending = redis.call('GET', KEYS[7])
 if pending and abandoned(pending) then
     if redis.call('HGET', lg_lr_key(wkey, pending), 'provisioningStatus')
        == 'awaiting_payment'
     then
         -- the nginx that reserved it never stored an invoice: it died
         -- or lost Redis meanwhile; the workspace must not stay blocked
-        lg_lr_drop(lg_lr_key(wkey, pending), KEYS[7], KEYS[8], pending)
+        lg_lr_drop(lg_lr_key(wkey, pending), KEYS[6], KEYS[7], pending)
     else
-        redis.call('DEL', KEYS[8])
+        redis.call('DEL', KEYS[7])
     end
     pending = nil
 end
@@ -213,7 +218,7 @@ if cost == 'addon' and (not w[3] or w[3] == '') then
     return {LR_NO_CUSTOMER, ws, left}
 end
 
-local lkey = KEYS[6]
+local lkey = KEYS[5]
 if redis.call('EXISTS', lkey) == 1 then
     return {LR_COLLISION, ws, left}
 end
@@ -250,10 +255,11 @@ else
 end
 
 redis.call('HSET', lkey, unpack(f))
-redis.call('ZADD', KEYS[7], now, id)
+redis.call('ZADD', KEYS[6], now, id)
 
 if cost == 'included' then
-    lg_lr_provision(KEYS[5], ws, id, channel, ARGV[11], ARGV[9])
+    lg_lr_provision(ARGV[1] == 'w' and KEYS[9] or nil, ws, id, channel,
+                    ARGV[11], ARGV[9])
 
     -- the body names the workspace only known here (an API key)
     local body = ARGV[24]
@@ -268,7 +274,7 @@ if cost == 'included' then
     return outcome(LR_OK, 201, body)
 end
 
-redis.call('SET', KEYS[8], id)
+redis.call('SET', KEYS[7], id)
 
 if ikey then
     redis.call('HSET', ikey, 'state', 'running', 'fp', ARGV[21], 'id', id)

@@ -5,9 +5,10 @@
 -- or void
 -- (docs/operator.md, "Reconciliation"). Idempotent: a durable write.
 --
--- KEYS[1] lg:{ws:W}:reconcile:w:inv_<ARGV[3], or draft_<ARGV[2]> when
+-- KEYS[1] lg:{fleet}:q:<W>:inv_<ARGV[3], or draft_<ARGV[2]> when
 -- ARGV[3] is "">, the entry's marker (pv_queue), KEYS[2]
--- lg:{fleet}:reconcile
+-- lg:{fleet}:reconcile: one slot, the fleet's (the marker beside the
+-- stream it guards, as pv_settle's lg:{fleet}:q:<A>:... markers)
 -- ARGV[1] ws, ARGV[2] request id, ARGV[3] invoice id ("" never seen),
 -- ARGV[4] Stripe customer, ARGV[5] now, ISO 8601
 --

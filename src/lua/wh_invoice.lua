@@ -3,7 +3,8 @@
 -- KEYS[1]  lg:{ws:W}:event:<event id> (de-duplication: an event is
 --          applied once; under the workspace's tag)
 -- KEYS[2]  lg:{ws:W}:lr:<ARGV[7]>  KEYS[3]  lg:{ws:W}:lines
--- KEYS[4]  lg:{ws:W}:pending  KEYS[5]  lg:provisioning
+-- KEYS[4]  lg:{ws:W}:pending  KEYS[5]  lg:provisioning (one Redis
+--          only: not declared on a cluster, where it is another slot)
 -- ARGV[1]  invoice id
 -- ARGV[2]  'paid' or 'void' (voided and marked_uncollectible)
 -- ARGV[3]  now, Unix ms
@@ -12,10 +13,17 @@
 -- ARGV[6]  W, ARGV[7] the request id: what lg:invoice:<invoice id> holds,
 --          read by nginx in its own step before this one (an invoice the
 --          index does not know is answered there, and this does not run)
+-- ARGV[8]  'w' (one Redis: the set-up entry appended here) or 'c' (a
+--          Redis Cluster: nginx appends it after this step, from the
+--          member of lg:{fleet}:lr:setup it wrote before it)
 --
 -- Returns  {0}                     event seen before: nothing done
 --          {1}                     no line request for this invoice
---          {3, status, changed}    settled (changed 1) or left alone (0)
+--          {3, status, changed, channelType, lineType}
+--                                  settled (changed 1) or left alone (0);
+--                                  'provisioning' with changed 1 is the
+--                                  report of a set-up entry (appended
+--                                  here in mode 'w', by nginx in 'c')
 --
 -- The event id is remembered once the event is applied (settled or left
 -- alone), never before: an event that changed nothing stays deliverable.
@@ -34,12 +42,14 @@ if redis.call('HGET', KEYS[2], 'invoiceId') ~= ARGV[1] then
     return {1}
 end
 
-local status, changed = lg_lr_settle(KEYS[5], KEYS[2], KEYS[3], KEYS[4],
-                                     ws, id, ARGV[2], ARGV[3], ARGV[4])
+local stream = ARGV[8] == 'w' and KEYS[5] or nil
+local status, changed, channel, line_type =
+    lg_lr_settle(stream, KEYS[2], KEYS[3], KEYS[4], ws, id, ARGV[2],
+                 ARGV[3], ARGV[4])
 if not status then
     return {1}
 end
 
 redis.call('SET', ekey, ARGV[3], 'EX', tonumber(ARGV[5]))
 
-return {3, status, changed and 1 or 0}
+return {3, status, changed and 1 or 0, channel or '', line_type or ''}

@@ -1,12 +1,17 @@
 -- Settle a line request that awaits payment, atomically with the outbox.
 --
 -- lg_lr_settle(stream, lkey, lines, pending, ws, id, outcome, now_ms,
---              now_iso) -> status, changed
---   stream: lg:provisioning's key; lkey, lines, pending: the request's
+--              now_iso) -> status, changed, channelType, lineType
+--   stream: lg:provisioning's key, or nil on a Redis Cluster (the stream
+--   is another slot: nginx appends the entry after the step, from the
+--   journal lg:{fleet}:lr:setup, docs/data-model.md); lkey, lines,
+--   pending: the request's
 --   hash lg:{ws:W}:lr:<id>, lg:{ws:W}:lines and lg:{ws:W}:pending (KEYS[]
 --   of the caller)
 --   outcome 'paid': awaiting_payment -> provisioning (paymentStatus paid),
---                   and the line is appended to the provisioning stream;
+--                   and the line is appended to the provisioning stream
+--                   (one Redis; on a cluster, status 'provisioning' with
+--                   changed is the caller's report that nginx must);
 --   outcome 'void': awaiting_payment -> canceled (paymentStatus failed).
 -- Either way the workspace's pending marker is cleared if it names this
 -- request, and a canceled request leaves the workspace's index of live
@@ -18,8 +23,13 @@
 -- lg_lr_provision(stream, ws, id, channelType, lineType, now_iso): the
 -- line into the set-up stream, capped (MAXLEN ~): set-up workers read it
 -- within minutes, the cap only bounds what nobody reads (lr_create uses
--- it too)
+-- it too). stream nil (a cluster): nothing here, nginx appends the same
+-- fields after the step (ngx_http_linegate_lr_setup.c)
 local function lg_lr_provision(stream, ws, id, channel, line_type, now_iso)
+    if not stream then
+        return
+    end
+
     redis.call('XADD', stream, 'MAXLEN', '~', 100000, '*',
                'workspace', ws, 'id', id, 'channelType', channel,
                'lineType', line_type, 'at', now_iso)
@@ -33,7 +43,7 @@ local function lg_lr_settle(stream, lkey, lines, pending, ws, id, outcome,
         return nil, false
     end
     if cur[1] ~= 'awaiting_payment' then
-        return cur[1], false
+        return cur[1], false, cur[2], cur[3]
     end
 
     local status
@@ -54,5 +64,5 @@ local function lg_lr_settle(stream, lkey, lines, pending, ws, id, outcome,
         redis.call('DEL', pending)
     end
 
-    return status, true
+    return status, true, cur[2] or '', cur[3] or ''
 end

@@ -2,8 +2,8 @@
 --
 -- lg_pv_queue(mkey, stream, fields) -> 1 when written now, 0 when it
 -- already was
---   mkey: the entry's marker, lg:{ws:W}:reconcile:w:inv_<...> under
---   the tenant's tag (a KEYS[] of lr_invoice_orphan); stream: the key of
+--   mkey: the entry's marker, lg:{fleet}:q:<W>:inv_<...> in the
+--   stream's slot (a KEYS[] of lr_invoice_orphan); stream: the key of
 --   lg:{fleet}:reconcile (a KEYS[] of the caller); fields: the entry's
 --   flat {name, value, ...} list (account, subscription_id, phone_number,
 --   worker_id, reason, idempotency_key, customer, at).
