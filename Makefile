@@ -102,11 +102,10 @@ run: $(MODULE)
 #   empty, single  the whole suite on one Redis
 #   sentinel  the Lines and Provisioning files (and the Sentinel file) on
 #             a master, 2 replicas and 3 sentinels
-#   cluster   the cluster files, the Provisioning files and the
-#             linegate_limit files on 3 masters and 3 replicas: the Lines
-#             API needs one Redis or Sentinel until its scripts are
-#             single-slot (issue 10). t/401 is left out: it stops and
-#             pauses the one Redis (t/037 kills a master).
+#   cluster   the cluster files, the Lines, Provisioning and webhook
+#             files and the linegate_limit files on 3 masters and 3
+#             replicas. t/401 is left out: it stops and pauses the one
+#             Redis (t/037 kills a master).
 export LG_REDIS
 TEST_FILES_single = t/
 TEST_FILES_sentinel = $(wildcard t/1[0-9][0-9]-lines-*.t \

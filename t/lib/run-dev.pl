@@ -4,11 +4,9 @@
 # workspace, account and inventory through the operator API, prints the
 # credentials and curl examples, and runs until Ctrl-C.
 #
-# LG_REDIS=cluster: a Redis Cluster (3 masters, 3 replicas) serving the
-# Provisioning and operator APIs and a linegate_limit demo location; the
-# Lines API and the webhooks need one Redis or Sentinel until their
-# scripts are single-slot (issue 10), so only the account and the
-# inventory are seeded.
+# LG_REDIS=sentinel: a master, 2 replicas and 3 sentinels; LG_REDIS=cluster:
+# a Redis Cluster (3 masters, 3 replicas), with a linegate_limit demo
+# location besides: the same demo data and credentials on either.
 #
 # Environment:
 #   LG_PORT            nginx port (8080)
@@ -72,13 +70,19 @@ my $s = LG::Stack->new(
                  HTTP_EXTRA => "$auto $limit_demo{HTTP_EXTRA}") : ()),
 )->start;
 
-# LG_REDIS=sentinel: where the replicas and sentinels listen
-my $topology = $s->topology ne 'sentinel' ? '' : sprintf(
+# LG_REDIS=sentinel or cluster: where the other servers listen
+my $topology = $s->topology eq 'sentinel' ? sprintf(
     "\n  (Sentinel)      master lgmaster; replicas %s; sentinels %s"
     . "\n                  redis-cli -p %d sentinel get-master-addr-by-name "
     . "lgmaster",
     join(',', $s->replica_ports), join(',', $s->sentinel_ports),
-    ($s->sentinel_ports)[0]);
+    ($s->sentinel_ports)[0])
+  : $cluster ? sprintf(
+    "\n  (Cluster)       masters %s; replicas %s"
+    . "\n                  redis-cli -p %d cluster nodes",
+    join(',', $s->cluster_masters), join(',', $s->cluster_replicas),
+    ($s->cluster_masters)[0])
+  : '';
 
 # one seeding step: the call must answer $want, its JSON body is returned
 sub step {
@@ -95,8 +99,7 @@ step(200, 'stub customer cus_demo_agent',
      $s->stub(POST => '/_stub/customers',
               {id => 'cus_demo_agent', card => \1}));
 
-# (on a cluster the Lines API is not served: no workspace)
-my $key = $cluster ? undef : do {
+my $key = do {
     step(200, 'workspace org_demo',
          $s->op(PUT => '/workspaces/org_demo',
                 {plan => 'growth', subscriptionStatus => 'active',
@@ -113,8 +116,6 @@ my $cred = step(201, 'credentials',
 my $inv = step(200, 'inventory',
                $s->op(POST => '/inventory',
                       {numbers => [map { "+1415555010$_" } 0 .. 4]}));
-
-cluster_demo() if $cluster;
 
 my $lg   = $s->url('');
 my $stub = $s->stub_url;
@@ -133,7 +134,7 @@ linegate development stack (Ctrl-C stops it)
     secret        $cred->{secret}
   inventory       $inv->{total} numbers
   Stripe stub     $stub   (state: curl -s $stub/_stub/state)
-  Redis           redis-cli -p $redis_port$topology
+  Redis           redis-cli@{[$cluster ? ' -c' : '']} -p $redis_port$topology
   logs            $logs/error.log, $logs/access.log
 
 Try, in another shell:
@@ -185,53 +186,22 @@ curl -s \$LG/_linegate/reconciliation/resolved -H "Authorization: Bearer \$OP"
 
 TEXT
 
+cluster_demo() if $cluster;
+
 wait_for_stop();
 
-# LG_REDIS=cluster: the topology, the account, the limited location
+# LG_REDIS=cluster: where keys live, and the limited location
 sub cluster_demo {
     my $lg = $s->url('');
-    my $stub = $s->stub_url;
-    my $logs = $s->prefix;
-    my @masters = $s->cluster_masters;
-    my $first = $masters[0];
-    my $masters = join ',', @masters;
-    my $replicas = join ',', $s->cluster_replicas;
+    my $first = ($s->cluster_masters)[0];
     print <<"TEXT";
+On the cluster, besides:
 
-linegate development stack on a Redis Cluster (Ctrl-C stops it)
-
-  linegate        $lg
-  operator token  $token
-  account         acct_demo (inbound_only, Stripe customer cus_demo_agent)
-    key id        $cred->{key_id}
-    secret        $cred->{secret}
-  inventory       $inv->{total} numbers
-  Stripe stub     $stub   (state: curl -s $stub/_stub/state)
-  (Cluster)       masters $masters; replicas $replicas
-                  redis-cli -p $first cluster nodes
-  linegate_limit  zone demo (2r/s, burst 4, per client address) on
-                  $lg/limited
-  Lines API and webhooks: not on a cluster yet (issue 10); make run, or
-                  make run LG_REDIS=sentinel, serves them
-  logs            $logs/error.log, $logs/access.log
-
-Try, in another shell:
-
-export LG=$lg OP=$token
-export SBK=$cred->{key_id} SBS=$cred->{secret}
-
-# an inbound-only line for the Agent account: preview, then confirm (the
-# key id's lookup, the account and the inventory on three slots)
-curl -s -X POST \$LG/accounts/lines/provision-preview \\
-  -H "sb-api-key-id: \$SBK" -H "sb-api-secret-key: \$SBS"
-curl -s -X POST \$LG/accounts/lines/provision-confirm \\
-  -H "sb-api-key-id: \$SBK" -H "sb-api-secret-key: \$SBS" \\
-  -H 'Content-Type: application/json' -d '{"preview_token":"<lpv_...>"}'
-curl -s \$LG/accounts/limits -H "sb-api-key-id: \$SBK" -H "sb-api-secret-key: \$SBS"
-
-# where each key lives
-redis-cli -c -p $first cluster keyslot 'lg:{fleet}:inventory'
+# where each key lives: the workspace's keys share its tag's slot, the
+# account's its own, the fleet's (inventory, journals) another
+redis-cli -c -p $first cluster keyslot 'lg:{ws:org_demo}'
 redis-cli -c -p $first cluster keyslot 'lg:{acct:acct_demo}'
+redis-cli -c -p $first cluster keyslot 'lg:{fleet}:inventory'
 
 # 5 pass (burst 4 + 1), then 429 with Retry-After
 for i in 1 2 3 4 5 6 7; do curl -s -o /dev/null -w '%{http_code} ' $lg/limited; done; echo
@@ -241,7 +211,6 @@ curl -si $lg/limited | grep -i -e ratelimit -e retry-after
 redis-cli --cluster call 127.0.0.1:$first keys 'lg:rl:*'
 
 TEXT
-    wait_for_stop();
 }
 
 # runs until Ctrl-C or a child's end, then stops everything; exits
