@@ -1362,12 +1362,15 @@ ngx_http_linegate_create_journal(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr)
 {
     u_char                          *p;
-    ngx_http_linegate_redis_args_t   a;
+    ngx_http_linegate_redis_args_t  *a;
 
     lr->ctx->state = NGX_HTTP_LINEGATE_CREATE_JOURNAL;
 
+    /* a script's arguments outlive the call: NOSCRIPT sends them again */
+    a = ngx_palloc(r->pool, sizeof(ngx_http_linegate_redis_args_t));
     p = ngx_pnalloc(r->pool, lr->ws.len + 1 + lr->id.len);
-    if (p == NULL) {
+
+    if (a == NULL || p == NULL) {
         ngx_http_linegate_create_fail(r, lr,
                                       NGX_HTTP_LINEGATE_LR_FAIL_INTERNAL,
                                       0, -1);
@@ -1377,15 +1380,15 @@ ngx_http_linegate_create_journal(ngx_http_request_t *r,
     lr->journal.data = p;
     lr->journal.len = ngx_sprintf(p, "%V %V", &lr->ws, &lr->id) - p;
 
-    ngx_http_linegate_redis_args_init(&a);
-    ngx_http_linegate_redis_arg_int(r, &a, lr->now_ms);
-    ngx_http_linegate_redis_arg_str(&a, &lr->journal);
-    ngx_http_linegate_redis_arg_key(&a,
+    ngx_http_linegate_redis_args_init(a);
+    ngx_http_linegate_redis_arg_int(r, a, lr->now_ms);
+    ngx_http_linegate_redis_arg_str(a, &lr->journal);
+    ngx_http_linegate_redis_arg_key(a,
         ngx_http_linegate_key_fixed(NGX_HTTP_LINEGATE_KEY_LR_INFLIGHT));
 
     if (ngx_http_linegate_redis_script(r,
                                        NGX_HTTP_LINEGATE_SCRIPT_LR_JOURNAL_ADD,
-                                       a.nkeys, &a,
+                                       a->nkeys, a,
                                        ngx_http_linegate_create_resume)
         != NGX_OK)
     {

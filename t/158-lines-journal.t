@@ -235,4 +235,24 @@ subtest 'members a run cannot read do not hide the others' => sub {
     $r->zrem($J, @bad);
 };
 
+subtest 'the journal after SCRIPT FLUSH: written with its own arguments'
+=> sub {
+    # NOSCRIPT: the redis layer sends the same arguments again with the
+    # script's source, after the step that built them has returned
+    my $w = $l->workspace('org_j8');
+    like(qx{redis-cli -p @{[ $s->redis_port ]} SCRIPT FLUSH}, qr/^OK/,
+         'scripts flushed');
+    my $tx;
+    my ($cmds) = $s->redis_traffic(sub { $tx = $l->create($w, $EMAIL) });
+    $l->answer($tx, 201, 'a paid add-on');
+    my $id = $tx->res->json->{line}{_id};
+    my @eval = grep { /"EVAL" ".*?" "1" "\Q$J\E" "\d+" "\Q$w->{id} $id\E"\s*$/s }
+               @$cmds;
+    is(scalar @eval, 1, 'the journal script sent again whole, its member '
+       . 'intact') or diag join "\n", grep { /\Q$J\E/ } @$cmds;
+    is_deeply([members($w)], [], 'gone after the store');
+    unlike($s->error_log, qr/exited on signal (?:6|11)\b/,
+           'no worker crashed');
+};
+
 done_testing;
