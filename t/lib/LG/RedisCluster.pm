@@ -204,7 +204,7 @@ sub _all {
         my %k = map { $_ => 1 }
                 map { $self->_on($_, keys => @args) } @masters;
         my @keys = sort keys %k;
-        return wantarray ? @keys : \@keys;
+        return wantarray ? @keys : scalar @keys;    # as Redis.pm
     }
     if ($lc eq 'dbsize') {
         my $n = 0;
