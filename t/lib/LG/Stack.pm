@@ -1104,6 +1104,13 @@ sub _redis_traffic {
         close $m;
     }
 
+    # on a cluster, the masters' lines in the order they ran (one clock:
+    # MONITOR's time stamps, same box)
+    @lines = map { $_->[1] }
+             sort { $a->[0] <=> $b->[0] }
+             map { [/^\+?(\d+\.\d+)/ ? $1 : 0, $_] } @lines
+        if @mon > 1;
+
     my @top = grep { !/\[\d+ lua\]/ } @lines;
     my $pings = grep { /"ping"/i } @top;
 
