@@ -9,6 +9,12 @@ use warnings;
 use lib 't/lib';
 
 use Test::More;
+
+# the subscriber is found, killed and paused on the one Redis (CLIENT
+# LIST, KILL, PAUSE); on a cluster it subscribes on a master of its
+# choice (redis_pubsub.c), which this file does not look for
+plan skip_all => 'the subscriber of one Redis or Sentinel\'s master'
+    if ($ENV{LG_REDIS} // '') eq 'cluster';
 use Time::HiRes qw(sleep time);
 use Digest::SHA qw(sha256_hex);
 use Mojo::UserAgent;
