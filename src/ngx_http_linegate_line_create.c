@@ -888,8 +888,7 @@ ngx_http_linegate_create_index_cluster(ngx_http_request_t *r,
     }
 
     cmds[0] = *a;
-    ngx_http_linegate_lr_setup_add_args(r, &cmds[1], lr->now_ms,
-                                        &lr->setup);
+    ngx_http_linegate_lr_setup_add_args(r, &cmds[1], &lr->setup);
 
     return ngx_http_linegate_redis_pipeline(r, 2, cmds,
                                             ngx_http_linegate_create_resume);
@@ -935,8 +934,13 @@ ngx_http_linegate_create_indexed(ngx_http_request_t *r,
         || reply->element[1]->type != REDIS_REPLY_INTEGER)
     {
         ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
-                      NGX_HTTP_LINEGATE_LOG "unexpected reply of type %d "
-                      "to the line request index", reply->type);
+                      NGX_HTTP_LINEGATE_LOG "unexpected reply to the line "
+                      "request index and set-up member (types %d, %d)",
+                      reply->elements > 0 ? reply->element[0]->type : -1,
+                      reply->elements > 1 ? reply->element[1]->type : -1);
+
+        /* no line was made: neither stays */
+        ngx_http_linegate_create_unindex(r, lr);
         (void) ngx_http_linegate_lr_setup_drop(r->connection->log,
                                                &lr->setup);
         ngx_http_linegate_internal_error(r);

@@ -700,7 +700,7 @@ ngx_http_linegate_lines_resolve_setup(ngx_http_request_t *r,
         return;
     }
 
-    ngx_http_linegate_lr_setup_add_args(r, &a, lr->now_ms, &lr->setup);
+    ngx_http_linegate_lr_setup_add_args(r, &a, &lr->setup);
 
     if (ngx_http_linegate_redis_command(r, &a,
                                 ngx_http_linegate_lines_resolve_setup_written)

@@ -14,6 +14,7 @@
 
 #include "ngx_http_linegate_keys.h"
 #include "ngx_http_linegate_chars.h"
+#include "ngx_http_linegate_clock.h"
 #include "ngx_http_linegate_lr_setup.h"
 
 
@@ -22,8 +23,12 @@ static void ngx_http_linegate_lr_setup_relayed(redisReply *reply,
 static ngx_uint_t ngx_http_linegate_lr_setup_word(ngx_str_t *s);
 
 
-/* this worker's calls so far: the nonce, with its pid */
+/*
+ * this worker's calls so far and a random number drawn once: the nonce,
+ * with its pid (pids repeat across hosts, containers above all)
+ */
 static ngx_uint_t  ngx_http_linegate_lr_setup_calls;
+static ngx_uint_t  ngx_http_linegate_lr_setup_seed;
 
 
 ngx_int_t
@@ -33,13 +38,18 @@ ngx_http_linegate_lr_setup_member(ngx_pool_t *pool, ngx_str_t *ws,
     u_char  *p;
 
     p = ngx_pnalloc(pool, ws->len + 1 + id->len + 1 + NGX_INT64_LEN
-                          + 1 + NGX_INT_T_LEN);
+                          + 2 * (1 + NGX_INT_T_LEN));
     if (p == NULL) {
         return NGX_ERROR;
     }
 
+    if (ngx_http_linegate_lr_setup_seed == 0) {
+        ngx_http_linegate_lr_setup_seed = (ngx_uint_t) ngx_random() + 1;
+    }
+
     member->data = p;
-    member->len = ngx_sprintf(p, "%V %V %P.%ui", ws, id, ngx_pid,
+    member->len = ngx_sprintf(p, "%V %V %P.%ui.%ui", ws, id, ngx_pid,
+                              ngx_http_linegate_lr_setup_seed,
                               ++ngx_http_linegate_lr_setup_calls)
                   - p;
 
@@ -49,13 +59,26 @@ ngx_http_linegate_lr_setup_member(ngx_pool_t *pool, ngx_str_t *ws,
 
 void
 ngx_http_linegate_lr_setup_add_args(ngx_http_request_t *r,
-    ngx_http_linegate_redis_args_t *a, int64_t now_ms, ngx_str_t *member)
+    ngx_http_linegate_redis_args_t *a, ngx_str_t *member)
 {
     ngx_http_linegate_redis_args_init(a);
+
+    /*
+     * acknowledged with linegate_redis_wait where sent alone (a pipeline
+     * does not wait): lost with its master, a relay its worker does not
+     * finish has nothing for the sweep to find
+     */
+    a->acknowledged = 1;
+
     ngx_http_linegate_redis_arg_cstr(a, "ZADD");
     ngx_http_linegate_redis_arg_str(a,
         ngx_http_linegate_key_fixed(NGX_HTTP_LINEGATE_KEY_LR_SETUP));
-    ngx_http_linegate_redis_arg_int(r, a, now_ms);
+
+    /*
+     * scored when written, not when the request began: written after
+     * Stripe calls, a member must not look older to the sweep than it is
+     */
+    ngx_http_linegate_redis_arg_int(r, a, ngx_http_linegate_now_ms());
     ngx_http_linegate_redis_arg_str(a, member);
 }
 
@@ -85,6 +108,12 @@ ngx_http_linegate_lr_setup_relay(ngx_log_t *log,
     ngx_http_linegate_redis_arg_str(&a, &e->line_type);
     ngx_http_linegate_redis_arg_cstr(&a, "at");
     ngx_http_linegate_redis_arg_str(&a, &e->at);
+
+    /*
+     * done (and its member removed) only once a replica has it, with
+     * linegate_redis_wait: as the script's own XADD on one Redis
+     */
+    a.acknowledged = 1;
 
     /*
      * Not idempotent: sent again after a lost answer it may append the

@@ -54,13 +54,16 @@ typedef struct {
 } ngx_http_linegate_lr_setup_t;
 
 
-/* the member "<W> <id> <pid>.<n>" of this call, into the pool */
+/* the member "<W> <id> <pid>.<random>.<n>" of this call, into the pool */
 ngx_int_t ngx_http_linegate_lr_setup_member(ngx_pool_t *pool, ngx_str_t *ws,
     ngx_str_t *id, ngx_str_t *member);
 
-/* "ZADD lg:{fleet}:lr:setup <now_ms> <member>" into a (initialized here) */
+/*
+ * "ZADD lg:{fleet}:lr:setup <now, ms> <member>" into a (initialized
+ * here), acknowledged (linegate_redis_wait) where sent alone
+ */
 void ngx_http_linegate_lr_setup_add_args(ngx_http_request_t *r,
-    ngx_http_linegate_redis_args_t *a, int64_t now_ms, ngx_str_t *member);
+    ngx_http_linegate_redis_args_t *a, ngx_str_t *member);
 
 /*
  * The entry was made: a durable XADD to lg:provisioning, then, once it

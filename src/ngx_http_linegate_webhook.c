@@ -20,6 +20,7 @@
 #include "ngx_http_linegate_clock.h"
 #include "ngx_http_linegate_ids.h"
 #include "ngx_http_linegate_headers.h"
+#include "ngx_http_linegate_lines.h"
 #include "ngx_http_linegate_json_write.h"
 #include "ngx_http_linegate_str.h"
 #include "ngx_http_linegate_lr_setup.h"
@@ -338,6 +339,7 @@ ngx_http_linegate_webhook_owner(ngx_http_request_t *r, redisReply *reply)
     ngx_http_linegate_redis_arg_str(a, &ws);
     ngx_http_linegate_redis_arg_str(a, &id);
     ngx_http_linegate_redis_arg_cstr(a, lmcf->redis_cluster ? "c" : "w");
+    ngx_http_linegate_redis_arg_int(r, a, NGX_HTTP_LINEGATE_LR_REISSUE_HOLD);
 
     inv->args = a;
 
@@ -354,7 +356,7 @@ ngx_http_linegate_webhook_owner(ngx_http_request_t *r, redisReply *reply)
         return;
     }
 
-    ngx_http_linegate_lr_setup_add_args(r, &ma, inv->now, &inv->setup);
+    ngx_http_linegate_lr_setup_add_args(r, &ma, &inv->setup);
 
     if (ngx_http_linegate_redis_command(r, &ma,
                                         ngx_http_linegate_webhook_setup_written)

@@ -129,6 +129,28 @@ subtest 'invoice.voided and marked_uncollectible cancel' => sub {
     is(status_of('org_wh3', $ID3), 'canceled/failed', 'canceled');
 };
 
+subtest 'a void while payment_link reissues is its own, not a cancel'
+=> sub {
+    # the claim held (reissueAt, 60 s) and the old invoice's index back
+    # (a late durable write of it, say): the void payment_link sends
+    # before issuing the new invoice must not cancel the request
+    my $id = '6a092ebde4a7fbddc8a83209';
+    awaiting('org_wh9', $id, 'in_wh9');
+    my ($sec, $usec) = $r->time;
+    $r->hset("lg:{ws:org_wh9}:lr:$id",
+             reissueAt => int($sec * 1000 + $usec / 1000));
+    my $ev = event('invoice.voided', {id => 'in_wh9'});
+    answer_is(deliver($ev), 200, 'voided during the reissue');
+    is(status_of('org_wh9', $id), 'awaiting_payment/unpaid', 'not canceled');
+    ok(!$r->exists("lg:{ws:org_wh9}:event:$ev->{id}"),
+       'not remembered: delivered again later, it applies');
+
+    # the claim over (aborted or past its hold): the void cancels
+    $r->hdel("lg:{ws:org_wh9}:lr:$id", 'reissueAt');
+    answer_is(deliver($ev), 200, 'the same event again');
+    is(status_of('org_wh9', $id), 'canceled/failed', 'canceled');
+};
+
 subtest 'a settled request is left alone' => sub {
     my $before = stream_len();
     answer_is(deliver(event('invoice.paid', {id => 'in_wh2'})), 200,

@@ -16,6 +16,7 @@
 -- ARGV[8]  'w' (one Redis: the set-up entry appended here) or 'c' (a
 --          Redis Cluster: nginx appends it after this step, from the
 --          member of lg:{fleet}:lr:setup it wrote before it)
+-- ARGV[9]  ms a payment_link's reissue claim holds (reissueAt)
 --
 -- Returns  {0}                     event seen before: nothing done
 --          {1}                     no line request for this invoice
@@ -38,7 +39,18 @@ end
 local ws, id = ARGV[6], ARGV[7]
 
 -- a reissued request pays a new invoice: events of the old one are stale
-if redis.call('HGET', KEYS[2], 'invoiceId') ~= ARGV[1] then
+local cur = redis.call('HMGET', KEYS[2], 'invoiceId', 'reissueAt')
+if cur[1] ~= ARGV[1] then
+    return {1}
+end
+
+-- while payment_link reissues (its claim held), the void of the old
+-- invoice is its own (an uncollectible one is voided before the new one
+-- is issued): not a cancel. nginx also mutes the old invoice's index
+-- meanwhile; this holds should a late write of the index bring it back.
+if ARGV[2] == 'void' and cur[2]
+   and tonumber(ARGV[3]) - tonumber(cur[2]) < tonumber(ARGV[9])
+then
     return {1}
 end
 
