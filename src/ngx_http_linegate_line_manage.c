@@ -1181,6 +1181,7 @@ ngx_http_linegate_link_cleanup(void *data)
                                   "lr_reissue_abort of an ended request");
 }
 
+
 /* cancel */
 
 /* CANCEL_VOID */

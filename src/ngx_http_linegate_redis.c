@@ -238,9 +238,6 @@ static void ngx_http_linegate_redis_reply_cb(redisAsyncContext *ac,
 static void ngx_http_linegate_redis_pipeline_cb(redisAsyncContext *ac,
     void *reply, void *privdata);
 static ngx_uint_t ngx_http_linegate_redis_acknowledged(ngx_int_t script);
-
-/* what the log calls a plain command (it keeps no copy of its name) */
-static ngx_str_t  ngx_http_linegate_redis_plain = ngx_string("a command");
 static ngx_int_t ngx_http_linegate_redis_send_wait(
     ngx_http_linegate_redis_cmd_t *cmd);
 static void ngx_http_linegate_redis_wait_cb(redisAsyncContext *ac,
@@ -331,6 +328,10 @@ static ngx_int_t ngx_http_linegate_redis_write_wait(
     void *privdata);
 static void ngx_http_linegate_redis_durable_retry(ngx_event_t *ev);
 static void ngx_http_linegate_redis_durable_arm(void);
+
+
+/* what the log calls a plain command (it keeps no copy of its name) */
+static ngx_str_t  ngx_http_linegate_redis_plain = ngx_string("a command");
 
 
 static ngx_http_linegate_redis_t  ngx_http_linegate_redis;
