@@ -1467,7 +1467,7 @@ static void
 ngx_http_linegate_create_invoiced(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr)
 {
-    ngx_http_linegate_redis_args_t  a;
+    ngx_http_linegate_lr_fail_e  fail;
 
     if (lr->invoice.result != NGX_HTTP_LINEGATE_STRIPE_OK) {
         ngx_http_linegate_create_fail(r, lr,
@@ -1492,22 +1492,10 @@ ngx_http_linegate_create_invoiced(ngx_http_request_t *r,
     lr->status = NGX_HTTP_CREATED;
     lr->ctx->state = NGX_HTTP_LINEGATE_CREATE_INVOICE_INDEX;
 
-    if (ngx_http_linegate_lines_invoice_index(r->pool, &lr->invoice.id,
-                                              &lr->ws, &lr->id, &a)
-        != NGX_OK)
-    {
-        ngx_http_linegate_create_fail(r, lr,
-                                      NGX_HTTP_LINEGATE_LR_FAIL_INTERNAL,
-                                      0, -1);
-        return;
-    }
-
-    if (ngx_http_linegate_redis_command(r, &a,
-                                        ngx_http_linegate_create_resume)
-        != NGX_OK)
-    {
-        ngx_http_linegate_create_fail(r, lr, NGX_HTTP_LINEGATE_LR_FAIL_STORE,
-                                      0, -1);
+    fail = ngx_http_linegate_lines_invoice_index_send(r, lr,
+                                        ngx_http_linegate_create_resume);
+    if (fail != NGX_HTTP_LINEGATE_LR_FAIL_NONE) {
+        ngx_http_linegate_create_fail(r, lr, fail, 0, -1);
     }
 }
 
@@ -1517,20 +1505,11 @@ static void
 ngx_http_linegate_create_invoice_indexed(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr, redisReply *reply)
 {
-    if (reply == NULL) {
-        ngx_http_linegate_create_fail(r, lr, NGX_HTTP_LINEGATE_LR_FAIL_STORE,
-                                      0, -1);
-        return;
-    }
+    ngx_http_linegate_lr_fail_e  fail;
 
-    if (reply->type != REDIS_REPLY_STATUS) {
-        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
-                      NGX_HTTP_LINEGATE_LOG "unexpected reply of type %d "
-                      "to the index of invoice \"%V\"", reply->type,
-                      &lr->invoice.id);
-        ngx_http_linegate_create_fail(r, lr,
-                                      NGX_HTTP_LINEGATE_LR_FAIL_INTERNAL,
-                                      0, -1);
+    fail = ngx_http_linegate_lines_invoice_indexed(r, lr, reply);
+    if (fail != NGX_HTTP_LINEGATE_LR_FAIL_NONE) {
+        ngx_http_linegate_create_fail(r, lr, fail, 0, -1);
         return;
     }
 

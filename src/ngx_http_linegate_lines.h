@@ -418,6 +418,17 @@ ngx_int_t ngx_http_linegate_lines_invoice_index(ngx_pool_t *pool,
     ngx_str_t *invoice, ngx_str_t *ws, ngx_str_t *id,
     ngx_http_linegate_redis_args_t *a);
 /*
+ * The step before a store names lr->invoice.id (creation, payment_link):
+ * its index's SET, sent (handler gets the answer), answered OK before the
+ * store goes. FAIL_NONE: sent / OK; else what failed, for the endpoint's
+ * failure step (the store is then never sent: nothing names the invoice).
+ */
+ngx_http_linegate_lr_fail_e ngx_http_linegate_lines_invoice_index_send(
+    ngx_http_request_t *r, ngx_http_linegate_lr_t *lr,
+    ngx_http_linegate_redis_handler_pt handler);
+ngx_http_linegate_lr_fail_e ngx_http_linegate_lines_invoice_indexed(
+    ngx_http_request_t *r, ngx_http_linegate_lr_t *lr, redisReply *reply);
+/*
  * The index's durable DEL, once no request names the invoice (its store
  * refused it, or was never sent)
  */

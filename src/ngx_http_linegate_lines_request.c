@@ -372,6 +372,47 @@ ngx_http_linegate_lines_invoice_index(ngx_pool_t *pool, ngx_str_t *invoice,
 }
 
 
+ngx_http_linegate_lr_fail_e
+ngx_http_linegate_lines_invoice_index_send(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr, ngx_http_linegate_redis_handler_pt handler)
+{
+    ngx_http_linegate_redis_args_t  a;
+
+    if (ngx_http_linegate_lines_invoice_index(r->pool, &lr->invoice.id,
+                                              &lr->ws, &lr->id, &a)
+        != NGX_OK)
+    {
+        return NGX_HTTP_LINEGATE_LR_FAIL_INTERNAL;
+    }
+
+    if (ngx_http_linegate_redis_command(r, &a, handler) != NGX_OK) {
+        return NGX_HTTP_LINEGATE_LR_FAIL_STORE;
+    }
+
+    return NGX_HTTP_LINEGATE_LR_FAIL_NONE;
+}
+
+
+ngx_http_linegate_lr_fail_e
+ngx_http_linegate_lines_invoice_indexed(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr, redisReply *reply)
+{
+    if (reply == NULL) {
+        return NGX_HTTP_LINEGATE_LR_FAIL_STORE;
+    }
+
+    if (reply->type != REDIS_REPLY_STATUS) {
+        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                      NGX_HTTP_LINEGATE_LOG "unexpected reply of type %d "
+                      "to the index of invoice \"%V\"", reply->type,
+                      &lr->invoice.id);
+        return NGX_HTTP_LINEGATE_LR_FAIL_INTERNAL;
+    }
+
+    return NGX_HTTP_LINEGATE_LR_FAIL_NONE;
+}
+
+
 void
 ngx_http_linegate_lines_invoice_unindex(ngx_http_request_t *r,
     ngx_str_t *invoice)
