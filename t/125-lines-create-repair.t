@@ -18,7 +18,16 @@ my $s = LG::Stack->new->start;
 my $l = LG::Lines->new($s);
 my $r = $s->redis;
 my $n = 0;
-my $cli = "redis-cli -p @{[ $s->redis_port ]}";
+# a redis-cli command on the one Redis, or on every master of a cluster
+# (a pause or an ACL for the whole store); the last one's output
+my @CLI = map { "redis-cli -p $_" }
+          $s->topology eq 'cluster' ? $s->cluster_masters : $s->redis_port;
+sub cli {
+    my ($args) = @_;
+    my $out = '';
+    $out = qx{$_ $args 2>&1} for @CLI;
+    return $out;
+}
 
 sub ws { return $l->workspace('org_rp' . ++$n, @_) }
 
@@ -161,7 +170,7 @@ subtest 'one Redis: the index and lr_create in one round trip' => sub {
 subtest 'Redis stalls past the command timeout during an add-on create' => sub {
     my $w = ws();
     my $lines = () = $r->keys('lg:line:*');
-    like(qx{$cli CLIENT PAUSE 900}, qr/^OK/, 'Redis paused');
+    like(cli('CLIENT PAUSE 900'), qr/^OK/, 'Redis paused');
     $l->error_is($l->create($w, $EMAIL, key('st-1')), 503,
                  'STORE_UNAVAILABLE', 'timed out');
     # Redis resumed and ran what it held, and the worker undid it: at
@@ -186,7 +195,7 @@ subtest 'Redis stalls past the command timeout during an add-on create' => sub {
 
 subtest 'Redis stalls during an included create: the retry replays' => sub {
     my $w = ws();
-    like(qx{$cli CLIENT PAUSE 900}, qr/^OK/, 'Redis paused');
+    like(cli('CLIENT PAUSE 900'), qr/^OK/, 'Redis paused');
     $l->error_is($l->create($w, body(), key('st-2')), 503,
                  'STORE_UNAVAILABLE', 'timed out');
     sleep 1;
@@ -220,7 +229,7 @@ subtest 'the invoice is final, the reply of its index lost' => sub {
             my @open = grep { $_->{status} eq 'open' }
                        $l->invoices($w->{customer});
             return 0 unless @open;
-            qx{$cli CLIENT PAUSE 2000};
+            cli('CLIENT PAUSE 2000');
             return 1;
         });
     $l->error_is($tx, 503, 'STORE_UNAVAILABLE', 'the index timed out');
@@ -292,10 +301,10 @@ subtest 'the invoice index is its own step, before the store' => sub {
 # reservation released, the workspace free.
 subtest 'the index refused: nothing names the invoice' => sub {
     my $w = ws();
-    like(qx{$cli ACL SETUSER default resetkeys '~lg:[^i]*' '%R~*' 2>&1},
+    like(cli(q{ACL SETUSER default resetkeys '~lg:[^i]*' '%R~*'}),
          qr/^OK/, 'writes to lg:invoice:* refused');
     my $tx = $l->create($w, $EMAIL, key('iv-2'));
-    my $acl = qx{$cli ACL SETUSER default allkeys 2>&1};
+    my $acl = cli('ACL SETUSER default allkeys');
     like($acl, qr/^OK/, 'every key allowed again');
     $l->error_is($tx, 503, 'STORE_UNAVAILABLE', 'the creation failed');
 
