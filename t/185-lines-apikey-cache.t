@@ -153,13 +153,18 @@ subtest 'an expired entry: checked by the GET in its own round trip' => sub {
         last unless $pings;
     }
     is($tx->res->code, 200, 'answered');
-    is($trips, 1 + grep(/"pexpire"/i, @$cmds), 'one round trip')
+    # (on a cluster a pipeline writes to each master it touches at once:
+    # one read per master, still one round trip)
+    my $digest = sha256_hex($w->{key});
+    my $nodes = $s->topology ne 'cluster' ? 1
+              : $s->cluster_master_of("lg:apikey:$digest")
+                eq $s->cluster_master_of("lg:{ws:$w->{id}}") ? 1 : 2;
+    is($trips, $nodes + grep(/"pexpire"/i, @$cmds), 'one round trip')
         or diag "@$cmds";
     is_deeply([map { /"(\w+)"/ ? uc $1 : '?' } @$cmds],
               [qw(GET HVALS EVALSHA HGETALL)],
               'the key, the workspace\'s keys, the rate (GCRA) and the hash')
         or diag "@$cmds";
-    my $digest = sha256_hex($w->{key});
     like($cmds->[0] // '', qr/"GET" "lg:apikey:$digest"/,
          'the key read with the pipeline') or diag "@$cmds";
 
