@@ -1112,7 +1112,13 @@ ngx_http_linegate_create_script(ngx_http_request_t *r,
                                        ngx_http_linegate_create_resume)
         != NGX_OK)
     {
-        /* nothing was sent: nothing to release */
+        /*
+         * nothing was sent (the slot's master not connected): nothing to
+         * release, and no entry to relay: the set-up member goes now
+         * rather than at the sweep
+         */
+        (void) ngx_http_linegate_lr_setup_drop(r->connection->log,
+                                               &lr->setup);
         lr->fail = NGX_HTTP_LINEGATE_LR_FAIL_STORE;
         ngx_http_linegate_create_failed(r, lr);
     }
