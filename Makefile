@@ -111,6 +111,7 @@ TEST_FILES_single = t/
 TEST_FILES_sentinel = $(wildcard t/1[0-9][0-9]-lines-*.t \
     t/2[0-9][0-9]-provision-*.t t/036-redis-sentinel.t)
 TEST_FILES_cluster = t/037-redis-cluster.t t/038-redis-cluster-provision.t \
+    t/039-redis-cluster-lines.t \
     $(wildcard t/1[0-9][0-9]-lines-*.t t/2[0-9][0-9]-provision-*.t) \
     t/300-webhooks.t \
     $(filter-out t/401-%,$(wildcard t/4[0-9][0-9]-limit-*.t))
