@@ -161,12 +161,19 @@ subtest 'an expired entry: checked by the GET in its own round trip' => sub {
                 eq $s->cluster_master_of("lg:{ws:$w->{id}}") ? 1 : 2;
     is($trips, $nodes + grep(/"pexpire"/i, @$cmds), 'one round trip')
         or diag "@$cmds";
-    is_deeply([map { /"(\w+)"/ ? uc $1 : '?' } @$cmds],
-              [qw(GET HVALS EVALSHA HGETALL)],
+    # (on a cluster the pipeline's commands to two masters run in either
+    # order: compared as a set there)
+    my @names = map { /"(\w+)"/ ? uc $1 : '?' } @$cmds;
+    my @want = qw(GET HVALS EVALSHA HGETALL);
+    if ($s->topology eq 'cluster') {
+        @names = sort @names;
+        @want = sort @want;
+    }
+    is_deeply(\@names, \@want,
               'the key, the workspace\'s keys, the rate (GCRA) and the hash')
         or diag "@$cmds";
-    like($cmds->[0] // '', qr/"GET" "lg:apikey:$digest"/,
-         'the key read with the pipeline') or diag "@$cmds";
+    is(scalar(grep { /"GET" "lg:apikey:$digest"/ } @$cmds), 1,
+       'the key read with the pipeline') or diag "@$cmds";
 
     # the entry is renewed: of two reads back to back, once expired
     # again, only the first reads the key
