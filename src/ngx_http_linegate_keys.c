@@ -9,6 +9,7 @@
 
 
 #include "ngx_http_linegate_keys.h"
+#include "ngx_http_linegate_redis_slots.h"
 
 
 typedef struct {
@@ -66,7 +67,7 @@ static ngx_http_linegate_key_form_t
       ngx_http_linegate_key_none },
     { ngx_string("lg:invoice:"), ngx_http_linegate_key_none,
       ngx_http_linegate_key_none },
-    { ngx_string("lg:pv:"), ngx_http_linegate_key_none,
+    { ngx_string("lg:pv:{"), ngx_string("}:"),
       ngx_http_linegate_key_none },
 
     /* NGX_HTTP_LINEGATE_KEY_RL_VALUE, _RL_HASH */
@@ -185,6 +186,58 @@ ngx_http_linegate_key_purchase(ngx_pool_t *pool, ngx_str_t *account,
     }
 
     return NGX_OK;
+}
+
+
+/*
+ * lg:pv:{<tag>}:<token>, the tag the token's 3 characters after "lpv_":
+ * the slot its preview chose (ngx_http_linegate_key_pv_tag()), so that
+ * the key is found from the token alone, in the minting account's slot
+ */
+ngx_int_t
+ngx_http_linegate_key_pv(ngx_pool_t *pool, ngx_str_t *token, ngx_str_t *key)
+{
+    ngx_str_t  tag;
+
+    if (token->len < 4 + NGX_HTTP_LINEGATE_REDIS_SLOT_TAG_LEN) {
+        return NGX_ERROR;
+    }
+
+    tag.data = token->data + 4;
+    tag.len = NGX_HTTP_LINEGATE_REDIS_SLOT_TAG_LEN;
+
+    return ngx_http_linegate_key(pool, NGX_HTTP_LINEGATE_KEY_PV, &tag, token,
+                                 key);
+}
+
+
+ngx_int_t
+ngx_http_linegate_key_pv_tag(ngx_pool_t *pool, ngx_str_t *account,
+    u_char *tag)
+{
+    ngx_str_t  akey;
+
+    if (ngx_http_linegate_key(pool, NGX_HTTP_LINEGATE_KEY_ACCT, account, NULL,
+                              &akey)
+        != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    ngx_memcpy(tag,
+               ngx_http_linegate_redis_slot_tag(
+                   ngx_http_linegate_redis_keyslot(akey.data, akey.len)),
+               NGX_HTTP_LINEGATE_REDIS_SLOT_TAG_LEN);
+
+    return NGX_OK;
+}
+
+
+ngx_uint_t
+ngx_http_linegate_key_same_slot(ngx_str_t *a, ngx_str_t *b)
+{
+    return ngx_http_linegate_redis_keyslot(a->data, a->len)
+           == ngx_http_linegate_redis_keyslot(b->data, b->len);
 }
 
 

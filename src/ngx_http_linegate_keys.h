@@ -41,7 +41,7 @@ typedef enum {
     NGX_HTTP_LINEGATE_KEY_SBKEY,            /* a = key id */
     NGX_HTTP_LINEGATE_KEY_LINE,             /* a = request id */
     NGX_HTTP_LINEGATE_KEY_INVOICE,          /* a = invoice id */
-    NGX_HTTP_LINEGATE_KEY_PV,               /* a = preview token */
+    NGX_HTTP_LINEGATE_KEY_PV,               /* ngx_http_linegate_key_pv() */
 
     /* linegate_limit: lg:rl:{<zone>:v:<value>} or {<zone>:h:<md5>} */
     NGX_HTTP_LINEGATE_KEY_RL_VALUE,         /* a = zone, b = value */
@@ -122,6 +122,25 @@ ngx_int_t ngx_http_linegate_key(ngx_pool_t *pool,
  */
 ngx_int_t ngx_http_linegate_key_purchase(ngx_pool_t *pool,
     ngx_str_t *account, ngx_str_t *worker_id, ngx_str_t *keys);
+
+/*
+ * A preview token's key, lg:pv:{<tag>}:<token>, the tag read from the
+ * token (its 3 characters after "lpv_"): NGX_ERROR for a shorter token
+ * or without memory
+ */
+ngx_int_t ngx_http_linegate_key_pv(ngx_pool_t *pool, ngx_str_t *token,
+    ngx_str_t *key);
+
+/*
+ * The 3 characters a preview of account writes after "lpv_": a hash tag
+ * of the slot of the account's keys (lg:{acct:<A>}), so that the token's
+ * key lives beside them and the confirm spends it in the account's step
+ */
+ngx_int_t ngx_http_linegate_key_pv_tag(ngx_pool_t *pool, ngx_str_t *account,
+    u_char *tag);
+
+/* 1 when two keys are in one Redis Cluster slot */
+ngx_uint_t ngx_http_linegate_key_same_slot(ngx_str_t *a, ngx_str_t *b);
 
 /*
  * The keys of workspace ws's line request id, in the pool, in the order

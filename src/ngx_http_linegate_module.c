@@ -12,6 +12,7 @@
 #include "ngx_http_linegate_jwt.h"
 #include "ngx_http_linegate_redis.h"
 #include "ngx_http_linegate_redis_pubsub.h"
+#include "ngx_http_linegate_redis_slots.h"
 #include "ngx_http_linegate_reply.h"
 #include "ngx_http_linegate_scripts.h"
 #include "ngx_http_linegate_request_id.h"
@@ -2004,10 +2005,13 @@ ngx_http_linegate_init_process(ngx_cycle_t *cycle)
     lmcf = ngx_http_cycle_get_module_main_conf(cycle,
                                                ngx_http_linegate_module);
 
-    if (lmcf != NULL && lmcf->redis_configured
-        && ngx_http_linegate_auth_init_process(cycle, lmcf) != NGX_OK)
-    {
-        return NGX_ERROR;
+    if (lmcf != NULL && lmcf->redis_configured) {
+        if (ngx_http_linegate_auth_init_process(cycle, lmcf) != NGX_OK) {
+            return NGX_ERROR;
+        }
+
+        /* the preview tokens' slot tags (keys.c) */
+        ngx_http_linegate_redis_slot_tags_init();
     }
 
     if (ngx_http_linegate_redis_init_process(cycle) != NGX_OK) {

@@ -81,8 +81,9 @@ ngx_http_linegate_pv_preview(ngx_http_request_t *r,
 
     ngx_memcpy(pv->token, NGX_HTTP_LINEGATE_PV_PREFIX, 4);
 
-    /* 40 characters of [A-Za-z0-9]: about 238 bits from the CSPRNG */
-    if (ngx_http_linegate_random_token((char *) pv->token + 4,
+    /* the tag follows once the account is known: pv_known() */
+    if (ngx_http_linegate_random_token((char *) pv->token + 4
+                                       + NGX_HTTP_LINEGATE_PV_TAG,
                                        NGX_HTTP_LINEGATE_PV_RANDOM)
         != 0)
     {
@@ -155,6 +156,16 @@ ngx_http_linegate_pv_known(ngx_http_request_t *r,
 {
     if (pv->confirm) {
         ngx_http_linegate_provision_confirm_known(r, ctx, pv);
+        return;
+    }
+
+    /* the token's key goes beside the account's: one slot to confirm */
+    if (pv->preview
+        && ngx_http_linegate_key_pv_tag(r->pool, &pv->who.value,
+                                        pv->token + 4)
+           != NGX_OK)
+    {
+        ngx_http_linegate_internal_error(r);
         return;
     }
 

@@ -15,6 +15,7 @@
 #include "ngx_http_linegate_module.h"
 #include "ngx_http_linegate_redis.h"
 #include "ngx_http_linegate_keys.h"
+#include "ngx_http_linegate_redis_slots.h"
 #include "ngx_http_linegate_auth.h"
 
 
@@ -34,8 +35,15 @@
 
 /* "lpv_" and the random part of a preview token */
 #define NGX_HTTP_LINEGATE_PV_PREFIX     "lpv_"
-#define NGX_HTTP_LINEGATE_PV_RANDOM     40
-#define NGX_HTTP_LINEGATE_PV_TOKEN_LEN  (4 + NGX_HTTP_LINEGATE_PV_RANDOM)
+/*
+ * lpv_<tag><random>: the tag (3 characters) names the slot of the
+ * minting account's keys (ngx_http_linegate_key_pv_tag()); 40 characters
+ * of [A-Za-z0-9] after "lpv_" in all, 37 of them random (~220 bits)
+ */
+#define NGX_HTTP_LINEGATE_PV_TAG        NGX_HTTP_LINEGATE_REDIS_SLOT_TAG_LEN
+#define NGX_HTTP_LINEGATE_PV_RANDOM     37
+#define NGX_HTTP_LINEGATE_PV_TOKEN_LEN                                       \
+    (4 + NGX_HTTP_LINEGATE_PV_TAG + NGX_HTTP_LINEGATE_PV_RANDOM)
 
 
 typedef struct {

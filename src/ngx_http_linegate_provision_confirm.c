@@ -119,6 +119,7 @@ typedef struct {
     ngx_http_request_t              *request;
     ngx_http_linegate_ctx_t         *ctx;
     ngx_str_t                        token;
+    ngx_str_t                        pvkey;     /* lg:pv:{<tag>}:<token> */
     ngx_str_t                        account;
     ngx_str_t                        key_id;    /* the presented one */
     /* lg:{acct:<A>}, :prov, :resv:, :line:, the outbox (keys.h) */
@@ -152,6 +153,7 @@ typedef struct {
     unsigned                         durable:1; /* a write handed over */
     unsigned                         settled:1; /* nothing left to do */
     unsigned                         reserving:1; /* RESERVE sent */
+    unsigned                         spend:1;   /* RESERVE spends it */
     unsigned                         inventory_empty:1;
     unsigned                         giveback:1;  /* SETTLE: the number */
 
@@ -347,6 +349,25 @@ ngx_http_linegate_provision_confirm_known(ngx_http_request_t *r,
     if (cf->token.len == 1 && cf->token.data[0] == '-') {
         /* no token can have that name: a 410, from the account's step */
         cf->refused = "410";
+        ngx_http_linegate_confirm_next(r, ctx,
+                                       NGX_HTTP_LINEGATE_CONFIRM_RESERVE);
+        return;
+    }
+
+    if (ngx_http_linegate_key_pv(r->pool, &cf->token, &cf->pvkey)
+        != NGX_OK)
+    {
+        ngx_http_linegate_internal_error(r);
+        return;
+    }
+
+    /*
+     * The account's own previews put their tokens in its slot: spent by
+     * the account's step itself, one round trip less; any other token in
+     * a step of its own slot first
+     */
+    if (ngx_http_linegate_key_same_slot(&cf->pvkey, &cf->akeys[0])) {
+        cf->spend = 1;
         ngx_http_linegate_confirm_next(r, ctx,
                                        NGX_HTTP_LINEGATE_CONFIRM_RESERVE);
         return;
@@ -565,18 +586,10 @@ static ngx_int_t
 ngx_http_linegate_confirm_spend(ngx_http_request_t *r,
     ngx_http_linegate_confirm_t *cf)
 {
-    ngx_str_t                        pvkey;
     ngx_http_linegate_redis_args_t  *a;
 
-    if (ngx_http_linegate_key(r->pool, NGX_HTTP_LINEGATE_KEY_PV, &cf->token,
-                              NULL, &pvkey)
-        != NGX_OK)
-    {
-        return NGX_ERROR;
-    }
-
     a = ngx_http_linegate_confirm_args(cf);
-    ngx_http_linegate_redis_arg_str(a, &pvkey);
+    ngx_http_linegate_redis_arg_str(a, &cf->pvkey);
     ngx_http_linegate_redis_arg_str(a, &cf->account);
     ngx_http_linegate_redis_arg_int(r, a, cf->now);
 
@@ -641,6 +654,11 @@ ngx_http_linegate_confirm_reserve(ngx_http_request_t *r,
     a = ngx_http_linegate_confirm_args(cf);
     ngx_http_linegate_redis_arg_strs(a, cf->akeys,
                                      NGX_HTTP_LINEGATE_KEYS_PV_PURCHASE);
+
+    if (cf->spend) {
+        ngx_http_linegate_redis_arg_str(a, &cf->pvkey);
+    }
+
     ngx_http_linegate_redis_arg_str(a, &cf->account);
     ngx_http_linegate_redis_arg_int(r, a, cf->now);
     ngx_http_linegate_redis_arg_int(r, a, lmcf->prov_daily);
@@ -652,7 +670,8 @@ ngx_http_linegate_confirm_reserve(ngx_http_request_t *r,
 
     if (ngx_http_linegate_confirm_script(r, cf,
                                          NGX_HTTP_LINEGATE_SCRIPT_PV_RESERVE,
-                                         NGX_HTTP_LINEGATE_KEYS_PV_RESERVE)
+                                         NGX_HTTP_LINEGATE_KEYS_PV_RESERVE
+                                         + cf->spend)
         != NGX_OK)
     {
         return NGX_ERROR;
@@ -684,6 +703,10 @@ ngx_http_linegate_confirm_reserved(ngx_http_request_t *r,
          * The script may have run and only its answer be late: release
          * what it may have reserved (a no-op otherwise), then answer 503.
          */
+        ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
+                      NGX_HTTP_LINEGATE_LOG "no answer to the reservation "
+                      "step of account \"%V\": released, the token spent "
+                      "or not", &cf->account);
         cf->store_failed = 1;
         ngx_http_linegate_confirm_next(r, ctx,
                                        NGX_HTTP_LINEGATE_CONFIRM_RELEASE);

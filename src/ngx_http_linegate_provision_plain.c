@@ -593,8 +593,7 @@ ngx_http_linegate_pv_plain_refuse(ngx_http_request_t *r,
 
     a = &pv->args;
 
-    if (ngx_http_linegate_key(r->pool, NGX_HTTP_LINEGATE_KEY_PV, &token,
-                              NULL, &key)
+    if (ngx_http_linegate_key_pv(r->pool, &token, &key)
         != NGX_OK)
     {
         ngx_http_linegate_internal_error(r);
@@ -671,8 +670,7 @@ ngx_http_linegate_pv_plain_write(ngx_http_request_t *r,
     token.len = NGX_HTTP_LINEGATE_PV_TOKEN_LEN;
 
     if (ngx_http_linegate_json_write_finish(&jw, &json) != NGX_OK
-        || ngx_http_linegate_key(r->pool, NGX_HTTP_LINEGATE_KEY_PV, &token,
-                                 NULL, &key)
+        || ngx_http_linegate_key_pv(r->pool, &token, &key)
            != NGX_OK)
     {
         return NGX_ERROR;

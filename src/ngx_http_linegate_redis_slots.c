@@ -119,6 +119,60 @@ ngx_http_linegate_redis_keyslot(const unsigned char *key, size_t len)
 }
 
 
+static unsigned char  ngx_http_linegate_redis_slot_tags[
+    NGX_HTTP_LINEGATE_REDIS_SLOTS][NGX_HTTP_LINEGATE_REDIS_SLOT_TAG_LEN];
+static unsigned       ngx_http_linegate_redis_slot_tags_ready;
+
+
+void
+ngx_http_linegate_redis_slot_tags_init(void)
+{
+    size_t          i, j, k, n;
+    unsigned        slot, filled;
+    unsigned char   t[NGX_HTTP_LINEGATE_REDIS_SLOT_TAG_LEN];
+    static const char  alnum[] = "0123456789"
+                                 "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+                                 "abcdefghijklmnopqrstuvwxyz";
+
+    if (ngx_http_linegate_redis_slot_tags_ready) {
+        return;
+    }
+
+    n = sizeof(alnum) - 1;
+    filled = 0;
+
+    /* the first tag of each slot, in this order: the same in every run */
+    for (i = 0; i < n && filled < NGX_HTTP_LINEGATE_REDIS_SLOTS; i++) {
+        for (j = 0; j < n; j++) {
+            for (k = 0; k < n; k++) {
+                t[0] = alnum[i];
+                t[1] = alnum[j];
+                t[2] = alnum[k];
+
+                slot = ngx_http_linegate_redis_crc16(t, sizeof(t))
+                       & (NGX_HTTP_LINEGATE_REDIS_SLOTS - 1);
+
+                if (ngx_http_linegate_redis_slot_tags[slot][0] == 0) {
+                    memcpy(ngx_http_linegate_redis_slot_tags[slot], t,
+                           sizeof(t));
+                    filled++;
+                }
+            }
+        }
+    }
+
+    ngx_http_linegate_redis_slot_tags_ready = 1;
+}
+
+
+const unsigned char *
+ngx_http_linegate_redis_slot_tag(unsigned slot)
+{
+    return ngx_http_linegate_redis_slot_tags[slot
+                                & (NGX_HTTP_LINEGATE_REDIS_SLOTS - 1)];
+}
+
+
 /* [p, last) is a decimal number of at most max, nothing else: 0 */
 static int
 ngx_http_linegate_redis_number(const char *p, const char *last,

@@ -36,6 +36,19 @@ unsigned ngx_http_linegate_redis_keyslot(const unsigned char *key,
 
 
 /*
+ * A hash tag for every slot: 3 characters of [0-9A-Za-z] whose CRC16
+ * is that slot (the 238,328 such strings cover all 16384 slots). A key
+ * "...{<tag>}..." lands in the slot asked for, so that a preview token
+ * can name the slot of the account that minted it (docs/data-model.md).
+ * _init() fills the table (once per process; ~1 ms); _tag() needs it.
+ */
+#define NGX_HTTP_LINEGATE_REDIS_SLOT_TAG_LEN  3
+
+void ngx_http_linegate_redis_slot_tags_init(void);
+const unsigned char *ngx_http_linegate_redis_slot_tag(unsigned slot);
+
+
+/*
  * "MOVED <slot> <host>:<port>" or "ASK <slot> <host>:<port>" (a reply
  * error's text, as hiredis gives it: reply->str, reply->len). host is
  * copied NUL-terminated into the struct; an empty host (Redis 7 sends

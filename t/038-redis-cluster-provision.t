@@ -79,7 +79,10 @@ subtest 'preview, limits, confirm over three masters' => sub {
     my $b = $p->answer($p->limits($a), 200, 'limits');
     my $tok = $p->token($a);
     like($tok, qr/^lpv_/, 'preview: a token');
-    ok($r->exists("lg:pv:$tok"), 'the token, its own key');
+    ok($r->exists($p->token_key($a, $tok)), 'the token\'s key');
+    is($s->cluster_keyslot($p->token_key($a, $tok)),
+       $s->cluster_keyslot("lg:{acct:$a->{id}}"),
+       'in the slot of the account\'s keys');
 
     my $am = $s->cluster_master_of("lg:{acct:$a->{id}}");
     my $before = waits_on($am);

@@ -41,7 +41,7 @@ subtest 'a preview: token, expiry, message, headers' => sub {
 
     is($b->{status}, 'OK', 'status OK');
     like($b->{preview_token}, qr/^lpv_[A-Za-z0-9]{40}$/,
-         'lpv_ and 40 random characters (~238 bits)');
+         'lpv_ and 40 characters: a slot tag and 37 random (~220 bits)');
     like($b->{expires_at}, $ISO, 'expires_at is ISO 8601 with ms');
     my $exp = iso_ms($b->{expires_at});
     ok($exp >= $t0 + 600_000 - 5 && $exp <= now_ms() + 600_000,
@@ -74,7 +74,11 @@ subtest 'a preview: token, expiry, message, headers' => sub {
     my $ttl = $r->ttl($p->token_key($a, $tok));
     ok($ttl > 590 && $ttl <= 600, "expires in 600 s ($ttl)");
     my @other = sort $r->keys("*$tok*");
-    is_deeply(\@other, ["lg:pv:$tok"], 'one key per token, its own');
+    is_deeply(\@other, [$p->token_key($a, $tok)], 'one key per token');
+    is($s->cluster_keyslot($p->token_key($a, $tok)),
+       $s->cluster_keyslot("lg:{acct:$a->{id}}"),
+       "the token's key is in the account's slot (its tag: "
+       . substr($tok, 4, 3) . ')');
 
     my $b2 = $p->answer($p->preview($a), 200, 'second preview');
     isnt($b2->{preview_token}, $tok, 'every preview has its own token');
@@ -339,9 +343,9 @@ subtest 'round trips: a script, then plain commands' => sub {
     is_deeply(\@names, [qw(HMGET ZRANGEBYSCORE SCARD SET)],
               'the reads and the token') or diag "@$cmds";
     like(join(' ', @$cmds),
-         qr/"SET" "lg:pv:lpv_\w+" "\{\\"account\\":\\"\Q$a->{id}\E\\"/,
-         'the token: lg:pv:<token>, naming the account (a confirm by '
-         . 'another account finds it: 403)');
+         qr/"SET" "lg:pv:\{\w{3}\}:lpv_\w+" "\{\\"account\\":\\"\Q$a->{id}\E\\"/,
+         'the token: lg:pv:{<tag>}:<token>, naming the account (a '
+         . 'confirm by another account finds it: 403)');
     is($trips, 1, 'one round trip');
     ok(!grep(/"EVALSHA"/i, @$cmds), 'no script');
 
@@ -368,8 +372,8 @@ subtest 'round trips: a script, then plain commands' => sub {
               'refused: the token deleted') or diag "@$cmds";
     my ($set) = grep { /"SET"/i } @$cmds;
     my ($del) = grep { /"DEL"/i && /:pv:/ } @$cmds;
-    my ($k1) = ($set // '') =~ /"(lg:pv:\w+)"/;
-    my ($k2) = ($del // '') =~ /"(lg:pv:\w+)"/;
+    my ($k1) = ($set // '') =~ /"(lg:pv:\{\w+\}:\w+)"/;
+    my ($k2) = ($del // '') =~ /"(lg:pv:\{\w+\}:\w+)"/;
     is($k2, $k1, 'the very token written ahead');
     is($trips, 2, 'refused: a second round trip, before the answer');
     my @after = sort $r->keys("lg:pv:*");
@@ -381,7 +385,7 @@ subtest 'secrets and tokens stay out of the logs' => sub {
     my @tokens = $r->keys("lg:pv:*");
     ok(@tokens, 'tokens were issued');
     for my $k (@tokens) {
-        (my $t = $k) =~ s/^lg:pv://;
+        (my $t = $k) =~ s/^lg:pv:\{\w+\}://;
         unlike($log, qr/\Q$t\E/, 'a token is not logged');
     }
     unlike($log, qr/sbs_/, 'no secret is logged');

@@ -190,6 +190,66 @@ subtest '403: another account\'s token; the owner can still use it' => sub {
                  'used: 410 for anyone');
 };
 
+# the account's own previews put their tokens in its slot: the
+# reservation's step spends the token, no step of its own (one round
+# trip less); another account's token takes a step of its own first
+subtest 'the account\'s own token: spent by the reservation\'s step' => sub {
+    plan skip_all => 'MONITOR read on one Redis (t/038 runs the cluster)'
+        if $s->topology eq 'cluster';
+    my $a = $p->account('acct_onestep');
+    my $b = $p->account('acct_twostep');
+    my $tok = $p->token($a);
+    my $key = $p->token_key($a, $tok);
+    $p->answer($p->limits($_), 200, "warm $_->{id}") for ($a, $b) x 4;
+
+    my ($cmds) = $s->redis_traffic(sub {
+        $p->answer($p->confirm($a, $tok), 200, 'confirm');
+    });
+    my @ev = grep { /"EVALSHA"/i && /acct_onestep/ } @$cmds;
+    like($ev[0] // '', qr/"EVALSHA" "[0-9a-f]{40}" "6" "lg:\{acct:acct_onestep\}".*"\Q$key\E" "acct_onestep"/,
+         'the first step: the reservation, the token its 6th key')
+        or diag "@$cmds";
+    ok(!grep({ /"EVALSHA" "[0-9a-f]{40}" "1" "\Q$key\E"/ } @$cmds),
+       'no step of the token alone');
+    is(scalar @ev, 4, 'four steps: reserve, claim, record, settle')
+        or diag "@ev";
+
+    my $tok2 = $p->token($a);
+    my $key2 = $p->token_key($a, $tok2);
+    ($cmds) = $s->redis_traffic(sub {
+        $p->error_is($p->confirm($b, $tok2), 403, undef, 'another account');
+    });
+    @ev = grep { /"EVALSHA"/i } @$cmds;
+    like($ev[0] // '', qr/"EVALSHA" "[0-9a-f]{40}" "1" "\Q$key2\E" "acct_twostep"/,
+         'another account\'s token: a step of its own first')
+        or diag "@$cmds";
+    like($ev[1] // '', qr/"EVALSHA" "[0-9a-f]{40}" "5" "lg:\{acct:acct_twostep\}"/,
+         'then the account\'s, five keys') or diag "@$cmds";
+    $p->answer($p->confirm($a, $tok2), 200, 'the owner still can');
+};
+
+# an account whose keys share the slot of another's: the other's token
+# is in its slot too, and the reservation's step refuses it (403) and
+# keeps it for its owner
+subtest '403 from the reservation\'s step: a token of the same slot' => sub {
+    my $a = $p->account('acct_slotowner');
+    my $slot = $s->cluster_keyslot('lg:{acct:acct_slotowner}');
+    my ($twin) = grep { $s->cluster_keyslot("lg:{acct:acct_slot$_}") == $slot }
+                 0 .. 200_000;
+    ok(defined $twin, "an account id of slot $slot: acct_slot$twin");
+    my $b = $p->account("acct_slot$twin");
+    my $tok = $p->token($a);
+    my $inv = $r->scard('lg:{fleet}:inventory');
+
+    $p->error_is($p->confirm($b, $tok), 403, undef, 'the twin',
+                 qr/belongs to another account/);
+    is($r->scard('lg:{fleet}:inventory'), $inv, 'nothing taken');
+    is($r->zcard("lg:{acct:acct_slot$twin}:prov"), 0, 'nothing counted');
+    ok($r->exists($p->token_key($a, $tok)), 'the token kept');
+    $p->answer($p->confirm($a, $tok), 200, 'the owner confirms');
+    $p->error_is($p->confirm($b, $tok), 410, 'token_expired', 'then 410');
+};
+
 subtest '400: body' => sub {
     my $a = $p->account('acct_400');
     my $tok = $p->token($a);

@@ -138,11 +138,12 @@ subtest 'declined while Redis was gone: number and slot given back' => sub {
     $p->clear_faults;
 };
 
-# TOKEN (pv_token.lua, the token's own slot) is the confirm's first
-# Redis step once the worker knows the credentials: its answer lost is a
-# 503 with nothing reserved; the token was spent or not (the script may
-# have run), never twice
-subtest 'the token\'s step unanswered: 503, nothing reserved' => sub {
+# RESERVE (pv_reserve.lua, the account's slot) spends the account's own
+# token and reserves in one step, the confirm's first Redis step once the
+# worker knows the credentials: its answer lost is a 503 after the
+# release; the token was spent or not (the script may have run), never
+# twice
+subtest 'the reservation\'s step unanswered: 503, released' => sub {
     ok(both_connected(), 'both workers connected to Redis');
     my $a = $p->account('acct_tokpause');
     my $tok = token($a);
@@ -155,14 +156,15 @@ subtest 'the token\'s step unanswered: 503, nothing reserved' => sub {
     $r->client('PAUSE', 1600, 'WRITE');
     my $t0 = time;
     $p->error_is($p->confirm($a, $tok), 503, 'store_unavailable',
-                 'TOKEN unanswered');
+                 'RESERVE unanswered');
     like(substr($s->error_log, $from),
-         qr/no answer to the preview token's step of account "acct_tokpause"/,
-         'the token\'s step it was');
+         qr/no answer to the reservation step of account "acct_tokpause"/,
+         'the reservation\'s step it was');
     my $left = $t0 + 1.7 - time;
     sleep $left if $left > 0;
 
-    is_deeply($p->reservations('acct_tokpause'), [], 'nothing reserved');
+    ok(eventually(sub { !@{ $p->reservations('acct_tokpause') } }),
+       'nothing reserved once the release is answered');
     is($r->zcard('lg:{acct:acct_tokpause}:prov'), 0, 'no slot');
     is_deeply($p->claims('acct_tokpause'), [], 'no claim');
     is($r->scard('lg:{fleet}:inventory'), $inv, 'no number taken');
@@ -173,6 +175,38 @@ subtest 'the token\'s step unanswered: 503, nothing reserved' => sub {
     ok($tx->res->code == 200 || $tx->res->code == 410,
        'spent or not: the next confirm buys once or finds it used ('
        . $tx->res->code . ')');
+};
+
+# TOKEN (pv_token.lua, the token's own slot) runs first for a token of
+# another slot (another account's): its answer lost is a 503 with
+# nothing reserved, and the token, another account's, is kept
+subtest 'the token\'s own step unanswered: 503, nothing reserved' => sub {
+    ok(both_connected(), 'both workers connected to Redis');
+    my $owner = $p->account('acct_tokowner');
+    my $a = $p->account('acct_tokother');
+    my $tok = token($owner);
+    isnt($s->cluster_keyslot($p->token_key($owner, $tok)),
+         $s->cluster_keyslot("lg:{acct:$a->{id}}"),
+         'the token is not in the other account\'s slot');
+    $p->answer($p->limits($a), 200, "warm $_") for 1 .. 20;
+    my $from = length $s->error_log;
+
+    $r->client('PAUSE', 1600, 'WRITE');
+    my $t0 = time;
+    $p->error_is($p->confirm($a, $tok), 503, 'store_unavailable',
+                 'TOKEN unanswered');
+    like(substr($s->error_log, $from),
+         qr/no answer to the preview token's step of account "acct_tokother"/,
+         'the token\'s step it was');
+    my $left = $t0 + 1.7 - time;
+    sleep $left if $left > 0;
+
+    is_deeply($p->reservations('acct_tokother'), [], 'nothing reserved');
+    is($r->zcard('lg:{acct:acct_tokother}:prov'), 0, 'no slot');
+    ok($r->exists($p->token_key($owner, $tok)), 'the owner\'s token kept');
+
+    ok(both_connected(), 'both workers connected again');
+    $p->answer($p->confirm($owner, $tok), 200, 'its owner buys with it');
 };
 
 subtest 'Redis paused twice over: the record lands when it answers' => sub {

@@ -233,6 +233,44 @@ subtest 'the token: spent once, another account\'s kept' => sub {
     is_deeply(token('lpv_t3', 'acct_t'), [410], 'run twice: 410');
 };
 
+# RESERVE with the token as KEYS[6] (a token of the account's slot):
+# spent before the key id's check, once; a retry finds it spent (410)
+subtest 'reserve spends a token of its slot: once' => sub {
+    my $tk = 'lg:pv:{abc}:lpv_abcs1';
+    $r->hset('lg:{acct:acct_k}', plan => 'inbound_only',
+             stripeCustomerId => 'cus_k', key_id => 'sbk_k');
+    my @k = pkeys('acct_k', 'worker_k1');
+    $k[0] = 6;
+    my $reserve = sub {
+        my ($kid, @keys) = @_;
+        return [$r->eval($RESERVE, @keys, $tk, 'acct_k', 1000, 3, 10,
+                         $keys[3] =~ s/.*://r, $ISO, $kid, '')];
+    };
+
+    $r->set($tk, '{"account":"acct_other","expires_at":5000}');
+    is($reserve->('sbk_k', @k)->[0], 403, 'another account\'s: 403');
+    ok($r->exists($tk), 'kept for its owner');
+    ok(!$r->exists('lg:{acct:acct_k}:resv:worker_k1'), 'nothing reserved');
+
+    $r->set($tk, '{"account":"acct_k","expires_at":5000}');
+    is($reserve->('sbk_old', @k)->[0], 401, 'a previous key id: 401');
+    ok(!$r->exists($tk), 'the token spent all the same (as TOKEN did)');
+
+    $r->set($tk, '{"account":"acct_k","expires_at":5000}');
+    my $res = $reserve->('sbk_k', @k);
+    is($res->[0], 200, 'the account\'s: reserved');
+    ok(!$r->exists($tk), 'and spent');
+    ok($r->exists('lg:{acct:acct_k}:resv:worker_k1'), 'the reservation');
+    is($reserve->('sbk_k', @k)->[0], 410, 'run twice: 410');
+    is($r->zcard('lg:{acct:acct_k}:prov'), 1, 'one slot counted');
+
+    $r->set($tk, '{"account":"acct_k","expires_at":500}');
+    my @k2 = pkeys('acct_k', 'worker_k2');
+    $k2[0] = 6;
+    is($reserve->('sbk_k', @k2)->[0], 410, 'expired: 410');
+    ok(!$r->exists('lg:{acct:acct_k}:resv:worker_k2'), 'nothing reserved');
+};
+
 subtest 'reserve then claim: one slot each, the inventory empty' => sub {
     $r->hset('lg:{acct:acct_c}', plan => 'inbound_only',
              stripeCustomerId => 'cus_c', key_id => 'sbk_c');

@@ -1,5 +1,7 @@
 -- POST /accounts/lines/provision-confirm, RESERVE (the account's slot),
--- atomically, after TOKEN (pv_token.lua, the token's own slot): check
+-- atomically: spend the preview token when it is in the account's slot
+-- (KEYS[6]: every token the account's previews gave), else take TOKEN's
+-- answer (pv_token.lua, the token's own slot, ran before); check
 -- the key id and the plan, re-check both windows and reserve the limit
 -- slot. No burst of parallel confirms can exceed a limit: each one runs
 -- this script alone. The number is taken next, in the fleet's slot
@@ -12,6 +14,8 @@
 -- KEYS[5]  lg:{acct:<A>}:reconcile:w:<worker> (the outbox)
 -- (a purchase's five keys, ngx_http_linegate_key_purchase(): every key
 -- the step touches is named, so that a cluster checks them all first)
+-- KEYS[6]  lg:pv:{<tag>}:<token>, the token to spend first, when its
+--          tag is the account's slot (then ARGV[8] is '')
 -- ARGV[1]  the account id, <A>     ARGV[2]  now, Unix ms
 -- ARGV[3]  default daily limit     ARGV[4]  default monthly limit
 -- ARGV[5]  the new worker id, worker_<24 hex>
@@ -37,9 +41,21 @@
 -- until the line is recorded (pv_record) or released (pv_release).
 
 --#include pv_state
+--#include pv_spend
 
 local akey = KEYS[1]
 local acct = ARGV[1]
+local refused = ARGV[8] or ''
+
+-- spent before the key id's check, as TOKEN does: a rotation's previous
+-- key id spends a live token of the account, then is refused (401)
+if KEYS[6] then
+    local code = lg_pv_spend(KEYS[6], acct, tonumber(ARGV[2]))
+
+    if code ~= 200 then
+        refused = tostring(code)
+    end
+end
 
 local kid = redis.call('HGET', akey, 'key_id')
 if kid and kid ~= ARGV[7] then
@@ -49,8 +65,6 @@ end
 local now = tonumber(ARGV[2])
 local dd, dm = tonumber(ARGV[3]), tonumber(ARGV[4])
 local plan, customer, w = lg_pv_state(akey, KEYS[2], now, dd, dm)
-
-local refused = ARGV[8] or ''
 
 if refused == '403' then
     return lg_pv_reply(403, w, acct, 'token')

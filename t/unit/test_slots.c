@@ -8,6 +8,7 @@
  */
 
 
+#include <ctype.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -600,11 +601,49 @@ test_complete(void)
 }
 
 
+/* every slot has a tag of [0-9A-Za-z]{3}, and a key with it is there */
+static void
+test_slot_tags(void)
+{
+    char                  key[16];
+    unsigned              slot, wrong, bad;
+    const unsigned char  *t;
+
+    ngx_http_linegate_redis_slot_tags_init();
+    ngx_http_linegate_redis_slot_tags_init();   /* a second call: no-op */
+
+    wrong = 0;
+    bad = 0;
+
+    for (slot = 0; slot < NGX_HTTP_LINEGATE_REDIS_SLOTS; slot++) {
+        t = ngx_http_linegate_redis_slot_tag(slot);
+
+        if (!isalnum(t[0]) || !isalnum(t[1]) || !isalnum(t[2])) {
+            bad++;
+            continue;
+        }
+
+        snprintf(key, sizeof(key), "lg:pv:{%c%c%c}:x", t[0], t[1], t[2]);
+
+        if (ngx_http_linegate_redis_keyslot((const unsigned char *) key,
+                                            strlen(key))
+            != slot)
+        {
+            wrong++;
+        }
+    }
+
+    ok(bad == 0, "every slot has a tag of 3 characters [0-9A-Za-z]");
+    ok(wrong == 0, "a key with a slot's tag is in that slot");
+}
+
+
 int
 main(void)
 {
     test_crc_table();
     test_keyslot();
+    test_slot_tags();
     test_redirect_good();
     test_redirect_bad();
     test_slots_good();

@@ -225,10 +225,12 @@ sub lines {
     return \%l;
 }
 
-# the preview token's key, its own (the account is in its JSON)
+# the preview token's key, lg:pv:{<tag>}:<token>: the tag is the
+# token's 3 characters after "lpv_" (the account is in its JSON)
 sub token_key {
     my ($self, $a, $token) = @_;
-    return "lg:pv:$token";
+    my $tag = substr($token, 4, 3);
+    return "lg:pv:{$tag}:$token";
 }
 
 sub reservations {
