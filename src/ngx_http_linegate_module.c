@@ -353,6 +353,13 @@ static ngx_command_t  ngx_http_linegate_commands[] = {
       offsetof(ngx_http_linegate_main_conf_t, preview_ttl),
       NULL },
 
+    { ngx_string("linegate_inventory_cache"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_msec_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_linegate_main_conf_t, inventory_cache),
+      NULL },
+
     { ngx_string("linegate_line_daily_limits"),
       NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE2,
       ngx_http_linegate_line_limits,
@@ -898,6 +905,7 @@ ngx_http_linegate_create_main_conf(ngx_conf_t *cf)
     lmcf->prov_daily = NGX_CONF_UNSET_UINT;
     lmcf->prov_monthly = NGX_CONF_UNSET_UINT;
     lmcf->preview_ttl = NGX_CONF_UNSET;
+    lmcf->inventory_cache = NGX_CONF_UNSET_MSEC;
     lmcf->line_daily_conversations = NGX_CONF_UNSET_UINT;
     lmcf->line_daily_messages = NGX_CONF_UNSET_UINT;
     lmcf->idempotency_ttl = NGX_CONF_UNSET;
@@ -964,6 +972,16 @@ ngx_http_linegate_init_main_conf(ngx_conf_t *cf, void *conf)
     ngx_conf_init_uint_value(lmcf->prov_daily, 3);
     ngx_conf_init_uint_value(lmcf->prov_monthly, 10);
     ngx_conf_init_value(lmcf->preview_ttl, 600);
+    ngx_conf_init_msec_value(lmcf->inventory_cache, 0);
+
+    /* a preview's "a number is available" may be this late, no later */
+    if (lmcf->inventory_cache > NGX_HTTP_LINEGATE_INVENTORY_CACHE_MAX) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"linegate_inventory_cache\" must be at most "
+                           "%Mms", (ngx_msec_t)
+                           NGX_HTTP_LINEGATE_INVENTORY_CACHE_MAX);
+        return NGX_CONF_ERROR;
+    }
     ngx_conf_init_uint_value(lmcf->line_daily_conversations, 20);
     ngx_conf_init_uint_value(lmcf->line_daily_messages, 50);
     ngx_conf_init_value(lmcf->idempotency_ttl, 86400);

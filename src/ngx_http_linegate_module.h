@@ -23,6 +23,9 @@
 #define NGX_HTTP_LINEGATE_PAYMENT_REQUIRED  402
 #define NGX_HTTP_LINEGATE_UNPROCESSABLE     422
 
+/* linegate_inventory_cache: at most this long (ms) */
+#define NGX_HTTP_LINEGATE_INVENTORY_CACHE_MAX  60000
+
 
 typedef enum {
     NGX_HTTP_LINEGATE_API_NONE = 0,
@@ -131,6 +134,8 @@ typedef struct {
     ngx_uint_t                      prov_daily;
     ngx_uint_t                      prov_monthly;
     time_t                          preview_ttl;
+    /* linegate_inventory_cache: 0, off; how long "in stock" is trusted */
+    ngx_msec_t                      inventory_cache;
     ngx_uint_t                      line_daily_conversations;
     ngx_uint_t                      line_daily_messages;
     time_t                          idempotency_ttl;

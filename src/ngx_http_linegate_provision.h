@@ -74,6 +74,7 @@ typedef struct {
     ngx_http_linegate_pv_state_t    st;
     int64_t                         inventory;
     unsigned                        eligible:1;
+    unsigned                        stock_known:1;  /* no SCARD sent */
     /* a refusal, answered once the token written ahead is deleted */
     ngx_int_t                       refused;
     ngx_str_t                       refused_error;
@@ -104,6 +105,15 @@ void ngx_http_linegate_provision_confirm_known(ngx_http_request_t *r,
  */
 void ngx_http_linegate_pv_plain(ngx_http_request_t *r,
     ngx_http_linegate_ctx_t *ctx, ngx_http_linegate_pv_request_t *pv);
+
+/*
+ * linegate_inventory_cache: what this worker last learned of the
+ * inventory. _known(): a preview may skip its SCARD (a number was there
+ * less than the directive's time ago); _seen(): a preview's SCARD, or a
+ * confirm's CLAIM that found none (0: previews ask again at once)
+ */
+ngx_uint_t ngx_http_linegate_pv_stock_known(ngx_http_request_t *r);
+void ngx_http_linegate_pv_stock_seen(ngx_http_request_t *r, int64_t n);
 
 /* the 200 answers of preview (token stored) and limits */
 void ngx_http_linegate_pv_preview_ok(ngx_http_request_t *r,

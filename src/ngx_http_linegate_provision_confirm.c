@@ -883,6 +883,7 @@ ngx_http_linegate_confirm_claimed(ngx_http_request_t *r,
     if (claimed == 0) {
         /* the inventory is empty: the slot is freed, then 503 */
         cf->inventory_empty = 1;
+        ngx_http_linegate_pv_stock_seen(r, 0);
         ngx_http_linegate_confirm_next(r, ctx,
                                        NGX_HTTP_LINEGATE_CONFIRM_RELEASE);
         return;

@@ -12,7 +12,9 @@
  *          limits, key_id), ZRANGEBYSCORE the lines of the 30-day window
  *          with their times (the 24-hour window is its newest part;
  *          confirms trim older lines); for a preview, SCARD the
- *          inventory and SET lg:pv:<token> (its own slot) with its JSON
+ *          inventory (unless linegate_inventory_cache trusts that the
+ *          worker saw numbers there: the fleet's master left out) and
+ *          SET lg:pv:{<tag>}:<token> (the account's slot) with its JSON
  *          (the account, its expiry) and expiry, ahead of the checks
  *   LONG   a window holding more lines than one read takes
  *          (NGX_HTTP_LINEGATE_PV_READ_MAX): a second round trip, each
@@ -91,6 +93,7 @@ ngx_http_linegate_pv_plain(ngx_http_request_t *r,
     u_char                          *p, *from;
     size_t                           len;
     ngx_str_t                        akey, prov;
+    ngx_uint_t                       n;
     ngx_http_linegate_redis_args_t  *a;
 
     /* lg:{acct:<A>}, lg:{acct:<A>}:prov, "(<now - 30 days>" */
@@ -141,19 +144,29 @@ ngx_http_linegate_pv_plain(ngx_http_request_t *r,
     ngx_http_linegate_redis_arg_int(r, &a[1],
                                     NGX_HTTP_LINEGATE_PV_READ_MAX + 1);
 
-    ngx_http_linegate_redis_args_init(&a[2]);
-    ngx_http_linegate_redis_arg_cstr(&a[2], "SCARD");
-    ngx_http_linegate_redis_arg_str(&a[2],
-        ngx_http_linegate_key_fixed(NGX_HTTP_LINEGATE_KEY_INVENTORY));
+    n = 2;
 
-    if (pv->preview && ngx_http_linegate_pv_plain_write(r, pv, &a[3])
-                       != NGX_OK)
-    {
-        ngx_http_linegate_internal_error(r);
-        return;
+    if (pv->preview) {
+        /* the inventory's master left out while a number is known there */
+        pv->stock_known = ngx_http_linegate_pv_stock_known(r);
+
+        if (!pv->stock_known) {
+            ngx_http_linegate_redis_args_init(&a[n]);
+            ngx_http_linegate_redis_arg_cstr(&a[n], "SCARD");
+            ngx_http_linegate_redis_arg_str(&a[n],
+                ngx_http_linegate_key_fixed(NGX_HTTP_LINEGATE_KEY_INVENTORY));
+            n++;
+        }
+
+        if (ngx_http_linegate_pv_plain_write(r, pv, &a[n]) != NGX_OK) {
+            ngx_http_linegate_internal_error(r);
+            return;
+        }
+
+        n++;
     }
 
-    if (ngx_http_linegate_redis_pipeline(r, pv->preview ? 4 : 2, a,
+    if (ngx_http_linegate_redis_pipeline(r, n, a,
                                          ngx_http_linegate_pv_plain_read_done)
         != NGX_OK)
     {
@@ -181,9 +194,9 @@ ngx_http_linegate_pv_plain_read_done(ngx_http_request_t *r,
         return;
     }
 
-    /* one element per command: HMGET, ZRANGEBYSCORE (, SCARD, SET) */
+    /* one element per command: HMGET, ZRANGEBYSCORE (, [SCARD,] SET) */
     if (reply->type != REDIS_REPLY_ARRAY
-        || reply->elements != (pv->preview ? 4 : 2))
+        || reply->elements != (size_t) (pv->preview ? 4 - pv->stock_known : 2))
     {
         goto unexpected;
     }
@@ -211,7 +224,14 @@ ngx_http_linegate_pv_plain_read_done(ngx_http_request_t *r,
     pv->st.monthly.limit = ngx_http_linegate_pv_plain_limit(
                                acct->element[2], lmcf->prov_monthly);
 
-    if (pv->preview) {
+    if (pv->preview && pv->stock_known) {
+        if (reply->element[2]->type != REDIS_REPLY_STATUS) {
+            goto unexpected;
+        }
+
+        pv->inventory = 1;
+
+    } else if (pv->preview) {
         inv = reply->element[2];
 
         if (inv->type != REDIS_REPLY_INTEGER
@@ -221,6 +241,7 @@ ngx_http_linegate_pv_plain_read_done(ngx_http_request_t *r,
         }
 
         pv->inventory = inv->integer;
+        ngx_http_linegate_pv_stock_seen(r, inv->integer);
     }
 
     rc = ngx_http_linegate_pv_plain_windows(pv, reply->element[1]);

@@ -31,6 +31,46 @@ static void ngx_http_linegate_pv_window_jw(ngx_http_linegate_json_write_t *jw,
     ngx_http_linegate_pv_window_t *w, time_t window);
 
 
+/*
+ * The worker's last word on the inventory: until this time (ms, this
+ * worker's clock) a preview trusts that a number is there without its
+ * SCARD; 0: ask. Only "there were numbers" is trusted, never "none": a
+ * preview after the inventory is stocked again sees it at once, and
+ * one after it ran dry says 200 for at most linegate_inventory_cache,
+ * the confirm then answering 503 no_lines_available (a preview never
+ * promised a number: the confirm's CLAIM decides, atomically).
+ */
+static ngx_msec_t  ngx_http_linegate_pv_stock_until;
+
+
+ngx_uint_t
+ngx_http_linegate_pv_stock_known(ngx_http_request_t *r)
+{
+    ngx_http_linegate_main_conf_t  *lmcf;
+
+    lmcf = ngx_http_get_module_main_conf(r, ngx_http_linegate_module);
+
+    return lmcf->inventory_cache
+           && ngx_http_linegate_pv_stock_until
+           && (ngx_msec_int_t) (ngx_http_linegate_pv_stock_until
+                                - ngx_current_msec) > 0;
+}
+
+
+void
+ngx_http_linegate_pv_stock_seen(ngx_http_request_t *r, int64_t n)
+{
+    ngx_http_linegate_main_conf_t  *lmcf;
+
+    lmcf = ngx_http_get_module_main_conf(r, ngx_http_linegate_module);
+
+    ngx_http_linegate_pv_stock_until = (n > 0 && lmcf->inventory_cache)
+                                       ? ngx_current_msec
+                                         + lmcf->inventory_cache
+                                       : 0;
+}
+
+
 /* the 200 of a preview whose token is stored */
 void
 ngx_http_linegate_pv_preview_ok(ngx_http_request_t *r,
