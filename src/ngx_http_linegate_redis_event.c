@@ -3,6 +3,14 @@
  * linegate: the hiredis adapter for nginx's event loop. hiredis asks to
  * watch or stop watching each direction of its socket; nginx tells it
  * when the socket is readable or writable.
+ *
+ * Writes: a command queued on a connected socket is not a reason to ask
+ * epoll whether the socket is writable (an epoll_ctl to watch, a wake-up,
+ * an epoll_ctl to stop): the connection's write event is posted instead,
+ * and runs once at the end of this turn of the event loop, sending every
+ * command queued meanwhile in one write. Only a write that could not send
+ * everything (the socket's buffer full) and the non-blocking connect
+ * watch the socket through epoll.
  */
 
 
@@ -18,6 +26,10 @@ static void ngx_http_linegate_redis_event_del_read(void *privdata);
 static void ngx_http_linegate_redis_event_add_write(void *privdata);
 static void ngx_http_linegate_redis_event_del_write(void *privdata);
 static void ngx_http_linegate_redis_event_cleanup(void *privdata);
+
+
+/* set while hiredis writes: an addWrite then means "not all was sent" */
+static ngx_uint_t  ngx_http_linegate_redis_event_writing;
 
 
 ngx_int_t
@@ -63,10 +75,17 @@ ngx_http_linegate_redis_event_read(ngx_event_t *ev)
 static void
 ngx_http_linegate_redis_event_write(ngx_event_t *ev)
 {
+    ngx_uint_t         writing;
     ngx_connection_t  *c;
 
     c = ev->data;
+
+    writing = ngx_http_linegate_redis_event_writing;
+    ngx_http_linegate_redis_event_writing = 1;
+
     redisAsyncHandleWrite(c->data);
+
+    ngx_http_linegate_redis_event_writing = writing;
 }
 
 
@@ -104,7 +123,18 @@ ngx_http_linegate_redis_event_del_read(void *privdata)
 static void
 ngx_http_linegate_redis_event_add_write(void *privdata)
 {
-    ngx_connection_t  *c = privdata;
+    ngx_connection_t   *c = privdata;
+    redisAsyncContext  *ac;
+
+    ac = c->data;
+
+    if ((ac->c.flags & REDIS_CONNECTED)
+        && !ngx_http_linegate_redis_event_writing)
+    {
+        /* a command queued: sent at the end of this turn, with the rest */
+        ngx_post_event(c->write, &ngx_posted_events);
+        return;
+    }
 
     ngx_http_linegate_redis_event_watch(c->write, NGX_WRITE_EVENT, 1);
 }
