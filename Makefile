@@ -46,7 +46,7 @@ DEB_PACKAGES = nginx nginx-dev libhiredis-dev libjansson-dev libssl-dev \
     libmojolicious-perl libcrypt-jwt-perl libjson-validator-perl \
     libyaml-libyaml-perl libredis-perl build-essential clang prometheus \
     libclang-rt-14-dev debhelper dpkg-dev libio-socket-ssl-perl \
-    libpcre2-dev zlib1g-dev
+    libpcre2-dev zlib1g-dev valgrind
 
 .PHONY: all deps run test unit chaos asan sanitize fuzz fuzz-build fuzz-smoke \
     bench bench-limit deb clean distclean matrix matrix-summary \

@@ -15,6 +15,7 @@
 
 
 #include "ngx_http_linegate_redis_event.h"
+#include "ngx_http_linegate_redis_arena.h"
 
 
 static void ngx_http_linegate_redis_event_read(ngx_event_t *ev);
@@ -54,6 +55,9 @@ ngx_http_linegate_redis_event_attach(redisAsyncContext *ac, ngx_log_t *log)
     ac->ev.addWrite = ngx_http_linegate_redis_event_add_write;
     ac->ev.delWrite = ngx_http_linegate_redis_event_del_write;
     ac->ev.cleanup = ngx_http_linegate_redis_event_cleanup;
+
+    /* without memory for it, hiredis' own objects: nothing else changes */
+    (void) ngx_http_linegate_redis_arena_attach(ac->c.reader);
 
     /* writability tells that the non-blocking connect finished */
     ngx_http_linegate_redis_event_add_write(c);
@@ -153,7 +157,11 @@ ngx_http_linegate_redis_event_del_write(void *privdata)
 static void
 ngx_http_linegate_redis_event_cleanup(void *privdata)
 {
-    ngx_connection_t  *c = privdata;
+    ngx_connection_t   *c = privdata;
+    redisAsyncContext  *ac;
+
+    ac = c->data;
+    ngx_http_linegate_redis_arena_detach(ac->c.reader);
 
     ngx_http_linegate_redis_event_del_read(c);
     ngx_http_linegate_redis_event_del_write(c);

@@ -1,5 +1,5 @@
 # Pure-C unit tests (src/ngx_http_linegate_{crypto,jwt,cache,chars,
-# redis_slots}.c), run outside nginx.  Builds them with t/unit/build.sh
+# redis_slots,redis_arena}.c), run outside nginx.  Builds them with t/unit/build.sh
 # (honours $CC) into a temporary directory and relays each binary's TAP as
 # a subtest.
 
@@ -18,7 +18,7 @@ my $log = `bash "$root/t/unit/build.sh" "$dir" 2>&1`;
 is($?, 0, 'unit tests build') or diag($log);
 
 for my $name (qw(test_crypto test_jwt test_cache test_chars
-                  test_slots)) {
+                  test_slots test_arena)) {
     subtest $name => sub {
         my $bin = "$dir/$name";
 
@@ -53,6 +53,17 @@ for my $name (qw(test_crypto test_jwt test_cache test_chars
 
         done_testing();
     };
+}
+
+# the arena's memory: every block freed, whichever way its reader goes
+SKIP: {
+    skip 'valgrind is not installed', 1
+        unless -x '/usr/bin/valgrind' && -x "$dir/test_arena";
+    my $vg = 'valgrind -q --leak-check=full --errors-for-leak-kinds=all '
+           . '--error-exitcode=3';
+    my $out = `$vg "$dir/test_arena" 2>&1 >/dev/null`;
+    is($? >> 8, 0, 'test_arena under valgrind: no error, no leak')
+        or diag($out);
 }
 
 done_testing();

@@ -47,15 +47,16 @@ declare -A objs=(
     [redis_reply]="json json_write keys chars str clock ids headers crypto provision provision_script ratelimit metrics"
     [lines_read]="json json_write keys chars str clock ids headers crypto lines_request stripe metrics"
     [redis_slots]="chars"
+    [redis_arena]=""
 )
 
 # targets needing no nginx at all: no shim, no stubs
-declare -A pure=([jwt]=1 [jwks]=1 [stripe_signature]=1)
+declare -A pure=([jwt]=1 [jwks]=1 [stripe_signature]=1 [redis_arena]=1)
 
 targets=("$@")
 if [ ${#targets[@]} -eq 0 ]; then
     targets=(jwt jwks stripe_signature line_create confirm webhook headers
-             stripe_reply redis_reply lines_read redis_slots)
+             stripe_reply redis_reply lines_read redis_slots redis_arena)
 fi
 
 mkdir -p "$out/obj"

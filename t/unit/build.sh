@@ -41,5 +41,9 @@ mkdir -p "$out"
     "$root/t/unit/test_slots.c" "$root/src/ngx_http_linegate_redis_slots.c" \
     "$root/src/ngx_http_linegate_chars.c" -lhiredis
 
+"$cc" "${cflags[@]}" -o "$out/test_arena" \
+    "$root/t/unit/test_arena.c" "$root/src/ngx_http_linegate_redis_arena.c" \
+    -lhiredis
+
 echo "built $out/test_crypto $out/test_jwt $out/test_cache $out/test_chars" \
-     "$out/test_slots"
+     "$out/test_slots $out/test_arena"
