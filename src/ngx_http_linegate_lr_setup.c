@@ -64,9 +64,9 @@ ngx_http_linegate_lr_setup_add_args(ngx_http_request_t *r,
     ngx_http_linegate_redis_args_init(a);
 
     /*
-     * acknowledged with linegate_redis_wait where sent alone (a pipeline
-     * does not wait): lost with its master, a relay its worker does not
-     * finish has nothing for the sweep to find
+     * acknowledged with linegate_redis_wait, alone or in a pipeline (the
+     * creation's, with the index): lost with its master, a relay its
+     * worker does not finish has nothing for the sweep to find
      */
     a->acknowledged = 1;
 

@@ -185,6 +185,14 @@ typedef struct {
     u_char                             *buf;
     size_t                              len;
     ngx_uint_t                          redirects;
+
+    /*
+     * linegate_redis_wait: WAIT written after an acknowledged command, on
+     * its node (again on the node a redirect names); short: the last
+     * WAIT of that node counted too few replicas, or was not sent
+     */
+    ngx_uint_t                          acked;
+    ngx_uint_t                          wait_short;
 } ngx_http_linegate_redis_part_t;
 
 
@@ -246,6 +254,12 @@ static ngx_int_t ngx_http_linegate_redis_pipeline_send(
     ngx_http_request_t *r, ngx_uint_t ncmds,
     ngx_http_linegate_redis_args_t *args, const char *name, ngx_str_t *keys,
     ngx_http_linegate_redis_handler_pt handler);
+static ngx_int_t ngx_http_linegate_redis_pipeline_wait(
+    ngx_http_linegate_redis_part_t *part);
+static void ngx_http_linegate_redis_pipeline_wait_cb(redisAsyncContext *ac,
+    void *data, void *privdata);
+static void ngx_http_linegate_redis_pipeline_done(
+    ngx_http_linegate_redis_pipeline_t *pl);
 static void ngx_http_linegate_redis_pipeline_drop(
     ngx_http_linegate_redis_pipeline_t *pl);
 static redisReply *ngx_http_linegate_redis_copy(ngx_pool_t *pool,
@@ -728,6 +742,15 @@ ngx_http_linegate_redis_pipeline_send(ngx_http_request_t *r,
         }
 
         pl->queued++;
+
+        /* written with the command: the same round trip */
+        part->acked = (args != NULL && args[i].acknowledged
+                       && ngx_http_linegate_redis.lmcf->redis_wait_replicas
+                          > 0);
+
+        if (part->acked) {
+            (void) ngx_http_linegate_redis_pipeline_wait(part);
+        }
     }
 
     pl->cmd.timer.handler = ngx_http_linegate_redis_cmd_timeout;
@@ -1305,7 +1328,15 @@ ngx_http_linegate_redis_pipeline_cb(redisAsyncContext *ac, void *data,
                                             part, &part->node)
            == NGX_OK)
     {
-        /* a cluster's MOVED or ASK: still owed, by the node named */
+        /*
+         * a cluster's MOVED or ASK: still owed, by the node named; an
+         * acknowledged command's WAIT is written there too (the first
+         * one counts replicas of a node that had nothing to acknowledge)
+         */
+        if (part->acked) {
+            (void) ngx_http_linegate_redis_pipeline_wait(part);
+        }
+
         return;
     }
 
@@ -1344,6 +1375,111 @@ ngx_http_linegate_redis_pipeline_cb(redisAsyncContext *ac, void *data,
 
     if (pl->queued) {
         return;
+    }
+
+    ngx_http_linegate_redis_pipeline_done(pl);
+}
+
+
+/* WAIT after an acknowledged command of a pipeline, to its node */
+static ngx_int_t
+ngx_http_linegate_redis_pipeline_wait(ngx_http_linegate_redis_part_t *part)
+{
+    ngx_http_linegate_redis_pipeline_t  *pl;
+
+    pl = part->pl;
+
+    if (ngx_http_linegate_redis_write_wait(part->node,
+                                      ngx_http_linegate_redis_pipeline_wait_cb,
+                                      part)
+        != NGX_OK)
+    {
+        /* not sent: the pipeline cannot say a replica has it */
+        ngx_log_error(NGX_LOG_ERR, pl->cmd.r->connection->log, 0,
+                      NGX_HTTP_LINEGATE_LOG "redis WAIT not sent");
+        part->wait_short = 1;
+        return NGX_ERROR;
+    }
+
+    pl->queued++;
+
+    return NGX_OK;
+}
+
+
+/*
+ * A WAIT's answer. Only the node the command was last sent to counts:
+ * the WAIT a redirect left behind answers for a node without the write.
+ * Replies on one connection come in order, so that node's last WAIT
+ * answers after the command's own reply.
+ */
+static void
+ngx_http_linegate_redis_pipeline_wait_cb(redisAsyncContext *ac, void *data,
+    void *privdata)
+{
+    redisReply                          *reply;
+    ngx_http_linegate_redis_part_t      *part;
+    ngx_http_linegate_redis_pipeline_t  *pl;
+
+    reply = data;
+    part = privdata;
+    pl = part->pl;
+
+    pl->queued--;
+
+    if (pl->cmd.r == NULL || ngx_http_linegate_redis.exiting) {
+        ngx_http_linegate_redis_release(&pl->cmd);
+        ngx_http_linegate_redis_pipeline_drop(pl);
+        return;
+    }
+
+    if (ac->data == part->node) {
+        part->wait_short = (reply == NULL
+                            || reply->type != REDIS_REPLY_INTEGER
+                            || reply->integer
+                               < ngx_http_linegate_redis.lmcf
+                                 ->redis_wait_replicas);
+    }
+
+    if (pl->queued) {
+        return;
+    }
+
+    ngx_http_linegate_redis_pipeline_done(pl);
+}
+
+
+/*
+ * Every callback in: the handler gets the replies as one array (the last
+ * to come hiredis's own, valid while it runs), or NULL when one was lost,
+ * failed, or (linegate_redis_wait) is not on enough replicas.
+ */
+static void
+ngx_http_linegate_redis_pipeline_done(ngx_http_linegate_redis_pipeline_t *pl)
+{
+    ngx_uint_t                      i;
+    redisReply                     *reply;
+    ngx_http_request_t             *r;
+    ngx_http_linegate_main_conf_t  *lmcf;
+
+    r = pl->cmd.r;
+    lmcf = ngx_http_linegate_redis.lmcf;
+
+    for (i = 0; i < pl->n; i++) {
+        if (!pl->part[i].wait_short || pl->lost || pl->failed) {
+            continue;
+        }
+
+        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                      NGX_HTTP_LINEGATE_LOG "redis: a pipeline's "
+                      "command not acknowledged by %i replicas within "
+                      "%M ms: its outcome is unknown",
+                      lmcf->redis_wait_replicas, lmcf->redis_wait_timeout);
+
+        ngx_http_linegate_metrics_inc1(NGX_HTTP_LINEGATE_M_REDIS_ERRORS,
+                                       "kind", "unacknowledged");
+        pl->failed = 1;
+        break;
     }
 
     if (pl->lost) {
