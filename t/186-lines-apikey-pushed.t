@@ -3,18 +3,17 @@
 # op_key_revoke publishes the revoked key's digest, and every worker drops
 # it at once, so a key the store resolved may be kept past the plain time
 # (500 ms) while the subscription is live. When it is not (the subscriber
-# killed, Redis paused), the plain time rules again.
+# killed, Redis paused), the plain time rules again. On a Redis Cluster
+# each worker subscribes on a master of its choice and the bus carries
+# the PUBLISH of another master: the subscribers are looked for, killed
+# and paused on every master.
 use strict;
 use warnings;
 use lib 't/lib';
 
 use Test::More;
 
-# the subscriber is found, killed and paused on the one Redis (CLIENT
-# LIST, KILL, PAUSE); on a cluster it subscribes on a master of its
-# choice (redis_pubsub.c), which this file does not look for
-plan skip_all => 'the subscriber of one Redis or Sentinel\'s master'
-    if ($ENV{LG_REDIS} // '') eq 'cluster';
+use Redis;
 use Time::HiRes qw(sleep time);
 use Digest::SHA qw(sha256_hex);
 use Mojo::UserAgent;
@@ -37,13 +36,27 @@ my $revoke_src = do {
     <$fh>;
 };
 
-# linegate's subscribers: the master's clients subscribed to a pattern
-# (the channel's name itself: redis_pubsub.c says why; Sentinel's own
-# clients SUBSCRIBE to a channel)
+# where the workers may subscribe: the one Redis, Sentinel's master, or
+# on a cluster every master (each worker picks one: redis_pubsub.c; the
+# cluster's bus carries a PUBLISH to every node)
+sub servers {
+    my ($st) = @_;
+    return ($st->redis) unless $st->topology eq 'cluster';
+    return map { Redis->new(server => "127.0.0.1:$_", reconnect => 0) }
+           $st->cluster_masters;
+}
+
+# linegate's subscribers: the clients subscribed to a pattern (the
+# channel's name itself: redis_pubsub.c says why; Sentinel's own clients
+# SUBSCRIBE to a channel), summed over the servers
 sub subscribers {
     my ($st) = @_;
-    my $list = eval { $st->redis->client('list') } // '';
-    return scalar grep { /\bpsub=1\b/ } split /\n/, $list;
+    my $n = 0;
+    for my $r (servers($st)) {
+        my $list = eval { $r->client('list') } // '';
+        $n += grep { /\bpsub=1\b/ } split /\n/, $list;
+    }
+    return $n;
 }
 
 # until both workers are subscribed (and a moment for their first PING)
@@ -157,7 +170,8 @@ subtest 'the subscriber killed: the plain time rules' => sub {
     # the lookup deleted behind linegate's back (nothing published), and
     # the subscriptions lost: the entries are past their plain time
     $s->redis->del('lg:apikey:' . sha256_hex($k->{key}));
-    my $killed = $s->redis->client('kill', 'type', 'pubsub');
+    my $killed = 0;
+    $killed += $_->client('kill', 'type', 'pubsub') for servers($s);
     ok($killed >= 2, "subscriber connections killed ($killed)");
     ok(refused_everywhere($k->{key}, 5),
        'refused by every worker, not after the pushed 30 s');
@@ -175,9 +189,10 @@ subtest 'Redis paused: no entry is kept past the plain time' => sub {
     # subscription is dropped (a new generation), and the entries, past
     # their plain time, are looked up again once Redis is back (the
     # reads meanwhile wait for Redis: 503)
-    $s->redis->client('pause', 2000, 'all');
+    my @paused = servers($s);
+    $_->client('pause', 2000, 'all') for @paused;
     sleep 2.2;
-    $s->redis->client('unpause');
+    $_->client('unpause') for @paused;
     ok(refused_everywhere($k->{key}, 10), 'refused once Redis is back');
     ok(wait_subscribed($s), 'both workers subscribed');
     is(get_with($w->{key}), 200, 'the other key still works');
