@@ -637,8 +637,15 @@ ngx_http_linegate_create_resume(ngx_http_request_t *r, redisReply *reply)
         if (reply != NULL && reply->type == REDIS_REPLY_INTEGER
             && reply->integer == 1)
         {
-            /* no request of this id, nor ever will be: its index goes */
+            /*
+             * no request of this id, nor ever will be: its index goes,
+             * and its set-up member (a cluster's, still there when
+             * lr_create's answer was lost) rather than at the sweep
+             */
             ngx_http_linegate_create_unindex(r, lr);
+            (void) ngx_http_linegate_lr_setup_drop(r->connection->log,
+                                                   &lr->setup);
+            lr->setup.len = 0;
         }
 
         ngx_http_linegate_create_unjournal(r, lr, reply);
@@ -1185,6 +1192,7 @@ ngx_http_linegate_create_relay(ngx_http_request_t *r,
     {
         (void) ngx_http_linegate_lr_setup_drop(r->connection->log,
                                                &lr->setup);
+        lr->setup.len = 0;
         return;
     }
 
@@ -1196,6 +1204,9 @@ ngx_http_linegate_create_relay(ngx_http_request_t *r,
 
     (void) ngx_http_linegate_lr_setup_relay(r->connection->log, &e,
                                             &lr->setup);
+
+    /* the durable relay holds its own copy: the member is its now */
+    lr->setup.len = 0;
 }
 
 

@@ -254,6 +254,7 @@ static ngx_int_t ngx_http_linegate_redis_pipeline_send(
     ngx_http_request_t *r, ngx_uint_t ncmds,
     ngx_http_linegate_redis_args_t *args, const char *name, ngx_str_t *keys,
     ngx_http_linegate_redis_handler_pt handler);
+static ngx_uint_t ngx_http_linegate_redis_waited(redisReply *reply);
 static ngx_int_t ngx_http_linegate_redis_pipeline_wait(
     ngx_http_linegate_redis_part_t *part);
 static void ngx_http_linegate_redis_pipeline_wait_cb(redisAsyncContext *ac,
@@ -1200,6 +1201,16 @@ ngx_http_linegate_redis_write_wait(ngx_http_linegate_redis_node_t *node,
  * (NULL), exactly as a lost connection: the write may or may not survive
  * a failover, and every handler repairs an unknown outcome already.
  */
+/* WAIT's answer: as many replicas as linegate_redis_wait asks have it */
+static ngx_uint_t
+ngx_http_linegate_redis_waited(redisReply *reply)
+{
+    return reply != NULL && reply->type == REDIS_REPLY_INTEGER
+           && reply->integer
+              >= (long long) ngx_http_linegate_redis.lmcf->redis_wait_replicas;
+}
+
+
 static void
 ngx_http_linegate_redis_wait_cb(redisAsyncContext *ac, void *data,
     void *privdata)
@@ -1241,8 +1252,7 @@ ngx_http_linegate_redis_wait_cb(redisAsyncContext *ac, void *data,
         return;
     }
 
-    if (reply == NULL || reply->type != REDIS_REPLY_INTEGER
-        || reply->integer < lmcf->redis_wait_replicas)
+    if (!ngx_http_linegate_redis_waited(reply))
     {
         ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
                       NGX_HTTP_LINEGATE_LOG "redis: %V acknowledged by %i "
@@ -1434,11 +1444,7 @@ ngx_http_linegate_redis_pipeline_wait_cb(redisAsyncContext *ac, void *data,
     }
 
     if (ac->data == part->node) {
-        part->wait_short = (reply == NULL
-                            || reply->type != REDIS_REPLY_INTEGER
-                            || reply->integer
-                               < ngx_http_linegate_redis.lmcf
-                                 ->redis_wait_replicas);
+        part->wait_short = !ngx_http_linegate_redis_waited(reply);
     }
 
     if (pl->queued) {
@@ -2266,8 +2272,7 @@ ngx_http_linegate_redis_durable_wait_cb(redisAsyncContext *ac, void *data,
 
     d->have = 0;
 
-    if (reply != NULL && reply->type == REDIS_REPLY_INTEGER
-        && reply->integer >= (long long) rd->lmcf->redis_wait_replicas)
+    if (ngx_http_linegate_redis_waited(reply))
     {
         ngx_http_linegate_redis_durable_done(d, d->stash);
         return;
