@@ -1180,8 +1180,7 @@ static void
 ngx_http_linegate_create_relay(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr, redisReply *reply)
 {
-    int64_t                        code;
-    ngx_http_linegate_lr_setup_t   e;
+    int64_t  code;
 
     if (lr->setup.len == 0 || reply == NULL) {
         return;
@@ -1196,17 +1195,7 @@ ngx_http_linegate_create_relay(ngx_http_request_t *r,
         return;
     }
 
-    e.workspace = lr->who.value;
-    e.id = lr->id;
-    e.channel_type = lr->line.channel_type;
-    e.line_type = lr->line.line_type;
-    e.at = lr->now_iso;
-
-    (void) ngx_http_linegate_lr_setup_relay(r->connection->log, &e,
-                                            &lr->setup);
-
-    /* the durable relay holds its own copy: the member is its now */
-    lr->setup.len = 0;
+    ngx_http_linegate_lines_setup_relay(r, lr, &lr->who.value);
 }
 
 

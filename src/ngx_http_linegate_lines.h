@@ -434,6 +434,13 @@ ngx_http_linegate_lr_fail_e ngx_http_linegate_lines_invoice_indexed(
  */
 void ngx_http_linegate_lines_invoice_unindex(ngx_http_request_t *r,
     ngx_str_t *invoice);
+/*
+ * A cluster: the set-up entry of the line lr holds (workspace ws) relayed
+ * to lg:provisioning, durably, its member lr->setup removed once it is
+ * there; lr->setup is the relay's from then on (emptied)
+ */
+void ngx_http_linegate_lines_setup_relay(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr, ngx_str_t *ws);
 /* the durable DEL of a line request's owner index lg:line:<id> */
 void ngx_http_linegate_line_unindex(ngx_http_request_t *r, ngx_str_t *id);
 /* answers 401 {"error":"Unauthorized"}: an unknown or revoked API key */

@@ -820,8 +820,6 @@ static void
 ngx_http_linegate_lines_resolve_relay(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr, int64_t changed, ngx_int_t parsed)
 {
-    ngx_http_linegate_lr_setup_t  e;
-
     if (lr->setup.len == 0) {
         return;
     }
@@ -836,7 +834,17 @@ ngx_http_linegate_lines_resolve_relay(ngx_http_request_t *r,
         return;
     }
 
-    e.workspace = lr->ws;
+    ngx_http_linegate_lines_setup_relay(r, lr, &lr->ws);
+}
+
+
+void
+ngx_http_linegate_lines_setup_relay(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr, ngx_str_t *ws)
+{
+    ngx_http_linegate_lr_setup_t  e;
+
+    e.workspace = *ws;
     e.id = lr->id;
     e.channel_type = lr->line.channel_type;
     e.line_type = lr->line.line_type;
@@ -844,6 +852,9 @@ ngx_http_linegate_lines_resolve_relay(ngx_http_request_t *r,
 
     (void) ngx_http_linegate_lr_setup_relay(r->connection->log, &e,
                                             &lr->setup);
+
+    /* the durable relay holds its own copy */
+    lr->setup.len = 0;
 }
 
 
