@@ -294,6 +294,9 @@ static ngx_int_t ngx_http_linegate_reconcile_lease(ngx_http_request_t *r,
     ngx_http_linegate_reconcile_t *rc, const char *how);
 static ngx_int_t ngx_http_linegate_reconcile_sweep(ngx_http_request_t *r,
     ngx_http_linegate_reconcile_t *rc);
+static ngx_int_t ngx_http_linegate_reconcile_batch(ngx_http_request_t *r,
+    ngx_http_linegate_reconcile_t *rc, ngx_http_linegate_key_e key,
+    ngx_msec_t older, ngx_uint_t offset);
 static void ngx_http_linegate_reconcile_lost_next(ngx_http_request_t *r,
     ngx_http_linegate_ctx_t *ctx);
 static ngx_uint_t ngx_http_linegate_reconcile_lost_valid(
@@ -728,21 +731,36 @@ static ngx_int_t
 ngx_http_linegate_reconcile_sweep(ngx_http_request_t *r,
     ngx_http_linegate_reconcile_t *rc)
 {
-    ngx_http_linegate_redis_args_t  *a;
-    ngx_http_linegate_main_conf_t   *lmcf;
+    ngx_http_linegate_main_conf_t  *lmcf;
 
     lmcf = ngx_http_get_module_main_conf(r, ngx_http_linegate_module);
+
+    return ngx_http_linegate_reconcile_batch(r, rc,
+                                       NGX_HTTP_LINEGATE_KEY_LR_INFLIGHT,
+                                       lmcf->reconcile_lost, 0);
+}
+
+
+/*
+ * A batch of a fleet's sorted set (the journals, the set-up members, the
+ * claims): the members scored `older` ms or more before the run's start,
+ * from offset on (those this run left where they were), oldest first
+ */
+static ngx_int_t
+ngx_http_linegate_reconcile_batch(ngx_http_request_t *r,
+    ngx_http_linegate_reconcile_t *rc, ngx_http_linegate_key_e key,
+    ngx_msec_t older, ngx_uint_t offset)
+{
+    ngx_http_linegate_redis_args_t  *a;
 
     a = &rc->args;
     ngx_http_linegate_redis_args_init(a);
     ngx_http_linegate_redis_arg_cstr(a, "ZRANGEBYSCORE");
-    ngx_http_linegate_redis_arg_str(a,
-        ngx_http_linegate_key_fixed(NGX_HTTP_LINEGATE_KEY_LR_INFLIGHT));
+    ngx_http_linegate_redis_arg_str(a, ngx_http_linegate_key_fixed(key));
     ngx_http_linegate_redis_arg_cstr(a, "-inf");
-    ngx_http_linegate_redis_arg_int(r, a, rc->started_ms
-                                          - (int64_t) lmcf->reconcile_lost);
+    ngx_http_linegate_redis_arg_int(r, a, rc->started_ms - (int64_t) older);
     ngx_http_linegate_redis_arg_cstr(a, "LIMIT");
-    ngx_http_linegate_redis_arg_cstr(a, "0");
+    ngx_http_linegate_redis_arg_int(r, a, (int64_t) offset);
     ngx_http_linegate_redis_arg_int(r, a, NGX_HTTP_LINEGATE_RECONCILE_BATCH);
 
     return ngx_http_linegate_redis_command(r, a,
@@ -1062,27 +1080,16 @@ static ngx_int_t
 ngx_http_linegate_reconcile_setup(ngx_http_request_t *r,
     ngx_http_linegate_reconcile_t *rc)
 {
-    ngx_msec_t                       after;
-    ngx_http_linegate_redis_args_t  *a;
-    ngx_http_linegate_main_conf_t   *lmcf;
+    ngx_msec_t                      after;
+    ngx_http_linegate_main_conf_t  *lmcf;
 
     lmcf = ngx_http_get_module_main_conf(r, ngx_http_linegate_module);
 
     after = ngx_max(lmcf->reconcile_lost, NGX_HTTP_LINEGATE_LR_SETUP_AFTER);
 
-    a = &rc->args;
-    ngx_http_linegate_redis_args_init(a);
-    ngx_http_linegate_redis_arg_cstr(a, "ZRANGEBYSCORE");
-    ngx_http_linegate_redis_arg_str(a,
-        ngx_http_linegate_key_fixed(NGX_HTTP_LINEGATE_KEY_LR_SETUP));
-    ngx_http_linegate_redis_arg_cstr(a, "-inf");
-    ngx_http_linegate_redis_arg_int(r, a, rc->started_ms - (int64_t) after);
-    ngx_http_linegate_redis_arg_cstr(a, "LIMIT");
-    ngx_http_linegate_redis_arg_cstr(a, "0");
-    ngx_http_linegate_redis_arg_int(r, a, NGX_HTTP_LINEGATE_RECONCILE_BATCH);
-
-    return ngx_http_linegate_redis_command(r, a,
-                                        ngx_http_linegate_reconcile_stored);
+    return ngx_http_linegate_reconcile_batch(r, rc,
+                                             NGX_HTTP_LINEGATE_KEY_LR_SETUP,
+                                             after, 0);
 }
 
 
@@ -1285,26 +1292,14 @@ static ngx_int_t
 ngx_http_linegate_reconcile_claims(ngx_http_request_t *r,
     ngx_http_linegate_reconcile_t *rc)
 {
-    ngx_http_linegate_redis_args_t  *a;
-    ngx_http_linegate_main_conf_t   *lmcf;
+    ngx_http_linegate_main_conf_t  *lmcf;
 
     lmcf = ngx_http_get_module_main_conf(r, ngx_http_linegate_module);
 
-    /* the oldest first, past the ones this run left where they were */
-    a = &rc->args;
-    ngx_http_linegate_redis_args_init(a);
-    ngx_http_linegate_redis_arg_cstr(a, "ZRANGEBYSCORE");
-    ngx_http_linegate_redis_arg_str(a,
-        ngx_http_linegate_key_fixed(NGX_HTTP_LINEGATE_KEY_PV_INFLIGHT));
-    ngx_http_linegate_redis_arg_cstr(a, "-inf");
-    ngx_http_linegate_redis_arg_int(r, a, rc->started_ms
-                                          - (int64_t) lmcf->reconcile_lost);
-    ngx_http_linegate_redis_arg_cstr(a, "LIMIT");
-    ngx_http_linegate_redis_arg_int(r, a, rc->claims_left);
-    ngx_http_linegate_redis_arg_int(r, a, NGX_HTTP_LINEGATE_RECONCILE_BATCH);
-
-    return ngx_http_linegate_redis_command(r, a,
-                                        ngx_http_linegate_reconcile_stored);
+    /* past the ones this run left where they were */
+    return ngx_http_linegate_reconcile_batch(r, rc,
+                                       NGX_HTTP_LINEGATE_KEY_PV_INFLIGHT,
+                                       lmcf->reconcile_lost, rc->claims_left);
 }
 
 
