@@ -18,24 +18,19 @@ use warnings;
 use lib 't/lib';
 
 use Test::More;
-use File::Temp ();
 use IO::Handle;
 use IO::Socket::INET;
 use POSIX qw(_exit);
 use Time::HiRes qw(sleep time);
 use LG::Stack;
+use LG::Test ();
 use LG::Limit qw(rl_key);
 use LG::RedisCluster;
 
 # the longest wait for a step of a failover or a migration (seconds)
 my $SETTLE = 30;
 
-my $dir = File::Temp::tempdir(CLEANUP => 1);
-chmod 0755, $dir;
-open my $fh, '>', "$dir/file.txt" or die;
-print $fh "ok\n";
-close $fh;
-chmod 0644, "$dir/file.txt";
+my $dir = LG::Test::public_dir('file.txt' => "ok\n");
 
 # closed: a Redis error is a 503 CLOSED, never an admission in disguise
 my $http = <<"CONF";

@@ -63,6 +63,16 @@ sub progress {
     return scalar grep { /$re/ } <$fh>;
 }
 
+# the workload's jobs: two included phone lines for each workspace, the
+# first of each, then the second, each with its Idempotency-Key
+sub creations {
+    my ($tag, @wss) = @_;
+    return map { my $n = $_;
+                 map { {w => $_, key => "$tag-$_->{id}-$n",
+                        body => body(channelType => 'phone')} } @wss
+               } 1 .. 2;
+}
+
 # A child process running @$jobs (creations: {w, key, body}), $o{creates}
 # at once, with $o{gets} GETs of lines it created in the same batch, until
 # $stop exists and no job is left (at most $o{drain} s after $stop; a
@@ -213,10 +223,7 @@ subtest 'a workspace\'s master SIGKILLed under creations and polls' => sub {
     }
     my @wss = map { ($on[$_], $off[$_]) } 0 .. 11;
     my %on = map { $_->{id} => 1 } @on;
-    my @jobs = map { my $n = $_;
-                     map { {w => $_, key => "fo-$_->{id}-$n",
-                            body => body(channelType => 'phone')} } @wss
-                   } 1 .. 2;
+    my @jobs = creations('fo', @wss);
 
     my $dir = $s->dir;
     my ($stop, $out) = ("$dir/fo.stop", "$dir/fo.json");
@@ -368,10 +375,7 @@ subtest 'redis-cli --cluster reshard under creations: no error at all' => sub {
         last if @wss == 30;
     }
     is(scalar @wss, 30, 'thirty workspaces in the slots that move');
-    my @jobs = map { my $n = $_;
-                     map { {w => $_, key => "rs-$_->{id}-$n",
-                            body => body(channelType => 'phone')} } @wss
-                   } 1 .. 2;
+    my @jobs = creations('rs', @wss);
 
     my $dir = $s->dir;
     my ($stop, $out) = ("$dir/rs.stop", "$dir/rs.json");

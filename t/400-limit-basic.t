@@ -10,21 +10,14 @@ use lib 't/lib';
 use Test::More;
 use POSIX ();
 use LG::Stack;
+use LG::Test ();
 use LG::Limit qw(backend redis_now_us rl_key);
 
-my $dir = File::Temp::tempdir(CLEANUP => 1);
-chmod 0755, $dir;
+my $dir = LG::Test::public_dir('file.txt' => "static file\n",
+                               'limited.txt' => 'limited');
 my $backend_log = "$dir/backend.log";
 my ($bpid, $bport) = backend($backend_log);
 END { kill 'TERM', $bpid if $bpid }
-
-open my $fh, '>', "$dir/file.txt" or die;
-print $fh "static file\n";
-close $fh;
-open $fh, '>', "$dir/limited.txt" or die;
-print $fh "limited";
-close $fh;
-chmod 0644, "$dir/file.txt", "$dir/limited.txt";
 
 my $http = <<"CONF";
     linegate_limit_zone b key=\$arg_k rate=1r/h burst=2;

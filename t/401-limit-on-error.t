@@ -8,17 +8,11 @@ use warnings;
 use lib 't/lib';
 
 use Test::More;
-use File::Temp ();
 use Time::HiRes qw(sleep time);
 use LG::Stack;
 use LG::Test qw(timed);
 
-my $dir = File::Temp::tempdir(CLEANUP => 1);
-chmod 0755, $dir;
-open my $fh, '>', "$dir/file.txt" or die;
-print $fh "ok\n";
-close $fh;
-chmod 0644, "$dir/file.txt";
+my $dir = LG::Test::public_dir('file.txt' => "ok\n");
 
 my $http = <<"CONF";
     linegate_limit_zone z key=\$arg_k rate=1r/h burst=5;

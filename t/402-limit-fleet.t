@@ -7,11 +7,11 @@ use warnings;
 use lib 't/lib';
 
 use Test::More;
-use File::Temp ();
 use IO::Socket::INET;
 use POSIX qw(_exit);
 use Time::HiRes qw(time sleep);
 use LG::Stack;
+use LG::Test ();
 
 my $RATE = 20;     # r/s
 my $BURST = 10;
@@ -19,12 +19,7 @@ my $SECS = 2;
 my $CLIENTS = 4;
 my $LEASE_MS = 200;    # leases of up to RATE x 0.2 = 4 requests
 
-my $dir = File::Temp::tempdir(CLEANUP => 1);
-chmod 0755, $dir;
-open my $fh, '>', "$dir/file.txt" or die;
-print $fh "ok\n";
-close $fh;
-chmod 0644, "$dir/file.txt";
+my $dir = LG::Test::public_dir('file.txt' => "ok\n");
 
 my $http = <<"CONF";
     linegate_limit_zone fleet key=\$arg_k rate=${RATE}r/s burst=$BURST;

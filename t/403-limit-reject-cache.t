@@ -7,18 +7,13 @@ use warnings;
 use lib 't/lib';
 
 use Test::More;
-use File::Temp ();
 use Time::HiRes qw(sleep);
 use Mojo::UserAgent;
 use LG::Stack;
+use LG::Test ();
 use LG::Limit qw(rl_key);
 
-my $dir = File::Temp::tempdir(CLEANUP => 1);
-chmod 0755, $dir;
-open my $fh, '>', "$dir/file.txt" or die;
-print $fh "ok\n";
-close $fh;
-chmod 0644, "$dir/file.txt";
+my $dir = LG::Test::public_dir('file.txt' => "ok\n");
 
 my $http = <<"CONF";
     linegate_limit_zone slow key=\$arg_k rate=1r/h;

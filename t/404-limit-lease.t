@@ -7,16 +7,11 @@ use warnings;
 use lib 't/lib';
 
 use Test::More;
-use File::Temp ();
 use Time::HiRes ();
 use LG::Stack;
+use LG::Test ();
 
-my $dir = File::Temp::tempdir(CLEANUP => 1);
-chmod 0755, $dir;
-open my $fh, '>', "$dir/file.txt" or die;
-print $fh "ok\n";
-close $fh;
-chmod 0644, "$dir/file.txt";
+my $dir = LG::Test::public_dir('file.txt' => "ok\n");
 
 my $http = <<"CONF";
     linegate_limit_zone hot key=\$arg_k rate=1000r/s burst=500 lease=200ms;

@@ -17,7 +17,7 @@ use Test::More;
 our @EXPORT = qw(answer_is json_error_is redis_dump redis_values raw_http
                  timed);
 # (not by default: several files still define their own)
-our @EXPORT_OK = qw(eventually);
+our @EXPORT_OK = qw(eventually public_dir);
 
 # Status, the headers every linegate answer carries, and a JSON body,
 # which is returned (undef when it is not JSON).
@@ -144,5 +144,21 @@ sub eventually {
 }
 
 use Time::HiRes ();
+
+# A directory nginx's workers (nobody) may serve from, removed at exit:
+# public_dir('file.txt' => "ok\n", ...), its files world-readable
+sub public_dir {
+    my (%files) = @_;
+    require File::Temp;
+    my $dir = File::Temp::tempdir(CLEANUP => 1);
+    chmod 0755, $dir;
+    for my $name (sort keys %files) {
+        open my $fh, '>', "$dir/$name" or die "$dir/$name: $!";
+        print $fh $files{$name};
+        close $fh;
+        chmod 0644, "$dir/$name";
+    }
+    return $dir;
+}
 
 1;
