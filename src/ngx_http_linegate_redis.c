@@ -70,6 +70,13 @@ typedef struct {
     ngx_http_linegate_redis_state_e     state;
     ngx_uint_t                          attempts;
     ngx_uint_t                          ping_pending;
+    /*
+     * a WAIT holds the replies of the commands after it on its connection
+     * until it answers (linegate_redis_wait's timeout at most): the last
+     * one's deadline, and the PING's, which counts from the WAITs before it
+     */
+    ngx_msec_t                          wait_until;
+    ngx_msec_t                          ping_deadline;
     ngx_uint_t                          connected_before;
     ngx_uint_t                          counted;  /* in the gauge */
     ngx_uint_t                          loading;  /* SCRIPT LOADs owed */
@@ -1190,6 +1197,10 @@ ngx_http_linegate_redis_write_wait(ngx_http_linegate_redis_node_t *node,
 
     rc = ngx_http_linegate_redis_write(node, fn, privdata, buf, len);
     ngx_free(buf);
+
+    if (rc == NGX_OK) {
+        node->wait_until = ngx_current_msec + lmcf->redis_wait_timeout;
+    }
 
     return rc;
 }
@@ -3243,6 +3254,12 @@ ngx_http_linegate_redis_keepalive(ngx_event_t *ev)
     }
 
     if (node->ping_pending) {
+        if ((ngx_msec_int_t) (node->ping_deadline - ngx_current_msec) > 0) {
+            /* behind a WAIT: not answered before that WAIT is */
+            ngx_add_timer(&node->keepalive_timer, rd->lmcf->redis_keepalive);
+            return;
+        }
+
         /* the last PING got no answer in a whole interval: hung peer */
         ngx_http_linegate_redis_drop(node, "keepalive PING unanswered");
         return;
@@ -3253,6 +3270,8 @@ ngx_http_linegate_redis_keepalive(ngx_event_t *ev)
         == REDIS_OK)
     {
         node->ping_pending = 1;
+        node->ping_deadline = ngx_max(ngx_current_msec, node->wait_until)
+                              + rd->lmcf->redis_keepalive;
     }
 
     if (rd->sentinel) {
