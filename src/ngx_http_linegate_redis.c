@@ -3254,20 +3254,17 @@ ngx_http_linegate_redis_keepalive(ngx_event_t *ev)
     }
 
     if (node->ping_pending) {
-        if ((ngx_msec_int_t) (node->ping_deadline - ngx_current_msec) > 0) {
-            /* behind a WAIT: not answered before that WAIT is */
-            ngx_add_timer(&node->keepalive_timer, rd->lmcf->redis_keepalive);
+        if ((ngx_msec_int_t) (node->ping_deadline - ngx_current_msec) <= 0) {
+            /* no answer in a whole interval (after the WAITs before it) */
+            ngx_http_linegate_redis_drop(node, "keepalive PING unanswered");
             return;
         }
 
-        /* the last PING got no answer in a whole interval: hung peer */
-        ngx_http_linegate_redis_drop(node, "keepalive PING unanswered");
-        return;
-    }
+        /* behind a WAIT: not answered before that WAIT is */
 
-    if (redisAsyncCommand(node->ac, ngx_http_linegate_redis_ping_cb, NULL,
-                          "PING")
-        == REDIS_OK)
+    } else if (redisAsyncCommand(node->ac, ngx_http_linegate_redis_ping_cb,
+                                 NULL, "PING")
+               == REDIS_OK)
     {
         node->ping_pending = 1;
         node->ping_deadline = ngx_max(ngx_current_msec, node->wait_until)
