@@ -737,6 +737,7 @@ phase_curves() {
 # drift of the machine hits both sizes alike
 phase_scale() {
     : > "$RES/scale.tsv"
+    : > "$RES/scale-cold.tsv"
     local ids=() id arm n big=$TMP/data-scale run=0 line w
     for id in lr.linegate lr.lua; do
         [[ -n ${READY[$id]:-} ]] && ids+=("$id")
@@ -756,6 +757,15 @@ phase_scale() {
             perl "$HERE/seed-extra.pl" --port "$REDIS_PORT" --data "$big" \
                 --key-entries 2>/dev/null
             n=$big
+            # the cold cost: the first run on keys no worker has met yet
+            # (linegate's key caches and leases; the peers keep none)
+            for id in "${ids[@]}"; do
+                line=$(LG_PEERS_DATA=$n wrk_run "scale.$id.cold" "$(tfield "$id" 5)" \
+                       "$WRK_DIR/line_request_scale.lua" "$THREADS" "$CONNS" "$DURATION" "$(tfield "$id" 4)")
+                printf '%s\t%s\t%s\n' "$id" "$arm" "$line" >> "$RES/scale-cold.tsv"
+                awk -F'\t' '{ printf "  %-14s %7s ws, cold: %8d req/s  p99 %6s ms  non-2xx %s  redis %s cmd/req\n", $1, $2, $4, $6, $7, $10 }' \
+                    <<<"$id	$arm	$line" >&2
+            done
         fi
         # steady state: a worker's key cache must first have met the keys
         # (a cold key costs a script); every target gets the same warm-up
@@ -1042,6 +1052,13 @@ report() {
                 END { for (i = 1; i <= n; i++) { split(o[i], a, SUBSEP)
                     printf "| %s | %s | %s | %s | %d | %s | %s | %s |\n", a[1], a[2], r[o[i]], p[o[i]], nx[o[i]], cs[o[i]], cpu[o[i]], oc[o[i]] } }' \
                 "$RES/scale.tsv"
+        fi
+        if [[ -s $RES/scale-cold.tsv ]]; then
+            echo
+            echo "Cold caches: the first run on the $SCALE_WS workspaces, before any warm-up (no linegate worker has met their keys: each key's first GET on a worker looks it up in Redis, and no workspace has a lease):"
+            echo
+            awk -F'\t' '{ printf "* %s: %d req/s, p99 %s ms, %d non-2xx, %s Redis cmds/req, server CPU %.1f us/req, other CPU %s%%\n",
+                $1, $4, $6, $7, $10, $4 ? $11 * 1e4 / $4 : 0, $13 }' "$RES/scale-cold.tsv"
         fi
         if [[ -s $RES/memory.tsv ]]; then
             echo
