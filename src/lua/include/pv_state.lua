@@ -34,17 +34,20 @@ local function lg_pv_window(prov, now, window_ms, limit)
         return 0, 0
     end
 
-    local skip = 0
+    local o
     if used >= limit then
-        skip = used - limit
-        if skip >= used then
+        if limit <= 0 then
             -- a limit of 0: no slot ever frees
             return used, 0
         end
+        -- line used - limit, oldest first: the limit-th newest, found by
+        -- its rank (O(log n); an offset into the range would walk it)
+        o = redis.call('ZREVRANGE', prov, limit - 1, limit - 1,
+                       'WITHSCORES')
+    else
+        o = redis.call('ZRANGEBYSCORE', prov, from, '+inf',
+                       'WITHSCORES', 'LIMIT', 0, 1)
     end
-
-    local o = redis.call('ZRANGEBYSCORE', prov, from, '+inf',
-                         'WITHSCORES', 'LIMIT', skip, 1)
 
     return used, tonumber(o[2]) + window_ms
 end
