@@ -105,6 +105,28 @@ subtest 'a purchase' => sub {
 
 # the number in flight: a claim of lg:{fleet}:pv:inflight ("<account>
 # <worker> <number>") while Stripe works, settled with the line
+subtest 'the purchase that fills a window: RateLimit says when it frees' => sub {
+    # pv_reserve.lua counts the new line in both windows and looks up only
+    # the line that frees a slot: the limit-th newest for the full daily
+    # window, the oldest for the monthly one
+    my $a = $p->account('acct_fill');
+    my $now = now_ms();
+    $r->zadd('lg:{acct:acct_fill}:prov', $now - 5 * 3_600_000, 'w_old',
+             $now - 4 * 3_600_000, 'w_mid');
+    my $tx = $p->confirm($a, $p->token($a));
+    $p->answer($tx, 200, 'the third line of the day');
+    my ($dr, $dt, $mr, $mt) = ($tx->res->headers->header('RateLimit') // '')
+        =~ /^"daily";r=(\d+);t=(\d+), "monthly";r=(\d+);t=(\d+)$/;
+    is($dr, 0, 'daily: none left');
+    ok(defined $dt && abs($dt - 19 * 3600) <= 5,
+       'daily: frees when the oldest of the three leaves (19 h)')
+        or diag $tx->res->headers->header('RateLimit');
+    is($mr, 7, 'monthly: 7 left');
+    ok(defined $mt && abs($mt - (30 * 86400 - 5 * 3600)) <= 5,
+       'monthly: resets when its oldest leaves')
+        or diag $tx->res->headers->header('RateLimit');
+};
+
 subtest 'the claim while Stripe works, gone after the 200' => sub {
     my $a = $p->account('acct_claim');
     my $tok = $p->token($a);

@@ -57,14 +57,17 @@ if KEYS[6] then
     end
 end
 
-local kid = redis.call('HGET', akey, 'key_id')
-if kid and kid ~= ARGV[7] then
+-- the key id and the fields lg_pv_windows() reads, in one call
+local a = redis.call('HMGET', akey, 'key_id', 'plan', 'daily_limit',
+                     'monthly_limit', 'stripeCustomerId')
+if a[1] and a[1] ~= ARGV[7] then
     return {401}
 end
 
 local now = tonumber(ARGV[2])
 local dd, dm = tonumber(ARGV[3]), tonumber(ARGV[4])
-local plan, customer, w = lg_pv_state(akey, KEYS[2], now, dd, dm)
+local plan, customer, w = lg_pv_windows(KEYS[2], now,
+                                        {a[2], a[3], a[4], a[5]}, dd, dm)
 
 if refused == '403' then
     return lg_pv_reply(403, w, acct, 'token')
@@ -95,6 +98,4 @@ redis.call('HSET', KEYS[3], 'createdAt', ARGV[6])
 redis.call('ZREMRANGEBYSCORE', prov, '-inf',
            string.format('%d', now - LG_PV_MONTH))
 
-local _, _, w2 = lg_pv_state(akey, prov, now, dd, dm)
-
-return lg_pv_reply(200, w2, acct, customer)
+return lg_pv_reply(200, lg_pv_added(prov, now, w), acct, customer)
