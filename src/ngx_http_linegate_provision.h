@@ -75,6 +75,8 @@ typedef struct {
     int64_t                         inventory;
     unsigned                        eligible:1;
     unsigned                        stock_known:1;  /* no SCARD sent */
+    unsigned                        counted:1;      /* READ counted */
+    uint32_t                        long_hash;      /* the account's */
     /* a refusal, answered once the token written ahead is deleted */
     ngx_int_t                       refused;
     ngx_str_t                       refused_error;

@@ -16,8 +16,12 @@
  *          worker saw numbers there: the fleet's master left out) and
  *          SET lg:pv:{<tag>}:<token> (the account's slot) with its JSON
  *          (the account, its expiry) and expiry, ahead of the checks
+ *          An account whose window this worker last found longer than
+ *          one read takes is counted instead (COUNTED: each window's
+ *          ZCOUNT and its oldest line), in the same one round trip
  *   LONG   a window holding more lines than one read takes
- *          (NGX_HTTP_LINEGATE_PV_READ_MAX): a second round trip, each
+ *          (NGX_HTTP_LINEGATE_PV_READ_MAX), or a counted window over its
+ *          limit (lowered below the count): a second round trip, each
  *          window's ZCOUNT and the one line whose leaving frees a slot,
  *          each O(log n) in the window's size: an account with a large
  *          limit (thousands of lines a month) costs Redis what a small
@@ -62,14 +66,40 @@
  */
 #define NGX_HTTP_LINEGATE_PV_READ_MAX  32
 
+/*
+ * Accounts whose 30-day window this worker last found longer than one
+ * read takes (a large limit, bought at): their next READ counts the
+ * windows instead of reading lines, which saves the LONG round trip.
+ * Direct-mapped by a hash of the account id, 0 empty; a collision, or a
+ * window that shrank, costs one preview what it cost before.
+ */
+#define NGX_HTTP_LINEGATE_PV_LONG_SLOTS  256
+
+static uint32_t  ngx_http_linegate_pv_long[NGX_HTTP_LINEGATE_PV_LONG_SLOTS];
+
 /* 2^53 ms: beyond, a score is no clock's time (a corrupt one, 1e300) */
 #define NGX_HTTP_LINEGATE_PV_TIME_MAX  9007199254740992LL
 
 
 static void ngx_http_linegate_pv_plain_read_done(ngx_http_request_t *r,
     redisReply *reply);
+static ngx_uint_t ngx_http_linegate_pv_plain_lines(ngx_http_request_t *r,
+    ngx_http_linegate_pv_request_t *pv, ngx_str_t *prov,
+    ngx_http_linegate_redis_args_t *a);
+static void ngx_http_linegate_pv_plain_count(ngx_http_request_t *r,
+    ngx_str_t *prov, ngx_uint_t i, int64_t now,
+    ngx_http_linegate_redis_args_t *c);
+static void ngx_http_linegate_pv_plain_from(ngx_http_request_t *r,
+    ngx_http_linegate_redis_args_t *a, int64_t from);
+static uint32_t *ngx_http_linegate_pv_plain_long_slot(
+    ngx_http_linegate_pv_request_t *pv);
 static ngx_int_t ngx_http_linegate_pv_plain_windows(
     ngx_http_linegate_pv_request_t *pv, redisReply *lines);
+static ngx_int_t ngx_http_linegate_pv_plain_counted(
+    ngx_http_linegate_pv_request_t *pv, redisReply **counts);
+static ngx_int_t ngx_http_linegate_pv_plain_window_line(
+    ngx_http_linegate_pv_window_t *w, int64_t now, int64_t window_ms,
+    redisReply *line);
 static void ngx_http_linegate_pv_plain_long(ngx_http_request_t *r,
     ngx_http_linegate_pv_request_t *pv);
 static void ngx_http_linegate_pv_plain_long_done(ngx_http_request_t *r,
@@ -98,21 +128,20 @@ void
 ngx_http_linegate_pv_plain(ngx_http_request_t *r,
     ngx_http_linegate_ctx_t *ctx, ngx_http_linegate_pv_request_t *pv)
 {
-    u_char                          *p, *from;
+    u_char                          *p;
     size_t                           len;
     ngx_str_t                        akey, prov;
     ngx_uint_t                       n;
     ngx_http_linegate_redis_args_t  *a;
 
-    /* lg:{acct:<A>}, lg:{acct:<A>}:prov, "(<now - 30 days>" */
+    /* lg:{acct:<A>}, lg:{acct:<A>}:prov */
     len = ngx_http_linegate_key_len(NGX_HTTP_LINEGATE_KEY_ACCT,
                                     &pv->who.value, NULL)
           + ngx_http_linegate_key_len(NGX_HTTP_LINEGATE_KEY_ACCT_PROV,
-                                      &pv->who.value, NULL)
-          + 1 + NGX_INT64_LEN;
+                                      &pv->who.value, NULL);
 
     p = ngx_pnalloc(r->pool, len);
-    a = ngx_palloc(r->pool, 4 * sizeof(ngx_http_linegate_redis_args_t));
+    a = ngx_palloc(r->pool, 7 * sizeof(ngx_http_linegate_redis_args_t));
 
     if (p == NULL || a == NULL) {
         ngx_http_linegate_internal_error(r);
@@ -129,10 +158,6 @@ ngx_http_linegate_pv_plain(ngx_http_request_t *r,
                                     &pv->who.value, NULL);
     prov.len = p - prov.data;
 
-    /* strictly newer than now - window, as the script counts */
-    from = p;
-    p = ngx_sprintf(p, "(%L", pv->now - NGX_HTTP_LINEGATE_PV_MONTH_MS);
-
     ngx_http_linegate_redis_args_init(&a[0]);
     ngx_http_linegate_redis_arg_cstr(&a[0], "HMGET");
     ngx_http_linegate_redis_arg_str(&a[0], &akey);
@@ -141,18 +166,7 @@ ngx_http_linegate_pv_plain(ngx_http_request_t *r,
     ngx_http_linegate_redis_arg_cstr(&a[0], "monthly_limit");
     ngx_http_linegate_redis_arg_cstr(&a[0], "key_id");
 
-    ngx_http_linegate_redis_args_init(&a[1]);
-    ngx_http_linegate_redis_arg_cstr(&a[1], "ZRANGEBYSCORE");
-    ngx_http_linegate_redis_arg_str(&a[1], &prov);
-    ngx_http_linegate_redis_arg(&a[1], from, p - from);
-    ngx_http_linegate_redis_arg_cstr(&a[1], "+inf");
-    ngx_http_linegate_redis_arg_cstr(&a[1], "WITHSCORES");
-    ngx_http_linegate_redis_arg_cstr(&a[1], "LIMIT");
-    ngx_http_linegate_redis_arg_cstr(&a[1], "0");
-    ngx_http_linegate_redis_arg_int(r, &a[1],
-                                    NGX_HTTP_LINEGATE_PV_READ_MAX + 1);
-
-    n = 2;
+    n = 1 + ngx_http_linegate_pv_plain_lines(r, pv, &prov, &a[1]);
 
     if (pv->preview) {
         /* the inventory's master left out while a number is known there */
@@ -183,10 +197,112 @@ ngx_http_linegate_pv_plain(ngx_http_request_t *r,
 }
 
 
+/*
+ * The windows' part of READ, into a: the lines of the 30-day window
+ * (strictly newer than now - 30 days, as the script counts), or, for an
+ * account this worker knows to have a long one, both windows counted.
+ * The number of commands.
+ */
+static ngx_uint_t
+ngx_http_linegate_pv_plain_lines(ngx_http_request_t *r,
+    ngx_http_linegate_pv_request_t *pv, ngx_str_t *prov,
+    ngx_http_linegate_redis_args_t *a)
+{
+    uint32_t  *slot;
+
+    slot = ngx_http_linegate_pv_plain_long_slot(pv);
+
+    pv->counted = *slot == pv->long_hash;
+
+    if (pv->counted) {
+        ngx_http_linegate_pv_plain_count(r, prov, 0, pv->now, &a[0]);
+        ngx_http_linegate_pv_plain_count(r, prov, 1, pv->now, &a[2]);
+        return 4;
+    }
+
+    ngx_http_linegate_redis_args_init(&a[0]);
+    ngx_http_linegate_redis_arg_cstr(&a[0], "ZRANGEBYSCORE");
+    ngx_http_linegate_redis_arg_str(&a[0], prov);
+    ngx_http_linegate_pv_plain_from(r, &a[0],
+                                     pv->now - NGX_HTTP_LINEGATE_PV_MONTH_MS);
+    ngx_http_linegate_redis_arg_cstr(&a[0], "+inf");
+    ngx_http_linegate_redis_arg_cstr(&a[0], "WITHSCORES");
+    ngx_http_linegate_redis_arg_cstr(&a[0], "LIMIT");
+    ngx_http_linegate_redis_arg_cstr(&a[0], "0");
+    ngx_http_linegate_redis_arg_int(r, &a[0],
+                                    NGX_HTTP_LINEGATE_PV_READ_MAX + 1);
+
+    return 1;
+}
+
+
+/* window i (0: 24 hours, 1: 30 days): its ZCOUNT and its oldest line */
+static void
+ngx_http_linegate_pv_plain_count(ngx_http_request_t *r, ngx_str_t *prov,
+    ngx_uint_t i, int64_t now, ngx_http_linegate_redis_args_t *c)
+{
+    int64_t  from;
+
+    from = now - (i ? NGX_HTTP_LINEGATE_PV_MONTH_MS
+                    : NGX_HTTP_LINEGATE_PV_DAY_MS);
+
+    ngx_http_linegate_redis_args_init(&c[0]);
+    ngx_http_linegate_redis_arg_cstr(&c[0], "ZCOUNT");
+    ngx_http_linegate_redis_arg_str(&c[0], prov);
+    ngx_http_linegate_pv_plain_from(r, &c[0], from);
+    ngx_http_linegate_redis_arg_cstr(&c[0], "+inf");
+
+    ngx_http_linegate_redis_args_init(&c[1]);
+    ngx_http_linegate_redis_arg_cstr(&c[1], "ZRANGEBYSCORE");
+    ngx_http_linegate_redis_arg_str(&c[1], prov);
+    ngx_http_linegate_pv_plain_from(r, &c[1], from);
+    ngx_http_linegate_redis_arg_cstr(&c[1], "+inf");
+    ngx_http_linegate_redis_arg_cstr(&c[1], "WITHSCORES");
+    ngx_http_linegate_redis_arg_cstr(&c[1], "LIMIT");
+    ngx_http_linegate_redis_arg_cstr(&c[1], "0");
+    ngx_http_linegate_redis_arg_cstr(&c[1], "1");
+}
+
+
+/* "(<ms>": strictly newer than the window's start, as the script counts */
+static void
+ngx_http_linegate_pv_plain_from(ngx_http_request_t *r,
+    ngx_http_linegate_redis_args_t *a, int64_t from)
+{
+    u_char  *p, *last;
+
+    p = ngx_pnalloc(r->pool, 1 + NGX_INT64_LEN);
+    if (p == NULL) {
+        a->argc = -1;
+        return;
+    }
+
+    last = ngx_sprintf(p, "(%L", from);
+    ngx_http_linegate_redis_arg(a, p, last - p);
+}
+
+
+/* the account's slot in the worker's table of long windows */
+static uint32_t *
+ngx_http_linegate_pv_plain_long_slot(ngx_http_linegate_pv_request_t *pv)
+{
+    uint32_t  hash;
+
+    hash = ngx_crc32_short(pv->who.value.data, pv->who.value.len);
+
+    pv->long_hash = hash ? hash : 1;
+
+    return &ngx_http_linegate_pv_long[hash
+                                      % NGX_HTTP_LINEGATE_PV_LONG_SLOTS];
+}
+
+
 static void
 ngx_http_linegate_pv_plain_read_done(ngx_http_request_t *r,
     redisReply *reply)
 {
+    size_t                           base;
+    uint32_t                        *slot;
     ngx_int_t                        rc;
     redisReply                      *acct, *inv;
     ngx_http_linegate_ctx_t         *ctx;
@@ -202,9 +318,15 @@ ngx_http_linegate_pv_plain_read_done(ngx_http_request_t *r,
         return;
     }
 
-    /* one element per command: HMGET, ZRANGEBYSCORE (, [SCARD,] SET) */
+    /*
+     * one element per command: HMGET, ZRANGEBYSCORE or (COUNTED) 2 x
+     * (ZCOUNT, ZRANGEBYSCORE) (, [SCARD,] SET)
+     */
+    base = pv->counted ? 5 : 2;
+
     if (reply->type != REDIS_REPLY_ARRAY
-        || reply->elements != (size_t) (pv->preview ? 4 - pv->stock_known : 2))
+        || reply->elements
+           != base + (pv->preview ? 2 - pv->stock_known : 0))
     {
         goto unexpected;
     }
@@ -233,17 +355,17 @@ ngx_http_linegate_pv_plain_read_done(ngx_http_request_t *r,
                                acct->element[2], lmcf->prov_monthly);
 
     if (pv->preview && pv->stock_known) {
-        if (reply->element[2]->type != REDIS_REPLY_STATUS) {
+        if (reply->element[base]->type != REDIS_REPLY_STATUS) {
             goto unexpected;
         }
 
         pv->inventory = 1;
 
     } else if (pv->preview) {
-        inv = reply->element[2];
+        inv = reply->element[base];
 
         if (inv->type != REDIS_REPLY_INTEGER
-            || reply->element[3]->type != REDIS_REPLY_STATUS)
+            || reply->element[base + 1]->type != REDIS_REPLY_STATUS)
         {
             goto unexpected;
         }
@@ -252,10 +374,26 @@ ngx_http_linegate_pv_plain_read_done(ngx_http_request_t *r,
         ngx_http_linegate_pv_stock_seen(r, inv->integer);
     }
 
-    rc = ngx_http_linegate_pv_plain_windows(pv, reply->element[1]);
+    slot = ngx_http_linegate_pv_plain_long_slot(pv);
+
+    rc = pv->counted
+         ? ngx_http_linegate_pv_plain_counted(pv, &reply->element[1])
+         : ngx_http_linegate_pv_plain_windows(pv, reply->element[1]);
+
+    /* the next READ of this account counts, or reads the lines again */
+    if (rc == NGX_DECLINED
+        || (pv->counted && pv->st.monthly.used
+                           > NGX_HTTP_LINEGATE_PV_READ_MAX))
+    {
+        *slot = pv->long_hash;
+
+    } else if (*slot == pv->long_hash) {
+        *slot = 0;
+    }
 
     if (rc == NGX_DECLINED) {
-        /* more lines than one read takes */
+        /* more lines than one read takes, or a counted window over its
+         * limit: the line that frees a slot is found by its rank */
         ngx_http_linegate_pv_plain_long(r, pv);
         return;
     }
@@ -333,6 +471,82 @@ ngx_http_linegate_pv_plain_windows(ngx_http_linegate_pv_request_t *pv,
 
 
 /*
+ * COUNTED: both windows from [ZCOUNT, oldest line] each. NGX_DECLINED: a
+ * window over its limit (the line that frees a slot is not the oldest).
+ */
+static ngx_int_t
+ngx_http_linegate_pv_plain_counted(ngx_http_linegate_pv_request_t *pv,
+    redisReply **counts)
+{
+    ngx_uint_t                      i;
+    redisReply                     *count;
+    ngx_http_linegate_pv_window_t  *w;
+
+    for (i = 0; i < 2; i++) {
+        w = i ? &pv->st.monthly : &pv->st.daily;
+        count = counts[2 * i];
+
+        if (count->type != REDIS_REPLY_INTEGER || count->integer < 0) {
+            return NGX_ERROR;
+        }
+
+        w->used = count->integer;
+
+        if (ngx_http_linegate_pv_plain_skip(w->used, w->limit) > 0) {
+            return NGX_DECLINED;
+        }
+
+        if (ngx_http_linegate_pv_plain_window_line(w, pv->now,
+                i ? NGX_HTTP_LINEGATE_PV_MONTH_MS : NGX_HTTP_LINEGATE_PV_DAY_MS,
+                counts[2 * i + 1])
+            != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
+    }
+
+    return NGX_OK;
+}
+
+
+/*
+ * A counted window's free_at (w->used set) from the line that frees a
+ * slot ([member, time] or none), unless nothing counts or none ever frees
+ */
+static ngx_int_t
+ngx_http_linegate_pv_plain_window_line(ngx_http_linegate_pv_window_t *w,
+    int64_t now, int64_t window_ms, redisReply *line)
+{
+    int64_t  t;
+
+    w->free_at = 0;
+
+    if (ngx_http_linegate_pv_plain_skip(w->used, w->limit) < 0) {
+        return NGX_OK;
+    }
+
+    if (line->type != REDIS_REPLY_ARRAY || line->elements % 2) {
+        return NGX_ERROR;
+    }
+
+    if (line->elements == 0) {
+        /* left the window between the commands */
+        return NGX_OK;
+    }
+
+    if (ngx_http_linegate_pv_plain_time(line->element[1], &t) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    if (t > now - window_ms) {
+        w->free_at = ngx_http_linegate_pv_plain_free_at(t, window_ms);
+    }
+
+    return NGX_OK;
+}
+
+
+/*
  * LONG: per window, ZCOUNT, the oldest line and the limit-th newest
  * (the line whose leaving frees a slot is one of them, whichever the
  * count says), in one pipeline. The limit-th newest by its rank from the
@@ -345,7 +559,7 @@ static void
 ngx_http_linegate_pv_plain_long(ngx_http_request_t *r,
     ngx_http_linegate_pv_request_t *pv)
 {
-    u_char                          *p, *from;
+    u_char                          *p;
     int64_t                          limit, rank;
     ngx_str_t                        prov;
     ngx_uint_t                       i;
@@ -353,8 +567,7 @@ ngx_http_linegate_pv_plain_long(ngx_http_request_t *r,
 
     p = ngx_pnalloc(r->pool,
                     ngx_http_linegate_key_len(NGX_HTTP_LINEGATE_KEY_ACCT_PROV,
-                                              &pv->who.value, NULL)
-                    + 2 * (1 + NGX_INT64_LEN));
+                                              &pv->who.value, NULL));
     a = ngx_palloc(r->pool, 6 * sizeof(ngx_http_linegate_redis_args_t));
 
     if (p == NULL || a == NULL) {
@@ -370,28 +583,9 @@ ngx_http_linegate_pv_plain_long(ngx_http_request_t *r,
     for (i = 0; i < 2; i++) {
         c = &a[3 * i];
         limit = i ? pv->st.monthly.limit : pv->st.daily.limit;
-
-        from = p;
-        p = ngx_sprintf(p, "(%L", pv->now - (i ? NGX_HTTP_LINEGATE_PV_MONTH_MS
-                                                : NGX_HTTP_LINEGATE_PV_DAY_MS));
-
-        ngx_http_linegate_redis_args_init(&c[0]);
-        ngx_http_linegate_redis_arg_cstr(&c[0], "ZCOUNT");
-        ngx_http_linegate_redis_arg_str(&c[0], &prov);
-        ngx_http_linegate_redis_arg(&c[0], from, p - from);
-        ngx_http_linegate_redis_arg_cstr(&c[0], "+inf");
-
-        ngx_http_linegate_redis_args_init(&c[1]);
-        ngx_http_linegate_redis_arg_cstr(&c[1], "ZRANGEBYSCORE");
-        ngx_http_linegate_redis_arg_str(&c[1], &prov);
-        ngx_http_linegate_redis_arg(&c[1], from, p - from);
-        ngx_http_linegate_redis_arg_cstr(&c[1], "+inf");
-        ngx_http_linegate_redis_arg_cstr(&c[1], "WITHSCORES");
-        ngx_http_linegate_redis_arg_cstr(&c[1], "LIMIT");
-        ngx_http_linegate_redis_arg_cstr(&c[1], "0");
-        ngx_http_linegate_redis_arg_cstr(&c[1], "1");
-
         rank = limit > 0 ? limit - 1 : 0;
+
+        ngx_http_linegate_pv_plain_count(r, &prov, i, pv->now, c);
 
         ngx_http_linegate_redis_args_init(&c[2]);
         ngx_http_linegate_redis_arg_cstr(&c[2], "ZREVRANGE");
@@ -414,7 +608,6 @@ static void
 ngx_http_linegate_pv_plain_long_done(ngx_http_request_t *r,
     redisReply *reply)
 {
-    int64_t                          skip, t, window_ms;
     ngx_uint_t                       i;
     redisReply                      *count, *line;
     ngx_http_linegate_ctx_t         *ctx;
@@ -435,8 +628,6 @@ ngx_http_linegate_pv_plain_long_done(ngx_http_request_t *r,
 
     for (i = 0; i < 2; i++) {
         w = i ? &pv->st.monthly : &pv->st.daily;
-        window_ms = i ? NGX_HTTP_LINEGATE_PV_MONTH_MS
-                      : NGX_HTTP_LINEGATE_PV_DAY_MS;
         count = reply->element[3 * i];
 
         if (count->type != REDIS_REPLY_INTEGER || count->integer < 0) {
@@ -444,36 +635,18 @@ ngx_http_linegate_pv_plain_long_done(ngx_http_request_t *r,
         }
 
         w->used = count->integer;
-        w->free_at = 0;
 
-        skip = ngx_http_linegate_pv_plain_skip(w->used, w->limit);
+        /* the oldest; over the limit, the limit-th newest */
+        line = reply->element[3 * i + (ngx_http_linegate_pv_plain_skip(
+                                           w->used, w->limit) > 0 ? 2 : 1)];
 
-        if (skip < 0) {
-            continue;
-        }
-
-        /* skip 0: the oldest; else the limit-th newest */
-        line = reply->element[3 * i + (skip ? 2 : 1)];
-
-        if (line->type != REDIS_REPLY_ARRAY || line->elements % 2) {
+        if (ngx_http_linegate_pv_plain_window_line(w, pv->now,
+                i ? NGX_HTTP_LINEGATE_PV_MONTH_MS : NGX_HTTP_LINEGATE_PV_DAY_MS,
+                line)
+            != NGX_OK)
+        {
             goto unexpected;
         }
-
-        if (line->elements == 0) {
-            /* left the window between the commands */
-            continue;
-        }
-
-        if (ngx_http_linegate_pv_plain_time(line->element[1], &t) != NGX_OK) {
-            goto unexpected;
-        }
-
-        if (t <= pv->now - window_ms) {
-            /* by rank: a line that left the window between the commands */
-            continue;
-        }
-
-        w->free_at = ngx_http_linegate_pv_plain_free_at(t, window_ms);
     }
 
     ngx_http_linegate_pv_plain_decide(r, ctx, pv);

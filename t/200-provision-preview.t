@@ -425,6 +425,20 @@ subtest 'a long window: bounded reads, the same answers' => sub {
        'the limit-th newest by its rank') or diag "@$cmds";
     ok(scalar(grep { /"ZCOUNT"/i } @$cmds) >= 2, 'both windows counted')
         or diag "@$cmds";
+    SKIP: {
+        skip 'round trips are counted by t/200 (every call warms up)', 2
+            if $KNOWN;
+        # a worker that found the window long counts it at once: the
+        # counts go in the reads' round trip, no lines are read
+        my $trips;
+        ($cmds, $trips) = plain(sub {
+            $p->answer($p->preview($a), 200, 'preview, long window known');
+        });
+        is($trips, 1, 'a long window known to the worker: one round trip')
+            or diag "@$cmds";
+        ok(!grep({ /"LIMIT" "0" "(\d+)"/ && $1 > 1 } @$cmds),
+           'counted, no lines read') or diag "@$cmds";
+    }
 
     my $b = $p->answer($p->limits($a), 200, 'limits, long window');
     is($b->{limits}{monthly}{used}, 3040, 'monthly: 3,040 used');
@@ -445,6 +459,21 @@ subtest 'a long window: bounded reads, the same answers' => sub {
     $b = $p->answer($p->limits($a), 200, 'limits, over the limit');
     is($b->{limits}{daily}{resets_at} // '', iso_of($free),
        'resets when the 10th newest leaves');
+
+    # the window shrinks: the workers read its lines again
+    $r->del($key);
+    $r->zadd($key, $now - 3_600_000, 'w_1', $now - 7_200_000, 'w_2');
+    $r->hset("lg:{acct:acct_pv_long}", daily_limit => 100_000);
+    $p->answer($p->preview($a), 200, "short again $_") for 1 .. 6;
+    $b = $p->answer($p->limits($a), 200, 'limits, short again');
+    is($b->{limits}{monthly}{used}, 2, 'short again: 2 used');
+    is($b->{limits}{monthly}{resets_at} // '',
+       iso_of($now - 7_200_000 + 30 * $DAY), 'short again: resets_at');
+    ($cmds) = plain(sub {
+        $p->answer($p->preview($a), 200, 'preview, short again');
+    });
+    ok(!grep({ /"ZCOUNT"/i } @$cmds), 'short again: the lines read')
+        or diag "@$cmds";
 };
 
 subtest 'secrets and tokens stay out of the logs' => sub {
