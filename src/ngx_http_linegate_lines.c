@@ -61,6 +61,13 @@ static void ngx_http_linegate_lr_rate_refund(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr);
 static ngx_uint_t ngx_http_linegate_lr_lease(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr);
+static ngx_uint_t ngx_http_linegate_lr_idle(ngx_http_linegate_lr_t *lr,
+    ngx_uint_t want);
+static void ngx_http_linegate_lr_idle_set(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr, ngx_uint_t want,
+    ngx_http_linegate_redis_args_t *a);
+static ngx_int_t ngx_http_linegate_lr_idle_reply(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr, redisReply *reply);
 static ngx_int_t ngx_http_linegate_lr_rate_reply(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr, redisReply *reply);
 static ngx_int_t ngx_http_linegate_lr_get_tx_failed(ngx_http_request_t *r,
@@ -481,7 +488,8 @@ ngx_http_linegate_lr_script(ngx_http_request_t *r, ngx_http_linegate_lr_t *lr)
  * hash comes last: the pipeline copies the replies before the last.
  * With linegate_workspace_rate lease=, a request the worker's lease of
  * the rate admits sends no EVALSHA; one that asks Redis asks for the
- * next lease (want, ARGV[3]).
+ * next lease (want, ARGV[3]), with a plain SET ... NX when the worker's
+ * last decision of the key is over (lr_idle).
  * by-user reads the index of the workspace's requests instead of a hash
  * (ZRANGE, what lr_list.lua reads first), then the hashes (LIST_LINES).
  */
@@ -554,9 +562,16 @@ ngx_http_linegate_lr_get_tx(ngx_http_request_t *r, ngx_http_linegate_lr_t *lr)
                                     &lr->who.value, NULL);
     lr->rate_key.len = p - lr->rate_key.data;
 
-    want = ngx_http_linegate_lr_lease(r, lr);
+    /* busy: the same decision, that the idle SET could not make */
+    want = lr->busy ? lr->idle_n : ngx_http_linegate_lr_lease(r, lr);
 
-    if (want) {
+    lr->idle = ngx_http_linegate_lr_idle(lr, want);
+
+    if (lr->idle) {
+        ngx_http_linegate_lr_idle_set(r, lr, want, &tx[n]);
+        n++;
+
+    } else if (want) {
         ngx_http_linegate_redis_args_init(&tx[n]);
         ngx_http_linegate_redis_arg_cstr(&tx[n], "EVALSHA");
         ngx_http_linegate_redis_arg_str(&tx[n],
@@ -718,6 +733,95 @@ ngx_http_linegate_lr_get_tx_failed(ngx_http_request_t *r,
 
 
 /*
+ * The idle path of the workspace's rate: a worker whose lease decision
+ * of the key finds the last one over (the key back to its full burst as
+ * Redis said, or none) expects the key gone: rl_gcra writes it with an
+ * expiry just past its theoretical arrival time (TAT), so gone means
+ * idle. Then what lg_rl_gcra does for an idle key, one plain SET ... NX,
+ * admits: n = the lease asked for (at most the burst), the TAT now (this
+ * worker's clock, as linegate_limit's decisions use) plus n T, expiring
+ * as the script's would. The script's call costs Redis ~10 us, the SET
+ * ~1 us: at many workspaces, each seen by a worker every few seconds,
+ * every GET took the script. A key that is there (busy, or written by
+ * another worker) is left alone: the request is sent again with rl_gcra
+ * (lr->busy). Not without lease=: a worker then keeps nothing of its
+ * decisions to tell an idle key by.
+ */
+static ngx_uint_t
+ngx_http_linegate_lr_idle(ngx_http_linegate_lr_t *lr, ngx_uint_t want)
+{
+    return want >= 1
+           && !lr->busy
+           && lr->lease != NULL
+           && ngx_http_linegate_lease_reset(lr->lease) == 0;
+}
+
+
+static void
+ngx_http_linegate_lr_idle_set(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr, ngx_uint_t want,
+    ngx_http_linegate_redis_args_t *a)
+{
+    int64_t                         tat, span;
+    ngx_time_t                     *tp;
+    ngx_http_linegate_main_conf_t  *lmcf;
+
+    lmcf = ngx_http_get_module_main_conf(r, ngx_http_linegate_module);
+
+    /* the burst (tau / T + 1) is the rate's count */
+    lr->idle_n = ngx_min(want, lmcf->ws_rate);
+    span = (int64_t) lr->idle_n * lmcf->ws_rate_interval;
+
+    tp = ngx_timeofday();
+    tat = (int64_t) tp->sec * 1000000 + (int64_t) tp->msec * 1000 + span;
+
+    ngx_http_linegate_redis_args_init(a);
+    ngx_http_linegate_redis_arg_cstr(a, "SET");
+    ngx_http_linegate_redis_arg_str(a, &lr->rate_key);
+    ngx_http_linegate_redis_arg_int(r, a, tat);
+    ngx_http_linegate_redis_arg_cstr(a, "PX");
+    ngx_http_linegate_redis_arg_int(r, a, (span + 999) / 1000 + 1);
+    ngx_http_linegate_redis_arg_cstr(a, "NX");
+}
+
+
+/*
+ * The idle SET's answer: OK admitted idle_n, as lg_rl_gcra would have
+ * (the rest of the burst left, back in full in idle_n T; beyond this
+ * request, the worker's next lease); NGX_DECLINED: the key is there,
+ * rl_gcra decides
+ */
+static ngx_int_t
+ngx_http_linegate_lr_idle_reply(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr, redisReply *reply)
+{
+    ngx_http_linegate_main_conf_t  *lmcf;
+
+    if (reply->type == REDIS_REPLY_NIL) {
+        return NGX_DECLINED;
+    }
+
+    if (reply->type != REDIS_REPLY_STATUS) {
+        return NGX_ERROR;
+    }
+
+    lmcf = ngx_http_get_module_main_conf(r, ngx_http_linegate_module);
+
+    lr->remaining = (int64_t) (lmcf->ws_rate - lr->idle_n);
+    lr->reset_ms = ((int64_t) lr->idle_n * lmcf->ws_rate_interval + 999)
+                   / 1000;
+    lr->retry_ms = 0;
+
+    (void) ngx_http_linegate_lease_granted(lr->lease, lr->lease_seq,
+                                           (int64_t) lr->idle_n,
+                                           lr->remaining, lr->reset_ms,
+                                           lr->tx_sent, lmcf->ws_rate_lease);
+
+    return NGX_OK;
+}
+
+
+/*
  * lg_rl_gcra's {admitted, remaining, reset_ms, retry_after_ms}; what it
  * admitted beyond this request is the worker's next lease
  */
@@ -792,9 +896,23 @@ ngx_http_linegate_lr_get_tx_done(ngx_http_request_t *r,
     admitted = NGX_ERROR;
 
     if (reply->elements == o + rated + 1) {
-        admitted = rated
-                   ? ngx_http_linegate_lr_rate_reply(r, lr, reply->element[o])
-                   : NGX_OK;
+        if (lr->idle) {
+            admitted = ngx_http_linegate_lr_idle_reply(r, lr,
+                                                       reply->element[o]);
+
+            if (admitted == NGX_DECLINED) {
+                /* the key is there: rl_gcra decides, the reads again */
+                lr->busy = 1;
+                ngx_http_linegate_lr_get_tx(r, lr);
+                return;
+            }
+
+        } else {
+            admitted = rated
+                       ? ngx_http_linegate_lr_rate_reply(r, lr,
+                                                         reply->element[o])
+                       : NGX_OK;
+        }
     }
 
     if (admitted == NGX_ERROR

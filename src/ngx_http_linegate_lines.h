@@ -270,6 +270,15 @@ struct ngx_http_linegate_lr_s {
     ngx_uint_t                      leased;
 
     /*
+     * idle: the lease's last decision is over (the key back to its full
+     * burst), the pipeline admits with SET ... NX instead of rl_gcra;
+     * busy: that SET found the key, the pipeline is sent again with it
+     */
+    unsigned                        idle:1;
+    unsigned                        busy:1;
+    ngx_uint_t                      idle_n;      /* what the SET admits */
+
+    /*
      * GET by id with an expired cache entry of the key (READ_REVALIDATE):
      * the pipeline also reads lg:apikey:<key_digest> to check the entry's
      * workspace (then in who.value) with the store. resolved: the key

@@ -147,4 +147,93 @@ subtest 'leases within n + n (t + L) / w' => sub {
     $s->stop;
 };
 
+# warm both workers' key caches and leases for $w, then wait until the
+# rate's key and every lease's decision are over (T = 100 ms here)
+sub idle_after_warmup {
+    my ($l, $w, $id) = @_;
+    $l->get($w, $id) for 1 .. 8;
+    Time::HiRes::sleep(1.5);
+}
+
+subtest 'an idle workspace: one SET ... NX admits, no script' => sub {
+    plan skip_all => 'commands are counted on one Redis'
+        if ($ENV{LG_REDIS} // '') eq 'cluster';
+    # 600r/m: T = 100 ms, burst 600. A worker whose last decision of the
+    # key is over expects the key gone (rl_gcra writes it to expire just
+    # past its TAT): the plain SET that admits an idle key, instead of
+    # the script (about ten times Redis's work)
+    my $s = LG::Stack->new(WS_RATE => '600r/m lease=200ms',
+        HTTP_EXTRA => 'linegate_api_key_cache 1s 5m;')->start;
+    my $l = LG::Lines->new($s);
+    my $r = $s->redis;
+    my $w = $l->workspace('org_idle');
+    my $id = $l->created($w);
+    idle_after_warmup($l, $w, $id);
+
+    my $tx;
+    my ($cmds, $trips) = $s->redis_traffic(sub { $tx = $l->get($w, $id) },
+                                           again => 1);
+    is($tx->res->code, 200, 'admitted');
+    # the key's entry may be revalidated in the same write (GET, HVALS)
+    my @names = grep { !/^(?:GET|HVALS)$/ }
+                map { /"(\w+)"/ ? uc $1 : '?' } @$cmds;
+    is_deeply(\@names, [qw(SET HGETALL)], 'SET and the hash, no EVALSHA')
+        or diag "@$cmds";
+    my ($set) = grep { /"SET"/ } @$cmds;
+    my ($tat_sent, $px) = ($set // '')
+        =~ /"SET" "lg:\{ws:org_idle\}:gcra" "(\d{16})" "PX" "(\d+)" "NX"/;
+    ok($px, 'SET key TAT PX ms NX') or diag $set;
+    # n admitted (the lease asked for): TAT now + n T, expiring 1 ms
+    # after, as rl_gcra writes an idle key
+    my $n = int((($px // 1) - 1) / 100);
+    ok($n >= 1 && $n <= 20, "n = $n, at most what a 200 ms lease holds");
+    is($tx->res->headers->header('RateLimit') // '',
+       sprintf('"workspace";r=%d;t=%d', 600 - $n, int(($n * 100 + 999) / 1000)),
+       'RateLimit: the burst less n, back in full in n T');
+    is($trips, 1, 'one round trip');
+    # MONITOR stamps the SET with Redis's clock as it ran
+    my ($ran) = ($set // '') =~ /^\+?(\d+\.\d+)/;
+    my $lead = ($tat_sent // 0) - int(($ran // 0) * 1_000_000);
+    ok(abs($lead - $n * 100_000) <= 50_000,
+       'the TAT: now (the worker\'s clock) plus n T')
+        or diag "TAT - now: $lead us";
+    $s->stop;
+};
+
+subtest 'a busy key the idle SET finds: rl_gcra decides' => sub {
+    plan skip_all => 'commands are counted on one Redis'
+        if ($ENV{LG_REDIS} // '') eq 'cluster';
+    # another nginx spent the burst since this worker's last decision:
+    # SET ... NX writes nothing, and the request is decided again by the
+    # script, which refuses it
+    my $s = LG::Stack->new(WS_RATE => '600r/m lease=200ms',
+        HTTP_EXTRA => 'linegate_api_key_cache 1s 5m;')->start;
+    my $l = LG::Lines->new($s);
+    my $r = $s->redis;
+    my $w = $l->workspace('org_idle_busy');
+    my $id = $l->created($w);
+    idle_after_warmup($l, $w, $id);
+
+    my ($sec, $usec) = $r->time;
+    my $tat = $sec * 1_000_000 + $usec + 599 * 100_000 + 30_000_000;
+    $r->set('lg:{ws:org_idle_busy}:gcra', $tat, 'PX', 90_000);
+
+    my $tx;
+    my ($cmds, $trips) = $s->redis_traffic(sub { $tx = $l->get($w, $id) },
+                                           again => 1);
+    is($tx->res->code, 429, 'refused');
+    rejected_ok($tx, 'refused by the script');
+    my $after = $tx->res->headers->header('Retry-After') // 0;
+    ok($after >= 29 && $after <= 31, "Retry-After $after s");
+    my @names = grep { !/^(?:GET|HVALS)$/ }
+                map { /"(\w+)"/ ? uc $1 : '?' } @$cmds;
+    is_deeply([@names[0, 1]], [qw(SET HGETALL)], 'the idle SET first')
+        or diag "@$cmds";
+    ok(grep({ /"EVALSHA"/ } @$cmds), 'then the script') or diag "@$cmds";
+    is($trips, 2, 'two round trips');
+    is($r->get('lg:{ws:org_idle_busy}:gcra'), $tat,
+       'the key as the other nginx left it');
+    $s->stop;
+};
+
 done_testing();
