@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# A/B of two builds of the module on the same Redis and seed: two nginx
+# from the configuration `bench/run.sh start` wrote, one per .so, under
+# wrk in alternating rounds (the box's run-to-run spread is larger than
+# most single changes; alternating spreads it over both).
+#
+#   bench/run.sh start                       # Redis, seed, the stack
+#   bench/ab.sh A.so B.so SCRIPT [ROUNDS] [DURATION] [CONNS]
+#
+# SCRIPT: a wrk script (shared/bench/peers/wrk/line_request.lua, ...);
+# LG_PEERS_DATA: its seed files (default: the stack's); WARM=<s>: a
+# warm-up of each nginx first (the 100k seed's key caches need ~30 s).
+# Prints each round and the means; both nginx are stopped at the end.
+set -euo pipefail
+
+A=$1 B=$2 SCRIPT=$3 ROUNDS=${4:-5} DUR=${5:-5s} CONNS=${6:-50}
+TMP=${LG_BENCH_TMP:-/tmp/lg-bench}
+SRC=$TMP/linegate/nginx.conf
+OUT=$TMP/ab
+export LG_PEERS_DATA=${LG_PEERS_DATA:-$TMP/peers/data}
+
+[[ -f $SRC ]] || { echo "ab: no $SRC (bench/run.sh start first)" >&2; exit 1; }
+PORT=$(sed -n 's/.*listen 127\.0\.0\.1:\([0-9]*\) backlog.*/\1/p' "$SRC" | tail -1)
+CANNED=$(sed -n 's/.*listen 127\.0\.0\.1:\([0-9]*\) backlog.*/\1/p' "$SRC" | head -1)
+
+start() {    # name module port canned-port
+    local d=$OUT/$1
+    mkdir -p "$d"/{client_body,proxy,fastcgi,uwsgi,scgi}
+    sed -e "s#^load_module .*#load_module $2;#" -e "s#$TMP/linegate#$d#g" \
+        -e "s#127.0.0.1:$PORT #127.0.0.1:$3 #" \
+        -e "s#127.0.0.1:$CANNED#127.0.0.1:$4#g" "$SRC" > "$d/nginx.conf"
+    nginx -p "$d" -c "$d/nginx.conf" -e "$d/error.log"
+}
+
+stop() {
+    local n
+    for n in a b; do
+        [[ -f $OUT/$n/nginx.pid ]] && kill "$(cat "$OUT/$n/nginx.pid")" 2>/dev/null
+    done
+    return 0
+}
+trap stop EXIT
+
+start a "$A" 8390 12391
+start b "$B" 8490 12491
+sleep 1
+
+if [[ -n ${WARM:-} ]]; then
+    for port in 8390 8490; do
+        wrk -t2 -c"$CONNS" -d"${WARM}s" -s "$SCRIPT" "http://127.0.0.1:$port/" \
+            >/dev/null 2>&1 || true
+    done
+fi
+
+: > "$OUT/rounds.txt"
+for _ in $(seq 1 "$ROUNDS"); do
+    for n in a b; do
+        port=8390; [[ $n == b ]] && port=8490
+        r=$(wrk -t2 -c"$CONNS" -d"$DUR" -s "$SCRIPT" "http://127.0.0.1:$port/" 2>&1 |
+            awk '/Requests\/sec/ { print $2 }')
+        echo "$n ${r:-0}" | tee -a "$OUT/rounds.txt"
+    done
+done
+awk '{ s[$1] += $2; n[$1]++ } END { printf "A mean %.0f  B mean %.0f  B/A %.2f\n",
+    s["a"] / n["a"], s["b"] / n["b"], (s["b"] / n["b"]) / (s["a"] / n["a"]) }' "$OUT/rounds.txt"
