@@ -76,6 +76,9 @@ sub setup {
 
     my $s = $self->{s} = LG::Stack->new(
         WORKERS => 2, STRIPE_TIMEOUT => "$self->{stripe_timeout_ms}ms",
+        # the workspace rate's leases and their idle SET ... NX decided
+        # under the faults too, as a fleet tuned for Redis CPU runs
+        WS_RATE => '100000r/m lease=100ms',
         # the settle period's reconciliation runs take what waited 5 s,
         # and the confirms of killed workers once 5 s old (no confirm
         # lasts that long: 1 s Stripe timeouts)
