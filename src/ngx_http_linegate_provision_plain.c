@@ -381,13 +381,12 @@ ngx_http_linegate_pv_plain_read_done(ngx_http_request_t *r,
          : ngx_http_linegate_pv_plain_windows(pv, reply->element[1]);
 
     /* the next READ of this account counts, or reads the lines again */
-    if (rc == NGX_DECLINED
-        || (pv->counted && pv->st.monthly.used
-                           > NGX_HTTP_LINEGATE_PV_READ_MAX))
+    if (pv->counted ? pv->st.monthly.used > NGX_HTTP_LINEGATE_PV_READ_MAX
+                    : rc == NGX_DECLINED)
     {
         *slot = pv->long_hash;
 
-    } else if (*slot == pv->long_hash) {
+    } else if (*slot == pv->long_hash && rc != NGX_ERROR) {
         *slot = 0;
     }
 
@@ -482,6 +481,7 @@ ngx_http_linegate_pv_plain_counted(ngx_http_linegate_pv_request_t *pv,
     redisReply                     *count;
     ngx_http_linegate_pv_window_t  *w;
 
+    /* both counts first: the caller's table of long windows reads them */
     for (i = 0; i < 2; i++) {
         w = i ? &pv->st.monthly : &pv->st.daily;
         count = counts[2 * i];
@@ -491,6 +491,10 @@ ngx_http_linegate_pv_plain_counted(ngx_http_linegate_pv_request_t *pv,
         }
 
         w->used = count->integer;
+    }
+
+    for (i = 0; i < 2; i++) {
+        w = i ? &pv->st.monthly : &pv->st.daily;
 
         if (ngx_http_linegate_pv_plain_skip(w->used, w->limit) > 0) {
             return NGX_DECLINED;

@@ -147,28 +147,28 @@ subtest 'leases within n + n (t + L) / w' => sub {
     $s->stop;
 };
 
-# warm both workers' key caches and leases for $w, then wait until the
-# rate's key and every lease's decision are over (T = 100 ms here)
-sub idle_after_warmup {
-    my ($l, $w, $id) = @_;
+# 600r/m (T = 100 ms, burst 600) with leases of 200 ms, and workspace
+# $name with a line request; both workers' key caches and leases warmed,
+# then left until the rate's key and every lease's decision are over
+sub idle_workspace {
+    my ($name) = @_;
+    my $s = LG::Stack->new(WS_RATE => '600r/m lease=200ms',
+        HTTP_EXTRA => 'linegate_api_key_cache 1s 5m;')->start;
+    my $l = LG::Lines->new($s);
+    my $w = $l->workspace($name);
+    my $id = $l->created($w);
     $l->get($w, $id) for 1 .. 8;
     Time::HiRes::sleep(1.5);
+    return ($s, $l, $s->redis, $w, $id);
 }
 
 subtest 'an idle workspace: one SET ... NX admits, no script' => sub {
     plan skip_all => 'commands are counted on one Redis'
         if ($ENV{LG_REDIS} // '') eq 'cluster';
-    # 600r/m: T = 100 ms, burst 600. A worker whose last decision of the
-    # key is over expects the key gone (rl_gcra writes it to expire just
+    # A worker whose last decision of the key is over expects the key gone (rl_gcra writes it to expire just
     # past its TAT): the plain SET that admits an idle key, instead of
     # the script (about ten times Redis's work)
-    my $s = LG::Stack->new(WS_RATE => '600r/m lease=200ms',
-        HTTP_EXTRA => 'linegate_api_key_cache 1s 5m;')->start;
-    my $l = LG::Lines->new($s);
-    my $r = $s->redis;
-    my $w = $l->workspace('org_idle');
-    my $id = $l->created($w);
-    idle_after_warmup($l, $w, $id);
+    my ($s, $l, $r, $w, $id) = idle_workspace('org_idle');
 
     my $tx;
     my ($cmds, $trips) = $s->redis_traffic(sub { $tx = $l->get($w, $id) },
@@ -206,13 +206,7 @@ subtest 'a busy key the idle SET finds: rl_gcra decides' => sub {
     # another nginx spent the burst since this worker's last decision:
     # SET ... NX writes nothing, and the request is decided again by the
     # script, which refuses it
-    my $s = LG::Stack->new(WS_RATE => '600r/m lease=200ms',
-        HTTP_EXTRA => 'linegate_api_key_cache 1s 5m;')->start;
-    my $l = LG::Lines->new($s);
-    my $r = $s->redis;
-    my $w = $l->workspace('org_idle_busy');
-    my $id = $l->created($w);
-    idle_after_warmup($l, $w, $id);
+    my ($s, $l, $r, $w, $id) = idle_workspace('org_idle_busy');
 
     my ($sec, $usec) = $r->time;
     my $tat = $sec * 1_000_000 + $usec + 599 * 100_000 + 30_000_000;
