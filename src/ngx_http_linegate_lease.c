@@ -161,6 +161,12 @@ ngx_http_linegate_lease_granted(ngx_http_linegate_lease_t *l,
     l->pending = 0;
 
     if (granted < 1) {
+        /*
+         * the key is busy until then: the Lines API's idle path
+         * (lines.c, lr_idle) is not tried before
+         */
+        l->reset = sent + reset_ms;
+
         if (l->tokens && (ngx_msec_int_t) (l->until - ngx_current_msec) > 0)
         {
             /*

@@ -73,8 +73,9 @@ ngx_uint_t ngx_http_linegate_lease_spend(ngx_http_linegate_lease_t *l,
 /*
  * Redis's answer to the decision seq (rl_gcra's admitted, remaining,
  * reset_ms), asked at sent: what it granted beyond this request becomes
- * the next lease. Returns 1 when Redis refused and the current lease
- * admits the request instead, else 0. Ends the decision (_done()).
+ * the next lease; a refusal's reset_ms is kept too (the key is busy until
+ * then). Returns 1 when Redis refused and the current lease admits the
+ * request instead, else 0. Ends the decision (_done()).
  */
 ngx_uint_t ngx_http_linegate_lease_granted(ngx_http_linegate_lease_t *l,
     ngx_uint_t seq, int64_t granted, int64_t remaining, int64_t reset_ms,
