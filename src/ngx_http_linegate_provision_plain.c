@@ -288,7 +288,7 @@ ngx_http_linegate_pv_plain_long_slot(ngx_http_linegate_pv_request_t *pv)
 {
     uint32_t  hash;
 
-    hash = ngx_crc32_short(pv->who.value.data, pv->who.value.len);
+    hash = (uint32_t) ngx_hash_key(pv->who.value.data, pv->who.value.len);
 
     pv->long_hash = hash ? hash : 1;
 
