@@ -484,10 +484,13 @@ ngx_http_linegate_apikey_revoked(u_char *data, size_t len)
 
 ngx_int_t
 ngx_http_linegate_auth_init_process(ngx_cycle_t *cycle,
-    ngx_http_linegate_main_conf_t *lmcf)
+    ngx_http_linegate_main_conf_t *lmcf,
+    ngx_http_linegate_redis_pubsub_handler_pt *revoked)
 {
     void    *mem;
     size_t   size;
+
+    *revoked = NULL;
 
     if (lmcf->clerk_keys != NULL) {
         size = ngx_http_linegate_cache_bytes(
@@ -525,8 +528,7 @@ ngx_http_linegate_auth_init_process(ngx_cycle_t *cycle,
      * no subscriber connection otherwise
      */
     if (lmcf->apikey_cache_pushed && lmcf->uses_lines) {
-        return ngx_http_linegate_redis_pubsub_init_process(cycle, lmcf,
-                   ngx_http_linegate_apikey_revoked);
+        *revoked = ngx_http_linegate_apikey_revoked;
     }
 
     return NGX_OK;

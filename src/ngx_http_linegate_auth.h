@@ -12,6 +12,7 @@
 
 
 #include "ngx_http_linegate_module.h"
+#include "ngx_http_linegate_redis_pubsub.h"
 
 
 typedef struct {
@@ -75,9 +76,13 @@ ngx_int_t ngx_http_linegate_auth_account(ngx_http_request_t *r,
     ngx_http_linegate_ctx_t *ctx, ngx_http_linegate_principal_t *p,
     ngx_str_t *key_id, ngx_str_t *secret_digest);
 
-/* a worker starts: the key cache of linegate_api_key_cache_size */
+/*
+ * a worker starts: the key cache of linegate_api_key_cache_size;
+ * *revoked, the subscriber's handler of revocations (NULL: none pushed)
+ */
 ngx_int_t ngx_http_linegate_auth_init_process(ngx_cycle_t *cycle,
-    ngx_http_linegate_main_conf_t *lmcf);
+    ngx_http_linegate_main_conf_t *lmcf,
+    ngx_http_linegate_redis_pubsub_handler_pt *revoked);
 
 /*
  * operator API: Bearer token, constant time. NGX_DECLINED: a 401 in

@@ -292,3 +292,28 @@ ngx_http_linegate_key_channel_revoked(void)
 {
     return &ngx_http_linegate_channel_revoked;
 }
+
+
+ngx_int_t
+ngx_http_linegate_key_workspace_of(u_char *key, size_t len, ngx_str_t *ws)
+{
+    u_char     *end;
+    ngx_str_t  *head;
+
+    head = &ngx_http_linegate_key_forms[NGX_HTTP_LINEGATE_KEY_WS].head;
+
+    if (len <= head->len || ngx_strncmp(key, head->data, head->len) != 0) {
+        return NGX_DECLINED;
+    }
+
+    end = ngx_strlchr(key + head->len, key + len, '}');
+
+    if (end == NULL || end == key + head->len) {
+        return NGX_DECLINED;
+    }
+
+    ws->data = key + head->len;
+    ws->len = end - ws->data;
+
+    return NGX_OK;
+}

@@ -161,5 +161,12 @@ ngx_str_t *ngx_http_linegate_key_fixed(ngx_http_linegate_key_e kind);
  */
 ngx_str_t *ngx_http_linegate_key_channel_revoked(void);
 
+/*
+ * The workspace of a key under its tag (lg:{ws:W}...): NGX_OK and W (a
+ * view into key), NGX_DECLINED for any other key
+ */
+ngx_int_t ngx_http_linegate_key_workspace_of(u_char *key, size_t len,
+    ngx_str_t *ws);
+
 
 #endif /* _NGX_HTTP_LINEGATE_KEYS_H_INCLUDED_ */

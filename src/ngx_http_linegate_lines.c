@@ -100,6 +100,17 @@ static void ngx_http_linegate_lines_list_read(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr);
 static void ngx_http_linegate_lines_list_lines(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr, redisReply *reply);
+static ngx_int_t ngx_http_linegate_lines_list_cached(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr);
+static void ngx_http_linegate_lines_list_woken(ngx_http_request_t *r);
+static void ngx_http_linegate_lines_list_fetch(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr);
+static void ngx_http_linegate_lines_list_tracked(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr);
+static ngx_int_t ngx_http_linegate_lines_list_fill_reply(
+    ngx_http_request_t *r, ngx_http_linegate_lr_t *lr, redisReply *reply);
+static void ngx_http_linegate_lines_list_send(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr, redisReply *index);
 static void ngx_http_linegate_lines_list_drop(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr, ngx_str_t *ids, ngx_uint_t n);
 
@@ -615,6 +626,11 @@ ngx_http_linegate_lr_get_tx(ngx_http_request_t *r, ngx_http_linegate_lr_t *lr)
     n++;
 
     lr->tx_sent = ngx_current_msec;
+
+    if (list) {
+        /* what an answer from linegate_lines_cache will wait for */
+        ngx_http_linegate_lines_cache_barrier(&lr->list_barrier);
+    }
 
     if (ngx_http_linegate_redis_pipeline(r, n, tx,
                                          ngx_http_linegate_lines_read_resume)
@@ -1422,6 +1438,7 @@ ngx_http_linegate_lines_list_index(ngx_http_request_t *r,
 {
     size_t       len;
     u_char      *p;
+    ngx_int_t    rc;
     ngx_str_t    id, *key;
     ngx_uint_t   i, n;
     redisReply  *e;
@@ -1487,7 +1504,221 @@ ngx_http_linegate_lines_list_index(ngx_http_request_t *r,
     lr->list_n = n;
     lr->list_next = 0;
 
+    if (ngx_http_linegate_lines_cache_index(index, &lr->list_crc) != NGX_OK) {
+        ngx_http_linegate_lines_read_fail(r,
+                                          NGX_HTTP_LINEGATE_LR_FAIL_INTERNAL);
+        return;
+    }
+
+    rc = ngx_http_linegate_lines_list_cached(r, lr);
+
+    if (rc == NGX_OK) {
+        return;
+    }
+
+    if (rc == NGX_AGAIN
+        && ngx_http_linegate_lines_cache_wait(r, &lr->list_wait,
+                                          &lr->list_barrier,
+                                          ngx_http_linegate_lines_list_woken)
+           == NGX_OK)
+    {
+        return;
+    }
+
+    ngx_http_linegate_lines_list_fetch(r, lr);
+}
+
+
+/*
+ * linegate_lines_cache's answer, if it has one that may be served now:
+ * NGX_OK (sent), NGX_AGAIN (one, once the barrier passed), NGX_DECLINED
+ */
+static ngx_int_t
+ngx_http_linegate_lines_list_cached(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr)
+{
+    u_char     *p;
+    ngx_int_t   rc;
+    ngx_str_t   body;
+
+    rc = ngx_http_linegate_lines_cache_find(&lr->ws, &lr->date, lr->list_crc,
+                                            lr->list_n, &lr->list_barrier,
+                                            &body);
+    if (rc != NGX_OK) {
+        return rc;
+    }
+
+    /* the table's bytes may be dropped while the answer is written */
+    p = ngx_pnalloc(r->pool, body.len);
+    if (p == NULL) {
+        ngx_http_linegate_lines_read_fail(r,
+                                          NGX_HTTP_LINEGATE_LR_FAIL_INTERNAL);
+        return NGX_OK;
+    }
+
+    ngx_memcpy(p, body.data, body.len);
+    ngx_http_linegate_send_body(r, NGX_HTTP_OK, p, body.len);
+
+    return NGX_OK;
+}
+
+
+/* the barrier passed, or the subscriber was lost (nothing kept then) */
+static void
+ngx_http_linegate_lines_list_woken(ngx_http_request_t *r)
+{
+    ngx_http_linegate_lr_t  *lr;
+
+    lr = ngx_http_linegate_lines_lr(r);
+
+    if (ngx_http_linegate_lines_list_cached(r, lr) != NGX_OK) {
+        ngx_http_linegate_lines_list_fetch(r, lr);
+    }
+}
+
+
+/* the hashes from Redis: a fill of the table if it may take one */
+static void
+ngx_http_linegate_lines_list_fetch(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr)
+{
+    if (lr->list_n <= NGX_HTTP_LINEGATE_LINES_CACHE_LINES
+        && ngx_http_linegate_lines_cache_fill(&lr->list_fill) == NGX_OK)
+    {
+        ngx_http_linegate_lines_list_tracked(r, lr);
+        return;
+    }
+
     ngx_http_linegate_lines_list_read(r, lr);
+}
+
+
+/*
+ * LIST_LINES, a fill of linegate_lines_cache: the index and the hashes
+ * read again, each after CLIENT CACHING yes, once CLIENT TRACKING sends
+ * their next change to the subscriber (lines_cache.h)
+ */
+static void
+ngx_http_linegate_lines_list_tracked(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr)
+{
+    ngx_str_t                        index;
+    ngx_uint_t                       i, n;
+    ngx_http_linegate_redis_args_t  *tx;
+
+    n = 3 + 2 * lr->list_n;
+
+    tx = ngx_palloc(r->pool, n * sizeof(ngx_http_linegate_redis_args_t));
+
+    if (tx == NULL
+        || ngx_http_linegate_key(r->pool, NGX_HTTP_LINEGATE_KEY_WS_LINES,
+                                 &lr->ws, NULL, &index)
+           != NGX_OK)
+    {
+        ngx_http_linegate_lines_read_fail(r,
+                                          NGX_HTTP_LINEGATE_LR_FAIL_INTERNAL);
+        return;
+    }
+
+    ngx_http_linegate_redis_args_init(&tx[0]);
+    ngx_http_linegate_redis_arg_cstr(&tx[0], "CLIENT");
+    ngx_http_linegate_redis_arg_cstr(&tx[0], "TRACKING");
+    ngx_http_linegate_redis_arg_cstr(&tx[0], "on");
+    ngx_http_linegate_redis_arg_cstr(&tx[0], "REDIRECT");
+    ngx_http_linegate_redis_arg_int(r, &tx[0], lr->list_fill.redirect);
+    ngx_http_linegate_redis_arg_cstr(&tx[0], "OPTIN");
+
+    for (i = 1; i < n; i += 2) {
+        ngx_http_linegate_redis_args_init(&tx[i]);
+        ngx_http_linegate_redis_arg_cstr(&tx[i], "CLIENT");
+        ngx_http_linegate_redis_arg_cstr(&tx[i], "CACHING");
+        ngx_http_linegate_redis_arg_cstr(&tx[i], "yes");
+
+        ngx_http_linegate_redis_args_init(&tx[i + 1]);
+
+        if (i == 1) {
+            ngx_http_linegate_redis_arg_cstr(&tx[i + 1], "ZRANGE");
+            ngx_http_linegate_redis_arg_str(&tx[i + 1], &index);
+            ngx_http_linegate_redis_arg_cstr(&tx[i + 1], "0");
+            ngx_http_linegate_redis_arg_cstr(&tx[i + 1], "-1");
+
+        } else {
+            ngx_http_linegate_redis_arg_cstr(&tx[i + 1], "HGETALL");
+            ngx_http_linegate_redis_arg_str(&tx[i + 1],
+                                            &lr->list_keys[i / 2 - 1]);
+        }
+    }
+
+    lr->list_tracked = 1;
+    lr->list_sent = ngx_current_msec;
+    lr->ctx->state = NGX_HTTP_LINEGATE_READ_LIST_LINES;
+
+    if (ngx_http_linegate_redis_pipeline(r, n, tx,
+                                         ngx_http_linegate_lines_read_resume)
+        != NGX_OK)
+    {
+        ngx_http_linegate_lines_read_fail(r, NGX_HTTP_LINEGATE_LR_FAIL_STORE);
+    }
+}
+
+
+/*
+ * A fill's answer: [OK, OK, index, OK, hash, OK, hash...]. NGX_OK: the
+ * hashes are read (from element 4 on, every other); NGX_DECLINED: Redis
+ * refused (no tracking), the hashes read again untracked; NGX_ERROR:
+ * failed (the request's failure step taken).
+ */
+static ngx_int_t
+ngx_http_linegate_lines_list_fill_reply(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr, redisReply *reply)
+{
+    ngx_uint_t                      i;
+    ngx_http_linegate_main_conf_t  *lmcf;
+
+    lmcf = ngx_http_get_module_main_conf(r, ngx_http_linegate_module);
+
+    if (reply == NULL) {
+        /*
+         * an error answered at once, the connection up: Redis takes no
+         * client tracking (before 6.0, or an ACL without CLIENT)
+         */
+        if (ngx_http_linegate_redis_connected()
+            && ngx_current_msec - lr->list_sent
+               < lmcf->redis_command_timeout / 2)
+        {
+            ngx_http_linegate_lines_cache_refused(r->connection->log);
+            lr->list_tracked = 0;
+            ngx_http_linegate_lines_list_read(r, lr);
+            return NGX_DECLINED;
+        }
+
+        ngx_http_linegate_lines_read_fail(r, NGX_HTTP_LINEGATE_LR_FAIL_STORE);
+        return NGX_ERROR;
+    }
+
+    if (reply->elements != 3 + 2 * lr->list_n
+        || reply->element[2]->type != REDIS_REPLY_ARRAY)
+    {
+        goto unexpected;
+    }
+
+    for (i = 0; i < reply->elements; i++) {
+        if ((i == 0 || (i % 2 == 1))
+            && reply->element[i]->type != REDIS_REPLY_STATUS)
+        {
+            goto unexpected;
+        }
+    }
+
+    return NGX_OK;
+
+unexpected:
+
+    ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                  NGX_HTTP_LINEGATE_LOG "unexpected pipeline reply");
+    ngx_http_linegate_lines_read_fail(r, NGX_HTTP_LINEGATE_LR_FAIL_INTERNAL);
+
+    return NGX_ERROR;
 }
 
 
@@ -1522,14 +1753,30 @@ ngx_http_linegate_lines_list_lines(ngx_http_request_t *r,
 {
     size_t                     idlen;
     ngx_str_t                 *key, *drop;
-    ngx_uint_t                 i, ndrop;
-    redisReply                *h;
+    ngx_uint_t                 i, ndrop, first, stride, count;
+    redisReply                *h, *index;
     ngx_http_linegate_line_t   line;
 
-    if (reply == NULL) {
+    first = 0;
+    stride = 1;
+    index = NULL;
+
+    if (lr->list_tracked) {
+        if (ngx_http_linegate_lines_list_fill_reply(r, lr, reply) != NGX_OK) {
+            return;
+        }
+
+        first = 4;
+        stride = 2;
+        index = reply->element[2];
+
+    } else if (reply == NULL) {
         ngx_http_linegate_lines_read_fail(r, NGX_HTTP_LINEGATE_LR_FAIL_STORE);
         return;
     }
+
+    /* a fill: [OK, OK, index, (OK, hash) per line] */
+    count = lr->list_tracked ? lr->list_n : reply->elements;
 
     key = &lr->list_keys[lr->list_next];
     drop = NULL;
@@ -1539,8 +1786,8 @@ ngx_http_linegate_lines_list_lines(ngx_http_request_t *r,
     idlen = ngx_http_linegate_key_len(NGX_HTTP_LINEGATE_KEY_WS_LR, &lr->ws,
                                       NULL);
 
-    for (i = 0; i < reply->elements; i++) {
-        h = reply->element[i];
+    for (i = 0; i < count; i++) {
+        h = reply->element[first + i * stride];
 
         if (ngx_http_linegate_line_view(lr, h, &line) != NGX_OK) {
             ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
@@ -1558,8 +1805,7 @@ ngx_http_linegate_lines_list_lines(ngx_http_request_t *r,
             || ngx_http_linegate_line_is(&line.status, "canceled"))
         {
             if (drop == NULL) {
-                drop = ngx_palloc(r->pool,
-                                  reply->elements * sizeof(ngx_str_t));
+                drop = ngx_palloc(r->pool, count * sizeof(ngx_str_t));
             }
 
             if (drop != NULL) {
@@ -1573,20 +1819,63 @@ ngx_http_linegate_lines_list_lines(ngx_http_request_t *r,
     }
 
     if (ndrop) {
+        /* the index changes: not kept (its invalidation would drop it) */
+        index = NULL;
         ngx_http_linegate_lines_list_drop(r, lr, drop, ndrop);
     }
 
-    lr->list_next += reply->elements;
+    lr->list_next += count;
 
     if (lr->list_next < lr->list_n) {
         ngx_http_linegate_lines_list_read(r, lr);
         return;
     }
 
+    ngx_http_linegate_lines_list_send(r, lr, index);
+}
+
+
+/* the answer written; a fill's (index not NULL) kept if still true */
+static void
+ngx_http_linegate_lines_list_send(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr, redisReply *index)
+{
+    size_t      i, idlen;
+    ngx_str_t  *key, body;
+
     ngx_http_linegate_json_write_end(&lr->list_jw, ']');
     ngx_http_linegate_json_write_end(&lr->list_jw, '}');
 
-    ngx_http_linegate_send_jw(r, NGX_HTTP_OK, &lr->list_jw);
+    if (ngx_http_linegate_json_write_finish(&lr->list_jw, &body) != NGX_OK) {
+        ngx_http_linegate_lines_read_fail(r,
+                                          NGX_HTTP_LINEGATE_LR_FAIL_INTERNAL);
+        return;
+    }
+
+    /* the index tracked must be the one the hashes were asked from */
+    if (index != NULL && index->elements == lr->list_n) {
+        key = lr->list_keys;
+        idlen = ngx_http_linegate_key_len(NGX_HTTP_LINEGATE_KEY_WS_LR,
+                                          &lr->ws, NULL);
+
+        for (i = 0; i < index->elements; i++) {
+            if (index->element[i]->type != REDIS_REPLY_STRING
+                || key[i].len - idlen != index->element[i]->len
+                || ngx_memcmp(key[i].data + idlen, index->element[i]->str,
+                              index->element[i]->len)
+                   != 0)
+            {
+                break;
+            }
+        }
+
+        if (i == index->elements) {
+            ngx_http_linegate_lines_cache_store(&lr->list_fill, &lr->ws,
+                                                &lr->date, index, &body);
+        }
+    }
+
+    ngx_http_linegate_send_body(r, NGX_HTTP_OK, body.data, body.len);
 }
 
 

@@ -22,6 +22,7 @@
 #include "ngx_http_linegate_json_write.h"
 #include "ngx_http_linegate_str.h"
 #include "ngx_http_linegate_lease.h"
+#include "ngx_http_linegate_lines_cache.h"
 #include "ngx_http_linegate_lr_setup.h"
 
 
@@ -308,6 +309,16 @@ struct ngx_http_linegate_lr_s {
     ngx_uint_t                      list_n;
     ngx_uint_t                      list_next;
     ngx_http_linegate_json_write_t  list_jw;
+    /*
+     * linegate_lines_cache: the hashes read tracked (one pipeline), what
+     * the fill was sent under
+     */
+    ngx_uint_t                      list_tracked;
+    ngx_msec_t                      list_sent;
+    ngx_http_linegate_lines_cache_fill_t  list_fill;
+    ngx_http_linegate_redis_pubsub_barrier_t  list_barrier;
+    ngx_http_linegate_lines_cache_wait_t      list_wait;
+    uint32_t                        list_crc;    /* of the index read */
 
     ngx_str_t                       customer;
     /* an add-on's member "<W> <id>" of the journal, once sent there */

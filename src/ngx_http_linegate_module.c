@@ -12,6 +12,7 @@
 #include "ngx_http_linegate_jwt.h"
 #include "ngx_http_linegate_redis.h"
 #include "ngx_http_linegate_redis_pubsub.h"
+#include "ngx_http_linegate_lines_cache.h"
 #include "ngx_http_linegate_redis_slots.h"
 #include "ngx_http_linegate_reply.h"
 #include "ngx_http_linegate_scripts.h"
@@ -60,6 +61,8 @@ static ngx_int_t ngx_http_linegate_redis_address(ngx_conf_t *cf,
     ngx_str_t *value, ngx_str_t *host, ngx_int_t *port);
 static ngx_array_t *ngx_http_linegate_redis_addresses(ngx_conf_t *cf,
     ngx_str_t *value, ngx_uint_t n, const char *what);
+static char *ngx_http_linegate_lines_cache_conf(ngx_conf_t *cf,
+    ngx_command_t *cmd, void *conf);
 static char *ngx_http_linegate_redis_cluster_conf(ngx_conf_t *cf,
     ngx_http_linegate_main_conf_t *lmcf, ngx_str_t *value,
     ngx_uint_t naddrs);
@@ -358,6 +361,13 @@ static ngx_command_t  ngx_http_linegate_commands[] = {
       ngx_conf_set_msec_slot,
       NGX_HTTP_MAIN_CONF_OFFSET,
       offsetof(ngx_http_linegate_main_conf_t, inventory_cache),
+      NULL },
+
+    { ngx_string("linegate_lines_cache"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_http_linegate_lines_cache_conf,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_linegate_main_conf_t, lines_cache),
       NULL },
 
     { ngx_string("linegate_line_daily_limits"),
@@ -906,6 +916,7 @@ ngx_http_linegate_create_main_conf(ngx_conf_t *cf)
     lmcf->prov_monthly = NGX_CONF_UNSET_UINT;
     lmcf->preview_ttl = NGX_CONF_UNSET;
     lmcf->inventory_cache = NGX_CONF_UNSET_MSEC;
+    lmcf->lines_cache = NGX_CONF_UNSET_SIZE;
     lmcf->line_daily_conversations = NGX_CONF_UNSET_UINT;
     lmcf->line_daily_messages = NGX_CONF_UNSET_UINT;
     lmcf->idempotency_ttl = NGX_CONF_UNSET;
@@ -982,6 +993,19 @@ ngx_http_linegate_init_main_conf(ngx_conf_t *cf, void *conf)
                            NGX_HTTP_LINEGATE_INVENTORY_CACHE_MAX);
         return NGX_CONF_ERROR;
     }
+    ngx_conf_init_size_value(lmcf->lines_cache, 0);
+
+    if (lmcf->lines_cache && lmcf->redis_cluster) {
+        /*
+         * client tracking redirects a node's invalidations to a client of
+         * that node: the subscriber is on one master only
+         */
+        ngx_conf_log_error(NGX_LOG_WARN, cf, 0,
+                           "\"linegate_lines_cache\" is not used with "
+                           "\"linegate_redis ... cluster=on\"");
+        lmcf->lines_cache = 0;
+    }
+
     ngx_conf_init_uint_value(lmcf->line_daily_conversations, 20);
     ngx_conf_init_uint_value(lmcf->line_daily_messages, 50);
     ngx_conf_init_value(lmcf->idempotency_ttl, 86400);
@@ -1281,6 +1305,46 @@ ngx_http_linegate_redis_conf(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
 
 /* linegate_redis <seed>... cluster=on: a Redis Cluster */
+/* linegate_lines_cache off | size */
+static char *
+ngx_http_linegate_lines_cache_conf(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf)
+{
+    ngx_http_linegate_main_conf_t  *lmcf = conf;
+
+    ssize_t     size;
+    ngx_str_t  *value;
+
+    if (lmcf->lines_cache != NGX_CONF_UNSET_SIZE) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    if (ngx_strcmp(value[1].data, "off") == 0) {
+        lmcf->lines_cache = 0;
+        return NGX_CONF_OK;
+    }
+
+    size = ngx_parse_size(&value[1]);
+
+    if (size == NGX_ERROR
+        || size < NGX_HTTP_LINEGATE_LINES_CACHE_MIN)
+    {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid \"linegate_lines_cache\" \"%V\": "
+                           "\"off\" or a size of at least %uzk",
+                           &value[1],
+                           (size_t) NGX_HTTP_LINEGATE_LINES_CACHE_MIN / 1024);
+        return NGX_CONF_ERROR;
+    }
+
+    lmcf->lines_cache = (size_t) size;
+
+    return NGX_CONF_OK;
+}
+
+
 static char *
 ngx_http_linegate_redis_cluster_conf(ngx_conf_t *cf,
     ngx_http_linegate_main_conf_t *lmcf, ngx_str_t *value, ngx_uint_t naddrs)
@@ -2011,7 +2075,8 @@ ngx_http_linegate_init(ngx_conf_t *cf)
 static ngx_int_t
 ngx_http_linegate_init_process(ngx_cycle_t *cycle)
 {
-    ngx_http_linegate_main_conf_t  *lmcf;
+    ngx_http_linegate_main_conf_t              *lmcf;
+    ngx_http_linegate_redis_pubsub_handler_pt   revoked, invalidate;
 
     if (ngx_http_linegate_scripts_init(cycle->log) != NGX_OK) {
         return NGX_ERROR;
@@ -2024,9 +2089,26 @@ ngx_http_linegate_init_process(ngx_cycle_t *cycle)
                                                ngx_http_linegate_module);
 
     if (lmcf != NULL && lmcf->redis_configured) {
-        if (ngx_http_linegate_auth_init_process(cycle, lmcf) != NGX_OK) {
+        if (ngx_http_linegate_auth_init_process(cycle, lmcf, &revoked)
+            != NGX_OK
+            || ngx_http_linegate_lines_cache_init_process(cycle, lmcf,
+                                                          &invalidate)
+               != NGX_OK)
+        {
             return NGX_ERROR;
         }
+
+        /* a subscriber connection only where one of them needs it */
+        if ((revoked != NULL || invalidate != NULL)
+            && ngx_http_linegate_redis_pubsub_init_process(cycle, lmcf,
+                                                           revoked,
+                                                           invalidate)
+               != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
+
+        ngx_http_linegate_lines_cache_attach();
 
         /* the preview tokens' slot tags (keys.c) */
         ngx_http_linegate_redis_slot_tags_init();

@@ -23,6 +23,9 @@
 #define NGX_HTTP_LINEGATE_PAYMENT_REQUIRED  402
 #define NGX_HTTP_LINEGATE_UNPROCESSABLE     422
 
+/* linegate_lines_cache: at least this many bytes (a few answers) */
+#define NGX_HTTP_LINEGATE_LINES_CACHE_MIN  (64 * 1024)
+
 /* linegate_inventory_cache: at most this long (ms) */
 #define NGX_HTTP_LINEGATE_INVENTORY_CACHE_MAX  60000
 
@@ -136,6 +139,8 @@ typedef struct {
     time_t                          preview_ttl;
     /* linegate_inventory_cache: 0, off; how long "in stock" is trusted */
     ngx_msec_t                      inventory_cache;
+    /* linegate_lines_cache: 0, off; bytes of answers kept per worker */
+    size_t                          lines_cache;
     ngx_uint_t                      line_daily_conversations;
     ngx_uint_t                      line_daily_messages;
     time_t                          idempotency_ttl;

@@ -118,6 +118,8 @@ typedef struct {
     ngx_uint_t                          durable_attempts;
     ngx_msec_t                          drain_start;  /* 0: not draining */
     ngx_event_t                         durable_timer;
+    /* each connection made or lost: what client tracking stands on */
+    ngx_uint_t                          conn_gen;
 } ngx_http_linegate_redis_t;
 
 
@@ -2022,6 +2024,13 @@ ngx_http_linegate_redis_connected(void)
 }
 
 
+ngx_uint_t
+ngx_http_linegate_redis_conn_gen(void)
+{
+    return ngx_http_linegate_redis.conn_gen;
+}
+
+
 /*
  * The address of a server the worker's own connection is up with: the
  * one Redis, the master Sentinel named (and the connection checked with
@@ -2923,6 +2932,7 @@ ngx_http_linegate_redis_ready(ngx_http_linegate_redis_node_t *node)
     node->state = NGX_HTTP_LINEGATE_REDIS_CONNECTED;
     node->attempts = 0;
     node->ping_pending = 0;
+    rd->conn_gen++;
 
     ngx_http_linegate_redis_gauge(node, 1);
 
@@ -3138,6 +3148,7 @@ ngx_http_linegate_redis_lost(ngx_http_linegate_redis_node_t *node)
 
     node->state = NGX_HTTP_LINEGATE_REDIS_DISCONNECTED;
     node->ping_pending = 0;
+    rd->conn_gen++;
 
     /* a new connection asks the sentinels where the master is now */
     rd->master_known = 0;

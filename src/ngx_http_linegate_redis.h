@@ -173,6 +173,13 @@ ngx_int_t ngx_http_linegate_redis_durable_command_then(ngx_log_t *log,
     ngx_http_linegate_redis_then_pt then, ngx_str_t *note);
 /* how many durable writes of this worker wait for Redis */
 ngx_uint_t ngx_http_linegate_redis_durable_pending(void);
+/*
+ * Changes whenever the worker's connection (not a cluster's) is made or
+ * lost: what Redis keeps per connection (client tracking) holds while it
+ * is the same
+ */
+ngx_uint_t ngx_http_linegate_redis_conn_gen(void);
+
 /* 1 when the worker's connection is up (a command may be sent now) */
 ngx_uint_t ngx_http_linegate_redis_connected(void);
 /*

@@ -43,6 +43,9 @@
 #define NGX_HTTP_LINEGATE_PUBSUB_BACKOFF_MIN  100
 #define NGX_HTTP_LINEGATE_PUBSUB_BACKOFF_MAX  2000
 
+/* Redis's channel of client tracking's invalidations (RESP2) */
+#define NGX_HTTP_LINEGATE_PUBSUB_INVALIDATE   "__redis__:invalidate"
+
 
 typedef enum {
     NGX_HTTP_LINEGATE_PUBSUB_IDLE = 0,
@@ -73,12 +76,24 @@ typedef struct {
     ngx_log_t                                  *log;
     ngx_http_linegate_main_conf_t              *lmcf;
     ngx_http_linegate_redis_pubsub_handler_pt   handler;
+    ngx_http_linegate_redis_pubsub_handler_pt   invalidate;
+    int64_t                                     client_id;
+    ngx_uint_t                                  client_id_set;
+    ngx_uint_t                                  tracked; /* channel on */
+    /* PINGs sent and answered on this subscription; the keepalive's */
+    ngx_uint_t                                  pings;
+    ngx_uint_t                                  pongs;
+    ngx_uint_t                                  keepalive;
+    ngx_event_t                                 barrier;   /* posted */
+    void                                      (*pong)(void);
 } ngx_http_linegate_pubsub_t;
 
 
 static void ngx_http_linegate_pubsub_tick(ngx_event_t *ev);
 static void ngx_http_linegate_pubsub_connect(void);
 static void ngx_http_linegate_pubsub_ping(void);
+static void ngx_http_linegate_pubsub_keepalive(void);
+static void ngx_http_linegate_pubsub_barrier_ping(ngx_event_t *ev);
 static void ngx_http_linegate_pubsub_connect_cb(const redisAsyncContext *ac,
     int status);
 static void ngx_http_linegate_pubsub_disconnect_cb(
@@ -90,6 +105,10 @@ static void ngx_http_linegate_pubsub_message_cb(redisAsyncContext *ac,
 static void ngx_http_linegate_pubsub_drop(const char *why);
 static void ngx_http_linegate_pubsub_lost(void);
 static void ngx_http_linegate_pubsub_forget_ping(redisAsyncContext *ac);
+static void ngx_http_linegate_pubsub_client_id_cb(redisAsyncContext *ac,
+    void *data, void *privdata);
+static void ngx_http_linegate_pubsub_invalidate_cb(redisAsyncContext *ac,
+    void *data, void *privdata);
 
 
 static ngx_http_linegate_pubsub_t  ngx_http_linegate_pubsub;
@@ -101,7 +120,8 @@ static ngx_connection_t  ngx_http_linegate_pubsub_dummy;
 ngx_int_t
 ngx_http_linegate_redis_pubsub_init_process(ngx_cycle_t *cycle,
     ngx_http_linegate_main_conf_t *lmcf,
-    ngx_http_linegate_redis_pubsub_handler_pt handler)
+    ngx_http_linegate_redis_pubsub_handler_pt handler,
+    ngx_http_linegate_redis_pubsub_handler_pt invalidate)
 {
     ngx_http_linegate_pubsub_t  *ps;
 
@@ -111,6 +131,7 @@ ngx_http_linegate_redis_pubsub_init_process(ngx_cycle_t *cycle,
     ps->log = cycle->log;
     ps->lmcf = lmcf;
     ps->handler = handler;
+    ps->invalidate = invalidate;
     ps->gen = 1;
     ps->seq = 1;
 
@@ -120,6 +141,10 @@ ngx_http_linegate_redis_pubsub_init_process(ngx_cycle_t *cycle,
     ps->timer.handler = ngx_http_linegate_pubsub_tick;
     ps->timer.log = cycle->log;
     ps->timer.cancelable = 1;
+
+    ps->barrier.data = &ngx_http_linegate_pubsub_dummy;
+    ps->barrier.handler = ngx_http_linegate_pubsub_barrier_ping;
+    ps->barrier.log = cycle->log;
 
     /* the command connection connects first: asked on the first tick */
     ngx_add_timer(&ps->timer, NGX_HTTP_LINEGATE_PUBSUB_BACKOFF_MIN);
@@ -146,6 +171,10 @@ ngx_http_linegate_redis_pubsub_exit_process(ngx_cycle_t *cycle)
         ngx_del_timer(&ps->timer);
     }
 
+    if (ps->barrier.posted) {
+        ngx_delete_posted_event(&ps->barrier);
+    }
+
     if (ps->ac) {
         ac = ps->ac;
         ps->ac = NULL;
@@ -166,6 +195,95 @@ ngx_uint_t
 ngx_http_linegate_redis_pubsub_seq(void)
 {
     return ngx_http_linegate_pubsub.seq;
+}
+
+
+void
+ngx_http_linegate_redis_pubsub_on_pong(void (*pong)(void))
+{
+    ngx_http_linegate_pubsub.pong = pong;
+}
+
+
+ngx_int_t
+ngx_http_linegate_redis_pubsub_tracking_id(int64_t *id)
+{
+    ngx_http_linegate_pubsub_t  *ps;
+
+    ps = &ngx_http_linegate_pubsub;
+
+    if (ps->invalidate == NULL || !ps->tracked || !ps->client_id_set
+        || !ngx_http_linegate_redis_pubsub_live())
+    {
+        return NGX_DECLINED;
+    }
+
+    *id = ps->client_id;
+
+    return NGX_OK;
+}
+
+
+void
+ngx_http_linegate_redis_pubsub_barrier(
+    ngx_http_linegate_redis_pubsub_barrier_t *b)
+{
+    ngx_http_linegate_pubsub_t  *ps;
+
+    ps = &ngx_http_linegate_pubsub;
+
+    b->gen = ps->gen;
+    b->ping = ps->pings + 1;
+
+    /* one PING at the end of this turn of the event loop for them all */
+    if (ps->state == NGX_HTTP_LINEGATE_PUBSUB_SUBSCRIBED
+        && !ps->barrier.posted)
+    {
+        ngx_post_event(&ps->barrier, &ngx_posted_events);
+    }
+}
+
+
+ngx_uint_t
+ngx_http_linegate_redis_pubsub_passed(
+    ngx_http_linegate_redis_pubsub_barrier_t *b)
+{
+    ngx_http_linegate_pubsub_t  *ps;
+
+    ps = &ngx_http_linegate_pubsub;
+
+    return b->gen == ps->gen
+           && ps->state == NGX_HTTP_LINEGATE_PUBSUB_SUBSCRIBED
+           && ps->pongs >= b->ping;
+}
+
+
+static void
+ngx_http_linegate_pubsub_barrier_ping(ngx_event_t *ev)
+{
+    ngx_http_linegate_pubsub_t  *ps;
+
+    ps = &ngx_http_linegate_pubsub;
+
+    if (ps->ac != NULL && !ps->exiting
+        && ps->state == NGX_HTTP_LINEGATE_PUBSUB_SUBSCRIBED)
+    {
+        ngx_http_linegate_pubsub_ping();
+    }
+}
+
+
+void
+ngx_http_linegate_redis_pubsub_read(void)
+{
+    ngx_http_linegate_pubsub_t  *ps;
+
+    ps = &ngx_http_linegate_pubsub;
+
+    /* the subscriber's socket: what Redis wrote there so far */
+    if (ps->ac != NULL && ps->state == NGX_HTTP_LINEGATE_PUBSUB_SUBSCRIBED) {
+        redisAsyncHandleRead(ps->ac);
+    }
 }
 
 
@@ -234,7 +352,7 @@ ngx_http_linegate_pubsub_tick(ngx_event_t *ev)
         }
 
         if (!ps->ping_pending) {
-            ngx_http_linegate_pubsub_ping();
+            ngx_http_linegate_pubsub_keepalive();
         }
 
         break;
@@ -259,9 +377,29 @@ ngx_http_linegate_pubsub_ping(void)
     ps = &ngx_http_linegate_pubsub;
     ch = ngx_http_linegate_key_channel_revoked();
 
+    /* answered in order: the n-th PONG answers the n-th PING */
     if (redisAsyncCommand(ps->ac, NULL, NULL, "PING %b", ch->data, ch->len)
         == REDIS_OK)
     {
+        ps->pings++;
+    }
+}
+
+
+/* the PING whose answer keeps the link live */
+static void
+ngx_http_linegate_pubsub_keepalive(void)
+{
+    ngx_uint_t                   pings;
+    ngx_http_linegate_pubsub_t  *ps;
+
+    ps = &ngx_http_linegate_pubsub;
+    pings = ps->pings;
+
+    ngx_http_linegate_pubsub_ping();
+
+    if (ps->pings != pings) {
+        ps->keepalive = ps->pings;
         ps->ping_pending = 1;
         ps->ping_sent = ngx_current_msec;
     }
@@ -366,6 +504,22 @@ ngx_http_linegate_pubsub_connect_cb(const redisAsyncContext *ac, int status)
                                      n, argv, argvlen);
     }
 
+    if (ps->invalidate) {
+        /*
+         * Client tracking (ngx_http_linegate_lines_cache.c): the id the
+         * command connection redirects its invalidations to, then their
+         * channel, before the pattern, so that the pattern's answer
+         * (SUBSCRIBED) comes after both
+         */
+        (void) redisAsyncCommand(ps->ac,
+                                 ngx_http_linegate_pubsub_client_id_cb,
+                                 NULL, "CLIENT ID");
+        (void) redisAsyncCommand(ps->ac,
+                                 ngx_http_linegate_pubsub_invalidate_cb,
+                                 NULL, "SUBSCRIBE %s",
+                                 NGX_HTTP_LINEGATE_PUBSUB_INVALIDATE);
+    }
+
     ch = ngx_http_linegate_key_channel_revoked();
 
     /* not sent: the tick drops the connection once it times out */
@@ -427,7 +581,7 @@ ngx_http_linegate_pubsub_message_cb(redisAsyncContext *ac, void *data,
         payload = reply->element[3];
         ps->seq++;
 
-        if (payload->type == REDIS_REPLY_STRING) {
+        if (payload->type == REDIS_REPLY_STRING && ps->handler) {
             ps->handler((u_char *) payload->str, payload->len);
         }
 
@@ -439,11 +593,16 @@ ngx_http_linegate_pubsub_message_cb(redisAsyncContext *ac, void *data,
                            kind->len) == 0)
     {
         ngx_http_linegate_pubsub_forget_ping(ac);
+        ps->pongs++;
 
-        if (ps->ping_pending) {
+        if (ps->ping_pending && ps->pongs >= ps->keepalive) {
             ps->ping_pending = 0;
             ps->answered = ps->ping_sent;
             ps->answered_set = 1;
+        }
+
+        if (ps->pong) {
+            ps->pong();
         }
 
         return;
@@ -465,9 +624,95 @@ ngx_http_linegate_pubsub_message_cb(redisAsyncContext *ac, void *data,
         ps->seq++;
         ps->answered_set = 0;
         ps->ping_pending = 0;
+        ps->pings = 0;
+        ps->pongs = 0;
 
         /* live once its first PING is answered */
-        ngx_http_linegate_pubsub_ping();
+        ngx_http_linegate_pubsub_keepalive();
+    }
+}
+
+
+static void
+ngx_http_linegate_pubsub_client_id_cb(redisAsyncContext *ac, void *data,
+    void *privdata)
+{
+    redisReply                  *reply;
+    ngx_http_linegate_pubsub_t  *ps;
+
+    ps = &ngx_http_linegate_pubsub;
+    reply = data;
+
+    if (reply == NULL || ac != ps->ac) {
+        return;
+    }
+
+    if (reply->type != REDIS_REPLY_INTEGER) {
+        /* no tracking on this connection (Redis < 5, an ACL): no cache */
+        ngx_log_error(NGX_LOG_ERR, ps->log, 0,
+                      NGX_HTTP_LINEGATE_LOG "redis subscriber: CLIENT ID "
+                      "refused, linegate_lines_cache unused");
+        return;
+    }
+
+    ps->client_id = reply->integer;
+    ps->client_id_set = 1;
+}
+
+
+/*
+ * Every reply on __redis__:invalidate: "subscribe", then "message"s whose
+ * third element is the array of keys changed, or nil when Redis dropped
+ * everything it tracked (FLUSHALL, its table full)
+ */
+static void
+ngx_http_linegate_pubsub_invalidate_cb(redisAsyncContext *ac, void *data,
+    void *privdata)
+{
+    size_t                       i;
+    redisReply                  *reply, *kind, *keys;
+    ngx_http_linegate_pubsub_t  *ps;
+
+    ps = &ngx_http_linegate_pubsub;
+    reply = data;
+
+    if (reply == NULL || ac != ps->ac || ps->exiting
+        || reply->type != REDIS_REPLY_ARRAY || reply->elements < 3
+        || reply->element[0]->type != REDIS_REPLY_STRING)
+    {
+        return;
+    }
+
+    kind = reply->element[0];
+
+    if (kind->len == sizeof("subscribe") - 1
+        && ngx_strncasecmp((u_char *) kind->str, (u_char *) "subscribe",
+                           kind->len) == 0)
+    {
+        ps->tracked = 1;
+        return;
+    }
+
+    if (kind->len != sizeof("message") - 1
+        || ngx_strncasecmp((u_char *) kind->str, (u_char *) "message",
+                           kind->len) != 0)
+    {
+        return;
+    }
+
+    ps->seq++;
+    keys = reply->element[2];
+
+    if (keys->type != REDIS_REPLY_ARRAY) {
+        ps->invalidate(NULL, 0);
+        return;
+    }
+
+    for (i = 0; i < keys->elements; i++) {
+        if (keys->element[i]->type == REDIS_REPLY_STRING) {
+            ps->invalidate((u_char *) keys->element[i]->str,
+                           keys->element[i]->len);
+        }
     }
 }
 
@@ -555,6 +800,15 @@ ngx_http_linegate_pubsub_lost(void)
     ps->seq++;
     ps->answered_set = 0;
     ps->ping_pending = 0;
+    ps->client_id_set = 0;
+    ps->tracked = 0;
+    ps->pings = 0;
+    ps->pongs = 0;
+
+    if (ps->invalidate) {
+        /* what the old subscriber was to be told of is lost */
+        ps->invalidate(NULL, 0);
+    }
 
     delay = NGX_HTTP_LINEGATE_PUBSUB_BACKOFF_MIN
             << ngx_min(ps->attempts, 5);

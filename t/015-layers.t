@@ -84,6 +84,8 @@ my %layer_of = (
     'ratelimit.c'          => 'services',
     'lease.h'              => 'services',     # GCRA leases (limit,
     'lease.c'              => 'services',     # workspace rate)
+    'lines_cache.h'        => 'services',     # by-user answers kept
+    'lines_cache.c'        => 'services',     # (client tracking)
 
     # Redis, key names, scripts, Stripe subrequests, JSON, crypto, JWT, clock and
     # ids, $request_id, the metrics counters

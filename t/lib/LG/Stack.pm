@@ -405,6 +405,9 @@ sub render {
         CLERK_ISSUER       => $self->{issuer},
         CLERK_AZP          => '',
         WS_RATE            => '100000r/m',
+        # by-user's answers kept (client tracking): every Lines file
+        # reads through the table, t/188 also without it
+        LINES_CACHE        => $ENV{LG_LINES_CACHE} // 'off',
         REDIS_COMMAND_TIMEOUT => '500ms',
         STRIPE_URL         => "http://127.0.0.1:$self->{stub_port}",
         STRIPE_KEY         => 'sk_test_linegate',
