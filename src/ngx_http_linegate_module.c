@@ -1304,7 +1304,6 @@ ngx_http_linegate_redis_conf(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 }
 
 
-/* linegate_redis <seed>... cluster=on: a Redis Cluster */
 /* linegate_lines_cache off | size */
 static char *
 ngx_http_linegate_lines_cache_conf(ngx_conf_t *cf, ngx_command_t *cmd,
@@ -1345,6 +1344,7 @@ ngx_http_linegate_lines_cache_conf(ngx_conf_t *cf, ngx_command_t *cmd,
 }
 
 
+/* linegate_redis <seed>... cluster=on: a Redis Cluster */
 static char *
 ngx_http_linegate_redis_cluster_conf(ngx_conf_t *cf,
     ngx_http_linegate_main_conf_t *lmcf, ngx_str_t *value, ngx_uint_t naddrs)

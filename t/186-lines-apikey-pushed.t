@@ -18,7 +18,7 @@ use Time::HiRes qw(sleep time);
 use Digest::SHA qw(sha256_hex);
 use Mojo::UserAgent;
 use LG::Stack;
-use LG::Test;
+use LG::Test qw(eventually);
 use LG::Lines;
 
 my $CHANNEL = 'lg:keys:revoked';
@@ -62,15 +62,9 @@ sub subscribers {
 # until both workers are subscribed (and a moment for their first PING)
 sub wait_subscribed {
     my ($st, $timeout) = @_;
-    my $until = time + ($timeout // 10);
-    while (time < $until) {
-        if (subscribers($st) == 2) {
-            sleep 0.5;
-            return 1;
-        }
-        sleep 0.1;
-    }
-    return 0;
+    eventually(sub { subscribers($st) == 2 }, $timeout // 10) or return 0;
+    sleep 0.5;
+    return 1;
 }
 
 # one read with the key over the test's kept-alive connection (the same

@@ -29,7 +29,7 @@ use Mojo::Promise;
 use Mojo::UserAgent;
 use Time::HiRes qw(sleep time);
 use LG::Stack;
-use LG::Test;
+use LG::Test qw(eventually);
 use LG::Lines;
 
 # the template's linegate_lines_cache (@LINES_CACHE@, LG_LINES_CACHE or
@@ -128,15 +128,9 @@ sub trackers {
 # as t/186 waits: the worker takes a subscription as live once answered)
 sub wait_subscribed {
     my ($st, $timeout) = @_;
-    my $until = time + ($timeout // 10);
-    while (time < $until) {
-        if (subscribers($st) == 2) {
-            sleep 0.5;
-            return 1;
-        }
-        sleep 0.1;
-    }
-    return 0;
+    eventually(sub { subscribers($st) == 2 }, $timeout // 10) or return 0;
+    sleep 0.5;
+    return 1;
 }
 
 # an operator call over a new connection (either worker): a write that
