@@ -1664,9 +1664,9 @@ ngx_http_linegate_lines_list_tracked(ngx_http_request_t *r,
 
 /*
  * A fill's answer: [OK, OK, index, OK, hash, OK, hash...]. NGX_OK: the
- * hashes are read (from element 4 on, every other); NGX_DECLINED: Redis
- * refused (no tracking), the hashes read again untracked; NGX_ERROR:
- * failed (the request's failure step taken).
+ * hashes are read (from element 4 on, every other); NGX_DECLINED: an
+ * error, the hashes read again untracked; NGX_ERROR: failed (the
+ * request's failure step taken).
  */
 static ngx_int_t
 ngx_http_linegate_lines_list_fill_reply(ngx_http_request_t *r,
@@ -1679,14 +1679,14 @@ ngx_http_linegate_lines_list_fill_reply(ngx_http_request_t *r,
 
     if (reply == NULL) {
         /*
-         * an error answered at once, the connection up: Redis takes no
-         * client tracking (before 6.0, or an ACL without CLIENT)
+         * an error answered soon, the connection up (the subscriber
+         * REDIRECT names gone since the fill was sent, say): the plain
+         * read the fill stood for, once; a timeout is the store's
          */
         if (ngx_http_linegate_redis_connected()
             && ngx_current_msec - lr->list_sent
                < lmcf->redis_command_timeout / 2)
         {
-            ngx_http_linegate_lines_cache_refused(r->connection->log);
             lr->list_tracked = 0;
             ngx_http_linegate_lines_list_read(r, lr);
             return NGX_DECLINED;

@@ -14,9 +14,6 @@
 #include "ngx_http_linegate_keys.h"
 
 
-/* after Redis refused a fill: so long without fills (ms) */
-#define NGX_HTTP_LINEGATE_LINES_CACHE_PAUSE  60000
-
 /* the workspaces of the latest invalidations, for the fills in flight */
 #define NGX_HTTP_LINEGATE_LINES_CACHE_RECENT 64
 
@@ -25,9 +22,8 @@
 
 
 typedef struct {
-    ngx_rbtree_node_t               node;       /* key: the id's hash */
+    ngx_str_node_t                  sn;         /* the workspace, hashed */
     ngx_queue_t                     queue;      /* most recent first */
-    ngx_str_t                       ws;
     u_char                          date[NGX_HTTP_LINEGATE_LINES_CACHE_DATE];
     uint32_t                        index_crc;
     ngx_uint_t                      index_n;
@@ -44,8 +40,6 @@ typedef struct {
     ngx_queue_t                     lru;
     size_t                          size;       /* of the entries */
     size_t                          max;
-    ngx_msec_t                      paused_at;
-    ngx_uint_t                      paused;
     ngx_log_t                      *log;
     /*
      * invalidations handled (a workspace's key: one; all: a flush), the
@@ -56,6 +50,13 @@ typedef struct {
     ngx_uint_t                      recent[
                                         NGX_HTTP_LINEGATE_LINES_CACHE_RECENT];
     ngx_queue_t                     waiting;
+    /*
+     * the waiting requests are woken from a posted event, never inside
+     * one of the subscriber's hiredis callbacks (a woken request reads
+     * the subscriber's socket: ngx_http_linegate_redis_pubsub_read())
+     */
+    ngx_event_t                     wake;
+    ngx_uint_t                      wake_all;
 } ngx_http_linegate_lines_cache_t;
 
 
@@ -67,6 +68,8 @@ static void ngx_http_linegate_lines_cache_drop(
     ngx_http_linegate_lines_cache_entry_t *e);
 static void ngx_http_linegate_lines_cache_flush(void);
 static void ngx_http_linegate_lines_cache_pong(void);
+static void ngx_http_linegate_lines_cache_post_wake(ngx_uint_t all);
+static void ngx_http_linegate_lines_cache_wake_handler(ngx_event_t *ev);
 static void ngx_http_linegate_lines_cache_wake(ngx_uint_t all);
 static void ngx_http_linegate_lines_cache_gone(void *data);
 static ngx_uint_t ngx_http_linegate_lines_cache_changed(ngx_uint_t seq,
@@ -74,6 +77,9 @@ static ngx_uint_t ngx_http_linegate_lines_cache_changed(ngx_uint_t seq,
 
 
 static ngx_http_linegate_lines_cache_t  ngx_http_linegate_lines_cache;
+
+/* the wake event's data (nginx's debug log reads it as a connection) */
+static ngx_connection_t  ngx_http_linegate_lines_cache_dummy;
 
 
 ngx_int_t
@@ -91,11 +97,16 @@ ngx_http_linegate_lines_cache_init_process(ngx_cycle_t *cycle,
         return NGX_OK;
     }
 
-    ngx_rbtree_init(&c->tree, &c->sentinel, ngx_rbtree_insert_value);
+    ngx_rbtree_init(&c->tree, &c->sentinel, ngx_str_rbtree_insert_value);
     ngx_queue_init(&c->lru);
     ngx_queue_init(&c->waiting);
     c->max = lmcf->lines_cache;
     c->log = cycle->log;
+
+    ngx_http_linegate_lines_cache_dummy.fd = (ngx_socket_t) -1;
+    c->wake.data = &ngx_http_linegate_lines_cache_dummy;
+    c->wake.handler = ngx_http_linegate_lines_cache_wake_handler;
+    c->wake.log = cycle->log;
 
     *invalidate = ngx_http_linegate_lines_cache_invalidate;
 
@@ -195,16 +206,6 @@ ngx_http_linegate_lines_cache_fill(ngx_http_linegate_lines_cache_fill_t *f)
         return NGX_DECLINED;
     }
 
-    if (c->paused) {
-        if (ngx_current_msec - c->paused_at
-            < NGX_HTTP_LINEGATE_LINES_CACHE_PAUSE)
-        {
-            return NGX_DECLINED;
-        }
-
-        c->paused = 0;
-    }
-
     if (!ngx_http_linegate_redis_connected()
         || ngx_http_linegate_redis_pubsub_tracking_id(&f->redirect)
            != NGX_OK)
@@ -275,8 +276,8 @@ ngx_http_linegate_lines_cache_store(ngx_http_linegate_lines_cache_fill_t *f,
 
     p = (u_char *) (e + 1);
 
-    e->ws.data = p;
-    e->ws.len = ws->len;
+    e->sn.str.data = p;
+    e->sn.str.len = ws->len;
     p = ngx_cpymem(p, ws->data, ws->len);
 
     e->body.data = p;
@@ -290,29 +291,10 @@ ngx_http_linegate_lines_cache_store(ngx_http_linegate_lines_cache_fill_t *f,
     e->conn_gen = f->conn_gen;
     e->size = size;
 
-    e->node.key = ngx_hash_key(ws->data, ws->len);
-    ngx_rbtree_insert(&c->tree, &e->node);
+    e->sn.node.key = (uint32_t) ngx_hash_key(ws->data, ws->len);
+    ngx_rbtree_insert(&c->tree, &e->sn.node);
     ngx_queue_insert_head(&c->lru, &e->queue);
     c->size += size;
-}
-
-
-void
-ngx_http_linegate_lines_cache_refused(ngx_log_t *log)
-{
-    ngx_http_linegate_lines_cache_t  *c;
-
-    c = &ngx_http_linegate_lines_cache;
-
-    if (!c->paused) {
-        ngx_log_error(NGX_LOG_WARN, log, 0,
-                      NGX_HTTP_LINEGATE_LOG "redis refused client tracking: "
-                      "linegate_lines_cache paused for %ds",
-                      NGX_HTTP_LINEGATE_LINES_CACHE_PAUSE / 1000);
-    }
-
-    c->paused = 1;
-    c->paused_at = ngx_current_msec;
 }
 
 
@@ -352,34 +334,11 @@ ngx_http_linegate_lines_cache_invalidate(u_char *key, size_t len)
 static ngx_http_linegate_lines_cache_entry_t *
 ngx_http_linegate_lines_cache_lookup(ngx_str_t *ws)
 {
-    ngx_uint_t                              hash;
-    ngx_rbtree_node_t                      *node, *sentinel;
-    ngx_http_linegate_lines_cache_entry_t  *e;
-
-    hash = ngx_hash_key(ws->data, ws->len);
-
-    node = ngx_http_linegate_lines_cache.tree.root;
-    sentinel = ngx_http_linegate_lines_cache.tree.sentinel;
-
-    while (node != sentinel) {
-        if (hash != node->key) {
-            node = (hash < node->key) ? node->left : node->right;
-            continue;
-        }
-
-        e = (ngx_http_linegate_lines_cache_entry_t *) node;
-
-        if (e->ws.len == ws->len
-            && ngx_memcmp(e->ws.data, ws->data, ws->len) == 0)
-        {
-            return e;
-        }
-
-        /* the same hash: insert_value put it to the right */
-        node = node->right;
-    }
-
-    return NULL;
+    /* sn is the entry's first member; keys are 32-bit as lookup's */
+    return (ngx_http_linegate_lines_cache_entry_t *)
+               ngx_str_rbtree_lookup(&ngx_http_linegate_lines_cache.tree, ws,
+                                     (uint32_t) ngx_hash_key(ws->data,
+                                                             ws->len));
 }
 
 
@@ -390,7 +349,7 @@ ngx_http_linegate_lines_cache_drop(ngx_http_linegate_lines_cache_entry_t *e)
 
     c = &ngx_http_linegate_lines_cache;
 
-    ngx_rbtree_delete(&c->tree, &e->node);
+    ngx_rbtree_delete(&c->tree, &e->sn.node);
     ngx_queue_remove(&e->queue);
     c->size -= e->size;
     ngx_free(e);
@@ -417,7 +376,7 @@ ngx_http_linegate_lines_cache_flush(void)
     }
 
     /* those waiting for the subscriber find nothing now: read Redis */
-    ngx_http_linegate_lines_cache_wake(1);
+    ngx_http_linegate_lines_cache_post_wake(1);
 }
 
 
@@ -462,7 +421,41 @@ ngx_http_linegate_lines_cache_gone(void *data)
 static void
 ngx_http_linegate_lines_cache_pong(void)
 {
-    ngx_http_linegate_lines_cache_wake(0);
+    ngx_http_linegate_lines_cache_post_wake(0);
+}
+
+
+static void
+ngx_http_linegate_lines_cache_post_wake(ngx_uint_t all)
+{
+    ngx_http_linegate_lines_cache_t  *c;
+
+    c = &ngx_http_linegate_lines_cache;
+
+    if (ngx_queue_empty(&c->waiting)) {
+        return;
+    }
+
+    c->wake_all |= all;
+
+    if (!c->wake.posted) {
+        ngx_post_event(&c->wake, &ngx_posted_events);
+    }
+}
+
+
+static void
+ngx_http_linegate_lines_cache_wake_handler(ngx_event_t *ev)
+{
+    ngx_uint_t                        all;
+    ngx_http_linegate_lines_cache_t  *c;
+
+    c = &ngx_http_linegate_lines_cache;
+
+    all = c->wake_all;
+    c->wake_all = 0;
+
+    ngx_http_linegate_lines_cache_wake(all);
 }
 
 
@@ -473,7 +466,7 @@ ngx_http_linegate_lines_cache_pong(void)
 static void
 ngx_http_linegate_lines_cache_wake(ngx_uint_t all)
 {
-    ngx_queue_t                            ready, *q, *next;
+    ngx_queue_t                             ready, *q, *next;
     ngx_connection_t                       *conn;
     ngx_http_request_t                     *r;
     ngx_http_linegate_lines_cache_t        *c;

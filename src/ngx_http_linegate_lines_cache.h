@@ -101,8 +101,5 @@ void ngx_http_linegate_lines_cache_store(
     ngx_http_linegate_lines_cache_fill_t *f, ngx_str_t *ws, ngx_str_t *date,
     redisReply *index, ngx_str_t *body);
 
-/* Redis refused a fill (no client tracking: Redis < 6, an ACL) */
-void ngx_http_linegate_lines_cache_refused(ngx_log_t *log);
-
 
 #endif /* _NGX_HTTP_LINEGATE_LINES_CACHE_H_INCLUDED_ */

@@ -993,6 +993,7 @@ ngx_http_linegate_init_main_conf(ngx_conf_t *cf, void *conf)
                            NGX_HTTP_LINEGATE_INVENTORY_CACHE_MAX);
         return NGX_CONF_ERROR;
     }
+
     ngx_conf_init_size_value(lmcf->lines_cache, 0);
 
     if (lmcf->lines_cache && lmcf->redis_cluster) {

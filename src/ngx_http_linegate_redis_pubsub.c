@@ -107,6 +107,8 @@ static void ngx_http_linegate_pubsub_lost(void);
 static void ngx_http_linegate_pubsub_forget_ping(redisAsyncContext *ac);
 static void ngx_http_linegate_pubsub_client_id_cb(redisAsyncContext *ac,
     void *data, void *privdata);
+static void ngx_http_linegate_pubsub_tracking_cb(redisAsyncContext *ac,
+    void *data, void *privdata);
 static void ngx_http_linegate_pubsub_invalidate_cb(redisAsyncContext *ac,
     void *data, void *privdata);
 
@@ -208,12 +210,26 @@ ngx_http_linegate_redis_pubsub_on_pong(void (*pong)(void))
 ngx_int_t
 ngx_http_linegate_redis_pubsub_tracking_id(int64_t *id)
 {
+    ngx_str_t                    host;
+    ngx_int_t                    port;
     ngx_http_linegate_pubsub_t  *ps;
 
     ps = &ngx_http_linegate_pubsub;
 
     if (ps->invalidate == NULL || !ps->tracked || !ps->client_id_set
         || !ngx_http_linegate_redis_pubsub_live())
+    {
+        return NGX_DECLINED;
+    }
+
+    /*
+     * a client id names a client of one server: where the commands go
+     * now (a Sentinel failover moves them before the tick moves the
+     * subscriber)
+     */
+    if (ngx_http_linegate_redis_server(&host, &port) != NGX_OK
+        || port != ps->port || host.len != ps->host.len
+        || ngx_strncmp(host.data, ps->host.data, host.len) != 0)
     {
         return NGX_DECLINED;
     }
@@ -313,6 +329,14 @@ ngx_http_linegate_pubsub_tick(ngx_event_t *ev)
     now = ngx_current_msec;
 
     if (ps->exiting || ngx_exiting || ngx_terminate || ngx_quit) {
+        /*
+         * no more PINGs: nothing is served from a table now, and no
+         * request waits for an answer that may not come
+         */
+        if (ps->invalidate) {
+            ps->invalidate(NULL, 0);
+        }
+
         return;
     }
 
@@ -514,6 +538,10 @@ ngx_http_linegate_pubsub_connect_cb(const redisAsyncContext *ac, int status)
         (void) redisAsyncCommand(ps->ac,
                                  ngx_http_linegate_pubsub_client_id_cb,
                                  NULL, "CLIENT ID");
+        /* Redis 6 or later, the ACL allowing it: else no tracking */
+        (void) redisAsyncCommand(ps->ac,
+                                 ngx_http_linegate_pubsub_tracking_cb,
+                                 NULL, "CLIENT TRACKING off");
         (void) redisAsyncCommand(ps->ac,
                                  ngx_http_linegate_pubsub_invalidate_cb,
                                  NULL, "SUBSCRIBE %s",
@@ -660,6 +688,34 @@ ngx_http_linegate_pubsub_client_id_cb(redisAsyncContext *ac, void *data,
 }
 
 
+/* CLIENT TRACKING off: refused where Redis can track nothing for us */
+static void
+ngx_http_linegate_pubsub_tracking_cb(redisAsyncContext *ac, void *data,
+    void *privdata)
+{
+    redisReply                  *reply;
+    ngx_http_linegate_pubsub_t  *ps;
+
+    ps = &ngx_http_linegate_pubsub;
+    reply = data;
+
+    if (reply == NULL || ac != ps->ac
+        || reply->type != REDIS_REPLY_ERROR)
+    {
+        return;
+    }
+
+    if (ps->client_id_set) {
+        ngx_log_error(NGX_LOG_WARN, ps->log, 0,
+                      NGX_HTTP_LINEGATE_LOG "redis refused client tracking "
+                      "(\"%*s\"): linegate_lines_cache unused",
+                      (size_t) ngx_min(reply->len, 200), reply->str);
+    }
+
+    ps->client_id_set = 0;
+}
+
+
 /*
  * Every reply on __redis__:invalidate: "subscribe", then "message"s whose
  * third element is the array of keys changed, or nil when Redis dropped
@@ -700,7 +756,6 @@ ngx_http_linegate_pubsub_invalidate_cb(redisAsyncContext *ac, void *data,
         return;
     }
 
-    ps->seq++;
     keys = reply->element[2];
 
     if (keys->type != REDIS_REPLY_ARRAY) {

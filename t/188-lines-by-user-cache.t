@@ -396,6 +396,37 @@ subtest 'the index changed from outside: seen at once' => sub {
               'another workspace: its own line');
 };
 
+# The table is a red-black tree by the workspace id's hash: ids whose
+# hashes are equal ("Aa" and "BB" are, for nginx's ngx_hash_key) must
+# still be told apart, found and dropped, whatever the tree's rotations
+# (the first version looked equal hashes up on one side only, and lost
+# entries once a rotation moved them)
+subtest 'workspaces whose ids hash alike' => sub {
+    my @w = map { $l->workspace("org_lch$_") } qw(Aa BB AaAa BBBB AaBB BBAa);
+    my %line = map { $_->{id} => scalar $l->created($_, firstName => "Old") }
+               @w;
+
+    # filled in turn, then each one from the table
+    by_user($_) for @w;
+    for my $w (@w) {
+        my ($h, $tx) = counted($w);
+        is($h, 0, "$w->{id}: from the cache");
+        is(line_of($tx, $line{$w->{id}})->{workspaceId}, $w->{id},
+           "$w->{id}: its own answer") or diag $tx->res->body;
+    }
+
+    # each changed in turn: seen at once, the others still kept
+    for my $i (0 .. $#w) {
+        my $w = $w[$i];
+        $r->hset("lg:{ws:$w->{id}}:lr:$line{$w->{id}}", 'firstName',
+                 "New$i");
+        my ($h, $tx) = counted($w);
+        is(line_of($tx, $line{$w->{id}})->{firstName}, "New$i",
+           "$w->{id}: its change seen at once");
+        cmp_ok($h, '>', 0, "$w->{id}: read again");
+    }
+};
+
 subtest 'at most 30 live lines are kept' => sub {
     my $w = ws();
     my $a = $l->created($w, firstName => 'Real');
