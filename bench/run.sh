@@ -1148,14 +1148,19 @@ cluster_report_ep() {
         # the commands it runs (breakdown "evalsha=0.02"): preview, the
         # revalidation of the key ids, EVALSHA pv_account.lua + its HMGET,
         # per key every linegate_api_key_cache_ttl (500 ms); GET, the
-        # workspace rate, EVALSHA rl_gcra.lua + its TIME and SET, once per
-        # lease (1 s) per workspace and worker
+        # workspace rate, once per lease (1 s) per workspace and worker:
+        # EVALSHA rl_gcra.lua + its TIME and SET, or the idle key'"'"'s
+        # SET ... NX alone (every decision writes one SET: a GET sends no
+        # other)
         BEGIN { per = (ep == "pv") ? 2 : 3
                 what = (ep == "pv") ? "the key ids'"'"' revalidation: EVALSHA pv_account.lua + its HMGET" \
-                                    : "the workspace rate'"'"'s leases: EVALSHA rl_gcra.lua + its TIME and SET" }
+                                    : "the workspace rate'"'"'s leases: EVALSHA rl_gcra.lua + its TIME and SET, or the idle key'"'"'s SET ... NX" }
         $1 == "run" && $17 == ep { n[$2]++; s[$2] += $5; c[$2] += $11
             ev = 0; if (match($15, /evalsha=[0-9.]+/)) ev = substr($15, RSTART + 8, RLENGTH - 8)
-            p[$2] += $11 - per * ev; eps[$2] += ev * $5; rps[$2, $3] = $5
+            st = 0; if (match($15, /(^| )set=[0-9.]+/)) { st = substr($15, RSTART, RLENGTH); sub(/.*=/, "", st) }
+            d = (ep == "pv") ? ev : st
+            p[$2] += $11 - ((ep == "pv") ? per * ev : 2 * ev + st)
+            eps[$2] += d * $5; rps[$2, $3] = $5
             if ($3 > runs) runs = $3 }
         END { if (!n["one"] || !n["cluster"]) exit
             one = s["one"] / n["one"]; cl = s["cluster"] / n["cluster"]
