@@ -680,6 +680,42 @@ subtest 'the subscriber killed: read from Redis until subscribed again'
     cmp_ok($h, '>', 0, 'and read from Redis');
 };
 
+# Redis that takes no client tracking (Redis 5, or an ACL without
+# CLIENT TRACKING): the subscriber asks `CLIENT TRACKING off` when it
+# connects, and on a refusal no fill is tried on that subscription (each
+# by-user reads Redis, answered right) and the log says why
+subtest 'client tracking refused: every by-user read, the log says why'
+    => sub {
+    my $w = ws();
+    my $a = $l->created($w, firstName => 'Ray');
+    my $b = $l->created($w, firstName => 'Sue');
+    warm($w, 'before the ACL');
+    my $off = length $s->error_log;
+
+    $r->acl('setuser', 'default', '-client|tracking');
+    $r->client('kill', 'id', $_) for subscribers();
+    ok(wait_subscribed($s), 'both workers subscribed again') or return;
+    ok(eventually(sub { substr($s->error_log, $off)
+                        =~ /redis refused client tracking/ }, 5),
+       'the refusal is logged');
+
+    for my $i (1 .. 3) {
+        my ($h, $tx) = counted($w);
+        is($tx->res->code, 200, "refused, by-user $i: 200");
+        is($h, 2, "refused, by-user $i: both hashes read");
+        is(line_of($tx, $b)->{firstName}, 'Sue', "refused, by-user $i: right");
+    }
+    $r->hset("lg:{ws:$w->{id}}:lr:$b", firstName => 'Tom');
+    my ($h, $tx) = counted($w);
+    is(line_of($tx, $b)->{firstName}, 'Tom', 'refused: a write seen');
+
+    # allowed again: cached again once the subscribers asked again
+    $r->acl('setuser', 'default', '+client|tracking');
+    $r->client('kill', 'id', $_) for subscribers();
+    ok(wait_subscribed($s), 'subscribed again, tracking allowed') or return;
+    warm($w, 'tracking allowed again');
+};
+
 # The tracking lives on the command connection: when it is lost, Redis
 # forgets what it tracked and will never tell of a write; the entries
 # filled through it cannot be trusted any more
