@@ -54,6 +54,7 @@ use Cwd qw(abs_path);
 use File::Basename qw(dirname);
 use File::Path qw(make_path);
 use File::Temp qw(tempdir);
+use IO::Select;
 use IO::Socket::INET;
 use POSIX qw(WNOHANG);
 use Scalar::Util ();
@@ -1089,7 +1090,7 @@ sub _redis_traffic {
                                       PeerPort => $_)
             or croak "monitor: $!";
         print $m "MONITOR\r\n";
-        my $ok = <$m>;
+        sysread($m, my $ok, 5);             # "+OK\r\n", no more
         $m;
     } @ports;
 
@@ -1100,11 +1101,32 @@ sub _redis_traffic {
     sleep 0.2;
     my $after = $reads->();
 
+    # each master's feed up to a marker sent after the second INFO (read
+    # until it arrives: nothing in flight is missed), then only what ran
+    # between the two INFOs: a PING or a background command just before
+    # the first or after the second is in neither count
+    my $mark = "lg-traffic-end-$$-" . int(rand(1e9));
+    for my $port (@ports) {
+        my $c = IO::Socket::INET->new(PeerAddr => '127.0.0.1',
+                                      PeerPort => $port)
+            or croak "marker: $!";
+        print $c "ECHO $mark\r\n";
+        my $ok = <$c>;
+        close $c;
+    }
     my @lines;
     for my $m (@mon) {
-        $m->blocking(0);
-        while (defined(my $line = <$m>)) { push @lines, $line }
+        my $sel = IO::Select->new($m);
+        my $buf = '';
+        while (index($buf, $mark) < 0 && $sel->can_read(5)) {
+            last unless sysread($m, $buf, 65536, length $buf);
+        }
         close $m;
+        $buf = substr($buf, 0, index($buf, $mark)) if index($buf, $mark) >= 0;
+        my @feed = $buf =~ /([^\n]*\n)/g;
+        my @info = grep { $feed[$_] =~ /"info"/i } 0 .. $#feed;
+        @feed = @feed[$info[0] + 1 .. $info[-1] - 1] if @info >= 2;
+        push @lines, @feed;
     }
 
     # on a cluster, the masters' lines in the order they ran (one clock:
