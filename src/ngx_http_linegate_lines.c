@@ -55,6 +55,9 @@ static ngx_int_t ngx_http_linegate_lr_get_line(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr, redisReply *reply);
 static void ngx_http_linegate_lr_get_tx(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr);
+static void ngx_http_linegate_lines_tracking(ngx_http_request_t *r,
+    ngx_http_linegate_redis_args_t *a, ngx_http_linegate_lines_cache_fill_t *f);
+static void ngx_http_linegate_lines_caching(ngx_http_linegate_redis_args_t *a);
 static ngx_int_t ngx_http_linegate_lr_hash_cached(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr, ngx_str_t *key);
 static void ngx_http_linegate_lr_hash_woken(ngx_http_request_t *r);
@@ -647,22 +650,8 @@ ngx_http_linegate_lr_get_tx(ngx_http_request_t *r, ngx_http_linegate_lr_t *lr)
                 == NGX_OK)
             {
                 lr->hash_tracked = 1;
-
-                ngx_http_linegate_redis_args_init(&tx[n]);
-                ngx_http_linegate_redis_arg_cstr(&tx[n], "CLIENT");
-                ngx_http_linegate_redis_arg_cstr(&tx[n], "TRACKING");
-                ngx_http_linegate_redis_arg_cstr(&tx[n], "on");
-                ngx_http_linegate_redis_arg_cstr(&tx[n], "REDIRECT");
-                ngx_http_linegate_redis_arg_int(r, &tx[n],
-                                                lr->list_fill.redirect);
-                ngx_http_linegate_redis_arg_cstr(&tx[n], "OPTIN");
-                n++;
-
-                ngx_http_linegate_redis_args_init(&tx[n]);
-                ngx_http_linegate_redis_arg_cstr(&tx[n], "CLIENT");
-                ngx_http_linegate_redis_arg_cstr(&tx[n], "CACHING");
-                ngx_http_linegate_redis_arg_cstr(&tx[n], "yes");
-                n++;
+                ngx_http_linegate_lines_tracking(r, &tx[n++], &lr->list_fill);
+                ngx_http_linegate_lines_caching(&tx[n++]);
             }
         }
 
@@ -1790,19 +1779,10 @@ ngx_http_linegate_lines_list_tracked(ngx_http_request_t *r,
         return;
     }
 
-    ngx_http_linegate_redis_args_init(&tx[0]);
-    ngx_http_linegate_redis_arg_cstr(&tx[0], "CLIENT");
-    ngx_http_linegate_redis_arg_cstr(&tx[0], "TRACKING");
-    ngx_http_linegate_redis_arg_cstr(&tx[0], "on");
-    ngx_http_linegate_redis_arg_cstr(&tx[0], "REDIRECT");
-    ngx_http_linegate_redis_arg_int(r, &tx[0], lr->list_fill.redirect);
-    ngx_http_linegate_redis_arg_cstr(&tx[0], "OPTIN");
+    ngx_http_linegate_lines_tracking(r, &tx[0], &lr->list_fill);
 
     for (i = 1; i < n; i += 2) {
-        ngx_http_linegate_redis_args_init(&tx[i]);
-        ngx_http_linegate_redis_arg_cstr(&tx[i], "CLIENT");
-        ngx_http_linegate_redis_arg_cstr(&tx[i], "CACHING");
-        ngx_http_linegate_redis_arg_cstr(&tx[i], "yes");
+        ngx_http_linegate_lines_caching(&tx[i]);
 
         ngx_http_linegate_redis_args_init(&tx[i + 1]);
 
@@ -1829,6 +1809,35 @@ ngx_http_linegate_lines_list_tracked(ngx_http_request_t *r,
     {
         ngx_http_linegate_lines_read_fail(r, NGX_HTTP_LINEGATE_LR_FAIL_STORE);
     }
+}
+
+
+/*
+ * CLIENT TRACKING on REDIRECT <the subscriber> OPTIN: the connection's
+ * next reads after CLIENT CACHING yes are tracked for the subscriber
+ */
+static void
+ngx_http_linegate_lines_tracking(ngx_http_request_t *r,
+    ngx_http_linegate_redis_args_t *a, ngx_http_linegate_lines_cache_fill_t *f)
+{
+    ngx_http_linegate_redis_args_init(a);
+    ngx_http_linegate_redis_arg_cstr(a, "CLIENT");
+    ngx_http_linegate_redis_arg_cstr(a, "TRACKING");
+    ngx_http_linegate_redis_arg_cstr(a, "on");
+    ngx_http_linegate_redis_arg_cstr(a, "REDIRECT");
+    ngx_http_linegate_redis_arg_int(r, a, f->redirect);
+    ngx_http_linegate_redis_arg_cstr(a, "OPTIN");
+}
+
+
+/* CLIENT CACHING yes: the next command's keys are tracked (OPTIN) */
+static void
+ngx_http_linegate_lines_caching(ngx_http_linegate_redis_args_t *a)
+{
+    ngx_http_linegate_redis_args_init(a);
+    ngx_http_linegate_redis_arg_cstr(a, "CLIENT");
+    ngx_http_linegate_redis_arg_cstr(a, "CACHING");
+    ngx_http_linegate_redis_arg_cstr(a, "yes");
 }
 
 
