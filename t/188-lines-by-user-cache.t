@@ -29,7 +29,7 @@ use Mojo::Promise;
 use Mojo::UserAgent;
 use Time::HiRes qw(sleep time);
 use LG::Stack;
-use LG::Test qw(eventually);
+use LG::Test qw(eventually http_body burst_then);
 use LG::Lines;
 
 # the template's linegate_lines_cache (@LINES_CACHE@, LG_LINES_CACHE or
@@ -578,27 +578,12 @@ subtest 'a burst of invalidations: a completed write still seen' => sub {
         return "GET /api/lines/by-user HTTP/1.1\r\nHost: lg\r\n"
              . "Authorization: Bearer $tok{$ws}\r\n\r\n";
     };
-    my $answer = sub {
-        my $buf = '';
-        until ($buf =~ /\r\n\r\n/) {
-            sysread($http, $buf, 65536, length $buf) or die 'closed';
-        }
-        my ($len) = $buf =~ /^Content-Length: (\d+)/mi;
-        die "no Content-Length:\n$buf" unless defined $len;
-        my $head = index($buf, "\r\n\r\n") + 4;
-        while (length($buf) < $head + $len) {
-            sysread($http, $buf, 65536, length $buf) or die 'closed';
-        }
-        return substr $buf, $head, $len;
-    };
+    my $answer = sub { http_body($http) };
     my $get = sub { syswrite $http, $req->($_[0]); return $answer->() };
     my $name = sub {
         my ($body) = @_;
         my $b = eval { decode_json($body) } // {};
         return ($b->{lines} // [{}])->[0]{firstName} // "?$body";
-    };
-    my $command = sub {    # a command in RESP
-        join '', '*' . @_ . "\r\n", map { '$' . length($_) . "\r\n$_\r\n" } @_
     };
 
     my @stale;
@@ -608,20 +593,9 @@ subtest 'a burst of invalidations: a completed write still seen' => sub {
         my ($h) = hgetalls(sub { $get->($t->{id}) });
         is($h, 0, "round $round: the target from the cache");
 
-        my $burst = $command->('MULTI')
-            . join('', map { $command->('HSET', $_, 'x', $round) } @keys)
-            . $command->('HSET', $tkey, 'firstName', "Burst$round")
-            . $command->('EXEC');
-        my $next = $req->($t->{id});
-        syswrite $red, $burst;
-        # +OK, a +QUEUED per HSET, then EXEC's array: a line per HSET
-        my $lines = 1 + 2 * (@keys + 1) + 1;
-        my $buf = '';
-        while (($buf =~ tr/\n//) < $lines) {
-            sysread($red, $buf, 1 << 20, length $buf) or die 'closed';
-        }
-        syswrite $http, $next;    # the very next thing sent
-        my $got = $name->($answer->());
+        my $got = $name->(burst_then(
+            $red, \@keys, $round, $tkey, [firstName => "Burst$round"],
+            $http, $req->($t->{id})));
         push @stale, "round $round: $got" if $got ne "Burst$round";
     }
     is_deeply(\@stale, [], 'every by-user sent after EXEC answered shows '

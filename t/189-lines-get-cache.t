@@ -22,7 +22,7 @@ use Mojo::Promise;
 use Mojo::UserAgent;
 use Time::HiRes qw(sleep time);
 use LG::Stack;
-use LG::Test qw(eventually);
+use LG::Test qw(eventually http_body burst_then);
 use LG::Lines;
 
 # the cache on, and a lease of the workspace's rate long enough that a
@@ -268,26 +268,11 @@ subtest 'a burst of invalidations: a completed write still seen' => sub {
         return "GET /api/line-requests/$_[0] HTTP/1.1\r\nHost: lg\r\n"
              . "Authorization: Bearer $w->{key}\r\n\r\n";
     };
-    my $answer = sub {
-        my $buf = '';
-        until ($buf =~ /\r\n\r\n/) {
-            sysread($http, $buf, 65536, length $buf) or die 'closed';
-        }
-        my ($len) = $buf =~ /^Content-Length: (\d+)/mi;
-        die "no Content-Length:\n$buf" unless defined $len;
-        my $head = index($buf, "\r\n\r\n") + 4;
-        while (length($buf) < $head + $len) {
-            sysread($http, $buf, 65536, length $buf) or die 'closed';
-        }
-        return substr $buf, $head, $len;
-    };
+    my $answer = sub { http_body($http) };
     my $get = sub { syswrite $http, $req->($_[0]); return $answer->() };
     my $name = sub {
         my $b = eval { decode_json($_[0]) } // {};
         return ($b->{line} // {})->{firstName} // "?$_[0]";
-    };
-    my $command = sub {
-        join '', '*' . @_ . "\r\n", map { '$' . length($_) . "\r\n$_\r\n" } @_
     };
 
     my @stale;
@@ -298,20 +283,9 @@ subtest 'a burst of invalidations: a completed write still seen' => sub {
         my $h = calls('hgetall') - $before;
         cmp_ok($h, '<', 3, "round $round: the target from the table");
 
-        my $burst = $command->('MULTI')
-            . join('', map { $command->('HSET', "lg:{ws:$w->{id}}:lr:$_",
-                                        'x', $round) } @ids)
-            . $command->('HSET', $tkey, 'firstName', "Burst$round")
-            . $command->('EXEC');
-        my $next = $req->($target);
-        syswrite $red, $burst;
-        my $lines = 1 + 2 * (@ids + 1) + 1;
-        my $buf = '';
-        while (($buf =~ tr/\n//) < $lines) {
-            sysread($red, $buf, 1 << 20, length $buf) or die 'closed';
-        }
-        syswrite $http, $next;    # the very next thing sent
-        my $got = $name->($answer->());
+        my $got = $name->(burst_then(
+            $red, [map { "lg:{ws:$w->{id}}:lr:$_" } @ids], $round, $tkey,
+            [firstName => "Burst$round"], $http, $req->($target)));
         push @stale, "round $round: $got" if $got ne "Burst$round";
     }
     is_deeply(\@stale, [], 'every GET sent after EXEC shows the write');

@@ -17,7 +17,7 @@ use Test::More;
 our @EXPORT = qw(answer_is json_error_is redis_dump redis_values raw_http
                  timed);
 # (not by default: several files still define their own)
-our @EXPORT_OK = qw(eventually public_dir);
+our @EXPORT_OK = qw(eventually public_dir http_body resp burst_then);
 
 # Status, the headers every linegate answer carries, and a JSON body,
 # which is returned (undef when it is not JSON).
@@ -122,6 +122,50 @@ sub raw_http {
     }
 
     return ($status, \%h, $body);
+}
+
+# One answer's body from a kept-alive socket (an answer with a
+# Content-Length), read unbuffered: what follows stays in the socket
+sub http_body {
+    my ($sock) = @_;
+    my $buf = '';
+    until ($buf =~ /\r\n\r\n/) {
+        sysread($sock, $buf, 65536, length $buf) or die 'closed';
+    }
+    my ($len) = $buf =~ /^Content-Length: (\d+)/mi;
+    die "no Content-Length:\n$buf" unless defined $len;
+    my $head = index($buf, "\r\n\r\n") + 4;
+    while (length($buf) < $head + $len) {
+        sysread($sock, $buf, 65536, length $buf) or die 'closed';
+    }
+    return substr $buf, $head, $len;
+}
+
+# A Redis command in RESP, to write on a raw socket
+sub resp {
+    return join '', '*' . @_ . "\r\n",
+                    map { '$' . length($_) . "\r\n$_\r\n" } @_;
+}
+
+# A burst of invalidations, then at once a request: on the raw Redis
+# socket $red one MULTI of HSET $key x $round for each of @$keys, then
+# HSET $target @$set, EXEC; once EXEC is answered, $request written on
+# the kept-alive $http socket (the very next thing sent); its body
+sub burst_then {
+    my ($red, $keys, $round, $target, $set, $http, $request) = @_;
+    my $burst = resp('MULTI')
+        . join('', map { resp('HSET', $_, 'x', $round) } @$keys)
+        . resp('HSET', $target, @$set)
+        . resp('EXEC');
+    syswrite $red, $burst;
+    # +OK, a +QUEUED per HSET, then EXEC's array: a line per HSET
+    my $lines = 1 + 2 * (@$keys + 1) + 1;
+    my $buf = '';
+    while (($buf =~ tr/\n//) < $lines) {
+        sysread($red, $buf, 1 << 20, length $buf) or die 'closed';
+    }
+    syswrite $http, $request;
+    return http_body($http);
 }
 
 # run code, return (seconds it took, its result)
