@@ -659,6 +659,10 @@ ngx_http_linegate_lr_get_tx(ngx_http_request_t *r, ngx_http_linegate_lr_t *lr)
         ngx_http_linegate_redis_arg_cstr(&tx[n], "HGETALL");
         ngx_http_linegate_redis_arg_str(&tx[n], &key);
         lr->hash_key = key;
+
+        if (lmcf->lines_cache && !lr->busy) {
+            ngx_http_linegate_metrics_cache("line_request", 0);
+        }
     }
 
     n++;
@@ -954,6 +958,8 @@ ngx_http_linegate_lr_hash_cached(ngx_http_request_t *r,
     if (rc != NGX_OK) {
         return NGX_DECLINED;
     }
+
+    ngx_http_linegate_metrics_cache("line_request", 1);
 
     /* as the pipeline's reply of the HGETALL alone */
     ngx_memzero(&reply, sizeof(redisReply));
@@ -1716,6 +1722,7 @@ ngx_http_linegate_lines_list_cached(ngx_http_request_t *r,
     }
 
     ngx_memcpy(p, body.data, body.len);
+    ngx_http_linegate_metrics_cache("lines", 1);
     ngx_http_linegate_send_body(r, NGX_HTTP_OK, p, body.len);
 
     return NGX_OK;
@@ -1741,6 +1748,14 @@ static void
 ngx_http_linegate_lines_list_fetch(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr)
 {
+    ngx_http_linegate_main_conf_t  *lmcf;
+
+    lmcf = ngx_http_get_module_main_conf(r, ngx_http_linegate_module);
+
+    if (lmcf->lines_cache) {
+        ngx_http_linegate_metrics_cache("lines", 0);
+    }
+
     if (lr->list_n <= NGX_HTTP_LINEGATE_LINES_CACHE_LINES
         && ngx_http_linegate_lines_cache_fill(&lr->list_fill) == NGX_OK)
     {

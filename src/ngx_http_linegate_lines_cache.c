@@ -427,7 +427,8 @@ ngx_http_linegate_lines_cache_hash_store(
         ngx_http_linegate_lines_cache_drop(e);
     }
 
-    if (c->size + size > c->max) {
+    /* (a hash grown by an outside writer: not worth the table's room) */
+    if (size > c->max / 4 || c->size + size > c->max) {
         return;
     }
 

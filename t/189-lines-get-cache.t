@@ -130,6 +130,14 @@ subtest 'hits: the hash kept, no HGETALL' => sub {
     }
     cmp_ok($hits, '>=', 5, "10 more GETs: $hits without HGETALL");
 
+    # the metrics count the hits and the reads
+    my $m = $s->ua->get($s->url('/metrics'))->res->body;
+    my %c = $m =~ /^linegate_cache_requests_total
+                   \{cache="line_request",result="(\w+)"\}\ (\d+)/mxg;
+    my ($hit, $miss) = @c{qw(hit miss)};
+    cmp_ok($hit // 0, '>=', 5, 'metrics: line_request hits counted');
+    cmp_ok($miss // 0, '>=', 1, 'metrics: line_request misses counted');
+
     # an add-on awaiting payment: kept too, its payment link answered
     warm($w, $aw, 'awaiting payment');
     ($h, $tx) = get($w, $aw);
