@@ -474,7 +474,7 @@ ngx_http_linegate_lines_cache_reply(ngx_pool_t *pool,
     ngx_http_linegate_lines_cache_entry_t *e)
 {
     u_char       *p;
-    size_t        i;
+    size_t        i, len;
     ngx_str_t    *field;
     redisReply   *flat, *v;
 
@@ -487,6 +487,17 @@ ngx_http_linegate_lines_cache_reply(ngx_pool_t *pool,
         return NULL;
     }
 
+    len = 0;
+
+    for (i = 0; i < e->nfields; i++) {
+        len += field[i].len + 1;
+    }
+
+    p = ngx_pnalloc(pool, len);
+    if (p == NULL) {
+        return NULL;
+    }
+
     flat->type = REDIS_REPLY_ARRAY;
     flat->elements = e->nfields;
     flat->element = (redisReply **) (flat + 1);
@@ -494,11 +505,6 @@ ngx_http_linegate_lines_cache_reply(ngx_pool_t *pool,
 
     for (i = 0; i < e->nfields; i++, v++) {
         /* hiredis's strings end in a NUL: so do these */
-        p = ngx_pnalloc(pool, field[i].len + 1);
-        if (p == NULL) {
-            return NULL;
-        }
-
         ngx_memcpy(p, field[i].data, field[i].len);
         p[field[i].len] = '\0';
 
@@ -506,6 +512,7 @@ ngx_http_linegate_lines_cache_reply(ngx_pool_t *pool,
         v->str = (char *) p;
         v->len = field[i].len;
         flat->element[i] = v;
+        p += field[i].len + 1;
     }
 
     return flat;
