@@ -55,14 +55,6 @@ static ngx_int_t ngx_http_linegate_lr_get_line(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr, redisReply *reply);
 static void ngx_http_linegate_lr_get_tx(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr);
-static void ngx_http_linegate_lines_tracking(ngx_http_request_t *r,
-    ngx_http_linegate_redis_args_t *a, ngx_http_linegate_lines_cache_fill_t *f);
-static void ngx_http_linegate_lines_caching(ngx_http_linegate_redis_args_t *a);
-static ngx_int_t ngx_http_linegate_lr_hash_cached(ngx_http_request_t *r,
-    ngx_http_linegate_lr_t *lr, ngx_str_t *key);
-static void ngx_http_linegate_lr_hash_woken(ngx_http_request_t *r);
-static ngx_int_t ngx_http_linegate_lr_hash_tracked(ngx_http_request_t *r,
-    ngx_http_linegate_lr_t *lr, redisReply *reply, size_t at);
 static void ngx_http_linegate_lr_get_tx_done(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr, redisReply *reply);
 static void ngx_http_linegate_lr_rate_refund(ngx_http_request_t *r,
@@ -581,13 +573,8 @@ ngx_http_linegate_lr_get_tx(ngx_http_request_t *r, ngx_http_linegate_lr_t *lr)
                                     &lr->who.value, NULL);
     lr->rate_key.len = p - lr->rate_key.data;
 
-    /*
-     * busy: the same decision, that the idle SET could not make;
-     * hash_declined: the lease admitted it before the table was asked
-     */
-    want = lr->busy ? lr->idle_n
-           : lr->hash_declined ? 0
-           : ngx_http_linegate_lr_lease(r, lr);
+    /* busy: the same decision, that the idle SET could not make */
+    want = lr->busy ? lr->idle_n : ngx_http_linegate_lr_lease(r, lr);
 
     lr->idle = ngx_http_linegate_lr_idle(lr, want);
 
@@ -631,38 +618,9 @@ ngx_http_linegate_lr_get_tx(ngx_http_request_t *r, ngx_http_linegate_lr_t *lr)
                                         &lr->who.value, &lr->id);
         key.len = p - key.data;
 
-        /*
-         * linegate_lines_cache: the lease admitted it, nothing else to
-         * ask Redis: the hash from the table, or its read tracked (only
-         * then: a tracked read refused is sent again, and must not count
-         * the request twice)
-         */
-        lr->hash_tracked = 0;
-
-        if (n == 0 && !lr->hash_declined
-            && lr->ctx->state == NGX_HTTP_LINEGATE_READ_PIPELINE)
-        {
-            if (ngx_http_linegate_lr_hash_cached(r, lr, &key) == NGX_OK) {
-                return;
-            }
-
-            if (ngx_http_linegate_lines_cache_hash_fill(&lr->list_fill)
-                == NGX_OK)
-            {
-                lr->hash_tracked = 1;
-                ngx_http_linegate_lines_tracking(r, &tx[n++], &lr->list_fill);
-                ngx_http_linegate_lines_caching(&tx[n++]);
-            }
-        }
-
         ngx_http_linegate_redis_args_init(&tx[n]);
         ngx_http_linegate_redis_arg_cstr(&tx[n], "HGETALL");
         ngx_http_linegate_redis_arg_str(&tx[n], &key);
-        lr->hash_key = key;
-
-        if (lmcf->lines_cache && !lr->busy) {
-            ngx_http_linegate_metrics_cache("line_request", 0);
-        }
     }
 
     n++;
@@ -925,121 +883,12 @@ ngx_http_linegate_lr_rate_reply(ngx_http_request_t *r,
 }
 
 
-/*
- * GET, the lease having admitted it: the hash from linegate_lines_cache
- * once the barrier passed. NGX_OK: answered, or waiting for the barrier
- * (lr_hash_woken); NGX_DECLINED: read Redis.
- */
-static ngx_int_t
-ngx_http_linegate_lr_hash_cached(ngx_http_request_t *r,
-    ngx_http_linegate_lr_t *lr, ngx_str_t *key)
-{
-    ngx_int_t    rc;
-    redisReply  *flat, *one[1], reply;
-
-    rc = ngx_http_linegate_lines_cache_hash_find(r, key, &lr->list_barrier,
-                                                 &flat);
-
-    if (rc == NGX_AGAIN) {
-        lr->hash_key = *key;
-
-        if (ngx_http_linegate_lines_cache_wait(r, &lr->list_wait,
-                                               &lr->list_barrier,
-                                               ngx_http_linegate_lr_hash_woken)
-            == NGX_OK)
-        {
-            return NGX_OK;
-        }
-
-        lr->hash_declined = 1;
-        return NGX_DECLINED;
-    }
-
-    if (rc != NGX_OK) {
-        return NGX_DECLINED;
-    }
-
-    ngx_http_linegate_metrics_cache("line_request", 1);
-
-    /* as the pipeline's reply of the HGETALL alone */
-    ngx_memzero(&reply, sizeof(redisReply));
-    reply.type = REDIS_REPLY_ARRAY;
-    reply.elements = 1;
-    reply.element = one;
-    one[0] = flat;
-
-    ngx_http_linegate_lr_get_tx_done(r, lr, &reply);
-
-    return NGX_OK;
-}
-
-
-/* the barrier passed, or the subscriber was lost (nothing kept then) */
-static void
-ngx_http_linegate_lr_hash_woken(ngx_http_request_t *r)
-{
-    ngx_http_linegate_lr_t  *lr;
-
-    lr = ngx_http_linegate_lines_lr(r);
-
-    if (ngx_http_linegate_lr_hash_cached(r, lr, &lr->hash_key) != NGX_OK) {
-        lr->hash_declined = 1;
-        ngx_http_linegate_lr_get_tx(r, lr);
-    }
-}
-
-
-/*
- * A tracked GET's answer (CLIENT TRACKING, CLIENT CACHING at "at", then
- * the hash): the hash kept. Or none (an error: a REDIRECT to a
- * subscriber gone since, an ACL): NGX_OK when the plain read is sent
- * again (soon, the connection up: nothing was counted, the lease
- * admitted the request), else NGX_DECLINED, the store's failure.
- */
-static ngx_int_t
-ngx_http_linegate_lr_hash_tracked(ngx_http_request_t *r,
-    ngx_http_linegate_lr_t *lr, redisReply *reply, size_t at)
-{
-    redisReply                     *h;
-    ngx_http_linegate_main_conf_t  *lmcf;
-
-    if (reply == NULL) {
-        lmcf = ngx_http_get_module_main_conf(r, ngx_http_linegate_module);
-
-        if (!ngx_http_linegate_redis_connected()
-            || ngx_current_msec - lr->tx_sent
-               >= lmcf->redis_command_timeout / 2)
-        {
-            return NGX_DECLINED;
-        }
-
-        lr->hash_declined = 1;
-        ngx_http_linegate_lr_get_tx(r, lr);
-
-        return NGX_OK;
-    }
-
-    h = reply->element[at + 2];
-
-    if (reply->element[at]->type == REDIS_REPLY_STATUS
-        && reply->element[at + 1]->type == REDIS_REPLY_STATUS
-        && h->elements)
-    {
-        ngx_http_linegate_lines_cache_hash_store(&lr->list_fill,
-                                                 &lr->who.value,
-                                                 &lr->hash_key, h);
-    }
-
-    return NGX_OK;
-}
-
-
 /* PIPELINE, REVALIDATE */
 static void
 ngx_http_linegate_lr_get_tx_done(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr, redisReply *reply)
 {
-    size_t                           o, rated, t;
+    size_t                           o, rated;
     int64_t                          code;
     ngx_int_t                        rc, admitted;
     redisReply                      *h;
@@ -1047,12 +896,6 @@ ngx_http_linegate_lr_get_tx_done(ngx_http_request_t *r,
 
     if (reply == NULL) {
         ngx_http_linegate_lease_done(lr->lease, lr->lease_seq);
-
-        if (lr->hash_tracked
-            && ngx_http_linegate_lr_hash_tracked(r, lr, NULL, 0) == NGX_OK)
-        {
-            return;
-        }
 
         if (ngx_http_linegate_lr_get_tx_failed(r, lr) != NGX_OK) {
             ngx_http_linegate_lines_read_fail(r,
@@ -1062,17 +905,13 @@ ngx_http_linegate_lr_get_tx_done(ngx_http_request_t *r,
         return;
     }
 
-    /*
-     * [GET, HVALS], [EVALSHA rl_gcra], [CLIENT TRACKING, CLIENT
-     * CACHING], HGETALL
-     */
+    /* [GET, HVALS], [EVALSHA rl_gcra], HGETALL */
     o = (lr->ctx->state == NGX_HTTP_LINEGATE_READ_REVALIDATE) ? 2 : 0;
     rated = lr->leased ? 0 : 1;
-    t = lr->hash_tracked ? 2 : 0;
 
     admitted = NGX_ERROR;
 
-    if (reply->elements == o + rated + t + 1) {
+    if (reply->elements == o + rated + 1) {
         if (lr->idle) {
             admitted = ngx_http_linegate_lr_idle_reply(r, lr,
                                                        reply->element[o]);
@@ -1093,7 +932,7 @@ ngx_http_linegate_lr_get_tx_done(ngx_http_request_t *r,
     }
 
     if (admitted == NGX_ERROR
-        || reply->element[o + rated + t]->type != REDIS_REPLY_ARRAY)
+        || reply->element[o + rated]->type != REDIS_REPLY_ARRAY)
     {
         ngx_http_linegate_lease_done(lr->lease, lr->lease_seq);
         ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
@@ -1103,11 +942,7 @@ ngx_http_linegate_lr_get_tx_done(ngx_http_request_t *r,
         return;
     }
 
-    h = reply->element[o + rated + t];
-
-    if (t) {
-        (void) ngx_http_linegate_lr_hash_tracked(r, lr, reply, o + rated);
-    }
+    h = reply->element[o + rated];
 
     if (o
         && ngx_http_linegate_lr_revalidated(r, lr, reply->element[0],
@@ -1794,10 +1629,19 @@ ngx_http_linegate_lines_list_tracked(ngx_http_request_t *r,
         return;
     }
 
-    ngx_http_linegate_lines_tracking(r, &tx[0], &lr->list_fill);
+    ngx_http_linegate_redis_args_init(&tx[0]);
+    ngx_http_linegate_redis_arg_cstr(&tx[0], "CLIENT");
+    ngx_http_linegate_redis_arg_cstr(&tx[0], "TRACKING");
+    ngx_http_linegate_redis_arg_cstr(&tx[0], "on");
+    ngx_http_linegate_redis_arg_cstr(&tx[0], "REDIRECT");
+    ngx_http_linegate_redis_arg_int(r, &tx[0], lr->list_fill.redirect);
+    ngx_http_linegate_redis_arg_cstr(&tx[0], "OPTIN");
 
     for (i = 1; i < n; i += 2) {
-        ngx_http_linegate_lines_caching(&tx[i]);
+        ngx_http_linegate_redis_args_init(&tx[i]);
+        ngx_http_linegate_redis_arg_cstr(&tx[i], "CLIENT");
+        ngx_http_linegate_redis_arg_cstr(&tx[i], "CACHING");
+        ngx_http_linegate_redis_arg_cstr(&tx[i], "yes");
 
         ngx_http_linegate_redis_args_init(&tx[i + 1]);
 
@@ -1824,35 +1668,6 @@ ngx_http_linegate_lines_list_tracked(ngx_http_request_t *r,
     {
         ngx_http_linegate_lines_read_fail(r, NGX_HTTP_LINEGATE_LR_FAIL_STORE);
     }
-}
-
-
-/*
- * CLIENT TRACKING on REDIRECT <the subscriber> OPTIN: the connection's
- * next reads after CLIENT CACHING yes are tracked for the subscriber
- */
-static void
-ngx_http_linegate_lines_tracking(ngx_http_request_t *r,
-    ngx_http_linegate_redis_args_t *a, ngx_http_linegate_lines_cache_fill_t *f)
-{
-    ngx_http_linegate_redis_args_init(a);
-    ngx_http_linegate_redis_arg_cstr(a, "CLIENT");
-    ngx_http_linegate_redis_arg_cstr(a, "TRACKING");
-    ngx_http_linegate_redis_arg_cstr(a, "on");
-    ngx_http_linegate_redis_arg_cstr(a, "REDIRECT");
-    ngx_http_linegate_redis_arg_int(r, a, f->redirect);
-    ngx_http_linegate_redis_arg_cstr(a, "OPTIN");
-}
-
-
-/* CLIENT CACHING yes: the next command's keys are tracked (OPTIN) */
-static void
-ngx_http_linegate_lines_caching(ngx_http_linegate_redis_args_t *a)
-{
-    ngx_http_linegate_redis_args_init(a);
-    ngx_http_linegate_redis_arg_cstr(a, "CLIENT");
-    ngx_http_linegate_redis_arg_cstr(a, "CACHING");
-    ngx_http_linegate_redis_arg_cstr(a, "yes");
 }
 
 

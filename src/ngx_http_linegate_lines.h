@@ -311,14 +311,9 @@ struct ngx_http_linegate_lr_s {
     ngx_http_linegate_json_write_t  list_jw;
     /*
      * linegate_lines_cache: the hashes read tracked (one pipeline), what
-     * the fill was sent under (by-user's and GET's), GET's hash read
-     * tracked, or not to be looked for in the table again (a hit that
-     * could not be served, a tracked read refused)
+     * the fill was sent under
      */
     ngx_uint_t                      list_tracked;
-    ngx_uint_t                      hash_tracked;
-    ngx_uint_t                      hash_declined;
-    ngx_str_t                       hash_key;
     ngx_msec_t                      list_sent;
     ngx_http_linegate_lines_cache_fill_t  list_fill;
     ngx_http_linegate_redis_pubsub_barrier_t  list_barrier;

@@ -2,11 +2,9 @@
 /*
  * linegate: linegate_lines_cache (ngx_http_linegate_lines_cache.h).
  *
- * One table per worker: a red-black tree of by-user answers by workspace
- * and one of GET's hashes by key, one queue for both, the least recently
- * served entry dropped first once the entries' bytes pass the directive's
- * size (a GET's hash never drops another: it is kept only when it fits).
- * An entry is one allocation: its name, then the answer or the fields.
+ * One table per worker: a red-black tree by workspace, the least recently
+ * served answer dropped first once the answers' bytes pass the directive's
+ * size. An entry is one allocation: the workspace's id and the answer.
  */
 
 
@@ -23,15 +21,9 @@
 #define NGX_HTTP_LINEGATE_LINES_CACHE_DATE   10
 
 
-#define NGX_HTTP_LINEGATE_LINES_CACHE_ANSWER  0   /* by-user's, by ws */
-#define NGX_HTTP_LINEGATE_LINES_CACHE_HASH    1   /* GET's, by key */
-
-
 typedef struct {
     ngx_str_node_t                  sn;         /* the workspace, hashed */
     ngx_queue_t                     queue;      /* most recent first */
-    ngx_uint_t                      kind;
-    ngx_uint_t                      nfields;    /* HASH: body, n ngx_str_t */
     u_char                          date[NGX_HTTP_LINEGATE_LINES_CACHE_DATE];
     uint32_t                        index_crc;
     ngx_uint_t                      index_n;
@@ -45,8 +37,6 @@ typedef struct {
 typedef struct {
     ngx_rbtree_t                    tree;
     ngx_rbtree_node_t               sentinel;
-    ngx_rbtree_t                    hashes;
-    ngx_rbtree_node_t               hashes_sentinel;
     ngx_queue_t                     lru;
     size_t                          size;       /* of the entries */
     size_t                          max;
@@ -74,13 +64,6 @@ static void ngx_http_linegate_lines_cache_invalidate(u_char *key,
     size_t len);
 static ngx_http_linegate_lines_cache_entry_t *
     ngx_http_linegate_lines_cache_lookup(ngx_str_t *ws);
-static ngx_http_linegate_lines_cache_entry_t *
-    ngx_http_linegate_lines_cache_lookup_in(ngx_rbtree_t *tree,
-    ngx_str_t *name);
-static ngx_uint_t ngx_http_linegate_lines_cache_valid(
-    ngx_http_linegate_lines_cache_entry_t *e);
-static redisReply *ngx_http_linegate_lines_cache_reply(ngx_pool_t *pool,
-    ngx_http_linegate_lines_cache_entry_t *e);
 static void ngx_http_linegate_lines_cache_drop(
     ngx_http_linegate_lines_cache_entry_t *e);
 static void ngx_http_linegate_lines_cache_flush(void);
@@ -115,8 +98,6 @@ ngx_http_linegate_lines_cache_init_process(ngx_cycle_t *cycle,
     }
 
     ngx_rbtree_init(&c->tree, &c->sentinel, ngx_str_rbtree_insert_value);
-    ngx_rbtree_init(&c->hashes, &c->hashes_sentinel,
-                    ngx_str_rbtree_insert_value);
     ngx_queue_init(&c->lru);
     ngx_queue_init(&c->waiting);
     c->max = lmcf->lines_cache;
@@ -184,7 +165,11 @@ ngx_http_linegate_lines_cache_find(ngx_str_t *ws, ngx_str_t *date,
 
     e = ngx_http_linegate_lines_cache_lookup(ws);
 
-    if (e == NULL || !ngx_http_linegate_lines_cache_valid(e)) {
+    if (e == NULL
+        || e->pubsub_gen != ngx_http_linegate_redis_pubsub_gen()
+        || e->conn_gen != ngx_http_linegate_redis_conn_gen()
+        || !ngx_http_linegate_redis_pubsub_live())
+    {
         return NGX_DECLINED;
     }
 
@@ -299,8 +284,6 @@ ngx_http_linegate_lines_cache_store(ngx_http_linegate_lines_cache_fill_t *f,
     e->body.len = body->len;
     ngx_memcpy(p, body->data, body->len);
 
-    e->kind = NGX_HTTP_LINEGATE_LINES_CACHE_ANSWER;
-    e->nfields = 0;
     ngx_memcpy(e->date, date->data, NGX_HTTP_LINEGATE_LINES_CACHE_DATE);
     e->index_crc = crc;
     e->index_n = index->elements;
@@ -315,215 +298,11 @@ ngx_http_linegate_lines_cache_store(ngx_http_linegate_lines_cache_fill_t *f,
 }
 
 
-ngx_int_t
-ngx_http_linegate_lines_cache_hash_find(ngx_http_request_t *r,
-    ngx_str_t *key, ngx_http_linegate_redis_pubsub_barrier_t *b,
-    redisReply **flat)
-{
-    ngx_http_linegate_lines_cache_t        *c;
-    ngx_http_linegate_lines_cache_entry_t  *e;
-
-    c = &ngx_http_linegate_lines_cache;
-
-    if (c->max == 0) {
-        return NGX_DECLINED;
-    }
-
-    e = ngx_http_linegate_lines_cache_lookup_in(&c->hashes, key);
-
-    if (e == NULL) {
-        return NGX_DECLINED;
-    }
-
-    if (b->ping == 0) {
-        /* the first look: the barrier is taken now (see _find()) */
-        ngx_http_linegate_redis_pubsub_barrier(b);
-    }
-
-    ngx_http_linegate_redis_pubsub_read();
-
-    e = ngx_http_linegate_lines_cache_lookup_in(&c->hashes, key);
-
-    if (e == NULL || !ngx_http_linegate_lines_cache_valid(e)) {
-        return NGX_DECLINED;
-    }
-
-    if (!ngx_http_linegate_redis_pubsub_passed(b)) {
-        return NGX_AGAIN;
-    }
-
-    /* the request's own copy: the entry may go while it is used */
-    *flat = ngx_http_linegate_lines_cache_reply(r->pool, e);
-    if (*flat == NULL) {
-        return NGX_DECLINED;
-    }
-
-    ngx_queue_remove(&e->queue);
-    ngx_queue_insert_head(&c->lru, &e->queue);
-
-    return NGX_OK;
-}
-
-
-ngx_int_t
-ngx_http_linegate_lines_cache_hash_fill(
-    ngx_http_linegate_lines_cache_fill_t *f)
-{
-    ngx_http_linegate_lines_cache_t  *c;
-
-    c = &ngx_http_linegate_lines_cache;
-
-    /* a table without room takes no hash: no tracking then */
-    if (c->max == 0
-        || c->size + NGX_HTTP_LINEGATE_LINES_CACHE_HASH_SIZE > c->max)
-    {
-        return NGX_DECLINED;
-    }
-
-    return ngx_http_linegate_lines_cache_fill(f);
-}
-
-
-void
-ngx_http_linegate_lines_cache_hash_store(
-    ngx_http_linegate_lines_cache_fill_t *f, ngx_str_t *ws, ngx_str_t *key,
-    redisReply *flat)
-{
-    u_char                                 *p;
-    size_t                                  size, i;
-    ngx_str_t                              *field;
-    redisReply                             *v;
-    ngx_http_linegate_lines_cache_t        *c;
-    ngx_http_linegate_lines_cache_entry_t  *e;
-
-    c = &ngx_http_linegate_lines_cache;
-
-    if (c->max == 0
-        || flat->type != REDIS_REPLY_ARRAY || flat->elements == 0
-        || f->pubsub_gen != ngx_http_linegate_redis_pubsub_gen()
-        || f->conn_gen != ngx_http_linegate_redis_conn_gen()
-        || ngx_http_linegate_lines_cache_changed(f->seq,
-                                         ngx_hash_key(ws->data, ws->len)))
-    {
-        return;
-    }
-
-    size = sizeof(ngx_http_linegate_lines_cache_entry_t) + key->len
-           + flat->elements * sizeof(ngx_str_t);
-
-    for (i = 0; i < flat->elements; i++) {
-        v = flat->element[i];
-
-        if (v->type != REDIS_REPLY_STRING) {
-            return;
-        }
-
-        size += v->len;
-    }
-
-    e = ngx_http_linegate_lines_cache_lookup_in(&c->hashes, key);
-
-    if (e != NULL) {
-        ngx_http_linegate_lines_cache_drop(e);
-    }
-
-    /* (a hash grown by an outside writer: not worth the table's room) */
-    if (size > c->max / 4 || c->size + size > c->max) {
-        return;
-    }
-
-    e = ngx_alloc(size, c->log);
-    if (e == NULL) {
-        return;
-    }
-
-    field = (ngx_str_t *) (e + 1);
-    p = (u_char *) (field + flat->elements);
-
-    e->sn.str.data = p;
-    e->sn.str.len = key->len;
-    p = ngx_cpymem(p, key->data, key->len);
-
-    for (i = 0; i < flat->elements; i++) {
-        v = flat->element[i];
-        field[i].data = p;
-        field[i].len = v->len;
-        p = ngx_cpymem(p, v->str, v->len);
-    }
-
-    e->kind = NGX_HTTP_LINEGATE_LINES_CACHE_HASH;
-    e->nfields = flat->elements;
-    e->body.data = (u_char *) field;
-    e->body.len = 0;
-    e->index_crc = 0;
-    e->index_n = 0;
-    e->pubsub_gen = f->pubsub_gen;
-    e->conn_gen = f->conn_gen;
-    e->size = size;
-
-    e->sn.node.key = (uint32_t) ngx_hash_key(key->data, key->len);
-    ngx_rbtree_insert(&c->hashes, &e->sn.node);
-    ngx_queue_insert_head(&c->lru, &e->queue);
-    c->size += size;
-}
-
-
-/* a HASH entry as HGETALL's reply, in the pool (never freeReplyObject) */
-static redisReply *
-ngx_http_linegate_lines_cache_reply(ngx_pool_t *pool,
-    ngx_http_linegate_lines_cache_entry_t *e)
-{
-    u_char       *p;
-    size_t        i, len;
-    ngx_str_t    *field;
-    redisReply   *flat, *v;
-
-    field = (ngx_str_t *) e->body.data;
-
-    flat = ngx_pcalloc(pool, sizeof(redisReply)
-                             + e->nfields * (sizeof(redisReply *)
-                                             + sizeof(redisReply)));
-    if (flat == NULL) {
-        return NULL;
-    }
-
-    len = 0;
-
-    for (i = 0; i < e->nfields; i++) {
-        len += field[i].len + 1;
-    }
-
-    p = ngx_pnalloc(pool, len);
-    if (p == NULL) {
-        return NULL;
-    }
-
-    flat->type = REDIS_REPLY_ARRAY;
-    flat->elements = e->nfields;
-    flat->element = (redisReply **) (flat + 1);
-    v = (redisReply *) (flat->element + e->nfields);
-
-    for (i = 0; i < e->nfields; i++, v++) {
-        /* hiredis's strings end in a NUL: so do these */
-        ngx_memcpy(p, field[i].data, field[i].len);
-        p[field[i].len] = '\0';
-
-        v->type = REDIS_REPLY_STRING;
-        v->str = (char *) p;
-        v->len = field[i].len;
-        flat->element[i] = v;
-        p += field[i].len + 1;
-    }
-
-    return flat;
-}
-
-
 /* the subscriber's handler: a key changed, or NULL: all may have */
 static void
 ngx_http_linegate_lines_cache_invalidate(u_char *key, size_t len)
 {
-    ngx_str_t                               ws, name;
+    ngx_str_t                               ws;
     ngx_http_linegate_lines_cache_t        *c;
     ngx_http_linegate_lines_cache_entry_t  *e;
 
@@ -538,15 +317,6 @@ ngx_http_linegate_lines_cache_invalidate(u_char *key, size_t len)
 
     if (ngx_http_linegate_key_workspace_of(key, len, &ws) != NGX_OK) {
         return;
-    }
-
-    name.data = key;
-    name.len = len;
-
-    e = ngx_http_linegate_lines_cache_lookup_in(&c->hashes, &name);
-
-    if (e != NULL) {
-        ngx_http_linegate_lines_cache_drop(e);
     }
 
     c->seq++;
@@ -564,32 +334,11 @@ ngx_http_linegate_lines_cache_invalidate(u_char *key, size_t len)
 static ngx_http_linegate_lines_cache_entry_t *
 ngx_http_linegate_lines_cache_lookup(ngx_str_t *ws)
 {
-    return ngx_http_linegate_lines_cache_lookup_in(
-                                  &ngx_http_linegate_lines_cache.tree, ws);
-}
-
-
-static ngx_http_linegate_lines_cache_entry_t *
-ngx_http_linegate_lines_cache_lookup_in(ngx_rbtree_t *tree, ngx_str_t *name)
-{
     /* sn is the entry's first member; keys are 32-bit as lookup's */
     return (ngx_http_linegate_lines_cache_entry_t *)
-               ngx_str_rbtree_lookup(tree, name,
-                                     (uint32_t) ngx_hash_key(name->data,
-                                                             name->len));
-}
-
-
-/*
- * still what Redis tracks for the worker: filled on this command
- * connection, with this subscriber, which is live
- */
-static ngx_uint_t
-ngx_http_linegate_lines_cache_valid(ngx_http_linegate_lines_cache_entry_t *e)
-{
-    return e->pubsub_gen == ngx_http_linegate_redis_pubsub_gen()
-           && e->conn_gen == ngx_http_linegate_redis_conn_gen()
-           && ngx_http_linegate_redis_pubsub_live();
+               ngx_str_rbtree_lookup(&ngx_http_linegate_lines_cache.tree, ws,
+                                     (uint32_t) ngx_hash_key(ws->data,
+                                                             ws->len));
 }
 
 
@@ -600,9 +349,7 @@ ngx_http_linegate_lines_cache_drop(ngx_http_linegate_lines_cache_entry_t *e)
 
     c = &ngx_http_linegate_lines_cache;
 
-    ngx_rbtree_delete(e->kind == NGX_HTTP_LINEGATE_LINES_CACHE_HASH
-                      ? &c->hashes : &c->tree,
-                      &e->sn.node);
+    ngx_rbtree_delete(&c->tree, &e->sn.node);
     ngx_queue_remove(&e->queue);
     c->size -= e->size;
     ngx_free(e);

@@ -1,9 +1,8 @@
 
 /*
  * linegate: linegate_lines_cache, a worker's answers of GET
- * /api/lines/by-user and the hashes GET /api/line-requests/:id reads,
- * kept while Redis's client tracking says that nothing they were read
- * from has changed.
+ * /api/lines/by-user kept while Redis's client tracking says that nothing
+ * they were read from has changed.
  *
  * A fill reads the workspace's index and hashes after CLIENT TRACKING on
  * REDIRECT <the subscriber> OPTIN and a CLIENT CACHING yes before each
@@ -28,9 +27,6 @@
 
 /* a workspace with more live lines is not kept (its fill: 3 + 2n cmds) */
 #define NGX_HTTP_LINEGATE_LINES_CACHE_LINES  30
-
-/* room a GET's fill asks the table for: a request's hash, generously */
-#define NGX_HTTP_LINEGATE_LINES_CACHE_HASH_SIZE  4096
 
 
 /* what a fill was sent under: its answer is kept only if still so */
@@ -104,31 +100,6 @@ ngx_int_t ngx_http_linegate_lines_cache_fill(
 void ngx_http_linegate_lines_cache_store(
     ngx_http_linegate_lines_cache_fill_t *f, ngx_str_t *ws, ngx_str_t *date,
     redisReply *index, ngx_str_t *body);
-
-
-/*
- * GET by id: the hash kept under key (lg:{ws:W}:lr:<id>), once b passed
- * (b zeroed before the first call: taken then): NGX_OK and *flat, as
- * HGETALL's reply, in r's pool; NGX_AGAIN: b has not passed (_wait());
- * NGX_DECLINED: none may be served (read Redis).
- */
-ngx_int_t ngx_http_linegate_lines_cache_hash_find(ngx_http_request_t *r,
-    ngx_str_t *key, ngx_http_linegate_redis_pubsub_barrier_t *b,
-    redisReply **flat);
-
-/*
- * NGX_OK and f when a GET's HGETALL may be sent tracked (CLIENT TRACKING,
- * CLIENT CACHING yes before it): the table has room without dropping
- * anything, so that reads of more hashes than it holds cost Redis no
- * tracking
- */
-ngx_int_t ngx_http_linegate_lines_cache_hash_fill(
-    ngx_http_linegate_lines_cache_fill_t *f);
-
-/* a tracked HGETALL's reply: kept if nothing of ws changed since f */
-void ngx_http_linegate_lines_cache_hash_store(
-    ngx_http_linegate_lines_cache_fill_t *f, ngx_str_t *ws, ngx_str_t *key,
-    redisReply *flat);
 
 
 #endif /* _NGX_HTTP_LINEGATE_LINES_CACHE_H_INCLUDED_ */

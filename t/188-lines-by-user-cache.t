@@ -251,6 +251,13 @@ subtest 'hits: the answer kept, no HGETALL' => sub {
         push @bodies, $tx->res->body;
     }
     is($total, 0, '5 more by-user: no HGETALL');
+
+    # the metrics count the hits and the reads (shared by the workers)
+    my $m = $s->ua->get($s->url('/metrics'))->res->body;
+    my %c = $m =~ /^linegate_cache_requests_total
+                   \{cache="lines",result="(\w+)"\}\ (\d+)/mxg;
+    cmp_ok($c{hit} // 0, '>=', 5, 'metrics: by-user hits counted');
+    cmp_ok($c{miss} // 0, '>=', 1, 'metrics: by-user reads counted');
     is(scalar(grep { $_ eq $first->res->body } @bodies), 5,
        'byte-identical to the first answer');
 
