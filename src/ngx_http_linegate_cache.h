@@ -1,9 +1,10 @@
 
 /*
  * linegate: the per-worker credential cache. A fixed table of entries,
- * 2-way set-associative, keyed by a 32-byte digest (the set: its first
- * three bytes), each entry holding up to two short values (ids) until it
- * expires or its epoch is no longer the current one. Used by the API-key
+ * 8-way set-associative (2-way under 16 entries), keyed by a 32-byte
+ * digest (the set: its first three bytes), each entry holding up to two
+ * short values (ids) until it expires or its epoch is no longer the
+ * current one. Used by the API-key
  * and provisioning-account cache and by the Clerk token cache (auth.c).
  *
  * Pure C: the caller allocates the zeroed table and owns the clock, in
@@ -37,8 +38,9 @@ typedef struct {
 
 
 typedef struct {
-    unsigned char                  *entries;  /* sets * 2 * stride */
+    unsigned char                  *entries;  /* sets * ways * stride */
     size_t                          sets;     /* 0: the cache is off */
+    size_t                          ways;
     size_t                          stride;
     size_t                          value_max;
 } ngx_http_linegate_cache_t;
