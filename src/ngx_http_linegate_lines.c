@@ -33,6 +33,8 @@ static void ngx_http_linegate_lines_key_read(ngx_http_request_t *r,
     redisReply *reply);
 static void ngx_http_linegate_lines_dispatch(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr);
+static ngx_uint_t ngx_http_linegate_lines_revalidates(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr);
 static void ngx_http_linegate_lines_clock(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr);
 static ngx_int_t ngx_http_linegate_lines_path_id(ngx_http_request_t *r,
@@ -169,10 +171,7 @@ ngx_http_linegate_lines_handler(ngx_http_request_t *r,
      * instead (READ_REVALIDATE).
      */
     if (lr->caller == NGX_HTTP_LINEGATE_LR_CALLER_KEY
-        && !(lr->who.stale.len
-             && (ctx->api == NGX_HTTP_LINEGATE_API_LINES_BY_USER
-                 || (ctx->api == NGX_HTTP_LINEGATE_API_LINE_REQUEST
-                     && r->method == NGX_HTTP_GET))))
+        && !(lr->who.stale.len && ngx_http_linegate_lines_revalidates(r, lr)))
     {
         ngx_http_linegate_lines_key_lookup(r, lr);
         return;
@@ -247,8 +246,20 @@ ngx_http_linegate_lines_key_read(ngx_http_request_t *r, redisReply *reply)
 
     lr->caller = NGX_HTTP_LINEGATE_LR_CALLER_WS;
     lr->resolved = 1;
+    lr->lookups++;
 
     ngx_http_linegate_lines_dispatch(r, lr);
+}
+
+
+/* the reads whose pipeline checks a key's workspace (READ_REVALIDATE) */
+static ngx_uint_t
+ngx_http_linegate_lines_revalidates(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr)
+{
+    return lr->ctx->api == NGX_HTTP_LINEGATE_API_LINES_BY_USER
+           || (lr->ctx->api == NGX_HTTP_LINEGATE_API_LINE_REQUEST
+               && r->method == NGX_HTTP_GET);
 }
 
 
@@ -456,6 +467,22 @@ ngx_http_linegate_lines_read_fail(ngx_http_request_t *r,
 static void
 ngx_http_linegate_lr_get(ngx_http_request_t *r, ngx_http_linegate_lr_t *lr)
 {
+    if (lr->resolved && lr->lookups == 1 && !lr->deferred
+        && lr->ctx->api == NGX_HTTP_LINEGATE_API_LINE_REQUEST)
+    {
+        /*
+         * GET by id with a key just read from its lookup: checked as an
+         * expired entry of its workspace is, by the pipeline's plain
+         * commands rather than lr_get.lua (docs/performance.md); a key
+         * that passes is learned, one that does not is looked up again
+         * and goes the script's way. by-user keeps lr_list.lua: its
+         * pipeline reads the index, then the lines, a round trip more.
+         */
+        lr->ctx->state = NGX_HTTP_LINEGATE_READ_REVALIDATE;
+        ngx_http_linegate_lr_get_tx(r, lr);
+        return;
+    }
+
     if (lr->deferred || lr->resolved) {
         ngx_http_linegate_lr_script(r, lr);
         return;

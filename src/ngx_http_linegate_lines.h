@@ -285,11 +285,15 @@ struct ngx_http_linegate_lr_s {
      * workspace (then in who.value) with the store. resolved: the key
      * was read from its lookup (lines.c, before the endpoint's first
      * step), its workspace now in who.value; the scripts check that the
-     * workspace still lists key_digest.
+     * workspace still lists key_digest. lookups: how many times the
+     * lookup was read (GET by id checks the first one in its pipeline,
+     * as an expired entry; a second, after that check failed, goes the
+     * script's way).
      */
     ngx_str_t                       key_digest;
     ngx_http_linegate_lr_caller_e   caller;
     ngx_uint_t                      resolved;
+    ngx_uint_t                      lookups;
 
     /* the workspace's rate (lg_rl_gcra): what the request left */
     int64_t                         remaining;
