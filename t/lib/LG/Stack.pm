@@ -765,6 +765,22 @@ sub cluster_replicas {
 sub cluster_keyslot { return LG::RedisCluster::keyslot($_[1]) }
 
 # the port of the master serving $key's slot now
+# how many masters a pipeline of these keys writes to (one read each,
+# sent at once: still one round trip); 1 off a cluster
+sub masters_of {
+    my ($self, @keys) = @_;
+    return 1 if $self->topology ne 'cluster';
+    my %m = map { ($self->cluster_master_of($_) // '') => 1 } @keys;
+    return scalar keys %m;
+}
+
+# a pipeline's command names, comparable: on a cluster its commands to
+# two masters run in either order, so they are compared as a set
+sub pipeline_order {
+    my ($self, @names) = @_;
+    return $self->topology eq 'cluster' ? sort @names : @names;
+}
+
 sub cluster_master_of {
     my ($self, $key) = @_;
     my $slot = LG::RedisCluster::keyslot($key);
