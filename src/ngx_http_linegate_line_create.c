@@ -7,17 +7,19 @@
  * Redis and Stripe callback enters:
  *
  *   validate -> INDEX (SET lg:line:<id> W, its own slot; on a cluster
- *               with the set-up member, ZADD lg:{fleet}:lr:setup, the
- *               fleet's slot, in the same round trip: lr_setup.h)
- *            -> SCRIPT (lr_create) -+- included, refusals -> answer (kept
+ *               with the set-up member, ZADD lg:{fleet}:lr:setup, and
+ *               the journal's, ZADD lg:{fleet}:lr:inflight "<W> <id>",
+ *               the fleet's slot, in the same round trip: lr_setup.h)
+ *            -> SCRIPT (lr_create; on one Redis it writes a
+ *               reservation's journal member itself)
+ *                                   +- included, refusals -> answer (kept
  *                                   |  under the idempotency key by
  *                                   |  lr_create itself; on a cluster an
  *                                   |  included line's set-up entry is
  *                                   |  relayed after it, any other
- *                                   |  answer drops the member)
- *                                   `- reserved -> JOURNAL (lr_journal_add:
- *                                      lg:{fleet}:lr:inflight "<W> <id>",
- *                                      the fleet's slot) -> ISSUE (the
+ *                                   |  answer drops the member; the
+ *                                   |  journal's member goes)
+ *                                   `- reserved -> ISSUE (the
  *                                      invoice machine: draft, item,
  *                                      finalize) -> INVOICE_INDEX (SET
  *                                      lg:invoice:<in> "<W>:<id>", its
@@ -27,7 +29,6 @@
  * Every failure goes to create_fail, which undoes what the step holds:
  *
  *   SCRIPT, reply lost    -> RELEASE (lr_release by id) -> 503
- *   JOURNAL, any failure  -> RELEASE -> 503 (no Stripe call was made)
  *   ISSUE, STORE refused  -> DISCARD (void/delete the invoice)
  *                            -> RELEASE -> 502/503/500
  *   INVOICE_INDEX, any    -> DISCARD -> RELEASE -> 503/500 (the store
@@ -36,12 +37,14 @@
  *
  * then answers in FAILED, from lr->fail.
  *
- * The journal's member is written before any Stripe call, so that a
- * worker dying while it bills leaves a member for the reconciliation's
- * sweep to find (reconcile.c); it is removed (a durable ZREM) once
- * lr_invoice_store or lr_release answered, which settles the request.
- * A worker dying before the journal's write made no invoice: the
- * reservation is dropped by the workspace's next creation once stale.
+ * No reservation is ever without its journal member: lr_create writes
+ * both on one Redis; on a cluster the member is written before lr_create
+ * runs. A worker dying at any point after lr_create ran (or while it was
+ * still queued at a stalled Redis) leaves the member for the
+ * reconciliation's sweep (reconcile.c), which settles the request as
+ * worker_lost. The member is removed (a durable ZREM) once
+ * lr_invoice_store or lr_release answered, which settles the request,
+ * and on a cluster as soon as lr_create answered anything else.
  *
  * The invoice's webhook index is answered OK before the store is sent,
  * so that no request ever names an invoice the webhook cannot find (its
@@ -140,10 +143,10 @@ static void ngx_http_linegate_create_stored_answer(ngx_http_request_t *r,
     redisReply *reply, ngx_uint_t replayed);
 static void ngx_http_linegate_create_reserved(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr, redisReply *reply);
-static void ngx_http_linegate_create_journal(ngx_http_request_t *r,
+static ngx_int_t ngx_http_linegate_create_journal_member(
+    ngx_http_request_t *r, ngx_http_linegate_lr_t *lr);
+static void ngx_http_linegate_create_journal_drop(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr);
-static void ngx_http_linegate_create_journaled(ngx_http_request_t *r,
-    ngx_http_linegate_lr_t *lr, redisReply *reply);
 static void ngx_http_linegate_create_unjournal(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr, redisReply *reply);
 static void ngx_http_linegate_create_invoiced(ngx_http_request_t *r,
@@ -607,10 +610,6 @@ ngx_http_linegate_create_resume(ngx_http_request_t *r, redisReply *reply)
         ngx_http_linegate_create_done(r, lr, reply);
         return;
 
-    case NGX_HTTP_LINEGATE_CREATE_JOURNAL:
-        ngx_http_linegate_create_journaled(r, lr, reply);
-        return;
-
     case NGX_HTTP_LINEGATE_CREATE_ISSUE:
         if (ngx_http_linegate_invoice_next(r, lr) == NGX_DONE) {
             ngx_http_linegate_create_invoiced(r, lr);
@@ -703,11 +702,6 @@ ngx_http_linegate_create_fail(ngx_http_request_t *r,
 
         /* nothing reserved */
         ngx_http_linegate_create_failed(r, lr);
-        return;
-
-    case NGX_HTTP_LINEGATE_CREATE_JOURNAL:
-        /* no Stripe call was made: the reservation goes, nothing else */
-        ngx_http_linegate_create_release(r, lr);
         return;
 
     case NGX_HTTP_LINEGATE_CREATE_INVOICE_INDEX:
@@ -822,13 +816,14 @@ ngx_http_linegate_create_failed(ngx_http_request_t *r,
  * writes this index.
  *
  * On a cluster the index's slot is another node's: lr_create waits for
- * its answer (a step of its own), and for the set-up member's, written
- * in the same round trip (a pipeline: each command to its node, both
- * answered before lr_create is sent). On one Redis (or Sentinel's master)
- * both commands go in one write on one connection, which Redis runs in
- * order: the SET before lr_create, one round trip for the two. Should
- * the SET fail there (lr_create then fails too: out of memory) or its
- * answer be lost, create_done writes the index of a line made again.
+ * its answer (a step of its own), and for the set-up member's and the
+ * journal's, written in the same round trip (a pipeline: each command to
+ * its node, all answered before lr_create is sent). On one Redis (or
+ * Sentinel's master) both commands go in one write on one connection,
+ * which Redis runs in order: the SET before lr_create, one round trip for
+ * the two. Should the SET fail there (lr_create then fails too: out of
+ * memory) or its answer be lost, create_done writes the index of a line
+ * made again.
  */
 static void
 ngx_http_linegate_create_index(ngx_http_request_t *r,
@@ -842,9 +837,11 @@ ngx_http_linegate_create_index(ngx_http_request_t *r,
     /* the command keeps its arguments: lr->args is lr_create's */
     a = ngx_palloc(r->pool, sizeof(ngx_http_linegate_redis_args_t));
 
+    /* the journal's member, known from here on for a RELEASE to remove */
     if (a == NULL
         || ngx_http_linegate_line_index_args(r, &lr->id, &lr->who.value, a)
-           != NGX_OK)
+           != NGX_OK
+        || ngx_http_linegate_create_journal_member(r, lr) != NGX_OK)
     {
         ngx_http_linegate_internal_error(r);
         return;
@@ -855,6 +852,7 @@ ngx_http_linegate_create_index(ngx_http_request_t *r,
 
         if (ngx_http_linegate_create_index_cluster(r, lr, a) != NGX_OK) {
             ngx_str_null(&lr->setup);
+            ngx_str_null(&lr->journal);
             ngx_http_linegate_store_unavailable(r);
         }
 
@@ -876,16 +874,20 @@ ngx_http_linegate_create_index(ngx_http_request_t *r,
 
 
 /*
- * A cluster: the index's SET and the set-up member's ZADD, one pipeline
- * (two nodes, one round trip). The member covers the line lr_create may
- * make: its entry is appended after lr_create (create_relay), or by the
- * reconciliation's sweep if this worker dies in between.
+ * A cluster: the index's SET, the set-up member's ZADD and the journal
+ * member's, one pipeline (two nodes, one round trip). The set-up member
+ * covers the line lr_create may make: its entry is appended after
+ * lr_create (create_relay), or by the reconciliation's sweep if this
+ * worker dies in between. The journal's covers the reservation it may
+ * make instead, which lr_create cannot write in another slot: written
+ * after it, a worker dying in between would leave a reservation nobody
+ * sweeps.
  */
 static ngx_int_t
 ngx_http_linegate_create_index_cluster(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr, ngx_http_linegate_redis_args_t *a)
 {
-    ngx_http_linegate_redis_args_t  cmds[2];
+    ngx_http_linegate_redis_args_t  cmds[3];
 
     if (ngx_http_linegate_lr_setup_member(r->pool, &lr->who.value, &lr->id,
                                           &lr->setup)
@@ -896,8 +898,11 @@ ngx_http_linegate_create_index_cluster(ngx_http_request_t *r,
 
     cmds[0] = *a;
     ngx_http_linegate_lr_setup_add_args(r, &cmds[1], &lr->setup);
+    ngx_http_linegate_lr_journal_add_args(r, &cmds[2],
+                                          NGX_HTTP_LINEGATE_KEY_LR_INFLIGHT,
+                                          &lr->journal);
 
-    return ngx_http_linegate_redis_pipeline(r, 2, cmds,
+    return ngx_http_linegate_redis_pipeline(r, 3, cmds,
                                             ngx_http_linegate_create_resume);
 }
 
@@ -920,36 +925,40 @@ ngx_http_linegate_create_index_reply(ngx_http_request_t *r,
 
 
 /*
- * the index's step of its own (a cluster), with the set-up member, then
- * lr_create
+ * the index's step of its own (a cluster), with the set-up and journal
+ * members, then lr_create
  */
 static void
 ngx_http_linegate_create_indexed(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr, redisReply *reply)
 {
     if (reply == NULL) {
-        /* no line, no claim: only the index and the member may be */
+        /* no line, no claim: only the index and the members may be */
         ngx_http_linegate_create_unindex(r, lr);
         (void) ngx_http_linegate_lr_setup_drop(r->connection->log,
                                                &lr->setup);
+        ngx_http_linegate_create_journal_drop(r, lr);
         ngx_http_linegate_store_unavailable(r);
         return;
     }
 
-    if (reply->type != REDIS_REPLY_ARRAY || reply->elements != 2
+    if (reply->type != REDIS_REPLY_ARRAY || reply->elements != 3
         || reply->element[0]->type != REDIS_REPLY_STATUS
-        || reply->element[1]->type != REDIS_REPLY_INTEGER)
+        || reply->element[1]->type != REDIS_REPLY_INTEGER
+        || reply->element[2]->type != REDIS_REPLY_INTEGER)
     {
         ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
                       NGX_HTTP_LINEGATE_LOG "unexpected reply to the line "
-                      "request index and set-up member (types %d, %d)",
+                      "request index and its members (types %d, %d, %d)",
                       reply->elements > 0 ? reply->element[0]->type : -1,
-                      reply->elements > 1 ? reply->element[1]->type : -1);
+                      reply->elements > 1 ? reply->element[1]->type : -1,
+                      reply->elements > 2 ? reply->element[2]->type : -1);
 
-        /* no line was made: neither stays */
+        /* no line was made: none stays */
         ngx_http_linegate_create_unindex(r, lr);
         (void) ngx_http_linegate_lr_setup_drop(r->connection->log,
                                                &lr->setup);
+        ngx_http_linegate_create_journal_drop(r, lr);
         ngx_http_linegate_internal_error(r);
         return;
     }
@@ -1099,8 +1108,9 @@ ngx_http_linegate_create_script(ngx_http_request_t *r,
     ngx_http_linegate_redis_arg_str(a, &lr->body);
 
     /*
-     * KEYS[4..8], after lr_gate's; KEYS[9] the set-up stream on one
-     * Redis only: on a cluster it is another slot (lr_setup.h)
+     * KEYS[4..8], after lr_gate's; KEYS[9] the set-up stream and
+     * KEYS[10] the journal on one Redis only: on a cluster they are
+     * other slots (lr_setup.h, create_index_cluster)
      */
     ngx_http_linegate_lines_key(lr, a, NGX_HTTP_LINEGATE_KEY_WS_LRVOID,
                                 &lr->who.value, &lr->id);
@@ -1110,6 +1120,8 @@ ngx_http_linegate_create_script(ngx_http_request_t *r,
     if (!lmcf->redis_cluster) {
         ngx_http_linegate_redis_arg_key(a,
             ngx_http_linegate_key_fixed(NGX_HTTP_LINEGATE_KEY_PROVISIONING));
+        ngx_http_linegate_redis_arg_key(a,
+            ngx_http_linegate_key_fixed(NGX_HTTP_LINEGATE_KEY_LR_INFLIGHT));
     }
 
     lr->ctx->state = NGX_HTTP_LINEGATE_CREATE_SCRIPT;
@@ -1121,11 +1133,17 @@ ngx_http_linegate_create_script(ngx_http_request_t *r,
     {
         /*
          * nothing was sent (the slot's master not connected): nothing to
-         * release, and no entry to relay: the set-up member goes now
-         * rather than at the sweep
+         * release, and no entry to relay: a cluster's members go now
+         * rather than at the sweep (on one Redis none was written)
          */
         (void) ngx_http_linegate_lr_setup_drop(r->connection->log,
                                                &lr->setup);
+
+        if (lmcf->redis_cluster) {
+            ngx_http_linegate_create_journal_drop(r, lr);
+        }
+
+        ngx_str_null(&lr->journal);
         lr->fail = NGX_HTTP_LINEGATE_LR_FAIL_STORE;
         ngx_http_linegate_create_failed(r, lr);
     }
@@ -1136,8 +1154,9 @@ static void
 ngx_http_linegate_create_done(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr, redisReply *reply)
 {
-    int64_t    made;
-    ngx_int_t  code;
+    int64_t                         made;
+    ngx_int_t                       code;
+    ngx_http_linegate_main_conf_t  *lmcf;
 
     if (reply == NULL && !lr->deferred) {
         ngx_http_linegate_create_fail(r, lr, NGX_HTTP_LINEGATE_LR_FAIL_STORE,
@@ -1145,15 +1164,32 @@ ngx_http_linegate_create_done(ngx_http_request_t *r,
         return;
     }
 
+    if (ngx_http_linegate_reply_int(reply, 0, &made) != NGX_OK) {
+        made = -1;
+    }
+
     /* no line made: the index goes, queued before the answer is sent */
-    if (ngx_http_linegate_reply_int(reply, 0, &made) != NGX_OK
-        || (made != NGX_HTTP_LINEGATE_LR_OK
-            && made != NGX_HTTP_LINEGATE_LR_RESERVED))
+    if (made != NGX_HTTP_LINEGATE_LR_OK
+        && made != NGX_HTTP_LINEGATE_LR_RESERVED)
     {
         ngx_http_linegate_create_unindex(r, lr);
 
     } else {
         ngx_http_linegate_create_reindex(r, lr);
+    }
+
+    /*
+     * no reservation: a cluster's journal member goes (on one Redis
+     * lr_create wrote none)
+     */
+    if (made != NGX_HTTP_LINEGATE_LR_RESERVED) {
+        lmcf = ngx_http_get_module_main_conf(r, ngx_http_linegate_module);
+
+        if (lmcf->redis_cluster) {
+            ngx_http_linegate_create_journal_drop(r, lr);
+        }
+
+        ngx_str_null(&lr->journal);
     }
 
     ngx_http_linegate_create_relay(r, lr, reply);
@@ -1356,79 +1392,36 @@ ngx_http_linegate_create_reserved(ngx_http_request_t *r,
     ngx_str_set(&lr->line.status, NGX_HTTP_LINEGATE_LR_AWAITING);
     ngx_str_set(&lr->line.payment_status, "unpaid");
 
-    ngx_http_linegate_create_journal(r, lr);
-}
-
-
-/*
- * CREATE_JOURNAL: the reservation's member "<W> <id>" in the journal
- * lg:{fleet}:lr:inflight (a plain ZADD, the fleet's slot), before any
- * Stripe call: a worker that dies while billing leaves it for the
- * reconciliation's sweep. Sent, it is removed after the request settles
- * (create_unjournal), whether it was written or its reply lost.
- */
-static void
-ngx_http_linegate_create_journal(ngx_http_request_t *r,
-    ngx_http_linegate_lr_t *lr)
-{
-    u_char                          *p;
-    ngx_http_linegate_redis_args_t  *a;
-
-    lr->ctx->state = NGX_HTTP_LINEGATE_CREATE_JOURNAL;
-
-    /* a script's arguments outlive the call: NOSCRIPT sends them again */
-    a = ngx_palloc(r->pool, sizeof(ngx_http_linegate_redis_args_t));
-    p = ngx_pnalloc(r->pool, lr->ws.len + 1 + lr->id.len);
-
-    if (a == NULL || p == NULL) {
-        ngx_http_linegate_create_fail(r, lr,
-                                      NGX_HTTP_LINEGATE_LR_FAIL_INTERNAL,
-                                      0, -1);
-        return;
-    }
-
-    lr->journal.data = p;
-    lr->journal.len = ngx_sprintf(p, "%V %V", &lr->ws, &lr->id) - p;
-
-    ngx_http_linegate_redis_args_init(a);
-    ngx_http_linegate_redis_arg_int(r, a, lr->now_ms);
-    ngx_http_linegate_redis_arg_str(a, &lr->journal);
-    ngx_http_linegate_redis_arg_key(a,
-        ngx_http_linegate_key_fixed(NGX_HTTP_LINEGATE_KEY_LR_INFLIGHT));
-
-    if (ngx_http_linegate_redis_script(r,
-                                       NGX_HTTP_LINEGATE_SCRIPT_LR_JOURNAL_ADD,
-                                       a->nkeys, a,
-                                       ngx_http_linegate_create_resume)
-        != NGX_OK)
-    {
-        /* not sent: no member to remove */
-        ngx_str_null(&lr->journal);
-        ngx_http_linegate_create_fail(r, lr, NGX_HTTP_LINEGATE_LR_FAIL_STORE,
-                                      0, -1);
-    }
-}
-
-
-/* the journal written: ISSUE; not (lost, refused): released, 503 */
-static void
-ngx_http_linegate_create_journaled(ngx_http_request_t *r,
-    ngx_http_linegate_lr_t *lr, redisReply *reply)
-{
-    if (reply == NULL || reply->type != REDIS_REPLY_INTEGER) {
-        ngx_http_linegate_create_fail(r, lr, NGX_HTTP_LINEGATE_LR_FAIL_STORE,
-                                      0, -1);
-        return;
-    }
-
-    lr->ctx->state = NGX_HTTP_LINEGATE_CREATE_ISSUE;
-
+    /* the journal's member is written (create_journal_member): bill */
     if (ngx_http_linegate_invoice_issue(r, lr,
                                         ngx_http_linegate_create_stripe_done)
         == NGX_DONE)
     {
         ngx_http_linegate_create_invoiced(r, lr);
     }
+}
+
+
+/*
+ * The request's member "<W> <id>" of the journal lg:{fleet}:lr:inflight,
+ * built before lr_create is sent: lr_create writes it with a reservation
+ * on one Redis, create_index_cluster before lr_create on a cluster.
+ */
+static ngx_int_t
+ngx_http_linegate_create_journal_member(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr)
+{
+    u_char  *p;
+
+    p = ngx_pnalloc(r->pool, lr->who.value.len + 1 + lr->id.len);
+    if (p == NULL) {
+        return NGX_ERROR;
+    }
+
+    lr->journal.data = p;
+    lr->journal.len = ngx_sprintf(p, "%V %V", &lr->who.value, &lr->id) - p;
+
+    return NGX_OK;
 }
 
 
@@ -1441,11 +1434,20 @@ static void
 ngx_http_linegate_create_unjournal(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr, redisReply *reply)
 {
+    if (reply != NULL && reply->type == REDIS_REPLY_INTEGER) {
+        ngx_http_linegate_create_journal_drop(r, lr);
+    }
+}
+
+
+/* the journal's member goes, if it may be there: a durable ZREM */
+static void
+ngx_http_linegate_create_journal_drop(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr)
+{
     ngx_http_linegate_redis_args_t  a;
 
-    if (lr->journal.len == 0 || reply == NULL
-        || reply->type != REDIS_REPLY_INTEGER)
-    {
+    if (lr->journal.len == 0) {
         return;
     }
 
@@ -1458,6 +1460,8 @@ ngx_http_linegate_create_unjournal(ngx_http_request_t *r,
     (void) ngx_http_linegate_redis_durable_command(r->connection->log, &a,
                                                    "a journal member's "
                                                    "removal");
+
+    ngx_str_null(&lr->journal);
 }
 
 

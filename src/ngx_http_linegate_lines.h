@@ -153,7 +153,6 @@ typedef enum {
 typedef enum {
     NGX_HTTP_LINEGATE_CREATE_SCRIPT = 0, /* lr_create.lua */
     NGX_HTTP_LINEGATE_CREATE_INDEX,      /* SET lg:line:<id>, before it */
-    NGX_HTTP_LINEGATE_CREATE_JOURNAL,    /* ZADD lg:{fleet}:lr:inflight */
     NGX_HTTP_LINEGATE_CREATE_ISSUE,      /* the invoice machine: issue */
     NGX_HTTP_LINEGATE_CREATE_INVOICE_INDEX, /* SET lg:invoice:<in>, before */
     NGX_HTTP_LINEGATE_CREATE_STORE,      /* lr_invoice_store.lua */
@@ -325,7 +324,11 @@ struct ngx_http_linegate_lr_s {
     uint32_t                        list_crc;    /* of the index read */
 
     ngx_str_t                       customer;
-    /* an add-on's member "<W> <id>" of the journal, once sent there */
+    /*
+     * POST: the member "<W> <id>" of the journal lg:{fleet}:lr:inflight
+     * that lr_create's reservation may have (line_create.c); empty once
+     * it is known not to be there, or its removal is sent
+     */
     ngx_str_t                       journal;
     /*
      * a cluster: the member "<W> <id> <nonce>" of lg:{fleet}:lr:setup

@@ -61,18 +61,29 @@ void
 ngx_http_linegate_lr_setup_add_args(ngx_http_request_t *r,
     ngx_http_linegate_redis_args_t *a, ngx_str_t *member)
 {
+    ngx_http_linegate_lr_journal_add_args(r, a,
+                                          NGX_HTTP_LINEGATE_KEY_LR_SETUP,
+                                          member);
+}
+
+
+void
+ngx_http_linegate_lr_journal_add_args(ngx_http_request_t *r,
+    ngx_http_linegate_redis_args_t *a, ngx_http_linegate_key_e journal,
+    ngx_str_t *member)
+{
     ngx_http_linegate_redis_args_init(a);
 
     /*
      * acknowledged with linegate_redis_wait, alone or in a pipeline (the
-     * creation's, with the index): lost with its master, a relay its
-     * worker does not finish has nothing for the sweep to find
+     * creation's, with the index): lost with its master, the step it
+     * covers, unfinished by a dead worker, has nothing for the sweep to
+     * find
      */
     a->acknowledged = 1;
 
     ngx_http_linegate_redis_arg_cstr(a, "ZADD");
-    ngx_http_linegate_redis_arg_str(a,
-        ngx_http_linegate_key_fixed(NGX_HTTP_LINEGATE_KEY_LR_SETUP));
+    ngx_http_linegate_redis_arg_str(a, ngx_http_linegate_key_fixed(journal));
 
     /*
      * scored when written, not when the request began: written after

@@ -31,6 +31,7 @@
 
 #include "ngx_http_linegate_module.h"
 #include "ngx_http_linegate_redis.h"
+#include "ngx_http_linegate_keys.h"
 
 
 /*
@@ -64,6 +65,15 @@ ngx_int_t ngx_http_linegate_lr_setup_member(ngx_pool_t *pool, ngx_str_t *ws,
  */
 void ngx_http_linegate_lr_setup_add_args(ngx_http_request_t *r,
     ngx_http_linegate_redis_args_t *a, ngx_str_t *member);
+
+/*
+ * "ZADD <journal> <now, ms> <member>" into a, acknowledged: a member of
+ * one of the fleet's journals written before the step it covers (the
+ * set-up relay's, a creation's lg:{fleet}:lr:inflight on a cluster)
+ */
+void ngx_http_linegate_lr_journal_add_args(ngx_http_request_t *r,
+    ngx_http_linegate_redis_args_t *a, ngx_http_linegate_key_e journal,
+    ngx_str_t *member);
 
 /*
  * The entry was made: a durable XADD to lg:provisioning, then, once it

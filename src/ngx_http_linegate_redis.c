@@ -198,9 +198,15 @@ typedef struct {
     /*
      * linegate_redis_wait: WAIT written after an acknowledged command, on
      * its node (again on the node a redirect names); short: the last
-     * WAIT of that node counted too few replicas, or was not sent
+     * WAIT of that node counted too few replicas, or was not sent.
+     * covered: a later acknowledged command of the pipeline goes to the
+     * same node (its one connection), and the WAIT after that one
+     * acknowledges this one too: none of its own, so that two WAITs in
+     * a row never take twice linegate_redis_wait's timeout (a redirect
+     * still gets its WAIT on the node it names).
      */
     ngx_uint_t                          acked;
+    ngx_uint_t                          covered;
     ngx_uint_t                          wait_short;
 } ngx_http_linegate_redis_part_t;
 
@@ -264,6 +270,8 @@ static ngx_int_t ngx_http_linegate_redis_pipeline_send(
     ngx_http_linegate_redis_args_t *args, const char *name, ngx_str_t *keys,
     ngx_http_linegate_redis_handler_pt handler);
 static ngx_uint_t ngx_http_linegate_redis_waited(redisReply *reply);
+static void ngx_http_linegate_redis_pipeline_cover(
+    ngx_http_linegate_redis_pipeline_t *pl, ngx_uint_t ncmds);
 static ngx_int_t ngx_http_linegate_redis_pipeline_wait(
     ngx_http_linegate_redis_part_t *part);
 static void ngx_http_linegate_redis_pipeline_wait_cb(redisAsyncContext *ac,
@@ -712,7 +720,13 @@ ngx_http_linegate_redis_pipeline_send(ngx_http_request_t *r,
             ngx_free(pl);
             return NGX_ERROR;
         }
+
+        part->acked = (args != NULL && args[i].acknowledged
+                       && ngx_http_linegate_redis.lmcf->redis_wait_replicas
+                          > 0);
     }
+
+    ngx_http_linegate_redis_pipeline_cover(pl, ncmds);
 
     pl->cmd.r = r;
     pl->cmd.handler = handler;
@@ -754,11 +768,7 @@ ngx_http_linegate_redis_pipeline_send(ngx_http_request_t *r,
         pl->queued++;
 
         /* written with the command: the same round trip */
-        part->acked = (args != NULL && args[i].acknowledged
-                       && ngx_http_linegate_redis.lmcf->redis_wait_replicas
-                          > 0);
-
-        if (part->acked) {
+        if (part->acked && !part->covered) {
             (void) ngx_http_linegate_redis_pipeline_wait(part);
         }
     }
@@ -770,6 +780,27 @@ ngx_http_linegate_redis_pipeline_send(ngx_http_request_t *r,
                   ngx_http_linegate_redis.lmcf->redis_command_timeout);
 
     return NGX_OK;
+}
+
+
+/*
+ * an acknowledged command whose node takes a later acknowledged one:
+ * covered by that one's WAIT
+ */
+static void
+ngx_http_linegate_redis_pipeline_cover(ngx_http_linegate_redis_pipeline_t *pl,
+    ngx_uint_t ncmds)
+{
+    ngx_uint_t  i, j;
+
+    for (i = 0; i < ncmds; i++) {
+        for (j = i + 1; pl->part[i].acked && j < ncmds; j++) {
+            if (pl->part[j].acked && pl->part[j].node == pl->part[i].node) {
+                pl->part[i].covered = 1;
+                break;
+            }
+        }
+    }
 }
 
 
@@ -1120,12 +1151,12 @@ ngx_http_linegate_redis_reply_cb(redisAsyncContext *ac, void *data,
 
 
 /*
- * The writes a 200 stands on (linegate_redis_wait): the creation's commit,
- * the journal member that has a worker's death while it bills swept, and
- * the invoice it is billed by, the confirm's claim of its number (a
- * claim lost with its master would put the number back in the inventory
- * while the line holds it) and its recorded line, the settlements of a
- * payment (GET's reconciliation, the webhooks).
+ * The writes a 200 stands on (linegate_redis_wait): the creation's commit
+ * (on one Redis with the journal member that has a worker's death while
+ * it bills swept) and the invoice it is billed by, the confirm's claim
+ * of its number (a claim lost with its master would put the number back
+ * in the inventory while the line holds it) and its recorded line, the
+ * settlements of a payment (GET's reconciliation, the webhooks).
  */
 static ngx_uint_t
 ngx_http_linegate_redis_acknowledged(ngx_int_t script)
@@ -1133,7 +1164,6 @@ ngx_http_linegate_redis_acknowledged(ngx_int_t script)
     switch (script) {
 
     case NGX_HTTP_LINEGATE_SCRIPT_LR_CREATE:
-    case NGX_HTTP_LINEGATE_SCRIPT_LR_JOURNAL_ADD:
     case NGX_HTTP_LINEGATE_SCRIPT_LR_INVOICE_STORE:
     case NGX_HTTP_LINEGATE_SCRIPT_LR_RESOLVE:
     case NGX_HTTP_LINEGATE_SCRIPT_PV_CLAIM:

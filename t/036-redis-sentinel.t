@@ -16,7 +16,7 @@ use POSIX qw(_exit);
 use IO::Handle;
 use Mojo::UserAgent;
 use LG::Stack;
-use LG::Test;
+use LG::Test qw(:DEFAULT eventually);
 use LG::Lines qw(body);
 use LG::Provision;
 
@@ -296,17 +296,19 @@ subtest 'a write no replica acknowledges' => sub {
     is($ok->res->code, 201, 'acknowledged: created');
     cmp_ok($waits->(), '>', $before, 'WAIT was sent');
 
-    # a paid add-on stands on four writes: lr_create's reservation, the
-    # journal member that has its billing swept should its worker die,
-    # the invoice's index (SET lg:invoice:<in>, by which its payment's
-    # webhook finds it) and lr_invoice_store; each is acknowledged before
-    # the next step
+    # a paid add-on stands on three steps of writes: lr_create's
+    # reservation with the journal member that has its billing swept
+    # should its worker die (one step), the invoice's index (SET
+    # lg:invoice:<in>, by which its payment's webhook finds it) and
+    # lr_invoice_store; each is acknowledged before the next step
     my $wp = settled_workspace('org_wait_paid');
     $before = $waits->();
     my ($paid) = $l->awaiting($wp);
     ok($paid, 'a paid add-on created');
-    is($waits->() - $before, 4, 'four WAITs: the reservation, the '
+    is($waits->() - $before, 3, 'three WAITs: the reservation and its '
        . 'journal member, the invoice index, the invoice');
+    ok(eventually(sub { !$r->zcard('lg:{fleet}:lr:inflight') }, 5),
+       'the journal member gone after the store');
 
     # the replicas stop acknowledging (a partition, as far as WAIT knows)
     my @replicas = map { /port=(\d+)/ ? $1 : () }

@@ -117,13 +117,13 @@ subtest 'a cold key: its lookup, then the workspace\'s step' => sub {
     ($cmds) = $s->redis_traffic(sub { $tx = $l->create($ck) });
     is($tx->res->code, 201, 'create');
     # (the owner index lg:line:<id> is its own step, before the script;
-    # on a cluster with the set-up relay's member, and the stream is not
-    # among the script's keys)
+    # on a cluster with the set-up relay's and the journal's members, and
+    # neither the stream nor the journal is among the script's keys)
     my @n = @{ names($cmds) };
     my ($ev) = grep { $n[$_] eq 'EVALSHA' } 0 .. $#n;
     ok($n[0] eq 'GET' && defined $ev && grep({ $n[$_] eq 'SET' } 1 .. $ev - 1),
        'create: lookup, its index, then its script') or diag "@$cmds";
-    my $nkeys = $MODE eq 'c' ? 8 : 9;
+    my $nkeys = $MODE eq 'c' ? 8 : 10;
     like($cmds->[$ev // 0] // '',
          qr/"EVALSHA" "[0-9a-f]{40}" "$nkeys" "lg:\{ws:$w->{id}\}" /,
          'create: its KEYS[1] the workspace');

@@ -20,10 +20,14 @@
 -- over. The owner index lg:line:<id> is not written here: nginx writes
 -- it in its own step before this one (a creation this script refuses
 -- leaves it naming a workspace without the line, which every reader
--- answers as unknown). Nor is the journal lg:{fleet}:lr:inflight: nginx
--- writes a reservation's member there in its own step, before any
--- Stripe call (a reservation whose worker died before that step has no
--- invoice: the stale rule below drops it).
+-- answers as unknown).
+-- KEYS[10] the journal lg:{fleet}:lr:inflight on one Redis only: a
+-- reservation's member "<W> <id>" is written here, with it, so that no
+-- reservation is ever without one (a worker dying as soon as this step
+-- ran leaves it for the reconciliation's sweep). On a cluster it is
+-- another slot: nginx writes the member before this step, with the owner
+-- index, and removes it once this step answered anything but a
+-- reservation.
 -- ARGV[1..6] see lr_gate
 -- ARGV[7] id, ARGV[8] now (ms), ARGV[9] now (ISO 8601)
 -- ARGV[10] channelType, ARGV[11] lineType, ARGV[12] firstName,
@@ -252,6 +256,12 @@ else
         f[#f + 1] = 'idem'
         f[#f + 1] = ARGV[20]
     end
+end
+
+if cost == 'addon' and ARGV[1] == 'w' then
+    -- first: a ZADD refused (WRONGTYPE, OOM) stops the script before
+    -- the reservation is written
+    redis.call('ZADD', KEYS[10], now, ws .. ' ' .. id)
 end
 
 redis.call('HSET', lkey, unpack(f))
