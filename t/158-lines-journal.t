@@ -28,7 +28,9 @@ use LG::Lines qw(body);
 # why it outlasts any slow machine); the entries a run queues are left on
 # the stream (linegate_reconcile_delay), so that two runs can be counted
 my $HOLD = 8000;
-my $s = LG::Stack->new(STRIPE_TIMEOUT => '15s',
+# (the Redis command timeout outlasts the last subtest's busy Redis:
+# lr_create must still be in flight, not timed out, when its worker dies)
+my $s = LG::Stack->new(STRIPE_TIMEOUT => '15s', REDIS_COMMAND_TIMEOUT => '5s',
                        HTTP_EXTRA => 'linegate_reconcile_delay 1h; '
                            . 'linegate_reconcile_lost_after 1s;')->start;
 my $l = LG::Lines->new($s);
@@ -284,10 +286,14 @@ subtest 'killed with lr_create queued at a busy Redis: swept' => sub {
     my $port = $s->topology eq 'sentinel' ? $s->sentinel_master_port
                                           : $s->redis_port;
     my $HELD_MS = 2500;
+    pipe(my $ready_r, my $ready_w) or die "pipe: $!";
     my $pid = fork // die "fork: $!";
     if ($pid == 0) {
+        close $ready_r;
         my $busy = Redis->new(server => "127.0.0.1:$port",
                               read_timeout => 30);
+        syswrite $ready_w, "1";
+        close $ready_w;
         $busy->eval(<<'LUA', 0, $HELD_MS);
 local t = redis.call('TIME')
 local start = t[1] * 1000000 + t[2]
@@ -298,14 +304,16 @@ return 1
 LUA
         POSIX::_exit(0);
     }
-    sleep 0.3;
+    close $ready_w;
+    sysread $ready_r, my $ready, 1;
+    sleep 0.2;    # the script sent: Redis is held
     my $t0 = time;
     my $killed = 0;
     # a Clerk token: no key lookup, lr_create is written at once
     my (undef, $done) = $l->during([$w->{clerk}, POST => '/api/line-requests',
                                     $EMAIL, 'Idempotency-Key' => 'jq'],
                                    sub {
-        return 0 if time < $t0 + 0.5;
+        return 0 if time < $t0 + 0.2;
         $killed = $s->kill_workers;
         return 1;
     }, 60);
@@ -315,7 +323,9 @@ LUA
        'Redis ran the dead worker\'s lr_create: a reservation');
     my ($id) = $l->request_ids($w);
     is($l->lr($w, $id)->{provisioningStatus}, 'awaiting_payment',
-       'awaiting payment, no invoice');
+       'awaiting payment');
+    ok(!defined $l->lr($w, $id)->{invoiceId}, 'no invoice named');
+    is(scalar $l->invoices($w->{customer}), 0, 'none made at Stripe');
     is_deeply([members($w)], ["$w->{id} $id"],
               'its journal member written with it');
     sleep 1.1;    # linegate_reconcile_lost_after
