@@ -7,8 +7,7 @@ use Test::More;
 use Digest::SHA qw(sha256_hex);
 use POSIX qw(strftime);
 use LG::Stack;
-use LG::Test;
-use LG::Test qw(eventually);
+use LG::Test qw(:DEFAULT eventually);
 
 # 1000 numbers per inventory call need a body larger than the 16k default:
 # the operator location gets the limits docs/operator.md recommends

@@ -78,7 +78,7 @@ subtest 'the key in the body, or in both' => sub {
     $l->invalid_field($l->create($w, body(idempotencyKey => 'b-2'),
                                  key('b-3')),
                       'idempotencyKey', 'both, different: 400');
-    is_deeply($l->state_keys($w), $before, 'nothing written');
+    $l->state_unchanged($w, $before, 'nothing written');
     is(count_ids($w), 1, 'still one request');
 };
 
@@ -100,7 +100,7 @@ subtest 'another body with the key: 422' => sub {
     my $b = $l->error_is($l->create($w, body(lastName => 'Other'),
                                     key('m-1')),
                          422, 'IDEMPOTENCY_KEY_MISMATCH', 'another body');
-    is_deeply($l->state_keys($w), $before, 'nothing written');
+    $l->state_unchanged($w, $before, 'nothing written');
     $l->error_is($l->create($w, body(unknown => 1), key('m-1')), 422,
                  'IDEMPOTENCY_KEY_MISMATCH', 'an extra field is another body');
 };

@@ -8,7 +8,7 @@ use lib 't/lib';
 use Test::More;
 use Time::HiRes qw(sleep);
 use LG::Stack;
-use LG::Test;
+use LG::Test qw(:DEFAULT eventually);
 use LG::Lines qw(body);
 
 my $s = LG::Stack->new(RECONCILE_INTERVAL => '2s')->start;
@@ -157,7 +157,9 @@ subtest 'GET: awaiting payment, reconciled with Stripe' => sub {
     ok(!exists $b->{paymentUrl}, 'no paymentUrl any more');
     is($b->{line}{provisioningStatus}, 'provisioning', 'line too');
     ok(!defined $l->pending($w), 'the workspace is free');
-    ok(grep({ $_->{id} eq $id } $l->stream), 'in the provisioning stream');
+    # relayed after the answer on a cluster
+    ok(eventually(sub { grep { $_->{id} eq $id } $l->stream }, 5),
+       'in the provisioning stream');
 
     sleep 2.1;
     $l->answer($l->get($w, $id), 200, 'later');

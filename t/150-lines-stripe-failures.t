@@ -11,7 +11,7 @@ use lib 't/lib';
 use Test::More;
 use Time::HiRes qw(sleep);
 use LG::Stack;
-use LG::Test;
+use LG::Test qw(:DEFAULT eventually);
 use LG::Lines qw(body);
 
 my $s = LG::Stack->new(STRIPE_TIMEOUT => '1s')->start;
@@ -50,9 +50,13 @@ sub clean {
     ok(!defined $l->pending($w), "$name: no pending marker");
     my @ids = $l->request_ids($w);
     is(scalar @ids, 0, "$name: no request left") or diag "@ids";
-    my $st = $l->state_keys($w);
-    is(scalar(grep { /^lg:line:/ && $st->{$_} eq $w->{id} } keys %$st), 0,
-       "$name: no owner index left");
+    # the index goes by a durable DEL once the release answered
+    my $indexed = sub {
+        my $st = $l->state_read($w);
+        scalar grep { /^lg:line:/ && $st->{$_} eq $w->{id} } keys %$st;
+    };
+    ok(eventually(sub { !$indexed->() }, 5), "$name: no owner index left")
+        or diag $indexed->() . ' left';
 
     my %named = map { ($l->lr($w, $_)->{invoiceId} // '') => 1 } @ids;
     my @open = grep { $_->{status} eq 'open' && !$named{ $_->{id} } }

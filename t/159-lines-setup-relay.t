@@ -98,6 +98,8 @@ subtest 'an included line: one entry, no member left' => sub {
     # a replay makes no entry
     $l->answer($l->create($w, body(), 'Idempotency-Key' => 'su1'), 201,
                'with a key');
+    # on a cluster its entry is relayed after the answer
+    ok(eventually(sub { !members('org_su1') }, 5), 'relayed');
     my $n = () = $l->stream;
     $l->answer($l->create($w, body(), 'Idempotency-Key' => 'su1'), 201,
                'replayed');

@@ -11,7 +11,7 @@ use Mojo::IOLoop;
 use Mojo::Promise;
 use Mojo::UserAgent;
 use LG::Stack;
-use LG::Test;
+use LG::Test qw(:DEFAULT eventually);
 use LG::Lines qw(body);
 
 my $s = LG::Stack->new(RECONCILE_INTERVAL => '0')->start;
@@ -72,8 +72,12 @@ subtest 'concurrent included requests never exceed the plan' => sub {
         my @live = grep { $l->lr($w, $_)->{provisioningStatus}
                           eq 'provisioning' } $l->request_ids($w);
         is(scalar @live, 2, "round $round: 2 live phone lines stored");
-        my @stream = grep { $_->{workspace} eq $w->{id} } $l->stream;
-        is(scalar @stream, 2, "round $round: 2 set-up entries");
+        # a cluster's entries are relayed after the answers
+        my $entries = sub {
+            scalar grep { $_->{workspace} eq $w->{id} } $l->stream;
+        };
+        eventually(sub { $entries->() >= 2 }, 5);
+        is($entries->(), 2, "round $round: 2 set-up entries");
     }
 
     my $w = ws(plan => 'starter');
@@ -113,7 +117,10 @@ sub outcome_consistent {
 
     my $st = $l->invoice($inv)->{status};
     my $h = $l->lr($w, $id);
-    my $in_stream = grep { $_->{id} eq $id } $l->stream;
+    # a paid request's entry is relayed after the answer on a cluster
+    my $in_stream = sub { scalar grep { $_->{id} eq $id } $l->stream };
+    eventually($in_stream, 5) if $st eq 'paid';
+    $in_stream = $in_stream->();
 
     if ($st eq 'paid') {
         is($h->{provisioningStatus}, 'provisioning', "$name: paid: promoted");
