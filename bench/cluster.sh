@@ -16,13 +16,14 @@
 # No replicas (this measures routing, not failover); each node as the
 # peers' Redis: no persistence (--save '' --appendonly no).
 
-# free_ports N: N loopback TCP ports free now
+# free_ports N: N loopback TCP ports free now, all different, below the
+# kernel's ephemeral range (t/lib/LG/Stack.pm's choice, shared with the
+# tests): a port the kernel hands out (LocalPort 0) may be taken as the
+# local port of an outgoing connection (wrk's, nginx's) before the node
+# binds it, and a node then failed "does not answer" in a full make bench
 free_ports() {
-    perl -MIO::Socket::INET -e '
-        my @s = map { IO::Socket::INET->new(Listen => 1, ReuseAddr => 1,
-            LocalAddr => "127.0.0.1", LocalPort => 0) or die "$!\n" }
-            1 .. $ARGV[0];
-        print join(" ", map { $_->sockport } @s), "\n";' "$1"
+    perl -I"$HERE/../t/lib" -MLG::Stack -e \
+        'print join(" ", LG::Stack::_free_ports($ARGV[0])), "\n"' "$1"
 }
 
 cluster_ports() { cat "$CLD/ports"; }
@@ -59,15 +60,18 @@ cluster_ok() {
 # create, then 5 s of the idle nodes' CPU (cron, cluster bus) into
 # $CLD/idle-cpu (s/s), which a per-request CPU figure may take off
 start_cluster() {
-    local ports bus p i
+    local ports bus free p i
     if cluster_alive; then
         say "cluster already running on $(cluster_ports)"
         return 0
     fi
     stop_cluster
     mkdir -p "$CLD"
-    ports=${CLUSTER_PORTS_WANTED:-$(free_ports 3)}
-    read -r -a bus <<<"$(free_ports 3)"
+    # the nodes' ports and their bus ports from one call: two calls may
+    # hand out the same free port twice (a node then fails to bind)
+    read -r -a free <<<"$(free_ports 6)"
+    bus=("${free[@]:0:3}")
+    ports=${CLUSTER_PORTS_WANTED:-${free[*]:3:3}}
     [[ $(wc -w <<<"$ports") == 3 ]] \
         || die "${CLUSTER_PORTS_VAR:-cluster ports}: 3 ports, not '$ports'"
     echo $ports > "$CLD/ports"

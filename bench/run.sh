@@ -576,9 +576,13 @@ probe_roundtrips() {
     # hot reads: the workers' key caches meet the keys first (a key no
     # worker knows costs its lookup's GET, a round trip more, once per
     # key and worker: the scale phase reports that cold cost); not for
-    # the write path, whose fresh workspaces each take two creations
+    # the write path, whose fresh workspaces each take two creations.
+    # Every worker must meet them: the 1-connection run below lands on
+    # any one, and 4 connections all accepted by the same worker left the
+    # other cold (the API-key GET read 1.20 round trips, every key looked
+    # up once, in a full run of 2026-11-25)
     if [[ $(tfield "$id" 7) != write ]]; then
-        wrk -t2 -c4 -d2s ${script:+-s "$script"} "$url" >/dev/null 2>&1 || true
+        wrk -t2 -c"$CONNS" -d2s ${script:+-s "$script"} "$url" >/dev/null 2>&1 || true
     fi
     redis-cli -p "$REDIS_PORT" monitor > "$mon" 2>/dev/null &
     echo $! > "$TMP/monitor.pid"
@@ -1234,14 +1238,14 @@ targets_check() {
                 printf "* preview + confirm >= 5,000 purchases/s (canned Stripe, %d connections): %s (mean %.0f/s, lowest run %.0f/s)\n",
                     conns, (m >= 5000 ? "met" : "**not met**"), s / n, m }' "$RES/confirm.tsv"
     fi
-    # flat cost: with 100x the workspaces, req/s and linegate's CPU per
-    # request within 15% of 1k
+    # flat cost: with 100x the workspaces, req/s at 0.95x of 1k's or more
+    # (issue 14) and linegate's CPU per request within 15%
     if [[ -s $RES/scale.tsv ]]; then
         awk -F'\t' -v big="$SCALE_WS" '$1 == "lr.linegate" { s[$2] += $4; n[$2]++; c[$2] = $10; if ($4) u[$2] += $11 * 1e4 / $4 }
             END { if (!n[1000] || !n[big]) { print "* cost per request flat from 1k to " big " workspaces: not measured"; exit }
                 a = s[1000] / n[1000]; b = s[big] / n[big]; ua = u[1000] / n[1000]; ub = u[big] / n[big]
-                printf "* cost per request flat from 1k to %d workspaces: %s (req/s %.2fx, linegate CPU %.1f -> %.1f us/req; Redis commands/req %s -> %s)\n",
-                    big, (b >= 0.85 * a && ub <= 1.15 * ua) ? "met" : "**not met**", b / a, ua, ub, c[1000], c[big] }' "$RES/scale.tsv"
+                printf "* cost per request flat from 1k to %d workspaces (issue 14: req/s >= 0.95x, linegate CPU per request within 15%%): %s (req/s %.2fx, linegate CPU %.1f -> %.1f us/req; Redis commands/req %s -> %s)\n",
+                    big, (b >= 0.95 * a && ub <= 1.15 * ua) ? "met" : "**not met**", b / a, ua, ub, c[1000], c[big] }' "$RES/scale.tsv"
     fi
     if [[ -s $RES/memory.tsv ]]; then
         awk -F'\t' '{ n = split($2, b, " "); for (i = 1; i <= n; i++) { split(b[i], kv, ":"); before[kv[1]] = kv[2] }
