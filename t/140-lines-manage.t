@@ -283,7 +283,9 @@ subtest 'payment_link: Stripe failures' => sub {
     my $h = $l->lr($w, $id);
     is($h->{invoiceId}, $c->{invoiceId}, 'the old invoice still named');
     ok(!exists $h->{reissueAt}, 'the claim is released');
-    is($r->get("lg:invoice:$c->{invoiceId}"), "$w->{id}:$id",
+    # a durable SET (on a cluster another node than the abort's script)
+    ok(eventually(sub { ($r->get("lg:invoice:$c->{invoiceId}") // '')
+                        eq "$w->{id}:$id" }, 5),
        'the old invoice is indexed again');
     my @open = grep { $_->{status} eq 'open' } $l->invoices($w->{customer});
     is(scalar @open, 0, 'no open invoice left behind');
