@@ -22,8 +22,7 @@ use Carp qw(croak);
 use Exporter 'import';
 use LG::OpenAPI qw(answer_matches);
 use LG::Stack ();
-use LG::Test qw(answer_is);
-use JSON::PP ();
+use LG::Test qw(answer_is eventually reads_as same_data);
 use Mojo::IOLoop;
 use Mojo::JSON qw(decode_json);
 use Mojo::Promise;
@@ -370,35 +369,26 @@ sub state_read {
 # state_read once it holds still: a request's answer may go out before
 # the writes the server sends without waiting (a refused creation's
 # durable DEL of the owner index it wrote first, a cluster's set-up
-# relay): read until two reads 50 ms apart agree (3 s at most)
+# relay): read until two reads in a row agree (3 s at most)
 sub state_keys {
     my ($self, $w) = @_;
-    my $json = JSON::PP->new->canonical;
     my $d = $self->state_read($w);
-    my $until = Time::HiRes::time() + 3;
-    while (Time::HiRes::time() < $until) {
-        Time::HiRes::sleep(0.05);
+    eventually(sub {
         my $again = $self->state_read($w);
-        return $again if $json->encode($again) eq $json->encode($d);
+        my $same = same_data($again, $d);
         $d = $again;
-    }
+        $same;
+    }, 3);
     return $d;
 }
 
 # "nothing written": the state as $before once the writes sent after the
-# answer have landed (polled for 3 s), compared with is_deeply's report
+# answer have landed (3 s at most), compared with is_deeply's report
 sub state_unchanged {
     my ($self, $w, $before, $name) = @_;
     local $Test::Builder::Level = $Test::Builder::Level + 1;
-    my $json = JSON::PP->new->canonical;
-    my $want = $json->encode($before);
-    my $d = $self->state_read($w);
-    my $until = Time::HiRes::time() + 3;
-    while ($json->encode($d) ne $want && Time::HiRes::time() < $until) {
-        Time::HiRes::sleep(0.05);
-        $d = $self->state_read($w);
-    }
-    return is_deeply($d, $before, $name);
+    return is_deeply(reads_as(sub { $self->state_read($w) }, $before, 3),
+                     $before, $name);
 }
 
 # mark a provisioning line active or failed through the operator API

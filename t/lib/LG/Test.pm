@@ -17,7 +17,8 @@ use Test::More;
 our @EXPORT = qw(answer_is json_error_is redis_dump redis_values raw_http
                  timed);
 # (not by default: several files still define their own)
-our @EXPORT_OK = qw(eventually public_dir http_body resp burst_then);
+our @EXPORT_OK = qw(eventually reads_as same_data public_dir http_body resp
+                 burst_then);
 
 # Status, the headers every linegate answer carries, and a JSON body,
 # which is returned (undef when it is not JSON).
@@ -188,6 +189,24 @@ sub eventually {
 }
 
 use Time::HiRes ();
+
+# two Perl data structures alike (compared as canonical JSON)
+sub same_data {
+    my ($a, $b) = @_;
+    require JSON::PP;
+    my $json = JSON::PP->new->canonical;
+    return $json->encode($a) eq $json->encode($b);
+}
+
+# $read->() again until it is alike $want or $timeout s pass: the last
+# read, for is_deeply's report (a server's write sent after its answer
+# lands a moment later)
+sub reads_as {
+    my ($read, $want, $timeout) = @_;
+    my $got;
+    eventually(sub { same_data($got = $read->(), $want) }, $timeout);
+    return $got;
+}
 
 # A directory nginx's workers (nobody) may serve from, removed at exit:
 # public_dir('file.txt' => "ok\n", ...), its files world-readable
