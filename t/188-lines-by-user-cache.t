@@ -371,15 +371,13 @@ subtest 'the index changed from outside: seen at once' => sub {
     $r->hset("lg:{ws:$w->{id}}:lr:$id", %tpl, firstName => 'Cal');
     $r->set("lg:line:$id", $w->{id});
     my ($h, $tx) = counted($w);
-    # as a set: Ann and Ben made in the same millisecond share a score,
-    # and the index then orders them by id
-    is_deeply([sort map { $_->{firstName} } lines_of($tx)], [qw(Ann Ben)],
+    is_deeply([map { $_->{firstName} } lines_of($tx)], [qw(Ann Ben)],
               'a hash not in the index is not listed');
 
     # ZADD of its id into the index
     $r->zadd($idx, 1_900_000_000_000, $id);
     ($h, $tx) = counted($w);
-    is_deeply([sort map { $_->{firstName} } lines_of($tx)], [qw(Ann Ben Cal)],
+    is_deeply([map { $_->{firstName} } lines_of($tx)], [qw(Ann Ben Cal)],
               'ZADD: the new id listed at once');
     cmp_ok($h, '>', 0, 'ZADD: read again from Redis');
 
@@ -394,7 +392,7 @@ subtest 'the index changed from outside: seen at once' => sub {
     # and back
     $r->zadd($idx, reverse @$zs);
     ($h, $tx) = counted($w);
-    is_deeply([sort map { $_->{firstName} } lines_of($tx)], [qw(Ann Ben Cal)],
+    is_deeply([map { $_->{firstName} } lines_of($tx)], [qw(Ann Ben Cal)],
               'the index back: listed again');
     is($h, 3, 'the index back: the three hashes read');
 
