@@ -1060,7 +1060,7 @@ ngx_http_linegate_create_script(ngx_http_request_t *r,
     ngx_http_linegate_redis_args_t  *a;
     ngx_http_linegate_main_conf_t   *lmcf;
 
-    static ngx_str_t  ws = ngx_string("@@WS@@");
+    static ngx_str_t  none = ngx_null_string;
 
     lmcf = ngx_http_get_module_main_conf(r, ngx_http_linegate_module);
 
@@ -1068,12 +1068,12 @@ ngx_http_linegate_create_script(ngx_http_request_t *r,
     l = &lr->line;
 
     /*
-     * The answer of an included line, which lr_create keeps under the
-     * idempotency key in the step that creates the line: its workspace
-     * is only known there (an API key), lr_create writes it in.
+     * The answer of an included line: lr_create keeps it under the
+     * idempotency key in the step that creates the line (sent only with
+     * a key), and it is what this request answers once the line is made
      */
     if (!lr->deferred) {
-        l->workspace = ws;
+        l->workspace = lr->who.value;
         ngx_str_set(&l->status, "provisioning");
         ngx_str_set(&l->payment_status, "not_required");
 
@@ -1105,7 +1105,8 @@ ngx_http_linegate_create_script(ngx_http_request_t *r,
     ngx_http_linegate_redis_arg_str(a, &lr->idem.fp);
     ngx_http_linegate_redis_arg_int(r, a, lmcf->idempotency_ttl);
     ngx_http_linegate_redis_arg_int(r, a, NGX_HTTP_LINEGATE_LR_STALE);
-    ngx_http_linegate_redis_arg_str(a, &lr->body);
+    ngx_http_linegate_redis_arg_str(a, lr->idem.digest.len ? &lr->body
+                                                           : &none);
 
     /*
      * KEYS[4..8], after lr_gate's; KEYS[9] the set-up stream and
@@ -1290,7 +1291,8 @@ ngx_http_linegate_create_outcome(ngx_http_request_t *r,
 
     case NGX_HTTP_LINEGATE_LR_OK:
         ngx_str_set(&lr->ctx->outcome, "provisioning");
-        ngx_http_linegate_create_stored_answer(r, reply, 0);
+        ngx_http_linegate_send_body(r, NGX_HTTP_CREATED, lr->body.data,
+                                    lr->body.len);
         return;
 
     case NGX_HTTP_LINEGATE_LR_RESERVED:

@@ -37,11 +37,13 @@
 -- ARGV[20] sha256hex of the idempotency key ("" when none), ARGV[21] the
 -- body's fingerprint, ARGV[22] seconds an answer is kept under its key
 -- ARGV[23] ms after which a reservation without an invoice is abandoned
--- ARGV[24] the 201 body of an included line, its workspaceId "@@WS@@"
+-- ARGV[24] the 201 body of an included line, kept under the idempotency
+-- key ("" without one: nginx answers the body it rendered)
 --
 -- Returns {code, ws, remaining, ...}:
 --   LR_OK (an included line, made: its set-up entry appended here on
---   one Redis, by nginx on a cluster),
+--   one Redis, by nginx on a cluster; its 201, ARGV[24], kept under the
+--   idempotency key, nginx answers the body it sent),
 --   LR_SUBSCRIPTION, LR_FORBIDDEN, LR_PENDING: a business outcome,
 --                   then its status and body, kept under the idempotency
 --                   key in this same step (a retry replays it, whatever
@@ -83,8 +85,12 @@ local now = tonumber(ARGV[8])
 local channel = ARGV[10]
 local stale = tonumber(ARGV[23])
 
--- the call timed out and was released (lr_release) before Redis ran it
-if redis.call('EXISTS', KEYS[4]) == 1 then
+-- the call timed out and was released (lr_release) before Redis ran it,
+-- or the id is taken: both told apart only when either is there (one
+-- call on the way of nearly every creation, redis.call's own cost being
+-- most of a creation's in Redis); the id's check keeps its place below
+local taken = redis.call('EXISTS', KEYS[4], KEYS[5]) > 0
+if taken and redis.call('EXISTS', KEYS[4]) == 1 then
     return {LR_COLLISION, ws, left}
 end
 
@@ -223,7 +229,7 @@ if cost == 'addon' and (not w[3] or w[3] == '') then
 end
 
 local lkey = KEYS[5]
-if redis.call('EXISTS', lkey) == 1 then
+if taken and redis.call('EXISTS', lkey) == 1 then
     return {LR_COLLISION, ws, left}
 end
 
@@ -261,27 +267,22 @@ end
 if cost == 'addon' and ARGV[1] == 'w' then
     -- first: a ZADD refused (WRONGTYPE, OOM) stops the script before
     -- the reservation is written
-    redis.call('ZADD', KEYS[10], now, ws .. ' ' .. id)
+    redis.call('ZADD', KEYS[10], ARGV[8], ws .. ' ' .. id)
 end
 
+-- the scores as nginx wrote them: a Lua number would be formatted back
 redis.call('HSET', lkey, unpack(f))
-redis.call('ZADD', KEYS[6], now, id)
+redis.call('ZADD', KEYS[6], ARGV[8], id)
 
 if cost == 'included' then
     lg_lr_provision(ARGV[1] == 'w' and KEYS[9] or nil, ws, id, channel,
                     ARGV[11], ARGV[9])
 
-    -- the body names the workspace only known here (an API key)
-    local body = ARGV[24]
-    local at = string.find(body, '"workspaceId":"@@WS@@"', 1, true)
-    if at then
-        local q = string.find(ws, '^[%w_%-%.:]*$') and ('"' .. ws .. '"')
-                  or cjson.encode(ws)
-        body = string.sub(body, 1, at - 1) .. '"workspaceId":' .. q
-               .. string.sub(body, at + 22)
+    -- nginx answers the body it rendered; a retry replays the kept one
+    if ikey then
+        outcome(LR_OK, 201, ARGV[24])
     end
-
-    return outcome(LR_OK, 201, body)
+    return {LR_OK, ws, left}
 end
 
 redis.call('SET', KEYS[7], id)
