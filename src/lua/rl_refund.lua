@@ -29,6 +29,7 @@ if tat <= now then
     return 1
 end
 
-redis.call('SET', KEYS[1], string.format('%.0f', tat),
+-- a whole number of microseconds, as lg_rl_gcra writes it
+redis.call('SET', KEYS[1], string.format('%d', tat),
            'PX', math.ceil((tat - now) / 1000) + 1)
 return 1
