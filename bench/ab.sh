@@ -10,6 +10,11 @@
 # SCRIPT: a wrk script (shared/bench/peers/wrk/line_request.lua, ...);
 # LG_PEERS_DATA: its seed files (default: the stack's); WARM=<s>: a
 # warm-up of each nginx first (the 100k seed's key caches need ~30 s).
+# WRITE_WS=<n>: a run that writes (bench/wrk/line_create.lua): Redis is
+# flushed and seeded again before every run, as bench/run.sh's `write`
+# targets are, with n fresh growth workspaces (each run must use fewer
+# than n: 2 creations each), and each round also prints Redis's time per
+# EVALSHA (INFO commandstats).
 # Prints each round and the means; both nginx are stopped at the end.
 set -euo pipefail
 
@@ -18,6 +23,26 @@ TMP=${LG_BENCH_TMP:-/tmp/lg-bench}
 SRC=$TMP/linegate/nginx.conf
 OUT=$TMP/ab
 export LG_PEERS_DATA=${LG_PEERS_DATA:-$TMP/peers/data}
+export LG_WRK_THREADS=2
+HERE=$(cd "$(dirname "$0")" && pwd)
+PEERS=${LG_PEERS_DIR:-$(dirname "$(dirname "$HERE")")/shared/bench/peers}
+REDIS_PORT=${LG_REDIS_PORT:-6391}
+
+# the seed of bench/run.sh's `write` targets, fresh
+reseed() {
+    redis-cli -p "$REDIS_PORT" flushall >/dev/null
+    perl "$PEERS/seed.pl" --port "$REDIS_PORT" --out "$LG_PEERS_DATA" \
+        --no-awaiting >/dev/null
+    perl "$HERE/seed-extra.pl" --port "$REDIS_PORT" --data "$LG_PEERS_DATA" \
+        --index --key-entries --write-workspaces "$WRITE_WS" 2>/dev/null
+    redis-cli -p "$REDIS_PORT" config resetstat >/dev/null
+}
+
+# Redis's mean time per EVALSHA since the last reseed, microseconds
+evalsha_us() {
+    redis-cli -p "$REDIS_PORT" info commandstats | tr -d '\r' |
+        awk -F'[:=,]' '$1 == "cmdstat_evalsha" { print $7 }'
+}
 
 [[ -f $SRC ]] || { echo "ab: no $SRC (bench/run.sh start first)" >&2; exit 1; }
 PORT=$(sed -n 's/.*listen 127\.0\.0\.1:\([0-9]*\) backlog.*/\1/p' "$SRC" | tail -1)
@@ -56,9 +81,12 @@ fi
 for _ in $(seq 1 "$ROUNDS"); do
     for n in a b; do
         port=8390; [[ $n == b ]] && port=8490
-        r=$(wrk -t2 -c"$CONNS" -d"$DUR" -s "$SCRIPT" "http://127.0.0.1:$port/" 2>&1 |
-            awk '/Requests\/sec/ { print $2 }')
-        echo "$n ${r:-0}" | tee -a "$OUT/rounds.txt"
+        [[ -n ${WRITE_WS:-} ]] && reseed
+        out=$(wrk -t2 -c"$CONNS" -d"$DUR" -s "$SCRIPT" "http://127.0.0.1:$port/" 2>&1)
+        r=$(awk '/Requests\/sec/ { print $2 }' <<<"$out")
+        bad=$(awk '/Non-2xx/ { print $NF }' <<<"$out")
+        echo "$n ${r:-0} non-2xx=${bad:-0}${WRITE_WS:+ evalsha_us=$(evalsha_us)}" |
+            tee -a "$OUT/rounds.txt"
     done
 done
 awk '{ s[$1] += $2; n[$1]++ } END { printf "A mean %.0f  B mean %.0f  B/A %.2f\n",
