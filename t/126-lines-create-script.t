@@ -11,27 +11,12 @@ use lib 't/lib';
 
 use Test::More;
 use LG::Stack;
+use LG::Test qw(lua_script);
 
 my $s = LG::Stack->new(stub => 0)->start;
 my $r = $s->redis;
 
-# the script with its --#include lines pasted, as src/lua/embed.pl does
-# (an include may include another: lr_gate pastes rl_gcra)
-sub script {
-    my ($name) = @_;
-    my $slurp = sub {
-        open my $fh, '<', $_[0] or die "$_[0]: $!";
-        local $/;
-        return <$fh>;
-    };
-    my $src = $slurp->("$LG::Stack::ROOT/src/lua/$name.lua");
-    1 while $src =~ s{^--#include ([a-z0-9_]+)[ \t]*$}{
-        $slurp->("$LG::Stack::ROOT/src/lua/include/$1.lua")
-    }gme;
-    return $src;
-}
-
-my $CREATE = script('lr_create');
+my $CREATE = lua_script('lr_create');
 
 # src/ngx_http_linegate_lines.h
 my ($LR_OK, $LR_READ_ONLY, $LR_COLLISION) = (1, 6, 14);

@@ -12,32 +12,18 @@ use lib 't/lib';
 
 use Test::More;
 use LG::Stack;
+use LG::Test qw(lua_script);
 use LG::RedisCluster;
 
 my $s = LG::Stack->new(stub => 0)->start;
 my $r = $s->redis;
 
-# a script with its --#include lines pasted, as src/lua/embed.pl does
-sub script {
-    my ($name) = @_;
-    my $slurp = sub {
-        open my $fh, '<', $_[0] or die "$_[0]: $!";
-        local $/;
-        return <$fh>;
-    };
-    my $src = $slurp->("$LG::Stack::ROOT/src/lua/$name.lua");
-    $src =~ s{^--#include ([a-z0-9_]+)[ \t]*$}{
-        $slurp->("$LG::Stack::ROOT/src/lua/include/$1.lua")
-    }gme;
-    return $src;
-}
-
-my $RECORD = script('pv_record');
-my $RELEASE = script('pv_release');
-my $SETTLE = script('pv_settle');
-my $TOKEN = script('pv_token');
-my $RESERVE = script('pv_reserve');
-my $CLAIM = script('pv_claim');
+my $RECORD = lua_script('pv_record');
+my $RELEASE = lua_script('pv_release');
+my $SETTLE = lua_script('pv_settle');
+my $TOKEN = lua_script('pv_token');
+my $RESERVE = lua_script('pv_reserve');
+my $CLAIM = lua_script('pv_claim');
 my $ISO = '2026-05-18T14:30:00.000Z';
 
 # a purchase's five keys in its account, as the module passes them

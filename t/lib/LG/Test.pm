@@ -18,7 +18,7 @@ our @EXPORT = qw(answer_is json_error_is redis_dump redis_values raw_http
                  timed);
 # (not by default: several files still define their own)
 our @EXPORT_OK = qw(eventually reads_as same_data public_dir http_body resp
-                 burst_then);
+                 burst_then lua_script);
 
 # Status, the headers every linegate answer carries, and a JSON body,
 # which is returned (undef when it is not JSON).
@@ -222,6 +222,24 @@ sub public_dir {
         chmod 0644, "$dir/$name";
     }
     return $dir;
+}
+
+# The source of src/lua/<name>.lua with its --#include lines pasted, as
+# src/lua/embed.pl builds what the module embeds (an include may include
+# another: lr_gate pastes rl_gcra), for tests that EVAL a script straight
+sub lua_script {
+    my ($name) = @_;
+    require LG::Stack;
+    my $slurp = sub {
+        open my $fh, '<', $_[0] or die "$_[0]: $!";
+        local $/;
+        return <$fh>;
+    };
+    my $src = $slurp->("$LG::Stack::ROOT/src/lua/$name.lua");
+    1 while $src =~ s{^--#include ([a-z0-9_]+)[ \t]*$}{
+        $slurp->("$LG::Stack::ROOT/src/lua/include/$1.lua")
+    }gme;
+    return $src;
 }
 
 1;
