@@ -11,6 +11,18 @@
  * command queued meanwhile in one write. Only a write that could not send
  * everything (the socket's buffer full) and the non-blocking connect
  * watch the socket through epoll.
+ *
+ * A connection attached with defer (a cluster's nodes) holds its
+ * commands while requests keep arriving: each turn that queued more
+ * waits one more, up to NGX_HTTP_LINEGATE_REDIS_EVENT_TURNS or _BATCH
+ * commands; the first turn that queued none sends them. A worker's
+ * requests of one turn spread over the masters, so each master would be
+ * woken for a third of what one Redis is, and on a busy box those
+ * wake-ups (a context switch, an epoll_wait, a read and a write on each
+ * side) cost more than the commands. The turns waited are nginx's posted
+ * "next" events: while one waits the loop polls without sleeping (its
+ * timer 0), so an idle worker sends at the next poll, never after a
+ * timeout.
  */
 
 
@@ -18,8 +30,27 @@
 #include "ngx_http_linegate_redis_arena.h"
 
 
+/* turns of the event loop a deferred connection's commands may wait
+ * beyond the one they were queued in, at most */
+#define NGX_HTTP_LINEGATE_REDIS_EVENT_TURNS  8
+
+/* commands that, queued, are sent at the end of the turn */
+#define NGX_HTTP_LINEGATE_REDIS_EVENT_BATCH  64
+
+
+typedef struct {
+    ngx_connection_t                *connection;
+    ngx_uint_t                       defer;
+    ngx_uint_t                       turns;   /* waited, this batch */
+    ngx_uint_t                       queued;  /* commands, this batch */
+    ngx_uint_t                       seen;    /* queued, the last turn */
+} ngx_http_linegate_redis_event_conn_t;
+
+
 static void ngx_http_linegate_redis_event_read(ngx_event_t *ev);
 static void ngx_http_linegate_redis_event_write(ngx_event_t *ev);
+static ngx_uint_t ngx_http_linegate_redis_event_wait(
+    ngx_http_linegate_redis_event_conn_t *ec, ngx_event_t *ev);
 static void ngx_http_linegate_redis_event_watch(ngx_event_t *ev,
     ngx_int_t event, ngx_uint_t on);
 static void ngx_http_linegate_redis_event_add_read(void *privdata);
@@ -34,14 +65,25 @@ static ngx_uint_t  ngx_http_linegate_redis_event_writing;
 
 
 ngx_int_t
-ngx_http_linegate_redis_event_attach(redisAsyncContext *ac, ngx_log_t *log)
+ngx_http_linegate_redis_event_attach(redisAsyncContext *ac, ngx_log_t *log,
+    ngx_uint_t defer)
 {
-    ngx_connection_t  *c;
+    ngx_connection_t                      *c;
+    ngx_http_linegate_redis_event_conn_t  *ec;
+
+    ec = ngx_calloc(sizeof(ngx_http_linegate_redis_event_conn_t), log);
+    if (ec == NULL) {
+        return NGX_ERROR;
+    }
 
     c = ngx_get_connection(ac->c.fd, log);
     if (c == NULL) {
+        ngx_free(ec);
         return NGX_ERROR;
     }
+
+    ec->connection = c;
+    ec->defer = defer;
 
     c->data = ac;
     c->read->handler = ngx_http_linegate_redis_event_read;
@@ -49,7 +91,7 @@ ngx_http_linegate_redis_event_attach(redisAsyncContext *ac, ngx_log_t *log)
     c->read->log = log;
     c->write->log = log;
 
-    ac->ev.data = c;
+    ac->ev.data = ec;
     ac->ev.addRead = ngx_http_linegate_redis_event_add_read;
     ac->ev.delRead = ngx_http_linegate_redis_event_del_read;
     ac->ev.addWrite = ngx_http_linegate_redis_event_add_write;
@@ -60,7 +102,7 @@ ngx_http_linegate_redis_event_attach(redisAsyncContext *ac, ngx_log_t *log)
     (void) ngx_http_linegate_redis_arena_attach(ac->c.reader);
 
     /* writability tells that the non-blocking connect finished */
-    ngx_http_linegate_redis_event_add_write(c);
+    ngx_http_linegate_redis_event_watch(c->write, NGX_WRITE_EVENT, 1);
 
     return NGX_OK;
 }
@@ -79,17 +121,56 @@ ngx_http_linegate_redis_event_read(ngx_event_t *ev)
 static void
 ngx_http_linegate_redis_event_write(ngx_event_t *ev)
 {
-    ngx_uint_t         writing;
-    ngx_connection_t  *c;
+    ngx_uint_t                             writing;
+    ngx_connection_t                      *c;
+    redisAsyncContext                     *ac;
+    ngx_http_linegate_redis_event_conn_t  *ec;
 
     c = ev->data;
+    ac = c->data;
+    ec = ac->ev.data;
+
+    if (ngx_http_linegate_redis_event_wait(ec, ev)) {
+        ngx_post_event(ev, &ngx_posted_next_events);
+        return;
+    }
+
+    ec->turns = 0;
+    ec->queued = 0;
+    ec->seen = 0;
 
     writing = ngx_http_linegate_redis_event_writing;
     ngx_http_linegate_redis_event_writing = 1;
 
-    redisAsyncHandleWrite(c->data);
+    redisAsyncHandleWrite(ac);
 
     ngx_http_linegate_redis_event_writing = writing;
+}
+
+
+/*
+ * A deferred connection's posted write waits another turn while the last
+ * turn queued more commands (requests still arriving), up to its turns
+ * and its batch; a turn that queued none sends it. Never the connect,
+ * nor a write epoll woke (the socket was full: ev->active): those go at
+ * once.
+ */
+static ngx_uint_t
+ngx_http_linegate_redis_event_wait(ngx_http_linegate_redis_event_conn_t *ec,
+    ngx_event_t *ev)
+{
+    if (!ec->defer
+        || ev->active
+        || ec->queued == ec->seen
+        || ec->queued >= NGX_HTTP_LINEGATE_REDIS_EVENT_BATCH
+        || ec->turns++ >= NGX_HTTP_LINEGATE_REDIS_EVENT_TURNS)
+    {
+        return 0;
+    }
+
+    ec->seen = ec->queued;
+
+    return 1;
 }
 
 
@@ -109,33 +190,39 @@ ngx_http_linegate_redis_event_watch(ngx_event_t *ev, ngx_int_t event,
 static void
 ngx_http_linegate_redis_event_add_read(void *privdata)
 {
-    ngx_connection_t  *c = privdata;
+    ngx_http_linegate_redis_event_conn_t  *ec = privdata;
 
-    ngx_http_linegate_redis_event_watch(c->read, NGX_READ_EVENT, 1);
+    ngx_http_linegate_redis_event_watch(ec->connection->read, NGX_READ_EVENT,
+                                        1);
 }
 
 
 static void
 ngx_http_linegate_redis_event_del_read(void *privdata)
 {
-    ngx_connection_t  *c = privdata;
+    ngx_http_linegate_redis_event_conn_t  *ec = privdata;
 
-    ngx_http_linegate_redis_event_watch(c->read, NGX_READ_EVENT, 0);
+    ngx_http_linegate_redis_event_watch(ec->connection->read, NGX_READ_EVENT,
+                                        0);
 }
 
 
 static void
 ngx_http_linegate_redis_event_add_write(void *privdata)
 {
-    ngx_connection_t   *c = privdata;
+    ngx_http_linegate_redis_event_conn_t  *ec = privdata;
+
+    ngx_connection_t   *c;
     redisAsyncContext  *ac;
 
+    c = ec->connection;
     ac = c->data;
 
     if ((ac->c.flags & REDIS_CONNECTED)
         && !ngx_http_linegate_redis_event_writing)
     {
         /* a command queued: sent at the end of this turn, with the rest */
+        ec->queued++;
         ngx_post_event(c->write, &ngx_posted_events);
         return;
     }
@@ -147,9 +234,10 @@ ngx_http_linegate_redis_event_add_write(void *privdata)
 static void
 ngx_http_linegate_redis_event_del_write(void *privdata)
 {
-    ngx_connection_t  *c = privdata;
+    ngx_http_linegate_redis_event_conn_t  *ec = privdata;
 
-    ngx_http_linegate_redis_event_watch(c->write, NGX_WRITE_EVENT, 0);
+    ngx_http_linegate_redis_event_watch(ec->connection->write,
+                                        NGX_WRITE_EVENT, 0);
 }
 
 
@@ -157,14 +245,17 @@ ngx_http_linegate_redis_event_del_write(void *privdata)
 static void
 ngx_http_linegate_redis_event_cleanup(void *privdata)
 {
-    ngx_connection_t   *c = privdata;
+    ngx_http_linegate_redis_event_conn_t  *ec = privdata;
+
+    ngx_connection_t   *c;
     redisAsyncContext  *ac;
 
+    c = ec->connection;
     ac = c->data;
     ngx_http_linegate_redis_arena_detach(ac->c.reader);
 
-    ngx_http_linegate_redis_event_del_read(c);
-    ngx_http_linegate_redis_event_del_write(c);
+    ngx_http_linegate_redis_event_del_read(ec);
+    ngx_http_linegate_redis_event_del_write(ec);
 
     if (c->read->timer_set) {
         ngx_del_timer(c->read);
@@ -184,4 +275,5 @@ ngx_http_linegate_redis_event_cleanup(void *privdata)
 
     c->fd = (ngx_socket_t) -1;
     ngx_free_connection(c);
+    ngx_free(ec);
 }
