@@ -13,44 +13,31 @@
  * watch the socket through epoll.
  *
  * A connection attached with defer (a cluster's nodes) holds its
- * commands while requests keep arriving: each turn that queued more
- * waits one more, up to NGX_HTTP_LINEGATE_REDIS_EVENT_TURNS or _BATCH
- * commands; the first turn that queued none sends them. A worker's
- * requests of one turn spread over the masters, so each master would be
- * woken for a third of what one Redis is, and on a busy box those
- * wake-ups (a context switch, an epoll_wait, a read and a write on each
- * side) cost more than the commands. The turns waited are nginx's posted
- * "next" events: while one waits the loop polls without sleeping (its
- * timer 0), so an idle worker sends at the next poll, never after a
- * timeout.
+ * commands while requests keep arriving (src/ngx_http_linegate_redis_hold.c
+ * counts: a few turns at most). A worker's requests of one turn spread
+ * over the masters, so each master would be woken for a third of what
+ * one Redis is, and on a busy box those wake-ups (a context switch, an
+ * epoll_wait, a read and a write on each side) cost more than the
+ * commands. The turns waited are nginx's posted "next" events: while one
+ * waits the loop polls without sleeping (its timer 0), so an idle worker
+ * sends at the next poll, never after a timeout.
  */
 
 
 #include "ngx_http_linegate_redis_event.h"
 #include "ngx_http_linegate_redis_arena.h"
-
-
-/* turns of the event loop a deferred connection's commands may wait
- * beyond the one they were queued in, at most */
-#define NGX_HTTP_LINEGATE_REDIS_EVENT_TURNS  8
-
-/* commands that, queued, are sent at the end of the turn */
-#define NGX_HTTP_LINEGATE_REDIS_EVENT_BATCH  64
+#include "ngx_http_linegate_redis_hold.h"
 
 
 typedef struct {
     ngx_connection_t                *connection;
     ngx_uint_t                       defer;
-    ngx_uint_t                       turns;   /* waited, this batch */
-    ngx_uint_t                       queued;  /* commands, this batch */
-    ngx_uint_t                       seen;    /* queued, the last turn */
+    ngx_http_linegate_redis_hold_t   hold;
 } ngx_http_linegate_redis_event_conn_t;
 
 
 static void ngx_http_linegate_redis_event_read(ngx_event_t *ev);
 static void ngx_http_linegate_redis_event_write(ngx_event_t *ev);
-static ngx_uint_t ngx_http_linegate_redis_event_wait(
-    ngx_http_linegate_redis_event_conn_t *ec, ngx_event_t *ev);
 static void ngx_http_linegate_redis_event_watch(ngx_event_t *ev,
     ngx_int_t event, ngx_uint_t on);
 static void ngx_http_linegate_redis_event_add_read(void *privdata);
@@ -130,14 +117,15 @@ ngx_http_linegate_redis_event_write(ngx_event_t *ev)
     ac = c->data;
     ec = ac->ev.data;
 
-    if (ngx_http_linegate_redis_event_wait(ec, ev)) {
+    /* never the connect, nor a write epoll woke (the socket was full) */
+    if (ec->defer && !ev->active
+        && ngx_http_linegate_redis_hold_wait(&ec->hold))
+    {
         ngx_post_event(ev, &ngx_posted_next_events);
         return;
     }
 
-    ec->turns = 0;
-    ec->queued = 0;
-    ec->seen = 0;
+    ngx_http_linegate_redis_hold_reset(&ec->hold);
 
     writing = ngx_http_linegate_redis_event_writing;
     ngx_http_linegate_redis_event_writing = 1;
@@ -145,32 +133,6 @@ ngx_http_linegate_redis_event_write(ngx_event_t *ev)
     redisAsyncHandleWrite(ac);
 
     ngx_http_linegate_redis_event_writing = writing;
-}
-
-
-/*
- * A deferred connection's posted write waits another turn while the last
- * turn queued more commands (requests still arriving), up to its turns
- * and its batch; a turn that queued none sends it. Never the connect,
- * nor a write epoll woke (the socket was full: ev->active): those go at
- * once.
- */
-static ngx_uint_t
-ngx_http_linegate_redis_event_wait(ngx_http_linegate_redis_event_conn_t *ec,
-    ngx_event_t *ev)
-{
-    if (!ec->defer
-        || ev->active
-        || ec->queued == ec->seen
-        || ec->queued >= NGX_HTTP_LINEGATE_REDIS_EVENT_BATCH
-        || ec->turns++ >= NGX_HTTP_LINEGATE_REDIS_EVENT_TURNS)
-    {
-        return 0;
-    }
-
-    ec->seen = ec->queued;
-
-    return 1;
 }
 
 
@@ -222,7 +184,7 @@ ngx_http_linegate_redis_event_add_write(void *privdata)
         && !ngx_http_linegate_redis_event_writing)
     {
         /* a command queued: sent at the end of this turn, with the rest */
-        ec->queued++;
+        ngx_http_linegate_redis_hold_queued(&ec->hold);
         ngx_post_event(c->write, &ngx_posted_events);
         return;
     }
