@@ -300,10 +300,14 @@ sub describe {
     return join ', ', map { "$_ x$t->{$_}" } sort keys %$t;
 }
 
+# the masters a migration moved slots between (the SIGKILL picks another)
+my @MIGRATED;
+
 subtest 'MOVED and ASK: a slot migration under load' => sub {
     ok($s->cluster_wait_ok($SETTLE), 'the cluster is ok');
     my @m = $s->cluster_masters;
     my ($from, $to) = @m[0, 1];
+    @MIGRATED = ($from, $to);
     my $nslots = 300;
     my @moving = ($s->cluster_slots_of($from))[0 .. $nslots - 1];
     my %moving = map { $_ => 1 } @moving;
@@ -456,8 +460,17 @@ subtest 'a script\'s PUBLISH reaches another master\'s subscribers' => sub {
 subtest 'the master of a key SIGKILLed under load' => sub {
     ok($s->cluster_wait_ok($SETTLE, replicas => 1),
        'the cluster is ok, each master has a replica');
-    my $victim = $s->cluster_master_of(rl_key('hot', 'fo0'));
-    my @hot = map { "fo$_" } 0 .. 5;
+    # The victim is a master the migration left alone. Once in ~60 runs
+    # under CPU load the victim was the master that had imported the
+    # slots; back with its old nodes.conf, its promoted replica kept
+    # cluster_state fail and an incomplete CLUSTER SLOTS for the 90 s
+    # waited, from the old master's restart on (Redis 7.0's own view,
+    # whatever nginx did): a Redis corner, not what this subtest tests.
+    my %moved = map { $_ => 1 } @MIGRATED;
+    my ($first) = grep { !$moved{$s->cluster_master_of(rl_key('hot', $_))} }
+                  map { "fo$_" } 0 .. 999;
+    my @hot = ($first, grep { $_ ne $first } map { "fo$_" } 0 .. 4);
+    my $victim = $s->cluster_master_of(rl_key('hot', $first));
     my %on = map { $_ => $s->cluster_master_of(rl_key('hot', $_)) } @hot;
     # a key of the victim, on its replica before the kill
     my ($mine) = grep { $s->cluster_master_of($_) == $victim }

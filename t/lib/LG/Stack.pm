@@ -69,6 +69,7 @@ use LG::RedisCluster;
 our $ROOT = abs_path(dirname(__FILE__) . '/../../..');
 
 my %LIVE;    # stacks not stopped yet, by address
+my $CRASHED = 0;    # workers that died of a signal, in stacks stopped
 
 my @ALNUM = ('A' .. 'Z', 'a' .. 'z', '0' .. '9');
 
@@ -984,6 +985,23 @@ sub stop {
     $self->_stop_pid($_) for qw(nginx stub reshard redis),
         grep { /^(?:redis|sentinel)_/ } sort keys %{ $self->{pids} };
     delete $LIVE{"$self"};
+    $self->_check_crashes;
+}
+
+# A worker that died of a signal other than the SIGKILL a test sends
+# (kill_workers) is a crash, whatever the file's own checks saw: its
+# client connections just closed, and a respawned worker's first
+# requests answer 503 while it connects. The file fails at exit.
+sub _check_crashes {
+    my ($self) = @_;
+    my @crashes = grep { !/exited on signal 9\b/ }
+                  $self->error_log =~ /^(.*exited on signal \d+.*)$/mg;
+    return unless @crashes;
+    $CRASHED++;
+    my $msg = "a worker crashed ($self->{prefix}/error.log):\n"
+            . join("\n", @crashes) . "\n";
+    if ($INC{'Test/More.pm'}) { Test::More::diag($msg) }
+    else                      { print STDERR $msg }
 }
 
 sub _tests_failing {
@@ -1006,8 +1024,12 @@ sub DESTROY {
 
 END {
     my $failed = $? != 0;
-    local $? = $?;
-    $_->stop($failed) for grep { defined } values %LIVE;
+    {
+        local $? = $?;
+        $_->stop($failed) for grep { defined } values %LIVE;
+    }
+    # runs before Test::More's END, which keeps a non-zero status
+    $? ||= 1 if $CRASHED;
 }
 
 # accessors
