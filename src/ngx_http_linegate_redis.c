@@ -2821,7 +2821,9 @@ ngx_http_linegate_redis_connect_to(ngx_http_linegate_redis_node_t *node)
         return;
     }
 
-    if (ngx_http_linegate_redis_event_attach(ac, rd->log) != NGX_OK) {
+    if (ngx_http_linegate_redis_event_attach(ac, rd->log, rd->cluster)
+        != NGX_OK)
+    {
         redisAsyncFree(ac);
         ngx_http_linegate_redis_lost(node);
         return;

@@ -11,11 +11,29 @@
  * command queued meanwhile in one write. Only a write that could not send
  * everything (the socket's buffer full) and the non-blocking connect
  * watch the socket through epoll.
+ *
+ * A connection attached with defer (a cluster's nodes) holds its
+ * commands while requests keep arriving (src/ngx_http_linegate_redis_hold.c
+ * counts: a few turns at most). A worker's requests of one turn spread
+ * over the masters, so each master would be woken for a third of what
+ * one Redis is, and on a busy box those wake-ups (a context switch, an
+ * epoll_wait, a read and a write on each side) cost more than the
+ * commands. The turns waited are nginx's posted "next" events: while one
+ * waits the loop polls without sleeping (its timer 0), so an idle worker
+ * sends at the next poll, never after a timeout.
  */
 
 
 #include "ngx_http_linegate_redis_event.h"
 #include "ngx_http_linegate_redis_arena.h"
+#include "ngx_http_linegate_redis_hold.h"
+
+
+typedef struct {
+    ngx_connection_t                *connection;
+    ngx_uint_t                       defer;
+    ngx_http_linegate_redis_hold_t   hold;
+} ngx_http_linegate_redis_event_conn_t;
 
 
 static void ngx_http_linegate_redis_event_read(ngx_event_t *ev);
@@ -34,14 +52,25 @@ static ngx_uint_t  ngx_http_linegate_redis_event_writing;
 
 
 ngx_int_t
-ngx_http_linegate_redis_event_attach(redisAsyncContext *ac, ngx_log_t *log)
+ngx_http_linegate_redis_event_attach(redisAsyncContext *ac, ngx_log_t *log,
+    ngx_uint_t defer)
 {
-    ngx_connection_t  *c;
+    ngx_connection_t                      *c;
+    ngx_http_linegate_redis_event_conn_t  *ec;
+
+    ec = ngx_calloc(sizeof(ngx_http_linegate_redis_event_conn_t), log);
+    if (ec == NULL) {
+        return NGX_ERROR;
+    }
 
     c = ngx_get_connection(ac->c.fd, log);
     if (c == NULL) {
+        ngx_free(ec);
         return NGX_ERROR;
     }
+
+    ec->connection = c;
+    ec->defer = defer;
 
     c->data = ac;
     c->read->handler = ngx_http_linegate_redis_event_read;
@@ -49,7 +78,7 @@ ngx_http_linegate_redis_event_attach(redisAsyncContext *ac, ngx_log_t *log)
     c->read->log = log;
     c->write->log = log;
 
-    ac->ev.data = c;
+    ac->ev.data = ec;
     ac->ev.addRead = ngx_http_linegate_redis_event_add_read;
     ac->ev.delRead = ngx_http_linegate_redis_event_del_read;
     ac->ev.addWrite = ngx_http_linegate_redis_event_add_write;
@@ -60,7 +89,7 @@ ngx_http_linegate_redis_event_attach(redisAsyncContext *ac, ngx_log_t *log)
     (void) ngx_http_linegate_redis_arena_attach(ac->c.reader);
 
     /* writability tells that the non-blocking connect finished */
-    ngx_http_linegate_redis_event_add_write(c);
+    ngx_http_linegate_redis_event_watch(c->write, NGX_WRITE_EVENT, 1);
 
     return NGX_OK;
 }
@@ -79,15 +108,29 @@ ngx_http_linegate_redis_event_read(ngx_event_t *ev)
 static void
 ngx_http_linegate_redis_event_write(ngx_event_t *ev)
 {
-    ngx_uint_t         writing;
-    ngx_connection_t  *c;
+    ngx_uint_t                             writing;
+    ngx_connection_t                      *c;
+    redisAsyncContext                     *ac;
+    ngx_http_linegate_redis_event_conn_t  *ec;
 
     c = ev->data;
+    ac = c->data;
+    ec = ac->ev.data;
+
+    /* never the connect, nor a write epoll woke (the socket was full) */
+    if (ec->defer && !ev->active
+        && ngx_http_linegate_redis_hold_wait(&ec->hold))
+    {
+        ngx_post_event(ev, &ngx_posted_next_events);
+        return;
+    }
+
+    ngx_http_linegate_redis_hold_reset(&ec->hold);
 
     writing = ngx_http_linegate_redis_event_writing;
     ngx_http_linegate_redis_event_writing = 1;
 
-    redisAsyncHandleWrite(c->data);
+    redisAsyncHandleWrite(ac);
 
     ngx_http_linegate_redis_event_writing = writing;
 }
@@ -109,33 +152,39 @@ ngx_http_linegate_redis_event_watch(ngx_event_t *ev, ngx_int_t event,
 static void
 ngx_http_linegate_redis_event_add_read(void *privdata)
 {
-    ngx_connection_t  *c = privdata;
+    ngx_http_linegate_redis_event_conn_t  *ec = privdata;
 
-    ngx_http_linegate_redis_event_watch(c->read, NGX_READ_EVENT, 1);
+    ngx_http_linegate_redis_event_watch(ec->connection->read, NGX_READ_EVENT,
+                                        1);
 }
 
 
 static void
 ngx_http_linegate_redis_event_del_read(void *privdata)
 {
-    ngx_connection_t  *c = privdata;
+    ngx_http_linegate_redis_event_conn_t  *ec = privdata;
 
-    ngx_http_linegate_redis_event_watch(c->read, NGX_READ_EVENT, 0);
+    ngx_http_linegate_redis_event_watch(ec->connection->read, NGX_READ_EVENT,
+                                        0);
 }
 
 
 static void
 ngx_http_linegate_redis_event_add_write(void *privdata)
 {
-    ngx_connection_t   *c = privdata;
+    ngx_http_linegate_redis_event_conn_t  *ec = privdata;
+
+    ngx_connection_t   *c;
     redisAsyncContext  *ac;
 
+    c = ec->connection;
     ac = c->data;
 
     if ((ac->c.flags & REDIS_CONNECTED)
         && !ngx_http_linegate_redis_event_writing)
     {
         /* a command queued: sent at the end of this turn, with the rest */
+        ngx_http_linegate_redis_hold_queued(&ec->hold);
         ngx_post_event(c->write, &ngx_posted_events);
         return;
     }
@@ -147,9 +196,10 @@ ngx_http_linegate_redis_event_add_write(void *privdata)
 static void
 ngx_http_linegate_redis_event_del_write(void *privdata)
 {
-    ngx_connection_t  *c = privdata;
+    ngx_http_linegate_redis_event_conn_t  *ec = privdata;
 
-    ngx_http_linegate_redis_event_watch(c->write, NGX_WRITE_EVENT, 0);
+    ngx_http_linegate_redis_event_watch(ec->connection->write,
+                                        NGX_WRITE_EVENT, 0);
 }
 
 
@@ -157,14 +207,17 @@ ngx_http_linegate_redis_event_del_write(void *privdata)
 static void
 ngx_http_linegate_redis_event_cleanup(void *privdata)
 {
-    ngx_connection_t   *c = privdata;
+    ngx_http_linegate_redis_event_conn_t  *ec = privdata;
+
+    ngx_connection_t   *c;
     redisAsyncContext  *ac;
 
+    c = ec->connection;
     ac = c->data;
     ngx_http_linegate_redis_arena_detach(ac->c.reader);
 
-    ngx_http_linegate_redis_event_del_read(c);
-    ngx_http_linegate_redis_event_del_write(c);
+    ngx_http_linegate_redis_event_del_read(ec);
+    ngx_http_linegate_redis_event_del_write(ec);
 
     if (c->read->timer_set) {
         ngx_del_timer(c->read);
@@ -184,4 +237,5 @@ ngx_http_linegate_redis_event_cleanup(void *privdata)
 
     c->fd = (ngx_socket_t) -1;
     ngx_free_connection(c);
+    ngx_free(ec);
 }

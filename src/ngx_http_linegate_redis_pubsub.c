@@ -476,7 +476,7 @@ ngx_http_linegate_pubsub_connect(void)
         return;
     }
 
-    if (ngx_http_linegate_redis_event_attach(ac, ps->log) != NGX_OK) {
+    if (ngx_http_linegate_redis_event_attach(ac, ps->log, 0) != NGX_OK) {
         redisAsyncFree(ac);
         ngx_http_linegate_pubsub_lost();
         return;

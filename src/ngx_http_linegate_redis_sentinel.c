@@ -204,7 +204,7 @@ ngx_http_linegate_sentinel_connect(ngx_http_linegate_redis_addr_t *a)
         return NULL;
     }
 
-    if (ngx_http_linegate_redis_event_attach(ac, s->log) != NGX_OK) {
+    if (ngx_http_linegate_redis_event_attach(ac, s->log, 0) != NGX_OK) {
         redisAsyncFree(ac);
         return NULL;
     }

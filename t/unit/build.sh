@@ -45,5 +45,8 @@ mkdir -p "$out"
     "$root/t/unit/test_arena.c" "$root/src/ngx_http_linegate_redis_arena.c" \
     -lhiredis
 
+"$cc" "${cflags[@]}" -o "$out/test_hold" \
+    "$root/t/unit/test_hold.c" "$root/src/ngx_http_linegate_redis_hold.c"
+
 echo "built $out/test_crypto $out/test_jwt $out/test_cache $out/test_chars" \
-     "$out/test_slots $out/test_arena"
+     "$out/test_slots $out/test_arena $out/test_hold"
