@@ -7,12 +7,16 @@
 
 #include <string.h>
 
+/* SHA256_Init() and its kin, as nginx's own ngx_event_openssl.h does */
+#define OPENSSL_SUPPRESS_DEPRECATED
+
 #include <openssl/core_names.h>
 #include <openssl/crypto.h>
 #include <openssl/err.h>
 #include <openssl/evp.h>
 #include <openssl/params.h>
 #include <openssl/rand.h>
+#include <openssl/sha.h>
 
 #include "ngx_http_linegate_crypto.h"
 
@@ -73,39 +77,24 @@ static const char  ngx_http_linegate_token_alphabet[] =
 
 
 /*
- * SHA-256 with the algorithm fetched once per process and one context
- * reused: OpenSSL 3's one-shot SHA256()/EVP_Digest(EVP_sha256()) look the
- * algorithm up by name on every call (string compares under a lock),
- * which showed in the profile of the hot read. Workers are single
- * threaded; the context is never used by two callers at once.
+ * SHA-256 by OpenSSL's own functions (deprecated in 3.0, kept by every
+ * build of it that nginx fleets run): OpenSSL 3.0's EVP_DigestInit_ex2()
+ * allocates and frees the provider's context at every call, and the
+ * one-shot SHA256()/EVP_Digest() also look the algorithm up by name;
+ * either showed in the profile of the hot read (1.4% of a GET's worker,
+ * a malloc and a free each). The context is on the stack, and
+ * SHA256_Final() wipes the input block it kept.
  */
 int
 ngx_http_linegate_sha256(const unsigned char *data, size_t len,
     const unsigned char *data2, size_t len2, unsigned char out[32])
 {
-    unsigned int         mdlen;
-    static EVP_MD       *md;
-    static EVP_MD_CTX   *ctx;
+    SHA256_CTX  ctx;
 
-    if (md == NULL) {
-        md = EVP_MD_fetch(NULL, "SHA256", NULL);
-        ctx = EVP_MD_CTX_new();
-
-        if (md == NULL || ctx == NULL) {
-            EVP_MD_free(md);
-            EVP_MD_CTX_free(ctx);
-            md = NULL;
-            ctx = NULL;
-            ERR_clear_error();
-            return -1;
-        }
-    }
-
-    if (EVP_DigestInit_ex2(ctx, md, NULL) != 1
-        || EVP_DigestUpdate(ctx, data, len) != 1
-        || (len2 && EVP_DigestUpdate(ctx, data2, len2) != 1)
-        || EVP_DigestFinal_ex(ctx, out, &mdlen) != 1
-        || mdlen != NGX_HTTP_LINEGATE_SHA256_LEN)
+    if (SHA256_Init(&ctx) != 1
+        || SHA256_Update(&ctx, data, len) != 1
+        || (len2 && SHA256_Update(&ctx, data2, len2) != 1)
+        || SHA256_Final(out, &ctx) != 1)
     {
         ERR_clear_error();
         return -1;

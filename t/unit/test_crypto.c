@@ -23,8 +23,9 @@
 static void
 test_sha256(void)
 {
-    char   out[65];
-    char  *million;
+    char            out[65];
+    char           *million;
+    unsigned char   md[32], whole[32];
 
     ngx_http_linegate_sha256_hex((const unsigned char *) "", 0, out);
     ok(strcmp(out, "e3b0c44298fc1c149afbf4c8996fb924"
@@ -41,6 +42,14 @@ test_sha256(void)
     ok(strcmp(out, "248d6a61d20638b8e5c026930c3e6039"
                    "a33ce45964ff2167f6ecedd419db06c1") == 0,
        "sha256 of the 448-bit FIPS 180 vector");
+
+    /* two parts (a key id and its secret, auth.c): one digest of both */
+    ok(ngx_http_linegate_sha256((const unsigned char *) "ab", 2,
+                                (const unsigned char *) "c", 1, md) == 0
+       && ngx_http_linegate_sha256((const unsigned char *) "abc", 3, NULL, 0,
+                                   whole) == 0
+       && memcmp(md, whole, sizeof(md)) == 0,
+       "sha256 of two parts: the digest of both");
 
     million = malloc(1000000);
     if (million == NULL) {
