@@ -17,6 +17,7 @@ use warnings;
 use FindBin;
 use lib "$FindBin::Bin/lib", "$FindBin::Bin/chaos/lib";
 
+use POSIX ();
 use Test::More;
 use LG::Chaos;
 
@@ -73,6 +74,26 @@ SKIP: {
     ok(@{ $again->{v}{included_within_plan} }
        && @{ $again->{v}{provisioning_on_stream} },
        'lines beyond the plan and off the stream are reported');
+}
+
+# A reservation no confirm holds any more (what a worker killed between
+# RESERVE and CLAIM leaves: docs/chaos.md, "Known violations") is
+# reported with what happened around its time: the faults injected and
+# the account's confirms in flight.
+{
+    my $A = $c->{accounts}[0]{id};
+    my $f = ($c->{fault_log} // [])->[0];
+    my $t = $f ? $f->{t} : time;
+    my $iso = POSIX::strftime('%Y-%m-%dT%H:%M:%S', gmtime int $t)
+              . sprintf('.%03dZ', int(($t - int $t) * 1000));
+    $rd->hset("lg:{acct:$A}:resv:worker_" . ('e' x 24), createdAt => $iso);
+    my $again = $c->check;
+    my ($v) = grep { /worker_e{24}/ } @{ $again->{v}{no_stuck_reservation} };
+    ok($v, 'a reservation no confirm holds is reported');
+    like($v // '', $f ? qr/faults near: [^;]*\Q$f->{kind}\E [+-]0\.00 s/
+                      : qr/faults near: none/,
+         'with the faults around its time')
+        or diag($v);
 }
 
 done_testing;

@@ -22,6 +22,7 @@ use LG::Provision;
 use LG::Stack;
 use Mojo::JSON qw(decode_json encode_json);
 use POSIX ();
+use Time::Local ();
 use Time::HiRes qw(sleep time);
 
 # included lines per plan and channel (SPEC 2.2)
@@ -469,7 +470,8 @@ sub check {
             if (((($rec_worker{$wid} // {})->{reason}) // '') ne 'record_failed') {
                 $bad->(no_stuck_reservation => "$A/$wid is reserved"
                        . ' with no record_failed entry on lg:{fleet}:reconcile'
-                       . $self->logtrail($wid));
+                       . $self->logtrail($wid)
+                       . $self->around($A, $resv{$wid}{createdAt}));
             }
             $nres++;
         }
@@ -606,6 +608,25 @@ sub logtrail {
             grep { index($_, $needle) >= 0 } @{ $self->{elog} };
     return '' unless @l;
     return '; log: ' . join ' / ', @l[0 .. ($#l < 1 ? $#l : 1)];
+}
+
+# what happened around a time (ISO 8601, as nginx writes createdAt): the
+# faults injected within 2 s of it, and the account's confirms in flight
+sub around {
+    my ($self, $A, $iso) = @_;
+    my ($Y, $M, $D, $h, $m, $sec) = ($iso // '')
+        =~ /^(\d+)-(\d+)-(\d+)T(\d+):(\d+):(\d+(?:\.\d+)?)Z$/
+        or return '';
+    my $t = Time::Local::timegm(0, $m, $h, $D, $M - 1, $Y) + $sec;
+    my @f = map { sprintf '%s %+.2f s', $_->{kind}, $_->{t} - $t }
+            grep { abs($_->{t} - $t) <= 2 } @{ $self->{fault_log} // [] };
+    my @c = map { sprintf '%s %s [%+.2f, %+.2f] s', $_->{ep}, $_->{st},
+                          $_->{t0} - $t, $_->{t1} - $t }
+            grep { ($_->{a} // '') eq $A && $_->{ep} =~ /confirm/
+                   && $_->{t0} <= $t + 0.5 && $_->{t1} >= $t - 0.5 }
+            @{ $self->{ops} // [] };
+    return '; faults near: ' . (join(', ', @f) || 'none')
+         . '; confirms in flight: ' . (join(', ', @c) || 'none');
 }
 
 # the Stripe calls of a line request (by its Idempotency-Keys)
