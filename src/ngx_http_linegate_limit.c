@@ -27,7 +27,6 @@
 #include "ngx_http_linegate_metrics.h"
 #include "ngx_http_linegate_chars.h"
 #include "ngx_http_linegate_lease.h"
-#include "ngx_http_linegate_hash.h"
 
 #include <ngx_md5.h>
 
@@ -783,7 +782,7 @@ ngx_http_linegate_limit_cached(ngx_str_t *rkey, ngx_uint_t create)
     }
 
     c = &ngx_http_linegate_limit_cache[
-            ngx_http_linegate_hash(rkey->data, rkey->len)
+            ngx_murmur_hash2(rkey->data, rkey->len)
             % NGX_HTTP_LINEGATE_LIMIT_CACHE_SIZE];
 
     if (create) {

@@ -20,7 +20,6 @@
 #include "ngx_http_linegate_module.h"
 #include "ngx_http_linegate_metrics.h"
 #include "ngx_http_linegate_chars.h"
-#include "ngx_http_linegate_hash.h"
 
 
 #define NGX_HTTP_LINEGATE_M_SERIES     1024
@@ -455,8 +454,7 @@ ngx_http_linegate_metrics_lookup(ngx_uint_t family, u_char *labels,
     ngx_uint_t                   i, n, locked;
     ngx_http_linegate_series_t  *s;
 
-    hash = ngx_http_linegate_hash(labels, len)
-           ^ (uint32_t) (family * 2654435761u);
+    hash = ngx_murmur_hash2(labels, len) ^ (uint32_t) (family * 2654435761u);
     locked = 0;
     s = NULL;
 

@@ -131,8 +131,6 @@ my %layer_of = (
     'cache.c'              => 'infrastructure',
     'chars.h'              => 'infrastructure',   # classes, E.164
     'chars.c'              => 'infrastructure',
-    'hash.h'               => 'infrastructure',   # short keys' hash
-    'hash.c'               => 'infrastructure',
     'str.h'                => 'infrastructure',   # the pool string copy
     'str.c'                => 'infrastructure',
 

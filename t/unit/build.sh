@@ -37,9 +37,6 @@ mkdir -p "$out"
 "$cc" "${cflags[@]}" -o "$out/test_chars" \
     "$root/t/unit/test_chars.c" "$root/src/ngx_http_linegate_chars.c"
 
-"$cc" "${cflags[@]}" -o "$out/test_hash" \
-    "$root/t/unit/test_hash.c" "$root/src/ngx_http_linegate_hash.c"
-
 "$cc" "${cflags[@]}" -o "$out/test_slots" \
     "$root/t/unit/test_slots.c" "$root/src/ngx_http_linegate_redis_slots.c" \
     "$root/src/ngx_http_linegate_chars.c" -lhiredis
@@ -52,4 +49,4 @@ mkdir -p "$out"
     "$root/t/unit/test_hold.c" "$root/src/ngx_http_linegate_redis_hold.c"
 
 echo "built $out/test_crypto $out/test_jwt $out/test_cache $out/test_chars" \
-     "$out/test_hash $out/test_slots $out/test_arena $out/test_hold"
+     "$out/test_slots $out/test_arena $out/test_hold"
