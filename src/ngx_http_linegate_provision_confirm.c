@@ -18,19 +18,31 @@
  *              token can have skips the step (410). TOKEN runs before
  *              the account's step: a rotation's previous key id spends a
  *              live token of the account, then is refused (401)
+ *   INTENT     ZADD lg:{fleet}:pv:inflight "<A> <worker> -" (the fleet's
+ *              slot, acknowledged under linegate_redis_wait), before
+ *              anything is reserved: if the worker dies once RESERVE
+ *              ran, the sweep finds the purchase by it (a reservation
+ *              lives in the account's slot, which nothing walks) and
+ *              releases it. Skipped when TOKEN refused the token
+ *              (RESERVE then only reads). Answer lost: 503, nothing
+ *              reserved, the intent dropped (or the sweep's)
  *   RESERVE    script pv_reserve (the account's slot): refuse a key id
  *              the account no longer names (its key_id: a credentials
  *              rotation's previous one, 401), then TOKEN's refusal
  *              (403, 410: nothing reserved, the windows read for the
  *              answer's headers), check the plan, re-check both windows,
  *              reserve the limit slot (one atomic step: no burst of
- *              parallel confirms can exceed a limit). Answer lost:
- *              RELEASE, then 503
+ *              parallel confirms can exceed a limit). A refusal drops
+ *              the intent (not waited for). Answer lost: RELEASE, then
+ *              503
  *   CLAIM      script pv_claim (the fleet's slot): a number leaves the
  *              inventory for the claims journal lg:{fleet}:pv:inflight
- *              ("<A> <worker> <number>") in the same step. None: RELEASE,
- *              then 503 no_lines_available. Answer lost: RELEASE, then
- *              503; the claim, if any, is the sweep's
+ *              ("<A> <worker> <number>", in the intent's place) in the
+ *              same step. None: RELEASE, then 503 no_lines_available.
+ *              No intent (the sweep released the purchase: this confirm
+ *              outlived linegate_reconcile_lost_after): RELEASE, 503.
+ *              Answer lost: RELEASE, then 503; the claim, if any, is the
+ *              sweep's
  *   CUSTOMER   Stripe GET v1/customers/<id>: is there a card on file?
  *   SUBSCRIBE  Stripe POST v1/subscriptions, error_if_incomplete, with an
  *              Idempotency-Key derived from the token; an answer that was
@@ -46,9 +58,9 @@
  *              is dropped, the slot freed (and the purchase written to
  *              the outbox when Stripe's answer stayed unknown)
  *   SETTLE     script pv_settle (the fleet's slot), after RECORD or
- *              RELEASE, once there is a claim: the claim leaves the
- *              journal; the number goes back to the inventory (released,
- *              no line holds it) or stays with its line or its entry; the
+ *              RELEASE: the claim (or the intent) leaves the journal;
+ *              the number goes back to the inventory (released, no line
+ *              holds it) or stays with its line or its entry; the
  *              outbox's entry is queued on lg:{fleet}:reconcile
  *   DONE       the answer
  *
@@ -62,13 +74,15 @@
  * (ngx_http_linegate_redis_durable()), re-sent until Redis answers,
  * independent of the request: work that may have moved money is the
  * request's work, not the connection's, and always finishes. A SETTLE
- * is handed over too: after a RELEASE at once (no line can hold the
- * number: RECORD never ran); after a RECORD whose answer was lost, once
- * the durable record is answered (its answer decides the settle:
- * ngx_http_linegate_redis_durable_then()). A claim left behind by a
- * worker that died (or a CLAIM whose answer was lost) is settled by the
- * reconciliation sweep (pv_inspect.lua reads the account's side, then
- * pv_settle.lua).
+ * is handed over too, once the durable RECORD or RELEASE before it is
+ * answered (ngx_http_linegate_redis_durable_then(): its answer decides
+ * the settle): the claim or the intent leaves the journal only once
+ * the account's side is written, so that a worker dying in between
+ * leaves the journal's member for the sweep, never a reservation
+ * nothing finds. A claim or an intent left behind by a worker that died
+ * (or a CLAIM whose answer was lost) is settled by the reconciliation
+ * sweep (pv_inspect.lua reads the account's side, and releases an
+ * intent's reservation; then pv_settle.lua).
  */
 
 
@@ -104,6 +118,7 @@
 typedef enum {
     NGX_HTTP_LINEGATE_CONFIRM_AUTH = 0,
     NGX_HTTP_LINEGATE_CONFIRM_TOKEN,
+    NGX_HTTP_LINEGATE_CONFIRM_INTENT,
     NGX_HTTP_LINEGATE_CONFIRM_RESERVE,
     NGX_HTTP_LINEGATE_CONFIRM_CLAIM,
     NGX_HTTP_LINEGATE_CONFIRM_CUSTOMER,
@@ -127,7 +142,8 @@ typedef struct {
                                         NGX_HTTP_LINEGATE_KEYS_PV_PURCHASE];
     ngx_str_t                        customer;
     ngx_str_t                        number;
-    ngx_str_t                        claim;     /* "<A> <worker> <number>" */
+    /* "<A> <worker> <number>", or the intent "<A> <worker> -" */
+    ngx_str_t                        claim;
     ngx_str_t                        qkey;      /* lg:{fleet}:q:..., room */
     ngx_str_t                        subscription;
     ngx_str_t                        idempotency_key;
@@ -194,6 +210,15 @@ static ngx_int_t ngx_http_linegate_confirm_spend(ngx_http_request_t *r,
 static void ngx_http_linegate_confirm_spent(ngx_http_request_t *r,
     ngx_http_linegate_ctx_t *ctx, ngx_http_linegate_confirm_t *cf,
     redisReply *reply);
+static void ngx_http_linegate_confirm_to_reserve(ngx_http_request_t *r,
+    ngx_http_linegate_ctx_t *ctx, ngx_http_linegate_confirm_t *cf);
+static ngx_int_t ngx_http_linegate_confirm_intent(ngx_http_request_t *r,
+    ngx_http_linegate_confirm_t *cf);
+static void ngx_http_linegate_confirm_intended(ngx_http_request_t *r,
+    ngx_http_linegate_ctx_t *ctx, ngx_http_linegate_confirm_t *cf,
+    redisReply *reply);
+static void ngx_http_linegate_confirm_drop_intent(ngx_http_request_t *r,
+    ngx_http_linegate_confirm_t *cf);
 static ngx_int_t ngx_http_linegate_confirm_reserve(ngx_http_request_t *r,
     ngx_http_linegate_confirm_t *cf);
 static void ngx_http_linegate_confirm_reserved(ngx_http_request_t *r,
@@ -250,6 +275,10 @@ static void ngx_http_linegate_confirm_settle_args(ngx_http_request_t *r,
     ngx_http_linegate_confirm_t *cf);
 static void ngx_http_linegate_confirm_recorded_late(redisReply *reply,
     ngx_http_linegate_redis_args_t *rec, ngx_str_t *note);
+static void ngx_http_linegate_confirm_released_late(redisReply *reply,
+    ngx_http_linegate_redis_args_t *rel, ngx_str_t *note);
+static void ngx_http_linegate_confirm_settle_late(
+    ngx_http_linegate_pv_settle_t *st);
 static ngx_int_t ngx_http_linegate_confirm_settle(ngx_http_request_t *r,
     ngx_http_linegate_confirm_t *cf);
 static void ngx_http_linegate_confirm_settled(ngx_http_request_t *r,
@@ -368,8 +397,7 @@ ngx_http_linegate_provision_confirm_known(ngx_http_request_t *r,
      */
     if (ngx_http_linegate_key_same_slot(&cf->pvkey, &cf->akeys[0])) {
         cf->spend = 1;
-        ngx_http_linegate_confirm_next(r, ctx,
-                                       NGX_HTTP_LINEGATE_CONFIRM_RESERVE);
+        ngx_http_linegate_confirm_to_reserve(r, ctx, cf);
         return;
     }
 
@@ -441,6 +469,10 @@ ngx_http_linegate_confirm_next(ngx_http_request_t *r,
         rc = ngx_http_linegate_confirm_spend(r, cf);
         break;
 
+    case NGX_HTTP_LINEGATE_CONFIRM_INTENT:
+        rc = ngx_http_linegate_confirm_intent(r, cf);
+        break;
+
     case NGX_HTTP_LINEGATE_CONFIRM_RESERVE:
         rc = ngx_http_linegate_confirm_reserve(r, cf);
         break;
@@ -488,8 +520,10 @@ ngx_http_linegate_confirm_unstarted(ngx_http_request_t *r,
     switch (ctx->state) {
 
     case NGX_HTTP_LINEGATE_CONFIRM_TOKEN:
+    case NGX_HTTP_LINEGATE_CONFIRM_INTENT:
     case NGX_HTTP_LINEGATE_CONFIRM_RESERVE:
         /* nothing was sent: nothing was reserved */
+        ngx_http_linegate_confirm_drop_intent(r, cf);
         cf->settled = 1;
         ngx_http_linegate_store_unavailable(r);
         return;
@@ -636,7 +670,110 @@ ngx_http_linegate_confirm_spent(ngx_http_request_t *r,
     cf->refused = code == NGX_HTTP_OK ? NULL
                   : code == NGX_HTTP_FORBIDDEN ? "403" : "410";
 
+    ngx_http_linegate_confirm_to_reserve(r, ctx, cf);
+}
+
+
+/*
+ * On to RESERVE: through INTENT when it may reserve; a refused token's
+ * RESERVE only reads (the answer's headers), no intent
+ */
+static void
+ngx_http_linegate_confirm_to_reserve(ngx_http_request_t *r,
+    ngx_http_linegate_ctx_t *ctx, ngx_http_linegate_confirm_t *cf)
+{
+    ngx_http_linegate_confirm_next(r, ctx,
+                                   cf->refused
+                                   ? NGX_HTTP_LINEGATE_CONFIRM_RESERVE
+                                   : NGX_HTTP_LINEGATE_CONFIRM_INTENT);
+}
+
+
+/* INTENT */
+
+static ngx_int_t
+ngx_http_linegate_confirm_intent(ngx_http_request_t *r,
+    ngx_http_linegate_confirm_t *cf)
+{
+    ngx_http_linegate_redis_args_t  *a;
+
+    cf->claim.data = ngx_pnalloc(r->pool, cf->account.len + 1
+                                          + cf->worker_id.len + 2);
+    if (cf->claim.data == NULL) {
+        return NGX_ERROR;
+    }
+
+    cf->claim.len = ngx_sprintf(cf->claim.data, "%V %V -", &cf->account,
+                                &cf->worker_id)
+                    - cf->claim.data;
+
+    a = ngx_http_linegate_confirm_args(cf);
+
+    /* a failover must not lose it while the reservation stays */
+    a->acknowledged = 1;
+
+    ngx_http_linegate_redis_arg_cstr(a, "ZADD");
+    ngx_http_linegate_redis_arg_str(a,
+        ngx_http_linegate_key_fixed(NGX_HTTP_LINEGATE_KEY_PV_INFLIGHT));
+    ngx_http_linegate_redis_arg_int(r, a, cf->now);
+    ngx_http_linegate_redis_arg_str(a, &cf->claim);
+
+    if (ngx_http_linegate_redis_command(r, a,
+                                        ngx_http_linegate_confirm_stored)
+        != NGX_OK)
+    {
+        /* not sent: nothing to drop */
+        ngx_str_null(&cf->claim);
+        return NGX_ERROR;
+    }
+
+    return NGX_OK;
+}
+
+
+static void
+ngx_http_linegate_confirm_intended(ngx_http_request_t *r,
+    ngx_http_linegate_ctx_t *ctx, ngx_http_linegate_confirm_t *cf,
+    redisReply *reply)
+{
+    if (reply == NULL || reply->type != REDIS_REPLY_INTEGER) {
+        ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
+                      NGX_HTTP_LINEGATE_LOG "no answer to the intent of "
+                      "purchase %V of account \"%V\": nothing reserved",
+                      &cf->worker_id, &cf->account);
+        ngx_http_linegate_confirm_drop_intent(r, cf);
+        cf->settled = 1;
+        ngx_http_linegate_store_unavailable(r);
+        return;
+    }
+
     ngx_http_linegate_confirm_next(r, ctx, NGX_HTTP_LINEGATE_CONFIRM_RESERVE);
+}
+
+
+/*
+ * Nothing is reserved: the intent goes, not waited for (one left behind,
+ * its removal lost, is dropped by the sweep: no reservation)
+ */
+static void
+ngx_http_linegate_confirm_drop_intent(ngx_http_request_t *r,
+    ngx_http_linegate_confirm_t *cf)
+{
+    ngx_http_linegate_redis_args_t  a;
+
+    if (cf->claim.len == 0) {
+        return;
+    }
+
+    ngx_http_linegate_redis_args_init(&a);
+    ngx_http_linegate_redis_arg_cstr(&a, "ZREM");
+    ngx_http_linegate_redis_arg_str(&a,
+        ngx_http_linegate_key_fixed(NGX_HTTP_LINEGATE_KEY_PV_INFLIGHT));
+    ngx_http_linegate_redis_arg_str(&a, &cf->claim);
+
+    (void) ngx_http_linegate_redis_command(r, &a, NULL);
+
+    ngx_str_null(&cf->claim);
 }
 
 
@@ -717,6 +854,7 @@ ngx_http_linegate_confirm_reserved(ngx_http_request_t *r,
         && code == NGX_HTTP_UNAUTHORIZED)
     {
         /* a key id the account no longer names: nothing was touched */
+        ngx_http_linegate_confirm_drop_intent(r, cf);
         cf->settled = 1;
         ngx_str_null(&ctx->tenant);
         ngx_http_linegate_confirm_unauthorized(r, ctx);
@@ -737,6 +875,7 @@ ngx_http_linegate_confirm_reserved(ngx_http_request_t *r,
 
     if (code != NGX_HTTP_OK) {
         /* nothing was reserved */
+        ngx_http_linegate_confirm_drop_intent(r, cf);
         cf->settled = 1;
 
         if (ngx_http_linegate_confirm_refused(r, ctx, code, reply)
@@ -880,6 +1019,23 @@ ngx_http_linegate_confirm_claimed(ngx_http_request_t *r,
         return;
     }
 
+    if (claimed == 2) {
+        /*
+         * No intent: the sweep found this purchase past
+         * linegate_reconcile_lost_after and released it. Nothing is
+         * taken; the release is sent again (it finds nothing), then 503.
+         */
+        ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
+                      NGX_HTTP_LINEGATE_LOG "purchase %V of account \"%V\" "
+                      "was released by the reconciliation sweep before it "
+                      "claimed a number", &cf->worker_id, &cf->account);
+        ngx_str_null(&cf->claim);
+        cf->store_failed = 1;
+        ngx_http_linegate_confirm_next(r, ctx,
+                                       NGX_HTTP_LINEGATE_CONFIRM_RELEASE);
+        return;
+    }
+
     if (claimed == 0) {
         /* the inventory is empty: the slot is freed, then 503 */
         cf->inventory_empty = 1;
@@ -892,7 +1048,7 @@ ngx_http_linegate_confirm_claimed(ngx_http_request_t *r,
     if (ngx_http_linegate_confirm_copy(r, reply, 1, &cf->number) != NGX_OK
         || ngx_http_linegate_confirm_prepare(r, cf) != NGX_OK)
     {
-        if (cf->claim.len == 0) {
+        if (cf->number.len == 0) {
             /* the number is not known: the claim is the sweep's */
             ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
                           NGX_HTTP_LINEGATE_LOG "unexpected reply to the "
@@ -1479,10 +1635,7 @@ ngx_http_linegate_confirm_released(ngx_http_request_t *r,
                           cf->reconcile ? cf->reconcile : "");
         }
 
-        /* RECORD never ran: no line holds the number, which returns */
-        cf->giveback = 1;
-        ngx_http_linegate_confirm_settle_durable(r, cf);
-
+        /* its answer settles the claim (released_late) */
         cf->settled = 1;
         ngx_http_linegate_confirm_next(r, ctx,
                                        NGX_HTTP_LINEGATE_CONFIRM_DONE);
@@ -1501,7 +1654,8 @@ ngx_http_linegate_confirm_released(ngx_http_request_t *r,
         line = 0;
     }
 
-    cf->giveback = (line == 0);
+    /* an intent holds no number */
+    cf->giveback = (line == 0 && cf->number.len);
     cf->queued = cf->reconcile != NULL;
 
     if (cf->claim.len == 0) {
@@ -1549,6 +1703,12 @@ ngx_http_linegate_confirm_settle_args(ngx_http_request_t *r,
 }
 
 
+/* argument i of a durable script (its ARGV[i + 1]), after nkeys keys */
+#define ngx_http_linegate_confirm_argv(dst, a, nkeys, i)                     \
+    (dst).data = (u_char *) (a)->argv[(nkeys) + (i)];                        \
+    (dst).len = (a)->argvlen[(nkeys) + (i)]
+
+
 /*
  * The durable RECORD (its answer was lost) is done: its answer says how
  * the claim settles, as confirm_recorded would have. Run by the worker,
@@ -1562,14 +1722,10 @@ static void
 ngx_http_linegate_confirm_recorded_late(redisReply *reply,
     ngx_http_linegate_redis_args_t *rec, ngx_str_t *note)
 {
-    u_char                              *p;
-    size_t                               len;
-    int64_t                              done;
-    ngx_str_t                            reason;
-    ngx_http_linegate_redis_args_t       a;
-    ngx_http_linegate_pv_settle_t        st;
-    ngx_http_linegate_pv_entry_t        *e;
-    u_char                               claim[512], room[512];
+    int64_t                         done;
+    ngx_str_t                       reason;
+    ngx_http_linegate_pv_settle_t   st;
+    ngx_http_linegate_pv_entry_t   *e;
 
     /* pv_record's keys, then its arguments (confirm_record_args()) */
     if (rec->argc != NGX_HTTP_LINEGATE_KEYS_PV_RECORD + 8) {
@@ -1579,29 +1735,22 @@ ngx_http_linegate_confirm_recorded_late(redisReply *reply,
     ngx_memzero(&st, sizeof(ngx_http_linegate_pv_settle_t));
     e = &st.entry;
 
-#define ngx_http_linegate_confirm_rec(dst, i)                                \
-    (dst).data = (u_char *) rec->argv[NGX_HTTP_LINEGATE_KEYS_PV_RECORD + i]; \
-    (dst).len = rec->argvlen[NGX_HTTP_LINEGATE_KEYS_PV_RECORD + i]
+    ngx_http_linegate_confirm_argv(e->worker_id, rec,
+                                   NGX_HTTP_LINEGATE_KEYS_PV_RECORD, 0);
+    ngx_http_linegate_confirm_argv(e->subscription, rec,
+                                   NGX_HTTP_LINEGATE_KEYS_PV_RECORD, 1);
+    ngx_http_linegate_confirm_argv(e->account, rec,
+                                   NGX_HTTP_LINEGATE_KEYS_PV_RECORD, 3);
+    ngx_http_linegate_confirm_argv(e->idempotency_key, rec,
+                                   NGX_HTTP_LINEGATE_KEYS_PV_RECORD, 4);
+    ngx_http_linegate_confirm_argv(e->customer, rec,
+                                   NGX_HTTP_LINEGATE_KEYS_PV_RECORD, 5);
+    ngx_http_linegate_confirm_argv(e->at, rec,
+                                   NGX_HTTP_LINEGATE_KEYS_PV_RECORD, 6);
+    ngx_http_linegate_confirm_argv(e->number, rec,
+                                   NGX_HTTP_LINEGATE_KEYS_PV_RECORD, 7);
 
-    /* i: the script's ARGV[i + 1] */
-    ngx_http_linegate_confirm_rec(e->worker_id, 0);
-    ngx_http_linegate_confirm_rec(e->subscription, 1);
-    ngx_http_linegate_confirm_rec(e->account, 3);
-    ngx_http_linegate_confirm_rec(e->idempotency_key, 4);
-    ngx_http_linegate_confirm_rec(e->customer, 5);
-    ngx_http_linegate_confirm_rec(e->at, 6);
-    ngx_http_linegate_confirm_rec(e->number, 7);
-
-#undef ngx_http_linegate_confirm_rec
-
-    len = e->account.len + 1 + e->worker_id.len + 1 + e->number.len;
-
-    if (ngx_http_linegate_reply_int(reply, 0, &done) != NGX_OK
-        || len > sizeof(claim)
-        || ngx_http_linegate_pv_settle_room(&e->account, &e->worker_id,
-                                        NGX_HTTP_LINEGATE_CONFIRM_REASON_MAX)
-           > sizeof(room))
-    {
+    if (ngx_http_linegate_reply_int(reply, 0, &done) != NGX_OK) {
         ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
                       NGX_HTTP_LINEGATE_LOG "the claim of %V, account "
                       "\"%V\" (number %V) not settled: the reconciliation "
@@ -1609,12 +1758,6 @@ ngx_http_linegate_confirm_recorded_late(redisReply *reply,
                       &e->number);
         return;
     }
-
-    p = ngx_sprintf(claim, "%V %V %V", &e->account, &e->worker_id,
-                    &e->number);
-    st.claim.data = claim;
-    st.claim.len = p - claim;
-    st.room = room;
 
     if (done != 1) {
         /* the outbox is written: the entry, queued now */
@@ -1630,8 +1773,109 @@ ngx_http_linegate_confirm_recorded_late(redisReply *reply,
         }
     }
 
+    ngx_http_linegate_confirm_settle_late(&st);
+}
+
+
+/*
+ * The durable RELEASE (its answer was lost, or the request ended with a
+ * purchase reserved) is done: only now does the claim (or the intent)
+ * leave the journal, as confirm_released would settle it: a worker
+ * dying before this leaves it for the sweep, which finds the
+ * reservation by it. Everything comes from the release's own arguments
+ * (confirm_release_args()).
+ */
+static void
+ngx_http_linegate_confirm_released_late(redisReply *reply,
+    ngx_http_linegate_redis_args_t *rel, ngx_str_t *note)
+{
+    int64_t                         line;
+    ngx_http_linegate_pv_settle_t   st;
+    ngx_http_linegate_pv_entry_t   *e;
+
+    if (rel->argc != NGX_HTTP_LINEGATE_KEYS_PV_RELEASE + 10) {
+        return;
+    }
+
+    ngx_memzero(&st, sizeof(ngx_http_linegate_pv_settle_t));
+    e = &st.entry;
+
+    ngx_http_linegate_confirm_argv(e->worker_id, rel,
+                                   NGX_HTTP_LINEGATE_KEYS_PV_RELEASE, 0);
+    ngx_http_linegate_confirm_argv(e->reason, rel,
+                                   NGX_HTTP_LINEGATE_KEYS_PV_RELEASE, 4);
+    ngx_http_linegate_confirm_argv(e->account, rel,
+                                   NGX_HTTP_LINEGATE_KEYS_PV_RELEASE, 5);
+    ngx_http_linegate_confirm_argv(e->idempotency_key, rel,
+                                   NGX_HTTP_LINEGATE_KEYS_PV_RELEASE, 6);
+    ngx_http_linegate_confirm_argv(e->customer, rel,
+                                   NGX_HTTP_LINEGATE_KEYS_PV_RELEASE, 7);
+    ngx_http_linegate_confirm_argv(e->at, rel,
+                                   NGX_HTTP_LINEGATE_KEYS_PV_RELEASE, 8);
+    ngx_http_linegate_confirm_argv(e->number, rel,
+                                   NGX_HTTP_LINEGATE_KEYS_PV_RELEASE, 9);
+
+    if (ngx_http_linegate_reply_int(reply, NGX_HTTP_LINEGATE_PV_EXTRA, &line)
+        != NGX_OK)
+    {
+        /* whether a line holds the number is not known: the sweep's */
+        ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
+                      NGX_HTTP_LINEGATE_LOG "the claim of %V, account "
+                      "\"%V\" not settled after its release: the "
+                      "reconciliation sweep settles it", &e->worker_id,
+                      &e->account);
+        return;
+    }
+
+    /* RECORD never ran: no line holds the number, which returns */
+    st.giveback = (line == 0 && e->number.len);
+
+    ngx_http_linegate_confirm_settle_late(&st);
+}
+
+
+/*
+ * The durable SETTLE of a late answer: the claim "<A> <worker>
+ * <number>" (the intent "<A> <worker> -" without a number) and the
+ * queued marker built on the stack from the entry
+ */
+static void
+ngx_http_linegate_confirm_settle_late(ngx_http_linegate_pv_settle_t *st)
+{
+    u_char                          *p;
+    ngx_str_t                        number;
+    ngx_http_linegate_redis_args_t   a;
+    ngx_http_linegate_pv_entry_t    *e;
+    u_char                           claim[512], room[512];
+
+    e = &st->entry;
+
+    number = e->number;
+
+    if (number.len == 0) {
+        ngx_str_set(&number, "-");
+    }
+
+    if (e->account.len + 1 + e->worker_id.len + 1 + number.len
+        > sizeof(claim)
+        || ngx_http_linegate_pv_settle_room(&e->account, &e->worker_id,
+                                            e->reason.len)
+           > sizeof(room))
+    {
+        ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
+                      NGX_HTTP_LINEGATE_LOG "the claim of %V, account "
+                      "\"%V\" not settled: the reconciliation sweep "
+                      "settles it", &e->worker_id, &e->account);
+        return;
+    }
+
+    p = ngx_sprintf(claim, "%V %V %V", &e->account, &e->worker_id, &number);
+    st->claim.data = claim;
+    st->claim.len = p - claim;
+    st->room = room;
+
     ngx_http_linegate_redis_args_init(&a);
-    ngx_http_linegate_pv_settle_args(&a, &st);
+    ngx_http_linegate_pv_settle_args(&a, st);
 
     if (ngx_http_linegate_redis_durable(ngx_cycle->log,
                                         NGX_HTTP_LINEGATE_SCRIPT_PV_SETTLE,
@@ -1641,7 +1885,7 @@ ngx_http_linegate_confirm_recorded_late(redisReply *reply,
     {
         ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
                       NGX_HTTP_LINEGATE_LOG "claim \"%V\" not settled: the "
-                      "reconciliation sweep settles it", &st.claim);
+                      "reconciliation sweep settles it", &st->claim);
     }
 }
 
@@ -1733,9 +1977,12 @@ ngx_http_linegate_confirm_durable(ngx_http_linegate_confirm_t *cf,
         break;
     }
 
-    /* a record's answer decides its claim's settle, once it comes */
-    then = (script == NGX_HTTP_LINEGATE_SCRIPT_PV_RECORD && cf->claim.len)
-           ? ngx_http_linegate_confirm_recorded_late : NULL;
+    /* a record's or release's answer decides its claim's settle */
+    then = (cf->claim.len == 0) ? NULL
+           : (script == NGX_HTTP_LINEGATE_SCRIPT_PV_RECORD)
+           ? ngx_http_linegate_confirm_recorded_late
+           : (script == NGX_HTTP_LINEGATE_SCRIPT_PV_RELEASE)
+           ? ngx_http_linegate_confirm_released_late : NULL;
 
     if (ngx_http_linegate_redis_durable_then(ngx_cycle->log, script, nkeys,
                                              &cf->args, what, then)
@@ -1754,9 +2001,10 @@ ngx_http_linegate_confirm_durable(ngx_http_linegate_confirm_t *cf,
  * The request ends. If it ends before the purchase was settled (the
  * client went away or reset its stream, the request was terminated with
  * a step in flight), what the step in flight leaves behind is settled by
- * durable writes: the reservation released (and the outbox written when
- * Stripe may have charged) and the claim settled, or the paid line
- * recorded (its claim then the sweep's), or the claim settled.
+ * durable writes: the intent dropped (nothing reserved yet), or the
+ * reservation released (and the outbox written when Stripe may have
+ * charged) and then the claim or the intent settled, or the paid line
+ * recorded and then its claim settled, or the claim settled.
  */
 static void
 ngx_http_linegate_confirm_cleanup(void *data)
@@ -1780,6 +2028,11 @@ ngx_http_linegate_confirm_cleanup(void *data)
     }
 
     switch (ctx->state) {
+
+    case NGX_HTTP_LINEGATE_CONFIRM_INTENT:
+        /* nothing reserved: the intent, if written, goes */
+        script = NGX_HTTP_LINEGATE_SCRIPT_PV_SETTLE;
+        break;
 
     case NGX_HTTP_LINEGATE_CONFIRM_RESERVE:
         if (!cf->reserving) {
@@ -1840,12 +2093,6 @@ ngx_http_linegate_confirm_cleanup(void *data)
                   "answers", &cf->worker_id, &cf->account, what,
                   cf->reconcile ? ", queued as " : "",
                   cf->reconcile ? cf->reconcile : "");
-
-    if (script == NGX_HTTP_LINEGATE_SCRIPT_PV_RELEASE) {
-        /* RECORD never ran: no line holds the number, which returns */
-        cf->giveback = 1;
-        ngx_http_linegate_confirm_settle_durable(r, cf);
-    }
 }
 
 
@@ -1860,6 +2107,10 @@ ngx_http_linegate_confirm_stored(ngx_http_request_t *r, redisReply *reply)
     cf = ngx_http_linegate_confirm_of(ctx);
 
     switch (ctx->state) {
+
+    case NGX_HTTP_LINEGATE_CONFIRM_INTENT:
+        ngx_http_linegate_confirm_intended(r, ctx, cf, reply);
+        return;
 
     case NGX_HTTP_LINEGATE_CONFIRM_RESERVE:
         ngx_http_linegate_confirm_reserved(r, ctx, cf, reply);

@@ -28,10 +28,12 @@
  *             state, or gone: the member goes
  *   CLAIMS    ZRANGEBYSCORE lg:{fleet}:pv:inflight: the provisioning
  *             claims older than linegate_reconcile_lost_after (a confirm
- *             whose worker died holds its number there), a batch
+ *             whose worker died holds its number there, or its intent
+ *             when it died before it claimed one), a batch
  *   then, for each claim, the sweep of a lost purchase, one slot a step:
  *   INSPECT   script pv_inspect (the account's slot): its line, its
- *             reservation, its outbox (a reconcile entry not yet queued)
+ *             reservation, its outbox (a reconcile entry not yet queued);
+ *             an intent's reservation is released in the same step
  *   SETTLE    script pv_settle (the fleet's slot): the claim is dropped
  *             and its number goes to its next home in the same step: the
  *             inventory (nothing holds it any more), the account's line,
@@ -219,11 +221,13 @@ typedef struct {
     ngx_str_t                            member;   /* "A worker number" */
     ngx_str_t                            account;  /* in member */
     ngx_str_t                            worker_id;
-    ngx_str_t                            number;
+    ngx_str_t                            number;   /* "-": an intent */
+    unsigned                             intent:1;
 
     /* what pv_inspect found of it in the account */
     unsigned                             line:1;
     unsigned                             resv:1;
+    unsigned                             released:1; /* an intent's */
     ngx_str_t                            customer;
     ngx_str_t                            at;       /* the reservation's */
     ngx_str_t                            reason;   /* the outbox's */
@@ -263,6 +267,7 @@ typedef struct {
     ngx_uint_t                           claims_returned;
     ngx_uint_t                           claims_queued;
     ngx_uint_t                           claims_kept;  /* their line's */
+    ngx_uint_t                           claims_released; /* intents */
     unsigned                             claims_more:1;
     unsigned                             claims_unread:1; /* "more" */
     ngx_http_linegate_reconcile_claim_t  claim;
@@ -1284,6 +1289,11 @@ ngx_http_linegate_reconcile_members(ngx_http_request_t *r,
  *   a line: recorded, its number is the line's: the claim is dropped;
  *   nothing: released, or never reserved: the number returns.
  *
+ * An intent ("<A> <worker> -", written before the reservation and
+ * replaced by the claim) is a confirm that died before it claimed a
+ * number, so before Stripe: its reservation, if any, is released by
+ * pv_inspect itself, and the intent is dropped.
+ *
  * A step that fails leaves the claim where it is, for the next run; a
  * malformed member is left for a human, named in the log.
  */
@@ -1356,7 +1366,8 @@ ngx_http_linegate_reconcile_claim_next(ngx_http_request_t *r,
         ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
                       NGX_HTTP_LINEGATE_LOG "reconciliation: the claim "
                       "\"%*s%s\" of %V is not \"<account> <worker> "
-                      "<number>\": skipped, left for a human",
+                      "<number>\" nor \"<account> <worker> -\": skipped, "
+                      "left for a human",
                       (size_t) (last - c->member.data), c->member.data,
                       c->member.len > NGX_HTTP_LINEGATE_RECONCILE_LOG_MAX
                       ? "..." : "",
@@ -1381,17 +1392,20 @@ ngx_http_linegate_reconcile_claim_next(ngx_http_request_t *r,
     /* a full batch last: more may wait for the next run */
     rc->claims_unread = rc->claims_more;
 
-    if (rc->claims_returned + rc->claims_queued + rc->claims_kept) {
+    if (rc->claims_returned + rc->claims_queued + rc->claims_kept
+        + rc->claims_released)
+    {
         ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
                       NGX_HTTP_LINEGATE_LOG "reconciliation: %ui "
                       "purchase(s) in flight past "
                       "linegate_reconcile_lost_after (their worker died): "
                       "%ui number(s) back in the inventory, %ui queued for "
-                      "reconciliation, %ui recorded on their line",
+                      "reconciliation, %ui recorded on their line, %ui "
+                      "reservation(s) released before a number was claimed",
                       rc->claims_returned + rc->claims_queued
-                      + rc->claims_kept,
+                      + rc->claims_kept + rc->claims_released,
                       rc->claims_returned, rc->claims_queued,
-                      rc->claims_kept);
+                      rc->claims_kept, rc->claims_released);
     }
 
     ngx_http_linegate_reconcile_next(r, ctx,
@@ -1399,7 +1413,10 @@ ngx_http_linegate_reconcile_claim_next(ngx_http_request_t *r,
 }
 
 
-/* "<account> <worker id> <number>": ids a key may hold, an E.164 number */
+/*
+ * "<account> <worker id> <number>": ids a key may hold, an E.164 number;
+ * or "<account> <worker id> -", an intent
+ */
 static ngx_int_t
 ngx_http_linegate_reconcile_claim_parse(
     ngx_http_linegate_reconcile_claim_t *c, ngx_str_t *member)
@@ -1437,6 +1454,11 @@ ngx_http_linegate_reconcile_claim_parse(
         {
             return NGX_ERROR;
         }
+    }
+
+    if (c->number.len == 1 && c->number.data[0] == '-') {
+        c->intent = 1;
+        return NGX_OK;
     }
 
     return ngx_http_linegate_e164_valid(c->number.data, c->number.len)
@@ -1489,6 +1511,7 @@ ngx_http_linegate_reconcile_inspect(ngx_http_request_t *r,
     ngx_http_linegate_redis_arg_strs(a, keys,
                                      NGX_HTTP_LINEGATE_KEYS_PV_PURCHASE);
     ngx_http_linegate_redis_arg_str(a, &c->worker_id);
+    ngx_http_linegate_redis_arg_cstr(a, c->intent ? "1" : "0");
 
     return ngx_http_linegate_reconcile_script(r, rc,
                                           NGX_HTTP_LINEGATE_SCRIPT_PV_INSPECT,
@@ -1501,16 +1524,20 @@ static ngx_int_t
 ngx_http_linegate_reconcile_inspected(ngx_http_request_t *r,
     ngx_http_linegate_reconcile_claim_t *c, redisReply *reply)
 {
-    int64_t      line, resv;
+    int64_t      line, resv, released;
     ngx_str_t    s, *dst;
     ngx_uint_t   i;
     redisReply  *ob;
 
-    /* {line, reservation, {outbox}, customer, reservation's createdAt} */
+    /*
+     * {line, reservation, {outbox}, customer, reservation's createdAt,
+     * released}
+     */
     if (reply == NULL || reply->type != REDIS_REPLY_ARRAY
-        || reply->elements < 5
+        || reply->elements < 6
         || ngx_http_linegate_reply_int(reply, 0, &line) != NGX_OK
         || ngx_http_linegate_reply_int(reply, 1, &resv) != NGX_OK
+        || ngx_http_linegate_reply_int(reply, 5, &released) != NGX_OK
         || reply->element[2]->type != REDIS_REPLY_ARRAY)
     {
         return NGX_ERROR;
@@ -1518,6 +1545,7 @@ ngx_http_linegate_reconcile_inspected(ngx_http_request_t *r,
 
     c->line = (line == 1);
     c->resv = (resv == 1);
+    c->released = (released == 1);
 
     for (i = 3; i < 5; i++) {
         dst = (i == 3) ? &c->customer : &c->at;
@@ -1580,7 +1608,20 @@ ngx_http_linegate_reconcile_settle_claim(ngx_http_request_t *r,
     ngx_http_linegate_redis_args_t  *a;
     ngx_http_linegate_pv_settle_t    st;
 
-    if (c->nfields) {
+    if (c->intent) {
+        /*
+         * no number was claimed, so nothing was bought: the intent goes
+         * (none of the confirm's steps before CLAIM writes a line or an
+         * outbox; were there one, it is left as it is)
+         */
+        ngx_str_null(&c->reason);
+        c->nfields = 0;
+        back = 0;
+        c->settled = c->released
+                     ? "its reservation released, no number was claimed"
+                     : "no number was claimed, nothing was reserved";
+
+    } else if (c->nfields) {
         /*
          * its record or release wrote down why: queued once. The entry
          * of a purchase still reserved holds the number (the run returns
@@ -1685,6 +1726,9 @@ ngx_http_linegate_reconcile_claim_settled(ngx_http_request_t *r,
 
     if (claimed == 0) {
         /* its confirm settled it meanwhile: that one's home stands */
+
+    } else if (c->intent) {
+        rc->claims_released += c->released;
 
     } else if (c->reason.len) {
         rc->claims_queued++;

@@ -235,6 +235,14 @@ subtest 'the account\'s own token: spent by the reservation\'s step' => sub {
        'no step of the token alone');
     is(scalar @ev, 4, 'four steps: reserve, claim, record, settle')
         or diag "@ev";
+    # before anything is reserved, the purchase's intent in the fleet's
+    # journal: a worker dying after the reservation leaves it to the sweep
+    my $at = sub { my ($re) = @_;
+                   (grep { $cmds->[$_] =~ $re } 0 .. $#$cmds)[0] };
+    my $intent = $at->(qr/"ZADD" "lg:\{fleet\}:pv:inflight" "\d+" "acct_onestep worker_[0-9a-f]{24} -"/);
+    my $reserve = $at->(qr/"EVALSHA" "[0-9a-f]{40}" "6" "lg:\{acct:acct_onestep\}"/);
+    ok(defined $intent && defined $reserve && $intent < $reserve,
+       'the intent is written before the reservation') or diag "@$cmds";
 
     my $tok2 = $p->token($a);
     my $key2 = $p->token_key($a, $tok2);
@@ -247,6 +255,8 @@ subtest 'the account\'s own token: spent by the reservation\'s step' => sub {
         or diag "@$cmds";
     like($ev[1] // '', qr/"EVALSHA" "[0-9a-f]{40}" "5" "lg:\{acct:acct_twostep\}"/,
          'then the account\'s, five keys') or diag "@$cmds";
+    ok(!grep({ /"ZADD" "lg:\{fleet\}:pv:inflight"/ } @$cmds),
+       'a refused token: nothing to reserve, no intent');
     $p->answer($p->confirm($a, $tok2), 200, 'the owner still can');
 };
 

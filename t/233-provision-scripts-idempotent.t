@@ -24,6 +24,7 @@ my $SETTLE = lua_script('pv_settle');
 my $TOKEN = lua_script('pv_token');
 my $RESERVE = lua_script('pv_reserve');
 my $CLAIM = lua_script('pv_claim');
+my $INSPECT = lua_script('pv_inspect');
 my $ISO = '2026-05-18T14:30:00.000Z';
 
 # a purchase's five keys in its account, as the module passes them
@@ -194,6 +195,45 @@ subtest 'the sweep settles a claim first: the confirm queues nothing' => sub {
 # TOKEN, the confirm's first step (the token's own slot): sent once per
 # confirm, but parallel confirms of one token, or a confirm re-sent by a
 # client after a lost answer, run it again: the second run finds nothing
+# an intent ("<A> <worker> -"): settled, it returns no number
+subtest 'settle of an intent: dropped, nothing back in the inventory' => sub {
+    $r->zadd('lg:{fleet}:pv:inflight', 500, 'acct_i worker_i1 -');
+    my $before = $r->scard('lg:{fleet}:inventory');
+    is_deeply(settle('acct_i', 'worker_i1', '-', 1), [1, 0], 'dropped');
+    is_deeply(settle('acct_i', 'worker_i1', '-', 1), [0, 0], 'once');
+    is($r->scard('lg:{fleet}:inventory'), $before, 'nothing returned');
+    ok(!$r->sismember('lg:{fleet}:inventory', '-'), 'no "-" in stock');
+};
+
+# the sweep's look at a purchase: an intent's bare reservation released
+# in the same step (the one of a numbered claim kept, for the run)
+subtest 'inspect: an intent\'s reservation released, once' => sub {
+    for my $w (qw(worker_i2 worker_i3)) {
+        $r->zadd('lg:{acct:acct_i}:prov', 500, $w);
+        $r->hset("lg:{acct:acct_i}:resv:$w", createdAt => $ISO);
+    }
+    $r->hset('lg:{acct:acct_i}', stripeCustomerId => 'cus_i');
+    my $numbered = [$r->eval($INSPECT, pkeys('acct_i', 'worker_i2'),
+                             'worker_i2', '0')];
+    is_deeply($numbered, [0, 1, [], 'cus_i', $ISO, 0],
+              'a numbered claim\'s: read, kept');
+    ok($r->exists('lg:{acct:acct_i}:resv:worker_i2'), 'still reserved');
+    my $intent = [$r->eval($INSPECT, pkeys('acct_i', 'worker_i3'),
+                           'worker_i3', '1')];
+    is_deeply($intent, [0, 1, [], 'cus_i', $ISO, 1], 'an intent\'s: released');
+    ok(!$r->exists('lg:{acct:acct_i}:resv:worker_i3'), 'the reservation gone');
+    is_deeply([$r->zrange('lg:{acct:acct_i}:prov', 0, -1)], ['worker_i2'],
+              'its slot freed, the other\'s kept');
+    is_deeply([$r->eval($INSPECT, pkeys('acct_i', 'worker_i3'),
+                        'worker_i3', '1')], [0, 0, [], 'cus_i', '', 0],
+              'again: nothing found, nothing released');
+    # an intent whose purchase wrote a line: nothing is released
+    $r->hset('lg:{acct:acct_i}:line:worker_i2', phone_number => '+1555');
+    is([$r->eval($INSPECT, pkeys('acct_i', 'worker_i2'), 'worker_i2',
+                 '1')]->[5], 0, 'a reservation with a line: kept');
+    ok($r->exists('lg:{acct:acct_i}:resv:worker_i2'), 'still reserved');
+};
+
 sub token {
     my ($tok, $acct, $now) = @_;
     return [$r->eval($TOKEN, 1, "lg:pv:$tok", $acct, $now // 1000)];
@@ -289,15 +329,25 @@ subtest 'reserve then claim: one slot each, the inventory empty' => sub {
     is($res->[8], 'cus_c', 'the customer');
     ok(!defined $r->hget('lg:{acct:acct_c}:resv:worker_c1', 'phone_number'),
        'the reservation holds no number');
-    is_deeply([$r->eval($CLAIM, 2, 'lg:{fleet}:inventory',
-                        'lg:{fleet}:pv:inflight', 'acct_c', 'worker_c1',
-                        1000)], [0], 'claim: inventory empty');
+    my @claim = (2, 'lg:{fleet}:inventory', 'lg:{fleet}:pv:inflight',
+                 'acct_c', 'worker_c1', 1000);
+    $r->sadd('lg:{fleet}:inventory', '+15550007');
+    is_deeply([$r->eval($CLAIM, @claim)], [2],
+              'claim with no intent: refused');
+    is($r->scard('lg:{fleet}:inventory'), 1, 'nothing taken');
+    is_deeply([$r->zrange('lg:{fleet}:pv:inflight', 0, -1)], [],
+              'nothing in the journal');
+    $r->del('lg:{fleet}:inventory');
+    # INTENT's ZADD, before the reserve
+    $r->zadd('lg:{fleet}:pv:inflight', 900, 'acct_c worker_c1 -');
+    is_deeply([$r->eval($CLAIM, @claim)], [0], 'claim: inventory empty');
+    is($r->zscore('lg:{fleet}:pv:inflight', 'acct_c worker_c1 -'), 900,
+       'the intent stays, for the settle after the release');
     $r->sadd('lg:{fleet}:inventory', '+15550006');
-    is_deeply([$r->eval($CLAIM, 2, 'lg:{fleet}:inventory',
-                        'lg:{fleet}:pv:inflight', 'acct_c', 'worker_c1',
-                        1000)], [1, '+15550006'], 'claimed');
-    is($r->zscore('lg:{fleet}:pv:inflight', 'acct_c worker_c1 +15550006'),
-       1000, 'the claim, in the journal');
+    is_deeply([$r->eval($CLAIM, @claim)], [1, '+15550006'], 'claimed');
+    is_deeply([$r->zrange('lg:{fleet}:pv:inflight', 0, -1, 'WITHSCORES')],
+              ['acct_c worker_c1 +15550006', 1000],
+              'the claim, in the journal, in the intent\'s place');
     is($r->scard('lg:{fleet}:inventory'), 0, 'out of the inventory');
     is_deeply(token('lpv_c1', 'acct_c'), [410], 'the token: used');
     my $before = $r->zcard('lg:{acct:acct_c}:prov');

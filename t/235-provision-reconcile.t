@@ -45,8 +45,9 @@ sub numbers_accounted {
     # record not yet run) is that line's: counted once
     my @claims = map { (split / /)[2] // () }
                  grep { my ($a, $w, $n) = split / /;
-                        ($r->hget("lg:{acct:$a}:line:$w", 'phone_number')
-                         // '') ne ($n // '') }
+                        ($n // '') ne '-'
+                        && ($r->hget("lg:{acct:$a}:line:$w", 'phone_number')
+                            // '') ne ($n // '') }
                  $r->zrange('lg:{fleet}:pv:inflight', 0, -1);
     my $holds = qr/^(?:record_failed|worker_lost)$/;
     my @held = map { $_->{phone_number} }
@@ -393,6 +394,66 @@ subtest 'sweep: a claim with a reservation is queued as worker_lost' => sub {
     numbers_accounted('worker_lost claim');
 };
 
+# A confirm writes its intent "<A> <worker> -" before it reserves, and
+# replaces it with the claim: a worker that died in between (after
+# RESERVE ran, before CLAIM did) leaves the intent and a reservation.
+# Found by `make chaos` (docs/chaos.md): before the intent, nothing named
+# such a reservation, which held its limit slot for good.
+sub lost_intent {
+    my ($acct) = @_;
+    my $w = sprintf 'worker_%024x', ++$W + 0xabc000;
+    my $m = "$acct $w -";
+    $r->zadd('lg:{fleet}:pv:inflight', $p->now_ms - 5000, $m);
+    return ($m, $w);
+}
+
+subtest 'sweep: an intent with a reservation: released, no Stripe' => sub {
+    $p->account('acct_sw_intent');
+    my ($m, $w) = lost_intent('acct_sw_intent');
+    $r->hset("lg:{acct:acct_sw_intent}:resv:$w",
+             createdAt => '2026-11-23T00:00:00.000Z');
+    $r->zadd('lg:{acct:acct_sw_intent}:prov', $p->now_ms, $w);
+    my $inv = $r->scard('lg:{fleet}:inventory');
+    my $stripe = scalar @{ $s->stub(GET => '/_stub/state')->res->json->{log}
+                           // [] };
+    my $b = run();
+    is_deeply($p->reservations('acct_sw_intent'), [],
+              'the reservation dropped');
+    is($r->zcard('lg:{acct:acct_sw_intent}:prov'), 0, 'the slot freed');
+    is($r->zscore('lg:{fleet}:pv:inflight', $m), undef, 'the intent is gone');
+    is($r->scard('lg:{fleet}:inventory'), $inv, 'no number moved');
+    is_deeply([of_worker($w)], [], 'nothing queued: nothing was bought');
+    is_deeply(entry_of($b, 'acct_sw_intent'), {}, 'nothing in the answer');
+    is(scalar @{ $s->stub(GET => '/_stub/state')->res->json->{log} // [] },
+       $stripe, 'Stripe not asked');
+    logged("purchase $w of account \"acct_sw_intent\" (number \"-\") in"
+           . ' flight past linegate_reconcile_lost_after: its reservation'
+           . ' released, no number was claimed');
+    logged('1 reservation(s) released before a number was claimed');
+    numbers_accounted('intent with a reservation');
+
+    # the confirm, were it still alive, claims nothing now
+    is_deeply([$r->eval(LG::Test::lua_script('pv_claim'), 2,
+                        'lg:{fleet}:inventory', 'lg:{fleet}:pv:inflight',
+                        'acct_sw_intent', $w, $p->now_ms)], [2],
+              'a late claim is refused');
+    is($r->scard('lg:{fleet}:inventory'), $inv, 'and takes no number');
+};
+
+subtest 'sweep: an intent alone (nothing reserved) is dropped' => sub {
+    $p->account('acct_sw_intent0');
+    my ($m, $w) = lost_intent('acct_sw_intent0');
+    $r->zadd('lg:{acct:acct_sw_intent0}:prov', $p->now_ms, 'worker_other');
+    run();
+    is($r->zscore('lg:{fleet}:pv:inflight', $m), undef, 'the intent is gone');
+    is_deeply([$r->zrange('lg:{acct:acct_sw_intent0}:prov', 0, -1)],
+              ['worker_other'], 'the account\'s slots untouched');
+    logged("purchase $w of account \"acct_sw_intent0\" (number \"-\") in"
+           . ' flight past linegate_reconcile_lost_after: no number was'
+           . ' claimed, nothing was reserved');
+    numbers_accounted('intent alone');
+};
+
 subtest 'sweep: a claim with an outbox is queued once' => sub {
     $p->account('acct_sw_outbox');
     my ($m, $w, $n) = lost_claim('acct_sw_outbox');
@@ -503,7 +564,8 @@ subtest 'sweep: a malformed claim is skipped and logged' => sub {
         ok(defined $r->zscore('lg:{fleet}:pv:inflight', $b),
            "\"$b\": left for a human");
         logged("the claim \"$b\" of lg:{fleet}:pv:inflight is not"
-               . ' "<account> <worker> <number>": skipped, left for a human');
+               . ' "<account> <worker> <number>" nor "<account> <worker> -":'
+               . ' skipped, left for a human');
     }
     is($r->zscore('lg:{fleet}:pv:inflight', $m), undef,
        'the claim behind them is settled');

@@ -1,8 +1,13 @@
 -- The reconciliation sweep of lost purchases, the account's side of a
--- claim left in lg:{fleet}:pv:inflight (one read, the account's slot):
+-- claim left in lg:{fleet}:pv:inflight (one step, the account's slot):
 -- is the line recorded, is the reservation still held, did a RECORD or
 -- RELEASE write the outbox. The sweep then settles the claim
 -- (pv_settle.lua, the fleet's slot).
+--
+-- For an intent ("<A> <worker> -": the confirm reserved, or was about
+-- to, and never claimed a number, so never reached Stripe), a
+-- reservation with no line and no outbox is released here, as
+-- pv_release.lua would: the reservation dropped, the limit slot freed.
 --
 -- KEYS[1]  lg:{acct:<A>}            KEYS[2]  lg:{acct:<A>}:prov
 -- KEYS[3]  lg:{acct:<A>}:resv:<worker>
@@ -11,10 +16,11 @@
 -- (a purchase's five keys, ngx_http_linegate_key_purchase(): every key
 -- the step touches is named, so that a cluster checks them all first)
 -- ARGV[1]  worker id
+-- ARGV[2]  "1": the claim is an intent, "0": it names a number
 --
 -- Returns {line exists: 1 | 0, reservation exists: 1 | 0, the outbox's
 -- fields flat {name, value, ...} or {}, the account's Stripe customer
--- ('' none), the reservation's createdAt ('' none)}.
+-- ('' none), the reservation's createdAt ('' none), released: 1 | 0}.
 
 local akey = KEYS[1]
 local line = redis.call('EXISTS', KEYS[4])
@@ -28,6 +34,14 @@ if (t.ok or t) == 'hash' then
     fields = redis.call('HGETALL', obox)
 end
 
+local at = redis.call('HGET', resv, 'createdAt') or ''
+local released = 0
+
+if ARGV[2] == '1' and held == 1 and line == 0 and #fields == 0 then
+    redis.call('DEL', resv)
+    redis.call('ZREM', KEYS[2], ARGV[1])
+    released = 1
+end
+
 return {line, held, fields,
-        redis.call('HGET', akey, 'stripeCustomerId') or '',
-        redis.call('HGET', resv, 'createdAt') or ''}
+        redis.call('HGET', akey, 'stripeCustomerId') or '', at, released}

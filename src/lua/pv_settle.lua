@@ -1,6 +1,7 @@
 -- POST /accounts/lines/provision-confirm, SETTLE (the fleet's slot),
 -- after RECORD or RELEASE (the account's slot) has answered: the claim
--- "<A> <worker> <number>" leaves the claims journal, and the number goes
+-- "<A> <worker> <number>" (or the intent "<A> <worker> -", when no
+-- number was claimed) leaves the claims journal, and the number goes
 -- to its next home in the same step: back to the inventory (the purchase
 -- was released and no line holds it), nowhere (the account's line holds
 -- it, or the reconcile entry queued here does). The reconciliation sweep
@@ -18,7 +19,8 @@
 -- KEYS[1]  lg:{fleet}:pv:inflight   KEYS[2]  lg:{fleet}:inventory
 -- KEYS[3]  lg:{fleet}:reconcile
 -- KEYS[4]  lg:{fleet}:q:<A>:<worker>:<reason> (lg:{fleet}:q:- when none)
--- ARGV[1]  the claim, "<A> <worker> <number>" ('' when unknown)
+-- ARGV[1]  the claim, "<A> <worker> <number>", or the intent
+--          "<A> <worker> -" ('' when unknown)
 -- ARGV[2]  "1": the number returns to the inventory, "0": it does not
 -- ARGV[3]  reconcile reason, '' for none
 -- ARGV[4..] the entry's fields, flat {name, value, ...} (with a reason)
@@ -31,8 +33,9 @@ local queued = 0
 if ARGV[1] ~= '' and redis.call('ZREM', KEYS[1], ARGV[1]) == 1 then
     claimed = 1
 
+    -- an intent "<A> <worker> -" holds no number
     local number = string.match(ARGV[1], '^%S+ %S+ (%S+)$')
-    if ARGV[2] == '1' and number then
+    if ARGV[2] == '1' and number and number ~= '-' then
         redis.call('SADD', KEYS[2], number)
     end
 end

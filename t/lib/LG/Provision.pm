@@ -261,19 +261,30 @@ sub accounted {
                       && length($_->{phone_number} // '') }
                @{ $self->reconcile };
     # a claim whose line holds its number (the record's answer was lost:
-    # the sweep settles the claim) is that line's, counted once
+    # the sweep settles the claim) is that line's, counted once; an
+    # intent ("<A> <worker> -") holds none
     my @claims = grep {
         my ($acct, $w, $n) = split / /;
-        ($r->hget("lg:{acct:$acct}:line:$w", 'phone_number') // '') ne $n;
+        $n ne '-'
+        && ($r->hget("lg:{acct:$acct}:line:$w", 'phone_number') // '') ne $n;
     } $r->zrange('lg:{fleet}:pv:inflight', 0, -1);
     return $r->scard('lg:{fleet}:inventory') + @lines + @claims + @held;
 }
 
-# the claims of an account: [[worker, number], ...]
+# the claims of an account: [[worker, number], ...] (not its intents)
 sub claims {
     my ($self, $id) = @_;
     return [map { [(split / /)[1, 2]] }
-            grep { /^\Q$id\E / }
+            grep { /^\Q$id\E / && !/ -$/ }
+            $self->redis->zrange('lg:{fleet}:pv:inflight', 0, -1)];
+}
+
+# the intents of an account ("<A> <worker> -": a confirm that has not
+# claimed a number yet): [worker, ...]
+sub intents {
+    my ($self, $id) = @_;
+    return [map { (split / /)[1] }
+            grep { /^\Q$id\E \S+ -$/ }
             $self->redis->zrange('lg:{fleet}:pv:inflight', 0, -1)];
 }
 

@@ -438,11 +438,13 @@ sub check {
     # ("<A> <worker> <number>" on lg:{fleet}:pv:inflight), an account's
     # line, or an entry of lg:{fleet}:reconcile holding it for the run (a
     # purchase still reserved: record_failed, worker_lost); a reservation
-    # holds none
+    # holds none, nor does an intent ("<A> <worker> -", a purchase not yet
+    # claimed)
     my (%line, %resv, %where);
     my %claim = $r->zrange('lg:{fleet}:pv:inflight', 0, -1, 'WITHSCORES');
     for my $m (sort keys %claim) {
         my ($A, $wid, $n) = split / /, $m;
+        next if ($n // '') eq '-';
         # the claim of a line recorded (its settle still to come) is
         # the line's: one place
         next if defined $wid && ($r->hget("lg:{acct:$A}:line:$wid",
