@@ -1703,10 +1703,77 @@ ngx_http_linegate_confirm_settle_args(ngx_http_request_t *r,
 }
 
 
-/* argument i of a durable script (its ARGV[i + 1]), after nkeys keys */
-#define ngx_http_linegate_confirm_argv(dst, a, nkeys, i)                     \
-    (dst).data = (u_char *) (a)->argv[(nkeys) + (i)];                        \
-    (dst).len = (a)->argvlen[(nkeys) + (i)]
+/*
+ * Where an entry's field is among a durable script's arguments: its
+ * ARGV[arg + 1], after the script's keys
+ */
+typedef struct {
+    ngx_uint_t                      arg;
+    size_t                          field;   /* in the entry */
+} ngx_http_linegate_confirm_arg_t;
+
+
+#define ngx_http_linegate_confirm_field(arg, name)                           \
+    { arg, offsetof(ngx_http_linegate_pv_entry_t, name) }
+
+#define ngx_http_linegate_confirm_nfields(fields)                            \
+    (sizeof(fields) / sizeof(ngx_http_linegate_confirm_arg_t))
+
+/* confirm_record_args()'s order */
+static ngx_http_linegate_confirm_arg_t
+    ngx_http_linegate_confirm_record_fields[] =
+{
+    ngx_http_linegate_confirm_field(0, worker_id),
+    ngx_http_linegate_confirm_field(1, subscription),
+    ngx_http_linegate_confirm_field(3, account),
+    ngx_http_linegate_confirm_field(4, idempotency_key),
+    ngx_http_linegate_confirm_field(5, customer),
+    ngx_http_linegate_confirm_field(6, at),
+    ngx_http_linegate_confirm_field(7, number)
+};
+
+/* confirm_release_args()'s order */
+static ngx_http_linegate_confirm_arg_t
+    ngx_http_linegate_confirm_release_fields[] =
+{
+    ngx_http_linegate_confirm_field(0, worker_id),
+    ngx_http_linegate_confirm_field(4, reason),
+    ngx_http_linegate_confirm_field(5, account),
+    ngx_http_linegate_confirm_field(6, idempotency_key),
+    ngx_http_linegate_confirm_field(7, customer),
+    ngx_http_linegate_confirm_field(8, at),
+    ngx_http_linegate_confirm_field(9, number)
+};
+
+
+/*
+ * A settle's entry from a durable script's own (copied) arguments: nkeys
+ * keys, then nargs arguments, or NGX_ERROR
+ */
+static ngx_int_t
+ngx_http_linegate_confirm_entry_of(ngx_http_linegate_redis_args_t *a,
+    int nkeys, int nargs, ngx_http_linegate_confirm_arg_t *fields,
+    ngx_uint_t n, ngx_http_linegate_pv_settle_t *st)
+{
+    ngx_str_t                     *dst;
+    ngx_uint_t                     i;
+    ngx_http_linegate_pv_entry_t  *e;
+
+    if (a->argc != nkeys + nargs) {
+        return NGX_ERROR;
+    }
+
+    ngx_memzero(st, sizeof(ngx_http_linegate_pv_settle_t));
+    e = &st->entry;
+
+    for (i = 0; i < n; i++) {
+        dst = (ngx_str_t *) ((u_char *) e + fields[i].field);
+        dst->data = (u_char *) a->argv[nkeys + fields[i].arg];
+        dst->len = a->argvlen[nkeys + fields[i].arg];
+    }
+
+    return NGX_OK;
+}
 
 
 /*
@@ -1728,27 +1795,18 @@ ngx_http_linegate_confirm_recorded_late(redisReply *reply,
     ngx_http_linegate_pv_entry_t   *e;
 
     /* pv_record's keys, then its arguments (confirm_record_args()) */
-    if (rec->argc != NGX_HTTP_LINEGATE_KEYS_PV_RECORD + 8) {
+    if (ngx_http_linegate_confirm_entry_of(rec,
+            NGX_HTTP_LINEGATE_KEYS_PV_RECORD, 8,
+            ngx_http_linegate_confirm_record_fields,
+            ngx_http_linegate_confirm_nfields(
+                ngx_http_linegate_confirm_record_fields),
+            &st)
+        != NGX_OK)
+    {
         return;
     }
 
-    ngx_memzero(&st, sizeof(ngx_http_linegate_pv_settle_t));
     e = &st.entry;
-
-    ngx_http_linegate_confirm_argv(e->worker_id, rec,
-                                   NGX_HTTP_LINEGATE_KEYS_PV_RECORD, 0);
-    ngx_http_linegate_confirm_argv(e->subscription, rec,
-                                   NGX_HTTP_LINEGATE_KEYS_PV_RECORD, 1);
-    ngx_http_linegate_confirm_argv(e->account, rec,
-                                   NGX_HTTP_LINEGATE_KEYS_PV_RECORD, 3);
-    ngx_http_linegate_confirm_argv(e->idempotency_key, rec,
-                                   NGX_HTTP_LINEGATE_KEYS_PV_RECORD, 4);
-    ngx_http_linegate_confirm_argv(e->customer, rec,
-                                   NGX_HTTP_LINEGATE_KEYS_PV_RECORD, 5);
-    ngx_http_linegate_confirm_argv(e->at, rec,
-                                   NGX_HTTP_LINEGATE_KEYS_PV_RECORD, 6);
-    ngx_http_linegate_confirm_argv(e->number, rec,
-                                   NGX_HTTP_LINEGATE_KEYS_PV_RECORD, 7);
 
     if (ngx_http_linegate_reply_int(reply, 0, &done) != NGX_OK) {
         ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
@@ -1793,27 +1851,19 @@ ngx_http_linegate_confirm_released_late(redisReply *reply,
     ngx_http_linegate_pv_settle_t   st;
     ngx_http_linegate_pv_entry_t   *e;
 
-    if (rel->argc != NGX_HTTP_LINEGATE_KEYS_PV_RELEASE + 10) {
+    /* pv_release's keys, then its arguments (confirm_release_args()) */
+    if (ngx_http_linegate_confirm_entry_of(rel,
+            NGX_HTTP_LINEGATE_KEYS_PV_RELEASE, 10,
+            ngx_http_linegate_confirm_release_fields,
+            ngx_http_linegate_confirm_nfields(
+                ngx_http_linegate_confirm_release_fields),
+            &st)
+        != NGX_OK)
+    {
         return;
     }
 
-    ngx_memzero(&st, sizeof(ngx_http_linegate_pv_settle_t));
     e = &st.entry;
-
-    ngx_http_linegate_confirm_argv(e->worker_id, rel,
-                                   NGX_HTTP_LINEGATE_KEYS_PV_RELEASE, 0);
-    ngx_http_linegate_confirm_argv(e->reason, rel,
-                                   NGX_HTTP_LINEGATE_KEYS_PV_RELEASE, 4);
-    ngx_http_linegate_confirm_argv(e->account, rel,
-                                   NGX_HTTP_LINEGATE_KEYS_PV_RELEASE, 5);
-    ngx_http_linegate_confirm_argv(e->idempotency_key, rel,
-                                   NGX_HTTP_LINEGATE_KEYS_PV_RELEASE, 6);
-    ngx_http_linegate_confirm_argv(e->customer, rel,
-                                   NGX_HTTP_LINEGATE_KEYS_PV_RELEASE, 7);
-    ngx_http_linegate_confirm_argv(e->at, rel,
-                                   NGX_HTTP_LINEGATE_KEYS_PV_RELEASE, 8);
-    ngx_http_linegate_confirm_argv(e->number, rel,
-                                   NGX_HTTP_LINEGATE_KEYS_PV_RELEASE, 9);
 
     if (ngx_http_linegate_reply_int(reply, NGX_HTTP_LINEGATE_PV_EXTRA, &line)
         != NGX_OK)
