@@ -18,14 +18,17 @@
  *              token can have skips the step (410). TOKEN runs before
  *              the account's step: a rotation's previous key id spends a
  *              live token of the account, then is refused (401)
- *   INTENT     ZADD lg:{fleet}:pv:inflight "<A> <worker> -" (the fleet's
- *              slot, acknowledged under linegate_redis_wait), before
- *              anything is reserved: if the worker dies once RESERVE
- *              ran, the sweep finds the purchase by it (a reservation
- *              lives in the account's slot, which nothing walks) and
- *              releases it. Skipped when TOKEN refused the token
- *              (RESERVE then only reads). Answer lost: 503, nothing
- *              reserved, the intent dropped (or the sweep's)
+ *   INTENT     a Redis Cluster's: ZADD lg:{fleet}:pv:inflight
+ *              "<A> <worker> -" (the fleet's slot, acknowledged under
+ *              linegate_redis_wait), before anything is reserved: if the
+ *              worker dies once RESERVE ran, the sweep finds the
+ *              purchase by it (a reservation lives in the account's
+ *              slot, which nothing walks) and releases it. On one Redis
+ *              (or Sentinel's master) RESERVE writes the intent itself,
+ *              with the reservation, and this step is skipped; so it is
+ *              when TOKEN refused the token (RESERVE then only reads).
+ *              Answer lost: 503, nothing reserved, the intent dropped
+ *              (or the sweep's)
  *   RESERVE    script pv_reserve (the account's slot): refuse a key id
  *              the account no longer names (its key_id: a credentials
  *              rotation's previous one, 401), then TOKEN's refusal
@@ -172,6 +175,7 @@ typedef struct {
     unsigned                         spend:1;   /* RESERVE spends it */
     unsigned                         inventory_empty:1;
     unsigned                         giveback:1;  /* SETTLE: the number */
+    unsigned                         intent_apart:1; /* INTENT wrote it */
 
     ngx_http_linegate_redis_args_t   args;
 
@@ -212,6 +216,8 @@ static void ngx_http_linegate_confirm_spent(ngx_http_request_t *r,
     redisReply *reply);
 static void ngx_http_linegate_confirm_to_reserve(ngx_http_request_t *r,
     ngx_http_linegate_ctx_t *ctx, ngx_http_linegate_confirm_t *cf);
+static ngx_int_t ngx_http_linegate_confirm_intent_member(
+    ngx_http_request_t *r, ngx_http_linegate_confirm_t *cf);
 static ngx_int_t ngx_http_linegate_confirm_intent(ngx_http_request_t *r,
     ngx_http_linegate_confirm_t *cf);
 static void ngx_http_linegate_confirm_intended(ngx_http_request_t *r,
@@ -675,17 +681,55 @@ ngx_http_linegate_confirm_spent(ngx_http_request_t *r,
 
 
 /*
- * On to RESERVE: through INTENT when it may reserve; a refused token's
- * RESERVE only reads (the answer's headers), no intent
+ * On to RESERVE, with the purchase's intent when it may reserve: written
+ * by RESERVE itself on one Redis, by INTENT before it on a cluster (the
+ * journal's slot on another master, which does not order its writes
+ * with the account's). A refused token's RESERVE only reads (the
+ * answer's headers): no intent.
  */
 static void
 ngx_http_linegate_confirm_to_reserve(ngx_http_request_t *r,
     ngx_http_linegate_ctx_t *ctx, ngx_http_linegate_confirm_t *cf)
 {
+    ngx_http_linegate_main_conf_t  *lmcf;
+
+    if (cf->refused) {
+        ngx_http_linegate_confirm_next(r, ctx,
+                                       NGX_HTTP_LINEGATE_CONFIRM_RESERVE);
+        return;
+    }
+
+    if (ngx_http_linegate_confirm_intent_member(r, cf) != NGX_OK) {
+        cf->settled = 1;
+        ngx_http_linegate_internal_error(r);
+        return;
+    }
+
+    lmcf = ngx_http_get_module_main_conf(r, ngx_http_linegate_module);
+
     ngx_http_linegate_confirm_next(r, ctx,
-                                   cf->refused
-                                   ? NGX_HTTP_LINEGATE_CONFIRM_RESERVE
-                                   : NGX_HTTP_LINEGATE_CONFIRM_INTENT);
+                                   lmcf->redis_cluster
+                                   ? NGX_HTTP_LINEGATE_CONFIRM_INTENT
+                                   : NGX_HTTP_LINEGATE_CONFIRM_RESERVE);
+}
+
+
+/* the intent "<A> <worker> -", in cf->claim until CLAIM replaces it */
+static ngx_int_t
+ngx_http_linegate_confirm_intent_member(ngx_http_request_t *r,
+    ngx_http_linegate_confirm_t *cf)
+{
+    cf->claim.data = ngx_pnalloc(r->pool, cf->account.len + 1
+                                          + cf->worker_id.len + 2);
+    if (cf->claim.data == NULL) {
+        return NGX_ERROR;
+    }
+
+    cf->claim.len = ngx_sprintf(cf->claim.data, "%V %V -", &cf->account,
+                                &cf->worker_id)
+                    - cf->claim.data;
+
+    return NGX_OK;
 }
 
 
@@ -696,16 +740,6 @@ ngx_http_linegate_confirm_intent(ngx_http_request_t *r,
     ngx_http_linegate_confirm_t *cf)
 {
     ngx_http_linegate_redis_args_t  *a;
-
-    cf->claim.data = ngx_pnalloc(r->pool, cf->account.len + 1
-                                          + cf->worker_id.len + 2);
-    if (cf->claim.data == NULL) {
-        return NGX_ERROR;
-    }
-
-    cf->claim.len = ngx_sprintf(cf->claim.data, "%V %V -", &cf->account,
-                                &cf->worker_id)
-                    - cf->claim.data;
 
     a = ngx_http_linegate_confirm_args(cf);
 
@@ -723,9 +757,10 @@ ngx_http_linegate_confirm_intent(ngx_http_request_t *r,
         != NGX_OK)
     {
         /* not sent: nothing to drop */
-        ngx_str_null(&cf->claim);
         return NGX_ERROR;
     }
+
+    cf->intent_apart = 1;
 
     return NGX_OK;
 }
@@ -752,8 +787,9 @@ ngx_http_linegate_confirm_intended(ngx_http_request_t *r,
 
 
 /*
- * Nothing is reserved: the intent goes, not waited for (one left behind,
- * its removal lost, is dropped by the sweep: no reservation)
+ * Nothing is reserved: INTENT's intent goes, not waited for (one left
+ * behind, its removal lost, is dropped by the sweep: no reservation).
+ * RESERVE's own (one Redis) is written only with the reservation.
  */
 static void
 ngx_http_linegate_confirm_drop_intent(ngx_http_request_t *r,
@@ -761,9 +797,12 @@ ngx_http_linegate_confirm_drop_intent(ngx_http_request_t *r,
 {
     ngx_http_linegate_redis_args_t  a;
 
-    if (cf->claim.len == 0) {
+    if (!cf->intent_apart) {
+        ngx_str_null(&cf->claim);
         return;
     }
+
+    cf->intent_apart = 0;
 
     ngx_http_linegate_redis_args_init(&a);
     ngx_http_linegate_redis_arg_cstr(&a, "ZREM");
@@ -783,14 +822,23 @@ static ngx_int_t
 ngx_http_linegate_confirm_reserve(ngx_http_request_t *r,
     ngx_http_linegate_confirm_t *cf)
 {
+    ngx_uint_t                       intent;
     ngx_http_linegate_redis_args_t  *a;
     ngx_http_linegate_main_conf_t   *lmcf;
 
     lmcf = ngx_http_get_module_main_conf(r, ngx_http_linegate_module);
 
+    /* one Redis: the intent written in this step, with the reservation */
+    intent = (cf->claim.len && !cf->intent_apart);
+
     a = ngx_http_linegate_confirm_args(cf);
     ngx_http_linegate_redis_arg_strs(a, cf->akeys,
                                      NGX_HTTP_LINEGATE_KEYS_PV_PURCHASE);
+
+    if (intent) {
+        ngx_http_linegate_redis_arg_str(a,
+            ngx_http_linegate_key_fixed(NGX_HTTP_LINEGATE_KEY_PV_INFLIGHT));
+    }
 
     if (cf->spend) {
         ngx_http_linegate_redis_arg_str(a, &cf->pvkey);
@@ -805,10 +853,14 @@ ngx_http_linegate_confirm_reserve(ngx_http_request_t *r,
     ngx_http_linegate_redis_arg_str(a, &cf->key_id);
     ngx_http_linegate_redis_arg_cstr(a, cf->refused ? cf->refused : "");
 
+    if (intent) {
+        ngx_http_linegate_redis_arg_str(a, &cf->claim);
+    }
+
     if (ngx_http_linegate_confirm_script(r, cf,
                                          NGX_HTTP_LINEGATE_SCRIPT_PV_RESERVE,
                                          NGX_HTTP_LINEGATE_KEYS_PV_RESERVE
-                                         + cf->spend)
+                                         + intent + cf->spend)
         != NGX_OK)
     {
         return NGX_ERROR;

@@ -1289,8 +1289,8 @@ ngx_http_linegate_reconcile_members(ngx_http_request_t *r,
  *   a line: recorded, its number is the line's: the claim is dropped;
  *   nothing: released, or never reserved: the number returns.
  *
- * An intent ("<A> <worker> -", written before the reservation and
- * replaced by the claim) is a confirm that died before it claimed a
+ * An intent ("<A> <worker> -", written with the reservation or before
+ * it, and replaced by the claim) is a confirm that died before it claimed a
  * number, so before Stripe: its reservation, if any, is released by
  * pv_inspect itself, and the intent is dropped.
  *

@@ -327,6 +327,30 @@ subtest 'reserve then claim: one slot each, the inventory empty' => sub {
                         1000, 3, 10, 'worker_c1', $ISO, 'sbk_c', '')];
     is($res->[0], 200, 'reserved');
     is($res->[8], 'cus_c', 'the customer');
+    is_deeply([$r->zrange('lg:{fleet}:pv:inflight', 0, -1)], [],
+              'no intent named: none written');
+    # one Redis: the intent written by the reservation's own step (two
+    # slots: a cluster writes it in a step of its own, t/038)
+    if ($s->topology ne 'cluster') {
+        my $ri = [$r->eval($RESERVE, 6, (pkeys('acct_c', 'worker_c9'))[1 .. 5],
+                           'lg:{fleet}:pv:inflight', 'acct_c', 1000, 3, 10,
+                           'worker_c9', $ISO, 'sbk_c', '',
+                           'acct_c worker_c9 -')];
+        is($ri->[0], 200, 'reserved with its intent');
+        is($r->zscore('lg:{fleet}:pv:inflight', 'acct_c worker_c9 -'), 1000,
+           'the intent, in the same step');
+        $r->hset('lg:{acct:acct_c}', plan => 'none');
+        $ri = [$r->eval($RESERVE, 6, (pkeys('acct_c', 'worker_c8'))[1 .. 5],
+                        'lg:{fleet}:pv:inflight', 'acct_c', 1000, 3, 10,
+                        'worker_c8', $ISO, 'sbk_c', '', 'acct_c worker_c8 -')];
+        is($ri->[0], 403, 'refused (plan)');
+        is($r->zscore('lg:{fleet}:pv:inflight', 'acct_c worker_c8 -'), undef,
+           'a refusal writes no intent');
+        $r->hset('lg:{acct:acct_c}', plan => 'inbound_only');
+        $r->zrem('lg:{fleet}:pv:inflight', 'acct_c worker_c9 -');
+        $r->zrem('lg:{acct:acct_c}:prov', 'worker_c9');
+        $r->del('lg:{acct:acct_c}:resv:worker_c9');
+    }
     ok(!defined $r->hget('lg:{acct:acct_c}:resv:worker_c1', 'phone_number'),
        'the reservation holds no number');
     my @claim = (2, 'lg:{fleet}:inventory', 'lg:{fleet}:pv:inflight',

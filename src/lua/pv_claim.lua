@@ -1,7 +1,8 @@
 -- POST /accounts/lines/provision-confirm, CLAIM (the fleet's slot): a
 -- number leaves the inventory and is written in the claims journal in
 -- the same step, in place of the purchase's intent "<A> <worker> -"
--- (INTENT wrote it before the reservation). The claim is removed with
+-- (pv_reserve wrote it with the reservation on one Redis, the INTENT
+-- step before it on a cluster). The claim is removed with
 -- the number's next home (pv_settle.lua): the inventory again, the
 -- account's line, or a reconcile entry. A claim left behind (its worker
 -- died, or the answer to this script was lost) is the sweep's: it finds

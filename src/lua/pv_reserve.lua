@@ -14,8 +14,10 @@
 -- KEYS[5]  lg:{acct:<A>}:reconcile:w:<worker> (the outbox)
 -- (a purchase's five keys, ngx_http_linegate_key_purchase(): every key
 -- the step touches is named, so that a cluster checks them all first)
--- KEYS[6]  lg:pv:{<tag>}:<token>, the token to spend first, when its
---          tag is the account's slot (then ARGV[8] is '')
+-- KEYS[6]  lg:{fleet}:pv:inflight, when ARGV[9] names the intent (one
+--          Redis: this step writes it; a cluster's nginx wrote it before)
+-- KEYS[6] or KEYS[7]  lg:pv:{<tag>}:<token>, the token to spend first,
+--          when its tag is the account's slot (then ARGV[8] is '')
 -- ARGV[1]  the account id, <A>     ARGV[2]  now, Unix ms
 -- ARGV[3]  default daily limit     ARGV[4]  default monthly limit
 -- ARGV[5]  the new worker id, worker_<24 hex>
@@ -24,6 +26,8 @@
 -- ARGV[8]  TOKEN's refusal: '' (the token was good, and is consumed),
 --          '410' or '403' (then nothing is reserved: the account's
 --          windows are read for the answer's headers)
+-- ARGV[9]  the purchase's intent "<A> <worker> -", written to KEYS[6]
+--          with the reservation ('' or none: not here)
 --
 -- Returns {401} when the account names another key id (its key_id, when
 -- it has one: a credentials rotation writes the new one there first,
@@ -38,7 +42,11 @@
 --   200, customer        reserved (w counts the new slot)
 --
 -- The reservation lg:{acct:<A>}:resv:<worker> {createdAt} holds the slot
--- until the line is recorded (pv_record) or released (pv_release).
+-- until the line is recorded (pv_record) or released (pv_release). It is
+-- never without the purchase's intent (then its claim) in the claims
+-- journal, by which the sweep finds a confirm that died: on one Redis
+-- written here, in the same step; on a cluster (the journal in another
+-- slot) by nginx before this step.
 
 --#include pv_state
 --#include pv_spend
@@ -46,11 +54,13 @@
 local akey = KEYS[1]
 local acct = ARGV[1]
 local refused = ARGV[8] or ''
+local intent = ARGV[9] or ''
+local tkey = KEYS[intent ~= '' and 7 or 6]
 
 -- spent before the key id's check, as TOKEN does: a rotation's previous
 -- key id spends a live token of the account, then is refused (401)
-if KEYS[6] then
-    local code = lg_pv_spend(KEYS[6], acct, tonumber(ARGV[2]))
+if tkey then
+    local code = lg_pv_spend(tkey, acct, tonumber(ARGV[2]))
 
     if code ~= 200 then
         refused = tostring(code)
@@ -93,6 +103,10 @@ end
 local prov = KEYS[2]
 redis.call('ZADD', prov, now, ARGV[5])
 redis.call('HSET', KEYS[3], 'createdAt', ARGV[6])
+
+if intent ~= '' then
+    redis.call('ZADD', KEYS[6], now, intent)
+end
 
 -- lines older than the longest window never count again
 redis.call('ZREMRANGEBYSCORE', prov, '-inf',
