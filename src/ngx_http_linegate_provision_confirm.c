@@ -4,7 +4,8 @@
  * state machine kept in the request ctx. Every Redis step touches one
  * hash slot, its keys in KEYS[] (docs/data-model.md, "Scripts and
  * slots"): the token's lg:pv:<token>, the account's lg:{acct:<A>}...,
- * or the fleet's lg:{fleet}...
+ * or the fleet's lg:{fleet}... (on one Redis, where slots do not
+ * matter, RESERVE also writes the intent to the fleet's journal)
  *
  *   AUTH       the account of the key id: the worker's cache, else
  *              pv_account.lua (lg:sbkey:<key id>), as for a preview
@@ -35,9 +36,10 @@
  *              (403, 410: nothing reserved, the windows read for the
  *              answer's headers), check the plan, re-check both windows,
  *              reserve the limit slot (one atomic step: no burst of
- *              parallel confirms can exceed a limit). A refusal drops
- *              the intent (not waited for). Answer lost: RELEASE, then
- *              503
+ *              parallel confirms can exceed a limit); on one Redis the
+ *              intent with the reservation, in the same step. A refusal
+ *              writes none, and drops INTENT's (not waited for). Answer
+ *              lost: RELEASE, then 503
  *   CLAIM      script pv_claim (the fleet's slot): a number leaves the
  *              inventory for the claims journal lg:{fleet}:pv:inflight
  *              ("<A> <worker> <number>", in the intent's place) in the
