@@ -419,9 +419,12 @@ subtest 'redis-cli --cluster reshard under purchases: no error at all' => sub {
 
 # RESERVE's answer lost (its master paused for writes past the command
 # timeout, the fleet's not: the intent is written): 503; the reservation
-# the script makes once the pause ends is released (a durable write),
-# and only then is the intent dropped (its settle waits for the
-# release's answer): nothing is left, the token spent or not.
+# the script makes once the pause ends is released, and only then is the
+# intent dropped. The pause outlasts the release's timeout too, so the
+# release becomes a durable write: its settle must wait for its answer
+# (sent beside it, the settle would drop the intent on the fleet's live
+# master while the reservation is still to come, and a worker dying then
+# would leave it to nobody). Nothing is left, the token spent or not.
 subtest 'the reservation\'s step unanswered: 503, released' => sub {
     my $a = spread_account('acct_rpause', daily => 5, monthly => 50,
                            card => 1);
@@ -431,14 +434,24 @@ subtest 'the reservation\'s step unanswered: 503, released' => sub {
     my $inv = $r->scard($FLEET);
     my $from = length $s->error_log;
     my $node = $r->node($s->cluster_master_of("lg:{acct:$id}"));
-    $node->client('PAUSE', 3500, 'WRITE');
+    # RESERVE's timeout (3 s), then the release's (3 s), then 1.5 s
+    $node->client('PAUSE', 7500, 'WRITE');
     my $t0 = time;
     $p->error_is($p->confirm($a, $tok), 503, 'store_unavailable',
                  'RESERVE unanswered');
-    like(substr($s->error_log, $from),
-         qr/no answer to the reservation step of account "\Q$id\E"/,
+    my @intent = grep { /^\Q$id\E \S+ -$/ }
+                 $r->node($s->cluster_master_of($FLEET))
+                   ->zrange('lg:{fleet}:pv:inflight', 0, -1);
+    my $paused = time - $t0 < 7.3;
+    ok($paused && @intent == 1,
+       'while the release waits for Redis, the intent stays')
+        or diag sprintf '%.1f s, intents: %s', time - $t0, "@intent";
+    my $log = substr($s->error_log, $from);
+    like($log, qr/no answer to the reservation step of account "\Q$id\E"/,
          'the reservation\'s step it was');
-    my $left = $t0 + 3.6 - time;
+    like($log, qr/reservation worker_\S+ of account "\Q$id\E" \(number \) not released yet/,
+         'the release handed to a durable write');
+    my $left = $t0 + 7.6 - time;
     sleep $left if $left > 0;
     my $done = 0;
     for (1 .. 100) {
