@@ -56,6 +56,7 @@ use File::Path qw(make_path);
 use File::Temp qw(tempdir);
 use IO::Select;
 use IO::Socket::INET;
+use Fcntl qw(O_CREAT O_EXCL O_WRONLY);
 use POSIX qw(WNOHANG);
 use Scalar::Util ();
 use Time::HiRes qw(sleep);
@@ -93,7 +94,6 @@ sub new {
     return $self;
 }
 
-# Ports are probed while all probes stay open, so two are never the same.
 # N ports free now, below the kernel's ephemeral range (its first port
 # from ip_local_port_range, 32768 by default; above its last when too
 # little is left below). A port the kernel hands out (LocalPort 0) comes
@@ -101,10 +101,22 @@ sub new {
 # outgoing connection (a sentinel's, a worker's, the harness's own)
 # before the server it was picked for binds it: CI's nginx once failed
 # "bind() ... Address already in use" so, on a Sentinel stack.
+#
+# A port found free is also claimed, a file of its number in a directory
+# every test process shares, made with O_EXCL: two files that `prove -j`
+# runs side by side once picked the same free port before either bound
+# it. A claim lasts as long as the stack (stop() removes it); one whose
+# process is gone is taken over. Called as a function (a test's own
+# servers), the claims last until the process exits.
+my $CLAIMS = ($ENV{TMPDIR} // '/tmp') . '/lg-test-ports';
+my $PROCESS = bless { owner => $$ };    # the function calls' claims
+
 sub _free_ports {
+    my $self = ref $_[0] ? shift : $PROCESS;
     my ($n) = @_;
     my ($lo, $hi) = _port_range();
     my (%tried, @ports);
+    make_path($CLAIMS);
     for (1 .. 2000) {
         last if @ports == $n;
         my $port = $lo + int rand($hi - $lo + 1);
@@ -114,10 +126,38 @@ sub _free_ports {
                                          Listen => 1, ReuseAddr => 1)
             or next;
         close $sock;
+        next unless _claim_port($port);
+        push @{ $self->{claims} }, $port;
         push @ports, $port;
     }
     die "no free port\n" unless @ports == $n;
     return @ports;
+}
+
+sub _claim_port {
+    my ($port) = @_;
+    my $file = "$CLAIMS/$port";
+    for (1 .. 2) {
+        if (sysopen my $fh, $file, O_WRONLY | O_CREAT | O_EXCL) {
+            print $fh "$$\n";
+            close $fh;
+            return 1;
+        }
+        return 0 unless $!{EEXIST};
+        open my $fh, '<', $file or next;    # released meanwhile
+        my $pid = <$fh> // '';
+        close $fh;
+        chomp $pid;
+        # alive (kill 0 succeeds, or fails only for want of permission)
+        return 0 if $pid =~ /^\d+$/ && (kill(0, $pid) || $!{EPERM});
+        unlink $file;
+    }
+    return 0;
+}
+
+sub _release_ports {
+    my ($self) = @_;
+    unlink map { "$CLAIMS/$_" } @{ delete $self->{claims} // [] };
 }
 
 sub _port_range {
@@ -154,7 +194,7 @@ sub start {
     # tests run as root: they need the prefix for temporary files
     chmod 0755, $self->{dir}, $self->{prefix};
 
-    my @free = _free_ports($self->topology eq 'cluster' ? 14 : 8);
+    my @free = $self->_free_ports($self->topology eq 'cluster' ? 14 : 8);
     $self->{port}       = $o->{port}       || $free[0];
     $self->{redis_port} = $o->{redis_port} || $free[1];
     $self->{stub_port}  = $o->{stub_port}  || $free[2];
@@ -985,6 +1025,7 @@ sub stop {
     $self->_stop_pid($_) for qw(nginx stub reshard redis),
         grep { /^(?:redis|sentinel)_/ } sort keys %{ $self->{pids} };
     delete $LIVE{"$self"};
+    $self->_release_ports;
     $self->_check_crashes;
 }
 
@@ -1028,6 +1069,7 @@ END {
         local $? = $?;
         $_->stop($failed) for grep { defined } values %LIVE;
     }
+    $PROCESS->_release_ports if $PROCESS->{owner} == $$;
     # runs before Test::More's END, which keeps a non-zero status
     $? ||= 1 if $CRASHED;
 }
