@@ -819,6 +819,20 @@ ngx_http_linegate_auth_operator(ngx_http_request_t *r,
 
     ctx->auth = NGX_HTTP_LINEGATE_AUTH_OPERATOR;
 
+    /*
+     * An operator write may revoke an API key: every worker's key cache
+     * forgets what it learned before the write started, and (bumped again
+     * at its end, module.c's cleanup) while it ran. Only once the token
+     * is good: anyone who reaches the location could otherwise empty
+     * every worker's cache with each request.
+     */
+    if (!(r->method & (NGX_HTTP_GET|NGX_HTTP_HEAD))
+        && lmcf->apikey_epoch != NULL)
+    {
+        (void) ngx_atomic_fetch_add(lmcf->apikey_epoch, 1);
+        ctx->bump_epoch = lmcf->apikey_epoch;
+    }
+
     return NGX_OK;
 }
 

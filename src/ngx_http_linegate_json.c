@@ -9,6 +9,25 @@
 #include "ngx_http_linegate_json.h"
 
 
+/*
+ * jansson's reason without its "near '<text>'": the text is the body's
+ * own (up to 20 bytes: a token or a secret cut short), which the log
+ * must not show.
+ */
+static const char *
+ngx_http_linegate_json_reason(json_error_t *err)
+{
+    char  *near;
+
+    near = ngx_strstr(err->text, " near ");
+    if (near != NULL) {
+        *near = '\0';
+    }
+
+    return err->text;
+}
+
+
 ngx_int_t
 ngx_http_linegate_json_parse(ngx_http_request_t *r,
     ngx_http_linegate_ctx_t *ctx, ngx_uint_t empty_ok, const char **why)
@@ -36,7 +55,8 @@ ngx_http_linegate_json_parse(ngx_http_request_t *r,
     if (body == NULL) {
         ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
                       NGX_HTTP_LINEGATE_LOG "malformed JSON body: %s "
-                      "at offset %d", err.text, err.position);
+                      "at offset %d", ngx_http_linegate_json_reason(&err),
+                      err.position);
         *why = "Malformed JSON body";
         return NGX_ERROR;
     }

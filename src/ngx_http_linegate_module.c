@@ -466,9 +466,8 @@ ngx_http_linegate_handler(ngx_http_request_t *r)
     ngx_int_t                      rc;
     ngx_pool_cleanup_t            *cln;
     ngx_http_linegate_ctx_t       *ctx;
-    ngx_http_linegate_api_t        *api;
-    ngx_http_linegate_loc_conf_t   *llcf;
-    ngx_http_linegate_main_conf_t  *lmcf;
+    ngx_http_linegate_api_t       *api;
+    ngx_http_linegate_loc_conf_t  *llcf;
 
     llcf = ngx_http_get_module_loc_conf(r, ngx_http_linegate_module);
 
@@ -496,22 +495,6 @@ ngx_http_linegate_handler(ngx_http_request_t *r)
     ctx->api = llcf->api;
     ctx->retry_after = -1;
     ngx_http_set_ctx(r, ctx, ngx_http_linegate_module);
-
-    /*
-     * An operator write may revoke an API key: every worker's key cache
-     * forgets what it learned before the write started, and (bumped again
-     * at its end) while it ran.
-     */
-    if (llcf->api == NGX_HTTP_LINEGATE_API_OPERATOR
-        && !(r->method & (NGX_HTTP_GET|NGX_HTTP_HEAD)))
-    {
-        lmcf = ngx_http_get_module_main_conf(r, ngx_http_linegate_module);
-
-        if (lmcf->apikey_epoch != NULL) {
-            (void) ngx_atomic_fetch_add(lmcf->apikey_epoch, 1);
-            ctx->bump_epoch = lmcf->apikey_epoch;
-        }
-    }
 
     /* error log lines about this request carry its id */
     ctx->log_handler = r->log_handler;
@@ -1043,6 +1026,19 @@ ngx_http_linegate_init_main_conf(ngx_conf_t *cf, void *conf)
                            lmcf->apikey_cache_pushed,
                            lmcf->apikey_cache_ttl);
         return NGX_CONF_ERROR;
+    }
+
+    if (lmcf->apikey_cache_pushed && lmcf->redis_cluster) {
+        /*
+         * a revocation is published on its workspace's master, and reaches
+         * a subscriber on another master only over the cluster's bus,
+         * which drops what a broken link held: the subscriber's PING
+         * would not prove that every revocation came through
+         */
+        ngx_conf_log_error(NGX_LOG_WARN, cf, 0,
+                           "\"linegate_api_key_cache\" pushed time is not "
+                           "used with \"linegate_redis ... cluster=on\"");
+        lmcf->apikey_cache_pushed = 0;
     }
 
     if (lmcf->redis_command_timeout == 0 || lmcf->redis_connect_timeout == 0

@@ -6,9 +6,10 @@
  * One hiredis async context on nginx's event loop, apart from the
  * worker's command connection (a subscribed connection takes no other
  * command but PING). It connects where the command connection is up
- * (ngx_http_linegate_redis_server(): the one Redis, the master
- * Sentinel named, a master of a cluster, whose bus carries a PUBLISH to
- * every node's subscribers), authenticates as it does, and SUBSCRIBEs
+ * (ngx_http_linegate_redis_server(): the one Redis or the master
+ * Sentinel named; never a cluster, whose bus may drop a PUBLISH of
+ * another master: module.c turns the pushed time and the lines cache
+ * off there), authenticates as it does, and SUBSCRIBEs
  * to the channel of revoked keys. A timer of its own, every 300 ms:
  * connects again after a loss (backoff 100 ms to 2 s), sends a PING
  * and drops a connection whose PING went unanswered for
@@ -366,7 +367,7 @@ ngx_http_linegate_pubsub_tick(ngx_event_t *ev)
         }
 
         /* Sentinel: subscribed where the commands go, a new master too */
-        if (!ps->lmcf->redis_cluster && ps->lmcf->redis_unix.len == 0
+        if (ps->lmcf->redis_unix.len == 0
             && ngx_http_linegate_redis_server(&host, &port) == NGX_OK
             && (port != ps->port || host.len != ps->host.len
                 || ngx_strncmp(host.data, ps->host.data, host.len) != 0))

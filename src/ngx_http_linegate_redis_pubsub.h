@@ -28,8 +28,8 @@ typedef void (*ngx_http_linegate_redis_pubsub_handler_pt)(u_char *data,
 
 /*
  * A worker starts: the subscriber connects once the worker's own
- * connection knows a server (the same address, Sentinel's master, a
- * cluster's master; the same password and timeouts), and again after
+ * connection knows a server (the same address or Sentinel's master,
+ * never a cluster; the same password and timeouts), and again after
  * every loss, with a backoff. handler (or NULL) is called for every
  * revocation. invalidate (or NULL): the subscriber also takes client
  * tracking's invalidations (__redis__:invalidate); invalidate is called

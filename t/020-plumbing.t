@@ -81,6 +81,20 @@ subtest 'the error log names the request id' => sub {
     like($line // '', qr/, request_id: \Q$id\E\b/, 'with request_id: <id>');
 };
 
+subtest 'a malformed body is not quoted in the log' => sub {
+    # jansson's reason ends "near '<the text>'": a token cut short
+    my $tx = $s->op(PUT => '/workspaces/org_log',
+                    \'{"plan": "lpv_Cut5hort0fToken');
+    json_error_is($tx, 400, 'VALIDATION_ERROR', 'an unended string',
+                  qr/Malformed JSON body/);
+    my $id = $tx->res->headers->header('X-Request-Id');
+    my ($line) = grep { /malformed JSON body/ && /\Q$id\E/ }
+                 split /\n/, $s->error_log;
+    like($line // '', qr/malformed JSON body: \S.* at offset \d+/,
+         'the reason and the offset are logged');
+    unlike($line // '', qr/Cut5hort|near/, 'not the body\'s text');
+};
+
 subtest 'the access log has the request id and the linegate variables' => sub {
     my $tx = $s->op(GET => '/workspaces/org_none');
     my $id = $tx->res->headers->header('X-Request-Id');
