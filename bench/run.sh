@@ -1155,15 +1155,21 @@ cluster_report_ep() {
         # workspace rate, once per lease (1 s) per workspace and worker:
         # EVALSHA rl_gcra.lua + its TIME and SET, or the idle key'"'"'s
         # SET ... NX alone (every decision writes one SET: a GET sends no
-        # other)
+        # other), and the API keys'"'"' revalidation, GET lg:apikey:<digest>
+        # + HVALS of the workspace'"'"'s keys, per key every
+        # linegate_api_key_cache time (a cluster has no pushed time:
+        # docs/directives.md)
         BEGIN { per = (ep == "pv") ? 2 : 3
                 what = (ep == "pv") ? "the key ids'"'"' revalidation: EVALSHA pv_account.lua + its HMGET" \
-                                    : "the workspace rate'"'"'s leases: EVALSHA rl_gcra.lua + its TIME and SET, or the idle key'"'"'s SET ... NX" }
+                                    : "the workspace rate'"'"'s leases: EVALSHA rl_gcra.lua + its TIME and SET, or the idle key'"'"'s SET ... NX, and the API keys'"'"' revalidation: GET + HVALS" }
+        function cmd(b, name,   v) { v = 0
+            if (match(b, "(^| )" name "=[0-9.]+")) { v = substr(b, RSTART, RLENGTH); sub(/.*=/, "", v) }
+            return v }
         $1 == "run" && $17 == ep { n[$2]++; s[$2] += $5; c[$2] += $11
-            ev = 0; if (match($15, /evalsha=[0-9.]+/)) ev = substr($15, RSTART + 8, RLENGTH - 8)
-            st = 0; if (match($15, /(^| )set=[0-9.]+/)) { st = substr($15, RSTART, RLENGTH); sub(/.*=/, "", st) }
-            d = (ep == "pv") ? ev : st
-            p[$2] += $11 - ((ep == "pv") ? per * ev : 2 * ev + st)
+            ev = cmd($15, "evalsha"); st = cmd($15, "set")
+            kv = cmd($15, "get") + cmd($15, "hvals")
+            d = (ep == "pv") ? ev : st + kv / 2
+            p[$2] += $11 - ((ep == "pv") ? per * ev : 2 * ev + st + kv)
             eps[$2] += d * $5; rps[$2, $3] = $5
             if ($3 > runs) runs = $3 }
         END { if (!n["one"] || !n["cluster"]) exit

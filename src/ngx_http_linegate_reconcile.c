@@ -294,6 +294,8 @@ static void ngx_http_linegate_reconcile_settle(ngx_http_request_t *r,
     ngx_http_linegate_ctx_t *ctx, const char *outcome);
 static void ngx_http_linegate_reconcile_defer(ngx_http_request_t *r,
     ngx_http_linegate_ctx_t *ctx, const char *detail, ngx_uint_t stop);
+static void ngx_http_linegate_reconcile_leave(ngx_http_request_t *r,
+    ngx_http_linegate_reconcile_entry_t *e, const char *detail);
 
 static ngx_int_t ngx_http_linegate_reconcile_lease(ngx_http_request_t *r,
     ngx_http_linegate_reconcile_t *rc, const char *how);
@@ -637,6 +639,19 @@ ngx_http_linegate_reconcile_advance(ngx_http_request_t *r,
 
         e = &rc->entry[rc->i];
 
+        if (e->subscription.len == 0
+            && !ngx_http_linegate_stripe_id_valid(&e->customer))
+        {
+            /*
+             * nothing to look for at Stripe (a workspace or an account
+             * with no customer any more): a human's call, and no reason
+             * to hold back the entries behind it
+             */
+            ngx_http_linegate_reconcile_leave(r, e, "no_customer");
+            rc->i++;
+            continue;
+        }
+
         if (now - e->queued_ms >= (int64_t) lmcf->reconcile_delay) {
             ngx_http_linegate_reconcile_next(r, ctx,
                                           NGX_HTTP_LINEGATE_RECONCILE_LOOKUP);
@@ -671,12 +686,26 @@ static void
 ngx_http_linegate_reconcile_defer(ngx_http_request_t *r,
     ngx_http_linegate_ctx_t *ctx, const char *detail, ngx_uint_t stop)
 {
-    ngx_http_linegate_reconcile_t        *rc;
-    ngx_http_linegate_reconcile_entry_t  *e;
+    ngx_http_linegate_reconcile_t  *rc;
 
     rc = ctx->data;
-    e = &rc->entry[rc->i];
 
+    ngx_http_linegate_reconcile_leave(r, &rc->entry[rc->i], detail);
+
+    if (stop) {
+        rc->stop = 1;
+    }
+
+    rc->i++;
+    ngx_http_linegate_reconcile_advance(r, ctx);
+}
+
+
+/* the entry is left where it is, and the log says why */
+static void
+ngx_http_linegate_reconcile_leave(ngx_http_request_t *r,
+    ngx_http_linegate_reconcile_entry_t *e, const char *detail)
+{
     e->outcome = NULL;
     e->detail = detail;
 
@@ -685,13 +714,6 @@ ngx_http_linegate_reconcile_defer(ngx_http_request_t *r,
                   "\"%V\" (%V, at Stripe \"%V\") left for a later run: %s",
                   NGX_HTTP_LINEGATE_RECONCILE_NAMES(e), &e->reason,
                   e->found.len ? &e->found : &e->subscription, detail);
-
-    if (stop) {
-        rc->stop = 1;
-    }
-
-    rc->i++;
-    ngx_http_linegate_reconcile_advance(r, ctx);
 }
 
 

@@ -601,6 +601,11 @@ subtest 'a worker killed mid-confirm: cancelled, the number back' => sub {
     my ($sub) = subs_of('acct_killed');
     is($sub->{status}, 'active', 'and a subscription that charges');
     is(scalar queued_of('acct_killed'), 0, 'and nothing on lg:{fleet}:reconcile');
+    # the account's customer changed before the sweep: the purchase is
+    # looked for under the customer it was charged to, which the
+    # reservation keeps (looked for under the new one, nothing was found
+    # and the subscription kept billing)
+    $r->hset('lg:{acct:acct_killed}', stripeCustomerId => 'cus_changed');
 
     sleep 1.1;    # linegate_reconcile_lost_after
     my $b = run();
@@ -608,6 +613,9 @@ subtest 'a worker killed mid-confirm: cancelled, the number back' => sub {
     is($e->{reason}, 'worker_lost', 'found as worker_lost');
     is($e->{outcome}, 'canceled', 'settled: canceled');
     is($e->{subscription_id}, $sub->{id}, 'the subscription it bought');
+    is((queued_of('acct_killed'), grep { $_->{account} eq 'acct_killed' }
+        resolved())[0]{customer}, 'cus_acct_killed',
+       'under the customer charged, not the account\'s new one');
     is((subs_of('acct_killed'))[0]{status}, 'canceled', 'cancelled at Stripe');
     is_deeply($p->reservations('acct_killed'), [], 'the reservation dropped');
     ok($r->sismember('lg:{fleet}:inventory', $number),
@@ -756,6 +764,37 @@ subtest 'an invoice no repair could discard: deleted by a run' => sub {
     is_deeply([grep { ($_->{workspace} // '') eq $w->{id} }
                @{ $p->reconcile }], [], 'off lg:{fleet}:reconcile');
     $l->answer($l->create($w, $EMAIL), 201, 'the workspace is billed again');
+};
+
+subtest 'an entry with no customer is left, the newer ones settled' => sub {
+    # a worker_lost purchase whose account has no customer any more (an
+    # operator removed it before the sweep) and a reservation that names
+    # none: nothing to look for at Stripe. It once stopped every run at
+    # the head of the stream ("stripe_unavailable"), holding back the
+    # entries behind it.
+    $p->account('acct_nocus');
+    my ($m, $w, $n) = lost_claim('acct_nocus');
+    $r->hset("lg:{acct:acct_nocus}:resv:$w",
+             createdAt => '2026-11-23T00:00:00.000Z');
+    $r->zadd('lg:{acct:acct_nocus}:prov', $p->now_ms, $w);
+    $r->hdel('lg:{acct:acct_nocus}', 'stripeCustomerId');
+    my $b = run();    # the sweep queues it, the run cannot settle it
+    my $e = entry_of($b, 'acct_nocus');
+    is($e->{outcome}, 'deferred', 'no customer: left for a human');
+    is($e->{detail}, 'no_customer', 'and why');
+    is(scalar queued_of('acct_nocus'), 1, 'still on lg:{fleet}:reconcile');
+    my $q = lost_purchase('acct_nocus_behind', after_commit => 1);
+    $b = run();
+    is(entry_of($b, 'acct_nocus')->{detail}, 'no_customer',
+       'the next run: left again');
+    is(entry_of($b, 'acct_nocus_behind')->{outcome}, 'canceled',
+       'and the entry behind it settled');
+    is((subs_of('acct_nocus_behind'))[0]{status}, 'canceled', 'at Stripe');
+    logged('left for a later run: no_customer');
+    numbers_accounted('no customer');
+    $r->del('lg:{fleet}:reconcile');
+    $r->sadd('lg:{fleet}:inventory', $n);
+    $r->del("lg:{acct:acct_nocus}:resv:$w", 'lg:{acct:acct_nocus}:prov');
 };
 
 subtest 'entries left for a human never hold the newer ones back' => sub {

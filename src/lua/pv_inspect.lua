@@ -19,8 +19,9 @@
 -- ARGV[2]  "1": the claim is an intent, "0": it names a number
 --
 -- Returns {line exists: 1 | 0, reservation exists: 1 | 0, the outbox's
--- fields flat {name, value, ...} or {}, the account's Stripe customer
--- ('' none), the reservation's createdAt ('' none), released: 1 | 0}.
+-- fields flat {name, value, ...} or {}, the Stripe customer (the
+-- reservation's, else the account's; '' none), the reservation's
+-- createdAt ('' none), released: 1 | 0}.
 
 local akey = KEYS[1]
 local line = redis.call('EXISTS', KEYS[4])
@@ -34,7 +35,12 @@ if (t.ok or t) == 'hash' then
     fields = redis.call('HGETALL', obox)
 end
 
-local at = redis.call('HGET', resv, 'createdAt') or ''
+local held_at = redis.call('HMGET', resv, 'createdAt', 'customer')
+local at = held_at[1] or ''
+-- the customer the purchase was charged to, as pv_reserve kept it: the
+-- account's may have changed since
+local customer = held_at[2] or redis.call('HGET', akey, 'stripeCustomerId')
+                 or ''
 local released = 0
 
 if ARGV[2] == '1' and held == 1 and line == 0 and #fields == 0 then
@@ -43,5 +49,4 @@ if ARGV[2] == '1' and held == 1 and line == 0 and #fields == 0 then
     released = 1
 end
 
-return {line, held, fields,
-        redis.call('HGET', akey, 'stripeCustomerId') or '', at, released}
+return {line, held, fields, customer, at, released}

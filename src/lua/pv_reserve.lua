@@ -41,8 +41,9 @@
 --   402                  the account has no Stripe customer
 --   200, customer        reserved (w counts the new slot)
 --
--- The reservation lg:{acct:<A>}:resv:<worker> {createdAt} holds the slot
--- until the line is recorded (pv_record) or released (pv_release). It is
+-- The reservation lg:{acct:<A>}:resv:<worker> {createdAt, customer} holds
+-- the slot until the line is recorded (pv_record) or released
+-- (pv_release); its customer is the one charged, for the sweep. It is
 -- never without the purchase's intent (then its claim) in the claims
 -- journal, by which the sweep finds a confirm that died: on one Redis
 -- written here, in the same step; on a cluster (the journal in another
@@ -102,7 +103,9 @@ end
 
 local prov = KEYS[2]
 redis.call('ZADD', prov, now, ARGV[5])
-redis.call('HSET', KEYS[3], 'createdAt', ARGV[6])
+-- the customer charged: the sweep looks there, whatever the account
+-- says by then (pv_inspect.lua)
+redis.call('HSET', KEYS[3], 'createdAt', ARGV[6], 'customer', customer)
 
 if intent ~= '' then
     redis.call('ZADD', KEYS[6], now, intent)
