@@ -233,6 +233,7 @@ static ngx_http_linegate_redis_node_t *ngx_http_linegate_redis_node(
     ngx_str_t *host, ngx_int_t port);
 static void ngx_http_linegate_redis_connect(
     ngx_http_linegate_redis_node_t *node);
+static ngx_uint_t ngx_http_linegate_redis_is_ip(ngx_str_t *host);
 static void ngx_http_linegate_redis_connect_to(
     ngx_http_linegate_redis_node_t *node);
 static void ngx_http_linegate_redis_master_found(ngx_int_t rc,
@@ -2786,6 +2787,28 @@ ngx_http_linegate_redis_rediscover(ngx_event_t *ev)
 }
 
 
+/* an IPv4 or IPv6 address in text, as hiredis connects without a lookup */
+static ngx_uint_t
+ngx_http_linegate_redis_is_ip(ngx_str_t *host)
+{
+#if (NGX_HAVE_INET6)
+    u_char  addr6[16];
+#endif
+
+    if (ngx_inet_addr(host->data, host->len) != INADDR_NONE) {
+        return 1;
+    }
+
+#if (NGX_HAVE_INET6)
+    if (ngx_inet6_addr(host->data, host->len, addr6) == NGX_OK) {
+        return 1;
+    }
+#endif
+
+    return 0;
+}
+
+
 static void
 ngx_http_linegate_redis_connect_to(ngx_http_linegate_redis_node_t *node)
 {
@@ -2799,10 +2822,24 @@ ngx_http_linegate_redis_connect_to(ngx_http_linegate_redis_node_t *node)
     if (lmcf->redis_unix.len) {
         ac = redisAsyncConnectUnix((char *) lmcf->redis_unix.data);
 
-    } else {
-        /* an IP address, resolved at load or given by a sentinel or a
-         * cluster's map */
+    } else if (ngx_http_linegate_redis_is_ip(&node->host)) {
+        /* resolved at load, or given by a sentinel or a cluster's map */
         ac = redisAsyncConnect((char *) node->host.data, (int) node->port);
+
+    } else {
+        /*
+         * a name from a cluster's map or a sentinel (Redis's
+         * cluster-preferred-endpoint-type hostname, Sentinel's
+         * announce-hostnames): hiredis would resolve it with a blocking
+         * call, which the worker never makes; asked again with backoff
+         */
+        ngx_log_error(NGX_LOG_ERR, rd->log, 0,
+                      NGX_HTTP_LINEGATE_LOG "redis node \"%V\" is not an "
+                      "IP address: names are not resolved at run time "
+                      "(cluster-preferred-endpoint-type ip, Sentinel's "
+                      "announce-hostnames no)", &node->host);
+        ngx_http_linegate_redis_lost(node);
+        return;
     }
 
     if (ac == NULL) {
