@@ -1157,7 +1157,11 @@ ngx_http_linegate_redis_reply_cb(redisAsyncContext *ac, void *data,
  * it bills swept) and the invoice it is billed by, the confirm's claim
  * of its number (a claim lost with its master would put the number back
  * in the inventory while the line holds it) and its recorded line, the
- * settlements of a payment (GET's reconciliation, the webhooks).
+ * settlements of a payment (GET's reconciliation, the webhooks). And a
+ * reservation's release (the confirm's, the sweep's in pv_inspect, the
+ * run's), which a settle in another slot follows on a cluster: released
+ * on the account's master, lost with it, the reservation would come
+ * back with nothing left in the journal to find it by.
  */
 static ngx_uint_t
 ngx_http_linegate_redis_acknowledged(ngx_int_t script)
@@ -1169,6 +1173,8 @@ ngx_http_linegate_redis_acknowledged(ngx_int_t script)
     case NGX_HTTP_LINEGATE_SCRIPT_LR_RESOLVE:
     case NGX_HTTP_LINEGATE_SCRIPT_PV_CLAIM:
     case NGX_HTTP_LINEGATE_SCRIPT_PV_RECORD:
+    case NGX_HTTP_LINEGATE_SCRIPT_PV_RELEASE:
+    case NGX_HTTP_LINEGATE_SCRIPT_PV_INSPECT:
     case NGX_HTTP_LINEGATE_SCRIPT_WH_INVOICE:
     case NGX_HTTP_LINEGATE_SCRIPT_WH_SUBSCRIPTION:
         return 1;

@@ -204,6 +204,13 @@ ngx_http_linegate_sentinel_connect(ngx_http_linegate_redis_addr_t *a)
         return NULL;
     }
 
+    /*
+     * TCP keepalive (hiredis: idle 15 s, then probes): the subscription
+     * to +switch-master sends nothing of its own, and a sentinel gone
+     * without a FIN or RST would leave it open and deaf for good
+     */
+    (void) redisEnableKeepAlive(&ac->c);
+
     if (ngx_http_linegate_redis_event_attach(ac, s->log, 0) != NGX_OK) {
         redisAsyncFree(ac);
         return NULL;

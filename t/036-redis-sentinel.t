@@ -100,6 +100,42 @@ subtest 'through the sentinels, the first one down' => sub {
     answer_is($l->get($w, $id), 200, 'a read');
 };
 
+# The subscription to +switch-master sends nothing of its own: a sentinel
+# gone without a FIN or RST (a host lost, a partition) would leave it
+# open and deaf. Each worker's sentinel connections keep TCP keepalive
+# (the "tr" of /proc/net/tcp: 2, the keepalive timer, on an idle
+# established socket; 0 before).
+subtest 'the workers\' sentinel connections keep TCP keepalive' => sub {
+    my %sentinel = map { sprintf('%04X', $_) => 1 } $s->sentinel_ports;
+    my $timers = sub {
+        my %mine;
+        for my $pid (split ' ', `pgrep -P $s->{pids}{nginx}`) {
+            for my $fd (glob "/proc/$pid/fd/*") {
+                my $to = readlink($fd) // '';
+                $mine{$1} = 1 if $to =~ /^socket:\[(\d+)\]$/;
+            }
+        }
+        my @tr;
+        for my $file ('/proc/net/tcp', '/proc/net/tcp6') {
+            open my $fh, '<', $file or next;
+            <$fh>;
+            while (<$fh>) {
+                my @f = split ' ';
+                my ($rport) = $f[2] =~ /:([0-9A-F]{4})$/;
+                push @tr, (split /:/, $f[5])[0]
+                    if $f[3] eq '01' && $sentinel{$rport // ''}
+                       && $mine{$f[9]};
+            }
+        }
+        return @tr;
+    };
+    my @tr;
+    ok(eventually(sub { (@tr = $timers->()) >= 2 }, 10),
+       'the workers keep connections to the sentinels (' . @tr . ')');
+    is_deeply([grep { $_ ne '02' } @tr], [], 'each with keepalive on')
+        or diag "timers: @tr";
+};
+
 # clients in child processes, until $stop exists: "status retry-after" a
 # line per answer
 sub load {

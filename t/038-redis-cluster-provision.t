@@ -469,6 +469,52 @@ subtest 'the reservation\'s step unanswered: 503, released' => sub {
        . $tx->res->code . ')');
 };
 
+# A declined purchase releases its reservation on the account's master,
+# then settles its claim on the fleet's (the number back). A release
+# answered but on no replica could be lost with that master while the
+# settle stands: the reservation back, its limit slot held, and nothing
+# in the journal to find it by. So the release waits for a replica
+# (linegate_redis_wait) as the record does, and the settle waits for the
+# release: with the account master's replica stopped, the claim stays.
+# Before, the claim was settled at once.
+subtest 'a release not on a replica: the claim stays until it is' => sub {
+    my $a = spread_account('acct_relack', decline => 1, daily => 5,
+                           monthly => 50);
+    my $id = $a->{id};
+    my $tok = $p->token($a);
+    my $master = $s->cluster_master_of("lg:{acct:$id}");
+    my ($replica) = grep {
+        my $n = $r->node($_);
+        my @role = $n->role;
+        $role[0] eq 'slave' && $role[2] == $master
+    } $s->cluster_replicas;
+    ok($replica, "the account's master $master has replica $replica")
+        or return;
+    my $pid = $s->{pids}{"redis_$replica"};
+    my $inv = $r->scard($FLEET);
+    kill 'STOP', $pid;
+    my $tx = $p->confirm($a, $tok);
+    is($tx->res->code, 402, 'declined: 402');
+    sleep 2.5;
+    my @claim = grep { /^\Q$id\E \S+ \S+$/ }
+                $r->zrange('lg:{fleet}:pv:inflight', 0, -1);
+    is(scalar @claim, 1, 'the release not on a replica: the claim stays');
+    is($r->scard($FLEET), $inv - 1, 'and holds its number');
+    like($s->error_log, qr/pv_release acknowledged by 0 of 1 replicas/,
+         'logged');
+    kill 'CONT', $pid;
+    my $done = 0;
+    for (1 .. 100) {
+        last if $done = !grep({ /^\Q$id\E / }
+                              $r->zrange('lg:{fleet}:pv:inflight', 0, -1))
+                        && !$r->keys("lg:{acct:$id}:resv:*");
+        sleep 0.1;
+    }
+    ok($done, 'the replica back: released, the claim settled');
+    is($r->scard($FLEET), $inv, 'the number back in the inventory');
+    is($r->zcard("lg:{acct:$id}:prov"), 0, 'the slot freed');
+};
+
 # A worker that dies once its reservation is made (the account's master)
 # and before its number is claimed (the fleet's): seen once by `make
 # chaos` on one Redis (docs/chaos.md), made certain here by stopping
