@@ -234,6 +234,8 @@ static ngx_http_linegate_redis_node_t *ngx_http_linegate_redis_node(
 static void ngx_http_linegate_redis_connect(
     ngx_http_linegate_redis_node_t *node);
 static ngx_uint_t ngx_http_linegate_redis_is_ip(ngx_str_t *host);
+static ngx_http_linegate_redis_node_t *
+    ngx_http_linegate_redis_node_idle(void);
 static void ngx_http_linegate_redis_connect_to(
     ngx_http_linegate_redis_node_t *node);
 static void ngx_http_linegate_redis_master_found(ngx_int_t rc,
@@ -2671,15 +2673,28 @@ ngx_http_linegate_redis_node(ngx_str_t *host, ngx_int_t port)
     }
 
     max = rd->cluster ? NGX_HTTP_LINEGATE_REDIS_MAX_NODES : 1;
+    node = NULL;
 
-    if (rd->nnodes == max || host->len > NGX_SOCKADDR_STRLEN) {
+    if (host->len <= NGX_SOCKADDR_STRLEN) {
+        node = (rd->nnodes < max) ? &rd->nodes[rd->nnodes++]
+                                  : ngx_http_linegate_redis_node_idle();
+    }
+
+    if (node == NULL) {
         ngx_log_error(NGX_LOG_ERR, rd->log, 0,
                       NGX_HTTP_LINEGATE_LOG "redis cluster: node %V:%i "
-                      "not added (at most %ui nodes)", host, port, max);
+                      "not added (at most %ui nodes, each serving a slot "
+                      "or connected)", host, port, max);
         return NULL;
     }
 
-    node = &rd->nodes[rd->nnodes++];
+    if (node->host.len) {
+        ngx_log_error(NGX_LOG_NOTICE, rd->log, 0,
+                      NGX_HTTP_LINEGATE_LOG "redis cluster: node %V:%i "
+                      "takes the place of %V:%i, which serves no slot",
+                      host, port, &node->host, node->port);
+        ngx_memzero(node, sizeof(ngx_http_linegate_redis_node_t));
+    }
 
     /* its own copy: a sentinel's or a reply's buffer does not last */
     ngx_memcpy(node->host_buf, host->data, host->len);
@@ -2705,6 +2720,46 @@ ngx_http_linegate_redis_node(ngx_str_t *host, ngx_int_t port)
     ngx_http_linegate_redis_connect(node);
 
     return node;
+}
+
+
+/*
+ * A full table's entry that a new address may take: past the seeds (the
+ * addresses a map is asked of when every other is gone), no slot of the
+ * map names it, and it is not connected nor about to be (no connection,
+ * no timer). Addresses come and go over a worker's life (masters
+ * replaced, pods given new IPs): without this, the 65th would never be
+ * connected, and its slots would answer 503 until a reload.
+ */
+static ngx_http_linegate_redis_node_t *
+ngx_http_linegate_redis_node_idle(void)
+{
+    ngx_uint_t                       i;
+    ngx_http_linegate_redis_t       *rd;
+    ngx_http_linegate_redis_node_t  *node;
+
+    rd = &ngx_http_linegate_redis;
+
+    if (!rd->cluster) {
+        return NULL;
+    }
+
+    for (i = rd->lmcf->redis_seeds->nelts; i < rd->nnodes; i++) {
+        node = &rd->nodes[i];
+
+        if (node->ac == NULL
+            && node->state == NGX_HTTP_LINEGATE_REDIS_DISCONNECTED
+            && !node->connect_timer.timer_set
+            && !node->reconnect_timer.timer_set
+            && !node->keepalive_timer.timer_set
+            && node->loading == 0 && !node->counted
+            && !ngx_http_linegate_redis_serves(node))
+        {
+            return node;
+        }
+    }
+
+    return NULL;
 }
 
 

@@ -19,9 +19,11 @@ use lib 't/lib';
 
 use Test::More;
 use IO::Handle;
+use IO::Select;
 use IO::Socket::INET;
 use POSIX qw(_exit);
 use Time::HiRes qw(sleep time);
+use Mojo::UserAgent;
 use LG::Stack;
 use LG::Test ();
 use LG::Limit qw(rl_key);
@@ -530,6 +532,127 @@ subtest 'the master of a key SIGKILLed under load' => sub {
     diag(sprintf 'the old master a replica again %.1f s after its restart',
          time - $restarted);
     ok(!grep({ $_ == $victim } $s->cluster_masters), 'not a master');
+};
+
+# a child relaying every connection to 127.0.0.1:$port to 127.0.0.1:$to
+sub relay {
+    my ($port, $to) = @_;
+    my $l = IO::Socket::INET->new(LocalAddr => '127.0.0.1',
+                                  LocalPort => $port, Listen => 64,
+                                  ReuseAddr => 1) or die "relay: $!";
+    my $pid = fork // die "fork: $!";
+    return $pid if $pid;
+    my $sel = IO::Select->new($l);
+    my %peer;
+    while (1) {
+        for my $fh ($sel->can_read) {
+            if ($fh == $l) {
+                my $c = $l->accept or next;
+                my $u = IO::Socket::INET->new("127.0.0.1:$to")
+                    or do { close $c; next };
+                @peer{$c, $u} = ($u, $c);
+                $sel->add($c, $u);
+                next;
+            }
+            my $o = $peer{$fh} or next;
+            my $n = sysread($fh, my $buf, 65536);
+            if (!$n) {
+                $sel->remove($fh, $o);
+                delete @peer{$fh, $o};
+                close $fh;
+                close $o;
+                next;
+            }
+            for (my $off = 0; $off < $n; ) {
+                my $w = syswrite($o, $buf, $n - $off, $off) // last;
+                $off += $w;
+            }
+        }
+    }
+}
+
+# A worker meets master addresses over its life (masters replaced,
+# pods given new addresses) and keeps each in a table of 64. An address
+# no slot names any more, not connected, gives its place to a new one.
+# Before, the 65th address was never connected: its slots answered 503
+# until a reload. Here the master of the next subtest's key announces
+# 64 ports where nothing listens, one after another
+# (cluster-announce-port), and each worker's map follows; then its own
+# port again. The next subtest's failover then names an address new to
+# the workers (the replica's), which they must connect to.
+subtest 'addresses that come and go: the table makes room' => sub {
+    plan skip_all => $NEEDS unless $module;
+    my $m = $s->cluster_master_of(rl_key('e', 'manual'));
+    my $node = $r->node($m);
+    my %slots = map { $_ => 1 } $s->cluster_slots_of($m);
+    my @v = values_in('e', \%slots, 400, 'churn');
+    my @bogus = LG::Stack::_free_ports(64);
+    my ($i, $seen) = (0, 0);
+    my $from = length $s->error_log;
+    for my $port (@bogus) {
+        $node->config('set', 'cluster-announce-port', $port);
+        # a request for one of its slots over a new connection (either
+        # worker): not connected, the worker asks for the map again
+        $node->client('kill', 'type', 'normal');
+        # until both workers met it (the pid of each line)
+        my $line = qr/(\d+)#\d+: .*127\.0\.0\.1:$port (?:connect failed|not)/;
+        my $met = LG::Test::eventually(sub {
+            Mojo::UserAgent->new->get($s->url("/e/?k=$v[$i++ % @v]"));
+            my %pid = map { $_ => 1 }
+                      substr($s->error_log, $from) =~ /$line/g;
+            keys %pid == 2;
+        }, 10);
+        $seen++ if $met;
+    }
+    cmp_ok($seen, '>=', 60, "both workers met $seen of the 64 addresses");
+    like(substr($s->error_log, $from),
+         qr/node 127\.0\.0\.1:\d+ takes the place of 127\.0\.0\.1:\d+, /,
+         'places taken over');
+
+    # one more address, that reaches it (a relay to its port): the 65th
+    # at least, never met before
+    my ($relay_port) = LG::Stack::_free_ports(1);
+    my $relay = relay($relay_port, $m);
+    $node->config('set', 'cluster-announce-port', $relay_port);
+    $node->client('kill', 'type', 'normal');
+    my $served = LG::Test::eventually(sub {
+        my $ok = 0;
+        for (1 .. 6) {
+            my $res = Mojo::UserAgent->new->get(
+                $s->url("/e/?k=$v[$i++ % @v]"))->res;
+            $ok++ if ($res->code // 0) != 503;
+        }
+        $ok == 6;
+    }, $SETTLE);
+    ok($served, 'a new address after 64 others: served by both workers')
+        or diag join "\n", grep { /not added|takes the place/ }
+                           split /\n/, substr($s->error_log, $from);
+    $node->config('set', 'cluster-announce-port', 0);
+    kill 'KILL', $relay;
+    waitpid $relay, 0;
+    $node->client('kill', 'type', 'normal');
+    # its replica followed the announced ports too: in sync again, for
+    # the next subtest's failover
+    ok(LG::Test::eventually(sub {
+        grep {
+            my $info = $r->node($_)->info('replication');
+            ($info->{master_port} // 0) == $m
+                && ($info->{master_link_status} // '') eq 'up'
+        } $s->cluster_replicas
+    }, $SETTLE), 'its replica in sync with it again');
+    ok(LG::Test::eventually(sub {
+        ($s->cluster_master_of(rl_key('e', 'manual')) // 0) == $m
+    }, $SETTLE), 'every node names its own port again');
+    ok(LG::Test::eventually(sub {
+        my $ok = 0;
+        for (1 .. 6) {
+            my $res = Mojo::UserAgent->new->get(
+                $s->url("/e/?k=$v[$i++ % @v]"))->res;
+            $ok++ if ($res->code // 0) != 503;
+        }
+        $ok == 6;
+    }, $SETTLE), 'its own port again: served by both workers');
+    ok($s->cluster_wait_ok($SETTLE, replicas => 1), 'the cluster is ok');
 };
 
 subtest 'a manual failover (CLUSTER FAILOVER on a replica)' => sub {
