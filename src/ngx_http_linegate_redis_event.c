@@ -235,7 +235,14 @@ ngx_http_linegate_redis_event_cleanup(void *privdata)
         ngx_delete_posted_event(c->write);
     }
 
-    c->fd = (ngx_socket_t) -1;
+    /*
+     * as ngx_close_connection(): freed while it still names its fd, so
+     * that the event modules that keep a table by fd (poll, /dev/poll,
+     * event ports: ngx_cycle->files) forget it; with -1 first they read
+     * files[-1] and kept pointing at this connection, and a later one
+     * given the same fd had its events handed to the freed one
+     */
     ngx_free_connection(c);
+    c->fd = (ngx_socket_t) -1;
     ngx_free(ec);
 }

@@ -455,6 +455,7 @@ sub render {
         STRIPE_KEY         => 'sk_test_linegate',
         STRIPE_TIMEOUT     => '3s',
         MAIN_EXTRA         => '',
+        EVENTS_EXTRA       => '',
         HTTP_EXTRA         => '',
         SERVER_EXTRA       => '',
         (map { $_ => $self->{opts}{$_} } grep { /^[A-Z_]+$/ }
