@@ -589,6 +589,17 @@ subtest 'addresses that come and go: the table makes room' => sub {
     my @bogus = LG::Stack::_free_ports(64);
     my ($i, $seen) = (0, 0);
     my $from = length $s->error_log;
+    # six requests for its slots over new connections (either worker),
+    # none answered 503
+    my $served_six = sub {
+        my $ok = 0;
+        for (1 .. 6) {
+            my $res = Mojo::UserAgent->new->get(
+                $s->url("/e/?k=$v[$i++ % @v]"))->res;
+            $ok++ if ($res->code // 0) != 503;
+        }
+        return $ok == 6;
+    };
     for my $port (@bogus) {
         $node->config('set', 'cluster-announce-port', $port);
         # a request for one of its slots over a new connection (either
@@ -615,15 +626,7 @@ subtest 'addresses that come and go: the table makes room' => sub {
     my $relay = relay($relay_port, $m);
     $node->config('set', 'cluster-announce-port', $relay_port);
     $node->client('kill', 'type', 'normal');
-    my $served = LG::Test::eventually(sub {
-        my $ok = 0;
-        for (1 .. 6) {
-            my $res = Mojo::UserAgent->new->get(
-                $s->url("/e/?k=$v[$i++ % @v]"))->res;
-            $ok++ if ($res->code // 0) != 503;
-        }
-        $ok == 6;
-    }, $SETTLE);
+    my $served = LG::Test::eventually($served_six, $SETTLE);
     ok($served, 'a new address after 64 others: served by both workers')
         or diag join "\n", grep { /not added|takes the place/ }
                            split /\n/, substr($s->error_log, $from);
@@ -643,15 +646,8 @@ subtest 'addresses that come and go: the table makes room' => sub {
     ok(LG::Test::eventually(sub {
         ($s->cluster_master_of(rl_key('e', 'manual')) // 0) == $m
     }, $SETTLE), 'every node names its own port again');
-    ok(LG::Test::eventually(sub {
-        my $ok = 0;
-        for (1 .. 6) {
-            my $res = Mojo::UserAgent->new->get(
-                $s->url("/e/?k=$v[$i++ % @v]"))->res;
-            $ok++ if ($res->code // 0) != 503;
-        }
-        $ok == 6;
-    }, $SETTLE), 'its own port again: served by both workers');
+    ok(LG::Test::eventually($served_six, $SETTLE),
+       'its own port again: served by both workers');
     ok($s->cluster_wait_ok($SETTLE, replicas => 1), 'the cluster is ok');
 };
 
