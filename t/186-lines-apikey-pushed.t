@@ -34,9 +34,8 @@ my $revoke_src = do {
     <$fh>;
 };
 
-# where the workers may subscribe: the one Redis, Sentinel's master, or
-# on a cluster every master (each worker picks one: redis_pubsub.c; the
-# cluster's bus carries a PUBLISH to every node)
+# where the workers would subscribe: the one Redis or Sentinel's master;
+# on a cluster every master is looked at, to see that none has one
 sub servers {
     my ($st) = @_;
     return ($st->redis) unless $st->topology eq 'cluster';
