@@ -323,6 +323,18 @@ sub lost_claim {
     return ($m, $w, $n);
 }
 
+# a new account's claim of a dead worker whose reservation still holds
+# its limit slot (the reservation names no customer)
+sub lost_reserved {
+    my ($acct) = @_;
+    $p->account($acct);
+    my ($m, $w, $n) = lost_claim($acct);
+    $r->hset("lg:{acct:$acct}:resv:$w",
+             createdAt => '2026-11-23T00:00:00.000Z');
+    $r->zadd("lg:{acct:$acct}:prov", $p->now_ms, $w);
+    return ($m, $w, $n);
+}
+
 # the error log has this text
 sub logged {
     my ($text) = @_;
@@ -373,11 +385,7 @@ subtest 'sweep: a claim whose line was recorded is dropped' => sub {
 };
 
 subtest 'sweep: a claim with a reservation is queued as worker_lost' => sub {
-    $p->account('acct_sw_resv');
-    my ($m, $w, $n) = lost_claim('acct_sw_resv');
-    $r->hset("lg:{acct:acct_sw_resv}:resv:$w",
-             createdAt => '2026-11-23T00:00:00.000Z');
-    $r->zadd('lg:{acct:acct_sw_resv}:prov', $p->now_ms, $w);
+    my ($m, $w, $n) = lost_reserved('acct_sw_resv');
     my $b = run();
     is($r->zscore('lg:{fleet}:pv:inflight', $m), undef, 'the claim is gone');
     my @e = of_worker($w);
@@ -772,11 +780,7 @@ subtest 'an entry with no customer is left, the newer ones settled' => sub {
     # none: nothing to look for at Stripe. It once stopped every run at
     # the head of the stream ("stripe_unavailable"), holding back the
     # entries behind it.
-    $p->account('acct_nocus');
-    my ($m, $w, $n) = lost_claim('acct_nocus');
-    $r->hset("lg:{acct:acct_nocus}:resv:$w",
-             createdAt => '2026-11-23T00:00:00.000Z');
-    $r->zadd('lg:{acct:acct_nocus}:prov', $p->now_ms, $w);
+    my ($m, $w, $n) = lost_reserved('acct_nocus');
     $r->hdel('lg:{acct:acct_nocus}', 'stripeCustomerId');
     my $b = run();    # the sweep queues it, the run cannot settle it
     my $e = entry_of($b, 'acct_nocus');
