@@ -93,6 +93,10 @@ static ngx_int_t ngx_http_linegate_init_process(ngx_cycle_t *cycle);
 static void ngx_http_linegate_exit_process(ngx_cycle_t *cycle);
 
 
+/* how often a worker asks a Redis Cluster for its slot map (ms) */
+#define NGX_HTTP_LINEGATE_CLUSTER_REFRESH         10000
+#define NGX_HTTP_LINEGATE_CLUSTER_REFRESH_PUSHED  500
+
 #define NGX_HTTP_LINEGATE_GET   NGX_HTTP_GET
 #define NGX_HTTP_LINEGATE_POST  NGX_HTTP_POST
 #define NGX_HTTP_LINEGATE_ANY   (NGX_HTTP_GET|NGX_HTTP_POST|NGX_HTTP_PUT   \
@@ -1028,18 +1032,16 @@ ngx_http_linegate_init_main_conf(ngx_conf_t *cf, void *conf)
         return NGX_CONF_ERROR;
     }
 
-    if (lmcf->apikey_cache_pushed && lmcf->redis_cluster) {
-        /*
-         * a revocation is published on its workspace's master, and reaches
-         * a subscriber on another master only over the cluster's bus,
-         * which drops what a broken link held: the subscriber's PING
-         * would not prove that every revocation came through
-         */
-        ngx_conf_log_error(NGX_LOG_WARN, cf, 0,
-                           "\"linegate_api_key_cache\" pushed time is not "
-                           "used with \"linegate_redis ... cluster=on\"");
-        lmcf->apikey_cache_pushed = 0;
-    }
+    /*
+     * A Redis Cluster's map is asked for again every 10 s; with pushed
+     * revocations every 500 ms: a worker subscribes on every master of
+     * its map (redis_pubsub.c), and trusts its subscriptions only while
+     * that map is less than a second old, so that a master it does not
+     * know yet (a failover, a node added) is found within that second.
+     */
+    lmcf->redis_cluster_refresh = lmcf->apikey_cache_pushed
+                                  ? NGX_HTTP_LINEGATE_CLUSTER_REFRESH_PUSHED
+                                  : NGX_HTTP_LINEGATE_CLUSTER_REFRESH;
 
     if (lmcf->redis_command_timeout == 0 || lmcf->redis_connect_timeout == 0
         || lmcf->redis_keepalive == 0)

@@ -38,7 +38,6 @@
  * redirections one command follows */
 #define NGX_HTTP_LINEGATE_REDIS_MAX_NODES     64
 #define NGX_HTTP_LINEGATE_CLUSTER_RANGES      1024
-#define NGX_HTTP_LINEGATE_CLUSTER_REFRESH     10000
 #define NGX_HTTP_LINEGATE_CLUSTER_REDIRECTS   5
 
 /* a script that met a slot in migration (TRYAGAIN): how often it is sent
@@ -110,7 +109,16 @@ typedef struct {
     ngx_uint_t                          refresh_attempts;
     ngx_uint_t                          refresh_next;  /* node to ask */
     ngx_msec_t                          refresh_last;  /* when sent */
+    ngx_msec_t                          refresh_period;
     ngx_event_t                         refresh_timer;
+    /*
+     * map_gen changes whenever a slot is mapped to another node;
+     * map_confirmed: when the CLUSTER SLOTS was sent whose answer the
+     * map was last installed from (the subscribers' freshness rule)
+     */
+    ngx_uint_t                          map_gen;
+    ngx_msec_t                          map_confirmed;
+    ngx_uint_t                          map_confirmed_set;
 
     /* durable writes waiting for an answer, oldest first */
     ngx_queue_t                         durable;
@@ -2101,6 +2109,74 @@ ngx_http_linegate_redis_server(ngx_str_t *host, ngx_int_t *port)
 }
 
 
+ngx_int_t
+ngx_http_linegate_redis_cluster_masters(ngx_http_linegate_redis_addr_t *addr,
+    ngx_uint_t max, ngx_uint_t *n)
+{
+    ngx_uint_t                       i, index;
+    ngx_http_linegate_redis_t       *rd;
+    ngx_http_linegate_redis_node_t  *node;
+    uint8_t                          serving[
+                                        NGX_HTTP_LINEGATE_REDIS_MAX_NODES];
+
+    rd = &ngx_http_linegate_redis;
+    *n = 0;
+
+    if (!rd->cluster || !ngx_http_linegate_redis_map_ready) {
+        return NGX_DECLINED;
+    }
+
+    ngx_memzero(serving, sizeof(serving));
+
+    for (i = 0; i < NGX_HTTP_LINEGATE_REDIS_SLOTS; i++) {
+        index = ngx_http_linegate_redis_slots[i];
+
+        if (index == 0) {
+            /* a slot of no node the worker knows: no whole list */
+            return NGX_DECLINED;
+        }
+
+        serving[index - 1] = 1;
+    }
+
+    for (i = 0; i < rd->nnodes; i++) {
+        if (!serving[i]) {
+            continue;
+        }
+
+        if (*n == max) {
+            return NGX_DECLINED;
+        }
+
+        node = &rd->nodes[i];
+        addr[*n].host = node->host;
+        addr[*n].port = node->port;
+        (*n)++;
+    }
+
+    return NGX_OK;
+}
+
+
+ngx_uint_t
+ngx_http_linegate_redis_map_gen(void)
+{
+    return ngx_http_linegate_redis.map_gen;
+}
+
+
+ngx_uint_t
+ngx_http_linegate_redis_map_fresh(ngx_msec_t within)
+{
+    ngx_http_linegate_redis_t  *rd;
+
+    rd = &ngx_http_linegate_redis;
+
+    return rd->cluster && rd->map_confirmed_set
+           && ngx_current_msec - rd->map_confirmed < within;
+}
+
+
 ngx_uint_t
 ngx_http_linegate_redis_durable_pending(void)
 {
@@ -2541,6 +2617,7 @@ ngx_http_linegate_redis_init_process(ngx_cycle_t *cycle)
 
     if (lmcf->redis_cluster) {
         rd->cluster = 1;
+        rd->refresh_period = lmcf->redis_cluster_refresh;
         rd->refresh_timer.data = &ngx_http_linegate_redis_dummy;
         rd->refresh_timer.handler = ngx_http_linegate_redis_refresh;
         rd->refresh_timer.log = cycle->log;
@@ -3645,8 +3722,9 @@ ngx_http_linegate_redis_slots_cb(redisAsyncContext *ac, void *data,
         && ngx_http_linegate_redis_install(asked, reply) == NGX_OK)
     {
         rd->refresh_attempts = 0;
-        ngx_http_linegate_redis_refresh_soon(
-                                      NGX_HTTP_LINEGATE_CLUSTER_REFRESH);
+        rd->map_confirmed = rd->refresh_last;
+        rd->map_confirmed_set = 1;
+        ngx_http_linegate_redis_refresh_soon(rd->refresh_period);
         return;
     }
 
@@ -3665,7 +3743,7 @@ ngx_http_linegate_redis_install(ngx_http_linegate_redis_node_t *asked,
 {
     size_t                            i, n, slot;
     ngx_str_t                         host;
-    ngx_uint_t                        index;
+    ngx_uint_t                        index, changed;
     ngx_http_linegate_redis_t        *rd;
     ngx_http_linegate_redis_node_t   *node;
     ngx_http_linegate_redis_range_t  *range;
@@ -3692,6 +3770,8 @@ ngx_http_linegate_redis_install(ngx_http_linegate_redis_node_t *asked,
         return NGX_ERROR;
     }
 
+    changed = 0;
+
     for (i = 0; i < n; i++) {
         range = &ranges[i];
 
@@ -3708,7 +3788,10 @@ ngx_http_linegate_redis_install(ngx_http_linegate_redis_node_t *asked,
         index = node ? (ngx_uint_t) (node - rd->nodes) + 1 : 0;
 
         for (slot = range->first; slot <= range->last; slot++) {
-            ngx_http_linegate_redis_slots[slot] = (uint16_t) index;
+            if (ngx_http_linegate_redis_slots[slot] != index) {
+                ngx_http_linegate_redis_slots[slot] = (uint16_t) index;
+                changed = 1;
+            }
         }
     }
 
@@ -3719,6 +3802,10 @@ ngx_http_linegate_redis_install(ngx_http_linegate_redis_node_t *asked,
     }
 
     ngx_http_linegate_redis_map_ready = 1;
+
+    if (changed) {
+        rd->map_gen++;
+    }
 
     return NGX_OK;
 }
@@ -3774,9 +3861,13 @@ ngx_http_linegate_redis_redirect(ngx_http_linegate_redis_node_t *from,
         return NGX_DECLINED;
     }
 
-    if (!rr.ask) {
+    if (!rr.ask
+        && ngx_http_linegate_redis_slots[rr.slot]
+           != (uint16_t) (node - rd->nodes) + 1)
+    {
         ngx_http_linegate_redis_slots[rr.slot] =
                                    (uint16_t) (node - rd->nodes) + 1;
+        rd->map_gen++;
     }
 
     if (buf == NULL || *redirects >= NGX_HTTP_LINEGATE_CLUSTER_REDIRECTS

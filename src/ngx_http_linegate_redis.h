@@ -191,6 +191,23 @@ ngx_uint_t ngx_http_linegate_redis_connected(void);
 ngx_int_t ngx_http_linegate_redis_server(ngx_str_t *host,
     ngx_int_t *port);
 
+/*
+ * Redis Cluster: NGX_OK and the n (at most max) masters of the slot map,
+ * the nodes that serve a slot (their hosts are the nodes' own buffers:
+ * copy them); NGX_DECLINED when the map is not whole
+ * (none yet, a slot of no node known) or names more than max.
+ */
+ngx_int_t ngx_http_linegate_redis_cluster_masters(
+    ngx_http_linegate_redis_addr_t *addr, ngx_uint_t max, ngx_uint_t *n);
+/* Redis Cluster: changes whenever a slot is mapped to another node */
+ngx_uint_t ngx_http_linegate_redis_map_gen(void);
+/*
+ * Redis Cluster: 1 while the map in use was installed from a CLUSTER
+ * SLOTS sent less than within ms ago (asked every
+ * linegate_redis's refresh period: lmcf->redis_cluster_refresh)
+ */
+ngx_uint_t ngx_http_linegate_redis_map_fresh(ngx_msec_t within);
+
 ngx_int_t ngx_http_linegate_redis_init_process(ngx_cycle_t *cycle);
 void ngx_http_linegate_redis_exit_process(ngx_cycle_t *cycle);
 

@@ -1,25 +1,32 @@
 
 /*
- * linegate: the subscriber connection of a worker
+ * linegate: the subscriber connections of a worker
  * (ngx_http_linegate_redis_pubsub.h).
  *
- * One hiredis async context on nginx's event loop, apart from the
- * worker's command connection (a subscribed connection takes no other
- * command but PING). It connects where the command connection is up
- * (ngx_http_linegate_redis_server(): the one Redis or the master
- * Sentinel named; never a cluster, whose bus may drop a PUBLISH of
- * another master: module.c turns the pushed time and the lines cache
- * off there), authenticates as it does, and SUBSCRIBEs
- * to the channel of revoked keys. A timer of its own, every 300 ms:
- * connects again after a loss (backoff 100 ms to 2 s), sends a PING
- * and drops a connection whose PING went unanswered for
+ * A hiredis async context on nginx's event loop, apart from the worker's
+ * command connections (a subscribed connection takes no other command
+ * but PING). On one Redis or Sentinel it connects where the command
+ * connection is up (ngx_http_linegate_redis_server(): the one Redis or
+ * the master Sentinel named), authenticates as it does, and SUBSCRIBEs
+ * to the channel of revoked keys. On a Redis Cluster there is one such
+ * subscription per master of the worker's slot map: a revocation is
+ * published by a script on its workspace's master, whose own
+ * subscribers have it from that master, in order with the PINGs, never
+ * over the cluster's bus (which drops what a broken link held). A timer
+ * of its own, every 300 ms: matches the subscriptions to the map's
+ * masters, connects again after a loss (backoff 100 ms to 2 s), sends a
+ * PING and drops a connection whose PING went unanswered for
  * linegate_redis_command_timeout, or whose server is no longer the one
  * the command connection is up with (a Sentinel failover): subscribed
  * again to the new master.
  *
  * The link is live while a PING sent less than 1 s ago was answered:
  * Redis writes to a connection in order, so every message published
- * before that PING reached the worker before its answer.
+ * before that PING reached the worker before its answer. On a cluster,
+ * while that holds on every master of a map installed from a CLUSTER
+ * SLOTS sent less than 1 s ago: a master the worker did not know of (a
+ * failover, a node added) is found within that second, and its new
+ * subscription starts a new generation.
  *
  * Why PSUBSCRIBE to a pattern that is the channel's own name (it has no
  * glob character, so it matches that channel alone): hiredis 0.14 hands
@@ -48,6 +55,10 @@
 #define NGX_HTTP_LINEGATE_PUBSUB_INVALIDATE   "__redis__:invalidate"
 
 
+/* a cluster's masters a worker subscribes to: redis.c's node table */
+#define NGX_HTTP_LINEGATE_PUBSUB_MAX          64
+
+
 typedef enum {
     NGX_HTTP_LINEGATE_PUBSUB_IDLE = 0,
     NGX_HTTP_LINEGATE_PUBSUB_CONNECTING,
@@ -56,12 +67,11 @@ typedef enum {
 } ngx_http_linegate_pubsub_state_e;
 
 
+/* one subscription: a connection to one server */
 typedef struct {
     redisAsyncContext                          *ac;
     ngx_http_linegate_pubsub_state_e            state;
-    ngx_uint_t                                  gen;
-    ngx_uint_t                                  seq;
-    ngx_uint_t                                  exiting;
+    ngx_uint_t                                  in_use;
     ngx_uint_t                                  attempts;
     ngx_msec_t                                  since;     /* of state */
     ngx_msec_t                                  retry_at;
@@ -69,15 +79,10 @@ typedef struct {
     ngx_msec_t                                  ping_sent;
     ngx_uint_t                                  answered_set;
     ngx_msec_t                                  answered;  /* its PING */
-    ngx_event_t                                 timer;
     ngx_str_t                                   host;
     ngx_int_t                                   port;
     u_char                                      host_buf[
                                                     NGX_SOCKADDR_STRLEN + 1];
-    ngx_log_t                                  *log;
-    ngx_http_linegate_main_conf_t              *lmcf;
-    ngx_http_linegate_redis_pubsub_handler_pt   handler;
-    ngx_http_linegate_redis_pubsub_handler_pt   invalidate;
     int64_t                                     client_id;
     ngx_uint_t                                  client_id_set;
     ngx_uint_t                                  tracked; /* channel on */
@@ -85,15 +90,44 @@ typedef struct {
     ngx_uint_t                                  pings;
     ngx_uint_t                                  pongs;
     ngx_uint_t                                  keepalive;
-    ngx_event_t                                 barrier;   /* posted */
-    void                                      (*pong)(void);
 } ngx_http_linegate_pubsub_t;
 
 
+/* the worker's subscriptions: sub[0] alone unless a cluster */
+typedef struct {
+    ngx_http_linegate_pubsub_t                  sub[
+                                                NGX_HTTP_LINEGATE_PUBSUB_MAX];
+    ngx_uint_t                                  nsub;  /* high-water */
+    ngx_uint_t                                  cluster;
+    /* redis.c's map generation the subscriptions were matched to */
+    ngx_uint_t                                  map_gen;
+    ngx_uint_t                                  map_set;
+    ngx_uint_t                                  gen;
+    ngx_uint_t                                  seq;
+    ngx_uint_t                                  exiting;
+    ngx_event_t                                 timer;
+    ngx_event_t                                 barrier;   /* posted */
+    ngx_log_t                                  *log;
+    ngx_http_linegate_main_conf_t              *lmcf;
+    ngx_http_linegate_redis_pubsub_handler_pt   handler;
+    ngx_http_linegate_redis_pubsub_handler_pt   invalidate;
+    void                                      (*pong)(void);
+} ngx_http_linegate_pubsubs_t;
+
+
 static void ngx_http_linegate_pubsub_tick(ngx_event_t *ev);
-static void ngx_http_linegate_pubsub_connect(void);
-static void ngx_http_linegate_pubsub_ping(void);
-static void ngx_http_linegate_pubsub_keepalive(void);
+static void ngx_http_linegate_pubsub_sub_tick(ngx_http_linegate_pubsub_t *ps);
+static void ngx_http_linegate_pubsub_match(void);
+static ngx_uint_t ngx_http_linegate_pubsub_is(ngx_http_linegate_pubsub_t *ps,
+    ngx_str_t *host, ngx_int_t port);
+static ngx_int_t ngx_http_linegate_pubsub_add(
+    ngx_http_linegate_redis_addr_t *a);
+static ngx_uint_t ngx_http_linegate_pubsub_sub_live(
+    ngx_http_linegate_pubsub_t *ps);
+static void ngx_http_linegate_pubsub_connect(ngx_http_linegate_pubsub_t *ps);
+static void ngx_http_linegate_pubsub_ping(ngx_http_linegate_pubsub_t *ps);
+static void ngx_http_linegate_pubsub_keepalive(
+    ngx_http_linegate_pubsub_t *ps);
 static void ngx_http_linegate_pubsub_barrier_ping(ngx_event_t *ev);
 static void ngx_http_linegate_pubsub_connect_cb(const redisAsyncContext *ac,
     int status);
@@ -103,8 +137,10 @@ static void ngx_http_linegate_pubsub_auth_cb(redisAsyncContext *ac,
     void *data, void *privdata);
 static void ngx_http_linegate_pubsub_message_cb(redisAsyncContext *ac,
     void *data, void *privdata);
-static void ngx_http_linegate_pubsub_drop(const char *why);
-static void ngx_http_linegate_pubsub_lost(void);
+static void ngx_http_linegate_pubsub_drop(ngx_http_linegate_pubsub_t *ps,
+    const char *why);
+static void ngx_http_linegate_pubsub_close(ngx_http_linegate_pubsub_t *ps);
+static void ngx_http_linegate_pubsub_lost(ngx_http_linegate_pubsub_t *ps);
 static void ngx_http_linegate_pubsub_forget_ping(redisAsyncContext *ac);
 static void ngx_http_linegate_pubsub_client_id_cb(redisAsyncContext *ac,
     void *data, void *privdata);
@@ -114,9 +150,9 @@ static void ngx_http_linegate_pubsub_invalidate_cb(redisAsyncContext *ac,
     void *data, void *privdata);
 
 
-static ngx_http_linegate_pubsub_t  ngx_http_linegate_pubsub;
+static ngx_http_linegate_pubsubs_t  ngx_http_linegate_pubsubs;
 
-/* the timer's ev->data (nginx's debug log reads it as a connection) */
+/* the timers' ev->data (nginx's debug log reads it as a connection) */
 static ngx_connection_t  ngx_http_linegate_pubsub_dummy;
 
 
@@ -126,31 +162,38 @@ ngx_http_linegate_redis_pubsub_init_process(ngx_cycle_t *cycle,
     ngx_http_linegate_redis_pubsub_handler_pt handler,
     ngx_http_linegate_redis_pubsub_handler_pt invalidate)
 {
-    ngx_http_linegate_pubsub_t  *ps;
+    ngx_http_linegate_pubsubs_t  *all;
 
-    ps = &ngx_http_linegate_pubsub;
-    ngx_memzero(ps, sizeof(ngx_http_linegate_pubsub_t));
+    all = &ngx_http_linegate_pubsubs;
+    ngx_memzero(all, sizeof(ngx_http_linegate_pubsubs_t));
 
-    ps->log = cycle->log;
-    ps->lmcf = lmcf;
-    ps->handler = handler;
-    ps->invalidate = invalidate;
-    ps->gen = 1;
-    ps->seq = 1;
+    all->log = cycle->log;
+    all->lmcf = lmcf;
+    all->handler = handler;
+    all->invalidate = invalidate;
+    all->cluster = lmcf->redis_cluster ? 1 : 0;
+    all->gen = 1;
+    all->seq = 1;
+
+    if (!all->cluster) {
+        /* its server is asked for at each connect */
+        all->sub[0].in_use = 1;
+        all->nsub = 1;
+    }
 
     ngx_http_linegate_pubsub_dummy.fd = (ngx_socket_t) -1;
 
-    ps->timer.data = &ngx_http_linegate_pubsub_dummy;
-    ps->timer.handler = ngx_http_linegate_pubsub_tick;
-    ps->timer.log = cycle->log;
-    ps->timer.cancelable = 1;
+    all->timer.data = &ngx_http_linegate_pubsub_dummy;
+    all->timer.handler = ngx_http_linegate_pubsub_tick;
+    all->timer.log = cycle->log;
+    all->timer.cancelable = 1;
 
-    ps->barrier.data = &ngx_http_linegate_pubsub_dummy;
-    ps->barrier.handler = ngx_http_linegate_pubsub_barrier_ping;
-    ps->barrier.log = cycle->log;
+    all->barrier.data = &ngx_http_linegate_pubsub_dummy;
+    all->barrier.handler = ngx_http_linegate_pubsub_barrier_ping;
+    all->barrier.log = cycle->log;
 
     /* the command connection connects first: asked on the first tick */
-    ngx_add_timer(&ps->timer, NGX_HTTP_LINEGATE_PUBSUB_BACKOFF_MIN);
+    ngx_add_timer(&all->timer, NGX_HTTP_LINEGATE_PUBSUB_BACKOFF_MIN);
 
     return NGX_OK;
 }
@@ -159,30 +202,36 @@ ngx_http_linegate_redis_pubsub_init_process(ngx_cycle_t *cycle,
 void
 ngx_http_linegate_redis_pubsub_exit_process(ngx_cycle_t *cycle)
 {
-    redisAsyncContext           *ac;
-    ngx_http_linegate_pubsub_t  *ps;
+    ngx_uint_t                    i;
+    redisAsyncContext            *ac;
+    ngx_http_linegate_pubsub_t   *ps;
+    ngx_http_linegate_pubsubs_t  *all;
 
-    ps = &ngx_http_linegate_pubsub;
+    all = &ngx_http_linegate_pubsubs;
 
-    if (ps->lmcf == NULL) {
+    if (all->lmcf == NULL) {
         return;
     }
 
-    ps->exiting = 1;
+    all->exiting = 1;
 
-    if (ps->timer.timer_set) {
-        ngx_del_timer(&ps->timer);
+    if (all->timer.timer_set) {
+        ngx_del_timer(&all->timer);
     }
 
-    if (ps->barrier.posted) {
-        ngx_delete_posted_event(&ps->barrier);
+    if (all->barrier.posted) {
+        ngx_delete_posted_event(&all->barrier);
     }
 
-    if (ps->ac) {
-        ac = ps->ac;
-        ps->ac = NULL;
-        ps->state = NGX_HTTP_LINEGATE_PUBSUB_IDLE;
-        redisAsyncFree(ac);
+    for (i = 0; i < all->nsub; i++) {
+        ps = &all->sub[i];
+
+        if (ps->ac) {
+            ac = ps->ac;
+            ps->ac = NULL;
+            ps->state = NGX_HTTP_LINEGATE_PUBSUB_IDLE;
+            redisAsyncFree(ac);
+        }
     }
 }
 
@@ -190,35 +239,38 @@ ngx_http_linegate_redis_pubsub_exit_process(ngx_cycle_t *cycle)
 ngx_uint_t
 ngx_http_linegate_redis_pubsub_gen(void)
 {
-    return ngx_http_linegate_pubsub.gen;
+    return ngx_http_linegate_pubsubs.gen;
 }
 
 
 ngx_uint_t
 ngx_http_linegate_redis_pubsub_seq(void)
 {
-    return ngx_http_linegate_pubsub.seq;
+    return ngx_http_linegate_pubsubs.seq;
 }
 
 
 void
 ngx_http_linegate_redis_pubsub_on_pong(void (*pong)(void))
 {
-    ngx_http_linegate_pubsub.pong = pong;
+    ngx_http_linegate_pubsubs.pong = pong;
 }
 
 
+/* client tracking: one Redis or Sentinel's master (sub[0]) only */
 ngx_int_t
 ngx_http_linegate_redis_pubsub_tracking_id(int64_t *id)
 {
-    ngx_str_t                    host;
-    ngx_int_t                    port;
-    ngx_http_linegate_pubsub_t  *ps;
+    ngx_str_t                     host;
+    ngx_int_t                     port;
+    ngx_http_linegate_pubsub_t   *ps;
+    ngx_http_linegate_pubsubs_t  *all;
 
-    ps = &ngx_http_linegate_pubsub;
+    all = &ngx_http_linegate_pubsubs;
+    ps = &all->sub[0];
 
-    if (ps->invalidate == NULL || !ps->tracked || !ps->client_id_set
-        || !ngx_http_linegate_redis_pubsub_live())
+    if (all->cluster || all->invalidate == NULL || !ps->tracked
+        || !ps->client_id_set || !ngx_http_linegate_redis_pubsub_live())
     {
         return NGX_DECLINED;
     }
@@ -229,8 +281,7 @@ ngx_http_linegate_redis_pubsub_tracking_id(int64_t *id)
      * subscriber)
      */
     if (ngx_http_linegate_redis_server(&host, &port) != NGX_OK
-        || port != ps->port || host.len != ps->host.len
-        || ngx_strncmp(host.data, ps->host.data, host.len) != 0)
+        || !ngx_http_linegate_pubsub_is(ps, &host, port))
     {
         return NGX_DECLINED;
     }
@@ -245,18 +296,20 @@ void
 ngx_http_linegate_redis_pubsub_barrier(
     ngx_http_linegate_redis_pubsub_barrier_t *b)
 {
-    ngx_http_linegate_pubsub_t  *ps;
+    ngx_http_linegate_pubsub_t   *ps;
+    ngx_http_linegate_pubsubs_t  *all;
 
-    ps = &ngx_http_linegate_pubsub;
+    all = &ngx_http_linegate_pubsubs;
+    ps = &all->sub[0];
 
-    b->gen = ps->gen;
+    b->gen = all->gen;
     b->ping = ps->pings + 1;
 
     /* one PING at the end of this turn of the event loop for them all */
-    if (ps->state == NGX_HTTP_LINEGATE_PUBSUB_SUBSCRIBED
-        && !ps->barrier.posted)
+    if (!all->cluster && ps->state == NGX_HTTP_LINEGATE_PUBSUB_SUBSCRIBED
+        && !all->barrier.posted)
     {
-        ngx_post_event(&ps->barrier, &ngx_posted_events);
+        ngx_post_event(&all->barrier, &ngx_posted_events);
     }
 }
 
@@ -265,11 +318,14 @@ ngx_uint_t
 ngx_http_linegate_redis_pubsub_passed(
     ngx_http_linegate_redis_pubsub_barrier_t *b)
 {
-    ngx_http_linegate_pubsub_t  *ps;
+    ngx_http_linegate_pubsub_t   *ps;
+    ngx_http_linegate_pubsubs_t  *all;
 
-    ps = &ngx_http_linegate_pubsub;
+    all = &ngx_http_linegate_pubsubs;
+    ps = &all->sub[0];
 
-    return b->gen == ps->gen
+    return !all->cluster
+           && b->gen == all->gen
            && ps->state == NGX_HTTP_LINEGATE_PUBSUB_SUBSCRIBED
            && ps->pongs >= b->ping;
 }
@@ -278,14 +334,16 @@ ngx_http_linegate_redis_pubsub_passed(
 static void
 ngx_http_linegate_pubsub_barrier_ping(ngx_event_t *ev)
 {
-    ngx_http_linegate_pubsub_t  *ps;
+    ngx_http_linegate_pubsub_t   *ps;
+    ngx_http_linegate_pubsubs_t  *all;
 
-    ps = &ngx_http_linegate_pubsub;
+    all = &ngx_http_linegate_pubsubs;
+    ps = &all->sub[0];
 
-    if (ps->ac != NULL && !ps->exiting
+    if (ps->ac != NULL && !all->exiting
         && ps->state == NGX_HTTP_LINEGATE_PUBSUB_SUBSCRIBED)
     {
-        ngx_http_linegate_pubsub_ping();
+        ngx_http_linegate_pubsub_ping(ps);
     }
 }
 
@@ -293,13 +351,21 @@ ngx_http_linegate_pubsub_barrier_ping(ngx_event_t *ev)
 void
 ngx_http_linegate_redis_pubsub_read(void)
 {
-    ngx_http_linegate_pubsub_t  *ps;
+    ngx_uint_t                    i;
+    ngx_http_linegate_pubsub_t   *ps;
+    ngx_http_linegate_pubsubs_t  *all;
 
-    ps = &ngx_http_linegate_pubsub;
+    all = &ngx_http_linegate_pubsubs;
 
-    /* the subscriber's socket: what Redis wrote there so far */
-    if (ps->ac != NULL && ps->state == NGX_HTTP_LINEGATE_PUBSUB_SUBSCRIBED) {
-        redisAsyncHandleRead(ps->ac);
+    /* the subscribers' sockets: what Redis wrote there so far */
+    for (i = 0; i < all->nsub; i++) {
+        ps = &all->sub[i];
+
+        if (ps->ac != NULL
+            && ps->state == NGX_HTTP_LINEGATE_PUBSUB_SUBSCRIBED)
+        {
+            redisAsyncHandleRead(ps->ac);
+        }
     }
 }
 
@@ -307,10 +373,42 @@ ngx_http_linegate_redis_pubsub_read(void)
 ngx_uint_t
 ngx_http_linegate_redis_pubsub_live(void)
 {
-    ngx_http_linegate_pubsub_t  *ps;
+    ngx_uint_t                    i, n;
+    ngx_http_linegate_pubsubs_t  *all;
 
-    ps = &ngx_http_linegate_pubsub;
+    all = &ngx_http_linegate_pubsubs;
 
+    /* a cluster: subscribed to every master of a map younger than 1 s */
+    if (all->cluster
+        && (!all->map_set
+            || all->map_gen != ngx_http_linegate_redis_map_gen()
+            || !ngx_http_linegate_redis_map_fresh(
+                                            NGX_HTTP_LINEGATE_PUBSUB_LIVE)))
+    {
+        return 0;
+    }
+
+    n = 0;
+
+    for (i = 0; i < all->nsub; i++) {
+        if (!all->sub[i].in_use) {
+            continue;
+        }
+
+        if (!ngx_http_linegate_pubsub_sub_live(&all->sub[i])) {
+            return 0;
+        }
+
+        n++;
+    }
+
+    return n > 0;
+}
+
+
+static ngx_uint_t
+ngx_http_linegate_pubsub_sub_live(ngx_http_linegate_pubsub_t *ps)
+{
     return ps->state == NGX_HTTP_LINEGATE_PUBSUB_SUBSCRIBED
            && ps->answered_set
            && ngx_current_msec - ps->answered
@@ -321,71 +419,225 @@ ngx_http_linegate_redis_pubsub_live(void)
 static void
 ngx_http_linegate_pubsub_tick(ngx_event_t *ev)
 {
-    ngx_str_t                    host;
-    ngx_int_t                    port;
-    ngx_msec_t                   now;
-    ngx_http_linegate_pubsub_t  *ps;
+    ngx_uint_t                    i;
+    ngx_http_linegate_pubsubs_t  *all;
 
-    ps = &ngx_http_linegate_pubsub;
-    now = ngx_current_msec;
+    all = &ngx_http_linegate_pubsubs;
 
-    if (ps->exiting || ngx_exiting || ngx_terminate || ngx_quit) {
+    if (all->exiting || ngx_exiting || ngx_terminate || ngx_quit) {
         /*
          * no more PINGs: nothing is served from a table now, and no
          * request waits for an answer that may not come
          */
-        if (ps->invalidate) {
-            ps->invalidate(NULL, 0);
+        if (all->invalidate) {
+            all->invalidate(NULL, 0);
         }
 
         return;
     }
 
+    if (all->cluster) {
+        ngx_http_linegate_pubsub_match();
+    }
+
+    for (i = 0; i < all->nsub; i++) {
+        if (all->sub[i].in_use) {
+            ngx_http_linegate_pubsub_sub_tick(&all->sub[i]);
+        }
+    }
+
+    if (!all->exiting && !all->timer.timer_set) {
+        ngx_add_timer(&all->timer, NGX_HTTP_LINEGATE_PUBSUB_TICK);
+    }
+}
+
+
+static void
+ngx_http_linegate_pubsub_sub_tick(ngx_http_linegate_pubsub_t *ps)
+{
+    ngx_str_t                     host;
+    ngx_int_t                     port;
+    ngx_msec_t                    now;
+    ngx_http_linegate_pubsubs_t  *all;
+
+    all = &ngx_http_linegate_pubsubs;
+    now = ngx_current_msec;
+
     switch (ps->state) {
 
     case NGX_HTTP_LINEGATE_PUBSUB_IDLE:
         if ((ngx_msec_int_t) (now - ps->retry_at) >= 0) {
-            ngx_http_linegate_pubsub_connect();
+            ngx_http_linegate_pubsub_connect(ps);
         }
         break;
 
     case NGX_HTTP_LINEGATE_PUBSUB_CONNECTING:
     case NGX_HTTP_LINEGATE_PUBSUB_SUBSCRIBING:
-        if (now - ps->since > ps->lmcf->redis_connect_timeout
-                              + ps->lmcf->redis_command_timeout)
+        if (now - ps->since > all->lmcf->redis_connect_timeout
+                              + all->lmcf->redis_command_timeout)
         {
-            ngx_http_linegate_pubsub_drop("subscribe timed out");
+            ngx_http_linegate_pubsub_drop(ps, "subscribe timed out");
         }
         break;
 
     case NGX_HTTP_LINEGATE_PUBSUB_SUBSCRIBED:
         if (ps->ping_pending
-            && now - ps->ping_sent > ps->lmcf->redis_command_timeout)
+            && now - ps->ping_sent > all->lmcf->redis_command_timeout)
         {
-            ngx_http_linegate_pubsub_drop("PING unanswered");
+            ngx_http_linegate_pubsub_drop(ps, "PING unanswered");
             break;
         }
 
         /* Sentinel: subscribed where the commands go, a new master too */
-        if (ps->lmcf->redis_unix.len == 0
+        if (!all->cluster && all->lmcf->redis_unix.len == 0
             && ngx_http_linegate_redis_server(&host, &port) == NGX_OK
-            && (port != ps->port || host.len != ps->host.len
-                || ngx_strncmp(host.data, ps->host.data, host.len) != 0))
+            && !ngx_http_linegate_pubsub_is(ps, &host, port))
         {
-            ngx_http_linegate_pubsub_drop("server changed");
+            ngx_http_linegate_pubsub_drop(ps, "server changed");
             break;
         }
 
         if (!ps->ping_pending) {
-            ngx_http_linegate_pubsub_keepalive();
+            ngx_http_linegate_pubsub_keepalive(ps);
         }
 
         break;
     }
+}
 
-    if (!ps->exiting && !ps->timer.timer_set) {
-        ngx_add_timer(&ps->timer, NGX_HTTP_LINEGATE_PUBSUB_TICK);
+
+/*
+ * A cluster: one subscription per master of the slot map, matched again
+ * whenever the map changed. A subscription to a node that no longer
+ * serves a slot is closed; a master without one gets one, and starts a
+ * new generation: what it published before is not known to have come.
+ */
+static void
+ngx_http_linegate_pubsub_match(void)
+{
+    ngx_uint_t                       i, j, n, gen, found;
+    ngx_http_linegate_pubsub_t      *ps;
+    ngx_http_linegate_pubsubs_t     *all;
+    ngx_http_linegate_redis_addr_t   masters[NGX_HTTP_LINEGATE_PUBSUB_MAX];
+
+    all = &ngx_http_linegate_pubsubs;
+    gen = ngx_http_linegate_redis_map_gen();
+
+    if (all->map_set && all->map_gen == gen) {
+        return;
     }
+
+    /* not whole yet: not live (map_gen differs), asked again next tick */
+    if (ngx_http_linegate_redis_cluster_masters(masters,
+                                                NGX_HTTP_LINEGATE_PUBSUB_MAX,
+                                                &n)
+        != NGX_OK)
+    {
+        return;
+    }
+
+    for (i = 0; i < all->nsub; i++) {
+        ps = &all->sub[i];
+
+        if (!ps->in_use) {
+            continue;
+        }
+
+        found = 0;
+
+        for (j = 0; j < n; j++) {
+            if (ngx_http_linegate_pubsub_is(ps, &masters[j].host,
+                                            masters[j].port))
+            {
+                found = 1;
+                break;
+            }
+        }
+
+        if (!found) {
+            ngx_log_error(NGX_LOG_NOTICE, all->log, 0,
+                          NGX_HTTP_LINEGATE_LOG "redis subscriber %V:%i: "
+                          "no longer a master, unsubscribed", &ps->host,
+                          ps->port);
+            ngx_http_linegate_pubsub_close(ps);
+        }
+    }
+
+    for (j = 0; j < n; j++) {
+        found = 0;
+
+        for (i = 0; i < all->nsub; i++) {
+            if (all->sub[i].in_use
+                && ngx_http_linegate_pubsub_is(&all->sub[i],
+                                               &masters[j].host,
+                                               masters[j].port))
+            {
+                found = 1;
+                break;
+            }
+        }
+
+        if (!found && ngx_http_linegate_pubsub_add(&masters[j]) != NGX_OK) {
+            /* a master without a subscription: not live, again later */
+            return;
+        }
+    }
+
+    all->map_gen = gen;
+    all->map_set = 1;
+}
+
+
+static ngx_uint_t
+ngx_http_linegate_pubsub_is(ngx_http_linegate_pubsub_t *ps, ngx_str_t *host,
+    ngx_int_t port)
+{
+    return port == ps->port && host->len == ps->host.len
+           && ngx_strncmp(host->data, ps->host.data, host->len) == 0;
+}
+
+
+/* a subscription to a master of the map, made on this tick */
+static ngx_int_t
+ngx_http_linegate_pubsub_add(ngx_http_linegate_redis_addr_t *a)
+{
+    ngx_uint_t                    i;
+    ngx_http_linegate_pubsub_t   *ps;
+    ngx_http_linegate_pubsubs_t  *all;
+
+    all = &ngx_http_linegate_pubsubs;
+
+    if (a->host.len > NGX_SOCKADDR_STRLEN) {
+        return NGX_ERROR;
+    }
+
+    /* as many places as redis.c's nodes: one is free for a master */
+    for (i = 0; i < NGX_HTTP_LINEGATE_PUBSUB_MAX; i++) {
+        if (!all->sub[i].in_use) {
+            break;
+        }
+    }
+
+    if (i == NGX_HTTP_LINEGATE_PUBSUB_MAX) {
+        return NGX_ERROR;
+    }
+
+    ps = &all->sub[i];
+    ngx_memzero(ps, sizeof(ngx_http_linegate_pubsub_t));
+
+    ngx_memcpy(ps->host_buf, a->host.data, a->host.len);
+    ps->host_buf[a->host.len] = '\0';
+    ps->host.data = ps->host_buf;
+    ps->host.len = a->host.len;
+    ps->port = a->port;
+    ps->in_use = 1;
+    ps->retry_at = ngx_current_msec;
+
+    all->nsub = ngx_max(all->nsub, i + 1);
+    all->gen++;
+    all->seq++;
+
+    return NGX_OK;
 }
 
 
@@ -394,12 +646,10 @@ ngx_http_linegate_pubsub_tick(ngx_event_t *ev)
  * which hiredis hands to the channel's callback
  */
 static void
-ngx_http_linegate_pubsub_ping(void)
+ngx_http_linegate_pubsub_ping(ngx_http_linegate_pubsub_t *ps)
 {
-    ngx_str_t                   *ch;
-    ngx_http_linegate_pubsub_t  *ps;
+    ngx_str_t  *ch;
 
-    ps = &ngx_http_linegate_pubsub;
     ch = ngx_http_linegate_key_channel_revoked();
 
     /* answered in order: the n-th PONG answers the n-th PING */
@@ -413,15 +663,13 @@ ngx_http_linegate_pubsub_ping(void)
 
 /* the PING whose answer keeps the link live */
 static void
-ngx_http_linegate_pubsub_keepalive(void)
+ngx_http_linegate_pubsub_keepalive(ngx_http_linegate_pubsub_t *ps)
 {
-    ngx_uint_t                   pings;
-    ngx_http_linegate_pubsub_t  *ps;
+    ngx_uint_t  pings;
 
-    ps = &ngx_http_linegate_pubsub;
     pings = ps->pings;
 
-    ngx_http_linegate_pubsub_ping();
+    ngx_http_linegate_pubsub_ping(ps);
 
     if (ps->pings != pings) {
         ps->keepalive = ps->pings;
@@ -432,54 +680,56 @@ ngx_http_linegate_pubsub_keepalive(void)
 
 
 static void
-ngx_http_linegate_pubsub_connect(void)
+ngx_http_linegate_pubsub_connect(ngx_http_linegate_pubsub_t *ps)
 {
-    ngx_str_t                    host;
-    ngx_int_t                    port;
-    redisAsyncContext           *ac;
-    ngx_http_linegate_pubsub_t  *ps;
+    ngx_str_t                     host;
+    ngx_int_t                     port;
+    redisAsyncContext            *ac;
+    ngx_http_linegate_pubsubs_t  *all;
 
-    ps = &ngx_http_linegate_pubsub;
+    all = &ngx_http_linegate_pubsubs;
 
-    if (ngx_http_linegate_redis_server(&host, &port) != NGX_OK) {
-        /* the command connection is not up: asked again next tick */
-        return;
+    if (!all->cluster) {
+        if (ngx_http_linegate_redis_server(&host, &port) != NGX_OK) {
+            /* the command connection is not up: asked again next tick */
+            return;
+        }
+
+        if (host.len > NGX_SOCKADDR_STRLEN) {
+            return;
+        }
+
+        ngx_memcpy(ps->host_buf, host.data, host.len);
+        ps->host_buf[host.len] = '\0';
+        ps->host.data = ps->host_buf;
+        ps->host.len = host.len;
+        ps->port = port;
     }
 
-    if (host.len > NGX_SOCKADDR_STRLEN) {
-        return;
-    }
-
-    ngx_memcpy(ps->host_buf, host.data, host.len);
-    ps->host_buf[host.len] = '\0';
-    ps->host.data = ps->host_buf;
-    ps->host.len = host.len;
-    ps->port = port;
-
-    if (ps->lmcf->redis_unix.len) {
-        ac = redisAsyncConnectUnix((char *) ps->lmcf->redis_unix.data);
+    if (all->lmcf->redis_unix.len) {
+        ac = redisAsyncConnectUnix((char *) all->lmcf->redis_unix.data);
 
     } else {
         ac = redisAsyncConnect((char *) ps->host.data, (int) ps->port);
     }
 
     if (ac == NULL) {
-        ngx_http_linegate_pubsub_lost();
+        ngx_http_linegate_pubsub_lost(ps);
         return;
     }
 
     if (ac->err) {
-        ngx_log_error(NGX_LOG_ERR, ps->log, 0,
+        ngx_log_error(NGX_LOG_ERR, all->log, 0,
                       NGX_HTTP_LINEGATE_LOG "redis subscriber connect "
                       "failed: %s", ac->errstr);
         redisAsyncFree(ac);
-        ngx_http_linegate_pubsub_lost();
+        ngx_http_linegate_pubsub_lost(ps);
         return;
     }
 
-    if (ngx_http_linegate_redis_event_attach(ac, ps->log, 0) != NGX_OK) {
+    if (ngx_http_linegate_redis_event_attach(ac, all->log, 0) != NGX_OK) {
         redisAsyncFree(ac);
-        ngx_http_linegate_pubsub_lost();
+        ngx_http_linegate_pubsub_lost(ps);
         return;
     }
 
@@ -498,26 +748,28 @@ ngx_http_linegate_pubsub_connect(void)
 static void
 ngx_http_linegate_pubsub_connect_cb(const redisAsyncContext *ac, int status)
 {
-    int                             n;
-    ngx_str_t                      *ch;
-    const char                     *argv[3];
-    size_t                          argvlen[3];
-    ngx_http_linegate_pubsub_t     *ps;
+    int                            n;
+    ngx_str_t                     *ch;
+    const char                    *argv[3];
+    size_t                         argvlen[3];
+    ngx_http_linegate_pubsub_t    *ps;
+    ngx_http_linegate_pubsubs_t   *all;
 
-    ps = &ngx_http_linegate_pubsub;
+    all = &ngx_http_linegate_pubsubs;
+    ps = ac->data;
 
-    if (ac != ps->ac) {
+    if (ps == NULL || ac != ps->ac) {
         return;
     }
 
     if (status != REDIS_OK) {
         /* hiredis frees the context after this callback */
-        ngx_log_error(NGX_LOG_ERR, ps->log, 0,
+        ngx_log_error(NGX_LOG_ERR, all->log, 0,
                       NGX_HTTP_LINEGATE_LOG "redis subscriber %V:%i "
                       "connect failed: %s", &ps->host, ps->port,
                       ac->errstr);
         ps->ac = NULL;
-        ngx_http_linegate_pubsub_lost();
+        ngx_http_linegate_pubsub_lost(ps);
         return;
     }
 
@@ -529,7 +781,7 @@ ngx_http_linegate_pubsub_connect_cb(const redisAsyncContext *ac, int status)
                                      n, argv, argvlen);
     }
 
-    if (ps->invalidate) {
+    if (all->invalidate) {
         /*
          * Client tracking (ngx_http_linegate_lines_cache.c): the id the
          * command connection redirects its invalidations to, then their
@@ -568,7 +820,7 @@ ngx_http_linegate_pubsub_auth_cb(redisAsyncContext *ac, void *data,
 
     if (reply != NULL && reply->type == REDIS_REPLY_ERROR) {
         /* the password is never logged; the SUBSCRIBE times out */
-        ngx_log_error(NGX_LOG_ERR, ngx_http_linegate_pubsub.log, 0,
+        ngx_log_error(NGX_LOG_ERR, ngx_http_linegate_pubsubs.log, 0,
                       NGX_HTTP_LINEGATE_LOG "redis subscriber AUTH failed: "
                       "\"%*s\"", (size_t) ngx_min(reply->len, 200),
                       reply->str);
@@ -581,13 +833,15 @@ static void
 ngx_http_linegate_pubsub_message_cb(redisAsyncContext *ac, void *data,
     void *privdata)
 {
-    redisReply                  *reply, *kind, *payload;
-    ngx_http_linegate_pubsub_t  *ps;
+    redisReply                   *reply, *kind, *payload;
+    ngx_http_linegate_pubsub_t   *ps;
+    ngx_http_linegate_pubsubs_t  *all;
 
-    ps = &ngx_http_linegate_pubsub;
+    all = &ngx_http_linegate_pubsubs;
+    ps = ac->data;
     reply = data;
 
-    if (reply == NULL || ac != ps->ac || ps->exiting) {
+    if (reply == NULL || ps == NULL || ac != ps->ac || all->exiting) {
         return;
     }
 
@@ -608,10 +862,10 @@ ngx_http_linegate_pubsub_message_cb(redisAsyncContext *ac, void *data,
         }
 
         payload = reply->element[3];
-        ps->seq++;
+        all->seq++;
 
-        if (payload->type == REDIS_REPLY_STRING && ps->handler) {
-            ps->handler((u_char *) payload->str, payload->len);
+        if (payload->type == REDIS_REPLY_STRING && all->handler) {
+            all->handler((u_char *) payload->str, payload->len);
         }
 
         return;
@@ -630,8 +884,8 @@ ngx_http_linegate_pubsub_message_cb(redisAsyncContext *ac, void *data,
             ps->answered_set = 1;
         }
 
-        if (ps->pong) {
-            ps->pong();
+        if (all->pong) {
+            all->pong();
         }
 
         return;
@@ -642,22 +896,22 @@ ngx_http_linegate_pubsub_message_cb(redisAsyncContext *ac, void *data,
                            kind->len) == 0
         && ps->state == NGX_HTTP_LINEGATE_PUBSUB_SUBSCRIBING)
     {
-        ngx_log_error(NGX_LOG_NOTICE, ps->log, 0,
+        ngx_log_error(NGX_LOG_NOTICE, all->log, 0,
                       NGX_HTTP_LINEGATE_LOG "redis subscriber subscribed "
                       "at %V:%i", &ps->host, ps->port);
 
         ps->state = NGX_HTTP_LINEGATE_PUBSUB_SUBSCRIBED;
         ps->since = ngx_current_msec;
         ps->attempts = 0;
-        ps->gen++;
-        ps->seq++;
+        all->gen++;
+        all->seq++;
         ps->answered_set = 0;
         ps->ping_pending = 0;
         ps->pings = 0;
         ps->pongs = 0;
 
         /* live once its first PING is answered */
-        ngx_http_linegate_pubsub_keepalive();
+        ngx_http_linegate_pubsub_keepalive(ps);
     }
 }
 
@@ -669,16 +923,16 @@ ngx_http_linegate_pubsub_client_id_cb(redisAsyncContext *ac, void *data,
     redisReply                  *reply;
     ngx_http_linegate_pubsub_t  *ps;
 
-    ps = &ngx_http_linegate_pubsub;
+    ps = ac->data;
     reply = data;
 
-    if (reply == NULL || ac != ps->ac) {
+    if (reply == NULL || ps == NULL || ac != ps->ac) {
         return;
     }
 
     if (reply->type != REDIS_REPLY_INTEGER) {
         /* no tracking on this connection (Redis < 5, an ACL): no cache */
-        ngx_log_error(NGX_LOG_ERR, ps->log, 0,
+        ngx_log_error(NGX_LOG_ERR, ngx_http_linegate_pubsubs.log, 0,
                       NGX_HTTP_LINEGATE_LOG "redis subscriber: CLIENT ID "
                       "refused, linegate_lines_cache unused");
         return;
@@ -697,17 +951,17 @@ ngx_http_linegate_pubsub_tracking_cb(redisAsyncContext *ac, void *data,
     redisReply                  *reply;
     ngx_http_linegate_pubsub_t  *ps;
 
-    ps = &ngx_http_linegate_pubsub;
+    ps = ac->data;
     reply = data;
 
-    if (reply == NULL || ac != ps->ac
+    if (reply == NULL || ps == NULL || ac != ps->ac
         || reply->type != REDIS_REPLY_ERROR)
     {
         return;
     }
 
     if (ps->client_id_set) {
-        ngx_log_error(NGX_LOG_WARN, ps->log, 0,
+        ngx_log_error(NGX_LOG_WARN, ngx_http_linegate_pubsubs.log, 0,
                       NGX_HTTP_LINEGATE_LOG "redis refused client tracking "
                       "(\"%*s\"): linegate_lines_cache unused",
                       (size_t) ngx_min(reply->len, 200), reply->str);
@@ -726,14 +980,16 @@ static void
 ngx_http_linegate_pubsub_invalidate_cb(redisAsyncContext *ac, void *data,
     void *privdata)
 {
-    size_t                       i;
-    redisReply                  *reply, *kind, *keys;
-    ngx_http_linegate_pubsub_t  *ps;
+    size_t                        i;
+    redisReply                   *reply, *kind, *keys;
+    ngx_http_linegate_pubsub_t   *ps;
+    ngx_http_linegate_pubsubs_t  *all;
 
-    ps = &ngx_http_linegate_pubsub;
+    all = &ngx_http_linegate_pubsubs;
+    ps = ac->data;
     reply = data;
 
-    if (reply == NULL || ac != ps->ac || ps->exiting
+    if (reply == NULL || ps == NULL || ac != ps->ac || all->exiting
         || reply->type != REDIS_REPLY_ARRAY || reply->elements < 3
         || reply->element[0]->type != REDIS_REPLY_STRING)
     {
@@ -760,14 +1016,14 @@ ngx_http_linegate_pubsub_invalidate_cb(redisAsyncContext *ac, void *data,
     keys = reply->element[2];
 
     if (keys->type != REDIS_REPLY_ARRAY) {
-        ps->invalidate(NULL, 0);
+        all->invalidate(NULL, 0);
         return;
     }
 
     for (i = 0; i < keys->elements; i++) {
         if (keys->element[i]->type == REDIS_REPLY_STRING) {
-            ps->invalidate((u_char *) keys->element[i]->str,
-                           keys->element[i]->len);
+            all->invalidate((u_char *) keys->element[i]->str,
+                            keys->element[i]->len);
         }
     }
 }
@@ -801,33 +1057,33 @@ static void
 ngx_http_linegate_pubsub_disconnect_cb(const redisAsyncContext *ac,
     int status)
 {
-    ngx_http_linegate_pubsub_t  *ps;
+    ngx_http_linegate_pubsub_t   *ps;
+    ngx_http_linegate_pubsubs_t  *all;
 
-    ps = &ngx_http_linegate_pubsub;
+    all = &ngx_http_linegate_pubsubs;
+    ps = ac->data;
 
-    if (ps->exiting || ac != ps->ac) {
+    if (all->exiting || ps == NULL || ac != ps->ac) {
         return;
     }
 
-    ngx_log_error(NGX_LOG_ERR, ps->log, 0,
+    ngx_log_error(NGX_LOG_ERR, all->log, 0,
                   NGX_HTTP_LINEGATE_LOG "redis subscriber disconnected%s%s",
                   ac->err ? ": " : "", ac->err ? ac->errstr : "");
 
     ps->ac = NULL;
-    ngx_http_linegate_pubsub_lost();
+    ngx_http_linegate_pubsub_lost(ps);
 }
 
 
 /* from a timer only: never inside one of hiredis's callbacks */
 static void
-ngx_http_linegate_pubsub_drop(const char *why)
+ngx_http_linegate_pubsub_drop(ngx_http_linegate_pubsub_t *ps,
+    const char *why)
 {
-    redisAsyncContext           *ac;
-    ngx_http_linegate_pubsub_t  *ps;
+    redisAsyncContext  *ac;
 
-    ps = &ngx_http_linegate_pubsub;
-
-    ngx_log_error(NGX_LOG_ERR, ps->log, 0,
+    ngx_log_error(NGX_LOG_ERR, ngx_http_linegate_pubsubs.log, 0,
                   NGX_HTTP_LINEGATE_LOG "redis subscriber %s, subscribing "
                   "again", why);
 
@@ -838,22 +1094,43 @@ ngx_http_linegate_pubsub_drop(const char *why)
         redisAsyncFree(ac);
     }
 
-    ngx_http_linegate_pubsub_lost();
+    ngx_http_linegate_pubsub_lost(ps);
+}
+
+
+/*
+ * A cluster's node that no longer serves a slot: its subscription goes,
+ * from a timer (never inside one of hiredis's callbacks). No new
+ * generation: a node with no slot publishes no revocation.
+ */
+static void
+ngx_http_linegate_pubsub_close(ngx_http_linegate_pubsub_t *ps)
+{
+    redisAsyncContext  *ac;
+
+    ac = ps->ac;
+    ps->ac = NULL;
+    ps->in_use = 0;
+    ps->state = NGX_HTTP_LINEGATE_PUBSUB_IDLE;
+
+    if (ac != NULL) {
+        redisAsyncFree(ac);
+    }
 }
 
 
 /* the subscription is gone: a new generation, a new connection soon */
 static void
-ngx_http_linegate_pubsub_lost(void)
+ngx_http_linegate_pubsub_lost(ngx_http_linegate_pubsub_t *ps)
 {
-    ngx_msec_t                   delay;
-    ngx_http_linegate_pubsub_t  *ps;
+    ngx_msec_t                    delay;
+    ngx_http_linegate_pubsubs_t  *all;
 
-    ps = &ngx_http_linegate_pubsub;
+    all = &ngx_http_linegate_pubsubs;
 
     ps->state = NGX_HTTP_LINEGATE_PUBSUB_IDLE;
-    ps->gen++;
-    ps->seq++;
+    all->gen++;
+    all->seq++;
     ps->answered_set = 0;
     ps->ping_pending = 0;
     ps->client_id_set = 0;
@@ -861,9 +1138,9 @@ ngx_http_linegate_pubsub_lost(void)
     ps->pings = 0;
     ps->pongs = 0;
 
-    if (ps->invalidate) {
+    if (all->invalidate) {
         /* what the old subscriber was to be told of is lost */
-        ps->invalidate(NULL, 0);
+        all->invalidate(NULL, 0);
     }
 
     delay = NGX_HTTP_LINEGATE_PUBSUB_BACKOFF_MIN
