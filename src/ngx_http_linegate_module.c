@@ -1034,11 +1034,14 @@ ngx_http_linegate_init_main_conf(ngx_conf_t *cf, void *conf)
 
     /*
      * A Redis Cluster's map is asked for again every 10 s; with pushed
-     * revocations every 500 ms: a worker subscribes on every master of
-     * its map (redis_pubsub.c), and trusts its subscriptions only while
-     * that map is less than a second old, so that a master it does not
-     * know yet (a failover, a node added) is found within that second.
+     * revocations every 500 ms, with CLUSTER NODES: a worker subscribes
+     * on every master (redis_pubsub.c), and trusts its subscriptions only
+     * while that list is less than a second old, so that a master it
+     * does not know yet (a failover, a node added) is found within that
+     * second.
      */
+    lmcf->redis_cluster_nodes = lmcf->apikey_cache_pushed
+                                && lmcf->redis_cluster;
     lmcf->redis_cluster_refresh = lmcf->apikey_cache_pushed
                                   ? NGX_HTTP_LINEGATE_CLUSTER_REFRESH_PUSHED
                                   : NGX_HTTP_LINEGATE_CLUSTER_REFRESH;

@@ -81,8 +81,12 @@ typedef struct {
     /* or Redis Cluster (cluster=on): the seed nodes */
     ngx_flag_t                      redis_cluster;
     ngx_array_t                    *redis_seeds;
-    /* how often a worker asks for the slot map again (not a directive) */
+    /*
+     * how often a worker asks for the slot map again, and whether it asks
+     * for CLUSTER NODES's masters too (the subscribers'): not directives
+     */
     ngx_msec_t                      redis_cluster_refresh;
+    ngx_flag_t                      redis_cluster_nodes;
     ngx_str_t                       redis_user;      /* ACL user, or none */
     ngx_str_t                       redis_password;
     ngx_int_t                       redis_db;

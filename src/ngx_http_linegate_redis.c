@@ -36,7 +36,6 @@
 /* Redis Cluster: the nodes a worker knows at most, the ranges of a map,
  * how often the map is asked for when nothing went wrong, how many
  * redirections one command follows */
-#define NGX_HTTP_LINEGATE_REDIS_MAX_NODES     64
 #define NGX_HTTP_LINEGATE_CLUSTER_RANGES      1024
 #define NGX_HTTP_LINEGATE_CLUSTER_REDIRECTS   5
 
@@ -112,13 +111,16 @@ typedef struct {
     ngx_msec_t                          refresh_period;
     ngx_event_t                         refresh_timer;
     /*
-     * map_gen changes whenever a slot is mapped to another node;
-     * map_confirmed: when the CLUSTER SLOTS was sent whose answer the
-     * map was last installed from (the subscribers' freshness rule)
+     * The masters of CLUSTER NODES (with linegate_api_key_cache's pushed
+     * time: the subscribers'), asked with each CLUSTER SLOTS: masters_gen
+     * changes with their set; masters_at: when the CLUSTER NODES they
+     * came from was sent
      */
-    ngx_uint_t                          map_gen;
-    ngx_msec_t                          map_confirmed;
-    ngx_uint_t                          map_confirmed_set;
+    ngx_uint_t                          nodes_pending;
+    ngx_msec_t                          nodes_sent;
+    ngx_uint_t                          masters_gen;
+    ngx_msec_t                          masters_at;
+    ngx_uint_t                          masters_set;
 
     /* durable writes waiting for an answer, oldest first */
     ngx_queue_t                         durable;
@@ -339,6 +341,11 @@ static void ngx_http_linegate_redis_slots_cb(redisAsyncContext *ac,
     void *reply, void *privdata);
 static ngx_int_t ngx_http_linegate_redis_install(
     ngx_http_linegate_redis_node_t *asked, redisReply *reply);
+static void ngx_http_linegate_redis_nodes_cb(redisAsyncContext *ac,
+    void *reply, void *privdata);
+static ngx_int_t ngx_http_linegate_redis_masters_take(
+    ngx_http_linegate_redis_node_t *asked,
+    ngx_http_linegate_redis_master_t *m, ngx_uint_t n);
 static ngx_int_t ngx_http_linegate_redis_redirect(
     ngx_http_linegate_redis_node_t *from, redisReply *reply, u_char *buf,
     size_t len, ngx_uint_t *redirects, redisCallbackFn *fn, void *privdata,
@@ -383,6 +390,11 @@ static ngx_http_linegate_redis_t  ngx_http_linegate_redis;
 static uint16_t    ngx_http_linegate_redis_slots[
                                           NGX_HTTP_LINEGATE_REDIS_SLOTS];
 static ngx_uint_t  ngx_http_linegate_redis_map_ready;
+
+/* the masters of the last CLUSTER NODES taken (rd->masters_set) */
+static ngx_http_linegate_redis_master_t  ngx_http_linegate_redis_masters[
+                                         NGX_HTTP_LINEGATE_REDIS_MAX_NODES];
+static ngx_uint_t                        ngx_http_linegate_redis_nmasters;
 
 /*
  * nginx's debug log reads ev->data as a connection for every timer: the
@@ -2113,67 +2125,45 @@ ngx_int_t
 ngx_http_linegate_redis_cluster_masters(ngx_http_linegate_redis_addr_t *addr,
     ngx_uint_t max, ngx_uint_t *n)
 {
-    ngx_uint_t                       i, index;
-    ngx_http_linegate_redis_t       *rd;
-    ngx_http_linegate_redis_node_t  *node;
-    uint8_t                          serving[
-                                        NGX_HTTP_LINEGATE_REDIS_MAX_NODES];
+    ngx_uint_t                         i;
+    ngx_http_linegate_redis_master_t  *m;
 
-    rd = &ngx_http_linegate_redis;
     *n = 0;
 
-    if (!rd->cluster || !ngx_http_linegate_redis_map_ready) {
+    if (!ngx_http_linegate_redis.masters_set
+        || ngx_http_linegate_redis_nmasters > max)
+    {
         return NGX_DECLINED;
     }
 
-    ngx_memzero(serving, sizeof(serving));
-
-    for (i = 0; i < NGX_HTTP_LINEGATE_REDIS_SLOTS; i++) {
-        index = ngx_http_linegate_redis_slots[i];
-
-        if (index == 0) {
-            /* a slot of no node the worker knows: no whole list */
-            return NGX_DECLINED;
-        }
-
-        serving[index - 1] = 1;
+    for (i = 0; i < ngx_http_linegate_redis_nmasters; i++) {
+        m = &ngx_http_linegate_redis_masters[i];
+        addr[i].host.data = (u_char *) m->host;
+        addr[i].host.len = m->host_len;
+        addr[i].port = m->port;
     }
 
-    for (i = 0; i < rd->nnodes; i++) {
-        if (!serving[i]) {
-            continue;
-        }
-
-        if (*n == max) {
-            return NGX_DECLINED;
-        }
-
-        node = &rd->nodes[i];
-        addr[*n].host = node->host;
-        addr[*n].port = node->port;
-        (*n)++;
-    }
+    *n = ngx_http_linegate_redis_nmasters;
 
     return NGX_OK;
 }
 
 
 ngx_uint_t
-ngx_http_linegate_redis_map_gen(void)
+ngx_http_linegate_redis_masters_gen(void)
 {
-    return ngx_http_linegate_redis.map_gen;
+    return ngx_http_linegate_redis.masters_gen;
 }
 
 
 ngx_uint_t
-ngx_http_linegate_redis_map_fresh(ngx_msec_t within)
+ngx_http_linegate_redis_masters_fresh(ngx_msec_t within)
 {
     ngx_http_linegate_redis_t  *rd;
 
     rd = &ngx_http_linegate_redis;
 
-    return rd->cluster && rd->map_confirmed_set
-           && ngx_current_msec - rd->map_confirmed < within;
+    return rd->masters_set && ngx_current_msec - rd->masters_at < within;
 }
 
 
@@ -3686,6 +3676,18 @@ ngx_http_linegate_redis_refresh(ngx_event_t *ev)
         {
             rd->refreshing = 1;
             rd->refresh_last = ngx_current_msec;
+
+            /* the subscribers' masters, in the same write */
+            if (rd->lmcf->redis_cluster_nodes && !rd->nodes_pending
+                && redisAsyncCommand(node->ac,
+                                     ngx_http_linegate_redis_nodes_cb, node,
+                                     "CLUSTER NODES")
+                   == REDIS_OK)
+            {
+                rd->nodes_pending = 1;
+                rd->nodes_sent = ngx_current_msec;
+            }
+
             return;
         }
     }
@@ -3722,8 +3724,6 @@ ngx_http_linegate_redis_slots_cb(redisAsyncContext *ac, void *data,
         && ngx_http_linegate_redis_install(asked, reply) == NGX_OK)
     {
         rd->refresh_attempts = 0;
-        rd->map_confirmed = rd->refresh_last;
-        rd->map_confirmed_set = 1;
         ngx_http_linegate_redis_refresh_soon(rd->refresh_period);
         return;
     }
@@ -3743,7 +3743,7 @@ ngx_http_linegate_redis_install(ngx_http_linegate_redis_node_t *asked,
 {
     size_t                            i, n, slot;
     ngx_str_t                         host;
-    ngx_uint_t                        index, changed;
+    ngx_uint_t                        index;
     ngx_http_linegate_redis_t        *rd;
     ngx_http_linegate_redis_node_t   *node;
     ngx_http_linegate_redis_range_t  *range;
@@ -3770,8 +3770,6 @@ ngx_http_linegate_redis_install(ngx_http_linegate_redis_node_t *asked,
         return NGX_ERROR;
     }
 
-    changed = 0;
-
     for (i = 0; i < n; i++) {
         range = &ranges[i];
 
@@ -3788,10 +3786,7 @@ ngx_http_linegate_redis_install(ngx_http_linegate_redis_node_t *asked,
         index = node ? (ngx_uint_t) (node - rd->nodes) + 1 : 0;
 
         for (slot = range->first; slot <= range->last; slot++) {
-            if (ngx_http_linegate_redis_slots[slot] != index) {
-                ngx_http_linegate_redis_slots[slot] = (uint16_t) index;
-                changed = 1;
-            }
+            ngx_http_linegate_redis_slots[slot] = (uint16_t) index;
         }
     }
 
@@ -3803,8 +3798,109 @@ ngx_http_linegate_redis_install(ngx_http_linegate_redis_node_t *asked,
 
     ngx_http_linegate_redis_map_ready = 1;
 
-    if (changed) {
-        rd->map_gen++;
+    return NGX_OK;
+}
+
+
+/*
+ * CLUSTER NODES: its masters, all of them (a master with no slot yet may
+ * be importing one), become the list the subscribers match (masters_gen
+ * changes with their set), dated from when it was asked. Anything else
+ * is dropped: the list ages, and the subscribers stop trusting it.
+ */
+static void
+ngx_http_linegate_redis_nodes_cb(redisAsyncContext *ac, void *data,
+    void *privdata)
+{
+    size_t                             n;
+    redisReply                        *reply;
+    ngx_http_linegate_redis_t         *rd;
+    ngx_http_linegate_redis_master_t  *m;
+
+    static ngx_http_linegate_redis_master_t
+                                 masters[NGX_HTTP_LINEGATE_REDIS_MAX_NODES];
+
+    rd = &ngx_http_linegate_redis;
+    reply = data;
+    m = masters;
+
+    rd->nodes_pending = 0;
+
+    if (rd->exiting || reply == NULL) {
+        return;
+    }
+
+    if (reply->type != REDIS_REPLY_STRING
+        || ngx_http_linegate_redis_nodes_masters(reply->str, reply->len, m,
+                                        NGX_HTTP_LINEGATE_REDIS_MAX_NODES,
+                                        &n)
+           != 0
+        || ngx_http_linegate_redis_masters_take(privdata, m, n) != NGX_OK)
+    {
+        ngx_log_error(NGX_LOG_ERR, rd->log, 0,
+                      NGX_HTTP_LINEGATE_LOG "redis cluster: no list of "
+                      "masters from CLUSTER NODES");
+        return;
+    }
+
+    rd->masters_at = rd->nodes_sent;
+    rd->masters_set = 1;
+}
+
+
+/* the masters of CLUSTER NODES, each an IP address: the list, if new */
+static ngx_int_t
+ngx_http_linegate_redis_masters_take(ngx_http_linegate_redis_node_t *asked,
+    ngx_http_linegate_redis_master_t *m, ngx_uint_t n)
+{
+    ngx_str_t   host;
+    ngx_uint_t  i, j, same;
+
+    for (i = 0; i < n; i++) {
+        if (m[i].host_len == 0) {
+            /* its own line, without an address: the node asked */
+            if (asked->host.len > NGX_HTTP_LINEGATE_REDIS_HOST_MAX) {
+                return NGX_ERROR;
+            }
+
+            ngx_memcpy(m[i].host, asked->host.data, asked->host.len);
+            m[i].host[asked->host.len] = '\0';
+            m[i].host_len = asked->host.len;
+        }
+
+        /* subscribed without a resolver (no DNS on a worker) */
+        host.data = (u_char *) m[i].host;
+        host.len = m[i].host_len;
+
+        if (!ngx_http_linegate_redis_is_ip(&host)) {
+            return NGX_ERROR;
+        }
+    }
+
+    same = (n == ngx_http_linegate_redis_nmasters);
+
+    for (i = 0; same && i < n; i++) {
+        for (j = 0; j < n; j++) {
+            if (m[i].port == ngx_http_linegate_redis_masters[j].port
+                && m[i].host_len
+                   == ngx_http_linegate_redis_masters[j].host_len
+                && ngx_memcmp(m[i].host,
+                              ngx_http_linegate_redis_masters[j].host,
+                              m[i].host_len)
+                   == 0)
+            {
+                break;
+            }
+        }
+
+        same = (j < n);
+    }
+
+    if (!same) {
+        ngx_memcpy(ngx_http_linegate_redis_masters, m,
+                   n * sizeof(ngx_http_linegate_redis_master_t));
+        ngx_http_linegate_redis_nmasters = n;
+        ngx_http_linegate_redis.masters_gen++;
     }
 
     return NGX_OK;
@@ -3861,13 +3957,9 @@ ngx_http_linegate_redis_redirect(ngx_http_linegate_redis_node_t *from,
         return NGX_DECLINED;
     }
 
-    if (!rr.ask
-        && ngx_http_linegate_redis_slots[rr.slot]
-           != (uint16_t) (node - rd->nodes) + 1)
-    {
+    if (!rr.ask) {
         ngx_http_linegate_redis_slots[rr.slot] =
                                    (uint16_t) (node - rd->nodes) + 1;
-        rd->map_gen++;
     }
 
     if (buf == NULL || *redirects >= NGX_HTTP_LINEGATE_CLUSTER_REDIRECTS

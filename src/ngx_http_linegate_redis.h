@@ -16,6 +16,8 @@
 
 #define NGX_HTTP_LINEGATE_REDIS_MAX_ARGS      64
 #define NGX_HTTP_LINEGATE_REDIS_MAX_PIPELINE  64
+/* a cluster's nodes a worker connects to (and masters it subscribes on) */
+#define NGX_HTTP_LINEGATE_REDIS_MAX_NODES     64
 
 
 /*
@@ -192,21 +194,20 @@ ngx_int_t ngx_http_linegate_redis_server(ngx_str_t *host,
     ngx_int_t *port);
 
 /*
- * Redis Cluster: NGX_OK and the n (at most max) masters of the slot map,
- * the nodes that serve a slot (their hosts are the nodes' own buffers:
- * copy them); NGX_DECLINED when the map is not whole
- * (none yet, a slot of no node known) or names more than max.
+ * Redis Cluster, lmcf->redis_cluster_nodes: NGX_OK and the n (at most
+ * max) masters of the last CLUSTER NODES taken, slots or not (their
+ * hosts are static buffers: copy them); NGX_DECLINED when there is none
+ * yet or it names more than max.
  */
 ngx_int_t ngx_http_linegate_redis_cluster_masters(
     ngx_http_linegate_redis_addr_t *addr, ngx_uint_t max, ngx_uint_t *n);
-/* Redis Cluster: changes whenever a slot is mapped to another node */
-ngx_uint_t ngx_http_linegate_redis_map_gen(void);
+/* changes whenever that list of masters changes */
+ngx_uint_t ngx_http_linegate_redis_masters_gen(void);
 /*
- * Redis Cluster: 1 while the map in use was installed from a CLUSTER
- * SLOTS sent less than within ms ago (asked every
- * linegate_redis's refresh period: lmcf->redis_cluster_refresh)
+ * 1 while that list came from a CLUSTER NODES sent less than within ms
+ * ago (asked with each CLUSTER SLOTS, every lmcf->redis_cluster_refresh)
  */
-ngx_uint_t ngx_http_linegate_redis_map_fresh(ngx_msec_t within);
+ngx_uint_t ngx_http_linegate_redis_masters_fresh(ngx_msec_t within);
 
 ngx_int_t ngx_http_linegate_redis_init_process(ngx_cycle_t *cycle);
 void ngx_http_linegate_redis_exit_process(ngx_cycle_t *cycle);

@@ -13,20 +13,20 @@
  * published by a script on its workspace's master, whose own
  * subscribers have it from that master, in order with the PINGs, never
  * over the cluster's bus (which drops what a broken link held). A timer
- * of its own, every 300 ms: matches the subscriptions to the map's
- * masters, connects again after a loss (backoff 100 ms to 2 s), sends a
- * PING and drops a connection whose PING went unanswered for
- * linegate_redis_command_timeout, or whose server is no longer the one
- * the command connection is up with (a Sentinel failover): subscribed
- * again to the new master.
+ * of its own, every 300 ms: matches the subscriptions to the masters of
+ * CLUSTER NODES (redis.c), connects again after a loss (backoff 100 ms
+ * to 2 s), sends a PING and drops a connection whose PING went
+ * unanswered for linegate_redis_command_timeout, or whose server is no
+ * longer the one the command connection is up with (a Sentinel
+ * failover): subscribed again to the new master.
  *
  * The link is live while a PING sent less than 1 s ago was answered:
  * Redis writes to a connection in order, so every message published
  * before that PING reached the worker before its answer. On a cluster,
- * while that holds on every master of a map installed from a CLUSTER
- * SLOTS sent less than 1 s ago: a master the worker did not know of (a
- * failover, a node added) is found within that second, and its new
- * subscription starts a new generation.
+ * while that holds on every master of a CLUSTER NODES sent less than 1 s
+ * ago: a master the worker did not know of (a failover, a node added) is
+ * found within that second (as soon as the node asked knows it), and its
+ * new subscription starts a new generation.
  *
  * Why PSUBSCRIBE to a pattern that is the channel's own name (it has no
  * glob character, so it matches that channel alone): hiredis 0.14 hands
@@ -53,10 +53,6 @@
 
 /* Redis's channel of client tracking's invalidations (RESP2) */
 #define NGX_HTTP_LINEGATE_PUBSUB_INVALIDATE   "__redis__:invalidate"
-
-
-/* a cluster's masters a worker subscribes to: redis.c's node table */
-#define NGX_HTTP_LINEGATE_PUBSUB_MAX          64
 
 
 typedef enum {
@@ -96,12 +92,12 @@ typedef struct {
 /* the worker's subscriptions: sub[0] alone unless a cluster */
 typedef struct {
     ngx_http_linegate_pubsub_t                  sub[
-                                                NGX_HTTP_LINEGATE_PUBSUB_MAX];
+                                           NGX_HTTP_LINEGATE_REDIS_MAX_NODES];
     ngx_uint_t                                  nsub;  /* high-water */
     ngx_uint_t                                  cluster;
-    /* redis.c's map generation the subscriptions were matched to */
-    ngx_uint_t                                  map_gen;
-    ngx_uint_t                                  map_set;
+    /* redis.c's list of masters the subscriptions were matched to */
+    ngx_uint_t                                  masters_gen;
+    ngx_uint_t                                  masters_set;
     ngx_uint_t                                  gen;
     ngx_uint_t                                  seq;
     ngx_uint_t                                  exiting;
@@ -378,11 +374,11 @@ ngx_http_linegate_redis_pubsub_live(void)
 
     all = &ngx_http_linegate_pubsubs;
 
-    /* a cluster: subscribed to every master of a map younger than 1 s */
+    /* a cluster: subscribed to every master of a list younger than 1 s */
     if (all->cluster
-        && (!all->map_set
-            || all->map_gen != ngx_http_linegate_redis_map_gen()
-            || !ngx_http_linegate_redis_map_fresh(
+        && (!all->masters_set
+            || all->masters_gen != ngx_http_linegate_redis_masters_gen()
+            || !ngx_http_linegate_redis_masters_fresh(
                                             NGX_HTTP_LINEGATE_PUBSUB_LIVE)))
     {
         return 0;
@@ -507,10 +503,13 @@ ngx_http_linegate_pubsub_sub_tick(ngx_http_linegate_pubsub_t *ps)
 
 
 /*
- * A cluster: one subscription per master of the slot map, matched again
- * whenever the map changed. A subscription to a node that no longer
- * serves a slot is closed; a master without one gets one, and starts a
- * new generation: what it published before is not known to have come.
+ * A cluster: one subscription per master of redis.c's list (CLUSTER
+ * NODES's masters, with or without slots: one importing a slot runs the
+ * scripts of its keys already), matched again whenever the list changed.
+ * A master without one gets one, and a subscription to a node no longer
+ * a master is closed; either starts a new generation: what the new one
+ * published before, or the closed one published last, is not known to
+ * have come.
  */
 static void
 ngx_http_linegate_pubsub_match(void)
@@ -518,19 +517,20 @@ ngx_http_linegate_pubsub_match(void)
     ngx_uint_t                       i, j, n, gen, found;
     ngx_http_linegate_pubsub_t      *ps;
     ngx_http_linegate_pubsubs_t     *all;
-    ngx_http_linegate_redis_addr_t   masters[NGX_HTTP_LINEGATE_PUBSUB_MAX];
+    ngx_http_linegate_redis_addr_t   masters[
+                                         NGX_HTTP_LINEGATE_REDIS_MAX_NODES];
 
     all = &ngx_http_linegate_pubsubs;
-    gen = ngx_http_linegate_redis_map_gen();
+    gen = ngx_http_linegate_redis_masters_gen();
 
-    if (all->map_set && all->map_gen == gen) {
+    if (all->masters_set && all->masters_gen == gen) {
         return;
     }
 
-    /* not whole yet: not live (map_gen differs), asked again next tick */
+    /* none yet: not live (masters_gen differs), asked again next tick */
     if (ngx_http_linegate_redis_cluster_masters(masters,
-                                                NGX_HTTP_LINEGATE_PUBSUB_MAX,
-                                                &n)
+                                          NGX_HTTP_LINEGATE_REDIS_MAX_NODES,
+                                          &n)
         != NGX_OK)
     {
         return;
@@ -583,8 +583,8 @@ ngx_http_linegate_pubsub_match(void)
         }
     }
 
-    all->map_gen = gen;
-    all->map_set = 1;
+    all->masters_gen = gen;
+    all->masters_set = 1;
 }
 
 
@@ -611,14 +611,14 @@ ngx_http_linegate_pubsub_add(ngx_http_linegate_redis_addr_t *a)
         return NGX_ERROR;
     }
 
-    /* as many places as redis.c's nodes: one is free for a master */
-    for (i = 0; i < NGX_HTTP_LINEGATE_PUBSUB_MAX; i++) {
+    /* as many places as redis.c's list has masters at most */
+    for (i = 0; i < NGX_HTTP_LINEGATE_REDIS_MAX_NODES; i++) {
         if (!all->sub[i].in_use) {
             break;
         }
     }
 
-    if (i == NGX_HTTP_LINEGATE_PUBSUB_MAX) {
+    if (i == NGX_HTTP_LINEGATE_REDIS_MAX_NODES) {
         return NGX_ERROR;
     }
 
@@ -1099,14 +1099,19 @@ ngx_http_linegate_pubsub_drop(ngx_http_linegate_pubsub_t *ps,
 
 
 /*
- * A cluster's node that no longer serves a slot: its subscription goes,
- * from a timer (never inside one of hiredis's callbacks). No new
- * generation: a node with no slot publishes no revocation.
+ * A cluster's node that is no longer a master: its subscription goes,
+ * from a timer (never inside one of hiredis's callbacks), and with it
+ * what it had not read yet: a new generation.
  */
 static void
 ngx_http_linegate_pubsub_close(ngx_http_linegate_pubsub_t *ps)
 {
-    redisAsyncContext  *ac;
+    redisAsyncContext            *ac;
+    ngx_http_linegate_pubsubs_t  *all;
+
+    all = &ngx_http_linegate_pubsubs;
+    all->gen++;
+    all->seq++;
 
     ac = ps->ac;
     ps->ac = NULL;

@@ -24,6 +24,10 @@ static int ngx_http_linegate_redis_slot_get(const redisReply *r,
     unsigned *slot);
 static int ngx_http_linegate_redis_range_parse(const redisReply *r,
     ngx_http_linegate_redis_range_t *range);
+static int ngx_http_linegate_redis_node_line(const char *p,
+    const char *last, ngx_http_linegate_redis_master_t *m);
+static int ngx_http_linegate_redis_flag(const char *p, const char *last,
+    const char *flag);
 
 
 /*
@@ -438,4 +442,142 @@ ngx_http_linegate_redis_slots_complete(
 
     /* no slot twice: as many slots as there are means every one */
     return covered == NGX_HTTP_LINEGATE_REDIS_SLOTS;
+}
+
+
+int
+ngx_http_linegate_redis_nodes_masters(const char *text, size_t len,
+    ngx_http_linegate_redis_master_t *masters, size_t max, size_t *n)
+{
+    int                                rc;
+    size_t                             found;
+    const char                        *p, *last, *eol;
+    ngx_http_linegate_redis_master_t   m;
+
+    *n = 0;
+
+    if (text == NULL) {
+        return -1;
+    }
+
+    found = 0;
+    last = text + len;
+
+    for (p = text; p < last; p = eol + 1) {
+        eol = memchr(p, '\n', (size_t) (last - p));
+
+        if (eol == NULL) {
+            eol = last;
+        }
+
+        if (eol == p) {
+            continue;
+        }
+
+        rc = ngx_http_linegate_redis_node_line(p, eol, &m);
+
+        if (rc == -1 || (rc == 1 && found == max)) {
+            return -1;
+        }
+
+        if (rc == 1) {
+            masters[found++] = m;
+        }
+    }
+
+    *n = found;
+
+    return 0;
+}
+
+
+/* one line: 1 and *m, a master that may take a write; 0 another node */
+static int
+ngx_http_linegate_redis_node_line(const char *p, const char *last,
+    ngx_http_linegate_redis_master_t *m)
+{
+    size_t       i;
+    unsigned     port;
+    const char  *field[8], *end[8], *sp, *addr, *colon;
+
+    if (last > p && last[-1] == '\r') {
+        last--;
+    }
+
+    for (i = 0; i < 8; i++) {
+        if (p >= last) {
+            return -1;
+        }
+
+        sp = memchr(p, ' ', (size_t) (last - p));
+
+        field[i] = p;
+        end[i] = sp ? sp : last;
+        p = sp ? sp + 1 : last;
+    }
+
+    if (!ngx_http_linegate_redis_flag(field[2], end[2], "master")
+        || ngx_http_linegate_redis_flag(field[2], end[2], "fail")
+        || ngx_http_linegate_redis_flag(field[2], end[2], "handshake")
+        || ngx_http_linegate_redis_flag(field[2], end[2], "noaddr"))
+    {
+        return 0;
+    }
+
+    /* ip:port, then "@cport" (Redis 4 and later), then ",hostname" (7) */
+    addr = field[1];
+
+    for (sp = addr; sp < end[1] && *sp != '@' && *sp != ','; sp++) {
+        /* void */
+    }
+
+    /* the port is after the last colon: an IPv6 address has its own */
+    for (colon = sp; colon > addr && colon[-1] != ':'; colon--) {
+        /* void */
+    }
+
+    if (colon == addr
+        || ngx_http_linegate_redis_number(colon, sp,
+                                          NGX_HTTP_LINEGATE_REDIS_PORT_MAX,
+                                          &port)
+           != 0
+        || port == 0
+        || ngx_http_linegate_redis_host(m->host, &m->host_len, addr,
+                                        (size_t) (colon - 1 - addr))
+           != 0)
+    {
+        return -1;
+    }
+
+    m->port = (int) port;
+
+    return 1;
+}
+
+
+/* flags: a comma-separated list; 1 when flag is one of them */
+static int
+ngx_http_linegate_redis_flag(const char *p, const char *last,
+    const char *flag)
+{
+    size_t       len;
+    const char  *comma;
+
+    len = strlen(flag);
+
+    while (p < last) {
+        comma = memchr(p, ',', (size_t) (last - p));
+
+        if (comma == NULL) {
+            comma = last;
+        }
+
+        if ((size_t) (comma - p) == len && memcmp(p, flag, len) == 0) {
+            return 1;
+        }
+
+        p = comma + 1;
+    }
+
+    return 0;
 }

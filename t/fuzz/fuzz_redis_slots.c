@@ -9,12 +9,14 @@
  *     error reply's text goes to the redirect parser, as redis.c gets a
  *     MOVED or an ASK;
  *   - an error's text: the raw bytes to the redirect parser;
+ *   - CLUSTER NODES's text: the raw bytes (and a bulk string reply's) to
+ *     its masters' reader, with room for 64 masters and for 1;
  *   - a key: its slot.
  *
  * Invariants: a parsed redirect or range holds a slot below 16384, a
  * port of 1..65535 and a NUL-terminated host of host_len <= 46 bytes; a
  * redirect written back as text parses to the same; a refused reply
- * leaves *n at 0; slots_complete agrees with a count of each slot; a key
+ * or CLUSTER NODES leaves *n at 0, a master read has a port of 1..65535; slots_complete agrees with a count of each slot; a key
  * with a hash tag has the tag's slot.  (The CRC table is checked against
  * the bitwise CRC by t/unit/test_slots.c, over every 1- and 2-byte key.)
  */
@@ -172,6 +174,38 @@ fuzz_slots(const redisReply *reply, size_t max)
 }
 
 
+static void
+fuzz_nodes(const char *text, size_t len, size_t max)
+{
+    size_t                            i, n;
+    ngx_http_linegate_redis_master_t  masters[FUZZ_RANGES];
+
+    n = 99;
+
+    if (ngx_http_linegate_redis_nodes_masters(text, len, masters, max, &n)
+        != 0)
+    {
+        if (n != 0) {
+            __builtin_trap();
+        }
+
+        return;
+    }
+
+    if (n > max) {
+        __builtin_trap();
+    }
+
+    for (i = 0; i < n; i++) {
+        if (masters[i].port < 1 || masters[i].port > 65535) {
+            __builtin_trap();
+        }
+
+        fuzz_host(masters[i].host, masters[i].host_len);
+    }
+}
+
+
 int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
@@ -179,6 +213,8 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
     fuzz_keyslot(data, size);
     fuzz_redirect((const char *) data, size);
+    fuzz_nodes((const char *) data, size, FUZZ_RANGES);
+    fuzz_nodes((const char *) data, size, 1);
 
     reply = fuzz_redis_reply(data, size);
     if (reply == NULL) {
@@ -190,6 +226,10 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
     if (reply->type == REDIS_REPLY_ERROR) {
         fuzz_redirect(reply->str, reply->len);
+    }
+
+    if (reply->type == REDIS_REPLY_STRING) {
+        fuzz_nodes(reply->str, reply->len, FUZZ_RANGES);
     }
 
     freeReplyObject(reply);

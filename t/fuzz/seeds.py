@@ -396,6 +396,11 @@ def rng(first, last, *nodes):
     return arr(b':%d\r\n' % first, b':%d\r\n' % last, *nodes)
 
 
+NODES = (b'a 127.0.0.1:28023@24186 myself,master - 0 1 1 connected 0-5460\n'
+         b'b 127.0.0.1:26309@31131 master - 0 1 5 connected\n'
+         b'c 127.0.0.1:29525@32363 slave a 0 1 3 connected\n'
+         b'e 127.0.0.1:7001@17001 master,fail - 0 1 3 disconnected\n'
+         b'f 127.0.0.1:25647@28074 master - 0 1 3 connected 5461-16383\n')
 ID_A = bulk('acbfb86f86833c715f8e4f9187daa417565af722')
 ID_B = bulk('d8b11732622527a6764c01104f03274abdcc5586')
 META = arr(bulk('ip'), bulk('127.0.0.1'))
@@ -443,5 +448,11 @@ slots = [
     b'foo{{bar}}zap',
     b'foo{}{bar}',
     b'123456789',
+    # CLUSTER NODES: raw text, and as a bulk string reply
+    NODES,
+    bulk(NODES),
+    b'd :6379@16379 myself,master - 0 0 1 connected 0-16383\n',
+    b'd ::1:7000@17000,node-a master,fail? - 0 0 1 connected\r\n',
+    b'd 127.0.0.1:7000@1 master - 0 0 1\n',
 ]
 write('redis_slots', slots)

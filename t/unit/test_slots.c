@@ -4,7 +4,8 @@
  * slots (the CRC table against the bitwise CRC, Redis's vectors, the
  * hash tags of linegate's keys), MOVED/ASK redirects, CLUSTER SLOTS
  * replies read by hiredis's own reader from RESP bytes (some of them as
- * a Redis 7.0 cluster sent them), and the complete-map check.
+ * a Redis 7.0 cluster sent them), the complete-map check, and the
+ * masters of CLUSTER NODES.
  */
 
 
@@ -638,6 +639,123 @@ test_slot_tags(void)
 }
 
 
+/* CLUSTER NODES of a Redis 7.0 cluster being made (two masters without
+ * slots yet, about to be replicas), as a node answered it */
+#define NODES7                                                               \
+    "d592ad2c854ab65638b8796182e8e3f2c5287ed8 127.0.0.1:28023@24186 "       \
+    "myself,master - 0 1795716817000 1 connected 0-5460\n"                  \
+    "8a25345f15a5d4de5707f46c2cc8185675216a7b 127.0.0.1:26309@31131 "       \
+    "master - 0 1795716817321 5 connected\n"                                \
+    "b217ee16dfb75df4a76ab9b57296cc4c82bc797a 127.0.0.1:29525@32363 "       \
+    "slave 092c851da9114285fffa66cc112eaa6cd0899621 0 1795716817321 3 "     \
+    "connected\n"                                                           \
+    "092c851da9114285fffa66cc112eaa6cd0899621 127.0.0.1:25647@28074 "       \
+    "master - 0 1795716817321 3 connected 10923-16383\n"                    \
+    "75126fae08e285a8fae0615acb88f26b5bba10cb 127.0.0.1:28908@22640 "       \
+    "master - 0 1795716817523 2 connected 5461-10922\n"
+
+#define NODE_LINE(addr, flags)                                               \
+    "0123456789012345678901234567890123456789 " addr " " flags              \
+    " - 0 0 1 connected\n"
+
+#define MASTERS_MAX  8
+
+
+static int
+masters(const char *text, ngx_http_linegate_redis_master_t *m, size_t max,
+    size_t *n)
+{
+    return ngx_http_linegate_redis_nodes_masters(text, strlen(text), m, max,
+                                                 n);
+}
+
+
+static void
+test_nodes_good(void)
+{
+    size_t                            n;
+    ngx_http_linegate_redis_master_t  m[MASTERS_MAX];
+
+    ok(masters(NODES7, m, MASTERS_MAX, &n) == 0 && n == 4
+       && strcmp(m[0].host, "127.0.0.1") == 0 && m[0].host_len == 9
+       && m[0].port == 28023 && m[1].port == 26309 && m[2].port == 25647
+       && m[3].port == 28908,
+       "Redis 7.0: the 4 masters, slots or not, not the replica");
+
+    ok(masters(NODES7, m, 4, &n) == 0 && n == 4, "exactly max masters");
+
+    ok(masters(NODE_LINE("127.0.0.1:7000@17000", "master,fail?")
+               NODE_LINE("127.0.0.1:7001@17001", "master,fail")
+               NODE_LINE("127.0.0.1:7002@17002", "master,handshake")
+               NODE_LINE(":0@0", "master,noaddr")
+               NODE_LINE("127.0.0.1:7003@17003", "slave,fail")
+               NODE_LINE("127.0.0.1:7004@17004", "myself,slave"),
+               m, MASTERS_MAX, &n) == 0
+       && n == 1 && m[0].port == 7000,
+       "fail? kept; fail, handshake, noaddr and replicas left out");
+
+    ok(masters(NODE_LINE(":6379@16379", "myself,master"), m, MASTERS_MAX,
+               &n) == 0
+       && n == 1 && m[0].host_len == 0 && m[0].host[0] == '\0'
+       && m[0].port == 6379,
+       "its own line without an address: host_len 0 (the node asked)");
+
+    ok(masters(NODE_LINE("10.0.0.1:7000", "master")
+               NODE_LINE("10.0.0.2:7001@17001,node-b.example", "master")
+               NODE_LINE("::1:7002@17002", "master"),
+               m, MASTERS_MAX, &n) == 0
+       && n == 3 && strcmp(m[0].host, "10.0.0.1") == 0
+       && strcmp(m[1].host, "10.0.0.2") == 0 && m[1].port == 7001
+       && strcmp(m[2].host, "::1") == 0 && m[2].port == 7002,
+       "no cluster port (Redis 3), a hostname (Redis 7), IPv6");
+
+    ok(masters("d 127.0.0.1:7000@1 master - 0 0 1 connected 0-16383\r\n"
+               "\n", m, MASTERS_MAX, &n) == 0
+       && n == 1 && m[0].port == 7000, "CRLF and an empty line");
+
+    ok(masters("", m, MASTERS_MAX, &n) == 0 && n == 0, "no node: none");
+}
+
+
+static void
+test_nodes_bad(void)
+{
+    size_t                            i, n;
+    ngx_http_linegate_redis_master_t  m[MASTERS_MAX];
+
+    static const char  *bad[] = {
+        "d 127.0.0.1:7000@1 master - 0 0 1\n",           /* 7 fields */
+        NODE_LINE("127.0.0.1:0@17000", "master"),
+        NODE_LINE("127.0.0.1:70000@17000", "master"),
+        NODE_LINE("127.0.0.1@17000", "master"),
+        NODE_LINE("127.0.0.1:@17000", "master"),
+        NODE_LINE("127.0.0.1:7x@17000", "master"),
+        NODE_LINE(HOST47 ":7000@17000", "master"),
+        NODE_LINE("127.0.0.1:7000@1", "master")
+        "d 127.0.0.1:7001@1 master\n",
+    };
+
+    for (i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        n = 99;
+        ok(masters(bad[i], m, MASTERS_MAX, &n) == -1 && n == 0,
+           "a malformed CLUSTER NODES refused, n 0");
+    }
+
+    n = 99;
+    ok(masters(NODES7, m, 3, &n) == -1 && n == 0,
+       "more masters than max: refused");
+
+    n = 99;
+    ok(ngx_http_linegate_redis_nodes_masters(NULL, 0, m, MASTERS_MAX, &n)
+       == -1 && n == 0, "NULL refused");
+
+    n = 99;
+    ok(masters(NODE_LINE(HOST46 ":7000@1", "master"), m, MASTERS_MAX, &n)
+       == 0 && n == 1 && m[0].host_len == 46,
+       "a host of 46 bytes taken");
+}
+
+
 int
 main(void)
 {
@@ -649,6 +767,8 @@ main(void)
     test_slots_good();
     test_slots_bad();
     test_complete();
+    test_nodes_good();
+    test_nodes_bad();
 
     return tap_done();
 }

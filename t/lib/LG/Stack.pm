@@ -722,6 +722,37 @@ sub cluster_start_node {
     $self->_wait_port($port, 'redis-server');
 }
 
+# A seventh node, made to meet the cluster: a master without a slot (as
+# before `redis-cli --cluster reshard` gives it some). Its port; it is
+# not one of cluster_ports, and is stopped with the stack or by
+# cluster_remove_node.
+sub cluster_add_node {
+    my ($self) = @_;
+    my ($port, $bus) = $self->_free_ports(2);
+    $self->{bus_port}{$port} = $bus;
+    make_path("$self->{dir}/redis/$port");
+    $self->_start_cluster_node($port);
+    $self->_wait_port($port, 'redis-server');
+    my ($seed) = $self->cluster_live_ports;
+    my $r = _node($port) or croak "no answer from 127.0.0.1:$port";
+    $r->cluster('meet', '127.0.0.1', $seed, $self->{bus_port}{$seed});
+    $r->quit;
+    return $port;
+}
+
+# That node forgotten by every other node (CLUSTER FORGET: for 60 s it is
+# not met again through gossip), then stopped.
+sub cluster_remove_node {
+    my ($self, $port) = @_;
+    my $id = _cluster_myid($port);
+    for my $p ($self->cluster_live_ports) {
+        my $r = _node($p) or next;
+        eval { $r->cluster('forget', $id) };
+        $r->quit;
+    }
+    $self->_stop_pid("redis_$port");
+}
+
 sub _start_cluster {
     my ($self) = @_;
 
