@@ -118,6 +118,8 @@ typedef struct {
      */
     ngx_uint_t                          nodes_pending;
     ngx_msec_t                          nodes_sent;
+    ngx_uint_t                          slots_taken;  /* in that write */
+    ngx_uint_t                          nodes_failed; /* logged */
     ngx_uint_t                          masters_gen;
     ngx_msec_t                          masters_at;
     ngx_uint_t                          masters_set;
@@ -346,6 +348,9 @@ static void ngx_http_linegate_redis_nodes_cb(redisAsyncContext *ac,
 static ngx_int_t ngx_http_linegate_redis_masters_take(
     ngx_http_linegate_redis_node_t *asked,
     ngx_http_linegate_redis_master_t *m, ngx_uint_t n);
+static ngx_uint_t ngx_http_linegate_redis_masters_same(
+    ngx_http_linegate_redis_master_t *a, ngx_uint_t na,
+    ngx_http_linegate_redis_master_t *b, ngx_uint_t nb);
 static ngx_int_t ngx_http_linegate_redis_redirect(
     ngx_http_linegate_redis_node_t *from, redisReply *reply, u_char *buf,
     size_t len, ngx_uint_t *redirects, redisCallbackFn *fn, void *privdata,
@@ -3719,10 +3724,13 @@ ngx_http_linegate_redis_slots_cb(redisAsyncContext *ac, void *data,
     }
 
     rd->refreshing = 0;
+    rd->slots_taken = 0;
 
     if (reply != NULL
         && ngx_http_linegate_redis_install(asked, reply) == NGX_OK)
     {
+        /* the CLUSTER NODES written after it may be taken */
+        rd->slots_taken = 1;
         rd->refresh_attempts = 0;
         ngx_http_linegate_redis_refresh_soon(rd->refresh_period);
         return;
@@ -3805,14 +3813,17 @@ ngx_http_linegate_redis_install(ngx_http_linegate_redis_node_t *asked,
 /*
  * CLUSTER NODES: its masters, all of them (a master with no slot yet may
  * be importing one), become the list the subscribers match (masters_gen
- * changes with their set), dated from when it was asked. Anything else
- * is dropped: the list ages, and the subscribers stop trusting it.
+ * changes with it), dated from when it was asked; only from a node whose
+ * CLUSTER SLOTS, in the same write, gave the map (one that knows the
+ * cluster). Anything else is dropped: the list ages, and the subscribers
+ * stop trusting it.
  */
 static void
 ngx_http_linegate_redis_nodes_cb(redisAsyncContext *ac, void *data,
     void *privdata)
 {
     size_t                             n;
+    const char                        *why;
     redisReply                        *reply;
     ngx_http_linegate_redis_t         *rd;
     ngx_http_linegate_redis_master_t  *m;
@@ -3826,35 +3837,52 @@ ngx_http_linegate_redis_nodes_cb(redisAsyncContext *ac, void *data,
 
     rd->nodes_pending = 0;
 
-    if (rd->exiting || reply == NULL) {
+    if (rd->exiting || reply == NULL || !rd->slots_taken) {
         return;
     }
 
-    if (reply->type != REDIS_REPLY_STRING
-        || ngx_http_linegate_redis_nodes_masters(reply->str, reply->len, m,
-                                        NGX_HTTP_LINEGATE_REDIS_MAX_NODES,
-                                        &n)
-           != 0
-        || ngx_http_linegate_redis_masters_take(privdata, m, n) != NGX_OK)
+    if (reply->type != REDIS_REPLY_STRING) {
+        why = "refused (an ACL?)";
+
+    } else if (ngx_http_linegate_redis_nodes_masters(reply->str, reply->len,
+                   m, NGX_HTTP_LINEGATE_REDIS_MAX_NODES, &n)
+               != 0)
     {
-        ngx_log_error(NGX_LOG_ERR, rd->log, 0,
-                      NGX_HTTP_LINEGATE_LOG "redis cluster: no list of "
-                      "masters from CLUSTER NODES");
+        why = "unreadable";
+
+    } else if (ngx_http_linegate_redis_masters_take(privdata, m, n)
+               != NGX_OK)
+    {
+        why = "names a master by a name, not an IP address";
+
+    } else {
+        rd->masters_at = rd->nodes_sent;
+        rd->masters_set = 1;
+        rd->nodes_failed = 0;
         return;
     }
 
-    rd->masters_at = rd->nodes_sent;
-    rd->masters_set = 1;
+    /* once until a list is taken again: it is asked every 500 ms */
+    if (!rd->nodes_failed) {
+        ngx_log_error(NGX_LOG_ERR, rd->log, 0,
+                      NGX_HTTP_LINEGATE_LOG "redis cluster: CLUSTER NODES "
+                      "%s: revocations are not trusted to be pushed",
+                      why);
+        rd->nodes_failed = 1;
+    }
 }
 
 
-/* the masters of CLUSTER NODES, each an IP address: the list, if new */
+/*
+ * The masters of CLUSTER NODES, each an IP address: the list, if new
+ * (another address or config epoch: a failover, even one and back)
+ */
 static ngx_int_t
 ngx_http_linegate_redis_masters_take(ngx_http_linegate_redis_node_t *asked,
     ngx_http_linegate_redis_master_t *m, ngx_uint_t n)
 {
     ngx_str_t   host;
-    ngx_uint_t  i, j, same;
+    ngx_uint_t  i;
 
     for (i = 0; i < n; i++) {
         if (m[i].host_len == 0) {
@@ -3877,26 +3905,14 @@ ngx_http_linegate_redis_masters_take(ngx_http_linegate_redis_node_t *asked,
         }
     }
 
-    same = (n == ngx_http_linegate_redis_nmasters);
-
-    for (i = 0; same && i < n; i++) {
-        for (j = 0; j < n; j++) {
-            if (m[i].port == ngx_http_linegate_redis_masters[j].port
-                && m[i].host_len
-                   == ngx_http_linegate_redis_masters[j].host_len
-                && ngx_memcmp(m[i].host,
-                              ngx_http_linegate_redis_masters[j].host,
-                              m[i].host_len)
-                   == 0)
-            {
-                break;
-            }
-        }
-
-        same = (j < n);
-    }
-
-    if (!same) {
+    if (!ngx_http_linegate_redis_masters_same(m, n,
+                                              ngx_http_linegate_redis_masters,
+                                              ngx_http_linegate_redis_nmasters)
+        || !ngx_http_linegate_redis_masters_same(
+                                              ngx_http_linegate_redis_masters,
+                                              ngx_http_linegate_redis_nmasters,
+                                              m, n))
+    {
         ngx_memcpy(ngx_http_linegate_redis_masters, m,
                    n * sizeof(ngx_http_linegate_redis_master_t));
         ngx_http_linegate_redis_nmasters = n;
@@ -3904,6 +3920,32 @@ ngx_http_linegate_redis_masters_take(ngx_http_linegate_redis_node_t *asked,
     }
 
     return NGX_OK;
+}
+
+
+/* every master of a (n of them) is in b: the same address and epoch */
+static ngx_uint_t
+ngx_http_linegate_redis_masters_same(ngx_http_linegate_redis_master_t *a,
+    ngx_uint_t na, ngx_http_linegate_redis_master_t *b, ngx_uint_t nb)
+{
+    ngx_uint_t  i, j;
+
+    for (i = 0; i < na; i++) {
+        for (j = 0; j < nb; j++) {
+            if (a[i].port == b[j].port && a[i].epoch == b[j].epoch
+                && a[i].host_len == b[j].host_len
+                && ngx_memcmp(a[i].host, b[j].host, a[i].host_len) == 0)
+            {
+                break;
+            }
+        }
+
+        if (j == nb) {
+            return 0;
+        }
+    }
+
+    return 1;
 }
 
 

@@ -491,14 +491,23 @@ ngx_http_linegate_redis_nodes_masters(const char *text, size_t len,
 }
 
 
-/* one line: 1 and *m, a master that may take a write; 0 another node */
+/*
+ * One line: 1 and *m, a master that may take a write; 0 another node.
+ * A master flagged fail, handshake or noaddr is left out while it has no
+ * slot; with slots (still routed to, and writable again once its link
+ * is back, before the flag is cleared), a fail or handshake one is kept
+ * (its subscription fails while it is down: not live), a noaddr one
+ * cannot be subscribed on (-1).
+ */
 static int
 ngx_http_linegate_redis_node_line(const char *p, const char *last,
     ngx_http_linegate_redis_master_t *m)
 {
+    int          down;
     size_t       i;
     unsigned     port;
-    const char  *field[8], *end[8], *sp, *addr, *colon;
+    uint64_t     epoch;
+    const char  *field[8], *end[8], *sp, *addr, *colon, *d;
 
     if (last > p && last[-1] == '\r') {
         last--;
@@ -516,13 +525,38 @@ ngx_http_linegate_redis_node_line(const char *p, const char *last,
         p = sp ? sp + 1 : last;
     }
 
-    if (!ngx_http_linegate_redis_flag(field[2], end[2], "master")
-        || ngx_http_linegate_redis_flag(field[2], end[2], "fail")
-        || ngx_http_linegate_redis_flag(field[2], end[2], "handshake")
-        || ngx_http_linegate_redis_flag(field[2], end[2], "noaddr"))
-    {
+    if (!ngx_http_linegate_redis_flag(field[2], end[2], "master")) {
         return 0;
     }
+
+    /* p < last: slot fields follow the 8 others */
+    if (ngx_http_linegate_redis_flag(field[2], end[2], "noaddr")) {
+        return p < last ? -1 : 0;
+    }
+
+    down = ngx_http_linegate_redis_flag(field[2], end[2], "fail")
+           || ngx_http_linegate_redis_flag(field[2], end[2], "handshake");
+
+    if (down && p >= last) {
+        return 0;
+    }
+
+    /* the config epoch: a failover (and back) changes it */
+    epoch = 0;
+
+    for (d = field[6]; d < end[6]; d++) {
+        if (*d < '0' || *d > '9' || d - field[6] >= 19) {
+            return -1;
+        }
+
+        epoch = epoch * 10 + (uint64_t) (*d - '0');
+    }
+
+    if (d == field[6]) {
+        return -1;
+    }
+
+    m->epoch = epoch;
 
     /* ip:port, then "@cport" (Redis 4 and later), then ",hostname" (7) */
     addr = field[1];

@@ -103,22 +103,27 @@ int ngx_http_linegate_redis_slots_complete(
     const ngx_http_linegate_redis_range_t *ranges, size_t n);
 
 
-/* a master of CLUSTER NODES; host_len 0: the node asked (its own line) */
+/*
+ * a master of CLUSTER NODES; host_len 0: the node asked (its own line);
+ * its config epoch
+ */
 typedef struct {
     char       host[NGX_HTTP_LINEGATE_REDIS_HOST_MAX + 1];
     size_t     host_len;
     int        port;
+    uint64_t   epoch;
 } ngx_http_linegate_redis_master_t;
 
 /*
  * CLUSTER NODES, its text: one line per node, "<id> <ip:port@cport
  * [,hostname]> <flags> <master> <ping-sent> <pong-recv> <config-epoch>
  * <link-state> [<slot> ...]". 0 and the n masters (at most max) that may
- * take a write, with or without slots: flagged "master", and neither
- * "fail" (a master replaced, or gone), "handshake" nor "noaddr" ("fail?",
- * not yet agreed on, is kept). -1 for anything else (a line without
- * those 8 fields, an address without a port, more than max masters),
- * *n then 0.
+ * take a write, with or without slots: flagged "master"; one also
+ * flagged "fail" (a master replaced, or gone), "handshake" or "noaddr"
+ * only while it has slots ("fail?", not yet agreed on, is kept). -1 for
+ * anything else (a line without those 8 fields, an address without a
+ * port, a config epoch not a number, a noaddr master with slots, more
+ * than max masters), *n then 0.
  */
 int ngx_http_linegate_redis_nodes_masters(const char *text, size_t len,
     ngx_http_linegate_redis_master_t *masters, size_t max, size_t *n);

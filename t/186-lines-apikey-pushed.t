@@ -338,6 +338,16 @@ subtest 'a cluster: a revocation on any master, refused at once' => sub {
     }
 };
 
+# before a failover: each master has a replica, and a second key of $w
+# is kept past the plain time; the master of $w and that key
+sub failover_ready {
+    ok($s->cluster_wait_ok(30, replicas => 1), 'each master has a replica')
+        or return;
+    my $k = second_key() or return;
+    ok(kept($k), 'kept past the plain time') or return;
+    return ($s->cluster_master_of("lg:{ws:$w->{id}}"), $k);
+}
+
 # a master without a slot may import one: a script of a key it has
 # received runs there, and PUBLISHes there
 subtest 'a cluster: a master without a slot, subscribed on too' => sub {
@@ -361,13 +371,9 @@ subtest 'a cluster: a master without a slot, subscribed on too' => sub {
 subtest 'a cluster: CLUSTER FAILOVER, the old master still up' => sub {
     plan skip_all => 'Redis Cluster only (LG_REDIS=cluster)'
         unless $s->topology eq 'cluster';
-    ok($s->cluster_wait_ok(30, replicas => 1), 'each master has a replica')
-        or return;
-    my $old = $s->cluster_master_of("lg:{ws:$w->{id}}");
+    my ($old, $k) = failover_ready() or return;
     my $replica = replica_of($old);
     ok($replica, "a replica of $old: " . ($replica // 'none')) or return;
-    my $k = second_key() or return;
-    ok(kept($k), 'kept past the plain time');
 
     my $off = length $s->error_log;
     my ($tries, $until) = (0, 0);
@@ -398,11 +404,7 @@ subtest 'a cluster: CLUSTER FAILOVER, the old master still up' => sub {
 subtest 'a cluster: a master killed, its replica promoted' => sub {
     plan skip_all => 'Redis Cluster only (LG_REDIS=cluster)'
         unless $s->topology eq 'cluster';
-    ok($s->cluster_wait_ok(30, replicas => 1), 'each master has a replica')
-        or return;
-    my $victim = $s->cluster_master_of("lg:{ws:$w->{id}}");
-    my $k = second_key() or return;
-    ok(kept($k), 'kept past the plain time');
+    my ($victim, $k) = failover_ready() or return;
 
     # deleted behind linegate's back (nothing published) as the master
     # dies: its subscriptions are lost, the plain time rules again

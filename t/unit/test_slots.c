@@ -679,7 +679,7 @@ test_nodes_good(void)
     ok(masters(NODES7, m, MASTERS_MAX, &n) == 0 && n == 4
        && strcmp(m[0].host, "127.0.0.1") == 0 && m[0].host_len == 9
        && m[0].port == 28023 && m[1].port == 26309 && m[2].port == 25647
-       && m[3].port == 28908,
+       && m[3].port == 28908 && m[0].epoch == 1 && m[1].epoch == 5,
        "Redis 7.0: the 4 masters, slots or not, not the replica");
 
     ok(masters(NODES7, m, 4, &n) == 0 && n == 4, "exactly max masters");
@@ -693,6 +693,19 @@ test_nodes_good(void)
                m, MASTERS_MAX, &n) == 0
        && n == 1 && m[0].port == 7000,
        "fail? kept; fail, handshake, noaddr and replicas left out");
+
+    ok(masters("a 127.0.0.1:7000@1 master,fail - 0 0 3 disconnected 0-9\n"
+               "b 127.0.0.1:7001@1 master,handshake - 0 0 4 connected 10\n"
+               "c 127.0.0.1:7002@1 master,fail - 0 0 5 disconnected\n",
+               m, MASTERS_MAX, &n) == 0
+       && n == 2 && m[0].port == 7000 && m[0].epoch == 3
+       && m[1].port == 7001,
+       "fail or handshake with slots kept (still routed to), not without");
+
+    ok(masters("d 127.0.0.1:7000@1 master - 0 0 18446744073709551 "
+               "connected\n", m, MASTERS_MAX, &n) == 0
+       && n == 1 && m[0].epoch == 18446744073709551ULL,
+       "a large config epoch");
 
     ok(masters(NODE_LINE(":6379@16379", "myself,master"), m, MASTERS_MAX,
                &n) == 0
@@ -733,6 +746,10 @@ test_nodes_bad(void)
         NODE_LINE(HOST47 ":7000@17000", "master"),
         NODE_LINE("127.0.0.1:7000@1", "master")
         "d 127.0.0.1:7001@1 master\n",
+        "d :0@0 master,noaddr - 0 0 1 connected 0-16383\n",
+        "d 127.0.0.1:7000@1 master - 0 0 x connected\n",
+        "d 127.0.0.1:7000@1 master - 0 0  connected\n",
+        "d 127.0.0.1:7000@1 master - 0 0 12345678901234567890 connected\n",
     };
 
     for (i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
