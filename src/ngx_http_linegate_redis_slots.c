@@ -28,6 +28,8 @@ static int ngx_http_linegate_redis_node_line(const char *p,
     const char *last, ngx_http_linegate_redis_master_t *m);
 static int ngx_http_linegate_redis_flag(const char *p, const char *last,
     const char *flag);
+static int ngx_http_linegate_redis_addr(const char *p, const char *last,
+    char *host, size_t *host_len, int *port);
 
 
 /*
@@ -244,8 +246,8 @@ int
 ngx_http_linegate_redis_redirect_parse(const char *str, size_t len,
     ngx_http_linegate_redis_redirect_t *rd)
 {
-    unsigned                             slot, port;
-    const char                          *p, *last, *sp, *colon;
+    unsigned                             slot;
+    const char                          *p, *last, *sp;
     ngx_http_linegate_redis_redirect_t   r;
 
     if (str == NULL) {
@@ -278,28 +280,14 @@ ngx_http_linegate_redis_redirect_parse(const char *str, size_t len,
         return -1;
     }
 
-    p = sp + 1;
-
-    /* the port is after the last colon: an IPv6 address has its own */
-    for (colon = last; colon > p && colon[-1] != ':'; colon--) {
-        /* void */
-    }
-
-    if (colon == p
-        || ngx_http_linegate_redis_number(colon, last,
-                                          NGX_HTTP_LINEGATE_REDIS_PORT_MAX,
-                                          &port)
-           != 0
-        || port == 0
-        || ngx_http_linegate_redis_host(r.host, &r.host_len, p,
-                                        (size_t) (colon - 1 - p))
-           != 0)
+    if (ngx_http_linegate_redis_addr(sp + 1, last, r.host, &r.host_len,
+                                     &r.port)
+        != 0)
     {
         return -1;
     }
 
     r.slot = slot;
-    r.port = (int) port;
 
     /* a caller's struct is written only with a whole redirect */
     *rd = r;
@@ -505,9 +493,8 @@ ngx_http_linegate_redis_node_line(const char *p, const char *last,
 {
     int          down;
     size_t       i;
-    unsigned     port;
     uint64_t     epoch;
-    const char  *field[8], *end[8], *sp, *addr, *colon, *d;
+    const char  *field[8], *end[8], *sp, *d;
 
     if (last > p && last[-1] == '\r') {
         last--;
@@ -559,33 +546,47 @@ ngx_http_linegate_redis_node_line(const char *p, const char *last,
     m->epoch = epoch;
 
     /* ip:port, then "@cport" (Redis 4 and later), then ",hostname" (7) */
-    addr = field[1];
-
-    for (sp = addr; sp < end[1] && *sp != '@' && *sp != ','; sp++) {
+    for (sp = field[1]; sp < end[1] && *sp != '@' && *sp != ','; sp++) {
         /* void */
     }
 
-    /* the port is after the last colon: an IPv6 address has its own */
-    for (colon = sp; colon > addr && colon[-1] != ':'; colon--) {
+    return ngx_http_linegate_redis_addr(field[1], sp, m->host, &m->host_len,
+                                        &m->port) == 0 ? 1 : -1;
+}
+
+
+/*
+ * "host:port" in [p, last): the port (1..65535) after the last colon (an
+ * IPv6 address has its own), the host before it (ngx_http_linegate_redis_
+ * host()'s rules)
+ */
+static int
+ngx_http_linegate_redis_addr(const char *p, const char *last, char *host,
+    size_t *host_len, int *port)
+{
+    unsigned     n;
+    const char  *colon;
+
+    for (colon = last; colon > p && colon[-1] != ':'; colon--) {
         /* void */
     }
 
-    if (colon == addr
-        || ngx_http_linegate_redis_number(colon, sp,
+    if (colon == p
+        || ngx_http_linegate_redis_number(colon, last,
                                           NGX_HTTP_LINEGATE_REDIS_PORT_MAX,
-                                          &port)
+                                          &n)
            != 0
-        || port == 0
-        || ngx_http_linegate_redis_host(m->host, &m->host_len, addr,
-                                        (size_t) (colon - 1 - addr))
+        || n == 0
+        || ngx_http_linegate_redis_host(host, host_len, p,
+                                        (size_t) (colon - 1 - p))
            != 0)
     {
         return -1;
     }
 
-    m->port = (int) port;
+    *port = (int) n;
 
-    return 1;
+    return 0;
 }
 
 
