@@ -100,8 +100,8 @@ run: $(MODULE)
 
 # Which files run on which Redis (LG_REDIS):
 #   empty, single  the whole suite on one Redis
-#   sentinel  the Lines and Provisioning files (and the Sentinel file) on
-#             a master, 2 replicas and 3 sentinels
+#   sentinel  the Lines and Provisioning files (and the Sentinel and WAIT
+#             files) on a master, 2 replicas and 3 sentinels
 #   cluster   the cluster files, the Lines, Provisioning and webhook
 #             files and the linegate_limit files on 3 masters and 3
 #             replicas. t/401 is left out: it stops and pauses the one
@@ -109,7 +109,7 @@ run: $(MODULE)
 export LG_REDIS
 TEST_FILES_single = t/
 TEST_FILES_sentinel = $(wildcard t/1[0-9][0-9]-lines-*.t \
-    t/2[0-9][0-9]-provision-*.t t/036-redis-sentinel.t)
+    t/2[0-9][0-9]-provision-*.t t/036-redis-sentinel.t t/042-redis-wait.t)
 TEST_FILES_cluster = t/037-redis-cluster.t t/038-redis-cluster-provision.t \
     t/039-redis-cluster-lines.t \
     $(wildcard t/1[0-9][0-9]-lines-*.t t/2[0-9][0-9]-provision-*.t) \

@@ -22,6 +22,7 @@
 #include "ngx_http_linegate_redis_event.h"
 #include "ngx_http_linegate_redis_sentinel.h"
 #include "ngx_http_linegate_redis_slots.h"
+#include "ngx_http_linegate_redis_wait.h"
 #include "ngx_http_linegate_keys.h"
 
 
@@ -70,9 +71,11 @@ typedef struct {
     ngx_uint_t                          ping_pending;
     /*
      * a WAIT holds the replies of the commands after it on its connection
-     * until it answers (linegate_redis_wait's timeout at most): the last
-     * one's deadline, and the PING's, which counts from the WAITs before it
+     * until it answers (linegate_redis_wait's timeout at most): at most
+     * one in flight (redis_wait.c), the last one's deadline, and the
+     * PING's, which counts from the WAIT before it
      */
+    ngx_http_linegate_redis_waits_t     waits;
     ngx_msec_t                          wait_until;
     ngx_msec_t                          ping_deadline;
     ngx_uint_t                          connected_before;
@@ -378,6 +381,8 @@ static void ngx_http_linegate_redis_durable_unstash(
     ngx_http_linegate_redis_durable_t *d);
 static ngx_uint_t ngx_http_linegate_redis_durable_owed(
     ngx_http_linegate_redis_durable_t *d);
+static int ngx_http_linegate_redis_wait_send(redisAsyncContext *ac,
+    redisCallbackFn *fn, void *privdata);
 static ngx_int_t ngx_http_linegate_redis_write_wait(
     ngx_http_linegate_redis_node_t *node, redisCallbackFn *fn,
     void *privdata);
@@ -1232,19 +1237,40 @@ ngx_http_linegate_redis_send_wait(ngx_http_linegate_redis_cmd_t *cmd)
 }
 
 
-/* WAIT <linegate_redis_wait's replicas> <timeout>, to node */
+/*
+ * fn(ac, WAIT's reply, privdata) after an acknowledged write just written
+ * to node: the WAIT written after it, or (one in flight on the node's
+ * connection) after that one answers, for every write made meanwhile
+ */
 static ngx_int_t
 ngx_http_linegate_redis_write_wait(ngx_http_linegate_redis_node_t *node,
     redisCallbackFn *fn, void *privdata)
 {
-    int                             argc;
-    u_char                          n[NGX_INT_T_LEN], ms[NGX_INT_T_LEN];
-    u_char                         *buf;
-    size_t                          len;
-    ngx_int_t                       rc;
-    const char                     *argv[3];
-    size_t                          argvlen[3];
-    ngx_http_linegate_main_conf_t  *lmcf;
+    if (node->ac == NULL
+        || ngx_http_linegate_redis_waits_add(&node->waits, node->ac, fn,
+                                             privdata)
+           != 0)
+    {
+        return NGX_ERROR;
+    }
+
+    return NGX_OK;
+}
+
+
+/* WAIT <linegate_redis_wait's replicas> <timeout>, on ac (its node's) */
+static int
+ngx_http_linegate_redis_wait_send(redisAsyncContext *ac, redisCallbackFn *fn,
+    void *privdata)
+{
+    int                              argc, rc;
+    u_char                           n[NGX_INT_T_LEN], ms[NGX_INT_T_LEN];
+    u_char                          *buf;
+    size_t                           len;
+    const char                      *argv[3];
+    size_t                           argvlen[3];
+    ngx_http_linegate_redis_node_t  *node;
+    ngx_http_linegate_main_conf_t   *lmcf;
 
     lmcf = ngx_http_linegate_redis.lmcf;
 
@@ -1258,17 +1284,22 @@ ngx_http_linegate_redis_write_wait(ngx_http_linegate_redis_node_t *node,
 
     buf = ngx_http_linegate_redis_format(NULL, argc, argv, argvlen, &len);
     if (buf == NULL) {
-        return NGX_ERROR;
+        return -1;
     }
 
-    rc = ngx_http_linegate_redis_write(node, fn, privdata, buf, len);
+    /* on ac itself: one lost (node's no more) refuses it */
+    rc = redisAsyncFormattedCommand(ac, fn, privdata, (const char *) buf,
+                                    len);
     ngx_free(buf);
 
-    if (rc == NGX_OK) {
-        node->wait_until = ngx_current_msec + lmcf->redis_wait_timeout;
+    if (rc != REDIS_OK) {
+        return -1;
     }
 
-    return rc;
+    node = ac->data;
+    node->wait_until = ngx_current_msec + lmcf->redis_wait_timeout;
+
+    return 0;
 }
 
 
@@ -2788,6 +2819,8 @@ ngx_http_linegate_redis_node(ngx_str_t *host, ngx_int_t port)
     node->keepalive_timer.handler = ngx_http_linegate_redis_keepalive;
     node->keepalive_timer.log = rd->log;
     node->keepalive_timer.cancelable = 1;
+
+    node->waits.send = ngx_http_linegate_redis_wait_send;
 
     ngx_http_linegate_redis_connect(node);
 

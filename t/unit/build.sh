@@ -48,5 +48,8 @@ mkdir -p "$out"
 "$cc" "${cflags[@]}" -o "$out/test_hold" \
     "$root/t/unit/test_hold.c" "$root/src/ngx_http_linegate_redis_hold.c"
 
+"$cc" "${cflags[@]}" -o "$out/test_wait" \
+    "$root/t/unit/test_wait.c" "$root/src/ngx_http_linegate_redis_wait.c"
+
 echo "built $out/test_crypto $out/test_jwt $out/test_cache $out/test_chars" \
-     "$out/test_slots $out/test_arena $out/test_hold"
+     "$out/test_slots $out/test_arena $out/test_hold $out/test_wait"

@@ -810,6 +810,27 @@ sub _slot_map {
             sort { $a->[0] <=> $b->[0] } @$s];
 }
 
+# What each live node says of the cluster, one line a node (its state,
+# its role and master, its slot map), for a test's diagnostics when the
+# cluster does not settle.
+sub cluster_describe {
+    my ($self) = @_;
+    my @lines;
+    for my $port ($self->cluster_live_ports) {
+        my $r = _node($port);
+        my $i = $r ? eval { $r->info('replication') } // {} : {};
+        $r->quit if $r;
+        my $map = _slot_map($port);
+        push @lines, sprintf '%d: cluster_state %s, %s%s, slots %s', $port,
+            _cluster_info($port), $i->{role} // '?',
+            $i->{master_port} ? " of $i->{master_port} (link "
+                                . ($i->{master_link_status} // '?') . ')'
+                              : '',
+            $map ? join(' ', @$map) : 'none';
+    }
+    return join "\n", @lines;
+}
+
 # the ports of the nodes running (not killed nor stopped)
 sub cluster_live_ports {
     my ($self) = @_;

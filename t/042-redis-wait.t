@@ -1,0 +1,125 @@
+# linegate_redis_wait with no replica answering: at most one WAIT in
+# flight on a worker's connection. Redis runs a connection's WAIT to its
+# end (its whole timeout, when no replica answers) before any command
+# written after it. With one WAIT per acknowledged write, eight creations
+# at once held the connection for eight timeouts in a row, and a read
+# behind them waited for the sum: past linegate_redis_command_timeout it
+# answered 503. Now a write made while a WAIT is in flight joins the
+# next one, written when that one answers: the read waits for one WAIT,
+# each creation for two at most. Each creation is still answered as an
+# unknown outcome (no replica has it), and its retry with the same
+# Idempotency-Key, once a replica is back, names the line it committed.
+use strict;
+use warnings;
+use lib 't/lib';
+
+use Test::More;
+use Time::HiRes qw(time sleep);
+use Mojo::Promise;
+use Mojo::UserAgent;
+use LG::Stack;
+use LG::Test qw(:DEFAULT eventually);
+use LG::Lines qw(body);
+
+my $N = 8;             # creations at once, on the one worker
+my $WAIT_MS = 250;     # linegate_redis_wait's timeout
+
+# one worker: every request on the same Redis connection; the command
+# timeout (1 s) above two WAITs (0.5 s), below the eight (2 s) that ran
+# in a row before
+my $s = LG::Stack->new(redis => 'sentinel', WORKERS => 1,
+                       REDIS_COMMAND_TIMEOUT => '1000ms',
+                       HTTP_EXTRA => "linegate_redis_wait 1 ${WAIT_MS}ms;")
+                ->start;
+my $l = LG::Lines->new($s);
+
+ok($s->wait_sentinels_ready(30, 1), 'the sentinels see a replica in sync')
+    or BAIL_OUT('no replica');
+$s->follow_master;
+my $r = $s->redis;
+
+my @ws = map { $l->workspace("org_wait$_", plan => 'mini', customer => '') }
+         1 .. $N;
+my $reader = $l->workspace('org_wait_reader', plan => 'mini',
+                           customer => '');
+my $id = $l->created($reader, channelType => 'email',
+                     email => 'reader@example.com');
+# every API key met by the worker: the creations' first command is then
+# their script, not a key's lookup
+is($l->list($_)->res->code, 200, "$_->{id}: its key known") for @ws, $reader;
+is($l->get($reader, $id)->res->code, 200, 'the read answers before');
+
+my $waits = sub {
+    ($r->info('commandstats')->{cmdstat_wait} // '') =~ /calls=(\d+)/;
+    return $1 // 0;
+};
+
+# the replicas stop acknowledging (a partition, as far as WAIT knows)
+my @pids = map { my $p = $_; map { $s->{pids}{$_} }
+                 grep { /^redis_$p$/ } keys %{ $s->{pids} } }
+           map { /port=(\d+)/ ? $1 : () }
+           grep { defined }
+           map { $r->info('replication')->{"slave$_"} } 0 .. 3;
+ok(@pids, 'the replicas\' processes: ' . scalar @pids) or BAIL_OUT('none');
+my $lines = { map { $_->{id} => $r->zcard("lg:{ws:$_->{id}}:lines") } @ws };
+my $before = $waits->();
+my $from = length $s->error_log;
+kill 'STOP', @pids;
+
+my $ua = Mojo::UserAgent->new(inactivity_timeout => 30, request_timeout => 30,
+                              max_connections => 0);
+my $create = sub {
+    my ($w, $n) = @_;
+    return $ua->build_tx(POST => $s->url('/api/line-requests') => {
+        %{ $w->{auth} }, 'Idempotency-Key' => "wait-$n",
+    } => json => body(channelType => 'email',
+                      email => "wait$n\@example.com"));
+};
+my (@created, $read, $read_s);
+my @p = map {
+    my $i = $_;
+    $ua->start_p($create->($ws[$i], $i))->then(sub { $created[$i] = shift });
+} 0 .. $N - 1;
+# the read once the creations are in: behind their WAITs
+push @p, Mojo::Promise->timer(0.15)->then(sub {
+    my $t0 = time;
+    return $ua->start_p($ua->build_tx(GET => $s->url("/api/line-requests/$id")
+                                      => $reader->{auth}))
+        ->then(sub { $read = shift; $read_s = time - $t0 });
+});
+Mojo::Promise->all(@p)->wait;
+my $sent = $waits->() - $before;
+kill 'CONT', @pids;
+
+is($read->res->code, 200, 'the read behind the creations answers 200')
+    or diag('after ' . sprintf('%.2f s: ', $read_s) . $read->res->body);
+diag(sprintf 'the read answered in %.2f s', $read_s);
+cmp_ok($sent, '<', $N, "fewer WAITs than acknowledged writes ($sent for $N)");
+cmp_ok($sent, '>=', 1, 'WAIT was sent');
+my @codes = map { $_->res->code // 0 } @created;
+is_deeply(\@codes, [(503) x $N], 'each creation: an unknown outcome, 503');
+is(scalar(grep { ($_->res->headers->header('Retry-After') // '') =~ /^\d+$/ }
+           @created), $N, 'each with Retry-After');
+my $log = substr $s->error_log, $from;
+my $said = () = $log
+    =~ /lr_create acknowledged by 0 of 1 replicas within $WAIT_MS ms/g;
+is($said, $N, 'the log says why, for each creation')
+    or diag($log);
+unlike($log, qr/redis command timed out|WAIT not sent/,
+       'none timed out, every WAIT written');
+
+# the retries once a replica has them: the line each first try committed
+ok($s->wait_sentinels_ready(30, 1), 'a replica in sync again');
+for my $i (0 .. $N - 1) {
+    my $w = $ws[$i];
+    my $again;
+    ok(eventually(sub {
+        $again = $ua->start($create->($w, $i));
+        $again->res->code == 201;
+    }, 20), "$w->{id}: the retry with the same key: 201")
+        or diag($again->res->code . ' ' . $again->res->body);
+    my @live = $r->zrange("lg:{ws:$w->{id}}:lines", 0, -1);
+    is(scalar @live, $lines->{$w->{id}} + 1, "$w->{id}: one line, not two");
+}
+
+done_testing;
