@@ -156,6 +156,9 @@ typedef struct {
      * idempotent)
      */
     ngx_uint_t                          waited;  /* WAIT sent after it */
+    /* its WAIT ended with no reply before the script's came (a WAIT
+     * that could not be written after the one in flight) */
+    ngx_uint_t                          wait_lost;
     ngx_uint_t                          have;    /* the script answered */
     ngx_pool_t                         *pool;    /* of the stash */
     redisReply                         *stash;
@@ -190,9 +193,17 @@ typedef struct {
     ngx_uint_t                          tryagains;
     ngx_uint_t                          tryagain;  /* once WAITs are in */
 
-    /* linegate_redis_wait: WAIT sent after the script */
+    /*
+     * linegate_redis_wait: WAIT sent after the script. Only the WAIT of
+     * the node the script was last sent to decides, the last to answer
+     * there (a redirect's first node had nothing to acknowledge); short:
+     * it counted too few replicas (wait_count), or none could be written
+     * (its answer, even one that comes first, is not trusted)
+     */
     ngx_uint_t                          waits;    /* WAIT replies owed */
     ngx_uint_t                          have;     /* the script answered */
+    ngx_uint_t                          wait_short;
+    ngx_int_t                           wait_count;
     redisReply                         *stash;    /* its reply, or NULL */
 } ngx_http_linegate_redis_cmd_t;
 
@@ -383,6 +394,8 @@ static ngx_uint_t ngx_http_linegate_redis_durable_owed(
     ngx_http_linegate_redis_durable_t *d);
 static int ngx_http_linegate_redis_wait_send(redisAsyncContext *ac,
     redisCallbackFn *fn, void *privdata);
+static void ngx_http_linegate_redis_unacknowledged(
+    ngx_http_linegate_redis_cmd_t *cmd);
 static ngx_int_t ngx_http_linegate_redis_write_wait(
     ngx_http_linegate_redis_node_t *node, redisCallbackFn *fn,
     void *privdata);
@@ -1179,6 +1192,12 @@ ngx_http_linegate_redis_reply_cb(redisAsyncContext *ac, void *data,
         return;
     }
 
+    if (reply != NULL && cmd->acked && cmd->wait_short) {
+        /* its WAIT was not written, or ended before the script answered */
+        ngx_http_linegate_redis_unacknowledged(cmd);
+        return;
+    }
+
     ngx_http_linegate_redis_finish(cmd, reply);
 }
 
@@ -1225,13 +1244,16 @@ ngx_http_linegate_redis_send_wait(ngx_http_linegate_redis_cmd_t *cmd)
                                            cmd)
         != NGX_OK)
     {
-        /* not sent: the answer does not wait for replicas, say so */
+        /* not sent: no replica can be said to have it, say so */
         ngx_log_error(NGX_LOG_ERR, cmd->r->connection->log, 0,
                       NGX_HTTP_LINEGATE_LOG "redis WAIT not sent");
+        cmd->wait_short = 1;
+        cmd->wait_count = 0;
         return NGX_ERROR;
     }
 
     cmd->waits++;
+    cmd->wait_short = 0;
 
     return NGX_OK;
 }
@@ -1326,13 +1348,19 @@ ngx_http_linegate_redis_wait_cb(redisAsyncContext *ac, void *data,
     redisReply                     *reply;
     ngx_http_request_t             *r;
     ngx_http_linegate_redis_cmd_t  *cmd;
-    ngx_http_linegate_main_conf_t  *lmcf;
 
     cmd = privdata;
     reply = data;
-    lmcf = ngx_http_linegate_redis.lmcf;
 
     cmd->waits--;
+
+    if (ac->data == cmd->node) {
+        /* replies on one connection come in order: the last one decides */
+        cmd->wait_short = !ngx_http_linegate_redis_waited(reply);
+        cmd->wait_count = (reply != NULL
+                           && reply->type == REDIS_REPLY_INTEGER)
+                          ? (ngx_int_t) reply->integer : 0;
+    }
 
     if (cmd->tryagain) {
         /* the script met a slot in migration: sent again once all in */
@@ -1360,26 +1388,36 @@ ngx_http_linegate_redis_wait_cb(redisAsyncContext *ac, void *data,
         return;
     }
 
-    if (!ngx_http_linegate_redis_waited(reply))
-    {
-        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
-                      NGX_HTTP_LINEGATE_LOG "redis: %V acknowledged by %i "
-                      "of %i replicas within %M ms: its outcome is unknown",
-                      (cmd->script >= 0)
-                      ? ngx_http_linegate_script_name(cmd->script)
-                      : &ngx_http_linegate_redis_plain,
-                      (reply != NULL && reply->type == REDIS_REPLY_INTEGER)
-                      ? (ngx_int_t) reply->integer : (ngx_int_t) 0,
-                      lmcf->redis_wait_replicas, lmcf->redis_wait_timeout);
-
-        ngx_http_linegate_metrics_inc1(NGX_HTTP_LINEGATE_M_REDIS_ERRORS,
-                                       "kind", "unacknowledged");
-
-        ngx_http_linegate_redis_finish(cmd, NULL);
+    if (cmd->wait_short) {
+        ngx_http_linegate_redis_unacknowledged(cmd);
         return;
     }
 
     ngx_http_linegate_redis_finish(cmd, cmd->stash);
+}
+
+
+/* an acknowledged command's WAIT counted too few: an unknown outcome */
+static void
+ngx_http_linegate_redis_unacknowledged(ngx_http_linegate_redis_cmd_t *cmd)
+{
+    ngx_http_linegate_main_conf_t  *lmcf;
+
+    lmcf = ngx_http_linegate_redis.lmcf;
+
+    ngx_log_error(NGX_LOG_ERR, cmd->r->connection->log, 0,
+                  NGX_HTTP_LINEGATE_LOG "redis: %V acknowledged by %i "
+                  "of %i replicas within %M ms: its outcome is unknown",
+                  (cmd->script >= 0)
+                  ? ngx_http_linegate_script_name(cmd->script)
+                  : &ngx_http_linegate_redis_plain,
+                  cmd->wait_count, lmcf->redis_wait_replicas,
+                  lmcf->redis_wait_timeout);
+
+    ngx_http_linegate_metrics_inc1(NGX_HTTP_LINEGATE_M_REDIS_ERRORS,
+                                   "kind", "unacknowledged");
+
+    ngx_http_linegate_redis_finish(cmd, NULL);
 }
 
 
@@ -2295,6 +2333,7 @@ ngx_http_linegate_redis_durable_send(ngx_http_linegate_redis_durable_t *d)
     d->sent++;
     d->attempts++;
     d->waited = 0;
+    d->wait_lost = 0;
 
     /* WAIT after an acknowledged script: without it, not trusted */
     if (d->acked
@@ -2374,7 +2413,7 @@ ngx_http_linegate_redis_durable_cb(redisAsyncContext *ac, void *data,
     }
 
     if (d->acked && rd->lmcf->redis_wait_replicas > 0) {
-        if (!d->waited) {
+        if (!d->waited || d->wait_lost) {
             ngx_log_error(NGX_LOG_ERR, rd->log, 0,
                           NGX_HTTP_LINEGATE_LOG "durable write \"%s\": "
                           "WAIT not sent (attempt %ui), will retry",
@@ -2427,7 +2466,15 @@ ngx_http_linegate_redis_durable_wait_cb(redisAsyncContext *ac, void *data,
     }
 
     if (!d->have) {
-        /* the script failed (or this WAIT is an EVALSHA's, NOSCRIPT) */
+        /*
+         * the script failed (or this WAIT is an EVALSHA's, NOSCRIPT);
+         * or no reply: this WAIT, behind the one in flight, could not be
+         * written, and the script's answer still to come is not trusted
+         */
+        if (reply == NULL) {
+            d->wait_lost = 1;
+        }
+
         return;
     }
 

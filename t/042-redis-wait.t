@@ -80,16 +80,35 @@ my @p = map {
     my $i = $_;
     $ua->start_p($create->($ws[$i], $i))->then(sub { $created[$i] = shift });
 } 0 .. $N - 1;
-# the read once the creations are in: behind their WAITs
-push @p, Mojo::Promise->timer(0.15)->then(sub {
+# the read once the first creation is committed (its WAIT in flight)
+# and the others had 50 ms more to reach the worker: behind their WAITs
+my $committed = sub {
+    grep { $r->zcard("lg:{ws:$_->{id}}:lines") > $lines->{$_->{id}} } @ws;
+};
+my $in = Mojo::Promise->new;
+my $poll;
+$poll = Mojo::IOLoop->recurring(0.005 => sub {
+    return unless $committed->();
+    Mojo::IOLoop->remove($poll);
+    $in->resolve;
+});
+push @p, $in->then(sub { Mojo::Promise->timer(0.05) })->then(sub {
     my $t0 = time;
     return $ua->start_p($ua->build_tx(GET => $s->url("/api/line-requests/$id")
                                       => $reader->{auth}))
         ->then(sub { $read = shift; $read_s = time - $t0 });
 });
 Mojo::Promise->all(@p)->wait;
-my $sent = $waits->() - $before;
 kill 'CONT', @pids;
+# every WAIT the worker wrote has run once the count holds still (the
+# ones written one per write ran on after their creations timed out)
+my $sent = $waits->();
+for (1 .. 50) {
+    sleep 0.6;
+    last if $sent == (my $now = $waits->());
+    $sent = $now;
+}
+$sent -= $before;
 
 is($read->res->code, 200, 'the read behind the creations answers 200')
     or diag('after ' . sprintf('%.2f s: ', $read_s) . $read->res->body);

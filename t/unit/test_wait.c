@@ -79,6 +79,14 @@ waited(struct redisAsyncContext *ac, void *reply, void *privdata)
 }
 
 
+/* w was called back once, with reply */
+static int
+once(write_t *w, void *reply)
+{
+    return w->n == 1 && w->reply[0] == reply;
+}
+
+
 /* the i-th WAIT written on ac answers reply */
 static void
 answer(conn_t *c, unsigned i, void *reply)
@@ -87,12 +95,15 @@ answer(conn_t *c, unsigned i, void *reply)
 }
 
 
+/* a test's start: no WAIT anywhere, its connections and writes new */
 static void
-reset(void)
+fresh(conn_t *c, unsigned nc, write_t *w, unsigned nw)
 {
     memset(&waits, 0, sizeof(waits));
     waits.send = send_wait;
     chained = NULL;
+    memset(c, 0, nc * sizeof(conn_t));
+    memset(w, 0, nw * sizeof(write_t));
 }
 
 
@@ -101,38 +112,35 @@ test_one_in_flight(void)
 {
     int      two = 2, one = 1;
     conn_t   c;
-    write_t  a, b, d;
+    write_t  w[3];
 
-    reset();
-    memset(&c, 0, sizeof(c));
-    memset(&a, 0, sizeof(a));
-    memset(&b, 0, sizeof(b));
-    memset(&d, 0, sizeof(d));
+    fresh(&c, 1, w, 3);
 
-    ok(ngx_http_linegate_redis_waits_add(&waits, &c, waited, &a) == 0,
+    ok(ngx_http_linegate_redis_waits_add(&waits, &c, waited, &w[0]) == 0,
        "the first write is taken");
     ok(c.written == 1, "its WAIT is written at once");
 
-    ok(ngx_http_linegate_redis_waits_add(&waits, &c, waited, &b) == 0
-       && ngx_http_linegate_redis_waits_add(&waits, &c, waited, &d) == 0,
+    ok(ngx_http_linegate_redis_waits_add(&waits, &c, waited, &w[1]) == 0
+       && ngx_http_linegate_redis_waits_add(&waits, &c, waited, &w[2]) == 0,
        "two more writes while it is in flight are taken");
     ok(c.written == 1, "no WAIT written for them while one is in flight");
 
     answer(&c, 0, &two);
-    ok(a.n == 1 && a.reply[0] == &two && a.ac[0] == &c,
+    ok(once(&w[0], &two) && w[0].ac[0] == &c,
        "the first write gets its WAIT's reply");
-    ok(b.n == 0 && d.n == 0, "the others do not: it was written before them");
+    ok(w[1].n == 0 && w[2].n == 0,
+       "the others do not: it was written before them");
     ok(c.written == 2, "one WAIT written for both once the first answered");
 
     answer(&c, 1, &one);
-    ok(b.n == 1 && b.reply[0] == &one && d.n == 1 && d.reply[0] == &one,
+    ok(once(&w[1], &one) && once(&w[2], &one),
        "both get the second WAIT's reply");
     ok(waits.tail == NULL, "nothing in flight any more");
 
-    ok(ngx_http_linegate_redis_waits_add(&waits, &c, waited, &a) == 0
+    ok(ngx_http_linegate_redis_waits_add(&waits, &c, waited, &w[0]) == 0
        && c.written == 3, "the next write's WAIT is written at once again");
     answer(&c, 2, &one);
-    ok(a.n == 2 && waits.tail == NULL, "and answered");
+    ok(w[0].n == 2 && waits.tail == NULL, "and answered");
 }
 
 
@@ -141,39 +149,36 @@ test_lost(void)
 {
     int      one = 1;
     conn_t   c;
-    write_t  a, b;
+    write_t  w[2];
 
-    reset();
-    memset(&c, 0, sizeof(c));
-    memset(&a, 0, sizeof(a));
-    memset(&b, 0, sizeof(b));
+    fresh(&c, 1, w, 2);
 
-    (void) ngx_http_linegate_redis_waits_add(&waits, &c, waited, &a);
-    (void) ngx_http_linegate_redis_waits_add(&waits, &c, waited, &b);
+    (void) ngx_http_linegate_redis_waits_add(&waits, &c, waited, &w[0]);
+    (void) ngx_http_linegate_redis_waits_add(&waits, &c, waited, &w[1]);
 
     /* the connection lost: hiredis calls back with no reply */
     answer(&c, 0, NULL);
-    ok(a.n == 1 && a.reply[0] == NULL, "lost: the write in flight gets none");
-    ok(b.n == 1 && b.reply[0] == NULL && b.ac[0] == &c,
+    ok(once(&w[0], NULL), "lost: the write in flight gets none");
+    ok(once(&w[1], NULL) && w[1].ac[0] == &c,
        "the write waiting for the next WAIT gets none too");
     ok(c.written == 1, "and no WAIT is written on the lost connection");
     ok(waits.tail == NULL, "nothing left");
 
     /* the next WAIT cannot be written (the connection is closing) */
-    memset(&a, 0, sizeof(a));
-    memset(&b, 0, sizeof(b));
-    (void) ngx_http_linegate_redis_waits_add(&waits, &c, waited, &a);
-    (void) ngx_http_linegate_redis_waits_add(&waits, &c, waited, &b);
+    memset(w, 0, sizeof(w));
+    (void) ngx_http_linegate_redis_waits_add(&waits, &c, waited, &w[0]);
+    (void) ngx_http_linegate_redis_waits_add(&waits, &c, waited, &w[1]);
     c.refuse = 1;
     answer(&c, 1, &one);
-    ok(a.n == 1 && a.reply[0] == &one, "the WAIT in flight answers its own");
-    ok(b.n == 1 && b.reply[0] == NULL,
+    ok(once(&w[0], &one), "the WAIT in flight answers its own");
+    ok(once(&w[1], NULL),
        "the next one, not written: no reply, not acknowledged");
     ok(waits.tail == NULL, "nothing left after it");
 
-    ok(ngx_http_linegate_redis_waits_add(&waits, &c, waited, &a) == -1,
+    ok(ngx_http_linegate_redis_waits_add(&waits, &c, waited, &w[0]) == -1,
        "a WAIT that cannot be written now is said at once");
-    ok(a.n == 1 && waits.tail == NULL, "and its write is never called back");
+    ok(w[0].n == 1 && waits.tail == NULL,
+       "and its write is never called back");
 }
 
 
@@ -181,31 +186,27 @@ static void
 test_connections(void)
 {
     int      one = 1;
-    conn_t   old, new;
-    write_t  a, b, d;
+    conn_t   c[2];    /* the connection lost, the new one */
+    write_t  w[3];
 
-    reset();
-    memset(&old, 0, sizeof(old));
-    memset(&new, 0, sizeof(new));
-    memset(&a, 0, sizeof(a));
-    memset(&b, 0, sizeof(b));
-    memset(&d, 0, sizeof(d));
+    fresh(c, 2, w, 3);
 
-    (void) ngx_http_linegate_redis_waits_add(&waits, &old, waited, &a);
-    (void) ngx_http_linegate_redis_waits_add(&waits, &old, waited, &b);
+    (void) ngx_http_linegate_redis_waits_add(&waits, &c[0], waited, &w[0]);
+    (void) ngx_http_linegate_redis_waits_add(&waits, &c[0], waited, &w[1]);
 
     /* the node connected again: the old connection's reply still owed */
-    ok(ngx_http_linegate_redis_waits_add(&waits, &new, waited, &d) == 0
-       && new.written == 1,
+    ok(ngx_http_linegate_redis_waits_add(&waits, &c[1], waited, &w[2]) == 0
+       && c[1].written == 1,
        "a new connection's WAIT is written at once, another's in flight");
 
-    answer(&old, 0, NULL);
-    ok(a.n == 1 && a.reply[0] == NULL && b.n == 1 && b.reply[0] == NULL,
+    answer(&c[0], 0, NULL);
+    ok(once(&w[0], NULL) && once(&w[1], NULL),
        "the old connection's writes end with no reply");
-    ok(d.n == 0 && waits.tail != NULL, "the new one's WAIT still in flight");
+    ok(w[2].n == 0 && waits.tail != NULL,
+       "the new one's WAIT still in flight");
 
-    answer(&new, 0, &one);
-    ok(d.n == 1 && d.reply[0] == &one && d.ac[0] == &new,
+    answer(&c[1], 0, &one);
+    ok(once(&w[2], &one) && w[2].ac[0] == &c[1],
        "and answers its own write");
     ok(waits.tail == NULL, "nothing left");
 }
@@ -216,28 +217,27 @@ test_chained(void)
 {
     int      one = 1;
     conn_t   c;
-    write_t  a, b, d;
+    write_t  w[3];
 
-    reset();
-    memset(&c, 0, sizeof(c));
-    memset(&a, 0, sizeof(a));
-    memset(&b, 0, sizeof(b));
-    memset(&d, 0, sizeof(d));
+    fresh(&c, 1, w, 3);
 
-    (void) ngx_http_linegate_redis_waits_add(&waits, &c, waited, &a);
-    (void) ngx_http_linegate_redis_waits_add(&waits, &c, waited, &b);
+    (void) ngx_http_linegate_redis_waits_add(&waits, &c, waited, &w[0]);
+    (void) ngx_http_linegate_redis_waits_add(&waits, &c, waited, &w[1]);
 
-    /* a's reply makes another write (a redirect, a durable one again) */
-    chained = &d;
+    /* the first's reply makes another write (a redirect, a durable
+     * write sent again) */
+    chained = &w[2];
     answer(&c, 0, &one);
-    ok(c.written == 2, "b's WAIT written before a hears: after b's write");
-    ok(d.n == 0, "d joins the WAIT after b's, not b's");
+    ok(c.written == 2,
+       "the second write's WAIT written before the first hears");
+    ok(w[2].n == 0, "the write its reply made joins the WAIT after that one");
 
     answer(&c, 1, &one);
-    ok(b.n == 1 && d.n == 0 && c.written == 3,
-       "b answered, d's own WAIT written then");
+    ok(w[1].n == 1 && w[2].n == 0 && c.written == 3,
+       "the second answered, the third's WAIT written then");
     answer(&c, 2, &one);
-    ok(d.n == 1 && d.reply[0] == &one && waits.tail == NULL, "d answered");
+    ok(once(&w[2], &one) && waits.tail == NULL,
+       "the third answered");
 }
 
 
@@ -249,9 +249,7 @@ test_many(void)
     conn_t    c;
     write_t   w[40];
 
-    reset();
-    memset(&c, 0, sizeof(c));
-    memset(w, 0, sizeof(w));
+    fresh(&c, 1, w, 40);
 
     for (i = 0; i < 40; i++) {
         (void) ngx_http_linegate_redis_waits_add(&waits, &c, waited, &w[i]);
