@@ -1534,6 +1534,9 @@ ngx_http_linegate_reconcile_inspect(ngx_http_request_t *r,
                                      NGX_HTTP_LINEGATE_KEYS_PV_PURCHASE);
     ngx_http_linegate_redis_arg_str(a, &c->worker_id);
     ngx_http_linegate_redis_arg_cstr(a, c->intent ? "1" : "0");
+    /* a claim taken for a dead worker's: its outbox, the fence */
+    ngx_http_linegate_redis_arg_str(a, &c->account);
+    ngx_http_linegate_redis_arg_str(a, &c->number);
 
     return ngx_http_linegate_reconcile_script(r, rc,
                                           NGX_HTTP_LINEGATE_SCRIPT_PV_INSPECT,

@@ -206,32 +206,62 @@ subtest 'settle of an intent: dropped, nothing back in the inventory' => sub {
 };
 
 # the sweep's look at a purchase: an intent's bare reservation released
-# in the same step (the one of a numbered claim kept, for the run)
+# in the same step; a numbered claim's kept for the run, its outbox
+# written as worker_lost (the fence a live worker's late record meets)
 subtest 'inspect: an intent\'s reservation released, once' => sub {
     for my $w (qw(worker_i2 worker_i3)) {
         $r->zadd('lg:{acct:acct_i}:prov', 500, $w);
         $r->hset("lg:{acct:acct_i}:resv:$w", createdAt => $ISO);
     }
     $r->hset('lg:{acct:acct_i}', stripeCustomerId => 'cus_i');
+    my @fence = (account => 'acct_i', subscription_id => '',
+                 phone_number => '+15550042', worker_id => 'worker_i2',
+                 reason => 'worker_lost', idempotency_key => '',
+                 customer => 'cus_i', at => $ISO);
     my $numbered = [$r->eval($INSPECT, pkeys('acct_i', 'worker_i2'),
-                             'worker_i2', '0')];
-    is_deeply($numbered, [0, 1, [], 'cus_i', $ISO, 0],
-              'a numbered claim\'s: read, kept');
+                             'worker_i2', '0', 'acct_i', '+15550042')];
+    is_deeply($numbered, [0, 1, \@fence, 'cus_i', $ISO, 0],
+              'a numbered claim\'s: kept, its outbox written: worker_lost');
     ok($r->exists('lg:{acct:acct_i}:resv:worker_i2'), 'still reserved');
+    is_deeply({$r->hgetall('lg:{acct:acct_i}:reconcile:w:worker_i2')},
+              {@fence}, 'the outbox holds the entry');
+    is_deeply([$r->eval($INSPECT, pkeys('acct_i', 'worker_i2'),
+                        'worker_i2', '0', 'acct_i', '+15550042')],
+              [0, 1, \@fence, 'cus_i', $ISO, 0], 'again: the same, once');
     my $intent = [$r->eval($INSPECT, pkeys('acct_i', 'worker_i3'),
-                           'worker_i3', '1')];
+                           'worker_i3', '1', 'acct_i', '-')];
     is_deeply($intent, [0, 1, [], 'cus_i', $ISO, 1], 'an intent\'s: released');
     ok(!$r->exists('lg:{acct:acct_i}:resv:worker_i3'), 'the reservation gone');
     is_deeply([$r->zrange('lg:{acct:acct_i}:prov', 0, -1)], ['worker_i2'],
               'its slot freed, the other\'s kept');
     is_deeply([$r->eval($INSPECT, pkeys('acct_i', 'worker_i3'),
-                        'worker_i3', '1')], [0, 0, [], 'cus_i', '', 0],
+                        'worker_i3', '1', 'acct_i', '-')],
+              [0, 0, [], 'cus_i', '', 0],
               'again: nothing found, nothing released');
     # an intent whose purchase wrote a line: nothing is released
-    $r->hset('lg:{acct:acct_i}:line:worker_i2', phone_number => '+1555');
-    is([$r->eval($INSPECT, pkeys('acct_i', 'worker_i2'), 'worker_i2',
-                 '1')]->[5], 0, 'a reservation with a line: kept');
-    ok($r->exists('lg:{acct:acct_i}:resv:worker_i2'), 'still reserved');
+    $r->hset('lg:{acct:acct_i}:line:worker_i4', phone_number => '+1555');
+    $r->hset('lg:{acct:acct_i}:resv:worker_i4', createdAt => $ISO);
+    is([$r->eval($INSPECT, pkeys('acct_i', 'worker_i4'), 'worker_i4',
+                 '1', 'acct_i', '-')]->[5], 0,
+       'a reservation with a line: kept');
+    ok($r->exists('lg:{acct:acct_i}:resv:worker_i4'), 'still reserved');
+    ok(!$r->exists('lg:{acct:acct_i}:reconcile:w:worker_i4'),
+       'no outbox written for it');
+
+    # the worker of worker_i2 was alive, cut off from Redis: its record,
+    # re-sent once Redis is back, meets the fence
+    is_deeply(record('acct_i', 'worker_i2', 'sub_late', '+15550042'),
+              [0, 'reservation_missing'],
+              'a late record after the sweep: refused, reservation_missing');
+    ok(!$r->exists('lg:{acct:acct_i}:line:worker_i2'), 'no line made');
+    ok(!$r->exists('lg:{acct:acct_i}:resv:worker_i2'),
+       'the reservation gone');
+    is($r->zscore('lg:{acct:acct_i}:prov', 'worker_i2'), undef,
+       'its slot freed');
+    is($r->hget('lg:{acct:acct_i}:reconcile:w:worker_i2', 'reason'),
+       'worker_lost', 'the outbox still the sweep\'s');
+    is_deeply(record('acct_i', 'worker_i2', 'sub_late', '+15550042'),
+              [0, 'reservation_missing'], 'again: the same');
 };
 
 sub token {

@@ -581,22 +581,31 @@ subtest 'sweep: a malformed claim is skipped and logged' => sub {
     $r->zrem('lg:{fleet}:pv:inflight', @bad, @more);
 };
 
-subtest 'a worker killed mid-confirm: cancelled, the number back' => sub {
-    my $a = $p->account('acct_killed');
+# A confirm of a new account $acct whose workers are killed once Stripe
+# has billed it (Stripe answers late): the claim, the reservation and a
+# live subscription are left. Returns the confirm's transaction.
+sub killed_after_billing {
+    my ($acct) = @_;
+    my $a = $p->account($acct);
     my $tok = $p->token($a);
-    # Stripe bills at once, then answers late: the worker dies meanwhile
     $p->fault(latency_ms => $HOLD, after_commit => 1);
     my $killed = 0;
     my ($tx, $done) = $p->during($p->confirm_req($a, $tok), sub {
-        return 0 unless in_flight('lg:{fleet}:pv:inflight', 'acct_killed')
+        return 0 unless in_flight('lg:{fleet}:pv:inflight', $acct)
                      && $s->stub_held(qr{^/v1/subscriptions$}, sub {
                             ($_[0]{params}{metadata}{account_id} // '')
-                                eq 'acct_killed' })
-                     && subs_of('acct_killed');
+                                eq $acct })
+                     && subs_of($acct);
         $killed = $s->kill_workers;
         return 1;
     }, 60);
     ok($done && $killed, 'the workers were killed mid-confirm');
+    return $tx;
+}
+
+subtest 'a worker killed mid-confirm: cancelled, the number back' => sub {
+    # Stripe bills at once, then answers late: the worker dies meanwhile
+    my $tx = killed_after_billing('acct_killed');
     ok(!$tx || !$tx->res->code, 'the client got no answer');
     my @resv = @{ $p->reservations('acct_killed') };
     is(scalar @resv, 1, 'the dead worker left its reservation');
@@ -636,10 +645,11 @@ subtest 'a worker killed mid-confirm: cancelled, the number back' => sub {
     numbers_accounted('worker killed');
 
     # the same with no subscription made: released as no_subscription
-    $a = $p->account('acct_killed2');
-    $tok = $p->token($a);
+    my $a = $p->account('acct_killed2');
+    my $tok = $p->token($a);
     $p->fault(latency_ms => $HOLD);
-    $killed = 0;
+    my $killed = 0;
+    my $done;
     ($tx, $done) = $p->during($p->confirm_req($a, $tok), sub {
         # the call reached Stripe, which has not billed yet
         return 0 unless in_flight('lg:{fleet}:pv:inflight', 'acct_killed2')
@@ -661,6 +671,54 @@ subtest 'a worker killed mid-confirm: cancelled, the number back' => sub {
     is_deeply($p->reservations('acct_killed2'), [],
               'the reservation dropped');
     numbers_accounted('worker killed before Stripe answered');
+    $p->clear_faults;
+};
+
+# A worker cut off from Redis past linegate_reconcile_lost_after is not
+# dead: once Redis is back it sends its record again (a durable write).
+# A sweep meanwhile took the purchase for a dead worker's, and the run
+# cancels its subscription: the record must not make the line (it did,
+# a line whose subscription was then cancelled). Here the workers are
+# killed and the record is then sent as the live worker's durable write
+# sends it: the same script, keys and arguments.
+subtest 'a live worker\'s record after the sweep: no line, cancelled' => sub {
+    killed_after_billing('acct_cutoff');
+    my ($claim) = in_flight('lg:{fleet}:pv:inflight', 'acct_cutoff');
+    my (undef, $w, $number) = split ' ', $claim // '';
+    my ($sub) = subs_of('acct_cutoff');
+    ok($w && $sub, 'a claim and a subscription left') or return;
+    sleep 1.1;    # linegate_reconcile_lost_after
+    # Stripe unavailable to this run: the sweep queues the entry, which
+    # waits for the next run
+    $p->fault(method => 'GET', path_prefix => '/v1/subscriptions',
+              status => 500, count => 1);
+    my $b = run();
+    my $e = entry_of($b, 'acct_cutoff');
+    is($e->{reason}, 'worker_lost', 'swept as worker_lost');
+    is($e->{outcome}, 'deferred', 'and left for the next run');
+
+    my $a = "lg:{acct:acct_cutoff}";
+    my $rec = [$r->eval(LG::Test::lua_script('pv_record'), 5, $a,
+                        "$a:prov", "$a:resv:$w", "$a:line:$w",
+                        "$a:reconcile:w:$w", $w, $sub->{id}, $p->now_ms,
+                        'acct_cutoff', 'lg-confirm-late', 'cus_acct_cutoff',
+                        '2026-11-26T00:00:00.000Z', $number)];
+    is_deeply($rec, [0, 'reservation_missing'],
+              'the live worker\'s record: refused');
+    is_deeply($p->lines('acct_cutoff'), {}, 'no line made');
+
+    $b = run();
+    is(entry_of($b, 'acct_cutoff')->{outcome}, 'canceled',
+       'the next run: canceled');
+    is((subs_of('acct_cutoff'))[0]{status}, 'canceled',
+       'cancelled at Stripe');
+    is_deeply($p->lines('acct_cutoff'), {},
+              'no line holds a cancelled subscription');
+    is_deeply($p->reservations('acct_cutoff'), [], 'no reservation');
+    is($r->zcard("$a:prov"), 0, 'the slot freed');
+    ok($r->sismember('lg:{fleet}:inventory', $number),
+       'the number back in the inventory, once');
+    numbers_accounted('a live worker\'s late record');
     $p->clear_faults;
 };
 

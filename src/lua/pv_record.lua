@@ -27,6 +27,13 @@
 -- reservation was released meanwhile) or "record_failed" (the line
 -- could not be written; the reservation and the slot are kept).
 --
+-- A reconciliation sweep that took this purchase for a dead worker's
+-- wrote the outbox first, reason worker_lost (pv_inspect.lua): its run
+-- cancels the subscription and returns the number, so no line is made
+-- here. The reservation and its slot go, as the run's release would (if
+-- the sweep's settle was lost, no entry would ever release them), and
+-- the answer is "reservation_missing".
+--
 -- The outbox lg:{acct:<A>}:reconcile:w:<worker> is a hash of the
 -- reconcile entry's fields (account, subscription_id, phone_number,
 -- worker_id, reason, idempotency_key, customer, at), kept 7 days; the
@@ -46,6 +53,16 @@ local function outbox(reason)
         redis.pcall('EXPIRE', obox, 604800)
     end
     return {0, reason}
+end
+
+local t = redis.call('TYPE', obox)
+if (t.ok or t) == 'hash'
+   and redis.call('HGET', obox, 'reason') == 'worker_lost'
+   and redis.call('EXISTS', lkey) == 0
+then
+    redis.call('DEL', resv)
+    redis.call('ZREM', KEYS[2], ARGV[1])
+    return {0, 'reservation_missing'}
 end
 
 if redis.call('EXISTS', resv) == 0 then
