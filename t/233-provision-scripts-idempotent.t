@@ -192,6 +192,23 @@ subtest 'the sweep settles a claim first: the confirm queues nothing' => sub {
     is(scalar entries('worker_s1'), 1, 'one entry for the purchase');
 };
 
+# a live worker settled first (its late record refused by the sweep's
+# outbox: reservation_missing, its number back): the sweep's settle,
+# after it, must not queue a worker_lost entry that would return the
+# number again
+subtest 'the confirm settles a claim first: the sweep queues nothing' => sub {
+    reserve('acct_s', 'worker_s2', '+15550006');
+    my $inv = $r->scard('lg:{fleet}:inventory');
+    is_deeply(settle('acct_s', 'worker_s2', '+15550006', 1,
+                     'reservation_missing', 'sub_6'),
+              [1, 1], 'the confirm, late: its number back, its entry');
+    is_deeply(settle('acct_s', 'worker_s2', '+15550006', 0, 'worker_lost'),
+              [0, 0], 'the sweep, after it: no claim, nothing queued');
+    is_deeply([map { +{@{ $_->[1] }}->{reason} } entries('worker_s2')],
+              ['reservation_missing'], 'one entry for the purchase');
+    is($r->scard('lg:{fleet}:inventory'), $inv + 1, 'the number back, once');
+};
+
 # TOKEN, the confirm's first step (the token's own slot): sent once per
 # confirm, but parallel confirms of one token, or a confirm re-sent by a
 # client after a lost answer, run it again: the second run finds nothing

@@ -14,7 +14,11 @@
 -- number (record_failed: the confirm's; worker_lost: the sweep's, when
 -- it settled the claim first), only the first is queued (the other's
 -- marker, KEYS[4] with the other reason, is looked at): a number is
--- never held by two entries.
+-- never held by two entries. And worker_lost is queued only by the
+-- step that removed the claim: the sweep took the purchase for a dead
+-- worker's, but a live one settled it first (its late record refused by
+-- the sweep's outbox, pv_inspect.lua), and gave its number its home;
+-- an entry holding it too would return it a second time.
 --
 -- KEYS[1]  lg:{fleet}:pv:inflight   KEYS[2]  lg:{fleet}:inventory
 -- KEYS[3]  lg:{fleet}:reconcile
@@ -44,6 +48,10 @@ end
 local holds = {record_failed = 'worker_lost', worker_lost = 'record_failed'}
 local reason = ARGV[3]
 local other = holds[reason]
+
+if reason == 'worker_lost' and claimed == 0 then
+    return {claimed, 0}
+end
 
 if other and string.sub(KEYS[4], -#reason) == reason
    and redis.call('EXISTS',
