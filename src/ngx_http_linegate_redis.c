@@ -3125,7 +3125,14 @@ ngx_http_linegate_redis_connect_cb(const redisAsyncContext *ac, int status)
                               NULL, "ROLE")
             != REDIS_OK)
         {
-            ngx_http_linegate_redis_drop(node, "ROLE not sent");
+            /*
+             * out of memory: dropped by the connect timer, not here,
+             * since hiredis goes on with the context once this returns
+             */
+            ngx_log_error(NGX_LOG_ERR, rd->log, 0,
+                          NGX_HTTP_LINEGATE_LOG "redis %V:%i: ROLE not "
+                          "sent", &node->host, node->port);
+            ngx_add_timer(&node->connect_timer, 1);
             return;
         }
 
