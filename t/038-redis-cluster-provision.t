@@ -525,27 +525,41 @@ subtest 'a release not on a replica: the claim stays until it is' => sub {
 # nothing is reserved; with the account's stopped, the intent is there
 # and the reservation may still be made from the dead worker's bytes.
 # Either way the sweep leaves no reservation, no slot and no intent.
+# The confirm can be answered before the kill: a keepalive PING written
+# just before the stop is unanswered within linegate_redis_keepalive
+# (1 s), the connection dropped, its intent an unknown outcome (503,
+# nothing reserved): seen once in a `make test LG_REDIS=cluster -j2`.
+# Tried again then, 5 times at most.
 sub killed_between {
     my ($a, $stopped, $seen) = @_;
     my $pid = $s->{pids}{"redis_$stopped"} or return 0;
-    my $tok = $p->token($a);
-    my ($t0, $killed) = (time, 0);
-    kill 'STOP', $pid;
-    my ($tx, $done) = $p->during($p->confirm_req($a, $tok), sub {
-        return 0 unless $seen->() || time - $t0 > 1;
-        my @w = split ' ', `pgrep -P $s->{pids}{nginx}`;
-        $killed = kill 'KILL', @w;
-        return 1;
-    }, 10);
-    kill 'CONT', $pid;
-    return 0 unless $killed;
-    # served again by the new workers
-    my $back = 0;
+    for my $try (1 .. 5) {
+        served_again($a) or return 0;
+        my $tok = $p->token($a);
+        my ($t0, $killed) = (time, 0);
+        kill 'STOP', $pid;
+        my ($tx, $done) = $p->during($p->confirm_req($a, $tok), sub {
+            return 0 unless $seen->() || time - $t0 > 1;
+            my @w = split ' ', `pgrep -P $s->{pids}{nginx}`;
+            $killed = kill 'KILL', @w;
+            return 1;
+        }, 10);
+        kill 'CONT', $pid;
+        return served_again($a) if $killed;
+        diag('the confirm was answered before the kill ('
+             . ($tx && $tx->res->code // 'none') . "): again ($try)");
+    }
+    return 0;
+}
+
+# $a's previews answered 200 again (new workers, a connection back)
+sub served_again {
+    my ($a) = @_;
     for (1 .. 300) {
-        last if $back = ($p->preview($a)->res->code // 0) == 200;
+        return 1 if ($p->preview($a)->res->code // 0) == 200;
         sleep 0.1;
     }
-    return $back;
+    return 0;
 }
 
 subtest 'a worker killed between its reservation and its claim' => sub {
