@@ -197,12 +197,14 @@ typedef struct {
      * linegate_redis_wait: WAIT sent after the script. Only the WAIT of
      * the node the script was last sent to decides, the last to answer
      * there (a redirect's first node had nothing to acknowledge); short:
-     * it counted too few replicas (wait_count), or none could be written
-     * (its answer, even one that comes first, is not trusted)
+     * it counted too few replicas (wait_count), or ended before the
+     * script answered; unsent: the last script's could not be written
+     * (no answer, even one that comes first, is trusted)
      */
     ngx_uint_t                          waits;    /* WAIT replies owed */
     ngx_uint_t                          have;     /* the script answered */
     ngx_uint_t                          wait_short;
+    ngx_uint_t                          wait_unsent;
     ngx_int_t                           wait_count;
     redisReply                         *stash;    /* its reply, or NULL */
 } ngx_http_linegate_redis_cmd_t;
@@ -1192,7 +1194,8 @@ ngx_http_linegate_redis_reply_cb(redisAsyncContext *ac, void *data,
         return;
     }
 
-    if (reply != NULL && cmd->acked && cmd->wait_short) {
+    if (reply != NULL && cmd->acked && (cmd->wait_short || cmd->wait_unsent))
+    {
         /* its WAIT was not written, or ended before the script answered */
         ngx_http_linegate_redis_unacknowledged(cmd);
         return;
@@ -1247,13 +1250,13 @@ ngx_http_linegate_redis_send_wait(ngx_http_linegate_redis_cmd_t *cmd)
         /* not sent: no replica can be said to have it, say so */
         ngx_log_error(NGX_LOG_ERR, cmd->r->connection->log, 0,
                       NGX_HTTP_LINEGATE_LOG "redis WAIT not sent");
-        cmd->wait_short = 1;
+        cmd->wait_unsent = 1;
         cmd->wait_count = 0;
         return NGX_ERROR;
     }
 
     cmd->waits++;
-    cmd->wait_short = 0;
+    cmd->wait_unsent = 0;
 
     return NGX_OK;
 }
@@ -1388,7 +1391,7 @@ ngx_http_linegate_redis_wait_cb(redisAsyncContext *ac, void *data,
         return;
     }
 
-    if (cmd->wait_short) {
+    if (cmd->wait_short || cmd->wait_unsent) {
         ngx_http_linegate_redis_unacknowledged(cmd);
         return;
     }
