@@ -409,8 +409,25 @@ ngx_http_linegate_webhook_setup_written(ngx_http_request_t *r,
 static void
 ngx_http_linegate_webhook_settled(ngx_http_request_t *r, redisReply *reply)
 {
-    ngx_http_linegate_webhook_relay(r, ngx_http_linegate_get_ctx(r)->data,
-                                    reply);
+    int64_t                           reopened;
+    ngx_http_linegate_webhook_inv_t  *inv;
+
+    inv = ngx_http_linegate_get_ctx(r)->data;
+
+    ngx_http_linegate_webhook_relay(r, inv, reply);
+
+    /* an operator sees a payment that came after its request's cancel */
+    if (reply != NULL
+        && ngx_http_linegate_reply_int(reply, 5, &reopened) == NGX_OK
+        && reopened == 1)
+    {
+        ngx_log_error(NGX_LOG_NOTICE, r->connection->log, 0,
+                      NGX_HTTP_LINEGATE_LOG "invoice \"%V\" paid after it "
+                      "was marked uncollectible: line request \"%V\" of "
+                      "workspace \"%V\" canceled for it, promoted",
+                      &inv->invoice, &inv->id, &inv->ws);
+    }
+
     ngx_http_linegate_webhook_done(r, reply);
 }
 

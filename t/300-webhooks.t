@@ -153,14 +153,48 @@ subtest 'a void while payment_link reissues is its own, not a cancel'
 
 subtest 'a settled request is left alone' => sub {
     my $before = stream_len();
-    answer_is(deliver(event('invoice.paid', {id => 'in_wh2'})), 200,
-              'paid after cancel');
+    answer_is(deliver(event('invoice.voided', {id => 'in_wh1'})), 200,
+              'a void after the payment');
+    is(status_of('org_wh1', $ID1), 'provisioning/paid', 'still promoted');
+    answer_is(deliver(event('invoice.marked_uncollectible',
+                            {id => 'in_wh2'})), 200,
+              'uncollectible after the void');
     is(status_of('org_wh2', $ID2), 'canceled/failed', 'still canceled');
     is(stream_len(), $before, 'nothing provisioned');
 
     my $body = answer_is(deliver(event('invoice.paid', {id => 'in_nobody'})),
                          200, 'unknown invoice');
     ok($body->{unknown}, 'acknowledged as unknown');
+};
+
+# Stripe lets an uncollectible invoice be paid (a voided one never): the
+# customer who pays it after its request was canceled gets the line
+subtest 'an uncollectible invoice paid later promotes its request' => sub {
+    is(status_of('org_wh3', $ID3), 'canceled/failed',
+       'canceled by marked_uncollectible (above)');
+    ok(!defined $r->zscore('lg:{ws:org_wh3}:lines', $ID3),
+       'out of the index of live requests');
+    my $before = stream_len();
+    my $from = length $s->error_log;
+
+    my $ev = event('invoice.paid', {id => 'in_wh3', object => 'invoice',
+                                    status => 'paid'});
+    my $body = answer_is(deliver($ev), 200, 'invoice.paid');
+    is_deeply($body, {received => \1}, 'acknowledged');
+    is(status_of('org_wh3', $ID3), 'provisioning/paid', 'promoted');
+    ok(defined $r->zscore('lg:{ws:org_wh3}:lines', $ID3),
+       'back in the index of live requests');
+    ok(eventually(sub { stream_len() == $before + 1 }, 5),
+       'one entry on the provisioning stream');
+    my $said = 'invoice "in_wh3" paid after it was marked uncollectible: '
+        . qq{line request "$ID3" of workspace "org_wh3" canceled for it, }
+        . 'promoted';
+    like(substr($s->error_log, $from), qr/\Q$said\E/,
+         'logged for the operator');
+
+    $body = answer_is(deliver($ev), 200, 'redelivered');
+    ok($body->{duplicate}, 'a duplicate');
+    is(stream_len(), $before + 1, 'not appended twice');
 };
 
 subtest 'signature refusals change nothing' => sub {

@@ -20,11 +20,14 @@
 --
 -- Returns  {0}                     event seen before: nothing done
 --          {1}                     no line request for this invoice
---          {3, status, changed, channelType, lineType}
+--          {3, status, changed, channelType, lineType, reopened}
 --                                  settled (changed 1) or left alone (0);
 --                                  'provisioning' with changed 1 is the
 --                                  report of a set-up entry (appended
---                                  here in mode 'w', by nginx in 'c')
+--                                  here in mode 'w', by nginx in 'c');
+--                                  reopened 1: the request had been
+--                                  canceled (its invoice uncollectible)
+--                                  and is promoted (lr_settle)
 --
 -- The event id is remembered once the event is applied (settled or left
 -- alone), never before: an event that changed nothing stays deliverable.
@@ -55,7 +58,7 @@ then
 end
 
 local stream = ARGV[8] == 'w' and KEYS[5] or nil
-local status, changed, channel, line_type =
+local status, changed, channel, line_type, reopened =
     lg_lr_settle(stream, KEYS[2], KEYS[3], KEYS[4], ws, id, ARGV[2],
                  ARGV[3], ARGV[4])
 if not status then
@@ -64,4 +67,5 @@ end
 
 redis.call('SET', ekey, ARGV[3], 'EX', tonumber(ARGV[5]))
 
-return {3, status, changed and 1 or 0, channel or '', line_type or ''}
+return {3, status, changed and 1 or 0, channel or '', line_type or '',
+        reopened and 1 or 0}

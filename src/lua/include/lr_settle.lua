@@ -1,7 +1,8 @@
 -- Settle a line request that awaits payment, atomically with the outbox.
 --
 -- lg_lr_settle(stream, lkey, lines, pending, ws, id, outcome, now_ms,
---              now_iso) -> status, changed, channelType, lineType
+--              now_iso) -> status, changed, channelType, lineType,
+--              reopened
 --   stream: lg:provisioning's key, or nil on a Redis Cluster (the stream
 --   is another slot: nginx appends the entry after the step, from the
 --   journal lg:{fleet}:lr:setup, docs/data-model.md); lkey, lines,
@@ -13,11 +14,18 @@
 --                   (one Redis; on a cluster, status 'provisioning' with
 --                   changed is the caller's report that nginx must);
 --   outcome 'void': awaiting_payment -> canceled (paymentStatus failed).
+--   outcome 'paid' of a canceled request: promoted all the same, back
+--                   into the index (reopened, the fifth value). Only
+--                   this function cancels, on a void or an uncollectible
+--                   invoice; Stripe never lets a voided one be paid, but
+--                   an uncollectible one stays payable, and a customer
+--                   who pays it later must get the line paid for.
 -- Either way the workspace's pending marker is cleared if it names this
 -- request, and a canceled request leaves the workspace's index of live
 -- requests (lg:{ws:W}:lines), so that no step walks a workspace's
 -- history. Any other current status is left alone (changed = false), so a
--- webhook racing a poll or a cancel cannot apply twice.
+-- webhook racing a poll or a cancel cannot apply twice. The callers
+-- settle only the invoice the request names (its invoiceId).
 -- Returns nil when the request does not exist.
 
 -- lg_lr_provision(stream, ws, id, channelType, lineType, now_iso): the
@@ -38,11 +46,13 @@ end
 local function lg_lr_settle(stream, lkey, lines, pending, ws, id, outcome,
                             now_ms, now_iso)
     local cur = redis.call('HMGET', lkey, 'provisioningStatus',
-                           'channelType', 'lineType')
+                           'channelType', 'lineType', 'reservedAt')
     if not cur[1] then
         return nil, false
     end
-    if cur[1] ~= 'awaiting_payment' then
+
+    local reopened = cur[1] == 'canceled' and outcome == 'paid'
+    if cur[1] ~= 'awaiting_payment' and not reopened then
         return cur[1], false, cur[2], cur[3]
     end
 
@@ -51,6 +61,11 @@ local function lg_lr_settle(stream, lkey, lines, pending, ws, id, outcome,
         status = 'provisioning'
         redis.call('HSET', lkey, 'provisioningStatus', status,
                    'paymentStatus', 'paid', 'updatedAt', now_iso)
+        if reopened then
+            -- the index's score is the request's creation, as lr_create
+            -- wrote it (an add-on's reservedAt)
+            redis.call('ZADD', lines, cur[4] or now_ms, id)
+        end
         lg_lr_provision(stream, ws, id, cur[2] or '', cur[3] or '',
                         now_iso)
     else
@@ -64,5 +79,5 @@ local function lg_lr_settle(stream, lkey, lines, pending, ws, id, outcome,
         redis.call('DEL', pending)
     end
 
-    return status, true, cur[2] or '', cur[3] or ''
+    return status, true, cur[2] or '', cur[3] or '', reopened
 end
