@@ -646,6 +646,14 @@ ngx_http_linegate_webhook_done(ngx_http_request_t *r, redisReply *reply)
         ngx_http_linegate_webhook_ack(r, "stale");
         return;
 
+    case 4:
+        /* not remembered: applied or found stale when delivered again */
+        ngx_http_linegate_error(r, NGX_HTTP_CONFLICT, "REISSUE_PENDING",
+                                "The request's invoice is being reissued: "
+                                "the event is applied when Stripe delivers "
+                                "it again");
+        return;
+
     default:
         ngx_http_linegate_webhook_ack(r, NULL);
         return;

@@ -20,6 +20,10 @@
 --
 -- Returns  {0}                     event seen before: nothing done
 --          {1}                     no line request for this invoice
+--          {4}                     a void while payment_link reissues
+--                                  the request's invoice: nothing done,
+--                                  refused so that Stripe delivers it
+--                                  again once the claim is over
 --          {3, status, changed, channelType, lineType, reopened}
 --                                  settled (changed 1) or left alone (0);
 --                                  'provisioning' with changed 1 is the
@@ -49,12 +53,16 @@ end
 
 -- while payment_link reissues (its claim held), the void of the old
 -- invoice is its own (an uncollectible one is voided before the new one
--- is issued): not a cancel. nginx also mutes the old invoice's index
+-- is issued): not a cancel now. nginx also mutes the old invoice's index
 -- meanwhile; this holds should a late write of the index bring it back.
+-- Refused, not acknowledged: Stripe delivers it again, and once the
+-- claim is over it is stale (a new invoice stored) or applies (the
+-- reissue gave up after the void: the request must not wait on a voided
+-- invoice for a poll to find it)
 if ARGV[2] == 'void' and cur[2]
    and tonumber(ARGV[3]) - tonumber(cur[2]) < tonumber(ARGV[9])
 then
-    return {1}
+    return {4}
 end
 
 local stream = ARGV[8] == 'w' and KEYS[5] or nil
