@@ -63,8 +63,7 @@ static void ngx_http_linegate_webhook_owner(ngx_http_request_t *r,
 static void ngx_http_linegate_webhook_invoice(ngx_http_request_t *r,
     ngx_str_t *event_id, json_t *object, const char *outcome);
 static void ngx_http_linegate_webhook_subscription(ngx_http_request_t *r,
-    ngx_str_t *event_id, json_t *event, json_t *object,
-    ngx_uint_t deleted);
+    ngx_str_t *event_id, json_t *event, json_t *object, u_char kind);
 static ngx_str_t *ngx_http_linegate_webhook_plan(ngx_http_request_t *r,
     json_t *object);
 static void ngx_http_linegate_webhook_settle(ngx_http_request_t *r,
@@ -143,7 +142,7 @@ ngx_http_linegate_webhook_handler(ngx_http_request_t *r,
                 && ngx_strncmp(type.data + 22, "deleted", 7) == 0))
         {
             ngx_http_linegate_webhook_subscription(r, &event_id, ctx->body,
-                object, type.data[22] == 'd');
+                object, type.data[22]);
             return;
         }
     }
@@ -478,12 +477,12 @@ ngx_http_linegate_webhook_relay(ngx_http_request_t *r,
 
 static void
 ngx_http_linegate_webhook_subscription(ngx_http_request_t *r,
-    ngx_str_t *event_id, json_t *event, json_t *object, ngx_uint_t deleted)
+    ngx_str_t *event_id, json_t *event, json_t *object, u_char kind)
 {
     u_char                          *iso;
     int64_t                          now;
     json_t                          *meta, *created;
-    ngx_str_t                        ws, status, *plan, ekey, wkey;
+    ngx_str_t                        ws, status, *plan, ekey, wkey, sub;
     ngx_http_linegate_redis_args_t  *a;
 
     meta = json_object_get(object, "metadata");
@@ -496,14 +495,16 @@ ngx_http_linegate_webhook_subscription(ngx_http_request_t *r,
 
     if (ws.len == 0 || ws.len > 64
         || ngx_http_linegate_json_str(object, "status", &status) != NGX_OK
-        || status.len == 0 || status.len > 32)
+        || status.len == 0 || status.len > 32
+        || ngx_http_linegate_json_str(object, "id", &sub) != NGX_OK
+        || sub.len == 0 || sub.len > 255)
     {
         ngx_http_linegate_field_error(r, NULL,
                                       "Malformed Stripe subscription");
         return;
     }
 
-    if (deleted) {
+    if (kind == 'd') {
         ngx_str_set(&status, "canceled");
     }
 
@@ -538,6 +539,11 @@ ngx_http_linegate_webhook_subscription(ngx_http_request_t *r,
                                     : now / 1000);
     ngx_http_linegate_redis_arg(a, iso, NGX_HTTP_LINEGATE_ISO_LEN);
     ngx_http_linegate_redis_arg_int(r, a, NGX_HTTP_LINEGATE_EVENT_MEMORY);
+    ngx_http_linegate_redis_arg_str(a, &sub);
+
+    /* a subscription's events of one second: created, updated, deleted */
+    ngx_http_linegate_redis_arg_cstr(a, kind == 'c' ? "0"
+                                        : kind == 'u' ? "1" : "2");
 
     if (ngx_http_linegate_redis_script(r,
                                        NGX_HTTP_LINEGATE_SCRIPT_WH_SUBSCRIPTION,

@@ -297,6 +297,90 @@ subtest 'subscription events set status and plan' => sub {
 
 };
 
+# Stripe does not promise order, and `created` has a second's resolution:
+# Checkout's created ("incomplete") and updated ("active") often share one
+subtest 'one second, two events of a subscription, in reverse' => sub {
+    $r->hset('lg:{ws:org_sec}', plan => 'mini');
+    my $t = time - 50;
+    my $sub = {id => 'sub_sec', object => 'subscription',
+               metadata => {workspace_id => 'org_sec'},
+               items => {data => [{price => {id => 'price_plan_growth'}}]}};
+    answer_is(deliver(event('customer.subscription.updated',
+                            {%$sub, status => 'active'}, created => $t)),
+              200, 'updated (active) first');
+    my $body = answer_is(deliver(event('customer.subscription.created',
+                                       {%$sub, status => 'incomplete'},
+                                       created => $t)),
+                         200, 'then created (incomplete), the same second');
+    ok($body->{stale}, 'stale: created is a subscription\'s first event');
+    is($r->hget('lg:{ws:org_sec}', 'subscriptionStatus'), 'active',
+       'still active');
+
+    # deleted is a subscription's last event: it wins its second
+    answer_is(deliver(event('customer.subscription.deleted',
+                            {%$sub, status => 'canceled'},
+                            created => $t + 5)), 200, 'deleted');
+    $body = answer_is(deliver(event('customer.subscription.updated',
+                                    {%$sub, status => 'active'},
+                                    created => $t + 5)),
+                      200, 'an update of the same second after it');
+    ok($body->{stale}, 'stale');
+    is($r->hget('lg:{ws:org_sec}', 'subscriptionStatus'), 'canceled',
+       'still canceled');
+};
+
+# a plan changed by a new subscription, the old one deleted afterwards:
+# the old one's end is not the workspace's, in either order
+subtest 'a new subscription, the old one deleted' => sub {
+    $r->hset('lg:{ws:org_two}', plan => 'mini');
+    my $t = time - 50;
+    my %base = (object => 'subscription',
+                metadata => {workspace_id => 'org_two'});
+    my $s1 = {%base, id => 'sub_old', status => 'active',
+              items => {data => [{price => {id => 'price_plan_starter'}}]}};
+    my $s2 = {%base, id => 'sub_new', status => 'active',
+              items => {data => [{price => {id => 'price_plan_growth'}}]}};
+    answer_is(deliver(event('customer.subscription.created', $s1,
+                            created => $t)), 200, 'the first subscription');
+    answer_is(deliver(event('customer.subscription.created', $s2,
+                            created => $t + 10)), 200, 'a new one');
+    is_deeply([$r->hmget('lg:{ws:org_two}', 'plan', 'subscriptionStatus')],
+              ['growth', 'active'], 'on the new one');
+    my $body = answer_is(deliver(event('customer.subscription.deleted',
+                                       {%$s1, status => 'canceled'},
+                                       created => $t + 11)),
+                         200, 'the old one deleted after');
+    ok($body->{stale}, 'not the workspace\'s subscription: stale');
+    is_deeply([$r->hmget('lg:{ws:org_two}', 'plan', 'subscriptionStatus')],
+              ['growth', 'active'], 'still active on the new one');
+
+    # the other order: the old one's deletion first, then the new one's
+    # creation (an older event, of another subscription)
+    $r->hset('lg:{ws:org_three}', plan => 'mini');
+    $_->{metadata} = {workspace_id => 'org_three'} for $s1, $s2;
+    answer_is(deliver(event('customer.subscription.created', $s1,
+                            created => $t)), 200, 'the first subscription');
+    answer_is(deliver(event('customer.subscription.deleted',
+                            {%$s1, status => 'canceled'},
+                            created => $t + 11)), 200, 'deleted');
+    is($r->hget('lg:{ws:org_three}', 'subscriptionStatus'), 'canceled',
+       'canceled meanwhile');
+    $body = answer_is(deliver(event('customer.subscription.created', $s2,
+                                    created => $t + 10)),
+                      200, 'the new one\'s creation, older, after');
+    ok(!$body->{stale}, 'applied: it follows a subscription that ended');
+    is_deeply([$r->hmget('lg:{ws:org_three}', 'plan',
+                         'subscriptionStatus')],
+              ['growth', 'active'], 'active on the new one');
+
+    # an older event of another live subscription is still stale
+    $body = answer_is(deliver(event('customer.subscription.updated',
+                                    {%$s1, status => 'active'},
+                                    created => $t + 1)),
+                      200, 'an old update of the old one');
+    ok($body->{stale}, 'stale');
+};
+
 subtest 'a subscription event before its workspace: applied on retry' => sub {
     my $sub = {id => 'sub_early', object => 'subscription',
                status => 'active',

@@ -8,6 +8,10 @@
 -- ARGV[3]  the event's creation time (Unix s): older events lose
 -- ARGV[4]  now, ISO 8601
 -- ARGV[5]  seconds to remember event ids
+-- ARGV[6]  the subscription's id
+-- ARGV[7]  the event's place in one subscription's life: 0 created,
+--          1 updated, 2 deleted (events of one second are told apart by
+--          it: created is a subscription's first, deleted its last)
 --
 -- Returns  {0} duplicate, {1} unknown workspace, {2} stale event,
 --          {3} applied
@@ -27,15 +31,43 @@ if redis.call('EXISTS', wkey) == 0 then
     return {1}
 end
 
--- Stripe does not promise order: an older event must not undo a newer one
-local last = tonumber(redis.call('HGET', wkey, 'subscriptionEventAt') or '0')
-if tonumber(ARGV[3]) < last then
+local cur = redis.call('HMGET', wkey, 'subscriptionEventAt',
+                       'subscriptionEventRank', 'subscriptionId',
+                       'subscriptionStatus')
+local last, last_rank = tonumber(cur[1] or '0'), tonumber(cur[2] or '0')
+local at, rank = tonumber(ARGV[3]), tonumber(ARGV[7])
+
+local ended = {canceled = true, incomplete_expired = true}
+
+local stale
+if cur[3] and cur[3] ~= '' and cur[3] ~= ARGV[6] then
+    -- another subscription than the workspace's: its end does not end
+    -- the workspace's (a plan changed by a new subscription, the old one
+    -- deleted after); a live one follows the workspace's that ended, or
+    -- replaces a live one it is not older than
+    if ended[ARGV[1]] then
+        stale = true
+    elseif ended[cur[4] or ''] then
+        stale = false
+    else
+        stale = at < last
+    end
+else
+    -- Stripe does not promise order: an older event must not undo a
+    -- newer one; within one second (created's resolution) the later
+    -- step of the subscription's life wins (Checkout's created
+    -- "incomplete" and updated "active" often share a second)
+    stale = at < last or (at == last and rank < last_rank)
+end
+
+if stale then
     redis.call('SET', ekey, ARGV[4], 'EX', tonumber(ARGV[5]))
     return {2}
 end
 
 redis.call('HSET', wkey, 'subscriptionStatus', ARGV[1],
-           'subscriptionEventAt', ARGV[3], 'updatedAt', ARGV[4])
+           'subscriptionEventAt', ARGV[3], 'subscriptionEventRank', ARGV[7],
+           'subscriptionId', ARGV[6], 'updatedAt', ARGV[4])
 if ARGV[2] ~= '' then
     redis.call('HSET', wkey, 'plan', ARGV[2])
 end
