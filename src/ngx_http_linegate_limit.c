@@ -147,7 +147,10 @@ static void ngx_http_linegate_limit_local(ngx_http_request_t *r,
     ngx_http_linegate_limit_ctx_t *ctx);
 static ngx_http_linegate_limit_node_t *ngx_http_linegate_limit_node(
     ngx_http_linegate_limit_shm_t *shm, ngx_rbtree_key_t key,
-    uint64_t now);
+    uint64_t now, ngx_http_linegate_limit_node_t **held, ngx_uint_t nheld);
+static ngx_uint_t ngx_http_linegate_limit_evict(
+    ngx_http_linegate_limit_shm_t *shm, uint64_t before,
+    ngx_http_linegate_limit_node_t **held, ngx_uint_t nheld);
 static ngx_http_linegate_limit_ctx_t *ngx_http_linegate_limit_get_ctx(
     ngx_http_request_t *r);
 static void ngx_http_linegate_limit_cleanup(void *data);
@@ -1001,7 +1004,8 @@ ngx_http_linegate_limit_local(ngx_http_request_t *r,
         ngx_md5_final(digest, &md5);
         ngx_memcpy(&key, digest, sizeof(ngx_rbtree_key_t));
 
-        node[i] = ngx_http_linegate_limit_node(shm, key, now);
+        /* the nodes of the earlier zones are held: never evicted here */
+        node[i] = ngx_http_linegate_limit_node(shm, key, now, node, i);
 
         T = res->zone->interval * share;
         tau = (res->zone->burst / share) * T;
@@ -1051,13 +1055,18 @@ ngx_http_linegate_limit_local(ngx_http_request_t *r,
 }
 
 
-/* the node of a key, created if need be; the LRU evicts old ones */
+/*
+ * The node of a key, created if need be; the LRU evicts old ones, but
+ * never one in held[] (the nodes this request looked up for its other
+ * zones: freed, their memory could come back as this node, and the
+ * request would then charge one zone's state into another's).
+ */
 static ngx_http_linegate_limit_node_t *
 ngx_http_linegate_limit_node(ngx_http_linegate_limit_shm_t *shm,
-    ngx_rbtree_key_t key, uint64_t now)
+    ngx_rbtree_key_t key, uint64_t now, ngx_http_linegate_limit_node_t **held,
+    ngx_uint_t nheld)
 {
     ngx_uint_t                       i;
-    ngx_queue_t                     *q;
     ngx_rbtree_node_t               *n, *sentinel;
     ngx_http_linegate_limit_node_t  *ln;
 
@@ -1082,30 +1091,19 @@ ngx_http_linegate_limit_node(ngx_http_linegate_limit_shm_t *shm,
     }
 
     /* up to two states back to full (their TAT passed) go first */
-    for (i = 0; i < 2 && !ngx_queue_empty(&shm->sh->queue); i++) {
-        q = ngx_queue_last(&shm->sh->queue);
-        ln = ngx_queue_data(q, ngx_http_linegate_limit_node_t, queue);
-
-        if (ln->tat > now) {
+    for (i = 0; i < 2; i++) {
+        if (!ngx_http_linegate_limit_evict(shm, now, held, nheld)) {
             break;
         }
-
-        ngx_queue_remove(q);
-        ngx_rbtree_delete(&shm->sh->rbtree, &ln->node);
-        ngx_slab_free_locked(shm->shpool, ln);
     }
 
     ln = ngx_slab_alloc_locked(shm->shpool,
                                sizeof(ngx_http_linegate_limit_node_t));
 
-    if (ln == NULL && !ngx_queue_empty(&shm->sh->queue)) {
-        /* full: the least recently used state goes */
-        q = ngx_queue_last(&shm->sh->queue);
-        ln = ngx_queue_data(q, ngx_http_linegate_limit_node_t, queue);
-        ngx_queue_remove(q);
-        ngx_rbtree_delete(&shm->sh->rbtree, &ln->node);
-        ngx_slab_free_locked(shm->shpool, ln);
-
+    if (ln == NULL
+        && ngx_http_linegate_limit_evict(shm, (uint64_t) -1, held, nheld))
+    {
+        /* full: the least recently used state went */
         ln = ngx_slab_alloc_locked(shm->shpool,
                                    sizeof(ngx_http_linegate_limit_node_t));
     }
@@ -1121,6 +1119,45 @@ ngx_http_linegate_limit_node(ngx_http_linegate_limit_shm_t *shm,
     ngx_queue_insert_head(&shm->sh->queue, &ln->queue);
 
     return ln;
+}
+
+
+/*
+ * Frees the least recently used node if its TAT is at most before (back
+ * to full) and it is not held. The held nodes were moved to the head of
+ * the LRU, one after the other, under the lock: a held node at the tail
+ * means every node is held. 1: one freed.
+ */
+static ngx_uint_t
+ngx_http_linegate_limit_evict(ngx_http_linegate_limit_shm_t *shm,
+    uint64_t before, ngx_http_linegate_limit_node_t **held, ngx_uint_t nheld)
+{
+    ngx_uint_t                       i;
+    ngx_queue_t                     *q;
+    ngx_http_linegate_limit_node_t  *ln;
+
+    if (ngx_queue_empty(&shm->sh->queue)) {
+        return 0;
+    }
+
+    q = ngx_queue_last(&shm->sh->queue);
+    ln = ngx_queue_data(q, ngx_http_linegate_limit_node_t, queue);
+
+    if (ln->tat > before) {
+        return 0;
+    }
+
+    for (i = 0; i < nheld; i++) {
+        if (held[i] == ln) {
+            return 0;
+        }
+    }
+
+    ngx_queue_remove(q);
+    ngx_rbtree_delete(&shm->sh->rbtree, &ln->node);
+    ngx_slab_free_locked(shm->shpool, ln);
+
+    return 1;
 }
 
 

@@ -1,0 +1,63 @@
+# linegate_limit_on_error local, the states in shared memory, on one
+# worker (one process decides every request): several zones of one
+# request each keep their own state (looking up one zone's node never
+# evicts another's of the same request).
+use strict;
+use warnings;
+use lib 't/lib';
+
+use Test::More;
+use Time::HiRes qw(sleep);
+use LG::Stack;
+use LG::Test ();
+
+my $dir = LG::Test::public_dir('file.txt' => "ok\n");
+
+my $http = <<"CONF";
+    linegate_limit_zone day key=\$arg_k rate=1r/h burst=0;
+    linegate_limit_zone fast key=\$arg_k rate=1000r/s burst=0;
+    linegate_limit_zone q key=\$arg_k rate=1r/h burst=1;
+CONF
+
+my $server = <<"CONF";
+        root $dir;
+        add_header X-Limit \$linegate_limit_status always;
+        location /strict-first/ {
+            linegate_limit zone=day;
+            linegate_limit zone=fast;
+            linegate_limit_on_error local;
+            try_files /file.txt =404;
+        }
+        location /q/ {
+            linegate_limit zone=q;
+            linegate_limit_on_error local;
+            try_files /file.txt =404;
+        }
+CONF
+
+my $s = LG::Stack->new(stub => 0, WORKERS => 1, HTTP_EXTRA => $http,
+                       SERVER_EXTRA => $server)->start;
+my $ua = $s->ua;
+
+sub get {
+    my $res = $ua->get($s->url($_[0]))->res;
+    return $res->code . ' ' . ($res->headers->header('X-Limit') // '');
+}
+
+is(get("/q/?k=up$$"), '200 PASSED', 'Redis decides while it is up');
+
+$s->stop_redis;
+
+# first: the zones' nodes are then the only ones, at the LRU's tail
+subtest 'two zones: the first listed is enforced too' => sub {
+    my @st;
+    for (1 .. 6) {
+        push @st, get("/strict-first/?k=s$$");
+        sleep 0.05;
+    }
+    is_deeply(\@st, ['200 LOCAL_PASSED', ('429 LOCAL_REJECTED') x 5],
+              'zone day (1r/h, burst 0): one, then rejections')
+        or diag("@st");
+};
+
+done_testing;
