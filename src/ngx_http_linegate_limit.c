@@ -1015,17 +1015,22 @@ ngx_http_linegate_limit_local(ngx_http_request_t *r,
 
         res->known = 1;
 
-        if (new_tat[i] - tau - T > now) {
+        /*
+         * Unsigned: compared as tat > now + tau, never as tat - tau > now
+         * (tau may exceed the Unix time in microseconds: a big burst of
+         * a daily rate, and the difference would wrap)
+         */
+        if (tat > now + tau) {
             res->allowed = 0;
             res->remaining = 0;
             res->reset_ms = (tat - now + 999) / 1000;
-            res->retry_ms = (new_tat[i] - tau - T - now + 999) / 1000;
+            res->retry_ms = (tat - tau - now + 999) / 1000;
             retry = ngx_max(retry, res->retry_ms);
             rejected = 1;
 
         } else {
             res->allowed = 1;
-            res->remaining = (now - (new_tat[i] - tau - T)) / T;
+            res->remaining = (now + tau - tat) / T;
             res->reset_ms = (new_tat[i] - now + 999) / 1000;
             res->retry_ms = 0;
         }

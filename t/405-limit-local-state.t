@@ -1,7 +1,8 @@
 # linegate_limit_on_error local, the states in shared memory, on one
 # worker (one process decides every request): several zones of one
 # request each keep their own state (looking up one zone's node never
-# evicts another's of the same request).
+# evicts another's of the same request); a tolerance larger than the Unix
+# time in microseconds admits.
 use strict;
 use warnings;
 use lib 't/lib';
@@ -17,6 +18,7 @@ my $http = <<"CONF";
     linegate_limit_zone day key=\$arg_k rate=1r/h burst=0;
     linegate_limit_zone fast key=\$arg_k rate=1000r/s burst=0;
     linegate_limit_zone q key=\$arg_k rate=1r/h burst=1;
+    linegate_limit_zone huge key=\$arg_k rate=1r/d burst=30000;
 CONF
 
 my $server = <<"CONF";
@@ -30,6 +32,11 @@ my $server = <<"CONF";
         }
         location /q/ {
             linegate_limit zone=q;
+            linegate_limit_on_error local;
+            try_files /file.txt =404;
+        }
+        location /huge/ {
+            linegate_limit zone=huge;
             linegate_limit_on_error local;
             try_files /file.txt =404;
         }
@@ -58,6 +65,12 @@ subtest 'two zones: the first listed is enforced too' => sub {
     is_deeply(\@st, ['200 LOCAL_PASSED', ('429 LOCAL_REJECTED') x 5],
               'zone day (1r/h, burst 0): one, then rejections')
         or diag("@st");
+};
+
+subtest 'a tolerance beyond the Unix time in microseconds' => sub {
+    # burst 30000 at 1r/d: tau is some 82 years
+    my @st = map { get("/huge/?k=h$$") } 1 .. 3;
+    is_deeply(\@st, [('200 LOCAL_PASSED') x 3], 'admitted') or diag("@st");
 };
 
 done_testing;
