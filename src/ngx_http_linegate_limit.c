@@ -55,18 +55,29 @@ typedef struct {
 } ngx_http_linegate_limit_loc_conf_t;
 
 
-/* the local fallback: GCRA states in this node's shared memory */
+/*
+ * The local fallback: GCRA states in this node's shared memory, keyed by
+ * 64 bits of MD5. As in limit_req, a state begins at the color of its
+ * ngx_rbtree_node_t: written fits in the node's padding, 64 bytes a key.
+ */
 typedef struct {
-    ngx_rbtree_node_t               node;       /* key: 64 bits of MD5 */
+    u_char                          color;
+    u_char                          dummy;
+    uint32_t                        written;    /* last charged, seconds */
     ngx_queue_t                     queue;
     uint64_t                        tat;        /* microseconds */
 } ngx_http_linegate_limit_node_t;
+
+#define NGX_HTTP_LINEGATE_LIMIT_NODE_SIZE                                    \
+    (offsetof(ngx_rbtree_node_t, color)                                      \
+     + sizeof(ngx_http_linegate_limit_node_t))
 
 
 typedef struct {
     ngx_rbtree_t                    rbtree;
     ngx_rbtree_node_t               sentinel;
     ngx_queue_t                     queue;      /* LRU */
+    time_t                          redis_ok;   /* last Redis decision */
 } ngx_http_linegate_limit_shctx_t;
 
 
@@ -145,6 +156,7 @@ static void ngx_http_linegate_limit_fallback(ngx_http_request_t *r,
     ngx_http_linegate_limit_ctx_t *ctx);
 static void ngx_http_linegate_limit_local(ngx_http_request_t *r,
     ngx_http_linegate_limit_ctx_t *ctx);
+static void ngx_http_linegate_limit_answered(ngx_http_request_t *r);
 static ngx_http_linegate_limit_node_t *ngx_http_linegate_limit_node(
     ngx_http_linegate_limit_shm_t *shm, ngx_rbtree_key_t key,
     uint64_t now, ngx_http_linegate_limit_node_t **held, ngx_uint_t nheld);
@@ -600,6 +612,7 @@ ngx_http_linegate_limit_reply(ngx_http_request_t *r, redisReply *reply)
         res->retry_ms = v[3];
     }
 
+    ngx_http_linegate_limit_answered(r);
     ngx_http_linegate_limit_decide(r, ctx);
     goto resume;
 
@@ -955,6 +968,43 @@ ngx_http_linegate_limit_fallback(ngx_http_request_t *r,
 
 
 /*
+ * Redis decided: the local states charged before now belong to an earlier
+ * outage (Redis has the fleet's state since), and the next outage starts
+ * without them. To the second, so the store and its lock come once a
+ * second at most, not with every request.
+ */
+static void
+ngx_http_linegate_limit_answered(ngx_http_request_t *r)
+{
+    time_t                                now;
+    ngx_http_linegate_limit_shm_t        *shm;
+    ngx_http_linegate_limit_main_conf_t  *lmcf;
+
+    lmcf = ngx_http_get_module_main_conf(r, ngx_http_linegate_limit_module);
+
+    if (lmcf->shm_zone == NULL) {
+        /* no location falls back to local */
+        return;
+    }
+
+    shm = lmcf->shm_zone->data;
+    now = ngx_time();
+
+    if (shm->sh->redis_ok >= now) {
+        return;
+    }
+
+    ngx_shmtx_lock(&shm->shpool->mutex);
+
+    if (shm->sh->redis_ok < now) {
+        shm->sh->redis_ok = now;
+    }
+
+    ngx_shmtx_unlock(&shm->shpool->mutex);
+}
+
+
+/*
  * The local fallback: each zone at rate/share with burst/share, a GCRA
  * per (zone, key) in this node's shared memory, all zones checked before
  * any is charged.
@@ -1040,6 +1090,7 @@ ngx_http_linegate_limit_local(ngx_http_request_t *r,
         for (i = 0; i < ctx->n; i++) {
             if (node[i] != NULL && ctx->res[i].allowed) {
                 node[i]->tat = new_tat[i];
+                node[i]->written = (uint32_t) tp->sec;
             }
         }
     }
@@ -1064,7 +1115,9 @@ ngx_http_linegate_limit_local(ngx_http_request_t *r,
  * The node of a key, created if need be; the LRU evicts old ones, but
  * never one in held[] (the nodes this request looked up for its other
  * zones: freed, their memory could come back as this node, and the
- * request would then charge one zone's state into another's).
+ * request would then charge one zone's state into another's). A node
+ * last charged before Redis last decided is from an earlier outage: it
+ * starts again empty, as a new one.
  */
 static ngx_http_linegate_limit_node_t *
 ngx_http_linegate_limit_node(ngx_http_linegate_limit_shm_t *shm,
@@ -1089,7 +1142,12 @@ ngx_http_linegate_limit_node(ngx_http_linegate_limit_shm_t *shm,
             continue;
         }
 
-        ln = (ngx_http_linegate_limit_node_t *) n;
+        ln = (ngx_http_linegate_limit_node_t *) &n->color;
+
+        if ((time_t) ln->written < shm->sh->redis_ok) {
+            ln->tat = now;
+        }
+
         ngx_queue_remove(&ln->queue);
         ngx_queue_insert_head(&shm->sh->queue, &ln->queue);
         return ln;
@@ -1102,25 +1160,26 @@ ngx_http_linegate_limit_node(ngx_http_linegate_limit_shm_t *shm,
         }
     }
 
-    ln = ngx_slab_alloc_locked(shm->shpool,
-                               sizeof(ngx_http_linegate_limit_node_t));
+    n = ngx_slab_alloc_locked(shm->shpool,
+                              NGX_HTTP_LINEGATE_LIMIT_NODE_SIZE);
 
-    if (ln == NULL
+    if (n == NULL
         && ngx_http_linegate_limit_evict(shm, (uint64_t) -1, held, nheld))
     {
         /* full: the least recently used state went */
-        ln = ngx_slab_alloc_locked(shm->shpool,
-                                   sizeof(ngx_http_linegate_limit_node_t));
+        n = ngx_slab_alloc_locked(shm->shpool,
+                                  NGX_HTTP_LINEGATE_LIMIT_NODE_SIZE);
     }
 
-    if (ln == NULL) {
+    if (n == NULL) {
         return NULL;
     }
 
-    ngx_memzero(ln, sizeof(ngx_http_linegate_limit_node_t));
-    ln->node.key = key;
+    ngx_memzero(n, NGX_HTTP_LINEGATE_LIMIT_NODE_SIZE);
+    n->key = key;
+    ln = (ngx_http_linegate_limit_node_t *) &n->color;
     ln->tat = now;
-    ngx_rbtree_insert(&shm->sh->rbtree, &ln->node);
+    ngx_rbtree_insert(&shm->sh->rbtree, n);
     ngx_queue_insert_head(&shm->sh->queue, &ln->queue);
 
     return ln;
@@ -1139,6 +1198,7 @@ ngx_http_linegate_limit_evict(ngx_http_linegate_limit_shm_t *shm,
 {
     ngx_uint_t                       i;
     ngx_queue_t                     *q;
+    ngx_rbtree_node_t               *n;
     ngx_http_linegate_limit_node_t  *ln;
 
     if (ngx_queue_empty(&shm->sh->queue)) {
@@ -1158,9 +1218,12 @@ ngx_http_linegate_limit_evict(ngx_http_linegate_limit_shm_t *shm,
         }
     }
 
+    n = (ngx_rbtree_node_t *)
+            ((u_char *) ln - offsetof(ngx_rbtree_node_t, color));
+
     ngx_queue_remove(q);
-    ngx_rbtree_delete(&shm->sh->rbtree, &ln->node);
-    ngx_slab_free_locked(shm->shpool, ln);
+    ngx_rbtree_delete(&shm->sh->rbtree, n);
+    ngx_slab_free_locked(shm->shpool, n);
 
     return 1;
 }
@@ -1537,6 +1600,7 @@ ngx_http_linegate_limit_init_shm(ngx_shm_zone_t *shm_zone, void *data)
     ngx_rbtree_init(&shm->sh->rbtree, &shm->sh->sentinel,
                     ngx_rbtree_insert_value);
     ngx_queue_init(&shm->sh->queue);
+    shm->sh->redis_ok = 0;
 
     shm->shpool->log_nomem = 0;
 

@@ -1,8 +1,9 @@
 # linegate_limit_on_error local, the states in shared memory, on one
 # worker (one process decides every request): several zones of one
 # request each keep their own state (looking up one zone's node never
-# evicts another's of the same request); a tolerance larger than the Unix
-# time in microseconds admits.
+# evicts another's of the same request); a key's state starts empty at
+# each outage, not where the previous outage left it; a tolerance larger
+# than the Unix time in microseconds admits.
 use strict;
 use warnings;
 use lib 't/lib';
@@ -71,6 +72,27 @@ subtest 'a tolerance beyond the Unix time in microseconds' => sub {
     # burst 30000 at 1r/d: tau is some 82 years
     my @st = map { get("/huge/?k=h$$") } 1 .. 3;
     is_deeply(\@st, [('200 LOCAL_PASSED') x 3], 'admitted') or diag("@st");
+};
+
+subtest 'a key starts empty at each outage' => sub {
+    my @st = map { get("/q/?k=o$$") } 1 .. 3;
+    is_deeply(\@st, ['200 LOCAL_PASSED', '200 LOCAL_PASSED',
+                     '429 LOCAL_REJECTED'], 'outage 1: burst 1, then 429')
+        or diag("@st");
+
+    # outage 1's states and Redis's decision are timed to the second
+    sleep 1.1;
+    my $mark = length $s->error_log;
+    $s->start_redis;
+    ok($s->wait_redis_connected($mark, 10), 'Redis back, reconnected');
+    # a new redis-server: empty, as after a FLUSHALL
+    is(get("/q/?k=o$$"), '200 PASSED', 'Redis decides, from empty');
+
+    $s->stop_redis;
+    is(get("/q/?k=o$$"), '200 LOCAL_PASSED',
+       'outage 2: the key starts empty, not from outage 1');
+    is(get("/q/?k=o$$"), '200 LOCAL_PASSED', 'its burst');
+    is(get("/q/?k=o$$"), '429 LOCAL_REJECTED', 'then the limit');
 };
 
 done_testing;
