@@ -148,6 +148,8 @@ static void ngx_http_linegate_limit_reload_script(ngx_http_request_t *r,
     ngx_http_linegate_limit_ctx_t *ctx);
 static void ngx_http_linegate_limit_refund(ngx_http_request_t *r,
     ngx_http_linegate_limit_ctx_t *ctx);
+static void ngx_http_linegate_limit_uncharge(
+    ngx_http_linegate_limit_result_t *res, uint64_t interval);
 static ngx_http_linegate_limit_cached_t *ngx_http_linegate_limit_cached(
     ngx_str_t *rkey, ngx_uint_t create);
 static ngx_uint_t ngx_http_linegate_limit_cache_check(ngx_http_request_t *r,
@@ -760,6 +762,12 @@ ngx_http_linegate_limit_decide(ngx_http_request_t *r,
         return;
     }
 
+    /*
+     * In dry run too, though the request passes: Redis is then left as
+     * the limit would leave it, and the next decisions are the same
+     */
+    ngx_http_linegate_limit_refund(r, ctx);
+
     if (ctx->llcf->dry_run) {
         ctx->status = NGX_HTTP_LINEGATE_LIMIT_REJECTED_DRY_RUN;
         return;
@@ -768,8 +776,6 @@ ngx_http_linegate_limit_decide(ngx_http_request_t *r,
     ctx->status = NGX_HTTP_LINEGATE_LIMIT_REJECTED;
     ctx->rc = ctx->llcf->status;
     ctx->retry_after = (ngx_int_t) ((retry + 999) / 1000);
-
-    ngx_http_linegate_limit_refund(r, ctx);
 }
 
 
@@ -918,8 +924,25 @@ ngx_http_linegate_limit_refund(ngx_http_request_t *r,
         ngx_http_linegate_redis_arg_str(a, &res->zone->interval_arg);
         ngx_http_linegate_redis_arg_int(r, a, ctx->now);
 
-        (void) ngx_http_linegate_redis_command(r, a, NULL);
+        if (ngx_http_linegate_redis_command(r, a, NULL) == NGX_OK) {
+            ngx_http_linegate_limit_uncharge(res, res->zone->interval);
+        }
     }
+}
+
+
+/*
+ * A zone's numbers as they are when its admission is not charged (given
+ * back, or never written): the RateLimit header then tells the state the
+ * key is really left in. One more would pass, the key is back to full one
+ * interval (microseconds) sooner.
+ */
+static void
+ngx_http_linegate_limit_uncharge(ngx_http_linegate_limit_result_t *res,
+    uint64_t interval)
+{
+    res->remaining++;
+    res->reset_ms = ngx_max(res->reset_ms - (int64_t) (interval / 1000), 0);
 }
 
 
@@ -1086,13 +1109,23 @@ ngx_http_linegate_limit_local(ngx_http_request_t *r,
         }
     }
 
-    if (!rejected || ctx->llcf->dry_run) {
-        for (i = 0; i < ctx->n; i++) {
-            if (node[i] != NULL && ctx->res[i].allowed) {
-                node[i]->tat = new_tat[i];
-                node[i]->written = (uint32_t) tp->sec;
-            }
+    /*
+     * Charged only when every zone admits, in dry run too (as with Redis,
+     * whose refunds give back what a rejected request was charged)
+     */
+    for (i = 0; i < ctx->n; i++) {
+        if (!ctx->res[i].allowed) {
+            continue;
         }
+
+        if (rejected || node[i] == NULL) {
+            ngx_http_linegate_limit_uncharge(&ctx->res[i],
+                                    ctx->res[i].zone->interval * share);
+            continue;
+        }
+
+        node[i]->tat = new_tat[i];
+        node[i]->written = (uint32_t) tp->sec;
     }
 
     ngx_shmtx_unlock(&shm->shpool->mutex);
