@@ -113,6 +113,8 @@ typedef struct {
     ngx_msec_t                          refresh_last;  /* when sent */
     ngx_msec_t                          refresh_period;
     ngx_event_t                         refresh_timer;
+    time_t                              slot_logged;  /* a slot's master
+                                                         down, logged */
     /*
      * The masters of CLUSTER NODES (with linegate_api_key_cache's pushed
      * time: the subscribers'), asked with each CLUSTER SLOTS: masters_gen
@@ -990,10 +992,17 @@ ngx_http_linegate_redis_route(ngx_log_t *log, int argc, const char **argv,
     node = ngx_http_linegate_redis_slot_node(slot);
 
     if (node == NULL || node->state != NGX_HTTP_LINEGATE_REDIS_CONNECTED) {
-        if (log) {
+        /*
+         * Once a second at most: while a master is down, every request
+         * of its slots comes here (linegate_limit's fall back and log
+         * that once a second themselves)
+         */
+        if (log && ngx_time() != rd->slot_logged) {
+            rd->slot_logged = ngx_time();
             ngx_log_error(NGX_LOG_WARN, log, 0,
                           NGX_HTTP_LINEGATE_LOG "redis cluster: the master "
-                          "of slot %ui is not connected", slot);
+                          "of slot %ui is not connected (logged once a "
+                          "second)", slot);
         }
 
         /* its master may have changed: ask */
