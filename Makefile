@@ -104,8 +104,9 @@ run: $(MODULE)
 #             files) on a master, 2 replicas and 3 sentinels
 #   cluster   the cluster files, the Lines, Provisioning and webhook
 #             files and the linegate_limit files on 3 masters and 3
-#             replicas. t/401 is left out: it stops and pauses the one
-#             Redis (t/037 kills a master).
+#             replicas. t/401, t/405 and t/406 are left out: they stop
+#             (t/401 also pauses) the one Redis (t/037 and t/407 kill a
+#             master).
 export LG_REDIS
 TEST_FILES_single = t/
 TEST_FILES_sentinel = $(wildcard t/1[0-9][0-9]-lines-*.t \
@@ -114,7 +115,8 @@ TEST_FILES_cluster = t/037-redis-cluster.t t/038-redis-cluster-provision.t \
     t/039-redis-cluster-lines.t \
     $(wildcard t/1[0-9][0-9]-lines-*.t t/2[0-9][0-9]-provision-*.t) \
     t/300-webhooks.t \
-    $(filter-out t/401-%,$(wildcard t/4[0-9][0-9]-limit-*.t))
+    $(filter-out t/401-% t/405-% t/406-%,\
+        $(wildcard t/4[0-9][0-9]-limit-*.t))
 TEST_FILES = $(if $(LG_REDIS),$(sort $(or $(TEST_FILES_$(LG_REDIS)),\
     $(error LG_REDIS=$(LG_REDIS): single, sentinel or cluster))),t/)
 
