@@ -17,7 +17,9 @@
  *   LINK_ISSUE     the invoice machine issues a new invoice
  *   LINK_INDEX     SET lg:invoice:<new> "<W>:<id>", its own slot, answered
  *                  OK before the store names the invoice
- *   LINK_STORE     lr_reissue_store.lua -> the new link (reused: false)
+ *   LINK_STORE     lr_reissue_store.lua -> the new link (reused: false);
+ *                  another claim since (LR_BUSY) -> LINK_DISCARD, 409
+ *                  awaiting_payment "being issued", Retry-After: 1
  *   LINK_VOID_OLD refused (paid meanwhile?) -> LINK_ABORT_RECHECK ->
  *                  LINK_RECHECK -> LINK_RECLAIM -> LINK_REMUTE ->
  *                  LINK_REVOID_OLD: the same steps, a second and last time
@@ -31,13 +33,17 @@
  * Every failure goes to manage_fail, which undoes what the step holds:
  *
  *   LINK_MUTE, LINK_VOID_OLD (the claim held)
- *                                   -> LINK_ABORT (lr_reissue_abort, and
- *                                      the old index's SET, durable)
+ *                                   -> LINK_ABORT (lr_reissue_abort,
+ *                                      durable; then the old index's SET,
+ *                                      durable, if the claim was its own)
  *   LINK_ISSUE (a new invoice), LINK_INDEX (the store never sent)
  *                                   -> LINK_UNISSUE (discard it)
  *                                      -> LINK_ABORT
- *   LINK_STORE, refused             -> LINK_DISCARD (discard it)
- *   LINK_STORE, not answered        -> LINK_STORE_AGAIN (durable)
+ *   LINK_STORE, refused             -> LINK_DISCARD (discard it; no claim
+ *                                      of its own is left to release)
+ *   LINK_STORE, not answered        -> LINK_STORE_AGAIN (durable; refused
+ *                                      then: the new invoice unindexed
+ *                                      and queued, invoice_unrepaired)
  *   any other step                  -> the answer (MANAGE_FAILED)
  *
  * and lr->fail (with lr->fail_result) says what is answered then.
@@ -49,6 +55,12 @@
  * uncollectible one that follows must not cancel the request); the new
  * one's is written before the request names it, and goes again (a
  * durable DEL) when its store was refused or never sent.
+ *
+ * A claim is this request's while invoiceSeq is its own: one held past
+ * NGX_HTTP_LINEGATE_LR_REISSUE_HOLD (Stripe slow) may be taken over by
+ * another payment_link, whose reissueAt and muted index this request must
+ * then leave alone (lr_reissue_abort releases only its own claim; the
+ * store refuses a claim taken over).
  */
 
 
@@ -127,10 +139,18 @@ static void ngx_http_linegate_link_discard(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr, ngx_http_linegate_manage_step_e step);
 static void ngx_http_linegate_link_abort(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr, ngx_http_linegate_manage_step_e step);
+static void ngx_http_linegate_link_discarded(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr);
 static void ngx_http_linegate_link_abort_args(ngx_http_linegate_lr_t *lr,
     ngx_http_linegate_redis_args_t *a);
-static void ngx_http_linegate_link_reindex(ngx_log_t *log,
-    ngx_http_linegate_lr_t *lr);
+static void ngx_http_linegate_link_aborted_late(redisReply *reply,
+    ngx_http_linegate_redis_args_t *args, ngx_str_t *note);
+static void ngx_http_linegate_link_stored_late(redisReply *reply,
+    ngx_http_linegate_redis_args_t *args, ngx_str_t *note);
+static void ngx_http_linegate_link_index_late(ngx_str_t *invoice,
+    ngx_str_t *ws, ngx_str_t *id);
+static void ngx_http_linegate_link_arg(ngx_http_linegate_redis_args_t *a,
+    int i, ngx_str_t *s);
 static void ngx_http_linegate_link_cleanup(void *data);
 
 static void ngx_http_linegate_cancel_void(ngx_http_request_t *r,
@@ -244,7 +264,7 @@ ngx_http_linegate_manage_resume(ngx_http_request_t *r, redisReply *reply)
 
     case NGX_HTTP_LINEGATE_LINK_DISCARD:
         if (ngx_http_linegate_invoice_next(r, lr) == NGX_DONE) {
-            ngx_http_linegate_manage_failed(r, lr);
+            ngx_http_linegate_link_discarded(r, lr);
         }
 
         return;
@@ -332,9 +352,10 @@ ngx_http_linegate_manage_fail(ngx_http_request_t *r,
              * idempotent), and a retry of payment_link finds the new link.
              */
             lr->ctx->state = NGX_HTTP_LINEGATE_LINK_STORE_AGAIN;
-            ngx_http_linegate_lines_durable(r, lr,
+            ngx_http_linegate_lines_durable_then(r, lr,
                                     NGX_HTTP_LINEGATE_SCRIPT_LR_REISSUE_STORE,
                                     "lr_reissue_store",
+                                    ngx_http_linegate_link_stored_late,
                                     ngx_http_linegate_manage_resume);
             return;
         }
@@ -372,6 +393,11 @@ ngx_http_linegate_manage_failed(ngx_http_request_t *r,
 
     case NGX_HTTP_LINEGATE_LR_FAIL_CONFLICT:
         ngx_http_linegate_manage_conflict(r, &lr->line.status, NULL);
+        return;
+
+    case NGX_HTTP_LINEGATE_LR_FAIL_BUSY:
+        /* another payment_link reissues: what a parallel caller is told */
+        ngx_http_linegate_manage_busy(r);
         return;
 
     default: /* NGX_HTTP_LINEGATE_LR_FAIL_INTERNAL */
@@ -808,18 +834,15 @@ ngx_http_linegate_link_claimed(ngx_http_request_t *r,
                      : NGX_HTTP_LINEGATE_LINK_MUTE;
 
     /*
-     * a request freed while reissuing still releases its claim, and
-     * gives the old invoice its index back
+     * a request freed while reissuing still releases its claim (if still
+     * its own), and gives the old invoice its index back then
      */
     if (lr->release == NULL) {
         lr->release = ngx_palloc(r->pool,
                                  sizeof(ngx_http_linegate_redis_args_t));
-        lr->reindex = ngx_palloc(r->pool,
-                                 sizeof(ngx_http_linegate_redis_args_t));
         cln = ngx_pool_cleanup_add(r->pool, 0);
 
-        if (lr->release == NULL || lr->reindex == NULL || cln == NULL) {
-            lr->reindex = NULL;
+        if (lr->release == NULL || cln == NULL) {
             ngx_http_linegate_manage_fail(r, lr,
                                           NGX_HTTP_LINEGATE_LR_FAIL_INTERNAL,
                                           0, -1);
@@ -831,17 +854,6 @@ ngx_http_linegate_link_claimed(ngx_http_request_t *r,
     }
 
     ngx_http_linegate_link_abort_args(lr, lr->release);
-
-    if (ngx_http_linegate_lines_invoice_index(r->pool, &lr->old_invoice,
-                                              &lr->ws, &lr->id, lr->reindex)
-        != NGX_OK)
-    {
-        lr->reindex->argc = -1;
-        ngx_http_linegate_manage_fail(r, lr,
-                                      NGX_HTTP_LINEGATE_LR_FAIL_INTERNAL,
-                                      0, -1);
-        return;
-    }
 
     lr->settled = 0;
 
@@ -1022,6 +1034,8 @@ ngx_http_linegate_link_store(ngx_http_request_t *r,
     ngx_http_linegate_redis_arg_str(a, &lr->invoice.url);
     ngx_http_linegate_redis_arg_int(r, a, lr->now_ms);
     ngx_http_linegate_redis_arg_str(a, &lr->now_iso);
+    /* not read: link_stored_late's, should a re-sent store be refused */
+    ngx_http_linegate_redis_arg_str(a, &lr->customer);
 
     ngx_http_linegate_lines_call(r, lr,
                                  NGX_HTTP_LINEGATE_SCRIPT_LR_REISSUE_STORE,
@@ -1037,17 +1051,25 @@ ngx_http_linegate_link_stored(ngx_http_request_t *r,
     int64_t    code;
     ngx_str_t  s;
 
-    if (reply != NULL
-        && ngx_http_linegate_reply_int(reply, 0, &code) == NGX_OK
-        && code == NGX_HTTP_LINEGATE_LR_OK)
-    {
+    if (reply == NULL) {
+        ngx_http_linegate_manage_fail(r, lr, NGX_HTTP_LINEGATE_LR_FAIL_STORE,
+                                      0, -1);
+        return;
+    }
+
+    if (ngx_http_linegate_reply_int(reply, 0, &code) != NGX_OK) {
+        code = -1;
+    }
+
+    if (code == NGX_HTTP_LINEGATE_LR_OK) {
         lr->settled = 1;
         ngx_http_linegate_link_send(r, lr, 0);
         return;
     }
 
-    if (reply == NULL) {
-        ngx_http_linegate_manage_fail(r, lr, NGX_HTTP_LINEGATE_LR_FAIL_STORE,
+    if (code == NGX_HTTP_LINEGATE_LR_BUSY) {
+        /* this claim outlived its hold and was taken over: that one goes on */
+        ngx_http_linegate_manage_fail(r, lr, NGX_HTTP_LINEGATE_LR_FAIL_BUSY,
                                       0, -1);
         return;
     }
@@ -1085,6 +1107,22 @@ ngx_http_linegate_link_discard(ngx_http_request_t *r,
         return;
     }
 
+    ngx_http_linegate_link_discarded(r, lr);
+}
+
+
+/*
+ * LINK_DISCARD done (the machine queued what it could not discard): the
+ * store refused, so no claim of this request is left to release (another
+ * payment_link holds it, or the request moved on), nor an index of its
+ * old invoice to give back. Until now the request's cleanup still had a
+ * new invoice to queue, should the request be freed while discarding it.
+ */
+static void
+ngx_http_linegate_link_discarded(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr)
+{
+    lr->settled = 1;
     ngx_http_linegate_manage_failed(r, lr);
 }
 
@@ -1096,20 +1134,19 @@ ngx_http_linegate_link_abort(ngx_http_request_t *r,
 {
     ngx_http_linegate_link_abort_args(lr, &lr->args);
 
-    /*
-     * the old invoice's index back, whether the claim's release runs
-     * first or not: the request names it until a store names another,
-     * and an index of an invoice a request no longer names is harmless
-     */
-    ngx_http_linegate_link_reindex(r->connection->log, lr);
-
     /* handed to the durable writes: the request's cleanup has no more to do */
     lr->settled = 1;
     lr->ctx->state = step;
 
-    ngx_http_linegate_lines_durable(r, lr,
+    /*
+     * the old invoice's index comes back once the release answered, and
+     * only if the claim was still this request's (link_aborted_late): the
+     * request's own copy of the step is answered after the durable one
+     */
+    ngx_http_linegate_lines_durable_then(r, lr,
                                     NGX_HTTP_LINEGATE_SCRIPT_LR_REISSUE_ABORT,
                                     "lr_reissue_abort",
+                                    ngx_http_linegate_link_aborted_late,
                                     ngx_http_linegate_manage_resume);
 }
 
@@ -1123,41 +1160,220 @@ ngx_http_linegate_link_abort_args(ngx_http_linegate_lr_t *lr,
     ngx_http_linegate_redis_arg_str(a, &lr->ws);
     ngx_http_linegate_redis_arg_str(a, &lr->id);
     ngx_http_linegate_redis_arg_str(a, &lr->old_invoice);
+    ngx_http_linegate_redis_arg_str(a, &lr->seq);
+    ngx_http_linegate_redis_arg_str(a, &lr->customer);
     ngx_http_linegate_lines_key(lr, a, NGX_HTTP_LINEGATE_KEY_WS_LR, &lr->ws,
                                 &lr->id);
 }
 
 
-/* the old invoice's index given back, durably (LINK_MUTE removed it) */
+/*
+ * lr_reissue_abort answered (the durable write's own answer: the request
+ * may be gone): {own, stored}. The old invoice's index comes back only
+ * when the claim was this request's: another payment_link that took the
+ * claim over muted it, and the void of an uncollectible invoice it makes
+ * must not cancel the request meanwhile. A new invoice that the request
+ * made, did not discard and never stored (its pool cleanup's ARGV[6]) is
+ * queued for a reconciliation run, whoever holds the claim.
+ */
 static void
-ngx_http_linegate_link_reindex(ngx_log_t *log, ngx_http_linegate_lr_t *lr)
+ngx_http_linegate_link_aborted_late(redisReply *reply,
+    ngx_http_linegate_redis_args_t *args, ngx_str_t *note)
 {
-    if (lr->reindex == NULL || lr->reindex->argc <= 0) {
+    int64_t    own, stored;
+    ngx_str_t  ws, id, old, customer, invoice;
+
+    /*
+     * the copy holds KEYS[1] first (its nkeys is the write's, not here),
+     * then ws, id, the old invoice, invoiceSeq, customer[, the new one]
+     */
+    if (args->argc < 6
+        || ngx_http_linegate_reply_int(reply, 0, &own) != NGX_OK
+        || ngx_http_linegate_reply_int(reply, 1, &stored) != NGX_OK)
+    {
+        ngx_log_error(NGX_LOG_ALERT, ngx_cycle->log, 0,
+                      NGX_HTTP_LINEGATE_LOG "unexpected reply of "
+                      "lr_reissue_abort: the old invoice's index is not "
+                      "given back");
         return;
     }
 
-    (void) ngx_http_linegate_redis_durable_command(log, lr->reindex,
-                                                   "invoice reindex");
+    ngx_http_linegate_link_arg(args, 1, &ws);
+    ngx_http_linegate_link_arg(args, 2, &id);
+    ngx_http_linegate_link_arg(args, 3, &old);
+    ngx_http_linegate_link_arg(args, 5, &customer);
+    ngx_str_null(&invoice);
+
+    if (args->argc > 6) {
+        ngx_http_linegate_link_arg(args, 6, &invoice);
+    }
+
+    if (!own) {
+        ngx_log_error(NGX_LOG_INFO, ngx_cycle->log, 0,
+                      NGX_HTTP_LINEGATE_LOG "the reissue of line request "
+                      "\"%V\" was claimed by another payment_link: its "
+                      "claim and invoice \"%V\"'s index left to it", &id,
+                      &old);
+
+    } else if (!stored) {
+        ngx_http_linegate_link_index_late(&old, &ws, &id);
+    }
+
+    if (invoice.len && !stored) {
+        ngx_http_linegate_lines_orphan_of(ngx_cycle->log, &ws, &id, &invoice,
+                                          &customer);
+    }
 }
+
+
+/*
+ * lr_reissue_store sent again (the first reply lost: LINK_STORE_AGAIN)
+ * answered. Refused, the request moved on or another payment_link
+ * claimed the reissue during the stall: nothing names the new invoice,
+ * open at Stripe. Its index goes (a durable DEL) and it is queued for a
+ * reconciliation run to void (nothing can ask Stripe from here).
+ */
+static void
+ngx_http_linegate_link_stored_late(redisReply *reply,
+    ngx_http_linegate_redis_args_t *args, ngx_str_t *note)
+{
+    int64_t    code;
+    ngx_str_t  ws, id, invoice, customer;
+
+    /* KEYS[1], then ws, id, invoiceSeq, the invoice, URL, ms, ISO, cus */
+    if (args->argc < 9
+        || ngx_http_linegate_reply_int(reply, 0, &code) != NGX_OK)
+    {
+        ngx_log_error(NGX_LOG_ALERT, ngx_cycle->log, 0,
+                      NGX_HTTP_LINEGATE_LOG "unexpected reply of "
+                      "lr_reissue_store sent again");
+        return;
+    }
+
+    if (code == NGX_HTTP_LINEGATE_LR_OK) {
+        return;
+    }
+
+    ngx_http_linegate_link_arg(args, 1, &ws);
+    ngx_http_linegate_link_arg(args, 2, &id);
+    ngx_http_linegate_link_arg(args, 4, &invoice);
+    ngx_http_linegate_link_arg(args, 8, &customer);
+
+    ngx_log_error(NGX_LOG_WARN, ngx_cycle->log, 0,
+                  NGX_HTTP_LINEGATE_LOG "the store of invoice \"%V\" sent "
+                  "again was refused: line request \"%V\" %s", &invoice,
+                  &id,
+                  code == NGX_HTTP_LINEGATE_LR_BUSY
+                  ? "was claimed by another payment_link"
+                  : "moved on");
+
+    ngx_http_linegate_link_index_late(&invoice, NULL, NULL);
+    ngx_http_linegate_lines_orphan_of(ngx_cycle->log, &ws, &id, &invoice,
+                                      &customer);
+}
+
+
+/*
+ * An invoice's webhook index by a durable write, SET to "<ws>:<id>" or
+ * DEL (ws NULL), from a durable write's continuation: the key and value
+ * built in a pool of their own (the write copies them)
+ */
+static void
+ngx_http_linegate_link_index_late(ngx_str_t *invoice, ngx_str_t *ws,
+    ngx_str_t *id)
+{
+    ngx_pool_t                      *pool;
+    ngx_http_linegate_redis_args_t   a;
+
+    pool = ngx_create_pool(1024, ngx_cycle->log);
+
+    if (pool == NULL
+        || ngx_http_linegate_lines_invoice_index(pool, invoice, ws, id, &a)
+           != NGX_OK)
+    {
+        ngx_log_error(NGX_LOG_ALERT, ngx_cycle->log, 0,
+                      NGX_HTTP_LINEGATE_LOG "the webhook index of invoice "
+                      "\"%V\" could not be %s", invoice,
+                      ws ? "given back" : "removed");
+
+    } else {
+        (void) ngx_http_linegate_redis_durable_command(ngx_cycle->log, &a,
+                                    ws ? "invoice reindex" : "invoice unindex");
+    }
+
+    if (pool != NULL) {
+        ngx_destroy_pool(pool);
+    }
+}
+
+
+/* the i-th of a durable write's copied arguments (KEYS first) */
+static void
+ngx_http_linegate_link_arg(ngx_http_linegate_redis_args_t *a, int i,
+    ngx_str_t *s)
+{
+    s->data = (u_char *) a->argv[i];
+    s->len = a->argvlen[i];
+}
+
+
 /*
  * The request is freed (terminated: a draining worker's shutdown timeout)
- * while it reissues: its claim released and the old invoice's webhook
- * index restored by a durable write; a new invoice already made is logged
+ * while it reissues: its claim released (if still its own) by a durable
+ * write, whose answer then gives the old invoice its index back, and
+ * queues a new invoice already made that the request does not name
  * (nothing can ask Stripe from here).
  */
 static void
 ngx_http_linegate_link_cleanup(void *data)
 {
+    ngx_str_t               *made;
     ngx_http_linegate_lr_t  *lr = data;
 
-    if (!lr->settled) {
-        ngx_http_linegate_link_reindex(ngx_cycle->log, lr);
+    static ngx_str_t  none = ngx_null_string;
+
+    if (lr->settled) {
+        return;
     }
 
-    ngx_http_linegate_lines_ended(data,
-                                  NGX_HTTP_LINEGATE_SCRIPT_LR_REISSUE_ABORT,
-                                  "its invoice was reissued",
-                                  "lr_reissue_abort of an ended request");
+    lr->settled = 1;
+
+    /*
+     * lr->invoice is the old invoice as Stripe described it until the
+     * invoice machine starts a new one (invoice_issue clears it)
+     */
+    made = &lr->invoice.id;
+
+    if (made->len == 0
+        || (made->len == lr->old_invoice.len
+            && ngx_strncmp(made->data, lr->old_invoice.data, made->len) == 0))
+    {
+        made = NULL;
+    }
+
+    ngx_log_error(NGX_LOG_WARN, ngx_cycle->log, 0,
+                  NGX_HTTP_LINEGATE_LOG "line request \"%V\" ended while "
+                  "its invoice was reissued: its claim is released if its "
+                  "own%s%V", &lr->id,
+                  made ? "; invoice queued to be voided unless stored: " : "",
+                  made ? made : &none);
+
+    /* ARGV[6]: the new invoice made since the claim */
+    if (made) {
+        ngx_http_linegate_redis_arg_str(lr->release, made);
+    }
+
+    if (ngx_http_linegate_redis_durable_then(ngx_cycle->log,
+                                    NGX_HTTP_LINEGATE_SCRIPT_LR_REISSUE_ABORT,
+                                    lr->release->nkeys, lr->release,
+                                    "lr_reissue_abort of an ended request",
+                                    ngx_http_linegate_link_aborted_late)
+        != NGX_OK
+        && made)
+    {
+        /* the release lost (logged): the invoice is queued all the same */
+        ngx_http_linegate_lines_orphan(ngx_cycle->log, lr);
+    }
 }
 
 

@@ -185,7 +185,8 @@ typedef enum {
     NGX_HTTP_LINEGATE_LR_FAIL_STORE,     /* 503: Redis did not answer */
     NGX_HTTP_LINEGATE_LR_FAIL_INTERNAL,  /* 500 */
     NGX_HTTP_LINEGATE_LR_FAIL_BILLING,   /* 502/503: lr->fail_result */
-    NGX_HTTP_LINEGATE_LR_FAIL_CONFLICT   /* 409: lr->line.status */
+    NGX_HTTP_LINEGATE_LR_FAIL_CONFLICT,  /* 409: lr->line.status */
+    NGX_HTTP_LINEGATE_LR_FAIL_BUSY       /* 409 awaiting, Retry-After */
 } ngx_http_linegate_lr_fail_e;
 
 
@@ -359,13 +360,6 @@ struct ngx_http_linegate_lr_s {
     ngx_http_linegate_redis_args_t *release;
     ngx_uint_t                      settled;
 
-    /*
-     * A reissue's claim held: the old invoice's webhook index, removed
-     * while the claim is held (LINK_MUTE), as the SET that gives it back
-     * (with the release, and by the request's pool cleanup)
-     */
-    ngx_http_linegate_redis_args_t *reindex;
-
     /* the answer, held while it is stored or while clean-up runs */
     ngx_uint_t                      status;
     ngx_http_linegate_lr_fail_e     fail;
@@ -419,9 +413,17 @@ void ngx_http_linegate_lines_call(ngx_http_request_t *r,
  */
 void ngx_http_linegate_lines_orphan(ngx_log_t *log,
     ngx_http_linegate_lr_t *lr);
+/* the same from the strings alone (a durable write's continuation) */
+void ngx_http_linegate_lines_orphan_of(ngx_log_t *log, ngx_str_t *ws,
+    ngx_str_t *id, ngx_str_t *invoice, ngx_str_t *customer);
 void ngx_http_linegate_lines_durable(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr, ngx_http_linegate_script_id_e script,
     const char *what, ngx_http_linegate_redis_handler_pt handler);
+/* the same, then called with the durable write's own answer */
+void ngx_http_linegate_lines_durable_then(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr, ngx_http_linegate_script_id_e script,
+    const char *what, ngx_http_linegate_redis_then_pt then,
+    ngx_http_linegate_redis_handler_pt handler);
 void ngx_http_linegate_lines_durable_done(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr, redisReply *reply);
 

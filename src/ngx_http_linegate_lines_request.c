@@ -281,6 +281,20 @@ ngx_http_linegate_lines_durable(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr, ngx_http_linegate_script_id_e script,
     const char *what, ngx_http_linegate_redis_handler_pt handler)
 {
+    ngx_http_linegate_lines_durable_then(r, lr, script, what, NULL, handler);
+}
+
+
+/*
+ * The same, with then called with the durable write's own answer (the
+ * request may be gone by then): what the step's outcome decides next
+ */
+void
+ngx_http_linegate_lines_durable_then(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr, ngx_http_linegate_script_id_e script,
+    const char *what, ngx_http_linegate_redis_then_pt then,
+    ngx_http_linegate_redis_handler_pt handler)
+{
     u_char  *name, *p;
 
     /* the durable write's name in the log: "lr_release <id>" */
@@ -291,9 +305,10 @@ ngx_http_linegate_lines_durable(ngx_http_request_t *r,
         *p = '\0';
     }
 
-    (void) ngx_http_linegate_redis_durable(r->connection->log, script,
+    (void) ngx_http_linegate_redis_durable_then(r->connection->log, script,
                                            lr->args.nkeys, &lr->args,
-                                           name ? (const char *) name : what);
+                                           name ? (const char *) name : what,
+                                           then);
 
     lr->durable = what;
 
@@ -442,6 +457,16 @@ ngx_http_linegate_lines_invoice_unindex(ngx_http_request_t *r,
 void
 ngx_http_linegate_lines_orphan(ngx_log_t *log, ngx_http_linegate_lr_t *lr)
 {
+    ngx_http_linegate_lines_orphan_of(log, &lr->ws, &lr->id, &lr->invoice.id,
+                                      &lr->customer);
+}
+
+
+/* the same from the strings alone: a durable write's continuation */
+void
+ngx_http_linegate_lines_orphan_of(ngx_log_t *log, ngx_str_t *ws,
+    ngx_str_t *id, ngx_str_t *invoice, ngx_str_t *customer)
+{
     u_char                          iso[NGX_HTTP_LINEGATE_ISO_LEN];
     u_char                         *p;
     ngx_int_t                       rc;
@@ -456,11 +481,11 @@ ngx_http_linegate_lines_orphan(ngx_log_t *log, ngx_http_linegate_lr_t *lr)
      * the stream it guards (one slot a script): not in the pool, freed
      * once the write copied it (which, then the key)
      */
-    which.len = sizeof("inv_draft_") - 1 + lr->id.len + lr->invoice.id.len;
+    which.len = sizeof("inv_draft_") - 1 + id->len + invoice->len;
 
     p = ngx_alloc(which.len
                   + ngx_http_linegate_key_len(NGX_HTTP_LINEGATE_KEY_FLEET_Q,
-                                              &lr->ws, &which),
+                                              ws, &which),
                   log);
     if (p == NULL) {
         rc = NGX_ERROR;
@@ -468,25 +493,25 @@ ngx_http_linegate_lines_orphan(ngx_log_t *log, ngx_http_linegate_lr_t *lr)
     }
 
     which.data = p;
-    which.len = (lr->invoice.id.len
-                 ? ngx_sprintf(p, "inv_%V", &lr->invoice.id)
-                 : ngx_sprintf(p, "inv_draft_%V", &lr->id))
+    which.len = (invoice->len
+                 ? ngx_sprintf(p, "inv_%V", invoice)
+                 : ngx_sprintf(p, "inv_draft_%V", id))
                 - p;
 
     mkey.data = p + which.len;
     mkey.len = ngx_http_linegate_key_write(mkey.data,
                                            NGX_HTTP_LINEGATE_KEY_FLEET_Q,
-                                           &lr->ws, &which)
+                                           ws, &which)
                - mkey.data;
 
     ngx_http_linegate_redis_args_init(&a);
     ngx_http_linegate_redis_arg_str(&a, &mkey);
     ngx_http_linegate_redis_arg_str(&a,
         ngx_http_linegate_key_fixed(NGX_HTTP_LINEGATE_KEY_RECONCILE));
-    ngx_http_linegate_redis_arg_str(&a, &lr->ws);
-    ngx_http_linegate_redis_arg_str(&a, &lr->id);
-    ngx_http_linegate_redis_arg_str(&a, &lr->invoice.id);
-    ngx_http_linegate_redis_arg_str(&a, &lr->customer);
+    ngx_http_linegate_redis_arg_str(&a, ws);
+    ngx_http_linegate_redis_arg_str(&a, id);
+    ngx_http_linegate_redis_arg_str(&a, invoice);
+    ngx_http_linegate_redis_arg_str(&a, customer);
     ngx_http_linegate_redis_arg(&a, iso, NGX_HTTP_LINEGATE_ISO_LEN);
 
     rc = ngx_http_linegate_redis_durable(log,
@@ -501,15 +526,14 @@ failed:
         ngx_log_error(NGX_LOG_ALERT, log, 0,
                       NGX_HTTP_LINEGATE_LOG "invoice \"%V\" of line request "
                       "\"%V\" could not be queued for reconciliation: "
-                      "void or delete it at Stripe", &lr->invoice.id,
-                      &lr->id);
+                      "void or delete it at Stripe", invoice, id);
         return;
     }
 
     ngx_log_error(NGX_LOG_WARN, log, 0,
                   NGX_HTTP_LINEGATE_LOG "invoice \"%V\" of line request "
                   "\"%V\" queued for reconciliation (invoice_unrepaired)",
-                  &lr->invoice.id, &lr->id);
+                  invoice, id);
 }
 
 

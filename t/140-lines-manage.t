@@ -8,7 +8,7 @@ use lib 't/lib';
 use Test::More;
 use Time::HiRes qw(sleep time);
 use LG::Stack;
-use LG::Test qw(:DEFAULT eventually);
+use LG::Test qw(:DEFAULT eventually lua_script);
 use LG::Lines qw(body);
 
 my $s = LG::Stack->new->start;
@@ -292,6 +292,112 @@ subtest 'payment_link: Stripe failures' => sub {
 
     my $b = link_is($l->manage($w, $id, 'payment_link'), 0, 'retried');
     is($l->lr($w, $id)->{invoiceId}, $b->{invoiceId}, 'now replaced');
+};
+
+# A claim outlives its hold (Stripe slow: the hold is 60 s) and a second
+# payment_link claims the reissue (invoiceSeq 2, its own reissueAt, the old
+# index muted again): the first one's store is refused, it voids its own
+# invoice and answers as a parallel caller is answered (409 "being
+# issued", Retry-After), and leaves the second claim alone: its reissueAt,
+# the old invoice's index still muted (a late void of the old invoice must
+# not cancel the request), nothing queued for reconciliation.
+subtest 'payment_link: a claim taken over, its store refused' => sub {
+    my $w = ws();
+    my ($id, $c) = $l->awaiting($w);
+    my $old = $c->{invoiceId};
+    $l->invoice_do($old, 'void');
+    my $lkey = "lg:{ws:$w->{id}}:lr:$id";
+    my $before = $r->xlen('lg:{fleet}:reconcile') // 0;
+    my $logoff = length $s->error_log;
+
+    # the item step slow: meanwhile the second claim, as lr_reissue_claim
+    # makes it once the first one's hold is over
+    $l->fault(path_prefix => '/v1/invoiceitems', latency_ms => 1500);
+    my ($claimed, $at) = (0, 0);
+    my ($tx) = $l->during([$w, POST => "/api/line-requests/$id",
+                           {action => 'payment_link'}], sub {
+        return 0 unless ($l->lr($w, $id)->{invoiceSeq} // 0) == 1;
+        $r->hincrby($lkey, 'invoiceSeq', 1);
+        my ($sec, $usec) = $r->time;
+        $at = int($sec * 1000 + $usec / 1000);
+        $r->hset($lkey, reissueAt => $at);
+        $claimed = 1;
+        return 1;
+    }, 5);
+    $l->clear_faults;
+    ok($claimed, 'a second claim taken meanwhile') or return;
+
+    my $b = conflict($tx, 'awaiting_payment', 'the first one');
+    like($b->{message} // '', qr/being issued/, 'told it is being issued');
+    is($tx->res->headers->header('Retry-After'), 1, 'Retry-After: 1');
+
+    # what the first one's pool cleanup used to undo: give it time
+    sleep 1;
+    my $h = $l->lr($w, $id);
+    is($h->{reissueAt} // 'gone', $at, 'the second claim is left alone');
+    is($h->{invoiceSeq}, 2, 'its invoiceSeq');
+    is($h->{invoiceId}, $old, 'the old invoice still named');
+    ok(!$r->exists("lg:invoice:$old"), 'the old index still muted');
+    my @new = grep { $_->{id} ne $old } $l->invoices($w->{customer});
+    is(scalar @new, 1, 'the first one made an invoice');
+    is($new[0]{status} // '', 'void', 'and voided it');
+    ok(!$r->exists('lg:invoice:' . ($new[0]{id} // '')), 'not indexed');
+    is(($r->xlen('lg:{fleet}:reconcile') // 0) - $before, 0,
+       'nothing queued for reconciliation');
+    my $log = substr $s->error_log, $logoff;
+    unlike($log, qr/ended while its invoice was reissued/,
+           'the first one\'s cleanup has nothing to do');
+
+    # a late void of the old invoice (the second claim voiding an
+    # uncollectible one): acknowledged, the request still awaits payment
+    my $ev = $s->stub(POST => '/_stub/webhook', {
+        url => $s->url('/webhooks/stripe'), type => 'invoice.voided',
+        object_id => $old})->res->json // {};
+    is($ev->{status}, 200, 'the old invoice\'s void acknowledged');
+    $h = $l->lr($w, $id);
+    is("$h->{provisioningStatus}/$h->{paymentStatus}",
+       'awaiting_payment/unpaid', 'the request still awaits payment');
+
+    # the second claim holds: a payment_link waits for it
+    $tx = $l->manage($w, $id, 'payment_link');
+    conflict($tx, 'awaiting_payment', 'while the second claim holds');
+    is($tx->res->headers->header('Retry-After'), 1, 'Retry-After: 1');
+};
+
+# The same at the scripts' level (and lr_reissue_store sent again after
+# its reply was lost, refused then: nginx unindexes and queues the new
+# invoice, which no request test can time): a claim is its own while
+# invoiceSeq is.
+subtest 'lr_reissue_store, lr_reissue_abort: a claim taken over' => sub {
+    my $store = lua_script('lr_reissue_store');
+    my $abort = lua_script('lr_reissue_abort');
+    my $k = 'lg:{ws:org_take}:lr:0123456789abcdef01234567';
+    my @who = ('org_take', '0123456789abcdef01234567');
+    $r->del($k);
+    $r->hset($k, provisioningStatus => 'awaiting_payment',
+             invoiceId => 'in_old', invoiceSeq => 2, reissueAt => 7);
+
+    is_deeply([$r->eval($store, 1, $k, @who, 1, 'in_new1', 'u', 1, 'd',
+                       'cus_x')], [13], 'store of claim 1: LR_BUSY');
+    is_deeply([$r->eval($abort, 1, $k, @who, 'in_old', 1, 'cus_x',
+                       'in_new1')], [0, 0], 'abort of claim 1: not its own');
+    is($r->hget($k, 'reissueAt'), 7, 'the claim of 2 left alone');
+    is_deeply([$r->eval($abort, 1, $k, @who, 'in_old', 2, 'cus_x')], [1, 0],
+              'abort of claim 2: its own');
+    ok(!$r->hexists($k, 'reissueAt'), 'released');
+    is_deeply([$r->eval($abort, 1, $k, @who, 'in_old', 2, 'cus_x')], [1, 0],
+              'the same abort again: the same answer');
+
+    $r->hset($k, reissueAt => 8);
+    is_deeply([$r->eval($store, 1, $k, @who, 2, 'in_new2', 'u', 1, 'd',
+                       'cus_x')], [1], 'store of claim 2: LR_OK');
+    is_deeply([$r->eval($abort, 1, $k, @who, 'in_old', 2, 'cus_x',
+                       'in_new2')], [1, 1], 'an abort after it: stored');
+    $r->hset($k, provisioningStatus => 'canceled');
+    is_deeply([$r->eval($store, 1, $k, @who, 2, 'in_new3', 'u', 1, 'd',
+                       'cus_x')], [12, 'canceled'],
+              'moved on: LR_WRONG_STATE');
+    $r->del($k);
 };
 
 subtest 'payment_link: subscription required, read-only' => sub {

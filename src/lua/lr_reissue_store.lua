@@ -4,9 +4,12 @@
 -- KEYS[1] lg:{ws:W}:lr:<id>
 -- ARGV[1] ws, ARGV[2] id (not read), ARGV[3] invoiceSeq of the claim,
 -- ARGV[4] new invoice id, ARGV[5] its hosted URL, ARGV[6] now (ms),
--- ARGV[7] now (ISO)
--- Returns {LR_OK} or {LR_WRONG_STATE, status} when the request moved on
--- meanwhile (the module then voids the new invoice).
+-- ARGV[7] now (ISO), ARGV[8] the Stripe customer (not read: what nginx
+-- queues should a durable re-send of this step be refused)
+-- Returns {LR_OK}; {LR_WRONG_STATE, status} when the request moved on
+-- meanwhile; {LR_BUSY} when another payment_link claimed the reissue
+-- since (this claim was held past its hold). The module then voids the
+-- new invoice.
 --#include lr_codes
 local lkey = KEYS[1]
 local h = redis.call('HMGET', lkey, 'provisioningStatus', 'invoiceSeq',
@@ -15,8 +18,11 @@ if h[3] == ARGV[4] then
     -- stored already: the same step sent again (its reply lost)
     return {LR_OK}
 end
-if h[1] ~= 'awaiting_payment' or h[2] ~= ARGV[3] then
+if h[1] ~= 'awaiting_payment' then
     return {LR_WRONG_STATE, h[1] or ''}
+end
+if h[2] ~= ARGV[3] then
+    return {LR_BUSY}
 end
 
 redis.call('HSET', lkey, 'invoiceId', ARGV[4], 'paymentUrl', ARGV[5],
