@@ -15,8 +15,8 @@
  *             the workspace's slot)
  *   SWEEP_SETTLE  script lr_journal_settle (the fleet's slot): the
  *             member goes, and, if this step removed it and the request
- *             was awaiting payment with no invoice, a worker_lost entry
- *             is queued on lg:{fleet}:reconcile
+ *             was awaiting payment with no invoice (or gone), a
+ *             worker_lost entry is queued on lg:{fleet}:reconcile
  *   SETUP     ZRANGEBYSCORE lg:{fleet}:lr:setup: the set-up relay's
  *             members (a cluster: lr_setup.h) older than
  *             linegate_reconcile_lost_after, and 60 s at least (their
@@ -916,7 +916,10 @@ ngx_http_linegate_reconcile_lost_read(ngx_http_request_t *r,
 /*
  * What SWEEP_READ found: a request awaiting payment with no invoice gets
  * its worker_lost entry (idempotency_key: the digest of the key it
- * holds, freed with the reservation by the run's lr_release); NGX_ERROR:
+ * holds, freed with the reservation by the run's lr_release), and so
+ * does one that is gone: a later creation of the workspace dropped it as
+ * abandoned (lr_create: 10 minutes without an invoice), and Stripe may
+ * still hold the open invoice its worker made before it died. NGX_ERROR:
  * not understood, the member stays.
  */
 static ngx_int_t
@@ -946,11 +949,12 @@ ngx_http_linegate_reconcile_lost_found(ngx_http_request_t *r,
 
     lr = reply->element[0];
 
-    if (ngx_http_linegate_reply_str(lr, 0, &s) != NGX_OK
-        || !ngx_http_linegate_reconcile_is(&s, "awaiting_payment")
-        || lr->element[1]->type != REDIS_REPLY_NIL)
+    if (lr->element[0]->type != REDIS_REPLY_NIL
+        && (ngx_http_linegate_reply_str(lr, 0, &s) != NGX_OK
+            || !ngx_http_linegate_reconcile_is(&s, "awaiting_payment")
+            || lr->element[1]->type != REDIS_REPLY_NIL))
     {
-        /* settled, gone, or invoiced: nothing to queue */
+        /* settled, or its invoice stored: nothing to queue */
         return NGX_OK;
     }
 

@@ -222,12 +222,12 @@ subtest 'killed after the journal, before the store: one worker_lost'
     run();
     is(scalar lost_of($w), 1, 'a second run queues nothing more');
 
-    # a member whose request is settled or gone just goes
+    # a member whose request is awaiting payment on its invoice just goes
     my $v = $l->workspace('org_j5');
     my ($paid) = $l->awaiting($v);
-    $r->zadd($J, 1, "$v->{id} $paid", 1, "$v->{id} lr_gone");
+    $r->zadd($J, 1, "$v->{id} $paid");
     run();
-    is_deeply([members($v)], [], 'settled or gone: the members go');
+    is_deeply([members($v)], [], 'invoiced: the member goes');
     is(scalar lost_of($v), 0, 'and nothing is queued');
 
     # a reservation held by no Idempotency-Key whose invoice was never
@@ -241,6 +241,49 @@ subtest 'killed after the journal, before the store: one worker_lost'
     is(scalar @u, 1, 'no key: queued');
     is($u[0]{idempotency_key}, '', 'its idempotency_key empty');
     is($u[0]{customer}, $u->{customer}, 'its customer');
+};
+
+# A reservation whose worker died after Stripe finalized its invoice,
+# then dropped as abandoned by a later creation of its workspace (10
+# minutes without an invoice) before a run swept its member: the invoice
+# is still open at Stripe, payable, and no request names it.
+subtest 'dropped as abandoned before the sweep: queued' => sub {
+    # (the run's discard of its invoice: t/235)
+    my $w = $l->workspace('org_j9');
+    # the finalize applied at Stripe, its answer held, then dropped
+    $l->fault(path_prefix => '/v1/invoices/', latency_ms => $HOLD,
+              drop => 1, after_commit => 1);
+    my $killed = 0;
+    my (undef, $done) = $l->during([$w, POST => '/api/line-requests',
+                                    $EMAIL, 'Idempotency-Key' => 'ja'],
+                                   sub {
+        return 0 unless members($w) && $s->stub_held(qr{/finalize$});
+        $killed = $s->kill_workers;
+        return 1;
+    }, 60);
+    $l->clear_faults;
+    ok($done && $killed, 'the workers were killed while Stripe finalized');
+    my ($id) = $l->request_ids($w);
+    ok($id, 'the reservation is left');
+    my @open = grep { $_->{status} eq 'open' } $l->invoices($w->{customer});
+    is(scalar @open, 1, 'its invoice open at Stripe');
+
+    # ten minutes later (reservedAt), the same key again: lr_create drops
+    # the reservation as abandoned and makes a new one
+    $r->hset("lg:{ws:$w->{id}}:lr:$id", 'reservedAt', 1);
+    my $tx = $l->create($w, $EMAIL, 'Idempotency-Key' => 'ja');
+    is($tx->res->code, 201, 'the retry makes a new request')
+        or diag $tx->res->body;
+    ok(!$r->exists("lg:{ws:$w->{id}}:lr:$id"), 'the old one dropped');
+    is_deeply([members($w)], ["$w->{id} $id"], 'its member still there');
+
+    sleep 1.1;    # linegate_reconcile_lost_after
+    run();
+    my @e = lost_of($w);
+    is(scalar @e, 1, 'the gone request queued as worker_lost');
+    is($e[0]{line_request_id}, $id, 'named');
+    is($e[0]{customer}, $w->{customer}, 'with its customer');
+    is_deeply([members($w)], [], 'the member swept');
 };
 
 # Members a run cannot settle (here: their request's key of the wrong

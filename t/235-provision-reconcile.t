@@ -789,6 +789,53 @@ subtest 'a worker killed mid-create (Lines API): invoice discarded' => sub {
     }
 };
 
+# The same, but a later creation of the workspace drops the reservation
+# as abandoned (10 minutes without an invoice) before a run: the request
+# is gone, its open invoice still payable at Stripe
+subtest 'a killed create dropped as abandoned: its invoice voided' => sub {
+    plan skip_all => 'the Lines API is not served on a Redis Cluster'
+        if $s->topology eq 'cluster';
+    my $l = LG::Lines->new($s);
+    my $EMAIL = body(channelType => 'email', email => 'k@example.com');
+    my $w = $l->workspace('org_killed_dropped');
+    $l->fault(path_prefix => '/v1/invoices/', latency_ms => $HOLD,
+              after_commit => 1);
+    my $killed = 0;
+    my (undef, $done) = $l->during([$w, POST => '/api/line-requests',
+                                    $EMAIL, 'Idempotency-Key' => 'kd'],
+                                   sub {
+        return 0 unless in_flight('lg:{fleet}:lr:inflight', $w->{id})
+                     && $s->stub_held(qr{^/v1/invoices/.+/finalize$});
+        return 0 unless grep { $_->{status} eq 'open' }
+                        $l->invoices($w->{customer});
+        $killed = $s->kill_workers;
+        return 1;
+    }, 60);
+    $l->clear_faults;
+    ok($done && $killed, 'the workers were killed mid-create');
+    my ($id) = $l->request_ids($w);
+    my ($inv) = grep { $_->{status} eq 'open' } $l->invoices($w->{customer});
+    ok($id && $inv, 'a reservation, its invoice open at Stripe');
+
+    $r->hset("lg:{ws:$w->{id}}:lr:$id", 'reservedAt', 1);
+    $l->answer($l->create($w, $EMAIL, 'Idempotency-Key' => 'kd'), 201,
+               'the same key ten minutes later: a new request');
+    ok(!$r->exists("lg:{ws:$w->{id}}:lr:$id"), 'the old one dropped');
+
+    sleep 1.1;    # linegate_reconcile_lost_after
+    my $b = run();
+    my ($e) = grep { ($_->{line_request_id} // '') eq $id }
+              @{ $b->{entries} // [] };
+    is($e->{reason}, 'worker_lost', 'the gone request found as worker_lost')
+        or diag explain $b;
+    is($e->{invoice_id}, $inv->{id}, 'its invoice found');
+    is($e->{outcome}, 'voided', 'and voided');
+    is($l->invoice($inv->{id})->{status}, 'void',
+       'nothing payable left at Stripe');
+    my @live = grep { $_->{status} eq 'open' } $l->invoices($w->{customer});
+    is(scalar @live, 1, 'the new request\'s invoice untouched');
+};
+
 subtest 'an invoice no repair could discard: deleted by a run' => sub {
     # the Lines API needs one Redis or Sentinel (issue 10): not on a cluster
     plan skip_all => 'the Lines API is not served on a Redis Cluster'
