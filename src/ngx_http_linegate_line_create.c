@@ -159,6 +159,8 @@ static void ngx_http_linegate_create_stored(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr, redisReply *reply);
 static void ngx_http_linegate_create_cleanup(void *data);
 
+static ngx_int_t ngx_http_linegate_invoice_redraft(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr, ngx_uint_t result);
 static ngx_int_t ngx_http_linegate_invoice_send(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr);
 static ngx_int_t ngx_http_linegate_invoice_item(ngx_http_request_t *r,
@@ -1746,6 +1748,21 @@ ngx_http_linegate_invoice_send(ngx_http_request_t *r,
 }
 
 
+/*
+ * The draft's call again, only to learn its id (REDRAFT): billing has
+ * failed with result, whatever this call answers
+ */
+static ngx_int_t
+ngx_http_linegate_invoice_redraft(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr, ngx_uint_t result)
+{
+    lr->invoice.step = NGX_HTTP_LINEGATE_INVOICE_REDRAFT;
+    lr->invoice.result = result;
+
+    return ngx_http_linegate_invoice_send(r, lr);
+}
+
+
 /* Stripe answered the call of lr->invoice.step (ctx->stripe_*) */
 ngx_int_t
 ngx_http_linegate_invoice_next(ngx_http_request_t *r,
@@ -1796,17 +1813,17 @@ ngx_http_linegate_invoice_next(ngx_http_request_t *r,
         ngx_http_linegate_invoice_log(r, lr, "failed");
 
         if (lr->invoice.step == NGX_HTTP_LINEGATE_INVOICE_DRAFT
-            && (ctx->stripe_unknown || ctx->stripe_status >= 500))
+            && (ctx->stripe_unknown || ctx->stripe_status >= 500
+                || (ctx->stripe_status >= 200 && ctx->stripe_status < 300)))
         {
             /*
              * The draft may exist with no answer to name it (no whole
-             * answer, or a 5xx, which Stripe does not promise is
-             * nothing): the same call again (same Idempotency-Key) gets
-             * Stripe's stored answer, its id, so that it is discarded
+             * answer, a 5xx, which Stripe does not promise is nothing,
+             * or a 2xx that is not JSON): the same call again (same
+             * Idempotency-Key) gets Stripe's stored answer, its id, so
+             * that it is discarded
              */
-            lr->invoice.step = NGX_HTTP_LINEGATE_INVOICE_REDRAFT;
-            lr->invoice.result = result;
-            return ngx_http_linegate_invoice_send(r, lr);
+            return ngx_http_linegate_invoice_redraft(r, lr, result);
         }
 
         return ngx_http_linegate_invoice_end(lr, result);
@@ -1816,7 +1833,10 @@ ngx_http_linegate_invoice_next(ngx_http_request_t *r,
 
     case NGX_HTTP_LINEGATE_INVOICE_DRAFT:
         if (ngx_http_linegate_lines_invoice_read(r, lr) != NGX_OK) {
-            break;
+            /* made, but its answer names no id: asked again, as above */
+            ngx_http_linegate_invoice_log(r, lr, "answered no id");
+            return ngx_http_linegate_invoice_redraft(r, lr,
+                                        NGX_HTTP_LINEGATE_STRIPE_UNAVAILABLE);
         }
 
         lr->invoice.step = NGX_HTTP_LINEGATE_INVOICE_ITEM;

@@ -115,6 +115,25 @@ for my $step (qw(invoice item finalize)) {
     };
 }
 
+# the draft made at Stripe, its answer a 2xx that names no invoice (a
+# proxy's, say): asked again with the same key (Stripe's stored answer
+# names it), then deleted, never left as a draft nothing names
+for my $case ([object => {object => 'invoice'}], [string => 'not json']) {
+    my ($what, $body) = @$case;
+    subtest "invoice: a 200 answer without an id ($what)" => sub {
+        my $w = ws();
+        $l->fault(path_prefix => '/v1/invoices', status => 200,
+                  body => $body, after_commit => 1);
+        $l->error_is($l->create($w, $EMAIL), 502, 'BILLING_UNAVAILABLE',
+                     'a 200 without an id');
+        my @drafts = grep { $_->{status} eq 'draft' }
+                     $l->invoices($w->{customer});
+        is(scalar @drafts, 0, 'no draft left at Stripe')
+            or diag explain \@drafts;
+        clean($w, 'no id');
+    };
+}
+
 subtest 'slower than proxy_read_timeout (1 s)' => sub {
     for my $case (
         [invoice => 0, 'the draft, held'],
