@@ -430,8 +430,10 @@ void ngx_http_linegate_lines_durable_done(ngx_http_request_t *r,
 /*
  * The pool cleanup of a request freed (a draining worker's shutdown
  * timeout) while Stripe bills it: no step runs any more, so its release
- * (lr->release, prepared with the claim) goes to the durable writes; an
- * invoice already made is only logged (nothing can ask Stripe from here).
+ * (lr->release, lr_release's, prepared with the claim) goes to the
+ * durable writes; an invoice already made (nothing can ask Stripe from
+ * here) is queued for a reconciliation run once the release answered
+ * that no request holds it (its store, in flight, may have run first).
  * doing names the step for the log, what the durable write.
  */
 void ngx_http_linegate_lines_ended(ngx_http_linegate_lr_t *lr,

@@ -41,6 +41,10 @@ static void ngx_http_linegate_lines_resolve_setup_written(
     ngx_http_request_t *r, redisReply *reply);
 static void ngx_http_linegate_lines_resolve_relay(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr, int64_t changed, ngx_int_t parsed);
+static void ngx_http_linegate_lines_released(redisReply *reply,
+    ngx_http_linegate_redis_args_t *args, ngx_str_t *note);
+static void ngx_http_linegate_lines_arg(ngx_http_linegate_redis_args_t *a,
+    int i, ngx_str_t *s);
 
 
 static ngx_http_linegate_line_field_t  ngx_http_linegate_line_fields[] = {
@@ -321,6 +325,8 @@ ngx_http_linegate_lines_ended(ngx_http_linegate_lr_t *lr,
     ngx_http_linegate_script_id_e script, const char *doing,
     const char *what)
 {
+    ngx_http_linegate_redis_args_t  a;
+
     if (lr->settled) {
         return;
     }
@@ -330,17 +336,81 @@ ngx_http_linegate_lines_ended(ngx_http_linegate_lr_t *lr,
     ngx_log_error(NGX_LOG_WARN, ngx_cycle->log, 0,
                   NGX_HTTP_LINEGATE_LOG "line request \"%V\" ended while "
                   "%s: its claim is released%s%V", &lr->id, doing,
-                  lr->invoice.id.len ? "; invoice queued to be voided: "
+                  lr->invoice.id.len ? "; unless the request stored it, "
+                                       "invoice queued to be voided: "
                                      : "",
                   &lr->invoice.id);
 
-    (void) ngx_http_linegate_redis_durable(ngx_cycle->log, script,
-                                           lr->release->nkeys, lr->release,
-                                           what);
-
-    if (lr->invoice.id.len) {
-        ngx_http_linegate_lines_orphan(ngx_cycle->log, lr);
+    if (lr->invoice.id.len == 0) {
+        (void) ngx_http_linegate_redis_durable(ngx_cycle->log, script,
+                                               lr->release->nkeys,
+                                               lr->release, what);
+        return;
     }
+
+    /*
+     * The store may have been in flight (its own step, before the
+     * release on the connection): the release's answer says whether the
+     * request holds the invoice. The invoice and its customer ride along
+     * as arguments the script does not read, for the continuation.
+     */
+    a = *lr->release;
+    ngx_http_linegate_redis_arg_str(&a, &lr->invoice.id);
+    ngx_http_linegate_redis_arg_str(&a, &lr->customer);
+
+    (void) ngx_http_linegate_redis_durable_then(ngx_cycle->log, script,
+                                            a.nkeys, &a, what,
+                                            ngx_http_linegate_lines_released);
+}
+
+
+/*
+ * The release of an ended request answered (lr_release: 1, no request of
+ * that id any more; 0, the workspace holds it, its invoice stored): an
+ * invoice no request names is queued for a reconciliation run to void.
+ * args: lr_release's 5 keys, its 4 arguments, the invoice, the customer.
+ */
+static void
+ngx_http_linegate_lines_released(redisReply *reply,
+    ngx_http_linegate_redis_args_t *args, ngx_str_t *note)
+{
+    ngx_str_t  ws, id, invoice, customer;
+
+    if (reply == NULL || args->argc != 11
+        || reply->type != REDIS_REPLY_INTEGER)
+    {
+        ngx_log_error(NGX_LOG_ALERT, ngx_cycle->log, 0,
+                      NGX_HTTP_LINEGATE_LOG "unexpected reply of the "
+                      "release of an ended request: its invoice is not "
+                      "queued");
+        return;
+    }
+
+    ngx_http_linegate_lines_arg(args, 6, &id);
+    ngx_http_linegate_lines_arg(args, 9, &invoice);
+
+    if (reply->integer == 0) {
+        ngx_log_error(NGX_LOG_INFO, ngx_cycle->log, 0,
+                      NGX_HTTP_LINEGATE_LOG "line request \"%V\" stored "
+                      "invoice \"%V\" before it ended: not queued", &id,
+                      &invoice);
+        return;
+    }
+
+    ngx_http_linegate_lines_arg(args, 5, &ws);
+    ngx_http_linegate_lines_arg(args, 10, &customer);
+
+    ngx_http_linegate_lines_orphan_of(ngx_cycle->log, &ws, &id, &invoice,
+                                      &customer);
+}
+
+
+static void
+ngx_http_linegate_lines_arg(ngx_http_linegate_redis_args_t *a, int i,
+    ngx_str_t *s)
+{
+    s->data = (u_char *) a->argv[i];
+    s->len = a->argvlen[i];
 }
 
 

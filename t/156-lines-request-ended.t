@@ -63,6 +63,17 @@ subtest 'ended while Stripe adds the item: released' => sub {
        'the key is free');
     like($s->error_log, qr/ended while billed: its claim is released/,
          'logged');
+    # the draft it made: no request holds it once released, queued for a
+    # reconciliation run to delete
+    my @draft = grep { $_->{status} eq 'draft' }
+                $l->invoices($w->{customer});
+    is(scalar @draft, 1, 'its draft at Stripe');
+    ok(eventually(sub {
+        grep { my %e = @{ $_->[1] };
+               ($e{invoice_id} // '') eq ($draft[0]{id} // '-')
+               && $e{reason} eq 'invoice_unrepaired' }
+             $r->xrange('lg:{fleet}:reconcile', '-', '+');
+    }), 'the draft queued for a reconciliation run');
 
     $l->clear_faults;
     my $b = $l->answer($l->create($w, $EMAIL, 'Idempotency-Key' => 'cut-1'),
