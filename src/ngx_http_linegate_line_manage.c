@@ -149,8 +149,6 @@ static void ngx_http_linegate_link_stored_late(redisReply *reply,
     ngx_http_linegate_redis_args_t *args, ngx_str_t *note);
 static void ngx_http_linegate_link_index_late(ngx_str_t *invoice,
     ngx_str_t *ws, ngx_str_t *id);
-static void ngx_http_linegate_link_arg(ngx_http_linegate_redis_args_t *a,
-    int i, ngx_str_t *s);
 static void ngx_http_linegate_link_cleanup(void *data);
 
 static void ngx_http_linegate_cancel_void(ngx_http_request_t *r,
@@ -1198,14 +1196,14 @@ ngx_http_linegate_link_aborted_late(redisReply *reply,
         return;
     }
 
-    ngx_http_linegate_link_arg(args, 1, &ws);
-    ngx_http_linegate_link_arg(args, 2, &id);
-    ngx_http_linegate_link_arg(args, 3, &old);
-    ngx_http_linegate_link_arg(args, 5, &customer);
+    ngx_http_linegate_lines_arg(args, 1, &ws);
+    ngx_http_linegate_lines_arg(args, 2, &id);
+    ngx_http_linegate_lines_arg(args, 3, &old);
+    ngx_http_linegate_lines_arg(args, 5, &customer);
     ngx_str_null(&invoice);
 
     if (args->argc > 6) {
-        ngx_http_linegate_link_arg(args, 6, &invoice);
+        ngx_http_linegate_lines_arg(args, 6, &invoice);
     }
 
     if (!own) {
@@ -1254,10 +1252,10 @@ ngx_http_linegate_link_stored_late(redisReply *reply,
         return;
     }
 
-    ngx_http_linegate_link_arg(args, 1, &ws);
-    ngx_http_linegate_link_arg(args, 2, &id);
-    ngx_http_linegate_link_arg(args, 4, &invoice);
-    ngx_http_linegate_link_arg(args, 8, &customer);
+    ngx_http_linegate_lines_arg(args, 1, &ws);
+    ngx_http_linegate_lines_arg(args, 2, &id);
+    ngx_http_linegate_lines_arg(args, 4, &invoice);
+    ngx_http_linegate_lines_arg(args, 8, &customer);
 
     ngx_log_error(NGX_LOG_WARN, ngx_cycle->log, 0,
                   NGX_HTTP_LINEGATE_LOG "the store of invoice \"%V\" sent "
@@ -1304,16 +1302,6 @@ ngx_http_linegate_link_index_late(ngx_str_t *invoice, ngx_str_t *ws,
     if (pool != NULL) {
         ngx_destroy_pool(pool);
     }
-}
-
-
-/* the i-th of a durable write's copied arguments (KEYS first) */
-static void
-ngx_http_linegate_link_arg(ngx_http_linegate_redis_args_t *a, int i,
-    ngx_str_t *s)
-{
-    s->data = (u_char *) a->argv[i];
-    s->len = a->argvlen[i];
 }
 
 

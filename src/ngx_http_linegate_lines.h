@@ -436,6 +436,12 @@ void ngx_http_linegate_lines_durable_done(ngx_http_request_t *r,
  * that no request holds it (its store, in flight, may have run first).
  * doing names the step for the log, what the durable write.
  */
+/*
+ * Argument i of a durable write's copied arguments (KEYS first), for its
+ * continuation (ngx_http_linegate_redis_then_pt)
+ */
+void ngx_http_linegate_lines_arg(ngx_http_linegate_redis_args_t *a, int i,
+    ngx_str_t *s);
 void ngx_http_linegate_lines_ended(ngx_http_linegate_lr_t *lr,
     ngx_http_linegate_script_id_e script, const char *doing,
     const char *what);

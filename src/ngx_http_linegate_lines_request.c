@@ -43,8 +43,6 @@ static void ngx_http_linegate_lines_resolve_relay(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr, int64_t changed, ngx_int_t parsed);
 static void ngx_http_linegate_lines_released(redisReply *reply,
     ngx_http_linegate_redis_args_t *args, ngx_str_t *note);
-static void ngx_http_linegate_lines_arg(ngx_http_linegate_redis_args_t *a,
-    int i, ngx_str_t *s);
 
 
 static ngx_http_linegate_line_field_t  ngx_http_linegate_line_fields[] = {
@@ -405,7 +403,7 @@ ngx_http_linegate_lines_released(redisReply *reply,
 }
 
 
-static void
+void
 ngx_http_linegate_lines_arg(ngx_http_linegate_redis_args_t *a, int i,
     ngx_str_t *s)
 {

@@ -74,6 +74,26 @@ sub create_at {
 
 my $CLUSTER = $s->topology eq 'cluster';
 
+# a paid add-on of $w created with Idempotency-Key $key, its workers
+# killed while the stub holds its finalize (then drops the answer;
+# %fault: after_commit => 1 has Stripe finalize it first)
+sub killed_finalizing {
+    my ($w, $key, %fault) = @_;
+    local $Test::Builder::Level = $Test::Builder::Level + 1;
+    $l->fault(path_prefix => '/v1/invoices/', latency_ms => $HOLD,
+              drop => 1, %fault);
+    my $killed = 0;
+    my (undef, $done) = $l->during([$w, POST => '/api/line-requests',
+                                    $EMAIL, 'Idempotency-Key' => $key],
+                                   sub {
+        return 0 unless members($w) && $s->stub_held(qr{/finalize$});
+        $killed = $s->kill_workers;
+        return 1;
+    }, 60);
+    $l->clear_faults;
+    ok($done && $killed, 'the workers were killed while Stripe billed');
+}
+
 subtest 'the journal: paid add-ons only, with the reservation, gone after '
       . 'the store' => sub {
     my $w = $l->workspace('org_j1');
@@ -180,18 +200,7 @@ subtest 'killed after the journal, before the store: one worker_lost'
 => sub {
     my $w = $l->workspace('org_j4');
     # the finalize held, then dropped: a draft no request names
-    $l->fault(path_prefix => '/v1/invoices/', latency_ms => $HOLD,
-              drop => 1);
-    my $killed = 0;
-    my (undef, $done) = $l->during([$w, POST => '/api/line-requests',
-                                    $EMAIL, 'Idempotency-Key' => 'jw'],
-                                   sub {
-        return 0 unless members($w) && $s->stub_held(qr{/finalize$});
-        $killed = $s->kill_workers;
-        return 1;
-    }, 60);
-    $l->clear_faults;
-    ok($done && $killed, 'the workers were killed while Stripe billed');
+    killed_finalizing($w, 'jw');
     my ($id) = $l->request_ids($w);
     ok($id, 'the reservation is left');
     is_deeply([members($w)], ["$w->{id} $id"], 'its journal member too');
@@ -251,18 +260,7 @@ subtest 'dropped as abandoned before the sweep: queued' => sub {
     # (the run's discard of its invoice: t/235)
     my $w = $l->workspace('org_j9');
     # the finalize applied at Stripe, its answer held, then dropped
-    $l->fault(path_prefix => '/v1/invoices/', latency_ms => $HOLD,
-              drop => 1, after_commit => 1);
-    my $killed = 0;
-    my (undef, $done) = $l->during([$w, POST => '/api/line-requests',
-                                    $EMAIL, 'Idempotency-Key' => 'ja'],
-                                   sub {
-        return 0 unless members($w) && $s->stub_held(qr{/finalize$});
-        $killed = $s->kill_workers;
-        return 1;
-    }, 60);
-    $l->clear_faults;
-    ok($done && $killed, 'the workers were killed while Stripe finalized');
+    killed_finalizing($w, 'ja', after_commit => 1);
     my ($id) = $l->request_ids($w);
     ok($id, 'the reservation is left');
     my @open = grep { $_->{status} eq 'open' } $l->invoices($w->{customer});
