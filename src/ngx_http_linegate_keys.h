@@ -56,6 +56,7 @@ typedef enum {
     NGX_HTTP_LINEGATE_KEY_PV_INFLIGHT,
     NGX_HTTP_LINEGATE_KEY_LR_INFLIGHT,
     NGX_HTTP_LINEGATE_KEY_LR_SETUP,
+    NGX_HTTP_LINEGATE_KEY_HELD,
 
     /*
      * the fleet's "queued once" marker of a reconcile entry:
@@ -76,8 +77,8 @@ typedef enum {
  * first, in the order their headers give).
  */
 #define NGX_HTTP_LINEGATE_KEYS_PV_TOKEN     1
-#define NGX_HTTP_LINEGATE_KEYS_PV_CLAIM     2
-#define NGX_HTTP_LINEGATE_KEYS_PV_SETTLE    4
+#define NGX_HTTP_LINEGATE_KEYS_PV_CLAIM     3
+#define NGX_HTTP_LINEGATE_KEYS_PV_SETTLE    5
 
 /*
  * A purchase's keys in its account (ngx_http_linegate_key_purchase()):

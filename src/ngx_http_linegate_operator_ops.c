@@ -101,11 +101,14 @@ static ngx_http_linegate_operator_field_t
 };
 
 
-/* op_inventory_add: {1, added, total}; SORT; SREM: 0 when not there */
+/*
+ * op_inventory_add: {1, added, total, held}; SORT; SREM: 0 when not
+ * there
+ */
 static ngx_http_linegate_operator_call_t  ngx_http_linegate_operator_adder = {
     ngx_http_linegate_operator_inv_add,
-    NGX_HTTP_LINEGATE_SCRIPT_OP_INVENTORY_ADD, 1,
-    NGX_HTTP_LINEGATE_OPERATOR_REPLY_ARRAY, "iii", NGX_HTTP_OK,
+    NGX_HTTP_LINEGATE_SCRIPT_OP_INVENTORY_ADD, 2,
+    NGX_HTTP_LINEGATE_OPERATOR_REPLY_ARRAY, "iiii", NGX_HTTP_OK,
     ngx_http_linegate_operator_inv_added,
     0,
     NULL
@@ -330,6 +333,8 @@ ngx_http_linegate_operator_inv_add(ngx_http_request_t *r,
 
     ngx_http_linegate_redis_arg_str(&adm->args,
         ngx_http_linegate_key_fixed(NGX_HTTP_LINEGATE_KEY_INVENTORY));
+    ngx_http_linegate_redis_arg_str(&adm->args,
+        ngx_http_linegate_key_fixed(NGX_HTTP_LINEGATE_KEY_HELD));
     ngx_http_linegate_redis_arg_str(&adm->args, &s);
 
     return NGX_OK;
@@ -341,20 +346,24 @@ ngx_http_linegate_operator_inv_added(ngx_http_request_t *r,
     ngx_http_linegate_operator_t *adm, redisReply *reply,
     ngx_http_linegate_json_write_t *jw)
 {
-    int64_t  added, total;
+    int64_t  added, total, held;
 
     added = reply->element[1]->integer;
     total = reply->element[2]->integer;
+    held = reply->element[3]->integer;
 
     ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
                   NGX_HTTP_LINEGATE_LOG "operator: %L numbers added to the "
-                  "inventory, %L in it", added, total);
+                  "inventory, %L in it, %L left out (handed out)", added,
+                  total, held);
 
     ngx_http_linegate_json_write_object(jw);
     ngx_http_linegate_json_write_key(jw, "added");
     ngx_http_linegate_json_write_int(jw, added);
     ngx_http_linegate_json_write_key(jw, "total");
     ngx_http_linegate_json_write_int(jw, total);
+    ngx_http_linegate_json_write_key(jw, "held");
+    ngx_http_linegate_json_write_int(jw, held);
     ngx_http_linegate_json_write_end(jw, '}');
 }
 

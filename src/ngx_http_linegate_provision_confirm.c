@@ -1042,6 +1042,8 @@ ngx_http_linegate_confirm_claim(ngx_http_request_t *r,
         ngx_http_linegate_key_fixed(NGX_HTTP_LINEGATE_KEY_INVENTORY));
     ngx_http_linegate_redis_arg_str(a,
         ngx_http_linegate_key_fixed(NGX_HTTP_LINEGATE_KEY_PV_INFLIGHT));
+    ngx_http_linegate_redis_arg_str(a,
+        ngx_http_linegate_key_fixed(NGX_HTTP_LINEGATE_KEY_HELD));
     ngx_http_linegate_redis_arg_str(a, &cf->account);
     ngx_http_linegate_redis_arg_str(a, &cf->worker_id);
     ngx_http_linegate_redis_arg_int(r, a, cf->now);

@@ -61,6 +61,9 @@ ngx_http_linegate_pv_settle_args(ngx_http_linegate_redis_args_t *a,
         ngx_http_linegate_redis_arg_str(a, &qkey);
     }
 
+    ngx_http_linegate_redis_arg_str(a,
+        ngx_http_linegate_key_fixed(NGX_HTTP_LINEGATE_KEY_HELD));
+
     ngx_http_linegate_redis_arg_str(a, &st->claim);
     ngx_http_linegate_redis_arg_cstr(a, st->giveback ? "1" : "0");
     ngx_http_linegate_redis_arg_str(a, &e->reason);

@@ -2504,6 +2504,8 @@ ngx_http_linegate_reconcile_resolve(ngx_http_request_t *r,
         ngx_http_linegate_key_fixed(NGX_HTTP_LINEGATE_KEY_RECONCILED));
     ngx_http_linegate_redis_arg_str(a,
         ngx_http_linegate_key_fixed(NGX_HTTP_LINEGATE_KEY_INVENTORY));
+    ngx_http_linegate_redis_arg_str(a,
+        ngx_http_linegate_key_fixed(NGX_HTTP_LINEGATE_KEY_HELD));
     ngx_http_linegate_redis_arg_str(a, &e->id);
     ngx_http_linegate_redis_arg_cstr(a, e->outcome);
     ngx_http_linegate_redis_arg_str(a, &e->found);
@@ -2514,7 +2516,7 @@ ngx_http_linegate_reconcile_resolve(ngx_http_request_t *r,
 
     return ngx_http_linegate_reconcile_script(r, rc,
                                   NGX_HTTP_LINEGATE_SCRIPT_OP_RECONCILE_RESOLVE,
-                                  3);
+                                  4);
 }
 
 

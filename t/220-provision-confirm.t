@@ -105,6 +105,25 @@ subtest 'a purchase' => sub {
 
 # the number in flight: a claim of lg:{fleet}:pv:inflight ("<account>
 # <worker> <number>") while Stripe works, settled with the line
+# an operator posting the number list again (docs: numbers already there
+# count once) must not put a number back that a line holds: a second
+# purchase would get it too
+subtest 'a number on a line is left out of an inventory load' => sub {
+    my $a = $p->account('acct_again');
+    my $b = $p->answer($p->confirm($a, $p->token($a)), 200, 'confirm');
+    my $n = $b->{phone_number};
+    ok(!$r->sismember('lg:{fleet}:inventory', $n), 'out of the inventory');
+
+    my $free = '+14155559876';
+    my $tx = $s->op(POST => '/inventory', {numbers => [$n, $free]});
+    is($tx->res->code, 200, 'the list posted again');
+    is_deeply($tx->res->json, {added => 1, held => 1,
+                               total => $r->scard('lg:{fleet}:inventory')},
+              'the free number added, the one on a line left out');
+    ok(!$r->sismember('lg:{fleet}:inventory', $n), 'still out');
+    $r->srem('lg:{fleet}:inventory', $free);
+};
+
 subtest 'the purchase that fills a window: RateLimit says when it frees' => sub {
     # pv_reserve.lua counts the new line in both windows and looks up only
     # the line that frees a slot: the limit-th newest for the full daily

@@ -61,9 +61,9 @@ sub fields {
 sub settle {
     my ($acct, $w, $number, $giveback, $reason, $sub) = @_;
     my $q = $reason ? "lg:{fleet}:q:$acct:$w:$reason" : 'lg:{fleet}:q:-';
-    return [$r->eval($SETTLE, 4, 'lg:{fleet}:pv:inflight',
+    return [$r->eval($SETTLE, 5, 'lg:{fleet}:pv:inflight',
                      'lg:{fleet}:inventory', 'lg:{fleet}:reconcile', $q,
-                     "$acct $w $number", $giveback, $reason // '',
+                     'lg:{fleet}:held', "$acct $w $number", $giveback, $reason // '',
                      $reason ? fields($acct, $w, $number, $reason, $sub)
                              : ())];
 }
@@ -160,6 +160,7 @@ subtest 'record after the reservation was released: outbox once' => sub {
 
 subtest 'release twice, settle twice: the number back once' => sub {
     reserve('acct_l', 'worker_l1', '+15550003');
+    $r->sadd('lg:{fleet}:held', '+15550003');    # pv_claim's
     my $inv = $r->scard('lg:{fleet}:inventory');
     my $rel = release('acct_l', 'worker_l1', 'stripe_outcome_unknown',
                       '+15550003');
@@ -178,6 +179,7 @@ subtest 'release twice, settle twice: the number back once' => sub {
     is_deeply(settle(@f), [0, 0], 'settled again');
     is($r->scard('lg:{fleet}:inventory'), $inv + 1, 'the number back, once');
     ok($r->sismember('lg:{fleet}:inventory', '+15550003'), 'that number');
+    ok(!$r->sismember('lg:{fleet}:held', '+15550003'), 'no longer held');
     is(scalar entries('worker_l1'), 1, 'one lg:{fleet}:reconcile entry');
     is($r->zcard('lg:{fleet}:pv:inflight'), 0, 'no claim left');
 };
@@ -400,8 +402,8 @@ subtest 'reserve then claim: one slot each, the inventory empty' => sub {
     }
     ok(!defined $r->hget('lg:{acct:acct_c}:resv:worker_c1', 'phone_number'),
        'the reservation holds no number');
-    my @claim = (2, 'lg:{fleet}:inventory', 'lg:{fleet}:pv:inflight',
-                 'acct_c', 'worker_c1', 1000);
+    my @claim = (3, 'lg:{fleet}:inventory', 'lg:{fleet}:pv:inflight',
+                 'lg:{fleet}:held', 'acct_c', 'worker_c1', 1000);
     $r->sadd('lg:{fleet}:inventory', '+15550007');
     is_deeply([$r->eval($CLAIM, @claim)], [2],
               'claim with no intent: refused');
@@ -420,6 +422,8 @@ subtest 'reserve then claim: one slot each, the inventory empty' => sub {
               ['acct_c worker_c1 +15550006', 1000],
               'the claim, in the journal, in the intent\'s place');
     is($r->scard('lg:{fleet}:inventory'), 0, 'out of the inventory');
+    ok($r->sismember('lg:{fleet}:held', '+15550006'),
+       'held: an inventory load leaves it out');
     is_deeply(token('lpv_c1', 'acct_c'), [410], 'the token: used');
     my $before = $r->zcard('lg:{acct:acct_c}:prov');
     for my $code (410, 403) {

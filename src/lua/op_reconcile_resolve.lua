@@ -7,6 +7,7 @@
 --
 -- KEYS[1]  lg:{fleet}:reconcile             KEYS[2]  lg:{fleet}:reconciled
 -- KEYS[3]  lg:{fleet}:inventory
+-- KEYS[4]  lg:{fleet}:held (pv_claim.lua): a number given back leaves it
 -- ARGV[1]  the entry's id           ARGV[2]  outcome
 -- ARGV[3]  what was found at Stripe ("" when nothing, or the entry's own)
 -- ARGV[4]  now, ISO 8601
@@ -56,6 +57,7 @@ if ARGV[6] == '1' then
     for i = 1, #src, 2 do
         if src[i] == 'phone_number' and src[i + 1] ~= '' then
             redis.call('SADD', KEYS[3], src[i + 1])
+            redis.call('SREM', KEYS[4], src[i + 1])
         end
     end
 end

@@ -9,6 +9,10 @@
 -- the account's side (pv_inspect.lua) and settles it.
 --
 -- KEYS[1]  lg:{fleet}:inventory     KEYS[2]  lg:{fleet}:pv:inflight
+-- KEYS[3]  lg:{fleet}:held: the numbers handed out, which an inventory
+--          load leaves out (op_inventory_add); a number leaves it only
+--          when it goes back to the inventory (pv_settle,
+--          op_reconcile_resolve)
 -- ARGV[1]  account id               ARGV[2]  worker id
 -- ARGV[3]  now, Unix ms
 --
@@ -33,5 +37,6 @@ end
 redis.call('ZREM', KEYS[2], intent)
 redis.call('ZADD', KEYS[2], ARGV[3],
            ARGV[1] .. ' ' .. ARGV[2] .. ' ' .. number)
+redis.call('SADD', KEYS[3], number)
 
 return {1, number}

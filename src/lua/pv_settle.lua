@@ -23,6 +23,7 @@
 -- KEYS[1]  lg:{fleet}:pv:inflight   KEYS[2]  lg:{fleet}:inventory
 -- KEYS[3]  lg:{fleet}:reconcile
 -- KEYS[4]  lg:{fleet}:q:<A>:<worker>:<reason> (lg:{fleet}:q:- when none)
+-- KEYS[5]  lg:{fleet}:held (pv_claim.lua): a number given back leaves it
 -- ARGV[1]  the claim, "<A> <worker> <number>", or the intent
 --          "<A> <worker> -" ('' when unknown)
 -- ARGV[2]  "1": the number returns to the inventory, "0": it does not
@@ -41,6 +42,7 @@ if ARGV[1] ~= '' and redis.call('ZREM', KEYS[1], ARGV[1]) == 1 then
     local number = string.match(ARGV[1], '^%S+ %S+ (%S+)$')
     if ARGV[2] == '1' and number and number ~= '-' then
         redis.call('SADD', KEYS[2], number)
+        redis.call('SREM', KEYS[5], number)
     end
 end
 
