@@ -541,6 +541,33 @@ ngx_http_linegate_operator_line_health(ngx_http_request_t *r,
 }
 
 
+/*
+ * A stream entry id Redis takes: "<ms>" or "<ms>-<seq>", each part 1 to
+ * 19 digits (below 2^64 whatever they are); anything else Redis refuses
+ * as an error, which would be answered 500
+ */
+static ngx_uint_t
+ngx_http_linegate_operator_stream_id(ngx_str_t *v)
+{
+    u_char  *dash, *end;
+
+    end = v->data + v->len;
+    dash = ngx_strlchr(v->data, end, '-');
+
+    if (dash == NULL) {
+        dash = end;
+    }
+
+    return dash - v->data >= 1 && dash - v->data <= 19
+           && ngx_http_linegate_chars_are(v->data, dash - v->data,
+                                          NGX_HTTP_LINEGATE_CHARS_DIGIT)
+           && (dash == end
+               || (end - dash - 1 >= 1 && end - dash - 1 <= 19
+                   && ngx_http_linegate_chars_are(dash + 1, end - dash - 1,
+                                             NGX_HTTP_LINEGATE_CHARS_DIGIT)));
+}
+
+
 static ngx_int_t
 ngx_http_linegate_operator_line_usage(ngx_http_request_t *r,
     ngx_http_linegate_operator_t *adm)
@@ -640,10 +667,7 @@ ngx_http_linegate_operator_stream(ngx_http_request_t *r,
     ngx_str_set(&after, "-");
 
     if (ngx_http_arg(r, (u_char *) "after", 5, &value) == NGX_OK) {
-        if (value.len == 0 || value.len > 41
-            || !ngx_http_linegate_chars_are(value.data, value.len,
-                                        NGX_HTTP_LINEGATE_CHARS_DIGIT_DASH))
-        {
+        if (!ngx_http_linegate_operator_stream_id(&value)) {
             ngx_http_linegate_field_error(r, "after",
                                     "after must be a stream entry id");
             return NGX_ERROR;

@@ -879,13 +879,14 @@ ngx_http_linegate_operator_filled(ngx_str_t *s)
 }
 
 
+/* what every Stripe call accepts as an id (stripe.c): no '-' */
 static ngx_uint_t
 ngx_http_linegate_operator_customer_valid(ngx_str_t *s)
 {
     return s->len >= 5 && s->len <= 255
            && ngx_strncmp(s->data, "cus_", 4) == 0
            && ngx_http_linegate_chars_are(s->data + 4, s->len - 4,
-                                          NGX_HTTP_LINEGATE_CHARS_ID);
+                                          NGX_HTTP_LINEGATE_CHARS_WORD);
 }
 
 

@@ -97,6 +97,13 @@ subtest 'workspaces' => sub {
                                  {plan => 'mini', stripeCustomerId => 'x_1'}),
                           400, 'VALIDATION_ERROR', 'invalid customer id');
     is($body->{field}, 'stripeCustomerId', 'invalid customer id: field');
+    # what every Stripe call takes as an id: no '-' (a typo stored would
+    # leave confirms "no card" and reconciliation entries no_customer)
+    $body = json_error_is($s->op(PUT => "/workspaces/$w",
+                                 {plan => 'mini',
+                                  stripeCustomerId => 'cus_a-1'}),
+                          400, 'VALIDATION_ERROR', 'a customer id with -');
+    is($body->{field}, 'stripeCustomerId', 'a customer id with -: field');
 
     for my $bad ('bad.id', 'a' x 65, 'sp%20ace', 'caf%C3%A9') {
         json_error_is($s->op(PUT => "/workspaces/$bad", {plan => 'mini'}),
@@ -602,7 +609,10 @@ subtest 'provisioning and reconciliation streams' => sub {
     is_deeply([map { $_->{id} } @{ $body->{entries} }], [@ids[1, 2]],
               'after: the next entries');
 
-    for my $q ('count=0', 'count=1001', 'count=abc', 'after=x', 'after=') {
+    # each one a stream id Redis refuses (an error reply: 500 before)
+    for my $q ('count=0', 'count=1001', 'count=abc', 'after=x', 'after=',
+               'after=-', 'after=--', 'after=1-2-3', 'after=1-',
+               'after=' . '9' x 20) {
         answer_is($s->op(GET => "/provisioning?$q"), 400, "refused: $q");
     }
 

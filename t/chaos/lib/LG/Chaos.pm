@@ -493,6 +493,14 @@ sub check {
                . ' claim, no line, no reconcile entry)') unless @$at;
         $bad->(numbers_conserved => "$n in " . @$at . ' places: '
                . join(', ', @$at)) if @$at > 1;
+        # lg:{fleet}:held: every number handed out, none in the inventory
+        # (an inventory load leaves its numbers out)
+        my $held = $r->sismember('lg:{fleet}:held', $n);
+        my $stocked = grep { $_ eq 'inventory' } @$at;
+        $bad->(numbers_conserved => "$n in the inventory and held")
+            if $stocked && $held;
+        $bad->(numbers_conserved => "$n handed out (@$at), not held")
+            if @$at && !$stocked && !$held;
     }
     $bad->(numbers_conserved => "$_ was never seeded: @{ $where{$_} }")
         for sort keys %where;
