@@ -689,6 +689,9 @@ ngx_http_linegate_operator_sb_rotated(ngx_http_request_t *r,
     ngx_http_linegate_redis_arg_cstr(&adm->args, "secret_sha256");
     ngx_http_linegate_redis_arg_str(&adm->args, &adm->digest);
 
+    /* the 201 gives a key that works: lost with its master, it would not */
+    adm->args.acknowledged = 1;
+
     if (ngx_http_linegate_redis_command(r, &adm->args,
                                         ngx_http_linegate_operator_sb_stored)
         != NGX_OK)

@@ -1224,7 +1224,11 @@ ngx_http_linegate_redis_reply_cb(redisAsyncContext *ac, void *data,
  * reservation's release (the confirm's, the sweep's in pv_inspect, the
  * run's), which a settle in another slot follows on a cluster: released
  * on the account's master, lost with it, the reservation would come
- * back with nothing left in the journal to find it by.
+ * back with nothing left in the journal to find it by. And the operator's
+ * writes a caller acts on: a key's revocation (a security answer: lost
+ * with its master, the key would authenticate again), a provisioning
+ * credential's rotation, a line's move to active or failed (its set-up
+ * worker has acknowledged the stream's entry by then).
  */
 static ngx_uint_t
 ngx_http_linegate_redis_acknowledged(ngx_int_t script)
@@ -1240,6 +1244,9 @@ ngx_http_linegate_redis_acknowledged(ngx_int_t script)
     case NGX_HTTP_LINEGATE_SCRIPT_PV_INSPECT:
     case NGX_HTTP_LINEGATE_SCRIPT_WH_INVOICE:
     case NGX_HTTP_LINEGATE_SCRIPT_WH_SUBSCRIPTION:
+    case NGX_HTTP_LINEGATE_SCRIPT_OP_KEY_REVOKE:
+    case NGX_HTTP_LINEGATE_SCRIPT_OP_CREDENTIALS:
+    case NGX_HTTP_LINEGATE_SCRIPT_OP_LINE_TRANSITION:
         return 1;
 
     default:

@@ -141,4 +141,22 @@ for my $i (0 .. $N - 1) {
     is(scalar @live, $lines->{$w->{id}} + 1, "$w->{id}: one line, not two");
 }
 
+# a key's revocation is a security answer: a 200 only once a replica has
+# it (lost with its master, the key would authenticate again)
+{
+    my $w = $ws[0]{id};
+    my $k = $s->op(POST => "/workspaces/$w/keys")->res->json;
+    ok($k && $k->{keyId}, 'a key to revoke');
+    kill 'STOP', @pids;
+    my $tx = $s->op(DELETE => "/workspaces/$w/keys/$k->{keyId}");
+    kill 'CONT', @pids;
+    is($tx->res->code, 503, 'no replica acknowledged the revocation: 503')
+        or diag($tx->res->body);
+    ok(!$r->hexists("lg:{ws:$w}:keys", $k->{keyId}),
+       'the master has it (an unknown outcome, as any unacknowledged write)');
+    ok($s->wait_sentinels_ready(30, 1), 'a replica in sync again');
+    is($s->op(DELETE => "/workspaces/$w/keys/$k->{keyId}")->res->code, 404,
+       'asked again: revoked');
+}
+
 done_testing;
