@@ -902,6 +902,7 @@ ngx_http_linegate_reconcile_lost_read(ngx_http_request_t *r,
     ngx_http_linegate_redis_arg_cstr(&a[0], "invoiceId");
     ngx_http_linegate_redis_arg_cstr(&a[0], "createdAt");
     ngx_http_linegate_redis_arg_cstr(&a[0], "idem");
+    ngx_http_linegate_redis_arg_cstr(&a[0], "customer");
 
     ngx_http_linegate_redis_args_init(&a[1]);
     ngx_http_linegate_redis_arg_cstr(&a[1], "HGET");
@@ -927,7 +928,7 @@ ngx_http_linegate_reconcile_lost_found(ngx_http_request_t *r,
     ngx_http_linegate_reconcile_lost_t *l, redisReply *reply)
 {
     ngx_str_t    s, *f;
-    ngx_uint_t   i;
+    ngx_uint_t   i, at[3];
     redisReply  *lr, *from[3];
 
     static ngx_str_t   name[] = {
@@ -936,13 +937,10 @@ ngx_http_linegate_reconcile_lost_found(ngx_http_request_t *r,
         ngx_string("customer"), ngx_string("at")
     };
 
-    /* idempotency_key, customer, at: where each is in the reply */
-    static ngx_uint_t  at[] = { 3, 1, 2 };
-
     if (reply == NULL || reply->type != REDIS_REPLY_ARRAY
         || reply->elements != 2
         || reply->element[0]->type != REDIS_REPLY_ARRAY
-        || reply->element[0]->elements != 4)
+        || reply->element[0]->elements != 5)
     {
         return NGX_ERROR;
     }
@@ -968,9 +966,22 @@ ngx_http_linegate_reconcile_lost_found(ngx_http_request_t *r,
     f[3] = l->id;
     ngx_str_set(&f[5], "worker_lost");
 
+    /*
+     * the customer the reservation was billed to (lr_create keeps it);
+     * the workspace's for a request gone, or kept before it did
+     */
+    /* idempotency_key, customer, at: which reply, where in it */
     from[0] = lr;
-    from[1] = reply;
+    at[0] = 3;
+    from[1] = lr;
+    at[1] = 4;
     from[2] = lr;
+    at[2] = 2;
+
+    if (lr->element[4]->type != REDIS_REPLY_STRING) {
+        from[1] = reply;
+        at[1] = 1;
+    }
 
     /* copied (the reply is freed after its handler); absent: "" */
     for (i = 0; i < 3; i++) {

@@ -836,6 +836,55 @@ subtest 'a killed create dropped as abandoned: its invoice voided' => sub {
     is(scalar @live, 1, 'the new request\'s invoice untouched');
 };
 
+# the workspace's Stripe customer changed by the operator after the
+# reservation was billed: its invoice is under the customer it was billed
+# to, which the reservation keeps
+subtest 'a killed create, its workspace\'s customer changed since' => sub {
+    plan skip_all => 'the Lines API is not served on a Redis Cluster'
+        if $s->topology eq 'cluster';
+    my $l = LG::Lines->new($s);
+    my $EMAIL = body(channelType => 'email', email => 'k@example.com');
+    my $w = $l->workspace('org_killed_moved');
+    $l->fault(path_prefix => '/v1/invoices/', latency_ms => $HOLD,
+              after_commit => 1);
+    my $killed = 0;
+    my (undef, $done) = $l->during([$w, POST => '/api/line-requests',
+                                    $EMAIL, 'Idempotency-Key' => 'km'],
+                                   sub {
+        return 0 unless in_flight('lg:{fleet}:lr:inflight', $w->{id})
+                     && $s->stub_held(qr{^/v1/invoices/.+/finalize$});
+        return 0 unless grep { $_->{status} eq 'open' }
+                        $l->invoices($w->{customer});
+        $killed = $s->kill_workers;
+        return 1;
+    }, 60);
+    $l->clear_faults;
+    ok($done && $killed, 'the workers were killed mid-create');
+    my ($id) = $l->request_ids($w);
+    my ($inv) = grep { $_->{status} eq 'open' } $l->invoices($w->{customer});
+    ok($id && $inv, 'a reservation, its invoice open at Stripe');
+
+    my $other = 'cus_moved' . int(time);
+    $s->stub(POST => '/_stub/customers', {id => $other, card => 1});
+    my $put;
+    ok(eventually(sub {    # the workers respawned and connected
+        $put = $s->op(PUT => "/workspaces/$w->{id}",
+                      {stripeCustomerId => $other});
+        $put->res->code == 200;
+    }, 20), 'the workspace moved to another customer')
+        or diag($put->res->code . ' ' . $put->res->body);
+
+    sleep 1.1;    # linegate_reconcile_lost_after
+    my $b = run();
+    my ($e) = grep { ($_->{line_request_id} // '') eq $id }
+              @{ $b->{entries} // [] };
+    is($e->{reason}, 'worker_lost', 'found as worker_lost')
+        or diag explain $b;
+    is($e->{outcome}, 'voided', 'its invoice found and voided');
+    is($l->invoice($inv->{id})->{status}, 'void',
+       'nothing payable left at Stripe');
+};
+
 subtest 'an invoice no repair could discard: deleted by a run' => sub {
     # the Lines API needs one Redis or Sentinel (issue 10): not on a cluster
     plan skip_all => 'the Lines API is not served on a Redis Cluster'

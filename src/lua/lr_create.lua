@@ -257,6 +257,10 @@ else
     f[#f + 1] = 'unpaid'
     f[#f + 1] = 'reservedAt'
     f[#f + 1] = ARGV[8]
+    -- the customer it is billed to: a reconciliation run looks for its
+    -- invoice there, whatever the workspace names later
+    f[#f + 1] = 'customer'
+    f[#f + 1] = w[3]
     if ARGV[20] ~= '' then
         -- the key it holds "running": freed with it if its worker dies
         f[#f + 1] = 'idem'
