@@ -819,21 +819,31 @@ ngx_http_linegate_auth_operator(ngx_http_request_t *r,
 
     ctx->auth = NGX_HTTP_LINEGATE_AUTH_OPERATOR;
 
-    /*
-     * An operator write may revoke an API key: every worker's key cache
-     * forgets what it learned before the write started, and (bumped again
-     * at its end, module.c's cleanup) while it ran. Only once the token
-     * is good: anyone who reaches the location could otherwise empty
-     * every worker's cache with each request.
-     */
-    if (!(r->method & (NGX_HTTP_GET|NGX_HTTP_HEAD))
-        && lmcf->apikey_epoch != NULL)
-    {
+    return NGX_OK;
+}
+
+
+/*
+ * An operator call that takes a credential away (a key's revocation, a
+ * provisioning credential's rotation): every worker's credential caches
+ * forget what they learned before it started, and (bumped again at its
+ * end, module.c's cleanup) while it ran. Only such calls, once the token
+ * is good: any other write (usage, health, inventory) leaves the caches
+ * warm, and anyone who reaches the location could otherwise empty every
+ * worker's cache with each request.
+ */
+void
+ngx_http_linegate_auth_forget(ngx_http_request_t *r,
+    ngx_http_linegate_ctx_t *ctx)
+{
+    ngx_http_linegate_main_conf_t  *lmcf;
+
+    lmcf = ngx_http_get_module_main_conf(r, ngx_http_linegate_module);
+
+    if (lmcf->apikey_epoch != NULL) {
         (void) ngx_atomic_fetch_add(lmcf->apikey_epoch, 1);
         ctx->bump_epoch = lmcf->apikey_epoch;
     }
-
-    return NGX_OK;
 }
 
 

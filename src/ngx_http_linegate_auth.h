@@ -90,6 +90,12 @@ ngx_int_t ngx_http_linegate_auth_init_process(ngx_cycle_t *cycle,
  */
 ngx_int_t ngx_http_linegate_auth_operator(ngx_http_request_t *r,
     ngx_http_linegate_ctx_t *ctx);
+/*
+ * an operator call that takes a credential away: every worker's
+ * credential caches forget what they learned, before and while it runs
+ */
+void ngx_http_linegate_auth_forget(ngx_http_request_t *r,
+    ngx_http_linegate_ctx_t *ctx);
 
 
 #endif /* _NGX_HTTP_LINEGATE_AUTH_H_INCLUDED_ */

@@ -98,6 +98,10 @@ ngx_http_linegate_operator_handler(ngx_http_request_t *r,
 
     adm->route = rt;
 
+    if (rt->call != NULL && rt->call->revokes) {
+        ngx_http_linegate_auth_forget(r, ctx);
+    }
+
     if (rt->call == NULL) {
         ngx_http_linegate_reconcile_run(r, ctx);
         return;

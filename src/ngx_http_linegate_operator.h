@@ -162,6 +162,12 @@ typedef struct {
      * API keys: the lookup written, or deleted)
      */
     ngx_http_linegate_operator_after_t   *after;
+    /*
+     * 1: the call may take a credential away (a key's revocation, a
+     * provisioning credential's rotation): every worker's credential
+     * caches forget what they learned (ngx_http_linegate_auth_forget())
+     */
+    ngx_uint_t                            revokes;
 } ngx_http_linegate_operator_call_t;
 
 

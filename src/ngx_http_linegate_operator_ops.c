@@ -111,7 +111,8 @@ static ngx_http_linegate_operator_call_t  ngx_http_linegate_operator_adder = {
     NGX_HTTP_LINEGATE_OPERATOR_REPLY_ARRAY, "iiii", NGX_HTTP_OK,
     ngx_http_linegate_operator_inv_added,
     0,
-    NULL
+    NULL,
+    0
 };
 
 static ngx_http_linegate_operator_call_t  ngx_http_linegate_operator_sort = {
@@ -120,7 +121,8 @@ static ngx_http_linegate_operator_call_t  ngx_http_linegate_operator_sort = {
     NGX_HTTP_LINEGATE_OPERATOR_REPLY_LIST, "", NGX_HTTP_OK,
     ngx_http_linegate_operator_inv_listed,
     0,
-    NULL
+    NULL,
+    0
 };
 
 static ngx_http_linegate_operator_call_t  ngx_http_linegate_operator_srem = {
@@ -129,7 +131,8 @@ static ngx_http_linegate_operator_call_t  ngx_http_linegate_operator_srem = {
     NGX_HTTP_LINEGATE_OPERATOR_REPLY_INTEGER, "", NGX_HTTP_OK,
     ngx_http_linegate_operator_inv_removed,
     0,
-    NULL
+    NULL,
+    0
 };
 
 /*
@@ -142,7 +145,8 @@ static ngx_http_linegate_operator_call_t  ngx_http_linegate_operator_move = {
     NGX_HTTP_LINEGATE_OPERATOR_REPLY_ARRAY, "isa", NGX_HTTP_OK,
     ngx_http_linegate_operator_line_moved,
     1,
-    NULL
+    NULL,
+    0
 };
 
 static ngx_http_linegate_operator_call_t  ngx_http_linegate_operator_check = {
@@ -151,7 +155,8 @@ static ngx_http_linegate_operator_call_t  ngx_http_linegate_operator_check = {
     NGX_HTTP_LINEGATE_OPERATOR_REPLY_INTEGER, "", NGX_HTTP_OK,
     ngx_http_linegate_operator_line_checked,
     1,
-    NULL
+    NULL,
+    0
 };
 
 static ngx_http_linegate_operator_call_t  ngx_http_linegate_operator_count = {
@@ -160,7 +165,8 @@ static ngx_http_linegate_operator_call_t  ngx_http_linegate_operator_count = {
     NGX_HTTP_LINEGATE_OPERATOR_REPLY_ARRAY, "iii", NGX_HTTP_OK,
     ngx_http_linegate_operator_line_counted,
     1,
-    NULL
+    NULL,
+    0
 };
 
 /* XRANGE */
@@ -170,7 +176,8 @@ static ngx_http_linegate_operator_call_t  ngx_http_linegate_operator_xrange = {
     NGX_HTTP_LINEGATE_OPERATOR_REPLY_LIST, "", NGX_HTTP_OK,
     ngx_http_linegate_operator_stream_read,
     0,
-    NULL
+    NULL,
+    0
 };
 
 

@@ -205,7 +205,8 @@ static ngx_http_linegate_operator_call_t  ngx_http_linegate_operator_upsert = {
     NGX_HTTP_LINEGATE_OPERATOR_REPLY_ARRAY, "iia", NGX_HTTP_OK,
     ngx_http_linegate_operator_tenant_saved,
     0,
-    NULL
+    NULL,
+    0
 };
 
 static ngx_http_linegate_operator_call_t  ngx_http_linegate_operator_ws_get = {
@@ -214,7 +215,8 @@ static ngx_http_linegate_operator_call_t  ngx_http_linegate_operator_ws_get = {
     NGX_HTTP_LINEGATE_OPERATOR_REPLY_HASH, "", NGX_HTTP_OK,
     ngx_http_linegate_operator_workspace_json,
     0,
-    NULL
+    NULL,
+    0
 };
 
 static ngx_http_linegate_operator_call_t
@@ -224,7 +226,8 @@ static ngx_http_linegate_operator_call_t
     NGX_HTTP_LINEGATE_OPERATOR_REPLY_HASH, "", NGX_HTTP_OK,
     ngx_http_linegate_operator_account_json,
     0,
-    NULL
+    NULL,
+    0
 };
 
 /* op_key_create, op_credentials: 0 when there is no such owner */
@@ -235,7 +238,8 @@ static ngx_http_linegate_operator_call_t
     NGX_HTTP_LINEGATE_OPERATOR_REPLY_INTEGER, "", NGX_HTTP_CREATED,
     ngx_http_linegate_operator_issued,
     0,
-    ngx_http_linegate_operator_key_listed
+    ngx_http_linegate_operator_key_listed,
+    0
 };
 
 static ngx_http_linegate_operator_call_t
@@ -245,7 +249,8 @@ static ngx_http_linegate_operator_call_t
     NGX_HTTP_LINEGATE_OPERATOR_REPLY_ARRAY, "is", NGX_HTTP_CREATED,
     ngx_http_linegate_operator_issued,
     0,
-    ngx_http_linegate_operator_sb_rotated
+    ngx_http_linegate_operator_sb_rotated,
+    1
 };
 
 /* op_key_list: the key ids, nil without the workspace; op_key_revoke */
@@ -256,7 +261,8 @@ static ngx_http_linegate_operator_call_t
     NGX_HTTP_LINEGATE_OPERATOR_REPLY_LIST, "", NGX_HTTP_OK,
     ngx_http_linegate_operator_keys_listed,
     0,
-    NULL
+    NULL,
+    0
 };
 
 static ngx_http_linegate_operator_call_t
@@ -266,7 +272,8 @@ static ngx_http_linegate_operator_call_t
     NGX_HTTP_LINEGATE_OPERATOR_REPLY_ARRAY, "is", NGX_HTTP_OK,
     ngx_http_linegate_operator_key_revoked,
     0,
-    ngx_http_linegate_operator_key_unlisted
+    ngx_http_linegate_operator_key_unlisted,
+    1
 };
 
 
