@@ -41,6 +41,7 @@ static void ngx_http_linegate_auto_done(ngx_http_linegate_auto_t *au,
     const char *failure);
 static void ngx_http_linegate_auto_arm(ngx_http_linegate_auto_t *au,
     ngx_msec_t delay);
+static ngx_uint_t ngx_http_linegate_reconcile_auto_loopback(ngx_url_t *u);
 
 
 static ngx_http_linegate_auto_t  ngx_http_linegate_auto;
@@ -124,10 +125,61 @@ ngx_http_linegate_reconcile_auto_conf(ngx_conf_t *cf, ngx_command_t *cmd,
         return NGX_CONF_ERROR;
     }
 
+    if (!ngx_http_linegate_reconcile_auto_loopback(u)) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"%V\" is not a loopback address: the operator "
+                           "token is sent in plain HTTP, to this nginx only "
+                           "(127.0.0.1, ::1)", &value[1]);
+        return NGX_CONF_ERROR;
+    }
+
     lmcf->reconcile_auto = u;
     lmcf->reconcile_auto_interval = interval;
 
     return NGX_CONF_OK;
+}
+
+
+/* every address the name resolved to is this host's loopback */
+static ngx_uint_t
+ngx_http_linegate_reconcile_auto_loopback(ngx_url_t *u)
+{
+    ngx_uint_t            i;
+    struct sockaddr_in   *sin;
+#if (NGX_HAVE_INET6)
+    struct sockaddr_in6  *sin6;
+#endif
+
+    for (i = 0; i < u->naddrs; i++) {
+
+        switch (u->addrs[i].sockaddr->sa_family) {
+
+#if (NGX_HAVE_INET6)
+        case AF_INET6:
+            sin6 = (struct sockaddr_in6 *) u->addrs[i].sockaddr;
+
+            if (!IN6_IS_ADDR_LOOPBACK(&sin6->sin6_addr)) {
+                return 0;
+            }
+
+            break;
+#endif
+
+        case AF_INET:
+            sin = (struct sockaddr_in *) u->addrs[i].sockaddr;
+
+            if ((ntohl(sin->sin_addr.s_addr) >> 24) != 127) {
+                return 0;
+            }
+
+            break;
+
+        default:
+            return 0;
+        }
+    }
+
+    return u->naddrs > 0;
 }
 
 

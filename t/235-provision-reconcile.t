@@ -789,20 +789,17 @@ subtest 'a worker killed mid-create (Lines API): invoice discarded' => sub {
     }
 };
 
-# The same, but a later creation of the workspace drops the reservation
-# as abandoned (10 minutes without an invoice) before a run: the request
-# is gone, its open invoice still payable at Stripe
-subtest 'a killed create dropped as abandoned: its invoice voided' => sub {
-    plan skip_all => 'the Lines API is not served on a Redis Cluster'
-        if $s->topology eq 'cluster';
-    my $l = LG::Lines->new($s);
-    my $EMAIL = body(channelType => 'email', email => 'k@example.com');
-    my $w = $l->workspace('org_killed_dropped');
+# a paid add-on of $w (Idempotency-Key $key) whose workers are killed
+# once Stripe has finalized its invoice (the answer held): the request's
+# id and its open invoice
+sub killed_finalized {
+    my ($l, $w, $body, $key) = @_;
+    local $Test::Builder::Level = $Test::Builder::Level + 1;
     $l->fault(path_prefix => '/v1/invoices/', latency_ms => $HOLD,
               after_commit => 1);
     my $killed = 0;
     my (undef, $done) = $l->during([$w, POST => '/api/line-requests',
-                                    $EMAIL, 'Idempotency-Key' => 'kd'],
+                                    $body, 'Idempotency-Key' => $key],
                                    sub {
         return 0 unless in_flight('lg:{fleet}:lr:inflight', $w->{id})
                      && $s->stub_held(qr{^/v1/invoices/.+/finalize$});
@@ -816,6 +813,19 @@ subtest 'a killed create dropped as abandoned: its invoice voided' => sub {
     my ($id) = $l->request_ids($w);
     my ($inv) = grep { $_->{status} eq 'open' } $l->invoices($w->{customer});
     ok($id && $inv, 'a reservation, its invoice open at Stripe');
+    return ($id, $inv);
+}
+
+# The same, but a later creation of the workspace drops the reservation
+# as abandoned (10 minutes without an invoice) before a run: the request
+# is gone, its open invoice still payable at Stripe
+subtest 'a killed create dropped as abandoned: its invoice voided' => sub {
+    plan skip_all => 'the Lines API is not served on a Redis Cluster'
+        if $s->topology eq 'cluster';
+    my $l = LG::Lines->new($s);
+    my $EMAIL = body(channelType => 'email', email => 'k@example.com');
+    my $w = $l->workspace('org_killed_dropped');
+    my ($id, $inv) = killed_finalized($l, $w, $EMAIL, 'kd');
 
     $r->hset("lg:{ws:$w->{id}}:lr:$id", 'reservedAt', 1);
     $l->answer($l->create($w, $EMAIL, 'Idempotency-Key' => 'kd'), 201,
@@ -845,24 +855,7 @@ subtest 'a killed create, its workspace\'s customer changed since' => sub {
     my $l = LG::Lines->new($s);
     my $EMAIL = body(channelType => 'email', email => 'k@example.com');
     my $w = $l->workspace('org_killed_moved');
-    $l->fault(path_prefix => '/v1/invoices/', latency_ms => $HOLD,
-              after_commit => 1);
-    my $killed = 0;
-    my (undef, $done) = $l->during([$w, POST => '/api/line-requests',
-                                    $EMAIL, 'Idempotency-Key' => 'km'],
-                                   sub {
-        return 0 unless in_flight('lg:{fleet}:lr:inflight', $w->{id})
-                     && $s->stub_held(qr{^/v1/invoices/.+/finalize$});
-        return 0 unless grep { $_->{status} eq 'open' }
-                        $l->invoices($w->{customer});
-        $killed = $s->kill_workers;
-        return 1;
-    }, 60);
-    $l->clear_faults;
-    ok($done && $killed, 'the workers were killed mid-create');
-    my ($id) = $l->request_ids($w);
-    my ($inv) = grep { $_->{status} eq 'open' } $l->invoices($w->{customer});
-    ok($id && $inv, 'a reservation, its invoice open at Stripe');
+    my ($id, $inv) = killed_finalized($l, $w, $EMAIL, 'km');
 
     my $other = 'cus_moved' . int(time);
     $s->stub(POST => '/_stub/customers', {id => $other, card => 1});
@@ -986,6 +979,14 @@ subtest 'configuration' => sub {
     ($rc, $out) = $s->nginx_t($conf);
     isnt($rc, 0, 'interval 0: refused');
     like($out, qr/invalid interval "interval=0"/, 'naming the value');
+
+    # the operator token goes in plain HTTP: to this nginx only
+    $conf = $s->render(HTTP_EXTRA =>
+        'linegate_reconcile_auto http://10.1.2.3:1/_linegate/;');
+    ($rc, $out) = $s->nginx_t($conf);
+    isnt($rc, 0, 'not a loopback address: refused');
+    like($out, qr/"http:\/\/10\.1\.2\.3:1\/_linegate\/" is not a loopback/,
+         'naming the value');
 
     $conf = $s->render(HTTP_EXTRA =>
         'linegate_reconcile_auto http://127.0.0.1:1/_linegate/ interval=5s;');
