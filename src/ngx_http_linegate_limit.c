@@ -994,19 +994,23 @@ ngx_http_linegate_limit_fallback(ngx_http_request_t *r,
  * Redis decided: the local states charged before now belong to an earlier
  * outage (Redis has the fleet's state since), and the next outage starts
  * without them. To the second, so the store and its lock come once a
- * second at most, not with every request.
+ * second at most, not with every request. Not on a Redis Cluster: one
+ * master can be down while the others answer, and the keys of its slots,
+ * falling back all along, would start again empty every second.
  */
 static void
 ngx_http_linegate_limit_answered(ngx_http_request_t *r)
 {
     time_t                                now;
     ngx_http_linegate_limit_shm_t        *shm;
+    ngx_http_linegate_main_conf_t        *gmcf;
     ngx_http_linegate_limit_main_conf_t  *lmcf;
 
     lmcf = ngx_http_get_module_main_conf(r, ngx_http_linegate_limit_module);
+    gmcf = ngx_http_get_module_main_conf(r, ngx_http_linegate_module);
 
-    if (lmcf->shm_zone == NULL) {
-        /* no location falls back to local */
+    if (lmcf->shm_zone == NULL || gmcf->redis_cluster) {
+        /* no location falls back to local; a cluster: above */
         return;
     }
 
