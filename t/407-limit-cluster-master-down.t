@@ -7,7 +7,7 @@ use warnings;
 use lib 't/lib';
 
 use Test::More;
-use Time::HiRes qw(time);
+use Time::HiRes qw(time sleep);
 use LG::Stack;
 use LG::Test ();
 use LG::Limit qw(rl_key);
@@ -17,6 +17,7 @@ my $dir = LG::Test::public_dir('file.txt' => "ok\n");
 
 my $http = <<"CONF";
     linegate_limit_zone z key=\$arg_k rate=100r/s burst=100;
+    linegate_limit_zone q key=\$arg_k rate=1r/h burst=0;
 CONF
 
 my $server = <<"CONF";
@@ -24,6 +25,11 @@ my $server = <<"CONF";
         add_header X-Limit \$linegate_limit_status always;
         location /l/ {
             linegate_limit zone=z;
+            linegate_limit_on_error local;
+            try_files /file.txt =404;
+        }
+        location /q/ {
+            linegate_limit zone=q;
             linegate_limit_on_error local;
             try_files /file.txt =404;
         }
@@ -58,5 +64,25 @@ my @lines = substr($s->error_log, $mark)
 ok(@lines >= 1, 'the slot\'s master is logged as down');
 ok(@lines <= int($secs) + 2, scalar(@lines) . ' lines for 30 requests in '
    . sprintf('%.1f s: once a second', $secs));
+
+# a key of the down master keeps its local state while the other masters
+# decide the other keys: it must not start again empty every second (a
+# cluster's outage is one master's, not Redis's)
+{
+    my ($q) = grep { $slots{LG::RedisCluster::keyslot(rl_key('q', $_))} }
+              map { "q$_" } 0 .. 100_000;
+    my @up = grep { !$slots{LG::RedisCluster::keyslot(rl_key('q', $_))} }
+             map { "u$_" } 0 .. 1000;
+    is(st("/q/?k=$q"), '200 LOCAL_PASSED', 'its first request, locally');
+    my @later;
+    for my $u (@up[0 .. 2]) {
+        sleep 1.1;
+        # another master decides, a second later
+        is(st("/q/?k=$u"), '200 PASSED', "$u: decided by Redis");
+        push @later, st("/q/?k=$q");
+    }
+    is_deeply(\@later, [('429 LOCAL_REJECTED') x 3],
+              'then refused, seconds later too') or diag("@later");
+}
 
 done_testing;
