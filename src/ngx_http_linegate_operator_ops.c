@@ -14,12 +14,18 @@
 #define NGX_HTTP_LINEGATE_INVENTORY_MAX     1000
 #define NGX_HTTP_LINEGATE_STREAM_DEFAULT    100
 #define NGX_HTTP_LINEGATE_STREAM_MAX        1000
+/* a page of the inventory: as many as one POST adds */
+#define NGX_HTTP_LINEGATE_INV_PAGE_MAX      1000
+/* SSCAN's cursors: a table's slot, far below 2^63 */
+#define NGX_HTTP_LINEGATE_CURSOR_MAX_LEN    19
 #define NGX_HTTP_LINEGATE_REASON_MAX        500
 #define NGX_HTTP_LINEGATE_USAGE_TTL         (3 * 86400)
 
 
 static void ngx_http_linegate_operator_line_args(ngx_http_request_t *r,
     ngx_http_linegate_operator_t *adm, ngx_str_t *day);
+static ngx_int_t ngx_http_linegate_operator_page_size(ngx_http_request_t *r,
+    ngx_int_t dflt, ngx_int_t max, ngx_int_t *count);
 
 static ngx_http_linegate_operator_args_t    ngx_http_linegate_operator_inv_add;
 static ngx_http_linegate_operator_answer_t
@@ -102,8 +108,8 @@ static ngx_http_linegate_operator_field_t
 
 
 /*
- * op_inventory_add: {1, added, total, held}; SORT; SREM: 0 when not
- * there
+ * op_inventory_add: {1, added, total, held}; op_inventory_page: {1,
+ * cursor, total, numbers}; SREM: 0 when not there
  */
 static ngx_http_linegate_operator_call_t  ngx_http_linegate_operator_adder = {
     ngx_http_linegate_operator_inv_add,
@@ -115,10 +121,10 @@ static ngx_http_linegate_operator_call_t  ngx_http_linegate_operator_adder = {
     0
 };
 
-static ngx_http_linegate_operator_call_t  ngx_http_linegate_operator_sort = {
+static ngx_http_linegate_operator_call_t  ngx_http_linegate_operator_page = {
     ngx_http_linegate_operator_inv_list,
-    NGX_HTTP_LINEGATE_OPERATOR_COMMAND, 0,
-    NGX_HTTP_LINEGATE_OPERATOR_REPLY_LIST, "", NGX_HTTP_OK,
+    NGX_HTTP_LINEGATE_SCRIPT_OP_INVENTORY_PAGE, 1,
+    NGX_HTTP_LINEGATE_OPERATOR_REPLY_ARRAY, "isia", NGX_HTTP_OK,
     ngx_http_linegate_operator_inv_listed,
     0,
     NULL,
@@ -219,7 +225,7 @@ ngx_http_linegate_operator_route_t  ngx_http_linegate_operator_ops_routes[] = {
     { "inventory", NGX_HTTP_POST, { NULL, NULL }, { NULL, NULL },
       &ngx_http_linegate_operator_adder, NULL, NULL },
     { "inventory", NGX_HTTP_GET, { NULL, NULL }, { NULL, NULL },
-      &ngx_http_linegate_operator_sort, NULL, NULL },
+      &ngx_http_linegate_operator_page, NULL, NULL },
     { "inventory/*", NGX_HTTP_DELETE,
       { &ngx_http_linegate_operator_number, NULL }, { NULL, NULL },
       &ngx_http_linegate_operator_srem, ngx_http_linegate_operator_inv_codes,
@@ -375,36 +381,75 @@ ngx_http_linegate_operator_inv_added(ngx_http_request_t *r,
 }
 
 
+/*
+ * "?cursor=" (from the answer before; "0", the default: the first page),
+ * "?count=" the page's size (a hint: SSCAN may give a few more)
+ */
 static ngx_int_t
 ngx_http_linegate_operator_inv_list(ngx_http_request_t *r,
     ngx_http_linegate_operator_t *adm)
 {
-    ngx_http_linegate_redis_arg_cstr(&adm->args, "SORT");
+    ngx_int_t   count;
+    ngx_str_t   cursor;
+
+    if (ngx_http_linegate_operator_page_size(r,
+            NGX_HTTP_LINEGATE_INV_PAGE_MAX, NGX_HTTP_LINEGATE_INV_PAGE_MAX,
+            &count)
+        != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    ngx_str_set(&cursor, "0");
+
+    if (ngx_http_arg(r, (u_char *) "cursor", 6, &cursor) == NGX_OK
+        && (cursor.len == 0 || cursor.len > NGX_HTTP_LINEGATE_CURSOR_MAX_LEN
+            || !ngx_http_linegate_chars_are(cursor.data, cursor.len,
+                                          NGX_HTTP_LINEGATE_CHARS_DIGIT)))
+    {
+        ngx_http_linegate_field_error(r, "cursor",
+                                "cursor must be the cursor of the page "
+                                "before (digits), or 0");
+        return NGX_ERROR;
+    }
+
     ngx_http_linegate_redis_arg_str(&adm->args,
         ngx_http_linegate_key_fixed(NGX_HTTP_LINEGATE_KEY_INVENTORY));
-    ngx_http_linegate_redis_arg_cstr(&adm->args, "ALPHA");
+    ngx_http_linegate_redis_arg_str(&adm->args, &cursor);
+    ngx_http_linegate_redis_arg_int(r, &adm->args, count);
 
     return NGX_OK;
 }
 
 
+/*
+ * {"count": the whole inventory, "numbers": this page, "cursor": the
+ * next page's, or null after the last}
+ */
 static void
 ngx_http_linegate_operator_inv_listed(ngx_http_request_t *r,
     ngx_http_linegate_operator_t *adm, redisReply *reply,
     ngx_http_linegate_json_write_t *jw)
 {
-    ngx_uint_t  i, n;
+    redisReply  *next;
 
-    /* the count comes first: the strings of the reply */
-    for (i = 0, n = 0; i < reply->elements; i++) {
-        n += (reply->element[i]->type == REDIS_REPLY_STRING);
-    }
+    next = reply->element[1];
 
     ngx_http_linegate_json_write_object(jw);
     ngx_http_linegate_json_write_key(jw, "count");
-    ngx_http_linegate_json_write_int(jw, n);
+    ngx_http_linegate_json_write_int(jw, reply->element[2]->integer);
     ngx_http_linegate_json_write_key(jw, "numbers");
-    (void) ngx_http_linegate_operator_strings(jw, reply, NULL);
+    (void) ngx_http_linegate_operator_strings(jw, reply->element[3], NULL);
+    ngx_http_linegate_json_write_key(jw, "cursor");
+
+    if (next->len == 1 && next->str[0] == '0') {
+        ngx_http_linegate_json_write_null(jw);
+
+    } else {
+        ngx_http_linegate_json_write_str(jw, (u_char *) next->str,
+                                         next->len);
+    }
+
     ngx_http_linegate_json_write_end(jw, '}');
 }
 
@@ -658,17 +703,12 @@ ngx_http_linegate_operator_stream(ngx_http_request_t *r,
     ngx_str_t                        value, after;
     ngx_http_linegate_redis_args_t  *a;
 
-    count = NGX_HTTP_LINEGATE_STREAM_DEFAULT;
-
-    if (ngx_http_arg(r, (u_char *) "count", 5, &value) == NGX_OK) {
-        count = ngx_atoi(value.data, value.len);
-
-        if (count < 1 || count > NGX_HTTP_LINEGATE_STREAM_MAX) {
-            ngx_http_linegate_field_error(r, "count",
-                                    "count must be an integer from 1 to "
-                                    "1000");
-            return NGX_ERROR;
-        }
+    if (ngx_http_linegate_operator_page_size(r,
+            NGX_HTTP_LINEGATE_STREAM_DEFAULT, NGX_HTTP_LINEGATE_STREAM_MAX,
+            &count)
+        != NGX_OK)
+    {
+        return NGX_ERROR;
     }
 
     ngx_str_set(&after, "-");
@@ -705,6 +745,34 @@ ngx_http_linegate_operator_stream(ngx_http_request_t *r,
     ngx_http_linegate_redis_arg_int(r, a, count);
 
     return NGX_OK;
+}
+
+
+/* "?count=": 1 to max, dflt when absent; refused: a 400 answered */
+static ngx_int_t
+ngx_http_linegate_operator_page_size(ngx_http_request_t *r, ngx_int_t dflt,
+    ngx_int_t max, ngx_int_t *count)
+{
+    u_char     msg[64];
+    ngx_str_t  value;
+
+    *count = dflt;
+
+    if (ngx_http_arg(r, (u_char *) "count", 5, &value) != NGX_OK) {
+        return NGX_OK;
+    }
+
+    *count = ngx_atoi(value.data, value.len);
+
+    if (*count >= 1 && *count <= max) {
+        return NGX_OK;
+    }
+
+    (void) ngx_snprintf(msg, sizeof(msg), "count must be an integer from 1 "
+                        "to %i%Z", max);
+    ngx_http_linegate_field_error(r, "count", (char *) msg);
+
+    return NGX_ERROR;
 }
 
 

@@ -360,7 +360,7 @@ subtest 'account credentials' => sub {
 
 subtest 'inventory' => sub {
     my $body = answer_is($s->op(GET => '/inventory'), 200, 'empty list');
-    is_deeply($body, {count => 0, numbers => []}, 'empty');
+    is_deeply($body, {count => 0, numbers => [], cursor => undef}, 'empty');
 
     $body = answer_is($s->op(POST => '/inventory',
                              {numbers => ['+14155550102', '+14155550100',
@@ -408,8 +408,9 @@ subtest 'inventory' => sub {
     $body = answer_is($s->op(GET => '/inventory'), 200, 'list');
     is_deeply($body, {count => 4,
                       numbers => ['+123456789012345', '+14155550100',
-                                  '+14155550102', '+4930123456']},
-              'list: sorted');
+                                  '+14155550102', '+4930123456'],
+                      cursor => undef},
+              'list: sorted, one page');
 
     $body = answer_is($s->op(DELETE => '/inventory/%2B14155550100'), 200,
                       'remove, %2B');
@@ -423,6 +424,55 @@ subtest 'inventory' => sub {
                   'INVALID_ID', 'remove an invalid number');
     is_deeply([sort $r->smembers('lg:{fleet}:inventory')],
               ['+123456789012345', '+4930123456'], 'what is left');
+};
+
+# bounded work per request: a large inventory is listed a page at a time
+# (SSCAN), never sorted or answered whole
+subtest 'inventory pages' => sub {
+    my @all = map { sprintf '+141558%06d', $_ } 1 .. 2500;
+    $r->sadd('lg:{fleet}:inventory', @all);
+    my $total = $r->scard('lg:{fleet}:inventory');
+    cmp_ok($total, '>=', 2500, "$total numbers in the inventory");
+    my $before = redis_dump($r);
+
+    my $walk = sub {
+        my ($count) = @_;
+        my ($cursor, %seen, $pages, $largest) = ('0', (), 0, 0);
+        do {
+            my $q = "/inventory?cursor=$cursor"
+                  . (defined $count ? "&count=$count" : '');
+            my $body = answer_is($s->op(GET => $q), 200, "GET $q");
+            is($body->{count}, $total, 'count: the whole inventory')
+                if $pages == 0;
+            my @n = @{ $body->{numbers} };
+            is_deeply(\@n, [sort @n], 'a page is sorted') if $pages == 0;
+            $largest = @n if @n > $largest;
+            $seen{$_}++ for @n;
+            $cursor = $body->{cursor};
+            $pages++;
+        } while (defined $cursor && $pages < 10_000);
+        return (\%seen, $pages, $largest);
+    };
+
+    my ($seen, $pages, $largest) = $walk->(undef);
+    cmp_ok($pages, '>=', 3, "default pages of 1000: $pages pages");
+    cmp_ok($largest, '<=', 1100, "no page much past 1000 ($largest)");
+    is(scalar(grep { !$seen->{$_} } @all), 0, 'every number listed');
+
+    ($seen, $pages, $largest) = $walk->(100);
+    cmp_ok($pages, '>=', 25, "count=100: $pages pages");
+    cmp_ok($largest, '<=', 150, "count=100: largest page $largest");
+    is(scalar(grep { !$seen->{$_} } @all), 0, 'count=100: every number');
+
+    for my $q ('count=0', 'count=1001', 'count=x', 'cursor=x',
+               'cursor=-1', 'cursor=' . ('9' x 20), 'cursor=')
+    {
+        my $b = json_error_is($s->op(GET => "/inventory?$q"), 400,
+                              'VALIDATION_ERROR', "refused: $q");
+        is($b->{field}, ($q =~ /^(\w+)/)[0], "refused: $q: field");
+    }
+    is_deeply(redis_dump($r), $before, 'listing wrote nothing');
+    $r->srem('lg:{fleet}:inventory', @all);
 };
 
 subtest 'line transitions' => sub {
