@@ -32,6 +32,8 @@
 #define NGX_HTTP_LINEGATE_OPERATOR_COMMAND  (-1) /* not a script */
 #define NGX_HTTP_LINEGATE_OPERATOR_FIELDS   8    /* body fields of a route */
 #define NGX_HTTP_LINEGATE_COUNTER_MAX       1000000
+/* API keys a workspace may hold (op_key_create.lua reads it) */
+#define NGX_HTTP_LINEGATE_WS_KEYS_MAX       100
 
 
 

@@ -164,6 +164,16 @@ static ngx_http_linegate_operator_code_t
     ngx_http_linegate_operator_null_code
 };
 
+/* op_key_create */
+static ngx_http_linegate_operator_code_t
+    ngx_http_linegate_operator_issue_codes[] = {
+    { 0, NGX_HTTP_NOT_FOUND, "NOT_FOUND", NULL, "Workspace not found", 0 },
+    { -1, NGX_HTTP_CONFLICT, "KEY_LIMIT_REACHED", NULL,
+      "The workspace has 100 API keys, the most it may have: revoke one "
+      "first", 0 },
+    ngx_http_linegate_operator_null_code
+};
+
 static ngx_http_linegate_operator_code_t
     ngx_http_linegate_operator_key_codes[] = {
     { 0, NGX_HTTP_NOT_FOUND, "NOT_FOUND", NULL, "API key not found", 0 },
@@ -303,7 +313,7 @@ ngx_http_linegate_operator_route_t
     { "workspaces/*/keys", NGX_HTTP_POST,
       { &ngx_http_linegate_operator_workspace_id, NULL }, { NULL, NULL },
       &ngx_http_linegate_operator_key_create,
-      ngx_http_linegate_operator_ws_codes,
+      ngx_http_linegate_operator_issue_codes,
       &ngx_http_linegate_operator_api_key },
 
     { "accounts/*", NGX_HTTP_PUT,

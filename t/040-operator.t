@@ -426,6 +426,35 @@ subtest 'inventory' => sub {
               ['+123456789012345', '+4930123456'], 'what is left');
 };
 
+# bounded work per request: a Lines call whose key no worker caches walks
+# the workspace's keys (include/lr_gate.lua), so a workspace holds at most
+# NGX_HTTP_LINEGATE_WS_KEYS_MAX (100)
+subtest 'at most 100 API keys a workspace' => sub {
+    my $w = 'org_manykeys';
+    answer_is($s->op(PUT => "/workspaces/$w", {plan => 'starter'}), 200,
+              'workspace');
+    my @ids;
+    for my $i (1 .. 100) {
+        my $tx = $s->op(POST => "/workspaces/$w/keys");
+        is($tx->res->code, 201, "key $i issued") or last;
+        push @ids, $tx->res->json->{keyId};
+    }
+    is($r->hlen("lg:{ws:$w}:keys"), 100, '100 keys listed');
+
+    my $before = redis_dump($r);
+    my $b = json_error_is($s->op(POST => "/workspaces/$w/keys"), 409,
+                          'KEY_LIMIT_REACHED', 'the 101st refused',
+                          qr/revoke one/);
+    ok(!exists $b->{key}, 'no key shown');
+    is_deeply(redis_dump($r), $before, 'the refusal wrote nothing');
+
+    answer_is($s->op(DELETE => "/workspaces/$w/keys/$ids[0]"), 200,
+              'revoke one');
+    answer_is($s->op(POST => "/workspaces/$w/keys"), 201,
+              'then one more may be issued');
+    is($r->hlen("lg:{ws:$w}:keys"), 100, 'still 100');
+};
+
 # bounded work per request: a large inventory is listed a page at a time
 # (SSCAN), never sorted or answered whole
 subtest 'inventory pages' => sub {

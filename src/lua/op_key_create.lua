@@ -7,9 +7,17 @@
 -- (include/lr_gate).
 -- KEYS[1] lg:{ws:W}, KEYS[2] lg:{ws:W}:keys
 -- ARGV[1] key id, ARGV[2] sha256hex of the key
--- Returns 0 when the workspace does not exist (nothing written), else 1.
+-- Returns 0 when the workspace does not exist, -1 when it has as many
+-- keys as it may (nothing written either way: a Lines call whose key no
+-- worker caches walks the workspace's keys, include/lr_gate), else 1.
+local LG_WS_KEYS_MAX = 100  --#define NGX_HTTP_LINEGATE_WS_KEYS_MAX
+
 if redis.call("EXISTS", KEYS[1]) == 0 then
     return 0
+end
+
+if redis.call("HLEN", KEYS[2]) >= LG_WS_KEYS_MAX then
+    return -1
 end
 
 redis.call("HSET", KEYS[2], ARGV[1], ARGV[2])

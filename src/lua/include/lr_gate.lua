@@ -44,7 +44,7 @@ local function lg_lr_gate()
 
     if ARGV[5] ~= '' then
         local listed = false
-        -- a workspace has a handful of keys
+        -- at most NGX_HTTP_LINEGATE_WS_KEYS_MAX (100, op_key_create)
         for _, d in ipairs(redis.call('HVALS', KEYS[2])) do
             if d == ARGV[5] then
                 listed = true
