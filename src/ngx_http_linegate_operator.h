@@ -198,7 +198,9 @@ struct ngx_http_linegate_operator_s {
     ngx_str_t                           key_id;
     ngx_str_t                           secret;
     ngx_str_t                           digest;    /* of the secret */
-    ngx_str_t                           previous;  /* key id, rotated */
+    /* the key ids a rotation retired: their lookups go */
+    ngx_str_t                          *retired;
+    ngx_uint_t                          nretired;
 
     ngx_str_t                           ws;        /* the line's owner */
     ngx_str_t                           date;      /* usage: YYYY-MM-DD */

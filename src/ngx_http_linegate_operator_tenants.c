@@ -256,7 +256,7 @@ static ngx_http_linegate_operator_call_t
     ngx_http_linegate_operator_sb_create = {
     ngx_http_linegate_operator_issue,
     NGX_HTTP_LINEGATE_SCRIPT_OP_CREDENTIALS, 1,
-    NGX_HTTP_LINEGATE_OPERATOR_REPLY_ARRAY, "is", NGX_HTTP_CREATED,
+    NGX_HTTP_LINEGATE_OPERATOR_REPLY_ARRAY, "ia", NGX_HTTP_CREATED,
     ngx_http_linegate_operator_issued,
     0,
     ngx_http_linegate_operator_sb_rotated,
@@ -675,26 +675,43 @@ ngx_http_linegate_operator_sb_key_args(ngx_http_request_t *r,
  * A rotation's next steps, each one slot (a Redis Cluster's rule): the
  * account names its new key id (op_credentials, done: it refuses the
  * others from now on), then the new key id's lookup is written, then the
- * previous one's is deleted by a durable write. A failure of the lookup's
- * write is a 503: the account then takes no key until the operator
- * rotates again, never the old one.
+ * lookups of the key ids it retired (the previous one, and those of the
+ * last rotations, op_credentials.lua) are deleted by durable writes. A
+ * failure of the lookup's write is a 503: the account then takes no key
+ * until the operator rotates again, never the old one.
  */
 static void
 ngx_http_linegate_operator_sb_rotated(ngx_http_request_t *r,
     ngx_http_linegate_operator_t *adm, redisReply *reply)
 {
-    redisReply  *old;
+    size_t       i;
+    redisReply  *ids, *id;
 
-    old = reply->element[1];
+    ids = reply->element[1];
 
-    adm->previous.len = old->len;
-    adm->previous.data = ngx_pnalloc(r->pool, old->len + 1);
-    if (adm->previous.data == NULL) {
+    adm->retired = ngx_pcalloc(r->pool, (ids->elements + 1)
+                                        * sizeof(ngx_str_t));
+    if (adm->retired == NULL) {
         ngx_http_linegate_internal_error(r);
         return;
     }
 
-    ngx_memcpy(adm->previous.data, old->str, old->len);
+    for (i = 0; i < ids->elements; i++) {
+        id = ids->element[i];
+
+        if (id->type != REDIS_REPLY_STRING || id->len == 0) {
+            continue;
+        }
+
+        adm->retired[adm->nretired].data = ngx_pnalloc(r->pool, id->len);
+        if (adm->retired[adm->nretired].data == NULL) {
+            ngx_http_linegate_internal_error(r);
+            return;
+        }
+
+        ngx_memcpy(adm->retired[adm->nretired].data, id->str, id->len);
+        adm->retired[adm->nretired++].len = id->len;
+    }
 
     /* op_credentials' arguments are answered: the lookup's replace them */
     ngx_http_linegate_redis_args_init(&adm->args);
@@ -722,6 +739,7 @@ static void
 ngx_http_linegate_operator_sb_stored(ngx_http_request_t *r,
     redisReply *reply)
 {
+    ngx_uint_t                       i;
     ngx_http_linegate_operator_t    *adm;
     ngx_http_linegate_json_write_t   jw;
 
@@ -732,23 +750,19 @@ ngx_http_linegate_operator_sb_stored(ngx_http_request_t *r,
         return;
     }
 
-    if (adm->previous.len
-        && (adm->previous.len != adm->key_id.len
-            || ngx_strncmp(adm->previous.data, adm->key_id.data,
-                           adm->key_id.len) != 0))
-    {
-        /*
-         * the previous key is refused already (the account's key_id): its
-         * lookup is garbage, deleted even when the request ends now
-         */
+    /*
+     * the retired keys are refused already (the account's key_id): their
+     * lookups are garbage, deleted even when the request ends now
+     */
+    for (i = 0; i < adm->nretired; i++) {
         ngx_http_linegate_redis_args_init(&adm->args);
         ngx_http_linegate_operator_key(r, adm, NGX_HTTP_LINEGATE_KEY_SBKEY,
-                                       &adm->previous);
+                                       &adm->retired[i]);
         ngx_http_linegate_redis_arg_str(&adm->args, &adm->arg[0]);
 
         (void) ngx_http_linegate_redis_durable(r->connection->log,
                    NGX_HTTP_LINEGATE_SCRIPT_OP_SBKEY_DROP, 1, &adm->args,
-                   "previous key id's lookup");
+                   "retired key id's lookup");
     }
 
     (void) ngx_http_linegate_json_write_init(&jw, r->pool, 512);

@@ -358,6 +358,37 @@ subtest 'account credentials' => sub {
        'the secret itself is nowhere in Redis');
 };
 
+# A rotation answered 503 after its first step ran (its reply lost: Redis
+# paused past linegate_redis_command_timeout, then running what it held)
+# leaves the previous key id's lookup behind: the account refuses that
+# key id, so the lookup is garbage, and the next rotation deletes it too
+subtest 'a rotation whose reply was lost: the next one cleans up' => sub {
+    my $a = 'acct_lost_reply';
+    answer_is($s->op(PUT => "/accounts/$a", {plan => 'inbound_only'}), 200,
+              'account');
+    my $c1 = answer_is($s->op(POST => "/accounts/$a/credentials"), 201,
+                       'issue');
+    push @secrets, $c1->{secret};
+
+    $r->client('PAUSE', 1500);     # every master, on a cluster
+    json_error_is($s->op(POST => "/accounts/$a/credentials"), 503,
+                  'STORE_UNAVAILABLE', 'rotation timed out');
+    ok(eventually(sub { $r->hget("lg:{acct:$a}", 'key_id') ne $c1->{key_id} },
+                  10), 'Redis ran the rotation\'s first step after all');
+    my $lost = $r->hget("lg:{acct:$a}", 'key_id');
+    ok(!$r->exists("lg:sbkey:$lost"), 'its lookup was never written');
+    ok($r->exists("lg:sbkey:$c1->{key_id}"),
+       'the previous lookup is left (refused: not the key_id)');
+
+    my $c3 = answer_is($s->op(POST => "/accounts/$a/credentials"), 201,
+                       'rotate again');
+    push @secrets, $c3->{secret};
+    ok(eventually(sub { !$r->exists("lg:sbkey:$c1->{key_id}") }, 5),
+       'the lookup left behind is deleted by the next rotation');
+    ok($r->exists("lg:sbkey:$c3->{key_id}"), 'the new lookup is there');
+    is($r->hget("lg:{acct:$a}", 'key_id'), $c3->{key_id}, 'and named');
+};
+
 subtest 'inventory' => sub {
     my $body = answer_is($s->op(GET => '/inventory'), 200, 'empty list');
     is_deeply($body, {count => 0, numbers => [], cursor => undef}, 'empty');
