@@ -150,6 +150,10 @@ ngx_http_linegate_redis_arena_array(const redisReadTask *task, int elements)
     size_t       size;
     redisReply  *r;
 
+    if (elements > NGX_HTTP_LINEGATE_REDIS_ARRAY_MAX) {
+        return NULL;
+    }
+
     r = ngx_http_linegate_redis_arena_reply(task, REDIS_REPLY_ARRAY);
     if (r == NULL) {
         return NULL;
@@ -158,13 +162,17 @@ ngx_http_linegate_redis_arena_array(const redisReadTask *task, int elements)
     if (elements > 0) {
         size = (size_t) elements * sizeof(redisReply *);
 
+        /*
+         * not zeroed: each slot is written as its element is read, and
+         * nothing walks a partial reply (the arena frees it whole); so a
+         * large header commits no memory before its elements come
+         */
         r->element = ngx_http_linegate_redis_arena_alloc(task->privdata,
                                                          size);
         if (r->element == NULL) {
             return NULL;
         }
 
-        memset(r->element, 0, size);
         r->elements = (size_t) elements;
     }
 

@@ -25,6 +25,16 @@
 /* the block an arena keeps; a larger reply takes blocks of its own */
 #define NGX_HTTP_LINEGATE_REDIS_ARENA_BLOCK  (32 * 1024)
 
+/*
+ * The most elements an array reply may announce. hiredis 0.14 allocates
+ * an array as soon as its header "*<n>" is read, and sets no bound: a
+ * few bytes from a broken or hostile peer would ask for 8 * n bytes. A
+ * larger count is a protocol error (the connection is dropped). The
+ * largest replies linegate asks for are pages of 1000 entries and
+ * CLUSTER SLOTS (at most 16384 ranges).
+ */
+#define NGX_HTTP_LINEGATE_REDIS_ARRAY_MAX    (1024 * 1024)
+
 
 /*
  * Gives the reader of a context its arena and object functions: 0, or

@@ -259,6 +259,90 @@ test_partial(void)
 }
 
 
+/* resident memory, kB (/proc/self/statm's second field is pages) */
+static long
+resident_kb(void)
+{
+    long   pages;
+    FILE  *f;
+
+    pages = -1;
+    f = fopen("/proc/self/statm", "r");
+
+    if (f != NULL) {
+        if (fscanf(f, "%*s %ld", &pages) != 1) {
+            pages = -1;
+        }
+
+        fclose(f);
+    }
+
+    return pages < 0 ? -1 : pages * 4;
+}
+
+
+/*
+ * An array's header alone commits no memory, and one announcing more
+ * than NGX_HTTP_LINEGATE_REDIS_ARRAY_MAX elements is an error: hiredis
+ * allocates the array when it reads "*<n>", so a few bytes of a broken
+ * or hostile peer asked for 8 * n bytes, zeroed (783 MB for n = 10^8).
+ */
+static void
+test_huge_header(void)
+{
+    long          before, after;
+    char          head[32];
+    void         *reply;
+    redisReader  *r;
+
+    r = reader();
+    if (r == NULL) {
+        return;
+    }
+
+    before = resident_kb();
+    snprintf(head, sizeof(head), "*%d\r\n", NGX_HTTP_LINEGATE_REDIS_ARRAY_MAX);
+    reply = NULL;
+    ok(redisReaderFeed(r, head, strlen(head)) == REDIS_OK
+       && redisReaderGetReply(r, &reply) == REDIS_OK && reply == NULL,
+       "the largest array's header is read, the reply partial");
+    after = resident_kb();
+    ok(before > 0 && after - before < 1024,
+       "and commits no memory before its elements come");
+    if (!(before > 0 && after - before < 1024)) {
+        printf("# resident %ld kB -> %ld kB\n", before, after);
+    }
+
+    done(r);
+
+    r = reader();
+    if (r == NULL) {
+        return;
+    }
+
+    snprintf(head, sizeof(head), "*%d\r\n",
+             NGX_HTTP_LINEGATE_REDIS_ARRAY_MAX + 1);
+    reply = NULL;
+    ok(redisReaderFeed(r, head, strlen(head)) == REDIS_OK
+       && redisReaderGetReply(r, &reply) == REDIS_ERR && reply == NULL,
+       "one element more is an error (the connection is dropped)");
+
+    done(r);
+
+    r = reader();
+    if (r == NULL) {
+        return;
+    }
+
+    reply = NULL;
+    ok(redisReaderFeed(r, "*100000000\r\n", 13) == REDIS_OK
+       && redisReaderGetReply(r, &reply) == REDIS_ERR && reply == NULL,
+       "*100000000 is an error");
+
+    done(r);
+}
+
+
 /* a protocol error: hiredis frees the partial reply, the arena resets */
 static void
 test_error(void)
@@ -307,6 +391,7 @@ main(void)
     test_large();
     test_partial();
     test_error();
+    test_huge_header();
 
     return tap_done();
 }
