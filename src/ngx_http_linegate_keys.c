@@ -74,7 +74,7 @@ static ngx_http_linegate_key_form_t
     { ngx_string("lg:rl:{"), ngx_string(":v:"), ngx_string("}") },
     { ngx_string("lg:rl:{"), ngx_string(":h:"), ngx_string("}") },
 
-    /* NGX_HTTP_LINEGATE_KEY_INVENTORY ... _HELD */
+    /* NGX_HTTP_LINEGATE_KEY_INVENTORY ... _RECONCILE_CURSOR */
     { ngx_string("lg:{fleet}:inventory"), ngx_http_linegate_key_none,
       ngx_http_linegate_key_none },
     { ngx_string("lg:provisioning"), ngx_http_linegate_key_none,
@@ -92,6 +92,8 @@ static ngx_http_linegate_key_form_t
     { ngx_string("lg:{fleet}:lr:setup"), ngx_http_linegate_key_none,
       ngx_http_linegate_key_none },
     { ngx_string("lg:{fleet}:held"), ngx_http_linegate_key_none,
+      ngx_http_linegate_key_none },
+    { ngx_string("lg:{fleet}:reconcile:cursor"), ngx_http_linegate_key_none,
       ngx_http_linegate_key_none },
 
     /* NGX_HTTP_LINEGATE_KEY_FLEET_Q, _FLEET_Q_NONE */

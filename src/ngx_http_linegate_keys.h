@@ -57,6 +57,7 @@ typedef enum {
     NGX_HTTP_LINEGATE_KEY_LR_INFLIGHT,
     NGX_HTTP_LINEGATE_KEY_LR_SETUP,
     NGX_HTTP_LINEGATE_KEY_HELD,
+    NGX_HTTP_LINEGATE_KEY_RECONCILE_CURSOR,
 
     /*
      * the fleet's "queued once" marker of a reconcile entry:

@@ -5,7 +5,8 @@
  * request ctx:
  *
  *   LEASE     script: take the fleet's lease (one run at a time, any
- *             worker of any nginx); held elsewhere: 409
+ *             worker of any nginx); held elsewhere: 409. It reads the
+ *             runs' cursor: the last entry the run before looked at
  *   SWEEP     ZRANGEBYSCORE lg:{fleet}:lr:inflight: the journal's
  *             members of the Lines API paid add-ons in flight for longer
  *             than linegate_reconcile_lost_after (their worker died, or
@@ -38,7 +39,10 @@
  *             and its number goes to its next home in the same step: the
  *             inventory (nothing holds it any more), the account's line,
  *             or a reconcile entry (queued once)
- *   READ      XRANGE lg:{fleet}:reconcile, the oldest entries first
+ *   READ      XRANGE lg:{fleet}:reconcile, past the cursor to the
+ *             newest, then round from the oldest up to the cursor: a run
+ *             looks at 100 entries at most, and the ones left for a
+ *             human must not keep the others waiting run after run
  *   then, for each entry old enough (linegate_reconcile_delay):
  *   LOOKUP    Stripe: the subscription by its id, or, when the id was
  *             never seen, among the customer's subscriptions by
@@ -54,7 +58,8 @@
  *             worker_lost: the reservation was kept) and RELEASE found
  *             no line holding it, the number goes back to the inventory
  *             in the same step (once: the entry is gone after it)
- *   UNLEASE   script: the lease is given back
+ *   UNLEASE   script: the lease is given back, the cursor written (the
+ *             last entry this run looked at)
  *   DONE      the answer: what became of each entry
  *
  * The policy (docs/operator.md#reconciliation):
@@ -80,7 +85,8 @@
  * failing, the worker exiting) leaves the entry (or the claim) where it
  * was, and the next run finds the subscription as the last one left it.
  * A failed lookup stops the run (Stripe is likely down for the next
- * entry too);
+ * entry too), a lookup Stripe refused for this entry alone (a 4xx but
+ * 429) does not;
  * an entry that cannot be settled yet stays, and is named in the answer.
  */
 
@@ -248,6 +254,15 @@ typedef struct {
     ngx_uint_t                           pending;  /* more on the stream */
     ngx_str_t                            after;    /* "(<last id read>" */
     unsigned                             young:1;  /* the rest is too */
+    /*
+     * where the run before left the stream (op_reconcile_lease): this run
+     * reads past it to the end, then wraps round to the oldest entries
+     * up to it (wrapped); and the last entry this run looked at, where
+     * the next one starts
+     */
+    ngx_str_t                            cursor;
+    ngx_str_t                            last;
+    unsigned                             wrapped:1;
 
     ngx_str_t                            token;    /* the lease's */
     u_char                               token_buf[NGX_HTTP_LINEGATE_ID_LEN];
@@ -630,6 +645,19 @@ ngx_http_linegate_reconcile_advance(ngx_http_request_t *r,
             room = rc->n + NGX_HTTP_LINEGATE_RECONCILE_BATCH
                    <= NGX_HTTP_LINEGATE_RECONCILE_MAX;
 
+            if ((!rc->pending || rc->young) && !rc->wrapped
+                && rc->cursor.len && room)
+            {
+                /*
+                 * the end, or entries too recent from here on: round to
+                 * the oldest, which the run before did not come back to
+                 */
+                rc->wrapped = 1;
+                rc->young = 0;
+                rc->pending = 1;
+                rc->after.len = 0;
+            }
+
             ngx_http_linegate_reconcile_next(r, ctx,
                                      rc->pending && !rc->young && room
                                      ? NGX_HTTP_LINEGATE_RECONCILE_READ
@@ -638,6 +666,17 @@ ngx_http_linegate_reconcile_advance(ngx_http_request_t *r,
         }
 
         e = &rc->entry[rc->i];
+
+        if (now - e->queued_ms < (int64_t) lmcf->reconcile_delay) {
+            /* Stripe may still be working on the call that queued it */
+            e->detail = "too_recent";
+            rc->young = 1;
+            rc->i++;
+            continue;
+        }
+
+        /* looked at, whatever comes of it: the next run starts past it */
+        rc->last = e->id;
 
         if (e->subscription.len == 0
             && !ngx_http_linegate_stripe_id_valid(&e->customer))
@@ -652,16 +691,9 @@ ngx_http_linegate_reconcile_advance(ngx_http_request_t *r,
             continue;
         }
 
-        if (now - e->queued_ms >= (int64_t) lmcf->reconcile_delay) {
-            ngx_http_linegate_reconcile_next(r, ctx,
-                                          NGX_HTTP_LINEGATE_RECONCILE_LOOKUP);
-            return;
-        }
-
-        /* Stripe may still be working on the call that queued it */
-        e->detail = "too_recent";
-        rc->young = 1;
-        rc->i++;
+        ngx_http_linegate_reconcile_next(r, ctx,
+                                         NGX_HTTP_LINEGATE_RECONCILE_LOOKUP);
+        return;
     }
 }
 
@@ -729,14 +761,18 @@ ngx_http_linegate_reconcile_lease(ngx_http_request_t *r,
     ngx_http_linegate_redis_args_init(a);
     ngx_http_linegate_redis_arg_str(a,
         ngx_http_linegate_key_fixed(NGX_HTTP_LINEGATE_KEY_RECONCILE_LEASE));
+    ngx_http_linegate_redis_arg_str(a,
+        ngx_http_linegate_key_fixed(NGX_HTTP_LINEGATE_KEY_RECONCILE_CURSOR));
     ngx_http_linegate_redis_arg_str(a, &rc->token);
     ngx_http_linegate_redis_arg_cstr(a, how);
     ngx_http_linegate_redis_arg_int(r, a,
                                     NGX_HTTP_LINEGATE_RECONCILE_LEASE_MS);
+    /* give: the next run starts past the last entry this one looked at */
+    ngx_http_linegate_redis_arg_str(a, &rc->last);
 
     return ngx_http_linegate_reconcile_script(r, rc,
                                     NGX_HTTP_LINEGATE_SCRIPT_OP_RECONCILE_LEASE,
-                                    1);
+                                    2);
 }
 
 
@@ -1808,7 +1844,13 @@ ngx_http_linegate_reconcile_read(ngx_http_request_t *r,
         ngx_http_linegate_redis_arg_cstr(a, "-");
     }
 
-    ngx_http_linegate_redis_arg_cstr(a, "+");
+    if (rc->wrapped) {
+        /* round from the oldest to where the run before left off */
+        ngx_http_linegate_redis_arg_str(a, &rc->cursor);
+
+    } else {
+        ngx_http_linegate_redis_arg_cstr(a, "+");
+    }
     ngx_http_linegate_redis_arg_cstr(a, "COUNT");
     ngx_http_linegate_redis_arg_int(r, a, NGX_HTTP_LINEGATE_RECONCILE_BATCH);
 
@@ -2062,6 +2104,15 @@ ngx_http_linegate_reconcile_looked_up(ngx_http_request_t *r,
                       NGX_HTTP_LINEGATE_LOG "reconciliation: Stripe refused "
                       "the lookup: %s",
                       ngx_http_linegate_stripe_error_message(ctx));
+
+        if (ctx->stripe_status != NGX_HTTP_TOO_MANY_REQUESTS) {
+            /*
+             * this entry's lookup (a customer Stripe does not know): a
+             * human's call; the entries behind it are looked up
+             */
+            ngx_http_linegate_reconcile_defer(r, ctx, "stripe_refused", 0);
+            return;
+        }
 
         /* fall through */
 
@@ -2570,6 +2621,30 @@ ngx_http_linegate_reconcile_stored(ngx_http_request_t *r, redisReply *reply)
                                     "Another reconciliation run holds the "
                                     "lease; try again later");
             return;
+        }
+
+        /* the cursor (an entry id, or "" for the start) */
+        if (reply->type == REDIS_REPLY_ARRAY
+            && ngx_http_linegate_reply_str(reply, 1, &s) == NGX_OK
+            && s.len <= NGX_HTTP_LINEGATE_RECONCILE_FIELD_MAX
+            && ngx_http_linegate_pstr(r->pool, &rc->cursor, s.data, s.len)
+               == NULL)
+        {
+            ngx_http_linegate_internal_error(r);
+            return;
+        }
+
+        if (rc->cursor.len) {
+            /* the first batch: past it ("(<id>", exclusive) */
+            rc->after.data = ngx_pnalloc(r->pool, rc->cursor.len + 1);
+            if (rc->after.data == NULL) {
+                ngx_http_linegate_internal_error(r);
+                return;
+            }
+
+            rc->after.data[0] = '(';
+            ngx_memcpy(rc->after.data + 1, rc->cursor.data, rc->cursor.len);
+            rc->after.len = rc->cursor.len + 1;
         }
 
         ngx_http_linegate_reconcile_next(r, ctx,

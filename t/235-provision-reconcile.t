@@ -962,6 +962,64 @@ subtest 'entries left for a human never hold the newer ones back' => sub {
     $r->del('lg:{fleet}:reconcile');
 };
 
+# A run looks at 100 entries at most. It used to start at the oldest every
+# time: 100 entries left for a human at the head of the stream kept every
+# newer one (a billed subscription to cancel) waiting for good. Runs now
+# go on from where the last one left the stream (lg:{fleet}:reconcile:
+# cursor), round to the oldest after the newest.
+subtest 'a hundred entries left for a human: the next run goes past them'
+    => sub {
+    for my $i (1 .. 100) {
+        $r->xadd('lg:{fleet}:reconcile', '*', account => "acct_h$i",
+                 subscription_id => '', phone_number => '',
+                 worker_id => sprintf('worker_%024x', $i),
+                 reason => 'worker_lost', idempotency_key => '',
+                 customer => '', at => '2026-01-01T00:00:00.000Z');
+    }
+    lost_purchase('acct_past100', after_commit => 1);
+    is((subs_of('acct_past100'))[0]{status}, 'active', 'Stripe charges');
+
+    my $b = run();
+    is(scalar @{ $b->{entries} }, 100, 'a run: 100 entries looked at');
+    ok($b->{more}, 'more to come');
+    $b = run() unless entry_of($b, 'acct_past100')->{outcome};
+    is(entry_of($b, 'acct_past100')->{outcome}, 'canceled',
+       'the newer entry settled by the next run at the latest');
+    is((subs_of('acct_past100'))[0]{status}, 'canceled', 'at Stripe');
+    ok(defined $r->get('lg:{fleet}:reconcile:cursor'), 'the runs\' cursor');
+
+    $b = run();
+    ok((grep { ($_->{account} // '') =~ /^acct_h/ } @{ $b->{entries} }) >= 90,
+       'and the one after comes round to the oldest again');
+    $r->del('lg:{fleet}:reconcile');
+};
+
+# A lookup Stripe refuses for this entry alone (4xx: a customer or a
+# subscription it does not know) stopped the run as if Stripe were down,
+# at the same entry every run: nothing behind it was ever settled
+subtest 'a lookup Stripe refuses defers its entry, not the run' => sub {
+    $r->xadd('lg:{fleet}:reconcile', '*', account => 'acct_typo',
+             subscription_id => 'sub_poison', phone_number => '',
+             worker_id => 'worker_' . ('0' x 23) . '1',
+             reason => 'stripe_outcome_unknown', idempotency_key => '',
+             customer => 'cus_unknown', at => '2026-01-01T00:00:00.000Z');
+    lost_purchase('acct_behind_typo', after_commit => 1);
+    $p->fault(method => 'GET', path_prefix => '/v1/subscriptions/sub_poison',
+              status => 400, count => -1,
+              body => {error => {type => 'invalid_request_error',
+                                 code => 'resource_missing',
+                                 message => 'No such subscription'}});
+    my $b = run();
+    my $e = entry_of($b, 'acct_typo');
+    is($e->{outcome}, 'deferred', 'the refused entry stays');
+    is($e->{detail}, 'stripe_refused', 'and why');
+    is(entry_of($b, 'acct_behind_typo')->{outcome}, 'canceled',
+       'the entry behind it settled in the same run');
+    is((subs_of('acct_behind_typo'))[0]{status}, 'canceled', 'at Stripe');
+    $p->clear_faults;
+    $r->del('lg:{fleet}:reconcile');
+};
+
 subtest 'configuration' => sub {
     my $conf = $s->render(HTTP_EXTRA => 'linegate_reconcile_auto ftp://x/;');
     my ($rc, $out) = $s->nginx_t($conf);
