@@ -74,11 +74,6 @@ ngx_http_linegate_pv_preview(ngx_http_request_t *r,
         return;
     }
 
-    /* no body is expected; one that is sent must still be a JSON object */
-    if (ctx->raw.len && ngx_http_linegate_json_body(r, ctx, 1) != NGX_OK) {
-        return;
-    }
-
     ngx_memcpy(pv->token, NGX_HTTP_LINEGATE_PV_PREFIX, 4);
 
     /* the tag follows once the account is known: pv_known() */
@@ -135,10 +130,8 @@ ngx_http_linegate_pv_confirm(ngx_http_request_t *r,
         return;
     }
 
-    /* the body (400) before the credentials are checked, as ever */
-    if (ngx_http_linegate_provision_confirm(r, ctx, pv) != NGX_OK) {
-        return;
-    }
+    /* the body (400) once the credentials are checked (401) */
+    pv->confirming = 1;
 
     if (pv->who.cached) {
         ngx_http_linegate_pv_known(r, ctx, pv);
@@ -149,13 +142,28 @@ ngx_http_linegate_pv_confirm(ngx_http_request_t *r,
 }
 
 
-/* the account is known (pv->who.value): the endpoint's own work */
+/*
+ * The account is known (pv->who.value): the endpoint's own work. The
+ * body is judged only now: a caller that is not one gets 401, whatever
+ * it sent (docs/provisioning-api.md, the order of checks).
+ */
 static void
 ngx_http_linegate_pv_known(ngx_http_request_t *r,
     ngx_http_linegate_ctx_t *ctx, ngx_http_linegate_pv_request_t *pv)
 {
-    if (pv->confirm) {
+    if (pv->confirming) {
+        if (ngx_http_linegate_provision_confirm(r, ctx, pv) != NGX_OK) {
+            return;
+        }
+
         ngx_http_linegate_provision_confirm_known(r, ctx, pv);
+        return;
+    }
+
+    /* no body is expected; one that is sent must still be a JSON object */
+    if (pv->preview && ctx->raw.len
+        && ngx_http_linegate_json_body(r, ctx, 1) != NGX_OK)
+    {
         return;
     }
 

@@ -69,6 +69,7 @@ typedef struct {
     int64_t                         now;
     u_char                          token[NGX_HTTP_LINEGATE_PV_TOKEN_LEN];
     unsigned                        preview:1;
+    unsigned                        confirming:1;
 
     /* the decision's (ngx_http_linegate_provision_plain.c) */
     ngx_http_linegate_pv_state_t    st;
@@ -87,9 +88,9 @@ typedef struct {
 
 
 /*
- * POST /accounts/lines/provision-confirm, once the body is read and the
- * credentials are read (pv, not yet checked): its state and its body.
- * NGX_DECLINED: answered (400, 500).
+ * POST /accounts/lines/provision-confirm, once the credentials are
+ * checked (401 first, as every Provisioning call): its state and its
+ * body. NGX_DECLINED: answered (400, 500).
  */
 ngx_int_t ngx_http_linegate_provision_confirm(ngx_http_request_t *r,
     ngx_http_linegate_ctx_t *ctx, ngx_http_linegate_pv_request_t *pv);

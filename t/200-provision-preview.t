@@ -132,6 +132,16 @@ subtest '401: missing or invalid credentials' => sub {
            "$name: no RateLimit headers for an unknown caller");
     }
 
+    # the credentials before the body: a body that is not JSON is
+    # judged only for a known caller
+    for my $c (@cases[3, 4]) {
+        my ($name, $h) = @$c;
+        $p->error_is($ua->post($url => $h => 'not json'), 401, undef,
+                     "$name and a body that is not JSON: 401");
+    }
+    $p->error_is($ua->post($url => $p->headers($a) => 'not json'), 400,
+                 undef, 'a known caller: 400 for that body');
+
     my $tx = $ua->post($url => {'SB-API-KEY-ID' => $a->{key_id},
                                 'Sb-Api-Secret-Key' => $a->{secret}});
     $p->answer($tx, 200, 'header names in any case');

@@ -10,6 +10,7 @@ use Digest::SHA qw(sha256_hex);
 use LG::Stack;
 use LG::Test;
 use LG::Provision qw(now_ms);
+use LG::RedisCluster;
 
 my $s = LG::Stack->new->start;
 my $p = LG::Provision->new($s);
@@ -330,6 +331,17 @@ subtest '401 before anything else' => sub {
     my $tok = $p->token($a);
     my $tx = $p->confirm({key_id => $a->{key_id}, secret => 'wrong'}, $tok);
     $p->error_is($tx, 401, undef, 'wrong secret');
+
+    # the credentials before the body: a caller who is not one learns
+    # nothing of what the body should be (docs/provisioning-api.md)
+    my $bad = {%$a, secret => 'wrong' . $a->{secret}};
+    for my $body (\'not json', \'', {token => $tok}) {
+        $p->error_is($p->confirm($bad, $body), 401, undef,
+                     'wrong secret and a bad body: 401');
+        $p->error_is($p->confirm({key_id => 'sbk_' . '0' x 24,
+                                  secret => $a->{secret}}, $body), 401,
+                     undef, 'unknown key id and a bad body: 401');
+    }
     $p->answer($p->confirm($a, $tok), 200, 'the token survived');
 };
 
@@ -340,9 +352,9 @@ subtest '401 before anything else' => sub {
 # any key id but its key_id, on both credential paths: a worker that
 # never saw the old pair (pv_account.lua, then the account's step) and
 # one that has it cached (LG::Provision known mode, then no lookup).
-# The confirm's TOKEN step (the token's own slot) runs before the
-# account's: a live token of the account presented with the old pair is
-# consumed (SPEC 3.4: whatever happens next), and that is all.
+# The account's own token is spent in the account's step, after the key
+# id's check: a live token of the account presented with the old pair is
+# kept (a 401 never consumes a token), and nothing is written.
 for my $mode (qw(lookup cached)) {
     subtest "401: a key id the account no longer names ($mode)" => sub {
         my $q = $mode eq 'cached' ? LG::Provision->new($s, known => 1) : $p;
@@ -353,8 +365,23 @@ for my $mode (qw(lookup cached)) {
             $tok = $q->token($a);
             $q->answer($q->limits($a), 200, 'limits with the pair (learnt)');
         } else {
-            # no call yet: the first one below takes pv_account.lua
-            $tok = 'lpv_' . 'r' x 40;
+            # no call yet: the first one below takes pv_account.lua. The
+            # token is the account's, as a preview would write it: its tag
+            # (the 3 characters after lpv_) puts it in the account's slot
+            my $slot = LG::RedisCluster::keyslot("lg:{acct:$id}");
+            my @c = (0 .. 9, 'a' .. 'z', 'A' .. 'Z');
+            my $tag;
+            TAG: for my $x (@c) {
+                for my $y (@c) {
+                    for my $z (@c) {
+                        next if LG::RedisCluster::keyslot("{$x$y$z}")
+                                != $slot;
+                        $tag = "$x$y$z";
+                        last TAG;
+                    }
+                }
+            }
+            $tok = 'lpv_' . $tag . 'r' x 37;
             $r->set($q->token_key($a, $tok), qq({"account":"$id","key_id":)
                      . qq("$a->{key_id}","created_at":1,)
                      . qq("expires_at":9999999999999}), 'EX', 600);
@@ -370,7 +397,6 @@ for my $mode (qw(lookup cached)) {
 
         my $inv = $r->scard('lg:{fleet}:inventory');
         my $before = redis_dump($r);
-        delete $before->{$q->token_key($a, $tok)};
         sub_calls();
         my $ua = $s->ua;
         for my $c (['preview', sub { $ua->post($s->url(
@@ -391,8 +417,10 @@ for my $mode (qw(lookup cached)) {
                    . 'secret');
             }
         }
-        ok(!$r->exists($q->token_key($a, $tok)), 'the token: consumed');
-        is_deeply(redis_dump($r), $before, 'nothing else written');
+        # a 401 never consumes a token (docs/provisioning-api.md): the
+        # caller is refused before the token is looked at
+        ok($r->exists($q->token_key($a, $tok)), 'the token: kept');
+        is_deeply(redis_dump($r), $before, 'nothing written');
         is($r->scard('lg:{fleet}:inventory'), $inv, 'no number taken');
         is(scalar sub_calls(), 0, 'no charge');
 

@@ -32,7 +32,7 @@
 -- Returns {401} when the account names another key id (its key_id, when
 -- it has one: a credentials rotation writes the new one there first,
 -- and the previous lg:sbkey:<key id> may still name the account until
--- its deletion is done); nothing is read or written. Otherwise
+-- its deletion is done); nothing is written, the token not spent. Otherwise
 -- {code, w[1..6], account, extra}:
 --   410                  TOKEN's 410: the token expired, used or unknown
 --   403, "token"         TOKEN's 403: the token names another account
@@ -58,21 +58,22 @@ local refused = ARGV[8] or ''
 local intent = ARGV[9] or ''
 local tkey = KEYS[intent ~= '' and 7 or 6]
 
--- spent before the key id's check, as TOKEN does: a rotation's previous
--- key id spends a live token of the account, then is refused (401)
+-- the key id and the fields lg_pv_windows() reads, in one call
+local a = redis.call('HMGET', akey, 'key_id', 'plan', 'daily_limit',
+                     'monthly_limit', 'stripeCustomerId')
+if a[1] and a[1] ~= ARGV[7] then
+    -- a rotation's previous key id: refused before the token is spent (a
+    -- 401 never consumes one; TOKEN spends only another slot's, never
+    -- the account's own)
+    return {401}
+end
+
 if tkey then
     local code = lg_pv_spend(tkey, acct, tonumber(ARGV[2]))
 
     if code ~= 200 then
         refused = tostring(code)
     end
-end
-
--- the key id and the fields lg_pv_windows() reads, in one call
-local a = redis.call('HMGET', akey, 'key_id', 'plan', 'daily_limit',
-                     'monthly_limit', 'stripeCustomerId')
-if a[1] and a[1] ~= ARGV[7] then
-    return {401}
 end
 
 local now = tonumber(ARGV[2])
