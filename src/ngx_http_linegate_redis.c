@@ -1587,13 +1587,19 @@ ngx_http_linegate_redis_pipeline_wait(ngx_http_linegate_redis_part_t *part)
  * the WAIT a redirect left behind answers for a node without the write.
  * Replies on one connection come in order, so that node's last WAIT
  * answers after the command's own reply.
+ *
+ * It answers too for the commands it covered on that node (written
+ * before it there: a WAIT counts every write before it on its
+ * connection), whether or not the command it was written for has since
+ * been redirected away: those commands have no WAIT of their own.
  */
 static void
 ngx_http_linegate_redis_pipeline_wait_cb(redisAsyncContext *ac, void *data,
     void *privdata)
 {
+    ngx_uint_t                           i, unacked;
     redisReply                          *reply;
-    ngx_http_linegate_redis_part_t      *part;
+    ngx_http_linegate_redis_part_t      *part, *p;
     ngx_http_linegate_redis_pipeline_t  *pl;
 
     reply = data;
@@ -1608,8 +1614,18 @@ ngx_http_linegate_redis_pipeline_wait_cb(redisAsyncContext *ac, void *data,
         return;
     }
 
+    unacked = !ngx_http_linegate_redis_waited(reply);
+
     if (ac->data == part->node) {
-        part->wait_short = !ngx_http_linegate_redis_waited(reply);
+        part->wait_short = unacked;
+    }
+
+    for (i = 0; i < pl->n && i < part->index; i++) {
+        p = &pl->part[i];
+
+        if (p->acked && p->covered && p->node == ac->data && unacked) {
+            p->wait_short = 1;
+        }
     }
 
     if (pl->queued) {

@@ -19,6 +19,7 @@ use Test::More;
 use LG::Stack;
 use LG::Lines qw(body);
 use LG::Test qw(eventually);
+use LG::RedisCluster;
 use Redis;
 
 # as t/038: WAIT's timeout 2 s within a command timeout of 3 s (a loaded
@@ -57,12 +58,12 @@ sub lines_of { scalar @{ $l->list($_[0])->res->json->{lines} // [] } }
 
 # a creation with the replica of $master stopped (SIGSTOP): its answer
 sub create_held {
-    my ($master, $key) = @_;
+    my ($master, $key, $ws) = @_;
     my $replica = replica_of($master);
     ok($replica, "master $master has replica $replica") or return;
     my $pid = $s->{pids}{"redis_$replica"};
     kill 'STOP', $pid;
-    my $tx = $l->create($w, body(channelType => 'phone'),
+    my $tx = $l->create($ws // $w, body(channelType => 'phone'),
                         'Idempotency-Key' => $key);
     kill 'CONT', $pid;
     return $tx;
@@ -114,6 +115,60 @@ subtest 'the workspace master\'s replica stopped: released, member dropped'
                         'Idempotency-Key' => 'ack-3');
     is($tx->res->code, 201, 'the same key: 201');
     is(lines_of($w), 3, 'three lines');
+};
+
+# A pipeline's acknowledged command covered by a later one on its node
+# (the set-up member, covered by the journal member's ZADD on the fleet's
+# master) has no WAIT of its own: the later one's answers for both. When
+# that later command is redirected (ASK: the fleet's slot in migration,
+# the journal's key moved already, the set-up key not yet), its WAIT on
+# the first node still answers for the member written there. It used to
+# be dropped (it answers for a node the redirected command left), so the
+# member went unacknowledged and the creation answered 201 with the
+# fleet master's replica stopped.
+subtest 'a covering command redirected: its first node\'s WAIT still counts'
+    => sub {
+    my $r = $l->redis;
+    # a workspace of its own, its slot away from the fleet's master
+    my $v;
+    for (my $i = 1; !$v; $i++) {
+        $v = $l->workspace("org_ackmig$i")
+            if $s->cluster_master_of("lg:{ws:org_ackmig$i}") ne $fleet;
+    }
+    my $slot = LG::RedisCluster::keyslot($SETUP);
+    my ($to) = grep { $_ ne $fleet } $s->cluster_masters;
+    my $from_id = $r->node($fleet)->cluster('myid');
+    my $to_id = $r->node($to)->cluster('myid');
+
+    # the set-up key on the fleet's master, the journal's key not there
+    $r->zadd($SETUP, 4102444800000, 'org_none 000000000000000000000000');
+    $r->del('lg:{fleet}:lr:inflight');
+    $r->node($to)->cluster('setslot', $slot, 'importing', $from_id);
+    $r->node($fleet)->cluster('setslot', $slot, 'migrating', $to_id);
+
+    my $from_log = length $s->error_log;
+    my $held = create_held($fleet, 'ack-mig', $v);
+    my $code = $held ? $held->res->code : 0;
+
+    # the rest of the migration: every key of the slot, then its owner
+    my $src = $r->node($fleet);
+    while (my @keys = $src->cluster('getkeysinslot', $slot, 100)) {
+        $src->migrate('127.0.0.1', $to, '', 0, 5000, 'KEYS', @keys);
+    }
+    $r->node($_)->cluster('setslot', $slot, 'node', $to_id)
+        for $to, $fleet, grep { $_ ne $to && $_ ne $fleet }
+                          $s->cluster_masters;
+
+    is($code, 503, 'the member not on the first node\'s replica: 503 '
+                   . '(before: 201)');
+    like(substr($s->error_log, $from_log),
+         qr/a pipeline's command not acknowledged by 1 replicas/, 'logged');
+    $r->zrem($SETUP, 'org_none 000000000000000000000000');
+    ok($s->cluster_wait_ok(30, replicas => 1), 'the replica back');
+    my $tx = $l->create($v, body(channelType => 'phone'),
+                        'Idempotency-Key' => 'ack-mig');
+    is($tx->res->code, 201, 'the same key, the slot moved: 201')
+        or note $tx->res->body;
 };
 
 # a WAIT holds the replies of the commands after it on its connection,
