@@ -53,11 +53,20 @@
  *   RELEASE   script pv_release (the account's slot): the reservation is
  *             dropped, the slot is freed
  *   CANCEL    Stripe: the subscription is canceled
+ *   INVOICE   Stripe: the first invoice of a purchase undone (its
+ *             subscription cancelled, no line given) is read: the
+ *             subscription's latest_invoice, its payments expanded
+ *   REFUND    Stripe: a paid one is refunded (POST v1/refunds, its
+ *             payment, Idempotency-Key lg-refund-<subscription>: a run
+ *             repeated after a lost answer never refunds twice); one
+ *             already refunded (charge_already_refunded) is done, one
+ *             not paid (draft, open, void) needs nothing
  *   RESOLVE   script: the entry moves to lg:{fleet}:reconciled with its
- *             outcome; when the entry held its number (record_failed,
- *             worker_lost: the reservation was kept) and RELEASE found
- *             no line holding it, the number goes back to the inventory
- *             in the same step (once: the entry is gone after it)
+ *             outcome (and its refund); when the entry held its number
+ *             (record_failed, worker_lost: the reservation was kept) and
+ *             RELEASE found no line holding it, the number goes back to
+ *             the inventory in the same step (once: the entry is gone
+ *             after it)
  *   UNLEASE   script: the lease is given back, the cursor written (the
  *             last entry this run looked at)
  *   DONE      the answer: what became of each entry
@@ -75,6 +84,14 @@
  *     live subscription is cancelled, then the number and the slot are
  *     released (a record_failed whose reservation is gone meanwhile,
  *     cancelled, too);
+ *   and a purchase whose subscription ends cancelled (by the run, or
+ *     before it) with no line holding it has its first invoice refunded
+ *     when it was paid: the client that followed the advice to retry
+ *     bought its line again, and must not pay twice. The refund comes
+ *     after the cancellation and the release, before RESOLVE: a refund
+ *     that fails leaves the entry, and the next run finds the
+ *     subscription cancelled (already_canceled, or released for a
+ *     record_failed) and refunds then;
  *   worker_lost of a Lines API paid add-on (its invoice never stored):
  *     the invoice found at Stripe by metadata[line_request_id] is
  *     discarded (a draft deleted, an open one voided), then the
@@ -84,9 +101,9 @@
  * Every step is idempotent: a run that stops anywhere (Stripe or Redis
  * failing, the worker exiting) leaves the entry (or the claim) where it
  * was, and the next run finds the subscription as the last one left it.
- * A failed lookup stops the run (Stripe is likely down for the next
- * entry too), a lookup Stripe refused for this entry alone (a 4xx but
- * 429) does not;
+ * A failed lookup, cancellation or refund stops the run (Stripe is
+ * likely down for the next entry too), a lookup Stripe refused for this
+ * entry alone (a 4xx but 429) does not;
  * an entry that cannot be settled yet stays, and is named in the answer.
  */
 
@@ -152,6 +169,8 @@ typedef enum {
     NGX_HTTP_LINEGATE_RECONCILE_RECORD,
     NGX_HTTP_LINEGATE_RECONCILE_RELEASE,
     NGX_HTTP_LINEGATE_RECONCILE_CANCEL,
+    NGX_HTTP_LINEGATE_RECONCILE_INVOICE,
+    NGX_HTTP_LINEGATE_RECONCILE_REFUND,
     NGX_HTTP_LINEGATE_RECONCILE_RESOLVE,
     NGX_HTTP_LINEGATE_RECONCILE_UNLEASE,
     NGX_HTTP_LINEGATE_RECONCILE_DONE
@@ -203,6 +222,20 @@ typedef struct {
     const char                          *detail;
     const char                          *released;  /* once released */
     unsigned                             giveback:1; /* its number */
+
+    /*
+     * the refund of a purchase undone: its subscription is cancelled
+     * (undone), no line holds it (kept: RELEASE found one), its first
+     * invoice (the subscription's latest_invoice) and that invoice's
+     * payment (a payment intent, or a charge); refund: what was done,
+     * a refund id, "none" (nothing paid) or "already_refunded"
+     */
+    unsigned                             undone:1;
+    unsigned                             kept:1;
+    unsigned                             by_charge:1;
+    ngx_str_t                            invoice;
+    ngx_str_t                            payment;
+    ngx_str_t                            refund;
 } ngx_http_linegate_reconcile_entry_t;
 
 
@@ -398,6 +431,18 @@ static ngx_int_t ngx_http_linegate_reconcile_cancel(ngx_http_request_t *r,
     ngx_http_linegate_ctx_t *ctx, ngx_http_linegate_reconcile_entry_t *e);
 static void ngx_http_linegate_reconcile_canceled(ngx_http_request_t *r,
     ngx_http_linegate_ctx_t *ctx);
+static void ngx_http_linegate_reconcile_latest(
+    ngx_http_linegate_reconcile_entry_t *e, json_t *sub);
+static ngx_int_t ngx_http_linegate_reconcile_invoice(ngx_http_request_t *r,
+    ngx_http_linegate_ctx_t *ctx, ngx_http_linegate_reconcile_entry_t *e);
+static void ngx_http_linegate_reconcile_invoiced(ngx_http_request_t *r,
+    ngx_http_linegate_ctx_t *ctx);
+static ngx_int_t ngx_http_linegate_reconcile_payment(
+    ngx_http_linegate_reconcile_entry_t *e, json_t *inv);
+static ngx_int_t ngx_http_linegate_reconcile_refund(ngx_http_request_t *r,
+    ngx_http_linegate_ctx_t *ctx, ngx_http_linegate_reconcile_entry_t *e);
+static void ngx_http_linegate_reconcile_refunded(ngx_http_request_t *r,
+    ngx_http_linegate_ctx_t *ctx);
 static ngx_int_t ngx_http_linegate_reconcile_resolve(ngx_http_request_t *r,
     ngx_http_linegate_reconcile_t *rc, ngx_http_linegate_reconcile_entry_t *e);
 static void ngx_http_linegate_reconcile_stored(ngx_http_request_t *r,
@@ -530,6 +575,14 @@ ngx_http_linegate_reconcile_next(ngx_http_request_t *r,
         rv = ngx_http_linegate_reconcile_cancel(r, ctx, e);
         break;
 
+    case NGX_HTTP_LINEGATE_RECONCILE_INVOICE:
+        rv = ngx_http_linegate_reconcile_invoice(r, ctx, e);
+        break;
+
+    case NGX_HTTP_LINEGATE_RECONCILE_REFUND:
+        rv = ngx_http_linegate_reconcile_refund(r, ctx, e);
+        break;
+
     case NGX_HTTP_LINEGATE_RECONCILE_RESOLVE:
         rv = ngx_http_linegate_reconcile_resolve(r, rc, e);
         break;
@@ -597,6 +650,11 @@ ngx_http_linegate_reconcile_next(ngx_http_request_t *r,
     case NGX_HTTP_LINEGATE_RECONCILE_LOOKUP:
     case NGX_HTTP_LINEGATE_RECONCILE_CANCEL:
         ngx_http_linegate_reconcile_defer(r, ctx, "stripe_unavailable", 1);
+        return;
+
+    case NGX_HTTP_LINEGATE_RECONCILE_INVOICE:
+    case NGX_HTTP_LINEGATE_RECONCILE_REFUND:
+        ngx_http_linegate_reconcile_defer(r, ctx, "refund_unavailable", 1);
         return;
 
     case NGX_HTTP_LINEGATE_RECONCILE_UNLEASE:
@@ -698,15 +756,43 @@ ngx_http_linegate_reconcile_advance(ngx_http_request_t *r,
 }
 
 
-/* the entry's outcome is decided: written down, then the next entry */
+/*
+ * The entry's outcome is decided: a purchase undone with no line has its
+ * first invoice refunded first (INVOICE, REFUND), then it is written
+ * down, then the next entry
+ */
 static void
 ngx_http_linegate_reconcile_settle(ngx_http_request_t *r,
     ngx_http_linegate_ctx_t *ctx, const char *outcome)
 {
-    ngx_http_linegate_reconcile_t  *rc;
+    ngx_http_linegate_reconcile_t        *rc;
+    ngx_http_linegate_reconcile_entry_t  *e;
 
     rc = ctx->data;
-    rc->entry[rc->i].outcome = outcome;
+    e = &rc->entry[rc->i];
+    e->outcome = outcome;
+
+    if (e->undone && !e->kept && e->refund.len == 0) {
+
+        if (e->invoice.len == 0) {
+            /* a subscription with no invoice: nothing was paid */
+            ngx_str_set(&e->refund, "none");
+
+        } else if (!ngx_http_linegate_stripe_id_valid(&e->invoice)) {
+            /* not an id this code may put in a path: a human's call */
+            ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                          NGX_HTTP_LINEGATE_LOG "reconciliation: the first "
+                          "invoice of subscription \"%V\" is not a Stripe "
+                          "id: not refunded", &e->found);
+            ngx_http_linegate_reconcile_defer(r, ctx, "payment_not_found", 0);
+            return;
+
+        } else {
+            ngx_http_linegate_reconcile_next(r, ctx,
+                                          NGX_HTTP_LINEGATE_RECONCILE_INVOICE);
+            return;
+        }
+    }
 
     ngx_http_linegate_reconcile_next(r, ctx,
                                      NGX_HTTP_LINEGATE_RECONCILE_RESOLVE);
@@ -2257,6 +2343,36 @@ ngx_http_linegate_reconcile_object(ngx_http_linegate_reconcile_entry_t *e,
 
     status = json_string_value(json_object_get(obj, "status"));
     e->draft = status != NULL && ngx_strcmp(status, "draft") == 0;
+
+    if (e->line_request.len == 0) {
+        ngx_http_linegate_reconcile_latest(e, obj);
+    }
+}
+
+
+/*
+ * A subscription's latest_invoice (an id, or the object when expanded),
+ * in Stripe's JSON: copied by the caller before the next call
+ */
+static void
+ngx_http_linegate_reconcile_latest(ngx_http_linegate_reconcile_entry_t *e,
+    json_t *sub)
+{
+    json_t  *inv;
+
+    inv = json_object_get(sub, "latest_invoice");
+
+    if (json_is_object(inv)) {
+        inv = json_object_get(inv, "id");
+    }
+
+    if (json_is_string(inv)) {
+        e->invoice.data = (u_char *) json_string_value(inv);
+        e->invoice.len = json_string_length(inv);
+
+    } else {
+        ngx_str_null(&e->invoice);
+    }
 }
 
 
@@ -2296,13 +2412,29 @@ ngx_http_linegate_reconcile_decide(ngx_http_request_t *r,
         /* Stripe's JSON is freed with the next call */
         if (ngx_http_linegate_pstr(r->pool, &e->found, e->found.data,
                                    e->found.len)
-            == NULL)
+            == NULL
+            || (e->invoice.len
+                && ngx_http_linegate_pstr(r->pool, &e->invoice,
+                                          e->invoice.data, e->invoice.len)
+                   == NULL))
         {
             e->found.len = 0;
+            e->invoice.len = 0;
             ngx_http_linegate_reconcile_defer(r, ctx, "no_memory", 1);
             return;
         }
+
+    } else {
+        e->invoice.len = 0;
     }
+
+    /*
+     * a purchase's subscription cancelled before this run (by an earlier
+     * one whose refund failed, by someone at Stripe): no line came of it,
+     * so its first invoice is refunded as if this run had cancelled it
+     */
+    e->undone = e->line_request.len == 0 && e->found.len
+                && e->state == NGX_HTTP_LINEGATE_RECONCILE_CANCELED;
 
     if (e->state == NGX_HTTP_LINEGATE_RECONCILE_PAID) {
         /* the customer paid an invoice no request names: a human's call */
@@ -2518,6 +2650,11 @@ ngx_http_linegate_reconcile_canceled(ngx_http_request_t *r,
     switch (ngx_http_linegate_stripe_result(ctx)) {
 
     case NGX_HTTP_LINEGATE_STRIPE_OK:
+        if (e->line_request.len == 0) {
+            /* its first invoice is refunded before the entry resolves */
+            e->undone = 1;
+        }
+
         ngx_http_linegate_reconcile_unbilled(r, ctx, e,
                                              e->line_request.len == 0
                                              ? "canceled"
@@ -2550,6 +2687,295 @@ ngx_http_linegate_reconcile_canceled(ngx_http_request_t *r,
 }
 
 
+/*
+ * INVOICE, REFUND: the first invoice of a purchase undone. Its
+ * subscription was created with the invoice charged at once; the run
+ * cancelled it (or found it cancelled) and no line came of it, so what
+ * was paid is given back. The invoice is read with its payments
+ * expanded: since Stripe's 2025-03-31 version an invoice names its
+ * payment intent there (payments.data[].payment), before it in
+ * payment_intent (or charge); either is taken.
+ */
+
+static ngx_int_t
+ngx_http_linegate_reconcile_invoice(ngx_http_request_t *r,
+    ngx_http_linegate_ctx_t *ctx, ngx_http_linegate_reconcile_entry_t *e)
+{
+    size_t     len;
+    ngx_str_t  path;
+
+    if (!ngx_http_linegate_stripe_id_valid(&e->invoice)) {
+        return NGX_ERROR;
+    }
+
+    len = sizeof("v1/invoices/?expand[]=payments") - 1 + e->invoice.len;
+
+    path.data = ngx_pnalloc(r->pool, len);
+    if (path.data == NULL) {
+        return NGX_ERROR;
+    }
+
+    path.len = ngx_sprintf(path.data, "v1/invoices/%V?expand[]=payments",
+                           &e->invoice)
+               - path.data;
+
+    return ngx_http_linegate_stripe_call(r, ctx, NGX_HTTP_GET, &path, NULL,
+                                         NULL,
+                                         ngx_http_linegate_reconcile_invoiced);
+}
+
+
+static void
+ngx_http_linegate_reconcile_invoiced(ngx_http_request_t *r,
+    ngx_http_linegate_ctx_t *ctx)
+{
+    json_t                               *inv, *paid;
+    const char                           *status;
+    ngx_http_linegate_reconcile_t        *rc;
+    ngx_http_linegate_reconcile_entry_t  *e;
+
+    rc = ctx->data;
+    e = &rc->entry[rc->i];
+
+    switch (ngx_http_linegate_stripe_result(ctx)) {
+
+    case NGX_HTTP_LINEGATE_STRIPE_OK:
+        break;
+
+    case NGX_HTTP_LINEGATE_STRIPE_REFUSED:
+        /* the invoice its subscription names, refused: a human's call */
+        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                      NGX_HTTP_LINEGATE_LOG "reconciliation: Stripe refused "
+                      "the read of invoice \"%V\" to refund: %s",
+                      &e->invoice,
+                      ngx_http_linegate_stripe_error_message(ctx));
+        ngx_http_linegate_reconcile_defer(r, ctx, "refund_refused", 0);
+        return;
+
+    default:
+        /* the next run finds the subscription cancelled, and reads again */
+        ngx_http_linegate_reconcile_defer(r, ctx, "refund_unavailable", 1);
+        return;
+    }
+
+    inv = ctx->stripe_json;
+    status = json_string_value(json_object_get(inv, "status"));
+    paid = json_object_get(inv, "amount_paid");
+
+    /* no amount said: refunded all the same, never kept */
+    if (status == NULL || ngx_strcmp(status, "paid") != 0
+        || (json_is_integer(paid) && json_integer_value(paid) <= 0))
+    {
+        /* draft, open, void, uncollectible, or paid nothing: no charge */
+        ngx_str_set(&e->refund, "none");
+        ngx_http_linegate_reconcile_next(r, ctx,
+                                         NGX_HTTP_LINEGATE_RECONCILE_RESOLVE);
+        return;
+    }
+
+    if (ngx_http_linegate_reconcile_payment(e, inv) != NGX_OK
+        || ngx_http_linegate_pstr(r->pool, &e->payment, e->payment.data,
+                                  e->payment.len)
+           == NULL)
+    {
+        /*
+         * paid, and no payment of it named (paid out of band, or a shape
+         * this code does not know): the entry stays, named in the log,
+         * rather than be settled with the money kept
+         */
+        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                      NGX_HTTP_LINEGATE_LOG "reconciliation: invoice \"%V\" "
+                      "of subscription \"%V\" is paid, and names no payment "
+                      "to refund", &e->invoice, &e->found);
+        ngx_http_linegate_reconcile_defer(r, ctx, "payment_not_found", 0);
+        return;
+    }
+
+    ngx_http_linegate_reconcile_next(r, ctx,
+                                     NGX_HTTP_LINEGATE_RECONCILE_REFUND);
+}
+
+
+/* the paid invoice's payment intent, or its charge, in Stripe's JSON */
+static ngx_int_t
+ngx_http_linegate_reconcile_payment(ngx_http_linegate_reconcile_entry_t *e,
+    json_t *inv)
+{
+    size_t       i, n;
+    json_t      *id, *data, *pay;
+    ngx_uint_t   k;
+    const char  *status;
+
+    static const char  *field[] = { "payment_intent", "charge" };
+
+    data = json_object_get(json_object_get(inv, "payments"), "data");
+    n = json_is_array(data) ? json_array_size(data) : 0;
+
+    for (k = 0; k < 2; k++) {
+        /* before 2025-03-31: on the invoice itself */
+        id = json_object_get(inv, field[k]);
+
+        /* since: on its payments, the one paid */
+        for (i = 0; !json_is_string(id) && !json_is_object(id) && i < n;
+             i++)
+        {
+            pay = json_array_get(data, i);
+            status = json_string_value(json_object_get(pay, "status"));
+
+            if (status != NULL && ngx_strcmp(status, "paid") == 0) {
+                id = json_object_get(json_object_get(pay, "payment"),
+                                     field[k]);
+            }
+        }
+
+        if (json_is_object(id)) {
+            id = json_object_get(id, "id");
+        }
+
+        if (json_is_string(id)) {
+            e->payment.data = (u_char *) json_string_value(id);
+            e->payment.len = json_string_length(id);
+            e->by_charge = (k == 1);
+
+            return ngx_http_linegate_stripe_id_valid(&e->payment)
+                   ? NGX_OK : NGX_ERROR;
+        }
+    }
+
+    return NGX_ERROR;
+}
+
+
+static ngx_int_t
+ngx_http_linegate_reconcile_refund(ngx_http_request_t *r,
+    ngx_http_linegate_ctx_t *ctx, ngx_http_linegate_reconcile_entry_t *e)
+{
+    ngx_str_t  form, key;
+    ngx_str_t  path = ngx_string("v1/refunds");
+
+    ngx_str_null(&form);
+
+    /*
+     * the whole of it (no amount); the body is the same on every run, so
+     * that Stripe replays the first refund under the key
+     */
+    if (ngx_http_linegate_form_add(r->pool, &form,
+                                   e->by_charge ? "charge" : "payment_intent",
+                                   &e->payment)
+        != NGX_OK
+        || ngx_http_linegate_form_add(r->pool, &form,
+                                      "metadata[subscription_id]", &e->found)
+           != NGX_OK
+        || ngx_http_linegate_form_add(r->pool, &form, "metadata[worker_id]",
+                                      &e->worker_id)
+           != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    /* one refund per subscription, however many runs try */
+    key.len = sizeof("lg-refund-") - 1 + e->found.len;
+    key.data = ngx_pnalloc(r->pool, key.len);
+    if (key.data == NULL) {
+        return NGX_ERROR;
+    }
+
+    (void) ngx_sprintf(key.data, "lg-refund-%V", &e->found);
+
+    return ngx_http_linegate_stripe_call(r, ctx, NGX_HTTP_POST, &path, &form,
+                                         &key,
+                                         ngx_http_linegate_reconcile_refunded);
+}
+
+
+static void
+ngx_http_linegate_reconcile_refunded(ngx_http_request_t *r,
+    ngx_http_linegate_ctx_t *ctx)
+{
+    json_t                               *id;
+    ngx_str_t                             s;
+    const char                           *code, *status;
+    ngx_http_linegate_reconcile_t        *rc;
+    ngx_http_linegate_reconcile_entry_t  *e;
+
+    rc = ctx->data;
+    e = &rc->entry[rc->i];
+
+    switch (ngx_http_linegate_stripe_result(ctx)) {
+
+    case NGX_HTTP_LINEGATE_STRIPE_OK:
+        id = json_object_get(ctx->stripe_json, "id");
+        status = json_string_value(json_object_get(ctx->stripe_json,
+                                                   "status"));
+
+        if (!json_is_string(id)) {
+            /* may have refunded: the key replays it on the next run */
+            ngx_http_linegate_reconcile_defer(r, ctx, "refund_unavailable",
+                                              1);
+            return;
+        }
+
+        s.data = (u_char *) json_string_value(id);
+        s.len = json_string_length(id);
+
+        if (!ngx_http_linegate_stripe_id_valid(&s)
+            || ngx_http_linegate_pstr(r->pool, &e->refund, s.data, s.len)
+               == NULL)
+        {
+            ngx_http_linegate_reconcile_defer(r, ctx, "refund_unavailable",
+                                              1);
+            return;
+        }
+
+        if (status != NULL
+            && (ngx_strcmp(status, "failed") == 0
+                || ngx_strcmp(status, "canceled") == 0))
+        {
+            /* the money did not go back: a human's call */
+            ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                          NGX_HTTP_LINEGATE_LOG "reconciliation: refund "
+                          "\"%V\" of subscription \"%V\" is %s",
+                          &e->refund, &e->found, status);
+            ngx_str_null(&e->refund);
+            ngx_http_linegate_reconcile_defer(r, ctx, "refund_failed", 0);
+            return;
+        }
+
+        ngx_http_linegate_reconcile_next(r, ctx,
+                                         NGX_HTTP_LINEGATE_RECONCILE_RESOLVE);
+        return;
+
+    case NGX_HTTP_LINEGATE_STRIPE_REFUSED:
+        code = ngx_http_linegate_stripe_error_code(ctx);
+
+        if (code != NULL && ngx_strcmp(code, "charge_already_refunded") == 0)
+        {
+            /* by an earlier run whose key expired, or by hand: done */
+            ngx_str_set(&e->refund, "already_refunded");
+            ngx_http_linegate_reconcile_next(r, ctx,
+                                          NGX_HTTP_LINEGATE_RECONCILE_RESOLVE);
+            return;
+        }
+
+        /* e.g. disputed meanwhile: a human's call, named in the log */
+        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                      NGX_HTTP_LINEGATE_LOG "reconciliation: Stripe refused "
+                      "the refund of subscription \"%V\": %s", &e->found,
+                      ngx_http_linegate_stripe_error_message(ctx));
+        ngx_http_linegate_reconcile_defer(r, ctx, "refund_refused", 0);
+        return;
+
+    default:
+        /*
+         * a lost answer may have refunded: the next run sends the same
+         * key, and Stripe answers with the refund it made
+         */
+        ngx_http_linegate_reconcile_defer(r, ctx, "refund_unavailable", 1);
+        return;
+    }
+}
+
+
 /* RESOLVE */
 
 static ngx_int_t
@@ -2575,6 +3001,7 @@ ngx_http_linegate_reconcile_resolve(ngx_http_request_t *r,
     ngx_http_linegate_redis_arg_cstr(a, e->line_request.len
                                         ? "invoice_id" : "subscription_id");
     ngx_http_linegate_redis_arg_cstr(a, e->giveback ? "1" : "0");
+    ngx_http_linegate_redis_arg_str(a, &e->refund);
 
     return ngx_http_linegate_reconcile_script(r, rc,
                                   NGX_HTTP_LINEGATE_SCRIPT_OP_RECONCILE_RESOLVE,
@@ -2796,11 +3223,20 @@ ngx_http_linegate_reconcile_stored(ngx_http_request_t *r, redisReply *reply)
         if (e->line_request.len == 0
             && (ngx_http_linegate_reconcile_is(&e->reason, "worker_lost")
                 || ngx_http_linegate_reconcile_is(&e->reason,
-                                                  "record_failed"))
-            && ngx_http_linegate_reply_int(reply, 8, &code) == NGX_OK
-            && code == 0)
+                                                  "record_failed")))
         {
-            e->giveback = 1;
+            if (ngx_http_linegate_reply_int(reply, 8, &code) == NGX_OK
+                && code == 0)
+            {
+                e->giveback = 1;
+
+            } else {
+                /*
+                 * a line holds the purchase (or the answer does not say
+                 * it does not): it was given, it is not refunded
+                 */
+                e->kept = 1;
+            }
         }
 
         ngx_http_linegate_reconcile_settle(r, ctx,
@@ -2817,11 +3253,13 @@ ngx_http_linegate_reconcile_stored(ngx_http_request_t *r, redisReply *reply)
 
         ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
                       NGX_HTTP_LINEGATE_LOG "reconciliation: %s %V of %s "
-                      "\"%V\" (%V, number \"%V\", at Stripe \"%V\"): %s%s",
+                      "\"%V\" (%V, number \"%V\", at Stripe \"%V\"): "
+                      "%s%s%V%s",
                       NGX_HTTP_LINEGATE_RECONCILE_NAMES(e),
                       &e->reason, &e->number,
                       e->found.len ? &e->found : &e->subscription,
-                      e->outcome,
+                      e->outcome, e->refund.len ? ", refund " : "",
+                      &e->refund,
                       code == 0 ? " (settled by another run)" : "");
         rc->i++;
         ngx_http_linegate_reconcile_advance(r, ctx);
@@ -2907,6 +3345,19 @@ ngx_http_linegate_reconcile_answer(ngx_http_request_t *r,
 
         } else {
             ngx_http_linegate_json_write_null(&jw);
+        }
+
+        if (!invoice) {
+            /* a settled purchase undone: what its first invoice became */
+            ngx_http_linegate_json_write_key(&jw, "refund");
+
+            if (e->outcome && e->refund.len) {
+                ngx_http_linegate_json_write_str(&jw, e->refund.data,
+                                                 e->refund.len);
+
+            } else {
+                ngx_http_linegate_json_write_null(&jw);
+            }
         }
 
         ngx_http_linegate_json_write_end(&jw, '}');

@@ -13,6 +13,8 @@
 -- ARGV[4]  now, ISO 8601
 -- ARGV[5]  the field that names it: subscription_id, invoice_id
 -- ARGV[6]  "1": the entry's phone_number returns to the inventory
+-- ARGV[7]  the refund of its first invoice (a refund id, "none",
+--          "already_refunded"), "" when none was looked for: no field
 --
 -- Returns 1, or 0 when the entry is gone (another run settled it):
 -- nothing is written twice.
@@ -49,6 +51,11 @@ fields[#fields + 1] = 'outcome'
 fields[#fields + 1] = ARGV[2]
 fields[#fields + 1] = 'resolved_at'
 fields[#fields + 1] = ARGV[4]
+
+if ARGV[7] ~= nil and ARGV[7] ~= '' then
+    fields[#fields + 1] = 'refund'
+    fields[#fields + 1] = ARGV[7]
+end
 
 redis.call('XADD', KEYS[2], 'MAXLEN', '~', 10000, '*', unpack(fields))
 redis.call('XDEL', KEYS[1], ARGV[1])

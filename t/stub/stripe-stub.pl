@@ -17,13 +17,24 @@
 # Stripe API (Authorization: Bearer sk_test_..., form-encoded bodies):
 #   POST /v1/customers            GET|POST /v1/customers/:id
 #   POST /v1/invoiceitems         GET /v1/invoiceitems/:id
-#   POST /v1/invoices             GET /v1/invoices/:id
+#   POST /v1/invoices             GET /v1/invoices/:id (expand[]=payments)
 #   POST /v1/invoices/:id/{finalize,void,pay,mark_uncollectible}
 #   POST /v1/subscriptions        GET|DELETE /v1/subscriptions/:id
+#                                 (payment_behavior=default_incomplete:
+#                                 incomplete, its first invoice open)
 #   GET  /v1/subscriptions        list: customer, status (default: not
 #   GET  /v1/invoices             canceled; "all"), limit (1..100, 10),
 #                                 created[gte|gt|lte|lt], starting_after
+#   POST /v1/refunds              GET /v1/refunds/:id
+#                                 payment_intent (or charge), amount
+#                                 (default: what is left); a second
+#                                 refund of a whole one: 400
+#                                 charge_already_refunded
 #   GET  /i/:id                   hosted invoice page (plain HTML)
+#
+# An invoice paid by card (not out of band, more than 0) carries a
+# payment_intent ("pi_...") and a charge ("ch_..."); a refund of it adds
+# to its amount_refunded and sets refunded once the whole was given back.
 #
 # Control API (JSON, no auth):
 #   GET  /_stub/health                    {"ok":true}
@@ -128,6 +139,8 @@ sub reset_state {
     invoices      => {},
     invoiceitems  => {},
     subscriptions => {},
+    refunds       => {},
+    paid_by       => {},    # payment intent or charge => invoice id
     prices        => {},    # registered through the control API
     declining     => {},    # customer id => 1 when its card declines
     pending       => {},    # customer id => [ii ids not on an invoice yet]
@@ -561,6 +574,7 @@ sub new_invoice {
     account_country  => 'US',
     amount_due       => 0,
     amount_paid      => 0,
+    amount_refunded  => 0,      # the stub's own: what refunds gave back
     amount_remaining => 0,
     attempt_count    => 0,
     attempted        => false,
@@ -589,6 +603,9 @@ sub new_invoice {
     paid               => false,    # pre-2025 field
     paid_out_of_band   => false,
     parent             => undef,    # current shape of "from a subscription"
+    payment_intent     => undef,    # pre-2025 shape, set when paid by card
+    charge             => undef,
+    refunded           => false,    # the stub's own: refunded whole
     period_end         => $now,
     period_start       => $now,
     status             => 'draft',
@@ -651,7 +668,32 @@ sub invoice_create {
 sub invoice_get {
   my ($req, $id) = @_;
   my $inv = $S{invoices}{$id} // return no_such('invoice', $id, 'id');
-  return [200, $inv];
+  my $expand = $req->{params}{expand};
+  return [200, $inv]
+    unless grep { defined && $_ eq 'payments' }
+      ref $expand eq 'ARRAY' ? @$expand : ();
+  return [200, {%$inv, payments => invoice_payments($inv)}];
+}
+
+# "payments" expanded, as Stripe (2025-03-31 on) names an invoice's
+# payment intent: one paid payment when it was paid by card.
+sub invoice_payments {
+  my ($inv) = @_;
+  my @data = !defined $inv->{payment_intent} ? () : {
+    id             => 'inpay_' . substr($inv->{payment_intent}, 3),
+    object         => 'invoice_payment',
+    amount_paid    => $inv->{amount_paid},
+    amount_requested => $inv->{amount_paid},
+    currency       => $inv->{currency},
+    invoice        => $inv->{id},
+    is_default     => true,
+    livemode       => false,
+    payment        => {type => 'payment_intent',
+      payment_intent => $inv->{payment_intent}},
+    status         => 'paid',
+  };
+  return {object => 'list', data => \@data, has_more => false,
+    url => "/v1/invoice_payments?invoice=$inv->{id}"};
 }
 
 sub finalize {
@@ -675,6 +717,13 @@ sub mark_paid {
   $inv->{amount_remaining}            = 0;
   $inv->{status_transitions}{paid_at} = time;
   $inv->{attempted}                   = true unless $out_of_band;
+  return if $out_of_band || $inv->{amount_paid} <= 0
+    || defined $inv->{payment_intent};
+  # what a refund names: the charge of the card on file
+  $inv->{payment_intent} = new_id('pi');
+  $inv->{charge}         = new_id('ch');
+  $S{paid_by}{ $inv->{payment_intent} } = $inv->{id};
+  $S{paid_by}{ $inv->{charge} }         = $inv->{id};
 }
 
 sub mark_void {
@@ -776,17 +825,20 @@ sub subscription_create {
   my $cus = $S{customers}{$cid}
     // return no_such('customer', $cid, 'customer');
   my $pm  = $p->{default_payment_method};
+  # default_incomplete: no payment attempted, the first invoice left open
+  # and the subscription incomplete until it is paid
+  my $unpaid = ($p->{payment_behavior} // '') eq 'default_incomplete';
   return no_payment_source(400, 'invalid_request_error')
-    unless has_card($cus) || length($pm // '');
+    unless $unpaid || has_card($cus) || length($pm // '');
   return card_declined()
-    if $S{declining}{$cid} || declining_token($pm);
-  my $sub = new_subscription($cid, \@items, $meta, $pm);
+    if !$unpaid && ($S{declining}{$cid} || declining_token($pm));
+  my $sub = new_subscription($cid, \@items, $meta, $pm, $unpaid);
   $S{subscriptions}{ $sub->{id} } = $sub;
   return [200, expand_subscription($sub, $p->{expand})];
 }
 
 sub new_subscription {
-  my ($cid, $items, $meta, $pm) = @_;
+  my ($cid, $items, $meta, $pm, $unpaid) = @_;
   my $now = time;
   my $end = $now + $MONTH;
   my $id  = new_id('sub');
@@ -803,7 +855,7 @@ sub new_subscription {
       subscription         => $id,
     }
   } @$items;
-  my $inv = subscription_invoice($id, $cid, \@si, $meta, $end);
+  my $inv = subscription_invoice($id, $cid, \@si, $meta, $end, $unpaid);
   return {
     id                     => $id,
     object                 => 'subscription',
@@ -830,15 +882,16 @@ sub new_subscription {
     livemode       => false,
     metadata       => $meta,
     start_date     => $now,
-    status         => 'active',
+    status         => $inv->{status} eq 'paid' ? 'active' : 'incomplete',
     trial_end      => undef,
     trial_start    => undef,
   };
 }
 
-# The first invoice of a subscription, already paid by the card on file.
+# The first invoice of a subscription, already paid by the card on file
+# (left open when $unpaid).
 sub subscription_invoice {
-  my ($sub_id, $cid, $items, $meta, $end) = @_;
+  my ($sub_id, $cid, $items, $meta, $end, $unpaid) = @_;
   my $inv = new_invoice(
     customer          => $cid,
     collection_method => 'charge_automatically',
@@ -875,7 +928,7 @@ sub subscription_invoice {
   recompute($inv);
   $S{invoices}{ $inv->{id} } = $inv;
   finalize($inv);
-  mark_paid($inv) if $inv->{status} eq 'open';
+  mark_paid($inv) if $inv->{status} eq 'open' && !$unpaid;
   return $inv;
 }
 
@@ -904,6 +957,54 @@ sub subscription_cancel {
   $sub->{status}      = 'canceled';
   $sub->{canceled_at} = $sub->{ended_at} = time;
   return [200, $sub];
+}
+
+# ---------------------------------------------------------------------------
+# Refunds: of an invoice's payment, by its payment_intent or charge.
+
+sub refund_create {
+  my ($req) = @_;
+  my $p     = $req->{params};
+  my $param = defined $p->{payment_intent} ? 'payment_intent' : 'charge';
+  my $pay   = $p->{$param} // return missing_param('payment_intent');
+  my $iid   = $S{paid_by}{$pay}
+    // return no_such($param eq 'charge' ? 'charge' : 'payment_intent',
+    $pay, $param);
+  my $inv  = $S{invoices}{$iid} // return no_such('charge', $pay, $param);
+  my $left = $inv->{amount_paid} - $inv->{amount_refunded};
+  return stripe_error(400, 'invalid_request_error', 'charge_already_refunded',
+    "Charge $inv->{charge} has already been refunded.")
+    if $left <= 0;
+  my $amount = positive_int($p->{amount}, $left)
+    // return invalid_param('amount', 'Invalid positive integer');
+  return stripe_error(400, 'invalid_request_error', 'amount_too_large',
+    "Refund amount (\$$amount) is greater than unrefunded amount on"
+    . " charge (\$$left)", param => 'amount') if $amount > $left;
+  my $meta = metadata_of($p) // return invalid_param('metadata',
+    'Invalid object');
+  my $re = {
+    id             => new_id('re'),
+    object         => 'refund',
+    amount         => $amount,
+    charge         => $inv->{charge},
+    created        => time,
+    currency       => $inv->{currency},
+    metadata       => $meta,
+    payment_intent => $inv->{payment_intent},
+    reason         => $p->{reason},
+    status         => 'succeeded',
+  };
+  $S{refunds}{ $re->{id} } = $re;
+  $inv->{amount_refunded} += $amount;
+  $inv->{refunded} = $inv->{amount_refunded} >= $inv->{amount_paid}
+    ? true : false;
+  return [200, $re];
+}
+
+sub refund_get {
+  my ($req, $id) = @_;
+  my $re = $S{refunds}{$id} // return no_such('refund', $id, 'id');
+  return [200, $re];
 }
 
 # A list, newest first, as Stripe pages it: customer, status (for
@@ -976,6 +1077,8 @@ my @ROUTES = (
   [GET    => qr{^/v1/subscriptions$},             \&subscription_list],
   [GET    => qr{^/v1/subscriptions/$ID$},         \&subscription_get],
   [DELETE => qr{^/v1/subscriptions/$ID$},         \&subscription_cancel],
+  [POST   => qr{^/v1/refunds$},                   \&refund_create],
+  [GET    => qr{^/v1/refunds/$ID$},               \&refund_get],
 );
 
 sub unrecognized {
@@ -1400,6 +1503,7 @@ get '/_stub/state' => sub {
     invoices      => $S{invoices},
     invoiceitems  => $S{invoiceitems},
     subscriptions => $S{subscriptions},
+    refunds       => $S{refunds},
     prices        => $S{prices},
     declining     => [sort keys %{ $S{declining} }],
     faults        => $S{faults},
@@ -1483,7 +1587,7 @@ post '/_stub/invoices/:id/:op' =>
 };
 
 my %STORES = (cus => 'customers', in => 'invoices', ii => 'invoiceitems',
-  sub => 'subscriptions');
+  sub => 'subscriptions', re => 'refunds');
 
 post '/_stub/webhook' => sub {
   my $c  = shift;

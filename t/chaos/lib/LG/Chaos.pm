@@ -38,7 +38,7 @@ our @INVARIANTS = qw(answers_complete answers_format confirm_answers_true
     paid_invoice_promoted no_draft_invoice paid_line_paid
     subscription_backed numbers_conserved no_stuck_reservation
     no_stale_claim limits_respected revoked_key_refused provisioning_on_stream
-    reconcile_settled no_worker_crash no_alert_in_log);
+    reconcile_settled undone_refunded no_worker_crash no_alert_in_log);
 
 sub new {
     my ($class, %o) = @_;
@@ -592,6 +592,18 @@ sub check {
         $bad->(reconcile_settled => "$e->{worker_id} settled as"
                . " $e->{outcome} but Stripe says $status and the line is "
                . ($ln ? 'recorded' : 'absent')) unless $ok;
+
+        # a purchase undone (its subscription cancelled, no line) paid
+        # nothing in the end: its first invoice, if paid, was refunded
+        next unless $x && $status eq 'canceled' && !$ln
+                    && $e->{outcome} =~ /^(canceled|already_canceled|released)$/;
+        my $inv = $st->{invoices}{ $x->{latest_invoice} // '' } // {};
+        my $kept = ($inv->{status} // '') eq 'paid'
+            ? ($inv->{amount_paid} // 0) - ($inv->{amount_refunded} // 0) : 0;
+        $bad->(undone_refunded => "$e->{worker_id} settled as"
+               . " $e->{outcome} (refund " . ($e->{refund} // 'none named')
+               . "): its invoice $inv->{id} keeps $kept paid")
+            if $kept > 0 || !defined $e->{refund};
     }
 
     # the error log: worker crashes other than the SIGKILLs injected
