@@ -330,6 +330,7 @@ static ngx_uint_t ngx_http_linegate_redis_key_index(int argc,
     const char **argv, const size_t *argvlen);
 static void ngx_http_linegate_redis_log_error(ngx_log_t *log,
     redisReply *reply);
+static void ngx_http_linegate_redis_demoted(redisReply *reply);
 static ngx_int_t ngx_http_linegate_redis_unavailable(redisReply *reply);
 static void ngx_http_linegate_redis_drop(
     ngx_http_linegate_redis_node_t *node, const char *why);
@@ -1751,17 +1752,7 @@ ngx_http_linegate_redis_copy(ngx_pool_t *pool, redisReply *src)
 static void
 ngx_http_linegate_redis_log_error(ngx_log_t *log, redisReply *reply)
 {
-    ngx_http_linegate_redis_t  *rd;
-
-    rd = &ngx_http_linegate_redis;
-
-    if (rd->sentinel && ngx_strncmp(reply->str, "READONLY", 8) == 0
-        && !rd->rediscover.posted)
-    {
-        /* the master became a replica: find the new one (out of hiredis's
-         * callback: the connection is freed there) */
-        ngx_post_event(&rd->rediscover, &ngx_posted_events);
-    }
+    ngx_http_linegate_redis_demoted(reply);
 
     if (ngx_http_linegate_redis_unavailable(reply)) {
         ngx_log_error(NGX_LOG_ERR, log, 0,
@@ -1772,6 +1763,27 @@ ngx_http_linegate_redis_log_error(ngx_log_t *log, redisReply *reply)
         ngx_log_error(NGX_LOG_ERR, log, 0,
                       NGX_HTTP_LINEGATE_LOG "redis error: \"%*s\"",
                       (size_t) ngx_min(reply->len, 300), reply->str);
+    }
+}
+
+
+/*
+ * An error reply, a request's or a durable write's: -READONLY means the
+ * master we are connected to became a replica (a failover, the old
+ * master still up). With Sentinel, find the new one: posted, out of
+ * hiredis's callback, as the drop frees the connection that answered.
+ */
+static void
+ngx_http_linegate_redis_demoted(redisReply *reply)
+{
+    ngx_http_linegate_redis_t  *rd;
+
+    rd = &ngx_http_linegate_redis;
+
+    if (rd->sentinel && ngx_strncmp(reply->str, "READONLY", 8) == 0
+        && !rd->rediscover.posted)
+    {
+        ngx_post_event(&rd->rediscover, &ngx_posted_events);
     }
 }
 
@@ -2420,6 +2432,14 @@ ngx_http_linegate_redis_durable_cb(redisAsyncContext *ac, void *data,
         /* a cluster's MOVED teaches the map; the retry follows it */
         (void) ngx_http_linegate_redis_redirect(ac->data, reply, NULL, 0,
                                                 NULL, NULL, NULL, NULL);
+
+        /*
+         * a demoted master's READONLY sends the worker to the sentinels,
+         * as a request's does: a worker with only durable writes to make
+         * would otherwise retry them on the old master until it closes
+         * the connection
+         */
+        ngx_http_linegate_redis_demoted(reply);
 
         if (!ngx_http_linegate_redis_unavailable(reply)) {
             /* a refusal that no retry changes (a bug of ours, a type) */

@@ -12,6 +12,14 @@
  *   then    found(host, port); SUBSCRIBE +switch-master if not yet
  *   else    (refused, timed out, no such master, an error) the next
  *           sentinel; all of them: found(NGX_ERROR), the store backs off
+ *
+ * The subscription keeps its own place in the list (sub_at), apart from
+ * the query's: the store's connection, and so the query's cursor, may
+ * stay put for days while the subscribed sentinel is gone. It is made on
+ * the sentinel that has just answered a query when there is none; lost
+ * (refused, closed, an error), the cursor moves to the next sentinel and
+ * the store's next keepalive subscribes there, round robin; a
+ * subscription that holds stays where it is.
  */
 
 
@@ -30,6 +38,8 @@ typedef struct {
     ngx_uint_t                              busy;
     ngx_uint_t                              next;     /* sentinel to ask */
     ngx_uint_t                              asking;   /* being asked */
+    ngx_uint_t                              sub_at;   /* subscribed to,
+                                                         or to be next */
     ngx_uint_t                              tried;
     uintptr_t                               gen;      /* of the query */
     ngx_uint_t                              exiting;
@@ -48,8 +58,8 @@ static ngx_int_t ngx_http_linegate_sentinel_address(redisReply *reply,
     ngx_str_t *host, ngx_int_t *port);
 static void ngx_http_linegate_sentinel_failed(const char *why);
 static void ngx_http_linegate_sentinel_timeout(ngx_event_t *ev);
-static void ngx_http_linegate_sentinel_subscribe(
-    ngx_http_linegate_redis_addr_t *a);
+static void ngx_http_linegate_sentinel_subscribe(void);
+static void ngx_http_linegate_sentinel_sub_lost(const char *why);
 static void ngx_http_linegate_sentinel_message(redisAsyncContext *ac,
     void *data, void *privdata);
 static void ngx_http_linegate_sentinel_closed(const redisAsyncContext *ac,
@@ -278,7 +288,9 @@ ngx_http_linegate_sentinel_reply(redisAsyncContext *ac, void *data,
     addrs = s->lmcf->redis_sentinels->elts;
 
     if (s->sub == NULL) {
-        ngx_http_linegate_sentinel_subscribe(&addrs[s->asking]);
+        /* a sentinel known to be up, whatever the cursor said */
+        s->sub_at = s->asking;
+        ngx_http_linegate_sentinel_subscribe();
     }
 
     ngx_log_error(NGX_LOG_INFO, s->log, 0,
@@ -365,16 +377,20 @@ ngx_http_linegate_sentinel_timeout(ngx_event_t *ev)
 }
 
 
+/* SUBSCRIBE +switch-master on the sentinel of the cursor (sub_at) */
 static void
-ngx_http_linegate_sentinel_subscribe(ngx_http_linegate_redis_addr_t *a)
+ngx_http_linegate_sentinel_subscribe(void)
 {
-    redisAsyncContext             *ac;
-    ngx_http_linegate_sentinel_t  *s;
+    redisAsyncContext               *ac;
+    ngx_http_linegate_sentinel_t    *s;
+    ngx_http_linegate_redis_addr_t  *addrs;
 
     s = &ngx_http_linegate_sentinel;
+    addrs = s->lmcf->redis_sentinels->elts;
 
-    ac = ngx_http_linegate_sentinel_connect(a);
+    ac = ngx_http_linegate_sentinel_connect(&addrs[s->sub_at]);
     if (ac == NULL) {
+        ngx_http_linegate_sentinel_sub_lost("not connected");
         return;
     }
 
@@ -383,10 +399,38 @@ ngx_http_linegate_sentinel_subscribe(ngx_http_linegate_redis_addr_t *a)
         != REDIS_OK)
     {
         redisAsyncFree(ac);
+        ngx_http_linegate_sentinel_sub_lost("SUBSCRIBE not sent");
         return;
     }
 
     s->sub = ac;
+}
+
+
+/*
+ * The subscription failed or ended (s->sub already cleared): the next
+ * keepalive subscribes on the next sentinel, so that one that is down
+ * is not tried again and again while the others could tell us of a
+ * failover
+ */
+static void
+ngx_http_linegate_sentinel_sub_lost(const char *why)
+{
+    ngx_uint_t                       lost;
+    ngx_http_linegate_sentinel_t    *s;
+    ngx_http_linegate_redis_addr_t  *addrs;
+
+    s = &ngx_http_linegate_sentinel;
+    addrs = s->lmcf->redis_sentinels->elts;
+
+    lost = s->sub_at;
+    s->sub_at = (s->sub_at + 1) % s->lmcf->redis_sentinels->nelts;
+
+    ngx_log_error(NGX_LOG_WARN, s->log, 0,
+                  NGX_HTTP_LINEGATE_LOG "redis sentinel %V:%i: no "
+                  "+switch-master subscription: %s; next tried: %V:%i",
+                  &addrs[lost].host, addrs[lost].port, why,
+                  &addrs[s->sub_at].host, addrs[s->sub_at].port);
 }
 
 
@@ -395,9 +439,10 @@ static void
 ngx_http_linegate_sentinel_message(redisAsyncContext *ac, void *data,
     void *privdata)
 {
-    ngx_str_t                     *name;
-    redisReply                    *reply, *msg;
-    ngx_http_linegate_sentinel_t  *s;
+    ngx_str_t                       *name;
+    redisReply                      *reply, *msg;
+    ngx_http_linegate_sentinel_t    *s;
+    ngx_http_linegate_redis_addr_t  *addrs;
 
     s = &ngx_http_linegate_sentinel;
     reply = data;
@@ -407,13 +452,31 @@ ngx_http_linegate_sentinel_message(redisAsyncContext *ac, void *data,
     }
 
     if (reply == NULL) {
+        /* refused, closed, or an error answered (hiredis then closes) */
         s->sub = NULL;
+        ngx_http_linegate_sentinel_sub_lost(ac->errstr[0]
+                                            ? ac->errstr
+                                            : "connection lost");
         return;
     }
 
     if (reply->type != REDIS_REPLY_ARRAY || reply->elements != 3
-        || reply->element[0]->type != REDIS_REPLY_STRING
-        || ngx_strcmp(reply->element[0]->str, "message") != 0
+        || reply->element[0]->type != REDIS_REPLY_STRING)
+    {
+        return;
+    }
+
+    if (ngx_strcmp(reply->element[0]->str, "subscribe") == 0) {
+        addrs = s->lmcf->redis_sentinels->elts;
+
+        ngx_log_error(NGX_LOG_INFO, s->log, 0,
+                      NGX_HTTP_LINEGATE_LOG "redis sentinel %V:%i: "
+                      "subscribed to +switch-master",
+                      &addrs[s->sub_at].host, addrs[s->sub_at].port);
+        return;
+    }
+
+    if (ngx_strcmp(reply->element[0]->str, "message") != 0
         || reply->element[2]->type != REDIS_REPLY_STRING)
     {
         return;
@@ -439,27 +502,40 @@ ngx_http_linegate_sentinel_message(redisAsyncContext *ac, void *data,
 static void
 ngx_http_linegate_sentinel_closed(const redisAsyncContext *ac, int status)
 {
+    const char                    *why;
     ngx_http_linegate_sentinel_t  *s;
 
     s = &ngx_http_linegate_sentinel;
 
-    if (ac == s->sub) {
-        /* opened again by the next discovery */
-        s->sub = NULL;
+    if (ac != s->sub) {
+        return;
     }
+
+    /*
+     * hiredis calls the channel's callback with NULL first, which clears
+     * s->sub: this is for a context closed without it
+     */
+    s->sub = NULL;
+
+    why = "closed";
+
+    if (status != REDIS_OK) {
+        why = ac->errstr[0] ? ac->errstr : "connection lost";
+    }
+
+    ngx_http_linegate_sentinel_sub_lost(why);
 }
 
 
 void
 ngx_http_linegate_sentinel_keepalive(void)
 {
-    ngx_http_linegate_sentinel_t    *s;
-    ngx_http_linegate_redis_addr_t  *addrs;
+    ngx_http_linegate_sentinel_t  *s;
 
     s = &ngx_http_linegate_sentinel;
 
+    /* a discovery under way subscribes on the sentinel that answers */
     if (s->sub == NULL && !s->busy && !s->exiting) {
-        addrs = s->lmcf->redis_sentinels->elts;
-        ngx_http_linegate_sentinel_subscribe(&addrs[s->next]);
+        ngx_http_linegate_sentinel_subscribe();
     }
 }

@@ -28,12 +28,15 @@ void ngx_http_linegate_sentinel_init(ngx_http_linegate_main_conf_t *lmcf,
  * Asks the sentinels in turn, starting with the last one that answered,
  * SENTINEL get-master-addr-by-name, each within the connect and command
  * timeouts; found() is called once, with the first address given, or
- * NGX_ERROR when none answered. Also (re)opens the subscription to
- * +switch-master on a sentinel that answered.
+ * NGX_ERROR when none answered. Also opens the subscription to
+ * +switch-master, when there is none, on the sentinel that answered.
  */
 void ngx_http_linegate_sentinel_discover(void);
 
-/* the store's keepalive: reopens a lost +switch-master subscription */
+/*
+ * the store's keepalive: reopens a lost +switch-master subscription, on
+ * the sentinel after the one it was lost on (round robin)
+ */
 void ngx_http_linegate_sentinel_keepalive(void);
 
 void ngx_http_linegate_sentinel_exit(void);

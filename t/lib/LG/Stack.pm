@@ -451,6 +451,7 @@ sub render {
         # reads through the table, t/188 also without it
         LINES_CACHE        => $ENV{LG_LINES_CACHE} // 'off',
         REDIS_COMMAND_TIMEOUT => '500ms',
+        REDIS_KEEPALIVE    => '1s',
         STRIPE_URL         => "http://127.0.0.1:$self->{stub_port}",
         STRIPE_KEY         => 'sk_test_linegate',
         STRIPE_TIMEOUT     => '3s',
