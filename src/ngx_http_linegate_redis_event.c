@@ -21,6 +21,9 @@
  * commands. The turns waited are nginx's posted "next" events: while one
  * waits the loop polls without sleeping (its timer 0), so an idle worker
  * sends at the next poll, never after a timeout.
+ *
+ * The PING of a subscribed connection and its answer: the header says
+ * why the connection PSUBSCRIBEs.
  */
 
 
@@ -245,4 +248,59 @@ ngx_http_linegate_redis_event_cleanup(void *privdata)
     ngx_free_connection(c);
     c->fd = (ngx_socket_t) -1;
     ngx_free(ec);
+}
+
+
+ngx_int_t
+ngx_http_linegate_redis_event_ping(redisAsyncContext *ac, ngx_str_t *name)
+{
+    if (redisAsyncCommand(ac, NULL, NULL, "PING %b", name->data, name->len)
+        != REDIS_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    return NGX_OK;
+}
+
+
+ngx_uint_t
+ngx_http_linegate_redis_event_pong(redisAsyncContext *ac, redisReply *reply)
+{
+    redisReply     *kind;
+#if (HIREDIS_MAJOR == 0)
+    redisCallback  *cb;
+#endif
+
+    if (reply == NULL || reply->type != REDIS_REPLY_ARRAY
+        || reply->elements < 2
+        || reply->element[0]->type != REDIS_REPLY_STRING)
+    {
+        return 0;
+    }
+
+    kind = reply->element[0];
+
+    if (kind->len != sizeof("pong") - 1
+        || ngx_strncasecmp((u_char *) kind->str, (u_char *) "pong",
+                           kind->len) != 0)
+    {
+        return 0;
+    }
+
+#if (HIREDIS_MAJOR == 0)
+    cb = ac->sub.invalid.head;
+
+    if (cb != NULL) {
+        ac->sub.invalid.head = cb->next;
+
+        if (ac->sub.invalid.tail == cb) {
+            ac->sub.invalid.tail = NULL;
+        }
+
+        free(cb);
+    }
+#endif
+
+    return 1;
 }

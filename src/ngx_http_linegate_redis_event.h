@@ -2,7 +2,9 @@
 /*
  * linegate: the hiredis adapter for nginx's event loop, shared by every
  * asynchronous Redis connection of a worker (the store's, and the ones
- * that ask Redis Sentinel where the master is).
+ * that ask Redis Sentinel where the master is), and the PING that shows
+ * a subscribed connection alive (the subscribers of redis_pubsub.c, the
+ * +switch-master subscription of redis_sentinel.c).
  */
 
 
@@ -26,6 +28,29 @@
  */
 ngx_int_t ngx_http_linegate_redis_event_attach(redisAsyncContext *ac,
     ngx_log_t *log, ngx_uint_t defer);
+
+/*
+ * A subscribed connection proves it is alive by answering a PING: its
+ * answer comes after every message published before it (Redis answers a
+ * connection in order). The connection must have PSUBSCRIBEd to a
+ * pattern, name, that is a channel's own name (no glob character: that
+ * channel alone): hiredis 0.14 hands a subscribed context's replies to
+ * the callback of the channel or pattern their second element names,
+ * looking among the patterns when the first one starts with 'p', so the
+ * answer to "PING <name>", ["pong", "<name>"], reaches the pattern's
+ * callback; with SUBSCRIBE it would be looked for among the patterns
+ * and lost.
+ *
+ * ping() sends "PING <name>" (NGX_ERROR: not sent). pong() is asked by
+ * the pattern's callback of each reply: 1 when it answers such a PING
+ * (the n-th answers the n-th), and then frees the PING's callback, which
+ * hiredis 0.14 keeps on its list of "invalid" commands, never calling
+ * it, until the context is freed.
+ */
+ngx_int_t ngx_http_linegate_redis_event_ping(redisAsyncContext *ac,
+    ngx_str_t *name);
+ngx_uint_t ngx_http_linegate_redis_event_pong(redisAsyncContext *ac,
+    redisReply *reply);
 
 
 #endif /* _NGX_HTTP_LINEGATE_REDIS_EVENT_H_INCLUDED_ */

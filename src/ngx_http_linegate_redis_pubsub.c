@@ -29,14 +29,10 @@
  * new subscription starts a new generation.
  *
  * Why PSUBSCRIBE to a pattern that is the channel's own name (it has no
- * glob character, so it matches that channel alone): hiredis 0.14 hands
- * a subscribed context's replies to the callback of the channel or
- * pattern their second element names, looking among the patterns when
- * the first one starts with 'p' -- "pmessage", "psubscribe", and the
- * answer to "PING <name>", ["pong", "<name>"]. With SUBSCRIBE, the PONG
- * would be looked for among the patterns and lost. hiredis also keeps
- * the PING's callback, which it never calls, on its list of "invalid"
- * commands until the context is freed: the answer frees it here.
+ * glob character, so it matches that channel alone): the answer to
+ * "PING <name>" reaches the pattern's callback, where a SUBSCRIBE's
+ * channel would lose it (ngx_http_linegate_redis_event_ping(), whose
+ * pong() also frees what hiredis 0.14 keeps of each PING).
  */
 
 
@@ -137,7 +133,6 @@ static void ngx_http_linegate_pubsub_drop(ngx_http_linegate_pubsub_t *ps,
     const char *why);
 static void ngx_http_linegate_pubsub_close(ngx_http_linegate_pubsub_t *ps);
 static void ngx_http_linegate_pubsub_lost(ngx_http_linegate_pubsub_t *ps);
-static void ngx_http_linegate_pubsub_forget_ping(redisAsyncContext *ac);
 static void ngx_http_linegate_pubsub_client_id_cb(redisAsyncContext *ac,
     void *data, void *privdata);
 static void ngx_http_linegate_pubsub_tracking_cb(redisAsyncContext *ac,
@@ -648,13 +643,10 @@ ngx_http_linegate_pubsub_add(ngx_http_linegate_redis_addr_t *a)
 static void
 ngx_http_linegate_pubsub_ping(ngx_http_linegate_pubsub_t *ps)
 {
-    ngx_str_t  *ch;
-
-    ch = ngx_http_linegate_key_channel_revoked();
-
     /* answered in order: the n-th PONG answers the n-th PING */
-    if (redisAsyncCommand(ps->ac, NULL, NULL, "PING %b", ch->data, ch->len)
-        == REDIS_OK)
+    if (ngx_http_linegate_redis_event_ping(ps->ac,
+                                     ngx_http_linegate_key_channel_revoked())
+        == NGX_OK)
     {
         ps->pings++;
     }
@@ -871,11 +863,7 @@ ngx_http_linegate_pubsub_message_cb(redisAsyncContext *ac, void *data,
         return;
     }
 
-    if (kind->len == sizeof("pong") - 1
-        && ngx_strncasecmp((u_char *) kind->str, (u_char *) "pong",
-                           kind->len) == 0)
-    {
-        ngx_http_linegate_pubsub_forget_ping(ac);
+    if (ngx_http_linegate_redis_event_pong(ac, reply)) {
         ps->pongs++;
 
         if (ps->ping_pending && ps->pongs >= ps->keepalive) {
@@ -1026,30 +1014,6 @@ ngx_http_linegate_pubsub_invalidate_cb(redisAsyncContext *ac, void *data,
                             keys->element[i]->len);
         }
     }
-}
-
-
-/* the callback hiredis 0.14 keeps for a PING of a subscribed context */
-static void
-ngx_http_linegate_pubsub_forget_ping(redisAsyncContext *ac)
-{
-#if (HIREDIS_MAJOR == 0)
-    redisCallback  *cb;
-
-    cb = ac->sub.invalid.head;
-
-    if (cb == NULL) {
-        return;
-    }
-
-    ac->sub.invalid.head = cb->next;
-
-    if (ac->sub.invalid.tail == cb) {
-        ac->sub.invalid.tail = NULL;
-    }
-
-    free(cb);
-#endif
 }
 
 

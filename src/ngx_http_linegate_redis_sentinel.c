@@ -9,7 +9,7 @@
  * reconnect, and checks the ROLE of what it reached.
  *
  *   QUERY   connect to sentinel i, [AUTH], SENTINEL get-master-addr-by-name
- *   then    found(host, port); SUBSCRIBE +switch-master if not yet
+ *   then    found(host, port); PSUBSCRIBE +switch-master if not yet
  *   else    (refused, timed out, no such master, an error) the next
  *           sentinel; all of them: found(NGX_ERROR), the store backs off
  *
@@ -20,6 +20,16 @@
  * (refused, closed, an error), the cursor moves to the next sentinel and
  * the store's next keepalive subscribes there, round robin; a
  * subscription that holds stays where it is.
+ *
+ * A sentinel that neither answers nor closes (its process stopped, its
+ * host hung: the kernel still completes a handshake and answers TCP
+ * keepalive probes; or packets dropped, the connect left in SYN_SENT)
+ * would hold the subscription, deaf, for good. So one timer (sub_timer)
+ * bounds it: the subscription is lost unless PSUBSCRIBE's answer comes
+ * within linegate_redis_connect_timeout + linegate_redis_command_timeout,
+ * and, once subscribed, unless each keepalive's PING on it is answered
+ * within linegate_redis_command_timeout. It is a PSUBSCRIBE to the
+ * channel's own name for that PING's answer (redis_event.h says why).
  */
 
 
@@ -42,8 +52,11 @@ typedef struct {
                                                          or to be next */
     ngx_uint_t                              tried;
     uintptr_t                               gen;      /* of the query */
+    ngx_uint_t                              subscribed; /* answered */
     ngx_uint_t                              exiting;
-    ngx_event_t                             timer;
+    ngx_event_t                             timer;    /* the query's */
+    ngx_event_t                             sub_timer; /* its PSUBSCRIBE
+                                                          or its PING */
 
     u_char                                  host[NGX_SOCKADDR_STRLEN + 1];
 } ngx_http_linegate_sentinel_t;
@@ -59,6 +72,7 @@ static ngx_int_t ngx_http_linegate_sentinel_address(redisReply *reply,
 static void ngx_http_linegate_sentinel_failed(const char *why);
 static void ngx_http_linegate_sentinel_timeout(ngx_event_t *ev);
 static void ngx_http_linegate_sentinel_subscribe(void);
+static void ngx_http_linegate_sentinel_sub_timeout(ngx_event_t *ev);
 static void ngx_http_linegate_sentinel_sub_lost(const char *why);
 static void ngx_http_linegate_sentinel_message(redisAsyncContext *ac,
     void *data, void *privdata);
@@ -67,6 +81,10 @@ static void ngx_http_linegate_sentinel_closed(const redisAsyncContext *ac,
 
 
 static ngx_http_linegate_sentinel_t  ngx_http_linegate_sentinel;
+
+/* the channel, and the pattern subscribed to (no glob: that channel) */
+static ngx_str_t  ngx_http_linegate_sentinel_channel =
+    ngx_string("+switch-master");
 
 /* nginx's debug log reads a timer's ev->data as a connection */
 static ngx_connection_t  ngx_http_linegate_sentinel_dummy;
@@ -92,6 +110,11 @@ ngx_http_linegate_sentinel_init(ngx_http_linegate_main_conf_t *lmcf,
     s->timer.handler = ngx_http_linegate_sentinel_timeout;
     s->timer.log = log;
     s->timer.cancelable = 1;
+
+    s->sub_timer.data = &ngx_http_linegate_sentinel_dummy;
+    s->sub_timer.handler = ngx_http_linegate_sentinel_sub_timeout;
+    s->sub_timer.log = log;
+    s->sub_timer.cancelable = 1;
 
     /* the sentinels are asked in the configured order, from the first */
 }
@@ -126,6 +149,10 @@ ngx_http_linegate_sentinel_exit(void)
 
     if (s->timer.timer_set) {
         ngx_del_timer(&s->timer);
+    }
+
+    if (s->sub_timer.timer_set) {
+        ngx_del_timer(&s->sub_timer);
     }
 
     if (s->query) {
@@ -215,9 +242,10 @@ ngx_http_linegate_sentinel_connect(ngx_http_linegate_redis_addr_t *a)
     }
 
     /*
-     * TCP keepalive (hiredis: idle 15 s, then probes): the subscription
-     * to +switch-master sends nothing of its own, and a sentinel gone
-     * without a FIN or RST would leave it open and deaf for good
+     * TCP keepalive (hiredis: idle 15 s, then probes): a host gone
+     * without a FIN or RST, between the subscription's PINGs (sent only
+     * while the store's connection is up); a sentinel that hangs on a
+     * live kernel answers the probes, its PING does not
      */
     (void) redisEnableKeepAlive(&ac->c);
 
@@ -377,7 +405,10 @@ ngx_http_linegate_sentinel_timeout(ngx_event_t *ev)
 }
 
 
-/* SUBSCRIBE +switch-master on the sentinel of the cursor (sub_at) */
+/*
+ * PSUBSCRIBE +switch-master on the sentinel of the cursor (sub_at),
+ * answered within the connect and command timeouts or lost
+ */
 static void
 ngx_http_linegate_sentinel_subscribe(void)
 {
@@ -395,15 +426,49 @@ ngx_http_linegate_sentinel_subscribe(void)
     }
 
     if (redisAsyncCommand(ac, ngx_http_linegate_sentinel_message, NULL,
-                          "SUBSCRIBE +switch-master")
+                          "PSUBSCRIBE %b",
+                          ngx_http_linegate_sentinel_channel.data,
+                          ngx_http_linegate_sentinel_channel.len)
         != REDIS_OK)
     {
         redisAsyncFree(ac);
-        ngx_http_linegate_sentinel_sub_lost("SUBSCRIBE not sent");
+        ngx_http_linegate_sentinel_sub_lost("PSUBSCRIBE not sent");
         return;
     }
 
     s->sub = ac;
+    s->subscribed = 0;
+
+    ngx_add_timer(&s->sub_timer, s->lmcf->redis_connect_timeout
+                                 + s->lmcf->redis_command_timeout);
+}
+
+
+/*
+ * The subscription's PSUBSCRIBE or PING unanswered in time: the sentinel
+ * hangs, or cannot be reached. Freed here, never inside one of its own
+ * callbacks; they and the disconnect callback see it is no longer s->sub
+ */
+static void
+ngx_http_linegate_sentinel_sub_timeout(ngx_event_t *ev)
+{
+    const char                    *why;
+    redisAsyncContext             *ac;
+    ngx_http_linegate_sentinel_t  *s;
+
+    s = &ngx_http_linegate_sentinel;
+
+    if (s->sub == NULL || s->exiting) {
+        return;
+    }
+
+    why = s->subscribed ? "PING unanswered" : "PSUBSCRIBE unanswered";
+
+    ac = s->sub;
+    s->sub = NULL;
+    redisAsyncFree(ac);
+
+    ngx_http_linegate_sentinel_sub_lost(why);
 }
 
 
@@ -423,6 +488,12 @@ ngx_http_linegate_sentinel_sub_lost(const char *why)
     s = &ngx_http_linegate_sentinel;
     addrs = s->lmcf->redis_sentinels->elts;
 
+    if (s->sub_timer.timer_set) {
+        ngx_del_timer(&s->sub_timer);
+    }
+
+    s->subscribed = 0;
+
     lost = s->sub_at;
     s->sub_at = (s->sub_at + 1) % s->lmcf->redis_sentinels->nelts;
 
@@ -434,7 +505,11 @@ ngx_http_linegate_sentinel_sub_lost(const char *why)
 }
 
 
-/* "+switch-master" "<name> <old ip> <old port> <new ip> <new port>" */
+/*
+ * every reply on the pattern: "psubscribe", "pong", and the "pmessage"s
+ * "+switch-master" "+switch-master"
+ * "<name> <old ip> <old port> <new ip> <new port>"
+ */
 static void
 ngx_http_linegate_sentinel_message(redisAsyncContext *ac, void *data,
     void *privdata)
@@ -460,13 +535,32 @@ ngx_http_linegate_sentinel_message(redisAsyncContext *ac, void *data,
         return;
     }
 
-    if (reply->type != REDIS_REPLY_ARRAY || reply->elements != 3
+    if (ngx_http_linegate_redis_event_pong(ac, reply)) {
+        /* the keepalive's PING, the one in flight: alive */
+        if (s->subscribed && s->sub_timer.timer_set) {
+            ngx_del_timer(&s->sub_timer);
+        }
+
+        return;
+    }
+
+    if (reply->type != REDIS_REPLY_ARRAY || reply->elements < 3
         || reply->element[0]->type != REDIS_REPLY_STRING)
     {
         return;
     }
 
-    if (ngx_strcmp(reply->element[0]->str, "subscribe") == 0) {
+    if (ngx_strcmp(reply->element[0]->str, "psubscribe") == 0) {
+        if (s->subscribed) {
+            return;
+        }
+
+        s->subscribed = 1;
+
+        if (s->sub_timer.timer_set) {
+            ngx_del_timer(&s->sub_timer);
+        }
+
         addrs = s->lmcf->redis_sentinels->elts;
 
         ngx_log_error(NGX_LOG_INFO, s->log, 0,
@@ -476,13 +570,14 @@ ngx_http_linegate_sentinel_message(redisAsyncContext *ac, void *data,
         return;
     }
 
-    if (ngx_strcmp(reply->element[0]->str, "message") != 0
-        || reply->element[2]->type != REDIS_REPLY_STRING)
+    if (ngx_strcmp(reply->element[0]->str, "pmessage") != 0
+        || reply->elements != 4
+        || reply->element[3]->type != REDIS_REPLY_STRING)
     {
         return;
     }
 
-    msg = reply->element[2];
+    msg = reply->element[3];
     name = &s->lmcf->redis_sentinel_master;
 
     if (msg->len <= name->len || msg->str[name->len] != ' '
@@ -534,8 +629,29 @@ ngx_http_linegate_sentinel_keepalive(void)
 
     s = &ngx_http_linegate_sentinel;
 
-    /* a discovery under way subscribes on the sentinel that answers */
-    if (s->sub == NULL && !s->busy && !s->exiting) {
-        ngx_http_linegate_sentinel_subscribe();
+    if (s->exiting) {
+        return;
+    }
+
+    if (s->sub == NULL) {
+        /* a discovery under way subscribes on the sentinel that answers */
+        if (!s->busy) {
+            ngx_http_linegate_sentinel_subscribe();
+        }
+
+        return;
+    }
+
+    /*
+     * subscribed, nothing in flight: a PING, answered within the command
+     * timeout or the subscription is lost (a sentinel that hangs keeps
+     * its connection open; a failover it would not tell of)
+     */
+    if (s->subscribed && !s->sub_timer.timer_set
+        && ngx_http_linegate_redis_event_ping(s->sub,
+                                           &ngx_http_linegate_sentinel_channel)
+           == NGX_OK)
+    {
+        ngx_add_timer(&s->sub_timer, s->lmcf->redis_command_timeout);
     }
 }

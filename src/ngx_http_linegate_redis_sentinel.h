@@ -29,13 +29,15 @@ void ngx_http_linegate_sentinel_init(ngx_http_linegate_main_conf_t *lmcf,
  * SENTINEL get-master-addr-by-name, each within the connect and command
  * timeouts; found() is called once, with the first address given, or
  * NGX_ERROR when none answered. Also opens the subscription to
- * +switch-master, when there is none, on the sentinel that answered.
+ * +switch-master, when there is none, on the sentinel that answered
+ * (lost unless subscribed within the connect and command timeouts).
  */
 void ngx_http_linegate_sentinel_discover(void);
 
 /*
  * the store's keepalive: reopens a lost +switch-master subscription, on
- * the sentinel after the one it was lost on (round robin)
+ * the sentinel after the one it was lost on (round robin), or PINGs the
+ * one made, lost unless answered within linegate_redis_command_timeout
  */
 void ngx_http_linegate_sentinel_keepalive(void);
 

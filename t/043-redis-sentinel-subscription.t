@@ -5,7 +5,9 @@
 # others run is still pushed, and the workers move at once, the old
 # master still up and writable. A durable write answered -READONLY (the
 # master demoted under a worker that makes no other write) sends the
-# worker to the sentinels, as a request's -READONLY does.
+# worker to the sentinels, as a request's -READONLY does. A sentinel that
+# hangs (SIGSTOP: its connections stay open) loses the subscription too:
+# the keepalive's PING on it goes unanswered.
 use strict;
 use warnings;
 use lib 't/lib';
@@ -42,7 +44,8 @@ sub subscribers {
         } or next;
         my $list = eval { $r->client_list('TYPE', 'pubsub') } // '';
         $r->quit;
-        $n{$port} = grep { /\bsub=1\b/ } split /\n/, $list;
+        # PSUBSCRIBE (a module before it: SUBSCRIBE)
+        $n{$port} = grep { /\b(?:p?sub)=1\b/ } split /\n/, $list;
     }
     return \%n;
 }
@@ -213,4 +216,48 @@ subtest 'a durable write answered READONLY asks the sentinels' => sub {
     $l->clear_faults;
 };
 
+# Last: a sentinel stopped for seconds sees the time jump (TILT, 30 s
+# without acting), which a failover above would wait for. Its kernel
+# still completes handshakes and answers TCP keepalive probes, so its
+# subscribed connections are never closed; only their PINGs go
+# unanswered.
+subtest 'the subscription leaves a sentinel that hangs' => sub {
+    my @up = grep { $s->{pids}{"sentinel_$_"} } $s->sentinel_ports;
+    ok(@up >= 2, 'two sentinels up') or return;
+    my $n;
+    ok(eventually(sub { sum($n = subscribers(@up)) == 2 }, 10),
+       'both workers subscribed') or return diag(explain($n));
+
+    my ($hung) = sort { $n->{$b} <=> $n->{$a} } keys %$n;
+    my @others = grep { $_ != $hung } @up;
+    my $moving = $n->{$hung};
+    my $pid = $s->{pids}{"sentinel_$hung"};
+    my $mark = length $s->error_log;
+
+    # SIGCONT however the subtest ends (a failure, a die)
+    kill 'STOP', $pid;
+    my $cont = LG::Cont->new($pid);
+
+    my $t0 = time;
+    ok(eventually(sub { sum($n = subscribers(@others)) == 2 }, 10),
+       sprintf("the sentinel on $hung stopped ($moving subscribers): "
+               . 'the others have both workers (%.1f s)', time - $t0))
+        or diag(explain($n));
+    my $lost = qr/no \+switch-master subscription: PING unanswered;/;
+    like(substr($s->error_log, $mark),
+         qr/redis sentinel 127\.0\.0\.1:$hung: $lost next tried:/,
+         'the log names the PING unanswered');
+
+    undef $cont;
+    ok(eventually(sub { subscribers($hung)->{$hung} == 0 }, 10),
+       'continued, it has no subscriber left (the connections closed)');
+};
+
 done_testing;
+
+
+package LG::Cont;
+
+sub new { my ($class, $pid) = @_; return bless { pid => $pid }, $class }
+
+sub DESTROY { kill 'CONT', $_[0]{pid} }
