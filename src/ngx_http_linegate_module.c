@@ -133,6 +133,11 @@ static ngx_conf_num_bounds_t  ngx_http_linegate_tolerance_bounds = {
     ngx_conf_check_num_bounds, 1, 3600
 };
 
+/* a small clock skew (SPEC 4): past it, an expired session is valid */
+static ngx_conf_num_bounds_t  ngx_http_linegate_leeway_bounds = {
+    ngx_conf_check_num_bounds, 0, 60
+};
+
 
 static ngx_command_t  ngx_http_linegate_commands[] = {
 
@@ -323,7 +328,7 @@ static ngx_command_t  ngx_http_linegate_commands[] = {
       ngx_conf_set_sec_slot,
       NGX_HTTP_MAIN_CONF_OFFSET,
       offsetof(ngx_http_linegate_main_conf_t, clerk_leeway),
-      NULL },
+      &ngx_http_linegate_leeway_bounds },
 
     { ngx_string("linegate_api_key_cache"),
       NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE12,
