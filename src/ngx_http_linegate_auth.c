@@ -140,6 +140,7 @@ ngx_http_linegate_auth_workspace(ngx_http_request_t *r,
 
     lmcf = ngx_http_get_module_main_conf(r, ngx_http_linegate_module);
     p->epoch = lmcf->apikey_epoch ? *lmcf->apikey_epoch : 0;
+    p->asked = ngx_current_msec;
     p->seq = lmcf->apikey_cache_pushed ? ngx_http_linegate_redis_pubsub_seq()
                                        : 0;
 
@@ -405,8 +406,8 @@ ngx_http_linegate_auth_learn(ngx_http_request_t *r,
              && ngx_http_linegate_redis_pubsub_live();
 
     if (ngx_http_linegate_cache_put(&ngx_http_linegate_apikey_cache,
-                                    p->digest, ngx_current_msec,
-                                    ngx_current_msec
+                                    p->digest, p->asked,
+                                    p->asked
                                     + (pushed ? lmcf->apikey_cache_pushed
                                               : lmcf->apikey_cache_ttl),
                                     p->epoch,
@@ -423,6 +424,16 @@ ngx_http_linegate_auth_learn(ngx_http_request_t *r,
                                      p->digest);
     if (e != NULL) {
         e->gen = ngx_http_linegate_redis_pubsub_gen();
+    }
+}
+
+
+void
+ngx_http_linegate_auth_unlearn(ngx_http_linegate_principal_t *p)
+{
+    if (p->kind == NGX_HTTP_LINEGATE_AUTH_API_KEY) {
+        ngx_http_linegate_cache_drop(&ngx_http_linegate_apikey_cache,
+                                     p->digest);
     }
 }
 
@@ -757,6 +768,7 @@ ngx_http_linegate_auth_account(ngx_http_request_t *r,
 
         lmcf = ngx_http_get_module_main_conf(r, ngx_http_linegate_module);
         p->epoch = lmcf->apikey_epoch ? *lmcf->apikey_epoch : 0;
+        p->asked = ngx_current_msec;
         p->seq = 0;
 
         ngx_memcpy(pair, id->value.data, id->value.len);

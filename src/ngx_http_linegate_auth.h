@@ -40,6 +40,12 @@ typedef struct {
     ngx_atomic_uint_t               epoch;    /* of the key caches */
     /* revocations pushed: the subscriber's sequence before the lookup */
     ngx_uint_t                      seq;
+    /*
+     * when the credential was read, before any Redis step: a learned
+     * entry's time counts from here, not from the answer's arrival (a
+     * revocation while the answer was on its way is within the time)
+     */
+    ngx_msec_t                      asked;
 } ngx_http_linegate_principal_t;
 
 
@@ -62,6 +68,13 @@ ngx_int_t ngx_http_linegate_auth_workspace(ngx_http_request_t *r,
  */
 void ngx_http_linegate_auth_learn(ngx_http_request_t *r,
     ngx_http_linegate_principal_t *p, ngx_str_t *ws);
+
+/*
+ * The store no longer vouches for p's API key (its expired entry's
+ * workspace, revalidated, no longer lists it): the entry goes, so that
+ * the next request with the key is not sent to that workspace again.
+ */
+void ngx_http_linegate_auth_unlearn(ngx_http_linegate_principal_t *p);
 
 /*
  * Provisioning API: sb-api-key-id and sb-api-secret-key. key_id is the

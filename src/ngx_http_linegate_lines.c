@@ -1037,7 +1037,9 @@ ngx_http_linegate_lr_get_tx_done(ngx_http_request_t *r,
  * The store's answer for a key whose cache entry had expired: the same
  * workspace, still listing the key, renews the entry and the GET goes on;
  * anything else (the key revoked, even halfway) gives the workspace's
- * admission back (rl_refund.lua, when the rate admitted it) and resolves
+ * admission back (rl_refund.lua, when the rate admitted it), drops the
+ * entry (a revoked key's next request would be revalidated against the
+ * same workspace, costing it an admission, every time) and resolves
  * the key as for a key never seen (lines_key_lookup, then the script:
  * 401 for a revoked key).
  */
@@ -1070,6 +1072,9 @@ ngx_http_linegate_lr_revalidated(ngx_http_request_t *r,
     if (admitted) {
         ngx_http_linegate_lr_rate_refund(r, lr);
     }
+
+    /* not this workspace's any more: the next request is not sent there */
+    ngx_http_linegate_auth_unlearn(&lr->who);
 
     lr->who.value = lr->key_digest;
 

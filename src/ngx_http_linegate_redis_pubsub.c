@@ -531,6 +531,17 @@ ngx_http_linegate_pubsub_match(void)
         return;
     }
 
+    if (all->masters_set) {
+        /*
+         * the list changed, if only in a master's epoch: a failover and
+         * back between two readings keeps every address, but a
+         * revocation published on the master in between reached no
+         * subscription of ours
+         */
+        all->gen++;
+        all->seq++;
+    }
+
     for (i = 0; i < all->nsub; i++) {
         ps = &all->sub[i];
 

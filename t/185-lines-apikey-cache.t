@@ -199,6 +199,15 @@ subtest 'an expired entry of a key revoked meanwhile: 401, not counted' => sub {
     });
     is($r->get(gcra_key()), $before, 'the workspace\'s admission given back')
         or diag "@$cmds";
+
+    # the entry went with that answer: the key's next request is not sent
+    # to the workspace again (its rate, its request) but looked up, as a
+    # key never seen (before: revalidated against the workspace each time)
+    ($cmds) = $s->redis_traffic(sub {
+        is(get_with($k->{key})->res->code, 401, 'refused again');
+    });
+    is_deeply([grep { !/"GET" "lg:apikey:/i } @$cmds], [],
+              'only its lookup was sent') or diag "@$cmds";
     is(get_with($w->{key})->res->code, 200, 'the other key still works');
 };
 

@@ -376,6 +376,39 @@ subtest 'a cluster: a master without a slot, subscribed on too' => sub {
     ok(wait_subscribed($s), 'subscribed on the 3 masters');
 };
 
+# A failover and back between two of the workers' CLUSTER NODES readings
+# leaves every master's address as it was and moves only its config epoch;
+# a revocation published on the interim master reached no subscription of
+# ours. A moved epoch starts a new generation: the entries kept for the
+# pushed time fall back to the plain time. (CLUSTER BUMPEPOCH moves a
+# master's epoch alone, which is what the workers see of such a swap.)
+subtest 'a cluster: a master\'s epoch moved, no address: the plain time rules'
+    => sub {
+    plan skip_all => 'Redis Cluster only (LG_REDIS=cluster)'
+        unless $s->topology eq 'cluster';
+    ok(wait_subscribed($s, 20), 'subscribed');
+    my $k = second_key() or return;
+    ok(kept($k), 'kept past the plain time');
+
+    # deleted behind linegate's back: nothing published
+    $s->redis->del('lg:apikey:' . sha256_hex($k->{key}));
+    $s->redis->hdel("lg:{ws:$w->{id}}:keys", $k->{keyId});
+    my $bumped;
+    for my $port ($s->cluster_masters) {
+        my $r = Redis->new(server => "127.0.0.1:$port", reconnect => 0);
+        my $res = eval { $r->cluster('bumpepoch') } // '';
+        if ($res =~ /^BUMPED/) {
+            $bumped = $port;
+            last;
+        }
+    }
+    ok($bumped, 'CLUSTER BUMPEPOCH moved a master\'s epoch')
+        or return;
+    ok(refused_everywhere($k->{key}, 5),
+       'refused by every worker once the map is read, not after the '
+       . 'pushed 30 s');
+};
+
 subtest 'a cluster: CLUSTER FAILOVER, the old master still up' => sub {
     plan skip_all => 'Redis Cluster only (LG_REDIS=cluster)'
         unless $s->topology eq 'cluster';
