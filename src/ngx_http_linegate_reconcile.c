@@ -53,14 +53,26 @@
  *   RELEASE   script pv_release (the account's slot): the reservation is
  *             dropped, the slot is freed
  *   CANCEL    Stripe: the subscription is canceled
- *   INVOICE   Stripe: the first invoice of a purchase undone (its
- *             subscription cancelled, no line given) is read: the
- *             subscription's latest_invoice, its payments expanded
- *   REFUND    Stripe: a paid one is refunded (POST v1/refunds, its
- *             payment, Idempotency-Key lg-refund-<subscription>: a run
- *             repeated after a lost answer never refunds twice); one
- *             already refunded (charge_already_refunded) is done, one
- *             not paid (draft, open, void) needs nothing
+ *   INVOICES  Stripe: the paid invoices of a purchase undone (its
+ *             subscription cancelled, no line given) are listed, their
+ *             payments expanded, 5 a page, 10 at most (more: left for a
+ *             human): the first (billing_reason subscription_create, or
+ *             else the oldest) and any later one (renewals while no line
+ *             existed)
+ *   then, for each one that paid more than 0:
+ *   REFUND    Stripe: it is refunded whole (POST v1/refunds, its
+ *             payment, Idempotency-Key lg-refund-<subscription> for the
+ *             first, lg-refund-<invoice> for a later one: a run repeated
+ *             after a lost answer never refunds twice); succeeded: the
+ *             next one; failed or canceled: left for a human
+ *   REFUND_CHECK  Stripe: the refunds of its payment (GET v1/refunds),
+ *             when the refund is not through yet (pending,
+ *             requires_action; a replay under the key answers as it was
+ *             first made) or Stripe says the payment was refunded
+ *             already (charge_already_refunded): one still pending
+ *             leaves the entry for a later run (refund_pending), which
+ *             asks again; ours succeeded since, or none pending after
+ *             charge_already_refunded: done
  *   RESOLVE   script: the entry moves to lg:{fleet}:reconciled with its
  *             outcome (and its refund); when the entry held its number
  *             (record_failed, worker_lost: the reservation was kept) and
@@ -87,11 +99,13 @@
  *   and a purchase whose subscription ends cancelled (by the run, or
  *     before it) with no line holding it has its first invoice refunded
  *     when it was paid: the client that followed the advice to retry
- *     bought its line again, and must not pay twice. The refund comes
- *     after the cancellation and the release, before RESOLVE: a refund
- *     that fails leaves the entry, and the next run finds the
+ *     bought its line again, and must not pay twice; so are the later
+ *     invoices it paid while no line existed. The refunds come after
+ *     the cancellation and the release, before RESOLVE, and the entry
+ *     resolves only once every one succeeded: a refund that fails or is
+ *     still pending leaves the entry, and the next run finds the
  *     subscription cancelled (already_canceled, or released for a
- *     record_failed) and refunds then;
+ *     record_failed) and refunds (or looks) then;
  *   worker_lost of a Lines API paid add-on (its invoice never stored):
  *     the invoice found at Stripe by metadata[line_request_id] is
  *     discarded (a draft deleted, an open one voided), then the
@@ -145,6 +159,16 @@
 #define NGX_HTTP_LINEGATE_RECONCILE_PAGES      50
 #define NGX_HTTP_LINEGATE_RECONCILE_FIELD_MAX  128
 /*
+ * The paid invoices of a purchase undone: 5 a page (whole invoices with
+ * their lines and payments, far below a small
+ * subrequest_output_buffer_size), 10 at most: a subscription that paid
+ * more (renewed for most of a year with no line) is a human's call. The
+ * refunds of one payment read to see what became of ours: 10.
+ */
+#define NGX_HTTP_LINEGATE_RECONCILE_INVOICE_PAGE  5
+#define NGX_HTTP_LINEGATE_RECONCILE_PAID_MAX   10
+#define NGX_HTTP_LINEGATE_RECONCILE_REFUND_PAGE  10
+/*
  * A claim's ids ("<account> <worker> <number>"), and the fields of an
  * outbox at most (pv_settle takes them as arguments, after 7 others)
  */
@@ -169,8 +193,9 @@ typedef enum {
     NGX_HTTP_LINEGATE_RECONCILE_RECORD,
     NGX_HTTP_LINEGATE_RECONCILE_RELEASE,
     NGX_HTTP_LINEGATE_RECONCILE_CANCEL,
-    NGX_HTTP_LINEGATE_RECONCILE_INVOICE,
+    NGX_HTTP_LINEGATE_RECONCILE_INVOICES,
     NGX_HTTP_LINEGATE_RECONCILE_REFUND,
+    NGX_HTTP_LINEGATE_RECONCILE_REFUND_CHECK,
     NGX_HTTP_LINEGATE_RECONCILE_RESOLVE,
     NGX_HTTP_LINEGATE_RECONCILE_UNLEASE,
     NGX_HTTP_LINEGATE_RECONCILE_DONE
@@ -224,19 +249,28 @@ typedef struct {
     unsigned                             giveback:1; /* its number */
 
     /*
-     * the refund of a purchase undone: its subscription is cancelled
-     * (undone), no line holds it (kept: RELEASE found one), its first
-     * invoice (the subscription's latest_invoice) and that invoice's
-     * payment (a payment intent, or a charge); refund: what was done,
-     * a refund id, "none" (nothing paid) or "already_refunded"
+     * the refunds of a purchase undone: its subscription is cancelled
+     * (undone), no line holds it (kept: RELEASE found one); refund: what
+     * became of its first invoice, a refund id, "none" (nothing paid) or
+     * "already_refunded"; later: of its later paid invoices, the same
+     * words separated by spaces ("" when none)
      */
     unsigned                             undone:1;
     unsigned                             kept:1;
-    unsigned                             by_charge:1;
-    ngx_str_t                            invoice;
-    ngx_str_t                            payment;
     ngx_str_t                            refund;
+    ngx_str_t                            later;
 } ngx_http_linegate_reconcile_entry_t;
+
+
+/* a paid invoice of the purchase undone at work */
+typedef struct {
+    ngx_str_t                            id;
+    ngx_str_t                            payment;   /* pi_..., or ch_... */
+    unsigned                             by_charge:1;
+    unsigned                             first:1;   /* the creation's */
+    unsigned                             paid:1;    /* more than 0 */
+    ngx_str_t                            refund;    /* once done */
+} ngx_http_linegate_reconcile_paid_t;
 
 
 /* the worker_lost entry of a journal member: 6 fields, name and value */
@@ -324,6 +358,18 @@ typedef struct {
     ngx_http_linegate_reconcile_lost_t   lost;
     ngx_uint_t                           lost_queued;
 
+    /*
+     * the paid invoices of the purchase undone at work (newest first),
+     * where the next page starts, the one being refunded, and the id of
+     * its refund Stripe answered with (to look at again; "": none)
+     */
+    ngx_http_linegate_reconcile_paid_t   paid[
+                                        NGX_HTTP_LINEGATE_RECONCILE_PAID_MAX];
+    ngx_uint_t                           npaid;
+    ngx_str_t                            paid_after;
+    ngx_uint_t                           pi;
+    ngx_str_t                            refund;
+
     /* the sweep of the set-up relay: its batch in members[] too */
     ngx_str_t                            setup;      /* the member */
     ngx_str_t                            setup_ws;   /* in it */
@@ -409,6 +455,9 @@ static ngx_int_t ngx_http_linegate_reconcile_entry(ngx_http_request_t *r,
 
 static ngx_int_t ngx_http_linegate_reconcile_lookup(ngx_http_request_t *r,
     ngx_http_linegate_ctx_t *ctx, ngx_http_linegate_reconcile_entry_t *e);
+static ngx_int_t ngx_http_linegate_reconcile_page(ngx_http_request_t *r,
+    ngx_http_linegate_ctx_t *ctx, ngx_str_t *path, u_char *p,
+    ngx_str_t *after, ngx_http_linegate_resume_pt resume);
 static void ngx_http_linegate_reconcile_looked_up(ngx_http_request_t *r,
     ngx_http_linegate_ctx_t *ctx);
 static ngx_int_t ngx_http_linegate_reconcile_find(
@@ -431,18 +480,33 @@ static ngx_int_t ngx_http_linegate_reconcile_cancel(ngx_http_request_t *r,
     ngx_http_linegate_ctx_t *ctx, ngx_http_linegate_reconcile_entry_t *e);
 static void ngx_http_linegate_reconcile_canceled(ngx_http_request_t *r,
     ngx_http_linegate_ctx_t *ctx);
-static void ngx_http_linegate_reconcile_latest(
-    ngx_http_linegate_reconcile_entry_t *e, json_t *sub);
-static ngx_int_t ngx_http_linegate_reconcile_invoice(ngx_http_request_t *r,
+static ngx_int_t ngx_http_linegate_reconcile_invoices(ngx_http_request_t *r,
     ngx_http_linegate_ctx_t *ctx, ngx_http_linegate_reconcile_entry_t *e);
-static void ngx_http_linegate_reconcile_invoiced(ngx_http_request_t *r,
+static void ngx_http_linegate_reconcile_invoices_read(ngx_http_request_t *r,
     ngx_http_linegate_ctx_t *ctx);
+static const char *ngx_http_linegate_reconcile_paid(ngx_http_request_t *r,
+    ngx_http_linegate_reconcile_t *rc, ngx_http_linegate_reconcile_entry_t *e,
+    json_t *list);
 static ngx_int_t ngx_http_linegate_reconcile_payment(
-    ngx_http_linegate_reconcile_entry_t *e, json_t *inv);
+    ngx_http_linegate_reconcile_paid_t *p, json_t *inv);
+static void ngx_http_linegate_reconcile_refund_next(ngx_http_request_t *r,
+    ngx_http_linegate_ctx_t *ctx);
+static ngx_int_t ngx_http_linegate_reconcile_refunds_named(
+    ngx_http_request_t *r, ngx_http_linegate_reconcile_t *rc,
+    ngx_http_linegate_reconcile_entry_t *e);
 static ngx_int_t ngx_http_linegate_reconcile_refund(ngx_http_request_t *r,
     ngx_http_linegate_ctx_t *ctx, ngx_http_linegate_reconcile_entry_t *e);
 static void ngx_http_linegate_reconcile_refunded(ngx_http_request_t *r,
     ngx_http_linegate_ctx_t *ctx);
+static ngx_int_t ngx_http_linegate_reconcile_refund_status(
+    ngx_http_request_t *r, ngx_http_linegate_ctx_t *ctx, const char *status);
+static ngx_int_t ngx_http_linegate_reconcile_refund_check(
+    ngx_http_request_t *r, ngx_http_linegate_ctx_t *ctx);
+static void ngx_http_linegate_reconcile_refund_checked(ngx_http_request_t *r,
+    ngx_http_linegate_ctx_t *ctx);
+static void ngx_http_linegate_reconcile_stripe_failed(ngx_http_request_t *r,
+    ngx_http_linegate_ctx_t *ctx, const char *what, ngx_str_t *of,
+    const char *refused, const char *unavailable);
 static ngx_int_t ngx_http_linegate_reconcile_resolve(ngx_http_request_t *r,
     ngx_http_linegate_reconcile_t *rc, ngx_http_linegate_reconcile_entry_t *e);
 static void ngx_http_linegate_reconcile_stored(ngx_http_request_t *r,
@@ -450,6 +514,8 @@ static void ngx_http_linegate_reconcile_stored(ngx_http_request_t *r,
 static void ngx_http_linegate_reconcile_answer(ngx_http_request_t *r,
     ngx_http_linegate_ctx_t *ctx, ngx_http_linegate_reconcile_t *rc);
 
+static void ngx_http_linegate_reconcile_words(
+    ngx_http_linegate_json_write_t *jw, ngx_str_t *words);
 static ngx_int_t ngx_http_linegate_reconcile_script(ngx_http_request_t *r,
     ngx_http_linegate_reconcile_t *rc, ngx_http_linegate_script_id_e script,
     int nkeys);
@@ -575,12 +641,16 @@ ngx_http_linegate_reconcile_next(ngx_http_request_t *r,
         rv = ngx_http_linegate_reconcile_cancel(r, ctx, e);
         break;
 
-    case NGX_HTTP_LINEGATE_RECONCILE_INVOICE:
-        rv = ngx_http_linegate_reconcile_invoice(r, ctx, e);
+    case NGX_HTTP_LINEGATE_RECONCILE_INVOICES:
+        rv = ngx_http_linegate_reconcile_invoices(r, ctx, e);
         break;
 
     case NGX_HTTP_LINEGATE_RECONCILE_REFUND:
         rv = ngx_http_linegate_reconcile_refund(r, ctx, e);
+        break;
+
+    case NGX_HTTP_LINEGATE_RECONCILE_REFUND_CHECK:
+        rv = ngx_http_linegate_reconcile_refund_check(r, ctx);
         break;
 
     case NGX_HTTP_LINEGATE_RECONCILE_RESOLVE:
@@ -652,8 +722,9 @@ ngx_http_linegate_reconcile_next(ngx_http_request_t *r,
         ngx_http_linegate_reconcile_defer(r, ctx, "stripe_unavailable", 1);
         return;
 
-    case NGX_HTTP_LINEGATE_RECONCILE_INVOICE:
+    case NGX_HTTP_LINEGATE_RECONCILE_INVOICES:
     case NGX_HTTP_LINEGATE_RECONCILE_REFUND:
+    case NGX_HTTP_LINEGATE_RECONCILE_REFUND_CHECK:
         ngx_http_linegate_reconcile_defer(r, ctx, "refund_unavailable", 1);
         return;
 
@@ -758,7 +829,7 @@ ngx_http_linegate_reconcile_advance(ngx_http_request_t *r,
 
 /*
  * The entry's outcome is decided: a purchase undone with no line has its
- * first invoice refunded first (INVOICE, REFUND), then it is written
+ * paid invoices refunded first (INVOICES, REFUND), then it is written
  * down, then the next entry
  */
 static void
@@ -773,25 +844,12 @@ ngx_http_linegate_reconcile_settle(ngx_http_request_t *r,
     e->outcome = outcome;
 
     if (e->undone && !e->kept && e->refund.len == 0) {
-
-        if (e->invoice.len == 0) {
-            /* a subscription with no invoice: nothing was paid */
-            ngx_str_set(&e->refund, "none");
-
-        } else if (!ngx_http_linegate_stripe_id_valid(&e->invoice)) {
-            /* not an id this code may put in a path: a human's call */
-            ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
-                          NGX_HTTP_LINEGATE_LOG "reconciliation: the first "
-                          "invoice of subscription \"%V\" is not a Stripe "
-                          "id: not refunded", &e->found);
-            ngx_http_linegate_reconcile_defer(r, ctx, "payment_not_found", 0);
-            return;
-
-        } else {
-            ngx_http_linegate_reconcile_next(r, ctx,
-                                          NGX_HTTP_LINEGATE_RECONCILE_INVOICE);
-            return;
-        }
+        rc->npaid = 0;
+        rc->pi = 0;
+        ngx_str_null(&rc->paid_after);
+        ngx_http_linegate_reconcile_next(r, ctx,
+                                         NGX_HTTP_LINEGATE_RECONCILE_INVOICES);
+        return;
     }
 
     ngx_http_linegate_reconcile_next(r, ctx,
@@ -2151,15 +2209,25 @@ ngx_http_linegate_reconcile_lookup(ngx_http_request_t *r,
                     NGX_HTTP_LINEGATE_RECONCILE_PAGE,
                     e->at - NGX_HTTP_LINEGATE_RECONCILE_LOOKBACK);
 
-    if (e->page_after.len) {
-        p = ngx_sprintf(p, "&starting_after=%V", &e->page_after);
+    return ngx_http_linegate_reconcile_page(r, ctx, &path, p, &e->page_after,
+                                        ngx_http_linegate_reconcile_looked_up);
+}
+
+
+/* a page of a Stripe list, past `after` when one is named */
+static ngx_int_t
+ngx_http_linegate_reconcile_page(ngx_http_request_t *r,
+    ngx_http_linegate_ctx_t *ctx, ngx_str_t *path, u_char *p,
+    ngx_str_t *after, ngx_http_linegate_resume_pt resume)
+{
+    if (after->len) {
+        p = ngx_sprintf(p, "&starting_after=%V", after);
     }
 
-    path.len = p - path.data;
+    path->len = p - path->data;
 
-    return ngx_http_linegate_stripe_call(r, ctx, NGX_HTTP_GET, &path, NULL,
-                                        NULL,
-                                        ngx_http_linegate_reconcile_looked_up);
+    return ngx_http_linegate_stripe_call(r, ctx, NGX_HTTP_GET, path, NULL,
+                                         NULL, resume);
 }
 
 
@@ -2186,24 +2254,17 @@ ngx_http_linegate_reconcile_looked_up(ngx_http_request_t *r,
             return;
         }
 
-        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
-                      NGX_HTTP_LINEGATE_LOG "reconciliation: Stripe refused "
-                      "the lookup: %s",
-                      ngx_http_linegate_stripe_error_message(ctx));
-
-        if (ctx->stripe_status != NGX_HTTP_TOO_MANY_REQUESTS) {
-            /*
-             * this entry's lookup (a customer Stripe does not know): a
-             * human's call; the entries behind it are looked up
-             */
-            ngx_http_linegate_reconcile_defer(r, ctx, "stripe_refused", 0);
-            return;
-        }
+        /*
+         * this entry's lookup (a customer Stripe does not know): a
+         * human's call; the entries behind it are looked up
+         */
 
         /* fall through */
 
     default:
-        ngx_http_linegate_reconcile_defer(r, ctx, "stripe_unavailable", 1);
+        ngx_http_linegate_reconcile_stripe_failed(r, ctx, "the lookup", NULL,
+                                                  "stripe_refused",
+                                                  "stripe_unavailable");
         return;
     }
 
@@ -2343,36 +2404,6 @@ ngx_http_linegate_reconcile_object(ngx_http_linegate_reconcile_entry_t *e,
 
     status = json_string_value(json_object_get(obj, "status"));
     e->draft = status != NULL && ngx_strcmp(status, "draft") == 0;
-
-    if (e->line_request.len == 0) {
-        ngx_http_linegate_reconcile_latest(e, obj);
-    }
-}
-
-
-/*
- * A subscription's latest_invoice (an id, or the object when expanded),
- * in Stripe's JSON: copied by the caller before the next call
- */
-static void
-ngx_http_linegate_reconcile_latest(ngx_http_linegate_reconcile_entry_t *e,
-    json_t *sub)
-{
-    json_t  *inv;
-
-    inv = json_object_get(sub, "latest_invoice");
-
-    if (json_is_object(inv)) {
-        inv = json_object_get(inv, "id");
-    }
-
-    if (json_is_string(inv)) {
-        e->invoice.data = (u_char *) json_string_value(inv);
-        e->invoice.len = json_string_length(inv);
-
-    } else {
-        ngx_str_null(&e->invoice);
-    }
 }
 
 
@@ -2412,26 +2443,18 @@ ngx_http_linegate_reconcile_decide(ngx_http_request_t *r,
         /* Stripe's JSON is freed with the next call */
         if (ngx_http_linegate_pstr(r->pool, &e->found, e->found.data,
                                    e->found.len)
-            == NULL
-            || (e->invoice.len
-                && ngx_http_linegate_pstr(r->pool, &e->invoice,
-                                          e->invoice.data, e->invoice.len)
-                   == NULL))
+            == NULL)
         {
             e->found.len = 0;
-            e->invoice.len = 0;
             ngx_http_linegate_reconcile_defer(r, ctx, "no_memory", 1);
             return;
         }
-
-    } else {
-        e->invoice.len = 0;
     }
 
     /*
      * a purchase's subscription cancelled before this run (by an earlier
      * one whose refund failed, by someone at Stripe): no line came of it,
-     * so its first invoice is refunded as if this run had cancelled it
+     * so what it paid is refunded as if this run had cancelled it
      */
     e->undone = e->line_request.len == 0 && e->found.len
                 && e->state == NGX_HTTP_LINEGATE_RECONCILE_CANCELED;
@@ -2651,7 +2674,7 @@ ngx_http_linegate_reconcile_canceled(ngx_http_request_t *r,
 
     case NGX_HTTP_LINEGATE_STRIPE_OK:
         if (e->line_request.len == 0) {
-            /* its first invoice is refunded before the entry resolves */
+            /* what it paid is refunded before the entry resolves */
             e->undone = 1;
         }
 
@@ -2672,133 +2695,248 @@ ngx_http_linegate_reconcile_canceled(ngx_http_request_t *r,
         }
 
         /* e.g. cancelled meanwhile: the next run looks again */
-        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
-                      NGX_HTTP_LINEGATE_LOG "reconciliation: Stripe refused "
-                      "the cancellation: %s",
-                      ngx_http_linegate_stripe_error_message(ctx));
-        ngx_http_linegate_reconcile_defer(r, ctx, "cancel_refused", 0);
-        return;
+
+        /* fall through */
 
     default:
         /* a lost answer may have cancelled it: the next run sees it */
-        ngx_http_linegate_reconcile_defer(r, ctx, "stripe_unavailable", 1);
+        ngx_http_linegate_reconcile_stripe_failed(r, ctx, "the cancellation",
+                                                  NULL, "cancel_refused",
+                                                  "stripe_unavailable");
         return;
     }
 }
 
 
 /*
- * INVOICE, REFUND: the first invoice of a purchase undone. Its
- * subscription was created with the invoice charged at once; the run
- * cancelled it (or found it cancelled) and no line came of it, so what
- * was paid is given back. The invoice is read with its payments
- * expanded: since Stripe's 2025-03-31 version an invoice names its
- * payment intent there (payments.data[].payment), before it in
- * payment_intent (or charge); either is taken.
+ * INVOICES, REFUND, REFUND_CHECK: what a purchase undone paid. Its
+ * subscription was created with its first invoice charged at once, and
+ * may have renewed before the run (an entry left while Stripe was down);
+ * the run cancelled it (or found it cancelled: by hand at Stripe, maybe
+ * with a final invoice crediting the unused time) and no line came of
+ * it, so every invoice it paid is given back. They are listed by the
+ * subscription, paid ones only, their payments expanded: since Stripe's
+ * 2025-03-31 version an invoice names its payment intent there
+ * (payments.data[].payment), before it in payment_intent (or charge);
+ * either is taken. The first is the one billed for the subscription's
+ * creation (billing_reason subscription_create), or else the oldest.
  */
 
 static ngx_int_t
-ngx_http_linegate_reconcile_invoice(ngx_http_request_t *r,
+ngx_http_linegate_reconcile_invoices(ngx_http_request_t *r,
     ngx_http_linegate_ctx_t *ctx, ngx_http_linegate_reconcile_entry_t *e)
 {
-    size_t     len;
-    ngx_str_t  path;
+    u_char                         *p;
+    size_t                          len;
+    ngx_str_t                       path;
+    ngx_http_linegate_reconcile_t  *rc;
 
-    if (!ngx_http_linegate_stripe_id_valid(&e->invoice)) {
+    rc = ctx->data;
+
+    if (!ngx_http_linegate_stripe_id_valid(&e->found)) {
         return NGX_ERROR;
     }
 
-    len = sizeof("v1/invoices/?expand[]=payments") - 1 + e->invoice.len;
+    len = sizeof("v1/invoices?subscription=&status=paid&limit="
+                 "&expand[]=data.payments&starting_after=") - 1
+          + e->found.len + NGX_INT_T_LEN + rc->paid_after.len;
 
     path.data = ngx_pnalloc(r->pool, len);
     if (path.data == NULL) {
         return NGX_ERROR;
     }
 
-    path.len = ngx_sprintf(path.data, "v1/invoices/%V?expand[]=payments",
-                           &e->invoice)
-               - path.data;
+    p = ngx_sprintf(path.data, "v1/invoices?subscription=%V&status=paid"
+                    "&limit=%d&expand[]=data.payments", &e->found,
+                    NGX_HTTP_LINEGATE_RECONCILE_INVOICE_PAGE);
 
-    return ngx_http_linegate_stripe_call(r, ctx, NGX_HTTP_GET, &path, NULL,
-                                         NULL,
-                                         ngx_http_linegate_reconcile_invoiced);
+    return ngx_http_linegate_reconcile_page(r, ctx, &path, p,
+                                    &rc->paid_after,
+                                    ngx_http_linegate_reconcile_invoices_read);
 }
 
 
 static void
-ngx_http_linegate_reconcile_invoiced(ngx_http_request_t *r,
+ngx_http_linegate_reconcile_invoices_read(ngx_http_request_t *r,
     ngx_http_linegate_ctx_t *ctx)
 {
-    json_t                               *inv, *paid;
-    const char                           *status;
+    ngx_uint_t                            i;
+    const char                           *why;
     ngx_http_linegate_reconcile_t        *rc;
+    ngx_http_linegate_reconcile_paid_t   *first;
     ngx_http_linegate_reconcile_entry_t  *e;
 
     rc = ctx->data;
     e = &rc->entry[rc->i];
 
-    switch (ngx_http_linegate_stripe_result(ctx)) {
-
-    case NGX_HTTP_LINEGATE_STRIPE_OK:
-        break;
-
-    case NGX_HTTP_LINEGATE_STRIPE_REFUSED:
-        /* the invoice its subscription names, refused: a human's call */
-        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
-                      NGX_HTTP_LINEGATE_LOG "reconciliation: Stripe refused "
-                      "the read of invoice \"%V\" to refund: %s",
-                      &e->invoice,
-                      ngx_http_linegate_stripe_error_message(ctx));
-        ngx_http_linegate_reconcile_defer(r, ctx, "refund_refused", 0);
-        return;
-
-    default:
-        /* the next run finds the subscription cancelled, and reads again */
-        ngx_http_linegate_reconcile_defer(r, ctx, "refund_unavailable", 1);
+    if (ngx_http_linegate_stripe_result(ctx) != NGX_HTTP_LINEGATE_STRIPE_OK) {
+        /* refused: a human's call; else the next run lists them again */
+        ngx_http_linegate_reconcile_stripe_failed(r, ctx,
+                                                  "the invoices of "
+                                                  "subscription", &e->found,
+                                                  "refund_refused",
+                                                  "refund_unavailable");
         return;
     }
 
-    inv = ctx->stripe_json;
-    status = json_string_value(json_object_get(inv, "status"));
-    paid = json_object_get(inv, "amount_paid");
+    why = ngx_http_linegate_reconcile_paid(r, rc, e, ctx->stripe_json);
 
-    /* no amount said: refunded all the same, never kept */
-    if (status == NULL || ngx_strcmp(status, "paid") != 0
-        || (json_is_integer(paid) && json_integer_value(paid) <= 0))
-    {
-        /* draft, open, void, uncollectible, or paid nothing: no charge */
-        ngx_str_set(&e->refund, "none");
+    if (why != NULL) {
+        /* this entry's own (a human's call), or the run stops */
+        ngx_http_linegate_reconcile_defer(r, ctx, why,
+                                    ngx_strcmp(why, "payment_not_found") != 0
+                                    && ngx_strcmp(why, "too_many_invoices")
+                                       != 0);
+        return;
+    }
+
+    if (rc->paid_after.len) {
+        /* on the next page */
         ngx_http_linegate_reconcile_next(r, ctx,
-                                         NGX_HTTP_LINEGATE_RECONCILE_RESOLVE);
+                                         NGX_HTTP_LINEGATE_RECONCILE_INVOICES);
         return;
     }
 
-    if (ngx_http_linegate_reconcile_payment(e, inv) != NGX_OK
-        || ngx_http_linegate_pstr(r->pool, &e->payment, e->payment.data,
-                                  e->payment.len)
-           == NULL)
-    {
-        /*
-         * paid, and no payment of it named (paid out of band, or a shape
-         * this code does not know): the entry stays, named in the log,
-         * rather than be settled with the money kept
-         */
-        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
-                      NGX_HTTP_LINEGATE_LOG "reconciliation: invoice \"%V\" "
-                      "of subscription \"%V\" is paid, and names no payment "
-                      "to refund", &e->invoice, &e->found);
-        ngx_http_linegate_reconcile_defer(r, ctx, "payment_not_found", 0);
-        return;
+    /*
+     * the first: the creation's (the oldest of them, were there two), or
+     * else the oldest paid; the list is newest first
+     */
+    first = NULL;
+
+    for (i = rc->npaid; i-- > 0; /* void */) {
+        if (first == NULL && rc->paid[i].first) {
+            first = &rc->paid[i];
+
+        } else {
+            rc->paid[i].first = 0;
+        }
     }
 
-    ngx_http_linegate_reconcile_next(r, ctx,
-                                     NGX_HTTP_LINEGATE_RECONCILE_REFUND);
+    if (first == NULL && rc->npaid) {
+        rc->paid[rc->npaid - 1].first = 1;
+    }
+
+    rc->pi = 0;
+    ngx_http_linegate_reconcile_refund_next(r, ctx);
 }
 
 
-/* the paid invoice's payment intent, or its charge, in Stripe's JSON */
+/*
+ * A page of the subscription's paid invoices, added to rc->paid (copied:
+ * Stripe's JSON is freed with the next call): NULL, and rc->paid_after
+ * names the last one when more follow; or why the entry stays
+ */
+static const char *
+ngx_http_linegate_reconcile_paid(ngx_http_request_t *r,
+    ngx_http_linegate_reconcile_t *rc, ngx_http_linegate_reconcile_entry_t *e,
+    json_t *list)
+{
+    size_t                               i, n;
+    json_t                              *data, *inv, *id, *amount;
+    ngx_str_t                            s;
+    const char                          *status, *reason;
+    ngx_http_linegate_reconcile_paid_t  *p;
+
+    data = json_object_get(list, "data");
+    if (!json_is_array(data)) {
+        return "refund_unavailable";
+    }
+
+    n = json_array_size(data);
+    ngx_str_null(&rc->paid_after);
+
+    for (i = 0; i < n; i++) {
+        inv = json_array_get(data, i);
+        id = json_object_get(inv, "id");
+        status = json_string_value(json_object_get(inv, "status"));
+
+        if (!json_is_string(id)) {
+            return "refund_unavailable";
+        }
+
+        s.data = (u_char *) json_string_value(id);
+        s.len = json_string_length(id);
+
+        if (!ngx_http_linegate_stripe_id_valid(&s)) {
+            return "refund_unavailable";
+        }
+
+        if (status == NULL || ngx_strcmp(status, "paid") != 0) {
+            /* draft, open, void, uncollectible: nothing was charged */
+            continue;
+        }
+
+        if (rc->npaid == NGX_HTTP_LINEGATE_RECONCILE_PAID_MAX) {
+            goto too_many;
+        }
+
+        p = &rc->paid[rc->npaid];
+        ngx_memzero(p, sizeof(ngx_http_linegate_reconcile_paid_t));
+
+        if (ngx_http_linegate_pstr(r->pool, &p->id, s.data, s.len) == NULL) {
+            return "no_memory";
+        }
+
+        reason = json_string_value(json_object_get(inv, "billing_reason"));
+        p->first = reason != NULL
+                   && ngx_strcmp(reason, "subscription_create") == 0;
+
+        /* no amount said: refunded all the same, never kept */
+        amount = json_object_get(inv, "amount_paid");
+        p->paid = !json_is_integer(amount) || json_integer_value(amount) > 0;
+
+        if (p->paid
+            && (ngx_http_linegate_reconcile_payment(p, inv) != NGX_OK
+                || ngx_http_linegate_pstr(r->pool, &p->payment,
+                                          p->payment.data, p->payment.len)
+                   == NULL))
+        {
+            /*
+             * paid, and no payment of it named (paid out of band, or a
+             * shape this code does not know): the entry stays, named in
+             * the log, rather than be settled with the money kept
+             */
+            ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                          NGX_HTTP_LINEGATE_LOG "reconciliation: invoice "
+                          "\"%V\" of subscription \"%V\" is paid, and names "
+                          "no payment to refund", &p->id, &e->found);
+            return "payment_not_found";
+        }
+
+        rc->npaid++;
+    }
+
+    if (!json_is_true(json_object_get(list, "has_more"))) {
+        return NULL;
+    }
+
+    if (n == 0) {
+        /* more, after nothing: not a list this code understands */
+        return "refund_unavailable";
+    }
+
+    if (rc->npaid == NGX_HTTP_LINEGATE_RECONCILE_PAID_MAX) {
+        goto too_many;
+    }
+
+    /* the last one of the page, paid or not: where the next one starts */
+    return ngx_http_linegate_pstr(r->pool, &rc->paid_after, s.data, s.len)
+           ? NULL : "no_memory";
+
+too_many:
+
+    ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                  NGX_HTTP_LINEGATE_LOG "reconciliation: subscription \"%V\" "
+                  "paid more than %d invoices: none refunded, left for a "
+                  "human", &e->found, NGX_HTTP_LINEGATE_RECONCILE_PAID_MAX);
+
+    return "too_many_invoices";
+}
+
+
+/* a paid invoice's payment intent, or its charge, in Stripe's JSON */
 static ngx_int_t
-ngx_http_linegate_reconcile_payment(ngx_http_linegate_reconcile_entry_t *e,
+ngx_http_linegate_reconcile_payment(ngx_http_linegate_reconcile_paid_t *p,
     json_t *inv)
 {
     size_t       i, n;
@@ -2833,11 +2971,11 @@ ngx_http_linegate_reconcile_payment(ngx_http_linegate_reconcile_entry_t *e,
         }
 
         if (json_is_string(id)) {
-            e->payment.data = (u_char *) json_string_value(id);
-            e->payment.len = json_string_length(id);
-            e->by_charge = (k == 1);
+            p->payment.data = (u_char *) json_string_value(id);
+            p->payment.len = json_string_length(id);
+            p->by_charge = (k == 1);
 
-            return ngx_http_linegate_stripe_id_valid(&e->payment)
+            return ngx_http_linegate_stripe_id_valid(&p->payment)
                    ? NGX_OK : NGX_ERROR;
         }
     }
@@ -2846,12 +2984,107 @@ ngx_http_linegate_reconcile_payment(ngx_http_linegate_reconcile_entry_t *e,
 }
 
 
+/* the next paid invoice to refund, or, all refunded, the entry resolves */
+static void
+ngx_http_linegate_reconcile_refund_next(ngx_http_request_t *r,
+    ngx_http_linegate_ctx_t *ctx)
+{
+    ngx_http_linegate_reconcile_t        *rc;
+    ngx_http_linegate_reconcile_entry_t  *e;
+
+    rc = ctx->data;
+    e = &rc->entry[rc->i];
+
+    /* one that paid nothing (a final invoice that credited) needs none */
+    while (rc->pi < rc->npaid && !rc->paid[rc->pi].paid) {
+        rc->pi++;
+    }
+
+    if (rc->pi < rc->npaid) {
+        ngx_http_linegate_reconcile_next(r, ctx,
+                                         NGX_HTTP_LINEGATE_RECONCILE_REFUND);
+        return;
+    }
+
+    if (ngx_http_linegate_reconcile_refunds_named(r, rc, e) != NGX_OK) {
+        ngx_http_linegate_reconcile_defer(r, ctx, "no_memory", 1);
+        return;
+    }
+
+    ngx_http_linegate_reconcile_next(r, ctx,
+                                     NGX_HTTP_LINEGATE_RECONCILE_RESOLVE);
+}
+
+
+/*
+ * What the entry resolves with: the first invoice's refund ("none" when
+ * it paid nothing, or there was none), the later ones' after it
+ */
+static ngx_int_t
+ngx_http_linegate_reconcile_refunds_named(ngx_http_request_t *r,
+    ngx_http_linegate_reconcile_t *rc, ngx_http_linegate_reconcile_entry_t *e)
+{
+    u_char                              *q;
+    size_t                               len;
+    ngx_uint_t                           i;
+    ngx_http_linegate_reconcile_paid_t  *p;
+
+    ngx_str_set(&e->refund, "none");
+    len = 0;
+
+    for (i = 0; i < rc->npaid; i++) {
+        p = &rc->paid[i];
+
+        if (p->first && p->paid) {
+            e->refund = p->refund;
+
+        } else if (p->paid) {
+            len += p->refund.len + 1;
+        }
+    }
+
+    ngx_str_null(&e->later);
+
+    if (len == 0) {
+        return NGX_OK;
+    }
+
+    q = ngx_pnalloc(r->pool, len);
+    if (q == NULL) {
+        return NGX_ERROR;
+    }
+
+    e->later.data = q;
+
+    for (i = 0; i < rc->npaid; i++) {
+        p = &rc->paid[i];
+
+        if (p->paid && !p->first) {
+            if (q != e->later.data) {
+                *q++ = ' ';
+            }
+
+            q = ngx_cpymem(q, p->refund.data, p->refund.len);
+        }
+    }
+
+    e->later.len = q - e->later.data;
+
+    return NGX_OK;
+}
+
+
 static ngx_int_t
 ngx_http_linegate_reconcile_refund(ngx_http_request_t *r,
     ngx_http_linegate_ctx_t *ctx, ngx_http_linegate_reconcile_entry_t *e)
 {
-    ngx_str_t  form, key;
-    ngx_str_t  path = ngx_string("v1/refunds");
+    ngx_str_t                            form, key, *of;
+    ngx_http_linegate_reconcile_t       *rc;
+    ngx_http_linegate_reconcile_paid_t  *p;
+    ngx_str_t                            path = ngx_string("v1/refunds");
+
+    rc = ctx->data;
+    p = &rc->paid[rc->pi];
 
     ngx_str_null(&form);
 
@@ -2860,8 +3093,8 @@ ngx_http_linegate_reconcile_refund(ngx_http_request_t *r,
      * that Stripe replays the first refund under the key
      */
     if (ngx_http_linegate_form_add(r->pool, &form,
-                                   e->by_charge ? "charge" : "payment_intent",
-                                   &e->payment)
+                                   p->by_charge ? "charge" : "payment_intent",
+                                   &p->payment)
         != NGX_OK
         || ngx_http_linegate_form_add(r->pool, &form,
                                       "metadata[subscription_id]", &e->found)
@@ -2873,14 +3106,20 @@ ngx_http_linegate_reconcile_refund(ngx_http_request_t *r,
         return NGX_ERROR;
     }
 
-    /* one refund per subscription, however many runs try */
-    key.len = sizeof("lg-refund-") - 1 + e->found.len;
+    /*
+     * one refund per invoice, however many runs try: the first invoice's
+     * key is the subscription's, as before later invoices were refunded
+     * (a run of that code replays under it)
+     */
+    of = p->first ? &e->found : &p->id;
+
+    key.len = sizeof("lg-refund-") - 1 + of->len;
     key.data = ngx_pnalloc(r->pool, key.len);
     if (key.data == NULL) {
         return NGX_ERROR;
     }
 
-    (void) ngx_sprintf(key.data, "lg-refund-%V", &e->found);
+    (void) ngx_sprintf(key.data, "lg-refund-%V", of);
 
     return ngx_http_linegate_stripe_call(r, ctx, NGX_HTTP_POST, &path, &form,
                                          &key,
@@ -2896,83 +3135,276 @@ ngx_http_linegate_reconcile_refunded(ngx_http_request_t *r,
     ngx_str_t                             s;
     const char                           *code, *status;
     ngx_http_linegate_reconcile_t        *rc;
-    ngx_http_linegate_reconcile_entry_t  *e;
+    ngx_http_linegate_reconcile_paid_t   *p;
 
     rc = ctx->data;
-    e = &rc->entry[rc->i];
+    p = &rc->paid[rc->pi];
 
     switch (ngx_http_linegate_stripe_result(ctx)) {
 
     case NGX_HTTP_LINEGATE_STRIPE_OK:
-        id = json_object_get(ctx->stripe_json, "id");
-        status = json_string_value(json_object_get(ctx->stripe_json,
-                                                   "status"));
-
-        if (!json_is_string(id)) {
-            /* may have refunded: the key replays it on the next run */
-            ngx_http_linegate_reconcile_defer(r, ctx, "refund_unavailable",
-                                              1);
-            return;
-        }
-
-        s.data = (u_char *) json_string_value(id);
-        s.len = json_string_length(id);
-
-        if (!ngx_http_linegate_stripe_id_valid(&s)
-            || ngx_http_linegate_pstr(r->pool, &e->refund, s.data, s.len)
-               == NULL)
-        {
-            ngx_http_linegate_reconcile_defer(r, ctx, "refund_unavailable",
-                                              1);
-            return;
-        }
-
-        if (status != NULL
-            && (ngx_strcmp(status, "failed") == 0
-                || ngx_strcmp(status, "canceled") == 0))
-        {
-            /* the money did not go back: a human's call */
-            ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
-                          NGX_HTTP_LINEGATE_LOG "reconciliation: refund "
-                          "\"%V\" of subscription \"%V\" is %s",
-                          &e->refund, &e->found, status);
-            ngx_str_null(&e->refund);
-            ngx_http_linegate_reconcile_defer(r, ctx, "refund_failed", 0);
-            return;
-        }
-
-        ngx_http_linegate_reconcile_next(r, ctx,
-                                         NGX_HTTP_LINEGATE_RECONCILE_RESOLVE);
-        return;
+        break;
 
     case NGX_HTTP_LINEGATE_STRIPE_REFUSED:
         code = ngx_http_linegate_stripe_error_code(ctx);
 
         if (code != NULL && ngx_strcmp(code, "charge_already_refunded") == 0)
         {
-            /* by an earlier run whose key expired, or by hand: done */
-            ngx_str_set(&e->refund, "already_refunded");
+            /*
+             * by an earlier run whose key expired, or by hand: done, once
+             * no refund of it is still on its way
+             */
+            ngx_str_null(&rc->refund);
             ngx_http_linegate_reconcile_next(r, ctx,
-                                          NGX_HTTP_LINEGATE_RECONCILE_RESOLVE);
+                                     NGX_HTTP_LINEGATE_RECONCILE_REFUND_CHECK);
             return;
         }
 
         /* e.g. disputed meanwhile: a human's call, named in the log */
-        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
-                      NGX_HTTP_LINEGATE_LOG "reconciliation: Stripe refused "
-                      "the refund of subscription \"%V\": %s", &e->found,
-                      ngx_http_linegate_stripe_error_message(ctx));
-        ngx_http_linegate_reconcile_defer(r, ctx, "refund_refused", 0);
-        return;
+
+        /* fall through */
 
     default:
         /*
          * a lost answer may have refunded: the next run sends the same
          * key, and Stripe answers with the refund it made
          */
+        ngx_http_linegate_reconcile_stripe_failed(r, ctx,
+                                                  "the refund of invoice",
+                                                  &p->id, "refund_refused",
+                                                  "refund_unavailable");
+        return;
+    }
+
+    id = json_object_get(ctx->stripe_json, "id");
+    status = json_string_value(json_object_get(ctx->stripe_json, "status"));
+
+    if (!json_is_string(id)) {
+        /* may have refunded: the key replays it on the next run */
         ngx_http_linegate_reconcile_defer(r, ctx, "refund_unavailable", 1);
         return;
     }
+
+    s.data = (u_char *) json_string_value(id);
+    s.len = json_string_length(id);
+
+    if (!ngx_http_linegate_stripe_id_valid(&s)
+        || ngx_http_linegate_pstr(r->pool, &rc->refund, s.data, s.len)
+           == NULL)
+    {
+        ngx_http_linegate_reconcile_defer(r, ctx, "refund_unavailable", 1);
+        return;
+    }
+
+    if (ngx_http_linegate_reconcile_refund_status(r, ctx, status)
+        == NGX_DECLINED)
+    {
+        /*
+         * not through yet: a replay answers as the refund was first
+         * made, so what became of it since is read
+         */
+        ngx_http_linegate_reconcile_next(r, ctx,
+                                     NGX_HTTP_LINEGATE_RECONCILE_REFUND_CHECK);
+    }
+}
+
+
+/*
+ * What the status of the invoice's refund (rc->refund) says: succeeded,
+ * the invoice is done, on to the next; failed or canceled, the money did
+ * not go back: a human's call; NGX_DECLINED, nothing done: not through
+ * yet (pending, requires_action, or a status this code does not know)
+ */
+static ngx_int_t
+ngx_http_linegate_reconcile_refund_status(ngx_http_request_t *r,
+    ngx_http_linegate_ctx_t *ctx, const char *status)
+{
+    ngx_http_linegate_reconcile_t       *rc;
+    ngx_http_linegate_reconcile_paid_t  *p;
+
+    rc = ctx->data;
+    p = &rc->paid[rc->pi];
+
+    if (status == NULL) {
+        return NGX_DECLINED;
+    }
+
+    if (ngx_strcmp(status, "succeeded") == 0) {
+        p->refund = rc->refund;
+        rc->pi++;
+        ngx_http_linegate_reconcile_refund_next(r, ctx);
+        return NGX_OK;
+    }
+
+    if (ngx_strcmp(status, "failed") == 0
+        || ngx_strcmp(status, "canceled") == 0)
+    {
+        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                      NGX_HTTP_LINEGATE_LOG "reconciliation: refund \"%V\" "
+                      "of invoice \"%V\" is %s", &rc->refund, &p->id, status);
+        ngx_http_linegate_reconcile_defer(r, ctx, "refund_failed", 0);
+        return NGX_OK;
+    }
+
+    return NGX_DECLINED;
+}
+
+
+/* the refunds of the invoice's payment, newest first */
+static ngx_int_t
+ngx_http_linegate_reconcile_refund_check(ngx_http_request_t *r,
+    ngx_http_linegate_ctx_t *ctx)
+{
+    size_t                               len;
+    ngx_str_t                            path;
+    ngx_http_linegate_reconcile_t       *rc;
+    ngx_http_linegate_reconcile_paid_t  *p;
+
+    rc = ctx->data;
+    p = &rc->paid[rc->pi];
+
+    len = sizeof("v1/refunds?payment_intent=&limit=") - 1 + p->payment.len
+          + NGX_INT_T_LEN;
+
+    path.data = ngx_pnalloc(r->pool, len);
+    if (path.data == NULL) {
+        return NGX_ERROR;
+    }
+
+    path.len = ngx_sprintf(path.data, "v1/refunds?%s=%V&limit=%d",
+                           p->by_charge ? "charge" : "payment_intent",
+                           &p->payment,
+                           NGX_HTTP_LINEGATE_RECONCILE_REFUND_PAGE)
+               - path.data;
+
+    return ngx_http_linegate_stripe_call(r, ctx, NGX_HTTP_GET, &path, NULL,
+                                 NULL,
+                                 ngx_http_linegate_reconcile_refund_checked);
+}
+
+
+static void
+ngx_http_linegate_reconcile_refund_checked(ngx_http_request_t *r,
+    ngx_http_linegate_ctx_t *ctx)
+{
+    size_t                                i, n;
+    json_t                               *data, *re, *id;
+    const char                           *status, *ours, *pending;
+    ngx_http_linegate_reconcile_t        *rc;
+    ngx_http_linegate_reconcile_paid_t   *p;
+    ngx_http_linegate_reconcile_entry_t  *e;
+
+    rc = ctx->data;
+    e = &rc->entry[rc->i];
+    p = &rc->paid[rc->pi];
+
+    if (ngx_http_linegate_stripe_result(ctx) != NGX_HTTP_LINEGATE_STRIPE_OK) {
+        ngx_http_linegate_reconcile_stripe_failed(r, ctx,
+                                                  "the refunds of invoice",
+                                                  &p->id, "refund_refused",
+                                                  "refund_unavailable");
+        return;
+    }
+
+    data = json_object_get(ctx->stripe_json, "data");
+    if (!json_is_array(data)) {
+        ngx_http_linegate_reconcile_defer(r, ctx, "refund_unavailable", 1);
+        return;
+    }
+
+    n = json_array_size(data);
+    ours = NULL;
+    pending = NULL;
+
+    for (i = 0; i < n; i++) {
+        re = json_array_get(data, i);
+        id = json_object_get(re, "id");
+        status = json_string_value(json_object_get(re, "status"));
+
+        if (status == NULL) {
+            continue;
+        }
+
+        if (ngx_strcmp(status, "pending") == 0
+            || ngx_strcmp(status, "requires_action") == 0)
+        {
+            pending = status;
+        }
+
+        if (rc->refund.len && json_is_string(id)
+            && json_string_length(id) == rc->refund.len
+            && ngx_strncmp(json_string_value(id), rc->refund.data,
+                           rc->refund.len)
+               == 0)
+        {
+            ours = status;
+        }
+    }
+
+    if (pending == NULL && rc->refund.len == 0) {
+        /* charge_already_refunded, and nothing on its way: done */
+        ngx_str_set(&p->refund, "already_refunded");
+        rc->pi++;
+        ngx_http_linegate_reconcile_refund_next(r, ctx);
+        return;
+    }
+
+    if (pending == NULL
+        && ngx_http_linegate_reconcile_refund_status(r, ctx, ours) == NGX_OK)
+    {
+        return;
+    }
+
+    /*
+     * on its way (or ours not among the payment's last refunds): the
+     * entry stays, and the next run asks again; the refund's id is kept
+     * by Stripe, under the key and in the payment's refunds
+     */
+    ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
+                  NGX_HTTP_LINEGATE_LOG "reconciliation: a refund of invoice "
+                  "\"%V\" of subscription \"%V\" is %s%s%V%s: the entry "
+                  "waits for it", &p->id, &e->found,
+                  pending ? pending : "not through",
+                  rc->refund.len ? " (" : "", &rc->refund,
+                  rc->refund.len ? ")" : "");
+    ngx_http_linegate_reconcile_defer(r, ctx, "refund_pending", 0);
+}
+
+
+/*
+ * A Stripe step of the entry at work that brought nothing to act on:
+ * refused (a 4xx with Stripe's error, not a 429), its message logged,
+ * the entry stays (refused) and the run goes on with the next one: a
+ * human's call; anything else (unreachable, a timeout, a 5xx, a 429, a
+ * cut answer) leaves it (unavailable) and stops the run: Stripe is
+ * likely down for the next entry too
+ */
+static void
+ngx_http_linegate_reconcile_stripe_failed(ngx_http_request_t *r,
+    ngx_http_linegate_ctx_t *ctx, const char *what, ngx_str_t *of,
+    const char *refused, const char *unavailable)
+{
+    if (ngx_http_linegate_stripe_result(ctx)
+        != NGX_HTTP_LINEGATE_STRIPE_REFUSED)
+    {
+        ngx_http_linegate_reconcile_defer(r, ctx, unavailable, 1);
+        return;
+    }
+
+    if (of != NULL) {
+        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                      NGX_HTTP_LINEGATE_LOG "reconciliation: Stripe refused "
+                      "%s \"%V\": %s", what, of,
+                      ngx_http_linegate_stripe_error_message(ctx));
+
+    } else {
+        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                      NGX_HTTP_LINEGATE_LOG "reconciliation: Stripe refused "
+                      "%s: %s", what,
+                      ngx_http_linegate_stripe_error_message(ctx));
+    }
+
+    ngx_http_linegate_reconcile_defer(r, ctx, refused, 0);
 }
 
 
@@ -3002,6 +3434,7 @@ ngx_http_linegate_reconcile_resolve(ngx_http_request_t *r,
                                         ? "invoice_id" : "subscription_id");
     ngx_http_linegate_redis_arg_cstr(a, e->giveback ? "1" : "0");
     ngx_http_linegate_redis_arg_str(a, &e->refund);
+    ngx_http_linegate_redis_arg_str(a, &e->later);
 
     return ngx_http_linegate_reconcile_script(r, rc,
                                   NGX_HTTP_LINEGATE_SCRIPT_OP_RECONCILE_RESOLVE,
@@ -3254,12 +3687,13 @@ ngx_http_linegate_reconcile_stored(ngx_http_request_t *r, redisReply *reply)
         ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
                       NGX_HTTP_LINEGATE_LOG "reconciliation: %s %V of %s "
                       "\"%V\" (%V, number \"%V\", at Stripe \"%V\"): "
-                      "%s%s%V%s",
+                      "%s%s%V%s%V%s",
                       NGX_HTTP_LINEGATE_RECONCILE_NAMES(e),
                       &e->reason, &e->number,
                       e->found.len ? &e->found : &e->subscription,
                       e->outcome, e->refund.len ? ", refund " : "",
                       &e->refund,
+                      e->later.len ? ", later refunds " : "", &e->later,
                       code == 0 ? " (settled by another run)" : "");
         rc->i++;
         ngx_http_linegate_reconcile_advance(r, ctx);
@@ -3348,12 +3782,24 @@ ngx_http_linegate_reconcile_answer(ngx_http_request_t *r,
         }
 
         if (!invoice) {
-            /* a settled purchase undone: what its first invoice became */
+            /*
+             * a settled purchase undone: what its first invoice became,
+             * and its later paid ones
+             */
             ngx_http_linegate_json_write_key(&jw, "refund");
 
             if (e->outcome && e->refund.len) {
                 ngx_http_linegate_json_write_str(&jw, e->refund.data,
                                                  e->refund.len);
+
+            } else {
+                ngx_http_linegate_json_write_null(&jw);
+            }
+
+            ngx_http_linegate_json_write_key(&jw, "later_refunds");
+
+            if (e->outcome && e->refund.len) {
+                ngx_http_linegate_reconcile_words(&jw, &e->later);
 
             } else {
                 ngx_http_linegate_json_write_null(&jw);
@@ -3372,6 +3818,33 @@ ngx_http_linegate_reconcile_answer(ngx_http_request_t *r,
     ngx_str_set(&ctx->outcome, "reconciled");
 
     ngx_http_linegate_send_jw(r, NGX_HTTP_OK, &jw);
+}
+
+
+/* "re_a re_b" as ["re_a", "re_b"] */
+static void
+ngx_http_linegate_reconcile_words(ngx_http_linegate_json_write_t *jw,
+    ngx_str_t *words)
+{
+    u_char  *p, *last, *end;
+
+    ngx_http_linegate_json_write_array(jw);
+
+    p = words->data;
+    last = words->data + words->len;
+
+    while (p < last) {
+        end = ngx_strlchr(p, last, ' ');
+
+        if (end == NULL) {
+            end = last;
+        }
+
+        ngx_http_linegate_json_write_str(jw, p, end - p);
+        p = end + 1;
+    }
+
+    ngx_http_linegate_json_write_end(jw, ']');
 }
 
 

@@ -5,7 +5,10 @@
 # answer). The run cancels the subscription, and, no line having come of
 # it, refunds that first invoice: a client that followed the advice paid
 # once for one line, not twice (docs/operator.md, "Reconciliation").
-# Before, the run only cancelled: the invoice stayed paid.
+# Before, the run only cancelled: the invoice stayed paid. Then it
+# refunded the subscription's latest invoice, not its first (a renewal,
+# or the final credit invoice of a cancellation with invoice_now), and
+# took a refund Stripe had not made yet (pending) for done.
 use strict;
 use warnings;
 use lib 't/lib';
@@ -62,12 +65,27 @@ sub entry_of {
 }
 
 # the first invoice of the account's (only) subscription, as Stripe has it
+# (the one billed at its creation), or the one of that billing_reason
 sub invoice_of {
-    my ($id) = @_;
+    my ($id, $why) = @_;
     my $st = $p->stub_state;
     my ($sub) = grep { ($_->{metadata}{account_id} // '') eq $id }
                 values %{ $st->{subscriptions} };
-    return $sub ? $st->{invoices}{ $sub->{latest_invoice} } // {} : {};
+    return {} unless $sub;
+    my ($inv) = sort { $a->{created} <=> $b->{created} }
+                grep { ($_->{subscription} // '') eq $sub->{id}
+                       && $_->{billing_reason}
+                          eq ($why // 'subscription_create') }
+                values %{ $st->{invoices} };
+    return $inv // {};
+}
+
+# a call to the stub's control API
+sub control {
+    my ($path, $body) = @_;
+    my $tx = $s->stub(POST => $path, $body // {});
+    ok($tx->res->is_success, "stub: $path") or diag $tx->res->body;
+    return $tx->res->json // {};
 }
 
 # the refund POSTs Stripe answered 200 for this payment intent, and the
@@ -213,10 +231,12 @@ subtest 'a refund made by hand before the run: done, not twice' => sub {
 subtest 'the payment intent named in the invoice\'s payments: refunded' =>
 sub {
     my ($q, $inv) = lost_purchase('acct_rf_basil');
-    $p->fault(method => 'GET', path_prefix => "/v1/invoices/$inv->{id}",
+    $p->fault(method => 'GET', path_prefix => '/v1/invoices',
               status => 200, count => 1, body => {
+                  object => 'list', has_more => \0, data => [{
                   id => $inv->{id}, object => 'invoice', status => 'paid',
                   amount_paid => $inv->{amount_paid},
+                  billing_reason => 'subscription_create',
                   payments => {object => 'list', has_more => \0, data => [
                       {object => 'invoice_payment', status => 'canceled',
                        payment => {type => 'payment_intent',
@@ -224,18 +244,20 @@ sub {
                       {object => 'invoice_payment', status => 'paid',
                        payment => {type => 'payment_intent',
                                    payment_intent =>
-                                       $inv->{payment_intent}}}]}});
+                                       $inv->{payment_intent}}}]}}]});
     my $b = run();
     my $e = entry_of($b, 'acct_rf_basil');
     is($e->{outcome}, 'canceled', 'cancelled');
     like($e->{refund} // '', qr/^re_/, 'refunded');
     is(scalar refunds_of($inv->{payment_intent}), 1,
        'the payment that was paid, once');
-    my ($get) = grep { $_->{method} eq 'GET'
-                       && $_->{path} eq "/v1/invoices/$inv->{id}" }
+    my ($sub) = subs_of('acct_rf_basil');
+    my ($get) = grep { $_->{method} eq 'GET' && $_->{path} eq '/v1/invoices'
+                       && ($_->{params}{subscription} // '') eq $sub->{id} }
                 @{ $p->stub_state->{log} };
-    is_deeply($get->{params}{expand}, ['payments'],
-              'the invoice read with its payments expanded');
+    is_deeply($get->{params}{expand}, ['data.payments'],
+              'the invoices listed with their payments expanded');
+    is($get->{params}{status}, 'paid', 'the paid ones');
 };
 
 # an entry of a purchase whose subscription's first invoice is still open
@@ -333,6 +355,145 @@ subtest 'a worker lost after Stripe billed: cancelled, released, refunded'
        'whole');
     ok($r->sismember('lg:{fleet}:inventory', $n), 'the number back');
     is($r->zcard('lg:{acct:acct_rf_dead}:prov'), 0, 'the slot freed');
+};
+
+# the subscription renewed before the run (an entry left while Stripe was
+# down): its first invoice is the one billed at its creation, not its
+# latest; the renewal, paid while no line existed, is refunded too
+subtest 'renewed before the run: the first invoice and the renewal refunded'
+=> sub {
+    my ($q, $inv) = lost_purchase('acct_rf_renew');
+    my ($sub) = subs_of('acct_rf_renew');
+    my $renewal = control("/_stub/subscriptions/$sub->{id}/renew")->{invoice};
+    is($renewal->{status}, 'paid', 'a renewal paid');
+    is((subs_of('acct_rf_renew'))[0]{latest_invoice}, $renewal->{id},
+       'the subscription\'s latest invoice');
+
+    my $b = run();
+    my $e = entry_of($b, 'acct_rf_renew');
+    is($e->{outcome}, 'canceled', 'cancelled');
+    my @re = refunds_of($inv->{payment_intent});
+    is(scalar @re, 1, 'the first invoice refunded');
+    is($e->{refund}, $re[0]{id}, 'the answer names that refund');
+    is(invoice_of('acct_rf_renew')->{amount_refunded}, $inv->{amount_paid},
+       'whole');
+    my ($post) = refund_posts($inv->{payment_intent});
+    is($post->{idempotency_key}, "lg-refund-$sub->{id}",
+       'under the subscription\'s key, as before');
+    my @later = refunds_of($renewal->{payment_intent});
+    is(scalar @later, 1, 'the renewal refunded too');
+    is_deeply($e->{later_refunds}, [$later[0]{id}], 'named after it');
+    ($post) = refund_posts($renewal->{payment_intent});
+    is($post->{idempotency_key}, "lg-refund-$renewal->{id}",
+       'under the renewal\'s own key');
+    is(invoice_of('acct_rf_renew', 'subscription_cycle')->{amount_refunded},
+       $renewal->{amount_paid}, 'whole');
+    my ($done) = resolved_of('acct_rf_renew');
+    is($done->{refund}, $e->{refund}, 'resolved with the first\'s refund');
+    is($done->{later_refunds}, $later[0]{id}, 'and the renewal\'s');
+    my $both = "canceled, refund $e->{refund}, later refunds $later[0]{id}";
+    like($s->error_log, qr/: \Q$both\E/, 'logged with both');
+};
+
+# cancelled at Stripe (a human, the dashboard) with invoice_now and
+# prorate: the subscription's latest invoice is a final one, paid, of 0
+subtest 'cancelled at Stripe with a final invoice: the first one refunded'
+=> sub {
+    my ($q, $inv) = lost_purchase('acct_rf_final');
+    my ($sub) = subs_of('acct_rf_final');
+    my $tx = $s->ua->delete(
+        $s->stub_url("/v1/subscriptions/$sub->{id}") => \%AUTH
+        => form => {invoice_now => 'true', prorate => 'true'});
+    is($tx->res->code, 200, 'cancelled at Stripe') or diag $tx->res->body;
+    my $final = $p->stub_state->{invoices}{ $tx->res->json->{latest_invoice} };
+    is($final->{status}, 'paid', 'its final invoice paid');
+    is($final->{amount_paid}, 0, 'nothing');
+
+    my $b = run();
+    my $e = entry_of($b, 'acct_rf_final');
+    is($e->{outcome}, 'already_canceled', 'found cancelled');
+    like($e->{refund} // '', qr/^re_/, 'the first invoice refunded');
+    is(invoice_of('acct_rf_final')->{amount_refunded}, $inv->{amount_paid},
+       'whole');
+    is_deeply($e->{later_refunds}, [], 'nothing else to refund');
+};
+
+# a refund Stripe has not made yet (a bank's): the entry resolves only
+# once it succeeded; until then each run looks at it again
+subtest 'a refund pending: the entry waits, resolved once it succeeded'
+=> sub {
+    my ($q, $inv) = lost_purchase('acct_rf_pend');
+    control('/_stub/refund_status', {status => 'pending'});
+    my $b = run();
+    control('/_stub/refund_status', {status => 'succeeded'});
+    my $e = entry_of($b, 'acct_rf_pend');
+    is($e->{outcome}, 'deferred', 'deferred');
+    is($e->{detail}, 'refund_pending', 'the refund pending');
+    is($e->{refund}, undef, 'no refund named');
+    is(scalar queued_of('acct_rf_pend'), 1, 'still on lg:{fleet}:reconcile');
+    my @re = refunds_of($inv->{payment_intent});
+    is(scalar @re, 1, 'one refund made');
+    is($re[0]{status}, 'pending', 'pending');
+    my $pend = qr/is pending \(\Q$re[0]{id}\E\)/;
+    like($s->error_log, qr/refund of invoice "\Q$inv->{id}\E" .* $pend/,
+         'logged');
+
+    $b = run();
+    is(entry_of($b, 'acct_rf_pend')->{detail}, 'refund_pending',
+       'still pending: the next run waits too');
+    is(scalar refunds_of($inv->{payment_intent}), 1, 'no second refund');
+
+    control("/_stub/refunds/$re[0]{id}/succeed");
+    $b = run();
+    $e = entry_of($b, 'acct_rf_pend');
+    is($e->{outcome}, 'already_canceled', 'then settled');
+    is($e->{refund}, $re[0]{id}, 'with the refund made');
+    is(scalar refunds_of($inv->{payment_intent}), 1, 'once');
+    is_deeply([queued_of('acct_rf_pend')], [], 'off lg:{fleet}:reconcile');
+    is((resolved_of('acct_rf_pend'))[0]{refund}, $re[0]{id},
+       'resolved with it');
+};
+
+subtest 'a refund that needs action, then fails: left for a human' => sub {
+    my ($q, $inv) = lost_purchase('acct_rf_act');
+    control('/_stub/refund_status', {status => 'requires_action'});
+    my $b = run();
+    control('/_stub/refund_status', {status => 'succeeded'});
+    is(entry_of($b, 'acct_rf_act')->{detail}, 'refund_pending',
+       'requires_action: pending');
+    my ($re) = refunds_of($inv->{payment_intent});
+    control("/_stub/refunds/$re->{id}/fail");
+
+    $b = run();
+    my $e = entry_of($b, 'acct_rf_act');
+    is($e->{outcome}, 'deferred', 'deferred');
+    is($e->{detail}, 'refund_failed', 'the refund failed');
+    is(scalar queued_of('acct_rf_act'), 1, 'still on lg:{fleet}:reconcile');
+    like($s->error_log,
+         qr/refund "\Q$re->{id}\E" of invoice "\Q$inv->{id}\E" is failed/,
+         'logged');
+};
+
+subtest 'more than 10 paid invoices: none refunded, left for a human' => sub {
+    my ($q, $inv) = lost_purchase('acct_rf_many');
+    my ($sub) = subs_of('acct_rf_many');
+    control("/_stub/subscriptions/$sub->{id}/renew") for 1 .. 10;
+    my $b = run();
+    my $e = entry_of($b, 'acct_rf_many');
+    is($e->{detail}, 'too_many_invoices', 'deferred: too many invoices');
+    is(scalar(grep { $_->{path} eq '/v1/refunds'
+                     && ($_->{params}{metadata}{subscription_id} // '')
+                        eq $sub->{id} }
+              @{ $p->stub_state->{log} }), 0, 'no refund asked for');
+    is(invoice_of('acct_rf_many')->{amount_refunded}, 0, 'none made');
+    my @pages = grep { $_->{path} eq '/v1/invoices'
+                       && ($_->{params}{subscription} // '') eq $sub->{id} }
+                @{ $p->stub_state->{log} };
+    is(scalar @pages, 2, 'two pages read');
+    is($pages[0]{params}{limit}, 5, 'of 5');
+    like($s->error_log,
+         qr/subscription "\Q$sub->{id}\E" paid more than 10 invoices/,
+         'logged');
 };
 
 done_testing;

@@ -15,6 +15,8 @@
 -- ARGV[6]  "1": the entry's phone_number returns to the inventory
 -- ARGV[7]  the refund of its first invoice (a refund id, "none",
 --          "already_refunded"), "" when none was looked for: no field
+-- ARGV[8]  the refunds of its later paid invoices, separated by spaces,
+--          "" when none (or not given): no field
 --
 -- Returns 1, or 0 when the entry is gone (another run settled it):
 -- nothing is written twice.
@@ -55,6 +57,11 @@ fields[#fields + 1] = ARGV[4]
 if ARGV[7] ~= nil and ARGV[7] ~= '' then
     fields[#fields + 1] = 'refund'
     fields[#fields + 1] = ARGV[7]
+end
+
+if ARGV[8] ~= nil and ARGV[8] ~= '' then
+    fields[#fields + 1] = 'later_refunds'
+    fields[#fields + 1] = ARGV[8]
 end
 
 redis.call('XADD', KEYS[2], 'MAXLEN', '~', 10000, '*', unpack(fields))

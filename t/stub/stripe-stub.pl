@@ -22,9 +22,14 @@
 #   POST /v1/subscriptions        GET|DELETE /v1/subscriptions/:id
 #                                 (payment_behavior=default_incomplete:
 #                                 incomplete, its first invoice open)
+#                                 (invoice_now=true: a final invoice,
+#                                 paid, of 0 with prorate: a credit)
 #   GET  /v1/subscriptions        list: customer, status (default: not
 #   GET  /v1/invoices             canceled; "all"), limit (1..100, 10),
-#                                 created[gte|gt|lte|lt], starting_after
+#   GET  /v1/refunds              created[gte|gt|lte|lt], starting_after;
+#                                 invoices also subscription and
+#                                 expand[]=data.payments, refunds
+#                                 payment_intent or charge
 #   POST /v1/refunds              GET /v1/refunds/:id
 #                                 payment_intent (or charge), amount
 #                                 (default: what is left); a second
@@ -35,6 +40,12 @@
 # An invoice paid by card (not out of band, more than 0) carries a
 # payment_intent ("pi_...") and a charge ("ch_..."); a refund of it adds
 # to its amount_refunded and sets refunded once the whole was given back.
+# A refund is made succeeded, or with the status POST /_stub/refund_status
+# set (pending, requires_action: it counts as refunded, as at Stripe,
+# until it fails or is canceled; failed, canceled); POST
+# /_stub/refunds/:id/{succeed,fail,cancel} moves one on.
+# POST /_stub/subscriptions/:id/renew bills the next period: an invoice
+# (billing_reason subscription_cycle) paid by the card, its latest_invoice.
 #
 # Control API (JSON, no auth):
 #   GET  /_stub/health                    {"ok":true}
@@ -45,6 +56,9 @@
 #   POST|GET|DELETE /_stub/faults         queue / list / clear faults
 #   POST /_stub/invoices/:id/{pay,void,mark_uncollectible}
 #                                         {"webhook_url"?} -> invoice.* event
+#   POST /_stub/subscriptions/:id/renew   the next period's invoice, paid
+#   POST /_stub/refund_status             {"status"}: of the refunds made
+#   POST /_stub/refunds/:id/{succeed,fail,cancel}
 #   POST /_stub/webhook                   {"url","type","object",...}
 #
 # Faults: {"path_prefix":"/v1/invoices","method":"POST","status":500,
@@ -140,6 +154,7 @@ sub reset_state {
     invoiceitems  => {},
     subscriptions => {},
     refunds       => {},
+    refund_status => 'succeeded',    # of the refunds made from now on
     paid_by       => {},    # payment intent or charge => invoice id
     prices        => {},    # registered through the control API
     declining     => {},    # customer id => 1 when its card declines
@@ -888,14 +903,15 @@ sub new_subscription {
   };
 }
 
-# The first invoice of a subscription, already paid by the card on file
-# (left open when $unpaid).
+# The first invoice of a subscription (a later period's: $cycle),
+# already paid by the card on file (left open when $unpaid).
 sub subscription_invoice {
-  my ($sub_id, $cid, $items, $meta, $end, $unpaid) = @_;
+  my ($sub_id, $cid, $items, $meta, $end, $unpaid, $cycle) = @_;
   my $inv = new_invoice(
     customer          => $cid,
     collection_method => 'charge_automatically',
-    billing_reason    => 'subscription_create',
+    billing_reason    => $cycle ? 'subscription_cycle'
+      : 'subscription_create',
     metadata          => {},
   );
   $inv->{subscription}         = $sub_id;             # pre-2025 shape
@@ -956,7 +972,38 @@ sub subscription_cancel {
     if $sub->{status} eq 'canceled';
   $sub->{status}      = 'canceled';
   $sub->{canceled_at} = $sub->{ended_at} = time;
+  final_invoice($sub, $req->{params}) if form_bool($req->{params}{invoice_now},
+    0);
   return [200, $sub];
+}
+
+# invoice_now: what is left to bill, at once; with prorate the unused
+# time is credited, and the final invoice of a new subscription pays
+# nothing (the credit goes to the customer's balance)
+sub final_invoice {
+  my ($sub, $p) = @_;
+  my $inv = new_invoice(
+    customer          => $sub->{customer},
+    collection_method => 'charge_automatically',
+    billing_reason    => 'subscription_update',
+    metadata          => {},
+  );
+  $inv->{created}      = next_created($sub);
+  $inv->{subscription} = $sub->{id};
+  $inv->{parent} = {type => 'subscription_details', quote_details => undef,
+    subscription_details => {metadata => $sub->{metadata},
+      subscription => $sub->{id}}};
+  $S{invoices}{ $inv->{id} } = $inv;
+  finalize($inv);    # 0 due: paid at once
+  $sub->{latest_invoice} = $inv->{id};
+}
+
+# an invoice of a subscription made after its latest: created later
+sub next_created {
+  my ($sub) = @_;
+  my $last = $S{invoices}{ $sub->{latest_invoice} // '' };
+  my $t = time;
+  return $last && $last->{created} >= $t ? $last->{created} + 1 : $t;
 }
 
 # ---------------------------------------------------------------------------
@@ -992,13 +1039,21 @@ sub refund_create {
     metadata       => $meta,
     payment_intent => $inv->{payment_intent},
     reason         => $p->{reason},
-    status         => 'succeeded',
+    status         => $S{refund_status},
   };
   $S{refunds}{ $re->{id} } = $re;
+  refund_counts($re, $inv, $amount)
+    unless $re->{status} eq 'failed' || $re->{status} eq 'canceled';
+  return [200, $re];
+}
+
+# what a refund gives back (or, failed or canceled, takes back) of its
+# invoice's payment
+sub refund_counts {
+  my ($re, $inv, $amount) = @_;
   $inv->{amount_refunded} += $amount;
   $inv->{refunded} = $inv->{amount_refunded} >= $inv->{amount_paid}
     ? true : false;
-  return [200, $re];
 }
 
 sub refund_get {
@@ -1024,7 +1079,8 @@ sub list_of {
     $b->{created} <=> $a->{created} || $b->{id} cmp $a->{id}
   } grep {
     my $o = $_;
-    (!defined $p->{customer} || ($o->{customer} // '') eq $p->{customer})
+    !(grep { defined $p->{$_} && ($o->{$_} // '') ne $p->{$_} }
+      qw(customer subscription payment_intent charge))
       && ($status eq 'all' ? 1
           : $status ne '' ? $o->{status} eq $status
           : $default_status->($o))
@@ -1050,7 +1106,18 @@ sub subscription_list {
 
 sub invoice_list {
   my ($req) = @_;
-  return list_of($req, 'invoices', sub { 1 });
+  my $out = list_of($req, 'invoices', sub { 1 });
+  my $expand = $req->{params}{expand};
+  return $out unless $out->[0] == 200 && grep { defined && $_ eq
+    'data.payments' } ref $expand eq 'ARRAY' ? @$expand : ();
+  $out->[1]{data} = [map { +{%$_, payments => invoice_payments($_)} }
+    @{ $out->[1]{data} }];
+  return $out;
+}
+
+sub refund_list {
+  my ($req) = @_;
+  return list_of($req, 'refunds', sub { 1 });
 }
 
 # ---------------------------------------------------------------------------
@@ -1078,6 +1145,7 @@ my @ROUTES = (
   [GET    => qr{^/v1/subscriptions/$ID$},         \&subscription_get],
   [DELETE => qr{^/v1/subscriptions/$ID$},         \&subscription_cancel],
   [POST   => qr{^/v1/refunds$},                   \&refund_create],
+  [GET    => qr{^/v1/refunds$},                   \&refund_list],
   [GET    => qr{^/v1/refunds/$ID$},               \&refund_get],
 );
 
@@ -1584,6 +1652,47 @@ post '/_stub/invoices/:id/:op' =>
   return $c->render(json => {invoice => $inv}) unless $in->{webhook_url};
   my $event = new_event($act->{event}, $inv, $in);
   deliver($c, $in->{webhook_url}, $event, $in, {invoice => $inv});
+};
+
+# the next period of a subscription: its invoice, paid by the card
+post '/_stub/subscriptions/:id/renew' => sub {
+  my $c   = shift;
+  my $sub = $S{subscriptions}{ $c->param('id') }
+    // return bad($c, 404, 'no subscription ' . $c->param('id'));
+  return bad($c, 409, "subscription $sub->{id} is $sub->{status}")
+    if $sub->{status} eq 'canceled';
+  my $inv = subscription_invoice($sub->{id}, $sub->{customer},
+    $sub->{items}{data}, $sub->{metadata}, time + $MONTH, 0, 1);
+  $inv->{created} = next_created($sub);
+  $sub->{latest_invoice} = $inv->{id};
+  $c->render(json => {invoice => $inv});
+};
+
+post '/_stub/refund_status' => sub {
+  my $c  = shift;
+  my $in = json_in($c) // return bad($c, 400, 'expected a JSON object');
+  my $st = $in->{status} // '';
+  return bad($c, 400, 'status: succeeded, pending, requires_action, failed'
+    . ' or canceled') unless $st =~ /^(succeeded|pending|requires_action
+    |failed|canceled)$/x;
+  $S{refund_status} = $st;
+  $c->render(json => {ok => true});
+};
+
+my %REFUND_TO = (succeed => 'succeeded', fail => 'failed',
+  cancel => 'canceled');
+
+post '/_stub/refunds/:id/:op' => [op => [keys %REFUND_TO]] => sub {
+  my $c  = shift;
+  my $re = $S{refunds}{ $c->param('id') }
+    // return bad($c, 404, 'no refund ' . $c->param('id'));
+  return bad($c, 409, "refund $re->{id} is $re->{status}")
+    unless $re->{status} eq 'pending' || $re->{status} eq 'requires_action';
+  $re->{status} = $REFUND_TO{ $c->param('op') };
+  # the money that did not go back is refundable again
+  refund_counts($re, $S{invoices}{ $S{paid_by}{ $re->{charge} } },
+    -$re->{amount}) unless $re->{status} eq 'succeeded';
+  $c->render(json => {refund => $re});
 };
 
 my %STORES = (cus => 'customers', in => 'invoices', ii => 'invoiceitems',

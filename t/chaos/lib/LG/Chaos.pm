@@ -594,16 +594,23 @@ sub check {
                . ($ln ? 'recorded' : 'absent')) unless $ok;
 
         # a purchase undone (its subscription cancelled, no line) paid
-        # nothing in the end: its first invoice, if paid, was refunded
+        # nothing in the end: every invoice it paid was refunded
         next unless $x && $status eq 'canceled' && !$ln
                     && $e->{outcome} =~ /^(canceled|already_canceled|released)$/;
-        my $inv = $st->{invoices}{ $x->{latest_invoice} // '' } // {};
-        my $kept = ($inv->{status} // '') eq 'paid'
-            ? ($inv->{amount_paid} // 0) - ($inv->{amount_refunded} // 0) : 0;
+        for my $inv (grep { ($_->{subscription} // '') eq $x->{id} }
+                     values %{ $st->{invoices} }) {
+            my $kept = ($inv->{status} // '') eq 'paid'
+                ? ($inv->{amount_paid} // 0) - ($inv->{amount_refunded} // 0)
+                : 0;
+            $bad->(undone_refunded => "$e->{worker_id} settled as"
+                   . " $e->{outcome} (refund "
+                   . ($e->{refund} // 'none named')
+                   . "): its invoice $inv->{id} keeps $kept paid")
+                if $kept > 0;
+        }
         $bad->(undone_refunded => "$e->{worker_id} settled as"
-               . " $e->{outcome} (refund " . ($e->{refund} // 'none named')
-               . "): its invoice $inv->{id} keeps $kept paid")
-            if $kept > 0 || !defined $e->{refund};
+               . " $e->{outcome}: no refund named")
+            unless defined $e->{refund};
     }
 
     # the error log: worker crashes other than the SIGKILLs injected
