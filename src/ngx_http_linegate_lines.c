@@ -483,6 +483,20 @@ ngx_http_linegate_lr_get(ngx_http_request_t *r, ngx_http_linegate_lr_t *lr)
         return;
     }
 
+    if (lr->deferred && !lr->resolved
+        && lr->caller == NGX_HTTP_LINEGATE_LR_CALLER_KEY)
+    {
+        /*
+         * an expired entry's key (who.value its digest, not a workspace)
+         * and an error to answer: looked up first, as a key never seen,
+         * so that the gate checks it against its own workspace's list
+         * (the script alone would take the digest for the workspace,
+         * admit it there, and teach the cache so)
+         */
+        ngx_http_linegate_lines_key_lookup(r, lr);
+        return;
+    }
+
     if (lr->deferred || lr->resolved) {
         ngx_http_linegate_lr_script(r, lr);
         return;
