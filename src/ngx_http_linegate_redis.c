@@ -1218,7 +1218,10 @@ ngx_http_linegate_redis_reply_cb(redisAsyncContext *ac, void *data,
 /*
  * The writes a 200 stands on (linegate_redis_wait): the creation's commit
  * (on one Redis with the journal member that has a worker's death while
- * it bills swept) and the invoice it is billed by, the confirm's claim
+ * it bills swept) and the invoice it is billed by (and the one a
+ * payment_link replaces it with: lost with its master, the request would
+ * name the void invoice again, and the new link's payment be unknown to
+ * the webhook), the confirm's claim
  * of its number (a claim lost with its master would put the number back
  * in the inventory while the line holds it) and its recorded line, the
  * settlements of a payment (GET's reconciliation, the webhooks). And a
@@ -1238,6 +1241,7 @@ ngx_http_linegate_redis_acknowledged(ngx_int_t script)
 
     case NGX_HTTP_LINEGATE_SCRIPT_LR_CREATE:
     case NGX_HTTP_LINEGATE_SCRIPT_LR_INVOICE_STORE:
+    case NGX_HTTP_LINEGATE_SCRIPT_LR_REISSUE_STORE:
     case NGX_HTTP_LINEGATE_SCRIPT_LR_RESOLVE:
     case NGX_HTTP_LINEGATE_SCRIPT_PV_CLAIM:
     case NGX_HTTP_LINEGATE_SCRIPT_PV_RECORD:

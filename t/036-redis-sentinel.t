@@ -339,12 +339,24 @@ subtest 'a write no replica acknowledges' => sub {
     # lr_invoice_store; each is acknowledged before the next step
     my $wp = settled_workspace('org_wait_paid');
     $before = $waits->();
-    my ($paid) = $l->awaiting($wp);
+    my ($paid, $created) = $l->awaiting($wp);
     ok($paid, 'a paid add-on created');
     is($waits->() - $before, 3, 'three WAITs: the reservation and its '
        . 'journal member, the invoice index, the invoice');
     ok(eventually(sub { !$r->zcard('lg:{fleet}:lr:inflight') }, 5),
        'the journal member gone after the store');
+
+    # payment_link replacing an uncollectible invoice: the new invoice's
+    # index, then the request naming it (lr_reissue_store), each
+    # acknowledged before the new link is answered: the store lost with
+    # its master would leave the request on the void invoice, and the
+    # customer's payment of the new link unknown to the webhook
+    $l->invoice_do($created->{invoiceId}, 'mark_uncollectible');
+    $before = $waits->();
+    my $link = $l->manage($wp, $paid, 'payment_link');
+    is($link->res->code, 200, 'payment_link: a new link');
+    is($waits->() - $before, 2, 'two WAITs: the new invoice\'s index and '
+       . 'its store');
 
     # the replicas stop acknowledging (a partition, as far as WAIT knows)
     my @replicas = map { /port=(\d+)/ ? $1 : () }
