@@ -1864,7 +1864,8 @@ ngx_http_linegate_lines_list_lines(ngx_http_request_t *r,
             }
 
             if (drop != NULL) {
-                drop[ndrop++] = line.id;
+                /* its hash's key: the id ends it */
+                drop[ndrop++] = key[i];
             }
 
             continue;
@@ -1935,41 +1936,51 @@ ngx_http_linegate_lines_list_send(ngx_http_request_t *r,
 
 
 /*
- * ZREM of requests canceled or gone that the index still holds (what
- * lr_list.lua does), sent without waiting: lost with the connection,
- * the next by-user takes them out.
+ * The requests read canceled or gone leave the index (what lr_list.lua
+ * does), each only if still so when the step runs (lr_unlist.lua: one
+ * may have been paid and reopened since it was read). A durable write,
+ * not waited for: the answer does not depend on it, and until it runs
+ * the next by-user reads them again.
  */
 static void
 ngx_http_linegate_lines_list_drop(ngx_http_request_t *r,
-    ngx_http_linegate_lr_t *lr, ngx_str_t *ids, ngx_uint_t n)
+    ngx_http_linegate_lr_t *lr, ngx_str_t *keys, ngx_uint_t n)
 {
-    ngx_str_t                        key;
-    ngx_uint_t                       i;
-    ngx_http_linegate_redis_args_t  *a;
+    size_t                          idlen;
+    ngx_str_t                       index, id;
+    ngx_uint_t                      i;
+    ngx_http_linegate_redis_args_t  a;
 
-    a = ngx_palloc(r->pool, sizeof(ngx_http_linegate_redis_args_t));
-
-    if (a == NULL
-        || ngx_http_linegate_key(r->pool, NGX_HTTP_LINEGATE_KEY_WS_LINES,
-                                 &lr->ws, NULL, &key)
-           != NGX_OK)
+    if (ngx_http_linegate_key(r->pool, NGX_HTTP_LINEGATE_KEY_WS_LINES,
+                              &lr->ws, NULL, &index)
+        != NGX_OK)
     {
         return;
     }
 
-    ngx_http_linegate_redis_args_init(a);
-    ngx_http_linegate_redis_arg_cstr(a, "ZREM");
-    ngx_http_linegate_redis_arg_str(a, &key);
+    idlen = ngx_http_linegate_key_len(NGX_HTTP_LINEGATE_KEY_WS_LR, &lr->ws,
+                                      NULL);
 
-    /* the rest, if more, at the next by-user */
-    for (i = 0; i < n && i < NGX_HTTP_LINEGATE_REDIS_MAX_ARGS - 2; i++) {
-        ngx_http_linegate_redis_arg_str(a, &ids[i]);
+    /* a key and an id each, within a script's arguments: the rest later */
+    n = ngx_min(n, (NGX_HTTP_LINEGATE_REDIS_MAX_ARGS - 4) / 2);
+
+    ngx_http_linegate_redis_args_init(&a);
+    ngx_http_linegate_redis_arg_str(&a, &index);
+
+    for (i = 0; i < n; i++) {
+        ngx_http_linegate_redis_arg_str(&a, &keys[i]);
     }
 
-    if (ngx_http_linegate_redis_command(r, a, NULL) != NGX_OK) {
-        ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
-                      NGX_HTTP_LINEGATE_LOG "ZREM of \"%V\" not sent", &key);
+    for (i = 0; i < n; i++) {
+        id.data = keys[i].data + idlen;
+        id.len = keys[i].len - idlen;
+        ngx_http_linegate_redis_arg_str(&a, &id);
     }
+
+    (void) ngx_http_linegate_redis_durable(r->connection->log,
+                                           NGX_HTTP_LINEGATE_SCRIPT_LR_UNLIST,
+                                           (int) n + 1, &a,
+                                           "lr_unlist");
 }
 
 
