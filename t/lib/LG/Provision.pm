@@ -294,6 +294,42 @@ sub reconcile {
     return [map { +{ @{ $_->[1] } } } @e];
 }
 
+# the account's subscriptions at the stub (metadata account_id)
+sub subs_of {
+    my ($self, $id) = @_;
+    return grep { ($_->{metadata}{account_id} // '') eq $id }
+           $self->subscriptions;
+}
+
+# the account's entries waiting on lg:{fleet}:reconcile
+sub queued_of {
+    my ($self, $id) = @_;
+    return grep { ($_->{account} // '') eq $id } @{ $self->reconcile };
+}
+
+# POST /_linegate/reconciliation/run: answered $status (200) and matching
+# docs/openapi.yaml; its JSON
+sub reconcile_run {
+    my ($self, $status) = @_;
+    local $Test::Builder::Level = $Test::Builder::Level + 1;
+    my $tx = $self->{s}->op(POST => '/reconciliation/run');
+    Test::More::is($tx->res->code, $status // 200,
+                   'run answered ' . ($status // 200))
+        or Test::More::diag($tx->res->body);
+    my @errors = $self->invalid($tx);
+    Test::More::ok(!@errors, 'run: its answer matches docs/openapi.yaml')
+        or Test::More::diag(join "\n", @errors);
+    return $tx->res->json // {};
+}
+
+# a run's answer's entry of the account, or {}
+sub entry_of {
+    my ($self, $b, $account) = @_;
+    my ($e) = grep { ($_->{account} // '') eq $account }
+              @{ $b->{entries} // [] };
+    return $e // {};
+}
+
 # The OpenAPI document (LG::OpenAPI), and a response checked against it:
 # the errors (empty when the answer matches).
 sub openapi { return LG::OpenAPI::document() }
