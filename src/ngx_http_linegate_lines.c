@@ -1938,22 +1938,26 @@ ngx_http_linegate_lines_list_send(ngx_http_request_t *r,
 /*
  * The requests read canceled or gone leave the index (what lr_list.lua
  * does), each only if still so when the step runs (lr_unlist.lua: one
- * may have been paid and reopened since it was read). A durable write,
- * not waited for: the answer does not depend on it, and until it runs
- * the next by-user reads them again.
+ * may have been paid and reopened since it was read). Sent without
+ * waiting, as a plain EVALSHA: lost (the connection, a NOSCRIPT), the
+ * next by-user reads them again and sends it again; never a durable
+ * write, whose queue the money path's repairs need.
  */
 static void
 ngx_http_linegate_lines_list_drop(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr, ngx_str_t *keys, ngx_uint_t n)
 {
-    size_t                          idlen;
-    ngx_str_t                       index, id;
-    ngx_uint_t                      i;
-    ngx_http_linegate_redis_args_t  a;
+    size_t                           idlen;
+    ngx_str_t                        index, *id;
+    ngx_uint_t                       i;
+    ngx_http_linegate_redis_args_t  *a;
 
-    if (ngx_http_linegate_key(r->pool, NGX_HTTP_LINEGATE_KEY_WS_LINES,
-                              &lr->ws, NULL, &index)
-        != NGX_OK)
+    a = ngx_palloc(r->pool, sizeof(ngx_http_linegate_redis_args_t));
+
+    if (a == NULL
+        || ngx_http_linegate_key(r->pool, NGX_HTTP_LINEGATE_KEY_WS_LINES,
+                                 &lr->ws, NULL, &index)
+           != NGX_OK)
     {
         return;
     }
@@ -1961,26 +1965,36 @@ ngx_http_linegate_lines_list_drop(ngx_http_request_t *r,
     idlen = ngx_http_linegate_key_len(NGX_HTTP_LINEGATE_KEY_WS_LR, &lr->ws,
                                       NULL);
 
-    /* a key and an id each, within a script's arguments: the rest later */
+    /* a key and an id each, within a command's arguments: the rest later */
     n = ngx_min(n, (NGX_HTTP_LINEGATE_REDIS_MAX_ARGS - 4) / 2);
 
-    ngx_http_linegate_redis_args_init(&a);
-    ngx_http_linegate_redis_arg_str(&a, &index);
+    id = ngx_palloc(r->pool, n * sizeof(ngx_str_t));
+    if (id == NULL) {
+        return;
+    }
+
+    ngx_http_linegate_redis_args_init(a);
+    ngx_http_linegate_redis_arg_cstr(a, "EVALSHA");
+    ngx_http_linegate_redis_arg_str(a,
+        ngx_http_linegate_script_sha(NGX_HTTP_LINEGATE_SCRIPT_LR_UNLIST));
+    ngx_http_linegate_redis_arg_int(r, a, n + 1);
+    ngx_http_linegate_redis_arg_str(a, &index);
 
     for (i = 0; i < n; i++) {
-        ngx_http_linegate_redis_arg_str(&a, &keys[i]);
+        ngx_http_linegate_redis_arg_str(a, &keys[i]);
     }
 
     for (i = 0; i < n; i++) {
-        id.data = keys[i].data + idlen;
-        id.len = keys[i].len - idlen;
-        ngx_http_linegate_redis_arg_str(&a, &id);
+        id[i].data = keys[i].data + idlen;
+        id[i].len = keys[i].len - idlen;
+        ngx_http_linegate_redis_arg_str(a, &id[i]);
     }
 
-    (void) ngx_http_linegate_redis_durable(r->connection->log,
-                                           NGX_HTTP_LINEGATE_SCRIPT_LR_UNLIST,
-                                           (int) n + 1, &a,
-                                           "lr_unlist");
+    if (ngx_http_linegate_redis_command(r, a, NULL) != NGX_OK) {
+        ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
+                      NGX_HTTP_LINEGATE_LOG "lr_unlist of \"%V\" not sent",
+                      &index);
+    }
 }
 
 
