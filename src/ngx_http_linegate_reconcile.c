@@ -2786,7 +2786,8 @@ ngx_http_linegate_reconcile_invoices_read(ngx_http_request_t *r,
         ngx_http_linegate_reconcile_defer(r, ctx, why,
                                     ngx_strcmp(why, "payment_not_found") != 0
                                     && ngx_strcmp(why, "too_many_invoices")
-                                       != 0);
+                                       != 0
+                                    && ngx_strcmp(why, "credited") != 0);
         return;
     }
 
@@ -2832,7 +2833,7 @@ ngx_http_linegate_reconcile_paid(ngx_http_request_t *r,
     json_t *list)
 {
     size_t                               i, n;
-    json_t                              *data, *inv, *id, *amount;
+    json_t                              *data, *inv, *id, *amount, *total;
     ngx_str_t                            s;
     const char                          *status, *reason;
     ngx_http_linegate_reconcile_paid_t  *p;
@@ -2864,6 +2865,22 @@ ngx_http_linegate_reconcile_paid(ngx_http_request_t *r,
         if (status == NULL || ngx_strcmp(status, "paid") != 0) {
             /* draft, open, void, uncollectible: nothing was charged */
             continue;
+        }
+
+        total = json_object_get(inv, "total");
+
+        if (json_is_integer(total) && json_integer_value(total) < 0) {
+            /*
+             * a credit (a cancellation prorated at Stripe): part of what
+             * was paid went to the customer's balance, so a whole refund
+             * would pay it twice; how much to refund is a human's call
+             */
+            ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                          NGX_HTTP_LINEGATE_LOG "reconciliation: invoice "
+                          "\"%V\" of subscription \"%V\" credits the "
+                          "customer: nothing refunded, left for a human",
+                          &s, &e->found);
+            return "credited";
         }
 
         if (rc->npaid == NGX_HTTP_LINEGATE_RECONCILE_PAID_MAX) {

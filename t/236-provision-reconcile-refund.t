@@ -378,15 +378,19 @@ subtest 'renewed before the run: the first invoice and the renewal refunded'
     like($s->error_log, qr/: \Q$both\E/, 'logged with both');
 };
 
-# cancelled at Stripe (a human, the dashboard) with invoice_now and
-# prorate: the subscription's latest invoice is a final one, paid, of 0
+# cancelled at Stripe (a human, the dashboard) with invoice_now: the
+# subscription's latest invoice is a final one, paid, of 0; the first one
+# is refunded whole. With prorate as well, that final invoice credits the
+# unused time to the customer's balance: a whole refund would pay the
+# customer twice, so nothing is refunded and the entry is left for a
+# human (credited)
 subtest 'cancelled at Stripe with a final invoice: the first one refunded'
 => sub {
     my ($q, $inv) = lost_purchase('acct_rf_final');
     my ($sub) = subs_of('acct_rf_final');
     my $tx = $s->ua->delete(
         $s->stub_url("/v1/subscriptions/$sub->{id}") => \%AUTH
-        => form => {invoice_now => 'true', prorate => 'true'});
+        => form => {invoice_now => 'true'});
     is($tx->res->code, 200, 'cancelled at Stripe') or diag $tx->res->body;
     my $final = $p->stub_state->{invoices}{ $tx->res->json->{latest_invoice} };
     is($final->{status}, 'paid', 'its final invoice paid');
@@ -399,6 +403,29 @@ subtest 'cancelled at Stripe with a final invoice: the first one refunded'
     is(invoice_of('acct_rf_final')->{amount_refunded}, $inv->{amount_paid},
        'whole');
     is_deeply($e->{later_refunds}, [], 'nothing else to refund');
+};
+
+subtest 'cancelled at Stripe, prorated: credited, left for a human' => sub {
+    my ($q, $inv) = lost_purchase('acct_rf_prorated');
+    my ($sub) = subs_of('acct_rf_prorated');
+    my $tx = $s->ua->delete(
+        $s->stub_url("/v1/subscriptions/$sub->{id}") => \%AUTH
+        => form => {invoice_now => 'true', prorate => 'true'});
+    is($tx->res->code, 200, 'cancelled at Stripe') or diag $tx->res->body;
+    my $final = $p->stub_state->{invoices}{ $tx->res->json->{latest_invoice} };
+    cmp_ok($final->{total}, '<', 0, 'its final invoice a credit');
+
+    my $b = run();
+    my $e = entry_of($b, 'acct_rf_prorated');
+    is($e->{outcome}, 'deferred', 'deferred');
+    is($e->{detail}, 'credited', 'the customer credited');
+    is(invoice_of('acct_rf_prorated')->{amount_refunded} // 0, 0,
+       'nothing refunded');
+    is(scalar queued_of('acct_rf_prorated'), 1,
+       'still on lg:{fleet}:reconcile');
+    like($s->error_log, qr/credits the customer: nothing refunded/,
+         'logged');
+    $r->xdel('lg:{fleet}:reconcile', $e->{id});
 };
 
 # a refund Stripe has not made yet (a bank's): the entry resolves only

@@ -993,6 +993,19 @@ sub final_invoice {
   $inv->{parent} = {type => 'subscription_details', quote_details => undef,
     subscription_details => {metadata => $sub->{metadata},
       subscription => $sub->{id}}};
+  if (form_bool($p->{prorate}, 0)) {
+    # the unused time credited (all of it, for a subscription just made):
+    # a negative total, nothing due, the credit to the customer's balance
+    my ($first) = grep { ($_->{subscription} // '') eq $sub->{id}
+                         && ($_->{billing_reason} // '')
+                            eq 'subscription_create' }
+                  values %{ $S{invoices} };
+    my $credit = $first ? $first->{total} // 0 : 0;
+    $inv->{total} = $inv->{subtotal} = -$credit;
+    $inv->{amount_due} = 0;
+    my $cus = $S{customers}{ $sub->{customer} };
+    $cus->{balance} = ($cus->{balance} // 0) - $credit if $cus;
+  }
   $S{invoices}{ $inv->{id} } = $inv;
   finalize($inv);    # 0 due: paid at once
   $sub->{latest_invoice} = $inv->{id};
