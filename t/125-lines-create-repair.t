@@ -13,6 +13,7 @@ use Time::HiRes qw(sleep time);
 use LG::Stack;
 use LG::Test;
 use LG::Lines qw(body);
+use Mojo::UserAgent;
 
 my $s = LG::Stack->new->start;
 my $l = LG::Lines->new($s);
@@ -30,6 +31,21 @@ sub cli {
 }
 
 sub ws { return $l->workspace('org_rp' . ++$n, @_) }
+
+# after Redis was paused: until every worker serves again (a pause past
+# the keepalive's PING has the workers reconnect, with backoff; a
+# client meanwhile gets 503 + Retry-After), 10 answers in a row over new
+# connections, or 15 s
+sub served_again {
+    my ($row, $until) = (0, time + 15);
+    while ($row < 10 && time < $until) {
+        my $tx = Mojo::UserAgent->new->get($s->url('/_linegate/inventory')
+                     => {Authorization => 'Bearer ' . $s->operator_token});
+        $row = ($tx->res->code // 0) == 200 ? $row + 1 : 0;
+        sleep 0.05 unless $row;
+    }
+    return $row >= 10;
+}
 
 sub key { return ('Idempotency-Key' => $_[0]) }
 
@@ -186,6 +202,7 @@ subtest 'Redis stalls past the command timeout during an add-on create' => sub {
     sleep 0.1 while (() = $r->keys('lg:line:*')) > $lines && time < $by;
     is(scalar(() = $r->keys('lg:line:*')), $lines, 'no owner index left');
 
+    ok(served_again(), 'every worker serves again after the pause');
     my $b = $l->answer($l->create($w, $EMAIL, key('st-1')), 201,
                        'the same key, retried');
     is($b->{status}, 'awaiting_payment', 'billed');
@@ -199,6 +216,7 @@ subtest 'Redis stalls during an included create: the retry replays' => sub {
     $l->error_is($l->create($w, body(), key('st-2')), 503,
                  'STORE_UNAVAILABLE', 'timed out');
     sleep 1;
+    ok(served_again(), 'every worker serves again after the pause');
 
     # the line was made when Redis resumed, with its answer: the same key
     # gets that answer, and no second line
@@ -256,6 +274,7 @@ subtest 'the invoice is final, the reply of its index lost' => sub {
     ok(!$r->exists('lg:invoice:' . ($inv[0]{id} // '')),
        'its index deleted after the SET');
 
+    ok(served_again(), 'every worker serves again after the pause');
     my $again = $l->create($w, $EMAIL, key('is-1'));
     my $b = $l->answer($again, 201, 'the same key');
     ok(!$again->res->headers->header('Idempotent-Replayed'),
