@@ -288,19 +288,7 @@ sub back_within {
     return undef;
 }
 
-# seconds until every worker has logged reaching the master on $port
-# after byte $mark of the error log (at most $limit), or undef
-sub workers_on {
-    my ($port, $mark, $limit) = @_;
-    my $t0 = time;
-    while (time - $t0 < $limit) {
-        my $n = () = substr($s->error_log, $mark)
-            =~ /redis connected to the master 127\.0\.0\.1:$port\b/g;
-        return time - $t0 if $n >= 2;
-        sleep 0.05;
-    }
-    return undef;
-}
+sub workers_on { return $s->workers_on_master(@_) }
 
 sub wait_new_master {
     my ($old, $limit) = @_;

@@ -608,6 +608,20 @@ CONF
 }
 
 # the master's port as the first sentinel that answers names it
+# seconds until every worker (2) has logged reaching the master on $port
+# after byte $mark of the error log (at most $limit), or undef
+sub workers_on_master {
+    my ($self, $port, $mark, $limit) = @_;
+    my $t0 = Time::HiRes::time();
+    while (Time::HiRes::time() - $t0 < $limit) {
+        my $n = () = substr($self->error_log, $mark)
+            =~ /redis connected to the master 127\.0\.0\.1:$port\b/g;
+        return Time::HiRes::time() - $t0 if $n >= 2;
+        Time::HiRes::sleep(0.05);
+    }
+    return undef;
+}
+
 sub sentinel_master_port {
     my ($self) = @_;
     for my $port ($self->sentinel_ports) {
