@@ -128,6 +128,55 @@ ngx_http_linegate_metrics_zone(ngx_conf_t *cf, void *tag)
 }
 
 
+/*
+ * A worker's start: the zone of its own cycle, or none. The pointers are
+ * set again here, not only by the zone's init, because they outlive a
+ * reload: a configuration that no longer serves an API has no zone,
+ * the master unmaps the old one, and its new workers must not count
+ * into it (they inherit the master's static pointers).
+ */
+void
+ngx_http_linegate_metrics_init_process(ngx_cycle_t *cycle, void *tag)
+{
+    ngx_uint_t        i;
+    ngx_list_part_t  *part;
+    ngx_shm_zone_t   *zone;
+    ngx_slab_pool_t  *sp;
+
+    ngx_http_linegate_metrics = NULL;
+    ngx_http_linegate_metrics_pool = NULL;
+
+    part = &cycle->shared_memory.part;
+    zone = part->elts;
+
+    for (i = 0; /* void */ ; i++) {
+
+        if (i >= part->nelts) {
+            if (part->next == NULL) {
+                return;
+            }
+
+            part = part->next;
+            zone = part->elts;
+            i = 0;
+        }
+
+        if (zone[i].tag != tag
+            || zone[i].init != ngx_http_linegate_metrics_init_zone)
+        {
+            continue;
+        }
+
+        sp = (ngx_slab_pool_t *) zone[i].shm.addr;
+
+        ngx_http_linegate_metrics = sp->data;
+        ngx_http_linegate_metrics_pool = sp;
+
+        return;
+    }
+}
+
+
 static ngx_int_t
 ngx_http_linegate_metrics_init_zone(ngx_shm_zone_t *shm_zone, void *data)
 {

@@ -138,6 +138,20 @@ static ngx_conf_num_bounds_t  ngx_http_linegate_leeway_bounds = {
     ngx_conf_check_num_bounds, 0, 60
 };
 
+/* a preview's token: "SET ... EX 0" is refused, so every preview would be */
+static ngx_conf_num_bounds_t  ngx_http_linegate_preview_ttl_bounds = {
+    ngx_conf_check_num_bounds, 1, 86400
+};
+
+/*
+ * a creation's key: it also bounds the "running" record, which must
+ * outlive the creation's Stripe calls (a shorter one lets a retry create
+ * a second request while the first still runs)
+ */
+static ngx_conf_num_bounds_t  ngx_http_linegate_idempotency_ttl_bounds = {
+    ngx_conf_check_num_bounds, 60, 2592000
+};
+
 
 static ngx_command_t  ngx_http_linegate_commands[] = {
 
@@ -363,7 +377,7 @@ static ngx_command_t  ngx_http_linegate_commands[] = {
       ngx_conf_set_sec_slot,
       NGX_HTTP_MAIN_CONF_OFFSET,
       offsetof(ngx_http_linegate_main_conf_t, preview_ttl),
-      NULL },
+      &ngx_http_linegate_preview_ttl_bounds },
 
     { ngx_string("linegate_inventory_cache"),
       NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
@@ -391,7 +405,7 @@ static ngx_command_t  ngx_http_linegate_commands[] = {
       ngx_conf_set_sec_slot,
       NGX_HTTP_MAIN_CONF_OFFSET,
       offsetof(ngx_http_linegate_main_conf_t, idempotency_ttl),
-      NULL },
+      &ngx_http_linegate_idempotency_ttl_bounds },
 
     { ngx_string("linegate_fast_request_id"),
       NGX_HTTP_MAIN_CONF|NGX_CONF_FLAG,
@@ -2084,6 +2098,18 @@ ngx_http_linegate_init_process(ngx_cycle_t *cycle)
 {
     ngx_http_linegate_main_conf_t              *lmcf;
     ngx_http_linegate_redis_pubsub_handler_pt   revoked, invalidate;
+
+    /*
+     * nginx's cache manager and loader run this too, and never the exit
+     * hook: they serve no request, so they get no Redis connection
+     */
+    if (ngx_process != NGX_PROCESS_WORKER
+        && ngx_process != NGX_PROCESS_SINGLE)
+    {
+        return NGX_OK;
+    }
+
+    ngx_http_linegate_metrics_init_process(cycle, &ngx_http_linegate_module);
 
     if (ngx_http_linegate_scripts_init(cycle->log) != NGX_OK) {
         return NGX_ERROR;

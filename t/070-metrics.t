@@ -11,9 +11,13 @@ use LG::Lines qw(body);
 
 my $PROMTOOL = '/usr/bin/promtool';
 
-# a location limited by linegate_limit: passes once a minute per address
+# a location limited by linegate_limit: passes once a minute per address;
+# a proxy cache, whose manager and loader processes run the module's
+# process start too (they must not connect to Redis)
+my $HTTP_EXTRA = 'linegate_limit_zone m1 key=$remote_addr rate=1r/m; '
+               . 'proxy_cache_path cache keys_zone=lg_cache:1m;';
 my $s = LG::Stack->new(
-    HTTP_EXTRA => 'linegate_limit_zone m1 key=$remote_addr rate=1r/m;',
+    HTTP_EXTRA => $HTTP_EXTRA,
     SERVER_EXTRA => 'location = /limited { linegate_limit zone=m1; '
                     . 'try_files /nothing-here =404; }',
 )->start;
@@ -142,6 +146,15 @@ subtest 'kept across a reload' => sub {
     kill 'HUP', $s->{pids}{nginx};
     ok($s->wait_redis_connected($from, 30), 'new workers up');
     is(value(scrape()->body, $series), $before, 'the same after a reload');
+    my $node = '127.0.0.1:' . $s->redis_port;
+    my $connected = qq{linegate_redis_connected{node="$node"}};
+    my $n;
+    for (1 .. 400) {    # the old workers take their connections away
+        $n = value($s->ua->get($s->url('/metrics'))->res->body, $connected);
+        last if $n == 2;
+        sleep 0.05;
+    }
+    is($n, 2, 'connected: the two new workers, not the cache\'s helpers');
 };
 
 subtest 'a webhook event by type and result' => sub {
@@ -155,6 +168,29 @@ subtest 'a webhook event by type and result' => sub {
     like(scrape()->body,
          qr/^linegate_webhook_events_total\{type="customer\.subscription\.updated",result="\dxx"\} 1$/m,
          'counted by type and result');
+};
+
+# The last: the metrics zone goes with the last "linegate_api" location,
+# and nginx's master unmaps it. The new workers counted into the old
+# zone on their first Redis connection (a worker's crash, respawned and
+# crashing again, thousands a second); linegate_limit still uses Redis.
+subtest 'a reload to a configuration without any linegate_api' => sub {
+    my $from = length $s->error_log;
+    {
+        open my $fh, '>', $s->prefix . '/nginx.conf' or die $!;
+        print $fh $s->render(api => 0, HTTP_EXTRA => $HTTP_EXTRA,
+            SERVER_EXTRA => 'location = /limited { linegate_limit zone=m1; '
+                            . 'try_files /nothing-here =404; }');
+        close $fh;
+    }
+    kill 'HUP', $s->{pids}{nginx};
+    ok($s->wait_redis_connected($from, 30), 'new workers connected');
+    my @codes = map { $s->ua->get($s->url('/limited'))->res->code } 1 .. 4;
+    ok(!grep({ $_ != 404 && $_ != 429 } @codes),
+       "linegate_limit answers (@codes)");
+    sleep 1;    # a new worker counted at its connection, then crashed
+    unlike(substr($s->error_log, $from), qr/exited on signal/,
+           'no worker crashed');
 };
 
 done_testing;
