@@ -28,6 +28,7 @@ typedef enum {
     NGX_HTTP_LINEGATE_KEY_WS_LRVOID,        /* a = W, b = request id */
     NGX_HTTP_LINEGATE_KEY_WS_EVENT,         /* a = W, b = Stripe event id */
     NGX_HTTP_LINEGATE_KEY_WS_PENDING,       /* a = W: its awaiting_payment */
+    NGX_HTTP_LINEGATE_KEY_WS_ACK,           /* a = W: a write for WAIT */
 
     /* a provisioning account: lg:{acct:<A>}..., one hash tag */
     NGX_HTTP_LINEGATE_KEY_ACCT,             /* a = A */

@@ -8,7 +8,9 @@
  *   GATE           lr_manage.lua: the caller, the rate, the request
  *   payment_link:
  *   LINK_CHECK     Stripe GET the invoice;
- *                    open -> the same link (reused: true)
+ *                    open -> [LINK_ACK: with linegate_redis_wait, a
+ *                    write of the workspace's slot and its WAIT] -> the
+ *                    same link (reused: true)
  *                    paid -> LINK_RESOLVE (lr_resolve), answer as GET
  *                    void, uncollectible -> LINK_CLAIM
  *   LINK_CLAIM     lr_reissue_claim.lua -> LINK_MUTE (DEL the old
@@ -76,6 +78,10 @@
 
 static void ngx_http_linegate_manage_resume(ngx_http_request_t *r,
     redisReply *reply);
+static void ngx_http_linegate_link_reuse(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr);
+static void ngx_http_linegate_link_acked(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr, redisReply *reply);
 static void ngx_http_linegate_manage_stripe_done(ngx_http_request_t *r,
     ngx_http_linegate_ctx_t *ctx);
 static void ngx_http_linegate_manage_fail(ngx_http_request_t *r,
@@ -209,6 +215,10 @@ ngx_http_linegate_manage_resume(ngx_http_request_t *r, redisReply *reply)
     case NGX_HTTP_LINEGATE_LINK_CHECK:
     case NGX_HTTP_LINEGATE_LINK_RECHECK:
         ngx_http_linegate_link_checked(r, lr);
+        return;
+
+    case NGX_HTTP_LINEGATE_LINK_ACK:
+        ngx_http_linegate_link_acked(r, lr, reply);
         return;
 
     case NGX_HTTP_LINEGATE_LINK_RESOLVE:
@@ -683,7 +693,7 @@ ngx_http_linegate_link_checked(ngx_http_request_t *r,
     st = &lr->invoice.status;
 
     if (ngx_http_linegate_line_is(st, "open")) {
-        ngx_http_linegate_link_send(r, lr, 1);
+        ngx_http_linegate_link_reuse(r, lr);
         return;
     }
 
@@ -706,6 +716,75 @@ ngx_http_linegate_link_checked(ngx_http_request_t *r,
                   "\"%V\" is \"%V\"", &lr->invoice.id, &lr->id, st);
 
     ngx_http_linegate_manage_unavailable(r, lr);
+}
+
+
+/*
+ * LINK_ACK: the open invoice the request names may be a payment_link's
+ * new one whose store was not acknowledged (that call answered 503):
+ * with linegate_redis_wait, its link is answered only once the replicas
+ * have every write before this one, as the store's own 200 would have
+ * been (lost with its master, the request would name the old invoice
+ * and the new one's payment would find no request). WAIT counts a
+ * connection's writes, not its reads: the write is a scratch key of the
+ * workspace's slot (its master), which expires.
+ */
+static void
+ngx_http_linegate_link_reuse(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr)
+{
+    ngx_str_t                       key;
+    ngx_http_linegate_redis_args_t  a;
+    ngx_http_linegate_main_conf_t  *lmcf;
+
+    lmcf = ngx_http_get_module_main_conf(r, ngx_http_linegate_module);
+
+    if (lmcf->redis_wait_replicas == 0) {
+        ngx_http_linegate_link_send(r, lr, 1);
+        return;
+    }
+
+    lr->ctx->state = NGX_HTTP_LINEGATE_LINK_ACK;
+
+    if (ngx_http_linegate_key(r->pool, NGX_HTTP_LINEGATE_KEY_WS_ACK, &lr->ws,
+                              NULL, &key)
+        != NGX_OK)
+    {
+        ngx_http_linegate_manage_fail(r, lr,
+                                      NGX_HTTP_LINEGATE_LR_FAIL_INTERNAL,
+                                      0, -1);
+        return;
+    }
+
+    ngx_http_linegate_redis_args_init(&a);
+    ngx_http_linegate_redis_arg_cstr(&a, "SET");
+    ngx_http_linegate_redis_arg_str(&a, &key);
+    ngx_http_linegate_redis_arg_cstr(&a, "1");
+    ngx_http_linegate_redis_arg_cstr(&a, "PX");
+    ngx_http_linegate_redis_arg_cstr(&a, "10000");
+    a.acknowledged = 1;
+
+    if (ngx_http_linegate_redis_command(r, &a,
+                                        ngx_http_linegate_manage_resume)
+        != NGX_OK)
+    {
+        ngx_http_linegate_link_acked(r, lr, NULL);
+    }
+}
+
+
+/* LINK_ACK: no answer, or too few replicas, is a 503 (retry) */
+static void
+ngx_http_linegate_link_acked(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr, redisReply *reply)
+{
+    if (reply == NULL) {
+        ngx_http_linegate_manage_fail(r, lr, NGX_HTTP_LINEGATE_LR_FAIL_STORE,
+                                      0, -1);
+        return;
+    }
+
+    ngx_http_linegate_link_send(r, lr, 1);
 }
 
 

@@ -126,6 +126,7 @@ typedef enum {
     NGX_HTTP_LINEGATE_MANAGE_GATE = 0,   /* lr_manage.lua */
     /* payment_link */
     NGX_HTTP_LINEGATE_LINK_CHECK,        /* Stripe GET the invoice */
+    NGX_HTTP_LINEGATE_LINK_ACK,          /* the open link's WAIT */
     NGX_HTTP_LINEGATE_LINK_RESOLVE,      /* lr_resolve.lua: paid */
     NGX_HTTP_LINEGATE_LINK_CLAIM,        /* lr_reissue_claim.lua */
     NGX_HTTP_LINEGATE_LINK_MUTE,         /* DEL lg:invoice:<old>, after */

@@ -159,4 +159,34 @@ for my $i (0 .. $N - 1) {
        'asked again: revoked');
 }
 
+# payment_link answers an open invoice's link again (reused: true) only
+# once a replica has every write before it: that link may be a reissue
+# whose store the replicas never acknowledged (answered 503). The
+# answer was a read, so no WAIT covered it: lost with its master, the
+# request would name the old invoice and the new one's payment would
+# find no request.
+{
+    my $w = $l->workspace('org_wait_link');
+    my ($id, $c) = $l->awaiting($w);
+    ok($id && $c->{paymentUrl}, 'a request awaiting payment') or diag(
+        explain $c);
+    ok($s->wait_sentinels_ready(30, 1), 'a replica in sync');
+    my $before = $waits->();
+    kill 'STOP', @pids;
+    my $tx = $l->manage($w, $id, 'payment_link');
+    kill 'CONT', @pids;
+    is($tx->res->code, 503, 'no replica acknowledged: 503')
+        or diag($tx->res->body);
+    cmp_ok($waits->() - $before, '>=', 1, 'a WAIT was sent');
+    ok($s->wait_sentinels_ready(30, 1), 'a replica in sync again');
+    my $again;
+    ok(eventually(sub {
+        $again = $l->manage($w, $id, 'payment_link');
+        $again->res->code == 200;
+    }, 20), 'asked again: 200') or diag($again->res->body);
+    my $b = $again->res->json // {};
+    is($b->{reused}, Mojo::JSON->true, 'the same link, reused');
+    is($b->{paymentUrl}, $c->{paymentUrl}, 'the link of the request');
+}
+
 done_testing;
