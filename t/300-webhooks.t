@@ -13,6 +13,7 @@ use Digest::SHA qw(hmac_sha256_hex);
 use Mojo::JSON qw(encode_json decode_json);
 use Test::More;
 
+use LG::Lines;
 use LG::Stack;
 use LG::Test qw(:DEFAULT eventually);
 
@@ -379,6 +380,91 @@ subtest 'a new subscription, the old one deleted' => sub {
                                     created => $t + 1)),
                       200, 'an old update of the old one');
     ok($body->{stale}, 'stale');
+};
+
+# a plan changed by a new subscription whose first payment is pending
+# (3DS): Stripe creates it "incomplete", not in force until paid, and it
+# expires ("incomplete_expired") if never paid. Until it is paid the
+# workspace keeps the subscription it follows, still active and billed
+# (SPEC 2.2: an active base plan may request lines)
+subtest 'a new subscription not yet paid leaves the active one' => sub {
+    my $l = LG::Lines->new($s);
+    my $w = $l->workspace('org_3ds', plan => 'mini', status => undef);
+    my $t = time - 50;
+    my %base = (object => 'subscription',
+                metadata => {workspace_id => 'org_3ds'});
+    my $old = {%base, id => 'sub_3ds_old', status => 'active',
+               items => {data => [{price => {id => 'price_plan_starter'}}]}};
+    my $new = {%base, id => 'sub_3ds_new', status => 'incomplete',
+               items => {data => [{price => {id => 'price_plan_growth'}}]}};
+    my @f = ('plan', 'subscriptionStatus', 'subscriptionId');
+    answer_is(deliver(event('customer.subscription.created', $old,
+                            created => $t)), 200, 'the subscription');
+    is_deeply([$r->hmget('lg:{ws:org_3ds}', @f)],
+              ['starter', 'active', 'sub_3ds_old'], 'followed');
+
+    my $body = answer_is(deliver(event('customer.subscription.created',
+                                       $new, created => $t + 10)),
+                         200, 'a new one, incomplete');
+    ok($body->{stale}, 'not in force: not applied');
+    is_deeply([$r->hmget('lg:{ws:org_3ds}', @f)],
+              ['starter', 'active', 'sub_3ds_old'], 'still the active one');
+
+    $body = answer_is(deliver(event('customer.subscription.updated',
+                                    {%$new, status => 'incomplete_expired'},
+                                    created => $t + 20)),
+                      200, 'the new one expires unpaid');
+    ok($body->{stale}, 'not the workspace\'s: stale');
+    is_deeply([$r->hmget('lg:{ws:org_3ds}', @f)],
+              ['starter', 'active', 'sub_3ds_old'], 'still the active one');
+    $l->answer($l->create($w), 201, 'a line may be requested');
+
+    # the converse: paid, the new one is in force and followed; the old
+    # one deleted after it is not the workspace's
+    my $w2 = $l->workspace('org_3ds2', plan => 'mini', status => undef);
+    $_->{metadata} = {workspace_id => 'org_3ds2'} for $old, $new;
+    answer_is(deliver(event('customer.subscription.created', $old,
+                            created => $t)), 200, 'the subscription');
+    $body = answer_is(deliver(event('customer.subscription.created',
+                                    $new, created => $t + 10)),
+                      200, 'a new one, incomplete');
+    ok($body->{stale}, 'not applied');
+    $body = answer_is(deliver(event('customer.subscription.updated',
+                                    {%$new, status => 'active'},
+                                    created => $t + 10)),
+                      200, 'paid (3DS done), the same second');
+    ok(!$body->{stale}, 'applied');
+    is_deeply([$r->hmget('lg:{ws:org_3ds2}', @f)],
+              ['growth', 'active', 'sub_3ds_new'], 'the new one followed');
+    $body = answer_is(deliver(event('customer.subscription.deleted',
+                                    {%$old, status => 'canceled'},
+                                    created => $t + 11)),
+                      200, 'the old one deleted');
+    ok($body->{stale}, 'stale');
+    is_deeply([$r->hmget('lg:{ws:org_3ds2}', @f)],
+              ['growth', 'active', 'sub_3ds_new'], 'still the new one');
+    $l->answer($l->create($w2), 201, 'a line may be requested');
+
+    # after the followed one ended, an incomplete one is followed (it
+    # replaces nothing in force), and its expiry then ends the workspace's
+    $_->{metadata} = {workspace_id => 'org_3ds3'} for $old, $new;
+    $r->hset('lg:{ws:org_3ds3}', plan => 'mini');
+    answer_is(deliver(event('customer.subscription.created', $old,
+                            created => $t)), 200, 'the subscription');
+    answer_is(deliver(event('customer.subscription.deleted',
+                            {%$old, status => 'canceled'},
+                            created => $t + 5)), 200, 'deleted');
+    $body = answer_is(deliver(event('customer.subscription.created',
+                                    $new, created => $t + 10)),
+                      200, 'a new one, incomplete');
+    ok(!$body->{stale}, 'applied');
+    is_deeply([$r->hmget('lg:{ws:org_3ds3}', @f)],
+              ['growth', 'incomplete', 'sub_3ds_new'], 'followed');
+    answer_is(deliver(event('customer.subscription.updated',
+                            {%$new, status => 'incomplete_expired'},
+                            created => $t + 20)), 200, 'expired');
+    is($r->hget('lg:{ws:org_3ds3}', 'subscriptionStatus'),
+       'incomplete_expired', 'the workspace\'s ended');
 };
 
 subtest 'a subscription event before its workspace: applied on retry' => sub {

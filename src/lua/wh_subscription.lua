@@ -13,8 +13,10 @@
 --          1 updated, 2 deleted (events of one second are told apart by
 --          it: created is a subscription's first, deleted its last)
 --
--- Returns  {0} duplicate, {1} unknown workspace, {2} stale event,
---          {3} applied
+-- Returns  {0} duplicate, {1} unknown workspace, {2} stale event (or
+--          one of a subscription the workspace does not take: another
+--          one's end, an incomplete one's while the followed is in
+--          force), {3} applied
 --
 -- The event id is remembered only once the event is applied (or found
 -- stale): an event for a workspace that does not exist yet is not
@@ -44,11 +46,18 @@ if cur[3] and cur[3] ~= '' and cur[3] ~= ARGV[6] then
     -- another subscription than the workspace's: its end does not end
     -- the workspace's (a plan changed by a new subscription, the old one
     -- deleted after); a live one follows the workspace's that ended, or
-    -- replaces a live one it is not older than
+    -- replaces a live one it is not older than. An incomplete one is not
+    -- in force yet (its first payment pending, 3DS say, and it expires
+    -- if unpaid): it replaces only one not in force either, never one
+    -- Stripe keeps (active, trialing, past_due, unpaid, paused), which
+    -- would cost the workspace its plan for one that may never start;
+    -- paid, its update to active replaces it
     if ended[ARGV[1]] then
         stale = true
     elseif ended[cur[4] or ''] then
         stale = false
+    elseif ARGV[1] == 'incomplete' and cur[4] ~= 'incomplete' then
+        stale = true
     else
         stale = at < last
     end
