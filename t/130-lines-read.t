@@ -7,6 +7,7 @@ use lib 't/lib';
 
 use Test::More;
 use Time::HiRes qw(sleep);
+use Time::Local qw(timegm);
 use LG::Stack;
 use LG::Test qw(:DEFAULT eventually);
 use LG::Lines qw(body);
@@ -298,6 +299,44 @@ subtest 'by-user: every line but canceled ones, oldest first' => sub {
     my $c = $l->answer($l->req({Authorization => "Bearer $tok"},
                                GET => '/api/lines/by-user'), 200, 'Clerk');
     is_deeply($c, $b, 'the same with a Clerk token');
+};
+
+# A request canceled for its uncollectible invoice and paid later is
+# reopened (lr_settle): back in the index at its creation's time, not
+# at the time of the payment nor where a newer request stands
+subtest 'by-user: a reopened request keeps its place, by createdAt' => sub {
+    my $w = ws();
+    my $hook = $s->url('/webhooks/stripe');
+    my $p1 = $l->created($w, firstName => 'P1');
+    my ($e1, $c) = $l->awaiting($w, firstName => 'E1');
+    is($l->invoice_do($c->{invoiceId}, 'mark_uncollectible', $hook)
+       ->{status}, 200, 'E1 marked uncollectible (webhook)');
+    is($l->lr($w, $e1)->{provisioningStatus}, 'canceled', 'E1 canceled');
+    my $p2 = $l->created($w, firstName => 'P2');
+    is($l->invoice_do($c->{invoiceId}, 'pay', $hook)->{status}, 200,
+       'E1 paid after all (webhook)');
+    is($l->lr($w, $e1)->{provisioningStatus}, 'provisioning',
+       'E1 reopened');
+
+    my $ms = sub {
+        my ($y, $mo, $d, $h, $mi, $sec, $frac) =
+            $_[0] =~ /^(\d+)-(\d+)-(\d+)T(\d+):(\d+):(\d+)\.(\d+)Z$/
+            or return -1;
+        return timegm($sec, $mi, $h, $d, $mo - 1, $y) * 1000 + $frac;
+    };
+    my $created = $ms->($l->lr($w, $e1)->{createdAt});
+    is($r->zscore("lg:{ws:$w->{id}}:lines", $e1), $created,
+       'its score in the index: its createdAt (ms)');
+
+    for my $who (['API key', $w], ['Clerk', $w->{clerk}]) {
+        my $b = $l->answer($l->list($who->[1]), 200, "list ($who->[0])");
+        my @lines = @{ $b->{lines} };
+        is_deeply([map { $_->{firstName} } @lines], [qw(P1 E1 P2)],
+                  "$who->[0]: oldest first, E1 in its place");
+        is_deeply([map { $_->{createdAt} } @lines],
+                  [sort map { $_->{createdAt} } @lines],
+                  "$who->[0]: in the order of createdAt");
+    }
 };
 
 # by-user of a workspace the worker knows (a Clerk token, a cached API

@@ -28,6 +28,8 @@ end
 
 redis.call('HSET', lkey, 'invoiceId', ARGV[3], 'paymentUrl', ARGV[4],
            'reconciledAt', ARGV[5])
+-- no longer a reservation without an invoice; the index's score, the
+-- creation's, is read back from createdAt (lr_settle), not from here
 redis.call('HDEL', lkey, 'reservedAt', 'idem')
 
 if ARGV[6] ~= '' then

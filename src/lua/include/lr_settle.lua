@@ -15,7 +15,8 @@
 --                   changed is the caller's report that nginx must);
 --   outcome 'void': awaiting_payment -> canceled (paymentStatus failed).
 --   outcome 'paid' of a canceled request: promoted all the same, back
---                   into the index (reopened, the fifth value). Only
+--                   into the index at its createdAt (reopened, the
+--                   fifth value). Only
 --                   this function cancels, on a void or an uncollectible
 --                   invoice; Stripe never lets a voided one be paid, but
 --                   an uncollectible one stays payable, and a customer
@@ -43,10 +44,38 @@ local function lg_lr_provision(stream, ws, id, channel, line_type, now_iso)
                'lineType', line_type, 'at', now_iso)
 end
 
+-- lg_lr_created_ms(iso): the Unix ms of a createdAt as nginx writes it
+-- ('2026-05-18T14:30:00.000Z'), or nil. lr_create scores the index with
+-- the ms its createdAt was written from, so this is that score again,
+-- whatever the hash holds besides (reservedAt is gone once the invoice
+-- is stored, and a request stored so before has nothing else)
+local function lg_lr_created_ms(iso)
+    local y, mo, d, h, mi, s, ms = string.match(iso or '',
+        '^(%d%d%d%d)%-(%d%d)%-(%d%d)T(%d%d):(%d%d):(%d%d)%.(%d%d%d)Z$')
+    if not y then
+        return nil
+    end
+
+    -- days since 1970-01-01 of a Gregorian date, its year taken from
+    -- March so that the leap day ends it (Hinnant's days_from_civil)
+    y, mo = tonumber(y), tonumber(mo)
+    if mo <= 2 then
+        y = y - 1
+    end
+    local era = math.floor(y / 400)
+    local yoe = y - era * 400
+    local doy = math.floor((153 * ((mo + 9) % 12) + 2) / 5) + tonumber(d) - 1
+    local doe = yoe * 365 + math.floor(yoe / 4) - math.floor(yoe / 100) + doy
+    local days = era * 146097 + doe - 719468
+
+    return ((days * 24 + tonumber(h)) * 60 + tonumber(mi)) * 60000
+           + tonumber(s) * 1000 + tonumber(ms)
+end
+
 local function lg_lr_settle(stream, lkey, lines, pending, ws, id, outcome,
                             now_ms, now_iso)
     local cur = redis.call('HMGET', lkey, 'provisioningStatus',
-                           'channelType', 'lineType', 'reservedAt')
+                           'channelType', 'lineType', 'createdAt')
     if not cur[1] then
         return nil, false
     end
@@ -63,8 +92,10 @@ local function lg_lr_settle(stream, lkey, lines, pending, ws, id, outcome,
                    'paymentStatus', 'paid', 'updatedAt', now_iso)
         if reopened then
             -- the index's score is the request's creation, as lr_create
-            -- wrote it (an add-on's reservedAt)
-            redis.call('ZADD', lines, cur[4] or now_ms, id)
+            -- wrote it: by-user lists oldest first, by createdAt (SPEC
+            -- 2.8), not by when a late payment came
+            redis.call('ZADD', lines, lg_lr_created_ms(cur[4]) or now_ms,
+                       id)
         end
         lg_lr_provision(stream, ws, id, cur[2] or '', cur[3] or '',
                         now_iso)
