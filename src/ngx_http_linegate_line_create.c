@@ -25,15 +25,29 @@
  *                                      lg:invoice:<in> "<W>:<id>", its
  *                                      own slot) -> STORE
  *                                      (lr_invoice_store) -> 201
+ *                                      awaiting_payment; an invoice
+ *                                      Stripe paid at finalization
+ *                                      (amount due 0): STORE ->
+ *                                      RESOLVE (lr_resolve "paid") ->
+ *                                      201 provisioning/paid
  *
  * Every failure goes to create_fail, which undoes what the step holds:
  *
  *   SCRIPT, reply lost    -> RELEASE (lr_release by id) -> 503
- *   ISSUE, STORE refused  -> DISCARD (void/delete the invoice)
+ *   ISSUE                 -> UNISSUE (void/delete the invoice; both
+ *                            refused, a GET: paid, it is kept, and the
+ *                            creation goes on at INVOICE_INDEX as if
+ *                            finalize had answered "paid")
+ *                            -> RELEASE -> 502/503/500
+ *   STORE refused         -> DISCARD (void/delete the invoice)
  *                            -> RELEASE -> 502/503/500
  *   INVOICE_INDEX, any    -> DISCARD -> RELEASE -> 503/500 (the store
  *                            was never sent: nothing names the invoice)
  *   STORE, reply lost     -> STORE_AGAIN (the same store, durable) -> 503
+ *   RESOLVE, any          -> 201 provisioning/paid all the same (the
+ *                            answer the store kept under the key): the
+ *                            request names the paid invoice, indexed,
+ *                            so its invoice.paid or a read settles it
  *
  * then answers in FAILED, from lr->fail.
  *
@@ -91,6 +105,8 @@ static void ngx_http_linegate_create_fail(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr, ngx_http_linegate_lr_fail_e fail,
     ngx_uint_t result, ngx_int_t retry_after);
 static void ngx_http_linegate_create_discard(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr, ngx_http_linegate_create_step_e step);
+static void ngx_http_linegate_create_discarded(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr);
 static void ngx_http_linegate_create_release(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr);
@@ -157,6 +173,8 @@ static void ngx_http_linegate_create_store(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr);
 static void ngx_http_linegate_create_stored(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr, redisReply *reply);
+static void ngx_http_linegate_create_resolved(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr, redisReply *reply);
 static void ngx_http_linegate_create_cleanup(void *data);
 
 static ngx_int_t ngx_http_linegate_invoice_redraft(ngx_http_request_t *r,
@@ -171,6 +189,8 @@ static ngx_int_t ngx_http_linegate_invoice_end(ngx_http_linegate_lr_t *lr,
     ngx_uint_t result);
 static ngx_int_t ngx_http_linegate_invoice_done(ngx_http_linegate_lr_t *lr);
 static ngx_int_t ngx_http_linegate_invoice_discarded(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr);
+static ngx_int_t ngx_http_linegate_invoice_checked(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr);
 static ngx_int_t ngx_http_linegate_invoice_metadata(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr, ngx_str_t *form);
@@ -627,9 +647,14 @@ ngx_http_linegate_create_resume(ngx_http_request_t *r, redisReply *reply)
         ngx_http_linegate_create_stored(r, lr, reply);
         return;
 
+    case NGX_HTTP_LINEGATE_CREATE_RESOLVE:
+        ngx_http_linegate_create_resolved(r, lr, reply);
+        return;
+
+    case NGX_HTTP_LINEGATE_CREATE_UNISSUE:
     case NGX_HTTP_LINEGATE_CREATE_DISCARD:
         if (ngx_http_linegate_invoice_next(r, lr) == NGX_DONE) {
-            ngx_http_linegate_create_release(r, lr);
+            ngx_http_linegate_create_discarded(r, lr);
         }
 
         return;
@@ -714,7 +739,8 @@ ngx_http_linegate_create_fail(ngx_http_request_t *r,
          * on the same node's connection, which Redis runs after it).
          */
         ngx_http_linegate_lines_invoice_unindex(r, &lr->invoice.id);
-        ngx_http_linegate_create_discard(r, lr);
+        ngx_http_linegate_create_discard(r, lr,
+                                         NGX_HTTP_LINEGATE_CREATE_DISCARD);
         return;
 
     case NGX_HTTP_LINEGATE_CREATE_STORE:
@@ -738,29 +764,66 @@ ngx_http_linegate_create_fail(ngx_http_request_t *r,
 
         /* refused: the request does not name the invoice, nor will */
         ngx_http_linegate_lines_invoice_unindex(r, &lr->invoice.id);
-        ngx_http_linegate_create_discard(r, lr);
+        ngx_http_linegate_create_discard(r, lr,
+                                         NGX_HTTP_LINEGATE_CREATE_DISCARD);
         return;
 
     default: /* NGX_HTTP_LINEGATE_CREATE_ISSUE */
-        ngx_http_linegate_create_discard(r, lr);
+        /*
+         * Billing failed, nothing names the invoice yet: one Stripe paid
+         * at finalization (amount due 0) whose answer was lost cannot be
+         * discarded, and is the request's after all (create_discarded).
+         * Any other failure only discards: a kept invoice that fails
+         * here again (its body not built) is not kept again, no loop.
+         */
+        ngx_http_linegate_create_discard(r, lr,
+                                   fail == NGX_HTTP_LINEGATE_LR_FAIL_BILLING
+                                   ? NGX_HTTP_LINEGATE_CREATE_UNISSUE
+                                   : NGX_HTTP_LINEGATE_CREATE_DISCARD);
         return;
     }
 }
 
 
-/* CREATE_DISCARD: the invoice machine discards what was made */
+/*
+ * CREATE_UNISSUE, CREATE_DISCARD: the invoice machine discards what was
+ * made; only UNISSUE keeps one Stripe says is paid
+ */
 static void
 ngx_http_linegate_create_discard(ngx_http_request_t *r,
-    ngx_http_linegate_lr_t *lr)
+    ngx_http_linegate_lr_t *lr, ngx_http_linegate_create_step_e step)
 {
-    lr->ctx->state = NGX_HTTP_LINEGATE_CREATE_DISCARD;
+    lr->ctx->state = step;
 
     if (ngx_http_linegate_invoice_discard(r, lr,
-                                          ngx_http_linegate_create_stripe_done)
+                                          ngx_http_linegate_create_stripe_done,
+                                          step
+                                          == NGX_HTTP_LINEGATE_CREATE_UNISSUE)
         == NGX_DONE)
     {
-        ngx_http_linegate_create_release(r, lr);
+        ngx_http_linegate_create_discarded(r, lr);
     }
+}
+
+
+/*
+ * The machine ended its discard. An invoice it kept (paid: its void and
+ * delete refused, a GET said so) is billed already: not a failure, the
+ * request goes on as if finalize had answered "paid" (create_invoiced:
+ * the index, the store, lr_resolve), and the reservation is kept.
+ * Anything else: the reservation goes.
+ */
+static void
+ngx_http_linegate_create_discarded(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr)
+{
+    if (lr->invoice.kept) {
+        lr->fail = NGX_HTTP_LINEGATE_LR_FAIL_NONE;
+        ngx_http_linegate_create_invoiced(r, lr);
+        return;
+    }
+
+    ngx_http_linegate_create_release(r, lr);
 }
 
 
@@ -1494,6 +1557,18 @@ ngx_http_linegate_create_invoiced(ngx_http_request_t *r,
     lr->line.invoice_id = lr->invoice.id;
     lr->line.payment_url = lr->invoice.url;
 
+    if (ngx_http_linegate_line_is(&lr->invoice.status, "paid")) {
+        /*
+         * Amount due 0 (a price of 0, a coupon, the customer's credit
+         * balance): Stripe paid it at finalization, and nobody is to be
+         * sent a link. The answer, kept under the idempotency key by the
+         * store, is the request paid (SPEC 2.3), which lr_resolve makes
+         * it once the store named the invoice (CREATE_RESOLVE).
+         */
+        ngx_str_set(&lr->line.status, "provisioning");
+        ngx_str_set(&lr->line.payment_status, "paid");
+    }
+
     if (ngx_http_linegate_line_status_body(r, &lr->line, &lr->body)
         != NGX_OK)
     {
@@ -1591,7 +1666,45 @@ ngx_http_linegate_create_stored(ngx_http_request_t *r,
 
     ngx_http_linegate_create_unjournal(r, lr, reply);
 
+    if (ngx_http_linegate_line_is(&lr->invoice.status, "paid")) {
+        /* CREATE_RESOLVE: promoted as a paid invoice is everywhere */
+        lr->ctx->state = NGX_HTTP_LINEGATE_CREATE_RESOLVE;
+        ngx_http_linegate_lines_resolve(r, lr, "paid",
+                                        ngx_http_linegate_create_resume);
+        return;
+    }
+
     ngx_str_set(&lr->ctx->outcome, "awaiting_payment");
+
+    ngx_http_linegate_send_body(r, lr->status, lr->body.data, lr->body.len);
+}
+
+
+/*
+ * CREATE_RESOLVE answered: the request, stored naming its paid invoice,
+ * is promoted (provisioning/paid, its set-up entry, the pending marker
+ * cleared), or was already (the invoice's webhook came first). Not
+ * answered (lost, refused, the member of a cluster not written), it
+ * stays awaiting payment for now: the invoice's index was written before
+ * the store, so Stripe's invoice.paid settles it, or a read's
+ * reconciliation does. Either way the answer is the one the store kept
+ * under the idempotency key, which a retry replays: the request paid.
+ */
+static void
+ngx_http_linegate_create_resolved(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr, redisReply *reply)
+{
+    if (reply == NULL
+        || ngx_http_linegate_lines_resolved(r, lr, reply) != NGX_OK)
+    {
+        ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
+                      NGX_HTTP_LINEGATE_LOG "line request \"%V\" names its "
+                      "paid invoice \"%V\" but was not settled: left to "
+                      "the invoice's webhook or a read", &lr->id,
+                      &lr->invoice.id);
+    }
+
+    ngx_str_set(&lr->ctx->outcome, "provisioning");
 
     ngx_http_linegate_send_body(r, lr->status, lr->body.data, lr->body.len);
 }
@@ -1735,6 +1848,20 @@ ngx_http_linegate_invoice_send(ngx_http_request_t *r,
 
         return NGX_AGAIN;
 
+    case NGX_HTTP_LINEGATE_INVOICE_CHECK:
+        if (ngx_http_linegate_lines_stripe(r, lr, NGX_HTTP_GET,
+                                           "v1/invoices", &lr->invoice.id,
+                                           NULL, NULL, NULL,
+                                           lr->invoice.resume)
+            != NGX_OK)
+        {
+            ngx_http_linegate_invoice_log(r, lr, "could not be discarded");
+            ngx_http_linegate_lines_orphan(r->connection->log, lr);
+            return ngx_http_linegate_invoice_done(lr);
+        }
+
+        return NGX_AGAIN;
+
     default: /* NGX_HTTP_LINEGATE_INVOICE_DONE */
         return NGX_DONE;
     }
@@ -1782,6 +1909,9 @@ ngx_http_linegate_invoice_next(ngx_http_request_t *r,
     case NGX_HTTP_LINEGATE_INVOICE_VOID:
     case NGX_HTTP_LINEGATE_INVOICE_DELETE:
         return ngx_http_linegate_invoice_discarded(r, lr);
+
+    case NGX_HTTP_LINEGATE_INVOICE_CHECK:
+        return ngx_http_linegate_invoice_checked(r, lr);
 
     case NGX_HTTP_LINEGATE_INVOICE_REDRAFT:
         /* the draft asked again only to learn its id: billing failed */
@@ -1974,9 +2104,12 @@ ngx_http_linegate_invoice_metadata(ngx_http_request_t *r,
 
 ngx_int_t
 ngx_http_linegate_invoice_discard(ngx_http_request_t *r,
-    ngx_http_linegate_lr_t *lr, ngx_http_linegate_resume_pt resume)
+    ngx_http_linegate_lr_t *lr, ngx_http_linegate_resume_pt resume,
+    ngx_uint_t keep)
 {
     lr->invoice.resume = resume;
+    lr->invoice.keep = keep ? 1 : 0;
+    lr->invoice.kept = 0;
 
     if (lr->invoice.id.len == 0) {
         return ngx_http_linegate_invoice_done(lr);
@@ -2007,6 +2140,19 @@ ngx_http_linegate_invoice_discarded(ngx_http_request_t *r,
         return ngx_http_linegate_invoice_send(r, lr);
     }
 
+    if (lr->invoice.step == NGX_HTTP_LINEGATE_INVOICE_DELETE
+        && result == NGX_HTTP_LINEGATE_STRIPE_REFUSED)
+    {
+        /*
+         * neither open nor a draft: paid, most likely (Stripe pays an
+         * invoice of 0 at finalization, whose answer may have been
+         * lost), which the caller may keep rather than leave to a human
+         */
+        lr->invoice.tries = 0;
+        lr->invoice.step = NGX_HTTP_LINEGATE_INVOICE_CHECK;
+        return ngx_http_linegate_invoice_send(r, lr);
+    }
+
     if (result != NGX_HTTP_LINEGATE_STRIPE_OK
         && ngx_http_linegate_invoice_later(r, lr, 0) == NGX_OK)
     {
@@ -2021,6 +2167,44 @@ ngx_http_linegate_invoice_discarded(ngx_http_request_t *r,
     if (result != NGX_HTTP_LINEGATE_STRIPE_OK) {
         ngx_http_linegate_lines_orphan(r->connection->log, lr);
     }
+
+    return ngx_http_linegate_invoice_done(lr);
+}
+
+
+/*
+ * CHECK answered: a paid invoice is kept if the caller can store it
+ * (keep: nothing names it yet, the reservation is held), ending the
+ * machine with kept and result OK; anything else, or an answer that
+ * never comes, is an invoice that could not be discarded, queued.
+ */
+static ngx_int_t
+ngx_http_linegate_invoice_checked(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr)
+{
+    if (ngx_http_linegate_stripe_result(lr->ctx)
+        != NGX_HTTP_LINEGATE_STRIPE_OK)
+    {
+        if (ngx_http_linegate_invoice_later(r, lr, 0) == NGX_OK) {
+            ngx_http_linegate_invoice_log(r, lr, "is asked again later");
+            return NGX_AGAIN;
+        }
+
+    } else if (ngx_http_linegate_lines_invoice_read(r, lr) == NGX_OK
+               && ngx_http_linegate_line_is(&lr->invoice.status, "paid"))
+    {
+        if (lr->invoice.keep) {
+            ngx_http_linegate_invoice_log(r, lr, "is paid: kept");
+            lr->invoice.kept = 1;
+            return ngx_http_linegate_invoice_end(lr,
+                                                NGX_HTTP_LINEGATE_STRIPE_OK);
+        }
+
+        ngx_http_linegate_invoice_log(r, lr, "is paid");
+    }
+
+    ngx_http_linegate_invoice_log(r, lr, "could not be discarded");
+    ngx_http_linegate_lines_orphan(r->connection->log, lr);
 
     return ngx_http_linegate_invoice_done(lr);
 }
@@ -2135,7 +2319,8 @@ ngx_http_linegate_invoice_log(ngx_http_request_t *r,
 
     /* by ngx_http_linegate_invoice_step_e; REDRAFT is the draft's call */
     static const char  *steps[] = {
-        "create", "item", "finalize", "create", "void", "delete", "done"
+        "create", "item", "finalize", "create", "void", "delete", "get",
+        "done"
     };
 
     ctx = lr->ctx;

@@ -20,6 +20,8 @@
  *   LINK_INDEX     SET lg:invoice:<new> "<W>:<id>", its own slot, answered
  *                  OK before the store names the invoice
  *   LINK_STORE     lr_reissue_store.lua -> the new link (reused: false);
+ *                  the new invoice paid by Stripe at finalization (amount
+ *                  due 0) -> LINK_RESOLVE, answer as GET (as paid above);
  *                  another claim since (LR_BUSY) -> LINK_DISCARD, 409
  *                  awaiting_payment "being issued", Retry-After: 1
  *   LINK_VOID_OLD refused (paid meanwhile?) -> LINK_ABORT_RECHECK ->
@@ -40,7 +42,10 @@
  *                                      durable, if the claim was its own)
  *   LINK_ISSUE (a new invoice), LINK_INDEX (the store never sent)
  *                                   -> LINK_UNISSUE (discard it)
- *                                      -> LINK_ABORT
+ *                                      -> LINK_ABORT; after LINK_ISSUE
+ *                                      a new invoice the discard finds
+ *                                      paid (void and delete refused,
+ *                                      a GET) is kept -> LINK_INDEX
  *   LINK_STORE, refused             -> LINK_DISCARD (discard it; no claim
  *                                      of its own is left to release)
  *   LINK_STORE, not answered        -> LINK_STORE_AGAIN (durable; refused
@@ -142,7 +147,10 @@ static void ngx_http_linegate_link_store(ngx_http_request_t *r,
 static void ngx_http_linegate_link_stored(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr, redisReply *reply);
 static void ngx_http_linegate_link_discard(ngx_http_request_t *r,
-    ngx_http_linegate_lr_t *lr, ngx_http_linegate_manage_step_e step);
+    ngx_http_linegate_lr_t *lr, ngx_http_linegate_manage_step_e step,
+    ngx_uint_t keep);
+static void ngx_http_linegate_link_unissued(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr);
 static void ngx_http_linegate_link_abort(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr, ngx_http_linegate_manage_step_e step);
 static void ngx_http_linegate_link_discarded(ngx_http_request_t *r,
@@ -265,7 +273,7 @@ ngx_http_linegate_manage_resume(ngx_http_request_t *r, redisReply *reply)
 
     case NGX_HTTP_LINEGATE_LINK_UNISSUE:
         if (ngx_http_linegate_invoice_next(r, lr) == NGX_DONE) {
-            ngx_http_linegate_link_abort(r, lr, NGX_HTTP_LINEGATE_LINK_ABORT);
+            ngx_http_linegate_link_unissued(r, lr);
         }
 
         return;
@@ -341,12 +349,19 @@ ngx_http_linegate_manage_fail(ngx_http_request_t *r,
          * SET, a durable DEL on the node's same connection
          */
         ngx_http_linegate_lines_invoice_unindex(r, &lr->invoice.id);
-
-        /* fall through */
+        ngx_http_linegate_link_discard(r, lr, NGX_HTTP_LINEGATE_LINK_UNISSUE,
+                                       0);
+        return;
 
     case NGX_HTTP_LINEGATE_LINK_ISSUE:
-        /* billing failed: discard what was made, free the claim */
-        ngx_http_linegate_link_discard(r, lr, NGX_HTTP_LINEGATE_LINK_UNISSUE);
+        /*
+         * billing failed: discard what was made, free the claim; one
+         * Stripe paid at finalization (its answer lost) is kept and
+         * stored instead (link_unissued)
+         */
+        ngx_http_linegate_link_discard(r, lr, NGX_HTTP_LINEGATE_LINK_UNISSUE,
+                                       fail
+                                       == NGX_HTTP_LINEGATE_LR_FAIL_BILLING);
         return;
 
     case NGX_HTTP_LINEGATE_LINK_STORE:
@@ -370,7 +385,8 @@ ngx_http_linegate_manage_fail(ngx_http_request_t *r,
 
         /* nobody will be given this invoice: void it, answer */
         ngx_http_linegate_lines_invoice_unindex(r, &lr->invoice.id);
-        ngx_http_linegate_link_discard(r, lr, NGX_HTTP_LINEGATE_LINK_DISCARD);
+        ngx_http_linegate_link_discard(r, lr, NGX_HTTP_LINEGATE_LINK_DISCARD,
+                                       0);
         return;
 
     default:
@@ -1140,6 +1156,21 @@ ngx_http_linegate_link_stored(ngx_http_request_t *r,
 
     if (code == NGX_HTTP_LINEGATE_LR_OK) {
         lr->settled = 1;
+
+        if (ngx_http_linegate_line_is(&lr->invoice.status, "paid")) {
+            /*
+             * Amount due 0: Stripe paid it at finalization. Promoted as a
+             * paid invoice found by LINK_CHECK is, and answered as it is
+             * then; should lr_resolve not answer (503), the next
+             * payment_link finds it paid (or its webhook settles it).
+             */
+            lr->line.invoice_id = lr->invoice.id;
+            ngx_http_linegate_manage_resolve(r, lr,
+                                             NGX_HTTP_LINEGATE_LINK_RESOLVE,
+                                             "paid");
+            return;
+        }
+
         ngx_http_linegate_link_send(r, lr, 0);
         return;
     }
@@ -1168,23 +1199,45 @@ ngx_http_linegate_link_stored(ngx_http_request_t *r,
 /* LINK_UNISSUE, LINK_DISCARD: the invoice machine discards */
 static void
 ngx_http_linegate_link_discard(ngx_http_request_t *r,
-    ngx_http_linegate_lr_t *lr, ngx_http_linegate_manage_step_e step)
+    ngx_http_linegate_lr_t *lr, ngx_http_linegate_manage_step_e step,
+    ngx_uint_t keep)
 {
     lr->ctx->state = step;
 
     if (ngx_http_linegate_invoice_discard(r, lr,
-                                          ngx_http_linegate_manage_stripe_done)
+                                          ngx_http_linegate_manage_stripe_done,
+                                          keep)
         == NGX_AGAIN)
     {
         return;
     }
 
     if (step == NGX_HTTP_LINEGATE_LINK_UNISSUE) {
-        ngx_http_linegate_link_abort(r, lr, NGX_HTTP_LINEGATE_LINK_ABORT);
+        ngx_http_linegate_link_unissued(r, lr);
         return;
     }
 
     ngx_http_linegate_link_discarded(r, lr);
+}
+
+
+/*
+ * LINK_UNISSUE done: the claim is freed; or, the new invoice kept (paid
+ * at Stripe, its finalize's answer lost: void and delete refused, a GET
+ * said so), the reissue goes on as if finalize had answered "paid"
+ * (link_issued: the index, the store, lr_resolve), the claim still held
+ */
+static void
+ngx_http_linegate_link_unissued(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr)
+{
+    if (lr->invoice.kept) {
+        lr->fail = NGX_HTTP_LINEGATE_LR_FAIL_NONE;
+        ngx_http_linegate_link_issued(r, lr);
+        return;
+    }
+
+    ngx_http_linegate_link_abort(r, lr, NGX_HTTP_LINEGATE_LINK_ABORT);
 }
 
 

@@ -158,6 +158,9 @@ typedef enum {
     NGX_HTTP_LINEGATE_CREATE_INVOICE_INDEX, /* SET lg:invoice:<in>, before */
     NGX_HTTP_LINEGATE_CREATE_STORE,      /* lr_invoice_store.lua */
     NGX_HTTP_LINEGATE_CREATE_STORE_AGAIN, /* the same, durable */
+    NGX_HTTP_LINEGATE_CREATE_RESOLVE,    /* lr_resolve.lua: paid at Stripe */
+    NGX_HTTP_LINEGATE_CREATE_UNISSUE,    /* discard, billing failed; a paid
+                                            invoice is kept */
     NGX_HTTP_LINEGATE_CREATE_DISCARD,    /* the invoice machine: discard */
     NGX_HTTP_LINEGATE_CREATE_RELEASE,    /* lr_release.lua, durable */
     NGX_HTTP_LINEGATE_CREATE_FAILED      /* the failure step's answer */
@@ -171,6 +174,7 @@ typedef enum {
     NGX_HTTP_LINEGATE_INVOICE_REDRAFT,   /* the draft asked again: its id */
     NGX_HTTP_LINEGATE_INVOICE_VOID,      /* POST .../void */
     NGX_HTTP_LINEGATE_INVOICE_DELETE,    /* DELETE: a draft */
+    NGX_HTTP_LINEGATE_INVOICE_CHECK,     /* GET: neither, paid? */
     NGX_HTTP_LINEGATE_INVOICE_DONE       /* lr->invoice.result says how */
 } ngx_http_linegate_invoice_step_e;
 
@@ -221,6 +225,14 @@ typedef struct {
     ngx_http_request_t             *request;
     ngx_event_t                     timer;
     ngx_uint_t                      cleanup;
+
+    /*
+     * discard: an invoice Stripe says is paid (neither voided nor
+     * deleted: finalized at 0, its answer lost) is kept when the caller
+     * can store it (keep), and the machine ends with kept and result OK
+     */
+    unsigned                        keep:1;
+    unsigned                        kept:1;
 } ngx_http_linegate_invoice_t;
 
 
@@ -570,7 +582,9 @@ void ngx_http_linegate_line_create(ngx_http_request_t *r,
  * steps (it calls nothing above itself). issue: draft invoice, its one
  * item at the channel's price, finalize; Stripe Idempotency-Keys are
  * lr->invoice.key + "-invoice", "-item", "-finalize". discard: void
- * lr->invoice.id, or delete it while a draft (tried again later). Each
+ * lr->invoice.id, or delete it while a draft (tried again later); if
+ * neither is allowed, GET it: paid, it is kept when keep (kept, result
+ * OK), else queued as an orphan like any it could not discard. Each
  * Stripe call resumes the endpoint through resume (its Stripe hook); the
  * endpoint then hands the answer to invoice_next. All three return
  * NGX_AGAIN (a call or a wait in flight: the endpoint returns) or
@@ -579,7 +593,8 @@ void ngx_http_linegate_line_create(ngx_http_request_t *r,
 ngx_int_t ngx_http_linegate_invoice_issue(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr, ngx_http_linegate_resume_pt resume);
 ngx_int_t ngx_http_linegate_invoice_discard(ngx_http_request_t *r,
-    ngx_http_linegate_lr_t *lr, ngx_http_linegate_resume_pt resume);
+    ngx_http_linegate_lr_t *lr, ngx_http_linegate_resume_pt resume,
+    ngx_uint_t keep);
 ngx_int_t ngx_http_linegate_invoice_next(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr);
 

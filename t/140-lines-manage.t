@@ -133,6 +133,66 @@ subtest 'payment_link: a paid invoice promotes the request' => sub {
              'once provisioning: 409');
 };
 
+# The new invoice of a reissue paid at finalization (amount due 0: a
+# price of 0 here): the request is stored naming it and promoted, and
+# the answer is the 2.5 body for provisioning, as for a paid one found;
+# its invoice.paid finds the request paid already. The same when the
+# finalize's answer is lost: the discard learns it is paid, and keeps it.
+for my $lost (0, 1) {
+    my $how = $lost ? ', the answer lost' : '';
+    subtest "payment_link: a new invoice paid at finalize$how" => sub {
+        my $w = ws();
+        my ($id, $c) = $l->awaiting($w);
+        $l->invoice_do($c->{invoiceId}, 'void');
+        my $price = sub {
+            $s->stub(POST => '/_stub/prices',
+                     {id => 'price_email_addon', unit_amount => shift});
+        };
+        $price->(0);
+        my $before = $r->xlen('lg:{fleet}:reconcile') // 0;
+        # the finalize's answer lost: void and delete refused, a GET finds
+        # it paid, and it is kept as the request's new invoice
+        $l->fault(path_prefix => '/v1/invoices/', status => 500,
+                  after_commit => 1) if $lost;
+
+        my $b = $l->answer($l->manage($w, $id, 'payment_link'), 200,
+                           'a zero-total invoice');
+        is($b->{status}, 'provisioning', 'the 2.5 body for provisioning');
+        is($b->{paymentStatus}, 'paid', 'paid');
+        is($b->{paymentRequired}, Mojo::JSON->false, 'no payment required');
+        is($b->{line}{_id}, $id, 'with its line');
+        ok(!exists $b->{paymentUrl}, 'no paymentUrl');
+
+        my @new = grep { $_->{id} ne $c->{invoiceId} }
+                  $l->invoices($w->{customer});
+        is(scalar @new, 1, 'one new invoice');
+        is($new[0]{status} // '', 'paid', 'paid at Stripe');
+        my $h = $l->lr($w, $id);
+        is("$h->{provisioningStatus}/$h->{paymentStatus}", 'provisioning/paid',
+           'stored provisioning/paid');
+        is($h->{invoiceId}, $new[0]{id}, 'naming the new invoice');
+        ok(!defined $l->pending($w), 'the workspace is free');
+        ok(eventually(sub { grep { $_->{id} eq $id } $l->stream }, 5),
+           'in the provisioning stream');
+
+        my $ev = $s->stub(POST => '/_stub/webhook', {
+            url => $s->url('/webhooks/stripe'), type => 'invoice.paid',
+            object_id => $new[0]{id}})->res->json // {};
+        is($ev->{status}, 200, 'its invoice.paid acknowledged');
+        ok($ev->{json} && !$ev->{json}{unknown}, 'not unknown')
+            or diag $ev->{body};
+        is(scalar(grep { $_->{id} eq $id } $l->stream), 1, 'one set-up entry');
+
+        is(($r->xlen('lg:{fleet}:reconcile') // 0) - $before, 0,
+           'nothing queued for reconciliation');
+
+        conflict($l->manage($w, $id, 'payment_link'), 'provisioning',
+                 'once provisioning: 409');
+        $l->clear_faults;
+        $price->(1500);
+    };
+}
+
 subtest 'payment_link: a void invoice is replaced' => sub {
     my $w = ws();
     my ($id, $c) = $l->awaiting($w);

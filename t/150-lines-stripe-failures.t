@@ -159,6 +159,108 @@ subtest 'slower than proxy_read_timeout (1 s)' => sub {
     }
 };
 
+# An add-on whose invoice Stripe marks paid at finalization (amount due
+# 0: a price of 0 here; a 100% coupon or a credit balance alike): the
+# request is stored naming it and promoted as a paid one is (SPEC 2.3:
+# provisioning/paid, its set-up entry, the workspace free), answered 201
+# in that state, and the invoice's invoice.paid finds it paid already.
+# With the finalize's answer lost, the discard learns it is paid (void
+# and delete refused, then a GET) and keeps it: the same 201, no second
+# invoice on a retry, nothing left for a human.
+sub zero_price {
+    my ($amount) = @_;
+    my $tx = $s->stub(POST => '/_stub/prices',
+                      {id => 'price_email_addon', unit_amount => $amount});
+    die 'stub price: ' . $tx->res->body unless $tx->res->is_success;
+}
+
+sub paid_created {
+    my ($w, $tx, $name) = @_;
+    local $Test::Builder::Level = $Test::Builder::Level + 1;
+
+    my $b = $l->answer($tx, 201, $name);
+    is($b->{status}, 'provisioning', "$name: provisioning");
+    is($b->{paymentStatus}, 'paid', "$name: paid");
+    is($b->{paymentRequired}, Mojo::JSON->false,
+       "$name: no payment required");
+    ok(!exists $b->{paymentUrl}, "$name: no paymentUrl");
+    my $id = $b->{line}{_id} // '';
+
+    my $lr = $l->lr($w, $id);
+    is("$lr->{provisioningStatus}/$lr->{paymentStatus}", 'provisioning/paid',
+       "$name: stored provisioning/paid");
+    ok(!defined $l->pending($w), "$name: no pending marker");
+    ok(eventually(sub { grep { $_->{id} eq $id } $l->stream }, 5),
+       "$name: in the provisioning stream");
+
+    my @inv = $l->invoices($w->{customer});
+    is(scalar @inv, 1, "$name: one invoice at Stripe")
+        or diag explain [map { "$_->{id} $_->{status}" } @inv];
+    is($inv[0]{status} // '', 'paid', "$name: paid at Stripe");
+    is($lr->{invoiceId} // '', $inv[0]{id} // '-', "$name: the request "
+       . 'names it');
+    ok($r->exists('lg:invoice:' . ($inv[0]{id} // '')),
+       "$name: its webhook index");
+    return ($id, $inv[0]{id}, $b);
+}
+
+sub paid_event {
+    my ($w, $id, $invoice, $name) = @_;
+    local $Test::Builder::Level = $Test::Builder::Level + 1;
+
+    my $ev = $s->stub(POST => '/_stub/webhook', {
+        url => $s->url('/webhooks/stripe'), type => 'invoice.paid',
+        object_id => $invoice})->res->json // {};
+    is($ev->{status}, 200, "$name: invoice.paid acknowledged");
+    ok($ev->{json} && !$ev->{json}{unknown}, "$name: not unknown")
+        or diag $ev->{body};
+    my $lr = $l->lr($w, $id);
+    is("$lr->{provisioningStatus}/$lr->{paymentStatus}", 'provisioning/paid',
+       "$name: still provisioning/paid");
+    is(scalar(grep { $_->{id} eq $id } $l->stream), 1,
+       "$name: one set-up entry");
+}
+
+subtest 'a zero-total add-on: paid at finalize' => sub {
+    my $w = ws();
+    zero_price(0);
+    my ($id, $invoice) = paid_created($w, $l->create($w, $EMAIL,
+                                      'Idempotency-Key' => 'z'), 'created');
+    my $tx = $l->create($w, $EMAIL, 'Idempotency-Key' => 'z');
+    my $b = $l->answer($tx, 201, 'the same key');
+    is($tx->res->headers->header('Idempotent-Replayed'), 'true', 'replayed');
+    is($b->{line}{_id}, $id, 'the same request');
+    is($b->{status}, 'provisioning', 'replayed provisioning');
+    is(scalar $l->invoices($w->{customer}), 1, 'no second invoice');
+    paid_event($w, $id, $invoice, 'webhook');
+    zero_price(1500);
+};
+
+subtest 'a zero-total add-on: paid at finalize, the answer lost' => sub {
+    my $w = ws();
+    my $before = $r->xlen('lg:{fleet}:reconcile') // 0;
+    my $logoff = length $s->error_log;
+    zero_price(0);
+    $l->fault(path_prefix => '/v1/invoices/', status => 500,
+              after_commit => 1);
+    my ($id, $invoice) = paid_created($w, $l->create($w, $EMAIL,
+                                      'Idempotency-Key' => 'z'),
+                                      'finalize lost');
+    my $tx = $l->create($w, $EMAIL, 'Idempotency-Key' => 'z');
+    my $b = $l->answer($tx, 201, 'retried with the same key');
+    is($b->{line}{_id}, $id, 'the same request');
+    is(scalar $l->invoices($w->{customer}), 1, 'no second invoice');
+    is(($r->xlen('lg:{fleet}:reconcile') // 0) - $before, 0,
+       'nothing queued for reconciliation');
+    my $log = substr $s->error_log, $logoff;
+    unlike($log, qr/could not be discarded/, 'not an orphan');
+    like($log, qr/invoice "\Q$invoice\E" of line request "$id" is paid/,
+         'kept as paid, logged');
+    paid_event($w, $id, $invoice, 'webhook');
+    $l->clear_faults;
+    zero_price(1500);
+};
+
 subtest 'the voiding is logged' => sub {
     like($s->error_log,
          qr/invoice "in_\w+" of line request "[0-9a-f]{24}" discarded/,

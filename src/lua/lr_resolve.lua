@@ -1,5 +1,7 @@
 -- Apply what Stripe said of a request's invoice (reconciliation on read,
--- payment_link, cancel): 'paid' promotes, 'void' cancels, through
+-- payment_link, cancel, and a creation or payment_link whose new invoice
+-- Stripe paid at finalization, after its store): 'paid' promotes, 'void'
+-- cancels, through
 -- lr_settle, but only while the request still names that invoice (a
 -- reissued invoice is not settled by news of the old one).
 -- KEYS[1] lg:{ws:W}:lr:<id>, KEYS[2] lg:{ws:W}:lines,
