@@ -2158,6 +2158,7 @@ ngx_http_linegate_init_process(ngx_cycle_t *cycle)
 static void
 ngx_http_linegate_exit_process(ngx_cycle_t *cycle)
 {
+    ngx_http_linegate_reconcile_auto_exit_process(cycle);
     ngx_http_linegate_redis_pubsub_exit_process(cycle);
     ngx_http_linegate_redis_exit_process(cycle);
 }

@@ -22,6 +22,7 @@ void ngx_http_linegate_reconcile_run(ngx_http_request_t *r,
 char *ngx_http_linegate_reconcile_auto_conf(ngx_conf_t *cf,
     ngx_command_t *cmd, void *conf);
 ngx_int_t ngx_http_linegate_reconcile_auto_init_process(ngx_cycle_t *cycle);
+void ngx_http_linegate_reconcile_auto_exit_process(ngx_cycle_t *cycle);
 
 
 #endif /* _NGX_HTTP_LINEGATE_RECONCILE_H_INCLUDED_ */

@@ -258,6 +258,39 @@ ngx_http_linegate_reconcile_auto_init_process(ngx_cycle_t *cycle)
 }
 
 
+/*
+ * The worker exits: a call still in flight is closed here. Its read timer
+ * is cancelable, so a quitting worker does not wait for the answer; but
+ * nginx takes a socket still open at exit for a leak ("open socket #N
+ * left in connection M", then "aborting", both alerts). The run goes on
+ * in the worker that serves it; only its answer is not read.
+ */
+void
+ngx_http_linegate_reconcile_auto_exit_process(ngx_cycle_t *cycle)
+{
+    ngx_http_linegate_auto_t  *au;
+
+    au = &ngx_http_linegate_auto;
+
+    if (au->timer.timer_set) {
+        ngx_del_timer(&au->timer);
+    }
+
+    if (au->peer.connection == NULL) {
+        return;
+    }
+
+    ngx_log_error(NGX_LOG_INFO, cycle->log, 0,
+                  NGX_HTTP_LINEGATE_LOG "linegate_reconcile_auto: the "
+                  "worker exits, the answer of http://%V%Vreconciliation/run "
+                  "is not read", &au->url->host, &au->url->uri);
+
+    /* its timers and events too */
+    ngx_close_connection(au->peer.connection);
+    au->peer.connection = NULL;
+}
+
+
 static void
 ngx_http_linegate_auto_arm(ngx_http_linegate_auto_t *au, ngx_msec_t delay)
 {

@@ -1,0 +1,71 @@
+# linegate_reconcile_auto and a graceful quit: a call still waiting for
+# its answer when the worker exits (SIGQUIT, a reload) is closed by the
+# worker's exit, not left open. nginx takes an open socket at exit for a
+# leak: "[alert] open socket #N left in connection M", then
+# "[alert] aborting", and docs/deploy.md says to alert on any alert line.
+use strict;
+use warnings;
+use lib 't/lib';
+
+use Test::More;
+use IO::Select;
+use IO::Socket::INET;
+use POSIX qw(WNOHANG);
+use Time::HiRes qw(sleep time);
+use LG::Stack;
+
+# the "operator API" the call goes to: accepts, reads, never answers
+my ($silent_port) = LG::Stack::_free_ports(1);
+my $listen = IO::Socket::INET->new(LocalAddr => '127.0.0.1',
+                                   LocalPort => $silent_port,
+                                   Proto => 'tcp', Listen => 8,
+                                   ReuseAddr => 1)
+    or die "listen on $silent_port: $!";
+
+my $s = LG::Stack->new(HTTP_EXTRA => 'linegate_reconcile_auto '
+                           . "http://127.0.0.1:$silent_port/_linegate/ "
+                           . 'interval=1s;')
+            ->start;
+
+subtest 'a call in flight at a graceful quit: closed, no alert' => sub {
+    # the first call comes 0.5 to 1.5 s after the start
+    my ($call, $request) = (undef, '');
+    if (IO::Select->new($listen)->can_read(10)) {
+        $call = $listen->accept;
+    }
+    ok($call, 'the worker called') or return;
+
+    my $sel = IO::Select->new($call);
+    my $until = time + 5;
+    while ($request !~ /\r\n\r\n/ && time < $until) {
+        next unless $sel->can_read(0.1);
+        last unless sysread $call, $request, 4096, length $request;
+    }
+    like($request, qr/^POST \/_linegate\/reconciliation\/run /,
+         'the call sent, its answer awaited');
+
+    my $pid = $s->{pids}{nginx};
+    kill 'QUIT', $pid;
+
+    my $gone = 0;
+    for (1 .. 1000) {
+        if (waitpid($pid, WNOHANG) == $pid) {
+            $gone = 1;
+            delete $s->{pids}{nginx};
+            last;
+        }
+        sleep 0.01;
+    }
+    ok($gone, 'the master exited within 10 s');
+
+    my $log = $s->error_log;
+    unlike($log, qr/open socket #\d+ left in connection/,
+           'no socket left open');
+    unlike($log, qr/\[alert\].*aborting/, 'no "aborting"');
+    unlike($log, qr/\[alert\]/, 'no alert at all');
+    like($log, qr/gracefully shutting down/, 'a graceful quit');
+    like($log, qr/linegate_reconcile_auto: the worker exits, the answer/,
+         'the call closed by the worker exit');
+};
+
+done_testing;
