@@ -183,6 +183,13 @@ static ngx_command_t  ngx_http_linegate_commands[] = {
       offsetof(ngx_http_linegate_main_conf_t, redis_password),
       NULL },
 
+    { ngx_string("linegate_redis_sentinel_password_file"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_http_linegate_secret_file,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_linegate_main_conf_t, redis_sentinel_password),
+      NULL },
+
     { ngx_string("linegate_redis_connect_timeout"),
       NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
       ngx_conf_set_msec_slot,
@@ -1513,6 +1520,14 @@ ngx_http_linegate_redis_option(ngx_conf_t *cf,
     }
 
     if (ngx_strncmp(v->data, "sentinel_password=", 18) == 0) {
+        if (lmcf->redis_sentinel_password.data != NULL) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "the Sentinel password is set twice "
+                               "(\"sentinel_password=\" and "
+                               "\"linegate_redis_sentinel_password_file\")");
+            return NGX_CONF_ERROR;
+        }
+
         lmcf->redis_sentinel_password.data = v->data + 18;
         lmcf->redis_sentinel_password.len = v->len - 18;
         return NGX_CONF_OK;

@@ -1,8 +1,9 @@
 # Secrets stay out of the configuration (and of nginx -T): the operator
-# token, the Stripe webhook secret and the Redis password each have a
-# "..._file <path>" directive, read when the configuration is loaded (one
-# trailing newline dropped). nginx -t fails naming the path of a file that
-# cannot be read, is empty, or holds more than one line.
+# token, the Stripe webhook secret, the Redis password and the Sentinel
+# password each have a "..._file <path>" directive, read when the
+# configuration is loaded (one trailing newline dropped). nginx -t fails
+# naming the path of a file that cannot be read, is empty, or holds more
+# than one line.
 use strict;
 use warnings;
 use lib 't/lib';
@@ -175,6 +176,66 @@ for my $case (@refused) {
 subtest 'accepted: the _file directives, and a file without a newline' => sub {
     my ($rc, $out) = $s->nginx_t($conf_ok);
     is($rc, 0, 'exit 0') or diag $out;
+};
+
+# The Sentinel password (sentinel.conf's requirepass) has its _file form
+# too: linegate_redis_sentinel_password_file, either it or
+# sentinel_password=. nginx -t reads the configuration without connecting.
+my $sentinel_pw = LG::Stack::random_token(24);
+my $sentinel_pw_file = write_file('sentinel', "$sentinel_pw\n");
+my $conf_sentinel = $conf_ok
+    =~ s{^(\s*linegate_redis )[^;]*;}
+        {${1}127.0.0.1:26379 127.0.0.1:26380 sentinel=lgmaster;
+    linegate_redis_sentinel_password_file $sentinel_pw_file;}mr;
+
+# nginx -T on a configuration text, in a directory of its own
+sub nginx_T {
+    my ($conf) = @_;
+    my $d = tempdir('nginx-T-XXXXXX', DIR => $s->dir, CLEANUP => 1);
+    my $p = $s->prefix;
+    $conf =~ s/\Q$p\E/$d/g;
+    open my $fh, '>', "$d/nginx.conf" or die "$d/nginx.conf: $!";
+    print $fh $conf;
+    close $fh;
+    my $out = qx{$s->{nginx} -T -p '$d/' -c '$d/nginx.conf' -e '$d/error.log' 2>&1};
+    return ($? >> 8, $out);
+}
+
+subtest 'the Sentinel password in a file' => sub {
+    my ($rc, $out) = $s->nginx_t($conf_sentinel);
+    is($rc, 0, 'nginx -t: exit 0') or diag $out;
+
+    ($rc, $out) = nginx_T($conf_sentinel);
+    is($rc, 0, 'nginx -T: exit 0') or diag $out;
+    like($out, qr/linegate_redis_sentinel_password_file \Q$sentinel_pw_file\E;/,
+         'the file is named');
+    unlike($out, qr/\Q$sentinel_pw\E/, 'not the Sentinel password');
+
+    my @refused = (
+        ['inline and in a file',
+         $conf_sentinel =~ s{(sentinel=lgmaster)}
+                            {$1 sentinel_password=inline}r,
+         qr/\[emerg\] "linegate_redis_sentinel_password_file": the secret is already set/],
+        ['in a file and inline',
+         ($conf_sentinel =~ s{(sentinel=lgmaster)}
+                             {$1 sentinel_password=inline}r)
+             =~ s{^(\s*linegate_redis [^\n]*\n)(\s*linegate_redis_sentinel_password_file[^\n]*\n)}
+                 {$2$1}mr,
+         qr/\[emerg\] the Sentinel password is set twice/],
+        ['a file that does not exist',
+         $conf_sentinel =~ s{\Q$sentinel_pw_file\E}{$dir/nosentinel}r,
+         qr/\[emerg\] "linegate_redis_sentinel_password_file": cannot open "\Q$dir\E\/nosentinel"/],
+        ['an empty file',
+         $conf_sentinel =~ s{\Q$sentinel_pw_file\E}{$dir/empty}r,
+         qr/\[emerg\] "linegate_redis_sentinel_password_file": "\Q$dir\E\/empty" is empty/],
+    );
+
+    for my $case (@refused) {
+        my ($name, $conf, $re) = @$case;
+        ($rc, $out) = $s->nginx_t($conf);
+        isnt($rc, 0, "refused: $name");
+        like($out, $re, "refused: $name: message") or diag $out;
+    }
 };
 
 # the Redis password stays out of the logs
