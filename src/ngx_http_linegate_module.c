@@ -526,9 +526,16 @@ ngx_http_linegate_handler(ngx_http_request_t *r)
     ctx->retry_after = -1;
     ngx_http_set_ctx(r, ctx, ngx_http_linegate_module);
 
-    /* error log lines about this request carry its id */
-    ctx->log_handler = r->log_handler;
-    r->log_handler = ngx_http_linegate_log_error;
+    /*
+     * Error log lines about this request carry its id, after nginx's own
+     * part. Once only: after an internal redirect into a second linegate
+     * location the handler is ours already, and taking it as nginx's
+     * would have it call itself for ever.
+     */
+    if (r->log_handler != ngx_http_linegate_log_error) {
+        ctx->log_handler = r->log_handler;
+        r->log_handler = ngx_http_linegate_log_error;
+    }
 
     for (api = ngx_http_linegate_apis; api->name.len; api++) {
         if (api->api == llcf->api) {
@@ -799,13 +806,36 @@ ngx_http_linegate_log_error(ngx_http_request_t *r, ngx_http_request_t *sr,
 {
     u_char                   *p;
     ngx_str_t                 id;
+    ngx_pool_cleanup_t       *cln;
     ngx_http_linegate_ctx_t  *ctx;
 
     ctx = ngx_http_get_module_ctx(r, ngx_http_linegate_module);
 
+    if (ctx == NULL || ctx->log_handler == NULL) {
+
+        /*
+         * An internal redirect (error_page, try_files) cleared the
+         * modules' contexts, and a linegate location it led to made a
+         * ctx of its own, without nginx's handler: the ctx that keeps it
+         * is still the data of its pool cleanup (nginx's realip module
+         * finds its own ctx again the same way).
+         */
+
+        ctx = NULL;
+
+        for (cln = r->pool->cleanup; cln; cln = cln->next) {
+            if (cln->handler == ngx_http_linegate_cleanup
+                && ((ngx_http_linegate_ctx_t *) cln->data)->log_handler)
+            {
+                ctx = cln->data;
+                break;
+            }
+        }
+    }
+
     p = buf;
 
-    if (ctx != NULL && ctx->log_handler) {
+    if (ctx != NULL) {
         p = ctx->log_handler(r, sr, buf, len);
         len -= p - buf;
     }

@@ -9,7 +9,25 @@ use Test::More;
 use LG::Stack;
 use LG::Test;
 
-my $s = LG::Stack->new(stub => 0)->start;
+# /lg-413: a Lines location whose body limit sends a larger body to /err
+# (error_page 413 =, an internal redirect), which proxies to a port where
+# nothing listens; /lg-413-lg sends it to another linegate location
+my ($dead_port) = LG::Stack::_free_ports(1);
+my $s = LG::Stack->new(stub => 0, SERVER_EXTRA => <<"EXTRA")->start;
+location = /lg-413 {
+            client_max_body_size 100;
+            error_page 413 = /err;
+            linegate_api line_request_create;
+        }
+        location = /err {
+            proxy_pass http://127.0.0.1:$dead_port;
+        }
+        location = /lg-413-lg {
+            client_max_body_size 100;
+            error_page 413 = /api/lines/by-user;
+            linegate_api line_request_create;
+        }
+EXTRA
 my $r = $s->redis;
 my $token = $s->operator_token;
 
@@ -79,6 +97,52 @@ subtest 'the error log names the request id' => sub {
     like($line // '', qr/\[info\] .*linegate: malformed JSON body/,
          'logged at info by linegate');
     like($line // '', qr/, request_id: \Q$id\E\b/, 'with request_id: <id>');
+};
+
+# an internal redirect clears the modules' contexts: nginx's own part of
+# an error log line (server, request, upstream, host) is still written
+sub post_300 {
+    my ($path) = @_;
+    my $body = 'x' x 300;
+    my $req = "POST $path HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            . "Content-Type: application/json\r\n"
+            . "Authorization: Bearer not.a.jwt\r\n"
+            . "Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+            . sprintf("%x\r\n", length $body) . "$body\r\n0\r\n\r\n";
+    return raw_http($s->port, $req);
+}
+
+subtest 'the error log after an internal redirect' => sub {
+    my $from = length $s->error_log;
+    my ($status) = post_300('/lg-413');
+    is($status, 502, 'the body over the limit: /err, its upstream down');
+
+    my ($line) = grep { /connect\(\) failed/ }
+                 split /\n/, substr($s->error_log, $from);
+    ok($line, 'the error line of /err') or return;
+    like($line, qr/, server: /, 'server:');
+    like($line, qr/, request: "POST \/lg-413 HTTP\/1\.1"/, 'request:');
+    like($line, qr/, upstream: "http:\/\/127\.0\.0\.1:$dead_port\/err"/,
+         'upstream:');
+    like($line, qr/, host: "127\.0\.0\.1"/, 'host:');
+    like($line, qr/, request_id: [0-9a-f]{32}\b/, 'and the request id');
+};
+
+# the linegate location redirected to logs the token it refuses; its ctx
+# must not take linegate's handler for nginx's (a worker once called it
+# for ever: SIGSEGV)
+subtest 'the error log after a redirect to another linegate location' => sub {
+    my $from = length $s->error_log;
+    my ($status) = post_300('/lg-413-lg');
+    is($status, 401, 'by-user, the token refused: 401');
+
+    my $log = substr $s->error_log, $from;
+    my ($line) = grep { /Clerk token refused/ } split /\n/, $log;
+    ok($line, 'the error line of by-user') or return;
+    like($line, qr/, request: "POST \/lg-413-lg HTTP\/1\.1"/, 'request:');
+    like($line, qr/, host: "127\.0\.0\.1"/, 'host:');
+    is(() = $line =~ /request_id: /g, 1, 'the request id once');
+    unlike($log, qr/exited on signal/, 'no worker crashed');
 };
 
 subtest 'a malformed body is not quoted in the log' => sub {
