@@ -2027,6 +2027,13 @@ ngx_http_linegate_init(ngx_conf_t *cf)
         return NGX_ERROR;
     }
 
+    /* any linegate_api, the metrics API alone too (docs/directives.md) */
+    if (lmcf->fast_request_id
+        && ngx_http_linegate_request_id_install(cf) != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
     if (!(lmcf->uses_lines || lmcf->uses_provision || lmcf->uses_operator
           || lmcf->uses_webhook))
     {
@@ -2125,12 +2132,6 @@ ngx_http_linegate_init(ngx_conf_t *cf)
     }
 
     if (ngx_http_linegate_scripts_init(cf->log) != NGX_OK) {
-        return NGX_ERROR;
-    }
-
-    if (lmcf->fast_request_id
-        && ngx_http_linegate_request_id_install(cf) != NGX_OK)
-    {
         return NGX_ERROR;
     }
 

@@ -39,6 +39,7 @@ typedef struct {
 
 static ngx_int_t ngx_http_linegate_request_id_variable(ngx_http_request_t *r,
     ngx_http_variable_value_t *v, uintptr_t data);
+static ngx_uint_t ngx_http_linegate_request_id_ours(ngx_cycle_t *cycle);
 static void ngx_http_linegate_siphash128(uint64_t k0, uint64_t k1,
     uint64_t m, uint64_t out[2]);
 static void ngx_http_linegate_request_id_hex(u_char *p, uint64_t out[2]);
@@ -105,7 +106,8 @@ ngx_http_linegate_request_id_init_process(ngx_cycle_t *cycle)
     st->keyed = 0;
     st->counter = 0;
 
-    if (st->nginx_handler == NULL) {
+    if (st->nginx_handler == NULL || !ngx_http_linegate_request_id_ours(cycle))
+    {
         return;
     }
 
@@ -134,6 +136,35 @@ ngx_http_linegate_request_id_init_process(ngx_cycle_t *cycle)
     st->keyed = 1;
 
     ngx_explicit_memzero(key, sizeof(key));
+
+    /* the ids look like nginx's: the log says which generator makes them */
+    ngx_log_error(NGX_LOG_INFO, cycle->log, 0,
+                  NGX_HTTP_LINEGATE_LOG "$request_id made by this worker "
+                  "(linegate_fast_request_id)");
+}
+
+
+/*
+ * The $request_id of this cycle has linegate's handler: the state above
+ * is the master's, kept over a reload that turned the directive off.
+ */
+static ngx_uint_t
+ngx_http_linegate_request_id_ours(ngx_cycle_t *cycle)
+{
+    ngx_uint_t                  key;
+    ngx_http_variable_t        *v;
+    ngx_http_core_main_conf_t  *cmcf;
+
+    cmcf = ngx_http_cycle_get_module_main_conf(cycle, ngx_http_core_module);
+    if (cmcf == NULL) {
+        return 0;
+    }
+
+    key = ngx_hash_key((u_char *) "request_id", sizeof("request_id") - 1);
+    v = ngx_hash_find(&cmcf->variables_hash, key, (u_char *) "request_id",
+                      sizeof("request_id") - 1);
+
+    return v != NULL && v->get_handler == ngx_http_linegate_request_id_variable;
 }
 
 

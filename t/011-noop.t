@@ -5,7 +5,8 @@
 # loaded and serving an API on another server. Answers, headers (Date
 # aside) and log lines are the same; $request_id has the same shape and
 # comes from nginx's generator (no two ids share a half). With
-# linegate_fast_request_id on, ids keep that shape and stay unpredictable.
+# linegate_fast_request_id on, ids keep that shape and stay unpredictable,
+# with the metrics API alone too.
 use strict;
 use warnings;
 use lib 't/lib';
@@ -72,7 +73,7 @@ sub wait_port {
     die "nothing answers on port $port\n";
 }
 
-my ($backend, $redis, @ports) = LG::Stack::_free_ports(12);
+my ($backend, $redis, @ports) = LG::Stack::_free_ports(16);
 
 # the backend: echoes what nginx sent it
 app->log->level('fatal');
@@ -107,6 +108,7 @@ sub config {
 
     my $load = $with ? "load_module $MODULE;" : '';
     my $api = !$with ? '' : $metrics_only ? <<"EOF1" : <<"EOF";
+    @{[ $http_extra // '' ]}
     server {
         listen 127.0.0.1:$api_port;
         location = /metrics { linegate_api metrics; }
@@ -275,6 +277,8 @@ my $fast = config('fast', $ports[2], $ports[4],
                   'linegate_fast_request_id on;');
 
 my $metrics = config('metrics', $ports[5], $ports[6], undef, 1);
+my $metrics_fast = config('metrics_fast', $ports[12], $ports[13],
+                          'linegate_fast_request_id on;', 1);
 
 # linegate_limit (its phase handler and header filter) used on another
 # server only
@@ -291,6 +295,7 @@ my ($a_plain, $ids_plain) = answers($ports[0]);
 my ($a_loaded, $ids_loaded) = answers($ports[1]);
 my ($a_fast, $ids_fast) = answers($ports[2]);
 my ($a_metrics, $ids_metrics) = answers($ports[5]);
+my ($a_metrics_fast, $ids_metrics_fast) = answers($ports[12]);
 my ($a_limit, $ids_limit) = answers($ports[7]);
 
 subtest 'the same answers with and without the module' => sub {
@@ -301,6 +306,8 @@ subtest 'the same answers with and without the module' => sub {
     }
     is_deeply($a_fast, $a_plain, 'linegate_fast_request_id on: the same');
     is_deeply($a_metrics, $a_plain, 'the metrics API alone: the same');
+    is_deeply($a_metrics_fast, $a_plain,
+              'the metrics API alone, linegate_fast_request_id on: the same');
     is_deeply($a_limit, $a_plain, 'linegate_limit on another server: the same');
     no_shared_half($ids_limit, 'linegate_limit elsewhere: nginx\'s ids');
     ok(!grep({ grep { /linegate|request-id/i } keys %{ $_->[3] } }
@@ -362,6 +369,29 @@ sub unmix {
       ->bmod($M64);
     return unxorshift($x, 30);
 }
+
+# the ids of either generator look alike: a worker whose $request_id is
+# linegate's says so when it starts
+sub error_log_of {
+    my ($p) = @_;
+    open my $fh, '<', "$p/error.log" or die "$p/error.log: $!";
+    local $/;
+    return <$fh>;
+}
+
+my $FAST_LINE = qr/linegate: \$request_id made by this worker \(linegate_fast_request_id\)/;
+
+subtest 'linegate_fast_request_id on: linegate\'s generator' => sub {
+    like(error_log_of($fast), $FAST_LINE, 'with an API: the worker says so');
+    like(error_log_of($metrics_fast), $FAST_LINE,
+         'the metrics API alone: the worker says so too');
+    unlike(error_log_of($loaded), $FAST_LINE, 'off: nginx\'s');
+    unlike(error_log_of($metrics), $FAST_LINE, 'off, metrics alone: nginx\'s');
+    my $ids = $ids_metrics_fast;
+    is(scalar(grep { defined && /$ID/ } @$ids), scalar @$ids,
+       'metrics alone, on: 32 lowercase hex digits');
+    no_shared_half($ids, 'metrics alone, on');
+};
 
 subtest 'linegate_fast_request_id on: unpredictable ids' => sub {
     my @ids = @$ids_fast;
