@@ -13,20 +13,20 @@
  *                    same link (reused: true)
  *                    paid -> LINK_RESOLVE (lr_resolve), answer as GET
  *                    void, uncollectible -> LINK_CLAIM
- *   LINK_CLAIM     lr_reissue_claim.lua -> LINK_MUTE (DEL the old
- *                  invoice's webhook index, its own slot) -> [LINK_VOID_OLD:
- *                  void the old one, if uncollectible] -> LINK_ISSUE
+ *   LINK_CLAIM     lr_reissue_claim.lua -> [LINK_VOID_OLD: void the old
+ *                  one, if uncollectible] -> LINK_ISSUE
  *   LINK_ISSUE     the invoice machine issues a new invoice
  *   LINK_INDEX     SET lg:invoice:<new> "<W>:<id>", its own slot, answered
  *                  OK before the store names the invoice
- *   LINK_STORE     lr_reissue_store.lua -> the new link (reused: false);
+ *   LINK_STORE     lr_reissue_store.lua -> the new link (reused: false),
+ *                  the old invoice's index DEL (durable, its own slot);
  *                  the new invoice paid by Stripe at finalization (amount
  *                  due 0) -> LINK_RESOLVE, answer as GET (as paid above);
  *                  another claim since (LR_BUSY) -> LINK_DISCARD, 409
  *                  awaiting_payment "being issued", Retry-After: 1
  *   LINK_VOID_OLD refused (paid meanwhile?) -> LINK_ABORT_RECHECK ->
- *                  LINK_RECHECK -> LINK_RECLAIM -> LINK_REMUTE ->
- *                  LINK_REVOID_OLD: the same steps, a second and last time
+ *                  LINK_RECHECK -> LINK_RECLAIM -> LINK_REVOID_OLD: the
+ *                  same steps, a second and last time
  *   cancel:
  *   CANCEL_VOID    Stripe void first;
  *                    voided -> CANCEL_RESOLVE (lr_resolve) -> 200
@@ -36,10 +36,9 @@
  *
  * Every failure goes to manage_fail, which undoes what the step holds:
  *
- *   LINK_MUTE, LINK_VOID_OLD (the claim held)
+ *   LINK_VOID_OLD, LINK_REVOID_OLD (the claim held)
  *                                   -> LINK_ABORT (lr_reissue_abort,
- *                                      durable; then the old index's SET,
- *                                      durable, if the claim was its own)
+ *                                      durable)
  *   LINK_ISSUE (a new invoice), LINK_INDEX (the store never sent)
  *                                   -> LINK_UNISSUE (discard it)
  *                                      -> LINK_ABORT; after LINK_ISSUE
@@ -57,17 +56,22 @@
  *
  * Redis is changed only after Stripe has said what happened, and only
  * while the request still names the invoice Stripe spoke of. The old
- * invoice's webhook index is away only while the claim is held (an
- * event of it is then acknowledged as unknown: the void of an
- * uncollectible one that follows must not cancel the request); the new
- * one's is written before the request names it, and goes again (a
- * durable DEL) when its store was refused or never sent.
+ * invoice's webhook index stays while the claim is held, so that nothing
+ * is left to give back should the worker die meanwhile: a payment of the
+ * old invoice settles the request (the void that follows is refused, and
+ * the second look finds it paid), and its void (this reissue's own) is
+ * refused by wh_invoice while the claim is younger than its hold ({4}:
+ * Stripe delivers it again, stale once the new invoice is stored, a
+ * cancel if the reissue gave up). The old index goes (a durable DEL)
+ * once the store named the new invoice. The new one's is written before
+ * the request names it, and goes again (a durable DEL) when its store was
+ * refused or never sent.
  *
  * A claim is this request's while invoiceSeq is its own: one held past
- * NGX_HTTP_LINEGATE_LR_REISSUE_HOLD (Stripe slow) may be taken over by
- * another payment_link, whose reissueAt and muted index this request must
- * then leave alone (lr_reissue_abort releases only its own claim; the
- * store refuses a claim taken over).
+ * NGX_HTTP_LINEGATE_LR_REISSUE_HOLD (Stripe slow, or its worker dead) may
+ * be taken over by another payment_link, whose reissueAt this request
+ * must then leave alone (lr_reissue_abort releases only its own claim;
+ * the store refuses a claim taken over).
  */
 
 
@@ -130,10 +134,8 @@ static void ngx_http_linegate_link_claim(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr);
 static void ngx_http_linegate_link_claimed(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr, redisReply *reply);
-static void ngx_http_linegate_link_mute(ngx_http_request_t *r,
+static void ngx_http_linegate_link_void_old(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr);
-static void ngx_http_linegate_link_muted(ngx_http_request_t *r,
-    ngx_http_linegate_lr_t *lr, redisReply *reply);
 static void ngx_http_linegate_link_old_voided(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr);
 static void ngx_http_linegate_link_issue(ngx_http_request_t *r,
@@ -161,8 +163,7 @@ static void ngx_http_linegate_link_aborted_late(redisReply *reply,
     ngx_http_linegate_redis_args_t *args, ngx_str_t *note);
 static void ngx_http_linegate_link_stored_late(redisReply *reply,
     ngx_http_linegate_redis_args_t *args, ngx_str_t *note);
-static void ngx_http_linegate_link_index_late(ngx_str_t *invoice,
-    ngx_str_t *ws, ngx_str_t *id);
+static void ngx_http_linegate_link_unindex_late(ngx_str_t *invoice);
 static void ngx_http_linegate_link_cleanup(void *data);
 
 static void ngx_http_linegate_cancel_void(ngx_http_request_t *r,
@@ -236,11 +237,6 @@ ngx_http_linegate_manage_resume(ngx_http_request_t *r, redisReply *reply)
     case NGX_HTTP_LINEGATE_LINK_CLAIM:
     case NGX_HTTP_LINEGATE_LINK_RECLAIM:
         ngx_http_linegate_link_claimed(r, lr, reply);
-        return;
-
-    case NGX_HTTP_LINEGATE_LINK_MUTE:
-    case NGX_HTTP_LINEGATE_LINK_REMUTE:
-        ngx_http_linegate_link_muted(r, lr, reply);
         return;
 
     case NGX_HTTP_LINEGATE_LINK_VOID_OLD:
@@ -334,8 +330,6 @@ ngx_http_linegate_manage_fail(ngx_http_request_t *r,
 
     switch ((ngx_http_linegate_manage_step_e) lr->ctx->state) {
 
-    case NGX_HTTP_LINEGATE_LINK_MUTE:
-    case NGX_HTTP_LINEGATE_LINK_REMUTE:
     case NGX_HTTP_LINEGATE_LINK_VOID_OLD:
     case NGX_HTTP_LINEGATE_LINK_REVOID_OLD:
         /* the claim is held, no new invoice yet: free the claim */
@@ -923,13 +917,10 @@ ngx_http_linegate_link_claimed(ngx_http_request_t *r,
 
     /* the claim is held: a failure from here on frees it */
     lr->ctx->state = (lr->ctx->state == NGX_HTTP_LINEGATE_LINK_RECLAIM)
-                     ? NGX_HTTP_LINEGATE_LINK_REMUTE
-                     : NGX_HTTP_LINEGATE_LINK_MUTE;
+                     ? NGX_HTTP_LINEGATE_LINK_REVOID_OLD
+                     : NGX_HTTP_LINEGATE_LINK_VOID_OLD;
 
-    /*
-     * a request freed while reissuing still releases its claim (if still
-     * its own), and gives the old invoice its index back then
-     */
+    /* a request freed while reissuing still releases its claim (if own) */
     if (lr->release == NULL) {
         lr->release = ngx_palloc(r->pool,
                                  sizeof(ngx_http_linegate_redis_args_t));
@@ -950,52 +941,20 @@ ngx_http_linegate_link_claimed(ngx_http_request_t *r,
 
     lr->settled = 0;
 
-    ngx_http_linegate_link_mute(r, lr);
+    ngx_http_linegate_link_void_old(r, lr);
 }
 
 
 /*
- * LINK_MUTE, LINK_REMUTE: the old invoice's webhook index goes while the
- * claim is held (a step of its own, the index's slot), before anything
- * is asked of Stripe; given back by LINK_ABORT. Removed before the claim,
- * a claim refused or lost would leave the request naming an invoice
- * without its index.
+ * LINK_VOID_OLD, LINK_REVOID_OLD (the claim held). The old invoice keeps
+ * its webhook index meanwhile (see the head of this file): the event of
+ * this void is refused while the claim holds, and a payment made before
+ * it settles the request (this void is then refused).
  */
 static void
-ngx_http_linegate_link_mute(ngx_http_request_t *r,
+ngx_http_linegate_link_void_old(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr)
 {
-    ngx_http_linegate_redis_args_t  a;
-
-    if (ngx_http_linegate_lines_invoice_index(r->pool, &lr->old_invoice,
-                                              NULL, NULL, &a)
-        != NGX_OK
-        || ngx_http_linegate_redis_command(r, &a,
-                                           ngx_http_linegate_manage_resume)
-           != NGX_OK)
-    {
-        ngx_http_linegate_link_muted(r, lr, NULL);
-    }
-}
-
-
-static void
-ngx_http_linegate_link_muted(ngx_http_request_t *r,
-    ngx_http_linegate_lr_t *lr, redisReply *reply)
-{
-    if (reply == NULL || reply->type != REDIS_REPLY_INTEGER) {
-        ngx_http_linegate_manage_fail(r, lr,
-                                      reply == NULL
-                                      ? NGX_HTTP_LINEGATE_LR_FAIL_STORE
-                                      : NGX_HTTP_LINEGATE_LR_FAIL_INTERNAL,
-                                      0, -1);
-        return;
-    }
-
-    lr->ctx->state = (lr->ctx->state == NGX_HTTP_LINEGATE_LINK_REMUTE)
-                     ? NGX_HTTP_LINEGATE_LINK_REVOID_OLD
-                     : NGX_HTTP_LINEGATE_LINK_VOID_OLD;
-
     if (!ngx_http_linegate_line_is(&lr->invoice.status, "uncollectible")) {
         ngx_http_linegate_link_issue(r, lr);
         return;
@@ -1129,6 +1088,8 @@ ngx_http_linegate_link_store(ngx_http_request_t *r,
     ngx_http_linegate_redis_arg_str(a, &lr->now_iso);
     /* not read: link_stored_late's, should a re-sent store be refused */
     ngx_http_linegate_redis_arg_str(a, &lr->customer);
+    /* not read: link_stored_late's, the old index to DEL once stored */
+    ngx_http_linegate_redis_arg_str(a, &lr->old_invoice);
 
     ngx_http_linegate_lines_call(r, lr,
                                  NGX_HTTP_LINEGATE_SCRIPT_LR_REISSUE_STORE,
@@ -1156,6 +1117,13 @@ ngx_http_linegate_link_stored(ngx_http_request_t *r,
 
     if (code == NGX_HTTP_LINEGATE_LR_OK) {
         lr->settled = 1;
+
+        /*
+         * the request names the new invoice: the old one's index goes
+         * (no request names it, its late events are unknown either way),
+         * so that a reissue leaves one index, as a creation does
+         */
+        ngx_http_linegate_lines_invoice_unindex(r, &lr->old_invoice);
 
         if (ngx_http_linegate_line_is(&lr->invoice.status, "paid")) {
             /*
@@ -1244,9 +1212,9 @@ ngx_http_linegate_link_unissued(ngx_http_request_t *r,
 /*
  * LINK_DISCARD done (the machine queued what it could not discard): the
  * store refused, so no claim of this request is left to release (another
- * payment_link holds it, or the request moved on), nor an index of its
- * old invoice to give back. Until now the request's cleanup still had a
- * new invoice to queue, should the request be freed while discarding it.
+ * payment_link holds it, or the request moved on). Until now the
+ * request's cleanup still had a new invoice to queue, should the request
+ * be freed while discarding it.
  */
 static void
 ngx_http_linegate_link_discarded(ngx_http_request_t *r,
@@ -1269,9 +1237,8 @@ ngx_http_linegate_link_abort(ngx_http_request_t *r,
     lr->ctx->state = step;
 
     /*
-     * the old invoice's index comes back once the release answered, and
-     * only if the claim was still this request's (link_aborted_late): the
-     * request's own copy of the step is answered after the durable one
+     * link_aborted_late reads the durable write's own answer; the
+     * request's own copy of the step is answered after it
      */
     ngx_http_linegate_lines_durable_then(r, lr,
                                     NGX_HTTP_LINEGATE_SCRIPT_LR_REISSUE_ABORT,
@@ -1289,7 +1256,6 @@ ngx_http_linegate_link_abort_args(ngx_http_linegate_lr_t *lr,
 
     ngx_http_linegate_redis_arg_str(a, &lr->ws);
     ngx_http_linegate_redis_arg_str(a, &lr->id);
-    ngx_http_linegate_redis_arg_str(a, &lr->old_invoice);
     ngx_http_linegate_redis_arg_str(a, &lr->seq);
     ngx_http_linegate_redis_arg_str(a, &lr->customer);
     ngx_http_linegate_lines_key(lr, a, NGX_HTTP_LINEGATE_KEY_WS_LR, &lr->ws,
@@ -1299,54 +1265,46 @@ ngx_http_linegate_link_abort_args(ngx_http_linegate_lr_t *lr,
 
 /*
  * lr_reissue_abort answered (the durable write's own answer: the request
- * may be gone): {own, stored}. The old invoice's index comes back only
- * when the claim was this request's: another payment_link that took the
- * claim over muted it, and the void of an uncollectible invoice it makes
- * must not cancel the request meanwhile. A new invoice that the request
- * made, did not discard and never stored (its pool cleanup's ARGV[6]) is
- * queued for a reconciliation run, whoever holds the claim.
+ * may be gone): {own, stored}. A new invoice that the request made, did
+ * not discard and never stored (its pool cleanup's ARGV[5]) is queued
+ * for a reconciliation run, whoever holds the claim.
  */
 static void
 ngx_http_linegate_link_aborted_late(redisReply *reply,
     ngx_http_linegate_redis_args_t *args, ngx_str_t *note)
 {
     int64_t    own, stored;
-    ngx_str_t  ws, id, old, customer, invoice;
+    ngx_str_t  ws, id, customer, invoice;
 
     /*
      * the copy holds KEYS[1] first (its nkeys is the write's, not here),
-     * then ws, id, the old invoice, invoiceSeq, customer[, the new one]
+     * then ws, id, invoiceSeq, customer[, the new one]
      */
-    if (args->argc < 6
+    if (args->argc < 5
         || ngx_http_linegate_reply_int(reply, 0, &own) != NGX_OK
         || ngx_http_linegate_reply_int(reply, 1, &stored) != NGX_OK)
     {
         ngx_log_error(NGX_LOG_ALERT, ngx_cycle->log, 0,
                       NGX_HTTP_LINEGATE_LOG "unexpected reply of "
-                      "lr_reissue_abort: the old invoice's index is not "
-                      "given back");
+                      "lr_reissue_abort: a new invoice it made, if any, "
+                      "is not queued");
         return;
     }
 
     ngx_http_linegate_lines_arg(args, 1, &ws);
     ngx_http_linegate_lines_arg(args, 2, &id);
-    ngx_http_linegate_lines_arg(args, 3, &old);
-    ngx_http_linegate_lines_arg(args, 5, &customer);
+    ngx_http_linegate_lines_arg(args, 4, &customer);
     ngx_str_null(&invoice);
 
-    if (args->argc > 6) {
-        ngx_http_linegate_lines_arg(args, 6, &invoice);
+    if (args->argc > 5) {
+        ngx_http_linegate_lines_arg(args, 5, &invoice);
     }
 
     if (!own) {
         ngx_log_error(NGX_LOG_INFO, ngx_cycle->log, 0,
                       NGX_HTTP_LINEGATE_LOG "the reissue of line request "
                       "\"%V\" was claimed by another payment_link: its "
-                      "claim and invoice \"%V\"'s index left to it", &id,
-                      &old);
-
-    } else if (!stored) {
-        ngx_http_linegate_link_index_late(&old, &ws, &id);
+                      "claim left to it", &id);
     }
 
     if (invoice.len && !stored) {
@@ -1358,9 +1316,10 @@ ngx_http_linegate_link_aborted_late(redisReply *reply,
 
 /*
  * lr_reissue_store sent again (the first reply lost: LINK_STORE_AGAIN)
- * answered. Refused, the request moved on or another payment_link
- * claimed the reissue during the stall: nothing names the new invoice,
- * open at Stripe. Its index goes (a durable DEL) and it is queued for a
+ * answered. Stored, the old invoice's index goes, as after LINK_STORE.
+ * Refused, the request moved on or another payment_link claimed the
+ * reissue during the stall: nothing names the new invoice, open at
+ * Stripe. Its index goes (a durable DEL) and it is queued for a
  * reconciliation run to void (nothing can ask Stripe from here).
  */
 static void
@@ -1368,10 +1327,13 @@ ngx_http_linegate_link_stored_late(redisReply *reply,
     ngx_http_linegate_redis_args_t *args, ngx_str_t *note)
 {
     int64_t    code;
-    ngx_str_t  ws, id, invoice, customer;
+    ngx_str_t  ws, id, invoice, customer, old;
 
-    /* KEYS[1], then ws, id, invoiceSeq, the invoice, URL, ms, ISO, cus */
-    if (args->argc < 9
+    /*
+     * KEYS[1], then ws, id, invoiceSeq, the invoice, URL, ms, ISO, cus,
+     * the old invoice
+     */
+    if (args->argc < 10
         || ngx_http_linegate_reply_int(reply, 0, &code) != NGX_OK)
     {
         ngx_log_error(NGX_LOG_ALERT, ngx_cycle->log, 0,
@@ -1381,6 +1343,8 @@ ngx_http_linegate_link_stored_late(redisReply *reply,
     }
 
     if (code == NGX_HTTP_LINEGATE_LR_OK) {
+        ngx_http_linegate_lines_arg(args, 9, &old);
+        ngx_http_linegate_link_unindex_late(&old);
         return;
     }
 
@@ -1397,20 +1361,19 @@ ngx_http_linegate_link_stored_late(redisReply *reply,
                   ? "was claimed by another payment_link"
                   : "moved on");
 
-    ngx_http_linegate_link_index_late(&invoice, NULL, NULL);
+    ngx_http_linegate_link_unindex_late(&invoice);
     ngx_http_linegate_lines_orphan_of(ngx_cycle->log, &ws, &id, &invoice,
                                       &customer);
 }
 
 
 /*
- * An invoice's webhook index by a durable write, SET to "<ws>:<id>" or
- * DEL (ws NULL), from a durable write's continuation: the key and value
- * built in a pool of their own (the write copies them)
+ * An invoice's webhook index DEL by a durable write, from a durable
+ * write's continuation: the key built in a pool of its own (the write
+ * copies it)
  */
 static void
-ngx_http_linegate_link_index_late(ngx_str_t *invoice, ngx_str_t *ws,
-    ngx_str_t *id)
+ngx_http_linegate_link_unindex_late(ngx_str_t *invoice)
 {
     ngx_pool_t                      *pool;
     ngx_http_linegate_redis_args_t   a;
@@ -1418,17 +1381,17 @@ ngx_http_linegate_link_index_late(ngx_str_t *invoice, ngx_str_t *ws,
     pool = ngx_create_pool(1024, ngx_cycle->log);
 
     if (pool == NULL
-        || ngx_http_linegate_lines_invoice_index(pool, invoice, ws, id, &a)
+        || ngx_http_linegate_lines_invoice_index(pool, invoice, NULL, NULL,
+                                                 &a)
            != NGX_OK)
     {
         ngx_log_error(NGX_LOG_ALERT, ngx_cycle->log, 0,
                       NGX_HTTP_LINEGATE_LOG "the webhook index of invoice "
-                      "\"%V\" could not be %s", invoice,
-                      ws ? "given back" : "removed");
+                      "\"%V\" could not be removed", invoice);
 
     } else {
         (void) ngx_http_linegate_redis_durable_command(ngx_cycle->log, &a,
-                                    ws ? "invoice reindex" : "invoice unindex");
+                                                       "invoice unindex");
     }
 
     if (pool != NULL) {
@@ -1440,9 +1403,8 @@ ngx_http_linegate_link_index_late(ngx_str_t *invoice, ngx_str_t *ws,
 /*
  * The request is freed (terminated: a draining worker's shutdown timeout)
  * while it reissues: its claim released (if still its own) by a durable
- * write, whose answer then gives the old invoice its index back, and
- * queues a new invoice already made that the request does not name
- * (nothing can ask Stripe from here).
+ * write, whose answer then queues a new invoice already made that the
+ * request does not name (nothing can ask Stripe from here).
  */
 static void
 ngx_http_linegate_link_cleanup(void *data)
@@ -1478,7 +1440,7 @@ ngx_http_linegate_link_cleanup(void *data)
                   made ? "; invoice queued to be voided unless stored: " : "",
                   made ? made : &none);
 
-    /* ARGV[6]: the new invoice made since the claim */
+    /* ARGV[5]: the new invoice made since the claim */
     if (made) {
         ngx_http_linegate_redis_arg_str(lr->release, made);
     }

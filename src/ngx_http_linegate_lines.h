@@ -129,12 +129,10 @@ typedef enum {
     NGX_HTTP_LINEGATE_LINK_ACK,          /* the open link's WAIT */
     NGX_HTTP_LINEGATE_LINK_RESOLVE,      /* lr_resolve.lua: paid */
     NGX_HTTP_LINEGATE_LINK_CLAIM,        /* lr_reissue_claim.lua */
-    NGX_HTTP_LINEGATE_LINK_MUTE,         /* DEL lg:invoice:<old>, after */
     NGX_HTTP_LINEGATE_LINK_VOID_OLD,     /* Stripe void (uncollectible) */
     NGX_HTTP_LINEGATE_LINK_ABORT_RECHECK, /* lr_reissue_abort: look again */
     NGX_HTTP_LINEGATE_LINK_RECHECK,      /* the second look, the last */
     NGX_HTTP_LINEGATE_LINK_RECLAIM,
-    NGX_HTTP_LINEGATE_LINK_REMUTE,
     NGX_HTTP_LINEGATE_LINK_REVOID_OLD,
     NGX_HTTP_LINEGATE_LINK_ISSUE,        /* the invoice machine: issue */
     NGX_HTTP_LINEGATE_LINK_INDEX,        /* SET lg:invoice:<new>, before */

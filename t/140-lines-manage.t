@@ -43,8 +43,8 @@ sub conflict {
 
 # A request awaiting payment seeded in Redis (its invoice made at the
 # stub), so that the reissue runs without a creation first: on a cluster
-# (LG_REDIS=cluster) its claim, the old index's DEL, the new index's SET
-# and its store each touch one slot (before issue 10's change the claim
+# (LG_REDIS=cluster) its claim, the new index's SET, its store and the old
+# index's DEL each touch one slot (before issue 10's change the claim
 # named the index: CROSSSLOT, 503). The new invoice, paid, is settled by
 # its webhook through the new index. First: it needs no creation.
 my $seeded = 0;
@@ -92,7 +92,9 @@ subtest 'payment_link: a seeded request reissued, paid by webhook' => sub {
     isnt($new, $old, 'a new invoice');
     is($l->lr($w, $id)->{invoiceId}, $new, 'the request names it');
     is($r->get("lg:invoice:$new"), "$w->{id}:$id", 'indexed');
-    ok(!$r->exists("lg:invoice:$old"), 'the old one not');
+    # kept while the claim held; a durable DEL once the store named the new
+    ok(eventually(sub { !$r->exists("lg:invoice:$old") }, 5),
+       'the old one not, once stored');
     is($l->invoice($old)->{status}, 'void', 'the old one voided');
 
     my $ev = $l->invoice_do($new, 'pay', $s->url('/webhooks/stripe'));
@@ -222,7 +224,8 @@ subtest 'payment_link: a void invoice is replaced' => sub {
     is($h->{invoiceSeq}, 1, 'invoiceSeq 1');
     ok(!exists $h->{reissueAt}, 'the claim is released');
     is($r->get("lg:invoice:$new"), "$w->{id}:$id", 'indexed for webhooks');
-    ok(!$r->exists("lg:invoice:$old"), 'the old one is not');
+    ok(eventually(sub { !$r->exists("lg:invoice:$old") }, 5),
+       'the old one is not, once stored');
     is($l->pending($w), $id, 'still the pending request');
 
     my $g = $l->answer($l->get($w, $id), 200, 'GET');
@@ -250,10 +253,12 @@ subtest 'payment_link: an uncollectible invoice is voided, then replaced'
 };
 
 # Issue 10: the reissue's scripts touch the workspace's slot only; the
-# old invoice's webhook index goes once the claim answered (DEL, a step of
-# its own), the new one's is written and answered before the store names
-# the new invoice (SET, a step of its own). Order within one Redis's
-# MONITOR (a cluster's masters each have their own).
+# new invoice's webhook index is written and answered before the store
+# names the new invoice (SET, a step of its own); the old one's is kept
+# while the claim is held (a worker that dies then has nothing to give
+# back) and goes once the store answered (DEL, a durable write of its
+# own). Order within one Redis's MONITOR (a cluster's masters each have
+# their own).
 subtest 'payment_link: the invoice indexes are steps of their own' => sub {
     plan skip_all => 'the order of one MONITOR: one Redis'
         if $s->topology eq 'cluster';
@@ -271,10 +276,10 @@ subtest 'payment_link: the invoice indexes are steps of their own' => sub {
     my $lr = qr/"EVALSHA" "[0-9a-f]{40}" "1" "\Qlg:{ws:$w->{id}}:lr:$id\E"/i;
     my @at = map { my $re = $_; (grep { $cmds->[$_] =~ $re } 0 .. $#$cmds)[0] }
              qr/$lr "\Q$w->{id}\E" "\Q$id\E" "\Q$old\E"/,
-             qr/"del" "lg:invoice:\Q$old\E"/i,
              qr/"set" "lg:invoice:\Q$new\E" "\Q$w->{id}:$id\E"/i,
-             qr/$lr "\Q$w->{id}\E" "\Q$id\E" "1" "\Q$new\E"/;
-    ok(!grep({ !defined } @at), 'the claim, the DEL, the SET, the store')
+             qr/$lr "\Q$w->{id}\E" "\Q$id\E" "1" "\Q$new\E"/,
+             qr/"del" "lg:invoice:\Q$old\E"/i;
+    ok(!grep({ !defined } @at), 'the claim, the SET, the store, the DEL')
         or diag "@$cmds";
     ok(!grep({ !defined } @at) && $at[0] < $at[1] && $at[1] < $at[2]
        && $at[2] < $at[3], 'in that order') or diag "@$cmds";
@@ -284,10 +289,10 @@ subtest 'payment_link: the invoice indexes are steps of their own' => sub {
     ok(!$r->exists("lg:invoice:$old"), 'the old one not');
 };
 
-# The new invoice's index refused (an ACL: writes to lg:invoice:* denied
-# but the old invoice's): the store is never sent, the new invoice is
-# voided, the claim released and the old index given back; the request
-# names the old invoice, indexed.
+# The new invoice's index refused (an ACL: writes to lg:invoice:* denied,
+# the old invoice's too: a reissue that stores nothing never writes it):
+# the store is never sent, the new invoice is voided, the claim released;
+# the request names the old invoice, still indexed.
 subtest 'payment_link: the new index refused, nothing names it' => sub {
     plan skip_all => 'an ACL of one Redis' if $s->topology eq 'cluster';
     my $cli = 'redis-cli -p ' . $s->redis_port;
@@ -296,9 +301,9 @@ subtest 'payment_link: the new index refused, nothing names it' => sub {
     my $old = $c->{invoiceId};
     $l->invoice_do($old, 'void');
 
-    my $acl = "'~lg:[^i]*' '~lg:invoice:$old' '%R~*'";
+    my $acl = "'~lg:[^i]*' '%R~*'";
     like(qx{$cli ACL SETUSER default resetkeys $acl 2>&1}, qr/^OK/,
-         'writes to lg:invoice:* refused but the old one\'s');
+         'writes to lg:invoice:* refused');
     my $tx = $l->manage($w, $id, 'payment_link');
     like(qx{$cli ACL SETUSER default allkeys 2>&1}, qr/^OK/,
          'every key allowed again');
@@ -307,9 +312,7 @@ subtest 'payment_link: the new index refused, nothing names it' => sub {
     my $h = $l->lr($w, $id);
     is($h->{invoiceId}, $old, 'the old invoice still named');
     ok(!exists $h->{reissueAt}, 'the claim is released');
-    my $until = time + 10;
-    sleep 0.1 until $r->exists("lg:invoice:$old") || time > $until;
-    is($r->get("lg:invoice:$old"), "$w->{id}:$id", 'and indexed again');
+    is($r->get("lg:invoice:$old"), "$w->{id}:$id", 'and still indexed');
     my @new = grep { $_->{id} ne $old } $l->invoices($w->{customer});
     is(scalar @new, 1, 'one new invoice made');
     is($new[0]{status} // '', 'void', 'and voided');
@@ -334,7 +337,8 @@ subtest 'payment_link: Stripe failures' => sub {
     ok($tx->res->headers->header('Retry-After'), 'Retry-After');
     $l->state_unchanged($w, $before, 'nothing changed');
 
-    # the replacement fails: the claim is released, the old index kept
+    # the replacement fails: the claim is released, the old index was
+    # never removed
     $l->invoice_do($c->{invoiceId}, 'mark_uncollectible');
     $l->fault(method => 'POST', path_prefix => '/v1/invoiceitems',
               status => 500);
@@ -343,10 +347,8 @@ subtest 'payment_link: Stripe failures' => sub {
     my $h = $l->lr($w, $id);
     is($h->{invoiceId}, $c->{invoiceId}, 'the old invoice still named');
     ok(!exists $h->{reissueAt}, 'the claim is released');
-    # a durable SET (on a cluster another node than the abort's script)
-    ok(eventually(sub { ($r->get("lg:invoice:$c->{invoiceId}") // '')
-                        eq "$w->{id}:$id" }, 5),
-       'the old invoice is indexed again');
+    is($r->get("lg:invoice:$c->{invoiceId}"), "$w->{id}:$id",
+       'the old invoice still indexed');
     my @open = grep { $_->{status} eq 'open' } $l->invoices($w->{customer});
     is(scalar @open, 0, 'no open invoice left behind');
 
@@ -354,13 +356,56 @@ subtest 'payment_link: Stripe failures' => sub {
     is($l->lr($w, $id)->{invoiceId}, $b->{invoiceId}, 'now replaced');
 };
 
+# The worker dies (SIGKILL: no cleanup runs) while its reissue of an
+# uncollectible invoice holds the claim, before Stripe voided the old
+# invoice: the customer can still pay it with its first link. Its webhook
+# index stays in place throughout a reissue (nothing to give back), so
+# the payment settles the request; the dead worker's claim just lapses.
+# Once the claim muted the index, only that worker gave it back: the
+# payment was acknowledged as unknown, the request left awaiting payment.
+subtest 'payment_link: the worker killed mid-reissue, the old invoice paid'
+    => sub {
+    my $w = ws();
+    my ($id, $c) = $l->awaiting($w);
+    my $old = $c->{invoiceId};
+    $l->invoice_do($old, 'mark_uncollectible');
+
+    # the old invoice's void held at Stripe, then dropped undone
+    $l->fault(path_prefix => "/v1/invoices/$old/void", latency_ms => 30000,
+              drop => 1);
+    my $killed = 0;
+    my (undef, $done) = $l->during([$w, POST => "/api/line-requests/$id",
+                                    {action => 'payment_link'}], sub {
+        return 0 unless $s->stub_held(qr{^/v1/invoices/\Q$old\E/void$});
+        $killed = $s->kill_workers;
+        return 1;
+    }, 60);
+    $l->clear_faults;
+    ok($done && $killed, 'the workers were killed while the claim held')
+        or return;
+    my $h = $l->lr($w, $id);
+    ok(exists $h->{reissueAt}, 'the dead worker\'s claim is left');
+    is($h->{invoiceId}, $old, 'the old invoice still named');
+    is($l->invoice($old)->{status}, 'uncollectible', 'and still payable');
+
+    my $ev = $l->invoice_do($old, 'pay', $s->url('/webhooks/stripe'));
+    is($ev->{status}, 200, 'the webhook answered 200');
+    ok(!($ev->{json} // {})->{unknown}, 'the old invoice is known')
+        or diag explain $ev;
+    $h = $l->lr($w, $id);
+    is("$h->{provisioningStatus}/$h->{paymentStatus}", 'provisioning/paid',
+       'settled by its payment');
+    ok(!defined $l->pending($w), 'the workspace is free');
+};
+
 # A claim outlives its hold (Stripe slow: the hold is 60 s) and a second
-# payment_link claims the reissue (invoiceSeq 2, its own reissueAt, the old
-# index muted again): the first one's store is refused, it voids its own
-# invoice and answers as a parallel caller is answered (409 "being
-# issued", Retry-After), and leaves the second claim alone: its reissueAt,
-# the old invoice's index still muted (a late void of the old invoice must
-# not cancel the request), nothing queued for reconciliation.
+# payment_link claims the reissue (invoiceSeq 2, its own reissueAt): the
+# first one's store is refused, it voids its own invoice and answers as a
+# parallel caller is answered (409 "being issued", Retry-After), and
+# leaves the second claim alone: its reissueAt (a late void of the old
+# invoice must not cancel the request: wh_invoice refuses it while that
+# claim holds), the old invoice's index untouched, nothing queued for
+# reconciliation.
 subtest 'payment_link: a claim taken over, its store refused' => sub {
     my $w = ws();
     my ($id, $c) = $l->awaiting($w);
@@ -397,7 +442,8 @@ subtest 'payment_link: a claim taken over, its store refused' => sub {
     is($h->{reissueAt} // 'gone', $at, 'the second claim is left alone');
     is($h->{invoiceSeq}, 2, 'its invoiceSeq');
     is($h->{invoiceId}, $old, 'the old invoice still named');
-    ok(!$r->exists("lg:invoice:$old"), 'the old index still muted');
+    is($r->get("lg:invoice:$old"), "$w->{id}:$id",
+       'the old index untouched');
     my @new = grep { $_->{id} ne $old } $l->invoices($w->{customer});
     is(scalar @new, 1, 'the first one made an invoice');
     is($new[0]{status} // '', 'void', 'and voided it');
@@ -409,11 +455,15 @@ subtest 'payment_link: a claim taken over, its store refused' => sub {
            'the first one\'s cleanup has nothing to do');
 
     # a late void of the old invoice (the second claim voiding an
-    # uncollectible one): acknowledged, the request still awaits payment
+    # uncollectible one): its index kept, it reaches wh_invoice, which
+    # refuses it while the second claim holds (Stripe delivers it again);
+    # the request still awaits payment
     my $ev = $s->stub(POST => '/_stub/webhook', {
         url => $s->url('/webhooks/stripe'), type => 'invoice.voided',
         object_id => $old})->res->json // {};
-    is($ev->{status}, 200, 'the old invoice\'s void acknowledged');
+    is($ev->{status}, 409, 'the old invoice\'s void refused for now');
+    is(($ev->{json} // {})->{code} // '', 'REISSUE_PENDING',
+       'the reissue named');
     $h = $l->lr($w, $id);
     is("$h->{provisioningStatus}/$h->{paymentStatus}",
        'awaiting_payment/unpaid', 'the request still awaits payment');
@@ -439,20 +489,20 @@ subtest 'lr_reissue_store, lr_reissue_abort: a claim taken over' => sub {
 
     is_deeply([$r->eval($store, 1, $k, @who, 1, 'in_new1', 'u', 1, 'd',
                        'cus_x')], [13], 'store of claim 1: LR_BUSY');
-    is_deeply([$r->eval($abort, 1, $k, @who, 'in_old', 1, 'cus_x',
-                       'in_new1')], [0, 0], 'abort of claim 1: not its own');
+    is_deeply([$r->eval($abort, 1, $k, @who, 1, 'cus_x', 'in_new1')], [0, 0],
+              'abort of claim 1: not its own');
     is($r->hget($k, 'reissueAt'), 7, 'the claim of 2 left alone');
-    is_deeply([$r->eval($abort, 1, $k, @who, 'in_old', 2, 'cus_x')], [1, 0],
+    is_deeply([$r->eval($abort, 1, $k, @who, 2, 'cus_x')], [1, 0],
               'abort of claim 2: its own');
     ok(!$r->hexists($k, 'reissueAt'), 'released');
-    is_deeply([$r->eval($abort, 1, $k, @who, 'in_old', 2, 'cus_x')], [1, 0],
+    is_deeply([$r->eval($abort, 1, $k, @who, 2, 'cus_x')], [1, 0],
               'the same abort again: the same answer');
 
     $r->hset($k, reissueAt => 8);
     is_deeply([$r->eval($store, 1, $k, @who, 2, 'in_new2', 'u', 1, 'd',
                        'cus_x')], [1], 'store of claim 2: LR_OK');
-    is_deeply([$r->eval($abort, 1, $k, @who, 'in_old', 2, 'cus_x',
-                       'in_new2')], [1, 1], 'an abort after it: stored');
+    is_deeply([$r->eval($abort, 1, $k, @who, 2, 'cus_x', 'in_new2')], [1, 1],
+              'an abort after it: stored');
     $r->hset($k, provisioningStatus => 'canceled');
     is_deeply([$r->eval($store, 1, $k, @who, 2, 'in_new3', 'u', 1, 'd',
                        'cus_x')], [12, 'canceled'],

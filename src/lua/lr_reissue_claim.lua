@@ -1,9 +1,11 @@
 -- payment_link on a void or uncollectible invoice: claim the right to
--- issue a new one. Parallel calls get LR_BUSY. Once the claim is held,
--- nginx removes the old invoice's webhook index lg:invoice:<old> (its own
--- slot, a step of its own) so that a late event about it (the void of an
--- uncollectible one that follows) cannot cancel the request meanwhile;
--- a reissue that does not store a new invoice puts it back.
+-- issue a new one. Parallel calls get LR_BUSY. The old invoice keeps its
+-- webhook index lg:invoice:<old> while the claim is held: wh_invoice
+-- refuses a void of it while reissueAt is younger than ARGV[5] (the void
+-- of an uncollectible one that nginx sends next must not cancel the
+-- request), a payment of it settles the request, and a claim whose
+-- worker died lapses after ARGV[5], the old index in place. nginx
+-- deletes the old index once lr_reissue_store named the new invoice.
 -- KEYS[1] lg:{ws:W}:lr:<id>
 -- ARGV[1] ws, ARGV[2] id (not read), ARGV[3] the old invoice id,
 -- ARGV[4] now (ms), ARGV[5] ms a claim holds

@@ -5,7 +5,9 @@
 -- ARGV[1] ws, ARGV[2] id (not read), ARGV[3] invoiceSeq of the claim,
 -- ARGV[4] new invoice id, ARGV[5] its hosted URL, ARGV[6] now (ms),
 -- ARGV[7] now (ISO), ARGV[8] the Stripe customer (not read: what nginx
--- queues should a durable re-send of this step be refused)
+-- queues should a durable re-send of this step be refused), ARGV[9] the
+-- old invoice (not read: nginx deletes its webhook index once this
+-- answered LR_OK, the first send's answer or a re-send's)
 -- Returns {LR_OK}; {LR_WRONG_STATE, status} when the request moved on
 -- meanwhile; {LR_BUSY} when another payment_link claimed the reissue
 -- since (this claim was held past its hold). The module then voids the

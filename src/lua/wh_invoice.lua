@@ -53,11 +53,13 @@ end
 
 -- while payment_link reissues (its claim held), the void of the old
 -- invoice is its own (an uncollectible one is voided before the new one
--- is issued): not a cancel now. nginx also mutes the old invoice's index
--- meanwhile; this holds should a late write of the index bring it back.
--- Refused, not acknowledged: Stripe delivers it again, and once the
--- claim is over it is stale (a new invoice stored) or applies (the
--- reissue gave up after the void: the request must not wait on a voided
+-- is issued): not a cancel now. This is the only guard: the old invoice
+-- keeps its index while the claim is held (so that a payment of it
+-- settles the request, even once the reissuing worker died), and nginx
+-- deletes it only after the new invoice is stored. Refused, not
+-- acknowledged: Stripe delivers it again, and once the claim is over it
+-- is stale (a new invoice stored) or applies (the reissue gave up after
+-- the void, or its worker died: the request must not wait on a voided
 -- invoice for a poll to find it)
 if ARGV[2] == 'void' and cur[2]
    and tonumber(ARGV[3]) - tonumber(cur[2]) < tonumber(ARGV[9])
