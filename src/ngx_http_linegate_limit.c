@@ -891,18 +891,19 @@ ngx_http_linegate_limit_cache_check(ngx_http_request_t *r,
 
 /*
  * Zones that admitted a request another zone rejected give their
- * admission back (fire and forget: at worst the key stays charged).
+ * admission back, fire and forget (the answer is decided), as a script
+ * that outlives the request: after a SCRIPT FLUSH its NOSCRIPT gets the
+ * EVAL, on a cluster a MOVED or ASK is followed. Only a lost connection
+ * or a timeout leaves the key charged (never sent twice: a refund is not
+ * idempotent).
  */
 static void
 ngx_http_linegate_limit_refund(ngx_http_request_t *r,
     ngx_http_linegate_limit_ctx_t *ctx)
 {
-    ngx_str_t                          *sha;
     ngx_uint_t                          i;
     ngx_http_linegate_limit_result_t   *res;
-    ngx_http_linegate_redis_args_t     *a;
-
-    sha = ngx_http_linegate_script_sha(NGX_HTTP_LINEGATE_SCRIPT_RL_REFUND);
+    ngx_http_linegate_redis_args_t      a;
 
     for (i = 0; i < ctx->n; i++) {
         res = &ctx->res[i];
@@ -911,20 +912,16 @@ ngx_http_linegate_limit_refund(ngx_http_request_t *r,
             continue;
         }
 
-        a = ngx_palloc(r->pool, sizeof(ngx_http_linegate_redis_args_t));
-        if (a == NULL) {
-            return;
-        }
+        ngx_http_linegate_redis_args_init(&a);
+        ngx_http_linegate_redis_arg_str(&a, &res->rkey);
+        ngx_http_linegate_redis_arg_str(&a, &res->zone->interval_arg);
+        ngx_http_linegate_redis_arg_int(r, &a, ctx->now);
 
-        ngx_http_linegate_redis_args_init(a);
-        ngx_http_linegate_redis_arg_cstr(a, "EVALSHA");
-        ngx_http_linegate_redis_arg_str(a, sha);
-        ngx_http_linegate_redis_arg_cstr(a, "1");
-        ngx_http_linegate_redis_arg_str(a, &res->rkey);
-        ngx_http_linegate_redis_arg_str(a, &res->zone->interval_arg);
-        ngx_http_linegate_redis_arg_int(r, a, ctx->now);
-
-        if (ngx_http_linegate_redis_command(r, a, NULL) == NGX_OK) {
+        if (ngx_http_linegate_redis_script(r,
+                                           NGX_HTTP_LINEGATE_SCRIPT_RL_REFUND,
+                                           1, &a, NULL)
+            == NGX_OK)
+        {
             ngx_http_linegate_limit_uncharge(res, res->zone->interval);
         }
     }

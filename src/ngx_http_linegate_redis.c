@@ -181,6 +181,12 @@ typedef struct {
     int                                 nkeys;
     ngx_http_linegate_redis_args_t     *args;
     ngx_uint_t                          retried;
+    /*
+     * a script nobody waits for (handler NULL): its arguments and bytes
+     * are its own, as the request may be freed before a NOSCRIPT's EVAL
+     * or a cluster's redirection sends them again
+     */
+    ngx_uint_t                          forget;
     uint64_t                            sent_us;  /* for the metrics */
 
     /* where it went, and its bytes (the request's pool) to send again
@@ -380,6 +386,8 @@ static ngx_int_t ngx_http_linegate_redis_attach(
 static void ngx_http_linegate_redis_detach(void *data);
 static void ngx_http_linegate_redis_release(
     ngx_http_linegate_redis_cmd_t *cmd);
+static void ngx_http_linegate_redis_cmd_free(
+    ngx_http_linegate_redis_cmd_t *cmd);
 static ngx_int_t ngx_http_linegate_redis_durable_queue(ngx_log_t *log,
     ngx_http_linegate_redis_then_pt then, ngx_str_t *note,
     ngx_int_t script, int nkeys, ngx_http_linegate_redis_args_t *args,
@@ -566,7 +574,11 @@ ngx_http_linegate_redis_script(ngx_http_request_t *r,
     ngx_http_linegate_redis_args_t *args,
     ngx_http_linegate_redis_handler_pt handler)
 {
-    ngx_http_linegate_redis_cmd_t  *cmd;
+    int                              i;
+    size_t                           len;
+    u_char                          *p;
+    ngx_http_linegate_redis_cmd_t   *cmd;
+    ngx_http_linegate_redis_args_t  *a;
 
     if (args->argc < 0 || args->argc + 3 > NGX_HTTP_LINEGATE_REDIS_MAX_ARGS
         || nkeys > args->argc)
@@ -577,8 +589,18 @@ ngx_http_linegate_redis_script(ngx_http_request_t *r,
         return NGX_ERROR;
     }
 
-    cmd = ngx_alloc(sizeof(ngx_http_linegate_redis_cmd_t),
-                    r->connection->log);
+    len = sizeof(ngx_http_linegate_redis_cmd_t);
+
+    if (handler == NULL) {
+        /* one block: the command, then its own copy of the arguments */
+        len += sizeof(ngx_http_linegate_redis_args_t);
+
+        for (i = 0; i < args->argc; i++) {
+            len += args->argvlen[i];
+        }
+    }
+
+    cmd = ngx_alloc(len, r->connection->log);
     if (cmd == NULL) {
         return NGX_ERROR;
     }
@@ -590,6 +612,41 @@ ngx_http_linegate_redis_script(ngx_http_request_t *r,
     cmd->acked = ngx_http_linegate_redis_acknowledged(script);
     cmd->nkeys = nkeys;
     cmd->args = args;
+
+    if (handler == NULL) {
+        a = (ngx_http_linegate_redis_args_t *) (cmd + 1);
+        ngx_http_linegate_redis_args_init(a);
+        p = (u_char *) (a + 1);
+        a->argc = args->argc;
+        a->nkeys = args->nkeys;
+
+        for (i = 0; i < args->argc; i++) {
+            a->argv[i] = (const char *) p;
+            a->argvlen[i] = args->argvlen[i];
+
+            if (args->argvlen[i]) {     /* an empty argument may be NULL */
+                p = ngx_cpymem(p, args->argv[i], args->argvlen[i]);
+            }
+        }
+
+        cmd->args = a;
+        cmd->forget = 1;
+
+        /* no WAIT: nobody would act on what it says */
+        cmd->acked = 0;
+        cmd->sent_us = ngx_http_linegate_metrics_now_us();
+
+        if (ngx_http_linegate_redis_send(cmd, 0) != NGX_OK) {
+            ngx_http_linegate_redis_cmd_free(cmd);
+            return NGX_ERROR;
+        }
+
+        /* as a plain command's: the timer outlives r */
+        cmd->r = NULL;
+        cmd->timer.log = ngx_cycle->log;
+
+        return NGX_OK;
+    }
 
     if (ngx_http_linegate_redis_attach(cmd) != NGX_OK
         || ngx_http_linegate_redis_send(cmd, 0) != NGX_OK)
@@ -862,6 +919,8 @@ ngx_http_linegate_redis_send(ngx_http_linegate_redis_cmd_t *cmd,
     int                              i, argc;
     u_char                           nkeys[NGX_INT_T_LEN];
     ngx_str_t                        src, *sha;
+    ngx_log_t                       *log;
+    ngx_pool_t                      *pool;
     const char                      *argv[NGX_HTTP_LINEGATE_REDIS_MAX_ARGS];
     size_t                           argvlen[NGX_HTTP_LINEGATE_REDIS_MAX_ARGS];
     ngx_http_linegate_redis_t       *rd;
@@ -871,6 +930,10 @@ ngx_http_linegate_redis_send(ngx_http_linegate_redis_cmd_t *cmd,
     rd = &ngx_http_linegate_redis;
     a = cmd->args;
     argc = 0;
+
+    /* a fire-and-forget script may be sent again after its request */
+    log = (cmd->r != NULL) ? cmd->r->connection->log : ngx_cycle->log;
+    pool = cmd->forget ? NULL : cmd->r->pool;
 
     if (cmd->script >= 0) {
         if (eval) {
@@ -897,14 +960,18 @@ ngx_http_linegate_redis_send(ngx_http_linegate_redis_cmd_t *cmd,
         argvlen[argc++] = a->argvlen[i];
     }
 
-    node = ngx_http_linegate_redis_route(cmd->r->connection->log, argc,
-                                         argv, argvlen);
+    node = ngx_http_linegate_redis_route(log, argc, argv, argvlen);
     if (node == NULL) {
         return NGX_ERROR;
     }
 
-    cmd->buf = ngx_http_linegate_redis_format(cmd->r->pool, argc, argv,
-                                              argvlen, &cmd->len);
+    if (cmd->forget && cmd->buf != NULL) {
+        /* the EVALSHA's bytes, hiredis has its copy */
+        ngx_free(cmd->buf);
+    }
+
+    cmd->buf = ngx_http_linegate_redis_format(pool, argc, argv, argvlen,
+                                              &cmd->len);
 
     if (cmd->buf == NULL
         || ngx_http_linegate_redis_write(node,
@@ -912,7 +979,7 @@ ngx_http_linegate_redis_send(ngx_http_linegate_redis_cmd_t *cmd,
                                          cmd, cmd->buf, cmd->len)
            != NGX_OK)
     {
-        ngx_log_error(NGX_LOG_ERR, cmd->r->connection->log, 0,
+        ngx_log_error(NGX_LOG_ERR, log, 0,
                       NGX_HTTP_LINEGATE_LOG "redis command not sent");
         return NGX_ERROR;
     }
@@ -927,7 +994,7 @@ ngx_http_linegate_redis_send(ngx_http_linegate_redis_cmd_t *cmd,
     if (!cmd->timer.timer_set) {
         cmd->timer.handler = ngx_http_linegate_redis_cmd_timeout;
         cmd->timer.data = &ngx_http_linegate_redis_dummy;
-        cmd->timer.log = cmd->r->connection->log;
+        cmd->timer.log = log;
         ngx_add_timer(&cmd->timer, rd->lmcf->redis_command_timeout);
     }
 
@@ -1132,7 +1199,7 @@ ngx_http_linegate_redis_reply_cb(redisAsyncContext *ac, void *data,
     reply = data;
     r = cmd->r;
 
-    if (r == NULL || ngx_http_linegate_redis.exiting) {
+    if ((r == NULL && !cmd->forget) || ngx_http_linegate_redis.exiting) {
         if (cmd->waits) {
             /* freed by the last WAIT's callback, owed after this one */
             cmd->have = 1;
@@ -1145,7 +1212,7 @@ ngx_http_linegate_redis_reply_cb(redisAsyncContext *ac, void *data,
             ngx_del_timer(&cmd->timer);
         }
         ngx_http_linegate_redis_release(cmd);
-        ngx_free(cmd);
+        ngx_http_linegate_redis_cmd_free(cmd);
         return;
     }
 
@@ -1184,6 +1251,21 @@ ngx_http_linegate_redis_reply_cb(redisAsyncContext *ac, void *data,
         }
 
         reply = NULL;
+    }
+
+    if (r == NULL) {
+        /*
+         * a fire-and-forget script, redirected and given its source
+         * above as a request's would be; its error is logged, a lost
+         * connection is not (the connection's loss is, once)
+         */
+        if (reply != NULL && reply->type == REDIS_REPLY_ERROR) {
+            ngx_http_linegate_redis_log_error(ngx_cycle->log, reply);
+            reply = NULL;
+        }
+
+        ngx_http_linegate_redis_finish(cmd, reply);
+        return;
     }
 
     if (reply == NULL) {
@@ -1408,7 +1490,7 @@ ngx_http_linegate_redis_wait_cb(redisAsyncContext *ac, void *data,
         }
 
         ngx_http_linegate_redis_release(cmd);
-        ngx_free(cmd);
+        ngx_http_linegate_redis_cmd_free(cmd);
         return;
     }
 
@@ -1454,7 +1536,6 @@ ngx_http_linegate_redis_finish(ngx_http_linegate_redis_cmd_t *cmd,
     ngx_http_request_t  *r;
 
     r = cmd->r;
-    c = r->connection;
 
     if (cmd->timer.timer_set) {
         ngx_del_timer(&cmd->timer);
@@ -1472,6 +1553,14 @@ ngx_http_linegate_redis_finish(ngx_http_linegate_redis_cmd_t *cmd,
         ngx_http_linegate_metrics_inc1(NGX_HTTP_LINEGATE_M_REDIS_ERRORS,
                                        "kind", "failed");
     }
+
+    if (r == NULL) {
+        /* a fire-and-forget script: nobody to answer */
+        ngx_http_linegate_redis_cmd_free(cmd);
+        return;
+    }
+
+    c = r->connection;
 
     /* after the handler: a pipeline's array reply lives in cmd */
     cmd->handler(r, reply);
@@ -1875,13 +1964,13 @@ ngx_http_linegate_redis_tryagain_handler(ngx_event_t *ev)
 
     cmd->tryagain = 0;
 
-    if (r == NULL || ngx_http_linegate_redis.exiting) {
+    if ((r == NULL && !cmd->forget) || ngx_http_linegate_redis.exiting) {
         if (cmd->timer.timer_set) {
             ngx_del_timer(&cmd->timer);
         }
 
         ngx_http_linegate_redis_release(cmd);
-        ngx_free(cmd);
+        ngx_http_linegate_redis_cmd_free(cmd);
         return;
     }
 
@@ -1895,8 +1984,8 @@ ngx_http_linegate_redis_tryagain_handler(ngx_event_t *ev)
                                          cmd, cmd->buf, cmd->len)
            != NGX_OK)
     {
-        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
-                      NGX_HTTP_LINEGATE_LOG "redis command not sent "
+        ngx_log_error(NGX_LOG_ERR, r ? r->connection->log : ngx_cycle->log,
+                      0, NGX_HTTP_LINEGATE_LOG "redis command not sent "
                       "again after TRYAGAIN");
         ngx_http_linegate_redis_finish(cmd, NULL);
         return;
@@ -2049,6 +2138,18 @@ ngx_http_linegate_redis_release(ngx_http_linegate_redis_cmd_t *cmd)
 
     cmd->r = NULL;
     cmd->timer.log = ngx_cycle->log;
+}
+
+
+/* a fire-and-forget script's bytes are its own, a request's its pool's */
+static void
+ngx_http_linegate_redis_cmd_free(ngx_http_linegate_redis_cmd_t *cmd)
+{
+    if (cmd->forget && cmd->buf != NULL) {
+        ngx_free(cmd->buf);
+    }
+
+    ngx_free(cmd);
 }
 
 

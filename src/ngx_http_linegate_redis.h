@@ -74,6 +74,15 @@ void ngx_http_linegate_redis_arg_key(ngx_http_linegate_redis_args_t *a,
  * Run a script: args hold KEYS then ARGV; nkeys says how many are keys.
  * Returns NGX_OK when the command was sent (the handler will be called
  * later), NGX_ERROR when it could not be (the handler is not called).
+ *
+ * handler NULL: fire and forget. The arguments are copied (args may be
+ * freed once this returns) and the script outlives its request as a
+ * request's would not: NOSCRIPT gets the EVAL with the script's source,
+ * a cluster's MOVED, ASK and TRYAGAIN are followed; an error reply is
+ * logged. Never sent again after no answer (it may have run): for a
+ * write whose loss is tolerable but whose silent loss is not (a
+ * linegate_limit refund); ngx_http_linegate_redis_durable() for one
+ * that must happen.
  */
 ngx_int_t ngx_http_linegate_redis_script(ngx_http_request_t *r,
     ngx_http_linegate_script_id_e script, int nkeys,

@@ -9,8 +9,11 @@ use warnings;
 use lib 't/lib';
 
 use Test::More;
+use Time::HiRes qw(sleep);
 use LG::Stack;
 use LG::Test ();
+use LG::Limit qw(redis_now_us rl_key);
+use LG::RedisCluster;
 
 my $dir = LG::Test::public_dir('file.txt' => "ok\n");
 
@@ -88,6 +91,41 @@ subtest 'Redis: RateLimit after a refund' => sub {
     refunded_headers("h$$", '200 PASSED', '429 REJECTED');
 };
 
+# the quota's TAT ahead of Redis's clock, in intervals (T = 17280 s),
+# once the refunds sent have landed (1: charged once, given back the rest)
+sub quota_ahead {
+    my ($k) = @_;
+    my $r = $s->redis;
+    my $ahead;
+    for (1 .. 20) {
+        my $tat = $r->get(rl_key('quota', $k)) // 0;
+        $ahead = ($tat - redis_now_us($r)) / 17280e6;
+        last if $ahead <= 1;
+        sleep 0.1;
+    }
+    return $ahead;
+}
+
+# After a SCRIPT FLUSH, a single zone's EVAL puts rl_gcra back, so the
+# pipelines of two zones succeed and load nothing: rl_refund is then
+# missing, and its NOSCRIPT (a refund is fire and forget) must get the
+# EVAL as a request's would, not be dropped with the answer's RateLimit
+# saying it was given back.
+subtest 'Redis: refunds after a SCRIPT FLUSH' => sub {
+    $s->redis->script_flush;
+    is(st("/quota/?k=f$$"), '200 PASSED', 'one zone: its EVAL after NOSCRIPT');
+    my $k = "fl$$";
+    my @st = map { st("/enforce/?k=$k") } 1 .. 6;
+    is_deeply(\@st, ['200 PASSED', ('429 REJECTED') x 5],
+              'two zones, the fast one rejects') or diag("@st")
+        if $s->topology ne 'cluster';
+    my $ahead = quota_ahead($k);
+    # the 3rd to 6th are the worker's cached rejections of the fast zone:
+    # one refund, the 2nd request's
+    ok($ahead <= 1, sprintf('the quota is charged once: %.2f intervals '
+                            . 'ahead (2: the refund lost)', $ahead));
+};
+
 $s->stop_redis;
 
 subtest 'local: dry run charges nothing another zone rejects' => sub {
@@ -97,6 +135,34 @@ subtest 'local: dry run charges nothing another zone rejects' => sub {
 
 subtest 'local: RateLimit of a zone not charged' => sub {
     refunded_headers("lh$$", '200 LOCAL_PASSED', '429 LOCAL_REJECTED');
+};
+
+$s->stop;
+
+# A Redis Cluster whose slot of the quota's key is migrating (as during a
+# reshard): the key is on neither node, so its master answers ASK to the
+# pipeline's EVALSHA and, the request answered, to the refund's as well.
+# The refund, with no request left to answer, must follow it too.
+subtest 'cluster: a refund follows ASK' => sub {
+    $s = LG::Stack->new(redis => 'cluster', stub => 0, WORKERS => 1,
+                        HTTP_EXTRA => $http, SERVER_EXTRA => $server)->start;
+    my $r = $s->redis;
+    my $k = "ask$$";
+    my $key = rl_key('quota', $k);
+    my $slot = LG::RedisCluster::keyslot($key);
+    my $src = $s->cluster_master_of($key);
+    my ($dst) = grep { $_ != $src } $s->cluster_masters;
+    my %id = map { $_ => scalar $r->node($_)->cluster('myid') } $src, $dst;
+    $r->node($dst)->cluster('setslot', $slot, 'importing', $id{$src});
+    $r->node($src)->cluster('setslot', $slot, 'migrating', $id{$dst});
+
+    is(st("/enforce/?k=$k"), '200 PASSED', 'both admit, the quota on '
+       . 'the importing node');
+    is(st("/enforce/?k=$k"), '429 REJECTED', 'the fast zone rejects');
+    my $ahead = quota_ahead($k);
+    ok($ahead <= 1, sprintf('the quota is charged once: %.2f intervals '
+                            . 'ahead (2: the refund dropped at ASK)',
+                            $ahead));
 };
 
 done_testing;
