@@ -312,6 +312,8 @@ static ngx_http_linegate_limit_cached_t  *ngx_http_linegate_limit_cache;
 
 /* the last second this worker logged a fallback: once a second at most */
 static time_t  ngx_http_linegate_limit_logged;
+/* and a reply it could not read (each is followed by a fallback) */
+static time_t  ngx_http_linegate_limit_bad_logged;
 
 
 /* the request path */
@@ -620,8 +622,14 @@ ngx_http_linegate_limit_reply(ngx_http_request_t *r, redisReply *reply)
 
 bad:
 
-    ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
-                  NGX_HTTP_LINEGATE_LOG "unexpected linegate_limit reply");
+    /* as the fallback that follows: once a second, not per request */
+    if (ngx_time() != ngx_http_linegate_limit_bad_logged) {
+        ngx_http_linegate_limit_bad_logged = ngx_time();
+
+        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                      NGX_HTTP_LINEGATE_LOG "unexpected linegate_limit "
+                      "reply (logged once a second)");
+    }
 
 fallback:
 

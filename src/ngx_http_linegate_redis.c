@@ -461,6 +461,27 @@ static ngx_str_t  ngx_http_linegate_redis_unavailable_errors[] = {
 };
 
 
+/*
+ * An error reply is logged once a second per worker for each error code
+ * (its first word: OOM, LOADING, WRONGTYPE...), with how many were not:
+ * while Redis refuses everything (out of memory, loading, a replica),
+ * every request would log one otherwise. A few codes at a time; the
+ * least recently logged gives its place.
+ */
+#define NGX_HTTP_LINEGATE_REDIS_ERR_CODES     8
+#define NGX_HTTP_LINEGATE_REDIS_ERR_CODE_LEN  24
+
+typedef struct {
+    time_t                          logged;
+    ngx_uint_t                      more;       /* not logged since */
+    size_t                          len;
+    u_char                          code[NGX_HTTP_LINEGATE_REDIS_ERR_CODE_LEN];
+} ngx_http_linegate_redis_err_code_t;
+
+static ngx_http_linegate_redis_err_code_t
+    ngx_http_linegate_redis_err_codes[NGX_HTTP_LINEGATE_REDIS_ERR_CODES];
+
+
 /* arguments */
 
 void
@@ -1845,17 +1866,67 @@ ngx_http_linegate_redis_copy(ngx_pool_t *pool, redisReply *src)
 static void
 ngx_http_linegate_redis_log_error(ngx_log_t *log, redisReply *reply)
 {
+    size_t                               len;
+    ngx_uint_t                           i, more;
+    ngx_http_linegate_redis_err_code_t  *e, *oldest;
+
+    /* every reply: a demoted master is looked for again at once */
     ngx_http_linegate_redis_demoted(reply);
+
+    for (len = 0;
+         len < reply->len && len < NGX_HTTP_LINEGATE_REDIS_ERR_CODE_LEN
+         && reply->str[len] != ' ';
+         len++)
+    {
+        /* void */
+    }
+
+    e = NULL;
+    oldest = &ngx_http_linegate_redis_err_codes[0];
+
+    for (i = 0; i < NGX_HTTP_LINEGATE_REDIS_ERR_CODES; i++) {
+        if (ngx_http_linegate_redis_err_codes[i].len == len
+            && ngx_strncmp(ngx_http_linegate_redis_err_codes[i].code,
+                           reply->str, len)
+               == 0)
+        {
+            e = &ngx_http_linegate_redis_err_codes[i];
+            break;
+        }
+
+        if (ngx_http_linegate_redis_err_codes[i].logged < oldest->logged) {
+            oldest = &ngx_http_linegate_redis_err_codes[i];
+        }
+    }
+
+    if (e == NULL) {
+        e = oldest;
+        e->logged = 0;
+        e->more = 0;
+        e->len = len;
+        ngx_memcpy(e->code, reply->str, len);
+    }
+
+    if (e->logged == ngx_time()) {
+        e->more++;
+        return;
+    }
+
+    more = e->more;
+    e->more = 0;
+    e->logged = ngx_time();
 
     if (ngx_http_linegate_redis_unavailable(reply)) {
         ngx_log_error(NGX_LOG_ERR, log, 0,
-                      NGX_HTTP_LINEGATE_LOG "redis unavailable: \"%*s\"",
-                      (size_t) ngx_min(reply->len, 200), reply->str);
+                      NGX_HTTP_LINEGATE_LOG "redis unavailable: \"%*s\" "
+                      "(logged once a second, %ui more since)",
+                      (size_t) ngx_min(reply->len, 200), reply->str, more);
 
     } else {
         ngx_log_error(NGX_LOG_ERR, log, 0,
-                      NGX_HTTP_LINEGATE_LOG "redis error: \"%*s\"",
-                      (size_t) ngx_min(reply->len, 300), reply->str);
+                      NGX_HTTP_LINEGATE_LOG "redis error: \"%*s\" "
+                      "(logged once a second, %ui more since)",
+                      (size_t) ngx_min(reply->len, 300), reply->str, more);
     }
 }
 

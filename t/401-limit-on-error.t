@@ -2,7 +2,9 @@
 # (SIGSTOP): closed answers 503 + Retry-After, open lets through after at
 # most the command timeout, local enforces a per-node share of each zone
 # in shared memory; a fallback is logged once a second per worker, not
-# per request; decisions go back to Redis when it answers again.
+# per request; decisions go back to Redis when it answers again. Redis
+# answering errors (out of memory) is logged once a second per worker
+# too, not once per request.
 use strict;
 use warnings;
 use lib 't/lib';
@@ -167,6 +169,47 @@ subtest 'Redis paused (SIGSTOP)' => sub {
         sleep 0.1;
     }
     is($res->headers->header('X-Limit'), 'PASSED', 'Redis decides again');
+};
+
+# Redis up but refusing every write (-OOM; -LOADING, -BUSY, -READONLY,
+# -MISCONF are alike): each request falls back, and neither the Redis
+# client nor the limiter logs a line per request
+subtest 'Redis out of memory' => sub {
+    my $r = $s->redis;
+    my @nodes = $s->topology eq 'cluster'
+              ? map { $r->node($_) } $s->cluster_masters : ($r);
+    my $k = key();
+    is(get("/open/?k=$k")->headers->header('X-Limit'), 'PASSED', 'Redis up');
+    my %policy = map { $_ => ($_->config_get('maxmemory-policy'))[1] }
+                 @nodes;
+    for my $n (@nodes) {
+        $n->config_set('maxmemory-policy', 'noeviction');
+        $n->config_set('maxmemory', 1);
+    }
+    my $mark = length $s->error_log;
+    my $t0 = time;
+    my @st = map { get('/open/?k=' . key())->headers->header('X-Limit') }
+             1 .. 30;
+    push @st, map { get('/local2/?k=' . key())->headers->header('X-Limit') }
+              1 .. 10;
+    my $secs = time - $t0;
+    for my $n (@nodes) {
+        $n->config_set('maxmemory', 0);
+        $n->config_set('maxmemory-policy', $policy{$n});
+    }
+    my $log = substr($s->error_log, $mark);
+    is_deeply(\@st, [('OPEN') x 30, ('LOCAL_PASSED') x 10],
+              'every request falls back') or diag("@st");
+    my @err = $log =~ /redis\ unavailable|redis\ error
+                       |unexpected\ linegate_limit\ reply/gx;
+    ok(@err >= 1, 'the refusal is logged (' . scalar(@err) . ')')
+        or diag($log);
+    ok(@err <= 2 * (int($secs) + 2),
+       scalar(@err) . ' lines for 40 requests in '
+       . sprintf('%.1f s: once a second per worker', $secs))
+        or diag(join "\n", (split /\n/, $log)[0 .. 5]);
+    like($log, qr/redis unavailable: "OOM [^"]*" \(logged once a second/,
+         'the line says it is logged once a second');
 };
 
 done_testing;
