@@ -105,7 +105,11 @@ typedef struct {
  * A worker's cache of rejections: Redis said when the key of a zone can
  * pass again, and no node can admit it before then (its TAT only grows
  * while it is rejected), so until then this worker answers the rejection
- * itself. Direct-mapped by the Redis key, compared in full.
+ * itself. Not for a zone some location uses with another one: a refund
+ * lowers its TAT, from any worker or node, and one in flight when Redis
+ * rejected (another request's admission that a second zone rejected)
+ * lands after the rejection. Direct-mapped by the Redis key, compared in
+ * full.
  */
 #define NGX_HTTP_LINEGATE_LIMIT_CACHE_SIZE  2048
 #define NGX_HTTP_LINEGATE_LIMIT_CACHE_KEY   144
@@ -743,7 +747,9 @@ ngx_http_linegate_limit_decide(ngx_http_request_t *r,
             rejected = 1;
             retry = ngx_max(retry, res->retry_ms);
 
-            if (!ctx->llcf->dry_run && res->retry_ms > 1) {
+            if (!ctx->llcf->dry_run && res->retry_ms > 1
+                && !res->zone->refundable)
+            {
                 cached = ngx_http_linegate_limit_cached(&res->rkey, 1);
 
                 if (cached != NULL) {
@@ -2080,6 +2086,15 @@ ngx_http_linegate_limit(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
     *zp = zone;
     lmcf->used = 1;
+
+    if (llcf->limits->nelts > 1) {
+        /* each may admit a request the other rejects, and be refunded */
+        zones = llcf->limits->elts;
+
+        for (i = 0; i < llcf->limits->nelts; i++) {
+            zones[i]->refundable = 1;
+        }
+    }
 
     return NGX_CONF_OK;
 }

@@ -49,6 +49,11 @@ typedef struct {
     ngx_msec_t                      lease;      /* 0: every decision asks */
     ngx_uint_t                      lease_max;  /* requests in a lease */
     ngx_uint_t                      defined;    /* 0: used, not defined */
+    /*
+     * some location uses it with another zone: refunds lower its TAT,
+     * so its rejections are not cached
+     */
+    ngx_uint_t                      refundable;
     u_char                         *file;       /* where first used */
     ngx_uint_t                      line;
 } ngx_http_linegate_limit_zone_t;
