@@ -1100,32 +1100,29 @@ ngx_http_linegate_lr_revalidated(ngx_http_request_t *r,
 
 /*
  * The refund linegate_limit gives a zone that admitted a request another
- * zone refused (rl_refund.lua), sent without waiting: lost with the
- * connection, the admission only stays charged (the key keeps its expiry).
+ * zone refused (rl_refund.lua), sent without waiting, as linegate_limit's
+ * own: a script call without a handler, so that a NOSCRIPT (a SCRIPT
+ * FLUSH) gets the script's source and a cluster's MOVED or ASK is
+ * followed. Lost with the connection, the admission only stays charged
+ * (the key keeps its expiry).
  */
 static void
 ngx_http_linegate_lr_rate_refund(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr)
 {
-    ngx_http_linegate_redis_args_t  *a;
-    ngx_http_linegate_main_conf_t   *lmcf;
+    ngx_http_linegate_redis_args_t  a;
+    ngx_http_linegate_main_conf_t  *lmcf;
 
     lmcf = ngx_http_get_module_main_conf(r, ngx_http_linegate_module);
 
-    a = ngx_palloc(r->pool, sizeof(ngx_http_linegate_redis_args_t));
-    if (a == NULL) {
-        return;
-    }
+    ngx_http_linegate_redis_args_init(&a);
+    ngx_http_linegate_redis_arg_str(&a, &lr->rate_key);
+    ngx_http_linegate_redis_arg_str(&a, &lmcf->ws_rate_interval_arg);
 
-    ngx_http_linegate_redis_args_init(a);
-    ngx_http_linegate_redis_arg_cstr(a, "EVALSHA");
-    ngx_http_linegate_redis_arg_str(a,
-        ngx_http_linegate_script_sha(NGX_HTTP_LINEGATE_SCRIPT_RL_REFUND));
-    ngx_http_linegate_redis_arg_cstr(a, "1");
-    ngx_http_linegate_redis_arg_str(a, &lr->rate_key);
-    ngx_http_linegate_redis_arg_str(a, &lmcf->ws_rate_interval_arg);
-
-    if (ngx_http_linegate_redis_command(r, a, NULL) != NGX_OK) {
+    if (ngx_http_linegate_redis_script(r, NGX_HTTP_LINEGATE_SCRIPT_RL_REFUND,
+                                       1, &a, NULL)
+        != NGX_OK)
+    {
         ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
                       NGX_HTTP_LINEGATE_LOG "refund of \"%V\" not sent",
                       &lr->rate_key);
