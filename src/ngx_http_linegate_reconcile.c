@@ -1057,13 +1057,17 @@ ngx_http_linegate_reconcile_lost_valid(ngx_http_linegate_reconcile_lost_t *l)
 }
 
 
-/* SWEEP_READ: the request and the customer, the workspace's slot */
+/*
+ * SWEEP_READ: the request and the customer, the workspace's slot; the
+ * member's score, the fleet's (the time it was written, before any
+ * Stripe call: the only time of purchase left once the request is gone)
+ */
 static ngx_int_t
 ngx_http_linegate_reconcile_lost_read(ngx_http_request_t *r,
     ngx_http_linegate_reconcile_lost_t *l)
 {
     ngx_str_t                       key[2];
-    ngx_http_linegate_redis_args_t  a[2];
+    ngx_http_linegate_redis_args_t  a[3];
 
     if (ngx_http_linegate_key(r->pool, NGX_HTTP_LINEGATE_KEY_WS_LR,
                               &l->workspace, &l->id, &key[0])
@@ -1089,7 +1093,13 @@ ngx_http_linegate_reconcile_lost_read(ngx_http_request_t *r,
     ngx_http_linegate_redis_arg_str(&a[1], &key[1]);
     ngx_http_linegate_redis_arg_cstr(&a[1], "stripeCustomerId");
 
-    return ngx_http_linegate_redis_pipeline(r, 2, a,
+    ngx_http_linegate_redis_args_init(&a[2]);
+    ngx_http_linegate_redis_arg_cstr(&a[2], "ZSCORE");
+    ngx_http_linegate_redis_arg_str(&a[2],
+        ngx_http_linegate_key_fixed(NGX_HTTP_LINEGATE_KEY_LR_INFLIGHT));
+    ngx_http_linegate_redis_arg_str(&a[2], &l->member);
+
+    return ngx_http_linegate_redis_pipeline(r, 3, a,
                                         ngx_http_linegate_reconcile_stored);
 }
 
@@ -1100,13 +1110,17 @@ ngx_http_linegate_reconcile_lost_read(ngx_http_request_t *r,
  * holds, freed with the reservation by the run's lr_release), and so
  * does one that is gone: a later creation of the workspace dropped it as
  * abandoned (lr_create: 10 minutes without an invoice), and Stripe may
- * still hold the open invoice its worker made before it died. NGX_ERROR:
- * not understood, the member stays.
+ * still hold the open invoice its worker made before it died. Its `at`,
+ * from which the run looks for that invoice: the request's createdAt, or
+ * the member's score for one gone. NGX_ERROR: not understood, the member
+ * stays.
  */
 static ngx_int_t
 ngx_http_linegate_reconcile_lost_found(ngx_http_request_t *r,
     ngx_http_linegate_reconcile_lost_t *l, redisReply *reply)
 {
+    u_char       iso[NGX_HTTP_LINEGATE_ISO_LEN];
+    ngx_int_t    ms;
     ngx_str_t    s, *f;
     ngx_uint_t   i, at[3];
     redisReply  *lr, *from[3];
@@ -1118,7 +1132,7 @@ ngx_http_linegate_reconcile_lost_found(ngx_http_request_t *r,
     };
 
     if (reply == NULL || reply->type != REDIS_REPLY_ARRAY
-        || reply->elements != 2
+        || reply->elements != 3
         || reply->element[0]->type != REDIS_REPLY_ARRAY
         || reply->element[0]->elements != 5)
     {
@@ -1167,6 +1181,24 @@ ngx_http_linegate_reconcile_lost_found(ngx_http_request_t *r,
     for (i = 0; i < 3; i++) {
         if (ngx_http_linegate_reply_str(from[i], at[i], &s) != NGX_OK) {
             ngx_str_set(&s, "");
+        }
+
+        if (i == 2 && s.len == 0
+            && ngx_http_linegate_reply_str(reply, 2, &s) == NGX_OK)
+        {
+            /*
+             * gone (dropped as abandoned): the member's score, ms. Left
+             * empty, the entry would be timed by its queuing, and the
+             * lookup, from 10 minutes before that, would miss an invoice
+             * made more than 10 minutes before the sweep
+             */
+            ms = ngx_atoi(s.data, s.len);
+            ngx_str_set(&s, "");
+
+            if (ms > 0) {
+                s.data = iso;
+                s.len = ngx_http_linegate_iso8601(iso, ms) - iso;
+            }
         }
 
         if (s.len > NGX_HTTP_LINEGATE_RECONCILE_FIELD_MAX

@@ -20,6 +20,7 @@ use Digest::SHA ();
 use Time::HiRes qw(sleep time);
 use Redis;
 use POSIX ();
+use Time::Local qw(timegm);
 use LG::Stack;
 use LG::Test qw(:DEFAULT eventually);
 use LG::Lines qw(body);
@@ -274,6 +275,9 @@ subtest 'dropped as abandoned before the sweep: queued' => sub {
         or diag $tx->res->body;
     ok(!$r->exists("lg:{ws:$w->{id}}:lr:$id"), 'the old one dropped');
     is_deeply([members($w)], ["$w->{id} $id"], 'its member still there');
+    # its purchase began 15 minutes ago (as the reservedAt above says)
+    my $score = int((time - 900) * 1000);
+    $r->zadd($J, $score, "$w->{id} $id");
 
     sleep 1.1;    # linegate_reconcile_lost_after
     run();
@@ -281,6 +285,14 @@ subtest 'dropped as abandoned before the sweep: queued' => sub {
     is(scalar @e, 1, 'the gone request queued as worker_lost');
     is($e[0]{line_request_id}, $id, 'named');
     is($e[0]{customer}, $w->{customer}, 'with its customer');
+    # the time the run looks for its invoice from: the member's, not the
+    # queuing's (10 minutes before which the invoice would be missed)
+    my ($y, $mo, $d, $h, $mi, $sec) =
+        ($e[0]{at} // '') =~ /^(\d{4})-(\d\d)-(\d\d)T(\d\d):(\d\d):(\d\d)/;
+    ok(defined $y, 'its at set') or diag explain $e[0];
+    ok(defined $y && abs(timegm($sec, $mi, $h, $d, $mo - 1, $y)
+                         - $score / 1000) <= 1,
+       'its at: the member\'s score') or diag "$e[0]{at} vs $score";
     is_deeply([members($w)], [], 'the member swept');
 };
 

@@ -808,6 +808,16 @@ subtest 'a killed create dropped as abandoned: its invoice voided' => sub {
     my $w = $l->workspace('org_killed_dropped');
     my ($id, $inv) = killed_finalized($l, $w, $EMAIL, 'kd');
 
+    # a realistic age: the purchase began 15 minutes ago (its member's
+    # score), its invoice made a second later; a lookup timed by the
+    # entry's queuing (10 minutes before the run) would miss it
+    my $J = 'lg:{fleet}:lr:inflight';
+    my $began = time - 900;
+    $r->zadd($J, int($began * 1000), "$w->{id} $id");
+    my $bd = $s->stub(POST => "/_stub/invoices/$inv->{id}/backdate",
+                      {seconds => int(time - $began) - 1});
+    ok($bd->res->is_success, 'its invoice made 15 minutes ago');
+
     $r->hset("lg:{ws:$w->{id}}:lr:$id", 'reservedAt', 1);
     $l->answer($l->create($w, $EMAIL, 'Idempotency-Key' => 'kd'), 201,
                'the same key ten minutes later: a new request');

@@ -56,6 +56,7 @@
 #   POST|GET|DELETE /_stub/faults         queue / list / clear faults
 #   POST /_stub/invoices/:id/{pay,void,mark_uncollectible}
 #                                         {"webhook_url"?} -> invoice.* event
+#   POST /_stub/invoices/:id/backdate     {"seconds"}: created earlier
 #   POST /_stub/subscriptions/:id/renew   the next period's invoice, paid
 #   POST /_stub/refund_status             {"status"}: of the refunds made
 #   POST /_stub/refunds/:id/{succeed,fail,cancel}
@@ -1665,6 +1666,17 @@ post '/_stub/invoices/:id/:op' =>
   return $c->render(json => {invoice => $inv}) unless $in->{webhook_url};
   my $event = new_event($act->{event}, $inv, $in);
   deliver($c, $in->{webhook_url}, $event, $in, {invoice => $inv});
+};
+
+# an invoice made earlier than it was: {"seconds"} taken off its created
+# (a reconciliation's lookup window against a realistic age)
+post '/_stub/invoices/:id/backdate' => sub {
+  my $c   = shift;
+  my $in  = json_in($c) // return bad($c, 400, 'expected a JSON object');
+  my $id  = $c->param('id');
+  my $inv = $S{invoices}{$id} // return bad($c, 404, "no invoice $id");
+  $inv->{created} -= int($in->{seconds} // 0);
+  return $c->render(json => {invoice => $inv});
 };
 
 # the next period of a subscription: its invoice, paid by the card
