@@ -171,6 +171,8 @@ static void ngx_http_linegate_create_invoice_indexed(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr, redisReply *reply);
 static void ngx_http_linegate_create_store(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr);
+static void ngx_http_linegate_create_stored_again(redisReply *reply,
+    ngx_http_linegate_redis_args_t *args, ngx_str_t *note);
 static void ngx_http_linegate_create_stored(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr, redisReply *reply);
 static void ngx_http_linegate_create_resolved(ngx_http_request_t *r,
@@ -755,9 +757,19 @@ ngx_http_linegate_create_fail(ngx_http_request_t *r,
              * 201.
              */
             lr->ctx->state = NGX_HTTP_LINEGATE_CREATE_STORE_AGAIN;
-            ngx_http_linegate_lines_durable(r, lr,
+
+            /*
+             * refused when it lands (the reservation dropped as
+             * abandoned, or a reconciliation run fenced it to void the
+             * invoice): nothing names the invoice, it is queued to be
+             * discarded (create_stored_again). The customer rides along
+             * as an argument the script does not read.
+             */
+            ngx_http_linegate_redis_arg_str(&lr->args, &lr->customer);
+            ngx_http_linegate_lines_durable_then(r, lr,
                                     NGX_HTTP_LINEGATE_SCRIPT_LR_INVOICE_STORE,
                                     "lr_invoice_store",
+                                    ngx_http_linegate_create_stored_again,
                                     ngx_http_linegate_create_resume);
             return;
         }
@@ -1636,6 +1648,40 @@ ngx_http_linegate_create_store(ngx_http_request_t *r,
     ngx_http_linegate_lines_call(r, lr,
                                  NGX_HTTP_LINEGATE_SCRIPT_LR_INVOICE_STORE,
                                  ngx_http_linegate_create_resume);
+}
+
+
+/*
+ * The store sent again (STORE_AGAIN) done: 0, refused, so no request
+ * names the invoice, which stays open and payable unless it is queued to
+ * be voided. args: lr_invoice_store's 2 keys, its 10 arguments, the
+ * customer.
+ */
+static void
+ngx_http_linegate_create_stored_again(redisReply *reply,
+    ngx_http_linegate_redis_args_t *args, ngx_str_t *note)
+{
+    ngx_str_t  ws, id, invoice, customer;
+
+    if (reply == NULL || reply->type != REDIS_REPLY_INTEGER
+        || reply->integer != 0 || args->argc != 13)
+    {
+        return;
+    }
+
+    ngx_http_linegate_lines_arg(args, 2, &ws);
+    ngx_http_linegate_lines_arg(args, 3, &id);
+    ngx_http_linegate_lines_arg(args, 4, &invoice);
+    ngx_http_linegate_lines_arg(args, 12, &customer);
+
+    ngx_log_error(NGX_LOG_WARN, ngx_cycle->log, 0,
+                  NGX_HTTP_LINEGATE_LOG "line request \"%V\" refused its "
+                  "invoice \"%V\" sent again (dropped, or fenced by a "
+                  "reconciliation run): invoice queued to be voided", &id,
+                  &invoice);
+
+    ngx_http_linegate_lines_orphan_of(ngx_cycle->log, &ws, &id, &invoice,
+                                      &customer);
 }
 
 

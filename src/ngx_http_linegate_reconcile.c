@@ -52,7 +52,10 @@
  *             recorded with the entry's number
  *   RELEASE   script pv_release (the account's slot): the reservation is
  *             dropped, the slot is freed
- *   CANCEL    Stripe: the subscription is canceled
+ *   FENCE     script lr_void_fence (the workspace's slot), a Lines
+ *             invoice only: its request read again and fenced
+ *   CANCEL    Stripe: the subscription is canceled (a Lines invoice
+ *             voided, or deleted)
  *   INVOICES  Stripe: the paid invoices of a purchase undone (its
  *             subscription cancelled, no line given) are listed, their
  *             payments expanded, 5 a page, 10 at most (more: left for a
@@ -110,7 +113,10 @@
  *     the invoice found at Stripe by metadata[line_request_id] is
  *     discarded (a draft deleted, an open one voided), then the
  *     reservation is dropped as the request's own failure step would
- *     (lr_release); a paid one is left for a human.
+ *     (lr_release); a paid one is left for a human. Before the discard
+ *     (FENCE, lr_void_fence) the request is read again: one whose store
+ *     landed late names the invoice, which is kept (stored_late); one
+ *     that does not is fenced, a store landing later refused.
  *
  * Every step is idempotent: a run that stops anywhere (Stripe or Redis
  * failing, the worker exiting) leaves the entry (or the claim) where it
@@ -192,6 +198,7 @@ typedef enum {
     NGX_HTTP_LINEGATE_RECONCILE_LOOKUP,
     NGX_HTTP_LINEGATE_RECONCILE_RECORD,
     NGX_HTTP_LINEGATE_RECONCILE_RELEASE,
+    NGX_HTTP_LINEGATE_RECONCILE_FENCE,
     NGX_HTTP_LINEGATE_RECONCILE_CANCEL,
     NGX_HTTP_LINEGATE_RECONCILE_INVOICES,
     NGX_HTTP_LINEGATE_RECONCILE_REFUND,
@@ -476,6 +483,9 @@ static ngx_int_t ngx_http_linegate_reconcile_record(ngx_http_request_t *r,
     ngx_http_linegate_reconcile_t *rc, ngx_http_linegate_reconcile_entry_t *e);
 static ngx_int_t ngx_http_linegate_reconcile_release(ngx_http_request_t *r,
     ngx_http_linegate_reconcile_t *rc, ngx_http_linegate_reconcile_entry_t *e);
+static ngx_int_t ngx_http_linegate_reconcile_fence(ngx_http_request_t *r,
+    ngx_http_linegate_reconcile_t *rc,
+    ngx_http_linegate_reconcile_entry_t *e);
 static ngx_int_t ngx_http_linegate_reconcile_cancel(ngx_http_request_t *r,
     ngx_http_linegate_ctx_t *ctx, ngx_http_linegate_reconcile_entry_t *e);
 static void ngx_http_linegate_reconcile_canceled(ngx_http_request_t *r,
@@ -637,6 +647,10 @@ ngx_http_linegate_reconcile_next(ngx_http_request_t *r,
         rv = ngx_http_linegate_reconcile_release(r, rc, e);
         break;
 
+    case NGX_HTTP_LINEGATE_RECONCILE_FENCE:
+        rv = ngx_http_linegate_reconcile_fence(r, rc, e);
+        break;
+
     case NGX_HTTP_LINEGATE_RECONCILE_CANCEL:
         rv = ngx_http_linegate_reconcile_cancel(r, ctx, e);
         break;
@@ -734,7 +748,7 @@ ngx_http_linegate_reconcile_next(ngx_http_request_t *r,
                                          NGX_HTTP_LINEGATE_RECONCILE_DONE);
         return;
 
-    default: /* RECORD, RELEASE, RESOLVE */
+    default: /* RECORD, RELEASE, FENCE, RESOLVE */
         ngx_http_linegate_reconcile_defer(r, ctx, "store_unavailable", 1);
         return;
     }
@@ -2517,8 +2531,11 @@ ngx_http_linegate_reconcile_decide(ngx_http_request_t *r,
      */
 
     if (e->state == NGX_HTTP_LINEGATE_RECONCILE_LIVE) {
+        /* a Lines invoice: not before its request is read again, fenced */
         ngx_http_linegate_reconcile_next(r, ctx,
-                                         NGX_HTTP_LINEGATE_RECONCILE_CANCEL);
+                                         e->line_request.len
+                                         ? NGX_HTTP_LINEGATE_RECONCILE_FENCE
+                                         : NGX_HTTP_LINEGATE_RECONCILE_CANCEL);
         return;
     }
 
@@ -2650,6 +2667,42 @@ ngx_http_linegate_reconcile_release(ngx_http_request_t *r,
     return ngx_http_linegate_reconcile_script(r, rc,
                                           NGX_HTTP_LINEGATE_SCRIPT_PV_RELEASE,
                                           NGX_HTTP_LINEGATE_KEYS_PV_RELEASE);
+}
+
+
+/*
+ * FENCE: lr_void_fence.lua, the workspace's slot, before a Lines invoice
+ * is voided or deleted. The entry was queued from what the sweep read,
+ * but the request's worker may have been alive, cut off from Redis: its
+ * store, sent again after its reply was lost, can land any time after.
+ * Read again here, a request that names the invoice keeps it; one that
+ * does not is marked in the same step, so that a store landing later is
+ * refused (its worker then discards the invoice too) rather than naming
+ * an invoice this run voids.
+ */
+static ngx_int_t
+ngx_http_linegate_reconcile_fence(ngx_http_request_t *r,
+    ngx_http_linegate_reconcile_t *rc, ngx_http_linegate_reconcile_entry_t *e)
+{
+    ngx_str_t                        key;
+    ngx_http_linegate_redis_args_t  *a;
+
+    if (ngx_http_linegate_key(r->pool, NGX_HTTP_LINEGATE_KEY_WS_LR,
+                              &e->workspace, &e->line_request, &key)
+        != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    a = &rc->args;
+    ngx_http_linegate_redis_args_init(a);
+    ngx_http_linegate_redis_arg_str(a, &key);
+    ngx_http_linegate_redis_arg_str(a, &e->workspace);
+    ngx_http_linegate_redis_arg_str(a, &e->line_request);
+    ngx_http_linegate_redis_arg_str(a, &e->found);
+
+    return ngx_http_linegate_reconcile_script(r, rc,
+                                  NGX_HTTP_LINEGATE_SCRIPT_LR_VOID_FENCE, 1);
 }
 
 
@@ -3724,6 +3777,25 @@ ngx_http_linegate_reconcile_stored(ngx_http_request_t *r, redisReply *reply)
         ngx_http_linegate_reconcile_settle(r, ctx,
                                            e->released ? e->released
                                                        : "released");
+        return;
+
+    case NGX_HTTP_LINEGATE_RECONCILE_FENCE:
+        if (code == 1) {
+            ngx_http_linegate_reconcile_next(r, ctx,
+                                          NGX_HTTP_LINEGATE_RECONCILE_CANCEL);
+            return;
+        }
+
+        if (code != 0) {
+            ngx_http_linegate_reconcile_defer(r, ctx, "store_unavailable", 1);
+            return;
+        }
+
+        /*
+         * its store landed after the sweep: the request awaits payment
+         * on this invoice, a normal one; nothing to release either
+         */
+        ngx_http_linegate_reconcile_settle(r, ctx, "stored_late");
         return;
 
     case NGX_HTTP_LINEGATE_RECONCILE_RESOLVE:

@@ -1331,7 +1331,9 @@ ngx_http_linegate_redis_reply_cb(redisAsyncContext *ac, void *data,
  * reservation's release (the confirm's, the sweep's in pv_inspect, the
  * run's), which a settle in another slot follows on a cluster: released
  * on the account's master, lost with it, the reservation would come
- * back with nothing left in the journal to find it by. And the operator's
+ * back with nothing left in the journal to find it by. A run's fence
+ * before it voids a Lines invoice (lr_void_fence): lost with its master,
+ * a late store would name the void invoice. And the operator's
  * writes a caller acts on: a key's revocation (a security answer: lost
  * with its master, the key would authenticate again), a provisioning
  * credential's rotation, a line's move to active or failed (its set-up
@@ -1346,6 +1348,7 @@ ngx_http_linegate_redis_acknowledged(ngx_int_t script)
     case NGX_HTTP_LINEGATE_SCRIPT_LR_INVOICE_STORE:
     case NGX_HTTP_LINEGATE_SCRIPT_LR_REISSUE_STORE:
     case NGX_HTTP_LINEGATE_SCRIPT_LR_RESOLVE:
+    case NGX_HTTP_LINEGATE_SCRIPT_LR_VOID_FENCE:
     case NGX_HTTP_LINEGATE_SCRIPT_PV_CLAIM:
     case NGX_HTTP_LINEGATE_SCRIPT_PV_RECORD:
     case NGX_HTTP_LINEGATE_SCRIPT_PV_RELEASE:

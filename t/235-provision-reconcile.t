@@ -12,6 +12,7 @@ use lib 't/lib';
 use Test::More;
 use Time::HiRes qw(sleep time);
 use Time::Local qw(timegm);
+use Digest::SHA ();
 use LG::Stack;
 use LG::Test qw(:DEFAULT eventually);
 use LG::Provision;
@@ -835,6 +836,98 @@ subtest 'a killed create dropped as abandoned: its invoice voided' => sub {
        'nothing payable left at Stripe');
     my @live = grep { $_->{status} eq 'open' } $l->invoices($w->{customer});
     is(scalar @live, 1, 'the new request\'s invoice untouched');
+};
+
+# What a worker cut off from Redis (not dead) does once it is back: its
+# lr_invoice_store, sent again after its reply was lost (a durable
+# write), lands after a run's sweep queued its request as worker_lost.
+# The store the tests send is the script itself (lr_invoice_store, as
+# its worker sends it).
+sub late_store {
+    my ($l, $w, $id, $inv, $key) = @_;
+    my $digest = Digest::SHA::sha256_hex($key);
+    my $ikey = "lg:{ws:$w->{id}}:idem:$digest";
+    return $r->eval(LG::Test::lua_script('lr_invoice_store'), 2,
+                    "lg:{ws:$w->{id}}:lr:$id", $ikey, $w->{id}, $id,
+                    $inv->{id}, $inv->{hosted_invoice_url},
+                    int(time * 1000), $digest, $r->hget($ikey, 'fp') // '',
+                    201, '{}', 86400);
+}
+
+# a paid add-on's worker_lost entry the sweep queued, its lookup failing
+# (the entry stays): the request, its open invoice
+sub lost_and_left {
+    my ($l, $w, $key) = @_;
+    local $Test::Builder::Level = $Test::Builder::Level + 1;
+    my $EMAIL = body(channelType => 'email', email => 'k@example.com');
+    my ($id, $inv) = killed_finalized($l, $w, $EMAIL, $key);
+    $l->fault(method => 'GET', path_prefix => '/v1/invoices', status => 500,
+              count => -1);
+    sleep 1.1;    # linegate_reconcile_lost_after
+    my $b = run();
+    $l->clear_faults;
+    my ($e) = grep { ($_->{line_request_id} // '') eq $id }
+              @{ $b->{entries} // [] };
+    is($e->{reason}, 'worker_lost', 'swept as worker_lost')
+        or diag explain $b;
+    is($e->{outcome}, 'deferred', 'and left (its lookup failed)');
+    return ($id, $inv);
+}
+
+subtest 'a store landing after the sweep: the invoice kept' => sub {
+    plan skip_all => 'the Lines API is not served on a Redis Cluster'
+        if $s->topology eq 'cluster';
+    my $l = LG::Lines->new($s);
+    my $w = $l->workspace('org_store_late');
+    my ($id, $inv) = lost_and_left($l, $w, 'kl');
+    is(late_store($l, $w, $id, $inv, 'kl'), 1, 'the late store lands');
+
+    my $b = run();
+    my ($e) = grep { ($_->{line_request_id} // '') eq $id }
+              @{ $b->{entries} // [] };
+    is($e->{outcome}, 'stored_late', 'resolved as stored late')
+        or diag explain $b;
+    is($l->invoice($inv->{id})->{status}, 'open',
+       'its invoice still open: the link its client has stays payable');
+    my $lr = $l->lr($w, $id);
+    is($lr->{provisioningStatus}, 'awaiting_payment',
+       'the request awaits payment');
+    is($lr->{invoiceId}, $inv->{id}, 'naming the invoice');
+    ok(!exists $lr->{voidingInvoice}, 'not fenced');
+    is($l->pending($w), $id, 'still the workspace\'s pending request');
+    is_deeply([grep { ($_->{line_request_id} // '') eq $id }
+               @{ $p->reconcile }], [], 'off lg:{fleet}:reconcile');
+};
+
+subtest 'a store landing once a run fenced the request: refused' => sub {
+    plan skip_all => 'the Lines API is not served on a Redis Cluster'
+        if $s->topology eq 'cluster';
+    my $l = LG::Lines->new($s);
+    my $w = $l->workspace('org_store_fenced');
+    my ($id, $inv) = lost_and_left($l, $w, 'kf');
+
+    # the run fences the request, then its void fails: the store may
+    # land before the next run voids
+    $l->fault(path_prefix => "/v1/invoices/$inv->{id}/void", status => 500,
+              count => -1);
+    my $b = run();
+    $l->clear_faults;
+    my ($e) = grep { ($_->{line_request_id} // '') eq $id }
+              @{ $b->{entries} // [] };
+    is($e->{outcome}, 'deferred', 'the void failed: the entry left')
+        or diag explain $b;
+    is($r->hget("lg:{ws:$w->{id}}:lr:$id", 'voidingInvoice'), $inv->{id},
+       'the request fenced, naming the invoice');
+    is(late_store($l, $w, $id, $inv, 'kf'), 0, 'a late store refused');
+    ok(!defined $r->hget("lg:{ws:$w->{id}}:lr:$id", 'invoiceId'),
+       'the request names no invoice');
+
+    $b = run();
+    ($e) = grep { ($_->{line_request_id} // '') eq $id }
+           @{ $b->{entries} // [] };
+    is($e->{outcome}, 'voided', 'the next run voids it') or diag explain $b;
+    is($l->invoice($inv->{id})->{status}, 'void', 'void at Stripe');
+    is_deeply([$l->request_ids($w)], [], 'the request dropped');
 };
 
 # the workspace's Stripe customer changed by the operator after the

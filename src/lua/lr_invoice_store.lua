@@ -14,15 +14,18 @@
 -- fingerprint, ARGV[8] status, ARGV[9] body, ARGV[10] TTL
 -- Returns 1 (also when it was stored already: the step is sent again when
 -- its reply is lost), or 0 when the reservation is gone (abandoned as
--- stale): the module then voids the invoice.
+-- stale), or a reconciliation run is voiding the invoice (lr_void_fence:
+-- it found the request lost while this step was still on its way): the
+-- module then voids the invoice.
 --#include lr_idem
 local lkey = KEYS[1]
-local cur = redis.call('HMGET', lkey, 'provisioningStatus', 'invoiceId')
+local cur = redis.call('HMGET', lkey, 'provisioningStatus', 'invoiceId',
+                       'voidingInvoice')
 if cur[2] == ARGV[3] then
     -- stored already: this is the same step sent again (its reply lost)
     return 1
 end
-if cur[1] ~= 'awaiting_payment' or cur[2] then
+if cur[1] ~= 'awaiting_payment' or cur[2] or cur[3] then
     return 0
 end
 
