@@ -82,6 +82,10 @@
  *             RELEASE found no line holding it, the number goes back to
  *             the inventory in the same step (once: the entry is gone
  *             after it)
+ *   RENEW     script op_reconcile_lease: before a Stripe step of an
+ *             entry, the lease renewed if it is older than 5 s and
+ *             still the run's; lost: no more Stripe calls, the entry
+ *             left (lease_lost), the run stops
  *   UNLEASE   script: the lease is given back, the cursor written (the
  *             last entry this run looked at)
  *   DONE      the answer: what became of each entry
@@ -152,6 +156,14 @@
 #define NGX_HTTP_LINEGATE_RECONCILE_BATCH      10
 #define NGX_HTTP_LINEGATE_RECONCILE_MAX        100
 #define NGX_HTTP_LINEGATE_RECONCILE_LEASE_MS   60000
+/*
+ * The lease is renewed (if still the run's) before a Stripe step once
+ * this old: an entry can make many Stripe calls, each bounded only by
+ * the Stripe location's timeouts, past the budget and the lease. Lost,
+ * another run may hold it, and two runs must not call Stripe for one
+ * entry (two refunds with one Idempotency-Key: Stripe answers 409).
+ */
+#define NGX_HTTP_LINEGATE_RECONCILE_RENEW_MS   5000
 /* no entry is started past this: the lease outlives the run */
 #define NGX_HTTP_LINEGATE_RECONCILE_BUDGET_MS  30000
 /*
@@ -204,6 +216,7 @@ typedef enum {
     NGX_HTTP_LINEGATE_RECONCILE_REFUND,
     NGX_HTTP_LINEGATE_RECONCILE_REFUND_CHECK,
     NGX_HTTP_LINEGATE_RECONCILE_RESOLVE,
+    NGX_HTTP_LINEGATE_RECONCILE_RENEW,
     NGX_HTTP_LINEGATE_RECONCILE_UNLEASE,
     NGX_HTTP_LINEGATE_RECONCILE_DONE
 } ngx_http_linegate_reconcile_state_e;
@@ -342,6 +355,11 @@ typedef struct {
     u_char                               token_buf[NGX_HTTP_LINEGATE_ID_LEN];
     int64_t                              started_ms;
     u_char                               iso[NGX_HTTP_LINEGATE_ISO_LEN];
+    /* the lease: when taken or last renewed; the renewal sent, for what */
+    int64_t                              leased_ms;
+    int64_t                              renew_ms;
+    ngx_http_linegate_reconcile_state_e  renewing;
+    unsigned                             lease_lost:1;
 
     ngx_uint_t                           status;   /* the answer's */
     unsigned                             stop:1;   /* no entry more */
@@ -589,6 +607,28 @@ ngx_http_linegate_reconcile_next(ngx_http_request_t *r,
 
     rc = ctx->data;
     e = &rc->entry[rc->i];
+
+    switch (state) {
+
+    case NGX_HTTP_LINEGATE_RECONCILE_LOOKUP:
+    case NGX_HTTP_LINEGATE_RECONCILE_CANCEL:
+    case NGX_HTTP_LINEGATE_RECONCILE_INVOICES:
+    case NGX_HTTP_LINEGATE_RECONCILE_REFUND:
+    case NGX_HTTP_LINEGATE_RECONCILE_REFUND_CHECK:
+        /* a Stripe step: only under the lease, renewed first if old */
+        if (ngx_http_linegate_now_ms() - rc->leased_ms
+            > NGX_HTTP_LINEGATE_RECONCILE_RENEW_MS)
+        {
+            rc->renewing = state;
+            state = NGX_HTTP_LINEGATE_RECONCILE_RENEW;
+        }
+
+        break;
+
+    default:
+        break;
+    }
+
     ctx->state = state;
 
     switch (state) {
@@ -671,6 +711,11 @@ ngx_http_linegate_reconcile_next(ngx_http_request_t *r,
         rv = ngx_http_linegate_reconcile_resolve(r, rc, e);
         break;
 
+    case NGX_HTTP_LINEGATE_RECONCILE_RENEW:
+        rc->renew_ms = ngx_http_linegate_now_ms();
+        rv = ngx_http_linegate_reconcile_lease(r, rc, "renew");
+        break;
+
     case NGX_HTTP_LINEGATE_RECONCILE_UNLEASE:
         rv = ngx_http_linegate_reconcile_lease(r, rc, "give");
         break;
@@ -748,7 +793,7 @@ ngx_http_linegate_reconcile_next(ngx_http_request_t *r,
                                          NGX_HTTP_LINEGATE_RECONCILE_DONE);
         return;
 
-    default: /* RECORD, RELEASE, FENCE, RESOLVE */
+    default: /* RECORD, RELEASE, FENCE, RESOLVE, RENEW */
         ngx_http_linegate_reconcile_defer(r, ctx, "store_unavailable", 1);
         return;
     }
@@ -3609,6 +3654,9 @@ ngx_http_linegate_reconcile_stored(ngx_http_request_t *r, redisReply *reply)
             rc->after.len = rc->cursor.len + 1;
         }
 
+        /* (taken after the run began: its start is on the safe side) */
+        rc->leased_ms = rc->started_ms;
+
         ngx_http_linegate_reconcile_next(r, ctx,
                                          NGX_HTTP_LINEGATE_RECONCILE_SWEEP);
         return;
@@ -3820,7 +3868,45 @@ ngx_http_linegate_reconcile_stored(ngx_http_request_t *r, redisReply *reply)
         ngx_http_linegate_reconcile_advance(r, ctx);
         return;
 
+    case NGX_HTTP_LINEGATE_RECONCILE_RENEW:
+        if (code == 1) {
+            rc->leased_ms = rc->renew_ms;
+            ngx_http_linegate_reconcile_next(r, ctx, rc->renewing);
+            return;
+        }
+
+        if (code != 0) {
+            /* not known to be lost: no Stripe call without knowing */
+            ngx_http_linegate_reconcile_defer(r, ctx, "store_unavailable", 1);
+            return;
+        }
+
+        /*
+         * expired: another run may hold the lease, and be at this very
+         * entry; this one calls Stripe no more, and leaves the cursor
+         */
+        rc->lease_lost = 1;
+
+        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                      NGX_HTTP_LINEGATE_LOG "reconciliation: the run's "
+                      "lease expired (%L ms since it was taken or "
+                      "renewed, %L ms into the run): stopped before its "
+                      "next Stripe call",
+                      rc->renew_ms - rc->leased_ms,
+                      rc->renew_ms - rc->started_ms);
+
+        ngx_http_linegate_reconcile_defer(r, ctx, "lease_lost", 1);
+        return;
+
     default: /* NGX_HTTP_LINEGATE_RECONCILE_UNLEASE */
+        if (code == 0 && !rc->lease_lost) {
+            ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                          NGX_HTTP_LINEGATE_LOG "reconciliation: the run's "
+                          "lease expired before it ended (%L ms into the "
+                          "run): the cursor is not written",
+                          ngx_http_linegate_now_ms() - rc->started_ms);
+        }
+
         ngx_http_linegate_reconcile_next(r, ctx,
                                          NGX_HTTP_LINEGATE_RECONCILE_DONE);
         return;

@@ -291,6 +291,44 @@ subtest 'one run at a time across the fleet: a lease in Redis' => sub {
     is($tx->res->code, 405, 'GET: 405');
 };
 
+# A run's lease (60 s) is renewed before each Stripe step of an entry
+# once 5 s old: an entry's Stripe calls are bounded only by the Stripe
+# location's timeouts. One that expired (here: taken by another run while
+# Stripe held the lookup) stops the run before its next Stripe call: two
+# runs at one entry would cancel and refund twice.
+subtest 'a run whose lease expired stops before its next Stripe call' =>
+sub {
+    lost_purchase('acct_lease_lost', after_commit => 1);
+    $p->fault(method => 'GET', path_prefix => '/v1/subscriptions',
+              latency_ms => 6000);
+    my ($tx, $done) = $p->during(
+        [POST => '/_linegate/reconciliation/run',
+         {Authorization => 'Bearer ' . $s->operator_token}],
+        sub {
+            return 0 unless $s->stub_held(qr{^/v1/subscriptions});
+            $r->set('lg:{fleet}:reconcile:lease', 'another-run', 'PX',
+                    60000);
+            return 1;
+        }, 30);
+    $p->clear_faults;
+    ok($done, 'another run took the lease while Stripe held the lookup');
+    is($tx->res->code, 200, 'the run answered 200');
+    my $e = entry_of($tx->res->json // {}, 'acct_lease_lost');
+    is($e->{outcome}, 'deferred', 'its entry left') or diag explain $e;
+    is($e->{detail}, 'lease_lost', 'because the lease was lost');
+    is(scalar(grep { $_->{status} ne 'canceled' }
+              subs_of('acct_lease_lost')),
+       1, 'no cancellation sent without the lease');
+    is(scalar queued_of('acct_lease_lost'), 1, 'the entry still queued');
+    is($r->get('lg:{fleet}:reconcile:lease'), 'another-run',
+       "the other run's lease untouched");
+    like($s->error_log, qr/the run's lease expired/, 'logged');
+
+    $r->del('lg:{fleet}:reconcile:lease');
+    is(entry_of(run(), 'acct_lease_lost')->{outcome}, 'canceled',
+       'the next run settles it');
+};
+
 # The sweep of lost purchases (docs/operator.md, "Reconciliation"): a
 # claim older than linegate_reconcile_lost_after is settled by what its
 # account shows, in steps of one slot each. The state a dead worker (or a
