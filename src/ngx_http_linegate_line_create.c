@@ -653,6 +653,13 @@ ngx_http_linegate_create_resume(ngx_http_request_t *r, redisReply *reply)
         ngx_http_linegate_create_resolved(r, lr, reply);
         return;
 
+    case NGX_HTTP_LINEGATE_CREATE_RESOLVE_AGAIN:
+        ngx_http_linegate_lines_durable_done(r, lr, reply);
+        ngx_str_set(&lr->ctx->outcome, "provisioning");
+        ngx_http_linegate_send_body(r, lr->status, lr->body.data,
+                                    lr->body.len);
+        return;
+
     case NGX_HTTP_LINEGATE_CREATE_UNISSUE:
     case NGX_HTTP_LINEGATE_CREATE_DISCARD:
         if (ngx_http_linegate_invoice_next(r, lr) == NGX_DONE) {
@@ -1730,16 +1737,35 @@ ngx_http_linegate_create_stored(ngx_http_request_t *r,
  * CREATE_RESOLVE answered: the request, stored naming its paid invoice,
  * is promoted (provisioning/paid, its set-up entry, the pending marker
  * cleared), or was already (the invoice's webhook came first). Not
- * answered (lost, refused, the member of a cluster not written), it
- * stays awaiting payment for now: the invoice's index was written before
- * the store, so Stripe's invoice.paid settles it, or a read's
- * reconciliation does. Either way the answer is the one the store kept
- * under the idempotency key, which a retry replays: the request paid.
+ * answered (lost, refused), the same step goes to the worker's durable
+ * writes (CREATE_RESOLVE_AGAIN, sent again until Redis runs it; it is
+ * idempotent): Stripe's invoice.paid cannot be counted on, as it most
+ * likely came while the finalize's answer was being learnt, before the
+ * invoice's index, and was acknowledged as unknown. On a cluster only
+ * once the set-up member was written (lr->setup): a promotion without
+ * it would leave the line never set up; the sweep relays that member.
+ * A cluster's member not written leaves the request awaiting payment,
+ * for a read's reconciliation. Either way the answer is the one the
+ * store kept under the idempotency key, which a retry replays: the
+ * request paid.
  */
 static void
 ngx_http_linegate_create_resolved(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr, redisReply *reply)
 {
+    ngx_http_linegate_main_conf_t  *lmcf;
+
+    lmcf = ngx_http_get_module_main_conf(r, ngx_http_linegate_module);
+
+    if (reply == NULL && (!lmcf->redis_cluster || lr->setup.len)) {
+        lr->ctx->state = NGX_HTTP_LINEGATE_CREATE_RESOLVE_AGAIN;
+        ngx_http_linegate_lines_durable(r, lr,
+                                        NGX_HTTP_LINEGATE_SCRIPT_LR_RESOLVE,
+                                        "lr_resolve",
+                                        ngx_http_linegate_create_resume);
+        return;
+    }
+
     if (reply == NULL
         || ngx_http_linegate_lines_resolved(r, lr, reply) != NGX_OK)
     {

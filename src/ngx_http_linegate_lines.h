@@ -157,6 +157,7 @@ typedef enum {
     NGX_HTTP_LINEGATE_CREATE_STORE,      /* lr_invoice_store.lua */
     NGX_HTTP_LINEGATE_CREATE_STORE_AGAIN, /* the same, durable */
     NGX_HTTP_LINEGATE_CREATE_RESOLVE,    /* lr_resolve.lua: paid at Stripe */
+    NGX_HTTP_LINEGATE_CREATE_RESOLVE_AGAIN, /* the same, durable */
     NGX_HTTP_LINEGATE_CREATE_UNISSUE,    /* discard, billing failed; a paid
                                             invoice is kept */
     NGX_HTTP_LINEGATE_CREATE_DISCARD,    /* the invoice machine: discard */
