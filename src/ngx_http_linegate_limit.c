@@ -108,14 +108,19 @@ typedef struct {
  * itself. Not for a zone some location uses with another one: a refund
  * lowers its TAT, from any worker or node, and one in flight when Redis
  * rejected (another request's admission that a second zone rejected)
- * lands after the rejection. Direct-mapped by the Redis key, compared in
- * full.
+ * lands after the rejection. Whether a zone is used with another is this
+ * node's configuration, and another node's may differ (a rolling
+ * deploy, server groups sharing a zone name): an entry is trusted for
+ * NGX_HTTP_LINEGATE_LIMIT_CACHE_TRUST at most, then Redis is asked
+ * again. Direct-mapped by the Redis key, compared in full.
  */
-#define NGX_HTTP_LINEGATE_LIMIT_CACHE_SIZE  2048
-#define NGX_HTTP_LINEGATE_LIMIT_CACHE_KEY   144
+#define NGX_HTTP_LINEGATE_LIMIT_CACHE_SIZE   2048
+#define NGX_HTTP_LINEGATE_LIMIT_CACHE_KEY    144
+#define NGX_HTTP_LINEGATE_LIMIT_CACHE_TRUST  1000
 
 typedef struct {
     ngx_msec_t                      until;      /* ngx_current_msec */
+    ngx_msec_t                      ask;        /* Redis again from then */
     ngx_msec_t                      reset;
     u_short                         len;
     u_char                          key[NGX_HTTP_LINEGATE_LIMIT_CACHE_KEY];
@@ -759,6 +764,9 @@ ngx_http_linegate_limit_decide(ngx_http_request_t *r,
                      * key can really pass.
                      */
                     cached->until = ctx->sent + res->retry_ms - 1;
+                    cached->ask = ctx->sent
+                                  + ngx_min(res->retry_ms - 1,
+                                      NGX_HTTP_LINEGATE_LIMIT_CACHE_TRUST);
                     cached->reset = ctx->sent + ngx_max(res->reset_ms, 0);
                 }
             }
@@ -869,7 +877,7 @@ ngx_http_linegate_limit_cache_check(ngx_http_request_t *r,
 
         left = (ngx_msec_int_t) (c->until - ngx_current_msec);
 
-        if (left <= 0) {
+        if (left <= 0 || (ngx_msec_int_t) (c->ask - ngx_current_msec) <= 0) {
             c->len = 0;
             continue;
         }
@@ -907,9 +915,9 @@ ngx_http_linegate_limit_cache_check(ngx_http_request_t *r,
  * Zones that admitted a request another zone rejected give their
  * admission back, fire and forget (the answer is decided), as a script
  * that outlives the request: after a SCRIPT FLUSH its NOSCRIPT gets the
- * EVAL, on a cluster a MOVED or ASK is followed. Only a lost connection
- * or a timeout leaves the key charged (never sent twice: a refund is not
- * idempotent).
+ * EVAL, on a cluster a MOVED or ASK is followed. A lost connection, a
+ * timeout or an error reply (OOM, READONLY...: logged) leaves the key
+ * charged (never sent twice: a refund is not idempotent).
  */
 static void
 ngx_http_linegate_limit_refund(ngx_http_request_t *r,

@@ -1167,7 +1167,10 @@ ngx_http_linegate_redis_format(ngx_pool_t *pool, int argc, const char **argv,
         len += 1 + NGX_SIZE_T_LEN + 2 + argvlen[i] + 2;
     }
 
-    /* no pool: a durable write, formatted in memory freed right after */
+    /*
+     * no pool: a durable write or a script without a handler (it outlives
+     * its request), in memory its owner frees
+     */
     buf = pool ? ngx_pnalloc(pool, len) : ngx_alloc(len, ngx_cycle->log);
     if (buf == NULL) {
         return NULL;

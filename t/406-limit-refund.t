@@ -120,8 +120,8 @@ subtest 'Redis: refunds after a SCRIPT FLUSH' => sub {
               'two zones, the fast one rejects') or diag("@st")
         if $s->topology ne 'cluster';
     my $ahead = quota_ahead($k);
-    # the 3rd to 6th are the worker's cached rejections of the fast zone:
-    # one refund, the 2nd request's
+    # the fast zone's rejections are not cached (it is used with the
+    # quota): the 2nd to 6th each give their admission back
     ok($ahead <= 1, sprintf('the quota is charged once: %.2f intervals '
                             . 'ahead (2: the refund lost)', $ahead));
 };
