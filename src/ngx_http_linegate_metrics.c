@@ -177,6 +177,22 @@ ngx_http_linegate_metrics_init_process(ngx_cycle_t *cycle, void *tag)
 }
 
 
+/*
+ * A configuration read: nginx without a master (master_process off)
+ * serves on in this process after a reload and never runs the process
+ * start again, so the old zone (unmapped once the cycle is replaced)
+ * is forgotten here; the new zone's init, if any, sets it again.
+ */
+void
+ngx_http_linegate_metrics_conf_start(void)
+{
+    if (ngx_process == NGX_PROCESS_SINGLE) {
+        ngx_http_linegate_metrics = NULL;
+        ngx_http_linegate_metrics_pool = NULL;
+    }
+}
+
+
 static ngx_int_t
 ngx_http_linegate_metrics_init_zone(ngx_shm_zone_t *shm_zone, void *data)
 {

@@ -129,18 +129,21 @@ static ngx_http_linegate_api_t  ngx_http_linegate_apis[] = {
 };
 
 
+static char *ngx_http_linegate_check_sec_bounds(ngx_conf_t *cf, void *post,
+    void *data);
+
 static ngx_conf_num_bounds_t  ngx_http_linegate_tolerance_bounds = {
-    ngx_conf_check_num_bounds, 1, 3600
+    ngx_http_linegate_check_sec_bounds, 1, 3600
 };
 
 /* a small clock skew (SPEC 4): past it, an expired session is valid */
 static ngx_conf_num_bounds_t  ngx_http_linegate_leeway_bounds = {
-    ngx_conf_check_num_bounds, 0, 60
+    ngx_http_linegate_check_sec_bounds, 0, 60
 };
 
 /* a preview's token: "SET ... EX 0" is refused, so every preview would be */
 static ngx_conf_num_bounds_t  ngx_http_linegate_preview_ttl_bounds = {
-    ngx_conf_check_num_bounds, 1, 86400
+    ngx_http_linegate_check_sec_bounds, 1, 86400
 };
 
 /*
@@ -149,7 +152,7 @@ static ngx_conf_num_bounds_t  ngx_http_linegate_preview_ttl_bounds = {
  * a second request while the first still runs)
  */
 static ngx_conf_num_bounds_t  ngx_http_linegate_idempotency_ttl_bounds = {
-    ngx_conf_check_num_bounds, 60, 2592000
+    ngx_http_linegate_check_sec_bounds, 60, 2592000
 };
 
 
@@ -1988,6 +1991,30 @@ failed:
 }
 
 
+
+/*
+ * ngx_conf_check_num_bounds() for ngx_conf_set_sec_slot()'s time_t:
+ * nginx's reads an ngx_int_t, which a time_t need not be (a 32-bit
+ * platform with a 64-bit time_t would read half of it)
+ */
+static char *
+ngx_http_linegate_check_sec_bounds(ngx_conf_t *cf, void *post, void *data)
+{
+    ngx_conf_num_bounds_t  *bounds = post;
+    time_t                 *sp = data;
+
+    if (*sp >= (time_t) bounds->low && *sp <= (time_t) bounds->high) {
+        return NGX_CONF_OK;
+    }
+
+    ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                       "value must be between %i and %i",
+                       bounds->low, bounds->high);
+
+    return NGX_CONF_ERROR;
+}
+
+
 static char *
 ngx_http_linegate_require(ngx_conf_t *cf, ngx_str_t *value,
     const char *directive, const char *why)
@@ -2014,6 +2041,8 @@ ngx_http_linegate_init(ngx_conf_t *cf)
     ngx_http_linegate_main_conf_t  *lmcf;
 
     lmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_linegate_module);
+
+    ngx_http_linegate_metrics_conf_start();
 
     if (!(lmcf->uses_lines || lmcf->uses_provision || lmcf->uses_operator
           || lmcf->uses_webhook || lmcf->uses_metrics))
