@@ -11,9 +11,9 @@
 use strict;
 use warnings;
 
-# Compiled before the modules, so run after their END blocks: LG::Stack's
-# END block (stopping the stack) loses the exit status (`local $? = $?`
-# in an END block leaves 0), so the status is set again last.
+# Compiled before the modules, so run after their END blocks: the status
+# is set again last, whatever an END block of theirs does to $? (LG::Stack's
+# once left 0: `local $? = $?` in an END block; it now keeps the status).
 my $STATUS;
 END { $? = $STATUS if defined $STATUS }
 

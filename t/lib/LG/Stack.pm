@@ -1131,13 +1131,15 @@ sub DESTROY {
     $self->stop;
 }
 
+# The exit status is saved and set again, not kept with `local $? = $?`:
+# in an END block that leaves $? at 0 (perl 5.36), and a script that died
+# or exited 1 (make run on a port in use, a child that stopped on its
+# own) exited 0.
 END {
-    my $failed = $? != 0;
-    {
-        local $? = $?;
-        $_->stop($failed) for grep { defined } values %LIVE;
-    }
+    my $status = $?;
+    $_->stop($status != 0) for grep { defined } values %LIVE;
     $PROCESS->_release_ports if $PROCESS->{owner} == $$;
+    $? = $status;
     # runs before Test::More's END, which keeps a non-zero status
     $? ||= 1 if $CRASHED;
 }
