@@ -181,6 +181,9 @@ static void ngx_http_linegate_create_cleanup(void *data);
 
 static ngx_int_t ngx_http_linegate_invoice_redraft(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr, ngx_uint_t result);
+static ngx_int_t ngx_http_linegate_invoice_repair(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr, ngx_uint_t method, const char *suffix,
+    const char *key_suffix, const char *failed);
 static ngx_int_t ngx_http_linegate_invoice_send(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr);
 static ngx_int_t ngx_http_linegate_invoice_item(ngx_http_request_t *r,
@@ -1893,46 +1896,19 @@ ngx_http_linegate_invoice_send(ngx_http_request_t *r,
         break;
 
     case NGX_HTTP_LINEGATE_INVOICE_VOID:
-        if (ngx_http_linegate_lines_stripe(r, lr, NGX_HTTP_POST,
-                                           "v1/invoices", &lr->invoice.id,
-                                           "/void", NULL, "-void",
-                                           lr->invoice.resume)
-            != NGX_OK)
-        {
-            ngx_http_linegate_invoice_log(r, lr, "could not be voided");
-            ngx_http_linegate_lines_orphan(r->connection->log, lr);
-            return ngx_http_linegate_invoice_done(lr);
-        }
-
-        return NGX_AGAIN;
+        return ngx_http_linegate_invoice_repair(r, lr, NGX_HTTP_POST,
+                                                "/void", "-void",
+                                                "could not be voided");
 
     case NGX_HTTP_LINEGATE_INVOICE_DELETE:
-        if (ngx_http_linegate_lines_stripe(r, lr, NGX_HTTP_DELETE,
-                                           "v1/invoices", &lr->invoice.id,
-                                           NULL, NULL, NULL,
-                                           lr->invoice.resume)
-            != NGX_OK)
-        {
-            ngx_http_linegate_invoice_log(r, lr, "could not be deleted");
-            ngx_http_linegate_lines_orphan(r->connection->log, lr);
-            return ngx_http_linegate_invoice_done(lr);
-        }
-
-        return NGX_AGAIN;
+        return ngx_http_linegate_invoice_repair(r, lr, NGX_HTTP_DELETE,
+                                                NULL, NULL,
+                                                "could not be deleted");
 
     case NGX_HTTP_LINEGATE_INVOICE_CHECK:
-        if (ngx_http_linegate_lines_stripe(r, lr, NGX_HTTP_GET,
-                                           "v1/invoices", &lr->invoice.id,
-                                           NULL, NULL, NULL,
-                                           lr->invoice.resume)
-            != NGX_OK)
-        {
-            ngx_http_linegate_invoice_log(r, lr, "could not be discarded");
-            ngx_http_linegate_lines_orphan(r->connection->log, lr);
-            return ngx_http_linegate_invoice_done(lr);
-        }
-
-        return NGX_AGAIN;
+        return ngx_http_linegate_invoice_repair(r, lr, NGX_HTTP_GET,
+                                                NULL, NULL,
+                                                "could not be discarded");
 
     default: /* NGX_HTTP_LINEGATE_INVOICE_DONE */
         return NGX_DONE;
@@ -1941,6 +1917,30 @@ ngx_http_linegate_invoice_send(ngx_http_request_t *r,
     if (rc != NGX_OK) {
         return ngx_http_linegate_invoice_end(lr,
                                         NGX_HTTP_LINEGATE_STRIPE_UNAVAILABLE);
+    }
+
+    return NGX_AGAIN;
+}
+
+
+/*
+ * A discard's call on the invoice (void, delete, or the GET that tells
+ * whether it was paid): NGX_AGAIN, or, when it cannot even be sent, the
+ * invoice logged as what could not be done and queued, NGX_DONE
+ */
+static ngx_int_t
+ngx_http_linegate_invoice_repair(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr, ngx_uint_t method, const char *suffix,
+    const char *key_suffix, const char *failed)
+{
+    if (ngx_http_linegate_lines_stripe(r, lr, method, "v1/invoices",
+                                       &lr->invoice.id, suffix, NULL,
+                                       key_suffix, lr->invoice.resume)
+        != NGX_OK)
+    {
+        ngx_http_linegate_invoice_log(r, lr, failed);
+        ngx_http_linegate_lines_orphan(r->connection->log, lr);
+        return ngx_http_linegate_invoice_done(lr);
     }
 
     return NGX_AGAIN;

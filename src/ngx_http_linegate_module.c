@@ -66,6 +66,9 @@ static char *ngx_http_linegate_lines_cache_conf(ngx_conf_t *cf,
 static char *ngx_http_linegate_redis_cluster_conf(ngx_conf_t *cf,
     ngx_http_linegate_main_conf_t *lmcf, ngx_str_t *value,
     ngx_uint_t naddrs);
+static char *ngx_http_linegate_redis_secret(ngx_conf_t *cf, ngx_str_t *v,
+    size_t skip, ngx_str_t *secret, const char *whose, const char *option,
+    const char *file_directive);
 static char *ngx_http_linegate_redis_option(ngx_conf_t *cf,
     ngx_http_linegate_main_conf_t *lmcf, ngx_str_t *v);
 static char *ngx_http_linegate_redis_wait_conf(ngx_conf_t *cf,
@@ -1519,6 +1522,29 @@ ngx_http_linegate_redis_address(ngx_conf_t *cf, ngx_str_t *value,
 }
 
 
+/*
+ * "password=" or "sentinel_password=" of linegate_redis, the value after
+ * skip bytes: refused when its _file directive set it already
+ */
+static char *
+ngx_http_linegate_redis_secret(ngx_conf_t *cf, ngx_str_t *v, size_t skip,
+    ngx_str_t *secret, const char *whose, const char *option,
+    const char *file_directive)
+{
+    if (secret->data != NULL) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "the %s password is set twice (\"%s\" and "
+                           "\"%s\")", whose, option, file_directive);
+        return NGX_CONF_ERROR;
+    }
+
+    secret->data = v->data + skip;
+    secret->len = v->len - skip;
+
+    return NGX_CONF_OK;
+}
+
+
 /* one name=value option of linegate_redis */
 static char *
 ngx_http_linegate_redis_option(ngx_conf_t *cf,
@@ -1527,17 +1553,10 @@ ngx_http_linegate_redis_option(ngx_conf_t *cf,
     ngx_int_t  n;
 
     if (ngx_strncmp(v->data, "password=", 9) == 0) {
-        if (lmcf->redis_password.data != NULL) {
-            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                               "the Redis password is set twice "
-                               "(\"password=\" and "
-                               "\"linegate_redis_password_file\")");
-            return NGX_CONF_ERROR;
-        }
-
-        lmcf->redis_password.data = v->data + 9;
-        lmcf->redis_password.len = v->len - 9;
-        return NGX_CONF_OK;
+        return ngx_http_linegate_redis_secret(cf, v, 9,
+                                              &lmcf->redis_password,
+                                              "Redis", "password=",
+                                              "linegate_redis_password_file");
     }
 
     if (ngx_strncmp(v->data, "user=", 5) == 0 && v->len > 5) {
@@ -1553,17 +1572,10 @@ ngx_http_linegate_redis_option(ngx_conf_t *cf,
     }
 
     if (ngx_strncmp(v->data, "sentinel_password=", 18) == 0) {
-        if (lmcf->redis_sentinel_password.data != NULL) {
-            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                               "the Sentinel password is set twice "
-                               "(\"sentinel_password=\" and "
-                               "\"linegate_redis_sentinel_password_file\")");
-            return NGX_CONF_ERROR;
-        }
-
-        lmcf->redis_sentinel_password.data = v->data + 18;
-        lmcf->redis_sentinel_password.len = v->len - 18;
-        return NGX_CONF_OK;
+        return ngx_http_linegate_redis_secret(cf, v, 18,
+                   &lmcf->redis_sentinel_password, "Sentinel",
+                   "sentinel_password=",
+                   "linegate_redis_sentinel_password_file");
     }
 
     if (ngx_strncmp(v->data, "cluster=", 8) == 0) {
