@@ -120,7 +120,9 @@
  *     (lr_release); a paid one is left for a human. Before the discard
  *     (FENCE, lr_void_fence) the request is read again: one whose store
  *     landed late names the invoice, which is kept (stored_late); one
- *     that does not is fenced, a store landing later refused.
+ *     that does not is fenced, a store landing later refused. A paid
+ *     one is read again too (not fenced): named, it is stored_late (its
+ *     payment settles the request), else a human's.
  *
  * Every step is idempotent: a run that stops anywhere (Stripe or Redis
  * failing, the worker exiting) leaves the entry (or the claim) where it
@@ -1119,7 +1121,8 @@ ngx_http_linegate_reconcile_lost_valid(ngx_http_linegate_reconcile_lost_t *l)
 /*
  * SWEEP_READ: the request and the customer, the workspace's slot; the
  * member's score, the fleet's (the time it was written, before any
- * Stripe call: the only time of purchase left once the request is gone)
+ * Stripe call, unless a run scored it again: with the id's time, the
+ * only times of purchase left once the request is gone)
  */
 static ngx_int_t
 ngx_http_linegate_reconcile_lost_read(ngx_http_request_t *r,
@@ -1171,15 +1174,16 @@ ngx_http_linegate_reconcile_lost_read(ngx_http_request_t *r,
  * abandoned (lr_create: 10 minutes without an invoice), and Stripe may
  * still hold the open invoice its worker made before it died. Its `at`,
  * from which the run looks for that invoice: the request's createdAt, or
- * the member's score for one gone. NGX_ERROR: not understood, the member
- * stays.
+ * for one gone the member's score or the id's time, the earlier (a run
+ * that could not settle the member scored it again). NGX_ERROR: not
+ * understood, the member stays.
  */
 static ngx_int_t
 ngx_http_linegate_reconcile_lost_found(ngx_http_request_t *r,
     ngx_http_linegate_reconcile_lost_t *l, redisReply *reply)
 {
     u_char       iso[NGX_HTTP_LINEGATE_ISO_LEN];
-    ngx_int_t    ms;
+    ngx_int_t    ms, made;
     ngx_str_t    s, *f;
     ngx_uint_t   i, at[3];
     redisReply  *lr, *from[3];
@@ -1246,12 +1250,22 @@ ngx_http_linegate_reconcile_lost_found(ngx_http_request_t *r,
             && ngx_http_linegate_reply_str(reply, 2, &s) == NGX_OK)
         {
             /*
-             * gone (dropped as abandoned): the member's score, ms. Left
-             * empty, the entry would be timed by its queuing, and the
-             * lookup, from 10 minutes before that, would miss an invoice
-             * made more than 10 minutes before the sweep
+             * gone (dropped as abandoned): the member's score, ms, or the
+             * second the id was made in (its first 8 hex digits), if
+             * earlier: a run that could not settle the member scored it
+             * again with its own time. Left empty, the entry would be
+             * timed by its queuing, and the lookup, from 10 minutes
+             * before that, would miss an invoice made more than 10
+             * minutes before the sweep
              */
             ms = ngx_atoi(s.data, s.len);
+            made = ngx_http_linegate_id_valid(&l->id)
+                   ? ngx_hextoi(l->id.data, 8) : NGX_ERROR;
+
+            if (made > 0 && (ms <= 0 || made * 1000 < ms)) {
+                ms = made * 1000;
+            }
+
             ngx_str_set(&s, "");
 
             if (ms > 0) {
@@ -2551,7 +2565,14 @@ ngx_http_linegate_reconcile_decide(ngx_http_request_t *r,
                 && e->state == NGX_HTTP_LINEGATE_RECONCILE_CANCELED;
 
     if (e->state == NGX_HTTP_LINEGATE_RECONCILE_PAID) {
-        /* the customer paid an invoice no request names: a human's call */
+        if (e->line_request.len) {
+            /* its store may have landed late: read again (FENCE, check) */
+            ngx_http_linegate_reconcile_next(r, ctx,
+                                          NGX_HTTP_LINEGATE_RECONCILE_FENCE);
+            return;
+        }
+
+        /* the customer paid what no purchase names: a human's call */
         ngx_http_linegate_reconcile_defer(r, ctx, "invoice_paid", 0);
         return;
     }
@@ -2745,6 +2766,11 @@ ngx_http_linegate_reconcile_fence(ngx_http_request_t *r,
     ngx_http_linegate_redis_arg_str(a, &e->workspace);
     ngx_http_linegate_redis_arg_str(a, &e->line_request);
     ngx_http_linegate_redis_arg_str(a, &e->found);
+
+    if (e->state == NGX_HTTP_LINEGATE_RECONCILE_PAID) {
+        /* not discarded: read only, nothing fenced */
+        ngx_http_linegate_redis_arg_cstr(a, "check");
+    }
 
     return ngx_http_linegate_reconcile_script(r, rc,
                                   NGX_HTTP_LINEGATE_SCRIPT_LR_VOID_FENCE, 1);
@@ -3828,6 +3854,12 @@ ngx_http_linegate_reconcile_stored(ngx_http_request_t *r, redisReply *reply)
         return;
 
     case NGX_HTTP_LINEGATE_RECONCILE_FENCE:
+        if (code == 1 && e->state == NGX_HTTP_LINEGATE_RECONCILE_PAID) {
+            /* the customer paid an invoice no request names: a human's */
+            ngx_http_linegate_reconcile_defer(r, ctx, "invoice_paid", 0);
+            return;
+        }
+
         if (code == 1) {
             ngx_http_linegate_reconcile_next(r, ctx,
                                           NGX_HTTP_LINEGATE_RECONCILE_CANCEL);

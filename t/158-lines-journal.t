@@ -296,6 +296,34 @@ subtest 'dropped as abandoned before the sweep: queued' => sub {
     is_deeply([members($w)], [], 'the member swept');
 };
 
+# The same, when a run could not settle the member first (a failed read
+# scores it again with the run's time): the time of purchase is the
+# id's (its first 8 hex digits, the second it was made in), earlier than
+# that score, not the score.
+subtest 'dropped as abandoned, its member scored again: the id\'s time' =>
+sub {
+    my $w = $l->workspace('org_j10');
+    killed_finalizing($w, 'jb', after_commit => 1);
+    my ($id) = $l->request_ids($w);
+    ok($id, 'the reservation is left') or return;
+    my $made = hex substr $id, 0, 8;
+    $r->hset("lg:{ws:$w->{id}}:lr:$id", 'reservedAt', 1);
+    is($l->create($w, $EMAIL, 'Idempotency-Key' => 'jb')->res->code, 201,
+       'the retry makes a new request');
+    sleep 3;
+    # what a run that could not read the request left (reconcile_later)
+    $r->zadd($J, int(time * 1000), "$w->{id} $id");
+    sleep 1.1;    # linegate_reconcile_lost_after
+    run();
+    my ($e) = lost_of($w);
+    my ($y, $mo, $d, $h, $mi, $sec) =
+        (($e // {})->{at} // '') =~ /^(\d{4})-(\d\d)-(\d\d)T(\d\d):(\d\d):(\d\d)/;
+    ok(defined $y, 'queued, its at set') or diag explain $e;
+    my $at = defined $y ? timegm($sec, $mi, $h, $d, $mo - 1, $y) : 0;
+    ok(abs($at - $made) <= 1, "its at: the id's time ($at vs $made)");
+    is_deeply([members($w)], [], 'the member swept');
+};
+
 # Members a run cannot settle (here: their request's key of the wrong
 # type, so the workspace's read fails) go behind the newer ones: ten of
 # them would otherwise fill every run's batch (10, the oldest first) and

@@ -937,6 +937,33 @@ subtest 'a store landing after the sweep: the invoice kept' => sub {
                @{ $p->reconcile }], [], 'off lg:{fleet}:reconcile');
 };
 
+# The same, the invoice then paid (its client had the link from the
+# retry): not "an invoice no request names" for a human, but the request
+# it settled.
+subtest 'a store landing after the sweep, then paid: not a human\'s' => sub {
+    plan skip_all => 'the Lines API is not served on a Redis Cluster'
+        if $s->topology eq 'cluster';
+    my $l = LG::Lines->new($s);
+    my $w = $l->workspace('org_store_paid');
+    my ($id, $inv) = lost_and_left($l, $w, 'kp');
+    # its worker wrote the index before the store, as every creation does
+    $r->set("lg:invoice:$inv->{id}", "$w->{id}:$id");
+    is(late_store($l, $w, $id, $inv, 'kp'), 1, 'the late store lands');
+    my $ev = $l->invoice_do($inv->{id}, 'pay', $s->url('/webhooks/stripe'));
+    is($ev->{status}, 200, 'paid, its webhook answered');
+    is($l->lr($w, $id)->{provisioningStatus}, 'provisioning',
+       'the request settled by it');
+
+    my $b = run();
+    my ($e) = grep { ($_->{line_request_id} // '') eq $id }
+              @{ $b->{entries} // [] };
+    is($e->{outcome}, 'stored_late', 'resolved as stored late')
+        or diag explain $b;
+    is_deeply([grep { ($_->{line_request_id} // '') eq $id }
+               @{ $p->reconcile }], [], 'off lg:{fleet}:reconcile');
+    ok(!exists $l->lr($w, $id)->{voidingInvoice}, 'not fenced');
+};
+
 subtest 'a store landing once a run fenced the request: refused' => sub {
     plan skip_all => 'the Lines API is not served on a Redis Cluster'
         if $s->topology eq 'cluster';
