@@ -1740,17 +1740,18 @@ ngx_http_linegate_create_stored(ngx_http_request_t *r,
  * CREATE_RESOLVE answered: the request, stored naming its paid invoice,
  * is promoted (provisioning/paid, its set-up entry, the pending marker
  * cleared), or was already (the invoice's webhook came first). Not
- * answered (lost, refused), the same step goes to the worker's durable
- * writes (CREATE_RESOLVE_AGAIN, sent again until Redis runs it; it is
- * idempotent): Stripe's invoice.paid cannot be counted on, as it most
- * likely came while the finalize's answer was being learnt, before the
- * invoice's index, and was acknowledged as unknown. On a cluster only
- * once the set-up member was written (lr->setup): a promotion without
- * it would leave the line never set up; the sweep relays that member.
- * A cluster's member not written leaves the request awaiting payment,
- * for a read's reconciliation. Either way the answer is the one the
- * store kept under the idempotency key, which a retry replays: the
- * request paid.
+ * answered (lost, refused), on one Redis the same step goes to the
+ * worker's durable writes (CREATE_RESOLVE_AGAIN, sent again until Redis
+ * runs it; it is idempotent, and writes the set-up entry itself):
+ * Stripe's invoice.paid cannot be counted on, as it most likely came
+ * while the finalize's answer was being learnt, before the invoice's
+ * index, and was acknowledged as unknown. Not on a cluster, where the
+ * entry is relayed by nginx after lr_resolve from its set-up member: a
+ * durable promotion landing after a run dropped that member (the
+ * request then still awaiting payment) would never be set up; the
+ * request stays awaiting payment there, for a read's reconciliation.
+ * Either way the answer is the one the store kept under the idempotency
+ * key, which a retry replays: the request paid.
  */
 static void
 ngx_http_linegate_create_resolved(ngx_http_request_t *r,
@@ -1760,7 +1761,7 @@ ngx_http_linegate_create_resolved(ngx_http_request_t *r,
 
     lmcf = ngx_http_get_module_main_conf(r, ngx_http_linegate_module);
 
-    if (reply == NULL && (!lmcf->redis_cluster || lr->setup.len)) {
+    if (reply == NULL && !lmcf->redis_cluster) {
         lr->ctx->state = NGX_HTTP_LINEGATE_CREATE_RESOLVE_AGAIN;
         ngx_http_linegate_lines_durable(r, lr,
                                         NGX_HTTP_LINEGATE_SCRIPT_LR_RESOLVE,

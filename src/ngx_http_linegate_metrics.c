@@ -108,6 +108,7 @@ static ngx_uint_t  ngx_http_linegate_bounds[NGX_HTTP_LINEGATE_M_BUCKETS] = {
 
 static ngx_http_linegate_metrics_shm_t  *ngx_http_linegate_metrics;
 static ngx_slab_pool_t                  *ngx_http_linegate_metrics_pool;
+static ngx_cycle_t                      *ngx_http_linegate_metrics_cycle;
 
 
 ngx_int_t
@@ -129,14 +130,17 @@ ngx_http_linegate_metrics_zone(ngx_conf_t *cf, void *tag)
 
 
 /*
- * A worker's start: the zone of its own cycle, or none. The pointers are
- * set again here, not only by the zone's init, because they outlive a
- * reload: a configuration that no longer serves an API has no zone,
- * the master unmaps the old one, and its new workers must not count
- * into it (they inherit the master's static pointers).
+ * The zone of a cycle, or none. The pointers are found again whenever
+ * ngx_cycle is not the cycle they were found in, not only set by the
+ * zone's init: they outlive a reload, and a configuration that no longer
+ * serves an API has no zone, whose old one the master unmaps. A worker
+ * finds them at its start (its cycle never changes); nginx without a
+ * master (master_process off) serves on in its one process after a
+ * reload, and finds them at its first count in the new cycle (a reload
+ * that failed keeps the old cycle, and them).
  */
-void
-ngx_http_linegate_metrics_init_process(ngx_cycle_t *cycle, void *tag)
+static void
+ngx_http_linegate_metrics_attach(ngx_cycle_t *cycle)
 {
     ngx_uint_t        i;
     ngx_list_part_t  *part;
@@ -145,6 +149,7 @@ ngx_http_linegate_metrics_init_process(ngx_cycle_t *cycle, void *tag)
 
     ngx_http_linegate_metrics = NULL;
     ngx_http_linegate_metrics_pool = NULL;
+    ngx_http_linegate_metrics_cycle = cycle;
 
     part = &cycle->shared_memory.part;
     zone = part->elts;
@@ -161,9 +166,7 @@ ngx_http_linegate_metrics_init_process(ngx_cycle_t *cycle, void *tag)
             i = 0;
         }
 
-        if (zone[i].tag != tag
-            || zone[i].init != ngx_http_linegate_metrics_init_zone)
-        {
+        if (zone[i].init != ngx_http_linegate_metrics_init_zone) {
             continue;
         }
 
@@ -177,19 +180,22 @@ ngx_http_linegate_metrics_init_process(ngx_cycle_t *cycle, void *tag)
 }
 
 
-/*
- * A configuration read: nginx without a master (master_process off)
- * serves on in this process after a reload and never runs the process
- * start again, so the old zone (unmapped once the cycle is replaced)
- * is forgotten here; the new zone's init, if any, sets it again.
- */
-void
-ngx_http_linegate_metrics_conf_start(void)
+/* the counters of this cycle, NULL: none */
+static ngx_http_linegate_metrics_shm_t *
+ngx_http_linegate_metrics_get(void)
 {
-    if (ngx_process == NGX_PROCESS_SINGLE) {
-        ngx_http_linegate_metrics = NULL;
-        ngx_http_linegate_metrics_pool = NULL;
+    if (ngx_http_linegate_metrics_cycle != ngx_cycle) {
+        ngx_http_linegate_metrics_attach((ngx_cycle_t *) ngx_cycle);
     }
+
+    return ngx_http_linegate_metrics;
+}
+
+
+void
+ngx_http_linegate_metrics_init_process(ngx_cycle_t *cycle)
+{
+    ngx_http_linegate_metrics_attach(cycle);
 }
 
 
@@ -208,9 +214,6 @@ ngx_http_linegate_metrics_init_zone(ngx_shm_zone_t *shm_zone, void *data)
         }
     }
 
-    ngx_http_linegate_metrics = sp->data;
-    ngx_http_linegate_metrics_pool = sp;
-
     return NGX_OK;
 }
 
@@ -225,7 +228,7 @@ ngx_http_linegate_metrics_add(ngx_http_linegate_metric_e m,
     ngx_http_linegate_series_t  *s;
     u_char                       labels[NGX_HTTP_LINEGATE_M_LABELS];
 
-    if (ngx_http_linegate_metrics == NULL) {
+    if (ngx_http_linegate_metrics_get() == NULL) {
         return;
     }
 
@@ -265,7 +268,7 @@ ngx_http_linegate_metrics_set(ngx_http_linegate_metric_e m,
 {
     ngx_http_linegate_series_t  *s;
 
-    if (ngx_http_linegate_metrics == NULL) {
+    if (ngx_http_linegate_metrics_get() == NULL) {
         return;
     }
 
@@ -315,7 +318,7 @@ ngx_http_linegate_metrics_observe(ngx_http_linegate_metric_e m,
     ngx_http_linegate_series_t  *s;
     u_char                       labels[NGX_HTTP_LINEGATE_M_LABELS];
 
-    if (ngx_http_linegate_metrics == NULL) {
+    if (ngx_http_linegate_metrics_get() == NULL) {
         return;
     }
 
@@ -635,7 +638,7 @@ ngx_http_linegate_metrics_text(ngx_pool_t *pool)
         return NULL;
     }
 
-    if (ngx_http_linegate_metrics != NULL) {
+    if (ngx_http_linegate_metrics_get() != NULL) {
         for (f = 0; f < NGX_HTTP_LINEGATE_M_LAST; f++) {
             b->last = ngx_http_linegate_metrics_render(b->last, f);
         }

@@ -77,11 +77,8 @@ void ngx_http_linegate_metrics_ratelimit(const char *zone,
 /* configuration time: the zone, once some location serves an API */
 ngx_int_t ngx_http_linegate_metrics_zone(ngx_conf_t *cf, void *tag);
 
-/* a configuration read, before its zone (master_process off: reloads) */
-void ngx_http_linegate_metrics_conf_start(void);
-
 /* a worker's start: counts into its cycle's zone, or nowhere */
-void ngx_http_linegate_metrics_init_process(ngx_cycle_t *cycle, void *tag);
+void ngx_http_linegate_metrics_init_process(ngx_cycle_t *cycle);
 
 /* the text "linegate_api metrics;" serves, in pool; NULL: no memory */
 ngx_buf_t *ngx_http_linegate_metrics_text(ngx_pool_t *pool);

@@ -2054,8 +2054,6 @@ ngx_http_linegate_init(ngx_conf_t *cf)
 
     lmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_linegate_module);
 
-    ngx_http_linegate_metrics_conf_start();
-
     if (!(lmcf->uses_lines || lmcf->uses_provision || lmcf->uses_operator
           || lmcf->uses_webhook || lmcf->uses_metrics))
     {
@@ -2196,7 +2194,7 @@ ngx_http_linegate_init_process(ngx_cycle_t *cycle)
         return NGX_OK;
     }
 
-    ngx_http_linegate_metrics_init_process(cycle, &ngx_http_linegate_module);
+    ngx_http_linegate_metrics_init_process(cycle);
 
     if (ngx_http_linegate_scripts_init(cycle->log) != NGX_OK) {
         return NGX_ERROR;

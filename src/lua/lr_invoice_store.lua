@@ -16,7 +16,9 @@
 -- its reply is lost), or 0 when the reservation is gone (abandoned as
 -- stale), or a reconciliation run is voiding the invoice (lr_void_fence:
 -- it found the request lost while this step was still on its way): the
--- module then voids the invoice.
+-- module then voids the invoice, or, when this was the store sent again
+-- (its first reply lost: a durable write), queues it as
+-- invoice_unrepaired for a reconciliation run to discard.
 --#include lr_idem
 local lkey = KEYS[1]
 local cur = redis.call('HMGET', lkey, 'provisioningStatus', 'invoiceId',
