@@ -35,7 +35,12 @@ my $server = <<"CONF";
         }
 CONF
 
+# the master stays down for the whole file: once the others marked it
+# FAIL (cluster-node-timeout), every slot would answer CLUSTERDOWN until
+# its replica is promoted, and the keys of the other masters would fall
+# back too (the window the checks below ran into on a loaded machine)
 my $s = LG::Stack->new(redis => 'cluster', stub => 0, WORKERS => 1,
+                       cluster_node_timeout => 30000,
                        HTTP_EXTRA => $http, SERVER_EXTRA => $server)->start;
 
 sub st {

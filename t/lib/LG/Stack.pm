@@ -721,7 +721,11 @@ sub _start_cluster_node {
         '--dir', $dir,
         '--cluster-enabled', 'yes',
         '--cluster-config-file', "$dir/nodes.conf",
-        '--cluster-node-timeout', '3000',
+        # a test that must not see the cluster fail over (the down
+        # master's FAIL makes every slot CLUSTERDOWN until its replica is
+        # promoted) gives a longer one
+        '--cluster-node-timeout',
+        $self->{opts}{cluster_node_timeout} // '3000',
         '--cluster-port', $self->{bus_port}{$port},
         # replicas start their first sync at once, not 5 s later
         '--repl-diskless-sync-delay', '0');
