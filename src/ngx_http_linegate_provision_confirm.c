@@ -1141,6 +1141,7 @@ ngx_http_linegate_confirm_prepare(ngx_http_request_t *r,
     ngx_http_linegate_confirm_t *cf)
 {
     char                            digest[65];
+    u_char                         *claim;
     size_t                          len;
     ngx_str_t                       price;
     ngx_pool_t                     *pool;
@@ -1151,14 +1152,20 @@ ngx_http_linegate_confirm_prepare(ngx_http_request_t *r,
 
     len = cf->account.len + 1 + cf->worker_id.len + 1 + cf->number.len;
 
-    cf->claim.data = ngx_pnalloc(pool, len);
-    if (cf->claim.data == NULL) {
+    /*
+     * cf->claim still holds the intent: it is replaced only once the new
+     * member is built, so that a failure here releases by the intent
+     * rather than by a length without its bytes
+     */
+    claim = ngx_pnalloc(pool, len);
+    if (claim == NULL) {
         return NGX_ERROR;
     }
 
-    cf->claim.len = ngx_sprintf(cf->claim.data, "%V %V %V", &cf->account,
+    cf->claim.len = ngx_sprintf(claim, "%V %V %V", &cf->account,
                                 &cf->worker_id, &cf->number)
-                    - cf->claim.data;
+                    - claim;
+    cf->claim.data = claim;
 
     /* the queued marker, for the longest reason */
     len = ngx_http_linegate_pv_settle_room(&cf->account, &cf->worker_id,
