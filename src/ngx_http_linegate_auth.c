@@ -639,6 +639,17 @@ ngx_http_linegate_clerk(ngx_http_request_t *r, ngx_http_linegate_ctx_t *ctx,
         has_org = fresh.has_org;
         org = fresh.org;
         org_len = fresh.org_len;
+
+        /*
+         * the organization becomes the workspace, and so part of Redis
+         * keys: one a workspace could not be named is refused, not cached
+         */
+        if (has_org
+            && !ngx_http_linegate_tenant_id_valid(org, org_len))
+        {
+            return ngx_http_linegate_unauthorized(r, ctx,
+                       "Clerk organization id is not a workspace id");
+        }
         sub = fresh.sub;
         sub_len = fresh.sub_len;
 
@@ -822,9 +833,9 @@ ngx_http_linegate_auth_operator(ngx_http_request_t *r,
     lmcf = ngx_http_get_module_main_conf(r, ngx_http_linegate_module);
 
     if (ngx_http_linegate_bearer(r, &token) != NGX_OK
-        || !ngx_http_linegate_ct_equal(token.data, token.len,
-                                       lmcf->operator_token.data,
-                                       lmcf->operator_token.len))
+        || !ngx_http_linegate_secret_equal(token.data, token.len,
+                                           lmcf->operator_token.data,
+                                           lmcf->operator_token.len))
     {
         return ngx_http_linegate_unauthorized(r, ctx, "bad operator token");
     }

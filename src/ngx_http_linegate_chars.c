@@ -68,3 +68,11 @@ ngx_http_linegate_e164_valid(const unsigned char *p, size_t len)
            && ngx_http_linegate_chars_are(p + 1, len - 1,
                                           NGX_HTTP_LINEGATE_CHARS_DIGIT);
 }
+
+
+int
+ngx_http_linegate_tenant_id_valid(const unsigned char *p, size_t len)
+{
+    return len >= 1 && len <= NGX_HTTP_LINEGATE_TENANT_ID_MAX
+           && ngx_http_linegate_chars_are(p, len, NGX_HTTP_LINEGATE_CHARS_ID);
+}

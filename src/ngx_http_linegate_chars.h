@@ -50,5 +50,13 @@ int ngx_http_linegate_chars_are(const unsigned char *p, size_t len,
 /* 1: an E.164 number, "+" and 8 to 15 digits */
 int ngx_http_linegate_e164_valid(const unsigned char *p, size_t len);
 
+#define NGX_HTTP_LINEGATE_TENANT_ID_MAX     64
+
+/*
+ * 1: a workspace or account id, 1 to 64 of [A-Za-z0-9_-]: it goes into
+ * Redis keys between "{ws:" and "}", so "}" or ":" must never be in one
+ */
+int ngx_http_linegate_tenant_id_valid(const unsigned char *p, size_t len);
+
 
 #endif /* _NGX_HTTP_LINEGATE_CHARS_H_INCLUDED_ */

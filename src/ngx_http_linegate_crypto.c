@@ -140,6 +140,30 @@ ngx_http_linegate_ct_equal(const void *a, size_t alen, const void *b,
 }
 
 
+int
+ngx_http_linegate_secret_equal(const void *given, size_t glen,
+    const void *secret, size_t slen)
+{
+    int            equal;
+    unsigned char  gmd[NGX_HTTP_LINEGATE_SHA256_LEN];
+    unsigned char  smd[NGX_HTTP_LINEGATE_SHA256_LEN];
+
+    if (slen == 0
+        || ngx_http_linegate_sha256(given, glen, NULL, 0, gmd) != 0
+        || ngx_http_linegate_sha256(secret, slen, NULL, 0, smd) != 0)
+    {
+        return 0;
+    }
+
+    /* equal digests and equal lengths: the length check tells nothing more */
+    equal = CRYPTO_memcmp(gmd, smd, NGX_HTTP_LINEGATE_SHA256_LEN) == 0;
+
+    OPENSSL_cleanse(smd, sizeof(smd));
+
+    return equal && glen == slen;
+}
+
+
 /*
  * Bytes of OpenSSL's CSPRNG, drawn 4 KB at a time: every RAND_bytes()
  * call costs a lock and a getpid() system call (OpenSSL's fork check),
@@ -209,7 +233,7 @@ ngx_http_linegate_random_token(char *out, size_t nchars)
 
     while (n < nchars) {
         if (ngx_http_linegate_random_bytes(buf, sizeof(buf)) != 0) {
-            out[0] = '\0';
+            OPENSSL_cleanse(out, n);
             return -1;
         }
 
@@ -223,7 +247,6 @@ ngx_http_linegate_random_token(char *out, size_t nchars)
         }
     }
 
-    out[n] = '\0';
     OPENSSL_cleanse(buf, sizeof(buf));
 
     return 0;

@@ -45,13 +45,24 @@ int ngx_http_linegate_ct_equal(const void *a, size_t alen, const void *b,
     size_t blen);
 
 /*
+ * 1 when a presented secret equals the configured one, else 0, in a time
+ * that tells neither the configured secret's bytes nor its length: both
+ * are compared as SHA-256 digests (an operator token has no public size).
+ */
+int ngx_http_linegate_secret_equal(const void *given, size_t glen,
+    const void *secret, size_t slen);
+
+/*
  * n bytes of OpenSSL's CSPRNG, buffered per process: 0 or -1. A process
  * that may have drawn before a fork calls random_reset() in the child.
  */
 int ngx_http_linegate_random_bytes(unsigned char *out, size_t n);
 void ngx_http_linegate_random_reset(void);
 
-/* nchars characters of [A-Za-z0-9] + NUL into out; 0 or -1 */
+/*
+ * exactly nchars characters of [A-Za-z0-9] into out, no NUL after them
+ * (a token's random part ends its buffer); 0 or -1
+ */
 int ngx_http_linegate_random_token(char *out, size_t nchars);
 
 /* 2 * nbytes lowercase hex characters + NUL into out; 0 or -1 */

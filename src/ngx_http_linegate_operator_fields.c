@@ -13,7 +13,6 @@
 #include "ngx_http_linegate_json.h"
 
 
-#define NGX_HTTP_LINEGATE_OPERATOR_ID_MAX   64
 
 
 static ngx_int_t ngx_http_linegate_operator_hash_get(redisReply *hash,
@@ -44,9 +43,7 @@ ngx_http_linegate_operator_key(ngx_http_request_t *r,
 ngx_uint_t
 ngx_http_linegate_operator_name_valid(ngx_str_t *s)
 {
-    return s->len >= 1 && s->len <= NGX_HTTP_LINEGATE_OPERATOR_ID_MAX
-           && ngx_http_linegate_chars_are(s->data, s->len,
-                                          NGX_HTTP_LINEGATE_CHARS_ID);
+    return ngx_http_linegate_tenant_id_valid(s->data, s->len);
 }
 
 

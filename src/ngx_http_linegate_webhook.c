@@ -12,6 +12,7 @@
 
 #include "ngx_http_linegate_module.h"
 #include "ngx_http_linegate_crypto.h"
+#include "ngx_http_linegate_chars.h"
 #include "ngx_http_linegate_json.h"
 #include "ngx_http_linegate_redis.h"
 #include "ngx_http_linegate_keys.h"
@@ -493,11 +494,12 @@ ngx_http_linegate_webhook_subscription(ngx_http_request_t *r,
         return;
     }
 
-    if (ws.len == 0 || ws.len > 64
+    /* the workspace goes into its keys' hash tag: no "}" may end it early */
+    if (!ngx_http_linegate_tenant_id_valid(ws.data, ws.len)
         || ngx_http_linegate_json_str(object, "status", &status) != NGX_OK
         || status.len == 0 || status.len > 32
         || ngx_http_linegate_json_str(object, "id", &sub) != NGX_OK
-        || sub.len == 0 || sub.len > 255)
+        || !ngx_http_linegate_stripe_id_valid(&sub))
     {
         ngx_http_linegate_field_error(r, NULL,
                                       "Malformed Stripe subscription");

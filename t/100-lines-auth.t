@@ -170,6 +170,19 @@ subtest 'a token without an active organization: 400' => sub {
     is($b->{error}, 'No active workspace', 'create: body');
 };
 
+subtest 'an organization id no workspace can have: 401' => sub {
+    # it would become the workspace, and part of its keys' hash tag
+    for my $org ('org}x', 'org:x', 'org x', 'o' x 65) {
+        clerk_refused($s->clerk_token(o => {id => $org}),
+                      "o.id \"" . substr($org, 0, 8) . "\"");
+        clerk_refused($s->clerk_token(v => undef, o => undef,
+                                      org_id => $org),
+                      "org_id \"" . substr($org, 0, 8) . "\"");
+    }
+    clerk_ok($s->clerk_token(o => {id => 'org_auth_a'}),
+             'a valid one after them');
+};
+
 subtest 'Clerk token refusals (SPEC 4): 401' => sub {
     my $now = time;
     my %o = (o => {id => 'org_auth_a'});

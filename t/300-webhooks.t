@@ -296,6 +296,24 @@ subtest 'subscription events set status and plan' => sub {
                       'not ours');
     ok($body->{ignored}, 'no workspace_id: ignored');
 
+    # the workspace goes into its keys' hash tag: "acme}x" would write
+    # lg:{ws:acme}x}, a key of workspace "acme"'s slot
+    $r->hset('lg:{ws:acme}', plan => 'mini', subscriptionStatus => 'active');
+    my $keys = join ',', sort $r->keys('*');
+    for my $bad ('acme}x', 'acme:x', 'acme x', 'w' x 65) {
+        $body = answer_is(deliver(event('customer.subscription.updated',
+                                        {%$sub, metadata => {
+                                            workspace_id => $bad}})), 400,
+                          'workspace_id "' . substr($bad, 0, 8) . '"');
+        is($body->{error}, 'Malformed Stripe subscription', 'its error');
+    }
+    $body = answer_is(deliver(event('customer.subscription.updated',
+                                    {%$sub, id => 'sub_1}x'})), 400,
+                      'a subscription id that is not a Stripe id');
+    is($body->{error}, 'Malformed Stripe subscription', 'its error');
+    is(join(',', sort $r->keys('*')), $keys, 'nothing written');
+    is($r->hget('lg:{ws:acme}', 'subscriptionStatus'), 'active',
+       'workspace "acme" untouched');
 };
 
 # Stripe does not promise order, and `created` has a second's resolution:

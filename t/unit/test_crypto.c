@@ -82,6 +82,18 @@ test_ct_equal(void)
        "ct_equal: both empty");
     ok(ngx_http_linegate_ct_equal("a", 1, "", 0) == 0,
        "ct_equal: one empty");
+
+    ok(ngx_http_linegate_secret_equal("s3cret-token", 12, "s3cret-token", 12)
+       == 1, "secret_equal: same secret");
+    ok(ngx_http_linegate_secret_equal("s3cret-tokem", 12, "s3cret-token", 12)
+       == 0, "secret_equal: last byte differs");
+    ok(ngx_http_linegate_secret_equal("s3cret", 6, "s3cret-token", 12) == 0,
+       "secret_equal: a prefix of the secret");
+    ok(ngx_http_linegate_secret_equal("s3cret-token-", 13, "s3cret-token",
+                                      12) == 0,
+       "secret_equal: the secret and one byte more");
+    ok(ngx_http_linegate_secret_equal("", 0, "", 0) == 0,
+       "secret_equal: no configured secret matches nothing");
 }
 
 
@@ -158,7 +170,7 @@ token_alphabet_ok(const char *s, size_t n)
         }
     }
 
-    return s[n] == '\0';
+    return 1;
 }
 
 
@@ -202,15 +214,22 @@ test_random(void)
        && memcmp(r2, r1, 16) != 0,
        "random_bytes: after a reset, fresh bytes");
 
+    memset(a, '#', sizeof(a));
     ok(ngx_http_linegate_random_token(a, 64) == 0
-       && strlen(a) == 64 && token_alphabet_ok(a, 64),
+       && token_alphabet_ok(a, 64),
        "random_token: 64 chars of [A-Za-z0-9]");
 
-    ok(ngx_http_linegate_random_token(b, 64) == 0 && strcmp(a, b) != 0,
+    /* the preview token's random part fills its buffer to the end */
+    ok(a[64] == '#', "random_token: writes nchars bytes, nothing after");
+
+    memset(b, '#', sizeof(b));
+    ok(ngx_http_linegate_random_token(b, 64) == 0
+       && memcmp(a, b, 64) != 0,
        "random_token: two tokens differ");
 
-    ok(ngx_http_linegate_random_token(a, 0) == 0 && a[0] == '\0',
-       "random_token: zero length gives an empty string");
+    a[0] = '#';
+    ok(ngx_http_linegate_random_token(a, 0) == 0 && a[0] == '#',
+       "random_token: zero length writes nothing");
 
     memset(seen, 0, sizeof(seen));
     ok(ngx_http_linegate_random_token(big, sizeof(big) - 1) == 0
