@@ -444,7 +444,14 @@ static ngx_connection_t  ngx_http_linegate_redis_dummy;
 static char  ngx_http_linegate_redis_script_load[] = "SCRIPT LOAD";
 
 
-/* replies that mean "the store cannot serve now", not "a bug of ours" */
+/*
+ * Replies that mean "the store cannot serve now", not "a bug of ours": a
+ * request answers 503 with Retry-After, a durable write is sent again.
+ * MISCONF: writes refused after a failed RDB save
+ * (stop-writes-on-bgsave-error) until a save succeeds; NOREPLICAS: fewer
+ * replicas than min-replicas-to-write are connected. Both end without
+ * anything of ours changing.
+ */
 static ngx_str_t  ngx_http_linegate_redis_unavailable_errors[] = {
     ngx_string("LOADING"),
     ngx_string("NOAUTH"),
@@ -457,6 +464,8 @@ static ngx_str_t  ngx_http_linegate_redis_unavailable_errors[] = {
     ngx_string("MASTERDOWN"),
     ngx_string("BUSY"),
     ngx_string("OOM"),
+    ngx_string("MISCONF"),
+    ngx_string("NOREPLICAS"),
     ngx_null_string
 };
 

@@ -137,8 +137,8 @@ ngx_int_t ngx_http_linegate_redis_pipeline_keys(ngx_http_request_t *r,
  * and no request is ever called back. The write is sent now, or when
  * Redis is connected again, and sent again (backoff 100 ms to 2 s, after
  * every reconnect) until Redis answers anything but an error; an
- * "unavailable" error (LOADING, BUSY, READONLY...) is retried too, any
- * other error (a script's own) is final and logged at alert.
+ * "unavailable" error (LOADING, BUSY, READONLY, MISCONF...) is retried
+ * too, any other error (a script's own) is final and logged at alert.
  *
  * Because "no answer" is not "nothing happened" (a timed-out command may
  * still run, a connection may drop after Redis ran it), a durable write

@@ -1,8 +1,9 @@
 #!/usr/bin/perl
-# Redis answers that make the store unavailable (LOADING, MOVED, NOAUTH)
-# become a clear log line and a 503; AUTH with password= works and the
-# password is never logged; a graceful reload waits for a command in
-# flight instead of dropping its request.
+# Redis answers that make the store unavailable (LOADING, MOVED, NOAUTH,
+# MISCONF, NOREPLICAS) become a clear log line and a 503, and a durable
+# write they refuse is kept until Redis takes it; AUTH with password=
+# works and the password is never logged; a graceful reload waits for a
+# command in flight instead of dropping its request.
 
 use strict;
 use warnings;
@@ -18,7 +19,8 @@ use Time::HiRes qw(sleep);
 use Test::More;
 
 use LG::Stack;
-use LG::Test;
+use LG::Test qw(:DEFAULT eventually);
+use LG::Lines;
 
 # A stand-in for a Redis server that answers every command with the error
 # written in $file ("LOADING ...", "MOVED ..."): what a real server says
@@ -86,6 +88,69 @@ subtest 'LOADING and MOVED answers' => sub {
     $s->stop;
     kill 'TERM', $pid;
     waitpid $pid, 0;
+};
+
+# Redis refusing writes while it reads: MISCONF (an RDB save failed, with
+# stop-writes-on-bgsave-error) and NOREPLICAS (fewer replicas than
+# min-replicas-to-write). Both end by themselves once the disk or the
+# replica is back: a creation answers 503 with Retry-After, and the
+# release of its line request, a durable write, waits for Redis to take
+# it (before: MISCONF was "a bug of ours", the write dropped with an
+# alert).
+subtest 'MISCONF and NOREPLICAS: unavailable, durable writes kept' => sub {
+    my $s = LG::Stack->new->start;
+    my $r = $s->redis;
+    my $l = LG::Lines->new($s);
+    my $w = $l->workspace('org_refusing');
+
+    my @refusals = (
+        ['MISCONF', sub {
+            # the save renames its file onto a directory: it fails
+            my $dir = ($r->config_get('dir'))[1];
+            mkdir "$dir/dump.rdb" or die "mkdir: $!";
+            $r->config_set('save', '3600 1');
+            $r->bgsave;
+            eventually(sub {
+                $r->info('persistence')->{rdb_last_bgsave_status} eq 'err'
+            }, 10) or die 'the RDB save did not fail';
+        }, sub {
+            # no save point: Redis no longer refuses writes for the save
+            $r->config_set('save', '');
+        }],
+        ['NOREPLICAS', sub { $r->config_set('min-replicas-to-write', 1) },
+         sub { $r->config_set('min-replicas-to-write', 0) }],
+    );
+
+    for my $case (@refusals) {
+        my ($code, $refuse, $accept) = @$case;
+        $refuse->();
+        my $from = length $s->error_log;
+
+        my $tx = $l->create($w);
+        my $body = answer_is($tx, 503, "$code: a creation");
+        is($body->{code}, 'STORE_UNAVAILABLE', "$code: code");
+        is($tx->res->headers->header('Retry-After'), '1',
+           "$code: Retry-After");
+        my $log = substr $s->error_log, $from;
+        like($log, qr/redis unavailable: "$code /, "$code: logged as such");
+
+        my $release = qr/durable write "lr_release [0-9a-f]+"/;
+        ok(eventually(sub {
+               substr($s->error_log, $from)
+                   =~ /$release not answered \(attempt 1: $code /
+           }, 5), "$code: the release waits for Redis")
+            or diag(substr $s->error_log, $from);
+
+        $accept->();
+        ok(eventually(sub { substr($s->error_log, $from) =~ /$release done/ },
+                      10), "$code: and is written once Redis takes writes again");
+        unlike(substr($s->error_log, $from), qr/refused by redis/,
+               "$code: not refused as final");
+    }
+
+    my $tx = $l->create($w);
+    is($tx->res->code, 201, 'Redis takes writes again: 201')
+        or diag($tx->res->body);
 };
 
 subtest 'NOAUTH, then AUTH with password=' => sub {
