@@ -1108,6 +1108,25 @@ ngx_http_linegate_init_main_conf(ngx_conf_t *cf, void *conf)
                                   ? NGX_HTTP_LINEGATE_CLUSTER_REFRESH_PUSHED
                                   : NGX_HTTP_LINEGATE_CLUSTER_REFRESH;
 
+    if (lmcf->redis_sentinel_password.data != NULL
+        && lmcf->redis_sentinel_master.len == 0)
+    {
+        /*
+         * Only the sentinels are asked with it: without "sentinel=" it
+         * would be silently ignored (often the Redis password given to
+         * the wrong directive, Redis then refusing every connection).
+         * linegate_redis refused an inline "sentinel_password=" already:
+         * this is the file directive, before or after linegate_redis.
+         */
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"linegate_redis_sentinel_password_file\" "
+                           "needs \"linegate_redis ... "
+                           "sentinel=<master name>\": it is the "
+                           "sentinels' password (the Redis password is "
+                           "\"linegate_redis_password_file\")");
+        return NGX_CONF_ERROR;
+    }
+
     if (lmcf->redis_command_timeout == 0 || lmcf->redis_connect_timeout == 0
         || lmcf->redis_keepalive == 0)
     {
@@ -1291,7 +1310,7 @@ ngx_http_linegate_redis_conf(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     ngx_http_linegate_main_conf_t *lmcf = conf;
 
     ngx_str_t                        *value;
-    ngx_uint_t                        i, naddrs;
+    ngx_uint_t                        i, naddrs, sentinel_pw;
 
     if (lmcf->redis_configured) {
         return "is duplicate";
@@ -1313,12 +1332,25 @@ ngx_http_linegate_redis_conf(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         return "needs an address";
     }
 
+    /* set already: by linegate_redis_sentinel_password_file */
+    sentinel_pw = (lmcf->redis_sentinel_password.data != NULL);
+
     for (i = naddrs + 1; i < cf->args->nelts; i++) {
         if (ngx_http_linegate_redis_option(cf, lmcf, &value[i])
             != NGX_CONF_OK)
         {
             return NGX_CONF_ERROR;
         }
+    }
+
+    if (!sentinel_pw && lmcf->redis_sentinel_password.data != NULL
+        && lmcf->redis_sentinel_master.len == 0)
+    {
+        /* the file directive's twin: init_main_conf */
+        return "takes \"sentinel_password=\" only with "
+               "\"sentinel=<master name>\": it is the sentinels' "
+               "password, and these are no sentinels (the Redis "
+               "password is \"password=\")";
     }
 
     if (lmcf->redis_cluster) {

@@ -201,6 +201,8 @@ sub nginx_T {
     return ($? >> 8, $out);
 }
 
+my $no_sentinels = qr/\[emerg\] "linegate_redis_sentinel_password_file" needs "linegate_redis \.\.\. sentinel=<master name>"/;
+
 subtest 'the Sentinel password in a file' => sub {
     my ($rc, $out) = $s->nginx_t($conf_sentinel);
     is($rc, 0, 'nginx -t: exit 0') or diag $out;
@@ -228,6 +230,23 @@ subtest 'the Sentinel password in a file' => sub {
         ['an empty file',
          $conf_sentinel =~ s{\Q$sentinel_pw_file\E}{$dir/empty}r,
          qr/\[emerg\] "linegate_redis_sentinel_password_file": "\Q$dir\E\/empty" is empty/],
+        # without sentinel= nothing reads it (before: accepted, ignored)
+        ['the file without sentinel=',
+         $conf_ok =~ s{^(\s*linegate_redis\s[^;]*;)}
+                      {$1\n    linegate_redis_sentinel_password_file $sentinel_pw_file;}mr,
+         $no_sentinels],
+        ['the file before linegate_redis, without sentinel=',
+         $conf_ok =~ s{^(\s*linegate_redis\s[^;]*;)}
+                      {    linegate_redis_sentinel_password_file $sentinel_pw_file;\n$1}mr,
+         $no_sentinels],
+        ['the file with cluster=on',
+         ($conf_ok =~ s{(linegate_redis [^;\s]+)}{$1 cluster=on}r)
+             =~ s{^(\s*linegate_redis\s[^;]*;)}
+                 {$1\n    linegate_redis_sentinel_password_file $sentinel_pw_file;}mr,
+         $no_sentinels],
+        ['inline without sentinel=',
+         $conf_ok =~ s{(linegate_redis [^;\s]+)}{$1 sentinel_password=inline}r,
+         qr/\[emerg\] "linegate_redis" directive takes "sentinel_password=" only with "sentinel=<master name>"/],
     );
 
     for my $case (@refused) {
