@@ -150,6 +150,9 @@ typedef struct {
     ngx_uint_t                          eval;    /* NOSCRIPT: send EVAL */
     ngx_uint_t                          sent;    /* replies hiredis owes */
     ngx_uint_t                          done;    /* given up: free on reply */
+    /* where it was last written (a cluster's MOVED or ASK, followed) */
+    ngx_http_linegate_redis_node_t     *node;
+    ngx_uint_t                          redirects;
 
     /*
      * linegate_redis_wait: an acknowledged script's answer counts once
@@ -395,6 +398,14 @@ static ngx_int_t ngx_http_linegate_redis_durable_queue(ngx_log_t *log,
 static void ngx_http_linegate_redis_durable_flush(void);
 static ngx_int_t ngx_http_linegate_redis_durable_send(
     ngx_http_linegate_redis_durable_t *d);
+static int ngx_http_linegate_redis_durable_argv(
+    ngx_http_linegate_redis_durable_t *d, const char **argv,
+    size_t *argvlen, u_char *nkeys);
+static void ngx_http_linegate_redis_durable_wait(
+    ngx_http_linegate_redis_durable_t *d);
+static ngx_int_t ngx_http_linegate_redis_durable_redirect(
+    ngx_http_linegate_redis_durable_t *d, redisAsyncContext *ac,
+    redisReply *reply);
 static void ngx_http_linegate_redis_durable_cb(redisAsyncContext *ac,
     void *reply, void *privdata);
 static void ngx_http_linegate_redis_durable_wait_cb(redisAsyncContext *ac,
@@ -2512,14 +2523,54 @@ ngx_http_linegate_redis_durable_flush(void)
 static ngx_int_t
 ngx_http_linegate_redis_durable_send(ngx_http_linegate_redis_durable_t *d)
 {
-    int                              i, argc;
+    int                              argc;
     u_char                           nkeys[NGX_INT_T_LEN], *buf;
     size_t                           len;
     ngx_int_t                        rc;
-    ngx_str_t                        src, *sha;
     const char                      *argv[NGX_HTTP_LINEGATE_REDIS_MAX_ARGS];
     size_t                           argvlen[NGX_HTTP_LINEGATE_REDIS_MAX_ARGS];
     ngx_http_linegate_redis_node_t  *node;
+
+    argc = ngx_http_linegate_redis_durable_argv(d, argv, argvlen, nkeys);
+
+    /* quietly: a write waiting for its node is retried, and logged then */
+    node = ngx_http_linegate_redis_route(NULL, argc, argv, argvlen);
+    if (node == NULL) {
+        return NGX_ERROR;
+    }
+
+    buf = ngx_http_linegate_redis_format(NULL, argc, argv, argvlen, &len);
+    if (buf == NULL) {
+        return NGX_ERROR;
+    }
+
+    rc = ngx_http_linegate_redis_write(node,
+                                       ngx_http_linegate_redis_durable_cb, d,
+                                       buf, len);
+    ngx_free(buf);
+
+    if (rc != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    d->sent++;
+    d->attempts++;
+    d->node = node;
+    d->redirects = 0;
+
+    ngx_http_linegate_redis_durable_wait(d);
+
+    return NGX_OK;
+}
+
+
+/* d's command as sent: EVALSHA (EVAL after a NOSCRIPT), or its own */
+static int
+ngx_http_linegate_redis_durable_argv(ngx_http_linegate_redis_durable_t *d,
+    const char **argv, size_t *argvlen, u_char *nkeys)
+{
+    int         i, argc;
+    ngx_str_t   src, *sha;
 
     argc = 0;
 
@@ -2548,35 +2599,20 @@ ngx_http_linegate_redis_durable_send(ngx_http_linegate_redis_durable_t *d)
         argvlen[argc++] = d->args.argvlen[i];
     }
 
-    /* quietly: a write waiting for its node is retried, and logged then */
-    node = ngx_http_linegate_redis_route(NULL, argc, argv, argvlen);
-    if (node == NULL) {
-        return NGX_ERROR;
-    }
+    return argc;
+}
 
-    buf = ngx_http_linegate_redis_format(NULL, argc, argv, argvlen, &len);
-    if (buf == NULL) {
-        return NGX_ERROR;
-    }
 
-    rc = ngx_http_linegate_redis_write(node,
-                                       ngx_http_linegate_redis_durable_cb, d,
-                                       buf, len);
-    ngx_free(buf);
-
-    if (rc != NGX_OK) {
-        return NGX_ERROR;
-    }
-
-    d->sent++;
-    d->attempts++;
+/* WAIT after an acknowledged script, on its node: without it, not trusted */
+static void
+ngx_http_linegate_redis_durable_wait(ngx_http_linegate_redis_durable_t *d)
+{
     d->waited = 0;
     d->wait_lost = 0;
 
-    /* WAIT after an acknowledged script: without it, not trusted */
     if (d->acked
         && ngx_http_linegate_redis.lmcf->redis_wait_replicas > 0
-        && ngx_http_linegate_redis_write_wait(node,
+        && ngx_http_linegate_redis_write_wait(d->node,
                                       ngx_http_linegate_redis_durable_wait_cb,
                                       d)
            == NGX_OK)
@@ -2584,6 +2620,58 @@ ngx_http_linegate_redis_durable_send(ngx_http_linegate_redis_durable_t *d)
         d->sent++;
         d->waited = 1;
     }
+}
+
+
+/*
+ * A cluster's MOVED or ASK, followed at once as a request's command is
+ * (ASK: once, after ASKING, on the importing node). Sent again by the
+ * retry timer instead, to the node of the map, a write would meet ASK
+ * again for as long as its slot migrates. Its WAIT goes with it: the
+ * one written on the first node counts replicas of a node the write did
+ * not reach (durable_wait_cb ignores it). NGX_OK: sent there.
+ */
+static ngx_int_t
+ngx_http_linegate_redis_durable_redirect(ngx_http_linegate_redis_durable_t *d,
+    redisAsyncContext *ac, redisReply *reply)
+{
+    int                                  argc;
+    u_char                               nkeys[NGX_INT_T_LEN], *buf;
+    size_t                               len;
+    ngx_int_t                            rc;
+    const char                          *argv[NGX_HTTP_LINEGATE_REDIS_MAX_ARGS];
+    size_t                               lens[NGX_HTTP_LINEGATE_REDIS_MAX_ARGS];
+    ngx_http_linegate_redis_redirect_t   rr;
+
+    /* its bytes are made again only for a redirection */
+    if (!ngx_http_linegate_redis.cluster
+        || ngx_http_linegate_redis_redirect_parse(reply->str, reply->len,
+                                                  &rr)
+           != 0)
+    {
+        return NGX_DECLINED;
+    }
+
+    len = 0;
+    argc = ngx_http_linegate_redis_durable_argv(d, argv, lens, nkeys);
+    buf = ngx_http_linegate_redis_format(NULL, argc, argv, lens, &len);
+
+    /* no bytes (out of memory): a MOVED still teaches the map, and the
+     * retry timer sends the write there */
+    rc = ngx_http_linegate_redis_redirect(ac->data, reply, buf, len,
+                                          &d->redirects,
+                                          ngx_http_linegate_redis_durable_cb,
+                                          d, &d->node);
+    if (buf != NULL) {
+        ngx_free(buf);
+    }
+
+    if (rc != NGX_OK) {
+        return NGX_DECLINED;
+    }
+
+    d->sent++;
+    ngx_http_linegate_redis_durable_wait(d);
 
     return NGX_OK;
 }
@@ -2620,9 +2708,11 @@ ngx_http_linegate_redis_durable_cb(redisAsyncContext *ac, void *data,
             return;
         }
 
-        /* a cluster's MOVED teaches the map; the retry follows it */
-        (void) ngx_http_linegate_redis_redirect(ac->data, reply, NULL, 0,
-                                                NULL, NULL, NULL, NULL);
+        if (ngx_http_linegate_redis_durable_redirect(d, ac, reply)
+            == NGX_OK)
+        {
+            return;
+        }
 
         /*
          * a demoted master's READONLY sends the worker to the sentinels,
@@ -2708,6 +2798,11 @@ ngx_http_linegate_redis_durable_wait_cb(redisAsyncContext *ac, void *data,
     d = privdata;
 
     if (ngx_http_linegate_redis_durable_owed(d)) {
+        return;
+    }
+
+    if (ac->data != d->node) {
+        /* the node a MOVED or ASK sent the write away from */
         return;
     }
 

@@ -139,6 +139,8 @@ ngx_int_t ngx_http_linegate_redis_pipeline_keys(ngx_http_request_t *r,
  * every reconnect) until Redis answers anything but an error; an
  * "unavailable" error (LOADING, BUSY, READONLY, MISCONF...) is retried
  * too, any other error (a script's own) is final and logged at alert.
+ * A cluster's MOVED and ASK are followed at once, as a request's are
+ * (ASK: ASKING, then the write, on the node named).
  *
  * Because "no answer" is not "nothing happened" (a timed-out command may
  * still run, a connection may drop after Redis ran it), a durable write

@@ -10,7 +10,9 @@
 # member); with the replica back, the same Idempotency-Key gets its 201.
 # With the workspace master's replica stopped instead, lr_create's own
 # WAIT falls short: 503, the line released (lr_release), and its set-up
-# member dropped at once, not left for the sweep's 60 s.
+# member dropped at once, not left for the sweep's 60 s. The set-up
+# entry's durable XADD, met with ASK (its slot migrating), follows it at
+# once and is acknowledged on the node it went to.
 use strict;
 use warnings;
 use lib 't/lib';
@@ -169,6 +171,63 @@ subtest 'a covering command redirected: its first node\'s WAIT still counts'
                         'Idempotency-Key' => 'ack-mig');
     is($tx->res->code, 201, 'the same key, the slot moved: 201')
         or note $tx->res->body;
+};
+
+# On a cluster nginx relays an included line's set-up entry itself: a
+# durable XADD to lg:provisioning, acknowledged (WAIT on its master). The
+# stream's slot migrating, the stream moved already, its master answers
+# ASK: the write follows it at once (ASKING, then the XADD, on the
+# importing node), and its WAIT goes with it, the first node's WAIT (a
+# node without the write) not counted. Before: sent again every 100 ms to
+# 2 s to the first node, answered ASK each time until the migration
+# ended.
+subtest 'a set-up entry meets ASK: followed, acknowledged there' => sub {
+    my $r = $l->redis;
+    my $STREAM = 'lg:provisioning';
+    ok($s->cluster_wait_ok(30, replicas => 1), 'every master has a replica');
+    my $v;
+    for (my $i = 1; !$v; $i++) {
+        $v = $l->workspace("org_ackask$i")
+            if $s->cluster_master_of("lg:{ws:org_ackask$i}")
+               ne $s->cluster_master_of($STREAM);
+    }
+    my $slot = LG::RedisCluster::keyslot($STREAM);
+    my $from = $s->cluster_master_of($STREAM);
+    my ($to) = grep { $_ ne $from } $s->cluster_masters;
+    my %id = map { $_ => scalar $r->node($_)->cluster('myid') } $from, $to;
+    # the stream (one entry if none yet) moved to the importing node
+    $r->xadd($STREAM, '*', probe => 1) unless $r->exists($STREAM);
+    $r->node($to)->cluster('setslot', $slot, 'importing', $id{$from});
+    $r->node($from)->cluster('setslot', $slot, 'migrating', $id{$to});
+    $r->node($from)->migrate('127.0.0.1', $to, '', 0, 5000, 'KEYS', $STREAM);
+    my $before = $r->xlen($STREAM);
+
+    my $mark = length $s->error_log;
+    my $tx = $l->create($v, body(channelType => 'phone'));
+    is($tx->res->code, 201, 'an included line: 201') or diag($tx->res->body);
+    my $lid = eval { $tx->res->json->{line}{_id} } // '-';
+    my $entry = qr/durable write "a line's set-up entry"/;
+    ok(eventually(sub { substr($s->error_log, $mark)
+                        =~ /$entry done \(attempt 1\)/ }, 5),
+       'its set-up entry written at the first attempt, the slot migrating')
+        or diag(substr $s->error_log, $mark);
+    unlike(substr($s->error_log, $mark), qr/$entry (?:not answered|acknow)/,
+           'never sent again');
+    is($r->xlen($STREAM), $before + 1, "one entry more, on $to");
+    ok(grep({ ($_->[1][3] // '') eq $lid } $r->xrange($STREAM, '-', '+')),
+       'the line\'s');
+    ok(eventually(sub { !grep { /\Q$lid\E/ } $r->zrange($SETUP, 0, -1) },
+                  5), 'its set-up member dropped once it was there');
+
+    # the end of the migration: the slot's other keys, then its owner
+    my $src = $r->node($from);
+    while (my @keys = $src->cluster('getkeysinslot', $slot, 100)) {
+        $src->migrate('127.0.0.1', $to, '', 0, 5000, 'KEYS', @keys);
+    }
+    $r->node($_)->cluster('setslot', $slot, 'node', $id{$to})
+        for $to, $from, grep { $_ ne $to && $_ ne $from }
+                        $s->cluster_masters;
+    ok($s->cluster_wait_ok(30), 'the cluster is ok');
 };
 
 # a WAIT holds the replies of the commands after it on its connection,

@@ -7,7 +7,8 @@
 # a number; the confirm's record is acknowledged by a replica (WAIT on the
 # account's master); credentials rotate through the operator API, whose
 # workspace API keys and line calls run too (their lookups and the
-# workspace on different masters); a confirm that meets the fleet's slot
+# workspace on different masters; a revoked key's lookup in a migrating
+# slot is deleted by a durable write that follows ASK); a confirm that meets the fleet's slot
 # or its account's slot in the middle of a migration (TRYAGAIN: some keys
 # moved, some not) is answered 200 once it moved (set up by hand: a
 # reshard's window per slot is a few ms, which purchases under load
@@ -22,7 +23,7 @@ use lib 't/lib';
 use Test::More;
 use LG::Stack;
 use LG::Provision;
-use LG::Test qw(answer_is);
+use LG::Test qw(answer_is eventually);
 use Time::HiRes qw(sleep time);
 use Mojo::JSON qw(encode_json decode_json);
 use Digest::SHA ();
@@ -171,6 +172,58 @@ subtest 'a workspace\'s API keys: issue, list, revoke' => sub {
     ok(!$r->exists("lg:apikey:$digest"), 'its lookup deleted');
     is($s->op(DELETE => "/workspaces/$w/keys/$k->{keyId}")->res->code, 404,
        'revoked again: 404');
+};
+
+# A revocation deletes the key's lookup twice: by a durable write and by
+# the request's own DEL, both first sent to the lookup's master. The
+# lookup's slot migrating, the key moved already, that master answers
+# ASK to both: the request's DEL follows it (ASKING to the importing
+# node), and so must the durable write (before: sent again to the same
+# master every 100 ms to 2 s, answered ASK each time until the slot's
+# migration ended)
+subtest 'a revoked key\'s lookup in a migrating slot: ASK followed' => sub {
+    my $w = 'org_cl_keyask';
+    answer_is($s->op(PUT => "/workspaces/$w", {plan => 'starter'}), 200,
+              'the workspace');
+    my ($k, $lookup);
+    for (1 .. 20) {
+        $k = answer_is($s->op(POST => "/workspaces/$w/keys"), 201,
+                       'a key issued') or return;
+        $lookup = 'lg:apikey:' . Digest::SHA::sha256_hex($k->{key});
+        last if $s->cluster_master_of($lookup)
+                ne $s->cluster_master_of("lg:{ws:$w}");
+    }
+    my $slot = LG::RedisCluster::keyslot($lookup);
+    my $from = $s->cluster_master_of($lookup);
+    my ($to) = grep { $_ ne $from } $s->cluster_masters;
+    my %id = map { $_ => scalar $r->node($_)->cluster('myid') } $from, $to;
+    $r->node($to)->cluster('setslot', $slot, 'importing', $id{$from});
+    $r->node($from)->cluster('setslot', $slot, 'migrating', $id{$to});
+    $r->node($from)->migrate('127.0.0.1', $to, '', 0, 5000,
+                             'KEYS', $lookup);
+    is($r->get($lookup), $w, "the lookup moved to $to (read after ASK)");
+
+    my $mark = length $s->error_log;
+    ok(answer_is($s->op(DELETE => "/workspaces/$w/keys/$k->{keyId}"),
+                 200, 'revoked')->{revoked}, 'says so');
+    my $durable = qr/durable write "revoked API key's lookup"/;
+    ok(eventually(sub { substr($s->error_log, $mark)
+                        =~ /$durable done \(attempt 1\)/ }, 3),
+       'the durable write done at its first attempt, the slot migrating')
+        or diag(substr $s->error_log, $mark);
+    unlike(substr($s->error_log, $mark), qr/$durable not answered/,
+           'never sent again');
+    ok(!$r->exists($lookup), 'the lookup deleted');
+
+    # the end of the migration: the slot's other keys, then its owner
+    my $src = $r->node($from);
+    while (my @keys = $src->cluster('getkeysinslot', $slot, 100)) {
+        $src->migrate('127.0.0.1', $to, '', 0, 5000, 'KEYS', @keys);
+    }
+    $r->node($_)->cluster('setslot', $slot, 'node', $id{$to})
+        for $to, $from, grep { $_ ne $to && $_ ne $from }
+                        $s->cluster_masters;
+    ok($s->cluster_wait_ok(30), 'the cluster is ok');
 };
 
 # a line whose index (lg:line:<id>) and workspace live on two masters
