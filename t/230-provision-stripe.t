@@ -313,6 +313,49 @@ subtest 'charged but the line cannot be recorded: 500, queued' => sub {
     numbers_accounted('record failed');
 };
 
+# Redis refusing writes for now (here NOREPLICAS: fewer replicas than
+# min-replicas-to-write; MISCONF and OOM refuse the same way, at a
+# script's first write) is not "the line cannot be recorded": the record
+# goes durable and lands once Redis takes writes again. Before, pv_record
+# answered record_failed for it, as if its outbox were written, and the
+# paid purchase was queued to be cancelled.
+subtest 'Redis refuses writes at the record: recorded once it takes them' =>
+sub {
+    my $a = $p->account('acct_refused');
+    my $tok = $p->token($a);
+    $p->fault(latency_ms => 500);
+
+    # while Stripe works (the number claimed), Redis stops taking writes
+    my ($tx, $done) = $p->during($p->confirm_req($a, $tok), sub {
+        return 0 unless @{ $p->claims('acct_refused') };
+        $r->config_set('min-replicas-to-write', 1);
+        return 1;
+    });
+    ok($done, 'writes refused in time');
+
+    my $b = $p->error_is($tx, 500, 'provisioning_failed', 'record refused',
+                         qr/will be recorded/);
+    my @subs = subs_of('acct_refused');
+    is(scalar @subs, 1, 'one subscription');
+    is($b->{subscription_id}, $subs[0]{id}, 'its id in the answer');
+    is_deeply($p->lines('acct_refused'), {}, 'no line while refused');
+
+    $r->config_set('min-replicas-to-write', 0);
+    ok(eventually(sub { %{ $p->lines('acct_refused') } }, 15),
+       'the line is recorded once Redis takes writes');
+    my ($line) = values %{ $p->lines('acct_refused') };
+    is($line->{subscription_id}, $subs[0]{id}, 'with its subscription');
+    is($line->{phone_number}, $subs[0]{metadata}{phone_number},
+       'and the number Stripe was told');
+    ok(eventually(sub { !@{ $p->claims('acct_refused') } }, 15),
+       'the claim settled');
+    is(scalar(reconcile_of('acct_refused')), 0, 'nothing queued');
+    is(scalar(keys %{ {map { $_ => 1 }
+           $r->keys('lg:{acct:acct_refused}:reconcile:w:*')} }), 0,
+       'no outbox');
+    numbers_accounted('record refused');
+};
+
 subtest 'Redis too slow at the reserve: 503, undone once it catches up' => sub {
     my $a = $p->account('acct_slowredis');
     my $tok = $p->token($a);

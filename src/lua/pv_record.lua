@@ -25,7 +25,8 @@
 -- Returns {1, phone number} recorded (now or by an earlier run), or
 -- {0, reason} written to the outbox: "reservation_missing" (the
 -- reservation was released meanwhile) or "record_failed" (the line
--- could not be written; the reservation and the slot are kept).
+-- could not be written: its key is not a hash; the reservation and the
+-- slot are kept), or Redis's error when it refuses writes for now.
 --
 -- A reconciliation sweep that took this purchase for a dead worker's
 -- wrote the outbox first, reason worker_lost (pv_inspect.lua): its run
@@ -43,14 +44,27 @@ local resv = KEYS[3]
 local lkey = KEYS[4]
 local obox = KEYS[5]
 
+-- An error of a write Redis refuses for now (MISCONF, OOM, NOREPLICAS,
+-- READONLY: at the script's first write, so nothing of it is written)
+-- is the step's answer: its sender takes it for an unanswered step and
+-- sends it again until Redis takes writes. Only WRONGTYPE says that the
+-- line itself cannot be written.
+local function refused(r)
+    return type(r) == 'table' and r.err and not r.err:find('^WRONGTYPE')
+end
+
 local function outbox(reason)
     if redis.call('EXISTS', obox) == 0 then
-        redis.pcall('HSET', obox, 'account', ARGV[4],
-                    'subscription_id', ARGV[2], 'phone_number', ARGV[8],
-                    'worker_id', ARGV[1], 'reason', reason,
-                    'idempotency_key', ARGV[5], 'customer', ARGV[6],
-                    'at', ARGV[7])
-        redis.pcall('EXPIRE', obox, 604800)
+        local ok = redis.pcall('HSET', obox, 'account', ARGV[4],
+                               'subscription_id', ARGV[2],
+                               'phone_number', ARGV[8],
+                               'worker_id', ARGV[1], 'reason', reason,
+                               'idempotency_key', ARGV[5],
+                               'customer', ARGV[6], 'at', ARGV[7])
+        if type(ok) == 'table' and ok.err then
+            return ok
+        end
+        redis.call('EXPIRE', obox, 604800)
     end
     return {0, reason}
 end
@@ -79,6 +93,10 @@ end
 
 local ok = redis.pcall('HSET', lkey, 'phone_number', ARGV[8],
                        'subscription_id', ARGV[2], 'createdAt', ARGV[7])
+
+if refused(ok) then
+    return ok
+end
 
 if type(ok) == 'table' and ok.err then
     -- paid for: the reservation stays, the slot keeps counting
