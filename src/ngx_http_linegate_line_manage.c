@@ -14,7 +14,15 @@
  *                    paid -> LINK_RESOLVE (lr_resolve), answer as GET
  *                    void, uncollectible -> LINK_CLAIM
  *   LINK_CLAIM     lr_reissue_claim.lua -> [LINK_VOID_OLD: void the old
- *                  one, if uncollectible] -> LINK_ISSUE
+ *                  one, if uncollectible] -> [LINK_SWEEP] -> LINK_ISSUE
+ *   LINK_SWEEP     the claim took over one that lapsed (its worker died,
+ *                  maybe after Stripe made its invoice, before its store):
+ *                  Stripe lists the customer's invoices, and each of the
+ *                  request's it does not name and not void gets
+ *                  LINK_SWEEP_FENCE (lr_void_fence.lua: a store of it is
+ *                  refused from now on) -> LINK_SWEEP_DISCARD (the invoice
+ *                  machine); one paid is kept instead of a new one ->
+ *                  LINK_INDEX, LINK_STORE, LINK_RESOLVE
  *   LINK_ISSUE     the invoice machine issues a new invoice
  *   LINK_INDEX     SET lg:invoice:<new> "<W>:<id>", its own slot, answered
  *                  OK before the store names the invoice
@@ -36,9 +44,11 @@
  *
  * Every failure goes to manage_fail, which undoes what the step holds:
  *
- *   LINK_VOID_OLD, LINK_REVOID_OLD (the claim held)
- *                                   -> LINK_ABORT (lr_reissue_abort,
- *                                      durable)
+ *   LINK_VOID_OLD, LINK_REVOID_OLD, LINK_SWEEP, LINK_SWEEP_FENCE (the
+ *   claim held)                     -> LINK_ABORT (lr_reissue_abort,
+ *                                      durable; released lapsed while
+ *                                      a lapsed claim's invoices are
+ *                                      not all found and discarded)
  *   LINK_ISSUE (a new invoice), LINK_INDEX (the store never sent)
  *                                   -> LINK_UNISSUE (discard it)
  *                                      -> LINK_ABORT; after LINK_ISSUE
@@ -71,7 +81,9 @@
  * NGX_HTTP_LINEGATE_LR_REISSUE_HOLD (Stripe slow, or its worker dead) may
  * be taken over by another payment_link, whose reissueAt this request
  * must then leave alone (lr_reissue_abort releases only its own claim;
- * the store refuses a claim taken over).
+ * the store refuses a claim taken over). The claim is also the record
+ * of what a dead worker may have left at Stripe: whoever takes it over
+ * sweeps first (LINK_SWEEP).
  */
 
 
@@ -79,10 +91,20 @@
 #include "ngx_http_linegate_lines.h"
 #include "ngx_http_linegate_json.h"
 #include "ngx_http_linegate_reply.h"
+#include "ngx_http_linegate_ids.h"
 
 
 #define NGX_HTTP_LINEGATE_ACTION_PAYMENT_LINK  1
 #define NGX_HTTP_LINEGATE_ACTION_CANCEL        2
+
+/*
+ * The sweep of a lapsed claim's invoices (LINK_SWEEP): the customer's made
+ * since the request was, less this margin (s) for Stripe's clock, 10 a
+ * page, 10 pages at most (more: 502, the claim released lapsed)
+ */
+#define NGX_HTTP_LINEGATE_LINK_SWEEP_LOOKBACK  600
+#define NGX_HTTP_LINEGATE_LINK_SWEEP_PAGE      10
+#define NGX_HTTP_LINEGATE_LINK_SWEEP_PAGES     10
 
 
 static void ngx_http_linegate_manage_resume(ngx_http_request_t *r,
@@ -137,6 +159,22 @@ static void ngx_http_linegate_link_claimed(ngx_http_request_t *r,
 static void ngx_http_linegate_link_void_old(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr);
 static void ngx_http_linegate_link_old_voided(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr);
+static void ngx_http_linegate_link_sweep(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr);
+static void ngx_http_linegate_link_swept(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr);
+static ngx_int_t ngx_http_linegate_link_sweep_page(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr);
+static ngx_int_t ngx_http_linegate_link_sweep_found(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr, json_t *inv);
+static void ngx_http_linegate_link_sweep_next(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr);
+static void ngx_http_linegate_link_sweep_fenced(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr, redisReply *reply);
+static void ngx_http_linegate_link_sweep_discarded(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr);
+static void ngx_http_linegate_link_sweep_end(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr);
 static void ngx_http_linegate_link_issue(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr);
@@ -252,6 +290,21 @@ ngx_http_linegate_manage_resume(ngx_http_request_t *r, redisReply *reply)
                                        NGX_HTTP_LINEGATE_LINK_RECHECK);
         return;
 
+    case NGX_HTTP_LINEGATE_LINK_SWEEP:
+        ngx_http_linegate_link_swept(r, lr);
+        return;
+
+    case NGX_HTTP_LINEGATE_LINK_SWEEP_FENCE:
+        ngx_http_linegate_link_sweep_fenced(r, lr, reply);
+        return;
+
+    case NGX_HTTP_LINEGATE_LINK_SWEEP_DISCARD:
+        if (ngx_http_linegate_invoice_next(r, lr) == NGX_DONE) {
+            ngx_http_linegate_link_sweep_discarded(r, lr);
+        }
+
+        return;
+
     case NGX_HTTP_LINEGATE_LINK_ISSUE:
         if (ngx_http_linegate_invoice_next(r, lr) == NGX_DONE) {
             ngx_http_linegate_link_issued(r, lr);
@@ -332,11 +385,26 @@ ngx_http_linegate_manage_fail(ngx_http_request_t *r,
 
     case NGX_HTTP_LINEGATE_LINK_VOID_OLD:
     case NGX_HTTP_LINEGATE_LINK_REVOID_OLD:
-        /* the claim is held, no new invoice yet: free the claim */
+    case NGX_HTTP_LINEGATE_LINK_SWEEP:
+    case NGX_HTTP_LINEGATE_LINK_SWEEP_FENCE:
+        /*
+         * the claim is held, no new invoice yet: free the claim (lapsed
+         * still, while the lapsed claim's invoices are not all found)
+         */
         ngx_http_linegate_link_abort(r, lr, NGX_HTTP_LINEGATE_LINK_ABORT);
         return;
 
     case NGX_HTTP_LINEGATE_LINK_INDEX:
+        if (lr->sweep.adopting) {
+            /*
+             * a paid invoice the sweep kept is never discarded: the claim
+             * is released lapsed, and the next one finds it paid again
+             */
+            ngx_http_linegate_link_abort(r, lr,
+                                         NGX_HTTP_LINEGATE_LINK_ABORT);
+            return;
+        }
+
         /*
          * The store was never sent: nothing names the new invoice. Its
          * index (written, or not, or yet: Redis stalled) goes after the
@@ -374,6 +442,22 @@ ngx_http_linegate_manage_fail(ngx_http_request_t *r,
                                     "lr_reissue_store",
                                     ngx_http_linegate_link_stored_late,
                                     ngx_http_linegate_manage_resume);
+            return;
+        }
+
+        if (lr->sweep.adopting) {
+            /*
+             * paid, so never voided: another claim took over (its sweep
+             * finds it paid and keeps it), or the request moved on (a
+             * payment for nothing: queued, a human's)
+             */
+            lr->settled = 1;
+
+            if (fail == NGX_HTTP_LINEGATE_LR_FAIL_CONFLICT) {
+                ngx_http_linegate_lines_orphan(r->connection->log, lr);
+            }
+
+            ngx_http_linegate_manage_failed(r, lr);
             return;
         }
 
@@ -915,6 +999,13 @@ ngx_http_linegate_link_claimed(ngx_http_request_t *r,
     seq.len = ngx_sprintf(seq.data, "%L", code) - seq.data;
     lr->seq = seq;
 
+    /* a claim taken over from one that lapsed: its invoices looked for */
+    if (ngx_http_linegate_reply_int(reply, 2, &code) == NGX_OK
+        && code == 1)
+    {
+        lr->sweep.lapsed = 1;
+    }
+
     /* the claim is held: a failure from here on frees it */
     lr->ctx->state = (lr->ctx->state == NGX_HTTP_LINEGATE_LINK_RECLAIM)
                      ? NGX_HTTP_LINEGATE_LINK_REVOID_OLD
@@ -1005,11 +1096,422 @@ ngx_http_linegate_link_old_voided(ngx_http_request_t *r,
 }
 
 
-/* LINK_ISSUE: the invoice machine */
+/*
+ * LINK_SWEEP: this claim took over one that lapsed (lr_reissue_claim),
+ * whose worker may have died after Stripe made its new invoice and before
+ * lr_reissue_store named it: open at Stripe, its link given to no one,
+ * yet payable from Stripe's own pages. Before another is issued, the
+ * request's invoices are looked for among the customer's made since the
+ * request was (the second of its id, less a margin for Stripe's clock),
+ * by metadata[line_request_id]: Stripe's list, newest first, consistent
+ * at once (its search index lags behind), 10 a page (far below a small
+ * subrequest_output_buffer_size). Every one the request does not name is
+ * then fenced (lr_void_fence) and discarded; a paid one is kept and made
+ * the request's instead of a new one. The lapsed claim's store can no
+ * longer land (invoiceSeq moved on), and a store of a claim that took
+ * this one over meanwhile is refused by the fence.
+ */
+static void
+ngx_http_linegate_link_sweep(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr)
+{
+    u_char     *p;
+    size_t      len;
+    ngx_int_t   since;
+    ngx_str_t   path;
+
+    lr->ctx->state = NGX_HTTP_LINEGATE_LINK_SWEEP;
+
+    since = ngx_http_linegate_id_valid(&lr->id)
+            ? ngx_hextoi(lr->id.data, 8) : NGX_ERROR;
+
+    since = since > NGX_HTTP_LINEGATE_LINK_SWEEP_LOOKBACK
+            ? since - NGX_HTTP_LINEGATE_LINK_SWEEP_LOOKBACK : 0;
+
+    /* ids are [A-Za-z0-9_]: nothing in the query needs encoding */
+    if (!ngx_http_linegate_stripe_id_valid(&lr->customer)) {
+        ngx_http_linegate_manage_unavailable(r, lr);
+        return;
+    }
+
+    len = sizeof("v1/invoices?customer=&limit=&created[gte]="
+                 "&starting_after=") - 1
+          + lr->customer.len + 2 * NGX_INT_T_LEN + lr->sweep.after.len;
+
+    path.data = ngx_pnalloc(r->pool, len);
+    if (path.data == NULL) {
+        ngx_http_linegate_manage_unavailable(r, lr);
+        return;
+    }
+
+    p = ngx_sprintf(path.data, "v1/invoices?customer=%V&limit=%d"
+                    "&created[gte]=%i", &lr->customer,
+                    NGX_HTTP_LINEGATE_LINK_SWEEP_PAGE, since);
+
+    if (lr->sweep.after.len) {
+        p = ngx_sprintf(p, "&starting_after=%V", &lr->sweep.after);
+    }
+
+    path.len = p - path.data;
+
+    if (ngx_http_linegate_stripe_call(r, lr->ctx, NGX_HTTP_GET, &path, NULL,
+                                      NULL,
+                                      ngx_http_linegate_manage_stripe_done)
+        != NGX_OK)
+    {
+        ngx_http_linegate_manage_unavailable(r, lr);
+    }
+}
+
+
+/* LINK_SWEEP answered: the next page, or the invoices found discarded */
+static void
+ngx_http_linegate_link_swept(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr)
+{
+    ngx_int_t  rc;
+
+    if (ngx_http_linegate_stripe_result(lr->ctx)
+        != NGX_HTTP_LINEGATE_STRIPE_OK)
+    {
+        ngx_http_linegate_manage_stripe_error(r, lr);
+        return;
+    }
+
+    rc = ngx_http_linegate_link_sweep_page(r, lr);
+
+    if (rc == NGX_AGAIN
+        && ++lr->sweep.pages < NGX_HTTP_LINEGATE_LINK_SWEEP_PAGES)
+    {
+        ngx_http_linegate_link_sweep(r, lr);
+        return;
+    }
+
+    if (rc != NGX_OK) {
+        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                      NGX_HTTP_LINEGATE_LOG "the invoices of line request "
+                      "\"%V\" could not be listed whole: %s", &lr->id,
+                      rc == NGX_AGAIN ? "too many of the customer's"
+                                      : "not a list");
+        ngx_http_linegate_manage_unavailable(r, lr);
+        return;
+    }
+
+    lr->sweep.next = 0;
+    ngx_http_linegate_link_sweep_next(r, lr);
+}
+
+
+/*
+ * A page of the customer's invoices: NGX_OK (the last), NGX_AGAIN (more
+ * follow: lr->sweep.after names this page's last), NGX_ERROR (not a
+ * list, no memory)
+ */
+static ngx_int_t
+ngx_http_linegate_link_sweep_page(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr)
+{
+    size_t      i, n;
+    json_t     *data, *inv, *id;
+    ngx_str_t   last;
+
+    data = json_object_get(lr->ctx->stripe_json, "data");
+    if (!json_is_array(data)) {
+        return NGX_ERROR;
+    }
+
+    n = json_array_size(data);
+    id = NULL;
+
+    for (i = 0; i < n; i++) {
+        inv = json_array_get(data, i);
+        id = json_object_get(inv, "id");
+
+        if (ngx_http_linegate_link_sweep_found(r, lr, inv) != NGX_OK) {
+            return NGX_ERROR;
+        }
+    }
+
+    if (!json_is_true(json_object_get(lr->ctx->stripe_json, "has_more"))) {
+        return NGX_OK;
+    }
+
+    if (!json_is_string(id)) {
+        return NGX_ERROR;
+    }
+
+    /* Stripe's JSON is freed with the next call */
+    last.data = (u_char *) json_string_value(id);
+    last.len = json_string_length(id);
+
+    if (!ngx_http_linegate_stripe_id_valid(&last)
+        || ngx_http_linegate_pstr(r->pool, &lr->sweep.after, last.data,
+                                  last.len)
+           == NULL)
+    {
+        return NGX_ERROR;
+    }
+
+    return NGX_AGAIN;
+}
+
+
+/*
+ * One invoice of the list: the request's (metadata[line_request_id]) but
+ * the one it names, and not void, is kept in lr->sweep: paid (the first:
+ * the request's from now on; another is a payment for nothing, queued
+ * for a human), or anything else, to be discarded (a draft, an open
+ * invoice, an uncollectible one: still payable)
+ */
+static ngx_int_t
+ngx_http_linegate_link_sweep_found(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr, json_t *inv)
+{
+    json_t     *id, *owner, *status, *url;
+    ngx_str_t   s, st, *f;
+
+    id = json_object_get(inv, "id");
+    owner = json_object_get(json_object_get(inv, "metadata"),
+                            "line_request_id");
+    status = json_object_get(inv, "status");
+
+    if (!json_is_string(id) || !json_is_string(owner)
+        || !json_is_string(status)
+        || json_string_length(owner) != lr->id.len
+        || ngx_strncmp(json_string_value(owner), lr->id.data, lr->id.len)
+           != 0)
+    {
+        return NGX_OK;
+    }
+
+    s.data = (u_char *) json_string_value(id);
+    s.len = json_string_length(id);
+    st.data = (u_char *) json_string_value(status);
+    st.len = json_string_length(status);
+
+    if (!ngx_http_linegate_stripe_id_valid(&s)) {
+        return NGX_ERROR;
+    }
+
+    if ((s.len == lr->old_invoice.len
+         && ngx_strncmp(s.data, lr->old_invoice.data, s.len) == 0)
+        || ngx_http_linegate_line_is(&st, "void"))
+    {
+        return NGX_OK;
+    }
+
+    ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
+                  NGX_HTTP_LINEGATE_LOG "invoice \"%V\" of line request "
+                  "\"%V\" is %V and no request names it (a reissue whose "
+                  "claim lapsed): %s", &s, &lr->id, &st,
+                  ngx_http_linegate_line_is(&st, "paid")
+                  ? "kept" : "discarded before another is issued");
+
+    if (ngx_http_linegate_line_is(&st, "paid")) {
+
+        if (lr->sweep.paid.len) {
+            lr->invoice.id = s;
+            ngx_http_linegate_lines_orphan(r->connection->log, lr);
+            lr->invoice.id = lr->old_invoice;
+            return NGX_OK;
+        }
+
+        url = json_object_get(inv, "hosted_invoice_url");
+
+        if (ngx_http_linegate_pstr(r->pool, &lr->sweep.paid, s.data, s.len)
+            == NULL
+            || (json_is_string(url)
+                && ngx_http_linegate_pstr(r->pool, &lr->sweep.paid_url,
+                                          (u_char *) json_string_value(url),
+                                          json_string_length(url))
+                   == NULL))
+        {
+            return NGX_ERROR;
+        }
+
+        return NGX_OK;
+    }
+
+    if (lr->sweep.found == NULL) {
+        lr->sweep.found = ngx_array_create(r->pool, 2, sizeof(ngx_str_t));
+        if (lr->sweep.found == NULL) {
+            return NGX_ERROR;
+        }
+    }
+
+    f = ngx_array_push(lr->sweep.found);
+
+    if (f == NULL || ngx_http_linegate_pstr(r->pool, f, s.data, s.len)
+                     == NULL)
+    {
+        return NGX_ERROR;
+    }
+
+    return NGX_OK;
+}
+
+
+/* LINK_SWEEP_FENCE: lr_void_fence.lua for the next invoice found */
+static void
+ngx_http_linegate_link_sweep_next(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr)
+{
+    ngx_str_t  *found;
+
+    if (lr->sweep.found == NULL || lr->sweep.next >= lr->sweep.found->nelts)
+    {
+        ngx_http_linegate_link_sweep_end(r, lr);
+        return;
+    }
+
+    found = lr->sweep.found->elts;
+
+    lr->ctx->state = NGX_HTTP_LINEGATE_LINK_SWEEP_FENCE;
+
+    ngx_http_linegate_lines_line_args(lr);
+    ngx_http_linegate_redis_arg_str(&lr->args, &found[lr->sweep.next]);
+
+    ngx_http_linegate_lines_call(r, lr, NGX_HTTP_LINEGATE_SCRIPT_LR_VOID_FENCE,
+                                 ngx_http_linegate_manage_resume);
+}
+
+
+/*
+ * LINK_SWEEP_FENCE answered: 1, fenced (a store of it is refused from
+ * now on): LINK_SWEEP_DISCARD, the invoice machine voids it (deletes a
+ * draft, keeps one paid meanwhile), under a key of its own; 0, the
+ * request names it (a claim that took this one over stored it): not this
+ * claim's to discard
+ */
+static void
+ngx_http_linegate_link_sweep_fenced(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr, redisReply *reply)
+{
+    u_char     *p;
+    ngx_str_t  *found, *key;
+
+    if (reply == NULL) {
+        ngx_http_linegate_manage_fail(r, lr, NGX_HTTP_LINEGATE_LR_FAIL_STORE,
+                                      0, -1);
+        return;
+    }
+
+    if (reply->type != REDIS_REPLY_INTEGER) {
+        ngx_http_linegate_manage_fail(r, lr,
+                                      NGX_HTTP_LINEGATE_LR_FAIL_INTERNAL,
+                                      0, -1);
+        return;
+    }
+
+    found = lr->sweep.found->elts;
+
+    if (reply->integer == 0) {
+        lr->sweep.next++;
+        ngx_http_linegate_link_sweep_next(r, lr);
+        return;
+    }
+
+    /* "lg-<id>-<invoice>": its void's key is its own, whatever claim */
+    key = &lr->invoice.key;
+
+    p = ngx_pnalloc(r->pool, sizeof("lg--") - 1 + lr->id.len
+                             + found[lr->sweep.next].len);
+    if (p == NULL) {
+        ngx_http_linegate_manage_fail(r, lr,
+                                      NGX_HTTP_LINEGATE_LR_FAIL_INTERNAL,
+                                      0, -1);
+        return;
+    }
+
+    key->data = p;
+    key->len = ngx_sprintf(p, "lg-%V-%V", &lr->id, &found[lr->sweep.next])
+               - p;
+
+    lr->ctx->state = NGX_HTTP_LINEGATE_LINK_SWEEP_DISCARD;
+    lr->invoice.id = found[lr->sweep.next];
+    ngx_str_null(&lr->invoice.url);
+    ngx_str_null(&lr->invoice.status);
+
+    if (ngx_http_linegate_invoice_discard(r, lr,
+                                          ngx_http_linegate_manage_stripe_done,
+                                          1)
+        == NGX_AGAIN)
+    {
+        return;
+    }
+
+    ngx_http_linegate_link_sweep_discarded(r, lr);
+}
+
+
+/*
+ * LINK_SWEEP_DISCARD done: discarded, or queued (invoice_unrepaired) when
+ * Stripe failed every repair; or paid since the list (kept): as one
+ * found paid. Then the next one.
+ */
+static void
+ngx_http_linegate_link_sweep_discarded(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr)
+{
+    if (lr->invoice.kept) {
+        if (lr->sweep.paid.len == 0) {
+            lr->sweep.paid = lr->invoice.id;
+            lr->sweep.paid_url = lr->invoice.url;
+
+        } else {
+            ngx_http_linegate_lines_orphan(r->connection->log, lr);
+        }
+    }
+
+    /* the request's cleanup finds no invoice of this claim's making */
+    lr->invoice.id = lr->old_invoice;
+
+    lr->sweep.next++;
+    ngx_http_linegate_link_sweep_next(r, lr);
+}
+
+
+/*
+ * Every invoice found is discarded (or queued): the claim issues its own,
+ * or makes the paid one found the request's, as an invoice Stripe paid
+ * at finalization is (link_issued: the index, the store, lr_resolve).
+ * Until that store, a failure releases the claim lapsed: the next one
+ * finds the paid invoice again.
+ */
+static void
+ngx_http_linegate_link_sweep_end(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr)
+{
+    if (lr->sweep.paid.len) {
+        lr->sweep.adopting = 1;
+        lr->invoice.id = lr->sweep.paid;
+        lr->invoice.url = lr->sweep.paid_url;
+        ngx_str_set(&lr->invoice.status, "paid");
+        lr->invoice.result = NGX_HTTP_LINEGATE_STRIPE_OK;
+
+        ngx_http_linegate_link_issued(r, lr);
+        return;
+    }
+
+    lr->sweep.done = 1;
+
+    /* the request's cleanup releases the claim, no longer lapsed */
+    ngx_http_linegate_link_abort_args(lr, lr->release);
+
+    ngx_http_linegate_link_issue(r, lr);
+}
+
+
+/* LINK_ISSUE: the invoice machine, once a lapsed claim's are discarded */
 static void
 ngx_http_linegate_link_issue(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr)
 {
+    if (lr->sweep.lapsed && !lr->sweep.done) {
+        ngx_http_linegate_link_sweep(r, lr);
+        return;
+    }
+
     if (ngx_http_linegate_manage_key(r, lr) != NGX_OK) {
         ngx_http_linegate_manage_unavailable(r, lr);
         return;
@@ -1090,6 +1592,8 @@ ngx_http_linegate_link_store(ngx_http_request_t *r,
     ngx_http_linegate_redis_arg_str(a, &lr->customer);
     /* not read: link_stored_late's, the old index to DEL once stored */
     ngx_http_linegate_redis_arg_str(a, &lr->old_invoice);
+    /* a paid one is never refused by a sweep's fence: it is not voided */
+    ngx_http_linegate_redis_arg_str(a, &lr->invoice.status);
 
     ngx_http_linegate_lines_call(r, lr,
                                  NGX_HTTP_LINEGATE_SCRIPT_LR_REISSUE_STORE,
@@ -1258,6 +1762,9 @@ ngx_http_linegate_link_abort_args(ngx_http_linegate_lr_t *lr,
     ngx_http_linegate_redis_arg_str(a, &lr->id);
     ngx_http_linegate_redis_arg_str(a, &lr->seq);
     ngx_http_linegate_redis_arg_str(a, &lr->customer);
+    /* released lapsed while a lapsed claim's invoices are to be found */
+    ngx_http_linegate_redis_arg_cstr(a, lr->sweep.lapsed && !lr->sweep.done
+                                        ? "1" : "");
     ngx_http_linegate_lines_key(lr, a, NGX_HTTP_LINEGATE_KEY_WS_LR, &lr->ws,
                                 &lr->id);
 }
@@ -1266,7 +1773,7 @@ ngx_http_linegate_link_abort_args(ngx_http_linegate_lr_t *lr,
 /*
  * lr_reissue_abort answered (the durable write's own answer: the request
  * may be gone): {own, stored}. A new invoice that the request made, did
- * not discard and never stored (its pool cleanup's ARGV[5]) is queued
+ * not discard and never stored (its pool cleanup's ARGV[6]) is queued
  * for a reconciliation run, whoever holds the claim.
  */
 static void
@@ -1278,9 +1785,9 @@ ngx_http_linegate_link_aborted_late(redisReply *reply,
 
     /*
      * the copy holds KEYS[1] first (its nkeys is the write's, not here),
-     * then ws, id, invoiceSeq, customer[, the new one]
+     * then ws, id, invoiceSeq, customer, the lapse[, the new one]
      */
-    if (args->argc < 5
+    if (args->argc < 6
         || ngx_http_linegate_reply_int(reply, 0, &own) != NGX_OK
         || ngx_http_linegate_reply_int(reply, 1, &stored) != NGX_OK)
     {
@@ -1296,8 +1803,8 @@ ngx_http_linegate_link_aborted_late(redisReply *reply,
     ngx_http_linegate_lines_arg(args, 4, &customer);
     ngx_str_null(&invoice);
 
-    if (args->argc > 5) {
-        ngx_http_linegate_lines_arg(args, 5, &invoice);
+    if (args->argc > 6) {
+        ngx_http_linegate_lines_arg(args, 6, &invoice);
     }
 
     if (!own) {
@@ -1440,7 +1947,7 @@ ngx_http_linegate_link_cleanup(void *data)
                   made ? "; invoice queued to be voided unless stored: " : "",
                   made ? made : &none);
 
-    /* ARGV[5]: the new invoice made since the claim */
+    /* ARGV[6]: the new invoice made since the claim */
     if (made) {
         ngx_http_linegate_redis_arg_str(lr->release, made);
     }

@@ -134,6 +134,9 @@ typedef enum {
     NGX_HTTP_LINEGATE_LINK_RECHECK,      /* the second look, the last */
     NGX_HTTP_LINEGATE_LINK_RECLAIM,
     NGX_HTTP_LINEGATE_LINK_REVOID_OLD,
+    NGX_HTTP_LINEGATE_LINK_SWEEP,        /* Stripe: a lapsed claim's */
+    NGX_HTTP_LINEGATE_LINK_SWEEP_FENCE,  /* lr_void_fence.lua, each */
+    NGX_HTTP_LINEGATE_LINK_SWEEP_DISCARD, /* the invoice machine: discard */
     NGX_HTTP_LINEGATE_LINK_ISSUE,        /* the invoice machine: issue */
     NGX_HTTP_LINEGATE_LINK_INDEX,        /* SET lg:invoice:<new>, before */
     NGX_HTTP_LINEGATE_LINK_STORE,        /* lr_reissue_store.lua */
@@ -233,6 +236,25 @@ typedef struct {
     unsigned                        keep:1;
     unsigned                        kept:1;
 } ngx_http_linegate_invoice_t;
+
+
+/*
+ * payment_link over a lapsed claim (lr_reissue_claim): the invoices of
+ * the request at Stripe that it does not name, made by a claim whose
+ * worker died before its store, discarded before another is issued
+ * (line_manage.c, LINK_SWEEP)
+ */
+typedef struct {
+    ngx_array_t                    *found;      /* ngx_str_t: to discard */
+    ngx_uint_t                      next;       /* in found */
+    ngx_str_t                       paid;       /* kept: the request's */
+    ngx_str_t                       paid_url;
+    ngx_str_t                       after;      /* the page's last */
+    ngx_uint_t                      pages;
+    unsigned                        lapsed:1;   /* the claim took one over */
+    unsigned                        done:1;     /* discarded, or queued */
+    unsigned                        adopting:1; /* paid being stored */
+} ngx_http_linegate_lr_sweep_t;
 
 
 /* the state of one Lines API request, in ctx->data */
@@ -357,6 +379,7 @@ struct ngx_http_linegate_lr_s {
     ngx_str_t                       seq;           /* invoiceSeq */
     ngx_str_t                       old_invoice;
     ngx_http_linegate_invoice_t     invoice;
+    ngx_http_linegate_lr_sweep_t    sweep;
 
     ngx_http_linegate_idem_t        idem;
 

@@ -398,6 +398,135 @@ subtest 'payment_link: the worker killed mid-reissue, the old invoice paid'
     ok(!defined $l->pending($w), 'the workspace is free');
 };
 
+# The worker dies (SIGKILL) once Stripe finalized its new invoice and
+# before lr_reissue_store named it: that invoice is open at Stripe, its
+# link given to no one. The dead worker's claim (reissueAt, invoiceSeq) is
+# the record of it. Returns the request, its old invoice and the one left
+# unstored, or () when the kill did not happen as planned.
+sub killed_after_finalize {
+    my ($w) = @_;
+    my ($id, $c) = $l->awaiting($w);
+    my $old = $c->{invoiceId};
+    $l->invoice_do($old, 'void');
+
+    # the new invoice's finalize done at Stripe, its answer held, dropped
+    $l->fault(path_prefix => '/v1/invoices/', latency_ms => 30000,
+              after_commit => 1, drop => 1);
+    my $killed = 0;
+    my (undef, $done) = $l->during([$w, POST => "/api/line-requests/$id",
+                                    {action => 'payment_link'}], sub {
+        return 0 unless $s->stub_held(qr{^/v1/invoices/in_\w+/finalize$});
+        $killed = $s->kill_workers;
+        return 1;
+    }, 60);
+    $l->clear_faults;
+    ok($done && $killed, 'the workers were killed after the finalize')
+        or return;
+    my @made = grep { $_->{id} ne $old } $l->invoices($w->{customer});
+    is(scalar @made, 1, 'one new invoice made') or return;
+    is($made[0]{status}, 'open', 'open at Stripe');
+    my $h = $l->lr($w, $id);
+    is($h->{invoiceId}, $old, 'the request does not name it');
+    ok(exists $h->{reissueAt}, 'the dead worker\'s claim is left');
+    return ($id, $old, $made[0]{id});
+}
+
+# the claim aged past its 60 s hold in Redis, rather than waited for
+sub lapse {
+    my ($w, $id) = @_;
+    my $lkey = "lg:{ws:$w->{id}}:lr:$id";
+    $r->hset($lkey, reissueAt => $r->hget($lkey, 'reissueAt') - 60001);
+}
+
+# Once the claim lapsed, the next payment_link takes it over and, before
+# it issues its own invoice, voids every invoice of the request that the
+# request does not name (Stripe's list, by metadata[line_request_id]):
+# the customer is left with one payable invoice, the one the request
+# names. Before, the orphan stayed open beside the new one.
+subtest 'payment_link: an invoice its dead worker never stored is voided'
+    => sub {
+    my $w = ws();
+    my ($id, $old, $orphan) = killed_after_finalize($w) or return;
+    my $before = $r->xlen('lg:{fleet}:reconcile') // 0;
+    lapse($w, $id);
+
+    my $b = link_is($l->manage($w, $id, 'payment_link'), 0,
+                    'the next payment_link');
+    my $new = $b->{invoiceId} // '';
+    ok($new ne $old && $new ne $orphan, 'a new invoice');
+    is($l->invoice($orphan)->{status}, 'void', 'the orphan is void');
+    my @open = map { $_->{id} } grep { $_->{status} eq 'open' }
+               $l->invoices($w->{customer});
+    is_deeply(\@open, [$new], 'the only open invoice is the new one');
+    is(scalar(() = $l->invoices($w->{customer})), 3,
+       'no other invoice issued');
+    my $h = $l->lr($w, $id);
+    is($h->{invoiceId}, $new, 'the request names it');
+    is($h->{invoiceSeq}, 2, 'under the second claim');
+    ok(!exists $h->{reissueAt}, 'the claim released');
+    is($r->get("lg:invoice:$new"), "$w->{id}:$id", 'indexed');
+    is(($r->xlen('lg:{fleet}:reconcile') // 0) - $before, 0,
+       'nothing queued for reconciliation');
+
+    link_is($l->manage($w, $id, 'payment_link'), 1, 'and reused next');
+    is(scalar(() = $l->invoices($w->{customer})), 3, 'nothing more issued');
+};
+
+# The customer paid the orphan (Stripe's hosted page) before the claim
+# lapsed: it is not voided but kept, the request named it and settled by
+# it, as for an invoice paid at finalization; nothing else is issued.
+subtest 'payment_link: an unstored invoice paid meanwhile settles it' => sub {
+    my $w = ws();
+    my ($id, $old, $orphan) = killed_after_finalize($w) or return;
+    $l->invoice_do($orphan, 'pay');
+    lapse($w, $id);
+
+    my $b = $l->answer($l->manage($w, $id, 'payment_link'), 200,
+                       'the next payment_link');
+    is($b->{status}, 'provisioning', 'the 2.5 body for provisioning');
+    is($b->{paymentStatus}, 'paid', 'paid');
+    is($l->invoice($orphan)->{status}, 'paid', 'the orphan kept, paid');
+    is(scalar(() = $l->invoices($w->{customer})), 2, 'nothing issued');
+    my $h = $l->lr($w, $id);
+    is("$h->{provisioningStatus}/$h->{paymentStatus}", 'provisioning/paid',
+       'settled');
+    is($h->{invoiceId}, $orphan, 'naming the invoice paid');
+    is($r->get("lg:invoice:$orphan"), "$w->{id}:$id", 'indexed');
+    ok(!defined $l->pending($w), 'the workspace is free');
+    ok(eventually(sub { grep { $_->{id} eq $id } $l->stream }, 5),
+       'in the provisioning stream');
+};
+
+# The lookup fails (Stripe 500): nothing is issued, and the claim is
+# released lapsed (reissueAt 0), so that the next payment_link looks
+# again rather than forgetting the orphan.
+subtest 'payment_link: the lookup of unstored invoices fails' => sub {
+    my $w = ws();
+    my ($id, $old, $orphan) = killed_after_finalize($w) or return;
+    lapse($w, $id);
+
+    # the check of the old invoice passes (a 1 ms fault, used up), the
+    # list of the customer's invoices fails
+    $l->fault(method => 'GET', path_prefix => '/v1/invoices/',
+              latency_ms => 1);
+    $l->fault(method => 'GET', path_prefix => '/v1/invoices',
+              status => 500);
+    $l->error_is($l->manage($w, $id, 'payment_link'), 502,
+                 'BILLING_UNAVAILABLE', 'the lookup failed');
+    $l->clear_faults;
+    my $h = $l->lr($w, $id);
+    is($h->{invoiceId}, $old, 'the old invoice still named');
+    is($h->{reissueAt}, 0, 'the claim released, lapsed');
+    is(scalar(() = $l->invoices($w->{customer})), 2, 'nothing issued');
+    is($l->invoice($orphan)->{status}, 'open', 'the orphan still open');
+
+    my $b = link_is($l->manage($w, $id, 'payment_link'), 0, 'retried');
+    is($l->invoice($orphan)->{status}, 'void', 'the orphan voided then');
+    my @open = map { $_->{id} } grep { $_->{status} eq 'open' }
+               $l->invoices($w->{customer});
+    is_deeply(\@open, [$b->{invoiceId}], 'one open invoice, the new one');
+};
+
 # A claim outlives its hold (Stripe slow: the hold is 60 s) and a second
 # payment_link claims the reissue (invoiceSeq 2, its own reissueAt): the
 # first one's store is refused, it voids its own invoice and answers as a
@@ -489,24 +618,68 @@ subtest 'lr_reissue_store, lr_reissue_abort: a claim taken over' => sub {
 
     is_deeply([$r->eval($store, 1, $k, @who, 1, 'in_new1', 'u', 1, 'd',
                        'cus_x')], [13], 'store of claim 1: LR_BUSY');
-    is_deeply([$r->eval($abort, 1, $k, @who, 1, 'cus_x', 'in_new1')], [0, 0],
+    is_deeply([$r->eval($abort, 1, $k, @who, 1, 'cus_x', '', 'in_new1')],
+              [0, 0],
               'abort of claim 1: not its own');
     is($r->hget($k, 'reissueAt'), 7, 'the claim of 2 left alone');
-    is_deeply([$r->eval($abort, 1, $k, @who, 2, 'cus_x')], [1, 0],
+    is_deeply([$r->eval($abort, 1, $k, @who, 2, 'cus_x', '')], [1, 0],
               'abort of claim 2: its own');
     ok(!$r->hexists($k, 'reissueAt'), 'released');
-    is_deeply([$r->eval($abort, 1, $k, @who, 2, 'cus_x')], [1, 0],
+    is_deeply([$r->eval($abort, 1, $k, @who, 2, 'cus_x', '')], [1, 0],
               'the same abort again: the same answer');
 
     $r->hset($k, reissueAt => 8);
     is_deeply([$r->eval($store, 1, $k, @who, 2, 'in_new2', 'u', 1, 'd',
                        'cus_x')], [1], 'store of claim 2: LR_OK');
-    is_deeply([$r->eval($abort, 1, $k, @who, 2, 'cus_x', 'in_new2')], [1, 1],
-              'an abort after it: stored');
+    is_deeply([$r->eval($abort, 1, $k, @who, 2, 'cus_x', '', 'in_new2')],
+              [1, 1], 'an abort after it: stored');
     $r->hset($k, provisioningStatus => 'canceled');
     is_deeply([$r->eval($store, 1, $k, @who, 2, 'in_new3', 'u', 1, 'd',
                        'cus_x')], [12, 'canceled'],
               'moved on: LR_WRONG_STATE');
+    $r->del($k);
+};
+
+# A claim that lapsed (its worker died before its store): the next claim
+# is told so, and looks for what it left at Stripe; released before it
+# looked, it leaves the claim lapsed (reissueAt 0), not gone. Each
+# invoice it then discards is fenced first (lr_void_fence): a store of it
+# by a claim that took this one over meanwhile is refused, unless paid
+# (a paid invoice is never voided).
+subtest 'lr_reissue_claim, lr_void_fence: a lapsed claim' => sub {
+    my $claim = lua_script('lr_reissue_claim');
+    my $store = lua_script('lr_reissue_store');
+    my $abort = lua_script('lr_reissue_abort');
+    my $fence = lua_script('lr_void_fence');
+    my $k = 'lg:{ws:org_lapse}:lr:0123456789abcdef01234568';
+    my @who = ('org_lapse', '0123456789abcdef01234568');
+    $r->del($k);
+    $r->hset($k, provisioningStatus => 'awaiting_payment',
+             invoiceId => 'in_old');
+
+    is_deeply([$r->eval($claim, 1, $k, @who, 'in_old', 100000, 60000)],
+              [1, 1, 0], 'a first claim: none lapsed');
+    is_deeply([$r->eval($claim, 1, $k, @who, 'in_old', 159999, 60000)],
+              [13], 'held: LR_BUSY');
+    is_deeply([$r->eval($claim, 1, $k, @who, 'in_old', 160000, 60000)],
+              [1, 2, 1], 'past its hold: taken over, lapsed');
+    is_deeply([$r->eval($abort, 1, $k, @who, 2, 'cus_x', '1')], [1, 0],
+              'released before it looked');
+    is($r->hget($k, 'reissueAt'), 0, 'lapsed, not gone');
+    is_deeply([$r->eval($claim, 1, $k, @who, 'in_old', 160001, 60000)],
+              [1, 3, 1], 'the next claim at once, told it lapsed');
+
+    is($r->eval($fence, 1, $k, @who, 'in_left'), 1, 'fenced: discard it');
+    is($r->hget($k, 'voidingInvoice'), 'in_left', 'marked');
+    is_deeply([$r->eval($store, 1, $k, @who, 3, 'in_left', 'u', 1, 'd',
+                       'cus_x', 'in_old', 'open')], [13],
+              'its store refused');
+    is($r->hget($k, 'invoiceId'), 'in_old', 'not named');
+    is_deeply([$r->eval($store, 1, $k, @who, 3, 'in_left', 'u', 1, 'd',
+                       'cus_x', 'in_old', 'paid')], [1],
+              'paid: stored (never voided)');
+    is($r->eval($fence, 1, $k, @who, 'in_left'), 0,
+       'named: kept, not fenced again');
     $r->del($k);
 };
 

@@ -6,10 +6,18 @@
 -- request), a payment of it settles the request, and a claim whose
 -- worker died lapses after ARGV[5], the old index in place. nginx
 -- deletes the old index once lr_reissue_store named the new invoice.
+--
+-- A reissueAt found here is a claim that ended without its store or its
+-- release: its worker died (or outlived the hold, or released it before
+-- it could look, reissueAt 0), and Stripe may hold an invoice it made
+-- that no request names. Taken over, the claim says so (lapsed 1): nginx
+-- discards those invoices before it issues another (line_manage.c, the
+-- sweep); invoiceSeq + 1 refuses the lapsed claim's store from now on.
 -- KEYS[1] lg:{ws:W}:lr:<id>
 -- ARGV[1] ws, ARGV[2] id (not read), ARGV[3] the old invoice id,
 -- ARGV[4] now (ms), ARGV[5] ms a claim holds
--- Returns {LR_OK, invoiceSeq}, {LR_WRONG_STATE, status} or {LR_BUSY}.
+-- Returns {LR_OK, invoiceSeq, lapsed (1 or 0)}, {LR_WRONG_STATE, status}
+-- or {LR_BUSY}.
 --#include lr_codes
 local lkey = KEYS[1]
 local h = redis.call('HMGET', lkey, 'provisioningStatus', 'invoiceId',
@@ -27,4 +35,4 @@ end
 redis.call('HSET', lkey, 'reissueAt', ARGV[4])
 local seq = redis.call('HINCRBY', lkey, 'invoiceSeq', 1)
 
-return {LR_OK, seq}
+return {LR_OK, seq, h[3] and 1 or 0}

@@ -7,15 +7,19 @@
 -- ARGV[7] now (ISO), ARGV[8] the Stripe customer (not read: what nginx
 -- queues should a durable re-send of this step be refused), ARGV[9] the
 -- old invoice (not read: nginx deletes its webhook index once this
--- answered LR_OK, the first send's answer or a re-send's)
+-- answered LR_OK, the first send's answer or a re-send's), ARGV[10] its
+-- status at Stripe ('open', or 'paid')
 -- Returns {LR_OK}; {LR_WRONG_STATE, status} when the request moved on
 -- meanwhile; {LR_BUSY} when another payment_link claimed the reissue
--- since (this claim was held past its hold). The module then voids the
--- new invoice.
+-- since (this claim was held past its hold), or when one taking over a
+-- lapsed claim is voiding this very invoice (lr_void_fence wrote it in
+-- voidingInvoice: it found the invoice unstored, and this claim lapsed
+-- meanwhile). The module then voids the new invoice. A paid invoice is
+-- never voided, so the fence does not refuse it.
 --#include lr_codes
 local lkey = KEYS[1]
 local h = redis.call('HMGET', lkey, 'provisioningStatus', 'invoiceSeq',
-                     'invoiceId')
+                     'invoiceId', 'voidingInvoice')
 if h[3] == ARGV[4] then
     -- stored already: the same step sent again (its reply lost)
     return {LR_OK}
@@ -23,7 +27,7 @@ end
 if h[1] ~= 'awaiting_payment' then
     return {LR_WRONG_STATE, h[1] or ''}
 end
-if h[2] ~= ARGV[3] then
+if h[2] ~= ARGV[3] or (h[4] == ARGV[4] and ARGV[10] ~= 'paid') then
     return {LR_BUSY}
 end
 

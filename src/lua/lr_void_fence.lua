@@ -1,14 +1,19 @@
--- Reconciliation, before a run voids or deletes the invoice of a Lines
--- API paid add-on (worker_lost, invoice_unrepaired): the request is read
--- again, in the workspace's slot, and fenced. Its worker may have been
--- alive after all: its lr_invoice_store, sent again after its reply was
--- lost (a durable write), can land after the sweep read the request. A
--- request that names the invoice is no longer lost: its client has (or
--- gets on retry) the invoice's link, which must stay payable. A request
--- still awaiting payment with no invoice is marked voidingInvoice: a
--- store landing after this step is refused (lr_invoice_store), so no
--- request ever names the invoice the run then discards. A request gone,
--- or in any other state, takes no store either: nothing to mark.
+-- Before an invoice of a Lines API request that the request may not name
+-- is voided or deleted, the request is read again, in the workspace's
+-- slot, and fenced: by a reconciliation run (worker_lost,
+-- invoice_unrepaired), and by payment_link taking over a lapsed claim,
+-- for each invoice of the request it found unstored at Stripe. The
+-- invoice's maker may be alive after all: a creation's lr_invoice_store,
+-- sent again after its reply was lost (a durable write), can land after
+-- the sweep read the request; so can a reissue's lr_reissue_store, its
+-- claim lapsed but not yet taken over when it was sent. A request that
+-- names the invoice keeps it: its client has (or gets on retry) the
+-- invoice's link, which must stay payable. A request still awaiting
+-- payment is marked voidingInvoice: a store of that invoice landing
+-- after this step is refused (lr_invoice_store refuses any while the
+-- request has no invoice, lr_reissue_store that one), so no request
+-- ever names the invoice the caller then discards. A request gone, or in
+-- any other state, takes no store either: nothing to mark.
 --
 -- The same step reads only (ARGV[4] 'check') for an invoice the run
 -- found paid: it is not discarded, so nothing is fenced (a store landing
@@ -17,8 +22,7 @@
 --
 -- KEYS[1] lg:{ws:W}:lr:<id>
 -- ARGV[1] ws, ARGV[2] id (not read: every step of a request passes
--- them), ARGV[3] the invoice id the run found, ARGV[4] 'check' (paid) or
--- absent
+-- them), ARGV[3] the invoice id found, ARGV[4] 'check' (paid) or absent
 --
 -- Returns 1: discard it (paid: a human's); 0: the request names it
 -- (stored late), keep it.
@@ -30,7 +34,7 @@ end
 if ARGV[4] == 'check' then
     return 1
 end
-if cur[1] == 'awaiting_payment' and not cur[2] then
+if cur[1] == 'awaiting_payment' then
     redis.call('HSET', lkey, 'voidingInvoice', ARGV[3])
 end
 return 1
