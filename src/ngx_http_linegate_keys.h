@@ -64,7 +64,8 @@ typedef enum {
      * the fleet's "queued once" marker of a reconcile entry:
      * lg:{fleet}:q:<A>:<worker id>:<reason> (pv_settle), a = A, b =
      * "<worker>:<reason>"; lg:{fleet}:q:<W>:inv_<...> (lr_invoice_orphan),
-     * a = W, b = "inv_<invoice id>" or "inv_draft_<request id>";
+     * a = W, b = "inv_<invoice id>", "inv_draft_<request id>" or
+     * "lapsed_<request id>" (reissue_lapsed);
      * _FLEET_Q_NONE, lg:{fleet}:q:-, when there is no reason (never set)
      */
     NGX_HTTP_LINEGATE_KEY_FLEET_Q,

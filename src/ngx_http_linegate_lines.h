@@ -451,6 +451,13 @@ void ngx_http_linegate_lines_orphan(ngx_log_t *log,
 /* the same from the strings alone (a durable write's continuation) */
 void ngx_http_linegate_lines_orphan_of(ngx_log_t *log, ngx_str_t *ws,
     ngx_str_t *id, ngx_str_t *invoice, ngx_str_t *customer);
+/*
+ * A request that ended (lr_settle changed it) while it held a
+ * payment_link's claim (reissueAt): queued as reissue_lapsed, its
+ * invoices looked for from at (ISO 8601, its creation) on
+ */
+void ngx_http_linegate_lines_lapsed(ngx_log_t *log, ngx_str_t *ws,
+    ngx_str_t *id, ngx_str_t *customer, ngx_str_t *at);
 void ngx_http_linegate_lines_durable(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr, ngx_http_linegate_script_id_e script,
     const char *what, ngx_http_linegate_redis_handler_pt handler);

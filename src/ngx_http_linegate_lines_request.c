@@ -41,8 +41,13 @@ static void ngx_http_linegate_lines_resolve_setup_written(
     ngx_http_request_t *r, redisReply *reply);
 static void ngx_http_linegate_lines_resolve_relay(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr, int64_t changed, ngx_int_t parsed);
+static void ngx_http_linegate_lines_resolved_lapsed(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr, redisReply *flat);
 static void ngx_http_linegate_lines_released(redisReply *reply,
     ngx_http_linegate_redis_args_t *args, ngx_str_t *note);
+static void ngx_http_linegate_lines_queue(ngx_log_t *log, ngx_str_t *ws,
+    ngx_str_t *id, ngx_str_t *invoice, ngx_str_t *customer, ngx_str_t *at,
+    ngx_uint_t lapsed);
 
 
 static ngx_http_linegate_line_field_t  ngx_http_linegate_line_fields[] = {
@@ -535,19 +540,57 @@ void
 ngx_http_linegate_lines_orphan_of(ngx_log_t *log, ngx_str_t *ws,
     ngx_str_t *id, ngx_str_t *invoice, ngx_str_t *customer)
 {
-    u_char                          iso[NGX_HTTP_LINEGATE_ISO_LEN];
-    u_char                         *p;
-    ngx_int_t                       rc;
-    ngx_str_t                       mkey, which;
-    ngx_http_linegate_redis_args_t  a;
+    u_char     iso[NGX_HTTP_LINEGATE_ISO_LEN];
+    ngx_str_t  at;
 
-    (void) ngx_http_linegate_iso8601(iso, ngx_http_linegate_now_ms());
+    at.data = iso;
+    at.len = ngx_http_linegate_iso8601(iso, ngx_http_linegate_now_ms())
+             - iso;
+
+    ngx_http_linegate_lines_queue(log, ws, id, invoice, customer, &at, 0);
+}
+
+
+/*
+ * A request that ended (paid, canceled: lr_settle changed it) while its
+ * hash still held a payment_link's claim (reissueAt): a claim that lapsed
+ * may have left an invoice at Stripe that no request names, and the next
+ * payment_link that would have swept it (line_manage.c) never comes now.
+ * Queued (reissue_lapsed) for a reconciliation run to look for the
+ * request's draft and open invoices, from its creation (at) on.
+ */
+void
+ngx_http_linegate_lines_lapsed(ngx_log_t *log, ngx_str_t *ws, ngx_str_t *id,
+    ngx_str_t *customer, ngx_str_t *at)
+{
+    static ngx_str_t  none = ngx_null_string;
+
+    ngx_http_linegate_lines_queue(log, ws, id, &none, customer, at, 1);
+}
+
+
+/*
+ * The entry on the reconcile stream, by a durable write: its marker
+ * (which) lg:{fleet}:q:<W>:inv_<invoice id>, or inv_draft_<request id>
+ * when no invoice id was seen, or lapsed_<request id>. Nothing is
+ * allocated from a request's pool: also called from its cleanup.
+ */
+static void
+ngx_http_linegate_lines_queue(ngx_log_t *log, ngx_str_t *ws, ngx_str_t *id,
+    ngx_str_t *invoice, ngx_str_t *customer, ngx_str_t *at,
+    ngx_uint_t lapsed)
+{
+    u_char                          *p;
+    ngx_int_t                        rc;
+    ngx_str_t                        mkey, which;
+    const char                      *reason;
+    ngx_http_linegate_redis_args_t   a;
+
+    reason = lapsed ? "reissue_lapsed" : "invoice_unrepaired";
 
     /*
-     * the entry's marker, lg:{fleet}:q:<W>:inv_<invoice id>, or
-     * inv_draft_<request id> when no invoice id was seen, in the slot of
-     * the stream it guards (one slot a script): not in the pool, freed
-     * once the write copied it (which, then the key)
+     * in the slot of the stream it guards (one slot a script): not in the
+     * pool, freed once the write copied it (which, then the key)
      */
     which.len = sizeof("inv_draft_") - 1 + id->len + invoice->len;
 
@@ -561,8 +604,8 @@ ngx_http_linegate_lines_orphan_of(ngx_log_t *log, ngx_str_t *ws,
     }
 
     which.data = p;
-    which.len = (invoice->len
-                 ? ngx_sprintf(p, "inv_%V", invoice)
+    which.len = (lapsed ? ngx_sprintf(p, "lapsed_%V", id)
+                 : invoice->len ? ngx_sprintf(p, "inv_%V", invoice)
                  : ngx_sprintf(p, "inv_draft_%V", id))
                 - p;
 
@@ -580,21 +623,43 @@ ngx_http_linegate_lines_orphan_of(ngx_log_t *log, ngx_str_t *ws,
     ngx_http_linegate_redis_arg_str(&a, id);
     ngx_http_linegate_redis_arg_str(&a, invoice);
     ngx_http_linegate_redis_arg_str(&a, customer);
-    ngx_http_linegate_redis_arg(&a, iso, NGX_HTTP_LINEGATE_ISO_LEN);
+    ngx_http_linegate_redis_arg_str(&a, at);
+    ngx_http_linegate_redis_arg_cstr(&a, reason);
 
     rc = ngx_http_linegate_redis_durable(log,
                                    NGX_HTTP_LINEGATE_SCRIPT_LR_INVOICE_ORPHAN,
-                                   2, &a, "an undiscarded invoice's queuing");
+                                   2, &a, lapsed
+                                          ? "a lapsed reissue's queuing"
+                                          : "an undiscarded invoice's "
+                                            "queuing");
 
     ngx_free(p);
 
 failed:
 
     if (rc != NGX_OK) {
+        if (lapsed) {
+            ngx_log_error(NGX_LOG_ALERT, log, 0,
+                          NGX_HTTP_LINEGATE_LOG "line request \"%V\" ended "
+                          "while a reissue claim of it had lapsed, and "
+                          "could not be queued for reconciliation: void "
+                          "or delete at Stripe its invoices it does not "
+                          "name", id);
+            return;
+        }
+
         ngx_log_error(NGX_LOG_ALERT, log, 0,
                       NGX_HTTP_LINEGATE_LOG "invoice \"%V\" of line request "
                       "\"%V\" could not be queued for reconciliation: "
                       "void or delete it at Stripe", invoice, id);
+        return;
+    }
+
+    if (lapsed) {
+        ngx_log_error(NGX_LOG_WARN, log, 0,
+                      NGX_HTTP_LINEGATE_LOG "line request \"%V\" ended while "
+                      "a reissue claim of it had lapsed: queued for "
+                      "reconciliation (reissue_lapsed)", id);
         return;
     }
 
@@ -898,7 +963,64 @@ ngx_http_linegate_lines_resolved(ngx_http_request_t *r,
 
     ngx_http_linegate_lines_resolve_relay(r, lr, changed, rc);
 
+    if (changed && rc == NGX_OK) {
+        ngx_http_linegate_lines_resolved_lapsed(r, lr, reply->element[1]);
+    }
+
     return rc;
+}
+
+
+/*
+ * The request lr_resolve settled (paid, canceled) still holds a
+ * payment_link's claim (reissueAt): one that lapsed may have left an
+ * invoice at Stripe no request names, which no payment_link will sweep
+ * now (the request is no longer awaiting payment). Queued for a
+ * reconciliation run (lines_lapsed), looked for from its creation on
+ * under the customer payment_link bills (the workspace's, when this
+ * request read it: payment_link, cancel), else the one the request keeps
+ * (a paid add-on's, the same unless an operator changed it). A claim
+ * still held is queued too:
+ * its worker discards its own invoice (its store is refused), and the
+ * run finds nothing left.
+ */
+static void
+ngx_http_linegate_lines_resolved_lapsed(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr, redisReply *flat)
+{
+    size_t       i;
+    ngx_str_t    customer;
+    ngx_uint_t   claim;
+    redisReply  *k, *v;
+
+    claim = 0;
+    customer = lr->customer;
+
+    /* line_parse checked the pairs are strings */
+    for (i = 0; i + 1 < flat->elements; i += 2) {
+        k = flat->element[i];
+
+        if (k->len == sizeof("reissueAt") - 1
+            && ngx_strncmp(k->str, "reissueAt", k->len) == 0)
+        {
+            claim = 1;
+            continue;
+        }
+
+        if (lr->customer.len == 0
+            && k->len == sizeof("customer") - 1
+            && ngx_strncmp(k->str, "customer", k->len) == 0)
+        {
+            v = flat->element[i + 1];
+            customer.data = (u_char *) v->str;
+            customer.len = v->len;
+        }
+    }
+
+    if (claim) {
+        ngx_http_linegate_lines_lapsed(r->connection->log, &lr->ws, &lr->id,
+                                       &customer, &lr->line.created_at);
+    }
 }
 
 

@@ -122,7 +122,15 @@
  *     landed late names the invoice, which is kept (stored_late); one
  *     that does not is fenced, a store landing later refused. A paid
  *     one is read again too (not fenced): named, it is stored_late (its
- *     payment settles the request), else a human's.
+ *     payment settles the request), else a human's;
+ *   reissue_lapsed (a Lines API request that ended, paid or canceled,
+ *     while a payment_link claim of it had lapsed: its worker may have
+ *     left a new invoice unstored, which no payment_link sweeps now):
+ *     each draft or open invoice of the request (metadata
+ *     [line_request_id]) is fenced and discarded in turn, the list read
+ *     again after each, until none is left (voided, deleted, or
+ *     no_invoice); the invoice the request names is never a draft or
+ *     open one by then.
  *
  * Every step is idempotent: a run that stops anywhere (Stripe or Redis
  * failing, the worker exiting) leaves the entry (or the claim) where it
@@ -239,6 +247,12 @@ typedef enum {
     (e)->line_request.len ? "workspace" : "account",                         \
     (e)->line_request.len ? &(e)->workspace : &(e)->account
 
+/*
+ * reissue_lapsed: the invoices one entry discards at most (a lapsed claim
+ * leaves one; more are a human's call)
+ */
+#define NGX_HTTP_LINEGATE_RECONCILE_LAPSED_MAX  10
+
 /* lr_release's mark: an lr_create still queued in Redis does nothing */
 #define NGX_HTTP_LINEGATE_RECONCILE_LR_MARK    600000
 
@@ -259,6 +273,14 @@ typedef struct {
     ngx_str_t                            workspace;
     ngx_str_t                            line_request;
     unsigned                             draft:1;   /* its invoice */
+    /*
+     * reissue_lapsed: the request's draft and open invoices, each
+     * discarded in turn and the list read again until none is left; how
+     * many so far, and how the last went (voided, deleted)
+     */
+    unsigned                             lapsed:1;
+    ngx_uint_t                           discarded;
+    const char                          *discarded_as;
 
     ngx_str_t                            found;     /* at Stripe */
     ngx_http_linegate_reconcile_found_e  state;
@@ -554,6 +576,11 @@ static ngx_int_t ngx_http_linegate_reconcile_keys(ngx_http_request_t *r,
 static ngx_uint_t ngx_http_linegate_reconcile_is(ngx_str_t *s,
     const char *value);
 static time_t ngx_http_linegate_reconcile_time(ngx_str_t *iso);
+static ngx_uint_t ngx_http_linegate_reconcile_is_status(json_t *obj,
+    const char *status);
+static void ngx_http_linegate_reconcile_swept(ngx_http_request_t *r,
+    ngx_http_linegate_ctx_t *ctx, ngx_http_linegate_reconcile_entry_t *e,
+    const char *as);
 
 
 void
@@ -2250,6 +2277,9 @@ ngx_http_linegate_reconcile_entry(ngx_http_request_t *r,
     }
 
     if (e->line_request.len) {
+        e->lapsed = ngx_http_linegate_reconcile_is(&e->reason,
+                                                   "reissue_lapsed");
+
         return e->workspace.len && e->reason.len ? NGX_OK : NGX_ERROR;
     }
 
@@ -2460,6 +2490,17 @@ ngx_http_linegate_reconcile_find(ngx_http_linegate_ctx_t *ctx,
 
         ngx_http_linegate_reconcile_object(e, sub);
 
+        if (e->lapsed && !e->draft
+            && !ngx_http_linegate_reconcile_is_status(sub, "open"))
+        {
+            /*
+             * a request that ended: the invoice it names is void,
+             * uncollectible (payable on purpose) or paid, and the one a
+             * lapsed claim left unstored is a draft or open
+             */
+            continue;
+        }
+
         if (e->line_request.len && !e->draft
             && ngx_http_linegate_reconcile_is(&e->reason,
                                               "invoice_unrepaired"))
@@ -2495,6 +2536,17 @@ ngx_http_linegate_reconcile_find(ngx_http_linegate_ctx_t *ctx,
 
     return ngx_http_linegate_stripe_id_valid(&e->page_after)
            ? NGX_AGAIN : NGX_ERROR;
+}
+
+
+static ngx_uint_t
+ngx_http_linegate_reconcile_is_status(json_t *obj, const char *status)
+{
+    const char  *s;
+
+    s = json_string_value(json_object_get(obj, "status"));
+
+    return s != NULL && ngx_strcmp(s, status) == 0;
 }
 
 
@@ -2605,6 +2657,15 @@ ngx_http_linegate_reconcile_decide(ngx_http_request_t *r,
         return;
     }
 
+    if (e->lapsed) {
+        /* none (left): what became of those it discarded, if any */
+        ngx_http_linegate_reconcile_unbilled(r, ctx, e,
+                                             e->discarded_as
+                                             ? e->discarded_as
+                                             : "no_invoice");
+        return;
+    }
+
     if (e->line_request.len) {
         ngx_http_linegate_reconcile_unbilled(r, ctx, e,
                                   e->state
@@ -2638,6 +2699,32 @@ ngx_http_linegate_reconcile_unbilled(ngx_http_request_t *r,
     }
 
     ngx_http_linegate_reconcile_settle(r, ctx, outcome);
+}
+
+
+/*
+ * reissue_lapsed: one of the request's invoices discarded (as: voided,
+ * deleted; NULL: gone already); the list is read again from its first
+ * page for the next, until none is left (decide settles it then, the
+ * entry naming the last one found)
+ */
+static void
+ngx_http_linegate_reconcile_swept(ngx_http_request_t *r,
+    ngx_http_linegate_ctx_t *ctx, ngx_http_linegate_reconcile_entry_t *e,
+    const char *as)
+{
+    e->discarded_as = as;
+
+    if (++e->discarded >= NGX_HTTP_LINEGATE_RECONCILE_LAPSED_MAX) {
+        ngx_http_linegate_reconcile_defer(r, ctx, "too_many_invoices", 0);
+        return;
+    }
+
+    ngx_str_null(&e->page_after);
+    e->pages = 0;
+
+    ngx_http_linegate_reconcile_next(r, ctx,
+                                     NGX_HTTP_LINEGATE_RECONCILE_LOOKUP);
 }
 
 
@@ -2829,6 +2916,13 @@ ngx_http_linegate_reconcile_canceled(ngx_http_request_t *r,
     switch (ngx_http_linegate_stripe_result(ctx)) {
 
     case NGX_HTTP_LINEGATE_STRIPE_OK:
+        if (e->lapsed) {
+            ngx_http_linegate_reconcile_swept(r, ctx, e,
+                                              e->draft ? "deleted"
+                                                       : "voided");
+            return;
+        }
+
         if (e->line_request.len == 0) {
             /* what it paid is refunded before the entry resolves */
             e->undone = 1;
@@ -2842,6 +2936,12 @@ ngx_http_linegate_reconcile_canceled(ngx_http_request_t *r,
         return;
 
     case NGX_HTTP_LINEGATE_STRIPE_REFUSED:
+        if (ctx->stripe_status == NGX_HTTP_NOT_FOUND && e->lapsed) {
+            /* gone meanwhile: any other is looked for all the same */
+            ngx_http_linegate_reconcile_swept(r, ctx, e, e->discarded_as);
+            return;
+        }
+
         if (ctx->stripe_status == NGX_HTTP_NOT_FOUND) {
             ngx_http_linegate_reconcile_unbilled(r, ctx, e,
                                                  e->line_request.len

@@ -75,6 +75,8 @@ static void ngx_http_linegate_webhook_settled(ngx_http_request_t *r,
     redisReply *reply);
 static void ngx_http_linegate_webhook_relay(ngx_http_request_t *r,
     ngx_http_linegate_webhook_inv_t *inv, redisReply *reply);
+static void ngx_http_linegate_webhook_lapsed(ngx_http_request_t *r,
+    ngx_http_linegate_webhook_inv_t *inv, redisReply *reply);
 static void ngx_http_linegate_webhook_done(ngx_http_request_t *r,
     redisReply *reply);
 static void ngx_http_linegate_webhook_ack(ngx_http_request_t *r,
@@ -415,6 +417,7 @@ ngx_http_linegate_webhook_settled(ngx_http_request_t *r, redisReply *reply)
     inv = ngx_http_linegate_get_ctx(r)->data;
 
     ngx_http_linegate_webhook_relay(r, inv, reply);
+    ngx_http_linegate_webhook_lapsed(r, inv, reply);
 
     /* an operator sees a payment that came after its request's cancel */
     if (reply != NULL
@@ -473,6 +476,35 @@ ngx_http_linegate_webhook_relay(ngx_http_request_t *r,
 
     (void) ngx_http_linegate_lr_setup_relay(r->connection->log, &e,
                                             &inv->setup);
+}
+
+
+/*
+ * {3, status, 1, .., claim 1, customer, createdAt}: the event settled a
+ * request that held a payment_link's claim, which may have lapsed with an
+ * invoice left unstored at Stripe: queued for a reconciliation run
+ * (lines_lapsed), as lr_resolve's callers do
+ */
+static void
+ngx_http_linegate_webhook_lapsed(ngx_http_request_t *r,
+    ngx_http_linegate_webhook_inv_t *inv, redisReply *reply)
+{
+    int64_t    code, claim;
+    ngx_str_t  customer, at;
+
+    if (reply == NULL
+        || ngx_http_linegate_reply_int(reply, 0, &code) != NGX_OK
+        || code != 3
+        || ngx_http_linegate_reply_int(reply, 6, &claim) != NGX_OK
+        || claim != 1
+        || ngx_http_linegate_reply_str(reply, 7, &customer) != NGX_OK
+        || ngx_http_linegate_reply_str(reply, 8, &at) != NGX_OK)
+    {
+        return;
+    }
+
+    ngx_http_linegate_lines_lapsed(r->connection->log, &inv->ws, &inv->id,
+                                   &customer, &at);
 }
 
 

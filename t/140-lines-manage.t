@@ -396,6 +396,11 @@ subtest 'payment_link: the worker killed mid-reissue, the old invoice paid'
     is("$h->{provisioningStatus}/$h->{paymentStatus}", 'provisioning/paid',
        'settled by its payment');
     ok(!defined $l->pending($w), 'the workspace is free');
+    # settled with the dead worker's claim in place: what it may have
+    # left at Stripe is a reconciliation run's to look for
+    ok(eventually(sub { grep { $_->{reason} eq 'reissue_lapsed' }
+                        queued($id) }, 5),
+       'queued for reconciliation (reissue_lapsed)');
 };
 
 # The worker dies (SIGKILL) once Stripe finalized its new invoice and
@@ -429,6 +434,14 @@ sub killed_after_finalize {
     is($h->{invoiceId}, $old, 'the request does not name it');
     ok(exists $h->{reissueAt}, 'the dead worker\'s claim is left');
     return ($id, $old, $made[0]{id});
+}
+
+# the entries of lg:{fleet}:reconcile naming request $id, as hashes
+sub queued {
+    my ($id) = @_;
+    return grep { ($_->{line_request_id} // '') eq $id }
+           map { +{ @{ $_->[1] } } }
+           $r->xrange('lg:{fleet}:reconcile', '-', '+');
 }
 
 # the claim aged past its 60 s hold in Redis, rather than waited for
@@ -525,6 +538,37 @@ subtest 'payment_link: the lookup of unstored invoices fails' => sub {
     my @open = map { $_->{id} } grep { $_->{status} eq 'open' }
                $l->invoices($w->{customer});
     is_deeply(\@open, [$b->{invoiceId}], 'one open invoice, the new one');
+};
+
+# The request ends before a payment_link meets the lapsed claim: a GET's
+# check finds the invoice it names void and cancels it. No payment_link
+# sweeps it now, so the request is queued for a reconciliation run
+# (reissue_lapsed: its draft and open invoices looked for from its
+# creation on), which voids the orphan (t/235). Before, nothing was.
+subtest 'a GET cancels a request whose claim lapsed: queued' => sub {
+    my $w = ws();
+    my ($id, $old, $orphan) = killed_after_finalize($w) or return;
+    lapse($w, $id);
+    my $lkey = "lg:{ws:$w->{id}}:lr:$id";
+    $r->hset($lkey, reconciledAt => 0);    # its check due
+
+    my $g = $l->answer($l->get($w, $id), 200, 'GET');
+    is($g->{status}, 'canceled', 'its void invoice cancels it');
+    ok(eventually(sub { queued($id) }, 5), 'queued for reconciliation');
+    my @e = queued($id);
+    is(scalar @e, 1, 'once');
+    is_deeply({map { $_ => $e[0]{$_} }
+               qw(reason workspace invoice_id customer at)},
+              {reason => 'reissue_lapsed', workspace => $w->{id},
+               invoice_id => '', customer => $w->{customer},
+               at => $r->hget($lkey, 'createdAt')}, 'its fields');
+
+    $r->hset($lkey, reconciledAt => 0);
+    $l->answer($l->get($w, $id), 200, 'GET again');
+    sleep 0.3;
+    is(scalar(() = queued($id)), 1, 'nothing more queued');
+    is($l->invoice($orphan)->{status}, 'open',
+       'the orphan left to the run');
 };
 
 # A claim outlives its hold (Stripe slow: the hold is 60 s) and a second

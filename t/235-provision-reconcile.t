@@ -876,6 +876,64 @@ subtest 'a killed create dropped as abandoned: its invoice voided' => sub {
     is(scalar @live, 1, 'the new request\'s invoice untouched');
 };
 
+# A payment_link's worker killed once Stripe finalized its new invoice,
+# before its store: the invoice is open, named by no request. The claim
+# lapses (aged here), and a GET's check, not a payment_link, meets the
+# request next: its old invoice is void, so it is canceled, and queued as
+# reissue_lapsed. The run looks for the request's draft and open invoices
+# (from its creation on) and voids each; the request's own is left.
+subtest 'a reissue killed before its store, the request canceled: voided'
+    => sub {
+    plan skip_all => 'the Lines API is not served on a Redis Cluster'
+        if $s->topology eq 'cluster';
+    my $l = LG::Lines->new($s);
+    my $w = $l->workspace('org_killed_reissue');
+    my ($id, $c) = $l->awaiting($w);
+    my $old = $c->{invoiceId};
+    $l->invoice_do($old, 'void');
+    $l->fault(path_prefix => '/v1/invoices/', latency_ms => $HOLD,
+              after_commit => 1, drop => 1);
+    my $killed = 0;
+    my (undef, $done) = $l->during([$w, POST => "/api/line-requests/$id",
+                                    {action => 'payment_link'}], sub {
+        return 0 unless $s->stub_held(qr{^/v1/invoices/.+/finalize$});
+        $killed = $s->kill_workers;
+        return 1;
+    }, 60);
+    $l->clear_faults;
+    ok($done && $killed, 'the workers were killed mid-reissue') or return;
+    my ($orphan) = grep { $_->{id} ne $old } $l->invoices($w->{customer});
+    is($orphan->{status} // '', 'open', 'its new invoice open, unstored')
+        or return;
+
+    my $lkey = "lg:{ws:$w->{id}}:lr:$id";
+    $r->hset($lkey, reissueAt => $r->hget($lkey, 'reissueAt') - 60001,
+             reconciledAt => 0);
+    is($l->answer($l->get($w, $id), 200, 'GET')->{status}, 'canceled',
+       'a GET cancels it');
+    ok(eventually(sub { grep { ($_->{line_request_id} // '') eq $id }
+                        @{ $p->reconcile } }, 5),
+       'queued for reconciliation');
+
+    my $b = run();
+    my ($e) = grep { ($_->{line_request_id} // '') eq $id }
+              @{ $b->{entries} // [] };
+    is($e->{reason}, 'reissue_lapsed', 'as reissue_lapsed')
+        or diag explain $b;
+    is($e->{outcome}, 'voided', 'resolved: voided');
+    is($e->{invoice_id}, $orphan->{id}, 'naming the orphan');
+    is($l->invoice($orphan->{id})->{status}, 'void', 'the orphan void');
+    is($l->invoice($old)->{status}, 'void', 'the old one as it was');
+    is($l->lr($w, $id)->{provisioningStatus}, 'canceled',
+       'the request still canceled');
+    is_deeply([grep { ($_->{line_request_id} // '') eq $id }
+               @{ $p->reconcile }], [], 'off lg:{fleet}:reconcile');
+
+    $b = run();
+    ok(!grep({ ($_->{line_request_id} // '') eq $id }
+             @{ $b->{entries} // [] }), 'a second run has nothing');
+};
+
 # What a worker cut off from Redis (not dead) does once it is back: its
 # lr_invoice_store, sent again after its reply was lost (a durable
 # write), lands after a run's sweep queued its request as worker_lost.

@@ -4,13 +4,20 @@
 -- the reconcile stream, at most once, for a reconciliation run to delete
 -- or void
 -- (docs/operator.md, "Reconciliation"). Idempotent: a durable write.
+-- The same for a request that ended (paid, canceled) while its hash
+-- still held a payment_link's claim that lapsed (reissueAt): the
+-- invoices that claim may have left unstored are looked for by the run
+-- (ARGV[6] reissue_lapsed, ARGV[3] "").
 --
 -- KEYS[1] lg:{fleet}:q:<W>:inv_<ARGV[3], or draft_<ARGV[2]> when
--- ARGV[3] is "">, the entry's marker (pv_queue), KEYS[2]
--- lg:{fleet}:reconcile: one slot, the fleet's (the marker beside the
--- stream it guards, as pv_settle's lg:{fleet}:q:<A>:... markers)
+-- ARGV[3] is ""> (lapsed_<ARGV[2]> for reissue_lapsed), the entry's
+-- marker (pv_queue), KEYS[2] lg:{fleet}:reconcile: one slot, the
+-- fleet's (the marker beside the stream it guards, as pv_settle's
+-- lg:{fleet}:q:<A>:... markers)
 -- ARGV[1] ws, ARGV[2] request id, ARGV[3] invoice id ("" never seen),
--- ARGV[4] Stripe customer, ARGV[5] now, ISO 8601
+-- ARGV[4] Stripe customer, ARGV[5] the time its invoices are looked for
+-- from (ISO 8601: the queuing's, or the request's creation), ARGV[6]
+-- the reason (absent: invoice_unrepaired)
 --
 -- Returns 1 when queued now, 0 when it was already.
 
@@ -18,5 +25,5 @@
 
 return lg_pv_queue(KEYS[1], KEYS[2], {
     'workspace', ARGV[1], 'line_request_id', ARGV[2],
-    'invoice_id', ARGV[3], 'reason', 'invoice_unrepaired',
+    'invoice_id', ARGV[3], 'reason', ARGV[6] or 'invoice_unrepaired',
     'customer', ARGV[4], 'at', ARGV[5]})

@@ -24,14 +24,21 @@
 --                                  the request's invoice: nothing done,
 --                                  refused so that Stripe delivers it
 --                                  again once the claim is over
---          {3, status, changed, channelType, lineType, reopened}
+--          {3, status, changed, channelType, lineType, reopened,
+--           claim, customer, createdAt}
 --                                  settled (changed 1) or left alone (0);
 --                                  'provisioning' with changed 1 is the
 --                                  report of a set-up entry (appended
 --                                  here in mode 'w', by nginx in 'c');
 --                                  reopened 1: the request had been
 --                                  canceled (its invoice uncollectible)
---                                  and is promoted (lr_settle)
+--                                  and is promoted (lr_settle); claim 1:
+--                                  settled (changed) while it held a
+--                                  payment_link's claim (reissueAt),
+--                                  maybe lapsed with an invoice left
+--                                  unstored: nginx queues the request
+--                                  (reissue_lapsed) for a run to look
+--                                  under its customer from createdAt on
 --
 -- The event id is remembered once the event is applied (settled or left
 -- alone), never before: an event that changed nothing stays deliverable.
@@ -77,5 +84,11 @@ end
 
 redis.call('SET', ekey, ARGV[3], 'EX', tonumber(ARGV[5]))
 
+local claim, customer, created = 0, '', ''
+if changed and cur[2] then
+    local h = redis.call('HMGET', KEYS[2], 'customer', 'createdAt')
+    claim, customer, created = 1, h[1] or '', h[2] or ''
+end
+
 return {3, status, changed and 1 or 0, channel or '', line_type or '',
-        reopened and 1 or 0}
+        reopened and 1 or 0, claim, customer, created}
