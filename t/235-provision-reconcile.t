@@ -1053,6 +1053,54 @@ subtest 'a store landing once a run fenced the request: refused' => sub {
     is_deeply([$l->request_ids($w)], [], 'the request dropped');
 };
 
+# The fence marks one invoice: a store of another one (a second draft
+# the run did not find: its first answer lost, Stripe made another) is
+# not refused, and names that one; the mark goes with it. It used to
+# refuse every invoice while the mark was there: the request could never
+# name its own invoice, and was released with it.
+subtest 'a fenced request takes the store of another invoice' => sub {
+    plan skip_all => 'the Lines API is not served on a Redis Cluster'
+        if $s->topology eq 'cluster';
+    my $l = LG::Lines->new($s);
+    my $w = $l->workspace('org_store_other');
+    my ($id, $inv) = lost_and_left($l, $w, 'ko');
+
+    $l->fault(path_prefix => "/v1/invoices/$inv->{id}/void", status => 500,
+              count => -1);
+    my $b = run();
+    $l->clear_faults;
+    my ($e) = grep { ($_->{line_request_id} // '') eq $id }
+              @{ $b->{entries} // [] };
+    is($e->{outcome}, 'deferred', 'the void failed: the entry left')
+        or diag explain $b;
+    is($r->hget("lg:{ws:$w->{id}}:lr:$id", 'voidingInvoice'), $inv->{id},
+       'the request fenced, naming the invoice');
+    is(late_store($l, $w, $id, $inv, 'ko'), 0,
+       'a late store of the marked invoice refused');
+
+    my $other = {id => 'in_' . ('o' x 20) . 'ther',
+                 hosted_invoice_url => 'https://invoice.example/other'};
+    is(late_store($l, $w, $id, $other, 'ko'), 1,
+       'the store of another invoice lands');
+    my $lr = $l->lr($w, $id);
+    is($lr->{invoiceId}, $other->{id}, 'the request names it');
+    ok(!exists $lr->{voidingInvoice}, 'the mark gone with it');
+    is(late_store($l, $w, $id, $inv, 'ko'), 0,
+       'the marked invoice still refused (the request names another)');
+
+    $b = run();
+    ($e) = grep { ($_->{line_request_id} // '') eq $id }
+           @{ $b->{entries} // [] };
+    is($e->{outcome}, 'voided', 'the next run voids the marked one')
+        or diag explain $b;
+    is($l->invoice($inv->{id})->{status}, 'void', 'void at Stripe');
+    $lr = $l->lr($w, $id);
+    is($lr->{provisioningStatus}, 'awaiting_payment',
+       'the request kept, awaiting payment');
+    is($lr->{invoiceId}, $other->{id}, 'on the other invoice');
+    is($l->pending($w), $id, 'still the workspace\'s pending request');
+};
+
 # the workspace's Stripe customer changed by the operator after the
 # reservation was billed: its invoice is under the customer it was billed
 # to, which the reservation keeps

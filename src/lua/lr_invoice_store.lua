@@ -14,11 +14,14 @@
 -- fingerprint, ARGV[8] status, ARGV[9] body, ARGV[10] TTL
 -- Returns 1 (also when it was stored already: the step is sent again when
 -- its reply is lost), or 0 when the reservation is gone (abandoned as
--- stale), or a reconciliation run is voiding the invoice (lr_void_fence:
--- it found the request lost while this step was still on its way): the
--- module then voids the invoice, or, when this was the store sent again
--- (its first reply lost: a durable write), queues it as
--- invoice_unrepaired for a reconciliation run to discard.
+-- stale), or a reconciliation run is voiding this invoice (lr_void_fence
+-- marked its id in voidingInvoice: it found the request lost while this
+-- step was still on its way): the module then voids the invoice, or,
+-- when this was the store sent again (its first reply lost: a durable
+-- write), queues it as invoice_unrepaired for a reconciliation run to
+-- discard. Only the invoices marked are refused: a store of another one
+-- names it, and the marks go with it (the request, naming an invoice,
+-- refuses every other store from then on).
 --#include lr_idem
 local lkey = KEYS[1]
 local cur = redis.call('HMGET', lkey, 'provisioningStatus', 'invoiceId',
@@ -27,7 +30,12 @@ if cur[2] == ARGV[3] then
     -- stored already: this is the same step sent again (its reply lost)
     return 1
 end
-if cur[1] ~= 'awaiting_payment' or cur[2] or cur[3] then
+if cur[1] ~= 'awaiting_payment' or cur[2] then
+    return 0
+end
+if cur[3] and string.find(' ' .. cur[3] .. ' ', ' ' .. ARGV[3] .. ' ', 1,
+                          true)
+then
     return 0
 end
 
@@ -35,7 +43,7 @@ redis.call('HSET', lkey, 'invoiceId', ARGV[3], 'paymentUrl', ARGV[4],
            'reconciledAt', ARGV[5])
 -- no longer a reservation without an invoice; the index's score, the
 -- creation's, is read back from createdAt (lr_settle), not from here
-redis.call('HDEL', lkey, 'reservedAt', 'idem')
+redis.call('HDEL', lkey, 'reservedAt', 'idem', 'voidingInvoice')
 
 if ARGV[6] ~= '' then
     lg_lr_idem_done(KEYS[2], ARGV[7], ARGV[8], ARGV[9], ARGV[10])

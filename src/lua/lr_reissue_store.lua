@@ -12,7 +12,7 @@
 -- Returns {LR_OK}; {LR_WRONG_STATE, status} when the request moved on
 -- meanwhile; {LR_BUSY} when another payment_link claimed the reissue
 -- since (this claim was held past its hold), or when one taking over a
--- lapsed claim is voiding this very invoice (lr_void_fence wrote it in
+-- lapsed claim is voiding this very invoice (lr_void_fence added it to
 -- voidingInvoice: it found the invoice unstored, and this claim lapsed
 -- meanwhile). The module then voids the new invoice. A paid invoice is
 -- never voided, so the fence does not refuse it.
@@ -27,7 +27,10 @@ end
 if h[1] ~= 'awaiting_payment' then
     return {LR_WRONG_STATE, h[1] or ''}
 end
-if h[2] ~= ARGV[3] or (h[4] == ARGV[4] and ARGV[10] ~= 'paid') then
+if h[2] ~= ARGV[3]
+   or (h[4] and ARGV[10] ~= 'paid'
+       and string.find(' ' .. h[4] .. ' ', ' ' .. ARGV[4] .. ' ', 1, true))
+then
     return {LR_BUSY}
 end
 

@@ -9,11 +9,13 @@
 -- claim lapsed but not yet taken over when it was sent. A request that
 -- names the invoice keeps it: its client has (or gets on retry) the
 -- invoice's link, which must stay payable. A request still awaiting
--- payment is marked voidingInvoice: a store of that invoice landing
--- after this step is refused (lr_invoice_store refuses any while the
--- request has no invoice, lr_reissue_store that one), so no request
--- ever names the invoice the caller then discards. A request gone, or in
--- any other state, takes no store either: nothing to mark.
+-- payment is marked: the invoice's id is added to its voidingInvoice
+-- (ids separated by spaces), and a store of that invoice landing after
+-- this step is refused (lr_invoice_store, lr_reissue_store), so no
+-- request ever names the invoice the caller then discards. A store of
+-- another invoice (a second draft the run did not find) is not refused.
+-- A request gone, or in any other state, takes no store either: nothing
+-- to mark.
 --
 -- The same step reads only (ARGV[4] 'check') for an invoice the run
 -- found paid: it is not discarded, so nothing is fenced (a store landing
@@ -27,7 +29,8 @@
 -- Returns 1: discard it (paid: a human's); 0: the request names it
 -- (stored late), keep it.
 local lkey = KEYS[1]
-local cur = redis.call('HMGET', lkey, 'provisioningStatus', 'invoiceId')
+local cur = redis.call('HMGET', lkey, 'provisioningStatus', 'invoiceId',
+                       'voidingInvoice')
 if cur[2] == ARGV[3] then
     return 0
 end
@@ -35,6 +38,13 @@ if ARGV[4] == 'check' then
     return 1
 end
 if cur[1] == 'awaiting_payment' then
-    redis.call('HSET', lkey, 'voidingInvoice', ARGV[3])
+    local marks = cur[3]
+    if not marks then
+        redis.call('HSET', lkey, 'voidingInvoice', ARGV[3])
+    elseif not string.find(' ' .. marks .. ' ', ' ' .. ARGV[3] .. ' ', 1,
+                           true)
+    then
+        redis.call('HSET', lkey, 'voidingInvoice', marks .. ' ' .. ARGV[3])
+    end
 end
 return 1
