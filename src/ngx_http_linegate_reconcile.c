@@ -85,7 +85,10 @@
  *   RENEW     script op_reconcile_lease: before a Stripe step of an
  *             entry, the lease renewed if it is older than 5 s and
  *             still the run's; lost: no more Stripe calls, the entry
- *             left (lease_lost), the run stops
+ *             left (lease_lost), the run stops. While a Stripe call is
+ *             in flight, a timer of the request renews it the same way
+ *             every 20 s (not a step: the call goes on), so that one
+ *             call slower than the lease does not outlive it
  *   UNLEASE   script: the lease is given back, the cursor written (the
  *             last entry this run looked at)
  *   DONE      the answer: what became of each entry
@@ -174,6 +177,12 @@
  * entry (two refunds with one Idempotency-Key: Stripe answers 409).
  */
 #define NGX_HTTP_LINEGATE_RECONCILE_RENEW_MS   5000
+/*
+ * While a Stripe call of the run is in flight, its lease is renewed this
+ * often (if still its own): a call is bounded only by the Stripe
+ * location's timeouts, which may well pass the lease's 60 s
+ */
+#define NGX_HTTP_LINEGATE_RECONCILE_KEEP_MS    20000
 /* no entry is started past this: the lease outlives the run */
 #define NGX_HTTP_LINEGATE_RECONCILE_BUDGET_MS  30000
 /*
@@ -385,6 +394,19 @@ typedef struct {
     ngx_http_linegate_reconcile_state_e  renewing;
     unsigned                             lease_lost:1;
 
+    /*
+     * a Stripe call in flight: the step it resumes, and the timer that
+     * renews the lease meanwhile (its renewal's arguments, when it was
+     * sent, whether it is still unanswered; deleted when the call ends
+     * or by the pool cleanup)
+     */
+    ngx_http_linegate_resume_pt          resume;
+    ngx_event_t                          keep;
+    ngx_http_linegate_redis_args_t       keep_args;
+    int64_t                              keep_ms;
+    unsigned                             keep_sent:1;
+    unsigned                             keep_armed:1; /* the cleanup */
+
     ngx_uint_t                           status;   /* the answer's */
     unsigned                             stop:1;   /* no entry more */
 
@@ -442,6 +464,9 @@ static void ngx_http_linegate_reconcile_leave(ngx_http_request_t *r,
 
 static ngx_int_t ngx_http_linegate_reconcile_lease(ngx_http_request_t *r,
     ngx_http_linegate_reconcile_t *rc, const char *how);
+static void ngx_http_linegate_reconcile_lease_args(ngx_http_request_t *r,
+    ngx_http_linegate_reconcile_t *rc, ngx_http_linegate_redis_args_t *a,
+    const char *how);
 static ngx_int_t ngx_http_linegate_reconcile_sweep(ngx_http_request_t *r,
     ngx_http_linegate_reconcile_t *rc);
 static ngx_int_t ngx_http_linegate_reconcile_batch(ngx_http_request_t *r,
@@ -559,6 +584,16 @@ static void ngx_http_linegate_reconcile_refund_checked(ngx_http_request_t *r,
 static void ngx_http_linegate_reconcile_stripe_failed(ngx_http_request_t *r,
     ngx_http_linegate_ctx_t *ctx, const char *what, ngx_str_t *of,
     const char *refused, const char *unavailable);
+static ngx_int_t ngx_http_linegate_reconcile_stripe(ngx_http_request_t *r,
+    ngx_http_linegate_ctx_t *ctx, ngx_uint_t method, ngx_str_t *path,
+    ngx_str_t *form, ngx_str_t *idempotency_key,
+    ngx_http_linegate_resume_pt resume);
+static void ngx_http_linegate_reconcile_stripe_done(ngx_http_request_t *r,
+    ngx_http_linegate_ctx_t *ctx);
+static void ngx_http_linegate_reconcile_keep(ngx_event_t *ev);
+static void ngx_http_linegate_reconcile_kept(ngx_http_request_t *r,
+    redisReply *reply);
+static void ngx_http_linegate_reconcile_unkeep(void *data);
 static ngx_int_t ngx_http_linegate_reconcile_resolve(ngx_http_request_t *r,
     ngx_http_linegate_reconcile_t *rc, ngx_http_linegate_reconcile_entry_t *e);
 static void ngx_http_linegate_reconcile_stored(ngx_http_request_t *r,
@@ -987,9 +1022,20 @@ static ngx_int_t
 ngx_http_linegate_reconcile_lease(ngx_http_request_t *r,
     ngx_http_linegate_reconcile_t *rc, const char *how)
 {
-    ngx_http_linegate_redis_args_t  *a;
+    ngx_http_linegate_reconcile_lease_args(r, rc, &rc->args, how);
 
-    a = &rc->args;
+    return ngx_http_linegate_reconcile_script(r, rc,
+                                    NGX_HTTP_LINEGATE_SCRIPT_OP_RECONCILE_LEASE,
+                                    2);
+}
+
+
+/* op_reconcile_lease.lua's: take, renew, give */
+static void
+ngx_http_linegate_reconcile_lease_args(ngx_http_request_t *r,
+    ngx_http_linegate_reconcile_t *rc, ngx_http_linegate_redis_args_t *a,
+    const char *how)
+{
     ngx_http_linegate_redis_args_init(a);
     ngx_http_linegate_redis_arg_str(a,
         ngx_http_linegate_key_fixed(NGX_HTTP_LINEGATE_KEY_RECONCILE_LEASE));
@@ -1001,10 +1047,6 @@ ngx_http_linegate_reconcile_lease(ngx_http_request_t *r,
                                     NGX_HTTP_LINEGATE_RECONCILE_LEASE_MS);
     /* give: the next run starts past the last entry this one looked at */
     ngx_http_linegate_redis_arg_str(a, &rc->last);
-
-    return ngx_http_linegate_reconcile_script(r, rc,
-                                    NGX_HTTP_LINEGATE_SCRIPT_OP_RECONCILE_LEASE,
-                                    2);
 }
 
 
@@ -2316,8 +2358,8 @@ ngx_http_linegate_reconcile_lookup(ngx_http_request_t *r,
                                &e->subscription)
                    - path.data;
 
-        return ngx_http_linegate_stripe_call(r, ctx, NGX_HTTP_GET, &path,
-                                        NULL, NULL,
+        return ngx_http_linegate_reconcile_stripe(r, ctx, NGX_HTTP_GET,
+                                        &path, NULL, NULL,
                                         ngx_http_linegate_reconcile_looked_up);
     }
 
@@ -2361,8 +2403,8 @@ ngx_http_linegate_reconcile_page(ngx_http_request_t *r,
 
     path->len = p - path->data;
 
-    return ngx_http_linegate_stripe_call(r, ctx, NGX_HTTP_GET, path, NULL,
-                                         NULL, resume);
+    return ngx_http_linegate_reconcile_stripe(r, ctx, NGX_HTTP_GET, path,
+                                              NULL, NULL, resume);
 }
 
 
@@ -2884,8 +2926,8 @@ ngx_http_linegate_reconcile_cancel(ngx_http_request_t *r,
         path.len = ngx_sprintf(path.data, "v1/subscriptions/%V", &e->found)
                    - path.data;
 
-        return ngx_http_linegate_stripe_call(r, ctx, NGX_HTTP_DELETE, &path,
-                                        NULL, NULL,
+        return ngx_http_linegate_reconcile_stripe(r, ctx, NGX_HTTP_DELETE,
+                                        &path, NULL, NULL,
                                         ngx_http_linegate_reconcile_canceled);
     }
 
@@ -2895,7 +2937,7 @@ ngx_http_linegate_reconcile_cancel(ngx_http_request_t *r,
                            &e->found)
                - path.data;
 
-    return ngx_http_linegate_stripe_call(r, ctx,
+    return ngx_http_linegate_reconcile_stripe(r, ctx,
                                          e->draft ? NGX_HTTP_DELETE
                                                   : NGX_HTTP_POST,
                                          &path, NULL, NULL,
@@ -3394,8 +3436,8 @@ ngx_http_linegate_reconcile_refund(ngx_http_request_t *r,
 
     (void) ngx_sprintf(key.data, "lg-refund-%V", of);
 
-    return ngx_http_linegate_stripe_call(r, ctx, NGX_HTTP_POST, &path, &form,
-                                         &key,
+    return ngx_http_linegate_reconcile_stripe(r, ctx, NGX_HTTP_POST, &path,
+                                         &form, &key,
                                          ngx_http_linegate_reconcile_refunded);
 }
 
@@ -3550,8 +3592,8 @@ ngx_http_linegate_reconcile_refund_check(ngx_http_request_t *r,
                            NGX_HTTP_LINEGATE_RECONCILE_REFUND_PAGE)
                - path.data;
 
-    return ngx_http_linegate_stripe_call(r, ctx, NGX_HTTP_GET, &path, NULL,
-                                 NULL,
+    return ngx_http_linegate_reconcile_stripe(r, ctx, NGX_HTTP_GET, &path,
+                                 NULL, NULL,
                                  ngx_http_linegate_reconcile_refund_checked);
 }
 
@@ -3678,6 +3720,164 @@ ngx_http_linegate_reconcile_stripe_failed(ngx_http_request_t *r,
     }
 
     ngx_http_linegate_reconcile_defer(r, ctx, refused, 0);
+}
+
+
+/*
+ * Every Stripe call of the run goes through here: while it is in flight
+ * (bounded only by the Stripe location's timeouts) the run makes no step,
+ * so the step renewal of the lease cannot run; a timer of the request
+ * renews it (KEEP_MS, compare-and-renew as RENEW) until the call ends,
+ * and is deleted then, or with the request.
+ */
+static ngx_int_t
+ngx_http_linegate_reconcile_stripe(ngx_http_request_t *r,
+    ngx_http_linegate_ctx_t *ctx, ngx_uint_t method, ngx_str_t *path,
+    ngx_str_t *form, ngx_str_t *idempotency_key,
+    ngx_http_linegate_resume_pt resume)
+{
+    ngx_pool_cleanup_t             *cln;
+    ngx_http_linegate_reconcile_t  *rc;
+
+    rc = ctx->data;
+
+    if (!rc->keep_armed) {
+        cln = ngx_pool_cleanup_add(r->pool, 0);
+        if (cln == NULL) {
+            return NGX_ERROR;
+        }
+
+        cln->handler = ngx_http_linegate_reconcile_unkeep;
+        cln->data = rc;
+
+        rc->keep.handler = ngx_http_linegate_reconcile_keep;
+        rc->keep.data = r;
+        rc->keep.log = r->connection->log;
+        rc->keep_armed = 1;
+    }
+
+    rc->resume = resume;
+
+    if (ngx_http_linegate_stripe_call(r, ctx, method, path, form,
+                                      idempotency_key,
+                                      ngx_http_linegate_reconcile_stripe_done)
+        != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    ngx_add_timer(&rc->keep, NGX_HTTP_LINEGATE_RECONCILE_KEEP_MS);
+
+    return NGX_OK;
+}
+
+
+/* the call ended, however: no renewal any more, on to its step */
+static void
+ngx_http_linegate_reconcile_stripe_done(ngx_http_request_t *r,
+    ngx_http_linegate_ctx_t *ctx)
+{
+    ngx_http_linegate_reconcile_t  *rc;
+
+    rc = ctx->data;
+
+    if (rc->keep.timer_set) {
+        ngx_del_timer(&rc->keep);
+    }
+
+    rc->resume(r, ctx);
+}
+
+
+/*
+ * The keep-alive timer: the lease renewed if still the run's (one renewal
+ * at a time), and the timer set again while the call lasts
+ */
+static void
+ngx_http_linegate_reconcile_keep(ngx_event_t *ev)
+{
+    ngx_http_request_t             *r;
+    ngx_http_linegate_ctx_t        *ctx;
+    ngx_http_linegate_reconcile_t  *rc;
+
+    r = ev->data;
+    ctx = ngx_http_linegate_get_ctx(r);
+    rc = ctx->data;
+
+    if (!rc->keep_sent) {
+        ngx_http_linegate_reconcile_lease_args(r, rc, &rc->keep_args,
+                                               "renew");
+        rc->keep_ms = ngx_http_linegate_now_ms();
+
+        if (ngx_http_linegate_redis_script(r,
+                                    NGX_HTTP_LINEGATE_SCRIPT_OP_RECONCILE_LEASE,
+                                    2, &rc->keep_args,
+                                    ngx_http_linegate_reconcile_kept)
+            == NGX_OK)
+        {
+            rc->keep_sent = 1;
+        }
+    }
+
+    ngx_add_timer(ev, NGX_HTTP_LINEGATE_RECONCILE_KEEP_MS);
+}
+
+
+/*
+ * The keep-alive's renewal answered. Renewed: the lease counts from when
+ * it was sent. Expired (another run may hold it): nothing is undone, the
+ * call in flight goes on, but the lease is left as old as it was, so the
+ * step renewal before the next Stripe call finds it lost and stops the
+ * run (lease_lost). No answer: the next tick asks again.
+ */
+static void
+ngx_http_linegate_reconcile_kept(ngx_http_request_t *r, redisReply *reply)
+{
+    ngx_http_linegate_ctx_t        *ctx;
+    ngx_http_linegate_reconcile_t  *rc;
+
+    ctx = ngx_http_linegate_get_ctx(r);
+    rc = ctx->data;
+
+    rc->keep_sent = 0;
+
+    if (reply == NULL || reply->type != REDIS_REPLY_INTEGER) {
+        return;
+    }
+
+    if (reply->integer == 1) {
+        if (rc->keep_ms > rc->leased_ms) {
+            rc->leased_ms = rc->keep_ms;
+        }
+
+        ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
+                      NGX_HTTP_LINEGATE_LOG "reconciliation: the run's "
+                      "lease renewed while Stripe holds its call (%L ms "
+                      "into the run)", rc->keep_ms - rc->started_ms);
+        return;
+    }
+
+    ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                  NGX_HTTP_LINEGATE_LOG "reconciliation: the run's lease "
+                  "expired while Stripe held its call (%L ms since it was "
+                  "taken or renewed): no Stripe call after this one",
+                  rc->keep_ms - rc->leased_ms);
+
+    if (rc->keep.timer_set) {
+        ngx_del_timer(&rc->keep);
+    }
+}
+
+
+/* the request freed, a call maybe still in flight: the timer goes */
+static void
+ngx_http_linegate_reconcile_unkeep(void *data)
+{
+    ngx_http_linegate_reconcile_t  *rc = data;
+
+    if (rc->keep.timer_set) {
+        ngx_del_timer(&rc->keep);
+    }
 }
 
 
