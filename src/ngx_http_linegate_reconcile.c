@@ -53,7 +53,18 @@
  *   RELEASE   script pv_release (the account's slot): the reservation is
  *             dropped, the slot is freed
  *   FENCE     script lr_void_fence (the workspace's slot), a Lines
- *             invoice only: its request read again and fenced
+ *             invoice only: its request read again and fenced (a paid
+ *             one: read only, the request's hash when it still awaits
+ *             payment with no invoice)
+ *   PAID_INDEX  SET lg:invoice:<in> (its own slot), a worker_lost
+ *             entry's paid invoice the request is to name, answered OK
+ *             first as before any store; on a cluster with the set-up
+ *             member (ZADD lg:{fleet}:lr:setup), in one round trip
+ *   PAID_SETTLE  script lr_invoice_settle (the workspace's slot): the
+ *             paid invoice stored on its request and the request
+ *             promoted, in one step, as a creation whose invoice Stripe
+ *             paid at finalization; on a cluster the set-up entry is
+ *             relayed after it
  *   CANCEL    Stripe: the subscription is canceled (a Lines invoice
  *             voided, or deleted)
  *   INVOICES  Stripe: the paid invoices of a purchase undone (its
@@ -120,12 +131,16 @@
  *     the invoice found at Stripe by metadata[line_request_id] is
  *     discarded (a draft deleted, an open one voided), then the
  *     reservation is dropped as the request's own failure step would
- *     (lr_release); a paid one is left for a human. Before the discard
- *     (FENCE, lr_void_fence) the request is read again: one whose store
- *     landed late names the invoice, which is kept (stored_late); one
- *     that does not is fenced, a store landing later refused. A paid
- *     one is read again too (not fenced): named, it is stored_late (its
- *     payment settles the request), else a human's;
+ *     (lr_release). Before the discard (FENCE, lr_void_fence) the
+ *     request is read again: one whose store landed late names the
+ *     invoice, which is kept (stored_late); one that does not is fenced,
+ *     a store of that invoice landing later refused. A paid one is read
+ *     again too (not fenced): named, it is stored_late (its payment
+ *     settles the request); still awaiting payment with no invoice, the
+ *     customer paid for it: the invoice is stored on it and the request
+ *     promoted (PAID_INDEX, PAID_SETTLE: settled), as a creation does
+ *     with an invoice Stripe paid at finalization; moved on (released,
+ *     naming another invoice), a human's;
  *   reissue_lapsed (a Lines API request that ended, paid or canceled,
  *     while a payment_link claim of it had lapsed: its worker may have
  *     left a new invoice unstored, which no payment_link sweeps now):
@@ -230,6 +245,8 @@ typedef enum {
     NGX_HTTP_LINEGATE_RECONCILE_RECORD,
     NGX_HTTP_LINEGATE_RECONCILE_RELEASE,
     NGX_HTTP_LINEGATE_RECONCILE_FENCE,
+    NGX_HTTP_LINEGATE_RECONCILE_PAID_INDEX,
+    NGX_HTTP_LINEGATE_RECONCILE_PAID_SETTLE,
     NGX_HTTP_LINEGATE_RECONCILE_CANCEL,
     NGX_HTTP_LINEGATE_RECONCILE_INVOICES,
     NGX_HTTP_LINEGATE_RECONCILE_REFUND,
@@ -290,6 +307,7 @@ typedef struct {
     unsigned                             lapsed:1;
     ngx_uint_t                           discarded;
     const char                          *discarded_as;
+    ngx_str_t                            url;       /* hosted_invoice_url */
 
     ngx_str_t                            found;     /* at Stripe */
     ngx_http_linegate_reconcile_found_e  state;
@@ -406,6 +424,14 @@ typedef struct {
     int64_t                              keep_ms;
     unsigned                             keep_sent:1;
     unsigned                             keep_armed:1; /* the cleanup */
+
+    /*
+     * a worker_lost entry's paid invoice stored on its request: the 201
+     * a creation would have kept under its key, the set-up member (a
+     * cluster)
+     */
+    ngx_str_t                            paid_body;
+    ngx_str_t                            paid_setup;
 
     ngx_uint_t                           status;   /* the answer's */
     unsigned                             stop:1;   /* no entry more */
@@ -553,6 +579,21 @@ static ngx_int_t ngx_http_linegate_reconcile_release(ngx_http_request_t *r,
 static ngx_int_t ngx_http_linegate_reconcile_fence(ngx_http_request_t *r,
     ngx_http_linegate_reconcile_t *rc,
     ngx_http_linegate_reconcile_entry_t *e);
+static void ngx_http_linegate_reconcile_fenced(ngx_http_request_t *r,
+    ngx_http_linegate_ctx_t *ctx, redisReply *reply, int64_t code);
+static ngx_int_t ngx_http_linegate_reconcile_paid_body(ngx_http_request_t *r,
+    ngx_http_linegate_reconcile_t *rc, ngx_http_linegate_reconcile_entry_t *e,
+    redisReply *flat);
+static ngx_int_t ngx_http_linegate_reconcile_paid_index(
+    ngx_http_request_t *r, ngx_http_linegate_reconcile_t *rc,
+    ngx_http_linegate_reconcile_entry_t *e);
+static ngx_int_t ngx_http_linegate_reconcile_paid_settle(
+    ngx_http_request_t *r, ngx_http_linegate_reconcile_t *rc,
+    ngx_http_linegate_reconcile_entry_t *e);
+static void ngx_http_linegate_reconcile_paid_settled(ngx_http_request_t *r,
+    ngx_http_linegate_ctx_t *ctx, redisReply *reply);
+static void ngx_http_linegate_reconcile_paid_left(ngx_http_request_t *r,
+    ngx_http_linegate_ctx_t *ctx, const char *why);
 static ngx_int_t ngx_http_linegate_reconcile_cancel(ngx_http_request_t *r,
     ngx_http_linegate_ctx_t *ctx, ngx_http_linegate_reconcile_entry_t *e);
 static void ngx_http_linegate_reconcile_canceled(ngx_http_request_t *r,
@@ -755,6 +796,14 @@ ngx_http_linegate_reconcile_next(ngx_http_request_t *r,
         rv = ngx_http_linegate_reconcile_fence(r, rc, e);
         break;
 
+    case NGX_HTTP_LINEGATE_RECONCILE_PAID_INDEX:
+        rv = ngx_http_linegate_reconcile_paid_index(r, rc, e);
+        break;
+
+    case NGX_HTTP_LINEGATE_RECONCILE_PAID_SETTLE:
+        rv = ngx_http_linegate_reconcile_paid_settle(r, rc, e);
+        break;
+
     case NGX_HTTP_LINEGATE_RECONCILE_CANCEL:
         rv = ngx_http_linegate_reconcile_cancel(r, ctx, e);
         break;
@@ -857,7 +906,7 @@ ngx_http_linegate_reconcile_next(ngx_http_request_t *r,
                                          NGX_HTTP_LINEGATE_RECONCILE_DONE);
         return;
 
-    default: /* RECORD, RELEASE, FENCE, RESOLVE, RENEW */
+    default: /* RECORD, RELEASE, FENCE, PAID_*, RESOLVE, RENEW */
         ngx_http_linegate_reconcile_defer(r, ctx, "store_unavailable", 1);
         return;
     }
@@ -2563,6 +2612,7 @@ ngx_http_linegate_reconcile_find(ngx_http_linegate_ctx_t *ctx,
 
     e->state = NGX_HTTP_LINEGATE_RECONCILE_ABSENT;
     e->draft = 0;
+    e->url.len = 0;
 
     if (!json_is_true(json_object_get(ctx->stripe_json, "has_more"))) {
         return NGX_OK;
@@ -2603,6 +2653,11 @@ ngx_http_linegate_reconcile_object(ngx_http_linegate_reconcile_entry_t *e,
 
     status = json_string_value(json_object_get(obj, "status"));
     e->draft = status != NULL && ngx_strcmp(status, "draft") == 0;
+
+    /* an invoice's link: a paid one stored on its request keeps it */
+    e->url.data = (u_char *) json_string_value(json_object_get(obj,
+                                                  "hosted_invoice_url"));
+    e->url.len = e->url.data ? ngx_strlen(e->url.data) : 0;
 }
 
 
@@ -2642,12 +2697,19 @@ ngx_http_linegate_reconcile_decide(ngx_http_request_t *r,
         /* Stripe's JSON is freed with the next call */
         if (ngx_http_linegate_pstr(r->pool, &e->found, e->found.data,
                                    e->found.len)
-            == NULL)
+            == NULL
+            || (e->url.len
+                && ngx_http_linegate_pstr(r->pool, &e->url, e->url.data,
+                                          e->url.len)
+                   == NULL))
         {
             e->found.len = 0;
             ngx_http_linegate_reconcile_defer(r, ctx, "no_memory", 1);
             return;
         }
+
+    } else {
+        e->url.len = 0;
     }
 
     /*
@@ -2903,6 +2965,312 @@ ngx_http_linegate_reconcile_fence(ngx_http_request_t *r,
 
     return ngx_http_linegate_reconcile_script(r, rc,
                                   NGX_HTTP_LINEGATE_SCRIPT_LR_VOID_FENCE, 1);
+}
+
+
+/*
+ * FENCE answered: 0, the request names the invoice (stored late); 1,
+ * discard it (a paid one: the request moved on, a human's); 2 (a paid
+ * invoice, read only), the request still awaits payment with no invoice,
+ * its hash after the code.
+ */
+static void
+ngx_http_linegate_reconcile_fenced(ngx_http_request_t *r,
+    ngx_http_linegate_ctx_t *ctx, redisReply *reply, int64_t code)
+{
+    ngx_http_linegate_reconcile_t        *rc;
+    ngx_http_linegate_reconcile_entry_t  *e;
+
+    rc = ctx->data;
+    e = &rc->entry[rc->i];
+
+    if (code == 0) {
+        /*
+         * its store landed after the sweep: the request awaits payment
+         * on this invoice (or its payment settled it), a normal one;
+         * nothing to release either
+         */
+        ngx_http_linegate_reconcile_settle(r, ctx, "stored_late");
+        return;
+    }
+
+    if (e->state != NGX_HTTP_LINEGATE_RECONCILE_PAID) {
+        if (code == 1) {
+            ngx_http_linegate_reconcile_next(r, ctx,
+                                          NGX_HTTP_LINEGATE_RECONCILE_CANCEL);
+            return;
+        }
+
+        ngx_http_linegate_reconcile_defer(r, ctx, "store_unavailable", 1);
+        return;
+    }
+
+    if (code == 2 && reply->elements < 2) {
+        ngx_http_linegate_reconcile_defer(r, ctx, "store_unavailable", 1);
+        return;
+    }
+
+    if (code == 2
+        && ngx_http_linegate_reconcile_is(&e->reason, "worker_lost"))
+    {
+        /*
+         * the customer paid for this request, whose creation died before
+         * it stored the invoice: stored on it and promoted, as a live
+         * creation does with an invoice Stripe paid at finalization
+         */
+        if (ngx_http_linegate_reconcile_paid_body(r, rc, e,
+                                                  reply->element[1])
+            != NGX_OK)
+        {
+            ngx_http_linegate_reconcile_defer(r, ctx, "no_memory", 1);
+            return;
+        }
+
+        ngx_http_linegate_reconcile_next(r, ctx,
+                                      NGX_HTTP_LINEGATE_RECONCILE_PAID_INDEX);
+        return;
+    }
+
+    if (code == 1 || code == 2) {
+        ngx_http_linegate_reconcile_paid_left(r, ctx,
+                                  code == 2 ? "awaits payment with no "
+                                              "invoice, and its entry is "
+                                              "not a lost creation's"
+                                            : "no longer awaits payment "
+                                              "without an invoice "
+                                              "(released, or naming "
+                                              "another invoice)");
+        return;
+    }
+
+    ngx_http_linegate_reconcile_defer(r, ctx, "store_unavailable", 1);
+}
+
+
+/*
+ * The 201 of a creation whose invoice Stripe paid at finalization, the
+ * request paid (lines-api.md): what a retry with the key the dead
+ * creation held replays once PAID_SETTLE kept it. From the request's hash
+ * as FENCE read it, before the step that promotes it.
+ */
+static ngx_int_t
+ngx_http_linegate_reconcile_paid_body(ngx_http_request_t *r,
+    ngx_http_linegate_reconcile_t *rc, ngx_http_linegate_reconcile_entry_t *e,
+    redisReply *flat)
+{
+    u_char                    *p;
+    ngx_http_linegate_lr_t    *lr;
+    ngx_http_linegate_line_t   line;
+
+    /* what line_parse reads of a request: its workspace, today */
+    lr = ngx_pcalloc(r->pool, sizeof(ngx_http_linegate_lr_t));
+    p = ngx_pnalloc(r->pool, NGX_HTTP_LINEGATE_ISO_LEN);
+
+    if (lr == NULL || p == NULL) {
+        return NGX_ERROR;
+    }
+
+    lr->ws = e->workspace;
+    lr->id = e->line_request;
+    lr->date.data = p;
+    lr->date.len = ngx_http_linegate_utc_date(p, ngx_http_linegate_now_ms())
+                   - p;
+
+    if (ngx_http_linegate_line_parse(r, lr, flat, &line) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    ngx_str_set(&line.status, "provisioning");
+    ngx_str_set(&line.payment_status, "paid");
+    line.invoice_id = e->found;
+    line.payment_url = e->url;
+
+    return ngx_http_linegate_line_status_body(r, &line, &rc->paid_body);
+}
+
+
+/*
+ * PAID_INDEX: the invoice's webhook index, answered OK before the step
+ * that makes the request name it, as for any store; on a cluster the
+ * set-up member in the same round trip (lr_setup.h), the promotion's
+ * entry being relayed after the step
+ */
+static ngx_int_t
+ngx_http_linegate_reconcile_paid_index(ngx_http_request_t *r,
+    ngx_http_linegate_reconcile_t *rc, ngx_http_linegate_reconcile_entry_t *e)
+{
+    ngx_http_linegate_redis_args_t  *a;
+    ngx_http_linegate_main_conf_t   *lmcf;
+
+    lmcf = ngx_http_get_module_main_conf(r, ngx_http_linegate_module);
+
+    ngx_str_null(&rc->paid_setup);
+
+    a = ngx_palloc(r->pool, 2 * sizeof(ngx_http_linegate_redis_args_t));
+
+    if (a == NULL
+        || ngx_http_linegate_lines_invoice_index(r->pool, &e->found,
+                                                 &e->workspace,
+                                                 &e->line_request, &a[0])
+           != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    if (!lmcf->redis_cluster) {
+        return ngx_http_linegate_redis_command(r, &a[0],
+                                          ngx_http_linegate_reconcile_stored);
+    }
+
+    if (ngx_http_linegate_lr_setup_member(r->pool, &e->workspace,
+                                          &e->line_request, &rc->paid_setup)
+        != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    ngx_http_linegate_lr_setup_add_args(r, &a[1], &rc->paid_setup);
+
+    if (ngx_http_linegate_redis_pipeline(r, 2, a,
+                                         ngx_http_linegate_reconcile_stored)
+        != NGX_OK)
+    {
+        /* not sent: no member */
+        ngx_str_null(&rc->paid_setup);
+        return NGX_ERROR;
+    }
+
+    return NGX_OK;
+}
+
+
+/* PAID_SETTLE: lr_invoice_settle.lua, the workspace's slot */
+static ngx_int_t
+ngx_http_linegate_reconcile_paid_settle(ngx_http_request_t *r,
+    ngx_http_linegate_reconcile_t *rc, ngx_http_linegate_reconcile_entry_t *e)
+{
+    ngx_http_linegate_redis_args_t  *a;
+    ngx_http_linegate_main_conf_t   *lmcf;
+
+    lmcf = ngx_http_get_module_main_conf(r, ngx_http_linegate_module);
+
+    a = &rc->args;
+    ngx_http_linegate_redis_args_init(a);
+    ngx_http_linegate_redis_arg_str(a, &e->workspace);
+    ngx_http_linegate_redis_arg_str(a, &e->line_request);
+    ngx_http_linegate_redis_arg_str(a, &e->found);
+    ngx_http_linegate_redis_arg_str(a, &e->url);
+    ngx_http_linegate_redis_arg_int(r, a, ngx_http_linegate_now_ms());
+    ngx_http_linegate_redis_arg(a, rc->iso, NGX_HTTP_LINEGATE_ISO_LEN);
+    /* the entry's idempotency_key is the digest the request held */
+    ngx_http_linegate_redis_arg_str(a, &e->idempotency_key);
+    ngx_http_linegate_redis_arg_int(r, a, NGX_HTTP_CREATED);
+    ngx_http_linegate_redis_arg_str(a, &rc->paid_body);
+    ngx_http_linegate_redis_arg_int(r, a, lmcf->idempotency_ttl);
+    ngx_http_linegate_redis_arg_cstr(a, lmcf->redis_cluster ? "c" : "w");
+
+    /* KEYS[1..4] the request's, KEYS[5] the set-up stream (one Redis) */
+    ngx_http_linegate_lines_request_keys(r->pool, a, &e->workspace,
+                                         &e->line_request,
+                                         &e->idempotency_key);
+
+    if (!lmcf->redis_cluster) {
+        ngx_http_linegate_redis_arg_key(a,
+            ngx_http_linegate_key_fixed(NGX_HTTP_LINEGATE_KEY_PROVISIONING));
+    }
+
+    if (a->argc < 0) {
+        return NGX_ERROR;
+    }
+
+    return ngx_http_linegate_reconcile_script(r, rc,
+                                  NGX_HTTP_LINEGATE_SCRIPT_LR_INVOICE_SETTLE,
+                                  a->nkeys);
+}
+
+
+/*
+ * PAID_SETTLE answered: {1, changed, channelType, lineType}, the request
+ * names the paid invoice and is promoted (a cluster's set-up entry then
+ * relayed, if this step made it); {0}, it moved on since FENCE read it:
+ * a human's. No answer: the entry stays; the next run finds the request
+ * naming the invoice (stored_late) or not, and a set-up member written
+ * is the sweep's.
+ */
+static void
+ngx_http_linegate_reconcile_paid_settled(ngx_http_request_t *r,
+    ngx_http_linegate_ctx_t *ctx, redisReply *reply)
+{
+    int64_t                               code, changed;
+    ngx_http_linegate_lr_setup_t          setup;
+    ngx_http_linegate_reconcile_t        *rc;
+    ngx_http_linegate_reconcile_entry_t  *e;
+
+    rc = ctx->data;
+    e = &rc->entry[rc->i];
+
+    if (ngx_http_linegate_reply_int(reply, 0, &code) != NGX_OK) {
+        ngx_http_linegate_reconcile_defer(r, ctx, "store_unavailable", 1);
+        return;
+    }
+
+    if (code != 1) {
+        (void) ngx_http_linegate_lr_setup_drop(r->connection->log,
+                                               &rc->paid_setup);
+        ngx_http_linegate_reconcile_paid_left(r, ctx,
+                                  "moved on since it was read (released, "
+                                  "or naming another invoice)");
+        return;
+    }
+
+    if (rc->paid_setup.len) {
+        if (ngx_http_linegate_reply_int(reply, 1, &changed) == NGX_OK
+            && changed == 1
+            && ngx_http_linegate_reply_str(reply, 2, &setup.channel_type)
+               == NGX_OK
+            && ngx_http_linegate_reply_str(reply, 3, &setup.line_type)
+               == NGX_OK)
+        {
+            setup.workspace = e->workspace;
+            setup.id = e->line_request;
+            setup.at.data = rc->iso;
+            setup.at.len = NGX_HTTP_LINEGATE_ISO_LEN;
+
+            (void) ngx_http_linegate_lr_setup_relay(r->connection->log,
+                                                    &setup, &rc->paid_setup);
+
+        } else {
+            (void) ngx_http_linegate_lr_setup_drop(r->connection->log,
+                                                   &rc->paid_setup);
+        }
+
+        ngx_str_null(&rc->paid_setup);
+    }
+
+    ngx_http_linegate_reconcile_settle(r, ctx, "settled");
+}
+
+
+/* a paid invoice no request can take: a human's, and the log says why */
+static void
+ngx_http_linegate_reconcile_paid_left(ngx_http_request_t *r,
+    ngx_http_linegate_ctx_t *ctx, const char *why)
+{
+    ngx_http_linegate_reconcile_t        *rc;
+    ngx_http_linegate_reconcile_entry_t  *e;
+
+    rc = ctx->data;
+    e = &rc->entry[rc->i];
+
+    ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
+                  NGX_HTTP_LINEGATE_LOG "reconciliation: line request "
+                  "\"%V\" of workspace \"%V\" (%V): its invoice \"%V\" is "
+                  "paid, but the request %s: left for a human (give the "
+                  "line, or refund the invoice at Stripe)",
+                  &e->line_request, &e->workspace, &e->reason, &e->found,
+                  why);
+
+    ngx_http_linegate_reconcile_defer(r, ctx, "invoice_paid", 0);
 }
 
 
@@ -4154,28 +4522,32 @@ ngx_http_linegate_reconcile_stored(ngx_http_request_t *r, redisReply *reply)
         return;
 
     case NGX_HTTP_LINEGATE_RECONCILE_FENCE:
-        if (code == 1 && e->state == NGX_HTTP_LINEGATE_RECONCILE_PAID) {
-            /* the customer paid an invoice no request names: a human's */
-            ngx_http_linegate_reconcile_defer(r, ctx, "invoice_paid", 0);
-            return;
+        ngx_http_linegate_reconcile_fenced(r, ctx, reply, code);
+        return;
+
+    case NGX_HTTP_LINEGATE_RECONCILE_PAID_INDEX:
+        if (reply != NULL && reply->type == REDIS_REPLY_ARRAY
+            && reply->elements)
+        {
+            /* a cluster's pipeline: the index, then the set-up member */
+            reply = reply->element[0];
         }
 
-        if (code == 1) {
-            ngx_http_linegate_reconcile_next(r, ctx,
-                                          NGX_HTTP_LINEGATE_RECONCILE_CANCEL);
-            return;
-        }
-
-        if (code != 0) {
+        if (reply == NULL || reply->type != REDIS_REPLY_STATUS) {
+            /* nothing names the invoice: a member written goes again */
+            (void) ngx_http_linegate_lr_setup_drop(r->connection->log,
+                                                   &rc->paid_setup);
+            ngx_str_null(&rc->paid_setup);
             ngx_http_linegate_reconcile_defer(r, ctx, "store_unavailable", 1);
             return;
         }
 
-        /*
-         * its store landed after the sweep: the request awaits payment
-         * on this invoice, a normal one; nothing to release either
-         */
-        ngx_http_linegate_reconcile_settle(r, ctx, "stored_late");
+        ngx_http_linegate_reconcile_next(r, ctx,
+                                     NGX_HTTP_LINEGATE_RECONCILE_PAID_SETTLE);
+        return;
+
+    case NGX_HTTP_LINEGATE_RECONCILE_PAID_SETTLE:
+        ngx_http_linegate_reconcile_paid_settled(r, ctx, reply);
         return;
 
     case NGX_HTTP_LINEGATE_RECONCILE_RESOLVE:

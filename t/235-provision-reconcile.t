@@ -1101,6 +1101,100 @@ subtest 'a fenced request takes the store of another invoice' => sub {
     is($l->pending($w), $id, 'still the workspace\'s pending request');
 };
 
+# A killed create whose invoice the customer paid before any request
+# named it (Stripe pays an invoice at finalization from the customer's
+# credit balance; or the hosted page was paid): the customer paid for
+# this request. The run stores the invoice on it and promotes it in one
+# step, as a live creation does with an invoice paid at finalization. It
+# used to be left for a human (invoice_paid), the request awaiting
+# payment with no link, the workspace blocked.
+subtest 'a killed create whose invoice was paid: the request settled' => sub {
+    plan skip_all => 'the Lines API is not served on a Redis Cluster'
+        if $s->topology eq 'cluster';
+    my $l = LG::Lines->new($s);
+    my $EMAIL = body(channelType => 'email', email => 'k@example.com');
+    my $w = $l->workspace('org_killed_paid');
+    my ($id, $inv) = killed_finalized($l, $w, $EMAIL, 'kpd');
+    is($l->invoice_do($inv->{id}, 'pay')->{invoice}{status}, 'paid',
+       'the customer paid the invoice at Stripe');
+    ok(!defined $r->hget("lg:{ws:$w->{id}}:lr:$id", 'invoiceId'),
+       'no request names it');
+    my $setups = grep { ($_->{id} // '') eq $id } $l->stream;
+
+    sleep 1.1;    # linegate_reconcile_lost_after
+    my $b = run();
+    my ($e) = grep { ($_->{line_request_id} // '') eq $id }
+              @{ $b->{entries} // [] };
+    is($e->{reason}, 'worker_lost', 'found as worker_lost')
+        or diag explain $b;
+    is($e->{invoice_id}, $inv->{id}, 'its invoice found');
+    is($e->{outcome}, 'settled', 'settled');
+    is($e->{detail}, undef, 'no detail');
+
+    my $lr = $l->lr($w, $id);
+    is($lr->{provisioningStatus}, 'provisioning', 'the request promoted');
+    is($lr->{paymentStatus}, 'paid', 'paid');
+    is($lr->{invoiceId}, $inv->{id}, 'naming its invoice');
+    ok(!exists $lr->{reservedAt} && !exists $lr->{idem},
+       'no longer a reservation');
+    ok(!defined $l->pending($w), 'the workspace unblocked');
+    is($r->get("lg:invoice:$inv->{id}"), "$w->{id}:$id",
+       'the invoice indexed for its webhooks');
+    is(scalar(grep { ($_->{id} // '') eq $id } $l->stream), $setups + 1,
+       'one set-up entry');
+    is($l->invoice($inv->{id})->{status}, 'paid', 'the invoice kept paid');
+
+    my $n = () = $l->invoices($w->{customer});
+    my $again = $l->answer($l->create($w, $EMAIL, 'Idempotency-Key' => 'kpd'),
+                           201, 'the same key');
+    is($again->{status}, 'provisioning', 'replays the request paid');
+    is($again->{paymentStatus}, 'paid', 'paymentStatus paid');
+    ok(!$again->{paymentRequired}, 'no payment required');
+    ok(!exists $again->{paymentUrl} && !exists $again->{invoiceId},
+       'no link to pay');
+    is($again->{line}{_id}, $id, 'the same request');
+    is(scalar(() = $l->invoices($w->{customer})), $n, 'nothing billed again');
+
+    is_deeply([grep { ($_->{line_request_id} // '') eq $id }
+               @{ $p->reconcile }], [], 'off lg:{fleet}:reconcile');
+    my ($hist) = grep { ($_->{line_request_id} // '') eq $id } resolved();
+    is($hist->{outcome}, 'settled', 'the history says settled');
+    is($hist->{invoice_id}, $inv->{id}, 'and names the invoice');
+    like($s->error_log,
+         qr/line request \Q$id\E of workspace .*"\Q$inv->{id}\E"\): settled/,
+         'logged');
+};
+
+# The same, but the request moved on before the run (dropped as abandoned
+# by a later creation with the same key): nothing can take the payment,
+# a human's, and the log says why
+subtest 'a paid invoice whose request is gone: left for a human' => sub {
+    plan skip_all => 'the Lines API is not served on a Redis Cluster'
+        if $s->topology eq 'cluster';
+    my $l = LG::Lines->new($s);
+    my $EMAIL = body(channelType => 'email', email => 'k@example.com');
+    my $w = $l->workspace('org_paid_gone');
+    my ($id, $inv) = killed_finalized($l, $w, $EMAIL, 'kpg');
+    is($l->invoice_do($inv->{id}, 'pay')->{invoice}{status}, 'paid',
+       'the customer paid the invoice at Stripe');
+    $r->hset("lg:{ws:$w->{id}}:lr:$id", 'reservedAt', 1);
+    $l->answer($l->create($w, $EMAIL, 'Idempotency-Key' => 'kpg'), 201,
+               'the same key ten minutes later: a new request');
+    ok(!$r->exists("lg:{ws:$w->{id}}:lr:$id"), 'the old one dropped');
+
+    sleep 1.1;    # linegate_reconcile_lost_after
+    my $b = run();
+    my ($e) = grep { ($_->{line_request_id} // '') eq $id }
+              @{ $b->{entries} // [] };
+    is($e->{outcome}, 'deferred', 'left') or diag explain $b;
+    is($e->{detail}, 'invoice_paid', 'for a human: invoice_paid');
+    my $why = qr/line request "\Q$id\E" of workspace "\Q$w->{id}\E" /
+              . qr/\(worker_lost\): its invoice "\Q$inv->{id}\E" is paid, /
+              . qr/but the request no longer awaits payment/;
+    like($s->error_log, qr/$why/, 'logged, saying why');
+    $r->xdel('lg:{fleet}:reconcile', $e->{id}) if $e->{id};
+};
+
 # the workspace's Stripe customer changed by the operator after the
 # reservation was billed: its invoice is under the customer it was billed
 # to, which the reservation keeps

@@ -22,6 +22,7 @@
 -- discard. Only the invoices marked are refused: a store of another one
 -- names it, and the marks go with it (the request, naming an invoice,
 -- refuses every other store from then on).
+-- A run's own store of a paid invoice is lr_invoice_settle.
 --#include lr_idem
 local lkey = KEYS[1]
 local cur = redis.call('HMGET', lkey, 'provisioningStatus', 'invoiceId',

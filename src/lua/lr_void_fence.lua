@@ -18,25 +18,35 @@
 -- to mark.
 --
 -- The same step reads only (ARGV[4] 'check') for an invoice the run
--- found paid: it is not discarded, so nothing is fenced (a store landing
--- later names the paid invoice, and its payment then settles the
--- request); a request that names it is the same stored_late.
+-- found paid: it is not discarded, so nothing is fenced; a request that
+-- names it is the same stored_late, and one still awaiting payment with
+-- no invoice is answered with its hash, for the run to store the paid
+-- invoice on it and promote it (lr_invoice_settle, a worker_lost entry).
 --
 -- KEYS[1] lg:{ws:W}:lr:<id>
--- ARGV[1] ws, ARGV[2] id (not read: every step of a request passes
--- them), ARGV[3] the invoice id found, ARGV[4] 'check' (paid) or absent
+-- ARGV[1] ws (not read: every step of a request passes it), ARGV[2] id,
+-- ARGV[3] the invoice id the run found, ARGV[4] 'check' (paid) or absent
 --
--- Returns 1: discard it (paid: a human's); 0: the request names it
--- (stored late), keep it.
+-- Returns 1: discard it (paid: the request moved on, a human's); 0: the
+-- request names it (stored late), keep it; 'check' only: {2, the
+-- request's hash, flat (lr_line)}: it awaits payment with no invoice.
+--#include lr_line
 local lkey = KEYS[1]
 local cur = redis.call('HMGET', lkey, 'provisioningStatus', 'invoiceId',
                        'voidingInvoice')
 if cur[2] == ARGV[3] then
     return 0
 end
+
+local bare = cur[1] == 'awaiting_payment' and not cur[2]
+
 if ARGV[4] == 'check' then
+    if bare then
+        return {2, lg_lr_line(lkey, ARGV[2])}
+    end
     return 1
 end
+
 if cur[1] == 'awaiting_payment' then
     local marks = cur[3]
     if not marks then

@@ -571,6 +571,7 @@ sub check {
         my $ok = !@payable
             && ($e->{outcome} eq 'deleted' ? $status eq 'absent'
               : $e->{outcome} eq 'voided'  ? $status eq 'void'
+              : $e->{outcome} eq 'settled' ? $status eq 'paid'
               : $e->{outcome} =~ /^(no_invoice|already_void)$/);
         $bad->(reconcile_settled => "line request $e->{line_request_id}"
                . " settled as $e->{outcome} but its invoice is $status, "

@@ -1,0 +1,63 @@
+-- Reconciliation, a Lines API paid add-on whose worker died before its
+-- invoice was stored (a worker_lost entry: the request awaits payment
+-- with no invoice) and whose invoice the run found paid at Stripe (paid
+-- at finalization from the customer's credit balance, or on its hosted
+-- page before anything named it). The customer paid for this request:
+-- the run does in this one step what a live creation does with an
+-- invoice paid at finalization, lr_invoice_store (the invoice named, the
+-- answer kept under the idempotency key) then lr_resolve 'paid'
+-- (provisioning/paid, its set-up entry, the pending marker cleared).
+-- Only while the request still awaits payment with no invoice, or names
+-- this very invoice (this step sent again, or a store that landed late:
+-- the promotion alone); a request released meanwhile, or naming another
+-- invoice, is left alone and its entry stays for a human. The marks of
+-- lr_void_fence go: the request names the invoice the run keeps.
+-- The invoice's webhook index lg:invoice:<in> was written by nginx before
+-- this step, and answered (no request names an invoice the index does
+-- not know); on a cluster, the set-up member too (lr_setup.h).
+-- KEYS[1] lg:{ws:W}:lr:<id>, KEYS[2] lg:{ws:W}:lines,
+-- KEYS[3] lg:{ws:W}:pending, KEYS[4] lg:{ws:W}:idem:<ARGV[7]> (declared
+-- also without one, never touched then), KEYS[5] lg:provisioning (one
+-- Redis only: not declared on a cluster)
+-- ARGV[1] ws, ARGV[2] id, ARGV[3] invoice id, ARGV[4] its hosted invoice
+-- URL ("" when Stripe gave none), ARGV[5] now (ms), ARGV[6] now (ISO
+-- 8601), ARGV[7] sha256hex of the idempotency key the request holds
+-- ("" when none), ARGV[8] status, ARGV[9] body (the 201 of the request
+-- paid, as a creation answers it), ARGV[10] TTL, ARGV[11] 'w' (one
+-- Redis: the set-up entry appended here) or 'c' (a Redis Cluster: nginx
+-- relays it after the step)
+-- Returns {1, changed (0/1: this step promoted the request), channelType,
+-- lineType}, or {0} when the request moved on (gone, another state,
+-- another invoice).
+--#include lr_idem
+--#include lr_settle
+local lkey = KEYS[1]
+local cur = redis.call('HMGET', lkey, 'provisioningStatus', 'invoiceId')
+
+if cur[2] ~= ARGV[3] then
+    if cur[1] ~= 'awaiting_payment' or cur[2] then
+        return {0}
+    end
+
+    redis.call('HSET', lkey, 'invoiceId', ARGV[3], 'reconciledAt', ARGV[5])
+    if ARGV[4] ~= '' then
+        redis.call('HSET', lkey, 'paymentUrl', ARGV[4])
+    end
+    redis.call('HDEL', lkey, 'reservedAt', 'idem', 'voidingInvoice')
+
+    -- the key the dead creation held "running": its answer, the request
+    -- paid, as the creation would have kept it (its body's fingerprint)
+    if ARGV[7] ~= '' then
+        local rec = redis.call('HMGET', KEYS[4], 'state', 'id', 'fp')
+        if rec[1] == 'running' and rec[2] == ARGV[2] then
+            lg_lr_idem_done(KEYS[4], rec[3] or '', ARGV[8], ARGV[9],
+                            ARGV[10])
+        end
+    end
+end
+
+local stream = ARGV[11] == 'w' and KEYS[5] or nil
+local _, changed, channel, line_type = lg_lr_settle(stream, lkey, KEYS[2],
+    KEYS[3], ARGV[1], ARGV[2], 'paid', tonumber(ARGV[5]), ARGV[6])
+
+return {1, changed and 1 or 0, channel or '', line_type or ''}
