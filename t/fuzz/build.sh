@@ -42,12 +42,14 @@ declare -A objs=(
     [line_create]="json json_write keys chars str clock ids headers crypto lines lines_request metrics"
     [confirm]="json json_write keys chars str clock ids headers crypto metrics"
     [webhook]="json json_write keys chars str clock ids headers crypto stripe redis metrics"
-    [headers]="json json_write keys chars str clock ids headers crypto stripe metrics"
+    [headers]="json json_write keys chars str clock ids headers crypto stripe metrics cache"
     [stripe_reply]="json json_write keys chars str clock ids headers crypto lines lines_request metrics"
     [redis_reply]="json json_write keys chars str clock ids headers crypto provision provision_script ratelimit metrics"
-    [lines_read]="json json_write keys chars str clock ids headers crypto lines_request stripe metrics"
+    [lines_read]="json json_write keys chars str clock ids headers crypto lines_request stripe metrics redis"
     [redis_slots]="chars"
     [redis_arena]=""
+    [operator]="operator_ops operator_fields redis auth json json_write keys chars str clock ids headers crypto metrics"
+    [redis_pubsub]="cache keys chars str crypto metrics"
 )
 
 # targets needing no nginx at all: no shim, no stubs
@@ -56,7 +58,8 @@ declare -A pure=([jwt]=1 [jwks]=1 [stripe_signature]=1 [redis_arena]=1)
 targets=("$@")
 if [ ${#targets[@]} -eq 0 ]; then
     targets=(jwt jwks stripe_signature line_create confirm webhook headers
-             stripe_reply redis_reply lines_read redis_slots redis_arena)
+             stripe_reply redis_reply lines_read redis_slots redis_arena
+             operator redis_pubsub)
 fi
 
 mkdir -p "$out/obj"

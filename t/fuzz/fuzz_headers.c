@@ -1,7 +1,7 @@
 
 /*
  * Fuzz target: request header values and path ids, as the module reads
- * them.  Input: up to five values separated by newlines:
+ * them.  Input: up to nine values separated by newlines:
  *
  *   1. Authorization      ngx_http_linegate_bearer(), then
  *                         ngx_http_linegate_is_api_key() on the token
@@ -10,12 +10,33 @@
  *   4. Idempotency-Key    ngx_http_linegate_idem_key_valid()
  *   5. a path id          ngx_http_linegate_id_valid() (line requests)
  *                         and ngx_http_linegate_stripe_id_valid()
+ *   6. Cookie             one header per '\r'-separated part (none when
+ *                         empty, at most 3)
+ *   7. Content-Type       (none when empty)
+ *   8. Origin             one header per '\r'-separated part (none when
+ *                         empty, at most 3)
+ *   9. two bytes          the method (GET, HEAD, POST, PUT, PATCH,
+ *                         DELETE: the first byte modulo 6); flags: 1 no
+ *                         Authorization header, 2 the authorized
+ *                         parties configured, 4 a Clerk-only API
+ *
+ * Then ngx_http_linegate_auth_workspace() on the whole request: a bearer
+ * token (API key or Clerk), else the __session cookie and, for a write,
+ * the cookie write gate (cookie_write: the Content-Type and the Origin
+ * list).  No Clerk key is configured here, so a Clerk token or cookie
+ * ends in a 401 once the gate let it through (t/fuzz/fuzz_jwt.c fuzzes
+ * the token itself); the cookie is found as nginx 1.22 finds it
+ * (ngx_http_parse_multi_header_lines() in fuzz_ngx.c).
  *
  * src/ngx_http_linegate_auth.c and src/ngx_http_linegate_idempotency.c
  * are included, so their static parsers run as they are.  Each value is
  * an exact-size copy.  Invariants: what is accepted has the documented
  * shape (re-checked here), a refusal of the credentials is a 401 in
- * ctx->refusal and answers nothing (the endpoint answers it).
+ * ctx->refusal and answers nothing (the endpoint answers it); a refused
+ * cookie write is a 415 exactly when the Content-Type is not
+ * application/json (docs/lines-api.md, "Cookie-authenticated writes"),
+ * else a 403 exactly when the authorized parties are configured and the
+ * request has two Origins or one not among them.
  */
 
 
@@ -41,6 +62,79 @@ fuzz_next(ngx_http_request_t *r, ngx_str_t *rest)
 }
 
 
+#define FUZZ_NO_AUTHORIZATION  0x01
+#define FUZZ_AZP               0x02
+#define FUZZ_CLERK_ONLY        0x04
+
+
+static char        *fuzz_azp_list[] = {
+    "https://app.example.com", "http://localhost:3000"
+};
+static ngx_array_t  fuzz_azp = {
+    fuzz_azp_list, 2, sizeof(char *), 2, NULL
+};
+static ngx_uint_t   fuzz_methods[] = {
+    NGX_HTTP_GET, NGX_HTTP_HEAD, NGX_HTTP_POST, NGX_HTTP_PUT,
+    NGX_HTTP_PATCH, NGX_HTTP_DELETE
+};
+
+
+/* up to max headers, one a '\r'-separated part of v (none if v is empty) */
+static ngx_uint_t
+fuzz_headers_of(ngx_http_request_t *r, const char *name, ngx_str_t *v,
+    ngx_table_elt_t **h, ngx_uint_t max)
+{
+    ngx_uint_t  n;
+    ngx_str_t   rest, part;
+
+    rest = *v;
+
+    for (n = 0; rest.len && n < max; n++) {
+        (void) fuzz_split(rest.data, rest.len, '\r', &part, &rest);
+        h[n] = fuzz_header(r, name, fuzz_strdup(r, part.data, part.len),
+                           part.len);
+    }
+
+    return n;
+}
+
+
+/* the rule of docs/lines-api.md, written again */
+static int
+fuzz_json_type(ngx_table_elt_t *ct)
+{
+    u_char  c;
+
+    if (ct == NULL || ct->value.len < 16
+        || strncasecmp((char *) ct->value.data, "application/json", 16) != 0)
+    {
+        return 0;
+    }
+
+    c = ct->value.len > 16 ? ct->value.data[16] : ';';
+
+    return c == ';' || c == ' ' || c == '\t';
+}
+
+
+static int
+fuzz_origin_listed(ngx_table_elt_t *origin)
+{
+    ngx_uint_t  i;
+
+    for (i = 0; i < fuzz_azp.nelts; i++) {
+        if (origin->value.len == strlen(fuzz_azp_list[i])
+            && strncasecmp((char *) origin->value.data, fuzz_azp_list[i],
+                           origin->value.len) == 0)
+        {
+            return 1;
+        }
+    }
+
+    return 0;
+}
+
+
 static int
 fuzz_charset(ngx_str_t *s, size_t from, const char *extra)
 {
@@ -59,11 +153,17 @@ fuzz_charset(ngx_str_t *s, size_t from, const char *extra)
 int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    ngx_int_t            rc;
-    ngx_str_t            rest, auth, id, secret, idem, path, token;
-    ngx_str_t            key_id, digest;
-    ngx_table_elt_t     *h;
-    ngx_http_request_t  *r;
+    u_char                          flags;
+    ngx_int_t                       rc;
+    ngx_str_t                       rest, auth, id, secret, idem, path, token;
+    ngx_str_t                       key_id, digest, cookie, ctype, origin;
+    ngx_str_t                       control, session;
+    ngx_uint_t                      ncookies, norigins, write, gate;
+    ngx_table_elt_t                *h, *cookies[3], *origins[3];
+    ngx_http_request_t             *r;
+    ngx_http_linegate_principal_t   p;
+
+    ngx_str_t  session_name = ngx_string("__session");
 
     r = fuzz_request();
 
@@ -75,6 +175,10 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     secret = fuzz_next(r, &rest);
     idem = fuzz_next(r, &rest);
     path = fuzz_next(r, &rest);
+    cookie = fuzz_next(r, &rest);
+    ctype = fuzz_next(r, &rest);
+    origin = fuzz_next(r, &rest);
+    control = fuzz_next(r, &rest);
 
     /* Authorization */
     h = fuzz_header(r, "Authorization", auth.data, auth.len);
@@ -135,6 +239,80 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (ngx_http_linegate_stripe_id_valid(&path)
         && (path.len == 0 || !fuzz_charset(&path, 0, "_")))
     {
+        __builtin_trap();
+    }
+
+    /* the whole request: ngx_http_linegate_auth_workspace() */
+    flags = control.len > 1 ? control.data[1] : 0;
+    r->method = fuzz_methods[control.len ? control.data[0] % 6 : 0];
+    write = !(r->method & (NGX_HTTP_GET|NGX_HTTP_HEAD));
+
+    if (flags & FUZZ_NO_AUTHORIZATION) {
+        r->headers_in.authorization = NULL;
+    }
+
+    ncookies = fuzz_headers_of(r, "Cookie", &cookie, cookies, 3);
+    r->headers_in.cookies.elts = cookies;
+    r->headers_in.cookies.nelts = ncookies;
+    r->headers_in.cookies.size = sizeof(ngx_table_elt_t *);
+    r->headers_in.cookies.nalloc = 3;
+    r->headers_in.cookies.pool = r->pool;
+
+    if (ctype.len) {
+        r->headers_in.content_type = fuzz_header(r, "Content-Type",
+                                                 ctype.data, ctype.len);
+    }
+
+    norigins = fuzz_headers_of(r, "Origin", &origin, origins, 3);
+
+    fuzz_lmcf.clerk_azp = (flags & FUZZ_AZP) ? &fuzz_azp : NULL;
+    fuzz_lmcf.clerk_keys = NULL;
+    ngx_memzero(&fuzz_ctx.refusal, sizeof(fuzz_ctx.refusal));
+    ngx_memzero(&p, sizeof(ngx_http_linegate_principal_t));
+
+    rc = ngx_http_linegate_auth_workspace(r, &fuzz_ctx,
+                                          (flags & FUZZ_CLERK_ONLY) ? 1 : 0,
+                                          &p);
+
+    /* the cookie's path: no Authorization, a __session cookie */
+    gate = r->headers_in.authorization == NULL
+           && ngx_http_linegate_session_cookie(r, &session_name, &session)
+              == NGX_OK;
+
+    if (fuzz_answer.calls != 0) {
+        __builtin_trap();
+    }
+
+    if (rc == NGX_OK) {
+        /* only an API key is accepted here (no Clerk key configured) */
+        if (r->headers_in.authorization == NULL
+            || ngx_http_linegate_bearer(r, &token) != NGX_OK
+            || !ngx_http_linegate_is_api_key(&token)
+            || (flags & FUZZ_CLERK_ONLY)
+            || p.kind != NGX_HTTP_LINEGATE_AUTH_API_KEY
+            || p.value.len != 64 || !fuzz_charset(&p.value, 0, ""))
+        {
+            __builtin_trap();
+        }
+
+    } else if (gate && write && !fuzz_json_type(r->headers_in.content_type))
+    {
+        if (fuzz_ctx.refusal.status != NGX_HTTP_UNSUPPORTED_MEDIA_TYPE) {
+            __builtin_trap();
+        }
+
+    } else if (gate && write && (flags & FUZZ_AZP)
+               && (norigins > 1
+                   || (norigins == 1 && !fuzz_origin_listed(origins[0]))))
+    {
+        if (fuzz_ctx.refusal.status != NGX_HTTP_FORBIDDEN) {
+            __builtin_trap();
+        }
+
+    } else if (fuzz_ctx.refusal.status != NGX_HTTP_UNAUTHORIZED
+               && fuzz_ctx.refusal.status != NGX_HTTP_INTERNAL_SERVER_ERROR)
+    {
+        /* a bearer or a cookie the gate let through: not verified here */
         __builtin_trap();
     }
 

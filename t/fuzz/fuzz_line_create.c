@@ -6,15 +6,22 @@
  * src/ngx_http_linegate_line_create.c (names, channelType, lineType,
  * email, phone and forwardCallsTo as E.164, zipcode, state,
  * profileImageUrl), included here so its static validators run as they
- * are.  The input is the raw body.
+ * are.  The same body is then read as a PATCH /api/line-requests/:id
+ * reads it: its "action" (manage_action of
+ * src/ngx_http_linegate_line_manage.c, included too).  The input is the
+ * raw body.
  *
  * Invariants: an error names a field and a message; an accepted line
- * satisfies the SPEC's rules as re-checked here.
+ * satisfies the SPEC's rules as re-checked here; the action taken is
+ * payment_link or cancel exactly when "action" is that string, a
+ * non-string action is a field error on "action", anything else
+ * "Unsupported action".
  */
 
 
 #include "fuzz_ngx.h"
 #include "ngx_http_linegate_line_create.c"
+#include "ngx_http_linegate_line_manage.c"
 
 
 static int
@@ -33,6 +40,57 @@ fuzz_e164(ngx_str_t *s)
     }
 
     return 1;
+}
+
+
+/* the body's "action", read by PATCH */
+static void
+fuzz_action(ngx_http_request_t *r)
+{
+    json_t                  *a;
+    ngx_http_linegate_lr_t   lr;
+
+    ngx_memzero(&lr, sizeof(ngx_http_linegate_lr_t));
+    lr.ctx = &fuzz_ctx;
+    fuzz_ctx.data = &lr;
+
+    ngx_http_linegate_manage_action(r, &lr);
+
+    a = json_object_get(fuzz_ctx.body, "action");
+
+    if (json_is_string(a) && json_string_length(a) == 12
+        && memcmp(json_string_value(a), "payment_link", 12) == 0)
+    {
+        if (lr.deferred || lr.action != NGX_HTTP_LINEGATE_ACTION_PAYMENT_LINK)
+        {
+            __builtin_trap();
+        }
+
+    } else if (json_is_string(a) && json_string_length(a) == 6
+               && memcmp(json_string_value(a), "cancel", 6) == 0)
+    {
+        if (lr.deferred || lr.action != NGX_HTTP_LINEGATE_ACTION_CANCEL) {
+            __builtin_trap();
+        }
+
+    } else if (a != NULL && !json_is_null(a) && !json_is_string(a)) {
+        if (lr.deferred != NGX_HTTP_LINEGATE_LR_DEFER_FIELD
+            || lr.deferred_field == NULL
+            || strcmp(lr.deferred_field, "action") != 0)
+        {
+            __builtin_trap();
+        }
+
+    } else if (lr.deferred != NGX_HTTP_LINEGATE_LR_DEFER_PLAIN
+               || lr.deferred_message == NULL || lr.action != 0)
+    {
+        __builtin_trap();
+    }
+
+    if (fuzz_answer.calls != 0) {
+        /* deferred: answered once the credential is known good */
+        __builtin_trap();
+    }
 }
 
 
@@ -63,6 +121,9 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
         goto done;
     }
+
+    fuzz_action(r);
+    fuzz_ctx.data = &lr;
 
     if (ngx_http_linegate_create_validate(r, &lr) != NGX_OK) {
         if (!lr.deferred || lr.deferred_field == NULL

@@ -6,15 +6,128 @@
  * line_parse), the reconciliation check on it (lr_due), and the line
  * written back as JSON (line_jw).
  *
- * Input: the request path, a newline, then RESP bytes: the flat hash
- * reply (hiredis's reader builds it).  Invariants: an accepted id is 24
- * lowercase hex; the JSON written is valid whenever what Redis held was
- * valid UTF-8 (what the module stores always is).
+ * Then GET /api/lines/check-availability?id= (line_check): the "id"
+ * argument of the query, as nginx 1.22's ngx_http_arg() finds it
+ * (fuzz_ngx.c), checked and handed to lr_get.lua's CHECK step, whose
+ * call is recorded here instead of sent (lines_script).
+ *
+ * Input: the request path, optionally '?' and its query, a newline,
+ * then RESP bytes: the flat hash reply (hiredis's reader builds it).
+ * Invariants: an accepted id is 24 lowercase hex, and the check's the
+ * value of the query's first "id=" (at its start or after '&'); a
+ * refused one is a deferred 400 with a message, and the check's script
+ * is called once all the same (the credential is checked first); the
+ * JSON written is valid whenever what Redis held was valid UTF-8 (what
+ * the module stores always is).
  */
 
 
 #include "fuzz_ngx.h"
+
+#define ngx_http_linegate_lines_script  fuzz_lines_script
 #include "ngx_http_linegate_lines.c"
+#undef ngx_http_linegate_lines_script
+
+
+static ngx_uint_t                     fuzz_scripts;
+static ngx_http_linegate_script_id_e  fuzz_script;
+
+
+void
+fuzz_lines_script(ngx_http_request_t *r, ngx_http_linegate_lr_t *lr,
+    ngx_http_linegate_script_id_e script,
+    ngx_http_linegate_redis_handler_pt handler)
+{
+    int  i;
+
+    if (lr->args.argc < 0 || lr->args.argc > NGX_HTTP_LINEGATE_REDIS_MAX_ARGS
+        || handler == NULL)
+    {
+        __builtin_trap();
+    }
+
+    /* every argument must be readable as it would be sent */
+    for (i = 0; i < lr->args.argc; i++) {
+        if (lr->args.argvlen[i] && lr->args.argv[i] == NULL) {
+            __builtin_trap();
+        }
+
+        (void) ngx_hash_key((u_char *) lr->args.argv[i], lr->args.argvlen[i]);
+    }
+
+    fuzz_scripts++;
+    fuzz_script = script;
+}
+
+
+/* the value of the first "id=" at the query's start or after a '&' */
+static int
+fuzz_query_id(ngx_str_t *args, ngx_str_t *id)
+{
+    u_char  *p, *last;
+
+    last = args->data + args->len;
+
+    for (p = args->data; p + 3 <= last; p++) {
+        if ((p == args->data || p[-1] == '&')
+            && (p[0] | 0x20) == 'i' && (p[1] | 0x20) == 'd' && p[2] == '=')
+        {
+            id->data = p + 3;
+
+            for (p += 3; p < last && *p != '&'; p++) { /* void */ }
+
+            id->len = p - id->data;
+
+            return 1;
+        }
+    }
+
+    return 0;
+}
+
+
+/* GET /api/lines/check-availability with that query */
+static void
+fuzz_check(ngx_http_request_t *r, ngx_str_t *args)
+{
+    ngx_str_t               want;
+    ngx_http_linegate_lr_t  lr;
+
+    ngx_memzero(&lr, sizeof(ngx_http_linegate_lr_t));
+    lr.ctx = &fuzz_ctx;
+    lr.pool = r->pool;
+    ngx_str_set(&lr.who.value, "org_1");
+    ngx_str_set(&lr.date, "2023-11-14");
+
+    fuzz_ctx.data = &lr;
+    ngx_str_null(&fuzz_ctx.path_id);
+    r->args = *args;
+    fuzz_scripts = 0;
+
+    ngx_http_linegate_line_check(r, &lr);
+
+    if (fuzz_scripts != 1 || fuzz_script != NGX_HTTP_LINEGATE_SCRIPT_LR_GET
+        || fuzz_ctx.state != NGX_HTTP_LINEGATE_READ_CHECK)
+    {
+        __builtin_trap();
+    }
+
+    if (lr.deferred) {
+        if (lr.deferred_message == NULL || lr.id.len != 0) {
+            __builtin_trap();
+        }
+
+        return;
+    }
+
+    if (!ngx_http_linegate_id_valid(&lr.id)
+        || !fuzz_query_id(args, &want)
+        || want.data != lr.id.data || want.len != lr.id.len
+        || fuzz_ctx.path_id.data != lr.id.data)
+    {
+        __builtin_trap();
+    }
+}
 
 
 static int
@@ -38,7 +151,7 @@ int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     json_t                         *json;
-    ngx_str_t                       uri, resp, out;
+    ngx_str_t                       uri, resp, out, args;
     redisReply                     *flat;
     ngx_http_request_t             *r;
     ngx_http_linegate_json_write_t  jw;
@@ -62,6 +175,11 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     fuzz_lmcf.line_daily_messages = 1000;
 
     (void) fuzz_split(data, size, '\n', &uri, &resp);
+
+    /* the query as nginx splits it off: what follows the first '?' */
+    if (fuzz_split(uri.data, uri.len, '?', &uri, &args) != 0) {
+        ngx_str_null(&args);
+    }
 
     /* the path: a prefix location, or (odd byte first) an exact one */
     ngx_memzero(&clcf, sizeof(ngx_http_core_loc_conf_t));
@@ -111,6 +229,10 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (flat) {
         freeReplyObject(flat);
     }
+
+    /* exact size: a read past the query is seen */
+    args.data = args.len ? fuzz_strdup(r, args.data, args.len) : NULL;
+    fuzz_check(r, &args);
 
     fuzz_request_done(r);
 

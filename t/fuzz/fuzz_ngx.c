@@ -33,7 +33,9 @@ static ngx_log_t                 fuzz_log;
 static ngx_pool_t                fuzz_pool;
 static ngx_connection_t          fuzz_connection;
 static ngx_http_request_t        fuzz_r;
-static ngx_table_elt_t           fuzz_headers[8];
+#define FUZZ_HEADERS                     16
+
+static ngx_table_elt_t           fuzz_headers[FUZZ_HEADERS];
 static ngx_list_part_t           fuzz_part;
 static void                     *fuzz_main_conf[1];
 static void                     *fuzz_ctxs[1];
@@ -85,6 +87,24 @@ void *
 ngx_pcalloc(ngx_pool_t *pool, size_t size)
 {
     return memset(fuzz_alloc(size), 0, size);
+}
+
+
+/*
+ * what a worker allocates once at start-up (caches): never freed, still
+ * reachable from the module's statics, so no leak is reported
+ */
+void *
+ngx_calloc(size_t size, ngx_log_t *log)
+{
+    void  *p;
+
+    p = calloc(1, size);
+    if (p == NULL) {
+        abort();
+    }
+
+    return p;
 }
 
 
@@ -143,6 +163,58 @@ ngx_atoi(u_char *line, size_t n)
     }
 
     return value;
+}
+
+
+ngx_int_t
+ngx_hextoi(u_char *line, size_t n)
+{
+    u_char     c, ch;
+    ngx_int_t  value, cutoff;
+
+    if (n == 0) {
+        return NGX_ERROR;
+    }
+
+    cutoff = NGX_MAX_INT_T_VALUE / 16;
+
+    for (value = 0; n--; line++) {
+        if (value > cutoff) {
+            return NGX_ERROR;
+        }
+
+        ch = *line;
+
+        if (ch >= '0' && ch <= '9') {
+            value = value * 16 + (ch - '0');
+            continue;
+        }
+
+        c = (u_char) (ch | 0x20);
+
+        if (c >= 'a' && c <= 'f') {
+            value = value * 16 + (c - 'a' + 10);
+            continue;
+        }
+
+        return NGX_ERROR;
+    }
+
+    return value;
+}
+
+
+u_char *
+ngx_hex_dump(u_char *dst, u_char *src, size_t len)
+{
+    static const u_char  hex[] = "0123456789abcdef";
+
+    while (len--) {
+        *dst++ = hex[*src >> 4];
+        *dst++ = hex[*src++ & 0xf];
+    }
+
+    return dst;
 }
 
 
@@ -244,6 +316,43 @@ ngx_cpystrn(u_char *dst, u_char *src, size_t n)
     *dst = '\0';
 
     return dst;
+}
+
+
+/*
+ * A lookup in a tree of ngx_str_node_t as src/core/ngx_string.c's: by
+ * hash, then length, then bytes.  Only the lookup: no target inserts.
+ */
+ngx_str_node_t *
+ngx_str_rbtree_lookup(ngx_rbtree_t *rbtree, ngx_str_t *name, uint32_t hash)
+{
+    ngx_int_t           rc;
+    ngx_str_node_t     *n;
+    ngx_rbtree_node_t  *node;
+
+    for (node = rbtree->root; node != rbtree->sentinel; /* void */) {
+        n = (ngx_str_node_t *) node;
+
+        if (hash != node->key) {
+            node = (hash < node->key) ? node->left : node->right;
+            continue;
+        }
+
+        if (name->len != n->str.len) {
+            node = (name->len < n->str.len) ? node->left : node->right;
+            continue;
+        }
+
+        rc = ngx_memcmp(name->data, n->str.data, name->len);
+
+        if (rc == 0) {
+            return n;
+        }
+
+        node = (rc < 0) ? node->left : node->right;
+    }
+
+    return NULL;
 }
 
 
@@ -542,12 +651,146 @@ ngx_log_debug_core(ngx_log_t *log, ngx_err_t err, const char *fmt, ...)
 }
 
 
+/*
+ * nginx 1.22's query argument (src/http/ngx_http_parse.c): the first
+ * "name=" (any case) at the start of r->args or after a '&'; its value
+ * runs to the next '&'
+ */
+ngx_int_t
+ngx_http_arg(ngx_http_request_t *r, u_char *name, size_t len,
+    ngx_str_t *value)
+{
+    u_char  *p, *last, *end;
+
+    if (r->args.len == 0) {
+        return NGX_DECLINED;
+    }
+
+    p = r->args.data;
+    last = p + r->args.len;
+
+    for ( /* void */ ; p + len < last; p++) {
+
+        if ((p != r->args.data && p[-1] != '&')
+            || p[len] != '='
+            || ngx_strncasecmp(p, name, len) != 0)
+        {
+            continue;
+        }
+
+        value->data = p + len + 1;
+
+        end = ngx_strlchr(p, last, '&');
+        value->len = (end ? end : last) - value->data;
+
+        return NGX_OK;
+    }
+
+    return NGX_DECLINED;
+}
+
+
+/*
+ * nginx 1.22's cookie lookup (src/http/ngx_http_parse.c), over the
+ * Cookie headers in order: in each, "name" (any case), spaces, '=',
+ * spaces, and the value up to ';'; a part that is not it is skipped up
+ * to the next ';' or ',' (from the byte after "name" and its spaces
+ * when that byte is not '=', as nginx does: "a;b=1" with name "a" finds
+ * no "b").  The index of the header, or NGX_DECLINED.
+ */
+ngx_int_t
+ngx_http_parse_multi_header_lines(ngx_array_t *headers, ngx_str_t *name,
+    ngx_str_t *value)
+{
+    u_char            *p, *end, *v;
+    ngx_uint_t         i;
+    ngx_table_elt_t  **h;
+
+    h = headers->elts;
+
+    for (i = 0; i < headers->nelts; i++) {
+
+        if (name->len > h[i]->value.len) {
+            continue;
+        }
+
+        p = h[i]->value.data;
+        end = p + h[i]->value.len;
+
+        while (p < end) {
+
+            /* as nginx: may read up to the value's NUL, not past it */
+            if (ngx_strncasecmp(p, name->data, name->len) == 0) {
+                v = p + name->len;
+
+                while (v < end && *v == ' ') {
+                    v++;
+                }
+
+                if (value == NULL) {
+                    if (v == end || *v == ',') {
+                        return i;
+                    }
+
+                    p = v;
+
+                } else if (v == end || *v != '=') {
+                    /* as nginx: the byte that is not '=' is passed */
+                    p = (v < end) ? v + 1 : v;
+
+                } else {
+                    v++;
+
+                    while (v < end && *v == ' ') {
+                        v++;
+                    }
+
+                    value->data = v;
+
+                    while (v < end && *v != ';') {
+                        v++;
+                    }
+
+                    value->len = v - value->data;
+
+                    return i;
+                }
+            }
+
+            while (p < end) {
+                if (*p == ';' || *p == ',') {
+                    p++;
+                    break;
+                }
+
+                p++;
+            }
+
+            while (p < end && *p == ' ') {
+                p++;
+            }
+        }
+    }
+
+    return NGX_DECLINED;
+}
+
+
 /* the answers (src/ngx_http_linegate_reply.c): recorded */
 
 static void
 fuzz_answered(ngx_uint_t status, const char *field, const char *message,
     json_t *json)
 {
+    /* what an answer says must be readable when it is answered */
+    if (message != NULL) {
+        (void) ngx_hash_key((u_char *) message, ngx_strlen(message));
+    }
+
+    if (field != NULL) {
+        (void) ngx_hash_key((u_char *) field, ngx_strlen(field));
+    }
+
     fuzz_answer.calls++;
     fuzz_answer.status = status;
     fuzz_answer.field = field;
@@ -614,6 +857,26 @@ ngx_http_linegate_internal_error(ngx_http_request_t *r)
 }
 
 
+/* what an endpoint answers a refusal its checks left in ctx->refusal */
+void
+ngx_http_linegate_refuse(ngx_http_request_t *r)
+{
+    ngx_http_linegate_ctx_t  *ctx;
+
+    ctx = ngx_http_linegate_get_ctx(r);
+
+    if (ctx->refusal.status == 0
+        || ctx->refusal.status == NGX_HTTP_INTERNAL_SERVER_ERROR)
+    {
+        ngx_http_linegate_internal_error(r);
+        return;
+    }
+
+    fuzz_answered(ctx->refusal.status, ctx->refusal.code,
+                  ctx->refusal.message, NULL);
+}
+
+
 /* the request */
 
 ngx_http_request_t *
@@ -649,7 +912,7 @@ fuzz_request(void)
     r->headers_in.headers.part = fuzz_part;
     r->headers_in.headers.last = &r->headers_in.headers.part;
     r->headers_in.headers.size = sizeof(ngx_table_elt_t);
-    r->headers_in.headers.nalloc = 8;
+    r->headers_in.headers.nalloc = FUZZ_HEADERS;
     r->headers_in.headers.pool = r->pool;
 
     fuzz_ctx.retry_after = -1;
@@ -667,7 +930,7 @@ fuzz_header(ngx_http_request_t *r, const char *name, u_char *value,
 
     part = &r->headers_in.headers.part;
 
-    if (part->nelts == 8) {
+    if (part->nelts == FUZZ_HEADERS) {
         abort();
     }
 
@@ -765,10 +1028,9 @@ fuzz_line(const u_char *p, const u_char *last)
 }
 
 
-redisReply *
-fuzz_redis_reply(const u_char *data, size_t len)
+void *
+fuzz_redis_open(const u_char *data, size_t len)
 {
-    void         *reply;
     redisReader  *reader;
 
     /*
@@ -796,15 +1058,50 @@ fuzz_redis_reply(const u_char *data, size_t len)
         abort();
     }
 
-    reply = NULL;
-
-    if (redisReaderFeed(reader, (const char *) data, len) != REDIS_OK
-        || redisReaderGetReply(reader, &reply) != REDIS_OK)
-    {
-        reply = NULL;
+    if (redisReaderFeed(reader, (const char *) data, len) != REDIS_OK) {
+        redisReaderFree(reader);
+        return NULL;
     }
 
-    redisReaderFree(reader);
+    return reader;
+}
+
+
+redisReply *
+fuzz_redis_take(void *stream)
+{
+    void  *reply;
+
+    reply = NULL;
+
+    if (stream == NULL
+        || redisReaderGetReply(stream, &reply) != REDIS_OK)
+    {
+        return NULL;
+    }
+
+    return reply;
+}
+
+
+void
+fuzz_redis_close(void *stream)
+{
+    if (stream != NULL) {
+        redisReaderFree(stream);
+    }
+}
+
+
+redisReply *
+fuzz_redis_reply(const u_char *data, size_t len)
+{
+    void        *stream;
+    redisReply  *reply;
+
+    stream = fuzz_redis_open(data, len);
+    reply = fuzz_redis_take(stream);
+    fuzz_redis_close(stream);
 
     return reply;
 }

@@ -49,7 +49,7 @@ extern ngx_http_linegate_ctx_t          fuzz_ctx;
 /*
  * A fresh request for one input: zeroed request, connection, log (at
  * debug level: every log call is formatted), pool, ctx; headers_in list
- * with room for 8 headers.
+ * with room for 16 headers.
  */
 ngx_http_request_t *fuzz_request(void);
 
@@ -73,6 +73,16 @@ u_char *fuzz_strdup(ngx_http_request_t *r, const uint8_t *data, size_t n);
  * a protocol error).  Free it with freeReplyObject().
  */
 redisReply *fuzz_redis_reply(const u_char *data, size_t len);
+
+/*
+ * The replies of data one after the other, as a connection hands them
+ * to the handlers in turn: a stream (NULL: an input skipped, as above),
+ * its next reply (NULL: none left, incomplete, a protocol error; free it
+ * with freeReplyObject()), and its end.
+ */
+void *fuzz_redis_open(const u_char *data, size_t len);
+redisReply *fuzz_redis_take(void *stream);
+void fuzz_redis_close(void *stream);
 
 
 #endif /* _FUZZ_NGX_H_INCLUDED_ */

@@ -180,6 +180,15 @@ create = [
     b'[]', b'"x"', b'{', b'', b'{}', b'\xff\xfe',
     b'{"firstName":"\\ud800"}',
 ]
+# PATCH's action, read from the same body
+create += [
+    j({'action': 'payment_link'}), j({'action': 'cancel'}),
+    j({'action': 'Cancel'}), j({'action': 'cancel '}), j({'action': ''}),
+    j({'action': None}), j({'action': 1}), j({'action': ['cancel']}),
+    j({'action': 'delete'}), b'{"action":"cancel\\u0000"}',
+    b'{"action":"cancel","action":"payment_link"}',
+    j(dict(P, action='cancel')),
+]
 write('line_create', create)
 
 # confirm: bodies of POST /provisioning/confirm
@@ -252,6 +261,51 @@ headers = [
     'Bearer tuco_' + 'a' * 31 + '!\nid\nsecret\n\xc3\xa9\n',
     '\n\n\n\n',
     'Bearer %s' % K,
+]
+# then Cookie (parts split by CR) \n Content-Type \n Origin (parts) \n
+# method (GET HEAD POST PUT PATCH DELETE: byte % 6) and flags (1 no
+# Authorization, 2 authorized parties configured, 4 Clerk-only)
+NOAUTH, AZP = 1, 2
+TOK = 'eyJhbGciOiJSUzI1NiJ9.e30.sig'
+
+
+def cw(cookie, ctype, origin, method, flags, auth='x'):
+    return '%s\n\n\n\n\n%s\n%s\n%s\n%s%s' % (
+        auth, cookie, ctype, origin, chr(method), chr(flags))
+
+
+headers += [
+    cw('__session=' + TOK, 'application/json', '', 2, NOAUTH),
+    cw('__session=' + TOK, 'application/json; charset=utf-8',
+       'https://app.example.com', 2, NOAUTH | AZP),
+    cw('__session=' + TOK, 'APPLICATION/JSON', 'https://APP.example.com', 4,
+       NOAUTH | AZP),
+    cw('__session=' + TOK, 'application/json', 'https://evil.example.com',
+       2, NOAUTH | AZP),
+    cw('__session=' + TOK, 'application/json', 'null', 5, NOAUTH | AZP),
+    cw('__session=' + TOK, 'application/json',
+       'https://app.example.com\rhttps://app.example.com', 3, NOAUTH | AZP),
+    cw('__session=' + TOK, 'application/json', 'https://app.example.com/',
+       2, NOAUTH | AZP),
+    cw('__session=' + TOK, 'text/plain', '', 2, NOAUTH),
+    cw('__session=' + TOK, 'application/x-www-form-urlencoded', '', 2,
+       NOAUTH),
+    cw('__session=' + TOK, 'application/jsonp', '', 2, NOAUTH),
+    cw('__session=' + TOK, 'application/json\t;x', '', 2, NOAUTH),
+    cw('__session=' + TOK, '', '', 2, NOAUTH),
+    cw('a=b; __session=' + TOK + '; c=d', 'application/json', '', 2,
+       NOAUTH),
+    cw('a=b\r__SESSION = ' + TOK, 'application/json', '', 2, NOAUTH),
+    cw('__session;__session=' + TOK, 'application/json', '', 2, NOAUTH),
+    cw('__session=', 'application/json', '', 2, NOAUTH),
+    cw('x__session=' + TOK, 'application/json', '', 2, NOAUTH),
+    cw('__session=' + TOK, 'text/plain', '', 0, NOAUTH),
+    cw('__session=' + TOK, 'text/plain', 'https://evil.example.com', 1,
+       NOAUTH | AZP),
+    cw('__session=' + TOK, 'text/plain', '', 2, 0, auth='Bearer ' + TOK),
+    cw('', 'application/json', '', 2, NOAUTH, auth='Bearer %s' % K),
+    cw('', '', '', 0, 4, auth='Bearer %s' % K),
+    cw('', '', '', 2, NOAUTH | 4),
 ]
 write('headers', headers)
 
@@ -382,6 +436,22 @@ lines_read = [
     b'\n',
     b'/\n',
 ]
+# GET /api/lines/check-availability?id= (the path is not the check's)
+C = b'/api/lines/check-availability?'
+lines_read += [
+    C + b'id=' + ID.encode() + b'\n*0\r\n',
+    C + b'a=1&id=' + ID.encode() + b'&b=2\n',
+    C + b'ID=' + ID.encode() + b'\n',
+    C + b'id=' + ID.encode() + b'&id=x\n',
+    C + b'xid=' + ID.encode() + b'&id=' + ID.upper().encode() + b'\n',
+    C + b'id=' + ID[:23].encode() + b'\n',
+    C + b'id=' + ID.encode() + b'0\n',
+    C + b'id=\n',
+    C + b'id\n',
+    C + b'\n',
+    C + b'id=%30123456789abcdef01234567\n',
+    P + b'?id=' + ID.encode() + b'\n' + flat(**LINE),
+]
 write('lines_read', lines_read)
 
 
@@ -456,3 +526,162 @@ slots = [
     b'd 127.0.0.1:7000@1 master - 0 0 1\n',
 ]
 write('redis_slots', slots)
+
+
+# operator: method byte (GET HEAD POST PUT PATCH DELETE; 0x80 a wrong
+# token), the URI \n the body [NUL the replies of its Redis steps]
+GET, HEAD, POST, PUT, PATCH, DELETE = range(6)
+OP = b'/_linegate/'
+
+
+def op(method, path, body=b'', *replies):
+    out = bytes([method]) + OP + path + b'\n' + body
+    if replies:
+        out += b'\0' + b''.join(replies)
+    return out
+
+
+HASH_WS = arr(bulk('plan'), bulk('mini'), bulk('createdAt'),
+              bulk('2023-11-14T22:13:20.000Z'))
+HASH_ACCT = arr(bulk('plan'), bulk('inbound_only'), bulk('daily_limit'),
+                bulk('5'), bulk('monthly_limit'), bulk('x'))
+operator = [
+    op(GET, b'inventory?count=5&cursor=17', b'',
+       arr(b':1\r\n', bulk('42'), b':7\r\n',
+           arr(bulk('+12025550123'), bulk('+12025550124')))),
+    op(GET, b'inventory', b'', arr(b':1\r\n', bulk('0'), b':0\r\n', arr())),
+    op(GET, b'inventory?count=0'), op(GET, b'inventory?count=1001'),
+    op(GET, b'inventory?count=x'), op(GET, b'inventory?cursor='),
+    op(GET, b'inventory?cursor=12345678901234567890'),
+    op(GET, b'inventory?cursor=1a'),
+    op(POST, b'inventory', j({'numbers': ['+12025550123', '+447911123456']}),
+       arr(b':1\r\n', b':2\r\n', b':9\r\n', b':0\r\n')),
+    op(POST, b'inventory', j({'numbers': ['+12025550123', '+4420']})),
+    op(POST, b'inventory', j({'numbers': []})),
+    op(POST, b'inventory', j({'numbers': '+12025550123'})),
+    op(POST, b'inventory', j({'numbers': [12025550123]})),
+    op(DELETE, b'inventory/+12025550123', b'', b':1\r\n'),
+    op(DELETE, b'inventory/+12025550123', b'', b':0\r\n'),
+    op(DELETE, b'inventory/12025550123'),
+    op(POST, b'lines/0123456789abcdef01234567/active',
+       j({'phone': '+12025550123'}), bulk('org_1'),
+       arr(b':1\r\n', bulk('org_1'),
+           arr(bulk('provisioningStatus'), bulk('active')))),
+    op(POST, b'lines/0123456789abcdef01234567/active', b'', bulk('org_1'),
+       arr(b':-1\r\n', bulk('failed'))),
+    op(POST, b'lines/0123456789abcdef01234567/active', b'', bulk('org_1'),
+       arr(b':-2\r\n')),
+    op(POST, b'lines/0123456789abcdef01234567/failed',
+       j({'reason': '  no stock  '}), b'$-1\r\n'),
+    op(POST, b'lines/0123456789abcdef01234567/failed', j({'reason': '  '})),
+    op(POST, b'lines/0123456789abcdef01234567/health',
+       j({'status': 'healthy'}), bulk('org_1'), b':1\r\n'),
+    op(POST, b'lines/0123456789abcdef01234567/health',
+       j({'status': 'ok'})),
+    op(POST, b'lines/0123456789abcdef01234567/usage',
+       j({'newConversations': 2, 'totalMessages': 5}), bulk('org_1'),
+       arr(b':1\r\n', b':2\r\n', b':5\r\n')),
+    op(POST, b'lines/0123456789abcdef01234567/usage',
+       j({'newConversations': -1})),
+    op(POST, b'lines/0123456789abcdef01234567/usage',
+       j({'totalMessages': 1000001})),
+    op(POST, b'lines/0123456789abcdef01234567/usage',
+       j({'totalMessages': 1.5})),
+    op(POST, b'lines/0123456789ABCDEF01234567/health'),
+    op(GET, b'provisioning?count=1000&after=1700000000000-0', b'',
+       arr(arr(bulk('1700000000000-1'),
+               arr(bulk('id'), bulk('0123456789abcdef01234567'),
+                   bulk('ws'), bulk('org_1'))))),
+    op(GET, b'reconciliation?after=1-', b''),
+    op(GET, b'reconciliation?after=-1', b''),
+    op(GET, b'reconciliation/resolved', b'', b'$-1\r\n'),
+    op(POST, b'reconciliation/run'),
+    op(GET, b'workspaces/org_1', b'', HASH_WS),
+    op(GET, b'workspaces/org_1', b'', arr()),
+    op(PUT, b'workspaces/org_1',
+       j({'plan': 'mini', 'subscriptionStatus': None,
+          'stripeCustomerId': 'cus_1'}),
+       arr(b':1\r\n', b':1\r\n', HASH_WS)),
+    op(PUT, b'workspaces/org_1', j({'plan': None}), arr(b':-1\r\n')),
+    op(PUT, b'workspaces/org_1', j({'plan': 'gold'})),
+    op(PUT, b'workspaces/org_1', j({'stripeCustomerId': 'cus-1'})),
+    op(PUT, b'workspaces/org%201', j({})),
+    op(GET, b'workspaces/org_1/keys', b'',
+       arr(bulk('key_0123456789abcdef'))),
+    op(POST, b'workspaces/org_1/keys', b'', b':1\r\n', b'+OK\r\n'),
+    op(POST, b'workspaces/org_1/keys', b'', b':-1\r\n'),
+    op(DELETE, b'workspaces/org_1/keys/key_0123456789abcdef', b'',
+       arr(b':1\r\n', bulk('ab' * 32)), b':1\r\n'),
+    op(DELETE, b'workspaces/org_1/keys/key_0123'),
+    op(GET, b'accounts/acct_1', b'', HASH_ACCT),
+    op(PUT, b'accounts/acct_1',
+       j({'plan': 'inbound_only', 'api_provision_daily': 5,
+          'api_provision_monthly': None}),
+       arr(b':1\r\n', b':0\r\n', HASH_ACCT)),
+    op(PUT, b'accounts/acct_1', j({'plan': 'Inbound'})),
+    op(POST, b'accounts/acct_1/credentials', b'',
+       arr(b':1\r\n', arr(bulk('sbk_0123456789abcdef01234567'))),
+       b':1\r\n'),
+    op(POST, b'accounts/acct_1/credentials', b'', arr(b':0\r\n')),
+    op(GET, b'nowhere'), op(PATCH, b'inventory'), op(GET, b''),
+    op(GET | 0x80, b'inventory'),
+    bytes([GET]) + b'/elsewhere/inventory\n',
+]
+write('operator', operator)
+
+
+# redis_pubsub: the reader (0 revocations, 1 invalidations, 2 Sentinel
+# +switch-master, 3 Sentinel query; 0x10 answered already), then RESP
+DIGEST = '0123456789abcdef' * 4
+
+
+def rd(which, *replies):
+    return bytes([which]) + b''.join(replies)
+
+
+def pmsg(channel, payload):
+    return arr(bulk('pmessage'), bulk(channel), bulk(channel),
+               payload if isinstance(payload, bytes) and
+               payload[:1] in b'$*:-' else bulk(payload))
+
+
+def inval(keys):
+    return arr(bulk('message'), bulk('__redis__:invalidate'), keys)
+
+
+REV = 'lg:keys:revoked'
+SW = '+switch-master'
+pubsub = [
+    rd(0, pmsg(REV, DIGEST)),
+    rd(0, pmsg(REV, DIGEST.upper())),
+    rd(0, pmsg(REV, DIGEST[:63])),
+    rd(0, pmsg(REV, DIGEST[:62] + 'zz')),
+    rd(0, pmsg(REV, 'ab' * 32)),
+    rd(0, pmsg(REV, b':1\r\n')),
+    rd(0, arr(bulk('psubscribe'), bulk(REV), b':1\r\n'),
+       pmsg(REV, DIGEST)),
+    rd(0x10, arr(bulk('pong'), bulk(REV)), arr(bulk('PONG'), bulk(''))),
+    rd(0, arr(bulk('pmessage'), bulk(REV))),
+    rd(1, inval(arr(bulk('lg:{ws:org_1}'), bulk('lg:{ws:org_2}:lines'),
+                    bulk('lg:line:abc')))),
+    rd(1, inval(b'$-1\r\n')),
+    rd(1, inval(b'*-1\r\n')),
+    rd(1, arr(bulk('subscribe'), bulk('__redis__:invalidate'), b':1\r\n'),
+       inval(arr(bulk('lg:{ws:}'), bulk('lg:{ws:a'), bulk('lg:{ws:'),
+                 b':1\r\n', bulk('lg:{ws:x}y}')))),
+    rd(2, arr(bulk('psubscribe'), bulk(SW), b':1\r\n'),
+       pmsg(SW, 'mymaster 127.0.0.1 6379 127.0.0.1 6380')),
+    rd(0x12, pmsg(SW, 'mymaster2 127.0.0.1 6379 127.0.0.1 6380'),
+       pmsg(SW, 'mymaster'), pmsg(SW, 'other 1 2 3 4')),
+    rd(0x12, arr(bulk('pong'), bulk(SW))),
+    rd(3, arr(bulk('127.0.0.1'), bulk('6380'))),
+    rd(3, arr(bulk('::1'), bulk('65535'))),
+    rd(3, arr(bulk('127.0.0.1'), bulk('65536'))),
+    rd(3, arr(bulk('127.0.0.1'), bulk('0'))),
+    rd(3, arr(bulk('h' * 46), bulk('1'))),
+    rd(3, arr(bulk(''), bulk('6379'))),
+    rd(3, arr(bulk('127.0.0.1'), b':6379\r\n')),
+    rd(3, b'*-1\r\n'),
+    rd(3, b'-IDONTKNOW No such master with that name\r\n'),
+]
+write('redis_pubsub', pubsub)
