@@ -1356,7 +1356,10 @@ ngx_http_linegate_redis_reply_cb(redisAsyncContext *ac, void *data,
  * on the account's master, lost with it, the reservation would come
  * back with nothing left in the journal to find it by. A run's fence
  * before it voids a Lines invoice (lr_void_fence): lost with its master,
- * a late store would name the void invoice. And the operator's
+ * a late store would name the void invoice. A run's settle of a paid
+ * invoice on its request (lr_invoice_settle): the run removes its entry
+ * once it answered, so lost with its master the paid invoice would be
+ * named by nothing. And the operator's
  * writes a caller acts on: a key's revocation (a security answer: lost
  * with its master, the key would authenticate again), a provisioning
  * credential's rotation, a line's move to active or failed (its set-up
@@ -1369,6 +1372,7 @@ ngx_http_linegate_redis_acknowledged(ngx_int_t script)
 
     case NGX_HTTP_LINEGATE_SCRIPT_LR_CREATE:
     case NGX_HTTP_LINEGATE_SCRIPT_LR_INVOICE_STORE:
+    case NGX_HTTP_LINEGATE_SCRIPT_LR_INVOICE_SETTLE:
     case NGX_HTTP_LINEGATE_SCRIPT_LR_REISSUE_STORE:
     case NGX_HTTP_LINEGATE_SCRIPT_LR_RESOLVE:
     case NGX_HTTP_LINEGATE_SCRIPT_LR_VOID_FENCE:
