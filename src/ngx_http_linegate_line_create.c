@@ -1651,6 +1651,10 @@ ngx_http_linegate_create_store(ngx_http_request_t *r,
     ngx_http_linegate_redis_arg_int(r, a, NGX_HTTP_CREATED);
     ngx_http_linegate_redis_arg_str(a, &lr->body);
     ngx_http_linegate_redis_arg_int(r, a, lmcf->idempotency_ttl);
+    /* paid at finalization: stored even on a request a run fenced */
+    ngx_http_linegate_redis_arg_cstr(a,
+                        ngx_http_linegate_line_is(&lr->invoice.status, "paid")
+                        ? "paid" : "open");
 
     ngx_http_linegate_lines_key(lr, a, NGX_HTTP_LINEGATE_KEY_WS_IDEM,
                                 &lr->ws, &lr->idem.digest);
@@ -1664,7 +1668,7 @@ ngx_http_linegate_create_store(ngx_http_request_t *r,
 /*
  * The store sent again (STORE_AGAIN) done: 0, refused, so no request
  * names the invoice, which stays open and payable unless it is queued to
- * be voided. args: lr_invoice_store's 2 keys, its 10 arguments, the
+ * be voided. args: lr_invoice_store's 2 keys, its 11 arguments, the
  * customer.
  */
 static void
@@ -1674,7 +1678,7 @@ ngx_http_linegate_create_stored_again(redisReply *reply,
     ngx_str_t  ws, id, invoice, customer;
 
     if (reply == NULL || reply->type != REDIS_REPLY_INTEGER
-        || reply->integer != 0 || args->argc != 13)
+        || reply->integer != 0 || args->argc != 14)
     {
         return;
     }
@@ -1682,7 +1686,7 @@ ngx_http_linegate_create_stored_again(redisReply *reply,
     ngx_http_linegate_lines_arg(args, 2, &ws);
     ngx_http_linegate_lines_arg(args, 3, &id);
     ngx_http_linegate_lines_arg(args, 4, &invoice);
-    ngx_http_linegate_lines_arg(args, 12, &customer);
+    ngx_http_linegate_lines_arg(args, 13, &customer);
 
     ngx_log_error(NGX_LOG_WARN, ngx_cycle->log, 0,
                   NGX_HTTP_LINEGATE_LOG "line request \"%V\" refused its "

@@ -307,6 +307,8 @@ typedef struct {
     unsigned                             lapsed:1;
     ngx_uint_t                           discarded;
     const char                          *discarded_as;
+    /* reissue_lapsed: the paid invoice the request names, passed over */
+    ngx_str_t                            named;
     ngx_str_t                            url;       /* hosted_invoice_url */
 
     ngx_str_t                            found;     /* at Stripe */
@@ -420,6 +422,7 @@ typedef struct {
      */
     ngx_http_linegate_resume_pt          resume;
     ngx_event_t                          keep;
+    ngx_http_request_t                  *keeper;   /* the run's request */
     ngx_http_linegate_redis_args_t       keep_args;
     int64_t                              keep_ms;
     unsigned                             keep_sent:1;
@@ -579,6 +582,10 @@ static ngx_int_t ngx_http_linegate_reconcile_release(ngx_http_request_t *r,
 static ngx_int_t ngx_http_linegate_reconcile_fence(ngx_http_request_t *r,
     ngx_http_linegate_reconcile_t *rc,
     ngx_http_linegate_reconcile_entry_t *e);
+static ngx_uint_t ngx_http_linegate_reconcile_lapsed_skip(
+    ngx_http_linegate_reconcile_entry_t *e, json_t *sub);
+static void ngx_http_linegate_reconcile_fenced_named(ngx_http_request_t *r,
+    ngx_http_linegate_ctx_t *ctx, redisReply *reply);
 static void ngx_http_linegate_reconcile_fenced(ngx_http_request_t *r,
     ngx_http_linegate_ctx_t *ctx, redisReply *reply, int64_t code);
 static ngx_int_t ngx_http_linegate_reconcile_paid_body(ngx_http_request_t *r,
@@ -2581,14 +2588,7 @@ ngx_http_linegate_reconcile_find(ngx_http_linegate_ctx_t *ctx,
 
         ngx_http_linegate_reconcile_object(e, sub);
 
-        if (e->lapsed && !e->draft
-            && !ngx_http_linegate_reconcile_is_status(sub, "open"))
-        {
-            /*
-             * a request that ended: the invoice it names is void,
-             * uncollectible (payable on purpose) or paid, and the one a
-             * lapsed claim left unstored is a draft or open
-             */
+        if (e->lapsed && ngx_http_linegate_reconcile_lapsed_skip(e, sub)) {
             continue;
         }
 
@@ -2628,6 +2628,38 @@ ngx_http_linegate_reconcile_find(ngx_http_linegate_ctx_t *ctx,
 
     return ngx_http_linegate_stripe_id_valid(&e->page_after)
            ? NGX_AGAIN : NGX_ERROR;
+}
+
+
+/*
+ * reissue_lapsed: a request that ended names its own invoice, void,
+ * uncollectible (payable on purpose) or paid; the one a lapsed claim left
+ * unstored is a draft or open, or paid (at finalization, from the
+ * customer's credit balance, or before the run voided it): a paid one is
+ * read against the request (FENCE, check), and passed over once the
+ * request is found to name it
+ */
+static ngx_uint_t
+ngx_http_linegate_reconcile_lapsed_skip(
+    ngx_http_linegate_reconcile_entry_t *e, json_t *sub)
+{
+    json_t  *id;
+
+    if (e->draft || ngx_http_linegate_reconcile_is_status(sub, "open")) {
+        return 0;
+    }
+
+    if (e->state != NGX_HTTP_LINEGATE_RECONCILE_PAID) {
+        return 1;
+    }
+
+    id = json_object_get(sub, "id");
+
+    return e->named.len && json_is_string(id)
+           && json_string_length(id) == e->named.len
+           && ngx_strncmp(json_string_value(id), e->named.data,
+                          e->named.len)
+              == 0;
 }
 
 
@@ -2752,6 +2784,14 @@ ngx_http_linegate_reconcile_decide(ngx_http_request_t *r,
      * worker_lost: nor was any answer, and the number is still held
      */
 
+    if (e->lapsed && e->state == NGX_HTTP_LINEGATE_RECONCILE_LIVE
+        && e->discarded >= NGX_HTTP_LINEGATE_RECONCILE_LAPSED_MAX)
+    {
+        /* one more than it discards at most: a human's */
+        ngx_http_linegate_reconcile_defer(r, ctx, "too_many_invoices", 0);
+        return;
+    }
+
     if (e->state == NGX_HTTP_LINEGATE_RECONCILE_LIVE) {
         /* a Lines invoice: not before its request is read again, fenced */
         ngx_http_linegate_reconcile_next(r, ctx,
@@ -2818,11 +2858,7 @@ ngx_http_linegate_reconcile_swept(ngx_http_request_t *r,
     const char *as)
 {
     e->discarded_as = as;
-
-    if (++e->discarded >= NGX_HTTP_LINEGATE_RECONCILE_LAPSED_MAX) {
-        ngx_http_linegate_reconcile_defer(r, ctx, "too_many_invoices", 0);
-        return;
-    }
+    e->discarded++;
 
     ngx_str_null(&e->page_after);
     e->pages = 0;
@@ -2969,10 +3005,10 @@ ngx_http_linegate_reconcile_fence(ngx_http_request_t *r,
 
 
 /*
- * FENCE answered: 0, the request names the invoice (stored late); 1,
- * discard it (a paid one: the request moved on, a human's); 2 (a paid
- * invoice, read only), the request still awaits payment with no invoice,
- * its hash after the code.
+ * FENCE answered: 0, the request names the invoice (stored late; a paid
+ * one, read only: its status after the code); 1, discard it (a paid one:
+ * the request moved on, a human's); 2 (a paid invoice, read only), the
+ * request still awaits payment with no invoice, its hash after the code.
  */
 static void
 ngx_http_linegate_reconcile_fenced(ngx_http_request_t *r,
@@ -2984,11 +3020,15 @@ ngx_http_linegate_reconcile_fenced(ngx_http_request_t *r,
     rc = ctx->data;
     e = &rc->entry[rc->i];
 
+    if (code == 0 && e->state == NGX_HTTP_LINEGATE_RECONCILE_PAID) {
+        ngx_http_linegate_reconcile_fenced_named(r, ctx, reply);
+        return;
+    }
+
     if (code == 0) {
         /*
          * its store landed after the sweep: the request awaits payment
-         * on this invoice (or its payment settled it), a normal one;
-         * nothing to release either
+         * on this invoice, a normal one; nothing to release either
          */
         ngx_http_linegate_reconcile_settle(r, ctx, "stored_late");
         return;
@@ -3036,6 +3076,9 @@ ngx_http_linegate_reconcile_fenced(ngx_http_request_t *r,
                                   code == 2 ? "awaits payment with no "
                                               "invoice, and its entry is "
                                               "not a lost creation's"
+                                  : e->lapsed ? "does not name it (made "
+                                              "by a reissue whose claim "
+                                              "lapsed, and paid)"
                                             : "no longer awaits payment "
                                               "without an invoice "
                                               "(released, or naming "
@@ -3044,6 +3087,51 @@ ngx_http_linegate_reconcile_fenced(ngx_http_request_t *r,
     }
 
     ngx_http_linegate_reconcile_defer(r, ctx, "store_unavailable", 1);
+}
+
+
+/*
+ * FENCE (check) answered {0, status}: the request names the paid invoice.
+ * Settled by its payment (provisioning, active...), it is stored late;
+ * still awaiting payment, its payment never reached it (the invoice.paid
+ * webhook came before the index, and was acknowledged as unknown; the
+ * store then landed, sent again after its reply was lost): promoted, as
+ * PAID_SETTLE does (the index again first). reissue_lapsed: the request's
+ * own invoice, passed over; its other invoices are looked for.
+ */
+static void
+ngx_http_linegate_reconcile_fenced_named(ngx_http_request_t *r,
+    ngx_http_linegate_ctx_t *ctx, redisReply *reply)
+{
+    ngx_str_t                             status;
+    ngx_http_linegate_reconcile_t        *rc;
+    ngx_http_linegate_reconcile_entry_t  *e;
+
+    rc = ctx->data;
+    e = &rc->entry[rc->i];
+
+    if (e->lapsed) {
+        e->named = e->found;
+        ngx_str_null(&e->page_after);
+        e->pages = 0;
+
+        ngx_http_linegate_reconcile_next(r, ctx,
+                                         NGX_HTTP_LINEGATE_RECONCILE_LOOKUP);
+        return;
+    }
+
+    if (ngx_http_linegate_reply_str(reply, 1, &status) == NGX_OK
+        && ngx_http_linegate_reconcile_is(&status, "awaiting_payment"))
+    {
+        /* the request names it: no 201 to keep, the promotion alone */
+        ngx_str_set(&rc->paid_body, "");
+
+        ngx_http_linegate_reconcile_next(r, ctx,
+                                      NGX_HTTP_LINEGATE_RECONCILE_PAID_INDEX);
+        return;
+    }
+
+    ngx_http_linegate_reconcile_settle(r, ctx, "stored_late");
 }
 
 
@@ -4119,7 +4207,12 @@ ngx_http_linegate_reconcile_stripe(ngx_http_request_t *r,
         cln->data = rc;
 
         rc->keep.handler = ngx_http_linegate_reconcile_keep;
-        rc->keep.data = r;
+        /*
+         * nginx's debug log reads a timer's ev->data as a connection: the
+         * run's own; the run is found from the event itself
+         */
+        rc->keep.data = r->connection;
+        rc->keeper = r;
         rc->keep.log = r->connection->log;
         rc->keep_armed = 1;
     }
@@ -4165,12 +4258,12 @@ static void
 ngx_http_linegate_reconcile_keep(ngx_event_t *ev)
 {
     ngx_http_request_t             *r;
-    ngx_http_linegate_ctx_t        *ctx;
     ngx_http_linegate_reconcile_t  *rc;
 
-    r = ev->data;
-    ctx = ngx_http_linegate_get_ctx(r);
-    rc = ctx->data;
+    /* ev->data is the connection (nginx's debug log): the run, around ev */
+    rc = (ngx_http_linegate_reconcile_t *)
+             ((u_char *) ev - offsetof(ngx_http_linegate_reconcile_t, keep));
+    r = rc->keeper;
 
     if (!rc->keep_sent) {
         ngx_http_linegate_reconcile_lease_args(r, rc, &rc->keep_args,
@@ -4526,11 +4619,17 @@ ngx_http_linegate_reconcile_stored(ngx_http_request_t *r, redisReply *reply)
         return;
 
     case NGX_HTTP_LINEGATE_RECONCILE_PAID_INDEX:
-        if (reply != NULL && reply->type == REDIS_REPLY_ARRAY
-            && reply->elements)
-        {
-            /* a cluster's pipeline: the index, then the set-up member */
-            reply = reply->element[0];
+        if (rc->paid_setup.len) {
+            /*
+             * a cluster's pipeline: the index, then the set-up member,
+             * which the promotion's entry stands on: both, as a
+             * creation's (an error in place of the ZADD's count: no
+             * member, the relay would have nothing behind it)
+             */
+            reply = (reply != NULL && reply->type == REDIS_REPLY_ARRAY
+                     && reply->elements == 2
+                     && reply->element[1]->type == REDIS_REPLY_INTEGER)
+                    ? reply->element[0] : NULL;
         }
 
         if (reply == NULL || reply->type != REDIS_REPLY_STATUS) {

@@ -1101,6 +1101,218 @@ subtest 'a fenced request takes the store of another invoice' => sub {
     is($l->pending($w), $id, 'still the workspace\'s pending request');
 };
 
+# A creation whose store's reply was lost (its worker cut off past
+# linegate_reconcile_lost_after): its invoice is paid meanwhile, and its
+# invoice.paid answered as unknown (the index not written yet); the store,
+# sent again, lands after the sweep. The run finds the invoice paid and
+# named by a request still awaiting payment: nothing else would promote
+# it (no lr_resolve follows a store sent again), so the run does
+# (PAID_SETTLE). It used to remove the entry as stored_late, the request
+# left awaiting payment until a client's GET polled Stripe.
+subtest 'a late store of an invoice paid before its index: promoted' => sub {
+    plan skip_all => 'the Lines API is not served on a Redis Cluster'
+        if $s->topology eq 'cluster';
+    my $l = LG::Lines->new($s);
+    my $w = $l->workspace('org_store_paid_early');
+    my ($id, $inv) = lost_and_left($l, $w, 'kpe');
+    $r->del("lg:invoice:$inv->{id}");
+    my $ev = $l->invoice_do($inv->{id}, 'pay', $s->url('/webhooks/stripe'));
+    is($ev->{status}, 200, 'paid, its webhook answered (unknown invoice)');
+    $r->set("lg:invoice:$inv->{id}", "$w->{id}:$id");
+    is(late_store($l, $w, $id, $inv, 'kpe'), 1, 'the late store lands');
+    is($l->lr($w, $id)->{provisioningStatus}, 'awaiting_payment',
+       'the request names the paid invoice, still awaiting payment');
+
+    my $b = run();
+    my ($e) = grep { ($_->{line_request_id} // '') eq $id }
+              @{ $b->{entries} // [] };
+    is($e->{outcome}, 'settled', 'settled by the run') or diag explain $b;
+    my $lr = $l->lr($w, $id);
+    is("$lr->{provisioningStatus}/$lr->{paymentStatus}", 'provisioning/paid',
+       'the request promoted');
+    is($lr->{invoiceId}, $inv->{id}, 'naming its invoice');
+    ok(!defined $l->pending($w), 'the workspace unblocked');
+    is_deeply([grep { ($_->{line_request_id} // '') eq $id }
+               @{ $p->reconcile }], [], 'off lg:{fleet}:reconcile');
+};
+
+# A creation whose invoice Stripe pays at finalization (nothing due), the
+# finalize held past linegate_reconcile_lost_after: a run lists the invoice
+# as a draft, fences the request, and its DELETE fails. The finalize then
+# lands, paid. The creation's store used to be refused (the invoice
+# marked), the invoice discarded (it cannot be: queued invoice_unrepaired)
+# and the reservation released: the customer charged, no line. A paid
+# invoice is never voided: the store takes it, as lr_reissue_store does.
+subtest 'an invoice a run fenced, paid at finalization: stored' => sub {
+    plan skip_all => 'the Lines API is not served on a Redis Cluster'
+        if $s->topology eq 'cluster';
+    my $l = LG::Lines->new($s);
+    my $EMAIL = body(channelType => 'email', email => 'z@example.com');
+    my $w = $l->workspace('org_fenced_paid');
+    my $price = $s->stub(POST => '/_stub/prices',
+                         {id => 'price_email_addon', unit_amount => 0});
+    ok($price->res->is_success, 'the add-on free: paid at finalization');
+    $l->fault(method => 'POST', path_prefix => '/v1/invoices/',
+              latency_ms => 4000, count => 1);
+    my ($fenced, $b);
+    my ($tx, $done) = $l->during([$w, POST => '/api/line-requests', $EMAIL,
+                                  'Idempotency-Key' => 'kfp'], sub {
+        return 0 if $fenced;
+        return 0 unless $s->stub_held(qr{^/v1/invoices/.+/finalize$});
+        my ($m) = grep { /^\Q$w->{id}\E / }
+                  $r->zrange('lg:{fleet}:lr:inflight', 0, -1);
+        return 0 unless $m;
+        my $age = time * 1000 - ($r->zscore('lg:{fleet}:lr:inflight', $m)
+                                 // time * 1000);
+        return 0 if $age < 1200;    # linegate_reconcile_lost_after
+        $l->fault(method => 'DELETE', path_prefix => '/v1/invoices/',
+                  status => 500, count => -1);
+        $b = run();
+        $fenced = 1;
+        return 0;
+    }, 30);
+    $l->clear_faults;
+    $s->stub(POST => '/_stub/prices',
+             {id => 'price_email_addon', unit_amount => 1500});
+    ok($fenced, 'a run met the creation mid-finalize') or return;
+    my ($e) = grep { ($_->{workspace} // '') eq $w->{id} }
+              @{ $b->{entries} // [] };
+    is($e->{outcome}, 'deferred', 'its DELETE failed: the entry left')
+        or diag explain $b;
+    my $c = $l->answer($tx, 201, 'the creation answers');
+    is($c->{status}, 'provisioning', 'the request paid: provisioning');
+    my $id = $c->{line}{_id} // '';
+    my $lr = $l->lr($w, $id);
+    is("$lr->{provisioningStatus}/$lr->{paymentStatus}", 'provisioning/paid',
+       'stored provisioning/paid');
+    ok($lr->{invoiceId}, 'naming its invoice');
+    ok(!exists $lr->{voidingInvoice}, 'the mark gone');
+    is(($l->invoice($lr->{invoiceId} // '-') // {})->{status}, 'paid',
+       'the invoice paid at Stripe');
+
+    $b = run();
+    ($e) = grep { ($_->{line_request_id} // '') eq $id }
+           @{ $b->{entries} // [] };
+    is($e->{outcome}, 'stored_late', 'the next run: stored late')
+        or diag explain $b;
+    is_deeply([grep { ($_->{workspace} // '') eq $w->{id} }
+               @{ $p->reconcile }], [], 'nothing left for a human');
+};
+
+# a reissue_lapsed entry of $w's request $id, as lr_invoice_orphan
+# queues it
+sub lapsed_entry {
+    my ($w, $id) = @_;
+    my @t = gmtime(time - 60);
+    my $at = sprintf '%04d-%02d-%02dT%02d:%02d:%02d.000Z', $t[5] + 1900,
+             $t[4] + 1, @t[3, 2, 1, 0];
+    $r->xadd('lg:{fleet}:reconcile', '*', workspace => $w->{id},
+             line_request_id => $id, invoice_id => '',
+             reason => 'reissue_lapsed', customer => $w->{customer},
+             at => $at);
+}
+
+# the entries of request $id off lg:{fleet}:reconcile (left for a human)
+sub unqueue {
+    my ($id) = @_;
+    for my $e ($r->xrange('lg:{fleet}:reconcile', '-', '+')) {
+        my %f = @{ $e->[1] };
+        $r->xdel('lg:{fleet}:reconcile', $e->[0])
+            if ($f{line_request_id} // '') eq $id;
+    }
+}
+
+# an invoice of $w's customer at the stub for request $id: a draft, or
+# finalized (open), or paid
+sub lapsed_invoice {
+    my ($w, $id, $status) = @_;
+    my $h = {Authorization => 'Bearer sk_test_lapsed'};
+    my $tx = $s->ua->post($s->stub_url('/v1/invoices') => $h =>
+        form => {customer => $w->{customer},
+                 collection_method => 'send_invoice', days_until_due => 7,
+                 'metadata[line_request_id]' => $id});
+    my $in = $tx->res->json->{id} or die 'invoice: ' . $tx->res->body;
+    $s->ua->post($s->stub_url('/v1/invoiceitems') => $h => form =>
+                 {customer => $w->{customer}, price => 'price_email_line',
+                  invoice => $in});
+    return $in if $status eq 'draft';
+    $s->ua->post($s->stub_url("/v1/invoices/$in/finalize") => $h);
+    $s->stub(POST => "/_stub/invoices/$in/pay") if $status eq 'paid';
+    return $in;
+}
+
+# A lapsed reissue's invoice Stripe paid (at finalization, from a credit
+# balance; or its page paid before the run voided it): not skipped as the
+# request's own, but read against the request. Named by it: passed over;
+# not: a human's (invoice_paid), logged. It used to be skipped, the entry
+# resolved as no_invoice: the customer charged, nothing said.
+subtest 'reissue_lapsed: a paid invoice no request names is a human\'s' =>
+sub {
+    plan skip_all => 'the Lines API is not served on a Redis Cluster'
+        if $s->topology eq 'cluster';
+    my $l = LG::Lines->new($s);
+    my $w = $l->workspace('org_lapsed_paid');
+    my $id = '6a0c00000000000000000001';
+    my $own = lapsed_invoice($w, $id, 'paid');
+    $r->hset("lg:{ws:$w->{id}}:lr:$id", provisioningStatus => 'provisioning',
+             paymentStatus => 'paid', invoiceId => $own);
+    my $orphan = lapsed_invoice($w, $id, 'paid');
+    lapsed_entry($w, $id);
+
+    my $b = run();
+    my ($e) = grep { ($_->{line_request_id} // '') eq $id }
+              @{ $b->{entries} // [] };
+    is($e->{outcome}, 'deferred', 'left') or diag explain $b;
+    is($e->{detail}, 'invoice_paid', 'for a human: invoice_paid');
+    my $why = qr/line request "\Q$id\E" of workspace "\Q$w->{id}\E" /
+              . qr/\(reissue_lapsed\): its invoice "\Q$orphan\E" is paid/;
+    like($s->error_log, qr/$why/, 'logged, naming the paid invoice');
+    unqueue($id);
+
+    # its own paid invoice alone: passed over, an open one voided
+    $w = $l->workspace('org_lapsed_own');
+    $id = '6a0c00000000000000000003';
+    $own = lapsed_invoice($w, $id, 'paid');
+    $r->hset("lg:{ws:$w->{id}}:lr:$id", provisioningStatus => 'provisioning',
+             paymentStatus => 'paid', invoiceId => $own);
+    my $open = lapsed_invoice($w, $id, 'open');
+    lapsed_entry($w, $id);
+    $b = run();
+    ($e) = grep { ($_->{line_request_id} // '') eq $id }
+           @{ $b->{entries} // [] };
+    is($e->{outcome}, 'voided', 'its own paid invoice passed over')
+        or diag explain $b;
+    is($l->invoice($open)->{status}, 'void', 'the open one voided');
+    is($l->invoice($own)->{status}, 'paid', 'its own kept paid');
+};
+
+# "more than 10": ten discarded and none left is settled, not deferred
+subtest 'reissue_lapsed: ten invoices discarded, none left: settled' => sub {
+    plan skip_all => 'the Lines API is not served on a Redis Cluster'
+        if $s->topology eq 'cluster';
+    my $l = LG::Lines->new($s);
+    my $w = $l->workspace('org_lapsed_ten');
+    my $id = '6a0c00000000000000000002';
+    $r->hset("lg:{ws:$w->{id}}:lr:$id", provisioningStatus => 'canceled');
+    my @in = map { lapsed_invoice($w, $id, 'draft') } 1 .. 10;
+    lapsed_entry($w, $id);
+    my $b = run();
+    my ($e) = grep { ($_->{line_request_id} // '') eq $id }
+              @{ $b->{entries} // [] };
+    is($e->{outcome}, 'deleted', 'ten deleted, settled') or diag explain $b;
+    is(scalar(() = $l->invoices($w->{customer})), 0, 'none left');
+
+    @in = map { lapsed_invoice($w, $id, 'draft') } 1 .. 11;
+    lapsed_entry($w, $id);
+    $b = run();
+    ($e) = grep { ($_->{line_request_id} // '') eq $id }
+           @{ $b->{entries} // [] };
+    is($e->{outcome}, 'deferred', 'eleven: deferred') or diag explain $b;
+    is($e->{detail}, 'too_many_invoices', 'too_many_invoices');
+    is(scalar(() = $l->invoices($w->{customer})), 1, 'one left');
+    unqueue($id);
+};
+
 # A killed create whose invoice the customer paid before any request
 # named it (Stripe pays an invoice at finalization from the customer's
 # credit balance; or the hosted page was paid): the customer paid for

@@ -9,7 +9,9 @@
 -- (provisioning/paid, its set-up entry, the pending marker cleared).
 -- Only while the request still awaits payment with no invoice, or names
 -- this very invoice (this step sent again, or a store that landed late:
--- the promotion alone); a request released meanwhile, or naming another
+-- the promotion alone, and only of a request awaiting payment; one
+-- settled already is answered as settled, a canceled one is never
+-- reopened here: {0}); a request released meanwhile, or naming another
 -- invoice, is left alone and its entry stays for a human. The marks of
 -- lr_void_fence go: the request names the invoice the run keeps.
 -- The invoice's webhook index lg:invoice:<in> was written by nginx before
@@ -33,6 +35,15 @@
 --#include lr_settle
 local lkey = KEYS[1]
 local cur = redis.call('HMGET', lkey, 'provisioningStatus', 'invoiceId')
+
+if cur[2] == ARGV[3] and cur[1] ~= 'awaiting_payment' then
+    -- settled already (provisioning, active...), or canceled: never
+    -- reopened here, a human's
+    if cur[1] == 'canceled' then
+        return {0}
+    end
+    return {1, 0, '', ''}
+end
 
 if cur[2] ~= ARGV[3] then
     if cur[1] ~= 'awaiting_payment' or cur[2] then

@@ -11,7 +11,8 @@
 -- ARGV[1] ws, ARGV[2] id (not read: every step of a request passes
 -- them), ARGV[3] invoice id, ARGV[4] hosted invoice URL, ARGV[5] now
 -- (ms), ARGV[6] sha256hex of the idempotency key ("" when none), ARGV[7]
--- fingerprint, ARGV[8] status, ARGV[9] body, ARGV[10] TTL
+-- fingerprint, ARGV[8] status, ARGV[9] body, ARGV[10] TTL, ARGV[11] the
+-- invoice's status at Stripe ('paid', or anything else; absent)
 -- Returns 1 (also when it was stored already: the step is sent again when
 -- its reply is lost), or 0 when the reservation is gone (abandoned as
 -- stale), or a reconciliation run is voiding this invoice (lr_void_fence
@@ -21,7 +22,9 @@
 -- write), queues it as invoice_unrepaired for a reconciliation run to
 -- discard. Only the invoices marked are refused: a store of another one
 -- names it, and the marks go with it (the request, naming an invoice,
--- refuses every other store from then on).
+-- refuses every other store from then on). A paid invoice is never
+-- voided, so the marks do not refuse it (as lr_reissue_store): a run
+-- that fenced it, and then found it paid, keeps it too.
 -- A run's own store of a paid invoice is lr_invoice_settle.
 --#include lr_idem
 local lkey = KEYS[1]
@@ -34,8 +37,8 @@ end
 if cur[1] ~= 'awaiting_payment' or cur[2] then
     return 0
 end
-if cur[3] and string.find(' ' .. cur[3] .. ' ', ' ' .. ARGV[3] .. ' ', 1,
-                          true)
+if cur[3] and ARGV[11] ~= 'paid'
+   and string.find(' ' .. cur[3] .. ' ', ' ' .. ARGV[3] .. ' ', 1, true)
 then
     return 0
 end

@@ -28,23 +28,29 @@
 -- ARGV[3] the invoice id the run found, ARGV[4] 'check' (paid) or absent
 --
 -- Returns 1: discard it (paid: the request moved on, a human's); 0: the
--- request names it (stored late), keep it; 'check' only: {2, the
--- request's hash, flat (lr_line)}: it awaits payment with no invoice.
+-- request names it (stored late), keep it; 'check' only: {0, the
+-- request's provisioningStatus} when it names it (awaiting_payment: its
+-- payment never settled it, the run promotes it), {2, the request's
+-- hash, flat (lr_line)}: it awaits payment with no invoice.
 --#include lr_line
 local lkey = KEYS[1]
 local cur = redis.call('HMGET', lkey, 'provisioningStatus', 'invoiceId',
                        'voidingInvoice')
-if cur[2] == ARGV[3] then
-    return 0
-end
-
-local bare = cur[1] == 'awaiting_payment' and not cur[2]
 
 if ARGV[4] == 'check' then
-    if bare then
+    if cur[2] == ARGV[3] then
+        -- its status: one still awaiting payment on the paid invoice
+        -- (its webhook came before the index) is the run's to promote
+        return {0, cur[1] or ''}
+    end
+    if cur[1] == 'awaiting_payment' and not cur[2] then
         return {2, lg_lr_line(lkey, ARGV[2])}
     end
     return 1
+end
+
+if cur[2] == ARGV[3] then
+    return 0
 end
 
 if cur[1] == 'awaiting_payment' then
