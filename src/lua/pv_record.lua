@@ -49,8 +49,20 @@ local obox = KEYS[5]
 -- is the step's answer: its sender takes it for an unanswered step and
 -- sends it again until Redis takes writes. Only WRONGTYPE says that the
 -- line itself cannot be written.
+-- Redis 6.x prefixes the errors it raises inside a script's pcall (OOM,
+-- MISCONF, NOREPLICAS, READONLY) with where the call was and the code's
+-- '-' ('@user_script: 58: -OOM command not allowed...\r\n'); 7.0 does
+-- not. The step's answer is the bare error on both, its first word the
+-- code, which is what the sender reads to send it again.
+local function bare(r)
+    local msg = r.err:gsub('^@[%w_]+: %d+: ', '')
+    msg = msg:gsub('^%-', ''):gsub('[\r\n]+$', '')
+    return msg
+end
+
 local function refused(r)
-    return type(r) == 'table' and r.err and not r.err:find('^WRONGTYPE')
+    return type(r) == 'table' and r.err
+           and not bare(r):find('^WRONGTYPE')
 end
 
 local function outbox(reason)
@@ -62,7 +74,7 @@ local function outbox(reason)
                                'idempotency_key', ARGV[5],
                                'customer', ARGV[6], 'at', ARGV[7])
         if type(ok) == 'table' and ok.err then
-            return ok
+            return redis.error_reply(bare(ok))
         end
         redis.call('EXPIRE', obox, 604800)
     end
@@ -95,7 +107,7 @@ local ok = redis.pcall('HSET', lkey, 'phone_number', ARGV[8],
                        'subscription_id', ARGV[2], 'createdAt', ARGV[7])
 
 if refused(ok) then
-    return ok
+    return redis.error_reply(bare(ok))
 end
 
 if type(ok) == 'table' and ok.err then
