@@ -24,7 +24,8 @@ use LG::Provision;
 my $SETTLE = 30;
 
 my $s = LG::Stack->new(redis => 'sentinel', dead_sentinel => 1,
-                       HTTP_EXTRA => 'linegate_redis_wait 1 300ms;')->start;
+                       HTTP_EXTRA => 'linegate_redis_wait 1 300ms; '
+                           . 'linegate_reconcile_delay 0;')->start;
 my $l = LG::Lines->new($s);
 
 ok($s->wait_sentinels_ready(30), 'the sentinels know each other and '
@@ -451,6 +452,45 @@ sub _pid_of_port {
     my ($pid) = grep { /^redis_$port$/ } keys %{ $s->{pids} };
     return $pid ? $s->{pids}{$pid} : ();
 }
+
+# A reconciliation run that stores a paid invoice on its request
+# (lr_invoice_settle, a worker_lost entry's settled) removes the entry
+# once the step answered: the step is acknowledged like the other
+# settlements of a payment, a WAIT right after it. It was not: a
+# failover before a replica had it lost the settle, and the paid invoice
+# was named by nothing.
+subtest 'a run\'s settle of a paid invoice is acknowledged' => sub {
+    ok($s->wait_sentinels_ready(30, 1), 'a replica in sync') or return;
+    $s->follow_master;
+    my $r = $s->redis;
+    my $p = LG::Provision->new($s);
+    my $w = settled_workspace('org_wait_settle');
+    my ($id, $c) = $l->awaiting($w);
+    my $inv = $c->{invoiceId};
+    ok($id && $inv, 'a request awaiting payment') or return;
+    # as a creation that died before its store: no invoice named
+    $r->hdel("lg:{ws:$w->{id}}:lr:$id", 'invoiceId', 'paymentUrl');
+    $l->invoice_do($inv, 'pay');
+    my @t = gmtime(time - 60);
+    $r->xadd('lg:{fleet}:reconcile', '*', workspace => $w->{id},
+             line_request_id => $id, reason => 'worker_lost',
+             idempotency_key => '', customer => $w->{customer},
+             at => sprintf('%04d-%02d-%02dT%02d:%02d:%02d.000Z',
+                           $t[5] + 1900, $t[4] + 1, @t[3, 2, 1, 0]));
+    my $b;
+    my ($cmds) = $s->_redis_traffic(sub { $b = $p->reconcile_run });
+    my ($e) = grep { ($_->{line_request_id} // '') eq $id }
+              @{ $b->{entries} // [] };
+    is($e->{outcome}, 'settled', 'settled') or diag explain $b;
+    my ($at) = grep { $cmds->[$_] =~ /"evalsha"/i
+                      && $cmds->[$_] =~ /"\Q$inv\E"/
+                      && $cmds->[$_] =~ /"201"/ } 0 .. $#$cmds;
+    ok(defined $at, 'lr_invoice_settle sent') or return;
+    my ($client) = $cmds->[$at] =~ /\[\d+ ([^\]]+)\]/;
+    my ($next) = grep { /\[\d+ \Q$client\E\]/ } @$cmds[$at + 1 .. $#$cmds];
+    like($next // '', qr/"wait" "1"/i, 'a WAIT follows it');
+    is($l->lr($w, $id)->{provisioningStatus}, 'provisioning', 'promoted');
+};
 
 subtest 'the master SIGKILLed under load' => sub {
     my $old = $s->redis_port;
