@@ -1461,6 +1461,14 @@ ngx_http_linegate_link_sweep_discarded(ngx_http_request_t *r,
         } else {
             ngx_http_linegate_lines_orphan(r->connection->log, lr);
         }
+
+    } else {
+        /*
+         * voided or deleted (or queued to be): the dead worker may have
+         * indexed it (LINK_INDEX) before it died; no request names it
+         * or ever will (fenced), so its index goes, a durable DEL
+         */
+        ngx_http_linegate_lines_invoice_unindex(r, &lr->invoice.id);
     }
 
     /* the request's cleanup finds no invoice of this claim's making */

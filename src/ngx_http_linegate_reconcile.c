@@ -2850,13 +2850,17 @@ ngx_http_linegate_reconcile_unbilled(ngx_http_request_t *r,
  * reissue_lapsed: one of the request's invoices discarded (as: voided,
  * deleted; NULL: gone already); the list is read again from its first
  * page for the next, until none is left (decide settles it then, the
- * entry naming the last one found)
+ * entry naming the last one found). The dead worker may have indexed it
+ * (lg:invoice:<X>, LINK_INDEX) before it died: no request names it, so
+ * the index goes (a durable DEL).
  */
 static void
 ngx_http_linegate_reconcile_swept(ngx_http_request_t *r,
     ngx_http_linegate_ctx_t *ctx, ngx_http_linegate_reconcile_entry_t *e,
     const char *as)
 {
+    ngx_http_linegate_lines_invoice_unindex(r, &e->found);
+
     e->discarded_as = as;
     e->discarded++;
 

@@ -461,6 +461,8 @@ subtest 'payment_link: an invoice its dead worker never stored is voided'
     my $w = ws();
     my ($id, $old, $orphan) = killed_after_finalize($w) or return;
     my $before = $r->xlen('lg:{fleet}:reconcile') // 0;
+    # as LINK_INDEX writes it, had the worker died after it
+    $r->set("lg:invoice:$orphan", "$w->{id}:$id");
     lapse($w, $id);
 
     my $b = link_is($l->manage($w, $id, 'payment_link'), 0,
@@ -468,6 +470,8 @@ subtest 'payment_link: an invoice its dead worker never stored is voided'
     my $new = $b->{invoiceId} // '';
     ok($new ne $old && $new ne $orphan, 'a new invoice');
     is($l->invoice($orphan)->{status}, 'void', 'the orphan is void');
+    ok(eventually(sub { !$r->exists("lg:invoice:$orphan") }, 5),
+       'and its webhook index gone');
     my @open = map { $_->{id} } grep { $_->{status} eq 'open' }
                $l->invoices($w->{customer});
     is_deeply(\@open, [$new], 'the only open invoice is the new one');

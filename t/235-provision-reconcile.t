@@ -905,6 +905,8 @@ subtest 'a reissue killed before its store, the request canceled: voided'
     my ($orphan) = grep { $_->{id} ne $old } $l->invoices($w->{customer});
     is($orphan->{status} // '', 'open', 'its new invoice open, unstored')
         or return;
+    # as LINK_INDEX writes it, had the worker died after it
+    $r->set("lg:invoice:$orphan->{id}", "$w->{id}:$id");
 
     my $lkey = "lg:{ws:$w->{id}}:lr:$id";
     $r->hset($lkey, reissueAt => $r->hget($lkey, 'reissueAt') - 60001,
@@ -923,6 +925,8 @@ subtest 'a reissue killed before its store, the request canceled: voided'
     is($e->{outcome}, 'voided', 'resolved: voided');
     is($e->{invoice_id}, $orphan->{id}, 'naming the orphan');
     is($l->invoice($orphan->{id})->{status}, 'void', 'the orphan void');
+    ok(eventually(sub { !$r->exists("lg:invoice:$orphan->{id}") }, 5),
+       'and its webhook index gone');
     is($l->invoice($old)->{status}, 'void', 'the old one as it was');
     is($l->lr($w, $id)->{provisioningStatus}, 'canceled',
        'the request still canceled');
