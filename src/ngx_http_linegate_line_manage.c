@@ -186,6 +186,8 @@ static void ngx_http_linegate_link_store(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr);
 static void ngx_http_linegate_link_stored(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr, redisReply *reply);
+static void ngx_http_linegate_link_fenced(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr);
 static void ngx_http_linegate_link_discard(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr, ngx_http_linegate_manage_step_e step,
     ngx_uint_t keep);
@@ -1662,6 +1664,11 @@ ngx_http_linegate_link_stored(ngx_http_request_t *r,
         return;
     }
 
+    if (code == NGX_HTTP_LINEGATE_LR_FENCED) {
+        ngx_http_linegate_link_fenced(r, lr);
+        return;
+    }
+
     if (ngx_http_linegate_reply_str(reply, 1, &s) == NGX_OK
         && ngx_http_linegate_pstr(r->pool, &lr->line.status, s.data, s.len))
     {
@@ -1673,6 +1680,35 @@ ngx_http_linegate_link_stored(ngx_http_request_t *r,
 
     ngx_http_linegate_manage_fail(r, lr, NGX_HTTP_LINEGATE_LR_FAIL_INTERNAL,
                                   0, -1);
+}
+
+
+/*
+ * LINK_STORE refused by a fence (LR_FENCED): the claim is still this
+ * one's, but whoever fenced the request (a reconciliation run, or a
+ * sweeper this claim took over from) found the new invoice unstored and
+ * is voiding it. Nobody else will release the claim: the new invoice is
+ * discarded here too (LINK_DISCARD), then the claim released lapsed
+ * (link_discarded: LINK_ABORT, ARGV[5] '1'), so that the retry the 409
+ * asks for sweeps what is left at once instead of waiting for the hold.
+ */
+static void
+ngx_http_linegate_link_fenced(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr)
+{
+    ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
+                  NGX_HTTP_LINEGATE_LOG "the store of invoice \"%V\" of "
+                  "line request \"%V\" was refused: the invoice is being "
+                  "voided (voidingInvoice); its claim released lapsed",
+                  &lr->invoice.id, &lr->id);
+
+    lr->sweep.fenced = 1;
+
+    /* the request's cleanup, if it runs first, releases it lapsed too */
+    ngx_http_linegate_link_abort_args(lr, lr->release);
+
+    ngx_http_linegate_manage_fail(r, lr, NGX_HTTP_LINEGATE_LR_FAIL_BUSY, 0,
+                                  -1);
 }
 
 
@@ -1732,6 +1768,13 @@ static void
 ngx_http_linegate_link_discarded(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr)
 {
+    if (lr->sweep.fenced) {
+        /* refused by a fence: the claim is its own, released lapsed */
+        lr->invoice.id = lr->old_invoice;
+        ngx_http_linegate_link_abort(r, lr, NGX_HTTP_LINEGATE_LINK_ABORT);
+        return;
+    }
+
     lr->settled = 1;
     ngx_http_linegate_manage_failed(r, lr);
 }
@@ -1771,7 +1814,8 @@ ngx_http_linegate_link_abort_args(ngx_http_linegate_lr_t *lr,
     ngx_http_linegate_redis_arg_str(a, &lr->seq);
     ngx_http_linegate_redis_arg_str(a, &lr->customer);
     /* released lapsed while a lapsed claim's invoices are to be found */
-    ngx_http_linegate_redis_arg_cstr(a, lr->sweep.lapsed && !lr->sweep.done
+    ngx_http_linegate_redis_arg_cstr(a, (lr->sweep.lapsed && !lr->sweep.done)
+                                        || lr->sweep.fenced
                                         ? "1" : "");
     ngx_http_linegate_lines_key(lr, a, NGX_HTTP_LINEGATE_KEY_WS_LR, &lr->ws,
                                 &lr->id);
@@ -1874,6 +1918,8 @@ ngx_http_linegate_link_stored_late(redisReply *reply,
                   &id,
                   code == NGX_HTTP_LINEGATE_LR_BUSY
                   ? "was claimed by another payment_link"
+                  : code == NGX_HTTP_LINEGATE_LR_FENCED
+                  ? "is voiding it (voidingInvoice)"
                   : "moved on");
 
     ngx_http_linegate_link_unindex_late(&invoice);

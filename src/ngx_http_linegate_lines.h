@@ -44,7 +44,8 @@ typedef enum {
     NGX_HTTP_LINEGATE_LR_IDEM_IN_USE = 11,
     NGX_HTTP_LINEGATE_LR_WRONG_STATE = 12,
     NGX_HTTP_LINEGATE_LR_BUSY = 13,
-    NGX_HTTP_LINEGATE_LR_COLLISION = 14
+    NGX_HTTP_LINEGATE_LR_COLLISION = 14,
+    NGX_HTTP_LINEGATE_LR_FENCED = 15
 } ngx_http_linegate_lr_code_e;
 
 
@@ -254,6 +255,8 @@ typedef struct {
     unsigned                        lapsed:1;   /* the claim took one over */
     unsigned                        done:1;     /* discarded, or queued */
     unsigned                        adopting:1; /* paid being stored */
+    unsigned                        fenced:1;   /* its store refused: the
+                                                   invoice being voided */
 } ngx_http_linegate_lr_sweep_t;
 
 

@@ -651,6 +651,60 @@ subtest 'payment_link: a claim taken over, its store refused' => sub {
     is($tx->res->headers->header('Retry-After'), 1, 'Retry-After: 1');
 };
 
+# The claim is still its own, but its new invoice was fenced meanwhile
+# (voidingInvoice: a reconciliation run, or a sweeper this claim took
+# over from, found it unstored and is voiding it): lr_reissue_store
+# refuses it (LR_FENCED). The worker voids its own invoice and releases
+# its claim lapsed (reissueAt 0), so that the retry the 409 asks for
+# sweeps at once. Before, it was taken for a claim taken over: the claim
+# was never released, and every payment_link got 409 for the hold.
+subtest 'payment_link: its store refused by a fence: released lapsed'
+    => sub {
+    my $w = ws();
+    my ($id, $c) = $l->awaiting($w);
+    my $old = $c->{invoiceId};
+    $l->invoice_do($old, 'void');
+    my $lkey = "lg:{ws:$w->{id}}:lr:$id";
+
+    # the item step slow: meanwhile the new draft is marked, as
+    # lr_void_fence marks it
+    $l->fault(path_prefix => '/v1/invoiceitems', latency_ms => 1500);
+    my $made = '';
+    my ($tx) = $l->during([$w, POST => "/api/line-requests/$id",
+                           {action => 'payment_link'}], sub {
+        return 0 unless ($l->lr($w, $id)->{invoiceSeq} // 0) == 1;
+        my ($new) = grep { $_->{id} ne $old } $l->invoices($w->{customer});
+        return 0 unless $new;
+        $made = $new->{id};
+        $r->hset($lkey, voidingInvoice => $made);
+        return 1;
+    }, 5);
+    $l->clear_faults;
+    ok($made, 'its new invoice fenced meanwhile') or return;
+
+    my $b = conflict($tx, 'awaiting_payment', 'the payment_link');
+    is($tx->res->headers->header('Retry-After'), 1, 'Retry-After: 1');
+    my $h;
+    ok(eventually(sub { $h = $l->lr($w, $id);
+                        defined $h->{reissueAt} && $h->{reissueAt} == 0 },
+                  5), 'its claim released lapsed (reissueAt 0)')
+        or diag explain $h;
+    is($h->{invoiceSeq}, 1, 'no other claim');
+    is($h->{invoiceId}, $old, 'the old invoice still named');
+    is($l->invoice($made)->{status} // '', 'void', 'its invoice voided');
+    ok(!$r->exists("lg:invoice:$made"), 'not indexed');
+    my $want = qq{the store of invoice "$made" of line request "$id" }
+               . 'was refused: the invoice is being voided';
+    like($s->error_log, qr/\Q$want\E/, 'logged as fenced');
+
+    my $n = link_is($l->manage($w, $id, 'payment_link'), 0, 'retried');
+    ok($n->{invoiceId} ne $made && $n->{invoiceId} ne $old,
+       'a new invoice');
+    my @open = map { $_->{id} } grep { $_->{status} eq 'open' }
+               $l->invoices($w->{customer});
+    is_deeply(\@open, [$n->{invoiceId}], 'the only open invoice');
+};
+
 # The same at the scripts' level (and lr_reissue_store sent again after
 # its reply was lost, refused then: nginx unindexes and queues the new
 # invoice, which no request test can time): a claim is its own while
@@ -720,8 +774,8 @@ subtest 'lr_reissue_claim, lr_void_fence: a lapsed claim' => sub {
     is($r->eval($fence, 1, $k, @who, 'in_left'), 1, 'fenced: discard it');
     is($r->hget($k, 'voidingInvoice'), 'in_left', 'marked');
     is_deeply([$r->eval($store, 1, $k, @who, 3, 'in_left', 'u', 1, 'd',
-                       'cus_x', 'in_old', 'open')], [13],
-              'its store refused');
+                       'cus_x', 'in_old', 'open')], [15],
+              'its store refused: LR_FENCED');
     is($r->hget($k, 'invoiceId'), 'in_old', 'not named');
     is_deeply([$r->eval($store, 1, $k, @who, 3, 'in_left', 'u', 1, 'd',
                        'cus_x', 'in_old', 'paid')], [1],

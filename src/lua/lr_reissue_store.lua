@@ -11,10 +11,13 @@
 -- status at Stripe ('open', or 'paid')
 -- Returns {LR_OK}; {LR_WRONG_STATE, status} when the request moved on
 -- meanwhile; {LR_BUSY} when another payment_link claimed the reissue
--- since (this claim was held past its hold), or when one taking over a
--- lapsed claim is voiding this very invoice (lr_void_fence added it to
--- voidingInvoice: it found the invoice unstored, and this claim lapsed
--- meanwhile). The module then voids the new invoice. A paid invoice is
+-- since (this claim was held past its hold); {LR_FENCED} when the claim
+-- is still this one's but the invoice is being voided (lr_void_fence
+-- added it to voidingInvoice: a reconciliation run, or a sweeper whose
+-- own claim was then taken over by this one, found it unstored). The
+-- module then voids the new invoice; on LR_FENCED it also releases its
+-- claim lapsed (lr_reissue_abort ARGV[5] '1'), which nobody else would:
+-- the next claim looks for what is left at Stripe. A paid invoice is
 -- never voided, so the fence does not refuse it.
 --#include lr_codes
 local lkey = KEYS[1]
@@ -27,11 +30,13 @@ end
 if h[1] ~= 'awaiting_payment' then
     return {LR_WRONG_STATE, h[1] or ''}
 end
-if h[2] ~= ARGV[3]
-   or (h[4] and ARGV[10] ~= 'paid'
-       and string.find(' ' .. h[4] .. ' ', ' ' .. ARGV[4] .. ' ', 1, true))
-then
+if h[2] ~= ARGV[3] then
     return {LR_BUSY}
+end
+if h[4] and ARGV[10] ~= 'paid'
+   and string.find(' ' .. h[4] .. ' ', ' ' .. ARGV[4] .. ' ', 1, true)
+then
+    return {LR_FENCED}
 end
 
 redis.call('HSET', lkey, 'invoiceId', ARGV[4], 'paymentUrl', ARGV[5],

@@ -17,3 +17,4 @@ local LR_IDEM_IN_USE = 11
 local LR_WRONG_STATE = 12
 local LR_BUSY = 13
 local LR_COLLISION = 14
+local LR_FENCED = 15
