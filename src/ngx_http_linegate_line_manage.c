@@ -92,6 +92,7 @@
 #include "ngx_http_linegate_json.h"
 #include "ngx_http_linegate_reply.h"
 #include "ngx_http_linegate_ids.h"
+#include "ngx_http_linegate_clock.h"
 
 
 #define NGX_HTTP_LINEGATE_ACTION_PAYMENT_LINK  1
@@ -944,7 +945,11 @@ ngx_http_linegate_link_claim(ngx_http_request_t *r,
     a = &lr->args;
 
     ngx_http_linegate_redis_arg_str(a, &lr->line.invoice_id);
-    ngx_http_linegate_redis_arg_int(r, a, lr->now_ms);
+    /*
+     * the claim's time is now, not the request's start: a slow LINK_CHECK
+     * would eat its hold, and another caller take it over while held
+     */
+    ngx_http_linegate_redis_arg_int(r, a, ngx_http_linegate_now_ms());
     ngx_http_linegate_redis_arg_int(r, a, NGX_HTTP_LINEGATE_LR_REISSUE_HOLD);
 
     ngx_http_linegate_lines_script(r, lr,
@@ -1372,6 +1377,9 @@ ngx_http_linegate_link_sweep_next(ngx_http_request_t *r,
 
     ngx_http_linegate_lines_line_args(lr);
     ngx_http_linegate_redis_arg_str(&lr->args, &found[lr->sweep.next]);
+    /* not 'check'; the claim's invoiceSeq: refused once taken over */
+    ngx_http_linegate_redis_arg_cstr(&lr->args, "");
+    ngx_http_linegate_redis_arg_str(&lr->args, &lr->seq);
 
     ngx_http_linegate_lines_call(r, lr, NGX_HTTP_LINEGATE_SCRIPT_LR_VOID_FENCE,
                                  ngx_http_linegate_manage_resume);
@@ -1383,7 +1391,10 @@ ngx_http_linegate_link_sweep_next(ngx_http_request_t *r,
  * now on): LINK_SWEEP_DISCARD, the invoice machine voids it (deletes a
  * draft, keeps one paid meanwhile), under a key of its own; 0, the
  * request names it (a claim that took this one over stored it): not this
- * claim's to discard
+ * claim's to discard; 3, this claim was taken over (invoiceSeq moved on:
+ * it outlived its hold mid-sweep): the invoice may be the live claim's
+ * own, not stored yet, and that claim sweeps for itself; this one stops,
+ * answered as a claim taken over (409)
  */
 static void
 ngx_http_linegate_link_sweep_fenced(ngx_http_request_t *r,
@@ -1406,6 +1417,16 @@ ngx_http_linegate_link_sweep_fenced(ngx_http_request_t *r,
     }
 
     found = lr->sweep.found->elts;
+
+    if (reply->integer == 3) {
+        ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
+                      NGX_HTTP_LINEGATE_LOG "the sweep of line request "
+                      "\"%V\" stopped before invoice \"%V\": its claim "
+                      "was taken over", &lr->id, &found[lr->sweep.next]);
+        ngx_http_linegate_manage_fail(r, lr, NGX_HTTP_LINEGATE_LR_FAIL_BUSY,
+                                      0, -1);
+        return;
+    }
 
     if (reply->integer == 0) {
         lr->sweep.next++;

@@ -544,6 +544,77 @@ subtest 'payment_link: the lookup of unstored invoices fails' => sub {
     is_deeply(\@open, [$b->{invoiceId}], 'one open invoice, the new one');
 };
 
+# A sweeper that outlived its own hold mid-sweep (Stripe's list slow) is
+# taken over by another payment_link (invoiceSeq + 1): the invoice it
+# found unstored may then be the live claim's own, about to be stored.
+# Its fence (lr_void_fence with its invoiceSeq) is refused: it marks
+# nothing, voids nothing, and answers as a claim taken over (409). Before,
+# it fenced and voided it, and the live claim's store was refused.
+subtest 'payment_link: a sweeper taken over fences nothing' => sub {
+    my $w = ws();
+    my ($id, $old, $orphan) = killed_after_finalize($w) or return;
+    lapse($w, $id);
+    my $lkey = "lg:{ws:$w->{id}}:lr:$id";
+
+    # the check of the old invoice passes (a 1 ms fault, used up), the
+    # list of the customer's invoices is slow
+    $l->fault(method => 'GET', path_prefix => '/v1/invoices/',
+              latency_ms => 1);
+    $l->fault(method => 'GET', path_prefix => '/v1/invoices',
+              latency_ms => 1500);
+    my $at = 0;
+    my ($tx) = $l->during([$w, POST => "/api/line-requests/$id",
+                           {action => 'payment_link'}], sub {
+        return 0 unless ($l->lr($w, $id)->{invoiceSeq} // 0) == 2;
+        $r->hincrby($lkey, 'invoiceSeq', 1);
+        my ($sec, $usec) = $r->time;
+        $at = int($sec * 1000 + $usec / 1000);
+        $r->hset($lkey, reissueAt => $at);
+        return 1;
+    }, 5);
+    $l->clear_faults;
+    ok($at, 'taken over mid-sweep') or return;
+
+    conflict($tx, 'awaiting_payment', 'the sweeper');
+    my $h = $l->lr($w, $id);
+    ok(!exists $h->{voidingInvoice}, 'nothing marked')
+        or diag explain $h;
+    is($l->invoice($orphan)->{status}, 'open',
+       'the invoice found left to the live claim');
+    is(scalar(() = $l->invoices($w->{customer})), 2, 'nothing issued');
+    is($h->{invoiceSeq}, 3, 'the live claim\'s invoiceSeq');
+    is($h->{reissueAt}, $at, 'and its reissueAt, left alone');
+    like($s->error_log, qr/the sweep of line request "\Q$id\E" stopped/,
+         'logged');
+};
+
+# The claim's time (reissueAt) is when the claim is taken, not when the
+# request came: a slow check of the old invoice (LINK_CHECK) ate the hold
+# before, and another payment_link could take a live claim over.
+subtest 'payment_link: a slow check does not eat the claim\'s hold' => sub {
+    my $w = ws();
+    my ($id, $c) = $l->awaiting($w);
+    my $old = $c->{invoiceId};
+    $l->invoice_do($old, 'void');
+    my $lkey = "lg:{ws:$w->{id}}:lr:$id";
+
+    $l->fault(method => 'GET', path_prefix => "/v1/invoices/$old",
+              latency_ms => 1500);
+    $l->fault(path_prefix => '/v1/invoiceitems', latency_ms => 1000);
+    my $age;
+    my ($tx) = $l->during([$w, POST => "/api/line-requests/$id",
+                           {action => 'payment_link'}], sub {
+        my $at = $r->hget($lkey, 'reissueAt') or return 0;
+        my ($sec, $usec) = $r->time;
+        $age = int($sec * 1000 + $usec / 1000) - $at;
+        return 1;
+    }, 10);
+    $l->clear_faults;
+    ok(defined $age, 'the claim seen while held') or return;
+    cmp_ok($age, '<', 1000, 'reissueAt: when it was claimed, not before');
+    link_is($tx, 0, 'the payment_link');
+};
+
 # The request ends before a payment_link meets the lapsed claim: a GET's
 # check finds the invoice it names void and cancels it. No payment_link
 # sweeps it now, so the request is queued for a reconciliation run
@@ -770,8 +841,12 @@ subtest 'lr_reissue_claim, lr_void_fence: a lapsed claim' => sub {
     is($r->hget($k, 'reissueAt'), 0, 'lapsed, not gone');
     is_deeply([$r->eval($claim, 1, $k, @who, 'in_old', 160001, 60000)],
               [1, 3, 1], 'the next claim at once, told it lapsed');
+    is($r->eval($fence, 1, $k, @who, 'in_left', '', 2), 3,
+       'a sweeper taken over (invoiceSeq 2): refused');
+    ok(!$r->hexists($k, 'voidingInvoice'), 'nothing marked');
 
-    is($r->eval($fence, 1, $k, @who, 'in_left'), 1, 'fenced: discard it');
+    is($r->eval($fence, 1, $k, @who, 'in_left', '', 3), 1,
+       'fenced: discard it');
     is($r->hget($k, 'voidingInvoice'), 'in_left', 'marked');
     is_deeply([$r->eval($store, 1, $k, @who, 3, 'in_left', 'u', 1, 'd',
                        'cus_x', 'in_old', 'open')], [15],

@@ -23,15 +23,24 @@
 -- no invoice is answered with its hash, for the run to store the paid
 -- invoice on it and promote it (lr_invoice_settle, a worker_lost entry).
 --
+-- A sweeper (payment_link over a lapsed claim) passes its claim's
+-- invoiceSeq (ARGV[5]): once another claim took it over (invoiceSeq moved
+-- on: this one outlived its own hold mid-sweep), it marks nothing and
+-- discards nothing (3): the live claim's own invoice, unstored yet, may be
+-- the one it found, and that claim sweeps for itself.
+--
 -- KEYS[1] lg:{ws:W}:lr:<id>
 -- ARGV[1] ws (not read: every step of a request passes it), ARGV[2] id,
 -- ARGV[3] the invoice id the run found, ARGV[4] 'check' (paid) or absent
+-- ('' when ARGV[5] follows), ARGV[5] the sweeping claim's invoiceSeq
+-- (absent: a reconciliation run, no claim)
 --
 -- Returns 1: discard it (paid: the request moved on, a human's); 0: the
--- request names it (stored late), keep it; 'check' only: {0, the
--- request's provisioningStatus} when it names it (awaiting_payment: its
--- payment never settled it, the run promotes it), {2, the request's
--- hash, flat (lr_line)}: it awaits payment with no invoice.
+-- request names it (stored late), keep it; 3: the sweeper's claim was
+-- taken over, keep it; 'check' only: {0, the request's
+-- provisioningStatus} when it names it (awaiting_payment: its payment
+-- never settled it, the run promotes it), {2, the request's hash, flat
+-- (lr_line)}: it awaits payment with no invoice.
 --#include lr_line
 local lkey = KEYS[1]
 local cur = redis.call('HMGET', lkey, 'provisioningStatus', 'invoiceId',
@@ -51,6 +60,12 @@ end
 
 if cur[2] == ARGV[3] then
     return 0
+end
+
+if ARGV[5] and ARGV[5] ~= ''
+   and redis.call('HGET', lkey, 'invoiceSeq') ~= ARGV[5]
+then
+    return 3
 end
 
 if cur[1] == 'awaiting_payment' then
