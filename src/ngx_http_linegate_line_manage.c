@@ -100,8 +100,9 @@
 
 /*
  * The sweep of a lapsed claim's invoices (LINK_SWEEP): the customer's made
- * since the request was, less this margin (s) for Stripe's clock, 10 a
- * page, 10 pages at most (more: 502, the claim released lapsed)
+ * since the earliest claim not swept (sweepFrom; else since the request
+ * was), less this margin (s) for Stripe's clock, 10 a page, 10 pages at
+ * most (more: 502, the claim released lapsed, sweepFrom kept)
  */
 #define NGX_HTTP_LINEGATE_LINK_SWEEP_LOOKBACK  600
 #define NGX_HTTP_LINEGATE_LINK_SWEEP_PAGE      10
@@ -622,6 +623,9 @@ ngx_http_linegate_manage_load(ngx_http_request_t *r,
         return NGX_ERROR;
     }
 
+    /* ended with a claim in place, not yet queued (lr_settle's mark) */
+    ngx_http_linegate_lines_pending(r, lr, reply->element[3]);
+
     return ngx_http_linegate_manage_key(r, lr);
 }
 /*
@@ -1011,6 +1015,13 @@ ngx_http_linegate_link_claimed(ngx_http_request_t *r,
         && code == 1)
     {
         lr->sweep.lapsed = 1;
+
+        /* what it may have left was made after its claim: from then on */
+        if (ngx_http_linegate_reply_int(reply, 3, &code) == NGX_OK
+            && code > 0)
+        {
+            lr->sweep.from = code;
+        }
     }
 
     /* the claim is held: a failure from here on frees it */
@@ -1109,7 +1120,8 @@ ngx_http_linegate_link_old_voided(ngx_http_request_t *r,
  * lr_reissue_store named it: open at Stripe, its link given to no one,
  * yet payable from Stripe's own pages. Before another is issued, the
  * request's invoices are looked for among the customer's made since the
- * request was (the second of its id, less a margin for Stripe's clock),
+ * earliest claim not swept (sweepFrom, else the second of the request's
+ * id; less a margin for Stripe's clock),
  * by metadata[line_request_id]: Stripe's list, newest first, consistent
  * at once (its search index lags behind), 10 a page (far below a small
  * subrequest_output_buffer_size). Every one the request does not name is
@@ -1129,7 +1141,10 @@ ngx_http_linegate_link_sweep(ngx_http_request_t *r,
 
     lr->ctx->state = NGX_HTTP_LINEGATE_LINK_SWEEP;
 
-    since = ngx_http_linegate_id_valid(&lr->id)
+    /* the earliest claim not swept (sweepFrom), else the request's id */
+    since = lr->sweep.from > 0
+            ? (ngx_int_t) (lr->sweep.from / 1000)
+            : ngx_http_linegate_id_valid(&lr->id)
             ? ngx_hextoi(lr->id.data, 8) : NGX_ERROR;
 
     since = since > NGX_HTTP_LINEGATE_LINK_SWEEP_LOOKBACK

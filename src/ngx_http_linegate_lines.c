@@ -1138,6 +1138,12 @@ static void
 ngx_http_linegate_lr_read(ngx_http_request_t *r, ngx_http_linegate_lr_t *lr,
     redisReply *flat)
 {
+    /*
+     * ended with a claim in place, not queued yet (lr_settle's mark):
+     * queued now (at most once: its marker), whatever the check does
+     */
+    ngx_http_linegate_lines_pending(r, lr, flat);
+
     if (ngx_http_linegate_lr_due(r, lr, flat)) {
         ngx_http_linegate_lr_claim(r, lr, flat);
         return;

@@ -252,6 +252,7 @@ typedef struct {
     ngx_str_t                       paid_url;
     ngx_str_t                       after;      /* the page's last */
     ngx_uint_t                      pages;
+    int64_t                         from;       /* sweepFrom, ms (0: none) */
     unsigned                        lapsed:1;   /* the claim took one over */
     unsigned                        done:1;     /* discarded, or queued */
     unsigned                        adopting:1; /* paid being stored */
@@ -455,12 +456,15 @@ void ngx_http_linegate_lines_orphan(ngx_log_t *log,
 void ngx_http_linegate_lines_orphan_of(ngx_log_t *log, ngx_str_t *ws,
     ngx_str_t *id, ngx_str_t *invoice, ngx_str_t *customer);
 /*
- * A request that ended (lr_settle changed it) while it held a
- * payment_link's claim (reissueAt): queued as reissue_lapsed, its
- * invoices looked for from at (ISO 8601, its creation) on
+ * A request that ended while it held a payment_link's claim (lr_settle
+ * marked it sweepPending): queued as reissue_lapsed, its invoices looked
+ * for from the ms in from on; the mark cleared once queued
  */
 void ngx_http_linegate_lines_lapsed(ngx_log_t *log, ngx_str_t *ws,
-    ngx_str_t *id, ngx_str_t *customer, ngx_str_t *at);
+    ngx_str_t *id, ngx_str_t *customer, ngx_str_t *from);
+/* the same for a flat hash read that holds sweepPending */
+void ngx_http_linegate_lines_pending(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr, redisReply *flat);
 void ngx_http_linegate_lines_durable(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr, ngx_http_linegate_script_id_e script,
     const char *what, ngx_http_linegate_redis_handler_pt handler);

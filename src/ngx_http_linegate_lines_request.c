@@ -41,13 +41,13 @@ static void ngx_http_linegate_lines_resolve_setup_written(
     ngx_http_request_t *r, redisReply *reply);
 static void ngx_http_linegate_lines_resolve_relay(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr, int64_t changed, ngx_int_t parsed);
-static void ngx_http_linegate_lines_resolved_lapsed(ngx_http_request_t *r,
-    ngx_http_linegate_lr_t *lr, redisReply *flat);
 static void ngx_http_linegate_lines_released(redisReply *reply,
     ngx_http_linegate_redis_args_t *args, ngx_str_t *note);
 static void ngx_http_linegate_lines_queue(ngx_log_t *log, ngx_str_t *ws,
     ngx_str_t *id, ngx_str_t *invoice, ngx_str_t *customer, ngx_str_t *at,
     ngx_uint_t lapsed);
+static void ngx_http_linegate_lines_lapsed_queued(redisReply *reply,
+    ngx_http_linegate_redis_args_t *args, ngx_str_t *note);
 
 
 static ngx_http_linegate_line_field_t  ngx_http_linegate_line_fields[] = {
@@ -552,20 +552,132 @@ ngx_http_linegate_lines_orphan_of(ngx_log_t *log, ngx_str_t *ws,
 
 
 /*
- * A request that ended (paid, canceled: lr_settle changed it) while its
- * hash still held a payment_link's claim (reissueAt): a claim that lapsed
- * may have left an invoice at Stripe that no request names, and the next
- * payment_link that would have swept it (line_manage.c) never comes now.
- * Queued (reissue_lapsed) for a reconciliation run to look for the
- * request's draft and open invoices, from its creation (at) on.
+ * A request that ended (paid, canceled) while its hash still held a
+ * payment_link's claim (reissueAt): a claim that lapsed may have left an
+ * invoice at Stripe that no request names, and the next payment_link
+ * that would have swept it (line_manage.c) never comes now. lr_settle
+ * marked it sweepPending (from: the ms of its earliest claim not swept);
+ * whoever reads the mark queues it (reissue_lapsed) for a reconciliation
+ * run to look for the request's draft and open invoices from then on,
+ * and the queuing's answer clears the mark (lines_lapsed_queued): a
+ * reply lost anywhere on the way leaves the mark for the next read.
  */
 void
 ngx_http_linegate_lines_lapsed(ngx_log_t *log, ngx_str_t *ws, ngx_str_t *id,
-    ngx_str_t *customer, ngx_str_t *at)
+    ngx_str_t *customer, ngx_str_t *from)
 {
+    u_char     iso[NGX_HTTP_LINEGATE_ISO_LEN];
+    ngx_int_t  ms;
+    ngx_str_t  at;
+
     static ngx_str_t  none = ngx_null_string;
 
-    ngx_http_linegate_lines_queue(log, ws, id, &none, customer, at, 1);
+    ms = ngx_atoi(from->data, from->len);
+
+    /* unreadable: the run looks from when it was queued */
+    at.data = iso;
+    at.len = ms > 0 ? ngx_http_linegate_iso8601(iso, ms) - iso : 0;
+
+    ngx_http_linegate_lines_queue(log, ws, id, &none, customer, &at, 1);
+}
+
+
+/*
+ * The flat hash a step read (lr_get, lr_manage, lr_resolve): marked
+ * sweepPending, it is queued (lines_lapsed), under the customer
+ * payment_link bills (the workspace's, when this request read it:
+ * payment_link, cancel), else the one the request keeps (a paid
+ * add-on's, the same unless an operator changed it). A claim still held
+ * when the request ended is queued too: its worker discards its own
+ * invoice (its store is refused), and the run finds nothing left.
+ */
+void
+ngx_http_linegate_lines_pending(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr, redisReply *flat)
+{
+    size_t       i;
+    ngx_str_t    customer, from;
+    redisReply  *k, *v;
+
+    ngx_str_null(&from);
+    customer = lr->customer;
+
+    for (i = 0; flat && i + 1 < flat->elements; i += 2) {
+        k = flat->element[i];
+        v = flat->element[i + 1];
+
+        if (k->type != REDIS_REPLY_STRING || v->type != REDIS_REPLY_STRING) {
+            return;
+        }
+
+        if (k->len == sizeof("sweepPending") - 1
+            && ngx_strncmp(k->str, "sweepPending", k->len) == 0)
+        {
+            from.data = (u_char *) v->str;
+            from.len = v->len;
+            continue;
+        }
+
+        if (lr->customer.len == 0
+            && k->len == sizeof("customer") - 1
+            && ngx_strncmp(k->str, "customer", k->len) == 0)
+        {
+            customer.data = (u_char *) v->str;
+            customer.len = v->len;
+        }
+    }
+
+    if (from.len) {
+        ngx_http_linegate_lines_lapsed(r->connection->log, &lr->ws, &lr->id,
+                                       &customer, &from);
+    }
+}
+
+
+/*
+ * lr_invoice_orphan of a reissue_lapsed entry answered (1 queued now, 0
+ * queued before: either way it is on the stream): the request's
+ * sweepPending mark goes, a durable HDEL. Lost, the next read of the
+ * request queues it again, which its marker answers 0.
+ */
+static void
+ngx_http_linegate_lines_lapsed_queued(redisReply *reply,
+    ngx_http_linegate_redis_args_t *args, ngx_str_t *note)
+{
+    u_char                          *p;
+    ngx_str_t                        ws, id, key;
+    ngx_http_linegate_redis_args_t   a;
+
+    /* the copy holds KEYS[1], KEYS[2], then ws, id, ... */
+    if (reply == NULL || reply->type != REDIS_REPLY_INTEGER
+        || args->argc < 4)
+    {
+        return;
+    }
+
+    ngx_http_linegate_lines_arg(args, 2, &ws);
+    ngx_http_linegate_lines_arg(args, 3, &id);
+
+    p = ngx_alloc(ngx_http_linegate_key_len(NGX_HTTP_LINEGATE_KEY_WS_LR, &ws,
+                                            &id),
+                  ngx_cycle->log);
+    if (p == NULL) {
+        return;
+    }
+
+    key.data = p;
+    key.len = ngx_http_linegate_key_write(p, NGX_HTTP_LINEGATE_KEY_WS_LR,
+                                          &ws, &id)
+              - p;
+
+    ngx_http_linegate_redis_args_init(&a);
+    ngx_http_linegate_redis_arg_cstr(&a, "HDEL");
+    ngx_http_linegate_redis_arg_str(&a, &key);
+    ngx_http_linegate_redis_arg_cstr(&a, "sweepPending");
+
+    (void) ngx_http_linegate_redis_durable_command(ngx_cycle->log, &a,
+                                                   "a queued sweep's mark");
+    ngx_free(p);
 }
 
 
@@ -626,12 +738,14 @@ ngx_http_linegate_lines_queue(ngx_log_t *log, ngx_str_t *ws, ngx_str_t *id,
     ngx_http_linegate_redis_arg_str(&a, at);
     ngx_http_linegate_redis_arg_cstr(&a, reason);
 
-    rc = ngx_http_linegate_redis_durable(log,
+    rc = lapsed
+         ? ngx_http_linegate_redis_durable_then(log,
                                    NGX_HTTP_LINEGATE_SCRIPT_LR_INVOICE_ORPHAN,
-                                   2, &a, lapsed
-                                          ? "a lapsed reissue's queuing"
-                                          : "an undiscarded invoice's "
-                                            "queuing");
+                                   2, &a, "a lapsed reissue's queuing",
+                                   ngx_http_linegate_lines_lapsed_queued)
+         : ngx_http_linegate_redis_durable(log,
+                                   NGX_HTTP_LINEGATE_SCRIPT_LR_INVOICE_ORPHAN,
+                                   2, &a, "an undiscarded invoice's queuing");
 
     ngx_free(p);
 
@@ -963,64 +1077,11 @@ ngx_http_linegate_lines_resolved(ngx_http_request_t *r,
 
     ngx_http_linegate_lines_resolve_relay(r, lr, changed, rc);
 
-    if (changed && rc == NGX_OK) {
-        ngx_http_linegate_lines_resolved_lapsed(r, lr, reply->element[1]);
+    if (rc == NGX_OK) {
+        ngx_http_linegate_lines_pending(r, lr, reply->element[1]);
     }
 
     return rc;
-}
-
-
-/*
- * The request lr_resolve settled (paid, canceled) still holds a
- * payment_link's claim (reissueAt): one that lapsed may have left an
- * invoice at Stripe no request names, which no payment_link will sweep
- * now (the request is no longer awaiting payment). Queued for a
- * reconciliation run (lines_lapsed), looked for from its creation on
- * under the customer payment_link bills (the workspace's, when this
- * request read it: payment_link, cancel), else the one the request keeps
- * (a paid add-on's, the same unless an operator changed it). A claim
- * still held is queued too:
- * its worker discards its own invoice (its store is refused), and the
- * run finds nothing left.
- */
-static void
-ngx_http_linegate_lines_resolved_lapsed(ngx_http_request_t *r,
-    ngx_http_linegate_lr_t *lr, redisReply *flat)
-{
-    size_t       i;
-    ngx_str_t    customer;
-    ngx_uint_t   claim;
-    redisReply  *k, *v;
-
-    claim = 0;
-    customer = lr->customer;
-
-    /* line_parse checked the pairs are strings */
-    for (i = 0; i + 1 < flat->elements; i += 2) {
-        k = flat->element[i];
-
-        if (k->len == sizeof("reissueAt") - 1
-            && ngx_strncmp(k->str, "reissueAt", k->len) == 0)
-        {
-            claim = 1;
-            continue;
-        }
-
-        if (lr->customer.len == 0
-            && k->len == sizeof("customer") - 1
-            && ngx_strncmp(k->str, "customer", k->len) == 0)
-        {
-            v = flat->element[i + 1];
-            customer.data = (u_char *) v->str;
-            customer.len = v->len;
-        }
-    }
-
-    if (claim) {
-        ngx_http_linegate_lines_lapsed(r->connection->log, &lr->ws, &lr->id,
-                                       &customer, &lr->line.created_at);
-    }
 }
 
 

@@ -480,31 +480,40 @@ ngx_http_linegate_webhook_relay(ngx_http_request_t *r,
 
 
 /*
- * {3, status, 1, .., claim 1, customer, createdAt}: the event settled a
- * request that held a payment_link's claim, which may have lapsed with an
- * invoice left unstored at Stripe: queued for a reconciliation run
- * (lines_lapsed), as lr_resolve's callers do
+ * {3, status, changed, .., claim 1, customer, from} or, an event seen
+ * before (its redelivery), {0, 1, customer, from}: the request is marked
+ * sweepPending (lr_settle: it ended while it held a payment_link's
+ * claim, which may have lapsed with an invoice left unstored at Stripe):
+ * queued for a reconciliation run (lines_lapsed), as lr_resolve's
+ * callers do, the mark cleared once queued
  */
 static void
 ngx_http_linegate_webhook_lapsed(ngx_http_request_t *r,
     ngx_http_linegate_webhook_inv_t *inv, redisReply *reply)
 {
+    int        i;
     int64_t    code, claim;
-    ngx_str_t  customer, at;
+    ngx_str_t  customer, from;
 
     if (reply == NULL
         || ngx_http_linegate_reply_int(reply, 0, &code) != NGX_OK
-        || code != 3
-        || ngx_http_linegate_reply_int(reply, 6, &claim) != NGX_OK
+        || (code != 3 && code != 0))
+    {
+        return;
+    }
+
+    i = code == 3 ? 6 : 1;
+
+    if (ngx_http_linegate_reply_int(reply, i, &claim) != NGX_OK
         || claim != 1
-        || ngx_http_linegate_reply_str(reply, 7, &customer) != NGX_OK
-        || ngx_http_linegate_reply_str(reply, 8, &at) != NGX_OK)
+        || ngx_http_linegate_reply_str(reply, i + 1, &customer) != NGX_OK
+        || ngx_http_linegate_reply_str(reply, i + 2, &from) != NGX_OK)
     {
         return;
     }
 
     ngx_http_linegate_lines_lapsed(r->connection->log, &inv->ws, &inv->id,
-                                   &customer, &at);
+                                   &customer, &from);
 }
 
 

@@ -444,6 +444,34 @@ sub queued {
            $r->xrange('lg:{fleet}:reconcile', '-', '+');
 }
 
+# the stub's log: its latest seq, and the lists of invoices made since
+sub stub_seq {
+    my $log = $s->stub(GET => '/_stub/state')->res->json->{log} // [];
+    return @$log ? $log->[-1]{seq} : 0;
+}
+
+sub listed_since {
+    my ($seq) = @_;
+    my $log = $s->stub(GET => '/_stub/state')->res->json->{log} // [];
+    return grep { $_->{seq} > $seq && $_->{method} eq 'GET'
+                  && $_->{path} eq '/v1/invoices' } @$log;
+}
+
+sub created_gte {
+    my ($e) = @_;
+    my $p = $e->{params} // {};
+    return ref $p->{created} eq 'HASH' ? $p->{created}{gte}
+                                       : $p->{'created[gte]'};
+}
+
+# ms since the epoch as nginx writes an ISO 8601 time
+sub iso_ms {
+    my ($ms) = @_;
+    my @t = gmtime int($ms / 1000);
+    return sprintf '%04d-%02d-%02dT%02d:%02d:%02d.%03dZ', $t[5] + 1900,
+                   $t[4] + 1, @t[3, 2, 1, 0], $ms % 1000;
+}
+
 # the claim aged past its 60 s hold in Redis, rather than waited for
 sub lapse {
     my ($w, $id) = @_;
@@ -464,6 +492,8 @@ subtest 'payment_link: an invoice its dead worker never stored is voided'
     # as LINK_INDEX writes it, had the worker died after it
     $r->set("lg:invoice:$orphan", "$w->{id}:$id");
     lapse($w, $id);
+    my $claimed = $r->hget("lg:{ws:$w->{id}}:lr:$id", 'reissueAt');
+    my $seq = stub_seq();
 
     my $b = link_is($l->manage($w, $id, 'payment_link'), 0,
                     'the next payment_link');
@@ -472,6 +502,10 @@ subtest 'payment_link: an invoice its dead worker never stored is voided'
     is($l->invoice($orphan)->{status}, 'void', 'the orphan is void');
     ok(eventually(sub { !$r->exists("lg:invoice:$orphan") }, 5),
        'and its webhook index gone');
+    # from the lapsed claim on (its time less 10 minutes for Stripe's
+    # clock), not over the request's whole life
+    is_deeply([map { created_gte($_) } listed_since($seq)],
+              [int($claimed / 1000) - 600], 'listed from the lapsed claim');
     my @open = map { $_->{id} } grep { $_->{status} eq 'open' }
                $l->invoices($w->{customer});
     is_deeply(\@open, [$new], 'the only open invoice is the new one');
@@ -636,7 +670,10 @@ subtest 'a GET cancels a request whose claim lapsed: queued' => sub {
                qw(reason workspace invoice_id customer at)},
               {reason => 'reissue_lapsed', workspace => $w->{id},
                invoice_id => '', customer => $w->{customer},
-               at => $r->hget($lkey, 'createdAt')}, 'its fields');
+               at => iso_ms($r->hget($lkey, 'reissueAt'))},
+              'its fields (at: the lapsed claim\'s time)');
+    ok(eventually(sub { !$r->hexists($lkey, 'sweepPending') }, 5),
+       'the mark cleared once queued');
 
     $r->hset($lkey, reconciledAt => 0);
     $l->answer($l->get($w, $id), 200, 'GET again');
@@ -644,6 +681,76 @@ subtest 'a GET cancels a request whose claim lapsed: queued' => sub {
     is(scalar(() = queued($id)), 1, 'nothing more queued');
     is($l->invoice($orphan)->{status}, 'open',
        'the orphan left to the run');
+};
+
+# The request ends while the claim lapsed, but the answer of what ended
+# it is lost: lr_resolve (a GET's check) ran and its reply never came
+# (the client got 503), or wh_invoice recorded the event and nginx never
+# saw its answer (Stripe's redelivery is a seen event). lr_settle marked
+# the request sweepPending in the same step, so the next read of it (a
+# GET, the redelivery) queues it, and the mark goes once queued. Before,
+# only the answer that ended it queued it: nothing was queued.
+sub lapsed_settled {
+    my ($w, $id, $old) = @_;
+    my $lkey = "lg:{ws:$w->{id}}:lr:$id";
+    my ($sec, $usec) = $r->time;
+    my $now = int($sec * 1000 + $usec / 1000);
+    return ($lkey, $now, iso_ms($now),
+            $lkey, "lg:{ws:$w->{id}}:lines", "lg:{ws:$w->{id}}:pending",
+            'lg:provisioning');
+}
+
+subtest 'a settle whose reply was lost: the next GET queues it' => sub {
+    my $w = ws();
+    my ($id, $old, $orphan) = killed_after_finalize($w) or return;
+    lapse($w, $id);
+    my ($lkey, $now, $iso, @keys) = lapsed_settled($w, $id, $old);
+    my $from = $r->hget($lkey, 'reissueAt');
+
+    # lr_resolve as a GET's check sends it, its reply lost
+    $r->eval(lua_script('lr_resolve'), 4, @keys, $w->{id}, $id, $old,
+             'void', $now, $iso, substr($iso, 0, 10), 'w');
+    is($r->hget($lkey, 'provisioningStatus'), 'canceled', 'canceled');
+    is($r->hget($lkey, 'sweepPending'), $from, 'marked: from its claim');
+    is(scalar(() = queued($id)), 0, 'nothing queued yet');
+
+    is($l->answer($l->get($w, $id), 200, 'a GET')->{status}, 'canceled',
+       'the GET after it');
+    ok(eventually(sub { queued($id) }, 5), 'queued then');
+    my @e = queued($id);
+    is(scalar @e, 1, 'once');
+    is($e[0]{reason}, 'reissue_lapsed', 'reissue_lapsed');
+    is($e[0]{at}, iso_ms($from), 'from the lapsed claim');
+    ok(eventually(sub { !$r->hexists($lkey, 'sweepPending') }, 5),
+       'the mark cleared');
+    $l->answer($l->get($w, $id), 200, 'GET again');
+    sleep 0.3;
+    is(scalar(() = queued($id)), 1, 'nothing more queued');
+};
+
+subtest 'a webhook whose answer was lost: its redelivery queues it' => sub {
+    my $w = ws();
+    my ($id, $old, $orphan) = killed_after_finalize($w) or return;
+    lapse($w, $id);
+    my ($lkey, $now, $iso, @keys) = lapsed_settled($w, $id, $old);
+    my $evt = 'evt_lost' . $id;
+
+    # wh_invoice as nginx sends it for invoice.voided, its answer lost
+    my $got = [$r->eval(lua_script('wh_invoice'), 5,
+                        "lg:{ws:$w->{id}}:event:$evt", @keys, $old, 'void',
+                        $now, $iso, 86400, $w->{id}, $id, 'w', 60000)];
+    is($got->[0], 3, 'applied');
+    is($r->hget($lkey, 'provisioningStatus'), 'canceled', 'canceled');
+    ok($r->hexists($lkey, 'sweepPending'), 'marked');
+    is(scalar(() = queued($id)), 0, 'nothing queued yet');
+
+    my $ev = $s->stub(POST => '/_stub/webhook', {
+        url => $s->url('/webhooks/stripe'), type => 'invoice.voided',
+        object_id => $old, event_id => $evt})->res->json // {};
+    is($ev->{status}, 200, 'the redelivery answered 200');
+    ok(eventually(sub { queued($id) }, 5), 'queued then');
+    ok(eventually(sub { !$r->hexists($lkey, 'sweepPending') }, 5),
+       'the mark cleared');
 };
 
 # A claim outlives its hold (Stripe slow: the hold is 60 s) and a second
@@ -831,16 +938,19 @@ subtest 'lr_reissue_claim, lr_void_fence: a lapsed claim' => sub {
              invoiceId => 'in_old');
 
     is_deeply([$r->eval($claim, 1, $k, @who, 'in_old', 100000, 60000)],
-              [1, 1, 0], 'a first claim: none lapsed');
+              [1, 1, 0, 0], 'a first claim: none lapsed');
     is_deeply([$r->eval($claim, 1, $k, @who, 'in_old', 159999, 60000)],
               [13], 'held: LR_BUSY');
     is_deeply([$r->eval($claim, 1, $k, @who, 'in_old', 160000, 60000)],
-              [1, 2, 1], 'past its hold: taken over, lapsed');
+              [1, 2, 1, 100000],
+              'past its hold: taken over, lapsed, from its claim');
     is_deeply([$r->eval($abort, 1, $k, @who, 2, 'cus_x', '1')], [1, 0],
               'released before it looked');
     is($r->hget($k, 'reissueAt'), 0, 'lapsed, not gone');
+    is($r->hget($k, 'sweepFrom'), 100000, 'sweepFrom kept: the first claim');
     is_deeply([$r->eval($claim, 1, $k, @who, 'in_old', 160001, 60000)],
-              [1, 3, 1], 'the next claim at once, told it lapsed');
+              [1, 3, 1, 100000],
+              'the next claim at once, told it lapsed, from the first');
     is($r->eval($fence, 1, $k, @who, 'in_left', '', 2), 3,
        'a sweeper taken over (invoiceSeq 2): refused');
     ok(!$r->hexists($k, 'voidingInvoice'), 'nothing marked');

@@ -8,7 +8,8 @@
 -- A claim that took over a lapsed one and has not yet discarded what the
 -- lapsed one may have left at Stripe (ARGV[5] '1') is released lapsed,
 -- reissueAt 0 rather than none: nobody is kept waiting, and the next
--- claim still knows it must look (lr_reissue_claim).
+-- claim still knows it must look (lr_reissue_claim), from sweepFrom on
+-- (kept). Released otherwise, the sweep is done: sweepFrom goes too.
 -- KEYS[1] lg:{ws:W}:lr:<id>
 -- ARGV[1] ws, ARGV[2] id (not read), ARGV[3] invoiceSeq of the claim,
 -- ARGV[4] the Stripe customer (not read: nginx's next write), ARGV[5] '1'
@@ -27,7 +28,7 @@ if h[1] and h[1] == ARGV[3] then
     if ARGV[5] == '1' then
         redis.call('HSET', lkey, 'reissueAt', 0)
     else
-        redis.call('HDEL', lkey, 'reissueAt')
+        redis.call('HDEL', lkey, 'reissueAt', 'sweepFrom')
     end
     own = 1
 end

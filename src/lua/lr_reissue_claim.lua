@@ -13,15 +13,20 @@
 -- that no request names. Taken over, the claim says so (lapsed 1): nginx
 -- discards those invoices before it issues another (line_manage.c, the
 -- sweep); invoiceSeq + 1 refuses the lapsed claim's store from now on.
+-- What it may have left was made after its reissueAt: the earliest claim
+-- not swept yet is kept in sweepFrom (ms; a claim released lapsed leaves
+-- reissueAt 0, its time there), so that the sweep lists the customer's
+-- invoices from then on, not over the request's whole life. sweepFrom
+-- goes once a sweep is done (lr_reissue_store, lr_reissue_abort).
 -- KEYS[1] lg:{ws:W}:lr:<id>
 -- ARGV[1] ws, ARGV[2] id (not read), ARGV[3] the old invoice id,
 -- ARGV[4] now (ms), ARGV[5] ms a claim holds
--- Returns {LR_OK, invoiceSeq, lapsed (1 or 0)}, {LR_WRONG_STATE, status}
--- or {LR_BUSY}.
+-- Returns {LR_OK, invoiceSeq, lapsed (1 or 0), sweepFrom (ms, 0:
+-- unknown)}, {LR_WRONG_STATE, status} or {LR_BUSY}.
 --#include lr_codes
 local lkey = KEYS[1]
 local h = redis.call('HMGET', lkey, 'provisioningStatus', 'invoiceId',
-                     'reissueAt')
+                     'reissueAt', 'sweepFrom')
 if h[1] ~= 'awaiting_payment' then
     return {LR_WRONG_STATE, h[1] or ''}
 end
@@ -32,7 +37,17 @@ then
     return {LR_BUSY}
 end
 
+local from = 0
+if h[3] then
+    local at = tonumber(h[3]) or 0
+    from = tonumber(h[4] or '0') or 0
+    if at > 0 and (from == 0 or at < from) then
+        from = at
+        redis.call('HSET', lkey, 'sweepFrom', from)
+    end
+end
+
 redis.call('HSET', lkey, 'reissueAt', ARGV[4])
 local seq = redis.call('HINCRBY', lkey, 'invoiceSeq', 1)
 
-return {LR_OK, seq, h[3] and 1 or 0}
+return {LR_OK, seq, h[3] and 1 or 0, from}

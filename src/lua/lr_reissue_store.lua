@@ -41,6 +41,6 @@ end
 
 redis.call('HSET', lkey, 'invoiceId', ARGV[4], 'paymentUrl', ARGV[5],
            'reconciledAt', ARGV[6], 'updatedAt', ARGV[7])
-redis.call('HDEL', lkey, 'reissueAt')
+redis.call('HDEL', lkey, 'reissueAt', 'sweepFrom')
 
 return {LR_OK}

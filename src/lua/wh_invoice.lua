@@ -18,14 +18,18 @@
 --          member of lg:{fleet}:lr:setup it wrote before it)
 -- ARGV[9]  ms a payment_link's reissue claim holds (reissueAt)
 --
--- Returns  {0}                     event seen before: nothing done
+-- Returns  {0, pending, customer, from}
+--                                  event seen before: nothing done;
+--                                  pending 1 while the request is marked
+--                                  sweepPending (see claim below: a
+--                                  redelivery queues it again)
 --          {1}                     no line request for this invoice
 --          {4}                     a void while payment_link reissues
 --                                  the request's invoice: nothing done,
 --                                  refused so that Stripe delivers it
 --                                  again once the claim is over
 --          {3, status, changed, channelType, lineType, reopened,
---           claim, customer, createdAt}
+--           claim, customer, from}
 --                                  settled (changed 1) or left alone (0);
 --                                  'provisioning' with changed 1 is the
 --                                  report of a set-up entry (appended
@@ -33,21 +37,32 @@
 --                                  reopened 1: the request had been
 --                                  canceled (its invoice uncollectible)
 --                                  and is promoted (lr_settle); claim 1:
---                                  settled (changed) while it held a
---                                  payment_link's claim (reissueAt),
---                                  maybe lapsed with an invoice left
---                                  unstored: nginx queues the request
+--                                  marked sweepPending (lr_settle: it
+--                                  ended while it held a payment_link's
+--                                  claim, maybe lapsed with an invoice
+--                                  left unstored): nginx queues it
 --                                  (reissue_lapsed) for a run to look
---                                  under its customer from createdAt on
+--                                  under its customer from `from` (ms)
+--                                  on, and clears the mark once queued
 --
 -- The event id is remembered once the event is applied (settled or left
 -- alone), never before: an event that changed nothing stays deliverable.
 
 --#include lr_settle
 
+-- the request's sweepPending mark: {1, customer, from}, or {0, '', ''}
+local function lg_wh_pending(lkey)
+    local h = redis.call('HMGET', lkey, 'sweepPending', 'customer')
+    if not h[1] then
+        return 0, '', ''
+    end
+    return 1, h[2] or '', h[1]
+end
+
 local ekey = KEYS[1]
 if redis.call('EXISTS', ekey) == 1 then
-    return {0}
+    local pending, customer, from = lg_wh_pending(KEYS[2])
+    return {0, pending, customer, from}
 end
 
 local ws, id = ARGV[6], ARGV[7]
@@ -84,11 +99,7 @@ end
 
 redis.call('SET', ekey, ARGV[3], 'EX', tonumber(ARGV[5]))
 
-local claim, customer, created = 0, '', ''
-if changed and cur[2] then
-    local h = redis.call('HMGET', KEYS[2], 'customer', 'createdAt')
-    claim, customer, created = 1, h[1] or '', h[2] or ''
-end
+local claim, customer, from = lg_wh_pending(KEYS[2])
 
 return {3, status, changed and 1 or 0, channel or '', line_type or '',
-        reopened and 1 or 0, claim, customer, created}
+        reopened and 1 or 0, claim, customer, from}

@@ -24,7 +24,14 @@
 -- Either way the workspace's pending marker is cleared if it names this
 -- request, and a canceled request leaves the workspace's index of live
 -- requests (lg:{ws:W}:lines), so that no step walks a workspace's
--- history. Any other current status is left alone (changed = false), so a
+-- history. A request that ends while its hash holds a payment_link's
+-- claim (reissueAt: one that lapsed may have left an invoice unstored at
+-- Stripe, which no payment_link will sweep now) is marked sweepPending,
+-- the ms its invoices are to be looked for from (the earliest of
+-- sweepFrom and a reissueAt > 0; else its creation): nginx queues it
+-- (reissue_lapsed) whenever it reads the mark, and clears it once the
+-- queuing answered, so a reply lost on the way loses nothing.
+-- Any other current status is left alone (changed = false), so a
 -- webhook racing a poll or a cancel cannot apply twice. The callers
 -- settle only the invoice the request names (its invoiceId).
 -- Returns nil when the request does not exist.
@@ -75,7 +82,8 @@ end
 local function lg_lr_settle(stream, lkey, lines, pending, ws, id, outcome,
                             now_ms, now_iso)
     local cur = redis.call('HMGET', lkey, 'provisioningStatus',
-                           'channelType', 'lineType', 'createdAt')
+                           'channelType', 'lineType', 'createdAt',
+                           'reissueAt', 'sweepFrom')
     if not cur[1] then
         return nil, false
     end
@@ -104,6 +112,18 @@ local function lg_lr_settle(stream, lkey, lines, pending, ws, id, outcome,
         redis.call('HSET', lkey, 'provisioningStatus', status,
                    'paymentStatus', 'failed', 'updatedAt', now_iso)
         redis.call('ZREM', lines, id)
+    end
+
+    if cur[5] then
+        local at = tonumber(cur[5]) or 0
+        local from = tonumber(cur[6] or '0') or 0
+        if at > 0 and (from == 0 or at < from) then
+            from = at
+        end
+        if from == 0 then
+            from = lg_lr_created_ms(cur[4]) or now_ms
+        end
+        redis.call('HSET', lkey, 'sweepPending', from)
     end
 
     if redis.call('GET', pending) == id then
