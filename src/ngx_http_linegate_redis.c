@@ -1373,6 +1373,8 @@ ngx_http_linegate_redis_acknowledged(ngx_int_t script)
     case NGX_HTTP_LINEGATE_SCRIPT_LR_CREATE:
     case NGX_HTTP_LINEGATE_SCRIPT_LR_INVOICE_STORE:
     case NGX_HTTP_LINEGATE_SCRIPT_LR_INVOICE_SETTLE:
+    /* its answer deletes what would queue it again (sweepPending) */
+    case NGX_HTTP_LINEGATE_SCRIPT_LR_INVOICE_ORPHAN:
     case NGX_HTTP_LINEGATE_SCRIPT_LR_REISSUE_STORE:
     case NGX_HTTP_LINEGATE_SCRIPT_LR_RESOLVE:
     case NGX_HTTP_LINEGATE_SCRIPT_LR_VOID_FENCE:

@@ -492,6 +492,40 @@ subtest 'a run\'s settle of a paid invoice is acknowledged' => sub {
     is($l->lr($w, $id)->{provisioningStatus}, 'provisioning', 'promoted');
 };
 
+# A request that ended with a lapsed reissue claim in its hash is marked
+# sweepPending; nginx queues its reissue_lapsed entry (lr_invoice_orphan)
+# and, once that answered, deletes the mark. The queuing is acknowledged
+# like the other writes that must survive a failover: before, its answer
+# came from the master alone, and a failover could lose the entry after
+# the mark that would queue it again was gone.
+subtest 'a reissue_lapsed queuing is acknowledged before its mark goes' =>
+sub {
+    ok($s->wait_sentinels_ready(30, 1), 'a replica in sync') or return;
+    $s->follow_master;
+    my $r = $s->redis;
+    my $w = settled_workspace('org_wait_lapsed');
+    my ($id) = $l->awaiting($w);
+    ok($id, 'a request awaiting payment') or return;
+    my $key = "lg:{ws:$w->{id}}:lr:$id";
+    $r->hset($key, sweepPending => int(time * 1000) - 120_000);
+    my ($cmds) = $s->_redis_traffic(sub {
+        $l->get($w, $id);
+        eventually(sub { !$r->hexists($key, 'sweepPending') }, 10);
+    });
+    ok(!$r->hexists($key, 'sweepPending'), 'the mark went');
+    my ($at) = grep { $cmds->[$_] =~ /"evalsha"/i
+                      && $cmds->[$_] =~ /"reissue_lapsed"/ } 0 .. $#$cmds;
+    ok(defined $at, 'lr_invoice_orphan sent') or return;
+    my ($client) = $cmds->[$at] =~ /\[\d+ ([^\]]+)\]/;
+    my ($next) = grep { /\[\d+ \Q$client\E\]/ } @$cmds[$at + 1 .. $#$cmds];
+    like($next // '', qr/"wait" "1"/i, 'a WAIT follows it');
+    is(scalar(grep { ($_->{reason} // '') eq 'reissue_lapsed'
+                     && ($_->{line_request_id} // '') eq $id }
+              map { {@{ $_->[1] }} }
+              @{ $r->xrange('lg:{fleet}:reconcile', '-', '+') }), 1,
+       'queued once');
+};
+
 subtest 'the master SIGKILLed under load' => sub {
     my $old = $s->redis_port;
     my $dir = $s->dir;
