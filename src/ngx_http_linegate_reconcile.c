@@ -3124,9 +3124,13 @@ ngx_http_linegate_reconcile_fenced_named(ngx_http_request_t *r,
         return;
     }
 
-    if (ngx_http_linegate_reply_str(reply, 1, &status) == NGX_OK
-        && ngx_http_linegate_reconcile_is(&status, "awaiting_payment"))
-    {
+    if (ngx_http_linegate_reply_str(reply, 1, &status) != NGX_OK) {
+        /* a draft or open invoice the request names: its own */
+        ngx_http_linegate_reconcile_settle(r, ctx, "stored_late");
+        return;
+    }
+
+    if (ngx_http_linegate_reconcile_is(&status, "awaiting_payment")) {
         /* the request names it: no 201 to keep, the promotion alone */
         ngx_str_set(&rc->paid_body, "");
 
@@ -3135,6 +3139,13 @@ ngx_http_linegate_reconcile_fenced_named(ngx_http_request_t *r,
         return;
     }
 
+    if (ngx_http_linegate_reconcile_is(&status, "canceled")) {
+        /* paid, and nothing gives the line: never reopened by a run */
+        ngx_http_linegate_reconcile_paid_left(r, ctx, "was canceled");
+        return;
+    }
+
+    /* settled already (its payment reached it): nothing left to do */
     ngx_http_linegate_reconcile_settle(r, ctx, "stored_late");
 }
 

@@ -1140,6 +1140,38 @@ subtest 'a late store of an invoice paid before its index: promoted' => sub {
                @{ $p->reconcile }], [], 'off lg:{fleet}:reconcile');
 };
 
+# The same, but the request was canceled meanwhile (its store landed,
+# then something ended it): a paid invoice it names, and no line. A run
+# never reopens a canceled request, and must not close the entry as
+# stored_late either (the customer charged for nothing): a human's.
+subtest 'a paid invoice its canceled request names: a human\'s' => sub {
+    plan skip_all => 'the Lines API is not served on a Redis Cluster'
+        if $s->topology eq 'cluster';
+    my $l = LG::Lines->new($s);
+    my $w = $l->workspace('org_store_paid_canceled');
+    my ($id, $inv) = lost_and_left($l, $w, 'kpc');
+    $r->del("lg:invoice:$inv->{id}");
+    my $ev = $l->invoice_do($inv->{id}, 'pay', $s->url('/webhooks/stripe'));
+    is($ev->{status}, 200, 'paid, its webhook answered (unknown invoice)');
+    $r->set("lg:invoice:$inv->{id}", "$w->{id}:$id");
+    is(late_store($l, $w, $id, $inv, 'kpc'), 1, 'the late store lands');
+    $r->hset("lg:{ws:$w->{id}}:lr:$id", provisioningStatus => 'canceled');
+
+    my $from = length $s->error_log;
+    my $b = run();
+    my ($e) = grep { ($_->{line_request_id} // '') eq $id }
+              @{ $b->{entries} // [] };
+    is($e->{outcome}, 'deferred', 'deferred') or diag explain $b;
+    is($e->{detail}, 'invoice_paid',
+       'for a human: invoice_paid') or diag explain $e;
+    is($l->lr($w, $id)->{provisioningStatus}, 'canceled', 'not reopened');
+    is(scalar(grep { ($_->{line_request_id} // '') eq $id }
+              @{ $p->reconcile }), 1, 'still on lg:{fleet}:reconcile');
+    like(substr($s->error_log, $from),
+         qr/\Q$inv->{id}\E" is paid, but the request was canceled: left/,
+         'logged for a human');
+};
+
 # A creation whose invoice Stripe pays at finalization (nothing due), the
 # finalize held past linegate_reconcile_lost_after: a run lists the invoice
 # as a draft, fences the request, and its DELETE fails. The finalize then
