@@ -847,10 +847,12 @@ subtest 'payment_link: its store refused by a fence: released lapsed'
     # the item step slow: meanwhile the new draft is marked, as
     # lr_void_fence marks it
     $l->fault(path_prefix => '/v1/invoiceitems', latency_ms => 1500);
-    my $made = '';
+    my ($made, $claimed) = ('', 0);
     my ($tx) = $l->during([$w, POST => "/api/line-requests/$id",
                            {action => 'payment_link'}], sub {
-        return 0 unless ($l->lr($w, $id)->{invoiceSeq} // 0) == 1;
+        my $now = $l->lr($w, $id);
+        return 0 unless ($now->{invoiceSeq} // 0) == 1;
+        $claimed = $now->{reissueAt};
         my ($new) = grep { $_->{id} ne $old } $l->invoices($w->{customer});
         return 0 unless $new;
         $made = $new->{id};
@@ -868,6 +870,9 @@ subtest 'payment_link: its store refused by a fence: released lapsed'
                   5), 'its claim released lapsed (reissueAt 0)')
         or diag explain $h;
     is($h->{invoiceSeq}, 1, 'no other claim');
+    ok($claimed, 'the claim\'s time seen');
+    is($h->{sweepFrom}, $claimed,
+       'the next sweep starts at its time (it took over nothing)');
     is($h->{invoiceId}, $old, 'the old invoice still named');
     is($l->invoice($made)->{status} // '', 'void', 'its invoice voided');
     ok(!$r->exists("lg:invoice:$made"), 'not indexed');
