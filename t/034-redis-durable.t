@@ -152,6 +152,7 @@ subtest 'a draining worker, Redis restarted: the writes still land' => sub {
     my $id = 'acct_drain2';
     my $a = $p->account($id);
     my $tok = $p->token($a);
+    my $from = length $s->error_log;
 
     $p->fault(latency_ms => 3000, after_commit => 1);
 
@@ -165,11 +166,26 @@ subtest 'a draining worker, Redis restarted: the writes still land' => sub {
 
     # the restarted Redis lost the reservation: the old worker queues
     # the paid subscription for reconciliation instead of losing it
-    ok($res && $res->code, 'answered') or diag('no answer');
-    my $sub = $res && $res->json && $res->json->{subscription_id};
+    like(substr($s->error_log, $from), qr/gracefully shutting down/,
+         'the old worker drained');
+    is($res && $res->code, 500, 'answered 500') or diag('no answer');
+    my $b = ($res && $res->json) // {};
+    is($b->{error}, 'provisioning_failed', 'provisioning_failed')
+        or diag($res && $res->body);
+    like($b->{message} // '', qr/has been queued for reconciliation/,
+         'queued, says the answer');
+    my $sub = $b->{subscription_id};
     like($sub // '', qr/^sub_/, 'the subscription id is answered');
+    my $logged = quotemeta($sub // '-') . qr/ of account "$id" \(\w+\)/
+                 . qr/ not recorded \(reservation_missing\)/;
+    like(substr($s->error_log, $from), qr/subscription $logged/,
+         'logged: the reservation was lost with the restart');
     ok(wait_for(sub { scalar reconcile_of($p, $id) }, 30),
        'its reconcile entry is written');
+    my @q = reconcile_of($p, $id);
+    is(scalar @q, 1, 'one entry');
+    is($q[0]{subscription_id}, $sub, 'for the subscription');
+    is($q[0]{reason}, 'reservation_missing', 'reason: reservation_missing');
     unlike($s->error_log, qr/neither recorded nor queued/, 'no alert');
 };
 
