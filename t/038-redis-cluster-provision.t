@@ -14,8 +14,9 @@
 # reshard's window per slot is a few ms, which purchases under load
 # seldom meet); purchases under a real `redis-cli --cluster reshard` of
 # their accounts' slots all answer 200; a master SIGKILLed under confirms
-# loses no number and no purchase
-# answered 200.
+# (stopped first, so that a batch of confirms is certainly waiting on it
+# when it dies) cuts them, and loses no number and no purchase answered
+# 200: every live subscription is backed by its line or an entry.
 use strict;
 use warnings;
 use lib 't/lib';
@@ -667,12 +668,17 @@ subtest 'the fleet\'s master SIGKILLed under confirms' => sub {
                @accts;
     my $fleet = $s->cluster_master_of($FLEET);
     my $out = "$s->{dir}/kill-answers.json";
+    my $progress = "$s->{dir}/kill-progress";
 
     my $pid = fork // die "fork: $!";
     if (!$pid) {
         my @res;
+        open my $pf, '>', $progress or POSIX::_exit(1);
+        $pf->autoflush(1);
         while (my @batch = splice @jobs, 0, 4) {
+            print $pf "sent\n";
             my @txs = $p->parallel(map { $p->confirm_req(@$_) } @batch);
+            print $pf "answered\n";
             for my $i (0 .. $#txs) {
                 my $res = $txs[$i]->res;
                 push @res, {account => $batch[$i][0]{id},
@@ -687,10 +693,24 @@ subtest 'the fleet\'s master SIGKILLed under confirms' => sub {
         POSIX::_exit(0);
     }
 
-    # once a few confirms were answered
+    # once a few confirms were answered, the fleet's master is stopped
+    # (SIGSTOP): every confirm needs its slot (intent, claim, settle), so
+    # the batch then sent, or in flight, waits on it; the kill follows
+    # while it waits (0.3 s, within the keepalive's 1 s)
     my $t0 = time;
     sleep 0.05 until time - $t0 > 20
         || grep { %{ $p->lines($_->{id}) } } @accts;
+    my $batches = sub {
+        open my $fh, '<', $progress or return (0, 0);
+        my %n = (sent => 0, answered => 0);
+        $n{ s/\s+//gr }++ while <$fh>;
+        return @n{qw(sent answered)};
+    };
+    kill 'STOP', $s->{pids}{"redis_$fleet"};
+    sleep 0.3;
+    my ($sent, $answered) = $batches->();
+    ok($sent > $answered, 'a batch of confirms in flight at the kill')
+        or diag("$sent batches sent, $answered answered");
     $s->cluster_kill_master($fleet);
     my $killed = time;
     waitpid $pid, 0;
@@ -733,6 +753,9 @@ subtest 'the fleet\'s master SIGKILLed under confirms' => sub {
     is(scalar(grep { $_->{code} == 503 && !defined $_->{retry} } @$res), 0,
        'every 503 with Retry-After');
     ok($by{200}, 'purchases before the kill');
+    # the confirms waiting on the master when it died (and those sent
+    # before a replica took its slots over) have no answer from it
+    ok($by{500} || $by{503}, 'the kill cut confirms (500s or 503s)');
 
     my %held;
     for my $a (@accts) {
@@ -755,20 +778,27 @@ subtest 'the fleet\'s master SIGKILLed under confirms' => sub {
     is(claims(), 0, 'every claim settled');
     is($p->accounted, $total, 'every number in exactly one place');
 
-    my %lines_of = map { $_->{id} => scalar keys %{ $p->lines($_->{id}) } }
-                   @accts;
-    my %entries;
-    $entries{$_->{subscription_id}}++
-        for grep { length($_->{subscription_id} // '') } @{ $p->reconcile };
+    # each live subscription of these accounts, one by one: the line of
+    # its worker id holds it, or an entry names it or its worker id (an
+    # unknown outcome's entry has no subscription id)
+    my @entries = @{ $p->reconcile };
     my @live = grep { ($_->{status} // '') ne 'canceled' }
                grep { my $c = $_->{customer} // '';
                       grep { $c eq $_->{customer} } @accts }
                $p->subscriptions;
-    my $lines = 0;
-    $lines += $_ for values %lines_of;
-    cmp_ok(scalar @live, '<=', $lines + keys %entries,
-           'no subscription without a line or an entry: '
-           . scalar(@live) . " live, $lines lines");
+    my @unbacked;
+    for my $sub (@live) {
+        my $m = $sub->{metadata} // {};
+        my ($acct, $w) = ($m->{account_id} // '-', $m->{worker_id} // '-');
+        my $line = $p->lines($acct)->{$w};
+        next if $line && ($line->{subscription_id} // '') eq $sub->{id};
+        next if grep { ($_->{subscription_id} // '') eq $sub->{id}
+                       || ($_->{account} // '') eq $acct
+                          && ($_->{worker_id} // '') eq $w } @entries;
+        push @unbacked, "$sub->{id} ($acct, $w)";
+    }
+    is_deeply(\@unbacked, [], 'each live subscription backed by its line '
+              . 'or an entry (' . scalar(@live) . ' live)');
 };
 
 done_testing;
