@@ -32,6 +32,18 @@ sub subs_of {
            $p->subscriptions;
 }
 
+# the stub's log entries for $path since the last mark() (as in t/230)
+my $seen = 0;
+sub calls {
+    my ($path) = @_;
+    my $log = $p->stub_state->{log} // [];
+    my @new = grep { $_->{path} eq $path } @$log[$seen .. $#$log];
+    $seen = @$log;
+    return @new;
+}
+
+sub mark { $seen = @{ $p->stub_state->{log} // [] } }
+
 sub reconcile_of {
     my ($id) = @_;
     return grep { $_->{account} eq $id } @{ $p->reconcile };
@@ -111,9 +123,24 @@ for my $f (['oversize', oversize => $BIG],
     subtest "POST subscription, one $what: bought once" => sub {
         my $id = 'acct_s' . ++$n;
         my $a = $p->account($id);
+        my $tok = $p->token($a);
+        mark();
         $p->fault(%fault);
-        my $tx = $p->confirm($a, $p->token($a));
+        my $tx = $p->confirm($a, $tok);
         my $b = $p->answer($tx, 200, "subscription $what once");
+        # the fault fired: the stub's log has the first POST faulted
+        # (its "fault" field names it) and a second, whole, same key
+        my @c = calls('/v1/subscriptions');
+        is(scalar @c, 2, 'two POSTs');
+        my ($kind) = grep { $_ ne 'after_commit' } sort keys %fault;
+        ok($c[0]{fault} && $c[0]{fault}{$kind},
+           "the first met the fault ($kind)")
+            or diag(explain($c[0]));
+        ok(@c == 2 && !$c[1]{fault}, 'the second met none')
+            or diag(explain($c[1]));
+        ok(@c == 2 && ($c[0]{idempotency_key} // '') ne ''
+           && $c[0]{idempotency_key} eq ($c[1]{idempotency_key} // ''),
+           'same idempotency key');
         my @subs = subs_of($id);
         is(scalar @subs, 1, 'one subscription');
         is($p->lines($id)->{ $b->{worker_id} // '' }{subscription_id},
