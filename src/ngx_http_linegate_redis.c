@@ -477,6 +477,13 @@ static ngx_str_t  ngx_http_linegate_redis_unavailable_errors[] = {
     ngx_string("OOM"),
     ngx_string("MISCONF"),
     ngx_string("NOREPLICAS"),
+    /*
+     * NOAUTH in another form: a connection not authenticated yet (a
+     * password set on Redis under running workers) that sends more than
+     * 10 arguments is refused with this, and closed, before anything
+     * runs (a purchase's pv_record has 16)
+     */
+    ngx_string("ERR Protocol error: unauthenticated"),
     ngx_null_string
 };
 

@@ -13,6 +13,9 @@ use Test::More;
 use Time::HiRes qw(sleep time);
 use Time::Local qw(timegm);
 use Digest::SHA ();
+use IO::Socket::INET;
+use Mojo::JSON ();
+use Mojo::UserAgent;
 use LG::Stack;
 use LG::Test qw(:DEFAULT eventually);
 use LG::Provision;
@@ -698,44 +701,143 @@ subtest 'a worker killed mid-confirm: cancelled, the number back' => sub {
 # dead: once Redis is back it sends its record again (a durable write).
 # A sweep meanwhile took the purchase for a dead worker's, and the run
 # cancels its subscription: the record must not make the line (it did,
-# a line whose subscription was then cancelled). Here the workers are
-# killed and the record is then sent as the live worker's durable write
-# sends it: the same script, keys and arguments.
+# a line whose subscription was then cancelled). A real worker is cut
+# off here: while Stripe holds its subscription call, the password of
+# Redis's default user is changed (connections already open stay
+# authenticated) and that worker's connections are killed, so that it
+# reconnects unauthenticated, which a durable write retries (a NOPERM,
+# from an ACL denying EVALSHA, is a refusal it gives up on: no late
+# record to see). The other worker serves the sweep; the password is
+# then removed and the cut-off worker's own record lands.
+sub worker_of_client {
+    my ($cport) = @_;
+    my $port = $s->port;
+    my $f = "'( sport = :$port and dport = :$cport )'";
+    my $ss = `ss -tnpH state established $f`;
+    return $ss =~ /pid=(\d+)/ ? $1 : undef;
+}
+
+# the local ports of a process's connections to Redis
+sub redis_conns_of {
+    my ($pid) = @_;
+    my $rp = $s->redis_port;
+    return map { /^\S+\s+\S+\s+127\.0\.0\.1:(\d+)\s.*pid=$pid,/ ? $1 : () }
+           split /\n/, `ss -tnpH state established '( dport = :$rp )'`;
+}
+
 subtest 'a live worker\'s record after the sweep: no line, cancelled' => sub {
-    killed_after_billing('acct_cutoff');
-    my ($claim) = in_flight('lg:{fleet}:pv:inflight', 'acct_cutoff');
+    plan skip_all => 'the ACL and the connections of one Redis'
+        unless $s->topology eq 'single';
+    my $acct = 'acct_cutoff';
+    my $a = "lg:{acct:$acct}";
+    my $acc = $p->account($acct);
+    my $tok = $p->token($acc);
+    my $from = length $s->error_log;
+    $p->fault(latency_ms => 4000, after_commit => 1);
+
+    # the confirm on a raw socket: its port names the worker holding it
+    my $body = Mojo::JSON::encode_json({preview_token => $tok});
+    my $h = $p->headers($acc);
+    my $c = IO::Socket::INET->new(PeerAddr => '127.0.0.1',
+                                  PeerPort => $s->port) or die $!;
+    print $c "POST /accounts/lines/provision-confirm HTTP/1.1\r\n"
+        . "Host: 127.0.0.1\r\nConnection: close\r\n"
+        . join('', map { "$_: $h->{$_}\r\n" } sort keys %$h)
+        . "Content-Type: application/json\r\n"
+        . 'Content-Length: ' . length($body) . "\r\n\r\n$body";
+    ok(eventually(sub {
+           in_flight('lg:{fleet}:pv:inflight', $acct)
+           && $s->stub_held(qr{^/v1/subscriptions$}, sub {
+                  ($_[0]{params}{metadata}{account_id} // '') eq $acct })
+       }, 30), 'the confirm waits on Stripe, its number claimed')
+        or return;
+    my ($claim) = in_flight('lg:{fleet}:pv:inflight', $acct);
     my (undef, $w, $number) = split ' ', $claim // '';
-    my ($sub) = subs_of('acct_cutoff');
-    ok($w && $sub, 'a claim and a subscription left') or return;
-    sleep 1.1;    # linegate_reconcile_lost_after
-    # Stripe unavailable to this run: the sweep queues the entry, which
-    # waits for the next run
+
+    my $pid = worker_of_client($c->sockport);
+    my @conns = $pid ? redis_conns_of($pid) : ();
+    ok($pid && @conns, "the worker holding it ($pid) and its connections "
+       . "to Redis (@conns)") or return;
+    is($r->acl('SETUSER', 'default', 'resetpass', '>lg-cutoff'), 'OK',
+       'a password for new connections');
+    my $cut = 0;
+    $cut += $r->client_kill('ADDR', "127.0.0.1:$_") for @conns;
+    is($cut, scalar @conns, 'the worker\'s connections killed');
+
+    # Stripe answers; the worker's record gets NOAUTH: a durable write
+    my $raw = eval {
+        local $SIG{ALRM} = sub { die "no answer\n" };
+        alarm 30;
+        local $/;
+        my $all = <$c>;
+        alarm 0;
+        $all;
+    } // '';
+    close $c;
+    my ($head, $text) = split /\r\n\r\n/, $raw, 2;
+    like($head // '', qr{^HTTP/1\.1 500 }, 'the confirm: 500')
+        or diag($raw);
+    my $ans = eval { Mojo::JSON::decode_json($text // '') } // {};
+    is($ans->{error}, 'provisioning_failed', 'provisioning_failed');
+    like($ans->{message} // '', qr/will be recorded/,
+         'the line will be recorded, says the answer');
+    like(substr($s->error_log, $from),
+         qr/\Q$w\E, number \Q$number\E\) not recorded yet: the record/,
+         'its record handed to a durable write');
+    ok(!$r->exists("$a:line:$w"), 'no line yet');
+
+    # past linegate_reconcile_lost_after the other worker's sweep takes
+    # the claim for a dead worker's; Stripe unavailable to it: the entry
+    # waits for the next run. A run the cut-off worker takes cannot read
+    # Redis: tried again on a new connection.
+    sleep 1.1;
+    # the harness's kept-alive connection to the stub idled about the
+    # stub's keep-alive timeout (5 s): a new one, not one it may be
+    # closing as it is reused (seen once: "fault: " with no answer)
+    delete $s->{ua};
     $p->fault(method => 'GET', path_prefix => '/v1/subscriptions',
               status => 500, count => 1);
-    my $b = run();
-    my $e = entry_of($b, 'acct_cutoff');
-    is($e->{reason}, 'worker_lost', 'swept as worker_lost');
+    my ($e, @tried) = ({});
+    for (1 .. 30) {
+        my $tx = Mojo::UserAgent->new->post(
+            $s->url('/_linegate/reconciliation/run')
+            => {Authorization => 'Bearer ' . $s->operator_token});
+        push @tried, $tx->res->code // 0;
+        $e = entry_of($tx->res->json // {}, $acct);
+        last if %$e;
+        sleep 0.2;
+    }
+    is($e->{reason}, 'worker_lost', 'swept as worker_lost')
+        or diag("runs answered @tried");
+    note("runs answered @tried");
     is($e->{outcome}, 'deferred', 'and left for the next run');
+    ok(!$r->exists("$a:line:$w"), 'still no line');
 
-    my $a = "lg:{acct:acct_cutoff}";
-    my $rec = [$r->eval(LG::Test::lua_script('pv_record'), 5, $a,
-                        "$a:prov", "$a:resv:$w", "$a:line:$w",
-                        "$a:reconcile:w:$w", $w, $sub->{id}, $p->now_ms,
-                        'acct_cutoff', 'lg-confirm-late', 'cus_acct_cutoff',
-                        '2026-11-26T00:00:00.000Z', $number)];
-    is_deeply($rec, [0, 'reservation_missing'],
-              'the live worker\'s record: refused');
-    is_deeply($p->lines('acct_cutoff'), {}, 'no line made');
-
-    $b = run();
-    is(entry_of($b, 'acct_cutoff')->{outcome}, 'canceled',
-       'the next run: canceled');
-    is((subs_of('acct_cutoff'))[0]{status}, 'canceled',
-       'cancelled at Stripe');
-    is_deeply($p->lines('acct_cutoff'), {},
-              'no line holds a cancelled subscription');
-    is_deeply($p->reservations('acct_cutoff'), [], 'no reservation');
+    # the worker reaches Redis again: its own record, refused by the
+    # sweep's outbox (reservation_missing), queued with that reason
+    is($r->acl('SETUSER', 'default', 'nopass'), 'OK', 'the password gone');
+    ok(eventually(sub {
+           grep { ($_->{worker_id} // '') eq $w
+                  && ($_->{reason} // '') eq 'reservation_missing' }
+                queued_of($acct)
+       }, 30), 'the live worker\'s record: refused, reservation_missing')
+        or diag(explain([queued_of($acct)]));
+    like(substr($s->error_log, $from),
+         qr/durable write "the record of a paid line" done/,
+         'by the durable write');
+    # not given up on: Redis refuses an unauthenticated command of more
+    # than 10 arguments with "ERR Protocol error: unauthenticated ...",
+    # NOAUTH in another form (it was a refusal: alert, the write lost)
+    unlike(substr($s->error_log, $from), qr/\[alert\]/, 'no alert');
+    is_deeply($p->lines($acct), {}, 'no line made');
+    is_deeply($p->reservations($acct), [], 'the reservation dropped');
     is($r->zcard("$a:prov"), 0, 'the slot freed');
+
+    my $b = run();
+    is(entry_of($b, $acct)->{outcome}, 'canceled', 'the next run: canceled');
+    is((subs_of($acct))[0]{status}, 'canceled', 'cancelled at Stripe');
+    is_deeply($p->lines($acct), {},
+              'no line holds a cancelled subscription');
     ok($r->sismember('lg:{fleet}:inventory', $number),
        'the number back in the inventory, once');
     numbers_accounted('a live worker\'s late record');
