@@ -48,6 +48,8 @@ sub new {
         clients => $o{clients} // 8,
         faults  => $o{faults} // [@LG::Chaos::Faults::KINDS],
         settle  => $o{settle} // 10,
+        # seconds between two faults (LG::Chaos::Faults)
+        gap     => $o{gap} // [1.5, 4],
         stripe_timeout_ms => 1000,
         log     => $o{log} // sub { print STDERR "chaos: @_\n" },
     }, $class;
@@ -192,6 +194,7 @@ sub workload {
             log => "$self->{dir}/faults.jsonl",
             kinds => $self->{faults},
             stripe_timeout_ms => $self->{stripe_timeout_ms},
+            gap => $self->{gap},
         )->run;
     });
     $self->{child_pids} = [@pids];
@@ -702,10 +705,12 @@ sub report {
     my %fk;
     $fk{ $_->{kind} }++ for @{ $self->{fault_log} };
     my @f_rows = map { [$_, $fk{$_}] } sort keys %fk;
-    push @f_rows, ['client_abort (by clients)',
-        scalar grep { $_->{st} eq 'aborted' } @{ $self->{ops} }]
+    my $aborted = grep { $_->{st} eq 'aborted' } @{ $self->{ops} };
+    push @f_rows, ['client_abort (by clients)', $aborted]
         if grep { $_ eq 'client_abort' } @{ $self->{faults} };
-    my @failed = grep { $_->{detail} =~ /^failed/ } @{ $self->{fault_log} };
+    # "failed: ..." from the injector, "busy script ... failed: ..." from
+    # redis_busy: anywhere in the detail
+    my @failed = grep { $_->{detail} =~ /failed/ } @{ $self->{fault_log} };
     my $failed_faults = @failed;
 
     my $nv = 0;
@@ -738,8 +743,15 @@ sub report {
                      : '')
         . ($nv ? "$nv violations\n" : "no violations\n");
 
+    # kinds: injections per kind, failed ones left out; failed: the
+    # injections that failed; skipped: kinds the stub did not know
+    my %injected;
+    $injected{ $_->{kind} }++
+        for grep { $_->{detail} !~ /failed/ } @{ $self->{fault_log} };
     return {violations => $nv, report => $text, v => $self->{v},
-            ops => $nops, faults => scalar @{ $self->{fault_log} }};
+            ops => $nops, faults => scalar @{ $self->{fault_log} },
+            kinds => \%injected, failed => \@failed, aborted => $aborted,
+            skipped => $self->{skipped}};
 }
 
 1;

@@ -1,9 +1,12 @@
 package LG::Chaos::Faults;
 
 # The fault injector: a forked process that, until its deadline, injects
-# one fault of a random enabled kind every 1.5 to 4 s (deterministic with
-# the run's seed) and writes one JSON line per fault to its log:
-# {t, kind, detail, t_end}.
+# one fault every 1.5 to 4 s (the gap: `gap => [min, max]`) and writes one
+# JSON line per fault to its log: {t, kind, detail, t_end}. The kinds are
+# taken in turn, each round in a new order drawn from the run's seed, so
+# that every enabled kind runs once before any runs twice: a run of 40 s
+# with a gap of at most 2.5 s (t/900-chaos-short.t) injects every kind.
+# A fault that could not be injected has "failed" in its detail.
 #
 # Kinds (CHAOS_FAULTS selects among them):
 #
@@ -45,10 +48,21 @@ my @STRIPE_PATHS = (
 );
 
 # $c: {seed, until, stub_url, redis_port, nginx_pid_file, log, kinds,
-#      stripe_timeout_ms}
+#      stripe_timeout_ms, gap => [min, max] (seconds; [1.5, 4])}
 sub new {
     my ($class, %c) = @_;
-    return bless {%c}, $class;
+    return bless {gap => [1.5, 4], %c}, $class;
+}
+
+# the kinds in an order drawn with rand (so from the seed): Fisher-Yates
+# written out, since List::Util's shuffle need not use rand's sequence
+sub shuffled {
+    my @k = @_;
+    for (my $i = $#k; $i > 0; $i--) {
+        my $j = int rand($i + 1);
+        @k[$i, $j] = @k[$j, $i];
+    }
+    return @k;
 }
 
 sub redis {
@@ -69,14 +83,17 @@ sub run {
     my @kinds = grep { $_ ne 'client_abort' } @{ $self->{kinds} };
     return unless @kinds;
 
+    my ($min, $max) = @{ $self->{gap} };
+    my @round;
     sleep 1.5;
     while (time < $self->{until} - 1) {
-        my $kind = $kinds[int rand @kinds];
+        @round = shuffled(@kinds) unless @round;
+        my $kind = shift @round;
         my $t = time;
         my $detail = eval { my $m = "f_$kind"; $self->$m } // "failed: $@";
         print $fh encode_json({t => $t, t_end => time, kind => $kind,
                                detail => $detail}), "\n";
-        sleep 1.5 + rand 2.5;
+        sleep $min + rand($max - $min);
     }
     close $fh;
 }
