@@ -167,6 +167,35 @@ subtest 'invoice.paid webhook racing a cancel: one outcome' => sub {
     note explain \%seen;
 };
 
+# The race above goes whichever way the machine makes it go (often the
+# same way every round): here each order is forced once, the one
+# answered before the other is sent, so that both outcomes are seen.
+subtest 'invoice.paid and a cancel, each order forced once' => sub {
+    my $ua = Mojo::UserAgent->new(inactivity_timeout => 20);
+    my $hook = {webhook_url => $s->url('/webhooks/stripe')};
+
+    my $w = ws();
+    my ($id, $c) = $l->awaiting($w);
+    my $pay = $ua->post($s->stub_url("/_stub/invoices/$c->{invoiceId}/pay")
+                        => json => $hook);
+    my $cancel = $ua->post($s->url("$CREATE/$id") => $w->{auth}
+                           => json => {action => 'cancel'});
+    is(outcome_consistent($w, $id, $c->{invoiceId}, $cancel, $pay,
+                          'paid first'), 'paid', 'paid first: paid');
+    my $d = $pay->res->json // {};
+    ok($d->{delivered}, 'paid first: the webhook was delivered');
+    is($d->{status}, 200, 'paid first: and answered 200');
+
+    $w = ws();
+    ($id, $c) = $l->awaiting($w);
+    $cancel = $ua->post($s->url("$CREATE/$id") => $w->{auth}
+                        => json => {action => 'cancel'});
+    $pay = $ua->post($s->stub_url("/_stub/invoices/$c->{invoiceId}/pay")
+                     => json => $hook);
+    is(outcome_consistent($w, $id, $c->{invoiceId}, $cancel, $pay,
+                          'canceled first'), 'void', 'canceled first: void');
+};
+
 subtest 'a paid invoice: polls and payment_link racing a cancel' => sub {
     for my $round (1 .. 5) {
         my $w = ws();
@@ -266,6 +295,19 @@ subtest 'parallel cancels: canceled once' => sub {
     }
     ok(scalar(grep { $_->res->code == 200 } @txs) >= 1, 'at least one 200');
     is($l->lr($w, $id)->{provisioningStatus}, 'canceled', 'canceled');
+    # each cancel that found the request awaiting payment voids with the
+    # same key (docs/lines-api.md: <prefix>-void): Stripe voided once,
+    # the others were its replays
+    my @void = $l->stripe_log(qr{^/v1/invoices/\Q$c->{invoiceId}\E/void$});
+    cmp_ok(scalar @void, '>=', 1, 'the invoice voided at Stripe');
+    is(scalar(grep { !$_->{replayed} } @void), 1,
+       'once: ' . scalar(@void) . ' void calls, the others replays')
+        or diag explain \@void;
+    my %keys = map { ($_->{idempotency_key} // '') => 1 } @void;
+    is(scalar keys %keys, 1, 'every void call with the same key')
+        or diag explain [keys %keys];
+    is($l->invoice($c->{invoiceId})->{status}, 'void', 'void at Stripe');
+    ok(!defined $l->pending($w), 'the workspace is free');
 };
 
 done_testing;
