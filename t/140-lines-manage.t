@@ -701,6 +701,8 @@ sub lapsed_settled {
 }
 
 subtest 'a settle whose reply was lost: the next GET queues it' => sub {
+    plan skip_all => 'its script run from the tree with one Redis\'s keys'
+        if $s->topology eq 'cluster';
     my $w = ws();
     my ($id, $old, $orphan) = killed_after_finalize($w) or return;
     lapse($w, $id);
@@ -729,6 +731,8 @@ subtest 'a settle whose reply was lost: the next GET queues it' => sub {
 };
 
 subtest 'a webhook whose answer was lost: its redelivery queues it' => sub {
+    plan skip_all => 'its script run from the tree with one Redis\'s keys'
+        if $s->topology eq 'cluster';
     my $w = ws();
     my ($id, $old, $orphan) = killed_after_finalize($w) or return;
     lapse($w, $id);

@@ -325,10 +325,17 @@ sub {
     my $tok = $p->token($a);
     $p->fault(latency_ms => 500);
 
+    # every master (a cluster's three), and more replicas than any has
+    my @masters = $s->topology eq 'cluster'
+                ? map { $r->node($_) } $s->cluster_masters : ($r);
+    my $refuse = sub {
+        $_->config_set('min-replicas-to-write', $_[0]) for @masters;
+    };
+
     # while Stripe works (the number claimed), Redis stops taking writes
     my ($tx, $done) = $p->during($p->confirm_req($a, $tok), sub {
         return 0 unless @{ $p->claims('acct_refused') };
-        $r->config_set('min-replicas-to-write', 1);
+        $refuse->(10);
         return 1;
     });
     ok($done, 'writes refused in time');
@@ -340,7 +347,7 @@ sub {
     is($b->{subscription_id}, $subs[0]{id}, 'its id in the answer');
     is_deeply($p->lines('acct_refused'), {}, 'no line while refused');
 
-    $r->config_set('min-replicas-to-write', 0);
+    $refuse->(0);
     ok(eventually(sub { %{ $p->lines('acct_refused') } }, 15),
        'the line is recorded once Redis takes writes');
     my ($line) = values %{ $p->lines('acct_refused') };
