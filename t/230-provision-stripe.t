@@ -37,17 +37,9 @@ sub released {
     numbers_accounted($name);
 }
 
-# the stub's log entries for a path, since the last call
-my $seen = 0;
-sub calls {
-    my ($path) = @_;
-    my $log = $p->stub_state->{log} // [];
-    my @new = grep { $_->{path} eq $path } @$log[$seen .. $#$log];
-    $seen = @$log;
-    return @new;
-}
-
-sub mark { $seen = @{ $p->stub_state->{log} // [] } }
+# the stub's log entries for a path, since the last call or mark()
+sub calls { return $p->stub_calls(@_) }
+sub mark  { $p->stub_mark }
 
 sub subs_of {
     my ($id) = @_;

@@ -32,17 +32,9 @@ sub subs_of {
            $p->subscriptions;
 }
 
-# the stub's log entries for $path since the last mark() (as in t/230)
-my $seen = 0;
-sub calls {
-    my ($path) = @_;
-    my $log = $p->stub_state->{log} // [];
-    my @new = grep { $_->{path} eq $path } @$log[$seen .. $#$log];
-    $seen = @$log;
-    return @new;
-}
-
-sub mark { $seen = @{ $p->stub_state->{log} // [] } }
+# the stub's log entries for a path, since the last call or mark()
+sub calls { return $p->stub_calls(@_) }
+sub mark  { $p->stub_mark }
 
 sub reconcile_of {
     my ($id) = @_;

@@ -1215,17 +1215,25 @@ subtest 'a fenced request takes the store of another invoice' => sub {
 # it (no lr_resolve follows a store sent again), so the run does
 # (PAID_SETTLE). It used to remove the entry as stored_late, the request
 # left awaiting payment until a client's GET polled Stripe.
-subtest 'a late store of an invoice paid before its index: promoted' => sub {
-    plan skip_all => 'the Lines API is not served on a Redis Cluster'
-        if $s->topology eq 'cluster';
-    my $l = LG::Lines->new($s);
-    my $w = $l->workspace('org_store_paid_early');
-    my ($id, $inv) = lost_and_left($l, $w, 'kpe');
+# a lost creation whose invoice is paid before its index exists (its
+# invoice.paid answered as unknown), then its store, sent again, lands
+sub paid_then_stored {
+    my ($l, $name, $key) = @_;
+    my $w = $l->workspace($name);
+    my ($id, $inv) = lost_and_left($l, $w, $key);
     $r->del("lg:invoice:$inv->{id}");
     my $ev = $l->invoice_do($inv->{id}, 'pay', $s->url('/webhooks/stripe'));
     is($ev->{status}, 200, 'paid, its webhook answered (unknown invoice)');
     $r->set("lg:invoice:$inv->{id}", "$w->{id}:$id");
-    is(late_store($l, $w, $id, $inv, 'kpe'), 1, 'the late store lands');
+    is(late_store($l, $w, $id, $inv, $key), 1, 'the late store lands');
+    return ($w, $id, $inv);
+}
+
+subtest 'a late store of an invoice paid before its index: promoted' => sub {
+    plan skip_all => 'the Lines API is not served on a Redis Cluster'
+        if $s->topology eq 'cluster';
+    my $l = LG::Lines->new($s);
+    my ($w, $id, $inv) = paid_then_stored($l, 'org_store_paid_early', 'kpe');
     is($l->lr($w, $id)->{provisioningStatus}, 'awaiting_payment',
        'the request names the paid invoice, still awaiting payment');
 
@@ -1250,13 +1258,8 @@ subtest 'a paid invoice its canceled request names: a human\'s' => sub {
     plan skip_all => 'the Lines API is not served on a Redis Cluster'
         if $s->topology eq 'cluster';
     my $l = LG::Lines->new($s);
-    my $w = $l->workspace('org_store_paid_canceled');
-    my ($id, $inv) = lost_and_left($l, $w, 'kpc');
-    $r->del("lg:invoice:$inv->{id}");
-    my $ev = $l->invoice_do($inv->{id}, 'pay', $s->url('/webhooks/stripe'));
-    is($ev->{status}, 200, 'paid, its webhook answered (unknown invoice)');
-    $r->set("lg:invoice:$inv->{id}", "$w->{id}:$id");
-    is(late_store($l, $w, $id, $inv, 'kpc'), 1, 'the late store lands');
+    my ($w, $id, $inv) = paid_then_stored($l, 'org_store_paid_canceled',
+                                          'kpc');
     $r->hset("lg:{ws:$w->{id}}:lr:$id", provisioningStatus => 'canceled');
 
     my $from = length $s->error_log;

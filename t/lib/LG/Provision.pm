@@ -194,6 +194,22 @@ sub stub_state {
     return $self->{s}->stub(GET => '/_stub/state')->res->json;
 }
 
+# the stub's log entries for $path since the last stub_calls or
+# stub_mark (the stub's log: every Stripe call linegate made)
+sub stub_calls {
+    my ($self, $path) = @_;
+    my $log = $self->stub_state->{log} // [];
+    my $seen = $self->{stub_seen} // 0;
+    my @new = grep { $_->{path} eq $path } @$log[$seen .. $#$log];
+    $self->{stub_seen} = @$log;
+    return @new;
+}
+
+sub stub_mark {
+    my ($self) = @_;
+    $self->{stub_seen} = @{ $self->stub_state->{log} // [] };
+}
+
 sub subscriptions {
     my ($self) = @_;
     return values %{ $self->stub_state->{subscriptions} // {} };
