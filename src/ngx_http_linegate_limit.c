@@ -201,6 +201,8 @@ static ngx_http_linegate_limit_zone_t *ngx_http_linegate_limit_zone_get(
     ngx_str_t *name);
 static char *ngx_http_linegate_limit_zone(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
+static ngx_int_t ngx_http_linegate_limit_zone_param_seen(ngx_conf_t *cf,
+    ngx_str_t *value, ngx_uint_t *seen);
 static char *ngx_http_linegate_limit(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static char *ngx_http_linegate_limit_on_error(ngx_conf_t *cf,
@@ -340,6 +342,7 @@ ngx_http_linegate_limit_handler(ngx_http_request_t *r)
     }
 
     ctx = ngx_http_linegate_limit_get_ctx(r);
+    llcf = ngx_http_get_module_loc_conf(r, ngx_http_linegate_limit_module);
 
     if (ctx != NULL) {
         if (ctx->waiting) {
@@ -347,28 +350,38 @@ ngx_http_linegate_limit_handler(ngx_http_request_t *r)
             return NGX_AGAIN;
         }
 
-        /* resumed with the decision; once per request (error_page too) */
-        rc = ctx->rc;
-        ctx->rc = NGX_DECLINED;
-        return rc;
-    }
+        if (ctx->status != NGX_HTTP_LINEGATE_LIMIT_NONE
+            || ctx->llcf == llcf)
+        {
+            /* resumed with the decision; once per request (error_page) */
+            rc = ctx->rc;
+            ctx->rc = NGX_DECLINED;
+            return rc;
+        }
 
-    llcf = ngx_http_get_module_loc_conf(r, ngx_http_linegate_limit_module);
+        /*
+         * no zone of the location left applied (every key empty): the
+         * location an internal redirect led to decides, as with limit_req
+         */
+    }
 
     if (llcf->limits == NULL || llcf->limits->nelts == 0) {
         return NGX_DECLINED;
     }
 
-    /* the pool cleanup finds the context again after internal redirects */
-    cln = ngx_pool_cleanup_add(r->pool,
-                               sizeof(ngx_http_linegate_limit_ctx_t));
-    if (cln == NULL) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    if (ctx == NULL) {
+        /* the pool cleanup finds the context again after redirects */
+        cln = ngx_pool_cleanup_add(r->pool,
+                                   sizeof(ngx_http_linegate_limit_ctx_t));
+        if (cln == NULL) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        cln->handler = ngx_http_linegate_limit_cleanup;
+        ctx = cln->data;
     }
 
-    ctx = cln->data;
     ngx_memzero(ctx, sizeof(ngx_http_linegate_limit_ctx_t));
-    cln->handler = ngx_http_linegate_limit_cleanup;
     ctx->llcf = llcf;
     ctx->rc = NGX_DECLINED;
     ctx->retry_after = -1;
@@ -1847,6 +1860,42 @@ ngx_http_linegate_limit_zone_get(ngx_conf_t *cf,
 
 
 /* linegate_limit_zone name key=<value> rate=<n>r/s|m|h|d [burst=<n>] */
+/*
+ * A zone's parameter named once: key= (bit 0), rate= (1), lease= (2),
+ * burst= (3); anything else is left to the caller's "invalid parameter"
+ */
+static ngx_int_t
+ngx_http_linegate_limit_zone_param_seen(ngx_conf_t *cf, ngx_str_t *value,
+    ngx_uint_t *seen)
+{
+    size_t                   len;
+    ngx_uint_t               i;
+    static const char *const names[] = { "key=", "rate=", "lease=",
+                                         "burst=" };
+
+    for (i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+        len = ngx_strlen(names[i]);
+
+        if (value->len < len
+            || ngx_strncmp(value->data, names[i], len) != 0)
+        {
+            continue;
+        }
+
+        if (*seen & ((ngx_uint_t) 1 << i)) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "duplicate \"%s\" parameter", names[i]);
+            return NGX_ERROR;
+        }
+
+        *seen |= (ngx_uint_t) 1 << i;
+        break;
+    }
+
+    return NGX_OK;
+}
+
+
 static char *
 ngx_http_linegate_limit_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 {
@@ -1856,7 +1905,7 @@ ngx_http_linegate_limit_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     uint64_t                           period;
     ngx_int_t                          n;
     ngx_str_t                         *value, s;
-    ngx_uint_t                         i, has_key, has_rate;
+    ngx_uint_t                         i, seen;
     ngx_http_linegate_limit_zone_t    *zone;
     ngx_http_compile_complex_value_t   ccv;
 
@@ -1891,10 +1940,16 @@ ngx_http_linegate_limit_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         return NGX_CONF_ERROR;
     }
 
-    has_key = 0;
-    has_rate = 0;
+    seen = 0;
 
     for (i = 2; i < cf->args->nelts; i++) {
+
+        /* each parameter once: a second one would silently win */
+        if (ngx_http_linegate_limit_zone_param_seen(cf, &value[i], &seen)
+            != NGX_OK)
+        {
+            return NGX_CONF_ERROR;
+        }
 
         if (ngx_strncmp(value[i].data, "key=", 4) == 0) {
             s.data = value[i].data + 4;
@@ -1919,7 +1974,6 @@ ngx_http_linegate_limit_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
                 return NGX_CONF_ERROR;
             }
 
-            has_key = 1;
             continue;
         }
 
@@ -1957,7 +2011,6 @@ ngx_http_linegate_limit_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
             }
 
             zone->rate = n;
-            has_rate = 1;
             continue;
         }
 
@@ -1988,7 +2041,7 @@ ngx_http_linegate_limit_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         return NGX_CONF_ERROR;
     }
 
-    if (!has_key || !has_rate) {
+    if ((seen & 3) != 3) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                            "linegate_limit_zone \"%V\" needs key= and rate=",
                            &value[1]);
@@ -1998,6 +2051,24 @@ ngx_http_linegate_limit_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     /* T rounded up: the fleet never admits more than the rate */
     period = (uint64_t) zone->unit * 1000000;
     zone->interval = (period + zone->rate - 1) / zone->rate;
+
+    /*
+     * T is whole microseconds: a rate it cannot keep within 1% (above
+     * 10,000 r/s T is a few us: 750000r/s would be kept as 500000) is
+     * refused, not cut without a word
+     */
+    if ((zone->interval * zone->rate - period) * 100 > period) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "linegate_limit_zone \"%V\": rate %ui r/%s "
+                           "cannot be kept: a request's interval is whole "
+                           "microseconds, and %uL us is %uL r/s; use a rate "
+                           "within 1%% of one such", &value[1], zone->rate,
+                           zone->unit == 1 ? "s" : zone->unit == 60 ? "m"
+                           : zone->unit == 3600 ? "h" : "d",
+                           zone->interval,
+                           (uint64_t) 1000000 / zone->interval);
+        return NGX_CONF_ERROR;
+    }
 
     /* a lease holds at most what the rate gives in the lease time */
     zone->lease_max = ngx_http_linegate_lease_max(zone->lease,

@@ -26,6 +26,7 @@ my $http = <<"CONF";
     linegate_limit_zone d key=\$arg_k rate=10r/d burst=9;
     linegate_limit_zone srv key=\$arg_k rate=1r/h burst=1;
     linegate_limit_zone long key=\$http_x_long rate=1r/h;
+    linegate_limit_zone hk key=\$http_x_key rate=1r/h;
 CONF
 
 my $server = <<"CONF";
@@ -75,6 +76,15 @@ my $server = <<"CONF";
         location /redirect/ {
             linegate_limit zone=e;
             error_page 429 = /limited/;
+            root $dir; try_files /file.txt =404;
+        }
+        location /emptyfirst/ {
+            linegate_limit zone=hk;
+            try_files /nothing \@bykey;
+        }
+        location \@bykey {
+            linegate_limit zone=e;
+            add_header X-Limit \$linegate_limit_status always;
             root $dir; try_files /file.txt =404;
         }
         location /limited/ {
@@ -245,6 +255,25 @@ subtest 'empty key is not limited' => sub {
         is($res->headers->header('X-Limit'), undef, 'no status');
     }
     is(scalar(() = $r->keys('lg:rl:{b:v:}*')), 0, 'no Redis key');
+};
+
+subtest 'an empty key leaves the decision to a location redirected to' => sub {
+    # as with limit_req: a location none of whose zones applied has not
+    # decided, so the named location try_files leads to limits the request
+    my $k = key();
+    my $res = get("/emptyfirst/?k=$k");
+    is($res->code, 200, 'first passes');
+    is($res->headers->header('X-Limit'), 'PASSED', 'decided by zone e');
+    $res = get("/emptyfirst/?k=$k");
+    is($res->code, 429, 'second rejected by the named location\'s zone');
+    is($res->headers->header('X-Limit'), 'REJECTED', 'status REJECTED');
+    is(scalar(() = $r->keys('lg:rl:{hk:*')), 0, 'no key of zone hk');
+    # with a key the first location decides, once: the named location's
+    # zone is not asked (its own key for this value stays unset)
+    my $k2 = key();
+    $res = get("/emptyfirst/?k=$k2", 'X-Key' => $k2);
+    is($res->code, 200, 'a keyed first location passes');
+    is($r->exists(rl_key('e', $k2)), 0, 'zone e not asked after it');
 };
 
 subtest 'long and odd keys are hashed into the Redis key' => sub {
@@ -438,6 +467,17 @@ subtest 'configuration errors fail nginx -t, naming the value' => sub {
          qr/invalid share "share=0"/],
         ['bad status', 'linegate_limit_status 200;',
          qr/invalid linegate_limit_status "200"/],
+        # T is whole microseconds: 750000r/s would be kept as 500000
+        ['rate not kept', 'linegate_limit_zone x key=$arg_k rate=750000r/s;',
+         qr/rate 750000 r\/s cannot be kept: .* 2 us is 500000 r\/s/],
+        ['duplicate key=', 'linegate_limit_zone x key=$arg_k key=$arg_j '
+             . 'rate=1r/s;', qr/duplicate "key=" parameter/],
+        ['duplicate rate=', 'linegate_limit_zone x key=$arg_k rate=1r/s '
+             . 'rate=5r/s;', qr/duplicate "rate=" parameter/],
+        ['duplicate burst=', 'linegate_limit_zone x key=$arg_k rate=1r/s '
+             . 'burst=1 burst=9;', qr/duplicate "burst=" parameter/],
+        ['duplicate lease=', 'linegate_limit_zone x key=$arg_k rate=1r/s '
+             . 'lease=10ms lease=20ms;', qr/duplicate "lease=" parameter/],
     );
     for my $c (@cases) {
         my ($name, $extra, $re) = @$c;
