@@ -81,18 +81,10 @@ ngx_http_linegate_lease_get(ngx_str_t *key)
 }
 
 
-ngx_uint_t
-ngx_http_linegate_lease_spend(ngx_http_linegate_lease_t *l,
-    ngx_msec_t lease, ngx_uint_t max, ngx_uint_t *seq)
+/* the lease being spent: an expired one dropped, the next one taken up */
+static void
+ngx_http_linegate_lease_current(ngx_http_linegate_lease_t *l)
 {
-    uint64_t    target;
-    ngx_msec_t  e;
-
-    static ngx_uint_t  last;
-
-    *seq = 0;
-    l->seen++;
-
     if (l->tokens
         && (ngx_msec_int_t) (l->until - ngx_current_msec) <= 0)
     {
@@ -109,6 +101,22 @@ ngx_http_linegate_lease_spend(ngx_http_linegate_lease_t *l,
             l->tokens = 0;
         }
     }
+}
+
+
+ngx_uint_t
+ngx_http_linegate_lease_spend(ngx_http_linegate_lease_t *l,
+    ngx_msec_t lease, ngx_uint_t max, ngx_uint_t *seq)
+{
+    uint64_t    target;
+    ngx_msec_t  e;
+
+    static ngx_uint_t  last;
+
+    *seq = 0;
+    l->seen++;
+
+    ngx_http_linegate_lease_current(l);
 
     if (l->pending && ngx_current_msec - l->asked >= ngx_max(lease, 100)) {
         /* its answer was lost (the request went away): ask again */
@@ -169,17 +177,11 @@ ngx_http_linegate_lease_granted(ngx_http_linegate_lease_t *l,
          */
         l->reset = sent + reset_ms;
 
-        if (l->tokens && (ngx_msec_int_t) (l->until - ngx_current_msec) > 0)
-        {
-            /*
-             * Redis has no next lease for the key, but this worker's
-             * current one is not spent: the request takes one of it
-             */
-            l->tokens--;
-            return 1;
-        }
-
-        return 0;
+        /*
+         * Redis has no next lease for the key, but this worker's current
+         * one may not be spent: the request takes one of it
+         */
+        return ngx_http_linegate_lease_take(l, NULL);
     }
 
     /*
@@ -198,6 +200,43 @@ ngx_http_linegate_lease_granted(ngx_http_linegate_lease_t *l,
     }
 
     return 0;
+}
+
+
+ngx_uint_t
+ngx_http_linegate_lease_take(ngx_http_linegate_lease_t *l, ngx_str_t *key)
+{
+    if (l == NULL
+        || (key != NULL
+            && (l->len != key->len
+                || ngx_memcmp(l->key, key->data, key->len) != 0)))
+    {
+        /* the slot went to another key since the request looked it up */
+        return 0;
+    }
+
+    ngx_http_linegate_lease_current(l);
+
+    if (l->tokens == 0) {
+        return 0;
+    }
+
+    l->tokens--;
+
+    return 1;
+}
+
+
+ngx_uint_t
+ngx_http_linegate_lease_tokens(ngx_http_linegate_lease_t *l)
+{
+    ngx_http_linegate_lease_current(l);
+
+    if (l->next && (ngx_msec_int_t) (l->next_until - ngx_current_msec) > 0) {
+        return l->tokens + l->next;
+    }
+
+    return l->tokens;
 }
 
 

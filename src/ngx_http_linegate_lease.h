@@ -81,6 +81,19 @@ ngx_uint_t ngx_http_linegate_lease_granted(ngx_http_linegate_lease_t *l,
     ngx_uint_t seq, int64_t granted, int64_t remaining, int64_t reset_ms,
     ngx_msec_t sent, ngx_msec_t lease);
 
+/*
+ * Takes one admission of the worker's lease of key (NULL: the key the
+ * slot holds), if it still holds one that has not expired: 1 when it did.
+ * For a request Redis refused while the worker's lease, paid for in
+ * Redis, still had admissions (a decision alone, asked while the next
+ * lease was in flight, whose reply took the key's last admissions).
+ */
+ngx_uint_t ngx_http_linegate_lease_take(ngx_http_linegate_lease_t *l,
+    ngx_str_t *key);
+
+/* the admissions the worker holds, not expired: this lease's and the next */
+ngx_uint_t ngx_http_linegate_lease_tokens(ngx_http_linegate_lease_t *l);
+
 /* the decision seq is over without an answer: another may be asked */
 void ngx_http_linegate_lease_done(ngx_http_linegate_lease_t *l,
     ngx_uint_t seq);

@@ -456,8 +456,22 @@ ngx_http_linegate_limit_start(ngx_http_request_t *r,
         return NGX_OK;
     }
 
-    if (!ctx->llcf->dry_run && ngx_http_linegate_limit_cache_check(r, ctx)) {
-        /* a rejection Redis already gave: no round trip */
+    lease = NULL;
+
+    if (n == 1 && res1->zone->lease && !ctx->llcf->dry_run) {
+        lease = ngx_http_linegate_lease_get(&res1->rkey);
+    }
+
+    /*
+     * A rejection Redis already gave: no round trip. Not while the
+     * worker's lease of the key holds admissions: they were paid for in
+     * Redis before that rejection (the lease that took the key's last
+     * ones), and would expire unused.
+     */
+    if (!ctx->llcf->dry_run
+        && (lease == NULL || ngx_http_linegate_lease_tokens(lease) == 0)
+        && ngx_http_linegate_limit_cache_check(r, ctx))
+    {
         ctx->done = 1;
         return NGX_OK;
     }
@@ -473,30 +487,28 @@ ngx_http_linegate_limit_start(ngx_http_request_t *r,
     ngx_gettimeofday(&tv);
     ctx->now = (int64_t) tv.tv_sec * 1000000 + tv.tv_usec;
 
-    if (n == 1 && res1->zone->lease && !ctx->llcf->dry_run) {
-        lease = ngx_http_linegate_lease_get(&res1->rkey);
+    if (lease != NULL) {
+        want = ngx_http_linegate_lease_spend(lease, res1->zone->lease,
+                                             res1->zone->lease_max,
+                                             &ctx->lease_seq);
 
-        if (lease != NULL) {
-            want = ngx_http_linegate_lease_spend(lease, res1->zone->lease,
-                                                 res1->zone->lease_max,
-                                                 &ctx->lease_seq);
-
-            if (want == 0) {
-                /* admitted by this worker's lease: no round trip */
-                res1->known = 1;
-                res1->allowed = 1;
-                res1->remaining = lease->remaining;
-                res1->reset_ms = ngx_http_linegate_lease_reset(lease);
-                ctx->status = NGX_HTTP_LINEGATE_LIMIT_PASSED;
-                ctx->done = 1;
-                return NGX_OK;
-            }
-
-            if (ctx->lease_seq) {
-                /* the next lease of the worker: decide() records it */
-                ctx->lease = lease;
-            }
+        if (want == 0) {
+            /* admitted by this worker's lease: no round trip */
+            res1->known = 1;
+            res1->allowed = 1;
+            res1->remaining = lease->remaining;
+            res1->reset_ms = ngx_http_linegate_lease_reset(lease);
+            ctx->status = NGX_HTTP_LINEGATE_LIMIT_PASSED;
+            ctx->done = 1;
+            return NGX_OK;
         }
+
+        /*
+         * lease_seq: the next lease of the worker, decide() records it;
+         * 0: a decision alone, whose refusal decide() answers from the
+         * lease if its next one came meanwhile
+         */
+        ctx->lease = lease;
     }
 
     if (!ngx_http_linegate_redis_connected()) {
@@ -734,19 +746,24 @@ ngx_http_linegate_limit_decide(ngx_http_request_t *r,
 
     if (ctx->lease != NULL) {
         /*
-         * One zone (a lease is asked for only then): its grant is the
-         * worker's next lease, or its refusal takes one of the current
+         * One zone (a lease is used only then): its grant is the worker's
+         * next lease, or its refusal takes one of the worker's admissions
+         * (a decision alone refused because the next lease, answered just
+         * before, took the key's last ones)
          */
         for (i = 0; i < ctx->n; i++) {
             res = &ctx->res[i];
 
-            if (res->known
-                && ngx_http_linegate_lease_granted(ctx->lease,
-                                                   ctx->lease_seq,
-                                                   res->granted,
-                                                   res->remaining,
-                                                   res->reset_ms, ctx->sent,
-                                                   res->zone->lease))
+            if (!res->known) {
+                continue;
+            }
+
+            if (ngx_http_linegate_lease_granted(ctx->lease, ctx->lease_seq,
+                                                res->granted, res->remaining,
+                                                res->reset_ms, ctx->sent,
+                                                res->zone->lease)
+                || (!res->allowed
+                    && ngx_http_linegate_lease_take(ctx->lease, &res->rkey)))
             {
                 res->allowed = 1;
                 res->granted = 0;

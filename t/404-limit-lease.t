@@ -1,15 +1,19 @@
 # linegate_limit_zone lease=: a worker reserves several admissions of a
 # hot key in one Redis decision and spends them itself within the lease
 # time; the lease grows while it is spent in time. (The fleet-wide bound
-# with leases is checked in t/402.)
+# with leases is checked in t/402.) One worker: its leases are the ones the
+# checks count on.
 use strict;
 use warnings;
 use lib 't/lib';
 
 use Test::More;
 use Time::HiRes ();
+use Mojo::Promise;
+use Mojo::UserAgent;
 use LG::Stack;
 use LG::Test ();
+use LG::Limit qw(rl_key);
 
 my $dir = LG::Test::public_dir('file.txt' => "ok\n");
 
@@ -17,6 +21,7 @@ my $http = <<"CONF";
     linegate_limit_zone hot key=\$arg_k rate=1000r/s burst=500 lease=200ms;
     linegate_limit_zone plain key=\$arg_k rate=1000r/s burst=500;
     linegate_limit_zone tight key=\$arg_k rate=10r/s burst=19 lease=1s;
+    linegate_limit_zone pair key=\$arg_k rate=2r/s burst=9 lease=1s;
 CONF
 
 my $server = <<"CONF";
@@ -24,13 +29,14 @@ my $server = <<"CONF";
         add_header X-Limit \$linegate_limit_status always;
         location /hot/ { linegate_limit zone=hot; try_files /file.txt =404; }
         location /tight/ { linegate_limit zone=tight; try_files /file.txt =404; }
+        location /pair/ { linegate_limit zone=pair; try_files /file.txt =404; }
         location /plain/ {
             linegate_limit zone=plain;
             try_files /file.txt =404;
         }
 CONF
 
-my $s = LG::Stack->new(stub => 0, HTTP_EXTRA => $http,
+my $s = LG::Stack->new(stub => 0, WORKERS => 1, HTTP_EXTRA => $http,
                        SERVER_EXTRA => $server)->start;
 my $r = $s->redis;
 my $ua = $s->ua;
@@ -77,6 +83,51 @@ subtest 'leases stay within rate x (time + lease) + burst + 1' => sub {
     ok($ok <= $bound, "admitted $ok <= $bound in " . sprintf('%.2f s', $secs));
     ok($ok >= 20, "at least the burst ($ok)");
     ok($no > 0, 'the rest rejected');
+};
+
+# Zone pair: T = 500 ms, burst 9 (tau 4.5 s), a lease of at most 2. The
+# key's TAT set so that $can admissions pass now, the next one $left x T
+# later than the last of them
+sub pair_can {
+    my ($k, $can, $left) = @_;
+    my $now = int(Time::HiRes::time() * 1e6);
+    my $tat = $now + 4_500_000 - int(($can - $left) * 500_000);
+    $r->set(rl_key('pair', $k), $tat, 'PX', 10_000);
+}
+
+# The worker's next lease in flight and its current one spent, a request
+# is decided alone (want 1); the lease, answered just before it, takes
+# the key's last admissions and Redis refuses it. The worker holds one of
+# that lease, paid for in Redis: the request takes it, and no rejection
+# is cached that would refuse the key while the worker holds admissions.
+# Redis is paused so that both decisions are in flight together.
+subtest 'a decision refused while the lease holds admissions' => sub {
+    my $k = "pr$$";
+    my $get = sub { $ua->get($s->url("/pair/?k=$k"))->res->code };
+
+    # the lease grows to 2, then ends spent with none asked for: a
+    # lease of 1 granted (the key had 1), then a refusal that takes it
+    is($get->(), 200, 'a lease of 1');
+    is($get->(), 200, 'a lease of 2: one left');
+    pair_can($k, 1, 0.5);
+    is($get->(), 200, 'the next lease: 1 (the last one)');
+    is($get->(), 200, 'the next refused: the one left taken');
+
+    # 2 admissions left, the next one 0.9 T after them (450 ms)
+    pair_can($k, 2, 0.9);
+    $r->client_pause(200);
+    my ($ua1, $ua2) = (Mojo::UserAgent->new, Mojo::UserAgent->new);
+    my $a = $ua1->get_p($s->url("/pair/?k=$k"));
+    my $b = Mojo::Promise->timer(0.05)
+        ->then(sub { $ua2->get_p($s->url("/pair/?k=$k")) });
+    my @codes;
+    Mojo::Promise->all($a, $b)
+        ->then(sub { @codes = map { $_->[0]->res->code } @_ })->wait;
+    my $after = $get->();
+    is_deeply(\@codes, [200, 200],
+              'the lease (2) and the decision alone (refused by Redis, '
+              . 'admitted by the lease) both admitted') or diag("@codes");
+    is($after, 429, 'then the key is at its limit');
 };
 
 done_testing;
