@@ -169,6 +169,7 @@ ngx_http_linegate_lease_granted(ngx_http_linegate_lease_t *l,
     }
 
     l->pending = 0;
+    l->remaining = remaining;
 
     if (granted < 1) {
         /*
@@ -190,7 +191,6 @@ ngx_http_linegate_lease_granted(ngx_http_linegate_lease_t *l,
      */
     l->next = (ngx_uint_t) (granted - 1);
     l->next_until = sent + lease;
-    l->remaining = remaining;
     l->reset = sent + reset_ms;
 
     if (l->tokens == 0) {
@@ -215,6 +215,9 @@ ngx_http_linegate_lease_take(ngx_http_linegate_lease_t *l, ngx_str_t *key)
         return 0;
     }
 
+    /* Redis refused: none pass there now */
+    l->remaining = 0;
+
     ngx_http_linegate_lease_current(l);
 
     if (l->tokens == 0) {
@@ -237,6 +240,21 @@ ngx_http_linegate_lease_tokens(ngx_http_linegate_lease_t *l)
     }
 
     return l->tokens;
+}
+
+
+int64_t
+ngx_http_linegate_lease_left(ngx_http_linegate_lease_t *l, ngx_str_t *key,
+    int64_t remaining)
+{
+    if (l == NULL
+        || l->len != key->len
+        || ngx_memcmp(l->key, key->data, key->len) != 0)
+    {
+        return remaining;
+    }
+
+    return ngx_max(remaining, 0) + ngx_http_linegate_lease_tokens(l);
 }
 
 

@@ -45,7 +45,7 @@ typedef struct {
     ngx_uint_t                      seq;        /* of the decision asked */
     ngx_uint_t                      seen;       /* requests since asked */
     ngx_msec_t                      used;       /* last asked for */
-    int64_t                         remaining;  /* the fleet's, then */
+    int64_t                         remaining;  /* Redis's, last said */
     unsigned                        pending:1;  /* a decision in flight */
     u_short                         len;
     u_char                          key[NGX_HTTP_LINEGATE_LEASE_KEY];
@@ -61,8 +61,9 @@ typedef struct {
 ngx_http_linegate_lease_t *ngx_http_linegate_lease_get(ngx_str_t *key);
 
 /*
- * A request of the key: 0 when the lease admits it (l->remaining and
- * ngx_http_linegate_lease_reset() for its headers), else how many
+ * A request of the key: 0 when the lease admits it (l->remaining, or
+ * ngx_http_linegate_lease_left(), and ngx_http_linegate_lease_reset() for
+ * its headers), else how many
  * admissions to ask Redis for; *seq is then that decision's (0: not a
  * lease, one decision alone), for _granted() or _done(). lease: the
  * lease time, ms; max: the most admissions a lease may hold.
@@ -82,8 +83,10 @@ ngx_uint_t ngx_http_linegate_lease_granted(ngx_http_linegate_lease_t *l,
     ngx_msec_t sent, ngx_msec_t lease);
 
 /*
- * Takes one admission of the worker's lease of key (NULL: the key the
- * slot holds), if it still holds one that has not expired: 1 when it did.
+ * Redis refused a request of key (NULL: the key the slot holds): none
+ * pass there now (l->remaining 0), and the request takes one admission of
+ * the worker's lease of the key, if it still holds one that has not
+ * expired: 1 when it did.
  * For a request Redis refused while the worker's lease, paid for in
  * Redis, still had admissions (a decision alone, asked while the next
  * lease was in flight, whose reply took the key's last admissions).
@@ -93,6 +96,18 @@ ngx_uint_t ngx_http_linegate_lease_take(ngx_http_linegate_lease_t *l,
 
 /* the admissions the worker holds, not expired: this lease's and the next */
 ngx_uint_t ngx_http_linegate_lease_tokens(ngx_http_linegate_lease_t *l);
+
+/*
+ * RateLimit's r for a request of key: remaining, what Redis last said
+ * would pass after this request (rl_gcra's remaining; l->remaining for
+ * a request the lease admitted), plus the admissions the worker holds
+ * (they pass here without asking Redis): one less with every one spent.
+ * Other workers' admissions since Redis said it are not seen; neither is
+ * what the rate gave back since (at most the lease time's worth).
+ * remaining as it is when the slot no longer holds key.
+ */
+int64_t ngx_http_linegate_lease_left(ngx_http_linegate_lease_t *l,
+    ngx_str_t *key, int64_t remaining);
 
 /* the decision seq is over without an answer: another may be asked */
 void ngx_http_linegate_lease_done(ngx_http_linegate_lease_t *l,

@@ -496,7 +496,9 @@ ngx_http_linegate_limit_start(ngx_http_request_t *r,
             /* admitted by this worker's lease: no round trip */
             res1->known = 1;
             res1->allowed = 1;
-            res1->remaining = lease->remaining;
+            res1->remaining = ngx_http_linegate_lease_left(lease,
+                                                           &res1->rkey,
+                                                           lease->remaining);
             res1->reset_ms = ngx_http_linegate_lease_reset(lease);
             ctx->status = NGX_HTTP_LINEGATE_LIMIT_PASSED;
             ctx->done = 1;
@@ -769,6 +771,13 @@ ngx_http_linegate_limit_decide(ngx_http_request_t *r,
                 res->granted = 0;
                 res->remaining = 0;
                 res->retry_ms = 0;
+            }
+
+            if (res->allowed) {
+                /* r: Redis's, and the admissions the worker holds */
+                res->remaining = ngx_http_linegate_lease_left(ctx->lease,
+                                                              &res->rkey,
+                                                              res->remaining);
             }
         }
 

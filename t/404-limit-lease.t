@@ -22,6 +22,7 @@ my $http = <<"CONF";
     linegate_limit_zone plain key=\$arg_k rate=1000r/s burst=500;
     linegate_limit_zone tight key=\$arg_k rate=10r/s burst=19 lease=1s;
     linegate_limit_zone pair key=\$arg_k rate=2r/s burst=9 lease=1s;
+    linegate_limit_zone count key=\$arg_k rate=1200r/m burst=99 lease=1s;
 CONF
 
 my $server = <<"CONF";
@@ -30,6 +31,10 @@ my $server = <<"CONF";
         location /hot/ { linegate_limit zone=hot; try_files /file.txt =404; }
         location /tight/ { linegate_limit zone=tight; try_files /file.txt =404; }
         location /pair/ { linegate_limit zone=pair; try_files /file.txt =404; }
+        location /count/ {
+            linegate_limit zone=count;
+            try_files /file.txt =404;
+        }
         location /plain/ {
             linegate_limit zone=plain;
             try_files /file.txt =404;
@@ -83,6 +88,32 @@ subtest 'leases stay within rate x (time + lease) + burst + 1' => sub {
     ok($ok <= $bound, "admitted $ok <= $bound in " . sprintf('%.2f s', $secs));
     ok($ok >= 20, "at least the burst ($ok)");
     ok($no > 0, 'the rest rejected');
+};
+
+# RateLimit's r of a leased key is what Redis said would pass, plus the
+# admissions the worker holds: a request the lease admits has one less
+# than the request before it (the same worker's: one worker). Zone count
+# is 20 r/s with a burst of 100 (q=1200 a minute: r is never cut to q)
+subtest 'r counts down as the lease is spent' => sub {
+    my $k = "cd$$";
+    my (@r, @leased);
+    my $t0 = Time::HiRes::time();
+    for (1 .. 40) {
+        my $before = evalsha_calls();
+        my $res = $ua->get($s->url("/count/?k=$k"))->res;
+        my ($n) = ($res->headers->header('RateLimit') // '') =~ /;r=(\d+);/;
+        push @r, $res->code == 200 ? $n // -1 : -1;
+        push @leased, evalsha_calls() == $before;
+    }
+    my @from_lease = grep { $leased[$_] } 1 .. $#r;
+    ok(@from_lease >= 20, scalar(@from_lease) . ' of 40 from the lease');
+    my @bad = grep { $r[$_] != $r[$_ - 1] - 1 } @from_lease;
+    is_deeply(\@bad, [], 'each one from the lease: r one less than the '
+              . 'request before') or diag("r: @r");
+    # 39 spent since the first, less what the rate (20 r/s) gave back
+    my $back = int(20 * (Time::HiRes::time() - $t0)) + 1;
+    cmp_ok($r[-1], '<=', $r[0] - 39 + $back,
+           "r went down: $r[0] to $r[-1], $back given back");
 };
 
 # Zone pair: T = 500 ms, burst 9 (tau 4.5 s), a lease of at most 2. The
