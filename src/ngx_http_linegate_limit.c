@@ -27,6 +27,7 @@
 #include "ngx_http_linegate_metrics.h"
 #include "ngx_http_linegate_chars.h"
 #include "ngx_http_linegate_lease.h"
+#include "ngx_http_linegate_ratelimit.h"
 
 #include <ngx_md5.h>
 
@@ -1512,8 +1513,10 @@ ngx_http_linegate_limit_header_filter(ngx_http_request_t *r)
             sp = ngx_cpymem(sp, ", ", 2);
         }
 
+        /* at most q: ngx_http_linegate_ratelimit_available() says why */
         sp = ngx_sprintf(sp, "\"%V\";r=%L;t=%L", &res->zone->name,
-                         ngx_max(res->remaining, 0),
+                         ngx_http_linegate_ratelimit_available(
+                             res->remaining, res->zone->rate),
                          (ngx_max(res->reset_ms, 0) + 999) / 1000);
         n++;
     }

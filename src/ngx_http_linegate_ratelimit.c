@@ -14,6 +14,26 @@
 #define NGX_HTTP_LINEGATE_RL_ITEM_LEN  (32 + 3 * NGX_INT_T_LEN + 16)
 
 
+/*
+ * The draft's r is what is left of the policy's quota q per w: a GCRA's
+ * burst lets more than q pass at once (rate=10r/s burst=20: 21), and a
+ * client that reads q - r as what it used would get a negative number.
+ * The policy keeps the configured rate (q per w, what the operator set,
+ * and an exact w: the burst's time, (burst + 1) x w / q, is seldom whole
+ * seconds), and r says at most q; the surplus is not advertised (the
+ * draft lets a server advertise less than it would admit).
+ */
+int64_t
+ngx_http_linegate_ratelimit_available(int64_t remaining, ngx_uint_t quota)
+{
+    if (remaining <= 0) {
+        return 0;
+    }
+
+    return ngx_min(remaining, (int64_t) quota);
+}
+
+
 ngx_int_t
 ngx_http_linegate_ratelimit_headers(ngx_http_request_t *r,
     ngx_http_linegate_ctx_t *ctx, ngx_http_linegate_rl_window_t *w,
@@ -40,8 +60,9 @@ ngx_http_linegate_ratelimit_headers(ngx_http_request_t *r,
 
         pp = ngx_sprintf(pp, "\"%s\";q=%ui;w=%T",
                          w[i].name, w[i].quota, w[i].window);
-        sp = ngx_sprintf(sp, "\"%s\";r=%i;t=%T",
-                         w[i].name, ngx_max(w[i].remaining, 0),
+        sp = ngx_sprintf(sp, "\"%s\";r=%L;t=%T", w[i].name,
+                         ngx_http_linegate_ratelimit_available(
+                             w[i].remaining, w[i].quota),
                          ngx_max(w[i].reset, 0));
     }
 

@@ -22,6 +22,13 @@ typedef struct {
 } ngx_http_linegate_rl_window_t;
 
 
+/*
+ * RateLimit's r for a policy of quota q: remaining, at least 0 and at
+ * most q (the rule of linegate_limit's headers too)
+ */
+int64_t ngx_http_linegate_ratelimit_available(int64_t remaining,
+    ngx_uint_t quota);
+
 /* fill ctx->rl_policy and ctx->rl_state for n windows */
 ngx_int_t ngx_http_linegate_ratelimit_headers(ngx_http_request_t *r,
     ngx_http_linegate_ctx_t *ctx, ngx_http_linegate_rl_window_t *w,

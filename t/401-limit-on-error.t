@@ -148,8 +148,8 @@ subtest 'Redis back' => sub {
     my $k = key();
     my $res = get("/local/?k=$k");
     is($res->headers->header('X-Limit'), 'PASSED', 'Redis decides again');
-    like($res->headers->header('RateLimit') // '', qr/^"z";r=5;/,
-         'with the fleet numbers');
+    like($res->headers->header('RateLimit') // '', qr/^"z";r=1;/,
+         'with the fleet numbers (5 left, r at most q: 1)');
 };
 
 subtest 'Redis paused (SIGSTOP)' => sub {
