@@ -564,8 +564,9 @@ ngx_http_linegate_limit_start(ngx_http_request_t *r,
             a++;
         }
 
-        rc = ngx_http_linegate_redis_pipeline(r, n, args,
-                                              ngx_http_linegate_limit_reply);
+        /* each reply, also when another failed: refund() needs them */
+        rc = ngx_http_linegate_redis_pipeline_each(r, n, args,
+                                             ngx_http_linegate_limit_reply);
     }
 
     if (rc != NGX_OK) {
@@ -599,10 +600,19 @@ ngx_http_linegate_limit_reply1(ngx_http_request_t *r, redisReply *reply)
 }
 
 
+/*
+ * The replies of the zones, in order (a pipeline's array, each element
+ * possibly an error or NULL: ngx_http_linegate_redis_pipeline_each()).
+ * When some zone has no decision, the request falls back; the zones that
+ * admitted it give their admission back first, as when another zone
+ * rejects it: a request the limit does not decide is not charged, where
+ * what Redis did is known (a command with no reply may have run, and
+ * stays charged if it did).
+ */
 static void
 ngx_http_linegate_limit_reply(ngx_http_request_t *r, redisReply *reply)
 {
-    ngx_uint_t                          i, j, k;
+    ngx_uint_t                          i, j, k, failed, bad;
     redisReply                         *e;
     int64_t                             v[4];
     ngx_http_linegate_limit_ctx_t      *ctx;
@@ -616,9 +626,10 @@ ngx_http_linegate_limit_reply(ngx_http_request_t *r, redisReply *reply)
 
     ctx->waiting = 0;
     j = 0;
+    failed = 0;
+    bad = 0;
 
     if (reply == NULL) {
-        ngx_http_linegate_limit_reload_script(r, ctx);
         goto fallback;
     }
 
@@ -629,20 +640,29 @@ ngx_http_linegate_limit_reply(ngx_http_request_t *r, redisReply *reply)
             continue;
         }
 
-        if (j >= reply->elements) {
-            goto bad;
+        e = (j < reply->elements) ? reply->element[j] : NULL;
+        j++;
+
+        if (e == NULL || e->type == REDIS_REPLY_ERROR) {
+            /* unknown (no reply), or not run: logged by the client */
+            failed |= (e == NULL) ? 1 : 2;
+            continue;
         }
 
-        e = reply->element[j++];
-
         if (e->type != REDIS_REPLY_ARRAY || e->elements != 4) {
-            goto bad;
+            bad = 1;
+            continue;
         }
 
         for (k = 0; k < 4; k++) {
             if (ngx_http_linegate_reply_int(e, k, &v[k]) != NGX_OK) {
-                goto bad;
+                break;
             }
+        }
+
+        if (k < 4) {
+            bad = 1;
+            continue;
         }
 
         res->known = 1;
@@ -653,11 +673,23 @@ ngx_http_linegate_limit_reply(ngx_http_request_t *r, redisReply *reply)
         res->retry_ms = v[3];
     }
 
-    ngx_http_linegate_limit_answered(r);
-    ngx_http_linegate_limit_decide(r, ctx);
-    goto resume;
+    if (!failed && !bad) {
+        ngx_http_linegate_limit_answered(r);
+        ngx_http_linegate_limit_decide(r, ctx);
+        goto resume;
+    }
 
-bad:
+    /* what the zones that answered took, given back */
+    ngx_http_linegate_limit_refund(r, ctx);
+
+    if (failed & 2) {
+        /* an error reply: most likely NOSCRIPT */
+        ngx_http_linegate_limit_reload_script(r, ctx);
+    }
+
+    if (!bad) {
+        goto fallback;
+    }
 
     /* as the fallback that follows: once a second, not per request */
     if (ngx_time() != ngx_http_linegate_limit_bad_logged) {

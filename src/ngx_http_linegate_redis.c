@@ -261,6 +261,7 @@ struct ngx_http_linegate_redis_pipeline_s {
     ngx_uint_t                          received;
     ngx_uint_t                          lost;   /* a reply never came */
     ngx_uint_t                          failed; /* a command failed */
+    ngx_uint_t                          each;   /* _pipeline_each() */
     ngx_uint_t                          n;
     ngx_http_linegate_redis_part_t     *part;    /* n, after the struct */
     redisReply                        **element; /* n, after the parts */
@@ -310,7 +311,7 @@ static void ngx_http_linegate_redis_wait_cb(redisAsyncContext *ac,
 static ngx_int_t ngx_http_linegate_redis_pipeline_send(
     ngx_http_request_t *r, ngx_uint_t ncmds,
     ngx_http_linegate_redis_args_t *args, const char *name, ngx_str_t *keys,
-    ngx_http_linegate_redis_handler_pt handler);
+    ngx_http_linegate_redis_handler_pt handler, ngx_uint_t each);
 static ngx_uint_t ngx_http_linegate_redis_waited(redisReply *reply);
 static void ngx_http_linegate_redis_pipeline_cover(
     ngx_http_linegate_redis_pipeline_t *pl, ngx_uint_t ncmds);
@@ -322,10 +323,15 @@ static void ngx_http_linegate_redis_pipeline_done(
     ngx_http_linegate_redis_pipeline_t *pl);
 static void ngx_http_linegate_redis_pipeline_drop(
     ngx_http_linegate_redis_pipeline_t *pl);
+static void ngx_http_linegate_redis_pipeline_timeout(ngx_event_t *ev);
+static redisReply *ngx_http_linegate_redis_pipeline_known(
+    ngx_http_linegate_redis_pipeline_t *pl);
 static redisReply *ngx_http_linegate_redis_copy(ngx_pool_t *pool,
     redisReply *src);
 static void ngx_http_linegate_redis_finish(ngx_http_linegate_redis_cmd_t *cmd,
     redisReply *reply);
+static void ngx_http_linegate_redis_finish_as(
+    ngx_http_linegate_redis_cmd_t *cmd, redisReply *reply, ngx_uint_t ok);
 static u_char *ngx_http_linegate_redis_format(ngx_pool_t *pool, int argc,
     const char **argv, const size_t *argvlen, size_t *n);
 static ngx_int_t ngx_http_linegate_redis_write(
@@ -787,7 +793,31 @@ ngx_http_linegate_redis_pipeline(ngx_http_request_t *r,
     }
 
     return ngx_http_linegate_redis_pipeline_send(r, ncmds, args, NULL, NULL,
-                                                 handler);
+                                                 handler, 0);
+}
+
+
+ngx_int_t
+ngx_http_linegate_redis_pipeline_each(ngx_http_request_t *r,
+    ngx_uint_t ncmds, ngx_http_linegate_redis_args_t *args,
+    ngx_http_linegate_redis_handler_pt handler)
+{
+    ngx_uint_t  i;
+
+    for (i = 0; i < ncmds && i < NGX_HTTP_LINEGATE_REDIS_MAX_PIPELINE; i++) {
+        if (args[i].argc <= 0) {
+            break;
+        }
+    }
+
+    if (i < ncmds) {
+        ngx_log_error(NGX_LOG_ALERT, r->connection->log, 0,
+                      NGX_HTTP_LINEGATE_LOG "bad arguments for a pipeline");
+        return NGX_ERROR;
+    }
+
+    return ngx_http_linegate_redis_pipeline_send(r, ncmds, args, NULL, NULL,
+                                                 handler, 1);
 }
 
 
@@ -797,7 +827,7 @@ ngx_http_linegate_redis_pipeline_keys(ngx_http_request_t *r,
     ngx_http_linegate_redis_handler_pt handler)
 {
     return ngx_http_linegate_redis_pipeline_send(r, nkeys, NULL, name, keys,
-                                                 handler);
+                                                 handler, 0);
 }
 
 
@@ -809,7 +839,7 @@ static ngx_int_t
 ngx_http_linegate_redis_pipeline_send(ngx_http_request_t *r,
     ngx_uint_t ncmds, ngx_http_linegate_redis_args_t *args,
     const char *name, ngx_str_t *keys,
-    ngx_http_linegate_redis_handler_pt handler)
+    ngx_http_linegate_redis_handler_pt handler, ngx_uint_t each)
 {
     int                                  argc;
     size_t                               argvlen[2];
@@ -888,6 +918,7 @@ ngx_http_linegate_redis_pipeline_send(ngx_http_request_t *r,
     pl->cmd.handler = handler;
     pl->cmd.script = -1;
     pl->n = ncmds;
+    pl->each = each;
 
     if (ngx_http_linegate_redis_attach(&pl->cmd) != NGX_OK) {
         ngx_free(pl);
@@ -929,7 +960,8 @@ ngx_http_linegate_redis_pipeline_send(ngx_http_request_t *r,
         }
     }
 
-    pl->cmd.timer.handler = ngx_http_linegate_redis_cmd_timeout;
+    pl->cmd.timer.handler = each ? ngx_http_linegate_redis_pipeline_timeout
+                                 : ngx_http_linegate_redis_cmd_timeout;
     pl->cmd.timer.data = &ngx_http_linegate_redis_dummy;
     pl->cmd.timer.log = r->connection->log;
     ngx_add_timer(&pl->cmd.timer,
@@ -1592,6 +1624,15 @@ static void
 ngx_http_linegate_redis_finish(ngx_http_linegate_redis_cmd_t *cmd,
     redisReply *reply)
 {
+    ngx_http_linegate_redis_finish_as(cmd, reply, reply != NULL);
+}
+
+
+/* ok 0: a failure, though reply holds what did answer (_pipeline_each) */
+static void
+ngx_http_linegate_redis_finish_as(ngx_http_linegate_redis_cmd_t *cmd,
+    redisReply *reply, ngx_uint_t ok)
+{
     ngx_connection_t    *c;
     ngx_http_request_t  *r;
 
@@ -1603,7 +1644,7 @@ ngx_http_linegate_redis_finish(ngx_http_linegate_redis_cmd_t *cmd,
 
     ngx_http_linegate_redis_release(cmd);
 
-    if (reply != NULL) {
+    if (ok) {
         ngx_http_linegate_metrics_observe(NGX_HTTP_LINEGATE_M_REDIS_LATENCY,
             NULL, NULL,
             (ngx_msec_int_t) (ngx_http_linegate_metrics_now_us()
@@ -1690,6 +1731,11 @@ ngx_http_linegate_redis_pipeline_cb(redisAsyncContext *ac, void *data,
             /* the node lost its scripts (SCRIPT FLUSH, a restart): the
              * next requests find them again */
             ngx_http_linegate_redis_reload();
+        }
+
+        if (pl->each && pl->queued) {
+            /* _pipeline_each(): the handler sees which one failed */
+            reply = ngx_http_linegate_redis_copy(r->pool, reply);
         }
 
     } else if (pl->queued) {
@@ -1829,6 +1875,13 @@ ngx_http_linegate_redis_pipeline_done(ngx_http_linegate_redis_pipeline_t *pl)
                       "with a command in flight");
     }
 
+    if (pl->each) {
+        ngx_http_linegate_redis_finish_as(&pl->cmd,
+                                  ngx_http_linegate_redis_pipeline_known(pl),
+                                  !pl->lost && !pl->failed);
+        return;
+    }
+
     if (pl->lost || pl->failed) {
         reply = NULL;
 
@@ -1840,6 +1893,76 @@ ngx_http_linegate_redis_pipeline_done(ngx_http_linegate_redis_pipeline_t *pl)
     }
 
     ngx_http_linegate_redis_finish(&pl->cmd, reply);
+}
+
+
+/*
+ * _pipeline_each(): the replies as one array, NULL where the outcome is
+ * not known (none came, or linegate_redis_wait's WAIT counted too few
+ * replicas)
+ */
+static redisReply *
+ngx_http_linegate_redis_pipeline_known(ngx_http_linegate_redis_pipeline_t *pl)
+{
+    ngx_uint_t  i;
+
+    for (i = 0; i < pl->n; i++) {
+        if (pl->part[i].wait_short) {
+            pl->element[i] = NULL;
+        }
+    }
+
+    pl->array.type = REDIS_REPLY_ARRAY;
+    pl->array.elements = pl->n;
+    pl->array.element = pl->element;
+
+    return &pl->array;
+}
+
+
+/*
+ * _pipeline_each()'s timeout: as a command's, but the handler gets the
+ * replies that came (copies in the request's pool: the pipeline was not
+ * complete when each came), NULL for the others, which may still run.
+ * An acknowledged command's WAIT may not have answered: unknown too.
+ */
+static void
+ngx_http_linegate_redis_pipeline_timeout(ngx_event_t *ev)
+{
+    ngx_uint_t                           i;
+    ngx_connection_t                    *c;
+    ngx_http_request_t                  *r;
+    ngx_http_linegate_redis_cmd_t       *cmd;
+    ngx_http_linegate_redis_pipeline_t  *pl;
+
+    cmd = (ngx_http_linegate_redis_cmd_t *)
+          ((u_char *) ev - offsetof(ngx_http_linegate_redis_cmd_t, timer));
+    pl = (ngx_http_linegate_redis_pipeline_t *) cmd;
+    r = cmd->r;
+
+    /* the replies still owed are dropped, and free pl with the last */
+    ngx_http_linegate_redis_release(cmd);
+
+    ngx_http_linegate_metrics_inc1(NGX_HTTP_LINEGATE_M_REDIS_ERRORS, "kind",
+                                   "timeout");
+
+    if (r == NULL) {
+        return;
+    }
+
+    c = r->connection;
+
+    ngx_log_error(NGX_LOG_ERR, c->log, 0,
+                  NGX_HTTP_LINEGATE_LOG "redis command timed out");
+
+    for (i = 0; i < pl->n; i++) {
+        if (pl->part[i].acked) {
+            pl->element[i] = NULL;
+        }
+    }
+
+    cmd->handler(r, ngx_http_linegate_redis_pipeline_known(pl));
+    ngx_http_run_posted_requests(c);
 }
 
 

@@ -122,8 +122,20 @@ ngx_int_t ngx_http_linegate_redis_pipeline(ngx_http_request_t *r,
     ngx_uint_t ncmds, ngx_http_linegate_redis_args_t *args,
     ngx_http_linegate_redis_handler_pt handler);
 /*
- * The same: one command "name key" per key (e.g. HGETALL of each of
- * nkeys hashes), without an args structure per command.
+ * The same, for a caller that must undo what the commands that ran did
+ * when another failed (linegate_limit's refunds): the handler always
+ * gets an array of ncmds elements, element i command i's reply (an error
+ * reply included), or NULL when its outcome is not known (its connection
+ * lost, the command timeout came first, linegate_redis_wait's WAIT
+ * counted too few replicas); a command whose element is NULL may still
+ * run. The elements are valid while the handler runs.
+ */
+ngx_int_t ngx_http_linegate_redis_pipeline_each(ngx_http_request_t *r,
+    ngx_uint_t ncmds, ngx_http_linegate_redis_args_t *args,
+    ngx_http_linegate_redis_handler_pt handler);
+/*
+ * As _pipeline(): one command "name key" per key (e.g. HGETALL of each
+ * of nkeys hashes), without an args structure per command.
  */
 ngx_int_t ngx_http_linegate_redis_pipeline_keys(ngx_http_request_t *r,
     const char *name, ngx_uint_t nkeys, ngx_str_t *keys,

@@ -3,7 +3,9 @@
 # dry run leaves is what the limit would leave), and its RateLimit numbers
 # are those of the state it is left in; both with Redis and in the local
 # fallback. One worker: a refund goes out on the connection before the
-# next request's decision.
+# next request's decision. A zone whose command fails (an error reply)
+# falls the request back, and the zones that admitted it give their
+# admission back too.
 use strict;
 use warnings;
 use lib 't/lib';
@@ -40,6 +42,12 @@ my $server = <<"CONF";
         }
         location /quota/ {
             linegate_limit zone=quota;
+            try_files /file.txt =404;
+        }
+        location /closed/ {
+            linegate_limit zone=fast;
+            linegate_limit zone=quota;
+            linegate_limit_on_error closed;
             try_files /file.txt =404;
         }
 CONF
@@ -126,6 +134,34 @@ subtest 'Redis: refunds after a SCRIPT FLUSH' => sub {
                             . 'ahead (2: the refund lost)', $ahead));
 };
 
+# the quota's key, once a refund sent has landed (undef: given back)
+sub quota_key {
+    my ($k) = @_;
+    my $v;
+    for (1 .. 20) {
+        $v = $s->redis->get(rl_key('quota', $k));
+        last if !defined $v;
+        sleep 0.1;
+    }
+    return $v;
+}
+
+# The fast zone's command fails (its key is not a string: WRONGTYPE, an
+# error reply), the quota's admits: the request falls back (closed: 503;
+# local: this node's share), and the quota is given its admission back,
+# as when the fast zone rejects.
+subtest 'Redis: a zone fails, the one that admitted is refunded' => sub {
+    my $k = "wt$$";
+    $s->redis->hset(rl_key('fast', $k), 'x', 1);
+    is(st("/closed/?k=$k"), '503 CLOSED', 'closed: 503');
+    is(quota_key($k), undef, 'the quota given back');
+    is(st("/enforce/?k=$k"), '200 LOCAL_PASSED', 'local: its share');
+    is(quota_key($k), undef, 'the quota given back (in Redis)');
+    my @q = map { get("/quota/?k=$k")->code } 1 .. 6;
+    is_deeply(\@q, [(200) x 5, 429], 'the quota whole in Redis')
+        or diag("@q");
+};
+
 $s->stop_redis;
 
 subtest 'local: dry run charges nothing another zone rejects' => sub {
@@ -163,6 +199,24 @@ subtest 'cluster: a refund follows ASK' => sub {
     ok($ahead <= 1, sprintf('the quota is charged once: %.2f intervals '
                             . 'ahead (2: the refund dropped at ASK)',
                             $ahead));
+};
+
+# The master of the fast zone's key refuses writes (more replicas asked
+# for than it has: NOREPLICAS), the quota's master admits: the quota's
+# state is left as it was.
+subtest 'cluster: a master refusing writes, the other zone refunded' => sub {
+    my $r = $s->redis;
+    my ($k) = grep { $s->cluster_master_of(rl_key('fast', $_))
+                     != $s->cluster_master_of(rl_key('quota', $_)) }
+              map { "nr$_" } 0 .. 1000;
+    my $m = $r->node($s->cluster_master_of(rl_key('fast', $k)));
+    $m->config_set('min-replicas-to-write', 3);
+    my @st = (st("/closed/?k=$k"), st("/enforce/?k=$k"));
+    $m->config_set('min-replicas-to-write', 0);
+    is_deeply(\@st, ['503 CLOSED', '200 LOCAL_PASSED'],
+              'the request falls back') or diag("@st");
+    is(quota_key($k), undef, 'the quota\'s key as it was (none)');
+    like($s->error_log, qr/NOREPLICAS/, 'the refusal logged');
 };
 
 done_testing;
