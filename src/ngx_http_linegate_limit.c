@@ -53,6 +53,7 @@ typedef struct {
     ngx_flag_t                      headers;
     ngx_uint_t                      on_error;
     ngx_uint_t                      share;
+    ngx_uint_t                      log_level;  /* of a rejection */
 } ngx_http_linegate_limit_loc_conf_t;
 
 
@@ -169,6 +170,9 @@ static void ngx_http_linegate_limit_fallback(ngx_http_request_t *r,
 static void ngx_http_linegate_limit_local(ngx_http_request_t *r,
     ngx_http_linegate_limit_ctx_t *ctx);
 static void ngx_http_linegate_limit_answered(ngx_http_request_t *r);
+static void ngx_http_linegate_limit_log(ngx_http_request_t *r,
+    ngx_http_linegate_limit_ctx_t *ctx, ngx_http_linegate_limit_result_t *res,
+    const char *how);
 static ngx_http_linegate_limit_node_t *ngx_http_linegate_limit_node(
     ngx_http_linegate_limit_shm_t *shm, ngx_rbtree_key_t key,
     uint64_t now, ngx_http_linegate_limit_node_t **held, ngx_uint_t nheld);
@@ -212,6 +216,16 @@ static char *ngx_http_linegate_limit_status(ngx_conf_t *cf,
     ngx_command_t *cmd, void *conf);
 
 
+/* as limit_req_log_level's */
+static ngx_conf_enum_t  ngx_http_linegate_limit_log_levels[] = {
+    { ngx_string("info"), NGX_LOG_INFO },
+    { ngx_string("notice"), NGX_LOG_NOTICE },
+    { ngx_string("warn"), NGX_LOG_WARN },
+    { ngx_string("error"), NGX_LOG_ERR },
+    { ngx_null_string, 0 }
+};
+
+
 static ngx_command_t  ngx_http_linegate_limit_commands[] = {
 
     { ngx_string("linegate_limit_zone"),
@@ -248,6 +262,13 @@ static ngx_command_t  ngx_http_linegate_limit_commands[] = {
       NGX_HTTP_LOC_CONF_OFFSET,
       offsetof(ngx_http_linegate_limit_loc_conf_t, headers),
       NULL },
+
+    { ngx_string("linegate_limit_log_level"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_enum_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_linegate_limit_loc_conf_t, log_level),
+      &ngx_http_linegate_limit_log_levels },
 
     { ngx_string("linegate_limit_on_error"),
       NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE12,
@@ -843,11 +864,7 @@ ngx_http_linegate_limit_decide(ngx_http_request_t *r,
                 }
             }
 
-            ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
-                          NGX_HTTP_LINEGATE_LOG "limiting requests%s by "
-                          "zone \"%V\", retry in %L ms",
-                          ctx->llcf->dry_run ? ", dry run," : "",
-                          &res->zone->name, res->retry_ms);
+            ngx_http_linegate_limit_log(r, ctx, res, "");
         }
     }
 
@@ -962,6 +979,8 @@ ngx_http_linegate_limit_cache_check(ngx_http_request_t *r,
         res->reset_ms = ngx_max((ngx_msec_int_t) (c->reset - ngx_current_msec),
                                 res->retry_ms);
         retry = ngx_max(retry, res->retry_ms);
+
+        ngx_http_linegate_limit_log(r, ctx, res, " (cached rejection)");
     }
 
     if (!hit) {
@@ -1034,6 +1053,33 @@ ngx_http_linegate_limit_uncharge(ngx_http_linegate_limit_result_t *res,
 {
     res->remaining++;
     res->reset_ms = ngx_max(res->reset_ms - (int64_t) (interval / 1000), 0);
+}
+
+
+/*
+ * A zone rejected the request (Redis, the worker's cache of Redis's
+ * rejections, or the local fallback): logged at linegate_limit_log_level,
+ * a dry run's one level lower (it rejects nothing), as limit_req logs its
+ * delays.
+ */
+static void
+ngx_http_linegate_limit_log(ngx_http_request_t *r,
+    ngx_http_linegate_limit_ctx_t *ctx, ngx_http_linegate_limit_result_t *res,
+    const char *how)
+{
+    ngx_uint_t  level;
+
+    level = ctx->llcf->log_level;
+
+    if (ctx->llcf->dry_run && level != NGX_LOG_INFO) {
+        level++;
+    }
+
+    ngx_log_error(level, r->connection->log, 0,
+                  NGX_HTTP_LINEGATE_LOG "limiting requests%s by zone "
+                  "\"%V\"%s, retry in %L ms",
+                  ctx->llcf->dry_run ? ", dry run," : "", &res->zone->name,
+                  how, res->retry_ms);
 }
 
 
@@ -1228,6 +1274,13 @@ ngx_http_linegate_limit_local(ngx_http_request_t *r,
     if (!rejected) {
         ctx->status = NGX_HTTP_LINEGATE_LIMIT_LOCAL_PASSED;
         return;
+    }
+
+    for (i = 0; i < ctx->n; i++) {
+        if (ctx->res[i].known && !ctx->res[i].allowed) {
+            ngx_http_linegate_limit_log(r, ctx, &ctx->res[i],
+                                        " (local fallback)");
+        }
     }
 
     ctx->status = NGX_HTTP_LINEGATE_LIMIT_LOCAL_REJECTED;
@@ -1805,6 +1858,7 @@ ngx_http_linegate_limit_create_loc_conf(ngx_conf_t *cf)
     conf->headers = NGX_CONF_UNSET;
     conf->on_error = NGX_CONF_UNSET_UINT;
     conf->share = NGX_CONF_UNSET_UINT;
+    conf->log_level = NGX_CONF_UNSET_UINT;
 
     return conf;
 }
@@ -1832,6 +1886,8 @@ ngx_http_linegate_limit_merge_loc_conf(ngx_conf_t *cf, void *parent,
                               NGX_HTTP_TOO_MANY_REQUESTS);
     ngx_conf_merge_value(conf->dry_run, prev->dry_run, 0);
     ngx_conf_merge_value(conf->headers, prev->headers, 1);
+    ngx_conf_merge_uint_value(conf->log_level, prev->log_level,
+                              NGX_LOG_ERR);
 
     if (conf->on_error == NGX_CONF_UNSET_UINT) {
         conf->on_error = (prev->on_error == NGX_CONF_UNSET_UINT)

@@ -483,6 +483,11 @@ subtest 'configuration errors fail nginx -t, naming the value' => sub {
              . 'burst=1 burst=9;', qr/duplicate "burst=" parameter/],
         ['duplicate lease=', 'linegate_limit_zone x key=$arg_k rate=1r/s '
              . 'lease=10ms lease=20ms;', qr/duplicate "lease=" parameter/],
+        ['bad log level', 'linegate_limit_log_level debug;',
+         qr/invalid value "debug"/],
+        ['duplicate log level', "linegate_limit_log_level warn;\n"
+             . 'linegate_limit_log_level info;',
+         qr/"linegate_limit_log_level" directive is duplicate/],
     );
     for my $c (@cases) {
         my ($name, $extra, $re) = @$c;

@@ -177,6 +177,30 @@ subtest 'a zone used alone here, refunded by another node' => sub {
               . 'taken, once') or diag("@st");
 };
 
+# lines "limiting requests" of key $k in the error log since $from, by
+# level
+sub rejections_logged {
+    my ($st, $from, $k) = @_;
+    my %n;
+    for (split /\n/, substr($st->error_log, $from)) {
+        $n{$1}++ if /\[(\w+)\].* limiting requests.*[?&]k=\Q$k\E[ &]/;
+    }
+    return \%n;
+}
+
+# Every rejection is logged once a zone, at linegate_limit_log_level
+# (default error, as limit_req_log_level), those answered from the cache
+# too
+subtest 'rejections logged at error, cached ones too' => sub {
+    my $k = "c8_$$";
+    my $from = length $s->error_log;
+    my @st = map { get("/slow/?k=$k")->code } 1 .. 12;
+    my $rejected = grep { $_ == 429 } @st;
+    is($rejected, 11, '11 rejected, most from the cache') or diag("@st");
+    is_deeply(rejections_logged($s, $from, $k), {error => $rejected},
+              'one line each, at error') or diag(substr($s->error_log, $from));
+};
+
 subtest 'dry run does not use the cache' => sub {
     my $k = "c4_$$";
     get("/dry/?k=$k") for 1 .. 2;
@@ -203,6 +227,66 @@ subtest 'a reload keeps the counts (in Redis; the caches start empty)' => sub {
     my $res = Mojo::UserAgent->new->get($s->url("/slow/?k=$k"))->res;
     is($res->code, 429, 'still rejected after the reload');
     ok(evalsha_calls() - $before >= 1, 'by Redis: a new worker asked it');
+};
+
+$s->stop;
+
+# linegate_limit_log_level: a rejection at that level, a dry run's one
+# lower, in the local fallback too; nothing above it
+subtest 'linegate_limit_log_level' => sub {
+    my $server = <<"CONF";
+        root $dir;
+        linegate_limit_log_level warn;
+        location /w/ { linegate_limit zone=slow; try_files /file.txt =404; }
+        location /dry/ {
+            linegate_limit zone=slow;
+            linegate_limit_dry_run on;
+            try_files /file.txt =404;
+        }
+        location /local/ {
+            linegate_limit zone=slow;
+            linegate_limit_on_error local;
+            try_files /file.txt =404;
+        }
+        location /info/ {
+            linegate_limit zone=slow;
+            linegate_limit_log_level info;
+            linegate_limit_dry_run on;
+            try_files /file.txt =404;
+        }
+CONF
+    $s = LG::Stack->new(stub => 0, HTTP_EXTRA => $http,
+                        SERVER_EXTRA => $server)->start;
+    $ua = $s->ua;
+
+    my $k = "l1_$$";
+    my $from = length $s->error_log;
+    my @st = map { get("/w/?k=$k")->code } 1 .. 8;
+    my $rejected = grep { $_ == 429 } @st;
+    is($rejected, 7, '7 rejected') or diag("@st");
+    is_deeply(rejections_logged($s, $from, $k), {warn => $rejected},
+              'at warn, the cached ones too, none at error');
+
+    $k = "l2_$$";
+    $from = length $s->error_log;
+    @st = map { get("/dry/?k=$k")->code } 1 .. 4;
+    is_deeply(\@st, [(200) x 4], 'dry run');
+    is_deeply(rejections_logged($s, $from, $k), {notice => 3},
+              'its rejections at notice');
+
+    $k = "l3_$$";
+    $from = length $s->error_log;
+    get("/info/?k=$k") for 1 .. 3;
+    is_deeply(rejections_logged($s, $from, $k), {info => 2},
+              'info stays info in dry run');
+
+    $k = "l4_$$";
+    $s->stop_redis;
+    $from = length $s->error_log;
+    @st = map { get("/local/?k=$k")->code } 1 .. 3;
+    is_deeply(\@st, [200, 429, 429], 'the local fallback rejects');
+    is_deeply(rejections_logged($s, $from, $k), {warn => 2},
+              'at warn too');
 };
 
 done_testing;
