@@ -13,8 +13,12 @@
  *                    same link (reused: true)
  *                    paid -> LINK_RESOLVE (lr_resolve), answer as GET
  *                    void, uncollectible -> LINK_CLAIM
- *   LINK_CLAIM     lr_reissue_claim.lua -> [LINK_VOID_OLD: void the old
- *                  one, if uncollectible] -> [LINK_SWEEP] -> LINK_ISSUE
+ *   LINK_CLAIM     lr_reissue_claim.lua (acknowledged with
+ *                  linegate_redis_wait, as the fence is: a claim lost
+ *                  with its master would let another payment_link claim
+ *                  and issue too; not acknowledged, nothing is issued:
+ *                  503) -> [LINK_VOID_OLD: void the old one, if
+ *                  uncollectible] -> [LINK_SWEEP] -> LINK_ISSUE
  *   LINK_SWEEP     the claim took over one that lapsed (its worker died,
  *                  maybe after Stripe made its invoice, before its store):
  *                  Stripe lists the customer's invoices, and each of the
@@ -60,7 +64,11 @@
  *   LINK_STORE, not answered        -> LINK_STORE_AGAIN (durable; refused
  *                                      then: the new invoice unindexed
  *                                      and queued, invoice_unrepaired)
- *   any other step                  -> the answer (MANAGE_FAILED)
+ *   any other step                  -> the answer (MANAGE_FAILED);
+ *                                      LINK_CLAIM not answered or not
+ *                                      acknowledged: 503, nothing
+ *                                      issued (a claim the master took
+ *                                      lapses after its hold)
  *
  * and lr->fail (with lr->fail_result) says what is answered then.
  *
@@ -971,6 +979,11 @@ ngx_http_linegate_link_claimed(ngx_http_request_t *r,
     ngx_pool_cleanup_t  *cln;
 
     if (reply == NULL) {
+        /*
+         * lost, or (linegate_redis_wait) no replica has it: nothing is
+         * issued on a claim that may not survive its master; one the
+         * master took lapses after its hold, and the next claim sweeps
+         */
         ngx_http_linegate_manage_fail(r, lr, NGX_HTTP_LINEGATE_LR_FAIL_STORE,
                                       0, -1);
         return;

@@ -1395,7 +1395,10 @@ ngx_http_linegate_redis_reply_cb(redisAsyncContext *ac, void *data,
  * on the account's master, lost with it, the reservation would come
  * back with nothing left in the journal to find it by. A run's fence
  * before it voids a Lines invoice (lr_void_fence): lost with its master,
- * a late store would name the void invoice. A run's settle of a paid
+ * a late store would name the void invoice. A payment_link's claim of
+ * a reissue (lr_reissue_claim): lost with its master, another
+ * payment_link could claim the reissue too, and both issue invoices for
+ * one request. A run's settle of a paid
  * invoice on its request (lr_invoice_settle): the run removes its entry
  * once it answered, so lost with its master the paid invoice would be
  * named by nothing. And the operator's
@@ -1414,6 +1417,7 @@ ngx_http_linegate_redis_acknowledged(ngx_int_t script)
     case NGX_HTTP_LINEGATE_SCRIPT_LR_INVOICE_SETTLE:
     /* its answer deletes what would queue it again (sweepPending) */
     case NGX_HTTP_LINEGATE_SCRIPT_LR_INVOICE_ORPHAN:
+    case NGX_HTTP_LINEGATE_SCRIPT_LR_REISSUE_CLAIM:
     case NGX_HTTP_LINEGATE_SCRIPT_LR_REISSUE_STORE:
     case NGX_HTTP_LINEGATE_SCRIPT_LR_RESOLVE:
     case NGX_HTTP_LINEGATE_SCRIPT_LR_VOID_FENCE:

@@ -335,17 +335,20 @@ subtest 'a write no replica acknowledges' => sub {
     ok(eventually(sub { !$r->zcard('lg:{fleet}:lr:inflight') }, 5),
        'the journal member gone after the store');
 
-    # payment_link replacing an uncollectible invoice: the new invoice's
-    # index, then the request naming it (lr_reissue_store), each
-    # acknowledged before the new link is answered: the store lost with
-    # its master would leave the request on the void invoice, and the
-    # customer's payment of the new link unknown to the webhook
+    # payment_link replacing an uncollectible invoice: its claim of the
+    # reissue (lr_reissue_claim), acknowledged before anything is billed
+    # (lost with its master, another payment_link could claim and issue
+    # too), the new invoice's index, then the request naming it
+    # (lr_reissue_store), each acknowledged before the new link is
+    # answered: the store lost with its master would leave the request
+    # on the void invoice, and the customer's payment of the new link
+    # unknown to the webhook
     $l->invoice_do($created->{invoiceId}, 'mark_uncollectible');
     $before = $waits->();
     my $link = $l->manage($wp, $paid, 'payment_link');
     is($link->res->code, 200, 'payment_link: a new link');
-    is($waits->() - $before, 2, 'two WAITs: the new invoice\'s index and '
-       . 'its store');
+    is($waits->() - $before, 3, 'three WAITs: the claim, the new '
+       . 'invoice\'s index and its store');
 
     # the replicas stop acknowledging (a partition, as far as WAIT knows)
     my @replicas = map { /port=(\d+)/ ? $1 : () }

@@ -189,4 +189,44 @@ for my $i (0 .. $N - 1) {
     is($b->{paymentUrl}, $c->{paymentUrl}, 'the link of the request');
 }
 
+# payment_link on a void invoice claims the reissue (lr_reissue_claim)
+# before it bills anything. The claim is acknowledged, as the fence of
+# an invoice to void is: lost with its master, another payment_link could
+# claim the reissue too and both issue invoices. No replica has it: 503
+# with Retry-After, and nothing issued at Stripe. It was not acknowledged:
+# the new invoice was made, then voided once its index's WAIT failed.
+{
+    my $w = $l->workspace('org_wait_claim');
+    my ($id, $c) = $l->awaiting($w);
+    my $old = $c->{invoiceId} // '';
+    ok($id && $old, 'a request awaiting payment') or diag(explain $c);
+    $l->invoice_do($old, 'void');
+    ok($s->wait_sentinels_ready(30, 1), 'a replica in sync');
+    my $from = length $s->error_log;
+    kill 'STOP', @pids;
+    my $tx = $l->manage($w, $id, 'payment_link');
+    kill 'CONT', @pids;
+    is($tx->res->code, 503, 'no replica acknowledged the claim: 503')
+        or diag($tx->res->body);
+    is(eval { $tx->res->json->{code} }, 'STORE_UNAVAILABLE',
+       'STORE_UNAVAILABLE');
+    like($tx->res->headers->header('Retry-After') // '', qr/^\d+$/,
+         'with Retry-After');
+    is_deeply([map { $_->{id} } $l->invoices($w->{customer})], [$old],
+              'no new invoice at Stripe');
+    like(substr($s->error_log, $from),
+         qr/lr_reissue_claim acknowledged by 0 of 1 replicas/,
+         'the log says why');
+    is($l->lr($w, $id)->{invoiceId}, $old, 'the request names the old one');
+
+    # the master took the claim (an unknown outcome): held until it lapses
+    ok($s->wait_sentinels_ready(30, 1), 'a replica in sync again');
+    my $again = $l->manage($w, $id, 'payment_link');
+    is($again->res->code, 409, 'asked again while the claim holds: 409')
+        or diag($again->res->body);
+    like(eval { $again->res->json->{message} } // '', qr/being issued/,
+         'being issued');
+    is(scalar $l->invoices($w->{customer}), 1, 'still nothing issued');
+}
+
 done_testing;
