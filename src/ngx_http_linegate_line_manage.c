@@ -63,7 +63,10 @@
  *                                      of its own is left to release)
  *   LINK_STORE, not answered        -> LINK_STORE_AGAIN (durable; refused
  *                                      then: the new invoice unindexed
- *                                      and queued, invoice_unrepaired)
+ *                                      and queued, invoice_unrepaired;
+ *                                      refused by a fence, LR_FENCED,
+ *                                      the claim, still its own, is
+ *                                      released lapsed too)
  *   any other step                  -> the answer (MANAGE_FAILED);
  *                                      LINK_CLAIM not answered or not
  *                                      acknowledged: 503, nothing
@@ -213,6 +216,8 @@ static void ngx_http_linegate_link_aborted_late(redisReply *reply,
     ngx_http_linegate_redis_args_t *args, ngx_str_t *note);
 static void ngx_http_linegate_link_stored_late(redisReply *reply,
     ngx_http_linegate_redis_args_t *args, ngx_str_t *note);
+static void ngx_http_linegate_link_abort_late(ngx_str_t *lkey, ngx_str_t *ws,
+    ngx_str_t *id, ngx_str_t *seq, ngx_str_t *customer);
 static void ngx_http_linegate_link_unindex_late(ngx_str_t *invoice);
 static void ngx_http_linegate_link_cleanup(void *data);
 
@@ -1926,16 +1931,20 @@ ngx_http_linegate_link_aborted_late(redisReply *reply,
  * lr_reissue_store sent again (the first reply lost: LINK_STORE_AGAIN)
  * answered. Stored, the old invoice's index goes, as after LINK_STORE.
  * Refused, the request moved on or another payment_link claimed the
- * reissue during the stall: nothing names the new invoice, open at
- * Stripe. Its index goes (a durable DEL) and it is queued for a
- * reconciliation run to void (nothing can ask Stripe from here).
+ * reissue during the stall, or the invoice is being voided: nothing names
+ * the new invoice, open at Stripe. Its index goes (a durable DEL) and it
+ * is queued for a reconciliation run to void (nothing can ask Stripe from
+ * here). Refused by a fence (LR_FENCED), the claim is still this one's,
+ * and nobody else releases it: released lapsed, as link_fenced does
+ * after a first store so refused, for the next claim to sweep at once
+ * rather than after the hold.
  */
 static void
 ngx_http_linegate_link_stored_late(redisReply *reply,
     ngx_http_linegate_redis_args_t *args, ngx_str_t *note)
 {
     int64_t    code;
-    ngx_str_t  ws, id, invoice, customer, old;
+    ngx_str_t  ws, id, invoice, customer, old, lkey, seq;
 
     /*
      * KEYS[1], then ws, id, invoiceSeq, the invoice, URL, ms, ISO, cus,
@@ -1974,6 +1983,45 @@ ngx_http_linegate_link_stored_late(redisReply *reply,
     ngx_http_linegate_link_unindex_late(&invoice);
     ngx_http_linegate_lines_orphan_of(ngx_cycle->log, &ws, &id, &invoice,
                                       &customer);
+
+    if (code == NGX_HTTP_LINEGATE_LR_FENCED) {
+        ngx_http_linegate_lines_arg(args, 0, &lkey);
+        ngx_http_linegate_lines_arg(args, 3, &seq);
+        ngx_http_linegate_link_abort_late(&lkey, &ws, &id, &seq, &customer);
+    }
+}
+
+
+/*
+ * lr_reissue_abort of a claim whose store sent again a fence refused, by
+ * a durable write from that store's continuation: released lapsed
+ * (ARGV[5] '1') if still its own. The write copies the arguments.
+ */
+static void
+ngx_http_linegate_link_abort_late(ngx_str_t *lkey, ngx_str_t *ws,
+    ngx_str_t *id, ngx_str_t *seq, ngx_str_t *customer)
+{
+    ngx_http_linegate_redis_args_t  a;
+
+    ngx_http_linegate_redis_args_init(&a);
+
+    ngx_http_linegate_redis_arg_str(&a, ws);
+    ngx_http_linegate_redis_arg_str(&a, id);
+    ngx_http_linegate_redis_arg_str(&a, seq);
+    ngx_http_linegate_redis_arg_str(&a, customer);
+    ngx_http_linegate_redis_arg_cstr(&a, "1");
+    ngx_http_linegate_redis_arg_key(&a, lkey);
+
+    ngx_log_error(NGX_LOG_WARN, ngx_cycle->log, 0,
+                  NGX_HTTP_LINEGATE_LOG "the reissue claim of line request "
+                  "\"%V\" is released lapsed: its store sent again was "
+                  "fenced", id);
+
+    (void) ngx_http_linegate_redis_durable_then(ngx_cycle->log,
+                                    NGX_HTTP_LINEGATE_SCRIPT_LR_REISSUE_ABORT,
+                                    a.nkeys, &a,
+                                    "lr_reissue_abort of a fenced store",
+                                    ngx_http_linegate_link_aborted_late);
 }
 
 

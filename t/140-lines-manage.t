@@ -892,10 +892,82 @@ subtest 'payment_link: its store refused by a fence: released lapsed'
     is_deeply(\@open, [$n->{invoiceId}], 'the only open invoice');
 };
 
-# The same at the scripts' level (and lr_reissue_store sent again after
-# its reply was lost, refused then: nginx unindexes and queues the new
-# invoice, which no request test can time): a claim is its own while
-# invoiceSeq is.
+# The same refusal met by the store sent again: the first store's reply
+# is lost (held by Redis past linegate_redis_command_timeout: LG::Lines,
+# hold_after_index), so the step goes to the durable writes
+# (LINK_STORE_AGAIN), and the request answers 503. The fence was written
+# after nginx decided the store, before Redis ran it: the store sent
+# again is refused (LR_FENCED) with the claim still this one's. Its
+# invoice is queued (invoice_unrepaired) and its claim released lapsed
+# (reissueAt 0), as after the first store's refusal, so that the next
+# payment_link sweeps at once. It was left to lapse: every payment_link
+# got 409 "being issued" for the 60 s hold.
+subtest 'payment_link: its store sent again refused by a fence' => sub {
+    my $w = ws();
+    my ($id, $c) = $l->awaiting($w);
+    my $old = $c->{invoiceId};
+    $l->invoice_do($old, 'void');
+    my $lkey = "lg:{ws:$w->{id}}:lr:$id";
+    my $before = $r->xlen('lg:{fleet}:reconcile') // 0;
+    my $logoff = length $s->error_log;
+
+    # the item step slow: the new draft fenced, then its store held
+    $l->fault(path_prefix => '/v1/invoiceitems', latency_ms => 1000);
+    my ($made, $claimed, $held) = ('', 0, 0);
+    my ($tx) = $l->during([$w, POST => "/api/line-requests/$id",
+                           {action => 'payment_link'}], sub {
+        my $now = $l->lr($w, $id);
+        return 0 unless ($now->{invoiceSeq} // 0) == 1;
+        $claimed = $now->{reissueAt};
+        my ($new) = grep { $_->{id} ne $old } $l->invoices($w->{customer});
+        return 0 unless $new;
+        $made = $new->{id};
+        $r->hset($lkey, voidingInvoice => $made);
+        $l->pause_writes;
+        $held = $l->hold_after_index($made);
+        return 1;
+    }, 5);
+    my $answered = length $s->error_log;
+    $l->release_writes;
+    $l->clear_faults;
+    ok($made && $held, 'its new invoice fenced, its store held') or return;
+
+    $l->error_is($tx, 503, 'STORE_UNAVAILABLE', 'the store\'s reply lost');
+    like(substr($s->error_log, $logoff, $answered - $logoff),
+         qr/lr_reissue_store of line request "\Q$id\E" not answered yet/,
+         'sent again (LINK_STORE_AGAIN)');
+    my $want = qq{the store of invoice "$made" sent again was refused: }
+               . qq{line request "$id" is voiding it};
+    ok(eventually(sub { $s->error_log =~ /\Q$want\E/ }, 10),
+       'refused by the fence once sent again');
+    my $h;
+    ok(eventually(sub { $h = $l->lr($w, $id);
+                        defined $h->{reissueAt} && $h->{reissueAt} == 0 },
+                  5), 'its claim released lapsed (reissueAt 0)')
+        or diag explain $h;
+    is($h->{invoiceSeq}, 1, 'no other claim');
+    is($h->{sweepFrom}, $claimed, 'the next sweep starts at its time');
+    is($h->{invoiceId}, $old, 'the old invoice still named');
+    ok(eventually(sub { !$r->exists("lg:invoice:$made") }, 5),
+       'its index gone');
+    is(($r->xlen('lg:{fleet}:reconcile') // 0) - $before, 1,
+       'queued for reconciliation (invoice_unrepaired)');
+
+    # the retry the 503 asks for: no hold to wait out, the sweep voids
+    # what the fenced claim left and issues anew
+    my $n = link_is($l->manage($w, $id, 'payment_link'), 0, 'retried');
+    ok($n->{invoiceId} ne $made && $n->{invoiceId} ne $old,
+       'a new invoice');
+    is($l->invoice($made)->{status} // '', 'void', 'the fenced one voided');
+    my @open = map { $_->{id} } grep { $_->{status} eq 'open' }
+               $l->invoices($w->{customer});
+    is_deeply(\@open, [$n->{invoiceId}], 'the only open invoice');
+};
+
+# A claim taken over, at the scripts' level (and lr_reissue_store sent
+# again after its reply was lost, refused then: nginx unindexes and
+# queues the new invoice; a request test above holds a store for the
+# fence's refusal): a claim is its own while invoiceSeq is.
 subtest 'lr_reissue_store, lr_reissue_abort: a claim taken over' => sub {
     my $store = lua_script('lr_reissue_store');
     my $abort = lua_script('lr_reissue_abort');

@@ -15,7 +15,8 @@
 -- is still this one's but the invoice is being voided (lr_void_fence
 -- added it to voidingInvoice: a reconciliation run, or a sweeper whose
 -- own claim was then taken over by this one, found it unstored). The
--- module then voids the new invoice; on LR_FENCED it also releases its
+-- module then voids the new invoice (queues it, when this was the step
+-- sent again after its reply was lost); on LR_FENCED it also releases its
 -- claim lapsed (lr_reissue_abort ARGV[5] '1'), which nobody else would:
 -- the next claim looks for what is left at Stripe. A paid invoice is
 -- never voided, so the fence does not refuse it.

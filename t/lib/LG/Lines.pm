@@ -20,6 +20,7 @@ use warnings;
 
 use Carp qw(croak);
 use Exporter 'import';
+use IO::Socket::INET ();
 use LG::OpenAPI qw(answer_matches);
 use LG::Stack ();
 use LG::Test qw(answer_is eventually reads_as same_data);
@@ -393,6 +394,118 @@ sub state_unchanged {
     local $Test::Builder::Level = $Test::Builder::Level + 1;
     return is_deeply(reads_as(sub { $self->state_read($w) }, $before, 3),
                      $before, $name);
+}
+
+# Holding a step that follows another, on the Redis side: a store whose
+# reply is lost (linegate_redis_command_timeout) while the invoice index
+# written just before it was answered. Nothing can be timed between the
+# two from outside (nginx writes the store as soon as the index's answer
+# arrives), so Redis orders it: every master's writes are paused
+# (pause_writes: CLIENT PAUSE WRITE; reads go on, a script is a write);
+# once the index's SET waits on its master, a second connection queues
+# behind it a write and a new pause, and the first pause is lifted
+# (hold_after_index): Redis runs the SET, then that connection's write
+# and pause, before it answers the SET. The store, written after the
+# answer, waits (so does anything else written meanwhile) until
+# release_writes. A second connection is what orders them: the paused
+# clients run again in the order they were paused.
+
+# the ports of the masters: one Redis's, Sentinel's, a cluster's
+sub masters {
+    my ($self) = @_;
+    my $s = $self->{s};
+    return $s->cluster_masters if $s->topology eq 'cluster';
+    return $s->topology eq 'sentinel' ? $s->sentinel_master_port
+                                      : $s->redis_port;
+}
+
+sub _master_of {
+    my ($self, $key) = @_;
+    my $s = $self->{s};
+    return $s->topology eq 'cluster' ? $s->cluster_master_of($key)
+                                     : ($self->masters)[0];
+}
+
+sub _resp {
+    return join '', '*' . scalar(@_) . "\r\n",
+                    map { '$' . length($_) . "\r\n$_\r\n" } @_;
+}
+
+# a command on its own connection to $port, its first reply line
+sub _on {
+    my ($port, @cmd) = @_;
+    my $c = IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $port,
+                                  Timeout => 2)
+        or croak "redis $port: $!";
+    print $c _resp(@cmd);
+    my $line = <$c> // '';
+    close $c;
+    return $line;
+}
+
+# the CLIENT LIST lines of $port's clients blocked (a pause) on a SET
+sub _held_sets {
+    my ($port) = @_;
+    my $c = IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $port,
+                                  Timeout => 2)
+        or croak "redis $port: $!";
+    print $c _resp('CLIENT', 'LIST');
+    my $head = <$c> // '';
+    my ($len) = $head =~ /^\$(\d+)/ or return ();
+    my $list = '';
+    read($c, $list, $len + 2 - length $list, length $list)
+        while length($list) < $len + 2 && !eof $c;
+    close $c;
+    return grep { /\bflags=\w*b\w* / && /\bcmd=set\b/ } split /\n/, $list;
+}
+
+# every master's writes paused (reads answered), for $ms at most
+sub pause_writes {
+    my ($self, $ms) = @_;
+    for my $port ($self->masters) {
+        my $ok = _on($port, 'CLIENT', 'PAUSE', $ms // 10000, 'WRITE');
+        croak "CLIENT PAUSE on $port: $ok" unless $ok =~ /^\+OK/;
+    }
+}
+
+# Once lg:invoice:<$invoice>'s SET waits at its master (pause_writes
+# first), let it alone run there: what is written after its answer waits
+# until release_writes. 1 once done, 0 when no SET waited within
+# $timeout s.
+sub hold_after_index {
+    my ($self, $invoice, $timeout) = @_;
+    my $key = "lg:invoice:$invoice";
+    my $port = $self->_master_of($key) or croak "no master of $key";
+    my $until = Time::HiRes::time() + ($timeout // 10);
+    Time::HiRes::sleep(0.005) until _held_sets($port)
+                                 || Time::HiRes::time() > $until;
+    return 0 unless _held_sets($port);
+
+    my $c = IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $port,
+                                  Timeout => 2)
+        or croak "redis $port: $!";
+    print $c _resp('CLIENT', 'SETNAME', 'lg-hold');
+    <$c>;
+    # (its key in the index's slot: the write waits there, not MOVED)
+    print $c _resp('SET', "lg-hold{$key}", 1)
+             . _resp('CLIENT', 'PAUSE', 10000, 'WRITE');
+    Time::HiRes::sleep(0.005) until (grep { /\bname=lg-hold\b/ }
+                                     _held_sets($port))
+                                 || Time::HiRes::time() > $until;
+    my $ok = _on($port, 'CLIENT', 'UNPAUSE');
+    push @{ $self->{held} }, [$c, $port, "lg-hold{$key}"];
+    return $ok =~ /^\+OK/ ? 1 : 0;
+}
+
+# every master's writes go on
+sub release_writes {
+    my ($self) = @_;
+    _on($_, 'CLIENT', 'UNPAUSE') for $self->masters;
+    for my $h (@{ delete $self->{held} // [] }) {
+        my ($c, $port, $key) = @$h;
+        close $c;
+        _on($port, 'DEL', $key);
+    }
 }
 
 # mark a provisioning line active or failed through the operator API
