@@ -261,6 +261,71 @@ subtest 'a zero-total add-on: paid at finalize, the answer lost' => sub {
     zero_price(1500);
 };
 
+# The same invoice, its store's reply lost: Redis holds the store past
+# linegate_redis_command_timeout while the index written just before it
+# was answered (LG::Lines, hold_after_index), and lets it run once the
+# request sent it again (CREATE_STORE_AGAIN: a durable write, then the
+# request's own copy, which Redis answers). The store sent again found
+# it stored: the request is promoted then and there, as after a first
+# store of a paid invoice (lr_resolve), and answered the 201 the store
+# kept. It was left awaiting payment (503), naming its paid invoice,
+# until a client's GET or a reconciliation run promoted it: its
+# invoice.paid came before its index, answered as unknown.
+subtest 'a zero-total add-on: paid at finalize, the store sent again'
+    => sub {
+    my $w = ws();
+    zero_price(0);
+    $l->fault(path_prefix => '/v1/invoiceitems', latency_ms => 600);
+    my $logoff = length $s->error_log;
+    my ($made, $held, $lost) = ('', 0, 0);
+    my ($tx) = $l->during([$w, POST => '/api/line-requests', $EMAIL,
+                           'Idempotency-Key' => 'zs'], sub {
+        my ($inv) = $l->invoices($w->{customer});
+        return 0 unless $inv;
+        $made = $inv->{id};
+        $l->pause_writes;
+        $held = $l->hold_after_index($made);
+        # the store timed out (its step sent again, held too): let Redis
+        # run them, before the request's copy times out in turn
+        $lost = eventually(sub {
+            substr($s->error_log, $logoff) =~ /redis command timed out/
+        }, 5);
+        $l->release_writes;
+        return 1;
+    }, 5);
+    $l->release_writes;
+    $l->clear_faults;
+    ok($made && $held && $lost, 'its store held past the command timeout')
+        or return;
+
+    # what the creation left, read at once: no GET, no run
+    my $log = substr $s->error_log, $logoff;
+    my $code = $tx->res->code // 0;
+    my $id = eval { $tx->res->json->{line}{_id} }
+             // (grep { $_ } $l->request_ids($w))[0] // '';
+    my $lr = $l->lr($w, $id);
+    is("$lr->{provisioningStatus}/$lr->{paymentStatus}", 'provisioning/paid',
+       'promoted by the creation itself') or diag("$code " . $tx->res->body);
+    is($lr->{invoiceId} // '', $made, 'naming its paid invoice');
+    ok(!defined $l->pending($w), 'no pending marker');
+    like($log, qr/durable write "lr_invoice_store \Q$id\E" done/,
+         'the store was sent again');
+
+    my $b = $l->answer($tx, 201, 'the creation');
+    is($b->{status}, 'provisioning', 'provisioning');
+    is($b->{paymentStatus}, 'paid', 'paid');
+    ok(!exists $b->{paymentUrl}, 'no paymentUrl');
+    ok(eventually(sub { grep { $_->{id} eq $id } $l->stream }, 5),
+       'in the provisioning stream');
+
+    my $again = $l->create($w, $EMAIL, 'Idempotency-Key' => 'zs');
+    $l->answer($again, 201, 'the same key');
+    is($again->res->body, $tx->res->body, 'replayed byte for byte');
+    is(scalar $l->invoices($w->{customer}), 1, 'no second invoice');
+    paid_event($w, $id, $made, 'webhook');
+    zero_price(1500);
+};
+
 subtest 'the voiding is logged' => sub {
     like($s->error_log,
          qr/invoice "in_\w+" of line request "[0-9a-f]{24}" discarded/,

@@ -1212,8 +1212,9 @@ subtest 'a fenced request takes the store of another invoice' => sub {
 # invoice.paid answered as unknown (the index not written yet); the store,
 # sent again, lands after the sweep. The run finds the invoice paid and
 # named by a request still awaiting payment: nothing else would promote
-# it (no lr_resolve follows a store sent again), so the run does
-# (PAID_SETTLE). It used to remove the entry as stored_late, the request
+# it (no lr_resolve follows the store sent again of an invoice open
+# when finalized; nor of one Stripe paid then, unless its worker saw
+# that store answered), so the run does (PAID_SETTLE). It used to remove the entry as stored_late, the request
 # left awaiting payment until a client's GET polled Stripe.
 # a lost creation whose invoice is paid before its index exists (its
 # invoice.paid answered as unknown), then its store, sent again, lands
