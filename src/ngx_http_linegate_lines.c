@@ -723,10 +723,12 @@ ngx_http_linegate_lr_lease(ngx_http_request_t *r, ngx_http_linegate_lr_t *lr)
         return 0;
     }
 
-    if (lr->lease_seq) {
-        /* the worker's next lease: the reply records it */
-        lr->lease = l;
-    }
+    /*
+     * lease_seq: the worker's next lease, the reply records it; 0: a
+     * decision alone, whose refusal the reply answers from the lease if
+     * its next one came meanwhile (lr_rate_reply)
+     */
+    lr->lease = l;
 
     return want;
 }
@@ -807,9 +809,10 @@ ngx_http_linegate_lr_get_tx_failed(ngx_http_request_t *r,
 static ngx_uint_t
 ngx_http_linegate_lr_idle(ngx_http_linegate_lr_t *lr, ngx_uint_t want)
 {
+    /* a lease decision (lease_seq): one alone is sent to rl_gcra */
     return want >= 1
            && !lr->busy
-           && lr->lease != NULL
+           && lr->lease_seq != 0
            && ngx_http_linegate_lease_reset(lr->lease) == 0;
 }
 
@@ -880,7 +883,11 @@ ngx_http_linegate_lr_idle_reply(ngx_http_request_t *r,
 
 /*
  * lg_rl_gcra's {admitted, remaining, reset_ms, retry_after_ms}; what it
- * admitted beyond this request is the worker's next lease
+ * admitted beyond this request is the worker's next lease. A refusal
+ * takes one of the worker's admissions if it holds one: the lease
+ * decision's own, or a decision alone's, asked while the next lease was
+ * in flight, whose reply, just before, took the workspace's last
+ * admissions (they were paid for in Redis, and would expire unused).
  */
 static ngx_int_t
 ngx_http_linegate_lr_rate_reply(ngx_http_request_t *r,
@@ -908,9 +915,11 @@ ngx_http_linegate_lr_rate_reply(ngx_http_request_t *r,
 
     if (ngx_http_linegate_lease_granted(lr->lease, lr->lease_seq, v[0], v[1],
                                         v[2], lr->tx_sent,
-                                        lmcf->ws_rate_lease))
+                                        lmcf->ws_rate_lease)
+        || (v[0] < 1
+            && ngx_http_linegate_lease_take(lr->lease, &lr->rate_key)))
     {
-        /* refused, but the worker's current lease admits it */
+        /* refused, but the worker's lease admits it */
         v[0] = 1;
         v[1] = 0;
         v[3] = 0;

@@ -301,8 +301,9 @@ struct ngx_http_linegate_lr_s {
 
     /*
      * linegate_workspace_rate lease=: the worker's lease of rate_key,
-     * lease_seq its decision in this pipeline (0: none); leased: the
-     * lease admitted the request, the pipeline has no EVALSHA
+     * lease_seq its decision in this pipeline (0: a decision alone, or
+     * none); leased: the lease admitted the request, the pipeline has no
+     * EVALSHA
      */
     ngx_http_linegate_lease_t      *lease;
     ngx_uint_t                      lease_seq;

@@ -11,6 +11,8 @@ use lib 't/lib';
 use Test::More;
 use Time::HiRes ();
 use Compress::Zlib ();
+use Mojo::Promise;
+use Mojo::UserAgent;
 use LG::Stack;
 use LG::Lines;
 
@@ -270,6 +272,65 @@ subtest 'a workspace over its rate: its refusals are the script\'s alone' => sub
     ok(!grep({ /"SET" "lg:\{ws:org_idle_over\}:gcra"/ } @$cmds),
        'no idle SET') or diag "@$cmds";
     is($trips, 1, 'one round trip') or diag "@$cmds";
+    $s->stop;
+};
+
+# 120r/m (T = 500 ms, tolerance 119 T), lease=1s: a lease holds at most
+# 2. The workspace's key set so that $can admissions pass now (Redis's
+# clock, as rl_gcra's GET decisions read it), the next one $left x T
+# later than the last of them
+sub ws_can {
+    my ($r, $name, $can, $left) = @_;
+    my ($sec, $usec) = $r->time;
+    my $tat = $sec * 1_000_000 + $usec + 119 * 500_000
+              - int(($can - $left) * 500_000);
+    $r->set("lg:{ws:$name}:gcra", $tat, 'PX', 90_000);
+}
+
+# The worker's next lease in flight and its current one spent, a GET is
+# decided alone (want 1); the lease, answered just before it, takes the
+# workspace's last admissions and Redis refuses it. The worker holds one
+# of that lease, paid for in Redis: the GET takes it instead of a 429
+# (as linegate_limit's, t/404). Redis is paused so that both decisions
+# are in flight together; one worker, whose lease the checks count on.
+subtest 'a decision refused while the lease holds admissions' => sub {
+    my $s = LG::Stack->new(WS_RATE => '120r/m lease=1s', WORKERS => 1)
+        ->start;
+    my $l = LG::Lines->new($s);
+    my $r = $s->redis;
+    my $name = 'org_lease_pair';
+    my $w = $l->workspace($name);
+    my $id = $l->created($w);
+    my $get = sub { $l->get($w, $id)->res->code };
+
+    # the key learned by the worker; its leases over, the next one of 1
+    is($get->(), 200, 'the key learned');
+    Time::HiRes::sleep(1.1);
+
+    # the lease grows to 2, then ends spent with none asked for: a
+    # lease of 1 granted (the key had 1), then a refusal that takes it
+    is($get->(), 200, 'a lease of 1');
+    is($get->(), 200, 'a lease of 2: one left');
+    ws_can($r, $name, 1, 0.5);
+    is($get->(), 200, 'the next lease: 1 (the last one)');
+    is($get->(), 200, 'the next refused: the one left taken');
+
+    # 2 admissions left, the next one 0.9 T after them (450 ms)
+    ws_can($r, $name, 2, 0.9);
+    $r->client('PAUSE', 200);
+    my ($ua1, $ua2) = (Mojo::UserAgent->new, Mojo::UserAgent->new);
+    my $path = $s->url("/api/line-requests/$id");
+    my $a = $ua1->get_p($path => $w->{auth});
+    my $b = Mojo::Promise->timer(0.05)
+        ->then(sub { $ua2->get_p($path => $w->{auth}) });
+    my @codes;
+    Mojo::Promise->all($a, $b)
+        ->then(sub { @codes = map { $_->[0]->res->code } @_ })->wait;
+    my $after = $get->();
+    is_deeply(\@codes, [200, 200],
+              'the lease (2) and the decision alone (refused by Redis, '
+              . 'admitted by the lease) both admitted') or diag("@codes");
+    is($after, 429, 'then the workspace is at its limit');
     $s->stop;
 };
 
