@@ -685,8 +685,9 @@ ngx_http_linegate_lr_get_tx(ngx_http_request_t *r, ngx_http_linegate_lr_t *lr)
 
 /*
  * linegate_workspace_rate lease=: 0 when the worker's lease of the
- * workspace's rate admits the request (lr->remaining and reset_ms as
- * Redis last said), else how many admissions to ask rl_gcra for (1
+ * workspace's rate admits the request (lr->remaining: what Redis last
+ * said would pass, plus the admissions the worker still holds; reset_ms
+ * as Redis last said), else how many admissions to ask rl_gcra for (1
  * without a lease)
  */
 static ngx_uint_t
@@ -717,7 +718,8 @@ ngx_http_linegate_lr_lease(ngx_http_request_t *r, ngx_http_linegate_lr_t *lr)
 
     if (want == 0) {
         lr->leased = 1;
-        lr->remaining = l->remaining;
+        lr->remaining = ngx_http_linegate_lease_left(l, &lr->rate_key,
+                                                     l->remaining);
         lr->reset_ms = ngx_http_linegate_lease_reset(l);
         lr->retry_ms = 0;
         return 0;
@@ -848,8 +850,8 @@ ngx_http_linegate_lr_idle_set(ngx_http_request_t *r,
 /*
  * The idle SET's answer: OK admitted idle_n, as lg_rl_gcra would have
  * (the rest of the burst left, back in full in idle_n T; beyond this
- * request, the worker's next lease); NGX_DECLINED: the key is there,
- * rl_gcra decides
+ * request, the worker's next lease, which r counts as rl_gcra's grant
+ * does); NGX_DECLINED: the key is there, rl_gcra decides
  */
 static ngx_int_t
 ngx_http_linegate_lr_idle_reply(ngx_http_request_t *r,
@@ -876,6 +878,9 @@ ngx_http_linegate_lr_idle_reply(ngx_http_request_t *r,
                                            (int64_t) lr->idle_n,
                                            lr->remaining, lr->reset_ms,
                                            lr->tx_sent, lmcf->ws_rate_lease);
+
+    lr->remaining = ngx_http_linegate_lease_left(lr->lease, &lr->rate_key,
+                                                 lr->remaining);
 
     return NGX_OK;
 }
@@ -923,6 +928,14 @@ ngx_http_linegate_lr_rate_reply(ngx_http_request_t *r,
         v[0] = 1;
         v[1] = 0;
         v[3] = 0;
+    }
+
+    if (v[0] >= 1) {
+        /*
+         * r: what Redis said would pass (rl_gcra counts the lease's
+         * admissions as spent), and the admissions the worker holds
+         */
+        v[1] = ngx_http_linegate_lease_left(lr->lease, &lr->rate_key, v[1]);
     }
 
     lr->remaining = v[1];

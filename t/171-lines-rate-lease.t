@@ -31,6 +31,17 @@ sub gets {
     return (evalsha_calls($l->redis) - $before, @tx);
 }
 
+# the decisions Redis made: rl_gcra's EVALSHA, or the idle path's SET
+sub decisions {
+    my ($r) = @_;
+    my $st = $r->info('commandstats');
+    my $n = 0;
+    for my $c (qw(evalsha set)) {
+        $n += (($st->{"cmdstat_$c"} // '') =~ /calls=(\d+)/)[0] // 0;
+    }
+    return $n;
+}
+
 sub codes {
     my ($code, @tx) = @_;
     return scalar grep { $_->res->code == $code } @tx;
@@ -208,9 +219,11 @@ subtest 'an idle workspace: one SET ... NX admits, no script' => sub {
     # after, as rl_gcra writes an idle key
     my $n = int((($px // 1) - 1) / 100);
     ok($n >= 1 && $n <= 20, "n = $n, at most what a 200 ms lease holds");
+    # r: the burst less the n admitted, plus the n - 1 the worker holds
+    # (they pass without asking Redis), as rl_gcra's grant answers
     is($tx->res->headers->header('RateLimit') // '',
-       sprintf('"workspace";r=%d;t=%d', 600 - $n, int(($n * 100 + 999) / 1000)),
-       'RateLimit: the burst less n, back in full in n T');
+       sprintf('"workspace";r=%d;t=%d', 599, int(($n * 100 + 999) / 1000)),
+       'RateLimit: the burst less this GET, back in full in n T');
     is($trips, 1, 'one round trip');
     # MONITOR stamps the SET with Redis's clock as it ran
     my ($ran) = ($set // '') =~ /^\+?(\d+\.\d+)/;
@@ -331,6 +344,39 @@ subtest 'a decision refused while the lease holds admissions' => sub {
               'the lease (2) and the decision alone (refused by Redis, '
               . 'admitted by the lease) both admitted') or diag("@codes");
     is($after, 429, 'then the workspace is at its limit');
+    $s->stop;
+};
+
+# RateLimit's r of a leased workspace is what Redis said would pass, plus
+# the admissions the worker holds: a GET the lease admits has one less
+# than the GET before it (the same worker's: one worker), as
+# linegate_limit's (t/404). 1200r/m: 20 a second, T = 50 ms, a lease of
+# at most 20; r is never cut to q (1200)
+subtest 'r counts down as the lease is spent' => sub {
+    my $s = LG::Stack->new(WS_RATE => '1200r/m lease=1s', WORKERS => 1)
+        ->start;
+    my $l = LG::Lines->new($s);
+    my $w = $l->workspace('org_lease_count');
+    my $id = $l->created($w);
+    $l->get($w, $id);    # the key learned
+    my (@r, @leased);
+    my $t0 = Time::HiRes::time();
+    for (1 .. 40) {
+        my $before = decisions($s->redis);
+        my $res = $l->get($w, $id)->res;
+        my ($n) = ($res->headers->header('RateLimit') // '') =~ /;r=(\d+);/;
+        push @r, $res->code == 200 ? $n // -1 : -1;
+        push @leased, decisions($s->redis) == $before;
+    }
+    my @from_lease = grep { $leased[$_] } 1 .. $#r;
+    ok(@from_lease >= 20, scalar(@from_lease) . ' of 40 from the lease');
+    my @bad = grep { $r[$_] != $r[$_ - 1] - 1 } @from_lease;
+    is_deeply(\@bad, [], 'each one from the lease: r one less than the '
+              . 'GET before') or diag("r: @r");
+    # 39 spent since the first, less what the rate (20 r/s) gave back
+    my $back = int(20 * (Time::HiRes::time() - $t0)) + 1;
+    cmp_ok($r[-1], '<=', $r[0] - 39 + $back,
+           "r went down: $r[0] to $r[-1], $back given back");
     $s->stop;
 };
 
