@@ -134,7 +134,8 @@ sub _key_of {
 }
 
 my %ALL = map { $_ => 1 }
-    qw(keys flushall flushdb script_flush config_resetstat dbsize info);
+    qw(keys flushall flushdb script_flush config_resetstat dbsize info
+       client_pause client_unpause);
 
 sub AUTOLOAD {
     my $self = shift;
