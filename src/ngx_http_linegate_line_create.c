@@ -44,9 +44,10 @@
  *   INVOICE_INDEX, any    -> DISCARD -> RELEASE -> 503/500 (the store
  *                            was never sent: nothing names the invoice)
  *   STORE, reply lost     -> STORE_AGAIN (the same store, durable) -> 503;
- *                            its own copy answered stored, an invoice
- *                            paid at finalization: RESOLVE, as after
- *                            STORE -> 201 provisioning/paid
+ *                            its own copy answered stored: as after
+ *                            STORE, an invoice paid at finalization
+ *                            RESOLVE -> 201 provisioning/paid, an open
+ *                            one 201 awaiting_payment
  *   RESOLVE, any          -> 201 provisioning/paid all the same (the
  *                            answer the store kept under the key): the
  *                            request names the paid invoice, indexed,
@@ -1747,29 +1748,36 @@ ngx_http_linegate_create_stored(ngx_http_request_t *r,
 
 /*
  * CREATE_STORE_AGAIN answered: the request's own copy of the store sent
- * again, behind the durable one. Stored (1), an invoice Stripe paid at
- * finalization goes on as after CREATE_STORE: CREATE_RESOLVE promotes
- * the request, and the answer is the 201 the store kept under the key.
- * Nothing else would promote it but a read's reconciliation or a run:
- * its invoice.paid most likely came before its index, answered as
- * unknown. Anything else (refused, or not answered: the durable one
- * goes on) is the 503 of a store whose outcome is not known here.
+ * again, behind the durable one. Stored (1), the creation goes on as
+ * after CREATE_STORE: an invoice Stripe paid at finalization is promoted
+ * (CREATE_RESOLVE; nothing else would but a read's reconciliation or a
+ * run: its invoice.paid most likely came before its index, answered as
+ * unknown), an open one answered with its link; either way the answer is
+ * the 201 the store kept under the key, which a retry would replay.
+ * Anything else (refused, or not answered: the durable one goes on) is
+ * the 503 of a store whose outcome is not known here.
  */
 static void
 ngx_http_linegate_create_restored(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr, redisReply *reply)
 {
-    if (reply != NULL && reply->type == REDIS_REPLY_INTEGER
-        && reply->integer == 1
-        && ngx_http_linegate_line_is(&lr->invoice.status, "paid"))
+    if (reply == NULL || reply->type != REDIS_REPLY_INTEGER
+        || reply->integer != 1)
     {
+        ngx_http_linegate_create_failed(r, lr);
+        return;
+    }
+
+    if (ngx_http_linegate_line_is(&lr->invoice.status, "paid")) {
         lr->ctx->state = NGX_HTTP_LINEGATE_CREATE_RESOLVE;
         ngx_http_linegate_lines_resolve(r, lr, "paid",
                                         ngx_http_linegate_create_resume);
         return;
     }
 
-    ngx_http_linegate_create_failed(r, lr);
+    ngx_str_set(&lr->ctx->outcome, "awaiting_payment");
+
+    ngx_http_linegate_send_body(r, lr->status, lr->body.data, lr->body.len);
 }
 
 

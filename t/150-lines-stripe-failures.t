@@ -271,15 +271,18 @@ subtest 'a zero-total add-on: paid at finalize, the answer lost' => sub {
 # kept. It was left awaiting payment (503), naming its paid invoice,
 # until a client's GET or a reconciliation run promoted it: its
 # invoice.paid came before its index, answered as unknown.
-subtest 'a zero-total add-on: paid at finalize, the store sent again'
-    => sub {
-    my $w = ws();
-    zero_price(0);
+# An add-on creation whose store is held past the command timeout (so
+# it is sent again, CREATE_STORE_AGAIN) and then run: the transaction,
+# the invoice made, the log since it started
+sub create_store_sent_again {
+    my ($w, $key) = @_;
+    local $Test::Builder::Level = $Test::Builder::Level + 1;
+
     $l->fault(path_prefix => '/v1/invoiceitems', latency_ms => 600);
     my $logoff = length $s->error_log;
     my ($made, $held, $lost) = ('', 0, 0);
     my ($tx) = $l->during([$w, POST => '/api/line-requests', $EMAIL,
-                           'Idempotency-Key' => 'zs'], sub {
+                           'Idempotency-Key' => $key], sub {
         my ($inv) = $l->invoices($w->{customer});
         return 0 unless $inv;
         $made = $inv->{id};
@@ -295,11 +298,18 @@ subtest 'a zero-total add-on: paid at finalize, the store sent again'
     }, 5);
     $l->release_writes;
     $l->clear_faults;
-    ok($made && $held && $lost, 'its store held past the command timeout')
-        or return;
+    ok($made && $held && $lost, 'its store held past the command timeout');
+    return ($tx, $made, substr $s->error_log, $logoff);
+}
+
+subtest 'a zero-total add-on: paid at finalize, the store sent again'
+    => sub {
+    my $w = ws();
+    zero_price(0);
+    my ($tx, $made, $log) = create_store_sent_again($w, 'zs');
+    $made or return zero_price(1500);
 
     # what the creation left, read at once: no GET, no run
-    my $log = substr $s->error_log, $logoff;
     my $code = $tx->res->code // 0;
     my $id = eval { $tx->res->json->{line}{_id} }
              // (grep { $_ } $l->request_ids($w))[0] // '';
@@ -324,6 +334,32 @@ subtest 'a zero-total add-on: paid at finalize, the store sent again'
     is(scalar $l->invoices($w->{customer}), 1, 'no second invoice');
     paid_event($w, $id, $made, 'webhook');
     zero_price(1500);
+};
+
+# The same with an invoice left open: the store sent again found it
+# stored, so the creation answers the 201 awaiting_payment the store kept,
+# with its link, as after a first store; it answered a 503 whose retry
+# then replayed that 201.
+subtest 'an add-on whose store is sent again answers its 201' => sub {
+    my $w = ws();
+    my ($tx, $made, $log) = create_store_sent_again($w, 'os');
+    $made or return;
+    my $id = (grep { $_ } $l->request_ids($w))[0] // '';
+    like($log, qr/durable write "lr_invoice_store \Q$id\E" done/,
+         'the store was sent again');
+
+    my $b = $l->answer($tx, 201, 'the creation');
+    is($b->{status}, 'awaiting_payment', 'awaiting_payment');
+    is($b->{line}{_id}, $id, 'the request');
+    like($b->{paymentUrl} // '', qr{^https?://}, 'its payment link');
+    my $lr = $l->lr($w, $id);
+    is($lr->{provisioningStatus}, 'awaiting_payment', 'stored awaiting');
+    is($lr->{invoiceId} // '', $made, 'naming its invoice');
+
+    my $again = $l->create($w, $EMAIL, 'Idempotency-Key' => 'os');
+    $l->answer($again, 201, 'the same key');
+    is($again->res->body, $tx->res->body, 'replayed byte for byte');
+    is(scalar $l->invoices($w->{customer}), 1, 'no second invoice');
 };
 
 subtest 'the voiding is logged' => sub {
