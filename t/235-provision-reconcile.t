@@ -845,9 +845,6 @@ subtest 'a live worker\'s record after the sweep: no line, cancelled' => sub {
 };
 
 subtest 'a worker killed mid-create (Lines API): invoice discarded' => sub {
-    # the Lines API needs one Redis or Sentinel (issue 10): not on a cluster
-    plan skip_all => 'the Lines API is not served on a Redis Cluster'
-        if $s->topology eq 'cluster';
     my $l = LG::Lines->new($s);
     my $EMAIL = body(channelType => 'email', email => 'k@example.com');
     for my $case (['draft', 'DELETE'], ['open', 'void']) {
@@ -942,8 +939,6 @@ sub killed_finalized {
 # as abandoned (10 minutes without an invoice) before a run: the request
 # is gone, its open invoice still payable at Stripe
 subtest 'a killed create dropped as abandoned: its invoice voided' => sub {
-    plan skip_all => 'the Lines API is not served on a Redis Cluster'
-        if $s->topology eq 'cluster';
     my $l = LG::Lines->new($s);
     my $EMAIL = body(channelType => 'email', email => 'k@example.com');
     my $w = $l->workspace('org_killed_dropped');
@@ -986,8 +981,6 @@ subtest 'a killed create dropped as abandoned: its invoice voided' => sub {
 # (from its creation on) and voids each; the request's own is left.
 subtest 'a reissue killed before its store, the request canceled: voided'
     => sub {
-    plan skip_all => 'the Lines API is not served on a Redis Cluster'
-        if $s->topology eq 'cluster';
     my $l = LG::Lines->new($s);
     my $w = $l->workspace('org_killed_reissue');
     my ($id, $c) = $l->awaiting($w);
@@ -1077,8 +1070,6 @@ sub lost_and_left {
 }
 
 subtest 'a store landing after the sweep: the invoice kept' => sub {
-    plan skip_all => 'the Lines API is not served on a Redis Cluster'
-        if $s->topology eq 'cluster';
     my $l = LG::Lines->new($s);
     my $w = $l->workspace('org_store_late');
     my ($id, $inv) = lost_and_left($l, $w, 'kl');
@@ -1105,8 +1096,6 @@ subtest 'a store landing after the sweep: the invoice kept' => sub {
 # retry): not "an invoice no request names" for a human, but the request
 # it settled.
 subtest 'a store landing after the sweep, then paid: not a human\'s' => sub {
-    plan skip_all => 'the Lines API is not served on a Redis Cluster'
-        if $s->topology eq 'cluster';
     my $l = LG::Lines->new($s);
     my $w = $l->workspace('org_store_paid');
     my ($id, $inv) = lost_and_left($l, $w, 'kp');
@@ -1129,8 +1118,6 @@ subtest 'a store landing after the sweep, then paid: not a human\'s' => sub {
 };
 
 subtest 'a store landing once a run fenced the request: refused' => sub {
-    plan skip_all => 'the Lines API is not served on a Redis Cluster'
-        if $s->topology eq 'cluster';
     my $l = LG::Lines->new($s);
     my $w = $l->workspace('org_store_fenced');
     my ($id, $inv) = lost_and_left($l, $w, 'kf');
@@ -1165,8 +1152,6 @@ subtest 'a store landing once a run fenced the request: refused' => sub {
 # refuse every invoice while the mark was there: the request could never
 # name its own invoice, and was released with it.
 subtest 'a fenced request takes the store of another invoice' => sub {
-    plan skip_all => 'the Lines API is not served on a Redis Cluster'
-        if $s->topology eq 'cluster';
     my $l = LG::Lines->new($s);
     my $w = $l->workspace('org_store_other');
     my ($id, $inv) = lost_and_left($l, $w, 'ko');
@@ -1231,8 +1216,6 @@ sub paid_then_stored {
 }
 
 subtest 'a late store of an invoice paid before its index: promoted' => sub {
-    plan skip_all => 'the Lines API is not served on a Redis Cluster'
-        if $s->topology eq 'cluster';
     my $l = LG::Lines->new($s);
     my ($w, $id, $inv) = paid_then_stored($l, 'org_store_paid_early', 'kpe');
     is($l->lr($w, $id)->{provisioningStatus}, 'awaiting_payment',
@@ -1256,8 +1239,6 @@ subtest 'a late store of an invoice paid before its index: promoted' => sub {
 # never reopens a canceled request, and must not close the entry as
 # stored_late either (the customer charged for nothing): a human's.
 subtest 'a paid invoice its canceled request names: a human\'s' => sub {
-    plan skip_all => 'the Lines API is not served on a Redis Cluster'
-        if $s->topology eq 'cluster';
     my $l = LG::Lines->new($s);
     my ($w, $id, $inv) = paid_then_stored($l, 'org_store_paid_canceled',
                                           'kpc');
@@ -1286,8 +1267,6 @@ subtest 'a paid invoice its canceled request names: a human\'s' => sub {
 # and the reservation released: the customer charged, no line. A paid
 # invoice is never voided: the store takes it, as lr_reissue_store does.
 subtest 'an invoice a run fenced, paid at finalization: stored' => sub {
-    plan skip_all => 'the Lines API is not served on a Redis Cluster'
-        if $s->topology eq 'cluster';
     my $l = LG::Lines->new($s);
     my $EMAIL = body(channelType => 'email', email => 'z@example.com');
     my $w = $l->workspace('org_fenced_paid');
@@ -1390,8 +1369,6 @@ sub lapsed_invoice {
 # resolved as no_invoice: the customer charged, nothing said.
 subtest 'reissue_lapsed: a paid invoice no request names is a human\'s' =>
 sub {
-    plan skip_all => 'the Lines API is not served on a Redis Cluster'
-        if $s->topology eq 'cluster';
     my $l = LG::Lines->new($s);
     my $w = $l->workspace('org_lapsed_paid');
     my $id = '6a0c00000000000000000001';
@@ -1430,8 +1407,6 @@ sub {
 
 # "more than 10": ten discarded and none left is settled, not deferred
 subtest 'reissue_lapsed: ten invoices discarded, none left: settled' => sub {
-    plan skip_all => 'the Lines API is not served on a Redis Cluster'
-        if $s->topology eq 'cluster';
     my $l = LG::Lines->new($s);
     my $w = $l->workspace('org_lapsed_ten');
     my $id = '6a0c00000000000000000002';
@@ -1463,8 +1438,6 @@ subtest 'reissue_lapsed: ten invoices discarded, none left: settled' => sub {
 # used to be left for a human (invoice_paid), the request awaiting
 # payment with no link, the workspace blocked.
 subtest 'a killed create whose invoice was paid: the request settled' => sub {
-    plan skip_all => 'the Lines API is not served on a Redis Cluster'
-        if $s->topology eq 'cluster';
     my $l = LG::Lines->new($s);
     my $EMAIL = body(channelType => 'email', email => 'k@example.com');
     my $w = $l->workspace('org_killed_paid');
@@ -1523,8 +1496,6 @@ subtest 'a killed create whose invoice was paid: the request settled' => sub {
 # by a later creation with the same key): nothing can take the payment,
 # a human's, and the log says why
 subtest 'a paid invoice whose request is gone: left for a human' => sub {
-    plan skip_all => 'the Lines API is not served on a Redis Cluster'
-        if $s->topology eq 'cluster';
     my $l = LG::Lines->new($s);
     my $EMAIL = body(channelType => 'email', email => 'k@example.com');
     my $w = $l->workspace('org_paid_gone');
@@ -1553,8 +1524,6 @@ subtest 'a paid invoice whose request is gone: left for a human' => sub {
 # reservation was billed: its invoice is under the customer it was billed
 # to, which the reservation keeps
 subtest 'a killed create, its workspace\'s customer changed since' => sub {
-    plan skip_all => 'the Lines API is not served on a Redis Cluster'
-        if $s->topology eq 'cluster';
     my $l = LG::Lines->new($s);
     my $EMAIL = body(channelType => 'email', email => 'k@example.com');
     my $w = $l->workspace('org_killed_moved');
@@ -1582,9 +1551,6 @@ subtest 'a killed create, its workspace\'s customer changed since' => sub {
 };
 
 subtest 'an invoice no repair could discard: deleted by a run' => sub {
-    # the Lines API needs one Redis or Sentinel (issue 10): not on a cluster
-    plan skip_all => 'the Lines API is not served on a Redis Cluster'
-        if $s->topology eq 'cluster';
     my $l = LG::Lines->new($s);
     my $w = $l->workspace('org_unrepaired');
     my $EMAIL = body(channelType => 'email', email => 'u@example.com');

@@ -20,12 +20,12 @@ package LG::Stack;
 #                          sentinels. Default 'single': one redis-server.
 #   redis => 'cluster'     Redis Cluster (also LG_REDIS=cluster): 3 masters
 #                          and 3 replicas (redis-cli --cluster create);
-#                          nginx is given the masters as seeds, cluster=on,
-#                          and a configuration without the Lines and
-#                          webhook locations (they need one Redis or
-#                          Sentinel, issue 10); $s->redis is
-#                          an LG::RedisCluster. dead_seed => 1: a port
-#                          that refuses connections is the first seed.
+#                          nginx is given the masters as seeds, cluster=on
+#                          (every API is served, as on one Redis);
+#                          $s->redis is an LG::RedisCluster, which sends
+#                          each command to the master of its key's slot.
+#                          dead_seed => 1: a port that refuses
+#                          connections is the first seed.
 #                          Methods: cluster_ports, cluster_masters,
 #                          cluster_replicas, cluster_master_of($key),
 #                          cluster_slots_of($port), cluster_wait_ok,
@@ -34,9 +34,10 @@ package LG::Stack;
 #                          cluster_failover; stop_redis and start_redis
 #                          stop and start every node.
 #   api => 0|1|'cluster'   keep the linegate_api locations of the template
-#                          (1), none (0), or those a Redis Cluster serves
-#                          (Provisioning, operator, metrics; the default
-#                          on a cluster)
+#                          (1, the default on every topology), none (0),
+#                          or those of the Provisioning, operator and
+#                          metrics APIs alone ('cluster': a configuration
+#                          without the Lines and webhook locations)
 #   WORKERS, LOG_LEVEL, OPERATOR_TOKEN, WEBHOOK_SECRET, ...
 #
 # Environment: NGINX (nginx binary, default /usr/sbin/nginx), LG_MODULE
@@ -482,8 +483,8 @@ sub render {
 }
 
 # The template's lines without the locations that have linegate_api (and
-# the comment lines just above each); with $api 'cluster', without those
-# a cluster cannot serve yet (the Lines and webhook APIs, issue 10).
+# the comment lines just above each); with $api 'cluster', without the
+# Lines and webhook ones only (what a cluster served before issue 10).
 sub _without_api {
     my ($api, @in) = @_;
     my $keep = $api eq 'cluster'
