@@ -88,6 +88,33 @@ sub in_flight {
 
 sub entry_of { return $p->entry_of(@_) }
 
+# The Lines API's set-up relay (lr_setup.h): the entries of lg:provisioning
+# of request $id of workspace $ws, and the members of the relay's journal
+# of $ws. On one Redis the script that promotes a request appends its
+# entry; on a cluster nginx relays it after the step, under a member
+# written before it and removed after.
+my $CLUSTER = $s->topology eq 'cluster';
+my $SETUP = 'lg:{fleet}:lr:setup';
+
+sub setup_entries {
+    my ($ws, $id) = @_;
+    my @e = $r->xrange('lg:provisioning', '-', '+');
+    return grep { ($_->{workspace} // '') eq $ws && ($_->{id} // '') eq $id }
+           map { +{ @{ $_->[1] } } } @e;
+}
+
+# the first command of @$cmds (redis_traffic's, in time order) matching
+# $re: its index
+sub first_at {
+    my ($cmds, $re) = @_;
+    return (grep { $cmds->[$_] =~ $re } 0 .. $#$cmds)[0];
+}
+
+sub setup_members {
+    my ($ws) = @_;
+    return grep { index($_, "$ws ") == 0 } $r->zrange($SETUP, 0, -1);
+}
+
 # a purchase Stripe billed though its answer was lost twice: queued as
 # stripe_outcome_unknown, the number back in the inventory
 sub lost_purchase {
@@ -1232,6 +1259,11 @@ subtest 'a late store of an invoice paid before its index: promoted' => sub {
     ok(!defined $l->pending($w), 'the workspace unblocked');
     is_deeply([grep { ($_->{line_request_id} // '') eq $id }
                @{ $p->reconcile }], [], 'off lg:{fleet}:reconcile');
+    # (on a cluster, relayed by nginx after the step, a durable XADD)
+    ok(eventually(sub { setup_entries($w->{id}, $id) == 1 }, 5),
+       'one set-up entry');
+    ok(eventually(sub { !setup_members($w->{id}) }, 5),
+       'no set-up member left');
 };
 
 # The same, but the request was canceled meanwhile (its store landed,
@@ -1467,8 +1499,11 @@ subtest 'a killed create whose invoice was paid: the request settled' => sub {
     ok(!defined $l->pending($w), 'the workspace unblocked');
     is($r->get("lg:invoice:$inv->{id}"), "$w->{id}:$id",
        'the invoice indexed for its webhooks');
-    is(scalar(grep { ($_->{id} // '') eq $id } $l->stream), $setups + 1,
+    # (on a cluster, relayed by nginx after the step, a durable XADD)
+    ok(eventually(sub { setup_entries($w->{id}, $id) == $setups + 1 }, 5),
        'one set-up entry');
+    ok(eventually(sub { !setup_members($w->{id}) }, 5),
+       'no set-up member left');
     is($l->invoice($inv->{id})->{status}, 'paid', 'the invoice kept paid');
 
     my $n = () = $l->invoices($w->{customer});
@@ -1490,6 +1525,95 @@ subtest 'a killed create whose invoice was paid: the request settled' => sub {
     like($s->error_log,
          qr/line request \Q$id\E of workspace .*"\Q$inv->{id}\E"\): settled/,
          'logged');
+    is(scalar(setup_entries($w->{id}, $id)), $setups + 1,
+       'still one set-up entry');
+};
+
+# On a cluster no script names lg:provisioning (another slot): the
+# promotion's member is written in PAID_INDEX's round trip (with the
+# index), its entry relayed by nginx after PAID_SETTLE, and the member
+# removed once the entry is there (lr_setup.h). A relay that does not
+# land (refused here: lg:provisioning is not a stream for the moment; a
+# worker dying after the step leaves the same) leaves the member, and the
+# set-up sweep of a later run relays the request (now provisioning), once,
+# and removes it.
+subtest 'a cluster: the promotion\'s relay lost, the sweep relays it once'
+    => sub {
+    plan skip_all => 'a cluster only (one Redis: the script appends it)'
+        unless $CLUSTER;
+    my $l = LG::Lines->new($s);
+    my $EMAIL = body(channelType => 'email', email => 'k@example.com');
+    my $w = $l->workspace('org_killed_paid_relay');
+    my ($id, $inv) = killed_finalized($l, $w, $EMAIL, 'kpr');
+    is($l->invoice_do($inv->{id}, 'pay')->{invoice}{status}, 'paid',
+       'the customer paid the invoice at Stripe');
+    is_deeply([setup_members($w->{id})], [], 'no set-up member yet');
+
+    # the stream put aside in its own slot (the key's tag is its name)
+    my $SAVED = '{lg:provisioning}:saved';
+    my $had = $r->exists('lg:provisioning');
+    $r->rename('lg:provisioning', $SAVED) if $had;
+    $r->set('lg:provisioning', 'not a stream');
+
+    sleep 1.1;    # linegate_reconcile_lost_after
+    my $from = length $s->error_log;
+    my $b;
+    my ($cmds) = $s->redis_traffic(sub { $b = run() });
+    my ($e) = grep { ($_->{line_request_id} // '') eq $id }
+              @{ $b->{entries} // [] };
+    is($e->{reason}, 'worker_lost', 'found as worker_lost')
+        or diag explain $b;
+    is($e->{outcome}, 'settled', 'settled');
+    my $lr = $l->lr($w, $id);
+    is("$lr->{provisioningStatus}/$lr->{paymentStatus}", 'provisioning/paid',
+       'the request promoted');
+    is($lr->{invoiceId}, $inv->{id}, 'naming its invoice');
+    is($r->get("lg:invoice:$inv->{id}"), "$w->{id}:$id",
+       'the invoice index names it');
+    ok(eventually(sub {
+        substr($s->error_log, $from)
+            =~ /durable write "a line's set-up entry" refused by redis/ }, 5),
+       'the relay refused');
+
+    my $W = quotemeta $w->{id};
+    my $index = first_at($cmds, qr/"SET" "lg:invoice:\Q$inv->{id}\E"/i);
+    my $zadd = first_at($cmds, qr/"zadd" "\Q$SETUP\E" "\d+" "$W \Q$id\E /i);
+    my $settle = first_at($cmds, qr/"EVAL(?:SHA)?" .*"4" /
+                                 . qr/"\Qlg:{ws:$w->{id}}:lr:$id\E" /
+                                 . qr/"\Qlg:{ws:$w->{id}}:lines\E"/i);
+    my $xadd = first_at($cmds, qr/"xadd" "lg:provisioning" .*"\Q$id\E"/i);
+    ok(defined $index && defined $zadd && defined $settle
+       && $index < $settle && $zadd < $settle,
+       'the index and the member written before lr_invoice_settle')
+        or diag join '', @$cmds;
+    ok(defined $xadd && $xadd > $settle, 'the entry relayed after it')
+        or diag join '', @$cmds;
+
+    my @m = setup_members($w->{id});
+    is(scalar @m, 1, 'its member left for the sweep') or diag "@m";
+    like($m[0] // '', qr/^$W \Q$id\E \S+$/, '"<W> <id> <nonce>"');
+
+    # the stream back; the member as old as the sweep takes (60 s at
+    # least, whatever linegate_reconcile_lost_after says)
+    $r->del('lg:provisioning');
+    $r->rename($SAVED, 'lg:provisioning') if $had;
+    is(scalar(setup_entries($w->{id}, $id)), 0, 'no entry yet');
+    $r->zadd($SETUP, int(time * 1000) - 120_000, $m[0]) if @m;
+
+    run();
+    ok(eventually(sub { setup_entries($w->{id}, $id) == 1 }, 5),
+       'the sweep relays it');
+    my ($se) = setup_entries($w->{id}, $id);
+    is($se->{channelType}, 'email', 'its channelType');
+    ok(eventually(sub { !setup_members($w->{id}) }, 5),
+       'and removes the member');
+
+    run();
+    sleep 0.5;
+    is(scalar(setup_entries($w->{id}, $id)), 1,
+       'the next run relays nothing more');
+    is($l->lr($w, $id)->{provisioningStatus}, 'provisioning',
+       'the request still provisioning');
 };
 
 # The same, but the request moved on before the run (dropped as abandoned
