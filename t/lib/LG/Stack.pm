@@ -343,17 +343,22 @@ sub kill_workers {
 }
 
 # Every worker connects to Redis on its own: wait until each has said so
-# in the error log, after byte offset $from of the log.
+# in the error log, after byte offset $from of the log. The lines are
+# counted per worker (pid): on a cluster a worker logs one per master, so
+# two lines may be one worker's, and each must have reached every master.
 sub wait_redis_connected {
     my ($self, $from, $timeout) = @_;
 
     my $workers = $self->{opts}{WORKERS} // 2;
+    my $per = $self->topology eq 'cluster'
+              ? @{ $self->{cluster_ports} } / 2 : 1;
     my $until = Time::HiRes::time() + ($timeout // 3);
 
     while (Time::HiRes::time() < $until) {
         my $log = substr $self->error_log, $from // 0;
-        my $n = () = $log =~ /linegate: redis connected/g;
-        return 1 if $n >= $workers;
+        my %by;
+        $by{$1}++ while $log =~ /(\d+)#\d+: linegate: redis connected/g;
+        return 1 if (grep { $_ >= $per } values %by) >= $workers;
         sleep 0.01;
     }
 
