@@ -50,6 +50,7 @@ declare -A objs=(
     [redis_arena]=""
     [operator]="operator_ops operator_fields redis auth json json_write keys chars str clock ids headers crypto metrics"
     [redis_pubsub]="cache keys chars str crypto metrics"
+    [limit]="redis scripts keys chars str metrics"
 )
 
 # targets needing no nginx at all: no shim, no stubs
@@ -59,7 +60,7 @@ targets=("$@")
 if [ ${#targets[@]} -eq 0 ]; then
     targets=(jwt jwks stripe_signature line_create confirm webhook headers
              stripe_reply redis_reply lines_read redis_slots redis_arena
-             operator redis_pubsub)
+             operator redis_pubsub limit)
 fi
 
 mkdir -p "$out/obj"

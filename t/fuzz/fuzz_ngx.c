@@ -13,6 +13,10 @@
 #include "fuzz_ngx.h"
 #include "ngx_http_linegate_json_write.h"
 
+#include <ngx_md5.h>
+
+#include <openssl/evp.h>
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -353,6 +357,127 @@ ngx_str_rbtree_lookup(ngx_rbtree_t *rbtree, ngx_str_t *name, uint32_t hash)
     }
 
     return NULL;
+}
+
+
+/*
+ * As src/core/ngx_murmurhash.c, the bytes above 0x7f shifted unsigned
+ * (nginx shifts them as int; the result is the same)
+ */
+uint32_t
+ngx_murmur_hash2(u_char *data, size_t len)
+{
+    uint32_t  h, k;
+
+    h = 0 ^ len;
+
+    while (len >= 4) {
+        k = data[0];
+        k |= (uint32_t) data[1] << 8;
+        k |= (uint32_t) data[2] << 16;
+        k |= (uint32_t) data[3] << 24;
+
+        k *= 0x5bd1e995;
+        k ^= k >> 24;
+        k *= 0x5bd1e995;
+
+        h *= 0x5bd1e995;
+        h ^= k;
+
+        data += 4;
+        len -= 4;
+    }
+
+    switch (len) {
+    case 3:
+        h ^= (uint32_t) data[2] << 16;
+        /* fall through */
+    case 2:
+        h ^= (uint32_t) data[1] << 8;
+        /* fall through */
+    case 1:
+        h ^= data[0];
+        h *= 0x5bd1e995;
+    }
+
+    h ^= h >> 13;
+    h *= 0x5bd1e995;
+    h ^= h >> 15;
+
+    return h;
+}
+
+
+/*
+ * MD5 (src/core/ngx_md5.c's digest) by OpenSSL: the context is an
+ * EVP_MD_CTX whose address ngx_md5_t's first field holds, freed by
+ * ngx_md5_final() (the module always finishes a digest it starts)
+ */
+void
+ngx_md5_init(ngx_md5_t *ctx)
+{
+    EVP_MD_CTX  *md;
+
+    md = EVP_MD_CTX_new();
+
+    if (md == NULL || EVP_DigestInit_ex(md, EVP_md5(), NULL) != 1) {
+        abort();
+    }
+
+    ctx->bytes = (uintptr_t) md;
+}
+
+
+void
+ngx_md5_update(ngx_md5_t *ctx, const void *data, size_t size)
+{
+    if (EVP_DigestUpdate((EVP_MD_CTX *) (uintptr_t) ctx->bytes, data, size)
+        != 1)
+    {
+        abort();
+    }
+}
+
+
+void
+ngx_md5_final(u_char result[16], ngx_md5_t *ctx)
+{
+    EVP_MD_CTX  *md;
+
+    md = (EVP_MD_CTX *) (uintptr_t) ctx->bytes;
+
+    if (EVP_DigestFinal_ex(md, result, NULL) != 1) {
+        abort();
+    }
+
+    EVP_MD_CTX_free(md);
+    ctx->bytes = 0;
+}
+
+
+/* as src/core/ngx_list.c: a new part of nalloc when the last is full */
+void *
+ngx_list_push(ngx_list_t *l)
+{
+    void             *elt;
+    ngx_list_part_t  *last;
+
+    last = l->last;
+
+    if (last->nelts == l->nalloc) {
+        last = ngx_palloc(l->pool, sizeof(ngx_list_part_t));
+        last->elts = ngx_palloc(l->pool, l->nalloc * l->size);
+        last->nelts = 0;
+        last->next = NULL;
+
+        l->last->next = last;
+        l->last = last;
+    }
+
+    elt = (char *) last->elts + l->size * last->nelts;
+    last->nelts++;
+
+    return elt;
 }
 
 

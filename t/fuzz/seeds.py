@@ -685,3 +685,104 @@ pubsub = [
     rd(3, b'-IDONTKNOW No such master with that name\r\n'),
 ]
 write('redis_pubsub', pubsub)
+
+
+# limit: byte 0 (zones - 1 | on_error << 3 | 0x20 dry run | 0x40 headers
+# off | 0x80 lease), byte 1 (first zone of the table | 0x08 refundable |
+# 0x10 cluster | 0x20 shared memory | 0x40 status 599), byte 2 (requests -
+# 1), then each request's byte (0x01 Redis down, 0x02 not sent, ms / 16
+# << 2) and its zones' keys (a length byte, 0xff: two more), then RESP
+OPEN, CLOSED, LOCAL = 0, 1 << 3, 2 << 3
+DRY, NOHDR, LEASE = 0x20, 0x40, 0x80
+
+
+def lkey(k):
+    k = k.encode() if isinstance(k, str) else k
+    if len(k) >= 0xff:
+        return b'\xff' + bytes([len(k) >> 8, len(k) & 255]) + k
+    return bytes([len(k)]) + k
+
+
+def lreq(flags, *keys):
+    return bytes([flags]) + b''.join(lkey(k) for k in keys)
+
+
+def lim(b0, b1, reqs, *replies):
+    return bytes([b0, b1, len(reqs) - 1]) + b''.join(reqs) + \
+        b''.join(replies)
+
+
+def gcra(a, rem, reset, retry):
+    return arr(*(x if isinstance(x, bytes) else b':%d\r\n' % x
+                 for x in (a, rem, reset, retry)))
+
+
+limit = [
+    lim(0, 0, [lreq(0, 'k1')], gcra(1, 49, 10, 0)),
+    lim(0, 0, [lreq(0, 'k1')], gcra(0, 0, 510, 10)),
+    lim(CLOSED, 0, [lreq(0, 'k1')], gcra(0, 0, 510, 10)),
+    lim(CLOSED, 0, [lreq(0, 'k1')]),
+    lim(CLOSED, 0, [lreq(0, 'k1')], b'-OOM command not allowed\r\n'),
+    lim(LOCAL, 0, [lreq(1, 'k1'), lreq(1, 'k1'), lreq(1, 'k1')]),
+    lim(LOCAL | 2, 2, [lreq(1, 'a', 'b', 'c'), lreq(2, 'a', 'b', 'c')]),
+    lim(OPEN | DRY, 0, [lreq(0, 'k1')], gcra(0, 0, 510, 10)),
+    lim(CLOSED | DRY, 0, [lreq(1, 'k1')]),
+    lim(NOHDR, 0, [lreq(0, 'k1')], gcra(0, 0, 510, 10)),
+    lim(0, 0x40, [lreq(0, 'k1')], gcra(0, 0, 510, 10)),
+    # the cache: a rejection answered again, then after its retry
+    lim(0, 2, [lreq(0, 'k'), lreq(4, 'k'), lreq(0xfc, 'k')],
+        gcra(0, 0, 3600000, 720000), gcra(1, 0, 3600000, 0)),
+    lim(0, 0x0a, [lreq(0, 'k'), lreq(4, 'k')],
+        gcra(0, 0, 3600000, 720000), gcra(0, 0, 3600000, 720000)),
+    # two zones: one refuses, the other is refunded; a pipeline lost
+    lim(1, 0, [lreq(0, 'k', 'k')], gcra(1, 49, 10, 0),
+        gcra(0, 0, 86400000, 864)),
+    lim(1, 0, [lreq(0, 'k', 'k')], gcra(1, 49, 10, 0), b'-NOSCRIPT\r\n'),
+    lim(1, 0, [lreq(0, 'k', 'k')], gcra(1, 49, 10, 0)),
+    lim(7, 0, [lreq(0, *['k%d' % i for i in range(8)])],
+        *[gcra(1, 5, 10, 0) for i in range(8)]),
+    lim(7, 0, [lreq(0, *['k%d' % i for i in range(8)])],
+        *[gcra(i % 2, 5, 10, 100) for i in range(8)]),
+    lim(2, 0, [lreq(0, '', 'k', '')], gcra(1, 5, 10, 0)),
+    lim(0, 0, [lreq(0, '')]),
+    # keys: 64 and 65 bytes, spaces, braces, binary, long
+    lim(0, 4, [lreq(0, 'x' * 64)], gcra(1, 0, 1, 0)),
+    lim(0, 4, [lreq(0, 'x' * 65)], gcra(1, 0, 1, 0)),
+    lim(0, 0, [lreq(0, 'a b')], gcra(1, 0, 1, 0)),
+    lim(0, 0, [lreq(0, 'a{b}')], gcra(1, 0, 1, 0)),
+    lim(0, 0, [lreq(0, b'\x00\xff\x7f\x01')], gcra(1, 0, 1, 0)),
+    lim(0, 0, [lreq(0, 'k' * 3000)], gcra(1, 0, 1, 0)),
+    # leases: granted 4, spent, refused with some left
+    lim(LEASE, 0, [lreq(0, 'k'), lreq(0, 'k'), lreq(0, 'k'),
+                   lreq(0, 'k')],
+        gcra(1, 49, 10, 0), gcra(4, 40, 10, 0), gcra(0, 0, 10, 5)),
+    lim(LEASE, 6, [lreq(0, 'k'), lreq(0, 'k'), lreq(0x40, 'k')],
+        gcra(1, 9, 10, 0), gcra(10, 0, 10, 0), gcra(0, 0, 1000, 1000)),
+    lim(LEASE | DRY, 0, [lreq(0, 'k'), lreq(0, 'k')], gcra(3, 0, 1, 0)),
+    lim(LEASE | 1, 0, [lreq(0, 'k', 'k')], gcra(3, 0, 1, 0),
+        gcra(3, 0, 1, 0)),
+    # shapes: strings, short arrays, negative and huge counts, nil
+    lim(0, 0, [lreq(0, 'k')], gcra(bulk('1'), bulk('49'), bulk('10'),
+                                   bulk('0'))),
+    lim(0, 0, [lreq(0, 'k')], gcra(bulk('1x'), 0, 0, 0)),
+    lim(0, 0, [lreq(0, 'k')], arr(b':1\r\n', b':2\r\n', b':3\r\n')),
+    lim(0, 0, [lreq(0, 'k')], arr(b':1\r\n', b':2\r\n', b':3\r\n',
+                                  b':4\r\n', b':5\r\n')),
+    lim(0, 0, [lreq(0, 'k')], gcra(-1, -5, -10, -20)),
+    lim(0, 0, [lreq(0, 'k')], gcra(0, 0, 9223372036854775807,
+                                   9223372036854775807)),
+    lim(0, 0, [lreq(0, 'k')], gcra(0, 0, -9223372036854775808,
+                                   -9223372036854775808)),
+    lim(1, 0, [lreq(0, 'k', 'k')], gcra(1, 9223372036854775807,
+                                        -9223372036854775808, 0),
+        gcra(0, 0, 1, 9223372036854775807)),
+    lim(0, 0, [lreq(0, 'k')], gcra(b'$-1\r\n', 0, 0, 0)),
+    lim(0, 0, [lreq(0, 'k')], b'$-1\r\n'),
+    lim(0, 0, [lreq(0, 'k')], b'*-1\r\n'),
+    lim(0, 0, [lreq(0, 'k')], b':1\r\n'),
+    lim(0, 0, [lreq(0, 'k')], b'+OK\r\n'),
+    lim(0, 0, [lreq(0, 'k')], arr(b',1.5\r\n', b'#t\r\n', b'_\r\n',
+                                  b':0\r\n')),
+    lim(0, 0, [lreq(0, 'k')], gcra(bulk('9223372036854775808'), 0, 0, 0)),
+]
+write('limit', limit)
