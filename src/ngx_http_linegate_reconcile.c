@@ -70,9 +70,10 @@
  *   INVOICES  Stripe: the paid invoices of a purchase undone (its
  *             subscription cancelled, no line given) are listed, their
  *             payments expanded, 5 a page, 10 at most (more: left for a
- *             human): the first (billing_reason subscription_create, or
- *             else the oldest) and any later one (renewals while no line
- *             existed)
+ *             human), 3 pages at most (a list that goes on: not the one
+ *             asked for): the first (billing_reason subscription_create,
+ *             or else the oldest) and any later one (renewals while no
+ *             line existed)
  *   then, for each one that paid more than 0:
  *   REFUND    Stripe: it is refunded whole (POST v1/refunds, its
  *             payment, Idempotency-Key lg-refund-<subscription> for the
@@ -219,6 +220,14 @@
  */
 #define NGX_HTTP_LINEGATE_RECONCILE_INVOICE_PAGE  5
 #define NGX_HTTP_LINEGATE_RECONCILE_PAID_MAX   10
+/*
+ * The pages the paid invoices take at most: past them (has_more never
+ * false, with fewer than 10 paid: a filter not applied, a list without
+ * end), not the list asked for
+ */
+#define NGX_HTTP_LINEGATE_RECONCILE_INVOICE_PAGES                            \
+    (NGX_HTTP_LINEGATE_RECONCILE_PAID_MAX                                    \
+     / NGX_HTTP_LINEGATE_RECONCILE_INVOICE_PAGE + 1)
 #define NGX_HTTP_LINEGATE_RECONCILE_REFUND_PAGE  10
 /*
  * A claim's ids ("<account> <worker> <number>"), and the fields of an
@@ -467,6 +476,7 @@ typedef struct {
                                         NGX_HTTP_LINEGATE_RECONCILE_PAID_MAX];
     ngx_uint_t                           npaid;
     ngx_str_t                            paid_after;
+    ngx_uint_t                           paid_pages;
     ngx_uint_t                           pi;
     ngx_str_t                            refund;
 
@@ -1026,6 +1036,7 @@ ngx_http_linegate_reconcile_settle(ngx_http_request_t *r,
         rc->npaid = 0;
         rc->pi = 0;
         ngx_str_null(&rc->paid_after);
+        rc->paid_pages = 0;
         ngx_http_linegate_reconcile_next(r, ctx,
                                          NGX_HTTP_LINEGATE_RECONCILE_INVOICES);
         return;
@@ -3703,6 +3714,17 @@ ngx_http_linegate_reconcile_paid(ngx_http_request_t *r,
 
     if (rc->npaid == NGX_HTTP_LINEGATE_RECONCILE_PAID_MAX) {
         goto too_many;
+    }
+
+    if (++rc->paid_pages == NGX_HTTP_LINEGATE_RECONCILE_INVOICE_PAGES) {
+        /* else read on for as long as Stripe says there is more */
+        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                      NGX_HTTP_LINEGATE_LOG "reconciliation: the paid "
+                      "invoices of subscription \"%V\" go on past %d "
+                      "pages with %ui of them: not the list asked for",
+                      &e->found, NGX_HTTP_LINEGATE_RECONCILE_INVOICE_PAGES,
+                      rc->npaid);
+        return "refund_unavailable";
     }
 
     /* the last one of the page, paid or not: where the next one starts */

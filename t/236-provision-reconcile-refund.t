@@ -16,6 +16,7 @@ use lib 't/lib';
 use Test::More;
 use Time::HiRes qw(time);
 use POSIX qw(strftime);
+use Mojo::UserAgent;
 use LG::Stack;
 use LG::Test qw(:DEFAULT);
 use LG::Provision;
@@ -104,6 +105,48 @@ sub lost_purchase {
     like($inv->{payment_intent} // '', qr/^pi_/, "$id: by a payment intent");
     return ($q[0], $inv);
 }
+
+# a list of paid invoices that never ends (has_more always true, nothing
+# paid on it: a filter not applied): 3 pages at most, the entry left
+# (refund_unavailable) and the run stopped, as for Stripe failing; the
+# next run refunds. Before, the run read page after page for as long as
+# Stripe said there was more, and never answered (found by
+# t/fuzz/fuzz_reconcile_list.c). First: the entries other subtests leave
+# for a human would take the endless list before this one
+subtest 'paid invoices without end: 3 pages, left, the next run refunds'
+    => sub {
+    my ($q, $inv) = lost_purchase('acct_rf_endless');
+    my ($sub) = subs_of('acct_rf_endless');
+    $p->fault(method => 'GET', path_prefix => '/v1/invoices',
+              status => 200, count => -1, body => {
+                  object => 'list', has_more => \1, data => [{
+                  id => 'in_notpaid', object => 'invoice',
+                  status => 'open'}]});
+    my $ua = Mojo::UserAgent->new(request_timeout => 15);
+    my $tx = $ua->post($s->url('/_linegate/reconciliation/run') =>
+                       {Authorization => 'Bearer ' . $s->operator_token});
+    $p->clear_faults;
+    is($tx->res->code, 200, 'the run answers')
+        or diag($tx->error ? $tx->error->{message} : $tx->res->body);
+    my $e = entry_of($tx->res->json // {}, 'acct_rf_endless');
+    is($e->{outcome}, 'deferred', 'the entry stays');
+    is($e->{detail}, 'refund_unavailable', 'refund_unavailable');
+    my @pages = grep { $_->{path} eq '/v1/invoices'
+                       && ($_->{params}{subscription} // '') eq $sub->{id} }
+                @{ $p->stub_state->{log} };
+    is(scalar @pages, 3, 'three pages read');
+    is($pages[-1]{params}{starting_after}, 'in_notpaid',
+       'each past the last one of the page before');
+    like($s->error_log, qr/subscription "\Q$sub->{id}\E" go on past 3 pages/,
+         'logged');
+
+    my $b = run();
+    $e = entry_of($b, 'acct_rf_endless');
+    is($e->{outcome}, 'already_canceled', 'the next run: cancelled before');
+    like($e->{refund} // '', qr/^re_/, 'and refunded');
+    is(invoice_of('acct_rf_endless')->{amount_refunded},
+       $inv->{amount_paid}, 'the first invoice, whole');
+};
 
 subtest 'outcome unknown, Stripe did bill: cancelled and refunded' => sub {
     my ($q, $inv) = lost_purchase('acct_rf_billed');
