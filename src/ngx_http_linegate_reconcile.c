@@ -2559,7 +2559,7 @@ ngx_http_linegate_reconcile_find(ngx_http_linegate_ctx_t *ctx,
 {
     size_t       i, n;
     json_t      *data, *sub, *worker, *id;
-    ngx_str_t   *want;
+    ngx_str_t   *want, found;
     const char  *s, *field;
 
     data = json_object_get(ctx->stripe_json, "data");
@@ -2614,11 +2614,17 @@ ngx_http_linegate_reconcile_find(ngx_http_linegate_ctx_t *ctx,
             continue;
         }
 
-        e->found.data = (u_char *) json_string_value(id);
-        e->found.len = json_string_length(id);
+        /* an id Stripe should not send is not the entry's to name */
+        found.data = (u_char *) json_string_value(id);
+        found.len = json_string_length(id);
 
-        return ngx_http_linegate_stripe_id_valid(&e->found)
-               ? NGX_OK : NGX_ERROR;
+        if (!ngx_http_linegate_stripe_id_valid(&found)) {
+            return NGX_ERROR;
+        }
+
+        e->found = found;
+
+        return NGX_OK;
     }
 
     e->state = NGX_HTTP_LINEGATE_RECONCILE_ABSENT;
@@ -2633,12 +2639,17 @@ ngx_http_linegate_reconcile_find(ngx_http_linegate_ctx_t *ctx,
         return NGX_ERROR;
     }
 
-    /* still Stripe's JSON, freed with the next call: copied by the caller */
-    e->page_after.data = (u_char *) json_string_value(id);
-    e->page_after.len = json_string_length(id);
+    found.data = (u_char *) json_string_value(id);
+    found.len = json_string_length(id);
 
-    return ngx_http_linegate_stripe_id_valid(&e->page_after)
-           ? NGX_AGAIN : NGX_ERROR;
+    if (!ngx_http_linegate_stripe_id_valid(&found)) {
+        return NGX_ERROR;
+    }
+
+    /* still Stripe's JSON, freed with the next call: copied by the caller */
+    e->page_after = found;
+
+    return NGX_AGAIN;
 }
 
 

@@ -148,6 +148,33 @@ subtest 'paid invoices without end: 3 pages, left, the next run refunds'
        $inv->{amount_paid}, 'the first invoice, whole');
 };
 
+# the customer's subscriptions listed with the purchase's under an id
+# that is no Stripe id: the entry stays (stripe_unavailable) naming
+# none, as when Stripe fails. Before, the answer named that id as the
+# entry's subscription_id, though the run refused it (found by
+# t/fuzz/fuzz_reconcile_list.c); the next run settles it
+subtest 'a purchase listed under an id that is no Stripe id: not named'
+    => sub {
+    my ($q, $inv) = lost_purchase('acct_rf_badid');
+    my ($sub) = subs_of('acct_rf_badid');
+    $p->fault(method => 'GET', path_prefix => '/v1/subscriptions',
+              status => 200, count => 1, body => {
+                  object => 'list', has_more => \0, data => [{
+                  id => "sub_1\n2\"", object => 'subscription',
+                  status => 'active', metadata => $sub->{metadata}}]});
+    my $b = run();
+    $p->clear_faults;
+    my $e = entry_of($b, 'acct_rf_badid');
+    is($e->{detail}, 'stripe_unavailable', 'the entry stays');
+    is($e->{subscription_id}, undef, 'naming no subscription');
+
+    $b = run();
+    $e = entry_of($b, 'acct_rf_badid');
+    is($e->{outcome}, 'canceled', 'the next run: cancelled');
+    is($e->{subscription_id}, $sub->{id}, 'the one Stripe holds');
+    like($e->{refund} // '', qr/^re_/, 'and refunded');
+};
+
 subtest 'outcome unknown, Stripe did bill: cancelled and refunded' => sub {
     my ($q, $inv) = lost_purchase('acct_rf_billed');
     my ($sub) = subs_of('acct_rf_billed');
