@@ -51,6 +51,7 @@ declare -A objs=(
     [operator]="operator_ops operator_fields redis auth json json_write keys chars str clock ids headers crypto metrics"
     [redis_pubsub]="cache keys chars str crypto metrics"
     [limit]="redis scripts keys chars str metrics"
+    [reconcile_list]="json json_write keys chars str clock ids headers crypto metrics lines lines_request lr_setup pv_settle redis scripts"
 )
 
 # targets needing no nginx at all: no shim, no stubs
@@ -60,7 +61,7 @@ targets=("$@")
 if [ ${#targets[@]} -eq 0 ]; then
     targets=(jwt jwks stripe_signature line_create confirm webhook headers
              stripe_reply redis_reply lines_read redis_slots redis_arena
-             operator redis_pubsub limit)
+             operator redis_pubsub limit reconcile_list)
 fi
 
 mkdir -p "$out/obj"

@@ -482,6 +482,88 @@ ngx_list_push(ngx_list_t *l)
 
 
 /*
+ * As src/core/ngx_string.c for NGX_ESCAPE_ARGS (a form's names and
+ * values, the one type the module uses): any other type aborts, naming
+ * itself, so that a new one is noticed
+ */
+uintptr_t
+ngx_escape_uri(u_char *dst, u_char *src, size_t size, ngx_uint_t type)
+{
+    uintptr_t      n;
+    static u_char  hex[] = "0123456789ABCDEF";
+
+                    /* " ", "#", "%", "&", "+", ";", "?", not allowed */
+    static uint32_t  args[] = {
+        0xffffffff, 0xd800086d, 0x50000000, 0xb8000001,
+        0xffffffff, 0xffffffff, 0xffffffff, 0xffffffff
+    };
+
+    if (type != NGX_ESCAPE_ARGS) {
+        fprintf(stderr, "fuzz_ngx: ngx_escape_uri: unsupported type %u\n",
+                (unsigned) type);
+        abort();
+    }
+
+    if (dst == NULL) {
+        for (n = 0; size; size--, src++) {
+            n += (args[*src >> 5] & (1U << (*src & 0x1f))) != 0;
+        }
+
+        return n;
+    }
+
+    for ( /* void */ ; size; size--, src++) {
+        if (args[*src >> 5] & (1U << (*src & 0x1f))) {
+            *dst++ = '%';
+            *dst++ = hex[*src >> 4];
+            *dst++ = hex[*src & 0xf];
+
+        } else {
+            *dst++ = *src;
+        }
+    }
+
+    return (uintptr_t) dst;
+}
+
+
+/* as src/core/ngx_array.c, a full array copied to one twice its size */
+ngx_array_t *
+ngx_array_create(ngx_pool_t *p, ngx_uint_t n, size_t size)
+{
+    ngx_array_t  *a;
+
+    a = ngx_palloc(p, sizeof(ngx_array_t));
+    a->elts = ngx_palloc(p, n * size);
+    a->nelts = 0;
+    a->size = size;
+    a->nalloc = n;
+    a->pool = p;
+
+    return a;
+}
+
+
+void *
+ngx_array_push(ngx_array_t *a)
+{
+    void  *elt, *new;
+
+    if (a->nelts == a->nalloc) {
+        new = ngx_palloc(a->pool, 2 * a->size * a->nalloc);
+        ngx_memcpy(new, a->elts, a->size * a->nalloc);
+        a->elts = new;
+        a->nalloc *= 2;
+    }
+
+    elt = (u_char *) a->elts + a->size * a->nelts;
+    a->nelts++;
+
+    return elt;
+}
+
+
+/*
  * The conversions of ngx_vslprintf() the module uses; any other one
  * aborts, naming itself, so that a new format is noticed.
  */

@@ -786,3 +786,123 @@ limit = [
     lim(0, 0, [lreq(0, 'k')], gcra(bulk('9223372036854775808'), 0, 0, 0)),
 ]
 write('limit', limit)
+
+
+# reconcile_list: a byte (mode: 0 a purchase's LOOKUP, 1 a Lines add-on's,
+# 2 INVOICES and refunds, 3 the payment_link sweep; 0x04 / 0x08 the
+# entry's variant, 0x10 the sweep's paid one kept, 0x20 a draft), then
+# pages: a status byte (0-3: 200, 4: 400, 5: 404, 6: 429, 7: 503, 0x80:
+# no answer) and a body, NUL-terminated; the last page comes again
+LOOKUP, LOOKUP_LINES, INVOICES, SWEEP = range(4)
+LR = '0123456789abcdef01234567'
+
+
+def pg(body, status=0):
+    return bytes([status]) + (body if isinstance(body, bytes) else j(body)) \
+        + b'\0'
+
+
+def rl(mode, *pages):
+    return bytes([mode]) + b''.join(pages)
+
+
+def lst(items, more=False):
+    return {'object': 'list', 'data': items, 'has_more': more}
+
+
+def sub(i, worker='w_1', status='active'):
+    return {'id': 'sub_%s' % i, 'status': status,
+            'metadata': {'worker_id': worker}}
+
+
+def inv(i, status='open', lr=LR, **kw):
+    d = {'id': 'in_%s' % i, 'status': status,
+         'metadata': {'line_request_id': lr},
+         'hosted_invoice_url': 'https://pay.ex/%s' % i}
+    d.update(kw)
+    return d
+
+
+def paid(i, **kw):
+    d = {'id': 'in_%s' % i, 'status': 'paid', 'total': 500,
+         'amount_paid': 500, 'payment_intent': 'pi_%s' % i}
+    d.update(kw)
+    return d
+
+
+ERR = {'error': {'type': 'invalid_request_error', 'code': 'resource_missing',
+                 'message': 'No such customer'}}
+reconcile = [
+    # a purchase: on the first page, on the third, absent, cancelled
+    rl(LOOKUP, pg(lst([sub(1)]))),
+    rl(LOOKUP, pg(lst([sub(1, 'w_2'), sub(2, 'w_3')], True)),
+       pg(lst([sub(3, 'w_4')], True)), pg(lst([sub(4)]))),
+    rl(LOOKUP, pg(lst([sub(1, 'w_2')]))),
+    rl(LOOKUP, pg(lst([sub(1, status='canceled')])), pg(lst([]))),
+    rl(LOOKUP | 4, pg(lst([sub(1, status='incomplete_expired')]))),
+    rl(LOOKUP | 8, pg(lst([sub(1, status='past_due')]))),
+    rl(LOOKUP, pg(lst([sub(1, 'w_2')], True))),
+    rl(LOOKUP, pg(lst([], True))),
+    rl(LOOKUP, pg(lst([{'id': 'sub 1', 'metadata': {}}], True))),
+    rl(LOOKUP, pg(lst([{'id': 5}], True))),
+    rl(LOOKUP, pg(lst([sub('1;x', 'w_1')]))),
+    rl(LOOKUP, pg(ERR, 5)), rl(LOOKUP, pg(ERR, 4)), rl(LOOKUP, pg(b'', 7)),
+    rl(LOOKUP, pg(b'x', 0x80)), rl(LOOKUP, pg(b'{"data":{}}')),
+    rl(LOOKUP, pg(b'[]')), rl(LOOKUP, pg(b'{')),
+    # a Lines add-on's invoice: open, draft, paid; reissue_lapsed
+    rl(LOOKUP_LINES, pg(lst([inv(1)]))),
+    rl(LOOKUP_LINES, pg(lst([inv(1, 'draft')]))),
+    rl(LOOKUP_LINES, pg(lst([inv(1, 'paid')]))),
+    rl(LOOKUP_LINES, pg(lst([inv(1, lr='x'), inv(2, 'void')], True)),
+       pg(lst([inv(3)]))),
+    rl(LOOKUP_LINES | 4, pg(lst([inv(1, 'draft'), inv(2)]))),
+    rl(LOOKUP_LINES | 0x24, pg(lst([inv(1, 'draft')]))),
+    rl(LOOKUP_LINES | 8, pg(lst([inv(1, 'paid'), inv(2)], True)),
+       pg(lst([inv(3, 'uncollectible')]))),
+    rl(LOOKUP_LINES | 0x18, pg(lst([inv('named', 'paid'), inv(2)]))),
+    rl(LOOKUP_LINES | 8, pg(lst([]))),
+    # the paid invoices of a purchase undone, then their refunds
+    rl(INVOICES, pg(lst([paid(2), paid(1, billing_reason=
+                                       'subscription_create')])),
+       pg({'id': 're_1', 'status': 'succeeded'})),
+    rl(INVOICES, pg(lst([paid(i) for i in range(5)], True)),
+       pg(lst([paid(i) for i in range(5, 10)], True)),
+       pg(lst([paid(10)]))),
+    rl(INVOICES, pg(lst([paid(1, status='open')], True)),
+       pg(lst([paid(2)]))),
+    rl(INVOICES, pg(lst([paid(1, total=-100)]))),
+    rl(INVOICES, pg(lst([paid(1, amount_paid=0)])),),
+    rl(INVOICES, pg(lst([paid(1, payment_intent=None, payments={'data': [
+        {'status': 'paid', 'payment': {'payment_intent': 'pi_9'}}]})]))),
+    rl(INVOICES, pg(lst([paid(1, payment_intent=None, payments={'data': [
+        {'status': 'open', 'payment': {'charge': {'id': 'ch_9'}}},
+        {'status': 'paid', 'payment': {'charge': {'id': 'ch_8'}}}]})]))),
+    rl(INVOICES, pg(lst([paid(1, payment_intent={'id': 'pi x'})]))),
+    rl(INVOICES, pg(lst([paid(1, payment_intent=None)]))),
+    rl(INVOICES, pg(lst([paid(1)])),
+       pg({'error': {'type': 'invalid_request_error',
+                     'code': 'charge_already_refunded'}}, 4),
+       pg(lst([{'id': 're_2', 'status': 'pending'}]))),
+    rl(INVOICES, pg(lst([paid(1)])),
+       pg({'id': 're_1', 'status': 'pending'}),
+       pg(lst([{'id': 're_1', 'status': 'succeeded'}]))),
+    rl(INVOICES, pg(lst([paid(1)])),
+       pg({'id': 're_1', 'status': 'failed'})),
+    rl(INVOICES, pg(lst([], True))),
+    rl(INVOICES, pg(lst([paid(1, status='open')], True))),
+    rl(INVOICES, pg(lst([{'id': 'in 1', 'status': 'paid'}]))),
+    rl(INVOICES, pg(ERR, 4)),
+    # the payment_link sweep: found, paid kept, pages, a paid one again
+    rl(SWEEP, pg(lst([inv(1), inv('old', 'open'), inv(2, 'void')]))),
+    rl(SWEEP, pg(lst([inv(1, lr='x')], True)), pg(lst([inv(2)], True)),
+       pg(lst([inv(3, 'paid')]))),
+    rl(SWEEP | 4, pg(lst([inv(1, 'paid'), inv(2, 'paid')]))),
+    rl(SWEEP | 0x10, pg(lst([inv(1, 'paid')]))),
+    rl(SWEEP, pg(lst([inv(1)], True))),
+    rl(SWEEP, pg(lst([{'id': 'in_1', 'status': 5,
+                       'metadata': {'line_request_id': LR}}]))),
+    rl(SWEEP, pg(lst([inv('1 2')]))),
+    rl(SWEEP, pg(lst([], True))),
+    rl(SWEEP, pg(ERR, 4)),
+]
+write('reconcile_list', reconcile)
