@@ -74,7 +74,7 @@ sub reply {
 }
 
 my $http = <<"CONF";
-    linegate_limit_zone a key=\$arg_k rate=1r/h burst=5;
+    linegate_limit_zone a key=\$arg_k rate=10r/h burst=5;
     linegate_limit_zone b key=\$arg_k rate=2r/h burst=3;
 CONF
 
@@ -163,7 +163,8 @@ subtest 'two zones: one admits with 2^63 - 1 remaining, one refuses' => sub {
     my $res = get('/two/');
     is($res->code, 429, 'refused by b: 429');
     is($res->headers->header('Retry-After'), '1', 'Retry-After 1');
-    is($res->headers->header('RateLimit'), '"a";r=5;t=0, "b";r=0;t=1',
+    # a's reset less the T (360 s) given back; r within a's q (10)
+    is($res->headers->header('RateLimit'), '"a";r=5;t=3240, "b";r=0;t=1',
        'a given back its admission');
 };
 
