@@ -35,14 +35,6 @@
 #define NGX_HTTP_LINEGATE_LIMIT_RAW_KEY_MAX  64
 #define NGX_HTTP_LINEGATE_LIMIT_SHM_SIZE     (4 * 1024 * 1024)
 #define NGX_HTTP_LINEGATE_LIMIT_MAX_RATE     1000000
-/*
- * The largest number rl_gcra answers: its numbers are Lua's, whole up to
- * 2^53, and none is negative. A day's interval times the largest burst,
- * in ms, is below it: a number beyond it is no answer of the script, and
- * the sums made of it (Retry-After rounded up, a refund's remaining)
- * would overflow.
- */
-#define NGX_HTTP_LINEGATE_LIMIT_REPLY_MAX    ((int64_t) 1 << 53)
 
 
 typedef struct {
@@ -685,7 +677,7 @@ ngx_http_linegate_limit_reply(ngx_http_request_t *r, redisReply *reply)
 
         for (k = 0; k < 4; k++) {
             if (ngx_http_linegate_reply_int(e, k, &v[k]) != NGX_OK
-                || v[k] < 0 || v[k] > NGX_HTTP_LINEGATE_LIMIT_REPLY_MAX)
+                || !ngx_http_linegate_gcra_valid(v[k]))
             {
                 break;
             }

@@ -857,6 +857,18 @@ ngx_http_linegate_lines_admit(ngx_http_request_t *r,
     lmcf = ngx_http_get_module_main_conf(r, ngx_http_linegate_module);
     ctx = lr->ctx;
 
+    /* rl_gcra's numbers (beyond them Retry-After's rounding overflows) */
+    if (!ngx_http_linegate_gcra_valid(lr->remaining)
+        || !ngx_http_linegate_gcra_valid(lr->reset_ms)
+        || !ngx_http_linegate_gcra_valid(lr->retry_ms))
+    {
+        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                      NGX_HTTP_LINEGATE_LOG "unexpected rate in a script "
+                      "reply");
+        ngx_http_linegate_internal_error(r);
+        return NGX_DONE;
+    }
+
     if (ngx_http_linegate_pstr(r->pool, &lr->ws, ws->data, ws->len) == NULL) {
         ngx_http_linegate_internal_error(r);
         return NGX_DONE;

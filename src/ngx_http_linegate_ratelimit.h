@@ -23,6 +23,19 @@ typedef struct {
 
 
 /*
+ * The largest number rl_gcra answers: its numbers are Lua's, whole up to
+ * 2^53, and none is negative. A day's interval times the largest burst,
+ * in ms, is below it: a number beyond it is no answer of the script, and
+ * the sums made of it (Retry-After rounded up, a refund's remaining)
+ * would overflow.
+ */
+#define NGX_HTTP_LINEGATE_GCRA_MAX  ((int64_t) 1 << 53)
+
+#define ngx_http_linegate_gcra_valid(v)                                     \
+    ((v) >= 0 && (v) <= NGX_HTTP_LINEGATE_GCRA_MAX)
+
+
+/*
  * RateLimit's r for a policy of quota q: remaining, at least 0 and at
  * most q (the rule of linegate_limit's headers too)
  */

@@ -154,6 +154,24 @@ subtest 'the state is the fleet\'s: another nginx counted too' => sub {
     like($tx->res->headers->header('RateLimit'), qr/;r=0;/, 'none left now');
 };
 
+# A state rl_gcra never writes (another writer's, or damage): a TAT so
+# far ahead that the wait is beyond 2^53 ms is no answer of the script,
+# and its Retry-After (300,000 years here) is not sent: 500, logged
+subtest 'a rate state beyond what rl_gcra answers: 500, not sent' => sub {
+    my $w = ws();
+    $r->set(gcra_key($w), '1e19', 'PX', 61_000);
+    my $off = length $s->error_log;
+    for my $send (sub { $l->list($w) }, sub { $l->get($w, 'f' x 24) }) {
+        my $tx = $send->();
+        is($tx->res->code, 500, 'an internal error');
+        is($tx->res->headers->header('Retry-After'), undef, 'no Retry-After');
+        is($tx->res->headers->header('RateLimit'), undef, 'no RateLimit');
+    }
+    like(substr($s->error_log, $off), qr/unexpected rate in a script reply/,
+         'logged');
+    $r->del(gcra_key($w));
+};
+
 subtest '429 is not kept under an idempotency key' => sub {
     my $w = ws();
     used_but($w, 0);
