@@ -179,6 +179,8 @@ static void ngx_http_linegate_create_stored_again(redisReply *reply,
     ngx_http_linegate_redis_args_t *args, ngx_str_t *note);
 static void ngx_http_linegate_create_stored(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr, redisReply *reply);
+static void ngx_http_linegate_create_stored_go_on(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr);
 static void ngx_http_linegate_create_restored(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr, redisReply *reply);
 static void ngx_http_linegate_create_resolved(ngx_http_request_t *r,
@@ -1731,9 +1733,20 @@ ngx_http_linegate_create_stored(ngx_http_request_t *r,
     lr->settled = 1;
 
     ngx_http_linegate_create_unjournal(r, lr, reply);
+    ngx_http_linegate_create_stored_go_on(r, lr);
+}
 
+
+/*
+ * The store answered stored: an invoice paid at finalization promoted
+ * (CREATE_RESOLVE, as a paid invoice is everywhere), an open one
+ * answered with its link
+ */
+static void
+ngx_http_linegate_create_stored_go_on(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr)
+{
     if (ngx_http_linegate_line_is(&lr->invoice.status, "paid")) {
-        /* CREATE_RESOLVE: promoted as a paid invoice is everywhere */
         lr->ctx->state = NGX_HTTP_LINEGATE_CREATE_RESOLVE;
         ngx_http_linegate_lines_resolve(r, lr, "paid",
                                         ngx_http_linegate_create_resume);
@@ -1768,16 +1781,7 @@ ngx_http_linegate_create_restored(ngx_http_request_t *r,
         return;
     }
 
-    if (ngx_http_linegate_line_is(&lr->invoice.status, "paid")) {
-        lr->ctx->state = NGX_HTTP_LINEGATE_CREATE_RESOLVE;
-        ngx_http_linegate_lines_resolve(r, lr, "paid",
-                                        ngx_http_linegate_create_resume);
-        return;
-    }
-
-    ngx_str_set(&lr->ctx->outcome, "awaiting_payment");
-
-    ngx_http_linegate_send_body(r, lr->status, lr->body.data, lr->body.len);
+    ngx_http_linegate_create_stored_go_on(r, lr);
 }
 
 

@@ -308,6 +308,10 @@ static ngx_int_t ngx_http_linegate_redis_send_wait(
     ngx_http_linegate_redis_cmd_t *cmd);
 static void ngx_http_linegate_redis_wait_cb(redisAsyncContext *ac,
     void *reply, void *privdata);
+static ngx_int_t ngx_http_linegate_redis_pipeline_checked(
+    ngx_http_request_t *r, ngx_uint_t ncmds,
+    ngx_http_linegate_redis_args_t *args,
+    ngx_http_linegate_redis_handler_pt handler, ngx_uint_t each);
 static ngx_int_t ngx_http_linegate_redis_pipeline_send(
     ngx_http_request_t *r, ngx_uint_t ncmds,
     ngx_http_linegate_redis_args_t *args, const char *name, ngx_str_t *keys,
@@ -778,22 +782,8 @@ ngx_http_linegate_redis_pipeline(ngx_http_request_t *r,
     ngx_uint_t ncmds, ngx_http_linegate_redis_args_t *args,
     ngx_http_linegate_redis_handler_pt handler)
 {
-    ngx_uint_t  i;
-
-    for (i = 0; i < ncmds && i < NGX_HTTP_LINEGATE_REDIS_MAX_PIPELINE; i++) {
-        if (args[i].argc <= 0) {
-            break;
-        }
-    }
-
-    if (i < ncmds) {
-        ngx_log_error(NGX_LOG_ALERT, r->connection->log, 0,
-                      NGX_HTTP_LINEGATE_LOG "bad arguments for a pipeline");
-        return NGX_ERROR;
-    }
-
-    return ngx_http_linegate_redis_pipeline_send(r, ncmds, args, NULL, NULL,
-                                                 handler, 0);
+    return ngx_http_linegate_redis_pipeline_checked(r, ncmds, args, handler,
+                                                    0);
 }
 
 
@@ -801,6 +791,17 @@ ngx_int_t
 ngx_http_linegate_redis_pipeline_each(ngx_http_request_t *r,
     ngx_uint_t ncmds, ngx_http_linegate_redis_args_t *args,
     ngx_http_linegate_redis_handler_pt handler)
+{
+    return ngx_http_linegate_redis_pipeline_checked(r, ncmds, args, handler,
+                                                    1);
+}
+
+
+/* every command of the pipeline has arguments, and there are not too many */
+static ngx_int_t
+ngx_http_linegate_redis_pipeline_checked(ngx_http_request_t *r,
+    ngx_uint_t ncmds, ngx_http_linegate_redis_args_t *args,
+    ngx_http_linegate_redis_handler_pt handler, ngx_uint_t each)
 {
     ngx_uint_t  i;
 
@@ -817,7 +818,7 @@ ngx_http_linegate_redis_pipeline_each(ngx_http_request_t *r,
     }
 
     return ngx_http_linegate_redis_pipeline_send(r, ncmds, args, NULL, NULL,
-                                                 handler, 1);
+                                                 handler, each);
 }
 
 
