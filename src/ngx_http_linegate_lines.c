@@ -909,8 +909,10 @@ ngx_http_linegate_lr_rate_reply(ngx_http_request_t *r,
     for (i = 0; i < 4; i++) {
         v[i] = 0;
 
+        /* rl_gcra's numbers, checked before the lease keeps any */
         if (i < reply->elements
-            && ngx_http_linegate_reply_int(reply, i, &v[i]) != NGX_OK)
+            && (ngx_http_linegate_reply_int(reply, i, &v[i]) != NGX_OK
+                || !ngx_http_linegate_gcra_valid(v[i])))
         {
             return NGX_ERROR;
         }
