@@ -27,18 +27,15 @@
 static ngx_http_linegate_lease_t  *ngx_http_linegate_leases;
 
 
-ngx_http_linegate_lease_t *
-ngx_http_linegate_lease_get(ngx_str_t *key)
+/* the first slot of key's set; the table made by the worker's first */
+static ngx_http_linegate_lease_t *
+ngx_http_linegate_lease_set(ngx_str_t *key)
 {
-    ngx_uint_t                  i;
-    ngx_http_linegate_lease_t  *set, *l;
-
     if (key->len > NGX_HTTP_LINEGATE_LEASE_KEY) {
         return NULL;
     }
 
     if (ngx_http_linegate_leases == NULL) {
-        /* allocated by the first lease of the worker */
         ngx_http_linegate_leases = ngx_calloc(
             NGX_HTTP_LINEGATE_LEASE_SETS * NGX_HTTP_LINEGATE_LEASE_WAYS
             * sizeof(ngx_http_linegate_lease_t), ngx_cycle->log);
@@ -48,9 +45,46 @@ ngx_http_linegate_lease_get(ngx_str_t *key)
         }
     }
 
-    set = &ngx_http_linegate_leases[(ngx_murmur_hash2(key->data, key->len)
-                                     % NGX_HTTP_LINEGATE_LEASE_SETS)
-                                    * NGX_HTTP_LINEGATE_LEASE_WAYS];
+    return &ngx_http_linegate_leases[(ngx_murmur_hash2(key->data, key->len)
+                                      % NGX_HTTP_LINEGATE_LEASE_SETS)
+                                     * NGX_HTTP_LINEGATE_LEASE_WAYS];
+}
+
+
+ngx_http_linegate_lease_t *
+ngx_http_linegate_lease_find(ngx_str_t *key)
+{
+    ngx_uint_t                  i;
+    ngx_http_linegate_lease_t  *set;
+
+    set = ngx_http_linegate_lease_set(key);
+    if (set == NULL) {
+        return NULL;
+    }
+
+    for (i = 0; i < NGX_HTTP_LINEGATE_LEASE_WAYS; i++) {
+        if (set[i].len == key->len
+            && ngx_memcmp(set[i].key, key->data, key->len) == 0)
+        {
+            return &set[i];
+        }
+    }
+
+    return NULL;
+}
+
+
+ngx_http_linegate_lease_t *
+ngx_http_linegate_lease_get(ngx_str_t *key)
+{
+    ngx_uint_t                  i;
+    ngx_http_linegate_lease_t  *set, *l;
+
+    set = ngx_http_linegate_lease_set(key);
+    if (set == NULL) {
+        return NULL;
+    }
+
     l = set;
 
     for (i = 0; i < NGX_HTTP_LINEGATE_LEASE_WAYS; i++) {
@@ -187,9 +221,10 @@ ngx_http_linegate_lease_granted(ngx_http_linegate_lease_t *l,
 
     /*
      * this request took one admission, the rest is the next lease, spent
-     * from now on if the current one is over
+     * from now on if the current one is over; never more than was asked
+     * (rl_gcra grants at most that: more is no answer of it)
      */
-    l->next = (ngx_uint_t) (granted - 1);
+    l->next = (ngx_uint_t) (ngx_min(granted, (int64_t) l->size) - 1);
     l->next_until = sent + lease;
     l->reset = sent + reset_ms;
 

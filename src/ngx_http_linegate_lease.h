@@ -60,6 +60,9 @@ typedef struct {
  */
 ngx_http_linegate_lease_t *ngx_http_linegate_lease_get(ngx_str_t *key);
 
+/* the worker's lease of key if it has one, no slot taken (NULL: none) */
+ngx_http_linegate_lease_t *ngx_http_linegate_lease_find(ngx_str_t *key);
+
 /*
  * A request of the key: 0 when the lease admits it (l->remaining, or
  * ngx_http_linegate_lease_left(), and ngx_http_linegate_lease_reset() for

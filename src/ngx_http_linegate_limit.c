@@ -149,6 +149,8 @@ typedef struct {
 static ngx_int_t ngx_http_linegate_limit_handler(ngx_http_request_t *r);
 static ngx_int_t ngx_http_linegate_limit_start(ngx_http_request_t *r,
     ngx_http_linegate_limit_ctx_t *ctx);
+static ngx_uint_t ngx_http_linegate_limit_refused(
+    ngx_http_linegate_limit_ctx_t *ctx);
 static void ngx_http_linegate_limit_reply(ngx_http_request_t *r,
     redisReply *reply);
 static void ngx_http_linegate_limit_reply1(ngx_http_request_t *r,
@@ -437,7 +439,7 @@ ngx_http_linegate_limit_start(ngx_http_request_t *r,
 {
     ngx_int_t                           rc;
     ngx_str_t                          *sha;
-    ngx_uint_t                          i, n, want;
+    ngx_uint_t                          i, n, want, leased;
     struct timeval                      tv;
     ngx_http_linegate_limit_zone_t    **zones;
     ngx_http_linegate_lease_t          *lease;
@@ -478,18 +480,17 @@ ngx_http_linegate_limit_start(ngx_http_request_t *r,
         return NGX_OK;
     }
 
-    lease = NULL;
-
-    if (n == 1 && res1->zone->lease && !ctx->llcf->dry_run) {
-        lease = ngx_http_linegate_lease_get(&res1->rkey);
-    }
+    leased = (n == 1 && res1->zone->lease && !ctx->llcf->dry_run);
 
     /*
      * A rejection Redis already gave: no round trip. Not while the
      * worker's lease of the key holds admissions: they were paid for in
      * Redis before that rejection (the lease that took the key's last
-     * ones), and would expire unused.
+     * ones), and would expire unused. Looked up only: a rejected key
+     * takes no slot of the lease table from a hot one.
      */
+    lease = leased ? ngx_http_linegate_lease_find(&res1->rkey) : NULL;
+
     if (!ctx->llcf->dry_run
         && (lease == NULL || ngx_http_linegate_lease_tokens(lease) == 0)
         && ngx_http_linegate_limit_cache_check(r, ctx))
@@ -497,6 +498,8 @@ ngx_http_linegate_limit_start(ngx_http_request_t *r,
         ctx->done = 1;
         return NGX_OK;
     }
+
+    lease = leased ? ngx_http_linegate_lease_get(&res1->rkey) : NULL;
 
     ctx->sent = ngx_current_msec;
     want = 1;
@@ -630,6 +633,22 @@ ngx_http_linegate_limit_reply1(ngx_http_request_t *r, redisReply *reply)
  * what Redis did is known (a command with no reply may have run, and
  * stays charged if it did).
  */
+/* a zone Redis answered refused the request */
+static ngx_uint_t
+ngx_http_linegate_limit_refused(ngx_http_linegate_limit_ctx_t *ctx)
+{
+    ngx_uint_t  i;
+
+    for (i = 0; i < ctx->n; i++) {
+        if (ctx->res[i].known && !ctx->res[i].allowed) {
+            return 1;
+        }
+    }
+
+    return 0;
+}
+
+
 static void
 ngx_http_linegate_limit_reply(ngx_http_request_t *r, redisReply *reply)
 {
@@ -702,26 +721,33 @@ ngx_http_linegate_limit_reply(ngx_http_request_t *r, redisReply *reply)
         goto resume;
     }
 
-    /* what the zones that answered took, given back */
-    ngx_http_linegate_limit_refund(r, ctx);
-
     if (failed & 2) {
         /* an error reply: most likely NOSCRIPT */
         ngx_http_linegate_limit_reload_script(r, ctx);
     }
 
-    if (!bad) {
-        goto fallback;
-    }
-
     /* as the fallback that follows: once a second, not per request */
-    if (ngx_time() != ngx_http_linegate_limit_bad_logged) {
+    if (bad && ngx_time() != ngx_http_linegate_limit_bad_logged) {
         ngx_http_linegate_limit_bad_logged = ngx_time();
 
         ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
                       NGX_HTTP_LINEGATE_LOG "unexpected linegate_limit "
                       "reply (logged once a second)");
     }
+
+    if (ngx_http_linegate_limit_refused(ctx)) {
+        /*
+         * a zone that answered refused: so is the request, whatever
+         * became of the others (the zones that admitted give back what
+         * they took, as when all answer), not handed to the fallback,
+         * which on_error open would admit
+         */
+        ngx_http_linegate_limit_decide(r, ctx);
+        goto resume;
+    }
+
+    /* what the zones that answered took, given back */
+    ngx_http_linegate_limit_refund(r, ctx);
 
 fallback:
 

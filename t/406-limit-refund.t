@@ -162,6 +162,20 @@ subtest 'Redis: a zone fails, the one that admitted is refunded' => sub {
         or diag("@q");
 };
 
+# A zone Redis answered refused: the request is refused, whatever became
+# of the other zone's command (an error reply here); it was handed to the
+# fallback, which admits a request over its limit (its share, or open)
+subtest 'Redis: a zone fails, another refuses: refused' => sub {
+    my $k = "wr$$";
+    my @q = map { get("/quota/?k=$k")->code } 1 .. 6;
+    is_deeply(\@q, [(200) x 5, 429], 'the quota spent') or diag("@q");
+    $s->redis->hset(rl_key('fast', $k), 'x', 1);
+    is(st("/closed/?k=$k"), '429 REJECTED', 'closed: refused, not 503');
+    is(st("/enforce/?k=$k"), '429 REJECTED', 'local: refused, not its share');
+    like(get("/enforce/?k=$k")->headers->header('RateLimit') // '',
+         qr/^"quota";r=0;t=\d+$/, 'RateLimit: the zone that answered');
+};
+
 $s->stop_redis;
 
 subtest 'local: dry run charges nothing another zone rejects' => sub {
