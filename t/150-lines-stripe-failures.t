@@ -261,16 +261,6 @@ subtest 'a zero-total add-on: paid at finalize, the answer lost' => sub {
     zero_price(1500);
 };
 
-# The same invoice, its store's reply lost: Redis holds the store past
-# linegate_redis_command_timeout while the index written just before it
-# was answered (LG::Lines, hold_after_index), and lets it run once the
-# request sent it again (CREATE_STORE_AGAIN: a durable write, then the
-# request's own copy, which Redis answers). The store sent again found
-# it stored: the request is promoted then and there, as after a first
-# store of a paid invoice (lr_resolve), and answered the 201 the store
-# kept. It was left awaiting payment (503), naming its paid invoice,
-# until a client's GET or a reconciliation run promoted it: its
-# invoice.paid came before its index, answered as unknown.
 # An add-on creation whose store is held past the command timeout (so
 # it is sent again, CREATE_STORE_AGAIN) and then run: the transaction,
 # the invoice made, the log since it started
@@ -302,6 +292,16 @@ sub create_store_sent_again {
     return ($tx, $made, substr $s->error_log, $logoff);
 }
 
+# The same invoice, its store's reply lost: Redis holds the store past
+# linegate_redis_command_timeout while the index written just before it
+# was answered (LG::Lines, hold_after_index), and lets it run once the
+# request sent it again (CREATE_STORE_AGAIN: a durable write, then the
+# request's own copy, which Redis answers). The store sent again found
+# it stored: the request is promoted then and there, as after a first
+# store of a paid invoice (lr_resolve), and answered the 201 the store
+# kept. It was left awaiting payment (503), naming its paid invoice,
+# until a client's GET or a reconciliation run promoted it: its
+# invoice.paid came before its index, answered as unknown.
 subtest 'a zero-total add-on: paid at finalize, the store sent again'
     => sub {
     my $w = ws();

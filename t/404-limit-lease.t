@@ -13,7 +13,7 @@ use Mojo::Promise;
 use Mojo::UserAgent;
 use LG::Stack;
 use LG::Test ();
-use LG::Limit qw(rl_key);
+use LG::Limit qw(rl_key lease_counts_down);
 
 my $dir = LG::Test::public_dir('file.txt' => "ok\n");
 
@@ -96,24 +96,8 @@ subtest 'leases stay within rate x (time + lease) + burst + 1' => sub {
 # is 20 r/s with a burst of 100 (q=1200 a minute: r is never cut to q)
 subtest 'r counts down as the lease is spent' => sub {
     my $k = "cd$$";
-    my (@r, @leased);
-    my $t0 = Time::HiRes::time();
-    for (1 .. 40) {
-        my $before = evalsha_calls();
-        my $res = $ua->get($s->url("/count/?k=$k"))->res;
-        my ($n) = ($res->headers->header('RateLimit') // '') =~ /;r=(\d+);/;
-        push @r, $res->code == 200 ? $n // -1 : -1;
-        push @leased, evalsha_calls() == $before;
-    }
-    my @from_lease = grep { $leased[$_] } 1 .. $#r;
-    ok(@from_lease >= 20, scalar(@from_lease) . ' of 40 from the lease');
-    my @bad = grep { $r[$_] != $r[$_ - 1] - 1 } @from_lease;
-    is_deeply(\@bad, [], 'each one from the lease: r one less than the '
-              . 'request before') or diag("r: @r");
-    # 39 spent since the first, less what the rate (20 r/s) gave back
-    my $back = int(20 * (Time::HiRes::time() - $t0)) + 1;
-    cmp_ok($r[-1], '<=', $r[0] - 39 + $back,
-           "r went down: $r[0] to $r[-1], $back given back");
+    lease_counts_down(sub { $ua->get($s->url("/count/?k=$k"))->res },
+                      \&evalsha_calls, 20);
 };
 
 # Zone pair: T = 500 ms, burst 9 (tau 4.5 s), a lease of at most 2. The
@@ -145,6 +129,7 @@ subtest 'a decision refused while the lease holds admissions' => sub {
     is($get->(), 200, 'the next refused: the one left taken');
 
     # 2 admissions left, the next one 0.9 T after them (450 ms)
+    my $t0 = Time::HiRes::time();
     pair_can($k, 2, 0.9);
     $r->client_pause(200);
     my ($ua1, $ua2) = (Mojo::UserAgent->new, Mojo::UserAgent->new);
@@ -155,10 +140,18 @@ subtest 'a decision refused while the lease holds admissions' => sub {
     Mojo::Promise->all($a, $b)
         ->then(sub { @codes = map { $_->[0]->res->code } @_ })->wait;
     my $after = $get->();
+    my $secs = Time::HiRes::time() - $t0;
     is_deeply(\@codes, [200, 200],
               'the lease (2) and the decision alone (refused by Redis, '
               . 'admitted by the lease) both admitted') or diag("@codes");
-    is($after, 429, 'then the key is at its limit');
+    # at the limit only while the next admission is not due: 450 ms
+    # after the state was set (a loaded machine may take longer)
+    if ($secs < 0.4) {
+        is($after, 429, 'then the key is at its limit');
+    }
+    else {
+        note(sprintf('%.2f s: the next admission was due', $secs));
+    }
 };
 
 done_testing;
