@@ -153,14 +153,24 @@ subtest 'counts beyond 2^53, negative counts' => sub {
     unread('/closed/', 'a negative retry');
 };
 
-subtest 'two zones: one admits with 2^63 - 1 remaining, one refuses' => sub {
+subtest 'two zones: one admits with 2^63 - 1 remaining' => sub {
     reply(a => 1, '9223372036854775807', 10, 0);
-    reply(b => 0, 0, 1000, 500);
+    reply(b => 1, 2, 1000, 0);
     unread('/two/', 'remaining 2^63 - 1');
+
+    # b's refusal, read, refuses the request whatever a's reply was: a
+    # client over b's limit is not admitted by the fallback (open)
+    reply(b => 0, 0, 1000, 500);
+    my $res = get('/two/');
+    is($res->code, 429, "a unread, refused by b: 429");
+    is($res->headers->header('X-Limit'), 'REJECTED', 'REJECTED');
+    is($res->headers->header('Retry-After'), '1', 'Retry-After 1');
+    is($res->headers->header('RateLimit'), '"b";r=0;t=1',
+       'RateLimit of the zone read');
 
     # as the script answers: the refusal, and the admission refunded
     reply(a => 1, 4, 3600000, 0);
-    my $res = get('/two/');
+    $res = get('/two/');
     is($res->code, 429, 'refused by b: 429');
     is($res->headers->header('Retry-After'), '1', 'Retry-After 1');
     # a's reset less the T (360 s) given back; r within a's q (10)
