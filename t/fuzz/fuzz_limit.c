@@ -17,7 +17,8 @@
  * Redis calls are recorded, not sent, and answered from the input as
  * src/ngx_http_linegate_redis.c hands replies over: an error reply, a
  * lost connection or a timeout (no reply left) is NULL; a pipeline's is
- * an array of its commands' replies, or NULL when one of them failed.
+ * the array of its commands' replies, NULL for one not answered
+ * (ngx_http_linegate_redis_pipeline_each).
  *
  * Input: 3 bytes, then the requests, then RESP bytes:
  *   byte 0  zones 1 + (b & 7); on_error (b >> 3) & 3 (open, closed,
@@ -78,6 +79,7 @@ static ngx_int_t fuzz_redis_command(ngx_http_request_t *r,
 #define ngx_http_linegate_redis_connected  fuzz_redis_connected
 #define ngx_http_linegate_redis_script     fuzz_redis_script
 #define ngx_http_linegate_redis_pipeline   fuzz_redis_pipeline
+#define ngx_http_linegate_redis_pipeline_each  fuzz_redis_pipeline
 #define ngx_http_linegate_redis_command    fuzz_redis_command
 #include "ngx_http_linegate_limit.c"
 #include "ngx_http_linegate_lease.c"
@@ -85,6 +87,7 @@ static ngx_int_t fuzz_redis_command(ngx_http_request_t *r,
 #undef ngx_http_linegate_redis_connected
 #undef ngx_http_linegate_redis_script
 #undef ngx_http_linegate_redis_pipeline
+#undef ngx_http_linegate_redis_pipeline_each
 #undef ngx_http_linegate_redis_command
 
 
@@ -837,31 +840,30 @@ fuzz_zone_reply(redisReply *e, int64_t *v)
 }
 
 
-/* the reply's values as read: 1 when the limiter must decide on them */
+/*
+ * The reply's values as read, each zone's (ok[i]): 1 when every zone's
+ * was, and the limiter must decide on them
+ */
 static int
-fuzz_read_reply(redisReply *reply, int64_t v[][4])
+fuzz_read_reply(redisReply *reply, int64_t v[][4], ngx_uint_t *ok)
 {
+    int         all;
     ngx_uint_t  i, j;
 
-    if (reply == NULL) {
-        return 0;
-    }
+    all = 1;
 
     for (i = 0, j = 0; i < fuzz_llcf.limits->nelts; i++) {
         if (!fuzz_limited[i]) {
             continue;
         }
 
-        if (j >= reply->elements || !fuzz_zone_reply(reply->element[j],
-                                                     v[i]))
-        {
-            return 0;
-        }
-
+        ok[i] = (j < reply->elements && reply->element[j] != NULL
+                 && fuzz_zone_reply(reply->element[j], v[i]));
+        all = all && ok[i];
         j++;
     }
 
-    return 1;
+    return all;
 }
 
 
@@ -1098,6 +1100,7 @@ typedef struct {
     ngx_uint_t                      nel;
     ngx_uint_t                      lost;       /* answered NULL */
     ngx_uint_t                      got;        /* v read, as it must be */
+    ngx_uint_t                      ok[FUZZ_ZONES];  /* v[i] read */
     int64_t                         v[FUZZ_ZONES][4];
     ngx_uint_t                      refused;    /* some zone by Redis */
     int64_t                         retry;      /* the largest refused */
@@ -1192,13 +1195,10 @@ fuzz_request_reply(fuzz_req_t *q, void *stream)
     array.elements = q->nel;
     array.element = q->el;
 
-    reply = NULL;
+    /* one script call: NULL unless answered; a pipeline: its array */
+    reply = (q->nel > 1) ? &array : (j == q->nel) ? q->el[0] : NULL;
 
-    if (j == q->nel) {
-        reply = (q->nel == 1) ? q->el[0] : &array;
-    }
-
-    q->lost = (reply == NULL);
+    q->lost = (j != q->nel);
     q->lease = (q->ctx->lease != NULL && q->ctx->lease_seq != 0);
 
     if ((q->nel == 1) != (fuzz_redis.handler
@@ -1210,7 +1210,7 @@ fuzz_request_reply(fuzz_req_t *q, void *stream)
 
     fuzz_redis.handler(q->r, reply);
 
-    q->got = !q->lost && fuzz_read_reply(&array, q->v);
+    q->got = fuzz_read_reply(&array, q->v, q->ok) && !q->lost;
 }
 
 
@@ -1272,14 +1272,17 @@ fuzz_request_run(fuzz_req_t *q, void *stream)
 }
 
 
-/* what the reply said: some zone refused, the largest retry of those */
+/*
+ * What the reply said: some zone refused (read: the request is refused
+ * whatever became of the others), the largest retry of those
+ */
 static void
 fuzz_request_refused(fuzz_req_t *q)
 {
     ngx_uint_t  i;
 
-    for (i = 0; q->got && i < fuzz_llcf.limits->nelts; i++) {
-        if (fuzz_limited[i] && q->v[i][0] < 1) {
+    for (i = 0; i < fuzz_llcf.limits->nelts; i++) {
+        if (fuzz_limited[i] && q->ok[i] && q->v[i][0] < 1) {
             q->refused = 1;
             q->retry = ngx_max(q->retry, q->v[i][3]);
         }
@@ -1297,8 +1300,9 @@ fuzz_check_fallback(fuzz_req_t *q)
     ctx = q->ctx;
     s = ctx->status;
 
-    /* Redis asked and not read, or down, or the call not sent */
-    if (q->got || (!fuzz_redis.calls && !fuzz_redis.down && !fuzz_redis.fail))
+    /* Redis asked and not read, none refused; or down, or not sent */
+    if (q->got || q->refused
+        || (!fuzz_redis.calls && !fuzz_redis.down && !fuzz_redis.fail))
     {
         __builtin_trap();
     }
@@ -1383,7 +1387,7 @@ fuzz_check_decision(fuzz_req_t *q)
             return;
         }
 
-        if (!q->got || !q->refused
+        if (!q->refused
             || ctx->retry_after != (ngx_int_t) ((q->retry + 999) / 1000))
         {
             __builtin_trap();
@@ -1392,7 +1396,7 @@ fuzz_check_decision(fuzz_req_t *q)
         return;
 
     case NGX_HTTP_LINEGATE_LIMIT_REJECTED_DRY_RUN:
-        if (!fuzz_llcf.dry_run || q->rc != NGX_DECLINED || !q->got
+        if (!fuzz_llcf.dry_run || q->rc != NGX_DECLINED
             || !q->refused || ctx->retry_after != -1)
         {
             __builtin_trap();
@@ -1417,12 +1421,15 @@ fuzz_check_effects(fuzz_req_t *q)
     ngx_uint_t    i, j, leased;
     fuzz_seen_t  *s;
 
-    /* refunds: of the zones Redis admitted in a request it rejected */
+    /*
+     * refunds: of the zones Redis admitted in a request it rejected, or
+     * that another zone's failure took to the fallback
+     */
     for (j = 0; j < fuzz_redis.refunds; j++) {
         i = fuzz_rkey_zone(fuzz_redis.refunded[j].data,
                            fuzz_redis.refunded[j].len);
 
-        if (!q->got || !q->refused || q->v[i][0] < 1) {
+        if (!q->ok[i] || q->v[i][0] < 1 || (q->got && !q->refused)) {
             __builtin_trap();
         }
     }
@@ -1456,8 +1463,10 @@ fuzz_check_effects(fuzz_req_t *q)
     }
 
     /* Redis's rejections, which the cache may answer again */
-    for (i = 0; q->got && i < fuzz_llcf.limits->nelts; i++) {
-        if (fuzz_limited[i] && q->v[i][0] < 1 && !fuzz_llcf.dry_run) {
+    for (i = 0; i < fuzz_llcf.limits->nelts; i++) {
+        if (fuzz_limited[i] && q->ok[i] && q->v[i][0] < 1
+            && !fuzz_llcf.dry_run)
+        {
             s = fuzz_seen_of(i);
             s->rejected = 1;
             s->sent = q->ctx->sent;
