@@ -356,6 +356,8 @@ static void ngx_http_linegate_redis_drop(
 static ngx_int_t ngx_http_linegate_redis_send(
     ngx_http_linegate_redis_cmd_t *cmd, ngx_uint_t eval);
 static void ngx_http_linegate_redis_cmd_timeout(ngx_event_t *ev);
+static ngx_http_request_t *ngx_http_linegate_redis_timed_out(ngx_event_t *ev,
+    ngx_http_linegate_redis_cmd_t **cmdp);
 static ngx_uint_t ngx_http_linegate_redis_tryagain(
     ngx_http_linegate_redis_cmd_t *cmd, redisReply *reply);
 static void ngx_http_linegate_redis_tryagain_later(
@@ -1940,25 +1942,15 @@ ngx_http_linegate_redis_pipeline_timeout(ngx_event_t *ev)
     ngx_http_linegate_redis_cmd_t       *cmd;
     ngx_http_linegate_redis_pipeline_t  *pl;
 
-    cmd = (ngx_http_linegate_redis_cmd_t *)
-          ((u_char *) ev - offsetof(ngx_http_linegate_redis_cmd_t, timer));
-    pl = (ngx_http_linegate_redis_pipeline_t *) cmd;
-    r = cmd->r;
-
     /* the replies still owed are dropped, and free pl with the last */
-    ngx_http_linegate_redis_release(cmd);
-
-    ngx_http_linegate_metrics_inc1(NGX_HTTP_LINEGATE_M_REDIS_ERRORS, "kind",
-                                   "timeout");
+    r = ngx_http_linegate_redis_timed_out(ev, &cmd);
 
     if (r == NULL) {
         return;
     }
 
     c = r->connection;
-
-    ngx_log_error(NGX_LOG_ERR, c->log, 0,
-                  NGX_HTTP_LINEGATE_LOG "redis command timed out");
+    pl = (ngx_http_linegate_redis_pipeline_t *) cmd;
 
     for (i = 0; i < pl->n; i++) {
         if (pl->part[i].acked) {
@@ -2236,16 +2228,21 @@ ngx_http_linegate_redis_tryagain_handler(ngx_event_t *ev)
 }
 
 
-static void
-ngx_http_linegate_redis_cmd_timeout(ngx_event_t *ev)
+/*
+ * A command's (or a pipeline's) timeout, the part both handlers share:
+ * cmd released, counted and logged; the request waiting for it, if any.
+ */
+static ngx_http_request_t *
+ngx_http_linegate_redis_timed_out(ngx_event_t *ev,
+    ngx_http_linegate_redis_cmd_t **cmdp)
 {
-    ngx_connection_t                    *c;
-    ngx_http_request_t                  *r;
-    ngx_http_linegate_redis_cmd_t       *cmd;
+    ngx_http_request_t             *r;
+    ngx_http_linegate_redis_cmd_t  *cmd;
 
     cmd = (ngx_http_linegate_redis_cmd_t *)
           ((u_char *) ev - offsetof(ngx_http_linegate_redis_cmd_t, timer));
     r = cmd->r;
+    *cmdp = cmd;
 
     /*
      * The command stays queued in hiredis: its reply, if it ever comes, is
@@ -2257,14 +2254,29 @@ ngx_http_linegate_redis_cmd_timeout(ngx_event_t *ev)
     ngx_http_linegate_metrics_inc1(NGX_HTTP_LINEGATE_M_REDIS_ERRORS, "kind",
                                    "timeout");
 
+    if (r != NULL) {
+        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                      NGX_HTTP_LINEGATE_LOG "redis command timed out");
+    }
+
+    return r;
+}
+
+
+static void
+ngx_http_linegate_redis_cmd_timeout(ngx_event_t *ev)
+{
+    ngx_connection_t               *c;
+    ngx_http_request_t             *r;
+    ngx_http_linegate_redis_cmd_t  *cmd;
+
+    r = ngx_http_linegate_redis_timed_out(ev, &cmd);
+
     if (r == NULL) {
         return;
     }
 
     c = r->connection;
-
-    ngx_log_error(NGX_LOG_ERR, c->log, 0,
-                  NGX_HTTP_LINEGATE_LOG "redis command timed out");
 
     cmd->handler(r, NULL);
     ngx_http_run_posted_requests(c);
