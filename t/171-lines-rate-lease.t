@@ -15,7 +15,7 @@ use Mojo::Promise;
 use Mojo::UserAgent;
 use LG::Stack;
 use LG::Lines;
-use LG::Limit qw(lease_counts_down);
+use LG::Limit qw(lease_counts_down lease_holds_admissions);
 
 sub evalsha_calls {
     my ($r) = @_;
@@ -321,39 +321,13 @@ subtest 'a decision refused while the lease holds admissions' => sub {
     is($get->(), 200, 'the key learned');
     Time::HiRes::sleep(1.1);
 
-    # the lease grows to 2, then ends spent with none asked for: a
-    # lease of 1 granted (the key had 1), then a refusal that takes it
-    is($get->(), 200, 'a lease of 1');
-    is($get->(), 200, 'a lease of 2: one left');
-    ws_can($r, $name, 1, 0.5);
-    is($get->(), 200, 'the next lease: 1 (the last one)');
-    is($get->(), 200, 'the next refused: the one left taken');
-
-    # 2 admissions left, the next one 0.9 T after them (450 ms)
-    my $t0 = Time::HiRes::time();
-    ws_can($r, $name, 2, 0.9);
-    $r->client('PAUSE', 200);
-    my ($ua1, $ua2) = (Mojo::UserAgent->new, Mojo::UserAgent->new);
     my $path = $s->url("/api/line-requests/$id");
-    my $a = $ua1->get_p($path => $w->{auth});
-    my $b = Mojo::Promise->timer(0.05)
-        ->then(sub { $ua2->get_p($path => $w->{auth}) });
-    my @codes;
-    Mojo::Promise->all($a, $b)
-        ->then(sub { @codes = map { $_->[0]->res->code } @_ })->wait;
-    my $after = $get->();
-    my $secs = Time::HiRes::time() - $t0;
-    is_deeply(\@codes, [200, 200],
-              'the lease (2) and the decision alone (refused by Redis, '
-              . 'admitted by the lease) both admitted') or diag("@codes");
-    # at the limit only while the next admission is not due: 450 ms
-    # after the state was set (a loaded machine may take longer)
-    if ($secs < 0.4) {
-        is($after, 429, 'then the workspace is at its limit');
-    }
-    else {
-        note(sprintf('%.2f s: the next admission was due', $secs));
-    }
+    lease_holds_admissions(
+        get   => $get,
+        can   => sub { ws_can($r, $name, @_) },
+        pause => sub { $r->client('PAUSE', 200) },
+        race  => sub { $_[0]->get_p($path => $w->{auth}) },
+        what  => 'workspace');
     $s->stop;
 };
 
