@@ -71,7 +71,8 @@
  *                                      LINK_CLAIM not answered or not
  *                                      acknowledged: 503, nothing
  *                                      issued (a claim the master took
- *                                      lapses after its hold)
+ *                                      is released lapsed by its name,
+ *                                      reissueBy: a durable write)
  *
  * and lr->fail (with lr->fail_result) says what is answered then.
  *
@@ -219,6 +220,9 @@ static void ngx_http_linegate_link_stored_late(redisReply *reply,
 static void ngx_http_linegate_link_abort_late(ngx_str_t *lkey, ngx_str_t *ws,
     ngx_str_t *id, ngx_str_t *seq, ngx_str_t *customer);
 static void ngx_http_linegate_link_unindex_late(ngx_str_t *invoice);
+static ngx_int_t ngx_http_linegate_link_claim_name(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr);
+static void ngx_http_linegate_link_unclaim(ngx_http_linegate_lr_t *lr);
 static void ngx_http_linegate_link_cleanup(void *data);
 
 static void ngx_http_linegate_cancel_void(ngx_http_request_t *r,
@@ -969,9 +973,46 @@ ngx_http_linegate_link_claim(ngx_http_request_t *r,
     ngx_http_linegate_redis_arg_int(r, a, ngx_http_linegate_now_ms());
     ngx_http_linegate_redis_arg_int(r, a, NGX_HTTP_LINEGATE_LR_REISSUE_HOLD);
 
+    if (ngx_http_linegate_link_claim_name(r, lr) != NGX_OK) {
+        ngx_http_linegate_manage_fail(r, lr,
+                                      NGX_HTTP_LINEGATE_LR_FAIL_INTERNAL,
+                                      0, -1);
+        return;
+    }
+
+    ngx_http_linegate_redis_arg_str(a, &lr->claim_by);
+
     ngx_http_linegate_lines_script(r, lr,
                                    NGX_HTTP_LINEGATE_SCRIPT_LR_REISSUE_CLAIM,
                                    ngx_http_linegate_manage_resume);
+}
+
+
+/*
+ * The claim's name (reissueBy): unique to this call among the fleet's
+ * (the worker's pid, the ms, a count of the worker's claims), so that a
+ * call that does not know whether its claim was taken can release it
+ * and nobody else's
+ */
+static ngx_int_t
+ngx_http_linegate_link_claim_name(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr)
+{
+    u_char             *p;
+    static ngx_uint_t   claims;
+
+    p = ngx_pnalloc(r->pool, NGX_INT64_LEN * 3 + 2);
+
+    if (p == NULL) {
+        return NGX_ERROR;
+    }
+
+    lr->claim_by.data = p;
+    p = ngx_sprintf(p, "%P.%L.%ui", ngx_pid,
+                    (int64_t) ngx_http_linegate_now_ms(), ++claims);
+    lr->claim_by.len = p - lr->claim_by.data;
+
+    return NGX_OK;
 }
 
 
@@ -986,9 +1027,11 @@ ngx_http_linegate_link_claimed(ngx_http_request_t *r,
     if (reply == NULL) {
         /*
          * lost, or (linegate_redis_wait) no replica has it: nothing is
-         * issued on a claim that may not survive its master; one the
-         * master took lapses after its hold, and the next claim sweeps
+         * issued on a claim that may not survive its master. One the
+         * master took is released by its name (a durable write after
+         * it), so that a retry need not wait for its hold
          */
+        ngx_http_linegate_link_unclaim(lr);
         ngx_http_linegate_manage_fail(r, lr, NGX_HTTP_LINEGATE_LR_FAIL_STORE,
                                       0, -1);
         return;
@@ -1887,7 +1930,7 @@ ngx_http_linegate_link_aborted_late(redisReply *reply,
     ngx_http_linegate_redis_args_t *args, ngx_str_t *note)
 {
     int64_t    own, stored;
-    ngx_str_t  ws, id, customer, invoice;
+    ngx_str_t  ws, id, seq, customer, invoice;
 
     /*
      * the copy holds KEYS[1] first (its nkeys is the write's, not here),
@@ -1913,11 +1956,25 @@ ngx_http_linegate_link_aborted_late(redisReply *reply,
         ngx_http_linegate_lines_arg(args, 6, &invoice);
     }
 
-    if (!own) {
+    ngx_http_linegate_lines_arg(args, 3, &seq);
+
+    if (!own && seq.len == 0) {
+        ngx_log_error(NGX_LOG_INFO, ngx_cycle->log, 0,
+                      NGX_HTTP_LINEGATE_LOG "the reissue claim of line "
+                      "request \"%V\" whose reply was not known was not "
+                      "taken: nothing released", &id);
+
+    } else if (!own) {
         ngx_log_error(NGX_LOG_INFO, ngx_cycle->log, 0,
                       NGX_HTTP_LINEGATE_LOG "the reissue of line request "
                       "\"%V\" was claimed by another payment_link: its "
                       "claim left to it", &id);
+
+    } else if (seq.len == 0) {
+        ngx_log_error(NGX_LOG_WARN, ngx_cycle->log, 0,
+                      NGX_HTTP_LINEGATE_LOG "the reissue claim of line "
+                      "request \"%V\" whose reply was not known is "
+                      "released lapsed", &id);
     }
 
     if (invoice.len && !stored) {
@@ -2021,6 +2078,38 @@ ngx_http_linegate_link_abort_late(ngx_str_t *lkey, ngx_str_t *ws,
                                     NGX_HTTP_LINEGATE_SCRIPT_LR_REISSUE_ABORT,
                                     a.nkeys, &a,
                                     "lr_reissue_abort of a fenced store",
+                                    ngx_http_linegate_link_aborted_late);
+}
+
+
+/*
+ * A claim whose reply was lost or not acknowledged: released lapsed by
+ * its name (lr_reissue_abort, ARGV[3] '', ARGV[7] reissueBy), if Redis
+ * took it, by a durable write sent after the claim. Lapsed: the claim
+ * may have taken over a lapsed one, whose invoices the next claim must
+ * still look for; this one issued nothing.
+ */
+static void
+ngx_http_linegate_link_unclaim(ngx_http_linegate_lr_t *lr)
+{
+    ngx_http_linegate_redis_args_t  a;
+
+    ngx_http_linegate_redis_args_init(&a);
+
+    ngx_http_linegate_redis_arg_str(&a, &lr->ws);
+    ngx_http_linegate_redis_arg_str(&a, &lr->id);
+    ngx_http_linegate_redis_arg_cstr(&a, "");
+    ngx_http_linegate_redis_arg_str(&a, &lr->customer);
+    ngx_http_linegate_redis_arg_cstr(&a, "1");
+    ngx_http_linegate_redis_arg_cstr(&a, "");
+    ngx_http_linegate_redis_arg_str(&a, &lr->claim_by);
+    ngx_http_linegate_lines_key(lr, &a, NGX_HTTP_LINEGATE_KEY_WS_LR, &lr->ws,
+                                &lr->id);
+
+    (void) ngx_http_linegate_redis_durable_then(ngx_cycle->log,
+                                    NGX_HTTP_LINEGATE_SCRIPT_LR_REISSUE_ABORT,
+                                    a.nkeys, &a,
+                                    "lr_reissue_abort of a claim not known",
                                     ngx_http_linegate_link_aborted_late);
 }
 

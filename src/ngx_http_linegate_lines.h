@@ -382,6 +382,7 @@ struct ngx_http_linegate_lr_s {
      */
     ngx_http_linegate_redis_handler_pt  setup_resume;
     ngx_str_t                       seq;           /* invoiceSeq */
+    ngx_str_t                       claim_by;      /* reissueBy */
     ngx_str_t                       old_invoice;
     ngx_http_linegate_invoice_t     invoice;
     ngx_http_linegate_lr_sweep_t    sweep;

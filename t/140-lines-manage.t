@@ -1022,18 +1022,18 @@ subtest 'lr_reissue_claim, lr_void_fence: a lapsed claim' => sub {
     $r->hset($k, provisioningStatus => 'awaiting_payment',
              invoiceId => 'in_old');
 
-    is_deeply([$r->eval($claim, 1, $k, @who, 'in_old', 100000, 60000)],
+    is_deeply([$r->eval($claim, 1, $k, @who, 'in_old', 100000, 60000, 'c1')],
               [1, 1, 0, 0], 'a first claim: none lapsed');
-    is_deeply([$r->eval($claim, 1, $k, @who, 'in_old', 159999, 60000)],
+    is_deeply([$r->eval($claim, 1, $k, @who, 'in_old', 159999, 60000, 'c2')],
               [13], 'held: LR_BUSY');
-    is_deeply([$r->eval($claim, 1, $k, @who, 'in_old', 160000, 60000)],
+    is_deeply([$r->eval($claim, 1, $k, @who, 'in_old', 160000, 60000, 'c2')],
               [1, 2, 1, 100000],
               'past its hold: taken over, lapsed, from its claim');
     is_deeply([$r->eval($abort, 1, $k, @who, 2, 'cus_x', '1')], [1, 0],
               'released before it looked');
     is($r->hget($k, 'reissueAt'), 0, 'lapsed, not gone');
     is($r->hget($k, 'sweepFrom'), 100000, 'sweepFrom kept: the first claim');
-    is_deeply([$r->eval($claim, 1, $k, @who, 'in_old', 160001, 60000)],
+    is_deeply([$r->eval($claim, 1, $k, @who, 'in_old', 160001, 60000, 'c3')],
               [1, 3, 1, 100000],
               'the next claim at once, told it lapsed, from the first');
     is($r->eval($fence, 1, $k, @who, 'in_left', '', 2), 3,
@@ -1053,6 +1053,81 @@ subtest 'lr_reissue_claim, lr_void_fence: a lapsed claim' => sub {
     is($r->eval($fence, 1, $k, @who, 'in_left'), 0,
        'named: kept, not fenced again');
     $r->del($k);
+};
+
+# A claim whose caller does not know whether Redis took it (its reply
+# lost, or no replica acknowledged it) is released by its name
+# (reissueBy), lapsed: it may have taken over a lapsed claim whose
+# invoices the next claim must still look for. Another caller's claim
+# is never released so.
+subtest 'lr_reissue_claim, lr_reissue_abort: a claim released by its name'
+    => sub {
+    my $claim = lua_script('lr_reissue_claim');
+    my $abort = lua_script('lr_reissue_abort');
+    my $k = 'lg:{ws:org_unclaim}:lr:0123456789abcdef01234569';
+    my @who = ('org_unclaim', '0123456789abcdef01234569');
+    $r->del($k);
+    $r->hset($k, provisioningStatus => 'awaiting_payment',
+             invoiceId => 'in_old');
+
+    is_deeply([$r->eval($claim, 1, $k, @who, 'in_old', 100000, 60000, 'a')],
+              [1, 1, 0, 0], 'claimed by a');
+    is($r->hget($k, 'reissueBy'), 'a', 'its name kept');
+    is_deeply([$r->eval($abort, 1, $k, @who, '', 'cus_x', '1', '', 'b')],
+              [0, 0], 'released by the name b: not its own');
+    is($r->hget($k, 'reissueAt'), 100000, 'held still');
+    is_deeply([$r->eval($abort, 1, $k, @who, '', 'cus_x', '1', '', 'a')],
+              [1, 0], 'released by the name a: its own');
+    is($r->hget($k, 'reissueAt'), 0, 'lapsed, not gone');
+    is($r->hget($k, 'sweepFrom'), 100000, 'the next sweep from its claim');
+    ok(!$r->hexists($k, 'reissueBy'), 'the name gone');
+    is_deeply([$r->eval($abort, 1, $k, @who, '', 'cus_x', '1', '', 'a')],
+              [0, 0], 'the same release again: nothing to release');
+    is_deeply([$r->eval($claim, 1, $k, @who, 'in_old', 100001, 60000, 'c')],
+              [1, 2, 1, 100000], 'the next claim at once, told it lapsed');
+    is_deeply([$r->eval($abort, 1, $k, @who, '', 'cus_x', '1', '', 'a')],
+              [0, 0], 'a late release by the name a: not its own');
+    is($r->hget($k, 'reissueAt'), 100001, 'the claim of c left alone');
+    $r->del($k);
+};
+
+# The claim's reply lost (Redis paused past the command timeout while it
+# waits): 503, nothing issued, and the claim Redis took once it ran is
+# released by its name right after it, so that the retry gets its link at
+# once instead of 409 "being issued" until the claim's 60 s hold lapsed.
+subtest 'payment_link: a claim whose reply was lost is released' => sub {
+    my $w = ws();
+    my ($id, $c) = $l->awaiting($w);
+    my $old = $c->{invoiceId};
+    $l->invoice_do($old, 'void');
+    my $lkey = "lg:{ws:$w->{id}}:lr:$id";
+    my $from = length $s->error_log;
+
+    # the claim comes once the check's Stripe call answers: writes are
+    # paused meanwhile, for longer than the command timeout (500 ms)
+    $l->fault(method => 'GET', path_prefix => "/v1/invoices/$old",
+              latency_ms => 500);
+    my ($tx, $paused) = $l->during([$w, POST => "/api/line-requests/$id",
+                                    {action => 'payment_link'}], sub {
+        return 0 unless $s->stub_held(qr{^/v1/invoices/\Q$old\E$});
+        $l->pause_writes(1500);
+        return 1;
+    }, 10);
+    $l->clear_faults;
+    ok($paused, 'writes paused while the check waited') or return;
+    is($tx->res->code, 503, 'the claim not answered: 503')
+        or diag($tx->res->body);
+    is(scalar $l->invoices($w->{customer}), 1, 'nothing issued');
+
+    my $said = qq{reissue claim of line request "$id" whose reply was not }
+               . 'known is released lapsed';
+    ok(eventually(sub { index($s->error_log, $said, $from) >= 0 }, 10),
+       'the claim Redis took released by its name')
+        or diag(substr($s->error_log, $from));
+    is($r->hget($lkey, 'reissueAt'), '0', 'lapsed: the next claim looks');
+    link_is($l->manage($w, $id, 'payment_link'), 0,
+            'asked again: a new link at once');
+    isnt($l->lr($w, $id)->{invoiceId}, $old, 'the request names a new one');
 };
 
 subtest 'payment_link: subscription required, read-only' => sub {

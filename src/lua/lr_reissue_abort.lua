@@ -12,22 +12,33 @@
 -- (kept, or this claim's own reissueAt when it is earlier or there is
 -- none: a claim fenced at its store, LR_FENCED, may have taken over
 -- nothing). Released otherwise, the sweep is done: sweepFrom goes too.
+-- A caller that does not know whether its claim was taken (its reply
+-- lost, or not acknowledged) knows no invoiceSeq (ARGV[3] ''): it names
+-- the claim by reissueBy (ARGV[7]), and always releases it lapsed
+-- (ARGV[5] '1': the claim may have taken over a lapsed one).
 -- KEYS[1] lg:{ws:W}:lr:<id>
--- ARGV[1] ws, ARGV[2] id (not read), ARGV[3] invoiceSeq of the claim,
+-- ARGV[1] ws, ARGV[2] id (not read), ARGV[3] invoiceSeq of the claim
+-- ('': unknown),
 -- ARGV[4] the Stripe customer (not read: nginx's next write), ARGV[5] '1'
 -- when the lapsed claim's invoices are still to be looked for, else '',
 -- ARGV[6] a new invoice the request made and did not discard (absent:
--- none; the request's pool cleanup)
+-- none; the request's pool cleanup), ARGV[7] the claim's reissueBy
+-- (with ARGV[3] '')
 -- Returns {own, stored}: own 1 when the claim is this one's (released,
 -- now or by an earlier run of the same write), else 0 (logged); stored 1
 -- when the request names ARGV[6] (its store ran: nothing to queue),
 -- else 0.
 local lkey = KEYS[1]
 local h = redis.call('HMGET', lkey, 'invoiceSeq', 'invoiceId', 'reissueAt',
-                     'sweepFrom')
+                     'sweepFrom', 'reissueBy')
 local own, stored = 0, 0
+local mine = h[1] and h[1] == ARGV[3]
 
-if h[1] and h[1] == ARGV[3] then
+if ARGV[3] == '' then
+    mine = ARGV[7] and h[3] and h[3] ~= '0' and h[5] == ARGV[7]
+end
+
+if mine then
     if ARGV[5] == '1' then
         -- its own time is where the next sweep starts, if the earliest
         -- (a claim that took over nothing and was fenced has no sweepFrom)
@@ -36,8 +47,9 @@ if h[1] and h[1] == ARGV[3] then
             redis.call('HSET', lkey, 'sweepFrom', h[3])
         end
         redis.call('HSET', lkey, 'reissueAt', 0)
+        redis.call('HDEL', lkey, 'reissueBy')
     else
-        redis.call('HDEL', lkey, 'reissueAt', 'sweepFrom')
+        redis.call('HDEL', lkey, 'reissueAt', 'sweepFrom', 'reissueBy')
     end
     own = 1
 end

@@ -18,9 +18,14 @@
 -- reissueAt 0, its time there), so that the sweep lists the customer's
 -- invoices from then on, not over the request's whole life. sweepFrom
 -- goes once a sweep is done (lr_reissue_store, lr_reissue_abort).
+--
+-- The claim also keeps who took it (reissueBy, ARGV[6]: unique to the
+-- call): a caller that does not know whether its claim was taken (the
+-- reply lost, or no replica acknowledged it) releases it by that name
+-- (lr_reissue_abort), so that the next caller need not wait for its hold.
 -- KEYS[1] lg:{ws:W}:lr:<id>
 -- ARGV[1] ws, ARGV[2] id (not read), ARGV[3] the old invoice id,
--- ARGV[4] now (ms), ARGV[5] ms a claim holds
+-- ARGV[4] now (ms), ARGV[5] ms a claim holds, ARGV[6] the caller's name
 -- Returns {LR_OK, invoiceSeq, lapsed (1 or 0), sweepFrom (ms, 0:
 -- unknown)}, {LR_WRONG_STATE, status} or {LR_BUSY}.
 --#include lr_codes
@@ -47,7 +52,7 @@ if h[3] then
     end
 end
 
-redis.call('HSET', lkey, 'reissueAt', ARGV[4])
+redis.call('HSET', lkey, 'reissueAt', ARGV[4], 'reissueBy', ARGV[6])
 local seq = redis.call('HINCRBY', lkey, 'invoiceSeq', 1)
 
 return {LR_OK, seq, h[3] and 1 or 0, from}

@@ -42,6 +42,6 @@ end
 
 redis.call('HSET', lkey, 'invoiceId', ARGV[4], 'paymentUrl', ARGV[5],
            'reconciledAt', ARGV[6], 'updatedAt', ARGV[7])
-redis.call('HDEL', lkey, 'reissueAt', 'sweepFrom')
+redis.call('HDEL', lkey, 'reissueAt', 'sweepFrom', 'reissueBy')
 
 return {LR_OK}
