@@ -611,7 +611,8 @@ ngx_http_linegate_operator_api_key_args(ngx_http_request_t *r,
 /*
  * An API key's issue, next step, each one slot (a Redis Cluster's rule):
  * the workspace lists the key (op_key_create, done), then its lookup
- * lg:apikey:<digest> is written, and only then is the key answered. A
+ * lg:apikey:<digest> is written, and only then is the key answered;
+ * with linegate_redis_wait, each once a replica has it (redis.c). A
  * failure of the lookup's write is a 503: the key was never shown, its
  * entry is listed and revocable, and it never authenticates (a lookup
  * whose write did land is checked against the entry: include/lr_gate).
@@ -626,6 +627,9 @@ ngx_http_linegate_operator_key_listed(ngx_http_request_t *r,
     ngx_http_linegate_operator_key(r, adm, NGX_HTTP_LINEGATE_KEY_APIKEY,
                                    &adm->digest);
     ngx_http_linegate_redis_arg_str(&adm->args, &adm->arg[0]);
+
+    /* the 201 gives a key that works: lost with its master, it would not */
+    adm->args.acknowledged = 1;
 
     if (ngx_http_linegate_redis_command(r, &adm->args,
                                         ngx_http_linegate_operator_key_stored)

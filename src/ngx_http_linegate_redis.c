@@ -1406,9 +1406,11 @@ ngx_http_linegate_redis_reply_cb(redisAsyncContext *ac, void *data,
  * once it answered, so lost with its master the paid invoice would be
  * named by nothing. And the operator's
  * writes a caller acts on: a key's revocation (a security answer: lost
- * with its master, the key would authenticate again), a provisioning
- * credential's rotation, a line's move to active or failed (its set-up
- * worker has acknowledged the stream's entry by then).
+ * with its master, the key would authenticate again), an API key's
+ * issue (its entry here, its lookup by its caller: the 201 shows the
+ * key, which lost with its master would never authenticate), a
+ * provisioning credential's rotation, a line's move to active or failed
+ * (its set-up worker has acknowledged the stream's entry by then).
  */
 static ngx_uint_t
 ngx_http_linegate_redis_acknowledged(ngx_int_t script)
@@ -1430,6 +1432,7 @@ ngx_http_linegate_redis_acknowledged(ngx_int_t script)
     case NGX_HTTP_LINEGATE_SCRIPT_PV_INSPECT:
     case NGX_HTTP_LINEGATE_SCRIPT_WH_INVOICE:
     case NGX_HTTP_LINEGATE_SCRIPT_WH_SUBSCRIPTION:
+    case NGX_HTTP_LINEGATE_SCRIPT_OP_KEY_CREATE:
     case NGX_HTTP_LINEGATE_SCRIPT_OP_KEY_REVOKE:
     case NGX_HTTP_LINEGATE_SCRIPT_OP_CREDENTIALS:
     case NGX_HTTP_LINEGATE_SCRIPT_OP_LINE_TRANSITION:

@@ -159,6 +159,36 @@ for my $i (0 .. $N - 1) {
        'asked again: revoked');
 }
 
+# a key's issue: the 201 hands out a key, so it comes only once a replica
+# has the key's entry and its lookup (lost with its master, either one,
+# the key shown would never authenticate). It did not wait: a 201 for a
+# key no replica had.
+{
+    my $w = $ws[1]{id};
+    my @before = $r->hkeys("lg:{ws:$w}:keys");
+    ok($s->wait_sentinels_ready(30, 1), 'a replica in sync');
+    my $from = length $s->error_log;
+    kill 'STOP', @pids;
+    my $tx = $s->op(POST => "/workspaces/$w/keys");
+    kill 'CONT', @pids;
+    is($tx->res->code, 503, 'no replica acknowledged the key: 503')
+        or diag($tx->res->body);
+    ok(!defined(eval { $tx->res->json->{key} }), 'no key shown');
+    like(substr($s->error_log, $from),
+         qr/op_key_create acknowledged by 0 of 1 replicas/,
+         'the log says why');
+    ok($s->wait_sentinels_ready(30, 1), 'a replica in sync again');
+    my $k;
+    ok(eventually(sub {
+        $k = $s->op(POST => "/workspaces/$w/keys")->res;
+        $k->code == 201;
+    }, 20), 'asked again: 201') or diag($k->body);
+    my ($sent) = grep { $_ ne $k->json->{keyId} }
+                 grep { my $x = $_; !grep { $_ eq $x } @before }
+                 $r->hkeys("lg:{ws:$w}:keys");
+    ok($sent, 'the unanswered one is listed (revocable), never shown');
+}
+
 # payment_link answers an open invoice's link again (reused: true) only
 # once a replica has every write before it: that link may be a reissue
 # whose store the replicas never acknowledged (answered 503). The
