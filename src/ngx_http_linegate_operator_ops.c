@@ -463,6 +463,13 @@ ngx_http_linegate_operator_inv_remove(ngx_http_request_t *r,
         ngx_http_linegate_key_fixed(NGX_HTTP_LINEGATE_KEY_INVENTORY));
     ngx_http_linegate_redis_arg_str(&adm->args, &adm->arg[0]);
 
+    /*
+     * the operator acts on the 200 (the number goes back to its carrier):
+     * lost with its master, the number would be back in the inventory,
+     * for a purchase to be sold it (as a claim lost with it would)
+     */
+    adm->args.acknowledged = 1;
+
     return NGX_OK;
 }
 

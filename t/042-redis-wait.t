@@ -189,6 +189,31 @@ for my $i (0 .. $N - 1) {
     ok($sent, 'the unanswered one is listed (revocable), never shown');
 }
 
+# a number's removal from the inventory: the operator acts on the 200
+# (gives the number back to its carrier, say); lost with its master, the
+# number would be back in the inventory for a purchase to be sold it, as
+# a purchase's claim lost with it would. It did not wait: a 200 no
+# replica had.
+{
+    my $n = '+14155550199';
+    ok($s->wait_sentinels_ready(30, 1), 'a replica in sync');
+    $r->sadd('lg:{fleet}:inventory', $n);
+    ok($s->wait_sentinels_ready(30, 1), 'the number on a replica too');
+    my $from = length $s->error_log;
+    kill 'STOP', @pids;
+    my $tx = $s->op(DELETE => "/inventory/$n");
+    kill 'CONT', @pids;
+    is($tx->res->code, 503, 'no replica acknowledged the removal: 503')
+        or diag($tx->res->body);
+    like(substr($s->error_log, $from),
+         qr/a command acknowledged by 0 of 1 replicas/, 'the log says why');
+    ok(!$r->sismember('lg:{fleet}:inventory', $n),
+       'the master has it (an unknown outcome)');
+    ok($s->wait_sentinels_ready(30, 1), 'a replica in sync again');
+    is($s->op(DELETE => "/inventory/$n")->res->code, 404,
+       'asked again: removed');
+}
+
 # payment_link answers an open invoice's link again (reused: true) only
 # once a replica has every write before it: that link may be a reissue
 # whose store the replicas never acknowledged (answered 503). The
