@@ -66,7 +66,10 @@
  *                                      and queued, invoice_unrepaired;
  *                                      refused by a fence, LR_FENCED,
  *                                      the claim, still its own, is
- *                                      released lapsed too)
+ *                                      released lapsed too) -> 503; its
+ *                                      own copy answered stored: as
+ *                                      after LINK_STORE, the new link
+ *                                      (paid: LINK_RESOLVE)
  *   any other step                  -> the answer (MANAGE_FAILED);
  *                                      LINK_CLAIM not answered or not
  *                                      acknowledged: 503, nothing
@@ -199,6 +202,8 @@ static void ngx_http_linegate_link_indexed(ngx_http_request_t *r,
 static void ngx_http_linegate_link_store(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr);
 static void ngx_http_linegate_link_stored(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr, redisReply *reply);
+static void ngx_http_linegate_link_restored(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr, redisReply *reply);
 static void ngx_http_linegate_link_fenced(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr);
@@ -356,6 +361,10 @@ ngx_http_linegate_manage_resume(ngx_http_request_t *r, redisReply *reply)
         return;
 
     case NGX_HTTP_LINEGATE_LINK_STORE_AGAIN:
+        ngx_http_linegate_lines_durable_done(r, lr, reply);
+        ngx_http_linegate_link_restored(r, lr, reply);
+        return;
+
     case NGX_HTTP_LINEGATE_LINK_ABORT:
         ngx_http_linegate_lines_durable_done(r, lr, reply);
         ngx_http_linegate_manage_failed(r, lr);
@@ -1777,6 +1786,45 @@ ngx_http_linegate_link_stored(ngx_http_request_t *r,
 
     ngx_http_linegate_manage_fail(r, lr, NGX_HTTP_LINEGATE_LR_FAIL_INTERNAL,
                                   0, -1);
+}
+
+
+/*
+ * LINK_STORE_AGAIN answered: the request's own copy of the store sent
+ * again, behind the durable one (whose continuation, link_stored_late,
+ * already dropped the old invoice's index if it was stored). Stored
+ * (LR_OK: this copy, the durable one or the first store landed), the
+ * reissue goes on as after LINK_STORE: an invoice Stripe paid at
+ * finalization is promoted (LINK_RESOLVE), an open one answered with its
+ * new link (reused: false), the answer a retry would get. Anything else
+ * (refused: link_stored_late queued the invoice; not answered: the
+ * durable one goes on) is the 503 of a store whose outcome is not known
+ * here.
+ */
+static void
+ngx_http_linegate_link_restored(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr, redisReply *reply)
+{
+    int64_t  code;
+
+    if (reply == NULL
+        || ngx_http_linegate_reply_int(reply, 0, &code) != NGX_OK
+        || code != NGX_HTTP_LINEGATE_LR_OK)
+    {
+        ngx_http_linegate_manage_failed(r, lr);
+        return;
+    }
+
+    if (ngx_http_linegate_line_is(&lr->invoice.status, "paid")) {
+        /* as link_stored: should lr_resolve not answer, 503 */
+        lr->line.invoice_id = lr->invoice.id;
+        ngx_http_linegate_manage_resolve(r, lr,
+                                         NGX_HTTP_LINEGATE_LINK_RESOLVE,
+                                         "paid");
+        return;
+    }
+
+    ngx_http_linegate_link_send(r, lr, 0);
 }
 
 

@@ -907,33 +907,16 @@ subtest 'payment_link: its store sent again refused by a fence' => sub {
     my ($id, $c) = $l->awaiting($w);
     my $old = $c->{invoiceId};
     $l->invoice_do($old, 'void');
-    my $lkey = "lg:{ws:$w->{id}}:lr:$id";
     my $before = $r->xlen('lg:{fleet}:reconcile') // 0;
-    my $logoff = length $s->error_log;
 
-    # the item step slow: the new draft fenced, then its store held
-    $l->fault(path_prefix => '/v1/invoiceitems', latency_ms => 1000);
-    my ($made, $claimed, $held) = ('', 0, 0);
-    my ($tx) = $l->during([$w, POST => "/api/line-requests/$id",
-                           {action => 'payment_link'}], sub {
-        my $now = $l->lr($w, $id);
-        return 0 unless ($now->{invoiceSeq} // 0) == 1;
-        $claimed = $now->{reissueAt};
-        my ($new) = grep { $_->{id} ne $old } $l->invoices($w->{customer});
-        return 0 unless $new;
-        $made = $new->{id};
-        $r->hset($lkey, voidingInvoice => $made);
-        $l->pause_writes;
-        $held = $l->hold_after_index($made);
-        return 1;
-    }, 5);
-    my $answered = length $s->error_log;
-    $l->release_writes;
-    $l->clear_faults;
-    ok($made && $held, 'its new invoice fenced, its store held') or return;
+    # the new draft fenced, then its store held
+    my $g = $l->link_store_sent_again($w, $id, $old, fence => 1);
+    my ($tx, $made, $claimed) = @$g{qw(tx made claimed)};
+    ok($made && $g->{held}, 'its new invoice fenced, its store held')
+        or return;
 
     $l->error_is($tx, 503, 'STORE_UNAVAILABLE', 'the store\'s reply lost');
-    like(substr($s->error_log, $logoff, $answered - $logoff),
+    like($g->{log},
          qr/lr_reissue_store of line request "\Q$id\E" not answered yet/,
          'sent again (LINK_STORE_AGAIN)');
     my $want = qq{the store of invoice "$made" sent again was refused: }
@@ -967,6 +950,67 @@ subtest 'payment_link: its store sent again refused by a fence' => sub {
                $l->invoices($w->{customer});
     is_deeply(\@open, [$n->{invoiceId}], 'the only open invoice');
 };
+
+# The store's reply lost the same way, with no fence: Redis runs the
+# store, then the one sent again (a durable write) and the request's own
+# copy of it, which find the invoice stored (LR_OK). The payment_link
+# answers as after a first store: 200 with the new link, reused false
+# (the 2.5 body for provisioning when Stripe paid the new invoice at
+# finalization: promoted then and there). It answered 503, whose retry
+# then found the link (reused true), or the request left awaiting
+# payment on its paid invoice until a GET or its webhook settled it.
+for my $paid (0, 1) {
+    my $how = $paid ? 'paid at finalize' : 'its link';
+    subtest "payment_link: its store sent again answered stored: $how"
+        => sub {
+        my $w = ws();
+        my ($id, $c) = $l->awaiting($w);
+        my $old = $c->{invoiceId};
+        $l->invoice_do($old, 'void');
+        my $price = sub {
+            $s->stub(POST => '/_stub/prices',
+                     {id => 'price_email_addon', unit_amount => shift});
+        };
+        $price->(0) if $paid;
+        my $before = $r->xlen('lg:{fleet}:reconcile') // 0;
+
+        my $g = $l->link_store_sent_again($w, $id, $old, answered => 1);
+        $price->(1500) if $paid;
+        my $made = $g->{made};
+        ok($made && $g->{held}, 'its store held past the command timeout')
+            or return;
+        like($g->{log}, qr/durable write "lr_reissue_store \Q$id\E" done/,
+             'the store was sent again');
+
+        my $h = $l->lr($w, $id);
+        is($h->{invoiceId}, $made, 'the request names the new invoice');
+        ok(!exists $h->{reissueAt}, 'its claim gone with the store');
+        is($r->get("lg:invoice:$made"), "$w->{id}:$id", 'indexed');
+        ok(eventually(sub { !$r->exists("lg:invoice:$old") }, 5),
+           'the old index gone');
+        if ($paid) {
+            my $b = $l->answer($g->{tx}, 200, 'the payment_link');
+            is($b->{status}, 'provisioning', 'the 2.5 body, provisioning');
+            is($b->{paymentStatus}, 'paid', 'paid');
+            is($b->{line}{_id}, $id, 'with its line');
+            is("$h->{provisioningStatus}/$h->{paymentStatus}",
+               'provisioning/paid', 'stored provisioning/paid');
+            ok(!defined $l->pending($w), 'the workspace is free');
+        } else {
+            my $b = link_is($g->{tx}, 0, 'the payment_link');
+            is($b->{invoiceId}, $made, 'the new invoice');
+            is($b->{paymentUrl}, $h->{paymentUrl}, 'its link, stored');
+            is($l->invoice($made)->{status} // '', 'open', 'open at Stripe');
+            my $again = link_is($l->manage($w, $id, 'payment_link'), 1,
+                                'a retry');
+            is($again->{paymentUrl}, $h->{paymentUrl}, 'the same link');
+        }
+        is(scalar(grep { $_->{id} ne $old } $l->invoices($w->{customer})),
+           1, 'one new invoice');
+        is(($r->xlen('lg:{fleet}:reconcile') // 0) - $before, 0,
+           'nothing queued for reconciliation');
+    };
+}
 
 # A claim taken over, at the scripts' level (and lr_reissue_store sent
 # again after its reply was lost, refused then: nginx unindexes and

@@ -508,6 +508,54 @@ sub release_writes {
     }
 }
 
+# A payment_link that reissues request $id of $w (its invoice $old void
+# at the stub) with its lr_reissue_store held past the command timeout,
+# so that the step is sent again (LINK_STORE_AGAIN: a durable write, then
+# the request's own copy): the item step slowed, the new invoice found,
+# then the store held behind its index (pause_writes, hold_after_index).
+# Options: fence, the new invoice marked first as lr_void_fence marks it
+# (voidingInvoice); answered, the writes let go once the store timed out,
+# so that Redis answers the copy (else once the request answered: the
+# copy timed out too). Returns {tx, made, claimed (its claim's
+# reissueAt), held (the store held, and with answered its timeout seen),
+# log (the error log from the start to the answer)}.
+sub link_store_sent_again {
+    my ($self, $w, $id, $old, %o) = @_;
+    my $s = $self->{s};
+    my $r = $s->redis;
+    my $logoff = length $s->error_log;
+    my %got = (made => '', claimed => 0, held => 0);
+
+    $self->fault(path_prefix => '/v1/invoiceitems', latency_ms => 1000);
+    ($got{tx}) = $self->during([$w, POST => "/api/line-requests/$id",
+                                {action => 'payment_link'}], sub {
+        my $now = $self->lr($w, $id);
+        return 0 unless ($now->{invoiceSeq} // 0) == 1;
+        $got{claimed} = $now->{reissueAt};
+        my ($new) = grep { $_->{id} ne $old }
+                    $self->invoices($w->{customer});
+        return 0 unless $new;
+        $got{made} = $new->{id};
+        $r->hset("lg:{ws:$w->{id}}:lr:$id", voidingInvoice => $new->{id})
+            if $o{fence};
+        $self->pause_writes;
+        $got{held} = $self->hold_after_index($new->{id});
+        if ($o{answered} && $got{held}) {
+            # timed out, sent again (held too): let Redis run them
+            # before the request's copy times out in turn
+            $got{held} = eventually(sub {
+                substr($s->error_log, $logoff) =~ /redis command timed out/
+            }, 5);
+            $self->release_writes;
+        }
+        return 1;
+    }, 5);
+    $got{log} = substr $s->error_log, $logoff;
+    $self->release_writes;
+    $self->clear_faults;
+    return \%got;
+}
+
 # mark a provisioning line active or failed through the operator API
 sub activate {
     my ($self, $id, %o) = @_;
