@@ -1714,6 +1714,59 @@ subtest 'an invoice no repair could discard: deleted by a run' => sub {
     $l->answer($l->create($w, $EMAIL), 201, 'the workspace is billed again');
 };
 
+# A payment_link whose store, sent again after its reply was lost, was
+# refused by a fence (LR_FENCED: LG::Lines link_store_sent_again, as in
+# t/140) queues its new invoice as invoice_unrepaired; the retry's sweep
+# then voids it. The next run finds it void: nothing to do, and the entry
+# is resolved (already_void), off lg:{fleet}:reconcile, not worked again
+# by a later run.
+subtest 'a fenced reissue\'s invoice its sweep voided: already_void' => sub {
+    my $l = LG::Lines->new($s);
+    my $w = $l->workspace('org_fenced_resent');
+    my ($id, $c) = $l->awaiting($w);
+    my $old = $c->{invoiceId};
+    $l->invoice_do($old, 'void');
+
+    my $g = $l->link_store_sent_again($w, $id, $old, fence => 1);
+    my $made = $g->{made};
+    ok($made && $g->{held}, 'its new invoice fenced, its store held')
+        or return;
+    $l->error_is($g->{tx}, 503, 'STORE_UNAVAILABLE', 'the store\'s reply lost');
+    my @q;
+    ok(eventually(sub {
+        @q = grep { ($_->{line_request_id} // '') eq $id } @{ $p->reconcile };
+        @q }, 10), 'queued') or return;
+    is($q[0]{reason}, 'invoice_unrepaired', 'as invoice_unrepaired');
+    is($q[0]{invoice_id}, $made, 'naming the fenced invoice');
+    ok(eventually(sub { ($l->lr($w, $id)->{reissueAt} // '') eq '0' }, 5),
+       'its claim released lapsed');
+
+    # the retry: its sweep voids the fenced invoice, then issues anew
+    my $n = $l->answer($l->manage($w, $id, 'payment_link'), 200, 'retried');
+    isnt($n->{invoiceId} // $made, $made, 'a new invoice');
+    is($l->invoice($made)->{status} // '', 'void', 'the fenced one voided');
+
+    my $b = run();
+    my ($e) = grep { ($_->{line_request_id} // '') eq $id }
+              @{ $b->{entries} // [] };
+    is($e->{reason}, 'invoice_unrepaired', 'the run looked at the entry')
+        or diag explain $b;
+    is($e->{invoice_id}, $made, 'its invoice');
+    is($e->{outcome}, 'already_void', 'resolved: already void');
+    is_deeply([grep { ($_->{line_request_id} // '') eq $id }
+               @{ $p->reconcile }], [], 'off lg:{fleet}:reconcile');
+    my @done = grep { ($_->{line_request_id} // '') eq $id } resolved();
+    is(scalar @done, 1, 'in lg:{fleet}:reconciled once');
+    is($done[0]{outcome}, 'already_void', 'as already_void');
+    my $lr = $l->lr($w, $id);
+    is($lr->{invoiceId}, $n->{invoiceId}, 'the request names the new one');
+    is($l->invoice($n->{invoiceId})->{status}, 'open', 'still payable');
+
+    $b = run();
+    ok(!grep({ ($_->{line_request_id} // '') eq $id }
+             @{ $b->{entries} // [] }), 'a second run has nothing of it');
+};
+
 subtest 'an entry with no customer is left, the newer ones settled' => sub {
     # a worker_lost purchase whose account has no customer any more (an
     # operator removed it before the sweep) and a reservation that names
