@@ -210,7 +210,7 @@ struct ngx_http_linegate_ctx_s {
     ngx_int_t                       stripe_status;
     ngx_str_t                       stripe_body;
     json_t                         *stripe_json;
-    ngx_uint_t                      stripe_retry_after;
+    ngx_uint_t                      stripe_retry_after;  /* s, 0: none */
     ngx_str_t                       stripe_path;     /* for the metrics */
     uint64_t                        stripe_sent_us;
     /* no whole answer came: the call may have run (ngx_..._stripe.h) */

@@ -612,8 +612,8 @@ ngx_http_linegate_confirm_billing(ngx_http_request_t *r,
     status = NGX_HTTP_BAD_GATEWAY;
 
     if (result == NGX_HTTP_LINEGATE_STRIPE_RATE_LIMITED) {
-        cf->retry_after = ctx->stripe_retry_after ? ctx->stripe_retry_after
-                                                  : 1;
+        cf->retry_after = ctx->stripe_retry_after > 0
+                          ? (ngx_int_t) ctx->stripe_retry_after : 1;
         status = NGX_HTTP_SERVICE_UNAVAILABLE;
     }
 

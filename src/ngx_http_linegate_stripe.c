@@ -33,6 +33,7 @@ static ngx_int_t ngx_http_linegate_stripe_headers(ngx_http_request_t *sr,
     ngx_str_t *idempotency_key, ngx_str_t *version, ngx_uint_t form);
 static ngx_int_t ngx_http_linegate_stripe_header(ngx_http_request_t *sr,
     const char *name, ngx_str_t *value);
+static ngx_uint_t ngx_http_linegate_stripe_retry_after(ngx_str_t *value);
 static ngx_int_t ngx_http_linegate_stripe_body(ngx_http_request_t *sr,
     ngx_str_t *form);
 
@@ -435,7 +436,8 @@ ngx_http_linegate_stripe_record(ngx_http_request_t *sr,
     h = ngx_http_linegate_find_header(&sr->headers_out.headers,
                                       "Retry-After");
     if (h != NULL) {
-        ctx->stripe_retry_after = ngx_atoi(h->value.data, h->value.len);
+        ctx->stripe_retry_after =
+            ngx_http_linegate_stripe_retry_after(&h->value);
     }
 
     if (b != NULL) {
@@ -467,6 +469,37 @@ ngx_http_linegate_stripe_record(ngx_http_request_t *sr,
  * flushes what it has): the upstream's own bookkeeping tells, as in
  * ngx_http_upstream_process_request, and the Content-Length.
  */
+/*
+ * Retry-After as seconds: delta-seconds or an HTTP-date (RFC 9110
+ * 10.2.3; a proxy before Stripe may send either). 0 when it is neither
+ * (or a number too large to read): the callers then answer 1. ngx_atoi's
+ * NGX_ERROR kept in the unsigned field read as a huge number, or as -1
+ * once cast back: no Retry-After at all.
+ */
+static ngx_uint_t
+ngx_http_linegate_stripe_retry_after(ngx_str_t *value)
+{
+    time_t     at, now;
+    ngx_int_t  n;
+
+    n = ngx_atoi(value->data, value->len);
+
+    if (n != NGX_ERROR) {
+        return (ngx_uint_t) n;
+    }
+
+    at = ngx_parse_http_time(value->data, value->len);
+
+    if (at == NGX_ERROR) {
+        return 0;
+    }
+
+    now = ngx_time();
+
+    return at > now ? (ngx_uint_t) (at - now) : 1;
+}
+
+
 static ngx_uint_t
 ngx_http_linegate_stripe_whole(ngx_http_request_t *sr, size_t len)
 {

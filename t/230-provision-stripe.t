@@ -153,6 +153,33 @@ subtest 'Stripe says 429: 503 with its Retry-After, not queued' => sub {
     is_deeply([reconcile_of('acct_429')], [], 'nothing to reconcile');
 };
 
+# RFC 9110 lets Retry-After be an HTTP-date (a proxy before Stripe may
+# send one) or something unreadable: the 503 still carries one (SPEC 1),
+# the date's seconds, else 1
+subtest 'Stripe says 429 with a date or junk: 503 with a Retry-After' =>
+sub {
+    my @at = gmtime(time + 120);
+    my $date = sprintf '%s, %02d %s %d %02d:%02d:%02d GMT',
+        (qw(Sun Mon Tue Wed Thu Fri Sat))[$at[6]], $at[3],
+        (qw(Jan Feb Mar Apr May Jun Jul Aug Sep Oct Nov Dec))[$at[4]],
+        $at[5] + 1900, @at[2, 1, 0];
+
+    for my $case ([date => $date, 100, 121], [junk => 'soon', 1, 1],
+                  [huge => '9' x 30, 1, 1])
+    {
+        my ($what, $value, $lo, $hi) = @$case;
+        my $id = "acct_429_$what";
+        my $a = $p->account($id);
+        $p->fault(status => 429, retry_after => $value);
+        my $tx = $p->confirm($a, $p->token($a));
+        $p->error_is($tx, 503, 'billing_unavailable', "Stripe 429, $what");
+        my $ra = $tx->res->headers->header('Retry-After');
+        ok(defined $ra && $ra =~ /^\d+$/ && $ra >= $lo && $ra <= $hi,
+           "$what: Retry-After " . ($ra // 'missing') . " in [$lo, $hi]");
+        released($id, "Stripe 429, $what");
+    }
+};
+
 subtest 'Stripe refuses our own call: 502, not queued' => sub {
     my $a = $p->account('acct_401');
     $p->fault(status => 401);
