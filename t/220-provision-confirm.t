@@ -485,6 +485,37 @@ subtest '429: limits checked again at confirm' => sub {
     $p->answer($p->confirm($a, $tok), 200, '24 h + 1 s ago no longer does');
 };
 
+# docs/provisioning-api.md: a limit that is not a non-negative number
+# falls back to the default, at confirm as in the preview. Lua's
+# tonumber() reads "inf", "nan" and "1e400" as numbers no count reaches
+subtest '429: a limit that is no number is the default at confirm too' =>
+sub {
+    my $now = now_ms();
+    for my $v ('inf', 'nan', '1e400', '-inf') {
+        (my $id = "acct_lim_$v") =~ s/[^a-z0-9_]/_/g;
+        my $a = $p->account($id);
+        my $tok = $p->token($a);
+        $r->hset("lg:{acct:$id}", daily_limit => $v);
+        $r->zadd("lg:{acct:$id}:prov", $now - 3_600_000, 'w1',
+                 $now - 2_400_000, 'w2', $now - 1_200_000, 'w3');
+        my $inv = $r->scard('lg:{fleet}:inventory');
+        my $tx = $p->confirm($a, $tok);
+        $p->error_is($tx, 429, 'daily_limit_reached', "daily_limit $v",
+                     qr/^Maximum 3 lines can be added per day via API$/);
+        is($r->scard('lg:{fleet}:inventory'), $inv, "$v: no number taken");
+        is($r->zcard("lg:{acct:$id}:prov"), 3, "$v: no slot taken");
+    }
+
+    my $a = $p->account('acct_lim_mnan');
+    my $tok = $p->token($a);
+    $r->hset('lg:{acct:acct_lim_mnan}', monthly_limit => 'nan');
+    $r->zadd('lg:{acct:acct_lim_mnan}:prov',
+             map { ($now - ($_ + 1) * $DAY - 1000, "w$_") } 1 .. 10);
+    $p->error_is($p->confirm($a, $tok), 429, 'monthly_limit_reached',
+                 'monthly_limit nan',
+                 qr/^Maximum 10 lines can be added per month via API$/);
+};
+
 subtest '503: no number left at confirm (token consumed)' => sub {
     my $a = $p->account('acct_503');
     my $tok = $p->token($a);

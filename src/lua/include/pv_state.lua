@@ -63,12 +63,19 @@ local function lg_pv_window(prov, now, window_ms, limit)
     return used, lg_pv_free_at(prov, from, window_ms, limit, used)
 end
 
+-- the account's limit: a number >= 0, rounded down, at most 2^31 - 1, as
+-- the preview reads it in C (strtod, isfinite); anything else is the
+-- default. Lua's tonumber takes "inf", "nan" and "1e400" (strtod's way):
+-- none of them compares >= to a count, and a window they let through
+-- would be no limit at all
+local LG_PV_LIMIT_MAX = 2147483647
+
 local function lg_pv_limit(v, default)
     local n = tonumber(v)
-    if not n or n < 0 then
+    if not n or n ~= n or n < 0 or n == math.huge then
         return default
     end
-    return math.floor(n)
+    return math.floor(math.min(n, LG_PV_LIMIT_MAX))
 end
 
 -- the account's fields a = {plan, daily_limit, monthly_limit, customer}
