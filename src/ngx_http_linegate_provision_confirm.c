@@ -16,9 +16,11 @@
  *              consumed, whatever happens next, and is good or 410
  *              (expired, malformed); none is a 410. Answer lost: 503,
  *              nothing reserved (the token consumed or not). A name no
- *              token can have skips the step (410). TOKEN runs before
- *              the account's step: a rotation's previous key id spends a
- *              live token of the account, then is refused (401)
+ *              token can have skips the step (410). Only a token of
+ *              another slot comes here (another account's, or none):
+ *              the account's own tokens are in its slot, spent by
+ *              RESERVE after its key id check, so a rotation's previous
+ *              key id is refused (401) with the token kept
  *   INTENT     a Redis Cluster's: ZADD lg:{fleet}:pv:inflight
  *              "<A> <worker> -" (the fleet's slot, acknowledged under
  *              linegate_redis_wait), before anything is reserved: if the
