@@ -1443,8 +1443,14 @@ ngx_http_linegate_confirm_subscribed(ngx_http_request_t *r,
 
 
 /*
- * Stripe's own refusal, which it replays for the same key: nothing was
- * created, whatever attempt this is.
+ * Stripe's own refusal. A decline (card_error) or a missing payment
+ * source is the call's result, which Stripe replays for the same key:
+ * nothing was created, whatever attempt this is. Any other refusal after
+ * a lost answer says nothing of the first call: an authentication or
+ * permission error (a key rolled or restricted between the two) is
+ * decided before Stripe looks at the key, and a customer or price
+ * deleted meanwhile fails the second call alone; the first may have
+ * created the subscription, so its outcome stays unknown.
  */
 static void
 ngx_http_linegate_confirm_declined(ngx_http_request_t *r,
@@ -1493,7 +1499,9 @@ ngx_http_linegate_confirm_declined(ngx_http_request_t *r,
                   param ? param : "-");
 
     ngx_http_linegate_confirm_billing(r, ctx,
-                                      NGX_HTTP_LINEGATE_STRIPE_REFUSED, NULL);
+                                      NGX_HTTP_LINEGATE_STRIPE_REFUSED,
+                                      cf->attempts > 1
+                                      ? "stripe_outcome_unknown" : NULL);
 }
 
 

@@ -260,6 +260,32 @@ subtest 'answers lost twice: 502; a fresh token never charges twice' => sub {
     numbers_accounted('lost twice, then retried');
 };
 
+# the retry's refusal is not Stripe's replay of the first call when it
+# is decided before the key is looked at (a key rolled or restricted
+# between the two: 401, 403): the first call may have charged, unseen
+for my $status (401, 403) {
+    subtest "lost, then $status: 502, queued" => sub {
+        my $id = "acct_lost_$status";
+        my $a = $p->account($id);
+        my $tok = $p->token($a);
+        mark();
+        $p->fault(status => 500, after_commit => 1);
+        $p->fault(status => $status);
+        my $tx = $p->confirm($a, $tok);
+        $p->error_is($tx, 502, 'billing_unavailable', "lost, then $status");
+        is(scalar calls('/v1/subscriptions'), 2, 'tried twice');
+        released($id, "lost, then $status");
+
+        my @subs = subs_of($id);
+        is(scalar @subs, 1, 'the first call created one, unseen');
+        my @q = reconcile_of($id);
+        is(scalar @q, 1, 'queued for reconciliation');
+        is($q[0]{reason}, 'stripe_outcome_unknown', 'outcome unknown');
+        is($q[0]{worker_id}, $subs[0]{metadata}{worker_id},
+           'the entry names the purchase Stripe billed');
+    };
+}
+
 subtest 'timeout while Stripe is still working: 502, queued' => sub {
     my $a = $p->account('acct_slow');
     my $tok = $p->token($a);
