@@ -317,6 +317,8 @@ static ngx_int_t ngx_http_linegate_redis_pipeline_send(
     ngx_http_linegate_redis_args_t *args, const char *name, ngx_str_t *keys,
     ngx_http_linegate_redis_handler_pt handler, ngx_uint_t each);
 static ngx_uint_t ngx_http_linegate_redis_waited(redisReply *reply);
+static void ngx_http_linegate_redis_pipeline_unsent(
+    ngx_http_linegate_redis_pipeline_t *pl, ngx_uint_t from);
 static void ngx_http_linegate_redis_pipeline_cover(
     ngx_http_linegate_redis_pipeline_t *pl, ngx_uint_t ncmds);
 static ngx_int_t ngx_http_linegate_redis_pipeline_wait(
@@ -945,6 +947,16 @@ ngx_http_linegate_redis_pipeline_send(ngx_http_request_t *r,
             ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
                           NGX_HTTP_LINEGATE_LOG "redis pipeline not sent");
 
+            if (each && pl->queued) {
+                /*
+                 * those queued may run, and a caller that undoes what
+                 * ran (a refund) must hear of them: their replies are
+                 * waited for, the commands not written are NULL
+                 */
+                ngx_http_linegate_redis_pipeline_unsent(pl, i);
+                break;
+            }
+
             /* the commands already queued still call back: they free it */
             ngx_http_linegate_redis_release(&pl->cmd);
 
@@ -971,6 +983,42 @@ ngx_http_linegate_redis_pipeline_send(ngx_http_request_t *r,
                   ngx_http_linegate_redis.lmcf->redis_command_timeout);
 
     return NGX_OK;
+}
+
+
+/*
+ * _pipeline_each(): command "from" and those after it could not be
+ * written (the node's context freeing, out of memory), and will never
+ * answer: NULL in the array (zeroed), the pipeline failed. An
+ * acknowledged command that counted on the WAIT of one of them (covered)
+ * has none: its outcome is not known either.
+ */
+static void
+ngx_http_linegate_redis_pipeline_unsent(ngx_http_linegate_redis_pipeline_t *pl,
+    ngx_uint_t from)
+{
+    ngx_uint_t  i, j;
+
+    pl->failed = 1;
+
+    for (i = 0; i < from; i++) {
+        if (!pl->part[i].covered) {
+            continue;
+        }
+
+        /* the WAIT written for it: after the last acknowledged one sent */
+        for (j = i + 1; j < from; j++) {
+            if (pl->part[j].acked && !pl->part[j].covered
+                && pl->part[j].node == pl->part[i].node)
+            {
+                break;
+            }
+        }
+
+        if (j == from) {
+            pl->part[i].wait_short = 1;
+        }
+    }
 }
 
 

@@ -127,8 +127,10 @@ ngx_int_t ngx_http_linegate_redis_pipeline(ngx_http_request_t *r,
  * gets an array of ncmds elements, element i command i's reply (an error
  * reply included), or NULL when its outcome is not known (its connection
  * lost, the command timeout came first, linegate_redis_wait's WAIT
- * counted too few replicas); a command whose element is NULL may still
- * run. The elements are valid while the handler runs.
+ * counted too few replicas), or when it could not be written; a command
+ * whose element is NULL may still run. NGX_ERROR only when none was
+ * written: once one is, its reply is waited for, even if a later one
+ * cannot be written. The elements are valid while the handler runs.
  */
 ngx_int_t ngx_http_linegate_redis_pipeline_each(ngx_http_request_t *r,
     ngx_uint_t ncmds, ngx_http_linegate_redis_args_t *args,
