@@ -3731,6 +3731,9 @@ ngx_http_linegate_redis_role_cb(redisAsyncContext *ac, void *data,
                   ? role->str : (reply->type == REDIS_REPLY_ERROR
                                  ? reply->str : "?"));
 
+    /* another sentinel first: this one may name that replica again */
+    ngx_http_linegate_sentinel_refused();
+
     /* dropped out of hiredis's callback, where the context is freed */
     rd->master_known = 0;
 

@@ -13,6 +13,11 @@
  *   else    (refused, timed out, no such master, an error) the next
  *           sentinel; all of them: found(NGX_ERROR), the store backs off
  *
+ * What a sentinel named and ROLE says is not a master: that sentinel is
+ * asked last by the next discovery (sentinel_refused()). After
+ * +switch-master, the sentinel subscribed to, which announced it, is
+ * asked first.
+ *
  * The subscription keeps its own place in the list (sub_at), apart from
  * the query's: the store's connection, and so the query's cursor, may
  * stay put for days while the subscribed sentinel is gone. It is made on
@@ -590,6 +595,15 @@ ngx_http_linegate_sentinel_message(redisAsyncContext *ac, void *data,
                   NGX_HTTP_LINEGATE_LOG "redis sentinel: +switch-master "
                   "%*s", (size_t) ngx_min(msg->len, 200), msg->str);
 
+    /*
+     * asked first: it knows the new master. The one that answered last
+     * may not have heard yet (the others learn the failover from its
+     * leader's hellos, a second or two later), and would name the old
+     * master, still up and a master until it is made a replica: the
+     * writes made there meanwhile would be lost
+     */
+    s->next = s->sub_at;
+
     s->switched();
 }
 
@@ -619,6 +633,28 @@ ngx_http_linegate_sentinel_closed(const redisAsyncContext *ac, int status)
     }
 
     ngx_http_linegate_sentinel_sub_lost(why);
+}
+
+
+void
+ngx_http_linegate_sentinel_refused(void)
+{
+    ngx_http_linegate_sentinel_t  *s;
+
+    s = &ngx_http_linegate_sentinel;
+
+    if (s->busy || s->exiting) {
+        /* a discovery under way has moved on already */
+        return;
+    }
+
+    /*
+     * the sentinel that named it is asked last: one whose configuration
+     * is stale (cut off from the others, it keeps naming the master it
+     * knew) would name the same replica to every discovery, and the
+     * worker would never reach the master the others name
+     */
+    s->next = (s->asking + 1) % s->lmcf->redis_sentinels->nelts;
 }
 
 

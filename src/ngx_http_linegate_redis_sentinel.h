@@ -25,7 +25,8 @@ void ngx_http_linegate_sentinel_init(ngx_http_linegate_main_conf_t *lmcf,
     ngx_http_linegate_sentinel_switched_pt switched);
 
 /*
- * Asks the sentinels in turn, starting with the last one that answered,
+ * Asks the sentinels in turn, starting with the last one that answered
+ * (or the one that announced +switch-master),
  * SENTINEL get-master-addr-by-name, each within the connect and command
  * timeouts; found() is called once, with the first address given, or
  * NGX_ERROR when none answered. Also opens the subscription to
@@ -33,6 +34,12 @@ void ngx_http_linegate_sentinel_init(ngx_http_linegate_main_conf_t *lmcf,
  * (lost unless subscribed within the connect and command timeouts).
  */
 void ngx_http_linegate_sentinel_discover(void);
+
+/*
+ * what the last discovery found is not the master (its ROLE): the
+ * sentinel that named it is asked last by the next one
+ */
+void ngx_http_linegate_sentinel_refused(void);
 
 /*
  * the store's keepalive: reopens a lost +switch-master subscription, on

@@ -566,10 +566,13 @@ sub redis_directive {
     my ($self) = @_;
     return $self->_cluster_directive if $self->topology eq 'cluster';
     return "127.0.0.1:$self->{redis_port}" if $self->topology ne 'sentinel';
-    # dead_sentinel => 1: a sentinel that refuses connections comes first
+    # dead_sentinel => 1: a sentinel that refuses connections comes first;
+    # first_sentinel => port: a test's own sentinel comes first
     my @ports = @{ $self->{sentinel_ports} };
     unshift @ports, $self->{dead_port} //= (_free_ports(1))[0]
         if $self->{opts}{dead_sentinel};
+    unshift @ports, $self->{opts}{first_sentinel}
+        if $self->{opts}{first_sentinel};
     return join(' ', map { "127.0.0.1:$_" } @ports) . ' sentinel=lgmaster';
 }
 

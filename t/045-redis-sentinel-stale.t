@@ -1,0 +1,188 @@
+# Redis Sentinel: a sentinel whose configuration is stale (one cut off
+# from the others keeps naming the master it knew; here the test's own,
+# first in the list). What it names is checked (ROLE): a replica is
+# refused, and the next discovery must ask the next sentinel, not the
+# same one again and again (each would name the replica again, and the
+# worker would never reach the master). After +switch-master, the
+# sentinel that announced it is asked first: another may not have heard
+# of the failover yet and name the old master, still up and still a
+# master for seconds, where writes made meanwhile are lost when it is
+# made a replica.
+use strict;
+use warnings;
+use lib 't/lib';
+
+use Test::More;
+use Time::HiRes qw(time sleep);
+use IO::Select;
+use IO::Socket::INET;
+use POSIX ();
+use Redis;
+use LG::Stack;
+use LG::Test qw(:DEFAULT eventually);
+
+# the longest wait for a step of a failover to be seen (seconds)
+my $SETTLE = 30;
+
+my ($fake_port) = LG::Stack::_free_ports(1);
+my $fake_pid;
+
+# A command of the Redis protocol off the front of $$buf (an array of
+# bulk strings, as hiredis writes), or () until it is whole
+sub take_command {
+    my ($buf) = @_;
+    return () unless $$buf =~ /\A\*(\d+)\r\n/;
+    my ($n, $at) = ($1, length $&);
+    my @args;
+    for (1 .. $n) {
+        return () unless substr($$buf, $at) =~ /\A\$(\d+)\r\n/;
+        my $len = $1;
+        $at += length $&;
+        return () if length($$buf) < $at + $len + 2;
+        push @args, substr($$buf, $at, $len);
+        $at += $len + 2;
+    }
+    substr($$buf, 0, $at) = '';
+    return @args;
+}
+
+sub stop_fake {
+    return unless $fake_pid;
+    kill 'KILL', $fake_pid;
+    waitpid $fake_pid, 0;
+    undef $fake_pid;
+}
+
+# The stale sentinel: answers SENTINEL get-master-addr-by-name with
+# 127.0.0.1:$port, closes a connection that sends anything else (the
+# worker's PSUBSCRIBE: its subscription goes to the next sentinel)
+sub fake_sentinel {
+    my ($port) = @_;
+    stop_fake();
+    my $srv = IO::Socket::INET->new(LocalAddr => '127.0.0.1',
+                                    LocalPort => $fake_port, Listen => 16,
+                                    ReuseAddr => 1)
+        or die "the fake sentinel on $fake_port: $!";
+    my $pid = fork // die "fork: $!";
+    if ($pid) {
+        close $srv;
+        $fake_pid = $pid;
+        return;
+    }
+    my $sel = IO::Select->new($srv);
+    my %buf;
+    while (1) {
+        for my $fh ($sel->can_read) {
+            if ($fh == $srv) {
+                my $c = $srv->accept or next;
+                $sel->add($c);
+                next;
+            }
+            my $n = sysread $fh, my $chunk, 4096;
+            my $open = $n;
+            $buf{$fh} .= $chunk if $n;
+            while ($open && (my @cmd = take_command(\$buf{$fh}))) {
+                if (uc $cmd[0] ne 'SENTINEL') {
+                    $open = 0;
+                    last;
+                }
+                syswrite $fh, "*2\r\n\$9\r\n127.0.0.1\r\n\$"
+                              . length($port) . "\r\n$port\r\n";
+            }
+            next if $open;
+            $sel->remove($fh);
+            delete $buf{$fh};
+            close $fh;
+        }
+    }
+    POSIX::_exit(0);
+}
+
+END {
+    local $?;
+    stop_fake();
+}
+
+# one worker: its log lines are the story
+my $s = LG::Stack->new(redis => 'sentinel', stub => 0, WORKERS => 1,
+                       REDIS_KEEPALIVE => '500ms',
+                       first_sentinel => $fake_port)->start;
+
+ok($s->wait_sentinels_ready($SETTLE), 'the sentinels know each other and '
+   . 'both replicas');
+
+# the stack's nginx reloaded (a new worker, which asks the sentinels
+# from the first); the error log's length before
+sub reload {
+    my $from = length $s->error_log;
+    kill 'HUP', $s->{pids}{nginx};
+    return $from;
+}
+
+subtest 'a sentinel naming a replica: the next one is asked' => sub {
+    my ($replica) = $s->replica_ports;
+    fake_sentinel($replica);
+    my $from = reload();
+    ok($s->wait_redis_connected($from, 15), 'the worker connected to '
+       . 'the master');
+    my $log = substr $s->error_log, $from;
+    like($log, qr/redis 127\.0\.0\.1:$replica is not the master/,
+         'the replica the stale sentinel named, refused');
+    my $master = $s->redis_port;
+    like($log, qr/redis connected to the master 127\.0\.0\.1:$master\b/,
+         'the master the others name');
+    my $asked = () = $log =~ /redis sentinel 127\.0\.0\.1:$fake_port: master/g;
+    cmp_ok($asked, '<=', 2, "the stale sentinel not asked again and again "
+           . "($asked)");
+};
+
+subtest '+switch-master: its sentinel asked first' => sub {
+    my $old = $s->redis_port;
+    # the stale sentinel names the master of now, and will not hear of
+    # the failover
+    fake_sentinel($old);
+    my $from = reload();
+    ok($s->wait_redis_connected($from, 15), 'connected');
+    my $real = join '|', $s->sentinel_ports;
+    ok(eventually(sub {
+           substr($s->error_log, $from)
+               =~ /redis sentinel 127\.0\.0\.1:(?:$real): subscribed to/
+       }, 10), 'subscribed on a real sentinel (the stale one closed it)')
+        or return;
+
+    my $r = Redis->new(server => '127.0.0.1:' . ($s->sentinel_ports)[0],
+                       reconnect => 0);
+    my ($answer, $until) = ('', time + $SETTLE);
+    while (time < $until) {
+        $answer = eval { $r->sentinel('failover', 'lgmaster') } // $@;
+        last if $answer eq 'OK' || $answer !~ /INPROG|NOGOODSLAVE/;
+        sleep 0.5;
+    }
+    $r->quit;
+    is($answer, 'OK', 'SENTINEL FAILOVER');
+    my $mark = length $s->error_log;
+
+    my $new;
+    $until = time + $SETTLE;
+    while (time < $until) {
+        $new = $s->sentinel_master_port;
+        last if defined $new && $new != $old;
+        sleep 0.05;
+    }
+    ok(defined $new && $new != $old, 'a new master (port '
+       . ($new // '-') . ')') or return;
+
+    ok(eventually(sub {
+           substr($s->error_log, $mark)
+               =~ /redis connected to the master 127\.0\.0\.1:$new\b/
+       }, $SETTLE), 'the worker on the new master');
+    my $log = substr $s->error_log, $mark;
+    like($log, qr/\+switch-master lgmaster /, 'told by +switch-master');
+    unlike($log, qr/redis connected to the master 127\.0\.0\.1:$old\b/,
+           'never back on the old master (its writes lost when demoted)');
+    $s->follow_master;
+};
+
+stop_fake();
+
+done_testing;
