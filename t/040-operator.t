@@ -483,7 +483,7 @@ subtest 'inventory pages' => sub {
 
     my $walk = sub {
         my ($count) = @_;
-        my ($cursor, %seen, $pages, $largest) = ('0', (), 0, 0);
+        my ($cursor, $pages, $largest, %seen) = ('0', 0, 0);
         do {
             my $q = "/inventory?cursor=$cursor"
                   . (defined $count ? "&count=$count" : '');
