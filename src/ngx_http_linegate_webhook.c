@@ -703,6 +703,17 @@ ngx_http_linegate_webhook_done(ngx_http_request_t *r, redisReply *reply)
                                 "it again");
         return;
 
+    case 5:
+        /*
+         * the request is to name the invoice once its store lands (sent
+         * again, durable): acknowledged now, the event would be lost
+         */
+        ngx_http_linegate_error(r, NGX_HTTP_CONFLICT, "INVOICE_PENDING",
+                                "The invoice is not yet stored on its line "
+                                "request: the event is applied when Stripe "
+                                "delivers it again");
+        return;
+
     default:
         ngx_http_linegate_webhook_ack(r, NULL);
         return;

@@ -155,6 +155,83 @@ subtest 'a void while payment_link reissues is its own, not a cancel'
     is(status_of('org_wh9', $id), 'canceled/failed', 'canceled');
 };
 
+# the index is written (and answered) before the store that names the
+# invoice: a store lost and sent again (durable) lands seconds later, and
+# an event between the two must come again, not be acknowledged as unknown
+subtest 'an invoice its request does not name yet: refused, then applied'
+=> sub {
+    my $id = '6a092ebde4a7fbddc8a8320a';
+    awaiting('org_wha', $id, 'in_wa');
+    $r->hdel("lg:{ws:org_wha}:lr:$id", 'invoiceId');
+    $r->del('lg:invoice:in_wa');
+    $r->set('lg:invoice:in_w', "org_wha:$id");
+    my $before = stream_len();
+
+    # through the stub, which signs and posts as Stripe does
+    my $ev = $s->stub(POST => '/_stub/webhook', {
+        url => $s->url('/webhooks/stripe'), type => 'invoice.paid',
+        object => {id => 'in_w', object => 'invoice', status => 'paid'},
+    })->res->json;
+    is($ev->{status}, 409, 'refused: Stripe delivers it again')
+        or diag explain $ev;
+    is(($ev->{json} // {})->{code} // '', 'INVOICE_PENDING',
+       'the invoice pending named');
+    is(status_of('org_wha', $id), 'awaiting_payment/unpaid', 'not settled');
+    is(stream_len(), $before, 'nothing provisioned');
+
+    # the same event, signed here, while the store is still on its way
+    my $paid = event('invoice.paid', {id => 'in_w', object => 'invoice',
+                                      status => 'paid'});
+    my $body = answer_is(deliver($paid), 409, 'a paid event');
+    is($body->{code}, 'INVOICE_PENDING', 'code');
+    ok(!$r->exists("lg:{ws:org_wha}:event:$paid->{id}"), 'not remembered');
+
+    # the store landed: the redelivery settles the request
+    $r->hset("lg:{ws:org_wha}:lr:$id", invoiceId => 'in_w');
+    $body = answer_is(deliver($paid), 200, 'delivered again');
+    is_deeply($body, {received => \1}, 'applied');
+    is(status_of('org_wha', $id), 'provisioning/paid', 'promoted');
+
+    # payment_link's reissue: the new invoice indexed, its claim held
+    my $rid = '6a092ebde4a7fbddc8a8320b';
+    awaiting('org_whb', $rid, 'in_wb_old');
+    $r->set('lg:invoice:in_wb_new', "org_whb:$rid");
+    my ($sec, $usec) = $r->time;
+    my $now = int($sec * 1000 + $usec / 1000);
+    $r->hset("lg:{ws:org_whb}:lr:$rid", reissueAt => $now);
+    $paid = event('invoice.paid', {id => 'in_wb_new', object => 'invoice',
+                                   status => 'paid'});
+    $body = answer_is(deliver($paid), 409, 'paid while the claim is held');
+    is($body->{code}, 'INVOICE_PENDING', 'code');
+    is(status_of('org_whb', $rid), 'awaiting_payment/unpaid', 'not settled');
+
+    # the claim past its hold, the old invoice still named: today's answer
+    $r->hset("lg:{ws:org_whb}:lr:$rid", reissueAt => $now - 61000);
+    $body = answer_is(deliver($paid), 200, 'the claim lapsed');
+    ok($body->{unknown}, 'unknown: the request names another invoice');
+    $r->hset("lg:{ws:org_whb}:lr:$rid", reissueAt => 0);
+    $body = answer_is(deliver($paid), 200, 'the claim released lapsed');
+    ok($body->{unknown}, 'unknown');
+
+    # a void of an invoice a run fences is not waited for: never stored
+    my $fid = '6a092ebde4a7fbddc8a8320c';
+    awaiting('org_whc', $fid, 'in_wc');
+    $r->hdel("lg:{ws:org_whc}:lr:$fid", 'invoiceId');
+    $r->hset("lg:{ws:org_whc}:lr:$fid", voidingInvoice => 'in_x in_wc');
+    $body = answer_is(deliver(event('invoice.voided', {id => 'in_wc'})),
+                      200, 'the void of a fenced invoice');
+    ok($body->{unknown}, 'unknown');
+    $body = answer_is(deliver(event('invoice.paid', {id => 'in_wc'})),
+                      409, 'its payment: a run may settle it');
+    is($body->{code}, 'INVOICE_PENDING', 'code');
+
+    # ended: today's answer
+    $r->hset("lg:{ws:org_whc}:lr:$fid", provisioningStatus => 'canceled');
+    $body = answer_is(deliver(event('invoice.paid', {id => 'in_wc'})),
+                      200, 'its request canceled');
+    ok($body->{unknown}, 'unknown');
+};
+
 subtest 'a settled request is left alone' => sub {
     my $before = stream_len();
     answer_is(deliver(event('invoice.voided', {id => 'in_wh1'})), 200,

@@ -23,11 +23,18 @@
 --                                  pending 1 while the request is marked
 --                                  sweepPending (see claim below: a
 --                                  redelivery queues it again)
---          {1}                     no line request for this invoice
+--          {1}                     no line request for this invoice (the
+--                                  request gone, ended, or naming another
+--                                  one with no claim held)
 --          {4}                     a void while payment_link reissues
 --                                  the request's invoice: nothing done,
 --                                  refused so that Stripe delivers it
 --                                  again once the claim is over
+--          {5}                     the request does not name this
+--                                  invoice yet but may come to (awaiting
+--                                  payment with none, or a payment_link
+--                                  claim held): nothing done, refused so
+--                                  that Stripe delivers it again
 --          {3, status, changed, channelType, lineType, reopened,
 --           claim, customer, from}
 --                                  settled (changed 1) or left alone (0);
@@ -59,6 +66,31 @@ local function lg_wh_pending(lkey)
     return 1, h[2] or '', h[1]
 end
 
+-- A request that may still come to name this invoice: its index is
+-- written (and answered) before the store that names it, lr_invoice_store
+-- for a request awaiting payment with none, lr_reissue_store while a
+-- payment_link's claim is held; a store lost and sent again (durable)
+-- lands seconds later. Acknowledged as unknown, the event would never
+-- come again; refused, Stripe delivers it again once the store landed.
+-- A void of an invoice a run fences (voidingInvoice) is not waited for:
+-- both stores refuse it unless paid, and the run voids it itself.
+local function lg_wh_unnamed_yet(cur)
+    if cur[3] ~= 'awaiting_payment' then
+        return false
+    end
+    if ARGV[2] == 'void' and cur[4]
+       and string.find(' ' .. cur[4] .. ' ', ' ' .. ARGV[1] .. ' ', 1, true)
+    then
+        return false
+    end
+    if not cur[1] then
+        return true
+    end
+    -- reissueAt 0: a claim released lapsed, no store on its way
+    return cur[2] and tonumber(ARGV[3]) - (tonumber(cur[2]) or 0)
+                      < tonumber(ARGV[9]) or false
+end
+
 local ekey = KEYS[1]
 if redis.call('EXISTS', ekey) == 1 then
     local pending, customer, from = lg_wh_pending(KEYS[2])
@@ -68,8 +100,12 @@ end
 local ws, id = ARGV[6], ARGV[7]
 
 -- a reissued request pays a new invoice: events of the old one are stale
-local cur = redis.call('HMGET', KEYS[2], 'invoiceId', 'reissueAt')
+local cur = redis.call('HMGET', KEYS[2], 'invoiceId', 'reissueAt',
+                       'provisioningStatus', 'voidingInvoice')
 if cur[1] ~= ARGV[1] then
+    if lg_wh_unnamed_yet(cur) then
+        return {5}
+    end
     return {1}
 end
 
