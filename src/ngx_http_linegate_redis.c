@@ -1458,7 +1458,9 @@ ngx_http_linegate_redis_reply_cb(redisAsyncContext *ac, void *data,
  * issue (its entry here, its lookup by its caller: the 201 shows the
  * key, which lost with its master would never authenticate), a
  * provisioning credential's rotation, a line's move to active or failed
- * (its set-up worker has acknowledged the stream's entry by then).
+ * (its set-up worker has acknowledged the stream's entry by then), a
+ * workspace's or an account's PUT (a subscription canceled, a plan
+ * changed: lost with its master, the old hash would serve again).
  */
 static ngx_uint_t
 ngx_http_linegate_redis_acknowledged(ngx_int_t script)
@@ -1484,6 +1486,7 @@ ngx_http_linegate_redis_acknowledged(ngx_int_t script)
     case NGX_HTTP_LINEGATE_SCRIPT_OP_KEY_REVOKE:
     case NGX_HTTP_LINEGATE_SCRIPT_OP_CREDENTIALS:
     case NGX_HTTP_LINEGATE_SCRIPT_OP_LINE_TRANSITION:
+    case NGX_HTTP_LINEGATE_SCRIPT_OP_UPSERT:
         return 1;
 
     default:

@@ -189,6 +189,43 @@ for my $i (0 .. $N - 1) {
     ok($sent, 'the unanswered one is listed (revocable), never shown');
 }
 
+# a workspace's or an account's PUT: the operator acts on the 200 (a
+# subscription canceled, a plan changed); lost with its master, the old
+# hash would serve again after a failover. It did not wait: a 200 no
+# replica had.
+ok($s->wait_sentinels_ready(30, 1), 'a replica in sync');
+is($s->op(PUT => '/accounts/acct_wait', {plan => 'inbound_only'})->res->code,
+   200, 'an account to change');
+for my $t (['workspaces', $ws[2]{id}, "lg:{ws:$ws[2]{id}}",
+            subscriptionStatus => 'canceled'],
+           ['accounts', 'acct_wait', 'lg:{acct:acct_wait}',
+            plan => 'agent_plus'])
+{
+    my ($kind, $name, $key, $field, $value) = @$t;
+    ok($s->wait_sentinels_ready(30, 1), "$kind: a replica in sync");
+    my $from = length $s->error_log;
+    kill 'STOP', @pids;
+    my $tx = $s->op(PUT => "/$kind/$name", {$field => $value});
+    kill 'CONT', @pids;
+    is($tx->res->code, 503, "$kind: no replica acknowledged the PUT: 503")
+        or diag($tx->res->body);
+    is(eval { $tx->res->json->{code} }, 'STORE_UNAVAILABLE',
+       "$kind: STORE_UNAVAILABLE");
+    like($tx->res->headers->header('Retry-After') // '', qr/^\d+$/,
+         "$kind: with Retry-After");
+    like(substr($s->error_log, $from),
+         qr/op_upsert acknowledged by 0 of 1 replicas/,
+         "$kind: the log says why");
+    is($r->hget($key, $field), $value,
+       "$kind: the master has it (an unknown outcome)");
+    ok($s->wait_sentinels_ready(30, 1), "$kind: a replica in sync again");
+    my $again;
+    ok(eventually(sub {
+        $again = $s->op(PUT => "/$kind/$name", {$field => $value});
+        $again->res->code == 200;
+    }, 20), "$kind: asked again: 200") or diag($again->res->body);
+}
+
 # a number's removal from the inventory: the operator acts on the 200
 # (gives the number back to its carrier, say); lost with its master, the
 # number would be back in the inventory for a purchase to be sold it, as
