@@ -1,10 +1,13 @@
 # The module loads, the stack answers, and nginx -t refuses a bad
-# configuration with a message that names the problem.
+# configuration with a message that names the problem. The directive
+# reference (docs/directives.md) lists every directive the module
+# registers, with its context, parameters and default.
 use strict;
 use warnings;
 use lib 't/lib';
 
 use Test::More;
+use LG::Docs;
 use LG::Stack;
 use LG::Test;
 
@@ -141,6 +144,137 @@ subtest 'a PEM Clerk key is accepted' => sub {
            . "-out $dir/clerk.pub 2>/dev/null");
     my ($rc, $out) = $s->nginx_t($s->render(CLERK_KEY => "$dir/clerk.pub"));
     is($rc, 0, 'accepted') or diag $out;
+};
+
+# docs/directives.md against the ngx_command_t arrays of src/*.c
+my $code = LG::Docs::directives_in_code();
+my $doc = LG::Docs::directives_in_docs();
+
+subtest 'every directive is documented, and every documented one exists'
+    => sub {
+    ok(keys %$code >= 45, scalar(keys %$code) . ' directives in src/*.c');
+    my @undoc = grep { !$doc->{$_} } sort keys %$code;
+    ok(!@undoc, 'each has an entry in docs/directives.md')
+        or diag("not documented: @undoc");
+    my @unknown = grep { !$code->{$_} } sort keys %$doc;
+    ok(!@unknown, 'each entry is a directive of the module')
+        or diag("no such directive: @unknown");
+};
+
+subtest 'context and parameters as the code registers them' => sub {
+    for my $name (sort grep { $doc->{$_} } keys %$code) {
+        my ($c, $d) = ($code->{$name}, $doc->{$name});
+        is($d->{context} // '', $c->{context}, "$name: Context");
+
+        my @forms = @{ $d->{syntax} };
+        ok(@forms, "$name: has a Syntax") or next;
+        my $names = join '|', map { quotemeta } split /,\s*/, $d->{heading};
+        my @bad = grep { !/^(?:$names)\s/ } @forms;
+        ok(!@bad, "$name: each form starts with the directive")
+            or diag("@bad");
+
+        # every form within what nginx accepts, one of them its least
+        my $fits = 1;
+        my $least;
+        for my $form (@forms) {
+            my ($min, $max) = LG::Docs::syntax_arity($form);
+            $least = $min if !defined $least || $min < $least;
+            $fits = 0 if $min < $c->{min}
+                         || (defined $c->{max}
+                             && (!defined $max || $max > $c->{max}));
+        }
+        ok($fits && $least == $c->{min},
+           "$name: parameters ($c->{min} to "
+           . ($c->{max} // 'more') . ')')
+            or diag(join "\n", @forms);
+        like($forms[0], qr/\bon \| off;$/, "$name: on | off")
+            if $c->{flag};
+    }
+};
+
+# a documented default as the value the code stores
+my %NAMED = (NGX_LOG_ERR => 'error', NGX_HTTP_TOO_MANY_REQUESTS => 429,
+             NULL => 'off');
+my $defaults = LG::Docs::defaults_in_code();
+
+# directive => sub { (documented parameters) => [[code value, doc value]] }
+my %by_handler = (
+    ngx_conf_set_msec_slot => sub { [[$_[0], LG::Docs::msec($_[1])]] },
+    ngx_conf_set_sec_slot  => sub { [[$_[0], LG::Docs::sec($_[1])]] },
+    ngx_conf_set_size_slot => sub { [[$_[0], LG::Docs::size($_[1])]] },
+    ngx_conf_set_num_slot  => sub { [[$_[0], $_[1]]] },
+    ngx_conf_set_str_slot  => sub { [[$_[0], $_[1]]] },
+    ngx_conf_set_flag_slot => sub { [[$_[0] ? 'on' : 'off', $_[1]]] },
+    ngx_conf_set_enum_slot => sub { [[$NAMED{ $_[0] } // $_[0], $_[1]]] },
+);
+my %by_fields = (
+    linegate_api_key_cache => [['apikey_cache_ttl', \&LG::Docs::msec]],
+    linegate_provision_limits => [['prov_daily'], ['prov_monthly']],
+    linegate_line_daily_limits => [['line_daily_conversations'],
+                                   ['line_daily_messages']],
+    linegate_workspace_rate => [['ws_rate', sub { $_[0] =~ /^(\d+)r/ && $1 }],
+                                ['ws_rate_window',
+                                 sub { $_[0] =~ m{r/(.)$}
+                                       && {s => 1, m => 60}->{$1} }, 0]],
+    linegate_limit_status => [['status']],
+    linegate_reconcile_auto => [['reconcile_auto']],
+    linegate_lines_cache => [['lines_cache',
+                              sub { $_[0] eq 'off' ? 0
+                                    : LG::Docs::size($_[0]) }]],
+    linegate_redis_wait => [['redis_wait_replicas',
+                             sub { $_[0] =~ /^none\b/ ? 0 : undef }]],
+);
+
+subtest 'documented defaults are the code\'s' => sub {
+    my $checked = 0;
+    for my $name (sort grep { $doc->{$_} } keys %$code) {
+        my ($c, $d) = ($code->{$name}, $doc->{$name});
+        my $text = $d->{default};
+        my $field = $c->{field};
+        my $has = defined $field && exists $defaults->{$field};
+
+        if (!defined $text) {
+            # a string nobody set is empty: the directive is required
+            # where it is used, or optional, and has no default to show
+            ok(!$has || $c->{handler} eq 'ngx_conf_set_str_slot'
+               && $defaults->{$field} eq '',
+               "$name: no default documented, none in the code")
+                or diag("the code's: $defaults->{$field}");
+            next;
+        }
+
+        (my $value = $text) =~ s/^\Q$name\E\s+//;
+        $value =~ s/;$//;
+        my @pairs;
+        if (my $fields = $by_fields{$name}) {
+            my @v = $value =~ /^none\b/ ? ($value) : split ' ', $value;
+            for my $i (0 .. $#$fields) {
+                # the field, how to read it, which parameter holds it
+                my ($f, $conv, $at) = @{ $fields->[$i] };
+                my $want = $defaults->{$f};
+                $want = $NAMED{$want} // $want if defined $want;
+                my $got = $v[$at // $i];
+                $got = $conv->($got // '') if $conv;
+                push @pairs, [$want, $got];
+            }
+        }
+        elsif ($has && $by_handler{ $c->{handler} }) {
+            @pairs = @{ $by_handler{ $c->{handler} }->($defaults->{$field},
+                                                      $value) };
+        }
+        else {
+            # the module's own parser, a default set in its own way
+            next if $name eq 'linegate_limit_on_error'
+                    && $value eq 'open'
+                    && $defaults->{status};
+            fail("$name: default \"$value\" is not checked");
+            next;
+        }
+        $checked++;
+        is_deeply([map { $_->[1] } @pairs], [map { $_->[0] } @pairs],
+                  "$name: default $value");
+    }
+    ok($checked >= 25, "$checked defaults compared");
 };
 
 done_testing;
