@@ -1,7 +1,8 @@
 # The module loads, the stack answers, and nginx -t refuses a bad
 # configuration with a message that names the problem. The directive
 # reference (docs/directives.md) lists every directive the module
-# registers, with its context, parameters and default.
+# registers, with its context, parameters and default, and nginx -t
+# accepts every nginx example of docs/*.md and README.md.
 use strict;
 use warnings;
 use lib 't/lib';
@@ -275,6 +276,95 @@ subtest 'documented defaults are the code\'s' => sub {
                   "$name: default $value");
     }
     ok($checked >= 25, "$checked defaults compared");
+};
+
+# nginx -t on every ```nginx example of the docs. A fragment is what the
+# docs show of a configuration, and is made whole so, and no other way:
+# - a line "..." (a part left out) is dropped;
+# - the module is the one under test, loaded when the example does not;
+# - a fragment's location blocks go into a server, the rest into http;
+#   a fragment with an http block is a whole configuration (events added);
+# - "backend" and "api.stripe.com" are upstream blocks on 127.0.0.1, so
+#   that nothing is resolved (nginx resolves proxy_pass hosts at load);
+# - a secret shown as "2f7c..." is 32 characters; a path of /etc or /var
+#   is a file of the test (a secret, or a certificate and key for .pem);
+# - an example that uses linegate_limit or linegate_api without
+#   linegate_redis gets one (a page's recipes share the page's first
+#   example's Redis), and a limit zone it uses without defining it is
+#   the one an example before it on the same page defined;
+# - njs (js_import, js_set $v) is not installed here: $v is a map.
+system("openssl req -x509 -newkey rsa:2048 -nodes -subj /CN=linegate "
+       . "-days 2 -keyout $dir/example-key.pem -out $dir/example-cert.pem "
+       . "2>/dev/null") == 0
+    or BAIL_OUT('openssl could not make a certificate');
+
+my $module = $ENV{LG_MODULE} // "$LG::Stack::ROOT/build/"
+                                 . 'ngx_http_linegate_module.so';
+
+sub example_file {
+    my ($path) = @_;
+    return "$dir/example-key.pem" if $path =~ /key[^\/]*\.pem$/;
+    return "$dir/example-cert.pem" if $path =~ /\.pem$/;
+    (my $name = $path) =~ s{[^\w.-]}{_}g;
+    write_file("example$name", "0123456789abcdef0123456789abcdef\n")
+        unless -e "$dir/example$name";
+    return "$dir/example$name";
+}
+
+sub example_conf {
+    my ($text, $zones) = @_;
+
+    $text =~ s/^\s*\.\.\.\s*\n//mg;
+    $text =~ s{\S*modules/ngx_http_linegate_module\.so}{$module}g;
+    $text =~ s/\b(\w+)\.\.\.(?=;)/$1 . ('0' x 32)/ge;
+    $text =~ s{(?<=\s)(/(?:etc|var)/[^\s;]+)}{example_file($1)}ge;
+    $text =~ s/^\s*js_import\b.*\n//mg;
+    $text =~ s/^\s*js_set\s+(\$\w+)\b.*\n/map \$host $1 { default ""; }\n/mg;
+
+    my $need = '';
+    $need .= "linegate_redis 127.0.0.1:6379;\n"
+        if $text =~ /\blinegate_(?:limit|api)\s/m
+           && $text !~ /^\s*linegate_redis\s/m;
+    my %defined = map { $_ => 1 } $text =~ /linegate_limit_zone\s+(\S+)/g;
+    for my $z ($text =~ /linegate_limit\s+zone=([\w-]+)/g) {
+        $need .= "$zones->{$z}\n" if !$defined{$z}++ && $zones->{$z};
+    }
+    $need .= "upstream backend { server 127.0.0.1:1; }\n"
+        if $text =~ m{http://backend\b};
+    $need .= "upstream api.stripe.com { server 127.0.0.1:1; }\n"
+        if $text =~ m{https://api\.stripe\.com\b};
+
+    my $conf;
+    if ($text =~ /^\s*http\s*\{/m || $text !~ /\S/
+        || $text =~ /^\s*load_module\b/m && $text !~ /\{/)
+    {
+        $conf = $text;
+        $conf =~ s/^(\s*http\s*\{\n)/$1$need/m;
+    }
+    else {
+        my @st = LG::Docs::top_statements($text);
+        $conf = "http {\n$need" . join('', grep { !/^\s*location\b/ } @st)
+                . "server {\nlisten 127.0.0.1:1;\n"
+                . join('', grep { /^\s*location\b/ } @st) . "}\n}\n";
+    }
+    $conf = "load_module $module;\n$conf" if $conf !~ /^\s*load_module/m;
+    $conf .= "events {}\n" if $conf !~ /^\s*events\s*\{/m;
+    return $conf;
+}
+
+subtest 'nginx -t accepts every nginx example of the docs' => sub {
+    my @ex = LG::Docs::nginx_examples();
+    ok(@ex >= 15, scalar(@ex) . ' examples');
+    my %zones;
+    for my $ex (@ex) {
+        my $page = $zones{ $ex->{file} } //= {};
+        my $conf = example_conf($ex->{text}, $page);
+        $page->{$1} = $&
+            while $ex->{text} =~ /linegate_limit_zone\s+(\S+)[^;]*;/g;
+        my ($rc, $out) = $s->nginx_t($conf);
+        is($rc, 0, "$ex->{where}: nginx -t")
+            or diag("$out\n$conf");
+    }
 };
 
 done_testing;
