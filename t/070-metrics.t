@@ -6,6 +6,7 @@ use lib 't/lib';
 
 use File::Temp qw(tempfile);
 use Test::More;
+use LG::Docs;
 use LG::Stack;
 use LG::Lines qw(body);
 
@@ -168,6 +169,22 @@ subtest 'a webhook event by type and result' => sub {
     like(scrape()->body,
          qr/^linegate_webhook_events_total\{type="customer\.subscription\.updated",result="\dxx"\} 1$/m,
          'counted by type and result');
+};
+
+# docs/operator.md, "Metrics": its table lists every family the code
+# has (src/ngx_http_linegate_metrics.c) with its type, and no other, and
+# every family a scrape shows is in it
+subtest 'every family is documented, with its type' => sub {
+    my $code = LG::Docs::metric_families_in_code();
+    my $doc = LG::Docs::metric_families_in_docs();
+    ok(keys %$code >= 13, scalar(keys %$code) . ' families in the code');
+    is_deeply($doc, $code, 'docs/operator.md\'s table: the same families '
+                           . 'and types');
+    my %shown = scrape()->body =~ /^# TYPE (\S+) (\S+)$/mg;
+    ok(keys %shown >= 10, scalar(keys %shown) . ' families shown');
+    my @undoc = grep { ($doc->{$_} // '') ne $shown{$_} } sort keys %shown;
+    ok(!@undoc, 'each one shown is documented, with its type')
+        or diag("@undoc");
 };
 
 # The last: the metrics zone goes with the last "linegate_api" location,
