@@ -237,6 +237,34 @@ subtest 'context and parameters as the code registers them' => sub {
     }
 };
 
+# every linegate_* name the docs give is one of the code: a directive, a
+# variable or a shared memory zone (an ngx_string of src/*.c), or a
+# metric family (with Prometheus's suffixes of a histogram)
+subtest 'every linegate_* name of the docs exists' => sub {
+    my %known;
+    for my $file (glob "$LG::Docs::ROOT/src/*.c") {
+        my $src = LG::Docs::_slurp($file);
+        $known{$1} = 1 while $src =~ /ngx_string\("(linegate_\w+)"\)/g;
+    }
+    $known{$_} = 1 for keys %{ LG::Docs::metric_families_in_code() };
+    my @unknown;
+    for my $file (sort(glob "$LG::Docs::ROOT/docs/*.md"),
+                  "$LG::Docs::ROOT/README.md")
+    {
+        (my $rel = $file) =~ s{^\Q$LG::Docs::ROOT\E/}{};
+        my $n = 0;
+        for my $line (split /\n/, LG::Docs::_slurp($file)) {
+            $n++;
+            while ($line =~ /\b(linegate_[a-z_]+)/g) {
+                (my $name = $1) =~ s/_(?:bucket|sum|count)$//;
+                push @unknown, "$rel:$n: $1" unless $known{$name};
+            }
+        }
+    }
+    ok(keys %known > 50, scalar(keys %known) . ' names in the code');
+    ok(!@unknown, 'the docs name no other') or diag(join "\n", @unknown);
+};
+
 # a documented default as the value the code stores
 my %NAMED = (NGX_LOG_ERR => 'error', NGX_HTTP_TOO_MANY_REQUESTS => 429,
              NULL => 'off');
