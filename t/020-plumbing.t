@@ -221,6 +221,20 @@ subtest 'a body that is not a JSON object is a 400, nothing written' => sub {
     ok(!$r->exists('lg:{ws:org_plumb}'), 'the workspace was not created');
 };
 
+# The operator location of the template has "linegate_max_body 64k;" and
+# no client_body_buffer_size: the module raises nginx's (16k) to 64k
+# there, so a body between the two is read, not spooled to a file and
+# refused (docs/directives.md, linegate_max_body; docs/operator.md)
+subtest 'a body over nginx\'s body buffer, within linegate_max_body' => sub {
+    my $pad = 'x' x 40_000;
+    my $tx = $s->op(PUT => '/workspaces/org_big_body',
+                    {plan => 'mini', pad => $pad});
+    cmp_ok(length $tx->req->body, '>', 32_768, 'a body of over 32 KB');
+    is($tx->res->code, 200, 'accepted') or diag($tx->res->body);
+    unlike($s->error_log, qr/buffered to a temporary file/,
+           'not written to a file');
+};
+
 sub chunked {
     my ($body) = @_;
     my $req = "PUT /_linegate/workspaces/org_chunked HTTP/1.1\r\n"
