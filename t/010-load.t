@@ -335,11 +335,14 @@ subtest 'documented defaults are the code\'s' => sub {
             @pairs = @{ $by_handler{ $c->{handler} }->($defaults->{$field},
                                                       $value) };
         }
+        elsif ($name eq 'linegate_limit_on_error') {
+            # merge_loc_conf: "unset ? NGX_HTTP_LINEGATE_LIMIT_ON_ERROR_X"
+            my ($x) = LG::Docs::_slurp("$LG::Docs::ROOT/$c->{file}")
+                      =~ /on_error\s*==\s*NGX_CONF_UNSET_UINT\)\s*
+                          \?\s*NGX_HTTP_LINEGATE_LIMIT_ON_ERROR_(\w+)/x;
+            @pairs = ([lc($x // ''), $value]);
+        }
         else {
-            # the module's own parser, a default set in its own way
-            next if $name eq 'linegate_limit_on_error'
-                    && $value eq 'open'
-                    && $defaults->{status};
             fail("$name: default \"$value\" is not checked");
             next;
         }
