@@ -156,4 +156,20 @@ subtest 'it serves, over TLS, with Stripe behind the rewrite' => sub {
     $p->stop;
 };
 
+# docker/compose.yaml mounts ./site/linegate as /etc/nginx/linegate: its
+# header lists the files to put there, which are the ones the example
+# reads (docs/deploy.md's table), and no other
+subtest 'docker/compose.yaml names the site files the example reads' => sub {
+    my $compose = LG::Production::_slurp(
+        "$LG::Stack::ROOT/docker/compose.yaml");
+    my ($header) = $compose =~ /\A((?:#.*\n)+)/;
+    my %read = map { $_ => 1 }
+               $active =~ m{/etc/nginx/linegate/([\w.-]+/?)}g;
+    ok(keys %read >= 6, 'the example reads ' . join(' ', sort keys %read));
+    my %listed = map { $_ => 1 }
+                 $header =~ m{site/linegate/([\w.-]+/?)}g;
+    is_deeply([sort keys %listed], [sort keys %read],
+              'the header lists those files');
+};
+
 done_testing;
