@@ -2112,6 +2112,11 @@ ngx_http_linegate_init(ngx_conf_t *cf)
         return NGX_OK;
     }
 
+    /* nginx's 413 in the APIs' JSON (reply.c), its page elsewhere */
+    if (ngx_http_linegate_too_large_init(cf) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
     if (!lmcf->redis_configured) {
         return ngx_http_linegate_require(cf, &empty, "linegate_redis",
                                          "a location has \"linegate_api\"")

@@ -222,6 +222,7 @@ struct ngx_http_linegate_ctx_s {
     ngx_int_t                       retry_after;   /* -1: none */
     ngx_atomic_t                   *bump_epoch;    /* operator writes */
     unsigned                        replayed:1;
+    unsigned                        answered:1;    /* the module's answer */
 
     /* endpoint-specific state */
     void                           *data;

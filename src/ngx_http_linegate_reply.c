@@ -13,12 +13,32 @@
 
 static ngx_int_t ngx_http_linegate_output(ngx_http_request_t *r,
     ngx_uint_t status, u_char *body, size_t len);
+static ngx_int_t ngx_http_linegate_set_headers(ngx_http_request_t *r,
+    ngx_http_linegate_ctx_t *ctx, ngx_uint_t status, size_t len);
+static ngx_uint_t ngx_http_linegate_provision_format(ngx_uint_t api);
+static ngx_uint_t ngx_http_linegate_validation_format(ngx_uint_t api);
+static void ngx_http_linegate_error_write(ngx_http_linegate_json_write_t *jw,
+    ngx_uint_t api, const char *code, const char *message);
+static void ngx_http_linegate_field_error_write(
+    ngx_http_linegate_json_write_t *jw, ngx_uint_t api, const char *field,
+    const char *message);
+static ngx_uint_t ngx_http_linegate_too_large(ngx_http_request_t *r);
+static ngx_int_t ngx_http_linegate_too_large_body(ngx_http_request_t *r,
+    ngx_str_t *body);
+static ngx_int_t ngx_http_linegate_too_large_header_filter(
+    ngx_http_request_t *r);
+static ngx_int_t ngx_http_linegate_too_large_body_filter(
+    ngx_http_request_t *r, ngx_chain_t *in);
 static ngx_int_t ngx_http_linegate_add_header(ngx_http_request_t *r,
     const char *name, size_t nlen, ngx_str_t *value);
 
 
 #define ngx_http_linegate_header(r, name, value)                            \
     ngx_http_linegate_add_header(r, name, sizeof(name) - 1, value)
+
+
+static ngx_http_output_header_filter_pt  ngx_http_linegate_next_header_filter;
+static ngx_http_output_body_filter_pt    ngx_http_linegate_next_body_filter;
 
 
 void
@@ -51,17 +71,11 @@ static ngx_int_t
 ngx_http_linegate_output(ngx_http_request_t *r, ngx_uint_t status,
     u_char *body, size_t len)
 {
-    u_char                   *p;
     ngx_buf_t                *b;
-    ngx_str_t                 value;
     ngx_int_t                 rc;
     ngx_chain_t               out;
     ngx_http_linegate_ctx_t  *ctx;
 
-    static ngx_str_t  content_type =
-        ngx_string("application/json; charset=utf-8");
-    static ngx_str_t  no_store = ngx_string("no-store");
-    static ngx_str_t  yes = ngx_string("true");
     static ngx_str_t  empty = ngx_null_string;
 
     ctx = ngx_http_linegate_get_ctx(r);
@@ -75,55 +89,16 @@ ngx_http_linegate_output(ngx_http_request_t *r, ngx_uint_t status,
                                          ctx->api_name ? ctx->api_name
                                                        : &empty,
                                          status, &ctx->outcome);
+
+        /*
+         * not nginx's page for the 413 filter, even with the 413 an
+         * error_page into this location keeps (r->err_status)
+         */
+        ctx->answered = 1;
     }
 
-    r->headers_out.status = status;
-    r->headers_out.content_length_n = len;
-    r->headers_out.content_type = content_type;
-    r->headers_out.content_type_len = content_type.len;
-    r->headers_out.content_type_lowcase = NULL;
-
-    if (ngx_http_linegate_request_id(r, &value) == NGX_OK
-        && ngx_http_linegate_header(r, "X-Request-Id", &value) != NGX_OK)
-    {
+    if (ngx_http_linegate_set_headers(r, ctx, status, len) != NGX_OK) {
         return NGX_ERROR;
-    }
-
-    if (ngx_http_linegate_header(r, "Cache-Control", &no_store) != NGX_OK) {
-        return NGX_ERROR;
-    }
-
-    if (ctx != NULL) {
-        if (ctx->rl_policy.len
-            && (ngx_http_linegate_header(r, "RateLimit-Policy",
-                                         &ctx->rl_policy) != NGX_OK
-                || ngx_http_linegate_header(r, "RateLimit", &ctx->rl_state)
-                   != NGX_OK))
-        {
-            return NGX_ERROR;
-        }
-
-        if (ctx->retry_after >= 0) {
-            p = ngx_pnalloc(r->pool, NGX_INT_T_LEN);
-            if (p == NULL) {
-                return NGX_ERROR;
-            }
-
-            value.data = p;
-            value.len = ngx_sprintf(p, "%i", ctx->retry_after) - p;
-
-            if (ngx_http_linegate_header(r, "Retry-After", &value) != NGX_OK)
-            {
-                return NGX_ERROR;
-            }
-        }
-
-        if (ctx->replayed
-            && ngx_http_linegate_header(r, "Idempotent-Replayed", &yes)
-               != NGX_OK)
-        {
-            return NGX_ERROR;
-        }
     }
 
     rc = ngx_http_send_header(r);
@@ -147,6 +122,72 @@ ngx_http_linegate_output(ngx_http_request_t *r, ngx_uint_t status,
     out.next = NULL;
 
     return ngx_http_output_filter(r, &out);
+}
+
+
+/* status, a JSON body of len bytes, and the headers every answer carries */
+static ngx_int_t
+ngx_http_linegate_set_headers(ngx_http_request_t *r,
+    ngx_http_linegate_ctx_t *ctx, ngx_uint_t status, size_t len)
+{
+    u_char     *p;
+    ngx_str_t   value;
+
+    static ngx_str_t  content_type =
+        ngx_string("application/json; charset=utf-8");
+    static ngx_str_t  no_store = ngx_string("no-store");
+    static ngx_str_t  yes = ngx_string("true");
+
+    r->headers_out.status = status;
+    r->headers_out.content_length_n = len;
+    r->headers_out.content_type = content_type;
+    r->headers_out.content_type_len = content_type.len;
+    r->headers_out.content_type_lowcase = NULL;
+
+    if (ngx_http_linegate_request_id(r, &value) == NGX_OK
+        && ngx_http_linegate_header(r, "X-Request-Id", &value) != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    if (ngx_http_linegate_header(r, "Cache-Control", &no_store) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    if (ctx == NULL) {
+        return NGX_OK;
+    }
+
+    if (ctx->rl_policy.len
+        && (ngx_http_linegate_header(r, "RateLimit-Policy", &ctx->rl_policy)
+            != NGX_OK
+            || ngx_http_linegate_header(r, "RateLimit", &ctx->rl_state)
+               != NGX_OK))
+    {
+        return NGX_ERROR;
+    }
+
+    if (ctx->retry_after >= 0) {
+        p = ngx_pnalloc(r->pool, NGX_INT_T_LEN);
+        if (p == NULL) {
+            return NGX_ERROR;
+        }
+
+        value.data = p;
+        value.len = ngx_sprintf(p, "%i", ctx->retry_after) - p;
+
+        if (ngx_http_linegate_header(r, "Retry-After", &value) != NGX_OK) {
+            return NGX_ERROR;
+        }
+    }
+
+    if (ctx->replayed
+        && ngx_http_linegate_header(r, "Idempotent-Replayed", &yes) != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    return NGX_OK;
 }
 
 
@@ -175,7 +216,6 @@ void
 ngx_http_linegate_error(ngx_http_request_t *r, ngx_uint_t status,
     const char *code, const char *message)
 {
-    const char                     *key;
     ngx_http_linegate_json_write_t  jw;
     ngx_http_linegate_ctx_t        *ctx;
 
@@ -192,39 +232,9 @@ ngx_http_linegate_error(ngx_http_request_t *r, ngx_uint_t status,
     }
 
     (void) ngx_http_linegate_json_write_init(&jw, r->pool, 128);
-    ngx_http_linegate_json_write_object(&jw);
-
-    if (ctx != NULL
-        && (ctx->api == NGX_HTTP_LINEGATE_API_PROVISION_PREVIEW
-            || ctx->api == NGX_HTTP_LINEGATE_API_PROVISION_CONFIRM
-            || ctx->api == NGX_HTTP_LINEGATE_API_ACCOUNT_LIMITS))
-    {
-        ngx_http_linegate_json_write_key(&jw, "status");
-        ngx_http_linegate_json_write_raw(&jw, (u_char *) "\"ERROR\"", 7);
-
-        if (code) {
-            ngx_http_linegate_json_write_key(&jw, "error");
-            ngx_http_linegate_json_write_cstr(&jw, code);
-        }
-
-        key = "message";
-
-    } else {
-        if (code) {
-            ngx_http_linegate_json_write_key(&jw, "code");
-            ngx_http_linegate_json_write_cstr(&jw, code);
-        }
-
-        key = "error";
-    }
-
-    /* as jansson did: no member for a NULL message */
-    if (message != NULL) {
-        ngx_http_linegate_json_write_keyn(&jw, key, ngx_strlen(key));
-        ngx_http_linegate_json_write_cstr(&jw, message);
-    }
-
-    ngx_http_linegate_json_write_end(&jw, '}');
+    ngx_http_linegate_error_write(&jw,
+                                  ctx ? ctx->api : NGX_HTTP_LINEGATE_API_NONE,
+                                  code, message);
 
     ngx_http_linegate_send_jw(r, status, &jw);
 }
@@ -234,40 +244,115 @@ void
 ngx_http_linegate_field_error(ngx_http_request_t *r, const char *field,
     const char *message)
 {
+    ngx_uint_t                      api;
     ngx_http_linegate_json_write_t  jw;
     ngx_http_linegate_ctx_t        *ctx;
 
     ctx = ngx_http_linegate_get_ctx(r);
-
-    if (ctx != NULL
-        && ctx->api != NGX_HTTP_LINEGATE_API_LINE_REQUEST_CREATE
-        && ctx->api != NGX_HTTP_LINEGATE_API_LINE_REQUEST
-        && ctx->api != NGX_HTTP_LINEGATE_API_OPERATOR)
-    {
-        ngx_http_linegate_error(r, NGX_HTTP_BAD_REQUEST, NULL, message);
-        return;
-    }
+    api = ctx ? ctx->api : NGX_HTTP_LINEGATE_API_NONE;
 
     if (ctx != NULL) {
-        ngx_str_set(&ctx->outcome, "VALIDATION_ERROR");
+        if (ngx_http_linegate_validation_format(api)) {
+            ngx_str_set(&ctx->outcome, "VALIDATION_ERROR");
+
+        } else if (ctx->outcome.len == 0) {
+            ngx_str_set(&ctx->outcome, "error");
+        }
     }
 
     (void) ngx_http_linegate_json_write_init(&jw, r->pool, 128);
-    ngx_http_linegate_json_write_object(&jw);
-    ngx_http_linegate_json_write_key(&jw, "error");
-    ngx_http_linegate_json_write_cstr(&jw, message);
-    ngx_http_linegate_json_write_key(&jw, "code");
-    ngx_http_linegate_json_write_raw(&jw,
+    ngx_http_linegate_field_error_write(&jw, api, field, message);
+
+    ngx_http_linegate_send_jw(r, NGX_HTTP_BAD_REQUEST, &jw);
+}
+
+
+/* Sendblue's format: {"status": "ERROR", "error": code, "message": ...} */
+static ngx_uint_t
+ngx_http_linegate_provision_format(ngx_uint_t api)
+{
+    return api == NGX_HTTP_LINEGATE_API_PROVISION_PREVIEW
+           || api == NGX_HTTP_LINEGATE_API_PROVISION_CONFIRM
+           || api == NGX_HTTP_LINEGATE_API_ACCOUNT_LIMITS;
+}
+
+
+/* {"error": ..., "code": "VALIDATION_ERROR"}; NONE: there is no ctx */
+static ngx_uint_t
+ngx_http_linegate_validation_format(ngx_uint_t api)
+{
+    return api == NGX_HTTP_LINEGATE_API_NONE
+           || api == NGX_HTTP_LINEGATE_API_LINE_REQUEST_CREATE
+           || api == NGX_HTTP_LINEGATE_API_LINE_REQUEST
+           || api == NGX_HTTP_LINEGATE_API_OPERATOR;
+}
+
+
+/* ngx_http_linegate_error()'s body; api NONE: no ctx, the Lines API's */
+static void
+ngx_http_linegate_error_write(ngx_http_linegate_json_write_t *jw,
+    ngx_uint_t api, const char *code, const char *message)
+{
+    const char  *key;
+
+    ngx_http_linegate_json_write_object(jw);
+
+    if (ngx_http_linegate_provision_format(api)) {
+        ngx_http_linegate_json_write_key(jw, "status");
+        ngx_http_linegate_json_write_raw(jw, (u_char *) "\"ERROR\"", 7);
+
+        if (code) {
+            ngx_http_linegate_json_write_key(jw, "error");
+            ngx_http_linegate_json_write_cstr(jw, code);
+        }
+
+        key = "message";
+
+    } else {
+        if (code) {
+            ngx_http_linegate_json_write_key(jw, "code");
+            ngx_http_linegate_json_write_cstr(jw, code);
+        }
+
+        key = "error";
+    }
+
+    /* as jansson did: no member for a NULL message */
+    if (message != NULL) {
+        ngx_http_linegate_json_write_keyn(jw, key, ngx_strlen(key));
+        ngx_http_linegate_json_write_cstr(jw, message);
+    }
+
+    ngx_http_linegate_json_write_end(jw, '}');
+}
+
+
+/*
+ * ngx_http_linegate_field_error()'s body: VALIDATION_ERROR naming the
+ * field where the API has it, else the API's plain error without a code
+ */
+static void
+ngx_http_linegate_field_error_write(ngx_http_linegate_json_write_t *jw,
+    ngx_uint_t api, const char *field, const char *message)
+{
+    if (!ngx_http_linegate_validation_format(api)) {
+        ngx_http_linegate_error_write(jw, api, NULL, message);
+        return;
+    }
+
+    ngx_http_linegate_json_write_object(jw);
+    ngx_http_linegate_json_write_key(jw, "error");
+    ngx_http_linegate_json_write_cstr(jw, message);
+    ngx_http_linegate_json_write_key(jw, "code");
+    ngx_http_linegate_json_write_raw(jw,
                                      (u_char *) "\"VALIDATION_ERROR\"", 18);
 
     if (field != NULL) {
-        ngx_http_linegate_json_write_key(&jw, "field");
-        ngx_http_linegate_json_write_cstr(&jw, field);
+        ngx_http_linegate_json_write_key(jw, "field");
+        ngx_http_linegate_json_write_cstr(jw, field);
     }
 
-    ngx_http_linegate_json_write_end(&jw, '}');
-
-    ngx_http_linegate_send_jw(r, NGX_HTTP_BAD_REQUEST, &jw);
+    ngx_http_linegate_json_write_end(jw, '}');
 }
 
 
@@ -330,11 +415,7 @@ ngx_http_linegate_store_unavailable(ngx_http_request_t *r)
     }
 
     /* Sendblue's codes are lowercase, the Lines API's uppercase */
-    if (ctx != NULL
-        && (ctx->api == NGX_HTTP_LINEGATE_API_PROVISION_PREVIEW
-            || ctx->api == NGX_HTTP_LINEGATE_API_PROVISION_CONFIRM
-            || ctx->api == NGX_HTTP_LINEGATE_API_ACCOUNT_LIMITS))
-    {
+    if (ctx != NULL && ngx_http_linegate_provision_format(ctx->api)) {
         ngx_http_linegate_error(r, NGX_HTTP_SERVICE_UNAVAILABLE,
                                 "store_unavailable",
                                 "Service temporarily unavailable");
@@ -355,4 +436,148 @@ ngx_http_linegate_internal_error(ngx_http_request_t *r)
 
     ngx_http_linegate_error(r, NGX_HTTP_INTERNAL_SERVER_ERROR,
                             "INTERNAL_ERROR", "Internal error");
+}
+
+
+/*
+ * A body over client_max_body_size is refused by nginx itself (its
+ * find-config phase for a Content-Length, reading a chunked body), with
+ * its HTML page: in a linegate_api location the page becomes the API's
+ * JSON error, the one a body over linegate_max_body gets, status 413
+ * kept. nginx has already decided the rest: how much of the body it
+ * reads, and that the connection closes after the answer.
+ */
+ngx_int_t
+ngx_http_linegate_too_large_init(ngx_conf_t *cf)
+{
+    ngx_http_linegate_next_header_filter = ngx_http_top_header_filter;
+    ngx_http_top_header_filter = ngx_http_linegate_too_large_header_filter;
+
+    ngx_http_linegate_next_body_filter = ngx_http_top_body_filter;
+    ngx_http_top_body_filter = ngx_http_linegate_too_large_body_filter;
+
+    return NGX_OK;
+}
+
+
+/*
+ * nginx's own 413 page in a location of a JSON API. r->err_status is set
+ * by nginx's special response only (a refused body, or "return 413;"); an
+ * error_page 413 of the operator's has moved the request to its location
+ * (not linegate's, or one where linegate answered) or answered a
+ * redirect.
+ */
+static ngx_uint_t
+ngx_http_linegate_too_large(ngx_http_request_t *r)
+{
+    ngx_http_linegate_ctx_t       *ctx;
+    ngx_http_linegate_loc_conf_t  *llcf;
+
+    if (r != r->main
+        || r->err_status != NGX_HTTP_REQUEST_ENTITY_TOO_LARGE
+        || r->headers_out.status != NGX_HTTP_REQUEST_ENTITY_TOO_LARGE)
+    {
+        return 0;
+    }
+
+    llcf = ngx_http_get_module_loc_conf(r, ngx_http_linegate_module);
+
+    if (llcf->api == NGX_HTTP_LINEGATE_API_NONE
+        || llcf->api == NGX_HTTP_LINEGATE_API_METRICS)
+    {
+        return 0;
+    }
+
+    ctx = ngx_http_linegate_get_ctx(r);
+
+    return ctx == NULL || !ctx->answered;
+}
+
+
+/* the JSON of a body over linegate_max_body, in the location's API */
+static ngx_int_t
+ngx_http_linegate_too_large_body(ngx_http_request_t *r, ngx_str_t *body)
+{
+    ngx_http_linegate_json_write_t  jw;
+    ngx_http_linegate_loc_conf_t   *llcf;
+
+    llcf = ngx_http_get_module_loc_conf(r, ngx_http_linegate_module);
+
+    (void) ngx_http_linegate_json_write_init(&jw, r->pool, 64);
+    ngx_http_linegate_field_error_write(&jw, llcf->api, NULL,
+                                        "Request body too large");
+
+    return ngx_http_linegate_json_write_finish(&jw, body);
+}
+
+
+static ngx_int_t
+ngx_http_linegate_too_large_header_filter(ngx_http_request_t *r)
+{
+    ngx_str_t  body;
+
+    if (!ngx_http_linegate_too_large(r)) {
+        return ngx_http_linegate_next_header_filter(r);
+    }
+
+    if (ngx_http_linegate_too_large_body(r, &body) != NGX_OK
+        || ngx_http_linegate_set_headers(r, ngx_http_linegate_get_ctx(r),
+                                         NGX_HTTP_REQUEST_ENTITY_TOO_LARGE,
+                                         body.len)
+           != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    return ngx_http_linegate_next_header_filter(r);
+}
+
+
+/*
+ * nginx's page (its text, the tail, maybe the MSIE padding) is dropped;
+ * the JSON goes with the page's last buffer, which nginx sends once.
+ */
+static ngx_int_t
+ngx_http_linegate_too_large_body_filter(ngx_http_request_t *r,
+    ngx_chain_t *in)
+{
+    ngx_buf_t    *b;
+    ngx_str_t     body;
+    ngx_uint_t    last;
+    ngx_chain_t  *cl, out;
+
+    if (in == NULL || !ngx_http_linegate_too_large(r)) {
+        return ngx_http_linegate_next_body_filter(r, in);
+    }
+
+    last = 0;
+
+    for (cl = in; cl; cl = cl->next) {
+        cl->buf->pos = cl->buf->last;
+        last |= cl->buf->last_buf;
+    }
+
+    if (!last) {
+        return ngx_http_linegate_next_body_filter(r, NULL);
+    }
+
+    if (ngx_http_linegate_too_large_body(r, &body) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    b = ngx_calloc_buf(r->pool);
+    if (b == NULL) {
+        return NGX_ERROR;
+    }
+
+    b->pos = body.data;
+    b->last = body.data + body.len;
+    b->memory = 1;
+    b->last_buf = 1;
+    b->last_in_chain = 1;
+
+    out.buf = b;
+    out.next = NULL;
+
+    return ngx_http_linegate_next_body_filter(r, &out);
 }

@@ -52,6 +52,12 @@ void ngx_http_linegate_store_unavailable(ngx_http_request_t *r);
 void ngx_http_linegate_internal_error(ngx_http_request_t *r);
 
 /*
+ * Installs the filters that answer nginx's own 413 (a body over
+ * client_max_body_size) in a linegate_api location in the API's format.
+ */
+ngx_int_t ngx_http_linegate_too_large_init(ngx_conf_t *cf);
+
+/*
  * Parse ctx->raw into ctx->body (ngx_http_linegate_json_parse(), json.h):
  * NGX_OK, or NGX_ERROR once the 400 naming why (a 500 when memory ran
  * out) has been sent.

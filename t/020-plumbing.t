@@ -1,6 +1,7 @@
 # What every answer shares: X-Request-Id, JSON content type, the request id
 # in the error log, 405 for a wrong method, and 400 for a body that is not
-# a JSON object (nothing written to Redis).
+# a JSON object (nothing written to Redis); nginx's own 413 (a body over
+# client_max_body_size) in the API's JSON, nginx's page elsewhere.
 use strict;
 use warnings;
 use lib 't/lib';
@@ -8,10 +9,15 @@ use lib 't/lib';
 use Test::More;
 use LG::Stack;
 use LG::Test;
+use LG::OpenAPI qw(answer_matches);
+use Mojo::Transaction::HTTP;
 
 # /lg-413: a Lines location whose body limit sends a larger body to /err
 # (error_page 413 =, an internal redirect), which proxies to a port where
-# nothing listens; /lg-413-lg sends it to another linegate location
+# nothing listens; /lg-413-lg sends it to another linegate location;
+# /lg-own-413 and /lg-413-keep keep the 413 (error_page 413 without =) and
+# answer the operator's page or that of another linegate location; /plain
+# reads a body (to proxy it) without linegate
 my ($dead_port) = LG::Stack::_free_ports(1);
 my $s = LG::Stack->new(stub => 0, SERVER_EXTRA => <<"EXTRA")->start;
 location = /lg-413 {
@@ -25,6 +31,23 @@ location = /lg-413 {
         location = /lg-413-lg {
             client_max_body_size 100;
             error_page 413 = /api/lines/by-user;
+            linegate_api line_request_create;
+        }
+        location = /lg-own-413 {
+            error_page 413 /own-413;
+            linegate_api provision_confirm;
+        }
+        location = /own-413 {
+            internal;
+            default_type text/plain;
+            return 200 "the operator's page";
+        }
+        location = /plain {
+            proxy_pass http://127.0.0.1:$dead_port;
+        }
+        location = /lg-413-keep {
+            client_max_body_size 100;
+            error_page 413 /api/lines/by-user;
             linegate_api line_request_create;
         }
 EXTRA
@@ -266,6 +289,132 @@ subtest 'chunked bodies' => sub {
     is($status, 200, 'chunked, small: accepted');
     is(eval { Mojo::JSON::decode_json($body)->{plan} }, 'mini',
        'chunked, small: the workspace');
+};
+
+# A body over client_max_body_size (1m by default) is refused by nginx
+# before linegate reads it: on its Content-Length, or once 1m of a chunked
+# body has come. Sent whole: nginx reads and drops the rest of it.
+my $BIG = 'x' x (2 * 1024 * 1024);
+
+sub big {
+    my ($method, $path, $how, $extra) = @_;
+    local $SIG{PIPE} = 'IGNORE';
+    my $req = "$method $path HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            . "Authorization: Bearer $token\r\n" . ($extra // '')
+            . "Content-Type: application/json\r\n";
+    if ($how eq 'chunked') {
+        $req .= "Transfer-Encoding: chunked\r\n\r\n";
+        for (my $i = 0; $i < length $BIG; $i += 65536) {
+            $req .= sprintf("%x\r\n", 65536) . substr($BIG, $i, 65536)
+                  . "\r\n";
+        }
+        $req .= "0\r\n\r\n";
+    } else {
+        $req .= 'Content-Length: ' . length($BIG) . "\r\n\r\n$BIG";
+    }
+    return raw_http($s->port, $req, 20);
+}
+
+my $too_large = 'Request body too large';
+my %json_413 = (
+    'the Lines API'         => [POST => '/api/line-requests',
+                                { error => $too_large,
+                                  code => 'VALIDATION_ERROR' }],
+    'the Lines API (GET)'   => [GET => '/api/lines/by-user',
+                                { error => $too_large }],
+    'the Provisioning API'  => [POST => '/accounts/lines/provision-confirm',
+                                { status => 'ERROR', message => $too_large }],
+    'the operator API'      => [PUT => '/_linegate/workspaces/org_big',
+                                { error => $too_large,
+                                  code => 'VALIDATION_ERROR' }],
+    'the webhook'           => [POST => '/webhooks/stripe',
+                                { error => $too_large }],
+);
+
+subtest 'a body over client_max_body_size: 413 in the API\'s JSON' => sub {
+    for my $api (sort keys %json_413) {
+        my ($method, $path, $want) = @{ $json_413{$api} };
+        for my $how ('length', 'chunked') {
+            my $name = "$api, $how";
+            my ($status, $h, $body) = big($method, $path, $how);
+            is($status, 413, "$name: 413");
+            is($h->{'content-type'}, 'application/json; charset=utf-8',
+               "$name: JSON");
+            is($h->{'content-length'}, length $body,
+               "$name: Content-Length is the JSON's");
+            like($h->{'x-request-id'} // '', qr/^[0-9a-f]{32}$/,
+                 "$name: X-Request-Id");
+            is($h->{'cache-control'}, 'no-store', "$name: no-store");
+            is($h->{connection}, 'close', "$name: closed, as nginx does");
+            is_deeply(scalar eval { Mojo::JSON::decode_json($body) }, $want,
+                      "$name: the API's error") or diag $body;
+
+            my $tx = Mojo::Transaction::HTTP->new;
+            $tx->req->method($method)->url->parse($path);
+            $tx->res->code($status)->body($body);
+            $tx->res->headers->header($_ => $h->{$_}) for keys %$h;
+            answer_matches($tx, $name);
+        }
+    }
+
+    # nginx pads its page for MSIE and Chrome (msie_padding): not the JSON
+    my $chrome = "User-Agent: Mozilla/5.0 Chrome/120.0.0.0\r\n";
+    for my $how ('length', 'chunked') {
+        my ($status, $h, $body) = big(GET => '/accounts/limits', $how,
+                                      $chrome);
+        is($status, 413, "Chrome, $how: 413");
+        is($h->{'content-length'}, length $body, "Chrome, $how: its length");
+        is_deeply(scalar eval { Mojo::JSON::decode_json($body) },
+                  { status => 'ERROR', message => $too_large },
+                  "Chrome, $how: the JSON alone") or diag $body;
+    }
+
+    my ($status, $h, $body) = big(HEAD => '/api/line-requests', 'length');
+    is($status, 413, 'HEAD: 413');
+    is($h->{'content-type'}, 'application/json; charset=utf-8',
+       'HEAD: JSON');
+    is($h->{'content-length'}, length(Mojo::JSON::encode_json(
+           { error => $too_large, code => 'VALIDATION_ERROR' })),
+       'HEAD: the length of the JSON');
+    is($body, '', 'HEAD: no body');
+};
+
+subtest 'a body over client_max_body_size elsewhere: nginx\'s 413' => sub {
+    # /metrics reads no body: a chunked one is dropped (200)
+    for my $case ([POST => '/plain', 'length', 'chunked'],
+                  [GET => '/metrics', 'length']) {
+        my ($method, $path, @how) = @$case;
+        for my $how (@how) {
+            my $name = "$path, $how";
+            my ($status, $h, $body) = big($method, $path, $how);
+            is($status, 413, "$name: 413");
+            is($h->{'content-type'}, 'text/html', "$name: HTML");
+            like($body, qr{<title>413 Request Entity Too Large</title>},
+                 "$name: nginx's page");
+            is($h->{'content-length'}, length $body, "$name: its length");
+            ok(!exists $h->{'x-request-id'}, "$name: no X-Request-Id");
+        }
+    }
+
+    my ($status, $h, $body) = big(POST => '/plain', 'length',
+                                  "User-Agent: Chrome/120.0.0.0\r\n");
+    like($body, qr{</html>\r?\n<!-- a padding to disable MSIE}s,
+         '/plain, Chrome: nginx\'s page, padded');
+
+    for my $how ('length', 'chunked') {
+        my ($status, $h, $body) = big(POST => '/lg-own-413', $how);
+        is($status, 413, "error_page 413, $how: 413");
+        is($body, "the operator's page", "error_page 413, $how: theirs");
+        is($h->{'content-type'}, 'text/plain',
+           "error_page 413, $how: their type");
+    }
+
+    # 300 bytes over its 100: by-user answers (within its own bound)
+    ($status, $h, $body) = post_300('/lg-413-keep');
+    is($status, 413, 'error_page 413 to linegate: 413');
+    is_deeply(scalar eval { Mojo::JSON::decode_json($body) },
+              { error => 'Unauthorized' },
+              'error_page 413 to linegate: by-user\'s answer');
 };
 
 done_testing;
