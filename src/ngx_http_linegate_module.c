@@ -1213,6 +1213,7 @@ ngx_http_linegate_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
 
     ngx_conf_merge_uint_value(conf->api, prev->api,
                               NGX_HTTP_LINEGATE_API_NONE);
+    ngx_conf_merge_str_value(conf->api_name, prev->api_name, "");
     ngx_conf_merge_size_value(conf->max_body, prev->max_body, 16384);
 
     if (conf->max_body == 0 || conf->max_body > 1024 * 1024) {
@@ -1269,6 +1270,7 @@ ngx_http_linegate_api(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     }
 
     llcf->api = api->api;
+    llcf->api_name = api->name;
 
     lmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_linegate_module);
 
@@ -2112,8 +2114,8 @@ ngx_http_linegate_init(ngx_conf_t *cf)
         return NGX_OK;
     }
 
-    /* nginx's 413 in the APIs' JSON (reply.c), its page elsewhere */
-    if (ngx_http_linegate_too_large_init(cf) != NGX_OK) {
+    /* nginx's error pages in the APIs' JSON (reply.c), HTML elsewhere */
+    if (ngx_http_linegate_nginx_page_init(cf) != NGX_OK) {
         return NGX_ERROR;
     }
 

@@ -168,6 +168,7 @@ typedef struct {
 
 typedef struct {
     ngx_uint_t                      api;
+    ngx_str_t                       api_name;  /* for reply.c's filter */
     size_t                          max_body;
 } ngx_http_linegate_loc_conf_t;
 
@@ -223,6 +224,8 @@ struct ngx_http_linegate_ctx_s {
     ngx_atomic_t                   *bump_epoch;    /* operator writes */
     unsigned                        replayed:1;
     unsigned                        answered:1;    /* the module's answer */
+    /* nginx's own error page, answered in the API's JSON (reply.c) */
+    unsigned                        nginx_page:1;
 
     /* endpoint-specific state */
     void                           *data;

@@ -22,12 +22,15 @@ static void ngx_http_linegate_error_write(ngx_http_linegate_json_write_t *jw,
 static void ngx_http_linegate_field_error_write(
     ngx_http_linegate_json_write_t *jw, ngx_uint_t api, const char *field,
     const char *message);
-static ngx_uint_t ngx_http_linegate_too_large(ngx_http_request_t *r);
-static ngx_int_t ngx_http_linegate_too_large_body(ngx_http_request_t *r,
-    ngx_str_t *body);
-static ngx_int_t ngx_http_linegate_too_large_header_filter(
+static ngx_uint_t ngx_http_linegate_nginx_page(ngx_http_request_t *r);
+static const char *ngx_http_linegate_reason(ngx_uint_t status);
+static ngx_int_t ngx_http_linegate_nginx_page_body(ngx_http_request_t *r,
+    ngx_uint_t api, ngx_str_t *body);
+static ngx_http_linegate_ctx_t *ngx_http_linegate_page_ctx(
+    ngx_http_request_t *r, ngx_http_linegate_loc_conf_t *llcf);
+static ngx_int_t ngx_http_linegate_nginx_page_header_filter(
     ngx_http_request_t *r);
-static ngx_int_t ngx_http_linegate_too_large_body_filter(
+static ngx_int_t ngx_http_linegate_nginx_page_body_filter(
     ngx_http_request_t *r, ngx_chain_t *in);
 static ngx_int_t ngx_http_linegate_add_header(ngx_http_request_t *r,
     const char *name, size_t nlen, ngx_str_t *value);
@@ -91,7 +94,7 @@ ngx_http_linegate_output(ngx_http_request_t *r, ngx_uint_t status,
                                          status, &ctx->outcome);
 
         /*
-         * not nginx's page for the 413 filter, even with the 413 an
+         * not nginx's page for its filter, even with the status an
          * error_page into this location keeps (r->err_status)
          */
         ctx->answered = 1;
@@ -440,42 +443,51 @@ ngx_http_linegate_internal_error(ngx_http_request_t *r)
 
 
 /*
- * A body over client_max_body_size is refused by nginx itself (its
- * find-config phase for a Content-Length, reading a chunked body), with
- * its HTML page: in a linegate_api location the page becomes the API's
- * JSON error, the one a body over linegate_max_body gets, status 413
- * kept. nginx has already decided the rest: how much of the body it
- * reads, and that the connection closes after the answer.
+ * nginx's own error pages (a body over client_max_body_size or an invalid
+ * chunked one, limit_req, deny, auth_basic, "return 503;", a 500 of the
+ * handler's or of an allocation) in a linegate_api location become the
+ * API's JSON error for the status: a client of a JSON API gets JSON for
+ * every error. nginx keeps the status, the headers it set
+ * (WWW-Authenticate, Allow...), how much of the body it reads and whether
+ * the connection closes.
  */
 ngx_int_t
-ngx_http_linegate_too_large_init(ngx_conf_t *cf)
+ngx_http_linegate_nginx_page_init(ngx_conf_t *cf)
 {
     ngx_http_linegate_next_header_filter = ngx_http_top_header_filter;
-    ngx_http_top_header_filter = ngx_http_linegate_too_large_header_filter;
+    ngx_http_top_header_filter = ngx_http_linegate_nginx_page_header_filter;
 
     ngx_http_linegate_next_body_filter = ngx_http_top_body_filter;
-    ngx_http_top_body_filter = ngx_http_linegate_too_large_body_filter;
+    ngx_http_top_body_filter = ngx_http_linegate_nginx_page_body_filter;
 
     return NGX_OK;
 }
 
 
 /*
- * nginx's own 413 page in a location of a JSON API. r->err_status is set
- * by nginx's special response only (a refused body, or "return 413;"); an
- * error_page 413 of the operator's has moved the request to its location
- * (not linegate's, or one where linegate answered) or answered a
- * redirect.
+ * nginx's special response in a location of a JSON API. r->err_status is
+ * set by it only (every answer passes here: two integer compares for
+ * those that are not one), and is 400 for the pseudo-codes 494-497 by
+ * then; 3xx are redirects, not errors; 408, 444 and 499 send nothing. An
+ * error_page of the operator's has moved the request to its location
+ * (not linegate's, or one where linegate answered: ctx->answered) or
+ * answered a redirect.
  */
 static ngx_uint_t
-ngx_http_linegate_too_large(ngx_http_request_t *r)
+ngx_http_linegate_nginx_page(ngx_http_request_t *r)
 {
     ngx_http_linegate_ctx_t       *ctx;
     ngx_http_linegate_loc_conf_t  *llcf;
 
-    if (r != r->main
-        || r->err_status != NGX_HTTP_REQUEST_ENTITY_TOO_LARGE
-        || r->headers_out.status != NGX_HTTP_REQUEST_ENTITY_TOO_LARGE)
+    if (r->err_status < NGX_HTTP_BAD_REQUEST || r != r->main) {
+        return 0;
+    }
+
+    if (r->err_status > 599
+        || r->err_status == NGX_HTTP_REQUEST_TIME_OUT
+        || r->err_status == NGX_HTTP_CLOSE
+        || r->err_status == NGX_HTTP_CLIENT_CLOSED_REQUEST
+        || r->headers_out.status != r->err_status)
     {
         return 0;
     }
@@ -494,36 +506,151 @@ ngx_http_linegate_too_large(ngx_http_request_t *r)
 }
 
 
-/* the JSON of a body over linegate_max_body, in the location's API */
-static ngx_int_t
-ngx_http_linegate_too_large_body(ngx_http_request_t *r, ngx_str_t *body)
+/* nginx's reason phrases, but where the module has its own words */
+static const char *
+ngx_http_linegate_reason(ngx_uint_t status)
 {
+    static const char  *reasons4[] = {
+        "Bad Request", "Unauthorized", "Payment Required", "Forbidden",
+        "Not found", "Method not allowed", "Not Acceptable",
+        "Proxy Authentication Required", "Request Timeout", "Conflict",
+        "Gone", "Length Required", "Precondition Failed",
+        "Request body too large", "URI Too Long", "Unsupported Media Type",
+        "Range Not Satisfiable", "Expectation Failed", NULL, NULL, NULL,
+        "Misdirected Request", "Unprocessable Entity", NULL, NULL, NULL,
+        NULL, NULL, NULL, "Too Many Requests"
+    };
+
+    static const char  *reasons5[] = {
+        "Internal error", "Not Implemented", "Bad Gateway",
+        "Service Unavailable", "Gateway Timeout",
+        "HTTP Version Not Supported", NULL, "Insufficient Storage"
+    };
+
+    if (status < 400 + sizeof(reasons4) / sizeof(reasons4[0])) {
+        if (reasons4[status - 400]) {
+            return reasons4[status - 400];
+        }
+
+    } else if (status >= 500
+               && status < 500 + sizeof(reasons5) / sizeof(reasons5[0])
+               && reasons5[status - 500])
+    {
+        return reasons5[status - 500];
+    }
+
+    return status < 500 ? "Client error" : "Server error";
+}
+
+
+/*
+ * The JSON for nginx's status, in the API's format (the writers of
+ * ngx_http_linegate_error() and _field_error()): a refused body (400,
+ * 413) as the module's own refusal of a body, without a field; a 500 as
+ * ngx_http_linegate_internal_error()'s; a 429 of the Lines API as its
+ * RATE_LIMITED; anything else without a code.
+ */
+static ngx_int_t
+ngx_http_linegate_nginx_page_body(ngx_http_request_t *r, ngx_uint_t api,
+    ngx_str_t *body)
+{
+    ngx_uint_t                      status;
+    const char                     *code, *reason;
     ngx_http_linegate_json_write_t  jw;
-    ngx_http_linegate_loc_conf_t   *llcf;
 
-    llcf = ngx_http_get_module_loc_conf(r, ngx_http_linegate_module);
+    status = r->err_status;
+    reason = ngx_http_linegate_reason(status);
 
-    (void) ngx_http_linegate_json_write_init(&jw, r->pool, 64);
-    ngx_http_linegate_field_error_write(&jw, llcf->api, NULL,
-                                        "Request body too large");
+    (void) ngx_http_linegate_json_write_init(&jw, r->pool, 96);
+
+    switch (status) {
+
+    case NGX_HTTP_BAD_REQUEST:
+    case NGX_HTTP_REQUEST_ENTITY_TOO_LARGE:
+        ngx_http_linegate_field_error_write(&jw, api, NULL, reason);
+        return ngx_http_linegate_json_write_finish(&jw, body);
+
+    case NGX_HTTP_INTERNAL_SERVER_ERROR:
+        code = "INTERNAL_ERROR";
+        break;
+
+    case NGX_HTTP_TOO_MANY_REQUESTS:
+        code = (api == NGX_HTTP_LINEGATE_API_LINE_REQUEST_CREATE
+                || api == NGX_HTTP_LINEGATE_API_LINE_REQUEST
+                || api == NGX_HTTP_LINEGATE_API_LINES_BY_USER
+                || api == NGX_HTTP_LINEGATE_API_LINE_AVAILABILITY)
+               ? "RATE_LIMITED" : NULL;
+        reason = code ? "Rate limit exceeded" : reason;
+        break;
+
+    default:
+        code = NULL;
+    }
+
+    ngx_http_linegate_error_write(&jw, api, code, reason);
 
     return ngx_http_linegate_json_write_finish(&jw, body);
 }
 
 
-static ngx_int_t
-ngx_http_linegate_too_large_header_filter(ngx_http_request_t *r)
+/*
+ * nginx answered before the handler made the ctx (find-config, access,
+ * preaccess...): one for the outcome and the body filter. Nothing of it
+ * needs the handler's cleanup: no body, no Stripe answer, no epoch.
+ */
+static ngx_http_linegate_ctx_t *
+ngx_http_linegate_page_ctx(ngx_http_request_t *r,
+    ngx_http_linegate_loc_conf_t *llcf)
 {
-    ngx_str_t  body;
+    ngx_http_linegate_ctx_t  *ctx;
 
-    if (!ngx_http_linegate_too_large(r)) {
+    ctx = ngx_pcalloc(r->pool, sizeof(ngx_http_linegate_ctx_t));
+    if (ctx == NULL) {
+        return NULL;
+    }
+
+    ctx->api = llcf->api;
+    ctx->api_name = &llcf->api_name;
+    ctx->retry_after = -1;
+    ngx_http_set_ctx(r, ctx, ngx_http_linegate_module);
+
+    return ctx;
+}
+
+
+/*
+ * Counted as the module's answers are, outcome "nginx_error"; the body
+ * filter replaces the page of the requests marked here.
+ */
+static ngx_int_t
+ngx_http_linegate_nginx_page_header_filter(ngx_http_request_t *r)
+{
+    ngx_str_t                      body;
+    ngx_http_linegate_ctx_t       *ctx;
+    ngx_http_linegate_loc_conf_t  *llcf;
+
+    if (!ngx_http_linegate_nginx_page(r)) {
         return ngx_http_linegate_next_header_filter(r);
     }
 
-    if (ngx_http_linegate_too_large_body(r, &body) != NGX_OK
-        || ngx_http_linegate_set_headers(r, ngx_http_linegate_get_ctx(r),
-                                         NGX_HTTP_REQUEST_ENTITY_TOO_LARGE,
-                                         body.len)
+    llcf = ngx_http_get_module_loc_conf(r, ngx_http_linegate_module);
+
+    ctx = ngx_http_linegate_get_ctx(r);
+
+    if (ctx == NULL) {
+        ctx = ngx_http_linegate_page_ctx(r, llcf);
+        if (ctx == NULL) {
+            return NGX_ERROR;
+        }
+    }
+
+    ngx_str_set(&ctx->outcome, "nginx_error");
+    ngx_http_linegate_metrics_answer(ctx->api, ctx->api_name, r->err_status,
+                                     &ctx->outcome);
+    ctx->nginx_page = 1;
+
+    if (ngx_http_linegate_nginx_page_body(r, ctx->api, &body) != NGX_OK
+        || ngx_http_linegate_set_headers(r, ctx, r->err_status, body.len)
            != NGX_OK)
     {
         return NGX_ERROR;
@@ -534,19 +661,27 @@ ngx_http_linegate_too_large_header_filter(ngx_http_request_t *r)
 
 
 /*
- * nginx's page (its text, the tail, maybe the MSIE padding) is dropped;
- * the JSON goes with the page's last buffer, which nginx sends once.
+ * nginx's page (its text, the tail, maybe the MSIE padding; an empty
+ * buffer for a status without a page) is dropped; the JSON goes with the
+ * page's last buffer, which nginx sends once. HEAD: no body comes.
  */
 static ngx_int_t
-ngx_http_linegate_too_large_body_filter(ngx_http_request_t *r,
+ngx_http_linegate_nginx_page_body_filter(ngx_http_request_t *r,
     ngx_chain_t *in)
 {
-    ngx_buf_t    *b;
-    ngx_str_t     body;
-    ngx_uint_t    last;
-    ngx_chain_t  *cl, out;
+    ngx_buf_t                *b;
+    ngx_str_t                 body;
+    ngx_uint_t                last;
+    ngx_chain_t              *cl, out;
+    ngx_http_linegate_ctx_t  *ctx;
 
-    if (in == NULL || !ngx_http_linegate_too_large(r)) {
+    if (r->err_status < NGX_HTTP_BAD_REQUEST || in == NULL) {
+        return ngx_http_linegate_next_body_filter(r, in);
+    }
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_linegate_module);
+
+    if (ctx == NULL || !ctx->nginx_page || r != r->main) {
         return ngx_http_linegate_next_body_filter(r, in);
     }
 
@@ -561,7 +696,7 @@ ngx_http_linegate_too_large_body_filter(ngx_http_request_t *r,
         return ngx_http_linegate_next_body_filter(r, NULL);
     }
 
-    if (ngx_http_linegate_too_large_body(r, &body) != NGX_OK) {
+    if (ngx_http_linegate_nginx_page_body(r, ctx->api, &body) != NGX_OK) {
         return NGX_ERROR;
     }
 

@@ -52,10 +52,11 @@ void ngx_http_linegate_store_unavailable(ngx_http_request_t *r);
 void ngx_http_linegate_internal_error(ngx_http_request_t *r);
 
 /*
- * Installs the filters that answer nginx's own 413 (a body over
- * client_max_body_size) in a linegate_api location in the API's format.
+ * Installs the filters that answer nginx's own error pages (a body over
+ * client_max_body_size, deny, limit_req, auth_basic...) in a linegate_api
+ * location in the API's format.
  */
-ngx_int_t ngx_http_linegate_too_large_init(ngx_conf_t *cf);
+ngx_int_t ngx_http_linegate_nginx_page_init(ngx_conf_t *cf);
 
 /*
  * Parse ctx->raw into ctx->body (ngx_http_linegate_json_parse(), json.h):

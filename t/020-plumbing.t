@@ -1,7 +1,9 @@
 # What every answer shares: X-Request-Id, JSON content type, the request id
 # in the error log, 405 for a wrong method, and 400 for a body that is not
-# a JSON object (nothing written to Redis); nginx's own 413 (a body over
-# client_max_body_size) in the API's JSON, nginx's page elsewhere.
+# a JSON object (nothing written to Redis); nginx's own error pages (a
+# body over client_max_body_size, an invalid chunked body, deny,
+# limit_req, auth_basic, "return 503;") in the API's JSON, nginx's page
+# elsewhere.
 use strict;
 use warnings;
 use lib 't/lib';
@@ -17,9 +19,16 @@ use Mojo::Transaction::HTTP;
 # nothing listens; /lg-413-lg sends it to another linegate location;
 # /lg-own-413 and /lg-413-keep keep the 413 (error_page 413 without =) and
 # answer the operator's page or that of another linegate location; /plain
-# reads a body (to proxy it) without linegate
+# reads a body (to proxy it) without linegate; /lg-deny-*, /lg-503*,
+# /lg-500, /lg-limit*, /lg-auth: nginx refuses before linegate runs, in a
+# location of each JSON API; /plain-*: the same without linegate
 my ($dead_port) = LG::Stack::_free_ports(1);
-my $s = LG::Stack->new(stub => 0, SERVER_EXTRA => <<"EXTRA")->start;
+my $s = LG::Stack->new(stub => 0, HTTP_EXTRA => <<"HTTP",
+limit_req_zone \$binary_remote_addr zone=lg_one:1m rate=1r/m;
+    limit_req_zone \$binary_remote_addr zone=lg_two:1m rate=1r/m;
+    limit_req_zone \$binary_remote_addr zone=lg_three:1m rate=1r/m;
+HTTP
+                       SERVER_EXTRA => <<"EXTRA")->start;
 location = /lg-413 {
             client_max_body_size 100;
             error_page 413 = /err;
@@ -49,6 +58,78 @@ location = /lg-413 {
             client_max_body_size 100;
             error_page 413 /api/lines/by-user;
             linegate_api line_request_create;
+        }
+        location = /lg-deny-lines {
+            deny all;
+            add_header X-LG-Outcome \$linegate_outcome always;
+            linegate_api line_request_create;
+        }
+        location = /lg-deny-user {
+            deny all;
+            add_header X-LG-Outcome \$linegate_outcome always;
+            linegate_api lines_by_user;
+        }
+        location = /lg-deny-prov {
+            deny all;
+            add_header X-LG-Outcome \$linegate_outcome always;
+            linegate_api provision_confirm;
+        }
+        location = /lg-deny-op {
+            deny all;
+            add_header X-LG-Outcome \$linegate_outcome always;
+            linegate_api operator;
+        }
+        location = /lg-deny-wh {
+            deny all;
+            add_header X-LG-Outcome \$linegate_outcome always;
+            linegate_api stripe_webhook;
+        }
+        location = /lg-503 {
+            add_header X-LG-Outcome \$linegate_outcome always;
+            linegate_api lines_by_user;
+            return 503;
+        }
+        location = /lg-503-op {
+            add_header X-LG-Outcome \$linegate_outcome always;
+            linegate_api operator;
+            return 503;
+        }
+        location = /lg-500 {
+            add_header X-LG-Outcome \$linegate_outcome always;
+            linegate_api operator;
+            return 500;
+        }
+        location = /lg-limit {
+            limit_req zone=lg_one nodelay;
+            add_header X-LG-Outcome \$linegate_outcome always;
+            linegate_api provision_preview;
+        }
+        location = /lg-limit-429 {
+            limit_req zone=lg_two nodelay;
+            limit_req_status 429;
+            add_header X-LG-Outcome \$linegate_outcome always;
+            linegate_api lines_by_user;
+        }
+        location = /lg-auth {
+            auth_basic "linegate test";
+            auth_basic_user_file /dev/null;
+            add_header X-LG-Outcome \$linegate_outcome always;
+            linegate_api operator;
+        }
+        location = /plain-deny {
+            deny all;
+        }
+        location = /plain-503 {
+            return 503;
+        }
+        location = /plain-limit {
+            limit_req zone=lg_three nodelay;
+            proxy_pass http://127.0.0.1:$dead_port;
+        }
+        location = /plain-auth {
+            auth_basic "linegate test";
+            auth_basic_user_file /dev/null;
+            proxy_pass http://127.0.0.1:$dead_port;
         }
 EXTRA
 my $r = $s->redis;
@@ -415,6 +496,162 @@ subtest 'a body over client_max_body_size elsewhere: nginx\'s 413' => sub {
     is_deeply(scalar eval { Mojo::JSON::decode_json($body) },
               { error => 'Unauthorized' },
               'error_page 413 to linegate: by-user\'s answer');
+};
+
+# nginx's other error pages: one request, the connection closed after it
+sub plain_req {
+    my ($method, $path, $extra, $body) = @_;
+    local $SIG{PIPE} = 'IGNORE';
+    return raw_http($s->port, "$method $path HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                              . "Connection: close\r\n" . ($extra // '')
+                              . "\r\n" . ($body // ''), 10);
+}
+
+# an invalid chunked body, found as linegate reads it (nginx's 400)
+my $bad_chunks = "Authorization: Bearer $token\r\n"
+               . "Content-Type: application/json\r\n"
+               . "Transfer-Encoding: chunked\r\n";
+
+# outcome nginx_error by API (the webhook's outcome is its event's type)
+sub nginx_outcomes {
+    my %n;
+    my $text = $s->ua->get($s->url('/metrics'))->res->body;
+    $n{$1} = $2 while $text =~ /^linegate_http_outcomes_total
+                                 \{api="(\w+)",outcome="nginx_error"\}
+                                 \ (\d+)$/mgx;
+    $n{stripe_webhook} += $1 while $text =~ /^linegate_webhook_events_total
+                                 \{type="nginx_error",result="\dxx"\}
+                                 \ (\d+)$/mgx;
+    return \%n;
+}
+
+subtest 'nginx\'s other error pages: the API\'s JSON' => sub {
+    my $forbidden = { error => 'Forbidden' };
+    my $unavailable = { error => 'Service Unavailable' };
+    my $bad = { error => 'Bad Request', code => 'VALIDATION_ERROR' };
+
+    # the first request of a limit_req location passes (linegate's 401)
+    my ($status) = plain_req(POST => '/lg-limit');
+    is($status, 401, 'limit_req: the first request passes');
+    ($status) = plain_req(GET => '/lg-limit-429');
+    is($status, 401, 'limit_req 429: the first request passes');
+
+    my $before = nginx_outcomes();
+
+    # [name, request, status, body, as (method, path) of openapi.yaml]
+    my @cases = (
+        ['deny, the Lines API', [POST => '/lg-deny-lines'], 403,
+         $forbidden, [POST => '/api/line-requests']],
+        ['deny, by-user', [GET => '/lg-deny-user'], 403,
+         $forbidden, [GET => '/api/lines/by-user']],
+        ['deny, the Provisioning API', [POST => '/lg-deny-prov'], 403,
+         { status => 'ERROR', message => 'Forbidden' },
+         [POST => '/accounts/lines/provision-confirm']],
+        ['deny, the operator API', [GET => '/lg-deny-op'], 403,
+         $forbidden, [GET => '/_linegate/inventory']],
+        ['deny, the webhook', [POST => '/lg-deny-wh'], 403,
+         $forbidden, [POST => '/webhooks/stripe']],
+        ['return 503, by-user', [GET => '/lg-503'], 503,
+         $unavailable, [GET => '/api/lines/by-user']],
+        ['return 503, the operator API', [GET => '/lg-503-op'], 503,
+         $unavailable, [GET => '/_linegate/inventory']],
+        ['return 500, the operator API', [GET => '/lg-500'], 500,
+         { error => 'Internal error', code => 'INTERNAL_ERROR' },
+         [GET => '/_linegate/inventory']],
+        ['limit_req, the Provisioning API', [POST => '/lg-limit'], 503,
+         { status => 'ERROR', message => 'Service Unavailable' },
+         [POST => '/accounts/lines/provision-preview']],
+        ['limit_req_status 429, by-user', [GET => '/lg-limit-429'], 429,
+         { error => 'Rate limit exceeded', code => 'RATE_LIMITED' },
+         [GET => '/api/lines/by-user']],
+        ['auth_basic, the operator API', [GET => '/lg-auth'], 401,
+         { error => 'Unauthorized' }, [GET => '/_linegate/inventory']],
+        ['invalid chunked body, the Lines API',
+         [POST => '/api/line-requests', $bad_chunks, "zz\r\n"], 400,
+         $bad, undef],
+        ['invalid chunked body, the Provisioning API',
+         [POST => '/accounts/lines/provision-confirm', $bad_chunks,
+          "zz\r\n"], 400,
+         { status => 'ERROR', message => 'Bad Request' }, undef],
+        ['invalid chunked body, the operator API',
+         [PUT => '/_linegate/workspaces/org_chunks', $bad_chunks, "zz\r\n"],
+         400, $bad, undef],
+        ['invalid chunked body, the webhook',
+         [POST => '/webhooks/stripe', $bad_chunks, "zz\r\n"], 400,
+         { error => 'Bad Request' }, undef],
+    );
+
+    for my $case (@cases) {
+        my ($name, $req, $want_status, $want, $as) = @$case;
+        my ($status, $h, $body) = plain_req(@$req);
+        is($status, $want_status, "$name: $want_status");
+        is($h->{'content-type'}, 'application/json; charset=utf-8',
+           "$name: JSON");
+        is($h->{'content-length'}, length $body,
+           "$name: Content-Length is the JSON's");
+        like($h->{'x-request-id'} // '', qr/^[0-9a-f]{32}$/,
+             "$name: X-Request-Id");
+        is($h->{'cache-control'}, 'no-store', "$name: no-store");
+        is_deeply(scalar eval { Mojo::JSON::decode_json($body) }, $want,
+                  "$name: the API's error") or diag $body;
+        is($h->{'x-lg-outcome'}, 'nginx_error',
+           "$name: \$linegate_outcome") if $req->[1] =~ /^\/lg-/;
+
+        my $tx = Mojo::Transaction::HTTP->new;
+        $tx->req->method($req->[0])->url->parse($req->[1]);
+        $tx->res->code($status)->body($body);
+        $tx->res->headers->header($_ => $h->{$_}) for keys %$h;
+        answer_matches($tx, $name, @{ $as // [] });
+    }
+
+    # auth_basic's challenge stays
+    my ($st, $h) = plain_req(GET => '/lg-auth');
+    is($h->{'www-authenticate'}, 'Basic realm="linegate test"',
+       'auth_basic: WWW-Authenticate kept');
+
+    # counted: the /lg-* cases above, by API
+    my $after = nginx_outcomes();
+    my %want = (line_request_create => 2, lines_by_user => 3,
+                provision_confirm => 2, operator => 6, stripe_webhook => 2,
+                provision_preview => 1);
+    for my $api (sort keys %want) {
+        is(($after->{$api} // 0) - ($before->{$api} // 0), $want{$api},
+           "$api: $want{$api} answers with outcome nginx_error counted");
+    }
+
+    my ($hst, $hh, $hbody) = plain_req(HEAD => '/lg-deny-lines');
+    is($hst, 403, 'HEAD: 403');
+    is($hh->{'content-type'}, 'application/json; charset=utf-8',
+       'HEAD: JSON');
+    is($hh->{'content-length'}, length(Mojo::JSON::encode_json($forbidden)),
+       'HEAD: the length of the JSON');
+    is($hbody // '', '', 'HEAD: no body');
+};
+
+subtest 'nginx\'s other error pages elsewhere: its HTML' => sub {
+    my ($status) = plain_req(GET => '/plain-limit');
+    for my $case (['deny', [GET => '/plain-deny'], 403, 'Forbidden'],
+                  ['return 503', [GET => '/plain-503'], 503,
+                   'Service Temporarily Unavailable'],
+                  ['limit_req', [GET => '/plain-limit'], 503,
+                   'Service Temporarily Unavailable'],
+                  ['auth_basic', [GET => '/plain-auth'], 401,
+                   'Authorization Required'],
+                  ['invalid chunked body',
+                   [POST => '/plain', $bad_chunks, "zz\r\n"], 400,
+                   'Bad Request'])
+    {
+        my ($name, $req, $want_status, $title) = @$case;
+        my ($status, $h, $body) = plain_req(@$req);
+        is($status, $want_status, "$name: $want_status");
+        is($h->{'content-type'}, 'text/html', "$name: HTML");
+        like($body, qr{<title>$want_status \Q$title\E</title>},
+             "$name: nginx's page");
+        ok(!exists $h->{'x-request-id'}, "$name: no X-Request-Id");
+    }
+    my ($st, $h) = plain_req(GET => '/plain-auth');
+    is($h->{'www-authenticate'}, 'Basic realm="linegate test"',
+       'auth_basic: WWW-Authenticate');
 };
 
 done_testing;
