@@ -78,6 +78,9 @@ typedef struct {
     int64_t                                     client_id;
     ngx_uint_t                                  client_id_set;
     ngx_uint_t                                  tracked; /* channel on */
+    /* the channel asked for on this connection; refused on the last one */
+    ngx_uint_t                                  tracking;
+    ngx_uint_t                                  channel_refused;
     /* PINGs sent and answered on this subscription; the keepalive's */
     ngx_uint_t                                  pings;
     ngx_uint_t                                  pongs;
@@ -784,7 +787,15 @@ ngx_http_linegate_pubsub_connect_cb(const redisAsyncContext *ac, int status)
                                      n, argv, argvlen);
     }
 
-    if (all->invalidate) {
+    /*
+     * The channel refused by the last connection (an ACL: hiredis drops a
+     * subscribed connection on an error reply no command waits for): the
+     * revocations alone this time; asked again after its next loss
+     */
+    ps->tracking = all->invalidate != NULL && !ps->channel_refused;
+    ps->channel_refused = 0;
+
+    if (ps->tracking) {
         /*
          * Client tracking (ngx_http_linegate_lines_cache.c): the id the
          * command connection redirects its invalidations to, then their
@@ -1045,6 +1056,22 @@ ngx_http_linegate_pubsub_disconnect_cb(const redisAsyncContext *ac,
     ngx_log_error(NGX_LOG_ERR, all->log, 0,
                   NGX_HTTP_LINEGATE_LOG "redis subscriber disconnected%s%s",
                   ac->err ? ": " : "", ac->err ? ac->errstr : "");
+
+    /*
+     * An error reply while subscribing, the invalidations' channel not
+     * confirmed yet: its SUBSCRIBE was refused (the replies before it have
+     * callbacks of their own), else the revocations would never be
+     * subscribed to while the ACL holds
+     */
+    if (ac->err == REDIS_ERR_OTHER && ps->tracking && !ps->tracked
+        && ps->state == NGX_HTTP_LINEGATE_PUBSUB_SUBSCRIBING)
+    {
+        ngx_log_error(NGX_LOG_WARN, all->log, 0,
+                      NGX_HTTP_LINEGATE_LOG "redis subscriber: the "
+                      "invalidations' channel refused, subscribing to the "
+                      "revocations alone: linegate_lines_cache unused");
+        ps->channel_refused = 1;
+    }
 
     ps->ac = NULL;
     ngx_http_linegate_pubsub_lost(ps);

@@ -704,6 +704,82 @@ subtest 'client tracking refused: every by-user read, the log says why'
     warm($w, 'tracking allowed again');
 };
 
+# linegate's subscriptions to the revocations' pattern, with or without
+# the invalidations' channel: {id => sub}
+sub revokers {
+    my $list = eval { $r->client('list') } // '';
+    my %p;
+    for (split /\n/, $list) {
+        next unless /\bpsub=1\b/;
+        my ($id) = /\bid=(\d+)/;
+        my ($sub) = /\bsub=(\d+)/;
+        $p{$id} = $sub;
+    }
+    return \%p;
+}
+
+# An ACL whose channels leave out client tracking's (a Redis 7 user made
+# with ACL SETUSER has none, acl-pubsub-default resetchannels, and is
+# given the revocations' alone): SUBSCRIBE __redis__:invalidate is
+# refused, and hiredis drops a subscribed connection on an error reply
+# no command waits for. The revocations' subscription must come up and
+# stay up all the same, without the invalidations (no fill, each by-user
+# reads Redis), and the log says why. The first version subscribed and
+# was dropped again, every 100 ms to 2 s, for as long as the ACL held.
+subtest 'the invalidations\' channel refused: revocations still pushed'
+    => sub {
+    plan skip_all => 'Redis 7 ACL channels'
+        unless ($r->info('server')->{redis_version} // '0') =~ /^(\d+)/
+               && $1 >= 7;
+    my $w = ws();
+    my $b = $l->created($w, firstName => 'Una');
+    warm($w, 'before the ACL');
+    my $off = length $s->error_log;
+
+    $r->acl('setuser', 'default', 'resetchannels', '&lg:keys:revoked',
+            '&__sentinel__:*');
+    my $ok = eval {
+        $r->client('kill', 'id', $_) for keys %{ revokers() };
+
+        ok(eventually(sub { keys %{ revokers() } == 2 }, 10),
+           'both workers subscribed to the revocations again')
+            or diag explain revokers();
+        my $first = revokers();
+        is_deeply([sort values %$first], [0, 0],
+                  'without the invalidations\' channel');
+
+        # longer than the backoff's longest (2 s): a loop would show
+        sleep 2.5;
+        is_deeply([sort keys %{ revokers() }], [sort keys %$first],
+                  'the same connections, still subscribed');
+        my $log = substr $s->error_log, $off;
+        # (the kill is one more each)
+        my $drops = () = $log =~ /subscriber disconnected: NOPERM/g;
+        cmp_ok($drops, '<=', 2, 'refused once per worker at most')
+            or diag $log;
+        like($log, qr/invalidations' channel refused/,
+             'the refusal is logged');
+
+        for my $i (1 .. 2) {
+            my ($h, $tx) = counted($w);
+            is($tx->res->code, 200, "refused, by-user $i: 200");
+            is($h, 1, "refused, by-user $i: read from Redis");
+        }
+        $r->hset("lg:{ws:$w->{id}}:lr:$b", firstName => 'Val');
+        my ($h, $tx) = counted($w);
+        is(line_of($tx, $b)->{firstName}, 'Val', 'refused: a write seen');
+        1;
+    };
+    my $err = $@;
+
+    # allowed again: cached again once the subscribers asked again
+    $r->acl('setuser', 'default', 'allchannels');
+    die $err unless $ok;
+    $r->client('kill', 'id', $_) for keys %{ revokers() };
+    ok(wait_subscribed($s), 'subscribed again, channel allowed') or return;
+    warm($w, 'channel allowed again');
+};
+
 # The tracking lives on the command connection: when it is lost, Redis
 # forgets what it tracked and will never tell of a write; the entries
 # filled through it cannot be trusted any more
