@@ -228,6 +228,8 @@ static void ngx_http_linegate_link_unindex_late(ngx_str_t *invoice);
 static ngx_int_t ngx_http_linegate_link_claim_name(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr);
 static void ngx_http_linegate_link_unclaim(ngx_http_linegate_lr_t *lr);
+static void ngx_http_linegate_link_answer_stored(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr);
 static void ngx_http_linegate_link_cleanup(void *data);
 
 static void ngx_http_linegate_cancel_void(ngx_http_request_t *r,
@@ -1745,21 +1747,7 @@ ngx_http_linegate_link_stored(ngx_http_request_t *r,
          */
         ngx_http_linegate_lines_invoice_unindex(r, &lr->old_invoice);
 
-        if (ngx_http_linegate_line_is(&lr->invoice.status, "paid")) {
-            /*
-             * Amount due 0: Stripe paid it at finalization. Promoted as a
-             * paid invoice found by LINK_CHECK is, and answered as it is
-             * then; should lr_resolve not answer (503), the next
-             * payment_link finds it paid (or its webhook settles it).
-             */
-            lr->line.invoice_id = lr->invoice.id;
-            ngx_http_linegate_manage_resolve(r, lr,
-                                             NGX_HTTP_LINEGATE_LINK_RESOLVE,
-                                             "paid");
-            return;
-        }
-
-        ngx_http_linegate_link_send(r, lr, 0);
+        ngx_http_linegate_link_answer_stored(r, lr);
         return;
     }
 
@@ -1815,8 +1803,22 @@ ngx_http_linegate_link_restored(ngx_http_request_t *r,
         return;
     }
 
+    ngx_http_linegate_link_answer_stored(r, lr);
+}
+
+
+/*
+ * The new invoice stored (LINK_STORE, LINK_STORE_AGAIN). Amount due 0:
+ * Stripe paid it at finalization, promoted as a paid invoice found by
+ * LINK_CHECK is, and answered as it is then; should lr_resolve not answer
+ * (503), the next payment_link finds it paid (or its webhook settles
+ * it). Open: its new link (reused: false).
+ */
+static void
+ngx_http_linegate_link_answer_stored(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr)
+{
     if (ngx_http_linegate_line_is(&lr->invoice.status, "paid")) {
-        /* as link_stored: should lr_resolve not answer, 503 */
         lr->line.invoice_id = lr->invoice.id;
         ngx_http_linegate_manage_resolve(r, lr,
                                          NGX_HTTP_LINEGATE_LINK_RESOLVE,
