@@ -291,17 +291,6 @@ sub back_within {
 
 sub workers_on { return $s->workers_on_master(@_) }
 
-sub wait_new_master {
-    my ($old, $limit) = @_;
-    my $until = time + $limit;
-    while (time < $until) {
-        my $p = $s->sentinel_master_port;
-        return $p if defined $p && $p != $old;
-        sleep 0.05;
-    }
-    return undef;
-}
-
 # The two WAIT subtests run before the SIGKILL: after a failover the
 # sentinels went on to a second +switch-master now and then (seen twice
 # in clean-clone .ci/run's matrix suite, each time in the subtest right
@@ -547,7 +536,7 @@ subtest 'the master SIGKILLed under load' => sub {
 
     my $mark = length $s->error_log;
     $s->kill_master;
-    my $new = wait_new_master($old, 30);
+    my $new = $s->wait_new_master($old, 30);
     my $stop_load = sub {
         open my $fh, '>', $stop; close $fh;
         waitpid $_, 0 for @pids;
@@ -653,18 +642,9 @@ subtest 'a manual failover: +switch-master, the old master still up' => sub {
 
     # asked again while the sentinels are still finishing the last
     # failover (INPROG) or see no replica to promote yet (NOGOODSLAVE)
-    my ($sp) = $s->sentinel_ports;
-    my $r = Redis->new(server => "127.0.0.1:$sp", reconnect => 0);
-    my ($answer, $until) = ('', time + $SETTLE);
-    while (time < $until) {
-        $answer = eval { $r->sentinel('failover', 'lgmaster') } // $@;
-        last if $answer eq 'OK' || $answer !~ /INPROG|NOGOODSLAVE/;
-        sleep 0.5;
-    }
-    $r->quit;
-    is($answer, 'OK', 'SENTINEL FAILOVER');
+    is($s->sentinel_failover($SETTLE), 'OK', 'SENTINEL FAILOVER');
 
-    my $new = wait_new_master($old, 30);
+    my $new = $s->wait_new_master($old, 30);
     ok($new, 'a new master (port ' . ($new // '-') . ')') or return;
 
     # every worker moves to it by itself, the old master still answering

@@ -97,26 +97,11 @@ subtest 'a failover is pushed by the sentinels still up' => sub {
 
     # asked again while the sentinels still see the dead one as up
     # (INPROG) or no replica to promote yet (NOGOODSLAVE)
-    my $r = Redis->new(server => "127.0.0.1:$live[0]", reconnect => 0);
-    my ($answer, $until) = ('', time + $SETTLE);
-    while (time < $until) {
-        $answer = eval { $r->sentinel('failover', 'lgmaster') } // $@;
-        last if $answer eq 'OK' || $answer !~ /INPROG|NOGOODSLAVE/;
-        sleep 0.5;
-    }
-    $r->quit;
-    is($answer, 'OK', 'SENTINEL FAILOVER');
+    is($s->sentinel_failover($SETTLE, $live[0]), 'OK', 'SENTINEL FAILOVER');
     my $t0 = time;
 
-    my $new;
-    $until = time + $SETTLE;
-    while (time < $until) {
-        $new = $s->sentinel_master_port;
-        last if defined $new && $new != $old;
-        sleep 0.05;
-    }
-    ok(defined $new && $new != $old, 'a new master (port '
-       . ($new // '-') . ')') or return;
+    my $new = $s->wait_new_master($old, $SETTLE);
+    ok(defined $new, 'a new master (port ' . ($new // '-') . ')') or return;
 
     # the old master is made a replica (and its clients killed) only
     # seconds after the switch: a worker not told stays on it meanwhile

@@ -150,27 +150,11 @@ subtest '+switch-master: its sentinel asked first' => sub {
        }, 10), 'subscribed on a real sentinel (the stale one closed it)')
         or return;
 
-    my $r = Redis->new(server => '127.0.0.1:' . ($s->sentinel_ports)[0],
-                       reconnect => 0);
-    my ($answer, $until) = ('', time + $SETTLE);
-    while (time < $until) {
-        $answer = eval { $r->sentinel('failover', 'lgmaster') } // $@;
-        last if $answer eq 'OK' || $answer !~ /INPROG|NOGOODSLAVE/;
-        sleep 0.5;
-    }
-    $r->quit;
-    is($answer, 'OK', 'SENTINEL FAILOVER');
+    is($s->sentinel_failover($SETTLE), 'OK', 'SENTINEL FAILOVER');
     my $mark = length $s->error_log;
 
-    my $new;
-    $until = time + $SETTLE;
-    while (time < $until) {
-        $new = $s->sentinel_master_port;
-        last if defined $new && $new != $old;
-        sleep 0.05;
-    }
-    ok(defined $new && $new != $old, 'a new master (port '
-       . ($new // '-') . ')') or return;
+    my $new = $s->wait_new_master($old, $SETTLE);
+    ok(defined $new, 'a new master (port ' . ($new // '-') . ')') or return;
 
     ok(eventually(sub {
            substr($s->error_log, $mark)

@@ -647,6 +647,37 @@ sub sentinel_master_port {
     return undef;
 }
 
+# SENTINEL FAILOVER asked of the sentinel on $port (the first one by
+# default), again while it answers that a failover is in progress
+# (INPROG) or sees no replica to promote yet (NOGOODSLAVE), for $secs at
+# most: its last answer ('OK' once it started one).
+sub sentinel_failover {
+    my ($self, $secs, $port) = @_;
+    $port //= ($self->sentinel_ports)[0];
+    my $r = Redis->new(server => "127.0.0.1:$port", reconnect => 0);
+    my ($answer, $until) = ('', Time::HiRes::time() + $secs);
+    while (Time::HiRes::time() < $until) {
+        $answer = eval { $r->sentinel('failover', 'lgmaster') } // $@;
+        last if $answer eq 'OK' || $answer !~ /INPROG|NOGOODSLAVE/;
+        sleep 0.5;
+    }
+    $r->quit;
+    return $answer;
+}
+
+# The port of the master the sentinels name once it is not $old, within
+# $secs; undef if none
+sub wait_new_master {
+    my ($self, $old, $secs) = @_;
+    my $until = Time::HiRes::time() + $secs;
+    while (Time::HiRes::time() < $until) {
+        my $p = $self->sentinel_master_port;
+        return $p if defined $p && $p != $old;
+        sleep 0.05;
+    }
+    return undef;
+}
+
 # Until every sentinel knows the other two and $replicas (default 2)
 # replicas are in sync: a failover needs them. 1 when so within $timeout seconds.
 sub wait_sentinels_ready {
