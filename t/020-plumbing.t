@@ -23,6 +23,16 @@ use Mojo::Transaction::HTTP;
 # /lg-500, /lg-limit*, /lg-auth: nginx refuses before linegate runs, in a
 # location of each JSON API; /plain-*: the same without linegate
 my ($dead_port) = LG::Stack::_free_ports(1);
+my %deny = (lines => 'line_request_create', user => 'lines_by_user',
+            prov => 'provision_confirm', op => 'operator',
+            wh => 'stripe_webhook');
+my $deny_locations = join '', map { <<"LOCATION" } sort keys %deny;
+        location = /lg-deny-$_ {
+            deny all;
+            add_header X-LG-Outcome \$linegate_outcome always;
+            linegate_api $deny{$_};
+        }
+LOCATION
 my $s = LG::Stack->new(stub => 0, HTTP_EXTRA => <<"HTTP",
 limit_req_zone \$binary_remote_addr zone=lg_one:1m rate=1r/m;
     limit_req_zone \$binary_remote_addr zone=lg_two:1m rate=1r/m;
@@ -59,31 +69,7 @@ location = /lg-413 {
             error_page 413 /api/lines/by-user;
             linegate_api line_request_create;
         }
-        location = /lg-deny-lines {
-            deny all;
-            add_header X-LG-Outcome \$linegate_outcome always;
-            linegate_api line_request_create;
-        }
-        location = /lg-deny-user {
-            deny all;
-            add_header X-LG-Outcome \$linegate_outcome always;
-            linegate_api lines_by_user;
-        }
-        location = /lg-deny-prov {
-            deny all;
-            add_header X-LG-Outcome \$linegate_outcome always;
-            linegate_api provision_confirm;
-        }
-        location = /lg-deny-op {
-            deny all;
-            add_header X-LG-Outcome \$linegate_outcome always;
-            linegate_api operator;
-        }
-        location = /lg-deny-wh {
-            deny all;
-            add_header X-LG-Outcome \$linegate_outcome always;
-            linegate_api stripe_webhook;
-        }
+$deny_locations
         location = /lg-503 {
             add_header X-LG-Outcome \$linegate_outcome always;
             linegate_api lines_by_user;
