@@ -61,6 +61,17 @@ my @pids = map { my $p = $_; map { $s->{pids}{$_} }
            grep { defined }
            map { $r->info('replication')->{"slave$_"} } 0 .. 3;
 ok(@pids, 'the replicas\' processes: ' . scalar @pids) or BAIL_OUT('none');
+
+# $send's answer (a transaction) while no replica runs (SIGSTOP), and
+# where the error log was before it
+sub replicas_stopped {
+    my ($send) = @_;
+    my $from = length $s->error_log;
+    kill 'STOP', @pids;
+    my $tx = $send->();
+    kill 'CONT', @pids;
+    return ($tx, $from);
+}
 my $lines = { map { $_->{id} => $r->zcard("lg:{ws:$_->{id}}:lines") } @ws };
 my $before = $waits->();
 my $from = length $s->error_log;
@@ -147,9 +158,9 @@ for my $i (0 .. $N - 1) {
     my $w = $ws[0]{id};
     my $k = $s->op(POST => "/workspaces/$w/keys")->res->json;
     ok($k && $k->{keyId}, 'a key to revoke');
-    kill 'STOP', @pids;
-    my $tx = $s->op(DELETE => "/workspaces/$w/keys/$k->{keyId}");
-    kill 'CONT', @pids;
+    my ($tx) = replicas_stopped(sub {
+        $s->op(DELETE => "/workspaces/$w/keys/$k->{keyId}")
+    });
     is($tx->res->code, 503, 'no replica acknowledged the revocation: 503')
         or diag($tx->res->body);
     ok(!$r->hexists("lg:{ws:$w}:keys", $k->{keyId}),
@@ -167,10 +178,9 @@ for my $i (0 .. $N - 1) {
     my $w = $ws[1]{id};
     my @before = $r->hkeys("lg:{ws:$w}:keys");
     ok($s->wait_sentinels_ready(30, 1), 'a replica in sync');
-    my $from = length $s->error_log;
-    kill 'STOP', @pids;
-    my $tx = $s->op(POST => "/workspaces/$w/keys");
-    kill 'CONT', @pids;
+    my ($tx, $from) = replicas_stopped(sub {
+        $s->op(POST => "/workspaces/$w/keys")
+    });
     is($tx->res->code, 503, 'no replica acknowledged the key: 503')
         or diag($tx->res->body);
     ok(!defined(eval { $tx->res->json->{key} }), 'no key shown');
@@ -203,10 +213,9 @@ for my $t (['workspaces', $ws[2]{id}, "lg:{ws:$ws[2]{id}}",
 {
     my ($kind, $name, $key, $field, $value) = @$t;
     ok($s->wait_sentinels_ready(30, 1), "$kind: a replica in sync");
-    my $from = length $s->error_log;
-    kill 'STOP', @pids;
-    my $tx = $s->op(PUT => "/$kind/$name", {$field => $value});
-    kill 'CONT', @pids;
+    my ($tx, $from) = replicas_stopped(sub {
+        $s->op(PUT => "/$kind/$name", {$field => $value})
+    });
     is($tx->res->code, 503, "$kind: no replica acknowledged the PUT: 503")
         or diag($tx->res->body);
     is(eval { $tx->res->json->{code} }, 'STORE_UNAVAILABLE',
@@ -236,10 +245,9 @@ for my $t (['workspaces', $ws[2]{id}, "lg:{ws:$ws[2]{id}}",
     ok($s->wait_sentinels_ready(30, 1), 'a replica in sync');
     $r->sadd('lg:{fleet}:inventory', $n);
     ok($s->wait_sentinels_ready(30, 1), 'the number on a replica too');
-    my $from = length $s->error_log;
-    kill 'STOP', @pids;
-    my $tx = $s->op(DELETE => "/inventory/$n");
-    kill 'CONT', @pids;
+    my ($tx, $from) = replicas_stopped(sub {
+        $s->op(DELETE => "/inventory/$n")
+    });
     is($tx->res->code, 503, 'no replica acknowledged the removal: 503')
         or diag($tx->res->body);
     like(substr($s->error_log, $from),
@@ -264,9 +272,7 @@ for my $t (['workspaces', $ws[2]{id}, "lg:{ws:$ws[2]{id}}",
         explain $c);
     ok($s->wait_sentinels_ready(30, 1), 'a replica in sync');
     my $before = $waits->();
-    kill 'STOP', @pids;
-    my $tx = $l->manage($w, $id, 'payment_link');
-    kill 'CONT', @pids;
+    my ($tx) = replicas_stopped(sub { $l->manage($w, $id, 'payment_link') });
     is($tx->res->code, 503, 'no replica acknowledged: 503')
         or diag($tx->res->body);
     cmp_ok($waits->() - $before, '>=', 1, 'a WAIT was sent');
@@ -294,10 +300,9 @@ for my $t (['workspaces', $ws[2]{id}, "lg:{ws:$ws[2]{id}}",
     ok($id && $old, 'a request awaiting payment') or diag(explain $c);
     $l->invoice_do($old, 'void');
     ok($s->wait_sentinels_ready(30, 1), 'a replica in sync');
-    my $from = length $s->error_log;
-    kill 'STOP', @pids;
-    my $tx = $l->manage($w, $id, 'payment_link');
-    kill 'CONT', @pids;
+    my ($tx, $from) = replicas_stopped(sub {
+        $l->manage($w, $id, 'payment_link')
+    });
     is($tx->res->code, 503, 'no replica acknowledged the claim: 503')
         or diag($tx->res->body);
     is(eval { $tx->res->json->{code} }, 'STORE_UNAVAILABLE',
