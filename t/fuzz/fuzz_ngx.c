@@ -140,6 +140,39 @@ ngx_pool_cleanup_add(ngx_pool_t *p, size_t size)
 }
 
 
+/*
+ * time: src/core/ngx_parse_time.c's RFC 1123 form (the one a Retry-After
+ * date takes), through the C library; anything else NGX_ERROR
+ */
+
+time_t
+ngx_parse_http_time(u_char *value, size_t len)
+{
+    char       buf[64], *end;
+    struct tm  tm;
+
+    if (len == 0 || len >= sizeof(buf)) {
+        return NGX_ERROR;
+    }
+
+    memcpy(buf, value, len);
+    buf[len] = '\0';
+
+    if (strlen(buf) != len) {
+        return NGX_ERROR;
+    }
+
+    memset(&tm, 0, sizeof(tm));
+    end = strptime(buf, "%a, %d %b %Y %H:%M:%S GMT", &tm);
+
+    if (end == NULL || *end != '\0') {
+        return NGX_ERROR;
+    }
+
+    return timegm(&tm);
+}
+
+
 /* strings: the semantics of src/core/ngx_string.c */
 
 ngx_int_t
