@@ -42,10 +42,12 @@
 #include "ngx_http_linegate_keys.h"
 
 
-#define NGX_HTTP_LINEGATE_PUBSUB_TICK         300
-#define NGX_HTTP_LINEGATE_PUBSUB_LIVE         1000
-#define NGX_HTTP_LINEGATE_PUBSUB_BACKOFF_MIN  100
-#define NGX_HTTP_LINEGATE_PUBSUB_BACKOFF_MAX  2000
+#define NGX_HTTP_LINEGATE_PUBSUB_TICK           300
+#define NGX_HTTP_LINEGATE_PUBSUB_LIVE           1000
+#define NGX_HTTP_LINEGATE_PUBSUB_BACKOFF_MIN    100
+#define NGX_HTTP_LINEGATE_PUBSUB_BACKOFF_MAX    2000
+/* the revocations' channel refused by the server (an ACL) */
+#define NGX_HTTP_LINEGATE_PUBSUB_REFUSED_DELAY  30000
 
 /* Redis's channel of client tracking's invalidations (RESP2) */
 #define NGX_HTTP_LINEGATE_PUBSUB_INVALIDATE   "__redis__:invalidate"
@@ -81,6 +83,8 @@ typedef struct {
     /* the channel asked for on this connection; refused on the last one */
     ngx_uint_t                                  tracking;
     ngx_uint_t                                  channel_refused;
+    /* the revocations' pattern refused on the last connection */
+    ngx_uint_t                                  revocations_refused;
     /* PINGs sent and answered on this subscription; the keepalive's */
     ngx_uint_t                                  pings;
     ngx_uint_t                                  pongs;
@@ -1071,6 +1075,23 @@ ngx_http_linegate_pubsub_disconnect_cb(const redisAsyncContext *ac,
                       "invalidations' channel refused, subscribing to the "
                       "revocations alone: linegate_lines_cache unused");
         ps->channel_refused = 1;
+
+    } else if (ac->err == REDIS_ERR_OTHER
+               && ps->state == NGX_HTTP_LINEGATE_PUBSUB_SUBSCRIBING)
+    {
+        /*
+         * The revocations' PSUBSCRIBE refused (an ACL without the
+         * channel): nothing to subscribe to, and asking again at the
+         * backoff's pace would only fill the log; pushed_time goes unused
+         * (entries keep linegate_api_key_cache's time), asked again later
+         */
+        ngx_log_error(NGX_LOG_WARN, all->log, 0,
+                      NGX_HTTP_LINEGATE_LOG "redis subscriber: the "
+                      "revocations' channel refused, asked again in %M s: "
+                      "pushed revocations unused",
+                      (ngx_msec_t) NGX_HTTP_LINEGATE_PUBSUB_REFUSED_DELAY
+                      / 1000);
+        ps->revocations_refused = 1;
     }
 
     ps->ac = NULL;
@@ -1155,6 +1176,11 @@ ngx_http_linegate_pubsub_lost(ngx_http_linegate_pubsub_t *ps)
     delay = ngx_min(delay, NGX_HTTP_LINEGATE_PUBSUB_BACKOFF_MAX);
     delay = delay / 2 + (ngx_msec_t) ngx_random() % (delay / 2 + 1);
     ps->attempts++;
+
+    if (ps->revocations_refused) {
+        ps->revocations_refused = 0;
+        delay = NGX_HTTP_LINEGATE_PUBSUB_REFUSED_DELAY;
+    }
 
     ps->retry_at = ngx_current_msec + delay;
 }

@@ -891,4 +891,45 @@ subtest 'the directive\'s values' => sub {
     like($out, qr/not allowed here/, 'not allowed here') or diag $out;
 };
 
+# An ACL without the revocations' channel either: the subscriber has
+# nothing it may subscribe to. It asks again in 30 s, not at the
+# reconnect backoff's pace (100 ms to 2 s, each refusal a disconnection
+# and an error line), and the log says why; by-user answers all the same
+# (from Redis). The first version reconnected and was refused again
+# every 2 s at most, for as long as the ACL held.
+subtest 'the revocations\' channel refused: asked again in 30 s' => sub {
+    plan skip_all => 'Redis 7 ACL channels'
+        unless ($r->info('server')->{redis_version} // '0') =~ /^(\d+)/
+               && $1 >= 7;
+    my $w = ws();
+    $l->created($w, firstName => 'Vic');
+    my $off = length $s->error_log;
+    my $said = sub {
+        my $log = substr $s->error_log, $off;
+        return scalar(() = $log =~ /revocations' channel refused/g);
+    };
+
+    $r->acl('setuser', 'default', 'resetchannels', '&__sentinel__:*');
+    my $ok = eval {
+        $r->client('kill', 'id', $_) for keys %{ revokers() };
+        ok(eventually(sub { $said->() >= 2 }, 10),
+           'the refusal logged by both workers')
+            or diag substr($s->error_log, $off);
+
+        # longer than the backoff's longest (2 s): a loop would show
+        my $mid = length $s->error_log;
+        sleep 3;
+        my $log = substr $s->error_log, $mid;
+        my $drops = () = $log =~ /subscriber disconnected/g;
+        is($drops, 0, 'not asked again meanwhile') or diag $log;
+        is(scalar keys %{ revokers() }, 0, 'nobody subscribed');
+        my (undef, $tx) = counted($w);
+        is($tx->res->code, 200, 'by-user answers (from Redis)');
+        1;
+    };
+    my $err = $@;
+    $r->acl('setuser', 'default', 'allchannels');
+    die $err unless $ok;
+};
+
 done_testing;
