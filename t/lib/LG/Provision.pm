@@ -393,7 +393,10 @@ sub during {
     my $tx;
     my $p = $ua->start_p($ua->build_tx($method => $self->{s}->url($path)
                                        => $headers => @content))
-        ->then(sub { $tx = shift });
+        ->then(sub { $tx = shift },
+               # the connection closed unanswered (a worker killed on
+               # purpose): no $tx, which the caller checks
+               sub { undef $tx });
 
     my $polled = 0;
     my $until = Time::HiRes::time() + ($timeout // 5);
