@@ -541,6 +541,10 @@ sub nginx_t {
     my $dir = tempdir('nginx-t-XXXXXX', DIR => $self->{dir}, CLEANUP => 1);
     $conf =~ s/\Q$self->{prefix}\E/$dir/g;
 
+    # a configuration without `pid`: an nginx built from source keeps it
+    # under the prefix, logs/nginx.pid, which nginx -t opens (1.31)
+    mkdir "$dir/logs" or die "$dir/logs: $!";
+
     open my $fh, '>', "$dir/nginx.conf" or die "$dir/nginx.conf: $!";
     print $fh $conf;
     close $fh;
