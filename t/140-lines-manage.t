@@ -515,6 +515,9 @@ subtest 'payment_link: an invoice its dead worker never stored is voided'
     is($h->{invoiceId}, $new, 'the request names it');
     is($h->{invoiceSeq}, 2, 'under the second claim');
     ok(!exists $h->{reissueAt}, 'the claim released');
+    # the orphan's mark (lr_void_fence) goes with the store of the new
+    # invoice, as a creation's store drops them: before, it was left
+    ok(!exists $h->{voidingInvoice}, 'the fence\'s marks gone with it');
     is($r->get("lg:invoice:$new"), "$w->{id}:$id", 'indexed');
     is(($r->xlen('lg:{fleet}:reconcile') // 0) - $before, 0,
        'nothing queued for reconciliation');
@@ -1094,6 +1097,7 @@ subtest 'lr_reissue_claim, lr_void_fence: a lapsed claim' => sub {
     is_deeply([$r->eval($store, 1, $k, @who, 3, 'in_left', 'u', 1, 'd',
                        'cus_x', 'in_old', 'paid')], [1],
               'paid: stored (never voided)');
+    ok(!$r->hexists($k, 'voidingInvoice'), 'stored: the marks gone');
     is($r->eval($fence, 1, $k, @who, 'in_left'), 0,
        'named: kept, not fenced again');
     $r->del($k);

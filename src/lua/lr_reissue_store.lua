@@ -19,7 +19,7 @@
 -- sent again after its reply was lost); on LR_FENCED it also releases its
 -- claim lapsed (lr_reissue_abort ARGV[5] '1'), which nobody else would:
 -- the next claim looks for what is left at Stripe. A paid invoice is
--- never voided, so the fence does not refuse it.
+-- never voided, so the fence does not refuse it. Stored, the marks go.
 --#include lr_codes
 local lkey = KEYS[1]
 local h = redis.call('HMGET', lkey, 'provisioningStatus', 'invoiceSeq',
@@ -42,6 +42,11 @@ end
 
 redis.call('HSET', lkey, 'invoiceId', ARGV[4], 'paymentUrl', ARGV[5],
            'reconciledAt', ARGV[6], 'updatedAt', ARGV[7])
-redis.call('HDEL', lkey, 'reissueAt', 'sweepFrom', 'reissueBy')
+-- the marks go too, as lr_invoice_store drops them: no store of a marked
+-- invoice can land from now on (a creation's finds an invoice named, an
+-- older claim's another invoiceSeq), and left they would only grow with
+-- each lapsed sweep; a run that fences after this step marks afresh
+redis.call('HDEL', lkey, 'reissueAt', 'sweepFrom', 'reissueBy',
+           'voidingInvoice')
 
 return {LR_OK}
