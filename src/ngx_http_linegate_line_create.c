@@ -128,6 +128,8 @@ static ngx_int_t ngx_http_linegate_create_string(ngx_http_request_t *r,
     ngx_uint_t required);
 static void ngx_http_linegate_create_name(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr, const char *field, ngx_str_t *value);
+static void ngx_http_linegate_create_trim(ngx_str_t *value);
+static size_t ngx_http_linegate_create_space(u_char *p, size_t len);
 static void ngx_http_linegate_create_kinds(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr);
 static void ngx_http_linegate_create_contacts(ngx_http_request_t *r,
@@ -351,7 +353,7 @@ ngx_http_linegate_create_name(ngx_http_request_t *r,
         return;
     }
 
-    ngx_http_linegate_trim(value);
+    ngx_http_linegate_create_trim(value);
 
     chars = 0;
 
@@ -373,6 +375,85 @@ ngx_http_linegate_create_name(ngx_http_request_t *r,
     if (chars == 0 || chars > 100) {
         ngx_http_linegate_create_invalid(r, lr, field,
             "must be 1 to 100 characters long");
+    }
+}
+
+
+/*
+ * Trimmed as Tuco's JavaScript trim() does: a name of U+00A0 or U+3000
+ * alone is blank there, and was a 1-character name here. Control
+ * characters (\n, \r...) are not trimmed: they are refused.
+ */
+static void
+ngx_http_linegate_create_trim(ngx_str_t *value)
+{
+    size_t  n, k;
+
+    while ((n = ngx_http_linegate_create_space(value->data, value->len))) {
+        value->data += n;
+        value->len -= n;
+    }
+
+    for ( ;; ) {
+        /* a whole sequence of k bytes ending the value (valid UTF-8) */
+        for (k = 1; k <= 3 && k <= value->len; k++) {
+            n = ngx_http_linegate_create_space(
+                    value->data + value->len - k, k);
+            if (n == k) {
+                break;
+            }
+        }
+
+        if (k > 3 || k > value->len) {
+            return;
+        }
+
+        value->len -= k;
+    }
+}
+
+
+/*
+ * The bytes of the white space p starts with, 0 if none: space, tab,
+ * U+00A0, U+1680, U+2000-U+200A, U+2028, U+2029, U+202F, U+205F, U+3000,
+ * U+FEFF (ECMAScript's WhiteSpace and LineTerminator, less the controls)
+ */
+static size_t
+ngx_http_linegate_create_space(u_char *p, size_t len)
+{
+    if (len >= 1 && (p[0] == ' ' || p[0] == '\t')) {
+        return 1;
+    }
+
+    if (len >= 2 && p[0] == 0xc2 && p[1] == 0xa0) {
+        return 2;
+    }
+
+    if (len < 3) {
+        return 0;
+    }
+
+    switch (p[0]) {
+
+    case 0xe1:
+        return (p[1] == 0x9a && p[2] == 0x80) ? 3 : 0;
+
+    case 0xe2:
+        if (p[1] == 0x80) {
+            return (p[2] <= 0x8a || p[2] == 0xa8 || p[2] == 0xa9
+                    || p[2] == 0xaf) ? 3 : 0;
+        }
+
+        return (p[1] == 0x81 && p[2] == 0x9f) ? 3 : 0;
+
+    case 0xe3:
+        return (p[1] == 0x80 && p[2] == 0x80) ? 3 : 0;
+
+    case 0xef:
+        return (p[1] == 0xbb && p[2] == 0xbf) ? 3 : 0;
+
+    default:
+        return 0;
     }
 }
 

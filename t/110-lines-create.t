@@ -341,6 +341,16 @@ subtest 'names' => sub {
     $b = included($l->create(ws(), body(firstName => " \t Ada \t ")),
                   'spaces around');
     is($b->{line}{firstName}, 'Ada', 'trimmed');
+
+    # trimmed as Tuco's JavaScript trim(): Unicode spaces too (before, a
+    # name of U+00A0 alone was a 1-character name)
+    invalid(body(firstName => "\x{a0}"), 'firstName', 'U+00A0 alone');
+    invalid(body(lastName => "\x{3000}\x{2009} \x{feff}"), 'lastName',
+            'Unicode spaces alone');
+    my $name = "\x{feff}\x{a0}Ada\x{a0}Byron\x{202f}\x{3000}";
+    $b = included($l->create(ws(), body(firstName => $name)),
+                  'Unicode spaces around');
+    is($b->{line}{firstName}, "Ada\x{a0}Byron", 'trimmed, the inner kept');
 };
 
 subtest 'channelType and lineType' => sub {
