@@ -45,6 +45,12 @@ ngx_http_linegate_idem_prepare(ngx_http_request_t *r, json_t *body,
     *field = "idempotencyKey";
 
     in_header = ngx_http_linegate_idem_header(r, &header);
+
+    if (in_header == NGX_ERROR) {
+        *message = "Two Idempotency-Key headers with different values";
+        return NGX_ERROR;
+    }
+
     rc = ngx_http_linegate_json_str(body, "idempotencyKey", &value);
 
     if (rc == NGX_ERROR) {
@@ -94,29 +100,57 @@ ngx_http_linegate_idem_prepare(ngx_http_request_t *r, json_t *body,
 }
 
 
-/* NGX_OK: the header is present (possibly empty, which is invalid) */
+/*
+ * NGX_OK: the header is present (possibly empty, which is invalid);
+ * NGX_ERROR: given twice with different values. Read from the list, not
+ * $http_idempotency_key, which is the first of them up to nginx 1.23
+ * and all of them joined with ", " since: the key of a request must not
+ * depend on the nginx it reached, nor a second key be ignored.
+ */
 static ngx_int_t
 ngx_http_linegate_idem_header(ngx_http_request_t *r, ngx_str_t *key)
 {
-    ngx_http_variable_value_t  *vv;
+    ngx_uint_t        i, n;
+    ngx_list_part_t  *part;
+    ngx_table_elt_t  *h;
 
-    static ngx_str_t   name = ngx_string("http_idempotency_key");
-    static ngx_uint_t  hash;
+    n = 0;
+    part = &r->headers_in.headers.part;
+    h = part->elts;
 
-    if (hash == 0) {
-        hash = ngx_hash_key(name.data, name.len);
+    for (i = 0; /* void */; i++) {
+
+        if (i >= part->nelts) {
+            if (part->next == NULL) {
+                break;
+            }
+
+            part = part->next;
+            h = part->elts;
+            i = 0;
+        }
+
+        if (h[i].key.len != sizeof("Idempotency-Key") - 1
+            || ngx_strncasecmp(h[i].key.data, (u_char *) "Idempotency-Key",
+                               sizeof("Idempotency-Key") - 1)
+               != 0)
+        {
+            continue;
+        }
+
+        if (n++ == 0) {
+            *key = h[i].value;
+            continue;
+        }
+
+        if (h[i].value.len != key->len
+            || ngx_memcmp(h[i].value.data, key->data, key->len) != 0)
+        {
+            return NGX_ERROR;
+        }
     }
 
-    vv = ngx_http_get_variable(r, &name, hash);
-
-    if (vv == NULL || vv->not_found) {
-        return NGX_DECLINED;
-    }
-
-    key->data = vv->data;
-    key->len = vv->len;
-
-    return NGX_OK;
+    return n ? NGX_OK : NGX_DECLINED;
 }
 
 

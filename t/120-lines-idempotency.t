@@ -80,6 +80,23 @@ subtest 'the key in the body, or in both' => sub {
                       'idempotencyKey', 'both, different: 400');
     $l->state_unchanged($w, $before, 'nothing written');
     is(count_ids($w), 1, 'still one request');
+
+    # two headers: the same key twice is that key; two keys are refused
+    # (before, nginx 1.22 kept the first and ignored the second, 1.23+
+    # would join them as "b-4, b-5": a key neither names)
+    my $two = sub {
+        my @keys = @_;
+        my $tx = $s->ua->build_tx(POST => $s->url('/api/line-requests')
+                                  => $w->{auth} => json => body());
+        $tx->req->headers->add('Idempotency-Key' => $_) for @keys;
+        return $s->ua->start($tx);
+    };
+    replayed($two->('b-1', 'b-1'), $first, 'the same key twice: that key');
+    $before = $l->state_keys($w);
+    $l->invalid_field($two->('b-4', 'b-5'), 'idempotencyKey',
+                      'two different keys: 400');
+    $l->state_unchanged($w, $before, 'nothing written');
+    is(count_ids($w), 1, 'still one request');
 };
 
 subtest 'the fingerprint is of the canonical body' => sub {
