@@ -57,7 +57,10 @@
 --   LR_REPLAY       then the stored status and body
 --   LR_IDEM_MISMATCH / LR_IDEM_IN_USE / LR_COLLISION (also: the request
 --   was released, lr_release, before this script ran)
--- The last five write nothing.
+-- The last five write nothing of their own: the gate counted the call,
+-- and an abandoned reservation met on the way (the one the key names,
+-- or the pending one) is dropped all the same before READ_ONLY or
+-- NO_CUSTOMER is answered.
 --#include lr_codes
 --#include lr_gate
 --#include lr_drop
