@@ -33,7 +33,8 @@
 --          {5}                     the request does not name this
 --                                  invoice yet but may come to (awaiting
 --                                  payment with none, or a payment_link
---                                  claim held): nothing done, refused so
+--                                  claim not released, past its hold
+--                                  too): nothing done, refused so
 --                                  that Stripe delivers it again
 --          {3, status, changed, channelType, lineType, reopened,
 --           claim, customer, from}
@@ -69,7 +70,7 @@ end
 -- A request that may still come to name this invoice: its index is
 -- written (and answered) before the store that names it, lr_invoice_store
 -- for a request awaiting payment with none, lr_reissue_store while a
--- payment_link's claim is held; a store lost and sent again (durable)
+-- payment_link's claim is not released; a store lost and sent again (durable)
 -- lands seconds later. Acknowledged as unknown, the event would never
 -- come again; refused, Stripe delivers it again once the store landed.
 -- A void of an invoice a run fences (voidingInvoice) is not waited for:
@@ -86,9 +87,14 @@ local function lg_wh_unnamed_yet(cur)
     if not cur[1] then
         return true
     end
-    -- reissueAt 0: a claim released lapsed, no store on its way
-    return cur[2] and tonumber(ARGV[3]) - (tonumber(cur[2]) or 0)
-                      < tonumber(ARGV[9]) or false
+    -- A claim not released, held or past its hold: lr_reissue_store
+    -- checks the claim's invoiceSeq, not its age, so a claim past its
+    -- hold that no payment_link took over still stores its invoice (a
+    -- slow worker, a store sent again). reissueAt 0: a claim released
+    -- lapsed, no store on its way. A claim whose worker died keeps the
+    -- event refused until a payment_link takes it over (its sweep voids
+    -- the invoice and drops its index) or the request ends.
+    return cur[2] and (tonumber(cur[2]) or 0) > 0 or false
 end
 
 local ekey = KEYS[1]
