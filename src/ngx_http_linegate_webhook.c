@@ -67,6 +67,8 @@ static void ngx_http_linegate_webhook_subscription(ngx_http_request_t *r,
     ngx_str_t *event_id, json_t *event, json_t *object, u_char kind);
 static ngx_str_t *ngx_http_linegate_webhook_plan(ngx_http_request_t *r,
     json_t *object);
+static ngx_int_t ngx_http_linegate_webhook_customer(ngx_http_request_t *r,
+    json_t *object, ngx_str_t *customer);
 static void ngx_http_linegate_webhook_settle(ngx_http_request_t *r,
     ngx_http_linegate_webhook_inv_t *inv);
 static void ngx_http_linegate_webhook_setup_written(ngx_http_request_t *r,
@@ -525,6 +527,7 @@ ngx_http_linegate_webhook_subscription(ngx_http_request_t *r,
     int64_t                          now;
     json_t                          *meta, *created;
     ngx_str_t                        ws, status, *plan, ekey, wkey, sub;
+    ngx_str_t                       *customer;
     ngx_http_linegate_redis_args_t  *a;
 
     meta = json_object_get(object, "metadata");
@@ -555,9 +558,11 @@ ngx_http_linegate_webhook_subscription(ngx_http_request_t *r,
     created = json_object_get(event, "created");
 
     a = ngx_palloc(r->pool, sizeof(ngx_http_linegate_redis_args_t));
+    customer = ngx_palloc(r->pool, sizeof(ngx_str_t));
     iso = ngx_http_linegate_webhook_now(r, &now);
 
-    if (a == NULL || iso == NULL
+    if (a == NULL || iso == NULL || customer == NULL
+        || ngx_http_linegate_webhook_customer(r, object, customer) != NGX_OK
         || ngx_http_linegate_key(r->pool, NGX_HTTP_LINEGATE_KEY_WS_EVENT,
                                  &ws, event_id, &ekey)
            != NGX_OK
@@ -570,6 +575,7 @@ ngx_http_linegate_webhook_subscription(ngx_http_request_t *r,
     }
 
     ngx_http_linegate_get_ctx(r)->tenant = ws;
+    ngx_http_linegate_get_ctx(r)->data = customer;
 
     ngx_http_linegate_redis_args_init(a);
     ngx_http_linegate_redis_arg_str(a, &ekey);
@@ -588,6 +594,9 @@ ngx_http_linegate_webhook_subscription(ngx_http_request_t *r,
     ngx_http_linegate_redis_arg_cstr(a, kind == 'c' ? "0"
                                         : kind == 'u' ? "1" : "2");
 
+    /* compared with the workspace's stripeCustomerId by the script */
+    ngx_http_linegate_redis_arg_str(a, customer);
+
     if (ngx_http_linegate_redis_script(r,
                                        NGX_HTTP_LINEGATE_SCRIPT_WH_SUBSCRIPTION,
                                        2, a,
@@ -596,6 +605,42 @@ ngx_http_linegate_webhook_subscription(ngx_http_request_t *r,
     {
         ngx_http_linegate_store_unavailable(r);
     }
+}
+
+
+/*
+ * The subscription's customer: an id ("cus_..."), or the customer object
+ * when the event was built with it expanded. Anything else is no
+ * customer (''), which no workspace's stripeCustomerId matches. The
+ * copy outlives the event's JSON, for the log of a refusal.
+ */
+static ngx_int_t
+ngx_http_linegate_webhook_customer(ngx_http_request_t *r, json_t *object,
+    ngx_str_t *customer)
+{
+    json_t     *c;
+    ngx_str_t   id;
+
+    c = json_object_get(object, "customer");
+    if (json_is_object(c)) {
+        c = json_object_get(c, "id");
+    }
+
+    ngx_str_null(customer);
+
+    if (!json_is_string(c)) {
+        return NGX_OK;
+    }
+
+    id.data = (u_char *) json_string_value(c);
+    id.len = json_string_length(c);
+
+    if (!ngx_http_linegate_stripe_id_valid(&id)) {
+        return NGX_OK;
+    }
+
+    return ngx_http_linegate_pstr(r->pool, customer, id.data, id.len)
+           == NULL ? NGX_ERROR : NGX_OK;
 }
 
 
@@ -693,6 +738,41 @@ ngx_http_linegate_webhook_done(ngx_http_request_t *r, redisReply *reply)
 
     case 2:
         ngx_http_linegate_webhook_ack(r, "stale");
+        return;
+
+    case 6:
+        /*
+         * The workspace has no Stripe customer to compare the event's
+         * with: not applied, not remembered; refused so that Stripe
+         * delivers it again once the operator set stripeCustomerId.
+         */
+        ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
+                      NGX_HTTP_LINEGATE_LOG "Stripe subscription event "
+                      "for workspace \"%V\", which has no "
+                      "stripeCustomerId: refused, Stripe retries it",
+                      &ngx_http_linegate_get_ctx(r)->tenant);
+        ngx_http_linegate_error(r, NGX_HTTP_CONFLICT, "CUSTOMER_UNKNOWN",
+                                "The workspace has no Stripe customer: the "
+                                "event is applied when Stripe delivers it "
+                                "again once the workspace has one");
+        return;
+
+    case 7:
+        /*
+         * Another customer's subscription naming the workspace in its
+         * metadata (writable in Stripe's dashboard): never applied.
+         * Acknowledged, since Stripe's retries cannot change the answer
+         * (a non-2xx would be retried for three days and count against
+         * the endpoint); not remembered, so that a delivery resent by
+         * hand once stripeCustomerId is corrected applies.
+         */
+        ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
+                      NGX_HTTP_LINEGATE_LOG "Stripe subscription event of "
+                      "customer \"%V\" for workspace \"%V\", whose "
+                      "stripeCustomerId differs: refused",
+                      (ngx_str_t *) ngx_http_linegate_get_ctx(r)->data,
+                      &ngx_http_linegate_get_ctx(r)->tenant);
+        ngx_http_linegate_webhook_ack(r, "refused");
         return;
 
     case 4:

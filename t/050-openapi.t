@@ -397,9 +397,17 @@ SKIP: {
         ok($deliver->(200, 'unknown invoice',
                       $event->('invoice.voided', {id => 'in_none'}))
                ->{unknown}, 'unknown');
-        my $sub = {id => 'sub_oa', status => 'past_due',
+        my $sub = {id => 'sub_oa', status => 'past_due', customer => 'cus_oa',
                    metadata => {workspace_id => 'org_oa'},
                    items => {data => [{price => {id => 'price_plan_mini'}}]}};
+        is($deliver->(409, 'subscription of a workspace without customer',
+                      $event->('customer.subscription.updated', $sub))
+               ->{code}, 'CUSTOMER_UNKNOWN', 'CUSTOMER_UNKNOWN');
+        $r->hset('lg:{ws:org_oa}', stripeCustomerId => 'cus_oa');
+        ok($deliver->(200, 'subscription of another customer',
+                      $event->('customer.subscription.updated',
+                               {%$sub, customer => 'cus_other'}))
+               ->{refused}, 'refused');
         $deliver->(200, 'subscription',
                    $event->('customer.subscription.updated', $sub));
         ok($deliver->(200, 'older subscription event',

@@ -22,8 +22,17 @@ my $r = $s->redis;
 my $secret = $s->webhook_secret;
 my $n = 0;
 
+# a subscription naming a workspace is its customer's, cus_<W>, unless
+# the object says otherwise (the workspaces here have that customer)
 sub event {
     my ($type, $object, %o) = @_;
+    if ($type =~ /^customer\.subscription\./ && ref $object->{metadata}
+        && defined $object->{metadata}{workspace_id}
+        && !exists $object->{customer})
+    {
+        $object = {%$object,
+                   customer => "cus_$object->{metadata}{workspace_id}"};
+    }
     return {
         id => $o{id} // 'evt_test' . ++$n, object => 'event', type => $type,
         api_version => $o{api_version} // '2025-03-31.basil',
@@ -342,7 +351,8 @@ subtest 'signature before parsing' => sub {
 };
 
 subtest 'subscription events set status and plan' => sub {
-    $r->hset('lg:{ws:org_sub}', plan => 'mini',
+    $r->hset('lg:{ws:org_sub}', stripeCustomerId => 'cus_org_sub',
+             plan => 'mini',
              subscriptionStatus => 'active');
     my $t0 = time - 100;
 
@@ -386,7 +396,8 @@ subtest 'subscription events set status and plan' => sub {
 
     # the workspace goes into its keys' hash tag: "acme}x" would write
     # lg:{ws:acme}x}, a key of workspace "acme"'s slot
-    $r->hset('lg:{ws:acme}', plan => 'mini', subscriptionStatus => 'active');
+    $r->hset('lg:{ws:acme}', stripeCustomerId => 'cus_acme',
+             plan => 'mini', subscriptionStatus => 'active');
     my $keys = join ',', sort $r->keys('*');
     for my $bad ('acme}x', 'acme:x', 'acme x', 'w' x 65) {
         $body = answer_is(deliver(event('customer.subscription.updated',
@@ -407,7 +418,8 @@ subtest 'subscription events set status and plan' => sub {
 # Stripe does not promise order, and `created` has a second's resolution:
 # Checkout's created ("incomplete") and updated ("active") often share one
 subtest 'one second, two events of a subscription, in reverse' => sub {
-    $r->hset('lg:{ws:org_sec}', plan => 'mini');
+    $r->hset('lg:{ws:org_sec}', stripeCustomerId => 'cus_org_sec',
+             plan => 'mini');
     my $t = time - 50;
     my $sub = {id => 'sub_sec', object => 'subscription',
                metadata => {workspace_id => 'org_sec'},
@@ -439,7 +451,8 @@ subtest 'one second, two events of a subscription, in reverse' => sub {
 # a plan changed by a new subscription, the old one deleted afterwards:
 # the old one's end is not the workspace's, in either order
 subtest 'a new subscription, the old one deleted' => sub {
-    $r->hset('lg:{ws:org_two}', plan => 'mini');
+    $r->hset('lg:{ws:org_two}', stripeCustomerId => 'cus_org_two',
+             plan => 'mini');
     my $t = time - 50;
     my %base = (object => 'subscription',
                 metadata => {workspace_id => 'org_two'});
@@ -463,7 +476,8 @@ subtest 'a new subscription, the old one deleted' => sub {
 
     # the other order: the old one's deletion first, then the new one's
     # creation (an older event, of another subscription)
-    $r->hset('lg:{ws:org_three}', plan => 'mini');
+    $r->hset('lg:{ws:org_three}', stripeCustomerId => 'cus_org_three',
+             plan => 'mini');
     $_->{metadata} = {workspace_id => 'org_three'} for $s1, $s2;
     answer_is(deliver(event('customer.subscription.created', $s1,
                             created => $t)), 200, 'the first subscription');
@@ -554,7 +568,8 @@ subtest 'a new subscription not yet paid leaves the active one' => sub {
     # after the followed one ended, an incomplete one is followed (it
     # replaces nothing in force), and its expiry then ends the workspace's
     $_->{metadata} = {workspace_id => 'org_3ds3'} for $old, $new;
-    $r->hset('lg:{ws:org_3ds3}', plan => 'mini');
+    $r->hset('lg:{ws:org_3ds3}', stripeCustomerId => 'cus_org_3ds3',
+             plan => 'mini');
     answer_is(deliver(event('customer.subscription.created', $old,
                             created => $t)), 200, 'the subscription');
     answer_is(deliver(event('customer.subscription.deleted',
@@ -589,7 +604,8 @@ subtest 'a subscription event before its workspace: applied on retry' => sub {
        'the event is not marked');
 
     # Stripe delivers it again once the operator created the workspace
-    $r->hset('lg:{ws:org_late}', plan => 'mini');
+    $r->hset('lg:{ws:org_late}', stripeCustomerId => 'cus_org_late',
+             plan => 'mini');
     $body = answer_is(deliver($ev), 200, 'redelivered');
     ok(!$body->{duplicate}, 'not taken for a duplicate');
     is_deeply([$r->hmget('lg:{ws:org_late}', 'plan', 'subscriptionStatus')],
@@ -606,6 +622,66 @@ subtest 'a subscription event before its workspace: applied on retry' => sub {
     $body = answer_is(deliver($inv), 200, 'unknown invoice');
     ok($body->{unknown}, 'unknown');
     ok(!$r->exists("lg:stripe:event:$inv->{id}"), 'not marked');
+};
+
+subtest 'a subscription event of another customer is refused' => sub {
+    $r->hset('lg:{ws:org_cus}', stripeCustomerId => 'cus_owner',
+             plan => 'mini', subscriptionStatus => 'active');
+    my $sub = {id => 'sub_foreign', object => 'subscription',
+               status => 'canceled', customer => 'cus_intruder',
+               metadata => {workspace_id => 'org_cus'},
+               items => {data => [{price => {id => 'price_plan_growth'}}]}};
+    my $ev = event('customer.subscription.deleted', $sub);
+    my $from = length $s->error_log;
+    my $body = answer_is(deliver($ev), 200, 'another customer\'s');
+    is_deeply($body, {received => \1, refused => \1},
+              'acknowledged, refused: retries cannot change it');
+    is_deeply([$r->hmget('lg:{ws:org_cus}', 'plan', 'subscriptionStatus',
+                         'subscriptionId')],
+              ['mini', 'active', undef], 'the workspace is left alone');
+    ok(!$r->exists("lg:{ws:org_cus}:event:$ev->{id}"), 'not remembered');
+    like(substr($s->error_log, $from),
+         qr/\[warn\].*customer "cus_intruder" for workspace "org_cus"/,
+         'logged');
+
+    # no customer in the event, or an expanded one of another customer
+    delete $sub->{customer};
+    $body = answer_is(deliver(event('customer.subscription.deleted',
+                                    {%$sub, customer => undef})),
+                      200, 'no customer');
+    ok($body->{refused}, 'refused');
+    $body = answer_is(deliver(event('customer.subscription.deleted',
+                                    {%$sub, customer => {id => 'cus_x'}})),
+                      200, 'an expanded customer');
+    ok($body->{refused}, 'refused');
+    is($r->hget('lg:{ws:org_cus}', 'subscriptionStatus'), 'active',
+       'still active');
+
+    # the workspace's own customer, expanded or not: applied
+    $body = answer_is(deliver(event('customer.subscription.updated',
+                                    {%$sub, status => 'past_due',
+                                     customer => {id => 'cus_owner'}})),
+                      200, 'its own customer, expanded');
+    is_deeply($body, {received => \1}, 'applied');
+    is_deeply([$r->hmget('lg:{ws:org_cus}', 'plan', 'subscriptionStatus')],
+              ['growth', 'past_due'], 'status and plan set');
+
+    # a workspace with no customer to compare with: Stripe retries
+    $r->hset('lg:{ws:org_nocus}', plan => 'mini');
+    $ev = event('customer.subscription.created',
+                {%$sub, id => 'sub_nocus', status => 'active',
+                 customer => 'cus_org_nocus',
+                 metadata => {workspace_id => 'org_nocus'}});
+    $body = answer_is(deliver($ev), 409, 'no stripeCustomerId');
+    is($body->{code}, 'CUSTOMER_UNKNOWN', 'code');
+    ok(!$r->hexists('lg:{ws:org_nocus}', 'subscriptionStatus'),
+       'not applied');
+    ok(!$r->exists("lg:{ws:org_nocus}:event:$ev->{id}"), 'not remembered');
+    $r->hset('lg:{ws:org_nocus}', stripeCustomerId => 'cus_org_nocus');
+    $body = answer_is(deliver($ev), 200, 'delivered again once set');
+    is_deeply($body, {received => \1}, 'applied');
+    is($r->hget('lg:{ws:org_nocus}', 'subscriptionStatus'), 'active',
+       'active');
 };
 
 subtest 'other events are acknowledged and ignored' => sub {

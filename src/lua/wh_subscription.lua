@@ -12,11 +12,16 @@
 -- ARGV[7]  the event's place in one subscription's life: 0 created,
 --          1 updated, 2 deleted (events of one second are told apart by
 --          it: created is a subscription's first, deleted its last)
+-- ARGV[8]  the subscription's customer ('' when the event has none)
 --
 -- Returns  {0} duplicate, {1} unknown workspace, {2} stale event (or
 --          one of a subscription the workspace does not take: another
 --          one's end, an incomplete one's while the followed is in
---          force), {3} applied
+--          force), {3} applied, {6} the workspace has no stripeCustomerId
+--          to compare the event's customer with, {7} the event's customer
+--          is not the workspace's (metadata.workspace_id is writable by
+--          anyone with the Stripe account's dashboard): nothing done,
+--          nothing remembered
 --
 -- The event id is remembered only once the event is applied (or found
 -- stale): an event for a workspace that does not exist yet is not
@@ -31,6 +36,14 @@ end
 local wkey = KEYS[2]
 if redis.call('EXISTS', wkey) == 0 then
     return {1}
+end
+
+local owner = redis.call('HGET', wkey, 'stripeCustomerId')
+if not owner or owner == '' then
+    return {6}
+end
+if owner ~= ARGV[8] then
+    return {7}
 end
 
 local cur = redis.call('HMGET', wkey, 'subscriptionEventAt',
