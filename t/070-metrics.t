@@ -169,6 +169,22 @@ subtest 'a webhook event by type and result' => sub {
     like(scrape()->body,
          qr/^linegate_webhook_events_total\{type="customer\.subscription\.updated",result="\dxx"\} 1$/m,
          'counted by type and result');
+
+    # ~250 event types at Stripe: only those linegate handles get their
+    # own series, any other counts as "other"
+    for my $type (qw(charge.succeeded payment_intent.created)) {
+        my $res = $s->stub(POST => '/_stub/webhook', {
+            url => $s->url('/webhooks/stripe'), type => $type,
+            object => {id => 'ch_m'},
+        });
+        ok(defined $res, "$type delivered");
+    }
+    my $body = scrape()->body;
+    like($body,
+         qr/^linegate_webhook_events_total\{type="other",result="2xx"\} 2$/m,
+         'other types counted as "other"');
+    unlike($body, qr/type="(?:charge|payment_intent)\./,
+           'no series of their own');
 };
 
 # docs/operator.md, "Metrics": its table lists every family the code
