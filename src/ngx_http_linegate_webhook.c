@@ -538,9 +538,23 @@ ngx_http_linegate_webhook_subscription(ngx_http_request_t *r,
         return;
     }
 
-    /* the workspace goes into its keys' hash tag: no "}" may end it early */
-    if (!ngx_http_linegate_tenant_id_valid(ws.data, ws.len)
-        || ngx_http_linegate_json_str(object, "status", &status) != NGX_OK
+    /*
+     * The workspace goes into its keys' hash tag: no "}" may end it
+     * early. An id no workspace can have ("Acme Corp", typed in Stripe's
+     * dashboard) is not ours: acknowledged, as Stripe retries a 400 for
+     * three days (and disables an endpoint that keeps failing) with the
+     * same answer each time. Not logged as sent: it is free text.
+     */
+    if (!ngx_http_linegate_tenant_id_valid(ws.data, ws.len)) {
+        ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
+                      NGX_HTTP_LINEGATE_LOG "Stripe subscription event "
+                      "whose metadata.workspace_id is no workspace id "
+                      "(%uz bytes): ignored", ws.len);
+        ngx_http_linegate_webhook_ack(r, "ignored");
+        return;
+    }
+
+    if (ngx_http_linegate_json_str(object, "status", &status) != NGX_OK
         || status.len == 0 || status.len > 32
         || ngx_http_linegate_json_str(object, "id", &sub) != NGX_OK
         || !ngx_http_linegate_stripe_id_valid(&sub))
