@@ -243,6 +243,14 @@ webhook = [
     j({'id': 'evt 1', 'type': 'invoice.paid', 'data': {'object': {}}}),
     b'[]', b'', b'{',
     b' ' + ev('customer.subscription.updated', SUB) + b'\0:3\r\n',
+    # the customer compared by wh_subscription: another one's ({7}), a
+    # workspace without one ({6}), expanded, or not a string
+    ev('customer.subscription.updated', dict(SUB, customer='cus_1'))
+    + b'\0*1\r\n:7\r\n',
+    ev('customer.subscription.updated',
+       dict(SUB, customer={'id': 'cus_1'})) + b'\0*1\r\n:6\r\n',
+    ev('customer.subscription.deleted', dict(SUB, customer=7))
+    + b'\0*1\r\n:7\r\n',
 ]
 write('webhook', webhook)
 
