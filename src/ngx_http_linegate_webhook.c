@@ -721,6 +721,17 @@ ngx_http_linegate_webhook_done(ngx_http_request_t *r, redisReply *reply)
         return;
     }
 
+    /* wh_subscription's own answers: an invoice event's data is not a str */
+    if ((code == 6 || code == 7)
+        && ngx_http_linegate_get_ctx(r)->tenant.len == 0)
+    {
+        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                      NGX_HTTP_LINEGATE_LOG "unexpected answer %L of an "
+                      "invoice event's script", code);
+        ngx_http_linegate_internal_error(r);
+        return;
+    }
+
     switch (code) {
 
     case 0:
