@@ -121,6 +121,15 @@ ngx_http_linegate_webhook_handler(ngx_http_request_t *r,
 
     ctx->outcome = type;
 
+    /*
+     * Stripe's types all have a '.': the webhook metric keeps an outcome
+     * without one as linegate's own (bad_signature...), so a signed type
+     * without one must not reach it as sent (metrics.c)
+     */
+    if (ngx_strlchr(type.data, type.data + type.len, '.') == NULL) {
+        ngx_str_set(&ctx->outcome, "other");
+    }
+
     if (type.len == 12 && ngx_strncmp(type.data, "invoice.paid", 12) == 0) {
         ngx_http_linegate_webhook_invoice(r, &event_id, object, "paid");
         return;

@@ -172,7 +172,7 @@ subtest 'a webhook event by type and result' => sub {
 
     # ~250 event types at Stripe: only those linegate handles get their
     # own series, any other counts as "other"
-    for my $type (qw(charge.succeeded payment_intent.created)) {
+    for my $type (qw(charge.succeeded payment_intent.created nodot)) {
         my $res = $s->stub(POST => '/_stub/webhook', {
             url => $s->url('/webhooks/stripe'), type => $type,
             object => {id => 'ch_m'},
@@ -181,9 +181,9 @@ subtest 'a webhook event by type and result' => sub {
     }
     my $body = scrape()->body;
     like($body,
-         qr/^linegate_webhook_events_total\{type="other",result="2xx"\} 2$/m,
+         qr/^linegate_webhook_events_total\{type="other",result="2xx"\} 3$/m,
          'other types counted as "other"');
-    unlike($body, qr/type="(?:charge|payment_intent)\./,
+    unlike($body, qr/type="(?:charge\.|payment_intent\.|nodot)/,
            'no series of their own');
 };
 
