@@ -20,6 +20,14 @@
 
 #define NGX_HTTP_LINEGATE_STRIPE_BODY_MAX  (256 * 1024)
 
+/*
+ * The most of Stripe's Retry-After passed on: its rate limits are per
+ * second, and a client told to wait for hours (a proxy's mistake, a
+ * clock far off) would stop buying for nothing; a retry too early only
+ * gets another 503.
+ */
+#define NGX_HTTP_LINEGATE_STRIPE_RETRY_AFTER_MAX  60
+
 
 static ngx_int_t ngx_http_linegate_stripe_done(ngx_http_request_t *sr,
     void *data, ngx_int_t rc);
@@ -464,17 +472,11 @@ ngx_http_linegate_stripe_record(ngx_http_request_t *sr,
 
 
 /*
- * Did the whole body come? nginx ends a subrequest whose answer was cut
- * after its headers with NGX_OK (ngx_http_upstream_finalize_request
- * flushes what it has): the upstream's own bookkeeping tells, as in
- * ngx_http_upstream_process_request, and the Content-Length.
- */
-/*
  * Retry-After as seconds: delta-seconds or an HTTP-date (RFC 9110
- * 10.2.3; a proxy before Stripe may send either). 0 when it is neither
- * (or a number too large to read): the callers then answer 1. ngx_atoi's
- * NGX_ERROR kept in the unsigned field read as a huge number, or as -1
- * once cast back: no Retry-After at all.
+ * 10.2.3; a proxy before Stripe may send either), at most
+ * NGX_HTTP_LINEGATE_STRIPE_RETRY_AFTER_MAX. 0 when it is neither: a sign,
+ * a space, anything but digits, or digits past NGX_MAX_INT_T_VALUE
+ * (ngx_atoi's NGX_ERROR); the callers then answer 1.
  */
 static ngx_uint_t
 ngx_http_linegate_stripe_retry_after(ngx_str_t *value)
@@ -484,22 +486,27 @@ ngx_http_linegate_stripe_retry_after(ngx_str_t *value)
 
     n = ngx_atoi(value->data, value->len);
 
-    if (n != NGX_ERROR) {
-        return (ngx_uint_t) n;
+    if (n == NGX_ERROR) {
+        at = ngx_parse_http_time(value->data, value->len);
+
+        if (at == NGX_ERROR) {
+            return 0;
+        }
+
+        now = ngx_time();
+        n = at > now ? at - now : 1;
     }
 
-    at = ngx_parse_http_time(value->data, value->len);
-
-    if (at == NGX_ERROR) {
-        return 0;
-    }
-
-    now = ngx_time();
-
-    return at > now ? (ngx_uint_t) (at - now) : 1;
+    return (ngx_uint_t) ngx_min(n, NGX_HTTP_LINEGATE_STRIPE_RETRY_AFTER_MAX);
 }
 
 
+/*
+ * Did the whole body come? nginx ends a subrequest whose answer was cut
+ * after its headers with NGX_OK (ngx_http_upstream_finalize_request
+ * flushes what it has): the upstream's own bookkeeping tells, as in
+ * ngx_http_upstream_process_request, and the Content-Length.
+ */
 static ngx_uint_t
 ngx_http_linegate_stripe_whole(ngx_http_request_t *sr, size_t len)
 {

@@ -155,17 +155,24 @@ subtest 'Stripe says 429: 503 with its Retry-After, not queued' => sub {
 
 # RFC 9110 lets Retry-After be an HTTP-date (a proxy before Stripe may
 # send one) or something unreadable: the 503 still carries one (SPEC 1),
-# the date's seconds, else 1
-subtest 'Stripe says 429 with a date or junk: 503 with a Retry-After' =>
-sub {
-    my @at = gmtime(time + 120);
-    my $date = sprintf '%s, %02d %s %d %02d:%02d:%02d GMT',
+# the date's seconds, else 1; either form at most 60 seconds
+# (docs/provisioning-api.md)
+sub http_date {
+    my @at = gmtime(time + $_[0]);
+    return sprintf '%s, %02d %s %d %02d:%02d:%02d GMT',
         (qw(Sun Mon Tue Wed Thu Fri Sat))[$at[6]], $at[3],
         (qw(Jan Feb Mar Apr May Jun Jul Aug Sep Oct Nov Dec))[$at[4]],
         $at[5] + 1900, @at[2, 1, 0];
+}
 
-    for my $case ([date => $date, 100, 121], [junk => 'soon', 1, 1],
-                  [huge => '9' x 30, 1, 1])
+subtest 'Stripe says 429 with a date or junk: 503 with a Retry-After' =>
+sub {
+    for my $case ([date => http_date(40), 20, 41], [junk => 'soon', 1, 1],
+                  [huge => '9' x 30, 1, 1], [negative => '-5', 1, 1],
+                  [zero => '0', 1, 1], [unit => '7s', 1, 1],
+                  [hours => '86400', 60, 60],
+                  [max_int => '9223372036854775807', 60, 60],
+                  [date_later => http_date(7200), 60, 60])
     {
         my ($what, $value, $lo, $hi) = @$case;
         my $id = "acct_429_$what";
