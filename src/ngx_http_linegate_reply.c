@@ -548,7 +548,9 @@ ngx_http_linegate_reason(ngx_uint_t status)
  * ngx_http_linegate_error() and _field_error()): a refused body (400,
  * 413) as the module's own refusal of a body, without a field; a 500 as
  * ngx_http_linegate_internal_error()'s; a 429 of the Lines API as its
- * RATE_LIMITED; anything else without a code.
+ * RATE_LIMITED, of the Provisioning API as rate_limited (its limits'
+ * codes name a window nginx knows nothing of); anything else without a
+ * code. A Retry-After nginx set (add_header, linegate_limit) stays.
  */
 static ngx_int_t
 ngx_http_linegate_nginx_page_body(ngx_http_request_t *r, ngx_uint_t api,
@@ -575,11 +577,21 @@ ngx_http_linegate_nginx_page_body(ngx_http_request_t *r, ngx_uint_t api,
         break;
 
     case NGX_HTTP_TOO_MANY_REQUESTS:
-        code = (api == NGX_HTTP_LINEGATE_API_LINE_REQUEST_CREATE
-                || api == NGX_HTTP_LINEGATE_API_LINE_REQUEST
-                || api == NGX_HTTP_LINEGATE_API_LINES_BY_USER
-                || api == NGX_HTTP_LINEGATE_API_LINE_AVAILABILITY)
-               ? "RATE_LIMITED" : NULL;
+        /* the API's own 429 code: Sendblue's are lowercase */
+        if (ngx_http_linegate_provision_format(api)) {
+            code = "rate_limited";
+
+        } else if (api == NGX_HTTP_LINEGATE_API_LINE_REQUEST_CREATE
+                   || api == NGX_HTTP_LINEGATE_API_LINE_REQUEST
+                   || api == NGX_HTTP_LINEGATE_API_LINES_BY_USER
+                   || api == NGX_HTTP_LINEGATE_API_LINE_AVAILABILITY)
+        {
+            code = "RATE_LIMITED";
+
+        } else {
+            code = NULL;
+        }
+
         reason = code ? "Rate limit exceeded" : reason;
         break;
 

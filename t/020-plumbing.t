@@ -37,6 +37,7 @@ my $s = LG::Stack->new(stub => 0, HTTP_EXTRA => <<"HTTP",
 limit_req_zone \$binary_remote_addr zone=lg_one:1m rate=1r/m;
     limit_req_zone \$binary_remote_addr zone=lg_two:1m rate=1r/m;
     limit_req_zone \$binary_remote_addr zone=lg_three:1m rate=1r/m;
+    limit_req_zone \$binary_remote_addr zone=lg_four:1m rate=1r/m;
 HTTP
                        SERVER_EXTRA => <<"EXTRA")->start;
 location = /lg-413 {
@@ -95,6 +96,13 @@ $deny_locations
             limit_req_status 429;
             add_header X-LG-Outcome \$linegate_outcome always;
             linegate_api lines_by_user;
+        }
+        location = /lg-limit-prov-429 {
+            limit_req zone=lg_four nodelay;
+            limit_req_status 429;
+            add_header X-LG-Outcome \$linegate_outcome always;
+            add_header Retry-After 30 always;
+            linegate_api provision_confirm;
         }
         location = /lg-auth {
             auth_basic "linegate test";
@@ -521,6 +529,8 @@ subtest 'nginx\'s other error pages: the API\'s JSON' => sub {
     is($status, 401, 'limit_req: the first request passes');
     ($status) = plain_req(GET => '/lg-limit-429');
     is($status, 401, 'limit_req 429: the first request passes');
+    ($status) = plain_req(POST => '/lg-limit-prov-429');
+    is($status, 401, 'limit_req 429, Provisioning: the first request passes');
 
     my $before = nginx_outcomes();
 
@@ -550,6 +560,11 @@ subtest 'nginx\'s other error pages: the API\'s JSON' => sub {
         ['limit_req_status 429, by-user', [GET => '/lg-limit-429'], 429,
          { error => 'Rate limit exceeded', code => 'RATE_LIMITED' },
          [GET => '/api/lines/by-user']],
+        ['limit_req_status 429, the Provisioning API',
+         [POST => '/lg-limit-prov-429'], 429,
+         { status => 'ERROR', error => 'rate_limited',
+           message => 'Rate limit exceeded' },
+         [POST => '/accounts/lines/provision-confirm']],
         ['auth_basic, the operator API', [GET => '/lg-auth'], 401,
          { error => 'Unauthorized' }, [GET => '/_linegate/inventory']],
         ['invalid chunked body, the Lines API',
@@ -598,12 +613,16 @@ subtest 'nginx\'s other error pages: the API\'s JSON' => sub {
     # counted: the /lg-* cases above, by API
     my $after = nginx_outcomes();
     my %want = (line_request_create => 2, lines_by_user => 3,
-                provision_confirm => 2, operator => 6, stripe_webhook => 2,
+                provision_confirm => 3, operator => 6, stripe_webhook => 2,
                 provision_preview => 1);
     for my $api (sort keys %want) {
         is(($after->{$api} // 0) - ($before->{$api} // 0), $want{$api},
            "$api: $want{$api} answers with outcome nginx_error counted");
     }
+
+    # nginx's Retry-After (add_header here; linegate_limit's) stays
+    my (undef, $rh) = plain_req(POST => '/lg-limit-prov-429');
+    is($rh->{'retry-after'}, 30, 'limit_req 429: nginx\'s Retry-After kept');
 
     my ($hst, $hh, $hbody) = plain_req(HEAD => '/lg-deny-lines');
     is($hst, 403, 'HEAD: 403');
