@@ -33,16 +33,14 @@ typedef struct {
 
 
 static ngx_int_t ngx_http_linegate_handler(ngx_http_request_t *r);
+static ngx_int_t ngx_http_linegate_rewrite_handler(ngx_http_request_t *r);
 static void ngx_http_linegate_body_handler(ngx_http_request_t *r);
 static ngx_int_t ngx_http_linegate_take_body(ngx_http_request_t *r,
     ngx_http_linegate_ctx_t *ctx);
-static void ngx_http_linegate_cleanup(void *data);
 static char *ngx_http_linegate_apikey_cache(ngx_conf_t *cf,
     ngx_command_t *cmd, void *conf);
 static ngx_int_t ngx_http_linegate_init_epoch(ngx_shm_zone_t *shm_zone,
     void *data);
-static u_char *ngx_http_linegate_log_error(ngx_http_request_t *r,
-    ngx_http_request_t *sr, u_char *buf, size_t len);
 
 static ngx_int_t ngx_http_linegate_add_variables(ngx_conf_t *cf);
 static ngx_int_t ngx_http_linegate_variable(ngx_http_request_t *r,
@@ -496,11 +494,46 @@ static ngx_str_t  ngx_http_linegate_auth_names[] = {
 
 /* the request */
 
+/*
+ * Registered last, so run first of the phase: before "return" and the
+ * access phases. A "rewrite ... last" into another location keeps the
+ * ctx (an internal redirect clears it): it takes that location's API.
+ */
+static ngx_int_t
+ngx_http_linegate_rewrite_handler(ngx_http_request_t *r)
+{
+    ngx_http_linegate_ctx_t       *ctx;
+    ngx_http_linegate_loc_conf_t  *llcf;
+
+    llcf = ngx_http_get_module_loc_conf(r, ngx_http_linegate_module);
+
+    if (llcf->api == NGX_HTTP_LINEGATE_API_NONE
+        || llcf->api == NGX_HTTP_LINEGATE_API_METRICS
+        || r != r->main)
+    {
+        return NGX_DECLINED;
+    }
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_linegate_module);
+
+    if (ctx != NULL) {
+        ctx->api = llcf->api;
+        ctx->api_name = &llcf->api_name;
+        return NGX_DECLINED;
+    }
+
+    if (ngx_http_linegate_ctx_create(r, llcf) == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    return NGX_DECLINED;
+}
+
+
 static ngx_int_t
 ngx_http_linegate_handler(ngx_http_request_t *r)
 {
     ngx_int_t                      rc;
-    ngx_pool_cleanup_t            *cln;
     ngx_http_linegate_ctx_t       *ctx;
     ngx_http_linegate_api_t       *api;
     ngx_http_linegate_loc_conf_t  *llcf;
@@ -515,33 +548,17 @@ ngx_http_linegate_handler(ngx_http_request_t *r)
         return ngx_http_linegate_metrics_api(r);
     }
 
-    ctx = ngx_pcalloc(r->pool, sizeof(ngx_http_linegate_ctx_t));
+    /* made in the rewrite phase unless nginx has not run it here */
+    ctx = ngx_http_get_module_ctx(r, ngx_http_linegate_module);
+
     if (ctx == NULL) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        ctx = ngx_http_linegate_ctx_create(r, llcf);
+        if (ctx == NULL) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
     }
-
-    cln = ngx_pool_cleanup_add(r->pool, 0);
-    if (cln == NULL) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
-    cln->handler = ngx_http_linegate_cleanup;
-    cln->data = ctx;
 
     ctx->api = llcf->api;
-    ctx->retry_after = -1;
-    ngx_http_set_ctx(r, ctx, ngx_http_linegate_module);
-
-    /*
-     * Error log lines about this request carry its id, after nginx's own
-     * part. Once only: after an internal redirect into a second linegate
-     * location the handler is ours already, and taking it as nginx's
-     * would have it call itself for ever.
-     */
-    if (r->log_handler != ngx_http_linegate_log_error) {
-        ctx->log_handler = r->log_handler;
-        r->log_handler = ngx_http_linegate_log_error;
-    }
 
     for (api = ngx_http_linegate_apis; api->name.len; api++) {
         if (api->api == llcf->api) {
@@ -720,27 +737,6 @@ ngx_http_linegate_take_body(ngx_http_request_t *r,
 }
 
 
-static void
-ngx_http_linegate_cleanup(void *data)
-{
-    ngx_http_linegate_ctx_t  *ctx = data;
-
-    if (ctx->bump_epoch) {
-        (void) ngx_atomic_fetch_add(ctx->bump_epoch, 1);
-    }
-
-    if (ctx->body) {
-        json_decref(ctx->body);
-        ctx->body = NULL;
-    }
-
-    if (ctx->stripe_json) {
-        json_decref(ctx->stripe_json);
-        ctx->stripe_json = NULL;
-    }
-}
-
-
 /* linegate_api_key_cache time [pushed_time] */
 static char *
 ngx_http_linegate_apikey_cache(ngx_conf_t *cf, ngx_command_t *cmd,
@@ -803,54 +799,6 @@ ngx_http_linegate_init_epoch(ngx_shm_zone_t *shm_zone, void *data)
     lmcf->apikey_epoch = sp->data;
 
     return NGX_OK;
-}
-
-
-static u_char *
-ngx_http_linegate_log_error(ngx_http_request_t *r, ngx_http_request_t *sr,
-    u_char *buf, size_t len)
-{
-    u_char                   *p;
-    ngx_str_t                 id;
-    ngx_pool_cleanup_t       *cln;
-    ngx_http_linegate_ctx_t  *ctx;
-
-    ctx = ngx_http_get_module_ctx(r, ngx_http_linegate_module);
-
-    if (ctx == NULL || ctx->log_handler == NULL) {
-
-        /*
-         * An internal redirect (error_page, try_files) cleared the
-         * modules' contexts, and a linegate location it led to made a
-         * ctx of its own, without nginx's handler: the ctx that keeps it
-         * is still the data of its pool cleanup (nginx's realip module
-         * finds its own ctx again the same way).
-         */
-
-        ctx = NULL;
-
-        for (cln = r->pool->cleanup; cln; cln = cln->next) {
-            if (cln->handler == ngx_http_linegate_cleanup
-                && ((ngx_http_linegate_ctx_t *) cln->data)->log_handler)
-            {
-                ctx = cln->data;
-                break;
-            }
-        }
-    }
-
-    p = buf;
-
-    if (ctx != NULL) {
-        p = ctx->log_handler(r, sr, buf, len);
-        len -= p - buf;
-    }
-
-    if (ngx_http_linegate_request_id(r, &id) == NGX_OK) {
-        p = ngx_snprintf(p, len, ", request_id: %V", &id);
-    }
-
-    return p;
 }
 
 
@@ -2037,7 +1985,6 @@ failed:
 }
 
 
-
 /*
  * ngx_conf_check_num_bounds() for ngx_conf_set_sec_slot()'s time_t:
  * nginx's reads an ngx_int_t, which a time_t need not be (a 32-bit
@@ -2084,6 +2031,8 @@ static ngx_int_t
 ngx_http_linegate_init(ngx_conf_t *cf)
 {
     ngx_str_t                       empty = ngx_null_string;
+    ngx_http_handler_pt            *h;
+    ngx_http_core_main_conf_t      *cmcf;
     ngx_http_linegate_main_conf_t  *lmcf;
 
     lmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_linegate_module);
@@ -2118,6 +2067,15 @@ ngx_http_linegate_init(ngx_conf_t *cf)
     if (ngx_http_linegate_nginx_page_init(cf) != NGX_OK) {
         return NGX_ERROR;
     }
+
+    cmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_core_module);
+
+    h = ngx_array_push(&cmcf->phases[NGX_HTTP_REWRITE_PHASE].handlers);
+    if (h == NULL) {
+        return NGX_ERROR;
+    }
+
+    *h = ngx_http_linegate_rewrite_handler;
 
     if (!lmcf->redis_configured) {
         return ngx_http_linegate_require(cf, &empty, "linegate_redis",

@@ -1,6 +1,8 @@
 
 /*
- * linegate: JSON answers and the headers every answer carries.
+ * linegate: JSON answers and the headers every answer carries; the
+ * request's ctx, whose error log hook puts the request id on every line
+ * about the request.
  */
 
 
@@ -26,14 +28,15 @@ static ngx_uint_t ngx_http_linegate_nginx_page(ngx_http_request_t *r);
 static const char *ngx_http_linegate_reason(ngx_uint_t status);
 static ngx_int_t ngx_http_linegate_nginx_page_body(ngx_http_request_t *r,
     ngx_uint_t api, ngx_str_t *body);
-static ngx_http_linegate_ctx_t *ngx_http_linegate_page_ctx(
-    ngx_http_request_t *r, ngx_http_linegate_loc_conf_t *llcf);
 static ngx_int_t ngx_http_linegate_nginx_page_header_filter(
     ngx_http_request_t *r);
 static ngx_int_t ngx_http_linegate_nginx_page_body_filter(
     ngx_http_request_t *r, ngx_chain_t *in);
 static ngx_int_t ngx_http_linegate_add_header(ngx_http_request_t *r,
     const char *name, size_t nlen, ngx_str_t *value);
+static void ngx_http_linegate_cleanup(void *data);
+static u_char *ngx_http_linegate_log_error(ngx_http_request_t *r,
+    ngx_http_request_t *sr, u_char *buf, size_t len);
 
 
 #define ngx_http_linegate_header(r, name, value)                            \
@@ -606,31 +609,6 @@ ngx_http_linegate_nginx_page_body(ngx_http_request_t *r, ngx_uint_t api,
 
 
 /*
- * nginx answered before the handler made the ctx (find-config, access,
- * preaccess...): one for the outcome and the body filter. Nothing of it
- * needs the handler's cleanup: no body, no Stripe answer, no epoch.
- */
-static ngx_http_linegate_ctx_t *
-ngx_http_linegate_page_ctx(ngx_http_request_t *r,
-    ngx_http_linegate_loc_conf_t *llcf)
-{
-    ngx_http_linegate_ctx_t  *ctx;
-
-    ctx = ngx_pcalloc(r->pool, sizeof(ngx_http_linegate_ctx_t));
-    if (ctx == NULL) {
-        return NULL;
-    }
-
-    ctx->api = llcf->api;
-    ctx->api_name = &llcf->api_name;
-    ctx->retry_after = -1;
-    ngx_http_set_ctx(r, ctx, ngx_http_linegate_module);
-
-    return ctx;
-}
-
-
-/*
  * Counted as the module's answers are, outcome "nginx_error"; the body
  * filter replaces the page of the requests marked here.
  */
@@ -649,8 +627,9 @@ ngx_http_linegate_nginx_page_header_filter(ngx_http_request_t *r)
 
     ctx = ngx_http_linegate_get_ctx(r);
 
+    /* nginx answered before the rewrite phase (find-config: a 413) */
     if (ctx == NULL) {
-        ctx = ngx_http_linegate_page_ctx(r, llcf);
+        ctx = ngx_http_linegate_ctx_create(r, llcf);
         if (ctx == NULL) {
             return NGX_ERROR;
         }
@@ -727,4 +706,121 @@ ngx_http_linegate_nginx_page_body_filter(ngx_http_request_t *r,
     out.next = NULL;
 
     return ngx_http_linegate_next_body_filter(r, &out);
+}
+
+
+/*
+ * The request's ctx, made as soon as its location is known (the rewrite
+ * phase) so that the error log lines nginx writes about it before the
+ * content handler (limit_req, deny, auth_basic...) carry its id too; or
+ * by the error-page filter when nginx answered before that (a body over
+ * client_max_body_size). Its cleanup's data is how the log handler finds
+ * it after an internal redirect has cleared the modules' contexts.
+ */
+ngx_http_linegate_ctx_t *
+ngx_http_linegate_ctx_create(ngx_http_request_t *r,
+    ngx_http_linegate_loc_conf_t *llcf)
+{
+    ngx_pool_cleanup_t       *cln;
+    ngx_http_linegate_ctx_t  *ctx;
+
+    ctx = ngx_pcalloc(r->pool, sizeof(ngx_http_linegate_ctx_t));
+    if (ctx == NULL) {
+        return NULL;
+    }
+
+    cln = ngx_pool_cleanup_add(r->pool, 0);
+    if (cln == NULL) {
+        return NULL;
+    }
+
+    cln->handler = ngx_http_linegate_cleanup;
+    cln->data = ctx;
+
+    ctx->api = llcf->api;
+    ctx->api_name = &llcf->api_name;
+    ctx->retry_after = -1;
+    ngx_http_set_ctx(r, ctx, ngx_http_linegate_module);
+
+    /*
+     * Error log lines about this request carry its id, after nginx's own
+     * part. Once only: after an internal redirect into a second linegate
+     * location the handler is ours already, and taking it as nginx's
+     * would have it call itself for ever.
+     */
+    if (r->log_handler != ngx_http_linegate_log_error) {
+        ctx->log_handler = r->log_handler;
+        r->log_handler = ngx_http_linegate_log_error;
+    }
+
+    return ctx;
+}
+
+
+static void
+ngx_http_linegate_cleanup(void *data)
+{
+    ngx_http_linegate_ctx_t  *ctx = data;
+
+    if (ctx->bump_epoch) {
+        (void) ngx_atomic_fetch_add(ctx->bump_epoch, 1);
+    }
+
+    if (ctx->body) {
+        json_decref(ctx->body);
+        ctx->body = NULL;
+    }
+
+    if (ctx->stripe_json) {
+        json_decref(ctx->stripe_json);
+        ctx->stripe_json = NULL;
+    }
+}
+
+
+static u_char *
+ngx_http_linegate_log_error(ngx_http_request_t *r, ngx_http_request_t *sr,
+    u_char *buf, size_t len)
+{
+    u_char                   *p;
+    ngx_str_t                 id;
+    ngx_pool_cleanup_t       *cln;
+    ngx_http_linegate_ctx_t  *ctx;
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_linegate_module);
+
+    if (ctx == NULL || ctx->log_handler == NULL) {
+
+        /*
+         * An internal redirect (error_page, try_files) cleared the
+         * modules' contexts, and a linegate location it led to made a
+         * ctx of its own, without nginx's handler: the ctx that keeps it
+         * is still the data of its pool cleanup (nginx's realip module
+         * finds its own ctx again the same way).
+         */
+
+        ctx = NULL;
+
+        for (cln = r->pool->cleanup; cln; cln = cln->next) {
+            if (cln->handler == ngx_http_linegate_cleanup
+                && ((ngx_http_linegate_ctx_t *) cln->data)->log_handler)
+            {
+                ctx = cln->data;
+                break;
+            }
+        }
+    }
+
+    p = buf;
+
+    if (ctx != NULL) {
+        p = ctx->log_handler(r, sr, buf, len);
+        len -= p - buf;
+    }
+
+    if (ngx_http_linegate_request_id(r, &id) == NGX_OK) {
+        p = ngx_snprintf(p, len, ", request_id: %V", &id);
+    }
+
+    return p;
 }

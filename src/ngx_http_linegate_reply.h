@@ -14,6 +14,14 @@
 #include "ngx_http_linegate_json.h"
 
 
+/*
+ * The request's ctx, its cleanup and the error log hook that puts its id
+ * on every line about it (the rewrite phase, the content handler or the
+ * error-page filter makes it, whichever comes first); NULL: no memory
+ */
+ngx_http_linegate_ctx_t *ngx_http_linegate_ctx_create(ngx_http_request_t *r,
+    ngx_http_linegate_loc_conf_t *llcf);
+
 /* answer what jw holds with status (500 if it failed), and finalize */
 void ngx_http_linegate_send_jw(ngx_http_request_t *r, ngx_uint_t status,
     ngx_http_linegate_json_write_t *jw);

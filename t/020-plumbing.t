@@ -104,6 +104,10 @@ $deny_locations
             add_header Retry-After 30 always;
             linegate_api provision_confirm;
         }
+        location = /lg-rewrite {
+            linegate_api lines_by_user;
+            rewrite ^ /lg-deny-prov last;
+        }
         location = /lg-auth {
             auth_basic "linegate test";
             auth_basic_user_file /dev/null;
@@ -631,6 +635,41 @@ subtest 'nginx\'s other error pages: the API\'s JSON' => sub {
     is($hh->{'content-length'}, length(Mojo::JSON::encode_json($forbidden)),
        'HEAD: the length of the JSON');
     is($hbody // '', '', 'HEAD: no body');
+};
+
+# nginx's own lines about a request it refused before linegate's handler
+# (deny in the access phase, limit_req in preaccess) carry the id of its
+# JSON answer, after nginx's own part
+subtest 'nginx\'s error pages: its log lines name the request id' => sub {
+    for my $case (['deny', [GET => '/lg-deny-op'],
+                   qr/access forbidden by rule/],
+                  ['limit_req', [POST => '/lg-limit-prov-429'],
+                   qr/limiting requests/])
+    {
+        my ($name, $req, $re) = @$case;
+        my $from = length $s->error_log;
+        my (undef, $h) = plain_req(@$req);
+        my $id = $h->{'x-request-id'} // '';
+        like($id, qr/^[0-9a-f]{32}$/, "$name: the answer's X-Request-Id");
+        my ($line) = grep { /$re/ } split /\n/,
+                     substr($s->error_log, $from);
+        ok($line, "$name: nginx's error line") or next;
+        like($line, qr/, request: "\Q$req->[0] $req->[1]\E HTTP\/1\.1"/,
+             "$name: nginx's own part");
+        like($line, qr/, request_id: \Q$id\E\b/,
+             "$name: with request_id: <id>");
+    }
+};
+
+# the ctx made in the rewrite phase goes with a "rewrite ... last" into
+# another location: the page is that location's API's
+subtest 'rewrite last into another API: its error format' => sub {
+    my ($status, $h, $body) = plain_req(GET => '/lg-rewrite');
+    is($status, 403, 'deny there: 403');
+    is_deeply(scalar eval { Mojo::JSON::decode_json($body) },
+              { status => 'ERROR', message => 'Forbidden' },
+              'the Provisioning API\'s error') or diag $body;
+    is($h->{'x-lg-outcome'}, 'nginx_error', '$linegate_outcome');
 };
 
 subtest 'nginx\'s other error pages elsewhere: its HTML' => sub {
