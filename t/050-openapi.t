@@ -15,6 +15,8 @@ use Digest::SHA qw(hmac_sha256_hex);
 use JSON::Validator;
 use Mojo::File qw(path);
 use Mojo::JSON qw(encode_json);
+use Mojo::Transaction::HTTP;
+use JSON::PP ();
 use Test::More;
 
 use LG::OpenAPI qw(answer_matches);
@@ -242,6 +244,58 @@ subtest 'every operator route is described' => sub {
 };
 
 # What the webhook and operator endpoints answer, against the document.
+# A status an operation does not list is nginx's own error page: every
+# operation has a `default` response, the API's error format, and the
+# validator of t/lib holds an unlisted status to it (JSON::Validator
+# checks nothing of a status with neither).
+subtest 'an unlisted status: the default error' => sub {
+    for my $op (@ops) {
+        my ($p, $m, $o) = @$op;
+        ok($o->{responses}{default}, "$m $p: a default response");
+    }
+
+    my $answer = sub {
+        my ($method, $path, $code, $body) = @_;
+        my $tx = Mojo::Transaction::HTTP->new;
+        $tx->req->method($method)->url->parse($path);
+        $tx->res->code($code)->body(encode_json($body));
+        $tx->res->headers->header('X-Request-Id' => 'a' x 32);
+        $tx->res->headers->content_type('application/json; charset=utf-8');
+        return [LG::OpenAPI::invalid($tx)];
+    };
+    my @cases = (
+        # [what, method, path, status, body, valid]
+        ['Lines 418, an error', GET => '/api/lines/by-user', 418,
+         {error => "I'm a teapot"}, 1],
+        ['Lines 418, a list', GET => '/api/lines/by-user', 418,
+         {lines => []}, 0],
+        ['Lines 207, an error', GET => '/api/lines/by-user', 207,
+         {error => 'Multi-Status'}, 0],
+        ['Provisioning 418, Sendblue\'s error', POST =>
+         '/accounts/lines/provision-confirm', 418,
+         {status => 'ERROR', message => "I'm a teapot"}, 1],
+        ['Provisioning 418, a purchase', POST =>
+         '/accounts/lines/provision-confirm', 418,
+         {status => 'OK', phone_number => '+14155551234'}, 0],
+        ['webhook 418, a receipt', POST => '/webhooks/stripe', 418,
+         {received => JSON::PP::true}, 0],
+        ['operator 418, an error', GET => '/_linegate/inventory', 418,
+         {error => "I'm a teapot"}, 1],
+        ['operator 418, a workspace', GET =>
+         '/_linegate/workspaces/org_x', 418, {plan => 'growth'}, 0],
+    );
+    for my $c (@cases) {
+        my ($what, $method, $path, $code, $body, $valid) = @$c;
+        my $errors = $answer->($method, $path, $code, $body);
+        if ($valid) {
+            ok(!@$errors, "$what: matches") or diag("@$errors");
+        }
+        else {
+            ok(scalar @$errors, "$what: does not match");
+        }
+    }
+};
+
 SKIP: {
     my $module_so = $ENV{LG_MODULE}
                     // "$ROOT/build/ngx_http_linegate_module.so";

@@ -7,6 +7,8 @@ package LG::OpenAPI;
 #   my $tpl = LG::OpenAPI::template('/api/line-requests/6a0b...');
 #             # '/api/line-requests/{id}'
 #   my @errors = LG::OpenAPI::invalid($tx);   # empty: the answer matches
+#             # a status the operation does not list: its `default`,
+#             # an error (400 and up) in the API's error format
 #   my @errors = LG::OpenAPI::invalid($tx, 'post', '/accounts/limits');
 #   answer_matches($tx, 'created');           # a test: ok(!invalid($tx))
 #
@@ -95,6 +97,17 @@ sub invalid {
 
     my $tpl = template($path)
         // return ("$path: no such path in $FILE");
+
+    # a status the operation does not list is its `default`: an error
+    my $op = document()->get([paths => $tpl, lc $method]) // {};
+    my $code = $res->code // 0;
+    if ($op->{responses} && !$op->{responses}{$code}) {
+        return ("$method $tpl $code: not listed and no default in $FILE")
+            unless $op->{responses}{default};
+        return ("$method $tpl $code: not listed, and default is for "
+                . 'errors (400 and up) only')
+            if $code < 400;
+    }
     my $body = eval { decode_json($res->body) };
     my %h = map { (lc $_ => $res->headers->header($_)) }
             @{ $res->headers->names };
