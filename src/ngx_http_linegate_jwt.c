@@ -99,7 +99,7 @@ static const char *ngx_http_linegate_jwt_check_signature(
     const ngx_http_linegate_jwt_parts_t *parts);
 static int ngx_http_linegate_jwt_rs256(EVP_PKEY *pkey,
     const ngx_http_linegate_jwt_parts_t *parts);
-static int ngx_http_linegate_jwt_is_machine(json_t *hdr);
+static const char *ngx_http_linegate_jwt_check_kind(json_t *hdr);
 static const char *ngx_http_linegate_jwt_check_claims(json_t *pay,
     const ngx_http_linegate_jwt_params_t *p,
     ngx_http_linegate_jwt_claims_t *out);
@@ -114,6 +114,7 @@ static const char *ngx_http_linegate_jwt_check_subject(json_t *pay,
 static void ngx_http_linegate_jwt_copy_org(json_t *pay,
     ngx_http_linegate_jwt_claims_t *out);
 static int ngx_http_linegate_jwt_string_is(json_t *v, const char *s);
+static int ngx_http_linegate_jwt_string_nocase(json_t *v, const char *s);
 static int ngx_http_linegate_jwt_copy(json_t *v, char *dst, size_t size);
 static long ngx_http_linegate_jwt_clamp(double v);
 
@@ -239,8 +240,8 @@ ngx_http_linegate_jwt_verify(const ngx_http_linegate_jwt_keys_t *keys,
         goto done;
     }
 
-    if (ngx_http_linegate_jwt_is_machine(hdr)) {
-        why = "machine token";
+    why = ngx_http_linegate_jwt_check_kind(hdr);
+    if (why != NULL) {
         goto done;
     }
 
@@ -1013,11 +1014,48 @@ ngx_http_linegate_jwt_rs256(EVP_PKEY *pkey,
 }
 
 
-static int
-ngx_http_linegate_jwt_is_machine(json_t *hdr)
+/*
+ * Only session tokens are credentials here.  Whatever else Clerk signs
+ * with the same key is refused: a JWT template's token (made for another
+ * service, maybe long-lived), a machine token, an OAuth access token
+ * (RFC 9068 "typ": "at+jwt", held by a third-party OAuth client, with an
+ * "org_id" claim when granted user:org:read).  As Clerk's own SDK does,
+ * "cat" may be absent (tokens minted before categories), the session's
+ * or the "ignore" one; "typ", when present, must say a plain JWT (RFC
+ * 7515 4.1.9: compared without case).  Checked after the signature, so
+ * that these reasons are only logged for tokens Clerk made.
+ */
+
+static const char *
+ngx_http_linegate_jwt_check_kind(json_t *hdr)
 {
-    return ngx_http_linegate_jwt_string_is(json_object_get(hdr, "cat"),
-                                           NGX_HTTP_LINEGATE_JWT_MACHINE_CAT);
+    int      machine;
+    json_t  *v;
+
+    v = json_object_get(hdr, "cat");
+
+    if (v != NULL
+        && !ngx_http_linegate_jwt_string_is(v,
+                                            NGX_HTTP_LINEGATE_JWT_SESSION_CAT)
+        && !ngx_http_linegate_jwt_string_is(v,
+                                            NGX_HTTP_LINEGATE_JWT_IGNORE_CAT))
+    {
+        machine = ngx_http_linegate_jwt_string_is(v,
+                                        NGX_HTTP_LINEGATE_JWT_MACHINE_CAT);
+
+        return machine ? "machine token" : "not a session token";
+    }
+
+    v = json_object_get(hdr, "typ");
+
+    if (v != NULL
+        && !ngx_http_linegate_jwt_string_nocase(v, "jwt")
+        && !ngx_http_linegate_jwt_string_nocase(v, "application/jwt"))
+    {
+        return "not a session token";
+    }
+
+    return NULL;
 }
 
 
@@ -1175,6 +1213,14 @@ ngx_http_linegate_jwt_check_subject(json_t *pay,
         return "claim too long";
     }
 
+    /* a machine token of an instance that puts no category on it */
+    if (strncmp(out->sub, NGX_HTTP_LINEGATE_JWT_MACHINE_SUB,
+                sizeof(NGX_HTTP_LINEGATE_JWT_MACHINE_SUB) - 1)
+        == 0)
+    {
+        return "machine token";
+    }
+
     /* a session still waiting for a second factor or similar step */
     if (ngx_http_linegate_jwt_string_is(json_object_get(pay, "sts"),
                                         "pending"))
@@ -1229,6 +1275,37 @@ ngx_http_linegate_jwt_string_is(json_t *v, const char *s)
 
     return json_string_length(v) == len
            && memcmp(json_string_value(v), s, len) == 0;
+}
+
+
+/* as string_is(), ASCII letters in any case; s is lowercase */
+
+static int
+ngx_http_linegate_jwt_string_nocase(json_t *v, const char *s)
+{
+    size_t       i, len;
+    const char  *p;
+
+    if (!json_is_string(v)) {
+        return 0;
+    }
+
+    len = strlen(s);
+
+    if (json_string_length(v) != len) {
+        return 0;
+    }
+
+    p = json_string_value(v);
+
+    for (i = 0; i < len; i++) {
+        if ((p[i] >= 'A' && p[i] <= 'Z' ? p[i] + ('a' - 'A') : p[i]) != s[i])
+        {
+            return 0;
+        }
+    }
+
+    return 1;
 }
 
 

@@ -25,8 +25,18 @@
 /* OpenSSL's own ceiling for RSA verification */
 #define NGX_HTTP_LINEGATE_JWT_MAX_BITS       16384
 
-/* the header "cat" Clerk puts on machine (M2M) tokens */
+/*
+ * Clerk signs several kinds of token with the instance's key and tells
+ * them apart by the header's "cat" (clerk_go's pkg/jwt): a session token,
+ * a JWT template's token (for another service), a machine (M2M) token.
+ * Instances with use_ignore_jwt_cat put the "ignore" category on all.
+ */
+#define NGX_HTTP_LINEGATE_JWT_SESSION_CAT    "cl_B7d4PD111AAA"
 #define NGX_HTTP_LINEGATE_JWT_MACHINE_CAT    "cl_B7d4PD333AAA"
+#define NGX_HTTP_LINEGATE_JWT_IGNORE_CAT     "cl_I7d4PD111III"
+
+/* the "sub" of Clerk's machine tokens starts with it */
+#define NGX_HTTP_LINEGATE_JWT_MACHINE_SUB    "mch_"
 
 
 /* opaque set of (kid, RSA public key); read-only once loaded */

@@ -139,6 +139,14 @@ subtest 'Clerk tokens accepted' => sub {
                              iat => undef), 'without nbf and iat');
     clerk_ok($s->clerk_token(o => {id => 'org_auth_a'}, exp => time - 2),
              'expired 2 s ago, within the 5 s leeway');
+    # what Clerk puts on a session token's header
+    clerk_ok($s->clerk_token(o => {id => 'org_auth_a'},
+                             -header => {typ => 'JWT',
+                                         cat => 'cl_B7d4PD111AAA'}),
+             'typ JWT, session category');
+    clerk_ok($s->clerk_token(o => {id => 'org_auth_a'},
+                             -header => {cat => 'cl_I7d4PD111III'}),
+             'the category of instances that ignore categories');
 
     my $tok = $s->clerk_token(o => {id => 'org_auth_a'});
     my $b = $l->answer($l->req({Cookie => "__session=$tok"}, GET => $LIST),
@@ -219,6 +227,21 @@ subtest 'Clerk token refusals (SPEC 4): 401' => sub {
     clerk_refused($s->clerk_token(%o, sub => 42), 'sub not a string');
     clerk_refused($s->clerk_token(%o, -header => {cat => 'cl_B7d4PD333AAA'}),
                   'machine token category');
+
+    # other kinds of token Clerk signs with the same instance key: a
+    # third party holding one must not act as the user's organization
+    clerk_refused($s->clerk_token(%o, -header => {cat => 'cl_B7d4PD222AAA'}),
+                  'JWT template category');
+    clerk_refused($s->clerk_token(%o, -header => {cat => 'cl_unknown'}),
+                  'unknown category');
+    clerk_refused($s->clerk_token(v => undef, o => undef,
+                                  org_id => 'org_auth_a',
+                                  -header => {typ => 'at+jwt'}),
+                  'OAuth access token (typ at+jwt, org_id)');
+    clerk_refused($s->clerk_token(%o, -header => {typ => 'application/at+jwt'}),
+                  'OAuth access token (typ application/at+jwt)');
+    clerk_refused($s->clerk_token(%o, sub => 'mch_2xyz'),
+                  'machine subject (mch_)');
 
     my $good = $s->clerk_token(%o);
     my ($h, $p, $sig) = split /\./, $good;

@@ -81,6 +81,14 @@ jwt = [
     + b'.' + SIG,
     tok(H1, dict(STD, azp=None)),
     tok(H1, dict(STD, sub='u' * 300)),
+    # kinds of token: session, ignore, template categories, OAuth, M2M
+    tok({'alg': 'RS256', 'kid': 'k1', 'typ': 'JWT',
+         'cat': 'cl_B7d4PD111AAA'}, dict(STD, v=2, o={'id': 'org_1'})),
+    tok({'alg': 'RS256', 'kid': 'k1', 'cat': 'cl_I7d4PD111III'}, STD),
+    tok({'alg': 'RS256', 'kid': 'k1', 'cat': 'cl_B7d4PD222AAA'}, STD),
+    tok({'alg': 'RS256', 'kid': 'k1', 'typ': 'at+jwt'},
+        dict(STD, org_id='org_1', client_id='c1', scope='profile')),
+    tok(H1, dict(STD, sub='mch_2abc')),
 ]
 write('jwt', jwt)
 

@@ -916,6 +916,46 @@ test_claims(void)
     refused(t, "machine token", "machine token category refused");
     free(t);
 
+    /* what else Clerk signs with the instance key is no session token */
+    t = sign("{\"alg\":\"RS256\",\"kid\":\"k1\",\"cat\":\"cl_B7d4PD222AAA\"}",
+             fmt("{" STD ",\"exp\":%ld}", NOW + 60), k1);
+    refused(t, "not a session token", "JWT template category refused");
+    free(t);
+
+    t = sign("{\"alg\":\"RS256\",\"kid\":\"k1\",\"cat\":7}",
+             fmt("{" STD ",\"exp\":%ld}", NOW + 60), k1);
+    refused(t, "not a session token", "non-string category refused");
+    free(t);
+
+    t = sign("{\"alg\":\"RS256\",\"kid\":\"k1\",\"typ\":\"at+jwt\"}",
+             fmt("{" ISS "," SUB ",\"exp\":%ld,\"org_id\":\"org_1\"}",
+                 NOW + 60), k1);
+    refused(t, "not a session token", "OAuth access token (at+jwt) refused");
+    free(t);
+
+    t = sign("{\"alg\":\"RS256\",\"kid\":\"k1\","
+             "\"typ\":\"application/AT+JWT\"}",
+             fmt("{" STD ",\"exp\":%ld}", NOW + 60), k1);
+    refused(t, "not a session token", "application/at+jwt refused");
+    free(t);
+
+    t = sign(HDR_K1, fmt("{" ISS "," AZP ",\"sub\":\"mch_2abc\","
+                         "\"exp\":%ld}", NOW + 60), k1);
+    refused(t, "machine token", "machine subject (mch_) refused");
+    free(t);
+
+    t = sign("{\"alg\":\"RS256\",\"kid\":\"k1\",\"typ\":\"jwt\","
+             "\"cat\":\"cl_B7d4PD111AAA\"}",
+             fmt("{" STD ",\"exp\":%ld}", NOW + 60), k1);
+    accepted(t, "session category, typ in lowercase accepted");
+    free(t);
+
+    t = sign("{\"alg\":\"RS256\",\"kid\":\"k1\",\"cat\":\"cl_I7d4PD111III\","
+             "\"typ\":\"application/jwt\"}",
+             fmt("{" STD ",\"exp\":%ld}", NOW + 60), k1);
+    accepted(t, "ignore category, typ application/jwt accepted");
+    free(t);
+
     t = sign(HDR_K1, "[1,2,3]", k1);
     refused(t, "malformed", "payload not an object refused");
     free(t);
