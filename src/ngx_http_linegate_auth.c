@@ -653,7 +653,10 @@ ngx_http_linegate_clerk(ngx_http_request_t *r, ngx_http_linegate_ctx_t *ctx,
         sub = fresh.sub;
         sub_len = fresh.sub_len;
 
-        /* ids too long for an entry are served, not remembered */
+        /*
+         * ids too long for an entry are served, not remembered; exp is at
+         * most NGX_HTTP_LINEGATE_JWT_EXP_MAX, so exp + leeway fits
+         */
         if (org_len <= NGX_HTTP_LINEGATE_CACHED_ID_MAX
             && sub_len <= NGX_HTTP_LINEGATE_CACHED_ID_MAX)
         {

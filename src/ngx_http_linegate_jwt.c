@@ -1332,11 +1332,16 @@ ngx_http_linegate_jwt_copy(json_t *v, char *dst, size_t size)
 }
 
 
+/*
+ * Not up to LONG_MAX: auth.c keeps a verified token until exp + leeway,
+ * which a Clerk-signed "exp" of 1e19 would overflow (undefined in C)
+ */
+
 static long
 ngx_http_linegate_jwt_clamp(double v)
 {
-    if (v >= (double) LONG_MAX) {
-        return LONG_MAX;
+    if (v >= (double) NGX_HTTP_LINEGATE_JWT_EXP_MAX) {
+        return NGX_HTTP_LINEGATE_JWT_EXP_MAX;
     }
 
     if (v <= (double) LONG_MIN) {

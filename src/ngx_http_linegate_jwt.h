@@ -11,6 +11,7 @@
 #define _NGX_HTTP_LINEGATE_JWT_H_INCLUDED_
 
 
+#include <limits.h>
 #include <stddef.h>
 
 
@@ -24,6 +25,12 @@
 
 /* OpenSSL's own ceiling for RSA verification */
 #define NGX_HTTP_LINEGATE_JWT_MAX_BITS       16384
+
+/*
+ * the latest "exp" claims report: a caller may add a leeway (seconds)
+ * to it without overflowing a long
+ */
+#define NGX_HTTP_LINEGATE_JWT_EXP_MAX        (LONG_MAX / 2)
 
 /*
  * Clerk signs several kinds of token with the instance's key and tells
@@ -56,7 +63,7 @@ typedef struct {
     char                 sub[256];
     char                 org[256];  /* active organization, "" if none */
     int                  has_org;
-    long                 exp;
+    long                 exp;       /* <= NGX_HTTP_LINEGATE_JWT_EXP_MAX */
     char                 sid[128];  /* "" when absent or too long */
 } ngx_http_linegate_jwt_claims_t;
 

@@ -560,7 +560,9 @@ test_valid(void)
 static void
 test_times(void)
 {
-    char  *t;
+    char                            *t;
+    const char                      *why;
+    ngx_http_linegate_jwt_claims_t   c;
 
     t = sign(HDR_K1, fmt("{" STD ",\"exp\":%ld}", NOW - LEEWAY), k1);
     accepted(t, "exp = now - leeway accepted");
@@ -580,6 +582,18 @@ test_times(void)
 
     t = sign(HDR_K1, fmt("{" STD ",\"exp\":\"%ld\"}", NOW + 60), k1);
     refused(t, "malformed", "exp as string refused");
+    free(t);
+
+    /* the caller adds its leeway to claims.exp: that must not overflow */
+    t = sign(HDR_K1, "{" STD ",\"exp\":1e300}", k1);
+    why = check_with(jwks, t, &params, &c);
+    ok(why == NULL && c.exp == NGX_HTTP_LINEGATE_JWT_EXP_MAX,
+       "exp 1e300 accepted, claims.exp is at most JWT_EXP_MAX");
+    free(t);
+
+    t = sign(HDR_K1, fmt("{" STD ",\"exp\":%ld}", NOW + 60), k1);
+    why = check_with(jwks, t, &params, &c);
+    ok(why == NULL && c.exp == NOW + 60, "claims.exp is the token's exp");
     free(t);
 
     t = sign(HDR_K1, fmt("{" STD ",\"exp\":%ld,\"nbf\":%ld}", NOW + 60,
