@@ -47,7 +47,9 @@
  *              ("<A> <worker> <number>", in the intent's place) in the
  *              same step. None: RELEASE, then 503 no_lines_available.
  *              No intent (the sweep released the purchase: this confirm
- *              outlived linegate_reconcile_lost_after): RELEASE, 503.
+ *              outlived linegate_reconcile_lost_after), or an intent
+ *              older than that (the sweep may be releasing it): nothing
+ *              taken, RELEASE, 503.
  *              Answer lost: RELEASE, then 503; the claim, if any, is the
  *              sweep's
  *   CUSTOMER   Stripe GET v1/customers/<id>: is there a card on file?
@@ -1038,6 +1040,9 @@ ngx_http_linegate_confirm_claim(ngx_http_request_t *r,
     ngx_http_linegate_confirm_t *cf)
 {
     ngx_http_linegate_redis_args_t  *a;
+    ngx_http_linegate_main_conf_t   *lmcf;
+
+    lmcf = ngx_http_get_module_main_conf(r, ngx_http_linegate_module);
 
     a = ngx_http_linegate_confirm_args(cf);
     ngx_http_linegate_redis_arg_str(a,
@@ -1049,6 +1054,8 @@ ngx_http_linegate_confirm_claim(ngx_http_request_t *r,
     ngx_http_linegate_redis_arg_str(a, &cf->account);
     ngx_http_linegate_redis_arg_str(a, &cf->worker_id);
     ngx_http_linegate_redis_arg_int(r, a, cf->now);
+    /* an intent that old is the sweep's: it may be releasing it now */
+    ngx_http_linegate_redis_arg_int(r, a, (int64_t) lmcf->reconcile_lost);
 
     return ngx_http_linegate_confirm_script(r, cf,
                                             NGX_HTTP_LINEGATE_SCRIPT_PV_CLAIM,
@@ -1088,6 +1095,26 @@ ngx_http_linegate_confirm_claimed(ngx_http_request_t *r,
                       "was released by the reconciliation sweep before it "
                       "claimed a number", &cf->worker_id, &cf->account);
         ngx_str_null(&cf->claim);
+        cf->store_failed = 1;
+        ngx_http_linegate_confirm_next(r, ctx,
+                                       NGX_HTTP_LINEGATE_CONFIRM_RELEASE);
+        return;
+    }
+
+    if (claimed == 3) {
+        /*
+         * The intent outlived linegate_reconcile_lost_after: a sweep may
+         * have released the reservation already, one step before it
+         * drops the intent. No number is taken, so Stripe is never
+         * asked; the release, then the intent's settle (whichever of
+         * it and the sweep's comes first drops it), then 503.
+         */
+        ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
+                      NGX_HTTP_LINEGATE_LOG "purchase %V of account \"%V\" "
+                      "outlived linegate_reconcile_lost_after before it "
+                      "claimed a number (the sweep's by then): released, "
+                      "nothing taken",
+                      &cf->worker_id, &cf->account);
         cf->store_failed = 1;
         ngx_http_linegate_confirm_next(r, ctx,
                                        NGX_HTTP_LINEGATE_CONFIRM_RELEASE);

@@ -15,17 +15,38 @@
 --          op_reconcile_resolve)
 -- ARGV[1]  account id               ARGV[2]  worker id
 -- ARGV[3]  now, Unix ms
+-- ARGV[4]  linegate_reconcile_lost_after, ms ('' or absent: not looked
+--          at)
 --
 -- Returns {1, number}: the claim "<account> <worker id> <number>" is in
 -- KEYS[2], scored ARGV[3], the intent gone; {0}: the inventory is empty
 -- (the intent stays, for the settle after the release); {2}: no intent
 -- (the sweep released this purchase: its confirm was too slow), nothing
--- is taken.
+-- is taken; {3}: the intent is older than ARGV[4], nothing is taken
+-- either (it stays, for the settle after the release).
+--
+-- Why {3}: the sweep takes an intent that old for a dead worker's, and
+-- releases its reservation (pv_inspect.lua, the account's slot) one
+-- step before it drops the intent (pv_settle.lua, this slot). A confirm
+-- stalled that long whose claim landed in between found its intent
+-- still there, took a number with no reservation behind it, and was
+-- charged at Stripe before its record found the slot gone
+-- (reservation_missing: the charge refunded by a later run). The age
+-- is measured on one clock, the confirm's (it scored the intent too);
+-- the sweep picks by its own: a sweep whose clock runs ahead of the
+-- confirm's by d still meets that race within d (the refund covers it).
 
 local intent = ARGV[1] .. ' ' .. ARGV[2] .. ' -'
+local since = redis.call('ZSCORE', KEYS[2], intent)
 
-if not redis.call('ZSCORE', KEYS[2], intent) then
+if not since then
     return {2}
+end
+
+local lost = tonumber(ARGV[4] or '')
+
+if lost and tonumber(ARGV[3]) - tonumber(since) >= lost then
+    return {3}
 end
 
 local number = redis.call('SPOP', KEYS[1])
