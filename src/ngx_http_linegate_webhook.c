@@ -79,6 +79,8 @@ static void ngx_http_linegate_webhook_relay(ngx_http_request_t *r,
     ngx_http_linegate_webhook_inv_t *inv, redisReply *reply);
 static void ngx_http_linegate_webhook_lapsed(ngx_http_request_t *r,
     ngx_http_linegate_webhook_inv_t *inv, redisReply *reply);
+static void ngx_http_linegate_webhook_unstored(ngx_http_request_t *r,
+    ngx_http_linegate_webhook_inv_t *inv, redisReply *reply);
 static void ngx_http_linegate_webhook_done(ngx_http_request_t *r,
     redisReply *reply);
 static void ngx_http_linegate_webhook_ack(ngx_http_request_t *r,
@@ -429,6 +431,7 @@ ngx_http_linegate_webhook_settled(ngx_http_request_t *r, redisReply *reply)
 
     ngx_http_linegate_webhook_relay(r, inv, reply);
     ngx_http_linegate_webhook_lapsed(r, inv, reply);
+    ngx_http_linegate_webhook_unstored(r, inv, reply);
 
     /* an operator sees a payment that came after its request's cancel */
     if (reply != NULL
@@ -711,6 +714,53 @@ ngx_http_linegate_webhook_plan(ngx_http_request_t *r, json_t *object)
     }
 
     return &ngx_http_linegate_no_plan;
+}
+
+
+/*
+ * {5, reservedAt}: the request does not name the invoice yet. Its
+ * creation may still store it (a store sent again lands seconds later),
+ * so the event is refused and Stripe delivers it again. Past
+ * linegate_reconcile_lost_after no creation is at it any more: its worker
+ * died between the invoice's index and its store, and only a
+ * reconciliation run settles the request (the invoice found paid: the
+ * request promoted; else discarded). Without runs every delivery is
+ * refused until Stripe gives up (3 days), a paid invoice with no line:
+ * said at warn, so that an operator knows a run is owed.
+ */
+static void
+ngx_http_linegate_webhook_unstored(ngx_http_request_t *r,
+    ngx_http_linegate_webhook_inv_t *inv, redisReply *reply)
+{
+    int64_t                         code;
+    ngx_int_t                       at;
+    ngx_str_t                       s;
+    ngx_http_linegate_main_conf_t  *lmcf;
+
+    if (reply == NULL
+        || ngx_http_linegate_reply_int(reply, 0, &code) != NGX_OK
+        || code != 5
+        || ngx_http_linegate_reply_str(reply, 1, &s) != NGX_OK)
+    {
+        return;
+    }
+
+    at = ngx_atoi(s.data, s.len);
+    lmcf = ngx_http_get_module_main_conf(r, ngx_http_linegate_module);
+
+    if (at == NGX_ERROR || inv->now - at <= (int64_t) lmcf->reconcile_lost) {
+        /* its creation may still store it */
+        return;
+    }
+
+    ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
+                  NGX_HTTP_LINEGATE_LOG "invoice \"%V\" (%s) of line request "
+                  "\"%V\" of workspace \"%V\", reserved %L s ago: its "
+                  "creation died before storing it; refused until a "
+                  "reconciliation run settles the request "
+                  "(linegate_reconcile_auto, or POST reconciliation/run)",
+                  &inv->invoice, inv->outcome,
+                  &inv->id, &inv->ws, (inv->now - at) / 1000);
 }
 
 

@@ -252,6 +252,52 @@ subtest 'an invoice its request does not name yet: refused, then applied'
     ok($body->{unknown}, 'unknown');
 };
 
+# A request whose creation died between the invoice's index and its
+# store awaits payment with no invoice: its events are refused (409) so
+# that Stripe delivers them again, and only a reconciliation run settles
+# it. Without runs that lasts until Stripe gives up (3 days), a paid
+# invoice with no line: past linegate_reconcile_lost_after (10 min here)
+# each refusal says so at warn, naming the request and what is owed.
+subtest 'an invoice whose creation died unstored: refused, and logged' =>
+sub {
+    my $id = '6a092ebde4a7fbddc8a8320d';
+    my ($young, $old) = ('6a092ebde4a7fbddc8a8320e', $id);
+    my $now = int(time * 1000);
+    for ([$old, 'in_wdead', $now - 20 * 60 * 1000],
+         [$young, 'in_wyoung', $now - 5000])
+    {
+        my ($rid, $inv, $at) = @$_;
+        awaiting('org_whd', $rid, $inv);
+        $r->hdel("lg:{ws:org_whd}:lr:$rid", 'invoiceId');
+        $r->hset("lg:{ws:org_whd}:lr:$rid", reservedAt => $at);
+    }
+    my $from = length $s->error_log;
+
+    my $body = answer_is(deliver(event('invoice.paid',
+                                       {id => 'in_wdead',
+                                        object => 'invoice',
+                                        status => 'paid'})),
+                         409, 'paid, its creation long dead');
+    is($body->{code}, 'INVOICE_PENDING', 'refused: a run may settle it');
+    is(status_of('org_whd', $old), 'awaiting_payment/unpaid', 'not settled');
+    my $owed = 'its creation died before storing it; refused until a'
+               . ' reconciliation run settles the request';
+    my $of = qq{invoice "in_wdead" (paid) of line request "$old" of}
+             . ' workspace "org_whd", reserved ';
+    like(substr($s->error_log, $from),
+         qr/\[warn\].*\Q$of\E1[12]\d\d s ago: \Q$owed\E/,
+         'logged at warn: a run is owed');
+
+    $from = length $s->error_log;
+    $body = answer_is(deliver(event('invoice.paid',
+                                    {id => 'in_wyoung', object => 'invoice',
+                                     status => 'paid'})),
+                      409, 'paid, its store maybe on its way');
+    is($body->{code}, 'INVOICE_PENDING', 'refused');
+    unlike(substr($s->error_log, $from), qr/in_wyoung/,
+           'not logged: its creation may still store it');
+};
+
 subtest 'a settled request is left alone' => sub {
     my $before = stream_len();
     answer_is(deliver(event('invoice.voided', {id => 'in_wh1'})), 200,

@@ -30,12 +30,17 @@
 --                                  the request's invoice: nothing done,
 --                                  refused so that Stripe delivers it
 --                                  again once the claim is over
---          {5}                     the request does not name this
+--          {5, reservedAt}         the request does not name this
 --                                  invoice yet but may come to (awaiting
 --                                  payment with none, or a payment_link
 --                                  claim not released, past its hold
 --                                  too): nothing done, refused so
---                                  that Stripe delivers it again
+--                                  that Stripe delivers it again;
+--                                  reservedAt (ms, '' when none): nginx
+--                                  logs a request whose creation is
+--                                  over (older than
+--                                  linegate_reconcile_lost_after): only
+--                                  a reconciliation run settles it
 --          {3, status, changed, channelType, lineType, reopened,
 --           claim, customer, from}
 --                                  settled (changed 1) or left alone (0);
@@ -107,10 +112,10 @@ local ws, id = ARGV[6], ARGV[7]
 
 -- a reissued request pays a new invoice: events of the old one are stale
 local cur = redis.call('HMGET', KEYS[2], 'invoiceId', 'reissueAt',
-                       'provisioningStatus', 'voidingInvoice')
+                       'provisioningStatus', 'voidingInvoice', 'reservedAt')
 if cur[1] ~= ARGV[1] then
     if lg_wh_unnamed_yet(cur) then
-        return {5}
+        return {5, cur[5] or ''}
     end
     return {1}
 end
