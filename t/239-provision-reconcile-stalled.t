@@ -72,7 +72,7 @@ subtest 'a confirm stalled past lost_after: its late claim takes nothing'
     is(scalar $p->subs_of('acct_stall'), 0, 'nothing charged at Stripe');
     is($r->scard('lg:{fleet}:inventory'), $inv, 'no number taken');
     is_deeply($p->claims('acct_stall'), [], 'no claim');
-    ok(eventually(sub { !@{ $p->intents('acct_stall') } }),
+    ok(eventually(sub { !@{ $p->intents('acct_stall') } }, 10),
        'the intent settled');
     is_deeply($p->reservations('acct_stall'), [], 'nothing reserved');
     is($r->zcard('lg:{acct:acct_stall}:prov'), 0, 'no slot held');
