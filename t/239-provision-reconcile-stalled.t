@@ -24,6 +24,13 @@ use LG::Stack;
 use LG::Test qw(:DEFAULT eventually lua_script);
 use LG::Provision;
 
+# One Redis (or Sentinel's master): RESERVE writes the intent in its own
+# step, and one CLIENT PAUSE holds it. On a cluster INTENT is a step of
+# its own, on the fleet's master, and the pause would hold another step
+# than this one (the script's answer: t/233).
+plan skip_all => 'the stall is staged on one Redis'
+    if ($ENV{LG_REDIS} // 'single') eq 'cluster';
+
 my $s = LG::Stack->new(WORKERS => 1, REDIS_COMMAND_TIMEOUT => '5s',
                        HTTP_EXTRA => 'linegate_reconcile_delay 0; '
                            . 'linegate_reconcile_lost_after 1s;')->start;
