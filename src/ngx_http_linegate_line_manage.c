@@ -116,12 +116,18 @@
 /*
  * The sweep of a lapsed claim's invoices (LINK_SWEEP): the customer's made
  * since the earliest claim not swept (sweepFrom; else since the request
- * was), less this margin (s) for Stripe's clock, 10 a page, 10 pages at
+ * was), less this margin (s) for Stripe's clock, and, when the latest
+ * such claim is known (sweepTo), until it plus LOOKAHEAD (s): a claim's
+ * draft is asked for within its Stripe calls' timeouts of the claim, and
+ * an hour covers them and Stripe's clock many times over, while a window
+ * that ended now would grow with the time since the claim lapsed, and
+ * with it the invoices of a customer billed often. 10 a page, 10 pages at
  * most (more: 502, the claim released lapsed, sweepFrom kept)
  */
-#define NGX_HTTP_LINEGATE_LINK_SWEEP_LOOKBACK  600
-#define NGX_HTTP_LINEGATE_LINK_SWEEP_PAGE      10
-#define NGX_HTTP_LINEGATE_LINK_SWEEP_PAGES     10
+#define NGX_HTTP_LINEGATE_LINK_SWEEP_LOOKBACK   600
+#define NGX_HTTP_LINEGATE_LINK_SWEEP_LOOKAHEAD  3600
+#define NGX_HTTP_LINEGATE_LINK_SWEEP_PAGE       10
+#define NGX_HTTP_LINEGATE_LINK_SWEEP_PAGES      10
 
 
 static void ngx_http_linegate_manage_resume(ngx_http_request_t *r,
@@ -1094,6 +1100,13 @@ ngx_http_linegate_link_claimed(ngx_http_request_t *r,
         {
             lr->sweep.from = code;
         }
+
+        /* and was made within a bounded time of the latest such claim */
+        if (ngx_http_linegate_reply_int(reply, 4, &code) == NGX_OK
+            && code > 0)
+        {
+            lr->sweep.to = code;
+        }
     }
 
     /* the claim is held: a failure from here on frees it */
@@ -1229,8 +1242,8 @@ ngx_http_linegate_link_sweep(ngx_http_request_t *r,
     }
 
     len = sizeof("v1/invoices?customer=&limit=&created[gte]="
-                 "&starting_after=") - 1
-          + lr->customer.len + 2 * NGX_INT_T_LEN + lr->sweep.after.len;
+                 "&created[lte]=&starting_after=") - 1
+          + lr->customer.len + 3 * NGX_INT_T_LEN + lr->sweep.after.len;
 
     path.data = ngx_pnalloc(r->pool, len);
     if (path.data == NULL) {
@@ -1241,6 +1254,12 @@ ngx_http_linegate_link_sweep(ngx_http_request_t *r,
     p = ngx_sprintf(path.data, "v1/invoices?customer=%V&limit=%d"
                     "&created[gte]=%i", &lr->customer,
                     NGX_HTTP_LINEGATE_LINK_SWEEP_PAGE, since);
+
+    if (lr->sweep.to > 0) {
+        p = ngx_sprintf(p, "&created[lte]=%i",
+                        (ngx_int_t) (lr->sweep.to / 1000)
+                        + NGX_HTTP_LINEGATE_LINK_SWEEP_LOOKAHEAD);
+    }
 
     if (lr->sweep.after.len) {
         p = ngx_sprintf(p, "&starting_after=%V", &lr->sweep.after);

@@ -253,6 +253,7 @@ typedef struct {
     ngx_str_t                       after;      /* the page's last */
     ngx_uint_t                      pages;
     int64_t                         from;       /* sweepFrom, ms (0: none) */
+    int64_t                         to;         /* sweepTo, ms (0: none) */
     unsigned                        lapsed:1;   /* the claim took one over */
     unsigned                        done:1;     /* discarded, or queued */
     unsigned                        adopting:1; /* paid being stored */

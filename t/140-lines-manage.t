@@ -581,6 +581,52 @@ subtest 'payment_link: the lookup of unstored invoices fails' => sub {
     is_deeply(\@open, [$b->{invoiceId}], 'one open invoice, the new one');
 };
 
+# The claim lapsed long ago and the customer was billed often since (101
+# invoices of other kinds): the sweep lists a window of the customer's
+# invoices around the lapsed claim (sweepTo, the latest claim not swept,
+# plus an hour), which does not grow with the time since. Before, it
+# listed every invoice made since the claim, found more than its 10 pages
+# hold, answered 502 and kept sweepFrom: every later payment_link of the
+# request failed alike, for good.
+subtest 'payment_link: a customer billed often since a lapsed claim'
+    => sub {
+    my $w = ws();
+    my ($id, $old, $orphan) = killed_after_finalize($w) or return;
+    my $lkey = "lg:{ws:$w->{id}}:lr:$id";
+    my $ago = 7200;
+    # the dead worker's claim and its invoices, two hours old
+    $r->hset($lkey, reissueAt => $r->hget($lkey, 'reissueAt')
+                                 - $ago * 1000 - 60001);
+    for my $in ($old, $orphan) {
+        $s->stub(POST => "/_stub/invoices/$in/backdate",
+                 {seconds => $ago});
+    }
+    for (1 .. 101) {
+        $s->ua->post($s->stub_url('/v1/invoices')
+                     => {Authorization => 'Bearer sk_test_x'}
+                     => form => {customer => $w->{customer},
+                                 collection_method => 'send_invoice',
+                                 days_until_due => 7});
+    }
+    my $seq = stub_seq();
+
+    my $b = link_is($l->manage($w, $id, 'payment_link'), 0,
+                    'the next payment_link');
+    is($l->invoice($orphan)->{status}, 'void', 'the orphan is void');
+    my @lists = listed_since($seq);
+    is(scalar @lists, 1, 'one page of the customer\'s invoices listed');
+    my $p = ($lists[0] // {})->{params} // {};
+    my $lte = ref $p->{created} eq 'HASH' ? $p->{created}{lte}
+                                          : $p->{'created[lte]'};
+    ok(defined $lte && $lte < time - $ago + 3700,
+       'up to an hour after the lapsed claim')
+        or diag explain $p;
+    my $h = $l->lr($w, $id);
+    is($h->{invoiceId}, $b->{invoiceId}, 'the request names the new one');
+    ok(!exists $h->{sweepFrom} && !exists $h->{sweepTo},
+       'the sweep\'s window gone with the store');
+};
+
 # A sweeper that outlived its own hold mid-sweep (Stripe's list slow) is
 # taken over by another payment_link (invoiceSeq + 1): the invoice it
 # found unstored may then be the live claim's own, about to be stored.
@@ -1070,18 +1116,20 @@ subtest 'lr_reissue_claim, lr_void_fence: a lapsed claim' => sub {
              invoiceId => 'in_old');
 
     is_deeply([$r->eval($claim, 1, $k, @who, 'in_old', 100000, 60000, 'c1')],
-              [1, 1, 0, 0], 'a first claim: none lapsed');
+              [1, 1, 0, 0, 0], 'a first claim: none lapsed');
     is_deeply([$r->eval($claim, 1, $k, @who, 'in_old', 159999, 60000, 'c2')],
               [13], 'held: LR_BUSY');
     is_deeply([$r->eval($claim, 1, $k, @who, 'in_old', 160000, 60000, 'c2')],
-              [1, 2, 1, 100000],
+              [1, 2, 1, 100000, 100000],
               'past its hold: taken over, lapsed, from its claim');
     is_deeply([$r->eval($abort, 1, $k, @who, 2, 'cus_x', '1')], [1, 0],
               'released before it looked');
     is($r->hget($k, 'reissueAt'), 0, 'lapsed, not gone');
     is($r->hget($k, 'sweepFrom'), 100000, 'sweepFrom kept: the first claim');
+    # the sweep's window ends after the latest claim not swept: its own
+    is($r->hget($k, 'sweepTo'), 160000, 'sweepTo: the latest claim');
     is_deeply([$r->eval($claim, 1, $k, @who, 'in_old', 160001, 60000, 'c3')],
-              [1, 3, 1, 100000],
+              [1, 3, 1, 100000, 160000],
               'the next claim at once, told it lapsed, from the first');
     is($r->eval($fence, 1, $k, @who, 'in_left', '', 2), 3,
        'a sweeper taken over (invoiceSeq 2): refused');
@@ -1098,6 +1146,8 @@ subtest 'lr_reissue_claim, lr_void_fence: a lapsed claim' => sub {
                        'cus_x', 'in_old', 'paid')], [1],
               'paid: stored (never voided)');
     ok(!$r->hexists($k, 'voidingInvoice'), 'stored: the marks gone');
+    ok(!$r->hexists($k, 'sweepFrom') && !$r->hexists($k, 'sweepTo'),
+       'and the sweep\'s window');
     is($r->eval($fence, 1, $k, @who, 'in_left'), 0,
        'named: kept, not fenced again');
     $r->del($k);
@@ -1119,7 +1169,7 @@ subtest 'lr_reissue_claim, lr_reissue_abort: a claim released by its name'
              invoiceId => 'in_old');
 
     is_deeply([$r->eval($claim, 1, $k, @who, 'in_old', 100000, 60000, 'a')],
-              [1, 1, 0, 0], 'claimed by a');
+              [1, 1, 0, 0, 0], 'claimed by a');
     is($r->hget($k, 'reissueBy'), 'a', 'its name kept');
     is_deeply([$r->eval($abort, 1, $k, @who, '', 'cus_x', '1', '', 'b')],
               [0, 0], 'released by the name b: not its own');
@@ -1132,7 +1182,8 @@ subtest 'lr_reissue_claim, lr_reissue_abort: a claim released by its name'
     is_deeply([$r->eval($abort, 1, $k, @who, '', 'cus_x', '1', '', 'a')],
               [0, 0], 'the same release again: nothing to release');
     is_deeply([$r->eval($claim, 1, $k, @who, 'in_old', 100001, 60000, 'c')],
-              [1, 2, 1, 100000], 'the next claim at once, told it lapsed');
+              [1, 2, 1, 100000, 100000],
+              'the next claim at once, told it lapsed');
     is_deeply([$r->eval($abort, 1, $k, @who, '', 'cus_x', '1', '', 'a')],
               [0, 0], 'a late release by the name a: not its own');
     is($r->hget($k, 'reissueAt'), 100001, 'the claim of c left alone');

@@ -11,7 +11,9 @@
 -- claim still knows it must look (lr_reissue_claim), from sweepFrom on
 -- (kept, or this claim's own reissueAt when it is earlier or there is
 -- none: a claim fenced at its store, LR_FENCED, may have taken over
--- nothing). Released otherwise, the sweep is done: sweepFrom goes too.
+-- nothing), and its time as sweepTo when it is the latest (the sweep's
+-- window ends there). Released otherwise, the sweep is done: sweepFrom
+-- and sweepTo go too.
 -- A caller that does not know whether its claim was taken (its reply
 -- lost, or not acknowledged) knows no invoiceSeq (ARGV[3] ''): it names
 -- the claim by reissueBy (ARGV[7]), and always releases it lapsed
@@ -30,7 +32,7 @@
 -- else 0.
 local lkey = KEYS[1]
 local h = redis.call('HMGET', lkey, 'invoiceSeq', 'invoiceId', 'reissueAt',
-                     'sweepFrom', 'reissueBy')
+                     'sweepFrom', 'reissueBy', 'sweepTo')
 local own, stored = 0, 0
 local mine = h[1] and h[1] == ARGV[3]
 
@@ -46,10 +48,14 @@ if mine then
         if at and at > 0 and (not from or at < from) then
             redis.call('HSET', lkey, 'sweepFrom', h[3])
         end
+        if at and at > (tonumber(h[6]) or 0) then
+            redis.call('HSET', lkey, 'sweepTo', h[3])
+        end
         redis.call('HSET', lkey, 'reissueAt', 0)
         redis.call('HDEL', lkey, 'reissueBy')
     else
-        redis.call('HDEL', lkey, 'reissueAt', 'sweepFrom', 'reissueBy')
+        redis.call('HDEL', lkey, 'reissueAt', 'sweepFrom', 'sweepTo',
+                   'reissueBy')
     end
     own = 1
 end

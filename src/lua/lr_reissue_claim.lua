@@ -18,6 +18,10 @@
 -- reissueAt 0, its time there), so that the sweep lists the customer's
 -- invoices from then on, not over the request's whole life. sweepFrom
 -- goes once a sweep is done (lr_reissue_store, lr_reissue_abort).
+-- The latest such claim is kept in sweepTo (ms) likewise: what a claim
+-- left was made within a bounded time of it, so that the sweep lists a
+-- window of the customer's invoices that does not grow with the time
+-- since (a customer billed often would otherwise fill its pages).
 --
 -- The claim also keeps who took it (reissueBy, ARGV[6]: unique to the
 -- call): a caller that does not know whether its claim was taken (the
@@ -27,11 +31,12 @@
 -- ARGV[1] ws, ARGV[2] id (not read), ARGV[3] the old invoice id,
 -- ARGV[4] now (ms), ARGV[5] ms a claim holds, ARGV[6] the caller's name
 -- Returns {LR_OK, invoiceSeq, lapsed (1 or 0), sweepFrom (ms, 0:
--- unknown)}, {LR_WRONG_STATE, status} or {LR_BUSY}.
+-- unknown), sweepTo (ms, 0: unknown)}, {LR_WRONG_STATE, status} or
+-- {LR_BUSY}.
 --#include lr_codes
 local lkey = KEYS[1]
 local h = redis.call('HMGET', lkey, 'provisioningStatus', 'invoiceId',
-                     'reissueAt', 'sweepFrom')
+                     'reissueAt', 'sweepFrom', 'sweepTo')
 if h[1] ~= 'awaiting_payment' then
     return {LR_WRONG_STATE, h[1] or ''}
 end
@@ -42,17 +47,22 @@ then
     return {LR_BUSY}
 end
 
-local from = 0
+local from, to = 0, 0
 if h[3] then
     local at = tonumber(h[3]) or 0
     from = tonumber(h[4] or '0') or 0
+    to = tonumber(h[5] or '0') or 0
     if at > 0 and (from == 0 or at < from) then
         from = at
         redis.call('HSET', lkey, 'sweepFrom', from)
+    end
+    if at > to then
+        to = at
+        redis.call('HSET', lkey, 'sweepTo', to)
     end
 end
 
 redis.call('HSET', lkey, 'reissueAt', ARGV[4], 'reissueBy', ARGV[6])
 local seq = redis.call('HINCRBY', lkey, 'invoiceSeq', 1)
 
-return {LR_OK, seq, h[3] and 1 or 0, from}
+return {LR_OK, seq, h[3] and 1 or 0, from, to}

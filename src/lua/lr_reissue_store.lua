@@ -46,7 +46,7 @@ redis.call('HSET', lkey, 'invoiceId', ARGV[4], 'paymentUrl', ARGV[5],
 -- invoice can land from now on (a creation's finds an invoice named, an
 -- older claim's another invoiceSeq), and left they would only grow with
 -- each lapsed sweep; a run that fences after this step marks afresh
-redis.call('HDEL', lkey, 'reissueAt', 'sweepFrom', 'reissueBy',
+redis.call('HDEL', lkey, 'reissueAt', 'sweepFrom', 'sweepTo', 'reissueBy',
            'voidingInvoice')
 
 return {LR_OK}
