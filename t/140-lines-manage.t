@@ -627,6 +627,33 @@ subtest 'payment_link: a customer billed often since a lapsed claim'
        'the sweep\'s window gone with the store');
 };
 
+# The workspace moved to another Stripe customer after a claim lapsed:
+# the invoices of the request, and the one the dead worker left, are the
+# first customer's. A reissue bills the customer the request was billed
+# to (its customer), so the sweep looks there. Before, it looked under
+# the workspace's new customer alone and left the orphan open, payable.
+subtest 'payment_link: the workspace moved to another customer' => sub {
+    my $w = ws();
+    my ($id, $old, $orphan) = killed_after_finalize($w) or return;
+    my $moved = "$w->{customer}_moved";
+    $s->stub(POST => '/_stub/customers', {id => $moved, card => 1});
+    my $tx = $s->op(PUT => "/workspaces/$w->{id}",
+                    {plan => 'growth', subscriptionStatus => 'active',
+                     stripeCustomerId => $moved});
+    ok($tx->res->is_success, 'the workspace names another customer')
+        or return;
+    lapse($w, $id);
+
+    my $b = link_is($l->manage($w, $id, 'payment_link'), 0,
+                    'the next payment_link');
+    is($l->invoice($orphan)->{status}, 'void', 'the orphan is void');
+    my @open = map { $_->{id} } grep { $_->{status} eq 'open' }
+               $l->invoices($w->{customer}), $l->invoices($moved);
+    is_deeply(\@open, [$b->{invoiceId}], 'one open invoice, the new one');
+    is($l->invoice($b->{invoiceId})->{customer}, $w->{customer},
+       'billed to the customer the request was billed to');
+};
+
 # A sweeper that outlived its own hold mid-sweep (Stripe's list slow) is
 # taken over by another payment_link (invoiceSeq + 1): the invoice it
 # found unstored may then be the live claim's own, about to be stored.

@@ -3,7 +3,9 @@
 -- ARGV[7] id, ARGV[8] action (payment_link, cancel), ARGV[9] UTC date
 -- (unused: nginx compares it with the usage day in the hash),
 -- ARGV[10] now (ms), ARGV[11] ms during which a reissue is in progress
--- Returns {LR_OK, ws, remaining, line, stripeCustomerId, invoiceSeq},
+-- Returns {LR_OK, ws, remaining, line, customer, invoiceSeq} (customer:
+-- the one the request was billed to, else the workspace's
+-- stripeCustomerId),
 -- LR_NOT_FOUND, {LR_READ_ONLY, .., subscription status}, LR_SUBSCRIPTION
 -- (payment_link on a plan that is not active), {LR_WRONG_STATE, ..,
 -- status}, LR_BUSY (the invoice is being issued) or the gate's answer.
@@ -32,7 +34,7 @@ then
 end
 
 local h = redis.call('HMGET', KEYS[4], 'provisioningStatus', 'invoiceId',
-                     'invoiceSeq', 'reissueAt')
+                     'invoiceSeq', 'reissueAt', 'customer')
 if h[1] ~= 'awaiting_payment' then
     return {LR_WRONG_STATE, ws, left, h[1] or ''}
 end
@@ -43,4 +45,13 @@ then
     return {LR_BUSY, ws, left}
 end
 
-return {LR_OK, ws, left, line, w[2] or '', h[3] or '0'}
+-- A reissue bills the customer the request was billed to, whatever the
+-- workspace names later: every invoice of a request is then under one
+-- customer, where the sweep of a lapsed claim and a reconciliation run
+-- look for them (a request made before it kept one: the workspace's)
+local customer = h[5]
+if not customer or customer == '' then
+    customer = w[2] or ''
+end
+
+return {LR_OK, ws, left, line, customer, h[3] or '0'}
