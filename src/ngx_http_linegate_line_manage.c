@@ -2397,6 +2397,18 @@ ngx_http_linegate_cancel_resolved(ngx_http_request_t *r,
         return;
     }
 
+    if (ngx_http_linegate_line_is(&lr->line.status,
+                                  NGX_HTTP_LINEGATE_LR_AWAITING))
+    {
+        /*
+         * still awaiting payment: it names another invoice now (a
+         * payment_link reissued it while this void was in flight), which
+         * a retry voids; not the 409 of a request in another state
+         */
+        ngx_http_linegate_manage_busy(r);
+        return;
+    }
+
     ngx_http_linegate_manage_conflict(r, &lr->line.status,
         ngx_http_linegate_line_is(&lr->line.status, "provisioning")
         ? "The invoice was paid meanwhile: the request is being "

@@ -1332,6 +1332,36 @@ subtest 'cancel: voided elsewhere already' => sub {
     is($b->{status}, 'canceled', 'canceled');
 };
 
+# A payment_link stored a new invoice while the cancel's void of the old
+# one was in flight: the cancel changed nothing (the request names another
+# invoice), and the request still awaits payment. It is answered as a
+# request whose invoice is being issued (409, Retry-After: 1), whose retry
+# voids the new invoice. Before, it was the 409 of a request in another
+# state ("applies only to a request awaiting payment"), with the status
+# awaiting_payment and no Retry-After.
+subtest 'cancel: the invoice reissued while its void was in flight' => sub {
+    my $w = ws();
+    my ($id, $c) = $l->awaiting($w);
+    my $lkey = "lg:{ws:$w->{id}}:lr:$id";
+    $l->fault(path_prefix => "/v1/invoices/$c->{invoiceId}/void",
+              latency_ms => 1500);
+    my $moved = 0;
+    my ($tx) = $l->during([$w, POST => "/api/line-requests/$id",
+                           {action => 'cancel'}], sub {
+        return 0 unless $s->stub_held(qr{/void$});
+        $r->hset($lkey, invoiceId => 'in_reissued');
+        return $moved = 1;
+    }, 5);
+    $l->clear_faults;
+    ok($moved, 'reissued while the void was in flight') or return;
+    my $b = conflict($tx, 'awaiting_payment', 'the cancel');
+    like($b->{message}, qr/being issued/, 'as a request being issued');
+    is($tx->res->headers->header('Retry-After'), '1', 'Retry-After: 1');
+    my $h = $l->lr($w, $id);
+    is("$h->{provisioningStatus}/$h->{invoiceId}",
+       'awaiting_payment/in_reissued', 'the request left as it is');
+};
+
 subtest 'cancel: Stripe unreachable changes nothing' => sub {
     my $w = ws();
     my ($id, $c) = $l->awaiting($w);
