@@ -585,9 +585,9 @@ ngx_http_linegate_lines_lapsed(ngx_log_t *log, ngx_str_t *ws, ngx_str_t *id,
 /*
  * The flat hash a step read (lr_get, lr_manage, lr_resolve): marked
  * sweepPending, it is queued (lines_lapsed), under the customer
- * payment_link bills (the workspace's, when this request read it:
- * payment_link, cancel), else the one the request keeps (a paid
- * add-on's, the same unless an operator changed it). A claim still held
+ * payment_link bills (lr_manage's answer: the one the request keeps,
+ * the workspace's for a request that keeps none), else the one the
+ * request keeps (a paid add-on's). A claim still held
  * when the request ended is queued too: its worker discards its own
  * invoice (its store is refused), and the run finds nothing left.
  */
