@@ -34,6 +34,11 @@
  * Every failure goes to create_fail, which undoes what the step holds:
  *
  *   SCRIPT, reply lost    -> RELEASE (lr_release by id) -> 503
+ *   ISSUE, late           -> DISCARD (a draft made) -> RELEASE -> 503:
+ *                            the reservation outlived
+ *                            linegate_reconcile_lost_after (or lr_create's
+ *                            10 minutes) before an invoice was made, filled
+ *                            or finalized (create_late)
  *   ISSUE                 -> UNISSUE (void/delete the invoice; both
  *                            refused, a GET: paid, it is kept, and the
  *                            creation goes on at INVOICE_INDEX as if
@@ -84,6 +89,7 @@
 #include "ngx_http_linegate_reply.h"
 #include "ngx_http_linegate_ids.h"
 #include "ngx_http_linegate_chars.h"
+#include "ngx_http_linegate_clock.h"
 
 
 /* send_invoice invoices are due this many days after finalization */
@@ -165,6 +171,8 @@ static void ngx_http_linegate_create_stored_answer(ngx_http_request_t *r,
     redisReply *reply, ngx_uint_t replayed);
 static void ngx_http_linegate_create_reserved(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr, redisReply *reply);
+static void ngx_http_linegate_create_late(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr);
 static ngx_int_t ngx_http_linegate_create_journal_member(
     ngx_http_request_t *r, ngx_http_linegate_lr_t *lr);
 static void ngx_http_linegate_create_journal_drop(ngx_http_request_t *r,
@@ -195,6 +203,8 @@ static ngx_int_t ngx_http_linegate_invoice_repair(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr, ngx_uint_t method, const char *suffix,
     const char *key_suffix, const char *failed);
 static ngx_int_t ngx_http_linegate_invoice_send(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr);
+static ngx_uint_t ngx_http_linegate_invoice_late(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr);
 static ngx_int_t ngx_http_linegate_invoice_item(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr);
@@ -1570,6 +1580,8 @@ ngx_http_linegate_create_reserved(ngx_http_request_t *r,
     ngx_str_set(&lr->line.status, NGX_HTTP_LINEGATE_LR_AWAITING);
     ngx_str_set(&lr->line.payment_status, "unpaid");
 
+    ngx_http_linegate_create_late(r, lr);
+
     /* the journal's member is written (create_journal_member): bill */
     if (ngx_http_linegate_invoice_issue(r, lr,
                                         ngx_http_linegate_create_stripe_done)
@@ -1577,6 +1589,37 @@ ngx_http_linegate_create_reserved(ngx_http_request_t *r,
     {
         ngx_http_linegate_create_invoiced(r, lr);
     }
+}
+
+
+/*
+ * A reservation as old as linegate_reconcile_lost_after is a dead
+ * worker's to a reconciliation run: it sweeps the journal's member,
+ * finds no invoice at Stripe and releases the reservation. A creation
+ * stalled that long (its worker stopped, starved) that made its invoice
+ * after that found its store refused, and an invoice Stripe paid at
+ * finalization (the customer's credit balance) could then be neither
+ * voided nor stored: a charge with no line, for a human. lr_create drops
+ * a reservation with no invoice as abandoned after 10 minutes too. So
+ * the invoice machine makes, fills or finalizes no invoice from then on
+ * (invoice_late): the creation gives up, a draft it made discarded, the
+ * reservation released (idempotent: the run's own release finds nothing
+ * left), 503. Measured as the run measures it: nginx's clock, from the
+ * time the reservation and its member were scored (the request's start;
+ * a cluster's member a little later). A run on a host whose clock runs
+ * ahead by d still meets that race within d.
+ */
+static void
+ngx_http_linegate_create_late(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr)
+{
+    ngx_http_linegate_main_conf_t  *lmcf;
+
+    lmcf = ngx_http_get_module_main_conf(r, ngx_http_linegate_module);
+
+    lr->invoice.lost_at = lr->now_ms
+                          + (int64_t) ngx_min(lmcf->reconcile_lost,
+                                              NGX_HTTP_LINEGATE_LR_STALE);
 }
 
 
@@ -1656,6 +1699,13 @@ ngx_http_linegate_create_invoiced(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr)
 {
     ngx_http_linegate_lr_fail_e  fail;
+
+    if (lr->invoice.late) {
+        /* create_late: a draft discarded, the reservation released, 503 */
+        ngx_http_linegate_create_fail(r, lr, NGX_HTTP_LINEGATE_LR_FAIL_STORE,
+                                      0, -1);
+        return;
+    }
 
     if (lr->invoice.result != NGX_HTTP_LINEGATE_STRIPE_OK) {
         ngx_http_linegate_create_fail(r, lr,
@@ -2008,6 +2058,11 @@ ngx_http_linegate_invoice_send(ngx_http_request_t *r,
 {
     ngx_int_t  rc;
 
+    if (ngx_http_linegate_invoice_late(r, lr)) {
+        return ngx_http_linegate_invoice_end(lr,
+                                        NGX_HTTP_LINEGATE_STRIPE_UNAVAILABLE);
+    }
+
     switch (lr->invoice.step) {
 
     case NGX_HTTP_LINEGATE_INVOICE_DRAFT:
@@ -2051,6 +2106,42 @@ ngx_http_linegate_invoice_send(ngx_http_request_t *r,
     }
 
     return NGX_AGAIN;
+}
+
+
+/*
+ * A creation past its lost_at (create_late) makes, fills or finalizes no
+ * invoice: the calls that make money. The draft asked again only to
+ * learn its id (REDRAFT, the same Idempotency-Key) and the discard's
+ * calls go on.
+ */
+static ngx_uint_t
+ngx_http_linegate_invoice_late(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr)
+{
+    if (lr->invoice.lost_at == 0
+        || (lr->invoice.step != NGX_HTTP_LINEGATE_INVOICE_DRAFT
+            && lr->invoice.step != NGX_HTTP_LINEGATE_INVOICE_ITEM
+            && lr->invoice.step != NGX_HTTP_LINEGATE_INVOICE_FINALIZE)
+        || ngx_http_linegate_now_ms() < lr->invoice.lost_at)
+    {
+        return 0;
+    }
+
+    ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
+                  NGX_HTTP_LINEGATE_LOG "line request \"%V\" outlived "
+                  "linegate_reconcile_lost_after before its invoice was "
+                  "%s (a reconciliation run may be releasing it): no "
+                  "Stripe call, released",
+                  &lr->id,
+                  lr->invoice.step == NGX_HTTP_LINEGATE_INVOICE_DRAFT
+                  ? "made"
+                  : lr->invoice.step == NGX_HTTP_LINEGATE_INVOICE_ITEM
+                    ? "filled" : "finalized");
+
+    lr->invoice.late = 1;
+
+    return 1;
 }
 
 

@@ -236,6 +236,16 @@ typedef struct {
      */
     unsigned                        keep:1;
     unsigned                        kept:1;
+
+    /*
+     * A creation's (0 for payment_link's): the Unix ms from which it
+     * makes, fills or finalizes no invoice (its reservation's time plus
+     * linegate_reconcile_lost_after, or the 10 minutes after which
+     * lr_create drops it as abandoned, the sooner), and late once the
+     * machine ended there (invoice_send)
+     */
+    int64_t                         lost_at;
+    unsigned                        late:1;
 } ngx_http_linegate_invoice_t;
 
 
