@@ -16,7 +16,8 @@
  * What a sentinel named and ROLE says is not a master: that sentinel is
  * asked last by the next discovery (sentinel_refused()). After
  * +switch-master, the sentinel subscribed to, which announced it, is
- * asked first.
+ * asked first, and a query in flight is asked again there: its answer
+ * may name the master of before the switch.
  *
  * The subscription keeps its own place in the list (sub_at), apart from
  * the query's: the store's connection, and so the query's cursor, may
@@ -83,6 +84,7 @@ static void ngx_http_linegate_sentinel_message(redisAsyncContext *ac,
     void *data, void *privdata);
 static void ngx_http_linegate_sentinel_closed(const redisAsyncContext *ac,
     int status);
+static void ngx_http_linegate_sentinel_requery(void);
 
 
 static ngx_http_linegate_sentinel_t  ngx_http_linegate_sentinel;
@@ -604,7 +606,41 @@ ngx_http_linegate_sentinel_message(redisAsyncContext *ac, void *data,
      */
     s->next = s->sub_at;
 
+    if (s->query != NULL) {
+        ngx_http_linegate_sentinel_requery();
+    }
+
     s->switched();
+}
+
+
+/*
+ * A query asked before +switch-master: its sentinel may not have heard
+ * of the failover yet, and its answer, come after the switch, would send
+ * the worker to the old master. Given up (its answer, of an older
+ * generation, is ignored) and asked again, of the announcing sentinel
+ * first
+ */
+static void
+ngx_http_linegate_sentinel_requery(void)
+{
+    redisAsyncContext             *ac;
+    ngx_http_linegate_sentinel_t  *s;
+
+    s = &ngx_http_linegate_sentinel;
+
+    ac = s->query;
+    s->query = NULL;
+    s->gen++;
+
+    if (s->timer.timer_set) {
+        ngx_del_timer(&s->timer);
+    }
+
+    redisAsyncFree(ac);
+
+    s->tried = 0;
+    ngx_http_linegate_sentinel_ask_next();
 }
 
 

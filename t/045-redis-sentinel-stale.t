@@ -7,7 +7,9 @@
 # sentinel that announced it is asked first: another may not have heard
 # of the failover yet and name the old master, still up and still a
 # master for seconds, where writes made meanwhile are lost when it is
-# made a replica.
+# made a replica. A query in flight at +switch-master (the worker
+# reconnecting) is asked again there: its answer, asked before the
+# switch, may name the old master.
 use strict;
 use warnings;
 use lib 't/lib';
@@ -46,6 +48,11 @@ sub take_command {
     return @args;
 }
 
+sub touch {
+    open my $f, '>', $_[0] or die "$_[0]: $!";
+    close $f;
+}
+
 sub stop_fake {
     return unless $fake_pid;
     kill 'KILL', $fake_pid;
@@ -55,9 +62,11 @@ sub stop_fake {
 
 # The stale sentinel: answers SENTINEL get-master-addr-by-name with
 # 127.0.0.1:$port, closes a connection that sends anything else (the
-# worker's PSUBSCRIBE: its subscription goes to the next sentinel)
+# worker's PSUBSCRIBE: its subscription goes to the next sentinel). With
+# $hold (a file name), a query is answered once that file exists, and
+# "$hold.asked" is made when one waits
 sub fake_sentinel {
-    my ($port) = @_;
+    my ($port, $hold) = @_;
     stop_fake();
     my $srv = IO::Socket::INET->new(LocalAddr => '127.0.0.1',
                                     LocalPort => $fake_port, Listen => 16,
@@ -69,10 +78,17 @@ sub fake_sentinel {
         $fake_pid = $pid;
         return;
     }
+    $SIG{PIPE} = 'IGNORE';
     my $sel = IO::Select->new($srv);
-    my %buf;
+    my (%buf, %held);
+    my $answer = "*2\r\n\$9\r\n127.0.0.1\r\n\$" . length($port)
+                 . "\r\n$port\r\n";
     while (1) {
-        for my $fh ($sel->can_read) {
+        if ($hold && %held && -e $hold) {
+            syswrite $held{$_}[0], $answer x $held{$_}[1] for keys %held;
+            %held = ();
+        }
+        for my $fh ($sel->can_read(0.05)) {
             if ($fh == $srv) {
                 my $c = $srv->accept or next;
                 $sel->add($c);
@@ -86,12 +102,18 @@ sub fake_sentinel {
                     $open = 0;
                     last;
                 }
-                syswrite $fh, "*2\r\n\$9\r\n127.0.0.1\r\n\$"
-                              . length($port) . "\r\n$port\r\n";
+                if ($hold && !-e $hold) {
+                    $held{$fh} //= [$fh, 0];
+                    $held{$fh}[1]++;
+                    touch("$hold.asked");
+                    next;
+                }
+                syswrite $fh, $answer;
             }
             next if $open;
             $sel->remove($fh);
             delete $buf{$fh};
+            delete $held{$fh};
             close $fh;
         }
     }
@@ -104,8 +126,11 @@ END {
 }
 
 # one worker: its log lines are the story
+# a query held by the stale sentinel outlasts a failover (the query's
+# timeout: the connect timeout and this)
 my $s = LG::Stack->new(redis => 'sentinel', stub => 0, WORKERS => 1,
                        REDIS_KEEPALIVE => '500ms',
+                       REDIS_COMMAND_TIMEOUT => '15s',
                        first_sentinel => $fake_port)->start;
 
 ok($s->wait_sentinels_ready($SETTLE), 'the sentinels know each other and '
@@ -164,6 +189,57 @@ subtest '+switch-master: its sentinel asked first' => sub {
     like($log, qr/\+switch-master lgmaster /, 'told by +switch-master');
     unlike($log, qr/redis connected to the master 127\.0\.0\.1:$old\b/,
            'never back on the old master (its writes lost when demoted)');
+    $s->follow_master;
+};
+
+subtest '+switch-master: a query in flight is asked again' => sub {
+    ok($s->wait_sentinels_ready($SETTLE), 'the sentinels ready again')
+        or return;
+    my $old = $s->redis_port;
+    fake_sentinel($old);
+    my $from = reload();
+    ok($s->wait_redis_connected($from, 15), 'connected');
+    my $real = join '|', $s->sentinel_ports;
+    ok(eventually(sub {
+           substr($s->error_log, $from)
+               =~ /redis sentinel 127\.0\.0\.1:(?:$real): subscribed to/
+       }, 10), 'subscribed on a real sentinel') or return;
+
+    # the stale sentinel, which answered last (asked first next time),
+    # now keeps its answer (the master of before the failover) until
+    # the failover is announced
+    my $hold = $s->prefix . "/fake-sentinel-hold";
+    unlink $hold, "$hold.asked";
+    fake_sentinel($old, $hold);
+    my $mark = length $s->error_log;
+    my $r = Redis->new(server => "127.0.0.1:$old", reconnect => 0);
+    $r->client_kill('TYPE', 'normal');
+    $r->quit;
+    ok(eventually(sub { -e "$hold.asked" }, 10),
+       'the worker, disconnected, asks the stale sentinel') or return;
+
+    is($s->sentinel_failover($SETTLE), 'OK', 'SENTINEL FAILOVER');
+    ok(eventually(sub {
+           substr($s->error_log, $mark) =~ /\+switch-master lgmaster /
+       }, $SETTLE), 'told by +switch-master') or return;
+    # the answer of before the switch, come after it
+    touch($hold);
+
+    my $new = $s->wait_new_master($old, $SETTLE);
+    ok(defined $new, 'a new master (port ' . ($new // '-') . ')') or return;
+    ok(eventually(sub {
+           substr($s->error_log, $mark)
+               =~ /redis connected to the master 127\.0\.0\.1:$new\b/
+       }, $SETTLE), 'the worker on the new master');
+    sleep 0.5;
+    my ($after) = substr($s->error_log, $mark)
+                  =~ /\+switch-master lgmaster [^\n]*\n(.*)/s;
+    my $stale = "redis sentinel 127.0.0.1:$fake_port: master "
+                . "\"lgmaster\" is 127.0.0.1:$old";
+    unlike($after, qr/\Q$stale\E\b/,
+           'the answer asked before the switch is not taken');
+    unlike($after, qr/redis connected to the master 127\.0\.0\.1:$old\b/,
+           'never back on the old master');
     $s->follow_master;
 };
 
