@@ -407,10 +407,33 @@ ngx_http_linegate_redis_pubsub_live(void)
 static ngx_uint_t
 ngx_http_linegate_pubsub_sub_live(ngx_http_linegate_pubsub_t *ps)
 {
-    return ps->state == NGX_HTTP_LINEGATE_PUBSUB_SUBSCRIBED
-           && ps->answered_set
-           && ngx_current_msec - ps->answered
-              < NGX_HTTP_LINEGATE_PUBSUB_LIVE;
+    ngx_str_t                     host;
+    ngx_int_t                     port;
+    ngx_http_linegate_pubsubs_t  *all;
+
+    all = &ngx_http_linegate_pubsubs;
+
+    if (ps->state != NGX_HTTP_LINEGATE_PUBSUB_SUBSCRIBED
+        || !ps->answered_set
+        || ngx_current_msec - ps->answered >= NGX_HTTP_LINEGATE_PUBSUB_LIVE)
+    {
+        return 0;
+    }
+
+    /*
+     * Sentinel: live only on the master the commands go to. After a
+     * failover the old master, still up, answers the PINGs until the
+     * next tick moves the subscription; what the new one publishes
+     * meanwhile (a revocation) would not be heard
+     */
+    if (!all->cluster && all->lmcf->redis_sentinels != NULL
+        && (ngx_http_linegate_redis_server(&host, &port) != NGX_OK
+            || !ngx_http_linegate_pubsub_is(ps, &host, port)))
+    {
+        return 0;
+    }
+
+    return 1;
 }
 
 

@@ -492,4 +492,68 @@ subtest 'Sentinel: subscribed again on the new master' => sub {
     ok(refused_everywhere($k->{key}, 3), 'refused by every worker');
 };
 
+# Sentinel (after the one above: a replica left): a planned failover,
+# the old master still up and answering
+# the subscription's PINGs until the next tick (300 ms) moves it. A key
+# revoked on the new master as soon as the switch is announced is not
+# served from the pushed time meanwhile: the subscription counts only on
+# the master the commands go to
+subtest 'Sentinel: revoked on the new master at once, old one still up'
+    => sub {
+    plan skip_all => 'Redis Sentinel only (LG_REDIS=sentinel)'
+        unless $s->topology eq 'sentinel';
+    ok($s->wait_sentinels_ready(30, 1), 'a replica in sync')
+        or return;
+    ok(wait_subscribed($s), 'both workers subscribed') or return;
+    my $k = second_key() or return;
+    # kept past the plain time: no GET of the key on the master (not
+    # kept()'s MONITOR: the master is a replica of the stack's, which
+    # quiet() would stop)
+    my $gets = sub {
+        my $i = $s->redis->info('commandstats');
+        return ($i->{cmdstat_get} // '') =~ /\bcalls=(\d+)/ ? $1 : 0;
+    };
+    my $kept = 0;
+    for (1 .. 5) {
+        get_with($k->{key}, 0);
+        sleep 0.7;
+        my $before = $gets->();
+        get_with($k->{key}, 0);
+        $kept = $gets->() == $before and last;
+    }
+    ok($kept, 'kept past the plain time') or return;
+
+    my $mark = length $s->error_log;
+    is($s->sentinel_failover(30), 'OK', 'SENTINEL FAILOVER') or return;
+    my $new;
+    my $until = time + 30;
+    until (defined $new || time > $until) {
+        ($new) = substr($s->error_log, $mark)
+                 =~ /\+switch-master lgmaster \S+ \d+ \S+ (\d+)/;
+        sleep 0.005;
+    }
+    ok($new, 'told by +switch-master: ' . ($new // '-')) or return;
+    # both workers' commands on the new master: a read is answered
+    my %on;
+    my $on_new = qr/(\d+)#\d+: linegate: redis connected to the master /
+                 . qr/127\.0\.0\.1:$new\b/;
+    until (keys %on == 2 || time > $until) {
+        %on = map { $_ => 1 } substr($s->error_log, $mark) =~ /$on_new/g;
+        sleep 0.005;
+    }
+    is(scalar keys %on, 2, 'both workers on the new master') or return;
+    my $r = Redis->new(server => "127.0.0.1:$new", reconnect => 0);
+    my $res = $r->eval($revoke_src, 1, "lg:{ws:$w->{id}}:keys",
+                       $k->{keyId});
+    my $code = get_with($k->{key}, 0);
+    is(ref $res eq 'ARRAY' ? $res->[0] : $res, 1,
+       'op_key_revoke ran on the new master');
+    isnt($code, 200, "the revoked key not served from the pushed time "
+         . "($code)");
+    ok(refused_everywhere($k->{key}, 10), 'then refused by every worker');
+    $s->follow_master;
+    ok(wait_subscribed($s, 30), 'both workers subscribed on the new '
+       . 'master');
+};
+
 done_testing;
