@@ -340,6 +340,8 @@ static void ngx_http_linegate_redis_finish_as(
     ngx_http_linegate_redis_cmd_t *cmd, redisReply *reply, ngx_uint_t ok);
 static u_char *ngx_http_linegate_redis_format(ngx_pool_t *pool, int argc,
     const char **argv, const size_t *argvlen, size_t *n);
+static ngx_uint_t ngx_http_linegate_redis_up(
+    ngx_http_linegate_redis_node_t *node);
 static ngx_int_t ngx_http_linegate_redis_write(
     ngx_http_linegate_redis_node_t *node, redisCallbackFn *fn,
     void *privdata, u_char *buf, size_t len);
@@ -1157,7 +1159,7 @@ ngx_http_linegate_redis_route(ngx_log_t *log, int argc, const char **argv,
     if (!rd->cluster) {
         node = &rd->nodes[0];
 
-        if (node->state != NGX_HTTP_LINEGATE_REDIS_CONNECTED) {
+        if (!ngx_http_linegate_redis_up(node)) {
             if (log) {
                 ngx_log_error(NGX_LOG_WARN, log, 0,
                               NGX_HTTP_LINEGATE_LOG "redis not connected");
@@ -1173,7 +1175,7 @@ ngx_http_linegate_redis_route(ngx_log_t *log, int argc, const char **argv,
 
     if (i == 0) {
         for (i = 0; i < rd->nnodes; i++) {
-            if (rd->nodes[i].state == NGX_HTTP_LINEGATE_REDIS_CONNECTED) {
+            if (ngx_http_linegate_redis_up(&rd->nodes[i])) {
                 return &rd->nodes[i];
             }
         }
@@ -1190,7 +1192,7 @@ ngx_http_linegate_redis_route(ngx_log_t *log, int argc, const char **argv,
     slot = ngx_http_linegate_redis_keyslot((u_char *) argv[i], argvlen[i]);
     node = ngx_http_linegate_redis_slot_node(slot);
 
-    if (node == NULL || node->state != NGX_HTTP_LINEGATE_REDIS_CONNECTED) {
+    if (node == NULL || !ngx_http_linegate_redis_up(node)) {
         /*
          * Once a second at most: while a master is down, every request
          * of its slots comes here (linegate_limit's fall back and log
@@ -1302,6 +1304,21 @@ ngx_http_linegate_redis_format(ngx_pool_t *pool, int argc, const char **argv,
     *n = p - buf;
 
     return buf;
+}
+
+
+/*
+ * Connected, and not being closed: hiredis answers the commands of a
+ * connection it closes (the server gone) NULL before its disconnect
+ * callback tells us, and refuses any command sent meanwhile (a caller
+ * that tries again from that NULL): not connected, not "not sent"
+ */
+static ngx_uint_t
+ngx_http_linegate_redis_up(ngx_http_linegate_redis_node_t *node)
+{
+    return node->state == NGX_HTTP_LINEGATE_REDIS_CONNECTED
+           && node->ac != NULL
+           && !(node->ac->c.flags & (REDIS_DISCONNECTING | REDIS_FREEING));
 }
 
 
@@ -2608,8 +2625,7 @@ ngx_http_linegate_redis_connected(void)
         return ngx_http_linegate_redis_map_ready;
     }
 
-    return rd->nodes != NULL
-           && rd->nodes[0].state == NGX_HTTP_LINEGATE_REDIS_CONNECTED;
+    return rd->nodes != NULL && ngx_http_linegate_redis_up(&rd->nodes[0]);
 }
 
 

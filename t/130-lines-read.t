@@ -562,4 +562,46 @@ subtest 'check-availability: 400 and 404' => sub {
     is_deeply($b, {error => 'Line request not found'}, '404 body');
 };
 
+# Redis gone (SIGKILL) with a read in flight: hiredis answers it NULL
+# before its disconnect callback, and the read, which asks again when it
+# may, must see the store not connected, not send into the closing
+# connection ("redis command not sent", an error that is not one)
+subtest 'Redis gone with a read in flight: not connected, nothing sent'
+    => sub {
+    plan skip_all => 'one Redis (LG_REDIS unset)'
+        unless $s->topology eq 'single';
+    my $w = ws();
+    my $id = $l->created($w);
+    my $path = "$LG::Lines::CREATE/$id";
+    # the key cached by both workers (new connections)
+    $l->parallel([$w, GET => $path]) for 1 .. 8;
+
+    # Redis stopped, the read sent, then Redis killed: its sockets
+    # closed under the commands in flight
+    my $mark = length $s->error_log;
+    my $pid = delete $s->{pids}{redis};
+    delete $s->{redis};
+    kill 'STOP', $pid;
+    my $t0 = Time::HiRes::time();
+    my ($tx) = $l->during([$w, GET => $path], sub {
+        return 0 if Time::HiRes::time() - $t0 < 0.2;
+        kill 'KILL', $pid;
+        waitpid $pid, 0;
+        return 1;
+    }, 5);
+    # killed in any case (an answer come too soon)
+    kill 'KILL', $pid;
+    waitpid $pid, 0;
+    ok($tx, 'answered') or return;
+    is($tx->res->code, 503, 'store unavailable');
+    my $log = substr $s->error_log, $mark;
+    like($log, qr/redis disconnected/, 'the connection lost, logged');
+    unlike($log, qr/redis (?:command|pipeline) not sent/,
+           'no command sent into the closing connection');
+
+    $mark = length $s->error_log;
+    $s->start_redis;
+    ok($s->wait_redis_connected($mark, 10), 'Redis back');
+};
+
 done_testing;
