@@ -48,9 +48,14 @@ ngx_http_linegate_json_parse(ngx_http_request_t *r,
         return ctx->body ? NGX_OK : NGX_ERROR;
     }
 
-    /* jansson refuses invalid UTF-8; duplicate keys are ambiguous */
+    /*
+     * jansson refuses invalid UTF-8; duplicate keys are ambiguous. A
+     * "\u0000" is valid JSON: allowed, so that a field the module does
+     * not read may carry one (SPEC: unknown fields are ignored); the
+     * fields it reads refuse it (ngx_http_linegate_json_str()).
+     */
     body = json_loadb((const char *) ctx->raw.data, ctx->raw.len,
-                      JSON_REJECT_DUPLICATES, &err);
+                      JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL, &err);
 
     if (body == NULL) {
         ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
@@ -91,6 +96,15 @@ ngx_http_linegate_json_str(json_t *obj, const char *field, ngx_str_t *value)
 
     value->data = (u_char *) json_string_value(v);
     value->len = json_string_length(v);
+
+    /*
+     * a NUL would end the value early for a C string function (or a log
+     * line), making two different values look equal: refused as a value
+     * of the wrong type is
+     */
+    if (ngx_strlchr(value->data, value->data + value->len, '\0') != NULL) {
+        return NGX_ERROR;
+    }
 
     return NGX_OK;
 }

@@ -13,7 +13,7 @@
 
 /*
  * Parse ctx->raw into ctx->body. The body must be valid UTF-8 JSON and an
- * object; an empty body is accepted as {} when empty_ok is set. NGX_OK
+ * object ("\u0000" allowed: see ngx_http_linegate_json_str()); an empty body is accepted as {} when empty_ok is set. NGX_OK
  * and ctx->body set, or NGX_ERROR with *why set to the text of the 400
  * the caller will send (NULL: memory ran out, a 500). Answers nothing:
  * ngx_http_linegate_json_body() (reply.h) parses and answers.
@@ -23,7 +23,9 @@ ngx_int_t ngx_http_linegate_json_parse(ngx_http_request_t *r,
 
 /*
  * A string field: NGX_OK (value set, not copied), NGX_DECLINED (absent or
- * null), NGX_ERROR (present with another type).
+ * null), NGX_ERROR (present with another type, or a string holding a NUL:
+ * bodies are parsed with JSON_ALLOW_NUL, so every string read must come
+ * through here or check for one itself).
  */
 ngx_int_t ngx_http_linegate_json_str(json_t *obj, const char *field,
     ngx_str_t *value);

@@ -333,7 +333,10 @@ ngx_http_linegate_create_string(ngx_http_request_t *r,
     rc = ngx_http_linegate_json_str(lr->ctx->body, field, value);
 
     if (rc == NGX_ERROR) {
-        ngx_http_linegate_create_invalid(r, lr, field, "must be a string");
+        /* a string refused holds a NUL (json.c): the names' own error */
+        ngx_http_linegate_create_invalid(r, lr, field,
+            json_is_string(json_object_get(lr->ctx->body, field))
+            ? "must not contain control characters" : "must be a string");
         return NGX_ERROR;
     }
 

@@ -434,6 +434,15 @@ ngx_http_linegate_operator_value(json_t *body,
     v->str.data = (u_char *) json_string_value(j);
     v->str.len = json_string_length(j);
 
+    /*
+     * bodies allow "\u0000" (json.c) for the fields nobody reads; in one
+     * that is read it would cut the value short for a C string function
+     * or a log line: refused as its check refuses a bad value
+     */
+    if (ngx_strlchr(v->str.data, v->str.data + v->str.len, '\0') != NULL) {
+        return NGX_ERROR;
+    }
+
     if (f->flags & NGX_HTTP_LINEGATE_OPERATOR_TRIM) {
         ngx_http_linegate_trim(&v->str);
     }

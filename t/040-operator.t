@@ -111,12 +111,21 @@ subtest 'workspaces' => sub {
                       qr/Invalid workspace id/);
     }
 
+    # "\u0000" is valid JSON: a field that is read refuses it as its
+    # check refuses a bad value ("mini\0x" must not be stored as "mini")
+    for my $f (qw(plan subscriptionStatus stripeCustomerId)) {
+        $body = json_error_is($s->op(PUT => "/workspaces/$w",
+                                     {plan => 'mini', $f => "mini\0x"}),
+                              400, 'VALIDATION_ERROR', "a NUL in $f");
+        is($body->{field}, $f, "a NUL in $f: names the field");
+    }
+
     is_deeply(redis_dump($r), $before, 'refused calls wrote nothing');
 
     $body = answer_is($s->op(PUT => "/workspaces/$w",
                              {plan => 'growth', subscriptionStatus => 'active',
                               stripeCustomerId => 'cus_Test123',
-                              unknownField => 1}),
+                              unknownField => 1, note => "a\0b"}),
                       200, 'create');
     is($body->{id}, $w, 'create: id');
     is($body->{plan}, 'growth', 'create: plan');

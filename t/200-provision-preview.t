@@ -97,6 +97,9 @@ subtest 'an empty body, {} or another object are all accepted' => sub {
     my $a = $p->account('acct_pv_body');
     $p->answer($p->preview($a, json => {}), 200, '{}');
     $p->answer($p->preview($a, json => {x => 1}), 200, 'unknown fields');
+    # "\u0000" is valid JSON, and no field of it is read (SPEC)
+    $p->answer($p->preview($a, json => {x => "a\0b"}), 200,
+               'a NUL in an unknown field');
     $p->error_is($p->preview($a, 'not json'), 400, undef, 'not JSON');
     $p->error_is($p->preview($a, json => [1]), 400, undef, 'an array');
 };

@@ -316,6 +316,8 @@ subtest '400: body' => sub {
         ['an object', {preview_token => {value => $tok}}],
         ['an array value', {preview_token => [$tok]}],
         ['not UTF-8', \"{\"preview_token\": \"lpv_\xff\xfe\"}"],
+        # valid JSON, but no token holds a NUL: not read as the token
+        ['a NUL in the token', {preview_token => "$tok\0x"}],
     );
     for my $c (@cases) {
         my $b = $p->error_is($p->confirm($a, $c->[1]), 400, undef, $c->[0]);
@@ -323,7 +325,9 @@ subtest '400: body' => sub {
     like($p->confirm($a, {})->res->json->{message}, qr/preview_token/,
          'the message names preview_token');
 
-    $p->answer($p->confirm($a, $tok), 200, 'the token was not consumed');
+    # "\u0000" is valid JSON: in a field not read it is ignored (SPEC)
+    $p->answer($p->confirm($a, {preview_token => $tok, note => "a\0b"}),
+               200, 'the token was not consumed; a NUL elsewhere ignored');
 };
 
 subtest '401 before anything else' => sub {

@@ -738,6 +738,42 @@ subtest 'a subscription event of another customer is refused' => sub {
        'active');
 };
 
+# "\u0000" is valid JSON: in a field linegate does not read it is
+# ignored (SPEC); in one it reads it must not cut the value short
+subtest 'a NUL in a subscription event' => sub {
+    $r->hset('lg:{ws:org_nul}', stripeCustomerId => 'cus_org_nul',
+             plan => 'mini', subscriptionStatus => 'past_due');
+    my $sub = {id => 'sub_nul', object => 'subscription',
+               metadata => {workspace_id => 'org_nul'},
+               description => "a\0b",
+               items => {data => [{price => {id => 'price_plan_growth'}}]}};
+    my $t = time - 100;
+    my $body = answer_is(deliver(event('customer.subscription.updated',
+                                       {%$sub, status => 'active'},
+                                       created => $t)),
+                         200, 'NUL in an unknown field');
+    is_deeply($body, {received => \1}, 'applied');
+    is_deeply([$r->hmget('lg:{ws:org_nul}', 'plan', 'subscriptionStatus')],
+              ['growth', 'active'], 'status and plan set');
+
+    my $keys = join ',', sort $r->keys('*');
+    $body = answer_is(deliver(event('customer.subscription.updated',
+                                    {%$sub, status => "canceled\0x"},
+                                    created => $t + 1)),
+                      400, 'NUL in the status');
+    is($body->{error}, 'Malformed Stripe subscription', 'its error');
+    $body = answer_is(deliver(event('customer.subscription.updated',
+                                    {%$sub, status => 'canceled',
+                                     metadata => {
+                                         workspace_id => "org_nul\0x"}},
+                                    created => $t + 2)),
+                      200, 'NUL in the workspace id');
+    ok($body->{ignored}, 'not ours: ignored');
+    is(join(',', sort $r->keys('*')), $keys, 'nothing written');
+    is($r->hget('lg:{ws:org_nul}', 'subscriptionStatus'), 'active',
+       'status kept');
+};
+
 subtest 'other events are acknowledged and ignored' => sub {
     my $body = answer_is(deliver(event('charge.succeeded', {id => 'ch_1'})),
                          200, 'charge.succeeded');
