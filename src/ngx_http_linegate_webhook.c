@@ -65,6 +65,7 @@ static void ngx_http_linegate_webhook_invoice(ngx_http_request_t *r,
     ngx_str_t *event_id, json_t *object, const char *outcome);
 static void ngx_http_linegate_webhook_subscription(ngx_http_request_t *r,
     ngx_str_t *event_id, json_t *event, json_t *object, u_char kind);
+static ngx_uint_t ngx_http_linegate_webhook_status_known(ngx_str_t *status);
 static ngx_str_t *ngx_http_linegate_webhook_plan(ngx_http_request_t *r,
     json_t *object);
 static ngx_int_t ngx_http_linegate_webhook_customer(ngx_http_request_t *r,
@@ -90,6 +91,19 @@ static u_char *ngx_http_linegate_webhook_now(ngx_http_request_t *r,
 
 
 static ngx_str_t  ngx_http_linegate_no_plan = ngx_null_string;
+
+/* Stripe's subscription statuses (API reference, "status") */
+static ngx_str_t  ngx_http_linegate_sub_statuses[] = {
+    ngx_string("incomplete"),
+    ngx_string("incomplete_expired"),
+    ngx_string("trialing"),
+    ngx_string("active"),
+    ngx_string("past_due"),
+    ngx_string("canceled"),
+    ngx_string("unpaid"),
+    ngx_string("paused"),
+    ngx_null_string
+};
 
 
 void
@@ -580,6 +594,22 @@ ngx_http_linegate_webhook_subscription(ngx_http_request_t *r,
         ngx_str_set(&status, "canceled");
     }
 
+    /*
+     * The status is stored and shown (GET /workspaces) as sent: one that
+     * Stripe does not have is not applied. Acknowledged like an id no
+     * workspace can have, as Stripe would retry a 400 for three days
+     * with the same answer each time; its bytes are not logged.
+     */
+    if (!ngx_http_linegate_webhook_status_known(&status)) {
+        ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
+                      NGX_HTTP_LINEGATE_LOG "Stripe subscription event "
+                      "\"%V\" for workspace \"%V\" with a status that is "
+                      "no Stripe subscription status (%uz bytes): ignored",
+                      event_id, &ws, status.len);
+        ngx_http_linegate_webhook_ack(r, "ignored");
+        return;
+    }
+
     plan = ngx_http_linegate_webhook_plan(r, object);
     created = json_object_get(event, "created");
 
@@ -631,6 +661,23 @@ ngx_http_linegate_webhook_subscription(ngx_http_request_t *r,
     {
         ngx_http_linegate_store_unavailable(r);
     }
+}
+
+
+static ngx_uint_t
+ngx_http_linegate_webhook_status_known(ngx_str_t *status)
+{
+    ngx_str_t  *s;
+
+    for (s = ngx_http_linegate_sub_statuses; s->len; s++) {
+        if (s->len == status->len
+            && ngx_strncmp(s->data, status->data, s->len) == 0)
+        {
+            return 1;
+        }
+    }
+
+    return 0;
 }
 
 

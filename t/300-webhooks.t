@@ -738,6 +738,42 @@ subtest 'a subscription event of another customer is refused' => sub {
        'active');
 };
 
+# Stripe's subscription statuses only: the status is stored and shown
+# as sent. Another is acknowledged (a 400 would be retried for three
+# days), logged without its bytes, not applied
+subtest 'a status Stripe does not have is ignored' => sub {
+    $r->hset('lg:{ws:org_st}', stripeCustomerId => 'cus_org_st',
+             plan => 'mini', subscriptionStatus => 'active');
+    my $sub = {id => 'sub_st', object => 'subscription',
+               metadata => {workspace_id => 'org_st'},
+               items => {data => [{price => {id => 'price_plan_growth'}}]}};
+    my $t = time - 100;
+    my $from = length $s->error_log;
+    for my $bad ('deleted', 'ACTIVE', 'active ', 'x' x 32) {
+        my $ev = event('customer.subscription.updated',
+                       {%$sub, status => $bad}, created => $t++);
+        my $body = answer_is(deliver($ev), 200, "status \"$bad\"");
+        is_deeply($body, {received => \1, ignored => \1}, 'ignored');
+        ok(!$r->exists("lg:{ws:org_st}:event:$ev->{id}"), 'not remembered');
+    }
+    is_deeply([$r->hmget('lg:{ws:org_st}', 'plan', 'subscriptionStatus')],
+              ['mini', 'active'], 'workspace untouched');
+    my $log = substr($s->error_log, $from);
+    like($log, qr/\[warn\].*no Stripe subscription status \(7 bytes\)/,
+         'logged');
+    unlike($log, qr/ACTIVE|xxxx/, 'without the status sent');
+
+    for my $ok (qw(incomplete incomplete_expired trialing active past_due
+                   canceled unpaid paused))
+    {
+        answer_is(deliver(event('customer.subscription.updated',
+                                {%$sub, status => $ok}, created => $t++)),
+                  200, $ok);
+        is($r->hget('lg:{ws:org_st}', 'subscriptionStatus'), $ok,
+           "$ok applied");
+    }
+};
+
 # "\u0000" is valid JSON: in a field linegate does not read it is
 # ignored (SPEC); in one it reads it must not cut the value short
 subtest 'a NUL in a subscription event' => sub {

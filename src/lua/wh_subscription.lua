@@ -3,7 +3,10 @@
 -- KEYS[1]  lg:{ws:W}:event:<event id> (de-duplication, under the
 --          workspace's tag: one slot, issue 10)
 -- KEYS[2]  lg:{ws:W}, W the subscription's metadata.workspace_id
--- ARGV[1]  subscription status ('canceled' for a deleted subscription)
+-- ARGV[1]  subscription status ('canceled' for a deleted subscription),
+--          one of Stripe's (incomplete, incomplete_expired, trialing,
+--          active, past_due, canceled, unpaid, paused): webhook.c
+--          acknowledges an event with another as ignored, before this
 -- ARGV[2]  plan from the configured price-to-plan map, or ''
 -- ARGV[3]  the event's creation time (Unix s): older events lose
 -- ARGV[4]  now, ISO 8601
