@@ -43,8 +43,6 @@ static void ngx_http_linegate_operator_owned(ngx_http_request_t *r,
     redisReply *reply);
 static void ngx_http_linegate_operator_run(ngx_http_request_t *r,
     ngx_http_linegate_operator_t *adm);
-static void ngx_http_linegate_operator_done(ngx_http_request_t *r,
-    redisReply *reply);
 static ngx_int_t ngx_http_linegate_operator_reply_code(ngx_http_request_t *r,
     ngx_http_linegate_operator_call_t *call, redisReply *reply, int64_t *code);
 static ngx_uint_t ngx_http_linegate_operator_shape(redisReply *reply,
@@ -518,7 +516,7 @@ ngx_http_linegate_operator_run(ngx_http_request_t *r,
 }
 
 
-static void
+void
 ngx_http_linegate_operator_done(ngx_http_request_t *r, redisReply *reply)
 {
     int64_t                             code;

@@ -197,7 +197,8 @@ struct ngx_http_linegate_operator_s {
     /* what the answer shows once: a new key id and its key or secret */
     ngx_str_t                           key_id;
     ngx_str_t                           secret;
-    ngx_str_t                           digest;    /* of the secret */
+    /* of the secret issued; of the key revoked (read before its script) */
+    ngx_str_t                           digest;
     /* the key ids a rotation retired: their lookups go */
     ngx_str_t                          *retired;
     ngx_uint_t                          nretired;
@@ -218,6 +219,15 @@ extern ngx_http_linegate_operator_route_t
 extern ngx_http_linegate_operator_route_t
     ngx_http_linegate_operator_ops_routes[];
 
+
+/*
+ * A call's script (or command) answered: its codes, its shape, then its
+ * after step or its answer; NULL (no reply) is a 503. The handler
+ * operator.c sends the call's script with; a call that reads first (a
+ * key's revocation) sends it itself with one that ends here.
+ */
+void ngx_http_linegate_operator_done(ngx_http_request_t *r,
+    redisReply *reply);
 
 /* a key name as a Redis argument (keys.c), built in the request pool */
 void ngx_http_linegate_operator_key(ngx_http_request_t *r,

@@ -58,6 +58,12 @@ static void ngx_http_linegate_operator_key_stored(ngx_http_request_t *r,
     redisReply *reply);
 static ngx_http_linegate_operator_args_t
     ngx_http_linegate_operator_key_revoke;
+static void ngx_http_linegate_operator_key_read(ngx_http_request_t *r,
+    redisReply *reply);
+static void ngx_http_linegate_operator_key_revoke_done(ngx_http_request_t *r,
+    redisReply *reply);
+static void ngx_http_linegate_operator_key_drop(ngx_http_request_t *r,
+    ngx_http_linegate_operator_t *adm, ngx_str_t *digest);
 static ngx_http_linegate_operator_after_t
     ngx_http_linegate_operator_key_unlisted;
 static void ngx_http_linegate_operator_key_dropped(ngx_http_request_t *r,
@@ -802,15 +808,138 @@ ngx_http_linegate_operator_issued(ngx_http_request_t *r,
 }
 
 
+/*
+ * A revocation reads the key's digest first (HGET, the workspace's slot,
+ * no write): op_key_revoke's reply may be lost after it ran (a timeout),
+ * and without the digest nothing could delete the lookup any more (a
+ * retry finds no entry: 404). The lookup of a key without its entry never
+ * authenticates (include/lr_gate): it would only be garbage, for good.
+ * NGX_DONE: the call goes on in key_read.
+ */
 static ngx_int_t
 ngx_http_linegate_operator_key_revoke(ngx_http_request_t *r,
     ngx_http_linegate_operator_t *adm)
 {
+    ngx_str_t                        key;
+    ngx_http_linegate_redis_args_t  *a;
+
+    /* op_key_revoke's, sent by key_read */
     ngx_http_linegate_operator_key(r, adm, NGX_HTTP_LINEGATE_KEY_WS_KEYS,
                                    &adm->arg[0]);
     ngx_http_linegate_redis_arg_str(&adm->args, &adm->arg[1]);
 
-    return NGX_OK;
+    /* kept for the life of the request: redis.c may resend them */
+    a = ngx_palloc(r->pool, sizeof(ngx_http_linegate_redis_args_t));
+
+    if (a == NULL
+        || ngx_http_linegate_key(r->pool, NGX_HTTP_LINEGATE_KEY_WS_KEYS,
+                                 &adm->arg[0], NULL, &key)
+           != NGX_OK)
+    {
+        ngx_http_linegate_internal_error(r);
+        return NGX_ERROR;
+    }
+
+    ngx_http_linegate_redis_args_init(a);
+    ngx_http_linegate_redis_arg_cstr(a, "HGET");
+    ngx_http_linegate_redis_arg_str(a, &key);
+    ngx_http_linegate_redis_arg_str(a, &adm->arg[1]);
+
+    if (ngx_http_linegate_redis_command(r, a,
+                                        ngx_http_linegate_operator_key_read)
+        != NGX_OK)
+    {
+        ngx_http_linegate_store_unavailable(r);
+    }
+
+    return NGX_DONE;
+}
+
+
+/*
+ * The digest read (nil: no such key, which op_key_revoke answers 404
+ * itself); then op_key_revoke, whose lost reply still drops the lookup
+ */
+static void
+ngx_http_linegate_operator_key_read(ngx_http_request_t *r,
+    redisReply *reply)
+{
+    ngx_http_linegate_operator_t  *adm;
+
+    adm = ngx_http_linegate_get_ctx(r)->data;
+
+    if (reply == NULL) {
+        /* nothing written yet: the operator's retry revokes */
+        ngx_http_linegate_store_unavailable(r);
+        return;
+    }
+
+    ngx_str_null(&adm->digest);
+
+    if (reply->type == REDIS_REPLY_STRING && reply->len) {
+        adm->digest.data = ngx_pnalloc(r->pool, reply->len);
+        if (adm->digest.data == NULL) {
+            ngx_http_linegate_internal_error(r);
+            return;
+        }
+
+        ngx_memcpy(adm->digest.data, reply->str, reply->len);
+        adm->digest.len = reply->len;
+
+    } else if (reply->type != REDIS_REPLY_NIL) {
+        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                      NGX_HTTP_LINEGATE_LOG "unexpected API key entry "
+                      "reply of type %d", reply->type);
+        ngx_http_linegate_internal_error(r);
+        return;
+    }
+
+    if (ngx_http_linegate_redis_script(r,
+            NGX_HTTP_LINEGATE_SCRIPT_OP_KEY_REVOKE, 1, &adm->args,
+            ngx_http_linegate_operator_key_revoke_done)
+        != NGX_OK)
+    {
+        ngx_http_linegate_store_unavailable(r);
+    }
+}
+
+
+/*
+ * op_key_revoke answered: as any call (key_unlisted next); unanswered,
+ * it may have run (a timeout): the lookup is dropped all the same, a
+ * durable write, and the call is a 503. Had the script not run, the key
+ * stays listed without its lookup: refused by every worker that does
+ * not cache it (a revocation was asked for), revoked by the retry.
+ */
+static void
+ngx_http_linegate_operator_key_revoke_done(ngx_http_request_t *r,
+    redisReply *reply)
+{
+    ngx_http_linegate_operator_t  *adm;
+
+    adm = ngx_http_linegate_get_ctx(r)->data;
+
+    if (reply == NULL && adm->digest.len) {
+        ngx_http_linegate_operator_key_drop(r, adm, &adm->digest);
+    }
+
+    ngx_http_linegate_operator_done(r, reply);
+}
+
+
+/* DEL lg:apikey:<digest> into adm->args, queued as a durable write */
+static void
+ngx_http_linegate_operator_key_drop(ngx_http_request_t *r,
+    ngx_http_linegate_operator_t *adm, ngx_str_t *digest)
+{
+    ngx_http_linegate_redis_args_init(&adm->args);
+    ngx_http_linegate_redis_arg_cstr(&adm->args, "DEL");
+    ngx_http_linegate_operator_key(r, adm, NGX_HTTP_LINEGATE_KEY_APIKEY,
+                                   digest);
+
+    (void) ngx_http_linegate_redis_durable_command(r->connection->log,
+                                                   &adm->args,
+                                                   "revoked API key's lookup");
 }
 
 
@@ -832,14 +961,7 @@ ngx_http_linegate_operator_key_unlisted(ngx_http_request_t *r,
     digest.data = (u_char *) d->str;
     digest.len = d->len;
 
-    ngx_http_linegate_redis_args_init(&adm->args);
-    ngx_http_linegate_redis_arg_cstr(&adm->args, "DEL");
-    ngx_http_linegate_operator_key(r, adm, NGX_HTTP_LINEGATE_KEY_APIKEY,
-                                   &digest);
-
-    (void) ngx_http_linegate_redis_durable_command(r->connection->log,
-                                                   &adm->args,
-                                                   "revoked API key's lookup");
+    ngx_http_linegate_operator_key_drop(r, adm, &digest);
 
     if (ngx_http_linegate_redis_command(r, &adm->args,
                                         ngx_http_linegate_operator_key_dropped)

@@ -384,6 +384,39 @@ subtest 'a rotation whose reply was lost: the next one cleans up' => sub {
     is($r->hget("lg:{acct:$a}", 'key_id'), $c3->{key_id}, 'and named');
 };
 
+# A revocation answered 503 after its script ran (its reply lost: Redis
+# holding writes past linegate_redis_command_timeout, then running them)
+# used to leave the key's lookup lg:apikey:<digest> behind for good: the
+# entry was gone (the key refused: lr_gate checks it), a retry was a 404,
+# and nothing knew the digest any more. The digest is now read first, so
+# a lost reply still deletes the lookup (a durable write)
+subtest 'a revocation whose reply was lost: the lookup goes all the same'
+    => sub {
+    my $w = 'org_lost_revoke';
+    answer_is($s->op(PUT => "/workspaces/$w", {plan => 'starter'}), 200,
+              'workspace');
+    my $k = answer_is($s->op(POST => "/workspaces/$w/keys"), 201, 'issue');
+    push @secrets, $k->{key};
+    my $lookup = 'lg:apikey:' . sha256_hex($k->{key});
+    ok($r->exists($lookup), 'its lookup');
+
+    # past the 500ms command timeout, within the keepalive's 1s
+    $r->client('PAUSE', 800, 'WRITE');      # reads go on, scripts wait
+    json_error_is($s->op(DELETE => "/workspaces/$w/keys/$k->{keyId}"), 503,
+                  'STORE_UNAVAILABLE', 'revocation timed out');
+    ok(eventually(sub { !$r->hexists("lg:{ws:$w}:keys", $k->{keyId}) }, 10),
+       'Redis ran the revocation after all');
+    ok(eventually(sub { !$r->exists($lookup) }, 10),
+       'the lookup is deleted too');
+
+    select undef, undef, undef, 1.1;    # any per-worker cache expires
+    my $tx = $s->ua->get($s->url('/api/lines/by-user')
+                         => {Authorization => "Bearer $k->{key}"});
+    is($tx->res->code, 401, 'the key is refused');
+    json_error_is($s->op(DELETE => "/workspaces/$w/keys/$k->{keyId}"), 404,
+                  'NOT_FOUND', 'revoked: a retry finds nothing');
+};
+
 subtest 'inventory' => sub {
     my $body = answer_is($s->op(GET => '/inventory'), 200, 'empty list');
     is_deeply($body, {count => 0, numbers => [], cursor => undef}, 'empty');

@@ -2,7 +2,8 @@
 -- slot): the entry goes, and with it the key, from this moment on (the
 -- workspace step of a Lines call that resolved the key checks its entry,
 -- include/lr_gate). nginx then deletes the lookup lg:apikey:<digest> by a
--- durable write (its own slot).
+-- durable write (its own slot); it read the digest before (HGET), so
+-- that a lost reply deletes it too.
 -- KEYS[1] lg:{ws:W}:keys
 -- ARGV[1] key id
 -- Publishes the digest on lg:keys:revoked (keys.c; a channel, not a
