@@ -13,8 +13,9 @@
 
 /*
  * Parse ctx->raw into ctx->body. The body must be valid UTF-8 JSON and an
- * object ("\u0000" allowed: see ngx_http_linegate_json_str()); an empty body is accepted as {} when empty_ok is set. NGX_OK
- * and ctx->body set, or NGX_ERROR with *why set to the text of the 400
+ * object ("\u0000" allowed: see ngx_http_linegate_json_str()); an empty
+ * body is accepted as {} when empty_ok is set. NGX_OK and ctx->body set,
+ * or NGX_ERROR with *why set to the text of the 400
  * the caller will send (NULL: memory ran out, a 500). Answers nothing:
  * ngx_http_linegate_json_body() (reply.h) parses and answers.
  */

@@ -556,7 +556,10 @@ ngx_http_linegate_manage_action(ngx_http_request_t *r,
 
     rc = ngx_http_linegate_json_str(lr->ctx->body, "action", &action);
 
-    if (rc == NGX_ERROR) {
+    /* a string refused holds a NUL (json.c): no action, as any other */
+    if (rc == NGX_ERROR
+        && !json_is_string(json_object_get(lr->ctx->body, "action")))
+    {
         ngx_http_linegate_lines_defer(lr, NGX_HTTP_LINEGATE_LR_DEFER_FIELD,
                                       "action", "action must be a string");
         return;

@@ -435,6 +435,14 @@ ngx_http_linegate_confirm_token(ngx_http_request_t *r,
 
     rc = ngx_http_linegate_json_str(ctx->body, "preview_token", &token);
 
+    /* a string refused holds a NUL (json.c): no token, as any other */
+    if (rc == NGX_ERROR
+        && json_is_string(json_object_get(ctx->body, "preview_token")))
+    {
+        ngx_str_set(&cf->token, "-");
+        return NGX_OK;
+    }
+
     if (rc != NGX_OK) {
         ngx_http_linegate_field_error(r, "preview_token",
                                       rc == NGX_DECLINED

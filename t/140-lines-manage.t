@@ -1402,7 +1402,10 @@ subtest 'actions and bodies' => sub {
 
     for my $case ([{action => 'refund'}, 'refund'], [{}, 'no action'],
                   [{action => undef}, 'null action'],
-                  [{action => 'CANCEL'}, 'case matters'])
+                  [{action => 'CANCEL'}, 'case matters'],
+                  # valid JSON: "cancel" and a NUL is no action, never
+                  # taken for "cancel" cut short at the NUL
+                  [{action => "cancel\0"}, 'a NUL after cancel'])
     {
         my $b = $l->answer($l->manage($w, $id, $case->[0]), 400, $case->[1]);
         is_deeply($b, {error => 'Unsupported action'}, "$case->[1]: body");
@@ -1422,6 +1425,12 @@ subtest 'actions and bodies' => sub {
                     'unknown id and bad action');
     is_deeply($b, {error => 'Unsupported action'}, 'the action before 404');
     $l->state_unchanged($w, $before, 'nothing changed');
+
+    # a NUL in a field that is not read is ignored (SPEC)
+    $b = $l->answer($l->manage($w, $id, {action => 'cancel',
+                                         note => "a\0b"}), 200,
+                    'a NUL in an unknown field');
+    is($b->{status}, 'canceled', 'canceled');
 };
 
 done_testing;
