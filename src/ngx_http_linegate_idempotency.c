@@ -54,7 +54,11 @@ ngx_http_linegate_idem_prepare(ngx_http_request_t *r, json_t *body,
     rc = ngx_http_linegate_json_str(body, "idempotencyKey", &value);
 
     if (rc == NGX_ERROR) {
-        *message = "idempotencyKey must be a string";
+        /* a string refused holds a NUL (json.c): not a printable key */
+        *message = json_is_string(json_object_get(body, "idempotencyKey"))
+                   ? "An idempotency key is 1 to 255 printable ASCII "
+                     "characters"
+                   : "idempotencyKey must be a string";
         return NGX_ERROR;
     }
 

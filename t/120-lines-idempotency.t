@@ -120,6 +120,12 @@ subtest 'another body with the key: 422' => sub {
     $l->state_unchanged($w, $before, 'nothing written');
     $l->error_is($l->create($w, body(unknown => 1), key('m-1')), 422,
                  'IDEMPOTENCY_KEY_MISMATCH', 'an extra field is another body');
+
+    # an unknown field may hold a "\u0000": what follows it counts too
+    $l->answer($l->create($w, body(note => "a\0b"), key('m-2')), 201,
+               'a NUL in an unknown field');
+    $l->error_is($l->create($w, body(note => "a\0c"), key('m-2')), 422,
+                 'IDEMPOTENCY_KEY_MISMATCH', 'another after the NUL');
 };
 
 subtest 'keys: 1 to 255 printable ASCII characters' => sub {
@@ -137,6 +143,10 @@ subtest 'keys: 1 to 255 printable ASCII characters' => sub {
                       'idempotencyKey', 'a number in the body');
     $l->invalid_field($l->create($w, body(idempotencyKey => "a\x{7f}")),
                       'idempotencyKey', 'DEL in the body');
+    # valid JSON ("\u0000"), never a key cut short at its NUL
+    my $b = $l->invalid_field($l->create($w, body(idempotencyKey => "k\0")),
+                              'idempotencyKey', 'a NUL in the body');
+    like($b->{error}, qr/printable ASCII/, 'a NUL: not printable');
     is(count_ids($w), 0, 'nothing created');
 
     $l->answer($l->create($w, body(), key('x' x 255)), 201, '255 characters');
