@@ -1229,16 +1229,21 @@ subtest 'payment_link: a claim whose reply was lost is released' => sub {
     my $lkey = "lg:{ws:$w->{id}}:lr:$id";
     my $from = length $s->error_log;
 
-    # the claim comes once the check's Stripe call answers: writes are
-    # paused meanwhile, for longer than the command timeout (500 ms)
+    # the claim comes once the check's Stripe call answers (held 1 s):
+    # writes are paused before that, and lifted once the claim timed out
+    # (500 ms: the 503), not at a fixed time a loaded box could miss
+    # either way (the claim sent after the pause ended, or a keepalive
+    # PING behind the held claim unanswered for a whole interval, 1 s,
+    # which drops the connection and the claim with it: it never ran)
     $l->fault(method => 'GET', path_prefix => "/v1/invoices/$old",
-              latency_ms => 500);
+              latency_ms => 1000);
     my ($tx, $paused) = $l->during([$w, POST => "/api/line-requests/$id",
                                     {action => 'payment_link'}], sub {
         return 0 unless $s->stub_held(qr{^/v1/invoices/\Q$old\E$});
-        $l->pause_writes(1500);
+        $l->pause_writes(10000);
         return 1;
     }, 10);
+    $l->release_writes;
     $l->clear_faults;
     ok($paused, 'writes paused while the check waited') or return;
     is($tx->res->code, 503, 'the claim not answered: 503')
