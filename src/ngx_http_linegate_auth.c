@@ -185,8 +185,7 @@ ngx_http_linegate_cookie_write(ngx_http_request_t *r,
     size_t                          len;
     u_char                         *ct;
     ngx_uint_t                      i;
-    ngx_list_part_t                *part;
-    ngx_table_elt_t                *h, *origin;
+    ngx_table_elt_t                *origin;
     ngx_http_linegate_main_conf_t  *lmcf;
 
     len = 0;
@@ -221,37 +220,18 @@ ngx_http_linegate_cookie_write(ngx_http_request_t *r,
         return NGX_OK;
     }
 
-    origin = NULL;
-    part = &r->headers_in.headers.part;
-    h = part->elts;
-
-    for (i = 0; /* void */; i++) {
-
-        if (i >= part->nelts) {
-            if (part->next == NULL) {
-                break;
-            }
-
-            part = part->next;
-            h = part->elts;
-            i = 0;
-        }
-
-        if (h[i].key.len == sizeof("Origin") - 1
-            && ngx_strncasecmp(h[i].key.data, (u_char *) "Origin",
-                               sizeof("Origin") - 1) == 0)
-        {
-            if (origin != NULL) {
-                /* two Origin headers: none of them is trusted */
-                goto refused;
-            }
-
-            origin = &h[i];
-        }
-    }
-
-    if (origin == NULL) {
+    switch (ngx_http_linegate_find_header_once(&r->headers_in.headers,
+                                               "Origin", 0, &origin))
+    {
+    case NGX_DECLINED:
         return NGX_OK;
+
+    case NGX_ERROR:
+        /* two Origin headers: none of them is trusted */
+        goto refused;
+
+    default: /* NGX_OK */
+        break;
     }
 
     azp = lmcf->clerk_azp->elts;

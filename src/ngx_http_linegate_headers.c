@@ -10,8 +10,57 @@
 #include "ngx_http_linegate_headers.h"
 
 
+/* the next header named name (any case) from (*part, *i) on, or NULL */
+static ngx_table_elt_t *
+ngx_http_linegate_header_next(ngx_list_part_t **part, ngx_uint_t *i,
+    const char *name, size_t len)
+{
+    ngx_table_elt_t  *h;
+
+    h = (*part)->elts;
+
+    for ( /* void */ ; /* void */ ; (*i)++) {
+
+        if (*i >= (*part)->nelts) {
+            if ((*part)->next == NULL) {
+                return NULL;
+            }
+
+            *part = (*part)->next;
+            h = (*part)->elts;
+            *i = 0;
+        }
+
+        if (h[*i].hash != 0 && h[*i].key.len == len
+            && ngx_strncasecmp(h[*i].key.data, (u_char *) name, len) == 0)
+        {
+            return &h[(*i)++];
+        }
+    }
+}
+
+
 ngx_table_elt_t *
 ngx_http_linegate_find_header(ngx_list_t *headers, const char *name)
+{
+    ngx_uint_t        i;
+    ngx_list_part_t  *part;
+
+    part = &headers->part;
+    i = 0;
+
+    return ngx_http_linegate_header_next(&part, &i, name, ngx_strlen(name));
+}
+
+
+/*
+ * A header a request may carry once: a second one (of another value,
+ * when same_value_ok) makes the request ambiguous, and the caller refuses
+ * it rather than pick one.
+ */
+ngx_int_t
+ngx_http_linegate_find_header_once(ngx_list_t *headers, const char *name,
+    ngx_uint_t same_value_ok, ngx_table_elt_t **found)
 {
     size_t            len;
     ngx_uint_t        i;
@@ -20,24 +69,26 @@ ngx_http_linegate_find_header(ngx_list_t *headers, const char *name)
 
     len = ngx_strlen(name);
     part = &headers->part;
-    h = part->elts;
+    i = 0;
 
-    for (i = 0; /* void */; i++) {
+    *found = ngx_http_linegate_header_next(&part, &i, name, len);
 
-        if (i >= part->nelts) {
-            if (part->next == NULL) {
-                return NULL;
-            }
+    if (*found == NULL) {
+        return NGX_DECLINED;
+    }
 
-            part = part->next;
-            h = part->elts;
-            i = 0;
-        }
-
-        if (h[i].hash != 0 && h[i].key.len == len
-            && ngx_strncasecmp(h[i].key.data, (u_char *) name, len) == 0)
+    while ((h = ngx_http_linegate_header_next(&part, &i, name, len))
+           != NULL)
+    {
+        if (!same_value_ok
+            || h->value.len != (*found)->value.len
+            || ngx_memcmp(h->value.data, (*found)->value.data,
+                          h->value.len)
+               != 0)
         {
-            return &h[i];
+            return NGX_ERROR;
         }
     }
+
+    return NGX_OK;
 }

@@ -21,6 +21,7 @@
 #include "ngx_http_linegate_crypto.h"
 #include "ngx_http_linegate_json.h"
 #include "ngx_http_linegate_chars.h"
+#include "ngx_http_linegate_headers.h"
 
 
 #define NGX_HTTP_LINEGATE_IDEM_KEY_MAX  255
@@ -114,47 +115,16 @@ ngx_http_linegate_idem_prepare(ngx_http_request_t *r, json_t *body,
 static ngx_int_t
 ngx_http_linegate_idem_header(ngx_http_request_t *r, ngx_str_t *key)
 {
-    ngx_uint_t        i, n;
-    ngx_list_part_t  *part;
+    ngx_int_t         rc;
     ngx_table_elt_t  *h;
 
-    n = 0;
-    part = &r->headers_in.headers.part;
-    h = part->elts;
-
-    for (i = 0; /* void */; i++) {
-
-        if (i >= part->nelts) {
-            if (part->next == NULL) {
-                break;
-            }
-
-            part = part->next;
-            h = part->elts;
-            i = 0;
-        }
-
-        if (h[i].key.len != sizeof("Idempotency-Key") - 1
-            || ngx_strncasecmp(h[i].key.data, (u_char *) "Idempotency-Key",
-                               sizeof("Idempotency-Key") - 1)
-               != 0)
-        {
-            continue;
-        }
-
-        if (n++ == 0) {
-            *key = h[i].value;
-            continue;
-        }
-
-        if (h[i].value.len != key->len
-            || ngx_memcmp(h[i].value.data, key->data, key->len) != 0)
-        {
-            return NGX_ERROR;
-        }
+    rc = ngx_http_linegate_find_header_once(&r->headers_in.headers,
+                                            "Idempotency-Key", 1, &h);
+    if (rc == NGX_OK) {
+        *key = h->value;
     }
 
-    return n ? NGX_OK : NGX_DECLINED;
+    return rc;
 }
 
 

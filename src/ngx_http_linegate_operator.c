@@ -41,8 +41,14 @@ static void ngx_http_linegate_operator_owner(ngx_http_request_t *r,
     ngx_http_linegate_operator_t *adm);
 static void ngx_http_linegate_operator_owned(ngx_http_request_t *r,
     redisReply *reply);
+static void ngx_http_linegate_operator_go(ngx_http_request_t *r,
+    ngx_http_linegate_operator_t *adm);
+static void ngx_http_linegate_operator_read(ngx_http_request_t *r,
+    redisReply *reply);
 static void ngx_http_linegate_operator_run(ngx_http_request_t *r,
     ngx_http_linegate_operator_t *adm);
+static void ngx_http_linegate_operator_done(ngx_http_request_t *r,
+    redisReply *reply);
 static ngx_int_t ngx_http_linegate_operator_reply_code(ngx_http_request_t *r,
     ngx_http_linegate_operator_call_t *call, redisReply *reply, int64_t *code);
 static ngx_uint_t ngx_http_linegate_operator_shape(redisReply *reply,
@@ -131,7 +137,7 @@ ngx_http_linegate_operator_handler(ngx_http_request_t *r,
         return;
     }
 
-    ngx_http_linegate_operator_run(r, adm);
+    ngx_http_linegate_operator_go(r, adm);
 }
 
 
@@ -201,7 +207,7 @@ ngx_http_linegate_operator_owned(ngx_http_request_t *r, redisReply *reply)
         return;
     }
 
-    ngx_http_linegate_operator_run(r, adm);
+    ngx_http_linegate_operator_go(r, adm);
 }
 
 
@@ -491,6 +497,56 @@ ngx_http_linegate_operator_field_message(ngx_http_request_t *r,
 
 /* the call and its reply */
 
+/* the call's read first, when it has one (call->read), then its script */
+static void
+ngx_http_linegate_operator_go(ngx_http_request_t *r,
+    ngx_http_linegate_operator_t *adm)
+{
+    ngx_http_linegate_operator_call_t  *call;
+
+    call = adm->route->call;
+
+    if (call->read == NULL) {
+        ngx_http_linegate_operator_run(r, adm);
+        return;
+    }
+
+    ngx_http_linegate_redis_args_init(&adm->cmd);
+
+    if (call->read(r, adm) != NGX_OK) {
+        return;
+    }
+
+    if (ngx_http_linegate_redis_command(r, &adm->cmd,
+                                        ngx_http_linegate_operator_read)
+        != NGX_OK)
+    {
+        ngx_http_linegate_store_unavailable(r);
+    }
+}
+
+
+static void
+ngx_http_linegate_operator_read(ngx_http_request_t *r, redisReply *reply)
+{
+    ngx_http_linegate_operator_t  *adm;
+
+    adm = ngx_http_linegate_get_ctx(r)->data;
+
+    if (reply == NULL) {
+        /* nothing written yet: the retry does it all */
+        ngx_http_linegate_store_unavailable(r);
+        return;
+    }
+
+    if (adm->route->call->taken(r, adm, reply) != NGX_OK) {
+        return;
+    }
+
+    ngx_http_linegate_operator_run(r, adm);
+}
+
+
 static void
 ngx_http_linegate_operator_run(ngx_http_request_t *r,
     ngx_http_linegate_operator_t *adm)
@@ -516,7 +572,7 @@ ngx_http_linegate_operator_run(ngx_http_request_t *r,
 }
 
 
-void
+static void
 ngx_http_linegate_operator_done(ngx_http_request_t *r, redisReply *reply)
 {
     int64_t                             code;
@@ -530,6 +586,10 @@ ngx_http_linegate_operator_done(ngx_http_request_t *r, redisReply *reply)
     call = adm->route->call;
 
     if (reply == NULL) {
+        if (call->lost != NULL) {
+            call->lost(r, adm);
+        }
+
         ngx_http_linegate_store_unavailable(r);
         return;
     }

@@ -89,6 +89,17 @@ typedef void ngx_http_linegate_operator_answer_t(ngx_http_request_t *r,
 typedef void ngx_http_linegate_operator_after_t(ngx_http_request_t *r,
     ngx_http_linegate_operator_t *adm, redisReply *reply);
 
+/*
+ * a call's read before its script taken: NGX_OK runs the script, else it
+ * has answered
+ */
+typedef ngx_int_t ngx_http_linegate_operator_read_t(ngx_http_request_t *r,
+    ngx_http_linegate_operator_t *adm, redisReply *reply);
+
+/* a call's script unanswered (it may have run), before its 503 */
+typedef void ngx_http_linegate_operator_lost_t(ngx_http_request_t *r,
+    ngx_http_linegate_operator_t *adm);
+
 /* a check of a path id or of a string field */
 typedef ngx_uint_t ngx_http_linegate_operator_valid_t(ngx_str_t *s);
 
@@ -170,6 +181,18 @@ typedef struct {
      * caches forget what they learned (ngx_http_linegate_auth_forget())
      */
     ngx_uint_t                            revokes;
+    /*
+     * NULL, or a command read before the script (no write: its lost
+     * reply is a 503 and nothing else), its arguments put in adm->cmd;
+     * its reply goes to taken
+     */
+    ngx_http_linegate_operator_args_t    *read;
+    ngx_http_linegate_operator_read_t    *taken;
+    /*
+     * NULL, or what the call does when its script's reply is lost: it
+     * may have run (a key's revocation drops the lookup all the same)
+     */
+    ngx_http_linegate_operator_lost_t    *lost;
 } ngx_http_linegate_operator_call_t;
 
 
@@ -211,6 +234,7 @@ struct ngx_http_linegate_operator_s {
 
     /* kept for the life of the request: redis.c may resend them */
     ngx_http_linegate_redis_args_t      args;
+    ngx_http_linegate_redis_args_t      cmd;       /* the call's read */
 };
 
 
@@ -219,15 +243,6 @@ extern ngx_http_linegate_operator_route_t
 extern ngx_http_linegate_operator_route_t
     ngx_http_linegate_operator_ops_routes[];
 
-
-/*
- * A call's script (or command) answered: its codes, its shape, then its
- * after step or its answer; NULL (no reply) is a 503. The handler
- * operator.c sends the call's script with; a call that reads first (a
- * key's revocation) sends it itself with one that ends here.
- */
-void ngx_http_linegate_operator_done(ngx_http_request_t *r,
-    redisReply *reply);
 
 /* a key name as a Redis argument (keys.c), built in the request pool */
 void ngx_http_linegate_operator_key(ngx_http_request_t *r,

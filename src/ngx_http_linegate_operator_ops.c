@@ -118,7 +118,8 @@ static ngx_http_linegate_operator_call_t  ngx_http_linegate_operator_adder = {
     ngx_http_linegate_operator_inv_added,
     0,
     NULL,
-    0
+    0,
+    NULL, NULL, NULL
 };
 
 static ngx_http_linegate_operator_call_t  ngx_http_linegate_operator_page = {
@@ -128,7 +129,8 @@ static ngx_http_linegate_operator_call_t  ngx_http_linegate_operator_page = {
     ngx_http_linegate_operator_inv_listed,
     0,
     NULL,
-    0
+    0,
+    NULL, NULL, NULL
 };
 
 static ngx_http_linegate_operator_call_t  ngx_http_linegate_operator_srem = {
@@ -138,7 +140,8 @@ static ngx_http_linegate_operator_call_t  ngx_http_linegate_operator_srem = {
     ngx_http_linegate_operator_inv_removed,
     0,
     NULL,
-    0
+    0,
+    NULL, NULL, NULL
 };
 
 /*
@@ -152,7 +155,8 @@ static ngx_http_linegate_operator_call_t  ngx_http_linegate_operator_move = {
     ngx_http_linegate_operator_line_moved,
     1,
     NULL,
-    0
+    0,
+    NULL, NULL, NULL
 };
 
 static ngx_http_linegate_operator_call_t  ngx_http_linegate_operator_check = {
@@ -162,7 +166,8 @@ static ngx_http_linegate_operator_call_t  ngx_http_linegate_operator_check = {
     ngx_http_linegate_operator_line_checked,
     1,
     NULL,
-    0
+    0,
+    NULL, NULL, NULL
 };
 
 static ngx_http_linegate_operator_call_t  ngx_http_linegate_operator_count = {
@@ -172,7 +177,8 @@ static ngx_http_linegate_operator_call_t  ngx_http_linegate_operator_count = {
     ngx_http_linegate_operator_line_counted,
     1,
     NULL,
-    0
+    0,
+    NULL, NULL, NULL
 };
 
 /* XRANGE */
@@ -183,7 +189,8 @@ static ngx_http_linegate_operator_call_t  ngx_http_linegate_operator_xrange = {
     ngx_http_linegate_operator_stream_read,
     0,
     NULL,
-    0
+    0,
+    NULL, NULL, NULL
 };
 
 

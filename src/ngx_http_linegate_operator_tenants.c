@@ -11,6 +11,7 @@
 #include "ngx_http_linegate_operator.h"
 #include "ngx_http_linegate_crypto.h"
 #include "ngx_http_linegate_reply.h"
+#include "ngx_http_linegate_str.h"
 
 
 /* a workspace or an account: a hash op_upsert creates and updates */
@@ -58,10 +59,12 @@ static void ngx_http_linegate_operator_key_stored(ngx_http_request_t *r,
     redisReply *reply);
 static ngx_http_linegate_operator_args_t
     ngx_http_linegate_operator_key_revoke;
-static void ngx_http_linegate_operator_key_read(ngx_http_request_t *r,
-    redisReply *reply);
-static void ngx_http_linegate_operator_key_revoke_done(ngx_http_request_t *r,
-    redisReply *reply);
+static ngx_http_linegate_operator_args_t
+    ngx_http_linegate_operator_key_read;
+static ngx_http_linegate_operator_read_t
+    ngx_http_linegate_operator_key_digest;
+static ngx_http_linegate_operator_lost_t
+    ngx_http_linegate_operator_key_lost;
 static void ngx_http_linegate_operator_key_drop(ngx_http_request_t *r,
     ngx_http_linegate_operator_t *adm, ngx_str_t *digest);
 static ngx_http_linegate_operator_after_t
@@ -222,7 +225,8 @@ static ngx_http_linegate_operator_call_t  ngx_http_linegate_operator_upsert = {
     ngx_http_linegate_operator_tenant_saved,
     0,
     NULL,
-    0
+    0,
+    NULL, NULL, NULL
 };
 
 static ngx_http_linegate_operator_call_t  ngx_http_linegate_operator_ws_get = {
@@ -232,7 +236,8 @@ static ngx_http_linegate_operator_call_t  ngx_http_linegate_operator_ws_get = {
     ngx_http_linegate_operator_workspace_json,
     0,
     NULL,
-    0
+    0,
+    NULL, NULL, NULL
 };
 
 static ngx_http_linegate_operator_call_t
@@ -243,7 +248,8 @@ static ngx_http_linegate_operator_call_t
     ngx_http_linegate_operator_account_json,
     0,
     NULL,
-    0
+    0,
+    NULL, NULL, NULL
 };
 
 /* op_key_create, op_credentials: 0 when there is no such owner */
@@ -255,7 +261,8 @@ static ngx_http_linegate_operator_call_t
     ngx_http_linegate_operator_issued,
     0,
     ngx_http_linegate_operator_key_listed,
-    0
+    0,
+    NULL, NULL, NULL
 };
 
 static ngx_http_linegate_operator_call_t
@@ -266,7 +273,8 @@ static ngx_http_linegate_operator_call_t
     ngx_http_linegate_operator_issued,
     0,
     ngx_http_linegate_operator_sb_rotated,
-    1
+    1,
+    NULL, NULL, NULL
 };
 
 /* op_key_list: the key ids, nil without the workspace; op_key_revoke */
@@ -278,7 +286,8 @@ static ngx_http_linegate_operator_call_t
     ngx_http_linegate_operator_keys_listed,
     0,
     NULL,
-    0
+    0,
+    NULL, NULL, NULL
 };
 
 static ngx_http_linegate_operator_call_t
@@ -289,7 +298,10 @@ static ngx_http_linegate_operator_call_t
     ngx_http_linegate_operator_key_revoked,
     0,
     ngx_http_linegate_operator_key_unlisted,
-    1
+    1,
+    ngx_http_linegate_operator_key_read,
+    ngx_http_linegate_operator_key_digest,
+    ngx_http_linegate_operator_key_lost
 };
 
 
@@ -808,122 +820,92 @@ ngx_http_linegate_operator_issued(ngx_http_request_t *r,
 }
 
 
+static ngx_int_t
+ngx_http_linegate_operator_key_revoke(ngx_http_request_t *r,
+    ngx_http_linegate_operator_t *adm)
+{
+    ngx_http_linegate_operator_key(r, adm, NGX_HTTP_LINEGATE_KEY_WS_KEYS,
+                                   &adm->arg[0]);
+    ngx_http_linegate_redis_arg_str(&adm->args, &adm->arg[1]);
+
+    return NGX_OK;
+}
+
+
 /*
  * A revocation reads the key's digest first (HGET, the workspace's slot,
  * no write): op_key_revoke's reply may be lost after it ran (a timeout),
  * and without the digest nothing could delete the lookup any more (a
  * retry finds no entry: 404). The lookup of a key without its entry never
  * authenticates (include/lr_gate): it would only be garbage, for good.
- * NGX_DONE: the call goes on in key_read.
  */
 static ngx_int_t
-ngx_http_linegate_operator_key_revoke(ngx_http_request_t *r,
+ngx_http_linegate_operator_key_read(ngx_http_request_t *r,
     ngx_http_linegate_operator_t *adm)
 {
-    ngx_str_t                        key;
-    ngx_http_linegate_redis_args_t  *a;
+    ngx_str_t  key;
 
-    /* op_key_revoke's, sent by key_read */
-    ngx_http_linegate_operator_key(r, adm, NGX_HTTP_LINEGATE_KEY_WS_KEYS,
-                                   &adm->arg[0]);
-    ngx_http_linegate_redis_arg_str(&adm->args, &adm->arg[1]);
-
-    /* kept for the life of the request: redis.c may resend them */
-    a = ngx_palloc(r->pool, sizeof(ngx_http_linegate_redis_args_t));
-
-    if (a == NULL
-        || ngx_http_linegate_key(r->pool, NGX_HTTP_LINEGATE_KEY_WS_KEYS,
-                                 &adm->arg[0], NULL, &key)
-           != NGX_OK)
+    if (ngx_http_linegate_key(r->pool, NGX_HTTP_LINEGATE_KEY_WS_KEYS,
+                              &adm->arg[0], NULL, &key)
+        != NGX_OK)
     {
         ngx_http_linegate_internal_error(r);
         return NGX_ERROR;
     }
 
-    ngx_http_linegate_redis_args_init(a);
-    ngx_http_linegate_redis_arg_cstr(a, "HGET");
-    ngx_http_linegate_redis_arg_str(a, &key);
-    ngx_http_linegate_redis_arg_str(a, &adm->arg[1]);
+    ngx_http_linegate_redis_arg_cstr(&adm->cmd, "HGET");
+    ngx_http_linegate_redis_arg_str(&adm->cmd, &key);
+    ngx_http_linegate_redis_arg_str(&adm->cmd, &adm->arg[1]);
 
-    if (ngx_http_linegate_redis_command(r, a,
-                                        ngx_http_linegate_operator_key_read)
-        != NGX_OK)
-    {
-        ngx_http_linegate_store_unavailable(r);
-    }
-
-    return NGX_DONE;
+    return NGX_OK;
 }
 
 
-/*
- * The digest read (nil: no such key, which op_key_revoke answers 404
- * itself); then op_key_revoke, whose lost reply still drops the lookup
- */
-static void
-ngx_http_linegate_operator_key_read(ngx_http_request_t *r,
-    redisReply *reply)
+/* the digest read (nil: no such key, which op_key_revoke answers 404) */
+static ngx_int_t
+ngx_http_linegate_operator_key_digest(ngx_http_request_t *r,
+    ngx_http_linegate_operator_t *adm, redisReply *reply)
 {
-    ngx_http_linegate_operator_t  *adm;
-
-    adm = ngx_http_linegate_get_ctx(r)->data;
-
-    if (reply == NULL) {
-        /* nothing written yet: the operator's retry revokes */
-        ngx_http_linegate_store_unavailable(r);
-        return;
-    }
-
     ngx_str_null(&adm->digest);
 
-    if (reply->type == REDIS_REPLY_STRING && reply->len) {
-        adm->digest.data = ngx_pnalloc(r->pool, reply->len);
-        if (adm->digest.data == NULL) {
-            ngx_http_linegate_internal_error(r);
-            return;
-        }
+    if (reply->type == REDIS_REPLY_NIL) {
+        return NGX_OK;
+    }
 
-        ngx_memcpy(adm->digest.data, reply->str, reply->len);
-        adm->digest.len = reply->len;
-
-    } else if (reply->type != REDIS_REPLY_NIL) {
+    if (reply->type != REDIS_REPLY_STRING || reply->len == 0) {
         ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
                       NGX_HTTP_LINEGATE_LOG "unexpected API key entry "
                       "reply of type %d", reply->type);
         ngx_http_linegate_internal_error(r);
-        return;
+        return NGX_ERROR;
     }
 
-    if (ngx_http_linegate_redis_script(r,
-            NGX_HTTP_LINEGATE_SCRIPT_OP_KEY_REVOKE, 1, &adm->args,
-            ngx_http_linegate_operator_key_revoke_done)
-        != NGX_OK)
+    if (ngx_http_linegate_pstr(r->pool, &adm->digest, (u_char *) reply->str,
+                               reply->len)
+        == NULL)
     {
-        ngx_http_linegate_store_unavailable(r);
+        ngx_http_linegate_internal_error(r);
+        return NGX_ERROR;
     }
+
+    return NGX_OK;
 }
 
 
 /*
- * op_key_revoke answered: as any call (key_unlisted next); unanswered,
- * it may have run (a timeout): the lookup is dropped all the same, a
- * durable write, and the call is a 503. Had the script not run, the key
- * stays listed without its lookup: refused by every worker that does
- * not cache it (a revocation was asked for), revoked by the retry.
+ * op_key_revoke unanswered: it may have run (a timeout), so the lookup is
+ * dropped all the same, a durable write, before the call's 503. Had the
+ * script not run, the key stays listed without its lookup: refused by
+ * every worker that does not cache it (a revocation was asked for),
+ * revoked by the retry.
  */
 static void
-ngx_http_linegate_operator_key_revoke_done(ngx_http_request_t *r,
-    redisReply *reply)
+ngx_http_linegate_operator_key_lost(ngx_http_request_t *r,
+    ngx_http_linegate_operator_t *adm)
 {
-    ngx_http_linegate_operator_t  *adm;
-
-    adm = ngx_http_linegate_get_ctx(r)->data;
-
-    if (reply == NULL && adm->digest.len) {
+    if (adm->digest.len) {
         ngx_http_linegate_operator_key_drop(r, adm, &adm->digest);
     }
-
-    ngx_http_linegate_operator_done(r, reply);
 }
 
 
