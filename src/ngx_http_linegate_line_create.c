@@ -2113,7 +2113,8 @@ ngx_http_linegate_invoice_send(ngx_http_request_t *r,
 
 
 /*
- * A creation past its lost_at (create_late) makes, fills or finalizes no
+ * A creation past its lost_at (create_late), or a reissue past its
+ * claim's hold (line_manage.c, link_issue), makes, fills or finalizes no
  * invoice: the calls that make money. The draft asked again only to
  * learn its id (REDRAFT, the same Idempotency-Key) and the discard's
  * calls go on.
@@ -2133,14 +2134,18 @@ ngx_http_linegate_invoice_late(ngx_http_request_t *r,
 
     ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
                   NGX_HTTP_LINEGATE_LOG "line request \"%V\" outlived "
-                  "linegate_reconcile_lost_after before its invoice was "
-                  "%s (a reconciliation run may be releasing it): no "
-                  "Stripe call, released",
+                  "%s before its invoice was %s (%s): no Stripe call, "
+                  "released",
                   &lr->id,
+                  lr->invoice.reissue ? "its reissue claim's hold"
+                                      : "linegate_reconcile_lost_after",
                   lr->invoice.step == NGX_HTTP_LINEGATE_INVOICE_DRAFT
                   ? "made"
                   : lr->invoice.step == NGX_HTTP_LINEGATE_INVOICE_ITEM
-                    ? "filled" : "finalized");
+                    ? "filled" : "finalized",
+                  lr->invoice.reissue
+                  ? "another payment_link may take it over and sweep"
+                  : "a reconciliation run may be releasing it");
 
     lr->invoice.late = 1;
 

@@ -990,7 +990,8 @@ ngx_http_linegate_link_claim(ngx_http_request_t *r,
      * the claim's time is now, not the request's start: a slow LINK_CHECK
      * would eat its hold, and another caller take it over while held
      */
-    ngx_http_linegate_redis_arg_int(r, a, ngx_http_linegate_now_ms());
+    lr->claim_ms = ngx_http_linegate_now_ms();
+    ngx_http_linegate_redis_arg_int(r, a, lr->claim_ms);
     ngx_http_linegate_redis_arg_int(r, a, NGX_HTTP_LINEGATE_LR_REISSUE_HOLD);
 
     if (ngx_http_linegate_link_claim_name(r, lr) != NGX_OK) {
@@ -1659,6 +1660,25 @@ ngx_http_linegate_link_issue(ngx_http_request_t *r,
 
     lr->ctx->state = NGX_HTTP_LINEGATE_LINK_ISSUE;
 
+    /*
+     * A claim held past its hold may be taken over by another
+     * payment_link, which sweeps what this one left at Stripe before it
+     * issues its own, or ends with the request and is swept by a run.
+     * This one, stalled (its worker stopped or starved, Stripe slow to
+     * answer the draft), made its invoice after that sweep all the same:
+     * its store refused (LR_BUSY), an invoice Stripe paid at finalization
+     * (the customer's credit balance) could be neither voided nor stored,
+     * a charge with no line, for a human. So the machine makes, fills or
+     * finalizes nothing from the end of the hold on, on nginx's clock as
+     * the next claim measures it (invoice_late): a draft made is deleted,
+     * the claim released if still its own, 409 "being issued"
+     * (link_issued). A host whose clock runs behind the next claimer's by
+     * d still meets that race within d.
+     */
+    lr->invoice.reissue = 1;
+    lr->invoice.late = 0;
+    lr->invoice.lost_at = lr->claim_ms + NGX_HTTP_LINEGATE_LR_REISSUE_HOLD;
+
     if (ngx_http_linegate_invoice_issue(r, lr,
                                         ngx_http_linegate_manage_stripe_done)
         == NGX_DONE)
@@ -1674,6 +1694,16 @@ ngx_http_linegate_link_issued(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr)
 {
     ngx_http_linegate_lr_fail_e  fail;
+
+    if (lr->invoice.late) {
+        /*
+         * past the claim's hold (link_issue): a draft deleted, the claim
+         * released if still its own, 409 "being issued" (Retry-After)
+         */
+        ngx_http_linegate_manage_fail(r, lr, NGX_HTTP_LINEGATE_LR_FAIL_BUSY,
+                                      0, -1);
+        return;
+    }
 
     if (lr->invoice.result != NGX_HTTP_LINEGATE_STRIPE_OK) {
         ngx_http_linegate_manage_fail(r, lr,

@@ -238,14 +238,17 @@ typedef struct {
     unsigned                        kept:1;
 
     /*
-     * A creation's (0 for payment_link's): the Unix ms from which it
-     * makes, fills or finalizes no invoice (its reservation's time plus
+     * The Unix ms from which the machine makes, fills or finalizes no
+     * invoice (0: none), and late once it ended there (invoice_send). A
+     * creation's: its reservation's time plus
      * linegate_reconcile_lost_after, or the 10 minutes after which
-     * lr_create drops it as abandoned, the sooner), and late once the
-     * machine ended there (invoice_send)
+     * lr_create drops it as abandoned, the sooner. payment_link's
+     * (reissue set): its claim's time plus its hold, after which another
+     * payment_link may take the claim over and sweep
      */
     int64_t                         lost_at;
     unsigned                        late:1;
+    unsigned                        reissue:1;
 } ngx_http_linegate_invoice_t;
 
 
@@ -394,6 +397,7 @@ struct ngx_http_linegate_lr_s {
     ngx_http_linegate_redis_handler_pt  setup_resume;
     ngx_str_t                       seq;           /* invoiceSeq */
     ngx_str_t                       claim_by;      /* reissueBy */
+    int64_t                         claim_ms;      /* its reissueAt */
     ngx_str_t                       old_invoice;
     ngx_http_linegate_invoice_t     invoice;
     ngx_http_linegate_lr_sweep_t    sweep;
