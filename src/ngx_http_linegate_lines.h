@@ -475,10 +475,11 @@ void ngx_http_linegate_lines_orphan_of(ngx_log_t *log, ngx_str_t *ws,
 /*
  * A request that ended while it held a payment_link's claim (lr_settle
  * marked it sweepPending): queued as reissue_lapsed, its invoices looked
- * for from the ms in from on; the mark cleared once queued
+ * for from the ms in from on, until an hour after the ms in to (its
+ * sweepPendingTo; empty: none known); the mark cleared once queued
  */
 void ngx_http_linegate_lines_lapsed(ngx_log_t *log, ngx_str_t *ws,
-    ngx_str_t *id, ngx_str_t *customer, ngx_str_t *from);
+    ngx_str_t *id, ngx_str_t *customer, ngx_str_t *from, ngx_str_t *to);
 /* the same for a flat hash read that holds sweepPending */
 void ngx_http_linegate_lines_pending(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr, redisReply *flat);

@@ -45,7 +45,7 @@ static void ngx_http_linegate_lines_released(redisReply *reply,
     ngx_http_linegate_redis_args_t *args, ngx_str_t *note);
 static void ngx_http_linegate_lines_queue(ngx_log_t *log, ngx_str_t *ws,
     ngx_str_t *id, ngx_str_t *invoice, ngx_str_t *customer, ngx_str_t *at,
-    ngx_uint_t lapsed);
+    ngx_str_t *to, ngx_uint_t lapsed);
 static void ngx_http_linegate_lines_lapsed_queued(redisReply *reply,
     ngx_http_linegate_redis_args_t *args, ngx_str_t *note);
 
@@ -547,7 +547,8 @@ ngx_http_linegate_lines_orphan_of(ngx_log_t *log, ngx_str_t *ws,
     at.len = ngx_http_linegate_iso8601(iso, ngx_http_linegate_now_ms())
              - iso;
 
-    ngx_http_linegate_lines_queue(log, ws, id, invoice, customer, &at, 0);
+    ngx_http_linegate_lines_queue(log, ws, id, invoice, customer, &at,
+                                  NULL, 0);
 }
 
 
@@ -564,11 +565,12 @@ ngx_http_linegate_lines_orphan_of(ngx_log_t *log, ngx_str_t *ws,
  */
 void
 ngx_http_linegate_lines_lapsed(ngx_log_t *log, ngx_str_t *ws, ngx_str_t *id,
-    ngx_str_t *customer, ngx_str_t *from)
+    ngx_str_t *customer, ngx_str_t *from, ngx_str_t *to)
 {
     u_char     iso[NGX_HTTP_LINEGATE_ISO_LEN];
+    u_char     iso_to[NGX_HTTP_LINEGATE_ISO_LEN];
     ngx_int_t  ms;
-    ngx_str_t  at;
+    ngx_str_t  at, until;
 
     static ngx_str_t  none = ngx_null_string;
 
@@ -578,7 +580,18 @@ ngx_http_linegate_lines_lapsed(ngx_log_t *log, ngx_str_t *ws, ngx_str_t *id,
     at.data = iso;
     at.len = ms > 0 ? ngx_http_linegate_iso8601(iso, ms) - iso : 0;
 
-    ngx_http_linegate_lines_queue(log, ws, id, &none, customer, &at, 1);
+    /*
+     * the latest claim's ms (sweepPendingTo): the run lists until an hour
+     * after it, a window that does not grow with the time since; none
+     * (a mark written before it existed, or unreadable): until now
+     */
+    ms = to->len ? ngx_atoi(to->data, to->len) : NGX_ERROR;
+
+    until.data = iso_to;
+    until.len = ms > 0 ? ngx_http_linegate_iso8601(iso_to, ms) - iso_to : 0;
+
+    ngx_http_linegate_lines_queue(log, ws, id, &none, customer, &at, &until,
+                                  1);
 }
 
 
@@ -596,10 +609,11 @@ ngx_http_linegate_lines_pending(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr, redisReply *flat)
 {
     size_t       i;
-    ngx_str_t    customer, from;
+    ngx_str_t    customer, from, to;
     redisReply  *k, *v;
 
     ngx_str_null(&from);
+    ngx_str_null(&to);
     customer = lr->customer;
 
     for (i = 0; flat && i + 1 < flat->elements; i += 2) {
@@ -618,6 +632,14 @@ ngx_http_linegate_lines_pending(ngx_http_request_t *r,
             continue;
         }
 
+        if (k->len == sizeof("sweepPendingTo") - 1
+            && ngx_strncmp(k->str, "sweepPendingTo", k->len) == 0)
+        {
+            to.data = (u_char *) v->str;
+            to.len = v->len;
+            continue;
+        }
+
         if (lr->customer.len == 0
             && k->len == sizeof("customer") - 1
             && ngx_strncmp(k->str, "customer", k->len) == 0)
@@ -629,7 +651,7 @@ ngx_http_linegate_lines_pending(ngx_http_request_t *r,
 
     if (from.len) {
         ngx_http_linegate_lines_lapsed(r->connection->log, &lr->ws, &lr->id,
-                                       &customer, &from);
+                                       &customer, &from, &to);
     }
 }
 
@@ -674,6 +696,7 @@ ngx_http_linegate_lines_lapsed_queued(redisReply *reply,
     ngx_http_linegate_redis_arg_cstr(&a, "HDEL");
     ngx_http_linegate_redis_arg_str(&a, &key);
     ngx_http_linegate_redis_arg_cstr(&a, "sweepPending");
+    ngx_http_linegate_redis_arg_cstr(&a, "sweepPendingTo");
 
     (void) ngx_http_linegate_redis_durable_command(ngx_cycle->log, &a,
                                                    "a queued sweep's mark");
@@ -689,7 +712,7 @@ ngx_http_linegate_lines_lapsed_queued(redisReply *reply,
  */
 static void
 ngx_http_linegate_lines_queue(ngx_log_t *log, ngx_str_t *ws, ngx_str_t *id,
-    ngx_str_t *invoice, ngx_str_t *customer, ngx_str_t *at,
+    ngx_str_t *invoice, ngx_str_t *customer, ngx_str_t *at, ngx_str_t *to,
     ngx_uint_t lapsed)
 {
     u_char                          *p;
@@ -737,6 +760,10 @@ ngx_http_linegate_lines_queue(ngx_log_t *log, ngx_str_t *ws, ngx_str_t *id,
     ngx_http_linegate_redis_arg_str(&a, customer);
     ngx_http_linegate_redis_arg_str(&a, at);
     ngx_http_linegate_redis_arg_cstr(&a, reason);
+
+    if (to != NULL && to->len) {
+        ngx_http_linegate_redis_arg_str(&a, to);
+    }
 
     rc = lapsed
          ? ngx_http_linegate_redis_durable_then(log,

@@ -208,6 +208,12 @@
  * subrequest_output_buffer_size (100 take about 200 KB).
  */
 #define NGX_HTTP_LINEGATE_RECONCILE_LOOKBACK   600
+/*
+ * reissue_lapsed: a claim asks for its draft within its hold and its
+ * Stripe calls' timeouts of its time: an hour after the latest covers
+ * them and Stripe's clock many times over (payment_link's sweep alike)
+ */
+#define NGX_HTTP_LINEGATE_RECONCILE_LOOKAHEAD  3600
 #define NGX_HTTP_LINEGATE_RECONCILE_PAGE       10
 #define NGX_HTTP_LINEGATE_RECONCILE_PAGES      50
 #define NGX_HTTP_LINEGATE_RECONCILE_FIELD_MAX  128
@@ -304,6 +310,8 @@ typedef struct {
     ngx_str_t                            idempotency_key;
     ngx_str_t                            customer;
     time_t                               at;        /* the purchase's */
+    /* reissue_lapsed: the latest claim's (its 'to'; 0: none known) */
+    time_t                               to;
     /* a Lines API paid add-on: its workspace and request id */
     ngx_str_t                            workspace;
     ngx_str_t                            line_request;
@@ -2369,6 +2377,10 @@ ngx_http_linegate_reconcile_entry(ngx_http_request_t *r,
             e->at = ngx_http_linegate_reconcile_time(&value);
             continue;
 
+        } else if (ngx_http_linegate_reconcile_is(&name, "to")) {
+            e->to = ngx_http_linegate_reconcile_time(&value);
+            continue;
+
         } else {
             continue;
         }
@@ -2436,8 +2448,8 @@ ngx_http_linegate_reconcile_lookup(ngx_http_request_t *r,
     }
 
     len = sizeof("v1/subscriptions?customer=&status=all&limit="
-                 "&created[gte]=&starting_after=") - 1
-          + e->customer.len + 2 * NGX_INT64_LEN + e->page_after.len;
+                 "&created[gte]=&created[lte]=&starting_after=") - 1
+          + e->customer.len + 3 * NGX_INT64_LEN + e->page_after.len;
 
     path.data = ngx_pnalloc(r->pool, len);
     if (path.data == NULL) {
@@ -2452,6 +2464,17 @@ ngx_http_linegate_reconcile_lookup(ngx_http_request_t *r,
     p = ngx_sprintf(p, "&limit=%d&created[gte]=%T",
                     NGX_HTTP_LINEGATE_RECONCILE_PAGE,
                     e->at - NGX_HTTP_LINEGATE_RECONCILE_LOOKBACK);
+
+    /*
+     * reissue_lapsed: until an hour after the latest claim (its 'to'), as
+     * payment_link's sweep lists (line_manage.c): a window ending now
+     * grew with the time since, and with it the invoices of a customer
+     * billed often, until the entry could never be listed whole
+     */
+    if (e->lapsed && e->to > 0) {
+        p = ngx_sprintf(p, "&created[lte]=%T",
+                        e->to + NGX_HTTP_LINEGATE_RECONCILE_LOOKAHEAD);
+    }
 
     return ngx_http_linegate_reconcile_page(r, ctx, &path, p, &e->page_after,
                                         ngx_http_linegate_reconcile_looked_up);

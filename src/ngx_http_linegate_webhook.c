@@ -508,12 +508,12 @@ ngx_http_linegate_webhook_relay(ngx_http_request_t *r,
 
 
 /*
- * {3, status, changed, .., claim 1, customer, from} or, an event seen
- * before (its redelivery), {0, 1, customer, from}: the request is marked
- * sweepPending (lr_settle: it ended while it held a payment_link's
- * claim, which may have lapsed with an invoice left unstored at Stripe):
- * queued for a reconciliation run (lines_lapsed), as lr_resolve's
- * callers do, the mark cleared once queued
+ * {3, status, changed, .., claim 1, customer, from, to} or, an event
+ * seen before (its redelivery), {0, 1, customer, from, to}: the request
+ * is marked sweepPending (lr_settle: it ended while it held a
+ * payment_link's claim, which may have lapsed with an invoice left
+ * unstored at Stripe): queued for a reconciliation run (lines_lapsed),
+ * as lr_resolve's callers do, the mark cleared once queued
  */
 static void
 ngx_http_linegate_webhook_lapsed(ngx_http_request_t *r,
@@ -521,7 +521,7 @@ ngx_http_linegate_webhook_lapsed(ngx_http_request_t *r,
 {
     int        i;
     int64_t    code, claim;
-    ngx_str_t  customer, from;
+    ngx_str_t  customer, from, to;
 
     if (reply == NULL
         || ngx_http_linegate_reply_int(reply, 0, &code) != NGX_OK
@@ -540,8 +540,13 @@ ngx_http_linegate_webhook_lapsed(ngx_http_request_t *r,
         return;
     }
 
+    /* sweepPendingTo: absent from an older script's answer */
+    if (ngx_http_linegate_reply_str(reply, i + 3, &to) != NGX_OK) {
+        ngx_str_null(&to);
+    }
+
     ngx_http_linegate_lines_lapsed(r->connection->log, &inv->ws, &inv->id,
-                                   &customer, &from);
+                                   &customer, &from, &to);
 }
 
 

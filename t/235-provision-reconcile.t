@@ -1060,6 +1060,78 @@ subtest 'a reissue killed before its store, the request canceled: voided'
              @{ $b->{entries} // [] }), 'a second run has nothing');
 };
 
+# The same, the claim two hours old and the customer billed often since
+# (501 invoices of other kinds): lr_settle marks the latest claim's time
+# too (sweepPendingTo), the entry carries it ('to'), and the run lists the
+# customer's invoices until an hour after it, as payment_link's sweep
+# does. Before, it listed every invoice since the claim up to now: more
+# than its 50 pages hold, deferred (too_many_subscriptions), run after
+# run, for good.
+subtest 'reissue_lapsed: a customer billed often since the lapsed claim'
+    => sub {
+    my $l = LG::Lines->new($s);
+    my $w = $l->workspace('org_lapsed_often');
+    my ($id, $c) = $l->awaiting($w);
+    my $old = $c->{invoiceId};
+    $l->invoice_do($old, 'void');
+    $l->fault(path_prefix => '/v1/invoices/', latency_ms => $HOLD,
+              after_commit => 1, drop => 1);
+    my $killed = 0;
+    my (undef, $done) = $l->during([$w, POST => "/api/line-requests/$id",
+                                    {action => 'payment_link'}], sub {
+        return 0 unless $s->stub_held(qr{^/v1/invoices/.+/finalize$});
+        $killed = $s->kill_workers;
+        return 1;
+    }, 60);
+    $l->clear_faults;
+    ok($done && $killed, 'the workers were killed mid-reissue') or return;
+    my ($orphan) = grep { $_->{id} ne $old } $l->invoices($w->{customer});
+    is($orphan->{status} // '', 'open', 'its new invoice open, unstored')
+        or return;
+
+    # the claim and its invoices two hours old, 501 invoices since
+    my $ago = 7200;
+    my $lkey = "lg:{ws:$w->{id}}:lr:$id";
+    $r->hset($lkey, reissueAt => $r->hget($lkey, 'reissueAt')
+                                 - $ago * 1000 - 60001,
+             reconciledAt => 0);
+    $s->stub(POST => "/_stub/invoices/$_/backdate", {seconds => $ago})
+        for $old, $orphan->{id};
+    for (1 .. 501) {
+        $s->ua->post($s->stub_url('/v1/invoices')
+                     => {Authorization => 'Bearer sk_test_often'}
+                     => form => {customer => $w->{customer},
+                                 collection_method => 'send_invoice',
+                                 days_until_due => 7});
+    }
+    is($l->answer($l->get($w, $id), 200, 'GET')->{status}, 'canceled',
+       'a GET cancels it');
+    my $q;
+    ok(eventually(sub { ($q) = grep { ($_->{line_request_id} // '') eq $id }
+                                @{ $p->reconcile }; $q }, 5),
+       'queued for reconciliation');
+    like($q->{to} // '', qr/^\d{4}-\d\d-\d\dT/,
+         'with the latest claim\'s time (to)') or diag explain $q;
+
+    my $log = $s->stub(GET => '/_stub/state')->res->json->{log} // [];
+    my $seq = @$log ? $log->[-1]{seq} : 0;
+    my $b = run();
+    my ($e) = grep { ($_->{line_request_id} // '') eq $id }
+              @{ $b->{entries} // [] };
+    is($e->{outcome}, 'voided', 'resolved: voided') or diag explain $e;
+    is($l->invoice($orphan->{id})->{status}, 'void', 'the orphan void');
+    $log = $s->stub(GET => '/_stub/state')->res->json->{log} // [];
+    my @lists = grep { $_->{seq} > $seq && $_->{method} eq 'GET'
+                       && $_->{path} eq '/v1/invoices' } @$log;
+    my $pr = ($lists[-1] // {})->{params} // {};
+    my $lte = ref $pr->{created} eq 'HASH' ? $pr->{created}{lte}
+                                           : $pr->{'created[lte]'};
+    ok(defined $lte && $lte < time - $ago + 3700,
+       'listed up to an hour after the lapsed claim') or diag explain $pr;
+    is_deeply([grep { ($_->{line_request_id} // '') eq $id }
+               @{ $p->reconcile }], [], 'off lg:{fleet}:reconcile');
+};
+
 # What a worker cut off from Redis (not dead) does once it is back: its
 # lr_invoice_store, sent again after its reply was lost (a durable
 # write), lands after a run's sweep queued its request as worker_lost.

@@ -17,13 +17,22 @@
 -- ARGV[1] ws, ARGV[2] request id, ARGV[3] invoice id ("" never seen),
 -- ARGV[4] Stripe customer, ARGV[5] the time its invoices are looked for
 -- from (ISO 8601: the queuing's, or the request's creation), ARGV[6]
--- the reason (absent: invoice_unrepaired)
+-- the reason (absent: invoice_unrepaired), ARGV[7] (reissue_lapsed,
+-- optional) the latest claim's time (ISO 8601: sweepPendingTo), the
+-- entry's 'to': the run lists the customer's invoices until an hour
+-- after it rather than until now
 --
 -- Returns 1 when queued now, 0 when it was already.
 
 --#include pv_queue
 
-return lg_pv_queue(KEYS[1], KEYS[2], {
+local fields = {
     'workspace', ARGV[1], 'line_request_id', ARGV[2],
     'invoice_id', ARGV[3], 'reason', ARGV[6] or 'invoice_unrepaired',
-    'customer', ARGV[4], 'at', ARGV[5]})
+    'customer', ARGV[4], 'at', ARGV[5]}
+if ARGV[7] and ARGV[7] ~= '' then
+    fields[#fields + 1] = 'to'
+    fields[#fields + 1] = ARGV[7]
+end
+
+return lg_pv_queue(KEYS[1], KEYS[2], fields)

@@ -18,7 +18,7 @@
 --          member of lg:{fleet}:lr:setup it wrote before it)
 -- ARGV[9]  ms a payment_link's reissue claim holds (reissueAt)
 --
--- Returns  {0, pending, customer, from}
+-- Returns  {0, pending, customer, from, to}
 --                                  event seen before: nothing done;
 --                                  pending 1 while the request is marked
 --                                  sweepPending (see claim below: a
@@ -42,7 +42,7 @@
 --                                  linegate_reconcile_lost_after): only
 --                                  a reconciliation run settles it
 --          {3, status, changed, channelType, lineType, reopened,
---           claim, customer, from}
+--           claim, customer, from, to}
 --                                  settled (changed 1) or left alone (0);
 --                                  'provisioning' with changed 1 is the
 --                                  report of a set-up entry (appended
@@ -56,20 +56,24 @@
 --                                  left unstored): nginx queues it
 --                                  (reissue_lapsed) for a run to look
 --                                  under its customer from `from` (ms)
---                                  on, and clears the mark once queued
+--                                  on (to `to`, ms, plus an hour, when
+--                                  not empty), and clears the mark once
+--                                  queued
 --
 -- The event id is remembered once the event is applied (settled or left
 -- alone), never before: an event that changed nothing stays deliverable.
 
 --#include lr_settle
 
--- the request's sweepPending mark: {1, customer, from}, or {0, '', ''}
+-- the request's sweepPending mark: {1, customer, from, to}, or
+-- {0, '', '', ''} (to: sweepPendingTo, '' when none)
 local function lg_wh_pending(lkey)
-    local h = redis.call('HMGET', lkey, 'sweepPending', 'customer')
+    local h = redis.call('HMGET', lkey, 'sweepPending', 'customer',
+                         'sweepPendingTo')
     if not h[1] then
-        return 0, '', ''
+        return 0, '', '', ''
     end
-    return 1, h[2] or '', h[1]
+    return 1, h[2] or '', h[1], h[3] or ''
 end
 
 -- A request that may still come to name this invoice: its index is
@@ -104,8 +108,8 @@ end
 
 local ekey = KEYS[1]
 if redis.call('EXISTS', ekey) == 1 then
-    local pending, customer, from = lg_wh_pending(KEYS[2])
-    return {0, pending, customer, from}
+    local pending, customer, from, to = lg_wh_pending(KEYS[2])
+    return {0, pending, customer, from, to}
 end
 
 local ws, id = ARGV[6], ARGV[7]
@@ -146,7 +150,7 @@ end
 
 redis.call('SET', ekey, ARGV[3], 'EX', tonumber(ARGV[5]))
 
-local claim, customer, from = lg_wh_pending(KEYS[2])
+local claim, customer, from, to = lg_wh_pending(KEYS[2])
 
 return {3, status, changed and 1 or 0, channel or '', line_type or '',
-        reopened and 1 or 0, claim, customer, from}
+        reopened and 1 or 0, claim, customer, from, to}

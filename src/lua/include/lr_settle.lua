@@ -28,7 +28,10 @@
 -- claim (reissueAt: one that lapsed may have left an invoice unstored at
 -- Stripe, which no payment_link will sweep now) is marked sweepPending,
 -- the ms its invoices are to be looked for from (the earliest of
--- sweepFrom and a reissueAt > 0; else its creation): nginx queues it
+-- sweepFrom and a reissueAt > 0; else its creation), and sweepPendingTo
+-- the ms of the latest such claim (the later of sweepTo and a reissueAt
+-- > 0; none when neither is known), which bounds the run's list as
+-- sweepTo bounds payment_link's sweep: nginx queues it
 -- (reissue_lapsed) whenever it reads the mark, and clears it once the
 -- queuing answered, so a reply lost on the way loses nothing.
 -- Any other current status is left alone (changed = false), so a
@@ -83,7 +86,7 @@ local function lg_lr_settle(stream, lkey, lines, pending, ws, id, outcome,
                             now_ms, now_iso)
     local cur = redis.call('HMGET', lkey, 'provisioningStatus',
                            'channelType', 'lineType', 'createdAt',
-                           'reissueAt', 'sweepFrom')
+                           'reissueAt', 'sweepFrom', 'sweepTo')
     if not cur[1] then
         return nil, false
     end
@@ -124,6 +127,16 @@ local function lg_lr_settle(stream, lkey, lines, pending, ws, id, outcome,
             from = lg_lr_created_ms(cur[4]) or now_ms
         end
         redis.call('HSET', lkey, 'sweepPending', from)
+        -- the latest such claim: the run's list ends an hour after it
+        local to = tonumber(cur[7] or '0') or 0
+        if at > to then
+            to = at
+        end
+        if to > 0 then
+            redis.call('HSET', lkey, 'sweepPendingTo', to)
+        else
+            redis.call('HDEL', lkey, 'sweepPendingTo')
+        end
     end
 
     if redis.call('GET', pending) == id then
