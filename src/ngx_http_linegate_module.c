@@ -1520,6 +1520,14 @@ ngx_http_linegate_redis_secret(ngx_conf_t *cf, ngx_str_t *v, size_t skip,
         return NGX_CONF_ERROR;
     }
 
+    if (v->len == skip) {
+        /* else no AUTH at all, and "user=" silently unused */
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "the %s password \"%s\" is empty", whose,
+                           option);
+        return NGX_CONF_ERROR;
+    }
+
     secret->data = v->data + skip;
     secret->len = v->len - skip;
 
@@ -1680,6 +1688,10 @@ ngx_http_linegate_rate(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     size_t      len;
     ngx_int_t   n;
     ngx_str_t  *value;
+
+    if (lmcf->ws_rate != NGX_CONF_UNSET_UINT) {
+        return "is duplicate";
+    }
 
     value = cf->args->elts;
     len = value[1].len;
