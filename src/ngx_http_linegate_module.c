@@ -1915,7 +1915,13 @@ ngx_http_linegate_secret_file(ngx_conf_t *cf, ngx_command_t *cmd,
         return NGX_CONF_ERROR;
     }
 
-    fd = ngx_open_file(path.data, NGX_FILE_RDONLY, NGX_FILE_OPEN, 0);
+    /*
+     * O_NONBLOCK: a FIFO (or a device) given as the path would block the
+     * master until some writer came, hanging nginx -t and a reload; the
+     * file type is checked once it is open
+     */
+    fd = ngx_open_file(path.data, NGX_FILE_RDONLY|NGX_FILE_NONBLOCK,
+                       NGX_FILE_OPEN, 0);
     if (fd == NGX_INVALID_FILE) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, ngx_errno,
                            "\"%V\": cannot open \"%V\"", &cmd->name, &path);

@@ -166,10 +166,22 @@ my @refused = (
      qr/\[emerg\] the Redis password is set twice/],
 );
 
+# A FIFO is no regular file: opening it used to wait for a writer, and
+# nginx -t (and a reload, in the master) hung there for good.
+system('mkfifo', "$dir/fifo") == 0 or BAIL_OUT("mkfifo: $?");
+push @refused,
+    ['a token file that is a FIFO',
+     with_files($s, %files, token => "$dir/fifo"),
+     qr/\[emerg\] "linegate_operator_token_file": "\Q$dir\E\/fifo" is not a file/],
+    ['a Redis password file that is a FIFO',
+     with_files($s, %files, pw => "$dir/fifo"),
+     qr/\[emerg\] "linegate_redis_password_file": "\Q$dir\E\/fifo" is not a file/];
+
 for my $case (@refused) {
     my ($name, $conf, $re) = @$case;
-    my ($rc, $out) = $s->nginx_t($conf);
+    my ($rc, $out) = $s->nginx_t($conf, timeout => 10);
     isnt($rc, 0, "refused: $name");
+    isnt($rc, 124, "refused: $name: at once, not hung");
     like($out, $re, "refused: $name: message") or diag $out;
 }
 

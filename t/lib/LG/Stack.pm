@@ -526,17 +526,20 @@ sub api {
     return $self->{opts}{api} // 1;
 }
 
+# timeout => seconds: nginx -t killed past it (exit 124), for a test of
+# a configuration that could hang the master
 sub _nginx_test {
-    my ($self, $prefix) = @_;
+    my ($self, $prefix, %opt) = @_;
 
-    my $out = qx{$self->{nginx} -t -p '$prefix/' -c '$prefix/nginx.conf' -e '$prefix/error.log' 2>&1};
+    my $limit = $opt{timeout} ? "timeout -k 2 $opt{timeout} " : '';
+    my $out = qx{$limit$self->{nginx} -t -p '$prefix/' -c '$prefix/nginx.conf' -e '$prefix/error.log' 2>&1};
     return ($? >> 8, $out);
 }
 
 # nginx -t on any configuration text, in a prefix of its own: the paths
 # of the stack's prefix in the text are moved there.
 sub nginx_t {
-    my ($self, $conf) = @_;
+    my ($self, $conf, %opt) = @_;
 
     my $dir = tempdir('nginx-t-XXXXXX', DIR => $self->{dir}, CLEANUP => 1);
     $conf =~ s/\Q$self->{prefix}\E/$dir/g;
@@ -549,7 +552,7 @@ sub nginx_t {
     print $fh $conf;
     close $fh;
 
-    return $self->_nginx_test($dir);
+    return $self->_nginx_test($dir, %opt);
 }
 
 sub stop_redis {
