@@ -1159,9 +1159,34 @@ ngx_http_linegate_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
 
     ngx_http_core_loc_conf_t  *clcf;
 
+    clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
+
+    /*
+     * As nginx's content handlers (proxy_pass...): a nested location
+     * does not serve its parent's API, which would otherwise answer its
+     * error pages in JSON without ever serving the API there. An "if"
+     * or "limit_except" block inside the location does serve it.
+     */
+    if (conf->api == NGX_CONF_UNSET_UINT && !clcf->noname) {
+        conf->api = NGX_HTTP_LINEGATE_API_NONE;
+        ngx_str_set(&conf->api_name, "");
+    }
+
     ngx_conf_merge_uint_value(conf->api, prev->api,
                               NGX_HTTP_LINEGATE_API_NONE);
     ngx_conf_merge_str_value(conf->api_name, prev->api_name, "");
+
+    /*
+     * nginx chooses limit_except's configuration for the methods it
+     * names, and takes the content handler from it: without one the
+     * request would reach the static module instead of the API
+     */
+    if (clcf->lmt_excpt && clcf->handler == NULL
+        && conf->api != NGX_HTTP_LINEGATE_API_NONE)
+    {
+        clcf->handler = ngx_http_linegate_handler;
+    }
+
     ngx_conf_merge_size_value(conf->max_body, prev->max_body, 16384);
 
     if (conf->max_body == 0 || conf->max_body > 1024 * 1024) {
@@ -1175,8 +1200,6 @@ ngx_http_linegate_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
      * The body is read into one memory buffer: a body larger than
      * client_body_buffer_size would go to a temporary file instead.
      */
-    clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
-
     if (conf->api != NGX_HTTP_LINEGATE_API_NONE
         && clcf->client_body_buffer_size < conf->max_body)
     {
