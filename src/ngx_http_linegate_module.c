@@ -67,6 +67,8 @@ static char *ngx_http_linegate_redis_cluster_conf(ngx_conf_t *cf,
 static char *ngx_http_linegate_redis_secret(ngx_conf_t *cf, ngx_str_t *v,
     size_t skip, ngx_str_t *secret, const char *whose, const char *option,
     const char *file_directive);
+static ngx_int_t ngx_http_linegate_redis_option_seen(ngx_conf_t *cf,
+    ngx_str_t *v, ngx_uint_t *seen);
 static char *ngx_http_linegate_redis_option(ngx_conf_t *cf,
     ngx_http_linegate_main_conf_t *lmcf, ngx_str_t *v);
 static char *ngx_http_linegate_redis_wait_conf(ngx_conf_t *cf,
@@ -986,8 +988,9 @@ ngx_http_linegate_init_main_conf(ngx_conf_t *cf, void *conf)
     if (lmcf->inventory_cache > NGX_HTTP_LINEGATE_INVENTORY_CACHE_MAX) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                            "\"linegate_inventory_cache\" must be at most "
-                           "%Mms", (ngx_msec_t)
-                           NGX_HTTP_LINEGATE_INVENTORY_CACHE_MAX);
+                           "%Mms, not %Mms", (ngx_msec_t)
+                           NGX_HTTP_LINEGATE_INVENTORY_CACHE_MAX,
+                           lmcf->inventory_cache);
         return NGX_CONF_ERROR;
     }
 
@@ -1016,7 +1019,8 @@ ngx_http_linegate_init_main_conf(ngx_conf_t *cf, void *conf)
     if (lmcf->apikey_cache_size < 2 || lmcf->apikey_cache_size > 16777216) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                            "\"linegate_api_key_cache_size\" must be "
-                           "between 2 and 16777216");
+                           "between 2 and 16777216, not %i",
+                           lmcf->apikey_cache_size);
         return NGX_CONF_ERROR;
     }
 
@@ -1079,7 +1083,12 @@ ngx_http_linegate_init_main_conf(ngx_conf_t *cf, void *conf)
         || lmcf->redis_keepalive == 0)
     {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "linegate: Redis timeouts must be greater than 0");
+                           "linegate: Redis timeouts must be greater than 0 "
+                           "(\"linegate_redis_%s\" is 0)",
+                           lmcf->redis_connect_timeout == 0
+                           ? "connect_timeout"
+                           : lmcf->redis_command_timeout == 0
+                           ? "command_timeout" : "keepalive");
         return NGX_CONF_ERROR;
     }
 
@@ -1283,7 +1292,7 @@ ngx_http_linegate_redis_conf(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     ngx_http_linegate_main_conf_t *lmcf = conf;
 
     ngx_str_t                        *value;
-    ngx_uint_t                        i, naddrs, sentinel_pw;
+    ngx_uint_t                        i, naddrs, sentinel_pw, seen;
 
     if (lmcf->redis_configured) {
         return "is duplicate";
@@ -1308,9 +1317,13 @@ ngx_http_linegate_redis_conf(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     /* set already: by linegate_redis_sentinel_password_file */
     sentinel_pw = (lmcf->redis_sentinel_password.data != NULL);
 
+    seen = 0;
+
     for (i = naddrs + 1; i < cf->args->nelts; i++) {
-        if (ngx_http_linegate_redis_option(cf, lmcf, &value[i])
-            != NGX_CONF_OK)
+        if (ngx_http_linegate_redis_option_seen(cf, &value[i], &seen)
+            != NGX_OK
+            || ngx_http_linegate_redis_option(cf, lmcf, &value[i])
+               != NGX_CONF_OK)
         {
             return NGX_CONF_ERROR;
         }
@@ -1558,6 +1571,41 @@ ngx_http_linegate_redis_secret(ngx_conf_t *cf, ngx_str_t *v, size_t skip,
 }
 
 
+/*
+ * Each option of linegate_redis once: a second one would silently win
+ * (a second "password=" was reported as one given in a file too)
+ */
+static ngx_int_t
+ngx_http_linegate_redis_option_seen(ngx_conf_t *cf, ngx_str_t *v,
+    ngx_uint_t *seen)
+{
+    size_t                   len;
+    ngx_uint_t               i;
+    static const char *const names[] = { "password=", "user=", "sentinel=",
+                                         "sentinel_password=", "cluster=",
+                                         "db=" };
+
+    for (i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+        len = ngx_strlen(names[i]);
+
+        if (v->len < len || ngx_strncmp(v->data, names[i], len) != 0) {
+            continue;
+        }
+
+        if (*seen & ((ngx_uint_t) 1 << i)) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "duplicate \"%s\" parameter", names[i]);
+            return NGX_ERROR;
+        }
+
+        *seen |= (ngx_uint_t) 1 << i;
+        break;
+    }
+
+    return NGX_OK;
+}
+
+
 /* one name=value option of linegate_redis */
 static char *
 ngx_http_linegate_redis_option(ngx_conf_t *cf,
@@ -1668,6 +1716,7 @@ ngx_http_linegate_plan_price(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     ngx_http_linegate_main_conf_t *lmcf = conf;
 
     ngx_str_t                       *value;
+    ngx_uint_t                       i;
     ngx_http_linegate_plan_price_t  *pp;
 
     value = cf->args->elts;
@@ -1686,6 +1735,20 @@ ngx_http_linegate_plan_price(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         lmcf->plan_prices = ngx_array_create(cf->pool, 4,
                                   sizeof(ngx_http_linegate_plan_price_t));
         if (lmcf->plan_prices == NULL) {
+            return NGX_CONF_ERROR;
+        }
+    }
+
+    /* the webhook takes the first: a second mapping would never apply */
+    pp = lmcf->plan_prices->elts;
+
+    for (i = 0; i < lmcf->plan_prices->nelts; i++) {
+        if (pp[i].price.len == value[1].len
+            && ngx_strcmp(pp[i].price.data, value[1].data) == 0)
+        {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "price \"%V\" is mapped to \"%V\" already",
+                               &value[1], &pp[i].plan);
             return NGX_CONF_ERROR;
         }
     }
@@ -2037,13 +2100,19 @@ ngx_http_linegate_check_sec_bounds(ngx_conf_t *cf, void *post, void *data)
     ngx_conf_num_bounds_t  *bounds = post;
     time_t                 *sp = data;
 
+    ngx_str_t  *value;
+
     if (*sp >= (time_t) bounds->low && *sp <= (time_t) bounds->high) {
         return NGX_CONF_OK;
     }
 
+    /* called by the directive's handler: its name and value are there */
+    value = cf->args->elts;
+
     ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                       "value must be between %i and %i",
-                       bounds->low, bounds->high);
+                       "\"%V\" value must be between %i and %i seconds, "
+                       "not \"%V\"", &value[0], bounds->low, bounds->high,
+                       &value[1]);
 
     return NGX_CONF_ERROR;
 }
