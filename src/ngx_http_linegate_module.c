@@ -958,8 +958,9 @@ ngx_http_linegate_init_main_conf(ngx_conf_t *cf, void *conf)
      */
     ngx_conf_init_msec_value(lmcf->ws_rate_lease, 0);
 
-    /* linegate_rate checked that T is at least 1 us */
-    lmcf->ws_rate_interval = (int64_t) lmcf->ws_rate_window * 1000000
+    /* linegate_rate checked that T is at least 1 us, and kept within 1% */
+    lmcf->ws_rate_interval = ((int64_t) lmcf->ws_rate_window * 1000000
+                              + (int64_t) lmcf->ws_rate - 1)
                              / (int64_t) lmcf->ws_rate;
 
     p = ngx_pnalloc(cf->pool, 2 * NGX_INT64_LEN);
@@ -1772,6 +1773,7 @@ ngx_http_linegate_rate(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     ngx_http_linegate_main_conf_t *lmcf = conf;
 
     size_t      len;
+    int64_t     period, interval;
     ngx_int_t   n;
     ngx_str_t  *value;
 
@@ -1808,6 +1810,24 @@ ngx_http_linegate_rate(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                            "rate \"%V\" too high (at most 1000000r/s)",
                            &value[1]);
+        return NGX_CONF_ERROR;
+    }
+
+    /*
+     * T rounded up, as linegate_limit_zone's: rounded down, 750000r/s
+     * was kept as 1000000r/s, a third more than the rate. A rate that
+     * rounding up changes by more than 1% is refused, not cut.
+     */
+    period = (int64_t) lmcf->ws_rate_window * 1000000;
+    interval = (period + n - 1) / n;
+
+    if ((interval * n - period) * 100 > period) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "rate \"%V\" cannot be kept: a request's "
+                           "interval is whole microseconds, and %L us is "
+                           "%L r/s; use a rate within 1%% of one such",
+                           &value[1], interval,
+                           (int64_t) 1000000 / interval);
         return NGX_CONF_ERROR;
     }
 

@@ -318,6 +318,12 @@ push @refused, (
     # numbers
     ['a workspace rate over 1,000,000 a second', $s->render(WS_RATE => '1000001r/s'),
      qr/\[emerg\] rate "1000001r\/s" too high \(at most 1000000r\/s\)/],
+    ['a workspace rate its interval cannot keep',
+     $s->render(WS_RATE => '750000r/s'),
+     qr/\[emerg\] rate "750000r\/s" cannot be kept: a request's interval is whole microseconds, and 2 us is 500000 r\/s/],
+    ['a workspace rate per minute its interval cannot keep',
+     $s->render(WS_RATE => '45000000r/m'),
+     qr/\[emerg\] rate "45000000r\/m" cannot be kept/],
     ['a workspace rate per hour', $s->render(WS_RATE => '10r/h'),
      qr/\[emerg\] invalid rate "10r\/h"/],
     ['a workspace rate of 1e12', $s->render(WS_RATE => '1000000000000r/s'),
