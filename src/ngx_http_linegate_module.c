@@ -2004,6 +2004,7 @@ ngx_http_linegate_secret_file(ngx_conf_t *cf, ngx_command_t *cmd,
     ssize_t           n;
     ngx_fd_t          fd;
     ngx_str_t        *field, *value, path;
+    ngx_uint_t        mode;
     ngx_file_info_t   fi;
 
     field = (ngx_str_t *) (p + cmd->offset);
@@ -2048,6 +2049,19 @@ ngx_http_linegate_secret_file(ngx_conf_t *cf, ngx_command_t *cmd,
                            "\"%V\": \"%V\" is not a file of at most 4096 "
                            "bytes", &cmd->name, &path);
         goto failed;
+    }
+
+    mode = ngx_file_access(&fi);
+
+    if (mode & S_IROTH) {
+        /* a warning: the file may be meant for a test, or a container */
+        ngx_conf_log_error(NGX_LOG_WARN, cf, 0,
+                           "\"%V\": \"%V\" is readable by every user "
+                           "(mode 0%ui%ui%ui): a secret's file is best "
+                           "0600 or 0640", &cmd->name, &path,
+                           (ngx_uint_t) (mode >> 6) & 7,
+                           (ngx_uint_t) (mode >> 3) & 7,
+                           (ngx_uint_t) mode & 7);
     }
 
     len = (size_t) ngx_file_size(&fi);

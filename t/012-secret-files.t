@@ -188,6 +188,17 @@ for my $case (@refused) {
 subtest 'accepted: the _file directives, and a file without a newline' => sub {
     my ($rc, $out) = $s->nginx_t($conf_ok);
     is($rc, 0, 'exit 0') or diag $out;
+    unlike($out, qr/\[warn\]/, 'files of mode 0600: no warning');
+};
+
+subtest 'a secret file every user can read: a warning' => sub {
+    my $open = write_file('open-token', "$token\n");
+    chmod 0644, $open;
+    my ($rc, $out) = $s->nginx_t(with_files($s, %files, token => $open));
+    is($rc, 0, 'accepted') or diag $out;
+    like($out, qr/\[warn\] "linegate_operator_token_file": "\Q$open\E" is readable by every user \(mode 0644\)/,
+         'nginx -t warns, naming the path and the mode');
+    unlike($out, qr/\Q$token\E/, 'not the secret');
 };
 
 # The Sentinel password (sentinel.conf's requirepass) has its _file form
