@@ -1197,6 +1197,18 @@ ngx_http_linegate_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
         clcf->handler = ngx_http_linegate_handler;
     }
 
+    /* one content handler a location: the last one given would win */
+    if (conf->api != NGX_HTTP_LINEGATE_API_NONE && !clcf->noname
+        && clcf->handler != ngx_http_linegate_handler)
+    {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"linegate_api %V\" and another content "
+                           "handler (proxy_pass, fastcgi_pass...) in "
+                           "location \"%V\": one would never serve",
+                           &conf->api_name, &clcf->name);
+        return NGX_CONF_ERROR;
+    }
+
     ngx_conf_merge_size_value(conf->max_body, prev->max_body, 16384);
 
     if (conf->max_body == 0 || conf->max_body > 1024 * 1024) {
@@ -1281,6 +1293,17 @@ ngx_http_linegate_api(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     }
 
     clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
+
+    if (clcf->handler != NULL) {
+        /* merge_loc_conf refuses the other order */
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"linegate_api %V\" and another content "
+                           "handler (proxy_pass, fastcgi_pass...) in "
+                           "location \"%V\": one would never serve",
+                           &value[1], &clcf->name);
+        return NGX_CONF_ERROR;
+    }
+
     clcf->handler = ngx_http_linegate_handler;
 
     return NGX_CONF_OK;

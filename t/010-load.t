@@ -197,6 +197,16 @@ push @refused, (
      in_server('linegate_limit_zone y key=$remote_addr rate=1r/s;'),
      qr/\[emerg\] "linegate_limit_zone" directive is not allowed here/],
 
+    # one content handler a location (before, the last one silently won)
+    ['linegate_api, then proxy_pass',
+     in_server('location /x { linegate_api operator; '
+               . 'proxy_pass http://127.0.0.1:1; }'),
+     qr/\[emerg\] "linegate_api operator" and another content handler \(proxy_pass, fastcgi_pass\.\.\.\) in location "\/x"/],
+    ['proxy_pass, then linegate_api',
+     in_server('location /x { proxy_pass http://127.0.0.1:1; '
+               . 'linegate_api metrics; }'),
+     qr/\[emerg\] "linegate_api metrics" and another content handler/],
+
     # duplicates
     ['two linegate_api in a location',
      in_server('location /x { linegate_api operator; linegate_api metrics; }'),
