@@ -188,6 +188,8 @@ static ngx_int_t ngx_http_linegate_limit_redis_key(ngx_http_request_t *r,
     ngx_http_linegate_limit_result_t *res);
 static ngx_int_t ngx_http_linegate_limit_header_filter(
     ngx_http_request_t *r);
+static int64_t ngx_http_linegate_limit_next(
+    ngx_http_linegate_limit_ctx_t *ctx, ngx_http_linegate_limit_result_t *res);
 static ngx_int_t ngx_http_linegate_limit_add_header(ngx_http_request_t *r,
     ngx_str_t *name, u_char *value, size_t len);
 static ngx_int_t ngx_http_linegate_limit_variable(ngx_http_request_t *r,
@@ -1630,7 +1632,7 @@ ngx_http_linegate_limit_header_filter(ngx_http_request_t *r)
         sp = ngx_sprintf(sp, "\"%V\";r=%L;t=%L", &res->zone->name,
                          ngx_http_linegate_ratelimit_available(
                              res->remaining, res->zone->rate),
-                         (ngx_max(res->reset_ms, 0) + 999) / 1000);
+                         ngx_http_linegate_limit_next(ctx, res));
         n++;
     }
 
@@ -1651,6 +1653,31 @@ ngx_http_linegate_limit_header_filter(ngx_http_request_t *r)
     }
 
     return ngx_http_next_header_filter(r);
+}
+
+
+/* RateLimit's t: ngx_http_linegate_ratelimit_next() with the zone's GCRA */
+static int64_t
+ngx_http_linegate_limit_next(ngx_http_linegate_limit_ctx_t *ctx,
+    ngx_http_linegate_limit_result_t *res)
+{
+    uint64_t    T;
+    ngx_uint_t  burst;
+
+    T = res->zone->interval;
+    burst = res->zone->burst;
+
+    if (ctx->status == NGX_HTTP_LINEGATE_LIMIT_LOCAL_PASSED
+        || ctx->status == NGX_HTTP_LINEGATE_LIMIT_LOCAL_REJECTED)
+    {
+        /* the node's share: ngx_http_linegate_limit_local() */
+        T *= ctx->llcf->share;
+        burst /= ctx->llcf->share;
+    }
+
+    return ngx_http_linegate_ratelimit_next(res->remaining, res->reset_ms,
+                                            res->retry_ms, burst + 1,
+                                            res->zone->rate, T);
 }
 
 

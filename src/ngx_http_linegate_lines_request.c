@@ -905,12 +905,14 @@ ngx_http_linegate_lines_admit(ngx_http_request_t *r,
 
     ngx_http_linegate_auth_learn(r, &lr->who, &lr->ws);
 
-    /* t: seconds until the workspace is back to its full burst */
+    /* t: seconds until one more request passes (burst N - 1: full is N) */
     w.name = "workspace";
     w.quota = lmcf->ws_rate;
     w.window = lmcf->ws_rate_window;
     w.remaining = (ngx_int_t) lr->remaining;
-    w.reset = (time_t) ((ngx_max(lr->reset_ms, 0) + 999) / 1000);
+    w.reset = (time_t) ngx_http_linegate_ratelimit_next(lr->remaining,
+                          lr->reset_ms, lr->retry_ms, (int64_t) lmcf->ws_rate,
+                          lmcf->ws_rate, (uint64_t) lmcf->ws_rate_interval);
 
     if (ngx_http_linegate_ratelimit_headers(r, ctx, &w, 1) != NGX_OK) {
         ngx_http_linegate_internal_error(r);

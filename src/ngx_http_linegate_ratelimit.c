@@ -34,6 +34,45 @@ ngx_http_linegate_ratelimit_available(int64_t remaining, ngx_uint_t quota)
 }
 
 
+/*
+ * RateLimit's t for a GCRA, in seconds rounded up: the draft (-10 on)
+ * makes it the time until more quota is made available, that is until r
+ * grows by one, no longer until the whole quota is back. A key is back
+ * to full (full admissions, burst + 1) reset_ms from now, one admission
+ * every interval T (microseconds) before that: the next one comes back
+ * reset - (full - 1 - remaining) T from now, a rejection's retry_ms. 0
+ * when r already says all it can (q, or full when below q): nothing more
+ * is to come. reset_ms and retry_ms are within NGX_HTTP_LINEGATE_GCRA_MAX
+ * and (full - 1) T within a day's interval times the largest burst:
+ * their microseconds fit in 63 bits.
+ */
+int64_t
+ngx_http_linegate_ratelimit_next(int64_t remaining, int64_t reset_ms,
+    int64_t retry_ms, int64_t full, ngx_uint_t quota, uint64_t interval)
+{
+    int64_t  us;
+
+    remaining = ngx_max(remaining, 0);
+
+    if (remaining >= ngx_min(full, (int64_t) quota)) {
+        return 0;
+    }
+
+    if (remaining == 0 && retry_ms > 0) {
+        us = retry_ms * 1000;
+
+    } else {
+        us = ngx_max(reset_ms, 0) * 1000
+             - (full - 1 - remaining) * (int64_t) interval;
+    }
+
+    /* a lease's numbers may be older than its reset: one more is coming */
+    us = ngx_max(us, 1);
+
+    return (us + 999999) / 1000000;
+}
+
+
 ngx_int_t
 ngx_http_linegate_ratelimit_headers(ngx_http_request_t *r,
     ngx_http_linegate_ctx_t *ctx, ngx_http_linegate_rl_window_t *w,

@@ -43,6 +43,8 @@ int64_t ngx_http_linegate_ratelimit_available(int64_t remaining,
     ngx_uint_t quota);
 
 /* fill ctx->rl_policy and ctx->rl_state for n windows */
+int64_t ngx_http_linegate_ratelimit_next(int64_t remaining, int64_t reset_ms,
+    int64_t retry_ms, int64_t full, ngx_uint_t quota, uint64_t interval);
 ngx_int_t ngx_http_linegate_ratelimit_headers(ngx_http_request_t *r,
     ngx_http_linegate_ctx_t *ctx, ngx_http_linegate_rl_window_t *w,
     ngx_uint_t n);

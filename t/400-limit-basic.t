@@ -170,6 +170,29 @@ subtest 'burst then rejection, headers on each answer' => sub {
        "the key expires when back to full ($ttl ms)");
 };
 
+# draft-ietf-httpapi-ratelimit-headers-10 and -11: t is the seconds until
+# more quota is made available (r grows), not until the whole burst is
+# back; 0 when r is already all it can say
+subtest 'RateLimit t: until r grows, Retry-After when r is 0' => sub {
+    my $k = key();
+    my @t;
+    for my $i (1 .. 3) {
+        my $res = get("/b/?k=$k");
+        is($res->code, 200, "request $i passes");
+        my ($t) = ($res->headers->header('RateLimit') // '') =~ /;t=(\d+)$/;
+        push @t, $t;
+    }
+    is($t[0], 0, 'r=1 is q: nothing more to come, t=0');
+    is($t[1], 0, 'still r=1 (one of the burst left): t=0');
+    is($t[2], 3600, 'r=0: one more in one interval, not the 3 to full');
+
+    my $res = get("/b/?k=$k");
+    is($res->code, 429, 'the 4th is rejected');
+    my $ra = $res->headers->header('Retry-After');
+    is($res->headers->header('RateLimit'), "\"b\";r=0;t=$ra",
+       't is the Retry-After: when the next request passes');
+};
+
 subtest 'the Redis work of a decision: one SET for an idle key' => sub {
     my $calls = sub {
         my $cs = $r->info('commandstats');
@@ -240,8 +263,9 @@ subtest 'refill edges, set through the stored arrival time' => sub {
     $r->set($key, sprintf('%.0f', redis_now_us($r) + 2 * 3600e6), 'PX', 1e8);
     $res = get("/b/?k=$k");
     is($res->code, 200, 'burst: TAT at most tau ahead: passes');
-    like($res->headers->header('RateLimit') // '', qr/^"b";r=0;t=1080\d$/,
-         'the last of the burst, back to full in 3 intervals');
+    like($res->headers->header('RateLimit') // '', qr/^"b";r=0;t=3600$/,
+         'the last of the burst: one more in an interval (not the 3 to '
+         . 'full)');
     $k = key();
     $key = rl_key('b', $k);
     $r->set($key, sprintf('%.0f', redis_now_us($r) + 2 * 3600e6 + 3e6),

@@ -124,12 +124,14 @@ subtest 'a reply of the script: read' => sub {
     is($res->code, 429, 'refused: 429');
     is($res->headers->header('X-Limit'), 'REJECTED', 'REJECTED');
     is($res->headers->header('Retry-After'), '3', 'Retry-After 3');
-    is($res->headers->header('RateLimit'), '"a";r=0;t=5', 'RateLimit');
+    # t: until r grows, the retry (not the reset, 5 s)
+    is($res->headers->header('RateLimit'), '"a";r=0;t=3', 'RateLimit');
 
     reply(a => 1, 4, 3600000, 0);
     $res = get('/open/');
     is($res->code, 200, 'admitted: 200');
-    is($res->headers->header('RateLimit'), '"a";r=4;t=3600', 'RateLimit');
+    # t: the next of the burst (6) back, one T (360 s) before the reset
+    is($res->headers->header('RateLimit'), '"a";r=4;t=3240', 'RateLimit');
 
     # the largest number the script may answer
     reply(a => 0, 0, '9007199254740992', '9007199254740992');
