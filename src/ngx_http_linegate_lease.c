@@ -289,6 +289,15 @@ ngx_http_linegate_lease_left(ngx_http_linegate_lease_t *l, ngx_str_t *key,
         return remaining;
     }
 
+    /*
+     * A decision alone (sent while the lease decision was in flight, so
+     * after it) says fewer pass than the lease's grant did: the admissions
+     * the lease spends next are then counted from it, or their r would
+     * step back up above the decision's without time passing. Time gives
+     * back more (what the next grant will say), never less.
+     */
+    l->remaining = ngx_min(l->remaining, ngx_max(remaining, 0));
+
     return ngx_max(remaining, 0) + ngx_http_linegate_lease_tokens(l);
 }
 

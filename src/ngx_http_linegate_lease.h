@@ -107,7 +107,8 @@ ngx_uint_t ngx_http_linegate_lease_tokens(ngx_http_linegate_lease_t *l);
  * (they pass here without asking Redis): one less with every one spent.
  * Other workers' admissions since Redis said it are not seen; neither is
  * what the rate gave back since (at most the lease time's worth).
- * remaining as it is when the slot no longer holds key.
+ * remaining as it is when the slot no longer holds key. A remaining
+ * below l->remaining (a decision alone's) lowers it.
  */
 int64_t ngx_http_linegate_lease_left(ngx_http_linegate_lease_t *l,
     ngx_str_t *key, int64_t remaining);

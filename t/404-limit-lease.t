@@ -23,6 +23,7 @@ my $http = <<"CONF";
     linegate_limit_zone tight key=\$arg_k rate=10r/s burst=19 lease=1s;
     linegate_limit_zone pair key=\$arg_k rate=2r/s burst=9 lease=1s;
     linegate_limit_zone count key=\$arg_k rate=1200r/m burst=99 lease=1s;
+    linegate_limit_zone mono key=\$arg_k rate=240r/m burst=29 lease=1s;
 CONF
 
 my $server = <<"CONF";
@@ -35,6 +36,7 @@ my $server = <<"CONF";
             linegate_limit zone=count;
             try_files /file.txt =404;
         }
+        location /mono/ { linegate_limit zone=mono; try_files /file.txt =404; }
         location /plain/ {
             linegate_limit zone=plain;
             try_files /file.txt =404;
@@ -120,6 +122,49 @@ subtest 'a decision refused while the lease holds admissions' => sub {
         pause => sub { $r->client_pause(200) },
         race  => sub { $_[0]->get_p($s->url("/pair/?k=$k")) },
         what  => 'key');
+};
+
+# A lease decision in flight (Redis paused) with the current lease spent:
+# two requests decided alone after it, their r counting the grant, the
+# admissions it leaves the worker and themselves. The worker's next lease
+# admissions must not say more than they did: they said the grant's
+# remaining again (plus what they leave), one more than the last
+# decision alone, as if time had given it back.
+subtest 'r never steps back up after decisions alone' => sub {
+    my $k = "mono$$";
+    my $url = $s->url("/mono/?k=$k");
+    my $rl = sub {
+        my ($res) = @_;
+        my ($v) = ($res->headers->header('RateLimit') // '') =~ /;r=(\d+);/;
+        return $v;
+    };
+    my $paused = sub {    # the first sent first, then one every 50 ms
+        my @ua = map { Mojo::UserAgent->new } 1 .. $_[0];
+        $r->client_pause(300);
+        my @p = ($ua[0]->get_p($url),
+                 map { my $u = $ua[$_]; Mojo::Promise->timer(0.05 * $_)
+                           ->then(sub { $u->get_p($url) }) } 1 .. $#ua);
+        my @res;
+        Mojo::Promise->all(@p)
+            ->then(sub { @res = map { $_->[0]->res } @_ })->wait;
+        return @res;
+    };
+    is($ua->get($url)->res->code, 200, 'a lease of 1');
+    is($ua->get($url)->res->code, 200, 'a lease of 2: one left');
+    # the next lease (4) asked; the one left spent; two decisions alone
+    my @res = $paused->(4);
+    is_deeply([map { $_->code } @res], [200, 200, 200, 200],
+              'the lease decision, its last one, two decisions alone')
+        or return;
+    my $alone = $rl->($res[3]);
+    # the next lease asked for again, and one of the 3 held spent
+    @res = $paused->(2);
+    is($res[1]->code, 200, 'admitted by the lease');
+    my $next = $rl->($res[1]);
+    ok(defined $alone && defined $next && $next < $alone,
+       'r below the last decision alone\'s')
+        or diag('decision alone r=' . ($alone // 'none')
+                . ', lease r=' . ($next // 'none'));
 };
 
 done_testing;
