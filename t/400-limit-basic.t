@@ -73,6 +73,15 @@ my $server = <<"CONF";
             linegate_limit zone=long;
             root $dir; try_files /file.txt =404;
         }
+        location /json/ {
+            linegate_limit zone=e;
+            error_page 429 = \@limited;
+            root $dir; try_files /file.txt =404;
+        }
+        location \@limited {
+            default_type application/json;
+            return 429 '{"error":"rate_limited"}';
+        }
         location /redirect/ {
             linegate_limit zone=e;
             error_page 429 = /limited/;
@@ -406,6 +415,36 @@ subtest 'headers reach proxy_pass, static files and internal redirects' => sub {
     is($res->headers->header('X-Limit'), 'REJECTED',
        'counted once: the error_page location does not count again');
     ok($res->headers->header('Retry-After'), 'Retry-After kept');
+};
+
+# every method counts, as with limit_req: a HEAD, an OPTIONS (a CORS
+# preflight) are requests of the key (docs/gateway.md: exempting them)
+subtest 'HEAD and OPTIONS are counted like any request' => sub {
+    my $k = key();
+    my $res = $ua->head($s->url("/b/?k=$k"))->res;
+    is($res->code, 200, 'HEAD passes');
+    like($res->headers->header('RateLimit') // '', qr/^"b";r=1;/,
+         'HEAD: RateLimit');
+    $res = $ua->options($s->url("/b/?k=$k"))->res;
+    isnt($res->code, 429, 'OPTIONS passes');
+    is($res->headers->header('X-Limit'), 'PASSED', 'OPTIONS decided');
+    is(get("/b/?k=$k")->code, 200, 'the third of the burst');
+    $res = $ua->head($s->url("/b/?k=$k"))->res;
+    is($res->code, 429, 'then HEAD is rejected');
+    ok($res->headers->header('Retry-After'), 'with its Retry-After');
+};
+
+# docs/gateway.md's recipe: a JSON body for the 429
+subtest 'error_page gives the rejection another body' => sub {
+    my $k = key();
+    is(get("/json/?k=$k")->code, 200, 'first passes');
+    my $res = get("/json/?k=$k");
+    is($res->code, 429, 'rejected');
+    is($res->body, '{"error":"rate_limited"}', 'the body error_page gave');
+    is($res->headers->content_type, 'application/json', 'its type');
+    ok($res->headers->header('Retry-After'), 'Retry-After kept');
+    like($res->headers->header('RateLimit') // '', qr/^"e";r=0;t=\d+$/,
+         'RateLimit kept');
 };
 
 subtest 'inheritance like limit_req' => sub {
