@@ -212,4 +212,20 @@ subtest 'no RateLimit where no workspace is known' => sub {
        '401: no RateLimit-Policy');
 };
 
+# The emission interval is whole microseconds, as linegate_limit_zone's:
+# a rate it cannot keep within 1% is refused (750000r/s would be kept as
+# 1 us, 1,000,000 r/s: a third more than configured), naming the rate;
+# one it can keep is rounded up, never admitting more than the rate
+subtest 'nginx -t refuses a rate whole microseconds cannot keep' => sub {
+    for my $bad ('750000r/s', '300000r/s', '40000000r/m') {
+        my ($rc, $out) = $s->nginx_t($s->render(WS_RATE => $bad));
+        isnt($rc, 0, "nginx -t refuses $bad");
+        like($out, qr/\Q$bad\E/, "the message names $bad");
+    }
+    for my $good ('1000000r/s', '7r/s', '200r/m', '50000r/s') {
+        my ($rc, $out) = $s->nginx_t($s->render(WS_RATE => $good));
+        is($rc, 0, "nginx -t takes $good") or diag $out;
+    }
+};
+
 done_testing;
