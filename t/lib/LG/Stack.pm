@@ -1258,19 +1258,29 @@ sub redis_traffic {
 }
 
 # Runs $code with the sentinels and replicas stopped (SIGSTOP, then
-# SIGCONT), so that what the master counts meanwhile (MONITOR, INFO
-# commandstats, total_reads_processed) is linegate's alone: the sentinels'
-# PINGs, INFOs and hellos and the replicas' acknowledgements are held
-# back. On a cluster, the replicas are stopped (their acknowledgements
-# are reads of the masters); the cluster bus is not counted. On a single
-# Redis, just $code. Keep $code short: a sentinel stopped for seconds
-# would see the time jump, a cluster node after 3 s would fail over.
+# SIGCONT; the master in use, which a failover may have made of a
+# replica, keeps running), so that what the master counts meanwhile
+# (MONITOR, INFO commandstats, total_reads_processed) is linegate's
+# alone: the sentinels' PINGs, INFOs and hellos and the replicas'
+# acknowledgements are held back. On a cluster, the replicas are stopped
+# (their acknowledgements are reads of the masters); the cluster bus is
+# not counted. On a single Redis, just $code. Keep $code short: a
+# sentinel stopped for seconds would see the time jump, a cluster node
+# after 3 s would fail over.
 sub quiet {
     my ($self, $code) = @_;
+    # after a Sentinel failover the master is one of the first replicas
+    # (redis_<port>) and the first master (redis) a replica: the one in
+    # use keeps running, or $code would count nothing
+    my $master = $self->topology eq 'sentinel'
+        ? ($self->sentinel_master_port // $self->{redis_port}) : 0;
+    my $first = $self->{redis_port} // 0;
     my @pids = $self->topology eq 'cluster'
         ? map { $self->{pids}{"redis_$_"} } $self->cluster_replicas
         : map { $self->{pids}{$_} }
-          grep { /^(?:redis|sentinel)_/ } keys %{ $self->{pids} };
+          grep { /^(?:redis|sentinel)_/ && $_ ne "redis_$master"
+                 || $_ eq 'redis' && $master && $master != $first }
+          keys %{ $self->{pids} };
     return $code->() unless @pids;
     kill 'STOP', @pids;
     my @r = eval { $code->() };
