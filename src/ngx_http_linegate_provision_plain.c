@@ -47,7 +47,7 @@
 
 #include "ngx_http_linegate_module.h"
 
-#include <math.h>      /* isfinite(), a macro */
+#include <math.h>      /* isfinite(), isnan(): macros */
 #include <stdlib.h>
 
 #include "ngx_http_linegate_provision.h"
@@ -666,9 +666,10 @@ unexpected:
 
 
 /*
- * A line's time (its score, Unix ms); beyond 2^53 ms (a corrupt 1e300),
- * which int64_t need not hold, NGX_HTTP_LINEGATE_PV_TIME_MAX: it still
- * counts, and frees no slot anyone can wait for.
+ * A line's time (its score, Unix ms); beyond 2^53 ms (a corrupt 1e300,
+ * or inf: ZADD takes "+inf", Redis answers "inf"), which int64_t need not
+ * hold, NGX_HTTP_LINEGATE_PV_TIME_MAX: it still counts, and frees no
+ * slot anyone can wait for, as the confirm's script counts it.
  */
 static ngx_int_t
 ngx_http_linegate_pv_plain_time(redisReply *v, int64_t *t)
@@ -683,7 +684,8 @@ ngx_http_linegate_pv_plain_time(redisReply *v, int64_t *t)
     /* hiredis ends every string with a NUL */
     d = strtod(v->str, &end);
 
-    if (*end != '\0' || !isfinite(d)) {
+    /* no score is NaN (ZADD refuses it); an infinite one is clamped */
+    if (end == v->str || *end != '\0' || isnan(d)) {
         return NGX_ERROR;
     }
 
