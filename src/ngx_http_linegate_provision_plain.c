@@ -904,7 +904,10 @@ ngx_http_linegate_pv_plain_write(ngx_http_request_t *r,
 
 /*
  * The account's own limit when it is a number >= 0 (rounded down), else
- * the default (lg_pv_limit of include/pv_state.lua, the confirm's).
+ * the default (lg_pv_limit of include/pv_state.lua, the confirm's). Read
+ * as Lua's tonumber() reads it there: strtod(), nothing converted is no
+ * number (white space alone too), and after the number only what C's
+ * isspace() takes in the "C" locale, \v and \f as well.
  */
 static int64_t
 ngx_http_linegate_pv_plain_limit(redisReply *v, ngx_uint_t def)
@@ -918,11 +921,15 @@ ngx_http_linegate_pv_plain_limit(redisReply *v, ngx_uint_t def)
 
     n = strtod(v->str, &end);
 
-    while (*end == ' ' || *end == '\t' || *end == '\n' || *end == '\r') {
+    if (end == v->str) {
+        return (int64_t) def;
+    }
+
+    while (*end == ' ' || (*end >= '\t' && *end <= '\r')) {
         end++;
     }
 
-    if (end == v->str || *end != '\0' || !isfinite(n) || n < 0) {
+    if (*end != '\0' || !isfinite(n) || n < 0) {
         return (int64_t) def;
     }
 

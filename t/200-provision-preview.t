@@ -245,6 +245,37 @@ subtest '429: daily and monthly limits, Retry-After, headers' => sub {
        'Retry-After: a whole window when no slot can free');
 };
 
+# an account's limit is read as the confirm's script reads it (Lua's
+# tonumber: strtod, then any isspace() after the number): a preview that
+# took "1\v" for no number said 200 (the default, 3) to a purchase the
+# confirm then refused 429
+subtest 'a limit with trailing white space: the confirm\'s reading' => sub {
+    my $now = now_ms();
+    for my $ws ("\x0b", "\x0c", " \t\r\n") {
+        my $name = join '', map { sprintf '\\x%02x', ord } split //, $ws;
+        (my $id = "acct_pv_ws_$name") =~ s/\W/_/g;
+        my $a = $p->account($id);
+        $r->hset("lg:{acct:$id}", daily_limit => "1$ws");
+        $r->zadd("lg:{acct:$id}:prov", $now - 60_000, 'w1');
+        $p->error_is($p->preview($a), 429, 'daily_limit_reached',
+                     "daily_limit \"1$name\": 1",
+                     qr/^Maximum 1 lines can be added per day via API$/);
+    }
+
+    # white space alone is no number: the default, 3 (it was read as 0)
+    for my $ws (" ", "\t", "\x0b") {
+        my $name = sprintf '\\x%02x', ord $ws;
+        (my $id = "acct_pv_blank_$name") =~ s/\W/_/g;
+        my $a = $p->account($id);
+        $r->hset("lg:{acct:$id}", daily_limit => $ws);
+        $r->zadd("lg:{acct:$id}:prov", $now - 60_000, 'w1');
+        my $tx = $p->preview($a);
+        $p->answer($tx, 200, "daily_limit \"$name\": the default");
+        like($tx->res->headers->header('RateLimit') // '', qr/^"daily";r=2;/,
+             "daily_limit \"$name\": 3, one used");
+    }
+};
+
 subtest 'window edges: 24 h and 30 d, one second either side' => sub {
     my $now = now_ms();
 
