@@ -85,7 +85,8 @@ static ngx_http_linegate_operator_field_t
     { "reason",
       NGX_HTTP_LINEGATE_OPERATOR_REQUIRED|NGX_HTTP_LINEGATE_OPERATOR_TRIM,
       ngx_http_linegate_operator_reason_valid,
-      "reason is required: a string of 1 to 500 bytes", NULL },
+      "reason is required: 1 to 500 bytes of text, no control character",
+      NULL },
     ngx_http_linegate_operator_null_field
 };
 
@@ -855,11 +856,17 @@ ngx_http_linegate_operator_line_id_valid(ngx_str_t *s)
 }
 
 
-/* after trimming: 1 to 500 bytes */
+/*
+ * after trimming: 1 to 500 bytes of one line of text. Only spaces and
+ * tabs are trimmed, so a CR or LF alone would be a reason, and a control
+ * character would be stored and shown as the line's failureReason.
+ */
 static ngx_uint_t
 ngx_http_linegate_operator_reason_valid(ngx_str_t *s)
 {
-    return s->len >= 1 && s->len <= NGX_HTTP_LINEGATE_REASON_MAX;
+    return s->len >= 1 && s->len <= NGX_HTTP_LINEGATE_REASON_MAX
+           && ngx_http_linegate_chars_are(s->data, s->len,
+                                          NGX_HTTP_LINEGATE_CHARS_TEXT);
 }
 
 

@@ -631,6 +631,24 @@ subtest 'line transitions' => sub {
                               'reason ' . ($reason // 'null'));
         is($b->{field}, 'reason', 'reason: field');
     }
+    # one line of text: a CR or LF alone was taken for a reason (only
+    # spaces and tabs are trimmed), and a control character was stored as
+    # the line's failureReason
+    my $before = redis_dump($r);
+    for my $reason ("\n", "\r\n", " \n ", "carrier\nrefused", "a\x01b",
+                    "a\x7fb", "a\x1bb") {
+        (my $shown = $reason) =~ s/([^ -~])/sprintf '\\x%02x', ord $1/ge;
+        my $b = json_error_is($s->op(POST => "/lines/$f/failed",
+                                     {reason => $reason}),
+                              400, 'VALIDATION_ERROR', "reason '$shown'");
+        is($b->{field}, 'reason', "reason '$shown': field");
+    }
+    is_deeply(redis_dump($r), $before, 'refused reasons wrote nothing');
+    $body = answer_is($s->op(POST => "/lines/$f/failed",
+                             {reason => "  numéro refusé\t"}),
+                      200, 'a UTF-8 reason, trimmed');
+    is($body->{failureReason}, 'numéro refusé', 'UTF-8 reason kept');
+    $f = seed_line($w);
     $body = answer_is($s->op(POST => "/lines/$f/failed",
                              {reason => 'carrier refused the number'}),
                       200, 'provisioning -> failed');
