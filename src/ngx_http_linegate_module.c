@@ -1304,6 +1304,26 @@ ngx_http_linegate_api(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         return NGX_CONF_ERROR;
     }
 
+    /*
+     * the operator API routes on the URI after the location's name
+     * (operator.c): a regex, exact or named location has no such prefix,
+     * and every call would be a 404
+     */
+    if (api->api == NGX_HTTP_LINEGATE_API_OPERATOR
+        && (clcf->exact_match || clcf->named
+#if (NGX_PCRE)
+            || clcf->regex != NULL
+#endif
+           ))
+    {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"linegate_api operator\" must be in a prefix "
+                           "location (\"location /_linegate/\"), not in "
+                           "location \"%V\": its routes follow the prefix",
+                           &clcf->name);
+        return NGX_CONF_ERROR;
+    }
+
     clcf->handler = ngx_http_linegate_handler;
 
     return NGX_CONF_OK;

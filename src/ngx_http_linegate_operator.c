@@ -214,7 +214,8 @@ ngx_http_linegate_operator_owned(ngx_http_request_t *r, redisReply *reply)
 /*
  * The route of the URI and method, its "*" segments in adm->arg; or NULL,
  * answered: 404 for a path no route has, 405 for a method it has not.
- * Paths are relative to the prefix location, e.g. /_linegate/.
+ * Paths are relative to the prefix location, e.g. /_linegate/ (a regex
+ * or exact location is refused by nginx -t: it has no prefix).
  */
 static ngx_http_linegate_operator_route_t *
 ngx_http_linegate_operator_route(ngx_http_request_t *r,
@@ -234,6 +235,23 @@ ngx_http_linegate_operator_route(ngx_http_request_t *r,
     {
         path.data = r->uri.data + clcf->name.len;
         path.len = r->uri.len - clcf->name.len;
+
+        /*
+         * a prefix without its trailing '/' ("location /_linegate"): the
+         * routes start after the '/' that follows it, and a URI going on
+         * without one ("/_linegateinventory") names no route
+         */
+        if (clcf->name.len == 0
+            || clcf->name.data[clcf->name.len - 1] != '/')
+        {
+            if (path.len && path.data[0] == '/') {
+                path.data++;
+                path.len--;
+
+            } else {
+                path.len = 0;
+            }
+        }
     }
 
     found = 0;

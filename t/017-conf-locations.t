@@ -27,6 +27,9 @@ location /nest/ {
     linegate_api operator;
     location /nest/inner/ { return 404; }
 }
+location /ly {
+    linegate_api operator;
+}
 EOF
 
 my $s = LG::Stack->new(stub => 0, SERVER_EXTRA => $extra)->start;
@@ -75,6 +78,32 @@ subtest 'a nested location does not serve the API' => sub {
     is($tx->res->headers->header('X-Request-Id'), undef,
        'no X-Request-Id');
     answer_is(call(GET => '/nest/inventory'), 200, 'its parent serves it');
+};
+
+# Routes are matched on the URI after the location's name. A prefix
+# without its trailing '/' left a '/' in front of every route (each call
+# a 404 "Not found"), and served "/lyinventory" as "/ly/inventory"; a
+# regex or exact location has no prefix to strip: nginx -t refuses it
+subtest 'a prefix location without its trailing /' => sub {
+    answer_is(call(GET => '/ly/inventory'), 200, 'GET /ly/inventory');
+    json_error_is(call(GET => '/ly/workspaces/org_nobody'), 404,
+                  'NOT_FOUND', 'a route of /ly/', qr/Workspace not found/);
+    my $body = answer_is(call(GET => '/lyinventory'), 404,
+                         'the prefix without its /: no route');
+    is_deeply($body, {error => 'Not found'}, '404: no route');
+    answer_is(call(GET => '/ly'), 404, 'the prefix alone');
+
+    my $good = LG::Stack::_slurp($s->prefix . '/nginx.conf');
+    for my $loc ('~ ^/lre/', '= /lexact/inventory') {
+        my $bad = $good =~ s{(location /ly \{)}{location $loc {
+            linegate_api operator;
+        }
+        $1}r;
+        isnt($bad, $good, "a location $loc");
+        my ($rc, $out) = $s->nginx_t($bad);
+        isnt($rc, 0, "nginx -t refuses the operator API in location $loc");
+        like($out, qr/prefix location/, 'and says why');
+    }
 };
 
 subtest 'a reload refused by nginx -t keeps the old workers' => sub {
