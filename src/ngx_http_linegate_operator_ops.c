@@ -487,6 +487,11 @@ ngx_http_linegate_operator_inv_removed(ngx_http_request_t *r,
     ngx_http_linegate_operator_t *adm, redisReply *reply,
     ngx_http_linegate_json_write_t *jw)
 {
+    /* as a load is: the number leaves what purchases are sold from */
+    ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
+                  NGX_HTTP_LINEGATE_LOG "operator: number \"%V\" removed "
+                  "from the inventory", &adm->arg[0]);
+
     ngx_http_linegate_json_write_object(jw);
     ngx_http_linegate_json_write_key(jw, "number");
     ngx_http_linegate_json_write_str(jw, adm->arg[0].data, adm->arg[0].len);

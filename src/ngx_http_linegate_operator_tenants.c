@@ -91,6 +91,8 @@ static ngx_http_linegate_operator_valid_t
 
 static void ngx_http_linegate_operator_upsert_field(ngx_http_request_t *r,
     ngx_http_linegate_operator_t *adm, ngx_http_linegate_operator_value_t *v);
+static void ngx_http_linegate_operator_changes(ngx_http_request_t *r,
+    ngx_http_linegate_operator_t *adm, ngx_str_t *out);
 static ngx_int_t ngx_http_linegate_operator_generate(ngx_http_request_t *r,
     ngx_str_t *out, const char *prefix, size_t n, ngx_uint_t hex);
 static ngx_int_t ngx_http_linegate_operator_digest(ngx_http_request_t *r,
@@ -441,20 +443,100 @@ ngx_http_linegate_operator_upsert_field(ngx_http_request_t *r,
 }
 
 
+/*
+ * The fields a PUT wrote, for its log line: "plan=growth
+ * stripeCustomerId=null ...", or "" (no memory, or none). Every value
+ * passed its check (enumerations, ids of word characters, integers):
+ * none is a secret, none can break the line.
+ */
+static void
+ngx_http_linegate_operator_changes(ngx_http_request_t *r,
+    ngx_http_linegate_operator_t *adm, ngx_str_t *out)
+{
+    u_char                              *p;
+    size_t                               len;
+    ngx_uint_t                           i;
+    ngx_http_linegate_operator_value_t  *v;
+
+    ngx_str_set(out, "");
+
+    len = 0;
+
+    for (i = 0; i < NGX_HTTP_LINEGATE_OPERATOR_FIELDS; i++) {
+        v = &adm->value[i];
+
+        if (v->field == NULL) {
+            break;
+        }
+
+        if (v->field->stored != NULL
+            && v->state != NGX_HTTP_LINEGATE_OPERATOR_ABSENT)
+        {
+            len += 1 + ngx_strlen(v->field->name) + 1 + v->str.len
+                   + NGX_INT64_LEN;
+        }
+    }
+
+    if (len == 0) {
+        return;
+    }
+
+    p = ngx_pnalloc(r->pool, len);
+    if (p == NULL) {
+        return;
+    }
+
+    out->data = p;
+
+    for (i = 0; i < NGX_HTTP_LINEGATE_OPERATOR_FIELDS; i++) {
+        v = &adm->value[i];
+
+        if (v->field == NULL) {
+            break;
+        }
+
+        if (v->field->stored == NULL
+            || v->state == NGX_HTTP_LINEGATE_OPERATOR_ABSENT)
+        {
+            continue;
+        }
+
+        p = ngx_sprintf(p, " %s=", v->field->name);
+
+        if (v->state == NGX_HTTP_LINEGATE_OPERATOR_NULL) {
+            p = ngx_cpymem(p, "null", 4);
+
+        } else if (v->field->flags & NGX_HTTP_LINEGATE_OPERATOR_INTEGER) {
+            p = ngx_sprintf(p, "%L", (int64_t) v->n);
+
+        } else {
+            p = ngx_cpymem(p, v->str.data, v->str.len);
+        }
+    }
+
+    out->len = p - out->data;
+}
+
+
 static void
 ngx_http_linegate_operator_tenant_saved(ngx_http_request_t *r,
     ngx_http_linegate_operator_t *adm, redisReply *reply,
     ngx_http_linegate_json_write_t *jw)
 {
+    ngx_str_t                             changes;
     const char                           *done;
     ngx_http_linegate_operator_tenant_t  *tenant;
 
     tenant = adm->route->data;
     done = reply->element[1]->integer ? "created" : "updated";
 
+    /* what was set, so that a plan or a subscription given by hand shows */
+    ngx_http_linegate_operator_changes(r, adm, &changes);
+
     ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
-                  NGX_HTTP_LINEGATE_LOG "operator: %s \"%V\" %s",
-                  tenant->name, &adm->arg[0], done);
+                  NGX_HTTP_LINEGATE_LOG "operator: %s \"%V\" %s%s%V",
+                  tenant->name, &adm->arg[0], done,
+                  changes.len ? ":" : "", &changes);
 
     tenant->json(r, adm, reply->element[2], jw);
 }

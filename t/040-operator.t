@@ -796,4 +796,32 @@ subtest 'no credential in the logs or in Redis' => sub {
          'the error log names key ids');
 };
 
+# every operator write leaves a line: a PUT says what it set (a plan or
+# a subscription status given by hand shows), a number taken out of the
+# inventory is named, as a load's counts are
+subtest 'the error log says what each write did' => sub {
+    my $log = $s->error_log;
+    my %line = (
+        'a workspace created: its fields' =>
+            'workspace "org_2abcDEF_-9" created: plan=growth'
+            . ' stripeCustomerId=cus_Test123 subscriptionStatus=active,',
+        'a workspace updated: what changed, null for a removal' =>
+            'workspace "org_2abcDEF_-9" updated: stripeCustomerId=null'
+            . ' subscriptionStatus=past_due,',
+        'an update with no field' => 'workspace "org_2abcDEF_-9" updated,',
+        'an account created: its fields' =>
+            'account "acct_demo-1" created: plan=inbound_only'
+            . ' stripeCustomerId=cus_agent api_provision_daily=5,',
+        'an account updated: its overrides' =>
+            'account "acct_demo-1" updated: api_provision_daily=null'
+            . ' api_provision_monthly=0,',
+        'a number removed from the inventory' =>
+            'number "+14155550100" removed from the inventory,',
+    );
+    for my $what (sort keys %line) {
+        ok(index($log, "linegate: operator: $line{$what}") >= 0, $what)
+            or diag "no line: $line{$what}";
+    }
+};
+
 done_testing;
