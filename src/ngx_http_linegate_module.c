@@ -2330,6 +2330,28 @@ ngx_http_linegate_init(ngx_conf_t *cf)
         return NGX_ERROR;
     }
 
+    /*
+     * what an Authorization header can carry after "Bearer ": nginx
+     * drops the spaces and tabs at the end of a header's value, auth.c
+     * those after "Bearer ", and a header holds no control character (an
+     * inline token can: "\t", "\n"); a token that no header can present
+     * would leave every operator call a 401
+     */
+    if (lmcf->operator_token.len
+        && (!ngx_http_linegate_chars_are(lmcf->operator_token.data,
+                                         lmcf->operator_token.len,
+                                         NGX_HTTP_LINEGATE_CHARS_TEXT)
+            || lmcf->operator_token.data[0] == ' '
+            || lmcf->operator_token.data[lmcf->operator_token.len - 1]
+               == ' '))
+    {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"linegate_operator_token\" must not begin or "
+                           "end with a space nor hold a control character: "
+                           "no Authorization header could present it");
+        return NGX_ERROR;
+    }
+
     if (lmcf->uses_webhook
         && ngx_http_linegate_require(cf, &lmcf->webhook_secret,
                "linegate_webhook_secret", "Stripe webhooks are served")

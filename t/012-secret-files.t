@@ -136,6 +136,10 @@ my @refused = (
     ['a short token in a file',
      with_files($s, %files, token => write_file('short', "x" x 15 . "\n")),
      qr/\[emerg\] "linegate_operator_token" must be at least 16 characters/],
+    # one line of a file is kept whole: spaces around it were the token's
+    ['a token file with a space after the token',
+     with_files($s, %files, token => write_file('sp', "x" x 20 . " \n")),
+     qr/\[emerg\] "linegate_operator_token" must not begin or end with a space/],
     ['a webhook secret file that does not exist',
      with_files($s, %files, whsec => "$dir/nowhsec"),
      qr/\[emerg\] "linegate_webhook_secret_file": cannot open "\Q$dir\E\/nowhsec"/],
