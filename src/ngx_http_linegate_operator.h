@@ -255,6 +255,8 @@ void ngx_http_linegate_operator_key(ngx_http_request_t *r,
  */
 ngx_uint_t ngx_http_linegate_operator_name_valid(ngx_str_t *s);
 ngx_uint_t ngx_http_linegate_operator_e164_valid(ngx_str_t *s);
+/* E.164 as above, its country code not starting with 0: a number given */
+ngx_uint_t ngx_http_linegate_operator_number_valid(ngx_str_t *s);
 /* s is one of the strings of a NULL-terminated set */
 ngx_uint_t ngx_http_linegate_operator_one_of(ngx_str_t *s, const char **set);
 

@@ -54,6 +54,19 @@ ngx_http_linegate_operator_e164_valid(ngx_str_t *s)
 }
 
 
+/*
+ * A number the operator gives the fleet (a load, a line's phone): E.164
+ * whose country code does not start with 0, which none does ("+0..." is
+ * a typo, and a number loaded is sold to a purchase and charged for). A
+ * removal keeps the plain check: a number loaded before can still go.
+ */
+ngx_uint_t
+ngx_http_linegate_operator_number_valid(ngx_str_t *s)
+{
+    return ngx_http_linegate_e164_valid(s->data, s->len) && s->data[1] != '0';
+}
+
+
 ngx_uint_t
 ngx_http_linegate_operator_one_of(ngx_str_t *s, const char **set)
 {

@@ -75,8 +75,9 @@ static ngx_http_linegate_operator_id_t  ngx_http_linegate_operator_number = {
 /* a purchased phone line needs one, unless it has its number already */
 static ngx_http_linegate_operator_field_t
     ngx_http_linegate_operator_phone[] = {
-    { "phone", 0, ngx_http_linegate_operator_e164_valid,
-      "phone must be an E.164 number (+ and 8 to 15 digits)", NULL },
+    { "phone", 0, ngx_http_linegate_operator_number_valid,
+      "phone must be an E.164 number (+ and 8 to 15 digits, the first not "
+      "0)", NULL },
     ngx_http_linegate_operator_null_field
 };
 
@@ -319,15 +320,16 @@ ngx_http_linegate_operator_inv_add(ngx_http_request_t *r,
         s.len = json_is_string(v) ? json_string_length(v) : 0;
         s.data = (u_char *) json_string_value(v);
 
-        if (!ngx_http_linegate_operator_e164_valid(&s)) {
-            msg = ngx_pnalloc(r->pool, 80);
+        if (!ngx_http_linegate_operator_number_valid(&s)) {
+            msg = ngx_pnalloc(r->pool, 96);
             if (msg == NULL) {
                 ngx_http_linegate_internal_error(r);
                 return NGX_ERROR;
             }
 
-            (void) ngx_snprintf(msg, 80, "numbers[%uz] is not an E.164 "
-                                "number (+ and 8 to 15 digits)%Z", i);
+            (void) ngx_snprintf(msg, 96, "numbers[%uz] is not an E.164 "
+                                "number (+ and 8 to 15 digits, the first "
+                                "not 0)%Z", i);
             ngx_http_linegate_field_error(r, "numbers", (char *) msg);
             return NGX_ERROR;
         }

@@ -446,6 +446,11 @@ subtest 'inventory' => sub {
         [{numbers => ['+1415555O100']}, 'a letter'],
         [{numbers => ['+1415555,0100']}, 'a comma'],
         [{numbers => [14155550100]}, 'a number, not a string'],
+        # no country code starts with 0: a typo, which a purchase would
+        # be sold and charged for
+        [{numbers => ['+14155550198', '+04155550100']}, 'a leading 0',
+         qr/numbers\[1\]/],
+        [{numbers => ['+00000000000']}, 'zeros'],
         [{numbers => [map { sprintf '+141555%09d', $_ } 1 .. 1001]},
          '1001 numbers'],
     ) {
@@ -481,6 +486,10 @@ subtest 'inventory' => sub {
                   'NOT_FOUND', 'remove twice');
     json_error_is($s->op(DELETE => '/inventory/14155550102'), 400,
                   'INVALID_ID', 'remove an invalid number');
+    # one loaded before its check refused a leading 0 can still go
+    $r->sadd('lg:{fleet}:inventory', '+04155550100');
+    answer_is($s->op(DELETE => '/inventory/+04155550100'), 200,
+              'remove a number with a leading 0 loaded before');
     is_deeply([sort $r->smembers('lg:{fleet}:inventory')],
               ['+123456789012345', '+4930123456'], 'what is left');
 };
@@ -582,6 +591,10 @@ subtest 'line transitions' => sub {
                                  {phone => '4155550100'}),
                           400, 'VALIDATION_ERROR', 'phone not E.164');
     is($body->{field}, 'phone', 'phone not E.164: field');
+    $body = json_error_is($s->op(POST => "/lines/$id/active",
+                                 {phone => '+04155550100'}),
+                          400, 'VALIDATION_ERROR', 'phone with a leading 0');
+    is($body->{field}, 'phone', 'phone with a leading 0: field');
     is($r->hget("lg:{ws:$w}:lr:$id", 'provisioningStatus'), 'provisioning',
        'still provisioning');
 
