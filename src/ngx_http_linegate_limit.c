@@ -28,6 +28,7 @@
 #include "ngx_http_linegate_chars.h"
 #include "ngx_http_linegate_lease.h"
 #include "ngx_http_linegate_ratelimit.h"
+#include "ngx_http_linegate_conf.h"
 
 #include <ngx_md5.h>
 
@@ -210,8 +211,6 @@ static ngx_http_linegate_limit_zone_t *ngx_http_linegate_limit_zone_get(
     ngx_str_t *name);
 static char *ngx_http_linegate_limit_zone(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
-static ngx_int_t ngx_http_linegate_limit_zone_param_seen(ngx_conf_t *cf,
-    ngx_str_t *value, ngx_uint_t *seen);
 static char *ngx_http_linegate_limit(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static char *ngx_http_linegate_limit_on_error(ngx_conf_t *cf,
@@ -2031,43 +2030,10 @@ ngx_http_linegate_limit_zone_get(ngx_conf_t *cf,
 }
 
 
-/* linegate_limit_zone name key=<value> rate=<n>r/s|m|h|d [burst=<n>] */
 /*
- * A zone's parameter named once: key= (bit 0), rate= (1), lease= (2),
- * burst= (3); anything else is left to the caller's "invalid parameter"
+ * linegate_limit_zone name key=<value> rate=<n>r/s|m|h|d [lease=<time>]
+ * [burst=<n>]
  */
-static ngx_int_t
-ngx_http_linegate_limit_zone_param_seen(ngx_conf_t *cf, ngx_str_t *value,
-    ngx_uint_t *seen)
-{
-    size_t                   len;
-    ngx_uint_t               i;
-    static const char *const names[] = { "key=", "rate=", "lease=",
-                                         "burst=" };
-
-    for (i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
-        len = ngx_strlen(names[i]);
-
-        if (value->len < len
-            || ngx_strncmp(value->data, names[i], len) != 0)
-        {
-            continue;
-        }
-
-        if (*seen & ((ngx_uint_t) 1 << i)) {
-            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                               "duplicate \"%s\" parameter", names[i]);
-            return NGX_ERROR;
-        }
-
-        *seen |= (ngx_uint_t) 1 << i;
-        break;
-    }
-
-    return NGX_OK;
-}
-
-
 static char *
 ngx_http_linegate_limit_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 {
@@ -2080,6 +2046,8 @@ ngx_http_linegate_limit_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     ngx_uint_t                         i, seen;
     ngx_http_linegate_limit_zone_t    *zone;
     ngx_http_compile_complex_value_t   ccv;
+    static const char *const           names[] = { "key=", "rate=", "lease=",
+                                                   "burst=" };
 
     value = cf->args->elts;
 
@@ -2114,16 +2082,14 @@ ngx_http_linegate_limit_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
     seen = 0;
 
+    /* each parameter once (bit i of seen): a second one would silently win */
     for (i = 2; i < cf->args->nelts; i++) {
 
-        /* each parameter once: a second one would silently win */
-        if (ngx_http_linegate_limit_zone_param_seen(cf, &value[i], &seen)
-            != NGX_OK)
+        switch (ngx_http_linegate_conf_param(cf, &value[i], names,
+                                             sizeof(names) / sizeof(names[0]),
+                                             &seen))
         {
-            return NGX_CONF_ERROR;
-        }
-
-        if (ngx_strncmp(value[i].data, "key=", 4) == 0) {
+        case 0: /* key= */
             s.data = value[i].data + 4;
             s.len = value[i].len - 4;
 
@@ -2147,9 +2113,8 @@ ngx_http_linegate_limit_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
             }
 
             continue;
-        }
 
-        if (ngx_strncmp(value[i].data, "rate=", 5) == 0) {
+        case 1: /* rate= */
             p = value[i].data + 5;
             last = value[i].data + value[i].len;
 
@@ -2184,9 +2149,8 @@ ngx_http_linegate_limit_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
             zone->rate = n;
             continue;
-        }
 
-        if (ngx_strncmp(value[i].data, "lease=", 6) == 0) {
+        case 2: /* lease= */
             if (ngx_http_linegate_lease_parse(cf, &value[i], &zone->lease)
                 != NGX_CONF_OK)
             {
@@ -2194,9 +2158,8 @@ ngx_http_linegate_limit_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
             }
 
             continue;
-        }
 
-        if (ngx_strncmp(value[i].data, "burst=", 6) == 0) {
+        case 3: /* burst= */
             n = ngx_atoi(value[i].data + 6, value[i].len - 6);
             if (n < 0 || n > 100000000) {
                 ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
@@ -2206,11 +2169,10 @@ ngx_http_linegate_limit_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
             zone->burst = n;
             continue;
-        }
 
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "invalid parameter \"%V\"", &value[i]);
-        return NGX_CONF_ERROR;
+        default: /* NGX_ERROR, NGX_DECLINED: logged */
+            return NGX_CONF_ERROR;
+        }
     }
 
     if ((seen & 3) != 3) {

@@ -23,6 +23,7 @@
 #include "ngx_http_linegate_metrics.h"
 #include "ngx_http_linegate_reconcile.h"
 #include "ngx_http_linegate_lease.h"
+#include "ngx_http_linegate_conf.h"
 
 
 typedef struct {
@@ -67,10 +68,8 @@ static char *ngx_http_linegate_redis_cluster_conf(ngx_conf_t *cf,
 static char *ngx_http_linegate_redis_secret(ngx_conf_t *cf, ngx_str_t *v,
     size_t skip, ngx_str_t *secret, const char *whose, const char *option,
     const char *file_directive);
-static ngx_int_t ngx_http_linegate_redis_option_seen(ngx_conf_t *cf,
-    ngx_str_t *v, ngx_uint_t *seen);
 static char *ngx_http_linegate_redis_option(ngx_conf_t *cf,
-    ngx_http_linegate_main_conf_t *lmcf, ngx_str_t *v);
+    ngx_http_linegate_main_conf_t *lmcf, ngx_str_t *v, ngx_uint_t *seen);
 static char *ngx_http_linegate_redis_wait_conf(ngx_conf_t *cf,
     ngx_command_t *cmd, void *conf);
 static char *ngx_http_linegate_plan_price(ngx_conf_t *cf,
@@ -1364,10 +1363,8 @@ ngx_http_linegate_redis_conf(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     seen = 0;
 
     for (i = naddrs + 1; i < cf->args->nelts; i++) {
-        if (ngx_http_linegate_redis_option_seen(cf, &value[i], &seen)
-            != NGX_OK
-            || ngx_http_linegate_redis_option(cf, lmcf, &value[i])
-               != NGX_CONF_OK)
+        if (ngx_http_linegate_redis_option(cf, lmcf, &value[i], &seen)
+            != NGX_CONF_OK)
         {
             return NGX_CONF_ERROR;
         }
@@ -1616,74 +1613,56 @@ ngx_http_linegate_redis_secret(ngx_conf_t *cf, ngx_str_t *v, size_t skip,
 
 
 /*
- * Each option of linegate_redis once: a second one would silently win
- * (a second "password=" was reported as one given in a file too)
+ * one name=value option of linegate_redis, each once: a second one would
+ * silently win (a second "password=" was reported as one given in a file
+ * too)
  */
-static ngx_int_t
-ngx_http_linegate_redis_option_seen(ngx_conf_t *cf, ngx_str_t *v,
-    ngx_uint_t *seen)
-{
-    size_t                   len;
-    ngx_uint_t               i;
-    static const char *const names[] = { "password=", "user=", "sentinel=",
-                                         "sentinel_password=", "cluster=",
-                                         "db=" };
-
-    for (i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
-        len = ngx_strlen(names[i]);
-
-        if (v->len < len || ngx_strncmp(v->data, names[i], len) != 0) {
-            continue;
-        }
-
-        if (*seen & ((ngx_uint_t) 1 << i)) {
-            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                               "duplicate \"%s\" parameter", names[i]);
-            return NGX_ERROR;
-        }
-
-        *seen |= (ngx_uint_t) 1 << i;
-        break;
-    }
-
-    return NGX_OK;
-}
-
-
-/* one name=value option of linegate_redis */
 static char *
 ngx_http_linegate_redis_option(ngx_conf_t *cf,
-    ngx_http_linegate_main_conf_t *lmcf, ngx_str_t *v)
+    ngx_http_linegate_main_conf_t *lmcf, ngx_str_t *v, ngx_uint_t *seen)
 {
-    ngx_int_t  n;
+    ngx_int_t                 n;
+    static const char *const  names[] = { "password=", "user=", "sentinel=",
+                                          "sentinel_password=", "cluster=",
+                                          "db=" };
 
-    if (ngx_strncmp(v->data, "password=", 9) == 0) {
+    n = ngx_http_linegate_conf_param(cf, v, names,
+                                     sizeof(names) / sizeof(names[0]),
+                                     seen);
+
+    switch (n) {
+
+    case 0: /* password= */
         return ngx_http_linegate_redis_secret(cf, v, 9,
                                               &lmcf->redis_password,
                                               "Redis", "password=",
                                               "linegate_redis_password_file");
-    }
 
-    if (ngx_strncmp(v->data, "user=", 5) == 0 && v->len > 5) {
+    case 1: /* user= */
+        if (v->len == 5) {
+            break;
+        }
+
         lmcf->redis_user.data = v->data + 5;
         lmcf->redis_user.len = v->len - 5;
         return NGX_CONF_OK;
-    }
 
-    if (ngx_strncmp(v->data, "sentinel=", 9) == 0 && v->len > 9) {
+    case 2: /* sentinel= */
+        if (v->len == 9) {
+            break;
+        }
+
         lmcf->redis_sentinel_master.data = v->data + 9;
         lmcf->redis_sentinel_master.len = v->len - 9;
         return NGX_CONF_OK;
-    }
 
-    if (ngx_strncmp(v->data, "sentinel_password=", 18) == 0) {
+    case 3: /* sentinel_password= */
         return ngx_http_linegate_redis_secret(cf, v, 18,
                    &lmcf->redis_sentinel_password, "Sentinel",
                    "sentinel_password=",
                    "linegate_redis_sentinel_password_file");
-    }
 
-    if (ngx_strncmp(v->data, "cluster=", 8) == 0) {
+    case 4: /* cluster= */
         if (ngx_strcmp(v->data + 8, "on") == 0) {
             lmcf->redis_cluster = 1;
             return NGX_CONF_OK;
@@ -1696,9 +1675,8 @@ ngx_http_linegate_redis_option(ngx_conf_t *cf,
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                            "invalid value \"%V\" (cluster=on or off)", v);
         return NGX_CONF_ERROR;
-    }
 
-    if (ngx_strncmp(v->data, "db=", 3) == 0) {
+    case 5: /* db= */
         n = ngx_atoi(v->data + 3, v->len - 3);
         if (n == NGX_ERROR || n > 255) {
             ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
@@ -1708,8 +1686,12 @@ ngx_http_linegate_redis_option(ngx_conf_t *cf,
 
         lmcf->redis_db = n;
         return NGX_CONF_OK;
+
+    default: /* NGX_ERROR, NGX_DECLINED: logged */
+        return NGX_CONF_ERROR;
     }
 
+    /* "user=", "sentinel=" without a name */
     ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, "invalid parameter \"%V\"", v);
     return NGX_CONF_ERROR;
 }

@@ -88,7 +88,7 @@ my %layer_of = (
     'lines_cache.c'        => 'services',     # (client tracking)
 
     # Redis, key names, scripts, Stripe subrequests, JSON, crypto, JWT, clock and
-    # ids, $request_id, the metrics counters
+    # ids, $request_id, the metrics counters, the directives' shared checks
     'redis.h'              => 'infrastructure',
     'redis.c'              => 'infrastructure',
     'redis_event.h'        => 'infrastructure',
@@ -135,6 +135,8 @@ my %layer_of = (
     'chars.c'              => 'infrastructure',
     'str.h'                => 'infrastructure',   # the pool string copy
     'str.c'                => 'infrastructure',
+    'conf.h'               => 'infrastructure',   # directives' checks
+    'conf.c'               => 'infrastructure',
 
     # the types every layer shares: configuration, ctx, API ids
     'module.h'             => 'declarations',

@@ -1,0 +1,42 @@
+
+/*
+ * linegate: what the directives of every file check the same way
+ * (ngx_http_linegate_conf.h).
+ */
+
+
+#include "ngx_http_linegate_conf.h"
+
+
+ngx_int_t
+ngx_http_linegate_conf_param(ngx_conf_t *cf, ngx_str_t *value,
+    const char *const *names, ngx_uint_t n, ngx_uint_t *seen)
+{
+    size_t       len;
+    ngx_uint_t   i;
+
+    for (i = 0; i < n; i++) {
+        len = ngx_strlen(names[i]);
+
+        if (value->len < len
+            || ngx_strncmp(value->data, names[i], len) != 0)
+        {
+            continue;
+        }
+
+        if (*seen & ((ngx_uint_t) 1 << i)) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "duplicate \"%s\" parameter", names[i]);
+            return NGX_ERROR;
+        }
+
+        *seen |= (ngx_uint_t) 1 << i;
+
+        return i;
+    }
+
+    ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, "invalid parameter \"%V\"",
+                       value);
+
+    return NGX_DECLINED;
+}

@@ -1,0 +1,26 @@
+
+/*
+ * linegate: what the directives of every file check the same way: a
+ * directive's name=value parameters, each given once.
+ */
+
+
+#ifndef _NGX_HTTP_LINEGATE_CONF_H_INCLUDED_
+#define _NGX_HTTP_LINEGATE_CONF_H_INCLUDED_
+
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+
+
+/*
+ * The "name=value" parameter value of a directive, among the n names
+ * (each with its "="): its index in names. Each once (bit i of *seen: a
+ * second one would silently win), else NGX_ERROR, logged. NGX_DECLINED,
+ * logged as "invalid parameter", for any other.
+ */
+ngx_int_t ngx_http_linegate_conf_param(ngx_conf_t *cf, ngx_str_t *value,
+    const char *const *names, ngx_uint_t n, ngx_uint_t *seen);
+
+
+#endif /* _NGX_HTTP_LINEGATE_CONF_H_INCLUDED_ */
