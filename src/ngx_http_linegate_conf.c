@@ -12,6 +12,7 @@ ngx_int_t
 ngx_http_linegate_conf_param(ngx_conf_t *cf, ngx_str_t *value,
     const char *const *names, ngx_uint_t n, ngx_uint_t *seen)
 {
+    u_char      *eq;
     size_t       len;
     ngx_uint_t   i;
 
@@ -35,8 +36,12 @@ ngx_http_linegate_conf_param(ngx_conf_t *cf, ngx_str_t *value,
         return i;
     }
 
-    ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, "invalid parameter \"%V\"",
-                       value);
+    /* the name and its "=" alone: a misspelt "password=" holds a secret */
+    eq = ngx_strlchr(value->data, value->data + value->len, '=');
+    len = (eq == NULL) ? value->len : (size_t) (eq + 1 - value->data);
+
+    ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, "invalid parameter \"%*s\"",
+                       len, value->data);
 
     return NGX_DECLINED;
 }

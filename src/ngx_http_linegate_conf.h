@@ -17,7 +17,8 @@
  * The "name=value" parameter value of a directive, among the n names
  * (each with its "="): its index in names. Each once (bit i of *seen: a
  * second one would silently win), else NGX_ERROR, logged. NGX_DECLINED,
- * logged as "invalid parameter", for any other.
+ * logged as "invalid parameter" with its name alone (the value may be a
+ * secret: "passwd=..." must not reach the error log), for any other.
  */
 ngx_int_t ngx_http_linegate_conf_param(ngx_conf_t *cf, ngx_str_t *value,
     const char *const *names, ngx_uint_t n, ngx_uint_t *seen);

@@ -374,7 +374,7 @@ push @refused, (
      qr/\[emerg\] the Sentinel password "sentinel_password=" is empty/],
     ['an unknown linegate_redis parameter',
      $s->render(REDIS => '127.0.0.1:6379 timeout=1'),
-     qr/\[emerg\] invalid parameter "timeout=1"/],
+     qr/\[emerg\] invalid parameter "timeout=" in /],
     ['cluster= neither on nor off',
      $s->render(REDIS => '127.0.0.1:6379 cluster=yes'),
      qr/\[emerg\] invalid value "cluster=yes" \(cluster=on or off\)/],
@@ -507,6 +507,30 @@ for my $case (@refused) {
     isnt($rc, 0, "refused: $name");
     like($out, $re, "refused: $name: message") or diag $out;
 }
+
+# A misspelt secret parameter is refused by its name alone: its value is
+# a password, and nginx -t's message goes to the terminal and the error
+# log (before 2026-11-28 'invalid parameter "passwd=<the password>"').
+subtest 'a misspelt password= is refused without its value' => sub {
+    my $secret = 'Sup3r-s3cret-value';
+    for my $p ("passwd=$secret", "Password=$secret",
+               "sentinel_passwd=$secret")
+    {
+        (my $name = $p) =~ s/=.*/=/s;
+        my ($rc, $out) = $s->nginx_t($s->render(REDIS => "127.0.0.1:6379 $p"));
+        isnt($rc, 0, "$name: refused");
+        like($out, qr/\[emerg\] invalid parameter "\Q$name\E"/,
+             "$name: named") or diag $out;
+        unlike($out, qr/\Q$secret\E/, "$name: its value is not printed");
+    }
+
+    # a zone's parameters are named so too
+    my ($rc, $out) = $s->nginx_t($s->render(HTTP_EXTRA =>
+        'linegate_limit_zone y key=$remote_addr rate=1r/s brust=5;'));
+    isnt($rc, 0, 'linegate_limit_zone brust=: refused');
+    like($out, qr/\[emerg\] invalid parameter "brust="/,
+         'linegate_limit_zone brust=: named') or diag $out;
+};
 
 subtest 'an operator token of 16 characters is enough' => sub {
     my ($rc, $out) = $s->nginx_t($s->render(OPERATOR_TOKEN => 'x' x 16));
