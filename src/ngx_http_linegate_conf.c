@@ -45,3 +45,32 @@ ngx_http_linegate_conf_param(ngx_conf_t *cf, ngx_str_t *value,
 
     return NGX_DECLINED;
 }
+
+
+char *
+ngx_http_linegate_conf_check_msec_bounds(ngx_conf_t *cf, void *post,
+    void *data)
+{
+    ngx_conf_num_bounds_t  *bounds = post;
+    ngx_msec_t             *msp = data;
+
+    ngx_str_t  *value;
+
+    if (*msp >= (ngx_msec_t) bounds->low
+        && *msp <= (ngx_msec_t) bounds->high)
+    {
+        return NGX_CONF_OK;
+    }
+
+    /* called by the directive's handler: its name and value are there */
+    value = cf->args->elts;
+
+    ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                       "\"%V\" must be at %s %i ms, not \"%V\"", &value[0],
+                       *msp > (ngx_msec_t) bounds->high ? "most" : "least",
+                       *msp > (ngx_msec_t) bounds->high ? bounds->high
+                                                        : bounds->low,
+                       &value[1]);
+
+    return NGX_CONF_ERROR;
+}

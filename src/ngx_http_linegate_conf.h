@@ -1,7 +1,8 @@
 
 /*
  * linegate: what the directives of every file check the same way: a
- * directive's name=value parameters, each given once.
+ * directive's name=value parameters, each given once; a time within
+ * bounds.
  */
 
 
@@ -22,6 +23,14 @@
  */
 ngx_int_t ngx_http_linegate_conf_param(ngx_conf_t *cf, ngx_str_t *value,
     const char *const *names, ngx_uint_t n, ngx_uint_t *seen);
+
+/*
+ * The post handler of ngx_conf_set_msec_slot with ngx_conf_num_bounds_t
+ * in ms: a time past high (a timer's ngx_msec_t would wrap, or the
+ * setting means nothing) or under low is refused, naming both.
+ */
+char *ngx_http_linegate_conf_check_msec_bounds(ngx_conf_t *cf, void *post,
+    void *data);
 
 
 #endif /* _NGX_HTTP_LINEGATE_CONF_H_INCLUDED_ */

@@ -157,6 +157,33 @@ static ngx_conf_num_bounds_t  ngx_http_linegate_idempotency_ttl_bounds = {
     ngx_http_linegate_check_sec_bounds, 60, 2592000
 };
 
+/*
+ * Times a timer is armed with or a clock compared to (ms): past these
+ * they mean nothing (a request waiting minutes for one Redis reply), and
+ * a large one wrapped ngx_msec_t added to ngx_current_msec (the timer
+ * fired at once). 0 is refused by init_main_conf for the Redis ones.
+ */
+static ngx_conf_num_bounds_t  ngx_http_linegate_redis_timeout_bounds = {
+    ngx_http_linegate_conf_check_msec_bounds, 0,
+    NGX_HTTP_LINEGATE_REDIS_TIMEOUT_MAX
+};
+
+static ngx_conf_num_bounds_t  ngx_http_linegate_keepalive_bounds = {
+    ngx_http_linegate_conf_check_msec_bounds, 0,
+    NGX_HTTP_LINEGATE_REDIS_KEEPALIVE_MAX
+};
+
+static ngx_conf_num_bounds_t  ngx_http_linegate_reconcile_interval_bounds = {
+    ngx_http_linegate_conf_check_msec_bounds, 0,
+    NGX_HTTP_LINEGATE_RECONCILE_INTERVAL_MAX
+};
+
+/* linegate_reconcile_delay, _lost_after (at least 1s: linegate_init) */
+static ngx_conf_num_bounds_t  ngx_http_linegate_reconcile_bounds = {
+    ngx_http_linegate_conf_check_msec_bounds, 0,
+    NGX_HTTP_LINEGATE_RECONCILE_TIME_MAX
+};
+
 
 static ngx_command_t  ngx_http_linegate_commands[] = {
 
@@ -200,21 +227,21 @@ static ngx_command_t  ngx_http_linegate_commands[] = {
       ngx_conf_set_msec_slot,
       NGX_HTTP_MAIN_CONF_OFFSET,
       offsetof(ngx_http_linegate_main_conf_t, redis_connect_timeout),
-      NULL },
+      &ngx_http_linegate_redis_timeout_bounds },
 
     { ngx_string("linegate_redis_command_timeout"),
       NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
       ngx_conf_set_msec_slot,
       NGX_HTTP_MAIN_CONF_OFFSET,
       offsetof(ngx_http_linegate_main_conf_t, redis_command_timeout),
-      NULL },
+      &ngx_http_linegate_redis_timeout_bounds },
 
     { ngx_string("linegate_redis_keepalive"),
       NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
       ngx_conf_set_msec_slot,
       NGX_HTTP_MAIN_CONF_OFFSET,
       offsetof(ngx_http_linegate_main_conf_t, redis_keepalive),
-      NULL },
+      &ngx_http_linegate_keepalive_bounds },
 
     { ngx_string("linegate_redis_wait"),
       NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE2,
@@ -291,21 +318,21 @@ static ngx_command_t  ngx_http_linegate_commands[] = {
       ngx_conf_set_msec_slot,
       NGX_HTTP_MAIN_CONF_OFFSET,
       offsetof(ngx_http_linegate_main_conf_t, reconcile_interval),
-      NULL },
+      &ngx_http_linegate_reconcile_interval_bounds },
 
     { ngx_string("linegate_reconcile_delay"),
       NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
       ngx_conf_set_msec_slot,
       NGX_HTTP_MAIN_CONF_OFFSET,
       offsetof(ngx_http_linegate_main_conf_t, reconcile_delay),
-      NULL },
+      &ngx_http_linegate_reconcile_bounds },
 
     { ngx_string("linegate_reconcile_lost_after"),
       NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
       ngx_conf_set_msec_slot,
       NGX_HTTP_MAIN_CONF_OFFSET,
       offsetof(ngx_http_linegate_main_conf_t, reconcile_lost),
-      NULL },
+      &ngx_http_linegate_reconcile_bounds },
 
     { ngx_string("linegate_reconcile_auto"),
       NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE12,

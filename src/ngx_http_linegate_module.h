@@ -29,6 +29,13 @@
 /* linegate_inventory_cache: at most this long (ms) */
 #define NGX_HTTP_LINEGATE_INVENTORY_CACHE_MAX  60000
 
+/* the largest times nginx -t takes (ms), docs/directives.md */
+#define NGX_HTTP_LINEGATE_REDIS_TIMEOUT_MAX       60000      /* 1m */
+#define NGX_HTTP_LINEGATE_REDIS_KEEPALIVE_MAX     600000     /* 10m */
+#define NGX_HTTP_LINEGATE_RECONCILE_INTERVAL_MAX  3600000    /* 1h */
+/* linegate_reconcile_delay, _lost_after, _auto's interval= */
+#define NGX_HTTP_LINEGATE_RECONCILE_TIME_MAX      86400000   /* 1d */
+
 
 typedef enum {
     NGX_HTTP_LINEGATE_API_NONE = 0,

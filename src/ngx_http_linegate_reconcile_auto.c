@@ -83,10 +83,13 @@ ngx_http_linegate_reconcile_auto_conf(ngx_conf_t *cf, ngx_command_t *cmd,
 
         interval = ngx_parse_time(&s, 0);
 
-        if (interval == (ngx_msec_t) NGX_ERROR || interval < 1000) {
+        /* past a day, a timer's ngx_msec_t could wrap: it fired at once */
+        if (interval == (ngx_msec_t) NGX_ERROR || interval < 1000
+            || interval > NGX_HTTP_LINEGATE_RECONCILE_TIME_MAX)
+        {
             ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                               "invalid interval \"%V\": at least 1s",
-                               &value[2]);
+                               "invalid interval \"%V\": at least 1s, at "
+                               "most 1d", &value[2]);
             return NGX_CONF_ERROR;
         }
     }
