@@ -48,6 +48,70 @@ ngx_http_linegate_conf_param(ngx_conf_t *cf, ngx_str_t *value,
 
 
 char *
+ngx_http_linegate_conf_set_enum_slot(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf)
+{
+    char  *p = conf;
+
+    u_char           *s, *last;
+    size_t            len;
+    ngx_str_t        *value, list;
+    ngx_uint_t       *np, i;
+    ngx_conf_enum_t  *e;
+
+    np = (ngx_uint_t *) (p + cmd->offset);
+
+    if (*np != NGX_CONF_UNSET_UINT) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+    e = cmd->post;
+
+    for (i = 0; e[i].name.len != 0; i++) {
+        if (e[i].name.len == value[1].len
+            && ngx_strcasecmp(e[i].name.data, value[1].data) == 0)
+        {
+            *np = e[i].value;
+            return NGX_CONF_OK;
+        }
+    }
+
+    /* "a", "b" or "c" */
+    len = 0;
+
+    for (i = 0; e[i].name.len != 0; i++) {
+        len += e[i].name.len + sizeof("\"\" or ");
+    }
+
+    s = ngx_pnalloc(cf->temp_pool, len);
+    if (s == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    list.data = s;
+    last = s;
+
+    for (i = 0; e[i].name.len != 0; i++) {
+        if (i) {
+            last = (e[i + 1].name.len == 0) ? ngx_cpymem(last, " or ", 4)
+                                            : ngx_cpymem(last, ", ", 2);
+        }
+
+        last = ngx_sprintf(last, "\"%V\"", &e[i].name);
+    }
+
+    list.len = last - s;
+
+    ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                       "invalid value \"%V\" in \"%V\" directive, "
+                       "it must be %V", &value[1], &cmd->name, &list);
+
+    return NGX_CONF_ERROR;
+}
+
+
+char *
 ngx_http_linegate_conf_check_msec_bounds(ngx_conf_t *cf, void *post,
     void *data)
 {

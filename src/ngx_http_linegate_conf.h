@@ -1,8 +1,8 @@
 
 /*
  * linegate: what the directives of every file check the same way: a
- * directive's name=value parameters, each given once; a time within
- * bounds.
+ * directive's name=value parameters, each given once; an enum's refusal
+ * that names the directive and its values; a time within bounds.
  */
 
 
@@ -23,6 +23,14 @@
  */
 ngx_int_t ngx_http_linegate_conf_param(ngx_conf_t *cf, ngx_str_t *value,
     const char *const *names, ngx_uint_t n, ngx_uint_t *seen);
+
+/*
+ * ngx_conf_set_enum_slot, whose refusal names the directive and every
+ * value it takes, as a flag's does ('it must be "on" or "off"'); nginx's
+ * says 'invalid value "x"' alone
+ */
+char *ngx_http_linegate_conf_set_enum_slot(ngx_conf_t *cf,
+    ngx_command_t *cmd, void *conf);
 
 /*
  * The post handler of ngx_conf_set_msec_slot with ngx_conf_num_bounds_t

@@ -268,7 +268,7 @@ static ngx_command_t  ngx_http_linegate_limit_commands[] = {
 
     { ngx_string("linegate_limit_log_level"),
       NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
-      ngx_conf_set_enum_slot,
+      ngx_http_linegate_conf_set_enum_slot,
       NGX_HTTP_LOC_CONF_OFFSET,
       offsetof(ngx_http_linegate_limit_loc_conf_t, log_level),
       &ngx_http_linegate_limit_log_levels },

@@ -518,7 +518,7 @@ push @refused, (
     ['a limit status of 600', extra('linegate_limit_status 600;'),
      qr/\[emerg\] invalid linegate_limit_status "600"/],
     ['a limit log level of debug', extra('linegate_limit_log_level debug;'),
-     qr/\[emerg\] invalid value "debug" in /],
+     qr/\[emerg\] invalid value "debug" in "linegate_limit_log_level" directive, it must be "info", "notice", "warn" or "error"/],
     ['an on_error of retry', extra('linegate_limit_on_error retry;'),
      qr/\[emerg\] invalid value "retry" \(expected closed, open or local\)/],
     ['a local share of 0', extra('linegate_limit_on_error local share=0;'),
@@ -656,6 +656,9 @@ my %by_handler = (
     ngx_conf_set_str_slot  => sub { [[$_[0], $_[1]]] },
     ngx_conf_set_flag_slot => sub { [[$_[0] ? 'on' : 'off', $_[1]]] },
     ngx_conf_set_enum_slot => sub { [[$NAMED{ $_[0] } // $_[0], $_[1]]] },
+    # conf.c's, as nginx's but for its refusal
+    ngx_http_linegate_conf_set_enum_slot
+        => sub { [[$NAMED{ $_[0] } // $_[0], $_[1]]] },
 );
 my %by_fields = (
     linegate_api_key_cache => [['apikey_cache_ttl', \&LG::Docs::msec]],

@@ -547,7 +547,7 @@ subtest 'configuration errors fail nginx -t, naming the value' => sub {
         ['duplicate lease=', 'linegate_limit_zone x key=$arg_k rate=1r/s '
              . 'lease=10ms lease=20ms;', qr/duplicate "lease=" parameter/],
         ['bad log level', 'linegate_limit_log_level debug;',
-         qr/invalid value "debug"/],
+         qr/invalid value "debug" in "linegate_limit_log_level" directive/],
         ['duplicate log level', "linegate_limit_log_level warn;\n"
              . 'linegate_limit_log_level info;',
          qr/"linegate_limit_log_level" directive is duplicate/],
