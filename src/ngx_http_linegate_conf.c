@@ -47,6 +47,26 @@ ngx_http_linegate_conf_param(ngx_conf_t *cf, ngx_str_t *value,
 }
 
 
+ngx_int_t
+ngx_http_linegate_conf_number(ngx_conf_t *cf, ngx_str_t *value, size_t skip,
+    ngx_int_t min, ngx_int_t max, const char *what, const char *hint)
+{
+    ngx_int_t  n;
+
+    n = ngx_atoi(value->data + skip, value->len - skip);
+
+    /* ngx_atoi: NGX_ERROR for "", "-1", "1x" and an overflow */
+    if (n == NGX_ERROR || n < min || n > max) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid %s \"%V\" (%s%i to %i)", what, value,
+                           hint, min, max);
+        return NGX_ERROR;
+    }
+
+    return n;
+}
+
+
 char *
 ngx_http_linegate_conf_set_enum_slot(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf)

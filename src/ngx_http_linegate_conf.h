@@ -1,8 +1,9 @@
 
 /*
  * linegate: what the directives of every file check the same way: a
- * directive's name=value parameters, each given once; an enum's refusal
- * that names the directive and its values; a time within bounds.
+ * directive's name=value parameters, each given once; a number within
+ * bounds; an enum's refusal that names the directive and its values; a
+ * time within bounds.
  */
 
 
@@ -23,6 +24,14 @@
  */
 ngx_int_t ngx_http_linegate_conf_param(ngx_conf_t *cf, ngx_str_t *value,
     const char *const *names, ngx_uint_t n, ngx_uint_t *seen);
+
+/*
+ * The number in value after skip bytes, from min to max; else
+ * NGX_ERROR, logged as 'invalid <what> "<value>" (<hint>min to max)'.
+ */
+ngx_int_t ngx_http_linegate_conf_number(ngx_conf_t *cf, ngx_str_t *value,
+    size_t skip, ngx_int_t min, ngx_int_t max, const char *what,
+    const char *hint);
 
 /*
  * ngx_conf_set_enum_slot, whose refusal names the directive and every

@@ -2160,10 +2160,9 @@ ngx_http_linegate_limit_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
             continue;
 
         case 3: /* burst= */
-            n = ngx_atoi(value[i].data + 6, value[i].len - 6);
-            if (n < 0 || n > 100000000) {
-                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                                   "invalid burst value \"%V\"", &value[i]);
+            n = ngx_http_linegate_conf_number(cf, &value[i], 6, 0, 100000000,
+                                              "burst value", "");
+            if (n == NGX_ERROR) {
                 return NGX_CONF_ERROR;
             }
 
@@ -2363,11 +2362,9 @@ ngx_http_linegate_limit_on_error(ngx_conf_t *cf, ngx_command_t *cmd,
         return NGX_CONF_ERROR;
     }
 
-    n = ngx_atoi(value[2].data + 6, value[2].len - 6);
-    if (n <= 0 || n > 1000) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "invalid share \"%V\" (the fleet's node count, "
-                           "1 to 1000)", &value[2]);
+    n = ngx_http_linegate_conf_number(cf, &value[2], 6, 1, 1000, "share",
+                                      "the fleet's node count, ");
+    if (n == NGX_ERROR) {
         return NGX_CONF_ERROR;
     }
 
@@ -2391,12 +2388,11 @@ ngx_http_linegate_limit_status(ngx_conf_t *cf, ngx_command_t *cmd,
     }
 
     value = cf->args->elts;
-    n = ngx_atoi(value[1].data, value[1].len);
 
-    if (n < 400 || n > 599) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "invalid linegate_limit_status \"%V\" (a status "
-                           "from 400 to 599)", &value[1]);
+    n = ngx_http_linegate_conf_number(cf, &value[1], 0, 400, 599,
+                                      "linegate_limit_status",
+                                      "a status from ");
+    if (n == NGX_ERROR) {
         return NGX_CONF_ERROR;
     }
 

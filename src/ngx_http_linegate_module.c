@@ -1704,10 +1704,8 @@ ngx_http_linegate_redis_option(ngx_conf_t *cf,
         return NGX_CONF_ERROR;
 
     case 5: /* db= */
-        n = ngx_atoi(v->data + 3, v->len - 3);
-        if (n == NGX_ERROR || n > 255) {
-            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                               "invalid Redis db \"%V\"", v);
+        n = ngx_http_linegate_conf_number(cf, v, 3, 0, 255, "Redis db", "");
+        if (n == NGX_ERROR) {
             return NGX_CONF_ERROR;
         }
 
@@ -1741,11 +1739,9 @@ ngx_http_linegate_redis_wait_conf(ngx_conf_t *cf, ngx_command_t *cmd,
 
     value = cf->args->elts;
 
-    n = ngx_atoi(value[1].data, value[1].len);
-    if (n == NGX_ERROR || n < 1 || n > 64) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "invalid number of replicas \"%V\" (1 to 64)",
-                           &value[1]);
+    n = ngx_http_linegate_conf_number(cf, &value[1], 0, 1, 64,
+                                      "number of replicas", "");
+    if (n == NGX_ERROR) {
         return NGX_CONF_ERROR;
     }
 

@@ -173,7 +173,7 @@ my @refused = (
     ['a burst over 100,000,000',
      $s->render(HTTP_EXTRA => 'linegate_limit_zone z key=$remote_addr '
                               . 'rate=1r/s burst=100000001;'),
-     qr/\[emerg\] invalid burst value "burst=100000001"/],
+     qr/\[emerg\] invalid burst value "burst=100000001" \(0 to 100000000\)/],
     ['a local fallback shared by 1001 nodes',
      $s->render(HTTP_EXTRA => 'linegate_limit_on_error local share=1001;'),
      qr/\[emerg\] invalid share "share=1001" \(the fleet's node count, 1 to 1000\)/],
@@ -386,7 +386,7 @@ push @refused, (
      extra('linegate_line_daily_limits many 50;'),
      qr/\[emerg\] invalid limits "many 50"/],
     ['a Redis db of 256', $s->render(REDIS => $s->redis_directive . ' db=256'),
-     qr/\[emerg\] invalid Redis db "db=256"/],
+     qr/\[emerg\] invalid Redis db "db=256" \(0 to 255\)/],
     ['a Redis db that is not a number',
      $s->render(REDIS => $s->redis_directive . ' db=x'),
      qr/\[emerg\] invalid Redis db "db=x"/],
