@@ -26,8 +26,9 @@ ngx_int_t ngx_http_linegate_conf_param(ngx_conf_t *cf, ngx_str_t *value,
     const char *const *names, ngx_uint_t n, ngx_uint_t *seen);
 
 /*
- * The number in value after skip bytes, from min to max; else
- * NGX_ERROR, logged as 'invalid <what> "<value>" (<hint>min to max)'.
+ * The number in value after skip bytes, from min to max (min >= 0:
+ * NGX_ERROR is -1); else NGX_ERROR, logged as 'invalid <what> "<value>"
+ * (<hint>min to max)'.
  */
 ngx_int_t ngx_http_linegate_conf_number(ngx_conf_t *cf, ngx_str_t *value,
     size_t skip, ngx_int_t min, ngx_int_t max, const char *what,
