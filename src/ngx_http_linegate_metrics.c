@@ -13,7 +13,12 @@
  * a full table counts into linegate_metrics_dropped_total instead.
  *
  * The zone exists only when some location serves a linegate API, and is
- * kept across reloads (counters are monotonic for Prometheus).
+ * kept across reloads (counters are monotonic for Prometheus). A gauge
+ * that processes move up and down (linegate_redis_connected) is also
+ * noted by the process's slot in nginx's process table: a process that
+ * dies without taking its share off (a crash, kill -9) would otherwise
+ * leave it there for the zone's life, and its replacement, which the
+ * master starts in the same slot, takes it off when it starts.
  */
 
 
@@ -29,6 +34,9 @@
 #define NGX_HTTP_LINEGATE_M_ZONE_SIZE  (512 * 1024)
 #define NGX_HTTP_LINEGATE_M_APIS       32
 #define NGX_HTTP_LINEGATE_M_MEMO       64
+/* process slots noted, gauge series noted per slot (>= Redis nodes) */
+#define NGX_HTTP_LINEGATE_M_PROCS      256
+#define NGX_HTTP_LINEGATE_M_HELD       64
 
 
 typedef struct {
@@ -42,9 +50,18 @@ typedef struct {
 } ngx_http_linegate_series_t;
 
 
+/* a process's share of a gauge series; written only by its slot's process */
+typedef struct {
+    uint16_t                        series;   /* its index + 1, 0: none */
+    int16_t                         n;
+} ngx_http_linegate_held_t;
+
+
 typedef struct {
     ngx_atomic_t                    dropped;
     ngx_http_linegate_series_t      series[NGX_HTTP_LINEGATE_M_SERIES];
+    ngx_http_linegate_held_t        held[NGX_HTTP_LINEGATE_M_PROCS]
+                                        [NGX_HTTP_LINEGATE_M_HELD];
 } ngx_http_linegate_metrics_shm_t;
 
 
@@ -61,6 +78,8 @@ static ngx_http_linegate_series_t *ngx_http_linegate_metrics_series(
     ngx_uint_t family, u_char *labels, size_t len);
 static ngx_http_linegate_series_t *ngx_http_linegate_metrics_lookup(
     ngx_uint_t family, u_char *labels, size_t len);
+static void ngx_http_linegate_metrics_hold(ngx_http_linegate_series_t *s,
+    ngx_atomic_int_t n);
 static u_char *ngx_http_linegate_metrics_label(u_char *p, u_char *last,
     const char *name, u_char *value, size_t len);
 static void ngx_http_linegate_metrics_answer_class(ngx_uint_t api,
@@ -194,10 +213,40 @@ ngx_http_linegate_metrics_get(void)
 }
 
 
+/*
+ * Any process's start (a worker, a cache manager or loader): what the
+ * dead process of its slot still held is taken off. The master starts a
+ * process only in a slot whose last process it has reaped.
+ */
 void
 ngx_http_linegate_metrics_init_process(ngx_cycle_t *cycle)
 {
+    ngx_uint_t                   i;
+    ngx_http_linegate_held_t    *h;
+    ngx_http_linegate_series_t  *s;
+
     ngx_http_linegate_metrics_attach(cycle);
+
+    if (ngx_http_linegate_metrics == NULL
+        || ngx_process_slot < 0
+        || ngx_process_slot >= NGX_HTTP_LINEGATE_M_PROCS)
+    {
+        return;
+    }
+
+    h = ngx_http_linegate_metrics->held[ngx_process_slot];
+
+    for (i = 0; i < NGX_HTTP_LINEGATE_M_HELD; i++) {
+        if (h[i].series == 0) {
+            continue;
+        }
+
+        s = &ngx_http_linegate_metrics->series[h[i].series - 1];
+        (void) ngx_atomic_fetch_add(&s->v[0], (ngx_atomic_int_t) -h[i].n);
+
+        h[i].series = 0;
+        h[i].n = 0;
+    }
 }
 
 
@@ -247,8 +296,70 @@ ngx_http_linegate_metrics_add(ngx_http_linegate_metric_e m,
     }
 
     s = ngx_http_linegate_metrics_series(m, labels, p - labels);
-    if (s != NULL) {
+    if (s == NULL) {
+        return;
+    }
+
+    if (ngx_http_linegate_families[m].type[0] != 'g') {
         (void) ngx_atomic_fetch_add(&s->v[0], n);
+        return;
+    }
+
+    /*
+     * A gauge: this process's share noted too. A death between the two
+     * steps leaves one too many, never one too few.
+     */
+    if (n > 0) {
+        (void) ngx_atomic_fetch_add(&s->v[0], n);
+        ngx_http_linegate_metrics_hold(s, n);
+
+    } else {
+        ngx_http_linegate_metrics_hold(s, n);
+        (void) ngx_atomic_fetch_add(&s->v[0], n);
+    }
+}
+
+
+/*
+ * This process's share of a gauge series, by its slot; none noted when
+ * the slot or the series is beyond the table (counted as before).
+ */
+static void
+ngx_http_linegate_metrics_hold(ngx_http_linegate_series_t *s,
+    ngx_atomic_int_t n)
+{
+    ngx_uint_t                 i, idx;
+    ngx_http_linegate_held_t  *h, *free;
+
+    if (ngx_process_slot < 0
+        || ngx_process_slot >= NGX_HTTP_LINEGATE_M_PROCS)
+    {
+        return;
+    }
+
+    h = ngx_http_linegate_metrics->held[ngx_process_slot];
+    idx = s - ngx_http_linegate_metrics->series + 1;
+    free = NULL;
+
+    for (i = 0; i < NGX_HTTP_LINEGATE_M_HELD; i++) {
+        if (h[i].series == idx) {
+            h[i].n = (int16_t) (h[i].n + n);
+
+            if (h[i].n == 0) {
+                h[i].series = 0;
+            }
+
+            return;
+        }
+
+        if (h[i].series == 0 && free == NULL) {
+            free = &h[i];
+        }
+    }
+
+    if (free != NULL && n > 0) {
+        free->series = (uint16_t) idx;
+        free->n = (int16_t) n;
     }
 }
 

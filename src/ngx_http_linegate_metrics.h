@@ -77,7 +77,11 @@ void ngx_http_linegate_metrics_ratelimit(const char *zone,
 /* configuration time: the zone, once some location serves an API */
 ngx_int_t ngx_http_linegate_metrics_zone(ngx_conf_t *cf, void *tag);
 
-/* a worker's start: counts into its cycle's zone, or nowhere */
+/*
+ * A process's start (any: a worker, a cache manager or loader): counts
+ * into its cycle's zone, or nowhere; a dead process's share of the
+ * gauges, left in the same process slot, is taken off.
+ */
 void ngx_http_linegate_metrics_init_process(ngx_cycle_t *cycle);
 
 /* the text "linegate_api metrics;" serves, in pool; NULL: no memory */

@@ -2396,6 +2396,12 @@ ngx_http_linegate_init_process(ngx_cycle_t *cycle)
     ngx_http_linegate_redis_pubsub_handler_pt   revoked, invalidate;
 
     /*
+     * in any process: its slot in nginx's process table may be a dead
+     * worker's, whose share of the gauges it takes off
+     */
+    ngx_http_linegate_metrics_init_process(cycle);
+
+    /*
      * nginx's cache manager and loader run this too, and never the exit
      * hook: they serve no request, so they get no Redis connection
      */
@@ -2404,8 +2410,6 @@ ngx_http_linegate_init_process(ngx_cycle_t *cycle)
     {
         return NGX_OK;
     }
-
-    ngx_http_linegate_metrics_init_process(cycle);
 
     if (ngx_http_linegate_scripts_init(cycle->log) != NGX_OK) {
         return NGX_ERROR;

@@ -187,6 +187,33 @@ subtest 'a webhook event by type and result' => sub {
            'no series of their own');
 };
 
+# A worker that dies without closing its connections (a crash, kill -9)
+# takes nothing off linegate_redis_connected; before, the gauge kept it
+# for the zone's life (reloads too): 4 after both workers were killed.
+# The master starts the replacement in the dead one's process slot, and
+# it takes off what the slot held.
+subtest 'workers killed: the gauge counts the live ones' => sub {
+    my $connected = 'linegate_redis_connected{node="127.0.0.1:'
+        . $s->redis_port . '"}';
+    # the workers only: the proxy cache's helpers are children too
+    my $kill = sub {
+        my $master = $s->{pids}{nginx};
+        my @w = map { /^\s*(\d+)\s+nginx: worker process/ ? $1 : () }
+                split /\n/, `ps -o pid=,args= --ppid $master`;
+        my $from = length $s->error_log;
+        kill 'KILL', @w;
+        ok(@w == 2 && $s->wait_redis_connected($from, 30),
+           'both workers killed (SIGKILL), both replaced and connected');
+    };
+    is(value(scrape()->body, $connected), 2, 'two workers connected');
+    $kill->();
+    is(value(scrape()->body, $connected), 2, 'the two new ones counted');
+    $kill->();
+    my $text = scrape()->body;
+    is(value($text, $connected), 2, 'still two');
+    promtool_ok($text, 'after killed workers');
+};
+
 # docs/operator.md, "Metrics": its table lists every family the code
 # has (src/ngx_http_linegate_metrics.c) with its type, and no other, and
 # every family a scrape shows is in it
