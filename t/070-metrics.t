@@ -6,6 +6,7 @@ use lib 't/lib';
 
 use File::Temp qw(tempfile);
 use Test::More;
+use Time::HiRes qw(sleep);
 use LG::Docs;
 use LG::Stack;
 use LG::Lines qw(body);
