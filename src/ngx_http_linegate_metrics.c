@@ -329,7 +329,7 @@ ngx_http_linegate_metrics_hold(ngx_http_linegate_series_t *s,
     ngx_atomic_int_t n)
 {
     ngx_uint_t                 i, idx;
-    ngx_http_linegate_held_t  *h, *free;
+    ngx_http_linegate_held_t  *h, *empty;
 
     if (ngx_process_slot < 0
         || ngx_process_slot >= NGX_HTTP_LINEGATE_M_PROCS)
@@ -339,7 +339,7 @@ ngx_http_linegate_metrics_hold(ngx_http_linegate_series_t *s,
 
     h = ngx_http_linegate_metrics->held[ngx_process_slot];
     idx = s - ngx_http_linegate_metrics->series + 1;
-    free = NULL;
+    empty = NULL;
 
     for (i = 0; i < NGX_HTTP_LINEGATE_M_HELD; i++) {
         if (h[i].series == idx) {
@@ -352,14 +352,14 @@ ngx_http_linegate_metrics_hold(ngx_http_linegate_series_t *s,
             return;
         }
 
-        if (h[i].series == 0 && free == NULL) {
-            free = &h[i];
+        if (h[i].series == 0 && empty == NULL) {
+            empty = &h[i];
         }
     }
 
-    if (free != NULL && n > 0) {
-        free->series = (uint16_t) idx;
-        free->n = (int16_t) n;
+    if (empty != NULL && n > 0) {
+        empty->series = (uint16_t) idx;
+        empty->n = (int16_t) n;
     }
 }
 
