@@ -108,6 +108,7 @@ typedef struct {
     /* Redis Cluster: the slot map is asked for again on this timer */
     ngx_uint_t                          cluster;
     ngx_uint_t                          refreshing;  /* CLUSTER SLOTS sent */
+    ngx_uint_t                          moved_since;  /* a MOVED since */
     ngx_uint_t                          refresh_attempts;
     ngx_uint_t                          refresh_next;  /* node to ask */
     ngx_msec_t                          refresh_last;  /* when sent */
@@ -453,6 +454,15 @@ static ngx_http_linegate_redis_t  ngx_http_linegate_redis;
 static uint16_t    ngx_http_linegate_redis_slots[
                                           NGX_HTTP_LINEGATE_REDIS_SLOTS];
 static ngx_uint_t  ngx_http_linegate_redis_map_ready;
+
+/*
+ * The slots a MOVED moved while a CLUSTER SLOTS was out (rd->moved_since):
+ * its reply may have been made before the move, and would put the old
+ * owner back; those slots keep what the MOVED said, and the map is asked
+ * for again at once.
+ */
+static uint8_t     ngx_http_linegate_redis_moved[
+                                      NGX_HTTP_LINEGATE_REDIS_SLOTS / 8];
 
 /* the masters of the last CLUSTER NODES taken (rd->masters_set) */
 static ngx_http_linegate_redis_master_t  ngx_http_linegate_redis_masters[
@@ -4336,6 +4346,11 @@ ngx_http_linegate_redis_refresh(ngx_event_t *ev)
             rd->refreshing = 1;
             rd->refresh_last = ngx_current_msec;
 
+            /* only the MOVEDs after this are newer than its reply */
+            ngx_memzero(ngx_http_linegate_redis_moved,
+                        sizeof(ngx_http_linegate_redis_moved));
+            rd->moved_since = 0;
+
             /* the subscribers' masters, in the same write */
             if (rd->lmcf->redis_cluster_nodes && !rd->nodes_pending
                 && redisAsyncCommand(node->ac,
@@ -4386,7 +4401,11 @@ ngx_http_linegate_redis_slots_cb(redisAsyncContext *ac, void *data,
         /* the CLUSTER NODES written after it may be taken */
         rd->slots_taken = 1;
         rd->refresh_attempts = 0;
-        ngx_http_linegate_redis_refresh_soon(rd->refresh_period);
+
+        /* a slot kept from a MOVED: whether it moved again, ask now */
+        ngx_http_linegate_redis_refresh_soon(rd->moved_since
+                                             ? 0 : rd->refresh_period);
+        rd->moved_since = 0;
         return;
     }
 
@@ -4448,6 +4467,14 @@ ngx_http_linegate_redis_install(ngx_http_linegate_redis_node_t *asked,
         index = node ? (ngx_uint_t) (node - rd->nodes) + 1 : 0;
 
         for (slot = range->first; slot <= range->last; slot++) {
+            if (rd->moved_since
+                && (ngx_http_linegate_redis_moved[slot >> 3]
+                    & (1u << (slot & 7))))
+            {
+                /* a MOVED after it was asked: newer than this reply */
+                continue;
+            }
+
             ngx_http_linegate_redis_slots[slot] = (uint16_t) index;
         }
     }
@@ -4656,6 +4683,13 @@ ngx_http_linegate_redis_redirect(ngx_http_linegate_redis_node_t *from,
     if (!rr.ask) {
         ngx_http_linegate_redis_slots[rr.slot] =
                                    (uint16_t) (node - rd->nodes) + 1;
+
+        if (rd->refreshing) {
+            /* the CLUSTER SLOTS out now may answer with the old owner */
+            ngx_http_linegate_redis_moved[rr.slot >> 3] |=
+                                           (uint8_t) (1u << (rr.slot & 7));
+            rd->moved_since = 1;
+        }
     }
 
     if (buf == NULL || *redirects >= NGX_HTTP_LINEGATE_CLUSTER_REDIRECTS
