@@ -3978,7 +3978,13 @@ ngx_http_linegate_redis_disconnect_cb(const redisAsyncContext *ac,
     rd = &ngx_http_linegate_redis;
     node = ac->data;
 
-    if (rd->exiting) {
+    /*
+     * A context ngx_http_linegate_redis_drop() let go (it clears node->ac
+     * first): hiredis's redisAsyncFree() calls this when the context was
+     * connected, and the drop logs the loss itself, saying why, and calls
+     * _lost(): one drop, one line
+     */
+    if (rd->exiting || node->ac != ac) {
         return;
     }
 
@@ -4085,8 +4091,16 @@ ngx_http_linegate_redis_drop(ngx_http_linegate_redis_node_t *node,
 
     rd = &ngx_http_linegate_redis;
 
-    ngx_log_error(NGX_LOG_ERR, rd->log, 0,
-                  NGX_HTTP_LINEGATE_LOG "redis %s, reconnecting", why);
+    if (rd->cluster) {
+        /* which node: its disconnect callback, which named it, is quiet */
+        ngx_log_error(NGX_LOG_ERR, rd->log, 0,
+                      NGX_HTTP_LINEGATE_LOG "redis cluster node %V:%i: %s, "
+                      "reconnecting", &node->host, node->port, why);
+
+    } else {
+        ngx_log_error(NGX_LOG_ERR, rd->log, 0,
+                      NGX_HTTP_LINEGATE_LOG "redis %s, reconnecting", why);
+    }
 
     ac = node->ac;
     node->ac = NULL;

@@ -96,6 +96,16 @@ subtest 'Redis too slow' => sub {
     ok($s->wait_redis_connected($mark, 30), 'every worker reconnected');
     my @codes = map { $s->op(GET => '/inventory')->res->code } 1 .. 10;
     is_deeply(\@codes, [(200) x 10], 'ten calls after the pause');
+
+    # one drop, one line: the worker closing the connection is not told
+    # again by hiredis's disconnect callback ("redis disconnected")
+    my $log = substr($s->error_log, $mark);
+    my $drops = () = $log =~ /linegate: redis keepalive PING unanswered, /g;
+    my $lines = () =
+        $log =~ /linegate: redis (?:disconnected|.*, reconnecting)/g;
+    cmp_ok($drops, '>=', 1, "the keepalive dropped the connection ($drops)");
+    is($lines, $drops, 'one error-log line a drop')
+        or diag(join "\n", grep { /linegate: redis/ } split /\n/, $log);
 };
 
 done_testing;
