@@ -415,6 +415,9 @@ static ngx_int_t ngx_http_linegate_redis_durable_queue(ngx_log_t *log,
 static void ngx_http_linegate_redis_durable_flush(void);
 static ngx_int_t ngx_http_linegate_redis_durable_send(
     ngx_http_linegate_redis_durable_t *d);
+static int ngx_http_linegate_redis_argv(ngx_int_t script, ngx_uint_t eval,
+    int nk, ngx_http_linegate_redis_args_t *a, const char **argv,
+    size_t *argvlen, u_char *nkeys);
 static int ngx_http_linegate_redis_durable_argv(
     ngx_http_linegate_redis_durable_t *d, const char **argv,
     size_t *argvlen, u_char *nkeys);
@@ -1059,49 +1062,23 @@ static ngx_int_t
 ngx_http_linegate_redis_send(ngx_http_linegate_redis_cmd_t *cmd,
     ngx_uint_t eval)
 {
-    int                              i, argc;
+    int                              argc;
     u_char                           nkeys[NGX_INT_T_LEN];
-    ngx_str_t                        src, *sha;
     ngx_log_t                       *log;
     ngx_pool_t                      *pool;
     const char                      *argv[NGX_HTTP_LINEGATE_REDIS_MAX_ARGS];
     size_t                           argvlen[NGX_HTTP_LINEGATE_REDIS_MAX_ARGS];
     ngx_http_linegate_redis_t       *rd;
     ngx_http_linegate_redis_node_t  *node;
-    ngx_http_linegate_redis_args_t  *a;
 
     rd = &ngx_http_linegate_redis;
-    a = cmd->args;
-    argc = 0;
 
     /* a fire-and-forget script may be sent again after its request */
     log = (cmd->r != NULL) ? cmd->r->connection->log : ngx_cycle->log;
     pool = cmd->forget ? NULL : cmd->r->pool;
 
-    if (cmd->script >= 0) {
-        if (eval) {
-            ngx_http_linegate_script_source(cmd->script, &src);
-            argv[argc] = "EVAL";
-            argvlen[argc++] = 4;
-            argv[argc] = (const char *) src.data;
-            argvlen[argc++] = src.len;
-
-        } else {
-            sha = ngx_http_linegate_script_sha(cmd->script);
-            argv[argc] = "EVALSHA";
-            argvlen[argc++] = 7;
-            argv[argc] = (const char *) sha->data;
-            argvlen[argc++] = sha->len;
-        }
-
-        argv[argc] = (const char *) nkeys;
-        argvlen[argc++] = ngx_sprintf(nkeys, "%d", cmd->nkeys) - nkeys;
-    }
-
-    for (i = 0; i < a->argc; i++) {
-        argv[argc] = a->argv[i];
-        argvlen[argc++] = a->argvlen[i];
-    }
+    argc = ngx_http_linegate_redis_argv(cmd->script, eval, cmd->nkeys,
+                                        cmd->args, argv, argvlen, nkeys);
 
     node = ngx_http_linegate_redis_route(log, argc, argv, argvlen);
     if (node == NULL) {
@@ -2802,21 +2779,37 @@ static int
 ngx_http_linegate_redis_durable_argv(ngx_http_linegate_redis_durable_t *d,
     const char **argv, size_t *argvlen, u_char *nkeys)
 {
+    return ngx_http_linegate_redis_argv(d->script, d->eval, d->nkeys,
+                                        &d->args, argv, argvlen, nkeys);
+}
+
+
+/*
+ * A command's words, a request's and a durable write's alike: script's
+ * EVALSHA (EVAL: eval) with its number of keys, then its arguments; a
+ * plain command (script -1), the arguments only. nkeys_buf holds the
+ * number's text (NGX_INT_T_LEN). The count of words.
+ */
+static int
+ngx_http_linegate_redis_argv(ngx_int_t script, ngx_uint_t eval, int nk,
+    ngx_http_linegate_redis_args_t *a, const char **argv, size_t *argvlen,
+    u_char *nkeys)
+{
     int         i, argc;
     ngx_str_t   src, *sha;
 
     argc = 0;
 
-    if (d->script >= 0) {
-        if (d->eval) {
-            ngx_http_linegate_script_source(d->script, &src);
+    if (script >= 0) {
+        if (eval) {
+            ngx_http_linegate_script_source(script, &src);
             argv[argc] = "EVAL";
             argvlen[argc++] = 4;
             argv[argc] = (const char *) src.data;
             argvlen[argc++] = src.len;
 
         } else {
-            sha = ngx_http_linegate_script_sha(d->script);
+            sha = ngx_http_linegate_script_sha(script);
             argv[argc] = "EVALSHA";
             argvlen[argc++] = 7;
             argv[argc] = (const char *) sha->data;
@@ -2824,12 +2817,12 @@ ngx_http_linegate_redis_durable_argv(ngx_http_linegate_redis_durable_t *d,
         }
 
         argv[argc] = (const char *) nkeys;
-        argvlen[argc++] = ngx_sprintf(nkeys, "%d", d->nkeys) - nkeys;
+        argvlen[argc++] = ngx_sprintf(nkeys, "%d", nk) - nkeys;
     }
 
-    for (i = 0; i < d->args.argc; i++) {
-        argv[argc] = d->args.argv[i];
-        argvlen[argc++] = d->args.argvlen[i];
+    for (i = 0; i < a->argc; i++) {
+        argv[argc] = a->argv[i];
+        argvlen[argc++] = a->argvlen[i];
     }
 
     return argc;
@@ -3606,14 +3599,8 @@ ngx_http_linegate_redis_connect_to(ngx_http_linegate_redis_node_t *node)
     rd = &ngx_http_linegate_redis;
     lmcf = rd->lmcf;
 
-    if (lmcf->redis_unix.len) {
-        ac = redisAsyncConnectUnix((char *) lmcf->redis_unix.data);
-
-    } else if (ngx_http_linegate_redis_is_ip(&node->host)) {
-        /* resolved at load, or given by a sentinel or a cluster's map */
-        ac = redisAsyncConnect((char *) node->host.data, (int) node->port);
-
-    } else {
+    if (!lmcf->redis_unix.len && !ngx_http_linegate_redis_is_ip(&node->host))
+    {
         /*
          * a name from a cluster's map or a sentinel (Redis's
          * cluster-preferred-endpoint-type hostname, Sentinel's
@@ -3629,36 +3616,16 @@ ngx_http_linegate_redis_connect_to(ngx_http_linegate_redis_node_t *node)
         return;
     }
 
+    /* an IP address: resolved at load, or given by a sentinel or a map */
+    ac = ngx_http_linegate_redis_event_connect(&lmcf->redis_unix,
+                                   &node->host, node->port, rd->log,
+                                   rd->cluster, "redis", node,
+                                   ngx_http_linegate_redis_connect_cb,
+                                   ngx_http_linegate_redis_disconnect_cb);
     if (ac == NULL) {
-        ngx_log_error(NGX_LOG_ERR, rd->log, 0,
-                      NGX_HTTP_LINEGATE_LOG "redis: out of memory");
         ngx_http_linegate_redis_lost(node);
         return;
     }
-
-    if (ac->err) {
-        ngx_log_error(NGX_LOG_ERR, rd->log, 0,
-                      NGX_HTTP_LINEGATE_LOG "redis connect failed: %s",
-                      ac->errstr);
-        redisAsyncFree(ac);
-        ngx_http_linegate_redis_lost(node);
-        return;
-    }
-
-    if (ngx_http_linegate_redis_event_attach(ac, rd->log, rd->cluster)
-        != NGX_OK)
-    {
-        redisAsyncFree(ac);
-        ngx_http_linegate_redis_lost(node);
-        return;
-    }
-
-    /* every callback of the context finds its node here */
-    ac->data = node;
-
-    redisAsyncSetConnectCallback(ac, ngx_http_linegate_redis_connect_cb);
-    redisAsyncSetDisconnectCallback(ac,
-                                    ngx_http_linegate_redis_disconnect_cb);
 
     node->ac = ac;
     node->state = NGX_HTTP_LINEGATE_REDIS_CONNECTING;

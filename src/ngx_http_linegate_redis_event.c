@@ -98,6 +98,50 @@ ngx_http_linegate_redis_event_attach(redisAsyncContext *ac, ngx_log_t *log,
 }
 
 
+redisAsyncContext *
+ngx_http_linegate_redis_event_connect(ngx_str_t *path, ngx_str_t *host,
+    ngx_int_t port, ngx_log_t *log, ngx_uint_t defer, const char *who,
+    void *data, redisConnectCallback *connected,
+    redisDisconnectCallback *disconnected)
+{
+    redisAsyncContext  *ac;
+
+    if (path->len) {
+        ac = redisAsyncConnectUnix((char *) path->data);
+
+    } else {
+        ac = redisAsyncConnect((char *) host->data, (int) port);
+    }
+
+    if (ac == NULL) {
+        ngx_log_error(NGX_LOG_ERR, log, 0,
+                      NGX_HTTP_LINEGATE_LOG "%s: out of memory", who);
+        return NULL;
+    }
+
+    if (ac->err) {
+        ngx_log_error(NGX_LOG_ERR, log, 0,
+                      NGX_HTTP_LINEGATE_LOG "%s connect failed: %s", who,
+                      ac->errstr);
+        redisAsyncFree(ac);
+        return NULL;
+    }
+
+    if (ngx_http_linegate_redis_event_attach(ac, log, defer) != NGX_OK) {
+        redisAsyncFree(ac);
+        return NULL;
+    }
+
+    /* every callback of the context finds its owner here */
+    ac->data = data;
+
+    redisAsyncSetConnectCallback(ac, connected);
+    redisAsyncSetDisconnectCallback(ac, disconnected);
+
+    return ac;
+}
+
+
 static void
 ngx_http_linegate_redis_event_read(ngx_event_t *ev)
 {

@@ -30,6 +30,18 @@ ngx_int_t ngx_http_linegate_redis_event_attach(redisAsyncContext *ac,
     ngx_log_t *log, ngx_uint_t defer);
 
 /*
+ * A new context, attached, with its data and callbacks set: to the Unix
+ * socket path when it has a length, else to host (an IP address, NUL
+ * terminated: hiredis would resolve a name with a blocking call) and
+ * port. NULL when none could be made, what failed logged at error
+ * (who: "redis", "redis subscriber"), nothing left to free.
+ */
+redisAsyncContext *ngx_http_linegate_redis_event_connect(ngx_str_t *path,
+    ngx_str_t *host, ngx_int_t port, ngx_log_t *log, ngx_uint_t defer,
+    const char *who, void *data, redisConnectCallback *connected,
+    redisDisconnectCallback *disconnected);
+
+/*
  * A subscribed connection proves it is alive by answering a PING: its
  * answer comes after every message published before it (Redis answers a
  * connection in order). The connection must have PSUBSCRIBEd to a

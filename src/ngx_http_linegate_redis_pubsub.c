@@ -739,38 +739,15 @@ ngx_http_linegate_pubsub_connect(ngx_http_linegate_pubsub_t *ps)
         ps->port = port;
     }
 
-    if (all->lmcf->redis_unix.len) {
-        ac = redisAsyncConnectUnix((char *) all->lmcf->redis_unix.data);
-
-    } else {
-        ac = redisAsyncConnect((char *) ps->host.data, (int) ps->port);
-    }
-
+    ac = ngx_http_linegate_redis_event_connect(&all->lmcf->redis_unix,
+                                   &ps->host, ps->port, all->log, 0,
+                                   "redis subscriber", ps,
+                                   ngx_http_linegate_pubsub_connect_cb,
+                                   ngx_http_linegate_pubsub_disconnect_cb);
     if (ac == NULL) {
         ngx_http_linegate_pubsub_lost(ps);
         return;
     }
-
-    if (ac->err) {
-        ngx_log_error(NGX_LOG_ERR, all->log, 0,
-                      NGX_HTTP_LINEGATE_LOG "redis subscriber connect "
-                      "failed: %s", ac->errstr);
-        redisAsyncFree(ac);
-        ngx_http_linegate_pubsub_lost(ps);
-        return;
-    }
-
-    if (ngx_http_linegate_redis_event_attach(ac, all->log, 0) != NGX_OK) {
-        redisAsyncFree(ac);
-        ngx_http_linegate_pubsub_lost(ps);
-        return;
-    }
-
-    ac->data = ps;
-
-    redisAsyncSetConnectCallback(ac, ngx_http_linegate_pubsub_connect_cb);
-    redisAsyncSetDisconnectCallback(ac,
-                                    ngx_http_linegate_pubsub_disconnect_cb);
 
     ps->ac = ac;
     ps->state = NGX_HTTP_LINEGATE_PUBSUB_CONNECTING;
