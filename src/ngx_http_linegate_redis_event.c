@@ -325,10 +325,7 @@ ngx_http_linegate_redis_event_pong(redisAsyncContext *ac, redisReply *reply)
 
     kind = reply->element[0];
 
-    if (kind->len != sizeof("pong") - 1
-        || ngx_strncasecmp((u_char *) kind->str, (u_char *) "pong",
-                           kind->len) != 0)
-    {
+    if (!ngx_http_linegate_redis_event_kind(kind, "pong")) {
         return 0;
     }
 
@@ -347,4 +344,18 @@ ngx_http_linegate_redis_event_pong(redisAsyncContext *ac, redisReply *reply)
 #endif
 
     return 1;
+}
+
+
+ngx_uint_t
+ngx_http_linegate_redis_event_kind(const redisReply *kind, const char *word)
+{
+    size_t  len;
+
+    len = ngx_strlen(word);
+
+    return kind->type == REDIS_REPLY_STRING
+           && kind->len == len
+           && ngx_strncasecmp((u_char *) kind->str, (u_char *) word, len)
+              == 0;
 }

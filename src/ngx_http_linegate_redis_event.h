@@ -64,5 +64,13 @@ ngx_int_t ngx_http_linegate_redis_event_ping(redisAsyncContext *ac,
 ngx_uint_t ngx_http_linegate_redis_event_pong(redisAsyncContext *ac,
     redisReply *reply);
 
+/*
+ * 1 when kind, the first element of a subscribed connection's reply
+ * ("message", "pmessage", "subscribe", "pong"...), is the word given
+ * (Redis's case or not); 0 otherwise, a reply not a string included
+ */
+ngx_uint_t ngx_http_linegate_redis_event_kind(const redisReply *kind,
+    const char *word);
+
 
 #endif /* _NGX_HTTP_LINEGATE_REDIS_EVENT_H_INCLUDED_ */

@@ -871,10 +871,7 @@ ngx_http_linegate_pubsub_message_cb(redisAsyncContext *ac, void *data,
 
     kind = reply->element[0];
 
-    if (kind->len == sizeof("pmessage") - 1
-        && ngx_strncasecmp((u_char *) kind->str, (u_char *) "pmessage",
-                           kind->len) == 0)
-    {
+    if (ngx_http_linegate_redis_event_kind(kind, "pmessage")) {
         if (reply->elements < 4) {
             return;
         }
@@ -905,9 +902,7 @@ ngx_http_linegate_pubsub_message_cb(redisAsyncContext *ac, void *data,
         return;
     }
 
-    if (kind->len == sizeof("psubscribe") - 1
-        && ngx_strncasecmp((u_char *) kind->str, (u_char *) "psubscribe",
-                           kind->len) == 0
+    if (ngx_http_linegate_redis_event_kind(kind, "psubscribe")
         && ps->state == NGX_HTTP_LINEGATE_PUBSUB_SUBSCRIBING)
     {
         ngx_log_error(NGX_LOG_NOTICE, all->log, 0,
@@ -1012,18 +1007,12 @@ ngx_http_linegate_pubsub_invalidate_cb(redisAsyncContext *ac, void *data,
 
     kind = reply->element[0];
 
-    if (kind->len == sizeof("subscribe") - 1
-        && ngx_strncasecmp((u_char *) kind->str, (u_char *) "subscribe",
-                           kind->len) == 0)
-    {
+    if (ngx_http_linegate_redis_event_kind(kind, "subscribe")) {
         ps->tracked = 1;
         return;
     }
 
-    if (kind->len != sizeof("message") - 1
-        || ngx_strncasecmp((u_char *) kind->str, (u_char *) "message",
-                           kind->len) != 0)
-    {
+    if (!ngx_http_linegate_redis_event_kind(kind, "message")) {
         return;
     }
 
