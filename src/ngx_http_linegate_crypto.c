@@ -120,6 +120,65 @@ ngx_http_linegate_sha256_hex(const unsigned char *data, size_t len,
 }
 
 
+#define NGX_HTTP_LINEGATE_SIP_ROTL(x, b)  (((x) << (b)) | ((x) >> (64 - (b))))
+
+#define NGX_HTTP_LINEGATE_SIP_ROUND                                           \
+    v0 += v1; v1 = NGX_HTTP_LINEGATE_SIP_ROTL(v1, 13); v1 ^= v0;              \
+    v0 = NGX_HTTP_LINEGATE_SIP_ROTL(v0, 32);                                  \
+    v2 += v3; v3 = NGX_HTTP_LINEGATE_SIP_ROTL(v3, 16); v3 ^= v2;              \
+    v0 += v3; v3 = NGX_HTTP_LINEGATE_SIP_ROTL(v3, 21); v3 ^= v0;              \
+    v2 += v1; v1 = NGX_HTTP_LINEGATE_SIP_ROTL(v1, 17); v1 ^= v2;              \
+    v2 = NGX_HTTP_LINEGATE_SIP_ROTL(v2, 32)
+
+
+/* the reference siphash.c with outlen 8 */
+uint64_t
+ngx_http_linegate_siphash(uint64_t k0, uint64_t k1, const unsigned char *data,
+    size_t len)
+{
+    size_t    i;
+    uint64_t  v0, v1, v2, v3, m, b;
+
+    v0 = 0x736f6d6570736575ULL ^ k0;
+    v1 = 0x646f72616e646f6dULL ^ k1;
+    v2 = 0x6c7967656e657261ULL ^ k0;
+    v3 = 0x7465646279746573ULL ^ k1;
+
+    b = (uint64_t) len << 56;
+
+    for ( /* void */ ; len >= 8; data += 8, len -= 8) {
+        m = 0;
+
+        for (i = 0; i < 8; i++) {
+            m |= (uint64_t) data[i] << (8 * i);
+        }
+
+        v3 ^= m;
+        NGX_HTTP_LINEGATE_SIP_ROUND;
+        NGX_HTTP_LINEGATE_SIP_ROUND;
+        v0 ^= m;
+    }
+
+    /* the last 0 to 7 bytes, under the length's low byte */
+    for (i = 0; i < len; i++) {
+        b |= (uint64_t) data[i] << (8 * i);
+    }
+
+    v3 ^= b;
+    NGX_HTTP_LINEGATE_SIP_ROUND;
+    NGX_HTTP_LINEGATE_SIP_ROUND;
+    v0 ^= b;
+
+    v2 ^= 0xff;
+    NGX_HTTP_LINEGATE_SIP_ROUND;
+    NGX_HTTP_LINEGATE_SIP_ROUND;
+    NGX_HTTP_LINEGATE_SIP_ROUND;
+    NGX_HTTP_LINEGATE_SIP_ROUND;
+
+    return v0 ^ v1 ^ v2 ^ v3;
+}
+
+
 int
 ngx_http_linegate_ct_equal(const void *a, size_t alen, const void *b,
     size_t blen)

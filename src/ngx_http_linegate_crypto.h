@@ -13,6 +13,7 @@
 
 
 #include <stddef.h>
+#include <stdint.h>
 #include <sys/types.h>
 
 
@@ -36,6 +37,15 @@ int ngx_http_linegate_sha256(const unsigned char *data, size_t len,
 /* lowercase hex SHA-256 of data, NUL-terminated; "" if OpenSSL fails */
 void ngx_http_linegate_sha256_hex(const unsigned char *data, size_t len,
     char out[65]);
+
+/*
+ * SipHash-2-4 (Aumasson and Bernstein, 64-bit output) of data under the
+ * 128-bit key k0, k1 (the key's two little-endian halves): a hash whose
+ * collisions cannot be chosen without the key, for tables filled with
+ * keys a client picks (ngx_murmur_hash2's can be, whatever its seed).
+ */
+uint64_t ngx_http_linegate_siphash(uint64_t k0, uint64_t k1,
+    const unsigned char *data, size_t len);
 
 /*
  * 1 when both buffers have the same length and content, else 0.

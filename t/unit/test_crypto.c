@@ -403,10 +403,38 @@ test_stripe(void)
 }
 
 
+/* the reference vectors (vectors.h): key 00..0f, message 00..len-1 */
+static void
+test_siphash(void)
+{
+    size_t          i;
+    unsigned char   msg[64];
+    uint64_t        k0, k1;
+
+    for (i = 0; i < sizeof(msg); i++) {
+        msg[i] = (unsigned char) i;
+    }
+
+    k0 = 0x0706050403020100ULL;
+    k1 = 0x0f0e0d0c0b0a0908ULL;
+
+    ok(ngx_http_linegate_siphash(k0, k1, msg, 0) == 0x726fdb47dd0e0e31ULL,
+       "siphash: empty message");
+    ok(ngx_http_linegate_siphash(k0, k1, msg, 1) == 0x74f839c593dc67fdULL,
+       "siphash: one byte");
+    ok(ngx_http_linegate_siphash(k0, k1, msg, 15) == 0xa129ca6149be45e5ULL,
+       "siphash: 15 bytes (the paper's example)");
+    ok(ngx_http_linegate_siphash(k0, k1, msg, 15)
+       != ngx_http_linegate_siphash(k0 + 1, k1, msg, 15),
+       "siphash: another key, another hash");
+}
+
+
 int
 main(void)
 {
     test_sha256();
+    test_siphash();
     test_ct_equal();
     test_base64url();
     test_random();
