@@ -56,7 +56,7 @@ typedef struct {
  * The worker's lease of a Redis key (a slot of its set: a new key takes
  * the slot of the set's key asked for least recently, whose lease is
  * dropped), NULL when there is none to be had (a key too long, no
- * memory).
+ * memory, no random bytes for the table's hash key).
  */
 ngx_http_linegate_lease_t *ngx_http_linegate_lease_get(ngx_str_t *key);
 

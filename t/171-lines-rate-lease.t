@@ -10,7 +10,6 @@ use lib 't/lib';
 
 use Test::More;
 use Time::HiRes ();
-use Compress::Zlib ();
 use Mojo::Promise;
 use Mojo::UserAgent;
 use LG::Stack;
@@ -91,19 +90,14 @@ subtest 'a busy workspace: one EVALSHA per lease, not per GET' => sub {
     $s->stop;
 };
 
-subtest 'two busy workspaces of one set keep their leases' => sub {
-    # the worker's table: 4096 sets (crc32 of the key), 2 leases each; a
-    # direct-mapped table (2048) dropped one key's lease for the other's
-    # at every request: an EVALSHA per GET
-    my %of;
-    my @pair;
-    for my $i (1 .. 200_000) {
-        my $k = Compress::Zlib::crc32("lg:{ws:org_set$i}:gcra") % 4096;
-        if (defined $of{$k}) { @pair = ($of{$k}, $i); last }
-        $of{$k} = $i;
-    }
-    is(scalar @pair, 2, "workspaces org_set$pair[0] and org_set$pair[1]: "
-       . 'their rate keys share a set');
+subtest 'two busy workspaces alternating keep their leases' => sub {
+    # the worker's table: 4096 sets, 2 leases each; a direct-mapped table
+    # (2048) dropped one key's lease for the other's at every request of
+    # two keys of one slot: an EVALSHA per GET. Which set a key falls in
+    # is the worker's secret (SipHash under a key of its own), so two
+    # keys of one set cannot be picked from here: t/404 checks that keys
+    # chosen from the unkeyed hash no longer share a hot key's set
+    my @pair = (1, 2);
     my $s = LG::Stack->new(WS_RATE => '600000r/m lease=200ms',
                            WORKERS => 1)->start;
     my $l = LG::Lines->new($s);

@@ -50,7 +50,7 @@ declare -A objs=(
     [redis_arena]=""
     [operator]="operator_ops operator_fields redis auth json json_write keys chars str clock ids headers crypto metrics"
     [redis_pubsub]="cache keys chars str crypto metrics"
-    [limit]="redis scripts keys chars str metrics ratelimit conf"
+    [limit]="redis scripts keys chars str metrics ratelimit conf crypto"
     [reconcile_list]="json json_write keys chars str clock ids headers crypto metrics lines lines_request lr_setup pv_settle redis scripts"
 )
 

@@ -1551,9 +1551,9 @@ fuzz_forget(void)
         }
 
         if (ngx_http_linegate_leases != NULL) {
+            /* the worker's keyed hash (lease.c), not murmur's */
             ngx_memzero(&ngx_http_linegate_leases[
-                            (h % NGX_HTTP_LINEGATE_LEASE_SETS)
-                            * NGX_HTTP_LINEGATE_LEASE_WAYS],
+                            ngx_http_linegate_lease_index(&key)],
                         NGX_HTTP_LINEGATE_LEASE_WAYS
                         * sizeof(ngx_http_linegate_lease_t));
         }
