@@ -24,6 +24,7 @@ my $http = <<"CONF";
     linegate_limit_zone pair key=\$arg_k rate=2r/s burst=9 lease=1s;
     linegate_limit_zone count key=\$arg_k rate=1200r/m burst=99 lease=1s;
     linegate_limit_zone mono key=\$arg_k rate=240r/m burst=29 lease=1s;
+    linegate_limit_zone down key=\$arg_k rate=10r/s burst=19 lease=1s;
 CONF
 
 my $server = <<"CONF";
@@ -37,6 +38,11 @@ my $server = <<"CONF";
             try_files /file.txt =404;
         }
         location /mono/ { linegate_limit zone=mono; try_files /file.txt =404; }
+        location /down/ {
+            linegate_limit zone=down;
+            linegate_limit_on_error closed;
+            try_files /file.txt =404;
+        }
         location /plain/ {
             linegate_limit zone=plain;
             try_files /file.txt =404;
@@ -220,6 +226,35 @@ subtest 'keys chosen to share a hot key\'s set do not take its lease' => sub {
     is(scalar(grep { $_->code == 200 } @res), 450, 'all 450 admitted');
     ok($calls < 225, "Redis asked $calls times for 450 requests of 3 keys")
         or diag "the flood: @flood";
+};
+
+# Redis gone mid-lease (docs/directives.md, linegate_limit_on_error): the
+# admissions the worker holds, paid for in Redis, still pass, for the
+# lease time at most; then the zone's fallback (closed: 503). Zone down:
+# 10r/s, lease 1 s: a lease of at most 10, two held at a time
+subtest 'Redis stopped mid-lease: the held admissions, then the fallback'
+    => sub {
+    my $url = $s->url("/down/?k=dn$$");
+    my @warm = map { $ua->get($url)->res } 1 .. 12;
+    is(scalar(grep { $_->code == 200 } @warm), 12, 'the lease grown');
+    $s->stop_redis;
+    my @res = map { $ua->get($url)->res } 1 .. 40;
+    my @codes = map { $_->code } @res;
+    my $passed = grep { $_ == 200 } @codes;
+    my $closed = grep { $_ == 503 } @codes;
+    is($passed + $closed, 40, 'only 200 and 503');
+    ok($passed >= 1 && $passed <= 20,
+       "$passed passed from the worker's leases (at most 2 x 10)");
+    my $first = (grep { $codes[$_] == 503 } 0 .. $#codes)[0] // 40;
+    is(scalar(grep { $_ == 200 } @codes[$first .. $#codes]), 0,
+       'then none: each falls back')
+        or diag "@codes";
+    is($res[-1]->headers->header('X-Limit'), 'CLOSED', 'CLOSED');
+    my $mark = length $s->error_log;
+    $s->start_redis;
+    ok($s->wait_redis_connected($mark, 10), 'reconnected');
+    is($ua->get($url)->res->headers->header('X-Limit'), 'PASSED',
+       'Redis decides again');
 };
 
 done_testing;
