@@ -20,7 +20,7 @@
  * let a client pick two that share a hot key's set and take its slot at
  * every request (its lease dropped each time, a Redis decision per
  * request); a seed would not help, MurmurHash2's collisions do not
- * depend on it. SipHash costs ~50 ns for a key of 30 bytes.
+ * depend on it. SipHash took 64 ns for a key of 33 bytes (performance.md).
  */
 
 
