@@ -112,6 +112,26 @@ subtest 'a burst of 10 passes, headers count down, then 429' => sub {
     $l->answer($l->list($v), 200, 'another workspace is not limited');
 };
 
+# the fleet's rate under real parallel requests: both workers (the
+# stack's default) answer at once, each decision atomic in Redis, so
+# exactly the burst passes whichever worker took which request
+subtest 'parallel GETs on two workers: exactly the burst passes' => sub {
+    my $w = ws();
+    my $id = $l->created($w);    # 1 of 10
+    my @tx = $l->parallel(map { [$w, GET => "/api/line-requests/$id"] }
+                          1 .. 200);
+    my $ok = grep { $_->res->code == 200 } @tx;
+    my $no = grep { $_->res->code == 429 } @tx;
+    is($ok, 9, 'the rest of the burst, 9, passed');
+    is($no, 191, 'every other one 429');
+    my @rl = grep { defined }
+             map { ($_->res->headers->header('RateLimit') // '')
+                   =~ /;r=(\d+);/ ? $1 : undef }
+             grep { $_->res->code == 200 } @tx;
+    is_deeply([sort { $a <=> $b } @rl], [0 .. 8],
+              'each admission\'s r its own: 8 down to 0');
+};
+
 subtest 'one token back after T' => sub {
     # time moved by T: the TAT T earlier is the same state
     my $w = ws();
