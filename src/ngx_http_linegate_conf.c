@@ -38,7 +38,18 @@ ngx_http_linegate_conf_param(ngx_conf_t *cf, ngx_str_t *value,
 
     /* the name and its "=" alone: a misspelt "password=" holds a secret */
     eq = ngx_strlchr(value->data, value->data + value->len, '=');
-    len = (eq == NULL) ? value->len : (size_t) (eq + 1 - value->data);
+
+    if (eq == NULL) {
+        /* no name at all: a secret given without "password=" */
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid parameter (argument %ui): not "
+                           "name=value",
+                           (ngx_uint_t) (value
+                                         - (ngx_str_t *) cf->args->elts));
+        return NGX_DECLINED;
+    }
+
+    len = (size_t) (eq + 1 - value->data);
 
     ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, "invalid parameter \"%*s\"",
                        len, value->data);

@@ -20,7 +20,9 @@
  * (each with its "="): its index in names. Each once (bit i of *seen: a
  * second one would silently win), else NGX_ERROR, logged. NGX_DECLINED,
  * logged as "invalid parameter" with its name alone (the value may be a
- * secret: "passwd=..." must not reach the error log), for any other.
+ * secret: "passwd=..." must not reach the error log), or by its argument
+ * number when it has no "=" (a secret given without its name), for any
+ * other. value is one of cf->args.
  */
 ngx_int_t ngx_http_linegate_conf_param(ngx_conf_t *cf, ngx_str_t *value,
     const char *const *names, ngx_uint_t n, ngx_uint_t *seen);

@@ -58,6 +58,7 @@ static char *ngx_http_linegate_redis_conf(ngx_conf_t *cf,
     ngx_command_t *cmd, void *conf);
 static ngx_int_t ngx_http_linegate_redis_address(ngx_conf_t *cf,
     ngx_str_t *value, ngx_str_t *host, ngx_int_t *port);
+static ngx_uint_t ngx_http_linegate_redis_address_shaped(ngx_str_t *value);
 static ngx_array_t *ngx_http_linegate_redis_addresses(ngx_conf_t *cf,
     ngx_str_t *value, ngx_uint_t n, const char *what);
 static char *ngx_http_linegate_lines_cache_conf(ngx_conf_t *cf,
@@ -1577,6 +1578,21 @@ ngx_http_linegate_redis_address(ngx_conf_t *cf, ngx_str_t *value,
     size_t      n;
     ngx_url_t   u;
 
+    if (!ngx_http_linegate_redis_address_shaped(value)) {
+        /*
+         * neither printed nor resolved: a secret given without its
+         * "password=" ("password hunter2") would be taken for an address,
+         * and reach the error log and the DNS
+         */
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid Redis address (argument %ui): expected "
+                           "ip:port, host:port or unix:/path (a secret "
+                           "takes \"password=\")",
+                           (ngx_uint_t) (value
+                                         - (ngx_str_t *) cf->args->elts));
+        return NGX_ERROR;
+    }
+
     ngx_memzero(&u, sizeof(ngx_url_t));
     u.url = *value;
     u.no_resolve = 0;
@@ -1605,6 +1621,86 @@ ngx_http_linegate_redis_address(ngx_conf_t *cf, ngx_str_t *value,
     *port = u.port;
 
     return NGX_OK;
+}
+
+
+/*
+ * Whether value has an address's shape, host:port (a name or IPv4 of
+ * letters, digits, "." and "-", or an [IPv6]) and a port of digits, or
+ * an IPv4 alone (its port forgotten): only such a value is printed when
+ * refused, or resolved.
+ */
+static ngx_uint_t
+ngx_http_linegate_redis_address_shaped(ngx_str_t *value)
+{
+    u_char  *p, *colon, *last;
+
+    last = value->data + value->len;
+
+    /* "127.0.0.1": digits and dots, a dot between two digits */
+    for (p = value->data; p < last; p++) {
+        if (!((*p >= '0' && *p <= '9') || *p == '.')) {
+            break;
+        }
+    }
+
+    if (p == last && value->len >= 7
+        && ngx_strlchr(value->data, last, '.') != NULL)
+    {
+        return 1;
+    }
+
+    for (colon = last; colon > value->data; colon--) {
+        if (colon[-1] == ':') {
+            break;
+        }
+    }
+
+    /* a port of 1 to 5 digits after the last ":" */
+    if (colon == value->data || last - colon == 0 || last - colon > 5) {
+        return 0;
+    }
+
+    for (p = colon; p < last; p++) {
+        if (*p < '0' || *p > '9') {
+            return 0;
+        }
+    }
+
+    /* the host before it: not empty */
+    last = colon - 1;
+
+    if (last == value->data) {
+        return 0;
+    }
+
+    if (value->data[0] == '[') {
+        if (last[-1] != ']' || last - value->data < 3) {
+            return 0;
+        }
+
+        for (p = value->data + 1; p < last - 1; p++) {
+            if (!((*p >= '0' && *p <= '9') || ((*p | 0x20) >= 'a'
+                                                && (*p | 0x20) <= 'f')
+                  || *p == ':' || *p == '.'))
+            {
+                return 0;
+            }
+        }
+
+        return 1;
+    }
+
+    for (p = value->data; p < last; p++) {
+        if (!((*p >= '0' && *p <= '9') || ((*p | 0x20) >= 'a'
+                                            && (*p | 0x20) <= 'z')
+              || *p == '.' || *p == '-'))
+        {
+            return 0;
+        }
+    }
+
+    return 1;
 }
 
 

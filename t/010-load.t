@@ -62,9 +62,10 @@ system("openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:1024 "
 my $weak = Crypt::PK::RSA->new("$dir/weak.pub")->export_key_jwk('public', 1);
 
 my @refused = (
+    # a word is not printed: it may be a secret without "password="
     ['Redis address that is not one',
      $s->render(REDIS => 'not-an-address'),
-     qr/\[emerg\] invalid Redis address "not-an-address"/],
+     qr/\[emerg\] invalid Redis address \(argument 1\): expected ip:port, host:port or unix:\/path \(a secret takes "password="\)/],
     ['Redis address without a port',
      $s->render(REDIS => '127.0.0.1'),
      qr/\[emerg\] invalid Redis address "127\.0\.0\.1" \(expected ip:port/],
@@ -554,6 +555,34 @@ subtest 'a misspelt password= is refused without its value' => sub {
     isnt($rc, 0, 'linegate_limit_zone brust=: refused');
     like($out, qr/\[emerg\] invalid parameter "brust="/,
          'linegate_limit_zone brust=: named') or diag $out;
+};
+
+# A secret given without its name ("password hunter2") is never printed:
+# before 2026-11-28 it was taken for an address or a parameter, and
+# nginx -t printed it ('invalid Redis address "<the password>": host not
+# found', after asking the DNS for it; 'invalid parameter "<it>"').
+subtest 'a secret given without password= is not printed' => sub {
+    my $secret = 'Hunt3r2secret';
+    for my $r ("127.0.0.1:6379 $secret sentinel=m",
+               "127.0.0.1:6379 $secret cluster=on",
+               "127.0.0.1:26379 password $secret sentinel=m",
+               $secret,
+               "127.0.0.1:6379 user=app $secret",
+               "127.0.0.1:26379 sentinel=m sentinel_password=x $secret")
+    {
+        my ($rc, $out) = $s->nginx_t($s->render(REDIS => $r));
+        isnt($rc, 0, "$r: refused");
+        unlike($out, qr/\Q$secret\E/, "$r: the secret is not printed")
+            or diag $out;
+        like($out, qr/\[emerg\] invalid (?:Redis address|parameter) \(argument \d\)/,
+             "$r: named by its place") or diag $out;
+    }
+
+    # an address's shape is still printed, with why
+    my ($rc, $out) = $s->nginx_t($s->render(REDIS =>
+        '127.0.0.1:26379 no-such-host.invalid:26379 sentinel=m'));
+    like($out, qr/\[emerg\] invalid Redis address "no-such-host\.invalid:26379": host not found/,
+         'an address refused is printed') or diag $out;
 };
 
 subtest 'an operator token of 16 characters is enough' => sub {
