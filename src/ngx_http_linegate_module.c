@@ -38,6 +38,8 @@ static ngx_int_t ngx_http_linegate_rewrite_handler(ngx_http_request_t *r);
 static void ngx_http_linegate_body_handler(ngx_http_request_t *r);
 static ngx_int_t ngx_http_linegate_take_body(ngx_http_request_t *r,
     ngx_http_linegate_ctx_t *ctx);
+static char *ngx_http_linegate_apikey_cache_size(ngx_conf_t *cf,
+    ngx_command_t *cmd, void *conf);
 static char *ngx_http_linegate_apikey_cache(ngx_conf_t *cf,
     ngx_command_t *cmd, void *conf);
 static ngx_int_t ngx_http_linegate_init_epoch(ngx_shm_zone_t *shm_zone,
@@ -393,7 +395,7 @@ static ngx_command_t  ngx_http_linegate_commands[] = {
 
     { ngx_string("linegate_api_key_cache_size"),
       NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
-      ngx_conf_set_num_slot,
+      ngx_http_linegate_apikey_cache_size,
       NGX_HTTP_MAIN_CONF_OFFSET,
       offsetof(ngx_http_linegate_main_conf_t, apikey_cache_size),
       NULL },
@@ -809,6 +811,36 @@ ngx_http_linegate_apikey_cache(ngx_conf_t *cf, ngx_command_t *cmd,
 }
 
 
+/* linegate_api_key_cache_size number: allocated whole in every worker */
+static char *
+ngx_http_linegate_apikey_cache_size(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf)
+{
+    ngx_http_linegate_main_conf_t  *lmcf = conf;
+
+    ngx_int_t   n;
+    ngx_str_t  *value;
+
+    if (lmcf->apikey_cache_size != NGX_CONF_UNSET) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    n = ngx_http_linegate_conf_number(cf, &value[1], 0, 2,
+                                      NGX_HTTP_LINEGATE_APIKEY_CACHE_MAX,
+                                      "linegate_api_key_cache_size",
+                                      "entries, ");
+    if (n == NGX_ERROR) {
+        return NGX_CONF_ERROR;
+    }
+
+    lmcf->apikey_cache_size = n;
+
+    return NGX_CONF_OK;
+}
+
+
 /* the key caches' epoch: one word, kept across reloads */
 static ngx_int_t
 ngx_http_linegate_init_epoch(ngx_shm_zone_t *shm_zone, void *data)
@@ -1042,14 +1074,6 @@ ngx_http_linegate_init_main_conf(ngx_conf_t *cf, void *conf)
 
     if (lmcf->stripe_version.len == 0) {
         ngx_str_set(&lmcf->stripe_version, "2025-03-31.basil");
-    }
-
-    if (lmcf->apikey_cache_size < 2 || lmcf->apikey_cache_size > 16777216) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "\"linegate_api_key_cache_size\" must be "
-                           "between 2 and 16777216, not %i",
-                           lmcf->apikey_cache_size);
-        return NGX_CONF_ERROR;
     }
 
     if (lmcf->apikey_cache_ttl > 1000) {
@@ -1478,14 +1502,18 @@ ngx_http_linegate_lines_cache_conf(ngx_conf_t *cf, ngx_command_t *cmd,
 
     size = ngx_parse_size(&value[1]);
 
+    /* at most: each worker's table grows to it */
     if (size == NGX_ERROR
-        || size < NGX_HTTP_LINEGATE_LINES_CACHE_MIN)
+        || size < NGX_HTTP_LINEGATE_LINES_CACHE_MIN
+        || size > NGX_HTTP_LINEGATE_LINES_CACHE_MAX)
     {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                            "invalid \"linegate_lines_cache\" \"%V\": "
-                           "\"off\" or a size of at least %uzk",
+                           "\"off\" or a size from %uzk to %uzm",
                            &value[1],
-                           (size_t) NGX_HTTP_LINEGATE_LINES_CACHE_MIN / 1024);
+                           (size_t) NGX_HTTP_LINEGATE_LINES_CACHE_MIN / 1024,
+                           (size_t) NGX_HTTP_LINEGATE_LINES_CACHE_MAX
+                           / (1024 * 1024));
         return NGX_CONF_ERROR;
     }
 

@@ -26,6 +26,14 @@
 /* linegate_lines_cache: at least this many bytes (a few answers) */
 #define NGX_HTTP_LINEGATE_LINES_CACHE_MIN  (64 * 1024)
 
+/*
+ * the largest sizes nginx -t takes, each worker's: a typo ("8192m", an
+ * extra digit) would otherwise take gigabytes in every worker
+ * (docs/directives.md)
+ */
+#define NGX_HTTP_LINEGATE_LINES_CACHE_MAX  (256 * 1024 * 1024)
+#define NGX_HTTP_LINEGATE_APIKEY_CACHE_MAX  1048576    /* ~120 MB */
+
 /* linegate_inventory_cache: at most this long (ms) */
 #define NGX_HTTP_LINEGATE_INVENTORY_CACHE_MAX  60000
 

@@ -133,15 +133,15 @@ my @refused = (
      qr/\[emerg\] "linegate_clerk_leeway" value must be between 0 and 60 seconds, not "5m"/],
     ['an API key cache of one entry',
      $s->render(HTTP_EXTRA => 'linegate_api_key_cache_size 1;'),
-     qr/\[emerg\] "linegate_api_key_cache_size" must be between 2 and 16777216, not 1\b/],
+     qr/\[emerg\] invalid linegate_api_key_cache_size "1" \(entries, 2 to 1048576\)/],
     ['an API key cache size that is not a number',
      $s->render(HTTP_EXTRA => 'linegate_api_key_cache_size many;'),
-     qr/\[emerg\] "linegate_api_key_cache_size" directive invalid number/],
+     qr/\[emerg\] invalid linegate_api_key_cache_size "many" \(entries, 2 to 1048576\)/],
 
     # the limits docs/directives.md gives each directive
     ['an API key cache larger than 16,777,216 entries',
      $s->render(HTTP_EXTRA => 'linegate_api_key_cache_size 16777217;'),
-     qr/\[emerg\] "linegate_api_key_cache_size" must be between 2 and 16777216/],
+     qr/\[emerg\] invalid linegate_api_key_cache_size "16777217" \(entries, 2 to 1048576\)/],
     ['several Redis addresses, neither sentinels nor a cluster',
      $s->render(REDIS => '127.0.0.1:6379 127.0.0.1:6380'),
      qr/\[emerg\] several Redis addresses need "sentinel=<master name>"/],
@@ -342,15 +342,28 @@ push @refused, (
      qr/\[emerg\] "linegate_api_key_cache": invalid time "soon"/],
     ['an API key cache of 0 entries',
      extra('linegate_api_key_cache_size 0;'),
-     qr/\[emerg\] "linegate_api_key_cache_size" must be between 2 and 16777216/],
+     qr/\[emerg\] invalid linegate_api_key_cache_size "0" \(entries, 2 to 1048576\)/],
     ['a negative API key cache size',
      extra('linegate_api_key_cache_size -5;'),
-     qr/\[emerg\] "linegate_api_key_cache_size" directive invalid number/],
+     qr/\[emerg\] invalid linegate_api_key_cache_size "-5" \(entries, 2 to 1048576\)/],
     ['an API key cache size of 1e12',
      extra('linegate_api_key_cache_size 1000000000000;'),
-     qr/\[emerg\] "linegate_api_key_cache_size" must be between 2 and 16777216/],
+     qr/\[emerg\] invalid linegate_api_key_cache_size "1000000000000"/],
+    # the largest sizes, each worker's (before 2026-11-28 16,777,216
+    # entries, ~2 GB a worker allocated at start, and a lines cache of
+    # any size: "8192m" let every worker's table grow to 8 GB)
+    ['an API key cache of 16,777,216 entries (~2 GB a worker)',
+     extra('linegate_api_key_cache_size 16777216;'),
+     qr/\[emerg\] invalid linegate_api_key_cache_size "16777216" \(entries, 2 to 1048576\)/],
+    ['an API key cache of 1,048,577 entries',
+     extra('linegate_api_key_cache_size 1048577;'),
+     qr/\[emerg\] invalid linegate_api_key_cache_size "1048577"/],
+    ['a lines cache of 8192m', $s->render(LINES_CACHE => '8192m'),
+     qr/\[emerg\] invalid "linegate_lines_cache" "8192m": "off" or a size from 64k to 256m/],
+    ['a lines cache over 256m', $s->render(LINES_CACHE => '262145k'),
+     qr/\[emerg\] invalid "linegate_lines_cache" "262145k"/],
     ['a lines cache under 64k', $s->render(LINES_CACHE => '63k'),
-     qr/\[emerg\] invalid "linegate_lines_cache" "63k": "off" or a size of at least 64k/],
+     qr/\[emerg\] invalid "linegate_lines_cache" "63k": "off" or a size from 64k to 256m/],
     ['a lines cache that is not a size', $s->render(LINES_CACHE => 'on'),
      qr/\[emerg\] invalid "linegate_lines_cache" "on"/],
     ['a preview token kept more than a day',
@@ -585,6 +598,15 @@ subtest 'a secret given without password= is not printed' => sub {
          'an address refused is printed') or diag $out;
 };
 
+subtest 'the largest sizes are taken' => sub {
+    for my $conf ($s->render(HTTP_EXTRA => 'linegate_api_key_cache_size 1048576;'),
+                  $s->render(LINES_CACHE => '256m'))
+    {
+        my ($rc, $out) = $s->nginx_t($conf);
+        is($rc, 0, 'nginx -t takes it') or diag $out;
+    }
+};
+
 subtest 'an operator token of 16 characters is enough' => sub {
     my ($rc, $out) = $s->nginx_t($s->render(OPERATOR_TOKEN => 'x' x 16));
     is($rc, 0, 'accepted') or diag $out;
@@ -691,6 +713,7 @@ my %by_handler = (
 );
 my %by_fields = (
     linegate_api_key_cache => [['apikey_cache_ttl', \&LG::Docs::msec]],
+    linegate_api_key_cache_size => [['apikey_cache_size']],
     linegate_provision_limits => [['prov_daily'], ['prov_monthly']],
     linegate_line_daily_limits => [['line_daily_conversations'],
                                    ['line_daily_messages']],
