@@ -151,8 +151,18 @@ static void
 ngx_http_linegate_pv_known(ngx_http_request_t *r,
     ngx_http_linegate_ctx_t *ctx, ngx_http_linegate_pv_request_t *pv)
 {
+    ngx_int_t  rc;
+
     if (pv->confirming) {
-        if (ngx_http_linegate_provision_confirm(r, ctx, pv) != NGX_OK) {
+        rc = ngx_http_linegate_provision_confirm(r, ctx, pv);
+
+        if (rc == NGX_ABORT) {
+            /* the 400 after the account's key id (a rotation's: 401) */
+            ngx_http_linegate_pv_plain_bad_body(r, ctx, pv);
+            return;
+        }
+
+        if (rc != NGX_OK) {
             return;
         }
 
@@ -162,8 +172,14 @@ ngx_http_linegate_pv_known(ngx_http_request_t *r,
 
     /* no body is expected; one that is sent must still be a JSON object */
     if (pv->preview && ctx->raw.len
-        && ngx_http_linegate_json_body(r, ctx, 1) != NGX_OK)
+        && ngx_http_linegate_json_parse(r, ctx, 1, &pv->bad_why) != NGX_OK)
     {
+        if (pv->bad_why == NULL) {
+            ngx_http_linegate_internal_error(r);
+            return;
+        }
+
+        ngx_http_linegate_pv_plain_bad_body(r, ctx, pv);
         return;
     }
 

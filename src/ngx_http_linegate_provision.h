@@ -82,6 +82,10 @@ typedef struct {
     ngx_int_t                       refused;
     ngx_str_t                       refused_error;
 
+    /* a body refused: its 400, answered once the key id is checked */
+    const char                     *bad_field;
+    const char                     *bad_why;
+
     /* a confirm: its own state (ngx_http_linegate_provision_confirm.c) */
     void                           *confirm;
 } ngx_http_linegate_pv_request_t;
@@ -90,7 +94,8 @@ typedef struct {
 /*
  * POST /accounts/lines/provision-confirm, once the credentials are
  * checked (401 first, as every Provisioning call): its state and its
- * body. NGX_DECLINED: answered (400, 500).
+ * body. NGX_DECLINED: answered (500); NGX_ABORT: the body is refused
+ * (pv->bad_field, pv->bad_why), not answered yet.
  */
 ngx_int_t ngx_http_linegate_provision_confirm(ngx_http_request_t *r,
     ngx_http_linegate_ctx_t *ctx, ngx_http_linegate_pv_request_t *pv);
@@ -107,6 +112,15 @@ void ngx_http_linegate_provision_confirm_known(ngx_http_request_t *r,
  * before it answers.
  */
 void ngx_http_linegate_pv_plain(ngx_http_request_t *r,
+    ngx_http_linegate_ctx_t *ctx, ngx_http_linegate_pv_request_t *pv);
+
+/*
+ * A preview's or a confirm's body refused (pv->bad_why): the account's
+ * key_id first, one HGET, as READ and pv_reserve.lua check it: 401 for a
+ * key id the account no longer names (a rotation's previous one), else
+ * the 400. Only a refused body pays that round trip.
+ */
+void ngx_http_linegate_pv_plain_bad_body(ngx_http_request_t *r,
     ngx_http_linegate_ctx_t *ctx, ngx_http_linegate_pv_request_t *pv);
 
 /*

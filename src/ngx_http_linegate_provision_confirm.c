@@ -191,6 +191,10 @@ typedef struct {
      * going away (ngx_http_free_request() has set r->pool to NULL).
      */
     u_char                           nums[3][NGX_INT64_LEN];
+
+    /* the body refused (NGX_ABORT of confirm_token): why, not answered */
+    const char                      *bad_field;
+    const char                      *bad_why;
 } ngx_http_linegate_confirm_t;
 
 
@@ -321,6 +325,7 @@ ngx_int_t
 ngx_http_linegate_provision_confirm(ngx_http_request_t *r,
     ngx_http_linegate_ctx_t *ctx, ngx_http_linegate_pv_request_t *pv)
 {
+    ngx_int_t                     rc;
     ngx_pool_cleanup_t           *cln;
     ngx_http_linegate_confirm_t  *cf;
 
@@ -350,7 +355,16 @@ ngx_http_linegate_provision_confirm(ngx_http_request_t *r,
     cln->handler = ngx_http_linegate_confirm_cleanup;
     cln->data = cf;
 
-    if (ngx_http_linegate_confirm_token(r, ctx, cf) != NGX_OK) {
+    rc = ngx_http_linegate_confirm_token(r, ctx, cf);
+
+    if (rc == NGX_ABORT) {
+        /* the body refused: answered once the key id is checked */
+        pv->bad_field = cf->bad_field;
+        pv->bad_why = cf->bad_why;
+        return NGX_ABORT;
+    }
+
+    if (rc != NGX_OK) {
         return NGX_DECLINED;
     }
 
@@ -429,8 +443,14 @@ ngx_http_linegate_confirm_token(ngx_http_request_t *r,
     ngx_int_t  rc;
     ngx_str_t  token;
 
-    if (ngx_http_linegate_json_body(r, ctx, 0) != NGX_OK) {
-        return NGX_ERROR;
+    /* a refusal is the caller's to answer, once the key id is checked */
+    if (ngx_http_linegate_json_parse(r, ctx, 0, &cf->bad_why) != NGX_OK) {
+        if (cf->bad_why == NULL) {
+            ngx_http_linegate_internal_error(r);
+            return NGX_ERROR;
+        }
+
+        return NGX_ABORT;
     }
 
     rc = ngx_http_linegate_json_str(ctx->body, "preview_token", &token);
@@ -444,11 +464,10 @@ ngx_http_linegate_confirm_token(ngx_http_request_t *r,
     }
 
     if (rc != NGX_OK) {
-        ngx_http_linegate_field_error(r, "preview_token",
-                                      rc == NGX_DECLINED
-                                      ? "preview_token is required"
-                                      : "preview_token must be a string");
-        return NGX_ERROR;
+        cf->bad_field = "preview_token";
+        cf->bad_why = (rc == NGX_DECLINED) ? "preview_token is required"
+                                           : "preview_token must be a string";
+        return NGX_ABORT;
     }
 
     ngx_str_set(&cf->token, "-");

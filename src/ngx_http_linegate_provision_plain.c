@@ -31,6 +31,9 @@
  *          429 (the window that is full), 503 (inventory empty), or the
  *          limits
  *   UNDO   a refused preview: DEL its token, then the refusal
+ *   BODY   a preview's or a confirm's body refused: HGET the account's
+ *          key_id instead of READ, then 401 or the 400 (the credentials
+ *          before the body); nothing written
  *
  * Rules written here only: the plan check, the 403/429/503 order, the
  * limit fallback and the window arithmetic as a preview and the limits
@@ -122,6 +125,8 @@ static ngx_uint_t ngx_http_linegate_pv_plain_key_id(redisReply *v,
     ngx_str_t *key_id);
 static void ngx_http_linegate_pv_plain_unknown(ngx_http_request_t *r,
     ngx_http_linegate_ctx_t *ctx, ngx_http_linegate_pv_request_t *pv);
+static void ngx_http_linegate_pv_plain_bad_read(ngx_http_request_t *r,
+    redisReply *reply);
 
 
 void
@@ -987,4 +992,71 @@ ngx_http_linegate_pv_plain_unknown(ngx_http_request_t *r,
     {
         ngx_http_linegate_internal_error(r);
     }
+}
+
+
+void
+ngx_http_linegate_pv_plain_bad_body(ngx_http_request_t *r,
+    ngx_http_linegate_ctx_t *ctx, ngx_http_linegate_pv_request_t *pv)
+{
+    ngx_str_t                        akey;
+    ngx_http_linegate_redis_args_t  *a;
+
+    a = ngx_palloc(r->pool, sizeof(ngx_http_linegate_redis_args_t));
+
+    if (a == NULL
+        || ngx_http_linegate_key(r->pool, NGX_HTTP_LINEGATE_KEY_ACCT,
+                                 &pv->who.value, NULL, &akey)
+           != NGX_OK)
+    {
+        ngx_http_linegate_internal_error(r);
+        return;
+    }
+
+    ngx_http_linegate_redis_args_init(a);
+    ngx_http_linegate_redis_arg_cstr(a, "HGET");
+    ngx_http_linegate_redis_arg_str(a, &akey);
+    ngx_http_linegate_redis_arg_cstr(a, "key_id");
+
+    if (ngx_http_linegate_redis_command(r, a,
+                                        ngx_http_linegate_pv_plain_bad_read)
+        != NGX_OK)
+    {
+        ngx_http_linegate_store_unavailable(r);
+    }
+}
+
+
+static void
+ngx_http_linegate_pv_plain_bad_read(ngx_http_request_t *r,
+    redisReply *reply)
+{
+    ngx_http_linegate_ctx_t         *ctx;
+    ngx_http_linegate_pv_request_t  *pv;
+
+    ctx = ngx_http_linegate_get_ctx(r);
+    pv = ctx->data;
+
+    /* the credentials are not judged: 503, as AUTH's own lookup */
+    if (reply == NULL || reply->type == REDIS_REPLY_ERROR) {
+        ngx_http_linegate_store_unavailable(r);
+        return;
+    }
+
+    if (!ngx_http_linegate_pv_plain_key_id(reply, &pv->key_id)) {
+        /* 401, as READ's: no token was written ahead, none to delete */
+        ngx_str_null(&ctx->tenant);
+        ngx_str_null(&pv->refused_error);
+
+        if (ngx_http_linegate_pv_refuse(r, ctx, NGX_HTTP_UNAUTHORIZED,
+                                        &pv->refused_error, &pv->st)
+            != NGX_OK)
+        {
+            ngx_http_linegate_internal_error(r);
+        }
+
+        return;
+    }
+
+    ngx_http_linegate_field_error(r, pv->bad_field, pv->bad_why);
 }

@@ -424,12 +424,44 @@ for my $mode (qw(lookup cached)) {
                    . 'secret');
             }
         }
+        # the credentials before the body (docs/provisioning-api.md):
+        # the previous key id with a body that is refused is a 401 too
+        # (before 2026-11-28 a 400: the body was judged before the
+        # account's step, the one that refuses that key id)
+        my $url = sub { $s->url($_[0]) };
+        for my $c (['preview, not JSON', $LG::Provision::PREVIEW,
+                    'not json'],
+                   ['preview, an array', $LG::Provision::PREVIEW, '[1]'],
+                   ['confirm, not JSON', $LG::Provision::CONFIRM,
+                    'not json'],
+                   ['confirm, no preview_token', $LG::Provision::CONFIRM,
+                    '{}'],
+                   ['confirm, preview_token a number',
+                    $LG::Provision::CONFIRM, '{"preview_token":5}'])
+        {
+            my $tx = $ua->post($url->($c->[1]) => $q->headers($a)
+                               => $c->[2]);
+            $q->error_is($tx, 401, undef, "previous key id, $c->[0]",
+                         qr/^Invalid API credentials$/);
+        }
+
         # a 401 never consumes a token (docs/provisioning-api.md): the
         # caller is refused before the token is looked at
         ok($r->exists($q->token_key($a, $tok)), 'the token: kept');
         is_deeply(redis_dump($r), $before, 'nothing written');
         is($r->scard('lg:{fleet}:inventory'), $inv, 'no number taken');
         is(scalar sub_calls(), 0, 'no charge');
+
+        # the new pair with a refused body: the 400, after the key id
+        for my $c (['preview, not JSON', $LG::Provision::PREVIEW,
+                    'not json'],
+                   ['confirm, no preview_token', $LG::Provision::CONFIRM,
+                    '{}'])
+        {
+            my $tx = $ua->post($url->($c->[1]) => $q->headers($new)
+                               => $c->[2]);
+            $q->error_is($tx, 400, undef, "the new key id, $c->[0]");
+        }
 
         # the new pair works
         $q->answer($q->limits($new), 200, 'limits with the new pair');

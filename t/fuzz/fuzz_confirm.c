@@ -6,8 +6,10 @@
  * string, then shaped as "lpv_" and alphanumerics or treated as unknown.
  * The input is the raw body.
  *
- * Invariants: a refused body is answered once, with a 400; an accepted
- * one leaves either "-" (unknown token) or a well-formed token.
+ * Invariants: a refused body is NGX_ABORT with why it is refused, and
+ * is not answered (the caller answers its 400 once the account's key id
+ * is checked: the credentials before the body); an accepted one leaves
+ * either "-" (unknown token) or a well-formed token.
  */
 
 
@@ -32,9 +34,8 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     rc = ngx_http_linegate_confirm_token(r, &fuzz_ctx, &cf);
 
     if (rc != NGX_OK) {
-        if (fuzz_answer.calls != 1
-            || fuzz_answer.status != NGX_HTTP_BAD_REQUEST
-            || fuzz_answer.message == NULL)
+        if (rc != NGX_ABORT || fuzz_answer.calls != 0
+            || cf.bad_why == NULL || cf.bad_why[0] == '\0')
         {
             __builtin_trap();
         }
