@@ -412,10 +412,17 @@ ngx_http_linegate_stripe_record(ngx_http_request_t *sr,
     b = (sr->out != NULL) ? sr->out->buf : NULL;
     len = (b != NULL) ? (size_t) (b->last - b->pos) : 0;
 
+    /*
+     * A status under 100 is no HTTP status: nginx's parser takes any
+     * three digits, "000" too (a broken proxy before Stripe), and 0 is
+     * also what tells stripe_done and stripe_resume that nothing is
+     * recorded yet: kept, the waiting request would wait forever.
+     */
     if (rc == NGX_ERROR || rc == NGX_HTTP_REQUEST_TIME_OUT
         || rc == NGX_HTTP_CLIENT_CLOSED_REQUEST || rc == NGX_HTTP_CLOSE
         || (rc >= NGX_HTTP_SPECIAL_RESPONSE
             && ctx->stripe_status < NGX_HTTP_SPECIAL_RESPONSE)
+        || ctx->stripe_status < 100
         || !ngx_http_linegate_stripe_whole(sr, len))
     {
         /*
