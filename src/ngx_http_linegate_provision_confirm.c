@@ -266,6 +266,7 @@ static void ngx_http_linegate_confirm_subscribed(ngx_http_request_t *r,
 static void ngx_http_linegate_confirm_declined(ngx_http_request_t *r,
     ngx_http_linegate_ctx_t *ctx, ngx_http_linegate_confirm_t *cf);
 static ngx_uint_t ngx_http_linegate_confirm_has_card(json_t *customer);
+static ngx_uint_t ngx_http_linegate_confirm_live(json_t *sub);
 
 static ngx_int_t ngx_http_linegate_confirm_record(ngx_http_request_t *r,
     ngx_http_linegate_confirm_t *cf);
@@ -1452,6 +1453,23 @@ ngx_http_linegate_confirm_subscribed(ngx_http_request_t *r,
             return;
         }
 
+        if (!ngx_http_linegate_confirm_live(ctx->stripe_json)) {
+            /*
+             * something was made that no line is given for: the run
+             * finds it by its worker id and cancels it (refunding what
+             * was paid)
+             */
+            ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                          NGX_HTTP_LINEGATE_LOG "Stripe answered \"%V\" "
+                          "for the subscription of %V, account \"%V\", "
+                          "not an active subscription: queued",
+                          &id, &cf->worker_id, &cf->account);
+            ngx_http_linegate_confirm_billing(r, ctx,
+                                        NGX_HTTP_LINEGATE_STRIPE_UNAVAILABLE,
+                                        "stripe_outcome_unknown");
+            return;
+        }
+
         /* copied: a durable write may need it after the JSON is freed */
         if (ngx_http_linegate_pstr(r->pool, &cf->subscription, id.data,
                                    id.len)
@@ -1493,6 +1511,31 @@ ngx_http_linegate_confirm_subscribed(ngx_http_request_t *r,
 
     ngx_http_linegate_confirm_billing(r, ctx, result,
                                       "stripe_outcome_unknown");
+}
+
+
+/*
+ * A subscription the line is given for: its first invoice paid (active)
+ * or nothing to pay yet (trialing). error_if_incomplete makes Stripe
+ * answer 402 otherwise, but a 200 of another shape (incomplete, past due,
+ * another object, no status: a proxy, an API change) must not become a
+ * line nobody pays for.
+ */
+static ngx_uint_t
+ngx_http_linegate_confirm_live(json_t *sub)
+{
+    const char  *object, *status;
+
+    object = json_string_value(json_object_get(sub, "object"));
+    status = json_string_value(json_object_get(sub, "status"));
+
+    if (object != NULL && ngx_strcmp(object, "subscription") != 0) {
+        return 0;
+    }
+
+    return status != NULL
+           && (ngx_strcmp(status, "active") == 0
+               || ngx_strcmp(status, "trialing") == 0);
 }
 
 

@@ -169,6 +169,39 @@ for my $f (['oversize', oversize => $BIG],
     };
 }
 
+# a 200 that is not a live subscription: one left incomplete (its first
+# payment not made; error_if_incomplete should have answered 402), one
+# past due, another object, a status Stripe does not have. Stripe made
+# something the line must not be given for: 502, no line, the purchase
+# queued as stripe_outcome_unknown (the run finds it by its worker id and
+# cancels it, refunding what was paid), not recorded as bought.
+for my $f (['incomplete', {object => 'subscription', status => 'incomplete'}],
+           ['past_due', {object => 'subscription', status => 'past_due'}],
+           ['another object', {object => 'invoice', status => 'paid'}],
+           ['no status', {object => 'subscription'}],
+           ['status not a string', {object => 'subscription',
+                                    status => ['active']}]) {
+    my ($what, $shape) = @$f;
+    subtest "POST subscription answered 200, $what: 502, queued" => sub {
+        my $id = 'acct_w' . ++$n;
+        my $a = $p->account($id);
+        my $tok = $p->token($a);
+        mark();
+        $p->fault(method => 'POST', path_prefix => '/v1/subscriptions',
+                  status => 200, after_commit => 1,
+                  body => {id => "sub_shape$n", %$shape});
+        my $tx = $p->confirm($a, $tok);
+        $p->error_is($tx, 502, 'billing_unavailable', "200 $what");
+        is_deeply($p->lines($id), {}, "$what: no line");
+        is(scalar calls('/v1/subscriptions'), 1, "$what: asked once");
+        my @q = reconcile_of($id);
+        is(scalar @q, 1, "$what: one lg:{fleet}:reconcile entry");
+        is($q[0]{reason}, 'stripe_outcome_unknown', "$what: reason");
+        settled($id, "200 $what");
+        $p->clear_faults;
+    };
+}
+
 # the client leaves while Stripe works on the subscription
 subtest 'the client goes away during the subscription' => sub {
     my $id = 'acct_gone';
