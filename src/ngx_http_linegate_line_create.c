@@ -2220,7 +2220,8 @@ ngx_http_linegate_invoice_next(ngx_http_request_t *r,
         if (ngx_http_linegate_stripe_result(ctx)
             == NGX_HTTP_LINEGATE_STRIPE_OK)
         {
-            (void) ngx_http_linegate_lines_invoice_read(r, lr);
+            (void) ngx_http_linegate_lines_invoice_read(r, lr,
+                                                        &lr->invoice.id);
 
         } else if (ngx_http_linegate_invoice_later(r, lr, 1) == NGX_OK) {
             ngx_http_linegate_invoice_log(r, lr, "is asked again later");
@@ -2264,7 +2265,7 @@ ngx_http_linegate_invoice_next(ngx_http_request_t *r,
     switch (lr->invoice.step) {
 
     case NGX_HTTP_LINEGATE_INVOICE_DRAFT:
-        if (ngx_http_linegate_lines_invoice_read(r, lr) != NGX_OK) {
+        if (ngx_http_linegate_lines_invoice_read(r, lr, NULL) != NGX_OK) {
             /* made, but its answer names no id: asked again, as above */
             ngx_http_linegate_invoice_log(r, lr, "answered no id");
             return ngx_http_linegate_invoice_redraft(r, lr,
@@ -2279,7 +2280,8 @@ ngx_http_linegate_invoice_next(ngx_http_request_t *r,
         return ngx_http_linegate_invoice_send(r, lr);
 
     default: /* NGX_HTTP_LINEGATE_INVOICE_FINALIZE */
-        if (ngx_http_linegate_lines_invoice_read(r, lr) != NGX_OK
+        if (ngx_http_linegate_lines_invoice_read(r, lr, &lr->invoice.id)
+            != NGX_OK
             || lr->invoice.url.len == 0
             || !(ngx_http_linegate_line_is(&lr->invoice.status, "open")
                  || ngx_http_linegate_line_is(&lr->invoice.status, "paid")))
@@ -2492,7 +2494,8 @@ ngx_http_linegate_invoice_checked(ngx_http_request_t *r,
             return NGX_AGAIN;
         }
 
-    } else if (ngx_http_linegate_lines_invoice_read(r, lr) == NGX_OK
+    } else if (ngx_http_linegate_lines_invoice_read(r, lr, &lr->invoice.id)
+               == NGX_OK
                && ngx_http_linegate_line_is(&lr->invoice.status, "paid"))
     {
         if (lr->invoice.keep) {

@@ -793,7 +793,8 @@ ngx_http_linegate_manage_invoice(ngx_http_request_t *r,
 {
     if (ngx_http_linegate_stripe_result(lr->ctx)
         != NGX_HTTP_LINEGATE_STRIPE_OK
-        || ngx_http_linegate_lines_invoice_read(r, lr) != NGX_OK)
+        || ngx_http_linegate_lines_invoice_read(r, lr, &lr->line.invoice_id)
+           != NGX_OK)
     {
         ngx_http_linegate_manage_stripe_error(r, lr);
         return NGX_ERROR;

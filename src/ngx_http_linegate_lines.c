@@ -1431,7 +1431,8 @@ ngx_http_linegate_lr_reconciled(ngx_http_request_t *r,
     ctx = lr->ctx;
 
     if (ngx_http_linegate_stripe_result(ctx) != NGX_HTTP_LINEGATE_STRIPE_OK
-        || ngx_http_linegate_lines_invoice_read(r, lr) != NGX_OK)
+        || ngx_http_linegate_lines_invoice_read(r, lr, &lr->line.invoice_id)
+           != NGX_OK)
     {
         /* the stored state is answered, never an error */
         ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,

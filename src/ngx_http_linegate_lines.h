@@ -618,9 +618,13 @@ void ngx_http_linegate_lines_resolve(ngx_http_request_t *r,
 ngx_int_t ngx_http_linegate_lines_resolved(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr, redisReply *reply);
 
-/* read an invoice answer of Stripe into lr->invoice (id, url, status) */
+/*
+ * read an invoice answer of Stripe into lr->invoice (id, url, status);
+ * NGX_ERROR, lr->invoice untouched, when it is another object or, expect
+ * given and not empty, another invoice than expect
+ */
 ngx_int_t ngx_http_linegate_lines_invoice_read(ngx_http_request_t *r,
-    ngx_http_linegate_lr_t *lr);
+    ngx_http_linegate_lr_t *lr, ngx_str_t *expect);
 ngx_int_t ngx_http_linegate_lines_stripe(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr, ngx_uint_t method, const char *path,
     ngx_str_t *id, const char *suffix, ngx_str_t *form, const char *key,

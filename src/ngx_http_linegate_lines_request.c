@@ -1590,15 +1590,17 @@ ngx_http_linegate_lines_stripe(ngx_http_request_t *r,
 
 ngx_int_t
 ngx_http_linegate_lines_invoice_read(ngx_http_request_t *r,
-    ngx_http_linegate_lr_t *lr)
+    ngx_http_linegate_lr_t *lr, ngx_str_t *expect)
 {
     json_t       *inv, *id, *url, *status;
     ngx_str_t     s;
+    const char   *object;
 
     inv = lr->ctx->stripe_json;
     id = json_object_get(inv, "id");
     url = json_object_get(inv, "hosted_invoice_url");
     status = json_object_get(inv, "status");
+    object = json_string_value(json_object_get(inv, "object"));
 
     if (!json_is_string(id) || !json_is_string(status)) {
         ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
@@ -1610,9 +1612,32 @@ ngx_http_linegate_lines_invoice_read(ngx_http_request_t *r,
     s.data = (u_char *) json_string_value(id);
     s.len = json_string_length(id);
 
-    if (!ngx_http_linegate_stripe_id_valid(&s)
-        || ngx_http_linegate_pstr(r->pool, &lr->invoice.id, s.data, s.len)
-           == NULL
+    /*
+     * The status of another invoice, or of another object, says nothing
+     * of this one: taken, it would promote or cancel a request on news
+     * of something else. Checked before lr->invoice is written (expect
+     * may be lr->invoice.id).
+     */
+    if (!ngx_http_linegate_stripe_id_valid(&s)) {
+        return NGX_ERROR;
+    }
+
+    if ((object != NULL && ngx_strcmp(object, "invoice") != 0)
+        || (expect != NULL && expect->len
+            && (s.len != expect->len
+                || ngx_strncmp(s.data, expect->data, s.len) != 0)))
+    {
+        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                      NGX_HTTP_LINEGATE_LOG "Stripe answered \"%V\" (%s) "
+                      "when asked for invoice \"%V\"", &s,
+                      (object == NULL || ngx_strcmp(object, "invoice") == 0)
+                      ? "another invoice" : "not an invoice",
+                      expect ? expect : &s);
+        return NGX_ERROR;
+    }
+
+    if (ngx_http_linegate_pstr(r->pool, &lr->invoice.id, s.data, s.len)
+        == NULL
         || ngx_http_linegate_pstr(r->pool, &lr->invoice.status,
                                   (u_char *) json_string_value(status),
                                   json_string_length(status))

@@ -232,6 +232,40 @@ subtest 'GET: Stripe failing answers the stored state' => sub {
     is($b->{status}, 'provisioning', 'now promoted');
 };
 
+# Stripe's answer about another invoice, or another object (a credit
+# note is void too), says nothing of this request's invoice: the stored
+# state is answered. The status of whatever was answered used to be
+# taken: the request promoted on another invoice's payment, or canceled.
+subtest 'GET: an answer about something else answers the stored state'
+    => sub {
+    my $w = ws();
+    my ($id, $c) = $l->awaiting($w);
+    my $inv = $c->{invoiceId};
+
+    for my $f (['another invoice, paid',
+                {id => 'in_another', object => 'invoice', status => 'paid'}],
+               ['another invoice, void',
+                {id => 'in_another', object => 'invoice', status => 'void'}],
+               ['a credit note, void',
+                {id => $inv, object => 'credit_note', status => 'void'}]) {
+        my ($what, $shape) = @$f;
+        sleep 2.1;
+        $l->fault(method => 'GET', path_prefix => "/v1/invoices/$inv",
+                  status => 200, body => $shape);
+        my $b = $l->answer($l->get($w, $id), 200, $what);
+        is($b->{status}, 'awaiting_payment', "$what: the stored state");
+        is($l->lr($w, $id)->{provisioningStatus}, 'awaiting_payment',
+           "$what: unchanged");
+        is($l->pending($w), $id, "$what: still the pending request");
+        $l->clear_faults;
+    }
+
+    $l->invoice_do($inv, 'pay');
+    sleep 2.1;
+    my $b = $l->answer($l->get($w, $id), 200, 'its own invoice paid');
+    is($b->{status}, 'provisioning', 'then promoted');
+};
+
 subtest 'GET: parallel polls make one Stripe call per interval' => sub {
     my $w = ws();
     my ($id, $c) = $l->awaiting($w);

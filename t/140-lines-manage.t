@@ -323,6 +323,32 @@ subtest 'payment_link: the new index refused, nothing names it' => sub {
        'replaced and indexed');
 };
 
+# the check's answer about another invoice (void, so the link would be
+# reissued) or another object: 502, the request and its open invoice as
+# they were, no invoice made
+subtest 'payment_link: an answer about something else: 502' => sub {
+    my $w = ws();
+    my ($id, $c) = $l->awaiting($w);
+    my $inv = $c->{invoiceId};
+    for my $f (['another invoice, void',
+                {id => 'in_another', object => 'invoice', status => 'void'}],
+               ['a credit note, void',
+                {id => $inv, object => 'credit_note', status => 'void'}]) {
+        my ($what, $shape) = @$f;
+        my $before = $l->state_keys($w);
+        $l->fault(method => 'GET', path_prefix => "/v1/invoices/$inv",
+                  status => 200, body => $shape);
+        $l->error_is($l->manage($w, $id, 'payment_link'), 502,
+                     'BILLING_UNAVAILABLE', $what);
+        $l->state_unchanged($w, $before, "$what: nothing changed");
+        is(scalar($l->invoices($w->{customer})), 1,
+           "$what: no new invoice");
+        is($l->invoice($inv)->{status}, 'open', "$what: still open");
+        $l->clear_faults;
+    }
+    link_is($l->manage($w, $id, 'payment_link'), 1, 'then reused');
+};
+
 subtest 'payment_link: Stripe failures' => sub {
     my $w = ws();
     my ($id, $c) = $l->awaiting($w);
