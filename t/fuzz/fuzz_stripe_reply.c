@@ -6,11 +6,15 @@
  * Retry-After, JSON body) and resumes the request, whose resume handler
  * then reads what the callers read: the result class, the error's
  * message, code and type, a customer's card on file (provision_confirm.c
- * confirm_has_card, included), a subscription's id, an invoice's id,
- * status and hosted_invoice_url (lines.c lines_invoice_read).
+ * confirm_has_card, included), a subscription's id and whether it is
+ * live (confirm_live), an invoice's id, status and hosted_invoice_url
+ * (lines.c lines_invoice_read, with and without the id asked for).
  *
- * Input: two bytes of HTTP status (big endian, modulo 600), the
- * Retry-After value up to a newline, then the body.
+ * Input: two bytes of HTTP status (big endian, modulo 600; an odd first
+ * byte ends the subrequest with NGX_ERROR, else NGX_OK: a status 0 with
+ * NGX_OK is an answer whose status line was "000", which must resume
+ * the request all the same), the Retry-After value up to a newline, then
+ * the body.
  */
 
 
@@ -28,6 +32,7 @@ fuzz_resume(ngx_http_request_t *r, ngx_http_linegate_ctx_t *ctx)
 {
     ngx_str_t                           id;
     const char                         *s;
+    static ngx_str_t                    asked = ngx_string("in_1");
     ngx_http_linegate_lr_t              lr;
     ngx_http_linegate_stripe_result_e   res;
 
@@ -47,6 +52,7 @@ fuzz_resume(ngx_http_request_t *r, ngx_http_linegate_ctx_t *ctx)
     (void) ngx_http_linegate_stripe_error_code(ctx);
     (void) ngx_http_linegate_stripe_error_field(ctx, "type");
     (void) ngx_http_linegate_confirm_has_card(ctx->stripe_json);
+    (void) ngx_http_linegate_confirm_live(ctx->stripe_json);
 
     if (ngx_http_linegate_json_str(ctx->stripe_json, "id", &id) == NGX_OK) {
         (void) ngx_http_linegate_stripe_id_valid(&id);
@@ -55,8 +61,18 @@ fuzz_resume(ngx_http_request_t *r, ngx_http_linegate_ctx_t *ctx)
     ngx_memzero(&lr, sizeof(ngx_http_linegate_lr_t));
     lr.ctx = ctx;
 
-    if (ngx_http_linegate_lines_invoice_read(r, &lr) == NGX_OK
+    if (ngx_http_linegate_lines_invoice_read(r, &lr, NULL) == NGX_OK
         && (lr.invoice.id.len == 0 || lr.invoice.id.len > 255))
+    {
+        __builtin_trap();
+    }
+
+    ngx_memzero(&lr, sizeof(ngx_http_linegate_lr_t));
+    lr.ctx = ctx;
+
+    if (ngx_http_linegate_lines_invoice_read(r, &lr, &asked) == NGX_OK
+        && (lr.invoice.id.len != asked.len
+            || ngx_strncmp(lr.invoice.id.data, asked.data, asked.len) != 0))
     {
         __builtin_trap();
     }
@@ -118,7 +134,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     ngx_str_set(&fuzz_ctx.stripe_path, "v1/customers/cus_1");
 
     (void) ngx_http_linegate_stripe_done(&sr, &fuzz_ctx,
-                                         status ? NGX_OK : NGX_ERROR);
+                                         (data[0] & 1) ? NGX_ERROR : NGX_OK);
 
     if (r->write_event_handler == ngx_http_linegate_stripe_resume) {
         r->write_event_handler(r);
