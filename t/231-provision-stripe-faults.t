@@ -235,4 +235,14 @@ subtest 'the client goes away during the subscription' => sub {
     $p->clear_faults;
 };
 
+# nginx's own lines about the calls that failed above (timed out, closed
+# early, too big a subrequest response) name the subrequest and the
+# upstream, never the key the Stripe location sends
+subtest 'the Stripe key is in no log line' => sub {
+    my $log = $s->error_log;
+    like($log, qr/upstream timed out/, "nginx's own lines are there");
+    like($log, qr/too big subrequest response/, 'the oversize ones too');
+    unlike($log, qr/sk_test_linegate/, 'the key is not');
+};
+
 done_testing();
