@@ -29,6 +29,8 @@ typedef enum {
     NGX_HTTP_LINEGATE_KEY_WS_EVENT,         /* a = W, b = Stripe event id */
     NGX_HTTP_LINEGATE_KEY_WS_PENDING,       /* a = W: its awaiting_payment */
     NGX_HTTP_LINEGATE_KEY_WS_ACK,           /* a = W: a write for WAIT */
+    /* a = W, b = "<id>:<digest>": a usage report's idempotency key */
+    NGX_HTTP_LINEGATE_KEY_WS_USAGE_IDEM,
 
     /* a provisioning account: lg:{acct:<A>}..., one hash tag */
     NGX_HTTP_LINEGATE_KEY_ACCT,             /* a = A */

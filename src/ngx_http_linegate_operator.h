@@ -26,6 +26,7 @@
 #include "ngx_http_linegate_ids.h"
 #include "ngx_http_linegate_chars.h"
 #include "ngx_http_linegate_json_write.h"
+#include "ngx_http_linegate_idempotency.h"
 
 
 #define NGX_HTTP_LINEGATE_OPERATOR_ARGS     2    /* "*" of a route */
@@ -228,6 +229,8 @@ struct ngx_http_linegate_operator_s {
 
     ngx_str_t                           ws;        /* the line's owner */
     ngx_str_t                           date;      /* usage: YYYY-MM-DD */
+    /* usage: its Idempotency-Key's digest and its body's fingerprint */
+    ngx_http_linegate_idem_t            idem;
     int64_t                             now_ms;
     ngx_str_t                           now;       /* ISO 8601 */
     u_char                              iso[NGX_HTTP_LINEGATE_ISO_LEN];

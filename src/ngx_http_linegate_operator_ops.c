@@ -172,10 +172,11 @@ static ngx_http_linegate_operator_call_t  ngx_http_linegate_operator_check = {
     NULL, NULL, NULL
 };
 
+/* {1 (2: a replay), today's two, the day} */
 static ngx_http_linegate_operator_call_t  ngx_http_linegate_operator_count = {
     ngx_http_linegate_operator_line_usage,
-    NGX_HTTP_LINEGATE_SCRIPT_OP_LINE_USAGE, 2,
-    NGX_HTTP_LINEGATE_OPERATOR_REPLY_ARRAY, "iii", NGX_HTTP_OK,
+    NGX_HTTP_LINEGATE_SCRIPT_OP_LINE_USAGE, 3,
+    NGX_HTTP_LINEGATE_OPERATOR_REPLY_ARRAY, "iiis", NGX_HTTP_OK,
     ngx_http_linegate_operator_line_counted,
     1,
     NULL,
@@ -206,6 +207,15 @@ static ngx_http_linegate_operator_code_t
 static ngx_http_linegate_operator_code_t
     ngx_http_linegate_operator_line_codes[] = {
     { 0, NGX_HTTP_NOT_FOUND, "NOT_FOUND", NULL, "Line not found", 0 },
+    ngx_http_linegate_operator_null_code
+};
+
+/* see op_line_usage.lua: as the Lines API answers a key reused */
+static ngx_http_linegate_operator_code_t
+    ngx_http_linegate_operator_usage_codes[] = {
+    { 0, NGX_HTTP_NOT_FOUND, "NOT_FOUND", NULL, "Line not found", 0 },
+    { -1, NGX_HTTP_LINEGATE_UNPROCESSABLE, "IDEMPOTENCY_KEY_MISMATCH", NULL,
+      "This Idempotency-Key was used with a different request body", 0 },
     ngx_http_linegate_operator_null_code
 };
 
@@ -259,8 +269,8 @@ ngx_http_linegate_operator_route_t  ngx_http_linegate_operator_ops_routes[] = {
     { "lines/*/usage", NGX_HTTP_POST,
       { &ngx_http_linegate_operator_line_id, NULL },
       { ngx_http_linegate_operator_usage, NULL },
-      &ngx_http_linegate_operator_count, ngx_http_linegate_operator_line_codes,
-      NULL },
+      &ngx_http_linegate_operator_count,
+      ngx_http_linegate_operator_usage_codes, NULL },
 
     /* the data of a stream read: its key */
     { "provisioning", NGX_HTTP_GET, { NULL, NULL }, { NULL, NULL },
@@ -507,8 +517,9 @@ ngx_http_linegate_operator_inv_removed(ngx_http_request_t *r,
 
 /*
  * what every line script starts with: KEYS[1] lg:{ws:W}:lr:<id>, W the
- * owner operator_owner read from lg:line:<id>; then, for usage, KEYS[2]
- * the day's counters (day not NULL); ARGV[1] id
+ * owner operator_owner read from lg:line:<id>; then, for usage (day not
+ * NULL), KEYS[2] the day's counters and KEYS[3] the record of its
+ * Idempotency-Key (adm->idem; "<id>:" alone without one); ARGV[1] id
  */
 static void
 ngx_http_linegate_operator_line_args(ngx_http_request_t *r,
@@ -542,6 +553,35 @@ ngx_http_linegate_operator_line_args(ngx_http_request_t *r,
         b.len = p - b.data;
 
         if (ngx_http_linegate_key(r->pool, NGX_HTTP_LINEGATE_KEY_WS_USAGE,
+                                  &adm->ws, &b, &key)
+            != NGX_OK)
+        {
+            adm->args.argc = -1;
+            return;
+        }
+
+        ngx_http_linegate_redis_arg_str(&adm->args, &key);
+
+        /* "<id>:<digest>" */
+        p = ngx_pnalloc(r->pool, adm->arg[0].len + 1 + adm->idem.digest.len);
+        if (p == NULL) {
+            adm->args.argc = -1;
+            return;
+        }
+
+        b.data = p;
+        p = ngx_cpymem(p, adm->arg[0].data, adm->arg[0].len);
+        *p++ = ':';
+
+        /* no key: no digest, whose NULL memcpy() must not see */
+        if (adm->idem.digest.len) {
+            p = ngx_cpymem(p, adm->idem.digest.data, adm->idem.digest.len);
+        }
+
+        b.len = p - b.data;
+
+        if (ngx_http_linegate_key(r->pool,
+                                  NGX_HTTP_LINEGATE_KEY_WS_USAGE_IDEM,
                                   &adm->ws, &b, &key)
             != NGX_OK)
         {
@@ -642,11 +682,30 @@ ngx_http_linegate_operator_stream_id(ngx_str_t *v)
 }
 
 
+/*
+ * An optional Idempotency-Key (or idempotencyKey field), read as the
+ * Lines API reads its own (idempotency.c): a report sent again after a
+ * 503 whose script ran adds nothing twice (op_line_usage.lua)
+ */
 static ngx_int_t
 ngx_http_linegate_operator_line_usage(ngx_http_request_t *r,
     ngx_http_linegate_operator_t *adm)
 {
-    u_char  *p;
+    u_char      *p;
+    const char  *field, *message;
+
+    if (ngx_http_linegate_idem_prepare(r, adm->ctx->body, &adm->idem,
+                                       &field, &message)
+        != NGX_OK)
+    {
+        ngx_http_linegate_field_error(r, field, message);
+        return NGX_ERROR;
+    }
+
+    if (adm->idem.digest.len == 0) {
+        /* ARGV[6] "": no key, nothing recorded */
+        ngx_str_set(&adm->idem.fp, "");
+    }
 
     p = ngx_pnalloc(r->pool, sizeof("YYYY-MM-DD") - 1);
     if (p == NULL) {
@@ -664,6 +723,7 @@ ngx_http_linegate_operator_line_usage(ngx_http_request_t *r,
     ngx_http_linegate_redis_arg_int(r, &adm->args, adm->value[1].n);
     ngx_http_linegate_redis_arg_int(r, &adm->args,
                                     NGX_HTTP_LINEGATE_USAGE_TTL);
+    ngx_http_linegate_redis_arg_str(&adm->args, &adm->idem.fp);
 
     return NGX_OK;
 }
@@ -696,11 +756,21 @@ ngx_http_linegate_operator_line_counted(ngx_http_request_t *r,
     ngx_http_linegate_operator_t *adm, redisReply *reply,
     ngx_http_linegate_json_write_t *jw)
 {
+    redisReply  *day;
+
+    /* a key used before: its first answer, whose day it was */
+    if (reply->element[0]->integer == 2) {
+        adm->ctx->replayed = 1;
+        ngx_str_set(&adm->ctx->outcome, "replayed");
+    }
+
+    day = reply->element[3];
+
     ngx_http_linegate_operator_object(jw, &adm->arg[0]);
     ngx_http_linegate_json_write_key(jw, "usage");
     ngx_http_linegate_json_write_object(jw);
     ngx_http_linegate_json_write_key(jw, "date");
-    ngx_http_linegate_json_write_str(jw, adm->date.data, adm->date.len);
+    ngx_http_linegate_json_write_str(jw, (u_char *) day->str, day->len);
     ngx_http_linegate_json_write_key(jw, "newConversationsCount");
     ngx_http_linegate_json_write_int(jw, reply->element[1]->integer);
     ngx_http_linegate_json_write_key(jw, "totalMessagesCount");

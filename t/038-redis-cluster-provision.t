@@ -263,6 +263,20 @@ subtest 'a line\'s transition, health and usage over two masters' => sub {
     is($b->{usage}{newConversationsCount}, 2, 'usage: counted');
     is($r->hget("lg:{ws:$w}:lr:$id", '_tm'), 5, 'usage in Redis');
 
+    # the key's record is in the workspace's slot: one step, counted once
+    for my $try (1, 2) {
+        my $tx = $s->op(POST => "/lines/$id/usage", {totalMessages => 3},
+                        'Idempotency-Key' => 'cl-report');
+        $b = answer_is($tx, 200, "usage with a key ($try)");
+        is($b->{usage}{totalMessagesCount}, 8, "usage with a key ($try): once");
+        is($tx->res->headers->header('Idempotent-Replayed'),
+           $try == 2 ? 'true' : undef, "usage with a key ($try): replayed");
+    }
+    is($r->hget("lg:{ws:$w}:lr:$id", '_tm'), 8, 'usage with a key in Redis');
+    is($s->op(POST => "/lines/$id/usage", {totalMessages => 4},
+              'Idempotency-Key' => 'cl-report')->res->code, 422,
+       'the key with another body: 422');
+
     $b = answer_is($s->op(POST => "/lines/$id/active", {}), 200, 'active');
     is($b->{workspaceId}, $w, 'the owner named');
     is($b->{provisioningStatus}, 'active', 'now active');

@@ -755,6 +755,109 @@ subtest 'health and usage' => sub {
                   404, 'NOT_FOUND', 'usage of an unknown line');
 };
 
+# A usage report with an Idempotency-Key (as the Lines API reads its own)
+# is counted once: the script records the key in the step that adds, and
+# the same key with the same body answers the first call's totals without
+# adding (Idempotent-Replayed), with another body 422, nothing added
+subtest 'usage with an Idempotency-Key is counted once' => sub {
+    my $w = 'org_usage_idem';
+    my $id = seed_line($w, provisioningStatus => 'active');
+    my $day = strftime('%Y-%m-%d', gmtime);
+    my $key = "lg:{ws:$w}:usage:$id:$day";
+    my $report = {newConversations => 1, totalMessages => 4};
+    my $first = {id => $id, usage => {date => $day, newConversationsCount => 1,
+                                      totalMessagesCount => 4}};
+
+    my $tx = $s->op(POST => "/lines/$id/usage", $report,
+                    'Idempotency-Key' => 'report-1');
+    is_deeply(answer_is($tx, 200, 'first'), $first, 'first: the totals');
+    ok(!defined $tx->res->headers->header('Idempotent-Replayed'),
+       'first: not a replay');
+
+    # the same body in another order and spacing is the same report
+    $tx = $s->op(POST => "/lines/$id/usage",
+                 {totalMessages => 4, newConversations => 1},
+                 'Idempotency-Key' => 'report-1');
+    is_deeply(answer_is($tx, 200, 'again'), $first,
+              'again: the first call\'s totals');
+    is($tx->res->headers->header('Idempotent-Replayed'), 'true',
+       'again: Idempotent-Replayed: true');
+    is_deeply({$r->hgetall($key)},
+              {newConversationsCount => 1, totalMessagesCount => 4},
+              'again: nothing added');
+
+    my $record = "lg:{ws:$w}:usageidem:$id:" . sha256_hex('report-1');
+    my $ttl = $r->ttl($record);
+    ok($ttl > 3 * 86400 - 10 && $ttl <= 3 * 86400,
+       'the key is kept 3 days, as the counters');
+
+    my $before = redis_dump($r);
+    json_error_is($s->op(POST => "/lines/$id/usage", {totalMessages => 5},
+                         'Idempotency-Key' => 'report-1'),
+                  422, 'IDEMPOTENCY_KEY_MISMATCH', 'the key with another body');
+    is_deeply(redis_dump($r), $before, 'another body: nothing written');
+
+    for my $bad (['', 'empty'], ['k' x 256, '256 characters']) {
+        my $b = json_error_is($s->op(POST => "/lines/$id/usage", $report,
+                                     'Idempotency-Key' => $bad->[0]),
+                              400, 'VALIDATION_ERROR', "key: $bad->[1]");
+        is($b->{field}, 'idempotencyKey', "key: $bad->[1]: field");
+    }
+    json_error_is($s->op(POST => "/lines/$id/usage", $report,
+                         'Idempotency-Key' => ['a', 'b']),
+                  400, 'VALIDATION_ERROR', 'two keys');
+    is_deeply(redis_dump($r), $before, 'refused keys: nothing written');
+
+    is(answer_is($s->op(POST => "/lines/$id/usage", $report,
+                        'Idempotency-Key' => 'report-2'),
+                 200, 'another key')->{usage}{totalMessagesCount},
+       8, 'another key adds');
+    is(answer_is($s->op(POST => "/lines/$id/usage", $report), 200,
+                 'no key')->{usage}{totalMessagesCount},
+       12, 'no key adds');
+    is(answer_is($s->op(POST => "/lines/$id/usage", $report), 200,
+                 'no key again')->{usage}{totalMessagesCount},
+       16, 'no key: each call adds');
+    is($r->hget("lg:{ws:$w}:lr:$id", '_tm'), 16, 'the line\'s own counters');
+
+    json_error_is($s->op(POST => '/lines/' . line_id() . '/usage', $report,
+                         'Idempotency-Key' => 'report-3'),
+                  404, 'NOT_FOUND', 'an unknown line with a key');
+};
+
+# A report answered 503 after its script ran (its reply lost: Redis
+# holding writes past linegate_redis_command_timeout, then running them)
+# was counted twice when the reporter sent it again. With its key, the
+# retry finds the record the lost step wrote and adds nothing
+subtest 'a usage report whose reply was lost, sent again with its key, '
+    . 'adds once' => sub {
+    my $w = 'org_usage_lost';
+    my $id = seed_line($w, provisioningStatus => 'active');
+    my $day = strftime('%Y-%m-%d', gmtime);
+    my $key = "lg:{ws:$w}:usage:$id:$day";
+    my $report = {newConversations => 2, totalMessages => 3};
+
+    # past the 500ms command timeout, within the keepalive's 1s
+    $r->client('PAUSE', 800, 'WRITE');      # reads go on, scripts wait
+    json_error_is($s->op(POST => "/lines/$id/usage", $report,
+                         'Idempotency-Key' => 'lost-1'),
+                  503, 'STORE_UNAVAILABLE', 'the report timed out');
+    ok(eventually(sub { ($r->hget($key, 'totalMessagesCount') // 0) == 3 },
+                  10), 'Redis ran the report after all');
+
+    my $tx = $s->op(POST => "/lines/$id/usage", $report,
+                    'Idempotency-Key' => 'lost-1');
+    is_deeply(answer_is($tx, 200, 'sent again'),
+              {id => $id, usage => {date => $day, newConversationsCount => 2,
+                                    totalMessagesCount => 3}},
+              'sent again: the totals of the one report');
+    is($tx->res->headers->header('Idempotent-Replayed'), 'true',
+       'sent again: Idempotent-Replayed: true');
+    is_deeply({$r->hgetall($key)},
+              {newConversationsCount => 2, totalMessagesCount => 3},
+              'counted once');
+};
+
 subtest 'provisioning and reconciliation streams' => sub {
     is_deeply(answer_is($s->op(GET => '/provisioning'), 200, 'empty'),
               {entries => []}, 'no entries');

@@ -398,6 +398,12 @@ SKIP: {
         $op->(200, 'usage', POST => "/lines/$id/usage",
               {newConversations => 1, totalMessages => 4});
         $op->(200, 'usage, no body', POST => "/lines/$id/usage");
+        $op->(200, 'usage with a key', POST => "/lines/$id/usage",
+              {totalMessages => 1}, 'Idempotency-Key' => 'oa-1');
+        $op->(200, 'usage replayed', POST => "/lines/$id/usage",
+              {totalMessages => 1}, 'Idempotency-Key' => 'oa-1');
+        $op->(422, 'usage key reused', POST => "/lines/$id/usage",
+              {totalMessages => 2}, 'Idempotency-Key' => 'oa-1');
         $op->(400, 'bad usage', POST => "/lines/$id/usage",
               {totalMessages => 1.5});
 
