@@ -62,11 +62,22 @@ ngx_http_linegate_chars_are(const unsigned char *p, size_t len,
 
 
 int
-ngx_http_linegate_e164_valid(const unsigned char *p, size_t len)
+ngx_http_linegate_e164_shape(const unsigned char *p, size_t len)
 {
     return len >= 1 + 8 && len <= 1 + 15 && p[0] == '+'
            && ngx_http_linegate_chars_are(p + 1, len - 1,
                                           NGX_HTTP_LINEGATE_CHARS_DIGIT);
+}
+
+
+/*
+ * The one place of the rule: no country code starts with 0 (ITU-T
+ * E.164), so "+0..." is a typo every API refuses where a number is given
+ */
+int
+ngx_http_linegate_e164_valid(const unsigned char *p, size_t len)
+{
+    return ngx_http_linegate_e164_shape(p, len) && p[1] != '0';
 }
 
 

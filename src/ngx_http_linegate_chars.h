@@ -47,8 +47,18 @@ extern const uint16_t  ngx_http_linegate_chars[256];
 int ngx_http_linegate_chars_are(const unsigned char *p, size_t len,
     unsigned cls);
 
-/* 1: an E.164 number, "+" and 8 to 15 digits */
+/*
+ * 1: an E.164 number, "+" and 8 to 15 digits, the first (the country
+ * code's) not 0: a number a client or the operator gives
+ */
 int ngx_http_linegate_e164_valid(const unsigned char *p, size_t len);
+
+/*
+ * 1: "+" and 8 to 15 digits, whatever the first: a number read back
+ * that may have been stored before "+0..." was refused (2026-11-28),
+ * which must still be settled or removed
+ */
+int ngx_http_linegate_e164_shape(const unsigned char *p, size_t len);
 
 #define NGX_HTTP_LINEGATE_TENANT_ID_MAX     64
 

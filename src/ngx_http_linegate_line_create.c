@@ -532,7 +532,8 @@ ngx_http_linegate_create_contacts(ngx_http_request_t *r,
         && !ngx_http_linegate_e164_valid(l->phone.data, l->phone.len))
     {
         ngx_http_linegate_create_invalid(r, lr, "phone",
-            "must be an E.164 number: + and 8 to 15 digits");
+            "must be an E.164 number: + and 8 to 15 digits, the "
+            "first not 0");
     }
 
     if (ngx_http_linegate_create_string(r, lr, "zipcode", &l->zipcode, 0)
@@ -576,7 +577,8 @@ ngx_http_linegate_create_contacts(ngx_http_request_t *r,
                                          l->forward_calls_to.len))
     {
         ngx_http_linegate_create_invalid(r, lr, "forwardCallsTo",
-            "must be an E.164 number: + and 8 to 15 digits");
+            "must be an E.164 number: + and 8 to 15 digits, the "
+            "first not 0");
     }
 
     if (ngx_http_linegate_create_string(r, lr, "profileImageUrl",

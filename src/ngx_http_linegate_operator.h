@@ -253,12 +253,13 @@ void ngx_http_linegate_operator_key(ngx_http_request_t *r,
     ngx_str_t *id);
 
 /*
- * ids: [A-Za-z0-9_-]{1,64}; E.164, "+" and 8 to 15 digits (chars.h, in
- * the signature of a field's check)
+ * ids: [A-Za-z0-9_-]{1,64}; "+" and 8 to 15 digits, any first (a number
+ * removed: ngx_http_linegate_e164_shape()), in the signature of a
+ * field's check
  */
 ngx_uint_t ngx_http_linegate_operator_name_valid(ngx_str_t *s);
 ngx_uint_t ngx_http_linegate_operator_e164_valid(ngx_str_t *s);
-/* E.164 as above, its country code not starting with 0: a number given */
+/* E.164, its country code not starting with 0: a number given (chars.h) */
 ngx_uint_t ngx_http_linegate_operator_number_valid(ngx_str_t *s);
 /* s is one of the strings of a NULL-terminated set */
 ngx_uint_t ngx_http_linegate_operator_one_of(ngx_str_t *s, const char **set);

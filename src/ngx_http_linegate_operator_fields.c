@@ -47,23 +47,26 @@ ngx_http_linegate_operator_name_valid(ngx_str_t *s)
 }
 
 
+/*
+ * A removal's number: the shape alone, so that a "+0..." number loaded
+ * before the load refused one can still go
+ */
 ngx_uint_t
 ngx_http_linegate_operator_e164_valid(ngx_str_t *s)
 {
-    return ngx_http_linegate_e164_valid(s->data, s->len);
+    return ngx_http_linegate_e164_shape(s->data, s->len);
 }
 
 
 /*
  * A number the operator gives the fleet (a load, a line's phone): E.164
- * whose country code does not start with 0, which none does ("+0..." is
- * a typo, and a number loaded is sold to a purchase and charged for). A
- * removal keeps the plain check: a number loaded before can still go.
+ * (chars.c: its country code not starting with 0, "+0..." a typo, and a
+ * number loaded is sold to a purchase and charged for)
  */
 ngx_uint_t
 ngx_http_linegate_operator_number_valid(ngx_str_t *s)
 {
-    return ngx_http_linegate_e164_valid(s->data, s->len) && s->data[1] != '0';
+    return ngx_http_linegate_e164_valid(s->data, s->len);
 }
 
 

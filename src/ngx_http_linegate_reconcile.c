@@ -1927,7 +1927,8 @@ ngx_http_linegate_reconcile_claim_parse(
         return NGX_OK;
     }
 
-    return ngx_http_linegate_e164_valid(c->number.data, c->number.len)
+    /* the shape alone: a "+0..." number loaded before 2026-11-28 */
+    return ngx_http_linegate_e164_shape(c->number.data, c->number.len)
            ? NGX_OK : NGX_ERROR;
 }
 

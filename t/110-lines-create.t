@@ -398,13 +398,18 @@ subtest 'phone numbers, zipcode, state' => sub {
     my %byon = (lineType => 'byon', email => 'b@example.com');
     invalid(body(%byon), 'phone', 'phone required for BYON');
     for my $bad ('14155550100', '+1415', '+1234567', '+1234567890123456',
-                 '+1 415 555 0100', '+1-415-555-0100', '+1415555010a')
+                 '+1 415 555 0100', '+1-415-555-0100', '+1415555010a',
+                 '+04155550100')
     {
         invalid(body(%byon, phone => $bad), 'phone', "phone '$bad'");
     }
     invalid(body(%byon, phone => 14155550100), 'phone', 'phone a number');
     invalid(body(forwardCallsTo => '4155550100'), 'forwardCallsTo',
             'forwardCallsTo not E.164');
+    # no country code starts with 0: a typo (chars.c's one rule, as the
+    # operator API's load and a line's phone)
+    invalid(body(forwardCallsTo => '+04155550100'), 'forwardCallsTo',
+            'forwardCallsTo with a country code starting with 0');
     invalid(body(forwardCallsTo => 4155550100), 'forwardCallsTo',
             'forwardCallsTo a number');
     for my $bad ('1234', '123456', '12345-678', '12345 6789', 'ABCDE',

@@ -414,6 +414,26 @@ subtest 'sweep: a claim with no reservation and no line is released' => sub {
     numbers_accounted('released claim');
 };
 
+# A "+0..." number (no country code starts with 0) loaded before the
+# operator's load refused one (2026-11-28) may be claimed still: the
+# claim's parse checks the shape alone (chars.c's e164_shape, not the
+# rule a number given meets), so the sweep settles it as any other
+subtest 'sweep: a claim of a "+0..." number loaded before is released' =>
+    sub {
+    $p->account('acct_sw_zero');
+    my $w = sprintf 'worker_%024x', ++$W + 0xabc000;
+    my $n = '+04155550177';
+    my $m = "acct_sw_zero $w $n";
+    $r->zadd('lg:{fleet}:pv:inflight', $p->now_ms - 5000, $m);
+    run();
+    is($r->zscore('lg:{fleet}:pv:inflight', $m), undef, 'the claim is gone');
+    ok($r->sismember('lg:{fleet}:inventory', $n),
+       'the number is back in the inventory');
+    # for the operator to remove (DELETE takes its shape, t/040)
+    $r->srem('lg:{fleet}:inventory', $n);
+    numbers_accounted('a "+0..." claim released');
+};
+
 subtest 'sweep: a claim whose line was recorded is dropped' => sub {
     $p->account('acct_sw_line');
     my ($m, $w, $n) = lost_claim('acct_sw_line');

@@ -29,7 +29,10 @@ fuzz_e164(ngx_str_t *s)
 {
     size_t  i;
 
-    if (s->len < 9 || s->len > 16 || s->data[0] != '+') {
+    /* and no country code starting with 0 */
+    if (s->len < 9 || s->len > 16 || s->data[0] != '+'
+        || s->data[1] == '0')
+    {
         return 0;
     }
 

@@ -142,6 +142,18 @@ test_e164(void)
     ok(!ngx_http_linegate_e164_valid((unsigned char *) "++15551234", 10),
        "two +");
     ok(!ngx_http_linegate_e164_valid((unsigned char *) "", 0), "empty");
+
+    /* no country code starts with 0: valid refuses it, shape does not */
+    ok(!ngx_http_linegate_e164_valid((unsigned char *) "+04155550100", 12),
+       "a country code starting with 0");
+    ok(ngx_http_linegate_e164_shape((unsigned char *) "+04155550100", 12),
+       "the shape of one stored before");
+    ok(ngx_http_linegate_e164_shape((unsigned char *) "+15551234", 9),
+       "shape: + and 8 digits");
+    ok(!ngx_http_linegate_e164_shape((unsigned char *) "+0555123", 8),
+       "shape: + and 7 digits");
+    ok(!ngx_http_linegate_e164_shape((unsigned char *) "0155512345", 10),
+       "shape: no +");
 }
 
 
