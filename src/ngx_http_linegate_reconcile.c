@@ -201,6 +201,9 @@
 #define NGX_HTTP_LINEGATE_RECONCILE_KEEP_MS    20000
 /* no entry is started past this: the lease outlives the run */
 #define NGX_HTTP_LINEGATE_RECONCILE_BUDGET_MS  30000
+/* ms since a moment of nginx's monotonic clock (ngx_current_msec) */
+#define ngx_http_linegate_reconcile_since(ms)                                \
+    ((ngx_msec_int_t) (ngx_current_msec - (ms)))
 /*
  * A subscription is looked for among the customer's created since a
  * little before its purchase began (the entry's "at"), 10 a page: a page
@@ -425,9 +428,15 @@ typedef struct {
     u_char                               token_buf[NGX_HTTP_LINEGATE_ID_LEN];
     int64_t                              started_ms;
     u_char                               iso[NGX_HTTP_LINEGATE_ISO_LEN];
-    /* the lease: when taken or last renewed; the renewal sent, for what */
-    int64_t                              leased_ms;
-    int64_t                              renew_ms;
+    /*
+     * On nginx's monotonic clock (ngx_current_msec), so that a step of
+     * the wall clock (NTP, an operator) neither spends the budget at once
+     * nor keeps the lease from being renewed: when the run began; when
+     * its lease was taken or last renewed, and the renewal sent, for what
+     */
+    ngx_msec_t                           begun;
+    ngx_msec_t                           leased_ms;
+    ngx_msec_t                           renew_ms;
     ngx_http_linegate_reconcile_state_e  renewing;
     unsigned                             lease_lost:1;
 
@@ -441,7 +450,7 @@ typedef struct {
     ngx_event_t                          keep;
     ngx_http_request_t                  *keeper;   /* the run's request */
     ngx_http_linegate_redis_args_t       keep_args;
-    int64_t                              keep_ms;
+    ngx_msec_t                           keep_ms;  /* monotonic */
     unsigned                             keep_sent:1;
     unsigned                             keep_armed:1; /* the cleanup */
 
@@ -716,6 +725,7 @@ ngx_http_linegate_reconcile_run(ngx_http_request_t *r,
     rc->token.data = rc->token_buf;
     rc->token.len = NGX_HTTP_LINEGATE_ID_LEN;
     rc->started_ms = ngx_http_linegate_now_ms();
+    rc->begun = ngx_current_msec;
     (void) ngx_http_linegate_iso8601(rc->iso, rc->started_ms);
     rc->status = NGX_HTTP_OK;
 
@@ -746,7 +756,7 @@ ngx_http_linegate_reconcile_next(ngx_http_request_t *r,
     case NGX_HTTP_LINEGATE_RECONCILE_REFUND:
     case NGX_HTTP_LINEGATE_RECONCILE_REFUND_CHECK:
         /* a Stripe step: only under the lease, renewed first if old */
-        if (ngx_http_linegate_now_ms() - rc->leased_ms
+        if (ngx_http_linegate_reconcile_since(rc->leased_ms)
             > NGX_HTTP_LINEGATE_RECONCILE_RENEW_MS)
         {
             rc->renewing = state;
@@ -850,7 +860,7 @@ ngx_http_linegate_reconcile_next(ngx_http_request_t *r,
         break;
 
     case NGX_HTTP_LINEGATE_RECONCILE_RENEW:
-        rc->renew_ms = ngx_http_linegate_now_ms();
+        rc->renew_ms = ngx_current_msec;
         rv = ngx_http_linegate_reconcile_lease(r, rc, "renew");
         break;
 
@@ -959,7 +969,8 @@ ngx_http_linegate_reconcile_advance(ngx_http_request_t *r,
         now = ngx_http_linegate_now_ms();
 
         if (rc->stop
-            || now - rc->started_ms > NGX_HTTP_LINEGATE_RECONCILE_BUDGET_MS)
+            || ngx_http_linegate_reconcile_since(rc->begun)
+               > NGX_HTTP_LINEGATE_RECONCILE_BUDGET_MS)
         {
             ngx_http_linegate_reconcile_next(r, ctx,
                                           NGX_HTTP_LINEGATE_RECONCILE_UNLEASE);
@@ -1847,7 +1858,7 @@ ngx_http_linegate_reconcile_claim_next(ngx_http_request_t *r,
     if (rc->claims_more
         && rc->claims_read + NGX_HTTP_LINEGATE_RECONCILE_BATCH
            <= NGX_HTTP_LINEGATE_RECONCILE_MAX
-        && ngx_http_linegate_now_ms() - rc->started_ms
+        && ngx_http_linegate_reconcile_since(rc->begun)
            <= NGX_HTTP_LINEGATE_RECONCILE_BUDGET_MS)
     {
         ngx_http_linegate_reconcile_next(r, ctx,
@@ -4340,7 +4351,7 @@ ngx_http_linegate_reconcile_keep(ngx_event_t *ev)
     if (!rc->keep_sent) {
         ngx_http_linegate_reconcile_lease_args(r, rc, &rc->keep_args,
                                                "renew");
-        rc->keep_ms = ngx_http_linegate_now_ms();
+        rc->keep_ms = ngx_current_msec;
 
         if (ngx_http_linegate_redis_script(r,
                                     NGX_HTTP_LINEGATE_SCRIPT_OP_RECONCILE_LEASE,
@@ -4379,20 +4390,20 @@ ngx_http_linegate_reconcile_kept(ngx_http_request_t *r, redisReply *reply)
     }
 
     if (reply->integer == 1) {
-        if (rc->keep_ms > rc->leased_ms) {
+        if ((ngx_msec_int_t) (rc->keep_ms - rc->leased_ms) > 0) {
             rc->leased_ms = rc->keep_ms;
         }
 
         ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
                       NGX_HTTP_LINEGATE_LOG "reconciliation: the run's "
-                      "lease renewed while Stripe holds its call (%L ms "
-                      "into the run)", rc->keep_ms - rc->started_ms);
+                      "lease renewed while Stripe holds its call (%M ms "
+                      "into the run)", rc->keep_ms - rc->begun);
         return;
     }
 
     ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
                   NGX_HTTP_LINEGATE_LOG "reconciliation: the run's lease "
-                  "expired while Stripe held its call (%L ms since it was "
+                  "expired while Stripe held its call (%M ms since it was "
                   "taken or renewed): no Stripe call after this one",
                   rc->keep_ms - rc->leased_ms);
 
@@ -4514,7 +4525,7 @@ ngx_http_linegate_reconcile_stored(ngx_http_request_t *r, redisReply *reply)
         }
 
         /* (taken after the run began: its start is on the safe side) */
-        rc->leased_ms = rc->started_ms;
+        rc->leased_ms = rc->begun;
 
         ngx_http_linegate_reconcile_next(r, ctx,
                                          NGX_HTTP_LINEGATE_RECONCILE_SWEEP);
@@ -4764,11 +4775,11 @@ ngx_http_linegate_reconcile_stored(ngx_http_request_t *r, redisReply *reply)
 
         ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
                       NGX_HTTP_LINEGATE_LOG "reconciliation: the run's "
-                      "lease expired (%L ms since it was taken or "
-                      "renewed, %L ms into the run): stopped before its "
+                      "lease expired (%M ms since it was taken or "
+                      "renewed, %M ms into the run): stopped before its "
                       "next Stripe call",
                       rc->renew_ms - rc->leased_ms,
-                      rc->renew_ms - rc->started_ms);
+                      rc->renew_ms - rc->begun);
 
         ngx_http_linegate_reconcile_defer(r, ctx, "lease_lost", 1);
         return;
@@ -4777,9 +4788,9 @@ ngx_http_linegate_reconcile_stored(ngx_http_request_t *r, redisReply *reply)
         if (code == 0 && !rc->lease_lost) {
             ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
                           NGX_HTTP_LINEGATE_LOG "reconciliation: the run's "
-                          "lease expired before it ended (%L ms into the "
+                          "lease expired before it ended (%M ms into the "
                           "run): the cursor is not written",
-                          ngx_http_linegate_now_ms() - rc->started_ms);
+                          ngx_current_msec - rc->begun);
         }
 
         ngx_http_linegate_reconcile_next(r, ctx,
