@@ -17,6 +17,9 @@
 
 #define NGX_HTTP_LINEGATE_AUTO_TIMEOUT   65000   /* past a run's lease */
 #define NGX_HTTP_LINEGATE_AUTO_STATUS    32      /* "HTTP/1.1 200 ..." */
+/* a worker 0's first call: after this, spread over the next this much */
+#define NGX_HTTP_LINEGATE_AUTO_FIRST     1000
+#define NGX_HTTP_LINEGATE_AUTO_SPREAD    10000
 
 
 typedef struct {
@@ -252,10 +255,17 @@ ngx_http_linegate_reconcile_auto_init_process(ngx_cycle_t *cycle)
     /* a timer alone never keeps an exiting worker alive */
     au->timer.cancelable = 1;
 
-    /* spread the fleet's first calls over an interval */
-    ngx_http_linegate_auto_arm(au, au->interval / 2
+    /*
+     * The first call within seconds, whatever the interval: every reload
+     * starts a new worker 0, and a first call an interval away (or half
+     * of one) was put off for ever by reloads more frequent than that.
+     * After a second at least (the workers' Redis connections), spread
+     * over the next ten at most; a run held elsewhere answers 409.
+     */
+    ngx_http_linegate_auto_arm(au, NGX_HTTP_LINEGATE_AUTO_FIRST
                                    + (ngx_msec_t) ngx_random()
-                                     % au->interval);
+                                     % ngx_min(au->interval,
+                                               NGX_HTTP_LINEGATE_AUTO_SPREAD));
 
     return NGX_OK;
 }
