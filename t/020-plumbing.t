@@ -26,8 +26,12 @@ my ($dead_port) = LG::Stack::_free_ports(1);
 my %deny = (lines => 'line_request_create', user => 'lines_by_user',
             prov => 'provision_confirm', op => 'operator',
             wh => 'stripe_webhook');
+# the operator API's routes follow a prefix location (nginx -t refuses it
+# in an exact one): /lg-deny-op/, /lg-503-op/, /lg-500/, /lg-auth/
+my %deny_at = map { $_ => $_ eq 'op' ? '/lg-deny-op/' : "= /lg-deny-$_" }
+              keys %deny;
 my $deny_locations = join '', map { <<"LOCATION" } sort keys %deny;
-        location = /lg-deny-$_ {
+        location $deny_at{$_} {
             deny all;
             add_header X-LG-Outcome \$linegate_outcome always;
             linegate_api $deny{$_};
@@ -76,12 +80,12 @@ $deny_locations
             linegate_api lines_by_user;
             return 503;
         }
-        location = /lg-503-op {
+        location /lg-503-op/ {
             add_header X-LG-Outcome \$linegate_outcome always;
             linegate_api operator;
             return 503;
         }
-        location = /lg-500 {
+        location /lg-500/ {
             add_header X-LG-Outcome \$linegate_outcome always;
             linegate_api operator;
             return 500;
@@ -108,7 +112,7 @@ $deny_locations
             linegate_api lines_by_user;
             rewrite ^ /lg-deny-prov last;
         }
-        location = /lg-auth {
+        location /lg-auth/ {
             auth_basic "linegate test";
             auth_basic_user_file /dev/null;
             add_header X-LG-Outcome \$linegate_outcome always;
@@ -547,15 +551,15 @@ subtest 'nginx\'s other error pages: the API\'s JSON' => sub {
         ['deny, the Provisioning API', [POST => '/lg-deny-prov'], 403,
          { status => 'ERROR', message => 'Forbidden' },
          [POST => '/accounts/lines/provision-confirm']],
-        ['deny, the operator API', [GET => '/lg-deny-op'], 403,
+        ['deny, the operator API', [GET => '/lg-deny-op/'], 403,
          $forbidden, [GET => '/_linegate/inventory']],
         ['deny, the webhook', [POST => '/lg-deny-wh'], 403,
          $forbidden, [POST => '/webhooks/stripe']],
         ['return 503, by-user', [GET => '/lg-503'], 503,
          $unavailable, [GET => '/api/lines/by-user']],
-        ['return 503, the operator API', [GET => '/lg-503-op'], 503,
+        ['return 503, the operator API', [GET => '/lg-503-op/'], 503,
          $unavailable, [GET => '/_linegate/inventory']],
-        ['return 500, the operator API', [GET => '/lg-500'], 500,
+        ['return 500, the operator API', [GET => '/lg-500/'], 500,
          { error => 'Internal error', code => 'INTERNAL_ERROR' },
          [GET => '/_linegate/inventory']],
         ['limit_req, the Provisioning API', [POST => '/lg-limit'], 503,
@@ -569,7 +573,7 @@ subtest 'nginx\'s other error pages: the API\'s JSON' => sub {
          { status => 'ERROR', error => 'rate_limited',
            message => 'Rate limit exceeded' },
          [POST => '/accounts/lines/provision-confirm']],
-        ['auth_basic, the operator API', [GET => '/lg-auth'], 401,
+        ['auth_basic, the operator API', [GET => '/lg-auth/'], 401,
          { error => 'Unauthorized' }, [GET => '/_linegate/inventory']],
         ['invalid chunked body, the Lines API',
          [POST => '/api/line-requests', $bad_chunks, "zz\r\n"], 400,
@@ -610,7 +614,7 @@ subtest 'nginx\'s other error pages: the API\'s JSON' => sub {
     }
 
     # auth_basic's challenge stays
-    my ($st, $h) = plain_req(GET => '/lg-auth');
+    my ($st, $h) = plain_req(GET => '/lg-auth/');
     is($h->{'www-authenticate'}, 'Basic realm="linegate test"',
        'auth_basic: WWW-Authenticate kept');
 
@@ -641,7 +645,7 @@ subtest 'nginx\'s other error pages: the API\'s JSON' => sub {
 # (deny in the access phase, limit_req in preaccess) carry the id of its
 # JSON answer, after nginx's own part
 subtest 'nginx\'s error pages: its log lines name the request id' => sub {
-    for my $case (['deny', [GET => '/lg-deny-op'],
+    for my $case (['deny', [GET => '/lg-deny-op/'],
                    qr/access forbidden by rule/],
                   ['limit_req', [POST => '/lg-limit-prov-429'],
                    qr/limiting requests/])
