@@ -610,8 +610,7 @@ ngx_http_linegate_handler(ngx_http_request_t *r)
         r->main->count++;
 
         ngx_str_set(&ctx->outcome, "method_not_allowed");
-        ngx_http_linegate_error(r, NGX_HTTP_NOT_ALLOWED, NULL,
-                                "Method not allowed");
+        ngx_http_linegate_not_allowed(r, api->methods);
         return NGX_DONE;
     }
 

@@ -265,7 +265,8 @@ ngx_http_linegate_operator_route(ngx_http_request_t *r,
                 continue;
             }
 
-            found = 1;
+            /* every method of the path, for a 405's Allow */
+            found |= rt->methods;
 
             if (r->method & rt->methods) {
                 return rt;
@@ -275,8 +276,7 @@ ngx_http_linegate_operator_route(ngx_http_request_t *r,
 
     if (found) {
         ngx_str_set(&adm->ctx->outcome, "method_not_allowed");
-        ngx_http_linegate_error(r, NGX_HTTP_NOT_ALLOWED, NULL,
-                                "Method not allowed");
+        ngx_http_linegate_not_allowed(r, found);
         return NULL;
     }
 

@@ -246,6 +246,61 @@ ngx_http_linegate_error(ngx_http_request_t *r, ngx_uint_t status,
 }
 
 
+/*
+ * RFC 9110 15.5.6: a 405 names the methods the target has (Allow), so
+ * that a client learns what it may send instead of guessing
+ */
+void
+ngx_http_linegate_not_allowed(ngx_http_request_t *r, ngx_uint_t methods)
+{
+    u_char      *p;
+    ngx_str_t    allow;
+    ngx_uint_t   i;
+
+    static struct {
+        ngx_uint_t  method;
+        ngx_str_t   name;
+    }  names[] = {
+        { NGX_HTTP_GET, ngx_string("GET") },
+        { NGX_HTTP_HEAD, ngx_string("HEAD") },
+        { NGX_HTTP_POST, ngx_string("POST") },
+        { NGX_HTTP_PUT, ngx_string("PUT") },
+        { NGX_HTTP_DELETE, ngx_string("DELETE") }
+    };
+
+    p = ngx_pnalloc(r->pool, sizeof("GET, HEAD, POST, PUT, DELETE") - 1);
+    if (p == NULL) {
+        ngx_http_linegate_internal_error(r);
+        return;
+    }
+
+    allow.data = p;
+
+    for (i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+        if (!(methods & names[i].method)) {
+            continue;
+        }
+
+        if (p != allow.data) {
+            *p++ = ',';
+            *p++ = ' ';
+        }
+
+        p = ngx_cpymem(p, names[i].name.data, names[i].name.len);
+    }
+
+    allow.len = p - allow.data;
+
+    if (ngx_http_linegate_header(r, "Allow", &allow) != NGX_OK) {
+        ngx_http_linegate_internal_error(r);
+        return;
+    }
+
+    ngx_http_linegate_error(r, NGX_HTTP_NOT_ALLOWED, NULL,
+                            "Method not allowed");
+}
+
+
 void
 ngx_http_linegate_field_error(ngx_http_request_t *r, const char *field,
     const char *message)

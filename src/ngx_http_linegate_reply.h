@@ -38,6 +38,13 @@ void ngx_http_linegate_send_body(ngx_http_request_t *r, ngx_uint_t status,
 void ngx_http_linegate_error(ngx_http_request_t *r, ngx_uint_t status,
     const char *code, const char *message);
 
+/*
+ * 405 "Method not allowed" in the API's format, with Allow naming methods
+ * (NGX_HTTP_GET|NGX_HTTP_POST...)
+ */
+void ngx_http_linegate_not_allowed(ngx_http_request_t *r,
+    ngx_uint_t methods);
+
 /* 400 naming the field that failed validation */
 void ngx_http_linegate_field_error(ngx_http_request_t *r, const char *field,
     const char *message);

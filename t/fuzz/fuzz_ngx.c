@@ -1075,6 +1075,18 @@ ngx_http_linegate_error(ngx_http_request_t *r, ngx_uint_t status,
 }
 
 
+/* a 405 names at least the method of the route that matched */
+void
+ngx_http_linegate_not_allowed(ngx_http_request_t *r, ngx_uint_t methods)
+{
+    if (methods == 0 || (r->method & methods)) {
+        __builtin_trap();
+    }
+
+    fuzz_answered(NGX_HTTP_NOT_ALLOWED, NULL, "Method not allowed", NULL);
+}
+
+
 void
 ngx_http_linegate_field_error(ngx_http_request_t *r, const char *field,
     const char *message)
