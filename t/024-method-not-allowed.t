@@ -20,7 +20,8 @@ my $before = redis_dump($r);
 subtest 'the endpoints: Allow is linegate_api\'s methods' => sub {
     my $id = 'a' x 24;
     for my $case (
-        [PUT => '/api/line-requests', 'POST', { error => 'Method not allowed' }],
+        [PUT => '/api/line-requests', 'POST',
+         { error => 'Method not allowed' }],
         [DELETE => "/api/line-requests/$id", 'GET, POST',
          { error => 'Method not allowed' }],
         [POST => '/api/lines/by-user', 'GET',
