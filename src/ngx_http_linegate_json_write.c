@@ -14,6 +14,7 @@ static ngx_int_t ngx_http_linegate_json_write_grow(
     ngx_http_linegate_json_write_t *jw, size_t need);
 static void ngx_http_linegate_json_write_escape(
     ngx_http_linegate_json_write_t *jw, u_char *data, size_t len);
+static size_t ngx_http_linegate_json_write_utf8(u_char *p, u_char *last);
 
 
 /* what jansson writes for a byte below 0x20: 0 when \u00XX */
@@ -145,7 +146,7 @@ void
 ngx_http_linegate_json_write_str(ngx_http_linegate_json_write_t *jw,
     u_char *data, size_t len)
 {
-    /* the worst case: every byte as \u00XX */
+    /* the worst case: every byte as \u00XX (U+FFFD is 3 bytes) */
     if (!ngx_http_linegate_json_write_room(jw, len * 6 + 3)) {
         return;
     }
@@ -176,6 +177,7 @@ ngx_http_linegate_json_write_escape(ngx_http_linegate_json_write_t *jw,
     u_char *data, size_t len)
 {
     u_char  *p, *last, *run, c;
+    size_t   n;
 
     static u_char  hex[] = "0123456789ABCDEF";
 
@@ -185,7 +187,7 @@ ngx_http_linegate_json_write_escape(ngx_http_linegate_json_write_t *jw,
     while (data < last) {
         run = data;
 
-        while (data < last && *data >= 0x20 && *data != '"'
+        while (data < last && *data >= 0x20 && *data < 0x80 && *data != '"'
                && *data != '\\')
         {
             data++;
@@ -195,6 +197,29 @@ ngx_http_linegate_json_write_escape(ngx_http_linegate_json_write_t *jw,
 
         if (data == last) {
             break;
+        }
+
+        /*
+         * JSON is UTF-8 (RFC 8259 8.1) and the answer says so: bytes that
+         * are not (only a writer of Redis other than the module stores
+         * them) become U+FFFD, one per byte, instead of making the whole
+         * answer unreadable to a strict client
+         */
+        if (*data >= 0x80) {
+            n = ngx_http_linegate_json_write_utf8(data, last);
+
+            if (n) {
+                p = ngx_cpymem(p, data, n);
+                data += n;
+
+            } else {
+                *p++ = 0xef;
+                *p++ = 0xbf;
+                *p++ = 0xbd;
+                data++;
+            }
+
+            continue;
         }
 
         c = *data++;
@@ -216,6 +241,58 @@ ngx_http_linegate_json_write_escape(ngx_http_linegate_json_write_t *jw,
     }
 
     jw->pos = p;
+}
+
+
+/*
+ * The length of the UTF-8 sequence at p, 0 when there is none: RFC 3629,
+ * as jansson reads a body (no overlong form, no surrogate, nothing past
+ * U+10FFFF, none cut short by last).
+ */
+static size_t
+ngx_http_linegate_json_write_utf8(u_char *p, u_char *last)
+{
+    size_t    n, i;
+    uint32_t  c, min;
+
+    c = *p;
+
+    if (c >= 0xc2 && c <= 0xdf) {
+        n = 2;
+        c &= 0x1f;
+        min = 0x80;
+
+    } else if (c >= 0xe0 && c <= 0xef) {
+        n = 3;
+        c &= 0x0f;
+        min = 0x800;
+
+    } else if (c >= 0xf0 && c <= 0xf4) {
+        n = 4;
+        c &= 0x07;
+        min = 0x10000;
+
+    } else {
+        return 0;
+    }
+
+    if ((size_t) (last - p) < n) {
+        return 0;
+    }
+
+    for (i = 1; i < n; i++) {
+        if ((p[i] & 0xc0) != 0x80) {
+            return 0;
+        }
+
+        c = (c << 6) | (p[i] & 0x3f);
+    }
+
+    if (c < min || c > 0x10ffff || (c >= 0xd800 && c <= 0xdfff)) {
+        return 0;
+    }
+
+    return n;
 }
 
 

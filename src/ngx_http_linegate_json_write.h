@@ -8,8 +8,9 @@
  * It appends to a growing buffer in a pool and writes exactly what
  * jansson's compact dump writes for the same values (keys in the order
  * given; strings escaped as jansson escapes them: '"', '\\', \b \f \n
- * \r \t, other control characters as \u00XX, every other byte as is,
- * '/' unescaped), without building a tree. Errors are sticky: the first
+ * \r \t, other control characters as \u00XX, '/' unescaped, UTF-8 as
+ * is; a byte that is not UTF-8, which jansson would refuse to hold, as
+ * U+FFFD), without building a tree. Errors are sticky: the first
  * allocation failure makes ngx_http_linegate_json_write_finish() fail.
  */
 

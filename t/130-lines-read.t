@@ -335,6 +335,41 @@ subtest 'by-user: every line but canceled ones, oldest first' => sub {
     is_deeply($c, $b, 'the same with a Clerk token');
 };
 
+# JSON is UTF-8 (RFC 8259 8.1): a line's field that another writer put
+# into Redis as bytes that are not UTF-8 is answered as U+FFFD, one per
+# byte, and the answer stays readable; UTF-8 (2 and 4 bytes) is kept
+subtest 'bytes in Redis that are not UTF-8: U+FFFD, valid JSON' => sub {
+    my $w = ws();
+    my $id = $l->created($w, firstName => 'Ada');
+    my $k = "lg:{ws:$w->{id}}:lr:$id";
+
+    # stray byte, overlong '/', lone surrogate, cut short, past U+10FFFF
+    $r->hset($k, firstName => "A\xffd\xc0\xafa\xed\xa0\x80!\xe2\x82",
+                 lastName => "\xc5\x81ukasz \xf0\x9f\x98\x80 \xf4\x90\x80\x80");
+    my $want_first = "A\x{fffd}d\x{fffd}\x{fffd}a"
+                   . "\x{fffd}\x{fffd}\x{fffd}!\x{fffd}\x{fffd}";
+    my $want_last = "\x{141}ukasz \x{1f600} " . ("\x{fffd}" x 4);
+
+    for my $case (['GET', sub { $l->get($w, $id) },
+                   sub { $_[0]{line} }],
+                  ['by-user', sub { $l->list($w) },
+                   sub { $_[0]{lines}[0] }]) {
+        my ($name, $call, $line_of) = @$case;
+        my $line;
+        eventually(sub {
+            my $raw = $call->()->res->body;
+            return unless utf8::decode(my $copy = $raw);
+            my $b = eval { Mojo::JSON::decode_json($raw) } or return;
+            $line = $line_of->($b);
+            return $line && $line->{firstName} ne 'Ada';
+        }, 5);
+        ok($line && $line->{firstName} ne 'Ada',
+           "$name: an answer of valid UTF-8 JSON") or next;
+        is($line->{firstName}, $want_first, "$name: firstName, U+FFFD");
+        is($line->{lastName}, $want_last, "$name: lastName, UTF-8 kept");
+    }
+};
+
 # A request canceled for its uncollectible invoice and paid later is
 # reopened (lr_settle): back in the index at its creation's time, not
 # at the time of the payment nor where a newer request stands
