@@ -1386,7 +1386,7 @@ ngx_http_linegate_link_sweep_found(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr, json_t *inv)
 {
     json_t     *id, *owner, *status, *url;
-    ngx_str_t   s, st, *f;
+    ngx_str_t   s, st, u, *f;
 
     id = json_object_get(inv, "id");
     owner = json_object_get(json_object_get(inv, "metadata"),
@@ -1435,13 +1435,19 @@ ngx_http_linegate_link_sweep_found(ngx_http_request_t *r,
         }
 
         url = json_object_get(inv, "hosted_invoice_url");
+        u.data = (u_char *) json_string_value(url);
+        u.len = json_string_length(url);
+
+        /* kept without a link rather than with one not fit to replay */
+        if (u.data != NULL && !ngx_http_linegate_stripe_url_valid(&u)) {
+            ngx_str_null(&u);
+        }
 
         if (ngx_http_linegate_pstr(r->pool, &lr->sweep.paid, s.data, s.len)
             == NULL
-            || (json_is_string(url)
+            || (u.len
                 && ngx_http_linegate_pstr(r->pool, &lr->sweep.paid_url,
-                                          (u_char *) json_string_value(url),
-                                          json_string_length(url))
+                                          u.data, u.len)
                    == NULL))
         {
             return NGX_ERROR;

@@ -1593,7 +1593,7 @@ ngx_http_linegate_lines_invoice_read(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr, ngx_str_t *expect)
 {
     json_t       *inv, *id, *url, *status;
-    ngx_str_t     s;
+    ngx_str_t     s, st, u;
     const char   *object;
 
     inv = lr->ctx->stripe_json;
@@ -1636,11 +1636,33 @@ ngx_http_linegate_lines_invoice_read(ngx_http_request_t *r,
         return NGX_ERROR;
     }
 
+    /*
+     * The status decides the request and the URL is replayed to clients:
+     * neither is stored unless it is what Stripe gives (an unknown status,
+     * a link that is not a bounded https URL: an answer not understood).
+     */
+    st.data = (u_char *) json_string_value(status);
+    st.len = json_string_length(status);
+    u.data = (u_char *) json_string_value(url);
+    u.len = json_string_length(url);
+
+    if (!ngx_http_linegate_stripe_invoice_status_valid(&st)
+        || (u.data != NULL && !ngx_http_linegate_stripe_url_valid(&u))
+        || (u.data == NULL && url != NULL && !json_is_null(url)))
+    {
+        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                      NGX_HTTP_LINEGATE_LOG "Stripe answered invoice \"%V\" "
+                      "with %s", &s,
+                      ngx_http_linegate_stripe_invoice_status_valid(&st)
+                      ? "a payment link that is no bounded https URL"
+                      : "a status that is none of Stripe's");
+        return NGX_ERROR;
+    }
+
     if (ngx_http_linegate_pstr(r->pool, &lr->invoice.id, s.data, s.len)
         == NULL
-        || ngx_http_linegate_pstr(r->pool, &lr->invoice.status,
-                                  (u_char *) json_string_value(status),
-                                  json_string_length(status))
+        || ngx_http_linegate_pstr(r->pool, &lr->invoice.status, st.data,
+                                  st.len)
            == NULL)
     {
         return NGX_ERROR;
@@ -1648,10 +1670,8 @@ ngx_http_linegate_lines_invoice_read(ngx_http_request_t *r,
 
     ngx_str_null(&lr->invoice.url);
 
-    if (json_is_string(url)
-        && ngx_http_linegate_pstr(r->pool, &lr->invoice.url,
-                                  (u_char *) json_string_value(url),
-                                  json_string_length(url))
+    if (u.len
+        && ngx_http_linegate_pstr(r->pool, &lr->invoice.url, u.data, u.len)
            == NULL)
     {
         return NGX_ERROR;

@@ -2747,6 +2747,11 @@ ngx_http_linegate_reconcile_object(ngx_http_linegate_reconcile_entry_t *e,
     e->url.data = (u_char *) json_string_value(json_object_get(obj,
                                                   "hosted_invoice_url"));
     e->url.len = e->url.data ? ngx_strlen(e->url.data) : 0;
+
+    /* no link rather than one not fit to replay to clients */
+    if (e->url.len && !ngx_http_linegate_stripe_url_valid(&e->url)) {
+        ngx_str_null(&e->url);
+    }
 }
 
 

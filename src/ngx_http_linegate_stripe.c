@@ -113,6 +113,62 @@ ngx_http_linegate_stripe_id_valid(ngx_str_t *id)
 }
 
 
+/*
+ * A hosted invoice page is replayed to clients as paymentUrl and shown
+ * to people as a link to pay: what Stripe answered is trusted no further
+ * than an https URL of bounded length, with no control character, space,
+ * quote or angle bracket that could break out of where it is shown.
+ */
+ngx_int_t
+ngx_http_linegate_stripe_url_valid(ngx_str_t *url)
+{
+    u_char      c;
+    ngx_uint_t  i;
+
+    if (url->len <= sizeof("https://") - 1
+        || url->len > NGX_HTTP_LINEGATE_STRIPE_URL_MAX
+        || ngx_strncmp(url->data, "https://", sizeof("https://") - 1) != 0
+        || url->data[sizeof("https://") - 1] == '/')
+    {
+        return 0;
+    }
+
+    for (i = 0; i < url->len; i++) {
+        c = url->data[i];
+
+        if (c <= 0x20 || c >= 0x7f || c == '"' || c == '\\' || c == '\''
+            || c == '<' || c == '>' || c == '`')
+        {
+            return 0;
+        }
+    }
+
+    return 1;
+}
+
+
+/* the statuses Stripe gives an invoice; any other is no answer we know */
+ngx_int_t
+ngx_http_linegate_stripe_invoice_status_valid(ngx_str_t *status)
+{
+    static const char  *known[] = {
+        "draft", "open", "paid", "uncollectible", "void", NULL
+    };
+
+    const char  **k;
+
+    for (k = known; *k; k++) {
+        if (status->len == ngx_strlen(*k)
+            && ngx_strncmp(status->data, *k, status->len) == 0)
+        {
+            return 1;
+        }
+    }
+
+    return 0;
+}
+
+
 ngx_int_t
 ngx_http_linegate_stripe_call(ngx_http_request_t *r,
     ngx_http_linegate_ctx_t *ctx, ngx_uint_t method, ngx_str_t *path,

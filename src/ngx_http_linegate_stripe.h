@@ -82,5 +82,14 @@ const char *ngx_http_linegate_stripe_error_code(
 /* an id of a Stripe object: safe in a URI path */
 ngx_int_t ngx_http_linegate_stripe_id_valid(ngx_str_t *id);
 
+/* longest hosted invoice URL taken from Stripe */
+#define NGX_HTTP_LINEGATE_STRIPE_URL_MAX  2048
+
+/* a hosted invoice URL fit to give clients: https, bounded, no quotes */
+ngx_int_t ngx_http_linegate_stripe_url_valid(ngx_str_t *url);
+
+/* one of Stripe's invoice statuses (draft, open, paid, ...) */
+ngx_int_t ngx_http_linegate_stripe_invoice_status_valid(ngx_str_t *status);
+
 
 #endif /* _NGX_HTTP_LINEGATE_STRIPE_H_INCLUDED_ */

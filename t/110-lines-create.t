@@ -39,7 +39,7 @@ sub addon {
     is($b->{paymentStatus}, 'unpaid', "$name: unpaid");
     is($b->{paymentRequired}, Mojo::JSON->true, "$name: payment required");
     like($b->{invoiceId} // '', qr/^in_/, "$name: invoiceId");
-    like($b->{paymentUrl} // '', qr{^http://127\.0\.0\.1:\d+/i/in_},
+    like($b->{paymentUrl} // '', qr{^https://127\.0\.0\.1:\d+/i/in_},
          "$name: paymentUrl is the hosted invoice");
     return $b;
 }

@@ -266,6 +266,64 @@ subtest 'GET: an answer about something else answers the stored state'
     is($b->{status}, 'provisioning', 'then promoted');
 };
 
+# What Stripe answers is replayed to clients (paymentUrl) and decides the
+# request (status): an invoice whose link is no bounded https URL free of
+# quotes and control characters, or whose status is none of Stripe's, is
+# an answer not understood: the stored state is answered, nothing kept.
+# A paid invoice with such a link used to promote the request and keep
+# the link.
+subtest 'GET: an invoice with an odd link or status answers the stored '
+    . 'state' => sub {
+    my $w = ws();
+    my ($id, $c) = $l->awaiting($w);
+    my $inv = $c->{invoiceId};
+    like($c->{paymentUrl}, qr{^https://}, 'the stub links over https');
+
+    for my $f (['a javascript: link', 'paid', 'javascript:alert(1)'],
+               ['an http link', 'paid', 'http://invoice.example/i/1'],
+               ['a link with a quote', 'paid',
+                'https://invoice.example/i/"><script>'],
+               ['a link with a newline', 'paid',
+                "https://invoice.example/i/1\nX-A: b"],
+               ['a link too long', 'paid',
+                'https://invoice.example/' . ('a' x 2030)],
+               ['a link not a string', 'paid', {href => 'https://x'}],
+               ['an unknown status', 'paid_and_more',
+                'https://invoice.example/i/1'],
+               ['a status too long', 'p' x 5000,
+                'https://invoice.example/i/1']) {
+        my ($what, $status, $url) = @$f;
+        sleep 2.1;
+        $l->fault(method => 'GET', path_prefix => "/v1/invoices/$inv",
+                  status => 200,
+                  body => {id => $inv, object => 'invoice',
+                           status => $status, hosted_invoice_url => $url});
+        my $b = $l->answer($l->get($w, $id), 200, $what);
+        is($b->{status}, 'awaiting_payment', "$what: the stored state");
+        is($b->{paymentUrl}, $c->{paymentUrl}, "$what: the stored link");
+        my $h = $l->lr($w, $id);
+        is($h->{provisioningStatus}, 'awaiting_payment', "$what: unchanged");
+        is($h->{paymentUrl}, $c->{paymentUrl}, "$what: link unchanged");
+        $l->clear_faults;
+    }
+
+    my $ok = 'https://invoice.example/' . ('a' x (2048 - 24));
+    is(length $ok, 2048, 'a link of 2048 characters');
+    sleep 2.1;
+    $l->fault(method => 'GET', path_prefix => "/v1/invoices/$inv",
+              status => 200, body => {id => $inv, object => 'invoice',
+                                      status => 'open',
+                                      hosted_invoice_url => $ok});
+    my $b = $l->answer($l->get($w, $id), 200, 'a long https link');
+    is($b->{status}, 'awaiting_payment', 'still open');
+    $l->clear_faults;
+
+    $l->invoice_do($inv, 'pay');
+    sleep 2.1;
+    $b = $l->answer($l->get($w, $id), 200, 'its own invoice paid');
+    is($b->{status}, 'provisioning', 'then promoted');
+};
+
 subtest 'GET: parallel polls make one Stripe call per interval' => sub {
     my $w = ws();
     my ($id, $c) = $l->awaiting($w);

@@ -717,8 +717,8 @@ sub finalize {
   $inv->{status}                           = 'open';
   $inv->{number}                           = sprintf 'STUB-%04d',
     next_seq('number');
-  $inv->{hosted_invoice_url}               = "http://$PUBLIC/i/$inv->{id}";
-  $inv->{invoice_pdf}                      = "http://$PUBLIC/i/$inv->{id}/pdf";
+  $inv->{hosted_invoice_url}               = "https://$PUBLIC/i/$inv->{id}";
+  $inv->{invoice_pdf}                      = "https://$PUBLIC/i/$inv->{id}/pdf";
   $inv->{status_transitions}{finalized_at} = time;
   # Stripe marks a zero-total invoice paid as soon as it is finalized.
   mark_paid($inv) if $inv->{amount_due} == 0;
