@@ -114,6 +114,16 @@
 #define NGX_HTTP_LINEGATE_PV_TOKEN_MAX   128
 #define NGX_HTTP_LINEGATE_CONFIRM_TRIES  2
 
+/*
+ * Stripe's 409 (the same Idempotency-Key's first call still being
+ * handled) is asked again after 250 ms, 500 ms, 1 s, as the Lines
+ * invoice calls are: at once, it is all but sure to meet the first call
+ * still running and the purchase would be queued as unknown. Bounded:
+ * at most 1.75 s more of a held reservation, and a client's request.
+ */
+#define NGX_HTTP_LINEGATE_CONFIRM_BUSY_TRIES  3
+#define NGX_HTTP_LINEGATE_CONFIRM_BUSY_WAIT   250
+
 #define NGX_HTTP_LINEGATE_MSG_NO_CARD                                        \
     "No payment method on file: add a default card to the account"
 #define NGX_HTTP_LINEGATE_MSG_BILLING                                        \
@@ -162,6 +172,9 @@ typedef struct {
     u_char                           iso[NGX_HTTP_LINEGATE_ISO_LEN];
     int64_t                          now;
     ngx_uint_t                       attempts;  /* subscription POSTs */
+    ngx_uint_t                       busy;      /* 409s waited out */
+    /* the wait before a 409's retry; the cleanup deletes it */
+    ngx_event_t                      wait;
     ngx_http_linegate_pv_state_t     st;
     /* the outbox's "at": the moment of the RECORD or RELEASE */
     u_char                           at[NGX_HTTP_LINEGATE_ISO_LEN];
@@ -281,6 +294,9 @@ static ngx_int_t ngx_http_linegate_confirm_durable(
     ngx_http_linegate_confirm_t *cf, ngx_http_linegate_script_id_e script,
     const char *what);
 static void ngx_http_linegate_confirm_cleanup(void *data);
+static ngx_int_t ngx_http_linegate_confirm_later(ngx_http_request_t *r,
+    ngx_http_linegate_ctx_t *ctx, ngx_http_linegate_confirm_t *cf);
+static void ngx_http_linegate_confirm_wake(ngx_event_t *ev);
 static void ngx_http_linegate_confirm_arg_int(ngx_http_linegate_confirm_t *cf,
     ngx_uint_t slot, int64_t n);
 static ngx_int_t ngx_http_linegate_confirm_release(ngx_http_request_t *r,
@@ -1429,10 +1445,20 @@ ngx_http_linegate_confirm_subscribed(ngx_http_request_t *r,
     result = ngx_http_linegate_stripe_result(ctx);
     type = ngx_http_linegate_stripe_error_field(ctx, "type");
 
-    /* 409: the first call is still running at Stripe; outcome unknown */
+    /*
+     * 409: the first call is still running at Stripe, asked again a
+     * little later; its outcome unknown once the waits are spent (and for
+     * a 400 idempotency_error: the key met other parameters)
+     */
     if (result == NGX_HTTP_LINEGATE_STRIPE_REFUSED && type != NULL
         && ngx_strcmp(type, "idempotency_error") == 0)
     {
+        if (ctx->stripe_status == NGX_HTTP_CONFLICT
+            && ngx_http_linegate_confirm_later(r, ctx, cf) == NGX_OK)
+        {
+            return;
+        }
+
         result = NGX_HTTP_LINEGATE_STRIPE_UNAVAILABLE;
     }
 
@@ -1511,6 +1537,62 @@ ngx_http_linegate_confirm_subscribed(ngx_http_request_t *r,
 
     ngx_http_linegate_confirm_billing(r, ctx, result,
                                       "stripe_outcome_unknown");
+}
+
+
+/*
+ * The subscription's call again after a wait (NGX_OK), or NGX_DECLINED
+ * once the 409s allowed are spent. The request stays in SUBSCRIBE: if
+ * it ends meanwhile, the cleanup treats it as a call that may have run.
+ */
+static ngx_int_t
+ngx_http_linegate_confirm_later(ngx_http_request_t *r,
+    ngx_http_linegate_ctx_t *ctx, ngx_http_linegate_confirm_t *cf)
+{
+    ngx_msec_t  delay;
+
+    if (cf->busy >= NGX_HTTP_LINEGATE_CONFIRM_BUSY_TRIES) {
+        return NGX_DECLINED;
+    }
+
+    delay = (ngx_msec_t) NGX_HTTP_LINEGATE_CONFIRM_BUSY_WAIT << cf->busy;
+    cf->busy++;
+
+    cf->wait.handler = ngx_http_linegate_confirm_wake;
+    /* the debug log reads a timer's data as its connection */
+    cf->wait.data = r->connection;
+    cf->wait.log = r->connection->log;
+
+    ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
+                  NGX_HTTP_LINEGATE_LOG "Stripe is still handling the "
+                  "subscription of %V, account \"%V\" (409): asked again "
+                  "in %M ms", &cf->worker_id, &cf->account, delay);
+
+    ngx_add_timer(&cf->wait, delay);
+
+    return NGX_OK;
+}
+
+
+/* the wait is over: the same call, same key and body, again */
+static void
+ngx_http_linegate_confirm_wake(ngx_event_t *ev)
+{
+    ngx_connection_t             *c;
+    ngx_http_request_t           *r;
+    ngx_http_linegate_confirm_t  *cf;
+
+    cf = (ngx_http_linegate_confirm_t *)
+             ((u_char *) ev - offsetof(ngx_http_linegate_confirm_t, wait));
+
+    r = cf->request;
+    c = r->connection;
+
+    ngx_http_linegate_confirm_next(r, cf->ctx,
+                                   NGX_HTTP_LINEGATE_CONFIRM_SUBSCRIBE);
+
+    /* the call just made is a posted subrequest */
+    ngx_http_run_posted_requests(c);
 }
 
 
@@ -2238,6 +2320,10 @@ ngx_http_linegate_confirm_cleanup(void *data)
 
     r = cf->request;
     ctx = cf->ctx;
+
+    if (cf->wait.timer_set) {
+        ngx_del_timer(&cf->wait);
+    }
 
     /* before RESERVE nothing is held: the token is spent or not */
     if (cf->settled || ctx->state == NGX_HTTP_LINEGATE_CONFIRM_DONE

@@ -293,13 +293,71 @@ for my $status (401, 403) {
     };
 }
 
+# Stripe's 409 (the key's first call still running) is asked again after
+# 250 ms, 500 ms, 1 s, never at once: an immediate retry all but always
+# met the first call still running, and the purchase was queued as
+# unknown although Stripe finished it a moment later.
+sub paid_invoices_of {
+    my ($sub) = @_;
+    return grep { ($_->{subscription} // '') eq $sub
+                  && ($_->{status} // '') eq 'paid' }
+           values %{ $p->stub_state->{invoices} // {} };
+}
+
+subtest 'Stripe says 409 once: asked again after a wait, bought once' =>
+    sub {
+    my $a = $p->account('acct_409');
+    my $tok = $p->token($a);
+    mark();
+    $p->fault(status => 409, body => {error => {
+        type => 'idempotency_error',
+        message => 'There is currently another in-progress request using '
+                   . 'this Idempotent Key (stub fault)'}});
+    my $tx;
+    my ($t) = timed { $tx = $p->confirm($a, $tok) };
+    my $b = $p->answer($tx, 200, 'confirm');
+    ok($t >= 0.25, sprintf 'the retry waited (%.2f s)', $t);
+    my @c = calls('/v1/subscriptions');
+    is(scalar @c, 2, 'two POSTs');
+    is($c[0]{status}, 409, 'the first got 409');
+    is($c[0]{idempotency_key}, $c[1]{idempotency_key}, 'same key');
+    my @subs = subs_of('acct_409');
+    is(scalar @subs, 1, 'one subscription');
+    is($subs[0]{id}, $b->{subscription_id}, 'the one answered');
+    is(scalar paid_invoices_of($subs[0]{id}), 1, 'one charge');
+    is(scalar reconcile_of('acct_409'), 0, 'nothing queued');
+    numbers_accounted('one 409');
+};
+
+subtest 'timeout, then 409 while Stripe finishes: waited out, bought once'
+    => sub {
+    my $a = $p->account('acct_409slow');
+    my $tok = $p->token($a);
+    mark();
+    # the work happens 1.4 s in: nginx gives up at 1 s, the retry meets
+    # the first call still running (409), a later one Stripe's replay
+    $p->fault(latency_ms => 1400);
+    my $b = $p->answer($p->confirm($a, $tok), 200, 'confirm');
+    my @c = calls('/v1/subscriptions');
+    ok(@c >= 3, scalar(@c) . ' POSTs');
+    is($c[1]{status}, 409, 'the immediate retry met the first call');
+    ok($c[-1]{replayed}, 'the last was replayed by Stripe');
+    my @subs = subs_of('acct_409slow');
+    is(scalar @subs, 1, 'one subscription');
+    is($subs[0]{id}, $b->{subscription_id}, 'the one answered');
+    is(scalar paid_invoices_of($subs[0]{id}), 1, 'one charge');
+    is(scalar reconcile_of('acct_409slow'), 0, 'nothing queued');
+    numbers_accounted('409 waited out');
+};
+
 subtest 'timeout while Stripe is still working: 502, queued' => sub {
     my $a = $p->account('acct_slow');
     my $tok = $p->token($a);
     mark();
     # the work happens after the delay: nginx has given up by then, and
-    # the same-key retry finds the first call still in flight (409)
-    $p->fault(latency_ms => 2000);
+    # the same-key retries (at once, then 250 ms, 500 ms, 1 s later) find
+    # the first call still in flight (409)
+    $p->fault(latency_ms => 5000);
     my $tx = $p->confirm($a, $tok);
     $p->error_is($tx, 502, 'billing_unavailable', 'slow Stripe');
     released('acct_slow', 'slow Stripe');
