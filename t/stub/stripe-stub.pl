@@ -717,6 +717,8 @@ sub finalize {
   $inv->{status}                           = 'open';
   $inv->{number}                           = sprintf 'STUB-%04d',
     next_seq('number');
+  # https, as Stripe's links are (linegate takes no other); the page
+  # itself is served over http at the same path (GET /i/:id)
   $inv->{hosted_invoice_url}               = "https://$PUBLIC/i/$inv->{id}";
   $inv->{invoice_pdf}                      = "https://$PUBLIC/i/$inv->{id}/pdf";
   $inv->{status_transitions}{finalized_at} = time;
