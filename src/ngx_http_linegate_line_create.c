@@ -978,21 +978,7 @@ ngx_http_linegate_create_failed(ngx_http_request_t *r,
 {
     lr->ctx->state = NGX_HTTP_LINEGATE_CREATE_FAILED;
 
-    switch (lr->fail) {
-
-    case NGX_HTTP_LINEGATE_LR_FAIL_BILLING:
-        ngx_http_linegate_lines_billing_error(r, lr->fail_result,
-                                              lr->fail_retry_after);
-        return;
-
-    case NGX_HTTP_LINEGATE_LR_FAIL_STORE:
-        ngx_http_linegate_store_unavailable(r);
-        return;
-
-    default: /* NGX_HTTP_LINEGATE_LR_FAIL_INTERNAL */
-        ngx_http_linegate_internal_error(r);
-        return;
-    }
+    ngx_http_linegate_lines_failed(r, lr);
 }
 
 

@@ -522,15 +522,6 @@ ngx_http_linegate_manage_failed(ngx_http_request_t *r,
 
     switch (lr->fail) {
 
-    case NGX_HTTP_LINEGATE_LR_FAIL_BILLING:
-        ngx_http_linegate_lines_billing_error(r, lr->fail_result,
-                                              lr->fail_retry_after);
-        return;
-
-    case NGX_HTTP_LINEGATE_LR_FAIL_STORE:
-        ngx_http_linegate_store_unavailable(r);
-        return;
-
     case NGX_HTTP_LINEGATE_LR_FAIL_CONFLICT:
         ngx_http_linegate_manage_conflict(r, &lr->line.status, NULL);
         return;
@@ -540,8 +531,8 @@ ngx_http_linegate_manage_failed(ngx_http_request_t *r,
         ngx_http_linegate_manage_busy(r);
         return;
 
-    default: /* NGX_HTTP_LINEGATE_LR_FAIL_INTERNAL */
-        ngx_http_linegate_internal_error(r);
+    default: /* BILLING, STORE, INTERNAL */
+        ngx_http_linegate_lines_failed(r, lr);
         return;
     }
 }
@@ -720,7 +711,7 @@ ngx_http_linegate_manage_conflict(ngx_http_request_t *r, ngx_str_t *state,
 
     ngx_http_linegate_lines_refusal(r, NGX_HTTP_CONFLICT, state,
         message ? message
-        : "This action applies only to a request awaiting payment");
+        : "This action applies only to a request awaiting payment", NULL);
 }
 static void
 ngx_http_linegate_manage_busy(ngx_http_request_t *r)
@@ -734,7 +725,7 @@ ngx_http_linegate_manage_busy(ngx_http_request_t *r)
     ngx_str_set(&ctx->outcome, "busy");
 
     ngx_http_linegate_lines_refusal(r, NGX_HTTP_CONFLICT, &awaiting,
-        "The invoice of this request is being issued: retry shortly");
+        "The invoice of this request is being issued: retry shortly", NULL);
 }
 static void
 ngx_http_linegate_manage_stripe_error(ngx_http_request_t *r,
@@ -775,10 +766,8 @@ ngx_http_linegate_manage_check(ngx_http_request_t *r,
 {
     lr->ctx->state = step;
 
-    if (ngx_http_linegate_lines_stripe(r, lr, NGX_HTTP_GET, "v1/invoices",
-                                       &lr->line.invoice_id, NULL, NULL,
-                                       NULL,
-                                       ngx_http_linegate_manage_stripe_done)
+    if (ngx_http_linegate_lines_invoice_get(r, lr,
+                                        ngx_http_linegate_manage_stripe_done)
         != NGX_OK)
     {
         ngx_http_linegate_manage_unavailable(r, lr);

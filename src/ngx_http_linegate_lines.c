@@ -1338,9 +1338,7 @@ ngx_http_linegate_lr_claim_done(ngx_http_request_t *r,
     /* SPEC 2.5: ask Stripe how the invoice stands before answering */
     lr->ctx->state = NGX_HTTP_LINEGATE_READ_STRIPE;
 
-    if (ngx_http_linegate_lines_stripe(r, lr, NGX_HTTP_GET, "v1/invoices",
-                                       &lr->line.invoice_id, NULL, NULL,
-                                       NULL,
+    if (ngx_http_linegate_lines_invoice_get(r, lr,
                                       ngx_http_linegate_lines_read_stripe_done)
         != NGX_OK)
     {

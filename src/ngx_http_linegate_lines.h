@@ -592,9 +592,13 @@ ngx_int_t ngx_http_linegate_line_status_body(ngx_http_request_t *r,
     ngx_http_linegate_line_t *line, ngx_str_t *body);
 ngx_int_t ngx_http_linegate_line_is(ngx_str_t *value, const char *s);
 
-/* answers {"success": false, "status": state, "message": message} */
+/*
+ * answers {"success": false, "status": state, "message": message}, and
+ * "redirect": redirect when not NULL
+ */
 void ngx_http_linegate_lines_refusal(ngx_http_request_t *r,
-    ngx_uint_t status, ngx_str_t *state, const char *message);
+    ngx_uint_t status, ngx_str_t *state, const char *message,
+    const char *redirect);
 /* answers 403, the workspace has no base plan */
 void ngx_http_linegate_lines_subscription_required(ngx_http_request_t *r);
 void ngx_http_linegate_lines_read_only(ngx_http_request_t *r,
@@ -602,6 +606,13 @@ void ngx_http_linegate_lines_read_only(ngx_http_request_t *r,
 void ngx_http_linegate_lines_not_found(ngx_http_request_t *r);
 void ngx_http_linegate_lines_billing_error(ngx_http_request_t *r,
     ngx_uint_t result, ngx_int_t retry_after);
+/*
+ * the answer of a failure step's end, common to creation and management:
+ * lr->fail BILLING (lr->fail_result, fail_retry_after), STORE, or else a
+ * 500; management answers its own CONFLICT and BUSY first
+ */
+void ngx_http_linegate_lines_failed(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr);
 
 /* parse ctx->raw into ctx->body; NGX_ERROR: an error is deferred */
 ngx_int_t ngx_http_linegate_lines_parse(ngx_http_request_t *r,
@@ -625,6 +636,9 @@ ngx_int_t ngx_http_linegate_lines_resolved(ngx_http_request_t *r,
  */
 ngx_int_t ngx_http_linegate_lines_invoice_read(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr, ngx_str_t *expect);
+/* GET of lr->line.invoice_id: how the line's invoice stands at Stripe */
+ngx_int_t ngx_http_linegate_lines_invoice_get(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr, ngx_http_linegate_resume_pt resume);
 ngx_int_t ngx_http_linegate_lines_stripe(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr, ngx_uint_t method, const char *path,
     ngx_str_t *id, const char *suffix, ngx_str_t *form, const char *key,

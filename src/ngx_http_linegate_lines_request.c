@@ -1428,7 +1428,7 @@ ngx_http_linegate_line_is(ngx_str_t *value, const char *s)
 
 void
 ngx_http_linegate_lines_refusal(ngx_http_request_t *r, ngx_uint_t status,
-    ngx_str_t *state, const char *message)
+    ngx_str_t *state, const char *message, const char *redirect)
 {
     ngx_http_linegate_json_write_t  jw;
 
@@ -1440,6 +1440,12 @@ ngx_http_linegate_lines_refusal(ngx_http_request_t *r, ngx_uint_t status,
     ngx_http_linegate_json_write_str(&jw, state->data, state->len);
     ngx_http_linegate_json_write_key(&jw, "message");
     ngx_http_linegate_json_write_cstr(&jw, message);
+
+    if (redirect != NULL) {
+        ngx_http_linegate_json_write_key(&jw, "redirect");
+        ngx_http_linegate_json_write_cstr(&jw, redirect);
+    }
+
     ngx_http_linegate_json_write_end(&jw, '}');
 
     ngx_http_linegate_send_jw(r, status, &jw);
@@ -1449,23 +1455,12 @@ ngx_http_linegate_lines_refusal(ngx_http_request_t *r, ngx_uint_t status,
 void
 ngx_http_linegate_lines_subscription_required(ngx_http_request_t *r)
 {
-    ngx_http_linegate_json_write_t  jw;
+    static ngx_str_t  state = ngx_string("subscription_required");
 
-    (void) ngx_http_linegate_json_write_init(&jw, r->pool, 256);
-    ngx_http_linegate_json_write_object(&jw);
-    ngx_http_linegate_json_write_key(&jw, "success");
-    ngx_http_linegate_json_write_bool(&jw, 0);
-    ngx_http_linegate_json_write_key(&jw, "status");
-    ngx_http_linegate_json_write_cstr(&jw, "subscription_required");
-    ngx_http_linegate_json_write_key(&jw, "message");
-    ngx_http_linegate_json_write_cstr(&jw, "The workspace needs an active "
-                                      "base plan subscription to request "
-                                      "lines");
-    ngx_http_linegate_json_write_key(&jw, "redirect");
-    ngx_http_linegate_json_write_cstr(&jw, "/billing");
-    ngx_http_linegate_json_write_end(&jw, '}');
-
-    ngx_http_linegate_send_jw(r, NGX_HTTP_FORBIDDEN, &jw);
+    ngx_http_linegate_lines_refusal(r, NGX_HTTP_FORBIDDEN, &state,
+                                    "The workspace needs an active base "
+                                    "plan subscription to request lines",
+                                    "/billing");
 }
 
 
@@ -1533,6 +1528,28 @@ ngx_http_linegate_lines_billing_error(ngx_http_request_t *r,
 }
 
 
+void
+ngx_http_linegate_lines_failed(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr)
+{
+    switch (lr->fail) {
+
+    case NGX_HTTP_LINEGATE_LR_FAIL_BILLING:
+        ngx_http_linegate_lines_billing_error(r, lr->fail_result,
+                                              lr->fail_retry_after);
+        return;
+
+    case NGX_HTTP_LINEGATE_LR_FAIL_STORE:
+        ngx_http_linegate_store_unavailable(r);
+        return;
+
+    default: /* NGX_HTTP_LINEGATE_LR_FAIL_INTERNAL */
+        ngx_http_linegate_internal_error(r);
+        return;
+    }
+}
+
+
 /* Stripe */
 
 ngx_int_t
@@ -1585,6 +1602,16 @@ ngx_http_linegate_lines_stripe(ngx_http_request_t *r,
 
     return ngx_http_linegate_stripe_call(r, lr->ctx, method, &uri, form,
                                          key ? &k : NULL, resume);
+}
+
+
+ngx_int_t
+ngx_http_linegate_lines_invoice_get(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr, ngx_http_linegate_resume_pt resume)
+{
+    return ngx_http_linegate_lines_stripe(r, lr, NGX_HTTP_GET, "v1/invoices",
+                                          &lr->line.invoice_id, NULL, NULL,
+                                          NULL, resume);
 }
 
 
