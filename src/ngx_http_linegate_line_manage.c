@@ -168,6 +168,8 @@ static void ngx_http_linegate_manage_check(ngx_http_request_t *r,
 static void ngx_http_linegate_manage_resolve(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr, ngx_http_linegate_manage_step_e step,
     const char *outcome);
+static ngx_int_t ngx_http_linegate_manage_resolved(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr, redisReply *reply);
 
 static void ngx_http_linegate_link_checked(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr);
@@ -805,6 +807,30 @@ ngx_http_linegate_manage_resolve(ngx_http_request_t *r,
 }
 
 
+/*
+ * lr_resolve's answer read into lr->line: NGX_OK; else NGX_DONE, a 404
+ * answered, or no answer a 503 (a retry finds the invoice as Stripe
+ * left it, and resolves it then)
+ */
+static ngx_int_t
+ngx_http_linegate_manage_resolved(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr, redisReply *reply)
+{
+    if (reply == NULL) {
+        ngx_http_linegate_manage_fail(r, lr, NGX_HTTP_LINEGATE_LR_FAIL_STORE,
+                                      0, -1);
+        return NGX_DONE;
+    }
+
+    if (ngx_http_linegate_lines_resolved(r, lr, reply) != NGX_OK) {
+        ngx_http_linegate_lines_not_found(r);
+        return NGX_DONE;
+    }
+
+    return NGX_OK;
+}
+
+
 /* payment_link */
 
 /* LINK_CHECK, LINK_RECHECK */
@@ -946,18 +972,9 @@ static void
 ngx_http_linegate_link_resolved(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr, redisReply *reply)
 {
-    if (reply == NULL) {
-        ngx_http_linegate_manage_fail(r, lr, NGX_HTTP_LINEGATE_LR_FAIL_STORE,
-                                      0, -1);
-        return;
+    if (ngx_http_linegate_manage_resolved(r, lr, reply) == NGX_OK) {
+        ngx_http_linegate_lines_send_status(r, lr);
     }
-
-    if (ngx_http_linegate_lines_resolved(r, lr, reply) != NGX_OK) {
-        ngx_http_linegate_lines_not_found(r);
-        return;
-    }
-
-    ngx_http_linegate_lines_send_status(r, lr);
 }
 
 
@@ -2390,15 +2407,8 @@ ngx_http_linegate_cancel_resolved(ngx_http_request_t *r,
 
     ctx = lr->ctx;
 
-    if (reply == NULL) {
-        /* Stripe voided it: a retry finds it void and cancels then */
-        ngx_http_linegate_manage_fail(r, lr, NGX_HTTP_LINEGATE_LR_FAIL_STORE,
-                                      0, -1);
-        return;
-    }
-
-    if (ngx_http_linegate_lines_resolved(r, lr, reply) != NGX_OK) {
-        ngx_http_linegate_lines_not_found(r);
+    /* no answer: Stripe voided it, a retry finds it void and cancels */
+    if (ngx_http_linegate_manage_resolved(r, lr, reply) != NGX_OK) {
         return;
     }
 
