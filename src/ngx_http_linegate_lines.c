@@ -118,6 +118,8 @@ static void ngx_http_linegate_lines_list_drop(ngx_http_request_t *r,
 
 static void ngx_http_linegate_line_check(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr);
+static ngx_int_t ngx_http_linegate_line_check_id(ngx_http_request_t *r,
+    ngx_str_t *id);
 static void ngx_http_linegate_line_check_done(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr, redisReply *reply);
 static void ngx_http_linegate_line_check_jw(ngx_http_linegate_json_write_t *jw,
@@ -2079,12 +2081,25 @@ static void
 ngx_http_linegate_line_check(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr)
 {
+    ngx_int_t  rc;
     ngx_str_t  id;
 
-    if (ngx_http_arg(r, (u_char *) "id", 2, &id) != NGX_OK || id.len == 0) {
+    rc = ngx_http_linegate_line_check_id(r, &id);
+
+    if (rc == NGX_ABORT) {
+        ngx_http_linegate_internal_error(r);
+        return;
+    }
+
+    if (rc == NGX_DECLINED) {
         ngx_http_linegate_lines_defer(lr, NGX_HTTP_LINEGATE_LR_DEFER_PLAIN,
                                       NULL, "Missing required query "
                                       "parameter: id");
+
+    } else if (rc == NGX_ERROR) {
+        ngx_http_linegate_lines_defer(lr, NGX_HTTP_LINEGATE_LR_DEFER_PLAIN,
+                                      NULL, "Query parameter id given more "
+                                      "than once");
 
     } else if (!ngx_http_linegate_id_valid(&id)) {
         ngx_http_linegate_lines_defer(lr, NGX_HTTP_LINEGATE_LR_DEFER_PLAIN,
@@ -2097,6 +2112,86 @@ ngx_http_linegate_line_check(ngx_http_request_t *r,
     }
 
     ngx_http_linegate_lr_get_script(r, lr, NGX_HTTP_LINEGATE_READ_CHECK);
+}
+
+
+/*
+ * The query's "id" (its name in any case, as ngx_http_arg() finds it),
+ * its %-escapes decoded: a client may encode any character of a query
+ * (RFC 3986 2.1; nginx decodes the path, and so the id of GET by id),
+ * and "%61" is "a". NGX_OK: id, in the query or the pool; NGX_DECLINED:
+ * absent or empty; NGX_ERROR: given twice with different values, as
+ * decoded (which one the client meant is not known, and a proxy in
+ * front may have read the other); NGX_ABORT: no memory.
+ */
+static ngx_int_t
+ngx_http_linegate_line_check_id(ngx_http_request_t *r, ngx_str_t *id)
+{
+    u_char     *p, *last, *end, *s, *d;
+    ngx_int_t   c;
+    ngx_str_t   v;
+    ngx_uint_t  found;
+
+    found = 0;
+    ngx_str_null(id);
+
+    if (r->args.len == 0) {
+        return NGX_DECLINED;
+    }
+
+    p = r->args.data;
+    last = p + r->args.len;
+
+    for ( /* void */ ; p < last; p = end + (end < last)) {
+        end = ngx_strlchr(p, last, '&');
+
+        if (end == NULL) {
+            end = last;
+        }
+
+        if (end - p < 3 || ngx_strncasecmp(p, (u_char *) "id=", 3) != 0) {
+            continue;
+        }
+
+        v.data = p + 3;
+        v.len = end - v.data;
+
+        if (ngx_strlchr(v.data, end, '%') != NULL) {
+            d = ngx_pnalloc(r->pool, v.len);
+            if (d == NULL) {
+                return NGX_ABORT;
+            }
+
+            v.data = d;
+
+            for (s = p + 3; s < end; /* void */) {
+                c = (*s == '%' && end - s >= 3) ? ngx_hextoi(s + 1, 2)
+                                                : NGX_ERROR;
+
+                if (c == NGX_ERROR) {
+                    *d++ = *s++;
+                    continue;
+                }
+
+                *d++ = (u_char) c;
+                s += 3;
+            }
+
+            v.len = d - v.data;
+        }
+
+        if (!found) {
+            *id = v;
+            found = 1;
+            continue;
+        }
+
+        if (v.len != id->len || ngx_memcmp(v.data, id->data, v.len) != 0) {
+            return NGX_ERROR;
+        }
+    }
+
+    return id->len ? NGX_OK : NGX_DECLINED;
 }
 
 

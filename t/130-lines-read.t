@@ -687,6 +687,29 @@ subtest 'check-availability: 400 and 404' => sub {
     $l->answer($l->check($w, 'A' x 24), 400, 'upper case hex');
     $b = $l->answer($l->check($w, 'a' x 24), 404, 'unknown');
     is_deeply($b, {error => 'Line request not found'}, '404 body');
+
+    # the query's id as a URL carries it: %-escapes are the characters
+    # they encode (RFC 3986 2.1; nginx decodes the path's id too)
+    my $id = $l->created($w);
+    my $esc = join '', map { sprintf '%%%02X', ord } split //, $id;
+    $b = $l->answer($l->check($w, $esc), 200, 'an id %-encoded');
+    is($b->{lineId}, $id, 'the id it encodes');
+    $b = $l->answer($l->check($w, substr($id, 0, 20) . '%' . '6' . 'x'
+                                  . substr($id, 22)), 400,
+                    'a broken escape');
+    like($b->{error}, qr/24/, 'a malformed id');
+    $l->answer($l->check($w, '%41' x 24), 400, 'upper case hex, encoded');
+    $l->answer($l->check($w, "$id%00"), 400, 'a NUL after the id');
+
+    # two ids: which one the client meant is not known (and a proxy in
+    # front may have read the other one)
+    $b = $l->answer($l->check($w, "$id&id=" . ('a' x 24)), 400,
+                    'two different ids');
+    like($b->{error}, qr/more than once/, 'says so');
+    $b = $l->answer($l->check($w, "$id&ID=$esc"), 200, 'the same id twice');
+    is($b->{lineId}, $id, 'is that id');
+    $b = $l->answer($l->check($w, "$id&id="), 400, 'an id and an empty one');
+    like($b->{error}, qr/more than once/, 'says so');
 };
 
 # Redis gone (SIGKILL) with a read in flight: hiredis answers it NULL

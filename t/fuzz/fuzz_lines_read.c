@@ -14,7 +14,8 @@
  * Input: the request path, optionally '?' and its query, a newline,
  * then RESP bytes: the flat hash reply (hiredis's reader builds it).
  * Invariants: an accepted id is 24 lowercase hex, and the check's the
- * value of the query's first "id=" (at its start or after '&'); a
+ * value of the query's first "id=" (at its start or after '&'), its %XX
+ * escapes decoded, which every other "id=" decodes to as well; a
  * refused one is a deferred 400 with a message, and the check's script
  * is called once all the same (the credential is checked first); the
  * JSON written is valid whatever Redis held (what the module stores is
@@ -60,23 +61,54 @@ fuzz_lines_script(ngx_http_request_t *r, ngx_http_linegate_lr_t *lr,
 }
 
 
-/* the value of the first "id=" at the query's start or after a '&' */
 static int
-fuzz_query_id(ngx_str_t *args, ngx_str_t *id)
+fuzz_hex(u_char c)
 {
-    u_char  *p, *last;
+    if (c >= '0' && c <= '9') {
+        return c - '0';
+    }
+
+    c |= 0x20;
+
+    return (c >= 'a' && c <= 'f') ? c - 'a' + 10 : -1;
+}
+
+
+/*
+ * The value of the i-th "id=" (any case) at the query's start or after
+ * a '&', %XX escapes decoded into buf (room for the query): 1, or 0 when
+ * there is no i-th
+ */
+static int
+fuzz_query_id(ngx_str_t *args, ngx_uint_t i, u_char *buf, ngx_str_t *id)
+{
+    int      hi, lo;
+    u_char  *p, *last, *v;
 
     last = args->data + args->len;
 
     for (p = args->data; p + 3 <= last; p++) {
         if ((p == args->data || p[-1] == '&')
-            && (p[0] | 0x20) == 'i' && (p[1] | 0x20) == 'd' && p[2] == '=')
+            && (p[0] | 0x20) == 'i' && (p[1] | 0x20) == 'd' && p[2] == '='
+            && i-- == 0)
         {
-            id->data = p + 3;
+            id->data = buf;
+            v = buf;
 
-            for (p += 3; p < last && *p != '&'; p++) { /* void */ }
+            for (p += 3; p < last && *p != '&'; p++) {
+                if (*p == '%' && last - p >= 3
+                    && (hi = fuzz_hex(p[1])) >= 0
+                    && (lo = fuzz_hex(p[2])) >= 0)
+                {
+                    *v++ = (u_char) (hi << 4 | lo);
+                    p += 2;
+                    continue;
+                }
 
-            id->len = p - id->data;
+                *v++ = *p;
+            }
+
+            id->len = v - buf;
 
             return 1;
         }
@@ -90,7 +122,9 @@ fuzz_query_id(ngx_str_t *args, ngx_str_t *id)
 static void
 fuzz_check(ngx_http_request_t *r, ngx_str_t *args)
 {
-    ngx_str_t               want;
+    u_char                 *buf;
+    ngx_str_t               want, other;
+    ngx_uint_t              i;
     ngx_http_linegate_lr_t  lr;
 
     ngx_memzero(&lr, sizeof(ngx_http_linegate_lr_t));
@@ -120,12 +154,25 @@ fuzz_check(ngx_http_request_t *r, ngx_str_t *args)
         return;
     }
 
-    if (!ngx_http_linegate_id_valid(&lr.id)
-        || !fuzz_query_id(args, &want)
-        || want.data != lr.id.data || want.len != lr.id.len
+    /* the first id=, decoded; every other one decodes the same */
+    buf = ngx_pnalloc(r->pool, args->len + 1);
+
+    if (buf == NULL
+        || !ngx_http_linegate_id_valid(&lr.id)
+        || !fuzz_query_id(args, 0, buf, &want)
+        || want.len != lr.id.len
+        || ngx_memcmp(want.data, lr.id.data, want.len) != 0
         || fuzz_ctx.path_id.data != lr.id.data)
     {
         __builtin_trap();
+    }
+
+    for (i = 1; fuzz_query_id(args, i, buf, &other); i++) {
+        if (other.len != want.len
+            || ngx_memcmp(other.data, lr.id.data, want.len) != 0)
+        {
+            __builtin_trap();
+        }
     }
 }
 
