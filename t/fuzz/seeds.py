@@ -466,6 +466,11 @@ lines_read += [
     C + b'id\n',
     C + b'\n',
     C + b'id=%30123456789abcdef01234567\n',
+    C + b'id=' + ''.join('%%%02X' % ord(c) for c in ID).encode() + b'\n',
+    C + b'id=' + ID.encode() + b'&Id=%30' + ID[1:].encode() + b'\n',
+    C + b'id=' + ID.encode() + b'&id=\n',
+    C + b'id=%3' + ID[2:].encode() + b'\n',
+    C + b'id=' + ID.encode() + b'%\n',
     P + b'?id=' + ID.encode() + b'\n' + flat(**LINE),
 ]
 write('lines_read', lines_read)
