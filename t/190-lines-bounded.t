@@ -104,6 +104,40 @@ cmp_ok($cost{org_history}{create}, '<=', $cost{org_fresh}{create} + 2,
 cmp_ok($cost{org_history}{list}, '<=', $cost{org_fresh}{list} + 2,
        'by-user costs what it costs in a fresh workspace');
 
+# A workspace with many live lines (paid add-ons, failed set-ups): a
+# by-user with an API key no worker knows read them all in one script
+# (lr_list.lua), one command as long as the workspace is large (2,000
+# lines: 42 ms, every other client of Redis waiting), every
+# linegate_api_key_cache (500 ms) per worker of a polling client. Each
+# hash is now a command of its own, in pipelines of at most 64.
+subtest 'by-user with a key no worker knows: no script walks the lines'
+    => sub {
+    my $w = $l->workspace('org_many');
+    my ($id) = $l->created($w);
+    my %tpl = $r->hgetall("lg:{ws:org_many}:lr:$id");
+    $r->eval(<<'LUA', 1, 'lg:{ws:org_many}', %tpl);
+for i = 1, 149 do
+    local id = string.format('%024x', 0xa11000 + i)
+    redis.call('HSET', KEYS[1] .. ':lr:' .. id, unpack(ARGV))
+    redis.call('ZADD', KEYS[1] .. ':lines', 1900000000000 + i, id)
+end
+return 1
+LUA
+    my $key = $s->op(POST => '/workspaces/org_many/keys')->res->json->{key};
+    my $tx;
+    my ($cmds) = $s->redis_traffic(sub {
+        $tx = $l->list({Authorization => "Bearer $key"});
+    });
+    my $b = $l->answer($tx, 200, 'by-user, a cold key');
+    is(scalar @{ $b->{lines} }, 150, 'its 150 lines');
+    is(scalar(grep { /"HGETALL"/i } @$cmds), 150,
+       'each hash read by a command of its own') or diag "@$cmds[0 .. 5]";
+    my @ev = grep { /"EVALSHA"/i } @$cmds;
+    is(scalar @ev, 1, 'one script') or diag "@ev";
+    like($ev[0] // '', qr/"[0-9a-f]{40}" "1" "lg:\{ws:org_many\}:gcra"/,
+         'the rate (rl_gcra), not lr_list.lua');
+};
+
 subtest 'the set-up stream is capped' => sub {
     $r->eval(<<'LUA', 1, 'lg:provisioning') for 1 .. 20;
 for i = 1, 5010 do
