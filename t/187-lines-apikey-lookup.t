@@ -181,6 +181,8 @@ subtest 'a lookup its workspace no longer lists: refused' => sub {
         is_deeply($tx->res->json, {error => 'Unauthorized'}, 'body');
     }
     is($l->create($k)->res->code, 401, 'a create too');
+    # (by-user's pipeline admits it, then gives the admission back)
+    is($l->list($k)->res->code, 401, 'a by-user too');
     # the create's owner index, written before its script refused, is
     # taken back by a durable DEL queued before the answer (on a cluster
     # also its set-up and journal members, by durable ZREMs on the fleet's
