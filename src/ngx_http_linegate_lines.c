@@ -261,7 +261,7 @@ ngx_http_linegate_lines_revalidates(ngx_http_request_t *r,
 {
     return lr->ctx->api == NGX_HTTP_LINEGATE_API_LINES_BY_USER
            || (lr->ctx->api == NGX_HTTP_LINEGATE_API_LINE_REQUEST
-               && r->method == NGX_HTTP_GET);
+               && (r->method & (NGX_HTTP_GET|NGX_HTTP_HEAD)));
 }
 
 
@@ -286,7 +286,8 @@ ngx_http_linegate_lines_dispatch(ngx_http_request_t *r,
                                           NULL, "Invalid line request id");
         }
 
-        if (r->method == NGX_HTTP_GET) {
+        /* HEAD is a read: never the manage path, which writes */
+        if (r->method & (NGX_HTTP_GET|NGX_HTTP_HEAD)) {
             ngx_http_linegate_lr_get(r, lr);
 
         } else {

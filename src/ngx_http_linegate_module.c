@@ -102,10 +102,14 @@ static void ngx_http_linegate_exit_process(ngx_cycle_t *cycle);
 #define NGX_HTTP_LINEGATE_CLUSTER_REFRESH         10000
 #define NGX_HTTP_LINEGATE_CLUSTER_REFRESH_PUSHED  500
 
-#define NGX_HTTP_LINEGATE_GET   NGX_HTTP_GET
+/*
+ * RFC 9110 9.3.2: what serves GET serves HEAD, the same answer without
+ * its body (nginx's header filter sets r->header_only, reply.c stops)
+ */
+#define NGX_HTTP_LINEGATE_GET   (NGX_HTTP_GET|NGX_HTTP_HEAD)
 #define NGX_HTTP_LINEGATE_POST  NGX_HTTP_POST
-#define NGX_HTTP_LINEGATE_ANY   (NGX_HTTP_GET|NGX_HTTP_POST|NGX_HTTP_PUT   \
-                                 |NGX_HTTP_DELETE)
+#define NGX_HTTP_LINEGATE_ANY   (NGX_HTTP_GET|NGX_HTTP_HEAD|NGX_HTTP_POST  \
+                                 |NGX_HTTP_PUT|NGX_HTTP_DELETE)
 
 
 static ngx_http_linegate_api_t  ngx_http_linegate_apis[] = {

@@ -268,7 +268,11 @@ ngx_http_linegate_operator_route(ngx_http_request_t *r,
             /* every method of the path, for a 405's Allow */
             found |= rt->methods;
 
-            if (r->method & rt->methods) {
+            /* HEAD is GET's answer without the body (RFC 9110 9.3.2) */
+            if ((r->method & rt->methods)
+                || (r->method == NGX_HTTP_HEAD
+                    && (rt->methods & NGX_HTTP_GET)))
+            {
                 return rt;
             }
         }

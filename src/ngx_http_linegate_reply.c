@@ -268,6 +268,11 @@ ngx_http_linegate_not_allowed(ngx_http_request_t *r, ngx_uint_t methods)
         { NGX_HTTP_DELETE, ngx_string("DELETE") }
     };
 
+    /* a target served by GET is served by HEAD too (RFC 9110 9.3.2) */
+    if (methods & NGX_HTTP_GET) {
+        methods |= NGX_HTTP_HEAD;
+    }
+
     p = ngx_pnalloc(r->pool, sizeof("GET, HEAD, POST, PUT, DELETE") - 1);
     if (p == NULL) {
         ngx_http_linegate_internal_error(r);

@@ -2,7 +2,8 @@
 # format, and names the methods the target has in Allow (RFC 9110
 # 15.5.6: an origin server MUST send one with a 405): the endpoint's
 # methods (linegate_api's table, docs/directives.md), or every method of
-# the operator routes with that path. Nothing is written to Redis.
+# the operator routes with that path, HEAD wherever GET is (t/025).
+# Nothing is written to Redis.
 use strict;
 use warnings;
 use lib 't/lib';
@@ -22,16 +23,16 @@ subtest 'the endpoints: Allow is linegate_api\'s methods' => sub {
     for my $case (
         [PUT => '/api/line-requests', 'POST',
          { error => 'Method not allowed' }],
-        [DELETE => "/api/line-requests/$id", 'GET, POST',
+        [DELETE => "/api/line-requests/$id", 'GET, HEAD, POST',
          { error => 'Method not allowed' }],
-        [POST => '/api/lines/by-user', 'GET',
+        [POST => '/api/lines/by-user', 'GET, HEAD',
          { error => 'Method not allowed' }],
-        [HEAD => '/api/lines/check-availability', 'GET', undef],
+        [HEAD => '/api/line-requests', 'POST', undef],
         [GET => '/accounts/lines/provision-preview', 'POST',
          { status => 'ERROR', message => 'Method not allowed' }],
         [PATCH => '/accounts/lines/provision-confirm', 'POST',
          { status => 'ERROR', message => 'Method not allowed' }],
-        [POST => '/accounts/limits', 'GET',
+        [POST => '/accounts/limits', 'GET, HEAD',
          { status => 'ERROR', message => 'Method not allowed' }],
         [GET => '/webhooks/stripe', 'POST',
          { error => 'Method not allowed' }],
@@ -55,14 +56,15 @@ subtest 'the endpoints: Allow is linegate_api\'s methods' => sub {
 };
 
 subtest 'the operator API: Allow is every method of the path' => sub {
-    for my $case ([DELETE => '/workspaces/org_a', 'GET, PUT'],
-                  [PUT => '/inventory', 'GET, POST'],
-                  [DELETE => '/workspaces/org_a/keys', 'GET, POST'],
+    for my $case ([DELETE => '/workspaces/org_a', 'GET, HEAD, PUT'],
+                  [PUT => '/inventory', 'GET, HEAD, POST'],
+                  [DELETE => '/workspaces/org_a/keys', 'GET, HEAD, POST'],
                   [GET => '/accounts/acct_a/credentials', 'POST'],
                   # no route has it: refused before the route is known
-                  [PATCH => '/workspaces/org_a', 'GET, POST, PUT, DELETE'],
-                  [OPTIONS => '/inventory', 'GET, POST, PUT, DELETE'],
-                  [PATCH => '/nope', 'GET, POST, PUT, DELETE']) {
+                  [PATCH => '/workspaces/org_a',
+                   'GET, HEAD, POST, PUT, DELETE'],
+                  [OPTIONS => '/inventory', 'GET, HEAD, POST, PUT, DELETE'],
+                  [PATCH => '/nope', 'GET, HEAD, POST, PUT, DELETE']) {
         my ($m, $p, $allow) = @$case;
         my $tx = $s->op($m => $p);
         my $body = answer_is($tx, 405, "$m $p");
