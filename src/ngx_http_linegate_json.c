@@ -37,6 +37,16 @@ ngx_http_linegate_json_parse(ngx_http_request_t *r,
 
     *why = NULL;
 
+    /*
+     * Parsed once per request: ctx->body is freed only by the request's
+     * cleanup (reply.c), so a second parse would leak the first body, and
+     * freeing it here would pull it from under a caller still holding its
+     * fields. The raw body does not change: the first parse stands.
+     */
+    if (ctx->body != NULL) {
+        return NGX_OK;
+    }
+
     if (ctx->raw.len == 0) {
         if (!empty_ok) {
             *why = "Request body is empty";
@@ -72,7 +82,7 @@ ngx_http_linegate_json_parse(ngx_http_request_t *r,
         return NGX_ERROR;
     }
 
-    /* freed with the request (module.c's cleanup) */
+    /* freed with the request (reply.c's cleanup) */
     ctx->body = body;
 
     return NGX_OK;
