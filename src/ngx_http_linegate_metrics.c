@@ -19,6 +19,13 @@
  * dies without taking its share off (a crash, kill -9) would otherwise
  * leave it there for the zone's life, and its replacement, which the
  * master starts in the same slot, takes it off when it starts.
+ *
+ * A series is never removed nor reused, not even a gauge at 0 whose
+ * Redis node is gone: a worker may hold it without the lock (between its
+ * lookup and its addition, or in its memo) while another rewrote it, and
+ * the slots' shares name it by index, so an addition meant for the old
+ * node would land on the new one. Changing node addresses can fill the
+ * table: docs/operator.md ("Metrics") gives the bound and the remedy.
  */
 
 
