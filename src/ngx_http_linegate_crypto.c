@@ -131,10 +131,13 @@ ngx_http_linegate_sha256_hex(const unsigned char *data, size_t len,
     v2 = NGX_HTTP_LINEGATE_SIP_ROTL(v2, 32)
 
 
-/* the reference siphash.c with outlen 8 */
-uint64_t
-ngx_http_linegate_siphash(uint64_t k0, uint64_t k1, const unsigned char *data,
-    size_t len)
+/*
+ * The reference siphash.c: outlen 8 (out[0]), or 16 (out[0], out[1]),
+ * which starts and finishes with other constants.
+ */
+static void
+ngx_http_linegate_siphash_out(uint64_t k0, uint64_t k1,
+    const unsigned char *data, size_t len, int wide, uint64_t *out)
 {
     size_t    i;
     uint64_t  v0, v1, v2, v3, m, b;
@@ -143,6 +146,10 @@ ngx_http_linegate_siphash(uint64_t k0, uint64_t k1, const unsigned char *data,
     v1 = 0x646f72616e646f6dULL ^ k1;
     v2 = 0x6c7967656e657261ULL ^ k0;
     v3 = 0x7465646279746573ULL ^ k1;
+
+    if (wide) {
+        v1 ^= 0xee;
+    }
 
     b = (uint64_t) len << 56;
 
@@ -169,13 +176,43 @@ ngx_http_linegate_siphash(uint64_t k0, uint64_t k1, const unsigned char *data,
     NGX_HTTP_LINEGATE_SIP_ROUND;
     v0 ^= b;
 
-    v2 ^= 0xff;
+    v2 ^= wide ? 0xee : 0xff;
     NGX_HTTP_LINEGATE_SIP_ROUND;
     NGX_HTTP_LINEGATE_SIP_ROUND;
     NGX_HTTP_LINEGATE_SIP_ROUND;
     NGX_HTTP_LINEGATE_SIP_ROUND;
+    out[0] = v0 ^ v1 ^ v2 ^ v3;
 
-    return v0 ^ v1 ^ v2 ^ v3;
+    if (!wide) {
+        return;
+    }
+
+    v1 ^= 0xdd;
+    NGX_HTTP_LINEGATE_SIP_ROUND;
+    NGX_HTTP_LINEGATE_SIP_ROUND;
+    NGX_HTTP_LINEGATE_SIP_ROUND;
+    NGX_HTTP_LINEGATE_SIP_ROUND;
+    out[1] = v0 ^ v1 ^ v2 ^ v3;
+}
+
+
+uint64_t
+ngx_http_linegate_siphash(uint64_t k0, uint64_t k1, const unsigned char *data,
+    size_t len)
+{
+    uint64_t  out;
+
+    ngx_http_linegate_siphash_out(k0, k1, data, len, 0, &out);
+
+    return out;
+}
+
+
+void
+ngx_http_linegate_siphash128(uint64_t k0, uint64_t k1,
+    const unsigned char *data, size_t len, uint64_t out[2])
+{
+    ngx_http_linegate_siphash_out(k0, k1, data, len, 1, out);
 }
 
 

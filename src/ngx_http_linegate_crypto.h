@@ -47,6 +47,10 @@ void ngx_http_linegate_sha256_hex(const unsigned char *data, size_t len,
 uint64_t ngx_http_linegate_siphash(uint64_t k0, uint64_t k1,
     const unsigned char *data, size_t len);
 
+/* the same with a 128-bit output: out[0], out[1] as the reference's words */
+void ngx_http_linegate_siphash128(uint64_t k0, uint64_t k1,
+    const unsigned char *data, size_t len, uint64_t out[2]);
+
 /*
  * 1 when both buffers have the same length and content, else 0.
  * The content comparison takes the same time whatever the bytes are.

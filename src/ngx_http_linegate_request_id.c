@@ -18,6 +18,7 @@
 
 
 #include "ngx_http_linegate_module.h"
+#include "ngx_http_linegate_crypto.h"
 #include "ngx_http_linegate_request_id.h"
 
 #include <openssl/rand.h>
@@ -40,7 +41,7 @@ typedef struct {
 static ngx_int_t ngx_http_linegate_request_id_variable(ngx_http_request_t *r,
     ngx_http_variable_value_t *v, uintptr_t data);
 static ngx_uint_t ngx_http_linegate_request_id_ours(ngx_cycle_t *cycle);
-static void ngx_http_linegate_siphash128(uint64_t k0, uint64_t k1,
+static void ngx_http_linegate_request_id_hash(uint64_t k0, uint64_t k1,
     uint64_t m, uint64_t out[2]);
 static void ngx_http_linegate_request_id_hex(u_char *p, uint64_t out[2]);
 
@@ -112,9 +113,9 @@ ngx_http_linegate_request_id_init_process(ngx_cycle_t *cycle)
     }
 
     /* the reference vector: key 00..0f, message 00..07 */
-    ngx_http_linegate_siphash128(0x0706050403020100ULL,
-                                 0x0f0e0d0c0b0a0908ULL,
-                                 0x0706050403020100ULL, out);
+    ngx_http_linegate_request_id_hash(0x0706050403020100ULL,
+                                      0x0f0e0d0c0b0a0908ULL,
+                                      0x0706050403020100ULL, out);
 
     if (out[0] != 0x61f55862baa9623bULL || out[1] != 0xb49714f364e2830fULL) {
         ngx_log_error(NGX_LOG_ALERT, cycle->log, 0,
@@ -187,7 +188,7 @@ ngx_http_linegate_request_id_variable(ngx_http_request_t *r,
         return NGX_ERROR;
     }
 
-    ngx_http_linegate_siphash128(st->k0, st->k1, st->counter++, out);
+    ngx_http_linegate_request_id_hash(st->k0, st->k1, st->counter++, out);
     ngx_http_linegate_request_id_hex(id, out);
 
     v->valid = 1;
@@ -200,57 +201,22 @@ ngx_http_linegate_request_id_variable(ngx_http_request_t *r,
 }
 
 
-#define NGX_HTTP_LINEGATE_ROTL(x, b)  (((x) << (b)) | ((x) >> (64 - (b))))
-
-#define NGX_HTTP_LINEGATE_SIPROUND                                            \
-    v0 += v1; v1 = NGX_HTTP_LINEGATE_ROTL(v1, 13); v1 ^= v0;                  \
-    v0 = NGX_HTTP_LINEGATE_ROTL(v0, 32);                                      \
-    v2 += v3; v3 = NGX_HTTP_LINEGATE_ROTL(v3, 16); v3 ^= v2;                  \
-    v0 += v3; v3 = NGX_HTTP_LINEGATE_ROTL(v3, 21); v3 ^= v0;                  \
-    v2 += v1; v1 = NGX_HTTP_LINEGATE_ROTL(v1, 17); v1 ^= v2;                  \
-    v2 = NGX_HTTP_LINEGATE_ROTL(v2, 32)
-
-
 /*
- * SipHash-2-4 with a 128-bit output (Aumasson and Bernstein's reference,
- * siphash.c with outlen 16) of one 8-byte message, the little-endian m.
+ * SipHash-2-4 with a 128-bit output (crypto.c) of one 8-byte message,
+ * the little-endian m.
  */
 static void
-ngx_http_linegate_siphash128(uint64_t k0, uint64_t k1, uint64_t m,
+ngx_http_linegate_request_id_hash(uint64_t k0, uint64_t k1, uint64_t m,
     uint64_t out[2])
 {
-    uint64_t  v0, v1, v2, v3, b;
+    u_char      msg[8];
+    ngx_uint_t  i;
 
-    v0 = 0x736f6d6570736575ULL ^ k0;
-    v1 = 0x646f72616e646f6dULL ^ k1 ^ 0xee;
-    v2 = 0x6c7967656e657261ULL ^ k0;
-    v3 = 0x7465646279746573ULL ^ k1;
+    for (i = 0; i < 8; i++) {
+        msg[i] = (u_char) (m >> (8 * i));
+    }
 
-    v3 ^= m;
-    NGX_HTTP_LINEGATE_SIPROUND;
-    NGX_HTTP_LINEGATE_SIPROUND;
-    v0 ^= m;
-
-    b = (uint64_t) 8 << 56;
-
-    v3 ^= b;
-    NGX_HTTP_LINEGATE_SIPROUND;
-    NGX_HTTP_LINEGATE_SIPROUND;
-    v0 ^= b;
-
-    v2 ^= 0xee;
-    NGX_HTTP_LINEGATE_SIPROUND;
-    NGX_HTTP_LINEGATE_SIPROUND;
-    NGX_HTTP_LINEGATE_SIPROUND;
-    NGX_HTTP_LINEGATE_SIPROUND;
-    out[0] = v0 ^ v1 ^ v2 ^ v3;
-
-    v1 ^= 0xdd;
-    NGX_HTTP_LINEGATE_SIPROUND;
-    NGX_HTTP_LINEGATE_SIPROUND;
-    NGX_HTTP_LINEGATE_SIPROUND;
-    NGX_HTTP_LINEGATE_SIPROUND;
-    out[1] = v0 ^ v1 ^ v2 ^ v3;
+    ngx_http_linegate_siphash128(k0, k1, msg, sizeof(msg), out);
 }
 
 

@@ -409,7 +409,7 @@ test_siphash(void)
 {
     size_t          i;
     unsigned char   msg[64];
-    uint64_t        k0, k1;
+    uint64_t        k0, k1, out[2];
 
     for (i = 0; i < sizeof(msg); i++) {
         msg[i] = (unsigned char) i;
@@ -427,6 +427,14 @@ test_siphash(void)
     ok(ngx_http_linegate_siphash(k0, k1, msg, 15)
        != ngx_http_linegate_siphash(k0 + 1, k1, msg, 15),
        "siphash: another key, another hash");
+
+    /* vectors_sip128: the output's two words, each little-endian */
+    ngx_http_linegate_siphash128(k0, k1, msg, 0, out);
+    ok(out[0] == 0xe6a825ba047f81a3ULL && out[1] == 0x930255c71472f66dULL,
+       "siphash128: empty message");
+    ngx_http_linegate_siphash128(k0, k1, msg, 8, out);
+    ok(out[0] == 0x61f55862baa9623bULL && out[1] == 0xb49714f364e2830fULL,
+       "siphash128: 8 bytes (the request id's message)");
 }
 
 
