@@ -122,7 +122,7 @@ TEST_FILES = $(if $(LG_REDIS),$(sort $(or $(TEST_FILES_$(LG_REDIS)),\
     $(error LG_REDIS=$(LG_REDIS): single, sentinel or cluster))),t/)
 
 test: $(MODULE)
-	prove $(PROVE_ARGS) $(TEST_FILES)
+	t/lib/prove-retry $(PROVE_ARGS) $(TEST_FILES)
 
 # the chaos harness (docs/chaos.md): CHAOS_SECONDS (180, at most 300),
 # CHAOS_SEED, CHAOS_CLIENTS, CHAOS_FAULTS, CHAOS_SETTLE from the
@@ -291,10 +291,10 @@ $(MATRIX_RUNS): $(MATRIX)/suite-%.result: $(MATRIX)/%-gcc.result \
 	    echo "fail (module build)" > $@; \
 	elif LG_NGINX=$(MATRIX)/nginx-$*/nginx \
 	    LG_MODULE=$(MATRIX)/$*-gcc/ngx_http_linegate_module.so \
-	    flock $(MATRIX)/suite.lock prove $(PROVE_ARGS) t/ \
+	    flock $(MATRIX)/suite.lock t/lib/prove-retry $(PROVE_ARGS) t/ \
 	    > $(MATRIX)/suite-$*.log 2>&1; then \
 	    echo "ok ($$(grep -o 'Files=[0-9]*, Tests=[0-9]*' \
-	        $(MATRIX)/suite-$*.log))" > $@; \
+	        $(MATRIX)/suite-$*.log | head -1))" > $@; \
 	else \
 	    echo "fail ($$(grep -c '^t/.*Wstat' $(MATRIX)/suite-$*.log)" \
 	        "files failed)" > $@; \
