@@ -342,7 +342,7 @@ static ngx_command_t  ngx_http_linegate_commands[] = {
       &ngx_http_linegate_reconcile_bounds },
 
     { ngx_string("linegate_reconcile_auto"),
-      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE12,
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE123,
       ngx_http_linegate_reconcile_auto_conf,
       NGX_HTTP_MAIN_CONF_OFFSET,
       0,

@@ -130,6 +130,7 @@ typedef struct {
     /* the operator API a worker calls by itself, NULL: off */
     ngx_url_t                      *reconcile_auto;
     ngx_msec_t                      reconcile_auto_interval;
+    ngx_msec_t                      reconcile_auto_timeout;
 
     /* credentials */
     ngx_str_t                       operator_token;

@@ -13,17 +13,19 @@
 
 
 #include "ngx_http_linegate_reconcile.h"
+#include "ngx_http_linegate_conf.h"
 
 
 /*
- * How long a call waits for its answer: a run's 30 s budget plus 35 s
- * for its last entry's Stripe calls. That is no bound on a run: each
- * Stripe call is bounded only by the Stripe location's timeouts (the
- * operator's, 60 s each by default) and the lease is renewed while they
- * last (t/238), so a run may well answer later. Past this the call is
- * closed and the run goes on (the Stripe location ignores the client's
- * leaving: proxy_ignore_client_abort on, docs/operator.md). Logged at
- * warn, not error: nothing is known to have failed (t/237).
+ * How long a call waits for its answer by default (timeout=): a run's
+ * 30 s budget plus 35 s for its last entry's Stripe calls. That is no
+ * bound on a run: each Stripe call is bounded only by the Stripe
+ * location's timeouts (the operator's, 60 s each by default) and the
+ * lease is renewed while they last (t/238), so a run may well answer
+ * later. Past this the call is closed and the run goes on (the Stripe
+ * location ignores the client's leaving: proxy_ignore_client_abort on,
+ * docs/operator.md). Logged at warn, not error: nothing is known to have
+ * failed (t/237).
  */
 #define NGX_HTTP_LINEGATE_AUTO_TIMEOUT   65000
 #define NGX_HTTP_LINEGATE_AUTO_STATUS    32      /* "HTTP/1.1 200 ..." */
@@ -42,6 +44,7 @@ typedef struct {
     u_char                           head[NGX_HTTP_LINEGATE_AUTO_STATUS];
     size_t                           received;
     ngx_msec_t                       interval;
+    ngx_msec_t                       timeout;
     ngx_url_t                       *url;
 } ngx_http_linegate_auto_t;
 
@@ -54,22 +57,31 @@ static void ngx_http_linegate_auto_done(ngx_http_linegate_auto_t *au,
     const char *failure);
 static void ngx_http_linegate_auto_arm(ngx_http_linegate_auto_t *au,
     ngx_msec_t delay);
+static ngx_msec_t ngx_http_linegate_reconcile_auto_time(ngx_conf_t *cf,
+    ngx_str_t *value, size_t skip);
 static ngx_uint_t ngx_http_linegate_reconcile_auto_loopback(ngx_url_t *u);
 
 
 static ngx_http_linegate_auto_t  ngx_http_linegate_auto;
 
 
-/* linegate_reconcile_auto http://<address>[:port]/<prefix>/ [interval=] */
+/*
+ * linegate_reconcile_auto http://<address>[:port]/<prefix>/ [interval=]
+ *     [timeout=]
+ */
 char *
 ngx_http_linegate_reconcile_auto_conf(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf)
 {
     ngx_http_linegate_main_conf_t *lmcf = conf;
 
-    ngx_str_t   *value, s;
+    ngx_str_t   *value;
     ngx_url_t   *u;
-    ngx_msec_t   interval;
+    ngx_int_t    n;
+    ngx_msec_t   interval, timeout, *set;
+    ngx_uint_t   i, seen;
+
+    static const char *const  names[] = { "interval=", "timeout=" };
 
     if (lmcf->reconcile_auto != NGX_CONF_UNSET_PTR) {
         return "is duplicate";
@@ -83,26 +95,24 @@ ngx_http_linegate_reconcile_auto_conf(ngx_conf_t *cf, ngx_command_t *cmd,
     }
 
     interval = 30000;
+    timeout = NGX_HTTP_LINEGATE_AUTO_TIMEOUT;
+    seen = 0;
 
-    if (cf->args->nelts == 3) {
-        if (ngx_strncmp(value[2].data, "interval=", 9) != 0) {
-            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                               "invalid parameter \"%V\"", &value[2]);
+    /* each parameter once (bit n of seen): a second one would win */
+    for (i = 2; i < cf->args->nelts; i++) {
+
+        n = ngx_http_linegate_conf_param(cf, &value[i], names,
+                                         sizeof(names) / sizeof(names[0]),
+                                         &seen);
+        if (n < 0) {
             return NGX_CONF_ERROR;
         }
 
-        s.data = value[2].data + 9;
-        s.len = value[2].len - 9;
+        set = (n == 0) ? &interval : &timeout;
 
-        interval = ngx_parse_time(&s, 0);
-
-        /* past a day, a timer's ngx_msec_t could wrap: it fired at once */
-        if (interval == (ngx_msec_t) NGX_ERROR || interval < 1000
-            || interval > NGX_HTTP_LINEGATE_RECONCILE_TIME_MAX)
-        {
-            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                               "invalid interval \"%V\": at least 1s, at "
-                               "most 1d", &value[2]);
+        *set = ngx_http_linegate_reconcile_auto_time(cf, &value[i],
+                                                     ngx_strlen(names[n]));
+        if (*set == (ngx_msec_t) NGX_ERROR) {
             return NGX_CONF_ERROR;
         }
     }
@@ -151,8 +161,39 @@ ngx_http_linegate_reconcile_auto_conf(ngx_conf_t *cf, ngx_command_t *cmd,
 
     lmcf->reconcile_auto = u;
     lmcf->reconcile_auto_interval = interval;
+    lmcf->reconcile_auto_timeout = timeout;
 
     return NGX_CONF_OK;
+}
+
+
+/*
+ * The time of an interval= or timeout= parameter, from 1 s to 1 day: past
+ * a day a timer's ngx_msec_t could wrap (it fired at once). NGX_ERROR,
+ * logged, when it is not one.
+ */
+static ngx_msec_t
+ngx_http_linegate_reconcile_auto_time(ngx_conf_t *cf, ngx_str_t *value,
+    size_t skip)
+{
+    ngx_str_t   s;
+    ngx_msec_t  t;
+
+    s.data = value->data + skip;
+    s.len = value->len - skip;
+
+    t = ngx_parse_time(&s, 0);
+
+    if (t == (ngx_msec_t) NGX_ERROR || t < 1000
+        || t > NGX_HTTP_LINEGATE_RECONCILE_TIME_MAX)
+    {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid %*s \"%V\": at least 1s, at most 1d",
+                           skip - 1, value->data, value);
+        return (ngx_msec_t) NGX_ERROR;
+    }
+
+    return t;
 }
 
 
@@ -230,6 +271,7 @@ ngx_http_linegate_reconcile_auto_init_process(ngx_cycle_t *cycle)
 
     au->url = u;
     au->interval = lmcf->reconcile_auto_interval;
+    au->timeout = lmcf->reconcile_auto_timeout;
 
     len = sizeof("POST reconciliation/run HTTP/1.0" CRLF
                  "Host: " CRLF
@@ -371,7 +413,7 @@ ngx_http_linegate_auto_tick(ngx_event_t *ev)
      * that serves it, whoever reads its answer.
      */
     c->read->cancelable = 1;
-    ngx_add_timer(c->read, NGX_HTTP_LINEGATE_AUTO_TIMEOUT);
+    ngx_add_timer(c->read, au->timeout);
 
     if (rc == NGX_OK) {
         ngx_http_linegate_auto_write(c->write);
@@ -433,12 +475,12 @@ ngx_http_linegate_auto_read(ngx_event_t *rev)
     if (rev->timedout) {
         ngx_log_error(NGX_LOG_WARN, au->timer.log, 0,
                       NGX_HTTP_LINEGATE_LOG "linegate_reconcile_auto: no "
-                      "answer of http://%V%Vreconciliation/run in %M s, "
+                      "answer of http://%V%Vreconciliation/run in %M ms, "
                       "no longer awaited; the run may go on (its Stripe "
                       "calls are bounded by the Stripe location's "
                       "timeouts), each entry logs itself",
                       &au->url->host, &au->url->uri,
-                      (ngx_msec_t) NGX_HTTP_LINEGATE_AUTO_TIMEOUT / 1000);
+                      au->timeout);
         ngx_http_linegate_auto_done(au, "");
         return;
     }

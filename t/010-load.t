@@ -481,7 +481,19 @@ push @refused, (
      qr/\[emerg\] invalid interval "interval=999ms": at least 1s/],
     ['reconcile_auto with another parameter',
      extra('linegate_reconcile_auto http://127.0.0.1:1/_linegate/ every=1s;'),
-     qr/\[emerg\] invalid parameter "every=1s"/],
+     qr/\[emerg\] invalid parameter "every="/],
+    ['reconcile_auto waiting 500ms',
+     extra('linegate_reconcile_auto http://127.0.0.1:1/_linegate/ '
+           . 'timeout=500ms;'),
+     qr/\[emerg\] invalid timeout "timeout=500ms": at least 1s, at most 1d/],
+    ['reconcile_auto waiting 2 days',
+     extra('linegate_reconcile_auto http://127.0.0.1:1/_linegate/ '
+           . 'interval=1m timeout=2d;'),
+     qr/\[emerg\] invalid timeout "timeout=2d": at least 1s, at most 1d/],
+    ['reconcile_auto with two intervals',
+     extra('linegate_reconcile_auto http://127.0.0.1:1/_linegate/ '
+           . 'interval=1m interval=2m;'),
+     qr/\[emerg\] duplicate "interval=" parameter/],
     ['reconcile_auto without linegate_stripe_location',
      $s->render(api => 0, HTTP_EXTRA => 'linegate_reconcile_auto '
                 . 'http://127.0.0.1:1/_linegate/;',

@@ -122,13 +122,14 @@ sub {
 
 $s->stop;
 
-# A call unanswered for 65 s: the caller stops waiting, but the run it
-# started may go on (a run outlasts 65 s when its last entry's Stripe
-# calls are slow: each is bounded only by the Stripe location's
-# timeouts, and the lease is renewed while they last, t/238). Before
-# 2026-11-28 this was logged at error, "no answer in time", for a run
-# that was fine: now a warn that says so. The silent listener stands in
-# for a run that takes longer than 65 s.
+# A call unanswered within its timeout= (65 s by default): the caller
+# stops waiting, but the run it started may go on (a run outlasts 65 s
+# when its last entry's Stripe calls are slow: each is bounded only by
+# the Stripe location's timeouts, and the lease is renewed while they
+# last, t/238). Before 2026-11-28 this was logged at error, "no answer in
+# time", for a run that was fine: now a warn that says so. The silent
+# listener stands in for a run that takes longer than the 2 s timeout=
+# (before 2026-11-28 the wait was a fixed 65 s: this subtest took 70 s).
 my ($slow_port) = LG::Stack::_free_ports(1);
 my $slow = IO::Socket::INET->new(LocalAddr => '127.0.0.1',
                                  LocalPort => $slow_port,
@@ -138,27 +139,32 @@ my $slow = IO::Socket::INET->new(LocalAddr => '127.0.0.1',
 
 $s = LG::Stack->new(HTTP_EXTRA => 'linegate_reconcile_auto '
                         . "http://127.0.0.1:$slow_port/_linegate/ "
-                        . 'interval=1h;')
+                        . 'interval=1h timeout=2s;')
          ->start;
 
-subtest 'no answer in 65 s: a warn that the run may go on, no error' =>
+subtest 'no answer within timeout=2s: a warn that the run may go on' =>
 sub {
     my $call;
     if (IO::Select->new($slow)->can_read(15)) {
         $call = $slow->accept;
     }
     ok($call, 'the worker called') or return;
+    my $called = time;
 
     my $log = '';
-    my $until = time + 80;
+    my $until = time + 15;
     while (time < $until) {
         $log = $s->error_log;
         last if $log =~ /linegate_reconcile_auto: no answer|call of .*failed/;
-        sleep 0.5;
+        sleep 0.1;
     }
-    my $warn = qr/\[warn\].*linegate_reconcile_auto: no answer of .* in 65 s,/;
+    my $waited = time - $called;
+    my $warn = qr/\[warn\].*linegate_reconcile_auto: no answer of .* in 2000 ms,/;
     like($log, qr/$warn no longer awaited; the run may go on/,
          'a warn: the call no longer awaited, the run may go on');
+    # the 2 s of timeout=, not the default 65 s: within the 15 s above
+    cmp_ok($waited, '>=', 1.5, 'not before its timeout');
+    cmp_ok($waited, '<', 15, 'timeout= is the wait, not 65 s');
     unlike($log, qr/\[error\].*linegate_reconcile_auto/, 'no error');
     unlike($log, qr/\[alert\]/, 'no alert');
 };
