@@ -83,6 +83,7 @@ static char *ngx_http_linegate_clerk_key(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static char *ngx_http_linegate_clerk_azp(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
+static ngx_uint_t ngx_http_linegate_clerk_origin(ngx_str_t *v);
 static char *ngx_http_linegate_provision_limits(ngx_conf_t *cf,
     ngx_command_t *cmd, void *conf);
 static char *ngx_http_linegate_line_limits(ngx_conf_t *cf,
@@ -2096,6 +2097,16 @@ ngx_http_linegate_clerk_azp(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     }
 
     for (i = 1; i < cf->args->nelts; i++) {
+
+        if (!ngx_http_linegate_clerk_origin(&value[i])) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "\"%V\" is not an origin: scheme://host"
+                               "[:port], without a path or a trailing "
+                               "\"/\", as browsers send Origin and Clerk "
+                               "writes azp", &value[i]);
+            return NGX_CONF_ERROR;
+        }
+
         azp = ngx_array_push(lmcf->clerk_azp);
         if (azp == NULL) {
             return NGX_CONF_ERROR;
@@ -2106,6 +2117,49 @@ ngx_http_linegate_clerk_azp(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     }
 
     return NGX_CONF_OK;
+}
+
+
+/*
+ * An authorized party is compared whole with a token's azp and a
+ * cookie-authenticated write's Origin: "https://app.example.com/" (a
+ * trailing "/") or a wildcard would match neither, and every Clerk
+ * session would be refused with nothing in the configuration saying why.
+ */
+static ngx_uint_t
+ngx_http_linegate_clerk_origin(ngx_str_t *v)
+{
+    u_char  *p, *last;
+    size_t   skip;
+
+    if (v->len > sizeof("https://") - 1
+        && ngx_strncasecmp(v->data, (u_char *) "https://",
+                           sizeof("https://") - 1) == 0)
+    {
+        skip = sizeof("https://") - 1;
+
+    } else if (v->len > sizeof("http://") - 1
+               && ngx_strncasecmp(v->data, (u_char *) "http://",
+                                  sizeof("http://") - 1) == 0)
+    {
+        skip = sizeof("http://") - 1;
+
+    } else {
+        return 0;
+    }
+
+    last = v->data + v->len;
+
+    for (p = v->data + skip; p < last; p++) {
+        if (!ngx_http_linegate_char_is(*p, NGX_HTTP_LINEGATE_CHARS_ALNUM)
+            && *p != '.' && *p != '-' && *p != ':' && *p != '['
+            && *p != ']')
+        {
+            return 0;
+        }
+    }
+
+    return 1;
 }
 
 

@@ -482,6 +482,19 @@ push @refused, (
     ['reconcile_auto with another parameter',
      extra('linegate_reconcile_auto http://127.0.0.1:1/_linegate/ every=1s;'),
      qr/\[emerg\] invalid parameter "every="/],
+    # compared whole with azp and Origin: a trailing "/" matched nothing
+    ['an authorized party with a trailing /',
+     $s->render(CLERK_AZP => 'linegate_clerk_authorized_parties '
+                . 'https://app.linegate.test https://admin.linegate.test/;'),
+     qr/\[emerg\] "https:\/\/admin\.linegate\.test\/" is not an origin: scheme:\/\/host\[:port\], without a path/],
+    ['an authorized party without a scheme',
+     $s->render(CLERK_AZP => 'linegate_clerk_authorized_parties '
+                . 'app.linegate.test;'),
+     qr/\[emerg\] "app\.linegate\.test" is not an origin/],
+    ['an authorized party as a wildcard',
+     $s->render(CLERK_AZP => 'linegate_clerk_authorized_parties '
+                . 'https://*.linegate.test;'),
+     qr/\[emerg\] "https:\/\/\*\.linegate\.test" is not an origin/],
     ['reconcile_auto waiting 500ms',
      extra('linegate_reconcile_auto http://127.0.0.1:1/_linegate/ '
            . 'timeout=500ms;'),
@@ -621,6 +634,13 @@ subtest 'the largest sizes are taken' => sub {
 
 subtest 'an operator token of 16 characters is enough' => sub {
     my ($rc, $out) = $s->nginx_t($s->render(OPERATOR_TOKEN => 'x' x 16));
+    is($rc, 0, 'accepted') or diag $out;
+};
+
+subtest 'authorized parties: origins with ports and cases accepted' => sub {
+    my ($rc, $out) = $s->nginx_t($s->render(CLERK_AZP =>
+        'linegate_clerk_authorized_parties https://App.Linegate.test '
+        . 'http://localhost:3000 http://[::1]:8080 https://10.0.0.1;'));
     is($rc, 0, 'accepted') or diag $out;
 };
 
