@@ -10,7 +10,8 @@
 # its hold: the draft deleted, the claim left to the one that took it
 # over, 409 "being issued" with Retry-After (docs/lines-api.md).
 #
-# The hold is 60 s: this file waits that long once.
+# The hold is 60 s: nginx's clock is moved 61 s ahead while the draft is
+# held (LG::ClockShift), rather than waited for (this file took 65 s).
 use strict;
 use warnings;
 use lib 't/lib';
@@ -18,13 +19,14 @@ use lib 't/lib';
 use Test::More;
 use Time::HiRes qw(sleep time);
 use Mojo::UserAgent;
+use LG::ClockShift qw(shift_clock);
 use LG::Stack;
 use LG::Test qw(:DEFAULT eventually);
 use LG::Lines qw(body);
 
-# the stalled draft's call outlives the hold: the Stripe location's
-# timeout longer than its latency
-my $s = LG::Stack->new(STRIPE_TIMEOUT => '120s')->start;
+# the stalled draft's call outlives the hold (on nginx's clock, moved
+# ahead meanwhile): the Stripe location's timeout longer than its latency
+my $s = LG::Stack->new(STRIPE_TIMEOUT => '30s')->start;
 my $l = LG::Lines->new($s);
 my $r = $s->redis;
 
@@ -42,11 +44,12 @@ subtest 'a reissue stalled past its hold: not filled, deleted, 409' => sub {
     price(1500);
     my $lkey = "lg:{ws:$w->{id}}:lr:$id";
 
-    # the stalled reissue's draft: answered (and made) after 62 s
-    $l->fault(path_prefix => '/v1/invoices', latency_ms => 62000);
+    # the stalled reissue's draft: answered (and made) 4 s later, by
+    # when nginx's clock is 61 s ahead: past the hold
+    $l->fault(path_prefix => '/v1/invoices', latency_ms => 4000);
 
-    my $ua = Mojo::UserAgent->new(inactivity_timeout => 150,
-                                  request_timeout => 150);
+    my $ua = Mojo::UserAgent->new(inactivity_timeout => 30,
+                                  request_timeout => 30);
     my ($tx, $second, $taken);
     my $p = $ua->start_p($ua->build_tx(POST =>
                 $s->url("/api/line-requests/$id")
@@ -67,6 +70,8 @@ subtest 'a reissue stalled past its hold: not filled, deleted, 409' => sub {
         # the claim aged past its hold, rather than waited for: the next
         # payment_link takes it over, sweeps (nothing yet), issues its own
         $r->hset($lkey, reissueAt => $taken - 60001);
+        # and the stalled one's own hold, on nginx's clock, ends
+        shift_clock(61_000);
         $second = $l->manage($w, $id, 'payment_link');
         # the stalled one's item would be of 0: paid at finalization
         price(0);
@@ -113,5 +118,7 @@ subtest 'a reissue stalled past its hold: not filled, deleted, 409' => sub {
     is($again->{invoiceId}, $new, 'finds the new link');
     is($again->{reused}, Mojo::JSON->true, 'reused');
 };
+
+shift_clock(0);
 
 done_testing;

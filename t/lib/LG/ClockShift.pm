@@ -1,0 +1,117 @@
+package LG::ClockShift;
+
+# nginx's wall clock moved by a small LD_PRELOAD library, built here, that
+# adds the milliseconds written in a file to gettimeofday() in nginx only
+# (its cached time, $r->... and the Date header come from it; its timers
+# from CLOCK_MONOTONIC, left alone). For what a test would otherwise wait
+# for in real time (a 60 s hold) or cannot make happen (a step of the
+# host's clock mid-run). Use it before the stack starts:
+#
+#   use LG::ClockShift qw(shift_clock);   # builds it, or skips the file
+#   shift_clock(61_000);                  # nginx 61 s ahead from now on
+#   shift_clock(0);
+
+use strict;
+use warnings;
+
+use Exporter qw(import);
+use File::Temp qw(tempdir);
+use Test::More;
+
+our @EXPORT_OK = qw(shift_clock);
+
+my ($dir, $file);
+
+sub shift_clock {
+    my ($ms) = @_;
+    open my $fh, '>', "$file.new" or die "$file.new: $!";
+    print $fh $ms;
+    close $fh;
+    rename "$file.new", $file or die "rename: $!";
+}
+
+sub build {
+    $dir = tempdir(CLEANUP => 1);
+    # the workers may run as another user (nginx's "user")
+    chmod 0755, $dir;
+    $file = "$dir/shift";
+
+    open my $src, '>', "$dir/shift.c" or die "$dir/shift.c: $!";
+    print $src <<'C';
+#define _GNU_SOURCE
+#include <dlfcn.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+/* struct timeval's layout, without <sys/time.h>'s prototype */
+struct lg_tv { long sec; long usec; };
+
+extern char  *program_invocation_short_name;
+static char  *lg_file;
+
+/* nginx only (its workers are forks); its setproctitle overwrites env */
+__attribute__((constructor)) static void
+lg_init(void)
+{
+    const char  *f = getenv("LG_CLOCK_SHIFT");
+
+    if (f && strcmp(program_invocation_short_name, "nginx") == 0) {
+        lg_file = strdup(f);
+    }
+}
+
+int
+gettimeofday(struct lg_tv *tv, void *tz)
+{
+    static int  (*real)(struct lg_tv *, void *);
+    char         buf[32];
+    int          fd, n, rc, err;
+    long long    us;
+
+    if (real == NULL) {
+        real = (int (*)(struct lg_tv *, void *)) dlsym(RTLD_NEXT,
+                                                      "gettimeofday");
+    }
+
+    rc = real(tv, tz);
+
+    if (rc != 0 || tv == NULL || lg_file == NULL) {
+        return rc;
+    }
+
+    err = errno;
+    fd = open(lg_file, O_RDONLY);
+    n = fd < 0 ? -1 : (int) read(fd, buf, sizeof(buf) - 1);
+    if (fd >= 0) {
+        close(fd);
+    }
+    errno = err;
+
+    if (n > 0) {
+        buf[n] = '\0';
+        us = tv->sec * 1000000LL + tv->usec + atoll(buf) * 1000LL;
+        tv->sec = (long) (us / 1000000);
+        tv->usec = (long) (us % 1000000);
+    }
+
+    return rc;
+}
+C
+    close $src;
+
+    my $cc = $ENV{CC} // 'cc';
+    system($cc, '-shared', '-fPIC', '-o', "$dir/shift.so", "$dir/shift.c",
+           '-ldl') == 0
+        or plan skip_all => "$cc could not build the clock shifter";
+
+    shift_clock(0);
+    $ENV{LG_CLOCK_SHIFT} = $file;
+    $ENV{LD_PRELOAD} = join ' ', "$dir/shift.so", $ENV{LD_PRELOAD} // ();
+}
+
+build();
+
+1;
