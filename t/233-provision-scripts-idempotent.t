@@ -184,6 +184,43 @@ subtest 'release twice, settle twice: the number back once' => sub {
     is($r->zcard('lg:{fleet}:pv:inflight'), 0, 'no claim left');
 };
 
+# A day passes: the keys of one purchase that Redis expires age together
+# (each TTL shortened by the time, gone once it runs out)
+sub age {
+    my ($secs, @keys) = @_;
+    for my $k (@keys) {
+        my $ttl = $r->pttl($k);
+        next if $ttl < 0;
+        if ($ttl <= $secs * 1000) {
+            $r->del($k);
+        } else {
+            $r->pexpire($k, $ttl - $secs * 1000);
+        }
+    }
+}
+
+# the sweep settles a claim (the outbox's entry queued, the claim gone);
+# the confirm's own settle, a durable write of a worker cut off from
+# Redis, arrives more than a day later: while the outbox it settles can
+# still be there (7 days), so is the marker that it was queued
+subtest 'a settle a day late: the entry still queued once' => sub {
+    reserve('acct_d', 'worker_d1', '+15550008');
+    release('acct_d', 'worker_d1', 'stripe_outcome_unknown', '+15550008');
+    my @f = ('acct_d', 'worker_d1', '+15550008', 1,
+             'stripe_outcome_unknown');
+    is_deeply(settle(@f), [1, 1], 'settled, queued');
+    my $q = 'lg:{fleet}:q:acct_d:worker_d1:stripe_outcome_unknown';
+    my $o = 'lg:{acct:acct_d}:reconcile:w:worker_d1';
+    cmp_ok($r->ttl($q), '>=', $r->ttl($o),
+           'the marker outlives the outbox');
+    age(86400 + 1, $q, $o);
+    ok($r->exists($o), 'a day later the outbox is still there');
+    is_deeply(settle(@f), [0, 0], 'the late settle: nothing queued');
+    is(scalar entries('worker_d1'), 1, 'one lg:{fleet}:reconcile entry');
+    age(6 * 86400, $q, $o);
+    ok(!$r->exists($o), 'the outbox gone after 7 days');
+};
+
 subtest 'the sweep settles a claim first: the confirm queues nothing' => sub {
     reserve('acct_s', 'worker_s1', '+15550005');
     my @f = ('acct_s', 'worker_s1', '+15550005', 0, 'worker_lost');

@@ -10,15 +10,23 @@
 --
 -- Idempotent (a durable write): the number returns only when this run
 -- removed the claim, and an entry is queued once per account, worker and
--- reason (KEYS[4], a day). Of the two reasons whose entry holds the
--- number (record_failed: the confirm's; worker_lost: the sweep's, when
--- it settled the claim first), only the first is queued (the other's
+-- reason (KEYS[4], lg_pv_queue's marker: 7 days). Of the two reasons
+-- whose entry holds the number (record_failed: the confirm's;
+-- worker_lost: the sweep's, when it settled the claim first), only the
+-- first is queued (the other's
 -- marker, KEYS[4] with the other reason, is looked at): a number is
 -- never held by two entries. And worker_lost is queued only by the
 -- step that removed the claim: the sweep took the purchase for a dead
 -- worker's, but a live one settled it first (its late record refused by
 -- the sweep's outbox, pv_inspect.lua), and gave its number its home;
 -- an entry holding it too would return it a second time.
+--
+-- Why 7 days: a settle may come again as long as the purchase can be
+-- settled, its outbox kept 7 days (pv_record.lua), the durable write of
+-- a worker cut off from Redis re-sent whenever Redis is back. The marker
+-- lasted a day until 2026-11-28: the sweep's settle, then the confirm's
+-- own a day later, queued the entry twice (the run asked two refunds of
+-- one charge). Written after the outbox, the marker outlives it.
 --
 -- KEYS[1]  lg:{fleet}:pv:inflight   KEYS[2]  lg:{fleet}:inventory
 -- KEYS[3]  lg:{fleet}:reconcile
@@ -31,6 +39,8 @@
 -- ARGV[4..] the entry's fields, flat {name, value, ...} (with a reason)
 --
 -- Returns {claimed: 1 | 0, queued: 1 | 0}.
+
+--#include pv_queue
 
 local claimed = 0
 local queued = 0
@@ -62,11 +72,8 @@ then
     return {claimed, 0}
 end
 
-if reason ~= '' and #ARGV > 4
-   and redis.call('SET', KEYS[4], '1', 'NX', 'EX', 86400)
-then
-    redis.call('XADD', KEYS[3], '*', unpack(ARGV, 4))
-    queued = 1
+if reason ~= '' and #ARGV > 4 then
+    queued = lg_pv_queue(KEYS[4], KEYS[3], {unpack(ARGV, 4)})
 end
 
 return {claimed, queued}

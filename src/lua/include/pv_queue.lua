@@ -2,13 +2,15 @@
 --
 -- lg_pv_queue(mkey, stream, fields) -> 1 when written now, 0 when it
 -- already was
---   mkey: the entry's marker, lg:{fleet}:q:<W>:inv_<...> in the
---   stream's slot (a KEYS[] of lr_invoice_orphan); stream: the key of
+--   mkey: the entry's marker, lg:{fleet}:q:<W>:inv_<...> (a KEYS[] of
+--   lr_invoice_orphan) or lg:{fleet}:q:<A>:<worker>:<reason> (of
+--   pv_settle), in the stream's slot; stream: the key of
 --   lg:{fleet}:reconcile (a KEYS[] of the caller); fields: the entry's
 --   flat {name, value, ...} list (account, subscription_id, phone_number,
 --   worker_id, reason, idempotency_key, customer, at).
 --   The marker remembers the entry for 7 days, so that a durable write
---   sent again after a lost answer does not queue the entry twice.
+--   sent again after a lost answer does not queue the entry twice: as
+--   long as a purchase's outbox (pv_record.lua), written before it.
 
 local function lg_pv_queue(mkey, stream, fields)
     if not redis.call('SET', mkey, '1', 'NX', 'EX', 604800) then
