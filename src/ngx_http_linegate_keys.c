@@ -78,7 +78,7 @@ static ngx_http_linegate_key_form_t
     { ngx_string("lg:rl:{"), ngx_string(":v:"), ngx_string("}") },
     { ngx_string("lg:rl:{"), ngx_string(":h:"), ngx_string("}") },
 
-    /* NGX_HTTP_LINEGATE_KEY_INVENTORY ... _RECONCILE_CURSOR */
+    /* NGX_HTTP_LINEGATE_KEY_INVENTORY ... _QUARANTINE */
     { ngx_string("lg:{fleet}:inventory"), ngx_http_linegate_key_none,
       ngx_http_linegate_key_none },
     { ngx_string("lg:provisioning"), ngx_http_linegate_key_none,
@@ -99,6 +99,8 @@ static ngx_http_linegate_key_form_t
       ngx_http_linegate_key_none },
     { ngx_string("lg:{fleet}:reconcile:cursor"), ngx_http_linegate_key_none,
       ngx_http_linegate_key_none },
+    { ngx_string("lg:{fleet}:inventory:quarantine"),
+      ngx_http_linegate_key_none, ngx_http_linegate_key_none },
 
     /* NGX_HTTP_LINEGATE_KEY_FLEET_Q, _FLEET_Q_NONE */
     { ngx_string("lg:{fleet}:q:"), ngx_string(":"),

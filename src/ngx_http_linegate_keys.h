@@ -61,6 +61,8 @@ typedef enum {
     NGX_HTTP_LINEGATE_KEY_LR_SETUP,
     NGX_HTTP_LINEGATE_KEY_HELD,
     NGX_HTTP_LINEGATE_KEY_RECONCILE_CURSOR,
+    /* the numbers pv_claim drew that are no E.164 number, set aside */
+    NGX_HTTP_LINEGATE_KEY_QUARANTINE,
 
     /*
      * the fleet's "queued once" marker of a reconcile entry:
@@ -82,7 +84,7 @@ typedef enum {
  * first, in the order their headers give).
  */
 #define NGX_HTTP_LINEGATE_KEYS_PV_TOKEN     1
-#define NGX_HTTP_LINEGATE_KEYS_PV_CLAIM     3
+#define NGX_HTTP_LINEGATE_KEYS_PV_CLAIM     4
 #define NGX_HTTP_LINEGATE_KEYS_PV_SETTLE    5
 
 /*

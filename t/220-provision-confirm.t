@@ -638,6 +638,37 @@ subtest '402 payment_failed: Stripe\'s message, number and slot back' => sub {
     $p->answer($p->confirm($a, $p->token($a)), 200, 'new card, new token');
 };
 
+# numbers loaded before the loader refused a country code of 0 ("+0...",
+# no E.164 number) are still in the inventory: the claim that draws one
+# moves it aside (lg:{fleet}:inventory:quarantine, logged), and draws
+# again; a confirm never hands it out, and neither a preview counts it
+subtest 'a "+0..." number left in the inventory is never sold' => sub {
+    my @all = $r->smembers('lg:{fleet}:inventory');
+    my @bad = ('+04155550001', '+04155550002', '+0415555', '+1234');
+    $r->del('lg:{fleet}:inventory', 'lg:{fleet}:inventory:quarantine');
+    $r->sadd('lg:{fleet}:inventory', @bad, '+14155550999');
+    my $a = $p->account('acct_bad_nr');
+    # a preview counts the numbers (SCARD): it hands none out
+    my @tok = ($p->token($a), $p->token($a));
+    my $b = $p->answer($p->confirm($a, $tok[0]), 200, 'confirm');
+    is($b->{phone_number}, '+14155550999', 'the one good number is sold');
+    $p->error_is($p->confirm($a, $tok[1]), 503, 'no_lines_available',
+                 'then none is left', qr/^No lines are currently available$/);
+    is($r->scard('lg:{fleet}:inventory'), 0, 'the inventory emptied');
+    is_deeply([sort $r->smembers('lg:{fleet}:inventory:quarantine')],
+              [sort @bad], 'every bad number set aside');
+    ok(!$r->sismember('lg:{fleet}:held', $_), "$_ is not held") for @bad;
+    is_deeply([sort map { $_->{phone_number} } values %{ $p->lines($a->{id}) }],
+              ['+14155550999'], 'the account\'s lines: the good number');
+    is($r->zcard('lg:{acct:acct_bad_nr}:prov'), 1, 'one slot counted');
+    is_deeply($p->claims('acct_bad_nr'), [], 'no claim left');
+    my $log = $s->error_log;
+    like($log, qr/inventory number "\Q$_\E" is not an E\.164 number/,
+         "$_ logged") for @bad;
+    $r->del('lg:{fleet}:inventory:quarantine');
+    $r->sadd('lg:{fleet}:inventory', @all);
+};
+
 subtest 'a line never leaves the inventory twice' => sub {
     my %seen;
     my @nums = map { $_->{phone_number} }

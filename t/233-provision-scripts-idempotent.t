@@ -439,8 +439,9 @@ subtest 'reserve then claim: one slot each, the inventory empty' => sub {
     }
     ok(!defined $r->hget('lg:{acct:acct_c}:resv:worker_c1', 'phone_number'),
        'the reservation holds no number');
-    my @claim = (3, 'lg:{fleet}:inventory', 'lg:{fleet}:pv:inflight',
-                 'lg:{fleet}:held', 'acct_c', 'worker_c1', 1000);
+    my @claim = (4, 'lg:{fleet}:inventory', 'lg:{fleet}:pv:inflight',
+                 'lg:{fleet}:held', 'lg:{fleet}:inventory:quarantine',
+                 'acct_c', 'worker_c1', 1000);
     $r->sadd('lg:{fleet}:inventory', '+15550007');
     is_deeply([$r->eval($CLAIM, @claim)], [2],
               'claim with no intent: refused');
@@ -488,8 +489,8 @@ sub {
     my $res = [$r->eval($INSPECT, pkeys('acct_late', 'worker_late1'),
                         'worker_late1', '1', 'acct_late', '-')];
     is($res->[5], 1, 'the sweep released the reservation');
-    my @claim = (3, "$f:inventory", "$f:pv:inflight", "$f:held", 'acct_late',
-                 'worker_late1');
+    my @claim = (4, "$f:inventory", "$f:pv:inflight", "$f:held",
+                 "$f:inventory:quarantine", 'acct_late', 'worker_late1');
     is_deeply([$r->eval($CLAIM, @claim, 1000 + 600000, 600000)], [3],
               'the late claim: refused');
     is($r->scard("$f:inventory"), 1, 'nothing taken');
@@ -502,14 +503,45 @@ sub {
     # younger than lost_after by 1 ms: claimed as before; no age given
     # (a caller of before): not looked at
     $r->zadd("$f:pv:inflight", 1000, 'acct_late worker_late2 -');
-    is_deeply([$r->eval($CLAIM, @claim[0 .. 4], 'worker_late2',
+    is_deeply([$r->eval($CLAIM, @claim[0 .. 5], 'worker_late2',
                         1000 + 599999, 600000)], [1, '+15550031'],
               'a claim on time: the number');
     $r->sadd("$f:inventory", '+15550032');
     $r->zadd("$f:pv:inflight", 1000, 'acct_late worker_late3 -');
-    is_deeply([$r->eval($CLAIM, @claim[0 .. 4], 'worker_late3', 10 ** 12)],
+    is_deeply([$r->eval($CLAIM, @claim[0 .. 5], 'worker_late3', 10 ** 12)],
               [1, '+15550032'], 'no age given: claimed');
     $r->del("$f:inventory", "$f:pv:inflight", "$f:held");
+};
+
+# numbers no E.164 number (a country code of 0, loaded before the loader
+# refused it): set aside, never claimed; at most 100 a step, so that a
+# long bad list costs one confirm a 503 (the intent kept), not Redis a
+# stall, and the next claim goes on
+subtest 'claim: numbers that are no E.164 number set aside' => sub {
+    my $f = 'lg:{fleet}';
+    $r->del("$f:inventory", "$f:pv:inflight", "$f:held",
+            "$f:inventory:quarantine");
+    my @bad = map { sprintf '+0%010d', $_ } 1 .. 101;
+    $r->sadd("$f:inventory", @bad);
+    $r->zadd("$f:pv:inflight", 1000, 'acct_q worker_q1 -');
+    my @claim = (4, "$f:inventory", "$f:pv:inflight", "$f:held",
+                 "$f:inventory:quarantine", 'acct_q', 'worker_q1', 1000);
+    my $res = [$r->eval($CLAIM, @claim)];
+    is($res->[0], 0, '101 bad numbers: none claimed this step');
+    is(scalar @$res, 101, 'the 100 set aside, named');
+    is($r->scard("$f:inventory:quarantine"), 100, 'in the quarantine');
+    is($r->scard("$f:inventory"), 1, 'one left for the next step');
+    is($r->zscore("$f:pv:inflight", 'acct_q worker_q1 -'), 1000,
+       'the intent kept');
+    $r->sadd("$f:inventory", '+15550050');
+    $res = [$r->eval($CLAIM, @claim)];
+    is($res->[0], 1, 'the next step: claimed');
+    is($res->[1], '+15550050', 'the good number');
+    is($r->scard("$f:inventory:quarantine") + $r->scard("$f:inventory"),
+       101, 'the last bad number set aside (if drawn first) or left');
+    is($r->scard("$f:held"), 1, 'only the good number held');
+    $r->del("$f:inventory", "$f:pv:inflight", "$f:held",
+            "$f:inventory:quarantine");
 };
 
 done_testing();

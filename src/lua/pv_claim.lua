@@ -13,14 +13,18 @@
 --          load leaves out (op_inventory_add); a number leaves it only
 --          when it goes back to the inventory (pv_settle,
 --          op_reconcile_resolve)
+-- KEYS[4]  lg:{fleet}:inventory:quarantine: the numbers drawn that are
+--          no E.164 number, set aside for the operator
 -- ARGV[1]  account id               ARGV[2]  worker id
 -- ARGV[3]  now, Unix ms
 -- ARGV[4]  linegate_reconcile_lost_after, ms ('' or absent: not looked
 --          at)
 --
--- Returns {1, number}: the claim "<account> <worker id> <number>" is in
--- KEYS[2], scored ARGV[3], the intent gone; {0}: the inventory is empty
--- (the intent stays, for the settle after the release); {2}: no intent
+-- Returns {1, number, aside...}: the claim "<account> <worker id>
+-- <number>" is in KEYS[2], scored ARGV[3], the intent gone; {0,
+-- aside...}: the inventory is empty, or held only numbers set aside
+-- (the intent stays, for the settle after the release); aside: the
+-- numbers this step moved to KEYS[4], which nginx logs; {2}: no intent
 -- (the sweep released this purchase: its confirm was too slow), nothing
 -- is taken; {3}: the intent is older than ARGV[4], nothing is taken
 -- either (it stays, for the settle after the release).
@@ -35,6 +39,14 @@
 -- is measured on one clock, the confirm's (it scored the intent too);
 -- the sweep picks by its own: a sweep whose clock runs ahead of the
 -- confirm's by d still meets that race within d (the refund covers it).
+--
+-- Why numbers are set aside: the inventory may hold numbers loaded
+-- before op_inventory_add refused a country code of 0 ("+0...",
+-- 2026-11-28), or written there by hand; sold, such a number is a line
+-- nobody can call. Each one drawn leaves the inventory for KEYS[4]
+-- (never held: no purchase holds it) and the draw goes on, at most
+-- LG_PV_ASIDE_MAX of them a step, so that a long bad list costs one
+-- confirm a 503 rather than block Redis; the next confirm goes on.
 
 local intent = ARGV[1] .. ' ' .. ARGV[2] .. ' -'
 local since = redis.call('ZSCORE', KEYS[2], intent)
@@ -49,10 +61,34 @@ if lost and tonumber(ARGV[3]) - tonumber(since) >= lost then
     return {3}
 end
 
-local number = redis.call('SPOP', KEYS[1])
+-- ngx_http_linegate_e164_valid() (src/ngx_http_linegate_chars.c): "+"
+-- and 8 to 15 digits, the first not 0
+local function lg_pv_e164(n)
+    return #n >= 9 and #n <= 16 and string.find(n, '^%+[1-9]%d+$') ~= nil
+end
+
+local LG_PV_ASIDE_MAX = 100
+local aside = {}
+local number
+
+while true do
+    number = redis.call('SPOP', KEYS[1])
+
+    if not number or lg_pv_e164(number) then
+        break
+    end
+
+    redis.call('SADD', KEYS[4], number)
+    aside[#aside + 1] = number
+
+    if #aside == LG_PV_ASIDE_MAX then
+        number = nil
+        break
+    end
+end
 
 if not number then
-    return {0}
+    return {0, unpack(aside)}
 end
 
 redis.call('ZREM', KEYS[2], intent)
@@ -60,4 +96,4 @@ redis.call('ZADD', KEYS[2], ARGV[3],
            ARGV[1] .. ' ' .. ARGV[2] .. ' ' .. number)
 redis.call('SADD', KEYS[3], number)
 
-return {1, number}
+return {1, number, unpack(aside)}
