@@ -155,6 +155,14 @@ ngx_int_t ngx_http_linegate_pv_headers(ngx_http_request_t *r,
 time_t ngx_http_linegate_pv_wait(int64_t free_at, int64_t now);
 
 /*
+ * RateLimit's t of window w (window: its seconds) and a 429's
+ * Retry-After: pv_wait(), or the whole window when w is full and no slot
+ * of it ever frees (a limit of 0)
+ */
+time_t ngx_http_linegate_pv_reset(ngx_http_linegate_pv_window_t *w,
+    int64_t now, time_t window);
+
+/*
  * Answer a script's refusal shared by preview, confirm and limits: 401,
  * 403 (plan), 429 (code names the window), 503 (inventory empty).
  * NGX_DECLINED when code is none of these (nothing was sent).

@@ -259,7 +259,7 @@ ngx_http_linegate_pv_headers(ngx_http_request_t *r,
         rl[i].window = i ? NGX_HTTP_LINEGATE_PV_MONTH
                          : NGX_HTTP_LINEGATE_PV_DAY;
         rl[i].remaining = (ngx_int_t) (w->limit - w->used);
-        rl[i].reset = ngx_http_linegate_pv_wait(w->free_at, st->now);
+        rl[i].reset = ngx_http_linegate_pv_reset(w, st->now, rl[i].window);
     }
 
     return ngx_http_linegate_ratelimit_headers(r, ctx, rl, 2);
@@ -282,13 +282,38 @@ ngx_http_linegate_pv_wait(int64_t free_at, int64_t now)
 }
 
 
+/*
+ * RateLimit's t of a window, and a 429's Retry-After: the seconds until
+ * one more line can be added. A full window that no slot of will ever
+ * free (a limit of 0, or lines of a time no clock gives) says a whole
+ * window, both: t=0 beside r=0 reads "retry now" (until 2026-11-28 the
+ * header said so while Retry-After said a window), and a client told
+ * nothing would ask at once; a window is the longest any slot takes to
+ * free, and the operator may raise the limit meanwhile.
+ */
+time_t
+ngx_http_linegate_pv_reset(ngx_http_linegate_pv_window_t *w, int64_t now,
+    time_t window)
+{
+    time_t  wait;
+
+    wait = ngx_http_linegate_pv_wait(w->free_at, now);
+
+    if (wait == 0 && w->used >= w->limit) {
+        return window;
+    }
+
+    return wait;
+}
+
+
 ngx_int_t
 ngx_http_linegate_pv_refuse(ngx_http_request_t *r,
     ngx_http_linegate_ctx_t *ctx, int64_t code, ngx_str_t *error,
     ngx_http_linegate_pv_state_t *st)
 {
     u_char                         *msg;
-    time_t                          window, wait;
+    time_t                          window;
     const char                     *err, *per;
     ngx_http_linegate_pv_window_t  *w;
 
@@ -349,9 +374,8 @@ ngx_http_linegate_pv_refuse(ngx_http_request_t *r,
     (void) ngx_sprintf(msg, "Maximum %L lines can be added per %s via API%Z",
                        w->limit, per);
 
-    /* no slot will ever free (a limit of 0): a whole window */
-    wait = ngx_http_linegate_pv_wait(w->free_at, st->now);
-    ctx->retry_after = wait ? wait : window;
+    /* the RateLimit header's t of the window (a limit of 0: a window) */
+    ctx->retry_after = ngx_http_linegate_pv_reset(w, st->now, window);
 
     ngx_http_linegate_error(r, NGX_HTTP_TOO_MANY_REQUESTS, err,
                             (char *) msg);

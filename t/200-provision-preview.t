@@ -243,6 +243,10 @@ subtest '429: daily and monthly limits, Retry-After, headers' => sub {
                  qr/^Maximum 0 lines can be added per day via API$/);
     is($tx->res->headers->header('Retry-After'), 86_400,
        'Retry-After: a whole window when no slot can free');
+    # RateLimit says the same: t=0 beside r=0 read as "retry now"
+    is($tx->res->headers->header('RateLimit'),
+       '"daily";r=0;t=86400, "monthly";r=10;t=0',
+       'RateLimit: the same whole window, not t=0');
 };
 
 # an account's limit is read as the confirm's script reads it (Lua's

@@ -86,6 +86,29 @@ subtest 'a full window: remaining 0, resets when a slot frees' => sub {
        'one more line once the second oldest has left');
 };
 
+# a limit of 0 frees no slot ever: t is a whole window, as a 429's
+# Retry-After (t=0 beside r=0 read as "retry now"); resets_at stays null,
+# no moment frees one
+subtest 'a limit of 0: t a whole window, resets_at null' => sub {
+    my $a = $p->account('acct_lim_zero', daily => 0, monthly => 0,
+                        no_stub_customer => 1);
+    $r->zadd('lg:{acct:acct_lim_zero}:prov', now_ms() - 3_600_000, 'w1');
+    my $tx = $p->limits($a);
+    my $b = $p->answer($tx, 200, 'limits');
+    is_deeply($b->{limits}{daily}, {limit => 0, used => 1, remaining => 0,
+              window_seconds => 86400, resets_at => undef}, 'daily');
+    is_deeply($b->{limits}{monthly}, {limit => 0, used => 1, remaining => 0,
+              window_seconds => 2592000, resets_at => undef}, 'monthly');
+    is($tx->res->headers->header('RateLimit'),
+       '"daily";r=0;t=86400, "monthly";r=0;t=2592000',
+       'RateLimit: a whole window each');
+
+    $a = $p->account('acct_lim_zero2', daily => 0, no_stub_customer => 1);
+    is($p->limits($a)->res->headers->header('RateLimit'),
+       '"daily";r=0;t=86400, "monthly";r=12;t=0',
+       'nothing counted, a limit of 0: a whole window too');
+};
+
 subtest 'more lines than one read takes (1,000): still counted' => sub {
     my $now = now_ms();
     my $a = $p->account('acct_lim_many', daily => 5000, monthly => 5000,
