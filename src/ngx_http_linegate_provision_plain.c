@@ -30,7 +30,9 @@
  *          the previous one of a credentials rotation), 200, 403 (plan),
  *          429 (the window that is full), 503 (inventory empty), or the
  *          limits
- *   UNDO   a refused preview: DEL its token, then the refusal
+ *   UNDO   a refused preview: DEL its token, then the refusal; a
+ *          preview that fails (500, 503) once READ was sent: DEL its
+ *          token, not waited for, then the failure
  *   BODY   a preview's or a confirm's body refused: HGET the account's
  *          key_id instead of READ, then 401 or the 400 (the credentials
  *          before the body); nothing written
@@ -43,8 +45,8 @@
  * lg_pv_window/lg_pv_limit in include/pv_state.lua, the same rule; the
  * window lengths come from ngx_http_linegate_provision.h for both,
  * through embed.pl). The token written ahead is a random name nobody has
- * been told: until a refusal deletes it (and if that DEL is lost, until
- * it expires) nothing can use it.
+ * been told: until a refusal or a failure deletes it (and if that DEL is
+ * lost, until it expires) nothing can use it.
  */
 
 
@@ -117,6 +119,8 @@ static ngx_int_t ngx_http_linegate_pv_plain_write(ngx_http_request_t *r,
     ngx_http_linegate_pv_request_t *pv, ngx_http_linegate_redis_args_t *a);
 static void ngx_http_linegate_pv_plain_refuse(ngx_http_request_t *r,
     ngx_http_linegate_ctx_t *ctx, ngx_http_linegate_pv_request_t *pv);
+static void ngx_http_linegate_pv_plain_fail(ngx_http_request_t *r,
+    ngx_http_linegate_pv_request_t *pv, ngx_uint_t status);
 static void ngx_http_linegate_pv_plain_undone(ngx_http_request_t *r,
     redisReply *reply);
 static int64_t ngx_http_linegate_pv_plain_limit(redisReply *v,
@@ -319,7 +323,7 @@ ngx_http_linegate_pv_plain_read_done(ngx_http_request_t *r,
     pv = ctx->data;
 
     if (reply == NULL) {
-        ngx_http_linegate_store_unavailable(r);
+        ngx_http_linegate_pv_plain_fail(r, pv, NGX_HTTP_SERVICE_UNAVAILABLE);
         return;
     }
 
@@ -414,7 +418,7 @@ unexpected:
     ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
                   NGX_HTTP_LINEGATE_LOG "unexpected reply to the account's "
                   "reads");
-    ngx_http_linegate_internal_error(r);
+    ngx_http_linegate_pv_plain_fail(r, pv, NGX_HTTP_INTERNAL_SERVER_ERROR);
 }
 
 
@@ -580,7 +584,7 @@ ngx_http_linegate_pv_plain_long(ngx_http_request_t *r,
     a = ngx_palloc(r->pool, 6 * sizeof(ngx_http_linegate_redis_args_t));
 
     if (p == NULL || a == NULL) {
-        ngx_http_linegate_internal_error(r);
+        ngx_http_linegate_pv_plain_fail(r, pv, NGX_HTTP_INTERNAL_SERVER_ERROR);
         return;
     }
 
@@ -608,7 +612,7 @@ ngx_http_linegate_pv_plain_long(ngx_http_request_t *r,
                                          ngx_http_linegate_pv_plain_long_done)
         != NGX_OK)
     {
-        ngx_http_linegate_store_unavailable(r);
+        ngx_http_linegate_pv_plain_fail(r, pv, NGX_HTTP_SERVICE_UNAVAILABLE);
     }
 }
 
@@ -627,7 +631,7 @@ ngx_http_linegate_pv_plain_long_done(ngx_http_request_t *r,
     pv = ctx->data;
 
     if (reply == NULL) {
-        ngx_http_linegate_store_unavailable(r);
+        ngx_http_linegate_pv_plain_fail(r, pv, NGX_HTTP_SERVICE_UNAVAILABLE);
         return;
     }
 
@@ -666,7 +670,7 @@ unexpected:
     ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
                   NGX_HTTP_LINEGATE_LOG "unexpected reply to the account's "
                   "window counts");
-    ngx_http_linegate_internal_error(r);
+    ngx_http_linegate_pv_plain_fail(r, pv, NGX_HTTP_INTERNAL_SERVER_ERROR);
 }
 
 
@@ -756,7 +760,7 @@ ngx_http_linegate_pv_plain_decide(ngx_http_request_t *r,
     st = &pv->st;
 
     if (ngx_http_linegate_pv_headers(r, ctx, st) != NGX_OK) {
-        ngx_http_linegate_internal_error(r);
+        ngx_http_linegate_pv_plain_fail(r, pv, NGX_HTTP_INTERNAL_SERVER_ERROR);
         return;
     }
 
@@ -831,6 +835,43 @@ ngx_http_linegate_pv_plain_refuse(ngx_http_request_t *r,
         /* not sent: the token expires unseen; the refusal stands */
         ngx_http_linegate_pv_plain_undone(r, NULL);
     }
+}
+
+
+/*
+ * A preview that fails once its token may be written (READ sent: a 503
+ * of Redis, a 500 of a reply it did not expect) deletes it, not waited
+ * for, before its answer. Nobody was told the token, so nobody could
+ * spend it; but a failure leaves no more behind than a refusal does,
+ * rather than a token for linegate_preview_ttl. Limits wrote nothing.
+ */
+static void
+ngx_http_linegate_pv_plain_fail(ngx_http_request_t *r,
+    ngx_http_linegate_pv_request_t *pv, ngx_uint_t status)
+{
+    ngx_str_t                       key, token;
+    ngx_http_linegate_redis_args_t  a;
+
+    token.data = pv->token;
+    token.len = NGX_HTTP_LINEGATE_PV_TOKEN_LEN;
+
+    if (pv->preview
+        && ngx_http_linegate_key_pv(r->pool, &token, &key) == NGX_OK)
+    {
+        ngx_http_linegate_redis_args_init(&a);
+        ngx_http_linegate_redis_arg_cstr(&a, "DEL");
+        ngx_http_linegate_redis_arg_str(&a, &key);
+
+        /* not sent (Redis gone): it expires unseen, as a lost DEL's */
+        (void) ngx_http_linegate_redis_command(r, &a, NULL);
+    }
+
+    if (status == NGX_HTTP_SERVICE_UNAVAILABLE) {
+        ngx_http_linegate_store_unavailable(r);
+        return;
+    }
+
+    ngx_http_linegate_internal_error(r);
 }
 
 

@@ -11,6 +11,7 @@ use Mojo::JSON ();
 use Time::HiRes ();
 use LG::Stack;
 use LG::Test;
+use LG::Test qw(eventually same_data);
 use LG::Provision qw(now_ms);
 
 # t/201 runs this file again with every worker knowing the credentials
@@ -335,6 +336,27 @@ subtest '503: inventory empty' => sub {
     ok(!defined $tx->res->headers->header('Retry-After'), 'no Retry-After');
     $r->sadd('lg:{fleet}:inventory', @all);
     $p->answer($p->preview($a), 200, 'numbers again');
+};
+
+# A preview that fails after its token was written ahead (here the
+# account's window is no zset: Redis answers its read with an error, a
+# 503 as any Redis failure) was
+# never told its token, so nobody can confirm it; still it leaves nothing
+# behind, as a refusal does: the token is deleted (not waited for)
+subtest 'a failure after the token was written: the token deleted' => sub {
+    my $a = $p->account('acct_pv_broken');
+    $p->answer($p->preview($a), 200, 'a preview') for 1 .. 2;
+    my @before = sort $r->keys("lg:pv:*");
+    $r->set("lg:{acct:$a->{id}}:prov", 'not a zset');
+    for (1 .. 2) {
+        my $tx = $p->preview($a);
+        is($tx->res->code, 503, "the window unreadable: 503 ($_)");
+        unlike($tx->res->body, qr/lpv_/, 'no token in the answer');
+    }
+    ok(eventually(sub { same_data([sort $r->keys("lg:pv:*")], \@before) },
+                  5), 'no token left stored')
+        or diag explain [sort $r->keys("lg:pv:*")];
+    $r->del("lg:{acct:$a->{id}}:prov");
 };
 
 subtest '405: preview is a POST' => sub {
