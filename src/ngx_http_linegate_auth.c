@@ -93,6 +93,7 @@ ngx_http_linegate_auth_workspace(ngx_http_request_t *r,
 {
     u_char                         *digest;
     ngx_str_t                       token;
+    ngx_atomic_t                   *epoch;
     ngx_http_linegate_main_conf_t  *lmcf;
 
     ngx_str_t  cookie = ngx_string("__session");
@@ -139,7 +140,8 @@ ngx_http_linegate_auth_workspace(ngx_http_request_t *r,
     }
 
     lmcf = ngx_http_get_module_main_conf(r, ngx_http_linegate_module);
-    p->epoch = lmcf->apikey_epoch ? *lmcf->apikey_epoch : 0;
+    epoch = ngx_http_linegate_auth_epoch();
+    p->epoch = epoch ? *epoch : 0;
     p->asked = ngx_current_msec;
     p->seq = lmcf->apikey_cache_pushed ? ngx_http_linegate_redis_pubsub_seq()
                                        : 0;
@@ -726,8 +728,8 @@ ngx_http_linegate_auth_account(ngx_http_request_t *r,
 {
     u_char                         *digest;
     u_char                          pair[NGX_HTTP_LINEGATE_KEY_ID_MAX + 1];
+    ngx_atomic_t                   *epoch;
     ngx_table_elt_t                *id, *secret;
-    ngx_http_linegate_main_conf_t  *lmcf;
 
     id = ngx_http_linegate_find_header(&r->headers_in.headers,
                                        "sb-api-key-id");
@@ -760,8 +762,8 @@ ngx_http_linegate_auth_account(ngx_http_request_t *r,
         p->cached = 0;
         ngx_str_null(&p->subject);
 
-        lmcf = ngx_http_get_module_main_conf(r, ngx_http_linegate_module);
-        p->epoch = lmcf->apikey_epoch ? *lmcf->apikey_epoch : 0;
+        epoch = ngx_http_linegate_auth_epoch();
+        p->epoch = epoch ? *epoch : 0;
         p->asked = ngx_current_msec;
         p->seq = 0;
 
@@ -842,14 +844,35 @@ void
 ngx_http_linegate_auth_forget(ngx_http_request_t *r,
     ngx_http_linegate_ctx_t *ctx)
 {
+    ngx_atomic_t  *epoch;
+
+    epoch = ngx_http_linegate_auth_epoch();
+
+    if (epoch != NULL) {
+        (void) ngx_atomic_fetch_add(epoch, 1);
+        ctx->bump_epoch = 1;
+    }
+}
+
+
+/*
+ * The epoch's zone is found through ngx_cycle, never through the
+ * request's configuration. Without a master (master_process off) a
+ * connection kept across a reload is served on under the old cycle's
+ * configuration, and nginx unmaps that cycle's zone when the new one has
+ * none (a request then read freed memory: a crash of the one process); a
+ * zone the new cycle keeps keeps its address. A worker's cycle is its
+ * requests' cycle: the same pointer.
+ */
+ngx_atomic_t *
+ngx_http_linegate_auth_epoch(void)
+{
     ngx_http_linegate_main_conf_t  *lmcf;
 
-    lmcf = ngx_http_get_module_main_conf(r, ngx_http_linegate_module);
+    lmcf = ngx_http_cycle_get_module_main_conf(ngx_cycle,
+                                               ngx_http_linegate_module);
 
-    if (lmcf->apikey_epoch != NULL) {
-        (void) ngx_atomic_fetch_add(lmcf->apikey_epoch, 1);
-        ctx->bump_epoch = lmcf->apikey_epoch;
-    }
+    return lmcf != NULL ? lmcf->apikey_epoch : NULL;
 }
 
 

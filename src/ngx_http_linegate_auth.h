@@ -110,5 +110,11 @@ ngx_int_t ngx_http_linegate_auth_operator(ngx_http_request_t *r,
 void ngx_http_linegate_auth_forget(ngx_http_request_t *r,
     ngx_http_linegate_ctx_t *ctx);
 
+/*
+ * The key caches' epoch in the running cycle's zone, NULL: none (a
+ * request's own configuration may be an older cycle's, see auth.c)
+ */
+ngx_atomic_t *ngx_http_linegate_auth_epoch(void);
+
 
 #endif /* _NGX_HTTP_LINEGATE_AUTH_H_INCLUDED_ */

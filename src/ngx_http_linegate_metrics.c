@@ -81,6 +81,7 @@ typedef struct {
 
 static ngx_int_t ngx_http_linegate_metrics_init_zone(
     ngx_shm_zone_t *shm_zone, void *data);
+static void ngx_http_linegate_metrics_detach(void *data);
 static ngx_http_linegate_series_t *ngx_http_linegate_metrics_series(
     ngx_uint_t family, u_char *labels, size_t len);
 static ngx_http_linegate_series_t *ngx_http_linegate_metrics_lookup(
@@ -138,6 +139,15 @@ static ngx_http_linegate_metrics_shm_t  *ngx_http_linegate_metrics;
 static ngx_slab_pool_t                  *ngx_http_linegate_metrics_pool;
 static ngx_cycle_t                      *ngx_http_linegate_metrics_cycle;
 
+/*
+ * This process's memos of series (pointers into the zone): forgotten
+ * with the zone whenever the cycle changes, see attach()
+ */
+static ngx_http_linegate_series_t *ngx_http_linegate_metrics_memo[
+    NGX_HTTP_LINEGATE_M_MEMO];
+static ngx_http_linegate_series_t *ngx_http_linegate_metrics_known[
+    NGX_HTTP_LINEGATE_M_APIS][6];
+
 
 ngx_int_t
 ngx_http_linegate_metrics_zone(ngx_conf_t *cf, void *tag)
@@ -165,18 +175,42 @@ ngx_http_linegate_metrics_zone(ngx_conf_t *cf, void *tag)
  * finds them at its start (its cycle never changes); nginx without a
  * master (master_process off) serves on in its one process after a
  * reload, and finds them at its first count in the new cycle (a reload
- * that failed keeps the old cycle, and them).
+ * that failed keeps the old cycle, and them). The memos of series go
+ * with them: after a reload without a zone they pointed into unmapped
+ * memory (an answer on a connection kept from the old cycle crashed the
+ * process), and a zone made again later may be elsewhere.
+ *
+ * The cycle is remembered by its address, which a later cycle may get
+ * once this one is freed (without a master, nginx frees an old cycle
+ * when its last connection is gone): the cycle's pool forgets it first.
  */
 static void
 ngx_http_linegate_metrics_attach(ngx_cycle_t *cycle)
 {
-    ngx_uint_t        i;
-    ngx_list_part_t  *part;
-    ngx_shm_zone_t   *zone;
-    ngx_slab_pool_t  *sp;
+    ngx_uint_t           i;
+    ngx_list_part_t     *part;
+    ngx_shm_zone_t      *zone;
+    ngx_slab_pool_t     *sp;
+    ngx_pool_cleanup_t  *cln;
 
     ngx_http_linegate_metrics = NULL;
     ngx_http_linegate_metrics_pool = NULL;
+    ngx_http_linegate_metrics_cycle = NULL;
+
+    ngx_memzero(ngx_http_linegate_metrics_memo,
+                sizeof(ngx_http_linegate_metrics_memo));
+    ngx_memzero(ngx_http_linegate_metrics_known,
+                sizeof(ngx_http_linegate_metrics_known));
+
+    cln = ngx_pool_cleanup_add(cycle->pool, 0);
+    if (cln == NULL) {
+        /* no zone, and attach() again at the next count */
+        return;
+    }
+
+    cln->handler = ngx_http_linegate_metrics_detach;
+    cln->data = cycle;
+
     ngx_http_linegate_metrics_cycle = cycle;
 
     part = &cycle->shared_memory.part;
@@ -204,6 +238,18 @@ ngx_http_linegate_metrics_attach(ngx_cycle_t *cycle)
         ngx_http_linegate_metrics_pool = sp;
 
         return;
+    }
+}
+
+
+/* a cycle freed: its address may be the next one's */
+static void
+ngx_http_linegate_metrics_detach(void *data)
+{
+    if (ngx_http_linegate_metrics_cycle == data) {
+        ngx_http_linegate_metrics = NULL;
+        ngx_http_linegate_metrics_pool = NULL;
+        ngx_http_linegate_metrics_cycle = NULL;
     }
 }
 
@@ -478,7 +524,9 @@ ngx_http_linegate_metrics_answer(ngx_uint_t api, ngx_str_t *name,
     u_char     cls[3];
     ngx_str_t  c;
 
-    if (status < 100 || status > 599) {
+    if (status < 100 || status > 599
+        || ngx_http_linegate_metrics_get() == NULL)
+    {
         return;
     }
 
@@ -560,7 +608,6 @@ ngx_http_linegate_metrics_answer_class(ngx_uint_t api, ngx_str_t *name,
     ngx_str_t                            values[2];
     ngx_http_linegate_series_t          *s;
     u_char                               labels[NGX_HTTP_LINEGATE_M_LABELS];
-    static ngx_http_linegate_series_t   *known[NGX_HTTP_LINEGATE_M_APIS][6];
 
     if (api >= NGX_HTTP_LINEGATE_M_APIS) {
         names[0] = "api";
@@ -572,7 +619,7 @@ ngx_http_linegate_metrics_answer_class(ngx_uint_t api, ngx_str_t *name,
         return;
     }
 
-    s = known[api][cls];
+    s = ngx_http_linegate_metrics_known[api][cls];
 
     if (s == NULL) {
         p = ngx_http_linegate_metrics_label(labels, labels + sizeof(labels),
@@ -587,7 +634,7 @@ ngx_http_linegate_metrics_answer_class(ngx_uint_t api, ngx_str_t *name,
             return;
         }
 
-        known[api][cls] = s;
+        ngx_http_linegate_metrics_known[api][cls] = s;
     }
 
     (void) ngx_atomic_fetch_add(&s->v[0], 1);
@@ -640,8 +687,6 @@ ngx_http_linegate_metrics_series(ngx_uint_t family, u_char *labels,
     ngx_uint_t                   m;
     ngx_http_linegate_series_t  *s;
 
-    static ngx_http_linegate_series_t  *memo[NGX_HTTP_LINEGATE_M_MEMO];
-
     if (labels == NULL) {
         /* a family without labels (a gauge): memcmp() wants a pointer */
         labels = (u_char *) "";
@@ -657,7 +702,7 @@ ngx_http_linegate_metrics_series(ngx_uint_t family, u_char *labels,
          + (len ? labels[len / 2] * 7 + labels[len - 2] * 3 : 0))
         % NGX_HTTP_LINEGATE_M_MEMO;
 
-    s = memo[m];
+    s = ngx_http_linegate_metrics_memo[m];
 
     if (s != NULL && s->family == family && s->len == len
         && ngx_memcmp(s->labels, labels, len) == 0)
@@ -668,7 +713,7 @@ ngx_http_linegate_metrics_series(ngx_uint_t family, u_char *labels,
     s = ngx_http_linegate_metrics_lookup(family, labels, len);
 
     if (s != NULL) {
-        memo[m] = s;
+        ngx_http_linegate_metrics_memo[m] = s;
     }
 
     return s;

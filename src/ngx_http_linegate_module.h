@@ -237,7 +237,8 @@ struct ngx_http_linegate_ctx_s {
     ngx_str_t                       rl_policy;
     ngx_str_t                       rl_state;
     ngx_int_t                       retry_after;   /* -1: none */
-    ngx_atomic_t                   *bump_epoch;    /* operator writes */
+    /* an operator's write: the key caches' epoch moves again at the end */
+    unsigned                        bump_epoch:1;
     unsigned                        replayed:1;
     unsigned                        answered:1;    /* the module's answer */
     /* nginx's own error page, answered in the API's JSON (reply.c) */

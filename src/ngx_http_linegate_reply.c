@@ -9,6 +9,7 @@
 #include "ngx_http_linegate_module.h"
 #include "ngx_http_linegate_reply.h"
 #include "ngx_http_linegate_metrics.h"
+#include "ngx_http_linegate_auth.h"
 #include "ngx_http_linegate_json_write.h"
 #include "ngx_http_linegate_request_id.h"
 
@@ -822,8 +823,13 @@ ngx_http_linegate_cleanup(void *data)
 {
     ngx_http_linegate_ctx_t  *ctx = data;
 
-    if (ctx->bump_epoch) {
-        (void) ngx_atomic_fetch_add(ctx->bump_epoch, 1);
+    ngx_atomic_t  *epoch;
+
+    /* the running cycle's epoch: the request's may be unmapped (auth.c) */
+    epoch = ctx->bump_epoch ? ngx_http_linegate_auth_epoch() : NULL;
+
+    if (epoch != NULL) {
+        (void) ngx_atomic_fetch_add(epoch, 1);
     }
 
     if (ctx->body) {

@@ -44,6 +44,15 @@ static ngx_list_part_t           fuzz_part;
 static void                     *fuzz_main_conf[1];
 static void                     *fuzz_ctxs[1];
 
+/*
+ * ngx_cycle, whose http configuration is the request's (auth.c reads the
+ * key caches' epoch through it); weak: a target may have its own
+ */
+static ngx_cycle_t               fuzz_cycle;
+static ngx_http_conf_ctx_t       fuzz_cycle_http;
+static void                     *fuzz_cycle_conf_ctx[1];
+volatile ngx_cycle_t            *ngx_cycle __attribute__((weak)) = &fuzz_cycle;
+
 volatile ngx_time_t             *ngx_cached_time = &fuzz_time;
 volatile ngx_msec_t              ngx_current_msec;
 ngx_module_t                     ngx_http_linegate_module;
@@ -1155,6 +1164,11 @@ fuzz_request(void)
     fuzz_main_conf[0] = &fuzz_lmcf;
     fuzz_ctxs[0] = &fuzz_ctx;
     r->main_conf = fuzz_main_conf;
+
+    /* ngx_http_module's index: 0, as its stub */
+    fuzz_cycle_http.main_conf = fuzz_main_conf;
+    fuzz_cycle_conf_ctx[0] = &fuzz_cycle_http;
+    fuzz_cycle.conf_ctx = (void ****) fuzz_cycle_conf_ctx;
     r->ctx = fuzz_ctxs;
 
     fuzz_part.elts = fuzz_headers;

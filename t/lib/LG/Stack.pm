@@ -39,6 +39,9 @@ package LG::Stack;
 #                          metrics APIs alone ('cluster': a configuration
 #                          without the Lines and webhook locations)
 #   WORKERS, LOG_LEVEL, OPERATOR_TOKEN, WEBHOOK_SECRET, ...
+#   MASTER_PROCESS => 'off' nginx in one process (development's mode):
+#                          with WORKERS => 1, so that
+#                          wait_redis_connected counts it
 #
 # Environment: NGINX (nginx binary, default /usr/sbin/nginx), LG_MODULE
 # (the module, default <repo>/build/ngx_http_linegate_module.so).
@@ -445,6 +448,7 @@ sub render {
         REDIS              => $self->redis_directive,
         WORKERS            => 2,
         DAEMON             => 'off',
+        MASTER_PROCESS     => 'on',
         LOG_LEVEL          => 'info',
         OPERATOR_TOKEN     => $self->{operator_token},
         WEBHOOK_SECRET     => $self->{webhook_secret},
