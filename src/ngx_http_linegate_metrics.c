@@ -94,9 +94,9 @@ static void ngx_http_linegate_metrics_answer_class(ngx_uint_t api,
     ngx_str_t *name, ngx_uint_t cls, ngx_str_t *c);
 static ngx_str_t *ngx_http_linegate_metrics_webhook_type(
     ngx_str_t *outcome);
-static u_char *ngx_http_linegate_metrics_render(u_char *p,
-    ngx_uint_t family);
-static u_char *ngx_http_linegate_metrics_histogram(u_char *p,
+static u_char *ngx_http_linegate_metrics_render(u_char *p, u_char *last,
+    ngx_uint_t family, uint8_t *live);
+static u_char *ngx_http_linegate_metrics_histogram(u_char *p, u_char *last,
     const char *name, ngx_http_linegate_series_t *s);
 
 
@@ -824,46 +824,97 @@ ngx_http_linegate_metrics_label(u_char *p, u_char *last, const char *name,
 }
 
 
-/* the text of GET /metrics (Prometheus exposition format) */
-
+/*
+ * The text of GET /metrics (Prometheus exposition format), in a buffer
+ * the size of what the live series print, not of a full table of
+ * histograms (3.75 MB a scrape): the series published when the scrape
+ * starts are noted, their lines measured, then only they are printed (one
+ * published meanwhile waits for the next scrape). A published series
+ * never changes but its values, whose digits each line allows for, so
+ * the text is whole; ngx_slprintf() keeps it in the buffer regardless.
+ */
 ngx_buf_t *
 ngx_http_linegate_metrics_text(ngx_pool_t *pool)
 {
-    size_t       size;
-    ngx_buf_t   *b;
-    ngx_uint_t   f;
+    size_t                       size, name;
+    ngx_buf_t                   *b;
+    ngx_uint_t                   i, f;
+    ngx_http_linegate_series_t  *s;
+    ngx_http_linegate_family_t  *fam;
+    uint8_t                      live[NGX_HTTP_LINEGATE_M_SERIES / 8];
 
-    /* a histogram series prints its buckets, sum and count */
-    size = 512 + NGX_HTTP_LINEGATE_M_LAST * 256
-           + NGX_HTTP_LINEGATE_M_SERIES
-             * (NGX_HTTP_LINEGATE_M_BUCKETS + 3)
-             * (64 + NGX_HTTP_LINEGATE_M_LABELS + NGX_INT64_LEN);
+    static u_char  dropped[] =
+        "# HELP linegate_metrics_dropped_total Updates "
+        "lost because the series table was full.\n"
+        "# TYPE linegate_metrics_dropped_total counter\n"
+        "linegate_metrics_dropped_total %uA\n";
+
+    if (ngx_http_linegate_metrics_get() == NULL) {
+        /* no zone: nothing to show (an empty answer, as before) */
+        return ngx_create_temp_buf(pool, 1);
+    }
+
+    ngx_memzero(live, sizeof(live));
+
+    for (i = 0; i < NGX_HTTP_LINEGATE_M_SERIES; i++) {
+        if (ngx_http_linegate_metrics->series[i].ready) {
+            live[i / 8] |= (uint8_t) (1 << (i % 8));
+        }
+    }
+
+    /*
+     * ready was read before the series' fields: on a weakly ordered CPU
+     * (arm64) those reads could otherwise see an entry another worker is
+     * still writing; this pairs with lookup()'s barrier before ready = 1
+     */
+    ngx_memory_barrier();
+
+    size = sizeof(dropped) + NGX_ATOMIC_T_LEN;
+
+    for (f = 0; f < NGX_HTTP_LINEGATE_M_LAST; f++) {
+        fam = &ngx_http_linegate_families[f];
+
+        /* HELP and TYPE, and "name 0" for a family without a series */
+        size += 3 * ngx_strlen(fam->name) + ngx_strlen(fam->help)
+                + ngx_strlen(fam->type) + 32;
+    }
+
+    for (i = 0; i < NGX_HTTP_LINEGATE_M_SERIES; i++) {
+        if (!(live[i / 8] & (1 << (i % 8)))) {
+            continue;
+        }
+
+        s = &ngx_http_linegate_metrics->series[i];
+        name = ngx_strlen(ngx_http_linegate_families[s->family].name);
+
+        /*
+         * a line: the name and a suffix ("_bucket"), the labels with
+         * le="..." and its braces, the value (a sum: two numbers)
+         */
+        size += (name + s->len + 48 + 2 * NGX_ATOMIC_T_LEN)
+                * (ngx_http_linegate_families[s->family].type[0] == 'h'
+                   ? NGX_HTTP_LINEGATE_M_BUCKETS + 3 : 1);
+    }
 
     b = ngx_create_temp_buf(pool, size);
     if (b == NULL) {
         return NULL;
     }
 
-    if (ngx_http_linegate_metrics_get() != NULL) {
-        for (f = 0; f < NGX_HTTP_LINEGATE_M_LAST; f++) {
-            b->last = ngx_http_linegate_metrics_render(b->last, f);
-        }
-
-        b->last = ngx_sprintf(b->last,
-                              "# HELP linegate_metrics_dropped_total Updates "
-                              "lost because the series table was full.\n"
-                              "# TYPE linegate_metrics_dropped_total "
-                              "counter\n"
-                              "linegate_metrics_dropped_total %uA\n",
-                              ngx_http_linegate_metrics->dropped);
+    for (f = 0; f < NGX_HTTP_LINEGATE_M_LAST; f++) {
+        b->last = ngx_http_linegate_metrics_render(b->last, b->end, f, live);
     }
+
+    b->last = ngx_slprintf(b->last, b->end, (char *) dropped,
+                           ngx_http_linegate_metrics->dropped);
 
     return b;
 }
 
 
 static u_char *
-ngx_http_linegate_metrics_render(u_char *p, ngx_uint_t family)
+ngx_http_linegate_metrics_render(u_char *p, u_char *last, ngx_uint_t family,
+    uint8_t *live)
 {
     ngx_uint_t                   i, found;
     ngx_http_linegate_series_t  *s;
@@ -875,27 +926,27 @@ ngx_http_linegate_metrics_render(u_char *p, ngx_uint_t family)
     for (i = 0; i < NGX_HTTP_LINEGATE_M_SERIES; i++) {
         s = &ngx_http_linegate_metrics->series[i];
 
-        if (!s->ready || s->family != family) {
+        if (!(live[i / 8] & (1 << (i % 8))) || s->family != family) {
             continue;
         }
 
         if (!found++) {
-            p = ngx_sprintf(p, "# HELP %s %s\n# TYPE %s %s\n",
-                            f->name, f->help, f->name, f->type);
+            p = ngx_slprintf(p, last, "# HELP %s %s\n# TYPE %s %s\n",
+                             f->name, f->help, f->name, f->type);
         }
 
         if (f->type[0] == 'h') {
-            p = ngx_http_linegate_metrics_histogram(p, f->name, s);
+            p = ngx_http_linegate_metrics_histogram(p, last, f->name, s);
             continue;
         }
 
         if (s->len) {
-            p = ngx_sprintf(p, "%s{%*s} %A\n", f->name, s->len, s->labels,
-                            (ngx_atomic_int_t) s->v[0]);
+            p = ngx_slprintf(p, last, "%s{%*s} %A\n", f->name, s->len,
+                             s->labels, (ngx_atomic_int_t) s->v[0]);
 
         } else {
-            p = ngx_sprintf(p, "%s %A\n", f->name,
-                            (ngx_atomic_int_t) s->v[0]);
+            p = ngx_slprintf(p, last, "%s %A\n", f->name,
+                             (ngx_atomic_int_t) s->v[0]);
         }
     }
 
@@ -904,8 +955,8 @@ ngx_http_linegate_metrics_render(u_char *p, ngx_uint_t family)
             || family == NGX_HTTP_LINEGATE_M_RECONCILE_BACKLOG))
     {
         /* the families without labels always show a value */
-        p = ngx_sprintf(p, "# HELP %s %s\n# TYPE %s %s\n%s 0\n",
-                        f->name, f->help, f->name, f->type, f->name);
+        p = ngx_slprintf(p, last, "# HELP %s %s\n# TYPE %s %s\n%s 0\n",
+                         f->name, f->help, f->name, f->type, f->name);
     }
 
     return p;
@@ -913,8 +964,8 @@ ngx_http_linegate_metrics_render(u_char *p, ngx_uint_t family)
 
 
 static u_char *
-ngx_http_linegate_metrics_histogram(u_char *p, const char *name,
-    ngx_http_linegate_series_t *s)
+ngx_http_linegate_metrics_histogram(u_char *p, u_char *last,
+    const char *name, ngx_http_linegate_series_t *s)
 {
     u_char            *sep;
     ngx_uint_t         b;
@@ -934,23 +985,24 @@ ngx_http_linegate_metrics_histogram(u_char *p, const char *name,
             count = cumulative;
         }
 
-        p = ngx_sprintf(p, "%s_bucket{%*s%sle=\"%ui.%06ui\"} %uA\n",
-                        name, s->len, s->labels, sep,
-                        ngx_http_linegate_bounds[b] / 1000000,
-                        ngx_http_linegate_bounds[b] % 1000000, cumulative);
+        p = ngx_slprintf(p, last, "%s_bucket{%*s%sle=\"%ui.%06ui\"} %uA\n",
+                         name, s->len, s->labels, sep,
+                         ngx_http_linegate_bounds[b] / 1000000,
+                         ngx_http_linegate_bounds[b] % 1000000, cumulative);
     }
 
-    p = ngx_sprintf(p, "%s_bucket{%*s%sle=\"+Inf\"} %uA\n",
-                    name, s->len, s->labels, sep, count);
+    p = ngx_slprintf(p, last, "%s_bucket{%*s%sle=\"+Inf\"} %uA\n",
+                     name, s->len, s->labels, sep, count);
 
     if (s->len) {
-        p = ngx_sprintf(p, "%s_sum{%*s} %uA.%06uA\n%s_count{%*s} %uA\n",
-                        name, s->len, s->labels, us / 1000000, us % 1000000,
-                        name, s->len, s->labels, count);
+        p = ngx_slprintf(p, last,
+                         "%s_sum{%*s} %uA.%06uA\n%s_count{%*s} %uA\n",
+                         name, s->len, s->labels, us / 1000000,
+                         us % 1000000, name, s->len, s->labels, count);
 
     } else {
-        p = ngx_sprintf(p, "%s_sum %uA.%06uA\n%s_count %uA\n",
-                        name, us / 1000000, us % 1000000, name, count);
+        p = ngx_slprintf(p, last, "%s_sum %uA.%06uA\n%s_count %uA\n",
+                         name, us / 1000000, us % 1000000, name, count);
     }
 
     return p;

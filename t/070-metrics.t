@@ -254,4 +254,74 @@ subtest 'a reload to a configuration without any linegate_api' => sub {
            'no worker crashed');
 };
 
+# A scrape's buffer is sized to the series it prints, and the text is
+# whole however many there are: before, every scrape allocated the worst
+# case of the table (1,024 histograms: 3,747,840 bytes). nginx's debug
+# log of the scrape's location shows its allocations ("malloc:
+# ADDR:SIZE", nginx built --with-debug); 1,100 linegate_limit zones,
+# each decided once, fill the table past its 1,024 series.
+subtest 'a scrape sized to the live series, whole when the table is full' => sub {
+    my $zones = 1100;
+    my $m = LG::Stack->new(
+        HTTP_EXTRA => join(' ', map {
+            "linegate_limit_zone z$_ key=\$remote_addr rate=1r/m;"
+        } 1 .. $zones),
+        SERVER_EXTRA => join(' ', map {
+            "location = /z$_ { linegate_limit zone=z$_; "
+            . 'try_files /nothing-here =404; }'
+        } 1 .. $zones) . ' location = /metrics-sized { linegate_api metrics;'
+          . ' error_log scrape-debug.log debug; }',
+    )->start;
+    my $log = $m->prefix . '/scrape-debug.log';
+
+    # the largest allocation of one scrape (0: none beyond the request's
+    # pool), whether nginx logged at debug level at all, and the answer
+    my $scrape = sub {
+        my $from = -s $log // 0;
+        my $res = $m->ua->get($m->url('/metrics-sized'))->res;
+        my ($max, $debug) = (0, 0);
+        open my $fh, '<', $log or return (0, 0, $res);
+        seek $fh, $from, 0;
+        while (<$fh>) {
+            $debug = 1 if /\[debug\]/;
+            $max = $1 if /\bmalloc: [0-9A-Fa-fx]+:(\d+)/ && $1 > $max;
+        }
+        return ($max, $debug, $res);
+    };
+
+    my ($max, $debug, $res) = $scrape->();
+    is($res->code, 200, 'scraped');
+  SKIP: {
+        skip 'nginx without --with-debug: no allocations logged', 1
+            unless $debug;
+        cmp_ok($max, '<', 64 * 1024, "a few series: the largest allocation $max bytes");
+    }
+
+    my @codes = map { $m->ua->get($m->url("/z$_"))->res->code } 1 .. $zones;
+    is(scalar(grep { $_ == 404 } @codes), $zones, "$zones zones decided");
+
+    ($max, $debug, $res) = $scrape->();
+    my $text = $res->body;
+  SKIP: {
+        skip 'nginx without --with-debug: no allocations logged', 1
+            unless $debug;
+        cmp_ok($max, '<', 1024 * 1024, "a full table: the largest allocation $max bytes");
+    }
+    like($text, qr/\nlinegate_metrics_dropped_total [1-9]\d*\n\z/,
+         'whole: it ends with the dropped updates, some');
+    # one line per series (a histogram: its _count), besides the
+    # families without labels shown at 0 without a series
+    my @series = grep { !/^#/ && !/_(?:bucket|sum)\{/ && !/_(?:bucket|sum) /
+                        && !/^linegate_metrics_dropped_total / }
+                 split /\n/, $text;
+    my %z = map { /zone="(z\d+)"/ ? ($1 => 1) : () } @series;
+    cmp_ok(scalar @series, '>=', 1024, scalar(@series) . ' series shown');
+    cmp_ok(scalar @series, '<=', 1026, 'no more than the table');
+    cmp_ok(scalar keys %z, '>', 900, scalar(keys %z) . ' zones among them');
+    ok(!grep({ !/^[a-z_]+(?:\{[^{}]*\})? -?\d+(?:\.\d+)?$/ } @series),
+       'each a whole line');
+    promtool_ok($text, 'a full table');
+    $m->stop;
+};
+
 done_testing;
