@@ -743,6 +743,15 @@ again:
             break;
         }
 
+        /*
+         * ready is read before the entry's fields: without the barrier a
+         * weakly ordered CPU (arm64) may read them first, from an entry
+         * another worker is still writing (a wrong or torn match); this
+         * pairs with the barrier before ready = 1 below. A series found
+         * once is kept in this process's memo and read without it.
+         */
+        ngx_memory_barrier();
+
         if (s->hash == hash && s->family == family && s->len == len
             && ngx_memcmp(s->labels, labels, len) == 0)
         {
@@ -774,6 +783,11 @@ again:
     s->len = len;
     ngx_memcpy(s->labels, labels, len);
 
+    /*
+     * the fields are written before ready, for readers without the lock:
+     * they pair with a barrier after their read of ready (here, and in
+     * the scrape's ngx_http_linegate_metrics_text())
+     */
     ngx_memory_barrier();
     s->ready = 1;
 

@@ -254,6 +254,39 @@ subtest 'a reload to a configuration without any linegate_api' => sub {
            'no worker crashed');
 };
 
+# The series table is read without a lock: a reader that sees an
+# entry's ready flag must not read its fields (family, labels) before
+# the flag. x86 keeps loads in order, arm64 (a Debian nginx architecture)
+# does not, so no test run here can catch a missing barrier; this reads
+# the source instead: every read of ->ready in the code is followed by
+# ngx_memory_barrier() before the entry is used, and the writer's store
+# preceded by one. Before, lookup() and the scrape had none.
+subtest 'the ready flag is read with a barrier (weakly ordered CPUs)' => sub {
+    my $file = "$LG::Stack::ROOT/src/ngx_http_linegate_metrics.c";
+    open my $fh, '<', $file or die "$file: $!";
+    my @lines = <$fh>;
+    my ($reads, $writes) = (0, 0);
+    for my $i (0 .. $#lines) {
+        my $l = $lines[$i];
+        next if $l =~ m{^\s*(?:/?\*|//)};    # comments
+        next unless $l =~ /(?:->|\.)ready\b/;
+        my $near = join '', grep { defined } @lines[$i + 1 .. $i + 12];
+        my $before = join '', grep { defined } @lines[$i - 2 .. $i - 1];
+        if ($l =~ /ready\s*=[^=]/) {
+            $writes++;
+            like($before, qr/ngx_memory_barrier\(\)/,
+                 'line ' . ($i + 1) . ': a barrier before publishing');
+        }
+        else {
+            $reads++;
+            like($near, qr/ngx_memory_barrier\(\)/,
+                 'line ' . ($i + 1) . ': a barrier after reading ready');
+        }
+    }
+    cmp_ok($reads, '>=', 2, "$reads reads of ready");
+    is($writes, 1, 'one store');
+};
+
 # A scrape's buffer is sized to the series it prints, and the text is
 # whole however many there are: before, every scrape allocated the worst
 # case of the table (1,024 histograms: 3,747,840 bytes). nginx's debug
