@@ -198,6 +198,7 @@ static ngx_int_t ngx_http_linegate_limit_variable(ngx_http_request_t *r,
 
 static ngx_int_t ngx_http_linegate_limit_add_variables(ngx_conf_t *cf);
 static ngx_int_t ngx_http_linegate_limit_init(ngx_conf_t *cf);
+static ngx_http_linegate_limit_shm_t *ngx_http_linegate_limit_shm(void);
 static ngx_int_t ngx_http_linegate_limit_init_shm(ngx_shm_zone_t *shm_zone,
     void *data);
 static void *ngx_http_linegate_limit_create_main_conf(ngx_conf_t *cf);
@@ -1157,6 +1158,31 @@ ngx_http_linegate_limit_fallback(ngx_http_request_t *r,
 
 
 /*
+ * The local fallback's state in the running cycle's zone, NULL: none.
+ * Found through ngx_cycle, never the request's configuration: without a
+ * master (master_process off) a connection kept across a reload is
+ * served on under the old cycle's, whose zone nginx unmaps when the new
+ * configuration has no local fallback (a limited request read freed
+ * memory); a zone the new cycle keeps keeps its address. A worker's
+ * cycle is its requests': the same zone.
+ */
+static ngx_http_linegate_limit_shm_t *
+ngx_http_linegate_limit_shm(void)
+{
+    ngx_http_linegate_limit_main_conf_t  *lmcf;
+
+    lmcf = ngx_http_cycle_get_module_main_conf(ngx_cycle,
+                                           ngx_http_linegate_limit_module);
+
+    if (lmcf == NULL || lmcf->shm_zone == NULL) {
+        return NULL;
+    }
+
+    return lmcf->shm_zone->data;
+}
+
+
+/*
  * Redis decided: the local states charged before now belong to an earlier
  * outage (Redis has the fleet's state since), and the next outage starts
  * without them. To the second, so the store and its lock come once a
@@ -1167,20 +1193,18 @@ ngx_http_linegate_limit_fallback(ngx_http_request_t *r,
 static void
 ngx_http_linegate_limit_answered(ngx_http_request_t *r)
 {
-    time_t                                now;
-    ngx_http_linegate_limit_shm_t        *shm;
-    ngx_http_linegate_main_conf_t        *gmcf;
-    ngx_http_linegate_limit_main_conf_t  *lmcf;
+    time_t                          now;
+    ngx_http_linegate_limit_shm_t  *shm;
+    ngx_http_linegate_main_conf_t  *gmcf;
 
-    lmcf = ngx_http_get_module_main_conf(r, ngx_http_linegate_limit_module);
     gmcf = ngx_http_get_module_main_conf(r, ngx_http_linegate_module);
+    shm = ngx_http_linegate_limit_shm();
 
-    if (lmcf->shm_zone == NULL || gmcf->redis_cluster) {
+    if (shm == NULL || gmcf->redis_cluster) {
         /* no location falls back to local; a cluster: above */
         return;
     }
 
-    shm = lmcf->shm_zone->data;
     now = ngx_time();
 
     if (shm->sh->redis_ok >= now) {
@@ -1218,10 +1242,15 @@ ngx_http_linegate_limit_local(ngx_http_request_t *r,
                                           NGX_HTTP_LINEGATE_LIMIT_MAX_ZONES];
     ngx_http_linegate_limit_shm_t      *shm;
     ngx_http_linegate_limit_result_t   *res;
-    ngx_http_linegate_limit_main_conf_t *lmcf;
 
-    lmcf = ngx_http_get_module_main_conf(r, ngx_http_linegate_limit_module);
-    shm = lmcf->shm_zone->data;
+    shm = ngx_http_linegate_limit_shm();
+
+    if (shm == NULL) {
+        /* the running configuration has no local state (see _shm()) */
+        ctx->status = NGX_HTTP_LINEGATE_LIMIT_OPEN;
+        return;
+    }
+
     share = ctx->llcf->share;
 
     tp = ngx_timeofday();

@@ -1,13 +1,14 @@
-# linegate's metrics in nginx without a master (master_process off, the
-# development mode). A reload there builds the new cycle in the one
+# linegate's shared zones in nginx without a master (master_process off,
+# the development mode). A reload there builds the new cycle in the one
 # process, which serves on with what it remembered of the old one: the
 # connections it had (nginx gives the new cycle none of its own, so only
 # those go on answering, under the old configuration), its timers, and
-# the module's pointers into the old cycle's metrics zone, which nginx
-# unmaps when the new configuration has no linegate_api. An answer of an
-# API on a kept connection then counted through one (a crash, the whole
-# nginx); a reload back made a new zone that the workers' memo of series
-# did not know.
+# the module's pointers into the old cycle's zones, which nginx unmaps
+# when the new configuration has none. An answer on a kept connection
+# then read or wrote through them (a crash, the whole nginx): the key
+# caches' epoch and the metrics' memos of series after a reload without
+# linegate_api, linegate_limit's local state after one without its local
+# fallback; a reload back made a new metrics zone the memos did not know.
 use strict;
 use warnings;
 use lib 't/lib';
@@ -81,6 +82,42 @@ subtest 'a reload back to the APIs' => sub {
          'counted in the new zone, once');
     sleep 1.5;    # Redis's keepalive sets the backlog gauge, by its memo
     ok(alive(), 'nginx alive');
+};
+
+# The same for linegate_limit's local fallback: its state lives in a
+# zone only while some location falls back to it. A limited request on
+# a kept connection, answered by Redis, noted Redis's answer in the old
+# cycle's zone after a reload without that fallback (a crash).
+subtest 'a reload without linegate_limit_on_error local' => sub {
+    my $zone = 'linegate_limit_zone lz key=$remote_addr rate=100r/s;';
+    my $local = 'location = /local { linegate_limit zone=lz; '
+              . 'linegate_limit_on_error local share=2; '
+              . 'try_files /nothing-here =404; }';
+    my $open = 'location = /local { linegate_limit zone=lz; '
+             . 'try_files /nothing-here =404; }';
+    my $t = LG::Stack->new(stub => 0, MASTER_PROCESS => 'off', WORKERS => 1,
+                           HTTP_EXTRA => $zone, SERVER_EXTRA => $local)->start;
+    my $get = sub { $t->ua->get($t->url('/local'))->res->code // 0 };
+    is($get->(), 404, 'limited, passed, on the kept connection');
+
+    my $from = length $t->error_log;
+    open my $fh, '>', $t->prefix . '/nginx.conf' or die $!;
+    print $fh $t->render(MASTER_PROCESS => 'off', WORKERS => 1,
+                         HTTP_EXTRA => $zone, SERVER_EXTRA => $open);
+    close $fh;
+    kill 'HUP', $t->{pids}{nginx};
+    my $done = 0;
+    for (1 .. 250) {
+        $done = substr($t->error_log, $from) =~ /\] \d+#\d+: reconfiguring/;
+        last if $done;
+        sleep 0.02;
+    }
+    ok($done, 'reloaded');
+    sleep 0.2;    # the new cycle built after the line
+    is($get->(), 404, 'limited again on the kept connection');
+    sleep 0.2;
+    ok(waitpid($t->{pids}{nginx}, WNOHANG) == 0, 'nginx alive');
+    $t->stop;
 };
 
 done_testing;

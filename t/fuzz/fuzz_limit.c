@@ -127,6 +127,10 @@ static u_char                               fuzz_policy[FUZZ_ZONES * 128];
 static ngx_time_t                           fuzz_now;
 static ngx_cycle_t                          fuzz_cycle;
 volatile ngx_cycle_t                       *ngx_cycle = &fuzz_cycle;
+/* the cycle's http configuration: the requests' (the local zone's) */
+static void                                *fuzz_cycle_main_conf[2];
+static ngx_http_conf_ctx_t                  fuzz_cycle_http;
+static void                                *fuzz_cycle_conf_ctx[1];
 
 /* the local fallback's shared memory: one node's, FUZZ_STATES states */
 static ngx_http_linegate_limit_shctx_t      fuzz_sh;
@@ -613,6 +617,13 @@ fuzz_init(void)
 
     /* r->ctx[1], r->main_conf[1], r->loc_conf[1] */
     ngx_http_linegate_limit_module.ctx_index = 1;
+
+    /* ngx_cycle's (ngx_http_module's index: 0, as its stub) */
+    fuzz_cycle_main_conf[0] = &fuzz_lmcf;
+    fuzz_cycle_main_conf[1] = &fuzz_llmcf;
+    fuzz_cycle_http.main_conf = fuzz_cycle_main_conf;
+    fuzz_cycle_conf_ctx[0] = &fuzz_cycle_http;
+    fuzz_cycle.conf_ctx = (void ****) fuzz_cycle_conf_ctx;
 
     /* as linegate_limit_zone makes them */
     for (i = 0; i < FUZZ_ZONES; i++) {
