@@ -186,6 +186,15 @@ static ngx_conf_num_bounds_t  ngx_http_linegate_reconcile_interval_bounds = {
     NGX_HTTP_LINEGATE_RECONCILE_INTERVAL_MAX
 };
 
+/*
+ * linegate_stripe_timeout: under a second a slow but healthy Stripe call
+ * fails; past minutes it bounds nothing a client waits for
+ */
+static ngx_conf_num_bounds_t  ngx_http_linegate_stripe_timeout_bounds = {
+    ngx_http_linegate_conf_check_msec_bounds,
+    NGX_HTTP_LINEGATE_STRIPE_TIMEOUT_MIN, NGX_HTTP_LINEGATE_STRIPE_TIMEOUT_MAX
+};
+
 /* linegate_reconcile_delay, _lost_after (at least 1s: linegate_init) */
 static ngx_conf_num_bounds_t  ngx_http_linegate_reconcile_bounds = {
     ngx_http_linegate_conf_check_msec_bounds, 0,
@@ -271,6 +280,13 @@ static ngx_command_t  ngx_http_linegate_commands[] = {
       NGX_HTTP_MAIN_CONF_OFFSET,
       offsetof(ngx_http_linegate_main_conf_t, stripe_version),
       NULL },
+
+    { ngx_string("linegate_stripe_timeout"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_msec_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_linegate_main_conf_t, stripe_timeout),
+      &ngx_http_linegate_stripe_timeout_bounds },
 
     { ngx_string("linegate_price_phone"),
       NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
@@ -962,6 +978,7 @@ ngx_http_linegate_create_main_conf(ngx_conf_t *cf)
     lmcf->redis_keepalive = NGX_CONF_UNSET_MSEC;
     lmcf->redis_wait_replicas = NGX_CONF_UNSET;
     lmcf->redis_wait_timeout = NGX_CONF_UNSET_MSEC;
+    lmcf->stripe_timeout = NGX_CONF_UNSET_MSEC;
     lmcf->webhook_tolerance = NGX_CONF_UNSET;
     lmcf->reconcile_interval = NGX_CONF_UNSET_MSEC;
     lmcf->reconcile_delay = NGX_CONF_UNSET_MSEC;
@@ -1075,6 +1092,8 @@ ngx_http_linegate_init_main_conf(ngx_conf_t *cf, void *conf)
     ngx_conf_init_uint_value(lmcf->line_daily_messages, 50);
     ngx_conf_init_value(lmcf->idempotency_ttl, 86400);
     ngx_conf_init_value(lmcf->fast_request_id, 0);
+
+    ngx_conf_init_msec_value(lmcf->stripe_timeout, 30000);
 
     if (lmcf->stripe_version.len == 0) {
         ngx_str_set(&lmcf->stripe_version, "2025-03-31.basil");

@@ -43,6 +43,9 @@
 #define NGX_HTTP_LINEGATE_RECONCILE_INTERVAL_MAX  3600000    /* 1h */
 /* linegate_reconcile_delay, _lost_after, _auto's interval= */
 #define NGX_HTTP_LINEGATE_RECONCILE_TIME_MAX      86400000   /* 1d */
+/* linegate_stripe_timeout: one Stripe call as a whole (ms) */
+#define NGX_HTTP_LINEGATE_STRIPE_TIMEOUT_MIN      1000       /* 1s */
+#define NGX_HTTP_LINEGATE_STRIPE_TIMEOUT_MAX      300000     /* 5m */
 
 
 typedef enum {
@@ -116,6 +119,10 @@ typedef struct {
     /* Stripe, reached through an internal location */
     ngx_str_t                       stripe_location;
     ngx_str_t                       stripe_version;
+    /* linegate_stripe_timeout: the most one call lasts, whatever drips */
+    ngx_msec_t                      stripe_timeout;
+    /* the servers of the APIs that call Stripe (stripe.c checks them) */
+    ngx_array_t                    *stripe_servers;
     ngx_str_t                       price_phone;
     ngx_str_t                       price_email;
     ngx_str_t                       price_agent_line;
@@ -230,8 +237,15 @@ struct ngx_http_linegate_ctx_s {
     ngx_uint_t                      stripe_retry_after;  /* s, 0: none */
     ngx_str_t                       stripe_path;     /* for the metrics */
     uint64_t                        stripe_sent_us;
+    /* linegate_stripe_timeout's timer of the call in flight, its sr */
+    ngx_event_t                     stripe_deadline;
+    ngx_http_request_t             *stripe_sr;
     /* no whole answer came: the call may have run (ngx_..._stripe.h) */
     unsigned                        stripe_unknown:1;
+    /* the call outlasted linegate_stripe_timeout and was ended */
+    unsigned                        stripe_expired:1;
+    /* the pool cleanup that deletes stripe_deadline is added */
+    unsigned                        stripe_cleanup:1;
 
     /* headers the answer must carry besides the common ones */
     ngx_str_t                       rl_policy;

@@ -28,6 +28,14 @@
  */
 #define NGX_HTTP_LINEGATE_STRIPE_RETRY_AFTER_MAX  60
 
+/*
+ * Past linegate_stripe_timeout, how soon the call is ended again when
+ * nginx is still at it: a timed-out connection is handed to the next
+ * server of the upstream (proxy_next_upstream), or no connection was
+ * there to end (a name being resolved).
+ */
+#define NGX_HTTP_LINEGATE_STRIPE_DEADLINE_AGAIN  100
+
 
 static ngx_int_t ngx_http_linegate_stripe_done(ngx_http_request_t *sr,
     void *data, ngx_int_t rc);
@@ -44,6 +52,11 @@ static ngx_int_t ngx_http_linegate_stripe_header(ngx_http_request_t *sr,
 static ngx_uint_t ngx_http_linegate_stripe_retry_after(ngx_str_t *value);
 static ngx_int_t ngx_http_linegate_stripe_body(ngx_http_request_t *sr,
     ngx_str_t *form);
+static ngx_int_t ngx_http_linegate_stripe_deadline_arm(ngx_http_request_t *r,
+    ngx_http_linegate_ctx_t *ctx, ngx_http_request_t *sr,
+    ngx_msec_t timeout);
+static void ngx_http_linegate_stripe_deadline_handler(ngx_event_t *ev);
+static void ngx_http_linegate_stripe_deadline_cleanup(void *data);
 
 
 static ngx_str_t  ngx_http_linegate_post = ngx_string("POST");
@@ -224,6 +237,7 @@ ngx_http_linegate_stripe_call(ngx_http_request_t *r,
     ngx_str_null(&ctx->stripe_body);
     ctx->stripe_retry_after = 0;
     ctx->stripe_unknown = 0;
+    ctx->stripe_expired = 0;
     ctx->resume = resume;
     ctx->stripe_path = *path;
     ctx->stripe_sent_us = ngx_http_linegate_metrics_now_us();
@@ -262,6 +276,14 @@ ngx_http_linegate_stripe_call(ngx_http_request_t *r,
         || ngx_http_linegate_stripe_body(sr, form) != NGX_OK)
     {
         /* the subrequest is posted: it must not resume an answered request */
+        ctx->resume = NULL;
+        return NGX_ERROR;
+    }
+
+    if (ngx_http_linegate_stripe_deadline_arm(r, ctx, sr,
+                                              lmcf->stripe_timeout)
+        != NGX_OK)
+    {
         ctx->resume = NULL;
         return NGX_ERROR;
     }
@@ -402,6 +424,115 @@ ngx_http_linegate_stripe_body(ngx_http_request_t *sr, ngx_str_t *form)
 
 
 /*
+ * linegate_stripe_timeout. nginx's proxy timeouts bound each read and
+ * write, not the call: an answer that drips (Stripe, or a proxy between)
+ * holds the request, its reservation and its slot for as long as it
+ * drips. A timer of the waiting request bounds the whole call; the pool
+ * cleanup deletes it when the request goes first (terminated, its
+ * client's HTTP/2 stream reset), stripe_done when the call ends.
+ */
+static ngx_int_t
+ngx_http_linegate_stripe_deadline_arm(ngx_http_request_t *r,
+    ngx_http_linegate_ctx_t *ctx, ngx_http_request_t *sr, ngx_msec_t timeout)
+{
+    ngx_pool_cleanup_t  *cln;
+
+    if (!ctx->stripe_cleanup) {
+        cln = ngx_pool_cleanup_add(r->pool, 0);
+        if (cln == NULL) {
+            return NGX_ERROR;
+        }
+
+        cln->handler = ngx_http_linegate_stripe_deadline_cleanup;
+        cln->data = ctx;
+        ctx->stripe_cleanup = 1;
+    }
+
+    ctx->stripe_deadline.handler = ngx_http_linegate_stripe_deadline_handler;
+    ctx->stripe_deadline.data = ctx;
+    ctx->stripe_deadline.log = r->connection->log;
+    ctx->stripe_sr = sr;
+
+    ngx_add_timer(&ctx->stripe_deadline, timeout);
+
+    return NGX_OK;
+}
+
+
+/*
+ * The call outlasted linegate_stripe_timeout: it is ended as
+ * proxy_read_timeout ends it, by the upstream connection's read event,
+ * timed out and posted. nginx's upstream then does what it does on a
+ * timeout: before the answer's headers, the next server if
+ * proxy_next_upstream allows (ended again 100 ms later), else 504;
+ * after them, the answer is cut. Either reaches stripe_done, which
+ * records no whole answer (an unknown outcome once the request was
+ * sent): the endpoint's step takes its "no answer from Stripe" branch.
+ */
+static void
+ngx_http_linegate_stripe_deadline_handler(ngx_event_t *ev)
+{
+    ngx_event_t                    *rev;
+    ngx_connection_t               *pc;
+    ngx_http_request_t             *sr;
+    ngx_http_upstream_t            *u;
+    ngx_http_linegate_ctx_t        *ctx;
+    ngx_http_linegate_main_conf_t  *lmcf;
+
+    ctx = ev->data;
+    sr = ctx->stripe_sr;
+
+    if (sr == NULL) {
+        return;
+    }
+
+    if (!ctx->stripe_expired) {
+        ctx->stripe_expired = 1;
+
+        lmcf = ngx_http_get_module_main_conf(sr, ngx_http_linegate_module);
+
+        ngx_log_error(NGX_LOG_ERR, ev->log, 0,
+                      NGX_HTTP_LINEGATE_LOG "Stripe %V \"%V\" still "
+                      "unanswered after linegate_stripe_timeout (%M ms): "
+                      "ended", &sr->method_name, &sr->uri,
+                      lmcf->stripe_timeout);
+    }
+
+    u = sr->upstream;
+    pc = (u != NULL) ? u->peer.connection : NULL;
+
+    if (pc != NULL) {
+        rev = pc->read;
+
+        if (rev->timer_set) {
+            ngx_del_timer(rev);
+        }
+
+        /* a delayed event (proxy_limit_rate) takes timedout for its end */
+        rev->delayed = 0;
+        rev->timedout = 1;
+
+        ngx_post_event(rev, &ngx_posted_events);
+    }
+
+    ngx_add_timer(ev, NGX_HTTP_LINEGATE_STRIPE_DEADLINE_AGAIN);
+}
+
+
+static void
+ngx_http_linegate_stripe_deadline_cleanup(void *data)
+{
+    ngx_http_linegate_ctx_t  *ctx = data;
+
+    if (ctx->stripe_deadline.timer_set) {
+        ngx_del_timer(&ctx->stripe_deadline);
+    }
+
+    ctx->stripe_sr = NULL;
+}
+
+
+/*
  * Every ending of the subrequest comes here: a whole answer, an error
  * status of nginx's own (502 unreachable, 504 timed out: called again
  * with the error page nginx then makes), or NGX_ERROR (the answer over
@@ -420,6 +551,15 @@ ngx_http_linegate_stripe_done(ngx_http_request_t *sr, void *data,
     ngx_http_linegate_ctx_t  *ctx = data;
 
     c = sr->connection;
+
+    if (ctx->stripe_sr == sr) {
+        /* the call ended, whichever way: its deadline is no longer */
+        if (ctx->stripe_deadline.timer_set) {
+            ngx_del_timer(&ctx->stripe_deadline);
+        }
+
+        ctx->stripe_sr = NULL;
+    }
 
     if (ctx->resume == NULL) {
         /* the waiting request gave up on this call: nothing to resume */

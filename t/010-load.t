@@ -314,6 +314,12 @@ push @refused, (
      qr/\[emerg\] "linegate_reconcile_delay" must be at most 86400000 ms, not "25h"/],
     ['a lost_after over a day', extra('linegate_reconcile_lost_after 2d;'),
      qr/\[emerg\] "linegate_reconcile_lost_after" must be at most 86400000 ms, not "2d"/],
+    # one Stripe call as a whole (a dripping answer is ended there)
+    ['a Stripe timeout over 5 minutes', extra('linegate_stripe_timeout 6m;'),
+     qr/\[emerg\] "linegate_stripe_timeout" must be at most 300000 ms, not "6m"/],
+    ['a Stripe timeout under a second',
+     extra('linegate_stripe_timeout 500ms;'),
+     qr/\[emerg\] "linegate_stripe_timeout" must be at least 1000 ms, not "500ms"/],
     ['reconcile_auto every 2 days',
      extra('linegate_reconcile_auto http://127.0.0.1:1/_linegate/ '
            . 'interval=2d;'),

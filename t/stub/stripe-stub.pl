@@ -78,6 +78,12 @@
 #   headers promise the whole body in Content-Length, then the
 #   connection closes after half of it. Both combine with status,
 #   latency_ms, path_prefix, method and count like the other faults.
+#   "drip_ms":N  the real work happens (as after_commit), then the answer
+#   (the real one, or the fault's status) drips: "drip_bytes" (default 1)
+#   of it every N ms, from its status line on, or, with "drip_body":true,
+#   its headers at once and only its body dripping; the connection closes
+#   after the last byte. Each read of a proxy in front comes within its
+#   timeout while the whole answer takes as long as its length says.
 # Webhooks: Stripe-Signature "t=<unix>,v1=<hmac-sha256 hex of 't.body'>"
 #   with --webhook-secret (default whsec_test_secret). Optional fields:
 #   "id", "api_version", "secret", "timestamp", "signature" (raw header),
@@ -1351,7 +1357,8 @@ sub fault_response {
 sub fault_summary {
   my ($f) = @_;
   return {map { $_ => $f->{$_} }
-    qw(id status drop latency_ms after_commit oversize cut)};
+    qw(id status drop latency_ms after_commit oversize cut drip_ms
+      drip_bytes drip_body)};
 }
 
 # The answer as an oversize or cut fault shapes it (a copy: the stored
@@ -1408,6 +1415,34 @@ sub finish {
   $c->render(data => $res->{body}, status => $res->{status});
 }
 
+# The answer written straight to the connection a few bytes at a time
+# (a drip fault): Mojo's own response is never rendered.
+sub drip {
+  my ($tx, $entry, $f, $res) = @_;
+  $entry->{status}  = 0 + $res->{status};
+  $entry->{dripped} = true;
+  app->log->info(sprintf '%s %s -> %s dripped every %d ms', $entry->{method},
+    $entry->{path}, $res->{status}, $f->{drip_ms});
+  my $stream = Mojo::IOLoop->stream($tx->connection // return) or return;
+  my %h = (%{ $res->{headers} }, 'Content-Type' => 'application/json',
+    'Content-Length' => length $res->{body}, Connection => 'close');
+  my $head = "HTTP/1.1 $res->{status} Stub\r\n"
+    . join('', map { "$_: $h{$_}\r\n" } sort keys %h) . "\r\n";
+  my $rest = $f->{drip_body} ? $res->{body} : $head . $res->{body};
+  $stream->write($head) if $f->{drip_body};
+  my $n = $f->{drip_bytes} > 0 ? $f->{drip_bytes} : 1;
+  my $id;
+  $id = Mojo::IOLoop->recurring($f->{drip_ms} / 1000 => sub {
+    my $s = Mojo::IOLoop->stream($tx->connection // '');
+    if (!$s || !length $rest) {    # the client left, or all was written
+      Mojo::IOLoop->remove($id);
+      $s->close_gracefully if $s;
+      return;
+    }
+    $s->write(substr($rest, 0, $n, ''));
+  });
+}
+
 sub conflict {
   my ($req) = @_;
   return to_response(stripe_error(409, 'idempotency_error', undef,
@@ -1433,6 +1468,13 @@ sub v1_request {
   return $done->($run->()) unless $fault;
   $entry->{fault} = fault_summary($fault);
   my $ms = $fault->{latency_ms};
+  if ($fault->{drip_ms}) {
+    # Stripe did the work; its answer comes a few bytes at a time.
+    my $real = $run->();
+    return later($ms, sub {
+      drip($tx, $entry, $fault, fault_response($fault, $req) // $real);
+    });
+  }
   if ($fault->{after_commit} || $fault->{oversize} || $fault->{cut}) {
     # Stripe did the work; only the answer is slow, wrong or lost.
     my $real = $run->();
@@ -1611,13 +1653,18 @@ post '/_stub/faults' => sub {
     after_commit => $in->{after_commit} ? true : false,
     oversize     => int($in->{oversize} // 0),
     cut          => $in->{cut} ? true : false,
+    drip_ms      => int($in->{drip_ms} // 0),
+    drip_bytes   => int($in->{drip_bytes} // 1),
+    drip_body    => $in->{drip_body} ? true : false,
     retry_after  => '' . ($in->{retry_after} // 1),
   };
   $f->{body} = $in->{body} if ref $in->{body} eq 'HASH';
   return bad($c, 400,
-    'a fault needs status, drop, latency_ms, oversize or cut')
+    'a fault needs status, drop, latency_ms, oversize, cut or drip_ms')
     unless $f->{status} || $f->{drop} || $f->{latency_ms} > 0
-      || $f->{oversize} > 0 || $f->{cut};
+      || $f->{oversize} > 0 || $f->{cut} || $f->{drip_ms} > 0;
+  return bad($c, 400, 'drip_ms combines with no drop, oversize or cut')
+    if $f->{drip_ms} && ($f->{drop} || $f->{oversize} || $f->{cut});
   return bad($c, 400, 'status must be 100..599')
     if $f->{status} && ($f->{status} < 100 || $f->{status} > 599);
   return bad($c, 400, 'count must not be 0 (negative: forever)')

@@ -1,0 +1,143 @@
+#!/usr/bin/perl
+# linegate_stripe_timeout: one Stripe call as a whole. nginx's proxy
+# timeouts bound each read, so an answer that drips (Stripe, or a proxy
+# between, one byte every few hundred ms, each read well within
+# proxy_read_timeout) used to hold the request, its number and its slot
+# for as long as it dripped (minutes here; the client gave up first).
+# Now the call is ended at the deadline as proxy_read_timeout ends it,
+# and the endpoint takes its "no answer from Stripe" branch: a confirm
+# asks again with the same Idempotency-Key, then answers 502 and queues
+# the purchase (stripe_outcome_unknown), its number and slot back; a
+# Lines creation answers 502 BILLING_UNAVAILABLE, its reservation gone.
+use strict;
+use warnings;
+use lib 't/lib';
+
+use Test::More;
+use Time::HiRes qw(sleep time);
+use LG::Stack;
+use LG::Test;
+use LG::Provision;
+use LG::Lines qw(body);
+
+# a call ends after 1 s whatever drips; each read waits at most 3 s
+my $s = LG::Stack->new(
+    STRIPE_TIMEOUT => '3s',
+    HTTP_EXTRA     => 'linegate_stripe_timeout 1s;',
+)->start;
+my $p = LG::Provision->new($s);
+my $l = LG::Lines->new($s);
+my $r = $s->redis;
+
+my $TOTAL = 10;
+$p->inventory($p->numbers($TOTAL));
+
+# one byte every 200 ms: a Stripe answer of a kilobyte or more takes
+# minutes to come whole
+my @DRIP = (drip_ms => 200, drip_bytes => 1, count => -1);
+
+# two calls of the confirm (the first and its retry), each ended at 1 s:
+# well under the client's 10 s. nginx arms proxy_read_timeout once for
+# all the headers: headers that drip took 3 s a call (6 s) before, a
+# body that drips as long as it dripped (the client gave up at 10 s).
+my $WITHIN = 5;
+
+sub released {
+    my ($id, $name) = @_;
+    local $Test::Builder::Level = $Test::Builder::Level + 1;
+    is($r->zcard("lg:{acct:$id}:prov"), 0, "$name: slot freed");
+    is_deeply($p->reservations($id), [], "$name: no reservation");
+    is_deeply($p->lines($id), {}, "$name: no line");
+    is($p->accounted, $TOTAL, "$name: no number lost");
+}
+
+for my $case (['headers and body drip', []],
+              ['the body drips', [drip_body => 1]])
+{
+    my ($what, $extra) = @$case;
+
+    subtest "confirm: $what" => sub {
+        (my $id = "acct_drip_$what") =~ s/\W+/_/g;
+        my $a = $p->account($id);
+        my $tok = $p->token($a);
+        my $from = length $s->error_log;
+        $p->fault(@DRIP, @$extra);
+
+        my $t0 = time;
+        my $tx = $p->confirm($a, $tok);
+        my $took = time - $t0;
+        $p->clear_faults;
+
+        ok(!$tx->error || $tx->res->code, 'answered')
+            or diag('error: ' . ($tx->error->{message} // '?'));
+        cmp_ok($took, '<', $WITHIN, "within the deadline ($took s)");
+        $p->error_is($tx, 502, 'billing_unavailable', $what);
+        released($id, $what);
+
+        my @subs = $p->subs_of($id);
+        is(scalar @subs, 1, 'Stripe made one subscription (asked again '
+                            . 'with the same key)');
+        my @q = $p->queued_of($id);
+        is(scalar @q, 1, 'one reconcile entry');
+        is($q[0]{reason} // '', 'stripe_outcome_unknown',
+           'queued stripe_outcome_unknown');
+        like(substr($s->error_log, $from),
+             qr/Stripe POST "\/_stripe\/v1\/subscriptions" still unanswered after linegate_stripe_timeout \(1000 ms\): ended/,
+             'logged');
+    };
+}
+
+subtest 'Lines creation: the invoice item drips' => sub {
+    my $w = $l->workspace('org_drip');
+    my $from = length $s->error_log;
+    $l->fault(path_prefix => '/v1/invoiceitems', @DRIP, drip_body => 1);
+
+    my $t0 = time;
+    my $tx = $l->create($w, body(channelType => 'email',
+                                 email => 'd@example.com'),
+                        'Idempotency-Key' => 'drip');
+    my $took = time - $t0;
+    $l->clear_faults;
+
+    ok(!$tx->error || $tx->res->code, 'answered')
+        or diag('error: ' . ($tx->error->{message} // '?'));
+    cmp_ok($took, '<', $WITHIN, "within the deadline ($took s)");
+    $l->error_is($tx, 502, 'BILLING_UNAVAILABLE', 'dripping item');
+
+    ok(!defined $l->pending($w), 'no pending marker');
+    my @ids = $l->request_ids($w);
+    is(scalar @ids, 0, 'no request left') or diag "@ids";
+    my @idem = $r->keys("lg:{ws:$w->{id}}:idem:*");
+    is(scalar @idem, 0, 'no idempotency key held');
+    my @open = grep { $_->{status} =~ /^(?:draft|open)$/ }
+               $l->invoices($w->{customer});
+    is(scalar @open, 0, 'no draft or open invoice left')
+        or diag explain [map { "$_->{id} $_->{status}" } @open];
+    like(substr($s->error_log, $from),
+         qr/Stripe POST "\/_stripe\/v1\/invoiceitems" still unanswered after linegate_stripe_timeout/,
+         'logged');
+
+    my $b = $l->answer($l->create($w, body(channelType => 'email',
+                                           email => 'd@example.com'),
+                                  'Idempotency-Key' => 'drip'),
+                       201, 'the same key, Stripe well again');
+    is($b->{status}, 'awaiting_payment', 'billed');
+};
+
+subtest 'a call answered in time is not ended' => sub {
+    my $w = $l->workspace('org_nodrip');
+    my $from = length $s->error_log;
+    # 500 ms of latency: under the deadline
+    $l->fault(path_prefix => '/v1/invoiceitems', latency_ms => 500);
+    my $b = $l->answer($l->create($w, body(channelType => 'email',
+                                           email => 'n@example.com')),
+                       201, 'created');
+    is($b->{status}, 'awaiting_payment', 'billed');
+    # the deadline's timer went with the call: nothing fires later
+    sleep 1.5;
+    unlike(substr($s->error_log, $from), qr/still unanswered/,
+           'no deadline logged');
+    $l->clear_faults;
+};
+
+done_testing;
