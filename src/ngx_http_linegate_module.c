@@ -24,6 +24,7 @@
 #include "ngx_http_linegate_reconcile.h"
 #include "ngx_http_linegate_lease.h"
 #include "ngx_http_linegate_conf.h"
+#include "ngx_http_linegate_stripe.h"
 
 
 typedef struct {
@@ -94,6 +95,7 @@ static char *ngx_http_linegate_require(ngx_conf_t *cf, ngx_str_t *value,
     const char *directive, const char *why);
 static void ngx_http_linegate_free_keys(void *data);
 static ngx_int_t ngx_http_linegate_metrics_api(ngx_http_request_t *r);
+static ngx_int_t ngx_http_linegate_stripe_server(ngx_conf_t *cf);
 static ngx_int_t ngx_http_linegate_init(ngx_conf_t *cf);
 static ngx_int_t ngx_http_linegate_init_process(ngx_cycle_t *cycle);
 static void ngx_http_linegate_exit_process(ngx_cycle_t *cycle);
@@ -1283,6 +1285,17 @@ ngx_http_linegate_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
         return NGX_CONF_ERROR;
     }
 
+    /* a server whose requests call Stripe: init checks where they go */
+    if (!clcf->noname
+        && (conf->api == NGX_HTTP_LINEGATE_API_LINE_REQUEST_CREATE
+            || conf->api == NGX_HTTP_LINEGATE_API_LINE_REQUEST
+            || conf->api == NGX_HTTP_LINEGATE_API_PROVISION_CONFIRM
+            || conf->api == NGX_HTTP_LINEGATE_API_OPERATOR)
+        && ngx_http_linegate_stripe_server(cf) != NGX_OK)
+    {
+        return NGX_CONF_ERROR;
+    }
+
     ngx_conf_merge_size_value(conf->max_body, prev->max_body, 16384);
 
     if (conf->max_body == 0 || conf->max_body > 1024 * 1024) {
@@ -2416,6 +2429,47 @@ ngx_http_linegate_require(ngx_conf_t *cf, ngx_str_t *value,
 
 
 /*
+ * The server of the location being merged (cf->ctx's, as nginx merges
+ * each server's locations), once in lmcf->stripe_servers.
+ */
+static ngx_int_t
+ngx_http_linegate_stripe_server(ngx_conf_t *cf)
+{
+    ngx_uint_t                      i;
+    ngx_http_core_srv_conf_t       *cscf, **cscfp;
+    ngx_http_linegate_main_conf_t  *lmcf;
+
+    lmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_linegate_module);
+    cscf = ngx_http_conf_get_module_srv_conf(cf, ngx_http_core_module);
+
+    if (lmcf->stripe_servers == NULL) {
+        lmcf->stripe_servers = ngx_array_create(cf->pool, 2,
+                                        sizeof(ngx_http_core_srv_conf_t *));
+        if (lmcf->stripe_servers == NULL) {
+            return NGX_ERROR;
+        }
+    }
+
+    cscfp = lmcf->stripe_servers->elts;
+
+    for (i = 0; i < lmcf->stripe_servers->nelts; i++) {
+        if (cscfp[i] == cscf) {
+            return NGX_OK;
+        }
+    }
+
+    cscfp = ngx_array_push(lmcf->stripe_servers);
+    if (cscfp == NULL) {
+        return NGX_ERROR;
+    }
+
+    *cscfp = cscf;
+
+    return NGX_OK;
+}
+
+
+/*
  * Runs once the whole http{} block is known: every location that serves
  * an API has said so, and what it needs must be configured.
  */
@@ -2578,6 +2632,14 @@ ngx_http_linegate_init(ngx_conf_t *cf)
                            "\"linegate_stripe_location\" must be a URI "
                            "prefix such as /_stripe/, not \"%V\"",
                            &lmcf->stripe_location);
+        return NGX_ERROR;
+    }
+
+    /* where the Stripe calls of each server go (stripe.c) */
+    if (ngx_http_linegate_stripe_conf_check(cf, &lmcf->stripe_location,
+                                            lmcf->stripe_servers)
+        != NGX_OK)
+    {
         return NGX_ERROR;
     }
 

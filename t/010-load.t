@@ -320,6 +320,25 @@ push @refused, (
     ['a Stripe timeout under a second',
      extra('linegate_stripe_timeout 500ms;'),
      qr/\[emerg\] "linegate_stripe_timeout" must be at least 1000 ms, not "500ms"/],
+    # where the Stripe calls go must keep their answers whole and let
+    # them end (before 2026-11-28 nginx -t took these, and a purchase's
+    # answer was cut, or aborted when its client left)
+    ['a Stripe location whose buffer cuts answers',
+     $s->render =~ s/subrequest_output_buffer_size 64k;/subrequest_output_buffer_size 8k;/r,
+     qr/\[emerg\] "subrequest_output_buffer_size" 8192 of location "\/_stripe\/" \(the Stripe calls of "linegate_stripe_location \/_stripe\/", server ""\) must be at least 64k/],
+    ['a Stripe location without proxy_ignore_client_abort',
+     $s->render =~ s/^\s*proxy_ignore_client_abort on;\n//mr,
+     qr/\[emerg\] "proxy_ignore_client_abort" must be on in location "\/_stripe\/" \(the Stripe calls of "linegate_stripe_location \/_stripe\/", server ""\): a client leaving would abort/],
+    ['a location of its own for one kind of Stripe call',
+     in_server('location /_stripe/v1/refunds { internal; '
+               . 'proxy_pass http://127.0.0.1:1/v1/refunds; '
+               . 'proxy_ignore_client_abort on; }'),
+     qr/\[emerg\] "subrequest_output_buffer_size" \d+ of location "\/_stripe\/v1\/refunds"/],
+    ['a regex location that takes some Stripe calls',
+     in_server('location ~ ^/_stripe/v1/invoice { internal; '
+               . 'proxy_pass http://127.0.0.1:1; '
+               . 'subrequest_output_buffer_size 64k; }'),
+     qr/\[emerg\] "proxy_ignore_client_abort" must be on in location "\^\/_stripe\/v1\/invoice"/],
     ['reconcile_auto every 2 days',
      extra('linegate_reconcile_auto http://127.0.0.1:1/_linegate/ '
            . 'interval=2d;'),
@@ -576,6 +595,27 @@ for my $case (@refused) {
     isnt($rc, 0, "refused: $name");
     like($out, $re, "refused: $name: message") or diag $out;
 }
+
+# Stripe calls that reach no proxied location fail cleanly (502): nginx
+# -t warns, naming the path, and takes the configuration
+subtest 'Stripe calls that reach no location are warned of' => sub {
+    my $conf = $s->render;
+    $conf =~ s/^\s*location \/_stripe\/ \{.*?^\s*\}\n//ms
+        or BAIL_OUT('no Stripe location in the template');
+    my ($rc, $out) = $s->nginx_t($conf);
+    is($rc, 0, 'taken') or diag $out;
+    like($out, qr/\[warn\] "linegate_stripe_location \/_stripe\/": "\/_stripe\/v1\/customers\/cus_0" of server "" reaches no location that passes it to Stripe/,
+         'warned');
+
+    # nested in the right one, or a ^~ prefix before a regex: taken
+    ($rc, $out) = $s->nginx_t($s->render(SERVER_EXTRA =>
+        'location ~ \.php$ { return 404; } '
+        . 'location ^~ /_stripe/v1/subscriptions { internal; '
+        . 'proxy_pass http://127.0.0.1:1; proxy_ignore_client_abort on; '
+        . 'subrequest_output_buffer_size 128k; }'));
+    is($rc, 0, 'a ^~ location of its own, well set: taken') or diag $out;
+    unlike($out, qr/\[warn\].*linegate_stripe_location/, 'no warning');
+};
 
 # A misspelt secret parameter is refused by its name alone: its value is
 # a password, and nginx -t's message goes to the terminal and the error
