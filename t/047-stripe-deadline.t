@@ -14,6 +14,8 @@ use warnings;
 use lib 't/lib';
 
 use Test::More;
+use IO::Socket::INET;
+use Mojo::JSON ();
 use Time::HiRes qw(sleep time);
 use LG::Stack;
 use LG::Test;
@@ -86,6 +88,39 @@ for my $case (['headers and body drip', []],
              'logged');
     };
 }
+
+# the client gone meanwhile (HTTP/1 close): the request's steps still
+# run, and the call still ends at the deadline, not when the drip does
+subtest 'confirm: the client leaves while the answer drips' => sub {
+    my $id = 'acct_drip_gone';
+    my $a = $p->account($id);
+    my $tok = $p->token($a);
+    $p->fault(@DRIP, drip_body => 1);
+
+    my $json = Mojo::JSON::encode_json({preview_token => $tok});
+    my $h = $p->headers($a);
+    my $c = IO::Socket::INET->new(PeerAddr => '127.0.0.1',
+                                  PeerPort => $s->port) or die $!;
+    print $c "POST /accounts/lines/provision-confirm HTTP/1.1\r\n"
+        . "Host: 127.0.0.1\r\n"
+        . join('', map { "$_: $h->{$_}\r\n" } sort keys %$h)
+        . "Content-Type: application/json\r\n"
+        . 'Content-Length: ' . length($json) . "\r\n\r\n$json";
+    my $t0 = time;
+    sleep 0.05 until $r->zcard("lg:{acct:$id}:prov") || time > $t0 + 5;
+    close $c;
+
+    sleep 0.1 until ($p->queued_of($id)
+                     && !$r->zcard("lg:{acct:$id}:prov"))
+                    || time > $t0 + 10;
+    my $took = time - $t0;
+    $p->clear_faults;
+    cmp_ok($took, '<', $WITHIN, "settled within the deadline ($took s)");
+    my @q = $p->queued_of($id);
+    is($q[0]{reason} // '', 'stripe_outcome_unknown',
+       'queued stripe_outcome_unknown');
+    released($id, 'client gone');
+};
 
 subtest 'Lines creation: the invoice item drips' => sub {
     my $w = $l->workspace('org_drip');
