@@ -1229,6 +1229,7 @@ sub log_request {
     status                  => undef,
     replayed                => false,
     dropped                 => false,
+    client_gone             => false,
     cut                     => false,
     fault                   => undef,
   };
@@ -1458,6 +1459,13 @@ sub v1_request {
   my $entry = log_request($req);
   my $tx    = $c->tx;    # keep the transaction alive across timers
   $c->render_later;
+  # A caller gone before its answer (a worker killed, a call timed out)
+  # is no longer held: a test waiting for "held" must not take a call of
+  # an earlier test, whose latency has yet to run out, for its own.
+  $tx->on(finish => sub {
+    $entry->{client_gone} = true
+      unless defined $entry->{status} || $entry->{dropped};
+  });
   my $done = sub { finish($c, $tx, $entry, $_[0]) };
   my $ik   = uses_idempotency($req) ? inflight_key($req) : undef;
   return $done->(conflict($req)) if $ik && $S{inflight}{$ik};

@@ -313,12 +313,14 @@ sub _wait_port {
     die "$what does not answer on 127.0.0.1:$port\n" . $self->_log_tail;
 }
 
-# The stub's calls held by a fault right now (no answer yet) whose path
-# matches $re and whose parameters pass $match (optional).
+# The stub's calls held by a fault right now (no answer yet, the caller
+# still connected) whose path matches $re and whose parameters pass
+# $match (optional).
 sub stub_held {
     my ($self, $re, $match) = @_;
     my $log = $self->stub(GET => '/_stub/state')->res->json->{log} // [];
     return grep { $_->{fault} && !defined $_->{status} && !$_->{dropped}
+                  && !$_->{client_gone}
                   && $_->{path} =~ $re && (!$match || $match->($_)) } @$log;
 }
 
