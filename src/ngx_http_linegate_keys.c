@@ -327,3 +327,93 @@ ngx_http_linegate_key_workspace_of(u_char *key, size_t len, ngx_str_t *ws)
 
     return NGX_OK;
 }
+
+
+/* an id follows the head: a head ending "{" or ":" (lg:apikey:<digest>) */
+static ngx_uint_t
+ngx_http_linegate_key_form_a(ngx_http_linegate_key_form_t *f)
+{
+    u_char  c;
+
+    c = f->head.data[f->head.len - 1];
+
+    return c == '{' || c == ':';
+}
+
+
+/* a second id follows the mid: a mid ending ":" (}:lr:<id>), or a tail */
+static ngx_uint_t
+ngx_http_linegate_key_form_b(ngx_http_linegate_key_form_t *f)
+{
+    return f->mid.len > 0
+           && (f->mid.data[f->mid.len - 1] == ':' || f->tail.len > 0);
+}
+
+
+/* 1 when key (len bytes) is of form f */
+static ngx_uint_t
+ngx_http_linegate_key_form_is(ngx_http_linegate_key_form_t *f, u_char *key,
+    size_t len)
+{
+    u_char  *p, *q, *end;
+
+    if (len < f->head.len || ngx_strncmp(key, f->head.data, f->head.len) != 0)
+    {
+        return 0;
+    }
+
+    p = key + f->head.len;
+    end = key + len;
+
+    if (!ngx_http_linegate_key_form_a(f)) {
+        return p == end;
+    }
+
+    if (f->mid.len == 0) {
+        return p < end;
+    }
+
+    /* the first id ends at the mid's first place (ids hold none of it) */
+    for (q = p + 1; q + f->mid.len <= end; q++) {
+        if (ngx_strncmp(q, f->mid.data, f->mid.len) == 0) {
+            break;
+        }
+    }
+
+    if (q + f->mid.len > end) {
+        return 0;
+    }
+
+    q += f->mid.len;
+
+    if (!ngx_http_linegate_key_form_b(f)) {
+        return q == end;
+    }
+
+    /* an empty second id too: :idem: of a request without a key */
+    return (size_t) (end - q) >= f->tail.len
+           && ngx_strncmp(end - f->tail.len, f->tail.data, f->tail.len) == 0;
+}
+
+
+u_char *
+ngx_http_linegate_key_kind_write(u_char *p, u_char *last, u_char *key,
+    size_t len)
+{
+    ngx_uint_t                     k;
+    ngx_http_linegate_key_form_t  *f;
+
+    for (k = 0; k < NGX_HTTP_LINEGATE_KEY_COUNT; k++) {
+        f = &ngx_http_linegate_key_forms[k];
+
+        if (ngx_http_linegate_key_form_is(f, key, len)) {
+            return ngx_slprintf(p, last, "%V%s%V%s%V", &f->head,
+                                ngx_http_linegate_key_form_a(f) ? "*" : "",
+                                &f->mid,
+                                ngx_http_linegate_key_form_b(f) ? "*" : "",
+                                &f->tail);
+        }
+    }
+
+    return ngx_slprintf(p, last, "lg:?");
+}

@@ -176,5 +176,14 @@ ngx_str_t *ngx_http_linegate_key_channel_revoked(void);
 ngx_int_t ngx_http_linegate_key_workspace_of(u_char *key, size_t len,
     ngx_str_t *ws);
 
+/*
+ * The kind of the key named key (len bytes) written at p, up to last:
+ * its form with every id as "*" (lg:{ws:*}:lr:*), for a log line that
+ * must say which key Redis refused without its ids (an API key's
+ * digest); "lg:?" for a name of no known form. Returns the end.
+ */
+u_char *ngx_http_linegate_key_kind_write(u_char *p, u_char *last,
+    u_char *key, size_t len);
+
 
 #endif /* _NGX_HTTP_LINEGATE_KEYS_H_INCLUDED_ */

@@ -257,6 +257,12 @@ struct ngx_http_linegate_ctx_s {
     unsigned                        answered:1;    /* the module's answer */
     /* nginx's own error page, answered in the API's JSON (reply.c) */
     unsigned                        nginx_page:1;
+    /*
+     * Redis refused one of its commands with an error no retry changes
+     * (WRONGTYPE, a script's own error: redis.c): what would be a 503
+     * "retry shortly" is a 500 (reply.c)
+     */
+    unsigned                        store_fault:1;
 
     /* endpoint-specific state */
     void                           *data;

@@ -185,6 +185,8 @@ typedef struct {
     int                                 nkeys;
     ngx_http_linegate_redis_args_t     *args;
     ngx_uint_t                          retried;
+    /* answered an error no retry changes (request_error) */
+    ngx_uint_t                          refused;
     /*
      * a script nobody waits for (handler NULL): its arguments and bytes
      * are its own, as the request may be freed before a NOSCRIPT's EVAL
@@ -353,7 +355,12 @@ static ngx_http_linegate_redis_node_t *ngx_http_linegate_redis_route(
 static ngx_uint_t ngx_http_linegate_redis_key_index(int argc,
     const char **argv, const size_t *argvlen);
 static void ngx_http_linegate_redis_log_error(ngx_log_t *log,
+    redisReply *reply, u_char *what, size_t len);
+static ngx_uint_t ngx_http_linegate_redis_request_error(
+    ngx_http_request_t *r, ngx_int_t script, u_char *buf, size_t len,
     redisReply *reply);
+static u_char *ngx_http_linegate_redis_describe(u_char *p, u_char *last,
+    ngx_int_t script, u_char *buf, size_t len);
 static void ngx_http_linegate_redis_demoted(redisReply *reply);
 static ngx_int_t ngx_http_linegate_redis_unavailable(redisReply *reply);
 static void ngx_http_linegate_redis_drop(
@@ -1398,7 +1405,8 @@ ngx_http_linegate_redis_reply_cb(redisAsyncContext *ac, void *data,
          * connection is not (the connection's loss is, once)
          */
         if (reply != NULL && reply->type == REDIS_REPLY_ERROR) {
-            ngx_http_linegate_redis_log_error(ngx_cycle->log, reply);
+            ngx_http_linegate_redis_log_error(ngx_cycle->log, reply, NULL,
+                                              0);
             reply = NULL;
         }
 
@@ -1412,7 +1420,9 @@ ngx_http_linegate_redis_reply_cb(redisAsyncContext *ac, void *data,
                       "with a command in flight");
 
     } else if (reply->type == REDIS_REPLY_ERROR) {
-        ngx_http_linegate_redis_log_error(r->connection->log, reply);
+        cmd->refused = ngx_http_linegate_redis_request_error(r, cmd->script,
+                                                             cmd->buf,
+                                                             cmd->len, reply);
         reply = NULL;
     }
 
@@ -1717,7 +1727,8 @@ ngx_http_linegate_redis_finish_as(ngx_http_linegate_redis_cmd_t *cmd,
 
     } else {
         ngx_http_linegate_metrics_inc1(NGX_HTTP_LINEGATE_M_REDIS_ERRORS,
-                                       "kind", "failed");
+                                       "kind",
+                                       cmd->refused ? "refused" : "failed");
     }
 
     if (r == NULL) {
@@ -1789,7 +1800,12 @@ ngx_http_linegate_redis_pipeline_cb(redisAsyncContext *ac, void *data,
 
     } else if (reply->type == REDIS_REPLY_ERROR) {
         /* as for a command: logged, and the handler is told NULL */
-        ngx_http_linegate_redis_log_error(r->connection->log, reply);
+        if (ngx_http_linegate_redis_request_error(r, -1, part->buf,
+                                                  part->len, reply))
+        {
+            pl->cmd.refused = 1;
+        }
+
         pl->failed = 1;
 
         if (ngx_strncmp(reply->str, "NOSCRIPT", 8) == 0) {
@@ -2081,7 +2097,8 @@ ngx_http_linegate_redis_copy(ngx_pool_t *pool, redisReply *src)
 
 
 static void
-ngx_http_linegate_redis_log_error(ngx_log_t *log, redisReply *reply)
+ngx_http_linegate_redis_log_error(ngx_log_t *log, redisReply *reply,
+    u_char *what, size_t what_len)
 {
     size_t                               len;
     ngx_uint_t                           i, more;
@@ -2139,12 +2156,142 @@ ngx_http_linegate_redis_log_error(ngx_log_t *log, redisReply *reply)
                       "(logged once a second, %ui more since)",
                       (size_t) ngx_min(reply->len, 200), reply->str, more);
 
+    } else if (what_len) {
+        ngx_log_error(NGX_LOG_ERR, log, 0,
+                      NGX_HTTP_LINEGATE_LOG "redis error: \"%*s\" on %*s "
+                      "(logged once a second, %ui more since)",
+                      (size_t) ngx_min(reply->len, 300), reply->str,
+                      what_len, what, more);
+
     } else {
         ngx_log_error(NGX_LOG_ERR, log, 0,
                       NGX_HTTP_LINEGATE_LOG "redis error: \"%*s\" "
                       "(logged once a second, %ui more since)",
                       (size_t) ngx_min(reply->len, 300), reply->str, more);
     }
+}
+
+
+/*
+ * A request's command answered with an error. Redis cannot serve now
+ * (LOADING, OOM...: the list above) or a pipeline's NOSCRIPT (the scripts
+ * are loaded again meanwhile): a retry succeeds, the request answers 503
+ * with Retry-After. Any other error no retry changes: WRONGTYPE (a key of
+ * another type where ours should be: corrupted data), a script's own
+ * error (a bug). A client told "retry shortly" would retry for ever:
+ * the request's ctx is marked and its 503 becomes a 500 (reply.c), the
+ * line names the script and the kinds of its keys, never their ids (an
+ * API key's digest). 1: such a fault.
+ */
+static ngx_uint_t
+ngx_http_linegate_redis_request_error(ngx_http_request_t *r,
+    ngx_int_t script, u_char *buf, size_t len, redisReply *reply)
+{
+    u_char                   *p;
+    ngx_http_linegate_ctx_t  *ctx;
+    u_char                    what[256];
+
+    if (ngx_http_linegate_redis_unavailable(reply)
+        || (reply->len >= 8 && ngx_strncmp(reply->str, "NOSCRIPT", 8) == 0))
+    {
+        ngx_http_linegate_redis_log_error(r->connection->log, reply, NULL, 0);
+        return 0;
+    }
+
+    p = ngx_http_linegate_redis_describe(what, what + sizeof(what), script,
+                                         buf, len);
+
+    ngx_http_linegate_redis_log_error(r->connection->log, reply, what,
+                                      p - what);
+
+    ctx = ngx_http_linegate_get_ctx(r);
+    if (ctx != NULL) {
+        ctx->store_fault = 1;
+    }
+
+    return 1;
+}
+
+
+/*
+ * What a command touched, read back from its bytes as sent (buf, len:
+ * "*<argc>\r\n", then "$<len>\r\n<bytes>\r\n" per argument): its
+ * script's name (a plain command's name), then the kinds of its keys
+ * (keys.c: ids written as "*")
+ */
+static u_char *
+ngx_http_linegate_redis_describe(u_char *p, u_char *last, ngx_int_t script,
+    u_char *buf, size_t len)
+{
+    int          argc, i, first, n;
+    u_char      *b, *nl, *end;
+    ngx_int_t    nkeys, size;
+    const char  *argv[NGX_HTTP_LINEGATE_REDIS_MAX_ARGS];
+    size_t       argvlen[NGX_HTTP_LINEGATE_REDIS_MAX_ARGS];
+
+    argc = 0;
+    b = buf;
+    end = buf + len;
+
+    if (buf != NULL && b < end && *b == '*') {
+        b = ngx_strlchr(b, end, '\n');
+
+        while (b != NULL && ++b < end && *b == '$'
+               && argc < NGX_HTTP_LINEGATE_REDIS_MAX_ARGS)
+        {
+            nl = ngx_strlchr(b, end, '\r');
+            if (nl == NULL) {
+                break;
+            }
+
+            size = ngx_atoi(b + 1, nl - b - 1);
+            if (size < 0 || (size_t) (end - nl) < 2 + (size_t) size + 2) {
+                break;
+            }
+
+            argv[argc] = (const char *) nl + 2;
+            argvlen[argc] = size;
+            argc++;
+
+            b = nl + 2 + size + 1;
+        }
+    }
+
+    if (script >= 0) {
+        p = ngx_slprintf(p, last, "%V",
+                         ngx_http_linegate_script_name(script));
+
+    } else if (argc > 0) {
+        p = ngx_slprintf(p, last, "%*s", ngx_min(argvlen[0], 32), argv[0]);
+    }
+
+    first = (int) ngx_http_linegate_redis_key_index(argc, argv, argvlen);
+
+    if (first == 0) {
+        return p;
+    }
+
+    if (first == 3) {
+        /* EVAL, EVALSHA: the key count first */
+        nkeys = ngx_atoi((u_char *) argv[2], argvlen[2]);
+        n = (nkeys > argc - 3) ? argc - 3 : (int) nkeys;
+
+    } else {
+        n = 1;
+    }
+
+    p = ngx_slprintf(p, last, " of key%s ", n > 1 ? "s" : "");
+
+    for (i = first; i < first + n; i++) {
+        if (i > first) {
+            p = ngx_slprintf(p, last, ", ");
+        }
+
+        p = ngx_http_linegate_key_kind_write(p, last, (u_char *) argv[i],
+                                             argvlen[i]);
+    }
+
+    return p;
 }
 
 

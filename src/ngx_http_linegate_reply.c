@@ -477,6 +477,18 @@ ngx_http_linegate_store_unavailable(ngx_http_request_t *r)
     ngx_http_linegate_ctx_t  *ctx;
 
     ctx = ngx_http_linegate_get_ctx(r);
+
+    if (ctx != NULL && ctx->store_fault) {
+        /*
+         * Redis refused a command with an error no retry changes (a key
+         * of the wrong type: redis.c logged which kind): a client told to
+         * retry shortly would retry for ever
+         */
+        ngx_http_linegate_error(r, NGX_HTTP_INTERNAL_SERVER_ERROR,
+                                "INTERNAL_ERROR", "Internal error");
+        return;
+    }
+
     if (ctx != NULL) {
         ctx->retry_after = 1;
     }

@@ -60,7 +60,11 @@ ngx_int_t ngx_http_linegate_send_text(ngx_http_request_t *r,
 /* what a service refused (ctx->refusal), in the API's format */
 void ngx_http_linegate_refuse(ngx_http_request_t *r);
 
-/* Redis could not answer: 503, Retry-After, nothing written */
+/*
+ * Redis could not answer: 503, Retry-After, nothing written; a 500
+ * (INTERNAL_ERROR) once Redis refused one of the request's commands with
+ * an error no retry changes (ctx->store_fault: WRONGTYPE...)
+ */
 void ngx_http_linegate_store_unavailable(ngx_http_request_t *r);
 
 /* a bug or an allocation failure: logged, 500 in the API's format */

@@ -1,6 +1,7 @@
 #!/usr/bin/perl
 # Redis answers that make the store unavailable (LOADING, MOVED, NOAUTH,
-# MISCONF, NOREPLICAS) become a clear log line and a 503, and a durable
+# MISCONF, NOREPLICAS) become a clear log line and a 503 (one that no
+# retry changes, WRONGTYPE, a 500 naming the key's kind), and a durable
 # write they refuse is kept until Redis takes it; AUTH with password=
 # works and the password is never logged; a graceful reload waits for a
 # command in flight instead of dropping its request.
@@ -151,6 +152,53 @@ subtest 'MISCONF and NOREPLICAS: unavailable, durable writes kept' => sub {
     my $tx = $l->create($w);
     is($tx->res->code, 201, 'Redis takes writes again: 201')
         or diag($tx->res->body);
+};
+
+# An error no retry changes: a key of another type where linegate keeps
+# a hash (corrupted data, a key written by hand). Before, it answered 503
+# with Retry-After as LOADING does, and a client retried for ever: now a
+# 500 in the API's format, no Retry-After, a line naming the script and
+# the key's kind (never its ids), counted as kind="refused".
+subtest 'WRONGTYPE: 500, no Retry-After, the key kind logged' => sub {
+    my $s = LG::Stack->new->start;
+    my $r = $s->redis;
+    my $l = LG::Lines->new($s);
+    my $w = $l->workspace('org_wrongtype');
+    my $id = $l->created($w);
+
+    # the workspace's hash replaced by a string
+    my $ws = "lg:{ws:$w->{id}}";
+    $r->del($ws);
+    $r->set($ws, 'not a hash');
+    my $before = $l->state_keys($w);
+    my $from = length $s->error_log;
+
+    for my $call (['a creation', sub { $l->create($w) }],
+                  ['a cancel', sub { $l->manage($w, $id, 'cancel') }])
+    {
+        my ($name, $do) = @$call;
+        my $tx = $do->();
+        $l->error_is($tx, 500, 'INTERNAL_ERROR', $name);
+        is($tx->res->headers->header('Retry-After'), undef,
+           "$name: no Retry-After");
+        # but the release mark of the creation's id (lr_release's, as
+        # after any creation that failed: a late script finds it)
+        my $after = $l->state_keys($w);
+        delete $after->{$_} for grep { /\}:lrvoid:/ } keys %$after;
+        is_deeply($after, $before, "$name: nothing written");
+        sleep 1.1;    # the next line is not the same second's
+    }
+
+    my $log = substr $s->error_log, $from;
+    like($log, qr/redis\ error:\ "WRONGTYPE\ [^"]*"\ on\ lr_create
+                  \ of\ keys\ \Qlg:{ws:*}, lg:{ws:*}:keys,\E/x,
+         'logged at error, naming the script and the key kinds');
+    unlike($log, qr/\Q$w->{id}\E[^ ]* \(logged once/,
+           'the line names no id');
+    unlike($log, qr/lg:\?/, 'every key of the script has a kind');
+    like($s->ua->get($s->url('/metrics'))->res->body,
+         qr/^linegate_redis_errors_total\{kind="refused"\} [1-9]/m,
+         'counted as refused');
 };
 
 subtest 'NOAUTH, then AUTH with password=' => sub {
