@@ -809,8 +809,9 @@ ngx_http_linegate_manage_resolve(ngx_http_request_t *r,
 
 /*
  * lr_resolve's answer read into lr->line: NGX_OK; else NGX_DONE, a 404
- * answered, or no answer a 503 (a retry finds the invoice as Stripe
- * left it, and resolves it then)
+ * answered (the request gone), a 500 (an answer not understood: the
+ * request exists), or no answer a 503 (a retry finds the invoice as
+ * Stripe left it, and resolves it then)
  */
 static ngx_int_t
 ngx_http_linegate_manage_resolved(ngx_http_request_t *r,
@@ -822,12 +823,19 @@ ngx_http_linegate_manage_resolved(ngx_http_request_t *r,
         return NGX_DONE;
     }
 
-    if (ngx_http_linegate_lines_resolved(r, lr, reply) != NGX_OK) {
+    switch (ngx_http_linegate_lines_resolved(r, lr, reply)) {
+
+    case NGX_OK:
+        return NGX_OK;
+
+    case NGX_DECLINED:
         ngx_http_linegate_lines_not_found(r);
         return NGX_DONE;
-    }
 
-    return NGX_OK;
+    default:
+        ngx_http_linegate_internal_error(r);
+        return NGX_DONE;
+    }
 }
 
 

@@ -1479,8 +1479,18 @@ ngx_http_linegate_lr_resolved(ngx_http_request_t *r,
         return;
     }
 
-    if (ngx_http_linegate_lines_resolved(r, lr, reply) != NGX_OK) {
+    switch (ngx_http_linegate_lines_resolved(r, lr, reply)) {
+
+    case NGX_OK:
+        break;
+
+    case NGX_DECLINED:
         ngx_http_linegate_lines_not_found(r);
+        return;
+
+    default:
+        /* the request exists: what was stored is not understood */
+        ngx_http_linegate_internal_error(r);
         return;
     }
 

@@ -625,7 +625,11 @@ void ngx_http_linegate_lines_defer(ngx_http_linegate_lr_t *lr,
 void ngx_http_linegate_lines_resolve(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr, const char *outcome,
     ngx_http_linegate_redis_handler_pt handler);
-/* read lr_resolve's reply into lr->line: NGX_OK, or NGX_ERROR (gone) */
+/*
+ * read lr_resolve's reply into lr->line: NGX_OK, NGX_DECLINED (the
+ * request is gone: 404), or NGX_ERROR (an answer not understood, or no
+ * memory: logged, 500)
+ */
 ngx_int_t ngx_http_linegate_lines_resolved(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr, redisReply *reply);
 

@@ -1098,14 +1098,14 @@ ngx_http_linegate_lines_resolved(ngx_http_request_t *r,
 
     if (ngx_http_linegate_reply_int(reply, 0, &changed) != NGX_OK) {
         /* not understood: a set-up member stays for the sweep */
-        return NGX_ERROR;
+        goto unexpected;
     }
 
     if (reply->elements < 2) {
         /* the request is gone: no entry */
         (void) ngx_http_linegate_lr_setup_drop(r->connection->log,
                                                &lr->setup);
-        return NGX_ERROR;
+        return NGX_DECLINED;
     }
 
     if (changed) {
@@ -1118,11 +1118,25 @@ ngx_http_linegate_lines_resolved(ngx_http_request_t *r,
 
     ngx_http_linegate_lines_resolve_relay(r, lr, changed, rc);
 
-    if (rc == NGX_OK) {
-        ngx_http_linegate_lines_pending(r, lr, reply->element[1]);
+    if (rc != NGX_OK) {
+        goto unexpected;
     }
 
-    return rc;
+    ngx_http_linegate_lines_pending(r, lr, reply->element[1]);
+
+    return NGX_OK;
+
+unexpected:
+
+    /*
+     * the request exists (the script answered for it), but what it
+     * answered is not a line: never a 404, the caller's 500
+     */
+    ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                  NGX_HTTP_LINEGATE_LOG "line request \"%V\": lr_resolve's "
+                  "answer not understood", &lr->id);
+
+    return NGX_ERROR;
 }
 
 

@@ -201,6 +201,151 @@ subtest 'WRONGTYPE: 500, no Retry-After, the key kind logged' => sub {
          'counted as refused');
 };
 
+# A stand-in between nginx and a real Redis: every byte passed on, but
+# the replies to lr_resolve (recognised by its SHA, taken from its SCRIPT
+# LOAD, or by its source in an EVAL) are replaced by what $file holds
+# while it is not empty. Redis has run the script: only its answer is
+# odd (a proxy in between, a script of another version).
+sub resp_end {
+    my ($buf, $at) = @_;
+    return undef if $at >= length $buf;
+    my $nl = index($buf, "\r\n", $at);
+    return undef if $nl < 0;
+    my $t = substr($buf, $at, 1);
+    my $n = substr($buf, $at + 1, $nl - $at - 1);
+    my $end = $nl + 2;
+    if ($t eq '$') {
+        return $end if $n < 0;
+        return length($buf) >= $end + $n + 2 ? $end + $n + 2 : undef;
+    }
+    if ($t eq '*') {
+        for (1 .. ($n < 0 ? 0 : $n)) {
+            $end = resp_end($buf, $end) // return undef;
+        }
+    }
+    return $end;
+}
+
+sub resp_args {
+    my ($buf, $at, $end) = @_;
+    my @a;
+    my $p = index($buf, "\r\n", $at) + 2;
+    while ($p < $end) {
+        my $nl = index($buf, "\r\n", $p);
+        my $len = substr($buf, $p + 1, $nl - $p - 1);
+        push @a, substr($buf, $nl + 2, $len);
+        $p = $nl + 2 + $len + 2;
+    }
+    return @a;
+}
+
+sub resolve_proxy {
+    my ($upstream, $file) = @_;
+    require IO::Select;
+    require Digest::SHA;
+    my $l = IO::Socket::INET->new(LocalAddr => '127.0.0.1', LocalPort => 0,
+                                  Listen => 16, ReuseAddr => 1)
+        or die "listen: $!";
+    my $pid = fork // die "fork: $!";
+    return ($pid, $l->sockport) if $pid;
+
+    $SIG{CHLD} = 'IGNORE';
+    while (my $c = $l->accept) {
+        next if fork;
+        my $u = IO::Socket::INET->new("127.0.0.1:$upstream") or _exit(1);
+        my ($in, $out, $sha, @tags) = ('', '');
+        my $sel = IO::Select->new($c, $u);
+        while (1) {
+            for my $h ($sel->can_read) {
+                sysread($h, my $b, 65536) or _exit(0);
+                if ($h == $c) {
+                    $in .= $b;
+                    while (defined(my $e = resp_end($in, 0))) {
+                        my @a = resp_args($in, 0, $e);
+                        my $cmd = uc($a[0] // '');
+                        # a line of its own (the comments are not sent)
+                        my $src = qr/ARGV\[8\] == 'w' and KEYS\[4\]/;
+                        if ($cmd eq 'SCRIPT' && ($a[2] // '') =~ $src) {
+                            $sha = Digest::SHA::sha1_hex($a[2]);
+                        }
+                        push @tags, ($cmd eq 'EVALSHA' && $sha
+                                     && $a[1] eq $sha)
+                                    || ($cmd eq 'EVAL' && $a[1] =~ $src);
+                        syswrite($u, substr($in, 0, $e, ''));
+                    }
+                } else {
+                    $out .= $b;
+                    while (defined(my $e = resp_end($out, 0))) {
+                        my $reply = substr($out, 0, $e, '');
+                        if (shift @tags) {
+                            open my $fh, '<', $file or _exit(1);
+                            my $odd = do { local $/; <$fh> };
+                            $reply = $odd if length $odd;
+                        }
+                        syswrite($c, $reply);
+                    }
+                }
+            }
+        }
+    }
+    _exit(0);
+}
+
+# lr_resolve's answer of another shape than {changed, line} (or {0}:
+# the request gone, a 404): before, a 404 for a request that exists
+# (reconciliation on read, payment_link); the stored state is not
+# understood, a 500.
+subtest 'lr_resolve answered of another shape: 500, not 404' => sub {
+    my $s = LG::Stack->new(RECONCILE_INTERVAL => '1s')->start;
+    my $l = LG::Lines->new($s);
+    my $dir = File::Temp::tempdir(CLEANUP => 1);
+    my $file = "$dir/resolve";
+    open my $fh, '>', $file or die;
+    close $fh;
+
+    # nginx reloaded onto the stand-in
+    my ($pid, $port) = resolve_proxy($s->redis_port, $file);
+    my $from = length $s->error_log;
+    open $fh, '>', $s->prefix . '/nginx.conf' or die;
+    print $fh $s->render(REDIS => "127.0.0.1:$port");
+    close $fh;
+    kill 'HUP', $s->{pids}{nginx};
+    ok($s->wait_redis_connected($from, 30), 'reloaded behind the stand-in');
+
+    my $n = 0;
+    for my $case (
+        ['reconciliation on read', sub { $l->get(@_) }],
+        ['payment_link', sub { $l->manage(@_, 'payment_link') }])
+    {
+        my ($name, $do) = @$case;
+        my $w = $l->workspace('org_shape' . ++$n);
+        my ($id, $c) = $l->awaiting($w);
+        $l->invoice_do($c->{invoiceId}, 'pay');
+        sleep 1.1;    # past the interval: a read asks Stripe again
+
+        # the line as a number, not a hash's fields
+        open $fh, '>', $file or die;
+        print $fh "*2\r\n:1\r\n:7\r\n";
+        close $fh;
+        $from = length $s->error_log;
+
+        my $tx = $do->($w, $id);
+        $l->error_is($tx, 500, 'INTERNAL_ERROR', "$name: odd answer");
+        like(substr($s->error_log, $from),
+             qr/line request "\Q$id\E": lr_resolve's answer not understood/,
+             "$name: logged");
+
+        open $fh, '>', $file or die;
+        close $fh;
+        my $b = $l->answer($l->get($w, $id), 200, "$name: read again");
+        is($b->{status}, 'provisioning', "$name: the request exists, paid");
+    }
+
+    $s->stop;
+    kill 'TERM', $pid;
+    waitpid $pid, 0;
+};
+
 subtest 'NOAUTH, then AUTH with password=' => sub {
     my $s = LG::Stack->new->start;
     my $r = $s->redis;
