@@ -128,6 +128,10 @@ ngx_http_linegate_operator_handler(ngx_http_request_t *r,
         ctx->tenant = adm->arg[0];
     }
 
+    if (rt->call->check != NULL && rt->call->check(r, adm) != NGX_OK) {
+        return;
+    }
+
     if (rt->call->line_owner) {
         ngx_http_linegate_operator_owner(r, adm);
         return;

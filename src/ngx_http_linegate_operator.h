@@ -194,6 +194,13 @@ typedef struct {
      * may have run (a key's revocation drops the lookup all the same)
      */
     ngx_http_linegate_operator_lost_t    *lost;
+    /*
+     * NULL, or the request's own checks (a header, the body beyond its
+     * fields), made before any Redis step (the owner's read included),
+     * as every endpoint judges its request first: NGX_ERROR once the
+     * 400 is answered
+     */
+    ngx_http_linegate_operator_args_t    *check;
 } ngx_http_linegate_operator_call_t;
 
 

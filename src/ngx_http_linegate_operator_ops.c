@@ -45,6 +45,8 @@ static ngx_http_linegate_operator_args_t
     ngx_http_linegate_operator_line_health;
 static ngx_http_linegate_operator_args_t
     ngx_http_linegate_operator_line_usage;
+static ngx_http_linegate_operator_args_t
+    ngx_http_linegate_operator_usage_check;
 static ngx_http_linegate_operator_answer_t
     ngx_http_linegate_operator_line_checked;
 static ngx_http_linegate_operator_answer_t
@@ -121,7 +123,8 @@ static ngx_http_linegate_operator_call_t  ngx_http_linegate_operator_adder = {
     0,
     NULL,
     0,
-    NULL, NULL, NULL
+    NULL, NULL, NULL,
+    NULL
 };
 
 static ngx_http_linegate_operator_call_t  ngx_http_linegate_operator_page = {
@@ -132,7 +135,8 @@ static ngx_http_linegate_operator_call_t  ngx_http_linegate_operator_page = {
     0,
     NULL,
     0,
-    NULL, NULL, NULL
+    NULL, NULL, NULL,
+    NULL
 };
 
 static ngx_http_linegate_operator_call_t  ngx_http_linegate_operator_srem = {
@@ -143,7 +147,8 @@ static ngx_http_linegate_operator_call_t  ngx_http_linegate_operator_srem = {
     0,
     NULL,
     0,
-    NULL, NULL, NULL
+    NULL, NULL, NULL,
+    NULL
 };
 
 /*
@@ -158,7 +163,8 @@ static ngx_http_linegate_operator_call_t  ngx_http_linegate_operator_move = {
     1,
     NULL,
     0,
-    NULL, NULL, NULL
+    NULL, NULL, NULL,
+    NULL
 };
 
 static ngx_http_linegate_operator_call_t  ngx_http_linegate_operator_check = {
@@ -169,7 +175,8 @@ static ngx_http_linegate_operator_call_t  ngx_http_linegate_operator_check = {
     1,
     NULL,
     0,
-    NULL, NULL, NULL
+    NULL, NULL, NULL,
+    NULL
 };
 
 /* {1 (2: a replay), today's two, the day} */
@@ -181,7 +188,8 @@ static ngx_http_linegate_operator_call_t  ngx_http_linegate_operator_count = {
     1,
     NULL,
     0,
-    NULL, NULL, NULL
+    NULL, NULL, NULL,
+    ngx_http_linegate_operator_usage_check
 };
 
 /* XRANGE */
@@ -193,7 +201,8 @@ static ngx_http_linegate_operator_call_t  ngx_http_linegate_operator_xrange = {
     0,
     NULL,
     0,
-    NULL, NULL, NULL
+    NULL, NULL, NULL,
+    NULL
 };
 
 
@@ -685,13 +694,14 @@ ngx_http_linegate_operator_stream_id(ngx_str_t *v)
 /*
  * An optional Idempotency-Key (or idempotencyKey field), read as the
  * Lines API reads its own (idempotency.c): a report sent again after a
- * 503 whose script ran adds nothing twice (op_line_usage.lua)
+ * 503 whose script ran adds nothing twice (op_line_usage.lua). Judged
+ * before the line's owner is read: a bad key is a 400 whatever the line
+ * (before, an unknown line's 404 came first)
  */
 static ngx_int_t
-ngx_http_linegate_operator_line_usage(ngx_http_request_t *r,
+ngx_http_linegate_operator_usage_check(ngx_http_request_t *r,
     ngx_http_linegate_operator_t *adm)
 {
-    u_char      *p;
     const char  *field, *message;
 
     if (ngx_http_linegate_idem_prepare(r, adm->ctx->body, &adm->idem,
@@ -706,6 +716,17 @@ ngx_http_linegate_operator_line_usage(ngx_http_request_t *r,
         /* ARGV[6] "": no key, nothing recorded */
         ngx_str_set(&adm->idem.fp, "");
     }
+
+    return NGX_OK;
+}
+
+
+/* today's increments, once the owner is known */
+static ngx_int_t
+ngx_http_linegate_operator_line_usage(ngx_http_request_t *r,
+    ngx_http_linegate_operator_t *adm)
+{
+    u_char  *p;
 
     p = ngx_pnalloc(r->pool, sizeof("YYYY-MM-DD") - 1);
     if (p == NULL) {

@@ -228,7 +228,8 @@ static ngx_http_linegate_operator_call_t  ngx_http_linegate_operator_upsert = {
     0,
     NULL,
     0,
-    NULL, NULL, NULL
+    NULL, NULL, NULL,
+    NULL
 };
 
 static ngx_http_linegate_operator_call_t  ngx_http_linegate_operator_ws_get = {
@@ -239,7 +240,8 @@ static ngx_http_linegate_operator_call_t  ngx_http_linegate_operator_ws_get = {
     0,
     NULL,
     0,
-    NULL, NULL, NULL
+    NULL, NULL, NULL,
+    NULL
 };
 
 static ngx_http_linegate_operator_call_t
@@ -251,7 +253,8 @@ static ngx_http_linegate_operator_call_t
     0,
     NULL,
     0,
-    NULL, NULL, NULL
+    NULL, NULL, NULL,
+    NULL
 };
 
 /* op_key_create, op_credentials: 0 when there is no such owner */
@@ -264,7 +267,8 @@ static ngx_http_linegate_operator_call_t
     0,
     ngx_http_linegate_operator_key_listed,
     0,
-    NULL, NULL, NULL
+    NULL, NULL, NULL,
+    NULL
 };
 
 static ngx_http_linegate_operator_call_t
@@ -276,7 +280,8 @@ static ngx_http_linegate_operator_call_t
     0,
     ngx_http_linegate_operator_sb_rotated,
     1,
-    NULL, NULL, NULL
+    NULL, NULL, NULL,
+    NULL
 };
 
 /* op_key_list: the key ids, nil without the workspace; op_key_revoke */
@@ -289,7 +294,8 @@ static ngx_http_linegate_operator_call_t
     0,
     NULL,
     0,
-    NULL, NULL, NULL
+    NULL, NULL, NULL,
+    NULL
 };
 
 static ngx_http_linegate_operator_call_t
@@ -303,7 +309,8 @@ static ngx_http_linegate_operator_call_t
     1,
     ngx_http_linegate_operator_key_read,
     ngx_http_linegate_operator_key_digest,
-    ngx_http_linegate_operator_key_lost
+    ngx_http_linegate_operator_key_lost,
+    NULL
 };
 
 

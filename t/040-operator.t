@@ -823,6 +823,30 @@ subtest 'usage with an Idempotency-Key is counted once' => sub {
     json_error_is($s->op(POST => '/lines/' . line_id() . '/usage', $report,
                          'Idempotency-Key' => 'report-3'),
                   404, 'NOT_FOUND', 'an unknown line with a key');
+
+    # the request is judged before any Redis step, as every endpoint
+    # judges its own (docs/operator.md): a bad key is a 400 whatever the
+    # line, and Redis is not asked (before, the line's lookup came first,
+    # and an unknown line's 404)
+    my $unknown = '/lines/' . line_id() . '/usage';
+    for my $bad (['', 'empty'], ['k' x 256, '256 characters']) {
+        my $b;
+        my ($cmds) = $s->redis_traffic(sub {
+            $b = json_error_is($s->op(POST => $unknown, $report,
+                                      'Idempotency-Key' => $bad->[0]),
+                               400, 'VALIDATION_ERROR',
+                               "an unknown line, key $bad->[1]");
+        });
+        is($b->{field}, 'idempotencyKey',
+           "an unknown line, key $bad->[1]: field");
+        is_deeply([grep { /lg:line:/ } @$cmds], [],
+                  "an unknown line, key $bad->[1]: its owner not read");
+    }
+    json_error_is($s->op(POST => $unknown,
+                         {%$report, idempotencyKey => 'report-4'},
+                         'Idempotency-Key' => 'report-5'),
+                  400, 'VALIDATION_ERROR',
+                  'an unknown line, the header and the field differ');
 };
 
 # A report answered 503 after its script ran (its reply lost: Redis
