@@ -11,8 +11,11 @@
  * status and a message, which the endpoint answers.
  *
  * The fingerprint is SHA-256 of the body in canonical form (keys sorted,
- * compact, without idempotencyKey), so the same request sent with other
- * spacing or key order is the same request.
+ * compact, without idempotencyKey, nor a member whose value is null), so
+ * the same request sent with other spacing or key order is the same
+ * request, and so is one that sends "field": null for a field it leaves
+ * out: the bodies fingerprinted (a creation, a usage report) read null
+ * as absent in every field (json.c), the same parameters (Stripe's rule).
  */
 
 
@@ -141,17 +144,26 @@ static ngx_int_t
 ngx_http_linegate_idem_fingerprint(ngx_http_request_t *r, json_t *body,
     ngx_http_linegate_idem_t *idem)
 {
-    size_t   len;
-    u_char  *buf;
-    json_t  *copy;
+    void        *tmp;
+    size_t       len;
+    u_char      *buf;
+    json_t      *copy, *value;
+    const char  *key;
 
-    /* shallow: only the top-level idempotencyKey is left out */
+    /* shallow: only top-level members are left out */
     copy = json_copy(body);
     if (copy == NULL) {
         return NGX_ERROR;
     }
 
     (void) json_object_del(copy, "idempotencyKey");
+
+    /* null is absent: the same parameters as a body without the field */
+    json_object_foreach_safe(copy, tmp, key, value) {
+        if (json_is_null(value)) {
+            (void) json_object_del(copy, key);
+        }
+    }
 
     len = json_dumpb(copy, NULL, 0, JSON_SORT_KEYS|JSON_COMPACT);
     buf = len ? ngx_pnalloc(r->pool, len) : NULL;

@@ -820,6 +820,30 @@ subtest 'usage with an Idempotency-Key is counted once' => sub {
        16, 'no key: each call adds');
     is($r->hget("lg:{ws:$w}:lr:$id", '_tm'), 16, 'the line\'s own counters');
 
+    # a field null is the field absent (0, or an unknown field ignored):
+    # the same report (before, a 422 IDEMPOTENCY_KEY_MISMATCH)
+    $tx = $s->op(POST => "/lines/$id/usage", {%$report, lostCount => undef},
+                 'Idempotency-Key' => 'report-1');
+    is_deeply(answer_is($tx, 200, 'an unknown field null'), $first,
+              'an unknown field null: the first call\'s totals');
+    is($tx->res->headers->header('Idempotent-Replayed'), 'true',
+       'an unknown field null: Idempotent-Replayed: true');
+    my $totals = {id => $id, usage => {date => $day,
+                                       newConversationsCount => 4,
+                                       totalMessagesCount => 18}};
+    is_deeply(answer_is($s->op(POST => "/lines/$id/usage",
+                               {totalMessages => 2},
+                               'Idempotency-Key' => 'report-n'),
+                        200, 'newConversations absent'),
+              $totals, 'newConversations absent: adds 0');
+    $tx = $s->op(POST => "/lines/$id/usage",
+                 {totalMessages => 2, newConversations => undef},
+                 'Idempotency-Key' => 'report-n');
+    is_deeply(answer_is($tx, 200, 'newConversations null'), $totals,
+              'newConversations null: the same report, nothing added');
+    is($tx->res->headers->header('Idempotent-Replayed'), 'true',
+       'newConversations null: Idempotent-Replayed: true');
+
     json_error_is($s->op(POST => '/lines/' . line_id() . '/usage', $report,
                          'Idempotency-Key' => 'report-3'),
                   404, 'NOT_FOUND', 'an unknown line with a key');

@@ -110,6 +110,29 @@ subtest 'the fingerprint is of the canonical body' => sub {
              'other key order and spacing');
 };
 
+# Every field of a creation reads null as absent (json.c): the same
+# parameters, so the same request (before, a retry that sent null where
+# the first left the field out was a 422 IDEMPOTENCY_KEY_MISMATCH)
+subtest 'a field null and the field absent: the same request' => sub {
+    my $w = ws();
+    my $a = '{"firstName":"Ada","lastName":"L","channelType":"phone"}';
+    my $b = '{"firstName":"Ada","lastName":"L","channelType":"phone",'
+          . '"forwardCallsTo":null,"profileImageUrl":null}';
+    my $first = $l->create($w, \$a, key('n-1'));
+    $l->answer($first, 201, 'absent first');
+    replayed($l->create($w, \$b, key('n-1')), $first, 'then null');
+
+    $first = $l->create($w, \$b, key('n-2'));
+    $l->answer($first, 201, 'null first');
+    replayed($l->create($w, \$a, key('n-2')), $first, 'then absent');
+    is(count_ids($w), 2, 'two requests created, one per key');
+
+    # a value is still another request
+    $l->error_is($l->create($w, body(forwardCallsTo => '+15551234567'),
+                            key('n-1')),
+                 422, 'IDEMPOTENCY_KEY_MISMATCH', 'a value where null was');
+};
+
 subtest 'another body with the key: 422' => sub {
     my $w = ws();
     $l->answer($l->create($w, body(), key('m-1')), 201, 'first');
