@@ -2176,9 +2176,9 @@ ngx_http_linegate_redis_log_error(ngx_log_t *log, redisReply *reply,
  * A request's command answered with an error. Redis cannot serve now
  * (LOADING, OOM...: the list above) or a pipeline's NOSCRIPT (the scripts
  * are loaded again meanwhile): a retry succeeds, the request answers 503
- * with Retry-After. Any other error no retry changes: WRONGTYPE (a key of
- * another type where ours should be: corrupted data), a script's own
- * error (a bug). A client told "retry shortly" would retry for ever:
+ * with Retry-After (so after a NOPERM: below). Any other error no retry
+ * changes: WRONGTYPE (a key of another type where ours should be:
+ * corrupted data), a script's own error (a bug). A client told "retry shortly" would retry for ever:
  * the request's ctx is marked and its 503 becomes a 500 (reply.c), the
  * line names the script and the kinds of its keys, never their ids (an
  * API key's digest). 1: such a fault.
@@ -2203,6 +2203,16 @@ ngx_http_linegate_redis_request_error(ngx_http_request_t *r,
 
     ngx_http_linegate_redis_log_error(r->connection->log, reply, what,
                                       p - what);
+
+    if (reply->len >= 6 && ngx_strncmp(reply->str, "NOPERM", 6) == 0) {
+        /*
+         * an ACL refusing our user a key or command: Redis's
+         * configuration, which the operator fixes, as NOAUTH's
+         * password: a retry then succeeds, a 503 (durable writes keep
+         * their alert, t/125)
+         */
+        return 0;
+    }
 
     ctx = ngx_http_linegate_get_ctx(r);
     if (ctx != NULL) {
