@@ -2178,10 +2178,10 @@ ngx_http_linegate_redis_log_error(ngx_log_t *log, redisReply *reply,
  * are loaded again meanwhile): a retry succeeds, the request answers 503
  * with Retry-After (so after a NOPERM: below). Any other error no retry
  * changes: WRONGTYPE (a key of another type where ours should be:
- * corrupted data), a script's own error (a bug). A client told "retry shortly" would retry for ever:
- * the request's ctx is marked and its 503 becomes a 500 (reply.c), the
- * line names the script and the kinds of its keys, never their ids (an
- * API key's digest). 1: such a fault.
+ * corrupted data), a script's own error (a bug). A client told "retry
+ * shortly" would retry for ever: the request's ctx is marked and its 503
+ * becomes a 500 (reply.c). The line names the script and the kinds of
+ * its keys, never their ids (an API key's digest). 1: such a fault.
  */
 static ngx_uint_t
 ngx_http_linegate_redis_request_error(ngx_http_request_t *r,
