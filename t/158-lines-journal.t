@@ -153,7 +153,7 @@ subtest 'the journal: paid add-ons only, with the reservation, gone after '
        'awaiting_payment', 'the request awaits payment');
 };
 
-subtest 'a refused journal write: nothing reserved, no Stripe call, 503'
+subtest 'a refused journal write: nothing reserved, no Stripe call, 500'
 => sub {
     my $w = $l->workspace('org_j3');
     # the ZADD is refused (WRONGTYPE): on one Redis inside lr_create,
@@ -166,7 +166,10 @@ subtest 'a refused journal write: nothing reserved, no Stripe call, 503'
         $tx = $l->create($w, $EMAIL, 'Idempotency-Key' => 'jk');
     });
     $r->del($J);
-    $l->error_is($tx, 503, 'STORE_UNAVAILABLE', '503 as a failed store');
+    # a key of another type is no retry's to mend: 500, not the 503 of a
+    # store that did not answer (docs/operator.md, "Redis error replies")
+    $l->error_is($tx, 500, 'INTERNAL_ERROR', '500, undone as a failed store');
+    is($tx->res->headers->header('Retry-After'), undef, 'no Retry-After');
     my $create = (grep { my @k = script_keys($cmds->[$_]);
                          @k > 3 && $k[3] =~ /^\Qlg:{ws:$w->{id}}:lrvoid:\E/ }
                   0 .. $#$cmds)[0];

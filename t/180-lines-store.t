@@ -65,10 +65,15 @@ subtest 'hot GET: a command of the pipeline fails' => sub {
     $r->set($key, 'x');
 
     my $tx = $l->get($w, $id);
-    $l->error_is($tx, 503, 'STORE_UNAVAILABLE', 'HGETALL on a string');
+    # no retry mends a key of another type: 500, no Retry-After (a 503
+    # told the client to retry for ever)
+    $l->error_is($tx, 500, 'INTERNAL_ERROR', 'HGETALL on a string');
+    is($tx->res->headers->header('Retry-After'), undef, 'no Retry-After');
     my $rid = $tx->res->headers->header('X-Request-Id');
-    like($s->error_log, qr/linegate: redis error: "WRONGTYPE.*\Q$rid\E/,
-         'the error log says which command failed');
+    like($s->error_log,
+         qr/linegate:\ redis\ error:\ "WRONGTYPE[^"]*"\ on\ \w+\ of
+            \ keys?\ [^(]*\Qlg:{ws:*}:lr:*\E.*\Q$rid\E/x,
+         'the error log says which command failed, on which kind of key');
     $r->del($key);
     $r->hset($key, %h);
     is_deeply($l->answer($l->get($w, $id), 200, 'fixed'), $good,
