@@ -25,7 +25,7 @@ typedef struct {
 static ngx_http_linegate_key_form_t
     ngx_http_linegate_key_forms[NGX_HTTP_LINEGATE_KEY_COUNT] = {
 
-    /* NGX_HTTP_LINEGATE_KEY_WS ... _WS_USAGE_IDEM */
+    /* NGX_HTTP_LINEGATE_KEY_WS ... _WS_LIVE */
     { ngx_string("lg:{ws:"), ngx_string("}"), ngx_http_linegate_key_none },
     { ngx_string("lg:{ws:"), ngx_string("}:keys"),
       ngx_http_linegate_key_none },
@@ -48,6 +48,8 @@ static ngx_http_linegate_key_form_t
     { ngx_string("lg:{ws:"), ngx_string("}:ack"),
       ngx_http_linegate_key_none },
     { ngx_string("lg:{ws:"), ngx_string("}:usageidem:"),
+      ngx_http_linegate_key_none },
+    { ngx_string("lg:{ws:"), ngx_string("}:live"),
       ngx_http_linegate_key_none },
 
     /* NGX_HTTP_LINEGATE_KEY_ACCT ... _ACCT_OUTBOX */
@@ -260,6 +262,7 @@ ngx_http_linegate_key_request(ngx_pool_t *pool, ngx_str_t *ws,
     static ngx_http_linegate_key_e  kinds[] = {
         NGX_HTTP_LINEGATE_KEY_WS_LR,
         NGX_HTTP_LINEGATE_KEY_WS_LINES,
+        NGX_HTTP_LINEGATE_KEY_WS_LIVE,
         NGX_HTTP_LINEGATE_KEY_WS_PENDING,
         NGX_HTTP_LINEGATE_KEY_WS_IDEM
     };
@@ -269,7 +272,7 @@ ngx_http_linegate_key_request(ngx_pool_t *pool, ngx_str_t *ws,
 
     for (i = 0; i < n; i++) {
         if (ngx_http_linegate_key(pool, kinds[i], ws,
-                                  i == 0 ? id : (i == 3 ? digest : NULL),
+                                  i == 0 ? id : (i == 4 ? digest : NULL),
                                   &keys[i])
             != NGX_OK)
         {

@@ -31,6 +31,11 @@ typedef enum {
     NGX_HTTP_LINEGATE_KEY_WS_ACK,           /* a = W: a write for WAIT */
     /* a = W, b = "<id>:<digest>": a usage report's idempotency key */
     NGX_HTTP_LINEGATE_KEY_WS_USAGE_IDEM,
+    /*
+     * a = W: its awaiting_payment, provisioning and active requests, what
+     * a creation counts (:lines keeps the failed ones too, for by-user)
+     */
+    NGX_HTTP_LINEGATE_KEY_WS_LIVE,
 
     /* a provisioning account: lg:{acct:<A>}..., one hash tag */
     NGX_HTTP_LINEGATE_KEY_ACCT,             /* a = A */
@@ -102,12 +107,13 @@ typedef enum {
 
 /*
  * A line request's keys in its workspace (ngx_http_linegate_key_request()):
- * the scripts that settle, drop or create it name the request, the index
- * and the pending marker, so that a cluster checks them before the step
- * runs; those that keep an answer under the idempotency key name it too
+ * the scripts that settle, drop or create it name the request, the
+ * index, the index of live requests and the pending marker, so that a
+ * cluster checks them before the step runs; those that keep an answer
+ * under the idempotency key name it too
  */
-#define NGX_HTTP_LINEGATE_KEYS_LR_REQUEST   3
-#define NGX_HTTP_LINEGATE_KEYS_LR_IDEM      4
+#define NGX_HTTP_LINEGATE_KEYS_LR_REQUEST   4
+#define NGX_HTTP_LINEGATE_KEYS_LR_IDEM      5
 
 
 /* the length of the name, for a caller's buffer */
@@ -152,7 +158,7 @@ ngx_uint_t ngx_http_linegate_key_same_slot(ngx_str_t *a, ngx_str_t *b);
 
 /*
  * The keys of workspace ws's line request id, in the pool, in the order
- * the scripts take them: lg:{ws:<W>}:lr:<id>, :lines, :pending, and,
+ * the scripts take them: lg:{ws:<W>}:lr:<id>, :lines, :live, :pending, and,
  * when digest is not NULL, :idem:<digest> (:idem: alone for an empty
  * digest: a request without an idempotency key declares a key its
  * script never touches, so that its list of keys is one)

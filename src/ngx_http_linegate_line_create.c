@@ -1286,8 +1286,8 @@ ngx_http_linegate_create_script(ngx_http_request_t *r,
                                                            : &none);
 
     /*
-     * KEYS[4..8], after lr_gate's; KEYS[9] the set-up stream and
-     * KEYS[10] the journal on one Redis only: on a cluster they are
+     * KEYS[4..9], after lr_gate's; KEYS[10] the set-up stream and
+     * KEYS[11] the journal on one Redis only: on a cluster they are
      * other slots (lr_setup.h, create_index_cluster)
      */
     ngx_http_linegate_lines_key(lr, a, NGX_HTTP_LINEGATE_KEY_WS_LRVOID,

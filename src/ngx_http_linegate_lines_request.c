@@ -371,15 +371,23 @@ ngx_http_linegate_lines_ended(ngx_http_linegate_lr_t *lr,
  * The release of an ended request answered (lr_release: 1, no request of
  * that id any more; 0, the workspace holds it, its invoice stored): an
  * invoice no request names is queued for a reconciliation run to void.
- * args: lr_release's 5 keys, its 4 arguments, the invoice, the customer.
+ * args: lr_release's keys (the release mark, the request's with its
+ * idempotency key: NGX_HTTP_LINEGATE_LINES_RELEASE_KEYS), its 4
+ * arguments, the invoice, the customer.
  */
+#define NGX_HTTP_LINEGATE_LINES_RELEASE_KEYS                                 \
+    (1 + NGX_HTTP_LINEGATE_KEYS_LR_IDEM)
+
 static void
 ngx_http_linegate_lines_released(redisReply *reply,
     ngx_http_linegate_redis_args_t *args, ngx_str_t *note)
 {
+    int        k;
     ngx_str_t  ws, id, invoice, customer;
 
-    if (reply == NULL || args->argc != 11
+    k = NGX_HTTP_LINEGATE_LINES_RELEASE_KEYS;
+
+    if (reply == NULL || args->argc != k + 6
         || reply->type != REDIS_REPLY_INTEGER)
     {
         ngx_log_error(NGX_LOG_ALERT, ngx_cycle->log, 0,
@@ -389,8 +397,8 @@ ngx_http_linegate_lines_released(redisReply *reply,
         return;
     }
 
-    ngx_http_linegate_lines_arg(args, 6, &id);
-    ngx_http_linegate_lines_arg(args, 9, &invoice);
+    ngx_http_linegate_lines_arg(args, k + 1, &id);
+    ngx_http_linegate_lines_arg(args, k + 4, &invoice);
 
     if (reply->integer == 0) {
         ngx_log_error(NGX_LOG_INFO, ngx_cycle->log, 0,
@@ -400,8 +408,8 @@ ngx_http_linegate_lines_released(redisReply *reply,
         return;
     }
 
-    ngx_http_linegate_lines_arg(args, 5, &ws);
-    ngx_http_linegate_lines_arg(args, 10, &customer);
+    ngx_http_linegate_lines_arg(args, k, &ws);
+    ngx_http_linegate_lines_arg(args, k + 5, &customer);
 
     ngx_http_linegate_lines_orphan_of(ngx_cycle->log, &ws, &id, &invoice,
                                       &customer);
@@ -1009,10 +1017,13 @@ ngx_http_linegate_lines_resolve(ngx_http_request_t *r,
     ngx_http_linegate_redis_arg_cstr(a, lmcf->redis_cluster ? "c" : "w");
 
     /*
-     * KEYS[2..3], after the request's: its index, its pending marker;
-     * KEYS[4] the set-up stream, on one Redis only
+     * KEYS[2..4], after the request's: its index, the index of live
+     * requests, its pending marker; KEYS[5] the set-up stream, on one
+     * Redis only
      */
     ngx_http_linegate_lines_key(lr, a, NGX_HTTP_LINEGATE_KEY_WS_LINES,
+                                &lr->ws, NULL);
+    ngx_http_linegate_lines_key(lr, a, NGX_HTTP_LINEGATE_KEY_WS_LIVE,
                                 &lr->ws, NULL);
     ngx_http_linegate_lines_key(lr, a, NGX_HTTP_LINEGATE_KEY_WS_PENDING,
                                 &lr->ws, NULL);

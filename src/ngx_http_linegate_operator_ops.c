@@ -23,7 +23,7 @@
 
 
 static void ngx_http_linegate_operator_line_args(ngx_http_request_t *r,
-    ngx_http_linegate_operator_t *adm, ngx_str_t *day);
+    ngx_http_linegate_operator_t *adm, ngx_str_t *day, ngx_uint_t live);
 static ngx_int_t ngx_http_linegate_operator_page_size(ngx_http_request_t *r,
     ngx_int_t dflt, ngx_int_t max, ngx_int_t *count);
 
@@ -157,7 +157,7 @@ static ngx_http_linegate_operator_call_t  ngx_http_linegate_operator_srem = {
  */
 static ngx_http_linegate_operator_call_t  ngx_http_linegate_operator_move = {
     ngx_http_linegate_operator_line_move,
-    NGX_HTTP_LINEGATE_SCRIPT_OP_LINE_TRANSITION, 1,
+    NGX_HTTP_LINEGATE_SCRIPT_OP_LINE_TRANSITION, 2,
     NGX_HTTP_LINEGATE_OPERATOR_REPLY_ARRAY, "isa", NGX_HTTP_OK,
     ngx_http_linegate_operator_line_moved,
     1,
@@ -526,13 +526,15 @@ ngx_http_linegate_operator_inv_removed(ngx_http_request_t *r,
 
 /*
  * what every line script starts with: KEYS[1] lg:{ws:W}:lr:<id>, W the
- * owner operator_owner read from lg:line:<id>; then, for usage (day not
- * NULL), KEYS[2] the day's counters and KEYS[3] the record of its
- * Idempotency-Key (adm->idem; "<id>:" alone without one); ARGV[1] id
+ * owner operator_owner read from lg:line:<id>; then, for a move (live),
+ * KEYS[2] the workspace's index of live requests, which a line that
+ * fails leaves; for usage (day not NULL), KEYS[2] the day's counters
+ * and KEYS[3] the record of its Idempotency-Key (adm->idem; "<id>:"
+ * alone without one); ARGV[1] id
  */
 static void
 ngx_http_linegate_operator_line_args(ngx_http_request_t *r,
-    ngx_http_linegate_operator_t *adm, ngx_str_t *day)
+    ngx_http_linegate_operator_t *adm, ngx_str_t *day, ngx_uint_t live)
 {
     u_char     *p;
     ngx_str_t   key, b;
@@ -546,6 +548,18 @@ ngx_http_linegate_operator_line_args(ngx_http_request_t *r,
     }
 
     ngx_http_linegate_redis_arg_str(&adm->args, &key);
+
+    if (live) {
+        if (ngx_http_linegate_key(r->pool, NGX_HTTP_LINEGATE_KEY_WS_LIVE,
+                                  &adm->ws, NULL, &key)
+            != NGX_OK)
+        {
+            adm->args.argc = -1;
+            return;
+        }
+
+        ngx_http_linegate_redis_arg_str(&adm->args, &key);
+    }
 
     if (day != NULL) {
         /* "<id>:<day>" */
@@ -610,7 +624,7 @@ static ngx_int_t
 ngx_http_linegate_operator_line_move(ngx_http_request_t *r,
     ngx_http_linegate_operator_t *adm)
 {
-    ngx_http_linegate_operator_line_args(r, adm, NULL);
+    ngx_http_linegate_operator_line_args(r, adm, NULL, 1);
     ngx_http_linegate_redis_arg_cstr(&adm->args, adm->route->data);
     ngx_http_linegate_redis_arg_str(&adm->args, &adm->now);
     ngx_http_linegate_redis_arg_str(&adm->args, &adm->value[0].str);
@@ -656,7 +670,7 @@ static ngx_int_t
 ngx_http_linegate_operator_line_health(ngx_http_request_t *r,
     ngx_http_linegate_operator_t *adm)
 {
-    ngx_http_linegate_operator_line_args(r, adm, NULL);
+    ngx_http_linegate_operator_line_args(r, adm, NULL, 0);
     ngx_http_linegate_redis_arg_str(&adm->args, &adm->value[0].str);
     ngx_http_linegate_redis_arg_str(&adm->args, &adm->now);
 
@@ -738,7 +752,7 @@ ngx_http_linegate_operator_line_usage(ngx_http_request_t *r,
     adm->date.data = p;
     adm->date.len = ngx_http_linegate_utc_date(p, adm->now_ms) - p;
 
-    ngx_http_linegate_operator_line_args(r, adm, &adm->date);
+    ngx_http_linegate_operator_line_args(r, adm, &adm->date, 0);
     ngx_http_linegate_redis_arg_str(&adm->args, &adm->date);
     ngx_http_linegate_redis_arg_int(r, &adm->args, adm->value[0].n);
     ngx_http_linegate_redis_arg_int(r, &adm->args, adm->value[1].n);

@@ -3334,7 +3334,7 @@ ngx_http_linegate_reconcile_paid_settle(ngx_http_request_t *r,
     ngx_http_linegate_redis_arg_int(r, a, lmcf->idempotency_ttl);
     ngx_http_linegate_redis_arg_cstr(a, lmcf->redis_cluster ? "c" : "w");
 
-    /* KEYS[1..4] the request's, KEYS[5] the set-up stream (one Redis) */
+    /* KEYS[1..5] the request's, KEYS[6] the set-up stream (one Redis) */
     ngx_http_linegate_lines_request_keys(r->pool, a, &e->workspace,
                                          &e->line_request,
                                          &e->idempotency_key);

@@ -41,14 +41,14 @@ sub body_of {
 # the journal (other slots: nginx writes them in steps of their own)
 my $CLUSTER = $s->topology eq 'cluster';
 
-# lr_create for an included phone line: its 10 keys (8 on a cluster),
+# lr_create for an included phone line: its 11 keys (9 on a cluster),
 # then its 24 arguments (lr_create.lua's header)
 sub create {
     my ($ws, $id, %o) = @_;
     my $t = "lg:{ws:$ws}";
     my $idem = $o{idem} // '';
     my @keys = ($t, "$t:keys", "$t:gcra", "$t:lrvoid:$id", "$t:lr:$id",
-                "$t:lines", "$t:pending", "$t:idem:$idem");
+                "$t:lines", "$t:live", "$t:pending", "$t:idem:$idem");
     push @keys, 'lg:provisioning', 'lg:{fleet}:lr:inflight' unless $CLUSTER;
     my @args = ($CLUSTER ? 'c' : 'w', $ws, 1, 59999999, '', '', $id,
                 1795644705904,

@@ -802,8 +802,8 @@ sub lapsed_settled {
     my ($sec, $usec) = $r->time;
     my $now = int($sec * 1000 + $usec / 1000);
     return ($lkey, $now, iso_ms($now),
-            $lkey, "lg:{ws:$w->{id}}:lines", "lg:{ws:$w->{id}}:pending",
-            'lg:provisioning');
+            $lkey, "lg:{ws:$w->{id}}:lines", "lg:{ws:$w->{id}}:live",
+            "lg:{ws:$w->{id}}:pending", 'lg:provisioning');
 }
 
 subtest 'a settle whose reply was lost: the next GET queues it' => sub {
@@ -816,7 +816,7 @@ subtest 'a settle whose reply was lost: the next GET queues it' => sub {
     my $from = $r->hget($lkey, 'reissueAt');
 
     # lr_resolve as a GET's check sends it, its reply lost
-    $r->eval(lua_script('lr_resolve'), 4, @keys, $w->{id}, $id, $old,
+    $r->eval(lua_script('lr_resolve'), 5, @keys, $w->{id}, $id, $old,
              'void', $now, $iso, substr($iso, 0, 10), 'w');
     is($r->hget($lkey, 'provisioningStatus'), 'canceled', 'canceled');
     is($r->hget($lkey, 'sweepPending'), $from, 'marked: from its claim');
@@ -846,7 +846,7 @@ subtest 'a webhook whose answer was lost: its redelivery queues it' => sub {
     my $evt = 'evt_lost' . $id;
 
     # wh_invoice as nginx sends it for invoice.voided, its answer lost
-    my $got = [$r->eval(lua_script('wh_invoice'), 5,
+    my $got = [$r->eval(lua_script('wh_invoice'), 6,
                         "lg:{ws:$w->{id}}:event:$evt", @keys, $old, 'void',
                         $now, $iso, 86400, $w->{id}, $id, 'w', 60000)];
     is($got->[0], 3, 'applied');

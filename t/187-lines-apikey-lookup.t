@@ -129,7 +129,7 @@ subtest 'a cold key: its lookup, then the workspace\'s step' => sub {
     my ($ev) = grep { $n[$_] eq 'EVALSHA' } 0 .. $#n;
     ok($n[0] eq 'GET' && defined $ev && grep({ $n[$_] eq 'SET' } 1 .. $ev - 1),
        'create: lookup, its index, then its script') or diag "@$cmds";
-    my $nkeys = $MODE eq 'c' ? 8 : 10;
+    my $nkeys = $MODE eq 'c' ? 9 : 11;
     like($cmds->[$ev // 0] // '',
          qr/"EVALSHA" "[0-9a-f]{40}" "$nkeys" "lg:\{ws:$w->{id}\}" /,
          'create: its KEYS[1] the workspace');

@@ -1670,7 +1670,7 @@ subtest 'a cluster: the promotion\'s relay lost, the sweep relays it once'
     my $W = quotemeta $w->{id};
     my $index = first_at($cmds, qr/"SET" "lg:invoice:\Q$inv->{id}\E"/i);
     my $zadd = first_at($cmds, qr/"zadd" "\Q$SETUP\E" "\d+" "$W \Q$id\E /i);
-    my $settle = first_at($cmds, qr/"EVAL(?:SHA)?" .*"4" /
+    my $settle = first_at($cmds, qr/"EVAL(?:SHA)?" .*"5" /
                                  . qr/"\Qlg:{ws:$w->{id}}:lr:$id\E" /
                                  . qr/"\Qlg:{ws:$w->{id}}:lines\E"/i);
     my $xadd = first_at($cmds, qr/"xadd" "lg:provisioning" .*"\Q$id\E"/i);

@@ -117,12 +117,13 @@ subtest 'invoice.paid promotes the request, once' => sub {
     # on a cluster the set-up stream is another slot: not named (the
     # worker appends the entry itself, t/159)
     my ($n, $stream) = $s->topology eq 'cluster'
-        ? (4, '') : (5, ' "lg:provisioning"');
+        ? (5, '') : (6, ' "lg:provisioning"');
     like($c[1] // '',
          qr/"EVALSHA"\ "[0-9a-f]{40}"\ "$n"
             \ "lg:\{ws:org_wh1\}:event:\Q$ev->{id}\E"
             \ "lg:\{ws:org_wh1\}:lr:\Q$ID1\E" \ "lg:\{ws:org_wh1\}:lines"
-            \ "lg:\{ws:org_wh1\}:pending"\Q$stream\E\ "in_wh1"/ix,
+            \ "lg:\{ws:org_wh1\}:live" \ "lg:\{ws:org_wh1\}:pending"
+            \Q$stream\E\ "in_wh1"/ix,
          'then the script on the workspace\'s keys') or diag "@$cmds";
 };
 
@@ -321,6 +322,9 @@ subtest 'an uncollectible invoice paid later promotes its request' => sub {
        'canceled by marked_uncollectible (above)');
     ok(!defined $r->zscore('lg:{ws:org_wh3}:lines', $ID3),
        'out of the index of live requests');
+    # the workspace's index of live requests, as a creation built it
+    # (data-model.md: its marker 'built', score 0)
+    $r->zadd('lg:{ws:org_wh3}:live', 0, 'built');
     my $before = stream_len();
     my $from = length $s->error_log;
 
@@ -331,6 +335,8 @@ subtest 'an uncollectible invoice paid later promotes its request' => sub {
     is(status_of('org_wh3', $ID3), 'provisioning/paid', 'promoted');
     ok(defined $r->zscore('lg:{ws:org_wh3}:lines', $ID3),
        'back in the index of live requests');
+    ok(defined $r->zscore('lg:{ws:org_wh3}:live', $ID3),
+       'and in :live, which a creation counts from');
     ok(eventually(sub { stream_len() == $before + 1 }, 5),
        'one entry on the provisioning stream');
     my $said = 'invoice "in_wh3" paid after it was marked uncollectible: '

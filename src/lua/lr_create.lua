@@ -5,15 +5,17 @@
 --
 -- KEYS[1], [2], [3] see lr_gate, KEYS[4] lg:{ws:W}:lrvoid:<id>,
 -- KEYS[5] lg:{ws:W}:lr:<id>, KEYS[6] lg:{ws:W}:lines,
--- KEYS[7] lg:{ws:W}:pending, KEYS[8] lg:{ws:W}:idem:<ARGV[20]> (declared
+-- KEYS[7] lg:{ws:W}:live, KEYS[8] lg:{ws:W}:pending,
+-- KEYS[9] lg:{ws:W}:idem:<ARGV[20]> (declared
 -- also without an idempotency key, lg:{ws:W}:idem:, never touched then:
--- one list of keys whatever the request), KEYS[9] lg:provisioning on one
+-- one list of keys whatever the request), KEYS[10] lg:provisioning on one
 -- Redis only (ARGV[1] 'w'): on a cluster it is another slot, not
 -- declared; an included line's set-up entry is then appended by nginx
 -- after this step (LR_OK is the report), covered by the member of
 -- lg:{fleet}:lr:setup it wrote before it
 -- Derived from KEYS[1] (its slot), named by the workspace's data: the
--- requests of the index (live lines), the one :pending names and the
+-- requests of :live (or, the once it is built, of :lines), the one
+-- :pending names and the
 -- reservation an idempotency key holds, lg:{ws:W}:lr:<rid>; on a cluster
 -- the index's are checked first to be all here (include/lr_here.lua),
 -- so that one not yet moved is never counted out, dropped or taken
@@ -21,7 +23,7 @@
 -- it in its own step before this one (a creation this script refuses
 -- leaves it naming a workspace without the line, which every reader
 -- answers as unknown).
--- KEYS[10] the journal lg:{fleet}:lr:inflight on one Redis only: a
+-- KEYS[11] the journal lg:{fleet}:lr:inflight on one Redis only: a
 -- reservation's member "<W> <id>" is written here, with it, so that no
 -- reservation is ever without one (a worker dying as soon as this step
 -- ran leaves it for the reconciliation's sweep). On a cluster it is
@@ -67,13 +69,37 @@
 --#include lr_settle
 --#include lr_here
 
-local ikey = ARGV[20] ~= '' and KEYS[8] or nil
+local lines, live, pkey = KEYS[6], KEYS[7], KEYS[8]
+local ikey = ARGV[20] ~= '' and KEYS[9] or nil
 
--- on a cluster, before the gate writes anything (lr_here): the index
--- holds the pending request and any reservation a key holds, which
--- leave it with their hash (lr_drop); the other ones are gone or canceled
+-- The workspace's live requests (awaiting_payment, provisioning, active)
+-- are :live, kept beside :lines by every step that adds to or takes
+-- from :lines (this one, lr_drop, lr_settle) and by op_line_transition's
+-- move to failed, so that a creation counts what the workspace has, not
+-- its failed lines, which :lines keeps for by-user (SPEC 2.8) for ever
+-- (docs/performance.md, "a creation's walk of failed lines"). Its
+-- member LR_LIVE_BUILT (score 0; a request's is the ms of its
+-- creation) says it is built: Redis deletes an empty zset, and an index
+-- absent is then one never built, a workspace written before it, which
+-- the first count reads :lines for (live_count), and the first creation
+-- that goes ahead after it writes (found, below), once. No step adds
+-- to an index that is not built (lg_lr_live_add): it would be taken for
+-- a built one that holds only that request.
+local LR_LIVE_BUILT = 'built'
+local built = redis.call('EXISTS', live) == 1
+
+-- the requests of a built :live, its marker left out
+local function live_ids()
+    return redis.call('ZRANGEBYSCORE', live, '(0', '+inf')
+end
+
+-- on a cluster, before the gate writes anything (lr_here): :live holds
+-- the pending request and any reservation a key holds, which leave it
+-- with their hash (lr_drop); the other ones are gone, canceled or
+-- failed. Not built, :lines, which the build walks
 if ARGV[1] == 'c'
-   and not lg_lr_here(KEYS[1], redis.call('ZRANGE', KEYS[6], 0, -1))
+   and not lg_lr_here(KEYS[1], built and live_ids()
+                               or redis.call('ZRANGE', lines, 0, -1))
 then
     return redis.error_reply(LR_TRYAGAIN)
 end
@@ -127,7 +153,7 @@ if ikey then
             return {LR_IDEM_IN_USE, ws, left}
         end
         if p[1] then
-            lg_lr_drop(lg_lr_key(wkey, rec[5]), KEYS[6], KEYS[7], rec[5])
+            lg_lr_drop(lg_lr_key(wkey, rec[5]), lines, live, pkey, rec[5])
         end
         redis.call('DEL', ikey)
     end
@@ -160,21 +186,53 @@ then
         .. 'request lines","redirect":"/billing"}')
 end
 
--- live lines of the channel: provisioning or active. The index holds the
--- requests that are not canceled (lr_settle takes them out), so this walks
--- what the workspace has, never its history.
-local function live()
+-- :live not built: the live requests the count found in :lines, {id,
+-- score}, written into :live with the new request (below), so that a
+-- creation refused writes none of it (a workspace written before :live
+-- walks :lines until its first creation that counts goes ahead); gone,
+-- the pending request dropped after the count
+local found, gone
+
+-- live lines of the channel: provisioning or active, counted from :live,
+-- what the workspace has, never its history. Not built yet: from :lines
+-- (every request but canceled ones), its live ones kept in found. A
+-- request met that is not live (none should be: a step that ends one
+-- takes it out) leaves :live; one canceled or gone leaves :lines too
+-- (an index written before canceled requests left it, or a request an
+-- operator deleted)
+local function live_count()
+    local ids, scores = {}, {}
+    if built then
+        ids = live_ids()
+    else
+        local r = redis.call('ZRANGE', lines, 0, -1, 'WITHSCORES')
+        for i = 1, #r, 2 do
+            ids[#ids + 1] = r[i]
+            scores[r[i]] = r[i + 1]
+        end
+        found = {}
+    end
+
     local n = 0
-    for _, lid in ipairs(redis.call('ZRANGE', KEYS[6], 0, -1)) do
+    for _, lid in ipairs(ids) do
         local h = redis.call('HMGET', lg_lr_key(wkey, lid),
                              'provisioningStatus', 'channelType')
-        if h[2] == channel
-           and (h[1] == 'provisioning' or h[1] == 'active')
+        if h[1] == 'provisioning' or h[1] == 'active'
+           or h[1] == 'awaiting_payment'
         then
-            n = n + 1
-        elseif not h[1] or h[1] == 'canceled' then
-            -- an index written before canceled requests left it
-            redis.call('ZREM', KEYS[6], lid)
+            if found then
+                found[#found + 1] = {lid, scores[lid]}
+            end
+            if h[2] == channel and h[1] ~= 'awaiting_payment' then
+                n = n + 1
+            end
+        else
+            if not found then
+                redis.call('ZREM', live, lid)
+            end
+            if not h[1] or h[1] == 'canceled' then
+                redis.call('ZREM', lines, lid)
+            end
         end
     end
     return n
@@ -186,12 +244,12 @@ if channel == 'phone' then
     if plan == 'mini' then
         cost = 'forbidden'
     elseif plan == 'starter' then
-        cost = live() == 0 and 'included' or 'forbidden'
+        cost = live_count() == 0 and 'included' or 'forbidden'
     else
-        cost = live() < 2 and 'included' or 'addon'
+        cost = live_count() < 2 and 'included' or 'addon'
     end
 else
-    if plan == 'mini' and live() == 0 then
+    if plan == 'mini' and live_count() == 0 then
         cost = 'included'
     else
         cost = 'addon'
@@ -206,16 +264,17 @@ if cost == 'forbidden' then
 end
 
 -- at most one request awaits payment
-local pending = redis.call('GET', KEYS[7])
+local pending = redis.call('GET', pkey)
 if pending and abandoned(pending) then
     if redis.call('HGET', lg_lr_key(wkey, pending), 'provisioningStatus')
        == 'awaiting_payment'
     then
         -- the nginx that reserved it never stored an invoice: it died
         -- or lost Redis meanwhile; the workspace must not stay blocked
-        lg_lr_drop(lg_lr_key(wkey, pending), KEYS[6], KEYS[7], pending)
+        lg_lr_drop(lg_lr_key(wkey, pending), lines, live, pkey, pending)
+        gone = pending
     else
-        redis.call('DEL', KEYS[7])
+        redis.call('DEL', pkey)
     end
     pending = nil
 end
@@ -274,15 +333,28 @@ end
 if cost == 'addon' and ARGV[1] == 'w' then
     -- first: a ZADD refused (WRONGTYPE, OOM) stops the script before
     -- the reservation is written
-    redis.call('ZADD', KEYS[10], ARGV[8], ws .. ' ' .. id)
+    redis.call('ZADD', KEYS[11], ARGV[8], ws .. ' ' .. id)
 end
 
 -- the scores as nginx wrote them: a Lua number would be formatted back
 redis.call('HSET', lkey, unpack(f))
-redis.call('ZADD', KEYS[6], ARGV[8], id)
+redis.call('ZADD', lines, ARGV[8], id)
+if found then
+    -- the count read :lines: :live built now, with the request
+    redis.call('ZADD', live, 0, LR_LIVE_BUILT)
+    for _, f in ipairs(found) do
+        if f[1] ~= gone then
+            redis.call('ZADD', live, f[2], f[1])
+        end
+    end
+end
+if built or found then
+    -- (neither: the first count finds it in :lines)
+    redis.call('ZADD', live, ARGV[8], id)
+end
 
 if cost == 'included' then
-    lg_lr_provision(ARGV[1] == 'w' and KEYS[9] or nil, ws, id, channel,
+    lg_lr_provision(ARGV[1] == 'w' and KEYS[10] or nil, ws, id, channel,
                     ARGV[11], ARGV[9])
 
     -- nginx answers the body it rendered; a retry replays the kept one
@@ -292,7 +364,7 @@ if cost == 'included' then
     return {LR_OK, ws, left}
 end
 
-redis.call('SET', KEYS[7], id)
+redis.call('SET', pkey, id)
 
 if ikey then
     redis.call('HSET', ikey, 'state', 'running', 'fp', ARGV[21], 'id', id)

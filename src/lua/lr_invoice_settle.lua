@@ -18,9 +18,10 @@
 -- this step, and answered (no request names an invoice the index does
 -- not know); on a cluster, the set-up member too (lr_setup.h).
 -- KEYS[1] lg:{ws:W}:lr:<id>, KEYS[2] lg:{ws:W}:lines,
--- KEYS[3] lg:{ws:W}:pending, KEYS[4] lg:{ws:W}:idem:<ARGV[7]> (declared
--- also without one, never touched then), KEYS[5] lg:provisioning (one
--- Redis only: not declared on a cluster)
+-- KEYS[3] lg:{ws:W}:live, KEYS[4] lg:{ws:W}:pending,
+-- KEYS[5] lg:{ws:W}:idem:<ARGV[7]> (declared also without one, never
+-- touched then), KEYS[6] lg:provisioning (one Redis only: not declared
+-- on a cluster)
 -- ARGV[1] ws, ARGV[2] id, ARGV[3] invoice id, ARGV[4] its hosted invoice
 -- URL ("" when Stripe gave none), ARGV[5] now (ms), ARGV[6] now (ISO
 -- 8601), ARGV[7] sha256hex of the idempotency key the request holds
@@ -59,16 +60,16 @@ if cur[2] ~= ARGV[3] then
     -- the key the dead creation held "running": its answer, the request
     -- paid, as the creation would have kept it (its body's fingerprint)
     if ARGV[7] ~= '' then
-        local rec = redis.call('HMGET', KEYS[4], 'state', 'id', 'fp')
+        local rec = redis.call('HMGET', KEYS[5], 'state', 'id', 'fp')
         if rec[1] == 'running' and rec[2] == ARGV[2] then
-            lg_lr_idem_done(KEYS[4], rec[3] or '', ARGV[8], ARGV[9],
+            lg_lr_idem_done(KEYS[5], rec[3] or '', ARGV[8], ARGV[9],
                             ARGV[10])
         end
     end
 end
 
-local stream = ARGV[11] == 'w' and KEYS[5] or nil
+local stream = ARGV[11] == 'w' and KEYS[6] or nil
 local _, changed, channel, line_type = lg_lr_settle(stream, lkey, KEYS[2],
-    KEYS[3], ARGV[1], ARGV[2], 'paid', tonumber(ARGV[5]), ARGV[6])
+    KEYS[3], KEYS[4], ARGV[1], ARGV[2], 'paid', tonumber(ARGV[5]), ARGV[6])
 
 return {1, changed and 1 or 0, channel or '', line_type or ''}

@@ -8,9 +8,9 @@
 -- Its member of the journal lg:{fleet}:lr:inflight (another slot) is
 -- removed by nginx once this step answered (a durable ZREM).
 -- KEYS[1] lg:{ws:W}:lrvoid:<id>, KEYS[2] lg:{ws:W}:lr:<id>,
--- KEYS[3] lg:{ws:W}:lines, KEYS[4] lg:{ws:W}:pending,
--- KEYS[5] lg:{ws:W}:idem:<ARGV[3]> (declared also without one, never
--- touched then)
+-- KEYS[3] lg:{ws:W}:lines, KEYS[4] lg:{ws:W}:live,
+-- KEYS[5] lg:{ws:W}:pending, KEYS[6] lg:{ws:W}:idem:<ARGV[3]> (declared
+-- also without one, never touched then)
 -- ARGV[1] ws, ARGV[2] id, ARGV[3] sha256hex of the idempotency key (""),
 -- ARGV[4] ms the mark lasts
 -- Returns 1 when the workspace holds no request of that id (its owner
@@ -22,11 +22,11 @@ redis.call('SET', KEYS[1], '1', 'PX', tonumber(ARGV[4]))
 local lkey = KEYS[2]
 local cur = redis.call('HMGET', lkey, 'provisioningStatus', 'invoiceId')
 if cur[1] == 'awaiting_payment' and not cur[2] then
-    lg_lr_drop(lkey, KEYS[3], KEYS[4], ARGV[2])
+    lg_lr_drop(lkey, KEYS[3], KEYS[4], KEYS[5], ARGV[2])
 end
 
 if ARGV[3] ~= '' then
-    local ikey = KEYS[5]
+    local ikey = KEYS[6]
     local rec = redis.call('HMGET', ikey, 'state', 'id')
     if rec[1] == 'running' and rec[2] == ARGV[2] then
         redis.call('DEL', ikey)

@@ -5,8 +5,9 @@
 -- lr_settle, but only while the request still names that invoice (a
 -- reissued invoice is not settled by news of the old one).
 -- KEYS[1] lg:{ws:W}:lr:<id>, KEYS[2] lg:{ws:W}:lines,
--- KEYS[3] lg:{ws:W}:pending, KEYS[4] lg:provisioning (one Redis only:
--- not declared on a cluster, where it is another slot)
+-- KEYS[3] lg:{ws:W}:live, KEYS[4] lg:{ws:W}:pending,
+-- KEYS[5] lg:provisioning (one Redis only: not declared on a cluster,
+-- where it is another slot)
 -- ARGV[1] ws, ARGV[2] id, ARGV[3] invoice id, ARGV[4] 'paid' or 'void',
 -- ARGV[5] now (ms), ARGV[6] now (ISO 8601), ARGV[7] UTC date (unused: nginx
 -- compares it with the usage day in the hash), ARGV[8] 'w' (one Redis:
@@ -23,9 +24,10 @@ local changed = false
 
 if redis.call('HGET', KEYS[1], 'invoiceId') == ARGV[3] then
     local _
-    local stream = ARGV[8] == 'w' and KEYS[4] or nil
-    _, changed = lg_lr_settle(stream, KEYS[1], KEYS[2], KEYS[3], ARGV[1],
-                              ARGV[2], ARGV[4], tonumber(ARGV[5]), ARGV[6])
+    local stream = ARGV[8] == 'w' and KEYS[5] or nil
+    _, changed = lg_lr_settle(stream, KEYS[1], KEYS[2], KEYS[3], KEYS[4],
+                              ARGV[1], ARGV[2], ARGV[4], tonumber(ARGV[5]),
+                              ARGV[6])
 end
 
 local line = lg_lr_line(KEYS[1], ARGV[2])

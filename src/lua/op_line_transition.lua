@@ -1,7 +1,9 @@
 -- Operator API: provisioning -> active | failed, checked and written in
 -- one step, the workspace's: nginx read the owner first (GET
 -- lg:line:<id>, its own slot).
--- KEYS[1] lg:{ws:W}:lr:<id>
+-- KEYS[1] lg:{ws:W}:lr:<id>, KEYS[2] lg:{ws:W}:live (the workspace's
+-- index of live requests, which a creation counts: a failed line leaves
+-- it here; lg:{ws:W}:lines keeps it, by-user lists it, SPEC 2.8)
 -- ARGV[1] id, ARGV[2] "active" or "failed", ARGV[3] now, ISO 8601,
 -- ARGV[4] active: the phone ("" when none given); failed: the reason,
 -- ARGV[5] W
@@ -33,5 +35,8 @@ else
 end
 
 redis.call("HSET", lr, "provisioningStatus", ARGV[2], "updatedAt", ARGV[3])
+if ARGV[2] == "failed" then
+    redis.call("ZREM", KEYS[2], ARGV[1])
+end
 
 return {1, ARGV[5], redis.call("HGETALL", lr)}

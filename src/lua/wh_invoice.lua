@@ -3,8 +3,9 @@
 -- KEYS[1]  lg:{ws:W}:event:<event id> (de-duplication: an event is
 --          applied once; under the workspace's tag)
 -- KEYS[2]  lg:{ws:W}:lr:<ARGV[7]>  KEYS[3]  lg:{ws:W}:lines
--- KEYS[4]  lg:{ws:W}:pending  KEYS[5]  lg:provisioning (one Redis
---          only: not declared on a cluster, where it is another slot)
+-- KEYS[4]  lg:{ws:W}:live  KEYS[5]  lg:{ws:W}:pending
+-- KEYS[6]  lg:provisioning (one Redis only: not declared on a cluster,
+--          where it is another slot)
 -- ARGV[1]  invoice id
 -- ARGV[2]  'paid' or 'void' (voided and marked_uncollectible)
 -- ARGV[3]  now, Unix ms
@@ -140,10 +141,10 @@ then
     return {4}
 end
 
-local stream = ARGV[8] == 'w' and KEYS[5] or nil
+local stream = ARGV[8] == 'w' and KEYS[6] or nil
 local status, changed, channel, line_type, reopened =
-    lg_lr_settle(stream, KEYS[2], KEYS[3], KEYS[4], ws, id, ARGV[2],
-                 ARGV[3], ARGV[4])
+    lg_lr_settle(stream, KEYS[2], KEYS[3], KEYS[4], KEYS[5], ws, id,
+                 ARGV[2], ARGV[3], ARGV[4])
 if not status then
     return {1}
 end

@@ -1,14 +1,14 @@
 -- Settle a line request that awaits payment, atomically with the outbox.
 --
--- lg_lr_settle(stream, lkey, lines, pending, ws, id, outcome, now_ms,
---              now_iso) -> status, changed, channelType, lineType,
---              reopened
+-- lg_lr_settle(stream, lkey, lines, live, pending, ws, id, outcome,
+--              now_ms, now_iso) -> status, changed, channelType,
+--              lineType, reopened
 --   stream: lg:provisioning's key, or nil on a Redis Cluster (the stream
 --   is another slot: nginx appends the entry after the step, from the
 --   journal lg:{fleet}:lr:setup, docs/data-model.md); lkey, lines,
---   pending: the request's
---   hash lg:{ws:W}:lr:<id>, lg:{ws:W}:lines and lg:{ws:W}:pending (KEYS[]
---   of the caller)
+--   live, pending: the request's
+--   hash lg:{ws:W}:lr:<id>, lg:{ws:W}:lines, lg:{ws:W}:live and
+--   lg:{ws:W}:pending (KEYS[] of the caller)
 --   outcome 'paid': awaiting_payment -> provisioning (paymentStatus paid),
 --                   and the line is appended to the provisioning stream
 --                   (one Redis; on a cluster, status 'provisioning' with
@@ -22,9 +22,11 @@
 --                   an uncollectible one stays payable, and a customer
 --                   who pays it later must get the line paid for.
 -- Either way the workspace's pending marker is cleared if it names this
--- request, and a canceled request leaves the workspace's index of live
+-- request, and a canceled request leaves the workspace's index of
 -- requests (lg:{ws:W}:lines), so that no step walks a workspace's
--- history. A request that ends while its hash holds a payment_link's
+-- history, and its index of live ones (lg:{ws:W}:live, lg_lr_live_add).
+-- A promotion from awaiting_payment leaves both alone: the request is
+-- in them already. A request that ends while its hash holds a payment_link's
 -- claim (reissueAt: one that lapsed may have left an invoice unstored at
 -- Stripe, which no payment_link will sweep now) is marked sweepPending,
 -- the ms its invoices are to be looked for from (the earliest of
@@ -82,8 +84,21 @@ local function lg_lr_created_ms(iso)
            + tonumber(s) * 1000 + tonumber(ms)
 end
 
-local function lg_lr_settle(stream, lkey, lines, pending, ws, id, outcome,
-                            now_ms, now_iso)
+-- lg_lr_live_add(live, score, id): a request into the workspace's index
+-- of live requests (awaiting_payment, provisioning, active: what
+-- lr_create counts a workspace's lines from), only once that index is
+-- built. A workspace written before it has none; lr_create builds it
+-- from lg:{ws:W}:lines the first time it counts (lr_create.lua), and an
+-- index made here first would hold this request alone, and be taken for
+-- the built one: the others not counted
+local function lg_lr_live_add(live, score, id)
+    if redis.call('EXISTS', live) == 1 then
+        redis.call('ZADD', live, score, id)
+    end
+end
+
+local function lg_lr_settle(stream, lkey, lines, live, pending, ws, id,
+                            outcome, now_ms, now_iso)
     local cur = redis.call('HMGET', lkey, 'provisioningStatus',
                            'channelType', 'lineType', 'createdAt',
                            'reissueAt', 'sweepFrom', 'sweepTo')
@@ -105,8 +120,9 @@ local function lg_lr_settle(stream, lkey, lines, pending, ws, id, outcome,
             -- the index's score is the request's creation, as lr_create
             -- wrote it: by-user lists oldest first, by createdAt (SPEC
             -- 2.8), not by when a late payment came
-            redis.call('ZADD', lines, lg_lr_created_ms(cur[4]) or now_ms,
-                       id)
+            local at = lg_lr_created_ms(cur[4]) or now_ms
+            redis.call('ZADD', lines, at, id)
+            lg_lr_live_add(live, at, id)
         end
         lg_lr_provision(stream, ws, id, cur[2] or '', cur[3] or '',
                         now_iso)
@@ -115,6 +131,7 @@ local function lg_lr_settle(stream, lkey, lines, pending, ws, id, outcome,
         redis.call('HSET', lkey, 'provisioningStatus', status,
                    'paymentStatus', 'failed', 'updatedAt', now_iso)
         redis.call('ZREM', lines, id)
+        redis.call('ZREM', live, id)
     end
 
     if cur[5] then
