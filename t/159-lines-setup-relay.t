@@ -217,7 +217,7 @@ subtest 'paid, found on read (lr_resolve): one entry, no member left'
     if ($CLUSTER) {
         my $zadd = first_at($cmds, qr/"zadd" "\Q$SETUP\E" "\d+" "org_su7 /i);
         my $eval = first_at($cmds,
-            qr/"EVALSHA" "\w+" "3" "\Qlg:{ws:org_su7}:lr:$id\E"/i);
+            qr/"EVALSHA" "\w+" "4" "\Qlg:{ws:org_su7}:lr:$id\E"/i);
         ok(defined $zadd && defined $eval && $zadd < $eval,
            'the member written before lr_resolve') or diag "@$cmds";
     }
