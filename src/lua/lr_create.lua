@@ -14,7 +14,7 @@
 -- after this step (LR_OK is the report), covered by the member of
 -- lg:{fleet}:lr:setup it wrote before it
 -- Derived from KEYS[1] (its slot), named by the workspace's data: the
--- requests of :live (or, the once it is built, of :lines), the one
+-- requests of :live (of :lines while :live is not built), the one
 -- :pending names and the
 -- reservation an idempotency key holds, lg:{ws:W}:lr:<rid>; on a cluster
 -- the index's are checked first to be all here (include/lr_here.lua),
@@ -96,7 +96,7 @@ end
 -- on a cluster, before the gate writes anything (lr_here): :live holds
 -- the pending request and any reservation a key holds, which leave it
 -- with their hash (lr_drop); the other ones are gone, canceled or
--- failed. Not built, :lines, which the build walks
+-- failed. Not built: of :lines, which the count then reads
 if ARGV[1] == 'c'
    and not lg_lr_here(KEYS[1], built and live_ids()
                                or redis.call('ZRANGE', lines, 0, -1))
@@ -342,9 +342,9 @@ redis.call('ZADD', lines, ARGV[8], id)
 if found then
     -- the count read :lines: :live built now, with the request
     redis.call('ZADD', live, 0, LR_LIVE_BUILT)
-    for _, f in ipairs(found) do
-        if f[1] ~= gone then
-            redis.call('ZADD', live, f[2], f[1])
+    for _, e in ipairs(found) do
+        if e[1] ~= gone then
+            redis.call('ZADD', live, e[2], e[1])
         end
     end
 end
