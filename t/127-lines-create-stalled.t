@@ -27,6 +27,7 @@ use Mojo::UserAgent;
 use LG::Stack;
 use LG::Test qw(:DEFAULT eventually);
 use LG::Lines qw(body);
+use LG::ClockShift qw(shift_clock);
 
 my $s = LG::Stack->new(WORKERS => 2, REDIS_COMMAND_TIMEOUT => '5s',
                        HTTP_EXTRA => 'linegate_reconcile_delay 0; '
@@ -186,6 +187,46 @@ subtest 'its draft answered past lost_after: not finalized, deleted, 503'
     like($s->error_log, qr/line request "\Q$id\E" \Q$late\E/, 'logged');
     $l->answer($l->create($w, $EMAIL, 'Idempotency-Key' => 'slow-1'), 201,
                'the retry is created');
+};
+
+# Its finalize sent before lost_after and answered after lr_create's 10
+# minutes (LG::ClockShift moves nginx's clock while Stripe holds the
+# answer, the invoice paid at finalization already), while the next
+# creation of the workspace comes: lr_create took the reservation, still
+# without an invoice, for abandoned and dropped it, and the store of the
+# paid invoice was refused: a charge with no line, queued for a human.
+# A reservation is abandoned only once the last finalize it may have sent
+# has had its linegate_stripe_timeout and the repairs' 8 s: the next
+# creation waits (409), the paid invoice is stored and the line made.
+subtest 'a finalize answered past 10 minutes: stored, not orphaned' => sub {
+    my $w = $l->workspace('org_final');
+    $l->answer($l->create($w, body()), 201, "included $_") for 1 .. 2;
+    $l->fault(path_prefix => '/v1/invoices/', latency_ms => 2500,
+              after_commit => \1);
+    my ($next, $shifted);
+    my ($tx) = $l->during([$w, POST => '/api/line-requests', $EMAIL], sub {
+        return 0 unless $s->stub_held(qr{/finalize$});
+        shift_clock(601_000);
+        $shifted = 1;
+        $next = $l->create($w, body(channelType => 'email',
+                                    email => 'next@example.com'));
+        return 1;
+    }, 15);
+    $l->clear_faults;
+    shift_clock(0);
+
+    ok($shifted, 'the finalize was held with nginx past 10 minutes');
+    isnt($next && $next->res->code, 201,
+         'the next creation did not take the reservation')
+        or diag $next && $next->res->body;
+    ok($tx, 'answered');
+    my $b = $l->answer($tx, 201, 'the creation is stored');
+    is($b->{line}{paymentStatus}, 'paid', 'paid at finalization');
+    my @left = grep { ($_->{workspace} // '') eq $w->{id} }
+               map { +{ @{ $_->[1] } } }
+               $r->xrange('lg:{fleet}:reconcile', '-', '+');
+    is_deeply(\@left, [], 'nothing left for a human')
+        or diag explain \@left;
 };
 
 done_testing;

@@ -39,6 +39,8 @@
 -- ARGV[20] sha256hex of the idempotency key ("" when none), ARGV[21] the
 -- body's fingerprint, ARGV[22] seconds an answer is kept under its key
 -- ARGV[23] ms after which a reservation without an invoice is abandoned
+-- (10 minutes, plus the time its last finalize may take to be answered
+-- and stored: linegate_stripe_timeout and the repairs' 8 s)
 -- ARGV[24] the 201 body of an included line, kept under the idempotency
 -- key ("" without one: nginx answers the body it rendered)
 --
