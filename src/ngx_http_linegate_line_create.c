@@ -1281,19 +1281,9 @@ ngx_http_linegate_create_script(ngx_http_request_t *r,
     ngx_http_linegate_redis_arg_str(a, &lr->idem.digest);
     ngx_http_linegate_redis_arg_str(a, &lr->idem.fp);
     ngx_http_linegate_redis_arg_int(r, a, lmcf->idempotency_ttl);
-
-    /*
-     * A reservation without an invoice is abandoned once the last call
-     * that makes money its creation may have sent (a finalize sent just
-     * before create_late's deadline) has had its linegate_stripe_timeout
-     * and the repairs' budget to be answered and stored: taken earlier,
-     * an invoice paid at finalization met a refused store, a charge with
-     * no line (t/127)
-     */
     ngx_http_linegate_redis_arg_int(r, a,
-                                    (ngx_int_t) (NGX_HTTP_LINEGATE_LR_STALE
-                                    + lmcf->stripe_timeout
-                                    + NGX_HTTP_LINEGATE_INVOICE_BUDGET));
+                                    (ngx_int_t)
+                                    ngx_http_linegate_create_stale(lmcf));
     ngx_http_linegate_redis_arg_str(a, lr->idem.digest.len ? &lr->body
                                                            : &none);
 
@@ -1623,6 +1613,23 @@ ngx_http_linegate_create_late(ngx_http_request_t *r,
     lr->invoice.lost_at = lr->now_ms
                           + (int64_t) ngx_min(lmcf->reconcile_lost,
                                               NGX_HTTP_LINEGATE_LR_STALE);
+}
+
+
+/*
+ * A reservation without an invoice is abandoned (lr_create's ARGV[23])
+ * once the last call that makes money its creation may have sent (a
+ * finalize sent just before create_late's deadline) has had its
+ * linegate_stripe_timeout and the repairs' budget to be answered and
+ * stored: taken at 10 minutes, an invoice paid at finalization met a
+ * refused store, a charge with no line (t/127)
+ */
+int64_t
+ngx_http_linegate_create_stale(ngx_http_linegate_main_conf_t *lmcf)
+{
+    return (int64_t) NGX_HTTP_LINEGATE_LR_STALE
+           + (int64_t) lmcf->stripe_timeout
+           + NGX_HTTP_LINEGATE_INVOICE_BUDGET;
 }
 
 

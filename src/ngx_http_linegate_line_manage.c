@@ -157,6 +157,10 @@ static void ngx_http_linegate_manage_refuse(ngx_http_request_t *r,
 static void ngx_http_linegate_manage_conflict(ngx_http_request_t *r,
     ngx_str_t *state, const char *message);
 static void ngx_http_linegate_manage_busy(ngx_http_request_t *r);
+static void ngx_http_linegate_manage_busy_for(ngx_http_request_t *r,
+    ngx_int_t retry_after);
+static void ngx_http_linegate_manage_reserved(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr, redisReply *reply);
 static void ngx_http_linegate_manage_stripe_error(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr);
 static void ngx_http_linegate_manage_unavailable(ngx_http_request_t *r,
@@ -603,7 +607,7 @@ ngx_http_linegate_manage_gated(ngx_http_request_t *r,
         return;
 
     case NGX_HTTP_LINEGATE_LR_BUSY:
-        ngx_http_linegate_manage_busy(r);
+        ngx_http_linegate_manage_reserved(r, lr, reply);
         return;
 
     case NGX_HTTP_LINEGATE_LR_OK:
@@ -718,17 +722,62 @@ ngx_http_linegate_manage_conflict(ngx_http_request_t *r, ngx_str_t *state,
 static void
 ngx_http_linegate_manage_busy(ngx_http_request_t *r)
 {
+    ngx_http_linegate_manage_busy_for(r, 1);
+}
+
+
+static void
+ngx_http_linegate_manage_busy_for(ngx_http_request_t *r,
+    ngx_int_t retry_after)
+{
     ngx_http_linegate_ctx_t  *ctx;
 
     static ngx_str_t  awaiting = ngx_string(NGX_HTTP_LINEGATE_LR_AWAITING);
 
     ctx = ngx_http_linegate_get_ctx(r);
-    ctx->retry_after = 1;
+    ctx->retry_after = retry_after;
     ngx_str_set(&ctx->outcome, "busy");
 
     ngx_http_linegate_lines_refusal(r, NGX_HTTP_CONFLICT, &awaiting,
         "The invoice of this request is being issued: retry shortly", NULL);
 }
+
+
+/*
+ * lr_manage's LR_BUSY: a reissue claim held (Retry-After: 1, the claim
+ * ends within its hold), or a reservation whose first invoice is not
+ * stored, with its time (reply[3]). A live creation stores it within
+ * seconds (1 s, while the reservation is younger than one Stripe call's
+ * linegate_stripe_timeout); an older one is most likely a dead worker's,
+ * which only a reconciliation run (linegate_reconcile_lost_after) or the
+ * workspace's next creation (create_stale) settles: Retry-After is the
+ * time until the earlier of them, then 60 s (a run's). It used to be 1 s
+ * throughout: a client polled every second for 10 minutes.
+ */
+static void
+ngx_http_linegate_manage_reserved(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr, redisReply *reply)
+{
+    int64_t                         at, until, left;
+    ngx_http_linegate_main_conf_t  *lmcf;
+
+    lmcf = ngx_http_get_module_main_conf(r, ngx_http_linegate_module);
+
+    if (ngx_http_linegate_reply_int(reply, 3, &at) != NGX_OK || at <= 0
+        || lr->now_ms - at < (int64_t) lmcf->stripe_timeout)
+    {
+        ngx_http_linegate_manage_busy(r);
+        return;
+    }
+
+    until = at + ngx_min((int64_t) lmcf->reconcile_lost,
+                         ngx_http_linegate_create_stale(lmcf));
+    left = (until - lr->now_ms + 999) / 1000;
+
+    ngx_http_linegate_manage_busy_for(r, (ngx_int_t) (left > 0 ? left : 60));
+}
+
+
 static void
 ngx_http_linegate_manage_stripe_error(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr)

@@ -673,6 +673,12 @@ ngx_int_t ngx_http_linegate_invoice_discard(ngx_http_request_t *r,
     ngx_uint_t keep);
 ngx_int_t ngx_http_linegate_invoice_next(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr);
+/*
+ * The age (ms) at which lr_create drops a reservation without an invoice
+ * as abandoned: 10 minutes, plus the time the last finalize its creation
+ * may have sent takes to be answered and stored
+ */
+int64_t ngx_http_linegate_create_stale(ngx_http_linegate_main_conf_t *lmcf);
 
 
 /* line_manage.c */

@@ -1397,6 +1397,40 @@ subtest 'cancel: the invoice reissued while its void was in flight' => sub {
        'awaiting_payment/in_reissued', 'the request left as it is');
 };
 
+# A reservation whose creation never stored its invoice (its worker died
+# between lr_create and the store) stays so until a reconciliation run
+# (linegate_reconcile_lost_after, 10 min here) or the workspace's next
+# creation settles it: a payment_link or cancel meanwhile is 409 "being
+# issued". Retry-After is 1 while a live creation may still store it (the
+# reservation younger than one linegate_stripe_timeout, 3 s here), then
+# the seconds until it may be settled, then 60 (a run's). Before, it was
+# Retry-After: 1 throughout: a client polled every second for 10 minutes.
+subtest 'a reservation left by a dead worker: an honest Retry-After' => sub {
+    my $w = ws();
+    my ($id) = $l->awaiting($w);
+    my $lkey = "lg:{ws:$w->{id}}:lr:$id";
+    $r->hdel($lkey, 'invoiceId', 'paymentUrl');
+    my $now = int(time * 1000);
+    for my $case ([0, 1, 1, 'a live creation\'s'],
+                  [60_000, 538, 541, '60 s old'],
+                  [700_000, 60, 60, 'past lost_after'])
+    {
+        my ($age, $lo, $hi, $name) = @$case;
+        $r->hset($lkey, reservedAt => $now - $age);
+        for my $action (qw(payment_link cancel)) {
+            my $tx = $l->manage($w, $id, $action);
+            my $b = conflict($tx, 'awaiting_payment', "$name, $action");
+            like($b->{message}, qr/being issued/, "$name, $action: busy");
+            my $ra = $tx->res->headers->header('Retry-After') // '';
+            ok($ra =~ /^\d+$/ && $ra >= $lo && $ra <= $hi,
+               "$name, $action: Retry-After $ra in [$lo, $hi]");
+        }
+    }
+    my $h = $l->lr($w, $id);
+    ok(!exists $h->{invoiceId} && $h->{provisioningStatus}
+       eq 'awaiting_payment', 'the request left as it is');
+};
+
 subtest 'cancel: Stripe unreachable changes nothing' => sub {
     my $w = ws();
     my ($id, $c) = $l->awaiting($w);

@@ -8,7 +8,9 @@
 -- stripeCustomerId),
 -- LR_NOT_FOUND, {LR_READ_ONLY, .., subscription status}, LR_SUBSCRIPTION
 -- (payment_link on a plan that is not active), {LR_WRONG_STATE, ..,
--- status}, LR_BUSY (the invoice is being issued) or the gate's answer.
+-- status}, {LR_BUSY, .., reservedAt} (the first invoice is being made:
+-- the reservation's time, ms, 0 unknown), {LR_BUSY, ..} (a reissue
+-- claim is held) or the gate's answer.
 --#include lr_codes
 --#include lr_gate
 --#include lr_line
@@ -34,14 +36,18 @@ then
 end
 
 local h = redis.call('HMGET', KEYS[4], 'provisioningStatus', 'invoiceId',
-                     'invoiceSeq', 'reissueAt', 'customer')
+                     'invoiceSeq', 'reissueAt', 'customer', 'reservedAt')
 if h[1] ~= 'awaiting_payment' then
     return {LR_WRONG_STATE, ws, left, h[1] or ''}
 end
 
-if not h[2]
-   or tonumber(ARGV[10]) - tonumber(h[4] or '0') < tonumber(ARGV[11])
-then
+-- a reservation whose invoice is not stored: its time tells nginx how
+-- long it may stay so (a dead worker's waits for a run or lr_create)
+if not h[2] then
+    return {LR_BUSY, ws, left, tonumber(h[6] or '0') or 0}
+end
+
+if tonumber(ARGV[10]) - tonumber(h[4] or '0') < tonumber(ARGV[11]) then
     return {LR_BUSY, ws, left}
 end
 
