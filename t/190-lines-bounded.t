@@ -185,7 +185,9 @@ subtest 'an index that still holds canceled requests is cleaned once' => sub {
 # the workspace's live requests from lg:{ws:W}:live now.
 sub live_ids {
     my ($ws) = @_;
-    return [sort $r->zrangebyscore("lg:{ws:$ws}:live", '(0', '+inf')];
+    # its marker left out ('built': the index is built)
+    return [sort grep { $_ ne 'built' } $r->zrange("lg:{ws:$ws}:live", 0,
+                                                   -1)];
 }
 
 sub fail_line {
@@ -297,6 +299,45 @@ subtest 'a workspace written before :live: built once, from :lines' => sub {
     });
     cmp_ok($c, '<', 100, "the next one walks :live, not the 300 failed"
                          . " lines ($c commands)");
+};
+
+# Nodes of two versions run side by side during a rollout, and a rollback
+# runs the previous one again (docs/deploy.md): an nginx from before
+# :live adds its creations to :lines alone. Once :live was built, a
+# creation counted from it never saw them: a growth workspace with two
+# live phone lines had a third included, and for ever.
+subtest 'a creation an older nginx made after :live was built counts'
+    => sub {
+    my $w = $l->workspace('org_rollout');
+    my $ws = 'lg:{ws:org_rollout}';
+    my $p1 = $l->created($w);
+    ok($r->exists("$ws:live"), ':live built by the first creation');
+
+    # the older nginx's creation: its hash and :lines, as lr_create wrote
+    # them before :live (its score the ms of its creation, later)
+    my %tpl = $r->hgetall("$ws:lr:$p1");
+    my $old = sprintf '%024x', 0x01d000;
+    my $at = $r->zscore("$ws:lines", $p1) + 1000;
+    $r->hset("$ws:lr:$old", %tpl, provisioningStatus => 'provisioning');
+    $r->zadd("$ws:lines", $at, $old);
+
+    my ($id, $b) = $l->created($w);
+    is($b->{line}{provisioningStatus}, 'awaiting_payment',
+       'two live phone lines, one of them the older nginx\'s: an add-on');
+    is_deeply(live_ids('org_rollout'), [sort $p1, $old, $id],
+              'and :live holds it now');
+
+    # one more once :live counted it: the same (the index read since)
+    $l->answer($l->manage($w, $id, 'cancel'), 200, 'canceled');
+    $r->hset("$ws:lr:$old", provisioningStatus => 'failed');
+    my $later = sprintf '%024x', 0x01d001;
+    $r->hset("$ws:lr:$later", %tpl, provisioningStatus => 'active');
+    $r->zadd("$ws:lines", $at + 1, $later);
+    ($id, $b) = $l->created($w);
+    is($b->{line}{provisioningStatus}, 'awaiting_payment',
+       'a later one too: an add-on');
+    is_deeply(live_ids('org_rollout'), [sort $p1, $later, $id],
+              'the failed one left :live, the later one is in');
 };
 
 done_testing;

@@ -14,8 +14,8 @@
 -- after this step (LR_OK is the report), covered by the member of
 -- lg:{fleet}:lr:setup it wrote before it
 -- Derived from KEYS[1] (its slot), named by the workspace's data: the
--- requests of :live (of :lines while :live is not built), the one
--- :pending names and the
+-- requests of :live and of :lines since :live read it (all of :lines
+-- while :live is not built), the one :pending names and the
 -- reservation an idempotency key holds, lg:{ws:W}:lr:<rid>; on a cluster
 -- the index's are checked first to be all here (include/lr_here.lua),
 -- so that one not yet moved is never counted out, dropped or taken
@@ -80,19 +80,61 @@ local ikey = ARGV[20] ~= '' and KEYS[9] or nil
 -- move to failed, so that a creation counts what the workspace has, not
 -- its failed lines, which :lines keeps for by-user (SPEC 2.8) for ever
 -- (docs/performance.md, "a creation's walk of failed lines"). Its
--- member LR_LIVE_BUILT (score 0; a request's is the ms of its
--- creation) says it is built: Redis deletes an empty zset, and an index
--- absent is then one never built, a workspace written before it, which
--- the first count reads :lines for (live_count), and the first creation
--- that goes ahead after it writes (found, below), once. No step adds
--- to an index that is not built (lg_lr_live_add): it would be taken for
--- a built one that holds only that request.
+-- member LR_LIVE_BUILT says it is built: Redis deletes an empty zset,
+-- and an index absent is then one never built, a workspace written
+-- before it, which the first count reads :lines for (live_count), and
+-- the first creation that goes ahead after it writes (found, below),
+-- once. No step adds to an index that is not built (lg_lr_live_add):
+-- it would be taken for a built one that holds only that request.
+-- The marker's score is the newest :lines score the last count that
+-- went ahead read (a request's is the ms of its creation; 0 in an index
+-- built before it was kept): an nginx from before :live (a rollout's
+-- older nodes, a rollback, docs/deploy.md) adds its creations to :lines
+-- alone, and a count reads the requests :lines gained since, less
+-- LR_LIVE_SKEW for the nodes' clocks, besides :live (live_walk): those
+-- :live lacks are counted and written into it with the new request
+-- (none is scored later than now and LR_LIVE_SKEW: a score no nginx
+-- wrote is not read).
+-- Only its late reopen of a canceled request (scored at its creation)
+-- is not seen: deploy.md says to delete :live after such a rollout.
 local LR_LIVE_BUILT = 'built'
-local built = redis.call('EXISTS', live) == 1
+local LR_LIVE_SKEW = 60000
+local synced = redis.call('ZSCORE', live, LR_LIVE_BUILT)
+local built = synced ~= false
 
--- the requests of a built :live, its marker left out
-local function live_ids()
-    return redis.call('ZRANGEBYSCORE', live, '(0', '+inf')
+-- a built index's walk, read once: ids, what a count checks (the
+-- members of :live, its marker left out, then the late ones); late, id
+-- -> score of the requests :lines gained since the marker's score that
+-- :live lacks (until now, LR_LIVE_SKEW after); top, the newest :lines
+-- score read (a string, as Redis wrote it)
+local walk
+local function live_walk()
+    if walk then
+        return walk
+    end
+
+    walk = {ids = {}, late = {}, top = synced}
+    local seen = {}
+    for _, m in ipairs(redis.call('ZRANGE', live, 0, -1)) do
+        if m ~= LR_LIVE_BUILT then
+            walk.ids[#walk.ids + 1] = m
+            seen[m] = true
+        end
+    end
+
+    local r = redis.call('ZRANGEBYSCORE', lines,
+                         '(' .. (tonumber(synced) - LR_LIVE_SKEW),
+                         tonumber(ARGV[8]) + LR_LIVE_SKEW, 'WITHSCORES')
+    for i = 1, #r, 2 do
+        if tonumber(r[i + 1]) > tonumber(walk.top) then
+            walk.top = r[i + 1]
+        end
+        if not seen[r[i]] then
+            walk.ids[#walk.ids + 1] = r[i]
+            walk.late[r[i]] = r[i + 1]
+        end
+    end
+    return walk
 end
 
 -- on a cluster, before the gate writes anything (lr_here): :live holds
@@ -100,7 +142,7 @@ end
 -- with their hash (lr_drop); the other ones are gone, canceled or
 -- failed. Not built: of :lines, which the count then reads
 if ARGV[1] == 'c'
-   and not lg_lr_here(KEYS[1], built and live_ids()
+   and not lg_lr_here(KEYS[1], built and live_walk().ids
                                or redis.call('ZRANGE', lines, 0, -1))
 then
     return redis.error_reply(LR_TRYAGAIN)
@@ -188,12 +230,14 @@ then
         .. 'request lines","redirect":"/billing"}')
 end
 
--- :live not built: the live requests the count found in :lines, {id,
--- score}, written into :live with the new request (below), so that a
--- creation refused writes none of it (a workspace written before :live
--- walks :lines until its first creation that counts goes ahead); gone,
--- the pending request dropped after the count
-local found, gone
+-- found: the live requests the count found that :live lacks, {id,
+-- score}, written into it with the new request (below), so that a
+-- creation refused writes none of it: :live not built, those of :lines
+-- (a workspace written before :live walks :lines until its first
+-- creation that counts goes ahead); built, the late ones of live_walk.
+-- top: the newest :lines score the count read, the marker's score then.
+-- gone: the pending request dropped after the count
+local found, top, gone
 
 -- live lines of the channel: provisioning or active, counted from :live,
 -- what the workspace has, never its history. Not built yet: from :lines
@@ -205,15 +249,19 @@ local found, gone
 local function live_count()
     local ids, scores = {}, {}
     if built then
-        ids = live_ids()
+        ids, scores, top = live_walk().ids, walk.late, walk.top
     else
+        top = '0'
         local r = redis.call('ZRANGE', lines, 0, -1, 'WITHSCORES')
         for i = 1, #r, 2 do
             ids[#ids + 1] = r[i]
             scores[r[i]] = r[i + 1]
+            if tonumber(r[i + 1]) > tonumber(top) then
+                top = r[i + 1]
+            end
         end
-        found = {}
     end
+    found = {}
 
     local n = 0
     for _, lid in ipairs(ids) do
@@ -222,14 +270,14 @@ local function live_count()
         if h[1] == 'provisioning' or h[1] == 'active'
            or h[1] == 'awaiting_payment'
         then
-            if found then
+            if scores[lid] then
                 found[#found + 1] = {lid, scores[lid]}
             end
             if h[2] == channel and h[1] ~= 'awaiting_payment' then
                 n = n + 1
             end
         else
-            if not found then
+            if built and not scores[lid] then
                 redis.call('ZREM', live, lid)
             end
             if not h[1] or h[1] == 'canceled' then
@@ -342,8 +390,12 @@ end
 redis.call('HSET', lkey, unpack(f))
 redis.call('ZADD', lines, ARGV[8], id)
 if found then
-    -- the count read :lines: :live built now, with the request
-    redis.call('ZADD', live, 0, LR_LIVE_BUILT)
+    -- the count read :lines (all of it, or what it gained since): :live
+    -- built or brought up to date now, with the request
+    if tonumber(ARGV[8]) > tonumber(top) then
+        top = ARGV[8]
+    end
+    redis.call('ZADD', live, top, LR_LIVE_BUILT)
     for _, e in ipairs(found) do
         if e[1] ~= gone then
             redis.call('ZADD', live, e[2], e[1])
