@@ -165,8 +165,11 @@ subtest 'an index that still holds canceled requests is cleaned once' => sub {
     my $w = $l->workspace('org_legacy');
     my ($id) = $l->awaiting($w);
     $l->answer($l->manage($w, $id, 'cancel'), 200, 'canceled');
-    # as an index written before canceled requests left it
+    # as an index written before canceled requests left it (so before
+    # :live, which the add-on's creation built: a creation walks :lines
+    # only to build it)
     $r->zadd("lg:{ws:org_legacy}:lines", 1, $id);
+    $r->del("lg:{ws:org_legacy}:live");
     $l->answer($l->create($w, body()), 201, 'create');
     ok(!defined $r->zscore("lg:{ws:org_legacy}:lines", $id),
        'create took it out');
@@ -338,6 +341,49 @@ subtest 'a creation an older nginx made after :live was built counts'
        'a later one too: an add-on');
     is_deeply(live_ids('org_rollout'), [sort $p1, $later, $id],
               'the failed one left :live, the later one is in');
+};
+
+# :live was built only by a creation that counted (SPEC 2.2: a phone
+# line of starter or growth, mini's email), so a workspace whose
+# creations were add-ons of their channel (growth's emails) kept none:
+# on a cluster each of its creations had lg_lr_here() walk every
+# request of :lines, its failed ones too, before the gate, for ever.
+subtest 'a creation that does not count builds :live too' => sub {
+    my $tw = $l->workspace('org_tpl_addon');
+    my $t = $l->created($tw);
+    fail_line($t);
+    my %tpl = $r->hgetall("lg:{ws:org_tpl_addon}:lr:$t");
+
+    my %w = map { $_ => $l->workspace($_) } qw(org_addons org_addons0);
+    $r->eval(<<'LUA', 1, 'lg:{ws:org_addons}', %tpl);
+for i = 1, 2000 do
+    local id = string.format('%024x', 0xadd000 + i)
+    redis.call('HSET', KEYS[1] .. ':lr:' .. id, unpack(ARGV))
+    redis.call('ZADD', KEYS[1] .. ':lines', 1700000000000 + i, id)
+end
+return 1
+LUA
+    ok(!$r->exists('lg:{ws:org_addons}:live'), 'no :live yet');
+
+    my ($id) = $l->awaiting($w{org_addons});
+    ok($r->exists('lg:{ws:org_addons}:live'),
+       'an add-on creation built it');
+    is_deeply(live_ids('org_addons'), [$id], 'with its request alone');
+    $l->answer($l->manage($w{org_addons}, $id, 'cancel'), 200, 'canceled');
+    $l->answer($l->manage($w{org_addons0}, scalar $l->awaiting(
+        $w{org_addons0}), 'cancel'), 200, 'and one without failed lines');
+
+    my %cost;
+    for my $ws (sort keys %w) {
+        $cost{$ws} = cost(sub {
+            my ($i) = $l->awaiting($w{$ws});
+            $l->answer($l->manage($w{$ws}, $i, 'cancel'), 200,
+                       "$ws: canceled");
+        });
+    }
+    note explain \%cost;
+    cmp_ok($cost{org_addons}, '<=', $cost{org_addons0} + 2,
+           'an add-on costs what it costs without 2,000 failed lines');
 };
 
 done_testing;

@@ -84,7 +84,7 @@ local ikey = ARGV[20] ~= '' and KEYS[9] or nil
 -- and an index absent is then one never built, a workspace written
 -- before it, which the first count reads :lines for (live_count), and
 -- the first creation that goes ahead after it writes (found, below),
--- once. No step adds to an index that is not built (lg_lr_live_add):
+-- once, whether it counted or not. No step adds to an index that is not built (lg_lr_live_add):
 -- it would be taken for a built one that holds only that request.
 -- The marker's score is the newest :lines score the last count that
 -- went ahead read (a request's is the ms of its creation; 0 in an index
@@ -384,6 +384,14 @@ if cost == 'addon' and ARGV[1] == 'w' then
     -- first: a ZADD refused (WRONGTYPE, OOM) stops the script before
     -- the reservation is written
     redis.call('ZADD', KEYS[11], ARGV[8], ws .. ' ' .. id)
+end
+
+-- :live not built and not counted (an add-on of its channel, SPEC 2.2):
+-- built all the same, one walk of :lines, so that a workspace whose
+-- creations never count is not walked whole (on a cluster, lg_lr_here()
+-- before the gate) at each of them for ever
+if not built and not found then
+    live_count()
 end
 
 -- the scores as nginx wrote them: a Lua number would be formatted back
