@@ -84,8 +84,9 @@ local ikey = ARGV[20] ~= '' and KEYS[9] or nil
 -- and an index absent is then one never built, a workspace written
 -- before it, which the first count reads :lines for (live_count), and
 -- the first creation that goes ahead after it writes (found, below),
--- once, whether it counted or not. No step adds to an index that is not built (lg_lr_live_add):
--- it would be taken for a built one that holds only that request.
+-- once, whether it counted or not. No step adds to an index that is
+-- not built (lg_lr_live_add): it would be taken for a built one that
+-- holds only that request.
 -- The marker's score is the newest :lines score the last count that
 -- went ahead read (a request's is the ms of its creation; 0 in an index
 -- built before it was kept): an nginx from before :live (a rollout's
