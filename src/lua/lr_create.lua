@@ -235,7 +235,8 @@ end
 -- score}, written into it with the new request (below), so that a
 -- creation refused writes none of it: :live not built, those of :lines
 -- (a workspace written before :live walks :lines until its first
--- creation that counts goes ahead); built, the late ones of live_walk.
+-- creation goes ahead, counted or not); built, the late ones of
+-- live_walk.
 -- top: the newest :lines score the count read, the marker's score then.
 -- gone: the pending request dropped after the count
 local found, top, gone
