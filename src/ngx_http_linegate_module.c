@@ -24,7 +24,7 @@
 #include "ngx_http_linegate_reconcile.h"
 #include "ngx_http_linegate_lease.h"
 #include "ngx_http_linegate_conf.h"
-#include "ngx_http_linegate_stripe.h"
+#include "ngx_http_linegate_stripe_conf.h"
 
 
 typedef struct {
@@ -2635,7 +2635,7 @@ ngx_http_linegate_init(ngx_conf_t *cf)
         return NGX_ERROR;
     }
 
-    /* where the Stripe calls of each server go (stripe.c) */
+    /* where the Stripe calls of each server go (stripe_conf.c) */
     if (ngx_http_linegate_stripe_conf_check(cf, &lmcf->stripe_location,
                                             lmcf->stripe_servers)
         != NGX_OK)

@@ -121,7 +121,7 @@ typedef struct {
     ngx_str_t                       stripe_version;
     /* linegate_stripe_timeout: the most one call lasts, whatever drips */
     ngx_msec_t                      stripe_timeout;
-    /* the servers of the APIs that call Stripe (stripe.c checks them) */
+    /* the servers of the APIs that call Stripe (stripe_conf.c checks) */
     ngx_array_t                    *stripe_servers;
     ngx_str_t                       price_phone;
     ngx_str_t                       price_email;

@@ -59,22 +59,12 @@ ngx_int_t ngx_http_linegate_form_add_cstr(ngx_pool_t *pool, ngx_str_t *form,
  * The operator's Stripe location must hold proxy_ignore_client_abort on
  * (docs/directives.md): otherwise a client leaving aborts a call in
  * flight (an unknown outcome instead of Stripe's answer). nginx -t
- * refuses it off (ngx_http_linegate_stripe_conf_check).
+ * refuses it off (ngx_http_linegate_stripe_conf_check, stripe_conf.h).
  */
 ngx_int_t ngx_http_linegate_stripe_call(ngx_http_request_t *r,
     ngx_http_linegate_ctx_t *ctx, ngx_uint_t method, ngx_str_t *path,
     ngx_str_t *form, ngx_str_t *idempotency_key,
     ngx_http_linegate_resume_pt resume);
-
-/*
- * nginx -t: the location that the Stripe calls of each of servers (of
- * ngx_http_core_srv_conf_t *) reach under location (linegate_stripe_
- * location) keeps their answers whole and lets them end: refused
- * (NGX_ERROR, logged naming the directive) otherwise; warned of when
- * they reach no proxied location.
- */
-ngx_int_t ngx_http_linegate_stripe_conf_check(ngx_conf_t *cf,
-    ngx_str_t *location, ngx_array_t *servers);
 
 ngx_http_linegate_stripe_result_e ngx_http_linegate_stripe_result(
     ngx_http_linegate_ctx_t *ctx);

@@ -1,0 +1,331 @@
+
+/*
+ * linegate: nginx -t's check of the location the Stripe calls reach.
+ *
+ * stripe.c makes the calls as subrequests to linegate_stripe_location;
+ * nginx looks their URIs up among the locations of the server of the
+ * request that makes them. Whatever that location does with the answer
+ * (cut it, abort the call when the client leaves) is found here, once,
+ * before any call is made.
+ */
+
+
+#include "ngx_http_linegate_module.h"
+#include "ngx_http_linegate_stripe_conf.h"
+
+
+/*
+ * The least subrequest_output_buffer_size nginx -t takes for the Stripe
+ * location: an answer over it is cut, and a cut answer is no answer (a
+ * POST's outcome unknown, a purchase queued). The largest the module
+ * asks for are lists (reconcile.c's pages: 10 subscriptions, 5 invoices
+ * with their lines and payments); docs/directives.md says 64k.
+ */
+#define NGX_HTTP_LINEGATE_STRIPE_BUFFER_MIN  (64 * 1024)
+
+
+static ngx_int_t ngx_http_linegate_stripe_conf_location(ngx_conf_t *cf,
+    ngx_http_core_srv_conf_t *cscf, ngx_str_t *uri,
+    ngx_http_core_loc_conf_t **found);
+static ngx_int_t ngx_http_linegate_stripe_conf_find(
+    ngx_http_core_loc_conf_t *pclcf, ngx_str_t *uri,
+    ngx_http_core_loc_conf_t **cur);
+static ngx_int_t ngx_http_linegate_stripe_conf_find_static(
+    ngx_http_location_tree_node_t *node, ngx_str_t *uri,
+    ngx_http_core_loc_conf_t **cur);
+static ngx_http_upstream_conf_t *ngx_http_linegate_stripe_conf_proxy(
+    ngx_conf_t *cf, ngx_http_core_loc_conf_t *clcf);
+
+
+/*
+ * nginx -t: where each server's Stripe calls go. A subrequest's URI is
+ * looked up among the locations of the server of the request that makes
+ * it, so every server with an API that calls Stripe is checked, for the
+ * path of every kind of call (a location may take one apart). Each is
+ * found as ngx_http_core_find_location finds it at run time (static,
+ * nested, then regex locations). What would lose a money step's answer
+ * is refused, naming the directive: subrequest_output_buffer_size under
+ * 64k (an answer cut is no answer), proxy_ignore_client_abort off (a
+ * client leaving aborts a POST half-way, its outcome unknown). A path
+ * that reaches no proxied location (none, or an API's own) is only
+ * warned of: every call fails there, cleanly, with 502.
+ */
+ngx_int_t
+ngx_http_linegate_stripe_conf_check(ngx_conf_t *cf, ngx_str_t *location,
+    ngx_array_t *servers)
+{
+    static const char  *paths[] = {
+        "v1/customers/cus_0", "v1/subscriptions", "v1/invoices",
+        "v1/invoiceitems", "v1/refunds", NULL
+    };
+
+    u_char                         *p;
+    ngx_str_t                       uri;
+    ngx_uint_t                      i;
+    const char                    **path;
+    ngx_http_core_srv_conf_t      **cscfp;
+    ngx_http_core_loc_conf_t       *clcf;
+    ngx_http_upstream_conf_t       *ucf;
+    ngx_http_linegate_loc_conf_t   *llcf;
+
+    if (servers == NULL || location->len == 0) {
+        return NGX_OK;
+    }
+
+    cscfp = servers->elts;
+
+    for (i = 0; i < servers->nelts; i++) {
+        for (path = paths; *path; path++) {
+            uri.len = location->len + ngx_strlen(*path);
+            uri.data = ngx_pnalloc(cf->temp_pool, uri.len);
+            if (uri.data == NULL) {
+                return NGX_ERROR;
+            }
+
+            p = ngx_cpymem(uri.data, location->data, location->len);
+            ngx_memcpy(p, *path, ngx_strlen(*path));
+
+            if (ngx_http_linegate_stripe_conf_location(cf, cscfp[i], &uri,
+                                                       &clcf)
+                != NGX_OK)
+            {
+                return NGX_ERROR;
+            }
+
+            llcf = (clcf != NULL)
+                   ? clcf->loc_conf[ngx_http_linegate_module.ctx_index]
+                   : NULL;
+
+            if (clcf == NULL || clcf->handler == NULL
+                || (llcf != NULL && llcf->api != NGX_HTTP_LINEGATE_API_NONE))
+            {
+                ngx_conf_log_error(NGX_LOG_WARN, cf, 0,
+                                   "\"linegate_stripe_location %V\": "
+                                   "\"%V\" of server \"%V\" reaches no "
+                                   "location that passes it to Stripe: "
+                                   "every such call fails",
+                                   location, &uri, &cscfp[i]->server_name);
+                break;
+            }
+
+            if (clcf->subrequest_output_buffer_size
+                < NGX_HTTP_LINEGATE_STRIPE_BUFFER_MIN)
+            {
+                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                                   "\"subrequest_output_buffer_size\" "
+                                   "%uz of location \"%V\" (the Stripe "
+                                   "calls of \"linegate_stripe_location "
+                                   "%V\", server \"%V\") must be at least "
+                                   "64k: a larger answer is cut, and a "
+                                   "purchase's answer lost",
+                                   clcf->subrequest_output_buffer_size,
+                                   &clcf->name, location,
+                                   &cscfp[i]->server_name);
+                return NGX_ERROR;
+            }
+
+            ucf = ngx_http_linegate_stripe_conf_proxy(cf, clcf);
+
+            if (ucf != NULL && ucf->ignore_client_abort != 1) {
+                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                                   "\"proxy_ignore_client_abort\" must be "
+                                   "on in location \"%V\" (the Stripe "
+                                   "calls of \"linegate_stripe_location "
+                                   "%V\", server \"%V\"): a client "
+                                   "leaving would abort a purchase's call "
+                                   "half-way, its outcome unknown",
+                                   &clcf->name, location,
+                                   &cscfp[i]->server_name);
+                return NGX_ERROR;
+            }
+        }
+    }
+
+    return NGX_OK;
+}
+
+
+/* the location uri maps to in the server, NULL: none (the server's own) */
+static ngx_int_t
+ngx_http_linegate_stripe_conf_location(ngx_conf_t *cf,
+    ngx_http_core_srv_conf_t *cscf, ngx_str_t *uri,
+    ngx_http_core_loc_conf_t **found)
+{
+    ngx_int_t                  rc;
+    ngx_http_core_loc_conf_t  *pclcf, *cur;
+
+    pclcf = cscf->ctx->loc_conf[ngx_http_core_module.ctx_index];
+    cur = pclcf;
+
+    rc = ngx_http_linegate_stripe_conf_find(pclcf, uri, &cur);
+
+    if (rc == NGX_ERROR) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "cannot match \"%V\" against the locations "
+                           "of server \"%V\"", uri, &cscf->server_name);
+        return NGX_ERROR;
+    }
+
+    *found = (cur == pclcf) ? NULL : cur;
+
+    return NGX_OK;
+}
+
+
+/*
+ * ngx_http_core_find_location's walk (static to ngx_http_core_module.c),
+ * on a URI alone: *cur is the location matched, as r->loc_conf there.
+ */
+static ngx_int_t
+ngx_http_linegate_stripe_conf_find(ngx_http_core_loc_conf_t *pclcf,
+    ngx_str_t *uri, ngx_http_core_loc_conf_t **cur)
+{
+    ngx_int_t                   rc;
+#if (NGX_PCRE)
+    ngx_int_t                   n;
+    ngx_uint_t                  noregex;
+    ngx_http_core_loc_conf_t  **clcfp;
+
+    noregex = 0;
+#endif
+
+    rc = ngx_http_linegate_stripe_conf_find_static(pclcf->static_locations, uri,
+                                              cur);
+
+    if (rc == NGX_AGAIN) {
+#if (NGX_PCRE)
+        noregex = (*cur)->noregex;
+#endif
+
+        /* nested locations */
+        rc = ngx_http_linegate_stripe_conf_find(*cur, uri, cur);
+    }
+
+    if (rc == NGX_OK || rc == NGX_DONE) {
+        return rc;
+    }
+
+#if (NGX_PCRE)
+
+    if (noregex == 0 && pclcf->regex_locations) {
+
+        for (clcfp = pclcf->regex_locations; *clcfp; clcfp++) {
+
+            n = ngx_regex_exec((*clcfp)->regex->regex, uri, NULL, 0);
+
+            if (n == NGX_REGEX_NO_MATCHED) {
+                continue;
+            }
+
+            if (n < 0) {
+                return NGX_ERROR;
+            }
+
+            *cur = *clcfp;
+
+            rc = ngx_http_linegate_stripe_conf_find(*clcfp, uri, cur);
+
+            return (rc == NGX_ERROR) ? rc : NGX_OK;
+        }
+    }
+
+#endif
+
+    return rc;
+}
+
+
+/* ngx_http_core_find_static_location's, on a URI alone */
+static ngx_int_t
+ngx_http_linegate_stripe_conf_find_static(ngx_http_location_tree_node_t *node,
+    ngx_str_t *uri, ngx_http_core_loc_conf_t **cur)
+{
+    u_char     *u;
+    size_t      len, n;
+    ngx_int_t   rc, rv;
+
+    len = uri->len;
+    u = uri->data;
+
+    rv = NGX_DECLINED;
+
+    while (node != NULL) {
+
+        n = (len <= (size_t) node->len) ? len : node->len;
+
+        rc = ngx_filename_cmp(u, node->name, n);
+
+        if (rc != 0) {
+            node = (rc < 0) ? node->left : node->right;
+            continue;
+        }
+
+        if (len > (size_t) node->len) {
+
+            if (node->inclusive) {
+                *cur = node->inclusive;
+                rv = NGX_AGAIN;
+
+                node = node->tree;
+                u += n;
+                len -= n;
+
+                continue;
+            }
+
+            /* exact only */
+
+            node = node->right;
+            continue;
+        }
+
+        if (len == (size_t) node->len) {
+
+            if (node->exact) {
+                *cur = node->exact;
+                return NGX_OK;
+            }
+
+            *cur = node->inclusive;
+            return NGX_AGAIN;
+        }
+
+        /* len < node->len */
+
+        if (len + 1 == (size_t) node->len && node->auto_redirect) {
+            *cur = node->exact ? node->exact : node->inclusive;
+            rv = NGX_DONE;
+        }
+
+        node = node->left;
+    }
+
+    return rv;
+}
+
+
+/*
+ * The proxy module's settings of a location: its loc conf begins with
+ * ngx_http_upstream_conf_t (ngx_http_proxy_loc_conf_t, whose type nginx
+ * keeps to its .c). Found by name, so that an nginx built without it
+ * still loads the module; NULL then.
+ */
+static ngx_http_upstream_conf_t *
+ngx_http_linegate_stripe_conf_proxy(ngx_conf_t *cf,
+    ngx_http_core_loc_conf_t *clcf)
+{
+    ngx_uint_t     i;
+    ngx_module_t  *m;
+
+    for (i = 0; cf->cycle->modules[i]; i++) {
+        m = cf->cycle->modules[i];
+
+        if (m->type == NGX_HTTP_MODULE
+            && ngx_strcmp(m->name, "ngx_http_proxy_module") == 0)
+        {
+            return clcf->loc_conf[m->ctx_index];
+        }
+    }
+
+    return NULL;
+}
