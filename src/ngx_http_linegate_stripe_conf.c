@@ -47,16 +47,23 @@ static ngx_http_upstream_conf_t *ngx_http_linegate_stripe_conf_proxy(
  * is refused, naming the directive: subrequest_output_buffer_size under
  * 64k (an answer cut is no answer), proxy_ignore_client_abort off (a
  * client leaving aborts a POST half-way, its outcome unknown). A path
- * that reaches no proxied location (none, or an API's own) is only
- * warned of: every call fails there, cleanly, with 502.
+ * that reaches no proxied location (none, an API's own, or one that
+ * nginx redirects to) is only warned of, and the other paths still
+ * checked: every call fails there, cleanly, with 502.
  */
 ngx_int_t
 ngx_http_linegate_stripe_conf_check(ngx_conf_t *cf, ngx_str_t *location,
     ngx_array_t *servers)
 {
+    /*
+     * every path the module calls, an id standing for every id: a
+     * location may take the calls on one object (".../in_X/void") and
+     * not the bare path, or the other way round
+     */
     static const char  *paths[] = {
-        "v1/customers/cus_0", "v1/subscriptions", "v1/invoices",
-        "v1/invoiceitems", "v1/refunds", NULL
+        "v1/customers/cus_0", "v1/subscriptions", "v1/subscriptions/sub_0",
+        "v1/invoices", "v1/invoices/in_0", "v1/invoices/in_0/finalize",
+        "v1/invoices/in_0/void", "v1/invoiceitems", "v1/refunds", NULL
     };
 
     u_char                         *p;
@@ -105,7 +112,9 @@ ngx_http_linegate_stripe_conf_check(ngx_conf_t *cf, ngx_str_t *location,
                                    "location that passes it to Stripe: "
                                    "every such call fails",
                                    location, &uri, &cscfp[i]->server_name);
-                break;
+
+                /* the other paths may reach a location to check */
+                continue;
             }
 
             if (clcf->subrequest_output_buffer_size
@@ -145,7 +154,7 @@ ngx_http_linegate_stripe_conf_check(ngx_conf_t *cf, ngx_str_t *location,
 }
 
 
-/* the location uri maps to in the server, NULL: none (the server's own) */
+/* the location uri maps to in the server; NULL: none, or a redirect */
 static ngx_int_t
 ngx_http_linegate_stripe_conf_location(ngx_conf_t *cf,
     ngx_http_core_srv_conf_t *cscf, ngx_str_t *uri,
@@ -166,7 +175,12 @@ ngx_http_linegate_stripe_conf_location(ngx_conf_t *cf,
         return NGX_ERROR;
     }
 
-    *found = (cur == pclcf) ? NULL : cur;
+    /*
+     * NGX_DONE: the URI is a prefix location's name without its "/"
+     * (auto_redirect, as proxy_pass sets): nginx answers the call with
+     * its own 301, never passing it on
+     */
+    *found = (cur == pclcf || rc == NGX_DONE) ? NULL : cur;
 
     return NGX_OK;
 }

@@ -339,6 +339,20 @@ push @refused, (
                . 'proxy_pass http://127.0.0.1:1; '
                . 'subrequest_output_buffer_size 64k; }'),
      qr/\[emerg\] "proxy_ignore_client_abort" must be on in location "\^\/_stripe\/v1\/invoice"/],
+    # the calls with an id in their path (an invoice's finalize and
+    # void, a subscription read) reach what their bare path does not:
+    # before 2026-11-28 only the bare paths were looked for, and these
+    # cut answers were taken
+    ['a location of its own for an invoice\'s finalize and void',
+     in_server('location ~ ^/_stripe/v1/invoices/\w+/(finalize|void)$ { '
+               . 'internal; proxy_pass http://127.0.0.1:1; '
+               . 'proxy_ignore_client_abort on; }'),
+     qr/\[emerg\] "subrequest_output_buffer_size" \d+ of location "\^\/_stripe\/v1\/invoices\/\\w\+\/\(finalize\|void\)\$"/],
+    ['a regex location that takes the calls on one subscription',
+     in_server('location ~ ^/_stripe/v1/subscriptions/sub_ { internal; '
+               . 'proxy_pass http://127.0.0.1:1; '
+               . 'subrequest_output_buffer_size 64k; }'),
+     qr/\[emerg\] "proxy_ignore_client_abort" must be on in location "\^\/_stripe\/v1\/subscriptions\/sub_"/],
     ['reconcile_auto every 2 days',
      extra('linegate_reconcile_auto http://127.0.0.1:1/_linegate/ '
            . 'interval=2d;'),
@@ -615,6 +629,33 @@ subtest 'Stripe calls that reach no location are warned of' => sub {
         . 'subrequest_output_buffer_size 128k; }'));
     is($rc, 0, 'a ^~ location of its own, well set: taken') or diag $out;
     unlike($out, qr/\[warn\].*linegate_stripe_location/, 'no warning');
+
+    # "location /_stripe/v1/refunds/" with proxy_pass: nginx answers the
+    # path without its "/" with its own 301 (auto_redirect), so every
+    # refund fails; before 2026-11-28 that location was checked as the
+    # one the call reaches, and nginx -t said nothing
+    ($rc, $out) = $s->nginx_t($s->render(SERVER_EXTRA =>
+        'location /_stripe/v1/refunds/ { internal; '
+        . 'proxy_pass http://127.0.0.1:1/v1/refunds/; '
+        . 'proxy_ignore_client_abort on; '
+        . 'subrequest_output_buffer_size 64k; }'));
+    is($rc, 0, 'a location that redirects the call: taken') or diag $out;
+    like($out, qr/\[warn\] "linegate_stripe_location \/_stripe\/": "\/_stripe\/v1\/refunds" of server "" reaches no location that passes it to Stripe/,
+         'a call nginx redirects: warned');
+
+    # a path that reaches nothing is warned of, and the others still
+    # checked (before 2026-11-28 the first warning ended the server's
+    # check: this buffer that cuts invoices was taken)
+    $conf = $s->render(SERVER_EXTRA =>
+        'location /_stripe/v1/invoices { internal; '
+        . 'proxy_pass http://127.0.0.1:1/v1/invoices; '
+        . 'proxy_ignore_client_abort on; }');
+    $conf =~ s/^\s*location \/_stripe\/ \{.*?^\s*\}\n//ms
+        or BAIL_OUT('no Stripe location in the template');
+    ($rc, $out) = $s->nginx_t($conf);
+    isnt($rc, 0, 'some calls reach nothing, others a cut: refused');
+    like($out, qr/\[emerg\] "subrequest_output_buffer_size" \d+ of location "\/_stripe\/v1\/invoices"/,
+         'the cut named') or diag $out;
 };
 
 # A misspelt secret parameter is refused by its name alone: its value is
