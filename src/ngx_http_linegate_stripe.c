@@ -614,8 +614,14 @@ ngx_http_linegate_stripe_record(ngx_http_request_t *sr,
      * three digits, "000" too (a broken proxy before Stripe), and 0 is
      * also what tells stripe_done and stripe_resume that nothing is
      * recorded yet: kept, the waiting request would wait forever.
+     *
+     * Past linegate_stripe_timeout nothing is a whole answer: nginx ends
+     * an answer read as it comes (proxy_buffering off, X-Accel-Buffering:
+     * no) whose end is its connection's close with NGX_OK and no sign of
+     * the cut for stripe_whole to read.
      */
-    if (rc == NGX_ERROR || rc == NGX_HTTP_REQUEST_TIME_OUT
+    if (ctx->stripe_expired
+        || rc == NGX_ERROR || rc == NGX_HTTP_REQUEST_TIME_OUT
         || rc == NGX_HTTP_CLIENT_CLOSED_REQUEST || rc == NGX_HTTP_CLOSE
         || (rc >= NGX_HTTP_SPECIAL_RESPONSE
             && ctx->stripe_status < NGX_HTTP_SPECIAL_RESPONSE)

@@ -159,6 +159,43 @@ subtest 'Lines creation: the invoice item drips' => sub {
     is($b->{status}, 'awaiting_payment', 'billed');
 };
 
+# An answer with no Content-Length, read as it comes (proxy_buffering
+# off, or a proxy between that says X-Accel-Buffering: no), ends where
+# its connection does: ended at the deadline, nginx hands over what came
+# as if it were all of it. Before 2026-11-28 that part was taken for
+# Stripe's whole answer ("nothing done", not asked again); past the
+# deadline nothing is.
+subtest 'Lines creation: an answer without a length drips, unbuffered' => sub {
+    my $w = $l->workspace('org_drip_close');
+    my $from = length $s->error_log;
+    $l->fault(path_prefix => '/v1/invoiceitems', @DRIP, drip_body => 1,
+              drip_close => 1);
+
+    my $t0 = time;
+    my $tx = $l->create($w, body(channelType => 'email',
+                                 email => 'c@example.com'),
+                        'Idempotency-Key' => 'drip-close');
+    my $took = time - $t0;
+    $l->clear_faults;
+
+    ok(!$tx->error || $tx->res->code, 'answered')
+        or diag('error: ' . ($tx->error->{message} // '?'));
+    cmp_ok($took, '<', $WITHIN + 5, "within the deadlines ($took s)");
+    $l->error_is($tx, 502, 'BILLING_UNAVAILABLE', 'dripping item');
+    my $log = substr($s->error_log, $from);
+    like($log, qr/Stripe POST "\/_stripe\/v1\/invoiceitems" still unanswered after linegate_stripe_timeout/,
+         'ended at the deadline');
+    like($log, qr/Stripe POST "\/_stripe\/v1\/invoiceitems" got no whole answer \(0, status 200, \d+ bytes\), its outcome is unknown/,
+         'what came is no whole answer, its outcome unknown');
+
+    my @ids = $l->request_ids($w);
+    is(scalar @ids, 0, 'no request left') or diag "@ids";
+    my @open = grep { $_->{status} =~ /^(?:draft|open)$/ }
+               $l->invoices($w->{customer});
+    is(scalar @open, 0, 'no draft or open invoice left')
+        or diag explain [map { "$_->{id} $_->{status}" } @open];
+};
+
 subtest 'a call answered in time is not ended' => sub {
     my $w = $l->workspace('org_nodrip');
     my $from = length $s->error_log;

@@ -84,6 +84,9 @@
 #   its headers at once and only its body dripping; the connection closes
 #   after the last byte. Each read of a proxy in front comes within its
 #   timeout while the whole answer takes as long as its length says.
+#   "drip_close":true leaves Content-Length out (the body ends where the
+#   connection closes: HTTP/1.0's way, a proxy's between) and sends
+#   "X-Accel-Buffering: no" (nginx reads it as with proxy_buffering off).
 # Webhooks: Stripe-Signature "t=<unix>,v1=<hmac-sha256 hex of 't.body'>"
 #   with --webhook-secret (default whsec_test_secret). Optional fields:
 #   "id", "api_version", "secret", "timestamp", "signature" (raw header),
@@ -1359,7 +1362,7 @@ sub fault_summary {
   my ($f) = @_;
   return {map { $_ => $f->{$_} }
     qw(id status drop latency_ms after_commit oversize cut drip_ms
-      drip_bytes drip_body)};
+      drip_bytes drip_body drip_close)};
 }
 
 # The answer as an oversize or cut fault shapes it (a copy: the stored
@@ -1427,6 +1430,10 @@ sub drip {
   my $stream = Mojo::IOLoop->stream($tx->connection // return) or return;
   my %h = (%{ $res->{headers} }, 'Content-Type' => 'application/json',
     'Content-Length' => length $res->{body}, Connection => 'close');
+  if ($f->{drip_close}) {
+    delete $h{'Content-Length'};
+    $h{'X-Accel-Buffering'} = 'no';
+  }
   my $head = "HTTP/1.1 $res->{status} Stub\r\n"
     . join('', map { "$_: $h{$_}\r\n" } sort keys %h) . "\r\n";
   my $rest = $f->{drip_body} ? $res->{body} : $head . $res->{body};
@@ -1664,6 +1671,7 @@ post '/_stub/faults' => sub {
     drip_ms      => int($in->{drip_ms} // 0),
     drip_bytes   => int($in->{drip_bytes} // 1),
     drip_body    => $in->{drip_body} ? true : false,
+    drip_close   => $in->{drip_close} ? true : false,
     retry_after  => '' . ($in->{retry_after} // 1),
   };
   $f->{body} = $in->{body} if ref $in->{body} eq 'HASH';
