@@ -246,6 +246,8 @@ struct ngx_http_linegate_ctx_s {
     unsigned                        stripe_expired:1;
     /* the pool cleanup that deletes stripe_deadline is added */
     unsigned                        stripe_cleanup:1;
+    /* the client's connection ended while a call ran (stripe.c) */
+    unsigned                        stripe_client_gone:1;
 
     /* headers the answer must carry besides the common ones */
     ngx_str_t                       rl_policy;

@@ -578,8 +578,17 @@ ngx_http_linegate_stripe_done(ngx_http_request_t *sr, void *data,
      * reset, nginx saw its connection close), or a filter of the
      * subrequest failed (an answer over subrequest_output_buffer_size).
      * The request still finishes its steps; writing its answer tells
-     * whether the client is still there.
+     * whether the client is still there. But a connection nginx read
+     * the end of (the read event's eof: the HTTP/2 connection it gave
+     * up, its streams' frames no longer sent) gets the flag back when
+     * the request resumes (stripe_resume): an answer queued there would
+     * hold its stream, the request and the client's socket open until
+     * the worker exits.
      */
+    if (c->error && c->read->eof) {
+        ctx->stripe_client_gone = 1;
+    }
+
     c->error = 0;
 
     if (rc == NGX_ERROR || rc == NGX_HTTP_REQUEST_TIME_OUT
@@ -819,6 +828,11 @@ ngx_http_linegate_stripe_resume(ngx_http_request_t *r)
     resume = ctx->resume;
     ctx->resume = NULL;
     r->write_event_handler = ngx_http_request_empty_handler;
+
+    if (ctx->stripe_client_gone) {
+        /* the steps run on; the answer's writing sees the client gone */
+        r->connection->error = 1;
+    }
 
     resume(r, ctx);
 }

@@ -36,6 +36,14 @@ $p->inventory($p->numbers($TOTAL));
 # the location's subrequest_output_buffer_size is 64k
 my $OVER = 100_000;
 
+# the sockets of nginx's end of a connection on port $port that the
+# client closed and nginx has not
+sub close_wait {
+    my ($port) = @_;
+    my @l = grep { /:$port\b/ } `ss -tnH state close-wait`;
+    return scalar @l;
+}
+
 sub numbers_accounted {
     my ($name) = @_;
     local $Test::Builder::Level = $Test::Builder::Level + 1;
@@ -199,6 +207,15 @@ SKIP: {
         is_deeply($p->reservations($id), [], 'no reservation left');
         numbers_accounted('client gone, HTTP/2');
         $p->clear_faults;
+
+        # the answer no one reads is not queued on the connection nginx
+        # has given up (before 2026-11-28 stripe_done's clearing of the
+        # stream's error flag let it be: its stream never closed, and the
+        # socket stayed open, CLOSE-WAIT, until the worker exited with
+        # "[alert] open socket #N left in connection M")
+        ok(wait_for(sub { !close_wait($h2port) }),
+           'the HTTP/2 connection is closed')
+            or diag `ss -tn state close-wait`;
     };
 }
 
