@@ -16,6 +16,7 @@ use lib 't/lib';
 use Test::More;
 use IO::Socket::INET;
 use Mojo::JSON ();
+use POSIX qw(WNOHANG);
 use Time::HiRes qw(sleep time);
 use LG::Stack;
 use LG::Test;
@@ -210,6 +211,47 @@ subtest 'a call answered in time is not ended' => sub {
     unlike(substr($s->error_log, $from), qr/still unanswered/,
            'no deadline logged');
     $l->clear_faults;
+};
+
+# A graceful quit (SIGQUIT, a reload's old worker) waits for a call in
+# flight, which is the request's: the deadline's timer is not
+# cancelable, and goes with the call. The worker exits once the confirm
+# has answered, within the deadlines, and leaves nothing open. Last: it
+# stops this stack.
+subtest 'a graceful quit while a call drips' => sub {
+    my $id = 'acct_drip_quit';
+    my $a = $p->account($id);
+    my $tok = $p->token($a);
+    $p->fault(@DRIP, drip_body => 1);
+    my $master = $s->{pids}{nginx};
+
+    my $t0 = time;
+    my $kid = fork // die "fork: $!";
+    if ($kid == 0) {
+        sleep 0.5;
+        kill 'QUIT', $master;
+        POSIX::_exit(0);
+    }
+    my $tx = $p->confirm($a, $tok);
+    waitpid $kid, 0;
+    $p->error_is($tx, 502, 'billing_unavailable', 'answered');
+
+    my $gone = 0;
+    for (1 .. 1000) {
+        if (waitpid($master, WNOHANG) == $master) {
+            $gone = 1;
+            delete $s->{pids}{nginx};
+            last;
+        }
+        sleep 0.01;
+    }
+    my $took = time - $t0;
+    ok($gone, 'nginx exited');
+    cmp_ok($took, '<', $WITHIN, "within the deadlines ($took s)");
+    unlike($s->error_log, qr/\[alert\]/, 'no alert (no socket left open)');
+    my @q = $p->queued_of($id);
+    is($q[0]{reason} // '', 'stripe_outcome_unknown',
+       'queued stripe_outcome_unknown');
 };
 
 done_testing;
