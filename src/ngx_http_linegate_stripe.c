@@ -53,7 +53,9 @@ static ngx_int_t ngx_http_linegate_stripe_header(ngx_http_request_t *sr,
 static ngx_uint_t ngx_http_linegate_stripe_retry_after(ngx_str_t *value);
 static ngx_int_t ngx_http_linegate_stripe_body(ngx_http_request_t *sr,
     ngx_str_t *form);
-static ngx_int_t ngx_http_linegate_stripe_deadline_arm(ngx_http_request_t *r,
+static ngx_int_t ngx_http_linegate_stripe_deadline_cleanup_add(
+    ngx_http_request_t *r, ngx_http_linegate_ctx_t *ctx);
+static void ngx_http_linegate_stripe_deadline_arm(ngx_http_request_t *r,
     ngx_http_linegate_ctx_t *ctx, ngx_http_request_t *sr,
     ngx_msec_t timeout);
 static void ngx_http_linegate_stripe_deadline_handler(ngx_event_t *ev);
@@ -243,6 +245,11 @@ ngx_http_linegate_stripe_call(ngx_http_request_t *r,
     ctx->stripe_path = *path;
     ctx->stripe_sent_us = ngx_http_linegate_metrics_now_us();
 
+    /* all that can fail, before the subrequest that cannot be withdrawn */
+    if (ngx_http_linegate_stripe_deadline_cleanup_add(r, ctx) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
     if (ngx_http_subrequest(r, &uri, argsp, &sr, ps,
                             NGX_HTTP_SUBREQUEST_IN_MEMORY
                             |NGX_HTTP_SUBREQUEST_WAITED)
@@ -276,18 +283,21 @@ ngx_http_linegate_stripe_call(ngx_http_request_t *r,
         != NGX_OK
         || ngx_http_linegate_stripe_body(sr, form) != NGX_OK)
     {
-        /* the subrequest is posted: it must not resume an answered request */
+        /*
+         * Out of memory with the subrequest posted, which nginx cannot
+         * take back: it goes as a GET without a body, which changes
+         * nothing at Stripe (a POST half built could lack its
+         * Idempotency-Key), and resumes no request that was answered.
+         */
+        sr->method = NGX_HTTP_GET;
+        sr->method_name = ngx_http_linegate_get;
+        sr->request_body = NULL;
+        sr->headers_in.content_length_n = 0;
         ctx->resume = NULL;
         return NGX_ERROR;
     }
 
-    if (ngx_http_linegate_stripe_deadline_arm(r, ctx, sr,
-                                              lmcf->stripe_timeout)
-        != NGX_OK)
-    {
-        ctx->resume = NULL;
-        return NGX_ERROR;
-    }
+    ngx_http_linegate_stripe_deadline_arm(r, ctx, sr, lmcf->stripe_timeout);
 
     /* the waiting request resumes here when the subrequest is done */
     r->write_event_handler = ngx_http_linegate_stripe_resume;
@@ -433,30 +443,39 @@ ngx_http_linegate_stripe_body(ngx_http_request_t *sr, ngx_str_t *form)
  * client's HTTP/2 stream reset), stripe_done when the call ends.
  */
 static ngx_int_t
-ngx_http_linegate_stripe_deadline_arm(ngx_http_request_t *r,
-    ngx_http_linegate_ctx_t *ctx, ngx_http_request_t *sr, ngx_msec_t timeout)
+ngx_http_linegate_stripe_deadline_cleanup_add(ngx_http_request_t *r,
+    ngx_http_linegate_ctx_t *ctx)
 {
     ngx_pool_cleanup_t  *cln;
 
-    if (!ctx->stripe_cleanup) {
-        cln = ngx_pool_cleanup_add(r->pool, 0);
-        if (cln == NULL) {
-            return NGX_ERROR;
-        }
-
-        cln->handler = ngx_http_linegate_stripe_deadline_cleanup;
-        cln->data = ctx;
-        ctx->stripe_cleanup = 1;
+    if (ctx->stripe_cleanup) {
+        return NGX_OK;
     }
 
+    cln = ngx_pool_cleanup_add(r->pool, 0);
+    if (cln == NULL) {
+        return NGX_ERROR;
+    }
+
+    cln->handler = ngx_http_linegate_stripe_deadline_cleanup;
+    cln->data = ctx;
+    ctx->stripe_cleanup = 1;
+
+    return NGX_OK;
+}
+
+
+/* the cleanup is added first (deadline_cleanup_add): this cannot fail */
+static void
+ngx_http_linegate_stripe_deadline_arm(ngx_http_request_t *r,
+    ngx_http_linegate_ctx_t *ctx, ngx_http_request_t *sr, ngx_msec_t timeout)
+{
     ctx->stripe_deadline.handler = ngx_http_linegate_stripe_deadline_handler;
     ctx->stripe_deadline.data = ctx;
     ctx->stripe_deadline.log = r->connection->log;
     ctx->stripe_sr = sr;
 
     ngx_add_timer(&ctx->stripe_deadline, timeout);
-
-    return NGX_OK;
 }
 
 
