@@ -575,6 +575,8 @@ ngx_http_linegate_manage_action(ngx_http_request_t *r,
     ngx_http_linegate_lines_defer(lr, NGX_HTTP_LINEGATE_LR_DEFER_PLAIN, NULL,
                                   "Unsupported action");
 }
+
+
 /* GATE */
 static void
 ngx_http_linegate_manage_gated(ngx_http_request_t *r,
@@ -662,6 +664,8 @@ ngx_http_linegate_manage_load(ngx_http_request_t *r,
 
     return ngx_http_linegate_manage_key(r, lr);
 }
+
+
 /*
  * The Idempotency-Key prefix of the invoice number lr->seq of the request:
  * "lg-<id>" for the first, "lg-<id>-r<n>" for the n-th reissue.
@@ -692,6 +696,8 @@ ngx_http_linegate_manage_key(ngx_http_request_t *r,
 
     return NGX_OK;
 }
+
+
 static void
 ngx_http_linegate_manage_refuse(ngx_http_request_t *r, redisReply *reply,
     ngx_uint_t i)
@@ -705,6 +711,8 @@ ngx_http_linegate_manage_refuse(ngx_http_request_t *r, redisReply *reply,
 
     ngx_http_linegate_manage_conflict(r, &state, NULL);
 }
+
+
 /* 409: the request is not (or no longer) awaiting payment */
 static void
 ngx_http_linegate_manage_conflict(ngx_http_request_t *r, ngx_str_t *state,
@@ -719,6 +727,8 @@ ngx_http_linegate_manage_conflict(ngx_http_request_t *r, ngx_str_t *state,
         message ? message
         : "This action applies only to a request awaiting payment", NULL);
 }
+
+
 static void
 ngx_http_linegate_manage_busy(ngx_http_request_t *r)
 {
@@ -1024,6 +1034,8 @@ ngx_http_linegate_link_send(ngx_http_request_t *r,
 
     ngx_http_linegate_send_jw(r, NGX_HTTP_OK, &jw);
 }
+
+
 /* LINK_RESOLVE */
 static void
 ngx_http_linegate_link_resolved(ngx_http_request_t *r,
