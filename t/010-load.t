@@ -993,4 +993,24 @@ subtest 'nginx -t accepts every nginx example of the docs' => sub {
     }
 };
 
+# bench/*.conf.in rendered as bench/run.sh renders them: make bench
+# starts with nginx -t of each, and a check added on 2026-11-28
+# (proxy_ignore_client_abort in the Stripe location) refused them, so
+# make bench failed at its start while every test passed
+subtest 'the bench configurations pass nginx -t' => sub {
+    my %v = (MODULE => $s->{module}, PREFIX => $s->{prefix}, WORKERS => 1,
+             PORT => 18999, CANNED_PORT => 18998, REDIS => '127.0.0.1:1',
+             SEEDS => '127.0.0.1:1 127.0.0.1:2', STUB => '127.0.0.1:1',
+             CLERK_KEY => $s->jwks_path,
+             CLERK_ISSUER => 'https://clerk.bench.test');
+    for my $tpl (qw(linegate.conf.in linegate-cluster.conf.in)) {
+        open my $fh, '<', "$LG::Stack::ROOT/bench/$tpl" or die "$tpl: $!";
+        my $conf = do { local $/; <$fh> };
+        $conf =~ s/\@([A-Z_]+)\@/$v{$1} \/\/ "\@$1\@"/ge;
+        unlike($conf, qr/^[^#]*\@[A-Z_]+\@/m, "$tpl: every value filled");
+        my ($rc, $out) = $s->nginx_t($conf);
+        is($rc, 0, "$tpl: accepted") or diag $out;
+    }
+};
+
 done_testing;
