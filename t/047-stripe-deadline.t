@@ -48,9 +48,7 @@ my $WITHIN = 5;
 sub released {
     my ($id, $name) = @_;
     local $Test::Builder::Level = $Test::Builder::Level + 1;
-    is($r->zcard("lg:{acct:$id}:prov"), 0, "$name: slot freed");
-    is_deeply($p->reservations($id), [], "$name: no reservation");
-    is_deeply($p->lines($id), {}, "$name: no line");
+    $p->nothing_held($id, $name);
     is($p->accounted, $TOTAL, "$name: no number lost");
 }
 

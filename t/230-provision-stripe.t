@@ -31,9 +31,7 @@ sub numbers_accounted {
 sub released {
     my ($id, $name) = @_;
     local $Test::Builder::Level = $Test::Builder::Level + 1;
-    is($r->zcard("lg:{acct:$id}:prov"), 0, "$name: slot freed");
-    is_deeply($p->reservations($id), [], "$name: no reservation");
-    is_deeply($p->lines($id), {}, "$name: no line");
+    $p->nothing_held($id, $name);
     numbers_accounted($name);
 }
 

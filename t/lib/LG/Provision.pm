@@ -254,6 +254,19 @@ sub reservations {
     return [$self->redis->keys("lg:{acct:$id}:resv:*")];
 }
 
+# A purchase that ended without a line left nothing held: its limit
+# slot, its reservation, its line (each file then checks the numbers in
+# its own way)
+sub nothing_held {
+    my ($self, $id, $name) = @_;
+    local $Test::Builder::Level = $Test::Builder::Level + 1;
+    Test::More::is($self->redis->zcard("lg:{acct:$id}:prov"), 0,
+                   "$name: slot freed");
+    Test::More::is_deeply($self->reservations($id), [],
+                          "$name: no reservation");
+    Test::More::is_deeply($self->lines($id), {}, "$name: no line");
+}
+
 sub counted {
     my ($self, $id) = @_;
     return {$self->redis->zrange("lg:{acct:$id}:prov", 0, -1,
