@@ -100,14 +100,34 @@ local ikey = ARGV[20] ~= '' and KEYS[9] or nil
 -- is not seen: deploy.md says to delete :live after such a rollout.
 local LR_LIVE_BUILT = 'built'
 local LR_LIVE_SKEW = 60000
-local synced = redis.call('ZSCORE', live, LR_LIVE_BUILT)
-local built = synced ~= false
+
+-- :live read once, when first needed (after the gate on one Redis, so
+-- that a call the gate refuses reads nothing of it): its members, the
+-- marker left out, and the marker's score (false: not built). One ZRANGE
+-- with the scores, bounded as :live is (the workspace's live requests)
+local members, synced
+local function live_read()
+    if members then
+        return synced ~= false
+    end
+
+    members, synced = {}, false
+    local r = redis.call('ZRANGE', live, 0, -1, 'WITHSCORES')
+    for i = 1, #r, 2 do
+        if r[i] == LR_LIVE_BUILT then
+            synced = r[i + 1]
+        else
+            members[#members + 1] = r[i]
+        end
+    end
+    return synced ~= false
+end
 
 -- a built index's walk, read once: ids, what a count checks (the
--- members of :live, its marker left out, then the late ones); late, id
--- -> score of the requests :lines gained since the marker's score that
--- :live lacks (until now, LR_LIVE_SKEW after); top, the newest :lines
--- score read (a string, as Redis wrote it)
+-- members of :live, then the late ones); late, id -> score of the
+-- requests :lines gained since the marker's score that :live lacks
+-- (until now, LR_LIVE_SKEW after); top, the newest :lines score read (a
+-- string, as Redis wrote it)
 local walk
 local function live_walk()
     if walk then
@@ -116,11 +136,9 @@ local function live_walk()
 
     walk = {ids = {}, late = {}, top = synced}
     local seen = {}
-    for _, m in ipairs(redis.call('ZRANGE', live, 0, -1)) do
-        if m ~= LR_LIVE_BUILT then
-            walk.ids[#walk.ids + 1] = m
-            seen[m] = true
-        end
+    for _, m in ipairs(members) do
+        walk.ids[#walk.ids + 1] = m
+        seen[m] = true
     end
 
     local r = redis.call('ZRANGEBYSCORE', lines,
@@ -143,7 +161,7 @@ end
 -- with their hash (lr_drop); the other ones are gone, canceled or
 -- failed. Not built: of :lines, which the count then reads
 if ARGV[1] == 'c'
-   and not lg_lr_here(KEYS[1], built and live_walk().ids
+   and not lg_lr_here(KEYS[1], live_read() and live_walk().ids
                                or redis.call('ZRANGE', lines, 0, -1))
 then
     return redis.error_reply(LR_TRYAGAIN)
@@ -250,6 +268,7 @@ local found, top, gone
 -- operator deleted)
 local function live_count()
     local ids, scores = {}, {}
+    local built = live_read()
     if built then
         ids, scores, top = live_walk().ids, walk.late, walk.top
     else
@@ -392,6 +411,7 @@ end
 -- built all the same, one walk of :lines, so that a workspace whose
 -- creations never count is not walked whole (on a cluster, lg_lr_here()
 -- before the gate) at each of them for ever
+local built = live_read()
 if not built and not found then
     live_count()
 end
@@ -399,22 +419,36 @@ end
 -- the scores as nginx wrote them: a Lua number would be formatted back
 redis.call('HSET', lkey, unpack(f))
 redis.call('ZADD', lines, ARGV[8], id)
+
+-- :live's writes in one ZADD (each a command of Redis's time at every
+-- creation): the request, and when the count read :lines (all of it, or
+-- what it gained since) the marker and the live requests it found, so
+-- that :live is built or brought up to date with the request. found is
+-- bounded as :live is; the ZADD is cut every LR_LIVE_BATCH members all
+-- the same, unpack's stack being finite
+local LR_LIVE_BATCH = 512
+local z = {ARGV[8], id}
 if found then
-    -- the count read :lines (all of it, or what it gained since): :live
-    -- built or brought up to date now, with the request
     if tonumber(ARGV[8]) > tonumber(top) then
         top = ARGV[8]
     end
-    redis.call('ZADD', live, top, LR_LIVE_BUILT)
+    z[#z + 1] = top
+    z[#z + 1] = LR_LIVE_BUILT
     for _, e in ipairs(found) do
         if e[1] ~= gone then
-            redis.call('ZADD', live, e[2], e[1])
+            z[#z + 1] = e[2]
+            z[#z + 1] = e[1]
+            if #z >= 2 * LR_LIVE_BATCH then
+                redis.call('ZADD', live, unpack(z))
+                z = {}
+            end
         end
     end
 end
-if built or found then
-    -- (neither: the first count finds it in :lines)
-    redis.call('ZADD', live, ARGV[8], id)
+if (built or found) and #z > 0 then
+    -- (neither: never, a creation that goes ahead has counted above; an
+    -- index not built is never added to, lg_lr_live_add)
+    redis.call('ZADD', live, unpack(z))
 end
 
 if cost == 'included' then
