@@ -702,6 +702,27 @@ ngx_http_linegate_stripe_record(ngx_http_request_t *sr,
         }
     }
 
+    if (ctx->stripe_json == NULL && ctx->stripe_status >= 200
+        && ctx->stripe_status < 300)
+    {
+        /*
+         * A 2xx says the call ran, and nothing in it can be read: it may
+         * be a part of the answer taken for all of it (one without a
+         * length, read as it comes, cut by proxy_read_timeout: nginx
+         * ends it as if whole, and no sign of the cut is left for
+         * stripe_whole), or a proxy's page. Its outcome is unknown, as
+         * for an answer that never came: a POST is asked again with its
+         * Idempotency-Key, or its purchase queued.
+         */
+        ctx->stripe_unknown = 1;
+
+        ngx_log_error(NGX_LOG_ERR, sr->connection->log, 0,
+                      NGX_HTTP_LINEGATE_LOG "Stripe %V \"%V\" answered %ui "
+                      "with no JSON object (%uz bytes), its outcome is "
+                      "unknown", &sr->method_name, &sr->uri,
+                      ctx->stripe_status, len);
+    }
+
     /* the card-related body is never logged, only what came of the call */
     ngx_log_debug2(NGX_LOG_DEBUG_HTTP, sr->connection->log, 0,
                    NGX_HTTP_LINEGATE_LOG "stripe answered %i (json: %d)",

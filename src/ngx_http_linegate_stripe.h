@@ -55,6 +55,10 @@ ngx_int_t ngx_http_linegate_form_add_cstr(ngx_pool_t *pool, ngx_str_t *form,
  *                         ctx->stripe_status 502 (504 when nginx timed
  *                         out before the headers) when there was no
  *                         whole answer: stripe_result() says UNAVAILABLE.
+ *                         Also 1 for a 2xx with no JSON object in it (the
+ *                         call ran, what it made cannot be read: perhaps
+ *                         a cut answer nginx took for whole), its status
+ *                         kept; stripe_result() says UNAVAILABLE.
  *
  * The operator's Stripe location must hold proxy_ignore_client_abort on
  * (docs/directives.md): otherwise a client leaving aborts a call in

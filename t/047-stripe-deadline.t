@@ -252,4 +252,42 @@ subtest 'a graceful quit while a call drips' => sub {
        'queued stripe_outcome_unknown');
 };
 
+# The same answer cut by proxy_read_timeout well before the deadline (a
+# byte every 1.5 s, each read waiting at most 1 s): nginx ends the
+# subrequest as if its answer were whole (no length to hold it to, no
+# sign of the cut left), a 200 with a part of a body. A 2xx says the
+# call ran: with nothing of it readable, its outcome is unknown, logged
+# and counted so (an operator alerts on unknown outcomes). Before, it
+# was a call that did nothing, counted "no_answer".
+subtest 'an answer without a length cut by proxy_read_timeout' => sub {
+    my $s2 = LG::Stack->new(STRIPE_TIMEOUT => '1s')->start;
+    my $l2 = LG::Lines->new($s2);
+    my $w = $l2->workspace('org_read_cut');
+    my $from = length $s2->error_log;
+    $l2->fault(path_prefix => '/v1/invoiceitems', drip_ms => 1500,
+               drip_bytes => 1, count => -1, drip_body => 1,
+               drip_close => 1);
+
+    my $tx = $l2->create($w, body(channelType => 'email',
+                                  email => 'c@example.com'),
+                         'Idempotency-Key' => 'read-cut');
+    $l2->clear_faults;
+
+    $l2->error_is($tx, 502, 'BILLING_UNAVAILABLE', 'cut item');
+    my $log = substr($s2->error_log, $from);
+    like($log, qr/Stripe POST "\/_stripe\/v1\/invoiceitems" answered 200 with no JSON object \(\d+ bytes\), its outcome is unknown/,
+         'a 200 with nothing readable: its outcome unknown');
+    my $m = $s2->ua->get($s2->url('/metrics'))->res->body;
+    like($m, qr/^linegate_stripe_requests_total\{endpoint="invoiceitems",outcome="unknown"\} 1$/m,
+         'counted as an unknown outcome');
+
+    my @ids = $l2->request_ids($w);
+    is(scalar @ids, 0, 'no request left') or diag "@ids";
+    my @open = grep { $_->{status} =~ /^(?:draft|open)$/ }
+               $l2->invoices($w->{customer});
+    is(scalar @open, 0, 'no draft or open invoice left')
+        or diag explain [map { "$_->{id} $_->{status}" } @open];
+    $s2->stop;
+};
+
 done_testing;
