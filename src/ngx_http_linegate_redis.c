@@ -19,6 +19,7 @@
 #include "ngx_http_linegate_scripts.h"
 #include "ngx_http_linegate_metrics.h"
 
+#include "ngx_http_linegate_redis_error.h"
 #include "ngx_http_linegate_redis_event.h"
 #include "ngx_http_linegate_redis_sentinel.h"
 #include "ngx_http_linegate_redis_slots.h"
@@ -2204,7 +2205,7 @@ ngx_http_linegate_redis_request_error(ngx_http_request_t *r,
     ngx_http_linegate_redis_log_error(r->connection->log, reply, what,
                                       p - what);
 
-    if (reply->len >= 6 && ngx_strncmp(reply->str, "NOPERM", 6) == 0) {
+    if (ngx_http_linegate_redis_error_is(reply->str, reply->len, "NOPERM")) {
         /*
          * an ACL refusing our user a key or command: Redis's
          * configuration, which the operator fixes, as NOAUTH's
@@ -2318,8 +2319,9 @@ ngx_http_linegate_redis_demoted(redisReply *reply)
 
     rd = &ngx_http_linegate_redis;
 
-    if (rd->sentinel && ngx_strncmp(reply->str, "READONLY", 8) == 0
-        && !rd->rediscover.posted)
+    if (rd->sentinel && !rd->rediscover.posted
+        && ngx_http_linegate_redis_error_is(reply->str, reply->len,
+                                            "READONLY"))
     {
         ngx_post_event(&rd->rediscover, &ngx_posted_events);
     }
@@ -2331,10 +2333,10 @@ ngx_http_linegate_redis_unavailable(redisReply *reply)
 {
     ngx_str_t  *e;
 
+    /* Redis 6 wraps the error a script's redis.call met: unwrapped */
     for (e = ngx_http_linegate_redis_unavailable_errors; e->len; e++) {
-        if (reply->len >= e->len
-            && ngx_strncmp(reply->str, e->data, e->len) == 0
-            && (reply->len == e->len || reply->str[e->len] == ' '))
+        if (ngx_http_linegate_redis_error_is(reply->str, reply->len,
+                                             (const char *) e->data))
         {
             return 1;
         }

@@ -1,5 +1,5 @@
 # Pure-C unit tests (src/ngx_http_linegate_{crypto,jwt,cache,chars,
-# redis_slots,redis_arena,redis_hold,redis_wait}.c), run outside nginx.  Builds them with t/unit/build.sh
+# redis_slots,redis_arena,redis_hold,redis_wait,redis_error}.c), run outside nginx.  Builds them with t/unit/build.sh
 # (honours $CC) into a temporary directory and relays each binary's TAP as
 # a subtest.
 
@@ -18,7 +18,8 @@ my $log = `bash "$root/t/unit/build.sh" "$dir" 2>&1`;
 is($?, 0, 'unit tests build') or diag($log);
 
 for my $name (qw(test_crypto test_jwt test_cache test_chars
-                  test_slots test_arena test_hold test_wait)) {
+                  test_slots test_arena test_hold test_wait
+                  test_redis_error)) {
     subtest $name => sub {
         my $bin = "$dir/$name";
 

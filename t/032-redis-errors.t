@@ -86,6 +86,17 @@ subtest 'LOADING and MOVED answers' => sub {
     close $fh;
     unavailable_ok($s, 'MOVED', qr/redis unavailable: "MOVED 3999/);
 
+    # Redis 6 wraps the error a script's redis.call met in its own ERR
+    # (7 answers it as it is): a demoted master's READONLY read as "ERR"
+    # was a bug of ours, 500, no Retry-After
+    open $fh, '>', $file or die;
+    print $fh "ERR Error running script (call to f_f3a0c1): "
+            . "\@user_script:50: \@user_script: 50: -READONLY You can't "
+            . "write against a read only replica.\n";
+    close $fh;
+    unavailable_ok($s, "Redis 6: a script's READONLY",
+                   qr/redis unavailable: "ERR Error running script \(call to f_f3a0c1\)/);
+
     $s->stop;
     kill 'TERM', $pid;
     waitpid $pid, 0;

@@ -41,27 +41,29 @@ declare -A objs=(
     [stripe_signature]="crypto"
     [line_create]="json json_write keys chars str clock ids headers crypto lines lines_request metrics"
     [confirm]="json json_write keys chars str clock ids headers crypto metrics"
-    [webhook]="json json_write keys chars str clock ids headers crypto stripe redis metrics"
+    [webhook]="json json_write keys chars str clock ids headers crypto stripe redis redis_error metrics"
     [headers]="json json_write keys chars str clock ids headers crypto stripe metrics cache"
     [stripe_reply]="json json_write keys chars str clock ids headers crypto lines lines_request metrics"
     [redis_reply]="json json_write keys chars str clock ids headers crypto provision provision_script ratelimit metrics"
-    [lines_read]="json json_write keys chars str clock ids headers crypto lines_request stripe metrics redis"
+    [lines_read]="json json_write keys chars str clock ids headers crypto lines_request stripe metrics redis redis_error"
     [redis_slots]="chars"
     [redis_arena]=""
-    [operator]="operator_ops operator_fields redis auth json json_write keys chars str clock ids headers crypto metrics idempotency"
+    [redis_error]=""
+    [operator]="operator_ops operator_fields redis redis_error auth json json_write keys chars str clock ids headers crypto metrics idempotency"
     [redis_pubsub]="cache keys chars str crypto metrics"
-    [limit]="redis scripts keys chars str metrics ratelimit conf crypto"
-    [reconcile_list]="json json_write keys chars str clock ids headers crypto metrics lines lines_request lr_setup pv_settle redis scripts"
+    [limit]="redis redis_error scripts keys chars str metrics ratelimit conf crypto"
+    [reconcile_list]="json json_write keys chars str clock ids headers crypto metrics lines lines_request lr_setup pv_settle redis redis_error scripts"
 )
 
 # targets needing no nginx at all: no shim, no stubs
-declare -A pure=([jwt]=1 [jwks]=1 [stripe_signature]=1 [redis_arena]=1)
+declare -A pure=([jwt]=1 [jwks]=1 [stripe_signature]=1 [redis_arena]=1
+                [redis_error]=1)
 
 targets=("$@")
 if [ ${#targets[@]} -eq 0 ]; then
     targets=(jwt jwks stripe_signature line_create confirm webhook headers
              stripe_reply redis_reply lines_read redis_slots redis_arena
-             operator redis_pubsub limit reconcile_list)
+             redis_error operator redis_pubsub limit reconcile_list)
 fi
 
 mkdir -p "$out/obj"

@@ -24,7 +24,8 @@ declare -A dict=(
     [jwt]=jwt [jwks]=json [stripe_signature]=stripe_signature
     [line_create]=json [confirm]=json [webhook]=json [headers]=headers
     [stripe_reply]=json [redis_reply]=redis [lines_read]=redis
-    [redis_slots]=redis_slots [redis_arena]=redis [operator]=operator
+    [redis_slots]=redis_slots [redis_arena]=redis [redis_error]=redis
+    [operator]=operator
     [redis_pubsub]=pubsub [limit]=redis [reconcile_list]=json
 )
 
@@ -32,7 +33,7 @@ targets=("$@")
 if [ ${#targets[@]} -eq 0 ]; then
     targets=(jwt jwks stripe_signature line_create confirm webhook headers
              stripe_reply redis_reply lines_read redis_slots redis_arena
-             operator redis_pubsub limit reconcile_list)
+             redis_error operator redis_pubsub limit reconcile_list)
 fi
 
 runs=()

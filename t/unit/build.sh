@@ -51,5 +51,10 @@ mkdir -p "$out"
 "$cc" "${cflags[@]}" -o "$out/test_wait" \
     "$root/t/unit/test_wait.c" "$root/src/ngx_http_linegate_redis_wait.c"
 
+"$cc" "${cflags[@]}" -o "$out/test_redis_error" \
+    "$root/t/unit/test_redis_error.c" \
+    "$root/src/ngx_http_linegate_redis_error.c"
+
 echo "built $out/test_crypto $out/test_jwt $out/test_cache $out/test_chars" \
-     "$out/test_slots $out/test_arena $out/test_hold $out/test_wait"
+     "$out/test_slots $out/test_arena $out/test_hold $out/test_wait" \
+     "$out/test_redis_error"
