@@ -73,9 +73,11 @@ typedef struct {
 
     /* the decision's (ngx_http_linegate_provision_plain.c) */
     ngx_http_linegate_pv_state_t    st;
-    int64_t                         inventory;
+    int64_t                         inventory;      /* 1: one to sell */
     unsigned                        eligible:1;
-    unsigned                        stock_known:1;  /* no SCARD sent */
+    unsigned                        stock_known:1;  /* no look sent */
+    /* READ's sample was no E.164 number: STOCK decides (pv_stock.lua) */
+    unsigned                        stock_check:1;
     unsigned                        counted:1;      /* READ counted */
     uint32_t                        long_hash;      /* the account's */
     /* a refusal, answered once the token written ahead is deleted */
@@ -125,12 +127,20 @@ void ngx_http_linegate_pv_plain_bad_body(ngx_http_request_t *r,
 
 /*
  * linegate_inventory_cache: what this worker last learned of the
- * inventory. _known(): a preview may skip its SCARD (a number was there
- * less than the directive's time ago); _seen(): a preview's SCARD, or a
- * confirm's CLAIM that found none (0: previews ask again at once)
+ * inventory. _known(): a preview may skip its look at the inventory (a
+ * number to sell was there less than the directive's time ago); _seen():
+ * what a preview's look found (1: a number to sell), or a confirm's
+ * CLAIM that found none (0: previews ask again at once)
  */
 ngx_uint_t ngx_http_linegate_pv_stock_known(ngx_http_request_t *r);
 void ngx_http_linegate_pv_stock_seen(ngx_http_request_t *r, int64_t n);
+
+/*
+ * The numbers a step set aside in the quarantine (pv_claim, pv_stock),
+ * the reply's elements from "from" on: each logged at error
+ */
+void ngx_http_linegate_pv_aside(ngx_http_request_t *r, redisReply *reply,
+    size_t from);
 
 /* the 200 answers of preview (token stored) and limits */
 void ngx_http_linegate_pv_preview_ok(ngx_http_request_t *r,

@@ -331,8 +331,6 @@ static ngx_int_t ngx_http_linegate_confirm_script(ngx_http_request_t *r,
     int nkeys);
 static ngx_int_t ngx_http_linegate_confirm_copy(ngx_http_request_t *r,
     redisReply *reply, ngx_uint_t i, ngx_str_t *dst);
-static void ngx_http_linegate_confirm_aside(ngx_http_request_t *r,
-    redisReply *reply, size_t from);
 
 
 /*
@@ -1170,7 +1168,7 @@ ngx_http_linegate_confirm_claimed(ngx_http_request_t *r,
     }
 
     if (claimed == 0 || claimed == 1) {
-        ngx_http_linegate_confirm_aside(r, reply, claimed == 1 ? 2 : 1);
+        ngx_http_linegate_pv_aside(r, reply, claimed == 1 ? 2 : 1);
     }
 
     if (claimed == 0) {
@@ -1209,50 +1207,6 @@ ngx_http_linegate_confirm_claimed(ngx_http_request_t *r,
     }
 
     ngx_http_linegate_confirm_next(r, ctx, NGX_HTTP_LINEGATE_CONFIRM_CUSTOMER);
-}
-
-
-/*
- * CLAIM's numbers set aside (pv_claim.lua: no E.164 number, moved to
- * lg:{fleet}:inventory:quarantine), reply elements from "from" on: each
- * is an error, for the operator to remove or correct. A number is read
- * from Redis, where anything may have been written: logged as it is only
- * when printable and short.
- */
-static void
-ngx_http_linegate_confirm_aside(ngx_http_request_t *r, redisReply *reply,
-    size_t from)
-{
-    size_t       i;
-    ngx_str_t   *q;
-    redisReply  *n;
-
-    if (reply->type != REDIS_REPLY_ARRAY) {
-        return;
-    }
-
-    q = ngx_http_linegate_key_fixed(NGX_HTTP_LINEGATE_KEY_QUARANTINE);
-
-    for (i = from; i < reply->elements; i++) {
-        n = reply->element[i];
-
-        if (n->type == REDIS_REPLY_STRING && n->len <= 32
-            && ngx_http_linegate_chars_are((u_char *) n->str, n->len,
-                                           NGX_HTTP_LINEGATE_CHARS_PRINT))
-        {
-            ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
-                          NGX_HTTP_LINEGATE_LOG "inventory number \"%*s\" "
-                          "is not an E.164 number: set aside in %V, not "
-                          "sold", n->len, n->str, q);
-            continue;
-        }
-
-        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
-                      NGX_HTTP_LINEGATE_LOG "an inventory entry that is "
-                      "not an E.164 number (%uz bytes, not printable): set "
-                      "aside in %V, not sold",
-                      n->type == REDIS_REPLY_STRING ? n->len : 0, q);
-    }
 }
 
 

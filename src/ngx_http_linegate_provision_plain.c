@@ -11,11 +11,12 @@
  *   READ   one pipeline, one round trip: HMGET the account (plan,
  *          limits, key_id), ZRANGEBYSCORE the lines of the 30-day window
  *          with their times (the 24-hour window is its newest part;
- *          confirms trim older lines); for a preview, SCARD the
- *          inventory (unless linegate_inventory_cache trusts that the
- *          worker saw numbers there: the fleet's master left out) and
- *          SET lg:pv:{<tag>}:<token> (the account's slot) with its JSON
- *          (the account, its expiry) and expiry, ahead of the checks
+ *          confirms trim older lines); for a preview, SRANDMEMBER of
+ *          the inventory, one number (unless linegate_inventory_cache
+ *          trusts that the worker saw one to sell there: the fleet's
+ *          master left out) and SET lg:pv:{<tag>}:<token> (the
+ *          account's slot) with its JSON (the account, its expiry) and
+ *          expiry, ahead of the checks
  *          An account whose window this worker last found longer than
  *          one read takes is counted instead (COUNTED: each window's
  *          ZCOUNT and its oldest line), in the same one round trip
@@ -26,6 +27,13 @@
  *          each O(log n) in the window's size: an account with a large
  *          limit (thousands of lines a month) costs Redis what a small
  *          one does
+ *   STOCK  a preview whose sample was no E.164 number (a "+0..." loaded
+ *          before the loader refused it, or one written by hand), when
+ *          the answer would rest on the inventory: pv_stock.lua (the
+ *          fleet's slot) sets such numbers aside in the quarantine, as
+ *          the confirm's claim would, until it finds one to sell. A
+ *          count (SCARD) counted them as stock: an inventory of nothing
+ *          else was a 200 whose confirm answered 503
  *   then   the decision: 401 (a key id the account no longer names:
  *          the previous one of a credentials rotation), 200, 403 (plan),
  *          429 (the window that is full), 503 (inventory empty), or the
@@ -58,6 +66,7 @@
 #include "ngx_http_linegate_provision.h"
 #include "ngx_http_linegate_json_write.h"
 #include "ngx_http_linegate_reply.h"
+#include "ngx_http_linegate_chars.h"
 
 
 #define NGX_HTTP_LINEGATE_PV_DAY_MS    (NGX_HTTP_LINEGATE_PV_DAY * 1000LL)
@@ -113,6 +122,10 @@ static ngx_int_t ngx_http_linegate_pv_plain_time(redisReply *v, int64_t *t);
 static int64_t ngx_http_linegate_pv_plain_skip(int64_t used, int64_t limit);
 static int64_t ngx_http_linegate_pv_plain_free_at(int64_t t,
     int64_t window_ms);
+static void ngx_http_linegate_pv_plain_ready(ngx_http_request_t *r,
+    ngx_http_linegate_ctx_t *ctx, ngx_http_linegate_pv_request_t *pv);
+static void ngx_http_linegate_pv_plain_stock_done(ngx_http_request_t *r,
+    redisReply *reply);
 static void ngx_http_linegate_pv_plain_decide(ngx_http_request_t *r,
     ngx_http_linegate_ctx_t *ctx, ngx_http_linegate_pv_request_t *pv);
 static ngx_int_t ngx_http_linegate_pv_plain_write(ngx_http_request_t *r,
@@ -182,8 +195,9 @@ ngx_http_linegate_pv_plain(ngx_http_request_t *r,
         pv->stock_known = ngx_http_linegate_pv_stock_known(r);
 
         if (!pv->stock_known) {
+            /* one number: O(1), as SCARD was, and it says what it is */
             ngx_http_linegate_redis_args_init(&a[n]);
-            ngx_http_linegate_redis_arg_cstr(&a[n], "SCARD");
+            ngx_http_linegate_redis_arg_cstr(&a[n], "SRANDMEMBER");
             ngx_http_linegate_redis_arg_str(&a[n],
                 ngx_http_linegate_key_fixed(NGX_HTTP_LINEGATE_KEY_INVENTORY));
             n++;
@@ -329,7 +343,7 @@ ngx_http_linegate_pv_plain_read_done(ngx_http_request_t *r,
 
     /*
      * one element per command: HMGET, ZRANGEBYSCORE or (COUNTED) 2 x
-     * (ZCOUNT, ZRANGEBYSCORE) (, [SCARD,] SET)
+     * (ZCOUNT, ZRANGEBYSCORE) (, [SRANDMEMBER,] SET)
      */
     base = pv->counted ? 5 : 2;
 
@@ -373,14 +387,27 @@ ngx_http_linegate_pv_plain_read_done(ngx_http_request_t *r,
     } else if (pv->preview) {
         inv = reply->element[base];
 
-        if (inv->type != REDIS_REPLY_INTEGER
+        if ((inv->type != REDIS_REPLY_STRING && inv->type != REDIS_REPLY_NIL)
             || reply->element[base + 1]->type != REDIS_REPLY_STATUS)
         {
             goto unexpected;
         }
 
-        pv->inventory = inv->integer;
-        ngx_http_linegate_pv_stock_seen(r, inv->integer);
+        if (inv->type == REDIS_REPLY_NIL) {
+            pv->inventory = 0;
+            ngx_http_linegate_pv_stock_seen(r, 0);
+
+        } else if (ngx_http_linegate_e164_valid((u_char *) inv->str,
+                                                inv->len))
+        {
+            pv->inventory = 1;
+            ngx_http_linegate_pv_stock_seen(r, 1);
+
+        } else {
+            /* no number to sell: whether another is there, STOCK says */
+            pv->inventory = 0;
+            pv->stock_check = 1;
+        }
     }
 
     slot = ngx_http_linegate_pv_plain_long_slot(pv);
@@ -410,7 +437,7 @@ ngx_http_linegate_pv_plain_read_done(ngx_http_request_t *r,
         goto unexpected;
     }
 
-    ngx_http_linegate_pv_plain_decide(r, ctx, pv);
+    ngx_http_linegate_pv_plain_ready(r, ctx, pv);
     return;
 
 unexpected:
@@ -662,7 +689,7 @@ ngx_http_linegate_pv_plain_long_done(ngx_http_request_t *r,
         }
     }
 
-    ngx_http_linegate_pv_plain_decide(r, ctx, pv);
+    ngx_http_linegate_pv_plain_ready(r, ctx, pv);
     return;
 
 unexpected:
@@ -741,6 +768,84 @@ ngx_http_linegate_pv_plain_free_at(int64_t t, int64_t window_ms)
     }
 
     return t + window_ms;
+}
+
+
+/*
+ * READ (and LONG) taken: STOCK first when the inventory's sample was no
+ * number to sell and the answer would rest on the inventory (a preview
+ * refused for its plan or a window never looks further), else the
+ * decision
+ */
+static void
+ngx_http_linegate_pv_plain_ready(ngx_http_request_t *r,
+    ngx_http_linegate_ctx_t *ctx, ngx_http_linegate_pv_request_t *pv)
+{
+    ngx_http_linegate_redis_args_t  *a;
+
+    if (!pv->stock_check || !pv->eligible
+        || pv->st.daily.used >= pv->st.daily.limit
+        || pv->st.monthly.used >= pv->st.monthly.limit)
+    {
+        ngx_http_linegate_pv_plain_decide(r, ctx, pv);
+        return;
+    }
+
+    /* pv_account.lua's arguments are done with (a known account: unused) */
+    a = &pv->args;
+
+    ngx_http_linegate_redis_args_init(a);
+    ngx_http_linegate_redis_arg_str(a,
+        ngx_http_linegate_key_fixed(NGX_HTTP_LINEGATE_KEY_INVENTORY));
+    ngx_http_linegate_redis_arg_str(a,
+        ngx_http_linegate_key_fixed(NGX_HTTP_LINEGATE_KEY_QUARANTINE));
+
+    if (ngx_http_linegate_redis_script(r, NGX_HTTP_LINEGATE_SCRIPT_PV_STOCK,
+                                       2, a,
+                                       ngx_http_linegate_pv_plain_stock_done)
+        != NGX_OK)
+    {
+        ngx_http_linegate_pv_plain_fail(r, pv, NGX_HTTP_SERVICE_UNAVAILABLE);
+    }
+}
+
+
+/* STOCK: {1 | 0, the numbers set aside...} */
+static void
+ngx_http_linegate_pv_plain_stock_done(ngx_http_request_t *r,
+    redisReply *reply)
+{
+    int64_t                          found;
+    ngx_http_linegate_ctx_t         *ctx;
+    ngx_http_linegate_pv_request_t  *pv;
+
+    ctx = ngx_http_linegate_get_ctx(r);
+    pv = ctx->data;
+
+    if (reply == NULL) {
+        /* numbers may have been set aside, unseen: nothing else changed */
+        ngx_http_linegate_pv_plain_fail(r, pv, NGX_HTTP_SERVICE_UNAVAILABLE);
+        return;
+    }
+
+    if (ngx_http_linegate_reply_int(reply, 0, &found) != NGX_OK
+        || (found != 0 && found != 1))
+    {
+        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                      NGX_HTTP_LINEGATE_LOG "unexpected reply to the "
+                      "inventory's look");
+        ngx_http_linegate_pv_plain_fail(r, pv,
+                                        NGX_HTTP_INTERNAL_SERVER_ERROR);
+        return;
+    }
+
+    ngx_http_linegate_pv_aside(r, reply, 1);
+
+    pv->stock_check = 0;
+    pv->inventory = found;
+    ngx_http_linegate_pv_stock_seen(r, found);
+
+    ngx_http_linegate_pv_plain_decide(r, ctx, pv);
 }
 
 

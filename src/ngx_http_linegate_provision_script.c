@@ -23,6 +23,7 @@
 #include "ngx_http_linegate_reply.h"
 #include "ngx_http_linegate_clock.h"
 #include "ngx_http_linegate_str.h"
+#include "ngx_http_linegate_chars.h"
 
 
 static u_char *ngx_http_linegate_pv_message(ngx_http_request_t *r,
@@ -68,6 +69,51 @@ ngx_http_linegate_pv_stock_seen(ngx_http_request_t *r, int64_t n)
                                        ? ngx_current_msec
                                          + lmcf->inventory_cache
                                        : 0;
+}
+
+
+/*
+ * The numbers a step set aside (pv_claim.lua's CLAIM, pv_stock.lua's
+ * STOCK: no E.164 number, moved to lg:{fleet}:inventory:quarantine),
+ * reply elements from "from" on: each is an error, for the operator to
+ * correct or drop (docs/operator.md, "Inventory"). A number is read
+ * from Redis, where anything may have been written: logged as it is
+ * only when printable and short.
+ */
+void
+ngx_http_linegate_pv_aside(ngx_http_request_t *r, redisReply *reply,
+    size_t from)
+{
+    size_t       i;
+    ngx_str_t   *q;
+    redisReply  *n;
+
+    if (reply->type != REDIS_REPLY_ARRAY) {
+        return;
+    }
+
+    q = ngx_http_linegate_key_fixed(NGX_HTTP_LINEGATE_KEY_QUARANTINE);
+
+    for (i = from; i < reply->elements; i++) {
+        n = reply->element[i];
+
+        if (n->type == REDIS_REPLY_STRING && n->len <= 32
+            && ngx_http_linegate_chars_are((u_char *) n->str, n->len,
+                                           NGX_HTTP_LINEGATE_CHARS_PRINT))
+        {
+            ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                          NGX_HTTP_LINEGATE_LOG "inventory number \"%*s\" "
+                          "is not an E.164 number: set aside in %V, not "
+                          "sold", n->len, n->str, q);
+            continue;
+        }
+
+        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                      NGX_HTTP_LINEGATE_LOG "an inventory entry that is "
+                      "not an E.164 number (%uz bytes, not printable): set "
+                      "aside in %V, not sold",
+                      n->type == REDIS_REPLY_STRING ? n->len : 0, q);
+    }
 }
 
 

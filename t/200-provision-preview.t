@@ -338,6 +338,66 @@ subtest '503: inventory empty' => sub {
     $p->answer($p->preview($a), 200, 'numbers again');
 };
 
+# Numbers loaded before the loader refused a country code of 0 ("+0...",
+# no E.164 number), or written by hand, are no stock: a confirm's claim
+# sets them aside (t/220). A preview counted them (SCARD) and answered
+# 200 for an inventory of nothing else, whose confirm then answered 503.
+# It now looks at one number (SRANDMEMBER); one no confirm could sell
+# makes it set such numbers aside as the claim would (pv_stock.lua), at
+# most 100 a preview, until it finds one to sell.
+subtest '503: an inventory of numbers no confirm can sell' => sub {
+    my $a = $p->account('acct_pv_bad_nr');
+    my @all = $r->smembers('lg:{fleet}:inventory');
+    my $Q = 'lg:{fleet}:inventory:quarantine';
+    my @bad = ('+04155550001', '+04155550002', '+0415555', '+1234');
+    $r->del('lg:{fleet}:inventory', $Q);
+    $r->sadd('lg:{fleet}:inventory', @bad);
+    my $tx = $p->preview($a);
+    $p->error_is($tx, 503, 'no_lines_available', 'only "+0..." numbers',
+                 qr/^No lines are currently available$/);
+    unlike($tx->res->body, qr/lpv_/, 'no token');
+    is($r->scard('lg:{fleet}:inventory'), 0, 'none left in the inventory');
+    is_deeply([sort $r->smembers($Q)], [sort @bad],
+              'every one set aside, as a confirm\'s claim would');
+    ok(!$r->sismember('lg:{fleet}:held', $_), "$_ is not held") for @bad;
+    my $log = $s->error_log;
+    like($log, qr/inventory number "\Q$_\E" is not an E\.164 number/,
+         "$_ logged") for @bad;
+
+    # one good number among bad ones: 200, and the good one stays
+    $r->sadd('lg:{fleet}:inventory', '+04155550003', '+14155550998');
+    $p->answer($p->preview($a), 200, 'one good number');
+    ok($r->sismember('lg:{fleet}:inventory', '+14155550998'),
+       'the good number is only looked at');
+    $p->answer($p->preview($a), 200, 'again') for 1 .. 3;
+    is($r->scard('lg:{fleet}:inventory')
+       + ($r->sismember($Q, '+04155550003') ? 1 : 0), 2,
+       'the bad one in the inventory or set aside, nothing lost');
+
+    # a long bad list: at most 100 set aside a preview, which answers 503;
+    # the next one goes on
+    $r->del('lg:{fleet}:inventory', $Q);
+    $r->sadd('lg:{fleet}:inventory', map { sprintf '+0%010d', $_ } 1 .. 150);
+    $p->error_is($p->preview($a), 503, 'no_lines_available',
+                 '150 bad numbers: the first 100');
+    is($r->scard($Q), 100, '100 set aside');
+    is($r->scard('lg:{fleet}:inventory'), 50, '50 left');
+    $p->error_is($p->preview($a), 503, 'no_lines_available', 'the rest');
+    is($r->scard($Q), 150, 'all set aside');
+
+    # a plan or a window refusal never looks further
+    $r->sadd('lg:{fleet}:inventory', '+04155550004');
+    $r->hset("lg:{acct:$a->{id}}", daily_limit => 0);
+    $p->error_is($p->preview($a), 429, 'daily_limit_reached', 'limit 0');
+    ok($r->sismember('lg:{fleet}:inventory', '+04155550004'),
+       'a refused preview sets nothing aside');
+    $r->hdel("lg:{acct:$a->{id}}", 'daily_limit');
+
+    $r->del('lg:{fleet}:inventory', $Q);
+    $r->sadd('lg:{fleet}:inventory', @all);
+    $p->answer($p->preview($a), 200, 'numbers again');
+};
+
 # A preview that fails after its token was written ahead (here the
 # account's window is no zset: Redis answers its read with an error, a
 # 503 as any Redis failure) was
@@ -407,7 +467,7 @@ subtest 'round trips: a script, then plain commands' => sub {
     }
     is($trips, 2, 'two round trips');
     my @names = map { /"(\w+)"/ ? uc $1 : '?' } @$cmds;
-    is_deeply(\@names, [qw(EVALSHA HMGET ZRANGEBYSCORE SCARD SET)],
+    is_deeply(\@names, [qw(EVALSHA HMGET ZRANGEBYSCORE SRANDMEMBER SET)],
               'the credentials, then the plain commands') or diag "@$cmds";
     like($cmds->[0] // '',
          qr/"EVALSHA" "[0-9a-f]{40}" "1" "lg:sbkey:\Q$a->{key_id}\E"/,
@@ -420,7 +480,7 @@ subtest 'round trips: a script, then plain commands' => sub {
         $p->answer($p->preview($a), 200, 'preview, credentials known');
     });
     @names = map { /"(\w+)"/ ? uc $1 : '?' } @$cmds;
-    is_deeply(\@names, [qw(HMGET ZRANGEBYSCORE SCARD SET)],
+    is_deeply(\@names, [qw(HMGET ZRANGEBYSCORE SRANDMEMBER SET)],
               'the reads and the token') or diag "@$cmds";
     like(join(' ', @$cmds),
          qr/"SET" "lg:pv:\{\w{3}\}:lpv_\w+" "\{\\"account\\":\\"\Q$a->{id}\E\\"/,
@@ -448,7 +508,7 @@ subtest 'round trips: a script, then plain commands' => sub {
                      'limit 0');
     });
     @names = map { /"(\w+)"/ ? uc $1 : '?' } @$cmds;
-    is_deeply(\@names, [qw(HMGET ZRANGEBYSCORE SCARD SET DEL)],
+    is_deeply(\@names, [qw(HMGET ZRANGEBYSCORE SRANDMEMBER SET DEL)],
               'refused: the token deleted') or diag "@$cmds";
     my ($set) = grep { /"SET"/i } @$cmds;
     my ($del) = grep { /"DEL"/i && /:pv:/ } @$cmds;

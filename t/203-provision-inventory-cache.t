@@ -1,6 +1,6 @@
 # linegate_inventory_cache (docs/directives.md): a worker that saw
 # numbers in the inventory trusts it for that long and leaves the
-# preview's SCARD out; "none" is never trusted, and a confirm whose
+# preview's look (SRANDMEMBER) out; "none" is never trusted, and a confirm whose
 # CLAIM finds none makes the worker ask again at once. One worker, so
 # that what it saw is what the next request meets.
 use strict;
@@ -21,14 +21,15 @@ my $INV = 'lg:{fleet}:inventory';
 
 $p->inventory($p->numbers(3));
 
-# the previews' SCARDs, on one Redis (a cluster's MONITORs are t/038's)
+# the previews' looks at the inventory (SRANDMEMBER), on one Redis (a
+# cluster's MONITORs are t/038's)
 sub scards {
     my ($call) = @_;
     my ($cmds) = $s->redis_traffic($call);
-    return scalar grep { /"SCARD"/i } @$cmds;
+    return scalar grep { /"SRANDMEMBER"/i } @$cmds;
 }
 
-subtest 'numbers seen: the next previews skip the SCARD' => sub {
+subtest 'numbers seen: the next previews skip the look' => sub {
     plan skip_all => 'MONITOR read on one Redis'
         if $s->topology eq 'cluster';
     my $a = $p->account('acct_ic_skip');

@@ -648,7 +648,7 @@ subtest 'a "+0..." number left in the inventory is never sold' => sub {
     $r->del('lg:{fleet}:inventory', 'lg:{fleet}:inventory:quarantine');
     $r->sadd('lg:{fleet}:inventory', @bad, '+14155550999');
     my $a = $p->account('acct_bad_nr');
-    # a preview counts the numbers (SCARD): it hands none out
+    # a preview looks for a number to sell (t/200): it hands none out
     my @tok = ($p->token($a), $p->token($a));
     my $b = $p->answer($p->confirm($a, $tok[0]), 200, 'confirm');
     is($b->{phone_number}, '+14155550999', 'the one good number is sold');

@@ -61,11 +61,7 @@ if lost and tonumber(ARGV[3]) - tonumber(since) >= lost then
     return {3}
 end
 
--- ngx_http_linegate_e164_valid() (src/ngx_http_linegate_chars.c): "+"
--- and 8 to 15 digits, the first not 0
-local function lg_pv_e164(n)
-    return #n >= 9 and #n <= 16 and string.find(n, '^%+[1-9]%d+$') ~= nil
-end
+--#include pv_e164
 
 local LG_PV_ASIDE_MAX = 100
 local aside = {}
