@@ -1,8 +1,8 @@
 
 /*
- * linegate: the operator API's operations: the phone-number inventory,
- * line set-up (active / failed), health and usage, and the streams of
- * work waiting for set-up and for reconciliation.
+ * linegate: the operator API's operations: the phone-number inventory
+ * and its quarantine, line set-up (active / failed), health and usage,
+ * and the streams of work waiting for set-up and for reconciliation.
  */
 
 
@@ -20,6 +20,11 @@
 #define NGX_HTTP_LINEGATE_CURSOR_MAX_LEN    19
 #define NGX_HTTP_LINEGATE_REASON_MAX        500
 #define NGX_HTTP_LINEGATE_USAGE_TTL         (3 * 86400)
+/*
+ * an entry of the quarantine, as the operator names it: whatever the
+ * inventory held (pv_claim, pv_stock set it aside as it was), bounded
+ */
+#define NGX_HTTP_LINEGATE_QUARANTINE_ENTRY_MAX  256
 
 
 static void ngx_http_linegate_operator_line_args(ngx_http_request_t *r,
@@ -37,6 +42,14 @@ static ngx_http_linegate_operator_args_t
     ngx_http_linegate_operator_inv_remove;
 static ngx_http_linegate_operator_answer_t
     ngx_http_linegate_operator_inv_removed;
+static ngx_http_linegate_operator_args_t
+    ngx_http_linegate_operator_qr_release;
+static ngx_http_linegate_operator_answer_t
+    ngx_http_linegate_operator_qr_released;
+static ngx_http_linegate_operator_args_t
+    ngx_http_linegate_operator_qr_drop;
+static ngx_http_linegate_operator_answer_t
+    ngx_http_linegate_operator_qr_dropped;
 static ngx_http_linegate_operator_args_t
     ngx_http_linegate_operator_line_move;
 static ngx_http_linegate_operator_answer_t
@@ -58,6 +71,8 @@ static ngx_http_linegate_operator_answer_t
 static ngx_http_linegate_operator_valid_t
     ngx_http_linegate_operator_line_id_valid;
 static ngx_http_linegate_operator_valid_t
+    ngx_http_linegate_operator_entry_valid;
+static ngx_http_linegate_operator_valid_t
     ngx_http_linegate_operator_reason_valid;
 static ngx_http_linegate_operator_valid_t
     ngx_http_linegate_operator_health_valid;
@@ -73,6 +88,34 @@ static ngx_http_linegate_operator_id_t  ngx_http_linegate_operator_number = {
     "Invalid phone number (+ and 8 to 15 digits)", 0
 };
 
+
+/*
+ * a quarantine's entry, and what it goes back to the inventory as: the
+ * entry itself when absent (it must then be an E.164 number)
+ */
+static ngx_http_linegate_operator_field_t
+    ngx_http_linegate_operator_release[] = {
+    { "number", NGX_HTTP_LINEGATE_OPERATOR_REQUIRED
+                |NGX_HTTP_LINEGATE_OPERATOR_STRICT,
+      ngx_http_linegate_operator_entry_valid,
+      "number is required: an entry of the quarantine, 1 to 256 bytes",
+      NULL },
+    { "as", NGX_HTTP_LINEGATE_OPERATOR_STRICT,
+      ngx_http_linegate_operator_number_valid,
+      "as must be an E.164 number (+ and 8 to 15 digits, the first not 0)",
+      NULL },
+    ngx_http_linegate_operator_null_field
+};
+
+static ngx_http_linegate_operator_field_t
+    ngx_http_linegate_operator_drop[] = {
+    { "number", NGX_HTTP_LINEGATE_OPERATOR_REQUIRED
+                |NGX_HTTP_LINEGATE_OPERATOR_STRICT,
+      ngx_http_linegate_operator_entry_valid,
+      "number is required: an entry of the quarantine, 1 to 256 bytes",
+      NULL },
+    ngx_http_linegate_operator_null_field
+};
 
 /* a purchased phone line needs one, unless it has its number already */
 static ngx_http_linegate_operator_field_t
@@ -192,6 +235,32 @@ static ngx_http_linegate_operator_call_t  ngx_http_linegate_operator_count = {
     ngx_http_linegate_operator_usage_check
 };
 
+/* op_quarantine_release: {1, the inventory's size}, or a code alone */
+static ngx_http_linegate_operator_call_t  ngx_http_linegate_operator_qr_back = {
+    ngx_http_linegate_operator_qr_release,
+    NGX_HTTP_LINEGATE_SCRIPT_OP_QUARANTINE_RELEASE, 3,
+    NGX_HTTP_LINEGATE_OPERATOR_REPLY_ARRAY, "ii", NGX_HTTP_OK,
+    ngx_http_linegate_operator_qr_released,
+    0,
+    NULL,
+    0,
+    NULL, NULL, NULL,
+    NULL
+};
+
+/* SREM: 0 when not there */
+static ngx_http_linegate_operator_call_t  ngx_http_linegate_operator_qr_srem = {
+    ngx_http_linegate_operator_qr_drop,
+    NGX_HTTP_LINEGATE_OPERATOR_COMMAND, 0,
+    NGX_HTTP_LINEGATE_OPERATOR_REPLY_INTEGER, "", NGX_HTTP_OK,
+    ngx_http_linegate_operator_qr_dropped,
+    0,
+    NULL,
+    0,
+    NULL, NULL, NULL,
+    NULL
+};
+
 /* XRANGE */
 static ngx_http_linegate_operator_call_t  ngx_http_linegate_operator_xrange = {
     ngx_http_linegate_operator_stream,
@@ -210,6 +279,22 @@ static ngx_http_linegate_operator_code_t
     ngx_http_linegate_operator_inv_codes[] = {
     { 0, NGX_HTTP_NOT_FOUND, "NOT_FOUND", NULL,
       "Number not in the inventory", 0 },
+    ngx_http_linegate_operator_null_code
+};
+
+/* see op_quarantine_release.lua; the drop's SREM: 0 */
+static ngx_http_linegate_operator_code_t
+    ngx_http_linegate_operator_qr_codes[] = {
+    { 0, NGX_HTTP_NOT_FOUND, "NOT_FOUND", NULL,
+      "Number not in the quarantine", 0 },
+    { -1, NGX_HTTP_BAD_REQUEST, NULL, "as",
+      "as must be an E.164 number (+ and 8 to 15 digits, the first not 0)",
+      0 },
+    { -2, NGX_HTTP_CONFLICT, "NUMBER_HELD", NULL,
+      "The number is handed out (a purchase's claim, a line or a "
+      "reconciliation entry): it cannot be sold again", 0 },
+    { -3, NGX_HTTP_CONFLICT, "NUMBER_IN_INVENTORY", NULL,
+      "The number is in the inventory already: drop the entry instead", 0 },
     ngx_http_linegate_operator_null_code
 };
 
@@ -240,6 +325,12 @@ static ngx_http_linegate_operator_code_t
     ngx_http_linegate_operator_null_code
 };
 
+/* the sets a page is read from: the data of their routes */
+static ngx_http_linegate_key_e  ngx_http_linegate_operator_sets[] = {
+    NGX_HTTP_LINEGATE_KEY_INVENTORY,
+    NGX_HTTP_LINEGATE_KEY_QUARANTINE
+};
+
 /* the streams the operator API reads: the data of their routes */
 static ngx_http_linegate_key_e  ngx_http_linegate_operator_streams[] = {
     NGX_HTTP_LINEGATE_KEY_PROVISIONING,
@@ -253,7 +344,22 @@ ngx_http_linegate_operator_route_t  ngx_http_linegate_operator_ops_routes[] = {
     { "inventory", NGX_HTTP_POST, { NULL, NULL }, { NULL, NULL },
       &ngx_http_linegate_operator_adder, NULL, NULL },
     { "inventory", NGX_HTTP_GET, { NULL, NULL }, { NULL, NULL },
-      &ngx_http_linegate_operator_page, NULL, NULL },
+      &ngx_http_linegate_operator_page, NULL,
+      &ngx_http_linegate_operator_sets[0] },
+
+    /* before the removal's route: "quarantine" is no number */
+    { "inventory/quarantine", NGX_HTTP_GET, { NULL, NULL }, { NULL, NULL },
+      &ngx_http_linegate_operator_page, NULL,
+      &ngx_http_linegate_operator_sets[1] },
+    { "inventory/quarantine/release", NGX_HTTP_POST, { NULL, NULL },
+      { ngx_http_linegate_operator_release, NULL },
+      &ngx_http_linegate_operator_qr_back,
+      ngx_http_linegate_operator_qr_codes, NULL },
+    { "inventory/quarantine/drop", NGX_HTTP_POST, { NULL, NULL },
+      { ngx_http_linegate_operator_drop, NULL },
+      &ngx_http_linegate_operator_qr_srem,
+      ngx_http_linegate_operator_qr_codes, NULL },
+
     { "inventory/*", NGX_HTTP_DELETE,
       { &ngx_http_linegate_operator_number, NULL }, { NULL, NULL },
       &ngx_http_linegate_operator_srem, ngx_http_linegate_operator_inv_codes,
@@ -411,6 +517,7 @@ ngx_http_linegate_operator_inv_added(ngx_http_request_t *r,
 
 
 /*
+ * A page of the inventory or of its quarantine (the route's data):
  * "?cursor=" (from the answer before; "0", the default: the first page),
  * "?count=" the page's size (a hint: SSCAN may give a few more)
  */
@@ -443,7 +550,8 @@ ngx_http_linegate_operator_inv_list(ngx_http_request_t *r,
     }
 
     ngx_http_linegate_redis_arg_str(&adm->args,
-        ngx_http_linegate_key_fixed(NGX_HTTP_LINEGATE_KEY_INVENTORY));
+        ngx_http_linegate_key_fixed(
+            *(ngx_http_linegate_key_e *) adm->route->data));
     ngx_http_linegate_redis_arg_str(&adm->args, &cursor);
     ngx_http_linegate_redis_arg_int(r, &adm->args, count);
 
@@ -452,8 +560,8 @@ ngx_http_linegate_operator_inv_list(ngx_http_request_t *r,
 
 
 /*
- * {"count": the whole inventory, "numbers": this page, "cursor": the
- * next page's, or null after the last}
+ * {"count": the whole set, "numbers": this page, "cursor": the next
+ * page's, or null after the last}
  */
 static void
 ngx_http_linegate_operator_inv_listed(ngx_http_request_t *r,
@@ -517,6 +625,113 @@ ngx_http_linegate_operator_inv_removed(ngx_http_request_t *r,
     ngx_http_linegate_json_write_key(jw, "number");
     ngx_http_linegate_json_write_str(jw, adm->arg[0].data, adm->arg[0].len);
     ngx_http_linegate_json_write_key(jw, "removed");
+    ngx_http_linegate_json_write_bool(jw, 1);
+    ngx_http_linegate_json_write_end(jw, '}');
+}
+
+
+/* the quarantine */
+
+/*
+ * number: the entry as the quarantine holds it; as: what it goes back
+ * to the inventory as, the entry itself when absent (then it must be an
+ * E.164 number: one that is not was set aside for that)
+ */
+static ngx_int_t
+ngx_http_linegate_operator_qr_release(ngx_http_request_t *r,
+    ngx_http_linegate_operator_t *adm)
+{
+    ngx_str_t  *number, *as;
+
+    number = &adm->value[0].str;
+    as = &adm->value[1].str;
+
+    if (adm->value[1].state != NGX_HTTP_LINEGATE_OPERATOR_SET) {
+        if (!ngx_http_linegate_operator_number_valid(number)) {
+            ngx_http_linegate_field_error(r, "as",
+                                "number is no E.164 number: as, the "
+                                "corrected one, is required (+ and 8 to "
+                                "15 digits, the first not 0)");
+            return NGX_ERROR;
+        }
+
+        as = number;
+    }
+
+    ngx_http_linegate_redis_arg_str(&adm->args,
+        ngx_http_linegate_key_fixed(NGX_HTTP_LINEGATE_KEY_QUARANTINE));
+    ngx_http_linegate_redis_arg_str(&adm->args,
+        ngx_http_linegate_key_fixed(NGX_HTTP_LINEGATE_KEY_INVENTORY));
+    ngx_http_linegate_redis_arg_str(&adm->args,
+        ngx_http_linegate_key_fixed(NGX_HTTP_LINEGATE_KEY_HELD));
+    ngx_http_linegate_redis_arg_str(&adm->args, number);
+    ngx_http_linegate_redis_arg_str(&adm->args, as);
+
+    /* the answer's "released" */
+    adm->value[1].str = *as;
+
+    return NGX_OK;
+}
+
+
+/* {"number": the entry, "released": the number sold from now, "total"} */
+static void
+ngx_http_linegate_operator_qr_released(ngx_http_request_t *r,
+    ngx_http_linegate_operator_t *adm, redisReply *reply,
+    ngx_http_linegate_json_write_t *jw)
+{
+    ngx_str_t  *number, *as;
+
+    number = &adm->value[0].str;
+    as = &adm->value[1].str;
+
+    /* the entry may be anything: named by the number it became */
+    ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
+                  NGX_HTTP_LINEGATE_LOG "operator: a quarantined number "
+                  "(%uz bytes) released to the inventory as \"%V\", %L "
+                  "in it", number->len, as, reply->element[1]->integer);
+
+    ngx_http_linegate_json_write_object(jw);
+    ngx_http_linegate_json_write_key(jw, "number");
+    ngx_http_linegate_json_write_str(jw, number->data, number->len);
+    ngx_http_linegate_json_write_key(jw, "released");
+    ngx_http_linegate_json_write_str(jw, as->data, as->len);
+    ngx_http_linegate_json_write_key(jw, "total");
+    ngx_http_linegate_json_write_int(jw, reply->element[1]->integer);
+    ngx_http_linegate_json_write_end(jw, '}');
+}
+
+
+static ngx_int_t
+ngx_http_linegate_operator_qr_drop(ngx_http_request_t *r,
+    ngx_http_linegate_operator_t *adm)
+{
+    ngx_http_linegate_redis_arg_cstr(&adm->args, "SREM");
+    ngx_http_linegate_redis_arg_str(&adm->args,
+        ngx_http_linegate_key_fixed(NGX_HTTP_LINEGATE_KEY_QUARANTINE));
+    ngx_http_linegate_redis_arg_str(&adm->args, &adm->value[0].str);
+
+    return NGX_OK;
+}
+
+
+static void
+ngx_http_linegate_operator_qr_dropped(ngx_http_request_t *r,
+    ngx_http_linegate_operator_t *adm, redisReply *reply,
+    ngx_http_linegate_json_write_t *jw)
+{
+    ngx_str_t  *number;
+
+    number = &adm->value[0].str;
+
+    ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
+                  NGX_HTTP_LINEGATE_LOG "operator: a quarantined number "
+                  "(%uz bytes) dropped", number->len);
+
+    ngx_http_linegate_json_write_object(jw);
+    ngx_http_linegate_json_write_key(jw, "number");
+    ngx_http_linegate_json_write_str(jw, number->data, number->len);
+    ngx_http_linegate_json_write_key(jw, "dropped");
     ngx_http_linegate_json_write_bool(jw, 1);
     ngx_http_linegate_json_write_end(jw, '}');
 }
@@ -965,6 +1180,18 @@ static ngx_uint_t
 ngx_http_linegate_operator_line_id_valid(ngx_str_t *s)
 {
     return ngx_http_linegate_id_valid(s);
+}
+
+
+/*
+ * an entry of the quarantine: any bytes (the inventory held them; a
+ * NUL is refused with every field), at most QUARANTINE_ENTRY_MAX: a
+ * name, never a list
+ */
+static ngx_uint_t
+ngx_http_linegate_operator_entry_valid(ngx_str_t *s)
+{
+    return s->len >= 1 && s->len <= NGX_HTTP_LINEGATE_QUARANTINE_ENTRY_MAX;
 }
 
 

@@ -6,6 +6,7 @@ use lib 't/lib';
 use Test::More;
 use Digest::SHA qw(sha256_hex);
 use POSIX qw(strftime);
+use Encode ();
 use LG::Stack;
 use LG::Test qw(:DEFAULT eventually);
 
@@ -574,6 +575,148 @@ subtest 'inventory pages' => sub {
     }
     is_deeply(redis_dump($r), $before, 'listing wrote nothing');
     $r->srem('lg:{fleet}:inventory', @all);
+};
+
+# numbers that are no E.164 number, set aside by a confirm's claim or a
+# preview (pv_claim, pv_stock: lg:{fleet}:inventory:quarantine): listed a
+# page at a time, released back to the inventory (as they are, or
+# corrected) unless handed out or there already, or dropped
+subtest 'inventory quarantine' => sub {
+    my $Q = 'lg:{fleet}:inventory:quarantine';
+    my $INV = 'lg:{fleet}:inventory';
+    $r->del($Q);
+    my $body = answer_is($s->op(GET => '/inventory/quarantine'), 200,
+                         'empty quarantine');
+    is_deeply($body, {count => 0, numbers => [], cursor => undef}, 'empty');
+
+    my @bad = ('+04155550101', '+04155550102', '+0415555', "bad \x{e9}",
+               '+4930123457');
+    $r->sadd($Q, map { Encode::encode_utf8($_) } @bad);
+    $body = answer_is($s->op(GET => '/inventory/quarantine'), 200, 'list');
+    is_deeply($body, {count => 5, numbers => [sort @bad], cursor => undef},
+              'list: sorted, one page');
+
+    # a page at a time, as the inventory's
+    my @many = map { sprintf '+0%010d', $_ } 1 .. 1500;
+    $r->sadd($Q, @many);
+    my ($cursor, $pages, %seen) = ('0', 0);
+    do {
+        $body = answer_is($s->op(GET =>
+                    "/inventory/quarantine?count=500&cursor=$cursor"), 200,
+                    "page $pages");
+        is($body->{count}, 1505, 'count: the whole quarantine')
+            if $pages == 0;
+        cmp_ok(scalar @{ $body->{numbers} }, '<=', 600, 'a bounded page')
+            if $pages == 0;
+        $seen{$_}++ for @{ $body->{numbers} };
+        $cursor = $body->{cursor};
+        $pages++;
+    } while (defined $cursor && $pages < 1000);
+    cmp_ok($pages, '>=', 3, "$pages pages");
+    is(scalar(grep { !$seen{$_} } @many, @bad), 0, 'every entry listed');
+    $r->srem($Q, @many);
+
+    my $before = redis_dump($r);
+    for my $q ('count=0', 'count=1001', 'cursor=x', 'cursor=') {
+        my $b = json_error_is($s->op(GET => "/inventory/quarantine?$q"), 400,
+                              'VALIDATION_ERROR', "list refused: $q");
+        is($b->{field}, ($q =~ /^(\w+)/)[0], "list refused: $q: field");
+    }
+
+    # bad input: 400, the field named, nothing written
+    my $R = '/inventory/quarantine/release';
+    for my $case (
+        [$R, {}, 'number', 'no number'],
+        [$R, {number => ''}, 'number', 'an empty number'],
+        [$R, {number => 4155550101}, 'number', 'a JSON number'],
+        [$R, {number => 'x' x 257}, 'number', '257 bytes'],
+        [$R, {number => "+0415\x{0}5550101"}, 'number', 'a NUL'],
+        [$R, {number => '+04155550101'}, 'as', 'no E.164 number, no as'],
+        [$R, {number => '+04155550101', as => '+04155550101'}, 'as',
+         'as: a leading 0'],
+        [$R, {number => '+04155550101', as => '14155550101'}, 'as',
+         'as: no plus'],
+        [$R, {number => '+04155550101', as => 14155550101}, 'as',
+         'as: a JSON number'],
+        [$R, {number => '+04155550101', as => undef}, 'as', 'as: null'],
+        ['/inventory/quarantine/drop', {}, 'number', 'drop: no number'],
+        ['/inventory/quarantine/drop', {number => ['+0415555']}, 'number',
+         'drop: an array'],
+    ) {
+        my ($path, $json, $field, $name) = @$case;
+        my $b = json_error_is($s->op(POST => $path, $json), 400,
+                              'VALIDATION_ERROR', "refused: $name");
+        is($b->{field}, $field, "refused: $name: field");
+    }
+    json_error_is($s->op(POST => $R, \'{"number":'), 400,
+                  'VALIDATION_ERROR', 'refused: not JSON');
+    json_error_is($s->op(GET => $R), 405, undef, 'release is a POST');
+    json_error_is($s->op(POST => $R, {number => '+04155550199',
+                                      as => '+14155550199'}),
+                  404, 'NOT_FOUND', 'not in the quarantine',
+                  qr/^Number not in the quarantine$/);
+    json_error_is($s->op(POST => '/inventory/quarantine/drop',
+                         {number => '+04155550199'}),
+                  404, 'NOT_FOUND', 'drop: not in the quarantine');
+
+    # handed out (a purchase's claim, a line, a reconcile entry): a second
+    # purchase would be sold it
+    $r->sadd('lg:{fleet}:held', '+14155550102');
+    json_error_is($s->op(POST => $R, {number => '+04155550102',
+                                      as => '+14155550102'}),
+                  409, 'NUMBER_HELD', 'as: handed out', qr/handed out/);
+    $r->srem('lg:{fleet}:held', '+14155550102');
+    # already in the inventory: drop the entry instead
+    $r->sadd($INV, '+14155550102');
+    json_error_is($s->op(POST => $R, {number => '+04155550102',
+                                      as => '+14155550102'}),
+                  409, 'NUMBER_IN_INVENTORY', 'as: in the inventory',
+                  qr/drop the entry/);
+    $r->srem($INV, '+14155550102');
+    is_deeply(redis_dump($r), $before, 'refused calls wrote nothing');
+
+    # released corrected: out of the quarantine, into the inventory
+    my $inv = $r->scard($INV);
+    $body = answer_is($s->op(POST => $R, {number => '+04155550101',
+                                          as => '+14155550101'}),
+                      200, 'release, corrected');
+    is_deeply($body, {number => '+04155550101', released => '+14155550101',
+                      total => $inv + 1}, 'release: body');
+    ok(!$r->sismember($Q, '+04155550101'), 'the entry left the quarantine');
+    ok($r->sismember($INV, '+14155550101'), 'the number is in the inventory');
+    ok(!$r->sismember($INV, '+04155550101'), 'the entry is not');
+    json_error_is($s->op(POST => $R, {number => '+04155550101',
+                                      as => '+14155550101'}),
+                  404, 'NOT_FOUND', 'released twice');
+
+    # as it is: an entry that is an E.164 number (written by hand there)
+    $body = answer_is($s->op(POST => $R, {number => '+4930123457'}), 200,
+                      'release as it is');
+    is($body->{released}, '+4930123457', 'released as it is');
+    ok($r->sismember($INV, '+4930123457'), 'in the inventory');
+
+    # any entry can be named: JSON escapes, not UTF-8 bytes
+    $body = answer_is($s->op(POST => $R, {number => "bad \x{e9}",
+                                          as => '+14155550103'}),
+                      200, 'release a text entry, corrected');
+    is($body->{number}, "bad \x{e9}", 'the entry as it was');
+
+    # dropped
+    $body = answer_is($s->op(POST => '/inventory/quarantine/drop',
+                             {number => '+0415555'}), 200, 'drop');
+    is_deeply($body, {number => '+0415555', dropped => Mojo::JSON::true},
+              'drop: body');
+    ok(!$r->sismember($Q, '+0415555'), 'dropped from the quarantine');
+    ok(!$r->sismember($INV, '+0415555'), 'and not in the inventory');
+    is_deeply([$r->smembers($Q)], ['+04155550102'], 'what is left');
+
+    my $released = 'operator: a quarantined number \(12 bytes\) released '
+                 . 'to the inventory as "\+14155550101", \d+ in it';
+    like($s->error_log, qr/$released/, 'the release logged');
+    like($s->error_log, qr/operator: a quarantined number \(8 bytes\) dropped/,
+         'the drop logged');
+    $r->del($Q);
+    $r->srem($INV, '+14155550101', '+4930123457', '+14155550103');
 };
 
 subtest 'line transitions' => sub {

@@ -377,6 +377,23 @@ SKIP: {
         $op->(200, 'number removed', DELETE => '/inventory/%2B14155550100');
         $op->(404, 'number not there', DELETE => '/inventory/+14155550100');
         $op->(400, 'not a number', DELETE => '/inventory/555');
+        $r->sadd('lg:{fleet}:inventory:quarantine', '+04155550100',
+                 '+0415555');
+        $op->(200, 'quarantine', GET => '/inventory/quarantine');
+        $op->(200, 'released', POST => '/inventory/quarantine/release',
+              {number => '+04155550100', as => '+14155550100'});
+        $op->(404, 'not in the quarantine',
+              POST => '/inventory/quarantine/release',
+              {number => '+04155550100', as => '+14155550100'});
+        $r->sadd('lg:{fleet}:inventory:quarantine', '+04155550100');
+        $op->(409, 'in the inventory', POST => '/inventory/quarantine/release',
+              {number => '+04155550100', as => '+14155550100'});
+        $op->(400, 'no correction', POST => '/inventory/quarantine/release',
+              {number => '+04155550100'});
+        $op->(200, 'dropped', POST => '/inventory/quarantine/drop',
+              {number => '+04155550100'});
+        $op->(404, 'not there to drop', POST => '/inventory/quarantine/drop',
+              {number => '+04155550100'});
 
         my $id = $line->('org_oa');
         $op->(400, 'phone required', POST => "/lines/$id/active", {});

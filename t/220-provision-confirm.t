@@ -669,6 +669,47 @@ subtest 'a "+0..." number left in the inventory is never sold' => sub {
     $r->sadd('lg:{fleet}:inventory', @all);
 };
 
+# the operator takes a number set aside back (POST
+# /_linegate/inventory/quarantine/release, corrected): the next confirm
+# sells it; one dropped is gone for good
+subtest 'a number released from the quarantine is sold' => sub {
+    my @all = $r->smembers('lg:{fleet}:inventory');
+    my $Q = 'lg:{fleet}:inventory:quarantine';
+    $r->del('lg:{fleet}:inventory', $Q);
+    $r->sadd('lg:{fleet}:inventory', '+04155550777', '+04155550778');
+    my $a = $p->account('acct_q_back');
+    $p->error_is($p->preview($a), 503, 'no_lines_available',
+                 'nothing to sell');
+    is_deeply([sort $r->smembers($Q)], ['+04155550777', '+04155550778'],
+              'both set aside');
+
+    my $body = answer_is($s->op(GET => '/inventory/quarantine'), 200,
+                         'the operator lists them');
+    is_deeply($body->{numbers}, ['+04155550777', '+04155550778'], 'listed');
+    answer_is($s->op(POST => '/inventory/quarantine/drop',
+                     {number => '+04155550778'}), 200, 'one dropped');
+    $body = answer_is($s->op(POST => '/inventory/quarantine/release',
+                             {number => '+04155550777',
+                              as => '+14155550777'}),
+                      200, 'the other released, corrected');
+    is($body->{total}, 1, 'the inventory holds it');
+
+    my $b = $p->answer($p->confirm($a, $p->token($a)), 200, 'confirm');
+    is($b->{phone_number}, '+14155550777', 'the released number is sold');
+    ok($r->sismember('lg:{fleet}:held', '+14155550777'), 'held');
+    is($r->scard($Q), 0, 'the quarantine is empty');
+
+    # sold, it cannot be released again as another entry's correction
+    $r->sadd($Q, '+04155550779');
+    json_error_is($s->op(POST => '/inventory/quarantine/release',
+                         {number => '+04155550779', as => '+14155550777'}),
+                  409, 'NUMBER_HELD', 'a sold number is not released again');
+    ok(!$r->sismember('lg:{fleet}:inventory', '+14155550777'),
+       'not back in the inventory');
+    $r->del($Q);
+    $r->sadd('lg:{fleet}:inventory', @all);
+};
+
 subtest 'a line never leaves the inventory twice' => sub {
     my %seen;
     my @nums = map { $_->{phone_number} }
