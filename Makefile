@@ -172,7 +172,11 @@ sanitize:
 FUZZ_SECONDS ?= 60
 FUZZ_TARGETS ?=
 FUZZ_NICE    ?= nice -n 19
+# the scripts embedded again first: a build dir configured before a
+# script was added has a header without it
 fuzz-build: $(BUILD)/Makefile
+	perl src/lua/embed.pl $(BUILD)/linegate_gen/ngx_http_linegate_lua.h \
+	    src/lua/*.lua
 	bash t/fuzz/build.sh $(BUILD) $(BUILD)/fuzz $(FUZZ_TARGETS)
 
 fuzz: fuzz-build
