@@ -90,7 +90,7 @@ typedef enum {
  */
 #define NGX_HTTP_LINEGATE_KEYS_PV_TOKEN     1
 #define NGX_HTTP_LINEGATE_KEYS_PV_CLAIM     4
-#define NGX_HTTP_LINEGATE_KEYS_PV_SETTLE    5
+#define NGX_HTTP_LINEGATE_KEYS_PV_SETTLE    6
 
 /*
  * A purchase's keys in its account (ngx_http_linegate_key_purchase()):

@@ -2145,7 +2145,8 @@ ngx_http_linegate_confirm_released_late(redisReply *reply,
 /*
  * The durable SETTLE of a late answer: the claim "<A> <worker>
  * <number>" (the intent "<A> <worker> -" without a number) and the
- * queued marker built on the stack from the entry
+ * queued markers built on the stack from the entry (the entry's and the
+ * other reason's: room for two)
  */
 static void
 ngx_http_linegate_confirm_settle_late(ngx_http_linegate_pv_settle_t *st)
@@ -2154,7 +2155,7 @@ ngx_http_linegate_confirm_settle_late(ngx_http_linegate_pv_settle_t *st)
     ngx_str_t                        number;
     ngx_http_linegate_redis_args_t   a;
     ngx_http_linegate_pv_entry_t    *e;
-    u_char                           claim[512], room[512];
+    u_char                           claim[512], room[1024];
 
     e = &st->entry;
 

@@ -2,8 +2,10 @@
 /*
  * linegate: pv_settle.lua's arguments (ngx_http_linegate_pv_settle.h).
  * KEYS: the claims journal, the inventory, the reconcile stream, the
- * queued marker of the entry (lg:{fleet}:q:- without one); ARGV: the
- * claim, "1" when the number returns, the reason, the entry's fields.
+ * queued marker of the entry (lg:{fleet}:q:- without one), the numbers
+ * held, the marker of the reason whose entry would hold the same number
+ * (lg:{fleet}:q:- when the reason has none); ARGV: the claim, "1" when
+ * the number returns, the reason, the entry's fields.
  */
 
 
@@ -13,17 +15,40 @@
 #include "ngx_http_linegate_pv_settle.h"
 
 
+static ngx_str_t *ngx_http_linegate_pv_settle_other(ngx_str_t *reason);
+static u_char *ngx_http_linegate_pv_settle_marker(
+    ngx_http_linegate_redis_args_t *a, u_char *p,
+    ngx_http_linegate_pv_entry_t *e, ngx_str_t *reason);
 static void ngx_http_linegate_pv_settle_entry(
     ngx_http_linegate_redis_args_t *a, ngx_http_linegate_pv_entry_t *e);
+
+
+/*
+ * The two reasons whose entry holds the purchase's number (the
+ * reservation was kept): the confirm's record_failed, the sweep's
+ * worker_lost. Only the first queued is: pv_settle.lua looks at the
+ * other's marker, which it is given as a key of its own (KEYS[6]), so
+ * that every key it touches is declared and named here (t/016).
+ */
+static ngx_str_t  ngx_http_linegate_pv_settle_record_failed =
+    ngx_string("record_failed");
+static ngx_str_t  ngx_http_linegate_pv_settle_worker_lost =
+    ngx_string("worker_lost");
 
 
 size_t
 ngx_http_linegate_pv_settle_room(ngx_str_t *account, ngx_str_t *worker_id,
     size_t reason_len)
 {
-    return ngx_http_linegate_key_len(NGX_HTTP_LINEGATE_KEY_FLEET_Q,
-                                     account, worker_id)
-           + 1 + reason_len;
+    size_t  marker;
+
+    marker = ngx_http_linegate_key_len(NGX_HTTP_LINEGATE_KEY_FLEET_Q,
+                                       account, worker_id)
+             + 1;
+
+    /* the entry's marker, then the other reason's (the longer of two) */
+    return marker + reason_len
+           + marker + ngx_http_linegate_pv_settle_record_failed.len;
 }
 
 
@@ -32,7 +57,7 @@ ngx_http_linegate_pv_settle_args(ngx_http_linegate_redis_args_t *a,
     ngx_http_linegate_pv_settle_t *st)
 {
     u_char                        *p;
-    ngx_str_t                      qkey;
+    ngx_str_t                     *other;
     ngx_uint_t                     i;
     ngx_http_linegate_pv_entry_t  *e;
 
@@ -45,24 +70,29 @@ ngx_http_linegate_pv_settle_args(ngx_http_linegate_redis_args_t *a,
     ngx_http_linegate_redis_arg_str(a,
         ngx_http_linegate_key_fixed(NGX_HTTP_LINEGATE_KEY_RECONCILE));
 
+    p = st->room;
+
     if (e->reason.len == 0) {
         ngx_http_linegate_redis_arg_str(a,
             ngx_http_linegate_key_fixed(NGX_HTTP_LINEGATE_KEY_FLEET_Q_NONE));
 
     } else {
-        /* lg:{fleet}:q:<A>:<worker>:<reason> */
-        qkey.data = st->room;
-        p = ngx_http_linegate_key_write(st->room,
-                                        NGX_HTTP_LINEGATE_KEY_FLEET_Q,
-                                        &e->account, &e->worker_id);
-        *p++ = ':';
-        p = ngx_cpymem(p, e->reason.data, e->reason.len);
-        qkey.len = p - qkey.data;
-        ngx_http_linegate_redis_arg_str(a, &qkey);
+        p = ngx_http_linegate_pv_settle_marker(a, p, e, &e->reason);
     }
 
     ngx_http_linegate_redis_arg_str(a,
         ngx_http_linegate_key_fixed(NGX_HTTP_LINEGATE_KEY_HELD));
+
+    other = ngx_http_linegate_pv_settle_other(&e->reason);
+
+    if (other == NULL) {
+        /* never set, never looked at: KEYS[] are fixed in number */
+        ngx_http_linegate_redis_arg_str(a,
+            ngx_http_linegate_key_fixed(NGX_HTTP_LINEGATE_KEY_FLEET_Q_NONE));
+
+    } else {
+        (void) ngx_http_linegate_pv_settle_marker(a, p, e, other);
+    }
 
     ngx_http_linegate_redis_arg_str(a, &st->claim);
     ngx_http_linegate_redis_arg_cstr(a, st->giveback ? "1" : "0");
@@ -80,6 +110,54 @@ ngx_http_linegate_pv_settle_args(ngx_http_linegate_redis_args_t *a,
     for (i = 0; i < st->nfields; i++) {
         ngx_http_linegate_redis_arg_str(a, &st->fields[i]);
     }
+}
+
+
+/* the reason whose entry would hold the same number, NULL: none */
+static ngx_str_t *
+ngx_http_linegate_pv_settle_other(ngx_str_t *reason)
+{
+    ngx_str_t  *rf, *wl;
+
+    rf = &ngx_http_linegate_pv_settle_record_failed;
+    wl = &ngx_http_linegate_pv_settle_worker_lost;
+
+    if (reason->len == rf->len
+        && ngx_strncmp(reason->data, rf->data, rf->len) == 0)
+    {
+        return wl;
+    }
+
+    if (reason->len == wl->len
+        && ngx_strncmp(reason->data, wl->data, wl->len) == 0)
+    {
+        return rf;
+    }
+
+    return NULL;
+}
+
+
+/*
+ * lg:{fleet}:q:<A>:<worker>:<reason> written at p (in st->room) and
+ * added to a; the end of what was written
+ */
+static u_char *
+ngx_http_linegate_pv_settle_marker(ngx_http_linegate_redis_args_t *a,
+    u_char *p, ngx_http_linegate_pv_entry_t *e, ngx_str_t *reason)
+{
+    ngx_str_t  key;
+
+    key.data = p;
+    p = ngx_http_linegate_key_write(p, NGX_HTTP_LINEGATE_KEY_FLEET_Q,
+                                    &e->account, &e->worker_id);
+    *p++ = ':';
+    p = ngx_cpymem(p, reason->data, reason->len);
+    key.len = p - key.data;
+
+    ngx_http_linegate_redis_arg_str(a, &key);
+
+    return p;
 }
 
 

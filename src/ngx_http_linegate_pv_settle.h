@@ -44,12 +44,18 @@ typedef struct {
     ngx_str_t                      *fields;
     ngx_uint_t                      nfields;
 
-    /* ngx_http_linegate_pv_settle_room() bytes: the queued marker */
+    /*
+     * ngx_http_linegate_pv_settle_room() bytes: the queued marker and
+     * the other reason's
+     */
     u_char                         *room;
 } ngx_http_linegate_pv_settle_t;
 
 
-/* the room the marker lg:{fleet}:q:<A>:<worker>:<reason> needs */
+/*
+ * the room the marker lg:{fleet}:q:<A>:<worker>:<reason> needs, with the
+ * marker of the reason whose entry would hold the same number
+ */
 size_t ngx_http_linegate_pv_settle_room(ngx_str_t *account,
     ngx_str_t *worker_id, size_t reason_len);
 

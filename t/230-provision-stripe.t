@@ -10,7 +10,7 @@ use Test::More;
 use Digest::SHA qw(sha256_hex);
 use Time::HiRes qw(sleep time);
 use LG::Stack;
-use LG::Test;
+use LG::Test qw(:DEFAULT lua_script);
 use LG::Provision qw(now_ms);
 
 my $s = LG::Stack->new(STRIPE_TIMEOUT => '1s')->start;
@@ -419,6 +419,68 @@ subtest 'charged but the line cannot be recorded: 500, queued' => sub {
     like($s->error_log, qr/\Q$subs[0]{id}\E.*queued for reconciliation/,
          'logged with the subscription id');
     numbers_accounted('record failed');
+};
+
+# The sweep took the purchase for a dead worker's while the confirm
+# waited on Stripe (past linegate_reconcile_lost_after): its worker_lost
+# outbox written (pv_inspect), the claim dropped and the entry queued
+# (pv_settle), as a run does. The confirm's record then fails (the line
+# key made no hash: record_failed, the sweep's outbox kept) and its settle
+# must queue nothing: the worker_lost entry already holds the number. The
+# settle looks at the other reason's marker, a key nginx names for it
+# (pv_settle's KEYS[6], ngx_http_linegate_pv_settle.c): had nginx named
+# the wrong one, a second entry would hold the number.
+subtest 'the sweep queued the purchase first: record_failed adds none' =>
+    sub {
+    my $id = 'acct_swept';
+    my $ak = "lg:{acct:$id}";
+    my $a = $p->account($id);
+    my $tok = $p->token($a);
+    $p->fault(latency_ms => 500);
+
+    my ($w, $number, $swept);
+    my ($tx, $done) = $p->during($p->confirm_req($a, $tok), sub {
+        my ($c) = @{ $p->claims($id) };
+        return 0 unless $c;
+        ($w, $number) = @$c;
+
+        my @seen = $r->eval(lua_script('pv_inspect'), 5, $ak, "$ak:prov",
+                            "$ak:resv:$w", "$ak:line:$w",
+                            "$ak:reconcile:w:$w", $w, '0', $id, $number);
+        $swept = [ $r->eval(lua_script('pv_settle'), 6,
+                            'lg:{fleet}:pv:inflight',
+                            'lg:{fleet}:inventory', 'lg:{fleet}:reconcile',
+                            "lg:{fleet}:q:$id:$w:worker_lost",
+                            'lg:{fleet}:held',
+                            "lg:{fleet}:q:$id:$w:record_failed",
+                            "$id $w $number", '0', 'worker_lost',
+                            @{ $seen[2] }) ];
+        # then the line key broken: the record fails (its outbox kept)
+        $r->set("$ak:line:$w", 'not a hash');
+        return 1;
+    });
+    ok($done, 'swept while the confirm waited on Stripe');
+    is_deeply($swept, [1, 1], 'the sweep: the claim dropped, queued');
+
+    $p->error_is($tx, 500, 'provisioning_failed', 'record failed',
+                 qr/reconciliation/);
+    like($s->error_log, qr/\(\Q$w\E\) not recorded \(record_failed\)/,
+         'the confirm\'s record: record_failed');
+
+    my @q = reconcile_of($id);
+    is(scalar @q, 1, 'one entry on lg:{fleet}:reconcile')
+        or diag(explain(\@q));
+    is($q[0]{reason}, 'worker_lost', 'the sweep\'s');
+    ok(!$r->exists("lg:{fleet}:q:$id:$w:record_failed"),
+       'no record_failed marker: nothing queued by the confirm');
+    is($r->hget("$ak:reconcile:w:$w", 'reason'), 'worker_lost',
+       'the outbox: the sweep\'s');
+    is_deeply($p->claims($id), [], 'no claim left');
+    is(scalar @{ $p->reservations($id) }, 1,
+       'the reservation kept for the run');
+    ok(!$r->sismember('lg:{fleet}:inventory', $number),
+       'the number is not sold again');
+    numbers_accounted('swept, then record failed');
 };
 
 # Redis refusing writes for now (here NOREPLICAS: fewer replicas than

@@ -58,12 +58,19 @@ sub fields {
             at => $ISO);
 }
 
+# the reason whose entry would hold the same number: its marker is
+# pv_settle's KEYS[6] (ngx_http_linegate_pv_settle.c pairs them)
+my %holds = (record_failed => 'worker_lost', worker_lost => 'record_failed');
+
 sub settle {
     my ($acct, $w, $number, $giveback, $reason, $sub) = @_;
     my $q = $reason ? "lg:{fleet}:q:$acct:$w:$reason" : 'lg:{fleet}:q:-';
-    return [$r->eval($SETTLE, 5, 'lg:{fleet}:pv:inflight',
+    my $other = $reason && $holds{$reason}
+                ? "lg:{fleet}:q:$acct:$w:$holds{$reason}" : 'lg:{fleet}:q:-';
+    return [$r->eval($SETTLE, 6, 'lg:{fleet}:pv:inflight',
                      'lg:{fleet}:inventory', 'lg:{fleet}:reconcile', $q,
-                     'lg:{fleet}:held', "$acct $w $number", $giveback, $reason // '',
+                     'lg:{fleet}:held', $other,
+                     "$acct $w $number", $giveback, $reason // '',
                      $reason ? fields($acct, $w, $number, $reason, $sub)
                              : ())];
 }
@@ -496,8 +503,8 @@ sub {
     is($r->scard("$f:inventory"), 1, 'nothing taken');
     is($r->zscore("$f:pv:inflight", 'acct_late worker_late1 -'), 1000,
        'the intent stays, for a settle');
-    is_deeply([$r->eval($SETTLE, 5, "$f:pv:inflight", "$f:inventory",
-                        "$f:reconcile", "$f:q:-", "$f:held",
+    is_deeply([$r->eval($SETTLE, 6, "$f:pv:inflight", "$f:inventory",
+                        "$f:reconcile", "$f:q:-", "$f:held", "$f:q:-",
                         'acct_late worker_late1 -', '0', '')], [1, 0],
               'the sweep\'s settle drops it');
     # younger than lost_after by 1 ms: claimed as before; no age given

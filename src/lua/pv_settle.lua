@@ -13,9 +13,8 @@
 -- reason (KEYS[4], lg_pv_queue's marker: 7 days). Of the two reasons
 -- whose entry holds the number (record_failed: the confirm's;
 -- worker_lost: the sweep's, when it settled the claim first), only the
--- first is queued (the other's
--- marker, KEYS[4] with the other reason, is looked at): a number is
--- never held by two entries. And worker_lost is queued only by the
+-- first is queued (the other's marker, KEYS[6], is looked at): a number
+-- is never held by two entries. And worker_lost is queued only by the
 -- step that removed the claim: the sweep took the purchase for a dead
 -- worker's, but a live one settled it first (its late record refused by
 -- the sweep's outbox, pv_inspect.lua), and gave its number its home;
@@ -32,6 +31,14 @@
 -- KEYS[3]  lg:{fleet}:reconcile
 -- KEYS[4]  lg:{fleet}:q:<A>:<worker>:<reason> (lg:{fleet}:q:- when none)
 -- KEYS[5]  lg:{fleet}:held (pv_claim.lua): a number given back leaves it
+-- KEYS[6]  lg:{fleet}:q:<A>:<worker>:<the other reason>, the marker of
+--          the reason whose entry would hold the same number (of
+--          record_failed, worker_lost's, and the reverse;
+--          lg:{fleet}:q:- for the other reasons, never looked at).
+--          Built in C as KEYS[4] is (ngx_http_linegate_pv_settle.c, by
+--          keys.c's form; it pairs the reasons as holds below does), no
+--          longer cut from KEYS[4] here: every key a script touches is
+--          declared, so a cluster checks it before the step runs
 -- ARGV[1]  the claim, "<A> <worker> <number>", or the intent
 --          "<A> <worker> -" ('' when unknown)
 -- ARGV[2]  "1": the number returns to the inventory, "0": it does not
@@ -65,10 +72,7 @@ if reason == 'worker_lost' and claimed == 0 then
     return {claimed, 0}
 end
 
-if other and string.sub(KEYS[4], -#reason) == reason
-   and redis.call('EXISTS',
-                  string.sub(KEYS[4], 1, #KEYS[4] - #reason) .. other) == 1
-then
+if other and redis.call('EXISTS', KEYS[6]) == 1 then
     return {claimed, 0}
 end
 
