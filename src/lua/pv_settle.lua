@@ -38,7 +38,7 @@
 --          Built in C as KEYS[4] is (ngx_http_linegate_pv_settle.c, by
 --          keys.c's form; it pairs the reasons as holds below does), no
 --          longer cut from KEYS[4] here: every key a script touches is
---          declared, so a cluster checks it before the step runs
+--          declared (t/016), so a cluster checks it before the step runs
 -- ARGV[1]  the claim, "<A> <worker> <number>", or the intent
 --          "<A> <worker> -" ('' when unknown)
 -- ARGV[2]  "1": the number returns to the inventory, "0": it does not
