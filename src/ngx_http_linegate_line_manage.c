@@ -161,6 +161,8 @@ static void ngx_http_linegate_manage_busy_for(ngx_http_request_t *r,
     ngx_int_t retry_after);
 static void ngx_http_linegate_manage_reserved(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr, redisReply *reply);
+static void ngx_http_linegate_manage_busy_until(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr, int64_t at, int64_t until, ngx_int_t after);
 static void ngx_http_linegate_manage_stripe_error(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr);
 static void ngx_http_linegate_manage_unavailable(ngx_http_request_t *r,
@@ -754,37 +756,67 @@ ngx_http_linegate_manage_busy_for(ngx_http_request_t *r,
 
 
 /*
- * lr_manage's LR_BUSY: a reissue claim held (Retry-After: 1, the claim
- * ends within its hold), or a reservation whose first invoice is not
- * stored, with its time (reply[3]). A live creation stores it within
- * seconds (1 s, while the reservation is younger than one Stripe call's
- * linegate_stripe_timeout); an older one is most likely a dead worker's,
- * which only a reconciliation run (linegate_reconcile_lost_after) or the
- * workspace's next creation (create_stale) settles: Retry-After is the
- * time until the earlier of them, then 60 s (a run's). It used to be 1 s
- * throughout: a client polled every second for 10 minutes.
+ * lr_manage's LR_BUSY: a reservation whose first invoice is not stored,
+ * with its time (reply[3]), or a reissue claim held, with its time
+ * (reply[4], reissueAt). A live creation or reissue stores its invoice
+ * within seconds (1 s, while it is younger than one Stripe call's
+ * linegate_stripe_timeout); an older one is most likely a dead worker's.
+ * A claim is then taken over at the end of its hold
+ * (NGX_HTTP_LINEGATE_LR_REISSUE_HOLD): Retry-After is the seconds left
+ * on it, at least 1. A reservation is settled only by a reconciliation
+ * run (linegate_reconcile_lost_after) or the workspace's next creation
+ * (create_stale): Retry-After is the time until the earlier of them,
+ * then 60 s (a run's). Both used to be 1 s throughout: a client polled
+ * every second for 10 minutes, or for a dead worker's whole claim.
  */
 static void
 ngx_http_linegate_manage_reserved(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr, redisReply *reply)
 {
-    int64_t                         at, until, left;
+    int64_t                         at, until;
+    ngx_http_linegate_main_conf_t  *lmcf;
+
+    if (ngx_http_linegate_reply_int(reply, 4, &at) == NGX_OK && at > 0) {
+        until = at + NGX_HTTP_LINEGATE_LR_REISSUE_HOLD;
+        ngx_http_linegate_manage_busy_until(r, lr, at, until, 1);
+        return;
+    }
+
+    if (ngx_http_linegate_reply_int(reply, 3, &at) != NGX_OK) {
+        at = 0;
+    }
+
+    lmcf = ngx_http_get_module_main_conf(r, ngx_http_linegate_module);
+
+    until = at + ngx_min((int64_t) lmcf->reconcile_lost,
+                         ngx_http_linegate_create_stale(lmcf));
+    ngx_http_linegate_manage_busy_until(r, lr, at, until, 60);
+}
+
+
+/*
+ * 409 "being issued" for what began at "at" (ms; 0: unknown) and may
+ * stay so until "until" (ms): 1 s while a live worker may still end it
+ * (younger than linegate_stripe_timeout), then the seconds left, then
+ * "after" seconds
+ */
+static void
+ngx_http_linegate_manage_busy_until(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr, int64_t at, int64_t until, ngx_int_t after)
+{
+    int64_t                         left;
     ngx_http_linegate_main_conf_t  *lmcf;
 
     lmcf = ngx_http_get_module_main_conf(r, ngx_http_linegate_module);
 
-    if (ngx_http_linegate_reply_int(reply, 3, &at) != NGX_OK || at <= 0
-        || lr->now_ms - at < (int64_t) lmcf->stripe_timeout)
-    {
+    if (at <= 0 || lr->now_ms - at < (int64_t) lmcf->stripe_timeout) {
         ngx_http_linegate_manage_busy(r);
         return;
     }
 
-    until = at + ngx_min((int64_t) lmcf->reconcile_lost,
-                         ngx_http_linegate_create_stale(lmcf));
     left = (until - lr->now_ms + 999) / 1000;
 
-    ngx_http_linegate_manage_busy_for(r, (ngx_int_t) (left > 0 ? left : 60));
+    ngx_http_linegate_manage_busy_for(r, left > 0 ? (ngx_int_t) left : after);
 }
 
 

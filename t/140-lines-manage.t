@@ -1402,7 +1402,7 @@ subtest 'cancel: the invoice reissued while its void was in flight' => sub {
 # (linegate_reconcile_lost_after, 10 min here) or the workspace's next
 # creation settles it: a payment_link or cancel meanwhile is 409 "being
 # issued". Retry-After is 1 while a live creation may still store it (the
-# reservation younger than one linegate_stripe_timeout, 3 s here), then
+# reservation younger than one linegate_stripe_timeout, 30 s here), then
 # the seconds until it may be settled, then 60 (a run's). Before, it was
 # Retry-After: 1 throughout: a client polled every second for 10 minutes.
 subtest 'a reservation left by a dead worker: an honest Retry-After' => sub {
@@ -1429,6 +1429,55 @@ subtest 'a reservation left by a dead worker: an honest Retry-After' => sub {
     my $h = $l->lr($w, $id);
     ok(!exists $h->{invoiceId} && $h->{provisioningStatus}
        eq 'awaiting_payment', 'the request left as it is');
+};
+
+# A reissue claim whose worker died (killed after its finalize) holds
+# for 60 s, after which the next payment_link takes it over: a
+# payment_link or cancel meanwhile is 409 "being issued". Retry-After is
+# 1 while a live reissue may still store its invoice (the claim younger
+# than one linegate_stripe_timeout, 30 s here, the default), then the
+# seconds left on the claim, as for a dead worker's reservation (above).
+# Before, it was Retry-After: 1 throughout: a client polled every second
+# for a minute.
+subtest 'a reissue claim left by a dead worker: an honest Retry-After'
+    => sub {
+    my $w = ws();
+    my ($id, $old, $orphan) = killed_after_finalize($w) or return;
+    my $lkey = "lg:{ws:$w->{id}}:lr:$id";
+    my $seq = $r->hget($lkey, 'invoiceSeq');
+    # the claim aged in Redis rather than waited for
+    for my $case ([0, 'a live reissue\'s'], [40_000, '40 s old'],
+                  [58_500, 'about to lapse'])
+    {
+        my ($age, $name) = @$case;
+        my $at = int(time * 1000) - $age;
+        $r->hset($lkey, reissueAt => $at);
+        for my $action (qw(payment_link cancel)) {
+            my $before = time;
+            my $tx = $l->manage($w, $id, $action);
+            my $after = time;
+            my $b = conflict($tx, 'awaiting_payment', "$name, $action");
+            like($b->{message}, qr/being issued/, "$name, $action: busy");
+            my ($lo, $hi) = $age < 30_000 ? (1, 1)
+                : (int(($at + 60_000) / 1000 - $after),
+                   int(($at + 60_000) / 1000 - $before) + 1);
+            $lo = 1 if $lo < 1;
+            my $ra = $tx->res->headers->header('Retry-After') // '';
+            ok($ra =~ /^\d+$/ && $ra >= $lo && $ra <= $hi,
+               "$name, $action: Retry-After $ra in [$lo, $hi]");
+        }
+    }
+    my $h = $l->lr($w, $id);
+    is("$h->{provisioningStatus}/$h->{invoiceId}/$h->{invoiceSeq}",
+       "awaiting_payment/$old/$seq", 'the request left as it is');
+
+    # once the hold is over, the next payment_link takes the claim over
+    lapse($w, $id);
+    my $b = link_is($l->manage($w, $id, 'payment_link'), 0,
+                    'the payment_link after the hold');
+    isnt($b->{invoiceId}, $orphan, 'a new invoice');
+    is($l->invoice($orphan)->{status}, 'void',
+       'the dead worker\'s invoice voided by the sweep');
 };
 
 subtest 'cancel: Stripe unreachable changes nothing' => sub {

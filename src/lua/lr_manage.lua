@@ -9,8 +9,8 @@
 -- LR_NOT_FOUND, {LR_READ_ONLY, .., subscription status}, LR_SUBSCRIPTION
 -- (payment_link on a plan that is not active), {LR_WRONG_STATE, ..,
 -- status}, {LR_BUSY, .., reservedAt} (the first invoice is being made:
--- the reservation's time, ms, 0 unknown), {LR_BUSY, ..} (a reissue
--- claim is held) or the gate's answer.
+-- the reservation's time, ms, 0 unknown), {LR_BUSY, .., 0, reissueAt}
+-- (a reissue claim is held: its time, ms) or the gate's answer.
 --#include lr_codes
 --#include lr_gate
 --#include lr_line
@@ -47,8 +47,10 @@ if not h[2] then
     return {LR_BUSY, ws, left, tonumber(h[6] or '0') or 0}
 end
 
+-- a reissue claim held: its time tells nginx when its hold ends (a dead
+-- worker's is taken over then, not sooner)
 if tonumber(ARGV[10]) - tonumber(h[4] or '0') < tonumber(ARGV[11]) then
-    return {LR_BUSY, ws, left}
+    return {LR_BUSY, ws, left, 0, tonumber(h[4]) or 0}
 end
 
 -- A reissue bills the customer the request was billed to, whatever the
