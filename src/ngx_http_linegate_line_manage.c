@@ -45,11 +45,20 @@
  *                    refused -> CANCEL_CHECK: paid -> CANCEL_RESOLVE
  *                    -> 409 provisioning
  *                    unreachable -> 502, nothing changed
+ *   over a lapsed claim (lr_manage's lapsed 1: sweep.cancel), LINK_CLAIM
+ *                  first; CANCEL_VOID and CANCEL_CHECK under it; the
+ *                  invoice named void -> LINK_SWEEP: one paid -> LINK_INDEX,
+ *                  LINK_STORE, LINK_RESOLVE -> 409 provisioning (a payment
+ *                  is never canceled); none -> CANCEL_RELEASE
+ *                  (lr_reissue_abort, durable) -> CANCEL_RESOLVE -> 200;
+ *                  the invoice named paid -> CANCEL_RELEASE (lapsed) ->
+ *                  CANCEL_RESOLVE -> 409 provisioning
  *
  * Every failure goes to manage_fail, which undoes what the step holds:
  *
- *   LINK_VOID_OLD, LINK_REVOID_OLD, LINK_SWEEP, LINK_SWEEP_FENCE (the
- *   claim held)                     -> LINK_ABORT (lr_reissue_abort,
+ *   LINK_VOID_OLD, LINK_REVOID_OLD, LINK_SWEEP, LINK_SWEEP_FENCE,
+ *   CANCEL_VOID and CANCEL_CHECK of a cancel's claim (the claim held)
+ *                                   -> LINK_ABORT (lr_reissue_abort,
  *                                      durable; released lapsed while
  *                                      a lapsed claim's invoices are
  *                                      not all found and discarded)
@@ -252,6 +261,8 @@ static void ngx_http_linegate_cancel_voided(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr);
 static void ngx_http_linegate_cancel_checked(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr);
+static void ngx_http_linegate_cancel_void_done(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr);
 static void ngx_http_linegate_cancel_resolved(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr, redisReply *reply);
 
@@ -398,6 +409,14 @@ ngx_http_linegate_manage_resume(ngx_http_request_t *r, redisReply *reply)
         ngx_http_linegate_cancel_resolved(r, lr, reply);
         return;
 
+    case NGX_HTTP_LINEGATE_CANCEL_RELEASE:
+        ngx_http_linegate_lines_durable_done(r, lr, reply);
+        ngx_http_linegate_manage_resolve(r, lr,
+                                         NGX_HTTP_LINEGATE_CANCEL_RESOLVE,
+                                         lr->sweep.cancel_paid ? "paid"
+                                                               : "void");
+        return;
+
     default: /* NGX_HTTP_LINEGATE_MANAGE_FAILED: answered */
         return;
     }
@@ -428,6 +447,19 @@ ngx_http_linegate_manage_fail(ngx_http_request_t *r,
     lr->fail_retry_after = retry_after;
 
     switch ((ngx_http_linegate_manage_step_e) lr->ctx->state) {
+
+    case NGX_HTTP_LINEGATE_CANCEL_VOID:
+    case NGX_HTTP_LINEGATE_CANCEL_CHECK:
+        if (lr->sweep.cancel) {
+            /* a cancel's claim, held: freed, lapsed still (not swept) */
+            ngx_http_linegate_link_abort(r, lr,
+                                         NGX_HTTP_LINEGATE_LINK_ABORT);
+
+        } else {
+            ngx_http_linegate_manage_failed(r, lr);
+        }
+
+        return;
 
     case NGX_HTTP_LINEGATE_LINK_VOID_OLD:
     case NGX_HTTP_LINEGATE_LINK_REVOID_OLD:
@@ -631,7 +663,10 @@ ngx_http_linegate_manage_gated(ngx_http_request_t *r,
         return;
     }
 
-    if (lr->action == NGX_HTTP_LINEGATE_ACTION_CANCEL) {
+    if (lr->sweep.cancel) {
+        ngx_http_linegate_link_claim(r, lr);
+
+    } else if (lr->action == NGX_HTTP_LINEGATE_ACTION_CANCEL) {
         ngx_http_linegate_cancel_void(r, lr);
 
     } else {
@@ -640,11 +675,12 @@ ngx_http_linegate_manage_gated(ngx_http_request_t *r,
 }
 
 
-/* {LR_OK, ws, remaining, line, stripeCustomerId, invoiceSeq} */
+/* {LR_OK, ws, remaining, line, stripeCustomerId, invoiceSeq, lapsed} */
 static ngx_int_t
 ngx_http_linegate_manage_load(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr, redisReply *reply)
 {
+    int64_t    lapsed;
     ngx_str_t  customer, seq;
 
     if (reply->elements < 6
@@ -663,6 +699,12 @@ ngx_http_linegate_manage_load(ngx_http_request_t *r,
 
     /* ended with a claim in place, not yet queued (lr_settle's mark) */
     ngx_http_linegate_lines_pending(r, lr, reply->element[3]);
+
+    /* a cancel over a lapsed claim sweeps under a claim of its own */
+    lr->sweep.cancel = lr->action == NGX_HTTP_LINEGATE_ACTION_CANCEL
+                       && ngx_http_linegate_reply_int(reply, 6, &lapsed)
+                          == NGX_OK
+                       && lapsed == 1;
 
     return ngx_http_linegate_manage_key(r, lr);
 }
@@ -1073,6 +1115,12 @@ static void
 ngx_http_linegate_link_resolved(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr, redisReply *reply)
 {
+    if (lr->sweep.cancel) {
+        /* a cancel's sweep kept a paid invoice: answered as a cancel */
+        ngx_http_linegate_cancel_resolved(r, lr, reply);
+        return;
+    }
+
     if (ngx_http_linegate_manage_resolved(r, lr, reply) == NGX_OK) {
         ngx_http_linegate_lines_send_status(r, lr);
     }
@@ -1246,6 +1294,12 @@ ngx_http_linegate_link_claimed(ngx_http_request_t *r,
     ngx_http_linegate_link_abort_args(lr, lr->release);
 
     lr->settled = 0;
+
+    if (lr->sweep.cancel) {
+        /* the cancel's own void first, its event refused while held */
+        ngx_http_linegate_cancel_void(r, lr);
+        return;
+    }
 
     ngx_http_linegate_link_void_old(r, lr);
 }
@@ -1764,6 +1818,13 @@ ngx_http_linegate_link_issue(ngx_http_request_t *r,
 {
     if (lr->sweep.lapsed && !lr->sweep.done) {
         ngx_http_linegate_link_sweep(r, lr);
+        return;
+    }
+
+    if (lr->sweep.cancel) {
+        /* swept, nothing paid found: a cancel issues nothing */
+        ngx_http_linegate_link_abort(r, lr,
+                                     NGX_HTTP_LINEGATE_CANCEL_RELEASE);
         return;
     }
 
@@ -2451,9 +2512,7 @@ ngx_http_linegate_cancel_voided(ngx_http_request_t *r,
     result = ngx_http_linegate_stripe_result(lr->ctx);
 
     if (result == NGX_HTTP_LINEGATE_STRIPE_OK) {
-        ngx_http_linegate_manage_resolve(r, lr,
-                                         NGX_HTTP_LINEGATE_CANCEL_RESOLVE,
-                                         "void");
+        ngx_http_linegate_cancel_void_done(r, lr);
         return;
     }
 
@@ -2477,6 +2536,19 @@ ngx_http_linegate_cancel_checked(ngx_http_request_t *r,
     }
 
     if (ngx_http_linegate_line_is(&lr->invoice.status, "paid")) {
+
+        if (lr->sweep.cancel) {
+            /*
+             * promoted for its own invoice: the claim released lapsed
+             * (not swept), the request queued for a run as any that
+             * ends with a lapsed claim (lr_settle's mark)
+             */
+            lr->sweep.cancel_paid = 1;
+            ngx_http_linegate_link_abort(r, lr,
+                                         NGX_HTTP_LINEGATE_CANCEL_RELEASE);
+            return;
+        }
+
         ngx_http_linegate_manage_resolve(r, lr,
                                          NGX_HTTP_LINEGATE_CANCEL_RESOLVE,
                                          "paid");
@@ -2484,9 +2556,7 @@ ngx_http_linegate_cancel_checked(ngx_http_request_t *r,
     }
 
     if (ngx_http_linegate_line_is(&lr->invoice.status, "void")) {
-        ngx_http_linegate_manage_resolve(r, lr,
-                                         NGX_HTTP_LINEGATE_CANCEL_RESOLVE,
-                                         "void");
+        ngx_http_linegate_cancel_void_done(r, lr);
         return;
     }
 
@@ -2495,6 +2565,31 @@ ngx_http_linegate_cancel_checked(ngx_http_request_t *r,
                   "cannot be voided", &lr->invoice.id, &lr->invoice.status);
 
     ngx_http_linegate_manage_unavailable(r, lr);
+}
+
+
+/*
+ * The invoice the request names is void. A cancel over a lapsed claim
+ * (sweep.cancel, the claim its own now) first looks for what the lapsed
+ * claim left at Stripe, as payment_link's sweep does (LINK_SWEEP, by
+ * link_issue): one paid (at its finalize, by a credit balance, or from
+ * Stripe's pages) is a payment of the request, kept and made its own
+ * (LINK_INDEX, LINK_STORE, LINK_RESOLVE: promoted, 409 provisioning);
+ * others are voided. Nothing paid: the claim released (CANCEL_RELEASE),
+ * then canceled. Before, it was canceled at once, and a run left the
+ * paid invoice to a human: a customer who had paid got no line.
+ */
+static void
+ngx_http_linegate_cancel_void_done(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr)
+{
+    if (lr->sweep.cancel) {
+        ngx_http_linegate_link_issue(r, lr);
+        return;
+    }
+
+    ngx_http_linegate_manage_resolve(r, lr, NGX_HTTP_LINEGATE_CANCEL_RESOLVE,
+                                     "void");
 }
 
 

@@ -149,6 +149,7 @@ typedef enum {
     NGX_HTTP_LINEGATE_CANCEL_VOID,       /* Stripe void */
     NGX_HTTP_LINEGATE_CANCEL_CHECK,      /* Stripe GET: why refused */
     NGX_HTTP_LINEGATE_CANCEL_RESOLVE,    /* lr_resolve.lua */
+    NGX_HTTP_LINEGATE_CANCEL_RELEASE,    /* lr_reissue_abort, durable */
     NGX_HTTP_LINEGATE_MANAGE_FAILED      /* the failure step's answer */
 } ngx_http_linegate_manage_step_e;
 
@@ -272,6 +273,9 @@ typedef struct {
     unsigned                        adopting:1; /* paid being stored */
     unsigned                        fenced:1;   /* its store refused: the
                                                    invoice being voided */
+    unsigned                        cancel:1;   /* a cancel's claim */
+    unsigned                        cancel_paid:1; /* the invoice it names
+                                                      paid: promoted */
 } ngx_http_linegate_lr_sweep_t;
 
 

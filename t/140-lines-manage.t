@@ -434,11 +434,15 @@ subtest 'payment_link: the worker killed mid-reissue, the old invoice paid'
 # link given to no one. The dead worker's claim (reissueAt, invoiceSeq) is
 # the record of it. Returns the request, its old invoice and the one left
 # unstored, or () when the kill did not happen as planned.
+# With $paid, the new invoice's total is 0: Stripe marks it paid at its
+# finalize (as a customer's credit balance would), a charge already.
 sub killed_after_finalize {
-    my ($w) = @_;
+    my ($w, $paid) = @_;
     my ($id, $c) = $l->awaiting($w);
     my $old = $c->{invoiceId};
     $l->invoice_do($old, 'void');
+    $s->stub(POST => '/_stub/prices',
+             {id => 'price_email_addon', unit_amount => 0}) if $paid;
 
     # the new invoice's finalize done at Stripe, its answer held, dropped
     $l->fault(path_prefix => '/v1/invoices/', latency_ms => 30000,
@@ -451,6 +455,8 @@ sub killed_after_finalize {
         return 1;
     }, 60);
     $l->clear_faults;
+    $s->stub(POST => '/_stub/prices',
+             {id => 'price_email_addon', unit_amount => 1500}) if $paid;
     ok($done && $killed, 'the workers were killed after the finalize')
         or return;
     # the held call went with them: the next test's wait for a held
@@ -459,7 +465,8 @@ sub killed_after_finalize {
        'the held finalize gone with the killed worker');
     my @made = grep { $_->{id} ne $old } $l->invoices($w->{customer});
     is(scalar @made, 1, 'one new invoice made') or return;
-    is($made[0]{status}, 'open', 'open at Stripe');
+    is($made[0]{status}, $paid ? 'paid' : 'open',
+       $paid ? 'paid at its finalize' : 'open at Stripe');
     my $h = $l->lr($w, $id);
     is($h->{invoiceId}, $old, 'the request does not name it');
     ok(exists $h->{reissueAt}, 'the dead worker\'s claim is left');
@@ -1478,6 +1485,92 @@ subtest 'a reissue claim left by a dead worker: an honest Retry-After'
     isnt($b->{invoiceId}, $orphan, 'a new invoice');
     is($l->invoice($orphan)->{status}, 'void',
        'the dead worker\'s invoice voided by the sweep');
+};
+
+# A cancel of a request whose reissue claim lapsed (its worker killed
+# after its finalize, before its store) looks for what the claim left at
+# Stripe before it cancels, as the next payment_link would (the sweep):
+# an invoice Stripe paid at its finalize (a credit balance) is a payment
+# of the request, which is then promoted, never canceled: 409
+# provisioning, as for an invoice paid before the cancel. Before, the
+# cancel canceled the request and the reconciliation run left the
+# payment for a human: a customer who had paid got neither the line nor
+# the money back.
+subtest 'cancel: a lapsed reissue left an invoice paid at its finalize'
+    => sub {
+    my $w = ws();
+    my ($id, $old, $paid) = killed_after_finalize($w, 1) or return;
+    lapse($w, $id);
+    my $b = conflict($l->manage($w, $id, 'cancel'), 'provisioning',
+                     'the cancel');
+    like($b->{message}, qr/paid/, 'the invoice was paid');
+    my $h = $l->lr($w, $id);
+    is("$h->{provisioningStatus}/$h->{paymentStatus}/$h->{invoiceId}",
+       "provisioning/paid/$paid", 'promoted, naming the paid invoice');
+    ok(!exists $h->{reissueAt}, 'the claim gone');
+    is($l->invoice($paid)->{status}, 'paid', 'still paid at Stripe');
+    is($r->get("lg:invoice:$paid"), "$w->{id}:$id", 'its webhook index');
+    ok(!defined $l->pending($w), 'the workspace is free');
+    ok(eventually(sub { grep { $_->{id} eq $id } $l->stream }, 5),
+       'in the provisioning stream');
+    sleep 0.3;
+    is(scalar(queued($id)), 0, 'nothing queued for reconciliation');
+    conflict($l->manage($w, $id, 'cancel'), 'provisioning', 'cancel again');
+};
+
+# The same with the invoice it left open (no credit): the cancel voids it
+# as the sweep does (no payable invoice of a canceled request is left at
+# Stripe), then voids the one the request names and cancels: 200, and
+# nothing is left for a reconciliation run. Before, it was queued
+# (reissue_lapsed) and stayed payable at Stripe until a run voided it.
+subtest 'cancel: a lapsed reissue left an open invoice: voided first'
+    => sub {
+    my $w = ws();
+    my ($id, $old, $orphan) = killed_after_finalize($w) or return;
+    lapse($w, $id);
+    my $b = $l->answer($l->manage($w, $id, 'cancel'), 200, 'the cancel');
+    is($b->{status}, 'canceled', 'canceled');
+    is($l->invoice($orphan)->{status}, 'void', 'the orphan voided');
+    is($l->invoice($old)->{status}, 'void', 'the old invoice void');
+    my $h = $l->lr($w, $id);
+    is("$h->{provisioningStatus}/$h->{invoiceId}", "canceled/$old",
+       'canceled, naming its invoice');
+    ok(!exists $h->{reissueAt} && !exists $h->{sweepPending},
+       'no claim, nothing to sweep');
+    ok(eventually(sub { !$r->exists("lg:invoice:$orphan") }, 5),
+       'the orphan\'s index gone');
+    sleep 0.3;
+    is(scalar(queued($id)), 0, 'nothing queued for reconciliation');
+};
+
+# The lookup of what the lapsed claim left fails (Stripe down): 502,
+# nothing changed but the cancel's own claim, released lapsed (reissueAt
+# 0: the next caller looks again at once); the retry sweeps and cancels.
+subtest 'cancel: the lookup of a lapsed reissue\'s invoices fails' => sub {
+    my $w = ws();
+    my ($id, $old, $orphan) = killed_after_finalize($w) or return;
+    lapse($w, $id);
+
+    # the check of the old invoice passes (a 1 ms fault, used up), the
+    # list of the customer's invoices fails
+    $l->fault(method => 'GET', path_prefix => '/v1/invoices/',
+              latency_ms => 1);
+    $l->fault(method => 'GET', path_prefix => '/v1/invoices',
+              status => 500);
+    $l->error_is($l->manage($w, $id, 'cancel'), 502,
+                 'BILLING_UNAVAILABLE', 'the lookup failed');
+    $l->clear_faults;
+    my $h = $l->lr($w, $id);
+    is("$h->{provisioningStatus}/$h->{invoiceId}", "awaiting_payment/$old",
+       'still awaiting payment, naming its invoice');
+    is($h->{reissueAt}, 0, 'the claim released, lapsed');
+    is($l->invoice($orphan)->{status}, 'open', 'the orphan still open');
+
+    my $b = $l->answer($l->manage($w, $id, 'cancel'), 200, 'retried');
+    is($b->{status}, 'canceled', 'canceled');
+    is($l->invoice($orphan)->{status}, 'void', 'the orphan voided then');
+    $h = $l->lr($w, $id);
+    ok(!exists $h->{reissueAt}, 'no claim left');
 };
 
 subtest 'cancel: Stripe unreachable changes nothing' => sub {

@@ -3,9 +3,11 @@
 -- ARGV[7] id, ARGV[8] action (payment_link, cancel), ARGV[9] UTC date
 -- (unused: nginx compares it with the usage day in the hash),
 -- ARGV[10] now (ms), ARGV[11] ms during which a reissue is in progress
--- Returns {LR_OK, ws, remaining, line, customer, invoiceSeq} (customer:
--- the one the request was billed to, else the workspace's
--- stripeCustomerId),
+-- Returns {LR_OK, ws, remaining, line, customer, invoiceSeq, lapsed}
+-- (customer: the one the request was billed to, else the workspace's
+-- stripeCustomerId; lapsed 1 when a reissue claim that lapsed is still
+-- in the hash, reissueAt: what it left at Stripe is not swept yet, else
+-- 0),
 -- LR_NOT_FOUND, {LR_READ_ONLY, .., subscription status}, LR_SUBSCRIPTION
 -- (payment_link on a plan that is not active), {LR_WRONG_STATE, ..,
 -- status}, {LR_BUSY, .., reservedAt} (the first invoice is being made:
@@ -62,4 +64,6 @@ if not customer or customer == '' then
     customer = w[2] or ''
 end
 
-return {LR_OK, ws, left, line, customer, h[3] or '0'}
+-- a claim still here is past its hold (or released lapsed, 0): its
+-- invoices are to be looked for (a cancel sweeps them first)
+return {LR_OK, ws, left, line, customer, h[3] or '0', h[4] and 1 or 0}
