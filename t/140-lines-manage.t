@@ -1573,6 +1573,34 @@ subtest 'cancel: the lookup of a lapsed reissue\'s invoices fails' => sub {
     ok(!exists $h->{reissueAt}, 'no claim left');
 };
 
+# The invoice the request names was paid (from Stripe's own pages, its
+# event not delivered yet) while a lapsed claim is in the hash: the
+# cancel's void under its claim is refused, its check finds it paid, and
+# the request is promoted as any cancel of a paid request is (409
+# provisioning); the claim, not swept, is released lapsed, and the
+# request queued for a run (reissue_lapsed) as any that ends so.
+subtest 'cancel: a lapsed claim, the invoice it names paid' => sub {
+    my $w = ws();
+    my ($id, $c) = $l->awaiting($w);
+    my $lkey = "lg:{ws:$w->{id}}:lr:$id";
+    # a claim that lapsed: its worker died before it made anything
+    $r->hset($lkey, reissueAt => int(time * 1000) - 60001,
+             invoiceSeq => 1, reissueBy => 'gone.1.1');
+    $l->invoice_do($c->{invoiceId}, 'pay');
+    my $b = conflict($l->manage($w, $id, 'cancel'), 'provisioning',
+                     'the cancel');
+    like($b->{message}, qr/paid/, 'the invoice was paid');
+    my $h = $l->lr($w, $id);
+    is("$h->{provisioningStatus}/$h->{paymentStatus}/$h->{invoiceId}",
+       "provisioning/paid/$c->{invoiceId}", 'promoted for its invoice');
+    is($h->{invoiceSeq}, 2, 'looked at under a claim of its own');
+    ok(eventually(sub { grep { $_->{id} eq $id } $l->stream }, 5),
+       'in the provisioning stream');
+    ok(eventually(sub { grep { $_->{reason} eq 'reissue_lapsed' }
+                        queued($id) }, 5),
+       'queued for reconciliation (reissue_lapsed)');
+};
+
 subtest 'cancel: Stripe unreachable changes nothing' => sub {
     my $w = ws();
     my ($id, $c) = $l->awaiting($w);
