@@ -161,6 +161,8 @@ static ngx_int_t ngx_http_linegate_manage_load(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr, redisReply *reply);
 static ngx_int_t ngx_http_linegate_manage_key(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr);
+static ngx_int_t ngx_http_linegate_manage_void_key(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr, ngx_str_t *invoice);
 static void ngx_http_linegate_manage_refuse(ngx_http_request_t *r,
     redisReply *reply, ngx_uint_t i);
 static void ngx_http_linegate_manage_conflict(ngx_http_request_t *r,
@@ -742,6 +744,37 @@ ngx_http_linegate_manage_key(ngx_http_request_t *r,
 }
 
 
+/*
+ * The Idempotency-Key prefix of a void (or a draft's delete) of one
+ * invoice: "lg-<id>-<invoice>", whatever claim voids it, so that a key
+ * is never sent for two invoices. One built from invoiceSeq was: a claim
+ * (invoiceSeq n) that discarded its own invoice and was released lapsed
+ * had voided it under "lg-<id>-r<n>-void", and the next cancel (or the
+ * void of an uncollectible invoice before a reissue) voided the invoice
+ * the request names under the same key: Stripe refused it (400
+ * idempotency_error) and the cancel answered 502 until the key expired.
+ */
+static ngx_int_t
+ngx_http_linegate_manage_void_key(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr, ngx_str_t *invoice)
+{
+    u_char     *p;
+    ngx_str_t  *key;
+
+    key = &lr->invoice.key;
+
+    p = ngx_pnalloc(r->pool, sizeof("lg--") - 1 + lr->id.len + invoice->len);
+    if (p == NULL) {
+        return NGX_ERROR;
+    }
+
+    key->data = p;
+    key->len = ngx_sprintf(p, "lg-%V-%V", &lr->id, invoice) - p;
+
+    return NGX_OK;
+}
+
+
 static void
 ngx_http_linegate_manage_refuse(ngx_http_request_t *r, redisReply *reply,
     ngx_uint_t i)
@@ -1231,7 +1264,7 @@ ngx_http_linegate_link_claimed(ngx_http_request_t *r,
         return;
     }
 
-    /* the old invoice is the one the keys of lr->invoice.key are for */
+    /* the old invoice: LINK_VOID_OLD voids it, under a key of its own */
     lr->old_invoice = lr->line.invoice_id;
 
     seq.data = ngx_pnalloc(r->pool, NGX_INT64_LEN);
@@ -1321,7 +1354,8 @@ ngx_http_linegate_link_void_old(ngx_http_request_t *r,
     }
 
     /* LINK_VOID_OLD: an uncollectible invoice could still be paid */
-    if (ngx_http_linegate_lines_stripe(r, lr, NGX_HTTP_POST, "v1/invoices",
+    if (ngx_http_linegate_manage_void_key(r, lr, &lr->old_invoice) != NGX_OK
+        || ngx_http_linegate_lines_stripe(r, lr, NGX_HTTP_POST, "v1/invoices",
                                        &lr->old_invoice, "/void", NULL,
                                        "-void",
                                        ngx_http_linegate_manage_stripe_done)
@@ -1678,8 +1712,7 @@ static void
 ngx_http_linegate_link_sweep_fenced(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr, redisReply *reply)
 {
-    u_char     *p;
-    ngx_str_t  *found, *key;
+    ngx_str_t  *found;
 
     if (reply == NULL) {
         ngx_http_linegate_manage_fail(r, lr, NGX_HTTP_LINEGATE_LR_FAIL_STORE,
@@ -1713,20 +1746,14 @@ ngx_http_linegate_link_sweep_fenced(ngx_http_request_t *r,
     }
 
     /* "lg-<id>-<invoice>": its void's key is its own, whatever claim */
-    key = &lr->invoice.key;
-
-    p = ngx_pnalloc(r->pool, sizeof("lg--") - 1 + lr->id.len
-                             + found[lr->sweep.next].len);
-    if (p == NULL) {
+    if (ngx_http_linegate_manage_void_key(r, lr, &found[lr->sweep.next])
+        != NGX_OK)
+    {
         ngx_http_linegate_manage_fail(r, lr,
                                       NGX_HTTP_LINEGATE_LR_FAIL_INTERNAL,
                                       0, -1);
         return;
     }
-
-    key->data = p;
-    key->len = ngx_sprintf(p, "lg-%V-%V", &lr->id, &found[lr->sweep.next])
-               - p;
 
     lr->ctx->state = NGX_HTTP_LINEGATE_LINK_SWEEP_DISCARD;
     lr->invoice.id = found[lr->sweep.next];
@@ -2492,7 +2519,9 @@ ngx_http_linegate_cancel_void(ngx_http_request_t *r,
 {
     lr->ctx->state = NGX_HTTP_LINEGATE_CANCEL_VOID;
 
-    if (ngx_http_linegate_lines_stripe(r, lr, NGX_HTTP_POST, "v1/invoices",
+    if (ngx_http_linegate_manage_void_key(r, lr, &lr->line.invoice_id)
+        != NGX_OK
+        || ngx_http_linegate_lines_stripe(r, lr, NGX_HTTP_POST, "v1/invoices",
                                        &lr->line.invoice_id, "/void", NULL,
                                        "-void",
                                        ngx_http_linegate_manage_stripe_done)

@@ -1336,7 +1336,8 @@ subtest 'cancel: the invoice is voided first' => sub {
                             paymentStatus => 'failed'}}, 'body');
     is($l->invoice($c->{invoiceId})->{status}, 'void', 'void at Stripe');
     my ($void) = $l->stripe_log(qr{^/v1/invoices/\Q$c->{invoiceId}\E/void$});
-    is($void->{idempotency_key}, "lg-$id-void", 'with its key');
+    is($void->{idempotency_key}, "lg-$id-$c->{invoiceId}-void",
+       "with its key (the invoice's)");
     my $h = $l->lr($w, $id);
     is($h->{provisioningStatus}, 'canceled', 'stored canceled');
     is($h->{paymentStatus}, 'failed', 'paymentStatus failed');
@@ -1599,6 +1600,45 @@ subtest 'cancel: a lapsed claim, the invoice it names paid' => sub {
     ok(eventually(sub { grep { $_->{reason} eq 'reissue_lapsed' }
                         queued($id) }, 5),
        'queued for reconciliation (reissue_lapsed)');
+};
+
+# A claim (invoiceSeq 1) that voided an invoice of its own under its
+# seq's key ("lg-<id>-r1-void": a discard, its store refused) and was
+# released lapsed (reissueAt 0): the cancel's void of the invoice the
+# request names has a key of its own ("lg-<id>-<invoice>-void"). Before,
+# it was built from invoiceSeq, the claim's key: Stripe refused it (400
+# idempotency_error, other parameters) and the cancel answered 502.
+subtest 'cancel: its void key is the invoice\'s, not the lapsed claim\'s'
+    => sub {
+    my $w = ws();
+    my ($id, $c) = $l->awaiting($w);
+    my $lkey = "lg:{ws:$w->{id}}:lr:$id";
+    my $post = sub {
+        my ($path, $key, %form) = @_;
+        my %h = (Authorization => 'Bearer sk_test_linegate');
+        $h{'Idempotency-Key'} = $key if defined $key;
+        return $s->ua->post($s->stub_url($path) => \%h => form => \%form)
+                  ->res;
+    };
+    # the claim's own invoice, voided under its seq's key
+    my $in = $post->('/v1/invoices', undef, customer => $w->{customer},
+                     collection_method => 'send_invoice',
+                     days_until_due => 7, auto_advance => 'false')->json;
+    $post->('/v1/invoiceitems', undef, customer => $w->{customer},
+            price => 'price_email_line', invoice => $in->{id});
+    $post->("/v1/invoices/$in->{id}/finalize", undef,
+            auto_advance => 'false');
+    is($post->("/v1/invoices/$in->{id}/void", "lg-$id-r1-void")->code, 200,
+       'the claim\'s invoice voided under lg-<id>-r1-void');
+    $r->hset($lkey, reissueAt => 0, invoiceSeq => 1,
+             reissueBy => 'gone.1.1');
+
+    my $b = $l->answer($l->manage($w, $id, 'cancel'), 200, 'the cancel');
+    is($b->{status}, 'canceled', 'canceled');
+    is($l->invoice($c->{invoiceId})->{status}, 'void',
+       'the invoice it names voided');
+    my $h = $l->lr($w, $id);
+    ok(!exists $h->{reissueAt}, 'no claim left');
 };
 
 subtest 'cancel: Stripe unreachable changes nothing' => sub {
