@@ -1238,6 +1238,7 @@ ngx_http_linegate_lr_due(ngx_http_request_t *r, ngx_http_linegate_lr_t *lr,
         {
             n = ngx_atoi((u_char *) v->str, v->len);
             reissue = n == NGX_ERROR ? 0 : n;
+            lr->reissue_claim = 1;
         }
     }
 
@@ -1458,6 +1459,25 @@ ngx_http_linegate_lr_reconciled(ngx_http_request_t *r,
     if (ngx_http_linegate_line_is(&lr->invoice.status, "void")
         || ngx_http_linegate_line_is(&lr->invoice.status, "uncollectible"))
     {
+        if (lr->reissue_claim) {
+            /*
+             * a claim that lapsed (its worker died, maybe after Stripe
+             * finalized an invoice it never stored, maybe paid at its
+             * finalize): canceled here, that payment would be left to
+             * a human. payment_link and cancel take the claim over and
+             * sweep first (a paid one promotes); a read only answers.
+             */
+            ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
+                          NGX_HTTP_LINEGATE_LOG "invoice \"%V\" of line "
+                          "request \"%V\" is %V, a reissue claim lapsed: "
+                          "not canceled before a payment_link or cancel "
+                          "sweeps what the claim left",
+                          &lr->line.invoice_id, &lr->id,
+                          &lr->invoice.status);
+            ngx_http_linegate_lines_send_status(r, lr);
+            return;
+        }
+
         ctx->state = NGX_HTTP_LINEGATE_READ_RESOLVE;
         ngx_http_linegate_lines_resolve(r, lr, "void",
                                         ngx_http_linegate_lines_read_resume);

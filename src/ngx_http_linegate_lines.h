@@ -311,6 +311,13 @@ struct ngx_http_linegate_lr_s {
     unsigned                        index_lost:1;
 
     /*
+     * GET by id: a reissue claim is in the hash (reissueAt, its check
+     * due: past its hold, or released lapsed); what it left at Stripe is
+     * not swept, so a void found does not cancel (lines.c)
+     */
+    unsigned                        reissue_claim:1;
+
+    /*
      * GET by id with a known workspace: its pipeline admitted the
      * request (rate_key, the workspace's GCRA key).
      */

@@ -165,6 +165,41 @@ subtest 'a void while payment_link reissues is its own, not a cancel'
     is(status_of('org_wh9', $id), 'canceled/failed', 'canceled');
 };
 
+# A claim past its hold, or released lapsed (reissueAt 0), may be one
+# whose worker died after Stripe finalized an invoice it never stored,
+# maybe paid at its finalize (a credit balance). The webhook cannot look
+# at Stripe: the void of the invoice the request names is refused
+# (REISSUE_PENDING, delivered again) and the request left for the sweep
+# of the next payment_link or cancel, which promotes it on a paid invoice
+# (t/140). Before, the void canceled it: a customer who had paid got
+# neither the line nor the money back.
+subtest 'a void over a lapsed reissue claim is refused, not a cancel'
+=> sub {
+    my $id = '6a092ebde4a7fbddc8a832f1';
+    awaiting('org_whl', $id, 'in_whl');
+    my ($sec, $usec) = $r->time;
+    $r->hset("lg:{ws:org_whl}:lr:$id", invoiceSeq => 1,
+             reissueAt => int($sec * 1000 + $usec / 1000) - 60001);
+    my $ev = event('invoice.voided', {id => 'in_whl'});
+    my $body = answer_is(deliver($ev), 409, 'voided, the claim lapsed');
+    is($body->{code}, 'REISSUE_PENDING', 'the reissue named')
+        or diag explain $body;
+    is(status_of('org_whl', $id), 'awaiting_payment/unpaid', 'not canceled');
+    ok(!$r->exists("lg:{ws:org_whl}:event:$ev->{id}"), 'not remembered');
+
+    # released lapsed: still not swept
+    $r->hset("lg:{ws:org_whl}:lr:$id", reissueAt => 0);
+    my $unc = event('invoice.marked_uncollectible', {id => 'in_whl'});
+    $body = answer_is(deliver($unc), 409, 'uncollectible, released lapsed');
+    is($body->{code}, 'REISSUE_PENDING', 'the reissue named');
+    is(status_of('org_whl', $id), 'awaiting_payment/unpaid', 'not canceled');
+
+    # swept (the claim gone): the redelivery cancels
+    $r->hdel("lg:{ws:org_whl}:lr:$id", 'reissueAt');
+    answer_is(deliver($ev), 200, 'the same event again');
+    is(status_of('org_whl', $id), 'canceled/failed', 'canceled');
+};
+
 # the index is written (and answered) before the store that names the
 # invoice: a store lost and sent again (durable) lands seconds later, and
 # an event between the two must come again, not be acknowledged as unknown

@@ -17,7 +17,8 @@
 -- ARGV[8]  'w' (one Redis: the set-up entry appended here) or 'c' (a
 --          Redis Cluster: nginx appends it after this step, from the
 --          member of lg:{fleet}:lr:setup it wrote before it)
--- ARGV[9]  ms a payment_link's reissue claim holds (reissueAt)
+-- ARGV[9]  ms a payment_link's reissue claim holds (reissueAt; unused
+--          since any claim in the hash, held or not, refuses a void)
 --
 -- Returns  {0, pending, customer, from, to}
 --                                  event seen before: nothing done;
@@ -28,7 +29,9 @@
 --                                  request gone, ended, or naming another
 --                                  one with no claim held)
 --          {4}                     a void while payment_link reissues
---                                  the request's invoice: nothing done,
+--                                  the request's invoice (a claim held,
+--                                  past its hold, or released lapsed):
+--                                  nothing done,
 --                                  refused so that Stripe delivers it
 --                                  again once the claim is over
 --          {5, reservedAt}         the request does not name this
@@ -133,11 +136,16 @@ end
 -- deletes it only after the new invoice is stored. Refused, not
 -- acknowledged: Stripe delivers it again, and once the claim is over it
 -- is stale (a new invoice stored) or applies (the reissue gave up after
--- the void, or its worker died: the request must not wait on a voided
--- invoice for a poll to find it)
-if ARGV[2] == 'void' and cur[2]
-   and tonumber(ARGV[3]) - tonumber(cur[2]) < tonumber(ARGV[9])
-then
+-- the void).
+-- A claim past its hold, or released lapsed (reissueAt 0), is refused
+-- too: its worker may have died after Stripe finalized an invoice it
+-- never stored, maybe paid at its finalize (a credit balance), and this
+-- script cannot look at Stripe. The next payment_link or cancel takes
+-- the claim over and sweeps first (a paid invoice promotes the request,
+-- none: it is canceled; a GET's check leaves such a request as it is);
+-- this event is then stale or applies. Before 2026-11-28 the void
+-- canceled the request at once, a paid invoice left to a human.
+if ARGV[2] == 'void' and cur[2] then
     return {4}
 end
 
