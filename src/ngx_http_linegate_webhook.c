@@ -368,7 +368,6 @@ ngx_http_linegate_webhook_owner(ngx_http_request_t *r, redisReply *reply)
     ngx_http_linegate_redis_arg_str(a, &ws);
     ngx_http_linegate_redis_arg_str(a, &id);
     ngx_http_linegate_redis_arg_cstr(a, lmcf->redis_cluster ? "c" : "w");
-    ngx_http_linegate_redis_arg_int(r, a, NGX_HTTP_LINEGATE_LR_REISSUE_HOLD);
 
     inv->args = a;
 

@@ -850,7 +850,7 @@ subtest 'a webhook whose answer was lost: its redelivery queues it' => sub {
     # void over the lapsed claim is refused since 2026-11-28: t/300)
     my $got = [$r->eval(lua_script('wh_invoice'), 6,
                         "lg:{ws:$w->{id}}:event:$evt", @keys, $old, 'paid',
-                        $now, $iso, 86400, $w->{id}, $id, 'w', 60000)];
+                        $now, $iso, 86400, $w->{id}, $id, 'w')];
     is($got->[0], 3, 'applied');
     is($r->hget($lkey, 'provisioningStatus'), 'provisioning', 'promoted');
     ok($r->hexists($lkey, 'sweepPending'), 'marked');

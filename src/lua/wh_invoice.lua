@@ -17,8 +17,6 @@
 -- ARGV[8]  'w' (one Redis: the set-up entry appended here) or 'c' (a
 --          Redis Cluster: nginx appends it after this step, from the
 --          member of lg:{fleet}:lr:setup it wrote before it)
--- ARGV[9]  ms a payment_link's reissue claim holds (reissueAt; unused
---          since any claim in the hash, held or not, refuses a void)
 --
 -- Returns  {0, pending, customer, from, to}
 --                                  event seen before: nothing done;
