@@ -1,5 +1,6 @@
 # Redis down or too slow: 503 with Retry-After, quickly, in the API's
-# format; the stack recovers by itself when Redis is back.
+# format; the stack recovers by itself when Redis is back. Last, the
+# harness's own Redis client refusing an undef argument.
 use strict;
 use warnings;
 use lib 't/lib';
@@ -106,6 +107,21 @@ subtest 'Redis too slow' => sub {
     cmp_ok($drops, '>=', 1, "the keepalive dropped the connection ($drops)");
     is($lines, $drops, 'one error-log line a drop')
         or diag(join "\n", grep { /linegate: redis/ } split /\n/, $log);
+};
+
+# The harness's own client (LG::Redis): a command with an undef argument
+# dies naming it, unsent. Redis.pm sent it as a null bulk, Redis answered
+# "ERR Protocol error: invalid bulk length" and closed the connection,
+# and every later command of the file failed (t/235, a setup step that
+# had failed, its id undef). t/037 checks the cluster client.
+subtest 'the harness client: an undef argument is not sent' => sub {
+    my $r = $s->redis;
+    ok(!eval { $r->set('lg:t:undef', undef); 1 }, 'SET k undef dies');
+    like($@, qr/^\[set\] argument 2 is undef: not sent .* at \Q$0\E line/,
+         'naming the command, the argument and the caller');
+    unlike($@, qr/Protocol error/, 'not sent to Redis');
+    is(eval { $r->ping }, 'PONG', 'the connection still serves');
+    ok(!$r->exists('lg:t:undef'), 'nothing written');
 };
 
 done_testing;

@@ -160,6 +160,18 @@ subtest 'the topology' => sub {
     is($r->del(map { "t:$_" } 1 .. 1), 1, 'del');
     $r->flushall;
     is($r->dbsize, 0, 'flushall: every master');
+
+    # an undef argument: dies naming it, unsent (LG::Redis). It was sent
+    # as a null bulk: "ERR Protocol error: invalid bulk length" from the
+    # node, which closed the connection (t/235 died so).
+    ok(!eval { $r->set('t:undef', undef); 1 }, 'SET k undef dies');
+    like($@, qr/^\[set\] argument 2 is undef: not sent .* at \Q$0\E line/,
+         'naming the command, the argument and the caller');
+    unlike($@, qr/Protocol error/, 'not sent to Redis');
+    ok(!eval { $r->eval('return 1', 1, undef); 1 },
+       'an undef key of EVAL dies too');
+    is($r->set('t:undef', 1), 'OK', 'the client still serves');
+    is($r->del('t:undef'), 1, 'del');
 };
 
 subtest 'nginx -t' => sub {

@@ -19,13 +19,13 @@ package LG::RedisCluster;
 # test that pauses "Redis" means every master), DBSIZE (the sum) and INFO (a
 # hash whose numbers are the sums over the masters, also the numbers of
 # "calls=3,usec=12" fields of commandstats; other fields the first
-# master's).
+# master's). A command with an undef argument dies, not sent (LG::Redis).
 
 use strict;
 use warnings;
 
 use Carp qw(croak);
-use Redis;
+use LG::Redis;
 # not imported: this package's methods are Redis commands ($r->time is
 # Redis's TIME, not Time::HiRes's)
 use Time::HiRes ();
@@ -69,7 +69,7 @@ sub new {
 
 sub _conn {
     my ($self, $port) = @_;
-    return $self->{conn}{$port} //= Redis->new(
+    return $self->{conn}{$port} //= LG::Redis->new(
         server => "127.0.0.1:$port", reconnect => 0,
         cnx_timeout => 1, read_timeout => 5, write_timeout => 5);
 }
@@ -141,6 +141,8 @@ sub AUTOLOAD {
     my $self = shift;
     (my $cmd = $AUTOLOAD) =~ s/.*:://;
     return if $cmd eq 'DESTROY';
+    # here, not only in LG::Redis: the error names the caller's line
+    LG::Redis::check_args($cmd, @_);
     return $self->_all($cmd, @_) if $ALL{lc $cmd};
     return $self->_all($cmd, @_)
         if lc $cmd eq 'client' && ($_[0] // '') =~ /^(?:UN)?PAUSE$/i;

@@ -18,6 +18,8 @@ package LG::Stack;
 #                          a master on redis_port, 2 replicas, 3 sentinels
 #                          monitoring it as "lgmaster"; nginx is given the
 #                          sentinels. Default 'single': one redis-server.
+#                          $s->redis is an LG::Redis (Redis.pm refusing a
+#                          command with an undef argument).
 #   redis => 'cluster'     Redis Cluster (also LG_REDIS=cluster): 3 masters
 #                          and 3 replicas (redis-cli --cluster create);
 #                          nginx is given the masters as seeds, cluster=on
@@ -69,6 +71,7 @@ use Crypt::PK::RSA;
 use Mojo::JSON qw(encode_json);
 use Mojo::UserAgent;
 use Redis;
+use LG::Redis;
 use LG::RedisCluster;
 
 our $ROOT = abs_path(dirname(__FILE__) . '/../../..');
@@ -1238,7 +1241,7 @@ sub redis {
     my ($self) = @_;
     return $self->{redis} //= LG::RedisCluster->new(
         ports => [$self->cluster_ports]) if $self->topology eq 'cluster';
-    return $self->{redis} //= Redis->new(
+    return $self->{redis} //= LG::Redis->new(
         server => "127.0.0.1:$self->{redis_port}",
         cnx_timeout => 2, read_timeout => 5, write_timeout => 5,
     );
