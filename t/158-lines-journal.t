@@ -77,22 +77,40 @@ my $CLUSTER = $s->topology eq 'cluster';
 
 # a paid add-on of $w created with Idempotency-Key $key, its workers
 # killed while the stub holds its finalize (then drops the answer;
-# %fault: after_commit => 1 has Stripe finalize it first)
+# %fault: after_commit => 1 has Stripe finalize it first): 1 when so.
+# The creation must reach its finalize within linegate_reconcile_lost_after
+# (1 s here), or it gives up by design (released, its draft discarded,
+# its key freed) and no worker is killed: on a loaded machine that
+# happens (t/235 met it), and the round is set up again once the release
+# is done, at most 3 rounds.
 sub killed_finalizing {
     my ($w, $key, %fault) = @_;
     local $Test::Builder::Level = $Test::Builder::Level + 1;
-    $l->fault(path_prefix => '/v1/invoices/', latency_ms => $HOLD,
-              drop => 1, %fault);
-    my $killed = 0;
-    my (undef, $done) = $l->during([$w, POST => '/api/line-requests',
-                                    $EMAIL, 'Idempotency-Key' => $key],
-                                   sub {
-        return 0 unless members($w) && $s->stub_held(qr{/finalize$});
-        $killed = $s->kill_workers;
-        return 1;
-    }, 60);
-    $l->clear_faults;
-    ok($done && $killed, 'the workers were killed while Stripe billed');
+    my ($killed, $done);
+    for my $round (1 .. 3) {
+        my $from = length $s->error_log;
+        $l->fault(path_prefix => '/v1/invoices/', latency_ms => $HOLD,
+                  drop => 1, %fault);
+        $killed = 0;
+        (undef, $done) = $l->during([$w, POST => '/api/line-requests',
+                                     $EMAIL, 'Idempotency-Key' => $key],
+                                    sub {
+            return 0 unless members($w) && $s->stub_held(qr{/finalize$});
+            $killed = $s->kill_workers;
+            return 1;
+        }, 60);
+        $l->clear_faults;
+        last if $done && $killed;
+        last unless !$done && $round < 3 && substr($s->error_log, $from)
+            =~ /outlived linegate_reconcile_lost_after before its invoice/;
+        diag("round $round: the creation outlived "
+             . 'linegate_reconcile_lost_after before its finalize (a slow '
+             . 'machine), released: set up again');
+        last unless eventually(sub {
+            !(() = $l->request_ids($w)) && !members($w)
+            && !(() = $r->keys("lg:{ws:$w->{id}}:idem:*")) }, 30);
+    }
+    return ok($done && $killed, 'the workers were killed while Stripe billed');
 }
 
 subtest 'the journal: paid add-ons only, with the reservation, gone after '
@@ -204,7 +222,7 @@ subtest 'killed after the journal, before the store: one worker_lost'
 => sub {
     my $w = $l->workspace('org_j4');
     # the finalize held, then dropped: a draft no request names
-    killed_finalizing($w, 'jw');
+    killed_finalizing($w, 'jw') or return;
     my ($id) = $l->request_ids($w);
     ok($id, 'the reservation is left');
     is_deeply([members($w)], ["$w->{id} $id"], 'its journal member too');
@@ -264,7 +282,7 @@ subtest 'dropped as abandoned before the sweep: queued' => sub {
     # (the run's discard of its invoice: t/235)
     my $w = $l->workspace('org_j9');
     # the finalize applied at Stripe, its answer held, then dropped
-    killed_finalizing($w, 'ja', after_commit => 1);
+    killed_finalizing($w, 'ja', after_commit => 1) or return;
     my ($id) = $l->request_ids($w);
     ok($id, 'the reservation is left');
     my @open = grep { $_->{status} eq 'open' } $l->invoices($w->{customer});
@@ -306,7 +324,7 @@ subtest 'dropped as abandoned before the sweep: queued' => sub {
 subtest 'dropped as abandoned, its member scored again: the id\'s time' =>
 sub {
     my $w = $l->workspace('org_j10');
-    killed_finalizing($w, 'jb', after_commit => 1);
+    killed_finalizing($w, 'jb', after_commit => 1) or return;
     my ($id) = $l->request_ids($w);
     ok($id, 'the reservation is left') or return;
     my $made = hex substr $id, 0, 8;
@@ -422,6 +440,22 @@ LUA
     is_deeply([members($w)], [], 'the member settled');
     unlike($s->error_log, qr/exited on signal (?:6|11)\b/,
            'no worker crashed');
+};
+
+# killed_finalizing on a machine too slow for linegate_reconcile_lost_after
+# (the invoice item answered 1.5 s late): the first creation gives up
+# before its finalize, the second is the one killed
+subtest 'killed_finalizing on a slow machine: set up again' => sub {
+    my $w = $l->workspace('org_j_slow');
+    my $from = length $s->error_log;
+    $l->fault(path_prefix => '/v1/invoiceitems', latency_ms => 1500);
+    killed_finalizing($w, 'js') or return;
+    like(substr($s->error_log, $from),
+         qr/outlived linegate_reconcile_lost_after before its invoice/,
+         'the first creation gave up before its finalize');
+    my @ids = $l->request_ids($w);
+    is(scalar @ids, 1, 'one reservation left: the second creation\'s');
+    is_deeply([members($w)], ["$w->{id} $ids[0]"], 'its journal member');
 };
 
 done_testing;
