@@ -114,9 +114,20 @@ cmp_ok($cost{org_history}{list}, '<=', $cost{org_fresh}{list} + 2,
 # line, and the set-up and journal members nginx writes in their own
 # slot before the script and takes out after it (the set-up entry nginx
 # appends is the script's XADD on one Redis)
+# Counted for three workspaces, the least kept: other clients' commands
+# in the window (a sentinel's, a worker's periodic reads) only add.
 my $budget = ($ENV{LG_REDIS} // '') eq 'cluster' ? 19 : 14;
-cmp_ok($cost{org_fresh}{create}, '<=', $budget,
-       "a second line's creation: at most $budget Redis commands");
+my @second;
+for my $n (1 .. 3) {
+    my $w = $l->workspace("org_budget$n");
+    $l->answer($l->create($w, body()), 201, "org_budget$n: a first line");
+    push @second, cost(sub {
+        $l->answer($l->create($w, body()), 201, "org_budget$n: a second");
+    });
+}
+my ($least) = sort { $a <=> $b } @second;
+cmp_ok($least, '<=', $budget,
+       "a second line's creation: at most $budget Redis commands (@second)");
 
 # A workspace with many live lines (paid add-ons, failed set-ups): a
 # by-user with an API key no worker knows read them all in one script
