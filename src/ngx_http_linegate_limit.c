@@ -1566,6 +1566,7 @@ ngx_http_linegate_limit_header_filter(ngx_http_request_t *r)
 {
     u_char                             *policy, *state, *pp, *sp, *p;
     size_t                              len;
+    time_t                              share;
     ngx_uint_t                          i, n, all;
     ngx_http_linegate_limit_ctx_t      *ctx;
     ngx_http_linegate_limit_result_t   *res;
@@ -1602,8 +1603,22 @@ ngx_http_linegate_limit_header_filter(ngx_http_request_t *r)
         return ngx_http_next_header_filter(r);
     }
 
+    /*
+     * The local fallback enforces each zone at rate/share (its GCRA's
+     * interval times share): the policy says so as the same q over
+     * share times the window, whole numbers as the draft wants, and the
+     * RateLimit state beside it counts against that share
+     */
+    share = 1;
+
+    if (ctx->status == NGX_HTTP_LINEGATE_LIMIT_LOCAL_PASSED
+        || ctx->status == NGX_HTTP_LINEGATE_LIMIT_LOCAL_REJECTED)
+    {
+        share = (time_t) ctx->llcf->share;
+    }
+
     len = 0;
-    all = 1;
+    all = (share == 1);
 
     for (i = 0; i < ctx->n; i++) {
         len += ctx->res[i].zone->name.len + 2 + 3 * NGX_INT64_LEN + 16;
@@ -1645,7 +1660,7 @@ ngx_http_linegate_limit_header_filter(ngx_http_request_t *r)
             }
 
             pp = ngx_sprintf(pp, "\"%V\";q=%ui;w=%T", &res->zone->name,
-                             res->zone->rate, res->zone->unit);
+                             res->zone->rate, res->zone->unit * share);
         }
 
         if (!res->known) {

@@ -111,11 +111,17 @@ sub modes_ok {
        . $res->headers->header('Retry-After') . ')');
     like($res->headers->header('RateLimit') // '', qr/^"z";r=0;t=\d+$/,
          "$what: local RateLimit state");
+    is($res->headers->header('RateLimit-Policy'), '"z";q=1;w=10800',
+       "$what: local policy, the node's share (1r/h over 3 nodes)");
 
     # two zones, share 2: z burst 2 (5/2), w burst 1 (3/2): w limits
     my $k2 = key();
-    my @c = map { get("/local2/?k=$k2")->code } 1 .. 3;
-    is_deeply(\@c, [200, 200, 429], "$what: local with two zones");
+    my @r2 = map { get("/local2/?k=$k2") } 1 .. 3;
+    is_deeply([map { $_->code } @r2], [200, 200, 429],
+              "$what: local with two zones");
+    is($r2[0]->headers->header('RateLimit-Policy'),
+       '"z";q=1;w=7200, "w";q=2;w=7200',
+       "$what: local policy of two zones, each at the node's share");
 
     my $k3 = key();
     is(get("/local/?k=$k3")->code, 200, "$what: another key has its own");
@@ -150,6 +156,8 @@ subtest 'Redis back' => sub {
     is($res->headers->header('X-Limit'), 'PASSED', 'Redis decides again');
     like($res->headers->header('RateLimit') // '', qr/^"z";r=1;/,
          'with the fleet numbers (5 left, r at most q: 1)');
+    is($res->headers->header('RateLimit-Policy'), '"z";q=1;w=3600',
+       'and the fleet policy');
 };
 
 subtest 'Redis paused (SIGSTOP)' => sub {
