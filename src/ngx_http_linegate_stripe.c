@@ -32,8 +32,9 @@
 /*
  * Past linegate_stripe_timeout, how soon the call is ended again when
  * nginx is still at it: a timed-out connection is handed to the next
- * server of the upstream (proxy_next_upstream), or no connection was
- * there to end (a name being resolved).
+ * server of the upstream (proxy_next_upstream), or there was neither a
+ * connection nor a name being resolved to end (the subrequest not yet
+ * at its proxy_pass).
  */
 #define NGX_HTTP_LINEGATE_STRIPE_DEADLINE_AGAIN  100
 
@@ -488,12 +489,24 @@ ngx_http_linegate_stripe_deadline_arm(ngx_http_request_t *r,
  * after them, the answer is cut. Either reaches stripe_done, which
  * records no whole answer (an unknown outcome once the request was
  * sent): the endpoint's step takes its "no answer from Stripe" branch.
+ *
+ * A proxy_pass with a variable host has no connection while nginx
+ * resolves the name (resolver, per call), and resolver_timeout (30 s by
+ * default) is no part of linegate_stripe_timeout: the resolution is
+ * ended as resolver_timeout ends it (ngx_resolver_timeout_handler), its
+ * context timed out and handed to its handler, the upstream's. That
+ * ends the subrequest with 502 ("could not be resolved (110: Operation
+ * timed out)"), nothing sent to Stripe, and frees the context
+ * (ngx_resolve_name_done). It runs the requests posted meanwhile, the
+ * waiting one among them, which may start its next call on this very
+ * event or be freed with ctx: nothing here is touched after it.
  */
 static void
 ngx_http_linegate_stripe_deadline_handler(ngx_event_t *ev)
 {
     ngx_event_t                    *rev;
     ngx_connection_t               *pc;
+    ngx_resolver_ctx_t             *rctx;
     ngx_http_request_t             *sr;
     ngx_http_upstream_t            *u;
     ngx_http_linegate_ctx_t        *ctx;
@@ -520,6 +533,15 @@ ngx_http_linegate_stripe_deadline_handler(ngx_event_t *ev)
 
     u = sr->upstream;
     pc = (u != NULL) ? u->peer.connection : NULL;
+
+    rctx = (u != NULL && pc == NULL && u->resolved != NULL)
+           ? u->resolved->ctx : NULL;
+
+    if (rctx != NULL && rctx->state == NGX_AGAIN) {
+        rctx->state = NGX_RESOLVE_TIMEDOUT;
+        rctx->handler(rctx);
+        return;
+    }
 
     if (pc != NULL) {
         rev = pc->read;

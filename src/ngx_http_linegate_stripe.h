@@ -42,7 +42,8 @@ ngx_int_t ngx_http_linegate_form_add_cstr(ngx_pool_t *pool, ngx_str_t *form,
  *
  * resume runs however the call ends, exactly once: also when the answer
  * was over subrequest_output_buffer_size, cut, reset, timed out (nginx's
- * proxy timeouts, or linegate_stripe_timeout for the whole call), or the
+ * proxy timeouts, or linegate_stripe_timeout for the whole call, a
+ * resolution of the proxy_pass host included), or the
  * client left meanwhile (the client's leaving does not end the request
  * here: its steps run, writing its answer tells whether anyone reads
  * it). Then:

@@ -290,4 +290,95 @@ subtest 'an answer without a length cut by proxy_read_timeout' => sub {
     $s2->stop;
 };
 
+# A variable host in the Stripe location's proxy_pass (docs/deploy.md's
+# example) is resolved per call through `resolver`, before any
+# connection: nginx waits up to resolver_timeout (30 s by default, 8 s
+# here) for a resolver that does not answer, and the deadline found no
+# connection to end. Before 2026-11-28 such a call lasted
+# resolver_timeout whatever linegate_stripe_timeout said: 8 s here for
+# each call of a step (a confirm's one call; a Lines creation's invoice
+# asked again within its 8 s, three calls, 24 s). Now the resolution is
+# ended at the deadline as resolver_timeout ends it: 502 from nginx,
+# nothing sent to Stripe, and the endpoint's "Stripe unavailable" branch
+# (nothing done: nothing queued; a creation asks again within its 8 s,
+# at most 8 s plus two calls' deadlines). The resolver is a UDP socket
+# of this test that never answers (its queries read at the end).
+subtest 'a resolver that never answers' => sub {
+    my $dns = IO::Socket::INET->new(LocalAddr => '127.0.0.1',
+                                    LocalPort => 0, Proto => 'udp')
+        or die "udp: $!";
+    my $dns_port = $dns->sockport;
+
+    # a variable in proxy_pass makes nginx resolve the host per call
+    my $s3 = LG::Stack->new(
+        STRIPE_URL   => 'http://stripe.test:9$lg_stripe_none',
+        HTTP_EXTRA   => 'linegate_stripe_timeout 1s; '
+                        . 'map $uri $lg_stripe_none { default ""; }',
+        SERVER_EXTRA => "resolver 127.0.0.1:$dns_port ipv6=off; "
+                        . 'resolver_timeout 8s;',
+    )->start;
+    my $p3 = LG::Provision->new($s3);
+    my $l3 = LG::Lines->new($s3);
+    my $r3 = $s3->redis;
+    # the old module's 24 s creation answered, not given up on at 10 s
+    $s3->ua->request_timeout(30)->inactivity_timeout(30);
+
+    $p3->inventory('+14155550999');
+    my $id = 'acct_resolve';
+    my $a = $p3->account($id);
+    my $tok = $p3->token($a);
+    my $from = length $s3->error_log;
+
+    my $t0 = time;
+    my $tx = $p3->confirm($a, $tok);
+    my $took = time - $t0;
+
+    ok(!$tx->error || $tx->res->code, 'confirm answered')
+        or diag('error: ' . ($tx->error->{message} // '?'));
+    cmp_ok($took, '<', 3, "confirm within the deadline ($took s)");
+    $p3->error_is($tx, 502, 'billing_unavailable', 'name unresolved');
+    is($r3->scard('lg:{fleet}:inventory'), 1, 'the number is back');
+    $p3->nothing_held($id, 'name unresolved');
+    my @q = $p3->queued_of($id);
+    is(scalar @q, 0, 'nothing queued: nothing was sent')
+        or diag explain \@q;
+
+    my $log = substr($s3->error_log, $from);
+    like($log, qr/Stripe \w+ "\/_stripe\/v1\/[^"]+" still unanswered after linegate_stripe_timeout \(1000 ms\): ended/,
+         'ended at the deadline');
+    like($log, qr/stripe\.test could not be resolved \(110: Operation timed out\)/,
+         'as resolver_timeout ends it');
+    like($log, qr/Stripe \w+ "\/_stripe\/v1\/[^"]+" got no whole answer \(502, status 0, 0 bytes\), its outcome is nothing done/,
+         'nothing sent, nothing done');
+
+    my $w = $l3->workspace('org_resolve');
+    $t0 = time;
+    $tx = $l3->create($w, body(channelType => 'email',
+                               email => 'r@example.com'),
+                      'Idempotency-Key' => 'resolve');
+    $took = time - $t0;
+
+    ok(!$tx->error || $tx->res->code, 'creation answered')
+        or diag('error: ' . ($tx->error->{message} // '?'));
+    # the first failure at 1 s, asked again until 8 s later, the last
+    # call ended 1 s after: 10 s, and a little for the box
+    cmp_ok($took, '<', 12.5, "creation within its deadlines ($took s)");
+    $l3->error_is($tx, 502, 'BILLING_UNAVAILABLE', 'name unresolved');
+    ok(!defined $l3->pending($w), 'no pending marker');
+    my @ids = $l3->request_ids($w);
+    is(scalar @ids, 0, 'no request left') or diag "@ids";
+    my @idem = $r3->keys("lg:{ws:$w->{id}}:idem:*");
+    is(scalar @idem, 0, 'no idempotency key held');
+
+    # nginx did ask the resolver: the deadline ended a real wait
+    $dns->blocking(0);
+    my ($asked, $buf) = (0, '');
+    while (defined $dns->recv($buf, 512)) {
+        $asked++ if $buf =~ /\x06stripe\x04test\x00/;
+    }
+    cmp_ok($asked, '>=', 1, "the resolver was asked ($asked queries)");
+
+    $s3->stop;
+};
+
 done_testing;
