@@ -1015,6 +1015,7 @@ ngx_http_linegate_lines_resolve(ngx_http_request_t *r,
     ngx_http_linegate_redis_arg_str(a, &lr->now_iso);
     ngx_http_linegate_redis_arg_str(a, &lr->date);
     ngx_http_linegate_redis_arg_cstr(a, lmcf->redis_cluster ? "c" : "w");
+    ngx_http_linegate_redis_arg_int(r, a, NGX_HTTP_LINEGATE_LR_REISSUE_HOLD);
 
     /*
      * KEYS[2..4], after the request's: its index, the index of live

@@ -10,6 +10,7 @@ use Test::More;
 use Mojo::IOLoop;
 use Mojo::Promise;
 use Mojo::UserAgent;
+use Time::HiRes ();
 use LG::Stack;
 use LG::Test qw(:DEFAULT eventually);
 use LG::Lines qw(body);
@@ -226,7 +227,12 @@ subtest 'a paid invoice: polls and payment_link racing a cancel' => sub {
     }
 };
 
+# A payment_link that reads the invoice after the cancel voided it claims
+# a reissue. A cancel whose void is answered after that claim is told to
+# retry (409 awaiting_payment "being issued", Retry-After), not canceled
+# under it (the next subtests); its retry cancels the new invoice too.
 subtest 'an open invoice: payment_link racing a cancel' => sub {
+    my %seen;
     for my $round (1 .. 5) {
         my $w = ws();
         my ($id, $c) = $l->awaiting($w);
@@ -235,7 +241,14 @@ subtest 'an open invoice: payment_link racing a cancel' => sub {
             map { [$w, POST => "$CREATE/$id", {action => 'payment_link'}] }
                 1 .. 3,
         );
-        is($cancel->res->code, 200, "round $round: canceled");
+        my $busy = $cancel->res->code == 409
+                   && json_of($cancel)->{status} eq 'awaiting_payment'
+                   && ($cancel->res->headers->header('Retry-After') // 0)
+                      >= 1;
+        ok($cancel->res->code == 200 || $busy,
+           "round $round: canceled, or told to retry during a reissue")
+            or diag($cancel->res->code . ' ' . $cancel->res->body);
+        $seen{ $busy ? 'cancel retried' : 'canceled at once' }++;
         for my $tx (@links) {
             my $b = json_of($tx);
             # a payment_link that saw the invoice already voided by the
@@ -244,12 +257,22 @@ subtest 'an open invoice: payment_link racing a cancel' => sub {
                         && $b->{status} eq 'awaiting_payment'
                         && ($tx->res->headers->header('Retry-After') // '')
                            eq '1';
-            ok(($tx->res->code == 200 && $b->{reused})
+            ok(($tx->res->code == 200 && ($b->{reused} || $busy))
                || ($tx->res->code == 409 && $b->{status} eq 'canceled')
                || $retry,
-               "round $round: payment_link reused the link, saw canceled,"
-               . " or was told to retry during a reissue")
+               "round $round: payment_link reused the link, issued one "
+               . "while the cancel waited, saw canceled, or was told to "
+               . "retry during a reissue")
                 or diag($tx->res->code . " " . $tx->res->body);
+        }
+        for (1 .. 20) {
+            last unless $busy;
+            sleep 1;
+            my $tx = $l->manage($w, $id, 'cancel');
+            $busy = $tx->res->code == 409
+                    && json_of($tx)->{status} eq 'awaiting_payment';
+            ok(!$busy && $tx->res->code == 200,
+               "round $round: the retried cancel canceled") unless $busy;
         }
         is($l->lr($w, $id)->{provisioningStatus}, 'canceled',
            "round $round: canceled");
@@ -257,6 +280,7 @@ subtest 'an open invoice: payment_link racing a cancel' => sub {
                    $l->invoices($w->{customer});
         is(scalar @open, 0, "round $round: no open invoice");
     }
+    note explain \%seen;
 };
 
 subtest 'parallel payment_link on a void invoice: one new invoice' => sub {
@@ -308,6 +332,71 @@ subtest 'parallel cancels: canceled once' => sub {
         or diag explain [keys %keys];
     is($l->invoice($c->{invoiceId})->{status}, 'void', 'void at Stripe');
     ok(!defined $l->pending($w), 'the workspace is free');
+};
+
+# A cancel or a GET's check read the invoice before a payment_link's
+# reissue claim was taken, and Stripe's answer (void) comes after it: the
+# claim's payment_link is making the next invoice, which Stripe may pay
+# at its finalize (a credit balance). Canceled under the claim, its store
+# was refused and that payment left to a human. The claim is staged as
+# lr_reissue_claim writes it, while Stripe holds the first call's answer
+# (the void done, or the invoice read void). Before 2026-11-28 both
+# canceled the request.
+sub claim_meanwhile {
+    my ($w, $id, $tx_p) = @_;
+    my $key = "lg:{ws:$w->{id}}:lr:$id";
+    my $tx;
+    Mojo::IOLoop->timer(0.6 => sub {
+        $r->hset($key, reissueAt => int(Time::HiRes::time() * 1000),
+                 reissueBy => "test-$$");
+        $r->hincrby($key, 'invoiceSeq', 1);
+    });
+    $tx_p->then(sub { $tx = shift })->wait;
+    return $tx;
+}
+
+subtest 'a cancel whose void answers after a reissue claim: not canceled'
+    => sub {
+    my $w = ws();
+    my ($id, $c) = $l->awaiting($w);
+    my $old = $c->{invoiceId};
+    $l->fault(path_prefix => "/v1/invoices/$old/void", latency_ms => 1500,
+              after_commit => 1);
+    my $ua = Mojo::UserAgent->new(inactivity_timeout => 20);
+    my $tx = claim_meanwhile($w, $id, $ua->post_p($s->url("$CREATE/$id")
+                             => $w->{auth} => json => {action => 'cancel'}));
+    is($l->invoice($old)->{status}, 'void', 'Stripe voided it');
+    is($tx->res->code, 409, 'the cancel answers 409')
+        or diag $tx->res->body;
+    is(json_of($tx)->{status}, 'awaiting_payment', 'awaiting payment');
+    ok(($tx->res->headers->header('Retry-After') // 0) >= 1,
+       'with Retry-After');
+    my $h = $l->lr($w, $id);
+    is($h->{provisioningStatus}, 'awaiting_payment',
+       'not canceled under the claim');
+    is($l->pending($w), $id, 'still the pending request');
+    $l->clear_faults;
+};
+
+subtest "a GET's check answered void after a reissue claim: not canceled"
+    => sub {
+    my $w = ws();
+    my ($id, $c) = $l->awaiting($w);
+    my $old = $c->{invoiceId};
+    $l->invoice_do($old, 'void');    # no webhook
+    $l->fault(method => 'GET', path_prefix => "/v1/invoices/$old",
+              latency_ms => 1500);
+    my $ua = Mojo::UserAgent->new(inactivity_timeout => 20);
+    my $tx = claim_meanwhile($w, $id,
+        $ua->get_p($s->url("$CREATE/$id") => $w->{auth}));
+    ok(scalar(grep { $_->{method} eq 'GET' }
+              $l->stripe_log(qr{^/v1/invoices/\Q$old\E$})),
+       'the GET checked the invoice at Stripe');
+    is($tx->res->code, 200, 'the GET answers 200') or diag $tx->res->body;
+    is(json_of($tx)->{status}, 'awaiting_payment', 'the stored state');
+    is($l->lr($w, $id)->{provisioningStatus}, 'awaiting_payment',
+       'not canceled under the claim');
+    $l->clear_faults;
 };
 
 done_testing;

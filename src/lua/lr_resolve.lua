@@ -15,14 +15,31 @@
 -- changed with 'paid' is the report that nginx appends it, the line's
 -- channelType and lineType are in the reply, and nginx wrote the member
 -- of lg:{fleet}:lr:setup that covers it before this step)
+-- ARGV[9] ms a reissue claim holds (lr_reissue_claim's ARGV[5])
 -- Returns {changed (0/1), line} (see lr_line), or {0} when the request
 -- is gone.
+--
+-- 'void' under a reissue claim still held changes nothing: the claim's
+-- payment_link read the invoice void too and is making the next one,
+-- which Stripe may have paid at its finalize (a credit balance); a
+-- cancel or a GET's check that read the old invoice before the claim
+-- was taken would cancel the request under it, and the new invoice's
+-- store, refused, would leave that payment to a human. The request is
+-- answered as it is (awaiting_payment: a cancel's 409 "being issued",
+-- a GET's stored state), as wh_invoice refuses such a void. A claim past
+-- its hold (lapsed) is not one: cancel sweeps it first, and a GET's
+-- check does not resolve over it (lines.c).
 --#include lr_settle
 --#include lr_line
 
 local changed = false
 
-if redis.call('HGET', KEYS[1], 'invoiceId') == ARGV[3] then
+local cur = redis.call('HMGET', KEYS[1], 'invoiceId', 'reissueAt')
+local held = ARGV[4] == 'void' and cur[2]
+             and tonumber(ARGV[5]) - (tonumber(cur[2]) or 0)
+                 < (tonumber(ARGV[9] or '0') or 0)
+
+if cur[1] == ARGV[3] and not held then
     local _
     local stream = ARGV[8] == 'w' and KEYS[5] or nil
     _, changed = lg_lr_settle(stream, KEYS[1], KEYS[2], KEYS[3], KEYS[4],
