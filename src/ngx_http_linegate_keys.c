@@ -25,7 +25,7 @@ typedef struct {
 static ngx_http_linegate_key_form_t
     ngx_http_linegate_key_forms[NGX_HTTP_LINEGATE_KEY_COUNT] = {
 
-    /* NGX_HTTP_LINEGATE_KEY_WS ... _WS_LIVE */
+    /* NGX_HTTP_LINEGATE_KEY_WS ... _WS_SUBEND */
     { ngx_string("lg:{ws:"), ngx_string("}"), ngx_http_linegate_key_none },
     { ngx_string("lg:{ws:"), ngx_string("}:keys"),
       ngx_http_linegate_key_none },
@@ -50,6 +50,8 @@ static ngx_http_linegate_key_form_t
     { ngx_string("lg:{ws:"), ngx_string("}:usageidem:"),
       ngx_http_linegate_key_none },
     { ngx_string("lg:{ws:"), ngx_string("}:live"),
+      ngx_http_linegate_key_none },
+    { ngx_string("lg:{ws:"), ngx_string("}:subend"),
       ngx_http_linegate_key_none },
 
     /* NGX_HTTP_LINEGATE_KEY_ACCT ... _ACCT_OUTBOX */

@@ -36,6 +36,8 @@ typedef enum {
      * a creation counts (:lines keeps the failed ones too, for by-user)
      */
     NGX_HTTP_LINEGATE_KEY_WS_LIVE,
+    /* a = W: its Stripe subscriptions seen ended (wh_subscription) */
+    NGX_HTTP_LINEGATE_KEY_WS_SUBEND,
 
     /* a provisioning account: lg:{acct:<A>}..., one hash tag */
     NGX_HTTP_LINEGATE_KEY_ACCT,             /* a = A */

@@ -556,7 +556,7 @@ ngx_http_linegate_webhook_subscription(ngx_http_request_t *r,
     u_char                          *iso;
     int64_t                          now;
     json_t                          *meta, *created;
-    ngx_str_t                        ws, status, *plan, ekey, wkey, sub;
+    ngx_str_t                        ws, status, *plan, ekey, wkey, sub, skey;
     ngx_str_t                       *customer;
     ngx_http_linegate_redis_args_t  *a;
 
@@ -628,6 +628,9 @@ ngx_http_linegate_webhook_subscription(ngx_http_request_t *r,
            != NGX_OK
         || ngx_http_linegate_key(r->pool, NGX_HTTP_LINEGATE_KEY_WS, &ws,
                                  NULL, &wkey)
+           != NGX_OK
+        || ngx_http_linegate_key(r->pool, NGX_HTTP_LINEGATE_KEY_WS_SUBEND,
+                                 &ws, NULL, &skey)
            != NGX_OK)
     {
         ngx_http_linegate_internal_error(r);
@@ -640,6 +643,7 @@ ngx_http_linegate_webhook_subscription(ngx_http_request_t *r,
     ngx_http_linegate_redis_args_init(a);
     ngx_http_linegate_redis_arg_str(a, &ekey);
     ngx_http_linegate_redis_arg_str(a, &wkey);
+    ngx_http_linegate_redis_arg_str(a, &skey);
     ngx_http_linegate_redis_arg_str(a, &status);
     ngx_http_linegate_redis_arg_str(a, plan);
     ngx_http_linegate_redis_arg_int(r, a,
@@ -657,9 +661,12 @@ ngx_http_linegate_webhook_subscription(ngx_http_request_t *r,
     /* compared with the workspace's stripeCustomerId by the script */
     ngx_http_linegate_redis_arg_str(a, customer);
 
+    /* how long an end seen is kept: nginx's clock, as for the event id */
+    ngx_http_linegate_redis_arg_int(r, a, now / 1000);
+
     if (ngx_http_linegate_redis_script(r,
                                        NGX_HTTP_LINEGATE_SCRIPT_WH_SUBSCRIPTION,
-                                       2, a,
+                                       3, a,
                                        ngx_http_linegate_webhook_done)
         != NGX_OK)
     {

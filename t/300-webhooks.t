@@ -597,6 +597,87 @@ subtest 'a new subscription, the old one deleted' => sub {
     ok($body->{stale}, 'stale');
 };
 
+# an ended subscription never comes back (canceled, incomplete_expired
+# are final at Stripe): a late live event of one the workspace saw end,
+# even while it followed another, is stale once that other ended too (a
+# Stripe retry, or a delivery resent by hand from the dashboard)
+subtest 'a late event of a subscription that ended is stale' => sub {
+    $r->hset('lg:{ws:org_gone}', stripeCustomerId => 'cus_org_gone',
+             plan => 'mini');
+    my $t = time - 50;
+    my %base = (object => 'subscription',
+                metadata => {workspace_id => 'org_gone'});
+    my $b = {%base, id => 'sub_gone_b', status => 'active',
+             items => {data => [{price => {id => 'price_plan_starter'}}]}};
+    my $a = {%base, id => 'sub_gone_a', status => 'active',
+             items => {data => [{price => {id => 'price_plan_growth'}}]}};
+    my @f = ('plan', 'subscriptionStatus', 'subscriptionId');
+    answer_is(deliver(event('customer.subscription.created', $b,
+                            created => $t)), 200, 'B');
+    answer_is(deliver(event('customer.subscription.created', $a,
+                            created => $t + 10)), 200, 'A, a new one');
+    is_deeply([$r->hmget('lg:{ws:org_gone}', @f)],
+              ['growth', 'active', 'sub_gone_a'], 'A followed');
+    my $body = answer_is(deliver(event('customer.subscription.deleted',
+                                       {%$b, status => 'canceled'},
+                                       created => $t + 11)),
+                         200, 'B deleted');
+    ok($body->{stale}, 'not the workspace\'s: stale');
+    answer_is(deliver(event('customer.subscription.deleted',
+                            {%$a, status => 'canceled'},
+                            created => $t + 20)), 200, 'A deleted');
+    is_deeply([$r->hmget('lg:{ws:org_gone}', @f)],
+              ['growth', 'canceled', 'sub_gone_a'], 'canceled');
+
+    $body = answer_is(deliver(event('customer.subscription.updated', $b,
+                                    created => $t + 5)),
+                      200, 'a late update of B, active');
+    ok($body->{stale}, 'B ended: stale');
+    is_deeply([$r->hmget('lg:{ws:org_gone}', @f)],
+              ['growth', 'canceled', 'sub_gone_a'], 'still canceled');
+    $body = answer_is(deliver(event('customer.subscription.updated',
+                                    {%$a, status => 'past_due'},
+                                    created => $t + 30)),
+                      200, 'a live update of A, newer than its end');
+    ok($body->{stale}, 'A ended: stale');
+    is($r->hget('lg:{ws:org_gone}', 'subscriptionStatus'), 'canceled',
+       'still canceled');
+
+    # one zset under the workspace's tag, bounded by the 30 days of
+    # Stripe's retries and resends
+    is_deeply([sort $r->zrange('lg:{ws:org_gone}:subend', 0, -1)],
+              ['sub_gone_a', 'sub_gone_b'], 'both ends remembered');
+    my $ttl = $r->ttl('lg:{ws:org_gone}:subend');
+    ok($ttl > 29 * 86400 && $ttl <= 30 * 86400, "expires ($ttl s)");
+
+    # an end seen longer ago than that is forgotten
+    $r->zadd('lg:{ws:org_gone}:subend', time - 31 * 86400, 'sub_gone_b');
+    $body = answer_is(deliver(event('customer.subscription.updated', $b,
+                                    created => $t + 40)),
+                      200, 'B again, its end forgotten');
+    ok(!$body->{stale}, 'applied: it follows a subscription that ended');
+    $r->hset('lg:{ws:org_gone}', subscriptionStatus => 'canceled',
+             subscriptionId => 'sub_gone_a');
+
+    # a new subscription after them applies, whatever its time
+    my $c = {%base, id => 'sub_gone_c', status => 'trialing',
+             items => {data => [{price => {id => 'price_plan_starter'}}]}};
+    $body = answer_is(deliver(event('customer.subscription.created', $c,
+                                    created => $t + 15)),
+                      200, 'a new one, C');
+    ok(!$body->{stale}, 'applied');
+    is_deeply([$r->hmget('lg:{ws:org_gone}', @f)],
+              ['starter', 'trialing', 'sub_gone_c'], 'C followed');
+
+    # the window is kept at each end written: ends older than it go
+    $r->zadd('lg:{ws:org_gone}:subend', time - 31 * 86400, 'sub_gone_old');
+    answer_is(deliver(event('customer.subscription.deleted',
+                            {%$c, status => 'canceled'},
+                            created => $t + 50)), 200, 'C deleted');
+    is_deeply([sort $r->zrange('lg:{ws:org_gone}:subend', 0, -1)],
+              ['sub_gone_a', 'sub_gone_c'], 'the old end pruned');
+};
+
 # a plan changed by a new subscription whose first payment is pending
 # (3DS): Stripe creates it "incomplete", not in force until paid, and it
 # expires ("incomplete_expired") if never paid. Until it is paid the
@@ -804,8 +885,9 @@ subtest 'a status Stripe does not have is ignored' => sub {
          'logged');
     unlike($log, qr/ACTIVE|xxxx/, 'without the status sent');
 
-    for my $ok (qw(incomplete incomplete_expired trialing active past_due
-                   canceled unpaid paused))
+    # the ends last: a subscription seen ended takes no live status again
+    for my $ok (qw(incomplete trialing active past_due unpaid paused
+                   incomplete_expired canceled))
     {
         answer_is(deliver(event('customer.subscription.updated',
                                 {%$sub, status => $ok}, created => $t++)),
