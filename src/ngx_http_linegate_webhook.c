@@ -584,8 +584,13 @@ ngx_http_linegate_webhook_subscription(ngx_http_request_t *r,
         return;
     }
 
+    /*
+     * A status missing, not a string or with a NUL is no subscription of
+     * Stripe's: 400. One empty or too long to be Stripe's is a string
+     * all the same, judged below with any other status Stripe does not
+     * have (acknowledged: a 400 would be retried for three days).
+     */
     if (ngx_http_linegate_json_str(object, "status", &status) != NGX_OK
-        || status.len == 0 || status.len > 32
         || ngx_http_linegate_json_str(object, "id", &sub) != NGX_OK
         || !ngx_http_linegate_stripe_id_valid(&sub))
     {

@@ -871,10 +871,15 @@ subtest 'a status Stripe does not have is ignored' => sub {
                items => {data => [{price => {id => 'price_plan_growth'}}]}};
     my $t = time - 100;
     my $from = length $s->error_log;
-    for my $bad ('deleted', 'ACTIVE', 'active ', 'x' x 32) {
+    # empty, or too long to be Stripe's: a string all the same, ignored
+    for my $bad ('deleted', 'ACTIVE', 'active ', 'x' x 32, '', 'x' x 33,
+                 'x' x 5000)
+    {
         my $ev = event('customer.subscription.updated',
                        {%$sub, status => $bad}, created => $t++);
-        my $body = answer_is(deliver($ev), 200, "status \"$bad\"");
+        my $body = answer_is(deliver($ev), 200,
+                             'status "' . substr($bad, 0, 8) . '" ('
+                             . length($bad) . ' bytes)');
         is_deeply($body, {received => \1, ignored => \1}, 'ignored');
         ok(!$r->exists("lg:{ws:org_st}:event:$ev->{id}"), 'not remembered');
     }
@@ -883,7 +888,28 @@ subtest 'a status Stripe does not have is ignored' => sub {
     my $log = substr($s->error_log, $from);
     like($log, qr/\[warn\].*no Stripe subscription status \(7 bytes\)/,
          'logged');
+    like($log, qr/\[warn\].*no Stripe subscription status \(0 bytes\)/,
+         'an empty one logged');
+    like($log, qr/\[warn\].*no Stripe subscription status \(5000 bytes\)/,
+         'a long one logged, by its length');
     unlike($log, qr/ACTIVE|xxxx/, 'without the status sent');
+
+    # no status, or not a string: no subscription of Stripe's
+    my $keys = join ',', sort $r->keys('*');
+    for my $bad (undef, 5, ['active'], {}) {
+        my $ev = event('customer.subscription.updated',
+                       {%$sub, status => $bad}, created => $t++);
+        my $body = answer_is(deliver($ev), 400,
+                             'status ' . (defined $bad ? ref $bad || $bad
+                                                       : 'null'));
+        is($body->{error}, 'Malformed Stripe subscription', 'its error');
+    }
+    my %none = %$sub;
+    my $body = answer_is(deliver(event('customer.subscription.updated',
+                                       \%none, created => $t++)),
+                         400, 'no status');
+    is($body->{error}, 'Malformed Stripe subscription', 'its error');
+    is(join(',', sort $r->keys('*')), $keys, 'nothing written');
 
     # the ends last: a subscription seen ended takes no live status again
     for my $ok (qw(incomplete trialing active past_due unpaid paused
