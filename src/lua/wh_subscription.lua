@@ -24,7 +24,8 @@
 -- Returns  {0} duplicate, {1} unknown workspace, {2} stale event (or
 --          one of a subscription the workspace does not take: another
 --          one's end, an incomplete one's while the followed is in
---          force, a live one's of a subscription seen ended), {3} applied, {6} the workspace has no stripeCustomerId
+--          force, a live one's of a subscription seen ended), {3}
+--          applied, {6} the workspace has no stripeCustomerId
 --          to compare the event's customer with, {7} the event's customer
 --          is not the workspace's (metadata.workspace_id is writable by
 --          anyone with the Stripe account's dashboard): nothing done,
