@@ -516,6 +516,17 @@ sub lapse {
     $r->hset($lkey, reissueAt => $r->hget($lkey, 'reissueAt') - 60001);
 }
 
+# The lookup of what a lapsed claim left fails: the check of the invoice
+# the request names passes (a 1 ms fault, used up), the list of the
+# customer's invoices then fails (Stripe 500). The same for the sweep of
+# a payment_link and of a cancel.
+sub lookup_fails {
+    $l->fault(method => 'GET', path_prefix => '/v1/invoices/',
+              latency_ms => 1);
+    $l->fault(method => 'GET', path_prefix => '/v1/invoices',
+              status => 500);
+}
+
 # Once the claim lapsed, the next payment_link takes it over and, before
 # it issues its own invoice, voids every invoice of the request that the
 # request does not name (Stripe's list, by metadata[line_request_id]):
@@ -596,12 +607,7 @@ subtest 'payment_link: the lookup of unstored invoices fails' => sub {
     my ($id, $old, $orphan) = killed_after_finalize($w) or return;
     lapse($w, $id);
 
-    # the check of the old invoice passes (a 1 ms fault, used up), the
-    # list of the customer's invoices fails
-    $l->fault(method => 'GET', path_prefix => '/v1/invoices/',
-              latency_ms => 1);
-    $l->fault(method => 'GET', path_prefix => '/v1/invoices',
-              status => 500);
+    lookup_fails();
     $l->error_is($l->manage($w, $id, 'payment_link'), 502,
                  'BILLING_UNAVAILABLE', 'the lookup failed');
     $l->clear_faults;
@@ -1547,12 +1553,7 @@ subtest 'cancel: the lookup of a lapsed reissue\'s invoices fails' => sub {
     my ($id, $old, $orphan) = killed_after_finalize($w) or return;
     lapse($w, $id);
 
-    # the check of the old invoice passes (a 1 ms fault, used up), the
-    # list of the customer's invoices fails
-    $l->fault(method => 'GET', path_prefix => '/v1/invoices/',
-              latency_ms => 1);
-    $l->fault(method => 'GET', path_prefix => '/v1/invoices',
-              status => 500);
+    lookup_fails();
     $l->error_is($l->manage($w, $id, 'cancel'), 502,
                  'BILLING_UNAVAILABLE', 'the lookup failed');
     $l->clear_faults;
