@@ -53,6 +53,14 @@
  *                  (lr_reissue_abort, durable) -> CANCEL_RESOLVE -> 200;
  *                  the invoice named paid -> CANCEL_RELEASE (lapsed) ->
  *                  CANCEL_RESOLVE -> 409 provisioning
+ *   a GET's sweep (line_sweep, from lines.c: its check found the invoice
+ *                  named void or uncollectible over a lapsed claim;
+ *                  sweep.read): LINK_CLAIM -> LINK_SWEEP: one paid ->
+ *                  LINK_INDEX, LINK_STORE, LINK_RESOLVE -> 200
+ *                  provisioning; none -> CANCEL_RELEASE -> LINK_RESOLVE
+ *                  (void) -> 200 canceled, each as a GET answers; the
+ *                  claim not its own (held, the request moved on), and
+ *                  every failure once undone, the stored state (200)
  *
  * Every failure goes to manage_fail, which undoes what the step holds:
  *
@@ -152,6 +160,8 @@ static void ngx_http_linegate_manage_fail(ngx_http_request_t *r,
     ngx_uint_t result, ngx_int_t retry_after);
 static void ngx_http_linegate_manage_failed(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr);
+static void ngx_http_linegate_manage_read_stored(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr, const char *why);
 
 static void ngx_http_linegate_manage_action(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr);
@@ -300,6 +310,40 @@ ngx_http_linegate_line_manage(ngx_http_request_t *r,
 }
 
 
+/*
+ * GET /api/line-requests/:id (lines.c): its check found the invoice the
+ * request names void or uncollectible while a reissue claim past its
+ * hold, or released lapsed, is in the hash. What that claim left at
+ * Stripe is swept as payment_link's and cancel's sweeps do, under a claim
+ * of its own (LINK_CLAIM: one GET of parallel ones sweeps, the others are
+ * answered the stored state): one paid is made the request's and
+ * promotes it; none, the claim is released swept and the request
+ * canceled, as a GET does with a void invoice and no claim. A read never
+ * answers an error for a sweep: every failure (Stripe, Redis), once what
+ * it held is undone (the claim released lapsed, for the next caller),
+ * answers the request as it was read. The invoice named is not voided
+ * (a GET does not void it without a claim either). Before, the GET only
+ * answered, and a client that only polled saw a void invoice awaiting
+ * payment for ever, and a paid one never promoted.
+ */
+void
+ngx_http_linegate_line_sweep(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr)
+{
+    lr->sweep.read = 1;
+    lr->stored = lr->line;
+
+    if (!ngx_http_linegate_stripe_id_valid(&lr->customer)) {
+        /* made before requests kept their customer: left to a caller */
+        ngx_http_linegate_manage_read_stored(r, lr, "its customer unknown");
+        return;
+    }
+
+    lr->ctx->state = NGX_HTTP_LINEGATE_LINK_CLAIM;
+    ngx_http_linegate_link_claim(r, lr);
+}
+
+
 /* every Redis step resumes here, every Stripe step too (stripe_done) */
 static void
 ngx_http_linegate_manage_resume(ngx_http_request_t *r, redisReply *reply)
@@ -413,8 +457,11 @@ ngx_http_linegate_manage_resume(ngx_http_request_t *r, redisReply *reply)
 
     case NGX_HTTP_LINEGATE_CANCEL_RELEASE:
         ngx_http_linegate_lines_durable_done(r, lr, reply);
+        /* a GET's sweep is answered as a GET (link_resolved) */
         ngx_http_linegate_manage_resolve(r, lr,
-                                         NGX_HTTP_LINEGATE_CANCEL_RESOLVE,
+                                         lr->sweep.read
+                                         ? NGX_HTTP_LINEGATE_LINK_RESOLVE
+                                         : NGX_HTTP_LINEGATE_CANCEL_RESOLVE,
                                          lr->sweep.cancel_paid ? "paid"
                                                                : "void");
         return;
@@ -562,6 +609,20 @@ ngx_http_linegate_manage_failed(ngx_http_request_t *r,
 {
     lr->ctx->state = NGX_HTTP_LINEGATE_MANAGE_FAILED;
 
+    if (lr->sweep.read) {
+        ngx_http_linegate_manage_read_stored(r, lr,
+            lr->fail == NGX_HTTP_LINEGATE_LR_FAIL_BILLING
+            ? "Stripe failed"
+            : lr->fail == NGX_HTTP_LINEGATE_LR_FAIL_STORE
+            ? "Redis did not answer"
+            : lr->fail == NGX_HTTP_LINEGATE_LR_FAIL_BUSY
+            ? "its claim was taken over"
+            : lr->fail == NGX_HTTP_LINEGATE_LR_FAIL_CONFLICT
+            ? "the request moved on"
+            : "an answer not understood");
+        return;
+    }
+
     switch (lr->fail) {
 
     case NGX_HTTP_LINEGATE_LR_FAIL_CONFLICT:
@@ -577,6 +638,28 @@ ngx_http_linegate_manage_failed(ngx_http_request_t *r,
         ngx_http_linegate_lines_failed(r, lr);
         return;
     }
+}
+
+
+/*
+ * A GET's sweep not done (line_sweep): the request as read is answered,
+ * 200, as a read whose check failed is; the claim, if it was taken, is
+ * released lapsed by then (manage_fail), for the next caller to sweep
+ */
+static void
+ngx_http_linegate_manage_read_stored(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr, const char *why)
+{
+    lr->ctx->state = NGX_HTTP_LINEGATE_MANAGE_FAILED;
+
+    ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
+                  NGX_HTTP_LINEGATE_LOG "invoice \"%V\" of line request "
+                  "\"%V\" is void, a reissue claim lapsed: not swept by "
+                  "this read (%s): stored state answered",
+                  &lr->stored.invoice_id, &lr->id, why);
+
+    lr->line = lr->stored;
+    ngx_http_linegate_lines_send_status(r, lr);
 }
 
 
@@ -1192,6 +1275,14 @@ ngx_http_linegate_link_claim(ngx_http_request_t *r,
 
     ngx_http_linegate_redis_arg_str(a, &lr->claim_by);
 
+    if (lr->sweep.read) {
+        /* not sent: link_claimed's lost claim, the stored state answered */
+        ngx_http_linegate_lines_call(r, lr,
+                                  NGX_HTTP_LINEGATE_SCRIPT_LR_REISSUE_CLAIM,
+                                  ngx_http_linegate_manage_resume);
+        return;
+    }
+
     ngx_http_linegate_lines_script(r, lr,
                                    NGX_HTTP_LINEGATE_SCRIPT_LR_REISSUE_CLAIM,
                                    ngx_http_linegate_manage_resume);
@@ -1251,6 +1342,17 @@ ngx_http_linegate_link_claimed(ngx_http_request_t *r,
         ngx_http_linegate_manage_fail(r, lr,
                                       NGX_HTTP_LINEGATE_LR_FAIL_INTERNAL,
                                       0, -1);
+        return;
+    }
+
+    if (lr->sweep.read && (code == NGX_HTTP_LINEGATE_LR_WRONG_STATE
+                           || code == NGX_HTTP_LINEGATE_LR_BUSY))
+    {
+        /* another caller sweeps, or settled it: not this read's to do */
+        ngx_http_linegate_manage_read_stored(r, lr,
+                                 code == NGX_HTTP_LINEGATE_LR_BUSY
+                                 ? "another caller holds the claim"
+                                 : "the request moved on");
         return;
     }
 
@@ -1331,6 +1433,12 @@ ngx_http_linegate_link_claimed(ngx_http_request_t *r,
     if (lr->sweep.cancel) {
         /* the cancel's own void first, its event refused while held */
         ngx_http_linegate_cancel_void(r, lr);
+        return;
+    }
+
+    if (lr->sweep.read) {
+        /* a GET's: the sweep, then the release (link_issue) */
+        ngx_http_linegate_link_issue(r, lr);
         return;
     }
 
@@ -1848,8 +1956,8 @@ ngx_http_linegate_link_issue(ngx_http_request_t *r,
         return;
     }
 
-    if (lr->sweep.cancel) {
-        /* swept, nothing paid found: a cancel issues nothing */
+    if (lr->sweep.cancel || lr->sweep.read) {
+        /* swept, nothing paid found: a cancel or a GET issues nothing */
         ngx_http_linegate_link_abort(r, lr,
                                      NGX_HTTP_LINEGATE_CANCEL_RELEASE);
         return;

@@ -1198,7 +1198,7 @@ ngx_http_linegate_lr_due(ngx_http_request_t *r, ngx_http_linegate_lr_t *lr,
     size_t                          i;
     int64_t                         n, reconciled, reissue;
     ngx_uint_t                      invoice;
-    redisReply                     *k, *v;
+    redisReply                     *k, *v, *customer;
     ngx_http_linegate_main_conf_t  *lmcf;
 
     if (!ngx_http_linegate_line_is(&lr->line.status,
@@ -1212,6 +1212,7 @@ ngx_http_linegate_lr_due(ngx_http_request_t *r, ngx_http_linegate_lr_t *lr,
     invoice = 0;
     reconciled = 0;
     reissue = 0;
+    customer = NULL;
 
     /* line_parse checked the pairs are strings */
     for (i = 0; i + 1 < flat->elements; i += 2) {
@@ -1239,12 +1240,34 @@ ngx_http_linegate_lr_due(ngx_http_request_t *r, ngx_http_linegate_lr_t *lr,
             n = ngx_atoi((u_char *) v->str, v->len);
             reissue = n == NGX_ERROR ? 0 : n;
             lr->reissue_claim = 1;
+            continue;
+        }
+
+        if (k->len == sizeof("customer") - 1
+            && ngx_strncmp(k->str, "customer", k->len) == 0)
+        {
+            customer = v;
         }
     }
 
-    return invoice
-           && lr->now_ms - reconciled >= (int64_t) lmcf->reconcile_interval
-           && lr->now_ms - reissue >= NGX_HTTP_LINEGATE_LR_REISSUE_HOLD;
+    if (!invoice
+        || lr->now_ms - reconciled < (int64_t) lmcf->reconcile_interval
+        || lr->now_ms - reissue < NGX_HTTP_LINEGATE_LR_REISSUE_HOLD)
+    {
+        return 0;
+    }
+
+    /*
+     * a lapsed claim: whom the request was billed, where its sweep looks
+     * (none, or no memory: the read does not sweep, line_sweep)
+     */
+    if (lr->reissue_claim && customer != NULL) {
+        (void) ngx_http_linegate_pstr(r->pool, &lr->customer,
+                                      (u_char *) customer->str,
+                                      customer->len);
+    }
+
+    return 1;
 }
 
 
@@ -1463,18 +1486,14 @@ ngx_http_linegate_lr_reconciled(ngx_http_request_t *r,
             /*
              * a claim that lapsed (its worker died, maybe after Stripe
              * finalized an invoice it never stored, maybe paid at its
-             * finalize): canceled here, that payment would be left to
-             * a human. payment_link and cancel take the claim over and
-             * sweep first (a paid one promotes); a read only answers.
+             * finalize): canceled at once, that payment would be left
+             * to a human. The read sweeps first, as payment_link and
+             * cancel do (line_manage.c): a paid one promotes, else
+             * canceled; a sweep that fails answers the stored state.
+             * Before, it only answered, and a client that only polled
+             * saw a void invoice awaiting payment for ever.
              */
-            ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
-                          NGX_HTTP_LINEGATE_LOG "invoice \"%V\" of line "
-                          "request \"%V\" is %V, a reissue claim lapsed: "
-                          "not canceled before a payment_link or cancel "
-                          "sweeps what the claim left",
-                          &lr->line.invoice_id, &lr->id,
-                          &lr->invoice.status);
-            ngx_http_linegate_lines_send_status(r, lr);
+            ngx_http_linegate_line_sweep(r, lr);
             return;
         }
 

@@ -276,6 +276,10 @@ typedef struct {
     unsigned                        cancel:1;   /* a cancel's claim */
     unsigned                        cancel_paid:1; /* the invoice it names
                                                       paid: promoted */
+    unsigned                        read:1;     /* a GET's claim (its
+                                                   check found the invoice
+                                                   named void): any failure
+                                                   answers the stored state */
 } ngx_http_linegate_lr_sweep_t;
 
 
@@ -313,9 +317,12 @@ struct ngx_http_linegate_lr_s {
     /*
      * GET by id: a reissue claim is in the hash (reissueAt, its check
      * due: past its hold, or released lapsed); what it left at Stripe is
-     * not swept, so a void found does not cancel (lines.c)
+     * not swept, so a void found is not canceled before the read swept
+     * it (line_sweep, line_manage.c)
      */
     unsigned                        reissue_claim:1;
+    /* a GET's sweep: the request as read, answered should the sweep fail */
+    ngx_http_linegate_line_t        stored;
 
     /*
      * GET by id with a known workspace: its pipeline admitted the
@@ -695,6 +702,15 @@ int64_t ngx_http_linegate_create_stale(ngx_http_linegate_main_conf_t *lmcf);
 /* line_manage.c */
 
 void ngx_http_linegate_line_manage(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr);
+/*
+ * GET by id whose check found the invoice the request names void or
+ * uncollectible while a lapsed reissue claim is in the hash: the sweep
+ * of payment_link and cancel under a claim of its own, answered as a GET
+ * (the request promoted by a paid invoice found, else canceled); any
+ * failure answers the stored state (lr->line), the claim left lapsed
+ */
+void ngx_http_linegate_line_sweep(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr);
 
 

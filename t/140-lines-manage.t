@@ -519,7 +519,7 @@ sub lapse {
 # The lookup of what a lapsed claim left fails: the check of the invoice
 # the request names passes (a 1 ms fault, used up), the list of the
 # customer's invoices then fails (Stripe 500). The same for the sweep of
-# a payment_link and of a cancel.
+# a payment_link, a cancel and a GET.
 sub lookup_fails {
     $l->fault(method => 'GET', path_prefix => '/v1/invoices/',
               latency_ms => 1);
@@ -769,30 +769,39 @@ subtest 'payment_link: a slow check does not eat the claim\'s hold' => sub {
 };
 
 # A GET's check finds the invoice the request names void while the
-# claim lapsed: it does not cancel (what the claim left is not swept: it
-# may be paid, below), nothing is queued, and the next cancel sweeps
-# (the orphan voided) and cancels, nothing left for a run. Before
-# 2026-11-28 the GET canceled it and queued it for a run (reissue_lapsed)
-# with the orphan left open meanwhile.
-subtest 'a GET over a lapsed claim leaves the request to a sweep' => sub {
+# claim lapsed: the read sweeps what the claim left under a claim of its
+# own, as payment_link and cancel do (the orphan voided, its index
+# gone), releases the claim swept and cancels, as a GET does with a void
+# invoice and no claim: nothing left for a run. Before, the GET answered
+# awaiting_payment and left the orphan open until a payment_link or
+# cancel came (for a client that only polls, never); before 2026-11-28
+# it canceled at once and queued the request for a run (reissue_lapsed)
+# with the orphan open meanwhile.
+subtest 'a GET over a lapsed claim sweeps it, then cancels' => sub {
     my $w = ws();
     my ($id, $old, $orphan) = killed_after_finalize($w) or return;
+    # as LINK_INDEX writes it, had the worker died after it
+    $r->set("lg:invoice:$orphan", "$w->{id}:$id");
     lapse($w, $id);
     my $lkey = "lg:{ws:$w->{id}}:lr:$id";
     $r->hset($lkey, reconciledAt => 0);    # its check due
 
     my $g = $l->answer($l->get($w, $id), 200, 'GET');
-    is($g->{status}, 'awaiting_payment', 'its void invoice: not canceled');
-    ok(exists $l->lr($w, $id)->{reissueAt}, 'the claim left');
-    sleep 0.3;
-    is(scalar(() = queued($id)), 0, 'nothing queued');
-    is($l->invoice($orphan)->{status}, 'open', 'the orphan still open');
-
-    my $b = $l->answer($l->manage($w, $id, 'cancel'), 200, 'the cancel');
-    is($b->{status}, 'canceled', 'canceled');
+    is($g->{status}, 'canceled', 'canceled once swept');
     is($l->invoice($orphan)->{status}, 'void', 'the orphan voided');
+    ok(eventually(sub { !$r->exists("lg:invoice:$orphan") }, 5),
+       'the orphan\'s index gone');
+    my $h = $l->lr($w, $id);
+    is("$h->{provisioningStatus}/$h->{invoiceId}", "canceled/$old",
+       'canceled, naming its invoice');
+    is($h->{invoiceSeq}, 2, 'swept under a claim of its own');
+    ok(!exists $h->{reissueAt} && !exists $h->{sweepPending},
+       'no claim, nothing to sweep');
+    is(scalar(() = $l->invoices($w->{customer})), 2, 'nothing issued');
     sleep 0.3;
     is(scalar(() = queued($id)), 0, 'nothing queued for a run');
+    is($l->answer($l->get($w, $id), 200, 'GET again')->{status},
+       'canceled', 'GET again: canceled');
 };
 
 # The request ends while the claim lapsed, but the answer of what ended
@@ -1599,29 +1608,184 @@ subtest 'cancel: a lapsed claim, the invoice it names paid' => sub {
 };
 
 # A GET whose check finds the invoice the request names void while a
-# lapsed claim is in the hash does not cancel the request: the claim may
-# have left an invoice Stripe paid at its finalize, which a read cannot
-# sweep. It answers the stored state; the next cancel (or payment_link)
-# sweeps and promotes the request. Before, the GET canceled it and the
-# paid invoice was left to a human (a cancel then answered 409 canceled).
-subtest 'GET: a lapsed reissue left a paid invoice: not canceled' => sub {
+# lapsed claim is in the hash sweeps what the claim left: an invoice
+# Stripe paid at its finalize (a credit balance) is a payment of the
+# request, kept and made its own, and the poll alone promotes it (200
+# provisioning, as a GET answers it). Before, the GET answered
+# awaiting_payment for ever (only a cancel or payment_link swept); before
+# 2026-11-28 it canceled the request and left the payment to a human.
+subtest 'GET: a lapsed reissue left a paid invoice: the poll promotes'
+    => sub {
     my $w = ws();
     my ($id, $old, $paid) = killed_after_finalize($w, 1) or return;
     lapse($w, $id);
     # the read's check due (linegate_reconcile_interval)
     $r->hdel("lg:{ws:$w->{id}}:lr:$id", 'reconciledAt');
     my $b = $l->answer($l->get($w, $id), 200, 'the GET');
-    is($b->{status}, 'awaiting_payment', 'still awaiting payment');
+    is($b->{status}, 'provisioning', 'promoted');
+    is($b->{paymentStatus}, 'paid', 'paid');
     my $h = $l->lr($w, $id);
-    is("$h->{provisioningStatus}/$h->{invoiceId}", "awaiting_payment/$old",
-       'not canceled, naming its invoice');
-    ok(exists $h->{reissueAt}, 'the claim left for a sweep');
-
-    $b = conflict($l->manage($w, $id, 'cancel'), 'provisioning',
-                  'the cancel then');
-    $h = $l->lr($w, $id);
     is("$h->{provisioningStatus}/$h->{paymentStatus}/$h->{invoiceId}",
        "provisioning/paid/$paid", 'promoted, naming the paid invoice');
+    ok(!exists $h->{reissueAt}, 'the claim gone');
+    is($l->invoice($paid)->{status}, 'paid', 'still paid at Stripe');
+    is($r->get("lg:invoice:$paid"), "$w->{id}:$id", 'its webhook index');
+    is(scalar(() = $l->invoices($w->{customer})), 2, 'nothing issued');
+    ok(!defined $l->pending($w), 'the workspace is free');
+    ok(eventually(sub { grep { $_->{id} eq $id } $l->stream }, 5),
+       'in the provisioning stream');
+    sleep 0.3;
+    is(scalar(queued($id)), 0, 'nothing queued for reconciliation');
+    conflict($l->manage($w, $id, 'cancel'), 'provisioning', 'a cancel then');
+};
+
+# The GET's sweep fails (the list of the customer's invoices, Stripe
+# 500): a read answers the stored state (200 awaiting_payment, not the
+# 502 of payment_link or cancel), logged at warn, nothing changed but its
+# claim, released lapsed (reissueAt 0: the next caller sweeps at once);
+# the next payment_link sweeps. Before, the GET did not sweep at all.
+subtest 'GET: the lookup of a lapsed reissue\'s invoices fails' => sub {
+    my $w = ws();
+    my ($id, $old, $orphan) = killed_after_finalize($w) or return;
+    lapse($w, $id);
+    $r->hdel("lg:{ws:$w->{id}}:lr:$id", 'reconciledAt');
+    my $mark = length $s->error_log;
+
+    lookup_fails();
+    my $b = $l->answer($l->get($w, $id), 200, 'the GET');
+    $l->clear_faults;
+    is($b->{status}, 'awaiting_payment', 'the stored state');
+    my $h = $l->lr($w, $id);
+    is("$h->{provisioningStatus}/$h->{invoiceId}", "awaiting_payment/$old",
+       'still awaiting payment, naming its invoice');
+    is($h->{reissueAt}, 0, 'its claim released, lapsed');
+    is($l->invoice($orphan)->{status}, 'open', 'the orphan still open');
+    is(scalar(() = $l->invoices($w->{customer})), 2, 'nothing issued');
+    my $why = 'a reissue claim lapsed: not swept by this read '
+              . '(Stripe failed)';
+    like(substr($s->error_log, $mark),
+         qr/\[warn\].*"\Q$id\E" is void, \Q$why\E/, 'logged at warn');
+
+    my $l2 = link_is($l->manage($w, $id, 'payment_link'), 0,
+                     'the next payment_link');
+    is($l->invoice($orphan)->{status}, 'void', 'sweeps: the orphan voided');
+    my @open = map { $_->{id} } grep { $_->{status} eq 'open' }
+               $l->invoices($w->{customer});
+    is_deeply(\@open, [$l2->{invoiceId}], 'one open invoice, the new one');
+};
+
+# Parallel polls over one lapsed claim: one sweeps (the check's claim,
+# lr_claim, then the reissue claim), the others answer the stored state
+# or, once it swept, the request canceled; one list of the customer's
+# invoices, one claim, nothing issued, no error.
+subtest 'GET: parallel polls over a lapsed claim, one sweeps' => sub {
+    my $w = ws();
+    my ($id, $old, $orphan) = killed_after_finalize($w) or return;
+    lapse($w, $id);
+    my $lkey = "lg:{ws:$w->{id}}:lr:$id";
+    $r->hdel($lkey, 'reconciledAt');
+    my $seq = stub_seq();
+
+    # the list slow, so that the polls overlap the sweep
+    $l->fault(method => 'GET', path_prefix => '/v1/invoices/',
+              latency_ms => 1);
+    $l->fault(method => 'GET', path_prefix => '/v1/invoices',
+              latency_ms => 500);
+    my @tx = $l->parallel(map { [$w, GET => "/api/line-requests/$id"] }
+                          1 .. 6);
+    $l->clear_faults;
+    my @st = map { $l->answer($_, 200, 'a poll')->{status} // '' } @tx;
+    note "the polls: @st";
+    is(scalar(grep { $_ eq 'canceled' || $_ eq 'awaiting_payment' } @st),
+       6, 'each answered awaiting_payment or canceled');
+    ok((grep { $_ eq 'canceled' } @st), 'one swept and canceled');
+    is(scalar(() = listed_since($seq)), 1,
+       'one list of the customer\'s invoices');
+    my $h = $l->lr($w, $id);
+    is("$h->{provisioningStatus}/$h->{invoiceId}", "canceled/$old",
+       'canceled, naming its invoice');
+    is($h->{invoiceSeq}, 2, 'one claim');
+    ok(!exists $h->{reissueAt}, 'no claim left');
+    is($l->invoice($orphan)->{status}, 'void', 'the orphan voided');
+    is(scalar(() = $l->invoices($w->{customer})), 2, 'nothing issued');
+};
+
+# Another caller (a payment_link, a cancel) claims the reissue while a
+# GET's check is in flight: the GET's claim is refused (lr_reissue_claim
+# LR_BUSY) and it answers the stored state, 200, leaving that caller's
+# claim alone: one sweeper per claim.
+subtest 'GET: the claim taken by another caller meanwhile' => sub {
+    my $w = ws();
+    my ($id, $old, $orphan) = killed_after_finalize($w) or return;
+    lapse($w, $id);
+    my $lkey = "lg:{ws:$w->{id}}:lr:$id";
+    $r->hdel($lkey, 'reconciledAt');
+    my $mark = length $s->error_log;
+    my $at;
+
+    # the GET's check of the invoice held while another caller claims
+    $l->fault(method => 'GET', path_prefix => '/v1/invoices/',
+              latency_ms => 1500);
+    my ($tx, $done) = $l->during([$w, GET => "/api/line-requests/$id"], sub {
+        return 0 unless $s->stub_held(qr{^/v1/invoices/in_\w+$});
+        $at = int(time * 1000);
+        $r->hset($lkey, reissueAt => $at, reissueBy => 'other.1.1');
+        $r->hincrby($lkey, 'invoiceSeq', 1);
+        return 1;
+    }, 10);
+    $l->clear_faults;
+    ok($done && $at, 'claimed by another caller meanwhile') or return;
+    is($l->answer($tx, 200, 'the GET')->{status}, 'awaiting_payment',
+       'the stored state');
+    my $h = $l->lr($w, $id);
+    is("$h->{reissueAt}/$h->{reissueBy}/$h->{invoiceSeq}",
+       "$at/other.1.1/2", 'the other caller\'s claim left alone');
+    is($l->invoice($orphan)->{status}, 'open', 'nothing swept by the GET');
+    my $why = 'not swept by this read (another caller holds the claim)';
+    like(substr($s->error_log, $mark), qr/\[warn\].*\Q$why\E/,
+         'logged at warn');
+};
+
+# Redis does not answer the GET's claim (writes paused past the command
+# timeout, as for payment_link's claim above): the stored state, 200,
+# not payment_link's 503; the claim Redis took once it ran is released
+# lapsed by its name, so that the next poll sweeps and cancels.
+subtest 'GET: its sweep\'s claim not answered: the stored state' => sub {
+    my $w = ws();
+    my ($id, $old, $orphan) = killed_after_finalize($w) or return;
+    lapse($w, $id);
+    my $lkey = "lg:{ws:$w->{id}}:lr:$id";
+    $r->hdel($lkey, 'reconciledAt');
+    my $from = length $s->error_log;
+
+    $l->fault(method => 'GET', path_prefix => "/v1/invoices/$old",
+              latency_ms => 1000);
+    my ($tx, $paused) = $l->during([$w, GET => "/api/line-requests/$id"],
+                                   sub {
+        return 0 unless $s->stub_held(qr{^/v1/invoices/\Q$old\E$});
+        $l->pause_writes(10000);
+        return 1;
+    }, 10);
+    $l->release_writes;
+    $l->clear_faults;
+    ok($paused, 'writes paused while the check waited') or return;
+    is($l->answer($tx, 200, 'the GET')->{status}, 'awaiting_payment',
+       'the stored state');
+    my $why = 'not swept by this read (Redis did not answer)';
+    like(substr($s->error_log, $from), qr/\[warn\].*\Q$why\E/,
+         'logged at warn');
+    my $said = qq{reissue claim of line request "$id" whose reply was not }
+               . 'known is released lapsed';
+    ok(eventually(sub { index($s->error_log, $said, $from) >= 0 }, 10),
+       'the claim Redis took released by its name')
+        or diag(substr($s->error_log, $from));
+    is($r->hget($lkey, 'reissueAt'), '0', 'lapsed: the next one sweeps');
+    is($l->invoice($orphan)->{status}, 'open', 'nothing swept yet');
+
+    $r->hdel($lkey, 'reconciledAt');
+    is($l->answer($l->get($w, $id), 200, 'the next GET')->{status},
+       'canceled', 'the next poll sweeps and cancels');
+    is($l->invoice($orphan)->{status}, 'void', 'the orphan voided');
 };
 
 # A claim (invoiceSeq 1) that voided an invoice of its own under its

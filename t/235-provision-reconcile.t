@@ -1074,9 +1074,10 @@ subtest 'a killed create dropped as abandoned: its invoice voided' => sub {
 # A request ended while a lapsed reissue claim is in its hash, as a GET's
 # check ended it before 2026-11-28 (lr_resolve 'void': lr_settle marks it
 # sweepPending in the same step), and the next read of it (a GET) queues
-# it. Since then a GET or the void's event leaves such a request to the
-# sweep of a payment_link or cancel (t/140, t/300); a request ended
-# before that, or by a cancel whose named invoice was paid, is queued so.
+# it. Since then the void's event leaves such a request to a sweep (a
+# GET's check, a payment_link or cancel: t/300), and a GET's check
+# sweeps before it cancels (t/140); a request ended before that, or by a
+# cancel whose named invoice was paid, is queued so.
 sub ended_lapsed {
     my ($l, $w, $id, $old) = @_;
     my $ws = $w->{id};

@@ -170,9 +170,9 @@ subtest 'a void while payment_link reissues is its own, not a cancel'
 # maybe paid at its finalize (a credit balance). The webhook cannot look
 # at Stripe: the void of the invoice the request names is refused
 # (REISSUE_PENDING, delivered again) and the request left for the sweep
-# of the next payment_link or cancel, which promotes it on a paid invoice
-# (t/140). Before, the void canceled it: a customer who had paid got
-# neither the line nor the money back.
+# of the next GET's check, payment_link or cancel, which promotes it on a
+# paid invoice (t/140). Before, the void canceled it: a customer who had
+# paid got neither the line nor the money back.
 subtest 'a void over a lapsed reissue claim is refused, not a cancel'
 => sub {
     my $id = '6a092ebde4a7fbddc8a832f1';
