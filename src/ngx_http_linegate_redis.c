@@ -494,7 +494,8 @@ static char  ngx_http_linegate_redis_script_load[] = "SCRIPT LOAD";
 
 /*
  * Replies that mean "the store cannot serve now", not "a bug of ours": a
- * request answers 503 with Retry-After, a durable write is sent again.
+ * request answers 503 with Retry-After, a durable write is sent again
+ * (and a script killed by SCRIPT KILL: redis_unavailable()).
  * MISCONF: writes refused after a failed RDB save
  * (stop-writes-on-bgsave-error) until a save succeeds; NOREPLICAS: fewer
  * replicas than min-replicas-to-write are connected. Both end without
@@ -2151,7 +2152,14 @@ ngx_http_linegate_redis_log_error(ngx_log_t *log, redisReply *reply,
     e->more = 0;
     e->logged = ngx_time();
 
-    if (ngx_http_linegate_redis_unavailable(reply)) {
+    if (ngx_http_linegate_redis_error_killed(reply->str, reply->len)) {
+        ngx_log_error(NGX_LOG_ERR, log, 0,
+                      NGX_HTTP_LINEGATE_LOG "redis unavailable: a script "
+                      "stopped by SCRIPT KILL, nothing written: \"%*s\" "
+                      "(logged once a second, %ui more since)",
+                      (size_t) ngx_min(reply->len, 200), reply->str, more);
+
+    } else if (ngx_http_linegate_redis_unavailable(reply)) {
         ngx_log_error(NGX_LOG_ERR, log, 0,
                       NGX_HTTP_LINEGATE_LOG "redis unavailable: \"%*s\" "
                       "(logged once a second, %ui more since)",
@@ -2342,7 +2350,12 @@ ngx_http_linegate_redis_unavailable(redisReply *reply)
         }
     }
 
-    return 0;
+    /*
+     * a script of ours an operator stopped with SCRIPT KILL: its code is
+     * ERR, but Redis kills only a script that wrote nothing (UNKILLABLE
+     * otherwise), so this is BUSY's moment, not a bug: a retry succeeds
+     */
+    return ngx_http_linegate_redis_error_killed(reply->str, reply->len);
 }
 
 

@@ -25,10 +25,10 @@
  * freed first (finalized, terminated, its client gone) detaches its
  * commands (a pool cleanup), whose replies are then dropped. reply is
  * NULL when Redis could not answer (not connected, timed out, connection
- * lost, or an error such as LOADING or NOAUTH that makes the store
- * unavailable: all answered 503; any other error reply, WRONGTYPE, a
- * script's own, marks the request's ctx->store_fault, and its 503 is a
- * 500: no retry changes it). NULL after the command was sent means
+ * lost, or an error such as LOADING, NOAUTH or BUSY that makes the store
+ * unavailable, a script stopped by SCRIPT KILL: all answered 503; any
+ * other error reply, WRONGTYPE, a script's own, marks the request's
+ * ctx->store_fault, and its 503 is a 500: no retry changes it). NULL after the command was sent means
  * "unknown", not "nothing happened": a timed-out command may still run.
  * A write that must happen anyway goes through
  * ngx_http_linegate_redis_durable() (idempotent). The reply is freed

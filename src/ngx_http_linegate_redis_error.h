@@ -35,5 +35,16 @@ void ngx_http_linegate_redis_error_unwrap(const char *str, size_t len,
 int ngx_http_linegate_redis_error_is(const char *str, size_t len,
     const char *code);
 
+/*
+ * 1: the error of a script stopped by SCRIPT KILL (FUNCTION KILL), whose
+ * code is ERR: Redis 7 "ERR Script killed by user with SCRIPT KILL...
+ * script: <sha>, on @user_script:1.", Redis 6 wrapping it as a script's
+ * own error "ERR Error running script (call to f_<sha>): @user_script:3:
+ * Script killed by user with SCRIPT KILL... ". Redis kills no script
+ * that wrote (SCRIPT KILL answers UNKILLABLE), so nothing of it was
+ * written: Redis busy for a moment, not a bug of ours.
+ */
+int ngx_http_linegate_redis_error_killed(const char *str, size_t len);
+
 
 #endif /* _NGX_HTTP_LINEGATE_REDIS_ERROR_H_INCLUDED_ */

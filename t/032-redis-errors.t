@@ -1,6 +1,7 @@
 #!/usr/bin/perl
 # Redis answers that make the store unavailable (LOADING, MOVED, NOAUTH,
-# MISCONF, NOREPLICAS) become a clear log line and a 503 (one that no
+# MISCONF, NOREPLICAS, BUSY, a script stopped by SCRIPT KILL) become a
+# clear log line and a 503 with Retry-After (one that no
 # retry changes, WRONGTYPE, a 500 naming the key's kind), and a durable
 # write they refuse is kept until Redis takes it; AUTH with password=
 # works and the password is never logged; a graceful reload waits for a
@@ -354,6 +355,101 @@ subtest 'lr_resolve answered of another shape: 500, not 404' => sub {
     }
 
     $s->stop;
+    kill 'TERM', $pid;
+    waitpid $pid, 0;
+};
+
+# A script Redis runs for long: every other command meanwhile is answered
+# -BUSY, and SCRIPT KILL stops it, its caller answered "Script killed by
+# user with SCRIPT KILL" (Redis refuses to kill a script that wrote:
+# UNKILLABLE, so a killed script wrote nothing). Both are Redis unable
+# to serve for a moment: 503 with Retry-After in each API's format, and
+# the limiter's on_error policy. Before, a killed script of ours was read
+# as a bug (its code is ERR): a 500, no Retry-After.
+sub send_cmd {
+    my ($sock, @a) = @_;
+    print $sock join '', "*" . @a . "\r\n",
+                         map { '$' . length($_) . "\r\n$_\r\n" } @a;
+}
+
+subtest 'BUSY and a script killed by SCRIPT KILL: 503, Retry-After' => sub {
+    require LG::Provision;
+    my $public = LG::Test::public_dir('file.txt' => "ok\n");
+    my $s = LG::Stack->new(
+        HTTP_EXTRA => 'linegate_limit_zone busyz key=$arg_k rate=1r/h '
+                      . 'burst=5;',
+        SERVER_EXTRA => 'location /busy-closed/ { linegate_limit '
+                        . 'zone=busyz; linegate_limit_on_error closed; '
+                        . "root $public; try_files /file.txt =404; }")
+        ->start;
+    my $r = $s->redis;
+    my $l = LG::Lines->new($s);
+    my $p = LG::Provision->new($s);
+    my $w = $l->workspace('org_busy');
+    my $id = $l->created($w);
+    my $a = $p->account('acct_busy');
+
+    # a script of another client runs on; past the threshold, Redis
+    # answers every other command -BUSY
+    $r->config_set('lua-time-limit', 100);
+    my $long = IO::Socket::INET->new("127.0.0.1:" . $s->redis_port)
+        or die "connect: $!";
+    send_cmd($long, 'EVAL', 'local i = 0 while true do i = i + 1 end', 0);
+    sleep 0.3;
+    my $from = length $s->error_log;
+
+    my $tx = $l->get($w, $id);
+    $l->error_is($tx, 503, 'STORE_UNAVAILABLE', 'BUSY: a line read');
+    is($tx->res->headers->header('Retry-After'), '1',
+       'BUSY: a line read: Retry-After');
+    $tx = $p->preview($a);
+    $p->error_is($tx, 503, 'store_unavailable', 'BUSY: a preview');
+    is($tx->res->headers->header('Retry-After'), '1',
+       'BUSY: a preview: Retry-After');
+    my $res = $s->ua->get($s->url('/busy-closed/?k=busy'))->res;
+    is($res->code, 503, 'BUSY: the limiter, on_error closed: 503');
+    is($res->headers->header('Retry-After'), '1',
+       'BUSY: the limiter: Retry-After');
+    like(substr($s->error_log, $from), qr/redis unavailable: "BUSY /,
+         'BUSY: logged as unavailable');
+
+    # the operator stops it: what Redis tells the script's caller
+    my $killer = IO::Socket::INET->new("127.0.0.1:" . $s->redis_port)
+        or die "connect: $!";
+    send_cmd($killer, 'SCRIPT', 'KILL');
+    like(scalar <$killer>, qr/^\+OK/, 'SCRIPT KILL: OK');
+    chomp(my $killed = <$long> // '');
+    $killed =~ s/\r$//;
+    like($killed, qr/^-ERR .*Script killed by user with SCRIPT KILL/,
+         "the killed script's caller told: $killed");
+    $killed =~ s/^-//;
+    $r->config_set('lua-time-limit', 5000);
+
+    # the same answer to a script of ours (it wrote nothing: Redis kills
+    # no script that wrote), as Redis 7 and Redis 6 word it
+    my $dir = File::Temp::tempdir(CLEANUP => 1);
+    my $file = "$dir/reply";
+    my ($pid, $port) = fake_redis($file);
+    my $f = LG::Stack->new(REDIS => "127.0.0.1:$port")->start;
+    for my $case (
+        ['this Redis', $killed],
+        ['Redis 7', 'ERR Script killed by user with SCRIPT KILL... script: '
+                    . '653db1ceb7ef061910af88dc7ebf80737358169d, on '
+                    . '@user_script:1.'],
+        ['Redis 6', 'ERR Error running script (call to '
+                    . 'f_2817d960235dc23d2cea9cc2c716a0b123b56be8): '
+                    . '@user_script:3: Script killed by user with SCRIPT '
+                    . 'KILL... '])
+    {
+        my ($name, $text) = @$case;
+        open my $fh, '>', $file or die;
+        print $fh "$text\n";
+        close $fh;
+        sleep 1.1;    # the line of the second before is logged once
+        unavailable_ok($f, "killed, $name",
+                       qr/redis unavailable: a script stopped by SCRIPT KILL, nothing written: "\Q$text\E"/);
+    }
+    $f->stop;
     kill 'TERM', $pid;
     waitpid $pid, 0;
 };

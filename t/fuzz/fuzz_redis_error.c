@@ -8,7 +8,9 @@
  * text or its tail after "ERR Error running script...: -", starts with
  * a capital letter when it is a tail, and unwrapping it again changes
  * nothing; error_is() of the unwrapped error's first word is true, and
- * of that word with a letter more, false.
+ * of that word with a letter more, false. A text read as a killed
+ * script's starts "ERR " and holds "Script killed by user with " after
+ * it (Redis 7's at once, Redis 6's after its "): "), and is of code ERR.
  */
 
 
@@ -19,6 +21,40 @@
 #include "ngx_http_linegate_redis_error.c"
 
 
+static void
+killed_check(const char *text, size_t size)
+{
+    size_t  i, k;
+
+    k = sizeof(NGX_HTTP_LINEGATE_REDIS_KILLED) - 1;
+
+    if (size < 4 + k || memcmp(text, "ERR ", 4) != 0) {
+        abort();
+    }
+
+    if (memcmp(text + 4, NGX_HTTP_LINEGATE_REDIS_KILLED, k) == 0) {
+        return;
+    }
+
+    if (memcmp(text, NGX_HTTP_LINEGATE_REDIS_SCRIPT_ERROR,
+               sizeof(NGX_HTTP_LINEGATE_REDIS_SCRIPT_ERROR) - 1)
+        != 0)
+    {
+        abort();
+    }
+
+    for (i = 4; i + k <= size; i++) {
+        if (memcmp(text + i, NGX_HTTP_LINEGATE_REDIS_KILLED, k) == 0
+            && text[i - 2] == ':' && text[i - 1] == ' ')
+        {
+            return;
+        }
+    }
+
+    abort();
+}
+
+
 int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
@@ -27,6 +63,10 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     const char  *text, *e, *again;
 
     text = (const char *) data;
+
+    if (ngx_http_linegate_redis_error_killed(text, size)) {
+        killed_check(text, size);
+    }
 
     ngx_http_linegate_redis_error_unwrap(text, size, &e, &n);
 
