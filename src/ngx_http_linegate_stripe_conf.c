@@ -33,8 +33,26 @@ static ngx_int_t ngx_http_linegate_stripe_conf_find(
 static ngx_int_t ngx_http_linegate_stripe_conf_find_static(
     ngx_http_location_tree_node_t *node, ngx_str_t *uri,
     ngx_http_core_loc_conf_t **cur);
-static ngx_http_upstream_conf_t *ngx_http_linegate_stripe_conf_proxy(
-    ngx_conf_t *cf, ngx_http_core_loc_conf_t *clcf);
+static ngx_http_upstream_conf_t *ngx_http_linegate_stripe_conf_upstream(
+    ngx_conf_t *cf, ngx_http_core_loc_conf_t *clcf, const char *module);
+static const char *ngx_http_linegate_stripe_conf_other_pass(ngx_conf_t *cf,
+    ngx_http_core_loc_conf_t *clcf);
+
+
+/*
+ * The upstream modules other than the proxy whose "*_pass" makes a
+ * location's content: each one's loc conf begins with
+ * ngx_http_upstream_conf_t, as the proxy's, whose upstream a "*_pass"
+ * without variables sets.
+ */
+static const char  *ngx_http_linegate_stripe_conf_passes[][2] = {
+    { "ngx_http_fastcgi_module", "fastcgi_pass" },
+    { "ngx_http_uwsgi_module", "uwsgi_pass" },
+    { "ngx_http_scgi_module", "scgi_pass" },
+    { "ngx_http_grpc_module", "grpc_pass" },
+    { "ngx_http_memcached_module", "memcached_pass" },
+    { NULL, NULL }
+};
 
 
 /*
@@ -46,7 +64,10 @@ static ngx_http_upstream_conf_t *ngx_http_linegate_stripe_conf_proxy(
  * nested, then regex locations). What would lose a money step's answer
  * is refused, naming the directive: subrequest_output_buffer_size under
  * 64k (an answer cut is no answer), proxy_ignore_client_abort off (a
- * client leaving aborts a POST half-way, its outcome unknown). A path
+ * client leaving aborts a POST half-way, its outcome unknown), a
+ * location that passes the calls with another module than the proxy
+ * (fastcgi_pass...: the calls are HTTPS requests to Stripe, and only
+ * the proxy's handling of a client leaving is known here). A path
  * that reaches no proxied location (none, an API's own, or one that
  * nginx redirects to) is only warned of, and the other paths still
  * checked: every call fails there, cleanly, with 502.
@@ -69,7 +90,7 @@ ngx_http_linegate_stripe_conf_check(ngx_conf_t *cf, ngx_str_t *location,
     u_char                         *p;
     ngx_str_t                       uri;
     ngx_uint_t                      i;
-    const char                    **path;
+    const char                    **path, *pass;
     ngx_http_core_srv_conf_t      **cscfp;
     ngx_http_core_loc_conf_t       *clcf;
     ngx_http_upstream_conf_t       *ucf;
@@ -133,18 +154,50 @@ ngx_http_linegate_stripe_conf_check(ngx_conf_t *cf, ngx_str_t *location,
                 return NGX_ERROR;
             }
 
-            ucf = ngx_http_linegate_stripe_conf_proxy(cf, clcf);
+            ucf = ngx_http_linegate_stripe_conf_upstream(cf, clcf,
+                                                    "ngx_http_proxy_module");
+
+            /*
+             * proxy_pass without variables sets the proxy's upstream;
+             * with variables (production.conf.example's), nothing this
+             * module can read: a location without the one may have the
+             * other, or be another module's (fastcgi_pass, js_content)
+             */
+            pass = (ucf == NULL || ucf->upstream == NULL)
+                   ? ngx_http_linegate_stripe_conf_other_pass(cf, clcf)
+                   : NULL;
+
+            if (pass != NULL) {
+                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                                   "location \"%V\" (the Stripe calls of "
+                                   "\"linegate_stripe_location %V\", "
+                                   "server \"%V\") passes them with "
+                                   "\"%s\": it must be a \"proxy_pass\" "
+                                   "location to Stripe, with "
+                                   "\"proxy_ignore_client_abort on\" "
+                                   "(only the proxy's settings say that a "
+                                   "client leaving does not abort a "
+                                   "purchase's call half-way)",
+                                   &clcf->name, location,
+                                   &cscfp[i]->server_name, pass);
+                return NGX_ERROR;
+            }
 
             if (ucf != NULL && ucf->ignore_client_abort != 1) {
                 ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                                    "\"proxy_ignore_client_abort\" must be "
                                    "on in location \"%V\" (the Stripe "
                                    "calls of \"linegate_stripe_location "
-                                   "%V\", server \"%V\"): a client "
+                                   "%V\", server \"%V\")%s: a client "
                                    "leaving would abort a purchase's call "
                                    "half-way, its outcome unknown",
                                    &clcf->name, location,
-                                   &cscfp[i]->server_name);
+                                   &cscfp[i]->server_name,
+                                   ucf->upstream == NULL
+                                   ? ", which must pass them with "
+                                     "\"proxy_pass\" (not js_content, "
+                                     "nor a *_pass with variables)"
+                                   : "");
                 return NGX_ERROR;
             }
         }
@@ -319,14 +372,14 @@ ngx_http_linegate_stripe_conf_find_static(ngx_http_location_tree_node_t *node,
 
 
 /*
- * The proxy module's settings of a location: its loc conf begins with
- * ngx_http_upstream_conf_t (ngx_http_proxy_loc_conf_t, whose type nginx
- * keeps to its .c). Found by name, so that an nginx built without it
- * still loads the module; NULL then.
+ * The settings of an upstream module (the proxy, fastcgi...) in a
+ * location: its loc conf begins with ngx_http_upstream_conf_t (each
+ * module keeps its type to its .c). Found by name, so that an nginx
+ * built without the module still loads this one; NULL then.
  */
 static ngx_http_upstream_conf_t *
-ngx_http_linegate_stripe_conf_proxy(ngx_conf_t *cf,
-    ngx_http_core_loc_conf_t *clcf)
+ngx_http_linegate_stripe_conf_upstream(ngx_conf_t *cf,
+    ngx_http_core_loc_conf_t *clcf, const char *module)
 {
     ngx_uint_t     i;
     ngx_module_t  *m;
@@ -334,10 +387,29 @@ ngx_http_linegate_stripe_conf_proxy(ngx_conf_t *cf,
     for (i = 0; cf->cycle->modules[i]; i++) {
         m = cf->cycle->modules[i];
 
-        if (m->type == NGX_HTTP_MODULE
-            && ngx_strcmp(m->name, "ngx_http_proxy_module") == 0)
+        if (m->type == NGX_HTTP_MODULE && ngx_strcmp(m->name, module) == 0)
         {
             return clcf->loc_conf[m->ctx_index];
+        }
+    }
+
+    return NULL;
+}
+
+
+/* the "*_pass" of another module than the proxy the location has; NULL */
+static const char *
+ngx_http_linegate_stripe_conf_other_pass(ngx_conf_t *cf,
+    ngx_http_core_loc_conf_t *clcf)
+{
+    const char                *(*pass)[2];
+    ngx_http_upstream_conf_t  *ucf;
+
+    for (pass = ngx_http_linegate_stripe_conf_passes; (*pass)[0]; pass++) {
+        ucf = ngx_http_linegate_stripe_conf_upstream(cf, clcf, (*pass)[0]);
+
+        if (ucf != NULL && ucf->upstream != NULL) {
+            return (*pass)[1];
         }
     }
 

@@ -189,6 +189,15 @@ my @refused = (
 # would silently win.
 sub extra { $s->render(HTTP_EXTRA => join "\n", @_) }
 sub in_server { $s->render(SERVER_EXTRA => join "\n", @_) }
+
+# the template's Stripe location, its proxy_pass replaced by $pass
+sub stripe_pass {
+    my ($pass) = @_;
+    my $conf = $s->render;
+    $conf =~ s/^(\s*)proxy_pass [^;]*;$/$1$pass/m
+        or BAIL_OUT('no proxy_pass in the template');
+    return $conf;
+}
 my $zone = 'linegate_limit_zone z key=$remote_addr rate=1r/s;';
 my $no_api_no_redis = $s->render(api => 0, HTTP_EXTRA => "$zone\n"
                                  . 'linegate_limit zone=z;')
@@ -353,6 +362,30 @@ push @refused, (
                . 'proxy_pass http://127.0.0.1:1; '
                . 'subrequest_output_buffer_size 64k; }'),
      qr/\[emerg\] "proxy_ignore_client_abort" must be on in location "\^\/_stripe\/v1\/subscriptions\/sub_"/],
+    # a Stripe location that passes the calls with another module than
+    # the proxy: before, nginx -t took fastcgi_pass beside
+    # proxy_ignore_client_abort on (which says nothing of fastcgi), and
+    # without it said "proxy_ignore_client_abort must be on", which does
+    # not make it a location that reaches Stripe
+    ['a Stripe location with fastcgi_pass',
+     stripe_pass('fastcgi_pass 127.0.0.1:9000;'),
+     qr/\[emerg\] location "\/_stripe\/" \(the Stripe calls of "linegate_stripe_location \/_stripe\/", server ""\) passes them with "fastcgi_pass": it must be a "proxy_pass" location to Stripe, with "proxy_ignore_client_abort on"/],
+    ['a Stripe location with fastcgi_pass, no proxy_ignore_client_abort',
+     stripe_pass('fastcgi_pass 127.0.0.1:9000;')
+         =~ s/^\s*proxy_ignore_client_abort on;\n//mr,
+     qr/\[emerg\] location "\/_stripe\/" \(the Stripe calls of "linegate_stripe_location \/_stripe\/", server ""\) passes them with "fastcgi_pass": it must be a "proxy_pass" location/],
+    ['a Stripe location with uwsgi_pass',
+     stripe_pass('uwsgi_pass 127.0.0.1:9000;'),
+     qr/\[emerg\] location "\/_stripe\/" .* passes them with "uwsgi_pass": it must be a "proxy_pass" location/],
+    ['a Stripe location with grpc_pass',
+     stripe_pass('grpc_pass grpc://127.0.0.1:9000;'),
+     qr/\[emerg\] location "\/_stripe\/" .* passes them with "grpc_pass": it must be a "proxy_pass" location/],
+    # with a variable, no module can tell fastcgi_pass from proxy_pass:
+    # the message names both settings it needs
+    ['a Stripe location with fastcgi_pass of a variable',
+     stripe_pass('fastcgi_pass 127.0.0.1:$server_port;')
+         =~ s/^\s*proxy_ignore_client_abort on;\n//mr,
+     qr/\[emerg\] "proxy_ignore_client_abort" must be on in location "\/_stripe\/" \(the Stripe calls of "linegate_stripe_location \/_stripe\/", server ""\), which must pass them with "proxy_pass" \(not js_content, nor a \*_pass with variables\): a client leaving would abort/],
     ['reconcile_auto every 2 days',
      extra('linegate_reconcile_auto http://127.0.0.1:1/_linegate/ '
            . 'interval=2d;'),
@@ -609,6 +642,42 @@ for my $case (@refused) {
     isnt($rc, 0, "refused: $name");
     like($out, $re, "refused: $name: message") or diag $out;
 }
+
+# proxy_pass with a variable (production.conf.example's) sets nothing
+# this module can read: taken with proxy_ignore_client_abort on, refused
+# without, the message naming both settings; js_content (njs, when this
+# nginx has it) is refused as a location without proxy_pass
+subtest 'a Stripe location of proxy_pass with a variable, or js_content' => sub {
+    my ($rc, $out) = $s->nginx_t(
+        stripe_pass('proxy_pass http://127.0.0.1:$server_port;'));
+    is($rc, 0, 'proxy_pass with a variable: taken') or diag $out;
+
+    ($rc, $out) = $s->nginx_t(
+        stripe_pass('proxy_pass http://127.0.0.1:$server_port;')
+            =~ s/^\s*proxy_ignore_client_abort on;\n//mr);
+    isnt($rc, 0, 'without proxy_ignore_client_abort: refused');
+    like($out, qr/\[emerg\] "proxy_ignore_client_abort" must be on in location "\/_stripe\/" .*, which must pass them with "proxy_pass"/,
+         'named') or diag $out;
+
+    SKIP: {
+        my ($js) = grep { -e } map { "$_/ngx_http_js_module.so" }
+                   '/usr/lib/nginx/modules', '/usr/share/nginx/modules';
+        skip 'njs is not in this nginx', 2 unless $js;
+        require File::Temp;
+        my $dir = File::Temp::tempdir(CLEANUP => 1);
+        open my $fh, '>', "$dir/stripe.js" or die;
+        print $fh "function call(r) { r.return(502); }\n"
+                . "export default {call};\n";
+        close $fh;
+        my $conf = stripe_pass("js_import stripe from $dir/stripe.js; "
+                               . 'js_content stripe.call;')
+                       =~ s/^\s*proxy_ignore_client_abort on;\n//mr;
+        ($rc, $out) = $s->nginx_t("load_module $js;\n" . $conf);
+        isnt($rc, 0, 'js_content: refused');
+        like($out, qr/which must pass them with "proxy_pass" \(not js_content/,
+             'js_content: told to use proxy_pass') or diag $out;
+    }
+};
 
 # Stripe calls that reach no proxied location fail cleanly (502): nginx
 # -t warns, naming the path, and takes the configuration
