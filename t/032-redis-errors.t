@@ -1,11 +1,12 @@
 #!/usr/bin/perl
 # Redis answers that make the store unavailable (LOADING, MOVED, NOAUTH,
 # MISCONF, NOREPLICAS, BUSY, a script stopped by SCRIPT KILL) become a
-# clear log line and a 503 with Retry-After (one that no
-# retry changes, WRONGTYPE, a 500 naming the key's kind), and a durable
-# write they refuse is kept until Redis takes it; AUTH with password=
-# works and the password is never logged; a graceful reload waits for a
-# command in flight instead of dropping its request.
+# clear log line and a 503 with Retry-After (one that no retry changes,
+# WRONGTYPE, a 500 naming the key's kind), and a durable write they
+# refuse (a paid line's record killed or BUSY) is kept until Redis takes
+# it; AUTH with password= works and the password is never logged; a
+# graceful reload waits for a command in flight instead of dropping its
+# request.
 
 use strict;
 use warnings;
@@ -450,6 +451,157 @@ subtest 'BUSY and a script killed by SCRIPT KILL: 503, Retry-After' => sub {
                        qr/redis unavailable: a script stopped by SCRIPT KILL, nothing written: "\Q$text\E"/);
     }
     $f->stop;
+    kill 'TERM', $pid;
+    waitpid $pid, 0;
+};
+
+# A stand-in between nginx and a real Redis that, while $file is not
+# empty, runs no call of the script whose source matches $src (its SHA
+# taken from its SCRIPT LOAD) and answers it with what $file holds, as
+# Redis answers a script killed before it wrote; every other command and
+# reply passed on, the replies in the order of their commands.
+sub kill_proxy {
+    my ($upstream, $file, $src) = @_;
+    require IO::Select;
+    require Digest::SHA;
+    my $l = IO::Socket::INET->new(LocalAddr => '127.0.0.1', LocalPort => 0,
+                                  Listen => 16, ReuseAddr => 1)
+        or die "listen: $!";
+    my $pid = fork // die "fork: $!";
+    return ($pid, $l->sockport) if $pid;
+
+    $SIG{CHLD} = 'IGNORE';
+    while (my $c = $l->accept) {
+        next if fork;
+        my $u = IO::Socket::INET->new("127.0.0.1:$upstream") or _exit(1);
+        my ($in, $out, $sha, @order) = ('', '');
+        my $sel = IO::Select->new($c, $u);
+        # each command's reply, in order: undef from Redis, else ours
+        my $flush = sub {
+            syswrite($c, shift @order) while @order && defined $order[0];
+        };
+        while (1) {
+            for my $h ($sel->can_read) {
+                sysread($h, my $b, 65536) or _exit(0);
+                if ($h == $c) {
+                    $in .= $b;
+                    while (defined(my $e = resp_end($in, 0))) {
+                        my @a = resp_args($in, 0, $e);
+                        my $cmd = uc($a[0] // '');
+                        my $bytes = substr($in, 0, $e, '');
+                        if ($cmd eq 'SCRIPT' && ($a[2] // '') =~ $src) {
+                            $sha = Digest::SHA::sha1_hex($a[2]);
+                        }
+                        my $ours = ($cmd eq 'EVALSHA' && $sha
+                                    && $a[1] eq $sha)
+                                   || ($cmd eq 'EVAL' && $a[1] =~ $src);
+                        my $kill = '';
+                        if ($ours && open my $fh, '<', $file) {
+                            $kill = do { local $/; <$fh> } // '';
+                        }
+                        if (length $kill) {
+                            push @order, $kill;
+                        } else {
+                            push @order, undef;
+                            syswrite($u, $bytes);
+                        }
+                    }
+                } else {
+                    $out .= $b;
+                    while (defined(my $e = resp_end($out, 0))) {
+                        my $reply = substr($out, 0, $e, '');
+                        $flush->();
+                        shift @order;
+                        syswrite($c, $reply);
+                    }
+                }
+                $flush->();
+            }
+        }
+    }
+    _exit(0);
+}
+
+# A purchase charged by Stripe whose record (pv_record) an operator's
+# SCRIPT KILL stops, or Redis answers BUSY: the confirm answers 500 "will
+# be recorded", and the record, a durable write, is sent again until
+# Redis runs it, then its claim settles. Before, the
+# killed record was a bug of ours: the durable write dropped with an
+# alert ("refused by redis"), the paid line never recorded, its claim
+# left to the sweep.
+subtest 'a purchase whose record is killed or BUSY: recorded later' =>
+sub {
+    require LG::Provision;
+    my $s = LG::Stack->new(STRIPE_TIMEOUT => '2s')->start;
+    my $p = LG::Provision->new($s);
+    $p->inventory($p->numbers(3));
+    my $dir = File::Temp::tempdir(CLEANUP => 1);
+    my $file = "$dir/kill";
+    open my $fh, '>', $file or die;
+    close $fh;
+
+    my ($pid, $port) = kill_proxy($s->redis_port, $file,
+                                  qr/'createdAt', ARGV\[7\]/);
+    my $from = length $s->error_log;
+    open $fh, '>', $s->prefix . '/nginx.conf' or die;
+    print $fh $s->render(REDIS => "127.0.0.1:$port");
+    close $fh;
+    kill 'HUP', $s->{pids}{nginx};
+    ok($s->wait_redis_connected($from, 30), 'reloaded behind the stand-in');
+    sleep 0.5;    # the old workers gone
+
+    for my $case (
+        ['killed', 'acct_killed_record',
+         'ERR Script killed by user with SCRIPT KILL... script: f00d, on '
+         . '@user_script:1.', qr/a script stopped by SCRIPT KILL/],
+        ['BUSY', 'acct_busy_record',
+         'BUSY Redis is busy running a script. You can only call SCRIPT '
+         . 'KILL or SHUTDOWN NOSAVE.', qr/redis unavailable: "BUSY /])
+    {
+        my ($name, $id, $text, $log_re) = @$case;
+        my $a = $p->account($id);
+        my $tok = $p->token($a);
+        $p->fault(latency_ms => 500);
+        $from = length $s->error_log;
+
+        # while Stripe works (the number claimed), the record is refused
+        my ($tx, $done) = $p->during($p->confirm_req($a, $tok), sub {
+            return 0 unless @{ $p->claims($id) };
+            open my $k, '>', $file or die;
+            print $k "-$text\r\n";
+            close $k;
+            return 1;
+        });
+        ok($done, "$name: the record refused in time");
+        $p->clear_faults;
+
+        my $b = $p->error_is($tx, 500, 'provisioning_failed',
+                             "$name: the confirm", qr/will be recorded/);
+        ok($b->{subscription_id}, "$name: the subscription named");
+        is_deeply($p->lines($id), {}, "$name: no line meanwhile");
+        ok(eventually(sub {
+               substr($s->error_log, $from)
+                   =~ /durable write "the record of a paid line" not answered \(attempt \d+: \Q$text\E/
+           }, 5), "$name: the record waits for Redis to run it")
+            or diag(substr $s->error_log, $from);
+        like(substr($s->error_log, $from), $log_re, "$name: logged as such");
+
+        open $fh, '>', $file or die;
+        close $fh;
+        ok(eventually(sub { %{ $p->lines($id) } }, 15),
+           "$name: the line is recorded once Redis runs the script");
+        my ($line) = values %{ $p->lines($id) };
+        is($line->{subscription_id}, $b->{subscription_id},
+           "$name: with its subscription");
+        ok(eventually(sub { !@{ $p->claims($id) } }, 15),
+           "$name: the claim settled");
+        unlike(substr($s->error_log, $from), qr/refused by redis/,
+               "$name: not refused as final");
+        is(scalar(grep { $_->{account} eq $id } @{ $p->reconcile }), 0,
+           "$name: nothing queued for reconciliation");
+    }
+
+    $s->stop;
     kill 'TERM', $pid;
     waitpid $pid, 0;
 };
