@@ -456,10 +456,11 @@ subtest 'BUSY and a script killed by SCRIPT KILL: 503, Retry-After' => sub {
 };
 
 # A stand-in between nginx and a real Redis that, while $file is not
-# empty, runs no call of the script whose source matches $src (its SHA
-# taken from its SCRIPT LOAD) and answers it with what $file holds, as
-# Redis answers a script killed before it wrote; every other command and
-# reply passed on, the replies in the order of their commands.
+# empty, runs no call of the scripts whose source matches $src (their
+# SHAs taken from their SCRIPT LOAD) and answers it with what $file
+# holds, as Redis answers a script killed before it wrote; every other
+# command and reply passed on, the replies in the order of their
+# commands.
 sub kill_proxy {
     my ($upstream, $file, $src) = @_;
     require IO::Select;
@@ -474,7 +475,7 @@ sub kill_proxy {
     while (my $c = $l->accept) {
         next if fork;
         my $u = IO::Socket::INET->new("127.0.0.1:$upstream") or _exit(1);
-        my ($in, $out, $sha, @order) = ('', '');
+        my ($in, $out, %sha, @order) = ('', '');
         my $sel = IO::Select->new($c, $u);
         # each command's reply, in order: undef from Redis, else ours
         my $flush = sub {
@@ -490,10 +491,9 @@ sub kill_proxy {
                         my $cmd = uc($a[0] // '');
                         my $bytes = substr($in, 0, $e, '');
                         if ($cmd eq 'SCRIPT' && ($a[2] // '') =~ $src) {
-                            $sha = Digest::SHA::sha1_hex($a[2]);
+                            $sha{Digest::SHA::sha1_hex($a[2])} = 1;
                         }
-                        my $ours = ($cmd eq 'EVALSHA' && $sha
-                                    && $a[1] eq $sha)
+                        my $ours = ($cmd eq 'EVALSHA' && $sha{$a[1]})
                                    || ($cmd eq 'EVAL' && $a[1] =~ $src);
                         my $kill = '';
                         if ($ours && open my $fh, '<', $file) {
@@ -525,11 +525,11 @@ sub kill_proxy {
 # A purchase charged by Stripe whose record (pv_record) an operator's
 # SCRIPT KILL stops, or Redis answers BUSY: the confirm answers 500 "will
 # be recorded", and the record, a durable write, is sent again until
-# Redis runs it, then its claim settles. Before, the
-# killed record was a bug of ours: the durable write dropped with an
-# alert ("refused by redis"), the paid line never recorded, its claim
-# left to the sweep.
-subtest 'a purchase whose record is killed or BUSY: recorded later' =>
+# Redis runs it, then its claim settles; a line request's store, below.
+# Before, the killed record was a bug of ours: the durable write dropped
+# with an alert ("refused by redis"), the paid line never recorded, its
+# claim left to the sweep.
+subtest 'a paid step killed or BUSY: written once Redis runs it' =>
 sub {
     require LG::Provision;
     my $s = LG::Stack->new(STRIPE_TIMEOUT => '2s')->start;
@@ -540,8 +540,10 @@ sub {
     open my $fh, '>', $file or die;
     close $fh;
 
+    # pv_record's, lr_invoice_store's
     my ($pid, $port) = kill_proxy($s->redis_port, $file,
-                                  qr/'createdAt', ARGV\[7\]/);
+                                  qr/'createdAt',\ ARGV\[7\]
+                                     |'invoiceId',\ ARGV\[3\],\ 'paymentUrl'/x);
     my $from = length $s->error_log;
     open $fh, '>', $s->prefix . '/nginx.conf' or die;
     print $fh $s->render(REDIS => "127.0.0.1:$port");
@@ -600,6 +602,47 @@ sub {
         is(scalar(grep { $_->{account} eq $id } @{ $p->reconcile }), 0,
            "$name: nothing queued for reconciliation");
     }
+
+    # a line request's store (lr_invoice_store), its invoice made: the
+    # creation answers 503 (before, a 500), the store is sent again until
+    # Redis runs it, and the same key then replays the 201 (before, the
+    # killed store was dropped, "refused by redis": an invoice no request
+    # named)
+    my $l = LG::Lines->new($s);
+    my $w = $l->workspace('org_killed_store');
+    my $text = 'ERR Script killed by user with SCRIPT KILL... script: '
+             . 'beef, on @user_script:1.';
+    open $fh, '>', $file or die;
+    print $fh "-$text\r\n";
+    close $fh;
+    $from = length $s->error_log;
+    my @key = ('Idempotency-Key' => 'killed-store-1');
+    my $body = LG::Lines::body(channelType => 'email',
+                               email => 'k@example.com');
+    my $tx = $l->create($w, $body, @key);
+    $l->error_is($tx, 503, 'STORE_UNAVAILABLE', 'a killed store');
+    is($tx->res->headers->header('Retry-After'), '1',
+       'a killed store: Retry-After');
+    ok(eventually(sub {
+           substr($s->error_log, $from)
+               =~ /durable write "lr_invoice_store [^"]+" not answered \(attempt \d+: \Q$text\E/
+       }, 5), 'a killed store: sent again')
+        or diag(substr $s->error_log, $from);
+
+    open $fh, '>', $file or die;
+    close $fh;
+    ok(eventually(sub {
+           substr($s->error_log, $from)
+               =~ /durable write "lr_invoice_store [^"]+" done/
+       }, 15), 'a killed store: stored once Redis runs it');
+    my $b = $l->answer($l->create($w, $body, @key), 201,
+                       'a killed store: the same key, retried');
+    is($b->{status}, 'awaiting_payment', 'a killed store: billed');
+    is(scalar(my @ids = $l->request_ids($w)), 1, 'a killed store: one request');
+    is(scalar(my @inv = $l->invoices($w->{customer})), 1,
+       'a killed store: one invoice');
+    unlike(substr($s->error_log, $from), qr/refused by redis/,
+           'a killed store: not refused as final');
 
     $s->stop;
     kill 'TERM', $pid;
