@@ -59,6 +59,9 @@ static void ngx_http_linegate_lr_get_tx(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr);
 static void ngx_http_linegate_lr_get_tx_done(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr, redisReply *reply);
+static ngx_uint_t ngx_http_linegate_lr_get_tx_broken(redisReply *reply);
+static void ngx_http_linegate_lr_get_tx_undo(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr, redisReply *reply);
 static void ngx_http_linegate_lr_rate_refund(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr);
 static ngx_uint_t ngx_http_linegate_lr_lease(ngx_http_request_t *r,
@@ -551,6 +554,9 @@ ngx_http_linegate_lr_script(ngx_http_request_t *r, ngx_http_linegate_lr_t *lr)
  * last decision of the key is over (lr_idle).
  * by-user reads the index of the workspace's requests instead of a hash
  * (ZRANGE, what lr_list.lua reads first), then the hashes (LIST_LINES).
+ * Each part's reply is kept when another fails (_pipeline_each, as
+ * linegate_limit's): on a cluster the key's lookup may be on another
+ * master than the workspace, whose rate admitted (lr_get_tx_undo).
  */
 static void
 ngx_http_linegate_lr_get_tx(ngx_http_request_t *r, ngx_http_linegate_lr_t *lr)
@@ -680,10 +686,11 @@ ngx_http_linegate_lr_get_tx(ngx_http_request_t *r, ngx_http_linegate_lr_t *lr)
         ngx_http_linegate_lines_cache_barrier(&lr->list_barrier);
     }
 
-    if (ngx_http_linegate_redis_pipeline(r, n, tx,
-                                         ngx_http_linegate_lines_read_resume)
+    if (ngx_http_linegate_redis_pipeline_each(r, n, tx,
+                                          ngx_http_linegate_lines_read_resume)
         != NGX_OK)
     {
+        /* none written: nothing decided */
         ngx_http_linegate_lease_done(lr->lease, lr->lease_seq);
         ngx_http_linegate_lines_read_fail(r, NGX_HTTP_LINEGATE_LR_FAIL_STORE);
     }
@@ -748,9 +755,9 @@ ngx_http_linegate_lr_lease(ngx_http_request_t *r, ngx_http_linegate_lr_t *lr)
  * NOSCRIPT after a SCRIPT FLUSH (a pipeline does not send a script
  * again). SCRIPT LOAD, at most once a second per worker, for the next
  * GETs; this one goes the script's way (lr_get, which sends itself again
- * on NOSCRIPT). Were it another error (WRONGTYPE of the hash, after the
- * rate admitted), the request would be counted twice: such a key is
- * broken, and the script fails on it too.
+ * on NOSCRIPT). Any other error (the key's lookup on a master that is
+ * down, WRONGTYPE of the hash) after the rate admitted: the admission
+ * was given back first (lr_get_tx_undo), the request is counted once.
  */
 static ngx_int_t
 ngx_http_linegate_lr_get_tx_failed(ngx_http_request_t *r,
@@ -966,8 +973,8 @@ ngx_http_linegate_lr_get_tx_done(ngx_http_request_t *r,
     redisReply                      *h;
     ngx_http_linegate_line_t        *line;
 
-    if (reply == NULL) {
-        ngx_http_linegate_lease_done(lr->lease, lr->lease_seq);
+    if (ngx_http_linegate_lr_get_tx_broken(reply)) {
+        ngx_http_linegate_lr_get_tx_undo(r, lr, reply);
 
         if (ngx_http_linegate_lr_get_tx_failed(r, lr) != NGX_OK) {
             ngx_http_linegate_lines_read_fail(r,
@@ -1075,6 +1082,75 @@ ngx_http_linegate_lr_get_tx_done(ngx_http_request_t *r,
     }
 
     ngx_http_linegate_lr_read(r, lr, h);
+}
+
+
+/* a part of the pipeline answered an error, or nothing (NULL) */
+static ngx_uint_t
+ngx_http_linegate_lr_get_tx_broken(redisReply *reply)
+{
+    size_t  i;
+
+    if (reply == NULL) {
+        return 1;
+    }
+
+    for (i = 0; i < reply->elements; i++) {
+        if (reply->element[i] == NULL
+            || reply->element[i]->type == REDIS_REPLY_ERROR)
+        {
+            return 1;
+        }
+    }
+
+    return 0;
+}
+
+
+/*
+ * The pipeline failed (a part's error reply, or none: its master down,
+ * LOADING, BUSY, the connection lost, the command timeout), and what the
+ * rate part did is undone where it is known, as linegate_limit does for
+ * a zone when another has no decision: the request is not charged. An
+ * admission (Redis's, or the worker's lease's) is given back
+ * (lr_rate_refund); a lease decision's grant beyond this request is kept
+ * (lr_rate_reply, lr_idle_reply: lease_granted), it was paid for in Redis
+ * and is the worker's next lease. A rate part with no reply may have run:
+ * its admission stays charged, and the lease decision is over without
+ * an answer (lease_done).
+ */
+static void
+ngx_http_linegate_lr_get_tx_undo(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr, redisReply *reply)
+{
+    size_t       o;
+    ngx_int_t    admitted;
+    redisReply  *rate;
+
+    /* [GET, HVALS], [EVALSHA rl_gcra or the idle SET], HGETALL */
+    o = (lr->ctx->state == NGX_HTTP_LINEGATE_READ_REVALIDATE) ? 2 : 0;
+
+    admitted = NGX_ERROR;
+
+    if (lr->leased) {
+        admitted = NGX_OK;
+
+    } else if (reply != NULL && reply->elements > o) {
+        rate = reply->element[o];
+
+        if (rate != NULL && rate->type != REDIS_REPLY_ERROR) {
+            /* NGX_DECLINED: refused, or (idle) the key there: no write */
+            admitted = lr->idle ? ngx_http_linegate_lr_idle_reply(r, lr, rate)
+                                : ngx_http_linegate_lr_rate_reply(r, lr, rate);
+        }
+    }
+
+    /* after lease_granted(), which ended the decision, a no-op */
+    ngx_http_linegate_lease_done(lr->lease, lr->lease_seq);
+
+    if (admitted == NGX_OK) {
+        ngx_http_linegate_lr_rate_refund(r, lr);
+    }
 }
 
 

@@ -125,7 +125,8 @@ ngx_int_t ngx_http_linegate_redis_pipeline(ngx_http_request_t *r,
     ngx_http_linegate_redis_handler_pt handler);
 /*
  * The same, for a caller that must undo what the commands that ran did
- * when another failed (linegate_limit's refunds): the handler always
+ * when another failed (linegate_limit's refunds, the Lines API's GET
+ * pipeline giving its workspace's admission back): the handler always
  * gets an array of ncmds elements, element i command i's reply (an error
  * reply included), or NULL when its outcome is not known (its connection
  * lost, the command timeout came first, linegate_redis_wait's WAIT
