@@ -28,8 +28,9 @@
  * lost, or an error such as LOADING, NOAUTH or BUSY that makes the store
  * unavailable, a script stopped by SCRIPT KILL: all answered 503; any
  * other error reply, WRONGTYPE, a script's own, marks the request's
- * ctx->store_fault, and its 503 is a 500: no retry changes it). NULL after the command was sent means
- * "unknown", not "nothing happened": a timed-out command may still run.
+ * ctx->store_fault, and its 503 is a 500: no retry changes it). NULL
+ * after the command was sent means "unknown", not "nothing happened": a
+ * timed-out command may still run.
  * A write that must happen anyway goes through
  * ngx_http_linegate_redis_durable() (idempotent). The reply is freed
  * when the handler returns: copy what is needed.
