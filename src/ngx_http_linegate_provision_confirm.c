@@ -40,8 +40,10 @@
  *              reserve the limit slot (one atomic step: no burst of
  *              parallel confirms can exceed a limit); on one Redis the
  *              intent with the reservation, in the same step. A refusal
- *              writes none, and drops INTENT's (not waited for). Answer
- *              lost: RELEASE, then 503
+ *              writes none, and drops INTENT's (not waited for). On a
+ *              cluster acknowledged under linegate_redis_wait (its own
+ *              WAIT on the account's master). Answer lost, or not
+ *              acknowledged: RELEASE, then 503
  *   CLAIM      script pv_claim (the fleet's slot): a number leaves the
  *              inventory for the claims journal lg:{fleet}:pv:inflight
  *              ("<A> <worker> <number>", in the intent's place) in the
@@ -882,6 +884,17 @@ ngx_http_linegate_confirm_reserve(ngx_http_request_t *r,
     intent = (cf->claim.len && !cf->intent_apart);
 
     a = ngx_http_linegate_confirm_args(cf);
+
+    /*
+     * A cluster's reservation (INTENT ran: the token not refused) lives
+     * on the account's master, and CLAIM's WAIT runs on the fleet's:
+     * acknowledged here, so that a failover of the account's master
+     * cannot lose the reservation, its limit slot and the token's spend
+     * under a purchase that goes on (on one Redis CLAIM's WAIT, on the
+     * same connection, covers them)
+     */
+    a->acknowledged = cf->intent_apart;
+
     ngx_http_linegate_redis_arg_strs(a, cf->akeys,
                                      NGX_HTTP_LINEGATE_KEYS_PV_PURCHASE);
 

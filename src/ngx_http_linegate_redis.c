@@ -695,7 +695,9 @@ ngx_http_linegate_redis_script(ngx_http_request_t *r,
     cmd->r = r;
     cmd->handler = handler;
     cmd->script = script;
-    cmd->acked = ngx_http_linegate_redis_acknowledged(script);
+    /* or acknowledged for this call only (the confirm's RESERVE) */
+    cmd->acked = ngx_http_linegate_redis_acknowledged(script)
+                 || args->acknowledged;
     cmd->nkeys = nkeys;
     cmd->args = args;
 
@@ -1477,6 +1479,9 @@ ngx_http_linegate_redis_reply_cb(redisAsyncContext *ac, void *data,
  * (its set-up worker has acknowledged the stream's entry by then), a
  * workspace's or an account's PUT (a subscription canceled, a plan
  * changed: lost with its master, the old hash would serve again).
+ * Not here: the confirm's reservation (pv_reserve), which CLAIM's WAIT
+ * covers on one Redis and which acknowledges itself on a cluster (its
+ * args' flag: its master is not the fleet's).
  */
 static ngx_uint_t
 ngx_http_linegate_redis_acknowledged(ngx_int_t script)

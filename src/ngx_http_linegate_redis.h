@@ -45,7 +45,9 @@ typedef struct {
     /*
      * a plain command a 2xx stands on, as the scripts of
      * ngx_http_linegate_redis_acknowledged(): linegate_redis_wait's WAIT
-     * follows it (set after _args_init(), which clears it)
+     * follows it (set after _args_init(), which clears it); a script
+     * acknowledged by some calls only (the confirm's RESERVE, on a
+     * cluster) sets it too
      */
     unsigned                        acknowledged:1;
     const char                     *argv[NGX_HTTP_LINEGATE_REDIS_MAX_ARGS];

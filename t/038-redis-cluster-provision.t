@@ -98,8 +98,12 @@ subtest 'preview, limits, confirm over three masters' => sub {
     is($c->{phone_number}, $line->{phone_number}, 'the answer names it');
     is($r->scard($FLEET), $stock - 1, 'the inventory gave one number');
     ok(!$r->sismember($FLEET, $line->{phone_number}), 'that one');
-    cmp_ok(waits_on($am), '>', $before,
-           'the record was acknowledged on the account\'s master (WAIT)');
+    # RESERVE's WAIT and RECORD's: the reservation (the limit slot, the
+    # token's spend) lives on the account's master, which CLAIM's WAIT on
+    # the fleet's does not cover (before 2026-11-28 only RECORD's: one)
+    cmp_ok(waits_on($am) - $before, '>=', 2,
+           'the reservation and the record acknowledged on the account\'s'
+           . ' master (two WAITs)');
     my $t0 = time;
     sleep 0.05 while claims() && time - $t0 < 30;
     is(claims(), 0, 'no claim left once settled');
@@ -544,7 +548,9 @@ subtest 'the reservation\'s step unanswered: 503, released' => sub {
 # in the journal to find it by. So the release waits for a replica
 # (linegate_redis_wait) as the record does, and the settle waits for the
 # release: with the account master's replica stopped, the claim stays.
-# Before, the claim was settled at once.
+# Before, the claim was settled at once. The replica is stopped while
+# Stripe holds the subscription's call: the reservation, before it, is
+# acknowledged too (with the replica stopped already, 503 at once).
 subtest 'a release not on a replica: the claim stays until it is' => sub {
     my $a = spread_account('acct_relack', decline => 1, daily => 5,
                            monthly => 50);
@@ -560,9 +566,14 @@ subtest 'a release not on a replica: the claim stays until it is' => sub {
         or return;
     my $pid = $s->{pids}{"redis_$replica"};
     my $inv = $r->scard($FLEET);
-    kill 'STOP', $pid;
-    my $tx = $p->confirm($a, $tok);
-    is($tx->res->code, 402, 'declined: 402');
+    $p->fault(latency_ms => 1000);
+    my ($tx) = $p->during($p->confirm_req($a, $tok), sub {
+        return 0 unless $s->stub_held(qr{^/v1/subscriptions$});
+        kill 'STOP', $pid;
+        return 1;
+    }, 15);
+    $p->clear_faults;
+    is($tx && $tx->res->code, 402, 'declined: 402');
     sleep 2.5;
     my @claim = grep { /^\Q$id\E \S+ \S+$/ }
                 $r->zrange('lg:{fleet}:pv:inflight', 0, -1);
@@ -581,6 +592,50 @@ subtest 'a release not on a replica: the claim stays until it is' => sub {
     ok($done, 'the replica back: released, the claim settled');
     is($r->scard($FLEET), $inv, 'the number back in the inventory');
     is($r->zcard("lg:{acct:$id}:prov"), 0, 'the slot freed');
+};
+
+# The reservation (the limit slot, the token's spend) is written on the
+# account's master, which no WAIT of the claim's (on the fleet's master)
+# covers: it is acknowledged itself. With that master's replica stopped,
+# the confirm answers 503 before it claims a number or calls Stripe,
+# its reservation released. Before 2026-11-28 it went on to charge, and
+# a failover then could lose the reservation under the purchase (500
+# and a refund) and make the spent token good again.
+subtest 'a reservation not on a replica: 503, nothing claimed or billed'
+    => sub {
+    my $a = spread_account('acct_resack', card => 1, daily => 5,
+                           monthly => 50);
+    my $id = $a->{id};
+    my $tok = $p->token($a);
+    my $master = $s->cluster_master_of("lg:{acct:$id}");
+    my ($replica) = grep {
+        my $n = $r->node($_);
+        my @role = $n->role;
+        $role[0] eq 'slave' && $role[2] == $master
+    } $s->cluster_replicas;
+    ok($replica, "the account's master $master has replica $replica")
+        or return;
+    my $pid = $s->{pids}{"redis_$replica"};
+    my $inv = $r->scard($FLEET);
+    my $subs = () = $p->subscriptions;
+    kill 'STOP', $pid;
+    my $tx = $p->confirm($a, $tok);
+    kill 'CONT', $pid;
+    is($tx->res->code, 503, 'the reservation not on a replica: 503');
+    like($s->error_log, qr/pv_reserve acknowledged by 0 of 1 replicas/,
+         'logged');
+    is($r->scard($FLEET), $inv, 'no number claimed');
+    is(scalar(() = $p->subscriptions), $subs, 'Stripe not called');
+    my $done = 0;
+    for (1 .. 100) {
+        last if $done = !grep({ /^\Q$id\E / }
+                              $r->zrange('lg:{fleet}:pv:inflight', 0, -1))
+                        && !$r->keys("lg:{acct:$id}:resv:*")
+                        && !$r->zcard("lg:{acct:$id}:prov");
+        sleep 0.1;
+    }
+    ok($done, 'no reservation, no slot, no intent left');
+    ok($s->cluster_wait_ok(30, replicas => 1), 'the replica back');
 };
 
 # A worker that dies once its reservation is made (the account's master)
