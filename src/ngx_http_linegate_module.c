@@ -25,6 +25,7 @@
 #include "ngx_http_linegate_lease.h"
 #include "ngx_http_linegate_conf.h"
 #include "ngx_http_linegate_stripe_conf.h"
+#include "ngx_http_linegate_provision.h"
 
 
 typedef struct {
@@ -76,6 +77,10 @@ static char *ngx_http_linegate_redis_option(ngx_conf_t *cf,
     ngx_http_linegate_main_conf_t *lmcf, ngx_str_t *v, ngx_uint_t *seen);
 static char *ngx_http_linegate_redis_wait_conf(ngx_conf_t *cf,
     ngx_command_t *cmd, void *conf);
+static char *ngx_http_linegate_reconcile_lost_conf(ngx_conf_t *cf,
+    ngx_command_t *cmd, void *conf);
+static ngx_int_t ngx_http_linegate_reconcile_lost_check(ngx_conf_t *cf,
+    ngx_http_linegate_main_conf_t *lmcf);
 static char *ngx_http_linegate_plan_price(ngx_conf_t *cf,
     ngx_command_t *cmd, void *conf);
 static char *ngx_http_linegate_rate(ngx_conf_t *cf, ngx_command_t *cmd,
@@ -197,7 +202,10 @@ static ngx_conf_num_bounds_t  ngx_http_linegate_stripe_timeout_bounds = {
     NGX_HTTP_LINEGATE_STRIPE_TIMEOUT_MIN, NGX_HTTP_LINEGATE_STRIPE_TIMEOUT_MAX
 };
 
-/* linegate_reconcile_delay, _lost_after (at least 1s: linegate_init) */
+/*
+ * linegate_reconcile_delay, _lost_after (at least 1s, and longer than a
+ * confirm can last: linegate_init)
+ */
 static ngx_conf_num_bounds_t  ngx_http_linegate_reconcile_bounds = {
     ngx_http_linegate_conf_check_msec_bounds, 0,
     NGX_HTTP_LINEGATE_RECONCILE_TIME_MAX
@@ -354,8 +362,8 @@ static ngx_command_t  ngx_http_linegate_commands[] = {
       &ngx_http_linegate_reconcile_bounds },
 
     { ngx_string("linegate_reconcile_lost_after"),
-      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
-      ngx_conf_set_msec_slot,
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE12,
+      ngx_http_linegate_reconcile_lost_conf,
       NGX_HTTP_MAIN_CONF_OFFSET,
       offsetof(ngx_http_linegate_main_conf_t, reconcile_lost),
       &ngx_http_linegate_reconcile_bounds },
@@ -985,6 +993,7 @@ ngx_http_linegate_create_main_conf(ngx_conf_t *cf)
     lmcf->reconcile_interval = NGX_CONF_UNSET_MSEC;
     lmcf->reconcile_delay = NGX_CONF_UNSET_MSEC;
     lmcf->reconcile_lost = NGX_CONF_UNSET_MSEC;
+    lmcf->reconcile_lost_unsafe = NGX_CONF_UNSET;
     lmcf->reconcile_auto = NGX_CONF_UNSET_PTR;
     lmcf->clerk_leeway = NGX_CONF_UNSET;
     lmcf->apikey_cache_ttl = NGX_CONF_UNSET_MSEC;
@@ -1027,6 +1036,7 @@ ngx_http_linegate_init_main_conf(ngx_conf_t *cf, void *conf)
     ngx_conf_init_msec_value(lmcf->reconcile_interval, 5000);
     ngx_conf_init_msec_value(lmcf->reconcile_delay, 60000);
     ngx_conf_init_msec_value(lmcf->reconcile_lost, 600000);
+    ngx_conf_init_value(lmcf->reconcile_lost_unsafe, 0);
     ngx_conf_init_ptr_value(lmcf->reconcile_auto, NULL);
     ngx_conf_init_value(lmcf->clerk_leeway, 5);
     ngx_conf_init_msec_value(lmcf->apikey_cache_ttl, 500);
@@ -1919,6 +1929,88 @@ ngx_http_linegate_redis_wait_conf(ngx_conf_t *cf, ngx_command_t *cmd,
 }
 
 
+/*
+ * linegate_reconcile_lost_after time [unsafe]: "unsafe" lets it be as
+ * short as a confirm can last, or shorter (linegate_init refuses that
+ * otherwise), for a test stack that makes a worker's death (or a stalled
+ * confirm) the sweep's within seconds
+ */
+static char *
+ngx_http_linegate_reconcile_lost_conf(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf)
+{
+    ngx_http_linegate_main_conf_t *lmcf = conf;
+
+    ngx_str_t  *value;
+
+    value = cf->args->elts;
+
+    if (cf->args->nelts == 3) {
+        if (ngx_strcmp(value[2].data, "unsafe") != 0) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "invalid parameter \"%V\" of "
+                               "\"linegate_reconcile_lost_after\": it "
+                               "can only be \"unsafe\"", &value[2]);
+            return NGX_CONF_ERROR;
+        }
+
+        if (lmcf->reconcile_lost == NGX_CONF_UNSET_MSEC) {
+            lmcf->reconcile_lost_unsafe = 1;
+        }
+    }
+
+    /* the time, its duplicate and its bounds as for any msec slot */
+    return ngx_conf_set_msec_slot(cf, cmd, conf);
+}
+
+
+/*
+ * At least 1 s, and longer than a confirm can last: a reconciliation run
+ * takes a claim that old for a dead worker's, and settles it as lost (a
+ * live confirm's purchase, once Stripe made it, is then refused its
+ * record and refunded). What a confirm can last follows from the
+ * configuration: provision_confirm.c counts its calls and waits.
+ */
+static ngx_int_t
+ngx_http_linegate_reconcile_lost_check(ngx_conf_t *cf,
+    ngx_http_linegate_main_conf_t *lmcf)
+{
+    ngx_uint_t  calls;
+    ngx_msec_t  longest, waits;
+
+    if (lmcf->reconcile_lost < 1000) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"linegate_reconcile_lost_after\" must be at "
+                           "least 1s, and longer than a confirm can last "
+                           "(its Stripe calls and Redis steps)");
+        return NGX_ERROR;
+    }
+
+    longest = ngx_http_linegate_provision_confirm_longest(
+                  lmcf->stripe_timeout, lmcf->redis_command_timeout,
+                  &calls, &waits);
+
+    if (lmcf->reconcile_lost > longest || lmcf->reconcile_lost_unsafe) {
+        return NGX_OK;
+    }
+
+    ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                       "\"linegate_reconcile_lost_after\" %M ms must be "
+                       "longer than a provisioning confirm can last, "
+                       "%M ms (%ui Stripe calls of linegate_stripe_timeout "
+                       "%M ms, %M ms of waits for 409s, 2 Redis steps of "
+                       "linegate_redis_command_timeout %M ms): a "
+                       "reconciliation run would take a slow confirm for "
+                       "a dead worker's and refund its purchase; raise it "
+                       "above %M ms or lower linegate_stripe_timeout",
+                       lmcf->reconcile_lost, longest, calls,
+                       lmcf->stripe_timeout, waits,
+                       lmcf->redis_command_timeout, longest);
+
+    return NGX_ERROR;
+}
+
+
 static char *
 ngx_http_linegate_plan_price(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 {
@@ -2563,11 +2655,7 @@ ngx_http_linegate_init(ngx_conf_t *cf)
         return NGX_ERROR;
     }
 
-    if (lmcf->reconcile_lost < 1000) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "\"linegate_reconcile_lost_after\" must be at "
-                           "least 1s, and longer than a confirm can last "
-                           "(its Stripe calls and Redis steps)");
+    if (ngx_http_linegate_reconcile_lost_check(cf, lmcf) != NGX_OK) {
         return NGX_ERROR;
     }
 

@@ -107,6 +107,16 @@ void ngx_http_linegate_provision_confirm_known(ngx_http_request_t *r,
     ngx_http_linegate_ctx_t *ctx, ngx_http_linegate_pv_request_t *pv);
 
 /*
+ * The longest a confirm holds a claimed number before its record runs
+ * (ms), for those timeouts: what linegate_reconcile_lost_after must
+ * exceed (nginx -t), else a run's sweep takes a live confirm for a dead
+ * worker's. Its calls and waits in *calls and *waits (for the message).
+ */
+ngx_msec_t ngx_http_linegate_provision_confirm_longest(
+    ngx_msec_t stripe_timeout, ngx_msec_t command_timeout,
+    ngx_uint_t *calls, ngx_msec_t *waits);
+
+/*
  * Preview and limits of a known account (pv->who.value), as plain
  * commands (ngx_http_linegate_provision_plain.c) in one round trip: the
  * reads and, for a preview, the token written ahead, pipelined; then the

@@ -401,6 +401,38 @@ ngx_http_linegate_provision_confirm(ngx_http_request_t *r,
 }
 
 
+/*
+ * From the claim's score (CLAIM's clock, taken when it is sent) to the
+ * record's run, a confirm waits for: CLAIM's answer (within
+ * linegate_redis_command_timeout, else it releases and calls no one);
+ * CUSTOMER's GET; SUBSCRIBE's POSTs, the first, one more after a lost
+ * answer (NGX_HTTP_LINEGATE_CONFIRM_TRIES) and one after each 409 it
+ * waits out (NGX_HTTP_LINEGATE_CONFIRM_BUSY_TRIES), each call bounded
+ * by linegate_stripe_timeout, and those waits; then RECORD, run within
+ * its command timeout when Redis answers it (a record re-sent as a
+ * durable write while Redis is unreachable is not bounded: directives.md
+ * says so). A sweep whose lost_after is not longer takes a confirm whose
+ * Stripe is slow but answering for a dead worker's, and the purchase
+ * Stripe then makes is refunded.
+ */
+ngx_msec_t
+ngx_http_linegate_provision_confirm_longest(ngx_msec_t stripe_timeout,
+    ngx_msec_t command_timeout, ngx_uint_t *calls, ngx_msec_t *waits)
+{
+    ngx_uint_t  i;
+
+    *calls = 1 + NGX_HTTP_LINEGATE_CONFIRM_TRIES
+             + NGX_HTTP_LINEGATE_CONFIRM_BUSY_TRIES;
+    *waits = 0;
+
+    for (i = 0; i < NGX_HTTP_LINEGATE_CONFIRM_BUSY_TRIES; i++) {
+        *waits += (ngx_msec_t) NGX_HTTP_LINEGATE_CONFIRM_BUSY_WAIT << i;
+    }
+
+    return *calls * stripe_timeout + *waits + 2 * command_timeout;
+}
+
+
 /* AUTH is done: the account (pv->who.value) is known */
 void
 ngx_http_linegate_provision_confirm_known(ngx_http_request_t *r,
