@@ -134,8 +134,6 @@ typedef struct {
     ngx_msec_t                      reconcile_delay;
     /* a confirm in flight for longer: its worker died */
     ngx_msec_t                      reconcile_lost;
-    /* "unsafe": shorter than a confirm can last, knowingly (tests) */
-    ngx_flag_t                      reconcile_lost_unsafe;
     /* the operator API a worker calls by itself, NULL: off */
     ngx_url_t                      *reconcile_auto;
     ngx_msec_t                      reconcile_auto_interval;

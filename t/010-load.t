@@ -400,30 +400,6 @@ push @refused, (
     ['a lost_after under a second',
      extra('linegate_reconcile_lost_after 999ms;'),
      qr/\[emerg\] "linegate_reconcile_lost_after" must be at least 1s/],
-    ['a lost_after under a second, unsafe or not',
-     extra('linegate_reconcile_lost_after 999ms unsafe;'),
-     qr/\[emerg\] "linegate_reconcile_lost_after" must be at least 1s/],
-    # a confirm's 6 Stripe calls (its customer's GET, a POST, its retry
-    # after a lost answer, one after each of three 409s), 250 + 500 +
-    # 1000 ms of waits, CLAIM's and RECORD's command timeouts (500 ms
-    # here): a sweep any sooner takes a slow confirm for a dead one's.
-    # Before 2026-11-28 nginx -t took these.
-    ['the default lost_after with a Stripe timeout of 4 minutes',
-     extra('linegate_stripe_timeout 4m;'),
-     qr/\[emerg\] "linegate_reconcile_lost_after" 600000 ms must be longer than a provisioning confirm can last, 1442750 ms \(6 Stripe calls of linegate_stripe_timeout 240000 ms, 1750 ms of waits for 409s, 2 Redis steps of linegate_redis_command_timeout 500 ms\): a reconciliation run would take a slow confirm for a dead worker's and refund its purchase; raise it above 1442750 ms or lower linegate_stripe_timeout/],
-    ['a lost_after of 2 minutes with the default Stripe timeout',
-     extra('linegate_reconcile_lost_after 2m;'),
-     qr/\[emerg\] "linegate_reconcile_lost_after" 120000 ms must be longer than a provisioning confirm can last, 182750 ms \(6 Stripe calls of linegate_stripe_timeout 30000 ms/],
-    ['a lost_after exactly as long as a confirm can last',
-     extra('linegate_reconcile_lost_after 182750ms;'),
-     qr/\[emerg\] "linegate_reconcile_lost_after" 182750 ms must be longer/],
-    ['a lost_after counting the command timeout',
-     $s->render(REDIS_COMMAND_TIMEOUT => '10s',
-                HTTP_EXTRA => 'linegate_reconcile_lost_after 200s;'),
-     qr/\[emerg\] "linegate_reconcile_lost_after" 200000 ms must be longer than a provisioning confirm can last, 201750 ms/],
-    ['a lost_after with another parameter',
-     extra('linegate_reconcile_lost_after 5s sometimes;'),
-     qr/\[emerg\] invalid parameter "sometimes" of "linegate_reconcile_lost_after": it can only be "unsafe"/],
     ['a pushed time no longer than the time',
      extra('linegate_api_key_cache 500ms 500ms;'),
      qr/\[emerg\] "linegate_api_key_cache" pushed time 500 ms must be longer than its time/],
@@ -812,14 +788,43 @@ subtest 'the largest sizes are taken' => sub {
     }
 };
 
-subtest 'a lost_after just longer than a confirm, or unsafe' => sub {
+# A confirm's 6 Stripe calls (its customer's GET, a POST, its retry after
+# a lost answer, one after each of three 409s), 250 + 500 + 1000 ms of
+# waits, CLAIM's and RECORD's command timeouts (500 ms here): a sweep any
+# sooner takes a slow confirm for a dead one's. Warned, not refused (a
+# configuration that loaded before still loads). Before 2026-11-28
+# nothing was said.
+subtest 'a lost_after not longer than a confirm can last is warned of'
+    => sub {
+    my @warned = (
+        ['the default lost_after with a Stripe timeout of 4 minutes',
+         extra('linegate_stripe_timeout 4m;'),
+         qr/\[warn\] "linegate_reconcile_lost_after" 600000 ms is not longer than a provisioning confirm can last, 1442750 ms \(6 Stripe calls of linegate_stripe_timeout 240000 ms, 1750 ms of waits for 409s, 2 Redis steps of linegate_redis_command_timeout 500 ms\): a reconciliation run may take a slow confirm for a dead worker's and refund its purchase; raise it above 1442750 ms or lower linegate_stripe_timeout/],
+        ['a lost_after of 2 minutes with the default Stripe timeout',
+         extra('linegate_reconcile_lost_after 2m;'),
+         qr/\[warn\] "linegate_reconcile_lost_after" 120000 ms is not longer than a provisioning confirm can last, 182750 ms \(6 Stripe calls of linegate_stripe_timeout 30000 ms/],
+        ['a lost_after exactly as long as a confirm can last',
+         extra('linegate_reconcile_lost_after 182750ms;'),
+         qr/\[warn\] "linegate_reconcile_lost_after" 182750 ms is not longer/],
+        ['a lost_after counting the command timeout',
+         $s->render(REDIS_COMMAND_TIMEOUT => '10s',
+                    HTTP_EXTRA => 'linegate_reconcile_lost_after 200s;'),
+         qr/\[warn\] "linegate_reconcile_lost_after" 200000 ms is not longer than a provisioning confirm can last, 201750 ms/],
+    );
+    for my $c (@warned) {
+        my ($what, $conf, $re) = @$c;
+        my ($rc, $out) = $s->nginx_t($conf);
+        is($rc, 0, "$what: taken") or diag $out;
+        like($out, $re, "$what: warned");
+    }
+
     for my $extra ('linegate_reconcile_lost_after 182751ms;',
                    "linegate_stripe_timeout 4m;\n"
-                   . 'linegate_reconcile_lost_after 1442751ms;',
-                   'linegate_reconcile_lost_after 5s unsafe;')
+                   . 'linegate_reconcile_lost_after 1442751ms;')
     {
         my ($rc, $out) = $s->nginx_t(extra($extra));
         is($rc, 0, "accepted: $extra") or diag $out;
+        unlike($out, qr/linegate_reconcile_lost_after/, "no warning: $extra");
     }
 };
 

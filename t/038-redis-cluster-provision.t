@@ -31,15 +31,12 @@ use Digest::SHA ();
 use POSIX ();
 
 # lost_after: claims of confirms cut by the kill are the sweep's after it
-# ("unsafe": shorter than a confirm can last, which nginx -t refuses
-# otherwise)
 # (WAIT's timeout 2 s, not 300 ms, within a command timeout of 3 s: a
 # loaded machine's replica may take longer to acknowledge, and no check
 # here wants it to run out)
 my $s = LG::Stack->new(redis => 'cluster', REDIS_COMMAND_TIMEOUT => '3s',
                        HTTP_EXTRA => 'linegate_redis_wait 1 2s; '
-                                     . 'linegate_reconcile_lost_after 5s '
-                                     . 'unsafe;')
+                                     . 'linegate_reconcile_lost_after 5s;')
     ->start;
 my $p = LG::Provision->new($s);
 my $r = $s->redis;

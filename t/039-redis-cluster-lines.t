@@ -39,8 +39,7 @@ use POSIX ();
 # set-up relay's members, whatever lost_after says)
 my $s = LG::Stack->new(redis => 'cluster', REDIS_COMMAND_TIMEOUT => '3s',
                        HTTP_EXTRA => 'linegate_redis_wait 1 2s; '
-                                     . 'linegate_reconcile_lost_after 5s '
-                                     . 'unsafe;')
+                                     . 'linegate_reconcile_lost_after 5s;')
     ->start;
 my $l = LG::Lines->new($s);
 

@@ -31,7 +31,7 @@ use LG::ClockShift qw(shift_clock);
 
 my $s = LG::Stack->new(WORKERS => 2, REDIS_COMMAND_TIMEOUT => '5s',
                        HTTP_EXTRA => 'linegate_reconcile_delay 0; '
-                           . 'linegate_reconcile_lost_after 1s unsafe;')->start;
+                           . 'linegate_reconcile_lost_after 1s;')->start;
 my $l = LG::Lines->new($s);
 my $r = $s->redis;
 my $EMAIL = body(channelType => 'email', email => 'st@example.com');

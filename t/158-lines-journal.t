@@ -33,7 +33,7 @@ my $HOLD = 8000;
 # lr_create must still be in flight, not timed out, when its worker dies)
 my $s = LG::Stack->new(STRIPE_TIMEOUT => '15s', REDIS_COMMAND_TIMEOUT => '5s',
                        HTTP_EXTRA => 'linegate_reconcile_delay 1h; '
-                           . 'linegate_reconcile_lost_after 1s unsafe;')->start;
+                           . 'linegate_reconcile_lost_after 1s;')->start;
 my $l = LG::Lines->new($s);
 my $r = $s->redis;
 my $J = 'lg:{fleet}:lr:inflight';

@@ -22,7 +22,7 @@ use LG::Lines qw(body);
 
 # members are swept once older than linegate_reconcile_lost_after, and
 # 60 s at least (far beyond any command timeout)
-my $s = LG::Stack->new(HTTP_EXTRA => 'linegate_reconcile_lost_after 1s unsafe;')
+my $s = LG::Stack->new(HTTP_EXTRA => 'linegate_reconcile_lost_after 1s;')
                  ->start;
 my $l = LG::Lines->new($s);
 my $r = $s->redis;

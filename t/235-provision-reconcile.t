@@ -29,7 +29,7 @@ use LG::Lines qw(body);
 my $HOLD = 8000;
 my $s = LG::Stack->new(STRIPE_TIMEOUT => '15s',
                        HTTP_EXTRA => 'linegate_reconcile_delay 0; '
-                           . 'linegate_reconcile_lost_after 1s unsafe;')->start;
+                           . 'linegate_reconcile_lost_after 1s;')->start;
 my $p = LG::Provision->new($s);
 my $r = $s->redis;
 

@@ -22,7 +22,7 @@ use LG::Test qw(:DEFAULT);
 use LG::Provision;
 
 my $s = LG::Stack->new(HTTP_EXTRA => 'linegate_reconcile_delay 0; '
-                           . 'linegate_reconcile_lost_after 1s unsafe;')->start;
+                           . 'linegate_reconcile_lost_after 1s;')->start;
 my $p = LG::Provision->new($s);
 my $r = $s->redis;
 

@@ -33,7 +33,7 @@ plan skip_all => 'the stall is staged on one Redis'
 
 my $s = LG::Stack->new(WORKERS => 1, REDIS_COMMAND_TIMEOUT => '5s',
                        HTTP_EXTRA => 'linegate_reconcile_delay 0; '
-                           . 'linegate_reconcile_lost_after 1s unsafe;')->start;
+                           . 'linegate_reconcile_lost_after 1s;')->start;
 my $p = LG::Provision->new($s);
 my $r = $s->redis;
 

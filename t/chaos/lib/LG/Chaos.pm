@@ -86,7 +86,7 @@ sub setup {
         # and the confirms of killed workers once 5 s old (no confirm
         # lasts that long: 1 s Stripe timeouts)
         HTTP_EXTRA => 'linegate_reconcile_delay 5s; '
-            . 'linegate_reconcile_lost_after 5s unsafe;',
+            . 'linegate_reconcile_lost_after 5s;',
         LOG_LEVEL => 'info')->start;
     $s->ua->max_connections(0);
     $self->{dir} = $s->dir . '/chaos';
