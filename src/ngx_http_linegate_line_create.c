@@ -48,6 +48,13 @@
  *                            -> RELEASE -> 502/503/500
  *   INVOICE_INDEX, any    -> DISCARD -> RELEASE -> 503/500 (the store
  *                            was never sent: nothing names the invoice)
+ *   INVOICE_INDEX, paid   -> 503: an invoice Stripe paid (at
+ *                            finalization, or kept by UNISSUE) is
+ *                            neither discarded nor released; its index
+ *                            and then its store go to the durable writes
+ *                            (create_paid_kept), and the key replays the
+ *                            201 once stored; else the journal's sweep
+ *                            stores it (a dead worker's request)
  *   STORE, reply lost     -> STORE_AGAIN (the same store, durable) -> 503;
  *                            its own copy answered stored: as after
  *                            STORE, an invoice paid at finalization
@@ -185,6 +192,12 @@ static void ngx_http_linegate_create_invoice_indexed(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr, redisReply *reply);
 static void ngx_http_linegate_create_store(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr);
+static void ngx_http_linegate_create_store_args(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr);
+static void ngx_http_linegate_create_paid_kept(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr);
+static void ngx_http_linegate_create_paid_indexed(redisReply *reply,
+    ngx_http_linegate_redis_args_t *args, ngx_str_t *note);
 static void ngx_http_linegate_create_stored_again(redisReply *reply,
     ngx_http_linegate_redis_args_t *args, ngx_str_t *note);
 static void ngx_http_linegate_create_stored(ngx_http_request_t *r,
@@ -848,6 +861,12 @@ ngx_http_linegate_create_fail(ngx_http_request_t *r,
         return;
 
     case NGX_HTTP_LINEGATE_CREATE_INVOICE_INDEX:
+        if (ngx_http_linegate_line_is(&lr->invoice.status, "paid")) {
+            /* billed already: neither discarded nor released */
+            ngx_http_linegate_create_paid_kept(r, lr);
+            return;
+        }
+
         /*
          * The index is written, or not, or may be yet (Redis stalled):
          * the store was never sent, so no request names the invoice. It
@@ -1782,12 +1801,25 @@ static void
 ngx_http_linegate_create_store(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr)
 {
+    lr->ctx->state = NGX_HTTP_LINEGATE_CREATE_STORE;
+
+    ngx_http_linegate_create_store_args(r, lr);
+
+    ngx_http_linegate_lines_call(r, lr,
+                                 NGX_HTTP_LINEGATE_SCRIPT_LR_INVOICE_STORE,
+                                 ngx_http_linegate_create_resume);
+}
+
+
+/* lr_invoice_store's 2 keys and 11 arguments, in lr->args */
+static void
+ngx_http_linegate_create_store_args(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr)
+{
     ngx_http_linegate_redis_args_t  *a;
     ngx_http_linegate_main_conf_t   *lmcf;
 
     lmcf = ngx_http_get_module_main_conf(r, ngx_http_linegate_module);
-
-    lr->ctx->state = NGX_HTTP_LINEGATE_CREATE_STORE;
 
     ngx_http_linegate_lines_line_args(lr);
     a = &lr->args;
@@ -1807,10 +1839,6 @@ ngx_http_linegate_create_store(ngx_http_request_t *r,
 
     ngx_http_linegate_lines_key(lr, a, NGX_HTTP_LINEGATE_KEY_WS_IDEM,
                                 &lr->ws, &lr->idem.digest);
-
-    ngx_http_linegate_lines_call(r, lr,
-                                 NGX_HTTP_LINEGATE_SCRIPT_LR_INVOICE_STORE,
-                                 ngx_http_linegate_create_resume);
 }
 
 
@@ -1845,6 +1873,157 @@ ngx_http_linegate_create_stored_again(redisReply *reply,
 
     ngx_http_linegate_lines_orphan_of(ngx_cycle->log, &ws, &id, &invoice,
                                       &customer);
+}
+
+
+/*
+ * CREATE_INVOICE_INDEX failed (its reply lost, a timeout, Redis refusing
+ * the SET) with an invoice Stripe paid, at finalization or kept by
+ * UNISSUE. Its void and delete are refused: a discard could only queue it
+ * for a human, and a release would free the idempotency key, for a retry
+ * to make a second line and bill the customer again. So nothing is
+ * undone: the reservation, the key (running) and the journal's member
+ * stay, and the index's SET goes to the durable writes, with the store
+ * (lr_invoice_store, idempotent; it takes a paid invoice even on a
+ * request a run fenced) sent after it once it is answered OK
+ * (create_paid_indexed): no request names an invoice its index does not
+ * know. Stored, the key replays the 201 the store kept (provisioning/
+ * paid), and a read or a reconciliation run promotes the request (its
+ * invoice.paid came before the index). A write Redis refuses for good (an
+ * ACL) or never answers leaves the request as a dead worker's: the
+ * journal member's sweep finds the paid invoice and stores it, the
+ * request promoted (reconcile.c, worker_lost). The client is told to
+ * retry (503, Retry-After); until then the key answers it is in use.
+ */
+static void
+ngx_http_linegate_create_paid_kept(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr)
+{
+    int                              i;
+    u_char                          *p;
+    size_t                           len;
+    ngx_str_t                        note;
+    ngx_http_linegate_redis_args_t   a;
+
+    /* nothing for the request's cleanup to release from here on */
+    lr->settled = 1;
+    lr->fail = NGX_HTTP_LINEGATE_LR_FAIL_STORE;
+
+    ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
+                  NGX_HTTP_LINEGATE_LOG "line request \"%V\": the index of "
+                  "its paid invoice \"%V\" failed: kept, its index and "
+                  "store sent again", &lr->id, &lr->invoice.id);
+
+    /* the store's 2 keys, 11 arguments and the customer (stored_again) */
+    ngx_http_linegate_create_store_args(r, lr);
+    ngx_http_linegate_redis_arg_str(&lr->args, &lr->customer);
+
+    /* they ride along as the SET's note, each "<length>:<bytes>" */
+    len = 0;
+
+    for (i = 0; i < lr->args.argc; i++) {
+        len += NGX_SIZE_T_LEN + 1 + lr->args.argvlen[i];
+    }
+
+    p = ngx_pnalloc(r->pool, len);
+
+    if (p == NULL
+        || ngx_http_linegate_lines_invoice_index(r->pool, &lr->invoice.id,
+                                                 &lr->ws, &lr->id, &a)
+           != NGX_OK)
+    {
+        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                      NGX_HTTP_LINEGATE_LOG "line request \"%V\" left to "
+                      "the reconciliation's sweep", &lr->id);
+        ngx_http_linegate_create_failed(r, lr);
+        return;
+    }
+
+    note.data = p;
+
+    for (i = 0; i < lr->args.argc; i++) {
+        p = ngx_sprintf(p, "%uz:", lr->args.argvlen[i]);
+
+        if (lr->args.argvlen[i]) {
+            p = ngx_cpymem(p, lr->args.argv[i], lr->args.argvlen[i]);
+        }
+    }
+
+    note.len = p - note.data;
+
+    /* not queued (logged): the sweep's, as above */
+    (void) ngx_http_linegate_redis_durable_command_then(r->connection->log,
+                                    &a, "a paid invoice's index",
+                                    ngx_http_linegate_create_paid_indexed,
+                                    &note);
+
+    ngx_http_linegate_create_failed(r, lr);
+}
+
+
+/*
+ * The durable index of a paid invoice answered: OK, its store goes (a
+ * durable write, create_stored_again's when refused), its arguments
+ * read back from the note (create_paid_kept)
+ */
+static void
+ngx_http_linegate_create_paid_indexed(redisReply *reply,
+    ngx_http_linegate_redis_args_t *args, ngx_str_t *note)
+{
+    u_char                          *p, *last, *colon;
+    ngx_int_t                        n;
+    ngx_str_t                        id;
+    ngx_http_linegate_redis_args_t   a;
+    u_char                           what[128];
+
+    if (reply == NULL || reply->type != REDIS_REPLY_STATUS) {
+        return;
+    }
+
+    ngx_http_linegate_redis_args_init(&a);
+
+    p = note->data;
+    last = p + note->len;
+
+    while (p < last) {
+        colon = ngx_strlchr(p, last, ':');
+
+        if (colon == NULL || a.argc == NGX_HTTP_LINEGATE_REDIS_MAX_ARGS) {
+            break;
+        }
+
+        n = ngx_atoi(p, colon - p);
+
+        if (n == NGX_ERROR || n > last - colon - 1) {
+            break;
+        }
+
+        a.argv[a.argc] = (const char *) colon + 1;
+        a.argvlen[a.argc] = (size_t) n;
+        a.argc++;
+
+        p = colon + 1 + n;
+    }
+
+    /* lr_invoice_store's 2 keys, its 11 arguments, the customer */
+    if (p != last || a.argc != 14) {
+        ngx_log_error(NGX_LOG_ALERT, ngx_cycle->log, 0,
+                      NGX_HTTP_LINEGATE_LOG "a paid invoice's store could "
+                      "not be read back: left to the reconciliation's "
+                      "sweep");
+        return;
+    }
+
+    a.nkeys = 2;
+
+    ngx_http_linegate_lines_arg(&a, 3, &id);
+    p = ngx_snprintf(what, sizeof(what) - 1, "lr_invoice_store %V", &id);
+    *p = '\0';
+
+    (void) ngx_http_linegate_redis_durable_then(ngx_cycle->log,
+                                    NGX_HTTP_LINEGATE_SCRIPT_LR_INVOICE_STORE,
+                                    2, &a, (const char *) what,
+                                    ngx_http_linegate_create_stored_again);
 }
 
 
@@ -1981,10 +2160,33 @@ ngx_http_linegate_create_resolved(ngx_http_request_t *r,
  * while its add-on is billed: no step of it runs any more. Its release
  * (prepared with the reservation) goes to the worker's durable writes;
  * an invoice already made cannot be voided from here and is logged.
+ * Not while the index of an invoice Stripe paid is written: released,
+ * the paid invoice would be a human's and the key free for a retry to
+ * bill again. The request is left as a dead worker's (the reservation,
+ * the key, the journal's member), for the sweep to store the invoice and
+ * promote the request (create_paid_kept says why).
  */
 static void
 ngx_http_linegate_create_cleanup(void *data)
 {
+    ngx_http_linegate_lr_t  *lr;
+
+    lr = data;
+
+    if (!lr->settled
+        && lr->ctx->state == NGX_HTTP_LINEGATE_CREATE_INVOICE_INDEX
+        && ngx_http_linegate_line_is(&lr->invoice.status, "paid"))
+    {
+        lr->settled = 1;
+
+        ngx_log_error(NGX_LOG_WARN, ngx_cycle->log, 0,
+                      NGX_HTTP_LINEGATE_LOG "line request \"%V\" ended "
+                      "while its paid invoice \"%V\" was indexed: left to "
+                      "the reconciliation's sweep", &lr->id,
+                      &lr->invoice.id);
+        return;
+    }
+
     ngx_http_linegate_lines_ended(data, NGX_HTTP_LINEGATE_SCRIPT_LR_RELEASE,
                                   "billed", "lr_release of an ended request");
 }

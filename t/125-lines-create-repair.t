@@ -351,6 +351,90 @@ subtest 'the index refused: nothing names the invoice' => sub {
        'billed and indexed');
 };
 
+# An add-on whose invoice Stripe paid at finalization (amount due 0: a
+# price of 0 here; a credit balance or a 100% coupon alike) and whose
+# index's reply is lost (Redis paused past the command timeout): the
+# invoice cannot be voided, so it is kept, and so are the reservation and
+# the key; its index and its store go to the durable writes, the store
+# once the index answered. The client gets 503; the retry with the same
+# key replays the 201 the store kept (provisioning/paid), one invoice at
+# Stripe, nothing queued for a human. The module before discarded it
+# (void refused: queued invoice_unrepaired) and released the request,
+# the key free for a retry to make a second line and bill it again.
+sub zero_price {
+    my ($amount) = @_;
+    my $tx = $s->stub(POST => '/_stub/prices',
+                      {id => 'price_email_addon', unit_amount => $amount});
+    die 'stub price: ' . $tx->res->body unless $tx->res->is_success;
+}
+
+subtest 'a paid invoice, the reply of its index lost: kept, stored again'
+    => sub {
+    my $w = ws();
+    my $queued = $r->xlen('lg:{fleet}:reconcile') // 0;
+    my $logoff = length $s->error_log;
+    zero_price(0);
+    # (as above: the pause begins once the invoice is paid, before the
+    # index's SET, and outlasts its 500 ms timeout)
+    $l->fault(path_prefix => '/v1/invoices/', latency_ms => 1800,
+              after_commit => 1);
+    my ($tx) = $l->during(
+        [$w, POST => '/api/line-requests', $EMAIL, key('zi-1')],
+        sub {
+            my @paid = grep { $_->{status} eq 'paid' }
+                       $l->invoices($w->{customer});
+            return 0 unless @paid;
+            cli('CLIENT PAUSE 2500');
+            return 1;
+        });
+    $l->clear_faults;
+    zero_price(1500);
+    $l->error_is($tx, 503, 'STORE_UNAVAILABLE', 'the index timed out');
+    ok($tx->res->headers->header('Retry-After'), 'Retry-After');
+
+    # the index, then the store: durable writes sent once the pause ended
+    my @inv = $l->invoices($w->{customer});
+    my ($id) = $l->request_ids($w);
+    $id //= '';
+    my $until = time + 30;
+    sleep 0.1 until ($l->lr($w, $id)->{invoiceId} // '') ne ''
+                    || time > $until;
+
+    is(scalar @inv, 1, 'one invoice at Stripe');
+    is($inv[0]{status} // '', 'paid', 'paid at finalization');
+    is($l->invoice($inv[0]{id} // '')->{status}, 'paid', 'still paid');
+    is($r->get('lg:invoice:' . ($inv[0]{id} // '')), "$w->{id}:$id",
+       'its index written');
+    is($l->lr($w, $id)->{invoiceId} // '', $inv[0]{id} // '-',
+       'the request kept, naming it');
+    is(idem($w, 'zi-1')->{state}, 'done', 'the key holds the answer');
+    my $log = substr $s->error_log, $logoff;
+    like($log, qr/durable write "lr_invoice_store \Q$id\E" done/,
+         'the store sent again');
+    unlike($log, qr/could not be discarded/, 'not discarded');
+    is(($r->xlen('lg:{fleet}:reconcile') // 0) - $queued, 0,
+       'nothing queued for reconciliation');
+
+    ok(served_again(), 'every worker serves again after the pause');
+    my $again = $l->create($w, $EMAIL, key('zi-1'));
+    my $b = $l->answer($again, 201, 'the same key');
+    is($again->res->headers->header('Idempotent-Replayed'), 'true',
+       'replayed');
+    is($b->{line}{_id}, $id, 'the same request');
+    is("$b->{status}/$b->{paymentStatus}", 'provisioning/paid',
+       'the request paid');
+    is(scalar(() = $l->invoices($w->{customer})), 1, 'nothing billed again');
+
+    # a read promotes it (its invoice.paid came before the index)
+    my $g = $l->answer($l->get($w, $id), 200, 'read');
+    is("$g->{status}/$g->{paymentStatus}", 'provisioning/paid',
+       'read provisioning/paid');
+    my $lr = $l->lr($w, $id);
+    is("$lr->{provisioningStatus}/$lr->{paymentStatus}", 'provisioning/paid',
+       'stored provisioning/paid');
+    ok(!defined $l->pending($w), 'the workspace free');
+};
+
 subtest 'parallel calls with one key: one does the work' => sub {
     my $w = ws();
     my @txs = $l->parallel(map { [$w, POST => '/api/line-requests', $EMAIL,

@@ -14,7 +14,9 @@ use LG::Stack;
 use LG::Test;
 use LG::Lines qw(body);
 
-my $s = LG::Stack->new(STRIPE_TIMEOUT => '5s',
+# (the Redis command timeout outlasts worker_shutdown_timeout: a step
+# held at Redis is ended by the reload, not by its own timeout)
+my $s = LG::Stack->new(STRIPE_TIMEOUT => '5s', REDIS_COMMAND_TIMEOUT => '5s',
                        MAIN_EXTRA => 'worker_shutdown_timeout 500ms;')
             ->start;
 my $l = LG::Lines->new($s);
@@ -79,6 +81,86 @@ subtest 'ended while Stripe adds the item: released' => sub {
     my $b = $l->answer($l->create($w, $EMAIL, 'Idempotency-Key' => 'cut-1'),
                        201, 'the same key, retried');
     is($b->{status}, 'awaiting_payment', 'billed');
+    unlike($s->error_log, qr/exited on signal/, 'no worker crashed');
+};
+
+# Ended while the index of an invoice Stripe paid at finalization (a
+# price of 0) is held at Redis: released, the paid invoice would be a
+# human's (its void refused) and the key free for a retry to bill again.
+# The request is left as a dead worker's instead, for the journal's sweep
+# to store the invoice and promote it (t/235): its reservation, its key
+# and its member kept, nothing queued. The module before released it and
+# queued the paid invoice (invoice_unrepaired).
+subtest 'ended while its paid invoice is indexed: left for the sweep' => sub {
+    my $w = $l->workspace('org_cut_paid');
+    my $price = sub {
+        $s->stub(POST => '/_stub/prices', {id => 'price_email_addon',
+                                           unit_amount => $_[0]});
+    };
+    $price->(0);
+    $l->fault(path_prefix => '/v1/invoices/', latency_ms => 1500,
+              after_commit => 1);
+    my $logoff = length $s->error_log;
+
+    my $ua = $s->ua;
+    my ($tx, $err, $in, $step);
+    my $pr = $ua->start_p($ua->build_tx(POST => $s->url('/api/line-requests')
+                          => {%{ $w->{auth} }, 'Idempotency-Key' => 'cut-2'}
+                          => json => $EMAIL))
+        ->then(sub { $tx = shift })->catch(sub { $err = shift });
+
+    # the invoice paid (its answer held): writes paused; its index's SET
+    # held at Redis: reloaded
+    $step = 0;
+    my $until = time + 8;
+    my $id = Mojo::IOLoop->recurring(0.01 => sub {
+        return if $step == 2 || time > $until;
+        if ($step == 0) {
+            my ($paid) = grep { $_->{status} eq 'paid' }
+                         $l->invoices($w->{customer});
+            return unless $paid;
+            $in = $paid->{id};
+            $l->pause_writes(4000);
+            $step = 1;
+            return;
+        }
+        my $port = $l->_master_of("lg:invoice:$in");
+        return unless LG::Lines::_held_sets($port);
+        kill 'HUP', $s->{pids}{nginx};
+        $step = 2;
+    });
+    $pr->wait;
+    Mojo::IOLoop->remove($id);
+    is($step, 2, 'reloaded with the paid invoice\'s index held');
+    my $left = qr/ended while its paid invoice "\Q$in\E" was indexed: /
+               . qr/left to the reconciliation's sweep/;
+    ok(eventually(sub { substr($s->error_log, $logoff) =~ $left }, 10),
+       'logged') or diag grep { /linegate: line request/ }
+                            split /^/, substr($s->error_log, $logoff);
+    $l->release_writes;
+    $l->clear_faults;
+    $price->(1500);
+
+    my ($rid) = $l->request_ids($w);
+    $rid //= '';
+    sleep 1;    # what a release would have done, done by now
+    is($l->lr($w, $rid)->{provisioningStatus} // '', 'awaiting_payment',
+       'the request kept');
+    ok(defined $l->pending($w), 'its reservation kept');
+    is(scalar(grep { index($_, "org_cut_paid ") == 0 }
+              $r->zrange('lg:{fleet}:lr:inflight', 0, -1)), 1,
+       'its journal member kept');
+    ok(scalar $r->keys("lg:{ws:org_cut_paid}:idem:*"), 'its key kept');
+    is(scalar(grep { my %e = @{ $_->[1] };
+                     ($e{invoice_id} // '') eq ($in // '-') }
+              $r->xrange('lg:{fleet}:reconcile', '-', '+')), 0,
+       'the paid invoice not queued');
+    unlike(substr($s->error_log, $logoff),
+           qr/ended while billed: .*\Q$in\E/, 'not released');
+    my $busy = $l->create($w, $EMAIL, 'Idempotency-Key' => 'cut-2');
+    is($busy->res->code, 409, 'the key still in use: no second invoice')
+        or diag $busy->res->body;
+    is(scalar(() = $l->invoices($w->{customer})), 1, 'one invoice');
     unlike($s->error_log, qr/exited on signal/, 'no worker crashed');
 };
 

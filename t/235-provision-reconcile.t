@@ -1694,6 +1694,83 @@ subtest 'a killed create whose invoice was paid: the request settled' => sub {
        'still one set-up entry');
 };
 
+# A live creation whose invoice Stripe paid at finalization (a price of
+# 0) and whose index Redis refuses (an ACL: lg:invoice:* read only): the
+# invoice cannot be voided, and its index and store, handed to the
+# durable writes, are refused too. Nothing is undone: the request is left
+# as a dead worker's (its reservation, its key, its journal member), 503,
+# and the sweep stores the paid invoice on it and promotes it, the key
+# then replaying the 201. The module before discarded it (void refused:
+# queued invoice_unrepaired, a human's) and released the request and
+# its key, for a retry to bill a second invoice.
+subtest 'a paid invoice whose index Redis refused: the sweep settles it'
+    => sub {
+    my $l = LG::Lines->new($s);
+    my $EMAIL = body(channelType => 'email', email => 'k@example.com');
+    my $w = $l->workspace('org_paid_unindexed');
+    my @cli = map { "redis-cli -p $_" }
+              $CLUSTER ? $s->cluster_masters : $s->redis_port;
+    my $acl = sub { join '', map { qx{$_ $_[0] 2>&1} } @cli };
+    my $price = sub {
+        $s->stub(POST => '/_stub/prices', {id => 'price_email_addon',
+                                           unit_amount => $_[0]});
+    };
+    my $queued = () = grep { ($_->{workspace} // '') eq $w->{id} }
+                      @{ $p->reconcile };
+    my $logoff = length $s->error_log;
+    $price->(0);
+    like($acl->(q{ACL SETUSER default resetkeys '~lg:[^i]*' '%R~*'}),
+         qr/^OK/, 'writes to lg:invoice:* refused');
+    my $tx = $l->create($w, $EMAIL, 'Idempotency-Key' => 'piu');
+    $price->(1500);
+    is($tx->res->code, 503, '503') or diag $tx->res->body;
+    ok($tx->res->headers->header('Retry-After'), 'Retry-After');
+    ok(eventually(sub { substr($s->error_log, $logoff)
+                        =~ /durable write "a paid invoice's index" refused/ },
+                  5), 'the durable index refused too');
+    like($acl->('ACL SETUSER default allkeys'), qr/^OK/,
+         'every key allowed again');
+
+    my @inv = $l->invoices($w->{customer});
+    is(scalar @inv, 1, 'one invoice');
+    is($inv[0]{status} // '', 'paid', 'paid at finalization');
+    my ($id) = $l->request_ids($w);
+    $id //= '';
+    is($l->lr($w, $id)->{provisioningStatus} // '', 'awaiting_payment',
+       'the request kept, awaiting payment');
+    ok(defined $l->pending($w), 'its reservation kept');
+    is(scalar(in_flight('lg:{fleet}:lr:inflight', $w->{id})), 1,
+       'its journal member kept');
+    is((() = grep { ($_->{workspace} // '') eq $w->{id} }
+              @{ $p->reconcile }) - $queued, 0, 'nothing queued');
+    unlike(substr($s->error_log, $logoff), qr/could not be discarded/,
+           'not discarded');
+    my $busy = $l->create($w, $EMAIL, 'Idempotency-Key' => 'piu');
+    is($busy->res->code, 409, 'the key still in use')
+        or diag $busy->res->body;
+
+    sleep 1.1;    # linegate_reconcile_lost_after
+    my $b = run();
+    my ($e) = grep { ($_->{line_request_id} // '') eq $id }
+              @{ $b->{entries} // [] };
+    is($e->{reason}, 'worker_lost', 'swept as worker_lost')
+        or diag explain $b;
+    is($e->{outcome}, 'settled', 'settled');
+    my $lr = $l->lr($w, $id);
+    is("$lr->{provisioningStatus}/$lr->{paymentStatus}", 'provisioning/paid',
+       'the request promoted');
+    is($lr->{invoiceId} // '', $inv[0]{id} // '-', 'naming its invoice');
+    is($r->get('lg:invoice:' . ($inv[0]{id} // '')), "$w->{id}:$id",
+       'indexed');
+    ok(!defined $l->pending($w), 'the workspace unblocked');
+
+    my $again = $l->create($w, $EMAIL, 'Idempotency-Key' => 'piu');
+    my $a = $l->answer($again, 201, 'the same key');
+    is($a->{line}{_id}, $id, 'replays the request');
+    is("$a->{status}/$a->{paymentStatus}", 'provisioning/paid', 'paid');
+    is(scalar(() = $l->invoices($w->{customer})), 1, 'nothing billed again');
+};
+
 # On a cluster no script names lg:provisioning (another slot): the
 # promotion's member is written in PAID_INDEX's round trip (with the
 # index), its entry relayed by nginx after PAID_SETTLE, and the member
