@@ -8,15 +8,18 @@
  * Each zone is a GCRA (src/lua/rl_gcra.lua): one Redis key per limited
  * value holds its theoretical arrival time on Redis's clock. A request of
  * a limited location sends one EVALSHA per zone, all in one pipeline on
- * the worker's shared connection, from the preaccess phase; the phase
- * engine resumes from the reply. A header filter adds RateLimit-Policy,
+ * the worker's shared connection, from the preaccess phase (or, with
+ * linegate_limit_phase precontent, after the access phase, so that
+ * auth_request, deny or limit_req refuse first and cost nothing); the
+ * phase engine resumes from the reply. A header filter adds RateLimit-Policy,
  * RateLimit and Retry-After to whatever answers the request (proxy_pass,
  * static files, return, linegate's own APIs).
  *
  * When Redis does not answer, linegate_limit_on_error decides: closed
  * (503), open (let through) or local (a share of each zone enforced in
- * this node's shared memory). The phase handler, the header filter and
- * the shared memory exist only when some location uses linegate_limit.
+ * this node's shared memory). The phase handlers, the header filter and
+ * the shared memory exist only when some location uses linegate_limit,
+ * each phase's handler only when some location decides in it.
  */
 
 
@@ -41,6 +44,7 @@
 typedef struct {
     ngx_array_t                     zones;      /* of zone_t * */
     ngx_uint_t                      used;       /* some linegate_limit */
+    ngx_uint_t                      phases;     /* bits: 1 << _phase_e */
     ngx_uint_t                      local;      /* some on_error local */
     ngx_shm_zone_t                 *shm_zone;
 } ngx_http_linegate_limit_main_conf_t;
@@ -55,7 +59,19 @@ typedef struct {
     ngx_uint_t                      on_error;
     ngx_uint_t                      share;
     ngx_uint_t                      log_level;  /* of a rejection */
+    ngx_uint_t                      phase;      /* _phase_e */
 } ngx_http_linegate_limit_loc_conf_t;
+
+
+/*
+ * Where a location decides. precontent is after the access phase, not in
+ * it: there, under "satisfy any", an OK of this handler would grant
+ * access that auth_request or deny refused.
+ */
+typedef enum {
+    NGX_HTTP_LINEGATE_LIMIT_PREACCESS = 0,
+    NGX_HTTP_LINEGATE_LIMIT_PRECONTENT
+} ngx_http_linegate_limit_phase_e;
 
 
 /*
@@ -147,7 +163,12 @@ typedef struct {
 } ngx_http_linegate_limit_ctx_t;
 
 
-static ngx_int_t ngx_http_linegate_limit_handler(ngx_http_request_t *r);
+static ngx_int_t ngx_http_linegate_limit_preaccess_handler(
+    ngx_http_request_t *r);
+static ngx_int_t ngx_http_linegate_limit_precontent_handler(
+    ngx_http_request_t *r);
+static ngx_int_t ngx_http_linegate_limit_handler(ngx_http_request_t *r,
+    ngx_uint_t phase);
 static ngx_int_t ngx_http_linegate_limit_start(ngx_http_request_t *r,
     ngx_http_linegate_limit_ctx_t *ctx);
 static ngx_uint_t ngx_http_linegate_limit_refused(
@@ -230,6 +251,13 @@ static ngx_conf_enum_t  ngx_http_linegate_limit_log_levels[] = {
 };
 
 
+static ngx_conf_enum_t  ngx_http_linegate_limit_phases[] = {
+    { ngx_string("preaccess"), NGX_HTTP_LINEGATE_LIMIT_PREACCESS },
+    { ngx_string("precontent"), NGX_HTTP_LINEGATE_LIMIT_PRECONTENT },
+    { ngx_null_string, 0 }
+};
+
+
 static ngx_command_t  ngx_http_linegate_limit_commands[] = {
 
     { ngx_string("linegate_limit_zone"),
@@ -273,6 +301,13 @@ static ngx_command_t  ngx_http_linegate_limit_commands[] = {
       NGX_HTTP_LOC_CONF_OFFSET,
       offsetof(ngx_http_linegate_limit_loc_conf_t, log_level),
       &ngx_http_linegate_limit_log_levels },
+
+    { ngx_string("linegate_limit_phase"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_http_linegate_conf_set_enum_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_linegate_limit_loc_conf_t, phase),
+      &ngx_http_linegate_limit_phases },
 
     { ngx_string("linegate_limit_on_error"),
       NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE12,
@@ -356,7 +391,29 @@ static time_t  ngx_http_linegate_limit_bad_logged;
 /* the request path */
 
 static ngx_int_t
-ngx_http_linegate_limit_handler(ngx_http_request_t *r)
+ngx_http_linegate_limit_preaccess_handler(ngx_http_request_t *r)
+{
+    return ngx_http_linegate_limit_handler(r,
+                                           NGX_HTTP_LINEGATE_LIMIT_PREACCESS);
+}
+
+
+/*
+ * Registered after try_files and mirror (a dynamic module's
+ * postconfiguration comes later), so it runs before them: the decision
+ * comes before a mirror's subrequest or a try_files redirect. A pass
+ * returns NGX_DECLINED, never NGX_OK, which would skip them.
+ */
+static ngx_int_t
+ngx_http_linegate_limit_precontent_handler(ngx_http_request_t *r)
+{
+    return ngx_http_linegate_limit_handler(r,
+                                           NGX_HTTP_LINEGATE_LIMIT_PRECONTENT);
+}
+
+
+static ngx_int_t
+ngx_http_linegate_limit_handler(ngx_http_request_t *r, ngx_uint_t phase)
 {
     ngx_int_t                            rc;
     ngx_pool_cleanup_t                  *cln;
@@ -391,7 +448,10 @@ ngx_http_linegate_limit_handler(ngx_http_request_t *r)
          */
     }
 
-    if (llcf->limits == NULL || llcf->limits->nelts == 0) {
+    /* the handler of the other phase decides for this location */
+    if (llcf->phase != phase
+        || llcf->limits == NULL || llcf->limits->nelts == 0)
+    {
         return NGX_DECLINED;
     }
 
@@ -1818,12 +1878,25 @@ ngx_http_linegate_limit_init(ngx_conf_t *cf)
 
     cmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_core_module);
 
-    h = ngx_array_push(&cmcf->phases[NGX_HTTP_PREACCESS_PHASE].handlers);
-    if (h == NULL) {
-        return NGX_ERROR;
+    if (lmcf->phases & (1 << NGX_HTTP_LINEGATE_LIMIT_PREACCESS)) {
+        h = ngx_array_push(
+                &cmcf->phases[NGX_HTTP_PREACCESS_PHASE].handlers);
+        if (h == NULL) {
+            return NGX_ERROR;
+        }
+
+        *h = ngx_http_linegate_limit_preaccess_handler;
     }
 
-    *h = ngx_http_linegate_limit_handler;
+    if (lmcf->phases & (1 << NGX_HTTP_LINEGATE_LIMIT_PRECONTENT)) {
+        h = ngx_array_push(
+                &cmcf->phases[NGX_HTTP_PRECONTENT_PHASE].handlers);
+        if (h == NULL) {
+            return NGX_ERROR;
+        }
+
+        *h = ngx_http_linegate_limit_precontent_handler;
+    }
 
     ngx_http_next_header_filter = ngx_http_top_header_filter;
     ngx_http_top_header_filter = ngx_http_linegate_limit_header_filter;
@@ -1957,6 +2030,7 @@ ngx_http_linegate_limit_create_loc_conf(ngx_conf_t *cf)
     conf->on_error = NGX_CONF_UNSET_UINT;
     conf->share = NGX_CONF_UNSET_UINT;
     conf->log_level = NGX_CONF_UNSET_UINT;
+    conf->phase = NGX_CONF_UNSET_UINT;
 
     return conf;
 }
@@ -1986,6 +2060,8 @@ ngx_http_linegate_limit_merge_loc_conf(ngx_conf_t *cf, void *parent,
     ngx_conf_merge_value(conf->headers, prev->headers, 1);
     ngx_conf_merge_uint_value(conf->log_level, prev->log_level,
                               NGX_LOG_ERR);
+    ngx_conf_merge_uint_value(conf->phase, prev->phase,
+                              NGX_HTTP_LINEGATE_LIMIT_PREACCESS);
 
     if (conf->on_error == NGX_CONF_UNSET_UINT) {
         conf->on_error = (prev->on_error == NGX_CONF_UNSET_UINT)
@@ -2026,12 +2102,18 @@ ngx_http_linegate_limit_merge_loc_conf(ngx_conf_t *cf, void *parent,
         conf->policy.len = p - conf->policy.data;
     }
 
+    lmcf = ngx_http_conf_get_module_main_conf(cf,
+                                              ngx_http_linegate_limit_module);
+
     if (conf->on_error == NGX_HTTP_LINEGATE_LIMIT_ON_ERROR_LOCAL
         && conf->limits != NULL)
     {
-        lmcf = ngx_http_conf_get_module_main_conf(cf,
-                                            ngx_http_linegate_limit_module);
         lmcf->local = 1;
+    }
+
+    /* the phase handlers that postconfiguration registers */
+    if (conf->limits != NULL && conf->limits->nelts) {
+        lmcf->phases |= (ngx_uint_t) 1 << conf->phase;
     }
 
     return NGX_CONF_OK;

@@ -923,7 +923,7 @@ subtest 'every linegate_* name of the docs exists' => sub {
 
 # a documented default as the value the code stores
 my %NAMED = (NGX_LOG_ERR => 'error', NGX_HTTP_TOO_MANY_REQUESTS => 429,
-             NULL => 'off');
+             NULL => 'off', NGX_HTTP_LINEGATE_LIMIT_PREACCESS => 'preaccess');
 my $defaults = LG::Docs::defaults_in_code();
 
 # directive => sub { (documented parameters) => [[code value, doc value]] }

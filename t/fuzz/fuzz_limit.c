@@ -1234,7 +1234,7 @@ fuzz_request_run(fuzz_req_t *q, void *stream)
 
     fuzz_posted = 0;
 
-    q->rc = ngx_http_linegate_limit_handler(q->r);
+    q->rc = ngx_http_linegate_limit_preaccess_handler(q->r);
 
     ctx = ngx_http_get_module_ctx(q->r, ngx_http_linegate_limit_module);
     q->ctx = ctx;
@@ -1265,7 +1265,7 @@ fuzz_request_run(fuzz_req_t *q, void *stream)
 
     if (fuzz_redis.calls != 1 || fuzz_redis.ncmds != q->n || !ctx->waiting
         /* another event of the client's connection meanwhile */
-        || ngx_http_linegate_limit_handler(q->r) != NGX_AGAIN)
+        || ngx_http_linegate_limit_preaccess_handler(q->r) != NGX_AGAIN)
     {
         __builtin_trap();
     }
@@ -1279,7 +1279,7 @@ fuzz_request_run(fuzz_req_t *q, void *stream)
     }
 
     /* resumed with the decision */
-    q->rc = ngx_http_linegate_limit_handler(q->r);
+    q->rc = ngx_http_linegate_limit_preaccess_handler(q->r);
 }
 
 
@@ -1363,7 +1363,7 @@ fuzz_check_decision(fuzz_req_t *q)
     ctx = q->ctx;
 
     /* once per request: an internal redirect does not decide again */
-    if (ngx_http_linegate_limit_handler(q->r) != NGX_DECLINED) {
+    if (ngx_http_linegate_limit_preaccess_handler(q->r) != NGX_DECLINED) {
         __builtin_trap();
     }
 
