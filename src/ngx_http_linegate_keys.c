@@ -78,8 +78,7 @@ static ngx_http_linegate_key_form_t
     { ngx_string("lg:pv:{"), ngx_string("}:"),
       ngx_http_linegate_key_none },
 
-    /* NGX_HTTP_LINEGATE_KEY_RL_VALUE, _RL_HASH */
-    { ngx_string("lg:rl:{"), ngx_string(":v:"), ngx_string("}") },
+    /* NGX_HTTP_LINEGATE_KEY_RL_HASH */
     { ngx_string("lg:rl:{"), ngx_string(":h:"), ngx_string("}") },
 
     /* NGX_HTTP_LINEGATE_KEY_INVENTORY ... _QUARANTINE */

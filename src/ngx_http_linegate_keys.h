@@ -53,8 +53,7 @@ typedef enum {
     NGX_HTTP_LINEGATE_KEY_INVOICE,          /* a = invoice id */
     NGX_HTTP_LINEGATE_KEY_PV,               /* ngx_http_linegate_key_pv() */
 
-    /* linegate_limit: lg:rl:{<zone>:v:<value>} or {<zone>:h:<md5>} */
-    NGX_HTTP_LINEGATE_KEY_RL_VALUE,         /* a = zone, b = value */
+    /* linegate_limit: lg:rl:{<zone>:h:<md5 hex of the value>} */
     NGX_HTTP_LINEGATE_KEY_RL_HASH,          /* a = zone, b = md5 hex */
 
     /* the fleet's own keys: no id */

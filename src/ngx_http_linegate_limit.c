@@ -36,7 +36,6 @@
 #include <ngx_md5.h>
 
 
-#define NGX_HTTP_LINEGATE_LIMIT_RAW_KEY_MAX  64
 #define NGX_HTTP_LINEGATE_LIMIT_SHM_SIZE     (4 * 1024 * 1024)
 #define NGX_HTTP_LINEGATE_LIMIT_MAX_RATE     1000000
 
@@ -1529,9 +1528,11 @@ ngx_http_linegate_limit_evict(ngx_http_linegate_limit_shm_t *shm,
 
 
 /*
- * lg:rl:{<zone>:v:<value>} for short printable values, else
- * lg:rl:{<zone>:h:<md5 hex>}: the braces are the Redis Cluster hash tag,
- * so the keys of a zone spread over the slots.
+ * lg:rl:{<zone>:h:<md5 hex of the value>}, whatever the value: a key= is
+ * often a client's secret (an API key header), and a Redis key name is
+ * seen by SCAN, MONITOR, SLOWLOG, the RDB and AOF files and the replicas
+ * (docs/security.md: why a digest, and an unkeyed one). The braces are
+ * the Redis Cluster hash tag: one slot per value, a zone's values spread.
  */
 static ngx_int_t
 ngx_http_linegate_limit_redis_key(ngx_http_request_t *r,
@@ -1539,25 +1540,7 @@ ngx_http_linegate_limit_redis_key(ngx_http_request_t *r,
 {
     u_char      digest[16], hexbuf[32];
     ngx_str_t   hex;
-    ngx_uint_t  i, raw;
     ngx_md5_t   md5;
-
-    raw = res->value.len <= NGX_HTTP_LINEGATE_LIMIT_RAW_KEY_MAX;
-
-    for (i = 0; raw && i < res->value.len; i++) {
-        if (res->value.data[i] <= ' ' || res->value.data[i] >= 0x7f
-            || res->value.data[i] == '{' || res->value.data[i] == '}')
-        {
-            raw = 0;
-        }
-    }
-
-    if (raw) {
-        return ngx_http_linegate_key(r->pool,
-                                     NGX_HTTP_LINEGATE_KEY_RL_VALUE,
-                                     &res->zone->name, &res->value,
-                                     &res->rkey);
-    }
 
     ngx_md5_init(&md5);
     ngx_md5_update(&md5, res->value.data, res->value.len);

@@ -314,16 +314,35 @@ subtest 'an empty key leaves the decision to a location redirected to' => sub {
     is($r->exists(rl_key('e', $k2)), 0, 'zone e not asked after it');
 };
 
-subtest 'long and odd keys are hashed into the Redis key' => sub {
+subtest 'every value is hashed into the Redis key' => sub {
     my $long = 'x' x 200;
     is(get('/long/', 'X-Long' => $long)->code, 200, 'first passes');
     is(get('/long/', 'X-Long' => $long)->code, 429, 'second rejected');
     my @k = $r->keys('lg:rl:{long:*');
     is(scalar @k, 1, 'one key');
     like($k[0], qr/^lg:rl:\{long:h:[0-9a-f]{32}\}$/, 'hashed: ' . $k[0]);
+    is($k[0], rl_key('long', $long), 'the MD5 hex of the value');
     is(get('/long/', 'X-Long' => 'a{b}c')->code, 200, 'braces: passes');
     ok(scalar(grep { /\{long:v:/ } $r->keys('lg:rl:{long:*')) == 0,
        'a value with braces is hashed too');
+};
+
+# key=$http_x_api_key (docs/gateway.md): a client's API key is a secret,
+# never in Redis in the clear: not in a key name (SCAN, the RDB, the
+# replicas), nor in what MONITOR and SLOWLOG show of the EVALSHA
+subtest 'a short API key is not in Redis in the clear' => sub {
+    my $api = join '', map { ('a' .. 'z', 0 .. 9)[rand 36] } 1 .. 32;
+    my ($cmds) = $s->redis_traffic(sub {
+        is(get('/long/', 'X-Long' => $api)->code, 200, 'passes');
+    });
+    ok(scalar(grep { /EVALSHA/i } @$cmds), 'the EVALSHA was seen');
+    is(scalar(grep { index($_, $api) >= 0 } @$cmds), 0,
+       'not in MONITOR\'s commands');
+    my @names = $r->keys('*');    # SCAN's names (every master's)
+    ok(scalar @names, 'KEYS sees keys');
+    is(scalar(grep { index($_, $api) >= 0 } @names), 0,
+       'in no key name');
+    is($r->exists(rl_key('long', $api)), 1, 'its key: the MD5 of it');
 };
 
 subtest 'dry run: counted, never rejected' => sub {

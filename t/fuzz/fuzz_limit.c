@@ -36,9 +36,9 @@
  *   then the replies of the calls, in turn (hiredis's reader builds
  *   them; a pipeline takes one per command).
  *
- * Invariants, re-checked here: the Redis key is lg:rl:{<zone>:v:<key>}
- * for a key of 1 to 64 printable bytes without braces, else
- * lg:rl:{<zone>:h:<md5 hex>}, an empty key is not limited; each call's
+ * Invariants, re-checked here: the Redis key is lg:rl:{<zone>:h:<md5
+ * hex>} whatever the key (never the key itself), an empty key is not
+ * limited; each call's
  * arguments are the zone's; a reply the limiter reads is an array of 4
  * numbers per zone, each 0 to 2^53, anything else falls back as
  * linegate_limit_on_error says (open: passed, closed: 503 and
@@ -723,43 +723,26 @@ fuzz_configure(const uint8_t *cfg)
 }
 
 
-/* lg:rl:{<zone>:v:<key>}, or lg:rl:{<zone>:h:<md5 hex of the key>} */
+/* lg:rl:{<zone>:h:<md5 hex of the key>}, whatever the key */
 static void
 fuzz_redis_key(ngx_uint_t i)
 {
     u_char          *p, md[16];
-    size_t           k;
     ngx_str_t       *v, *name;
-    ngx_uint_t       raw;
     unsigned int     mdlen;
 
     v = &fuzz_key[i];
     name = &fuzz_zonep[i]->name;
-    raw = v->len <= 64;
-
-    for (k = 0; raw && k < v->len; k++) {
-        if (v->data[k] <= ' ' || v->data[k] >= 0x7f || v->data[k] == '{'
-            || v->data[k] == '}')
-        {
-            raw = 0;
-        }
-    }
 
     p = ngx_cpymem(fuzz_rkey[i], "lg:rl:{", 7);
     p = ngx_cpymem(p, name->data, name->len);
 
-    if (raw) {
-        p = ngx_cpymem(p, ":v:", 3);
-        p = ngx_cpymem(p, v->data, v->len);
-
-    } else {
-        if (EVP_Digest(v->data, v->len, md, &mdlen, EVP_md5(), NULL) != 1) {
-            abort();
-        }
-
-        p = ngx_cpymem(p, ":h:", 3);
-        p = ngx_hex_dump(p, md, 16);
+    if (EVP_Digest(v->data, v->len, md, &mdlen, EVP_md5(), NULL) != 1) {
+        abort();
     }
+
+    p = ngx_cpymem(p, ":h:", 3);
+    p = ngx_hex_dump(p, md, 16);
 
     *p++ = '}';
     fuzz_rkey_len[i] = p - fuzz_rkey[i];

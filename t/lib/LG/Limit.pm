@@ -13,6 +13,7 @@ use Mojo::Promise;
 use Mojo::UserAgent;
 use Test::More ();
 use Time::HiRes ();
+use Digest::MD5 qw(md5_hex);
 
 our @EXPORT_OK = qw(backend redis_now_us rl_key lease_counts_down
                     lease_holds_admissions);
@@ -53,7 +54,8 @@ sub redis_now_us {
     return $s * 1_000_000 + $us;
 }
 
-sub rl_key { my ($zone, $v) = @_; return "lg:rl:{$zone:v:$v}" }
+# the Redis key of a zone's value: always its MD5 (never the value itself)
+sub rl_key { my ($zone, $v) = @_; return "lg:rl:{$zone:h:" . md5_hex($v) . '}' }
 
 # 40 requests of one key from one worker ($send: a response): each one
 # its lease admitted (no decision Redis made since the one before,

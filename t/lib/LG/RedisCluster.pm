@@ -5,7 +5,7 @@ package LG::RedisCluster;
 # which read and write keys directly work unchanged.
 #
 #   my $r = LG::RedisCluster->new(ports => [7000, 7001, 7002]);
-#   $r->set('lg:rl:{z:v:a}', 1);       # to the master of the key's slot
+#   $r->set('lg:rl:{z:h:ab}', 1);          # to the master of the key's slot
 #   my @k = $r->keys('lg:rl:*');       # the union over the masters
 #
 # Any command is sent to the master of its key's slot (the first argument;
