@@ -12,6 +12,14 @@
  * never more than the rate gives in the lease time: a key the rate
  * spaces wider than the lease time is decided request by request.
  *
+ * A lease lasts the lease time from when it was asked for (Redis counted
+ * it from then: the fleet's bound), so a round trip of half the lease
+ * time or more leaves it half spent at best, or expired on arrival, its
+ * admissions paid for in Redis and lost, and the next one asked at once:
+ * while the last round trip was that long, a worker asks for one
+ * admission at a time (no lease, nothing lost), and grows again from one
+ * once a round trip is short.
+ *
  * The table is 2-way set-associative by the key's hash, compared in
  * full: a third key of a set takes the slot used least recently, whose
  * lease is dropped, its admissions lost (conservative). The hash is
@@ -198,7 +206,7 @@ ngx_http_linegate_lease_spend(ngx_http_linegate_lease_t *l,
 
     /* no next lease and none asked for: this request asks, first of it */
 
-    if (l->size == 0) {
+    if (l->size == 0 || l->slow) {
         l->size = 1;
 
     } else {
@@ -232,6 +240,9 @@ ngx_http_linegate_lease_granted(ngx_http_linegate_lease_t *l,
 
     l->pending = 0;
     l->remaining = remaining;
+
+    /* the round trip, against half the lease time (above) */
+    l->slow = 2 * (ngx_current_msec - sent) >= lease;
 
     if (granted < 1) {
         /*

@@ -47,6 +47,7 @@ typedef struct {
     ngx_msec_t                      used;       /* last asked for */
     int64_t                         remaining;  /* Redis's, last said */
     unsigned                        pending:1;  /* a decision in flight */
+    unsigned                        slow:1;     /* round trip >= lease/2 */
     u_short                         len;
     u_char                          key[NGX_HTTP_LINEGATE_LEASE_KEY];
 } ngx_http_linegate_lease_t;

@@ -11,6 +11,9 @@ use Test::More;
 use Time::HiRes ();
 use Mojo::Promise;
 use Mojo::UserAgent;
+use IO::Select;
+use IO::Socket::INET;
+use POSIX ();
 use LG::Stack;
 use LG::Test ();
 use LG::Limit qw(rl_key lease_counts_down lease_holds_admissions);
@@ -255,6 +258,105 @@ subtest 'Redis stopped mid-lease: the held admissions, then the fallback'
     ok($s->wait_redis_connected($mark, 10), 'reconnected');
     is($ua->get($url)->res->headers->header('X-Limit'), 'PASSED',
        'Redis decides again');
+};
+
+# A TCP proxy in front of Redis (a forked child) that holds each reply
+# $delay seconds: a round trip longer than the lease time
+sub delaying_proxy {
+    my ($listen, $to, $delay) = @_;
+    my $l = IO::Socket::INET->new(LocalAddr => '127.0.0.1',
+                                  LocalPort => $listen, Listen => 16,
+                                  ReuseAddr => 1) or die "listen: $!";
+    my $pid = fork // die "fork: $!";
+    return $pid if $pid;
+    my $sel = IO::Select->new($l);
+    my (%peer, %up, @q);
+    my $drop = sub {
+        for my $fh (@_) { $sel->remove($fh); delete $peer{$fh}; close $fh }
+    };
+    while (1) {
+        my $now = Time::HiRes::time();
+        while (@q && $q[0][0] <= $now) {
+            my (undef, $fh, $buf) = @{ shift @q };
+            syswrite($fh, $buf) if $peer{$fh};
+        }
+        my $wait = @q ? ($q[0][0] - $now) : 1;
+        for my $fh ($sel->can_read($wait > 0 ? $wait : 0)) {
+            if ($fh == $l) {
+                my $c = $l->accept or next;
+                my $u = IO::Socket::INET->new(PeerAddr => '127.0.0.1',
+                                              PeerPort => $to)
+                    or do { close $c; next };
+                @peer{$c, $u} = ($u, $c);
+                $up{$u} = 1;
+                $sel->add($c, $u);
+                next;
+            }
+            my $n = sysread($fh, my $buf, 65536);
+            if (!$n) { $drop->($fh, $peer{$fh} // ()); next }
+            if ($up{$fh}) {
+                push @q, [Time::HiRes::time() + $delay, $peer{$fh}, $buf];
+            } else {
+                syswrite($peer{$fh}, $buf);
+            }
+        }
+    }
+    POSIX::_exit(0);
+}
+
+# A lease asked at sent lasts until sent + lease (Redis counted it so):
+# with a round trip over the lease time it arrives expired, its
+# admissions paid for and lost, and the next one is asked at once. Redis
+# replies here 150 ms late, lease 100 ms: the worker asks for one at a
+# time, so Redis charges one admission per request it admits (the key's
+# TAT, set far ahead within the burst, grows one interval per charge)
+subtest 'replies slower than the lease: Redis charges one per admission'
+    => sub {
+    plan skip_all => 'the proxy in front of one Redis'
+        if $s->topology ne 'single';
+    my ($pport, $rport) = LG::Stack::_free_ports(2);
+    my $slow_http = <<"CONF";
+    linegate_limit_zone slow key=\$arg_k rate=100r/s burst=50000 lease=100ms;
+CONF
+    my $slow_server = <<"CONF";
+        root $dir;
+        location /slow/ { linegate_limit zone=slow; try_files /file.txt =404; }
+CONF
+    my $proxy = delaying_proxy($pport, $rport, 0.15);
+    no warnings 'redefine';
+    local *LG::Stack::redis_directive = sub { "127.0.0.1:$pport" };
+    use warnings 'redefine';
+    my $s2 = LG::Stack->new(stub => 0, WORKERS => 1, redis_port => $rport,
+                            HTTP_EXTRA => $slow_http,
+                            SERVER_EXTRA => $slow_server)->start;
+    my $r2 = $s2->redis;
+    my $k = "slow$$" . ('x' x 64);    # hashed by every module version
+    my $key = rl_key('slow', $k);
+    # 100 s ahead, within the 500 s of burst: every charge adds T = 10 ms
+    my $tat0 = LG::Limit::redis_now_us($r2) + 100_000_000;
+    $r2->set($key, $tat0, 'PX', 600_000);
+    my $url = $s2->url("/slow/?k=$k");
+    my ($admitted, $other, $end) = (0, 0, Time::HiRes::time() + 1.5);
+    my @ua = map { Mojo::UserAgent->new } 1 .. 20;
+    my $loop;
+    $loop = sub {
+        my ($u) = @_;
+        return Mojo::Promise->resolve if Time::HiRes::time() > $end;
+        return $u->get_p($url)->then(sub {
+            $_[0]->res->code == 200 ? $admitted++ : $other++;
+            return $loop->($u);
+        });
+    };
+    Mojo::Promise->all(map { $loop->($_) } @ua)->wait;
+    Time::HiRes::sleep(0.3);    # the last replies, through the proxy
+    my $charged = ($r2->get($key) - $tat0) / 10_000;
+    is($other, 0, 'none refused');
+    ok($admitted > 40, "$admitted admitted over 1.5 s");
+    ok($charged <= $admitted + 2,
+       "Redis charged $charged for $admitted admitted");
+    $s2->stop;
+    kill 'TERM', $proxy;
+    waitpid $proxy, 0;
 };
 
 done_testing;
