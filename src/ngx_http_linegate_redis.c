@@ -221,6 +221,9 @@ typedef struct {
     ngx_uint_t                          wait_short;
     ngx_uint_t                          wait_unsent;
     ngx_int_t                           wait_count;
+    /* that WAIT answered an error (logged): refused, one no retry changes */
+    ngx_uint_t                          wait_error;
+    ngx_uint_t                          wait_refused;
     redisReply                         *stash;    /* its reply, or NULL */
 } ngx_http_linegate_redis_cmd_t;
 
@@ -321,6 +324,8 @@ static ngx_int_t ngx_http_linegate_redis_pipeline_send(
     ngx_http_linegate_redis_args_t *args, const char *name, ngx_str_t *keys,
     ngx_http_linegate_redis_handler_pt handler, ngx_uint_t each);
 static ngx_uint_t ngx_http_linegate_redis_waited(redisReply *reply);
+static ngx_uint_t ngx_http_linegate_redis_wait_error(ngx_log_t *log,
+    ngx_str_t *after, redisReply *reply);
 static void ngx_http_linegate_redis_pipeline_unsent(
     ngx_http_linegate_redis_pipeline_t *pl, ngx_uint_t from);
 static void ngx_http_linegate_redis_pipeline_cover(
@@ -457,6 +462,8 @@ static void ngx_http_linegate_redis_durable_arm(void);
 
 /* what the log calls a plain command (it keeps no copy of its name) */
 static ngx_str_t  ngx_http_linegate_redis_plain = ngx_string("a command");
+static ngx_str_t  ngx_http_linegate_redis_pl =
+    ngx_string("a pipeline's command");
 
 
 static ngx_http_linegate_redis_t  ngx_http_linegate_redis;
@@ -1621,6 +1628,32 @@ ngx_http_linegate_redis_waited(redisReply *reply)
 }
 
 
+/*
+ * An error answered to a WAIT (an ACL user without +wait: NOPERM; a
+ * proxy that does not know WAIT). Read as "0 replicas", it hid a
+ * configuration error behind an endless unknown outcome: it is logged
+ * as the error it is, naming WAIT and the write it follows. 1: an
+ * error no retry changes, as a command's (request_error); NOPERM, as a
+ * script's, is Redis's configuration (a 503 until it is fixed), and an
+ * "unavailable" one (LOADING, BUSY...) a retry.
+ */
+static ngx_uint_t
+ngx_http_linegate_redis_wait_error(ngx_log_t *log, ngx_str_t *after,
+    redisReply *reply)
+{
+    u_char  *p;
+    u_char   what[128];
+
+    p = ngx_slprintf(what, what + sizeof(what), "WAIT after %V", after);
+
+    ngx_http_linegate_redis_log_error(log, reply, what, p - what);
+
+    return !ngx_http_linegate_redis_unavailable(reply)
+           && !ngx_http_linegate_redis_error_is(reply->str, reply->len,
+                                                "NOPERM");
+}
+
+
 static void
 ngx_http_linegate_redis_wait_cb(redisAsyncContext *ac, void *data,
     void *privdata)
@@ -1640,6 +1673,15 @@ ngx_http_linegate_redis_wait_cb(redisAsyncContext *ac, void *data,
         cmd->wait_count = (reply != NULL
                            && reply->type == REDIS_REPLY_INTEGER)
                           ? (ngx_int_t) reply->integer : 0;
+        cmd->wait_error = (reply != NULL
+                           && reply->type == REDIS_REPLY_ERROR);
+        cmd->wait_refused = cmd->wait_error
+            && ngx_http_linegate_redis_wait_error(
+                   cmd->r ? cmd->r->connection->log : ngx_cycle->log,
+                   (cmd->script >= 0)
+                   ? ngx_http_linegate_script_name(cmd->script)
+                   : &ngx_http_linegate_redis_plain,
+                   reply);
     }
 
     if (cmd->tryagain) {
@@ -1681,9 +1723,25 @@ ngx_http_linegate_redis_wait_cb(redisAsyncContext *ac, void *data,
 static void
 ngx_http_linegate_redis_unacknowledged(ngx_http_linegate_redis_cmd_t *cmd)
 {
+    ngx_http_linegate_ctx_t        *ctx;
     ngx_http_linegate_main_conf_t  *lmcf;
 
     lmcf = ngx_http_linegate_redis.lmcf;
+
+    if (cmd->wait_error) {
+        /* the WAIT's error, logged (wait_cb): counted as a command's */
+        if (cmd->wait_refused) {
+            cmd->refused = 1;
+
+            ctx = ngx_http_linegate_get_ctx(cmd->r);
+            if (ctx != NULL) {
+                ctx->store_fault = 1;
+            }
+        }
+
+        ngx_http_linegate_redis_finish(cmd, NULL);
+        return;
+    }
 
     ngx_log_error(NGX_LOG_ERR, cmd->r->connection->log, 0,
                   NGX_HTTP_LINEGATE_LOG "redis: %V acknowledged by %i "
@@ -1887,6 +1945,7 @@ ngx_http_linegate_redis_pipeline_wait_cb(redisAsyncContext *ac, void *data,
 {
     ngx_uint_t                           i, unacked;
     redisReply                          *reply;
+    ngx_http_linegate_ctx_t             *ctx;
     ngx_http_linegate_redis_part_t      *part, *p;
     ngx_http_linegate_redis_pipeline_t  *pl;
 
@@ -1903,6 +1962,23 @@ ngx_http_linegate_redis_pipeline_wait_cb(redisAsyncContext *ac, void *data,
     }
 
     unacked = !ngx_http_linegate_redis_waited(reply);
+
+    if (reply != NULL && reply->type == REDIS_REPLY_ERROR) {
+        /* not "0 replicas": the error, logged, fails the pipeline */
+        if (ngx_http_linegate_redis_wait_error(pl->cmd.r->connection->log,
+                                               &ngx_http_linegate_redis_pl,
+                                               reply))
+        {
+            pl->cmd.refused = 1;
+
+            ctx = ngx_http_linegate_get_ctx(pl->cmd.r);
+            if (ctx != NULL) {
+                ctx->store_fault = 1;
+            }
+        }
+
+        pl->failed = 1;
+    }
 
     if (ac->data == part->node) {
         part->wait_short = unacked;
@@ -3230,14 +3306,42 @@ ngx_http_linegate_redis_durable_wait_cb(redisAsyncContext *ac, void *data,
         return;
     }
 
-    ngx_log_error(NGX_LOG_ERR, rd->log, 0,
-                  NGX_HTTP_LINEGATE_LOG "durable write \"%s\" acknowledged "
-                  "by %i of %i replicas within %M ms (attempt %ui), will "
-                  "retry", d->what,
-                  (reply != NULL && reply->type == REDIS_REPLY_INTEGER)
-                  ? (ngx_int_t) reply->integer : (ngx_int_t) 0,
-                  rd->lmcf->redis_wait_replicas, rd->lmcf->redis_wait_timeout,
-                  d->attempts);
+    if (reply != NULL && reply->type == REDIS_REPLY_ERROR) {
+
+        if (!ngx_http_linegate_redis_unavailable(reply)) {
+            /*
+             * NOPERM (an ACL without +wait), a proxy that does not know
+             * WAIT: no resend is ever acknowledged. Given up on as a
+             * refused script is, not sent again for ever (before, read
+             * as "0 replicas": the queue filled, later writes lost).
+             */
+            ngx_log_error(NGX_LOG_ALERT, rd->log, 0,
+                          NGX_HTTP_LINEGATE_LOG "durable write \"%s\" "
+                          "refused by redis: \"%*s\" on its WAIT "
+                          "(linegate_redis_wait): not acknowledged, given "
+                          "up", d->what,
+                          (size_t) ngx_min(reply->len, 200), reply->str);
+
+            ngx_http_linegate_redis_durable_done(d, NULL);
+            return;
+        }
+
+        ngx_log_error(NGX_LOG_ERR, rd->log, 0,
+                      NGX_HTTP_LINEGATE_LOG "durable write \"%s\": its "
+                      "WAIT answered \"%*s\" (attempt %ui), will retry",
+                      d->what, (size_t) ngx_min(reply->len, 200),
+                      reply->str, d->attempts);
+
+    } else {
+        ngx_log_error(NGX_LOG_ERR, rd->log, 0,
+                      NGX_HTTP_LINEGATE_LOG "durable write \"%s\" "
+                      "acknowledged by %i of %i replicas within %M ms "
+                      "(attempt %ui), will retry", d->what,
+                      (reply != NULL && reply->type == REDIS_REPLY_INTEGER)
+                      ? (ngx_int_t) reply->integer : (ngx_int_t) 0,
+                      rd->lmcf->redis_wait_replicas,
+                      rd->lmcf->redis_wait_timeout, d->attempts);
+    }
 
     ngx_http_linegate_redis_durable_unstash(d);
 
