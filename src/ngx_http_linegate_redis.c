@@ -3486,9 +3486,18 @@ ngx_http_linegate_redis_durable_retry(ngx_event_t *ev)
         node = &rd->nodes[i];
 
         if (node->state == NGX_HTTP_LINEGATE_REDIS_DISCONNECTED
-            && !node->reconnect_timer.timer_set)
+            && !node->reconnect_timer.timer_set
+            && !(rd->cluster && ngx_http_linegate_redis_map_ready
+                 && !ngx_http_linegate_redis_serves(node)))
         {
-            /* a draining worker's lost connection: it is needed again */
+            /*
+             * a draining worker's lost connection: it is needed again.
+             * Not a cluster node that serves no slot, which lost() left
+             * alone on purpose (a dead seed, a master failed over): no
+             * durable write goes there, and each retry connected to the
+             * dead address again and logged its failure, every 2 s
+             * while any write waited.
+             */
             ngx_http_linegate_redis_connect(node);
         }
     }
