@@ -71,7 +71,8 @@ for (1 .. 20) {
     sleep 0.25;
 }
 $log = substr $s->error_log, $from;
-like($log, qr/\[alert\].*durable write "a reservation's release" refused by redis: "NOPERM[^"]*" on its WAIT/,
+like($log, qr/\[alert\].*durable\ write\ "a\ reservation's\ release"
+               \ refused\ by\ redis:\ "NOPERM[^"]*"\ on\ its\ WAIT/x,
      'the durable release: the refused alert');
 sleep 4;
 is($calls->('evalsha') + $calls->('eval'), $evals,
