@@ -3360,6 +3360,16 @@ ngx_http_linegate_redis_durable_done(ngx_http_linegate_redis_durable_t *d,
 
     rd = &ngx_http_linegate_redis;
 
+    /*
+     * out of the queue before then runs: the write then queues replaces
+     * this one, and the bound (NGX_HTTP_LINEGATE_DURABLE_MAX) counted
+     * both; at a full queue draining (Redis back after an outage) the
+     * chain's next step was lost ("1024 writes already wait"). d itself
+     * (its arguments, its note, the stashed reply) lives until below.
+     */
+    ngx_queue_remove(&d->queue);
+    rd->ndurable--;
+
     if (reply != NULL) {
         ngx_log_error(NGX_LOG_INFO, rd->log, 0,
                       NGX_HTTP_LINEGATE_LOG "durable write \"%s\" done "
@@ -3371,8 +3381,6 @@ ngx_http_linegate_redis_durable_done(ngx_http_linegate_redis_durable_t *d,
         }
     }
 
-    ngx_queue_remove(&d->queue);
-    rd->ndurable--;
     ngx_http_linegate_redis_durable_unstash(d);
 
     if (d->sent == 0) {
