@@ -204,10 +204,11 @@ MATRIX_SUITE    ?= $(firstword $(MATRIX_VERSIONS)) \
 NGINX_VENDOR    ?= $(firstword $(wildcard $(CURDIR)/../shared/vendor/nginx \
                        /work/shared/vendor/nginx) $(CURDIR)/vendor/nginx)
 # what the test configurations use beyond the defaults (proxy, rewrite;
-# poll: t/041)
+# poll: t/041; auth_request: t/409 and gateway.md's example, as in
+# Debian's and nginx.org's packages)
 MATRIX_NGINX_FLAGS ?= --with-compat --with-http_ssl_module \
                       --with-http_v2_module --with-threads \
-                      --with-poll_module
+                      --with-poll_module --with-http_auth_request_module
 
 MATRIX_CELLS = $(foreach v,debian $(MATRIX_VERSIONS),\
                    $(foreach c,$(MATRIX_CCS),$(MATRIX)/$(v)-$(c).result))
