@@ -230,6 +230,69 @@ subtest 'a set-up entry meets ASK: followed, acknowledged there' => sub {
     ok($s->cluster_wait_ok(30), 'the cluster is ok');
 };
 
+# A pipeline's WAIT answered with an error (the fleet master's ACL
+# without +wait: NOPERM), as t/048 for a single command: the error is
+# logged as the error it is, naming WAIT and the pipeline, not read as
+# "0 replicas" (the "unacknowledged" metric); the pipeline fails, so the
+# creation answers 503 with Retry-After before lr_create runs, and what
+# the pipeline wrote (the index, the set-up and journal members) is taken
+# back: nothing of the request stays. WAIT allowed again, the same key
+# gets its 201.
+subtest 'a pipeline\'s WAIT answers an error: 503, nothing left' => sub {
+    my $r = $l->redis;
+    my $INFLIGHT = 'lg:{fleet}:lr:inflight';
+    ok($s->cluster_wait_ok(30, replicas => 1), 'every master has a replica');
+    # the fleet's master again (the migration above may have moved it)
+    my $fm = $s->cluster_master_of($SETUP);
+    my $v;
+    for (my $i = 1; !$v; $i++) {
+        $v = $l->workspace("org_ackerr$i")
+            if $s->cluster_master_of("lg:{ws:org_ackerr$i}") ne $fm;
+    }
+    my $metric = sub {
+        $s->ua->get($s->url('/metrics'))->res->body
+            =~ /^linegate_redis_errors_total\{kind="unacknowledged"\} (\d+)/m;
+        return $1 // 0;
+    };
+    ok(eventually(sub { $r->zcard($SETUP) == 0 }, 10),
+       'no set-up member before');
+    my %before = (lines => lines_of($v), index => scalar $r->keys('lg:line:*'),
+                  inflight => $r->zcard($INFLIGHT),
+                  unacked => $metric->());
+
+    is($r->node($fm)->acl('setuser', 'default', '-wait'), 'OK',
+       "WAIT refused to linegate's user on the fleet's master $fm");
+    my $mark = length $s->error_log;
+    my $tx = $l->create($v, body(channelType => 'phone'),
+                        'Idempotency-Key' => 'ack-err');
+    my $log = substr $s->error_log, $mark;
+    $l->error_is($tx, 503, 'STORE_UNAVAILABLE', 'the pipeline failed');
+    ok($tx->res->headers->header('Retry-After'), 'with Retry-After');
+    like($log, qr/redis\ error:\ "NOPERM[^"]*wait[^"]*"
+                  \ on\ WAIT\ after\ a\ pipeline's\ command/x,
+         'the log names the error, WAIT and the pipeline');
+    unlike($log, qr/a pipeline's command not acknowledged/,
+           'not "not acknowledged" (0 replicas)');
+    is($metric->(), $before{unacked}, 'not counted as unacknowledged');
+    unlike($log, qr/lr_create/, 'lr_create never ran');
+    ok(eventually(sub { $r->zcard($SETUP) == 0 }, 5),
+       'the set-up member taken back');
+    ok(eventually(sub { $r->zcard($INFLIGHT) == $before{inflight} }, 5),
+       'the journal member taken back');
+    ok(eventually(sub { $r->keys('lg:line:*') == $before{index} }, 5),
+       'the index taken back');
+    is(lines_of($v), $before{lines}, 'no line made');
+    unlike(substr($s->error_log, $mark), qr/durable write .* given up/,
+           'the removals done, none given up');
+
+    is($r->node($fm)->acl('setuser', 'default', '+wait'), 'OK',
+       'WAIT allowed again');
+    $tx = $l->create($v, body(channelType => 'phone'),
+                     'Idempotency-Key' => 'ack-err');
+    is($tx->res->code, 201, 'the same key: 201') or diag($tx->res->body);
+    is(lines_of($v), $before{lines} + 1, 'one line');
+};
+
 # a WAIT holds the replies of the commands after it on its connection,
 # the keepalive PING's too: a PING behind a WAIT is given until that
 # WAIT's timeout, plus the interval, before the connection is called hung
