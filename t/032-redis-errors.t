@@ -61,6 +61,44 @@ sub serve {
     }
 }
 
+# The file a stand-in reads its answer from, in a directory of its own,
+# holding $text
+sub stand_in_file {
+    my ($name, $text) = @_;
+    my $file = File::Temp::tempdir(CLEANUP => 1) . "/$name";
+    answer_next($file, $text);
+    return $file;
+}
+
+# what the stand-in answers from now on ('': pass the command on, where
+# it can)
+sub answer_next {
+    my ($file, $text) = @_;
+    open my $fh, '>', $file or die "$file: $!";
+    print $fh $text;
+    close $fh;
+}
+
+# nginx reloaded with linegate_redis $redis (a stand-in's address):
+# true once a worker is connected
+sub reload_onto {
+    my ($s, $redis) = @_;
+    my $from = length $s->error_log;
+    open my $fh, '>', $s->prefix . '/nginx.conf' or die;
+    print $fh $s->render(REDIS => $redis);
+    close $fh;
+    kill 'HUP', $s->{pids}{nginx};
+    return $s->wait_redis_connected($from, 30);
+}
+
+# the stack, then its stand-in
+sub stand_in_stop {
+    my ($s, $pid) = @_;
+    $s->stop;
+    kill 'TERM', $pid;
+    waitpid $pid, 0;
+}
+
 sub unavailable_ok {
     my ($s, $name, $log_re) = @_;
     my $tx = $s->op(GET => '/inventory');
@@ -71,11 +109,8 @@ sub unavailable_ok {
 }
 
 subtest 'LOADING and MOVED answers' => sub {
-    my $dir = File::Temp::tempdir(CLEANUP => 1);
-    my $file = "$dir/reply";
-    open my $fh, '>', $file or die;
-    print $fh "LOADING Redis is loading the dataset in memory\n";
-    close $fh;
+    my $file = stand_in_file('reply', "LOADING Redis is loading the "
+                                      . "dataset in memory\n");
 
     my ($pid, $port) = fake_redis($file);
     my $s = LG::Stack->new(REDIS => "127.0.0.1:$port")->start;
@@ -83,25 +118,19 @@ subtest 'LOADING and MOVED answers' => sub {
     unavailable_ok($s, 'LOADING',
                    qr/redis unavailable: "LOADING Redis is loading/);
 
-    open $fh, '>', $file or die;
-    print $fh "MOVED 3999 127.0.0.1:6381\n";
-    close $fh;
+    answer_next($file, "MOVED 3999 127.0.0.1:6381\n");
     unavailable_ok($s, 'MOVED', qr/redis unavailable: "MOVED 3999/);
 
     # Redis 6 wraps the error a script's redis.call met in its own ERR
     # (7 answers it as it is): a demoted master's READONLY read as "ERR"
     # was a bug of ours, 500, no Retry-After
-    open $fh, '>', $file or die;
-    print $fh "ERR Error running script (call to f_f3a0c1): "
-            . "\@user_script:50: \@user_script: 50: -READONLY You can't "
-            . "write against a read only replica.\n";
-    close $fh;
+    answer_next($file, "ERR Error running script (call to f_f3a0c1): "
+                       . "\@user_script:50: \@user_script: 50: -READONLY "
+                       . "You can't write against a read only replica.\n");
     unavailable_ok($s, "Redis 6: a script's READONLY",
                    qr/redis unavailable: "ERR Error running script \(call to f_f3a0c1\)/);
 
-    $s->stop;
-    kill 'TERM', $pid;
-    waitpid $pid, 0;
+    stand_in_stop($s, $pid);
 };
 
 # Redis refusing writes while it reads: MISCONF (an RDB save failed, with
@@ -312,19 +341,12 @@ sub resolve_proxy {
 subtest 'lr_resolve answered of another shape: 500, not 404' => sub {
     my $s = LG::Stack->new(RECONCILE_INTERVAL => '1s')->start;
     my $l = LG::Lines->new($s);
-    my $dir = File::Temp::tempdir(CLEANUP => 1);
-    my $file = "$dir/resolve";
-    open my $fh, '>', $file or die;
-    close $fh;
+    my $file = stand_in_file('resolve', '');
 
     # nginx reloaded onto the stand-in
     my ($pid, $port) = resolve_proxy($s->redis_port, $file);
-    my $from = length $s->error_log;
-    open $fh, '>', $s->prefix . '/nginx.conf' or die;
-    print $fh $s->render(REDIS => "127.0.0.1:$port");
-    close $fh;
-    kill 'HUP', $s->{pids}{nginx};
-    ok($s->wait_redis_connected($from, 30), 'reloaded behind the stand-in');
+    ok(reload_onto($s, "127.0.0.1:$port"), 'reloaded behind the stand-in');
+    my $from;
 
     my $n = 0;
     for my $case (
@@ -338,9 +360,7 @@ subtest 'lr_resolve answered of another shape: 500, not 404' => sub {
         sleep 1.1;    # past the interval: a read asks Stripe again
 
         # the line as a number, not a hash's fields
-        open $fh, '>', $file or die;
-        print $fh "*2\r\n:1\r\n:7\r\n";
-        close $fh;
+        answer_next($file, "*2\r\n:1\r\n:7\r\n");
         $from = length $s->error_log;
 
         my $tx = $do->($w, $id);
@@ -349,15 +369,12 @@ subtest 'lr_resolve answered of another shape: 500, not 404' => sub {
              qr/line request "\Q$id\E": lr_resolve's answer not understood/,
              "$name: logged");
 
-        open $fh, '>', $file or die;
-        close $fh;
+        answer_next($file, '');
         my $b = $l->answer($l->get($w, $id), 200, "$name: read again");
         is($b->{status}, 'provisioning', "$name: the request exists, paid");
     }
 
-    $s->stop;
-    kill 'TERM', $pid;
-    waitpid $pid, 0;
+    stand_in_stop($s, $pid);
 };
 
 # A script Redis runs for long: every other command meanwhile is answered
@@ -428,8 +445,7 @@ subtest 'BUSY and a script killed by SCRIPT KILL: 503, Retry-After' => sub {
 
     # the same answer to a script of ours (it wrote nothing: Redis kills
     # no script that wrote), as Redis 7 and Redis 6 word it
-    my $dir = File::Temp::tempdir(CLEANUP => 1);
-    my $file = "$dir/reply";
+    my $file = stand_in_file('reply', '');
     my ($pid, $port) = fake_redis($file);
     my $f = LG::Stack->new(REDIS => "127.0.0.1:$port")->start;
     for my $case (
@@ -443,16 +459,12 @@ subtest 'BUSY and a script killed by SCRIPT KILL: 503, Retry-After' => sub {
                     . 'KILL... '])
     {
         my ($name, $text) = @$case;
-        open my $fh, '>', $file or die;
-        print $fh "$text\n";
-        close $fh;
+        answer_next($file, "$text\n");
         sleep 1.1;    # the line of the second before is logged once
         unavailable_ok($f, "killed, $name",
                        qr/redis unavailable: a script stopped by SCRIPT KILL, nothing written: "\Q$text\E"/);
     }
-    $f->stop;
-    kill 'TERM', $pid;
-    waitpid $pid, 0;
+    stand_in_stop($f, $pid);
 };
 
 # A stand-in between nginx and a real Redis that, while $file is not
@@ -535,22 +547,15 @@ sub {
     my $s = LG::Stack->new(STRIPE_TIMEOUT => '2s')->start;
     my $p = LG::Provision->new($s);
     $p->inventory($p->numbers(3));
-    my $dir = File::Temp::tempdir(CLEANUP => 1);
-    my $file = "$dir/kill";
-    open my $fh, '>', $file or die;
-    close $fh;
+    my $file = stand_in_file('kill', '');
 
     # pv_record's, lr_invoice_store's
     my ($pid, $port) = kill_proxy($s->redis_port, $file,
                                   qr/'createdAt',\ ARGV\[7\]
                                      |'invoiceId',\ ARGV\[3\],\ 'paymentUrl'/x);
-    my $from = length $s->error_log;
-    open $fh, '>', $s->prefix . '/nginx.conf' or die;
-    print $fh $s->render(REDIS => "127.0.0.1:$port");
-    close $fh;
-    kill 'HUP', $s->{pids}{nginx};
-    ok($s->wait_redis_connected($from, 30), 'reloaded behind the stand-in');
+    ok(reload_onto($s, "127.0.0.1:$port"), 'reloaded behind the stand-in');
     sleep 0.5;    # the old workers gone
+    my $from;
 
     for my $case (
         ['killed', 'acct_killed_record',
@@ -569,9 +574,7 @@ sub {
         # while Stripe works (the number claimed), the record is refused
         my ($tx, $done) = $p->during($p->confirm_req($a, $tok), sub {
             return 0 unless @{ $p->claims($id) };
-            open my $k, '>', $file or die;
-            print $k "-$text\r\n";
-            close $k;
+            answer_next($file, "-$text\r\n");
             return 1;
         });
         ok($done, "$name: the record refused in time");
@@ -588,8 +591,7 @@ sub {
             or diag(substr $s->error_log, $from);
         like(substr($s->error_log, $from), $log_re, "$name: logged as such");
 
-        open $fh, '>', $file or die;
-        close $fh;
+        answer_next($file, '');
         ok(eventually(sub { %{ $p->lines($id) } }, 15),
            "$name: the line is recorded once Redis runs the script");
         my ($line) = values %{ $p->lines($id) };
@@ -612,9 +614,7 @@ sub {
     my $w = $l->workspace('org_killed_store');
     my $text = 'ERR Script killed by user with SCRIPT KILL... script: '
              . 'beef, on @user_script:1.';
-    open $fh, '>', $file or die;
-    print $fh "-$text\r\n";
-    close $fh;
+    answer_next($file, "-$text\r\n");
     $from = length $s->error_log;
     my @key = ('Idempotency-Key' => 'killed-store-1');
     my $body = LG::Lines::body(channelType => 'email',
@@ -629,8 +629,7 @@ sub {
        }, 5), 'a killed store: sent again')
         or diag(substr $s->error_log, $from);
 
-    open $fh, '>', $file or die;
-    close $fh;
+    answer_next($file, '');
     ok(eventually(sub {
            substr($s->error_log, $from)
                =~ /durable write "lr_invoice_store [^"]+" done/
@@ -644,9 +643,7 @@ sub {
     unlike(substr($s->error_log, $from), qr/refused by redis/,
            'a killed store: not refused as final');
 
-    $s->stop;
-    kill 'TERM', $pid;
-    waitpid $pid, 0;
+    stand_in_stop($s, $pid);
 };
 
 subtest 'NOAUTH, then AUTH with password=' => sub {
@@ -666,13 +663,9 @@ subtest 'NOAUTH, then AUTH with password=' => sub {
     unavailable_ok($s, 'NOAUTH', qr/redis unavailable: "NOAUTH/);
 
     # the same nginx, reloaded with the password
-    my $from = length $s->error_log;
-    open my $fh, '>', $s->prefix . '/nginx.conf' or die;
-    print $fh $s->render(REDIS => '127.0.0.1:' . $s->redis_port
-                                  . ' password=sekrit-pass-1');
-    close $fh;
-    kill 'HUP', $s->{pids}{nginx};
-    ok($s->wait_redis_connected($from, 30), 'reloaded with password=');
+    ok(reload_onto($s, '127.0.0.1:' . $s->redis_port
+                       . ' password=sekrit-pass-1'),
+       'reloaded with password=');
 
     # a new client: the old one may hold a connection to an old worker
     my $ua = Mojo::UserAgent->new;
