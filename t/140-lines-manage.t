@@ -527,6 +527,20 @@ sub lookup_fails {
               status => 500);
 }
 
+# A request whose reissue claim lapsed (killed_after_finalize, then
+# lapse) with the read's check due (no reconciledAt: within
+# linegate_reconcile_interval a GET would not look), as the GET sweeps
+# below stage it: (id, old invoice, the claim's invoice, the hash's key),
+# or an empty list when the staging failed.
+sub lapsed_request {
+    my ($w, $paid) = @_;
+    my ($id, $old, $made) = killed_after_finalize($w, $paid) or return;
+    lapse($w, $id);
+    my $lkey = "lg:{ws:$w->{id}}:lr:$id";
+    $r->hdel($lkey, 'reconciledAt');
+    return ($id, $old, $made, $lkey);
+}
+
 # Once the claim lapsed, the next payment_link takes it over and, before
 # it issues its own invoice, voids every invoice of the request that the
 # request does not name (Stripe's list, by metadata[line_request_id]):
@@ -1617,10 +1631,7 @@ subtest 'cancel: a lapsed claim, the invoice it names paid' => sub {
 subtest 'GET: a lapsed reissue left a paid invoice: the poll promotes'
     => sub {
     my $w = ws();
-    my ($id, $old, $paid) = killed_after_finalize($w, 1) or return;
-    lapse($w, $id);
-    # the read's check due (linegate_reconcile_interval)
-    $r->hdel("lg:{ws:$w->{id}}:lr:$id", 'reconciledAt');
+    my ($id, $old, $paid) = lapsed_request($w, 1) or return;
     my $b = $l->answer($l->get($w, $id), 200, 'the GET');
     is($b->{status}, 'provisioning', 'promoted');
     is($b->{paymentStatus}, 'paid', 'paid');
@@ -1646,9 +1657,7 @@ subtest 'GET: a lapsed reissue left a paid invoice: the poll promotes'
 # the next payment_link sweeps. Before, the GET did not sweep at all.
 subtest 'GET: the lookup of a lapsed reissue\'s invoices fails' => sub {
     my $w = ws();
-    my ($id, $old, $orphan) = killed_after_finalize($w) or return;
-    lapse($w, $id);
-    $r->hdel("lg:{ws:$w->{id}}:lr:$id", 'reconciledAt');
+    my ($id, $old, $orphan) = lapsed_request($w) or return;
     my $mark = length $s->error_log;
 
     lookup_fails();
@@ -1680,10 +1689,7 @@ subtest 'GET: the lookup of a lapsed reissue\'s invoices fails' => sub {
 # invoices, one claim, nothing issued, no error.
 subtest 'GET: parallel polls over a lapsed claim, one sweeps' => sub {
     my $w = ws();
-    my ($id, $old, $orphan) = killed_after_finalize($w) or return;
-    lapse($w, $id);
-    my $lkey = "lg:{ws:$w->{id}}:lr:$id";
-    $r->hdel($lkey, 'reconciledAt');
+    my ($id, $old, $orphan, $lkey) = lapsed_request($w) or return;
     my $seq = stub_seq();
 
     # the list slow, so that the polls overlap the sweep
@@ -1716,10 +1722,7 @@ subtest 'GET: parallel polls over a lapsed claim, one sweeps' => sub {
 # claim alone: one sweeper per claim.
 subtest 'GET: the claim taken by another caller meanwhile' => sub {
     my $w = ws();
-    my ($id, $old, $orphan) = killed_after_finalize($w) or return;
-    lapse($w, $id);
-    my $lkey = "lg:{ws:$w->{id}}:lr:$id";
-    $r->hdel($lkey, 'reconciledAt');
+    my ($id, $old, $orphan, $lkey) = lapsed_request($w) or return;
     my $mark = length $s->error_log;
     my $at;
 
@@ -1752,10 +1755,7 @@ subtest 'GET: the claim taken by another caller meanwhile' => sub {
 # lapsed by its name, so that the next poll sweeps and cancels.
 subtest 'GET: its sweep\'s claim not answered: the stored state' => sub {
     my $w = ws();
-    my ($id, $old, $orphan) = killed_after_finalize($w) or return;
-    lapse($w, $id);
-    my $lkey = "lg:{ws:$w->{id}}:lr:$id";
-    $r->hdel($lkey, 'reconciledAt');
+    my ($id, $old, $orphan, $lkey) = lapsed_request($w) or return;
     my $from = length $s->error_log;
 
     $l->fault(method => 'GET', path_prefix => "/v1/invoices/$old",
