@@ -541,6 +541,34 @@ subtest 'the reservation\'s step unanswered: 503, released' => sub {
        . $tx->res->code . ')');
 };
 
+# The process of the replica of account $id's master, which the two
+# subtests below stop (SIGSTOP) so that the account's writes reach no
+# replica; undef (a failed test) when that master has none
+sub account_replica {
+    my ($id) = @_;
+    local $Test::Builder::Level = $Test::Builder::Level + 1;
+    my $master = $s->cluster_master_of("lg:{acct:$id}");
+    my ($replica) = grep {
+        my $n = $r->node($_);
+        my @role = $n->role;
+        $role[0] eq 'slave' && $role[2] == $master
+    } $s->cluster_replicas;
+    ok($replica, "the account's master $master has replica $replica")
+        or return;
+    return $s->{pids}{"redis_$replica"};
+}
+
+# within 10 s, nothing of account $id's confirm is left: no claim (the
+# fleet's journal), no reservation, and with $slot no limit slot either
+sub nothing_left {
+    my ($id, $slot) = @_;
+    return eventually(sub {
+        !grep({ /^\Q$id\E / } $r->zrange('lg:{fleet}:pv:inflight', 0, -1))
+            && !$r->keys("lg:{acct:$id}:resv:*")
+            && !($slot && $r->zcard("lg:{acct:$id}:prov"))
+    }, 10);
+}
+
 # A declined purchase releases its reservation on the account's master,
 # then settles its claim on the fleet's (the number back). A release
 # answered but on no replica could be lost with that master while the
@@ -556,15 +584,7 @@ subtest 'a release not on a replica: the claim stays until it is' => sub {
                            monthly => 50);
     my $id = $a->{id};
     my $tok = $p->token($a);
-    my $master = $s->cluster_master_of("lg:{acct:$id}");
-    my ($replica) = grep {
-        my $n = $r->node($_);
-        my @role = $n->role;
-        $role[0] eq 'slave' && $role[2] == $master
-    } $s->cluster_replicas;
-    ok($replica, "the account's master $master has replica $replica")
-        or return;
-    my $pid = $s->{pids}{"redis_$replica"};
+    my $pid = account_replica($id) or return;
     my $inv = $r->scard($FLEET);
     $p->fault(latency_ms => 1000);
     my ($tx) = $p->during($p->confirm_req($a, $tok), sub {
@@ -582,14 +602,7 @@ subtest 'a release not on a replica: the claim stays until it is' => sub {
     like($s->error_log, qr/pv_release acknowledged by 0 of 1 replicas/,
          'logged');
     kill 'CONT', $pid;
-    my $done = 0;
-    for (1 .. 100) {
-        last if $done = !grep({ /^\Q$id\E / }
-                              $r->zrange('lg:{fleet}:pv:inflight', 0, -1))
-                        && !$r->keys("lg:{acct:$id}:resv:*");
-        sleep 0.1;
-    }
-    ok($done, 'the replica back: released, the claim settled');
+    ok(nothing_left($id), 'the replica back: released, the claim settled');
     is($r->scard($FLEET), $inv, 'the number back in the inventory');
     is($r->zcard("lg:{acct:$id}:prov"), 0, 'the slot freed');
 };
@@ -607,15 +620,7 @@ subtest 'a reservation not on a replica: 503, nothing claimed or billed'
                            monthly => 50);
     my $id = $a->{id};
     my $tok = $p->token($a);
-    my $master = $s->cluster_master_of("lg:{acct:$id}");
-    my ($replica) = grep {
-        my $n = $r->node($_);
-        my @role = $n->role;
-        $role[0] eq 'slave' && $role[2] == $master
-    } $s->cluster_replicas;
-    ok($replica, "the account's master $master has replica $replica")
-        or return;
-    my $pid = $s->{pids}{"redis_$replica"};
+    my $pid = account_replica($id) or return;
     my $inv = $r->scard($FLEET);
     my $subs = () = $p->subscriptions;
     kill 'STOP', $pid;
@@ -626,15 +631,7 @@ subtest 'a reservation not on a replica: 503, nothing claimed or billed'
          'logged');
     is($r->scard($FLEET), $inv, 'no number claimed');
     is(scalar(() = $p->subscriptions), $subs, 'Stripe not called');
-    my $done = 0;
-    for (1 .. 100) {
-        last if $done = !grep({ /^\Q$id\E / }
-                              $r->zrange('lg:{fleet}:pv:inflight', 0, -1))
-                        && !$r->keys("lg:{acct:$id}:resv:*")
-                        && !$r->zcard("lg:{acct:$id}:prov");
-        sleep 0.1;
-    }
-    ok($done, 'no reservation, no slot, no intent left');
+    ok(nothing_left($id, 1), 'no reservation, no slot, no intent left');
     ok($s->cluster_wait_ok(30, replicas => 1), 'the replica back');
 };
 
