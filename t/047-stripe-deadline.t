@@ -52,6 +52,18 @@ sub released {
     is($p->accounted, $TOTAL, "$name: no number lost");
 }
 
+# a Lines creation that failed left nothing in workspace $w (the
+# stack of $l): no pending marker, no request, no idempotency key held
+sub left_nothing {
+    my ($l, $w) = @_;
+    local $Test::Builder::Level = $Test::Builder::Level + 1;
+    ok(!defined $l->pending($w), 'no pending marker');
+    my @ids = $l->request_ids($w);
+    is(scalar @ids, 0, 'no request left') or diag "@ids";
+    my @idem = $l->redis->keys("lg:{ws:$w->{id}}:idem:*");
+    is(scalar @idem, 0, 'no idempotency key held');
+}
+
 for my $case (['headers and body drip', []],
               ['the body drips', [drip_body => 1]])
 {
@@ -138,11 +150,7 @@ subtest 'Lines creation: the invoice item drips' => sub {
     cmp_ok($took, '<', $WITHIN, "within the deadline ($took s)");
     $l->error_is($tx, 502, 'BILLING_UNAVAILABLE', 'dripping item');
 
-    ok(!defined $l->pending($w), 'no pending marker');
-    my @ids = $l->request_ids($w);
-    is(scalar @ids, 0, 'no request left') or diag "@ids";
-    my @idem = $r->keys("lg:{ws:$w->{id}}:idem:*");
-    is(scalar @idem, 0, 'no idempotency key held');
+    left_nothing($l, $w);
     my @open = grep { $_->{status} =~ /^(?:draft|open)$/ }
                $l->invoices($w->{customer});
     is(scalar @open, 0, 'no draft or open invoice left')
@@ -364,11 +372,7 @@ subtest 'a resolver that never answers' => sub {
     # call ended 1 s after: 10 s, and a little for the box
     cmp_ok($took, '<', 12.5, "creation within its deadlines ($took s)");
     $l3->error_is($tx, 502, 'BILLING_UNAVAILABLE', 'name unresolved');
-    ok(!defined $l3->pending($w), 'no pending marker');
-    my @ids = $l3->request_ids($w);
-    is(scalar @ids, 0, 'no request left') or diag "@ids";
-    my @idem = $r3->keys("lg:{ws:$w->{id}}:idem:*");
-    is(scalar @idem, 0, 'no idempotency key held');
+    left_nothing($l3, $w);
 
     # nginx did ask the resolver: the deadline ended a real wait
     $dns->blocking(0);
