@@ -189,9 +189,10 @@ typedef struct {
     /* answered an error no retry changes (request_error) */
     ngx_uint_t                          refused;
     /*
-     * a script nobody waits for (handler NULL): its arguments and bytes
-     * are its own, as the request may be freed before a NOSCRIPT's EVAL
-     * or a cluster's redirection sends them again
+     * a script or command nobody waits for (handler NULL): its
+     * arguments and bytes are its own, as the request may be freed
+     * before a NOSCRIPT's EVAL or a cluster's redirection sends them
+     * again
      */
     ngx_uint_t                          forget;
     uint64_t                            sent_us;  /* for the metrics */
@@ -374,6 +375,11 @@ static void ngx_http_linegate_redis_drop(
 static ngx_int_t ngx_http_linegate_redis_send(
     ngx_http_linegate_redis_cmd_t *cmd, ngx_uint_t eval);
 static void ngx_http_linegate_redis_cmd_timeout(ngx_event_t *ev);
+static ngx_http_linegate_redis_cmd_t *ngx_http_linegate_redis_cmd_alloc(
+    ngx_http_request_t *r, ngx_http_linegate_redis_args_t *args,
+    ngx_http_linegate_redis_handler_pt handler);
+static ngx_int_t ngx_http_linegate_redis_cmd_start(
+    ngx_http_linegate_redis_cmd_t *cmd);
 static ngx_http_request_t *ngx_http_linegate_redis_timed_out(ngx_event_t *ev,
     ngx_http_linegate_redis_cmd_t **cmdp);
 static ngx_uint_t ngx_http_linegate_redis_tryagain(
@@ -667,11 +673,7 @@ ngx_http_linegate_redis_script(ngx_http_request_t *r,
     ngx_http_linegate_redis_args_t *args,
     ngx_http_linegate_redis_handler_pt handler)
 {
-    int                              i;
-    size_t                           len;
-    u_char                          *p;
-    ngx_http_linegate_redis_cmd_t   *cmd;
-    ngx_http_linegate_redis_args_t  *a;
+    ngx_http_linegate_redis_cmd_t  *cmd;
 
     if (args->argc < 0 || args->argc + 3 > NGX_HTTP_LINEGATE_REDIS_MAX_ARGS
         || nkeys > args->argc)
@@ -682,76 +684,18 @@ ngx_http_linegate_redis_script(ngx_http_request_t *r,
         return NGX_ERROR;
     }
 
-    len = sizeof(ngx_http_linegate_redis_cmd_t);
-
-    if (handler == NULL) {
-        /* one block: the command, then its own copy of the arguments */
-        len += sizeof(ngx_http_linegate_redis_args_t);
-
-        for (i = 0; i < args->argc; i++) {
-            len += args->argvlen[i];
-        }
-    }
-
-    cmd = ngx_alloc(len, r->connection->log);
+    cmd = ngx_http_linegate_redis_cmd_alloc(r, args, handler);
     if (cmd == NULL) {
         return NGX_ERROR;
     }
 
-    ngx_memzero(cmd, sizeof(ngx_http_linegate_redis_cmd_t));
-    cmd->r = r;
-    cmd->handler = handler;
     cmd->script = script;
     /* or acknowledged for this call only (the confirm's RESERVE) */
     cmd->acked = ngx_http_linegate_redis_acknowledged(script)
                  || args->acknowledged;
     cmd->nkeys = nkeys;
-    cmd->args = args;
 
-    if (handler == NULL) {
-        a = (ngx_http_linegate_redis_args_t *) (cmd + 1);
-        ngx_http_linegate_redis_args_init(a);
-        p = (u_char *) (a + 1);
-        a->argc = args->argc;
-        a->nkeys = args->nkeys;
-
-        for (i = 0; i < args->argc; i++) {
-            a->argv[i] = (const char *) p;
-            a->argvlen[i] = args->argvlen[i];
-
-            if (args->argvlen[i]) {     /* an empty argument may be NULL */
-                p = ngx_cpymem(p, args->argv[i], args->argvlen[i]);
-            }
-        }
-
-        cmd->args = a;
-        cmd->forget = 1;
-
-        /* no WAIT: nobody would act on what it says */
-        cmd->acked = 0;
-        cmd->sent_us = ngx_http_linegate_metrics_now_us();
-
-        if (ngx_http_linegate_redis_send(cmd, 0) != NGX_OK) {
-            ngx_http_linegate_redis_cmd_free(cmd);
-            return NGX_ERROR;
-        }
-
-        /* as a plain command's: the timer outlives r */
-        cmd->r = NULL;
-        cmd->timer.log = ngx_cycle->log;
-
-        return NGX_OK;
-    }
-
-    if (ngx_http_linegate_redis_attach(cmd) != NGX_OK
-        || ngx_http_linegate_redis_send(cmd, 0) != NGX_OK)
-    {
-        ngx_http_linegate_redis_release(cmd);
-        ngx_free(cmd);
-        return NGX_ERROR;
-    }
-
-    return NGX_OK;
+    return ngx_http_linegate_redis_cmd_start(cmd);
 }
 
 
@@ -780,34 +724,110 @@ ngx_http_linegate_redis_command(ngx_http_request_t *r,
         return NGX_ERROR;
     }
 
-    cmd = ngx_alloc(sizeof(ngx_http_linegate_redis_cmd_t),
-                    r->connection->log);
+    cmd = ngx_http_linegate_redis_cmd_alloc(r, args, handler);
     if (cmd == NULL) {
         return NGX_ERROR;
+    }
+
+    cmd->acked = args->acknowledged;
+
+    return ngx_http_linegate_redis_cmd_start(cmd);
+}
+
+
+/*
+ * A command in one block: the command, then for one nobody waits for
+ * (handler NULL) its own copy of the arguments, as its request may be
+ * freed before a NOSCRIPT's EVAL or a cluster's MOVED, ASK or TRYAGAIN
+ * sends it again (cmd->forget: its bytes are its own too)
+ */
+static ngx_http_linegate_redis_cmd_t *
+ngx_http_linegate_redis_cmd_alloc(ngx_http_request_t *r,
+    ngx_http_linegate_redis_args_t *args,
+    ngx_http_linegate_redis_handler_pt handler)
+{
+    int                              i;
+    size_t                           len;
+    u_char                          *p;
+    ngx_http_linegate_redis_cmd_t   *cmd;
+    ngx_http_linegate_redis_args_t  *a;
+
+    len = sizeof(ngx_http_linegate_redis_cmd_t);
+
+    if (handler == NULL) {
+        len += sizeof(ngx_http_linegate_redis_args_t);
+
+        for (i = 0; i < args->argc; i++) {
+            len += args->argvlen[i];
+        }
+    }
+
+    cmd = ngx_alloc(len, r->connection->log);
+    if (cmd == NULL) {
+        return NULL;
     }
 
     ngx_memzero(cmd, sizeof(ngx_http_linegate_redis_cmd_t));
     cmd->r = r;
     cmd->handler = handler;
     cmd->script = -1;
-    cmd->acked = args->acknowledged;
     cmd->args = args;
 
-    if ((handler != NULL && ngx_http_linegate_redis_attach(cmd) != NGX_OK)
+    if (handler != NULL) {
+        return cmd;
+    }
+
+    a = (ngx_http_linegate_redis_args_t *) (cmd + 1);
+    ngx_http_linegate_redis_args_init(a);
+    p = (u_char *) (a + 1);
+    a->argc = args->argc;
+    a->nkeys = args->nkeys;
+
+    for (i = 0; i < args->argc; i++) {
+        a->argv[i] = (const char *) p;
+        a->argvlen[i] = args->argvlen[i];
+
+        if (args->argvlen[i]) {     /* an empty argument may be NULL */
+            p = ngx_cpymem(p, args->argv[i], args->argvlen[i]);
+        }
+    }
+
+    cmd->args = a;
+    cmd->forget = 1;
+
+    return cmd;
+}
+
+
+/*
+ * Send a command ngx_http_linegate_redis_cmd_alloc() made. One nobody
+ * waits for outlives its request: its timer logs through the cycle
+ */
+static ngx_int_t
+ngx_http_linegate_redis_cmd_start(ngx_http_linegate_redis_cmd_t *cmd)
+{
+    if (cmd->forget) {
+        /* no WAIT: nobody would act on what it says */
+        cmd->acked = 0;
+        cmd->sent_us = ngx_http_linegate_metrics_now_us();
+
+        if (ngx_http_linegate_redis_send(cmd, 0) != NGX_OK) {
+            ngx_http_linegate_redis_cmd_free(cmd);
+            return NGX_ERROR;
+        }
+
+        cmd->r = NULL;
+        cmd->timer.log = ngx_cycle->log;
+
+        return NGX_OK;
+    }
+
+    if (ngx_http_linegate_redis_attach(cmd) != NGX_OK
         || ngx_http_linegate_redis_send(cmd, 0) != NGX_OK)
     {
         ngx_http_linegate_redis_release(cmd);
         ngx_free(cmd);
         return NGX_ERROR;
-    }
-
-    if (handler == NULL) {
-        /*
-         * Nobody waits: the reply callback drops the reply as a late
-         * one. The timer outlives r, so it must not log through r.
-         */
-        cmd->r = NULL;
-        cmd->timer.log = ngx_cycle->log;
     }
 
     return NGX_OK;

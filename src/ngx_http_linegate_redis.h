@@ -96,9 +96,11 @@ ngx_int_t ngx_http_linegate_redis_script(ngx_http_request_t *r,
 
 /*
  * A plain command: args hold the command name and its arguments (they
- * may be freed once this returns). handler NULL: fire and forget, the
- * reply is dropped (the command still holds a timer, so that a graceful
- * reload sends it before the worker exits).
+ * may be freed once this returns). handler NULL: fire and forget, as a
+ * script's: its arguments copied, a cluster's MOVED, ASK and TRYAGAIN
+ * followed after its request is gone, an error reply logged, the reply
+ * dropped (the command still holds a timer, so that a graceful reload
+ * sends it before the worker exits).
  */
 ngx_int_t ngx_http_linegate_redis_command(ngx_http_request_t *r,
     ngx_http_linegate_redis_args_t *args,

@@ -8,7 +8,9 @@
 # account's master); credentials rotate through the operator API, whose
 # workspace API keys and line calls run too (their lookups and the
 # workspace on different masters; a revoked key's lookup in a migrating
-# slot is deleted by a durable write that follows ASK); a confirm that meets the fleet's slot
+# slot is deleted by a durable write that follows ASK, and by-user's drop
+# of a canceled request, a write nobody waits for, follows it too); a
+# confirm that meets the fleet's slot
 # or its account's slot in the middle of a migration (TRYAGAIN: some keys
 # moved, some not) is answered 200 once it moved (set up by hand: a
 # reshard's window per slot is a few ms, which purchases under load
@@ -24,6 +26,7 @@ use lib 't/lib';
 use Test::More;
 use LG::Stack;
 use LG::Provision;
+use LG::Lines;
 use LG::Test qw(answer_is eventually);
 use Time::HiRes qw(sleep time);
 use Mojo::JSON qw(encode_json decode_json);
@@ -39,6 +42,7 @@ my $s = LG::Stack->new(redis => 'cluster', REDIS_COMMAND_TIMEOUT => '3s',
                                      . 'linegate_reconcile_lost_after 5s;')
     ->start;
 my $p = LG::Provision->new($s);
+my $l = LG::Lines->new($s);
 my $r = $s->redis;
 
 my $FLEET = 'lg:{fleet}:inventory';
@@ -228,6 +232,43 @@ subtest 'a revoked key\'s lookup in a migrating slot: ASK followed' => sub {
     $r->node($_)->cluster('setslot', $slot, 'node', $id{$to})
         for $to, $from, grep { $_ ne $to && $_ ne $from }
                         $s->cluster_masters;
+    ok($s->cluster_wait_ok(30), 'the cluster is ok');
+};
+
+# A write nobody waits for (a plain command, handler NULL) meets ASK as
+# a request's does: by-user's drop of a canceled request from its index
+# (lr_unlist, sent after the answer) goes to the index's master, which
+# answers ASK while the index's slot migrates, the index and the request
+# moved already. Before, such a write was dropped with its ASK unread:
+# the index kept its canceled member (and a MOVED went unlearnt).
+subtest 'a write nobody waits for follows ASK' => sub {
+    my $w = $l->workspace('org_cl_unlist');
+    my $idx = "lg:{ws:$w->{id}}:lines";
+    my $c = 'c1a55e5c0ffee0000000a5c0';
+    my $lr = "lg:{ws:$w->{id}}:lr:$c";
+    $r->hset($lr, provisioningStatus => 'canceled', channelType => 'phone');
+    $r->zadd($idx, 1_800_000_000_005, $c);
+    my $slot = LG::RedisCluster::keyslot($idx);
+    my $from = $s->cluster_master_of($idx);
+    my ($to) = grep { $_ ne $from } $s->cluster_masters;
+    my %id = map { $_ => scalar $r->node($_)->cluster('myid') } $from, $to;
+    $r->node($to)->cluster('setslot', $slot, 'importing', $id{$from});
+    $r->node($from)->cluster('setslot', $slot, 'migrating', $id{$to});
+    $r->node($from)->migrate('127.0.0.1', $to, '', 0, 5000,
+                             'KEYS', $idx, $lr);
+    is($r->zcard($idx), 1, "the index moved to $to (read after ASK)");
+
+    my $mark = length $s->error_log;
+    my $tx = $l->list($w);
+    is($tx->res->code, 200, 'by-user answered 200');
+    is($tx->res->body, '{"lines":[]}', 'no line listed');
+    ok(eventually(sub { !defined $r->zscore($idx, $c) }, 3),
+       'the canceled request left the index: the drop followed ASK')
+        or diag(substr $s->error_log, $mark);
+    unlike(substr($s->error_log, $mark), qr/\[(?:error|alert|crit)\]/,
+           'nothing logged at error level');
+
+    finish_migration($slot, $from, $to);
     ok($s->cluster_wait_ok(30), 'the cluster is ok');
 };
 
