@@ -205,11 +205,7 @@ subtest 'a revoked key\'s lookup in a migrating slot: ASK followed' => sub {
     my $slot = LG::RedisCluster::keyslot($lookup);
     my $from = $s->cluster_master_of($lookup);
     my ($to) = grep { $_ ne $from } $s->cluster_masters;
-    my %id = map { $_ => scalar $r->node($_)->cluster('myid') } $from, $to;
-    $r->node($to)->cluster('setslot', $slot, 'importing', $id{$from});
-    $r->node($from)->cluster('setslot', $slot, 'migrating', $id{$to});
-    $r->node($from)->migrate('127.0.0.1', $to, '', 0, 5000,
-                             'KEYS', $lookup);
+    start_migration($slot, $from, $to, $lookup);
     is($r->get($lookup), $w, "the lookup moved to $to (read after ASK)");
 
     my $mark = length $s->error_log;
@@ -224,14 +220,7 @@ subtest 'a revoked key\'s lookup in a migrating slot: ASK followed' => sub {
            'never sent again');
     ok(!$r->exists($lookup), 'the lookup deleted');
 
-    # the end of the migration: the slot's other keys, then its owner
-    my $src = $r->node($from);
-    while (my @keys = $src->cluster('getkeysinslot', $slot, 100)) {
-        $src->migrate('127.0.0.1', $to, '', 0, 5000, 'KEYS', @keys);
-    }
-    $r->node($_)->cluster('setslot', $slot, 'node', $id{$to})
-        for $to, $from, grep { $_ ne $to && $_ ne $from }
-                        $s->cluster_masters;
+    finish_migration($slot, $from, $to);
     ok($s->cluster_wait_ok(30), 'the cluster is ok');
 };
 
@@ -251,11 +240,7 @@ subtest 'a write nobody waits for follows ASK' => sub {
     my $slot = LG::RedisCluster::keyslot($idx);
     my $from = $s->cluster_master_of($idx);
     my ($to) = grep { $_ ne $from } $s->cluster_masters;
-    my %id = map { $_ => scalar $r->node($_)->cluster('myid') } $from, $to;
-    $r->node($to)->cluster('setslot', $slot, 'importing', $id{$from});
-    $r->node($from)->cluster('setslot', $slot, 'migrating', $id{$to});
-    $r->node($from)->migrate('127.0.0.1', $to, '', 0, 5000,
-                             'KEYS', $idx, $lr);
+    start_migration($slot, $from, $to, $idx, $lr);
     is($r->zcard($idx), 1, "the index moved to $to (read after ASK)");
 
     my $mark = length $s->error_log;
@@ -363,6 +348,17 @@ subtest 'the reconciliation backlog gauge, read on the fleet\'s master' => sub {
 # its number, once a replica is promoted; after the sweep every number is
 # in exactly one place; no subscription is left that no line or entry
 # backs.
+# $slot set migrating from $from to $to, @keys moved already (the
+# others still on $from: $from answers ASK for those it lacks)
+sub start_migration {
+    my ($slot, $from, $to, @keys) = @_;
+    my %id = map { $_ => scalar $r->node($_)->cluster('myid') } $from, $to;
+    $r->node($to)->cluster('setslot', $slot, 'importing', $id{$from});
+    $r->node($from)->cluster('setslot', $slot, 'migrating', $id{$to});
+    $r->node($from)->migrate('127.0.0.1', $to, '', 0, 5000, 'KEYS', @keys)
+        if @keys;
+}
+
 # the rest of a slot's migration from $from to $to: its keys, then its
 # owner, told to every master
 sub finish_migration {
@@ -389,10 +385,7 @@ sub confirm_through_migration {
     my ($a, $tok, $slot, $from, $to, $whose) = @_;
     local $Test::Builder::Level = $Test::Builder::Level + 1;
     my $before = tryagains($from);
-    $r->node($to)->cluster('setslot', $slot, 'importing',
-                           $r->node($from)->cluster('myid'));
-    $r->node($from)->cluster('setslot', $slot, 'migrating',
-                             $r->node($to)->cluster('myid'));
+    start_migration($slot, $from, $to);
     my $t0 = time;
     my ($tx, $done) = $p->during($p->confirm_req($a, $tok), sub {
         return 0 if time - $t0 < 0.2;
