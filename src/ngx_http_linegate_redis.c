@@ -35,10 +35,10 @@
 #define NGX_HTTP_LINEGATE_DURABLE_MAX    1024
 #define NGX_HTTP_LINEGATE_DURABLE_DRAIN  30000
 
-/* Redis Cluster: the nodes a worker knows at most, the ranges of a map,
- * how often the map is asked for when nothing went wrong, how many
- * redirections one command follows */
-#define NGX_HTTP_LINEGATE_CLUSTER_RANGES      1024
+/* Redis Cluster: the ranges of a map (as many as there are slots: a
+ * cluster whose slots were moved one by one may have each in a range of
+ * its own), how many redirections one command follows */
+#define NGX_HTTP_LINEGATE_CLUSTER_RANGES      NGX_HTTP_LINEGATE_REDIS_SLOTS
 #define NGX_HTTP_LINEGATE_CLUSTER_REDIRECTS   5
 
 /* a script that met a slot in migration (TRYAGAIN): how often it is sent
@@ -4722,31 +4722,59 @@ ngx_http_linegate_redis_install(ngx_http_linegate_redis_node_t *asked,
     redisReply *reply)
 {
     size_t                            i, n, slot;
-    ngx_str_t                         host;
+    u_char                            buf[64];
+    ngx_str_t                         host, why;
     ngx_uint_t                        index;
     ngx_http_linegate_redis_t        *rd;
     ngx_http_linegate_redis_node_t   *node;
     ngx_http_linegate_redis_range_t  *range;
 
+    /*
+     * Room for the largest map there is, one range a slot: ~1.2 MB of
+     * the worker's own (static, so no allocation can fail here; its
+     * pages are touched only as far as a reply's ranges go, and a reply
+     * of 16384 ranges is itself several times that in hiredis's tree)
+     */
     static ngx_http_linegate_redis_range_t
                                  ranges[NGX_HTTP_LINEGATE_CLUSTER_RANGES];
 
     rd = &ngx_http_linegate_redis;
+    n = 0;
 
-    if (ngx_http_linegate_redis_slots_parse(reply, ranges,
-                                            NGX_HTTP_LINEGATE_CLUSTER_RANGES,
-                                            &n)
-        != 0
-        || !ngx_http_linegate_redis_slots_complete(ranges, n))
+    if (reply->type == REDIS_REPLY_ERROR) {
+        why.data = (u_char *) (reply->str ? reply->str : "");
+        why.len = reply->str ? ngx_min(reply->len, 200) : 0;
+
+    } else if (reply->type != REDIS_REPLY_ARRAY || reply->elements == 0) {
+        ngx_str_set(&why, "no slot ranges");
+
+    } else if (reply->elements > NGX_HTTP_LINEGATE_CLUSTER_RANGES) {
+        /* each range has a slot of its own: more cannot be a map */
+        why.data = buf;
+        why.len = ngx_snprintf(buf, sizeof(buf), "too many ranges (%uz, "
+                               "at most %d)", reply->elements,
+                               NGX_HTTP_LINEGATE_CLUSTER_RANGES)
+                  - buf;
+
+    } else if (ngx_http_linegate_redis_slots_parse(reply, ranges,
+                   NGX_HTTP_LINEGATE_CLUSTER_RANGES, &n)
+               != 0)
     {
+        ngx_str_set(&why, "a malformed range");
+
+    } else if (!ngx_http_linegate_redis_slots_complete(ranges, n)) {
+        ngx_str_set(&why, "not every slot exactly once");
+
+    } else {
+        why.data = NULL;
+    }
+
+    /* (an error reply's text may be empty: data, not len, says "refused") */
+    if (why.data != NULL) {
         ngx_log_error(NGX_LOG_ERR, rd->log, 0,
                       NGX_HTTP_LINEGATE_LOG "redis cluster: node %V:%i "
-                      "gave no complete slot map%s%*s", &asked->host,
-                      asked->port,
-                      reply->type == REDIS_REPLY_ERROR ? ": " : "",
-                      reply->type == REDIS_REPLY_ERROR
-                      ? (size_t) ngx_min(reply->len, 200) : 0,
-                      reply->type == REDIS_REPLY_ERROR ? reply->str : "");
+                      "gave no complete slot map: %V",
+                      &asked->host, asked->port, &why);
         return NGX_ERROR;
     }
 

@@ -11,6 +11,7 @@
 
 #include <ctype.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "ngx_http_linegate_redis_slots.h"
@@ -463,6 +464,48 @@ test_slots_good(void)
 }
 
 
+/*
+ * a map of one range a slot (slot i on master i % 3), the most ranges a
+ * map can have: redis.c makes room for that many (a cluster whose slots
+ * were moved one by one; it used to refuse more than 1024)
+ */
+static void
+test_slots_interleaved(void)
+{
+    int                                     rc;
+    char                                   *bytes, *p;
+    size_t                                  i, n, size;
+    static ngx_http_linegate_redis_range_t  r[NGX_HTTP_LINEGATE_REDIS_SLOTS];
+
+    size = 16 + NGX_HTTP_LINEGATE_REDIS_SLOTS * 64;
+    bytes = malloc(size);
+    if (bytes == NULL) {
+        ok(0, "16384 ranges: memory");
+        return;
+    }
+
+    p = bytes + sprintf(bytes, "*%d\r\n", NGX_HTTP_LINEGATE_REDIS_SLOTS);
+
+    for (i = 0; i < NGX_HTTP_LINEGATE_REDIS_SLOTS; i++) {
+        p += sprintf(p, "*3\r\n:%zu\r\n:%zu\r\n*2\r\n$8\r\n10.0.0.%zu"
+                     "\r\n:%zu\r\n", i, i, i % 3 + 1, 7000 + i % 3);
+    }
+
+    rc = slots(bytes, r, NGX_HTTP_LINEGATE_REDIS_SLOTS, &n);
+
+    ok(rc == 0 && n == NGX_HTTP_LINEGATE_REDIS_SLOTS
+       && r[16383].first == 16383 && r[16383].last == 16383
+       && strcmp(r[16383].host, "10.0.0.1") == 0 && r[16383].port == 7000,
+       "16384 ranges, one a slot: parsed");
+    ok(rc == 0 && ngx_http_linegate_redis_slots_complete(r, n) == 1,
+       "16384 ranges, one a slot: complete");
+    ok(slots(bytes, r, NGX_HTTP_LINEGATE_REDIS_SLOTS - 1, &n) == -1
+       && n == 0, "16384 ranges, room for 16383: refused");
+
+    free(bytes);
+}
+
+
 static void
 test_slots_bad(void)
 {
@@ -782,6 +825,7 @@ main(void)
     test_redirect_good();
     test_redirect_bad();
     test_slots_good();
+    test_slots_interleaved();
     test_slots_bad();
     test_complete();
     test_nodes_good();

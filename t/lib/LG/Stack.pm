@@ -28,6 +28,9 @@ package LG::Stack;
 #                          each command to the master of its key's slot.
 #                          dead_seed => 1: a port that refuses
 #                          connections is the first seed.
+#                          cluster_interleaved => 1: slot i to master
+#                          i % 3 (16384 ranges in CLUSTER SLOTS; made
+#                          with CLUSTER ADDSLOTS, MEET and REPLICATE).
 #                          Methods: cluster_ports, cluster_masters,
 #                          cluster_replicas, cluster_master_of($key),
 #                          cluster_slots_of($port), cluster_wait_ok,
@@ -841,7 +844,10 @@ sub _start_cluster {
                                         @ports;
     $self->_wait_port($_, 'redis-server') for @ports;
 
-    if (!$created) {
+    if (!$created && $self->{opts}{cluster_interleaved}) {
+        $self->_create_cluster_interleaved;
+    }
+    elsif (!$created) {
         my $log = "$self->{dir}/redis/cluster-create.log";
         my $pid = $self->_spawn(undef, $log, 'redis-cli', '--cluster',
             'create', (map { "127.0.0.1:$_" } @ports),
@@ -858,6 +864,38 @@ sub _start_cluster {
                . join('', map { "$_: " . _cluster_info($_) . "\n" } @ports);
     delete $self->{redis};
     return $self;
+}
+
+# The cluster of cluster_interleaved: what redis-cli --cluster create
+# does, by hand, with every slot a range of its own. Each node gets a
+# config epoch of its own (as redis-cli gives them), the 3 masters their
+# slots, every node meets the first; once all know all 6, each replica
+# follows its master.
+sub _create_cluster_interleaved {
+    my ($self) = @_;
+    my @ports = $self->cluster_ports;
+    my @r = map { _node($_) or croak "no answer from 127.0.0.1:$_" } @ports;
+
+    $r[$_]->cluster('set-config-epoch', $_ + 1) for 0 .. $#r;
+    for my $m (0 .. 2) {
+        $r[$m]->cluster('addslots', grep { $_ % 3 == $m } 0 .. 16383);
+    }
+    $r[$_]->cluster('meet', '127.0.0.1', $ports[0],
+                    $self->{bus_port}{ $ports[0] }) for 1 .. $#r;
+
+    my $until = Time::HiRes::time() + 20;
+    while (grep { my @l = grep { !/handshake|noaddr/ } split /\n/,
+                                 $_->cluster('nodes');
+                  @l < @ports } @r)
+    {
+        croak 'the interleaved cluster did not meet within 20 s'
+            if Time::HiRes::time() > $until;
+        sleep 0.05;
+    }
+
+    my @ids = map { $_->cluster('myid') } @r[0 .. 2];
+    $r[$_ + 3]->cluster('replicate', $ids[$_]) for 0 .. 2;
+    $_->quit for @r;
 }
 
 # a client for one node, or undef when it does not answer
