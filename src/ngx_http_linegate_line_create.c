@@ -2164,7 +2164,12 @@ ngx_http_linegate_create_resolved(ngx_http_request_t *r,
  * the paid invoice would be a human's and the key free for a retry to
  * bill again. The request is left as a dead worker's (the reservation,
  * the key, the journal's member), for the sweep to store the invoice and
- * promote the request (create_paid_kept says why).
+ * promote the request (create_paid_kept says why). Nor once its finalize
+ * was sent and no answer was taken in (ISSUE, or UNISSUE's void, delete
+ * or check after it): Stripe pays an amount due of 0 at finalization,
+ * and the answer that would say so never comes to an ended request. The
+ * sweep finds the invoice at Stripe as it is: paid, stored and the
+ * request promoted; open, voided and the request released.
  */
 static void
 ngx_http_linegate_create_cleanup(void *data)
@@ -2183,6 +2188,20 @@ ngx_http_linegate_create_cleanup(void *data)
                       NGX_HTTP_LINEGATE_LOG "line request \"%V\" ended "
                       "while its paid invoice \"%V\" was indexed: left to "
                       "the reconciliation's sweep", &lr->id,
+                      &lr->invoice.id);
+        return;
+    }
+
+    if (!lr->settled && lr->invoice.finalized
+        && (lr->ctx->state == NGX_HTTP_LINEGATE_CREATE_ISSUE
+            || lr->ctx->state == NGX_HTTP_LINEGATE_CREATE_UNISSUE))
+    {
+        lr->settled = 1;
+
+        ngx_log_error(NGX_LOG_WARN, ngx_cycle->log, 0,
+                      NGX_HTTP_LINEGATE_LOG "line request \"%V\" ended "
+                      "after its invoice \"%V\" was finalized, perhaps "
+                      "paid: left to the reconciliation's sweep", &lr->id,
                       &lr->invoice.id);
         return;
     }
@@ -2226,6 +2245,7 @@ ngx_http_linegate_invoice_issue(ngx_http_request_t *r,
     ngx_str_null(&lr->invoice.url);
     ngx_str_null(&lr->invoice.status);
     lr->invoice.retry_after = -1;
+    lr->invoice.finalized = 0;
     lr->invoice.step = NGX_HTTP_LINEGATE_INVOICE_DRAFT;
     lr->invoice.resume = resume;
     lr->invoice.tries = 0;
@@ -2291,6 +2311,7 @@ ngx_http_linegate_invoice_send(ngx_http_request_t *r,
 
     case NGX_HTTP_LINEGATE_INVOICE_FINALIZE:
         rc = ngx_http_linegate_invoice_finalize(r, lr);
+        lr->invoice.finalized = (rc == NGX_OK);
         break;
 
     case NGX_HTTP_LINEGATE_INVOICE_VOID:

@@ -250,6 +250,13 @@ typedef struct {
     int64_t                         lost_at;
     unsigned                        late:1;
     unsigned                        reissue:1;
+
+    /*
+     * its finalize was sent: from then on the invoice may be paid (an
+     * amount due of 0 is paid at finalization) whatever the request
+     * learns of it (create_cleanup)
+     */
+    unsigned                        finalized:1;
 } ngx_http_linegate_invoice_t;
 
 

@@ -27,7 +27,10 @@ use LG::Lines qw(body);
 # see it held (a 1 s wait here was missed on a loaded machine: the worker
 # gave up on Stripe, answered and cleaned up before the kill).
 my $HOLD = 8000;
+# (worker_shutdown_timeout: a reload ends the requests the draining
+# workers still hold, as a creation ended mid-finalize below is)
 my $s = LG::Stack->new(STRIPE_TIMEOUT => '15s',
+                       MAIN_EXTRA => 'worker_shutdown_timeout 500ms;',
                        HTTP_EXTRA => 'linegate_reconcile_delay 0; '
                            . 'linegate_reconcile_lost_after 1s;')->start;
 my $p = LG::Provision->new($s);
@@ -956,7 +959,12 @@ subtest 'a worker killed mid-create (Lines API): invoice discarded' => sub {
 # to Redis and the file died. Such a round is set up again, the
 # creation's release done first; at most 3 rounds.
 sub kill_mid_create {
-    my ($l, $w, $body, $key, $status, @fault) = @_;
+    return end_mid_create(sub { $s->kill_workers }, @_);
+}
+
+# the same, the creation ended by $end (1 when done) instead of a kill
+sub end_mid_create {
+    my ($end, $l, $w, $body, $key, $status, @fault) = @_;
     for my $round (1 .. 3) {
         my $from = length $s->error_log;
         $l->fault(@fault);
@@ -968,7 +976,7 @@ sub kill_mid_create {
                          && $s->stub_held(qr{^/v1/invoices/.+/finalize$});
             return 0 unless grep { $_->{status} eq $status }
                             $l->invoices($w->{customer});
-            $killed = $s->kill_workers;
+            $killed = $end->();
             return 1;
         }, 60);
         $l->clear_faults;
@@ -1769,6 +1777,81 @@ subtest 'a paid invoice whose index Redis refused: the sweep settles it'
     is($a->{line}{_id}, $id, 'replays the request');
     is("$a->{status}/$a->{paymentStatus}", 'provisioning/paid', 'paid');
     is(scalar(() = $l->invoices($w->{customer})), 1, 'nothing billed again');
+};
+
+# A creation ended (a reload's worker_shutdown_timeout frees it) while
+# Stripe holds the answer of a finalize that paid the invoice (a price of
+# 0): the request never learns it was paid. Released, the paid invoice
+# would be a human's (no request to store it on) and the key free for a
+# retry to bill a second invoice; the module before did so ("ended while
+# billed: its claim is released"). Once its finalize was sent, an ended
+# creation is left as a dead worker's: the sweep finds the invoice paid,
+# stores it and promotes the request, and the key replays the 201.
+subtest 'a create ended while its paid finalize is held: the sweep settles'
+    => sub {
+    my $l = LG::Lines->new($s);
+    my $EMAIL = body(channelType => 'email', email => 'k@example.com');
+    my $w = $l->workspace('org_ended_paid');
+    my $price = sub {
+        $s->stub(POST => '/_stub/prices', {id => 'price_email_addon',
+                                           unit_amount => $_[0]});
+    };
+    my $logoff = length $s->error_log;
+    $price->(0);
+    my $reload = sub {
+        my $off = length $s->error_log;
+        kill 'HUP', $s->{pids}{nginx};
+        return $s->wait_redis_connected($off, 60) ? 1 : 0;
+    };
+    my $ended = end_mid_create($reload, $l, $w, $EMAIL, 'kep', 'paid',
+                               path_prefix => '/v1/invoices/',
+                               latency_ms => $HOLD, after_commit => 1);
+    $price->(1500);
+    ok($ended, 'reloaded while Stripe held the paid finalize') or return;
+    my ($id) = $l->request_ids($w);
+    my @inv = $l->invoices($w->{customer});
+    is(scalar(grep { $_->{status} eq 'paid' } @inv), 1,
+       'its invoice paid at Stripe') or return;
+    my $in = $inv[0]{id};
+    $id //= '';
+    my $left = qr/"\Q$id\E" ended after its invoice "\Q$in\E" was /
+               . qr/finalized, perhaps paid: left to the /
+               . qr/reconciliation's sweep/;
+    ok(eventually(sub { substr($s->error_log, $logoff) =~ $left }, 10),
+       'logged') or diag grep { /linegate: line request/ }
+                            split /^/, substr($s->error_log, $logoff);
+    unlike(substr($s->error_log, $logoff), qr/ended while billed/,
+           'not released');
+    is($l->lr($w, $id)->{provisioningStatus} // '', 'awaiting_payment',
+       'the request kept');
+    ok(defined $l->pending($w), 'its reservation kept');
+    is(scalar(in_flight('lg:{fleet}:lr:inflight', $w->{id})), 1,
+       'its journal member kept');
+    my $busy = $l->create($w, $EMAIL, 'Idempotency-Key' => 'kep');
+    is($busy->res->code, 409, 'the key still in use: no second invoice')
+        or diag $busy->res->body;
+
+    sleep 1.1;    # linegate_reconcile_lost_after
+    my $b = run();
+    my ($e) = grep { ($_->{line_request_id} // '') eq $id }
+              @{ $b->{entries} // [] };
+    is($e->{reason}, 'worker_lost', 'swept as worker_lost')
+        or diag explain $b;
+    is($e->{outcome}, 'settled', 'settled');
+    my $lr = $l->lr($w, $id);
+    is(($lr->{provisioningStatus} // '') . '/'
+       . ($lr->{paymentStatus} // ''), 'provisioning/paid',
+       'the request promoted');
+    is($lr->{invoiceId} // '', $in, 'naming its invoice');
+    ok(!defined $l->pending($w), 'the workspace unblocked');
+
+    my $a = $l->answer($l->create($w, $EMAIL, 'Idempotency-Key' => 'kep'),
+                       201, 'the same key');
+    is($a->{line}{_id}, $id, 'replays the request');
+    is("$a->{status}/$a->{paymentStatus}", 'provisioning/paid', 'paid');
+    is(scalar(() = $l->invoices($w->{customer})), 1, 'nothing billed again');
+    unlike(substr($s->error_log, $logoff), qr/exited on signal/,
+           'no worker crashed');
 };
 
 # On a cluster no script names lg:provisioning (another slot): the
