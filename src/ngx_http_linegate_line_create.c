@@ -53,8 +53,10 @@
  *                            neither discarded nor released; its index
  *                            and then its store go to the durable writes
  *                            (create_paid_kept), and the key replays the
- *                            201 once stored; else the journal's sweep
- *                            stores it (a dead worker's request)
+ *                            201 once stored, the request promoted by a
+ *                            durable lr_resolve (one Redis) or a read;
+ *                            else the journal's sweep stores it (a dead
+ *                            worker's request)
  *   STORE, reply lost     -> STORE_AGAIN (the same store, durable) -> 503;
  *                            its own copy answered stored: as after
  *                            STORE, an invoice paid at finalization
@@ -194,6 +196,8 @@ static void ngx_http_linegate_create_store(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr);
 static void ngx_http_linegate_create_store_args(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr);
+static void ngx_http_linegate_create_paid_resolve(
+    ngx_http_linegate_redis_args_t *args);
 static void ngx_http_linegate_create_paid_kept(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr);
 static void ngx_http_linegate_create_paid_indexed(redisReply *reply,
@@ -1843,20 +1847,35 @@ ngx_http_linegate_create_store_args(ngx_http_request_t *r,
 
 
 /*
- * The store sent again (STORE_AGAIN) done: 0, refused, so no request
- * names the invoice, which stays open and payable unless it is queued to
- * be voided. args: lr_invoice_store's 2 keys, its 11 arguments, the
- * customer.
+ * The store sent again (STORE_AGAIN, or create_paid_kept's) done: 0,
+ * refused, so no request names the invoice, which stays open and payable
+ * unless it is queued to be voided; 1, stored, an invoice Stripe paid at
+ * finalization is promoted (create_paid_resolve). args: lr_invoice_store's
+ * 2 keys, its 11 arguments, the customer.
  */
 static void
 ngx_http_linegate_create_stored_again(redisReply *reply,
     ngx_http_linegate_redis_args_t *args, ngx_str_t *note)
 {
-    ngx_str_t  ws, id, invoice, customer;
+    ngx_str_t  ws, id, invoice, customer, paid;
 
     if (reply == NULL || reply->type != REDIS_REPLY_INTEGER
-        || reply->integer != 0 || args->argc != 14)
+        || args->argc != 14)
     {
+        return;
+    }
+
+    if (reply->integer == 1) {
+        ngx_http_linegate_lines_arg(args, 12, &paid);
+
+        if (ngx_http_linegate_line_is(&paid, "paid")) {
+            ngx_http_linegate_create_paid_resolve(args);
+        }
+
+        return;
+    }
+
+    if (reply->integer != 0) {
         return;
     }
 
@@ -1877,6 +1896,110 @@ ngx_http_linegate_create_stored_again(redisReply *reply,
 
 
 /*
+ * The store sent again (durable: STORE_AGAIN, or create_paid_kept's after
+ * its index) stored an invoice Stripe paid at finalization: the request
+ * names it but still awaits payment, and its invoice.paid most likely
+ * came before the index (acknowledged as unknown). On one Redis the
+ * promotion follows as a durable lr_resolve "paid" (idempotent: a
+ * request already promoted, by the request's own RESOLVE, a read or the
+ * webhook, is left as it is; it writes the set-up entry itself), as
+ * create_resolved sends it again. Not on a cluster, where nginx relays
+ * the set-up entry after lr_resolve from a member written before it
+ * (lr_setup.h): a durable promotion landing after a run dropped that
+ * member would never be set up; there a read's reconciliation promotes
+ * it. args: lr_invoice_store's 2 keys, its 11 arguments, the customer;
+ * the keys built in a pool of its own (the write copies them).
+ */
+static void
+ngx_http_linegate_create_paid_resolve(ngx_http_linegate_redis_args_t *args)
+{
+    int64_t                          now;
+    u_char                          *p;
+    ngx_str_t                        ws, id, invoice, lkey, key[3];
+    ngx_pool_t                      *pool;
+    ngx_http_linegate_redis_args_t   a;
+    ngx_http_linegate_main_conf_t   *lmcf;
+    u_char                           ms[NGX_INT64_LEN];
+    u_char                           hold[NGX_INT64_LEN];
+    u_char                           iso[NGX_HTTP_LINEGATE_ISO_LEN];
+    u_char                           what[128];
+
+    lmcf = ngx_http_cycle_get_module_main_conf(ngx_cycle,
+                                               ngx_http_linegate_module);
+
+    if (lmcf == NULL || lmcf->redis_cluster) {
+        return;
+    }
+
+    ngx_http_linegate_lines_arg(args, 2, &ws);
+    ngx_http_linegate_lines_arg(args, 3, &id);
+    ngx_http_linegate_lines_arg(args, 4, &invoice);
+    ngx_http_linegate_lines_arg(args, 0, &lkey);
+
+    pool = ngx_create_pool(1024, ngx_cycle->log);
+
+    if (pool == NULL
+        || ngx_http_linegate_key(pool, NGX_HTTP_LINEGATE_KEY_WS_LINES, &ws,
+                                 NULL, &key[0])
+           != NGX_OK
+        || ngx_http_linegate_key(pool, NGX_HTTP_LINEGATE_KEY_WS_LIVE, &ws,
+                                 NULL, &key[1])
+           != NGX_OK
+        || ngx_http_linegate_key(pool, NGX_HTTP_LINEGATE_KEY_WS_PENDING, &ws,
+                                 NULL, &key[2])
+           != NGX_OK)
+    {
+        ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
+                      NGX_HTTP_LINEGATE_LOG "line request \"%V\" names its "
+                      "paid invoice \"%V\" but was not settled: left to a "
+                      "read", &id, &invoice);
+
+        if (pool != NULL) {
+            ngx_destroy_pool(pool);
+        }
+
+        return;
+    }
+
+    now = ngx_http_linegate_now_ms();
+
+    /* lr_resolve's 5 keys and 9 arguments (lines_resolve's, one Redis) */
+    ngx_http_linegate_redis_args_init(&a);
+
+    ngx_http_linegate_redis_arg_str(&a, &ws);
+    ngx_http_linegate_redis_arg_str(&a, &id);
+    ngx_http_linegate_redis_arg_str(&a, &invoice);
+    ngx_http_linegate_redis_arg_cstr(&a, "paid");
+    ngx_http_linegate_redis_arg(&a, ms, ngx_sprintf(ms, "%L", now) - ms);
+    p = ngx_http_linegate_iso8601(iso, now);
+    ngx_http_linegate_redis_arg(&a, iso, p - iso);
+    /* the UTC date: unused by the script */
+    ngx_http_linegate_redis_arg(&a, iso, 10);
+    ngx_http_linegate_redis_arg_cstr(&a, "w");
+    ngx_http_linegate_redis_arg(&a, hold,
+                                ngx_sprintf(hold, "%d",
+                                            NGX_HTTP_LINEGATE_LR_REISSUE_HOLD)
+                                - hold);
+
+    ngx_http_linegate_redis_arg_key(&a, &lkey);
+    ngx_http_linegate_redis_arg_key(&a, &key[0]);
+    ngx_http_linegate_redis_arg_key(&a, &key[1]);
+    ngx_http_linegate_redis_arg_key(&a, &key[2]);
+    ngx_http_linegate_redis_arg_key(&a,
+        ngx_http_linegate_key_fixed(NGX_HTTP_LINEGATE_KEY_PROVISIONING));
+
+    p = ngx_snprintf(what, sizeof(what) - 1, "lr_resolve %V", &id);
+    *p = '\0';
+
+    (void) ngx_http_linegate_redis_durable(ngx_cycle->log,
+                                           NGX_HTTP_LINEGATE_SCRIPT_LR_RESOLVE,
+                                           a.nkeys, &a, (const char *) what);
+
+    ngx_destroy_pool(pool);
+}
+
+
+/*
  * CREATE_INVOICE_INDEX failed (its reply lost, a timeout, Redis refusing
  * the SET) with an invoice Stripe paid, at finalization or kept by
  * UNISSUE. Its void and delete are refused: a discard could only queue it
@@ -1888,8 +2011,9 @@ ngx_http_linegate_create_stored_again(redisReply *reply,
  * request a run fenced) sent after it once it is answered OK
  * (create_paid_indexed): no request names an invoice its index does not
  * know. Stored, the key replays the 201 the store kept (provisioning/
- * paid), and a read or a reconciliation run promotes the request (its
- * invoice.paid came before the index). A write Redis refuses for good (an
+ * paid), and the request is promoted (its invoice.paid came before the
+ * index) by a durable lr_resolve on one Redis (create_paid_resolve), by
+ * a read on a cluster. A write Redis refuses for good (an
  * ACL) or never answers leaves the request as a dead worker's: the
  * journal member's sweep finds the paid invoice and stores it, the
  * request promoted (reconcile.c, worker_lost). The client is told to

@@ -425,6 +425,29 @@ subtest 'a paid invoice, the reply of its index lost: kept, stored again'
        'the request paid');
     is(scalar(() = $l->invoices($w->{customer})), 1, 'nothing billed again');
 
+    # On one Redis the promotion follows the durable store (a durable
+    # lr_resolve "paid": its invoice.paid came before the index), with
+    # no read: the line is set up, once. The module before left it
+    # awaiting payment until a read. On a cluster, whose set-up entry
+    # nginx relays after lr_resolve, a read promotes it (lines-api.md).
+    SKIP: {
+        skip 'a cluster: a read promotes it', 4
+            if $s->topology eq 'cluster';
+        my $until = time + 10;
+        sleep 0.1 until ($l->lr($w, $id)->{provisioningStatus} // '')
+                        eq 'provisioning' || time > $until;
+        my $lr = $l->lr($w, $id);
+        is(($lr->{provisioningStatus} // '') . '/'
+           . ($lr->{paymentStatus} // ''), 'provisioning/paid',
+           'promoted without a read');
+        ok(!defined $l->pending($w), 'the workspace free');
+        like(substr($s->error_log, $logoff),
+             qr/durable write "lr_resolve \Q$id\E" done/,
+             'a durable lr_resolve');
+        is(scalar(grep { ($_->{id} // '') eq $id } $l->stream), 1,
+           'one set-up entry');
+    }
+
     # a read promotes it (its invoice.paid came before the index)
     my $g = $l->answer($l->get($w, $id), 200, 'read');
     is("$g->{status}/$g->{paymentStatus}", 'provisioning/paid',
@@ -433,6 +456,8 @@ subtest 'a paid invoice, the reply of its index lost: kept, stored again'
     is("$lr->{provisioningStatus}/$lr->{paymentStatus}", 'provisioning/paid',
        'stored provisioning/paid');
     ok(!defined $l->pending($w), 'the workspace free');
+    is(scalar(grep { ($_->{id} // '') eq $id } $l->stream), 1,
+       'set up once') if $s->topology ne 'cluster';
 };
 
 subtest 'parallel calls with one key: one does the work' => sub {
