@@ -372,7 +372,11 @@ ngx_http_linegate_create_string(ngx_http_request_t *r,
 }
 
 
-/* 1-100 characters (code points) once trimmed, no control characters */
+/*
+ * 1-100 characters (code points) once trimmed, no control characters:
+ * C0 and DEL (CHARS_TEXT), and C1, U+0080 to U+009F (UTF-8 C2 80 to
+ * C2 9F: U+009B is a terminal's CSI, shown to every reader of the line)
+ */
 static void
 ngx_http_linegate_create_name(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr, const char *field, ngx_str_t *value)
@@ -389,7 +393,9 @@ ngx_http_linegate_create_name(ngx_http_request_t *r,
 
     for (i = 0; i < value->len; i++) {
         if (!ngx_http_linegate_char_is(value->data[i],
-                                       NGX_HTTP_LINEGATE_CHARS_TEXT))
+                                       NGX_HTTP_LINEGATE_CHARS_TEXT)
+            || (value->data[i] == 0xc2 && i + 1 < value->len
+                && value->data[i + 1] >= 0x80 && value->data[i + 1] <= 0x9f))
         {
             ngx_http_linegate_create_invalid(r, lr, field,
                 "must not contain control characters");

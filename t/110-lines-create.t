@@ -341,6 +341,14 @@ subtest 'names' => sub {
                   'a NUL in an unknown field');
     is($b->{line}{firstName}, 'Ada', 'the body read');
     invalid(body(firstName => "A\nB"), 'firstName', 'a control character');
+    # C1 controls (U+0080 to U+009F) too: U+009B is a terminal's CSI
+    invalid(body(firstName => "Bob\x{9b}[2J"), 'firstName',
+            'a C1 control (U+009B)');
+    invalid(body(lastName => "Ann\x{80}"), 'lastName', 'U+0080');
+    invalid(body(lastName => "Ann\x{9f}x"), 'lastName', 'U+009F');
+    $b = included($l->create(ws(), body(lastName => "A\x{a0}B\x{c2}")),
+                  'U+00A0 and U+00C2 inside a name');
+    is($b->{line}{lastName}, "A\x{a0}B\x{c2}", 'kept as given');
     invalid(body(firstName => 5), 'firstName', 'firstName a number');
     invalid(body(lastName => {}), 'lastName', 'lastName an object');
 
@@ -446,6 +454,14 @@ subtest 'the body as a whole' => sub {
     invalid(\"{\"firstName\": \"\xff\"}", undef, 'not UTF-8');
     invalid(\'{"firstName":"A","firstName":"B","lastName":"C",'
             . '"channelType":"phone"}', undef, 'duplicate keys');
+    # refused in a field linegate does not read too, as a number no
+    # parser holds exactly (docs/lines-api.md, "Validation details")
+    my $known = '"firstName":"A","lastName":"C","channelType":"phone"';
+    invalid(\"{$known,\"meta\":1,\"meta\":2}", undef,
+            'an unknown member given twice');
+    invalid(\"{$known,\"x\":1e400}", undef, 'a real over a double');
+    invalid(\"{$known,\"x\":18446744073709551616}", undef,
+            'an integer over 64 bits');
     my $b = $l->invalid_field($l->create($v, \'{bad'), undef, 'malformed');
     like($b->{error}, qr/JSON/, 'the error says what is wrong');
 
