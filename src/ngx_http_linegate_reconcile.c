@@ -2327,6 +2327,14 @@ ngx_http_linegate_reconcile_entry(ngx_http_request_t *r,
     ngx_uint_t   j;
     redisReply  *f;
 
+    /*
+     * the slot may hold an entry skipped part-way: an entry writes only
+     * the fields it has, and must inherit none (another's workspace would
+     * make a purchase a Lines entry, another's subscription a Lines
+     * invoice)
+     */
+    ngx_memzero(e, sizeof(ngx_http_linegate_reconcile_entry_t));
+
     if (reply->type != REDIS_REPLY_ARRAY || reply->elements != 2
         || ngx_http_linegate_reply_str(reply, 0, &value) != NGX_OK
         || reply->element[1]->type != REDIS_REPLY_ARRAY)

@@ -2133,6 +2133,57 @@ subtest 'entries left for a human never hold the newer ones back' => sub {
     $r->del('lg:{fleet}:reconcile');
 };
 
+# An entry skipped part-way (here: a customer no Stripe id can be, after
+# the fields it did copy) once left those fields in the slot the next
+# entry was read into: a Lines entry's workspace and request made the
+# purchase behind it a Lines invoice entry, its subscription never
+# cancelled; a purchase's subscription made a Lines worker_lost behind it
+# look up v1/invoices/sub_... Each entry is read into a cleared slot.
+subtest 'an entry skipped part-way leaves nothing to the next one' => sub {
+    $r->xadd('lg:{fleet}:reconcile', '*', workspace => 'ws_skipped',
+             line_request_id => 'lr_skipped', reason => 'worker_lost',
+             idempotency_key => '', customer => 'cus_' . ('x' x 300),
+             at => '2026-01-01T00:00:00.000Z');
+    my $q = lost_purchase('acct_after_skip', after_commit => 1);
+    my $b = run();
+    my $e = entry_of($b, 'acct_after_skip');
+    is($e->{outcome}, 'canceled', 'the purchase behind it: cancelled')
+        or diag explain $b;
+    ok(!grep({ ($_->{workspace} // '') eq 'ws_skipped' }
+             @{ $b->{entries} // [] }),
+       'no entry took the workspace of the one skipped');
+    is((subs_of('acct_after_skip'))[0]{status}, 'canceled', 'at Stripe');
+    like($s->error_log, qr/entry \d+ of the reconcile stream is not a purchase/,
+         'the entry skipped logged');
+    $r->del('lg:{fleet}:reconcile');
+};
+
+subtest 'a purchase skipped part-way: the Lines entry behind it voided' =>
+    sub {
+    my $l = LG::Lines->new($s);
+    my $EMAIL = body(channelType => 'email', email => 'k@example.com');
+    my $w = $l->workspace('org_after_skip');
+    my ($id, $inv) = killed_finalized($l, $w, $EMAIL, 'as') or return;
+    # before the worker_lost entry the sweep queues (it has no invoice_id)
+    $r->xadd('lg:{fleet}:reconcile', '*', account => 'acct_skipped',
+             subscription_id => 'sub_skipped', phone_number => '',
+             worker_id => sprintf('worker_%024x', 0xdead),
+             reason => 'worker_lost', idempotency_key => '',
+             customer => 'cus_' . ('x' x 300),
+             at => '2026-01-01T00:00:00.000Z');
+    sleep 1.1;    # linegate_reconcile_lost_after
+    my $b = run();
+    my ($e) = grep { ($_->{line_request_id} // '') eq $id }
+              @{ $b->{entries} // [] };
+    is($e->{reason}, 'worker_lost', 'the Lines entry behind it')
+        or diag explain $b;
+    is($e->{invoice_id}, $inv->{id}, 'its own invoice found');
+    is($e->{outcome}, 'voided', 'and voided');
+    is($l->invoice($inv->{id})->{status}, 'void',
+       'nothing payable left at Stripe');
+    $r->del('lg:{fleet}:reconcile');
+};
+
 # A run looks at 100 entries at most. It used to start at the oldest every
 # time: 100 entries left for a human at the head of the stream kept every
 # newer one (a billed subscription to cancel) waiting for good. Runs now
