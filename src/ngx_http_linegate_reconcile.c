@@ -219,7 +219,16 @@
 #define NGX_HTTP_LINEGATE_RECONCILE_LOOKAHEAD  3600
 #define NGX_HTTP_LINEGATE_RECONCILE_PAGE       10
 #define NGX_HTTP_LINEGATE_RECONCILE_PAGES      50
-#define NGX_HTTP_LINEGATE_RECONCILE_FIELD_MAX  128
+/*
+ * a field read from Redis (an entry's, what a sweep reads of a lost
+ * purchase, the runs' cursor): the longest Stripe id or customer the
+ * module accepts anywhere (stripe.c's stripe_id_valid, the operator
+ * API's customer), so that no purchase the module made is beyond a run
+ * or a sweep (at 128, one of a longer customer was skipped by every run,
+ * never queued by any sweep); what is longer is no entry of ours. A run
+ * copies 100 entries of a dozen such fields at most: 300 KB of its pool.
+ */
+#define NGX_HTTP_LINEGATE_RECONCILE_FIELD_MAX  255
 /*
  * The paid invoices of a purchase undone: 5 a page (whole invoices with
  * their lines and payments, far below a small

@@ -2184,6 +2184,52 @@ subtest 'a purchase skipped part-way: the Lines entry behind it voided' =>
     $r->del('lg:{fleet}:reconcile');
 };
 
+# A customer id is cus_ and up to 255 bytes wherever the module takes one
+# (the operator API, every Stripe call): the run and the sweep of lost
+# purchases once read fields of 128 bytes at most. An account of a longer
+# one whose purchase was lost was skipped by every run (its subscription
+# never cancelled), and its dead worker's claim was not understood by any
+# sweep (never queued).
+my $LONG = 'cus_' . ('L' x 196);
+
+subtest 'a 200-byte customer: its lost purchase is cancelled' => sub {
+    my $a = $p->account('acct_longcus', customer => $LONG);
+    $p->fault(drop => 1, count => 2, after_commit => 1);
+    my $tx = $p->confirm($a, $p->token($a));
+    $p->error_is($tx, 502, 'billing_unavailable', 'answer lost');
+    my @q = queued_of('acct_longcus');
+    is(scalar @q, 1, 'queued');
+    is($q[0]{customer}, $LONG, 'with its customer');
+    is((subs_of('acct_longcus'))[0]{status}, 'active', 'Stripe charges');
+    my $b = run();
+    is(entry_of($b, 'acct_longcus')->{outcome}, 'canceled', 'cancelled')
+        or diag explain $b;
+    is((subs_of('acct_longcus'))[0]{status}, 'canceled', 'at Stripe');
+    is_deeply([queued_of('acct_longcus')], [], 'off lg:{fleet}:reconcile');
+    $r->del('lg:{fleet}:reconcile');
+};
+
+subtest 'a 200-byte customer: the sweep queues its lost claim' => sub {
+    $p->account('acct_longcus_sw', customer => $LONG);
+    my ($m, $w, $n) = lost_claim('acct_longcus_sw');
+    $r->hset("lg:{acct:acct_longcus_sw}:resv:$w",
+             createdAt => '2026-11-23T00:00:00.000Z');
+    $r->zadd('lg:{acct:acct_longcus_sw}:prov', $p->now_ms, $w);
+    my $b = run();
+    is($r->zscore('lg:{fleet}:pv:inflight', $m), undef, 'the claim is gone');
+    my @e = of_worker($w);
+    is(scalar @e, 1, 'one entry');
+    is($e[0]{reason}, 'worker_lost', 'worker_lost');
+    is($e[0]{customer}, $LONG, "with the account's customer");
+    is(entry_of($b, 'acct_longcus_sw')->{outcome}, 'no_subscription',
+       'settled by the same run: nothing was bought');
+    is_deeply($p->reservations('acct_longcus_sw'), [],
+              'the reservation dropped');
+    ok($r->sismember('lg:{fleet}:inventory', $n),
+       'the number is back in the inventory');
+    numbers_accounted('a 200-byte customer');
+};
+
 # A run looks at 100 entries at most. It used to start at the oldest every
 # time: 100 entries left for a human at the head of the stream kept every
 # newer one (a billed subscription to cancel) waiting for good. Runs now
