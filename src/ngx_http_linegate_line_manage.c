@@ -2564,6 +2564,18 @@ ngx_http_linegate_link_unindex_late(ngx_str_t *invoice)
  * while it reissues: its claim released (if still its own) by a durable
  * write, whose answer then queues a new invoice already made that the
  * request does not name (nothing can ask Stripe from here).
+ *
+ * Not once the new invoice's finalize was sent and no answer was taken
+ * in (LINK_ISSUE, or LINK_UNISSUE's void, delete or check after it), nor
+ * while the index of a new invoice known paid is written (LINK_INDEX):
+ * Stripe pays an amount due of 0 (a credit balance) at finalization, and
+ * the answer that would say so never comes to an ended request. Released,
+ * the claim would leave the paid invoice queued for a human and the
+ * request, its invoice void with no claim, canceled by its next read.
+ * The claim is left as a dead worker's: past its hold, the next
+ * payment_link, cancel or read sweeps what it made (LINK_SWEEP, line_sweep
+ * from a GET): one paid is stored and the request promoted, one open is
+ * voided. The module before 2026-11-28 released it.
  */
 static void
 ngx_http_linegate_link_cleanup(void *data)
@@ -2578,6 +2590,20 @@ ngx_http_linegate_link_cleanup(void *data)
     }
 
     lr->settled = 1;
+
+    if ((lr->invoice.finalized
+         && (lr->ctx->state == NGX_HTTP_LINEGATE_LINK_ISSUE
+             || lr->ctx->state == NGX_HTTP_LINEGATE_LINK_UNISSUE))
+        || (lr->ctx->state == NGX_HTTP_LINEGATE_LINK_INDEX
+            && ngx_http_linegate_line_is(&lr->invoice.status, "paid")))
+    {
+        ngx_log_error(NGX_LOG_WARN, ngx_cycle->log, 0,
+                      NGX_HTTP_LINEGATE_LOG "line request \"%V\" ended "
+                      "after its new invoice \"%V\" was finalized, perhaps "
+                      "paid: its reissue claim is left to lapse, for the "
+                      "next caller's sweep", &lr->id, &lr->invoice.id);
+        return;
+    }
 
     /*
      * lr->invoice is the old invoice as Stripe described it until the

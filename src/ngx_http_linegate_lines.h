@@ -254,7 +254,7 @@ typedef struct {
     /*
      * its finalize was sent: from then on the invoice may be paid (an
      * amount due of 0 is paid at finalization) whatever the request
-     * learns of it (create_cleanup)
+     * learns of it (create_cleanup, link_cleanup)
      */
     unsigned                        finalized:1;
 } ngx_http_linegate_invoice_t;

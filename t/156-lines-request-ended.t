@@ -208,4 +208,196 @@ subtest 'ended while payment_link reissues: the claim released' => sub {
     unlike($s->error_log, qr/exited on signal/, 'no worker crashed');
 };
 
+# Ended (a reload's worker_shutdown_timeout) while Stripe holds the answer
+# of the finalize of payment_link's new invoice: with an amount due of 0
+# (a price of 0 here, a credit balance in life) Stripe paid it at
+# finalization, and the request never learns it. The module before
+# released the claim and queued the new invoice (invoice_unrepaired): the
+# payment a human's, and the request, its old invoice void with no claim,
+# canceled by its next read. Now the claim is left as a dead worker's;
+# past its hold the next read sweeps it (t/140's lapsed claims): a paid
+# invoice stored and the request promoted; an open one voided (the
+# request then canceled as a read cancels one whose invoice is void).
+for my $paid (1, 0) {
+    my $how = $paid ? 'paid' : 'open';
+    subtest "ended while its new invoice's finalize is held ($how): "
+            . 'the claim left to the sweep' => sub {
+        my $w = $l->workspace("org_cut_relink_$how");
+        my ($id, $c) = $l->awaiting($w);
+        my $old = $c->{invoiceId};
+        $l->invoice_do($old, 'void');
+        my $price = sub {
+            $s->stub(POST => '/_stub/prices', {id => 'price_email_addon',
+                                               unit_amount => $_[0]});
+        };
+        $price->(0) if $paid;
+        # the finalize done at Stripe, its answer held past the reload
+        $l->fault(path_prefix => '/v1/invoices/', latency_ms => 3000,
+                  after_commit => 1);
+        my $logoff = length $s->error_log;
+        my $lkey = "lg:{ws:$w->{id}}:lr:$id";
+
+        my $ua = $s->ua;
+        my ($tx, $err, $reloaded, $hupoff);
+        my $url = $s->url("/api/line-requests/$id");
+        my $pr = $ua->start_p($ua->build_tx(POST => $url
+                              => $w->{auth}
+                              => json => {action => 'payment_link'}))
+            ->then(sub { $tx = shift })->catch(sub { $err = shift });
+
+        my $until = time + 8;
+        my $tid = Mojo::IOLoop->recurring(0.01 => sub {
+            return if $reloaded || time > $until;
+            return unless $s->stub_held(qr{^/v1/invoices/in_\w+/finalize$});
+            $hupoff = length $s->error_log;
+            kill 'HUP', $s->{pids}{nginx};
+            $reloaded = 1;
+        });
+        $pr->wait;
+        Mojo::IOLoop->remove($tid);
+        $l->clear_faults;
+        $price->(1500) if $paid;
+        ok($reloaded, 'reloaded while Stripe held the finalize') or return;
+        ok($s->wait_redis_connected($hupoff, 60), 'the new workers up');
+
+        my @made = grep { $_->{id} ne $old } $l->invoices($w->{customer});
+        is(scalar @made, 1, 'one new invoice') or return;
+        my $in = $made[0]{id};
+        is($made[0]{status}, $how, "$how at Stripe");
+        my $left = qr/"\Q$id\E" ended after its new invoice "\Q$in\E" was /
+                   . qr/finalized, perhaps paid: its reissue claim is left /
+                   . qr/to lapse/;
+        ok(eventually(sub { substr($s->error_log, $logoff) =~ $left }, 10),
+           'logged') or diag grep { /linegate: line request/ }
+                                split /^/, substr($s->error_log, $logoff);
+        sleep 1;    # what a release would have done, done by now
+        my $h = $l->lr($w, $id);
+        ok($h->{reissueAt}, 'the claim kept') or diag explain $h;
+        is("$h->{provisioningStatus}/$h->{invoiceId}",
+           "awaiting_payment/$old", 'the request as it was');
+        ok(substr($s->error_log, $logoff)
+           !~ /ended while its invoice was reissued/, 'not released');
+        is(scalar(grep { my %e = @{ $_->[1] };
+                         ($e{invoice_id} // '') eq $in }
+                  $r->xrange('lg:{fleet}:reconcile', '-', '+')), 0,
+           'the new invoice not queued');
+        my $busy = $l->manage($w, $id, 'payment_link');
+        is($busy->res->code, 409, 'a payment_link meanwhile: 409')
+            or diag $busy->res->body;
+
+        # the claim past its 60 s hold (if kept), the read's check due
+        $r->hset($lkey, reissueAt => $h->{reissueAt} - 60001)
+            if $h->{reissueAt};
+        $r->hdel($lkey, 'reconciledAt');
+        my $b = $l->answer($l->get($w, $id), 200, 'the next read');
+        $h = $l->lr($w, $id);
+        if ($paid) {
+            is("$b->{status}/$b->{paymentStatus}", 'provisioning/paid',
+               'promoted');
+            is("$h->{provisioningStatus}/$h->{paymentStatus}/"
+               . ($h->{invoiceId} // ''), "provisioning/paid/$in",
+               'stored naming the paid invoice');
+            is($r->get("lg:invoice:$in") // '', "$w->{id}:$id",
+               'its webhook index');
+            ok(eventually(sub { grep { $_->{id} eq $id } $l->stream }, 5),
+               'in the provisioning stream');
+        } else {
+            is($l->invoice($in)->{status}, 'void', 'the open one voided');
+            is($h->{provisioningStatus}, 'canceled',
+               'the request canceled, its invoice void');
+        }
+        ok(!exists $h->{reissueAt}, 'the claim gone');
+        ok(!defined $l->pending($w), 'the workspace is free');
+        is(scalar(() = $l->invoices($w->{customer})), 2, 'nothing issued');
+        unlike($s->error_log, qr/exited on signal/, 'no worker crashed');
+    };
+}
+
+# The same once the finalize answered paid, while the new invoice's index
+# (LINK_INDEX) is held at Redis: released, the claim left that invoice
+# queued for a human, as above; left as a dead worker's, the next read
+# past the claim's hold stores it and promotes the request.
+subtest 'ended while its new paid invoice is indexed: left to the sweep'
+    => sub {
+    my $w = $l->workspace('org_cut_relink_index');
+    my ($id, $c) = $l->awaiting($w);
+    my $old = $c->{invoiceId};
+    $l->invoice_do($old, 'void');
+    my $price = sub {
+        $s->stub(POST => '/_stub/prices', {id => 'price_email_addon',
+                                           unit_amount => $_[0]});
+    };
+    $price->(0);
+    $l->fault(path_prefix => '/v1/invoices/', latency_ms => 1500,
+              after_commit => 1);
+    my $logoff = length $s->error_log;
+    my $lkey = "lg:{ws:$w->{id}}:lr:$id";
+
+    my $ua = $s->ua;
+    my ($tx, $err, $in, $step, $hupoff);
+    my $url = $s->url("/api/line-requests/$id");
+    my $pr = $ua->start_p($ua->build_tx(POST => $url => $w->{auth}
+                          => json => {action => 'payment_link'}))
+        ->then(sub { $tx = shift })->catch(sub { $err = shift });
+
+    # the new invoice paid (its answer held): writes paused; its index's
+    # SET held at Redis: reloaded
+    $step = 0;
+    my $until = time + 8;
+    my $tid = Mojo::IOLoop->recurring(0.01 => sub {
+        return if $step == 2 || time > $until;
+        if ($step == 0) {
+            my ($paid) = grep { $_->{status} eq 'paid' }
+                         $l->invoices($w->{customer});
+            return unless $paid;
+            $in = $paid->{id};
+            $l->pause_writes(4000);
+            $step = 1;
+            return;
+        }
+        my $port = $l->_master_of("lg:invoice:$in");
+        return unless LG::Lines::_held_sets($port);
+        $hupoff = length $s->error_log;
+        kill 'HUP', $s->{pids}{nginx};
+        $step = 2;
+    });
+    $pr->wait;
+    Mojo::IOLoop->remove($tid);
+    is($step, 2, 'reloaded with the new paid invoice\'s index held')
+        or do { $l->release_writes; $l->clear_faults; $price->(1500);
+                return };
+    my $left = qr/"\Q$id\E" ended after its new invoice "\Q$in\E" was /
+               . qr/finalized, perhaps paid: its reissue claim is left /
+               . qr/to lapse/;
+    ok(eventually(sub { substr($s->error_log, $logoff) =~ $left }, 10),
+       'logged') or diag grep { /linegate: line request/ }
+                            split /^/, substr($s->error_log, $logoff);
+    $l->release_writes;
+    $l->clear_faults;
+    $price->(1500);
+    ok($s->wait_redis_connected($hupoff, 60), 'the new workers up');
+
+    sleep 1;    # what a release would have done, done by now
+    my $h = $l->lr($w, $id);
+    ok($h->{reissueAt}, 'the claim kept');
+    is("$h->{provisioningStatus}/$h->{invoiceId}", "awaiting_payment/$old",
+       'the request as it was');
+    is(scalar(grep { my %e = @{ $_->[1] };
+                     ($e{invoice_id} // '') eq $in }
+              $r->xrange('lg:{fleet}:reconcile', '-', '+')), 0,
+       'the paid invoice not queued');
+
+    $r->hset($lkey, reissueAt => $h->{reissueAt} - 60001)
+        if $h->{reissueAt};
+    $r->hdel($lkey, 'reconciledAt');
+    my $b = $l->answer($l->get($w, $id), 200, 'the next read');
+    is("$b->{status}/$b->{paymentStatus}", 'provisioning/paid', 'promoted');
+    $h = $l->lr($w, $id);
+    is($h->{invoiceId} // '', $in, 'naming the paid invoice');
+    ok(!exists $h->{reissueAt}, 'the claim gone');
+    ok(!defined $l->pending($w), 'the workspace is free');
+    is(scalar(() = $l->invoices($w->{customer})), 2, 'nothing issued');
+    unlike($s->error_log, qr/exited on signal/, 'no worker crashed');
+};
+
 done_testing;
