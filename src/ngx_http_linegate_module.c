@@ -2214,24 +2214,31 @@ ngx_http_linegate_clerk_azp(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
  * cookie-authenticated write's Origin: "https://app.example.com/" (a
  * trailing "/") or a wildcard would match neither, and every Clerk
  * session would be refused with nothing in the configuration saying why.
+ * Browsers serialise an origin with a lowercase scheme and host and
+ * without the scheme's default port, and Clerk copies it into azp,
+ * compared byte for byte: the origin is brought to that form here
+ * ("https://App.example.com:443" becomes "https://app.example.com"),
+ * as the same origin written otherwise would match no token either.
  */
 static ngx_uint_t
 ngx_http_linegate_clerk_origin(ngx_str_t *v)
 {
-    u_char  *p, *last;
-    size_t   skip;
+    u_char     *p, *host, *last;
+    ngx_int_t   port, dflt;
 
     if (v->len > sizeof("https://") - 1
         && ngx_strncasecmp(v->data, (u_char *) "https://",
                            sizeof("https://") - 1) == 0)
     {
-        skip = sizeof("https://") - 1;
+        host = v->data + sizeof("https://") - 1;
+        dflt = 443;
 
     } else if (v->len > sizeof("http://") - 1
                && ngx_strncasecmp(v->data, (u_char *) "http://",
                                   sizeof("http://") - 1) == 0)
     {
-        skip = sizeof("http://") - 1;
+        host = v->data + sizeof("http://") - 1;
+        dflt = 80;
 
     } else {
         return 0;
@@ -2239,13 +2246,63 @@ ngx_http_linegate_clerk_origin(ngx_str_t *v)
 
     last = v->data + v->len;
 
-    for (p = v->data + skip; p < last; p++) {
-        if (!ngx_http_linegate_char_is(*p, NGX_HTTP_LINEGATE_CHARS_ALNUM)
-            && *p != '.' && *p != '-' && *p != ':' && *p != '['
-            && *p != ']')
-        {
+    if (*host == '[') {
+
+        for (p = host + 1; p < last && *p != ']'; p++) {
+            if (!ngx_http_linegate_char_is(ngx_tolower(*p),
+                                           NGX_HTTP_LINEGATE_CHARS_HEX)
+                && *p != ':' && *p != '.')
+            {
+                return 0;
+            }
+        }
+
+        if (p == last || p == host + 1) {
             return 0;
         }
+
+        p++;
+
+    } else {
+
+        for (p = host; p < last && *p != ':'; p++) {
+            if (!ngx_http_linegate_char_is(*p,
+                                           NGX_HTTP_LINEGATE_CHARS_ALNUM)
+                && *p != '.' && *p != '-')
+            {
+                return 0;
+            }
+        }
+
+        if (p == host) {
+            return 0;
+        }
+    }
+
+    port = 0;
+
+    if (p < last) {
+
+        /* a port as browsers write it: decimal, no leading 0, 1-65535 */
+
+        if (*p != ':' || p + 1 == last || p[1] == '0') {
+            return 0;
+        }
+
+        port = ngx_atoi(p + 1, last - p - 1);
+
+        if (port == NGX_ERROR || port > 65535) {
+            return 0;
+        }
+    }
+
+    /* the whole origin is case-insensitive: scheme, host, digits */
+    ngx_strlow(v->data, v->data, v->len);
+
+    if (port == dflt) {
+        /* configuration strings are NUL-terminated, and stay so */
+        *p = '\0';
+        v->len = p - v->data;
     }
 
     return 1;

@@ -567,6 +567,20 @@ push @refused, (
      $s->render(CLERK_AZP => 'linegate_clerk_authorized_parties '
                 . 'https://*.linegate.test;'),
      qr/\[emerg\] "https:\/\/\*\.linegate\.test" is not an origin/],
+    # a port as browsers send it, or no token's azp could match
+    (map {
+        my ($what, $o) = @$_;
+        ["an authorized party $what",
+         $s->render(CLERK_AZP => "linegate_clerk_authorized_parties $o;"),
+         qr/\[emerg\] "\Q$o\E" is not an origin/]
+     } ['with an empty port', 'https://app.linegate.test:'],
+       ['with a port with a leading 0', 'https://app.linegate.test:0443'],
+       ['with port 0', 'http://localhost:0'],
+       ['with port 65536', 'http://localhost:65536'],
+       ['with two colons', 'http://localhost:80:80'],
+       ['with an unbracketed IPv6 address', 'http://::1'],
+       ['with an empty IPv6 address', 'http://[]:8080'],
+       ['with letters in its IPv6 address', 'http://[::g]']),
     ['reconcile_auto waiting 500ms',
      extra('linegate_reconcile_auto http://127.0.0.1:1/_linegate/ '
            . 'timeout=500ms;'),
@@ -833,10 +847,14 @@ subtest 'an operator token of 16 characters is enough' => sub {
     is($rc, 0, 'accepted') or diag $out;
 };
 
+# capitals and the default port are taken and normalised (t/100 checks
+# the token's azp against them)
 subtest 'authorized parties: origins with ports and cases accepted' => sub {
     my ($rc, $out) = $s->nginx_t($s->render(CLERK_AZP =>
         'linegate_clerk_authorized_parties https://App.Linegate.test '
-        . 'http://localhost:3000 http://[::1]:8080 https://10.0.0.1;'));
+        . 'HTTPS://app.linegate.test:443 http://localhost:80 '
+        . 'http://localhost:3000 http://[::1]:8080 http://[::1]:80 '
+        . 'http://[FE80::1]:65535 https://10.0.0.1;'));
     is($rc, 0, 'accepted') or diag $out;
 };
 

@@ -271,9 +271,11 @@ subtest 'check-availability takes Clerk tokens only' => sub {
     $l->answer($l->check($w, $id), 200, 'a Clerk token');
 };
 
+# configured with capitals and the default port: browsers send the
+# origin, and Clerk writes azp, lowercase and without it
 subtest 'authorized parties (linegate_clerk_authorized_parties)' => sub {
     my $s2 = LG::Stack->new(CLERK_AZP =>
-        'linegate_clerk_authorized_parties https://app.linegate.test '
+        'linegate_clerk_authorized_parties https://App.Linegate.test:443 '
         . 'https://admin.linegate.test;')->start;
     my $l2 = LG::Lines->new($s2);
     my $x = $l2->workspace('org_azp');
@@ -283,11 +285,13 @@ subtest 'authorized parties (linegate_clerk_authorized_parties)' => sub {
     };
 
     $l2->answer($get->(azp => 'https://app.linegate.test'), 200,
-                'a listed azp');
+                'a listed azp (configured as https://App.Linegate.test:443)');
     $l2->answer($get->(azp => 'https://admin.linegate.test'), 200,
                 'the other listed azp');
     for my $case ([missing => undef], [wrong => 'https://evil.example'],
-                  [prefix => 'https://app.linegate.test.evil'])
+                  [prefix => 'https://app.linegate.test.evil'],
+                  ['with the default port' => 'https://app.linegate.test:443'],
+                  ['with capitals' => 'https://App.linegate.test'])
     {
         my $b = $l2->answer($get->(azp => $case->[1]), 401,
                             "azp $case->[0]");
