@@ -1162,6 +1162,22 @@ ngx_http_linegate_init_main_conf(ngx_conf_t *cf, void *conf)
         return NGX_CONF_ERROR;
     }
 
+    if (lmcf->redis_user.len && lmcf->redis_password.len == 0) {
+        /*
+         * AUTH is sent only with a password (redis.c, redis_pubsub.c):
+         * a user without one would be silently ignored, every worker
+         * running as Redis's "default" user, with its rights
+         */
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"linegate_redis ... user=%V\" needs a "
+                           "password: \"password=\" or "
+                           "\"linegate_redis_password_file\" (without "
+                           "one no AUTH is sent, and the workers would "
+                           "run as Redis's \"default\" user)",
+                           &lmcf->redis_user);
+        return NGX_CONF_ERROR;
+    }
+
     if (lmcf->redis_command_timeout == 0 || lmcf->redis_connect_timeout == 0
         || lmcf->redis_keepalive == 0)
     {

@@ -506,6 +506,10 @@ push @refused, (
      qr/\[emerg\] price "price_plan_mini" is mapped to "mini" already/],
     ['user= twice', $s->render(REDIS => '127.0.0.1:6379 user=a user=b'),
      qr/\[emerg\] duplicate "user=" parameter/],
+    # no AUTH without a password: the workers ran as Redis's default user
+    ['user= without a password',
+     $s->render(REDIS => '127.0.0.1:6379 user=linegate'),
+     qr/\[emerg\] "linegate_redis \.\.\. user=linegate" needs a password: "password=" or "linegate_redis_password_file"/],
     ['db= twice', $s->render(REDIS => '127.0.0.1:6379 db=1 db=2'),
      qr/\[emerg\] duplicate "db=" parameter/],
     ['password= twice',
@@ -840,6 +844,12 @@ subtest 'a lost_after not longer than a confirm can last is warned of'
         is($rc, 0, "accepted: $extra") or diag $out;
         unlike($out, qr/linegate_reconcile_lost_after/, "no warning: $extra");
     }
+};
+
+subtest 'user= with password=' => sub {
+    my ($rc, $out) = $s->nginx_t($s->render(REDIS =>
+        '127.0.0.1:6379 user=linegate password=x'));
+    is($rc, 0, 'accepted') or diag $out;
 };
 
 subtest 'an operator token of 16 characters is enough' => sub {

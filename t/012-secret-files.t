@@ -195,6 +195,13 @@ subtest 'accepted: the _file directives, and a file without a newline' => sub {
     unlike($out, qr/\[warn\]/, 'files of mode 0600: no warning');
 };
 
+# an ACL user with the password in a file (user= alone is refused, t/010)
+subtest 'accepted: user= with linegate_redis_password_file' => sub {
+    my ($rc, $out) = $s->nginx_t(
+        $conf_ok =~ s{^(\s*linegate_redis [^;]*);}{$1 user=linegate;}mr);
+    is($rc, 0, 'exit 0') or diag $out;
+};
+
 subtest 'a secret file every user can read: a warning' => sub {
     my $open = write_file('open-token', "$token\n");
     chmod 0644, $open;
