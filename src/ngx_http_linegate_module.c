@@ -2613,6 +2613,22 @@ ngx_http_linegate_init(ngx_conf_t *cf)
 
     lmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_linegate_module);
 
+    /*
+     * before the returns below: with no API, or only metrics, worker 0
+     * still armed its timer (reconcile_auto.c) and called a location
+     * that did not exist every interval, with a token nothing checked
+     */
+    if (lmcf->reconcile_auto != NULL
+        && (!lmcf->uses_operator || lmcf->stripe_location.len == 0))
+    {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"linegate_reconcile_auto\" calls the operator "
+                           "API, which reconciles through Stripe: it needs "
+                           "a \"linegate_api operator;\" location and "
+                           "\"linegate_stripe_location\"");
+        return NGX_ERROR;
+    }
+
     if (!(lmcf->uses_lines || lmcf->uses_provision || lmcf->uses_operator
           || lmcf->uses_webhook || lmcf->uses_metrics))
     {
@@ -2694,17 +2710,6 @@ ngx_http_linegate_init(ngx_conf_t *cf)
     }
 
     if (ngx_http_linegate_reconcile_lost_check(cf, lmcf) != NGX_OK) {
-        return NGX_ERROR;
-    }
-
-    if (lmcf->reconcile_auto != NULL
-        && (!lmcf->uses_operator || lmcf->stripe_location.len == 0))
-    {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "\"linegate_reconcile_auto\" calls the operator "
-                           "API, which reconciles through Stripe: it needs "
-                           "a \"linegate_api operator;\" location and "
-                           "\"linegate_stripe_location\"");
         return NGX_ERROR;
     }
 

@@ -604,6 +604,17 @@ push @refused, (
                 . '{ linegate_api operator; }')
          =~ s/^\s*linegate_stripe_location\s[^;]*;\n//mr,
      qr/\[emerg\] "linegate_reconcile_auto" calls the operator API/],
+    # no operator API: worker 0 still called it every interval (before)
+    ['reconcile_auto without any linegate_api',
+     $s->render(api => 0, HTTP_EXTRA => 'linegate_reconcile_auto '
+                . 'http://127.0.0.1:1/_linegate/;'),
+     qr/\[emerg\] "linegate_reconcile_auto" calls the operator API, which reconciles through Stripe: it needs a "linegate_api operator;" location/],
+    ['reconcile_auto with only the metrics API',
+     $s->render(api => 0, HTTP_EXTRA => 'linegate_reconcile_auto '
+                . 'http://127.0.0.1:1/_linegate/;',
+                SERVER_EXTRA => 'location /_linegate/ '
+                . '{ linegate_api metrics; }'),
+     qr/\[emerg\] "linegate_reconcile_auto" calls the operator API/],
 
     # linegate_limit*
     ['a zone rate that is not one',
