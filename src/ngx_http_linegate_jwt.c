@@ -7,12 +7,18 @@
  */
 
 
+/* open(), O_CLOEXEC, fdopen() under t/unit's -std=c99 -pedantic too */
+#define _POSIX_C_SOURCE 200809L
+
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <jansson.h>
 #include <openssl/bn.h>
@@ -291,14 +297,43 @@ static char *
 ngx_http_linegate_jwt_read_file(const char *path, size_t *len, char *err,
     size_t errlen)
 {
-    char    *data;
-    FILE    *f;
-    size_t   n, cap;
+    int           fd;
+    char         *data;
+    FILE         *f;
+    size_t        n, cap;
+    struct stat   st;
 
-    f = fopen(path, "rb");
+    /*
+     * Not fopen(): a FIFO blocked the master (nginx -t, a reload) until
+     * something wrote to it.  Opened without blocking, and read only if
+     * it is a regular file, as the secret files are (module.c).
+     */
+    fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+    if (fd == -1) {
+        ngx_http_linegate_jwt_error(err, errlen, "%s: cannot open: %s", path,
+                                    strerror(errno));
+        return NULL;
+    }
+
+    if (fstat(fd, &st) == -1) {
+        ngx_http_linegate_jwt_error(err, errlen, "%s: cannot stat: %s", path,
+                                    strerror(errno));
+        close(fd);
+        return NULL;
+    }
+
+    if (!S_ISREG(st.st_mode)) {
+        ngx_http_linegate_jwt_error(err, errlen, "%s: not a regular file",
+                                    path);
+        close(fd);
+        return NULL;
+    }
+
+    f = fdopen(fd, "rb");
     if (f == NULL) {
         ngx_http_linegate_jwt_error(err, errlen, "%s: cannot open: %s", path,
                                     strerror(errno));
+        close(fd);
         return NULL;
     }
 

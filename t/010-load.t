@@ -879,6 +879,18 @@ subtest 'authorized parties: origins with ports and cases accepted' => sub {
     is($rc, 0, 'accepted') or diag $out;
 };
 
+# opened with a blocking fopen, a FIFO hung nginx -t (and a reload, in
+# the master) until something wrote to it
+subtest 'a Clerk key file that is a FIFO: refused at once' => sub {
+    system('mkfifo', "$dir/clerk.fifo") == 0 or BAIL_OUT("mkfifo: $?");
+    my ($rc, $out) = $s->nginx_t($s->render(CLERK_KEY => "$dir/clerk.fifo"),
+                                 timeout => 10);
+    isnt($rc, 0, 'refused');
+    isnt($rc, 124, 'at once, not hung');
+    like($out, qr/\[emerg\] invalid Clerk key file: \S*clerk\.fifo: not a regular file/,
+         'message') or diag $out;
+};
+
 subtest 'a PEM Clerk key is accepted' => sub {
     system("openssl pkey -in $dir/keys/clerk.pem -pubout "
            . "-out $dir/clerk.pub 2>/dev/null");

@@ -374,6 +374,9 @@ test_load(void)
     p = write_file("zero", "", 0);
     refused_load(p, "empty file", "load: empty file refused");
 
+    /* only a regular file is read (t/010: a FIFO, which hung nginx -t) */
+    refused_load(dir, "not a regular file", "load: a directory refused");
+
     p = write_file("junk", "hello", 5);
     refused_load(p, "neither a JWKS", "load: neither JSON nor PEM refused");
 
