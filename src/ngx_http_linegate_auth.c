@@ -500,7 +500,14 @@ ngx_http_linegate_auth_init_process(ngx_cycle_t *cycle,
                                      2 * NGX_HTTP_LINEGATE_CACHED_ID_MAX);
     }
 
-    if (lmcf->apikey_cache_ttl == 0 || lmcf->apikey_cache_size < 2) {
+    /*
+     * only the Lines API (API keys) and the Provisioning API (key id and
+     * secret) fill it: up to ~120 MB a worker allocated for nothing
+     * where only linegate_limit, operator or webhooks were served
+     */
+    if (lmcf->apikey_cache_ttl == 0 || lmcf->apikey_cache_size < 2
+        || !(lmcf->uses_lines || lmcf->uses_provision))
+    {
         return NGX_OK;
     }
 

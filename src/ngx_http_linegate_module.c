@@ -1135,11 +1135,16 @@ ngx_http_linegate_init_main_conf(ngx_conf_t *cf, void *conf)
      * on every master (redis_pubsub.c), and trusts its subscriptions only
      * while that list is less than a second old, so that a master it
      * does not know yet (a failover, a node added) is found within that
-     * second.
+     * second. Only where revocations are subscribed to, with the Lines
+     * API (auth.c): else the map was polled 20 times as often for
+     * nothing, and a Provisioning-only ACL user's refused CLUSTER NODES
+     * logged as if it mattered.
      */
     lmcf->redis_cluster_nodes = lmcf->apikey_cache_pushed
+                                && lmcf->uses_lines
                                 && lmcf->redis_cluster;
     lmcf->redis_cluster_refresh = lmcf->apikey_cache_pushed
+                                  && lmcf->uses_lines
                                   ? NGX_HTTP_LINEGATE_CLUSTER_REFRESH_PUSHED
                                   : NGX_HTTP_LINEGATE_CLUSTER_REFRESH;
 

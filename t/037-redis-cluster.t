@@ -706,4 +706,39 @@ subtest 'a manual failover (CLUSTER FAILOVER on a replica)' => sub {
     is(status(get('/e/?k=manual')), '429 REJECTED', 'and counted');
 };
 
+# linegate_api_key_cache's pushed time asks for the slot map every
+# 500 ms, with CLUSTER NODES, for the Lines API's subscriptions alone
+# (revocations pushed): an nginx serving linegate_limit only asked both
+# 20 times as often as needed, and logged 'CLUSTER NODES refused (an
+# ACL?)' for an ACL user without it (before 2026-11-28)
+subtest 'a pushed time without the Lines API: the map every 10 s' => sub {
+    plan skip_all => $NEEDS unless $module;
+    my $s2 = LG::Stack->new(redis => 'cluster', stub => 0, api => 0,
+                            HTTP_EXTRA => "linegate_api_key_cache 500ms 5m;\n"
+                                          . $http,
+                            SERVER_EXTRA => $server)->start;
+    my $calls = sub {
+        my %n;
+        for my $port ($s2->cluster_ports) {
+            my $st = $s2->redis->node($port)->info('commandstats');
+            for my $c (qw(nodes slots)) {
+                ($st->{"cmdstat_cluster|$c"} // '') =~ /calls=(\d+)/
+                    and $n{$c} += $1;
+            }
+        }
+        return \%n;
+    };
+    is(status($s2->ua->get($s2->url('/e/?k=pushed'))->res), '200 PASSED',
+       'the limit decided by Redis');
+    my $before = $calls->();
+    sleep 3;
+    my $after = $calls->();
+    my %d = map { $_ => ($after->{$_} // 0) - ($before->{$_} // 0) }
+            qw(nodes slots);
+    is($d{nodes}, 0, 'no CLUSTER NODES in 3 s');
+    cmp_ok($d{slots}, '<=', 2, "at most a CLUSTER SLOTS a worker in 3 s "
+           . "(every 10 s; $d{slots})");
+    $s2->stop;
+};
+
 done_testing;

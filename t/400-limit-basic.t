@@ -587,4 +587,29 @@ subtest 'configuration errors fail nginx -t, naming the value' => sub {
     like($out, qr/"linegate_limit" needs "linegate_redis"/, 'says so');
 };
 
+# The API key cache is allocated whole when each worker starts, ~120 MB
+# at its largest size: only the Lines and Provisioning APIs take keys,
+# and an nginx serving linegate_limit alone allocated it too (before
+# 2026-11-28). A worker's address space with the largest size and with
+# the smallest, told apart.
+subtest 'linegate_limit alone: no API key cache allocated' => sub {
+    my $vm = sub {
+        my ($size) = @_;
+        my $st = LG::Stack->new(stub => 0, api => 0, WORKERS => 1,
+            HTTP_EXTRA => "linegate_api_key_cache_size $size;\n"
+                          . 'linegate_limit_zone z key=$remote_addr '
+                          . "rate=1r/s;\n")->start;
+        my ($w) = split ' ', `pgrep -P $st->{pids}{nginx}`;
+        open my $fh, '<', "/proc/$w/status" or die "/proc/$w/status: $!";
+        my ($kb) = map { /^VmSize:\s+(\d+)/ ? $1 : () } <$fh>;
+        $st->stop;
+        return $kb;
+    };
+    my $small = $vm->(2);
+    my $large = $vm->(1048576);
+    cmp_ok($large - $small, '<', 32 * 1024,
+           'the same address space within 32 MB (1,048,576 entries '
+           . 'take ~120 MB)') or diag("VmSize $small kB, then $large kB");
+};
+
 done_testing;
