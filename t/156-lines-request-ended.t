@@ -84,6 +84,38 @@ subtest 'ended while Stripe adds the item: released' => sub {
     unlike($s->error_log, qr/exited on signal/, 'no worker crashed');
 };
 
+# $tx sent; once Stripe (its answer held by the test's fault) has paid
+# an invoice of $w at finalization, Redis's writes are paused, and once
+# that invoice's index (its SET) is held at Redis, nginx is reloaded:
+# the request ends there. ($in, the paid invoice, and the error log's
+# length at the reload; $hupoff undef: no reload within 8 s)
+sub reload_while_paid_indexed {
+    my ($w, $tx) = @_;
+    my ($in, $hupoff, $step) = (undef, undef, 0);
+    my $until = time + 8;
+    my $pr = $s->ua->start_p($tx)->catch(sub { });
+    my $tid = Mojo::IOLoop->recurring(0.01 => sub {
+        return if $step == 2 || time > $until;
+        if ($step == 0) {
+            my ($paid) = grep { $_->{status} eq 'paid' }
+                         $l->invoices($w->{customer});
+            return unless $paid;
+            $in = $paid->{id};
+            $l->pause_writes(4000);
+            $step = 1;
+            return;
+        }
+        my $port = $l->_master_of("lg:invoice:$in");
+        return unless LG::Lines::_held_sets($port);
+        $hupoff = length $s->error_log;
+        kill 'HUP', $s->{pids}{nginx};
+        $step = 2;
+    });
+    $pr->wait;
+    Mojo::IOLoop->remove($tid);
+    return ($in, $hupoff);
+}
+
 # Ended while the index of an invoice Stripe paid at finalization (a
 # price of 0) is held at Redis: released, the paid invoice would be a
 # human's (its void refused) and the key free for a retry to bill again.
@@ -102,36 +134,11 @@ subtest 'ended while its paid invoice is indexed: left for the sweep' => sub {
               after_commit => 1);
     my $logoff = length $s->error_log;
 
-    my $ua = $s->ua;
-    my ($tx, $err, $in, $step);
-    my $pr = $ua->start_p($ua->build_tx(POST => $s->url('/api/line-requests')
-                          => {%{ $w->{auth} }, 'Idempotency-Key' => 'cut-2'}
-                          => json => $EMAIL))
-        ->then(sub { $tx = shift })->catch(sub { $err = shift });
-
-    # the invoice paid (its answer held): writes paused; its index's SET
-    # held at Redis: reloaded
-    $step = 0;
-    my $until = time + 8;
-    my $id = Mojo::IOLoop->recurring(0.01 => sub {
-        return if $step == 2 || time > $until;
-        if ($step == 0) {
-            my ($paid) = grep { $_->{status} eq 'paid' }
-                         $l->invoices($w->{customer});
-            return unless $paid;
-            $in = $paid->{id};
-            $l->pause_writes(4000);
-            $step = 1;
-            return;
-        }
-        my $port = $l->_master_of("lg:invoice:$in");
-        return unless LG::Lines::_held_sets($port);
-        kill 'HUP', $s->{pids}{nginx};
-        $step = 2;
-    });
-    $pr->wait;
-    Mojo::IOLoop->remove($id);
-    is($step, 2, 'reloaded with the paid invoice\'s index held');
+    my ($in, $hupoff) = reload_while_paid_indexed($w,
+        $s->ua->build_tx(POST => $s->url('/api/line-requests')
+                         => {%{ $w->{auth} }, 'Idempotency-Key' => 'cut-2'}
+                         => json => $EMAIL));
+    ok(defined $hupoff, 'reloaded with the paid invoice\'s index held');
     my $left = qr/ended while its paid invoice "\Q$in\E" was indexed: /
                . qr/left to the reconciliation's sweep/;
     ok(eventually(sub { substr($s->error_log, $logoff) =~ $left }, 10),
@@ -333,37 +340,10 @@ subtest 'ended while its new paid invoice is indexed: left to the sweep'
     my $logoff = length $s->error_log;
     my $lkey = "lg:{ws:$w->{id}}:lr:$id";
 
-    my $ua = $s->ua;
-    my ($tx, $err, $in, $step, $hupoff);
-    my $url = $s->url("/api/line-requests/$id");
-    my $pr = $ua->start_p($ua->build_tx(POST => $url => $w->{auth}
-                          => json => {action => 'payment_link'}))
-        ->then(sub { $tx = shift })->catch(sub { $err = shift });
-
-    # the new invoice paid (its answer held): writes paused; its index's
-    # SET held at Redis: reloaded
-    $step = 0;
-    my $until = time + 8;
-    my $tid = Mojo::IOLoop->recurring(0.01 => sub {
-        return if $step == 2 || time > $until;
-        if ($step == 0) {
-            my ($paid) = grep { $_->{status} eq 'paid' }
-                         $l->invoices($w->{customer});
-            return unless $paid;
-            $in = $paid->{id};
-            $l->pause_writes(4000);
-            $step = 1;
-            return;
-        }
-        my $port = $l->_master_of("lg:invoice:$in");
-        return unless LG::Lines::_held_sets($port);
-        $hupoff = length $s->error_log;
-        kill 'HUP', $s->{pids}{nginx};
-        $step = 2;
-    });
-    $pr->wait;
-    Mojo::IOLoop->remove($tid);
-    is($step, 2, 'reloaded with the new paid invoice\'s index held')
+    my ($in, $hupoff) = reload_while_paid_indexed($w,
+        $s->ua->build_tx(POST => $s->url("/api/line-requests/$id")
+                         => $w->{auth} => json => {action => 'payment_link'}));
+    ok(defined $hupoff, 'reloaded with the new paid invoice\'s index held')
         or do { $l->release_writes; $l->clear_faults; $price->(1500);
                 return };
     my $left = qr/"\Q$id\E" ended after its new invoice "\Q$in\E" was /

@@ -1744,17 +1744,30 @@ subtest 'a paid invoice whose index Redis refused: the sweep settles it'
     is($inv[0]{status} // '', 'paid', 'paid at finalization');
     my ($id) = $l->request_ids($w);
     $id //= '';
+    is((() = grep { ($_->{workspace} // '') eq $w->{id} }
+              @{ $p->reconcile }) - $queued, 0, 'nothing queued');
+    unlike(substr($s->error_log, $logoff), qr/could not be discarded/,
+           'not discarded');
+    kept_then_swept($l, $w, $EMAIL, 'piu', $id, $inv[0]{id} // '-');
+    is($r->get('lg:invoice:' . ($inv[0]{id} // '')), "$w->{id}:$id",
+       'indexed');
+};
+
+# A paid creation left as a dead worker's: the request, its reservation
+# and its journal member kept, its key in use (409: no second invoice);
+# then a run's sweep (worker_lost) settles it: promoted, naming its
+# invoice $in, the workspace unblocked, the key replaying the 201, and
+# nothing billed again
+sub kept_then_swept {
+    my ($l, $w, $body, $key, $id, $in) = @_;
+    local $Test::Builder::Level = $Test::Builder::Level + 1;
     is($l->lr($w, $id)->{provisioningStatus} // '', 'awaiting_payment',
        'the request kept, awaiting payment');
     ok(defined $l->pending($w), 'its reservation kept');
     is(scalar(in_flight('lg:{fleet}:lr:inflight', $w->{id})), 1,
        'its journal member kept');
-    is((() = grep { ($_->{workspace} // '') eq $w->{id} }
-              @{ $p->reconcile }) - $queued, 0, 'nothing queued');
-    unlike(substr($s->error_log, $logoff), qr/could not be discarded/,
-           'not discarded');
-    my $busy = $l->create($w, $EMAIL, 'Idempotency-Key' => 'piu');
-    is($busy->res->code, 409, 'the key still in use')
+    my $busy = $l->create($w, $body, 'Idempotency-Key' => $key);
+    is($busy->res->code, 409, 'the key still in use: no second invoice')
         or diag $busy->res->body;
 
     sleep 1.1;    # linegate_reconcile_lost_after
@@ -1765,19 +1778,18 @@ subtest 'a paid invoice whose index Redis refused: the sweep settles it'
         or diag explain $b;
     is($e->{outcome}, 'settled', 'settled');
     my $lr = $l->lr($w, $id);
-    is("$lr->{provisioningStatus}/$lr->{paymentStatus}", 'provisioning/paid',
+    is(($lr->{provisioningStatus} // '') . '/'
+       . ($lr->{paymentStatus} // ''), 'provisioning/paid',
        'the request promoted');
-    is($lr->{invoiceId} // '', $inv[0]{id} // '-', 'naming its invoice');
-    is($r->get('lg:invoice:' . ($inv[0]{id} // '')), "$w->{id}:$id",
-       'indexed');
+    is($lr->{invoiceId} // '', $in, 'naming its invoice');
     ok(!defined $l->pending($w), 'the workspace unblocked');
 
-    my $again = $l->create($w, $EMAIL, 'Idempotency-Key' => 'piu');
-    my $a = $l->answer($again, 201, 'the same key');
+    my $a = $l->answer($l->create($w, $body, 'Idempotency-Key' => $key),
+                       201, 'the same key');
     is($a->{line}{_id}, $id, 'replays the request');
     is("$a->{status}/$a->{paymentStatus}", 'provisioning/paid', 'paid');
     is(scalar(() = $l->invoices($w->{customer})), 1, 'nothing billed again');
-};
+}
 
 # A creation ended (a reload's worker_shutdown_timeout frees it) while
 # Stripe holds the answer of a finalize that paid the invoice (a price of
@@ -1822,34 +1834,7 @@ subtest 'a create ended while its paid finalize is held: the sweep settles'
                             split /^/, substr($s->error_log, $logoff);
     unlike(substr($s->error_log, $logoff), qr/ended while billed/,
            'not released');
-    is($l->lr($w, $id)->{provisioningStatus} // '', 'awaiting_payment',
-       'the request kept');
-    ok(defined $l->pending($w), 'its reservation kept');
-    is(scalar(in_flight('lg:{fleet}:lr:inflight', $w->{id})), 1,
-       'its journal member kept');
-    my $busy = $l->create($w, $EMAIL, 'Idempotency-Key' => 'kep');
-    is($busy->res->code, 409, 'the key still in use: no second invoice')
-        or diag $busy->res->body;
-
-    sleep 1.1;    # linegate_reconcile_lost_after
-    my $b = run();
-    my ($e) = grep { ($_->{line_request_id} // '') eq $id }
-              @{ $b->{entries} // [] };
-    is($e->{reason}, 'worker_lost', 'swept as worker_lost')
-        or diag explain $b;
-    is($e->{outcome}, 'settled', 'settled');
-    my $lr = $l->lr($w, $id);
-    is(($lr->{provisioningStatus} // '') . '/'
-       . ($lr->{paymentStatus} // ''), 'provisioning/paid',
-       'the request promoted');
-    is($lr->{invoiceId} // '', $in, 'naming its invoice');
-    ok(!defined $l->pending($w), 'the workspace unblocked');
-
-    my $a = $l->answer($l->create($w, $EMAIL, 'Idempotency-Key' => 'kep'),
-                       201, 'the same key');
-    is($a->{line}{_id}, $id, 'replays the request');
-    is("$a->{status}/$a->{paymentStatus}", 'provisioning/paid', 'paid');
-    is(scalar(() = $l->invoices($w->{customer})), 1, 'nothing billed again');
+    kept_then_swept($l, $w, $EMAIL, 'kep', $id, $in);
     unlike(substr($s->error_log, $logoff), qr/exited on signal/,
            'no worker crashed');
 };
