@@ -14,24 +14,12 @@ use Test::More;
 use Time::HiRes qw(sleep);
 use LG::Stack;
 use LG::Test ();
-use LG::Limit qw(rl_key);
+use LG::Limit qw(rl_key hot_location_conf);
 use LG::RedisCluster;
 
 my $dir = LG::Test::public_dir('file.txt' => "ok\n");
 
-my $http = <<"CONF";
-    linegate_limit_zone hot key=\$arg_k rate=100000r/s burst=100000;
-    linegate_limit_on_error closed;
-CONF
-
-my $server = <<"CONF";
-        root $dir;
-        add_header X-Limit \$linegate_limit_status always;
-        location /hot/ {
-            linegate_limit zone=hot;
-            try_files /file.txt =404;
-        }
-CONF
+my ($http, $server) = hot_location_conf($dir);
 
 # one worker: one map, one CLUSTER SLOTS out at a time. C is stopped
 # for up to a refresh round (10 s a node, 3 nodes; longer on a loaded

@@ -16,24 +16,12 @@ use Test::More;
 use Time::HiRes qw(sleep);
 use LG::Stack;
 use LG::Test ();
-use LG::Limit qw(rl_key);
+use LG::Limit qw(rl_key hot_location_conf);
 use LG::RedisCluster;
 
 my $dir = LG::Test::public_dir('file.txt' => "ok\n");
 
-my $http = <<"CONF";
-    linegate_limit_zone hot key=\$arg_k rate=100000r/s burst=100000;
-    linegate_limit_on_error closed;
-CONF
-
-my $server = <<"CONF";
-        root $dir;
-        add_header X-Limit \$linegate_limit_status always;
-        location /hot/ {
-            linegate_limit zone=hot;
-            try_files /file.txt =404;
-        }
-CONF
+my ($http, $server) = hot_location_conf($dir);
 
 # one worker: its map is the one the MOVED counts below are about
 my $s = LG::Stack->new(redis => 'cluster', cluster_interleaved => 1,

@@ -24,6 +24,13 @@ my $r = $s->redis;
 
 my $EMAIL = body(channelType => 'email', email => 'x@example.com');
 
+# the email add-on's price at the Stripe stub (0: Stripe pays the
+# invoice at finalization)
+sub addon_price {
+    $s->stub(POST => '/_stub/prices', {id => 'price_email_addon',
+                                       unit_amount => $_[0]});
+}
+
 # poll $cond for at most $timeout s (30 unless told): generous, as a
 # loaded machine runs the workers' steps seconds late
 sub eventually {
@@ -125,11 +132,7 @@ sub reload_while_paid_indexed {
 # queued the paid invoice (invoice_unrepaired).
 subtest 'ended while its paid invoice is indexed: left for the sweep' => sub {
     my $w = $l->workspace('org_cut_paid');
-    my $price = sub {
-        $s->stub(POST => '/_stub/prices', {id => 'price_email_addon',
-                                           unit_amount => $_[0]});
-    };
-    $price->(0);
+    addon_price(0);
     $l->fault(path_prefix => '/v1/invoices/', latency_ms => 1500,
               after_commit => 1);
     my $logoff = length $s->error_log;
@@ -146,7 +149,7 @@ subtest 'ended while its paid invoice is indexed: left for the sweep' => sub {
                             split /^/, substr($s->error_log, $logoff);
     $l->release_writes;
     $l->clear_faults;
-    $price->(1500);
+    addon_price(1500);
 
     my ($rid) = $l->request_ids($w);
     $rid //= '';
@@ -233,11 +236,7 @@ for my $paid (1, 0) {
         my ($id, $c) = $l->awaiting($w);
         my $old = $c->{invoiceId};
         $l->invoice_do($old, 'void');
-        my $price = sub {
-            $s->stub(POST => '/_stub/prices', {id => 'price_email_addon',
-                                               unit_amount => $_[0]});
-        };
-        $price->(0) if $paid;
+        addon_price(0) if $paid;
         # the finalize done at Stripe, its answer held past the reload
         $l->fault(path_prefix => '/v1/invoices/', latency_ms => 3000,
                   after_commit => 1);
@@ -263,7 +262,7 @@ for my $paid (1, 0) {
         $pr->wait;
         Mojo::IOLoop->remove($tid);
         $l->clear_faults;
-        $price->(1500) if $paid;
+        addon_price(1500) if $paid;
         ok($reloaded, 'reloaded while Stripe held the finalize') or return;
         ok($s->wait_redis_connected($hupoff, 60), 'the new workers up');
 
@@ -330,11 +329,7 @@ subtest 'ended while its new paid invoice is indexed: left to the sweep'
     my ($id, $c) = $l->awaiting($w);
     my $old = $c->{invoiceId};
     $l->invoice_do($old, 'void');
-    my $price = sub {
-        $s->stub(POST => '/_stub/prices', {id => 'price_email_addon',
-                                           unit_amount => $_[0]});
-    };
-    $price->(0);
+    addon_price(0);
     $l->fault(path_prefix => '/v1/invoices/', latency_ms => 1500,
               after_commit => 1);
     my $logoff = length $s->error_log;
@@ -344,7 +339,7 @@ subtest 'ended while its new paid invoice is indexed: left to the sweep'
         $s->ua->build_tx(POST => $s->url("/api/line-requests/$id")
                          => $w->{auth} => json => {action => 'payment_link'}));
     ok(defined $hupoff, 'reloaded with the new paid invoice\'s index held')
-        or do { $l->release_writes; $l->clear_faults; $price->(1500);
+        or do { $l->release_writes; $l->clear_faults; addon_price(1500);
                 return };
     my $left = qr/"\Q$id\E" ended after its new invoice "\Q$in\E" was /
                . qr/finalized, perhaps paid: its reissue claim is left /
@@ -354,7 +349,7 @@ subtest 'ended while its new paid invoice is indexed: left to the sweep'
                             split /^/, substr($s->error_log, $logoff);
     $l->release_writes;
     $l->clear_faults;
-    $price->(1500);
+    addon_price(1500);
     ok($s->wait_redis_connected($hupoff, 60), 'the new workers up');
 
     sleep 1;    # what a release would have done, done by now

@@ -132,6 +132,13 @@ sub lost_purchase {
     return $q[0];
 }
 
+# the email add-on's price at the Stripe stub (0: Stripe pays the
+# invoice at finalization)
+sub addon_price {
+    $s->stub(POST => '/_stub/prices', {id => 'price_email_addon',
+                                       unit_amount => $_[0]});
+}
+
 # a paid line that could not be recorded: queued as record_failed, the
 # number reserved, the slot counting; the line key is left broken
 sub unrecorded_purchase {
@@ -1719,18 +1726,14 @@ subtest 'a paid invoice whose index Redis refused: the sweep settles it'
     my @cli = map { "redis-cli -p $_" }
               $CLUSTER ? $s->cluster_masters : $s->redis_port;
     my $acl = sub { join '', map { qx{$_ $_[0] 2>&1} } @cli };
-    my $price = sub {
-        $s->stub(POST => '/_stub/prices', {id => 'price_email_addon',
-                                           unit_amount => $_[0]});
-    };
     my $queued = () = grep { ($_->{workspace} // '') eq $w->{id} }
                       @{ $p->reconcile };
     my $logoff = length $s->error_log;
-    $price->(0);
+    addon_price(0);
     like($acl->(q{ACL SETUSER default resetkeys '~lg:[^i]*' '%R~*'}),
          qr/^OK/, 'writes to lg:invoice:* refused');
     my $tx = $l->create($w, $EMAIL, 'Idempotency-Key' => 'piu');
-    $price->(1500);
+    addon_price(1500);
     is($tx->res->code, 503, '503') or diag $tx->res->body;
     ok($tx->res->headers->header('Retry-After'), 'Retry-After');
     ok(eventually(sub { substr($s->error_log, $logoff)
@@ -1804,12 +1807,8 @@ subtest 'a create ended while its paid finalize is held: the sweep settles'
     my $l = LG::Lines->new($s);
     my $EMAIL = body(channelType => 'email', email => 'k@example.com');
     my $w = $l->workspace('org_ended_paid');
-    my $price = sub {
-        $s->stub(POST => '/_stub/prices', {id => 'price_email_addon',
-                                           unit_amount => $_[0]});
-    };
     my $logoff = length $s->error_log;
-    $price->(0);
+    addon_price(0);
     my $reload = sub {
         my $off = length $s->error_log;
         kill 'HUP', $s->{pids}{nginx};
@@ -1818,7 +1817,7 @@ subtest 'a create ended while its paid finalize is held: the sweep settles'
     my $ended = end_mid_create($reload, $l, $w, $EMAIL, 'kep', 'paid',
                                path_prefix => '/v1/invoices/',
                                latency_ms => $HOLD, after_commit => 1);
-    $price->(1500);
+    addon_price(1500);
     ok($ended, 'reloaded while Stripe held the paid finalize') or return;
     my ($id) = $l->request_ids($w);
     my @inv = $l->invoices($w->{customer});

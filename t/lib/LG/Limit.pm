@@ -15,8 +15,8 @@ use Test::More ();
 use Time::HiRes ();
 use Digest::MD5 qw(md5_hex);
 
-our @EXPORT_OK = qw(backend redis_now_us rl_key lease_counts_down
-                    lease_holds_admissions);
+our @EXPORT_OK = qw(backend redis_now_us rl_key hot_location_conf
+                    lease_counts_down lease_holds_admissions);
 
 # A forked HTTP/1.0 backend: answers 200 "backend <path>" with a header
 # X-Backend: 1, and appends each request's path to $log. Returns
@@ -55,6 +55,25 @@ sub redis_now_us {
 }
 
 # the Redis key of a zone's value: always its MD5 (never the value itself)
+# ($http, $server) for LG::Stack: a location /hot/ limited by zone hot
+# (keyed by the k argument, 100,000 r/s: never refused for its rate;
+# closed when Redis fails), serving $dir/file.txt, its outcome in the
+# X-Limit header
+sub hot_location_conf {
+    my ($dir) = @_;
+    return (<<"HTTP", <<"SERVER");
+    linegate_limit_zone hot key=\$arg_k rate=100000r/s burst=100000;
+    linegate_limit_on_error closed;
+HTTP
+        root $dir;
+        add_header X-Limit \$linegate_limit_status always;
+        location /hot/ {
+            linegate_limit zone=hot;
+            try_files /file.txt =404;
+        }
+SERVER
+}
+
 sub rl_key { my ($zone, $v) = @_; return "lg:rl:{$zone:h:" . md5_hex($v) . '}' }
 
 # 40 requests of one key from one worker ($send: a response): each one
