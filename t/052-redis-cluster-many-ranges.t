@@ -16,7 +16,7 @@ use Test::More;
 use Time::HiRes qw(sleep);
 use LG::Stack;
 use LG::Test ();
-use LG::Limit qw(rl_key hot_location_conf);
+use LG::Limit qw(rl_key hot_location_conf limit_status);
 use LG::RedisCluster;
 
 my $dir = LG::Test::public_dir('file.txt' => "ok\n");
@@ -30,12 +30,7 @@ my $s = LG::Stack->new(redis => 'cluster', cluster_interleaved => 1,
     ->start;
 my $r = $s->redis;
 
-sub get {
-    my ($path) = @_;
-    my $res = $s->ua->get($s->url($path))->res;
-    return join ' ', $res->code // 'none',
-        $res->headers->header('X-Limit') // '-';
-}
+sub get { return limit_status($s, $_[0]) }
 
 sub moved_on {
     my ($port) = @_;

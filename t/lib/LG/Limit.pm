@@ -16,7 +16,7 @@ use Time::HiRes ();
 use Digest::MD5 qw(md5_hex);
 
 our @EXPORT_OK = qw(backend redis_now_us rl_key hot_location_conf
-                    lease_counts_down lease_holds_admissions);
+                    limit_status lease_counts_down lease_holds_admissions);
 
 # A forked HTTP/1.0 backend: answers 200 "backend <path>" with a header
 # X-Backend: 1, and appends each request's path to $log. Returns
@@ -72,6 +72,14 @@ HTTP
             try_files /file.txt =404;
         }
 SERVER
+}
+
+# GET $path of stack $s: "<status> <X-Limit>" ("none", "-" when absent)
+sub limit_status {
+    my ($s, $path) = @_;
+    my $res = $s->ua->get($s->url($path))->res;
+    return join ' ', $res->code // 'none',
+        $res->headers->header('X-Limit') // '-';
 }
 
 sub rl_key { my ($zone, $v) = @_; return "lg:rl:{$zone:h:" . md5_hex($v) . '}' }
