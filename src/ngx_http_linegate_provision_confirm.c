@@ -1695,11 +1695,16 @@ ngx_http_linegate_confirm_declined(ngx_http_request_t *r,
     param = ngx_http_linegate_stripe_error_field(ctx, "param");
 
     if (type != NULL && ngx_strcmp(type, "card_error") == 0) {
-        /* Stripe's message is passed on: copied, it outlives the JSON */
-        m.data = (u_char *) ngx_http_linegate_stripe_error_message(ctx);
-        m.len = ngx_strlen(m.data);
+        /*
+         * Stripe's message is passed on: copied, it outlives the JSON.
+         * None, or an empty one, is a decline all the same: "" would
+         * tell the client nothing (Sendblue's format has a message).
+         */
+        m.data = (u_char *) ngx_http_linegate_stripe_error_field(ctx,
+                                                                "message");
+        m.len = m.data ? ngx_strlen(m.data) : 0;
 
-        msg = ngx_pnalloc(r->pool, m.len + 1);
+        msg = m.len ? ngx_pnalloc(r->pool, m.len + 1) : NULL;
         if (msg != NULL) {
             *ngx_cpymem(msg, m.data, m.len) = '\0';
         }

@@ -636,6 +636,22 @@ subtest '402 payment_failed: Stripe\'s message, number and slot back' => sub {
     $s->stub(POST => '/_stub/customers', {id => 'cus_acct_decline',
                                           card => 1});
     $p->answer($p->confirm($a, $p->token($a)), 200, 'new card, new token');
+
+    # a decline whose message is empty or missing still says what
+    # happened: Sendblue's format (and openapi.yaml) has a message, and
+    # "" passed on told the client nothing
+    for my $m (['empty', ''], ['missing', undef]) {
+        my $d = $p->account("acct_decline_$m->[0]");
+        my $left = $r->scard('lg:{fleet}:inventory');
+        my %err = (type => 'card_error', code => 'card_declined');
+        $err{message} = $m->[1] if defined $m->[1];
+        $p->fault(status => 402, body => {error => \%err});
+        $p->error_is($p->confirm($d, $p->token($d)), 402, 'payment_failed',
+                     "a decline with its message $m->[0]",
+                     qr/^Your card was declined\.$/);
+        nothing_kept("acct_decline_$m->[0]", $left, "message $m->[0]");
+        $p->clear_faults;
+    }
 };
 
 # numbers loaded before the loader refused a country code of 0 ("+0...",
