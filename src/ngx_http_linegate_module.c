@@ -79,6 +79,8 @@ static char *ngx_http_linegate_redis_wait_conf(ngx_conf_t *cf,
     ngx_command_t *cmd, void *conf);
 static ngx_int_t ngx_http_linegate_reconcile_lost_check(ngx_conf_t *cf,
     ngx_http_linegate_main_conf_t *lmcf);
+static ngx_int_t ngx_http_linegate_stripe_key_check(ngx_conf_t *cf,
+    ngx_http_linegate_main_conf_t *lmcf);
 static char *ngx_http_linegate_plan_price(ngx_conf_t *cf,
     ngx_command_t *cmd, void *conf);
 static char *ngx_http_linegate_rate(ngx_conf_t *cf, ngx_command_t *cmd,
@@ -287,6 +289,13 @@ static ngx_command_t  ngx_http_linegate_commands[] = {
       ngx_conf_set_str_slot,
       NGX_HTTP_MAIN_CONF_OFFSET,
       offsetof(ngx_http_linegate_main_conf_t, stripe_version),
+      NULL },
+
+    { ngx_string("linegate_stripe_key_file"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_http_linegate_secret_file,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_linegate_main_conf_t, stripe_key),
       NULL },
 
     { ngx_string("linegate_stripe_timeout"),
@@ -1947,6 +1956,52 @@ ngx_http_linegate_redis_wait_conf(ngx_conf_t *cf, ngx_command_t *cmd,
 
 
 /*
+ * linegate_stripe_key_file: the Authorization header of every Stripe call
+ * made at load, so that the secret key can stay out of the configuration
+ * (and of nginx -T), as the other secrets can; a proxy_set_header
+ * Authorization in the Stripe location would still win over it. A key is
+ * one word of Stripe's (sk_live_..., rk_live_...): a space or a character
+ * no header can carry would have every call refused by Stripe. The key is
+ * never printed.
+ */
+static ngx_int_t
+ngx_http_linegate_stripe_key_check(ngx_conf_t *cf,
+    ngx_http_linegate_main_conf_t *lmcf)
+{
+    u_char  *p;
+
+    if (lmcf->stripe_key.len == 0) {
+        return NGX_OK;
+    }
+
+    if (!ngx_http_linegate_chars_are(lmcf->stripe_key.data,
+                                     lmcf->stripe_key.len,
+                                     NGX_HTTP_LINEGATE_CHARS_GRAPH))
+    {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"linegate_stripe_key_file\": the key holds a "
+                           "space or a character that is not printable "
+                           "ASCII (a Stripe key is sk_live_... or "
+                           "rk_live_...)");
+        return NGX_ERROR;
+    }
+
+    lmcf->stripe_auth.len = sizeof("Bearer ") - 1 + lmcf->stripe_key.len;
+
+    p = ngx_pnalloc(cf->pool, lmcf->stripe_auth.len);
+    if (p == NULL) {
+        return NGX_ERROR;
+    }
+
+    lmcf->stripe_auth.data = p;
+    ngx_memcpy(ngx_cpymem(p, "Bearer ", sizeof("Bearer ") - 1),
+               lmcf->stripe_key.data, lmcf->stripe_key.len);
+
+    return NGX_OK;
+}
+
+
+/*
  * At least 1 s; and longer than a confirm can last, or a warning: a
  * reconciliation run takes a claim that old for a dead worker's, and
  * settles it as lost (a live confirm's purchase, once Stripe made it, is
@@ -2768,6 +2823,10 @@ ngx_http_linegate_init(ngx_conf_t *cf)
                            "\"linegate_stripe_location\" must be a URI "
                            "prefix such as /_stripe/, not \"%V\"",
                            &lmcf->stripe_location);
+        return NGX_ERROR;
+    }
+
+    if (ngx_http_linegate_stripe_key_check(cf, lmcf) != NGX_OK) {
         return NGX_ERROR;
     }
 

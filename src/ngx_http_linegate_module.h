@@ -119,6 +119,12 @@ typedef struct {
     /* Stripe, reached through an internal location */
     ngx_str_t                       stripe_location;
     ngx_str_t                       stripe_version;
+    /*
+     * linegate_stripe_key_file: the secret key, and the Authorization
+     * header every call carries ("Bearer <key>", made at load)
+     */
+    ngx_str_t                       stripe_key;
+    ngx_str_t                       stripe_auth;
     /* linegate_stripe_timeout: the most one call lasts, whatever drips */
     ngx_msec_t                      stripe_timeout;
     /* the servers of the APIs that call Stripe (stripe_conf.c checks) */

@@ -48,7 +48,8 @@ static ngx_uint_t ngx_http_linegate_stripe_whole(ngx_http_request_t *sr,
 static void ngx_http_linegate_stripe_resume(ngx_http_request_t *r);
 static void ngx_http_linegate_stripe_count(ngx_http_linegate_ctx_t *ctx);
 static ngx_int_t ngx_http_linegate_stripe_headers(ngx_http_request_t *sr,
-    ngx_str_t *idempotency_key, ngx_str_t *version, ngx_uint_t form);
+    ngx_str_t *idempotency_key, ngx_http_linegate_main_conf_t *lmcf,
+    ngx_uint_t form);
 static ngx_int_t ngx_http_linegate_stripe_header(ngx_http_request_t *sr,
     const char *name, ngx_str_t *value);
 static ngx_uint_t ngx_http_linegate_stripe_retry_after(ngx_str_t *value);
@@ -278,8 +279,7 @@ ngx_http_linegate_stripe_call(ngx_http_request_t *r,
     }
 
     /* never forward the client's headers (its credentials) to Stripe */
-    if (ngx_http_linegate_stripe_headers(sr, idempotency_key,
-                                         &lmcf->stripe_version,
+    if (ngx_http_linegate_stripe_headers(sr, idempotency_key, lmcf,
                                          form != NULL)
         != NGX_OK
         || ngx_http_linegate_stripe_body(sr, form) != NGX_OK)
@@ -309,7 +309,8 @@ ngx_http_linegate_stripe_call(ngx_http_request_t *r,
 
 static ngx_int_t
 ngx_http_linegate_stripe_headers(ngx_http_request_t *sr,
-    ngx_str_t *idempotency_key, ngx_str_t *version, ngx_uint_t form)
+    ngx_str_t *idempotency_key, ngx_http_linegate_main_conf_t *lmcf,
+    ngx_uint_t form)
 {
     ngx_str_t  type = ngx_string("application/x-www-form-urlencoded");
 
@@ -336,8 +337,18 @@ ngx_http_linegate_stripe_headers(ngx_http_request_t *sr,
     sr->headers_in.keep_alive_n = -1;
     sr->headers_in.server = sr->main->headers_in.server;
 
-    if (version->len
-        && ngx_http_linegate_stripe_header(sr, "Stripe-Version", version)
+    /* linegate_stripe_key_file's; a proxy_set_header Authorization wins */
+    if (lmcf->stripe_auth.len
+        && ngx_http_linegate_stripe_header(sr, "Authorization",
+                                           &lmcf->stripe_auth)
+           != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    if (lmcf->stripe_version.len
+        && ngx_http_linegate_stripe_header(sr, "Stripe-Version",
+                                           &lmcf->stripe_version)
            != NGX_OK)
     {
         return NGX_ERROR;

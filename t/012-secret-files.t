@@ -1,6 +1,7 @@
 # Secrets stay out of the configuration (and of nginx -T): the operator
-# token, the Stripe webhook secret, the Redis password and the Sentinel
-# password each have a "..._file <path>" directive, read when the
+# token, the Stripe webhook secret, the Redis password, the Sentinel
+# password and the Stripe API key (linegate_stripe_key_file, at the end)
+# each have a "..._file <path>" directive, read when the
 # configuration is loaded (one trailing newline dropped). nginx -t fails
 # naming the path of a file that cannot be read, is empty, or holds more
 # than one line.
@@ -288,6 +289,81 @@ subtest 'the Sentinel password in a file' => sub {
         ($rc, $out) = $s->nginx_t($conf);
         isnt($rc, 0, "refused: $name");
         like($out, $re, "refused: $name: message") or diag $out;
+    }
+};
+
+# The Stripe secret key, the one secret that moves money, in a file too:
+# linegate_stripe_key_file puts "Authorization: Bearer <key>" on every
+# Stripe call, so that the Stripe location needs no proxy_set_header
+# holding it (which nginx -T printed, whatever file it was included
+# from). Before: the directive did not exist, and the key could only be
+# in the configuration.
+subtest 'the Stripe secret key in a file' => sub {
+    require LG::Lines;
+    my $key = 'sk_test_' . LG::Stack::random_token(32);
+    my $key_file = write_file('stripe-key', "$key\n");
+
+    # the inline key of the template is refused by the stub: a call
+    # succeeds only with the key of the file
+    my $st = LG::Stack->new(STRIPE_KEY => 'rk_refused')->start;
+    my $l = LG::Lines->new($st);
+    my $w = $l->workspace('org_keyfile');
+    # an email line is an add-on: its creation calls Stripe
+    my $email = LG::Lines::body(channelType => 'email',
+                                email => 'key@example.com');
+    my $tx = $l->create($w, $email);
+    is($tx->res->code, 502, 'the inline key refused by Stripe: 502')
+        or diag $tx->res->body;
+
+    my $conf = $st->render;
+    $conf =~ s{^\s*proxy_set_header Authorization [^;]*;\n}{}m or die;
+    $conf =~ s{^(\s*linegate_stripe_location [^;]*;)}
+              {$1\n    linegate_stripe_key_file $key_file;}m or die;
+
+    my ($rc, $out) = $st->nginx_t($conf);
+    is($rc, 0, 'nginx -t: exit 0') or diag $out;
+
+    open my $fh, '>', $st->prefix . '/nginx.conf' or die $!;
+    print $fh $conf;
+    close $fh;
+    # the old workers gone: until they have seen the reload, they still
+    # accept connections, and call Stripe with the inline key
+    my @old = split ' ', `pgrep -P $st->{pids}{nginx}`;
+    my $from = length $st->error_log;
+    kill 'HUP', $st->{pids}{nginx};
+    ok($st->wait_redis_connected($from, 10), 'reloaded');
+    delete $st->{ua};    # its keepalive connection is an old worker's
+    my $until = time + 10;
+    sleep 0.05 while grep({ kill 0, $_ } @old) && time < $until;
+    ok(!grep({ kill 0, $_ } @old), 'the old workers exited');
+
+    $tx = $l->create($w, $email);
+    is($tx->res->code, 201, 'a creation with the key of the file: 201')
+        or diag $tx->res->body;
+    ok(scalar $l->invoices($w->{customer}), 'its invoice made at Stripe');
+
+    my $p = $st->prefix;
+    my $dump = qx{$st->{nginx} -T -p '$p/' -c '$p/nginx.conf' -e '$p/error.log' 2>&1};
+    is($? >> 8, 0, 'nginx -T: exit 0') or diag $dump;
+    like($dump, qr/linegate_stripe_key_file \Q$key_file\E;/, 'the file is named');
+    unlike($dump, qr/\Q$key\E/, 'nginx -T: not the Stripe key');
+    unlike($st->error_log . $st->access_log, qr/\Q$key\E/,
+           'the key is not in the logs');
+
+    my @bad = (
+        ['a key with a space', write_file('stripe-sp', "sk_test_a b\n"),
+         qr/\[emerg\] "linegate_stripe_key_file": the key holds a space or a character that is not printable ASCII/],
+        ['an empty key file', write_file('stripe-empty', "\n"),
+         qr/\[emerg\] "linegate_stripe_key_file": "\Q$dir\E\/stripe-empty" is empty/],
+        ['a key file of two lines', write_file('stripe-two', "$key\nx\n"),
+         qr/\[emerg\] "linegate_stripe_key_file": "\Q$dir\E\/stripe-two" has a control character/],
+    );
+    for my $case (@bad) {
+        my ($name, $file, $re) = @$case;
+        ($rc, $out) = $st->nginx_t($conf =~ s{\Q$key_file\E}{$file}r);
+        isnt($rc, 0, "refused: $name");
+        like($out, $re, "refused: $name: message") or diag $out;
+        unlike($out, qr/\Q$key\E|sk_test_a b/, "refused: $name: no key printed");
     }
 };
 

@@ -58,6 +58,10 @@ subtest 'every linegate directive of the test configuration' => sub {
     like($active,
          qr{^\s*linegate_redis_password_file /etc/nginx/linegate/[\w-]+;}m,
          'the Redis password from a file');
+    # the Stripe key too, kept out of nginx -T (no proxy_set_header of it)
+    like($active,
+         qr{^\s*linegate_stripe_key_file /etc/nginx/linegate/[\w-]+;}m,
+         'the Stripe key from a file');
     # and every directive of its Stripe location, in the example's
     my ($dev_stripe) = $dev =~ m{location /_stripe/ \{(.*?)\n        \}}s;
     my ($stripe) = $active =~ m{location /_stripe/ \{(.*?)\n    \}}s;
@@ -85,7 +89,6 @@ subtest 'production settings' => sub {
                    \s/etc/ssl/certs/ca-certificates\.crt;}mx,
                 qr/^\s*proxy_http_version 1\.1;/m,
                 qr/^\s*proxy_set_header Connection "";/m,
-                qr{^\s*include /etc/nginx/linegate/stripe-key\.conf;}m,
                 qr/^\s*subrequest_output_buffer_size \d+k;/m) {
         like($stripe, $re, "Stripe location: $re");
     }
@@ -108,6 +111,8 @@ subtest 'production settings' => sub {
         for qw(tenant auth outcome);
     like($fmt, qr/\$request_id/, 'log format: $request_id');
     unlike($active, qr/sk_live_|whsec_\w/, 'no secret in the example');
+    unlike($stripe, qr/Authorization/,
+           'the Stripe location sets no Authorization (the key file\'s)');
 };
 
 subtest 'it serves, over TLS, with Stripe behind the rewrite' => sub {

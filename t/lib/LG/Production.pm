@@ -74,8 +74,7 @@ sub _write_site {
     _spew("$d/etc/redis-password", "$self->{redis_password}\n");
     _spew("$d/etc/operator-token", $s->operator_token . "\n");
     _spew("$d/etc/webhook-secret", $s->webhook_secret . "\n");
-    _spew("$d/etc/stripe-key.conf",
-          "proxy_set_header Authorization \"Bearer sk_test_linegate\";\n");
+    _spew("$d/etc/stripe-key", "sk_test_linegate\n");
     copy($s->jwks_path, "$d/etc/clerk-jwks.json") or die "jwks: $!";
 
     my $out = qx{openssl req -x509 -newkey rsa:2048 -nodes -days 2 \\
