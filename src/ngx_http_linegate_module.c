@@ -38,6 +38,8 @@ typedef struct {
 static ngx_int_t ngx_http_linegate_handler(ngx_http_request_t *r);
 static ngx_int_t ngx_http_linegate_rewrite_handler(ngx_http_request_t *r);
 static void ngx_http_linegate_body_handler(ngx_http_request_t *r);
+static ngx_int_t ngx_http_linegate_body_limit(ngx_http_request_t *r,
+    ngx_chain_t *in);
 static ngx_int_t ngx_http_linegate_take_body(ngx_http_request_t *r,
     ngx_http_linegate_ctx_t *ctx);
 static char *ngx_http_linegate_apikey_cache_size(ngx_conf_t *cf,
@@ -210,6 +212,11 @@ static ngx_conf_num_bounds_t  ngx_http_linegate_reconcile_bounds = {
     ngx_http_linegate_conf_check_msec_bounds, 0,
     NGX_HTTP_LINEGATE_RECONCILE_TIME_MAX
 };
+
+
+/* the request body filter after linegate_max_body's count */
+static ngx_http_request_body_filter_pt
+    ngx_http_linegate_next_request_body_filter;
 
 
 static ngx_command_t  ngx_http_linegate_commands[] = {
@@ -675,6 +682,49 @@ ngx_http_linegate_handler(ngx_http_request_t *r)
     }
 
     return NGX_DONE;
+}
+
+
+/*
+ * A body without a length (chunked, or HTTP/2 without content-length)
+ * is refused once more of it has come than linegate_max_body: 413, as
+ * nginx refuses one over client_max_body_size, in the API's JSON
+ * (reply.c). Before, it was read whole, past client_body_buffer_size
+ * into a temporary file, up to client_max_body_size (unbounded with
+ * "client_max_body_size 0"), before the credential was checked, then
+ * refused. A body with a Content-Length over the limit never gets here
+ * (the handler's 400).
+ */
+static ngx_int_t
+ngx_http_linegate_body_limit(ngx_http_request_t *r, ngx_chain_t *in)
+{
+    ngx_chain_t                   *cl;
+    ngx_http_linegate_ctx_t       *ctx;
+    ngx_http_linegate_loc_conf_t  *llcf;
+
+    llcf = ngx_http_get_module_loc_conf(r, ngx_http_linegate_module);
+    ctx = ngx_http_get_module_ctx(r, ngx_http_linegate_module);
+
+    if (r != r->main || ctx == NULL
+        || llcf->api == NGX_HTTP_LINEGATE_API_NONE
+        || llcf->api == NGX_HTTP_LINEGATE_API_METRICS)
+    {
+        return ngx_http_linegate_next_request_body_filter(r, in);
+    }
+
+    for (cl = in; cl; cl = cl->next) {
+        ctx->body_read += ngx_buf_size(cl->buf);
+    }
+
+    if (ctx->body_read > (off_t) llcf->max_body) {
+        ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
+                      NGX_HTTP_LINEGATE_LOG "request body over "
+                      "linegate_max_body (%uz bytes): refused",
+                      llcf->max_body);
+        return NGX_HTTP_REQUEST_ENTITY_TOO_LARGE;
+    }
+
+    return ngx_http_linegate_next_request_body_filter(r, in);
 }
 
 
@@ -2719,6 +2769,11 @@ ngx_http_linegate_init(ngx_conf_t *cf)
     if (ngx_http_linegate_nginx_page_init(cf) != NGX_OK) {
         return NGX_ERROR;
     }
+
+    /* a body without a length bounded by linegate_max_body as it comes */
+    ngx_http_linegate_next_request_body_filter =
+        ngx_http_top_request_body_filter;
+    ngx_http_top_request_body_filter = ngx_http_linegate_body_limit;
 
     cmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_core_module);
 

@@ -227,6 +227,8 @@ struct ngx_http_linegate_ctx_s {
     /* the request body: raw bytes and, for JSON APIs, the parsed object */
     ngx_str_t                       raw;
     json_t                         *body;
+    /* the body's bytes read so far (the request body filter's count) */
+    off_t                           body_read;
 
     /* who is calling */
     ngx_uint_t                      auth;

@@ -356,11 +356,22 @@ sub chunked {
     return raw_http($s->port, $req . "0\r\n\r\n");
 }
 
+# A chunked body is refused once more than linegate_max_body has come,
+# 413 as nginx refuses one over client_max_body_size: before, it was read
+# whole, past the body buffer into a temporary file (up to
+# client_max_body_size, without end with "client_max_body_size 0"),
+# before its credential was checked, then refused 400.
 subtest 'chunked bodies' => sub {
     my $before = redis_dump($r);
+    my $from = length $s->error_log;
 
     my ($status, $h, $body) = chunked($long);
-    is($status, 400, 'chunked, over the limit: 400');
+    is($status, 413, 'chunked, over the limit: 413');
+    my $log = substr $s->error_log, $from;
+    unlike($log, qr/buffered to a temporary file/,
+           'chunked, over the limit: not written to a file');
+    like($log, qr/linegate: request body over linegate_max_body \(65536 bytes\): refused/,
+         'chunked, over the limit: logged');
     like($h->{'content-type'} // '', qr{^application/json; charset=utf-8$},
          'chunked, over the limit: JSON');
     like($h->{'x-request-id'} // '', qr/^[0-9a-f]{32}$/,
