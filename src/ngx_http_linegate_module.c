@@ -687,13 +687,14 @@ ngx_http_linegate_handler(ngx_http_request_t *r)
 
 /*
  * A body without a length (chunked, or HTTP/2 without content-length)
- * is refused once more of it has come than linegate_max_body: 413, as
- * nginx refuses one over client_max_body_size, in the API's JSON
- * (reply.c). Before, it was read whole, past client_body_buffer_size
- * into a temporary file, up to client_max_body_size (unbounded with
- * "client_max_body_size 0"), before the credential was checked, then
- * refused. A body with a Content-Length over the limit never gets here
- * (the handler's 400).
+ * is refused once more of it has come than linegate_max_body: the 400
+ * "Request body too large" that a Content-Length over the limit gets
+ * from the handler (SPEC 1), in the API's JSON (reply.c writes nginx's
+ * page of this request with the module's words), and the connection
+ * closed after it as nginx closes it after any 400. Before, it was read
+ * whole, past client_body_buffer_size into a temporary file, up to
+ * client_max_body_size (unbounded with "client_max_body_size 0"),
+ * before the credential was checked, then refused.
  */
 static ngx_int_t
 ngx_http_linegate_body_limit(ngx_http_request_t *r, ngx_chain_t *in)
@@ -721,7 +722,8 @@ ngx_http_linegate_body_limit(ngx_http_request_t *r, ngx_chain_t *in)
                       NGX_HTTP_LINEGATE_LOG "request body over "
                       "linegate_max_body (%uz bytes): refused",
                       llcf->max_body);
-        return NGX_HTTP_REQUEST_ENTITY_TOO_LARGE;
+        ctx->body_over = 1;
+        return NGX_HTTP_BAD_REQUEST;
     }
 
     return ngx_http_linegate_next_request_body_filter(r, in);

@@ -229,6 +229,8 @@ struct ngx_http_linegate_ctx_s {
     json_t                         *body;
     /* the body's bytes read so far (the request body filter's count) */
     off_t                           body_read;
+    /* refused by that filter: its 400 says "Request body too large" */
+    unsigned                        body_over:1;
 
     /* who is calling */
     ngx_uint_t                      auth;

@@ -28,7 +28,7 @@ static void ngx_http_linegate_field_error_write(
 static ngx_uint_t ngx_http_linegate_nginx_page(ngx_http_request_t *r);
 static const char *ngx_http_linegate_reason(ngx_uint_t status);
 static ngx_int_t ngx_http_linegate_nginx_page_body(ngx_http_request_t *r,
-    ngx_uint_t api, ngx_str_t *body);
+    ngx_http_linegate_ctx_t *ctx, ngx_str_t *body);
 static ngx_int_t ngx_http_linegate_nginx_page_header_filter(
     ngx_http_request_t *r);
 static ngx_int_t ngx_http_linegate_nginx_page_body_filter(
@@ -622,20 +622,24 @@ ngx_http_linegate_reason(ngx_uint_t status)
 /*
  * The JSON for nginx's status, in the API's format (the writers of
  * ngx_http_linegate_error() and _field_error()): a refused body (400,
- * 413) as the module's own refusal of a body, without a field; a 500 as
+ * 413) as the module's own refusal of a body, without a field (a 400 of
+ * the body filter, a body over linegate_max_body, in the module's words
+ * for it: "Request body too large", what the handler answers a
+ * Content-Length over the limit); a 500 as
  * ngx_http_linegate_internal_error()'s; a 429 of the Lines API as its
  * RATE_LIMITED, of the Provisioning API as rate_limited (its limits'
  * codes name a window nginx knows nothing of); anything else without a
  * code. A Retry-After nginx set (add_header, linegate_limit) stays.
  */
 static ngx_int_t
-ngx_http_linegate_nginx_page_body(ngx_http_request_t *r, ngx_uint_t api,
-    ngx_str_t *body)
+ngx_http_linegate_nginx_page_body(ngx_http_request_t *r,
+    ngx_http_linegate_ctx_t *ctx, ngx_str_t *body)
 {
-    ngx_uint_t                      status;
+    ngx_uint_t                      api, status;
     const char                     *code, *reason;
     ngx_http_linegate_json_write_t  jw;
 
+    api = ctx->api;
     status = r->err_status;
     reason = ngx_http_linegate_reason(status);
 
@@ -645,6 +649,10 @@ ngx_http_linegate_nginx_page_body(ngx_http_request_t *r, ngx_uint_t api,
 
     case NGX_HTTP_BAD_REQUEST:
     case NGX_HTTP_REQUEST_ENTITY_TOO_LARGE:
+        if (ctx->body_over) {
+            reason = "Request body too large";
+        }
+
         ngx_http_linegate_field_error_write(&jw, api, NULL, reason);
         return ngx_http_linegate_json_write_finish(&jw, body);
 
@@ -713,7 +721,7 @@ ngx_http_linegate_nginx_page_header_filter(ngx_http_request_t *r)
                                      &ctx->outcome);
     ctx->nginx_page = 1;
 
-    if (ngx_http_linegate_nginx_page_body(r, ctx->api, &body) != NGX_OK
+    if (ngx_http_linegate_nginx_page_body(r, ctx, &body) != NGX_OK
         || ngx_http_linegate_set_headers(r, ctx, r->err_status, body.len)
            != NGX_OK)
     {
@@ -760,7 +768,7 @@ ngx_http_linegate_nginx_page_body_filter(ngx_http_request_t *r,
         return ngx_http_linegate_next_body_filter(r, NULL);
     }
 
-    if (ngx_http_linegate_nginx_page_body(r, ctx->api, &body) != NGX_OK) {
+    if (ngx_http_linegate_nginx_page_body(r, ctx, &body) != NGX_OK) {
         return NGX_ERROR;
     }
 

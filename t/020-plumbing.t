@@ -357,8 +357,8 @@ sub chunked {
 }
 
 # A chunked body is refused once more than linegate_max_body has come,
-# 413 as nginx refuses one over client_max_body_size: before, it was read
-# whole, past the body buffer into a temporary file (up to
+# with the 400 a Content-Length over the limit gets (SPEC 1): before, it
+# was read whole, past the body buffer into a temporary file (up to
 # client_max_body_size, without end with "client_max_body_size 0"),
 # before its credential was checked, then refused 400.
 subtest 'chunked bodies' => sub {
@@ -366,7 +366,7 @@ subtest 'chunked bodies' => sub {
     my $from = length $s->error_log;
 
     my ($status, $h, $body) = chunked($long);
-    is($status, 413, 'chunked, over the limit: 413');
+    is($status, 400, 'chunked, over the limit: 400');
     my $log = substr $s->error_log, $from;
     unlike($log, qr/buffered to a temporary file/,
            'chunked, over the limit: not written to a file');
@@ -378,7 +378,7 @@ subtest 'chunked bodies' => sub {
          'chunked, over the limit: X-Request-Id');
     my $json = eval { Mojo::JSON::decode_json($body) } // {};
     is($json->{code}, 'VALIDATION_ERROR', 'chunked, over the limit: code');
-    like($json->{error} // '', qr/too large/, 'chunked: error');
+    is($json->{error}, 'Request body too large', 'chunked: error');
     is_deeply(redis_dump($r), $before, 'chunked, over the limit: no write');
 
     ($status, $h, $body) = chunked('{"plan": "mini"}');
@@ -388,8 +388,10 @@ subtest 'chunked bodies' => sub {
 };
 
 # A body over client_max_body_size (1m by default) is refused by nginx
-# before linegate reads it: on its Content-Length, or once 1m of a chunked
-# body has come. Sent whole: nginx reads and drops the rest of it.
+# before linegate reads it, on its Content-Length: 413. A chunked one is
+# refused by linegate once more than linegate_max_body of it has come
+# (before nginx's 1m): the 400 of a body over linegate_max_body (SPEC 1),
+# the same JSON. Sent whole: nginx reads and drops the rest of it.
 my $BIG = 'x' x (2 * 1024 * 1024);
 
 sub big {
@@ -432,8 +434,9 @@ subtest 'a body over client_max_body_size: 413 in the API\'s JSON' => sub {
         my ($method, $path, $want) = @{ $json_413{$api} };
         for my $how ('length', 'chunked') {
             my $name = "$api, $how";
+            my $want_status = $how eq 'chunked' ? 400 : 413;
             my ($status, $h, $body) = big($method, $path, $how);
-            is($status, 413, "$name: 413");
+            is($status, $want_status, "$name: $want_status");
             is($h->{'content-type'}, 'application/json; charset=utf-8',
                "$name: JSON");
             is($h->{'content-length'}, length $body,
@@ -458,7 +461,8 @@ subtest 'a body over client_max_body_size: 413 in the API\'s JSON' => sub {
     for my $how ('length', 'chunked') {
         my ($status, $h, $body) = big(GET => '/accounts/limits', $how,
                                       $chrome);
-        is($status, 413, "Chrome, $how: 413");
+        my $want_status = $how eq 'chunked' ? 400 : 413;
+        is($status, $want_status, "Chrome, $how: $want_status");
         is($h->{'content-length'}, length $body, "Chrome, $how: its length");
         is_deeply(scalar eval { Mojo::JSON::decode_json($body) },
                   { status => 'ERROR', message => $too_large },
@@ -497,13 +501,19 @@ subtest 'a body over client_max_body_size elsewhere: nginx\'s 413' => sub {
     like($body, qr{</html>\r?\n<!-- a padding to disable MSIE}s,
          '/plain, Chrome: nginx\'s page, padded');
 
-    for my $how ('length', 'chunked') {
-        my ($status, $h, $body) = big(POST => '/lg-own-413', $how);
-        is($status, 413, "error_page 413, $how: 413");
-        is($body, "the operator's page", "error_page 413, $how: theirs");
-        is($h->{'content-type'}, 'text/plain',
-           "error_page 413, $how: their type");
-    }
+    ($status, $h, $body) = big(POST => '/lg-own-413', 'length');
+    is($status, 413, 'error_page 413, length: 413');
+    is($body, "the operator's page", 'error_page 413, length: theirs');
+    is($h->{'content-type'}, 'text/plain',
+       'error_page 413, length: their type');
+
+    # chunked: refused by linegate_max_body before nginx's 1m, the API's
+    # 400 (its error_page 413 is for nginx's limit)
+    ($status, $h, $body) = big(POST => '/lg-own-413', 'chunked');
+    is($status, 400, 'error_page 413, chunked: linegate_max_body\'s 400');
+    is_deeply(scalar eval { Mojo::JSON::decode_json($body) },
+              { status => 'ERROR', message => $too_large },
+              'error_page 413, chunked: the API\'s error') or diag $body;
 
     # 300 bytes over its 100: by-user answers (within its own bound)
     ($status, $h, $body) = post_300('/lg-413-keep');
