@@ -17,7 +17,10 @@
  *                  linegate_redis_wait, as the fence is: a claim lost
  *                  with its master would let another payment_link claim
  *                  and issue too; not acknowledged, nothing is issued:
- *                  503) -> [LINK_VOID_OLD: void the old one, if
+ *                  503) -> LINK_JOURNAL (the claim's member of
+ *                  lg:{fleet}:lr:inflight, acknowledged; every claim,
+ *                  a cancel's and a GET's too: link_journal) ->
+ *                  [LINK_VOID_OLD: void the old one, if
  *                  uncollectible] -> [LINK_SWEEP] -> LINK_ISSUE
  *   LINK_SWEEP     the claim took over one that lapsed (its worker died,
  *                  maybe after Stripe made its invoice, before its store):
@@ -64,7 +67,8 @@
  *
  * Every failure goes to manage_fail, which undoes what the step holds:
  *
- *   LINK_VOID_OLD, LINK_REVOID_OLD, LINK_SWEEP, LINK_SWEEP_FENCE,
+ *   LINK_JOURNAL, LINK_VOID_OLD, LINK_REVOID_OLD, LINK_SWEEP,
+ *   LINK_SWEEP_FENCE,
  *   CANCEL_VOID and CANCEL_CHECK of a cancel's claim (the claim held)
  *                                   -> LINK_ABORT (lr_reissue_abort,
  *                                      durable; released lapsed while
@@ -145,6 +149,12 @@
 #define NGX_HTTP_LINEGATE_LINK_SWEEP_LOOKAHEAD  3600
 #define NGX_HTTP_LINEGATE_LINK_SWEEP_PAGE       10
 #define NGX_HTTP_LINEGATE_LINK_SWEEP_PAGES      10
+/*
+ * A claim's journal member "<W> <id> r<invoiceSeq>" as a durable write's
+ * continuation builds it to remove it: far more than a workspace, an id
+ * and a count take (a run's sweep drops a member of longer words unread)
+ */
+#define NGX_HTTP_LINEGATE_LR_MEMBER_MAX         256
 
 
 static void ngx_http_linegate_manage_resume(ngx_http_request_t *r,
@@ -208,6 +218,12 @@ static void ngx_http_linegate_link_claim(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr);
 static void ngx_http_linegate_link_claimed(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr, redisReply *reply);
+static void ngx_http_linegate_link_journal(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr);
+static void ngx_http_linegate_link_journaled(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr, redisReply *reply);
+static void ngx_http_linegate_link_unjournal(ngx_str_t *ws, ngx_str_t *id,
+    ngx_str_t *seq);
 static void ngx_http_linegate_link_void_old(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr);
 static void ngx_http_linegate_link_old_voided(ngx_http_request_t *r,
@@ -376,6 +392,10 @@ ngx_http_linegate_manage_resume(ngx_http_request_t *r, redisReply *reply)
         ngx_http_linegate_link_claimed(r, lr, reply);
         return;
 
+    case NGX_HTTP_LINEGATE_LINK_JOURNAL:
+        ngx_http_linegate_link_journaled(r, lr, reply);
+        return;
+
     case NGX_HTTP_LINEGATE_LINK_VOID_OLD:
     case NGX_HTTP_LINEGATE_LINK_REVOID_OLD:
         ngx_http_linegate_link_old_voided(r, lr);
@@ -510,6 +530,7 @@ ngx_http_linegate_manage_fail(ngx_http_request_t *r,
 
         return;
 
+    case NGX_HTTP_LINEGATE_LINK_JOURNAL:
     case NGX_HTTP_LINEGATE_LINK_VOID_OLD:
     case NGX_HTTP_LINEGATE_LINK_REVOID_OLD:
     case NGX_HTTP_LINEGATE_LINK_SWEEP:
@@ -1430,6 +1451,79 @@ ngx_http_linegate_link_claimed(ngx_http_request_t *r,
 
     lr->settled = 0;
 
+    ngx_http_linegate_link_journal(r, lr);
+}
+
+
+/*
+ * LINK_JOURNAL: the claim's member "<W> <id> r<invoiceSeq>" of the Lines
+ * API's journal lg:{fleet}:lr:inflight (the fleet's slot), written and
+ * acknowledged (linegate_redis_wait) before the claim's first Stripe
+ * call, as a creation's "<W> <id>" is. Should this worker die before the
+ * claim's store or release, the claim lapses, and what it made at Stripe
+ * (a new invoice, open, maybe paid) is swept only by whoever reads the
+ * request next; a request nobody reads again has only this member: a
+ * reconciliation run's sweep finds it past linegate_reconcile_lost_after,
+ * reads the request, and queues reissue_lapsed once the claim is lapsed
+ * (reconcile.c). The member goes, a durable ZREM, once the claim's store
+ * (lr_reissue_store) or its release (lr_reissue_abort) answered. Not
+ * written (or not acknowledged): nothing is asked of Stripe, the claim is
+ * released (LINK_ABORT), 503.
+ */
+static void
+ngx_http_linegate_link_journal(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr)
+{
+    u_char                          *p;
+    ngx_http_linegate_redis_args_t  *a;
+
+    lr->claim_next = lr->ctx->state;
+    lr->ctx->state = NGX_HTTP_LINEGATE_LINK_JOURNAL;
+
+    /* the command keeps its arguments until answered: lr->args is free */
+    a = &lr->args;
+
+    p = ngx_pnalloc(r->pool, lr->ws.len + lr->id.len + lr->seq.len + 3);
+    if (p == NULL) {
+        ngx_http_linegate_manage_fail(r, lr,
+                                      NGX_HTTP_LINEGATE_LR_FAIL_INTERNAL,
+                                      0, -1);
+        return;
+    }
+
+    lr->journal.data = p;
+    lr->journal.len = ngx_sprintf(p, "%V %V r%V", &lr->ws, &lr->id,
+                                  &lr->seq)
+                      - p;
+
+    ngx_http_linegate_lr_journal_add_args(r, a,
+                                          NGX_HTTP_LINEGATE_KEY_LR_INFLIGHT,
+                                          &lr->journal);
+
+    if (ngx_http_linegate_redis_command(r, a,
+                                        ngx_http_linegate_manage_resume)
+        != NGX_OK)
+    {
+        ngx_http_linegate_manage_fail(r, lr, NGX_HTTP_LINEGATE_LR_FAIL_STORE,
+                                      0, -1);
+    }
+}
+
+
+/* LINK_JOURNAL answered: the claim goes on (ZADD's count), or is freed */
+static void
+ngx_http_linegate_link_journaled(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr, redisReply *reply)
+{
+    if (reply == NULL || reply->type != REDIS_REPLY_INTEGER) {
+        /* lost, refused, or no replica has it: nothing is made unswept */
+        ngx_http_linegate_manage_fail(r, lr, NGX_HTTP_LINEGATE_LR_FAIL_STORE,
+                                      0, -1);
+        return;
+    }
+
+    lr->ctx->state = lr->claim_next;
+
     if (lr->sweep.cancel) {
         /* the cancel's own void first, its event refused while held */
         ngx_http_linegate_cancel_void(r, lr);
@@ -1443,6 +1537,50 @@ ngx_http_linegate_link_claimed(ngx_http_request_t *r,
     }
 
     ngx_http_linegate_link_void_old(r, lr);
+}
+
+
+/*
+ * The claim's store or release answered: its journal member goes, a
+ * durable ZREM (idempotent; the write copies its arguments). From a
+ * durable write's continuation too: no request, no pool.
+ */
+static void
+ngx_http_linegate_link_unjournal(ngx_str_t *ws, ngx_str_t *id,
+    ngx_str_t *seq)
+{
+    u_char                          *p;
+    ngx_str_t                        member;
+    ngx_http_linegate_redis_args_t   a;
+    u_char                           buf[NGX_HTTP_LINEGATE_LR_MEMBER_MAX];
+
+    if (seq->len == 0) {
+        /* a claim not known (link_unclaim): no member was written */
+        return;
+    }
+
+    if (ws->len + id->len + seq->len + 3 > sizeof(buf)) {
+        ngx_log_error(NGX_LOG_ALERT, ngx_cycle->log, 0,
+                      NGX_HTTP_LINEGATE_LOG "the journal member of the "
+                      "reissue claim of line request \"%V\" is too long "
+                      "to remove: left to the reconciliation's sweep", id);
+        return;
+    }
+
+    p = ngx_sprintf(buf, "%V %V r%V", ws, id, seq);
+    member.data = buf;
+    member.len = p - buf;
+
+    ngx_http_linegate_redis_args_init(&a);
+    ngx_http_linegate_redis_arg_cstr(&a, "ZREM");
+    ngx_http_linegate_redis_arg_str(&a,
+        ngx_http_linegate_key_fixed(NGX_HTTP_LINEGATE_KEY_LR_INFLIGHT));
+    ngx_http_linegate_redis_arg_str(&a, &member);
+
+    (void) ngx_http_linegate_redis_durable_command(ngx_cycle->log, &a,
+                                                   "a reissue claim's "
+                                                   "journal member's "
+                                                   "removal");
 }
 
 
@@ -2097,6 +2235,10 @@ ngx_http_linegate_link_stored(ngx_http_request_t *r,
 
     if (ngx_http_linegate_reply_int(reply, 0, &code) != NGX_OK) {
         code = -1;
+
+    } else {
+        /* the store answered: the claim's journal member goes */
+        ngx_http_linegate_link_unjournal(&lr->ws, &lr->id, &lr->seq);
     }
 
     if (code == NGX_HTTP_LINEGATE_LR_OK) {
@@ -2370,6 +2512,9 @@ ngx_http_linegate_link_aborted_late(redisReply *reply,
 
     ngx_http_linegate_lines_arg(args, 3, &seq);
 
+    /* answered: the claim's journal member goes (one known by its seq) */
+    ngx_http_linegate_link_unjournal(&ws, &id, &seq);
+
     if (!own && seq.len == 0) {
         ngx_log_error(NGX_LOG_INFO, ngx_cycle->log, 0,
                       NGX_HTTP_LINEGATE_LOG "the reissue claim of line "
@@ -2427,6 +2572,12 @@ ngx_http_linegate_link_stored_late(redisReply *reply,
                       "lr_reissue_store sent again");
         return;
     }
+
+    /* answered: the claim's journal member goes */
+    ngx_http_linegate_lines_arg(args, 1, &ws);
+    ngx_http_linegate_lines_arg(args, 2, &id);
+    ngx_http_linegate_lines_arg(args, 3, &seq);
+    ngx_http_linegate_link_unjournal(&ws, &id, &seq);
 
     if (code == NGX_HTTP_LINEGATE_LR_OK) {
         ngx_http_linegate_lines_arg(args, 9, &old);

@@ -145,6 +145,7 @@ typedef enum {
     NGX_HTTP_LINEGATE_LINK_UNISSUE,      /* discard the new invoice */
     NGX_HTTP_LINEGATE_LINK_DISCARD,      /* discard it, store refused */
     NGX_HTTP_LINEGATE_LINK_ABORT,        /* lr_reissue_abort, durable */
+    NGX_HTTP_LINEGATE_LINK_JOURNAL,      /* ZADD lg:{fleet}:lr:inflight */
     /* cancel */
     NGX_HTTP_LINEGATE_CANCEL_VOID,       /* Stripe void */
     NGX_HTTP_LINEGATE_CANCEL_CHECK,      /* Stripe GET: why refused */
@@ -406,7 +407,9 @@ struct ngx_http_linegate_lr_s {
     /*
      * POST: the member "<W> <id>" of the journal lg:{fleet}:lr:inflight
      * that lr_create's reservation may have (line_create.c); empty once
-     * it is known not to be there, or its removal is sent
+     * it is known not to be there, or its removal is sent. A reissue
+     * claim's, "<W> <id> r<invoiceSeq>" (line_manage.c), written once the
+     * claim is held and removed once its store or release answered
      */
     ngx_str_t                       journal;
     /*
@@ -423,6 +426,8 @@ struct ngx_http_linegate_lr_s {
     ngx_str_t                       seq;           /* invoiceSeq */
     ngx_str_t                       claim_by;      /* reissueBy */
     int64_t                         claim_ms;      /* its reissueAt */
+    /* the step the claim goes on with once its journal member is written */
+    ngx_uint_t                      claim_next;
     ngx_str_t                       old_invoice;
     ngx_http_linegate_invoice_t     invoice;
     ngx_http_linegate_lr_sweep_t    sweep;

@@ -17,7 +17,10 @@
  *   SWEEP_SETTLE  script lr_journal_settle (the fleet's slot): the
  *             member goes, and, if this step removed it and the request
  *             was awaiting payment with no invoice (or gone), a
- *             worker_lost entry is queued on lg:{fleet}:reconcile
+ *             worker_lost entry is queued on lg:{fleet}:reconcile; a
+ *             reissue claim's member ("<W> <id> r<seq>", payment_link's)
+ *             queues reissue_lapsed for a request awaiting payment whose
+ *             claim lapsed, and stays (scored again) while it is held
  *   SETUP     ZRANGEBYSCORE lg:{fleet}:lr:setup: the set-up relay's
  *             members (a cluster: lr_setup.h) older than
  *             linegate_reconcile_lost_after, and 60 s at least (their
@@ -144,12 +147,14 @@
  *     naming another invoice), a human's;
  *   reissue_lapsed (a Lines API request that ended, paid or canceled,
  *     while a payment_link claim of it had lapsed: its worker may have
- *     left a new invoice unstored, which no payment_link sweeps now):
+ *     left a new invoice unstored, which no payment_link sweeps now; or
+ *     one still awaiting payment whose lapsed claim's journal member the
+ *     sweep found, which nobody read since):
  *     each draft or open invoice of the request (metadata
  *     [line_request_id]) is fenced and discarded in turn, the list read
  *     again after each, until none is left (voided, deleted, or
- *     no_invoice); the invoice the request names is never a draft or
- *     open one by then.
+ *     no_invoice); the invoice the request names is passed over (a
+ *     request awaiting payment may name an open one stored since).
  *
  * Every step is idempotent: a run that stops anywhere (Stripe or Redis
  * failing, the worker exiting) leaves the entry (or the claim) where it
@@ -384,6 +389,10 @@ typedef struct {
     ngx_str_t                            member;   /* "W id" */
     ngx_str_t                            workspace;  /* in member */
     ngx_str_t                            id;
+    /* a reissue claim's member, "W id r<seq>": its invoiceSeq */
+    ngx_str_t                            seq;
+    unsigned                             reissue:1;
+    unsigned                             malformed:1;
     /* the entry to queue, as read (nfields 0: nothing to queue) */
     ngx_str_t                            fields[
                                         NGX_HTTP_LINEGATE_RECONCILE_LOST];
@@ -543,6 +552,9 @@ static ngx_uint_t ngx_http_linegate_reconcile_lost_valid(
     ngx_http_linegate_reconcile_lost_t *l);
 static ngx_int_t ngx_http_linegate_reconcile_lost_read(ngx_http_request_t *r,
     ngx_http_linegate_reconcile_lost_t *l);
+static ngx_int_t ngx_http_linegate_reconcile_lapsed_found(
+    ngx_http_request_t *r, ngx_http_linegate_reconcile_lost_t *l,
+    redisReply *reply);
 static ngx_int_t ngx_http_linegate_reconcile_lost_found(ngx_http_request_t *r,
     ngx_http_linegate_reconcile_lost_t *l, redisReply *reply);
 static ngx_int_t ngx_http_linegate_reconcile_lost_settle(
@@ -1225,6 +1237,22 @@ ngx_http_linegate_reconcile_lost_next(ngx_http_request_t *r,
             l->workspace.len = sp - m->data;
             l->id.data = sp + 1;
             l->id.len = m->data + m->len - l->id.data;
+
+            /* a reissue claim's: "<W> <id> r<invoiceSeq>" */
+            sp = ngx_strlchr(l->id.data, l->id.data + l->id.len, ' ');
+
+            if (sp != NULL) {
+                l->seq.data = sp + 1;
+                l->seq.len = l->id.data + l->id.len - l->seq.data;
+                l->id.len = sp - l->id.data;
+                l->reissue = 1;
+
+                if (l->seq.len < 2 || l->seq.data[0] != 'r'
+                    || ngx_atoi(l->seq.data + 1, l->seq.len - 1) <= 0)
+                {
+                    l->malformed = 1;
+                }
+            }
         }
 
         /* malformed: no request to read, the member just goes */
@@ -1240,7 +1268,8 @@ ngx_http_linegate_reconcile_lost_next(ngx_http_request_t *r,
                       NGX_HTTP_LINEGATE_LOG "reconciliation: %ui line "
                       "request(s) in flight past "
                       "linegate_reconcile_lost_after (their worker died) "
-                      "queued as worker_lost", rc->lost_queued);
+                      "queued as worker_lost or reissue_lapsed",
+                      rc->lost_queued);
     }
 
     ngx_http_linegate_reconcile_next(r, ctx,
@@ -1261,6 +1290,10 @@ ngx_http_linegate_reconcile_lost_valid(ngx_http_linegate_reconcile_lost_t *l)
 
     part[0] = &l->workspace;
     part[1] = &l->id;
+
+    if (l->malformed) {
+        return 0;
+    }
 
     for (i = 0; i < 2; i++) {
         if (part[i]->len == 0
@@ -1313,6 +1346,10 @@ ngx_http_linegate_reconcile_lost_read(ngx_http_request_t *r,
     ngx_http_linegate_redis_arg_cstr(&a[0], "createdAt");
     ngx_http_linegate_redis_arg_cstr(&a[0], "idem");
     ngx_http_linegate_redis_arg_cstr(&a[0], "customer");
+    /* a reissue claim's member: the claim, as lr_reissue_claim keeps it */
+    ngx_http_linegate_redis_arg_cstr(&a[0], "reissueAt");
+    ngx_http_linegate_redis_arg_cstr(&a[0], "sweepFrom");
+    ngx_http_linegate_redis_arg_cstr(&a[0], "sweepTo");
 
     ngx_http_linegate_redis_args_init(&a[1]);
     ngx_http_linegate_redis_arg_cstr(&a[1], "HGET");
@@ -1361,9 +1398,13 @@ ngx_http_linegate_reconcile_lost_found(ngx_http_request_t *r,
     if (reply == NULL || reply->type != REDIS_REPLY_ARRAY
         || reply->elements != 3
         || reply->element[0]->type != REDIS_REPLY_ARRAY
-        || reply->element[0]->elements != 5)
+        || reply->element[0]->elements != 8)
     {
         return NGX_ERROR;
+    }
+
+    if (l->reissue) {
+        return ngx_http_linegate_reconcile_lapsed_found(r, l, reply);
     }
 
     lr = reply->element[0];
@@ -1452,6 +1493,148 @@ ngx_http_linegate_reconcile_lost_found(ngx_http_request_t *r,
 }
 
 
+/*
+ * What SWEEP_READ found of a reissue claim's member "<W> <id> r<seq>"
+ * (line_manage.c, LINK_JOURNAL): the claim's worker wrote it before the
+ * claim's first Stripe call, and removes it once the claim's store or
+ * release answered. Still there past linegate_reconcile_lost_after, the
+ * request is read for what its claims left:
+ *
+ *   no reissueAt (stored, or released with nothing left to look for), or
+ *   the request gone: nothing to queue, the member goes;
+ *   the request ended (paid, canceled): its lapsed claims are its
+ *   sweepPending mark's (lr_settle), queued as reissue_lapsed by the
+ *   step that ended it or by its next read (lines_lapsed), once: the
+ *   member goes, nothing queued twice;
+ *   a claim held (reissueAt younger than its hold, the claim's or one
+ *   that took it over): its worker may be alive, Stripe slow, and must
+ *   not have its invoice voided under it: the member stays for a later
+ *   run (NGX_DECLINED, scored again with the run's time);
+ *   a claim lapsed (its hold passed) or released lapsed (reissueAt 0):
+ *   Stripe may hold an invoice the dead worker made and no request
+ *   names, which only a read of the request would sweep: queued as
+ *   reissue_lapsed, for the run to fence and discard each of the
+ *   request's draft and open invoices (and read a paid one against
+ *   it: one the request does not name is a human's, invoice_paid).
+ *
+ * The entry's `at`, from which the run lists the customer's invoices:
+ * the earliest claim not swept (sweepFrom, or reissueAt when earlier),
+ * else the member's score; its `to`: the latest (sweepTo, or reissueAt
+ * when later), as payment_link's own sweep lists.
+ */
+static ngx_int_t
+ngx_http_linegate_reconcile_lapsed_found(ngx_http_request_t *r,
+    ngx_http_linegate_reconcile_lost_t *l, redisReply *reply)
+{
+    u_char       iso[NGX_HTTP_LINEGATE_ISO_LEN];
+    int64_t      at, from, to, v;
+    ngx_str_t    s, *f;
+    ngx_uint_t   i;
+    redisReply  *lr;
+
+    lr = reply->element[0];
+
+    if (lr->element[5]->type == REDIS_REPLY_NIL
+        || ngx_http_linegate_reply_str(lr, 0, &s) != NGX_OK
+        || !ngx_http_linegate_reconcile_is(&s, "awaiting_payment"))
+    {
+        /* no claim left unswept, gone, or ended: nothing to queue */
+        return NGX_OK;
+    }
+
+    if (ngx_http_linegate_reply_str(lr, 5, &s) != NGX_OK
+        || (at = ngx_atoi(s.data, s.len)) == NGX_ERROR)
+    {
+        return NGX_ERROR;
+    }
+
+    if (at > 0
+        && ngx_http_linegate_now_ms() - at < NGX_HTTP_LINEGATE_LR_REISSUE_HOLD)
+    {
+        ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
+                      NGX_HTTP_LINEGATE_LOG "reconciliation: the reissue "
+                      "claim of line request \"%V\" of workspace \"%V\" "
+                      "is still held: its journal member left for a later "
+                      "run", &l->id, &l->workspace);
+        return NGX_DECLINED;
+    }
+
+    from = 0;
+    to = at;
+
+    if (ngx_http_linegate_reply_str(lr, 6, &s) == NGX_OK
+        && (v = ngx_atoi(s.data, s.len)) > 0)
+    {
+        from = v;
+    }
+
+    if (at > 0 && (from == 0 || at < from)) {
+        from = at;
+    }
+
+    if (from == 0
+        && ngx_http_linegate_reply_str(reply, 2, &s) == NGX_OK
+        && (v = ngx_atoi(s.data, s.len)) > 0)
+    {
+        /* released lapsed with no time kept: the member's, before it */
+        from = v;
+    }
+
+    if (ngx_http_linegate_reply_str(lr, 7, &s) == NGX_OK
+        && (v = ngx_atoi(s.data, s.len)) > to)
+    {
+        to = v;
+    }
+
+    f = l->fields;
+
+    ngx_str_set(&f[0], "workspace");
+    f[1] = l->workspace;
+    ngx_str_set(&f[2], "line_request_id");
+    f[3] = l->id;
+    ngx_str_set(&f[4], "reason");
+    ngx_str_set(&f[5], "reissue_lapsed");
+    ngx_str_set(&f[6], "customer");
+    ngx_str_set(&f[8], "at");
+    ngx_str_set(&f[10], "to");
+
+    /* the customer the request was billed to, else the workspace's */
+    if (ngx_http_linegate_reply_str(lr, 4, &s) != NGX_OK
+        && ngx_http_linegate_reply_str(reply, 1, &s) != NGX_OK)
+    {
+        ngx_str_set(&s, "");
+    }
+
+    if (s.len > NGX_HTTP_LINEGATE_RECONCILE_FIELD_MAX
+        || ngx_http_linegate_pstr(r->pool, &f[7], s.data, s.len) == NULL)
+    {
+        return NGX_ERROR;
+    }
+
+    /* copied: the reply is freed after its handler, iso is this frame's */
+    for (i = 0; i < 2; i++) {
+        v = (i == 0) ? from : to;
+        ngx_str_set(&s, "");
+
+        if (v > 0) {
+            s.data = iso;
+            s.len = ngx_http_linegate_iso8601(iso, v) - iso;
+        }
+
+        if (ngx_http_linegate_pstr(r->pool, &f[9 + 2 * i], s.data, s.len)
+            == NULL)
+        {
+            return NGX_ERROR;
+        }
+    }
+
+    /* no claim's time known: no 'to', the run lists until now */
+    l->nfields = (to > 0) ? 12 : 10;
+
+    return NGX_OK;
+}
+
+
 /* SWEEP_SETTLE: lr_journal_settle.lua in the fleet's slot */
 static ngx_int_t
 ngx_http_linegate_reconcile_lost_settle(ngx_http_request_t *r,
@@ -1497,7 +1680,8 @@ ngx_http_linegate_reconcile_lost_settled(ngx_http_request_t *r,
                           NGX_HTTP_LINEGATE_LOG "reconciliation: line "
                           "request \"%V\" of workspace \"%V\" in flight "
                           "past linegate_reconcile_lost_after: queued as "
-                          "worker_lost", &l->id, &l->workspace);
+                          "%s", &l->id, &l->workspace,
+                          l->reissue ? "reissue_lapsed" : "worker_lost");
         }
 
     } else {
@@ -2719,21 +2903,26 @@ ngx_http_linegate_reconcile_lapsed_skip(
 {
     json_t  *id;
 
+    id = json_object_get(sub, "id");
+
+    if (e->named.len && json_is_string(id)
+        && json_string_length(id) == e->named.len
+        && ngx_strncmp(json_string_value(id), e->named.data, e->named.len)
+           == 0)
+    {
+        /*
+         * the request's own, whatever its status: one still awaiting
+         * payment (a journal's entry, reconcile_lapsed_found) may name
+         * an open invoice a payment_link stored since, never discarded
+         */
+        return 1;
+    }
+
     if (e->draft || ngx_http_linegate_reconcile_is_status(sub, "open")) {
         return 0;
     }
 
-    if (e->state != NGX_HTTP_LINEGATE_RECONCILE_PAID) {
-        return 1;
-    }
-
-    id = json_object_get(sub, "id");
-
-    return e->named.len && json_is_string(id)
-           && json_string_length(id) == e->named.len
-           && ngx_strncmp(json_string_value(id), e->named.data,
-                          e->named.len)
-              == 0;
+    return e->state != NGX_HTTP_LINEGATE_RECONCILE_PAID;
 }
 
 

@@ -327,17 +327,21 @@ subtest 'a write no replica acknowledges' => sub {
     # payment_link replacing an uncollectible invoice: its claim of the
     # reissue (lr_reissue_claim), acknowledged before anything is billed
     # (lost with its master, another payment_link could claim and issue
-    # too), the new invoice's index, then the request naming it
-    # (lr_reissue_store), each acknowledged before the new link is
-    # answered: the store lost with its master would leave the request
-    # on the void invoice, and the customer's payment of the new link
-    # unknown to the webhook
+    # too), the claim's journal member (by which a run sweeps what the
+    # claim leaves at Stripe should its worker die: it names the claim's
+    # invoiceSeq, so it follows the claim's answer), the new invoice's
+    # index, then the request naming it (lr_reissue_store), each
+    # acknowledged before the new link is answered: the store lost with
+    # its master would leave the request on the void invoice, and the
+    # customer's payment of the new link unknown to the webhook
     $l->invoice_do($created->{invoiceId}, 'mark_uncollectible');
     $before = $waits->();
     my $link = $l->manage($wp, $paid, 'payment_link');
     is($link->res->code, 200, 'payment_link: a new link');
-    is($waits->() - $before, 3, 'three WAITs: the claim, the new '
-       . 'invoice\'s index and its store');
+    is($waits->() - $before, 4, 'four WAITs: the claim, its journal '
+       . 'member, the new invoice\'s index and its store');
+    ok(eventually(sub { !$r->zcard('lg:{fleet}:lr:inflight') }, 5),
+       'the claim\'s journal member gone after the store');
 
     # the replicas stop acknowledging (a partition, as far as WAIT knows)
     my @replicas = map { /port=(\d+)/ ? $1 : () }

@@ -16,8 +16,11 @@ use LG::Lines qw(body);
 
 # (the Redis command timeout outlasts worker_shutdown_timeout: a step
 # held at Redis is ended by the reload, not by its own timeout)
+# (linegate_reconcile_delay 0: a run settles the entry its own sweep of
+# the journal queued, as t/235's do)
 my $s = LG::Stack->new(STRIPE_TIMEOUT => '5s', REDIS_COMMAND_TIMEOUT => '5s',
-                       MAIN_EXTRA => 'worker_shutdown_timeout 500ms;')
+                       MAIN_EXTRA => 'worker_shutdown_timeout 500ms;',
+                       HTTP_EXTRA => 'linegate_reconcile_delay 0;')
             ->start;
 my $l = LG::Lines->new($s);
 my $r = $s->redis;
@@ -375,6 +378,110 @@ subtest 'ended while its new paid invoice is indexed: left to the sweep'
     ok(!exists $h->{reissueAt}, 'the claim gone');
     ok(!defined $l->pending($w), 'the workspace is free');
     is(scalar(() = $l->invoices($w->{customer})), 2, 'nothing issued');
+    unlike($s->error_log, qr/exited on signal/, 'no worker crashed');
+};
+
+# The same dead worker (ended while Stripe held its new invoice's
+# finalize, open at Stripe, the claim left), and nobody ever reads the
+# request again: no GET, no cancel, no payment_link. The claim's member
+# of the journal lg:{fleet}:lr:inflight ("<W> <id> r<invoiceSeq>",
+# written before the reissue's first Stripe call) is what a
+# reconciliation run finds: while the claim holds (its worker may be
+# alive, Stripe slow) the run leaves it; past its hold and
+# linegate_reconcile_lost_after the run queues reissue_lapsed and voids
+# the open invoice, the request untouched (it names its old invoice, the
+# claim lapsed for the next payment_link to take over). The module before
+# wrote no member: the invoice stayed payable, its webhook answered 409
+# INVOICE_PENDING, and no run ever looked.
+subtest 'a lapsed claim nobody reads: swept by a run from the journal'
+    => sub {
+    my $w = $l->workspace('org_cut_relink_run');
+    my ($id, $c) = $l->awaiting($w);
+    my $old = $c->{invoiceId};
+    $l->invoice_do($old, 'void');
+    $l->fault(path_prefix => '/v1/invoices/', latency_ms => 3000,
+              after_commit => 1);
+    my $logoff = length $s->error_log;
+    my $lkey = "lg:{ws:$w->{id}}:lr:$id";
+    my $J = 'lg:{fleet}:lr:inflight';
+
+    my ($reloaded, $hupoff);
+    my $pr = $s->ua->start_p($s->ua->build_tx(
+                 POST => $s->url("/api/line-requests/$id") => $w->{auth}
+                 => json => {action => 'payment_link'}))->catch(sub { });
+    my $until = time + 8;
+    my $tid = Mojo::IOLoop->recurring(0.01 => sub {
+        return if $reloaded || time > $until;
+        return unless $s->stub_held(qr{^/v1/invoices/in_\w+/finalize$});
+        $hupoff = length $s->error_log;
+        kill 'HUP', $s->{pids}{nginx};
+        $reloaded = 1;
+    });
+    $pr->wait;
+    Mojo::IOLoop->remove($tid);
+    $l->clear_faults;
+    ok($reloaded, 'reloaded while Stripe held the finalize') or return;
+    ok($s->wait_redis_connected($hupoff, 60), 'the new workers up');
+
+    my @made = grep { $_->{id} ne $old } $l->invoices($w->{customer});
+    is(scalar @made, 1, 'one new invoice') or return;
+    my $in = $made[0]{id};
+    is($made[0]{status}, 'open', 'open at Stripe');
+    claim_left_logged($id, $in, $logoff);
+    sleep 1;    # what a release would have done, done by now
+    my $h = $l->lr($w, $id);
+    ok($h->{reissueAt}, 'the claim kept') or return;
+    my @m = grep { index($_, "$w->{id} $id ") == 0 } $r->zrange($J, 0, -1);
+    is_deeply(\@m, ["$w->{id} $id r$h->{invoiceSeq}"],
+              'the claim\'s journal member')
+        or diag explain [$r->zrange($J, 0, -1)];
+
+    # the member past linegate_reconcile_lost_after (10 minutes)
+    my $aged = sub {
+        $r->zadd($J, $r->zscore($J, $_) - 600001, $_) for @m;
+    };
+    my $entry_of = sub {
+        my ($b) = @_;
+        my ($e) = grep { ($_->{line_request_id} // '') eq $id }
+                  @{ $b->{entries} // [] };
+        return $e;
+    };
+
+    # the claim still held: its worker may be alive, the member left
+    $aged->();
+    my $tx = $s->op(POST => '/reconciliation/run');
+    is($tx->res->code, 200, 'a run') or diag $tx->res->body;
+    ok(!$entry_of->($tx->res->json // {}), 'nothing of it settled');
+    is_deeply([grep { index($_, "$w->{id} $id ") == 0 }
+               $r->zrange($J, 0, -1)], \@m, 'the held claim\'s member left');
+    is($l->invoice($in)->{status}, 'open', 'its invoice left');
+
+    # past its 60 s hold: lapsed
+    $r->hset($lkey, reissueAt => $h->{reissueAt} - 60001);
+    $aged->();
+    $tx = $s->op(POST => '/reconciliation/run');
+    is($tx->res->code, 200, 'a run past the hold') or diag $tx->res->body;
+    my $e = $entry_of->($tx->res->json // {});
+    is($e->{reason} // '', 'reissue_lapsed', 'queued as reissue_lapsed')
+        or diag explain $tx->res->json;
+    is($e->{outcome} // '', 'voided', 'settled: voided');
+    is($l->invoice($in)->{status}, 'void', 'the open invoice voided');
+    ok(!defined $r->get("lg:invoice:$in"), 'no webhook index of it');
+    is_deeply([grep { index($_, "$w->{id} $id ") == 0 }
+               $r->zrange($J, 0, -1)], [], 'the member gone');
+    $h = $l->lr($w, $id);
+    is("$h->{provisioningStatus}/$h->{invoiceId}", "awaiting_payment/$old",
+       'the request untouched: nobody read it');
+
+    # the next payment_link takes the lapsed claim over: a new invoice
+    my $b = $l->answer($l->manage($w, $id, 'payment_link'), 200,
+                       'payment_link');
+    is($b->{reused}, Mojo::JSON->false, 'a new link');
+    is(scalar(grep { $_->{status} eq 'open' } $l->invoices($w->{customer})),
+       1, 'one payable invoice');
+    ok(eventually(sub { !grep { index($_, "$w->{id} $id ") == 0 }
+                             $r->zrange($J, 0, -1) }, 5),
+       'its member removed once stored');
     unlike($s->error_log, qr/exited on signal/, 'no worker crashed');
 };
 

@@ -9,12 +9,20 @@
 -- built from what it read: the request awaiting payment with no invoice,
 -- Stripe maybe holding an invoice no request names. A request found in
 -- any other state, or gone, queues nothing: the member just goes.
+-- A reissue claim's member "<W> <id> r<invoiceSeq>" (payment_link's,
+-- line_manage.c) is settled the same way: nginx read the request's
+-- claim, and queues reissue_lapsed for one awaiting payment whose claim
+-- lapsed (reconcile.c, reconcile_lapsed_found); a claim still held is
+-- not sent here (the member stays).
 --
 -- KEYS[1]  lg:{fleet}:lr:inflight   KEYS[2]  lg:{fleet}:reconcile
--- ARGV[1]  the member, "<workspace> <request id>"
+-- ARGV[1]  the member, "<workspace> <request id>" (a reissue claim's:
+--          "<workspace> <request id> r<invoiceSeq>")
 -- ARGV[2..] the worker_lost entry's fields, flat {name, value, ...}
 --          (workspace, line_request_id, reason, idempotency_key,
---          customer, at); none: nothing to queue
+--          customer, at), or the reissue_lapsed entry's (workspace,
+--          line_request_id, reason, customer, at[, to]); none: nothing
+--          to queue
 --
 -- Returns {removed: 1 | 0, queued: 1 | 0}.
 
