@@ -3292,7 +3292,14 @@ ngx_http_linegate_reconcile_fenced(ngx_http_request_t *r,
     rc = ctx->data;
     e = &rc->entry[rc->i];
 
-    if (code == 0 && e->state == NGX_HTTP_LINEGATE_RECONCILE_PAID) {
+    if (code == 0
+        && (e->state == NGX_HTTP_LINEGATE_RECONCILE_PAID || e->lapsed))
+    {
+        /*
+         * reissue_lapsed: the request's own invoice, open too when it
+         * still awaits payment (a journal's entry, a payment_link having
+         * stored a new one since): passed over, the others looked for
+         */
         ngx_http_linegate_reconcile_fenced_named(r, ctx, reply);
         return;
     }
@@ -3369,7 +3376,8 @@ ngx_http_linegate_reconcile_fenced(ngx_http_request_t *r,
  * webhook came before the index, and was acknowledged as unknown; the
  * store then landed, sent again after its reply was lost): promoted, as
  * PAID_SETTLE does (the index again first). reissue_lapsed: the request's
- * own invoice, passed over; its other invoices are looked for.
+ * own invoice (paid, or open: FENCE 0 of a request awaiting payment),
+ * passed over; its other invoices are looked for.
  */
 static void
 ngx_http_linegate_reconcile_fenced_named(ngx_http_request_t *r,

@@ -485,4 +485,40 @@ subtest 'a lapsed claim nobody reads: swept by a run from the journal'
     unlike($s->error_log, qr/exited on signal/, 'no worker crashed');
 };
 
+# A reissue_lapsed entry of a request still awaiting payment (what the
+# journal's sweep queues) may be settled after a payment_link took the
+# lapsed claim over and stored a new invoice, open: the run reads it
+# against the request (lr_void_fence), which names it, and passes over
+# it, leaving it payable, to look for the lapsed claim's: none here,
+# no_invoice. The module before settled the entry stored_late at the
+# named one, and never looked at the request's other invoices, among
+# them the one the dead worker left.
+subtest 'reissue_lapsed of a request naming an open invoice: left payable'
+    => sub {
+    my $w = $l->workspace('org_lapsed_named_open');
+    my ($id, $c) = $l->awaiting($w);
+    my $in = $c->{invoiceId};
+    is($l->invoice($in)->{status}, 'open', 'its invoice open');
+    my @t = gmtime(time - 60);
+    my $at = sprintf '%04d-%02d-%02dT%02d:%02d:%02d.000Z', $t[5] + 1900,
+                     $t[4] + 1, @t[3, 2, 1, 0];
+    $r->xadd('lg:{fleet}:reconcile', '*', workspace => $w->{id},
+             line_request_id => $id, invoice_id => '',
+             reason => 'reissue_lapsed', customer => $w->{customer},
+             at => $at);
+    my $tx = $s->op(POST => '/reconciliation/run');
+    is($tx->res->code, 200, 'a run') or diag $tx->res->body;
+    my ($e) = grep { ($_->{line_request_id} // '') eq $id }
+              @{ ($tx->res->json // {})->{entries} // [] };
+    is($e->{outcome} // '', 'no_invoice', 'settled: nothing to discard')
+        or diag explain $e;
+    is($l->invoice($in)->{status}, 'open', 'the named invoice left payable');
+    is($l->lr($w, $id)->{invoiceId}, $in, 'still named');
+    ok(!grep({ ($_->{line_request_id} // '') eq $id
+               && ($_->{reason} // '') eq 'reissue_lapsed' }
+             map { +{ @{ $_->[1] } } }
+             $r->xrange('lg:{fleet}:reconcile', '-', '+')),
+       'off lg:{fleet}:reconcile');
+};
+
 done_testing;
