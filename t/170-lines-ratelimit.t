@@ -225,6 +225,83 @@ subtest 'a key written while Redis stalls still expires' => sub {
     ok($ttl > 0 && $ttl <= 6_001, "and its key expires ($ttl ms)");
 };
 
+# EXISTS calls Redis ran (scripts' own included; on a cluster summed
+# over the masters): lr_here's check of every request a creation's index
+# names is one EXISTS each
+sub exists_calls {
+    my $st = $r->info('commandstats')->{cmdstat_exists} // '';
+    return $st =~ /calls=(\d+)/ ? $1 : 0;
+}
+
+# On a Redis Cluster, lr_create checked that every request of the
+# workspace's index was on its node (lg_lr_here: an EXISTS each) before
+# the gate: a creation the rate refused, and a malformed one (the gate
+# alone, for its 400), walked them all the same, and 429s bounded none
+# of that work (every request of :lines, failed ones too, while :live is
+# not built). The check now follows the gate's admission (which a
+# TRYAGAIN gives back): refused or malformed, nothing is walked. One
+# Redis never walked there (its creations read the index after the gate).
+subtest 'a creation refused or malformed walks no request' => sub {
+    my $w = ws();
+    my $id = $l->created($w);
+    my %tpl = $r->hgetall("lg:{ws:$w->{id}}:lr:$id");
+    # 60 live lines (paid add-ons, as the API leaves them), no :live: a
+    # workspace written before it
+    $r->eval(<<'LUA', 1, "lg:{ws:$w->{id}}", %tpl);
+for i = 1, 60 do
+    local id = string.format('%024x', 0xc0ffee000 + i)
+    redis.call('HSET', KEYS[1] .. ':lr:' .. id, unpack(ARGV))
+    redis.call('HSET', KEYS[1] .. ':lr:' .. id, 'channelType', 'email')
+    redis.call('ZADD', KEYS[1] .. ':lines', 1700000000000 + i, id)
+end
+return 1
+LUA
+    $r->del("lg:{ws:$w->{id}}:live");
+
+    used_but($w, 0);
+    my $before = exists_calls();
+    limited($w, sub { $l->create($w, body()) }, "create $_") for 1 .. 3;
+    is(exists_calls() - $before, 0, 'three creations refused: no EXISTS');
+
+    $r->del(gcra_key($w));
+    $before = exists_calls();
+    $l->invalid_field($l->create($w, body(firstName => '')), 'firstName',
+                      "malformed $_") for 1 .. 3;
+    is(exists_calls() - $before, 0, 'three malformed: no EXISTS');
+};
+
+# lg_lr_gate_undo(), what a creation or a listing that meets a request
+# on another node (TRYAGAIN) does with its admission: the rate as it was
+# before the gate counted it, busy or idle
+subtest 'a TRYAGAIN gives its admission back' => sub {
+    my $src = "--#include lr_codes\n--#include lr_gate\n"
+            . "local ws, code = lg_lr_gate()\n"
+            . "if code == LR_GATE_OK then lg_lr_gate_undo() end\n"
+            . "return code\n";
+    1 while $src =~ s{^--#include ([a-z0-9_]+)[ \t]*$}{
+        open my $fh, '<', "$LG::Stack::ROOT/src/lua/include/$1.lua"
+            or die "$1: $!";
+        local $/;
+        <$fh>;
+    }gme;
+
+    my $w = ws();
+    my $k = gcra_key($w);
+    my @keys = ("lg:{ws:$w->{id}}", "lg:{ws:$w->{id}}:keys", $k);
+    my @argv = ('w', $w->{id}, $T, $TAU, '', '');
+
+    used_but($w, 4);
+    my $tat = $r->get($k);
+    is($r->eval($src, 3, @keys, @argv), 0, 'busy: admitted');
+    is($r->get($k), $tat, 'busy: the TAT as it was');
+    my $ttl = $r->pttl($k);
+    ok($ttl > 0 && $ttl <= 60_001, "busy: still expiring ($ttl ms)");
+
+    $r->del($k);
+    is($r->eval($src, 3, @keys, @argv), 0, 'idle: admitted');
+    ok(!$r->exists($k), 'idle: the key gone, idle again');
+};
+
 subtest 'no RateLimit where no workspace is known' => sub {
     my $tx = $l->req({Authorization => 'Bearer tuco_' . 'z' x 40},
                      GET => '/api/lines/by-user');

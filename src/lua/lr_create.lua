@@ -101,8 +101,8 @@ local ikey = ARGV[20] ~= '' and KEYS[9] or nil
 local LR_LIVE_BUILT = 'built'
 local LR_LIVE_SKEW = 60000
 
--- :live read once, when first needed (after the gate on one Redis, so
--- that a call the gate refuses reads nothing of it): its members, the
+-- :live read once, when first needed (after the gate, so that a call
+-- the gate refuses reads nothing of it): its members, the
 -- marker left out, and the marker's score (false: not built). One ZRANGE
 -- with the scores, bounded as :live is (the workspace's live requests)
 local members, synced
@@ -156,20 +156,27 @@ local function live_walk()
     return walk
 end
 
--- on a cluster, before the gate writes anything (lr_here): :live holds
+local ws, code, left, wkey = lg_lr_gate()
+if code ~= LR_GATE_OK or ARGV[6] == 'gate' then
+    return {code, ws or '', left}
+end
+
+-- on a cluster, once the gate admitted the call (lr_here): :live holds
 -- the pending request and any reservation a key holds, which leave it
 -- with their hash (lr_drop); the other ones are gone, canceled or
--- failed. Not built: of :lines, which the count then reads
+-- failed. Not built: of :lines, which the count then reads. One that
+-- may be on another node: the admission given back, nothing else
+-- written yet, TRYAGAIN. After the gate, so that a call it refuses
+-- (rate limited, a key revoked) or one that only asks it ('gate': a
+-- malformed body) walks nothing: before, each of them walked every
+-- request the index names (all of :lines while :live is not built),
+-- and 429s bounded none of it
 if ARGV[1] == 'c'
    and not lg_lr_here(KEYS[1], live_read() and live_walk().ids
                                or redis.call('ZRANGE', lines, 0, -1))
 then
+    lg_lr_gate_undo()
     return redis.error_reply(LR_TRYAGAIN)
-end
-
-local ws, code, left, wkey = lg_lr_gate()
-if code ~= LR_GATE_OK or ARGV[6] == 'gate' then
-    return {code, ws or '', left}
 end
 
 local id = ARGV[7]
@@ -410,7 +417,7 @@ end
 -- :live not built and not counted (an add-on of its channel, SPEC 2.2):
 -- built all the same, one walk of :lines, so that a workspace whose
 -- creations never count is not walked whole (on a cluster, lg_lr_here()
--- before the gate) at each of them for ever
+-- too) at each of them for ever
 local built = live_read()
 if not built and not found then
     live_count()

@@ -14,15 +14,19 @@
 --#include lr_line
 --#include lr_here
 
--- on a cluster, before the gate writes anything (lr_here)
-local ids = ARGV[1] == 'c' and redis.call('ZRANGE', KEYS[4], 0, -1)
-if ids and not lg_lr_here(KEYS[1], ids) then
-    return redis.error_reply(LR_TRYAGAIN)
-end
-
 local ws, code, left, wkey = lg_lr_gate()
 if code ~= LR_GATE_OK or ARGV[6] == 'gate' then
     return {code, ws or '', left}
+end
+
+-- on a cluster, once the gate admitted the call (lr_here; one that may
+-- be on another node: the admission given back, TRYAGAIN), so that a
+-- call the gate refuses (a key revoked, rate limited) walks nothing:
+-- before, each one walked every request of :lines
+local ids = ARGV[1] == 'c' and redis.call('ZRANGE', KEYS[4], 0, -1)
+if ids and not lg_lr_here(KEYS[1], ids) then
+    lg_lr_gate_undo()
+    return redis.error_reply(LR_TRYAGAIN)
 end
 
 local out = {LR_OK, ws, left}

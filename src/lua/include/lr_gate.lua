@@ -13,8 +13,8 @@
 -- KEYS[1] lg:{ws:<ARGV[2]>}, KEYS[2] its :keys, KEYS[3] its :gcra (the
 --         first three keys of every script that includes this one)
 -- ARGV[1] 'w' (the workspace is known), 'c' the same on a Redis Cluster
---         (include/lr_here.lua: a walk of data-named keys checks first
---         that they are all on this node)
+--         (include/lr_here.lua: a walk of data-named keys checks, once
+--         the gate admitted the call, that they are all on this node)
 -- ARGV[2] the workspace
 -- ARGV[3] the emission interval T (microseconds per request: the
 --         window / linegate_rate), ARGV[4] the tolerance tau = (N - 1) T,
@@ -32,6 +32,9 @@
 --   code LR_GATE_OK, LR_UNAUTHORIZED (ws nil) or LR_RATE_LIMITED; a
 --   refused request writes nothing (GCRA: nothing to take back). wkey:
 --   KEYS[1] (the workspace's hash).
+-- lg_lr_gate_undo(): the admission of an LR_GATE_OK given back (as
+--   rl_refund.lua gives one back), for a step that then answers TRYAGAIN
+--   having written nothing else: nginx sends it again, counted then.
 
 if redis.replicate_commands then
     redis.replicate_commands()
@@ -64,4 +67,22 @@ local function lg_lr_gate()
     end
 
     return ws, LR_GATE_OK, {left, reset_ms, 0}, wkey
+end
+
+-- rl_refund.lua's arithmetic: the TAT less one emission interval, the key
+-- gone when that is now or before (idle). The gate's own SET is there
+-- (a script's keys do not expire while it runs); Redis TIME, as the gate
+local function lg_lr_gate_undo()
+    local t = redis.call('TIME')
+    local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+    local tat = (tonumber(redis.call('GET', KEYS[3]) or '') or 0)
+                - tonumber(ARGV[3])
+
+    if tat <= now then
+        redis.call('DEL', KEYS[3])
+        return
+    end
+
+    redis.call('SET', KEYS[3], string.format('%d', tat),
+               'PX', math.ceil((tat - now) / 1000) + 1)
 end

@@ -8,8 +8,9 @@
 -- key that is not local); on the node it reaches, it reads as missing.
 -- Neither means the request is gone while the slot moves, so a script
 -- that would drop an index entry or count live lines from them asks this
--- first, before the gate writes anything, and answers TRYAGAIN when the
--- answer is no:
+-- once the gate admitted the call (a call it refuses walks nothing),
+-- before anything else is written, and answers TRYAGAIN when the answer
+-- is no, the gate's admission given back (lg_lr_gate_undo):
 -- nginx sends it again, as a cluster's own TRYAGAIN (redis.c), until the
 -- workspace is whole on one node (docs/data-model.md, "Scripts and
 -- slots"). On one Redis (lr_gate's ARGV[1] 'w') a request that is not
