@@ -268,6 +268,20 @@ LUA
     $l->invalid_field($l->create($w, body(firstName => '')), 'firstName',
                       "malformed $_") for 1 .. 3;
     is(exists_calls() - $before, 0, 'three malformed: no EXISTS');
+
+    # a key the workspace no longer lists, its lookup still there (a
+    # revocation's first step): refused by the gate of lr_create, and of
+    # lr_list (by-user's pipeline refuses it, the key is looked up again
+    # and the script answers)
+    my $k = $s->op(POST => "/workspaces/$w->{id}/keys")->res->json;
+    $r->hdel("lg:{ws:$w->{id}}:keys", $k->{keyId});
+    my $auth = {Authorization => "Bearer $k->{key}"};
+    $before = exists_calls();
+    is($l->create($auth, body())->res->code, 401,
+       "a revoked key's create $_") for 1 .. 2;
+    is($l->list($auth)->res->code, 401, "a revoked key's by-user $_")
+        for 1 .. 2;
+    is(exists_calls() - $before, 0, 'a revoked key: no EXISTS');
 };
 
 # lg_lr_gate_undo(), what a creation or a listing that meets a request
