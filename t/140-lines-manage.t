@@ -1179,6 +1179,14 @@ subtest 'lr_reissue_store, lr_reissue_abort: a claim taken over' => sub {
                        'cus_x')], [1], 'store of claim 2: LR_OK');
     is_deeply([$r->eval($abort, 1, $k, @who, 2, 'cus_x', '', 'in_new2')],
               [1, 1], 'an abort after it: stored');
+    # released lapsed (ARGV[5] '1') after its store: the store released
+    # the claim, nothing is left to look for. It wrote reissueAt 0, a
+    # lapsed claim made up on a request that names its new invoice:
+    # wh_invoice then refused that invoice's void (409) and the next
+    # payment_link or cancel swept the customer's invoices for nothing
+    is_deeply([$r->eval($abort, 1, $k, @who, 2, 'cus_x', '1', 'in_new2')],
+              [1, 1], 'a lapsed release after it: stored');
+    ok(!$r->hexists($k, 'reissueAt'), 'no lapsed claim made up');
     $r->hset($k, provisioningStatus => 'canceled');
     is_deeply([$r->eval($store, 1, $k, @who, 2, 'in_new3', 'u', 1, 'd',
                        'cus_x')], [12, 'canceled'],

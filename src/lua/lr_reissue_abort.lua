@@ -27,7 +27,8 @@
 -- none; the request's pool cleanup), ARGV[7] the claim's reissueBy
 -- (with ARGV[3] '')
 -- Returns {own, stored}: own 1 when the claim is this one's (released,
--- now or by an earlier run of the same write), else 0 (logged); stored 1
+-- now or by an earlier run of the same write or its store: then nothing
+-- is written, lapsed or not), else 0 (logged); stored 1
 -- when the request names ARGV[6] (its store ran: nothing to queue),
 -- else 0.
 local lkey = KEYS[1]
@@ -41,7 +42,13 @@ if ARGV[3] == '' then
 end
 
 if mine then
-    if ARGV[5] == '1' then
+    if not h[3] then
+        -- released already: by its store (which named the invoice, the
+        -- sweep done), or by an earlier run of this write. Released
+        -- lapsed again it would make up a lapsed claim, reissueAt 0, on
+        -- a request with none: its invoice's void refused by wh_invoice,
+        -- the next payment_link or cancel sweeping for nothing
+    elseif ARGV[5] == '1' then
         -- its own time is where the next sweep starts, if the earliest
         -- (a claim that took over nothing and was fenced has no sweepFrom)
         local at, from = tonumber(h[3]), tonumber(h[4])
