@@ -492,17 +492,21 @@ sub sentinels_settled {
     }, $timeout);
 }
 
-# the workers (pid => port) told of the switch to a master (their
-# sentinel's +switch-master) whose command connection's last news in the
-# error log after byte $mark is reaching that master: not dropped since
-# (the switch's "master changed", a loss, a refusal)
+# the workers (pid => port) whose command connection's last news in the
+# error log after byte $mark is reaching a master, not dropped since (the
+# switch's "master changed", a loss, a refusal), having been told of the
+# switch to it (their sentinel's +switch-master) or reached it after byte
+# $over (the failover over: a worker whose subscription moved to a
+# sentinel that had switched already is told nothing)
 sub workers_moved {
-    my ($st, $mark) = @_;
+    my ($st, $mark, $over) = @_;
     my $dropped = join '|', 'master changed', 'disconnected',
                   'keepalive PING unanswered', '\S+ connect failed',
                   '\S+ is not the master';
-    my (%told, %on);
+    my ($at, %told, %on, %late) = ($mark);
     for (split /\n/, substr($st->error_log, $mark)) {
+        my $from = $at;
+        $at += length($_) + 1;
         my ($pid) = /^\S+ \S+ \[\w+\] (\d+)#\d+: / or next;
         if (/linegate: redis sentinel: \+switch-master \S+ \S+ \d+ \S+ (\d+)/)
         {
@@ -510,12 +514,13 @@ sub workers_moved {
             delete $on{$pid};
         } elsif (/linegate: redis connected to the master \S+:(\d+)/) {
             $on{$pid} = $1;
+            $late{$pid} = $from >= $over;
         } elsif (/linegate: redis (?:$dropped)/) {
             delete $on{$pid};
         }
     }
     return { map { $_ => $on{$_} }
-             grep { ($told{$_} // 0) == ($on{$_} // -1) } keys %on };
+             grep { $late{$_} || ($told{$_} // 0) == $on{$_} } keys %on };
 }
 
 # Sentinel: after a failover, every worker subscribes on the new master
@@ -544,13 +549,14 @@ subtest 'Sentinel: subscribed again on the new master' => sub {
     ok($new, 'a replica promoted') or return;
     ok(sentinels_settled($s, $new, 30), "every sentinel names $new, the "
        . 'failover over') or return;
+    my $over = length $s->error_log;
     $s->follow_master;
-    # each worker told, its commands on the new master since
+    # each worker told (or come after), its commands on the new master
     my $on = {};
     ok(eventually(sub {
-           $on = workers_moved($s, $mark);
+           $on = workers_moved($s, $mark, $over);
            (grep { $_ == $new } values %$on) == 2 }, 30),
-       'both workers told, their commands on the new master')
+       'both workers\' commands on the new master, told of it')
         or return diag explain $on;
     ok(wait_subscribed($s, 30), 'both workers subscribed on the new master')
         or return;
