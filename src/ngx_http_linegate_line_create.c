@@ -213,6 +213,8 @@ static void ngx_http_linegate_create_restored(ngx_http_request_t *r,
 static void ngx_http_linegate_create_resolved(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr, redisReply *reply);
 static void ngx_http_linegate_create_cleanup(void *data);
+static ngx_uint_t ngx_http_linegate_create_left_for_sweep(
+    ngx_http_linegate_lr_t *lr);
 
 static ngx_int_t ngx_http_linegate_invoice_redraft(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr, ngx_uint_t result);
@@ -2290,16 +2292,11 @@ ngx_http_linegate_create_resolved(ngx_http_request_t *r,
  * while its add-on is billed: no step of it runs any more. Its release
  * (prepared with the reservation) goes to the worker's durable writes;
  * an invoice already made cannot be voided from here and is logged.
- * Not while the index of an invoice Stripe paid is written: released,
- * the paid invoice would be a human's and the key free for a retry to
- * bill again. The request is left as a dead worker's (the reservation,
- * the key, the journal's member), for the sweep to store the invoice and
- * promote the request (create_paid_kept says why). Nor once its finalize
- * was sent and no answer was taken in (ISSUE, or UNISSUE's void, delete
- * or check after it): Stripe pays an amount due of 0 at finalization,
- * and the answer that would say so never comes to an ended request. The
- * sweep finds the invoice at Stripe as it is: paid, stored and the
- * request promoted; open, voided and the request released.
+ * Not when create_left_for_sweep says the invoice may be paid: the
+ * request is then left as a dead worker's (the reservation, the key, the
+ * journal's member), for the sweep, which finds the invoice at Stripe as
+ * it is: paid, stored and the request promoted; open, voided and the
+ * request released.
  */
 static void
 ngx_http_linegate_create_cleanup(void *data)
@@ -2308,12 +2305,17 @@ ngx_http_linegate_create_cleanup(void *data)
 
     lr = data;
 
-    if (!lr->settled
-        && lr->ctx->state == NGX_HTTP_LINEGATE_CREATE_INVOICE_INDEX
-        && ngx_http_linegate_line_is(&lr->invoice.status, "paid"))
-    {
-        lr->settled = 1;
+    if (lr->settled || !ngx_http_linegate_create_left_for_sweep(lr)) {
+        ngx_http_linegate_lines_ended(data,
+                                      NGX_HTTP_LINEGATE_SCRIPT_LR_RELEASE,
+                                      "billed",
+                                      "lr_release of an ended request");
+        return;
+    }
 
+    lr->settled = 1;
+
+    if (lr->ctx->state == NGX_HTTP_LINEGATE_CREATE_INVOICE_INDEX) {
         ngx_log_error(NGX_LOG_WARN, ngx_cycle->log, 0,
                       NGX_HTTP_LINEGATE_LOG "line request \"%V\" ended "
                       "while its paid invoice \"%V\" was indexed: left to "
@@ -2322,22 +2324,39 @@ ngx_http_linegate_create_cleanup(void *data)
         return;
     }
 
-    if (!lr->settled && lr->invoice.finalized
-        && (lr->ctx->state == NGX_HTTP_LINEGATE_CREATE_ISSUE
-            || lr->ctx->state == NGX_HTTP_LINEGATE_CREATE_UNISSUE))
-    {
-        lr->settled = 1;
+    ngx_log_error(NGX_LOG_WARN, ngx_cycle->log, 0,
+                  NGX_HTTP_LINEGATE_LOG "line request \"%V\" ended after "
+                  "its invoice \"%V\" was finalized, perhaps paid: left to "
+                  "the reconciliation's sweep", &lr->id, &lr->invoice.id);
+}
 
-        ngx_log_error(NGX_LOG_WARN, ngx_cycle->log, 0,
-                      NGX_HTTP_LINEGATE_LOG "line request \"%V\" ended "
-                      "after its invoice \"%V\" was finalized, perhaps "
-                      "paid: left to the reconciliation's sweep", &lr->id,
-                      &lr->invoice.id);
-        return;
+
+/*
+ * Whether a creation ended by nginx may hold an invoice Stripe paid, so
+ * that its cleanup must not release it: released, the paid invoice would
+ * be a human's and the key free for a retry to bill again.
+ * - The index of an invoice known paid is being written (INVOICE_INDEX;
+ *   create_paid_kept says why the sweep, not the cleanup, stores it).
+ * - The finalize was sent and no answer taken in (ISSUE, or UNISSUE's
+ *   void, delete or check after it): Stripe pays an amount due of 0 at
+ *   finalization, and the answer that would say so never comes to an
+ *   ended request.
+ */
+static ngx_uint_t
+ngx_http_linegate_create_left_for_sweep(ngx_http_linegate_lr_t *lr)
+{
+    switch (lr->ctx->state) {
+
+    case NGX_HTTP_LINEGATE_CREATE_INVOICE_INDEX:
+        return ngx_http_linegate_line_is(&lr->invoice.status, "paid");
+
+    case NGX_HTTP_LINEGATE_CREATE_ISSUE:
+    case NGX_HTTP_LINEGATE_CREATE_UNISSUE:
+        return lr->invoice.finalized;
+
+    default:
+        return 0;
     }
-
-    ngx_http_linegate_lines_ended(data, NGX_HTTP_LINEGATE_SCRIPT_LR_RELEASE,
-                                  "billed", "lr_release of an ended request");
 }
 
 

@@ -282,6 +282,8 @@ static void ngx_http_linegate_link_unclaim(ngx_http_linegate_lr_t *lr);
 static void ngx_http_linegate_link_answer_stored(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr);
 static void ngx_http_linegate_link_cleanup(void *data);
+static ngx_uint_t ngx_http_linegate_link_left_for_sweep(
+    ngx_http_linegate_lr_t *lr);
 
 static void ngx_http_linegate_cancel_void(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr);
@@ -2714,19 +2716,14 @@ ngx_http_linegate_link_unindex_late(ngx_str_t *invoice)
  * The request is freed (terminated: a draining worker's shutdown timeout)
  * while it reissues: its claim released (if still its own) by a durable
  * write, whose answer then queues a new invoice already made that the
- * request does not name (nothing can ask Stripe from here).
- *
- * Not once the new invoice's finalize was sent and no answer was taken
- * in (LINK_ISSUE, or LINK_UNISSUE's void, delete or check after it), nor
- * while the index of a new invoice known paid is written (LINK_INDEX):
- * Stripe pays an amount due of 0 (a credit balance) at finalization, and
- * the answer that would say so never comes to an ended request. Released,
- * the claim would leave the paid invoice queued for a human and the
- * request, its invoice void with no claim, canceled by its next read.
- * The claim is left as a dead worker's: past its hold, the next
- * payment_link, cancel or read sweeps what it made (LINK_SWEEP, line_sweep
- * from a GET): one paid is stored and the request promoted, one open is
- * voided. The module before 2026-11-28 released it.
+ * request does not name (nothing can ask Stripe from here). Not when
+ * link_left_for_sweep says the new invoice may be paid: released, the
+ * claim would leave the paid invoice queued for a human and the request,
+ * its invoice void with no claim, canceled by its next read. The claim
+ * is left as a dead worker's: past its hold, the next payment_link,
+ * cancel or read sweeps what it made (LINK_SWEEP, line_sweep from a
+ * GET): one paid is stored and the request promoted, one open is voided.
+ * The module before 2026-11-28 released it.
  */
 static void
 ngx_http_linegate_link_cleanup(void *data)
@@ -2742,12 +2739,7 @@ ngx_http_linegate_link_cleanup(void *data)
 
     lr->settled = 1;
 
-    if ((lr->invoice.finalized
-         && (lr->ctx->state == NGX_HTTP_LINEGATE_LINK_ISSUE
-             || lr->ctx->state == NGX_HTTP_LINEGATE_LINK_UNISSUE))
-        || (lr->ctx->state == NGX_HTTP_LINEGATE_LINK_INDEX
-            && ngx_http_linegate_line_is(&lr->invoice.status, "paid")))
-    {
+    if (ngx_http_linegate_link_left_for_sweep(lr)) {
         ngx_log_error(NGX_LOG_WARN, ngx_cycle->log, 0,
                       NGX_HTTP_LINEGATE_LOG "line request \"%V\" ended "
                       "after its new invoice \"%V\" was finalized, perhaps "
@@ -2791,6 +2783,33 @@ ngx_http_linegate_link_cleanup(void *data)
     {
         /* the release lost (logged): the invoice is queued all the same */
         ngx_http_linegate_lines_orphan(ngx_cycle->log, lr);
+    }
+}
+
+
+/*
+ * Whether a reissue ended by nginx may hold a new invoice Stripe paid, so
+ * that its cleanup must not release its claim:
+ * - the index of a new invoice known paid is being written (LINK_INDEX);
+ * - its finalize was sent and no answer taken in (LINK_ISSUE, or
+ *   LINK_UNISSUE's void, delete or check after it): Stripe pays an amount
+ *   due of 0 (a credit balance) at finalization, and the answer that
+ *   would say so never comes to an ended request.
+ */
+static ngx_uint_t
+ngx_http_linegate_link_left_for_sweep(ngx_http_linegate_lr_t *lr)
+{
+    switch (lr->ctx->state) {
+
+    case NGX_HTTP_LINEGATE_LINK_INDEX:
+        return ngx_http_linegate_line_is(&lr->invoice.status, "paid");
+
+    case NGX_HTTP_LINEGATE_LINK_ISSUE:
+    case NGX_HTTP_LINEGATE_LINK_UNISSUE:
+        return lr->invoice.finalized;
+
+    default:
+        return 0;
     }
 }
 
