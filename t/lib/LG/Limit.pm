@@ -54,7 +54,6 @@ sub redis_now_us {
     return $s * 1_000_000 + $us;
 }
 
-# the Redis key of a zone's value: always its MD5 (never the value itself)
 # ($http, $server) for LG::Stack: a location /hot/ limited by zone hot
 # (keyed by the k argument, 100,000 r/s: never refused for its rate;
 # closed when Redis fails), serving $dir/file.txt, its outcome in the
@@ -74,14 +73,16 @@ HTTP
 SERVER
 }
 
-# GET $path of stack $s: "<status> <X-Limit>" ("none", "-" when absent)
+# GET $path of stack $s: "<status> <X-Limit>" ("none", "-" when absent);
+# on the stack's user agent (a kept-alive connection) unless given $ua
 sub limit_status {
-    my ($s, $path) = @_;
-    my $res = $s->ua->get($s->url($path))->res;
+    my ($s, $path, $ua) = @_;
+    my $res = ($ua // $s->ua)->get($s->url($path))->res;
     return join ' ', $res->code // 'none',
         $res->headers->header('X-Limit') // '-';
 }
 
+# the Redis key of a zone's value: always its MD5 (never the value itself)
 sub rl_key { my ($zone, $v) = @_; return "lg:rl:{$zone:h:" . md5_hex($v) . '}' }
 
 # 40 requests of one key from one worker ($send: a response): each one
