@@ -225,14 +225,7 @@ sub _wait_redis {
 sub stop {
     my ($self) = @_;
     my $pid = delete $self->{pid} or return;
-    local $?;
-    kill 'TERM', $pid;
-    for (1 .. 300) {
-        return if waitpid($pid, WNOHANG) != 0;
-        sleep 0.01;
-    }
-    kill 'KILL', $pid;
-    waitpid $pid, 0;
+    LG::Stack::stop_process($pid);
 }
 
 sub DESTROY {

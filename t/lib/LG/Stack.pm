@@ -294,6 +294,13 @@ sub _stop_pid {
     my ($self, $name) = @_;
 
     my $pid = delete $self->{pids}{$name} or return;
+    stop_process($pid);
+}
+
+# a child stopped: TERM, then KILL when it is still there 3 s later; $?
+# as it was (LG::Production's nginx too)
+sub stop_process {
+    my ($pid) = @_;
 
     local $?;
     kill 'TERM', $pid;
