@@ -70,15 +70,7 @@ sub token {
 
 # poll $cond for at most 30 s: generous, as a loaded machine runs the
 # workers' steps (a reload, a reconnect, a durable write) seconds late
-sub eventually {
-    my ($cond) = @_;
-    my $until = time + 30;
-    until ($cond->()) {
-        return 0 if time > $until;
-        sleep 0.05;
-    }
-    return 1;
-}
+sub eventually { return LG::Test::eventually($_[0], 30) }
 
 # Only the new workers left (the reload's old ones exited) and both
 # connected to Redis again (their backoff after a restart), as the
