@@ -44,20 +44,6 @@ sub close_wait {
     return scalar @l;
 }
 
-sub numbers_accounted {
-    my ($name) = @_;
-    local $Test::Builder::Level = $Test::Builder::Level + 1;
-    is($p->accounted, $TOTAL,
-       "$name: no number lost");
-}
-
-sub released {
-    my ($id, $name) = @_;
-    local $Test::Builder::Level = $Test::Builder::Level + 1;
-    $p->nothing_held($id, $name);
-    numbers_accounted($name);
-}
-
 sub subs_of {
     my ($id) = @_;
     return grep { ($_->{metadata}{account_id} // '') eq $id }
@@ -84,7 +70,7 @@ subtest 'reading the customer: answer over the buffer, answer cut' => sub {
         my $tx = $p->confirm($a, $tok);
         $p->error_is($tx, 502, 'billing_unavailable', "GET customer $f->[0]",
                      qr/new preview/);
-        released($id, "GET customer $f->[0]");
+        $p->released($id, "GET customer $f->[0]", $TOTAL);
         like(substr($s->error_log, $from),
              qr/Stripe GET "\/_stripe\/v1\/customers\/cus_\Q$id\E" got no whole answer/,
              "$f->[0]: logged");
@@ -101,7 +87,7 @@ subtest 'subscription answer over the buffer once: asked again, bought once'
     is(scalar subs_of('acct_sub_over'), 1, 'one subscription');
     is($p->lines('acct_sub_over')->{$b->{worker_id}}{subscription_id},
        $b->{subscription_id}, 'recorded');
-    numbers_accounted('oversize once');
+    $p->numbers_accounted('oversize once', $TOTAL);
     $p->clear_faults;
 };
 
@@ -123,7 +109,7 @@ subtest 'subscription answer cut, over the buffer, dropped twice: 502, '
         ok(!$tx->error || $tx->res->code, "$name: answered")
             or diag('error: ' . ($tx->error->{message} // '?'));
         $p->error_is($tx, 502, 'billing_unavailable', $name);
-        released($id, $name);
+        $p->released($id, $name, $TOTAL);
 
         my @subs = subs_of($id);
         is(scalar @subs, 1, "$name: Stripe made one subscription");
@@ -168,7 +154,7 @@ subtest 'the client leaves during the subscription (HTTP/1)' => sub {
     ok(wait_for(sub { keys %{ $p->lines($id) } }), 'the line is recorded');
     is(scalar subs_of($id), 1, 'one subscription');
     is_deeply($p->reservations($id), [], 'no reservation left');
-    numbers_accounted('client gone, HTTP/1');
+    $p->numbers_accounted('client gone, HTTP/1', $TOTAL);
     $p->clear_faults;
 };
 
@@ -203,7 +189,7 @@ SKIP: {
         ok(wait_for(sub { keys %{ $p->lines($id) } }), 'the line is recorded');
         is(scalar subs_of($id), 1, 'one subscription');
         is_deeply($p->reservations($id), [], 'no reservation left');
-        numbers_accounted('client gone, HTTP/2');
+        $p->numbers_accounted('client gone, HTTP/2', $TOTAL);
         $p->clear_faults;
 
         # the answer no one reads is not queued on the connection nginx

@@ -45,13 +45,6 @@ my @DRIP = (drip_ms => 200, drip_bytes => 1, count => -1);
 # body that drips as long as it dripped (the client gave up at 10 s).
 my $WITHIN = 5;
 
-sub released {
-    my ($id, $name) = @_;
-    local $Test::Builder::Level = $Test::Builder::Level + 1;
-    $p->nothing_held($id, $name);
-    is($p->accounted, $TOTAL, "$name: no number lost");
-}
-
 # a Lines creation that failed left nothing in workspace $w (the
 # stack of $l): no pending marker, no request, no idempotency key held
 sub left_nothing {
@@ -85,7 +78,7 @@ for my $case (['headers and body drip', []],
             or diag('error: ' . ($tx->error->{message} // '?'));
         cmp_ok($took, '<', $WITHIN, "within the deadline ($took s)");
         $p->error_is($tx, 502, 'billing_unavailable', $what);
-        released($id, $what);
+        $p->released($id, $what, $TOTAL);
 
         my @subs = $p->subs_of($id);
         is(scalar @subs, 1, 'Stripe made one subscription (asked again '
@@ -130,7 +123,7 @@ subtest 'confirm: the client leaves while the answer drips' => sub {
     my @q = $p->queued_of($id);
     is($q[0]{reason} // '', 'stripe_outcome_unknown',
        'queued stripe_outcome_unknown');
-    released($id, 'client gone');
+    $p->released($id, 'client gone', $TOTAL);
 };
 
 subtest 'Lines creation: the invoice item drips' => sub {

@@ -20,21 +20,6 @@ my $r = $s->redis;
 my $TOTAL = 40;
 $p->inventory($p->numbers($TOTAL));
 
-# every number is in the inventory, a line or a reservation: never lost
-sub numbers_accounted {
-    my ($name) = @_;
-    local $Test::Builder::Level = $Test::Builder::Level + 1;
-    is($p->accounted, $TOTAL,
-       "$name: no number lost");
-}
-
-sub released {
-    my ($id, $name) = @_;
-    local $Test::Builder::Level = $Test::Builder::Level + 1;
-    $p->nothing_held($id, $name);
-    numbers_accounted($name);
-}
-
 # the stub's log entries for a path, since the last call or mark()
 sub calls { return $p->stub_calls(@_) }
 sub mark  { $p->stub_mark }
@@ -70,7 +55,7 @@ subtest 'reading the customer fails: 502, nothing charged or kept' => sub {
     my $tx = $p->confirm($a, $tok);
     $p->error_is($tx, 502, 'billing_unavailable', 'GET customer 500',
                  qr/new preview/);
-    released('acct_cus5xx', 'GET customer 500');
+    $p->released('acct_cus5xx', 'GET customer 500', $TOTAL);
     is(scalar calls('/v1/subscriptions'), 0, 'no subscription attempted');
     is_deeply([reconcile_of('acct_cus5xx')], [], 'nothing to reconcile');
 
@@ -81,7 +66,7 @@ subtest 'reading the customer fails: 502, nothing charged or kept' => sub {
     my ($t) = timed { $tx = $p->confirm($a, $tok) };
     $p->error_is($tx, 502, 'billing_unavailable', 'GET customer timeout');
     ok($t >= 0.9 && $t < 2.4, sprintf 'after the 1 s timeout (%.2f s)', $t);
-    released('acct_custo', 'GET customer timeout');
+    $p->released('acct_custo', 'GET customer timeout', $TOTAL);
 
     $a = $p->account('acct_cus429');
     $p->fault(method => 'GET', path_prefix => '/v1/customers', status => 429,
@@ -89,7 +74,7 @@ subtest 'reading the customer fails: 502, nothing charged or kept' => sub {
     $tx = $p->confirm($a, $p->token($a));
     $p->error_is($tx, 503, 'billing_unavailable', 'GET customer 429');
     is($tx->res->headers->header('Retry-After'), 4, "Stripe's Retry-After");
-    released('acct_cus429', 'GET customer 429');
+    $p->released('acct_cus429', 'GET customer 429', $TOTAL);
     $p->clear_faults;
 };
 
@@ -108,7 +93,7 @@ subtest 'one 5xx: retried with the same key, bought once' => sub {
     is(scalar subs_of('acct_5xx1'), 1, 'one subscription');
     is($p->lines('acct_5xx1')->{$b->{worker_id}}{subscription_id},
        $b->{subscription_id}, 'recorded');
-    numbers_accounted('one 5xx');
+    $p->numbers_accounted('one 5xx', $TOTAL);
 };
 
 subtest 'Stripe keeps failing: 502, released, queued' => sub {
@@ -119,7 +104,7 @@ subtest 'Stripe keeps failing: 502, released, queued' => sub {
     my $tx = $p->confirm($a, $tok);
     $p->error_is($tx, 502, 'billing_unavailable', 'persistent 5xx');
     ok($tx->res->headers->header('RateLimit'), 'RateLimit headers');
-    released('acct_5xx', 'persistent 5xx');
+    $p->released('acct_5xx', 'persistent 5xx', $TOTAL);
     is(scalar calls('/v1/subscriptions'), 2, 'tried twice');
 
     # a 5xx may hide a subscription: the case is queued for an operator
@@ -146,7 +131,7 @@ subtest 'Stripe says 429: 503 with its Retry-After, not queued' => sub {
     my $tx = $p->confirm($a, $p->token($a));
     $p->error_is($tx, 503, 'billing_unavailable', 'Stripe 429');
     is($tx->res->headers->header('Retry-After'), 7, 'Retry-After: 7');
-    released('acct_429', 'Stripe 429');
+    $p->released('acct_429', 'Stripe 429', $TOTAL);
     is(scalar calls('/v1/subscriptions'), 1, 'not retried');
     is_deeply([reconcile_of('acct_429')], [], 'nothing to reconcile');
 };
@@ -181,7 +166,7 @@ sub {
         my $ra = $tx->res->headers->header('Retry-After');
         ok(defined $ra && $ra =~ /^\d+$/ && $ra >= $lo && $ra <= $hi,
            "$what: Retry-After " . ($ra // 'missing') . " in [$lo, $hi]");
-        released($id, "Stripe 429, $what");
+        $p->released($id, "Stripe 429, $what", $TOTAL);
     }
 };
 
@@ -190,7 +175,7 @@ subtest 'Stripe refuses our own call: 502, not queued' => sub {
     $p->fault(status => 401);
     my $tx = $p->confirm($a, $p->token($a));
     $p->error_is($tx, 502, 'billing_unavailable', 'Stripe 401');
-    released('acct_401', 'Stripe 401');
+    $p->released('acct_401', 'Stripe 401', $TOTAL);
     is_deeply([reconcile_of('acct_401')], [], 'nothing to reconcile');
     like($s->error_log,
          qr/Stripe refused the subscription of account "acct_401"/, 'logged');
@@ -212,7 +197,7 @@ subtest 'timeout after Stripe created it: the retry finds it' => sub {
     is(scalar @subs, 1, 'exactly one subscription');
     is($subs[0]{id}, $b->{subscription_id}, 'the one answered');
     is($subs[0]{metadata}{worker_id}, $b->{worker_id}, 'for this purchase');
-    numbers_accounted('timeout after commit');
+    $p->numbers_accounted('timeout after commit', $TOTAL);
 };
 
 subtest 'dropped connection after Stripe created it: found again' => sub {
@@ -223,7 +208,7 @@ subtest 'dropped connection after Stripe created it: found again' => sub {
     my @c = calls('/v1/subscriptions');
     ok($c[0]{dropped}, 'the first answer was dropped');
     is(scalar subs_of('acct_drop'), 1, 'exactly one subscription');
-    numbers_accounted('drop after commit');
+    $p->numbers_accounted('drop after commit', $TOTAL);
 };
 
 subtest 'answers lost twice: 502; a fresh token never charges twice' => sub {
@@ -233,7 +218,7 @@ subtest 'answers lost twice: 502; a fresh token never charges twice' => sub {
     $p->fault(drop => 1, after_commit => 1, count => 2);
     my $tx = $p->confirm($a, $tok);
     $p->error_is($tx, 502, 'billing_unavailable', 'lost twice');
-    released('acct_lost', 'lost twice');
+    $p->released('acct_lost', 'lost twice', $TOTAL);
 
     my @subs = subs_of('acct_lost');
     is(scalar @subs, 1, 'Stripe did create one, unseen');
@@ -262,7 +247,7 @@ subtest 'answers lost twice: 502; a fresh token never charges twice' => sub {
     }
     isnt(substr(sha256_hex($tok2), 0, 32), substr(sha256_hex($tok), 0, 32),
          'the new token has its own Idempotency-Key');
-    numbers_accounted('lost twice, then retried');
+    $p->numbers_accounted('lost twice, then retried', $TOTAL);
 };
 
 # the retry's refusal is not Stripe's replay of the first call when it
@@ -279,7 +264,7 @@ for my $status (401, 403) {
         my $tx = $p->confirm($a, $tok);
         $p->error_is($tx, 502, 'billing_unavailable', "lost, then $status");
         is(scalar calls('/v1/subscriptions'), 2, 'tried twice');
-        released($id, "lost, then $status");
+        $p->released($id, "lost, then $status", $TOTAL);
 
         my @subs = subs_of($id);
         is(scalar @subs, 1, 'the first call created one, unseen');
@@ -324,7 +309,7 @@ subtest 'Stripe says 409 once: asked again after a wait, bought once' =>
     is($subs[0]{id}, $b->{subscription_id}, 'the one answered');
     is(scalar paid_invoices_of($subs[0]{id}), 1, 'one charge');
     is(scalar reconcile_of('acct_409'), 0, 'nothing queued');
-    numbers_accounted('one 409');
+    $p->numbers_accounted('one 409', $TOTAL);
 };
 
 subtest 'timeout, then 409 while Stripe finishes: waited out, bought once'
@@ -345,7 +330,7 @@ subtest 'timeout, then 409 while Stripe finishes: waited out, bought once'
     is($subs[0]{id}, $b->{subscription_id}, 'the one answered');
     is(scalar paid_invoices_of($subs[0]{id}), 1, 'one charge');
     is(scalar reconcile_of('acct_409slow'), 0, 'nothing queued');
-    numbers_accounted('409 waited out');
+    $p->numbers_accounted('409 waited out', $TOTAL);
 };
 
 subtest 'timeout while Stripe is still working: 502, queued' => sub {
@@ -358,7 +343,7 @@ subtest 'timeout while Stripe is still working: 502, queued' => sub {
     $p->fault(latency_ms => 5000);
     my $tx = $p->confirm($a, $tok);
     $p->error_is($tx, 502, 'billing_unavailable', 'slow Stripe');
-    released('acct_slow', 'slow Stripe');
+    $p->released('acct_slow', 'slow Stripe', $TOTAL);
     my @q = reconcile_of('acct_slow');
     is(scalar @q, 1, 'queued');
 
@@ -369,7 +354,7 @@ subtest 'timeout while Stripe is still working: 502, queued' => sub {
     is(scalar @subs, 1, 'Stripe created it after all');
     is($subs[0]{metadata}{worker_id}, $q[0]{worker_id},
        'the queued entry names it');
-    numbers_accounted('slow Stripe');
+    $p->numbers_accounted('slow Stripe', $TOTAL);
 };
 
 subtest 'charged but the line cannot be recorded: 500, queued' => sub {
@@ -418,7 +403,7 @@ subtest 'charged but the line cannot be recorded: 500, queued' => sub {
        'the number is not sold again');
     like($s->error_log, qr/\Q$subs[0]{id}\E.*queued for reconciliation/,
          'logged with the subscription id');
-    numbers_accounted('record failed');
+    $p->numbers_accounted('record failed', $TOTAL);
 };
 
 # The sweep took the purchase for a dead worker's while the confirm
@@ -480,7 +465,7 @@ subtest 'the sweep queued the purchase first: record_failed adds none' =>
        'the reservation kept for the run');
     ok(!$r->sismember('lg:{fleet}:inventory', $number),
        'the number is not sold again');
-    numbers_accounted('swept, then record failed');
+    $p->numbers_accounted('swept, then record failed', $TOTAL);
 };
 
 # Redis refusing writes for now (here NOREPLICAS: fewer replicas than
@@ -530,7 +515,7 @@ sub {
     is(scalar(keys %{ {map { $_ => 1 }
            $r->keys('lg:{acct:acct_refused}:reconcile:w:*')} }), 0,
        'no outbox');
-    numbers_accounted('record refused');
+    $p->numbers_accounted('record refused', $TOTAL);
 };
 
 subtest 'Redis too slow at the reserve: 503, undone once it catches up' => sub {
@@ -614,7 +599,7 @@ subtest 'Redis gone after the charge: 500, no false claim' => sub {
     my ($w, $line) = %{ $p->lines('acct_alert') };
     ok(!$r->sismember('lg:{fleet}:inventory', $line->{phone_number}),
        'the number stays with the line');
-    numbers_accounted('Redis gone after the charge');
+    $p->numbers_accounted('Redis gone after the charge', $TOTAL);
 };
 
 subtest 'Redis down: 503, nothing charged' => sub {

@@ -71,12 +71,6 @@ sub confirm_cut_by_reload {
     return $err ? undef : $tx;
 }
 
-sub numbers_accounted {
-    my ($name) = @_;
-    is($p->accounted, $TOTAL,
-       "$name: no number lost");
-}
-
 subtest 'ended during the subscription: released and queued' => sub {
     my $a = $p->account('acct_cut');
     my $tok = token($a);
@@ -98,7 +92,7 @@ subtest 'ended during the subscription: released and queued' => sub {
     is(scalar @subs, 1, 'Stripe charged');
     is($q[0]{worker_id}, $subs[0]{metadata}{worker_id},
        'the entry names the subscription Stripe made');
-    numbers_accounted('ended during the subscription');
+    $p->numbers_accounted('ended during the subscription', $TOTAL);
     like($s->error_log, qr/ended before it was settled/, 'logged');
     $p->clear_faults;
 };
@@ -116,7 +110,7 @@ subtest 'ended while reading the customer: released' => sub {
     }), 'released by the draining worker');
     is(scalar(grep { $_->{account} eq 'acct_cut2' } @{ $p->reconcile }), 0,
        'nothing to reconcile: nothing was bought');
-    numbers_accounted('ended while reading the customer');
+    $p->numbers_accounted('ended while reading the customer', $TOTAL);
     $p->clear_faults;
 };
 

@@ -300,6 +300,22 @@ sub accounted {
     return $r->scard('lg:{fleet}:inventory') + @lines + @claims + @held;
 }
 
+# every one of the $total numbers the test put in is in the inventory,
+# a line, a claim or a reconcile entry (accounted): never lost
+sub numbers_accounted {
+    my ($self, $name, $total) = @_;
+    local $Test::Builder::Level = $Test::Builder::Level + 1;
+    Test::More::is($self->accounted, $total, "$name: no number lost");
+}
+
+# a purchase of $id ended without a line: nothing held, no number lost
+sub released {
+    my ($self, $id, $name, $total) = @_;
+    local $Test::Builder::Level = $Test::Builder::Level + 1;
+    $self->nothing_held($id, $name);
+    $self->numbers_accounted($name, $total);
+}
+
 # the claims of an account: [[worker, number], ...] (not its intents)
 sub claims {
     my ($self, $id) = @_;
