@@ -56,18 +56,6 @@ sub confirm_through_outage {
     return $tx;
 }
 
-# a preview token once every worker is connected again to Redis
-sub token {
-    my ($a) = @_;
-    my $until = time + 30;
-    my $ok = 0;
-    while ($ok < 8 && time < $until) {
-        $ok = $p->limits($a)->res->code == 200 ? $ok + 1 : 0;
-        sleep 0.05 unless $ok;
-    }
-    return $p->token($a);
-}
-
 # poll $cond for at most 30 s: generous, as a loaded machine runs the
 # workers' steps (a reload, a reconnect, a durable write) seconds late
 sub eventually { return LG::Test::eventually($_[0], 30) }
@@ -89,7 +77,7 @@ sub both_connected {
 
 subtest 'paid while Redis was gone: recorded once it is back' => sub {
     my $a = $p->account('acct_drain');
-    my $tok = token($a);
+    my $tok = $p->token_once_answering($a);
     $p->fault(latency_ms => 600, after_commit => 1);
 
     my $tx = confirm_through_outage($a, $tok, 2);
@@ -113,7 +101,7 @@ subtest 'paid while Redis was gone: recorded once it is back' => sub {
 subtest 'declined while Redis was gone: number and slot given back' => sub {
     ok(both_connected(), 'both workers connected to Redis');
     my $a = $p->account('acct_decl', decline => 1);
-    my $tok = token($a);
+    my $tok = $p->token_once_answering($a);
     my $inv = $r->scard('lg:{fleet}:inventory');
     $p->fault(latency_ms => 600);
 
@@ -138,7 +126,7 @@ subtest 'declined while Redis was gone: number and slot given back' => sub {
 subtest 'the reservation\'s step unanswered: 503, released' => sub {
     ok(both_connected(), 'both workers connected to Redis');
     my $a = $p->account('acct_tokpause');
-    my $tok = token($a);
+    my $tok = $p->token_once_answering($a);
     # every worker knows the pair: AUTH needs no Redis
     $p->answer($p->limits($a), 200, "warm $_") for 1 .. 20;
     my $inv = $r->scard('lg:{fleet}:inventory');
@@ -178,7 +166,7 @@ subtest 'the token\'s own step unanswered: 503, nothing reserved' => sub {
     ok(both_connected(), 'both workers connected to Redis');
     my $owner = $p->account('acct_tokowner');
     my $a = $p->account('acct_tokother');
-    my $tok = token($owner);
+    my $tok = $p->token_once_answering($owner);
     isnt($s->cluster_keyslot($p->token_key($owner, $tok)),
          $s->cluster_keyslot("lg:{acct:$a->{id}}"),
          'the token is not in the other account\'s slot');
@@ -206,7 +194,7 @@ subtest 'the token\'s own step unanswered: 503, nothing reserved' => sub {
 subtest 'Redis paused twice over: the record lands when it answers' => sub {
     ok(both_connected(), 'both workers connected to Redis');
     my $a = $p->account('acct_pause');
-    my $tok = token($a);
+    my $tok = $p->token_once_answering($a);
     # Stripe slow enough that the reservation is seen on a loaded machine
     $p->fault(latency_ms => 1200);
 

@@ -33,18 +33,6 @@ sub subs_of {
 # workers' steps (a reload, a reconnect, a durable write) seconds late
 sub eventually { return LG::Test::eventually($_[0], 30) }
 
-# a preview token once every worker answers again
-sub token {
-    my ($a) = @_;
-    my $until = time + 30;
-    my $ok = 0;
-    while ($ok < 8 && time < $until) {
-        $ok = $p->limits($a)->res->code == 200 ? $ok + 1 : 0;
-        sleep 0.05 unless $ok;
-    }
-    return $p->token($a);
-}
-
 # Start a confirm, reload once its number is reserved; the answer: a
 # transaction, or undef when the connection was closed unanswered.
 sub confirm_cut_by_reload {
@@ -73,7 +61,7 @@ sub confirm_cut_by_reload {
 
 subtest 'ended during the subscription: released and queued' => sub {
     my $a = $p->account('acct_cut');
-    my $tok = token($a);
+    my $tok = $p->token_once_answering($a);
     $p->fault(latency_ms => 3000, after_commit => 1);
 
     my $tx = confirm_cut_by_reload($a, $tok);
@@ -99,7 +87,7 @@ subtest 'ended during the subscription: released and queued' => sub {
 
 subtest 'ended while reading the customer: released' => sub {
     my $a = $p->account('acct_cut2');
-    my $tok = token($a);
+    my $tok = $p->token_once_answering($a);
     $p->fault(method => 'GET', path_prefix => '/v1/customers',
               latency_ms => 3000);
 

@@ -154,6 +154,20 @@ sub token {
     return $b->{preview_token};
 }
 
+# a token once every worker answers again (connected to Redis after a
+# reload or a restart): 8 limits GETs in a row answered 200, for at most
+# 30 s
+sub token_once_answering {
+    my ($self, $a) = @_;
+    my $until = Time::HiRes::time() + 30;
+    my $ok = 0;
+    while ($ok < 8 && Time::HiRes::time() < $until) {
+        $ok = $self->limits($a)->res->code == 200 ? $ok + 1 : 0;
+        Time::HiRes::sleep(0.05) unless $ok;
+    }
+    return $self->token($a);
+}
+
 # Run the given request builders at once (non-blocking, one connection
 # each), return their transactions in order.
 sub parallel {
