@@ -45,18 +45,6 @@ my @DRIP = (drip_ms => 200, drip_bytes => 1, count => -1);
 # body that drips as long as it dripped (the client gave up at 10 s).
 my $WITHIN = 5;
 
-# a Lines creation that failed left nothing in workspace $w (the
-# stack of $l): no pending marker, no request, no idempotency key held
-sub left_nothing {
-    my ($l, $w) = @_;
-    local $Test::Builder::Level = $Test::Builder::Level + 1;
-    ok(!defined $l->pending($w), 'no pending marker');
-    my @ids = $l->request_ids($w);
-    is(scalar @ids, 0, 'no request left') or diag "@ids";
-    my @idem = $l->redis->keys("lg:{ws:$w->{id}}:idem:*");
-    is(scalar @idem, 0, 'no idempotency key held');
-}
-
 for my $case (['headers and body drip', []],
               ['the body drips', [drip_body => 1]])
 {
@@ -143,7 +131,7 @@ subtest 'Lines creation: the invoice item drips' => sub {
     cmp_ok($took, '<', $WITHIN, "within the deadline ($took s)");
     $l->error_is($tx, 502, 'BILLING_UNAVAILABLE', 'dripping item');
 
-    left_nothing($l, $w);
+    $l->left_no_request($w);
     my @open = grep { $_->{status} =~ /^(?:draft|open)$/ }
                $l->invoices($w->{customer});
     is(scalar @open, 0, 'no draft or open invoice left')
@@ -365,7 +353,7 @@ subtest 'a resolver that never answers' => sub {
     # call ended 1 s after: 10 s, and a little for the box
     cmp_ok($took, '<', 12.5, "creation within its deadlines ($took s)");
     $l3->error_is($tx, 502, 'BILLING_UNAVAILABLE', 'name unresolved');
-    left_nothing($l3, $w);
+    $l3->left_no_request($w);
 
     # nginx did ask the resolver: the deadline ended a real wait
     $dns->blocking(0);

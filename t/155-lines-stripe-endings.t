@@ -40,11 +40,7 @@ sub clean {
     my ($w, $name, $key) = @_;
     local $Test::Builder::Level = $Test::Builder::Level + 1;
 
-    ok(!defined $l->pending($w), "$name: no pending marker");
-    my @ids = $l->request_ids($w);
-    is(scalar @ids, 0, "$name: no request left") or diag "@ids";
-    my @idem = $r->keys("lg:{ws:$w->{id}}:idem:*");
-    is(scalar @idem, 0, "$name: no idempotency key held");
+    my @ids = $l->left_no_request($w, $name);
 
     my %named = map { ($l->lr($w, $_)->{invoiceId} // '') => 1 } @ids;
     my @left = grep { $_->{status} =~ /^(?:draft|open)$/

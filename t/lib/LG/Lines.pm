@@ -346,6 +346,22 @@ sub request_ids {
     return $self->redis->zrange("lg:{ws:$ws}:lines", 0, -1);
 }
 
+# A creation that failed left nothing in workspace $w: no pending
+# marker, no request, no idempotency key held (the tests named
+# "$name: ..." when given $name). Returns the requests' ids.
+sub left_no_request {
+    my ($self, $w, $name) = @_;
+    local $Test::Builder::Level = $Test::Builder::Level + 1;
+    my $n = defined $name ? "$name: " : '';
+
+    ok(!defined $self->pending($w), "${n}no pending marker");
+    my @ids = $self->request_ids($w);
+    is(scalar @ids, 0, "${n}no request left") or diag "@ids";
+    my @idem = $self->redis->keys("lg:{ws:$w->{id}}:idem:*");
+    is(scalar @idem, 0, "${n}no idempotency key held");
+    return @ids;
+}
+
 # the entries of the provisioning stream, as hashes
 sub stream {
     my ($self) = @_;
