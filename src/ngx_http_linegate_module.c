@@ -723,6 +723,15 @@ ngx_http_linegate_body_limit(ngx_http_request_t *r, ngx_chain_t *in)
                       "linegate_max_body (%uz bytes): refused",
                       llcf->max_body);
         ctx->body_over = 1;
+
+        /*
+         * no error_page of the operator's: the JSON 400 of SPEC 1, as the
+         * handler's own answer to a Content-Length over the limit (an
+         * error_page to a linegate location would also run the endpoint
+         * on the body's first part, read again as if whole)
+         */
+        r->error_page = 1;
+
         return NGX_HTTP_BAD_REQUEST;
     }
 

@@ -59,6 +59,7 @@ location = /lg-413 {
         }
         location = /lg-own-413 {
             error_page 413 /own-413;
+            error_page 400 /own-413;
             linegate_api provision_confirm;
         }
         location = /own-413 {
@@ -508,7 +509,8 @@ subtest 'a body over client_max_body_size elsewhere: nginx\'s 413' => sub {
        'error_page 413, length: their type');
 
     # chunked: refused by linegate_max_body before nginx's 1m, the API's
-    # 400 (its error_page 413 is for nginx's limit)
+    # 400, as with a Content-Length (its error_page 413 is for nginx's
+    # limit, and its error_page 400 is not taken either)
     ($status, $h, $body) = big(POST => '/lg-own-413', 'chunked');
     is($status, 400, 'error_page 413, chunked: linegate_max_body\'s 400');
     is_deeply(scalar eval { Mojo::JSON::decode_json($body) },
