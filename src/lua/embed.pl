@@ -65,6 +65,9 @@ for my $f (sort @files) {
     # its includes pasted, was 350 bytes short of the limit
     die "$f: a long string [[...]]: its lines' indentation would be cut\n"
         if $src =~ /\[=*\[/;
+    die "$f: a string continued over lines (a backslash at a line's end, "
+        . "or \\z): its next line's indentation would be cut\n"
+        if $src =~ /\\\n|\\z/;
     $src =~ s{^[ \t]+}{}gm;
     die "$f: " . length($src) . " bytes once included and stripped, over "
         . "the 16,000 that a Redis connection may send before AUTH\n"
