@@ -499,13 +499,7 @@ subtest 'reissue_lapsed of a request naming an open invoice: left payable'
     my ($id, $c) = $l->awaiting($w);
     my $in = $c->{invoiceId};
     is($l->invoice($in)->{status}, 'open', 'its invoice open');
-    my @t = gmtime(time - 60);
-    my $at = sprintf '%04d-%02d-%02dT%02d:%02d:%02d.000Z', $t[5] + 1900,
-                     $t[4] + 1, @t[3, 2, 1, 0];
-    $r->xadd('lg:{fleet}:reconcile', '*', workspace => $w->{id},
-             line_request_id => $id, invoice_id => '',
-             reason => 'reissue_lapsed', customer => $w->{customer},
-             at => $at);
+    $l->lapsed_entry($w, $id);
     my $tx = $s->op(POST => '/reconciliation/run');
     is($tx->res->code, 200, 'a run') or diag $tx->res->body;
     my ($e) = grep { ($_->{line_request_id} // '') eq $id }

@@ -1532,19 +1532,6 @@ subtest 'an invoice a run fenced, paid at finalization: stored' => sub {
                @{ $p->reconcile }], [], 'nothing left for a human');
 };
 
-# a reissue_lapsed entry of $w's request $id, as lr_invoice_orphan
-# queues it
-sub lapsed_entry {
-    my ($w, $id) = @_;
-    my @t = gmtime(time - 60);
-    my $at = sprintf '%04d-%02d-%02dT%02d:%02d:%02d.000Z', $t[5] + 1900,
-             $t[4] + 1, @t[3, 2, 1, 0];
-    $r->xadd('lg:{fleet}:reconcile', '*', workspace => $w->{id},
-             line_request_id => $id, invoice_id => '',
-             reason => 'reissue_lapsed', customer => $w->{customer},
-             at => $at);
-}
-
 # the entries of request $id off lg:{fleet}:reconcile (left for a human)
 sub unqueue {
     my ($id) = @_;
@@ -1588,7 +1575,7 @@ sub {
     $r->hset("lg:{ws:$w->{id}}:lr:$id", provisioningStatus => 'provisioning',
              paymentStatus => 'paid', invoiceId => $own);
     my $orphan = lapsed_invoice($w, $id, 'paid');
-    lapsed_entry($w, $id);
+    $l->lapsed_entry($w, $id);
 
     my $b = run();
     my ($e) = grep { ($_->{line_request_id} // '') eq $id }
@@ -1607,7 +1594,7 @@ sub {
     $r->hset("lg:{ws:$w->{id}}:lr:$id", provisioningStatus => 'provisioning',
              paymentStatus => 'paid', invoiceId => $own);
     my $open = lapsed_invoice($w, $id, 'open');
-    lapsed_entry($w, $id);
+    $l->lapsed_entry($w, $id);
     $b = run();
     ($e) = grep { ($_->{line_request_id} // '') eq $id }
            @{ $b->{entries} // [] };
@@ -1624,7 +1611,7 @@ subtest 'reissue_lapsed: ten invoices discarded, none left: settled' => sub {
     my $id = '6a0c00000000000000000002';
     $r->hset("lg:{ws:$w->{id}}:lr:$id", provisioningStatus => 'canceled');
     my @in = map { lapsed_invoice($w, $id, 'draft') } 1 .. 10;
-    lapsed_entry($w, $id);
+    $l->lapsed_entry($w, $id);
     my $b = run();
     my ($e) = grep { ($_->{line_request_id} // '') eq $id }
               @{ $b->{entries} // [] };
@@ -1632,7 +1619,7 @@ subtest 'reissue_lapsed: ten invoices discarded, none left: settled' => sub {
     is(scalar(() = $l->invoices($w->{customer})), 0, 'none left');
 
     @in = map { lapsed_invoice($w, $id, 'draft') } 1 .. 11;
-    lapsed_entry($w, $id);
+    $l->lapsed_entry($w, $id);
     $b = run();
     ($e) = grep { ($_->{line_request_id} // '') eq $id }
            @{ $b->{entries} // [] };

@@ -362,6 +362,19 @@ sub left_no_request {
     return @ids;
 }
 
+# a reissue_lapsed entry of workspace $w's request $id, a minute old,
+# queued as lr_invoice_orphan queues it
+sub lapsed_entry {
+    my ($self, $w, $id) = @_;
+    my @t = gmtime(time - 60);
+    my $at = sprintf '%04d-%02d-%02dT%02d:%02d:%02d.000Z', $t[5] + 1900,
+             $t[4] + 1, @t[3, 2, 1, 0];
+    $self->redis->xadd('lg:{fleet}:reconcile', '*', workspace => $w->{id},
+                       line_request_id => $id, invoice_id => '',
+                       reason => 'reissue_lapsed',
+                       customer => $w->{customer}, at => $at);
+}
+
 # the entries of the provisioning stream, as hashes
 sub stream {
     my ($self) = @_;
