@@ -17,7 +17,8 @@
  * as a limits request (2), whichever count it has: a count that is not
  * its own must be refused too.  Redis is not connected in this build: a
  * command the reader sends (a refused preview's DEL, the second read of
- * a window too long for one) fails as a lost connection would.
+ * a window too long for one, pv_stock after a number drawn that is no
+ * E.164 number) fails as a lost connection would.
  * Invariant: an answer, exactly one.
  */
 
@@ -53,9 +54,22 @@ fuzz_redis_pipeline(ngx_http_request_t *r, ngx_uint_t n,
     return NGX_ERROR;
 }
 
+/* pv_stock, a preview's draw again past a number set aside: nor this */
+static ngx_int_t
+fuzz_redis_script(ngx_http_request_t *r,
+    ngx_http_linegate_script_id_e script, int nkeys,
+    ngx_http_linegate_redis_args_t *args,
+    ngx_http_linegate_redis_handler_pt handler)
+{
+    fuzz_commands++;
+    return NGX_ERROR;
+}
+
 #define ngx_http_linegate_redis_command  fuzz_redis_command
 #define ngx_http_linegate_redis_pipeline  fuzz_redis_pipeline
+#define ngx_http_linegate_redis_script  fuzz_redis_script
 #include "ngx_http_linegate_provision_plain.c"
+#undef ngx_http_linegate_redis_script
 #undef ngx_http_linegate_redis_pipeline
 #undef ngx_http_linegate_redis_command
 
