@@ -96,9 +96,10 @@ ngx_http_linegate_idem_prepare(ngx_http_request_t *r, json_t *body,
     if (idem->digest.data == NULL
         || ngx_http_linegate_idem_fingerprint(r, body, idem) != NGX_OK)
     {
+        /* memory ran out: no message, the caller answers 500 */
         ngx_str_null(&idem->digest);
         *field = NULL;
-        *message = "The request body could not be processed";
+        *message = NULL;
         return NGX_ERROR;
     }
 

@@ -30,7 +30,8 @@ typedef struct {
  * The key from the Idempotency-Key header or the idempotencyKey field of
  * body, and the fingerprint of the body, into idem. NGX_OK (no key is
  * fine: idem->digest stays empty), or NGX_ERROR with the 400's field (NULL
- * when the body as a whole failed) and message, for the caller to answer.
+ * when the body as a whole failed) and message, for the caller to answer;
+ * message NULL: memory ran out, a 500.
  */
 ngx_int_t ngx_http_linegate_idem_prepare(ngx_http_request_t *r, json_t *body,
     ngx_http_linegate_idem_t *idem, const char **field, const char **message);

@@ -28,6 +28,26 @@ ngx_http_linegate_json_reason(json_error_t *err)
 }
 
 
+/*
+ * A parse that failed for want of memory, not for the body: jansson
+ * names every syntax error, and leaves the error empty when building an
+ * object or array fails (2.14), or codes it out_of_memory (2.11 and
+ * later, elsewhere). A string's copy failing reads as an invalid token:
+ * a 400, which jansson does not let us tell apart.
+ */
+static ngx_uint_t
+ngx_http_linegate_json_out_of_memory(json_error_t *err)
+{
+#if (JANSSON_VERSION_HEX >= 0x020b00)
+    if (json_error_code(err) == json_error_out_of_memory) {
+        return 1;
+    }
+#endif
+
+    return err->text[0] == '\0';
+}
+
+
 ngx_int_t
 ngx_http_linegate_json_parse(ngx_http_request_t *r,
     ngx_http_linegate_ctx_t *ctx, ngx_uint_t empty_ok, const char **why)
@@ -68,6 +88,14 @@ ngx_http_linegate_json_parse(ngx_http_request_t *r,
                       JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL, &err);
 
     if (body == NULL) {
+        if (ngx_http_linegate_json_out_of_memory(&err)) {
+            /* no reason: the body is not at fault, the caller answers 500 */
+            ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                          NGX_HTTP_LINEGATE_LOG "out of memory parsing the "
+                          "JSON body (%uz bytes)", ctx->raw.len);
+            return NGX_ERROR;
+        }
+
         ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
                       NGX_HTTP_LINEGATE_LOG "malformed JSON body: %s "
                       "at offset %d", ngx_http_linegate_json_reason(&err),

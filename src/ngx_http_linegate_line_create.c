@@ -269,7 +269,11 @@ ngx_http_linegate_line_create(ngx_http_request_t *r,
                                           &field, &message)
            != NGX_OK)
     {
-        ngx_http_linegate_lines_defer(lr, NGX_HTTP_LINEGATE_LR_DEFER_FIELD,
+        /* no message: memory ran out, the client's body is not at fault */
+        ngx_http_linegate_lines_defer(lr,
+                                      message
+                                      ? NGX_HTTP_LINEGATE_LR_DEFER_FIELD
+                                      : NGX_HTTP_LINEGATE_LR_DEFER_INTERNAL,
                                       field, message);
     }
 
@@ -1287,8 +1291,8 @@ ngx_http_linegate_create_script(ngx_http_request_t *r,
 
         if (ngx_http_linegate_line_status_body(r, l, &lr->body) != NGX_OK) {
             ngx_http_linegate_lines_defer(lr,
-                                          NGX_HTTP_LINEGATE_LR_DEFER_PLAIN,
-                                          NULL, "Internal error");
+                                        NGX_HTTP_LINEGATE_LR_DEFER_INTERNAL,
+                                        NULL, NULL);
         }
 
         ngx_str_null(&l->workspace);

@@ -53,6 +53,7 @@ typedef enum {
 #define NGX_HTTP_LINEGATE_LR_DEFER_NONE   0
 #define NGX_HTTP_LINEGATE_LR_DEFER_FIELD  1   /* 400 VALIDATION_ERROR */
 #define NGX_HTTP_LINEGATE_LR_DEFER_PLAIN  2   /* 400 {"error"} */
+#define NGX_HTTP_LINEGATE_LR_DEFER_INTERNAL  3  /* 500: memory ran out */
 
 /* the ARGV[6] of a script: do the work, or only authenticate and count */
 #define NGX_HTTP_LINEGATE_LR_WORK   0

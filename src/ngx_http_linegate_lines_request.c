@@ -951,6 +951,11 @@ ngx_http_linegate_lines_admit(ngx_http_request_t *r,
         return NGX_DONE;
     }
 
+    if (lr->deferred == NGX_HTTP_LINEGATE_LR_DEFER_INTERNAL) {
+        ngx_http_linegate_internal_error(r);
+        return NGX_DONE;
+    }
+
     return (ngx_int_t) code;
 }
 
@@ -977,8 +982,11 @@ ngx_http_linegate_lines_parse(ngx_http_request_t *r,
 
     /* the 400 is answered only once the credential is known good */
     if (ngx_http_linegate_json_parse(r, lr->ctx, 0, &why) != NGX_OK) {
-        ngx_http_linegate_lines_defer(lr, NGX_HTTP_LINEGATE_LR_DEFER_FIELD,
-                                      NULL, why ? why : "Internal error");
+        /* no reason: memory ran out, the client's body is not at fault */
+        ngx_http_linegate_lines_defer(lr,
+                                      why ? NGX_HTTP_LINEGATE_LR_DEFER_FIELD
+                                          : NGX_HTTP_LINEGATE_LR_DEFER_INTERNAL,
+                                      NULL, why);
         return NGX_ERROR;
     }
 

@@ -937,7 +937,13 @@ ngx_http_linegate_operator_usage_check(ngx_http_request_t *r,
                                        &field, &message)
         != NGX_OK)
     {
-        ngx_http_linegate_field_error(r, field, message);
+        if (message == NULL) {
+            ngx_http_linegate_internal_error(r);
+
+        } else {
+            ngx_http_linegate_field_error(r, field, message);
+        }
+
         return NGX_ERROR;
     }
 

@@ -1,0 +1,127 @@
+package LG::JanssonFail;
+
+# jansson's allocations made to fail in nginx, by a small LD_PRELOAD
+# library built here that sets jansson's allocator (json_set_alloc_funcs)
+# in nginx only: an allocation fails (NULL, ENOMEM) when its size is one
+# written in a file, so that a test reaches
+# a parse or a copy that runs out of memory without starving the rest of
+# the worker (nginx's pools, hiredis). Use it before the stack starts:
+#
+#   use LG::JanssonFail qw(jansson_fail);   # builds it, or skips the file
+#   jansson_fail(5003, 9616);               # those sizes fail from now on
+#   jansson_fail();                         # none
+
+use strict;
+use warnings;
+
+use Exporter qw(import);
+use File::Temp qw(tempdir);
+use Test::More;
+
+our @EXPORT_OK = qw(jansson_fail);
+
+my ($dir, $file);
+
+sub jansson_fail {
+    my (@sizes) = @_;
+    open my $fh, '>', "$file.new" or die "$file.new: $!";
+    print $fh join(' ', @sizes, 0);
+    close $fh;
+    rename "$file.new", $file or die "rename: $!";
+}
+
+sub build {
+    $dir = tempdir(CLEANUP => 1);
+    # the workers may run as another user (nginx's "user")
+    chmod 0755, $dir;
+    $file = "$dir/sizes";
+
+    open my $src, '>', "$dir/fail.c" or die "$dir/fail.c: $!";
+    print $src <<'C';
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <jansson.h>
+
+extern char  *program_invocation_short_name;
+
+static char  *lg_file;
+
+/* a size the file lists, read at each call (the test rewrites it) */
+static int
+lg_listed(size_t size)
+{
+    char   buf[256], *p, *end;
+    int    fd, n, err;
+    long   v;
+
+    err = errno;
+    fd = open(lg_file, O_RDONLY);
+    n = fd < 0 ? -1 : (int) read(fd, buf, sizeof(buf) - 1);
+    if (fd >= 0) {
+        close(fd);
+    }
+    errno = err;
+
+    if (n <= 0) {
+        return 0;
+    }
+
+    buf[n] = '\0';
+
+    for (p = buf; ; p = end) {
+        v = strtol(p, &end, 10);
+        if (end == p || v <= 0) {
+            return 0;
+        }
+        if ((size_t) v == size) {
+            return 1;
+        }
+    }
+}
+
+static void *
+lg_malloc(size_t size)
+{
+    if (lg_listed(size)) {
+        errno = ENOMEM;
+        return NULL;
+    }
+
+    return malloc(size);
+}
+
+/*
+ * nginx only (its workers are forks; its setproctitle overwrites env):
+ * jansson's own allocator hook, in the one libjansson the module loads
+ * later (this library's dependency, already mapped)
+ */
+__attribute__((constructor)) static void
+lg_init(void)
+{
+    const char  *f = getenv("LG_JANSSON_FAIL");
+
+    if (f && strcmp(program_invocation_short_name, "nginx") == 0) {
+        lg_file = strdup(f);
+        json_set_alloc_funcs(lg_malloc, free);
+    }
+}
+C
+    close $src;
+
+    my $cc = $ENV{CC} // 'cc';
+    system($cc, '-shared', '-fPIC', '-O1', '-o', "$dir/fail.so",
+           "$dir/fail.c", '-ljansson') == 0
+        or plan skip_all => "$cc could not build the allocation failer";
+
+    jansson_fail();
+    $ENV{LG_JANSSON_FAIL} = $file;
+    $ENV{LD_PRELOAD} = join ' ', "$dir/fail.so", $ENV{LD_PRELOAD} // ();
+}
+
+build();
+
+1;
