@@ -21,32 +21,13 @@ use IO::Socket::INET;
 use POSIX ();
 use Redis;
 use LG::Stack;
-use LG::Test qw(:DEFAULT eventually);
+use LG::Test qw(:DEFAULT eventually take_command);
 
 # the longest wait for a step of a failover to be seen (seconds)
 my $SETTLE = 30;
 
 my ($fake_port) = LG::Stack::_free_ports(1);
 my $fake_pid;
-
-# A command of the Redis protocol off the front of $$buf (an array of
-# bulk strings, as hiredis writes), or () until it is whole
-sub take_command {
-    my ($buf) = @_;
-    return () unless $$buf =~ /\A\*(\d+)\r\n/;
-    my ($n, $at) = ($1, length $&);
-    my @args;
-    for (1 .. $n) {
-        return () unless substr($$buf, $at) =~ /\A\$(\d+)\r\n/;
-        my $len = $1;
-        $at += length $&;
-        return () if length($$buf) < $at + $len + 2;
-        push @args, substr($$buf, $at, $len);
-        $at += $len + 2;
-    }
-    substr($$buf, 0, $at) = '';
-    return @args;
-}
 
 sub touch {
     open my $f, '>', $_[0] or die "$_[0]: $!";

@@ -18,7 +18,7 @@ our @EXPORT = qw(answer_is json_error_is redis_dump redis_values raw_http
                  timed);
 # (not by default: several files still define their own)
 our @EXPORT_OK = qw(eventually reads_as same_data public_dir http_body resp
-                 burst_then lua_script);
+                 burst_then lua_script take_command);
 
 # Status, the headers every linegate answer carries, and a JSON body,
 # which is returned (undef when it is not JSON).
@@ -146,6 +146,25 @@ sub http_body {
 sub resp {
     return join '', '*' . @_ . "\r\n",
                     map { '$' . length($_) . "\r\n$_\r\n" } @_;
+}
+
+# A command of the Redis protocol off the front of $$buf (an array of
+# bulk strings, as hiredis writes), or () until it is whole
+sub take_command {
+    my ($buf) = @_;
+    return () unless $$buf =~ /\A\*(\d+)\r\n/;
+    my ($n, $at) = ($1, length $&);
+    my @args;
+    for (1 .. $n) {
+        return () unless substr($$buf, $at) =~ /\A\$(\d+)\r\n/;
+        my $len = $1;
+        $at += length $&;
+        return () if length($$buf) < $at + $len + 2;
+        push @args, substr($$buf, $at, $len);
+        $at += $len + 2;
+    }
+    substr($$buf, 0, $at) = '';
+    return @args;
 }
 
 # A burst of invalidations, then at once a request: on the raw Redis
