@@ -106,6 +106,16 @@ typedef struct {
     ngx_uint_t                          master_known;
     ngx_event_t                         rediscover;  /* posted */
 
+    /*
+     * rediscover posted for +switch-master alone, which named this new
+     * master (as the sentinel wrote it): a connection already there is
+     * kept. Cleared by any other cause (-READONLY, ROLE), which drops
+     */
+    ngx_uint_t                          switch_only;
+    ngx_int_t                           switch_port;
+    size_t                              switch_len;
+    u_char                              switch_host[NGX_SOCKADDR_STRLEN];
+
     /* Redis Cluster: the slot map is asked for again on this timer */
     ngx_uint_t                          cluster;
     ngx_uint_t                          refreshing;  /* CLUSTER SLOTS sent */
@@ -288,7 +298,9 @@ static void ngx_http_linegate_redis_connect_to(
     ngx_http_linegate_redis_node_t *node);
 static void ngx_http_linegate_redis_master_found(ngx_int_t rc,
     ngx_str_t *host, ngx_int_t port);
-static void ngx_http_linegate_redis_master_switched(void);
+static void ngx_http_linegate_redis_master_switched(ngx_str_t *host,
+    ngx_int_t port);
+static void ngx_http_linegate_redis_post_rediscover(void);
 static void ngx_http_linegate_redis_rediscover(ngx_event_t *ev);
 static void ngx_http_linegate_redis_auth(
     ngx_http_linegate_redis_node_t *node);
@@ -2428,11 +2440,11 @@ ngx_http_linegate_redis_demoted(redisReply *reply)
 
     rd = &ngx_http_linegate_redis;
 
-    if (rd->sentinel && !rd->rediscover.posted
+    if (rd->sentinel
         && ngx_http_linegate_redis_error_is(reply->str, reply->len,
                                             "READONLY"))
     {
-        ngx_post_event(&rd->rediscover, &ngx_posted_events);
+        ngx_http_linegate_redis_post_rediscover();
     }
 }
 
@@ -3854,13 +3866,50 @@ ngx_http_linegate_redis_master_found(ngx_int_t rc, ngx_str_t *host,
 }
 
 
-/* a sentinel announced a failover of our master */
+/*
+ * A sentinel announced a failover of our master, to host:port (host
+ * NULL: the message gave no address we could read). Acted on out of the
+ * sentinel's hiredis callback: the drop fails requests, whose handlers
+ * may ask the sentinels
+ */
 static void
-ngx_http_linegate_redis_master_switched(void)
+ngx_http_linegate_redis_master_switched(ngx_str_t *host, ngx_int_t port)
 {
     ngx_http_linegate_redis_t  *rd;
 
     rd = &ngx_http_linegate_redis;
+
+    if (rd->rediscover.posted && !rd->switch_only) {
+        /* posted for a cause that drops whatever the announcement */
+        return;
+    }
+
+    if (host == NULL || host->len > NGX_SOCKADDR_STRLEN) {
+        rd->switch_only = 0;
+
+    } else {
+        /* the latest announcement, should two come before the event */
+        rd->switch_only = 1;
+        rd->switch_len = host->len;
+        rd->switch_port = port;
+        ngx_memcpy(rd->switch_host, host->data, host->len);
+    }
+
+    if (!rd->rediscover.posted) {
+        ngx_post_event(&rd->rediscover, &ngx_posted_events);
+    }
+}
+
+
+/* the connection to nodes[0] is not the master's: dropped, asked again */
+static void
+ngx_http_linegate_redis_post_rediscover(void)
+{
+    ngx_http_linegate_redis_t  *rd;
+
+    rd = &ngx_http_linegate_redis;
+
+    rd->switch_only = 0;
 
     if (!rd->rediscover.posted) {
         ngx_post_event(&rd->rediscover, &ngx_posted_events);
@@ -3871,17 +3920,46 @@ ngx_http_linegate_redis_master_switched(void)
 static void
 ngx_http_linegate_redis_rediscover(ngx_event_t *ev)
 {
-    ngx_http_linegate_redis_t  *rd;
+    ngx_uint_t                       switch_only;
+    ngx_http_linegate_redis_t       *rd;
+    ngx_http_linegate_redis_node_t  *node;
 
     rd = &ngx_http_linegate_redis;
+    node = &rd->nodes[0];
 
-    if (rd->exiting || rd->nodes[0].ac == NULL) {
+    switch_only = rd->switch_only;
+    rd->switch_only = 0;
+
+    if (rd->exiting || node->ac == NULL) {
         /* not connected: the next connect asks the sentinels anyway */
         rd->master_known = 0;
         return;
     }
 
-    ngx_http_linegate_redis_drop(&rd->nodes[0], "master changed");
+    /*
+     * +switch-master may come late: the worker lost the old master (or
+     * was answered -READONLY there), asked the sentinels and is on the
+     * new one already, connected or checking its ROLE. Dropping that
+     * connection would fail every command in flight on it for nothing.
+     * The sentinel writes the address as get-master-addr-by-name gives
+     * it, which is what the node holds (an IP: a name is never
+     * connected to, see connect_to()); case aside, as names are
+     */
+    if (switch_only
+        && node->port == rd->switch_port
+        && node->host.len == rd->switch_len
+        && ngx_strncasecmp(node->host.data, rd->switch_host,
+                           rd->switch_len)
+           == 0)
+    {
+        ngx_log_error(NGX_LOG_NOTICE, rd->log, 0,
+                      NGX_HTTP_LINEGATE_LOG "redis already on the master "
+                      "%V:%i +switch-master names: connection kept",
+                      &node->host, node->port);
+        return;
+    }
+
+    ngx_http_linegate_redis_drop(node, "master changed");
 }
 
 
@@ -4051,9 +4129,7 @@ ngx_http_linegate_redis_role_cb(redisAsyncContext *ac, void *data,
     /* dropped out of hiredis's callback, where the context is freed */
     rd->master_known = 0;
 
-    if (!rd->rediscover.posted) {
-        ngx_post_event(&rd->rediscover, &ngx_posted_events);
-    }
+    ngx_http_linegate_redis_post_rediscover();
 }
 
 

@@ -75,6 +75,8 @@ static void ngx_http_linegate_sentinel_reply(redisAsyncContext *ac,
     void *data, void *privdata);
 static ngx_int_t ngx_http_linegate_sentinel_address(redisReply *reply,
     ngx_str_t *host, ngx_int_t *port);
+static ngx_int_t ngx_http_linegate_sentinel_switch_address(u_char *p,
+    u_char *end, ngx_str_t *host, ngx_int_t *port);
 static void ngx_http_linegate_sentinel_failed(const char *why);
 static void ngx_http_linegate_sentinel_timeout(ngx_event_t *ev);
 static void ngx_http_linegate_sentinel_subscribe(void);
@@ -521,7 +523,8 @@ static void
 ngx_http_linegate_sentinel_message(redisAsyncContext *ac, void *data,
     void *privdata)
 {
-    ngx_str_t                       *name;
+    ngx_int_t                        port;
+    ngx_str_t                       *name, host;
     redisReply                      *reply, *msg;
     ngx_http_linegate_sentinel_t    *s;
     ngx_http_linegate_redis_addr_t  *addrs;
@@ -610,7 +613,72 @@ ngx_http_linegate_sentinel_message(redisAsyncContext *ac, void *data,
         ngx_http_linegate_sentinel_requery();
     }
 
-    s->switched();
+    if (ngx_http_linegate_sentinel_switch_address(
+            (u_char *) msg->str + name->len + 1,
+            (u_char *) msg->str + msg->len, &host, &port)
+        != NGX_OK)
+    {
+        /* the failover is known, not where to: acted on as any */
+        ngx_log_error(NGX_LOG_WARN, s->log, 0,
+                      NGX_HTTP_LINEGATE_LOG "redis sentinel: +switch-master "
+                      "gives no new master's address");
+        s->switched(NULL, 0);
+        return;
+    }
+
+    s->switched(&host, port);
+}
+
+
+/*
+ * What follows the master's name in +switch-master:
+ * "<old ip> <old port> <new ip> <new port>", from a peer, so read within
+ * its bounds: the new address, or NGX_ERROR for anything else
+ */
+static ngx_int_t
+ngx_http_linegate_sentinel_switch_address(u_char *p, u_char *end,
+    ngx_str_t *host, ngx_int_t *port)
+{
+    u_char      *field[4];
+    size_t       len[4];
+    ngx_uint_t   n;
+
+    for (n = 0; n < 4; n++) {
+        field[n] = p;
+
+        while (p < end && *p != ' ') {
+            p++;
+        }
+
+        len[n] = p - field[n];
+
+        if (len[n] == 0) {
+            return NGX_ERROR;
+        }
+
+        if (n < 3) {
+            if (p == end) {
+                return NGX_ERROR;
+            }
+
+            p++;
+        }
+    }
+
+    if (p != end || len[2] > NGX_SOCKADDR_STRLEN) {
+        return NGX_ERROR;
+    }
+
+    *port = ngx_atoi(field[3], len[3]);
+
+    if (*port < 1 || *port > 65535) {
+        return NGX_ERROR;
+    }
+
+    host->data = field[2];
+    host->len = len[2];
+
+    return NGX_OK;
 }
 
 

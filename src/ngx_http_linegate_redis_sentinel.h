@@ -16,8 +16,13 @@
 typedef void (*ngx_http_linegate_sentinel_found_pt)(ngx_int_t rc,
     ngx_str_t *host, ngx_int_t port);
 
-/* a sentinel announced a new master (+switch-master) */
-typedef void (*ngx_http_linegate_sentinel_switched_pt)(void);
+/*
+ * a sentinel announced a new master (+switch-master), at host:port as
+ * the message wrote it (host not NUL-terminated, at most
+ * NGX_SOCKADDR_STRLEN bytes); host NULL when it gave none readable
+ */
+typedef void (*ngx_http_linegate_sentinel_switched_pt)(ngx_str_t *host,
+    ngx_int_t port);
 
 
 void ngx_http_linegate_sentinel_init(ngx_http_linegate_main_conf_t *lmcf,

@@ -35,7 +35,10 @@
  * invalidation message counts one per key of the lg:{ws:<id>} form
  * ("lg:{ws:", an id of at least one byte, '}'), the last one's id
  * recorded, or a flush for nil; +switch-master is acted on exactly for
- * a pmessage about the configured master; the query finds the master
+ * a pmessage about the configured master, given the new master's
+ * address (a slice of the message) exactly when the rest of it is
+ * "<ip> <port> <ip> <port>" with a new port of 1 to 65535 and a new ip
+ * of at most NGX_SOCKADDR_STRLEN bytes, else none; the query finds the master
  * (once) exactly for ["host", "port"], host 1 to NGX_SOCKADDR_STRLEN
  * bytes, port 1 to 65535, and copies it whole; anything else is one
  * failure.
@@ -89,6 +92,8 @@ static ngx_array_t                     fuzz_sentinels = {
 
 /* what the Sentinel's callbacks were told */
 static ngx_uint_t   fuzz_found, fuzz_switched;
+static ngx_str_t    fuzz_switched_host;   /* data NULL: none given */
+static ngx_int_t    fuzz_switched_port;
 static ngx_int_t    fuzz_found_rc, fuzz_found_port;
 static ngx_str_t    fuzz_found_host;
 
@@ -149,9 +154,62 @@ fuzz_found_cb(ngx_int_t rc, ngx_str_t *host, ngx_int_t port)
 
 
 static void
-fuzz_switched_cb(void)
+fuzz_switched_cb(ngx_str_t *host, ngx_int_t port)
 {
     fuzz_switched++;
+    fuzz_switched_port = port;
+
+    if (host != NULL) {
+        fuzz_switched_host = *host;
+
+    } else {
+        ngx_str_null(&fuzz_switched_host);
+    }
+}
+
+
+/*
+ * The new master's address in "<old ip> <old port> <new ip> <new port>"
+ * (the message after "mymaster "), read apart from the module: 1 when
+ * there are exactly four fields, none empty, the third at most
+ * NGX_SOCKADDR_STRLEN bytes, the fourth a port 1 to 65535
+ */
+static ngx_uint_t
+fuzz_switch_address(const char *p, size_t len, const char **host,
+    size_t *host_len, ngx_int_t *port)
+{
+    size_t       at[5], n, i;
+
+    n = 0;
+    at[n++] = 0;
+
+    for (i = 0; i < len; i++) {
+        if (p[i] == ' ') {
+            if (n == 4) {
+                return 0;
+            }
+
+            at[n++] = i + 1;
+        }
+    }
+
+    if (n != 4) {
+        return 0;
+    }
+
+    at[4] = len + 1;
+
+    for (i = 0; i < 4; i++) {
+        if (at[i + 1] - 1 == at[i]) {
+            return 0;
+        }
+    }
+
+    *host = p + at[2];
+    *host_len = at[3] - 1 - at[2];
+    *port = ngx_atoi((u_char *) p + at[3], len - at[3]);
+
+    return *host_len <= NGX_SOCKADDR_STRLEN && *port >= 1 && *port <= 65535;
 }
 
 
@@ -314,7 +372,10 @@ fuzz_tracking(redisReply *reply)
 static void
 fuzz_switch(redisReply *reply)
 {
+    size_t       host_len;
+    ngx_int_t    port;
     ngx_uint_t   before;
+    const char  *host;
     redisReply  *m;
 
     before = fuzz_switched;
@@ -331,6 +392,25 @@ fuzz_switch(redisReply *reply)
             && m->type == REDIS_REPLY_STRING && m->len > 8
             && memcmp(m->str, "mymaster ", 9) == 0))
     {
+        __builtin_trap();
+    }
+
+    if (fuzz_switched == before) {
+        return;
+    }
+
+    /* the new master's address exactly when the message has one */
+    if (fuzz_switch_address(m->str + 9, m->len - 9, &host, &host_len,
+                            &port))
+    {
+        if (fuzz_switched_host.data != (u_char *) host
+            || fuzz_switched_host.len != host_len
+            || fuzz_switched_port != port)
+        {
+            __builtin_trap();
+        }
+
+    } else if (fuzz_switched_host.data != NULL) {
         __builtin_trap();
     }
 }

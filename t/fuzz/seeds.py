@@ -704,6 +704,16 @@ pubsub = [
     rd(3, arr(bulk('127.0.0.1'), b':6379\r\n')),
     rd(3, b'*-1\r\n'),
     rd(3, b'-IDONTKNOW No such master with that name\r\n'),
+    # +switch-master's new address: read, or not (appended: the numbers
+    # of the seeds above stay)
+    rd(0x12, pmsg(SW, 'mymaster 127.0.0.1 6379 ::1 65535'),
+       pmsg(SW, 'mymaster 127.0.0.1 6379 127.0.0.1 65536'),
+       pmsg(SW, 'mymaster 127.0.0.1 6379  127.0.0.1 6380'),
+       pmsg(SW, 'mymaster 127.0.0.1 6379 127.0.0.1 6380 x'),
+       pmsg(SW, 'mymaster '), pmsg(SW, 'mymaster 1 2 3 '),
+       pmsg(SW, 'mymaster 1 2 ' + 'h' * 47 + ' 1')),
+    rd(0x12, pmsg(SW, 'mymaster 127.0.0.1 6379 redis-2.example 6380'),
+       pmsg(SW, b'$17\r\nmymaster 1 2 \x003 4\r\n')),
 ]
 write('redis_pubsub', pubsub)
 
