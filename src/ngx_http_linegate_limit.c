@@ -178,8 +178,6 @@ static void ngx_http_linegate_limit_reply1(ngx_http_request_t *r,
     redisReply *reply);
 static void ngx_http_linegate_limit_decide(ngx_http_request_t *r,
     ngx_http_linegate_limit_ctx_t *ctx);
-static void ngx_http_linegate_limit_reload_script(ngx_http_request_t *r,
-    ngx_http_linegate_limit_ctx_t *ctx);
 static void ngx_http_linegate_limit_refund(ngx_http_request_t *r,
     ngx_http_linegate_limit_ctx_t *ctx);
 static void ngx_http_linegate_limit_uncharge(
@@ -745,8 +743,14 @@ ngx_http_linegate_limit_reply(ngx_http_request_t *r, redisReply *reply)
         j++;
 
         if (e == NULL || e->type == REDIS_REPLY_ERROR) {
-            /* unknown (no reply), or not run: logged by the client */
-            failed |= (e == NULL) ? 1 : 2;
+            /*
+             * unknown (no reply), or not run: logged by the client, which
+             * on a NOSCRIPT (a SCRIPT FLUSH, a promoted replica) has
+             * already sent every script again to every node it is
+             * connected to, so the next requests are Redis's again on
+             * every master of a cluster (t/400)
+             */
+            failed = 1;
             continue;
         }
 
@@ -780,11 +784,6 @@ ngx_http_linegate_limit_reply(ngx_http_request_t *r, redisReply *reply)
         ngx_http_linegate_limit_answered(r);
         ngx_http_linegate_limit_decide(r, ctx);
         goto resume;
-    }
-
-    if (failed & 2) {
-        /* an error reply: most likely NOSCRIPT */
-        ngx_http_linegate_limit_reload_script(r, ctx);
     }
 
     /* as the fallback that follows: once a second, not per request */
@@ -825,54 +824,6 @@ resume:
     /* the phase engine runs again from this handler, with the decision */
     r->write_event_handler = ngx_http_core_run_phases;
     ngx_http_post_request(r, NULL);
-}
-
-
-/*
- * A pipeline (several zones) that failed before its timeout: an error
- * reply, most likely NOSCRIPT after a SCRIPT FLUSH (a pipeline does not
- * send a script again, and a retry could charge twice if it were another
- * error). This request falls back; SCRIPT LOAD, at most once a second per
- * worker, lets the next ones pass through Redis again.
- */
-static void
-ngx_http_linegate_limit_reload_script(ngx_http_request_t *r,
-    ngx_http_linegate_limit_ctx_t *ctx)
-{
-    ngx_str_t                        src;
-    ngx_uint_t                       i, n;
-    ngx_http_linegate_redis_args_t  *a;
-    ngx_http_linegate_main_conf_t   *gmcf;
-
-    static time_t                    loaded;
-
-    for (i = 0, n = 0; i < ctx->n; i++) {
-        n += ctx->res[i].limited;
-    }
-
-    gmcf = ngx_http_get_module_main_conf(r, ngx_http_linegate_module);
-
-    if (n < 2 || loaded == ngx_time()
-        || ngx_current_msec - ctx->sent >= gmcf->redis_command_timeout)
-    {
-        return;
-    }
-
-    loaded = ngx_time();
-
-    a = ngx_palloc(r->pool, sizeof(ngx_http_linegate_redis_args_t));
-    if (a == NULL) {
-        return;
-    }
-
-    ngx_http_linegate_script_source(NGX_HTTP_LINEGATE_SCRIPT_RL_GCRA, &src);
-
-    ngx_http_linegate_redis_args_init(a);
-    ngx_http_linegate_redis_arg_cstr(a, "SCRIPT");
-    ngx_http_linegate_redis_arg_cstr(a, "LOAD");
-    ngx_http_linegate_redis_arg_str(a, &src);
-
-    (void) ngx_http_linegate_redis_command(r, a, NULL);
 }
 
 

@@ -753,21 +753,18 @@ ngx_http_linegate_lr_lease(ngx_http_request_t *r, ngx_http_linegate_lr_t *lr)
 /*
  * The pipeline failed before its timeout: an error reply, most likely
  * NOSCRIPT after a SCRIPT FLUSH (a pipeline does not send a script
- * again). SCRIPT LOAD, at most once a second per worker, for the next
- * GETs; this one goes the script's way (lr_get, which sends itself again
- * on NOSCRIPT). Any other error (the key's lookup on a master that is
- * down, WRONGTYPE of the hash) after the rate admitted: the admission
+ * again; the redis client, on that NOSCRIPT, has sent every script again
+ * to every node it is connected to, for the next GETs on every master of
+ * a cluster). This one goes the script's way (lr_get, which sends itself
+ * again on NOSCRIPT). Any other error (the key's lookup on a master that
+ * is down, WRONGTYPE of the hash) after the rate admitted: the admission
  * was given back first (lr_get_tx_undo), the request is counted once.
  */
 static ngx_int_t
 ngx_http_linegate_lr_get_tx_failed(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr)
 {
-    ngx_str_t                        src;
-    ngx_http_linegate_redis_args_t  *a;
-    ngx_http_linegate_main_conf_t   *lmcf;
-
-    static time_t                    loaded;
+    ngx_http_linegate_main_conf_t  *lmcf;
 
     lmcf = ngx_http_get_module_main_conf(r, ngx_http_linegate_module);
 
@@ -775,23 +772,6 @@ ngx_http_linegate_lr_get_tx_failed(ngx_http_request_t *r,
         || !ngx_http_linegate_redis_connected())
     {
         return NGX_DECLINED;
-    }
-
-    if (loaded != ngx_time()) {
-        loaded = ngx_time();
-
-        a = ngx_palloc(r->pool, sizeof(ngx_http_linegate_redis_args_t));
-
-        if (a != NULL) {
-            ngx_http_linegate_script_source(NGX_HTTP_LINEGATE_SCRIPT_RL_GCRA,
-                                            &src);
-            ngx_http_linegate_redis_args_init(a);
-            ngx_http_linegate_redis_arg_cstr(a, "SCRIPT");
-            ngx_http_linegate_redis_arg_cstr(a, "LOAD");
-            ngx_http_linegate_redis_arg_str(a, &src);
-
-            (void) ngx_http_linegate_redis_command(r, a, NULL);
-        }
     }
 
     if (lr->ctx->state == NGX_HTTP_LINEGATE_READ_REVALIDATE) {

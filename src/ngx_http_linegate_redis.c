@@ -1906,8 +1906,13 @@ ngx_http_linegate_redis_pipeline_cb(redisAsyncContext *ac, void *data,
         pl->failed = 1;
 
         if (ngx_strncmp(reply->str, "NOSCRIPT", 8) == 0) {
-            /* the node lost its scripts (SCRIPT FLUSH, a restart): the
-             * next requests find them again */
+            /*
+             * the node lost its scripts (SCRIPT FLUSH, a restart, a
+             * promoted replica): the next requests find them again, on
+             * every node (a SCRIPT LOAD with no key would reach one
+             * node of a cluster); the limit's and Lines' pipelines,
+             * which do not send a script again, count on it (t/400)
+             */
             ngx_http_linegate_redis_reload();
         }
 

@@ -27,6 +27,9 @@ my $http = <<"CONF";
     linegate_limit_zone srv key=\$arg_k rate=1r/h burst=1;
     linegate_limit_zone long key=\$http_x_long rate=1r/h;
     linegate_limit_zone hk key=\$http_x_key rate=1r/h;
+    linegate_limit_zone m0 key=\$arg_a rate=1r/h;
+    linegate_limit_zone m1 key=\$arg_b rate=1r/h;
+    linegate_limit_zone m2 key=\$arg_c rate=1r/h;
 CONF
 
 my $server = <<"CONF";
@@ -58,6 +61,13 @@ my $server = <<"CONF";
         location /two/ {
             linegate_limit zone=s;
             linegate_limit zone=d;
+            add_header X-Limit \$linegate_limit_status always;
+            root $dir; try_files /file.txt =404;
+        }
+        location /masters/ {
+            linegate_limit zone=m0;
+            linegate_limit zone=m1;
+            linegate_limit zone=m2;
             add_header X-Limit \$linegate_limit_status always;
             root $dir; try_files /file.txt =404;
         }
@@ -514,6 +524,44 @@ subtest 'SCRIPT FLUSH: several zones fall back once, then Redis again' => sub {
     is($st[-1], 'PASSED', "Redis decides again after "
                           . scalar(@st) . " requests (@st)");
     ok(@st <= 3, 'within a request per worker or so');
+};
+
+# On a cluster a flush (or a failover: a promoted replica's cache is
+# empty) empties every master's cache: the NOSCRIPT of one pipeline must
+# bring the scripts back on every master, not only on the node a keyless
+# SCRIPT LOAD would reach (the first one). Zones m0..m2 have their keys on
+# three masters; on one Redis the same check holds for its one cache.
+subtest 'SCRIPT FLUSH of every master: Redis decides again on each' => sub {
+    my @m = $s->topology eq 'cluster' ? $s->cluster_masters : ();
+    # a value of zone m$i's key on the i-th master
+    my $on = sub {
+        my ($i) = @_;
+        my $v = key();
+        $v = key() while @m && $s->cluster_master_of(rl_key("m$i", $v))
+                                != $m[$i];
+        return $v;
+    };
+    my $query = sub {
+        my @v = map { $on->($_) } 0 .. 2;
+        return ("/masters/?a=$v[0]&b=$v[1]&c=$v[2]", @v);
+    };
+
+    $r->script_flush;
+    my (@st, @v, $path);
+    for (1 .. 10) {
+        ($path, @v) = $query->();
+        push @st, get($path)->headers->header('X-Limit') // '';
+        last if $st[-1] eq 'PASSED';
+        select undef, undef, undef, 0.2;
+    }
+    is($st[-1], 'PASSED', 'all three zones decided by Redis again after '
+                          . scalar(@st) . " requests (@st)");
+    ok(@st <= 3, 'within a request per worker or so');
+    ok($r->exists(rl_key("m$_", $v[$_])), "zone m$_ counted by "
+       . (@m ? "master $m[$_]" : 'Redis')) for 0 .. 2;
+    my $res = get($path);
+    is($res->code, 429, 'the same keys again: refused by the count');
+    is($res->headers->header('X-Limit'), 'REJECTED', 'by Redis');
 };
 
 subtest 'unlimited locations are untouched' => sub {

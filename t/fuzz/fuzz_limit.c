@@ -71,16 +71,12 @@ static ngx_int_t fuzz_redis_script(ngx_http_request_t *r,
 static ngx_int_t fuzz_redis_pipeline(ngx_http_request_t *r,
     ngx_uint_t ncmds, ngx_http_linegate_redis_args_t *args,
     ngx_http_linegate_redis_handler_pt handler);
-static ngx_int_t fuzz_redis_command(ngx_http_request_t *r,
-    ngx_http_linegate_redis_args_t *args,
-    ngx_http_linegate_redis_handler_pt handler);
 
 #define ngx_http_complex_value             fuzz_complex_value
 #define ngx_http_linegate_redis_connected  fuzz_redis_connected
 #define ngx_http_linegate_redis_script     fuzz_redis_script
 #define ngx_http_linegate_redis_pipeline   fuzz_redis_pipeline
 #define ngx_http_linegate_redis_pipeline_each  fuzz_redis_pipeline
-#define ngx_http_linegate_redis_command    fuzz_redis_command
 #include "ngx_http_linegate_limit.c"
 #include "ngx_http_linegate_lease.c"
 #undef ngx_http_complex_value
@@ -88,7 +84,6 @@ static ngx_int_t fuzz_redis_command(ngx_http_request_t *r,
 #undef ngx_http_linegate_redis_script
 #undef ngx_http_linegate_redis_pipeline
 #undef ngx_http_linegate_redis_pipeline_each
-#undef ngx_http_linegate_redis_command
 
 
 #define FUZZ_ZONES      NGX_HTTP_LINEGATE_LIMIT_MAX_ZONES
@@ -150,7 +145,6 @@ static struct {
     ngx_uint_t                          ncmds;
     ngx_http_linegate_redis_handler_pt  handler;
     int64_t                             want;
-    ngx_uint_t                          loads;
     ngx_uint_t                          refunds;
     ngx_str_t                           refunded[FUZZ_ZONES];
 } fuzz_redis;
@@ -572,30 +566,6 @@ fuzz_redis_pipeline(ngx_http_request_t *r, ngx_uint_t ncmds,
     fuzz_redis.ncmds = ncmds;
     fuzz_redis.want = 1;
     fuzz_redis.handler = handler;
-
-    return NGX_OK;
-}
-
-
-/* SCRIPT LOAD after a pipeline failed, fire and forget */
-static ngx_int_t
-fuzz_redis_command(ngx_http_request_t *r,
-    ngx_http_linegate_redis_args_t *args,
-    ngx_http_linegate_redis_handler_pt handler)
-{
-    ngx_str_t  src;
-
-    ngx_http_linegate_script_source(NGX_HTTP_LINEGATE_SCRIPT_RL_GCRA, &src);
-
-    if (handler != NULL || args->argc != 3
-        || !fuzz_arg_cstr(args, 0, "SCRIPT")
-        || !fuzz_arg_cstr(args, 1, "LOAD")
-        || !fuzz_arg_is(args, 2, src.data, src.len))
-    {
-        __builtin_trap();
-    }
-
-    fuzz_redis.loads++;
 
     return NGX_OK;
 }
@@ -1405,8 +1375,8 @@ fuzz_check_decision(fuzz_req_t *q)
 
 
 /*
- * What came of it beyond the answer: the refunds, the script loaded
- * again, what leases spent and were granted, the rejections Redis gave
+ * What came of it beyond the answer: the refunds, what leases spent and
+ * were granted, the rejections Redis gave
  */
 static void
 fuzz_check_effects(fuzz_req_t *q)
@@ -1426,11 +1396,6 @@ fuzz_check_effects(fuzz_req_t *q)
         if (!q->ok[i] || q->v[i][0] < 1 || (q->got && !q->refused)) {
             __builtin_trap();
         }
-    }
-
-    /* SCRIPT LOAD: at most after a pipeline that failed */
-    if (fuzz_redis.loads > (q->nel > 1 && q->lost)) {
-        __builtin_trap();
     }
 
     /* admitted by a lease: without a call, or though Redis refused */
