@@ -9,6 +9,7 @@
 
 
 #include "ngx_http_linegate_keys.h"
+#include "ngx_http_linegate_crypto.h"
 #include "ngx_http_linegate_redis_slots.h"
 
 
@@ -203,24 +204,40 @@ ngx_http_linegate_key_purchase(ngx_pool_t *pool, ngx_str_t *account,
 
 
 /*
- * lg:pv:{<tag>}:<token>, the tag the token's 3 characters after "lpv_":
+ * lg:pv:{<tag>}:<digest>, the tag the token's 3 characters after "lpv_":
  * the slot its preview chose (ngx_http_linegate_key_pv_tag()), so that
- * the key is found from the token alone, in the minting account's slot
+ * the key is found from the token alone, in the minting account's slot.
+ * The rest is the token's SHA-256 (hex), as an API key's lg:apikey:
+ * <digest>: a key name is shown by MONITOR, SLOWLOG, keyspace events,
+ * SCAN and RDB dumps, and the token is a bearer secret (a confirm that
+ * presents it buys a line); the tag alone is no secret, the account's
+ * slot names it.
  */
 ngx_int_t
 ngx_http_linegate_key_pv(ngx_pool_t *pool, ngx_str_t *token, ngx_str_t *key)
 {
-    ngx_str_t  tag;
+    u_char     hex[65];
+    ngx_str_t  tag, digest;
 
     if (token->len < 4 + NGX_HTTP_LINEGATE_REDIS_SLOT_TAG_LEN) {
+        return NGX_ERROR;
+    }
+
+    ngx_http_linegate_sha256_hex(token->data, token->len, (char *) hex);
+
+    if (hex[0] == '\0') {
+        /* OpenSSL failed: no key rather than one every token shares */
         return NGX_ERROR;
     }
 
     tag.data = token->data + 4;
     tag.len = NGX_HTTP_LINEGATE_REDIS_SLOT_TAG_LEN;
 
-    return ngx_http_linegate_key(pool, NGX_HTTP_LINEGATE_KEY_PV, &tag, token,
-                                 key);
+    digest.data = hex;
+    digest.len = 64;
+
+    return ngx_http_linegate_key(pool, NGX_HTTP_LINEGATE_KEY_PV, &tag,
+                                 &digest, key);
 }
 
 

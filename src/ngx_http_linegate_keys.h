@@ -139,9 +139,10 @@ ngx_int_t ngx_http_linegate_key_purchase(ngx_pool_t *pool,
     ngx_str_t *account, ngx_str_t *worker_id, ngx_str_t *keys);
 
 /*
- * A preview token's key, lg:pv:{<tag>}:<token>, the tag read from the
- * token (its 3 characters after "lpv_"): NGX_ERROR for a shorter token
- * or without memory
+ * A preview token's key, lg:pv:{<tag>}:<digest>, the tag read from the
+ * token (its 3 characters after "lpv_"), the digest the token's SHA-256
+ * in hex (the token itself is never a key name): NGX_ERROR for a
+ * shorter token, without memory or when OpenSSL failed
  */
 ngx_int_t ngx_http_linegate_key_pv(ngx_pool_t *pool, ngx_str_t *token,
     ngx_str_t *key);

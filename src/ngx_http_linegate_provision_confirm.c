@@ -3,7 +3,7 @@
  * linegate: POST /accounts/lines/provision-confirm (SPEC 3.4), a small
  * state machine kept in the request ctx. Every Redis step touches one
  * hash slot, its keys in KEYS[] (docs/data-model.md, "Scripts and
- * slots"): the token's lg:pv:<token>, the account's lg:{acct:<A>}...,
+ * slots"): the token's lg:pv:<digest>, the account's lg:{acct:<A>}...,
  * or the fleet's lg:{fleet}... (on one Redis, where slots do not
  * matter, RESERVE also writes the intent to the fleet's journal)
  *
@@ -11,7 +11,7 @@
  *              pv_account.lua (lg:sbkey:<key id>), as for a preview
  *              (ngx_http_linegate_provision.c runs it, then calls
  *              ngx_http_linegate_provision_confirm_known()); 401
- *   TOKEN      script pv_token (the token's own slot, lg:pv:<token>):
+ *   TOKEN      script pv_token (the token's own slot, lg:pv:<digest>):
  *              another account's token is kept (403); the account's is
  *              consumed, whatever happens next, and is good or 410
  *              (expired, malformed); none is a 410. Answer lost: 503,
@@ -155,7 +155,7 @@ typedef struct {
     ngx_http_request_t              *request;
     ngx_http_linegate_ctx_t         *ctx;
     ngx_str_t                        token;
-    ngx_str_t                        pvkey;     /* lg:pv:{<tag>}:<token> */
+    ngx_str_t                        pvkey;     /* lg:pv:{<tag>}:<digest> */
     ngx_str_t                        account;
     ngx_str_t                        key_id;    /* the presented one */
     /* lg:{acct:<A>}, :prov, :resv:, :line:, the outbox (keys.h) */

@@ -14,7 +14,7 @@
  *          confirms trim older lines); for a preview, SRANDMEMBER of
  *          the inventory, one number (unless linegate_inventory_cache
  *          trusts that the worker saw one to sell there: the fleet's
- *          master left out) and SET lg:pv:{<tag>}:<token> (the
+ *          master left out) and SET lg:pv:{<tag>}:<digest> (the
  *          account's slot) with its JSON (the account, its expiry) and
  *          expiry, ahead of the checks
  *          An account whose window this worker last found longer than
@@ -1005,7 +1005,7 @@ ngx_http_linegate_pv_plain_undone(ngx_http_request_t *r, redisReply *reply)
 
 
 /*
- * the token's SET into a: lg:pv:<token>, its own slot, the preview
+ * the token's SET into a: lg:pv:<digest>, its own slot, the preview
  * pv_token.lua reads (and deletes) to confirm it; the account in it
  * tells the confirm of another account a 403 from a 410
  */

@@ -218,6 +218,37 @@ subtest '410: used, unknown, malformed, expired' => sub {
     ok(!$r->exists($key), 'and consumed');
 };
 
+# the token is a bearer secret: a key name is shown by MONITOR, SLOWLOG,
+# keyspace events, SCAN and RDB dumps, so it is stored under its digest
+# (docs/security.md), in no name and no value, before the confirm and
+# after it; the confirm still finds it, once
+subtest 'the token is in no key name and no value in Redis' => sub {
+    my $a = $p->account('acct_digest');
+    my $tok = $p->token($a);
+    # past "lpv_" and the tag (the account's slot names it): the random
+    # part, which no name or value may hold either
+    my $secret = substr($tok, 7);
+    my $key = $p->token_key($a, $tok);
+
+    for my $when ('after the preview', 'after the confirm') {
+        my $kv = $p->stored;
+        ok(scalar keys %$kv, "$when: the keyspace read");
+        is_deeply([grep { index($_, $secret) >= 0 } sort keys %$kv], [],
+                  "$when: no key name holds the token");
+        is_deeply([grep { index($kv->{$_}, $secret) >= 0 } sort keys %$kv],
+                  [], "$when: no value holds the token");
+        if ($when =~ /preview/) {
+            ok(exists $kv->{$key}, "$when: stored as lg:pv:{<tag>}:<digest>")
+                or diag explain [grep { /^lg:pv:/ } sort keys %$kv];
+            $p->answer($p->confirm($a, $tok), 200, 'the confirm finds it');
+        }
+    }
+
+    ok(!$r->exists($key), 'the token is spent');
+    $p->error_is($p->confirm($a, $tok), 410, 'token_expired',
+                 'a second confirm: 410, as before');
+};
+
 subtest '403: another account\'s token; the owner can still use it' => sub {
     my $a = $p->account('acct_owner');
     my $b = $p->account('acct_thief');

@@ -16,7 +16,7 @@
 -- the step touches is named, so that a cluster checks them all first)
 -- KEYS[6]  lg:{fleet}:pv:inflight, when ARGV[9] names the intent (one
 --          Redis: this step writes it; a cluster's nginx wrote it before)
--- KEYS[6] or KEYS[7]  lg:pv:{<tag>}:<token>, the token to spend first,
+-- KEYS[6] or KEYS[7]  lg:pv:{<tag>}:<digest>, the token to spend first,
 --          when its tag is the account's slot (then ARGV[8] is '')
 -- ARGV[1]  the account id, <A>     ARGV[2]  now, Unix ms
 -- ARGV[3]  default daily limit     ARGV[4]  default monthly limit

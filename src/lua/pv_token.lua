@@ -4,7 +4,7 @@
 -- pv_reserve.lua, one step less. The account's step follows, told what
 -- this one answered.
 --
--- KEYS[1]  lg:pv:{<tag>}:<token> (include/pv_spend.lua)
+-- KEYS[1]  lg:pv:{<tag>}:<digest> (include/pv_spend.lua)
 -- ARGV[1]  the account of the credentials (AUTH), <A>
 -- ARGV[2]  now, Unix ms
 --

@@ -3,7 +3,7 @@
 -- confirms of one token: one of them finds it.
 --
 -- lg_pv_spend(key, acct, now) -> 200, 403 or 410
---   key: lg:pv:{<tag>}:<token>, JSON {"account","key_id","created_at",
+--   key: lg:pv:{<tag>}:<digest>, JSON {"account","key_id","created_at",
 --   "expires_at"} written by the preview (src/ngx_http_linegate_
 --   provision_plain.c); acct: the account of the credentials; now: ms
 --   200  the token is the account's and valid: consumed

@@ -11,6 +11,8 @@ package LG::Provision;
 #   my $tx = $p->confirm($a, $token);       # {"preview_token": $token}
 #   my $tx = $p->limits($a);
 #   my @errors = $p->invalid($tx, 'post', '/accounts/lines/provision-confirm');
+#   my $kv = $p->stored;                    # every key => its value, as text
+#   my @tokens = $p->issued;                # the tokens previews answered
 #
 # Accounts are written straight into Redis with the layout of
 # docs/data-model.md (the operator API is tested on its own), and their
@@ -120,9 +122,19 @@ sub _tx {
     my ($self, $method, $path, $headers, @content) = @_;
     $self->_known($headers) unless $path eq $CONFIRM;
     my $ua = $self->{s}->ua;
-    return $ua->start($ua->build_tx($method => $self->{s}->url($path)
-                                    => $headers => @content));
+    my $tx = $ua->start($ua->build_tx($method => $self->{s}->url($path)
+                                      => $headers => @content));
+    if ($path eq $PREVIEW && ($tx->res->code // 0) == 200) {
+        my $b = eval { decode_json($tx->res->body) } // {};
+        push @{ $self->{issued} }, $b->{preview_token}
+            if ref $b eq 'HASH' && defined $b->{preview_token};
+    }
+    return $tx;
 }
+
+# every token a preview of this object answered: Redis holds only their
+# digests (token_key), a log scan needs the tokens themselves
+sub issued { return @{ $_[0]{issued} // [] } }
 
 sub preview {
     my ($self, $a, @content) = @_;
@@ -255,12 +267,41 @@ sub lines {
     return \%l;
 }
 
-# the preview token's key, lg:pv:{<tag>}:<token>: the tag is the
-# token's 3 characters after "lpv_" (the account is in its JSON)
+# the preview token's key, lg:pv:{<tag>}:<digest>: the tag is the
+# token's 3 characters after "lpv_", the digest its SHA-256 in hex (the
+# account is in its JSON)
 sub token_key {
     my ($self, $a, $token) = @_;
     my $tag = substr($token, 4, 3);
-    return "lg:pv:{$tag}:$token";
+    return "lg:pv:{$tag}:" . sha256_hex($token);
+}
+
+# Every key of the store (on a cluster, of every master: KEYS is their
+# union) with its value as text, whatever its type: {name => text}, for
+# a test that looks for a secret anywhere in Redis. A key gone between
+# KEYS and its read (expired) is left out.
+sub stored {
+    my ($self) = @_;
+    my $r = $self->redis;
+    my %read = (
+        string => sub { $r->get($_[0]) },
+        hash   => sub { join "\n", $r->hgetall($_[0]) },
+        set    => sub { join "\n", $r->smembers($_[0]) },
+        zset   => sub { join "\n", $r->zrange($_[0], 0, -1, 'WITHSCORES') },
+        list   => sub { join "\n", $r->lrange($_[0], 0, -1) },
+        stream => sub {
+            join "\n", map { ($_->[0], @{ $_->[1] }) }
+                       $r->xrange($_[0], '-', '+');
+        },
+    );
+    my %kv;
+    for my $k ($r->keys('*')) {
+        my $type = $r->type($k);
+        next if $type eq 'none';
+        my $read = $read{$type} or croak "key $k: type $type not read";
+        $kv{$k} = $read->($k) // '';
+    }
+    return \%kv;
 }
 
 sub reservations {
