@@ -16,95 +16,20 @@ use lib 't/lib';
 
 use Test::More;
 use Time::HiRes qw(time sleep);
-use IO::Select;
-use IO::Socket::INET;
-use POSIX ();
 use Redis;
 use LG::Stack;
-use LG::Test qw(:DEFAULT eventually take_command);
+use LG::Test qw(:DEFAULT eventually);
+use LG::FakeSentinel;
 
 # the longest wait for a step of a failover to be seen (seconds)
 my $SETTLE = 30;
 
-my ($fake_port) = LG::Stack::_free_ports(1);
-my $fake_pid;
-
-sub touch {
-    open my $f, '>', $_[0] or die "$_[0]: $!";
-    close $f;
-}
-
-sub stop_fake {
-    return unless $fake_pid;
-    kill 'KILL', $fake_pid;
-    waitpid $fake_pid, 0;
-    undef $fake_pid;
-}
-
-# The stale sentinel: answers SENTINEL get-master-addr-by-name with
-# 127.0.0.1:$port, closes a connection that sends anything else (the
-# worker's PSUBSCRIBE: its subscription goes to the next sentinel). With
-# $hold (a file name), a query is answered once that file exists, and
-# "$hold.asked" is made when one waits
-sub fake_sentinel {
-    my ($port, $hold) = @_;
-    stop_fake();
-    my $srv = IO::Socket::INET->new(LocalAddr => '127.0.0.1',
-                                    LocalPort => $fake_port, Listen => 16,
-                                    ReuseAddr => 1)
-        or die "the fake sentinel on $fake_port: $!";
-    my $pid = fork // die "fork: $!";
-    if ($pid) {
-        close $srv;
-        $fake_pid = $pid;
-        return;
-    }
-    $SIG{PIPE} = 'IGNORE';
-    my $sel = IO::Select->new($srv);
-    my (%buf, %held);
-    my $answer = "*2\r\n\$9\r\n127.0.0.1\r\n\$" . length($port)
-                 . "\r\n$port\r\n";
-    while (1) {
-        if ($hold && %held && -e $hold) {
-            syswrite $held{$_}[0], $answer x $held{$_}[1] for keys %held;
-            %held = ();
-        }
-        for my $fh ($sel->can_read(0.05)) {
-            if ($fh == $srv) {
-                my $c = $srv->accept or next;
-                $sel->add($c);
-                next;
-            }
-            my $n = sysread $fh, my $chunk, 4096;
-            my $open = $n;
-            $buf{$fh} .= $chunk if $n;
-            while ($open && (my @cmd = take_command(\$buf{$fh}))) {
-                if (uc $cmd[0] ne 'SENTINEL') {
-                    $open = 0;
-                    last;
-                }
-                if ($hold && !-e $hold) {
-                    $held{$fh} //= [$fh, 0];
-                    $held{$fh}[1]++;
-                    touch("$hold.asked");
-                    next;
-                }
-                syswrite $fh, $answer;
-            }
-            next if $open;
-            $sel->remove($fh);
-            delete $buf{$fh};
-            delete $held{$fh};
-            close $fh;
-        }
-    }
-    POSIX::_exit(0);
-}
-
-END {
-    local $?;
-    stop_fake();
-}
+# The stale sentinel: names the master it is started with and closes a
+# connection that sends anything else (the worker's PSUBSCRIBE: its
+# subscription goes to the next sentinel). Started with hold, a query
+# is answered once released, and asked says when one waits
+my $fake = LG::FakeSentinel->new;
+my $fake_port = $fake->port;
 
 # one worker: its log lines are the story
 # a query held by the stale sentinel outlasts a failover (the query's
@@ -127,7 +52,7 @@ sub reload {
 
 subtest 'a sentinel naming a replica: the next one is asked' => sub {
     my ($replica) = $s->replica_ports;
-    fake_sentinel($replica);
+    $fake->start(master => $replica);
     my $from = reload();
     ok($s->wait_redis_connected($from, 15), 'the worker connected to '
        . 'the master');
@@ -146,7 +71,7 @@ subtest '+switch-master: its sentinel asked first' => sub {
     my $old = $s->redis_port;
     # the stale sentinel names the master of now, and will not hear of
     # the failover
-    fake_sentinel($old);
+    $fake->start(master => $old);
     my $from = reload();
     ok($s->wait_redis_connected($from, 15), 'connected');
     my $real = join '|', $s->sentinel_ports;
@@ -177,7 +102,7 @@ subtest '+switch-master: a query in flight is asked again' => sub {
     ok($s->wait_sentinels_ready($SETTLE), 'the sentinels ready again')
         or return;
     my $old = $s->redis_port;
-    fake_sentinel($old);
+    $fake->start(master => $old);
     my $from = reload();
     ok($s->wait_redis_connected($from, 15), 'connected');
     my $real = join '|', $s->sentinel_ports;
@@ -189,14 +114,12 @@ subtest '+switch-master: a query in flight is asked again' => sub {
     # the stale sentinel, which answered last (asked first next time),
     # now keeps its answer (the master of before the failover) until
     # the failover is announced
-    my $hold = $s->prefix . "/fake-sentinel-hold";
-    unlink $hold, "$hold.asked";
-    fake_sentinel($old, $hold);
+    $fake->start(master => $old, hold => 1);
     my $mark = length $s->error_log;
     my $r = Redis->new(server => "127.0.0.1:$old", reconnect => 0);
     $r->client_kill('TYPE', 'normal');
     $r->quit;
-    ok(eventually(sub { -e "$hold.asked" }, 10),
+    ok(eventually(sub { $fake->asked }, 10),
        'the worker, disconnected, asks the stale sentinel') or return;
 
     is($s->sentinel_failover($SETTLE), 'OK', 'SENTINEL FAILOVER');
@@ -204,7 +127,7 @@ subtest '+switch-master: a query in flight is asked again' => sub {
            substr($s->error_log, $mark) =~ /\+switch-master lgmaster /
        }, $SETTLE), 'told by +switch-master') or return;
     # the answer of before the switch, come after it
-    touch($hold);
+    $fake->release;
 
     my $new = $s->wait_new_master($old, $SETTLE);
     ok(defined $new, 'a new master (port ' . ($new // '-') . ')') or return;
@@ -224,6 +147,6 @@ subtest '+switch-master: a query in flight is asked again' => sub {
     $s->follow_master;
 };
 
-stop_fake();
+$fake->stop;
 
 done_testing;

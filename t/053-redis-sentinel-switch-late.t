@@ -10,126 +10,37 @@
 # crash the worker either: it is a peer's.
 #
 # The worker's subscription is on the test's own sentinel, first in the
-# list: it names the master the file $ctl.master says (the master of
-# the stack by default) and publishes on +switch-master whatever the
-# test writes to $ctl.say, when the test says so.
+# list (LG::FakeSentinel): it names the master the test says (the master
+# of the stack by default) and publishes on +switch-master what the test
+# gives it, when the test says so.
 use strict;
 use warnings;
 use lib 't/lib';
 
 use Test::More;
 use Time::HiRes qw(time sleep);
-use IO::Select;
-use IO::Socket::INET;
-use POSIX ();
 use Redis;
 use LG::Stack;
-use LG::Test qw(:DEFAULT eventually take_command resp);
+use LG::Test qw(:DEFAULT eventually);
+use LG::FakeSentinel;
 
 # the longest wait for a step of a failover to be seen (seconds)
 my $SETTLE = 30;
 
-my ($fake_port, $gone) = LG::Stack::_free_ports(2);
-my $fake_pid;
-
-sub slurp {
-    open my $f, '<', $_[0] or return undef;
-    local $/;
-    return scalar <$f>;
-}
-
-# written whole (renamed into place): the sentinel never reads half
-sub spew {
-    my ($file, $text) = @_;
-    open my $f, '>', "$file.tmp" or die "$file.tmp: $!";
-    print $f $text;
-    close $f;
-    rename "$file.tmp", $file or die "$file: $!";
-}
-
-sub stop_fake {
-    return unless $fake_pid;
-    kill 'KILL', $fake_pid;
-    waitpid $fake_pid, 0;
-    undef $fake_pid;
-}
-
-# The test's sentinel: SENTINEL (get-master-addr-by-name) is answered
-# 127.0.0.1 and the port in $ctl.master, PSUBSCRIBE and PING as a
-# sentinel does; anything else closes the connection. $ctl.say, once
-# there is a subscriber, is published to each and removed.
-sub fake_sentinel {
-    my ($ctl) = @_;
-    my $srv = IO::Socket::INET->new(LocalAddr => '127.0.0.1',
-                                    LocalPort => $fake_port, Listen => 16,
-                                    ReuseAddr => 1)
-        or die "the fake sentinel on $fake_port: $!";
-    my $pid = fork // die "fork: $!";
-    if ($pid) {
-        close $srv;
-        $fake_pid = $pid;
-        return;
-    }
-    $SIG{PIPE} = 'IGNORE';
-    my $sel = IO::Select->new($srv);
-    my (%buf, %sub);
-    while (1) {
-        my $say = %sub ? slurp("$ctl.say") : undef;
-        if (defined $say) {
-            unlink "$ctl.say";
-            syswrite $_, resp('pmessage', '+switch-master', '+switch-master',
-                              $say) for values %sub;
-        }
-        for my $fh ($sel->can_read(0.05)) {
-            if ($fh == $srv) {
-                my $c = $srv->accept or next;
-                $sel->add($c);
-                next;
-            }
-            my $n = sysread $fh, my $chunk, 4096;
-            my $open = $n;
-            $buf{$fh} .= $chunk if $n;
-            while ($open && (my @cmd = take_command(\$buf{$fh}))) {
-                my $c = uc $cmd[0];
-                if ($c eq 'SENTINEL') {
-                    syswrite $fh, resp('127.0.0.1', slurp("$ctl.master"));
-                } elsif ($c eq 'PSUBSCRIBE' && @cmd == 2) {
-                    $sub{$fh} = $fh;
-                    syswrite $fh, "*3\r\n\$10\r\npsubscribe\r\n\$"
-                        . length($cmd[1]) . "\r\n$cmd[1]\r\n:1\r\n";
-                } elsif ($c eq 'PING' && $sub{$fh}) {
-                    syswrite $fh, resp('pong', $cmd[1] // '');
-                } else {
-                    $open = 0;
-                }
-            }
-            next if $open;
-            $sel->remove($fh);
-            delete $buf{$fh};
-            delete $sub{$fh};
-            close $fh;
-        }
-    }
-    POSIX::_exit(0);
-}
-
-END {
-    local $?;
-    stop_fake();
-}
+my $fake = LG::FakeSentinel->new;
+my $fake_port = $fake->port;
+my ($gone) = LG::Stack::_free_ports(1);
 
 # one worker: its log lines are the story
 my $s = LG::Stack->new(redis => 'sentinel', stub => 0, WORKERS => 1,
                        REDIS_KEEPALIVE => '500ms',
                        first_sentinel => $fake_port)->start;
-my $ctl = $s->prefix . '/fake-sentinel';
 
 ok($s->wait_sentinels_ready($SETTLE), 'the sentinels know each other and '
    . 'both replicas');
 
 my $master = $s->redis_port;
-spew("$ctl.master", $master);
-fake_sentinel($ctl);
+$fake->start(master => $master, subscribe => 1);
 
 # a new worker, which asks the sentinels from the first: ours
 my $from = length $s->error_log;
@@ -148,7 +59,7 @@ ok(eventually(sub {
 sub announce {
     my ($msg) = @_;
     my $mark = length $s->error_log;
-    spew("$ctl.say", $msg);
+    $fake->publish($msg);
     my $done = eventually(sub {
         my $log = substr $s->error_log, $mark;
         $log =~ /connection kept/
@@ -205,7 +116,7 @@ subtest 'a failover announced after the worker moved' => sub {
         or return;
     my $new = $s->wait_new_master($master, $SETTLE);
     ok(defined $new, 'a new master (port ' . ($new // '-') . ')') or return;
-    spew("$ctl.master", $new);
+    $fake->master($new);
     # the old master, a replica by now, closes the worker's connection
     my $r = Redis->new(server => "127.0.0.1:$master", reconnect => 0);
     $r->client_kill('TYPE', 'normal');
@@ -222,6 +133,6 @@ subtest 'a failover announced after the worker moved' => sub {
     $s->follow_master;
 };
 
-stop_fake();
+$fake->stop;
 
 done_testing;

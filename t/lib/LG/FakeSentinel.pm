@@ -1,0 +1,177 @@
+package LG::FakeSentinel;
+
+# A Redis Sentinel of the test's own, for what the real ones cannot be
+# made to do on cue: name a stale master, keep an answer back, announce
+# a +switch-master the test writes. Put first in the stack's list
+# (first_sentinel), it is the one a new worker asks first. A forked
+# child listens on its port and answers each connection's commands:
+#
+#   SENTINEL (get-master-addr-by-name)  127.0.0.1 and the master's port
+#   PSUBSCRIBE, PING                    as a sentinel does with
+#                                       subscribe => 1; else closes
+#   anything else                       closes the connection
+#
+#   my $fake = LG::FakeSentinel->new;      # a free port, $fake->port
+#   $fake->start(master => $port);         # (again: restarted, and the
+#                                          # connections closed)
+#   $fake->master($other);                 # named from now on
+#   $fake->start(master => $port, subscribe => 1);
+#   $fake->publish($msg);                  # a pmessage on +switch-master
+#                                          # to each subscriber, once
+#                                          # there is one
+#   $fake->start(master => $port, hold => 1);
+#   $fake->asked;                          # a query is kept back
+#   $fake->release;                        # answered, and any after
+#   $fake->stop;                           # (or at exit)
+#
+# The test talks to the child through files in a directory of its own
+# (written whole, renamed into place: the child never reads half).
+
+use strict;
+use warnings;
+
+use File::Temp qw(tempdir);
+use IO::Select;
+use IO::Socket::INET;
+use POSIX ();
+use LG::Stack;
+use LG::Test qw(take_command resp);
+
+my %LIVE;
+
+sub new {
+    my ($class) = @_;
+    my $dir = tempdir('lg-fake-sentinel-XXXXXX', TMPDIR => 1,
+                      CLEANUP => 1);
+    my $self = bless { port => (LG::Stack::_free_ports(1))[0],
+                       file => "$dir/sentinel", owner => $$ }, $class;
+    $LIVE{$self} = $self;
+    return $self;
+}
+
+sub port { $_[0]{port} }
+
+sub _slurp {
+    open my $f, '<', $_[0] or return undef;
+    local $/;
+    return scalar <$f>;
+}
+
+sub _spew {
+    my ($file, $text) = @_;
+    open my $f, '>', "$file.tmp" or die "$file.tmp: $!";
+    print $f $text;
+    close $f;
+    rename "$file.tmp", $file or die "$file: $!";
+}
+
+sub master {
+    my ($self, $port) = @_;
+    _spew("$self->{file}.master", $port);
+}
+
+sub publish {
+    my ($self, $msg) = @_;
+    _spew("$self->{file}.say", $msg);
+}
+
+sub asked   { -e "$_[0]{file}.asked" }
+sub release { _spew("$_[0]{file}.hold", '') }
+
+sub stop {
+    my ($self) = @_;
+    return unless $self->{pid} && $self->{owner} == $$;
+    kill 'KILL', $self->{pid};
+    waitpid $self->{pid}, 0;
+    delete $self->{pid};
+}
+
+sub start {
+    my ($self, %o) = @_;
+    $self->stop;
+    unlink map { "$self->{file}.$_" } qw(hold asked say);
+    $self->master($o{master});
+    my $srv = IO::Socket::INET->new(LocalAddr => '127.0.0.1',
+                                    LocalPort => $self->{port},
+                                    Listen => 16, ReuseAddr => 1)
+        or die "the fake sentinel on $self->{port}: $!";
+    my $pid = fork // die "fork: $!";
+    if ($pid) {
+        close $srv;
+        $self->{pid} = $pid;
+        return $self;
+    }
+    # (a child never returns to the test's code, nor runs its END)
+    eval { $self->_serve($srv, %o) };
+    POSIX::_exit(1);
+}
+
+sub _answer {
+    my ($self) = @_;
+    return resp('127.0.0.1', _slurp("$self->{file}.master"));
+}
+
+sub _serve {
+    my ($self, $srv, %o) = @_;
+    my $file = $self->{file};
+    $SIG{PIPE} = 'IGNORE';
+    my $sel = IO::Select->new($srv);
+    # %held: a connection's queries kept back, [its socket, how many]
+    my (%buf, %sub, %held);
+    while (1) {
+        if (%held && -e "$file.hold") {
+            my $answer = $self->_answer;
+            syswrite $_->[0], $answer x $_->[1] for values %held;
+            %held = ();
+        }
+        my $say = %sub ? _slurp("$file.say") : undef;
+        if (defined $say) {
+            unlink "$file.say";
+            syswrite $_, resp('pmessage', '+switch-master', '+switch-master',
+                              $say) for values %sub;
+        }
+        for my $fh ($sel->can_read(0.05)) {
+            if ($fh == $srv) {
+                my $c = $srv->accept or next;
+                $sel->add($c);
+                next;
+            }
+            my $n = sysread $fh, my $chunk, 4096;
+            my $open = $n;
+            $buf{$fh} .= $chunk if $n;
+            while ($open && (my @cmd = take_command(\$buf{$fh}))) {
+                my $c = uc $cmd[0];
+                if ($c eq 'SENTINEL' && $o{hold} && !-e "$file.hold") {
+                    $held{$fh} //= [$fh, 0];
+                    $held{$fh}[1]++;
+                    _spew("$file.asked", '');
+                } elsif ($c eq 'SENTINEL') {
+                    syswrite $fh, $self->_answer;
+                } elsif ($c eq 'PSUBSCRIBE' && $o{subscribe} && @cmd == 2) {
+                    $sub{$fh} = $fh;
+                    syswrite $fh, "*3\r\n\$10\r\npsubscribe\r\n\$"
+                        . length($cmd[1]) . "\r\n$cmd[1]\r\n:1\r\n";
+                } elsif ($c eq 'PING' && $sub{$fh}) {
+                    syswrite $fh, resp('pong', $cmd[1] // '');
+                } else {
+                    $open = 0;
+                }
+            }
+            next if $open;
+            $sel->remove($fh);
+            delete $buf{$fh};
+            delete $sub{$fh};
+            delete $held{$fh};
+            close $fh;
+        }
+    }
+}
+
+# $? saved and set again, as LG::Stack's END does (waitpid sets it)
+END {
+    my $status = $?;
+    $_->stop for values %LIVE;
+    $? = $status;
+}
+
+1;
