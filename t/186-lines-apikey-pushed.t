@@ -512,7 +512,9 @@ sub workers_moved {
         {
             $told{$pid} = $1;
             delete $on{$pid};
-        } elsif (/linegate: redis connected to the master \S+:(\d+)/) {
+        } elsif (/linegate: redis connected to the master \S+:(\d+)/
+                 || /linegate: redis already on the master \S+:(\d+) /) {
+            # the second: told late, already there (a connection kept)
             $on{$pid} = $1;
             $late{$pid} = $from >= $over;
         } elsif (/linegate: redis (?:$dropped)/) {
