@@ -205,11 +205,12 @@ MATRIX_SUITE    ?= $(firstword $(MATRIX_VERSIONS)) \
 NGINX_VENDOR    ?= $(firstword $(wildcard $(CURDIR)/../shared/vendor/nginx \
                        /work/shared/vendor/nginx) $(CURDIR)/vendor/nginx)
 # what the test configurations use beyond the defaults (proxy, rewrite;
-# poll: t/041; auth_request: t/409 and gateway.md's example, as in
-# Debian's and nginx.org's packages)
+# poll: t/041; auth_request: t/409 and gateway.md's example; realip:
+# t/410; as in Debian's and nginx.org's packages)
 MATRIX_NGINX_FLAGS ?= --with-compat --with-http_ssl_module \
                       --with-http_v2_module --with-threads \
-                      --with-poll_module --with-http_auth_request_module
+                      --with-poll_module --with-http_auth_request_module \
+                      --with-http_realip_module
 
 MATRIX_CELLS = $(foreach v,debian $(MATRIX_VERSIONS),\
                    $(foreach c,$(MATRIX_CCS),$(MATRIX)/$(v)-$(c).result))

@@ -539,7 +539,12 @@ ngx_http_linegate_limit_start(ngx_http_request_t *r,
         return NGX_OK;
     }
 
-    leased = (n == 1 && res1->zone->lease && !ctx->llcf->dry_run);
+    /*
+     * A lease only where the location has one zone (directives.md): not
+     * where one of several zones applies because the others' keys are
+     * empty, which a client chooses by leaving out a header.
+     */
+    leased = (ctx->n == 1 && res1->zone->lease && !ctx->llcf->dry_run);
 
     /*
      * A rejection Redis already gave: no round trip. Not while the
@@ -1787,6 +1792,7 @@ static ngx_int_t
 ngx_http_linegate_limit_init(ngx_conf_t *cf)
 {
     ngx_str_t                             name = ngx_string("linegate_limit");
+    ngx_array_t                          *a;
     ngx_http_handler_pt                  *h;
     ngx_http_core_main_conf_t            *cmcf;
     ngx_http_linegate_main_conf_t        *gmcf;
@@ -1813,13 +1819,26 @@ ngx_http_linegate_limit_init(ngx_conf_t *cf)
     cmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_core_module);
 
     if (lmcf->phases & (1 << NGX_HTTP_LINEGATE_LIMIT_PREACCESS)) {
-        h = ngx_array_push(
-                &cmcf->phases[NGX_HTTP_PREACCESS_PHASE].handlers);
+        /*
+         * First in the array, so it runs last in the phase (nginx runs a
+         * phase's handlers from the last registered to the first): after
+         * realip's location-level handler has set the client's address,
+         * which a key of $remote_addr must see and which evaluating
+         * $remote_addr before it would cache for the whole request; and
+         * after limit_req and limit_conn, whose refusals then cost
+         * nothing here. Pushed at the end, as a dynamic module's
+         * postconfiguration comes after the static modules', it ran first.
+         */
+        a = &cmcf->phases[NGX_HTTP_PREACCESS_PHASE].handlers;
+
+        h = ngx_array_push(a);
         if (h == NULL) {
             return NGX_ERROR;
         }
 
-        *h = ngx_http_linegate_limit_preaccess_handler;
+        h = a->elts;
+        ngx_memmove(&h[1], &h[0], (a->nelts - 1) * sizeof(*h));
+        h[0] = ngx_http_linegate_limit_preaccess_handler;
     }
 
     if (lmcf->phases & (1 << NGX_HTTP_LINEGATE_LIMIT_PRECONTENT)) {

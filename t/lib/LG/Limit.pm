@@ -16,7 +16,8 @@ use Time::HiRes ();
 use Digest::MD5 qw(md5_hex);
 
 our @EXPORT_OK = qw(backend redis_now_us rl_key hot_location_conf
-                    limit_status lease_counts_down lease_holds_admissions);
+                    limit_status lease_counts_down lease_holds_admissions
+                    evalsha_calls);
 
 # A forked HTTP/1.0 backend: answers 200 "backend <path>" with a header
 # X-Backend: 1, and appends each request's path to $log. Returns
@@ -80,6 +81,15 @@ sub limit_status {
     my $res = ($ua // $s->ua)->get($s->url($path))->res;
     return join ' ', $res->code // 'none',
         $res->headers->header('X-Limit') // '-';
+}
+
+# how many EVALSHA Redis ran so far (INFO commandstats; a cluster's:
+# every master's): one per decision of a location with one zone
+sub evalsha_calls {
+    my ($r) = @_;
+    my $st = $r->info('commandstats')->{cmdstat_evalsha} // '';
+    my ($n) = $st =~ /calls=(\d+)/;
+    return $n // 0;
 }
 
 # the Redis key of a zone's value: always its MD5 (never the value itself)
