@@ -2553,7 +2553,8 @@ ngx_http_linegate_invoice_repair(ngx_http_request_t *r,
     {
         ngx_http_linegate_invoice_log(r, lr, failed);
         ngx_http_linegate_lines_orphan(r->connection->log, lr);
-        return ngx_http_linegate_invoice_done(lr);
+        return ngx_http_linegate_invoice_end(lr,
+                                        NGX_HTTP_LINEGATE_STRIPE_UNAVAILABLE);
     }
 
     return NGX_AGAIN;
@@ -2799,7 +2800,8 @@ ngx_http_linegate_invoice_discard(ngx_http_request_t *r,
     lr->invoice.kept = 0;
 
     if (lr->invoice.id.len == 0) {
-        return ngx_http_linegate_invoice_done(lr);
+        return ngx_http_linegate_invoice_end(lr,
+                                             NGX_HTTP_LINEGATE_STRIPE_OK);
     }
 
     lr->invoice.tries = 0;
@@ -2855,7 +2857,8 @@ ngx_http_linegate_invoice_discarded(ngx_http_request_t *r,
         ngx_http_linegate_lines_orphan(r->connection->log, lr);
     }
 
-    return ngx_http_linegate_invoice_done(lr);
+    /* not OK: queued, still payable (a sweep issues nothing beside it) */
+    return ngx_http_linegate_invoice_end(lr, result);
 }
 
 
@@ -2894,7 +2897,8 @@ ngx_http_linegate_invoice_checked(ngx_http_request_t *r,
     ngx_http_linegate_invoice_log(r, lr, "could not be discarded");
     ngx_http_linegate_lines_orphan(r->connection->log, lr);
 
-    return ngx_http_linegate_invoice_done(lr);
+    return ngx_http_linegate_invoice_end(lr,
+                                         NGX_HTTP_LINEGATE_STRIPE_UNAVAILABLE);
 }
 
 

@@ -68,7 +68,7 @@
  * Every failure goes to manage_fail, which undoes what the step holds:
  *
  *   LINK_JOURNAL, LINK_VOID_OLD, LINK_REVOID_OLD, LINK_SWEEP,
- *   LINK_SWEEP_FENCE,
+ *   LINK_SWEEP_FENCE, LINK_SWEEP_DISCARD (an invoice found not discarded),
  *   CANCEL_VOID and CANCEL_CHECK of a cancel's claim (the claim held)
  *                                   -> LINK_ABORT (lr_reissue_abort,
  *                                      durable; released lapsed while
@@ -537,6 +537,7 @@ ngx_http_linegate_manage_fail(ngx_http_request_t *r,
     case NGX_HTTP_LINEGATE_LINK_REVOID_OLD:
     case NGX_HTTP_LINEGATE_LINK_SWEEP:
     case NGX_HTTP_LINEGATE_LINK_SWEEP_FENCE:
+    case NGX_HTTP_LINEGATE_LINK_SWEEP_DISCARD:
         /*
          * the claim is held, no new invoice yet: free the claim (lapsed
          * still, while the lapsed claim's invoices are not all found)
@@ -2021,14 +2022,32 @@ ngx_http_linegate_link_sweep_fenced(ngx_http_request_t *r,
 
 
 /*
- * LINK_SWEEP_DISCARD done: discarded, or queued (invoice_unrepaired) when
- * Stripe failed every repair; or paid since the list (kept): as one
- * found paid. Then the next one.
+ * LINK_SWEEP_DISCARD done: discarded; or paid since the list (kept): as
+ * one found paid. Then the next one. Queued (invoice_unrepaired) when
+ * Stripe failed every repair: still payable, so nothing is issued beside
+ * it (nor a cancel done); the claim is released lapsed (sweepFrom kept),
+ * 502 (503 on Stripe's 429), and the next caller's sweep finds it again,
+ * voids it and drops its index, or keeps it if paid by then.
  */
 static void
 ngx_http_linegate_link_sweep_discarded(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr)
 {
+    ngx_uint_t  result;
+
+    result = lr->invoice.result;
+
+    if (!lr->invoice.kept && result != NGX_HTTP_LINEGATE_STRIPE_OK) {
+        lr->invoice.id = lr->old_invoice;
+        ngx_http_linegate_manage_fail(r, lr, NGX_HTTP_LINEGATE_LR_FAIL_BILLING,
+                                      result
+                                      == NGX_HTTP_LINEGATE_STRIPE_REFUSED
+                                      ? NGX_HTTP_LINEGATE_STRIPE_UNAVAILABLE
+                                      : result,
+                                      (ngx_int_t) lr->ctx->stripe_retry_after);
+        return;
+    }
+
     if (lr->invoice.kept) {
         if (lr->sweep.paid.len == 0) {
             lr->sweep.paid = lr->invoice.id;

@@ -695,7 +695,8 @@ void ngx_http_linegate_line_create(ngx_http_request_t *r,
  * Stripe call resumes the endpoint through resume (its Stripe hook); the
  * endpoint then hands the answer to invoice_next. All three return
  * NGX_AGAIN (a call or a wait in flight: the endpoint returns) or
- * NGX_DONE (the machine ended, lr->invoice.result set).
+ * NGX_DONE (the machine ended, lr->invoice.result set: for a discard,
+ * OK once voided, deleted or kept; else it was queued, still payable).
  */
 ngx_int_t ngx_http_linegate_invoice_issue(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr, ngx_http_linegate_resume_pt resume);

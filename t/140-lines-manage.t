@@ -638,6 +638,98 @@ subtest 'payment_link: the lookup of unstored invoices fails' => sub {
     is_deeply(\@open, [$b->{invoiceId}], 'one open invoice, the new one');
 };
 
+# Stripe fails the void of the invoice the sweep found (a 5xx, a reset
+# connection: tried again for 8 s, then queued as invoice_unrepaired):
+# it is still payable, so nothing is issued beside it. The claim is
+# released lapsed (reissueAt 0, sweepFrom kept) and the answer is 502;
+# the retry sweeps again, voids it and issues the one open invoice.
+# Before, the sweep went on: a new invoice was issued and answered 200
+# while the orphan stayed open at Stripe, two payable invoices.
+for my $f ([500 => {status => 500}], [reset => {drop => 1}]) {
+    my ($kind, $fault) = @$f;
+    subtest "payment_link: the sweep's void of an orphan fails ($kind)"
+        => sub {
+        my $w = ws();
+        my ($id, $old, $orphan) = killed_after_finalize($w) or return;
+        my $lkey = "lg:{ws:$w->{id}}:lr:$id";
+        lapse($w, $id);
+        my $claimed = $r->hget($lkey, 'reissueAt');
+
+        # its void, and a delete too, fail for good
+        $l->fault(path_prefix => "/v1/invoices/$orphan", method => '',
+                  count => -1, %$fault);
+        $l->error_is($l->manage($w, $id, 'payment_link'), 502,
+                     'BILLING_UNAVAILABLE', 'the orphan not voided');
+        $l->clear_faults;
+        my $h = $l->lr($w, $id);
+        is($h->{invoiceId}, $old, 'the old invoice still named');
+        is($h->{reissueAt}, 0, 'the claim released, lapsed');
+        is($h->{sweepFrom}, $claimed, 'the next sweep from the lapsed claim');
+        is($h->{invoiceSeq}, 2, 'the sweeper\'s claim');
+        is($l->invoice($orphan)->{status}, 'open', 'the orphan still open');
+        is(scalar(() = $l->invoices($w->{customer})), 2, 'nothing issued');
+
+        my $b = link_is($l->manage($w, $id, 'payment_link'), 0, 'retried');
+        my $new = $b->{invoiceId} // '';
+        is($l->invoice($orphan)->{status}, 'void', 'the orphan voided then');
+        my @open = map { $_->{id} } grep { $_->{status} eq 'open' }
+                   $l->invoices($w->{customer});
+        is_deeply(\@open, [$new], 'one open invoice, the new one');
+        is(scalar(() = $l->invoices($w->{customer})), 3,
+           'one invoice issued in all');
+        $h = $l->lr($w, $id);
+        is($h->{invoiceId}, $new, 'the request names it');
+        ok(!exists $h->{reissueAt} && !exists $h->{sweepFrom},
+           'the claim released, swept');
+        ok(eventually(sub { !$r->exists("lg:invoice:$orphan") }, 5),
+           'no index of the orphan');
+    };
+}
+
+# Redis does not answer the fence of the invoice the sweep found (every
+# master's writes paused once Stripe's list, slowed, is on its way):
+# nothing is voided or issued, 503, the claim is released lapsed once
+# Redis answers again (a durable write), and the retry sweeps again.
+subtest 'payment_link: the sweep\'s fence not answered' => sub {
+    my $w = ws();
+    my ($id, $old, $orphan) = killed_after_finalize($w) or return;
+    my $lkey = "lg:{ws:$w->{id}}:lr:$id";
+    lapse($w, $id);
+    my $claimed = $r->hget($lkey, 'reissueAt');
+
+    # the check of the invoice named passes; the list is held 1 s
+    $l->fault(method => 'GET', path_prefix => '/v1/invoices/',
+              latency_ms => 1);
+    $l->fault(method => 'GET', path_prefix => '/v1/invoices',
+              latency_ms => 1000);
+    my $paused = 0;
+    my ($tx) = $l->during([$w, POST => "/api/line-requests/$id",
+                           {action => 'payment_link'}], sub {
+        return 0 unless $s->stub_held(qr{^/v1/invoices$});
+        # past the command timeout (1 s) after the list's answer
+        $l->pause_writes(3000);
+        return $paused = 1;
+    }, 10);
+    $l->clear_faults;
+    ok($paused, 'writes paused while the list was held') or return;
+    $l->error_is($tx, 503, 'STORE_UNAVAILABLE', 'the fence not answered');
+    # the release is a durable write: it lands once the pause is over
+    ok(eventually(sub { ($r->hget($lkey, 'reissueAt') // '') eq '0' }, 10),
+       'the claim released, lapsed');
+    my $h = $l->lr($w, $id);
+    is($h->{invoiceId}, $old, 'the old invoice still named');
+    is($h->{sweepFrom}, $claimed, 'the next sweep from the lapsed claim');
+    is($l->invoice($orphan)->{status}, 'open', 'the orphan not voided');
+    is(scalar(() = $l->invoices($w->{customer})), 2, 'nothing issued');
+
+    my $b = link_is($l->manage($w, $id, 'payment_link'), 0, 'retried');
+    is($l->invoice($orphan)->{status}, 'void', 'the orphan voided then');
+    my @open = map { $_->{id} } grep { $_->{status} eq 'open' }
+               $l->invoices($w->{customer});
+    is_deeply(\@open, [$b->{invoiceId}], 'one open invoice, the new one');
+    is($l->lr($w, $id)->{invoiceId}, $b->{invoiceId}, 'the request names it');
+};
+
 # The claim lapsed long ago and the customer was billed often since (101
 # invoices of other kinds): the sweep lists a window of the customer's
 # invoices around the lapsed claim (sweepTo, the latest claim not swept,
@@ -1601,6 +1693,35 @@ subtest 'cancel: the lookup of a lapsed reissue\'s invoices fails' => sub {
     ok(!exists $h->{reissueAt}, 'no claim left');
 };
 
+# Stripe fails the void of the invoice the cancel's sweep found (5xx for
+# 8 s): 502, still awaiting payment, the claim released lapsed; the retry
+# voids it and cancels. Before, the cancel answered 200 canceled with the
+# orphan left open at Stripe (queued), payable on a canceled request.
+subtest 'cancel: the void of a lapsed reissue\'s orphan fails' => sub {
+    my $w = ws();
+    my ($id, $old, $orphan) = killed_after_finalize($w) or return;
+    lapse($w, $id);
+
+    $l->fault(path_prefix => "/v1/invoices/$orphan", method => '',
+              count => -1, status => 500);
+    $l->error_is($l->manage($w, $id, 'cancel'), 502,
+                 'BILLING_UNAVAILABLE', 'the orphan not voided');
+    $l->clear_faults;
+    my $h = $l->lr($w, $id);
+    is("$h->{provisioningStatus}/$h->{invoiceId}", "awaiting_payment/$old",
+       'still awaiting payment, naming its invoice');
+    is($h->{reissueAt}, 0, 'the claim released, lapsed');
+    ok(exists $h->{sweepFrom}, 'its sweep\'s window kept');
+    is($l->invoice($orphan)->{status}, 'open', 'the orphan still open');
+
+    my $b = $l->answer($l->manage($w, $id, 'cancel'), 200, 'retried');
+    is($b->{status}, 'canceled', 'canceled');
+    is($l->invoice($orphan)->{status}, 'void', 'the orphan voided then');
+    is(scalar(grep { $_->{status} eq 'open' }
+              $l->invoices($w->{customer})), 0, 'no invoice left open');
+    ok(!exists $l->lr($w, $id)->{reissueAt}, 'no claim left');
+};
+
 # The invoice the request names was paid (from Stripe's own pages, its
 # event not delivered yet) while a lapsed claim is in the hash: the
 # cancel's void under its claim is refused, its check finds it paid, and
@@ -1678,6 +1799,38 @@ subtest 'GET: the lookup of a lapsed reissue\'s invoices fails' => sub {
     is($h->{reissueAt}, 0, 'its claim released, lapsed');
     is($l->invoice($orphan)->{status}, 'open', 'the orphan still open');
     is(scalar(() = $l->invoices($w->{customer})), 2, 'nothing issued');
+    my $why = 'a reissue claim lapsed: not swept by this read '
+              . '(Stripe failed)';
+    like(substr($s->error_log, $mark),
+         qr/\[warn\].*"\Q$id\E" is void, \Q$why\E/, 'logged at warn');
+
+    my $l2 = link_is($l->manage($w, $id, 'payment_link'), 0,
+                     'the next payment_link');
+    is($l->invoice($orphan)->{status}, 'void', 'sweeps: the orphan voided');
+    my @open = map { $_->{id} } grep { $_->{status} eq 'open' }
+               $l->invoices($w->{customer});
+    is_deeply(\@open, [$l2->{invoiceId}], 'one open invoice, the new one');
+};
+
+# The void of the orphan a GET's sweep found fails (Stripe 500 for 8 s):
+# the stored state (200 awaiting_payment), the claim released lapsed, the
+# request not canceled. Before, the read went on as if it had been voided
+# and canceled the request, the orphan left open at Stripe.
+subtest 'GET: the void of a lapsed reissue\'s orphan fails' => sub {
+    my $w = ws();
+    my ($id, $old, $orphan) = lapsed_request($w) or return;
+    my $mark = length $s->error_log;
+
+    $l->fault(path_prefix => "/v1/invoices/$orphan", method => '',
+              count => -1, status => 500);
+    my $b = $l->answer($l->get($w, $id), 200, 'the GET');
+    $l->clear_faults;
+    is($b->{status}, 'awaiting_payment', 'the stored state');
+    my $h = $l->lr($w, $id);
+    is("$h->{provisioningStatus}/$h->{invoiceId}", "awaiting_payment/$old",
+       'still awaiting payment, naming its invoice');
+    is($h->{reissueAt}, 0, 'its claim released, lapsed');
+    is($l->invoice($orphan)->{status}, 'open', 'the orphan still open');
     my $why = 'a reissue claim lapsed: not swept by this read '
               . '(Stripe failed)';
     like(substr($s->error_log, $mark),
