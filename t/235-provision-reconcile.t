@@ -1550,6 +1550,7 @@ sub lapsed_invoice {
     my $tx = $s->ua->post($s->stub_url('/v1/invoices') => $h =>
         form => {customer => $w->{customer},
                  collection_method => 'send_invoice', days_until_due => 7,
+                 'metadata[workspace_id]' => $w->{id},
                  'metadata[line_request_id]' => $id});
     my $in = $tx->res->json->{id} or die 'invoice: ' . $tx->res->body;
     $s->ua->post($s->stub_url('/v1/invoiceitems') => $h => form =>
@@ -1626,6 +1627,104 @@ subtest 'reissue_lapsed: ten invoices discarded, none left: settled' => sub {
     is($e->{outcome}, 'deferred', 'eleven: deferred') or diag explain $b;
     is($e->{detail}, 'too_many_invoices', 'too_many_invoices');
     is(scalar(() = $l->invoices($w->{customer})), 1, 'one left');
+    unqueue($id);
+};
+
+# A request awaiting payment on its invoice A, whose payment_link claim
+# lapsed after Stripe made the reissue's invoice B (metadata
+# [line_request_id], as the module sets it) and before its store: Stripe
+# emails a finalized send_invoice invoice, and the customer paid B. The
+# journal's sweep queues reissue_lapsed (lapsed_entry, as it does). The
+# customer paid for this request: the run is to adopt B as payment_link's
+# own sweep does (LINK_SWEEP: a paid invoice found is indexed, stored,
+# the request resolved paid) and void A, so that nothing is paid twice.
+# The module defers B to a human (invoice_paid): paid, and no line.
+sub lapsed_paid_reissue {
+    my ($l, $w) = @_;
+    my ($id, $c) = $l->awaiting($w);
+    my $lkey = "lg:{ws:$w->{id}}:lr:$id";
+    # the claim that made B, lapsed (its hold passed)
+    $r->hset($lkey, reissueAt => int(time * 1000) - 120000,
+             sweepFrom => int(time * 1000) - 120000);
+    my $b = lapsed_invoice($w, $id, 'paid');
+    return ($id, $c->{invoiceId}, $b);
+}
+
+subtest 'reissue_lapsed: a paid invoice of a lapsed claim is adopted' =>
+sub {
+    local $TODO = 'the run defers a lapsed reissue\'s paid invoice '
+                  . '(invoice_paid): adoption not implemented yet';
+    my $l = LG::Lines->new($s);
+    my $w = $l->workspace('org_lapsed_adopt');
+    my ($id, $old, $paid) = lapsed_paid_reissue($l, $w);
+    is($l->invoice($old)->{status}, 'open', 'the named invoice A open');
+    is($l->invoice($paid)->{status}, 'paid', 'the customer paid B');
+    my $setups = setup_entries($w->{id}, $id);
+    my $logoff = length $s->error_log;
+    $l->lapsed_entry($w, $id);
+
+    my $b = run();
+    my ($e) = grep { ($_->{line_request_id} // '') eq $id }
+              @{ $b->{entries} // [] };
+    is($e->{reason}, 'reissue_lapsed', 'as reissue_lapsed')
+        or diag explain $b;
+    is($e->{outcome}, 'settled', 'settled') or diag explain $e;
+    is($e->{detail}, undef, 'no invoice_paid deferral');
+    is($e->{invoice_id}, $paid, 'naming B');
+
+    my $lr = $l->lr($w, $id);
+    is("$lr->{provisioningStatus}/" . ($lr->{paymentStatus} // ''),
+       'provisioning/paid', 'the request paid, provisioning');
+    is($lr->{invoiceId}, $paid, 'naming B');
+    is($r->get("lg:invoice:$paid"), "$w->{id}:$id",
+       'B indexed for its webhooks');
+    ok(eventually(sub { setup_entries($w->{id}, $id) == $setups + 1 }, 5),
+       'one set-up entry');
+    is($l->invoice($old)->{status}, 'void', 'A voided: never paid twice');
+    is($l->invoice($paid)->{status}, 'paid', 'B kept paid');
+    is_deeply([grep { ($_->{line_request_id} // '') eq $id }
+               @{ $p->reconcile }], [], 'off lg:{fleet}:reconcile');
+    unlike(substr($s->error_log, $logoff),
+           qr/its invoice "\Q$paid\E" is paid, but the request/,
+           'not left for a human');
+    unqueue($id);
+};
+
+# The same, and the customer paid A too (both links mailed): one line,
+# the request's named invoice kept as payment_link keeps it (LINK_CHECK
+# resolves a named paid invoice; its sweep queues a second paid one for
+# a human), B left for a human (invoice_paid) to refund.
+subtest 'reissue_lapsed: A and B both paid: one line, one deferral' => sub {
+    local $TODO = 'the run defers a lapsed reissue\'s paid invoice '
+                  . '(invoice_paid): adoption not implemented yet';
+    my $l = LG::Lines->new($s);
+    my $w = $l->workspace('org_lapsed_both');
+    my ($id, $old, $paid) = lapsed_paid_reissue($l, $w);
+    is($l->invoice_do($old, 'pay')->{invoice}{status}, 'paid',
+       'the customer paid A too');
+    my $setups = setup_entries($w->{id}, $id);
+    my $logoff = length $s->error_log;
+    $l->lapsed_entry($w, $id);
+
+    my $b = run();
+    my ($e) = grep { ($_->{line_request_id} // '') eq $id }
+              @{ $b->{entries} // [] };
+    is($e->{outcome}, 'deferred', 'deferred') or diag explain $b;
+    is($e->{detail}, 'invoice_paid', 'for a human: invoice_paid');
+    like(substr($s->error_log, $logoff),
+         qr/its invoice "\Q$paid\E" is paid, but the request/,
+         'B left for a human, logged');
+    my $lr = $l->lr($w, $id);
+    is("$lr->{provisioningStatus}/" . ($lr->{paymentStatus} // ''),
+       'provisioning/paid', 'the request paid, provisioning');
+    is($lr->{invoiceId}, $old, 'naming A, its own');
+    ok(eventually(sub { setup_entries($w->{id}, $id) == $setups + 1 }, 5),
+       'one set-up entry');
+
+    $b = run();
+    is(scalar(setup_entries($w->{id}, $id)), $setups + 1,
+       'a second run: still one line');
+    is($l->lr($w, $id)->{invoiceId}, $old, 'still naming A');
     unqueue($id);
 };
 
