@@ -59,6 +59,12 @@
  *             invoice only: its request read again and fenced (a paid
  *             one: read only, the request's hash when it still awaits
  *             payment with no invoice)
+ *   NAMED     Stripe: reissue_lapsed, the invoice a request awaiting
+ *             payment names, read when FENCE (check) found a paid one
+ *             of the lapsed claim's it does not name: not paid, the
+ *             paid one is adopted in its place (PAID_INDEX, PAID_SETTLE);
+ *             paid, the request is promoted on its own, the other a
+ *             human's
  *   PAID_INDEX  SET lg:invoice:<in> (its own slot), a worker_lost
  *             entry's paid invoice the request is to name, answered OK
  *             first as before any store; on a cluster with the set-up
@@ -154,7 +160,13 @@
  *     [line_request_id]) is fenced and discarded in turn, the list read
  *     again after each, until none is left (voided, deleted, or
  *     no_invoice); the invoice the request names is passed over (a
- *     request awaiting payment may name an open one stored since).
+ *     request awaiting payment may name an open one stored since). A
+ *     paid one of a request still awaiting payment on another invoice
+ *     is the lapsed claim's, which the customer paid: adopted as
+ *     payment_link's sweep adopts it (NAMED, PAID_INDEX, PAID_SETTLE:
+ *     stored in the named one's place, promoted, settled), the replaced
+ *     one then voided if payable; both paid, the named one is kept and
+ *     the other left for a human (invoice_paid), one line either way.
  *
  * Every step is idempotent: a run that stops anywhere (Stripe or Redis
  * failing, the worker exiting) leaves the entry (or the claim) where it
@@ -277,6 +289,7 @@ typedef enum {
     NGX_HTTP_LINEGATE_RECONCILE_RECORD,
     NGX_HTTP_LINEGATE_RECONCILE_RELEASE,
     NGX_HTTP_LINEGATE_RECONCILE_FENCE,
+    NGX_HTTP_LINEGATE_RECONCILE_NAMED,
     NGX_HTTP_LINEGATE_RECONCILE_PAID_INDEX,
     NGX_HTTP_LINEGATE_RECONCILE_PAID_SETTLE,
     NGX_HTTP_LINEGATE_RECONCILE_CANCEL,
@@ -343,6 +356,13 @@ typedef struct {
     const char                          *discarded_as;
     /* reissue_lapsed: the paid invoice the request names, passed over */
     ngx_str_t                            named;
+    /*
+     * reissue_lapsed: the invoice a request awaiting payment names while
+     * a paid one of its lapsed claim is found (NAMED reads it at Stripe),
+     * and the paid one once adopted in its place (PAID_SETTLE)
+     */
+    ngx_str_t                            replaced;
+    ngx_str_t                            adopted;
     ngx_str_t                            url;       /* hosted_invoice_url */
 
     ngx_str_t                            found;     /* at Stripe */
@@ -649,6 +669,12 @@ static void ngx_http_linegate_reconcile_paid_settled(ngx_http_request_t *r,
     ngx_http_linegate_ctx_t *ctx, redisReply *reply);
 static void ngx_http_linegate_reconcile_paid_left(ngx_http_request_t *r,
     ngx_http_linegate_ctx_t *ctx, const char *why);
+static ngx_int_t ngx_http_linegate_reconcile_named(ngx_http_request_t *r,
+    ngx_http_linegate_ctx_t *ctx, ngx_http_linegate_reconcile_entry_t *e);
+static void ngx_http_linegate_reconcile_named_read(ngx_http_request_t *r,
+    ngx_http_linegate_ctx_t *ctx);
+static void ngx_http_linegate_reconcile_relist(ngx_http_request_t *r,
+    ngx_http_linegate_ctx_t *ctx, ngx_http_linegate_reconcile_entry_t *e);
 static ngx_int_t ngx_http_linegate_reconcile_cancel(ngx_http_request_t *r,
     ngx_http_linegate_ctx_t *ctx, ngx_http_linegate_reconcile_entry_t *e);
 static void ngx_http_linegate_reconcile_canceled(ngx_http_request_t *r,
@@ -772,6 +798,7 @@ ngx_http_linegate_reconcile_next(ngx_http_request_t *r,
     switch (state) {
 
     case NGX_HTTP_LINEGATE_RECONCILE_LOOKUP:
+    case NGX_HTTP_LINEGATE_RECONCILE_NAMED:
     case NGX_HTTP_LINEGATE_RECONCILE_CANCEL:
     case NGX_HTTP_LINEGATE_RECONCILE_INVOICES:
     case NGX_HTTP_LINEGATE_RECONCILE_REFUND:
@@ -850,6 +877,10 @@ ngx_http_linegate_reconcile_next(ngx_http_request_t *r,
 
     case NGX_HTTP_LINEGATE_RECONCILE_FENCE:
         rv = ngx_http_linegate_reconcile_fence(r, rc, e);
+        break;
+
+    case NGX_HTTP_LINEGATE_RECONCILE_NAMED:
+        rv = ngx_http_linegate_reconcile_named(r, ctx, e);
         break;
 
     case NGX_HTTP_LINEGATE_RECONCILE_PAID_INDEX:
@@ -946,6 +977,7 @@ ngx_http_linegate_reconcile_next(ngx_http_request_t *r,
         return;
 
     case NGX_HTTP_LINEGATE_RECONCILE_LOOKUP:
+    case NGX_HTTP_LINEGATE_RECONCILE_NAMED:
     case NGX_HTTP_LINEGATE_RECONCILE_CANCEL:
         ngx_http_linegate_reconcile_defer(r, ctx, "stripe_unavailable", 1);
         return;
@@ -1515,7 +1547,8 @@ ngx_http_linegate_reconcile_lost_found(ngx_http_request_t *r,
  *   names, which only a read of the request would sweep: queued as
  *   reissue_lapsed, for the run to fence and discard each of the
  *   request's draft and open invoices (and read a paid one against
- *   it: one the request does not name is a human's, invoice_paid).
+ *   it: one the request, awaiting payment, does not name is adopted,
+ *   NAMED; once it ended, a human's, invoice_paid).
  *
  * The entry's `at`, from which the run lists the customer's invoices:
  * the earliest claim not swept (sweepFrom, or reissueAt when earlier),
@@ -3069,6 +3102,14 @@ ngx_http_linegate_reconcile_decide(ngx_http_request_t *r,
         return;
     }
 
+    if (e->lapsed && e->adopted.len) {
+        /* the lapsed claim's paid invoice adopted: the entry names it */
+        e->found = e->adopted;
+        e->url.len = 0;
+        ngx_http_linegate_reconcile_settle(r, ctx, "settled");
+        return;
+    }
+
     if (e->lapsed) {
         /* none (left): what became of those it discarded, if any */
         ngx_http_linegate_reconcile_unbilled(r, ctx, e,
@@ -3280,12 +3321,17 @@ ngx_http_linegate_reconcile_fence(ngx_http_request_t *r,
  * FENCE answered: 0, the request names the invoice (stored late; a paid
  * one, read only: its status after the code); 1, discard it (a paid one:
  * the request moved on, a human's); 2 (a paid invoice, read only), the
- * request still awaits payment with no invoice, its hash after the code.
+ * request still awaits payment with no invoice, its hash after the code;
+ * 4 (the same), it awaits payment on another invoice, named after the
+ * code: a reissue_lapsed entry's paid invoice is the lapsed claim's, the
+ * customer paid it, and it is adopted (NAMED) unless the named one is
+ * paid too; any other entry's, a human's.
  */
 static void
 ngx_http_linegate_reconcile_fenced(ngx_http_request_t *r,
     ngx_http_linegate_ctx_t *ctx, redisReply *reply, int64_t code)
 {
+    ngx_str_t                             named;
     ngx_http_linegate_reconcile_t        *rc;
     ngx_http_linegate_reconcile_entry_t  *e;
 
@@ -3350,7 +3396,24 @@ ngx_http_linegate_reconcile_fenced(ngx_http_request_t *r,
         return;
     }
 
-    if (code == 1 || code == 2) {
+    if (code == 4 && e->lapsed) {
+        if (reply->elements < 2
+            || ngx_http_linegate_reply_str(reply, 1, &named) != NGX_OK
+            || !ngx_http_linegate_stripe_id_valid(&named)
+            || ngx_http_linegate_pstr(r->pool, &e->replaced, named.data,
+                                      named.len)
+               == NULL)
+        {
+            ngx_http_linegate_reconcile_defer(r, ctx, "store_unavailable", 1);
+            return;
+        }
+
+        ngx_http_linegate_reconcile_next(r, ctx,
+                                         NGX_HTTP_LINEGATE_RECONCILE_NAMED);
+        return;
+    }
+
+    if (code == 1 || code == 2 || code == 4) {
         ngx_http_linegate_reconcile_paid_left(r, ctx,
                                   code == 2 ? "awaits payment with no "
                                               "invoice, and its entry is "
@@ -3547,6 +3610,8 @@ ngx_http_linegate_reconcile_paid_settle(ngx_http_request_t *r,
     ngx_http_linegate_redis_arg_str(a, &rc->paid_body);
     ngx_http_linegate_redis_arg_int(r, a, lmcf->idempotency_ttl);
     ngx_http_linegate_redis_arg_cstr(a, lmcf->redis_cluster ? "c" : "w");
+    /* reissue_lapsed: the invoice the paid one replaces ("": none) */
+    ngx_http_linegate_redis_arg_str(a, &e->replaced);
 
     /* KEYS[1..5] the request's, KEYS[6] the set-up stream (one Redis) */
     ngx_http_linegate_lines_request_keys(r->pool, a, &e->workspace,
@@ -3626,7 +3691,131 @@ ngx_http_linegate_reconcile_paid_settled(ngx_http_request_t *r,
         ngx_str_null(&rc->paid_setup);
     }
 
+    if (e->lapsed) {
+        if (e->replaced.len) {
+            /*
+             * the request names the adopted invoice: the replaced one's
+             * index goes, as after payment_link's store (LINK_STORE)
+             */
+            ngx_http_linegate_lines_invoice_unindex(r, &e->replaced);
+            e->adopted = e->found;
+            ngx_str_null(&e->replaced);
+        }
+
+        /*
+         * the request's other invoices: the replaced one discarded if
+         * still payable; another paid one (both paid) is a human's
+         */
+        e->named = e->found;
+        ngx_http_linegate_reconcile_relist(r, ctx, e);
+        return;
+    }
+
     ngx_http_linegate_reconcile_settle(r, ctx, "settled");
+}
+
+
+/*
+ * NAMED: reissue_lapsed, a paid invoice of the request's that it does not
+ * name, while it awaits payment on another (FENCE 4): the lapsed claim's
+ * worker made it and died before its store, and the customer paid it.
+ * Before it is adopted, the named one is read at Stripe: paid too (both
+ * links mailed, both paid), the named one is kept, as payment_link keeps
+ * it (LINK_CHECK resolves a named paid invoice, its sweep leaves a second
+ * paid one to a human): the request promoted on it (PAID_INDEX,
+ * PAID_SETTLE), then the list read again finds the other one paid and
+ * not named, a human's (invoice_paid, a refund). Not paid: the paid one
+ * is adopted in its place as payment_link's sweep adopts it (LINK_INDEX,
+ * LINK_STORE, LINK_RESOLVE: here PAID_INDEX, then PAID_SETTLE, one step
+ * that stores it only while the request still names the one read here,
+ * and promotes it), and the list read again discards the replaced one
+ * if payable (FENCE, CANCEL). A payment of the named one landing after
+ * this read settles the request first (its webhook; PAID_SETTLE then
+ * refuses: the paid one a human's), or, after the store, finds its void
+ * refused and is a human's on the next run: never two lines.
+ */
+static ngx_int_t
+ngx_http_linegate_reconcile_named(ngx_http_request_t *r,
+    ngx_http_linegate_ctx_t *ctx, ngx_http_linegate_reconcile_entry_t *e)
+{
+    ngx_str_t  path;
+
+    path.data = ngx_pnalloc(r->pool,
+                            sizeof("v1/invoices/") - 1 + e->replaced.len);
+    if (path.data == NULL) {
+        return NGX_ERROR;
+    }
+
+    path.len = ngx_sprintf(path.data, "v1/invoices/%V", &e->replaced)
+               - path.data;
+
+    return ngx_http_linegate_reconcile_stripe(r, ctx, NGX_HTTP_GET, &path,
+                                    NULL, NULL,
+                                    ngx_http_linegate_reconcile_named_read);
+}
+
+
+static void
+ngx_http_linegate_reconcile_named_read(ngx_http_request_t *r,
+    ngx_http_linegate_ctx_t *ctx)
+{
+    ngx_http_linegate_reconcile_t        *rc;
+    ngx_http_linegate_reconcile_entry_t  *e;
+
+    rc = ctx->data;
+    e = &rc->entry[rc->i];
+
+    if (ngx_http_linegate_stripe_result(ctx) != NGX_HTTP_LINEGATE_STRIPE_OK) {
+        /* nothing written: the next run reads it again */
+        ngx_http_linegate_reconcile_stripe_failed(r, ctx,
+                                                  "the named invoice",
+                                                  &e->replaced,
+                                                  "stripe_refused",
+                                                  "stripe_unavailable");
+        return;
+    }
+
+    if (!json_is_string(json_object_get(ctx->stripe_json, "status"))) {
+        /* not known unpaid: nothing adopted over it */
+        ngx_http_linegate_reconcile_defer(r, ctx, "stripe_unavailable", 1);
+        return;
+    }
+
+    /* no 201 to keep: the request's creation answered long ago */
+    ngx_str_set(&rc->paid_body, "");
+
+    if (ngx_http_linegate_reconcile_status(ctx->stripe_json)
+        == NGX_HTTP_LINEGATE_RECONCILE_PAID)
+    {
+        ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
+                      NGX_HTTP_LINEGATE_LOG "reconciliation: line request "
+                      "\"%V\" of workspace \"%V\": its invoice \"%V\" and "
+                      "its lapsed reissue's \"%V\" are both paid: the "
+                      "request is settled on its own, the other left for a "
+                      "human", &e->line_request, &e->workspace, &e->replaced,
+                      &e->found);
+
+        /* the request's own link, as it names it: nothing to store */
+        e->found = e->replaced;
+        ngx_str_null(&e->url);
+        ngx_str_null(&e->replaced);
+    }
+
+    ngx_http_linegate_reconcile_next(r, ctx,
+                                     NGX_HTTP_LINEGATE_RECONCILE_PAID_INDEX);
+}
+
+
+/* reissue_lapsed: the request's invoices listed again from the first page */
+static void
+ngx_http_linegate_reconcile_relist(ngx_http_request_t *r,
+    ngx_http_linegate_ctx_t *ctx, ngx_http_linegate_reconcile_entry_t *e)
+{
+    ngx_str_null(&e->page_after);
+    e->pages = 0;
+
+    ngx_http_linegate_reconcile_next(r, ctx,
+                                     NGX_HTTP_LINEGATE_RECONCILE_LOOKUP);
 }
 
 

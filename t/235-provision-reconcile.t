@@ -1652,8 +1652,6 @@ sub lapsed_paid_reissue {
 
 subtest 'reissue_lapsed: a paid invoice of a lapsed claim is adopted' =>
 sub {
-    local $TODO = 'the run defers a lapsed reissue\'s paid invoice '
-                  . '(invoice_paid): adoption not implemented yet';
     my $l = LG::Lines->new($s);
     my $w = $l->workspace('org_lapsed_adopt');
     my ($id, $old, $paid) = lapsed_paid_reissue($l, $w);
@@ -1695,8 +1693,6 @@ sub {
 # resolves a named paid invoice; its sweep queues a second paid one for
 # a human), B left for a human (invoice_paid) to refund.
 subtest 'reissue_lapsed: A and B both paid: one line, one deferral' => sub {
-    local $TODO = 'the run defers a lapsed reissue\'s paid invoice '
-                  . '(invoice_paid): adoption not implemented yet';
     my $l = LG::Lines->new($s);
     my $w = $l->workspace('org_lapsed_both');
     my ($id, $old, $paid) = lapsed_paid_reissue($l, $w);

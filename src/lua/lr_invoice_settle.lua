@@ -14,6 +14,14 @@
 -- reopened here: {0}); a request released meanwhile, or naming another
 -- invoice, is left alone and its entry stays for a human. The marks of
 -- lr_void_fence go: the request names the invoice the run keeps.
+-- A reissue_lapsed entry (a payment_link claim lapsed after Stripe made
+-- its invoice, before its store; the customer paid that one) adopts it
+-- as payment_link's own sweep does (LINK_STORE, LINK_RESOLVE): ARGV[12]
+-- names the invoice the request named when the run read it (FENCE), and
+-- Stripe said unpaid since; the paid one replaces it only while the
+-- request still awaits payment on that very invoice (compared and set
+-- here: a payment of the named one, or another claim's store, landing
+-- first leaves the paid one a human's, {0}).
 -- The invoice's webhook index lg:invoice:<in> was written by nginx before
 -- this step, and answered (no request names an invoice the index does
 -- not know); on a cluster, the set-up member too (lr_setup.h).
@@ -28,7 +36,8 @@
 -- ("" when none), ARGV[8] status, ARGV[9] body (the 201 of the request
 -- paid, as a creation answers it), ARGV[10] TTL, ARGV[11] 'w' (one
 -- Redis: the set-up entry appended here) or 'c' (a Redis Cluster: nginx
--- relays it after the step)
+-- relays it after the step), ARGV[12] the invoice the paid one replaces
+-- ("" or absent: none, the request must name no invoice)
 -- Returns {1, changed (0/1: this step promoted the request), channelType,
 -- lineType}, or {0} when the request moved on (gone, another state,
 -- another invoice).
@@ -47,13 +56,16 @@ if cur[2] == ARGV[3] and cur[1] ~= 'awaiting_payment' then
 end
 
 if cur[2] ~= ARGV[3] then
-    if cur[1] ~= 'awaiting_payment' or cur[2] then
+    if cur[1] ~= 'awaiting_payment' or (cur[2] and cur[2] ~= ARGV[12]) then
         return {0}
     end
 
     redis.call('HSET', lkey, 'invoiceId', ARGV[3], 'reconciledAt', ARGV[5])
     if ARGV[4] ~= '' then
         redis.call('HSET', lkey, 'paymentUrl', ARGV[4])
+    elseif cur[2] then
+        -- the replaced invoice's link is not this one's
+        redis.call('HDEL', lkey, 'paymentUrl')
     end
     redis.call('HDEL', lkey, 'reservedAt', 'idem', 'voidingInvoice')
 

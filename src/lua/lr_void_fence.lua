@@ -21,7 +21,10 @@
 -- found paid: it is not discarded, so nothing is fenced; a request that
 -- names it is the same stored_late, and one still awaiting payment with
 -- no invoice is answered with its hash, for the run to store the paid
--- invoice on it and promote it (lr_invoice_settle, a worker_lost entry).
+-- invoice on it and promote it (lr_invoice_settle, a worker_lost entry);
+-- one awaiting payment on another invoice with that invoice's id, for a
+-- reissue_lapsed entry to adopt the paid one in its place once Stripe
+-- says the named one is not paid (lr_invoice_settle's ARGV[12]).
 --
 -- A sweeper (payment_link over a lapsed claim) passes its claim's
 -- invoiceSeq (ARGV[5]): once another claim took it over (invoiceSeq moved
@@ -40,7 +43,8 @@
 -- taken over, keep it; 'check' only: {0, the request's
 -- provisioningStatus} when it names it (awaiting_payment: its payment
 -- never settled it, the run promotes it), {2, the request's hash, flat
--- (lr_line)}: it awaits payment with no invoice.
+-- (lr_line)}: it awaits payment with no invoice, {4, the invoice it
+-- names}: it awaits payment on another one.
 --#include lr_line
 local lkey = KEYS[1]
 local cur = redis.call('HMGET', lkey, 'provisioningStatus', 'invoiceId',
@@ -54,6 +58,9 @@ if ARGV[4] == 'check' then
     end
     if cur[1] == 'awaiting_payment' and not cur[2] then
         return {2, lg_lr_line(lkey, ARGV[2])}
+    end
+    if cur[1] == 'awaiting_payment' then
+        return {4, cur[2]}
     end
     return 1
 end
