@@ -2865,8 +2865,10 @@ ngx_http_linegate_invoice_discarded(ngx_http_request_t *r,
 /*
  * CHECK answered: a paid invoice is kept if the caller can store it
  * (keep: nothing names it yet, the reservation is held), ending the
- * machine with kept and result OK; anything else, or an answer that
- * never comes, is an invoice that could not be discarded, queued.
+ * machine with kept and result OK; one void, or gone (a draft deleted:
+ * 404), was discarded by someone else meanwhile (a reconciliation run,
+ * a concurrent sweep): discarded, result OK; anything else, or an answer
+ * that never comes, is an invoice that could not be discarded, queued.
  */
 static ngx_int_t
 ngx_http_linegate_invoice_checked(ngx_http_request_t *r,
@@ -2880,10 +2882,22 @@ ngx_http_linegate_invoice_checked(ngx_http_request_t *r,
             return NGX_AGAIN;
         }
 
+        if (lr->ctx->stripe_status == NGX_HTTP_NOT_FOUND) {
+            ngx_http_linegate_invoice_log(r, lr, "is gone: discarded");
+            return ngx_http_linegate_invoice_end(lr,
+                                                NGX_HTTP_LINEGATE_STRIPE_OK);
+        }
+
     } else if (ngx_http_linegate_lines_invoice_read(r, lr, &lr->invoice.id)
-               == NGX_OK
-               && ngx_http_linegate_line_is(&lr->invoice.status, "paid"))
+               != NGX_OK)
     {
+        /* an answer without a status: not known to be discarded */
+
+    } else if (ngx_http_linegate_line_is(&lr->invoice.status, "void")) {
+        ngx_http_linegate_invoice_log(r, lr, "is void: discarded");
+        return ngx_http_linegate_invoice_end(lr, NGX_HTTP_LINEGATE_STRIPE_OK);
+
+    } else if (ngx_http_linegate_line_is(&lr->invoice.status, "paid")) {
         if (lr->invoice.keep) {
             ngx_http_linegate_invoice_log(r, lr, "is paid: kept");
             lr->invoice.kept = 1;

@@ -686,6 +686,42 @@ for my $f ([500 => {status => 500}], [reset => {drop => 1}]) {
     };
 }
 
+# The invoice the sweep found is voided by someone else while the
+# sweep's own void is on its way (a reconciliation run working its
+# invoice_unrepaired entry, a person at Stripe): Stripe refuses the void
+# and the delete of a void invoice, and the check reads it void. It is
+# discarded, by whoever did it: the sweep goes on and issues the one open
+# invoice, nothing queued. Before, anything not paid at the check was
+# "could not be discarded": 502 (the sweep stopped) and an
+# invoice_unrepaired entry for an invoice already void.
+subtest 'payment_link: the orphan voided by someone else mid-sweep'
+    => sub {
+    my $w = ws();
+    my ($id, $old, $orphan) = killed_after_finalize($w) or return;
+    lapse($w, $id);
+    my @before = queued($id);
+
+    $l->fault(method => 'POST', path_prefix => "/v1/invoices/$orphan/void",
+              latency_ms => 1500, count => 1);
+    my $voided = 0;
+    my ($tx) = $l->during([$w, POST => "/api/line-requests/$id",
+                           {action => 'payment_link'}], sub {
+        return 0 unless $s->stub_held(qr{^/v1/invoices/\Q$orphan\E/void$});
+        $l->invoice_do($orphan, 'void');
+        return $voided = 1;
+    }, 20);
+    $l->clear_faults;
+    ok($voided, 'voided while the sweep\'s void was held') or return;
+    my $b = link_is($tx, 0, 'the sweep goes on');
+    is($l->invoice($orphan)->{status}, 'void', 'the orphan void');
+    my @open = map { $_->{id} } grep { $_->{status} eq 'open' }
+               $l->invoices($w->{customer});
+    is_deeply(\@open, [$b->{invoiceId} // ''],
+              'one open invoice, the new one');
+    is($l->lr($w, $id)->{invoiceId}, $b->{invoiceId}, 'the request names it');
+    is(scalar(() = queued($id)), scalar @before, 'nothing queued');
+};
+
 # Redis does not answer the fence of the invoice the sweep found (every
 # master's writes paused once Stripe's list, slowed, is on its way):
 # nothing is voided or issued, 503, the claim is released lapsed once
