@@ -112,7 +112,8 @@ TEST_FILES_single = t/
 TEST_FILES_sentinel = $(wildcard t/1[0-9][0-9]-lines-*.t \
     t/2[0-9][0-9]-provision-*.t t/036-redis-sentinel.t t/042-redis-wait.t \
     t/043-redis-sentinel-subscription.t t/048-redis-wait-refused.t \
-    t/051-redis-durable-chain-full.t t/053-redis-sentinel-switch-late.t)
+    t/051-redis-durable-chain-full.t t/053-redis-sentinel-switch-late.t \
+    t/054-redis-connect-warm.t)
 TEST_FILES_cluster = t/037-redis-cluster.t t/038-redis-cluster-provision.t \
     t/039-redis-cluster-lines.t t/046-redis-cluster-moved-refresh.t \
     t/052-redis-cluster-many-ranges.t \

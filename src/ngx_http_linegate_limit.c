@@ -602,8 +602,13 @@ ngx_http_linegate_limit_start(ngx_http_request_t *r,
         ctx->lease = lease;
     }
 
-    if (!ngx_http_linegate_redis_connected()) {
-        /* known down: the fallback at once, and no log line per request */
+    if (!ngx_http_linegate_redis_connected()
+        && !ngx_http_linegate_redis_connecting())
+    {
+        /*
+         * known down: the fallback at once, and no log line per request;
+         * a worker's first connection on its way is waited for
+         */
         ngx_http_linegate_limit_fallback(r, ctx);
         ctx->done = 1;
         return NGX_OK;

@@ -35,6 +35,13 @@
 #define NGX_HTTP_LINEGATE_DURABLE_MAX    1024
 #define NGX_HTTP_LINEGATE_DURABLE_DRAIN  30000
 
+/*
+ * requests' commands that wait for the worker's first connection (at
+ * start, after a reload) per worker: past it they fail at once, as when
+ * Redis is down
+ */
+#define NGX_HTTP_LINEGATE_REDIS_WAITING_MAX  1024
+
 /* Redis Cluster: the ranges of a map (as many as there are slots: a
  * cluster whose slots were moved one by one may have each in a range of
  * its own), how many redirections one command follows */
@@ -149,6 +156,16 @@ typedef struct {
     ngx_event_t                         durable_timer;
     /* each connection made or lost: what client tracking stands on */
     ngx_uint_t                          conn_gen;
+
+    /*
+     * requests' commands (and pipelines) that came while the worker's
+     * first connection was being made, oldest first: sent when it is
+     * up, failed when it fails (wake, posted, looks at each)
+     */
+    ngx_queue_t                         waiting;
+    ngx_uint_t                          nwaiting;
+    time_t                              waiting_logged;
+    ngx_event_t                         wake;
 } ngx_http_linegate_redis_t;
 
 
@@ -236,6 +253,13 @@ typedef struct {
     ngx_uint_t                          wait_error;
     ngx_uint_t                          wait_refused;
     redisReply                         *stash;    /* its reply, or NULL */
+
+    /* in rd->waiting: not written yet, its connection being made; its
+     * bytes in buf, its key's slot */
+    ngx_queue_t                         wait_link;
+    ngx_uint_t                          slot;
+    ngx_uint_t                          waiting;
+    ngx_uint_t                          pipeline;  /* a pipeline's cmd */
 } ngx_http_linegate_redis_cmd_t;
 
 
@@ -251,6 +275,8 @@ typedef struct {
     u_char                             *buf;
     size_t                              len;
     ngx_uint_t                          redirects;
+    /* its key's, NGX_HTTP_LINEGATE_REDIS_SLOTS: none (node once routed) */
+    ngx_uint_t                          slot;
 
     /*
      * linegate_redis_wait: WAIT written after an acknowledged command, on
@@ -369,6 +395,23 @@ static ngx_int_t ngx_http_linegate_redis_write(
     void *privdata, u_char *buf, size_t len);
 static void ngx_http_linegate_redis_backlog(
     ngx_http_linegate_redis_node_t *node);
+static ngx_uint_t ngx_http_linegate_redis_slot_of(int argc,
+    const char **argv, const size_t *argvlen);
+static ngx_http_linegate_redis_node_t *ngx_http_linegate_redis_route_slot(
+    ngx_log_t *log, ngx_uint_t slot);
+static ngx_uint_t ngx_http_linegate_redis_first_connect(
+    ngx_http_linegate_redis_node_t *node);
+static ngx_uint_t ngx_http_linegate_redis_warming(ngx_uint_t slot);
+static ngx_int_t ngx_http_linegate_redis_wait_connect(
+    ngx_http_linegate_redis_cmd_t *cmd, ngx_event_handler_pt timeout);
+static void ngx_http_linegate_redis_unwait(
+    ngx_http_linegate_redis_cmd_t *cmd);
+static void ngx_http_linegate_redis_wake_soon(void);
+static void ngx_http_linegate_redis_wake(ngx_event_t *ev);
+static ngx_int_t ngx_http_linegate_redis_send_formatted(
+    ngx_http_linegate_redis_cmd_t *cmd, ngx_http_linegate_redis_node_t *node);
+static ngx_int_t ngx_http_linegate_redis_pipeline_write(
+    ngx_http_linegate_redis_pipeline_t *pl);
 static ngx_http_linegate_redis_node_t *ngx_http_linegate_redis_route(
     ngx_log_t *log, int argc, const char **argv, const size_t *argvlen);
 static ngx_uint_t ngx_http_linegate_redis_key_index(int argc,
@@ -818,6 +861,8 @@ ngx_http_linegate_redis_cmd_alloc(ngx_http_request_t *r,
 static ngx_int_t
 ngx_http_linegate_redis_cmd_start(ngx_http_linegate_redis_cmd_t *cmd)
 {
+    ngx_int_t  rc;
+
     if (cmd->forget) {
         /* no WAIT: nobody would act on what it says */
         cmd->acked = 0;
@@ -834,9 +879,21 @@ ngx_http_linegate_redis_cmd_start(ngx_http_linegate_redis_cmd_t *cmd)
         return NGX_OK;
     }
 
-    if (ngx_http_linegate_redis_attach(cmd) != NGX_OK
-        || ngx_http_linegate_redis_send(cmd, 0) != NGX_OK)
-    {
+    if (ngx_http_linegate_redis_attach(cmd) != NGX_OK) {
+        ngx_http_linegate_redis_release(cmd);
+        ngx_free(cmd);
+        return NGX_ERROR;
+    }
+
+    rc = ngx_http_linegate_redis_send(cmd, 0);
+
+    if (rc == NGX_AGAIN) {
+        /* the worker's first connection is being made: sent once up */
+        rc = ngx_http_linegate_redis_wait_connect(cmd,
+                                         ngx_http_linegate_redis_cmd_timeout);
+    }
+
+    if (rc != NGX_OK) {
         ngx_http_linegate_redis_release(cmd);
         ngx_free(cmd);
         return NGX_ERROR;
@@ -913,7 +970,8 @@ ngx_http_linegate_redis_pipeline_send(ngx_http_request_t *r,
 {
     int                                  argc;
     size_t                               argvlen[2];
-    ngx_uint_t                           i;
+    ngx_uint_t                           i, unready;
+    ngx_event_handler_pt                 timeout;
     const char                          *argv[2];
     const char                         **av;
     const size_t                        *al;
@@ -946,7 +1004,13 @@ ngx_http_linegate_redis_pipeline_send(ngx_http_request_t *r,
         argvlen[0] = ngx_strlen(name);
     }
 
-    /* every command's node first: all are sent, or none */
+    unready = 0;
+
+    /*
+     * every command's node first: all are sent, or none; all wait when
+     * one's node is being connected to for the first time (the node of
+     * each is then found when it is up)
+     */
     for (i = 0; i < ncmds; i++) {
         part = &pl->part[i];
 
@@ -963,13 +1027,19 @@ ngx_http_linegate_redis_pipeline_send(ngx_http_request_t *r,
             al = argvlen;
         }
 
-        part->node = ngx_http_linegate_redis_route(r->connection->log, argc,
-                                                   av, al);
+        part->slot = ngx_http_linegate_redis_slot_of(argc, av, al);
+        part->node = ngx_http_linegate_redis_route_slot(r->connection->log,
+                                                        part->slot);
         if (part->node == NULL) {
-            ngx_free(pl);
-            return NGX_ERROR;
+            if (!ngx_http_linegate_redis_warming(part->slot)) {
+                ngx_free(pl);
+                return NGX_ERROR;
+            }
+
+            unready = 1;
         }
 
+        /* the request's pool: args may be gone when it is written */
         part->buf = ngx_http_linegate_redis_format(r->pool, argc, av, al,
                                                    &part->len);
         if (part->buf == NULL) {
@@ -982,11 +1052,10 @@ ngx_http_linegate_redis_pipeline_send(ngx_http_request_t *r,
                           > 0);
     }
 
-    ngx_http_linegate_redis_pipeline_cover(pl, ncmds);
-
     pl->cmd.r = r;
     pl->cmd.handler = handler;
     pl->cmd.script = -1;
+    pl->cmd.pipeline = 1;
     pl->n = ncmds;
     pl->each = each;
 
@@ -995,11 +1064,72 @@ ngx_http_linegate_redis_pipeline_send(ngx_http_request_t *r,
         return NGX_ERROR;
     }
 
+    if (unready) {
+        timeout = each ? ngx_http_linegate_redis_pipeline_timeout
+                       : ngx_http_linegate_redis_cmd_timeout;
+
+        if (ngx_http_linegate_redis_wait_connect(&pl->cmd, timeout)
+            != NGX_OK)
+        {
+            ngx_http_linegate_redis_release(&pl->cmd);
+            ngx_free(pl);
+            return NGX_ERROR;
+        }
+
+        return NGX_OK;
+    }
+
+    return ngx_http_linegate_redis_pipeline_write(pl);
+}
+
+
+/*
+ * A pipeline's commands written, each on its node (found now for one
+ * that waited for its connection). NGX_AGAIN: a node is still being
+ * connected to (nothing written); NGX_ERROR: pl released, and freed
+ * unless a command written owes a callback.
+ */
+static ngx_int_t
+ngx_http_linegate_redis_pipeline_write(ngx_http_linegate_redis_pipeline_t *pl)
+{
+    ngx_uint_t                       i;
+    ngx_http_request_t              *r;
+    ngx_http_linegate_redis_part_t  *part;
+
+    r = pl->cmd.r;
+
+    for (i = 0; i < pl->n; i++) {
+        part = &pl->part[i];
+
+        if (part->node != NULL) {
+            continue;
+        }
+
+        part->node = ngx_http_linegate_redis_route_slot(r->connection->log,
+                                                        part->slot);
+        if (part->node == NULL) {
+            if (ngx_http_linegate_redis_warming(part->slot)) {
+                return NGX_AGAIN;
+            }
+
+            ngx_http_linegate_redis_release(&pl->cmd);
+
+            if (pl->cmd.timer.timer_set) {
+                ngx_del_timer(&pl->cmd.timer);
+            }
+
+            ngx_free(pl);
+            return NGX_ERROR;
+        }
+    }
+
+    ngx_http_linegate_redis_pipeline_cover(pl, pl->n);
+
     /*
      * hiredis appends them to its output buffers now and writes them with
      * the other requests' commands at the next turn of the event loop.
      */
-    for (i = 0; i < ncmds; i++) {
+    for (i = 0; i < pl->n; i++) {
         part = &pl->part[i];
         part->pl = pl;
         part->index = i;
@@ -1012,7 +1142,7 @@ ngx_http_linegate_redis_pipeline_send(ngx_http_request_t *r,
             ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
                           NGX_HTTP_LINEGATE_LOG "redis pipeline not sent");
 
-            if (each && pl->queued) {
+            if (pl->each && pl->queued) {
                 /*
                  * those queued may run, and a caller that undoes what
                  * ran (a refund) must hear of them: their replies are
@@ -1026,6 +1156,10 @@ ngx_http_linegate_redis_pipeline_send(ngx_http_request_t *r,
             ngx_http_linegate_redis_release(&pl->cmd);
 
             if (pl->queued == 0) {
+                if (pl->cmd.timer.timer_set) {
+                    ngx_del_timer(&pl->cmd.timer);
+                }
+
                 ngx_free(pl);
             }
 
@@ -1040,12 +1174,16 @@ ngx_http_linegate_redis_pipeline_send(ngx_http_request_t *r,
         }
     }
 
-    pl->cmd.timer.handler = each ? ngx_http_linegate_redis_pipeline_timeout
-                                 : ngx_http_linegate_redis_cmd_timeout;
-    pl->cmd.timer.data = &ngx_http_linegate_redis_dummy;
-    pl->cmd.timer.log = r->connection->log;
-    ngx_add_timer(&pl->cmd.timer,
-                  ngx_http_linegate_redis.lmcf->redis_command_timeout);
+    /* one that waited for its connection keeps its deadline */
+    if (!pl->cmd.timer.timer_set) {
+        pl->cmd.timer.handler = pl->each
+                                ? ngx_http_linegate_redis_pipeline_timeout
+                                : ngx_http_linegate_redis_cmd_timeout;
+        pl->cmd.timer.data = &ngx_http_linegate_redis_dummy;
+        pl->cmd.timer.log = r->connection->log;
+        ngx_add_timer(&pl->cmd.timer,
+                      ngx_http_linegate_redis.lmcf->redis_command_timeout);
+    }
 
     return NGX_OK;
 }
@@ -1115,13 +1253,11 @@ ngx_http_linegate_redis_send(ngx_http_linegate_redis_cmd_t *cmd,
     int                              argc;
     u_char                           nkeys[NGX_INT_T_LEN];
     ngx_log_t                       *log;
+    ngx_uint_t                       slot;
     ngx_pool_t                      *pool;
     const char                      *argv[NGX_HTTP_LINEGATE_REDIS_MAX_ARGS];
     size_t                           argvlen[NGX_HTTP_LINEGATE_REDIS_MAX_ARGS];
-    ngx_http_linegate_redis_t       *rd;
     ngx_http_linegate_redis_node_t  *node;
-
-    rd = &ngx_http_linegate_redis;
 
     /* a fire-and-forget script may be sent again after its request */
     log = (cmd->r != NULL) ? cmd->r->connection->log : ngx_cycle->log;
@@ -1130,8 +1266,10 @@ ngx_http_linegate_redis_send(ngx_http_linegate_redis_cmd_t *cmd,
     argc = ngx_http_linegate_redis_argv(cmd->script, eval, cmd->nkeys,
                                         cmd->args, argv, argvlen, nkeys);
 
-    node = ngx_http_linegate_redis_route(log, argc, argv, argvlen);
-    if (node == NULL) {
+    slot = ngx_http_linegate_redis_slot_of(argc, argv, argvlen);
+
+    node = ngx_http_linegate_redis_route_slot(log, slot);
+    if (node == NULL && !ngx_http_linegate_redis_warming(slot)) {
         return NGX_ERROR;
     }
 
@@ -1142,12 +1280,47 @@ ngx_http_linegate_redis_send(ngx_http_linegate_redis_cmd_t *cmd,
 
     cmd->buf = ngx_http_linegate_redis_format(pool, argc, argv, argvlen,
                                               &cmd->len);
+    if (cmd->buf == NULL) {
+        ngx_log_error(NGX_LOG_ERR, log, 0,
+                      NGX_HTTP_LINEGATE_LOG "redis command not sent");
+        return NGX_ERROR;
+    }
 
-    if (cmd->buf == NULL
-        || ngx_http_linegate_redis_write(node,
-                                         ngx_http_linegate_redis_reply_cb,
-                                         cmd, cmd->buf, cmd->len)
-           != NGX_OK)
+    if (node == NULL) {
+        /*
+         * its connection being made: formatted now, as a plain
+         * command's args may be the caller's (gone once it returns)
+         */
+        cmd->slot = slot;
+        return NGX_AGAIN;
+    }
+
+    return ngx_http_linegate_redis_send_formatted(cmd, node);
+}
+
+
+/* cmd->buf written on node (for one that waited: found now) */
+static ngx_int_t
+ngx_http_linegate_redis_send_formatted(ngx_http_linegate_redis_cmd_t *cmd,
+    ngx_http_linegate_redis_node_t *node)
+{
+    ngx_log_t                  *log;
+    ngx_http_linegate_redis_t  *rd;
+
+    rd = &ngx_http_linegate_redis;
+    log = (cmd->r != NULL) ? cmd->r->connection->log : ngx_cycle->log;
+
+    if (node == NULL) {
+        node = ngx_http_linegate_redis_route_slot(log, cmd->slot);
+        if (node == NULL) {
+            return ngx_http_linegate_redis_warming(cmd->slot) ? NGX_AGAIN
+                                                              : NGX_ERROR;
+        }
+    }
+
+    if (ngx_http_linegate_redis_write(node, ngx_http_linegate_redis_reply_cb,
+                                      cmd, cmd->buf, cmd->len)
+        != NGX_OK)
     {
         ngx_log_error(NGX_LOG_ERR, log, 0,
                       NGX_HTTP_LINEGATE_LOG "redis command not sent");
@@ -1176,13 +1349,44 @@ ngx_http_linegate_redis_send(ngx_http_linegate_redis_cmd_t *cmd,
  * The node a command goes to: the only one, or on a cluster the master
  * of its key's slot (a script's first key, a command's first argument);
  * a command without a key goes to any master up. NULL: none connected
- * (the caller answers 503), logged unless log is NULL.
+ * (the caller answers 503), logged unless log is NULL, or (not logged)
+ * its node is being connected to for the first time (_warming()).
  */
 static ngx_http_linegate_redis_node_t *
 ngx_http_linegate_redis_route(ngx_log_t *log, int argc, const char **argv,
     const size_t *argvlen)
 {
-    ngx_uint_t                       i, slot;
+    return ngx_http_linegate_redis_route_slot(log,
+                       ngx_http_linegate_redis_slot_of(argc, argv, argvlen));
+}
+
+
+/* a command's key's slot; NGX_HTTP_LINEGATE_REDIS_SLOTS: none, or no
+ * cluster */
+static ngx_uint_t
+ngx_http_linegate_redis_slot_of(int argc, const char **argv,
+    const size_t *argvlen)
+{
+    ngx_uint_t  i;
+
+    if (!ngx_http_linegate_redis.cluster) {
+        return NGX_HTTP_LINEGATE_REDIS_SLOTS;
+    }
+
+    i = ngx_http_linegate_redis_key_index(argc, argv, argvlen);
+
+    if (i == 0) {
+        return NGX_HTTP_LINEGATE_REDIS_SLOTS;
+    }
+
+    return ngx_http_linegate_redis_keyslot((u_char *) argv[i], argvlen[i]);
+}
+
+
+static ngx_http_linegate_redis_node_t *
+ngx_http_linegate_redis_route_slot(ngx_log_t *log, ngx_uint_t slot)
+{
+    ngx_uint_t                       i;
     ngx_http_linegate_redis_t       *rd;
     ngx_http_linegate_redis_node_t  *node;
 
@@ -1197,7 +1401,7 @@ ngx_http_linegate_redis_route(ngx_log_t *log, int argc, const char **argv,
         node = &rd->nodes[0];
 
         if (!ngx_http_linegate_redis_up(node)) {
-            if (log) {
+            if (log && !ngx_http_linegate_redis_warming(slot)) {
                 ngx_log_error(NGX_LOG_WARN, log, 0,
                               NGX_HTTP_LINEGATE_LOG "redis not connected");
             }
@@ -1208,16 +1412,14 @@ ngx_http_linegate_redis_route(ngx_log_t *log, int argc, const char **argv,
         return node;
     }
 
-    i = ngx_http_linegate_redis_key_index(argc, argv, argvlen);
-
-    if (i == 0) {
+    if (slot == NGX_HTTP_LINEGATE_REDIS_SLOTS) {
         for (i = 0; i < rd->nnodes; i++) {
             if (ngx_http_linegate_redis_up(&rd->nodes[i])) {
                 return &rd->nodes[i];
             }
         }
 
-        if (log) {
+        if (log && !ngx_http_linegate_redis_warming(slot)) {
             ngx_log_error(NGX_LOG_WARN, log, 0,
                           NGX_HTTP_LINEGATE_LOG "redis cluster: no node "
                           "connected");
@@ -1226,10 +1428,14 @@ ngx_http_linegate_redis_route(ngx_log_t *log, int argc, const char **argv,
         return NULL;
     }
 
-    slot = ngx_http_linegate_redis_keyslot((u_char *) argv[i], argvlen[i]);
     node = ngx_http_linegate_redis_slot_node(slot);
 
     if (node == NULL || !ngx_http_linegate_redis_up(node)) {
+        if (ngx_http_linegate_redis_warming(slot)) {
+            /* the map, or the slot's master, is on its way */
+            return NULL;
+        }
+
         /*
          * Once a second at most: while a master is down, every request
          * of its slots comes here (linegate_limit's fall back and log
@@ -1249,6 +1455,245 @@ ngx_http_linegate_redis_route(ngx_log_t *log, int argc, const char **argv,
     }
 
     return node;
+}
+
+
+/*
+ * Being connected to for the first time (at start, after a reload):
+ * nothing failed yet. A reconnect comes after a loss (attempts counted
+ * from it): Redis is down or was, and is not waited for.
+ */
+static ngx_uint_t
+ngx_http_linegate_redis_first_connect(ngx_http_linegate_redis_node_t *node)
+{
+    return node->state == NGX_HTTP_LINEGATE_REDIS_CONNECTING
+           && node->attempts == 0;
+}
+
+
+/*
+ * 1: a command for slot (NGX_HTTP_LINEGATE_REDIS_SLOTS: any) cannot be
+ * sent yet only because the worker's first connection is being made:
+ * the connect itself, Sentinel asked for the master and its ROLE
+ * checked, or a cluster's first map (CLUSTER SLOTS), then the first
+ * connect to the slot's master. Nothing has failed: a request waits for
+ * it rather than be answered as if Redis were down.
+ */
+static ngx_uint_t
+ngx_http_linegate_redis_warming(ngx_uint_t slot)
+{
+    ngx_uint_t                       i;
+    ngx_http_linegate_redis_t       *rd;
+    ngx_http_linegate_redis_node_t  *node;
+
+    rd = &ngx_http_linegate_redis;
+
+    if (rd->nodes == NULL || rd->exiting) {
+        return 0;
+    }
+
+    if (!rd->cluster) {
+        return ngx_http_linegate_redis_first_connect(&rd->nodes[0]);
+    }
+
+    if (!ngx_http_linegate_redis_map_ready) {
+        /* a CLUSTER SLOTS that failed, or found nobody to ask: not */
+        if (rd->refresh_attempts) {
+            return 0;
+        }
+
+        if (rd->refreshing) {
+            return 1;
+        }
+
+        for (i = 0; i < rd->nnodes; i++) {
+            node = &rd->nodes[i];
+
+            if (node->state == NGX_HTTP_LINEGATE_REDIS_CONNECTED
+                || ngx_http_linegate_redis_first_connect(node))
+            {
+                return 1;
+            }
+        }
+
+        return 0;
+    }
+
+    if (slot == NGX_HTTP_LINEGATE_REDIS_SLOTS) {
+        for (i = 0; i < rd->nnodes; i++) {
+            if (ngx_http_linegate_redis_first_connect(&rd->nodes[i])) {
+                return 1;
+            }
+        }
+
+        return 0;
+    }
+
+    node = ngx_http_linegate_redis_slot_node(slot);
+
+    return node != NULL && ngx_http_linegate_redis_first_connect(node);
+}
+
+
+/*
+ * cmd (attached to its request) waits for its connection, within its
+ * command timeout as when sent. Bounded: past
+ * NGX_HTTP_LINEGATE_REDIS_WAITING_MAX, NGX_ERROR (answered at once).
+ */
+static ngx_int_t
+ngx_http_linegate_redis_wait_connect(ngx_http_linegate_redis_cmd_t *cmd,
+    ngx_event_handler_pt timeout)
+{
+    ngx_http_linegate_redis_t  *rd;
+
+    rd = &ngx_http_linegate_redis;
+
+    if (rd->nwaiting >= NGX_HTTP_LINEGATE_REDIS_WAITING_MAX) {
+        if (ngx_time() != rd->waiting_logged) {
+            rd->waiting_logged = ngx_time();
+            ngx_log_error(NGX_LOG_WARN, cmd->r->connection->log, 0,
+                          NGX_HTTP_LINEGATE_LOG "redis not connected yet, "
+                          "and %ui commands wait for it already (logged "
+                          "once a second)", rd->nwaiting);
+        }
+
+        return NGX_ERROR;
+    }
+
+    ngx_queue_insert_tail(&rd->waiting, &cmd->wait_link);
+    rd->nwaiting++;
+    cmd->waiting = 1;
+
+    cmd->timer.handler = timeout;
+    cmd->timer.data = &ngx_http_linegate_redis_dummy;
+    cmd->timer.log = cmd->r->connection->log;
+    ngx_add_timer(&cmd->timer, rd->lmcf->redis_command_timeout);
+
+    return NGX_OK;
+}
+
+
+static void
+ngx_http_linegate_redis_unwait(ngx_http_linegate_redis_cmd_t *cmd)
+{
+    ngx_queue_remove(&cmd->wait_link);
+    ngx_http_linegate_redis.nwaiting--;
+    cmd->waiting = 0;
+}
+
+
+/* a connection made or failed, a map taken or not: look at the waiting */
+static void
+ngx_http_linegate_redis_wake_soon(void)
+{
+    ngx_http_linegate_redis_t  *rd;
+
+    rd = &ngx_http_linegate_redis;
+
+    /* posted: out of hiredis's callbacks, as a handler may send again */
+    if (rd->nwaiting && !rd->exiting && !rd->wake.posted) {
+        ngx_post_event(&rd->wake, &ngx_posted_events);
+    }
+}
+
+
+/*
+ * Each waiting command sent if its node is up now, kept while it is
+ * still being connected to, failed (its handler called NULL, as for a
+ * command not sent) if that failed.
+ */
+static void
+ngx_http_linegate_redis_wake(ngx_event_t *ev)
+{
+    ngx_int_t                            rc;
+    ngx_uint_t                           n, each;
+    ngx_queue_t                          now, *q;
+    redisReply                          *reply, **element;
+    ngx_connection_t                    *c;
+    ngx_http_request_t                  *r;
+    ngx_http_linegate_redis_t           *rd;
+    ngx_http_linegate_redis_cmd_t       *cmd;
+    ngx_http_linegate_redis_handler_pt   handler;
+    ngx_http_linegate_redis_pipeline_t  *pl;
+
+    rd = &ngx_http_linegate_redis;
+
+    if (rd->exiting || rd->nwaiting == 0) {
+        return;
+    }
+
+    /*
+     * those waiting now, apart: a handler may add new ones (to
+     * rd->waiting), and a request finalized by one detaches its own
+     * commands from whichever list holds them
+     */
+    ngx_queue_init(&now);
+
+    while (!ngx_queue_empty(&rd->waiting)) {
+        q = ngx_queue_head(&rd->waiting);
+        ngx_queue_remove(q);
+        ngx_queue_insert_tail(&now, q);
+    }
+
+    while (!ngx_queue_empty(&now)) {
+        q = ngx_queue_head(&now);
+        cmd = ngx_queue_data(q, ngx_http_linegate_redis_cmd_t, wait_link);
+
+        /* out of any list while written: a failed pipeline is freed */
+        ngx_http_linegate_redis_unwait(cmd);
+
+        r = cmd->r;
+        handler = cmd->handler;
+        pl = (ngx_http_linegate_redis_pipeline_t *) cmd;
+        n = cmd->pipeline ? pl->n : 0;
+        each = cmd->pipeline && pl->each;
+
+        rc = cmd->pipeline
+             ? ngx_http_linegate_redis_pipeline_write(pl)
+             : ngx_http_linegate_redis_send_formatted(cmd, NULL);
+
+        if (rc == NGX_AGAIN) {
+            ngx_queue_insert_tail(&rd->waiting, q);
+            rd->nwaiting++;
+            cmd->waiting = 1;
+            continue;
+        }
+
+        if (rc == NGX_OK) {
+            continue;
+        }
+
+        /* a pipeline that failed is released, and freed, already */
+        if (!cmd->pipeline) {
+            if (cmd->timer.timer_set) {
+                ngx_del_timer(&cmd->timer);
+            }
+
+            ngx_http_linegate_redis_release(cmd);
+            ngx_free(cmd);
+        }
+
+        c = r->connection;
+        reply = NULL;
+
+        if (each) {
+            /* _pipeline_each() answers an array: nothing was written */
+            element = ngx_pcalloc(r->pool, n * sizeof(redisReply *));
+            reply = ngx_pcalloc(r->pool, sizeof(redisReply));
+
+            if (element != NULL && reply != NULL) {
+                reply->type = REDIS_REPLY_ARRAY;
+                reply->elements = n;
+                reply->element = element;
+
+            } else {
+                reply = NULL;
+            }
+        }
+
+        handler(r, reply);
+        ngx_http_run_posted_requests(c);
+    }
 }
 
 
@@ -2153,6 +2598,11 @@ ngx_http_linegate_redis_pipeline_timeout(ngx_event_t *ev)
     }
 
     cmd->handler(r, ngx_http_linegate_redis_pipeline_known(pl));
+
+    if (cmd->waiting) {
+        ngx_free(pl);
+    }
+
     ngx_http_run_posted_requests(c);
 }
 
@@ -2592,6 +3042,22 @@ ngx_http_linegate_redis_timed_out(ngx_event_t *ev,
     r = cmd->r;
     *cmdp = cmd;
 
+    if (cmd->waiting) {
+        /* never written: the caller frees it once its handler ran */
+        ngx_http_linegate_redis_unwait(cmd);
+        ngx_http_linegate_redis_release(cmd);
+
+        ngx_http_linegate_metrics_inc1(NGX_HTTP_LINEGATE_M_REDIS_ERRORS,
+                                       "kind", "timeout");
+
+        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                      NGX_HTTP_LINEGATE_LOG "redis not connected within "
+                      "linegate_redis_command_timeout");
+
+        cmd->waiting = 1;    /* (to the caller: free it) */
+        return r;
+    }
+
     /*
      * The command stays queued in hiredis: its reply, if it ever comes, is
      * dropped by the reply callback, which frees cmd. It may still run:
@@ -2627,6 +3093,11 @@ ngx_http_linegate_redis_cmd_timeout(ngx_event_t *ev)
     c = r->connection;
 
     cmd->handler(r, NULL);
+
+    if (cmd->waiting) {
+        ngx_free(cmd);
+    }
+
     ngx_http_run_posted_requests(c);
 }
 
@@ -2713,6 +3184,18 @@ static void
 ngx_http_linegate_redis_detach(void *data)
 {
     ngx_http_linegate_redis_cmd_t  *cmd = data;
+
+    if (cmd->waiting) {
+        /* never written: nothing owes it a callback */
+        ngx_http_linegate_redis_unwait(cmd);
+
+        if (cmd->timer.timer_set) {
+            ngx_del_timer(&cmd->timer);
+        }
+
+        ngx_free(cmd);
+        return;
+    }
 
     ngx_log_debug0(NGX_LOG_DEBUG_HTTP, ngx_cycle->log, 0,
                    NGX_HTTP_LINEGATE_LOG "request freed with a redis "
@@ -2903,6 +3386,13 @@ ngx_http_linegate_redis_connected(void)
     }
 
     return rd->nodes != NULL && ngx_http_linegate_redis_up(&rd->nodes[0]);
+}
+
+
+ngx_uint_t
+ngx_http_linegate_redis_connecting(void)
+{
+    return ngx_http_linegate_redis_warming(NGX_HTTP_LINEGATE_REDIS_SLOTS);
 }
 
 
@@ -3584,6 +4074,11 @@ ngx_http_linegate_redis_init_process(ngx_cycle_t *cycle)
         return NGX_ERROR;
     }
 
+    ngx_queue_init(&rd->waiting);
+    rd->wake.data = &ngx_http_linegate_redis_dummy;
+    rd->wake.handler = ngx_http_linegate_redis_wake;
+    rd->wake.log = cycle->log;
+
     /* not cancelable: a draining worker waits for its durable writes */
     ngx_queue_init(&rd->durable);
     rd->durable_timer.data = &ngx_http_linegate_redis_dummy;
@@ -3648,6 +4143,10 @@ ngx_http_linegate_redis_exit_process(ngx_cycle_t *cycle)
         if (rd->nodes[i].counted) {
             ngx_http_linegate_redis_gauge(&rd->nodes[i], -1);
         }
+    }
+
+    if (rd->wake.posted) {
+        ngx_delete_posted_event(&rd->wake);
     }
 
     if (rd->sentinel) {
@@ -4186,6 +4685,9 @@ ngx_http_linegate_redis_ready(ngx_http_linegate_redis_node_t *node)
 
     /* after SCRIPT LOAD: Redis runs them in order */
     ngx_http_linegate_redis_durable_flush();
+
+    /* and the requests' commands that waited for it */
+    ngx_http_linegate_redis_wake_soon();
 }
 
 
@@ -4398,6 +4900,9 @@ ngx_http_linegate_redis_lost(ngx_http_linegate_redis_node_t *node)
     if (node->keepalive_timer.timer_set) {
         ngx_del_timer(&node->keepalive_timer);
     }
+
+    /* the commands waiting for it, failed unless another node takes them */
+    ngx_http_linegate_redis_wake_soon();
 
     if (rd->cluster && !rd->exiting) {
         /* a master gone may be a failover: where are its slots now? */
@@ -4750,6 +5255,7 @@ ngx_http_linegate_redis_refresh(ngx_event_t *ev)
     delay = NGX_HTTP_LINEGATE_BACKOFF_MIN << ngx_min(rd->refresh_attempts, 4);
     delay = ngx_min(delay, NGX_HTTP_LINEGATE_BACKOFF_MAX);
     rd->refresh_attempts++;
+    ngx_http_linegate_redis_wake_soon();
 
     ngx_add_timer(&rd->refresh_timer, delay);
 }
@@ -4774,6 +5280,9 @@ ngx_http_linegate_redis_slots_cb(redisAsyncContext *ac, void *data,
 
     rd->refreshing = 0;
     rd->slots_taken = 0;
+
+    /* a map (the commands waiting for it go), or none (they fail) */
+    ngx_http_linegate_redis_wake_soon();
 
     if (reply != NULL
         && ngx_http_linegate_redis_install(asked, reply) == NGX_OK)

@@ -218,6 +218,14 @@ ngx_uint_t ngx_http_linegate_redis_conn_gen(void);
 /* 1 when the worker's connection is up (a command may be sent now) */
 ngx_uint_t ngx_http_linegate_redis_connected(void);
 /*
+ * 1 while the worker's first connection is being made (at start, after
+ * a reload: Sentinel asked for the master, a cluster's first map): a
+ * request's command sent now waits for it, within
+ * linegate_redis_command_timeout, and is answered NULL if it fails. A
+ * reconnect (after a loss) is not waited for: commands fail at once.
+ */
+ngx_uint_t ngx_http_linegate_redis_connecting(void);
+/*
  * NGX_OK: host:port of a server the worker's connection is up with (the
  * one Redis, Sentinel's master, a cluster's master serving slots), for
  * the subscriber (redis_pubsub.c); host is the node's, copy it.
