@@ -8,7 +8,9 @@
 #
 # The window is made as long as the test needs with its own sentinel
 # (LG::FakeSentinel, first in the list), which keeps the new worker's
-# query back until released.
+# query back until released. A request ended while it waits (a second
+# reload's worker_shutdown_timeout) frees its command: no crash, and the
+# draining worker exits.
 use strict;
 use warnings;
 use lib 't/lib';
@@ -35,6 +37,7 @@ my $fake_port = $fake->port;
 
 my $s = LG::Stack->new(redis => 'sentinel', WORKERS => 1,
                        REDIS_COMMAND_TIMEOUT => '15s',
+                       MAIN_EXTRA => 'worker_shutdown_timeout 1s;',
                        HTTP_EXTRA => $http, SERVER_EXTRA => $server,
                        first_sentinel => $fake_port)->start;
 my $l = LG::Lines->new($s);
@@ -52,14 +55,29 @@ sub reload_held {
     kill 'HUP', $s->{pids}{nginx};
     ok(eventually(sub { $fake->asked }, $SETTLE),
        'the new worker asks our sentinel, kept back');
+    # the old one no longer takes requests (its listeners closed then)
+    ok(eventually(sub {
+           substr($s->error_log, $from) =~ /gracefully shutting down/
+       }, $SETTLE), 'the old worker drains');
     return $from;
 }
 
+# one_tick until $done->() (at most $secs s)
+sub run_until {
+    my ($done, $secs) = @_;
+    my $until = time + $secs;
+    # (one_tick returns at least this often, answers or not)
+    my $tick = Mojo::IOLoop->recurring(0.05 => sub { });
+    Mojo::IOLoop->one_tick while !$done->() && time < $until;
+    Mojo::IOLoop->remove($tick);
+}
+
 # @reqs started, the answers that come within $wait s (all of them when
-# the module answers at once, as it did), then the sentinel released:
-# every status, in order
+# the module answers at once, as it did), $then->($all) run if given (a
+# sub that runs the loop until $all->() says every request ended), then
+# the sentinel released: every status, in order ('closed': none)
 sub statuses {
-    my ($wait, @reqs) = @_;
+    my ($wait, $then, @reqs) = @_;
     my $ua = Mojo::UserAgent->new(inactivity_timeout => 30,
                                   request_timeout => 30,
                                   max_connections => 0);
@@ -73,12 +91,10 @@ sub statuses {
                    sub { $status[$i] = 'closed' })
             ->finally(sub { $answered++ });
     } 0 .. $#reqs;
-    my $until = time + $wait;
-    # (one_tick returns at least this often, answers or not)
-    my $tick = Mojo::IOLoop->recurring(0.05 => sub { });
-    Mojo::IOLoop->one_tick while $answered < @reqs && time < $until;
-    Mojo::IOLoop->remove($tick);
+    my $all = sub { $answered == @reqs };
+    run_until($all, $wait);
     my $early = $answered;
+    $then->($all) if $then;
     $fake->release;
     Mojo::Promise->all_settled(@p)->wait if $answered < @reqs;
     return ($early, @status);
@@ -89,7 +105,7 @@ my @reqs = ((map { [{}, "/hot/f?k=warm$_"] } 1 .. $N),
 
 subtest 'requests in a new worker wait for its first connection' => sub {
     my $from = reload_held();
-    my ($early, @st) = statuses(3, @reqs);
+    my ($early, @st) = statuses(3, undef, @reqs);
     is_deeply(\@st, [(200) x @reqs], 'every request answered 200 (not '
               . '503) once the connection is made')
         or diag("statuses: @st; $early answered before the release");
@@ -109,9 +125,34 @@ subtest 'a request whose client left while it waited' => sub {
     } '/hot/f?k=gone', '/hot/f?k=gone2';
     sleep 0.3;    # (not a timing assertion: read below either way)
     close $_ for @c;
-    my ($early, @st) = statuses(1, [{}, '/hot/f?k=after']);
+    my ($early, @st) = statuses(1, undef, [{}, '/hot/f?k=after']);
     is_deeply(\@st, [200], 'the next request answered');
     ok($s->wait_redis_connected($from, $SETTLE), 'the worker connected');
+    unlike(substr($s->error_log, $from), qr/exited on signal|\[alert\]/,
+           'no crash, no alert');
+};
+
+# A second reload while they wait: the first new worker drains, and
+# worker_shutdown_timeout ends its requests; their commands, never
+# written, go with them (their timers too: the worker exits then, not
+# after linegate_redis_command_timeout)
+subtest 'requests ended while they wait' => sub {
+    my $from = reload_held();
+    my ($pid) = substr($s->error_log, $from)
+        =~ /start worker process (\d+)/;
+    ok($pid, 'the waiting worker: ' . ($pid // '?')) or return;
+    my $ended = sub {
+        substr($s->error_log, $from) =~ /^\S+ \S+ \[notice\] $pid#$pid: exit$/m
+    };
+    my ($early, @st) = statuses(1, sub {
+        my ($all) = @_;
+        kill 'HUP', $s->{pids}{nginx};
+        run_until(sub { $all->() && $ended->() }, $SETTLE);
+    }, map { [{}, "/hot/f?k=ended$_"] } 1 .. 4);
+    is_deeply(\@st, [('closed') x 4], 'ended unanswered (not 503 at once)')
+        or diag("statuses: @st");
+    ok($ended->(), 'the draining worker exited');
+    ok($s->wait_redis_connected($from, $SETTLE), 'the next one connected');
     unlike(substr($s->error_log, $from), qr/exited on signal|\[alert\]/,
            'no crash, no alert');
 };
