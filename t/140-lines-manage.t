@@ -1815,70 +1815,51 @@ subtest 'GET: a lapsed reissue left a paid invoice: the poll promotes'
     conflict($l->manage($w, $id, 'cancel'), 'provisioning', 'a cancel then');
 };
 
-# The GET's sweep fails (the list of the customer's invoices, Stripe
-# 500): a read answers the stored state (200 awaiting_payment, not the
-# 502 of payment_link or cancel), logged at warn, nothing changed but its
-# claim, released lapsed (reissueAt 0: the next caller sweeps at once);
-# the next payment_link sweeps. Before, the GET did not sweep at all.
-subtest 'GET: the lookup of a lapsed reissue\'s invoices fails' => sub {
-    my $w = ws();
-    my ($id, $old, $orphan) = lapsed_request($w) or return;
-    my $mark = length $s->error_log;
+# The GET's sweep fails: the list of the customer's invoices (Stripe
+# 500), or the void of the orphan it found (Stripe 500 for 8 s). A read
+# answers the stored state (200 awaiting_payment, not the 502 of
+# payment_link or cancel), logged at warn, nothing changed but its claim,
+# released lapsed (reissueAt 0: the next caller sweeps at once), the
+# request not canceled; the next payment_link sweeps. Before, the GET did
+# not sweep at all; then, when the void failed, it went on as if it had
+# voided and canceled the request, the orphan left open at Stripe.
+for my $f (['the lookup of a lapsed reissue\'s invoices fails',
+            sub { lookup_fails() }],
+           ['the void of a lapsed reissue\'s orphan fails',
+            sub { $l->fault(path_prefix => "/v1/invoices/$_[0]", method => '',
+                            count => -1, status => 500) }]) {
+    my ($name, $fail) = @$f;
+    subtest "GET: $name" => sub {
+        my $w = ws();
+        my ($id, $old, $orphan) = lapsed_request($w) or return;
+        my $mark = length $s->error_log;
 
-    lookup_fails();
-    my $b = $l->answer($l->get($w, $id), 200, 'the GET');
-    $l->clear_faults;
-    is($b->{status}, 'awaiting_payment', 'the stored state');
-    my $h = $l->lr($w, $id);
-    is("$h->{provisioningStatus}/$h->{invoiceId}", "awaiting_payment/$old",
-       'still awaiting payment, naming its invoice');
-    is($h->{reissueAt}, 0, 'its claim released, lapsed');
-    is($l->invoice($orphan)->{status}, 'open', 'the orphan still open');
-    is(scalar(() = $l->invoices($w->{customer})), 2, 'nothing issued');
-    my $why = 'a reissue claim lapsed: not swept by this read '
-              . '(Stripe failed)';
-    like(substr($s->error_log, $mark),
-         qr/\[warn\].*"\Q$id\E" is void, \Q$why\E/, 'logged at warn');
+        $fail->($orphan);
+        my $b = $l->answer($l->get($w, $id), 200, 'the GET');
+        $l->clear_faults;
+        is($b->{status}, 'awaiting_payment', 'the stored state');
+        my $h = $l->lr($w, $id);
+        is("$h->{provisioningStatus}/$h->{invoiceId}",
+           "awaiting_payment/$old",
+           'still awaiting payment, naming its invoice');
+        is($h->{reissueAt}, 0, 'its claim released, lapsed');
+        is($l->invoice($orphan)->{status}, 'open', 'the orphan still open');
+        is(scalar(() = $l->invoices($w->{customer})), 2, 'nothing issued');
+        my $why = 'a reissue claim lapsed: not swept by this read '
+                  . '(Stripe failed)';
+        like(substr($s->error_log, $mark),
+             qr/\[warn\].*"\Q$id\E" is void, \Q$why\E/, 'logged at warn');
 
-    my $l2 = link_is($l->manage($w, $id, 'payment_link'), 0,
-                     'the next payment_link');
-    is($l->invoice($orphan)->{status}, 'void', 'sweeps: the orphan voided');
-    my @open = map { $_->{id} } grep { $_->{status} eq 'open' }
-               $l->invoices($w->{customer});
-    is_deeply(\@open, [$l2->{invoiceId}], 'one open invoice, the new one');
-};
-
-# The void of the orphan a GET's sweep found fails (Stripe 500 for 8 s):
-# the stored state (200 awaiting_payment), the claim released lapsed, the
-# request not canceled. Before, the read went on as if it had been voided
-# and canceled the request, the orphan left open at Stripe.
-subtest 'GET: the void of a lapsed reissue\'s orphan fails' => sub {
-    my $w = ws();
-    my ($id, $old, $orphan) = lapsed_request($w) or return;
-    my $mark = length $s->error_log;
-
-    $l->fault(path_prefix => "/v1/invoices/$orphan", method => '',
-              count => -1, status => 500);
-    my $b = $l->answer($l->get($w, $id), 200, 'the GET');
-    $l->clear_faults;
-    is($b->{status}, 'awaiting_payment', 'the stored state');
-    my $h = $l->lr($w, $id);
-    is("$h->{provisioningStatus}/$h->{invoiceId}", "awaiting_payment/$old",
-       'still awaiting payment, naming its invoice');
-    is($h->{reissueAt}, 0, 'its claim released, lapsed');
-    is($l->invoice($orphan)->{status}, 'open', 'the orphan still open');
-    my $why = 'a reissue claim lapsed: not swept by this read '
-              . '(Stripe failed)';
-    like(substr($s->error_log, $mark),
-         qr/\[warn\].*"\Q$id\E" is void, \Q$why\E/, 'logged at warn');
-
-    my $l2 = link_is($l->manage($w, $id, 'payment_link'), 0,
-                     'the next payment_link');
-    is($l->invoice($orphan)->{status}, 'void', 'sweeps: the orphan voided');
-    my @open = map { $_->{id} } grep { $_->{status} eq 'open' }
-               $l->invoices($w->{customer});
-    is_deeply(\@open, [$l2->{invoiceId}], 'one open invoice, the new one');
-};
+        my $l2 = link_is($l->manage($w, $id, 'payment_link'), 0,
+                         'the next payment_link');
+        is($l->invoice($orphan)->{status}, 'void',
+           'sweeps: the orphan voided');
+        my @open = map { $_->{id} } grep { $_->{status} eq 'open' }
+                   $l->invoices($w->{customer});
+        is_deeply(\@open, [$l2->{invoiceId}],
+                  'one open invoice, the new one');
+    };
+}
 
 # Parallel polls over one lapsed claim: one sweeps (the check's claim,
 # lr_claim, then the reissue claim), the others answer the stored state

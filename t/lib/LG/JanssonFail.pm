@@ -3,41 +3,32 @@ package LG::JanssonFail;
 # jansson's allocations made to fail in nginx, by a small LD_PRELOAD
 # library built here that sets jansson's allocator (json_set_alloc_funcs)
 # in nginx only: an allocation fails (NULL, ENOMEM) when its size is one
-# written in a file, so that a test reaches
-# a parse or a copy that runs out of memory without starving the rest of
-# the worker (nginx's pools, hiredis). Use it before the stack starts:
+# written in a file (LG::Preload), so that a test reaches a parse or a
+# copy that runs out of memory without starving the rest of the worker
+# (nginx's pools, hiredis). Use it before the stack starts:
 #
 #   use LG::JanssonFail qw(jansson_fail);   # builds it, or skips the file
-#   jansson_fail(5003, 9616);               # those sizes fail from now on
+#   jansson_fail(16384, 9616);              # those sizes fail from now on
 #   jansson_fail();                         # none
 
 use strict;
 use warnings;
 
 use Exporter qw(import);
-use File::Temp qw(tempdir);
-use Test::More;
+use LG::Preload;
 
 our @EXPORT_OK = qw(jansson_fail);
 
-my ($dir, $file);
+my $preload;
 
 sub jansson_fail {
     my (@sizes) = @_;
-    open my $fh, '>', "$file.new" or die "$file.new: $!";
-    print $fh join(' ', @sizes, 0);
-    close $fh;
-    rename "$file.new", $file or die "rename: $!";
+    $preload->set(join ' ', @sizes, 0);
 }
 
-sub build {
-    $dir = tempdir(CLEANUP => 1);
-    # the workers may run as another user (nginx's "user")
-    chmod 0755, $dir;
-    $file = "$dir/sizes";
-
-    open my $src, '>', "$dir/fail.c" or die "$dir/fail.c: $!";
-    print $src <<'C';
+$preload = LG::Preload->new(name => 'fail', env => 'LG_JANSSON_FAIL',
+                            libs => ['-ljansson'],
+                            what => 'the allocation failer', source => <<'C');
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
@@ -110,18 +101,6 @@ lg_init(void)
     }
 }
 C
-    close $src;
-
-    my $cc = $ENV{CC} // 'cc';
-    system($cc, '-shared', '-fPIC', '-O1', '-o', "$dir/fail.so",
-           "$dir/fail.c", '-ljansson') == 0
-        or plan skip_all => "$cc could not build the allocation failer";
-
-    jansson_fail();
-    $ENV{LG_JANSSON_FAIL} = $file;
-    $ENV{LD_PRELOAD} = join ' ', "$dir/fail.so", $ENV{LD_PRELOAD} // ();
-}
-
-build();
+jansson_fail();
 
 1;
