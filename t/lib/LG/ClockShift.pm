@@ -29,37 +29,17 @@ sub shift_clock {
 $preload = LG::Preload->new(name => 'shift', env => 'LG_CLOCK_SHIFT',
                             libs => ['-ldl'],
                             what => 'the clock shifter', source => <<'C');
-#define _GNU_SOURCE
 #include <dlfcn.h>
-#include <errno.h>
-#include <fcntl.h>
-#include <stdlib.h>
-#include <string.h>
-#include <unistd.h>
 
 /* struct timeval's layout, without <sys/time.h>'s prototype */
 struct lg_tv { long sec; long usec; };
-
-extern char  *program_invocation_short_name;
-static char  *lg_file;
-
-/* nginx only (its workers are forks); its setproctitle overwrites env */
-__attribute__((constructor)) static void
-lg_init(void)
-{
-    const char  *f = getenv("LG_CLOCK_SHIFT");
-
-    if (f && strcmp(program_invocation_short_name, "nginx") == 0) {
-        lg_file = strdup(f);
-    }
-}
 
 int
 gettimeofday(struct lg_tv *tv, void *tz)
 {
     static int  (*real)(struct lg_tv *, void *);
     char         buf[32];
-    int          fd, n, rc, err;
+    int          rc;
     long long    us;
 
     if (real == NULL) {
@@ -73,16 +53,7 @@ gettimeofday(struct lg_tv *tv, void *tz)
         return rc;
     }
 
-    err = errno;
-    fd = open(lg_file, O_RDONLY);
-    n = fd < 0 ? -1 : (int) read(fd, buf, sizeof(buf) - 1);
-    if (fd >= 0) {
-        close(fd);
-    }
-    errno = err;
-
-    if (n > 0) {
-        buf[n] = '\0';
+    if (lg_read(buf, sizeof(buf)) > 0) {
         us = tv->sec * 1000000LL + tv->usec + atoll(buf) * 1000LL;
         tv->sec = (long) (us / 1000000);
         tv->usec = (long) (us % 1000000);

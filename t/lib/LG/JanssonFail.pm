@@ -29,39 +29,18 @@ sub jansson_fail {
 $preload = LG::Preload->new(name => 'fail', env => 'LG_JANSSON_FAIL',
                             libs => ['-ljansson'],
                             what => 'the allocation failer', source => <<'C');
-#define _GNU_SOURCE
-#include <errno.h>
-#include <fcntl.h>
-#include <stdlib.h>
-#include <string.h>
-#include <unistd.h>
 #include <jansson.h>
 
-extern char  *program_invocation_short_name;
-
-static char  *lg_file;
-
-/* a size the file lists, read at each call (the test rewrites it) */
+/* a size the file lists */
 static int
 lg_listed(size_t size)
 {
     char   buf[256], *p, *end;
-    int    fd, n, err;
     long   v;
 
-    err = errno;
-    fd = open(lg_file, O_RDONLY);
-    n = fd < 0 ? -1 : (int) read(fd, buf, sizeof(buf) - 1);
-    if (fd >= 0) {
-        close(fd);
-    }
-    errno = err;
-
-    if (n <= 0) {
+    if (lg_read(buf, sizeof(buf)) <= 0) {
         return 0;
     }
-
-    buf[n] = '\0';
 
     for (p = buf; ; p = end) {
         v = strtol(p, &end, 10);
@@ -86,17 +65,13 @@ lg_malloc(size_t size)
 }
 
 /*
- * nginx only (its workers are forks; its setproctitle overwrites env):
  * jansson's own allocator hook, in the one libjansson the module loads
  * later (this library's dependency, already mapped)
  */
 __attribute__((constructor)) static void
 lg_init(void)
 {
-    const char  *f = getenv("LG_JANSSON_FAIL");
-
-    if (f && strcmp(program_invocation_short_name, "nginx") == 0) {
-        lg_file = strdup(f);
+    if (lg_file != NULL) {
         json_set_alloc_funcs(lg_malloc, free);
     }
 }

@@ -25,7 +25,7 @@ sub new {
     chmod 0755, $dir;
 
     open my $src, '>', "$dir/$o{name}.c" or die "$dir/$o{name}.c: $!";
-    print $src $o{source};
+    print $src prelude($o{env}), $o{source};
     close $src;
 
     my $cc = $ENV{CC} // 'cc';
@@ -38,6 +38,57 @@ sub new {
     $ENV{$o{env}} = $self->{file};
     $ENV{LD_PRELOAD} = join ' ', "$dir/$o{name}.so", $ENV{LD_PRELOAD} // ();
     return $self;
+}
+
+# What every such library starts with: lg_file, the file's path, set in
+# nginx only (its workers are forks; its setproctitle overwrites the
+# environment) before the library's own constructors run; lg_read(), the
+# file's content read at each call (the test rewrites it).
+sub prelude {
+    my ($env) = @_;
+    return <<"C";
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+extern char  *program_invocation_short_name;
+static char  *lg_file;
+
+__attribute__((constructor(101))) static void
+lg_preload_init(void)
+{
+    const char  *f = getenv("$env");
+
+    if (f && strcmp(program_invocation_short_name, "nginx") == 0) {
+        lg_file = strdup(f);
+    }
+}
+
+/* the file's content, NUL-terminated in buf: its length, or -1 */
+static int
+lg_read(char *buf, size_t size)
+{
+    int  fd, n, err;
+
+    err = errno;
+    fd = open(lg_file, O_RDONLY);
+    n = fd < 0 ? -1 : (int) read(fd, buf, size - 1);
+    if (fd >= 0) {
+        close(fd);
+    }
+    errno = err;
+
+    if (n >= 0) {
+        buf[n] = '\0';
+    }
+
+    return n;
+}
+
+C
 }
 
 # written whole, then renamed: the library never reads half of it
