@@ -116,6 +116,10 @@
 #define NGX_HTTP_LINEGATE_INVOICE_WAIT      250
 #define NGX_HTTP_LINEGATE_INVOICE_WAIT_MAX  1000
 
+/* "-void-<ms>-<pid>-<n>" and its NUL (invoice_void_key) */
+#define NGX_HTTP_LINEGATE_INVOICE_VOID_KEY_LEN                             \
+    (sizeof("-void---") + 3 * NGX_INT64_LEN)
+
 static void ngx_http_linegate_create_resume(ngx_http_request_t *r,
     redisReply *reply);
 static void ngx_http_linegate_create_stripe_done(ngx_http_request_t *r,
@@ -244,6 +248,11 @@ static void ngx_http_linegate_invoice_wake(ngx_event_t *ev);
 static void ngx_http_linegate_invoice_cleanup(void *data);
 static void ngx_http_linegate_invoice_log(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr, const char *what);
+
+
+/* the worker's fresh void keys so far (invoice_void_key) */
+static ngx_uint_t  ngx_http_linegate_void_keys;
+
 
 void
 ngx_http_linegate_line_create(ngx_http_request_t *r,
@@ -2469,7 +2478,10 @@ ngx_http_linegate_invoice_send(ngx_http_request_t *r,
 
     case NGX_HTTP_LINEGATE_INVOICE_VOID:
         return ngx_http_linegate_invoice_repair(r, lr, NGX_HTTP_POST,
-                                                "/void", "-void",
+                                                "/void",
+                                                lr->invoice.void_key
+                                                ? lr->invoice.void_key
+                                                : "-void",
                                                 "could not be voided");
 
     case NGX_HTTP_LINEGATE_INVOICE_DELETE:
@@ -2805,6 +2817,7 @@ ngx_http_linegate_invoice_discard(ngx_http_request_t *r,
     }
 
     lr->invoice.tries = 0;
+    lr->invoice.void_key = NULL;
     lr->invoice.step = NGX_HTTP_LINEGATE_INVOICE_VOID;
 
     return ngx_http_linegate_invoice_send(r, lr);
@@ -2845,6 +2858,14 @@ ngx_http_linegate_invoice_discarded(ngx_http_request_t *r,
     if (result != NGX_HTTP_LINEGATE_STRIPE_OK
         && ngx_http_linegate_invoice_later(r, lr, 0) == NGX_OK)
     {
+        if (lr->invoice.step == NGX_HTTP_LINEGATE_INVOICE_VOID
+            && !lr->ctx->stripe_unknown
+            && lr->ctx->stripe_status >= NGX_HTTP_INTERNAL_SERVER_ERROR)
+        {
+            /* out of memory: the key it had, tried as before */
+            (void) ngx_http_linegate_invoice_void_key(r, lr);
+        }
+
         ngx_http_linegate_invoice_log(r, lr, "is discarded again later");
         return NGX_AGAIN;
     }
@@ -2859,6 +2880,41 @@ ngx_http_linegate_invoice_discarded(ngx_http_request_t *r,
 
     /* not OK: queued, still payable (a sweep issues nothing beside it) */
     return ngx_http_linegate_invoice_end(lr, result);
+}
+
+
+/*
+ * A void answered a 5xx: Stripe stores the first answer under an
+ * Idempotency-Key, a 500 too (a 429 or a refused parameter is not), for
+ * 24 hours, and replays it to every call with the key: the void's every
+ * retry, and every later cancel's or sweep's, would get the same 500 for
+ * a day. The next try is sent under a key never used before. A void is
+ * safe to send twice: one already voided is refused (400), and the
+ * machine goes on to DELETE (refused), then CHECK, which reads it void:
+ * discarded. A try after no answer (the call may have run) keeps its
+ * key, whose replay is Stripe's real answer, and a first try uses
+ * "<key>-void": concurrent cancels share it, and Stripe voids once.
+ */
+ngx_int_t
+ngx_http_linegate_invoice_void_key(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr)
+{
+    u_char  *p, *last;
+
+    p = ngx_pnalloc(r->pool, NGX_HTTP_LINEGATE_INVOICE_VOID_KEY_LEN);
+    if (p == NULL) {
+        return NGX_ERROR;
+    }
+
+    /* the Unix ms, the worker and its count of such keys: unique */
+    last = ngx_snprintf(p, NGX_HTTP_LINEGATE_INVOICE_VOID_KEY_LEN - 1,
+                        "-void-%L-%P-%ui", ngx_http_linegate_now_ms(),
+                        ngx_pid, ngx_http_linegate_void_keys++);
+    *last = '\0';
+
+    lr->invoice.void_key = (char *) p;
+
+    return NGX_OK;
 }
 
 

@@ -776,6 +776,7 @@ ngx_http_linegate_manage_gated(ngx_http_request_t *r,
         ngx_http_linegate_link_claim(r, lr);
 
     } else if (lr->action == NGX_HTTP_LINEGATE_ACTION_CANCEL) {
+        lr->invoice.void_key = NULL;    /* a first try: "-void" */
         ngx_http_linegate_cancel_void(r, lr);
 
     } else {
@@ -1529,6 +1530,7 @@ ngx_http_linegate_link_journaled(ngx_http_request_t *r,
 
     if (lr->sweep.cancel) {
         /* the cancel's own void first, its event refused while held */
+        lr->invoice.void_key = NULL;
         ngx_http_linegate_cancel_void(r, lr);
         return;
     }
@@ -1539,6 +1541,7 @@ ngx_http_linegate_link_journaled(ngx_http_request_t *r,
         return;
     }
 
+    lr->invoice.void_key = NULL;    /* a first try: "-void" */
     ngx_http_linegate_link_void_old(r, lr);
 }
 
@@ -1606,7 +1609,8 @@ ngx_http_linegate_link_void_old(ngx_http_request_t *r,
     if (ngx_http_linegate_manage_void_key(r, lr, &lr->old_invoice) != NGX_OK
         || ngx_http_linegate_lines_stripe(r, lr, NGX_HTTP_POST, "v1/invoices",
                                        &lr->old_invoice, "/void", NULL,
-                                       "-void",
+                                       lr->invoice.void_key
+                                       ? lr->invoice.void_key : "-void",
                                        ngx_http_linegate_manage_stripe_done)
         != NGX_OK)
     {
@@ -1637,6 +1641,17 @@ ngx_http_linegate_link_old_voided(ngx_http_request_t *r,
         /* paid meanwhile, most likely: free the claim, look again */
         ngx_http_linegate_link_abort(r, lr,
                                      NGX_HTTP_LINEGATE_LINK_ABORT_RECHECK);
+        return;
+    }
+
+    if (result != NGX_HTTP_LINEGATE_STRIPE_REFUSED
+        && lr->invoice.void_key == NULL
+        && !ctx->stripe_unknown
+        && ctx->stripe_status >= NGX_HTTP_INTERNAL_SERVER_ERROR
+        && ngx_http_linegate_invoice_void_key(r, lr) == NGX_OK)
+    {
+        /* a 5xx Stripe keeps under the key: once more, a key of its own */
+        ngx_http_linegate_link_void_old(r, lr);
         return;
     }
 
@@ -2846,7 +2861,8 @@ ngx_http_linegate_cancel_void(ngx_http_request_t *r,
         != NGX_OK
         || ngx_http_linegate_lines_stripe(r, lr, NGX_HTTP_POST, "v1/invoices",
                                        &lr->line.invoice_id, "/void", NULL,
-                                       "-void",
+                                       lr->invoice.void_key
+                                       ? lr->invoice.void_key : "-void",
                                        ngx_http_linegate_manage_stripe_done)
         != NGX_OK)
     {
@@ -2869,6 +2885,21 @@ ngx_http_linegate_cancel_voided(ngx_http_request_t *r,
     }
 
     if (result != NGX_HTTP_LINEGATE_STRIPE_REFUSED) {
+
+        if (lr->invoice.void_key == NULL
+            && !lr->ctx->stripe_unknown
+            && lr->ctx->stripe_status >= NGX_HTTP_INTERNAL_SERVER_ERROR
+            && ngx_http_linegate_invoice_void_key(r, lr) == NGX_OK)
+        {
+            /*
+             * Stripe answered a 5xx, which it keeps under the key for a
+             * day and replays to every cancel: tried once more, at once,
+             * under a key of its own (invoice_void_key says why)
+             */
+            ngx_http_linegate_cancel_void(r, lr);
+            return;
+        }
+
         ngx_http_linegate_manage_stripe_error(r, lr);
         return;
     }

@@ -233,6 +233,13 @@ typedef struct {
     ngx_uint_t                      cleanup;
 
     /*
+     * The void's Idempotency-Key suffix after lr->invoice.key: NULL for
+     * "-void", a fresh one after a void answered a 5xx (invoice_void_key:
+     * the machine's, a cancel's, payment_link's of an uncollectible one)
+     */
+    char                           *void_key;
+
+    /*
      * discard: an invoice Stripe says is paid (neither voided nor
      * deleted: finalized at 0, its answer lost) is kept when the caller
      * can store it (keep), and the machine ends with kept and result OK
@@ -703,6 +710,9 @@ ngx_int_t ngx_http_linegate_invoice_issue(ngx_http_request_t *r,
 ngx_int_t ngx_http_linegate_invoice_discard(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr, ngx_http_linegate_resume_pt resume,
     ngx_uint_t keep);
+/* lr->invoice.void_key: a fresh key for a void that answered a 5xx */
+ngx_int_t ngx_http_linegate_invoice_void_key(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr);
 ngx_int_t ngx_http_linegate_invoice_next(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr);
 /*

@@ -686,6 +686,31 @@ for my $f ([500 => {status => 500}], [reset => {drop => 1}]) {
     };
 }
 
+# The sweep's void of the orphan gets one 500 that Stripe keeps under its
+# key (see void_keys below): the machine's next try goes under a key of
+# its own and voids it, and the sweep goes on within the request. Before,
+# every try got the kept 500: 502 after 8 s, and every sweep's the same
+# for a day.
+subtest 'payment_link: the sweep\'s void gets a 500 Stripe keeps' => sub {
+    $l->clear_faults;
+    my $w = ws();
+    my ($id, $old, $orphan) = killed_after_finalize($w) or return;
+    lapse($w, $id);
+
+    $l->fault(path_prefix => "/v1/invoices/$orphan/void", status => 500,
+              saved => 1);
+    my $b = link_is($l->manage($w, $id, 'payment_link'), 0,
+                    'swept within the request');
+    $l->clear_faults;
+    is($l->invoice($orphan)->{status}, 'void', 'the orphan voided');
+    is($l->lr($w, $id)->{invoiceId}, $b->{invoiceId} // '',
+       'the request names the new one');
+    my @k = void_keys($orphan);
+    is($k[0], "lg-$id-$orphan-void", 'the first try under the plain key');
+    like($k[1] // '', qr/^lg-\Q$id-$orphan\E-void-\d+-\d+-\d+$/,
+         'the next under a key of its own');
+};
+
 # The invoice the sweep found is voided by someone else while the
 # sweep's own void is on its way (a reconciliation run working its
 # invoice_unrepaired entry, a person at Stripe): Stripe refuses the void
@@ -2010,7 +2035,9 @@ subtest 'cancel: Stripe unreachable changes nothing' => sub {
     my ($id, $c) = $l->awaiting($w);
     my $before = $l->state_keys($w);
 
-    for my $f ([status => 500], [status => 503], [drop => 1]) {
+    # a 5xx is tried once more under a key of its own (below): both fail
+    for my $f ([status => 500, count => 2], [status => 503, count => 2],
+               [drop => 1]) {
         $l->fault(path_prefix => '/v1/invoices/', @$f);
         $l->error_is($l->manage($w, $id, 'cancel'), 502,
                      'BILLING_UNAVAILABLE', "Stripe @$f");
@@ -2023,7 +2050,59 @@ subtest 'cancel: Stripe unreachable changes nothing' => sub {
     $l->state_unchanged($w, $before, 'nothing changed in Redis');
     is($l->invoice($c->{invoiceId})->{status}, 'open', 'nor at Stripe');
 
+    $l->clear_faults;
     $l->answer($l->manage($w, $id, 'cancel'), 200, 'Stripe back');
+};
+
+# Stripe keeps the first answer under an Idempotency-Key, a 500 too, for
+# a day (saved: the stub does so): a void retried under its key gets the
+# 500 again, and every cancel with it answered 502 for a day. After a 5xx
+# the void goes again under a key never used; the first try's key is the
+# plain one (concurrent cancels share it, t/160).
+sub void_keys {
+    my ($inv) = @_;
+    return map { $_->{idempotency_key} // '' }
+           $l->stripe_log(qr{^/v1/invoices/\Q$inv\E/void$});
+}
+
+subtest 'cancel: a void\'s 500 Stripe keeps under its key' => sub {
+    $l->clear_faults;
+    my $w = ws();
+    my ($id, $c) = $l->awaiting($w);
+    my $inv = $c->{invoiceId};
+    $l->fault(path_prefix => "/v1/invoices/$inv/void", status => 500,
+              saved => 1);
+
+    my $b = $l->answer($l->manage($w, $id, 'cancel'), 200, 'the cancel');
+    is($b->{status}, 'canceled', 'canceled');
+    is($l->invoice($inv)->{status}, 'void', 'the invoice voided');
+    my @k = void_keys($inv);
+    is($k[0], "lg-$id-$inv-void", 'the first try under the plain key');
+    like($k[1] // '', qr/^lg-\Q$id-$inv\E-void-\d+-\d+-\d+$/,
+         'the next under a key of its own');
+    is(scalar @k, 2, 'two tries');
+    is($l->lr($w, $id)->{provisioningStatus}, 'canceled', 'stored canceled');
+    $l->clear_faults;
+};
+
+subtest 'payment_link: a void\'s 500 Stripe keeps under its key' => sub {
+    $l->clear_faults;
+    my $w = ws();
+    my ($id, $c) = $l->awaiting($w);
+    my $inv = $c->{invoiceId};
+    $l->invoice_do($inv, 'mark_uncollectible');
+    $l->fault(path_prefix => "/v1/invoices/$inv/void", status => 500,
+              saved => 1);
+
+    my $b = link_is($l->manage($w, $id, 'payment_link'), 0,
+                    'payment_link over an uncollectible invoice');
+    is($l->invoice($inv)->{status}, 'void', 'the old invoice voided');
+    isnt($b->{invoiceId}, $inv, 'a new invoice');
+    my @k = void_keys($inv);
+    is($k[0], "lg-$id-$inv-void", 'the first try under the plain key');
+    like($k[1] // '', qr/^lg-\Q$id-$inv\E-void-\d+-\d+-\d+$/,
+         'the next under a key of its own');
+    $l->clear_faults;
 };
 
 subtest 'only requests awaiting payment: 409 with the current status'

@@ -78,6 +78,9 @@
 #   headers promise the whole body in Content-Length, then the
 #   connection closes after half of it. Both combine with status,
 #   latency_ms, path_prefix, method and count like the other faults.
+#   "saved":true  a 5xx fault's answer, the work not done, is stored
+#   under the request's Idempotency-Key as real Stripe stores a 500: a
+#   later call with that key replays the 500 (Idempotent-Replayed).
 #   "drip_ms":N  the real work happens (as after_commit), then the answer
 #   (the real one, or the fault's status) drips: "drip_bytes" (default 1)
 #   of it every N ms, from its status line on, or, with "drip_body":true,
@@ -1362,7 +1365,7 @@ sub fault_summary {
   my ($f) = @_;
   return {map { $_ => $f->{$_} }
     qw(id status drop latency_ms after_commit oversize cut drip_ms
-      drip_bytes drip_body drip_close)};
+      drip_bytes drip_body drip_close saved)};
 }
 
 # The answer as an oversize or cut fault shapes it (a copy: the stored
@@ -1503,6 +1506,11 @@ sub v1_request {
     }
     if (my $res = fault_response($fault, $req)) {
       $unlock->();
+      # Stripe keeps a 500 under the key "regardless of whether it
+      # succeeds or fails", and a retry with the key gets it again.
+      $S{idem}{ $req->{auth} }{ $req->{idem_key} } =
+        {%$res, fingerprint => $req->{fingerprint}}
+        if $fault->{saved} && $ik && !$res->{drop};
       return $done->($res);
     }
     $done->($run->());
@@ -1672,6 +1680,7 @@ post '/_stub/faults' => sub {
     drip_bytes   => int($in->{drip_bytes} // 1),
     drip_body    => $in->{drip_body} ? true : false,
     drip_close   => $in->{drip_close} ? true : false,
+    saved        => $in->{saved} ? true : false,
     retry_after  => '' . ($in->{retry_after} // 1),
   };
   $f->{body} = $in->{body} if ref $in->{body} eq 'HASH';
@@ -1683,6 +1692,10 @@ post '/_stub/faults' => sub {
     if $f->{drip_ms} && ($f->{drop} || $f->{oversize} || $f->{cut});
   return bad($c, 400, 'status must be 100..599')
     if $f->{status} && ($f->{status} < 100 || $f->{status} > 599);
+  return bad($c, 400, 'saved needs a 5xx status, without after_commit,'
+    . ' oversize, cut or drip_ms')
+    if $f->{saved} && ($f->{status} < 500 || $f->{after_commit}
+      || $f->{oversize} || $f->{cut} || $f->{drip_ms});
   return bad($c, 400, 'count must not be 0 (negative: forever)')
     unless $f->{count};
   push @{ $S{faults} }, $f;
