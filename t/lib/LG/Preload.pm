@@ -82,7 +82,7 @@ lg_read(char *buf, size_t size)
     errno = err;
 
     if (n >= 0) {
-        buf[n] = '\0';
+        buf[n] = '\\0';
     }
 
     return n;
