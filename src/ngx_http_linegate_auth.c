@@ -608,7 +608,7 @@ ngx_http_linegate_clerk(ngx_http_request_t *r, ngx_http_linegate_ctx_t *ctx,
 
     /*
      * a remembered token is still checked against its expiry: an entry
-     * is fresh while now <= exp + leeway
+     * is fresh while now < exp + leeway, as a verification would say
      */
     now = ngx_time();
     e = ngx_http_linegate_cache_find(&ngx_http_linegate_jwt_cache,
@@ -651,7 +651,7 @@ ngx_http_linegate_clerk(ngx_http_request_t *r, ngx_http_linegate_ctx_t *ctx,
         {
             (void) ngx_http_linegate_cache_put(&ngx_http_linegate_jwt_cache,
                        fresh.digest, (uintptr_t) now,
-                       (uintptr_t) (fresh.exp + lmcf->clerk_leeway + 1), 0,
+                       (uintptr_t) (fresh.exp + lmcf->clerk_leeway), 0,
                        has_org ? NGX_HTTP_LINEGATE_JWT_HAS_ORG : 0,
                        org, org_len, sub, sub_len);
         }

@@ -1174,7 +1174,8 @@ ngx_http_linegate_jwt_check_times(json_t *pay,
         return "malformed";
     }
 
-    if (now > *exp + leeway) {
+    /* RFC 7519 4.1.4: valid only before exp (here exp + leeway) */
+    if (now >= *exp + leeway) {
         return "expired";
     }
 

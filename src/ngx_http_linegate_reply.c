@@ -16,6 +16,7 @@
 
 static ngx_int_t ngx_http_linegate_output(ngx_http_request_t *r,
     ngx_uint_t status, u_char *body, size_t len);
+static void ngx_http_linegate_no_conditions(ngx_http_request_t *r);
 static ngx_int_t ngx_http_linegate_set_headers(ngx_http_request_t *r,
     ngx_http_linegate_ctx_t *ctx, ngx_uint_t status, size_t len);
 static ngx_uint_t ngx_http_linegate_provision_format(ngx_uint_t api);
@@ -108,6 +109,8 @@ ngx_http_linegate_output(ngx_http_request_t *r, ngx_uint_t status,
         return NGX_ERROR;
     }
 
+    ngx_http_linegate_no_conditions(r);
+
     rc = ngx_http_send_header(r);
 
     if (rc == NGX_ERROR || rc > NGX_OK || r->header_only) {
@@ -129,6 +132,20 @@ ngx_http_linegate_output(ngx_http_request_t *r, ngx_uint_t status,
     out.next = NULL;
 
     return ngx_http_output_filter(r, &out);
+}
+
+
+/*
+ * An answer carries no validator (no ETag, no Last-Modified): nginx's
+ * not_modified filter would read a client's If-Match, If-None-Match or
+ * If-Unmodified-Since against nothing and turn a 200 into 412 or 304,
+ * after the work was done (a confirm's number bought and its answer
+ * lost). Conditions have nothing to match here, so none applies.
+ */
+static void
+ngx_http_linegate_no_conditions(ngx_http_request_t *r)
+{
+    r->disable_not_modified = 1;
 }
 
 
@@ -437,6 +454,8 @@ ngx_http_linegate_send_text(ngx_http_request_t *r, ngx_uint_t status,
     r->headers_out.content_length_n = b->last - b->pos;
     r->headers_out.content_type = *type;
     r->headers_out.content_type_len = type->len;
+
+    ngx_http_linegate_no_conditions(r);
 
     rc = ngx_http_send_header(r);
 

@@ -10,6 +10,7 @@ use Crypt::JWT qw(encode_jwt);
 use Crypt::PK::RSA;
 use MIME::Base64 qw(encode_base64url);
 use Mojo::JSON qw(encode_json);
+use Time::HiRes ();
 use LG::Stack;
 use LG::Test;
 use LG::Lines qw(body);
@@ -128,6 +129,19 @@ sub clerk_refused {
 }
 
 sub b64 { return encode_base64url(ref $_[0] ? encode_json($_[0]) : $_[0]) }
+
+# RFC 7519 4.1.4: the current time MUST be before exp; with the leeway,
+# before exp + 5 s. A token was served one second more, to now = exp + 5
+# inclusive, verified or from the token cache.
+subtest 'Clerk exp: refused from exp + leeway on' => sub {
+    clerk_refused($s->clerk_token(o => {id => 'org_auth_a'}, exp => time - 5),
+                  'exp + 5 s reached');
+    my $exp = time - 3;
+    my $tok = $s->clerk_token(o => {id => 'org_auth_a'}, exp => $exp);
+    clerk_ok($tok, 'exp + 3 s: within the leeway, now cached');
+    Time::HiRes::sleep(0.05) while time < $exp + 5;
+    clerk_refused($tok, 'the cached token at exp + 5 s');
+};
 
 subtest 'Clerk tokens accepted' => sub {
     clerk_ok($s->clerk_token(o => {id => 'org_auth_a'}), 'v2, o.id');

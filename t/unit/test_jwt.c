@@ -567,8 +567,17 @@ test_times(void)
     const char                      *why;
     ngx_http_linegate_jwt_claims_t   c;
 
+    /* RFC 7519 4.1.4: valid only while now < exp + leeway */
+    t = sign(HDR_K1, fmt("{" STD ",\"exp\":%ld}", NOW - LEEWAY + 1), k1);
+    accepted(t, "exp = now - leeway + 1 accepted");
+    free(t);
+
+    t = sign(HDR_K1, fmt("{" STD ",\"exp\":%ld.5}", NOW - LEEWAY), k1);
+    accepted(t, "fractional exp half a second inside the leeway accepted");
+    free(t);
+
     t = sign(HDR_K1, fmt("{" STD ",\"exp\":%ld}", NOW - LEEWAY), k1);
-    accepted(t, "exp = now - leeway accepted");
+    refused(t, "expired", "exp = now - leeway expired");
     free(t);
 
     t = sign(HDR_K1, fmt("{" STD ",\"exp\":%ld}", NOW - LEEWAY - 1), k1);
