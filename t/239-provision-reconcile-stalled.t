@@ -9,19 +9,19 @@
 # run). CLAIM now refuses an intent that old (pv_claim's {3}): nothing is
 # taken, Stripe is never asked, 503 (docs/provisioning-api.md, CLAIM).
 #
-# The stall: Redis holds the RESERVE (CLIENT PAUSE WRITE) while the one
-# worker is stopped (SIGSTOP); the RESERVE runs, its answer waits in the
-# socket; the sweep's account step runs (pv_inspect, as a run would);
-# the worker goes on (SIGCONT) and sends CLAIM. The command timeout is
-# longer than the stall, so that the worker reads the answer first.
+# The stall: Redis holds the RESERVE (CLIENT PAUSE WRITE) until the one
+# worker is stopped (SIGSTOP); then the RESERVE runs, its answer waits in
+# the socket; once the intent is older than lost_after, the sweep's
+# account step runs (pv_inspect, as a run would); the worker goes on
+# (SIGCONT) and sends CLAIM. The command timeout is longer than the
+# stall, so that the worker reads the answer first.
 use strict;
 use warnings;
 use lib 't/lib';
 
 use Test::More;
-use Time::HiRes qw(sleep time);
 use LG::Stack;
-use LG::Test qw(:DEFAULT eventually lua_script);
+use LG::Test qw(:DEFAULT eventually lua_script scored_before);
 use LG::Provision;
 
 # One Redis (or Sentinel's master): RESERVE writes the intent in its own
@@ -31,7 +31,14 @@ use LG::Provision;
 plan skip_all => 'the stall is staged on one Redis'
     if ($ENV{LG_REDIS} // 'single') eq 'cluster';
 
+# A keepalive tick longer than the stall: a PING the worker wrote behind
+# its held write, before the SIGSTOP, is answered only after it, and a
+# worker woken by SIGCONT (epoll_wait's EINTR) runs its expired timers
+# before it reads: the harness's 1 s tick dropped the connection as
+# "keepalive PING unanswered" (t/127 once), the request failing for that
+# rather than for its age.
 my $s = LG::Stack->new(WORKERS => 1, REDIS_COMMAND_TIMEOUT => '5s',
+                       REDIS_KEEPALIVE => '10s',
                        HTTP_EXTRA => 'linegate_reconcile_delay 0; '
                            . 'linegate_reconcile_lost_after 1s;')->start;
 my $p = LG::Provision->new($s);
@@ -49,16 +56,24 @@ subtest 'a confirm stalled past lost_after: its late claim takes nothing'
     my ($worker) = split ' ', `pgrep -P $s->{pids}{nginx}`;
     ok($worker, 'the worker');
 
-    my ($stopped, $released, $t0) = (0, undef, time);
-    $r->client('PAUSE', 800, 'WRITE');
+    # Staged on what Redis shows, not on time (a sleep of 0.3 s for "the
+    # RESERVE is sent" was flaky under load): paused until the worker's
+    # write is held, unpaused once the worker is stopped
+    my ($stopped, $released, $list) = (0, undef, '');
+    $r->client('PAUSE', 10_000, 'WRITE');
     my ($tx) = $p->during($p->confirm_req($a, $tok), sub {
-        return 0 if time - $t0 < 0.3;
         # the RESERVE is sent, held by Redis
+        return 0 unless $s->held_worker(\$list);
         kill 'STOP', $worker;
         $stopped = 1;
-        # past the pause (the RESERVE ran), the intent older than 1 s
-        sleep 2.2 - (time - $t0);
-        my ($w) = @{ $p->intents('acct_stall') };
+        $r->client('UNPAUSE');
+        # the RESERVE ran (its answer waits in the socket), its intent
+        # older than lost_after (1 s) by its score, the clock CLAIM's
+        # age is measured with
+        my $intent = scored_before($r, 'lg:{fleet}:pv:inflight',
+                                   sub { $_[0] =~ /^acct_stall \S+ -$/ },
+                                   1000, 10);
+        my ($w) = (split ' ', $intent // '')[1];
         if ($w) {
             my $k = 'lg:{acct:acct_stall}';
             my $res = [$r->eval(lua_script('pv_inspect'), 5, $k, "$k:prov",
@@ -70,8 +85,10 @@ subtest 'a confirm stalled past lost_after: its late claim takes nothing'
         kill 'CONT', $worker;
         return 1;
     }, 15);
+    $r->client('UNPAUSE');
 
-    ok($stopped, 'the worker was stopped with its RESERVE in flight');
+    ok($stopped, 'the worker was stopped with its RESERVE in flight')
+        or diag $list;
     is($released, 1, 'the sweep released the intent\'s reservation');
     ok($tx, 'answered');
     is($tx->res->code, 503, 'the late claim refused: 503')

@@ -360,6 +360,39 @@ sub kill_workers {
     return $back ? scalar @killed : 0;
 }
 
+# The pid of a worker whose Redis connection a CLIENT PAUSE (WRITE)
+# holds, or undef while none is held: staging a stall on what Redis
+# shows, not on a sleep. The only clients Redis blocks then are those
+# that sent a write (a script is one), nginx's: CLIENT LIST's flags=b.
+# Its cmd= is not looked at: the command held may be another than the
+# one the test waits for (lr_create's index SET is written before it),
+# and a filter on it missed the worker now and then (t/127). The
+# connection's local port leads to its socket's inode (/proc/net/tcp),
+# found among the workers' descriptors. $list (a scalar ref, optional)
+# gets the CLIENT LIST read, for the caller's diag.
+sub held_worker {
+    my ($self, $list) = @_;
+    my $clients = $self->redis->client('LIST') // '';
+    $$list = $clients if $list;
+    my ($port) = map { /\baddr=[\d.]+:(\d+) / ? $1 : () }
+                 grep { /\bflags=\w*b\w* / }
+                 split /\n/, $clients;
+    return unless $port;
+    my $hex = sprintf '%04X', $port;
+    open my $fh, '<', '/proc/net/tcp' or return;
+    my ($inode) = map { (split ' ')[9] }
+                  grep { (split ' ')[1] =~ /:$hex$/ } <$fh>;
+    close $fh;
+    return unless $inode;
+    for my $pid (split ' ', `pgrep -P $self->{pids}{nginx}`) {
+        for my $fd (glob "/proc/$pid/fd/*") {
+            my $to = readlink($fd) // '';
+            return $pid if $to eq "socket:[$inode]";
+        }
+    }
+    return;
+}
+
 # Every worker connects to Redis on its own: wait until each has said so
 # in the error log, after byte offset $from of the log. The lines are
 # counted per worker (pid): on a cluster a worker logs one per master, so

@@ -18,7 +18,7 @@ our @EXPORT = qw(answer_is json_error_is redis_dump redis_values raw_http
                  timed);
 # (not by default: several files still define their own)
 our @EXPORT_OK = qw(eventually reads_as same_data public_dir http_body resp
-                 burst_then lua_script take_command);
+                 burst_then lua_script take_command scored_before);
 
 # Status, the headers every linegate answer carries, and a JSON body,
 # which is returned (undef when it is not JSON).
@@ -208,6 +208,24 @@ sub eventually {
 }
 
 use Time::HiRes ();
+
+# A member of the sorted set $key that $want->($member) accepts, once
+# its score (nginx's clock in ms when the member was written, as the
+# fleet's journals and claims have it) is $ms or more before now: what a
+# reconciliation run or a late claim then sees as older than $ms. Polled
+# as eventually() does, for $timeout s at most; the member, or undef.
+sub scored_before {
+    my ($r, $key, $want, $ms, $timeout) = @_;
+    my $found;
+    eventually(sub {
+        my %score = $r->zrange($key, 0, -1, 'WITHSCORES');
+        my $now = Time::HiRes::time() * 1000;
+        ($found) = grep { $want->($_) && $now - $score{$_} >= $ms }
+                   sort keys %score;
+        return defined $found;
+    }, $timeout);
+    return $found;
+}
 
 # two Perl data structures alike (compared as canonical JSON)
 sub same_data {
