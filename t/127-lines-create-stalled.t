@@ -12,9 +12,9 @@
 # STORE_UNAVAILABLE with Retry-After (docs/lines-api.md). A retry with
 # the same Idempotency-Key is a new creation.
 #
-# The stall: Redis holds lr_create (CLIENT PAUSE WRITE) while the worker
-# that sent it is stopped (SIGSTOP); lr_create runs, its answer waits in
-# the socket; the other worker serves a reconciliation run past
+# The stall: Redis holds lr_create (CLIENT PAUSE WRITE) until the worker
+# that sent it is stopped (SIGSTOP); then lr_create runs, its answer
+# waits in the socket; the other worker serves a reconciliation run past
 # lost_after; the stopped worker goes on (SIGCONT). The command timeout
 # is longer than the stall, so that the worker reads the answer first.
 use strict;
@@ -22,14 +22,20 @@ use warnings;
 use lib 't/lib';
 
 use Test::More;
-use Time::HiRes qw(sleep time);
 use Mojo::UserAgent;
 use LG::Stack;
-use LG::Test qw(:DEFAULT eventually);
+use LG::Test qw(:DEFAULT eventually scored_before);
 use LG::Lines qw(body);
 use LG::ClockShift qw(shift_clock);
 
+# A keepalive tick longer than the stall: a PING the worker wrote behind
+# its held write, before the SIGSTOP, is answered only after it, and a
+# worker woken by SIGCONT (epoll_wait's EINTR) runs its expired timers
+# before it reads: the harness's 1 s tick dropped the connection as
+# "keepalive PING unanswered" (t/127 once), the request failing for that
+# rather than for its age.
 my $s = LG::Stack->new(WORKERS => 2, REDIS_COMMAND_TIMEOUT => '5s',
+                       REDIS_KEEPALIVE => '10s',
                        HTTP_EXTRA => 'linegate_reconcile_delay 0; '
                            . 'linegate_reconcile_lost_after 1s;')->start;
 my $l = LG::Lines->new($s);
@@ -49,34 +55,16 @@ sub run_fresh {
                      => {Authorization => 'Bearer ' . $s->operator_token});
 }
 
-# the pid of the worker whose Redis connection Redis holds (the owner
-# index's SET, lr_create behind it in the same write)
-# The worker whose write CLIENT PAUSE WRITE holds: the only clients
-# blocked are nginx's connections that sent a write. CLIENT LIST's cmd=
-# names the last command Redis ran for the connection, not the one held
-# (a keepalive PING, another worker's journal write...): it tells nothing
-# here, and a filter on it missed the worker now and then.
-my $last_list = '';
-sub blocked_worker {
-    my $list = $r->client('LIST') // '';
-    $last_list = $list;
-    my ($port) = map { /\baddr=[\d.]+:(\d+) / ? $1 : () }
-                 grep { /\bflags=\w*b\w* / }
-                 split /\n/, $list;
-    return unless $port;
-    my $hex = sprintf '%04X', $port;
-    open my $fh, '<', '/proc/net/tcp' or return;
-    my ($inode) = map { (split ' ')[9] }
-                  grep { (split ' ')[1] =~ /:$hex$/ } <$fh>;
-    close $fh;
-    return unless $inode;
-    for my $pid (split ' ', `pgrep -P $s->{pids}{nginx}`) {
-        for my $fd (glob "/proc/$pid/fd/*") {
-            my $to = readlink($fd) // '';
-            return $pid if $to eq "socket:[$inode]";
-        }
-    }
-    return;
+# the journal's member of workspace $w not among @$old (a creation's
+# "<W> <id>"), once older than lost_after (1 s) by its score, nginx's
+# clock when lr_create was sent, which a run's sweep compares: a run then
+# meets it
+sub journal_lost {
+    my ($w, $old) = @_;
+    my %old = map { $_ => 1 } @$old;
+    return scored_before($r, 'lg:{fleet}:lr:inflight',
+                         sub { index($_[0], "$w->{id} ") == 0
+                               && !$old{$_[0]} }, 1000, 10);
 }
 
 subtest 'stalled past lost_after before its invoice: no Stripe call, 503'
@@ -92,23 +80,33 @@ subtest 'stalled past lost_after before its invoice: no Stripe call, 503'
     $l->answer($l->create($w, body()), 201, "included $_") for 1 .. 2;
     my @before = $l->invoices($w->{customer});
 
-    my ($worker, $run, $t0) = (undef, undef, time);
-    $r->client('PAUSE', 1500, 'WRITE');
+    # Staged on what Redis shows, not on time: paused until the worker's
+    # write is held (a pause of 1.5 s could end first under load),
+    # unpaused once the worker is stopped; the run once the reservation
+    # is older than lost_after (a sleep to 2.8 s after the pause assumed
+    # lr_create ran by then)
+    my ($worker, $run, $aged, $list) = (undef, undef, undef, '');
+    my @journal = $r->zrange('lg:{fleet}:lr:inflight', 0, -1);
+    $r->client('PAUSE', 10_000, 'WRITE');
     my ($tx) = $l->during([$w, POST => '/api/line-requests', $EMAIL,
                            'Idempotency-Key' => 'stall-1'], sub {
-        return 0 unless $worker //= blocked_worker();
+        return 0 unless $worker //= $s->held_worker(\$list);
         # lr_create is sent, held by Redis behind the index
         kill 'STOP', $worker;
-        # past the pause (lr_create ran), the reservation older than 1 s
-        sleep 2.8 - (time - $t0);
-        $run = run_fresh();
+        $r->client('UNPAUSE');
+        # lr_create ran (its answer waits in the socket), the reservation
+        # older than lost_after
+        $aged = journal_lost($w, \@journal);
+        $run = run_fresh() if $aged;
         kill 'CONT', $worker;
         return 1;
     }, 15);
     kill 'CONT', $worker if $worker;
+    $r->client('UNPAUSE');
 
     ok($worker, 'the worker was stopped with lr_create in flight')
-        or diag $last_list;
+        or diag $list;
+    ok($aged, 'lr_create ran, past lost_after in the journal');
     is($run && $run->res->code, 200, 'the run answered (the other worker)')
         or diag $run && $run->res->body;
     my @mine = grep { ($_->{workspace} // '') eq $w->{id} }
@@ -160,14 +158,16 @@ subtest 'its draft answered past lost_after: not finalized, deleted, 503'
     $l->answer($l->create($w, body()), 201, "included $_") for 1 .. 2;
     my $items = () = $l->stripe_log(qr{^/v1/invoiceitems});
     my $finals = () = $l->stripe_log(qr{/finalize$});
-    my $t0 = time;
+    my @journal = $r->zrange('lg:{fleet}:lr:inflight', 0, -1);
     $l->fault(path_prefix => '/v1/invoices', latency_ms => 2500);
     my $run;
     my ($tx) = $l->during([$w, POST => '/api/line-requests', $EMAIL,
                            'Idempotency-Key' => 'slow-1'], sub {
         return 0 unless $s->stub_held(qr{^/v1/invoices$});
-        sleep 1.5 - (time - $t0) if time - $t0 < 1.5;
-        $run = $s->op(POST => '/reconciliation/run');
+        # the reservation older than lost_after (a sleep to 1.5 s after
+        # the request assumed lr_create ran within 0.5 s)
+        $run = $s->op(POST => '/reconciliation/run')
+            if journal_lost($w, \@journal);
         return 1;
     }, 15);
     $l->clear_faults;
