@@ -17,8 +17,9 @@ use LG::Limit qw(redis_now_us rl_key);
 
 # auth_request is in Debian's and nginx.org's nginx, not in one built from
 # source without --with-http_auth_request_module (the Makefile's matrix
-# adds it)
-my $nginx = $ENV{NGINX} // '/usr/sbin/nginx';
+# adds it). The nginx LG::Stack runs (LG_NGINX): the matrix's own, whose
+# -V the check must read, not the packaged one's
+my $nginx = $ENV{LG_NGINX} // '/usr/sbin/nginx';
 plan skip_all => "$nginx has no auth_request module "
                  . '(--with-http_auth_request_module)'
     unless `$nginx -V 2>&1` =~ /--with-http_auth_request_module/;

@@ -48,7 +48,7 @@ package LG::Stack;
 #                          with WORKERS => 1, so that
 #                          wait_redis_connected counts it
 #
-# Environment: NGINX (nginx binary, default /usr/sbin/nginx), LG_MODULE
+# Environment: LG_NGINX (nginx binary, default /usr/sbin/nginx), LG_MODULE
 # (the module, default <repo>/build/ngx_http_linegate_module.so).
 #
 # Everything started is stopped by pid (TERM, then KILL after 3 s) in
