@@ -271,8 +271,18 @@ sub delaying_proxy {
     return $pid if $pid;
     my $sel = IO::Select->new($l);
     my (%peer, %up, @q);
+    # a connection and its peer closed. Copied first: $peer{$fh}, passed
+    # in, is an alias of the hash's value, which the first pass deletes
+    # (the next pass then iterated a freed value: "Use of freed value in
+    # iteration")
     my $drop = sub {
-        for my $fh (@_) { $sel->remove($fh); delete $peer{$fh}; close $fh }
+        my @fh = @_;
+        for my $fh (@fh) {
+            $sel->remove($fh);
+            delete $peer{$fh};
+            delete $up{$fh};
+            close $fh;
+        }
     };
     while (1) {
         my $now = Time::HiRes::time();
