@@ -14,14 +14,7 @@ use Mojo::Promise;
 use Mojo::UserAgent;
 use LG::Stack;
 use LG::Lines;
-use LG::Limit qw(lease_counts_down lease_holds_admissions);
-
-sub evalsha_calls {
-    my ($r) = @_;
-    my $st = $r->info('commandstats')->{cmdstat_evalsha} // '';
-    my ($n) = $st =~ /calls=(\d+)/;
-    return $n // 0;
-}
+use LG::Limit qw(lease_counts_down lease_holds_admissions evalsha_calls);
 
 # n GETs of one line request, one after the other: (EVALSHA calls, txs)
 sub gets {

@@ -16,7 +16,8 @@ use IO::Socket::INET;
 use POSIX ();
 use LG::Stack;
 use LG::Test ();
-use LG::Limit qw(rl_key lease_counts_down lease_holds_admissions);
+use LG::Limit qw(rl_key lease_counts_down lease_holds_admissions
+                  evalsha_calls);
 
 my $dir = LG::Test::public_dir('file.txt' => "ok\n");
 
@@ -57,17 +58,11 @@ my $s = LG::Stack->new(stub => 0, WORKERS => 1, HTTP_EXTRA => $http,
 my $r = $s->redis;
 my $ua = $s->ua;
 
-sub evalsha_calls {
-    my $st = $r->info('commandstats')->{cmdstat_evalsha} // '';
-    my ($n) = $st =~ /calls=(\d+)/;
-    return $n // 0;
-}
-
 sub run {
     my ($path, $n) = @_;
-    my $before = evalsha_calls();
+    my $before = evalsha_calls($r);
     my @res = map { $ua->get($s->url($path))->res } 1 .. $n;
-    return (evalsha_calls() - $before, @res);
+    return (evalsha_calls($r) - $before, @res);
 }
 
 subtest 'without a lease: one decision per request' => sub {
@@ -108,7 +103,7 @@ subtest 'leases stay within rate x (time + lease) + burst + 1' => sub {
 subtest 'r counts down as the lease is spent' => sub {
     my $k = "cd$$";
     lease_counts_down(sub { $ua->get($s->url("/count/?k=$k"))->res },
-                      \&evalsha_calls, 20);
+                      sub { evalsha_calls($r) }, 20);
 };
 
 # Zone pair: T = 500 ms, burst 9 (tau 4.5 s), a lease of at most 2. The
@@ -220,12 +215,12 @@ subtest 'keys chosen to share a hot key\'s set do not take its lease' => sub {
         my $k = "f$$-$i";
         push @flood, $k if murmur2(rl_key('hot', $k)) % 4096 == $set;
     }
-    my $before = evalsha_calls();
+    my $before = evalsha_calls($r);
     my @res;
     for (1 .. 150) {
         push @res, map { $ua->get($s->url("/hot/?k=$_"))->res } $v, @flood;
     }
-    my $calls = evalsha_calls() - $before;
+    my $calls = evalsha_calls($r) - $before;
     is(scalar(grep { $_->code == 200 } @res), 450, 'all 450 admitted');
     ok($calls < 225, "Redis asked $calls times for 450 requests of 3 keys")
         or diag "the flood: @flood";
