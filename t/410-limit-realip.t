@@ -11,6 +11,8 @@ use warnings;
 use lib 't/lib';
 
 use Test::More;
+use IO::Select;
+use IO::Socket::INET;
 use Socket qw(inet_aton);
 use LG::Stack;
 use LG::Test ();
@@ -24,11 +26,19 @@ plan skip_all => "$nginx has no realip module (--with-http_realip_module)"
 
 my $dir = LG::Test::public_dir('file.txt' => "ok\n");
 
+# a backend that answers only when the test does: /lc/'s request held
+# there, in flight, while a second one comes
+my $backend = IO::Socket::INET->new(LocalAddr => '127.0.0.1',
+                                    LocalPort => 0, Listen => 4)
+    or die "listen: $!";
+my $bport = $backend->sockport;
+
 my $http = <<'CONF';
     linegate_limit_zone rb key=$binary_remote_addr rate=1r/h;
     linegate_limit_zone ra key=$remote_addr rate=1r/h;
     linegate_limit_zone ph key=$http_x_user rate=1r/h burst=9;
     limit_req_zone $http_x_user zone=lr:1m rate=1r/m;
+    limit_conn_zone $http_x_user zone=lc:1m;
     linegate_limit_zone ls key=$arg_k rate=1000r/s burst=500 lease=1s;
     linegate_limit_zone hk key=$http_x_key rate=1000r/s burst=500;
 CONF
@@ -56,6 +66,11 @@ $realip
             limit_req_status 503;
             linegate_limit zone=ph;
             try_files /file.txt =404;
+        }
+        location /lc/ {
+            limit_conn lc 1;
+            linegate_limit zone=ph;
+            proxy_pass http://127.0.0.1:$bport;
         }
         location /one/ {
             linegate_limit zone=ls;
@@ -119,6 +134,44 @@ subtest 'a request limit_req rejects is not charged' => sub {
     my $ahead = $tat - redis_now_us($r);
     ok($ahead > 0 && $ahead <= 3600e6,
        'charged once: the 503s cost nothing') or diag("TAT +$ahead us");
+};
+
+# limit_conn 1: the first request of a key held at the backend (past
+# the preaccess phase, limit_conn's count taken), a second one of the
+# key meanwhile is rejected by limit_conn before linegate_limit asks
+# Redis. Were linegate_limit's handler before limit_conn's, it would
+# decide (an EVALSHA) and charge the key for a request limit_conn then
+# refuses.
+subtest 'a request limit_conn rejects is not decided' => sub {
+    my $u = "c$$";
+    my $first = IO::Socket::INET->new(PeerAddr => '127.0.0.1',
+                                      PeerPort => $s->port, Timeout => 10)
+        or die "connect: $!";
+    print $first "GET /lc/ HTTP/1.0\r\nHost: lc\r\nX-User: $u\r\n\r\n";
+    my $held = IO::Select->new($backend)->can_read(10) && $backend->accept;
+    ok($held, 'the first request is held at the backend') or return;
+
+    my $before = evalsha_calls($r);
+    my $res = get('/lc/', 'X-User' => $u);
+    is($res->code, 503, 'a second one meanwhile: limit_conn\'s 503');
+    is(evalsha_calls($r) - $before, 0,
+       'linegate_limit asked Redis nothing for it');
+    is($res->headers->header('RateLimit-Policy'), undef,
+       'no RateLimit fields: nothing decided');
+
+    print $held "HTTP/1.0 200 OK\r\nContent-Length: 3\r\n\r\nok\n";
+    close $held;
+    my $out = do { local $/; <$first> } // '';
+    close $first;
+    like($out, qr{^HTTP/1\.\d 200 }, 'the held one answered: 200');
+    like($out, qr/^RateLimit-Policy: "ph";q=1;w=3600\r$/mi,
+         'decided by linegate_limit');
+    my $tat = $r->get(rl_key('ph', $u));
+    ok(defined $tat, 'the key is there');
+    # 1r/h: charged once, the TAT is at most an hour ahead
+    my $ahead = ($tat // 0) - redis_now_us($r);
+    ok($ahead > 0 && $ahead <= 3600e6, 'charged once: the 503 cost nothing')
+        or diag("TAT +$ahead us");
 };
 
 subtest 'several zones, one applying: no lease' => sub {
