@@ -367,27 +367,31 @@ sub kill_workers {
 # Its cmd= is not looked at: the command held may be another than the
 # one the test waits for (lr_create's index SET is written before it),
 # and a filter on it missed the worker now and then (t/127). The
-# connection's local port leads to its socket's inode (/proc/net/tcp),
-# found among the workers' descriptors. $list (a scalar ref, optional)
+# connection's ports lead to its socket's inode (/proc/net/tcp), found
+# among the workers' descriptors. $list (a scalar ref, optional)
 # gets the CLIENT LIST read, for the caller's diag.
 sub held_worker {
     my ($self, $list) = @_;
     my $clients = $self->redis->client('LIST') // '';
     $$list = $clients if $list;
-    my ($port) = map { /\baddr=[\d.]+:(\d+) / ? $1 : () }
-                 grep { /\bflags=\w*b\w* / }
-                 split /\n/, $clients;
+    my ($port, $to) = map { /\baddr=[\d.]+:(\d+) .*\bladdr=[\d.]+:(\d+) /
+                            ? ($1, $2) : () }
+                      grep { /\bflags=\w*b\w* / }
+                      split /\n/, $clients;
     return unless $port;
-    my $hex = sprintf '%04X', $port;
+    # from that port to Redis's, and a live socket: a TIME_WAIT line of
+    # the same local port (another connection's, before) has inode 0
+    my ($from, $redis) = map { sprintf ':%04X', $_ } $port, $to;
     open my $fh, '<', '/proc/net/tcp' or return;
-    my ($inode) = map { (split ' ')[9] }
-                  grep { (split ' ')[1] =~ /:$hex$/ } <$fh>;
+    my ($inode) = grep { $_ }
+                  map { my @f = split ' ';
+                        $f[1] =~ /\Q$from\E$/ && $f[2] =~ /\Q$redis\E$/
+                            ? $f[9] : () } <$fh>;
     close $fh;
     return unless $inode;
     for my $pid (split ' ', `pgrep -P $self->{pids}{nginx}`) {
         for my $fd (glob "/proc/$pid/fd/*") {
-            my $to = readlink($fd) // '';
-            return $pid if $to eq "socket:[$inode]";
+            return $pid if (readlink($fd) // '') eq "socket:[$inode]";
         }
     }
     return;
