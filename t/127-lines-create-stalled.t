@@ -81,21 +81,23 @@ subtest 'stalled past lost_after before its invoice: no Stripe call, 503'
     my @before = $l->invoices($w->{customer});
 
     # Staged on what Redis shows, not on time: paused until the worker's
-    # write is held (a pause of 1.5 s could end first under load),
+    # lr_create is held (a pause of 1.5 s could end first under load),
     # unpaused once the worker is stopped; the run once the reservation
     # is older than lost_after (a sleep to 2.8 s after the pause assumed
     # lr_create ran by then)
     my ($worker, $run, $aged, $list) = (undef, undef, undef, '');
     my @journal = $r->zrange('lg:{fleet}:lr:inflight', 0, -1);
+    my %old = map { $_ => 1 } @journal;
     $r->client('PAUSE', 10_000, 'WRITE');
     my ($tx) = $l->during([$w, POST => '/api/line-requests', $EMAIL,
                            'Idempotency-Key' => 'stall-1'], sub {
-        return 0 unless $worker //= $s->held_worker(\$list);
-        # lr_create is sent, held by Redis behind the index
-        kill 'STOP', $worker;
-        $r->client('UNPAUSE');
-        # lr_create ran (its answer waits in the socket), the reservation
-        # older than lost_after
+        # lr_create sent, held by Redis behind the index, then run (its
+        # journal member written; its answer waits in the socket)
+        return 0 unless $worker = $s->stop_held_worker(
+            sub { grep { index($_, "$w->{id} ") == 0 && !$old{$_} }
+                  $r->zrange('lg:{fleet}:lr:inflight', 0, -1) },
+            10_000, \$list);
+        # the reservation older than lost_after
         $aged = journal_lost($w, \@journal);
         $run = run_fresh() if $aged;
         kill 'CONT', $worker;

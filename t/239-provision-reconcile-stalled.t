@@ -58,15 +58,14 @@ subtest 'a confirm stalled past lost_after: its late claim takes nothing'
 
     # Staged on what Redis shows, not on time (a sleep of 0.3 s for "the
     # RESERVE is sent" was flaky under load): paused until the worker's
-    # write is held, unpaused once the worker is stopped
+    # RESERVE is held, unpaused once the worker is stopped
     my ($stopped, $released, $list) = (0, undef, '');
     $r->client('PAUSE', 10_000, 'WRITE');
     my ($tx) = $p->during($p->confirm_req($a, $tok), sub {
-        # the RESERVE is sent, held by Redis
-        return 0 unless $s->held_worker(\$list);
-        kill 'STOP', $worker;
+        # the RESERVE sent, held by Redis, then run (its intent written)
+        return 0 unless $s->stop_held_worker(
+            sub { @{ $p->intents('acct_stall') } > 0 }, 10_000, \$list);
         $stopped = 1;
-        $r->client('UNPAUSE');
         # the RESERVE ran (its answer waits in the socket), its intent
         # older than lost_after (1 s) by its score, the clock CLAIM's
         # age is measured with

@@ -397,6 +397,34 @@ sub held_worker {
     return;
 }
 
+# Staging a stall on a write (Redis's writes paused first: CLIENT PAUSE
+# $ms WRITE): the worker whose write is held is stopped (SIGSTOP) and
+# Redis unpaused, so that the write runs and its answer waits in the
+# stopped worker's socket. The held write may be another than the one
+# staged for (an API key's or an account's lookup, when the worker's
+# cache did not know it, is a script too): $ran->() says whether the one
+# that ran was it (what it writes is there). If not, Redis is paused
+# again and the worker goes on, to be held at its next write. Returns
+# the pid, stopped, once $ran->() said yes; undef meanwhile (nothing
+# held yet, or another write), for the caller's poll to ask again.
+# $list as for held_worker.
+sub stop_held_worker {
+    my ($self, $ran, $ms, $list) = @_;
+    my $r = $self->redis;
+    my $pid = $self->held_worker($list) or return;
+    kill 'STOP', $pid;
+    $r->client('UNPAUSE');
+    # Redis runs a held command as it unpauses: once none is held, the
+    # write ran
+    my $until = Time::HiRes::time() + 5;
+    sleep 0.01 while ($r->client('LIST') // '') =~ /\bflags=\w*b\w* /
+                     && Time::HiRes::time() < $until;
+    return $pid if $ran->();
+    $r->client('PAUSE', $ms, 'WRITE');
+    kill 'CONT', $pid;
+    return;
+}
+
 # Every worker connects to Redis on its own: wait until each has said so
 # in the error log, after byte offset $from of the log. The lines are
 # counted per worker (pid): on a cluster a worker logs one per master, so
