@@ -99,6 +99,8 @@ static void ngx_http_linegate_lines_list(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr);
 static void ngx_http_linegate_lines_list_done(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr, redisReply *reply);
+static void ngx_http_linegate_lines_list_indexed(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr, redisReply *reply);
 static void ngx_http_linegate_lines_list_index(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr, redisReply *index);
 static void ngx_http_linegate_lines_list_read(ngx_http_request_t *r,
@@ -300,7 +302,10 @@ ngx_http_linegate_lines_dispatch(ngx_http_request_t *r,
         return;
 
     case NGX_HTTP_LINEGATE_API_LINES_BY_USER:
-        /* a known workspace: plain commands, else lr_list.lua */
+        /*
+         * a known workspace: plain commands; else lr_list.lua's gate,
+         * then the same plain reads
+         */
         ngx_http_linegate_lr_get(r, lr);
         return;
 
@@ -390,9 +395,12 @@ ngx_http_linegate_lines_path_id(ngx_http_request_t *r,
  *              rule is written): lr_claim.lua claims it atomically
  *   STRIPE     claimed: Stripe GET the invoice
  *   RESOLVE    lr_resolve.lua: paid or void -> the line as it is now
- *   LIST       lr_list.lua (by-user), CHECK lr_get.lua (availability)
- *   LIST_LINES by-user after PIPELINE or REVALIDATE (which read the
- *              index of its requests): HGETALL of each, pipelined
+ *   LIST       by-user where SCRIPT would be: lr_list.lua, the gate
+ *              alone; LIST_INDEX after it: the index (ZRANGE)
+ *   LIST_LINES by-user after PIPELINE, REVALIDATE or LIST_INDEX (each
+ *              read the index of its requests): HGETALL of each,
+ *              pipelined
+ *   CHECK      lr_get.lua (availability)
  *
  * Every Redis callback enters lines_read_resume, every Stripe answer too
  * (lines_read_stripe_done); every failure goes to lines_read_fail.
@@ -429,6 +437,10 @@ ngx_http_linegate_lines_read_resume(ngx_http_request_t *r, redisReply *reply)
 
     case NGX_HTTP_LINEGATE_READ_LIST:
         ngx_http_linegate_lines_list_done(r, lr, reply);
+        return;
+
+    case NGX_HTTP_LINEGATE_READ_LIST_INDEX:
+        ngx_http_linegate_lines_list_indexed(r, lr, reply);
         return;
 
     case NGX_HTTP_LINEGATE_READ_LIST_LINES:
@@ -481,9 +493,10 @@ ngx_http_linegate_lr_get(ngx_http_request_t *r, ngx_http_linegate_lr_t *lr)
          * pipeline's plain commands rather than the script
          * (docs/performance.md); a key that passes is learned, one that
          * does not is looked up again and goes the script's way. by-user
-         * pays a round trip more than lr_list.lua, whose one command read
-         * every line of the workspace with Redis blocked meanwhile (2,000
-         * lines: 42 ms, t/190); its pipelines read 64 at most.
+         * pays a round trip more than lr_list.lua did when its one
+         * command read every line of the workspace with Redis blocked
+         * meanwhile (2,000 lines: 42 ms, t/190); its pipelines read 64
+         * at most (and so does the script's way now, after its gate).
          */
         lr->ctx->state = NGX_HTTP_LINEGATE_READ_REVALIDATE;
         ngx_http_linegate_lr_get_tx(r, lr);
@@ -553,7 +566,8 @@ ngx_http_linegate_lr_script(ngx_http_request_t *r, ngx_http_linegate_lr_t *lr)
  * next lease (want, ARGV[3]), with a plain SET ... NX when the worker's
  * last decision of the key is over (lr_idle).
  * by-user reads the index of the workspace's requests instead of a hash
- * (ZRANGE, what lr_list.lua reads first), then the hashes (LIST_LINES).
+ * (ZRANGE, as LIST_INDEX after lr_list.lua), then the hashes
+ * (LIST_LINES).
  * Each part's reply is kept when another fails (_pipeline_each, as
  * linegate_limit's): on a cluster the key's lookup may be on another
  * master than the workspace, whose rate admitted (lr_get_tx_undo).
@@ -1595,6 +1609,16 @@ ngx_http_linegate_lr_resolved(ngx_http_request_t *r,
 
 /* GET /api/lines/by-user */
 
+/*
+ * Where GET by id takes lr_get.lua (a pipeline that failed before its
+ * timeout, a key looked up twice, an error deferred): lr_list.lua, the
+ * gate alone (the key still listed, the rate), then the index and the
+ * hashes in plain commands, as after the pipeline (LIST_INDEX). The
+ * script read every line itself until 2026-11-29: one command as long
+ * as the workspace's :lines, whose failed lines stay there for ever
+ * (SPEC 2.8), every other client of Redis waiting (~2 us a line and
+ * more: docs/performance.md, stop 46; t/192).
+ */
 static void
 ngx_http_linegate_lines_list(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr)
@@ -1602,9 +1626,6 @@ ngx_http_linegate_lines_list(ngx_http_request_t *r,
     lr->ctx->state = NGX_HTTP_LINEGATE_READ_LIST;
 
     ngx_http_linegate_lines_args(r, lr);
-    ngx_http_linegate_redis_arg_str(&lr->args, &lr->date);
-    ngx_http_linegate_lines_key(lr, &lr->args, NGX_HTTP_LINEGATE_KEY_WS_LINES,
-                                &lr->who.value, NULL);
 
     ngx_http_linegate_lines_script(r, lr, NGX_HTTP_LINEGATE_SCRIPT_LR_LIST,
                                    ngx_http_linegate_lines_read_resume);
@@ -1938,7 +1959,7 @@ ngx_http_linegate_lines_list_read(ngx_http_request_t *r,
 
 /*
  * LIST_LINES' answer: each line written, those canceled or gone (no
- * status: what lr_list.lua left out) left out and taken out of the index
+ * status) left out and taken out of the index
  */
 static void
 ngx_http_linegate_lines_list_lines(ngx_http_request_t *r,
@@ -2075,11 +2096,12 @@ ngx_http_linegate_lines_list_send(ngx_http_request_t *r,
 
 /*
  * The requests read canceled or gone leave the index (what lr_list.lua
- * does), each only if still so when the step runs (lr_unlist.lua: one
- * may have been paid and reopened since it was read). Sent without
- * waiting, as a plain EVALSHA: lost (the connection, a NOSCRIPT), the
- * next by-user reads them again and sends it again; never a durable
- * write, whose queue the money path's repairs need.
+ * did in its walk), each only if still so when the step runs
+ * (lr_unlist.lua: one may have been paid and reopened since it was
+ * read). Sent without waiting, as a plain EVALSHA: lost (the
+ * connection, a NOSCRIPT), the next by-user reads them again and sends
+ * it again; never a durable write, whose queue the money path's repairs
+ * need.
  */
 static void
 ngx_http_linegate_lines_list_drop(ngx_http_request_t *r,
@@ -2136,15 +2158,14 @@ ngx_http_linegate_lines_list_drop(ngx_http_request_t *r,
 }
 
 
-/* LIST */
+/* LIST: the gate's answer; admitted, the index, a plain command */
 static void
 ngx_http_linegate_lines_list_done(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr, redisReply *reply)
 {
-    size_t                          i;
-    ngx_int_t                       code;
-    ngx_http_linegate_json_write_t  jw;
-    ngx_http_linegate_line_t        line;
+    ngx_int_t                        code;
+    ngx_str_t                        key;
+    ngx_http_linegate_redis_args_t   a;
 
     code = ngx_http_linegate_lines_gate(r, lr, reply);
 
@@ -2158,30 +2179,55 @@ ngx_http_linegate_lines_list_done(ngx_http_request_t *r,
         return;
     }
 
-    (void) ngx_http_linegate_json_write_init(&jw, r->pool,
-                                             16 + (reply->elements > 3
-                                                   ? reply->elements - 3 : 0)
-                                          * NGX_HTTP_LINEGATE_LINE_JSON_SIZE);
-    ngx_http_linegate_json_write_object(&jw);
-    ngx_http_linegate_json_write_key(&jw, "lines");
-    ngx_http_linegate_json_write_array(&jw);
-
-    for (i = 3; i < reply->elements; i++) {
-        if (ngx_http_linegate_line_parse(r, lr, reply->element[i], &line)
-            != NGX_OK)
-        {
-            ngx_http_linegate_lines_read_fail(r,
+    /* lr->ws: the workspace the gate admitted (lines_admit) */
+    if (ngx_http_linegate_key(r->pool, NGX_HTTP_LINEGATE_KEY_WS_LINES,
+                              &lr->ws, NULL, &key)
+        != NGX_OK)
+    {
+        ngx_http_linegate_lines_read_fail(r,
                                           NGX_HTTP_LINEGATE_LR_FAIL_INTERNAL);
-            return;
-        }
-
-        ngx_http_linegate_line_jw(&jw, r, &line);
+        return;
     }
 
-    ngx_http_linegate_json_write_end(&jw, ']');
-    ngx_http_linegate_json_write_end(&jw, '}');
+    ngx_http_linegate_redis_args_init(&a);
+    ngx_http_linegate_redis_arg_cstr(&a, "ZRANGE");
+    ngx_http_linegate_redis_arg_str(&a, &key);
+    ngx_http_linegate_redis_arg_cstr(&a, "0");
+    ngx_http_linegate_redis_arg_cstr(&a, "-1");
 
-    ngx_http_linegate_send_jw(r, NGX_HTTP_OK, &jw);
+    lr->ctx->state = NGX_HTTP_LINEGATE_READ_LIST_INDEX;
+
+    /* as lr_get_tx: what an answer from linegate_lines_cache waits for */
+    ngx_http_linegate_lines_cache_barrier(&lr->list_barrier);
+
+    if (ngx_http_linegate_redis_command(r, &a,
+                                        ngx_http_linegate_lines_read_resume)
+        != NGX_OK)
+    {
+        ngx_http_linegate_lines_read_fail(r, NGX_HTTP_LINEGATE_LR_FAIL_STORE);
+    }
+}
+
+
+/* LIST_INDEX: the index, read on as the pipeline's (admitted already) */
+static void
+ngx_http_linegate_lines_list_indexed(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr, redisReply *reply)
+{
+    if (reply == NULL) {
+        ngx_http_linegate_lines_read_fail(r, NGX_HTTP_LINEGATE_LR_FAIL_STORE);
+        return;
+    }
+
+    if (reply->type != REDIS_REPLY_ARRAY) {
+        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                      NGX_HTTP_LINEGATE_LOG "unexpected ZRANGE reply");
+        ngx_http_linegate_lines_read_fail(r,
+                                          NGX_HTTP_LINEGATE_LR_FAIL_INTERNAL);
+        return;
+    }
+
+    ngx_http_linegate_lines_list_index(r, lr, reply);
 }
 
 

@@ -118,7 +118,8 @@ typedef enum {
     NGX_HTTP_LINEGATE_READ_CLAIM,        /* lr_claim.lua: a check due */
     NGX_HTTP_LINEGATE_READ_STRIPE,       /* Stripe GET the invoice */
     NGX_HTTP_LINEGATE_READ_RESOLVE,      /* lr_resolve.lua */
-    NGX_HTTP_LINEGATE_READ_LIST,         /* lr_list.lua (by-user) */
+    NGX_HTTP_LINEGATE_READ_LIST,         /* lr_list.lua: by-user's gate */
+    NGX_HTTP_LINEGATE_READ_LIST_INDEX,   /* by-user after it: ZRANGE */
     NGX_HTTP_LINEGATE_READ_LIST_LINES,   /* by-user: HGETALL of each */
     NGX_HTTP_LINEGATE_READ_CHECK         /* lr_get.lua (availability) */
 } ngx_http_linegate_read_step_e;

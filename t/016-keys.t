@@ -15,9 +15,10 @@
 #      its KEYS[], so that a cluster checks them all before the step
 #      runs (a slot in migration: TRYAGAIN, never a step cut half-way by
 #      a key that moved). One exception, docs/data-model.md ("Scripts
-#      and slots"): the requests lr_create and lr_list read from the
-#      workspace's index, named by lg_lr_key() (include/lr_here.lua,
-#      its one derivation), which on a cluster they check first.
+#      and slots"): the requests lr_create reads from the workspace's
+#      indexes, named by lg_lr_key() (include/lr_here.lua, its one
+#      derivation), which on a cluster it checks first (lr_list walked
+#      :lines too until 2026-11-29; by-user reads it in plain commands).
 #  (e) the keys the Lines API's and the webhooks' scripts (lr_*, wh_*)
 #      declare in their headers ("KEYS[n] lg:...") are of one slot: one
 #      hash tag, and no key without a tag (the invoice's webhook index
@@ -63,7 +64,7 @@ my %derived = (
 my %derives = ('include/lr_here.lua' => 1);
 # (lr_here's own check calls it too)
 my %walks   = map { $_ => 1 }
-              qw(lr_create.lua lr_list.lua include/lr_here.lua);
+              qw(lr_create.lua include/lr_here.lua);
 
 sub slurp {
     my ($f) = @_;

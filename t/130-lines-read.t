@@ -468,9 +468,10 @@ subtest 'by-user: a reopened request keeps its place, by createdAt' => sub {
 
 # by-user of a workspace the worker knows (a Clerk token, a cached API
 # key) reads the index and then the hashes with plain commands (two
-# round trips); lr_list.lua answers a key the worker has not seen. Both
-# must answer the same bytes, and both take out of the index the
-# requests it still holds that are canceled or gone.
+# round trips); where GET by id would take lr_get.lua, by-user takes
+# lr_list.lua's gate, then the same plain reads (t/192). Both must
+# answer the same bytes, and both take out of the index the requests it
+# still holds that are canceled or gone.
 subtest 'by-user: the plain path answers what lr_list.lua answers' => sub {
     my $w = ws();
     my $idx = "lg:{ws:$w->{id}}:lines";
@@ -532,7 +533,8 @@ subtest 'by-user: the plain path answers what lr_list.lua answers' => sub {
     my $tx;
     my ($lua) = $s->redis_traffic(sub { $tx = $l->list($w->{clerk}) });
     my $ws = qr/lg:\{ws:\Q$w->{id}\E\}/;
-    ok(scalar(grep { /"4" "$ws" "$ws:keys"/ } @$lua), 'by lr_list.lua')
+    ok(scalar(grep { /"3" "$ws" "$ws:keys" "$ws:gcra"/ } @$lua),
+       'by lr_list.lua (its gate)')
         or diag "@$lua";
     my $script = $tx->res->body;
     my $b = $l->answer($tx, 200, 'lr_list.lua');

@@ -1,9 +1,10 @@
--- GET /api/lines/by-user's plain path: the requests its reads found
--- canceled or gone leave the index, as lr_list.lua takes them out, but
--- each only if it is still so now. The reads and this step are not one
--- atomic step: a request read canceled (its invoice uncollectible) may
--- have been paid since, and reopened (lr_settle's ZADD): a ZREM of what
--- was read would drop a paid line from the index for good.
+-- GET /api/lines/by-user's plain reads (both of its ways: lr_list.lua
+-- is its gate alone): the requests they found canceled or gone leave
+-- the index, each only if it is still so now. The reads and this step
+-- are not one atomic step: a request read canceled (its invoice
+-- uncollectible) may have been paid since, and reopened (lr_settle's
+-- ZADD): a ZREM of what was read would drop a paid line from the index
+-- for good.
 -- KEYS[1] lg:{ws:W}:lines, KEYS[2..n+1] the requests' hashes
 --         (lg:{ws:W}:lr:<id>), ARGV[1..n] their ids, in the same order
 -- Returns how many left the index.

@@ -18,7 +18,7 @@
 --
 -- lg_lr_key(wkey, id) -> lg:{ws:W}:lr:<id>, wkey KEYS[1] (lg:{ws:W}):
 --   the one place a script names a request it read from data (t/016
---   lets lr_create and lr_list call it, nothing else)
+--   lets lr_create call it, nothing else; lr_list did until 2026-11-29)
 -- lg_lr_here(wkey, ids) -> true, or false when one of ids may be on
 --   another node; called on a cluster only. A request that reads as
 --   missing while the workspace's slot is not migrating nor importing

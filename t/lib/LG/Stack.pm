@@ -1369,7 +1369,8 @@ sub redis {
 # call's commands hides one round trip (the read is counted once, and the
 # PING subtracted). again => 1, for a $code that may run twice: while the
 # window saw a PING, $code runs again (at most 5 times). The third value
-# returned is the PINGs the last window saw.
+# returned is the PINGs the last window saw, the fourth the commands
+# scripts ran meanwhile (MONITOR's "[0 lua]" lines: what a script walked).
 sub redis_traffic {
     my ($self, $code, %opt) = @_;
     my @r;
@@ -1477,7 +1478,8 @@ sub _redis_traffic {
     # the keepalive's XLEN of the reconciliation stream (the metrics'
     # backlog) is written with its PING
     return ([grep { !/"(?:ping|info)"/i && !/"xlen" "lg:\{fleet\}:reconcile"/i } @top],
-            $after - $before - @ports - $pings, $pings);
+            $after - $before - @ports - $pings, $pings,
+            [grep { /\[\d+ lua\]/ } @lines]);
 }
 
 # Build and run a request. $body: a reference to a string (sent as is),
