@@ -738,10 +738,22 @@ ngx_http_linegate_auth_account(ngx_http_request_t *r,
     ngx_atomic_t                   *epoch;
     ngx_table_elt_t                *id, *secret;
 
-    id = ngx_http_linegate_find_header(&r->headers_in.headers,
-                                       "sb-api-key-id");
-    secret = ngx_http_linegate_find_header(&r->headers_in.headers,
-                                           "sb-api-secret-key");
+    /*
+     * two different values of either header: which pair is meant is
+     * unknown, so neither is tried (nginx refuses two Authorization
+     * headers the same way)
+     */
+    if (ngx_http_linegate_find_header_once(&r->headers_in.headers,
+                                           "sb-api-key-id", 1, &id)
+        == NGX_ERROR
+        || ngx_http_linegate_find_header_once(&r->headers_in.headers,
+                                              "sb-api-secret-key", 1,
+                                              &secret)
+           == NGX_ERROR)
+    {
+        return ngx_http_linegate_unauthorized(r, ctx,
+                                              "ambiguous credentials");
+    }
 
     if (id == NULL || secret == NULL
         || id->value.len == 0 || id->value.len > NGX_HTTP_LINEGATE_KEY_ID_MAX

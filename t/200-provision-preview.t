@@ -155,6 +155,20 @@ subtest '401: missing or invalid credentials' => sub {
                                 'Sb-Api-Secret-Key' => $a->{secret}});
     $p->answer($tx, 200, 'header names in any case');
 
+    # two values of one credential header: which pair is meant is
+    # unknown, neither is tried (the first one won before, silently)
+    for my $h (['sb-api-key-id', [$a->{key_id}, 'sbk_other']],
+               ['sb-api-secret-key', [$a->{secret}, 'sbs_other']]) {
+        my %pair = (%{ $p->headers($a) }, $h->[0] => $h->[1]);
+        $p->error_is($ua->post($url => \%pair), 401, undef,
+                     "two different $h->[0] headers",
+                     qr/^Invalid API credentials$/);
+    }
+    $p->answer($ua->post($url => {
+                   'sb-api-key-id' => [$a->{key_id}, $a->{key_id}],
+                   'sb-api-secret-key' => $a->{secret}}),
+               200, 'the same key id twice: one credential');
+
     # every worker now remembers the pair: another secret is still asked
     # of the store (the cache is keyed by key id and secret together)
     $p->answer($p->preview($a), 200, "warm $_") for 1 .. 4;
