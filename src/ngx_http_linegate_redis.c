@@ -87,6 +87,14 @@ typedef struct {
     ngx_msec_t                          wait_until;
     ngx_msec_t                          ping_deadline;
     ngx_uint_t                          connected_before;
+    /*
+     * its first connection is over: made, or failed with nothing left to
+     * try (0 while a request's command waits for it: _first_connect())
+     */
+    ngx_uint_t                          cold;
+    /* a cluster's CLUSTER SLOTS failed here before any map: not waited
+     * for again on this node (another node is asked) */
+    ngx_uint_t                          slots_failed;
     ngx_uint_t                          counted;  /* in the gauge */
     ngx_uint_t                          loading;  /* SCRIPT LOADs owed */
     ngx_event_t                         connect_timer;
@@ -112,6 +120,9 @@ typedef struct {
     ngx_uint_t                          sentinel;
     ngx_uint_t                          master_known;
     ngx_event_t                         rediscover;  /* posted */
+    /* masters named and not reached (or not a master) during the first
+     * connection: the wait goes on while a sentinel is left to ask */
+    ngx_uint_t                          warm_misses;
 
     /*
      * rediscover posted for +switch-master alone, which named this new
@@ -1459,15 +1470,16 @@ ngx_http_linegate_redis_route_slot(ngx_log_t *log, ngx_uint_t slot)
 
 
 /*
- * Being connected to for the first time (at start, after a reload):
- * nothing failed yet. A reconnect comes after a loss (attempts counted
- * from it): Redis is down or was, and is not waited for.
+ * Being connected to for the first time (at start, after a reload), and
+ * not given up: behind Sentinel, a master named that could not be
+ * reached (or was not a master) leaves the other sentinels to ask, with
+ * a reconnect on its way (_lost()). A reconnect after a loss, or after
+ * every attempt failed, is not waited for: Redis is down or was.
  */
 static ngx_uint_t
 ngx_http_linegate_redis_first_connect(ngx_http_linegate_redis_node_t *node)
 {
-    return node->state == NGX_HTTP_LINEGATE_REDIS_CONNECTING
-           && node->attempts == 0;
+    return !node->cold && node->state != NGX_HTTP_LINEGATE_REDIS_CONNECTED;
 }
 
 
@@ -1497,20 +1509,23 @@ ngx_http_linegate_redis_warming(ngx_uint_t slot)
     }
 
     if (!ngx_http_linegate_redis_map_ready) {
-        /* a CLUSTER SLOTS that failed, or found nobody to ask: not */
-        if (rd->refresh_attempts) {
-            return 0;
-        }
-
         if (rd->refreshing) {
             return 1;
         }
 
+        /*
+         * Not over while a seed is still being connected to, or one up
+         * has not failed CLUSTER SLOTS yet (asked in turn): one seed
+         * refused, or failing the map, leaves the others (before
+         * 2026-11-29 the first CLUSTER SLOTS failed, or found no seed up
+         * yet, ended the wait: 503 though another seed was coming, t/055)
+         */
         for (i = 0; i < rd->nnodes; i++) {
             node = &rd->nodes[i];
 
-            if (node->state == NGX_HTTP_LINEGATE_REDIS_CONNECTED
-                || ngx_http_linegate_redis_first_connect(node))
+            if (ngx_http_linegate_redis_first_connect(node)
+                || (node->state == NGX_HTTP_LINEGATE_REDIS_CONNECTED
+                    && !node->slots_failed))
             {
                 return 1;
             }
@@ -4351,6 +4366,8 @@ ngx_http_linegate_redis_master_found(ngx_int_t rc, ngx_str_t *host,
     }
 
     if (rc != NGX_OK) {
+        /* every sentinel asked: nothing left to wait for */
+        node->cold = 1;
         ngx_http_linegate_redis_lost(node);
         return;
     }
@@ -4662,6 +4679,7 @@ ngx_http_linegate_redis_ready(ngx_http_linegate_redis_node_t *node)
 
     node->state = NGX_HTTP_LINEGATE_REDIS_CONNECTED;
     node->attempts = 0;
+    node->cold = 1;
     node->ping_pending = 0;
     rd->conn_gen++;
 
@@ -4899,6 +4917,24 @@ ngx_http_linegate_redis_lost(ngx_http_linegate_redis_node_t *node)
 
     if (node->keepalive_timer.timer_set) {
         ngx_del_timer(&node->keepalive_timer);
+    }
+
+    /*
+     * The first connection failed: over, unless behind Sentinel a
+     * sentinel is left that may name another master (the one that named
+     * this one, stale or cut off, is asked last); the requests waiting
+     * for it wait on (before 2026-11-29 the first master that could not
+     * be reached ended the wait: 503, t/054)
+     */
+    if (!node->cold) {
+        if (rd->sentinel && !rd->exiting && !ngx_terminate
+            && ++rd->warm_misses < rd->lmcf->redis_sentinels->nelts)
+        {
+            ngx_http_linegate_sentinel_refused();
+
+        } else {
+            node->cold = 1;
+        }
     }
 
     /* the commands waiting for it, failed unless another node takes them */
@@ -5296,6 +5332,11 @@ ngx_http_linegate_redis_slots_cb(redisAsyncContext *ac, void *data,
                                              ? 0 : rd->refresh_period);
         rd->moved_since = 0;
         return;
+    }
+
+    if (!ngx_http_linegate_redis_map_ready) {
+        /* the requests waiting for a first map wait for another node's */
+        asked->slots_failed = 1;
     }
 
     delay = NGX_HTTP_LINEGATE_BACKOFF_MIN << ngx_min(rd->refresh_attempts, 4);

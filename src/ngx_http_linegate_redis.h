@@ -221,8 +221,9 @@ ngx_uint_t ngx_http_linegate_redis_connected(void);
  * 1 while the worker's first connection is being made (at start, after
  * a reload: Sentinel asked for the master, a cluster's first map): a
  * request's command sent now waits for it, within
- * linegate_redis_command_timeout, and is answered NULL if it fails. A
- * reconnect (after a loss) is not waited for: commands fail at once.
+ * linegate_redis_command_timeout, and is answered NULL once nothing is
+ * left to try (another sentinel, another seed). A reconnect (after a
+ * loss) is not waited for: commands fail at once.
  */
 ngx_uint_t ngx_http_linegate_redis_connecting(void);
 /*

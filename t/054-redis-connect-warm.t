@@ -17,15 +17,14 @@ use lib 't/lib';
 
 use Test::More;
 use IO::Socket::INET;
-use Mojo::IOLoop;
-use Mojo::Promise;
-use Mojo::UserAgent;
+use IO::Select;
 use Time::HiRes qw(time sleep);
 use LG::Stack;
 use LG::Test qw(:DEFAULT eventually public_dir);
 use LG::Lines;
 use LG::Limit qw(hot_location_conf);
 use LG::FakeSentinel;
+use LG::Warm qw(reload_held statuses run_until);
 
 my $SETTLE = 30;
 my $N = 6;
@@ -34,9 +33,11 @@ my ($http, $server) = hot_location_conf(public_dir('file.txt' => "ok\n"));
 
 my $fake = LG::FakeSentinel->new;
 my $fake_port = $fake->port;
+my $release = sub { $fake->release };
 
 my $s = LG::Stack->new(redis => 'sentinel', WORKERS => 1,
                        REDIS_COMMAND_TIMEOUT => '15s',
+                       WORKER_CONNECTIONS => 2048,
                        MAIN_EXTRA => 'worker_shutdown_timeout 1s;',
                        HTTP_EXTRA => $http, SERVER_EXTRA => $server,
                        first_sentinel => $fake_port)->start;
@@ -47,65 +48,12 @@ ok($s->wait_sentinels_ready($SETTLE), 'the sentinels know each other and '
 $fake->start(master => $s->redis_port);
 my $w = $l->workspace('org_warm', plan => 'growth');
 
-# a new worker (nginx -s reload), whose query to our sentinel is kept
-# back: its connection is being made while the requests come
-sub reload_held {
-    $fake->start(master => $s->redis_port, hold => 1);
-    my $from = length $s->error_log;
-    kill 'HUP', $s->{pids}{nginx};
-    ok(eventually(sub { $fake->asked }, $SETTLE),
-       'the new worker asks our sentinel, kept back');
-    # the old one no longer takes requests (its listeners closed then)
-    ok(eventually(sub {
-           substr($s->error_log, $from) =~ /gracefully shutting down/
-       }, $SETTLE), 'the old worker drains');
-    return $from;
-}
-
-# one_tick until $done->() (at most $secs s)
-sub run_until {
-    my ($done, $secs) = @_;
-    my $until = time + $secs;
-    # (one_tick returns at least this often, answers or not)
-    my $tick = Mojo::IOLoop->recurring(0.05 => sub { });
-    Mojo::IOLoop->one_tick while !$done->() && time < $until;
-    Mojo::IOLoop->remove($tick);
-}
-
-# @reqs started, the answers that come within $wait s (all of them when
-# the module answers at once, as it did), $then->($all) run if given (a
-# sub that runs the loop until $all->() says every request ended), then
-# the sentinel released: every status, in order ('closed': none)
-sub statuses {
-    my ($wait, $then, @reqs) = @_;
-    my $ua = Mojo::UserAgent->new(inactivity_timeout => 30,
-                                  request_timeout => 30,
-                                  max_connections => 0);
-    my @status = (undef) x @reqs;
-    my $answered = 0;
-    my @p = map {
-        my $i = $_;
-        my ($hdr, $path) = @{ $reqs[$i] };
-        $ua->start_p($ua->build_tx(GET => $s->url($path) => $hdr))
-            ->then(sub { $status[$i] = $_[0]->res->code // 'none' },
-                   sub { $status[$i] = 'closed' })
-            ->finally(sub { $answered++ });
-    } 0 .. $#reqs;
-    my $all = sub { $answered == @reqs };
-    run_until($all, $wait);
-    my $early = $answered;
-    $then->($all) if $then;
-    $fake->release;
-    Mojo::Promise->all_settled(@p)->wait if $answered < @reqs;
-    return ($early, @status);
-}
-
 my @reqs = ((map { [{}, "/hot/f?k=warm$_"] } 1 .. $N),
             (map { [$w->{auth}, '/api/lines/by-user'] } 1 .. $N));
 
 subtest 'requests in a new worker wait for its first connection' => sub {
-    my $from = reload_held();
-    my ($early, @st) = statuses(3, undef, @reqs);
+    my $from = reload_held($s, $fake, master => $s->redis_port);
+    my ($early, @st) = statuses($s, $release, 3, undef, @reqs);
     is_deeply(\@st, [(200) x @reqs], 'every request answered 200 (not '
               . '503) once the connection is made')
         or diag("statuses: @st; $early answered before the release");
@@ -115,7 +63,7 @@ subtest 'requests in a new worker wait for its first connection' => sub {
 };
 
 subtest 'a request whose client left while it waited' => sub {
-    my $from = reload_held();
+    my $from = reload_held($s, $fake, master => $s->redis_port);
     my @c = map {
         my $c = IO::Socket::INET->new(PeerAddr => '127.0.0.1',
                                       PeerPort => $s->{port})
@@ -125,7 +73,8 @@ subtest 'a request whose client left while it waited' => sub {
     } '/hot/f?k=gone', '/hot/f?k=gone2';
     sleep 0.3;    # (not a timing assertion: read below either way)
     close $_ for @c;
-    my ($early, @st) = statuses(1, undef, [{}, '/hot/f?k=after']);
+    my ($early, @st) = statuses($s, $release, 1, undef,
+                                [{}, '/hot/f?k=after']);
     is_deeply(\@st, [200], 'the next request answered');
     ok($s->wait_redis_connected($from, $SETTLE), 'the worker connected');
     unlike(substr($s->error_log, $from), qr/exited on signal|\[alert\]/,
@@ -137,14 +86,14 @@ subtest 'a request whose client left while it waited' => sub {
 # written, go with them (their timers too: the worker exits then, not
 # after linegate_redis_command_timeout)
 subtest 'requests ended while they wait' => sub {
-    my $from = reload_held();
+    my $from = reload_held($s, $fake, master => $s->redis_port);
     my ($pid) = substr($s->error_log, $from)
         =~ /start worker process (\d+)/;
     ok($pid, 'the waiting worker: ' . ($pid // '?')) or return;
     my $ended = sub {
         substr($s->error_log, $from) =~ /^\S+ \S+ \[notice\] $pid#$pid: exit$/m
     };
-    my ($early, @st) = statuses(1, sub {
+    my ($early, @st) = statuses($s, $release, 1, sub {
         my ($all) = @_;
         kill 'HUP', $s->{pids}{nginx};
         run_until(sub { $all->() && $ended->() }, $SETTLE);
@@ -153,6 +102,92 @@ subtest 'requests ended while they wait' => sub {
         or diag("statuses: @st");
     ok($ended->(), 'the draining worker exited');
     ok($s->wait_redis_connected($from, $SETTLE), 'the next one connected');
+    unlike(substr($s->error_log, $from), qr/exited on signal|\[alert\]/,
+           'no crash, no alert');
+};
+
+# The sentinel asked first names a master that cannot be reached (stale,
+# cut off from the others): the next sentinel names the real one, and the
+# requests that waited are served (before 2026-11-29 the first connect
+# that failed ended the wait: every one answered 503)
+subtest 'a master named that refuses: the next sentinel asked' => sub {
+    my $dead = (LG::Stack::_free_ports(1))[0];
+    my $from = reload_held($s, $fake, master => $dead);
+    my ($early, @st) = statuses($s, $release, 1, undef, @reqs);
+    is_deeply(\@st, [(200) x @reqs], 'every request answered 200 once the '
+              . 'next sentinel named the master')
+        or diag("statuses: @st; $early answered before the release");
+    ok($s->wait_redis_connected($from, $SETTLE), 'the worker connected');
+    like(substr($s->error_log, $from), qr/127\.0\.0\.1:$dead connect failed/,
+         'the master named first refused');
+};
+
+# a request for each path, each on a connection of its own (Connection:
+# close), written at once
+sub raw_requests {
+    my (@paths) = @_;
+    return map {
+        my $c = IO::Socket::INET->new(PeerAddr => '127.0.0.1',
+                                      PeerPort => $s->{port})
+            or die "connect: $!";
+        $c->blocking(0);
+        syswrite $c, "GET $_ HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+        $c;
+    } @paths;
+}
+
+# the status of each answer complete (its connection closed) within
+# $secs s, keyed by socket; the sockets answered leave @$socks
+sub raw_answers {
+    my ($socks, $secs, $want) = @_;
+    my (%buf, %status);
+    my $sel = IO::Select->new(@$socks);
+    my $until = time + $secs;
+    while ($sel->count && time < $until && keys %status < $want) {
+        for my $c ($sel->can_read(0.1)) {
+            my $n = sysread $c, my $chunk, 4096;
+            next if !defined $n;    # (EAGAIN)
+            if ($n) {
+                $buf{$c} .= $chunk;
+                next;
+            }
+            $sel->remove($c);
+            ($status{$c}) = ($buf{$c} // '') =~ m{^HTTP/1\.\d (\d{3})};
+            $status{$c} //= 'none';
+            close $c;
+        }
+    }
+    @$socks = grep { !exists $status{$_} } @$socks;
+    return values %status;
+}
+
+# At most 1024 commands wait per worker: past that a request is answered
+# at once as when Redis is down (linegate_limit_on_error closed: 503);
+# the 1024 are served once the connection is up, and nothing is left
+# behind
+subtest 'past 1024 waiting commands: answered at once' => sub {
+    my $over = 40;
+    my $from = reload_held($s, $fake, master => $s->redis_port);
+    my @socks = raw_requests(map { "/hot/f?k=bound$_" } 1 .. 1024 + $over);
+    my @early = raw_answers(\@socks, 10, $over);
+    is(scalar(@early), $over, "$over answered before the connection");
+    is_deeply([sort @early], [('503') x @early], 'each 503')
+        or diag("early: @early");
+    sleep 0.5;    # (not a timing assertion: counted again below)
+    is(scalar(raw_answers(\@socks, 0.5, 1)), 0, 'no more meanwhile');
+    $fake->release;
+    my $waited = @socks;
+    my @late = raw_answers(\@socks, $SETTLE, $waited);
+    is($waited, 1024, '1024 waited');
+    is(scalar(grep { $_ eq '200' } @late), 1024,
+       'all 1024 answered 200 once connected');
+    close $_ for @socks;
+    like(substr($s->error_log, $from),
+         qr/not connected yet, and 1024 commands wait for it already/,
+         'logged once');
+    my ($early, @st) = statuses($s, $release, 1, undef,
+                                [{}, '/hot/f?k=bound-after']);
+    is_deeply(\@st, [200], 'a request after them answered');
     unlike(substr($s->error_log, $from), qr/exited on signal|\[alert\]/,
            'no crash, no alert');
 };

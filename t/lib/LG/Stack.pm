@@ -28,6 +28,8 @@ package LG::Stack;
 #                          each command to the master of its key's slot.
 #                          dead_seed => 1: a port that refuses
 #                          connections is the first seed.
+#                          first_seed => port: a test's own seed
+#                          (LG::StallProxy) comes first.
 #                          cluster_interleaved => 1: slot i to master
 #                          i % 3 (16384 ranges in CLUSTER SLOTS; made
 #                          with CLUSTER ADDSLOTS, MEET and REPLICATE).
@@ -43,7 +45,8 @@ package LG::Stack;
 #                          or those of the Provisioning, operator and
 #                          metrics APIs alone ('cluster': a configuration
 #                          without the Lines and webhook locations)
-#   WORKERS, LOG_LEVEL, OPERATOR_TOKEN, WEBHOOK_SECRET, ...
+#   WORKERS, LOG_LEVEL, OPERATOR_TOKEN, WEBHOOK_SECRET,
+#   WORKER_CONNECTIONS (1024), ...
 #   MASTER_PROCESS => 'off' nginx in one process (development's mode):
 #                          with WORKERS => 1, so that
 #                          wait_redis_connected counts it
@@ -530,6 +533,7 @@ sub render {
         DAEMON             => 'off',
         MASTER_PROCESS     => 'on',
         LOG_LEVEL          => 'info',
+        WORKER_CONNECTIONS => 1024,
         OPERATOR_TOKEN     => $self->{operator_token},
         WEBHOOK_SECRET     => $self->{webhook_secret},
         RECONCILE_INTERVAL => '2s',
@@ -844,6 +848,8 @@ sub _cluster_directive {
     my @seeds = @{ $self->{cluster_ports} }[0 .. 2];
     unshift @seeds, $self->{dead_port} //= (_free_ports(1))[0]
         if $self->{opts}{dead_seed};
+    # first_seed => port: a test's own seed comes first (LG::StallProxy)
+    unshift @seeds, $self->{opts}{first_seed} if $self->{opts}{first_seed};
     return join(' ', map { "127.0.0.1:$_" } @seeds) . ' cluster=on';
 }
 
