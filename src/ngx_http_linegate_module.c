@@ -1412,6 +1412,23 @@ ngx_http_linegate_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
         clcf->client_body_buffer_size = conf->max_body;
     }
 
+    /*
+     * nginx refuses a body over client_max_body_size before the module
+     * reads it: one between the two limits would get nginx's 413 where
+     * the operator's linegate_max_body promises it is taken
+     */
+    if (conf->api != NGX_HTTP_LINEGATE_API_NONE
+        && clcf->client_max_body_size != 0
+        && clcf->client_max_body_size < (off_t) conf->max_body)
+    {
+        ngx_conf_log_error(NGX_LOG_WARN, cf, 0,
+                           "\"client_max_body_size\" %O is below "
+                           "\"linegate_max_body\" %uz in location \"%V\": "
+                           "bodies between them are refused by nginx "
+                           "with 413", clcf->client_max_body_size,
+                           conf->max_body, &clcf->name);
+    }
+
     return NGX_CONF_OK;
 }
 

@@ -37,6 +37,23 @@ subtest 'nginx -t accepts the rendered configuration' => sub {
     like($out, qr/test is successful/, 'nginx says so');
 };
 
+# a client_max_body_size below linegate_max_body: bodies between them
+# would get nginx's 413, which nginx -t says (the configuration taken)
+subtest 'client_max_body_size below linegate_max_body: a warning' => sub {
+    my $extra = "location /small/ { client_max_body_size 8k; "
+              . "linegate_max_body 16k; linegate_api operator; }\n"
+              . "location /fits/ { client_max_body_size 16k; "
+              . "linegate_max_body 16k; linegate_api operator; }\n";
+    my ($rc, $out) = $s->nginx_t($s->render(SERVER_EXTRA => $extra));
+    is($rc, 0, 'taken') or diag $out;
+    like($out, qr/\[warn\] "client_max_body_size" 8192 is below "linegate_max_body" 16384 in location "\/small\/"/,
+         'the location named') or diag $out;
+    unlike($out, qr/client_max_body_size.*"\/fits\/"/,
+           'none for a location whose limits agree');
+    ($rc, $out) = $s->nginx_t($s->render);
+    unlike($out, qr/client_max_body_size/, 'none in the shipped one');
+};
+
 # a configuration with one directive taken out
 sub without {
     my ($directive, %over) = @_;
