@@ -119,6 +119,11 @@ typedef struct {
     /* Sentinel: nodes[0] is the master it named */
     ngx_uint_t                          sentinel;
     ngx_uint_t                          master_known;
+    /*
+     * the master a sentinel named is being connected to, its ROLE not yet
+     * "master": lost before ready(), a miss of that sentinel's (_lost())
+     */
+    ngx_uint_t                          named;
     ngx_event_t                         rediscover;  /* posted */
     /* masters named and not reached (or not a master) during the first
      * connection: the wait goes on while a sentinel is left to ask */
@@ -4372,6 +4377,9 @@ ngx_http_linegate_redis_master_found(ngx_int_t rc, ngx_str_t *host,
         return;
     }
 
+    /* not reached from here on, or not a master: that sentinel's miss */
+    rd->named = 1;
+
     if (host->len > NGX_SOCKADDR_STRLEN) {
         ngx_http_linegate_redis_lost(node);
         return;
@@ -4644,10 +4652,11 @@ ngx_http_linegate_redis_role_cb(redisAsyncContext *ac, void *data,
                   ? role->str : (reply->type == REDIS_REPLY_ERROR
                                  ? reply->str : "?"));
 
-    /* another sentinel first: this one may name that replica again */
-    ngx_http_linegate_sentinel_refused();
-
-    /* dropped out of hiredis's callback, where the context is freed */
+    /*
+     * dropped out of hiredis's callback, where the context is freed;
+     * _lost() then sends the next discovery to another sentinel first
+     * (this one may name that replica again)
+     */
     rd->master_known = 0;
 
     ngx_http_linegate_redis_post_rediscover();
@@ -4680,6 +4689,7 @@ ngx_http_linegate_redis_ready(ngx_http_linegate_redis_node_t *node)
     node->state = NGX_HTTP_LINEGATE_REDIS_CONNECTED;
     node->attempts = 0;
     node->cold = 1;
+    rd->named = 0;    /* its sentinel answered right: asked first again */
     node->ping_pending = 0;
     rd->conn_gen++;
 
@@ -4920,19 +4930,33 @@ ngx_http_linegate_redis_lost(ngx_http_linegate_redis_node_t *node)
     }
 
     /*
+     * Behind Sentinel, a master named and not reached (refused, timed
+     * out, closed before ROLE, not an IP) or not a master: the sentinel
+     * that named it is asked last by the next discovery, on the first
+     * connection as on any reconnect. One stale or cut off keeps naming
+     * the master it knew, and would otherwise be asked first again at
+     * every attempt while the others name the new one (before
+     * 2026-11-29 only the first connection moved on, and a ROLE other
+     * than master: t/045). A master reached and then lost is no miss:
+     * its sentinel answered right and is asked first again, so two
+     * sentinels naming two reachable masters do not take turns.
+     */
+    if (rd->sentinel && rd->named) {
+        rd->named = 0;
+        ngx_http_linegate_sentinel_refused();
+    }
+
+    /*
      * The first connection failed: over, unless behind Sentinel a
      * sentinel is left that may name another master (the one that named
-     * this one, stale or cut off, is asked last); the requests waiting
-     * for it wait on (before 2026-11-29 the first master that could not
-     * be reached ended the wait: 503, t/054)
+     * this one is asked last, above); the requests waiting for it wait
+     * on (before 2026-11-29 the first master that could not be reached
+     * ended the wait: 503, t/054)
      */
     if (!node->cold) {
-        if (rd->sentinel && !rd->exiting && !ngx_terminate
-            && ++rd->warm_misses < rd->lmcf->redis_sentinels->nelts)
+        if (!rd->sentinel || rd->exiting || ngx_terminate
+            || ++rd->warm_misses >= rd->lmcf->redis_sentinels->nelts)
         {
-            ngx_http_linegate_sentinel_refused();
-
-        } else {
             node->cold = 1;
         }
     }

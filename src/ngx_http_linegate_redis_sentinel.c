@@ -13,11 +13,16 @@
  *   else    (refused, timed out, no such master, an error) the next
  *           sentinel; all of them: found(NGX_ERROR), the store backs off
  *
- * What a sentinel named and ROLE says is not a master: that sentinel is
- * asked last by the next discovery (sentinel_refused()). After
- * +switch-master, the sentinel subscribed to, which announced it, is
- * asked first, and a query in flight is asked again there: its answer
- * may name the master of before the switch.
+ * What a sentinel named and could not be reached (refused, timed out)
+ * or ROLE says is not a master: that sentinel is asked last by the next
+ * discovery (sentinel_refused()), on the first connection as on every
+ * reconnect. One that named a master reached stays first until it
+ * misses: the order moves only on a miss, so two sentinels naming two
+ * reachable masters (a split) do not take turns (Redis's client
+ * guidance: ask in order, the one that answered right to the front).
+ * After +switch-master, the sentinel subscribed to, which announced it,
+ * is asked first, and a query in flight is asked again there: its
+ * answer may name the master of before the switch.
  *
  * The subscription keeps its own place in the list (sub_at), apart from
  * the query's: the store's connection, and so the query's cursor, may
@@ -60,6 +65,9 @@ typedef struct {
     uintptr_t                               gen;      /* of the query */
     ngx_uint_t                              subscribed; /* answered */
     ngx_uint_t                              exiting;
+    /* +switch-master since the last answer: its sentinel is next, and
+     * stays so whatever the master named before it becomes */
+    ngx_uint_t                              announced;
     ngx_event_t                             timer;    /* the query's */
     ngx_event_t                             sub_timer; /* its PSUBSCRIBE
                                                           or its PING */
@@ -321,6 +329,7 @@ ngx_http_linegate_sentinel_reply(redisAsyncContext *ac, void *data,
 
     s->busy = 0;
     s->next = s->asking;    /* it answered: ask it first next time */
+    s->announced = 0;
 
     addrs = s->lmcf->redis_sentinels->elts;
 
@@ -608,6 +617,7 @@ ngx_http_linegate_sentinel_message(redisAsyncContext *ac, void *data,
      * writes made there meanwhile would be lost
      */
     s->next = s->sub_at;
+    s->announced = 1;
 
     if (s->query != NULL) {
         ngx_http_linegate_sentinel_requery();
@@ -752,11 +762,21 @@ ngx_http_linegate_sentinel_refused(void)
         return;
     }
 
+    if (s->announced) {
+        /*
+         * the master named before +switch-master, dropped for it or
+         * failing meanwhile: the announcing sentinel stays next, the
+         * others may not have heard yet (t/045, t/053)
+         */
+        return;
+    }
+
     /*
      * the sentinel that named it is asked last: one whose configuration
      * is stale (cut off from the others, it keeps naming the master it
-     * knew) would name the same replica to every discovery, and the
-     * worker would never reach the master the others name
+     * knew) would name the same dead master or replica to every
+     * discovery, and the worker would never reach the master the others
+     * name
      */
     s->next = (s->asking + 1) % s->lmcf->redis_sentinels->nelts;
 }

@@ -41,8 +41,10 @@ void ngx_http_linegate_sentinel_init(ngx_http_linegate_main_conf_t *lmcf,
 void ngx_http_linegate_sentinel_discover(void);
 
 /*
- * what the last discovery found is not the master (its ROLE): the
- * sentinel that named it is asked last by the next one
+ * what the last discovery found could not be reached (refused, timed
+ * out, closed before its ROLE) or is not the master (its ROLE): the
+ * sentinel that named it is asked last by the next one. Not called for
+ * a master reached and lost later: its sentinel stays first
  */
 void ngx_http_linegate_sentinel_refused(void);
 

@@ -9,7 +9,10 @@
 # master for seconds, where writes made meanwhile are lost when it is
 # made a replica. A query in flight at +switch-master (the worker
 # reconnecting) is asked again there: its answer, asked before the
-# switch, may name the old master.
+# switch, may name the old master. The same after the worker lost a
+# master it was connected to: the stale sentinel, which answered last,
+# names a master that refuses, and the next reconnect asks the others
+# first; one whose master was reached stays first (no turns taken).
 use strict;
 use warnings;
 use lib 't/lib';
@@ -18,7 +21,8 @@ use Test::More;
 use Time::HiRes qw(time sleep);
 use Redis;
 use LG::Stack;
-use LG::Test qw(:DEFAULT eventually);
+use LG::Test qw(:DEFAULT eventually public_dir);
+use LG::Limit qw(hot_location_conf limit_status);
 use LG::FakeSentinel;
 
 # the longest wait for a step of a failover to be seen (seconds)
@@ -34,9 +38,12 @@ my $fake_port = $fake->port;
 # one worker: its log lines are the story
 # a query held by the stale sentinel outlasts a failover (the query's
 # timeout: the connect timeout and this)
+# /hot/ answers 200 only with Redis (linegate_limit_on_error closed)
+my ($http, $server) = hot_location_conf(public_dir('file.txt' => "ok\n"));
 my $s = LG::Stack->new(redis => 'sentinel', stub => 0, WORKERS => 1,
                        REDIS_KEEPALIVE => '500ms',
                        REDIS_COMMAND_TIMEOUT => '15s',
+                       HTTP_EXTRA => $http, SERVER_EXTRA => $server,
                        first_sentinel => $fake_port)->start;
 
 ok($s->wait_sentinels_ready($SETTLE), 'the sentinels know each other and '
@@ -65,6 +72,77 @@ subtest 'a sentinel naming a replica: the next one is asked' => sub {
     my $asked = () = $log =~ /redis sentinel 127\.0\.0\.1:$fake_port: master/g;
     cmp_ok($asked, '<=', 2, "the stale sentinel not asked again and again "
            . "($asked)");
+};
+
+# the worker's connection to the master closed (CLIENT KILL): it
+# reconnects, asking the sentinels again; the error log's length before
+sub lose_master {
+    my $mark = length $s->error_log;
+    my $r = Redis->new(server => '127.0.0.1:' . $s->redis_port,
+                       reconnect => 0);
+    $r->client_kill('TYPE', 'normal');
+    $r->quit;
+    return $mark;
+}
+
+# After the master was lost (not on the first connection: t/054), the
+# stale sentinel, which answered last, names a master that refuses (or
+# a replica): the next reconnect asks the others first (before
+# 2026-11-29 a refused master kept the same sentinel first: the worker
+# asked it again at every attempt and never came back, 503 for good)
+subtest 'after the master is lost: a stale sentinel asked last' => sub {
+    my $master = $s->redis_port;
+    my ($replica) = $s->replica_ports;
+    my $dead = (LG::Stack::_free_ports(1))[0];
+    my $real = join '|', $s->sentinel_ports;
+
+    for my $case ([refusing => $dead, qr/127\.0\.0\.1:$dead connect failed/],
+                  [replica => $replica,
+                   qr/redis 127\.0\.0\.1:$replica is not the master/]) {
+        my ($what, $named, $miss) = @$case;
+        # the stale sentinel names the master, answers first: asked first
+        $fake->start(master => $master);
+        my $from = reload();
+        ok($s->wait_redis_connected($from, 15), "$what: connected") or return;
+        # its lines alone: the worker of before may still be draining
+        my ($pid) = substr($s->error_log, $from)
+            =~ /start worker process (\d+)/;
+        my $mine = sub {
+            join '', grep { /\b$pid#/ } split /^/, substr $s->error_log, $_[0];
+        };
+        like(substr($s->error_log, $from),
+             qr/redis sentinel 127\.0\.0\.1:$fake_port: master/,
+             "$what: the stale sentinel answered first");
+        ok(eventually(sub { limit_status($s, '/hot/f?k=a') =~ /^200 / }, 10),
+           "$what: 200");
+
+        # cut off from now on: it names what it knew
+        $fake->master($named);
+        my $mark = lose_master();
+        ok(eventually(sub {
+               $mine->($mark)
+                   =~ /redis connected to the master 127\.0\.0\.1:$master\b/
+           }, $SETTLE), "$what: back on the master the others name");
+        my $log = $mine->($mark);
+        like($log, $miss, "$what: the stale sentinel's answer tried");
+        my $misses = () = $log =~ /$miss/g;
+        cmp_ok($misses, '<=', 1, "$what: once, then asked last ($misses)");
+        ok($log =~ /redis sentinel 127\.0\.0\.1:(?:$real): master/,
+           "$what: named by a real sentinel");
+        is(limit_status($s, '/hot/f?k=b') =~ s/ .*//r, '200',
+           "$what: requests served again");
+
+        # the real sentinel answered right: first at the next loss, the
+        # stale one not asked at all
+        $mark = lose_master();
+        ok(eventually(sub {
+               $mine->($mark)
+                   =~ /redis connected to the master 127\.0\.0\.1:$master\b/
+           }, $SETTLE), "$what: reconnected");
+        unlike($mine->($mark),
+               qr/redis sentinel 127\.0\.0\.1:$fake_port: master/,
+               "$what: the sentinel that answered right stays first");
+    }
 };
 
 subtest '+switch-master: its sentinel asked first' => sub {
@@ -115,10 +193,7 @@ subtest '+switch-master: a query in flight is asked again' => sub {
     # now keeps its answer (the master of before the failover) until
     # the failover is announced
     $fake->start(master => $old, hold => 1);
-    my $mark = length $s->error_log;
-    my $r = Redis->new(server => "127.0.0.1:$old", reconnect => 0);
-    $r->client_kill('TYPE', 'normal');
-    $r->quit;
+    my $mark = lose_master();
     ok(eventually(sub { $fake->asked }, 10),
        'the worker, disconnected, asks the stale sentinel') or return;
 
