@@ -17,6 +17,8 @@
 static ngx_int_t ngx_http_linegate_output(ngx_http_request_t *r,
     ngx_uint_t status, u_char *body, size_t len);
 static void ngx_http_linegate_no_conditions(ngx_http_request_t *r);
+static ngx_int_t ngx_http_linegate_challenge(ngx_http_request_t *r,
+    ngx_http_linegate_ctx_t *ctx, ngx_uint_t status);
 static ngx_int_t ngx_http_linegate_set_headers(ngx_http_request_t *r,
     ngx_http_linegate_ctx_t *ctx, ngx_uint_t status, size_t len);
 static ngx_uint_t ngx_http_linegate_provision_format(ngx_uint_t api);
@@ -105,7 +107,9 @@ ngx_http_linegate_output(ngx_http_request_t *r, ngx_uint_t status,
         ctx->answered = 1;
     }
 
-    if (ngx_http_linegate_set_headers(r, ctx, status, len) != NGX_OK) {
+    if (ngx_http_linegate_set_headers(r, ctx, status, len) != NGX_OK
+        || ngx_http_linegate_challenge(r, ctx, status) != NGX_OK)
+    {
         return NGX_ERROR;
     }
 
@@ -146,6 +150,38 @@ static void
 ngx_http_linegate_no_conditions(ngx_http_request_t *r)
 {
     r->disable_not_modified = 1;
+}
+
+
+/*
+ * RFC 9110 11.6.1: a 401 names the scheme that would be accepted. The
+ * Lines API and the operator API take a Bearer credential (an API key, a
+ * Clerk session token, the operator token); the Provisioning API's
+ * sb-api-* headers are no HTTP authentication scheme, and its 401 stays
+ * Sendblue's, without a challenge.
+ */
+static ngx_int_t
+ngx_http_linegate_challenge(ngx_http_request_t *r,
+    ngx_http_linegate_ctx_t *ctx, ngx_uint_t status)
+{
+    static ngx_str_t  bearer = ngx_string("Bearer");
+
+    if (status != NGX_HTTP_UNAUTHORIZED || ctx == NULL) {
+        return NGX_OK;
+    }
+
+    switch (ctx->api) {
+
+    case NGX_HTTP_LINEGATE_API_LINE_REQUEST_CREATE:
+    case NGX_HTTP_LINEGATE_API_LINE_REQUEST:
+    case NGX_HTTP_LINEGATE_API_LINES_BY_USER:
+    case NGX_HTTP_LINEGATE_API_LINE_AVAILABILITY:
+    case NGX_HTTP_LINEGATE_API_OPERATOR:
+        return ngx_http_linegate_header(r, "WWW-Authenticate", &bearer);
+
+    default:
+        return NGX_OK;
+    }
 }
 
 

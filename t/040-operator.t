@@ -53,6 +53,8 @@ subtest 'authentication' => sub {
 
     $tx = $s->ua->get($s->url('/_linegate/nothing-here'));
     json_error_is($tx, 401, undef, 'unknown route without token: 401 first');
+    is($tx->res->headers->header('WWW-Authenticate'), 'Bearer',
+       'the Bearer challenge (RFC 9110 11.6.1)');
 };
 
 subtest 'routing' => sub {

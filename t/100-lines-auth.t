@@ -34,6 +34,8 @@ sub unauthorized {
     local $Test::Builder::Level = $Test::Builder::Level + 1;
     my $b = $l->answer($tx, 401, $name);
     is_deeply($b, {error => 'Unauthorized'}, "$name: body");
+    is($tx->res->headers->header('WWW-Authenticate'), 'Bearer',
+       "$name: the Bearer challenge (RFC 9110 11.6.1)");
     ok(!defined $tx->res->headers->header('RateLimit'),
        "$name: no RateLimit (no workspace is known)");
 }

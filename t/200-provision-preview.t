@@ -139,6 +139,8 @@ subtest '401: missing or invalid credentials' => sub {
                              qr/^Invalid API credentials$/);
         ok(!defined $tx->res->headers->header('RateLimit'),
            "$name: no RateLimit headers for an unknown caller");
+        ok(!defined $tx->res->headers->header('WWW-Authenticate'),
+           "$name: no challenge (sb-api-* is no HTTP scheme)");
     }
 
     # the credentials before the body: a body that is not JSON is
