@@ -2796,6 +2796,22 @@ ngx_http_linegate_invoice_metadata(ngx_http_request_t *r,
         return NGX_ERROR;
     }
 
+    /*
+     * a reissue's: its claim's invoiceSeq, which no other invoice of the
+     * request carries (a creation's has none). A reconciliation run
+     * adopts a paid invoice of a lapsed claim only if it carries one of
+     * the claims made since the invoice the request names (reconcile.c,
+     * NAMED): line_request_id alone is every invoice of the request's
+     */
+    if (lr->seq.len
+        && !(lr->seq.len == 1 && lr->seq.data[0] == '0')
+        && ngx_http_linegate_form_add(r->pool, form,
+                                      "metadata[invoice_seq]", &lr->seq)
+           != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
     return NGX_OK;
 }
 

@@ -61,7 +61,10 @@
  *             payment with no invoice)
  *   NAMED     Stripe: reissue_lapsed, the invoice a request awaiting
  *             payment names, read when FENCE (check) found a paid one
- *             of the lapsed claim's it does not name: not paid, the
+ *             of the lapsed claim's it does not name (its claim's
+ *             metadata[invoice_seq] checked against the request's
+ *             invoiceSeq, then the named one's); 404: held (RESOLVE
+ *             queues it again for a human, 'hold'); not paid, the
  *             paid one is adopted in its place (PAID_INDEX, PAID_SETTLE);
  *             paid, the request is promoted on its own, the other a
  *             human's
@@ -167,6 +170,12 @@
  *     stored in the named one's place, promoted, settled), the replaced
  *     one then voided if payable; both paid, the named one is kept and
  *     the other left for a human (invoice_paid), one line either way.
+ *     Only an invoice a claim made since the named one is the lapsed
+ *     claim's (its metadata[invoice_seq] past the named invoice's, none
+ *     past the request's invoiceSeq): any other of the request's is a
+ *     human's. The named invoice unknown to Stripe (404): the entry is
+ *     held for a human once (queued again in its place with 'hold',
+ *     named_missing), and runs leave a held entry without a Stripe call.
  *
  * Every step is idempotent: a run that stops anywhere (Stripe or Redis
  * failing, the worker exiting) leaves the entry (or the claim) where it
@@ -363,6 +372,20 @@ typedef struct {
      */
     ngx_str_t                            replaced;
     ngx_str_t                            adopted;
+    /*
+     * reissue_lapsed: the paid invoice's metadata[invoice_seq] (the
+     * claim that made it; -1: none), the request's invoiceSeq as FENCE
+     * read it: only a paid invoice of a claim since the named one, none
+     * past the latest, is the lapsed claim's to adopt
+     */
+    int64_t                              made_seq;
+    int64_t                              claim_seq;
+    /*
+     * a run's hold for a human (the entry's 'hold', op_reconcile_resolve
+     * ARGV[9]): read, or (hold_as) to be written in RESOLVE's place
+     */
+    ngx_str_t                            hold;
+    const char                          *hold_as;
     ngx_str_t                            url;       /* hosted_invoice_url */
 
     ngx_str_t                            found;     /* at Stripe */
@@ -735,6 +758,9 @@ static ngx_uint_t ngx_http_linegate_reconcile_is(ngx_str_t *s,
 static time_t ngx_http_linegate_reconcile_time(ngx_str_t *iso);
 static ngx_uint_t ngx_http_linegate_reconcile_is_status(json_t *obj,
     const char *status);
+static int64_t ngx_http_linegate_reconcile_invoice_seq(json_t *inv);
+static ngx_uint_t ngx_http_linegate_reconcile_made_since(
+    ngx_http_linegate_reconcile_entry_t *e, int64_t named);
 static void ngx_http_linegate_reconcile_swept(ngx_http_request_t *r,
     ngx_http_linegate_ctx_t *ctx, ngx_http_linegate_reconcile_entry_t *e,
     const char *as);
@@ -1056,6 +1082,27 @@ ngx_http_linegate_reconcile_advance(ngx_http_request_t *r,
         }
 
         e = &rc->entry[rc->i];
+
+        if (e->hold.len) {
+            /*
+             * held for a human by a run before (op_reconcile_resolve's
+             * hold): its answer will not change by asking Stripe again,
+             * nor is it queued or logged as new; it waits, counted in
+             * the backlog, until removed by hand (operator.md)
+             */
+            rc->last = e->id;
+            e->outcome = NULL;
+            e->detail = ngx_http_linegate_reconcile_is(&e->hold,
+                                                       "named_missing")
+                        ? "named_missing" : "held";
+            ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
+                          NGX_HTTP_LINEGATE_LOG "reconciliation: %s %V of "
+                          "%s \"%V\" (%V, at Stripe \"%V\") held for a "
+                          "human: %V", NGX_HTTP_LINEGATE_RECONCILE_NAMES(e),
+                          &e->reason, &e->subscription, &e->hold);
+            rc->i++;
+            continue;
+        }
 
         if (now - e->queued_ms < (int64_t) lmcf->reconcile_delay) {
             /* Stripe may still be working on the call that queued it */
@@ -2619,6 +2666,9 @@ ngx_http_linegate_reconcile_entry(ngx_http_request_t *r,
         } else if (ngx_http_linegate_reconcile_is(&name, "line_request_id")) {
             dst = &e->line_request;
 
+        } else if (ngx_http_linegate_reconcile_is(&name, "hold")) {
+            dst = &e->hold;
+
         } else if (ngx_http_linegate_reconcile_is(&name, "at")) {
             e->at = ngx_http_linegate_reconcile_time(&value);
             continue;
@@ -2991,6 +3041,50 @@ ngx_http_linegate_reconcile_object(ngx_http_linegate_reconcile_entry_t *e,
     if (e->url.len && !ngx_http_linegate_stripe_url_valid(&e->url)) {
         ngx_str_null(&e->url);
     }
+
+    e->made_seq = ngx_http_linegate_reconcile_invoice_seq(obj);
+}
+
+
+/*
+ * A Lines invoice's metadata[invoice_seq]: the invoiceSeq of the reissue
+ * claim that made it (line_create.c, invoice_metadata); -1 when it has
+ * none (a creation's, one made before the field was, or not ours)
+ */
+static int64_t
+ngx_http_linegate_reconcile_invoice_seq(json_t *inv)
+{
+    json_t     *v;
+    ngx_int_t   n;
+
+    v = json_object_get(json_object_get(inv, "metadata"), "invoice_seq");
+
+    if (!json_is_string(v) || json_string_length(v) == 0
+        || json_string_length(v) > NGX_INT64_LEN)
+    {
+        return -1;
+    }
+
+    n = ngx_atoi((u_char *) json_string_value(v), json_string_length(v));
+
+    return n == NGX_ERROR ? -1 : (int64_t) n;
+}
+
+
+/*
+ * reissue_lapsed: the paid invoice is the lapsed claims' (any claim made
+ * after the invoice the request names, whose invoiceSeq is `named`, 0
+ * for a creation's): made by a claim past it and none past the latest.
+ * metadata[line_request_id] alone is every invoice of the request: the
+ * creation's, and an earlier reissue's, voided or paid out of band, are
+ * never taken for the lapsed claim's (a human's).
+ */
+static ngx_uint_t
+ngx_http_linegate_reconcile_made_since(
+    ngx_http_linegate_reconcile_entry_t *e, int64_t named)
+{
+    return e->made_seq > 0 && e->made_seq > named
+           && e->made_seq <= e->claim_seq;
 }
 
 
@@ -3323,9 +3417,11 @@ ngx_http_linegate_reconcile_fence(ngx_http_request_t *r,
  * the request moved on, a human's); 2 (a paid invoice, read only), the
  * request still awaits payment with no invoice, its hash after the code;
  * 4 (the same), it awaits payment on another invoice, named after the
- * code: a reissue_lapsed entry's paid invoice is the lapsed claim's, the
- * customer paid it, and it is adopted (NAMED) unless the named one is
- * paid too; any other entry's, a human's.
+ * code, and the request's invoiceSeq: a reissue_lapsed entry's paid
+ * invoice is the lapsed claim's if a claim made it (metadata
+ * [invoice_seq], none past invoiceSeq; NAMED checks it is past the
+ * named one's), the customer paid it, and it is adopted (NAMED) unless
+ * the named one is paid too; any other, a human's.
  */
 static void
 ngx_http_linegate_reconcile_fenced(ngx_http_request_t *r,
@@ -3397,14 +3493,25 @@ ngx_http_linegate_reconcile_fenced(ngx_http_request_t *r,
     }
 
     if (code == 4 && e->lapsed) {
-        if (reply->elements < 2
+        if (reply->elements < 3
             || ngx_http_linegate_reply_str(reply, 1, &named) != NGX_OK
             || !ngx_http_linegate_stripe_id_valid(&named)
+            || ngx_http_linegate_reply_int(reply, 2, &e->claim_seq) != NGX_OK
             || ngx_http_linegate_pstr(r->pool, &e->replaced, named.data,
                                       named.len)
                == NULL)
         {
             ngx_http_linegate_reconcile_defer(r, ctx, "store_unavailable", 1);
+            return;
+        }
+
+        if (!ngx_http_linegate_reconcile_made_since(e, 0)) {
+            /* no claim's mark, or one no claim made yet: not ours */
+            ngx_str_null(&e->replaced);
+            ngx_http_linegate_reconcile_paid_left(r, ctx,
+                                  "does not name it, and it is no lapsed "
+                                  "claim's (its metadata[invoice_seq] is "
+                                  "none of the request's claims)");
             return;
         }
 
@@ -3612,6 +3719,8 @@ ngx_http_linegate_reconcile_paid_settle(ngx_http_request_t *r,
     ngx_http_linegate_redis_arg_cstr(a, lmcf->redis_cluster ? "c" : "w");
     /* reissue_lapsed: the invoice the paid one replaces ("": none) */
     ngx_http_linegate_redis_arg_str(a, &e->replaced);
+    /* adopted: the claim's fields go, unless one is held this long */
+    ngx_http_linegate_redis_arg_int(r, a, NGX_HTTP_LINEGATE_LR_REISSUE_HOLD);
 
     /* KEYS[1..5] the request's, KEYS[6] the set-up stream (one Redis) */
     ngx_http_linegate_lines_request_keys(r->pool, a, &e->workspace,
@@ -3765,6 +3874,36 @@ ngx_http_linegate_reconcile_named_read(ngx_http_request_t *r,
     rc = ctx->data;
     e = &rc->entry[rc->i];
 
+    if (ngx_http_linegate_stripe_result(ctx)
+        == NGX_HTTP_LINEGATE_STRIPE_REFUSED
+        && ctx->stripe_status == NGX_HTTP_NOT_FOUND)
+    {
+        /*
+         * Stripe has no invoice by the id the request names (another
+         * account's or mode's, or removed): nothing the run can adopt
+         * over, and asking again every run would change nothing, only
+         * log it again. Held for a human once: the entry queued again
+         * in its place with 'hold' (RESOLVE, op_reconcile_resolve), which
+         * later runs leave without a Stripe call
+         */
+        ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
+                      NGX_HTTP_LINEGATE_LOG "reconciliation: line request "
+                      "\"%V\" of workspace \"%V\" names invoice \"%V\", "
+                      "which Stripe does not know (404), and its lapsed "
+                      "reissue's \"%V\" is paid: held for a human "
+                      "(named_missing; give the line, or refund the "
+                      "invoice at Stripe, then remove the entry)",
+                      &e->line_request, &e->workspace, &e->replaced,
+                      &e->found);
+
+        ngx_str_null(&e->replaced);
+        e->outcome = "held";
+        e->hold_as = "named_missing";
+        ngx_http_linegate_reconcile_next(r, ctx,
+                                         NGX_HTTP_LINEGATE_RECONCILE_RESOLVE);
+        return;
+    }
+
     if (ngx_http_linegate_stripe_result(ctx) != NGX_HTTP_LINEGATE_STRIPE_OK) {
         /* nothing written: the next run reads it again */
         ngx_http_linegate_reconcile_stripe_failed(r, ctx,
@@ -3778,6 +3917,26 @@ ngx_http_linegate_reconcile_named_read(ngx_http_request_t *r,
     if (!json_is_string(json_object_get(ctx->stripe_json, "status"))) {
         /* not known unpaid: nothing adopted over it */
         ngx_http_linegate_reconcile_defer(r, ctx, "stripe_unavailable", 1);
+        return;
+    }
+
+    if (ngx_http_linegate_reconcile_status(ctx->stripe_json)
+        != NGX_HTTP_LINEGATE_RECONCILE_PAID
+        && !ngx_http_linegate_reconcile_made_since(e,
+               ngx_max(ngx_http_linegate_reconcile_invoice_seq(
+                           ctx->stripe_json), 0)))
+    {
+        /*
+         * made by a claim no later than the one that made the invoice
+         * the request names: an earlier reissue's (superseded, paid out
+         * of band), not the lapsed claim's
+         */
+        ngx_str_null(&e->replaced);
+        ngx_http_linegate_reconcile_paid_left(r, ctx,
+                                  "does not name it, and it is older than "
+                                  "the invoice it names (an earlier "
+                                  "reissue's, by its metadata"
+                                  "[invoice_seq])");
         return;
     }
 
@@ -4861,6 +5020,11 @@ ngx_http_linegate_reconcile_resolve(ngx_http_request_t *r,
     ngx_http_linegate_redis_arg_str(a, &e->refund);
     ngx_http_linegate_redis_arg_str(a, &e->later);
 
+    if (e->hold_as) {
+        /* not settled: queued again in its place, held for a human */
+        ngx_http_linegate_redis_arg_cstr(a, e->hold_as);
+    }
+
     return ngx_http_linegate_reconcile_script(r, rc,
                                   NGX_HTTP_LINEGATE_SCRIPT_OP_RECONCILE_RESOLVE,
                                   4);
@@ -5144,6 +5308,15 @@ ngx_http_linegate_reconcile_stored(ngx_http_request_t *r, redisReply *reply)
         if (reply == NULL || code < 0) {
             /* settled at Stripe or in Redis: the next run sees that */
             ngx_http_linegate_reconcile_defer(r, ctx, "store_unavailable", 1);
+            return;
+        }
+
+        if (e->hold_as) {
+            /* held (or by another run): waits for a human, not settled */
+            e->outcome = NULL;
+            e->detail = e->hold_as;
+            rc->i++;
+            ngx_http_linegate_reconcile_advance(r, ctx);
             return;
         }
 

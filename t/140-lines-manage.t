@@ -208,8 +208,14 @@ subtest 'payment_link: a void invoice is replaced' => sub {
     my $inv = $l->invoice($new);
     is($inv->{status}, 'open', 'open at Stripe');
     is($inv->{customer}, $w->{customer}, 'for the customer');
+    # its claim's invoiceSeq: what a reconciliation run adopts it by
+    # (t/235), line_request_id being every invoice of the request's
     is_deeply($inv->{metadata}, {workspace_id => $w->{id},
-                                 line_request_id => $id}, 'its metadata');
+                                 line_request_id => $id, invoice_seq => 1},
+              'its metadata: the claim\'s invoice_seq');
+    is_deeply($l->invoice($old)->{metadata},
+              {workspace_id => $w->{id}, line_request_id => $id},
+              'the creation\'s: none');
 
     my @keys = map { $_->{idempotency_key} }
                grep { ($_->{idempotency_key} // '') =~ /^lg-\Q$id\E-r/ }
@@ -238,6 +244,8 @@ subtest 'payment_link: a void invoice is replaced' => sub {
     $b = link_is($l->manage($w, $id, 'payment_link'), 0, 'void again');
     ok(grep({ ($_->{idempotency_key} // '') eq "lg-$id-r2-invoice" }
             $l->stripe_log(qr{^/v1/invoices$})), 'r2 keys');
+    is($l->invoice($b->{invoiceId})->{metadata}{invoice_seq}, 2,
+       'invoice_seq 2');
 };
 
 subtest 'payment_link: an uncollectible invoice is voided, then replaced'

@@ -1543,15 +1543,17 @@ sub unqueue {
 }
 
 # an invoice of $w's customer at the stub for request $id: a draft, or
-# finalized (open), or paid
+# finalized (open), or paid; $seq: its metadata[invoice_seq], as a
+# reissue under that claim sets it (none: as a creation's)
 sub lapsed_invoice {
-    my ($w, $id, $status) = @_;
+    my ($w, $id, $status, $seq) = @_;
     my $h = {Authorization => 'Bearer sk_test_lapsed'};
     my $tx = $s->ua->post($s->stub_url('/v1/invoices') => $h =>
         form => {customer => $w->{customer},
                  collection_method => 'send_invoice', days_until_due => 7,
                  'metadata[workspace_id]' => $w->{id},
-                 'metadata[line_request_id]' => $id});
+                 'metadata[line_request_id]' => $id,
+                 defined $seq ? ('metadata[invoice_seq]' => $seq) : ()});
     my $in = $tx->res->json->{id} or die 'invoice: ' . $tx->res->body;
     $s->ua->post($s->stub_url('/v1/invoiceitems') => $h => form =>
                  {customer => $w->{customer}, price => 'price_email_line',
@@ -1639,14 +1641,19 @@ subtest 'reissue_lapsed: ten invoices discarded, none left: settled' => sub {
 # own sweep does (LINK_SWEEP: a paid invoice found is indexed, stored,
 # the request resolved paid) and void A, so that nothing is paid twice.
 # The module defers B to a human (invoice_paid): paid, and no line.
+# B carries its claim's invoiceSeq ($seq, 1 by default; undef: none) in
+# its metadata, as a reissue sets it.
 sub lapsed_paid_reissue {
-    my ($l, $w) = @_;
+    my ($l, $w, %o) = @_;
     my ($id, $c) = $l->awaiting($w);
     my $lkey = "lg:{ws:$w->{id}}:lr:$id";
     # the claim that made B, lapsed (its hold passed)
-    $r->hset($lkey, reissueAt => int(time * 1000) - 120000,
-             sweepFrom => int(time * 1000) - 120000);
-    my $b = lapsed_invoice($w, $id, 'paid');
+    $r->hset($lkey, reissueAt => $o{at} // int(time * 1000) - 120000,
+             sweepFrom => int(time * 1000) - 120000,
+             sweepTo => int(time * 1000) - 120000, reissueBy => 'dead',
+             invoiceSeq => $o{claims} // 1);
+    my $b = lapsed_invoice($w, $id, 'paid',
+                           exists $o{seq} ? $o{seq} : 1);
     return ($id, $c->{invoiceId}, $b);
 }
 
@@ -1685,6 +1692,125 @@ sub {
     unlike(substr($s->error_log, $logoff),
            qr/its invoice "\Q$paid\E" is paid, but the request/,
            'not left for a human');
+
+    # The lapsed claim's fields go with the adoption, as a store drops
+    # them: this run swept what it left. They used to stay, lr_settle
+    # marked the request sweepPending, and its next read queued a
+    # needless reissue_lapsed (another run's Stripe list, voids).
+    $lr = $l->lr($w, $id);
+    is_deeply([grep { exists $lr->{$_} } qw(reissueAt reissueBy sweepFrom
+                                            sweepTo sweepPending
+                                            sweepPendingTo)],
+              [], 'no claim fields left, no sweepPending');
+    $l->answer($l->get($w, $id), 200, 'a read of the request');
+    is_deeply([grep { ($_->{line_request_id} // '') eq $id }
+               @{ $p->reconcile }], [], 'nothing queued again');
+    unqueue($id);
+};
+
+# The same adoption while a claim is held (a payment_link took the lapsed
+# one over since the entry was queued): its fields stay, and the request
+# is marked sweepPending, so that whatever that claim leaves is looked
+# for should its worker die too.
+subtest 'reissue_lapsed: adopted under a held claim: the mark kept' => sub {
+    my $l = LG::Lines->new($s);
+    my $w = $l->workspace('org_lapsed_held');
+    # held for the whole test, however slow the machine (its hold is
+    # 60 s from reissueAt)
+    my ($id, $old, $paid) = lapsed_paid_reissue($l, $w,
+                                          at => int(time * 1000) + 600000);
+    $l->lapsed_entry($w, $id);
+    my $b = run();
+    my ($e) = grep { ($_->{line_request_id} // '') eq $id }
+              @{ $b->{entries} // [] };
+    is($e->{outcome}, 'settled', 'adopted') or diag explain $b;
+    my $lr = $l->lr($w, $id);
+    is($lr->{invoiceId}, $paid, 'naming B');
+    ok(exists $lr->{reissueAt}, 'the held claim kept');
+    ok(exists $lr->{sweepPending}, 'marked sweepPending');
+    unqueue($id);
+};
+
+# B is adopted only if it carries the invoiceSeq of a claim made since
+# the invoice the request names, and none past the latest: every invoice
+# of the request has its line_request_id, and one that is not the lapsed
+# claim's (the creation's, an earlier reissue's paid out of band, one
+# made by hand) was taken for B, stored over A and A voided.
+subtest 'reissue_lapsed: a paid invoice no lapsed claim made: a human\'s'
+=> sub {
+    my $l = LG::Lines->new($s);
+    for my $case (['no invoice_seq', undef, 1, undef],
+                  ['a claim not made yet', 3, 2, undef],
+                  ['older than the named invoice', 1, 3, 2])
+    {
+        my ($what, $seq, $claims, $named) = @$case;
+        (my $tag = $what) =~ s/\W+/_/g;
+        my $w = $l->workspace("org_lapsed_$tag");
+        my ($id, $old, $paid) = lapsed_paid_reissue($l, $w, seq => $seq,
+                                                    claims => $claims);
+        my $lkey = "lg:{ws:$w->{id}}:lr:$id";
+        if (defined $named) {
+            # the request names a reissue's invoice, made by claim $named
+            $old = lapsed_invoice($w, $id, 'open', $named);
+            $r->hset($lkey, invoiceId => $old);
+        }
+        my $logoff = length $s->error_log;
+        $l->lapsed_entry($w, $id);
+
+        my $b = run();
+        my ($e) = grep { ($_->{line_request_id} // '') eq $id }
+                  @{ $b->{entries} // [] };
+        is($e->{outcome}, 'deferred', "$what: deferred")
+            or diag explain $b;
+        is($e->{detail}, 'invoice_paid', "$what: for a human");
+        my $lr = $l->lr($w, $id);
+        is("$lr->{provisioningStatus}/$lr->{invoiceId}",
+           "awaiting_payment/$old", "$what: still awaiting payment on A");
+        is($l->invoice($old)->{status}, 'open', "$what: A not voided");
+        like(substr($s->error_log, $logoff),
+             qr/its invoice "\Q$paid\E" is paid, but the request does /,
+             "$what: logged");
+        unqueue($id);
+    }
+};
+
+# The invoice the request names is unknown to Stripe (404: another
+# account's or mode's, removed): the run can adopt nothing over it. It
+# used to defer stripe_refused at every run, each asking Stripe again
+# and logging it again; now the entry is held for a human once (queued
+# again in its place with hold named_missing), and later runs leave it
+# without a Stripe call.
+subtest 'reissue_lapsed: the named invoice unknown to Stripe: held once'
+=> sub {
+    my $l = LG::Lines->new($s);
+    my $w = $l->workspace('org_lapsed_missing');
+    my ($id, $old, $paid) = lapsed_paid_reissue($l, $w);
+    my $gone = 'in_1missing0000000000000';
+    $r->hset("lg:{ws:$w->{id}}:lr:$id", invoiceId => $gone);
+    my $logoff = length $s->error_log;
+    $l->lapsed_entry($w, $id);
+
+    my @e;
+    for my $n (1 .. 2) {
+        my $b = run();
+        my ($e) = grep { ($_->{line_request_id} // '') eq $id }
+                  @{ $b->{entries} // [] };
+        is($e->{outcome}, 'deferred', "run $n: deferred")
+            or diag explain $b;
+        is($e->{detail}, 'named_missing', "run $n: named_missing");
+        @e = grep { ($_->{line_request_id} // '') eq $id } @{ $p->reconcile };
+        is(scalar @e, 1, "run $n: one entry for the request");
+    }
+    is($e[0]{hold}, 'named_missing', 'held');
+    is($e[0]{invoice_id}, $paid, 'naming B');
+    is(scalar(() = $l->stripe_log(qr{^/v1/invoices/\Q$gone\E$})), 1,
+       'Stripe asked once');
+    my $log = substr($s->error_log, $logoff);
+    is(scalar(() = $log =~ /names invoice "\Q$gone\E", which Stripe does /g),
+       1, 'logged once');
+    my $lr = $l->lr($w, $id);
+    is("$lr->{provisioningStatus}/$lr->{invoiceId}",
+       "awaiting_payment/$gone", 'the request as it was');
     unqueue($id);
 };
 

@@ -21,7 +21,16 @@
 -- Stripe said unpaid since; the paid one replaces it only while the
 -- request still awaits payment on that very invoice (compared and set
 -- here: a payment of the named one, or another claim's store, landing
--- first leaves the paid one a human's, {0}).
+-- first leaves the paid one a human's, {0}). Adopted, the claim's fields
+-- go in the same step (reissueAt, reissueBy, sweepFrom, sweepTo), as
+-- lr_reissue_store drops them: the run itself discards what the lapsed
+-- claims left (it lists the request's invoices again after this step,
+-- and its entry stays until that is done), so lr_settle must not mark
+-- the request sweepPending for a second, needless reissue_lapsed. A
+-- claim still held (reissueAt younger than ARGV[13], a payment_link
+-- that took the lapsed one over since the run read the request) keeps
+-- them: its invoice may be made after the run's list, and only the
+-- mark has it looked for should that claim's worker die too.
 -- The invoice's webhook index lg:invoice:<in> was written by nginx before
 -- this step, and answered (no request names an invoice the index does
 -- not know); on a cluster, the set-up member too (lr_setup.h).
@@ -37,7 +46,8 @@
 -- paid, as a creation answers it), ARGV[10] TTL, ARGV[11] 'w' (one
 -- Redis: the set-up entry appended here) or 'c' (a Redis Cluster: nginx
 -- relays it after the step), ARGV[12] the invoice the paid one replaces
--- ("" or absent: none, the request must name no invoice)
+-- ("" or absent: none, the request must name no invoice), ARGV[13] the
+-- ms a reissue claim holds (read only with ARGV[12])
 -- Returns {1, changed (0/1: this step promoted the request), channelType,
 -- lineType}, or {0} when the request moved on (gone, another state,
 -- another invoice).
@@ -68,6 +78,18 @@ if cur[2] ~= ARGV[3] then
         redis.call('HDEL', lkey, 'paymentUrl')
     end
     redis.call('HDEL', lkey, 'reservedAt', 'idem', 'voidingInvoice')
+
+    if cur[2] then
+        -- adopted over the named invoice: the lapsed claim's fields go,
+        -- unless a claim is held (see above)
+        local at = tonumber(redis.call('HGET', lkey, 'reissueAt') or '0')
+                   or 0
+        if at <= 0 or tonumber(ARGV[5]) - at >= tonumber(ARGV[13] or '0')
+        then
+            redis.call('HDEL', lkey, 'reissueAt', 'reissueBy', 'sweepFrom',
+                       'sweepTo')
+        end
+    end
 
     -- the key the dead creation held "running": its answer, the request
     -- paid, as the creation would have kept it (its body's fingerprint)

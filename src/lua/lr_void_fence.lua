@@ -24,7 +24,10 @@
 -- invoice on it and promote it (lr_invoice_settle, a worker_lost entry);
 -- one awaiting payment on another invoice with that invoice's id, for a
 -- reissue_lapsed entry to adopt the paid one in its place once Stripe
--- says the named one is not paid (lr_invoice_settle's ARGV[12]).
+-- says the named one is not paid (lr_invoice_settle's ARGV[12]), and the
+-- request's invoiceSeq (the latest claim's, '0' when none): the paid one
+-- is the lapsed claim's only if its metadata[invoice_seq] is one of the
+-- claims since the named invoice, none past this one.
 --
 -- A sweeper (payment_link over a lapsed claim) passes its claim's
 -- invoiceSeq (ARGV[5]): once another claim took it over (invoiceSeq moved
@@ -44,7 +47,7 @@
 -- provisioningStatus} when it names it (awaiting_payment: its payment
 -- never settled it, the run promotes it), {2, the request's hash, flat
 -- (lr_line)}: it awaits payment with no invoice, {4, the invoice it
--- names}: it awaits payment on another one.
+-- names, the request's invoiceSeq}: it awaits payment on another one.
 --#include lr_line
 local lkey = KEYS[1]
 local cur = redis.call('HMGET', lkey, 'provisioningStatus', 'invoiceId',
@@ -60,7 +63,7 @@ if ARGV[4] == 'check' then
         return {2, lg_lr_line(lkey, ARGV[2])}
     end
     if cur[1] == 'awaiting_payment' then
-        return {4, cur[2]}
+        return {4, cur[2], redis.call('HGET', lkey, 'invoiceSeq') or '0'}
     end
     return 1
 end

@@ -17,6 +17,12 @@
 --          "already_refunded"), "" when none was looked for: no field
 -- ARGV[8]  the refunds of its later paid invoices, separated by spaces,
 --          "" when none (or not given): no field
+-- ARGV[9]  (optional) not settled but held for a human, and why
+--          (named_missing): the entry is queued again in its place, in
+--          this step, with its fields, ARGV[5] set to ARGV[3], and
+--          'hold' ARGV[9], 'held_at' ARGV[4]; a run leaves a held entry
+--          without a Stripe call (reconcile.c). Once: the old one gone,
+--          a step sent again finds nothing (0). ARGV[2], [6..8] unread
 --
 -- Returns 1, or 0 when the entry is gone (another run settled it):
 -- nothing is written twice.
@@ -47,6 +53,19 @@ end
 if not named then
     fields[#fields + 1] = ARGV[5]
     fields[#fields + 1] = ARGV[3]
+end
+
+if ARGV[9] ~= nil and ARGV[9] ~= '' then
+    -- held: the fields as read, for the operator and the runs after
+    table.remove(fields, 1)
+    table.remove(fields, 1)
+    fields[#fields + 1] = 'hold'
+    fields[#fields + 1] = ARGV[9]
+    fields[#fields + 1] = 'held_at'
+    fields[#fields + 1] = ARGV[4]
+    redis.call('XADD', KEYS[1], '*', unpack(fields))
+    redis.call('XDEL', KEYS[1], ARGV[1])
+    return 1
 end
 
 fields[#fields + 1] = 'outcome'
