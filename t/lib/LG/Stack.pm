@@ -365,8 +365,10 @@ sub kill_workers {
 
 # The pid of a worker whose Redis connection a CLIENT PAUSE (WRITE)
 # holds, or undef while none is held: staging a stall on what Redis
-# shows, not on a sleep. The only clients Redis blocks then are those
-# that sent a write (a script is one), nginx's: CLIENT LIST's flags=b.
+# shows, not on a sleep. Redis blocks the clients that sent a write (a
+# script is one): CLIENT LIST's flags=b. nginx's are not the only ones:
+# on a Sentinel topology each sentinel's hello (PUBLISH) is held too,
+# and CLIENT LIST's order changes, so every blocked client is tried.
 # Its cmd= is not looked at: the command held may be another than the
 # one the test waits for (lr_create's index SET is written before it),
 # and a filter on it missed the worker now and then (t/127). The
@@ -377,24 +379,30 @@ sub held_worker {
     my ($self, $list) = @_;
     my $clients = $self->redis->client('LIST') // '';
     $$list = $clients if $list;
-    my ($port, $to) = map { /\baddr=[\d.]+:(\d+) .*\bladdr=[\d.]+:(\d+) /
-                            ? ($1, $2) : () }
-                      grep { /\bflags=\w*b\w* / }
-                      split /\n/, $clients;
-    return unless $port;
-    # from that port to Redis's, and a live socket: a TIME_WAIT line of
-    # the same local port (another connection's, before) has inode 0
-    my ($from, $redis) = map { sprintf ':%04X', $_ } $port, $to;
+    my @held = map { /\baddr=[\d.]+:(\d+) .*\bladdr=[\d.]+:(\d+) /
+                     ? [$1, $2] : () }
+               grep { /\bflags=\w*b\w* / }
+               split /\n/, $clients;
+    return unless @held;
     open my $fh, '<', '/proc/net/tcp' or return;
-    my ($inode) = grep { $_ }
-                  map { my @f = split ' ';
-                        $f[1] =~ /\Q$from\E$/ && $f[2] =~ /\Q$redis\E$/
-                            ? $f[9] : () } <$fh>;
+    my @tcp = <$fh>;
     close $fh;
-    return unless $inode;
+    my %inodes;
+    for my $h (@held) {
+        # from that port to Redis's, and a live socket: a TIME_WAIT line
+        # of the same local port (another connection's, before) has
+        # inode 0
+        my ($from, $redis) = map { sprintf ':%04X', $_ } @$h;
+        $inodes{"socket:[$_]"} = 1
+            for grep { $_ }
+                map { my @f = split ' ';
+                      $f[1] =~ /\Q$from\E$/ && $f[2] =~ /\Q$redis\E$/
+                          ? $f[9] : () } @tcp;
+    }
+    return unless %inodes;
     for my $pid (split ' ', `pgrep -P $self->{pids}{nginx}`) {
         for my $fd (glob "/proc/$pid/fd/*") {
-            return $pid if (readlink($fd) // '') eq "socket:[$inode]";
+            return $pid if $inodes{ readlink($fd) // '' };
         }
     }
     return;
