@@ -2132,14 +2132,17 @@ ngx_http_linegate_redis_waited(redisReply *reply)
  * as the error it is, naming WAIT and the write it follows. 1: an
  * error no retry changes, as a command's (request_error); NOPERM, as a
  * script's, is Redis's configuration (a 503 until it is fixed), and an
- * "unavailable" one (LOADING, BUSY...) a retry.
+ * "unavailable" one (LOADING, BUSY...) a retry. So is a replica's
+ * refusal: the node the write went to was demoted since (a failover),
+ * the write's outcome is unknown, as any unacknowledged one's.
  */
 static ngx_uint_t
 ngx_http_linegate_redis_wait_error(ngx_log_t *log, ngx_str_t *after,
     redisReply *reply)
 {
-    u_char  *p;
-    u_char   what[128];
+    u_char     *p;
+    u_char      what[128];
+    ngx_str_t   replica = ngx_string("ERR WAIT cannot be used with replica");
 
     p = ngx_slprintf(what, what + sizeof(what), "WAIT after %V", after);
 
@@ -2147,7 +2150,9 @@ ngx_http_linegate_redis_wait_error(ngx_log_t *log, ngx_str_t *after,
 
     return !ngx_http_linegate_redis_unavailable(reply)
            && !ngx_http_linegate_redis_error_is(reply->str, reply->len,
-                                                "NOPERM");
+                                                "NOPERM")
+           && !(reply->len >= replica.len
+                && ngx_strncmp(reply->str, replica.data, replica.len) == 0);
 }
 
 
@@ -2445,7 +2450,7 @@ static void
 ngx_http_linegate_redis_pipeline_wait_cb(redisAsyncContext *ac, void *data,
     void *privdata)
 {
-    ngx_uint_t                           i, unacked;
+    ngx_uint_t                           i, unacked, counts;
     redisReply                          *reply;
     ngx_http_linegate_ctx_t             *ctx;
     ngx_http_linegate_redis_part_t      *part, *p;
@@ -2465,7 +2470,23 @@ ngx_http_linegate_redis_pipeline_wait_cb(redisAsyncContext *ac, void *data,
 
     unacked = !ngx_http_linegate_redis_waited(reply);
 
-    if (reply != NULL && reply->type == REDIS_REPLY_ERROR) {
+    /*
+     * Does it answer for any write? Not when a redirect took its command
+     * away and no command it covered is still on that node: a WAIT left
+     * on a master that a failover made a replica (its command answered
+     * MOVED) is answered "ERR WAIT cannot be used with replica
+     * instances", which failed the pipeline as an error no retry
+     * changes, a creation's 500 under a failover (t/039). Ignored, as a
+     * command's (wait_cb) and a durable write's are.
+     */
+    counts = (ac->data == part->node);
+
+    for (i = 0; !counts && i < pl->n && i < part->index; i++) {
+        p = &pl->part[i];
+        counts = p->acked && p->covered && p->node == ac->data;
+    }
+
+    if (counts && reply != NULL && reply->type == REDIS_REPLY_ERROR) {
         /* not "0 replicas": the error, logged, fails the pipeline */
         if (ngx_http_linegate_redis_wait_error(pl->cmd.r->connection->log,
                                                &ngx_http_linegate_redis_pl,

@@ -14,7 +14,17 @@
 #   lg:{fleet}:lr:setup, which ends empty);
 # * creations and reads of workspaces whose slots a real `redis-cli
 #   --cluster reshard` moves meanwhile all answer 201 or 200, with one
-#   line per 201, each in lg:provisioning.
+#   line per 201, each in lg:provisioning;
+# * the fleet's master failed over by CLUSTER FAILOVER (it stays up, a
+#   replica, its connections open): creations sent at once, whose set-up
+#   and journal members' ZADDs it answers MOVED and their WAIT "ERR WAIT
+#   cannot be used with replica instances", answer 201 or 503 with
+#   Retry-After, never 500 (before 2026-11-29 that refusal failed the
+#   pipeline as an error no retry changes; a likely cause of the rare
+#   500 of the first subtest too, whose killed master, started again,
+#   workers connect to again while it turns replica); each sent again
+#   with its key has one line, and nothing is left in the fleet's
+#   journals.
 #
 # The workload cannot legitimately give 409 or 429: only included lines
 # (growth: two phone lines each, one creation per line), one attempt of a
@@ -431,6 +441,86 @@ subtest 'redis-cli --cluster reshard under creations: no error at all' => sub {
     is_deeply($missing, [], 'every included line created: an entry in '
               . 'lg:provisioning');
     is($left, 0, "$SETUP empty");
+};
+
+subtest 'CLUSTER FAILOVER of the fleet\'s master: a WAIT the demoted '
+        . 'master refuses is no 500' => sub {
+    my $r = $l->redis;
+    my $INFLIGHT = 'lg:{fleet}:lr:inflight';
+    my (@bad, @unknown, @answers);
+    for my $round (1 .. 3) {
+        ok($s->cluster_wait_ok(60, replicas => 1),
+           "round $round: every master has a replica") or return;
+        # the master of the creations' set-up and journal members (one
+        # pipeline with the owner index, each member with its WAIT)
+        my $m = $s->cluster_master_of($SETUP);
+        my ($rep) = grep {
+            ($r->node($_)->info('replication')->{master_port} // 0) == $m
+        } $s->cluster_replicas;
+        ok($rep, "round $round: a replica of $m") or return;
+        # the workers' connections to $m opened (each worker's first
+        # creation), so that it stays theirs, a replica once failed over
+        my @warm = map { $l->workspace("org_mfw${round}_$_") } 1 .. 4;
+        my @wss = map { $l->workspace("org_mf${round}_$_") } 1 .. 4;
+        $l->parallel(map { [$_, POST => $CREATE,
+                            body(channelType => 'phone')] } @warm);
+        # graceful: $m stays up, a replica of $rep, its connections open;
+        # not done within 5 s (a loaded machine), asked again, 3 times
+        my ($tries, $until) = (0, 0);
+        until (($s->cluster_master_of($SETUP) // 0) == $rep) {
+            if (time >= $until) {
+                last if $tries++ == 3;
+                $s->cluster_failover($rep);
+                $until = time + 10;
+            }
+            sleep 0.05;
+        }
+        is($s->cluster_master_of($SETUP), $rep,
+           "round $round: $rep serves the fleet's slot now") or return;
+        # at once, before a worker learns the new map otherwise: the
+        # members' ZADDs answered MOVED by $m, and their WAIT refused
+        # ("ERR WAIT cannot be used with replica instances")
+        my @txs = $l->parallel(
+            map { [$_, POST => $CREATE, body(channelType => 'phone'),
+                   'Idempotency-Key' => "mf-$_->{id}"] } @wss);
+        for my $i (0 .. $#wss) {
+            my $res = $txs[$i]->res;
+            my $code = $res->code // 0;
+            push @answers, $code;
+            push @bad, "$wss[$i]{id}: $code " . ($res->body // '')
+                unless $code == 201
+                    || ($code == 503
+                        && length($res->headers->header('Retry-After') // '')
+                        && (eval { $res->json->{code} } // '')
+                           eq 'STORE_UNAVAILABLE');
+            push @unknown, $wss[$i] if $code != 201;
+        }
+        # each again with its key: one line, whatever the first answer
+        for my $w (@wss) {
+            my $tx = settled(sub {
+                $l->create($w, body(channelType => 'phone'),
+                           'Idempotency-Key' => "mf-$w->{id}") });
+            my $id = eval { $tx->res->json->{line}{_id} } // '';
+            push @bad, "$w->{id} again: " . ($tx->res->code // 0)
+                unless ($tx->res->code // 0) == 201;
+            my @ids = $l->request_ids($w);
+            push @bad, "$w->{id}: lines @ids, the key's $id"
+                unless "@ids" eq $id;
+            push @bad, "$w->{id}: a pending marker"
+                if defined $l->pending($w);
+        }
+    }
+    diag('answers: ' . join ' ', @answers);
+    is_deeply(\@bad, [], 'each creation 201 or 503 STORE_UNAVAILABLE with '
+              . 'Retry-After, and sent again with its key, one line');
+    # nothing of a 503 left behind: no journal member (the reservation
+    # a line never needed) nor set-up member the sweep would relay
+    ok(eventually(sub { !$r->zcard($INFLIGHT) && !$r->zcard($SETUP) }, 30),
+       "$INFLIGHT and $SETUP empty");
+    my ($missing) = relayed([map { [$_->{id}, $l->request_ids($_)] }
+                             @unknown], 60);
+    is_deeply($missing, [], 'the lines first answered 503: in '
+              . 'lg:provisioning') or diag(explain($missing));
 };
 
 done_testing;
