@@ -95,6 +95,10 @@ typedef struct {
     /* a cluster's CLUSTER SLOTS failed here before any map: not waited
      * for again on this node (another node is asked) */
     ngx_uint_t                          slots_failed;
+    /* CLUSTER SLOTS given up here (its deadline), their replies owed on
+     * late_ac: ignored when they come */
+    ngx_uint_t                          slots_late;
+    redisAsyncContext                  *late_ac;
     ngx_uint_t                          counted;  /* in the gauge */
     ngx_uint_t                          loading;  /* SCRIPT LOADs owed */
     ngx_event_t                         connect_timer;
@@ -148,6 +152,9 @@ typedef struct {
     ngx_msec_t                          refresh_last;  /* when sent */
     ngx_msec_t                          refresh_period;
     ngx_event_t                         refresh_timer;
+    /* the CLUSTER SLOTS out (refreshing): its node, its deadline */
+    ngx_http_linegate_redis_node_t     *slots_asked;
+    ngx_event_t                         slots_timer;
     time_t                              slot_logged;  /* a slot's master
                                                          down, logged */
     /*
@@ -474,6 +481,9 @@ static void ngx_http_linegate_redis_refresh_soon(ngx_msec_t delay);
 static ngx_uint_t ngx_http_linegate_redis_serves(
     ngx_http_linegate_redis_node_t *node);
 static void ngx_http_linegate_redis_refresh(ngx_event_t *ev);
+static void ngx_http_linegate_redis_slots_timeout(ngx_event_t *ev);
+static void ngx_http_linegate_redis_slots_failed(
+    ngx_http_linegate_redis_node_t *asked);
 static void ngx_http_linegate_redis_slots_cb(redisAsyncContext *ac,
     void *reply, void *privdata);
 static ngx_int_t ngx_http_linegate_redis_install(
@@ -4133,6 +4143,10 @@ ngx_http_linegate_redis_init_process(ngx_cycle_t *cycle)
         rd->refresh_timer.handler = ngx_http_linegate_redis_refresh;
         rd->refresh_timer.log = cycle->log;
         rd->refresh_timer.cancelable = 1;
+        rd->slots_timer.data = &ngx_http_linegate_redis_dummy;
+        rd->slots_timer.handler = ngx_http_linegate_redis_slots_timeout;
+        rd->slots_timer.log = cycle->log;
+        rd->slots_timer.cancelable = 1;
         ngx_memzero(ngx_http_linegate_redis_slots,
                     sizeof(ngx_http_linegate_redis_slots));
 
@@ -4367,7 +4381,8 @@ ngx_http_linegate_redis_connect(ngx_http_linegate_redis_node_t *node)
     if (rd->sentinel && !rd->master_known) {
         /* requests are answered 503 meanwhile, as while connecting */
         node->state = NGX_HTTP_LINEGATE_REDIS_CONNECTING;
-        ngx_http_linegate_sentinel_discover();
+        ngx_http_linegate_sentinel_discover(
+                                 ngx_http_linegate_redis_first_connect(node));
         return;
     }
 
@@ -5311,6 +5326,21 @@ ngx_http_linegate_redis_refresh(ngx_event_t *ev)
         {
             rd->refreshing = 1;
             rd->refresh_last = ngx_current_msec;
+            rd->slots_asked = node;
+
+            /*
+             * A node that takes the command and never answers (hung, its
+             * packets dropped after the connect) would hold refreshing
+             * until the keepalive drops it: no other node asked, no
+             * first map, a MOVED's refresh put off. Before the first map
+             * the requests waiting for it wait the command timeout: a
+             * third of it here leaves the other seeds time to answer
+             * (before 2026-11-29 such a seed had every request of a new
+             * worker answered 503, t/055)
+             */
+            ngx_add_timer(&rd->slots_timer, ngx_http_linegate_redis_map_ready
+                          ? rd->lmcf->redis_command_timeout
+                          : ngx_max(rd->lmcf->redis_command_timeout / 3, 1));
 
             /* only the MOVEDs after this are newer than its reply */
             ngx_memzero(ngx_http_linegate_redis_moved,
@@ -5347,7 +5377,6 @@ ngx_http_linegate_redis_slots_cb(redisAsyncContext *ac, void *data,
     void *privdata)
 {
     redisReply                      *reply;
-    ngx_msec_t                       delay;
     ngx_http_linegate_redis_t       *rd;
     ngx_http_linegate_redis_node_t  *asked;
 
@@ -5357,6 +5386,16 @@ ngx_http_linegate_redis_slots_cb(redisAsyncContext *ac, void *data,
 
     if (rd->exiting) {
         return;
+    }
+
+    if (asked->slots_late && asked->late_ac == ac) {
+        /* given up at its deadline: another node was asked since */
+        asked->slots_late--;
+        return;
+    }
+
+    if (rd->slots_timer.timer_set) {
+        ngx_del_timer(&rd->slots_timer);
     }
 
     rd->refreshing = 0;
@@ -5378,6 +5417,55 @@ ngx_http_linegate_redis_slots_cb(redisAsyncContext *ac, void *data,
         rd->moved_since = 0;
         return;
     }
+
+    ngx_http_linegate_redis_slots_failed(asked);
+}
+
+
+/* CLUSTER SLOTS unanswered by its deadline: as if it failed */
+static void
+ngx_http_linegate_redis_slots_timeout(ngx_event_t *ev)
+{
+    ngx_http_linegate_redis_t       *rd;
+    ngx_http_linegate_redis_node_t  *asked;
+
+    rd = &ngx_http_linegate_redis;
+    asked = rd->slots_asked;
+
+    if (rd->exiting || !rd->refreshing || asked == NULL) {
+        return;
+    }
+
+    rd->refreshing = 0;
+    rd->slots_taken = 0;
+
+    ngx_log_error(NGX_LOG_WARN, rd->log, 0,
+                  NGX_HTTP_LINEGATE_LOG "redis %V:%i: CLUSTER SLOTS "
+                  "timed out, another node asked", &asked->host,
+                  asked->port);
+
+    if (asked->state == NGX_HTTP_LINEGATE_REDIS_CONNECTED) {
+        /* its reply, if it ever comes, answers nothing now */
+        if (asked->late_ac != asked->ac) {
+            asked->late_ac = asked->ac;
+            asked->slots_late = 0;
+        }
+
+        asked->slots_late++;
+    }
+
+    ngx_http_linegate_redis_wake_soon();
+    ngx_http_linegate_redis_slots_failed(asked);
+}
+
+
+static void
+ngx_http_linegate_redis_slots_failed(ngx_http_linegate_redis_node_t *asked)
+{
+    ngx_msec_t                  delay;
+    ngx_http_linegate_redis_t  *rd;
+
+    rd = &ngx_http_linegate_redis;
 
     if (!ngx_http_linegate_redis_map_ready) {
         /* the requests waiting for a first map wait for another node's */

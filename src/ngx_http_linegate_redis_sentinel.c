@@ -13,6 +13,11 @@
  *   else    (refused, timed out, no such master, an error) the next
  *           sentinel; all of them: found(NGX_ERROR), the store backs off
  *
+ * Each query has the connect and command timeouts; while the store's
+ * first connection is made (requests wait for it, each within the
+ * command timeout), a third of the command timeout: one sentinel that
+ * takes the connection and never answers leaves the next time to.
+ *
  * What a sentinel named and could not be reached (refused, timed out)
  * or ROLE says is not a master: that sentinel is asked last by the next
  * discovery (sentinel_refused()), on the first connection as on every
@@ -65,6 +70,8 @@ typedef struct {
     uintptr_t                               gen;      /* of the query */
     ngx_uint_t                              subscribed; /* answered */
     ngx_uint_t                              exiting;
+    /* the store's first connection: requests wait for its answer */
+    ngx_uint_t                              first;
     /* +switch-master since the last answer: its sentinel is next, and
      * stays so whatever the master named before it becomes */
     ngx_uint_t                              announced;
@@ -138,7 +145,7 @@ ngx_http_linegate_sentinel_init(ngx_http_linegate_main_conf_t *lmcf,
 
 
 void
-ngx_http_linegate_sentinel_discover(void)
+ngx_http_linegate_sentinel_discover(ngx_uint_t first)
 {
     ngx_http_linegate_sentinel_t  *s;
 
@@ -150,6 +157,7 @@ ngx_http_linegate_sentinel_discover(void)
 
     s->busy = 1;
     s->tried = 0;
+    s->first = first;
 
     ngx_http_linegate_sentinel_ask_next();
 }
@@ -191,10 +199,26 @@ ngx_http_linegate_sentinel_ask_next(void)
 {
     redisAsyncContext               *ac;
     ngx_http_linegate_sentinel_t    *s;
+    ngx_msec_t                       timeout;
     ngx_http_linegate_redis_addr_t  *addrs;
 
     s = &ngx_http_linegate_sentinel;
     addrs = s->lmcf->redis_sentinels->elts;
+
+    timeout = s->lmcf->redis_connect_timeout
+              + s->lmcf->redis_command_timeout;
+
+    if (s->first) {
+        /*
+         * The requests waiting for the first connection wait the command
+         * timeout: a sentinel that takes the connection and never
+         * answers (or whose SYNs are dropped) would outlast them before
+         * the next one is asked. A third of it each leaves the next
+         * sentinels time to answer (before 2026-11-29 every request of a
+         * new worker was answered 503, t/054)
+         */
+        timeout = ngx_max(s->lmcf->redis_command_timeout / 3, 1);
+    }
 
     while (s->tried < s->lmcf->redis_sentinels->nelts) {
         s->asking = s->next;
@@ -220,8 +244,7 @@ ngx_http_linegate_sentinel_ask_next(void)
         }
 
         s->query = ac;
-        ngx_add_timer(&s->timer, s->lmcf->redis_connect_timeout
-                                 + s->lmcf->redis_command_timeout);
+        ngx_add_timer(&s->timer, timeout);
         return;
     }
 

@@ -33,12 +33,14 @@ void ngx_http_linegate_sentinel_init(ngx_http_linegate_main_conf_t *lmcf,
  * Asks the sentinels in turn, starting with the last one that answered
  * (or the one that announced +switch-master),
  * SENTINEL get-master-addr-by-name, each within the connect and command
- * timeouts; found() is called once, with the first address given, or
- * NGX_ERROR when none answered. Also opens the subscription to
- * +switch-master, when there is none, on the sentinel that answered
- * (lost unless subscribed within the connect and command timeouts).
+ * timeouts (first: the store's first connection, requests waiting for
+ * it: a third of the command timeout); found() is called once, with the
+ * first address given, or NGX_ERROR when none answered. Also opens the
+ * subscription to +switch-master, when there is none, on the sentinel
+ * that answered (lost unless subscribed within the connect and command
+ * timeouts).
  */
-void ngx_http_linegate_sentinel_discover(void);
+void ngx_http_linegate_sentinel_discover(ngx_uint_t first);
 
 /*
  * what the last discovery found could not be reached (refused, timed

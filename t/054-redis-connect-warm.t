@@ -122,6 +122,21 @@ subtest 'a master named that refuses: the next sentinel asked' => sub {
          'the master named first refused');
 };
 
+# The sentinel asked first takes the query and never answers (a hung
+# host), never released: the next sentinel is asked within the requests'
+# wait, and they are served (before 2026-11-29 the query had the connect
+# and command timeouts, longer than the wait: every one answered 503)
+subtest 'the sentinel asked first never answers: the next one asked' => sub {
+    my $from = reload_held($s, $fake, master => $s->redis_port);
+    my ($early, @st) = statuses($s, sub { }, 1, undef, @reqs);
+    is_deeply(\@st, [(200) x @reqs], 'every request answered 200 once the '
+              . 'next sentinel named the master')
+        or diag("statuses: @st; $early answered early");
+    like(substr($s->error_log, $from),
+         qr/127\.0\.0\.1:$fake_port: no master "[^"]+": timed out/,
+         'the sentinel that never answered given up');
+};
+
 # a request for each path, each on a connection of its own (Connection:
 # close), written at once
 sub raw_requests {

@@ -66,6 +66,24 @@ subtest 'the seed asked first fails: the next one asked' => sub {
            'no crash, no alert');
 };
 
+# The seed asked first takes CLUSTER SLOTS and never answers (a hung
+# host: its connection stays up), for longer than the requests wait: its
+# PINGs go unanswered too, so the keepalive is made longer than that.
+# The next seed is asked at CLUSTER SLOTS's own deadline, and the
+# requests that waited are served (before 2026-11-29 nothing else was
+# asked until the keepalive dropped that seed: every one answered 503)
+subtest 'the seed asked first never answers: the next one asked' => sub {
+    $s->write_conf(REDIS_KEEPALIVE => '60s');
+    my $from = reload_held($s, $proxy);
+    my ($early, @st) = statuses($s, sub { }, 1, undef, @reqs);
+    is_deeply(\@st, [(200) x @reqs], 'every request answered 200 once '
+              . 'another seed gave the map') or diag("statuses: @st");
+    like(substr($s->error_log, $from), qr/CLUSTER SLOTS timed out/,
+         'the seed that never answered given up');
+    unlike(substr($s->error_log, $from), qr/exited on signal|\[alert\]/,
+           'no crash, no alert');
+};
+
 $proxy->stop;
 
 done_testing;

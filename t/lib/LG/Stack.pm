@@ -651,6 +651,19 @@ sub nginx_t {
     return $self->_nginx_test($dir, %opt);
 }
 
+# The running stack's nginx.conf rendered again with these values (as
+# render), read at the next reload (a HUP: LG::Warm's reload_held)
+sub write_conf {
+    my ($self, %over) = @_;
+    my $conf = $self->render(%over);
+    open my $fh, '>', "$self->{prefix}/nginx.conf.new"
+        or die "nginx.conf.new: $!";
+    print $fh $conf;
+    close $fh or die "nginx.conf.new: $!";
+    rename "$self->{prefix}/nginx.conf.new", "$self->{prefix}/nginx.conf"
+        or die "nginx.conf: $!";
+}
+
 sub stop_redis {
     my ($self) = @_;
     delete $self->{redis};
