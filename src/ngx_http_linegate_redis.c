@@ -5389,9 +5389,18 @@ ngx_http_linegate_redis_slots_cb(redisAsyncContext *ac, void *data,
     }
 
     if (asked->slots_late && asked->late_ac == ac) {
-        /* given up at its deadline: another node was asked since */
         asked->slots_late--;
-        return;
+
+        /*
+         * given up at its deadline, another node asked since; before
+         * any map a slow node's map is still taken: the deadline guesses
+         * at a hung node, and a box under load answers late too
+         */
+        if (ngx_http_linegate_redis_map_ready
+            || reply == NULL || reply->type != REDIS_REPLY_ARRAY)
+        {
+            return;
+        }
     }
 
     if (rd->slots_timer.timer_set) {
