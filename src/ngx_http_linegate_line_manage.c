@@ -236,6 +236,12 @@ static ngx_int_t ngx_http_linegate_link_sweep_page(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr);
 static ngx_int_t ngx_http_linegate_link_sweep_found(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr, json_t *inv);
+static int64_t ngx_http_linegate_link_invoice_seq(json_t *inv);
+static void ngx_http_linegate_link_named_seq(ngx_http_linegate_lr_t *lr);
+static ngx_uint_t ngx_http_linegate_link_made_since(
+    ngx_http_linegate_lr_t *lr, int64_t seq);
+static void ngx_http_linegate_link_not_made(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr, ngx_str_t *id, int64_t seq);
 static void ngx_http_linegate_link_sweep_next(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr);
 static void ngx_http_linegate_link_sweep_fenced(ngx_http_request_t *r,
@@ -350,6 +356,9 @@ ngx_http_linegate_line_sweep(ngx_http_request_t *r,
 {
     lr->sweep.read = 1;
     lr->stored = lr->line;
+
+    /* the check's answer: the invoice named, whose claim the sweep needs */
+    ngx_http_linegate_link_named_seq(lr);
 
     if (!ngx_http_linegate_stripe_id_valid(&lr->customer)) {
         /* made before requests kept their customer: left to a caller */
@@ -1065,6 +1074,8 @@ ngx_http_linegate_manage_invoice(ngx_http_request_t *r,
         return NGX_ERROR;
     }
 
+    ngx_http_linegate_link_named_seq(lr);
+
     return NGX_OK;
 }
 
@@ -1407,6 +1418,7 @@ ngx_http_linegate_link_claimed(ngx_http_request_t *r,
 
     seq.len = ngx_sprintf(seq.data, "%L", code) - seq.data;
     lr->seq = seq;
+    lr->sweep.seq = code;
 
     /* a claim taken over from one that lapsed: its invoices looked for */
     if (ngx_http_linegate_reply_int(reply, 2, &code) == NGX_OK
@@ -1835,17 +1847,20 @@ ngx_http_linegate_link_sweep_page(ngx_http_request_t *r,
 
 /*
  * One invoice of the list: the request's (metadata[line_request_id]) but
- * the one it names, and not void, is kept in lr->sweep: paid (the first:
- * the request's from now on; another is a payment for nothing, queued
- * for a human), or anything else, to be discarded (a draft, an open
- * invoice, an uncollectible one: still payable)
+ * the one it names, and not void, is kept in lr->sweep: paid (the first
+ * a lapsed claim made, link_made_since: the request's from now on;
+ * another, or one no lapsed claim made, is a payment for nothing here,
+ * queued for a human), or anything else, to be discarded (a draft, an
+ * open invoice, an uncollectible one: still payable)
  */
 static ngx_int_t
 ngx_http_linegate_link_sweep_found(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr, json_t *inv)
 {
-    json_t     *id, *owner, *status, *url;
-    ngx_str_t   s, st, u, *f;
+    int64_t                        seq;
+    json_t                        *id, *owner, *status, *url;
+    ngx_str_t                      s, st, u;
+    ngx_http_linegate_lr_found_t  *f;
 
     id = json_object_get(inv, "id");
     owner = json_object_get(json_object_get(inv, "metadata"),
@@ -1874,6 +1889,15 @@ ngx_http_linegate_link_sweep_found(ngx_http_request_t *r,
          && ngx_strncmp(s.data, lr->old_invoice.data, s.len) == 0)
         || ngx_http_linegate_line_is(&st, "void"))
     {
+        return NGX_OK;
+    }
+
+    seq = ngx_http_linegate_link_invoice_seq(inv);
+
+    if (ngx_http_linegate_line_is(&st, "paid")
+        && !ngx_http_linegate_link_made_since(lr, seq))
+    {
+        ngx_http_linegate_link_not_made(r, lr, &s, seq);
         return NGX_OK;
     }
 
@@ -1916,7 +1940,8 @@ ngx_http_linegate_link_sweep_found(ngx_http_request_t *r,
     }
 
     if (lr->sweep.found == NULL) {
-        lr->sweep.found = ngx_array_create(r->pool, 2, sizeof(ngx_str_t));
+        lr->sweep.found = ngx_array_create(r->pool, 2,
+                                     sizeof(ngx_http_linegate_lr_found_t));
         if (lr->sweep.found == NULL) {
             return NGX_ERROR;
         }
@@ -1924,13 +1949,107 @@ ngx_http_linegate_link_sweep_found(ngx_http_request_t *r,
 
     f = ngx_array_push(lr->sweep.found);
 
-    if (f == NULL || ngx_http_linegate_pstr(r->pool, f, s.data, s.len)
+    if (f == NULL || ngx_http_linegate_pstr(r->pool, &f->id, s.data, s.len)
                      == NULL)
     {
         return NGX_ERROR;
     }
 
+    f->seq = seq;
+
     return NGX_OK;
+}
+
+
+/*
+ * A Lines invoice's metadata[invoice_seq]: the invoiceSeq of the reissue
+ * claim that made it (line_create.c, invoice_metadata); -1 when it has
+ * none (a creation's, one made by hand or before the field was)
+ */
+static int64_t
+ngx_http_linegate_link_invoice_seq(json_t *inv)
+{
+    json_t     *v;
+    ngx_int_t   n;
+
+    v = json_object_get(json_object_get(inv, "metadata"), "invoice_seq");
+
+    if (!json_is_string(v) || json_string_length(v) == 0
+        || json_string_length(v) > NGX_INT64_LEN)
+    {
+        return -1;
+    }
+
+    n = ngx_atoi((u_char *) json_string_value(v), json_string_length(v));
+
+    return n == NGX_ERROR ? -1 : (int64_t) n;
+}
+
+
+/*
+ * Stripe's answer about the invoice the request names (its check, a
+ * cancel's void): its metadata[invoice_seq], the claim that made it, is
+ * where the claims a sweep may adopt from begin (none: 0, a creation's)
+ */
+static void
+ngx_http_linegate_link_named_seq(ngx_http_linegate_lr_t *lr)
+{
+    json_t  *id;
+
+    id = json_object_get(lr->ctx->stripe_json, "id");
+
+    if (!json_is_string(id)
+        || json_string_length(id) != lr->line.invoice_id.len
+        || ngx_strncmp(json_string_value(id), lr->line.invoice_id.data,
+                       lr->line.invoice_id.len)
+           != 0)
+    {
+        return;
+    }
+
+    lr->sweep.named_seq = ngx_max(
+        ngx_http_linegate_link_invoice_seq(lr->ctx->stripe_json), 0);
+}
+
+
+/*
+ * A paid invoice is the lapsed claims' (the sweep adopts it) only if a
+ * claim made it past the one that made the invoice the request names,
+ * and before this claim, which has made nothing yet: seq, its
+ * metadata[invoice_seq], within (named_seq, the claim's invoiceSeq).
+ * metadata[line_request_id] alone is every invoice of the request: its
+ * creation's, an earlier reissue's voided or superseded then paid, one
+ * made by hand with it; none of them is the lapsed claim's, nor stored
+ * over the one the request names (as a reconciliation run's NAMED step
+ * decides, reconcile.c)
+ */
+static ngx_uint_t
+ngx_http_linegate_link_made_since(ngx_http_linegate_lr_t *lr, int64_t seq)
+{
+    return seq > 0 && seq > lr->sweep.named_seq && seq < lr->sweep.seq;
+}
+
+
+/*
+ * A paid invoice of the request that no lapsed claim made: never adopted
+ * (nor voided: paid), queued for a human (invoice_unrepaired; a run
+ * finds it paid and not named, invoice_paid), as a second paid one is
+ */
+static void
+ngx_http_linegate_link_not_made(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr, ngx_str_t *id, int64_t seq)
+{
+    ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
+                  NGX_HTTP_LINEGATE_LOG "invoice \"%V\" of line request "
+                  "\"%V\" is paid and no request names it, and no lapsed "
+                  "claim made it (its metadata[invoice_seq] %L, the "
+                  "claims since the invoice named %L to %L): queued for "
+                  "a human, not adopted", id, &lr->id, seq,
+                  lr->sweep.named_seq + 1, lr->sweep.seq - 1);
+
+    lr->invoice.id = *id;
+    ngx_http_linegate_lines_orphan(r->connection->log, lr);
+    lr->invoice.id = lr->old_invoice;
 }
 
 
@@ -1939,7 +2058,7 @@ static void
 ngx_http_linegate_link_sweep_next(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr)
 {
-    ngx_str_t  *found;
+    ngx_http_linegate_lr_found_t  *found;
 
     if (lr->sweep.found == NULL || lr->sweep.next >= lr->sweep.found->nelts)
     {
@@ -1952,7 +2071,7 @@ ngx_http_linegate_link_sweep_next(ngx_http_request_t *r,
     lr->ctx->state = NGX_HTTP_LINEGATE_LINK_SWEEP_FENCE;
 
     ngx_http_linegate_lines_line_args(lr);
-    ngx_http_linegate_redis_arg_str(&lr->args, &found[lr->sweep.next]);
+    ngx_http_linegate_redis_arg_str(&lr->args, &found[lr->sweep.next].id);
     /* not 'check'; the claim's invoiceSeq: refused once taken over */
     ngx_http_linegate_redis_arg_cstr(&lr->args, "");
     ngx_http_linegate_redis_arg_str(&lr->args, &lr->seq);
@@ -1976,7 +2095,7 @@ static void
 ngx_http_linegate_link_sweep_fenced(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr, redisReply *reply)
 {
-    ngx_str_t  *found;
+    ngx_http_linegate_lr_found_t  *found;
 
     if (reply == NULL) {
         ngx_http_linegate_manage_fail(r, lr, NGX_HTTP_LINEGATE_LR_FAIL_STORE,
@@ -1997,7 +2116,7 @@ ngx_http_linegate_link_sweep_fenced(ngx_http_request_t *r,
         ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
                       NGX_HTTP_LINEGATE_LOG "the sweep of line request "
                       "\"%V\" stopped before invoice \"%V\": its claim "
-                      "was taken over", &lr->id, &found[lr->sweep.next]);
+                      "was taken over", &lr->id, &found[lr->sweep.next].id);
         ngx_http_linegate_manage_fail(r, lr, NGX_HTTP_LINEGATE_LR_FAIL_BUSY,
                                       0, -1);
         return;
@@ -2010,7 +2129,8 @@ ngx_http_linegate_link_sweep_fenced(ngx_http_request_t *r,
     }
 
     /* "lg-<id>-<invoice>": its void's key is its own, whatever claim */
-    if (ngx_http_linegate_manage_void_key(r, lr, &found[lr->sweep.next])
+    if (ngx_http_linegate_manage_void_key(r, lr,
+                                          &found[lr->sweep.next].id)
         != NGX_OK)
     {
         ngx_http_linegate_manage_fail(r, lr,
@@ -2020,7 +2140,7 @@ ngx_http_linegate_link_sweep_fenced(ngx_http_request_t *r,
     }
 
     lr->ctx->state = NGX_HTTP_LINEGATE_LINK_SWEEP_DISCARD;
-    lr->invoice.id = found[lr->sweep.next];
+    lr->invoice.id = found[lr->sweep.next].id;
     ngx_str_null(&lr->invoice.url);
     ngx_str_null(&lr->invoice.status);
 
@@ -2048,7 +2168,8 @@ static void
 ngx_http_linegate_link_sweep_discarded(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr)
 {
-    ngx_uint_t  result;
+    ngx_uint_t                     result;
+    ngx_http_linegate_lr_found_t  *found;
 
     result = lr->invoice.result;
 
@@ -2063,8 +2184,17 @@ ngx_http_linegate_link_sweep_discarded(ngx_http_request_t *r,
         return;
     }
 
+    found = lr->sweep.found->elts;
+
     if (lr->invoice.kept) {
-        if (lr->sweep.paid.len == 0) {
+        if (!ngx_http_linegate_link_made_since(lr,
+                                               found[lr->sweep.next].seq))
+        {
+            /* paid since the list, by no lapsed claim made: a human's */
+            ngx_http_linegate_link_not_made(r, lr, &lr->invoice.id,
+                                            found[lr->sweep.next].seq);
+
+        } else if (lr->sweep.paid.len == 0) {
             lr->sweep.paid = lr->invoice.id;
             lr->sweep.paid_url = lr->invoice.url;
 
@@ -2880,6 +3010,8 @@ ngx_http_linegate_cancel_voided(ngx_http_request_t *r,
     result = ngx_http_linegate_stripe_result(lr->ctx);
 
     if (result == NGX_HTTP_LINEGATE_STRIPE_OK) {
+        /* the void's answer is the invoice named: its claim, for a sweep */
+        ngx_http_linegate_link_named_seq(lr);
         ngx_http_linegate_cancel_void_done(r, lr);
         return;
     }

@@ -270,6 +270,13 @@ typedef struct {
 } ngx_http_linegate_invoice_t;
 
 
+/* an invoice the sweep found, and its metadata[invoice_seq] (-1: none) */
+typedef struct {
+    ngx_str_t                       id;
+    int64_t                         seq;
+} ngx_http_linegate_lr_found_t;
+
+
 /*
  * payment_link over a lapsed claim (lr_reissue_claim): the invoices of
  * the request at Stripe that it does not name, made by a claim whose
@@ -277,7 +284,8 @@ typedef struct {
  * (line_manage.c, LINK_SWEEP)
  */
 typedef struct {
-    ngx_array_t                    *found;      /* ngx_str_t: to discard */
+    ngx_array_t                    *found;      /* ..._lr_found_t:
+                                                   to discard */
     ngx_uint_t                      next;       /* in found */
     ngx_str_t                       paid;       /* kept: the request's */
     ngx_str_t                       paid_url;
@@ -285,6 +293,14 @@ typedef struct {
     ngx_uint_t                      pages;
     int64_t                         from;       /* sweepFrom, ms (0: none) */
     int64_t                         to;         /* sweepTo, ms (0: none) */
+    /*
+     * the claim's invoiceSeq, and the metadata[invoice_seq] of the
+     * invoice the request names (0: none, a creation's, or not read):
+     * a paid invoice is a lapsed claim's only if one of the claims in
+     * between made it (line_manage.c, link_sweep_found)
+     */
+    int64_t                         seq;
+    int64_t                         named_seq;
     unsigned                        lapsed:1;   /* the claim took one over */
     unsigned                        done:1;     /* discarded, or queued */
     unsigned                        adopting:1; /* paid being stored */

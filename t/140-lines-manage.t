@@ -621,6 +621,69 @@ subtest 'payment_link: an unstored invoice paid meanwhile settles it' => sub {
        'in the provisioning stream');
 };
 
+# Which paid invoice is the lapsed claim's: metadata[line_request_id] is
+# on every invoice of the request (its creation's, each reissue's, one
+# made by hand with it), so the sweep adopts a paid one only if a claim
+# made it since the invoice the request names (its metadata[invoice_seq]
+# past the named one's, none: 0) and before the sweeper's own claim.
+# Any other paid one is queued for a human (invoice_unrepaired; a run
+# finds it paid, not named: invoice_paid) and a new invoice is issued.
+# Before, the first paid one found was stored over the named invoice and
+# the request promoted on it. The last case, a claim past the named one
+# (a reissue's, claim 2), is adopted.
+subtest 'payment_link: a paid invoice no lapsed claim made' => sub {
+    for my $case (['no invoice_seq', undef, 1, undef, 0],
+                  ['the sweeper\'s own claim', 2, 1, undef, 0],
+                  ['older than the named invoice', 1, 3, 2, 0],
+                  ['a claim past the named invoice', 3, 3, 2, 1])
+    {
+        my ($what, $seq, $claims, $named, $adopted) = @$case;
+        my $w = ws();
+        my ($id, $c) = $l->awaiting($w);
+        my $old = $c->{invoiceId};
+        my $lkey = "lg:{ws:$w->{id}}:lr:$id";
+        if (defined $named) {
+            # the request names a reissue's invoice, made by claim $named
+            $old = $l->request_invoice($w, $id, 'open', $named);
+            $r->hset($lkey, invoiceId => $old);
+            $r->set("lg:invoice:$old", "$w->{id}:$id");
+        }
+        $l->invoice_do($old, 'void');
+        # the claims so far, the latest lapsed (its hold passed)
+        my $at = int(time * 1000) - 120000;
+        $r->hset($lkey, reissueAt => $at, sweepFrom => $at, sweepTo => $at,
+                 reissueBy => 'dead', invoiceSeq => $claims);
+        my $paid = $l->request_invoice($w, $id, 'paid', $seq);
+        my $before = scalar queued($id);
+        my $logoff = length $s->error_log;
+
+        my $tx = $l->manage($w, $id, 'payment_link');
+        my $h = $l->lr($w, $id);
+        if ($adopted) {
+            my $b = $l->answer($tx, 200, "$what: adopted");
+            is($b->{status}, 'provisioning', "$what: provisioning");
+            is($h->{invoiceId}, $paid, "$what: naming the paid one");
+            next;
+        }
+        my $b = link_is($tx, 0, "$what: a new invoice issued");
+        ok(($b->{invoiceId} // '') ne $paid, "$what: not the paid one");
+        is("$h->{provisioningStatus}/$h->{invoiceId}",
+           "awaiting_payment/$b->{invoiceId}",
+           "$what: still awaiting payment, on the new invoice");
+        is($l->invoice($paid)->{status}, 'paid', "$what: left paid");
+        ok(eventually(sub { grep { ($_->{invoice_id} // '') eq $paid }
+                            queued($id) }, 5),
+           "$what: queued for a human");
+        my ($e) = grep { ($_->{invoice_id} // '') eq $paid } queued($id);
+        is($e->{reason}, 'invoice_unrepaired', "$what: invoice_unrepaired");
+        is(scalar(queued($id)) - $before, 1, "$what: once");
+        my $of = qr/invoice "\Q$paid\E" of line request "\Q$id\E"/;
+        like(substr($s->error_log, $logoff),
+             qr/$of is paid and no request names it, and no lapsed claim /,
+             "$what: logged");
+    }
+};
+
 # The lookup fails (Stripe 500): nothing is issued, and the claim is
 # released lapsed (reissueAt 0), so that the next payment_link looks
 # again rather than forgetting the orphan.

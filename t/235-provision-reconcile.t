@@ -1547,21 +1547,7 @@ sub unqueue {
 # reissue under that claim sets it (none: as a creation's)
 sub lapsed_invoice {
     my ($w, $id, $status, $seq) = @_;
-    my $h = {Authorization => 'Bearer sk_test_lapsed'};
-    my $tx = $s->ua->post($s->stub_url('/v1/invoices') => $h =>
-        form => {customer => $w->{customer},
-                 collection_method => 'send_invoice', days_until_due => 7,
-                 'metadata[workspace_id]' => $w->{id},
-                 'metadata[line_request_id]' => $id,
-                 defined $seq ? ('metadata[invoice_seq]' => $seq) : ()});
-    my $in = $tx->res->json->{id} or die 'invoice: ' . $tx->res->body;
-    $s->ua->post($s->stub_url('/v1/invoiceitems') => $h => form =>
-                 {customer => $w->{customer}, price => 'price_email_line',
-                  invoice => $in});
-    return $in if $status eq 'draft';
-    $s->ua->post($s->stub_url("/v1/invoices/$in/finalize") => $h);
-    $s->stub(POST => "/_stub/invoices/$in/pay") if $status eq 'paid';
-    return $in;
+    return LG::Lines->new($s)->request_invoice($w, $id, $status, $seq);
 }
 
 # A lapsed reissue's invoice Stripe paid (at finalization, from a credit

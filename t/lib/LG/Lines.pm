@@ -317,6 +317,31 @@ sub clear_faults {
     $self->{s}->stub(DELETE => '/_stub/faults');
 }
 
+# An invoice of request $id made at the stub as the module makes one
+# (metadata[line_request_id]; metadata[invoice_seq] $seq when defined, as
+# a reissue claim's carries it), its item added, left a draft, or
+# finalized (open), or paid. Returns its id. As a lapsed claim left it,
+# or a person at Stripe with the request's id (t/140, t/235).
+sub request_invoice {
+    my ($self, $w, $id, $status, $seq) = @_;
+    my $s = $self->{s};
+    my $h = {Authorization => 'Bearer sk_test_lapsed'};
+    my $tx = $s->ua->post($s->stub_url('/v1/invoices') => $h =>
+        form => {customer => $w->{customer},
+                 collection_method => 'send_invoice', days_until_due => 7,
+                 'metadata[workspace_id]' => $w->{id},
+                 'metadata[line_request_id]' => $id,
+                 defined $seq ? ('metadata[invoice_seq]' => $seq) : ()});
+    my $in = $tx->res->json->{id} or croak 'invoice: ' . $tx->res->body;
+    $s->ua->post($s->stub_url('/v1/invoiceitems') => $h =>
+                 form => {customer => $w->{customer},
+                          price => 'price_email_line', invoice => $in});
+    return $in if $status eq 'draft';
+    $s->ua->post($s->stub_url("/v1/invoices/$in/finalize") => $h);
+    $self->invoice_do($in, 'pay') if $status eq 'paid';
+    return $in;
+}
+
 # drive an invoice at the stub ("the customer pays"): pay, void,
 # mark_uncollectible; with a webhook URL, the event is delivered too
 sub invoice_do {
