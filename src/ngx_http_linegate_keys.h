@@ -74,8 +74,9 @@ typedef enum {
      * the fleet's "queued once" marker of a reconcile entry:
      * lg:{fleet}:q:<A>:<worker id>:<reason> (pv_settle), a = A, b =
      * "<worker>:<reason>"; lg:{fleet}:q:<W>:inv_<...> (lr_invoice_orphan),
-     * a = W, b = "inv_<invoice id>", "inv_draft_<request id>" or
-     * "lapsed_<request id>" (reissue_lapsed);
+     * a = W, b = "inv_<invoice id>", "inv_draft_<request id>",
+     * "lapsed_<request id>" (reissue_lapsed) or "paid_<invoice id>"
+     * (paid_after_cancel);
      * _FLEET_Q_NONE, lg:{fleet}:q:-, when there is no reason (never set)
      */
     NGX_HTTP_LINEGATE_KEY_FLEET_Q,

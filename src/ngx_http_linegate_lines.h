@@ -448,6 +448,11 @@ struct ngx_http_linegate_lr_s {
      * member is written before it (lines_resolve on a cluster)
      */
     ngx_http_linegate_redis_handler_pt  setup_resume;
+    /*
+     * lr_resolve was sent 'paid': a request it finds canceled on that
+     * invoice is queued for a human (lines_paid_canceled)
+     */
+    unsigned                        resolve_paid:1;
     ngx_str_t                       seq;           /* invoiceSeq */
     ngx_str_t                       claim_by;      /* reissueBy */
     int64_t                         claim_ms;      /* its reissueAt */
@@ -535,6 +540,18 @@ void ngx_http_linegate_lines_orphan_of(ngx_log_t *log, ngx_str_t *ws,
  */
 void ngx_http_linegate_lines_lapsed(ngx_log_t *log, ngx_str_t *ws,
     ngx_str_t *id, ngx_str_t *customer, ngx_str_t *from, ngx_str_t *to);
+/*
+ * A payment of the invoice a canceled request names (an uncollectible
+ * one paid late): SPEC 2.3 has no way out of canceled, so it is queued
+ * for a human (refund it, or give the line by hand) as paid_after_cancel,
+ * once whoever sees it (the webhook, lr_resolve's callers): its marker
+ * is lg:{fleet}:q:<W>:paid_<invoice id>. A durable write; the webhook
+ * sends its own, waited for before its 200 (webhook.c)
+ */
+#define NGX_HTTP_LINEGATE_LR_PAID_REASON  "paid_after_cancel"
+#define NGX_HTTP_LINEGATE_LR_PAID_MARKER  "paid_"
+void ngx_http_linegate_lines_paid_canceled(ngx_log_t *log, ngx_str_t *ws,
+    ngx_str_t *id, ngx_str_t *invoice, ngx_str_t *customer);
 /* the same for a flat hash read that holds sweepPending */
 void ngx_http_linegate_lines_pending(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr, redisReply *flat);

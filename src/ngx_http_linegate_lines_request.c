@@ -43,9 +43,16 @@ static void ngx_http_linegate_lines_resolve_relay(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr, int64_t changed, ngx_int_t parsed);
 static void ngx_http_linegate_lines_released(redisReply *reply,
     ngx_http_linegate_redis_args_t *args, ngx_str_t *note);
+/* what lines_queue queues: invoice_unrepaired, reissue_lapsed, paid */
+#define NGX_HTTP_LINEGATE_LQ_UNREPAIRED  0
+#define NGX_HTTP_LINEGATE_LQ_LAPSED      1
+#define NGX_HTTP_LINEGATE_LQ_PAID        2
+
 static void ngx_http_linegate_lines_queue(ngx_log_t *log, ngx_str_t *ws,
     ngx_str_t *id, ngx_str_t *invoice, ngx_str_t *customer, ngx_str_t *at,
-    ngx_str_t *to, ngx_uint_t lapsed);
+    ngx_str_t *to, ngx_uint_t kind);
+static void ngx_http_linegate_lines_resolved_paid(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr, ngx_str_t *invoice, redisReply *flat);
 static void ngx_http_linegate_lines_lapsed_queued(redisReply *reply,
     ngx_http_linegate_redis_args_t *args, ngx_str_t *note);
 
@@ -556,7 +563,23 @@ ngx_http_linegate_lines_orphan_of(ngx_log_t *log, ngx_str_t *ws,
              - iso;
 
     ngx_http_linegate_lines_queue(log, ws, id, invoice, customer, &at,
-                                  NULL, 0);
+                                  NULL, NGX_HTTP_LINEGATE_LQ_UNREPAIRED);
+}
+
+
+void
+ngx_http_linegate_lines_paid_canceled(ngx_log_t *log, ngx_str_t *ws,
+    ngx_str_t *id, ngx_str_t *invoice, ngx_str_t *customer)
+{
+    u_char     iso[NGX_HTTP_LINEGATE_ISO_LEN];
+    ngx_str_t  at;
+
+    at.data = iso;
+    at.len = ngx_http_linegate_iso8601(iso, ngx_http_linegate_now_ms())
+             - iso;
+
+    ngx_http_linegate_lines_queue(log, ws, id, invoice, customer, &at,
+                                  NULL, NGX_HTTP_LINEGATE_LQ_PAID);
 }
 
 
@@ -599,7 +622,7 @@ ngx_http_linegate_lines_lapsed(ngx_log_t *log, ngx_str_t *ws, ngx_str_t *id,
     until.len = ms > 0 ? ngx_http_linegate_iso8601(iso_to, ms) - iso_to : 0;
 
     ngx_http_linegate_lines_queue(log, ws, id, &none, customer, &at, &until,
-                                  1);
+                                  NGX_HTTP_LINEGATE_LQ_LAPSED);
 }
 
 
@@ -715,21 +738,26 @@ ngx_http_linegate_lines_lapsed_queued(redisReply *reply,
 /*
  * The entry on the reconcile stream, by a durable write: its marker
  * (which) lg:{fleet}:q:<W>:inv_<invoice id>, or inv_draft_<request id>
- * when no invoice id was seen, or lapsed_<request id>. Nothing is
- * allocated from a request's pool: also called from its cleanup.
+ * when no invoice id was seen, or lapsed_<request id>, or paid_<invoice
+ * id> (paid_after_cancel). Nothing is allocated from a request's pool:
+ * also called from its cleanup.
  */
 static void
 ngx_http_linegate_lines_queue(ngx_log_t *log, ngx_str_t *ws, ngx_str_t *id,
     ngx_str_t *invoice, ngx_str_t *customer, ngx_str_t *at, ngx_str_t *to,
-    ngx_uint_t lapsed)
+    ngx_uint_t kind)
 {
     u_char                          *p;
     ngx_int_t                        rc;
     ngx_str_t                        mkey, which;
+    ngx_uint_t                       lapsed, paid;
     const char                      *reason;
     ngx_http_linegate_redis_args_t   a;
 
-    reason = lapsed ? "reissue_lapsed" : "invoice_unrepaired";
+    lapsed = kind == NGX_HTTP_LINEGATE_LQ_LAPSED;
+    paid = kind == NGX_HTTP_LINEGATE_LQ_PAID;
+    reason = lapsed ? "reissue_lapsed"
+             : paid ? NGX_HTTP_LINEGATE_LR_PAID_REASON : "invoice_unrepaired";
 
     /*
      * in the slot of the stream it guards (one slot a script): not in the
@@ -748,6 +776,8 @@ ngx_http_linegate_lines_queue(ngx_log_t *log, ngx_str_t *ws, ngx_str_t *id,
 
     which.data = p;
     which.len = (lapsed ? ngx_sprintf(p, "lapsed_%V", id)
+                 : paid ? ngx_sprintf(p, NGX_HTTP_LINEGATE_LR_PAID_MARKER "%V",
+                                      invoice)
                  : invoice->len ? ngx_sprintf(p, "inv_%V", invoice)
                  : ngx_sprintf(p, "inv_draft_%V", id))
                 - p;
@@ -797,10 +827,30 @@ failed:
             return;
         }
 
+        if (paid) {
+            ngx_log_error(NGX_LOG_ALERT, log, 0,
+                          NGX_HTTP_LINEGATE_LOG "invoice \"%V\" of line "
+                          "request \"%V\" is paid, but the request was "
+                          "canceled, and it could not be queued for "
+                          "reconciliation: refund it at Stripe, or give "
+                          "the line by hand", invoice, id);
+            return;
+        }
+
         ngx_log_error(NGX_LOG_ALERT, log, 0,
                       NGX_HTTP_LINEGATE_LOG "invoice \"%V\" of line request "
                       "\"%V\" could not be queued for reconciliation: "
                       "void or delete it at Stripe", invoice, id);
+        return;
+    }
+
+    if (paid) {
+        ngx_log_error(NGX_LOG_WARN, log, 0,
+                      NGX_HTTP_LINEGATE_LOG "invoice \"%V\" of line request "
+                      "\"%V\" of workspace \"%V\" is paid, but the request "
+                      "was canceled: not reopened, queued for "
+                      "reconciliation (" NGX_HTTP_LINEGATE_LR_PAID_REASON
+                      "), left for a human", invoice, id, ws);
         return;
     }
 
@@ -1013,6 +1063,7 @@ ngx_http_linegate_lines_resolve(ngx_http_request_t *r,
 
     /* a member of an earlier step of the request is settled already */
     ngx_str_null(&lr->setup);
+    lr->resolve_paid = ngx_strcmp(outcome, "paid") == 0;
 
     ngx_http_linegate_lines_line_args(lr);
     a = &lr->args;
@@ -1114,6 +1165,7 @@ ngx_http_linegate_lines_resolved(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr, redisReply *reply)
 {
     int64_t    changed;
+    ngx_str_t  invoice;
     ngx_int_t  rc;
 
     if (ngx_http_linegate_reply_int(reply, 0, &changed) != NGX_OK) {
@@ -1134,12 +1186,20 @@ ngx_http_linegate_lines_resolved(ngx_http_request_t *r,
                       "from invoice \"%V\"", &lr->id, &lr->line.invoice_id);
     }
 
+    /* what lr_resolve was sent: the parse reads the line over it */
+    invoice = lr->line.invoice_id;
+
     rc = ngx_http_linegate_line_parse(r, lr, reply->element[1], &lr->line);
 
     ngx_http_linegate_lines_resolve_relay(r, lr, changed, rc);
 
     if (rc != NGX_OK) {
         goto unexpected;
+    }
+
+    if (!changed && lr->resolve_paid) {
+        ngx_http_linegate_lines_resolved_paid(r, lr, &invoice,
+                                              reply->element[1]);
     }
 
     ngx_http_linegate_lines_pending(r, lr, reply->element[1]);
@@ -1157,6 +1217,51 @@ unexpected:
                   "answer not understood", &lr->id);
 
     return NGX_ERROR;
+}
+
+
+/*
+ * lr_resolve 'paid' changed nothing: a request that was canceled on the
+ * invoice Stripe said paid (a GET's check, payment_link or a cancel that
+ * read it awaiting payment, canceled since by an uncollectible invoice's
+ * event, the invoice then paid) stays canceled (SPEC 2.3), the payment
+ * queued for a human, under the customer the request keeps
+ */
+static void
+ngx_http_linegate_lines_resolved_paid(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr, ngx_str_t *invoice, redisReply *flat)
+{
+    size_t       i;
+    ngx_str_t    customer;
+    redisReply  *k, *v;
+
+    if (!ngx_http_linegate_line_is(&lr->line.status, "canceled")
+        || invoice->len == 0
+        || lr->line.invoice_id.len != invoice->len
+        || ngx_strncmp(lr->line.invoice_id.data, invoice->data, invoice->len)
+           != 0)
+    {
+        return;
+    }
+
+    customer = lr->customer;
+
+    for (i = 0; flat && i + 1 < flat->elements; i += 2) {
+        k = flat->element[i];
+        v = flat->element[i + 1];
+
+        if (k->type == REDIS_REPLY_STRING && v->type == REDIS_REPLY_STRING
+            && k->len == sizeof("customer") - 1
+            && ngx_strncmp(k->str, "customer", k->len) == 0)
+        {
+            customer.data = (u_char *) v->str;
+            customer.len = v->len;
+            break;
+        }
+    }
+
+    ngx_http_linegate_lines_paid_canceled(r->connection->log, &lr->ws,
+                                          &lr->id, invoice, &customer);
 }
 
 

@@ -82,6 +82,10 @@ static void ngx_http_linegate_webhook_lapsed(ngx_http_request_t *r,
     ngx_http_linegate_webhook_inv_t *inv, redisReply *reply);
 static void ngx_http_linegate_webhook_unstored(ngx_http_request_t *r,
     ngx_http_linegate_webhook_inv_t *inv, redisReply *reply);
+static void ngx_http_linegate_webhook_unapplied(ngx_http_request_t *r,
+    ngx_http_linegate_webhook_inv_t *inv, redisReply *reply);
+static void ngx_http_linegate_webhook_queued(ngx_http_request_t *r,
+    redisReply *reply);
 static void ngx_http_linegate_webhook_done(ngx_http_request_t *r,
     redisReply *reply);
 static void ngx_http_linegate_webhook_ack(ngx_http_request_t *r,
@@ -437,28 +441,123 @@ ngx_http_linegate_webhook_setup_written(ngx_http_request_t *r,
 static void
 ngx_http_linegate_webhook_settled(ngx_http_request_t *r, redisReply *reply)
 {
-    int64_t                           reopened;
+    int64_t                           code;
     ngx_http_linegate_webhook_inv_t  *inv;
 
     inv = ngx_http_linegate_get_ctx(r)->data;
 
     ngx_http_linegate_webhook_relay(r, inv, reply);
-    ngx_http_linegate_webhook_lapsed(r, inv, reply);
-    ngx_http_linegate_webhook_unstored(r, inv, reply);
 
-    /* an operator sees a payment that came after its request's cancel */
     if (reply != NULL
-        && ngx_http_linegate_reply_int(reply, 5, &reopened) == NGX_OK
-        && reopened == 1)
+        && ngx_http_linegate_reply_int(reply, 0, &code) == NGX_OK
+        && code == 8)
     {
-        ngx_log_error(NGX_LOG_NOTICE, r->connection->log, 0,
-                      NGX_HTTP_LINEGATE_LOG "invoice \"%V\" paid after it "
-                      "was marked uncollectible: line request \"%V\" of "
-                      "workspace \"%V\" canceled for it, promoted",
-                      &inv->invoice, &inv->id, &inv->ws);
+        ngx_http_linegate_webhook_unapplied(r, inv, reply);
+        return;
     }
 
+    ngx_http_linegate_webhook_lapsed(r, inv, reply);
+    ngx_http_linegate_webhook_unstored(r, inv, reply);
     ngx_http_linegate_webhook_done(r, reply);
+}
+
+
+/*
+ * {8, customer}: the invoice a canceled request names was paid (Stripe
+ * lets an uncollectible one be paid later). SPEC 2.3 has no way out of
+ * canceled: the request, its workspace's indexes and counts stay as they
+ * are, and the payment is queued for a human (paid_after_cancel, lines.h)
+ * before the 200, waited for (lr_invoice_orphan is acknowledged): not
+ * queued, 503 and Stripe delivers the event again, which wh_invoice did
+ * not remember; queued before (a redelivery), its marker answers 0
+ */
+static void
+ngx_http_linegate_webhook_unapplied(ngx_http_request_t *r,
+    ngx_http_linegate_webhook_inv_t *inv, redisReply *reply)
+{
+    u_char                          *p;
+    ngx_str_t                        customer, which, mkey;
+    ngx_http_linegate_redis_args_t  *a;
+
+    if (ngx_http_linegate_reply_str(reply, 1, &customer) != NGX_OK) {
+        ngx_http_linegate_internal_error(r);
+        return;
+    }
+
+    which.len = sizeof(NGX_HTTP_LINEGATE_LR_PAID_MARKER) - 1
+                + inv->invoice.len;
+    which.data = ngx_pnalloc(r->pool, which.len);
+    a = ngx_palloc(r->pool, sizeof(ngx_http_linegate_redis_args_t));
+
+    if (which.data == NULL || a == NULL
+        || ngx_http_linegate_pstr(r->pool, &customer, customer.data,
+                                  customer.len)
+           == NULL)
+    {
+        ngx_http_linegate_internal_error(r);
+        return;
+    }
+
+    p = ngx_cpymem(which.data, NGX_HTTP_LINEGATE_LR_PAID_MARKER,
+                   sizeof(NGX_HTTP_LINEGATE_LR_PAID_MARKER) - 1);
+    ngx_memcpy(p, inv->invoice.data, inv->invoice.len);
+
+    if (ngx_http_linegate_key(r->pool, NGX_HTTP_LINEGATE_KEY_FLEET_Q,
+                              &inv->ws, &which, &mkey)
+        != NGX_OK)
+    {
+        ngx_http_linegate_internal_error(r);
+        return;
+    }
+
+    /* lr_invoice_orphan's: the marker, the stream, then the entry */
+    ngx_http_linegate_redis_args_init(a);
+    ngx_http_linegate_redis_arg_str(a, &mkey);
+    ngx_http_linegate_redis_arg_str(a,
+        ngx_http_linegate_key_fixed(NGX_HTTP_LINEGATE_KEY_RECONCILE));
+    ngx_http_linegate_redis_arg_str(a, &inv->ws);
+    ngx_http_linegate_redis_arg_str(a, &inv->id);
+    ngx_http_linegate_redis_arg_str(a, &inv->invoice);
+    ngx_http_linegate_redis_arg_str(a, &customer);
+    ngx_http_linegate_redis_arg(a, inv->iso, NGX_HTTP_LINEGATE_ISO_LEN);
+    ngx_http_linegate_redis_arg_cstr(a, NGX_HTTP_LINEGATE_LR_PAID_REASON);
+
+    if (ngx_http_linegate_redis_script(r,
+                                   NGX_HTTP_LINEGATE_SCRIPT_LR_INVOICE_ORPHAN,
+                                   2, a, ngx_http_linegate_webhook_queued)
+        != NGX_OK)
+    {
+        ngx_http_linegate_store_unavailable(r);
+    }
+}
+
+
+/* lr_invoice_orphan answered: 1 queued now, 0 queued before */
+static void
+ngx_http_linegate_webhook_queued(ngx_http_request_t *r, redisReply *reply)
+{
+    ngx_uint_t                        level;
+    ngx_http_linegate_webhook_inv_t  *inv;
+
+    inv = ngx_http_linegate_get_ctx(r)->data;
+
+    if (reply == NULL || reply->type != REDIS_REPLY_INTEGER) {
+        /* Stripe retries a non-2xx delivery: nothing is lost */
+        ngx_http_linegate_store_unavailable(r);
+        return;
+    }
+
+    level = reply->integer == 1 ? NGX_LOG_WARN : NGX_LOG_NOTICE;
+
+    ngx_log_error(level, r->connection->log, 0,
+                  NGX_HTTP_LINEGATE_LOG "invoice \"%V\" of line request "
+                  "\"%V\" of workspace \"%V\" is paid, but the request "
+                  "was canceled: not reopened, %s for reconciliation ("
+                  NGX_HTTP_LINEGATE_LR_PAID_REASON "), left for a human",
+                  &inv->invoice, &inv->id, &inv->ws,
+                  reply->integer == 1 ? "queued" : "queued before");
+
+    ngx_http_linegate_webhook_ack(r, "unapplied");
 }
 
 

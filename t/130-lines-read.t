@@ -12,7 +12,9 @@ use LG::Stack;
 use LG::Test qw(:DEFAULT eventually);
 use LG::Lines qw(body);
 
-my $s = LG::Stack->new(RECONCILE_INTERVAL => '2s')->start;
+# (linegate_reconcile_delay 0: a run takes an entry queued just now)
+my $s = LG::Stack->new(RECONCILE_INTERVAL => '2s',
+                       HTTP_EXTRA => 'linegate_reconcile_delay 0;')->start;
 my $l = LG::Lines->new($s);
 my $r = $s->redis;
 my $n = 0;
@@ -428,10 +430,19 @@ subtest 'bytes in Redis that are not UTF-8: U+FFFD, valid JSON' => sub {
     }
 };
 
-# A request canceled for its uncollectible invoice and paid later is
-# reopened (lr_settle): back in the index at its creation's time, not
-# at the time of the payment nor where a newer request stands
-subtest 'by-user: a reopened request keeps its place, by createdAt' => sub {
+# the reconcile stream's entries of a request
+sub queued_for {
+    my ($id) = @_;
+    return grep { ($_->{line_request_id} // '') eq $id }
+           map { +{ @{ $_->[1] } } }
+           $r->xrange('lg:{fleet}:reconcile', '-', '+');
+}
+
+# A request canceled for its uncollectible invoice and paid later stays
+# canceled (SPEC 2.3: no way out of canceled), out of by-user, and the
+# payment is queued for a human (paid_after_cancel). It used to be
+# reopened by the webhook (lr_settle), back in the listing.
+subtest 'by-user: a request canceled, then paid, stays out' => sub {
     my $w = ws();
     my $hook = $s->url('/webhooks/stripe');
     my $p1 = $l->created($w, firstName => 'P1');
@@ -440,30 +451,92 @@ subtest 'by-user: a reopened request keeps its place, by createdAt' => sub {
        ->{status}, 200, 'E1 marked uncollectible (webhook)');
     is($l->lr($w, $e1)->{provisioningStatus}, 'canceled', 'E1 canceled');
     my $p2 = $l->created($w, firstName => 'P2');
-    is($l->invoice_do($c->{invoiceId}, 'pay', $hook)->{status}, 200,
-       'E1 paid after all (webhook)');
-    is($l->lr($w, $e1)->{provisioningStatus}, 'provisioning',
-       'E1 reopened');
-
-    my $ms = sub {
-        my ($y, $mo, $d, $h, $mi, $sec, $frac) =
-            $_[0] =~ /^(\d+)-(\d+)-(\d+)T(\d+):(\d+):(\d+)\.(\d+)Z$/
-            or return -1;
-        return timegm($sec, $mi, $h, $d, $mo - 1, $y) * 1000 + $frac;
-    };
-    my $created = $ms->($l->lr($w, $e1)->{createdAt});
-    is($r->zscore("lg:{ws:$w->{id}}:lines", $e1), $created,
-       'its score in the index: its createdAt (ms)');
+    my $ev = $l->invoice_do($c->{invoiceId}, 'pay', $hook);
+    is($ev->{status}, 200, 'E1 paid after all (webhook)');
+    my $lr = $l->lr($w, $e1);
+    is("$lr->{provisioningStatus}/$lr->{paymentStatus}", 'canceled/failed',
+       'E1 still canceled');
+    ok(!defined $r->zscore("lg:{ws:$w->{id}}:lines", $e1),
+       'not back in the index');
+    my @q = queued_for($e1);
+    is(scalar @q, 1, 'its payment queued for a human') or diag explain \@q;
+    is($q[0]{reason}, 'paid_after_cancel', 'as paid_after_cancel');
+    is($q[0]{invoice_id}, $c->{invoiceId}, 'naming its invoice');
 
     for my $who (['API key', $w], ['Clerk', $w->{clerk}]) {
         my $b = $l->answer($l->list($who->[1]), 200, "list ($who->[0])");
-        my @lines = @{ $b->{lines} };
-        is_deeply([map { $_->{firstName} } @lines], [qw(P1 E1 P2)],
-                  "$who->[0]: oldest first, E1 in its place");
-        is_deeply([map { $_->{createdAt} } @lines],
-                  [sort map { $_->{createdAt} } @lines],
-                  "$who->[0]: in the order of createdAt");
+        is_deeply([map { $_->{firstName} } @{ $b->{lines} }], [qw(P1 P2)],
+                  "$who->[0]: E1 not listed");
     }
+    my $b = $l->answer($l->get($w, $e1), 200, 'GET E1');
+    is($b->{status}, 'canceled', 'answered canceled, as the webhook left it');
+
+    # a run finds the invoice paid, named by a canceled request: left
+    # for a human, as the run leaves any such payment (operator.md)
+    my $from = length $s->error_log;
+    my $tx = $s->op(POST => '/reconciliation/run');
+    is($tx->res->code, 200, 'a reconciliation run') or diag $tx->res->body;
+    my ($e) = grep { ($_->{line_request_id} // '') eq $e1 }
+              @{ ($tx->res->json // {})->{entries} // [] };
+    is(join('/', map { $_ // '-' } @{ $e // {} }{qw(outcome detail)}),
+       'deferred/invoice_paid', 'deferred: invoice_paid')
+        or diag $tx->res->body;
+    is(scalar(@q = queued_for($e1)), 1, 'the entry stays for a human');
+    is($l->lr($w, $e1)->{provisioningStatus}, 'canceled', 'not reopened');
+    like(substr($s->error_log, $from),
+         qr/\Q$c->{invoiceId}\E" is paid, but the request was canceled: left/,
+         'logged for a human');
+};
+
+# A GET's check reads the request awaiting payment; before Stripe
+# answers, its invoice is marked uncollectible (the request canceled by
+# the webhook) and paid (no webhook yet): lr_resolve 'paid' finds it
+# canceled. It used to reopen it; now it stays canceled and the payment
+# is queued for a human, as the webhook does (one marker: once).
+subtest 'GET: a payment read after its request was canceled: a human\'s'
+    => sub {
+    my $w = ws();
+    my $hook = $s->url('/webhooks/stripe');
+    my ($id, $c) = $l->awaiting($w);
+    my $inv = $c->{invoiceId};
+    sleep 2.1;
+    my $gets = invoice_gets($inv);
+    $l->fault(method => 'GET', path_prefix => "/v1/invoices/$inv",
+              latency_ms => 1500);
+    my $from = length $s->error_log;
+    my ($tx, $done) = $l->during([$w, GET => "/api/line-requests/$id"],
+        sub {
+            return 0 unless invoice_gets($inv) > $gets;
+            $l->invoice_do($inv, 'mark_uncollectible', $hook);
+            $l->invoice_do($inv, 'pay');
+            return 1;
+        }, 5);
+    ok($done, 'canceled and paid while the check waited for Stripe');
+    my $b = $l->answer($tx, 200, 'the GET');
+    is($b->{status}, 'canceled', 'answered canceled');
+    my $lr = $l->lr($w, $id);
+    is("$lr->{provisioningStatus}/$lr->{paymentStatus}", 'canceled/failed',
+       'not reopened');
+    ok(!defined $r->zscore("lg:{ws:$w->{id}}:lines", $id),
+       'not back in the index');
+    ok(eventually(sub { queued_for($id) == 1 }, 5),
+       'its payment queued for a human (a durable write)');
+    my ($q) = queued_for($id);
+    is($q->{reason}, 'paid_after_cancel', 'as paid_after_cancel');
+    is($q->{invoice_id}, $inv, 'naming its invoice');
+    my $said = qq{invoice "$inv" of line request "$id" of workspace }
+        . qq{"$w->{id}" is paid, but the request was canceled: not reopened};
+    like(substr($s->error_log, $from), qr/\[warn\].*\Q$said\E/,
+         'logged at warn');
+
+    # its invoice.paid, delivered late: the same entry, not a second one
+    my $ev = $s->stub(POST => '/_stub/webhook', {
+        url => $hook, type => 'invoice.paid',
+        object => {id => $inv, object => 'invoice', status => 'paid'}});
+    is(($ev->res->json // {})->{status}, 200, 'invoice.paid answered 200')
+        or diag $ev->res->body;
+    is(scalar(my @q = queued_for($id)), 1, 'still one entry');
+    is($l->lr($w, $id)->{provisioningStatus}, 'canceled', 'still canceled');
 };
 
 # by-user of a workspace the worker knows (a Clerk token, a cached API

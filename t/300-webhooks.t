@@ -350,39 +350,72 @@ subtest 'a settled request is left alone' => sub {
     ok($body->{unknown}, 'acknowledged as unknown');
 };
 
-# Stripe lets an uncollectible invoice be paid (a voided one never): the
-# customer who pays it after its request was canceled gets the line
-subtest 'an uncollectible invoice paid later promotes its request' => sub {
+# Stripe lets an uncollectible invoice be paid (a voided one never). SPEC
+# 2.3 has no way out of canceled: the request stays canceled, out of the
+# listing and the counts, and the payment is queued for a human
+# (paid_after_cancel: a reconciliation run leaves it, invoice_paid), once
+# for all of Stripe's redeliveries. Until 2026-11-29 the webhook reopened
+# the request (provisioning/paid, back in the listing), which a poll of
+# the same late payment never did.
+subtest 'an uncollectible invoice paid later does not reopen its request'
+    => sub {
     is(status_of('org_wh3', $ID3), 'canceled/failed',
        'canceled by marked_uncollectible (above)');
     ok(!defined $r->zscore('lg:{ws:org_wh3}:lines', $ID3),
-       'out of the index of live requests');
+       'out of the index of requests');
+    $r->hset("lg:{ws:org_wh3}:lr:$ID3", customer => 'cus_wh3');
     # the workspace's index of live requests, as a creation built it
     # (data-model.md: its marker 'built', score 0)
     $r->zadd('lg:{ws:org_wh3}:live', 0, 'built');
+    my $hash = {$r->hgetall("lg:{ws:org_wh3}:lr:$ID3")};
+    my $entries = sub {
+        return grep { ($_->{line_request_id} // '') eq $ID3 }
+               map { +{ @{ $_->[1] } } }
+               $r->xrange('lg:{fleet}:reconcile', '-', '+');
+    };
     my $before = stream_len();
     my $from = length $s->error_log;
 
     my $ev = event('invoice.paid', {id => 'in_wh3', object => 'invoice',
                                     status => 'paid'});
     my $body = answer_is(deliver($ev), 200, 'invoice.paid');
-    is_deeply($body, {received => \1}, 'acknowledged');
-    is(status_of('org_wh3', $ID3), 'provisioning/paid', 'promoted');
-    ok(defined $r->zscore('lg:{ws:org_wh3}:lines', $ID3),
-       'back in the index of live requests');
-    ok(defined $r->zscore('lg:{ws:org_wh3}:live', $ID3),
-       'and in :live, which a creation counts from');
-    ok(eventually(sub { stream_len() == $before + 1 }, 5),
-       'one entry on the provisioning stream');
-    my $said = 'invoice "in_wh3" paid after it was marked uncollectible: '
-        . qq{line request "$ID3" of workspace "org_wh3" canceled for it, }
-        . 'promoted';
-    like(substr($s->error_log, $from), qr/\Q$said\E/,
-         'logged for the operator');
+    is_deeply($body, {received => \1, unapplied => \1},
+              'acknowledged, unapplied');
+    is(status_of('org_wh3', $ID3), 'canceled/failed', 'still canceled');
+    is_deeply({$r->hgetall("lg:{ws:org_wh3}:lr:$ID3")}, $hash,
+              'the request\'s hash untouched');
+    ok(!defined $r->zscore('lg:{ws:org_wh3}:lines', $ID3),
+       'not back in the index (by-user)');
+    is_deeply([$r->zrange('lg:{ws:org_wh3}:live', 0, -1)], ['built'],
+              'nor in :live, which a creation counts from');
+    ok(!$r->exists('lg:{ws:org_wh3}:pending'), 'blocks nothing');
+    is(stream_len(), $before, 'nothing provisioned');
+    ok(!$r->exists("lg:{ws:org_wh3}:event:$ev->{id}"),
+       'the event not remembered: a redelivery queues it again');
 
+    my @e = $entries->();
+    is(scalar @e, 1, 'queued on lg:{fleet}:reconcile') or diag explain \@e;
+    is_deeply([@{ $e[0] // {} }{qw(reason workspace invoice_id customer)}],
+              ['paid_after_cancel', 'org_wh3', 'in_wh3', 'cus_wh3'],
+              'paid_after_cancel, its invoice and customer');
+    ok($r->exists('lg:{fleet}:q:org_wh3:paid_in_wh3'), 'its marker');
+    my $said = qq{invoice "in_wh3" of line request "$ID3" of workspace }
+        . '"org_wh3" is paid, but the request was canceled: not reopened, '
+        . 'queued for reconciliation (paid_after_cancel), left for a human';
+    like(substr($s->error_log, $from), qr/\[warn\].*\Q$said\E/,
+         'logged at warn for the operator');
+
+    # Stripe's redelivery (the answer lost): the same answer, once queued
+    $from = length $s->error_log;
     $body = answer_is(deliver($ev), 200, 'redelivered');
-    ok($body->{duplicate}, 'a duplicate');
-    is(stream_len(), $before + 1, 'not appended twice');
+    is_deeply($body, {received => \1, unapplied => \1}, 'the same answer');
+    is(scalar(my @again = $entries->()), 1, 'not queued twice');
+    like(substr($s->error_log, $from),
+         qr/\[notice\].*\Q$ID3\E.*not reopened, queued before for/,
+         'logged at notice: queued before');
+    is(status_of('org_wh3', $ID3), 'canceled/failed', 'still canceled');
+    is(stream_len(), $before, 'still nothing provisioned');
+    unlike($s->error_log, qr/\Q$secret\E/, 'the secret is never logged');
 };
 
 subtest 'signature refusals change nothing' => sub {

@@ -85,8 +85,8 @@ local ikey = ARGV[20] ~= '' and KEYS[9] or nil
 -- before it, which the first count reads :lines for (live_count), and
 -- the first creation that goes ahead after it writes (found, below),
 -- once, whether it counted or not. No step adds to an index that is
--- not built (lg_lr_live_add): it would be taken for a built one that
--- holds only that request.
+-- not built: it would be taken for a built one that holds only that
+-- request.
 -- The marker's score is the newest :lines score the last count that
 -- went ahead read (a request's is the ms of its creation; 0 in an index
 -- built before it was kept): an nginx from before :live (a rollout's
@@ -454,7 +454,7 @@ if found then
 end
 if (built or found) and #z > 0 then
     -- (neither: never, a creation that goes ahead has counted above; an
-    -- index not built is never added to, lg_lr_live_add)
+    -- index not built is never added to)
     redis.call('ZADD', live, unpack(z))
 end
 

@@ -8,9 +8,13 @@
 -- still held a payment_link's claim that lapsed (reissueAt): the
 -- invoices that claim may have left unstored are looked for by the run
 -- (ARGV[6] reissue_lapsed, ARGV[3] "").
+-- And the invoice of a canceled request that its customer paid (an
+-- uncollectible one paid late: SPEC 2.3 keeps the request canceled),
+-- for a human (ARGV[6] paid_after_cancel, KEYS[1] ...:paid_<ARGV[3]>).
 --
 -- KEYS[1] lg:{fleet}:q:<W>:inv_<ARGV[3], or draft_<ARGV[2]> when
--- ARGV[3] is ""> (lapsed_<ARGV[2]> for reissue_lapsed), the entry's
+-- ARGV[3] is ""> (lapsed_<ARGV[2]> for reissue_lapsed, paid_<ARGV[3]>
+-- for paid_after_cancel), the entry's
 -- marker (pv_queue), KEYS[2] lg:{fleet}:reconcile: one slot, the
 -- fleet's (the marker beside the stream it guards, as pv_settle's
 -- lg:{fleet}:q:<A>:... markers)

@@ -43,15 +43,14 @@
 --                                  over (older than
 --                                  linegate_reconcile_lost_after): only
 --                                  a reconciliation run settles it
---          {3, status, changed, channelType, lineType, reopened,
+--          {3, status, changed, channelType, lineType, 0,
 --           claim, customer, from, to}
 --                                  settled (changed 1) or left alone (0);
 --                                  'provisioning' with changed 1 is the
 --                                  report of a set-up entry (appended
 --                                  here in mode 'w', by nginx in 'c');
---                                  reopened 1: the request had been
---                                  canceled (its invoice uncollectible)
---                                  and is promoted (lr_settle); claim 1:
+--                                  the sixth value is always 0 (it was
+--                                  `reopened` until 2026-11-29); claim 1:
 --                                  marked sweepPending (lr_settle: it
 --                                  ended while it held a payment_link's
 --                                  claim, maybe lapsed with an invoice
@@ -61,6 +60,14 @@
 --                                  on (to `to`, ms, plus an hour, when
 --                                  not empty), and clears the mark once
 --                                  queued
+--          {8, customer}           a payment of the invoice a canceled
+--                                  request names (an uncollectible one
+--                                  paid late): nothing done, nothing
+--                                  remembered; nginx queues it for a
+--                                  human (lr_invoice_orphan,
+--                                  paid_after_cancel) before its 200, so
+--                                  that a redelivery queues it again
+--                                  (its marker answers 0), never twice
 --
 -- The event id is remembered once the event is applied (settled or left
 -- alone), never before: an event that changed nothing stays deliverable.
@@ -147,8 +154,15 @@ if ARGV[2] == 'void' and cur[2] then
     return {4}
 end
 
+-- SPEC 2.3: canceled is an end state. Stripe lets an uncollectible
+-- invoice be paid later; its request stays canceled, the payment is a
+-- human's (refunded, or the line given by hand)
+if ARGV[2] == 'paid' and cur[3] == 'canceled' then
+    return {8, redis.call('HGET', KEYS[2], 'customer') or ''}
+end
+
 local stream = ARGV[8] == 'w' and KEYS[6] or nil
-local status, changed, channel, line_type, reopened =
+local status, changed, channel, line_type =
     lg_lr_settle(stream, KEYS[2], KEYS[3], KEYS[4], KEYS[5], ws, id,
                  ARGV[2], ARGV[3], ARGV[4])
 if not status then
@@ -160,4 +174,4 @@ redis.call('SET', ekey, ARGV[3], 'EX', tonumber(ARGV[5]))
 local claim, customer, from, to = lg_wh_pending(KEYS[2])
 
 return {3, status, changed and 1 or 0, channel or '', line_type or '',
-        reopened and 1 or 0, claim, customer, from, to}
+        0, claim, customer, from, to}

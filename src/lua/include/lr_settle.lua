@@ -2,7 +2,7 @@
 --
 -- lg_lr_settle(stream, lkey, lines, live, pending, ws, id, outcome,
 --              now_ms, now_iso) -> status, changed, channelType,
---              lineType, reopened
+--              lineType
 --   stream: lg:provisioning's key, or nil on a Redis Cluster (the stream
 --   is another slot: nginx appends the entry after the step, from the
 --   journal lg:{fleet}:lr:setup, docs/data-model.md); lkey, lines,
@@ -14,17 +14,18 @@
 --                   (one Redis; on a cluster, status 'provisioning' with
 --                   changed is the caller's report that nginx must);
 --   outcome 'void': awaiting_payment -> canceled (paymentStatus failed).
---   outcome 'paid' of a canceled request: promoted all the same, back
---                   into the index at its createdAt (reopened, the
---                   fifth value). Only
---                   this function cancels, on a void or an uncollectible
---                   invoice; Stripe never lets a voided one be paid, but
---                   an uncollectible one stays payable, and a customer
---                   who pays it later must get the line paid for.
+--   outcome 'paid' of a canceled request: left alone like any other
+--                   (SPEC 2.3: canceled is an end state). Stripe never
+--                   lets a voided invoice be paid, but an uncollectible
+--                   one stays payable: the caller that sees such a
+--                   payment (status 'canceled', changed false, outcome
+--                   'paid') queues it for a human (paid_after_cancel:
+--                   refund it, or give the line by hand). Before
+--                   2026-11-29 it was promoted, back into the index.
 -- Either way the workspace's pending marker is cleared if it names this
 -- request, and a canceled request leaves the workspace's index of
 -- requests (lg:{ws:W}:lines), so that no step walks a workspace's
--- history, and its index of live ones (lg:{ws:W}:live, lg_lr_live_add).
+-- history, and its index of live ones (lg:{ws:W}:live).
 -- A promotion from awaiting_payment leaves both alone: the request is
 -- in them already. A request that ends while its hash holds a payment_link's
 -- claim (reissueAt: one that lapsed may have left an invoice unstored at
@@ -84,19 +85,6 @@ local function lg_lr_created_ms(iso)
            + tonumber(s) * 1000 + tonumber(ms)
 end
 
--- lg_lr_live_add(live, score, id): a request into the workspace's index
--- of live requests (awaiting_payment, provisioning, active: what
--- lr_create counts a workspace's lines from), only once that index is
--- built. A workspace written before it has none; lr_create builds it
--- from lg:{ws:W}:lines the first time it counts (lr_create.lua), and an
--- index made here first would hold this request alone, and be taken for
--- the built one: the others not counted
-local function lg_lr_live_add(live, score, id)
-    if redis.call('EXISTS', live) == 1 then
-        redis.call('ZADD', live, score, id)
-    end
-end
-
 local function lg_lr_settle(stream, lkey, lines, live, pending, ws, id,
                             outcome, now_ms, now_iso)
     local cur = redis.call('HMGET', lkey, 'provisioningStatus',
@@ -106,8 +94,7 @@ local function lg_lr_settle(stream, lkey, lines, live, pending, ws, id,
         return nil, false
     end
 
-    local reopened = cur[1] == 'canceled' and outcome == 'paid'
-    if cur[1] ~= 'awaiting_payment' and not reopened then
+    if cur[1] ~= 'awaiting_payment' then
         return cur[1], false, cur[2], cur[3]
     end
 
@@ -116,14 +103,6 @@ local function lg_lr_settle(stream, lkey, lines, live, pending, ws, id,
         status = 'provisioning'
         redis.call('HSET', lkey, 'provisioningStatus', status,
                    'paymentStatus', 'paid', 'updatedAt', now_iso)
-        if reopened then
-            -- the index's score is the request's creation, as lr_create
-            -- wrote it: by-user lists oldest first, by createdAt (SPEC
-            -- 2.8), not by when a late payment came
-            local at = lg_lr_created_ms(cur[4]) or now_ms
-            redis.call('ZADD', lines, at, id)
-            lg_lr_live_add(live, at, id)
-        end
         lg_lr_provision(stream, ws, id, cur[2] or '', cur[3] or '',
                         now_iso)
     else
@@ -160,5 +139,5 @@ local function lg_lr_settle(stream, lkey, lines, live, pending, ws, id,
         redis.call('DEL', pending)
     end
 
-    return status, true, cur[2] or '', cur[3] or '', reopened
+    return status, true, cur[2] or '', cur[3] or ''
 end
