@@ -51,6 +51,8 @@ static void ngx_http_linegate_lines_released(redisReply *reply,
 static void ngx_http_linegate_lines_queue(ngx_log_t *log, ngx_str_t *ws,
     ngx_str_t *id, ngx_str_t *invoice, ngx_str_t *customer, ngx_str_t *at,
     ngx_str_t *to, ngx_uint_t kind);
+static void ngx_http_linegate_lines_queue_now(ngx_log_t *log, ngx_str_t *ws,
+    ngx_str_t *id, ngx_str_t *invoice, ngx_str_t *customer, ngx_uint_t kind);
 static void ngx_http_linegate_lines_resolved_paid(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr, ngx_str_t *invoice, redisReply *flat);
 static void ngx_http_linegate_lines_lapsed_queued(redisReply *reply,
@@ -555,21 +557,24 @@ void
 ngx_http_linegate_lines_orphan_of(ngx_log_t *log, ngx_str_t *ws,
     ngx_str_t *id, ngx_str_t *invoice, ngx_str_t *customer)
 {
-    u_char     iso[NGX_HTTP_LINEGATE_ISO_LEN];
-    ngx_str_t  at;
-
-    at.data = iso;
-    at.len = ngx_http_linegate_iso8601(iso, ngx_http_linegate_now_ms())
-             - iso;
-
-    ngx_http_linegate_lines_queue(log, ws, id, invoice, customer, &at,
-                                  NULL, NGX_HTTP_LINEGATE_LQ_UNREPAIRED);
+    ngx_http_linegate_lines_queue_now(log, ws, id, invoice, customer,
+                                      NGX_HTTP_LINEGATE_LQ_UNREPAIRED);
 }
 
 
 void
 ngx_http_linegate_lines_paid_canceled(ngx_log_t *log, ngx_str_t *ws,
     ngx_str_t *id, ngx_str_t *invoice, ngx_str_t *customer)
+{
+    ngx_http_linegate_lines_queue_now(log, ws, id, invoice, customer,
+                                      NGX_HTTP_LINEGATE_LQ_PAID);
+}
+
+
+/* lines_queue of an entry stamped now, with no window */
+static void
+ngx_http_linegate_lines_queue_now(ngx_log_t *log, ngx_str_t *ws,
+    ngx_str_t *id, ngx_str_t *invoice, ngx_str_t *customer, ngx_uint_t kind)
 {
     u_char     iso[NGX_HTTP_LINEGATE_ISO_LEN];
     ngx_str_t  at;
@@ -579,7 +584,7 @@ ngx_http_linegate_lines_paid_canceled(ngx_log_t *log, ngx_str_t *ws,
              - iso;
 
     ngx_http_linegate_lines_queue(log, ws, id, invoice, customer, &at,
-                                  NULL, NGX_HTTP_LINEGATE_LQ_PAID);
+                                  NULL, kind);
 }
 
 
