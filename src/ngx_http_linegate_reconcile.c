@@ -172,10 +172,13 @@
  *     the other left for a human (invoice_paid), one line either way.
  *     Only an invoice a claim made since the named one is the lapsed
  *     claim's (its metadata[invoice_seq] past the named invoice's, none
- *     past the request's invoiceSeq): any other of the request's is a
- *     human's. The named invoice unknown to Stripe (404): the entry is
- *     held for a human once (queued again in its place with 'hold',
- *     named_missing), and runs leave a held entry without a Stripe call.
+ *     past the request's invoiceSeq; none at all, an old node's: made
+ *     at Stripe within the claims' time and after the named one): any
+ *     other of the request's is a human's. The named invoice unknown to
+ *     Stripe (404): the entry is held for a human once (queued again in
+ *     its place with 'hold', named_missing), and runs leave a held entry
+ *     without a Stripe call. Either way the request's other draft and
+ *     open invoices are discarded first, paid ones passed over.
  *
  * Every step is idempotent: a run that stops anywhere (Stripe or Redis
  * failing, the worker exiting) leaves the entry (or the claim) where it
@@ -243,6 +246,18 @@
  * them and Stripe's clock many times over (payment_link's sweep alike)
  */
 #define NGX_HTTP_LINEGATE_RECONCILE_LOOKAHEAD  3600
+/*
+ * reissue_lapsed: a paid invoice without metadata[invoice_seq] (an old
+ * node's reissue, a rolling upgrade) is the lapsed claim's only if Stripe
+ * made it within its claims' time: from the earliest ('at') to the
+ * latest ('to') and its hold, give or take this much of Stripe's clock
+ * and of a dead worker's call in flight. Adopting money is kept tighter
+ * than listing (LOOKBACK, LOOKAHEAD), where one too many costs nothing.
+ */
+#define NGX_HTTP_LINEGATE_RECONCILE_SLACK      600
+/* metadata[invoice_seq]: none at all (an old node's), or not a number */
+#define NGX_HTTP_LINEGATE_RECONCILE_SEQ_NONE   -1
+#define NGX_HTTP_LINEGATE_RECONCILE_SEQ_BAD    -2
 #define NGX_HTTP_LINEGATE_RECONCILE_PAGE       10
 #define NGX_HTTP_LINEGATE_RECONCILE_PAGES      50
 /*
@@ -380,6 +395,14 @@ typedef struct {
      */
     int64_t                              made_seq;
     int64_t                              claim_seq;
+    /* Stripe's 'created' of the invoice found (0: none) */
+    time_t                               made_at;
+    /*
+     * reissue_lapsed: a paid invoice left for a human, or held (hold_as):
+     * said once the request's other draft and open invoices are
+     * discarded, which a hold would leave payable (paid ones passed over)
+     */
+    ngx_str_t                            left;
     /*
      * a run's hold for a human (the entry's 'hold', op_reconcile_resolve
      * ARGV[9]): read, or (hold_as) to be written in RESOLVE's place
@@ -761,6 +784,9 @@ static ngx_uint_t ngx_http_linegate_reconcile_is_status(json_t *obj,
 static int64_t ngx_http_linegate_reconcile_invoice_seq(json_t *inv);
 static ngx_uint_t ngx_http_linegate_reconcile_made_since(
     ngx_http_linegate_reconcile_entry_t *e, int64_t named);
+static time_t ngx_http_linegate_reconcile_created(json_t *obj);
+static ngx_uint_t ngx_http_linegate_reconcile_made_within(
+    ngx_http_linegate_reconcile_entry_t *e);
 static void ngx_http_linegate_reconcile_swept(ngx_http_request_t *r,
     ngx_http_linegate_ctx_t *ctx, ngx_http_linegate_reconcile_entry_t *e,
     const char *as);
@@ -3005,7 +3031,8 @@ ngx_http_linegate_reconcile_lapsed_skip(
         return 0;
     }
 
-    return e->state != NGX_HTTP_LINEGATE_RECONCILE_PAID;
+    /* a paid one left for a human already: the others' turn */
+    return e->state != NGX_HTTP_LINEGATE_RECONCILE_PAID || e->left.len;
 }
 
 
@@ -3043,13 +3070,31 @@ ngx_http_linegate_reconcile_object(ngx_http_linegate_reconcile_entry_t *e,
     }
 
     e->made_seq = ngx_http_linegate_reconcile_invoice_seq(obj);
+    e->made_at = ngx_http_linegate_reconcile_created(obj);
+}
+
+
+/* an object's 'created' at Stripe (0: none, or not a time) */
+static time_t
+ngx_http_linegate_reconcile_created(json_t *obj)
+{
+    json_t  *v;
+
+    v = json_object_get(obj, "created");
+
+    if (!json_is_integer(v) || json_integer_value(v) <= 0) {
+        return 0;
+    }
+
+    return (time_t) json_integer_value(v);
 }
 
 
 /*
  * A Lines invoice's metadata[invoice_seq]: the invoiceSeq of the reissue
- * claim that made it (line_create.c, invoice_metadata); -1 when it has
- * none (a creation's, one made before the field was, or not ours)
+ * claim that made it (line_create.c, invoice_metadata); SEQ_NONE when it
+ * has none (a creation's, one an old node made before the field was, or
+ * not ours), SEQ_BAD when it is no number (never ours: a human's)
  */
 static int64_t
 ngx_http_linegate_reconcile_invoice_seq(json_t *inv)
@@ -3059,15 +3104,20 @@ ngx_http_linegate_reconcile_invoice_seq(json_t *inv)
 
     v = json_object_get(json_object_get(inv, "metadata"), "invoice_seq");
 
+    if (v == NULL) {
+        return NGX_HTTP_LINEGATE_RECONCILE_SEQ_NONE;
+    }
+
     if (!json_is_string(v) || json_string_length(v) == 0
         || json_string_length(v) > NGX_INT64_LEN)
     {
-        return -1;
+        return NGX_HTTP_LINEGATE_RECONCILE_SEQ_BAD;
     }
 
     n = ngx_atoi((u_char *) json_string_value(v), json_string_length(v));
 
-    return n == NGX_ERROR ? -1 : (int64_t) n;
+    return n == NGX_ERROR ? NGX_HTTP_LINEGATE_RECONCILE_SEQ_BAD
+                          : (int64_t) n;
 }
 
 
@@ -3085,6 +3135,35 @@ ngx_http_linegate_reconcile_made_since(
 {
     return e->made_seq > 0 && e->made_seq > named
            && e->made_seq <= e->claim_seq;
+}
+
+
+/*
+ * reissue_lapsed, a paid invoice with no metadata[invoice_seq] at all: an
+ * old node's reissue (before the field was; a rolling upgrade), or the
+ * creation's, or one made by hand. Only Stripe's time tells them apart:
+ * it is the lapsed claims' if Stripe made it within their time (the
+ * entry's 'at' to its 'to' and a claim's hold, SLACK either side; no
+ * 'to', an entry queued before it was: until now), and (NAMED) after the
+ * invoice the request names. A malformed invoice_seq never comes here.
+ */
+static ngx_uint_t
+ngx_http_linegate_reconcile_made_within(
+    ngx_http_linegate_reconcile_entry_t *e)
+{
+    if (e->made_seq != NGX_HTTP_LINEGATE_RECONCILE_SEQ_NONE
+        || e->made_at <= 0)
+    {
+        return 0;
+    }
+
+    if (e->made_at < e->at - NGX_HTTP_LINEGATE_RECONCILE_SLACK) {
+        return 0;
+    }
+
+    return e->to <= 0
+           || e->made_at <= e->to + NGX_HTTP_LINEGATE_LR_REISSUE_HOLD / 1000
+                            + NGX_HTTP_LINEGATE_RECONCILE_SLACK;
 }
 
 
@@ -3193,6 +3272,25 @@ ngx_http_linegate_reconcile_decide(ngx_http_request_t *r,
                                          e->line_request.len
                                          ? NGX_HTTP_LINEGATE_RECONCILE_FENCE
                                          : NGX_HTTP_LINEGATE_RECONCILE_CANCEL);
+        return;
+    }
+
+    if (e->lapsed && e->left.len) {
+        /*
+         * none payable left: the paid one a human is to look at (logged
+         * when found), held once (named_missing) or deferred every run
+         */
+        e->found = e->left;
+        e->url.len = 0;
+
+        if (e->hold_as) {
+            e->outcome = "held";
+            ngx_http_linegate_reconcile_next(r, ctx,
+                                         NGX_HTTP_LINEGATE_RECONCILE_RESOLVE);
+            return;
+        }
+
+        ngx_http_linegate_reconcile_defer(r, ctx, "invoice_paid", 0);
         return;
     }
 
@@ -3505,8 +3603,19 @@ ngx_http_linegate_reconcile_fenced(ngx_http_request_t *r,
             return;
         }
 
-        if (!ngx_http_linegate_reconcile_made_since(e, 0)) {
-            /* no claim's mark, or one no claim made yet: not ours */
+        if (e->made_seq == NGX_HTTP_LINEGATE_RECONCILE_SEQ_NONE) {
+            if (!ngx_http_linegate_reconcile_made_within(e)) {
+                /* no claim's mark, nor made in a claim's time */
+                ngx_str_null(&e->replaced);
+                ngx_http_linegate_reconcile_paid_left(r, ctx,
+                                  "does not name it, and it is no lapsed "
+                                  "claim's (no metadata[invoice_seq], and "
+                                  "made outside its claims' time)");
+                return;
+            }
+
+        } else if (!ngx_http_linegate_reconcile_made_since(e, 0)) {
+            /* a malformed mark, or one no claim made yet: not ours */
             ngx_str_null(&e->replaced);
             ngx_http_linegate_reconcile_paid_left(r, ctx,
                                   "does not name it, and it is no lapsed "
@@ -3868,6 +3977,7 @@ static void
 ngx_http_linegate_reconcile_named_read(ngx_http_request_t *r,
     ngx_http_linegate_ctx_t *ctx)
 {
+    time_t                                named_at;
     ngx_http_linegate_reconcile_t        *rc;
     ngx_http_linegate_reconcile_entry_t  *e;
 
@@ -3897,10 +4007,11 @@ ngx_http_linegate_reconcile_named_read(ngx_http_request_t *r,
                       &e->found);
 
         ngx_str_null(&e->replaced);
-        e->outcome = "held";
         e->hold_as = "named_missing";
-        ngx_http_linegate_reconcile_next(r, ctx,
-                                         NGX_HTTP_LINEGATE_RECONCILE_RESOLVE);
+
+        /* held once the others are discarded (decide), as paid_left */
+        e->left = e->found;
+        ngx_http_linegate_reconcile_relist(r, ctx, e);
         return;
     }
 
@@ -3922,14 +4033,19 @@ ngx_http_linegate_reconcile_named_read(ngx_http_request_t *r,
 
     if (ngx_http_linegate_reconcile_status(ctx->stripe_json)
         != NGX_HTTP_LINEGATE_RECONCILE_PAID
-        && !ngx_http_linegate_reconcile_made_since(e,
-               ngx_max(ngx_http_linegate_reconcile_invoice_seq(
-                           ctx->stripe_json), 0)))
+        && (e->made_seq == NGX_HTTP_LINEGATE_RECONCILE_SEQ_NONE
+            ? (named_at = ngx_http_linegate_reconcile_created(
+                              ctx->stripe_json)) == 0
+              || e->made_at <= named_at
+            : !ngx_http_linegate_reconcile_made_since(e,
+                  ngx_max(ngx_http_linegate_reconcile_invoice_seq(
+                              ctx->stripe_json), 0))))
     {
         /*
          * made by a claim no later than the one that made the invoice
          * the request names: an earlier reissue's (superseded, paid out
-         * of band), not the lapsed claim's
+         * of band), not the lapsed claim's; with no invoice_seq (an old
+         * node's), made no later than it at Stripe (made_within)
          */
         ngx_str_null(&e->replaced);
         ngx_http_linegate_reconcile_paid_left(r, ctx,
@@ -3996,6 +4112,19 @@ ngx_http_linegate_reconcile_paid_left(ngx_http_request_t *r,
                   "line, or refund the invoice at Stripe)",
                   &e->line_request, &e->workspace, &e->reason, &e->found,
                   why);
+
+    if (e->lapsed) {
+        /*
+         * the request's other draft and open invoices (an older lapsed
+         * claim's) are still discarded first: deferred here, this one
+         * would come first again every run, and once a human removed
+         * the entry no run would find them, left payable. decide says
+         * invoice_paid when none is left, naming this one
+         */
+        e->left = e->found;
+        ngx_http_linegate_reconcile_relist(r, ctx, e);
+        return;
+    }
 
     ngx_http_linegate_reconcile_defer(r, ctx, "invoice_paid", 0);
 }

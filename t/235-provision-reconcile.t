@@ -1544,10 +1544,11 @@ sub unqueue {
 
 # an invoice of $w's customer at the stub for request $id: a draft, or
 # finalized (open), or paid; $seq: its metadata[invoice_seq], as a
-# reissue under that claim sets it (none: as a creation's)
+# reissue under that claim sets it (none: as a creation's, or an old
+# node's reissue); $back: made that many seconds earlier at Stripe
 sub lapsed_invoice {
-    my ($w, $id, $status, $seq) = @_;
-    return LG::Lines->new($s)->request_invoice($w, $id, $status, $seq);
+    my ($w, $id, $status, $seq, $back) = @_;
+    return LG::Lines->new($s)->request_invoice($w, $id, $status, $seq, $back);
 }
 
 # A lapsed reissue's invoice Stripe paid (at finalization, from a credit
@@ -1628,7 +1629,7 @@ subtest 'reissue_lapsed: ten invoices discarded, none left: settled' => sub {
 # the request resolved paid) and void A, so that nothing is paid twice.
 # The module defers B to a human (invoice_paid): paid, and no line.
 # B carries its claim's invoiceSeq ($seq, 1 by default; undef: none) in
-# its metadata, as a reissue sets it.
+# its metadata, as a reissue sets it; made $o{back} seconds ago.
 sub lapsed_paid_reissue {
     my ($l, $w, %o) = @_;
     my ($id, $c) = $l->awaiting($w);
@@ -1639,7 +1640,7 @@ sub lapsed_paid_reissue {
              sweepTo => int(time * 1000) - 120000, reissueBy => 'dead',
              invoiceSeq => $o{claims} // 1);
     my $b = lapsed_invoice($w, $id, 'paid',
-                           exists $o{seq} ? $o{seq} : 1);
+                           exists $o{seq} ? $o{seq} : 1, $o{back});
     return ($id, $c->{invoiceId}, $b);
 }
 
@@ -1725,15 +1726,19 @@ subtest 'reissue_lapsed: adopted under a held claim: the mark kept' => sub {
 subtest 'reissue_lapsed: a paid invoice no lapsed claim made: a human\'s'
 => sub {
     my $l = LG::Lines->new($s);
-    for my $case (['no invoice_seq', undef, 1, undef],
+    # no invoice_seq: made before A at Stripe (its time alone tells an
+    # old node's reissue from the creation's or one made by hand)
+    for my $case (['no invoice_seq, made before A', undef, 1, undef, 30],
                   ['a claim not made yet', 3, 2, undef],
-                  ['older than the named invoice', 1, 3, 2])
+                  ['older than the named invoice', 1, 3, 2],
+                  ['a malformed invoice_seq', 'x1', 1, undef])
     {
-        my ($what, $seq, $claims, $named) = @$case;
+        my ($what, $seq, $claims, $named, $back) = @$case;
         (my $tag = $what) =~ s/\W+/_/g;
         my $w = $l->workspace("org_lapsed_$tag");
         my ($id, $old, $paid) = lapsed_paid_reissue($l, $w, seq => $seq,
-                                                    claims => $claims);
+                                                    claims => $claims,
+                                                    back => $back);
         my $lkey = "lg:{ws:$w->{id}}:lr:$id";
         if (defined $named) {
             # the request names a reissue's invoice, made by claim $named
@@ -1798,6 +1803,101 @@ subtest 'reissue_lapsed: the named invoice unknown to Stripe: held once'
     is("$lr->{provisioningStatus}/$lr->{invoiceId}",
        "awaiting_payment/$gone", 'the request as it was');
     unqueue($id);
+};
+
+# A rolling upgrade: the lapsed claim's B made by an old node, before
+# reissues wrote metadata[invoice_seq]. The run deferred it to a human
+# at every run (no claim's mark), where the module before adopted it.
+# With no invoice_seq at all, Stripe's time decides: made within the
+# entry's claims' time and after A, B is adopted; made outside it, or
+# before A (the creation's, one made by hand), it is a human's.
+sub iso_ago {
+    my @t = gmtime(time - $_[0]);
+    return sprintf '%04d-%02d-%02dT%02d:%02d:%02d.000Z', $t[5] + 1900,
+           $t[4] + 1, @t[3, 2, 1, 0];
+}
+
+subtest 'reissue_lapsed: an old node\'s paid reissue (no invoice_seq)' =>
+sub {
+    my $l = LG::Lines->new($s);
+    my $w = $l->workspace('org_lapsed_oldnode');
+    my ($id, $old, $paid) = lapsed_paid_reissue($l, $w, seq => undef);
+    # A made well before B at Stripe, whatever the second
+    $s->stub(POST => "/_stub/invoices/$old/backdate", {seconds => 20});
+    $l->lapsed_entry($w, $id);
+    my $b = run();
+    my ($e) = grep { ($_->{line_request_id} // '') eq $id }
+              @{ $b->{entries} // [] };
+    is($e->{outcome}, 'settled', 'in its claim\'s time: adopted')
+        or diag explain $b;
+    is($e->{invoice_id}, $paid, 'naming B');
+    my $lr = $l->lr($w, $id);
+    is("$lr->{provisioningStatus}/$lr->{invoiceId}", "provisioning/$paid",
+       'the request paid on B');
+    is($l->invoice($old)->{status}, 'void', 'A voided');
+    unqueue($id);
+
+    # its claims 1000 s ago and before: B, made now, is past their time
+    $w = $l->workspace('org_lapsed_oldnode_late');
+    ($id, $old, $paid) = lapsed_paid_reissue($l, $w, seq => undef);
+    $s->stub(POST => "/_stub/invoices/$old/backdate", {seconds => 1200});
+    my $logoff = length $s->error_log;
+    $r->xadd('lg:{fleet}:reconcile', '*', workspace => $w->{id},
+             line_request_id => $id, invoice_id => '',
+             reason => 'reissue_lapsed', customer => $w->{customer},
+             at => iso_ago(1100), to => iso_ago(1000));
+    $b = run();
+    ($e) = grep { ($_->{line_request_id} // '') eq $id }
+           @{ $b->{entries} // [] };
+    is($e->{detail}, 'invoice_paid', 'outside its claims\' time: a human\'s')
+        or diag explain $b;
+    is($l->invoice($old)->{status}, 'open', 'A not voided');
+    like(substr($s->error_log, $logoff), qr/made outside its claims' time/,
+         'logged why');
+    unqueue($id);
+};
+
+# A paid invoice left for a human (invoice_paid), or the named invoice
+# unknown to Stripe (held, named_missing), ended the entry there: the
+# request's other invoices, listed newest first after the paid one, were
+# never looked at, and an older lapsed claim's open invoice C stayed
+# payable (every run; for good once the held entry is removed by hand).
+# They are discarded first now, then the entry deferred or held.
+subtest 'reissue_lapsed: left for a human, its older open invoice voided'
+=> sub {
+    my $l = LG::Lines->new($s);
+    for my $case (['held', 'named_missing', 2],
+                  ['deferred', 'invoice_paid', 3])
+    {
+        my ($what, $detail, $seq) = @$case;
+        my $w = $l->workspace("org_lapsed_older_$what");
+        my ($id, $old, $paid) = lapsed_paid_reissue($l, $w, claims => 2,
+                                                    seq => $seq);
+        # claim 1's, made before B: listed after it
+        my $c = lapsed_invoice($w, $id, 'open', 1, 20);
+        my $lkey = "lg:{ws:$w->{id}}:lr:$id";
+        $r->hset($lkey, invoiceId => 'in_1missing0000000000000')
+            if $what eq 'held';
+        $l->lapsed_entry($w, $id);
+
+        for my $n (1 .. 2) {
+            my $b = run();
+            my ($e) = grep { ($_->{line_request_id} // '') eq $id }
+                      @{ $b->{entries} // [] };
+            is("$e->{outcome}/" . ($e->{detail} // ''), "deferred/$detail",
+               "$what, run $n: $detail") or diag explain $b;
+        }
+        is($l->invoice($c)->{status}, 'void', "$what: C voided");
+        is($l->invoice($paid)->{status}, 'paid', "$what: B kept paid");
+        my @q = grep { ($_->{line_request_id} // '') eq $id }
+                @{ $p->reconcile };
+        is(scalar @q, 1, "$what: one entry");
+        if ($what eq 'held') {
+            is("$q[0]{hold}/$q[0]{invoice_id}", "named_missing/$paid",
+               'held once, naming B');
+        }
+        unqueue($id);
+    }
 };
 
 # The same, and the customer paid A too (both links mailed): one line,

@@ -323,7 +323,7 @@ sub clear_faults {
 # finalized (open), or paid. Returns its id. As a lapsed claim left it,
 # or a person at Stripe with the request's id (t/140, t/235).
 sub request_invoice {
-    my ($self, $w, $id, $status, $seq) = @_;
+    my ($self, $w, $id, $status, $seq, $back) = @_;
     my $s = $self->{s};
     my $h = {Authorization => 'Bearer sk_test_lapsed'};
     my $tx = $s->ua->post($s->stub_url('/v1/invoices') => $h =>
@@ -336,6 +336,8 @@ sub request_invoice {
     $s->ua->post($s->stub_url('/v1/invoiceitems') => $h =>
                  form => {customer => $w->{customer},
                           price => 'price_email_line', invoice => $in});
+    $s->stub(POST => "/_stub/invoices/$in/backdate", {seconds => $back})
+        if $back;
     return $in if $status eq 'draft';
     $s->ua->post($s->stub_url("/v1/invoices/$in/finalize") => $h);
     $self->invoice_do($in, 'pay') if $status eq 'paid';
