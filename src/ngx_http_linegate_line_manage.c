@@ -236,7 +236,6 @@ static ngx_int_t ngx_http_linegate_link_sweep_page(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr);
 static ngx_int_t ngx_http_linegate_link_sweep_found(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr, json_t *inv);
-static int64_t ngx_http_linegate_link_invoice_seq(json_t *inv);
 static void ngx_http_linegate_link_named_seq(ngx_http_linegate_lr_t *lr);
 static ngx_uint_t ngx_http_linegate_link_made_since(
     ngx_http_linegate_lr_t *lr, int64_t seq);
@@ -1892,7 +1891,7 @@ ngx_http_linegate_link_sweep_found(ngx_http_request_t *r,
         return NGX_OK;
     }
 
-    seq = ngx_http_linegate_link_invoice_seq(inv);
+    seq = ngx_http_linegate_lines_invoice_seq(inv);
 
     if (ngx_http_linegate_line_is(&st, "paid")
         && !ngx_http_linegate_link_made_since(lr, seq))
@@ -1962,31 +1961,6 @@ ngx_http_linegate_link_sweep_found(ngx_http_request_t *r,
 
 
 /*
- * A Lines invoice's metadata[invoice_seq]: the invoiceSeq of the reissue
- * claim that made it (line_create.c, invoice_metadata); -1 when it has
- * none (a creation's, one made by hand or before the field was)
- */
-static int64_t
-ngx_http_linegate_link_invoice_seq(json_t *inv)
-{
-    json_t     *v;
-    ngx_int_t   n;
-
-    v = json_object_get(json_object_get(inv, "metadata"), "invoice_seq");
-
-    if (!json_is_string(v) || json_string_length(v) == 0
-        || json_string_length(v) > NGX_INT64_LEN)
-    {
-        return -1;
-    }
-
-    n = ngx_atoi((u_char *) json_string_value(v), json_string_length(v));
-
-    return n == NGX_ERROR ? -1 : (int64_t) n;
-}
-
-
-/*
  * Stripe's answer about the invoice the request names (its check, a
  * cancel's void): its metadata[invoice_seq], the claim that made it, is
  * where the claims a sweep may adopt from begin (none: 0, a creation's)
@@ -2008,7 +1982,7 @@ ngx_http_linegate_link_named_seq(ngx_http_linegate_lr_t *lr)
     }
 
     lr->sweep.named_seq = ngx_max(
-        ngx_http_linegate_link_invoice_seq(lr->ctx->stripe_json), 0);
+        ngx_http_linegate_lines_invoice_seq(lr->ctx->stripe_json), 0);
 }
 
 

@@ -584,6 +584,16 @@ void ngx_http_linegate_lines_arg(ngx_http_linegate_redis_args_t *a, int i,
 void ngx_http_linegate_lines_ended(ngx_http_linegate_lr_t *lr,
     ngx_http_linegate_script_id_e script, const char *doing,
     const char *what);
+/* lines_invoice_seq: no metadata[invoice_seq], or one not a count */
+#define NGX_HTTP_LINEGATE_INVOICE_SEQ_NONE  -1
+#define NGX_HTTP_LINEGATE_INVOICE_SEQ_BAD   -2
+/*
+ * A Lines invoice's metadata[invoice_seq]: the invoiceSeq of the reissue
+ * claim that made it (line_create.c, invoice_metadata); SEQ_NONE when it
+ * has none (a creation's, one made by hand or before the field was),
+ * SEQ_BAD when it is there and not a count
+ */
+int64_t ngx_http_linegate_lines_invoice_seq(json_t *inv);
 /*
  * The webhook index of an invoice, lg:invoice:<invoice> -> "<ws>:<id>"
  * (its own slot): "SET" into a, or "DEL" when ws is NULL; the strings in

@@ -553,6 +553,30 @@ ngx_http_linegate_lines_orphan(ngx_log_t *log, ngx_http_linegate_lr_t *lr)
 
 
 /* the same from the strings alone: a durable write's continuation */
+int64_t
+ngx_http_linegate_lines_invoice_seq(json_t *inv)
+{
+    json_t     *v;
+    ngx_int_t   n;
+
+    v = json_object_get(json_object_get(inv, "metadata"), "invoice_seq");
+
+    if (v == NULL) {
+        return NGX_HTTP_LINEGATE_INVOICE_SEQ_NONE;
+    }
+
+    if (!json_is_string(v) || json_string_length(v) == 0
+        || json_string_length(v) > NGX_INT64_LEN)
+    {
+        return NGX_HTTP_LINEGATE_INVOICE_SEQ_BAD;
+    }
+
+    n = ngx_atoi((u_char *) json_string_value(v), json_string_length(v));
+
+    return n == NGX_ERROR ? NGX_HTTP_LINEGATE_INVOICE_SEQ_BAD : (int64_t) n;
+}
+
+
 void
 ngx_http_linegate_lines_orphan_of(ngx_log_t *log, ngx_str_t *ws,
     ngx_str_t *id, ngx_str_t *invoice, ngx_str_t *customer)

@@ -256,8 +256,6 @@
  */
 #define NGX_HTTP_LINEGATE_RECONCILE_SLACK      600
 /* metadata[invoice_seq]: none at all (an old node's), or not a number */
-#define NGX_HTTP_LINEGATE_RECONCILE_SEQ_NONE   -1
-#define NGX_HTTP_LINEGATE_RECONCILE_SEQ_BAD    -2
 #define NGX_HTTP_LINEGATE_RECONCILE_PAGE       10
 #define NGX_HTTP_LINEGATE_RECONCILE_PAGES      50
 /*
@@ -781,7 +779,6 @@ static ngx_uint_t ngx_http_linegate_reconcile_is(ngx_str_t *s,
 static time_t ngx_http_linegate_reconcile_time(ngx_str_t *iso);
 static ngx_uint_t ngx_http_linegate_reconcile_is_status(json_t *obj,
     const char *status);
-static int64_t ngx_http_linegate_reconcile_invoice_seq(json_t *inv);
 static ngx_uint_t ngx_http_linegate_reconcile_made_since(
     ngx_http_linegate_reconcile_entry_t *e, int64_t named);
 static time_t ngx_http_linegate_reconcile_created(json_t *obj);
@@ -3069,7 +3066,7 @@ ngx_http_linegate_reconcile_object(ngx_http_linegate_reconcile_entry_t *e,
         ngx_str_null(&e->url);
     }
 
-    e->made_seq = ngx_http_linegate_reconcile_invoice_seq(obj);
+    e->made_seq = ngx_http_linegate_lines_invoice_seq(obj);
     e->made_at = ngx_http_linegate_reconcile_created(obj);
 }
 
@@ -3087,37 +3084,6 @@ ngx_http_linegate_reconcile_created(json_t *obj)
     }
 
     return (time_t) json_integer_value(v);
-}
-
-
-/*
- * A Lines invoice's metadata[invoice_seq]: the invoiceSeq of the reissue
- * claim that made it (line_create.c, invoice_metadata); SEQ_NONE when it
- * has none (a creation's, one an old node made before the field was, or
- * not ours), SEQ_BAD when it is no number (never ours: a human's)
- */
-static int64_t
-ngx_http_linegate_reconcile_invoice_seq(json_t *inv)
-{
-    json_t     *v;
-    ngx_int_t   n;
-
-    v = json_object_get(json_object_get(inv, "metadata"), "invoice_seq");
-
-    if (v == NULL) {
-        return NGX_HTTP_LINEGATE_RECONCILE_SEQ_NONE;
-    }
-
-    if (!json_is_string(v) || json_string_length(v) == 0
-        || json_string_length(v) > NGX_INT64_LEN)
-    {
-        return NGX_HTTP_LINEGATE_RECONCILE_SEQ_BAD;
-    }
-
-    n = ngx_atoi((u_char *) json_string_value(v), json_string_length(v));
-
-    return n == NGX_ERROR ? NGX_HTTP_LINEGATE_RECONCILE_SEQ_BAD
-                          : (int64_t) n;
 }
 
 
@@ -3151,7 +3117,7 @@ static ngx_uint_t
 ngx_http_linegate_reconcile_made_within(
     ngx_http_linegate_reconcile_entry_t *e)
 {
-    if (e->made_seq != NGX_HTTP_LINEGATE_RECONCILE_SEQ_NONE
+    if (e->made_seq != NGX_HTTP_LINEGATE_INVOICE_SEQ_NONE
         || e->made_at <= 0)
     {
         return 0;
@@ -3603,7 +3569,7 @@ ngx_http_linegate_reconcile_fenced(ngx_http_request_t *r,
             return;
         }
 
-        if (e->made_seq == NGX_HTTP_LINEGATE_RECONCILE_SEQ_NONE) {
+        if (e->made_seq == NGX_HTTP_LINEGATE_INVOICE_SEQ_NONE) {
             if (!ngx_http_linegate_reconcile_made_within(e)) {
                 /* no claim's mark, nor made in a claim's time */
                 ngx_str_null(&e->replaced);
@@ -4033,12 +3999,12 @@ ngx_http_linegate_reconcile_named_read(ngx_http_request_t *r,
 
     if (ngx_http_linegate_reconcile_status(ctx->stripe_json)
         != NGX_HTTP_LINEGATE_RECONCILE_PAID
-        && (e->made_seq == NGX_HTTP_LINEGATE_RECONCILE_SEQ_NONE
+        && (e->made_seq == NGX_HTTP_LINEGATE_INVOICE_SEQ_NONE
             ? (named_at = ngx_http_linegate_reconcile_created(
                               ctx->stripe_json)) == 0
               || e->made_at <= named_at
             : !ngx_http_linegate_reconcile_made_since(e,
-                  ngx_max(ngx_http_linegate_reconcile_invoice_seq(
+                  ngx_max(ngx_http_linegate_lines_invoice_seq(
                               ctx->stripe_json), 0))))
     {
         /*

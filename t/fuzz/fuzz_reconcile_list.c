@@ -578,9 +578,9 @@ fuzz_swept(ngx_http_request_t *r, ngx_http_linegate_ctx_t *ctx)
 static void
 fuzz_sweep(ngx_http_request_t *r, ngx_uint_t flags)
 {
-    ngx_str_t               *found;
-    ngx_uint_t               i;
-    ngx_http_linegate_lr_t  *lr;
+    ngx_uint_t                     i;
+    ngx_http_linegate_lr_t        *lr;
+    ngx_http_linegate_lr_found_t  *found;
 
     lr = &fuzz_lr;
     ngx_memzero(lr, sizeof(ngx_http_linegate_lr_t));
@@ -595,6 +595,9 @@ fuzz_sweep(ngx_http_request_t *r, ngx_uint_t flags)
     ngx_str_set(&lr->seq, "2");
     lr->sweep.lapsed = 1;
     lr->sweep.from = (flags & 0x04) ? 1699990000000 : 0;
+    /* claims 2 and 3 past the named invoice's 1: invoice_seq "2" adopted */
+    lr->sweep.seq = 4;
+    lr->sweep.named_seq = 1;
 
     if (flags & 0x10) {
         ngx_str_set(&lr->sweep.paid, "in_paid");
@@ -622,11 +625,11 @@ fuzz_sweep(ngx_http_request_t *r, ngx_uint_t flags)
         found = lr->sweep.found->elts;
 
         for (i = 0; i < lr->sweep.found->nelts; i++) {
-            if (found[i].len == 0) {
+            if (found[i].id.len == 0) {
                 __builtin_trap();
             }
 
-            fuzz_check_id(&found[i]);
+            fuzz_check_id(&found[i].id);
         }
     }
 }
