@@ -32,6 +32,7 @@
 #include "ngx_http_linegate_lease.h"
 #include "ngx_http_linegate_ratelimit.h"
 #include "ngx_http_linegate_conf.h"
+#include "ngx_http_linegate_crypto.h"
 
 #include <ngx_md5.h>
 
@@ -130,9 +131,16 @@ typedef struct {
  * node's configuration, and another node's may differ (a rolling
  * deploy, server groups sharing a zone name): an entry is trusted for
  * NGX_HTTP_LINEGATE_LIMIT_CACHE_TRUST at most, then Redis is asked
- * again. Direct-mapped by the Redis key, compared in full.
+ * again. 2-way set-associative by the Redis key's SipHash under a key
+ * the worker draws with its cache, compared in full: the keys are a
+ * client's (key=$arg_... or a header), and with nginx's MurmurHash2 a
+ * client could pick one that shares a rejected key's slot and evict it
+ * at every request (a Redis decision per rejection again), as the lease
+ * table's comment says. A new rejection takes a free or lapsed slot of
+ * its set, else the one that lapses first.
  */
-#define NGX_HTTP_LINEGATE_LIMIT_CACHE_SIZE   2048
+#define NGX_HTTP_LINEGATE_LIMIT_CACHE_SETS   1024
+#define NGX_HTTP_LINEGATE_LIMIT_CACHE_WAYS   2
 #define NGX_HTTP_LINEGATE_LIMIT_CACHE_KEY    144
 #define NGX_HTTP_LINEGATE_LIMIT_CACHE_TRUST  1000
 
@@ -184,6 +192,8 @@ static void ngx_http_linegate_limit_uncharge(
     ngx_http_linegate_limit_result_t *res, uint64_t interval);
 static ngx_http_linegate_limit_cached_t *ngx_http_linegate_limit_cached(
     ngx_str_t *rkey, ngx_uint_t create);
+static ngx_http_linegate_limit_cached_t *ngx_http_linegate_limit_cache_set(
+    ngx_str_t *rkey, ngx_uint_t create);
 static ngx_uint_t ngx_http_linegate_limit_cache_check(ngx_http_request_t *r,
     ngx_http_linegate_limit_ctx_t *ctx);
 static void ngx_http_linegate_limit_fallback(ngx_http_request_t *r,
@@ -203,6 +213,9 @@ static ngx_uint_t ngx_http_linegate_limit_evict(
 static ngx_http_linegate_limit_ctx_t *ngx_http_linegate_limit_get_ctx(
     ngx_http_request_t *r);
 static void ngx_http_linegate_limit_cleanup(void *data);
+static ngx_uint_t ngx_http_linegate_limit_zone_status(
+    ngx_http_linegate_limit_ctx_t *ctx,
+    ngx_http_linegate_limit_result_t *res);
 static ngx_int_t ngx_http_linegate_limit_redis_key(ngx_http_request_t *r,
     ngx_http_linegate_limit_result_t *res);
 static ngx_int_t ngx_http_linegate_limit_header_filter(
@@ -378,6 +391,7 @@ static ngx_str_t  ngx_http_linegate_limit_retry_name =
 static ngx_http_output_header_filter_pt  ngx_http_next_header_filter;
 
 static ngx_http_linegate_limit_cached_t  *ngx_http_linegate_limit_cache;
+static uint64_t                           ngx_http_linegate_limit_cache_k[2];
 
 /* the last second this worker logged a fallback: once a second at most */
 static time_t  ngx_http_linegate_limit_logged;
@@ -943,7 +957,53 @@ ngx_http_linegate_limit_decide(ngx_http_request_t *r,
 static ngx_http_linegate_limit_cached_t *
 ngx_http_linegate_limit_cached(ngx_str_t *rkey, ngx_uint_t create)
 {
-    ngx_http_linegate_limit_cached_t  *c;
+    ngx_uint_t                         i;
+    ngx_http_linegate_limit_cached_t  *set, *c;
+
+    set = ngx_http_linegate_limit_cache_set(rkey, create);
+    if (set == NULL) {
+        return NULL;
+    }
+
+    for (i = 0; i < NGX_HTTP_LINEGATE_LIMIT_CACHE_WAYS; i++) {
+        if (set[i].len == rkey->len
+            && ngx_memcmp(set[i].key, rkey->data, rkey->len) == 0)
+        {
+            return &set[i];
+        }
+    }
+
+    if (!create) {
+        return NULL;
+    }
+
+    c = set;
+
+    for (i = 0; i < NGX_HTTP_LINEGATE_LIMIT_CACHE_WAYS; i++) {
+        if (set[i].len == 0
+            || (ngx_msec_int_t) (set[i].until - ngx_current_msec) <= 0)
+        {
+            c = &set[i];
+            break;
+        }
+
+        if ((ngx_msec_int_t) (set[i].until - c->until) < 0) {
+            c = &set[i];
+        }
+    }
+
+    c->len = (u_short) rkey->len;
+    ngx_memcpy(c->key, rkey->data, rkey->len);
+
+    return c;
+}
+
+
+/* rkey's set; the cache made (and its hash key drawn) by the first */
+static ngx_http_linegate_limit_cached_t *
+ngx_http_linegate_limit_cache_set(ngx_str_t *rkey, ngx_uint_t create)
+{
+    uint64_t  h;
 
     if (rkey->len > NGX_HTTP_LINEGATE_LIMIT_CACHE_KEY) {
         return NULL;
@@ -954,9 +1014,19 @@ ngx_http_linegate_limit_cached(ngx_str_t *rkey, ngx_uint_t create)
             return NULL;
         }
 
+        /* no hash key, no cache: each rejection is Redis's again */
+        if (ngx_http_linegate_random_bytes(
+                (u_char *) ngx_http_linegate_limit_cache_k,
+                sizeof(ngx_http_linegate_limit_cache_k))
+            != 0)
+        {
+            return NULL;
+        }
+
         /* allocated by the first rejection of the worker */
         ngx_http_linegate_limit_cache = ngx_calloc(
-            NGX_HTTP_LINEGATE_LIMIT_CACHE_SIZE
+            NGX_HTTP_LINEGATE_LIMIT_CACHE_SETS
+            * NGX_HTTP_LINEGATE_LIMIT_CACHE_WAYS
             * sizeof(ngx_http_linegate_limit_cached_t), ngx_cycle->log);
 
         if (ngx_http_linegate_limit_cache == NULL) {
@@ -964,23 +1034,13 @@ ngx_http_linegate_limit_cached(ngx_str_t *rkey, ngx_uint_t create)
         }
     }
 
-    c = &ngx_http_linegate_limit_cache[
-            ngx_murmur_hash2(rkey->data, rkey->len)
-            % NGX_HTTP_LINEGATE_LIMIT_CACHE_SIZE];
+    h = ngx_http_linegate_siphash(ngx_http_linegate_limit_cache_k[0],
+                                  ngx_http_linegate_limit_cache_k[1],
+                                  rkey->data, rkey->len);
 
-    if (create) {
-        c->len = (u_short) rkey->len;
-        ngx_memcpy(c->key, rkey->data, rkey->len);
-        return c;
-    }
-
-    if (c->len != rkey->len
-        || ngx_memcmp(c->key, rkey->data, rkey->len) != 0)
-    {
-        return NULL;
-    }
-
-    return c;
+    return &ngx_http_linegate_limit_cache[
+               (h % NGX_HTTP_LINEGATE_LIMIT_CACHE_SETS)
+               * NGX_HTTP_LINEGATE_LIMIT_CACHE_WAYS];
 }
 
 
@@ -1546,7 +1606,7 @@ ngx_http_linegate_limit_cleanup(void *data)
 {
     ngx_http_linegate_limit_ctx_t  *ctx = data;
 
-    ngx_uint_t                       i;
+    ngx_uint_t                       i, status;
     ngx_http_linegate_limit_zone_t **zones;
 
     if (ctx->status == 0 || ctx->llcf == NULL || ctx->llcf->limits == NULL) {
@@ -1556,9 +1616,55 @@ ngx_http_linegate_limit_cleanup(void *data)
     zones = ctx->llcf->limits->elts;
 
     for (i = 0; i < ctx->llcf->limits->nelts; i++) {
+        status = (i < ctx->n)
+                 ? ngx_http_linegate_limit_zone_status(ctx, &ctx->res[i])
+                 : ctx->status;
+
+        if (status == NGX_HTTP_LINEGATE_LIMIT_NONE) {
+            continue;
+        }
+
         ngx_http_linegate_metrics_inc2(NGX_HTTP_LINEGATE_M_RATELIMIT,
             "zone", &zones[i]->name,
-            "status", &ngx_http_linegate_limit_statuses[ctx->status]);
+            "status", &ngx_http_linegate_limit_statuses[status]);
+    }
+}
+
+
+/*
+ * What one zone decided, for its own series: a zone whose key was empty
+ * decided nothing, and when another zone rejected the request, a zone
+ * that admitted it (its admission given back) passed it; a zone not
+ * asked (another's rejection was cached) decided nothing either.
+ */
+static ngx_uint_t
+ngx_http_linegate_limit_zone_status(ngx_http_linegate_limit_ctx_t *ctx,
+    ngx_http_linegate_limit_result_t *res)
+{
+    if (!res->limited) {
+        return NGX_HTTP_LINEGATE_LIMIT_NONE;
+    }
+
+    switch (ctx->status) {
+
+    case NGX_HTTP_LINEGATE_LIMIT_REJECTED:
+    case NGX_HTTP_LINEGATE_LIMIT_REJECTED_DRY_RUN:
+        if (!res->known) {
+            return NGX_HTTP_LINEGATE_LIMIT_NONE;
+        }
+
+        return res->allowed ? NGX_HTTP_LINEGATE_LIMIT_PASSED : ctx->status;
+
+    case NGX_HTTP_LINEGATE_LIMIT_LOCAL_REJECTED:
+        if (!res->known) {
+            return NGX_HTTP_LINEGATE_LIMIT_NONE;
+        }
+
+        return res->allowed ? NGX_HTTP_LINEGATE_LIMIT_LOCAL_PASSED
+                            : ctx->status;
+
+    default:
+        return ctx->status;
     }
 }
 

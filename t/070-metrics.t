@@ -14,13 +14,21 @@ use LG::Lines qw(body);
 my $PROMTOOL = '/usr/bin/promtool';
 
 # a location limited by linegate_limit: passes once a minute per address;
+# one by two zones, by a header (mk) or, without it, the address (anon);
 # a proxy cache, whose manager and loader processes run the module's
 # process start too (they must not connect to Redis)
 my $HTTP_EXTRA = 'linegate_limit_zone m1 key=$remote_addr rate=1r/m; '
                . 'proxy_cache_path cache keys_zone=lg_cache:1m;';
 my $s = LG::Stack->new(
-    HTTP_EXTRA => $HTTP_EXTRA,
+    HTTP_EXTRA => $HTTP_EXTRA
+        . ' map $http_x_k $lg_anon { "" $remote_addr; default ""; }'
+        . ' linegate_limit_zone mk key=$http_x_k rate=1r/m;'
+        . ' linegate_limit_zone anon key=$lg_anon rate=1r/m;'
+        . ' linegate_limit_zone wide key=$http_x_k rate=100r/m burst=10;',
     SERVER_EXTRA => 'location = /limited { linegate_limit zone=m1; '
+                    . 'try_files /nothing-here =404; } '
+                    . 'location = /two { linegate_limit zone=mk; '
+                    . 'linegate_limit zone=anon; linegate_limit zone=wide; '
                     . 'try_files /nothing-here =404; }',
 )->start;
 my $l = LG::Lines->new($s);
@@ -137,6 +145,25 @@ subtest 'linegate_limit decisions by zone and status' => sub {
     is(value($text, 'linegate_ratelimit_decisions_total{zone="m1",'
                     . 'status="REJECTED"}'), 2, 'two REJECTED');
     promtool_ok($text, 'limits');
+};
+
+subtest 'each zone counted by its own decision' => sub {
+    my @codes = map {
+        $s->ua->get($s->url('/two') => {'X-K' => "k$$"})->res->code
+    } 1 .. 3;
+    is("@codes", '404 429 429', 'the keyed client: mk rejects');
+    my $text = scrape()->body;
+    my %n = map {
+        my ($z, $st) = @$_;
+        ("$z $st" => value($text, "linegate_ratelimit_decisions_total"
+                                  . "{zone=\"$z\",status=\"$st\"}") // 0)
+    } map { my $z = $_; map { [$z, $_] } qw(PASSED REJECTED) }
+      qw(mk anon wide);
+    is_deeply(\%n, {'mk PASSED' => 1, 'mk REJECTED' => 2,
+                    'anon PASSED' => 0, 'anon REJECTED' => 0,
+                    'wide PASSED' => 3, 'wide REJECTED' => 0},
+              'anon (its key empty) decided nothing, wide admitted all')
+        or diag explain \%n;
 };
 
 subtest 'kept across a reload' => sub {

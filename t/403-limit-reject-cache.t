@@ -204,6 +204,53 @@ subtest 'dry run does not use the cache' => sub {
     is(evalsha_calls($r) - $before, 5, 'each one asked');
 };
 
+# nginx's ngx_murmur_hash2, which indexed the cache before 2026-11-29:
+# a client could compute a key sharing a rejected key's slot
+sub murmur2 {
+    use integer;
+    my @b = unpack 'C*', $_[0];
+    my ($m, $len, $i) = (0x5bd1e995, scalar @b, 0);
+    my $h = $len & 0xffffffff;
+
+    while ($len - $i >= 4) {
+        my $k = $b[$i] | ($b[$i + 1] << 8) | ($b[$i + 2] << 16)
+                | ($b[$i + 3] << 24);
+        $k = ($k * $m) & 0xffffffff;
+        $k ^= $k >> 24;
+        $k = ($k * $m) & 0xffffffff;
+        $h = ($h * $m) & 0xffffffff;
+        $h ^= $k;
+        $i += 4;
+    }
+
+    my $rem = $len - $i;
+    $h ^= $b[$i + 2] << 16 if $rem >= 3;
+    $h ^= $b[$i + 1] << 8 if $rem >= 2;
+    if ($rem >= 1) { $h ^= $b[$i]; $h = ($h * $m) & 0xffffffff }
+    $h ^= $h >> 13;
+    $h = ($h * $m) & 0xffffffff;
+    $h ^= $h >> 15;
+    return $h & 0xffffffff;
+}
+
+subtest 'a key chosen to share a rejected key\'s slot evicts nothing' => sub {
+    my $victim = "victim_$$";
+    my $slot = murmur2(rl_key('slow', $victim)) % 2048;
+    my ($chosen) = grep { murmur2(rl_key('slow', $_)) % 2048 == $slot }
+                   map { "a$_" } 1 .. 1_000_000;
+    ok(defined $chosen, 'a colliding key found offline');
+
+    get("/slow/?k=$_") for $victim, $victim, $chosen, $chosen;
+
+    my $before = evalsha_calls($r);
+    for (1 .. 10) {
+        is(get("/slow/?k=$victim")->code, 429, 'victim rejected');
+        is(get("/slow/?k=$chosen")->code, 429, 'chosen key rejected');
+    }
+    is(evalsha_calls($r) - $before, 0,
+       'both rejections answered by the worker, alternating 10 times');
+};
+
 subtest 'a reload keeps the counts (in Redis; the caches start empty)' => sub {
     my $k = "c5_$$";
     is(get("/slow/?k=$k")->code, 200, 'admitted');
