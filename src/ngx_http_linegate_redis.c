@@ -98,7 +98,16 @@ typedef struct {
     /* CLUSTER SLOTS given up here (its deadline), their replies owed on
      * late_ac: ignored when they come */
     ngx_uint_t                          slots_late;
+    /* the CLUSTER NODES written with such a CLUSTER SLOTS, owed there */
+    ngx_uint_t                          nodes_late;
     redisAsyncContext                  *late_ac;
+    /*
+     * its CLUSTER SLOTS timed out, and it has not answered anything
+     * since: asked last (a hung host, kept by a long keepalive or
+     * reconnected once dropped, would cost every refresh that comes to
+     * its turn a whole command timeout)
+     */
+    ngx_uint_t                          slots_stalled;
     ngx_uint_t                          counted;  /* in the gauge */
     ngx_uint_t                          loading;  /* SCRIPT LOADs owed */
     ngx_event_t                         connect_timer;
@@ -164,6 +173,7 @@ typedef struct {
      * came from was sent
      */
     ngx_uint_t                          nodes_pending;
+    ngx_http_linegate_redis_node_t     *nodes_asked;
     ngx_msec_t                          nodes_sent;
     ngx_uint_t                          slots_taken;  /* in that write */
     ngx_uint_t                          nodes_failed; /* logged */
@@ -481,6 +491,8 @@ static void ngx_http_linegate_redis_refresh_soon(ngx_msec_t delay);
 static ngx_uint_t ngx_http_linegate_redis_serves(
     ngx_http_linegate_redis_node_t *node);
 static void ngx_http_linegate_redis_refresh(ngx_event_t *ev);
+static ngx_int_t ngx_http_linegate_redis_slots_ask(
+    ngx_http_linegate_redis_node_t *node);
 static void ngx_http_linegate_redis_slots_timeout(ngx_event_t *ev);
 static void ngx_http_linegate_redis_slots_failed(
     ngx_http_linegate_redis_node_t *asked);
@@ -4553,6 +4565,7 @@ ngx_http_linegate_redis_is_ip(ngx_str_t *host)
 static void
 ngx_http_linegate_redis_connect_to(ngx_http_linegate_redis_node_t *node)
 {
+    ngx_msec_t                      timeout;
     redisAsyncContext              *ac;
     ngx_http_linegate_redis_t      *rd;
     ngx_http_linegate_main_conf_t  *lmcf;
@@ -4592,7 +4605,25 @@ ngx_http_linegate_redis_connect_to(ngx_http_linegate_redis_node_t *node)
     node->state = NGX_HTTP_LINEGATE_REDIS_CONNECTING;
     node->loading = 0;
 
-    ngx_add_timer(&node->connect_timer, lmcf->redis_connect_timeout);
+    timeout = lmcf->redis_connect_timeout;
+
+    if (rd->cluster && !node->cold) {
+        /*
+         * A cluster node's first connect, which the requests of its
+         * slots (before the first map: of any) wait for within their
+         * command timeout: a third of it at most, as a CLUSTER SLOTS
+         * has, so that a node whose connect hangs (its SYNs dropped)
+         * is given up while they still wait. They are answered 503
+         * then (those after it at once), the other slots served, and
+         * it is reconnected with backoff, each attempt within the
+         * connect timeout. Before 2026-11-29 the connect timeout held
+         * them to the end of their wait (t/056).
+         */
+        timeout = ngx_min(timeout,
+                          ngx_max(lmcf->redis_command_timeout / 3, 1));
+    }
+
+    ngx_add_timer(&node->connect_timer, timeout);
 }
 
 
@@ -5225,6 +5256,13 @@ ngx_http_linegate_redis_ping_cb(redisAsyncContext *ac, void *reply,
     if (reply != NULL && !ngx_http_linegate_redis.exiting) {
         node = ac->data;
         node->ping_pending = 0;
+
+        /*
+         * it answers: no longer taken for hung (a CLUSTER SLOTS it
+         * stalled on, on this connection, was answered first; on a
+         * new one, it may answer now)
+         */
+        node->slots_stalled = 0;
     }
 }
 
@@ -5296,11 +5334,17 @@ ngx_http_linegate_redis_refresh_soon(ngx_msec_t delay)
 }
 
 
-/* CLUSTER SLOTS to the next connected node, in turn */
+/*
+ * CLUSTER SLOTS to the next connected node, in turn; one that stalled on
+ * it (slots_stalled) only when no other is up: a refresh is one round
+ * trip to a node that answers (before 2026-11-29 a hung node kept its
+ * turn, and each refresh that came to it waited a whole
+ * linegate_redis_command_timeout before another node was asked: t/056)
+ */
 static void
 ngx_http_linegate_redis_refresh(ngx_event_t *ev)
 {
-    ngx_uint_t                       i;
+    ngx_uint_t                       i, n, pass;
     ngx_msec_t                       delay;
     ngx_http_linegate_redis_t       *rd;
     ngx_http_linegate_redis_node_t  *node;
@@ -5311,54 +5355,22 @@ ngx_http_linegate_redis_refresh(ngx_event_t *ev)
         return;
     }
 
-    for (i = 0; i < rd->nnodes; i++) {
-        node = &rd->nodes[(rd->refresh_next + i) % rd->nnodes];
+    for (pass = 0; pass < 2; pass++) {
+        for (i = 0; i < rd->nnodes; i++) {
+            n = (rd->refresh_next + i) % rd->nnodes;
+            node = &rd->nodes[n];
 
-        if (node->state != NGX_HTTP_LINEGATE_REDIS_CONNECTED) {
-            continue;
-        }
-
-        rd->refresh_next = (rd->refresh_next + i + 1) % rd->nnodes;
-
-        if (redisAsyncCommand(node->ac, ngx_http_linegate_redis_slots_cb,
-                              node, "CLUSTER SLOTS")
-            == REDIS_OK)
-        {
-            rd->refreshing = 1;
-            rd->refresh_last = ngx_current_msec;
-            rd->slots_asked = node;
-
-            /*
-             * A node that takes the command and never answers (hung, its
-             * packets dropped after the connect) would hold refreshing
-             * until the keepalive drops it: no other node asked, no
-             * first map, a MOVED's refresh put off. Before the first map
-             * the requests waiting for it wait the command timeout: a
-             * third of it here leaves the other seeds time to answer
-             * (before 2026-11-29 such a seed had every request of a new
-             * worker answered 503, t/055)
-             */
-            ngx_add_timer(&rd->slots_timer, ngx_http_linegate_redis_map_ready
-                          ? rd->lmcf->redis_command_timeout
-                          : ngx_max(rd->lmcf->redis_command_timeout / 3, 1));
-
-            /* only the MOVEDs after this are newer than its reply */
-            ngx_memzero(ngx_http_linegate_redis_moved,
-                        sizeof(ngx_http_linegate_redis_moved));
-            rd->moved_since = 0;
-
-            /* the subscribers' masters, in the same write */
-            if (rd->lmcf->redis_cluster_nodes && !rd->nodes_pending
-                && redisAsyncCommand(node->ac,
-                                     ngx_http_linegate_redis_nodes_cb, node,
-                                     "CLUSTER NODES")
-                   == REDIS_OK)
+            if (node->state != NGX_HTTP_LINEGATE_REDIS_CONNECTED
+                || (pass == 0 && node->slots_stalled))
             {
-                rd->nodes_pending = 1;
-                rd->nodes_sent = ngx_current_msec;
+                continue;
             }
 
-            return;
+            rd->refresh_next = (n + 1) % rd->nnodes;
+
+            if (ngx_http_linegate_redis_slots_ask(node) == NGX_OK) {
+                return;
+            }
         }
     }
 
@@ -5369,6 +5381,58 @@ ngx_http_linegate_redis_refresh(ngx_event_t *ev)
     ngx_http_linegate_redis_wake_soon();
 
     ngx_add_timer(&rd->refresh_timer, delay);
+}
+
+
+/* CLUSTER SLOTS (and CLUSTER NODES, in the same write) written on node */
+static ngx_int_t
+ngx_http_linegate_redis_slots_ask(ngx_http_linegate_redis_node_t *node)
+{
+    ngx_http_linegate_redis_t  *rd;
+
+    rd = &ngx_http_linegate_redis;
+
+    if (redisAsyncCommand(node->ac, ngx_http_linegate_redis_slots_cb, node,
+                          "CLUSTER SLOTS")
+        != REDIS_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    rd->refreshing = 1;
+    rd->refresh_last = ngx_current_msec;
+    rd->slots_asked = node;
+
+    /*
+     * A node that takes the command and never answers (hung, its
+     * packets dropped after the connect) would hold refreshing until
+     * the keepalive drops it: no other node asked, no first map, a
+     * MOVED's refresh put off. Before the first map the requests
+     * waiting for it wait the command timeout: a third of it here
+     * leaves the other seeds time to answer (before 2026-11-29 such a
+     * seed had every request of a new worker answered 503, t/055)
+     */
+    ngx_add_timer(&rd->slots_timer, ngx_http_linegate_redis_map_ready
+                  ? rd->lmcf->redis_command_timeout
+                  : ngx_max(rd->lmcf->redis_command_timeout / 3, 1));
+
+    /* only the MOVEDs after this are newer than its reply */
+    ngx_memzero(ngx_http_linegate_redis_moved,
+                sizeof(ngx_http_linegate_redis_moved));
+    rd->moved_since = 0;
+
+    /* the subscribers' masters, in the same write */
+    if (rd->lmcf->redis_cluster_nodes && !rd->nodes_pending
+        && redisAsyncCommand(node->ac, ngx_http_linegate_redis_nodes_cb,
+                             node, "CLUSTER NODES")
+           == REDIS_OK)
+    {
+        rd->nodes_pending = 1;
+        rd->nodes_asked = node;
+        rd->nodes_sent = ngx_current_msec;
+    }
+
+    return NGX_OK;
 }
 
 
@@ -5386,6 +5450,11 @@ ngx_http_linegate_redis_slots_cb(redisAsyncContext *ac, void *data,
 
     if (rd->exiting) {
         return;
+    }
+
+    if (reply != NULL) {
+        /* it answers (again): asked in its turn */
+        asked->slots_stalled = 0;
     }
 
     if (asked->slots_late && asked->late_ac == ac) {
@@ -5453,14 +5522,29 @@ ngx_http_linegate_redis_slots_timeout(ngx_event_t *ev)
                   "timed out, another node asked", &asked->host,
                   asked->port);
 
+    /* asked last from now on, until it answers something */
+    asked->slots_stalled = 1;
+
     if (asked->state == NGX_HTTP_LINEGATE_REDIS_CONNECTED) {
         /* its reply, if it ever comes, answers nothing now */
         if (asked->late_ac != asked->ac) {
             asked->late_ac = asked->ac;
             asked->slots_late = 0;
+            asked->nodes_late = 0;
         }
 
         asked->slots_late++;
+
+        /*
+         * and the CLUSTER NODES behind it: asked again with the next
+         * CLUSTER SLOTS, of another node (before 2026-11-29 none was
+         * until the keepalive dropped this one: the subscribers' list
+         * of masters unknown, or aging, meanwhile; t/056)
+         */
+        if (rd->nodes_pending && rd->nodes_asked == asked) {
+            asked->nodes_late++;
+            rd->nodes_pending = 0;
+        }
     }
 
     ngx_http_linegate_redis_wake_soon();
@@ -5607,6 +5691,7 @@ ngx_http_linegate_redis_nodes_cb(redisAsyncContext *ac, void *data,
     const char                        *why;
     redisReply                        *reply;
     ngx_http_linegate_redis_t         *rd;
+    ngx_http_linegate_redis_node_t    *asked;
     ngx_http_linegate_redis_master_t  *m;
 
     static ngx_http_linegate_redis_master_t
@@ -5615,6 +5700,13 @@ ngx_http_linegate_redis_nodes_cb(redisAsyncContext *ac, void *data,
     rd = &ngx_http_linegate_redis;
     reply = data;
     m = masters;
+    asked = privdata;
+
+    if (asked->nodes_late && asked->late_ac == ac) {
+        /* given up with its CLUSTER SLOTS: another may be out now */
+        asked->nodes_late--;
+        return;
+    }
 
     rd->nodes_pending = 0;
 
@@ -5631,7 +5723,7 @@ ngx_http_linegate_redis_nodes_cb(redisAsyncContext *ac, void *data,
     {
         why = "unreadable";
 
-    } else if (ngx_http_linegate_redis_masters_take(privdata, m, n)
+    } else if (ngx_http_linegate_redis_masters_take(asked, m, n)
                != NGX_OK)
     {
         why = "names a master by a name, not an IP address";

@@ -552,6 +552,7 @@ sub render {
         # by-user's answers kept (client tracking): every Lines file
         # reads through the table, t/188 also without it
         LINES_CACHE        => $ENV{LG_LINES_CACHE} // 'off',
+        REDIS_CONNECT_TIMEOUT => '500ms',
         REDIS_COMMAND_TIMEOUT => '500ms',
         REDIS_KEEPALIVE    => '1s',
         STRIPE_URL         => "http://127.0.0.1:$self->{stub_port}",
