@@ -59,6 +59,8 @@ static ngx_int_t ngx_http_linegate_bearer(ngx_http_request_t *r,
     ngx_str_t *token);
 static ngx_int_t ngx_http_linegate_session_cookie(ngx_http_request_t *r,
     ngx_str_t *name, ngx_str_t *value);
+static ngx_int_t ngx_http_linegate_cookie_find(ngx_str_t *line,
+    ngx_str_t *name, ngx_str_t *value);
 static ngx_int_t ngx_http_linegate_cookie_write(ngx_http_request_t *r,
     ngx_http_linegate_ctx_t *ctx);
 static ngx_int_t ngx_http_linegate_is_api_key(ngx_str_t *token);
@@ -262,50 +264,109 @@ refused:
 
 
 /*
- * The value of the named cookie. nginx 1.23.0 replaced the array of
- * Cookie headers by a linked list and changed the parser's signature;
- * nginx 1.29.6 made that parser split on commas only (as other list
- * headers) and gave cookies their own, which splits on semicolons: with
- * the general parser, "a=b; __session=..." finds no __session and
- * "__session=t; a=b" gives "t; a=b".
+ * The value of the named cookie, found by its exact name. nginx's cookie
+ * parsers match names case-insensitively, but RFC 6265 cookie names are
+ * case-sensitive and Clerk sets exactly "__session": "__SESSION" is
+ * another cookie (one a subdomain or a script may set without touching
+ * the session), so they are not used. nginx 1.23.0 replaced the array of
+ * Cookie headers by a linked list; the headers are read in order, the
+ * first cookie of the name wins.
  */
 static ngx_int_t
 ngx_http_linegate_session_cookie(ngx_http_request_t *r, ngx_str_t *name,
     ngx_str_t *value)
 {
-#if (nginx_version >= 1029006)
+#if (nginx_version >= 1023000)
 
-    if (ngx_http_parse_cookie_lines(r, r->headers_in.cookie, name, value)
-        == NULL)
-    {
-        return NGX_DECLINED;
+    ngx_table_elt_t  *h;
+
+    for (h = r->headers_in.cookie; h != NULL; h = h->next) {
+        if (ngx_http_linegate_cookie_find(&h->value, name, value) == NGX_OK)
+        {
+            return NGX_OK;
+        }
     }
-
-    return NGX_OK;
-
-#elif (nginx_version >= 1023000)
-
-    if (ngx_http_parse_multi_header_lines(r, r->headers_in.cookie, name,
-                                          value)
-        == NULL)
-    {
-        return NGX_DECLINED;
-    }
-
-    return NGX_OK;
 
 #else
 
-    if (ngx_http_parse_multi_header_lines(&r->headers_in.cookies, name,
-                                          value)
-        == NGX_DECLINED)
-    {
-        return NGX_DECLINED;
+    ngx_uint_t         i;
+    ngx_table_elt_t  **h;
+
+    h = r->headers_in.cookies.elts;
+
+    for (i = 0; i < r->headers_in.cookies.nelts; i++) {
+        if (ngx_http_linegate_cookie_find(&h[i]->value, name, value)
+            == NGX_OK)
+        {
+            return NGX_OK;
+        }
     }
 
-    return NGX_OK;
-
 #endif
+
+    return NGX_DECLINED;
+}
+
+
+/*
+ * One Cookie header's "name=value" pairs, separated by ';' (RFC 6265
+ * 5.4, as nginx 1.29.6's own cookie parser splits them: a ',' is part
+ * of a value), spaces and tabs around a pair skipped and, as nginx
+ * does, spaces around the '='. The value runs to the next ';'.
+ */
+static ngx_int_t
+ngx_http_linegate_cookie_find(ngx_str_t *line, ngx_str_t *name,
+    ngx_str_t *value)
+{
+    u_char  *p, *v, *end;
+
+    p = line->data;
+    end = p + line->len;
+
+    while (p < end) {
+
+        while (p < end && (*p == ' ' || *p == '\t')) {
+            p++;
+        }
+
+        if ((size_t) (end - p) > name->len
+            && ngx_memcmp(p, name->data, name->len) == 0)
+        {
+            v = p + name->len;
+
+            while (v < end && *v == ' ') {
+                v++;
+            }
+
+            if (v < end && *v == '=') {
+                v++;
+
+                while (v < end && *v == ' ') {
+                    v++;
+                }
+
+                value->data = v;
+
+                while (v < end && *v != ';') {
+                    v++;
+                }
+
+                value->len = v - value->data;
+
+                return NGX_OK;
+            }
+        }
+
+        p = ngx_strlchr(p, end, ';');
+
+        if (p == NULL) {
+            break;
+        }
+
+        p++;
+    }
+
+    return NGX_DECLINED;
 }
 
 

@@ -181,6 +181,25 @@ subtest 'Clerk tokens accepted' => sub {
     is($b->{lineId}, $id, 'its line');
 };
 
+# RFC 6265: cookie names are case-sensitive, and Clerk sets exactly
+# __session. nginx's cookie parsers match a name in any case: a valid
+# token under __SESSION (another cookie: a subdomain or a script may set
+# one without touching the session) was taken as the session.
+subtest 'the session cookie is named __session exactly' => sub {
+    my $tok = $s->clerk_token(o => {id => 'org_auth_a'});
+    for my $name (qw(__SESSION __Session)) {
+        clerk_refused(undef, "a valid token in $name",
+                      {Cookie => "$name=$tok"});
+    }
+    clerk_refused(undef, 'a valid token in __SESSION, among others',
+                  {Cookie => "theme=dark; __SESSION=$tok; a=b"});
+
+    my $b = $l->answer($l->req({Cookie => "__SESSION=x; __session=$tok"},
+                               GET => $LIST),
+                       200, '__session after a cookie of another case');
+    is($b->{lines}[0]{workspaceId}, 'org_auth_a', 'its organization');
+};
+
 subtest 'a token without an active organization: 400' => sub {
     for my $case (
         [v2 => $s->clerk_token(o => undef)],

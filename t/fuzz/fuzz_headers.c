@@ -25,8 +25,11 @@
  * the cookie write gate (cookie_write: the Content-Type and the Origin
  * list).  No Clerk key is configured here, so a Clerk token or cookie
  * ends in a 401 once the gate let it through (t/fuzz/fuzz_jwt.c fuzzes
- * the token itself); the cookie is found as nginx 1.22 finds it
- * (ngx_http_parse_multi_header_lines() in fuzz_ngx.c).
+ * the token itself); the cookie is found by linegate's own parser
+ * (session_cookie, cookie_find), whose value is re-checked: it lies in
+ * one Cookie header, after exactly "__session" (case-sensitive, RFC
+ * 6265: "__SESSION" is another cookie) at the start of a pair, and holds
+ * no ';'.
  *
  * src/ngx_http_linegate_auth.c and src/ngx_http_linegate_idempotency.c
  * are included, so their static parsers run as they are.  Each value is
@@ -96,6 +99,58 @@ fuzz_headers_of(ngx_http_request_t *r, const char *name, ngx_str_t *v,
     }
 
     return n;
+}
+
+
+/*
+ * A value found for the cookie "__session": within one of the headers,
+ * no ';' in it, and before it (spaces and the '=' skipped back)
+ * exactly "__session" at the start of the header or of a pair (after a
+ * ';' and spaces or tabs).
+ */
+static int
+fuzz_cookie_named(ngx_table_elt_t **h, ngx_uint_t n, ngx_str_t *value)
+{
+    u_char      *start, *p;
+    ngx_uint_t   i;
+
+    for (i = 0; i < n; i++) {
+        start = h[i]->value.data;
+
+        if (value->data >= start
+            && value->data + value->len <= start + h[i]->value.len)
+        {
+            break;
+        }
+    }
+
+    if (i == n || memchr(value->data, ';', value->len) != NULL) {
+        return 0;
+    }
+
+    p = value->data;
+
+    while (p > start && p[-1] == ' ') {
+        p--;
+    }
+
+    if (p == start || *--p != '=') {
+        return 0;
+    }
+
+    while (p > start && p[-1] == ' ') {
+        p--;
+    }
+
+    if (p - start < 9 || memcmp(p - 9, "__session", 9) != 0) {
+        return 0;
+    }
+
+    for (p -= 9; p > start && (p[-1] == ' ' || p[-1] == '\t'); p--) {
+        /* void */
+    }
+
+    return p == start || p[-1] == ';';
 }
 
 
@@ -278,6 +333,10 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     gate = r->headers_in.authorization == NULL
            && ngx_http_linegate_session_cookie(r, &session_name, &session)
               == NGX_OK;
+
+    if (gate && !fuzz_cookie_named(cookies, ncookies, &session)) {
+        __builtin_trap();
+    }
 
     if (fuzz_answer.calls != 0) {
         __builtin_trap();

@@ -322,6 +322,11 @@ headers += [
     cw('', 'application/json', '', 2, NOAUTH, auth='Bearer %s' % K),
     cw('', '', '', 0, 4, auth='Bearer %s' % K),
     cw('', '', '', 2, NOAUTH | 4),
+    # cookie names are case-sensitive (RFC 6265): only "__session" counts
+    cw('__SESSION=' + TOK, 'application/json', '', 2, NOAUTH),
+    cw('__Session=x; __session=' + TOK, 'application/json', '', 2, NOAUTH),
+    cw('a=b,__session=' + TOK + ';\t__session=y', 'application/json', '',
+       2, NOAUTH),
 ]
 write('headers', headers)
 
