@@ -658,6 +658,7 @@ ngx_http_linegate_webhook_subscription(ngx_http_request_t *r,
     ngx_str_t                        ws, status, *plan, ekey, wkey, sub, skey;
     ngx_str_t                       *customer;
     ngx_http_linegate_redis_args_t  *a;
+    ngx_http_linegate_main_conf_t   *lmcf;
 
     meta = json_object_get(object, "metadata");
 
@@ -698,6 +699,38 @@ ngx_http_linegate_webhook_subscription(ngx_http_request_t *r,
         return;
     }
 
+    /*
+     * The workspace's events are ordered by created (wh_subscription):
+     * one without it would be applied as now, and one from the future
+     * would make every later event stale, the workspace frozen until
+     * then.
+     * Stripe creates an event before it signs a delivery of it, and the
+     * signature is within the tolerance of now: a created past now and
+     * the tolerance is no event of Stripe's. Only the endpoint's secret
+     * signs events, so this is defence in depth: 400, nothing written.
+     */
+    created = json_object_get(event, "created");
+
+    if (!json_is_integer(created)) {
+        ngx_http_linegate_field_error(r, NULL, "Malformed Stripe event");
+        return;
+    }
+
+    lmcf = ngx_http_get_module_main_conf(r, ngx_http_linegate_module);
+
+    if (json_integer_value(created)
+        > (json_int_t) ngx_time() + (json_int_t) lmcf->webhook_tolerance)
+    {
+        ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
+                      NGX_HTTP_LINEGATE_LOG "Stripe subscription event "
+                      "\"%V\" created at %L, past now and "
+                      "linegate_webhook_tolerance: refused", event_id,
+                      (int64_t) json_integer_value(created));
+        ngx_http_linegate_field_error(r, NULL,
+                                      "Stripe event created in the future");
+        return;
+    }
+
     if (kind == 'd') {
         ngx_str_set(&status, "canceled");
     }
@@ -719,7 +752,6 @@ ngx_http_linegate_webhook_subscription(ngx_http_request_t *r,
     }
 
     plan = ngx_http_linegate_webhook_plan(r, object);
-    created = json_object_get(event, "created");
 
     a = ngx_palloc(r->pool, sizeof(ngx_http_linegate_redis_args_t));
     customer = ngx_palloc(r->pool, sizeof(ngx_str_t));
@@ -750,10 +782,7 @@ ngx_http_linegate_webhook_subscription(ngx_http_request_t *r,
     ngx_http_linegate_redis_arg_str(a, &skey);
     ngx_http_linegate_redis_arg_str(a, &status);
     ngx_http_linegate_redis_arg_str(a, plan);
-    ngx_http_linegate_redis_arg_int(r, a,
-                                    json_is_integer(created)
-                                    ? json_integer_value(created)
-                                    : now / 1000);
+    ngx_http_linegate_redis_arg_int(r, a, json_integer_value(created));
     ngx_http_linegate_redis_arg(a, iso, NGX_HTTP_LINEGATE_ISO_LEN);
     ngx_http_linegate_redis_arg_int(r, a, NGX_HTTP_LINEGATE_EVENT_MEMORY);
     ngx_http_linegate_redis_arg_str(a, &sub);

@@ -576,6 +576,74 @@ subtest 'one second, two events of a subscription, in reverse' => sub {
        'still canceled');
 };
 
+# The workspace's events are ordered by created: before, one without it
+# was applied as now, and one from the future was applied and made every
+# later event stale until that time (the workspace frozen). Signed by
+# the endpoint's secret all the same: 400, nothing written.
+subtest 'created missing or from the future: 400, nothing applied' => sub {
+    $r->hset('lg:{ws:org_cre}', stripeCustomerId => 'cus_org_cre',
+             plan => 'mini', subscriptionStatus => 'active');
+    my $sub = {id => 'sub_cre', object => 'subscription',
+               status => 'past_due',
+               metadata => {workspace_id => 'org_cre'},
+               items => {data => [{price => {id => 'price_plan_growth'}}]}};
+    my $keys = join ',', sort $r->keys('*');
+    my $from = length $s->error_log;
+
+    for my $case (['no created'], ['created null', undef],
+                  ['created a string', '' . (time - 10)],
+                  ['created not whole', time - 9.5],
+                  ['created an object', {}])
+    {
+        my ($name, @v) = @$case;
+        my $ev = event('customer.subscription.updated', $sub);
+        delete $ev->{created};
+        $ev->{created} = $v[0] if @v;
+        my $body = answer_is(deliver($ev), 400, $name);
+        is_deeply($body, {error => 'Malformed Stripe event'}, "$name: body");
+    }
+
+    my $t = time;
+    for my $case (['an hour ahead', $t + 3600],
+                  ['a thousand years ahead', $t + 1000 * 365 * 86400],
+                  ['2^63 - 1', '9223372036854775807'])
+    {
+        my ($name, $created) = @$case;
+        my $ev = event('customer.subscription.updated', $sub,
+                       created => $created);
+        my $json = encode_json($ev) =~ s/"created":"(\d+)"/"created":$1/r;
+        my $body = answer_is(deliver($json), 400, "created $name");
+        is_deeply($body, {error => 'Stripe event created in the future'},
+                  "$name: body");
+    }
+    my $at = $t + 3600;
+    like(substr($s->error_log, $from),
+         qr/\[warn\].*Stripe\ subscription\ event\ "evt_test\d+"\ created
+            \ at\ $at,\ past\ now\ and\ linegate_webhook_tolerance:
+            \ refused/x, 'logged at warn');
+
+    is(join(',', sort $r->keys('*')), $keys, 'nothing written');
+    is_deeply([$r->hmget('lg:{ws:org_cre}', 'plan', 'subscriptionStatus')],
+              ['mini', 'active'], 'status and plan kept');
+
+    # a genuine event after them applies: nothing was frozen
+    my $body = answer_is(deliver(event('customer.subscription.updated',
+                                       $sub, created => $t)),
+                         200, 'a genuine event, now');
+    is_deeply($body, {received => \1}, 'applied');
+    is_deeply([$r->hmget('lg:{ws:org_cre}', 'plan', 'subscriptionStatus')],
+              ['growth', 'past_due'], 'its status and plan');
+
+    # a clock a little ahead of ours, within the signature's tolerance
+    $body = answer_is(deliver(event('customer.subscription.updated',
+                                    {%$sub, status => 'active'},
+                                    created => $t + 60)),
+                      200, 'created a minute ahead');
+    is_deeply($body, {received => \1}, 'applied');
+    is($r->hget('lg:{ws:org_cre}', 'subscriptionStatus'), 'active',
+       'its status');
+};
+
 # a plan changed by a new subscription, the old one deleted afterwards:
 # the old one's end is not the workspace's, in either order
 subtest 'a new subscription, the old one deleted' => sub {

@@ -4,8 +4,9 @@
  * webhook.c (included here) reads them: the event (id, type,
  * data.object), invoices (id) and subscriptions (metadata.workspace_id,
  * status, items.data[].price.id / plan.id against the configured price
- * map, created), then the Redis replies: an invoice's index
- * (webhook_owner), the script's (webhook_done).
+ * map, created: an integer, not past now and the tolerance, or a 400),
+ * then the Redis replies: an invoice's index (webhook_owner), the
+ * script's (webhook_done).
  *
  * Input: the body, then optionally a NUL byte and RESP bytes: the reply
  * each Redis step gets (parsed by hiredis's reader).  The harness signs each
@@ -59,7 +60,8 @@ fuzz_redis_script(ngx_http_request_t *r,
     ngx_http_linegate_redis_args_t *args,
     ngx_http_linegate_redis_handler_pt handler)
 {
-    int  i;
+    int      i;
+    json_t  *created;
 
     if (args->argc < 0 || args->argc > NGX_HTTP_LINEGATE_REDIS_MAX_ARGS) {
         __builtin_trap();
@@ -72,6 +74,20 @@ fuzz_redis_script(ngx_http_request_t *r,
         }
 
         (void) ngx_hash_key((u_char *) args->argv[i], args->argvlen[i]);
+    }
+
+    /*
+     * a subscription's events are ordered by created: only an integer
+     * one, not past now (1700000000) and the tolerance, is applied
+     */
+    if (script == NGX_HTTP_LINEGATE_SCRIPT_WH_SUBSCRIPTION) {
+        created = json_object_get(fuzz_ctx.body, "created");
+
+        if (!json_is_integer(created)
+            || json_integer_value(created) > 1700000000 + 300)
+        {
+            __builtin_trap();
+        }
     }
 
     fuzz_handler = handler;

@@ -259,6 +259,14 @@ webhook = [
        dict(SUB, customer={'id': 'cus_1'})) + b'\0*1\r\n:6\r\n',
     ev('customer.subscription.deleted', dict(SUB, customer=7))
     + b'\0*1\r\n:7\r\n',
+    # created orders the events: an integer, at most now (1700000000)
+    # and the tolerance (300)
+    ev('customer.subscription.updated', SUB, created=None),
+    ev('customer.subscription.updated', SUB, created=1700000300)
+    + b'\0:3\r\n',
+    ev('customer.subscription.updated', SUB, created=1700000301),
+    ev('customer.subscription.updated', SUB, created=1.7e9),
+    ev('customer.subscription.updated', SUB, created=2 ** 63 - 1),
 ]
 write('webhook', webhook)
 
