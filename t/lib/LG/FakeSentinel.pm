@@ -30,26 +30,14 @@ package LG::FakeSentinel;
 use strict;
 use warnings;
 
-use File::Temp qw(tempdir);
 use IO::Select;
-use IO::Socket::INET;
-use POSIX ();
-use LG::Stack;
 use LG::Test qw(take_command resp);
-
-my %LIVE;
+use parent 'LG::ForkedListener';
 
 sub new {
-    my ($class) = @_;
-    my $dir = tempdir('lg-fake-sentinel-XXXXXX', TMPDIR => 1,
-                      CLEANUP => 1);
-    my $self = bless { port => (LG::Stack::_free_ports(1))[0],
-                       file => "$dir/sentinel", owner => $$ }, $class;
-    $LIVE{$self} = $self;
-    return $self;
+    return $_[0]->SUPER::new(tag => 'lg-fake-sentinel', file => 'sentinel',
+                             what => 'the fake sentinel', backlog => 16);
 }
-
-sub port { $_[0]{port} }
 
 sub _slurp {
     open my $f, '<', $_[0] or return undef;
@@ -78,32 +66,11 @@ sub publish {
 sub asked   { -e "$_[0]{file}.asked" }
 sub release { _spew("$_[0]{file}.hold", '') }
 
-sub stop {
-    my ($self) = @_;
-    return unless $self->{pid} && $self->{owner} == $$;
-    kill 'KILL', $self->{pid};
-    waitpid $self->{pid}, 0;
-    delete $self->{pid};
-}
-
-sub start {
+# before the child starts: nothing held, said or asked yet
+sub _prepare {
     my ($self, %o) = @_;
-    $self->stop;
     unlink map { "$self->{file}.$_" } qw(hold asked say);
     $self->master($o{master});
-    my $srv = IO::Socket::INET->new(LocalAddr => '127.0.0.1',
-                                    LocalPort => $self->{port},
-                                    Listen => 16, ReuseAddr => 1)
-        or die "the fake sentinel on $self->{port}: $!";
-    my $pid = fork // die "fork: $!";
-    if ($pid) {
-        close $srv;
-        $self->{pid} = $pid;
-        return $self;
-    }
-    # (a child never returns to the test's code, nor runs its END)
-    eval { $self->_serve($srv, %o) };
-    POSIX::_exit(1);
 }
 
 sub _answer {
@@ -165,13 +132,6 @@ sub _serve {
             close $fh;
         }
     }
-}
-
-# $? saved and set again, as LG::Stack's END does (waitpid sets it)
-END {
-    my $status = $?;
-    $_->stop for values %LIVE;
-    $? = $status;
 }
 
 1;

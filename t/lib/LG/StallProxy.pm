@@ -24,24 +24,15 @@ package LG::StallProxy;
 use strict;
 use warnings;
 
-use File::Temp qw(tempdir);
 use IO::Select;
 use IO::Socket::INET;
-use POSIX ();
-use LG::Stack;
-
-my %LIVE;
+use parent 'LG::ForkedListener';
 
 sub new {
-    my ($class) = @_;
-    my $dir = tempdir('lg-stall-proxy-XXXXXX', TMPDIR => 1, CLEANUP => 1);
-    my $self = bless { port => (LG::Stack::_free_ports(1))[0],
-                       file => "$dir/proxy", owner => $$ }, $class;
-    $LIVE{$self} = $self;
-    return $self;
+    return $_[0]->SUPER::new(tag => 'lg-stall-proxy', file => 'proxy',
+                             what => 'the stalling proxy', backlog => 128);
 }
 
-sub port  { $_[0]{port} }
 sub to    { $_[0]{to} = $_[1] }
 sub asked { -e "$_[0]{file}.asked" }
 
@@ -53,32 +44,11 @@ sub release {
     rename "$self->{file}.tmp", "$self->{file}.release" or die "$!";
 }
 
-sub stop {
-    my ($self) = @_;
-    return unless $self->{pid} && $self->{owner} == $$;
-    kill 'KILL', $self->{pid};
-    waitpid $self->{pid}, 0;
-    delete $self->{pid};
-}
-
-sub start {
+# before the child starts: nothing held unless asked
+sub _prepare {
     my ($self, %o) = @_;
-    $self->stop;
     unlink map { "$self->{file}.$_" } qw(release asked);
     $self->release('close') unless $o{hold};
-    my $srv = IO::Socket::INET->new(LocalAddr => '127.0.0.1',
-                                    LocalPort => $self->{port},
-                                    Listen => 128, ReuseAddr => 1)
-        or die "the stalling proxy on $self->{port}: $!";
-    my $pid = fork // die "fork: $!";
-    if ($pid) {
-        close $srv;
-        $self->{pid} = $pid;
-        return $self;
-    }
-    # (a child never returns to the test's code, nor runs its END)
-    eval { $self->_serve($srv) };
-    POSIX::_exit(1);
 }
 
 sub _serve {
@@ -155,13 +125,6 @@ sub _serve {
             syswrite $peer{$fh}, $chunk if $peer{$fh};
         }
     }
-}
-
-# $? saved and set again, as LG::Stack's END does (waitpid sets it)
-END {
-    my $status = $?;
-    $_->stop for values %LIVE;
-    $? = $status;
 }
 
 1;
