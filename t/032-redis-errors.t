@@ -56,7 +56,9 @@ sub serve {
             read($c, my $buf, $1 + 2) or return;
         }
         open my $fh, '<', $file or return;
-        chomp(my $err = <$fh>);
+        # an empty file (stand_in_file's '', until answer_next): an empty
+        # error, "-\r\n"
+        chomp(my $err = <$fh> // '');
         print $c "-$err\r\n";
     }
 }
