@@ -134,7 +134,8 @@ typedef struct {
     ngx_uint_t                          master_known;
     /*
      * the master a sentinel named is being connected to, its ROLE not yet
-     * "master": lost before ready(), a miss of that sentinel's (_lost())
+     * "master": lost before ready(), a miss of that sentinel's (_lost());
+     * cleared by +switch-master, which makes its loss the failover's
      */
     ngx_uint_t                          named;
     ngx_event_t                         rediscover;  /* posted */
@@ -4456,6 +4457,16 @@ ngx_http_linegate_redis_master_switched(ngx_str_t *host, ngx_int_t port)
 
     rd = &ngx_http_linegate_redis;
 
+    /*
+     * The master named before the announcement, being connected to, is
+     * expected to go (dropped for the new one, refused, a replica by
+     * now): no miss of its sentinel's. Counted as one, a +switch-master
+     * during the first connection ended its wait with one sentinel
+     * configured: no master, every request waiting answered 503 (before
+     * 2026-11-29, t/056)
+     */
+    rd->named = 0;
+
     if (rd->rediscover.posted && !rd->switch_only) {
         /* posted for a cause that drops whatever the announcement */
         return;
@@ -4743,6 +4754,9 @@ ngx_http_linegate_redis_ready(ngx_http_linegate_redis_node_t *node)
                       NGX_HTTP_LINEGATE_LOG "redis connected to the master "
                       "%V:%i", &node->host, node->port);
 
+        /* the subscription, to the sentinel that named it (t/045) */
+        ngx_http_linegate_sentinel_reached();
+
     } else if (rd->cluster) {
         ngx_log_error(NGX_LOG_NOTICE, rd->log, 0,
                       NGX_HTTP_LINEGATE_LOG "redis connected to cluster "
@@ -4972,6 +4986,7 @@ ngx_http_linegate_redis_disconnect_cb(const redisAsyncContext *ac,
 static void
 ngx_http_linegate_redis_lost(ngx_http_linegate_redis_node_t *node)
 {
+    ngx_uint_t                  missed;
     ngx_msec_t                  delay;
     ngx_http_linegate_redis_t  *rd;
 
@@ -5008,8 +5023,11 @@ ngx_http_linegate_redis_lost(ngx_http_linegate_redis_node_t *node)
      * its sentinel answered right and is asked first again, so two
      * sentinels naming two reachable masters do not take turns.
      */
+    missed = 0;
+
     if (rd->sentinel && rd->named) {
         rd->named = 0;
+        missed = 1;
         ngx_http_linegate_sentinel_refused();
     }
 
@@ -5018,11 +5036,15 @@ ngx_http_linegate_redis_lost(ngx_http_linegate_redis_node_t *node)
      * sentinel is left that may name another master (the one that named
      * this one is asked last, above); the requests waiting for it wait
      * on (before 2026-11-29 the first master that could not be reached
-     * ended the wait: 503, t/054)
+     * ended the wait: 503, t/054). A master left for +switch-master is
+     * no miss (named cleared): the sentinels are asked again, the
+     * announcing one first, and the wait goes on (t/056). A discovery
+     * that found nothing set cold itself.
      */
     if (!node->cold) {
         if (!rd->sentinel || rd->exiting || ngx_terminate
-            || ++rd->warm_misses >= rd->lmcf->redis_sentinels->nelts)
+            || (missed
+                && ++rd->warm_misses >= rd->lmcf->redis_sentinels->nelts))
         {
             node->cold = 1;
         }

@@ -9,7 +9,8 @@
  * reconnect, and checks the ROLE of what it reached.
  *
  *   QUERY   connect to sentinel i, [AUTH], SENTINEL get-master-addr-by-name
- *   then    found(host, port); PSUBSCRIBE +switch-master if not yet
+ *   then    found(host, port); PSUBSCRIBE +switch-master there if
+ *           not yet; moved there once its master is reached (ROLE)
  *   else    (refused, timed out, no such master, an error) the next
  *           sentinel; all of them: found(NGX_ERROR), the store backs off
  *
@@ -27,15 +28,29 @@
  * guidance: ask in order, the one that answered right to the front).
  * After +switch-master, the sentinel subscribed to, which announced it,
  * is asked first, and a query in flight is asked again there: its
- * answer may name the master of before the switch.
+ * answer may name the master of before the switch. What the master
+ * named before it does then (dropped for the new one, refused, a
+ * replica) is the failover's, no miss: the store neither moves the
+ * cursor nor counts it against its first connection's wait
+ * (ngx_http_linegate_redis.c, t/056).
  *
  * The subscription keeps its own place in the list (sub_at), apart from
  * the query's: the store's connection, and so the query's cursor, may
- * stay put for days while the subscribed sentinel is gone. It is made on
- * the sentinel that has just answered a query when there is none; lost
- * (refused, closed, an error), the cursor moves to the next sentinel and
- * the store's next keepalive subscribes there, round robin; a
- * subscription that holds stays where it is.
+ * stay put for days while the subscribed sentinel is gone. It follows
+ * the sentinel whose answer is in use: made on the one that has just
+ * answered a query when there is none, and moved to the one that named
+ * the master the store reached (sentinel_reached(), its ROLE checked)
+ * when it is on another: the query's cursor moved on a miss, or the
+ * subscription was lost and made on the next one meanwhile. A stale
+ * sentinel, cut off from the others, keeps answering PSUBSCRIBE and
+ * PING and never publishes their failover: left there once its answer
+ * was a miss, the worker would not hear of the next failover (before
+ * 2026-11-29 the subscription stayed on the first sentinel that
+ * answered, t/045). An answer alone does not move it: one that misses
+ * may be the stale sentinel's. Lost (refused, closed, an error), its
+ * cursor moves to the next sentinel and the store's next keepalive
+ * subscribes there, round robin, until a master reached brings it back
+ * to the sentinel that named it; a subscription there stays put.
  *
  * A sentinel that neither answers nor closes (its process stopped, its
  * host hung: the kernel still completes a handshake and answers TCP
@@ -66,6 +81,8 @@ typedef struct {
     ngx_uint_t                              asking;   /* being asked */
     ngx_uint_t                              sub_at;   /* subscribed to,
                                                          or to be next */
+    ngx_uint_t                              answered; /* named the master
+                                                         found last */
     ngx_uint_t                              tried;
     uintptr_t                               gen;      /* of the query */
     ngx_uint_t                              subscribed; /* answered */
@@ -96,6 +113,7 @@ static void ngx_http_linegate_sentinel_failed(const char *why);
 static void ngx_http_linegate_sentinel_timeout(ngx_event_t *ev);
 static void ngx_http_linegate_sentinel_subscribe(void);
 static void ngx_http_linegate_sentinel_sub_timeout(ngx_event_t *ev);
+static void ngx_http_linegate_sentinel_sub_close(void);
 static void ngx_http_linegate_sentinel_sub_lost(const char *why);
 static void ngx_http_linegate_sentinel_message(redisAsyncContext *ac,
     void *data, void *privdata);
@@ -356,6 +374,9 @@ ngx_http_linegate_sentinel_reply(redisAsyncContext *ac, void *data,
 
     addrs = s->lmcf->redis_sentinels->elts;
 
+    /* the subscription goes there once what it named is reached */
+    s->answered = s->asking;
+
     if (s->sub == NULL) {
         /* a sentinel known to be up, whatever the cursor said */
         s->sub_at = s->asking;
@@ -487,14 +508,12 @@ ngx_http_linegate_sentinel_subscribe(void)
 
 /*
  * The subscription's PSUBSCRIBE or PING unanswered in time: the sentinel
- * hangs, or cannot be reached. Freed here, never inside one of its own
- * callbacks; they and the disconnect callback see it is no longer s->sub
+ * hangs, or cannot be reached
  */
 static void
 ngx_http_linegate_sentinel_sub_timeout(ngx_event_t *ev)
 {
     const char                    *why;
-    redisAsyncContext             *ac;
     ngx_http_linegate_sentinel_t  *s;
 
     s = &ngx_http_linegate_sentinel;
@@ -505,11 +524,35 @@ ngx_http_linegate_sentinel_sub_timeout(ngx_event_t *ev)
 
     why = s->subscribed ? "PING unanswered" : "PSUBSCRIBE unanswered";
 
+    ngx_http_linegate_sentinel_sub_close();
+
+    ngx_http_linegate_sentinel_sub_lost(why);
+}
+
+
+/*
+ * The subscription's connection freed (given up: timed out, or moved to
+ * the sentinel whose master is reached). Never called inside one of its
+ * own callbacks; they and the disconnect callback, called by the free,
+ * see it is no longer s->sub
+ */
+static void
+ngx_http_linegate_sentinel_sub_close(void)
+{
+    redisAsyncContext             *ac;
+    ngx_http_linegate_sentinel_t  *s;
+
+    s = &ngx_http_linegate_sentinel;
+
+    if (s->sub_timer.timer_set) {
+        ngx_del_timer(&s->sub_timer);
+    }
+
+    s->subscribed = 0;
+
     ac = s->sub;
     s->sub = NULL;
     redisAsyncFree(ac);
-
-    ngx_http_linegate_sentinel_sub_lost(why);
 }
 
 
@@ -517,7 +560,7 @@ ngx_http_linegate_sentinel_sub_timeout(ngx_event_t *ev)
  * The subscription failed or ended (s->sub already cleared): the next
  * keepalive subscribes on the next sentinel, so that one that is down
  * is not tried again and again while the others could tell us of a
- * failover
+ * failover (a master reached brings it to the sentinel that named it)
  */
 static void
 ngx_http_linegate_sentinel_sub_lost(const char *why)
@@ -802,6 +845,43 @@ ngx_http_linegate_sentinel_refused(void)
      * name
      */
     s->next = (s->asking + 1) % s->lmcf->redis_sentinels->nelts;
+}
+
+
+void
+ngx_http_linegate_sentinel_reached(void)
+{
+    ngx_http_linegate_sentinel_t    *s;
+    ngx_http_linegate_redis_addr_t  *addrs;
+
+    s = &ngx_http_linegate_sentinel;
+
+    if (s->exiting || s->sub == NULL || s->sub_at == s->answered) {
+        /* none (the next keepalive makes it), or where it belongs */
+        return;
+    }
+
+    /*
+     * Subscribed to another sentinel than the one whose master the
+     * worker is on: that one may be stale (what it named missed, so the
+     * cursor moved on) and would not tell of a failover the others make.
+     * Moved only once a master is reached, not on any answer: an answer
+     * that misses would take it to a stale sentinel, and every discovery
+     * through a failover would drag it from one sentinel to the next
+     */
+    addrs = s->lmcf->redis_sentinels->elts;
+
+    ngx_log_error(NGX_LOG_NOTICE, s->log, 0,
+                  NGX_HTTP_LINEGATE_LOG "redis sentinel %V:%i: "
+                  "+switch-master subscription moved to %V:%i, whose "
+                  "master is reached", &addrs[s->sub_at].host,
+                  addrs[s->sub_at].port, &addrs[s->answered].host,
+                  addrs[s->answered].port);
+
+    ngx_http_linegate_sentinel_sub_close();
+
+    s->sub_at = s->answered;
+    ngx_http_linegate_sentinel_subscribe();
 }
 
 

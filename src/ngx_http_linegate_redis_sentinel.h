@@ -43,6 +43,13 @@ void ngx_http_linegate_sentinel_init(ngx_http_linegate_main_conf_t *lmcf,
 void ngx_http_linegate_sentinel_discover(ngx_uint_t first);
 
 /*
+ * what the last discovery found is reached and is the master (its
+ * ROLE): the +switch-master subscription moves to the sentinel that
+ * named it when it is on another (stale, perhaps: it missed before)
+ */
+void ngx_http_linegate_sentinel_reached(void);
+
+/*
  * what the last discovery found could not be reached (refused, timed
  * out, closed before its ROLE) or is not the master (its ROLE): the
  * sentinel that named it is asked last by the next one. Not called for

@@ -180,6 +180,7 @@ subtest 'a durable write answered READONLY asks the sentinels' => sub {
                . 'reload)', time - $t0));
 
     # the master again: the release lands there
+    my $back = length $s->error_log;
     $r->replicaof('NO', 'ONE');
     ok(eventually(sub { substr($s->error_log, $mark) =~ /$rel done/ },
                   $SETTLE),
@@ -187,6 +188,16 @@ subtest 'a durable write answered READONLY asks the sentinels' => sub {
     ok(eventually(sub { !defined $l->pending($w) }, $SETTLE),
        'the reservation is released');
     $l->clear_faults;
+
+    # the reload's workers on the master again: their subscriptions moved
+    # by then to the sentinel that named it (they followed no answer that
+    # named the demoted master), where the next subtest finds them
+    my @pids = substr($s->error_log, $mark) =~ /start worker process (\d+)/g;
+    ok(@pids && eventually(sub {
+           my $log = substr $s->error_log, $back;
+           !grep { $log !~ /\b$_#\d+: [^\n]*redis connected to the master/ }
+               @pids
+       }, $SETTLE), "the new workers (@pids) on the master again");
 };
 
 # Last: a sentinel stopped for seconds sees the time jump (TILT, 30 s

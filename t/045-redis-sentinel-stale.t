@@ -12,7 +12,10 @@
 # switch, may name the old master. The same after the worker lost a
 # master it was connected to: the stale sentinel, which answered last,
 # names a master that refuses, and the next reconnect asks the others
-# first; one whose master was reached stays first (no turns taken).
+# first; one whose master was reached stays first (no turns taken). The
+# +switch-master subscription follows the sentinel answering: on the
+# stale one, which hears of no failover the others make, the worker
+# would not be told of the next one.
 use strict;
 use warnings;
 use lib 't/lib';
@@ -219,6 +222,64 @@ subtest '+switch-master: a query in flight is asked again' => sub {
            'the answer asked before the switch is not taken');
     unlike($after, qr/redis connected to the master 127\.0\.0\.1:$old\b/,
            'never back on the old master');
+    $s->follow_master;
+};
+
+# The stale sentinel answered first and took the subscription (it
+# answers PSUBSCRIBE and PING as any sentinel), then named a master that
+# refuses: the reconnect's answer comes from a real sentinel, and once
+# its master is reached the subscription moves there. Left on the stale
+# one, the worker is not told of the failover the others make, and
+# stays on the old master, writable until it is demoted seconds later
+# (before 2026-11-29 the first sentinel that answered kept it for good)
+subtest 'the subscription follows the sentinel whose master is used' => sub {
+    ok($s->wait_sentinels_ready($SETTLE), 'the sentinels ready again')
+        or return;
+    my $old = $s->redis_port;
+    my $dead = (LG::Stack::_free_ports(1))[0];
+    my $real = join '|', $s->sentinel_ports;
+    $fake->start(master => $old, subscribe => 1);
+    my $from = reload();
+    ok($s->wait_redis_connected($from, 15), 'connected') or return;
+    # its lines alone: the worker of before may still be draining
+    my ($pid) = substr($s->error_log, $from)
+        =~ /start worker process (\d+)/;
+    my $mine = sub {
+        join '', grep { /\b$pid#/ } split /^/, substr $s->error_log, $_[0];
+    };
+    ok(eventually(sub {
+           $mine->($from)
+               =~ /redis sentinel 127\.0\.0\.1:$fake_port: subscribed to/
+       }, 10), 'subscribed on the stale sentinel, which answered first')
+        or return;
+
+    # cut off from now on: it names what it knew
+    $fake->master($dead);
+    my $mark = lose_master();
+    ok(eventually(sub {
+           $mine->($mark)
+               =~ /redis connected to the master 127\.0\.0\.1:$old\b/
+       }, $SETTLE), 'back on the master the others name') or return;
+    ok(eventually(sub {
+           $mine->($mark)
+               =~ /redis sentinel 127\.0\.0\.1:(?:$real): subscribed to/
+       }, 10), 'subscribed on the real sentinel that answered');
+    like($mine->($mark), qr/127\.0\.0\.1:$fake_port:\ \+switch-master
+                            \ subscription\ moved\ to\ 127\.0\.0\.1:
+                            (?:$real),\ whose\ master\ is\ reached/x,
+         'moved, and said so');
+
+    $mark = length $s->error_log;
+    is($s->sentinel_failover($SETTLE), 'OK', 'SENTINEL FAILOVER');
+    my $new = $s->wait_new_master($old, $SETTLE);
+    ok(defined $new, 'a new master (port ' . ($new // '-') . ')') or return;
+    ok(eventually(sub {
+           $mine->($mark) =~ /\+switch-master lgmaster /
+       }, $SETTLE), 'told by +switch-master');
+    ok(eventually(sub {
+           $mine->($mark)
+               =~ /redis connected to the master 127\.0\.0\.1:$new\b/
+       }, $SETTLE), 'the worker on the new master');
     $s->follow_master;
 };
 

@@ -688,7 +688,11 @@ sub redis_directive {
     return $self->_cluster_directive if $self->topology eq 'cluster';
     return "127.0.0.1:$self->{redis_port}" if $self->topology ne 'sentinel';
     # dead_sentinel => 1: a sentinel that refuses connections comes first;
-    # first_sentinel => port: a test's own sentinel comes first
+    # first_sentinel => port: a test's own sentinel comes first;
+    # only_sentinel => port: a test's own sentinel is the only one given
+    # (the stack's run all the same, for the replicas and a failover)
+    return "127.0.0.1:$self->{opts}{only_sentinel} sentinel=lgmaster"
+        if $self->{opts}{only_sentinel};
     my @ports = @{ $self->{sentinel_ports} };
     unshift @ports, $self->{dead_port} //= (_free_ports(1))[0]
         if $self->{opts}{dead_sentinel};
