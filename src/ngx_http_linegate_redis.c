@@ -4463,7 +4463,7 @@ ngx_http_linegate_redis_master_switched(ngx_str_t *host, ngx_int_t port)
      * now): no miss of its sentinel's. Counted as one, a +switch-master
      * during the first connection ended its wait with one sentinel
      * configured: no master, every request waiting answered 503 (before
-     * 2026-11-29, t/056)
+     * 2026-11-29, t/057)
      */
     rd->named = 0;
 
@@ -5038,7 +5038,7 @@ ngx_http_linegate_redis_lost(ngx_http_linegate_redis_node_t *node)
      * on (before 2026-11-29 the first master that could not be reached
      * ended the wait: 503, t/054). A master left for +switch-master is
      * no miss (named cleared): the sentinels are asked again, the
-     * announcing one first, and the wait goes on (t/056). A discovery
+     * announcing one first, and the wait goes on (t/057). A discovery
      * that found nothing set cold itself.
      */
     if (!node->cold) {
