@@ -103,6 +103,15 @@ static void ngx_http_linegate_lines_list_indexed(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr, redisReply *reply);
 static void ngx_http_linegate_lines_list_index(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr, redisReply *index);
+static ngx_uint_t ngx_http_linegate_lines_list_listed(
+    ngx_http_linegate_lr_t *lr, redisReply *index, ngx_uint_t i);
+static ngx_int_t ngx_http_linegate_lines_list_cursor(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr, redisReply *index);
+static void ngx_http_linegate_lines_list_page(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr);
+static void ngx_http_linegate_lines_list_page_args(ngx_http_request_t *r,
+    ngx_http_linegate_redis_args_t *a, ngx_str_t *key, ngx_str_t *from,
+    ngx_uint_t nties);
 static void ngx_http_linegate_lines_list_read(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr);
 static void ngx_http_linegate_lines_list_lines(ngx_http_request_t *r,
@@ -396,10 +405,11 @@ ngx_http_linegate_lines_path_id(ngx_http_request_t *r,
  *   STRIPE     claimed: Stripe GET the invoice
  *   RESOLVE    lr_resolve.lua: paid or void -> the line as it is now
  *   LIST       by-user where SCRIPT would be: lr_list.lua, the gate
- *              alone; LIST_INDEX after it: the index (ZRANGE)
+ *              alone; LIST_INDEX after it: the index's first page
+ *              (ZRANGEBYSCORE, LIST_PAGE ids), and each next one
  *   LIST_LINES by-user after PIPELINE, REVALIDATE or LIST_INDEX (each
- *              read the index of its requests): HGETALL of each,
- *              pipelined
+ *              read a page of the index of its requests): HGETALL of
+ *              each, pipelined; then LIST_INDEX while pages remain
  *   CHECK      lr_get.lua (availability)
  *
  * Every Redis callback enters lines_read_resume, every Stripe answer too
@@ -566,7 +576,7 @@ ngx_http_linegate_lr_script(ngx_http_request_t *r, ngx_http_linegate_lr_t *lr)
  * next lease (want, ARGV[3]), with a plain SET ... NX when the worker's
  * last decision of the key is over (lr_idle).
  * by-user reads the index of the workspace's requests instead of a hash
- * (ZRANGE, as LIST_INDEX after lr_list.lua), then the hashes
+ * (its first page, as LIST_INDEX after lr_list.lua), then the hashes
  * (LIST_LINES).
  * Each part's reply is kept when another fails (_pipeline_each, as
  * linegate_limit's): on a cluster the key's lookup may be on another
@@ -676,10 +686,7 @@ ngx_http_linegate_lr_get_tx(ngx_http_request_t *r, ngx_http_linegate_lr_t *lr)
         key.len = p - key.data;
 
         ngx_http_linegate_redis_args_init(&tx[n]);
-        ngx_http_linegate_redis_arg_cstr(&tx[n], "ZRANGE");
-        ngx_http_linegate_redis_arg_str(&tx[n], &key);
-        ngx_http_linegate_redis_arg_cstr(&tx[n], "0");
-        ngx_http_linegate_redis_arg_cstr(&tx[n], "-1");
+        ngx_http_linegate_lines_list_page_args(r, &tx[n], &key, NULL, 0);
 
     } else {
         p = ngx_http_linegate_key_write(p, NGX_HTTP_LINEGATE_KEY_WS_LR,
@@ -1633,9 +1640,13 @@ ngx_http_linegate_lines_list(ngx_http_request_t *r,
 
 
 /*
- * PIPELINE or REVALIDATE of by-user, admitted: the index of the
- * workspace's requests that are not canceled (ids, oldest first), whose
- * hashes are read next, in pipelines of at most LIST_CHUNK.
+ * A page of the index (PIPELINE or REVALIDATE of by-user, admitted, or
+ * LIST_INDEX): id and score of the workspace's requests that are not
+ * canceled, oldest first, from the score the page starts at. Its ids
+ * not listed yet are read next, in pipelines of at most LIST_CHUNK,
+ * then the next page if this one was full: no command of Redis is as
+ * long as the workspace's failed lines, which stay in the index for
+ * ever (SPEC 2.8 lists them; until 2026-11-29 one ZRANGE read them all).
  */
 static void
 ngx_http_linegate_lines_list_index(ngx_http_request_t *r,
@@ -1645,44 +1656,74 @@ ngx_http_linegate_lines_list_index(ngx_http_request_t *r,
     u_char      *p;
     ngx_int_t    rc;
     ngx_str_t    id, *key;
-    ngx_uint_t   i, n;
+    ngx_uint_t   i, m, n, first;
     redisReply  *e;
 
-    n = index->elements;
+    /* [id, score, id, score...] */
+    for (i = 0; i < index->elements; i++) {
+        if (index->element[i]->type != REDIS_REPLY_STRING) {
+            break;
+        }
+    }
 
-    (void) ngx_http_linegate_json_write_init(&lr->list_jw, r->pool,
-                                16 + ngx_min(n, NGX_HTTP_LINEGATE_LIST_CHUNK)
-                                     * NGX_HTTP_LINEGATE_LINE_JSON_SIZE);
-    ngx_http_linegate_json_write_object(&lr->list_jw);
-    ngx_http_linegate_json_write_key(&lr->list_jw, "lines");
-    ngx_http_linegate_json_write_array(&lr->list_jw);
-
-    if (n == 0) {
-        ngx_http_linegate_json_write_end(&lr->list_jw, ']');
-        ngx_http_linegate_json_write_end(&lr->list_jw, '}');
-        ngx_http_linegate_send_jw(r, NGX_HTTP_OK, &lr->list_jw);
+    if (i < index->elements || index->elements % 2) {
+        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                      NGX_HTTP_LINEGATE_LOG "unexpected pipeline reply");
+        ngx_http_linegate_lines_read_fail(r,
+                                          NGX_HTTP_LINEGATE_LR_FAIL_INTERNAL);
         return;
     }
 
-    /* the index is freed once this returns: the hashes' keys, in one */
+    m = index->elements / 2;
+    first = (lr->list_pages++ == 0);
+
+    if (first) {
+        (void) ngx_http_linegate_json_write_init(&lr->list_jw, r->pool,
+                                16 + ngx_min(m, NGX_HTTP_LINEGATE_LIST_CHUNK)
+                                     * NGX_HTTP_LINEGATE_LINE_JSON_SIZE);
+        ngx_http_linegate_json_write_object(&lr->list_jw);
+        ngx_http_linegate_json_write_key(&lr->list_jw, "lines");
+        ngx_http_linegate_json_write_array(&lr->list_jw);
+    }
+
+    /*
+     * the ids new to the answer (those of the first score that the page
+     * before listed are skipped); the index is freed once this returns:
+     * their hashes' keys, in one
+     */
     len = 0;
+    n = 0;
 
-    for (i = 0; i < n; i++) {
-        e = index->element[i];
-
-        if (e->type != REDIS_REPLY_STRING) {
-            ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
-                          NGX_HTTP_LINEGATE_LOG "unexpected pipeline reply");
-            ngx_http_linegate_lines_read_fail(r,
-                                          NGX_HTTP_LINEGATE_LR_FAIL_INTERNAL);
-            return;
+    for (i = 0; i < m; i++) {
+        if (ngx_http_linegate_lines_list_listed(lr, index, i)) {
+            continue;
         }
 
+        e = index->element[2 * i];
         id.data = (u_char *) e->str;
         id.len = e->len;
 
         len += ngx_http_linegate_key_len(NGX_HTTP_LINEGATE_KEY_WS_LR, &lr->ws,
                                          &id);
+        n++;
+    }
+
+    /*
+     * a page as long as asked for: another may follow. A full one
+     * brings LIST_PAGE new ids at least (it skips list_nties at most)
+     */
+    lr->list_more = (n && m == lr->list_nties + NGX_HTTP_LINEGATE_LIST_PAGE);
+
+    if (n == 0) {
+        if (!first) {
+            ngx_http_linegate_lines_list_send(r, lr, NULL);
+            return;
+        }
+
+        ngx_http_linegate_json_write_end(&lr->list_jw, ']');
+        ngx_http_linegate_json_write_end(&lr->list_jw, '}');
+        ngx_http_linegate_send_jw(r, NGX_HTTP_OK, &lr->list_jw);
+        return;
     }
 
     key = ngx_palloc(r->pool, n * sizeof(ngx_str_t));
@@ -1694,20 +1735,46 @@ ngx_http_linegate_lines_list_index(ngx_http_request_t *r,
         return;
     }
 
-    for (i = 0; i < n; i++) {
-        e = index->element[i];
+    n = 0;
+
+    for (i = 0; i < m; i++) {
+        if (ngx_http_linegate_lines_list_listed(lr, index, i)) {
+            continue;
+        }
+
+        e = index->element[2 * i];
         id.data = (u_char *) e->str;
         id.len = e->len;
 
-        key[i].data = p;
+        key[n].data = p;
         p = ngx_http_linegate_key_write(p, NGX_HTTP_LINEGATE_KEY_WS_LR,
                                         &lr->ws, &id);
-        key[i].len = p - key[i].data;
+        key[n].len = p - key[n].data;
+        n++;
     }
 
     lr->list_keys = key;
     lr->list_n = n;
     lr->list_next = 0;
+
+    if (lr->list_more
+        && ngx_http_linegate_lines_list_cursor(r, lr, index) != NGX_OK)
+    {
+        ngx_http_linegate_lines_read_fail(r,
+                                          NGX_HTTP_LINEGATE_LR_FAIL_INTERNAL);
+        return;
+    }
+
+    if (!first) {
+        ngx_http_linegate_lines_list_read(r, lr);
+        return;
+    }
+
+    if (lr->list_more) {
+        /* more lines than linegate_lines_cache keeps */
+        ngx_http_linegate_lines_list_fetch(r, lr);
+        return;
+    }
 
     if (ngx_http_linegate_lines_cache_index(index, &lr->list_crc) != NGX_OK) {
         ngx_http_linegate_lines_read_fail(r,
@@ -1731,6 +1798,171 @@ ngx_http_linegate_lines_list_index(ngx_http_request_t *r,
     }
 
     ngx_http_linegate_lines_list_fetch(r, lr);
+}
+
+
+/*
+ * 1 when the page's i-th id was listed by the page before: of the score
+ * this page starts at, which the page before ended with. Skipped by id,
+ * not by count: one of them canceled meanwhile (lr_unlist, sent as its
+ * hash was read) has left the index, and the others are no longer its
+ * first ones. Redis writes a score the same way each time.
+ */
+static ngx_uint_t
+ngx_http_linegate_lines_list_listed(ngx_http_linegate_lr_t *lr,
+    redisReply *index, ngx_uint_t i)
+{
+    ngx_uint_t   j;
+    redisReply  *id, *score;
+
+    if (lr->list_nties == 0) {
+        return 0;
+    }
+
+    id = index->element[2 * i];
+    score = index->element[2 * i + 1];
+
+    if (score->len != lr->list_from.len
+        || ngx_memcmp(score->str, lr->list_from.data, score->len) != 0)
+    {
+        return 0;
+    }
+
+    for (j = 0; j < lr->list_nties; j++) {
+        if (lr->list_ties[j].len == id->len
+            && ngx_memcmp(lr->list_ties[j].data, id->str, id->len) == 0)
+        {
+            return 1;
+        }
+    }
+
+    return 0;
+}
+
+
+/*
+ * A full page: the next starts at its last score (inclusive: more ids
+ * of the same ms may follow) and skips the ids of that score this one
+ * holds, copied (the reply is freed once the page is read)
+ */
+static ngx_int_t
+ngx_http_linegate_lines_list_cursor(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr, redisReply *index)
+{
+    u_char      *p;
+    ngx_str_t   *ties;
+    ngx_uint_t   i, j, m;
+    redisReply  *last, *e;
+
+    m = index->elements / 2;
+    last = index->element[index->elements - 1];
+
+    for (i = m; i > 0; i--) {
+        e = index->element[2 * (i - 1) + 1];
+
+        if (e->len != last->len
+            || ngx_memcmp(e->str, last->str, last->len) != 0)
+        {
+            break;
+        }
+    }
+
+    /* i: the first id of the last score */
+    ties = ngx_palloc(r->pool, (m - i) * sizeof(ngx_str_t));
+    p = ngx_pnalloc(r->pool, last->len);
+
+    if (ties == NULL || p == NULL) {
+        return NGX_ERROR;
+    }
+
+    lr->list_from.data = p;
+    lr->list_from.len = last->len;
+    ngx_memcpy(p, last->str, last->len);
+
+    for (j = 0; i < m; i++, j++) {
+        e = index->element[2 * i];
+
+        ties[j].data = ngx_pnalloc(r->pool, e->len);
+        if (ties[j].data == NULL) {
+            return NGX_ERROR;
+        }
+
+        ties[j].len = e->len;
+        ngx_memcpy(ties[j].data, e->str, e->len);
+    }
+
+    lr->list_ties = ties;
+    lr->list_nties = j;
+
+    return NGX_OK;
+}
+
+
+/*
+ * The index's page from score from (NULL: the first one), the nties ids
+ * of that score already listed and LIST_PAGE more: ZRANGEBYSCORE, in
+ * the order of a ZRANGE (by score, then by id; ZRANGE ... BYSCORE
+ * needs Redis 6.2)
+ */
+static void
+ngx_http_linegate_lines_list_page_args(ngx_http_request_t *r,
+    ngx_http_linegate_redis_args_t *a, ngx_str_t *key, ngx_str_t *from,
+    ngx_uint_t nties)
+{
+    ngx_http_linegate_redis_arg_cstr(a, "ZRANGEBYSCORE");
+    ngx_http_linegate_redis_arg_str(a, key);
+
+    if (from == NULL) {
+        ngx_http_linegate_redis_arg_cstr(a, "-inf");
+
+    } else {
+        ngx_http_linegate_redis_arg_str(a, from);
+    }
+
+    ngx_http_linegate_redis_arg_cstr(a, "+inf");
+    ngx_http_linegate_redis_arg_cstr(a, "WITHSCORES");
+    ngx_http_linegate_redis_arg_cstr(a, "LIMIT");
+    ngx_http_linegate_redis_arg_cstr(a, "0");
+    ngx_http_linegate_redis_arg_int(r, a,
+                                    nties + NGX_HTTP_LINEGATE_LIST_PAGE);
+}
+
+
+/*
+ * LIST_INDEX: the index's next page (the first after lr_list.lua's
+ * gate), a plain command
+ */
+static void
+ngx_http_linegate_lines_list_page(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr)
+{
+    ngx_str_t                        key;
+    ngx_http_linegate_redis_args_t   a;
+
+    /* lr->ws: the workspace the gate admitted (lines_admit) */
+    if (ngx_http_linegate_key(r->pool, NGX_HTTP_LINEGATE_KEY_WS_LINES,
+                              &lr->ws, NULL, &key)
+        != NGX_OK)
+    {
+        ngx_http_linegate_lines_read_fail(r,
+                                          NGX_HTTP_LINEGATE_LR_FAIL_INTERNAL);
+        return;
+    }
+
+    ngx_http_linegate_redis_args_init(&a);
+    ngx_http_linegate_lines_list_page_args(r, &a, &key,
+                                           lr->list_pages ? &lr->list_from
+                                                          : NULL,
+                                           lr->list_nties);
+
+    lr->ctx->state = NGX_HTTP_LINEGATE_READ_LIST_INDEX;
+
+    if (ngx_http_linegate_redis_command(r, &a,
+                                        ngx_http_linegate_lines_read_resume)
+        != NGX_OK)
+    {
+        ngx_http_linegate_lines_read_fail(r, NGX_HTTP_LINEGATE_LR_FAIL_STORE);
+    }
 }
 
 
@@ -1796,7 +2028,9 @@ ngx_http_linegate_lines_list_fetch(ngx_http_request_t *r,
         ngx_http_linegate_metrics_cache("lines", 0);
     }
 
+    /* the fill reads the index's first page again: it must be all */
     if (lr->list_n <= NGX_HTTP_LINEGATE_LINES_CACHE_LINES
+        && !lr->list_more
         && ngx_http_linegate_lines_cache_fill(&lr->list_fill) == NGX_OK)
     {
         ngx_http_linegate_lines_list_tracked(r, lr);
@@ -1851,10 +2085,9 @@ ngx_http_linegate_lines_list_tracked(ngx_http_request_t *r,
         ngx_http_linegate_redis_args_init(&tx[i + 1]);
 
         if (i == 1) {
-            ngx_http_linegate_redis_arg_cstr(&tx[i + 1], "ZRANGE");
-            ngx_http_linegate_redis_arg_str(&tx[i + 1], &index);
-            ngx_http_linegate_redis_arg_cstr(&tx[i + 1], "0");
-            ngx_http_linegate_redis_arg_cstr(&tx[i + 1], "-1");
+            /* the page the request read (kept if still the same) */
+            ngx_http_linegate_lines_list_page_args(r, &tx[i + 1], &index,
+                                                   NULL, 0);
 
         } else {
             ngx_http_linegate_redis_arg_cstr(&tx[i + 1], "HGETALL");
@@ -2046,6 +2279,12 @@ ngx_http_linegate_lines_list_lines(ngx_http_request_t *r,
         return;
     }
 
+    if (lr->list_more) {
+        /* (never a fill's: a fill is of one page, not full) */
+        ngx_http_linegate_lines_list_page(r, lr);
+        return;
+    }
+
     ngx_http_linegate_lines_list_send(r, lr, index);
 }
 
@@ -2055,8 +2294,9 @@ static void
 ngx_http_linegate_lines_list_send(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr, redisReply *index)
 {
-    size_t      i, idlen;
-    ngx_str_t  *key, body;
+    size_t       i, idlen;
+    ngx_str_t   *key, body;
+    redisReply  *e;
 
     ngx_http_linegate_json_write_end(&lr->list_jw, ']');
     ngx_http_linegate_json_write_end(&lr->list_jw, '}');
@@ -2067,24 +2307,27 @@ ngx_http_linegate_lines_list_send(ngx_http_request_t *r,
         return;
     }
 
-    /* the index tracked must be the one the hashes were asked from */
-    if (index != NULL && index->elements == lr->list_n) {
+    /*
+     * the index tracked must be the one the hashes were asked from: its
+     * ids, each followed by its score
+     */
+    if (index != NULL && index->elements == 2 * lr->list_n) {
         key = lr->list_keys;
         idlen = ngx_http_linegate_key_len(NGX_HTTP_LINEGATE_KEY_WS_LR,
                                           &lr->ws, NULL);
 
-        for (i = 0; i < index->elements; i++) {
-            if (index->element[i]->type != REDIS_REPLY_STRING
-                || key[i].len - idlen != index->element[i]->len
-                || ngx_memcmp(key[i].data + idlen, index->element[i]->str,
-                              index->element[i]->len)
-                   != 0)
+        for (i = 0; i < lr->list_n; i++) {
+            e = index->element[2 * i];
+
+            if (e->type != REDIS_REPLY_STRING
+                || key[i].len - idlen != e->len
+                || ngx_memcmp(key[i].data + idlen, e->str, e->len) != 0)
             {
                 break;
             }
         }
 
-        if (i == index->elements) {
+        if (i == lr->list_n) {
             ngx_http_linegate_lines_cache_store(&lr->list_fill, &lr->ws,
                                                 &lr->date, index, &body);
         }
@@ -2158,14 +2401,12 @@ ngx_http_linegate_lines_list_drop(ngx_http_request_t *r,
 }
 
 
-/* LIST: the gate's answer; admitted, the index, a plain command */
+/* LIST: the gate's answer; admitted, the index's first page */
 static void
 ngx_http_linegate_lines_list_done(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr, redisReply *reply)
 {
-    ngx_int_t                        code;
-    ngx_str_t                        key;
-    ngx_http_linegate_redis_args_t   a;
+    ngx_int_t  code;
 
     code = ngx_http_linegate_lines_gate(r, lr, reply);
 
@@ -2179,37 +2420,14 @@ ngx_http_linegate_lines_list_done(ngx_http_request_t *r,
         return;
     }
 
-    /* lr->ws: the workspace the gate admitted (lines_admit) */
-    if (ngx_http_linegate_key(r->pool, NGX_HTTP_LINEGATE_KEY_WS_LINES,
-                              &lr->ws, NULL, &key)
-        != NGX_OK)
-    {
-        ngx_http_linegate_lines_read_fail(r,
-                                          NGX_HTTP_LINEGATE_LR_FAIL_INTERNAL);
-        return;
-    }
-
-    ngx_http_linegate_redis_args_init(&a);
-    ngx_http_linegate_redis_arg_cstr(&a, "ZRANGE");
-    ngx_http_linegate_redis_arg_str(&a, &key);
-    ngx_http_linegate_redis_arg_cstr(&a, "0");
-    ngx_http_linegate_redis_arg_cstr(&a, "-1");
-
-    lr->ctx->state = NGX_HTTP_LINEGATE_READ_LIST_INDEX;
-
     /* as lr_get_tx: what an answer from linegate_lines_cache waits for */
     ngx_http_linegate_lines_cache_barrier(&lr->list_barrier);
 
-    if (ngx_http_linegate_redis_command(r, &a,
-                                        ngx_http_linegate_lines_read_resume)
-        != NGX_OK)
-    {
-        ngx_http_linegate_lines_read_fail(r, NGX_HTTP_LINEGATE_LR_FAIL_STORE);
-    }
+    ngx_http_linegate_lines_list_page(r, lr);
 }
 
 
-/* LIST_INDEX: the index, read on as the pipeline's (admitted already) */
+/* LIST_INDEX: a page of the index, read on as the pipeline's */
 static void
 ngx_http_linegate_lines_list_indexed(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr, redisReply *reply)
@@ -2221,7 +2439,7 @@ ngx_http_linegate_lines_list_indexed(ngx_http_request_t *r,
 
     if (reply->type != REDIS_REPLY_ARRAY) {
         ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
-                      NGX_HTTP_LINEGATE_LOG "unexpected ZRANGE reply");
+                      NGX_HTTP_LINEGATE_LOG "unexpected ZRANGEBYSCORE reply");
         ngx_http_linegate_lines_read_fail(r,
                                           NGX_HTTP_LINEGATE_LR_FAIL_INTERNAL);
         return;

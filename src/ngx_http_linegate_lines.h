@@ -70,6 +70,19 @@ typedef enum {
 /* by-user: the most line hashes read in one pipeline */
 #define NGX_HTTP_LINEGATE_LIST_CHUNK  NGX_HTTP_LINEGATE_REDIS_MAX_PIPELINE
 
+/*
+ * by-user: the most members of lg:{ws:W}:lines one read of it asks for
+ * beyond those of its first score already listed (a page), so that no
+ * command of Redis grows with the failed lines a workspace keeps for
+ * ever (SPEC 2.8 lists them: docs/data-model.md). A workspace
+ * linegate_lines_cache keeps is read in one page.
+ */
+#define NGX_HTTP_LINEGATE_LIST_PAGE  256
+
+#if (NGX_HTTP_LINEGATE_LIST_PAGE <= NGX_HTTP_LINEGATE_LINES_CACHE_LINES)
+#error "by-user's page must hold a workspace linegate_lines_cache keeps"
+#endif
+
 
 /* a line request as stored (empty strings: unknown) */
 typedef struct {
@@ -119,7 +132,7 @@ typedef enum {
     NGX_HTTP_LINEGATE_READ_STRIPE,       /* Stripe GET the invoice */
     NGX_HTTP_LINEGATE_READ_RESOLVE,      /* lr_resolve.lua */
     NGX_HTTP_LINEGATE_READ_LIST,         /* lr_list.lua: by-user's gate */
-    NGX_HTTP_LINEGATE_READ_LIST_INDEX,   /* by-user after it: ZRANGE */
+    NGX_HTTP_LINEGATE_READ_LIST_INDEX,   /* by-user: the index's pages */
     NGX_HTTP_LINEGATE_READ_LIST_LINES,   /* by-user: HGETALL of each */
     NGX_HTTP_LINEGATE_READ_CHECK         /* lr_get.lua (availability) */
 } ngx_http_linegate_read_step_e;
@@ -408,15 +421,26 @@ struct ngx_http_linegate_lr_s {
     ngx_uint_t                      action;
 
     /*
-     * by-user with a known workspace: the index read (the keys of its
-     * requests' hashes, oldest first), how many asked so far (a
-     * pipeline reads at most NGX_HTTP_LINEGATE_LIST_CHUNK), the answer
-     * being written
+     * by-user with a known workspace: the page of the index read (the
+     * keys of its requests' hashes, oldest first), how many asked so
+     * far (a pipeline reads at most NGX_HTTP_LINEGATE_LIST_CHUNK), the
+     * answer being written
      */
     ngx_str_t                      *list_keys;
     ngx_uint_t                      list_n;
     ngx_uint_t                      list_next;
     ngx_http_linegate_json_write_t  list_jw;
+    /*
+     * the index read a page at a time (LIST_PAGE, by score): pages read
+     * so far, whether one more is due, the score it starts at (the
+     * last one read, inclusive) and the ids of that score listed already
+     * (skipped by id, not by count: one canceled in between leaves)
+     */
+    ngx_uint_t                      list_pages;
+    ngx_uint_t                      list_more;
+    ngx_str_t                       list_from;
+    ngx_str_t                      *list_ties;
+    ngx_uint_t                      list_nties;
     /*
      * linegate_lines_cache: the hashes read tracked (one pipeline), what
      * the fill was sent under
