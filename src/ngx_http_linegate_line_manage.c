@@ -236,11 +236,12 @@ static ngx_int_t ngx_http_linegate_link_sweep_page(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr);
 static ngx_int_t ngx_http_linegate_link_sweep_found(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr, json_t *inv);
-static void ngx_http_linegate_link_named_seq(ngx_http_linegate_lr_t *lr);
-static ngx_uint_t ngx_http_linegate_link_made_since(
-    ngx_http_linegate_lr_t *lr, int64_t seq);
-static void ngx_http_linegate_link_not_made(ngx_http_request_t *r,
-    ngx_http_linegate_lr_t *lr, ngx_str_t *id, int64_t seq);
+static time_t ngx_http_linegate_link_sweep_since(ngx_http_linegate_lr_t *lr);
+static void ngx_http_linegate_link_named(ngx_http_linegate_lr_t *lr);
+static const char *ngx_http_linegate_link_made(ngx_http_linegate_lr_t *lr,
+    int64_t seq, time_t created);
+static void ngx_http_linegate_link_left(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr, ngx_str_t *id, const char *why);
 static void ngx_http_linegate_link_sweep_next(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr);
 static void ngx_http_linegate_link_sweep_fenced(ngx_http_request_t *r,
@@ -357,7 +358,7 @@ ngx_http_linegate_line_sweep(ngx_http_request_t *r,
     lr->stored = lr->line;
 
     /* the check's answer: the invoice named, whose claim the sweep needs */
-    ngx_http_linegate_link_named_seq(lr);
+    ngx_http_linegate_link_named(lr);
 
     if (!ngx_http_linegate_stripe_id_valid(&lr->customer)) {
         /* made before requests kept their customer: left to a caller */
@@ -1073,7 +1074,7 @@ ngx_http_linegate_manage_invoice(ngx_http_request_t *r,
         return NGX_ERROR;
     }
 
-    ngx_http_linegate_link_named_seq(lr);
+    ngx_http_linegate_link_named(lr);
 
     return NGX_OK;
 }
@@ -1417,7 +1418,8 @@ ngx_http_linegate_link_claimed(ngx_http_request_t *r,
 
     seq.len = ngx_sprintf(seq.data, "%L", code) - seq.data;
     lr->seq = seq;
-    lr->sweep.seq = code;
+    /* this claim has made nothing yet: a paid one is an earlier claim's */
+    lr->sweep.claims.last_seq = code - 1;
 
     /* a claim taken over from one that lapsed: its invoices looked for */
     if (ngx_http_linegate_reply_int(reply, 2, &code) == NGX_OK
@@ -1438,6 +1440,10 @@ ngx_http_linegate_link_claimed(ngx_http_request_t *r,
         {
             lr->sweep.to = code;
         }
+
+        /* the claims' time, as the sweep lists (a run's 'at' and 'to') */
+        lr->sweep.claims.from = ngx_http_linegate_link_sweep_since(lr);
+        lr->sweep.claims.to = (time_t) (lr->sweep.to / 1000);
     }
 
     /* the claim is held: a failure from here on frees it */
@@ -1701,11 +1707,7 @@ ngx_http_linegate_link_sweep(ngx_http_request_t *r,
 
     lr->ctx->state = NGX_HTTP_LINEGATE_LINK_SWEEP;
 
-    /* the earliest claim not swept (sweepFrom), else the request's id */
-    since = lr->sweep.from > 0
-            ? (ngx_int_t) (lr->sweep.from / 1000)
-            : ngx_http_linegate_id_valid(&lr->id)
-            ? ngx_hextoi(lr->id.data, 8) : NGX_ERROR;
+    since = (ngx_int_t) ngx_http_linegate_link_sweep_since(lr);
 
     since = since > NGX_HTTP_LINEGATE_LINK_SWEEP_LOOKBACK
             ? since - NGX_HTTP_LINEGATE_LINK_SWEEP_LOOKBACK : 0;
@@ -1749,6 +1751,23 @@ ngx_http_linegate_link_sweep(ngx_http_request_t *r,
     {
         ngx_http_linegate_manage_unavailable(r, lr);
     }
+}
+
+
+/*
+ * Where a lapsed claim's invoices are looked for from (s): the earliest
+ * claim not swept (sweepFrom), else the request's creation (its id's
+ * second); 0: unknown
+ */
+static time_t
+ngx_http_linegate_link_sweep_since(ngx_http_linegate_lr_t *lr)
+{
+    if (lr->sweep.from > 0) {
+        return (time_t) (lr->sweep.from / 1000);
+    }
+
+    return ngx_http_linegate_id_valid(&lr->id)
+           ? (time_t) ngx_max(ngx_hextoi(lr->id.data, 8), 0) : 0;
 }
 
 
@@ -1847,18 +1866,20 @@ ngx_http_linegate_link_sweep_page(ngx_http_request_t *r,
 /*
  * One invoice of the list: the request's (metadata[line_request_id]) but
  * the one it names, and not void, is kept in lr->sweep: paid (the first
- * a lapsed claim made, link_made_since: the request's from now on;
- * another, or one no lapsed claim made, is a payment for nothing here,
- * queued for a human), or anything else, to be discarded (a draft, an
- * open invoice, an uncollectible one: still payable)
+ * a lapsed claim made, link_made: the request's from now on; another, or
+ * one no lapsed claim made, is a payment for nothing here, left for a
+ * human), or anything else, to be discarded (a draft, an open invoice,
+ * an uncollectible one: still payable)
  */
 static ngx_int_t
 ngx_http_linegate_link_sweep_found(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr, json_t *inv)
 {
+    time_t                         created;
     int64_t                        seq;
     json_t                        *id, *owner, *status, *url;
     ngx_str_t                      s, st, u;
+    const char                    *why;
     ngx_http_linegate_lr_found_t  *f;
 
     id = json_object_get(inv, "id");
@@ -1892,12 +1913,15 @@ ngx_http_linegate_link_sweep_found(ngx_http_request_t *r,
     }
 
     seq = ngx_http_linegate_lines_invoice_seq(inv);
+    created = ngx_http_linegate_lines_created(inv);
 
-    if (ngx_http_linegate_line_is(&st, "paid")
-        && !ngx_http_linegate_link_made_since(lr, seq))
-    {
-        ngx_http_linegate_link_not_made(r, lr, &s, seq);
-        return NGX_OK;
+    if (ngx_http_linegate_line_is(&st, "paid")) {
+        why = ngx_http_linegate_link_made(lr, seq, created);
+
+        if (why != NULL || lr->sweep.paid.len) {
+            ngx_http_linegate_link_left(r, lr, &s, why);
+            return NGX_OK;
+        }
     }
 
     ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
@@ -1908,14 +1932,6 @@ ngx_http_linegate_link_sweep_found(ngx_http_request_t *r,
                   ? "kept" : "discarded before another is issued");
 
     if (ngx_http_linegate_line_is(&st, "paid")) {
-
-        if (lr->sweep.paid.len) {
-            lr->invoice.id = s;
-            ngx_http_linegate_lines_orphan(r->connection->log, lr);
-            lr->invoice.id = lr->old_invoice;
-            return NGX_OK;
-        }
-
         url = json_object_get(inv, "hosted_invoice_url");
         u.data = (u_char *) json_string_value(url);
         u.len = json_string_length(url);
@@ -1954,7 +1970,9 @@ ngx_http_linegate_link_sweep_found(ngx_http_request_t *r,
         return NGX_ERROR;
     }
 
+    /* paid by the time it is discarded, it is judged as one found paid */
     f->seq = seq;
+    f->created = created;
 
     return NGX_OK;
 }
@@ -1963,10 +1981,11 @@ ngx_http_linegate_link_sweep_found(ngx_http_request_t *r,
 /*
  * Stripe's answer about the invoice the request names (its check, a
  * cancel's void): its metadata[invoice_seq], the claim that made it, is
- * where the claims a sweep may adopt from begin (none: 0, a creation's)
+ * where the claims a sweep may adopt from begin (none: 0, a creation's),
+ * and its 'created' what an invoice with no invoice_seq must follow
  */
 static void
-ngx_http_linegate_link_named_seq(ngx_http_linegate_lr_t *lr)
+ngx_http_linegate_link_named(ngx_http_linegate_lr_t *lr)
 {
     json_t  *id;
 
@@ -1981,49 +2000,50 @@ ngx_http_linegate_link_named_seq(ngx_http_linegate_lr_t *lr)
         return;
     }
 
-    lr->sweep.named_seq = ngx_max(
+    lr->sweep.claims.named_seq = ngx_max(
         ngx_http_linegate_lines_invoice_seq(lr->ctx->stripe_json), 0);
+    lr->sweep.claims.named_at =
+        ngx_http_linegate_lines_created(lr->ctx->stripe_json);
 }
 
 
 /*
- * A paid invoice is the lapsed claims' (the sweep adopts it) only if a
- * claim made it past the one that made the invoice the request names,
- * and before this claim, which has made nothing yet: seq, its
- * metadata[invoice_seq], within (named_seq, the claim's invoiceSeq).
- * metadata[line_request_id] alone is every invoice of the request: its
- * creation's, an earlier reissue's voided or superseded then paid, one
- * made by hand with it; none of them is the lapsed claim's, nor stored
- * over the one the request names (as a reconciliation run's NAMED step
- * decides, reconcile.c)
+ * A paid invoice is the lapsed claims' (the sweep adopts it) only as a
+ * reconciliation run's reissue_lapsed decides it (lines_lapsed_made, one
+ * rule): a claim past the one that made the invoice the request names
+ * made it, and before this claim; or, with no metadata[invoice_seq] at
+ * all (an old node's), Stripe made it within the claims' time and after
+ * the named invoice. NULL, or why not
  */
-static ngx_uint_t
-ngx_http_linegate_link_made_since(ngx_http_linegate_lr_t *lr, int64_t seq)
+static const char *
+ngx_http_linegate_link_made(ngx_http_linegate_lr_t *lr, int64_t seq,
+    time_t created)
 {
-    return seq > 0 && seq > lr->sweep.named_seq && seq < lr->sweep.seq;
+    return ngx_http_linegate_lines_lapsed_made(&lr->sweep.claims, seq,
+                                               created);
 }
 
 
 /*
- * A paid invoice of the request that no lapsed claim made: never adopted
- * (nor voided: paid), queued for a human (invoice_unrepaired; a run
- * finds it paid and not named, invoice_paid), as a second paid one is
+ * A paid invoice of the request that the sweep does not adopt: no lapsed
+ * claim made it (why), or (why NULL) another one paid is kept. Never
+ * voided (paid); left for a human, queued once per invoice whatever
+ * sweeps find it again (lines_left_paid: a run then finds it paid and
+ * not named, invoice_paid), this sweep's reason logged at notice.
  */
 static void
-ngx_http_linegate_link_not_made(ngx_http_request_t *r,
-    ngx_http_linegate_lr_t *lr, ngx_str_t *id, int64_t seq)
+ngx_http_linegate_link_left(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr, ngx_str_t *id, const char *why)
 {
-    ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
+    ngx_log_error(NGX_LOG_NOTICE, r->connection->log, 0,
                   NGX_HTTP_LINEGATE_LOG "invoice \"%V\" of line request "
-                  "\"%V\" is paid and no request names it, and no lapsed "
-                  "claim made it (its metadata[invoice_seq] %L, the "
-                  "claims since the invoice named %L to %L): queued for "
-                  "a human, not adopted", id, &lr->id, seq,
-                  lr->sweep.named_seq + 1, lr->sweep.seq - 1);
+                  "\"%V\" is paid and no request names it, and %s%s%s: "
+                  "not adopted, left for a human", id, &lr->id,
+                  why ? "no lapsed claim made it (" : "another paid one is "
+                                                      "kept",
+                  why ? why : "", why ? ")" : "");
 
-    lr->invoice.id = *id;
-    ngx_http_linegate_lines_orphan(r->connection->log, lr);
-    lr->invoice.id = lr->old_invoice;
+    ngx_http_linegate_lines_left_paid(r->connection->log, lr, id);
 }
 
 
@@ -2143,6 +2163,7 @@ ngx_http_linegate_link_sweep_discarded(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr)
 {
     ngx_uint_t                     result;
+    const char                    *why;
     ngx_http_linegate_lr_found_t  *found;
 
     result = lr->invoice.result;
@@ -2161,19 +2182,16 @@ ngx_http_linegate_link_sweep_discarded(ngx_http_request_t *r,
     found = lr->sweep.found->elts;
 
     if (lr->invoice.kept) {
-        if (!ngx_http_linegate_link_made_since(lr,
-                                               found[lr->sweep.next].seq))
-        {
-            /* paid since the list, by no lapsed claim made: a human's */
-            ngx_http_linegate_link_not_made(r, lr, &lr->invoice.id,
-                                            found[lr->sweep.next].seq);
+        /* paid since the list: judged as one found paid */
+        why = ngx_http_linegate_link_made(lr, found[lr->sweep.next].seq,
+                                          found[lr->sweep.next].created);
 
-        } else if (lr->sweep.paid.len == 0) {
-            lr->sweep.paid = lr->invoice.id;
-            lr->sweep.paid_url = lr->invoice.url;
+        if (why != NULL || lr->sweep.paid.len) {
+            ngx_http_linegate_link_left(r, lr, &lr->invoice.id, why);
 
         } else {
-            ngx_http_linegate_lines_orphan(r->connection->log, lr);
+            lr->sweep.paid = lr->invoice.id;
+            lr->sweep.paid_url = lr->invoice.url;
         }
 
     } else {
@@ -2985,7 +3003,7 @@ ngx_http_linegate_cancel_voided(ngx_http_request_t *r,
 
     if (result == NGX_HTTP_LINEGATE_STRIPE_OK) {
         /* the void's answer is the invoice named: its claim, for a sweep */
-        ngx_http_linegate_link_named_seq(lr);
+        ngx_http_linegate_link_named(lr);
         ngx_http_linegate_cancel_void_done(r, lr);
         return;
     }

@@ -283,10 +283,51 @@ typedef struct {
 } ngx_http_linegate_invoice_t;
 
 
-/* an invoice the sweep found, and its metadata[invoice_seq] (-1: none) */
+/*
+ * A paid invoice of a request that the request does not name, found by
+ * payment_link's sweep of a lapsed claim (line_manage.c: a cancel's and
+ * a GET's too) or by a reconciliation run's reissue_lapsed entry
+ * (reconcile.c): the lapsed claims' (the customer paid for this request:
+ * adopted) or any other of the request's (its creation's, an earlier
+ * reissue's, one made by hand: a human's). What it is read against, for
+ * ngx_http_linegate_lines_lapsed_made(), the one rule of both.
+ */
+typedef struct {
+    /* the named invoice's metadata[invoice_seq] (0: none, a creation's) */
+    int64_t                         named_seq;
+    /* the invoiceSeq of the latest claim that may have made it */
+    int64_t                         last_seq;
+    /* the claims' time (s): the earliest; the latest (0: none known) */
+    time_t                          from;
+    time_t                          to;
+    /*
+     * Stripe's 'created' of the named invoice: 0, unknown (one with no
+     * invoice_seq is then never adopted over it); LAPSED_UNREAD, not
+     * read yet (a run's FENCE, before NAMED reads it)
+     */
+    time_t                          named_at;
+} ngx_http_linegate_lapsed_claims_t;
+
+#define NGX_HTTP_LINEGATE_LAPSED_UNREAD  -1
+/*
+ * A paid invoice without metadata[invoice_seq] (an old node's reissue, a
+ * rolling upgrade) is the lapsed claims' only if Stripe made it within
+ * their time: from the earliest to the latest and its hold, give or take
+ * this much (s) of Stripe's clock and of a dead worker's call in flight.
+ * Adopting money is kept tighter than listing (the sweep's and the run's
+ * LOOKBACK, LOOKAHEAD), where one too many costs nothing.
+ */
+#define NGX_HTTP_LINEGATE_LAPSED_SLACK   600
+
+
+/*
+ * an invoice the sweep found: its metadata[invoice_seq] (SEQ_NONE: none),
+ * Stripe's 'created' (0: none), for a paid one's judgement
+ */
 typedef struct {
     ngx_str_t                       id;
     int64_t                         seq;
+    time_t                          created;
 } ngx_http_linegate_lr_found_t;
 
 
@@ -307,13 +348,11 @@ typedef struct {
     int64_t                         from;       /* sweepFrom, ms (0: none) */
     int64_t                         to;         /* sweepTo, ms (0: none) */
     /*
-     * the claim's invoiceSeq, and the metadata[invoice_seq] of the
-     * invoice the request names (0: none, a creation's, or not read):
-     * a paid invoice is a lapsed claim's only if one of the claims in
-     * between made it (line_manage.c, link_sweep_found)
+     * what a paid invoice found is read against (link_made): the named
+     * invoice as its check read it (link_named; not read: 0, none), the
+     * claims before this one, which has made nothing yet, and their time
      */
-    int64_t                         seq;
-    int64_t                         named_seq;
+    ngx_http_linegate_lapsed_claims_t  claims;
     unsigned                        lapsed:1;   /* the claim took one over */
     unsigned                        done:1;     /* discarded, or queued */
     unsigned                        adopting:1; /* paid being stored */
@@ -618,6 +657,26 @@ void ngx_http_linegate_lines_ended(ngx_http_linegate_lr_t *lr,
  * SEQ_BAD when it is there and not a count
  */
 int64_t ngx_http_linegate_lines_invoice_seq(json_t *inv);
+/* a Stripe object's 'created' (0: none, or not a time) */
+time_t ngx_http_linegate_lines_created(json_t *obj);
+/*
+ * Whether a paid invoice (its metadata[invoice_seq] seq, Stripe's
+ * 'created') is the lapsed claims' (ngx_http_linegate_lapsed_claims_t):
+ * NULL, or why not, for the log. payment_link's sweep and a run's
+ * reissue_lapsed both ask it, so that they never judge one invoice
+ * differently
+ */
+const char *ngx_http_linegate_lines_lapsed_made(
+    ngx_http_linegate_lapsed_claims_t *c, int64_t seq, time_t created);
+/*
+ * A paid invoice of the request that payment_link's sweep does not adopt
+ * (no lapsed claim made it, or another paid one is kept): queued for a
+ * human as invoice_unrepaired under its marker lg:{fleet}:q:<W>:inv_<in>,
+ * so once per invoice whatever sweep finds it again, and logged at warn
+ * only when queued now. A durable write
+ */
+void ngx_http_linegate_lines_left_paid(ngx_log_t *log,
+    ngx_http_linegate_lr_t *lr, ngx_str_t *invoice);
 /*
  * The webhook index of an invoice, lg:invoice:<invoice> -> "<ws>:<id>"
  * (its own slot): "SET" into a, or "DEL" when ws is NULL; the strings in

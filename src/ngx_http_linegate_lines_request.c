@@ -43,10 +43,15 @@ static void ngx_http_linegate_lines_resolve_relay(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr, int64_t changed, ngx_int_t parsed);
 static void ngx_http_linegate_lines_released(redisReply *reply,
     ngx_http_linegate_redis_args_t *args, ngx_str_t *note);
-/* what lines_queue queues: invoice_unrepaired, reissue_lapsed, paid */
+/*
+ * what lines_queue queues: invoice_unrepaired, reissue_lapsed, paid
+ * (paid_after_cancel), and a paid invoice left for a human (reason
+ * invoice_unrepaired, its marker inv_<in>: one entry per invoice)
+ */
 #define NGX_HTTP_LINEGATE_LQ_UNREPAIRED  0
 #define NGX_HTTP_LINEGATE_LQ_LAPSED      1
 #define NGX_HTTP_LINEGATE_LQ_PAID        2
+#define NGX_HTTP_LINEGATE_LQ_LEFT        3
 
 static void ngx_http_linegate_lines_queue(ngx_log_t *log, ngx_str_t *ws,
     ngx_str_t *id, ngx_str_t *invoice, ngx_str_t *customer, ngx_str_t *at,
@@ -57,6 +62,11 @@ static void ngx_http_linegate_lines_resolved_paid(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr, ngx_str_t *invoice, redisReply *flat);
 static void ngx_http_linegate_lines_lapsed_queued(redisReply *reply,
     ngx_http_linegate_redis_args_t *args, ngx_str_t *note);
+static void ngx_http_linegate_lines_left_queued(redisReply *reply,
+    ngx_http_linegate_redis_args_t *args, ngx_str_t *note);
+static ngx_int_t ngx_http_linegate_lines_queued_of(redisReply *reply,
+    ngx_http_linegate_redis_args_t *args, ngx_str_t *ws, ngx_str_t *id,
+    ngx_str_t *invoice);
 
 
 static ngx_http_linegate_line_field_t  ngx_http_linegate_line_fields[] = {
@@ -553,6 +563,24 @@ ngx_http_linegate_lines_orphan(ngx_log_t *log, ngx_http_linegate_lr_t *lr)
 
 
 /* the same from the strings alone: a durable write's continuation */
+void
+ngx_http_linegate_lines_orphan_of(ngx_log_t *log, ngx_str_t *ws,
+    ngx_str_t *id, ngx_str_t *invoice, ngx_str_t *customer)
+{
+    ngx_http_linegate_lines_queue_now(log, ws, id, invoice, customer,
+                                      NGX_HTTP_LINEGATE_LQ_UNREPAIRED);
+}
+
+
+void
+ngx_http_linegate_lines_paid_canceled(ngx_log_t *log, ngx_str_t *ws,
+    ngx_str_t *id, ngx_str_t *invoice, ngx_str_t *customer)
+{
+    ngx_http_linegate_lines_queue_now(log, ws, id, invoice, customer,
+                                      NGX_HTTP_LINEGATE_LQ_PAID);
+}
+
+
 int64_t
 ngx_http_linegate_lines_invoice_seq(json_t *inv)
 {
@@ -577,21 +605,114 @@ ngx_http_linegate_lines_invoice_seq(json_t *inv)
 }
 
 
-void
-ngx_http_linegate_lines_orphan_of(ngx_log_t *log, ngx_str_t *ws,
-    ngx_str_t *id, ngx_str_t *invoice, ngx_str_t *customer)
+time_t
+ngx_http_linegate_lines_created(json_t *obj)
 {
-    ngx_http_linegate_lines_queue_now(log, ws, id, invoice, customer,
-                                      NGX_HTTP_LINEGATE_LQ_UNREPAIRED);
+    json_t  *v;
+
+    v = json_object_get(obj, "created");
+
+    if (!json_is_integer(v) || json_integer_value(v) <= 0) {
+        return 0;
+    }
+
+    return (time_t) json_integer_value(v);
+}
+
+
+/*
+ * metadata[line_request_id] alone is every invoice of the request: its
+ * creation's, each reissue's (superseded, voided then paid), one made by
+ * hand with it. A reissue's also carries its claim's invoiceSeq: the
+ * lapsed claims' is past the named invoice's (a claim made since it) and
+ * none past the latest. With none at all it is a creation's, one made by
+ * hand, or a lapsed claim's made by a module older than the field (a
+ * rolling upgrade): only Stripe's time tells them apart, made within the
+ * claims' time (SLACK either side, and the latest claim's hold; no 'to':
+ * no upper bound, as the lists) and after the named invoice. A malformed
+ * one is never a claim's.
+ */
+const char *
+ngx_http_linegate_lines_lapsed_made(ngx_http_linegate_lapsed_claims_t *c,
+    int64_t seq, time_t created)
+{
+    if (seq == NGX_HTTP_LINEGATE_INVOICE_SEQ_BAD) {
+        return "its metadata[invoice_seq] is malformed";
+    }
+
+    if (seq != NGX_HTTP_LINEGATE_INVOICE_SEQ_NONE) {
+
+        if (seq <= c->named_seq || seq <= 0) {
+            return "its metadata[invoice_seq] is no later than the "
+                   "named invoice's: an earlier reissue's";
+        }
+
+        if (seq > c->last_seq) {
+            return "its metadata[invoice_seq] is past the latest claim's";
+        }
+
+        return NULL;
+    }
+
+    if (created <= 0
+        || created < c->from - NGX_HTTP_LINEGATE_LAPSED_SLACK
+        || (c->to > 0
+            && created > c->to + NGX_HTTP_LINEGATE_LR_REISSUE_HOLD / 1000
+                         + NGX_HTTP_LINEGATE_LAPSED_SLACK))
+    {
+        return "no metadata[invoice_seq], and made outside its claims' "
+               "time";
+    }
+
+    if (c->named_at != NGX_HTTP_LINEGATE_LAPSED_UNREAD
+        && (c->named_at <= 0 || created <= c->named_at))
+    {
+        return "no metadata[invoice_seq], and not made after the named "
+               "invoice";
+    }
+
+    return NULL;
 }
 
 
 void
-ngx_http_linegate_lines_paid_canceled(ngx_log_t *log, ngx_str_t *ws,
-    ngx_str_t *id, ngx_str_t *invoice, ngx_str_t *customer)
+ngx_http_linegate_lines_left_paid(ngx_log_t *log, ngx_http_linegate_lr_t *lr,
+    ngx_str_t *invoice)
 {
-    ngx_http_linegate_lines_queue_now(log, ws, id, invoice, customer,
-                                      NGX_HTTP_LINEGATE_LQ_PAID);
+    ngx_http_linegate_lines_queue_now(log, &lr->ws, &lr->id, invoice,
+                                      &lr->customer,
+                                      NGX_HTTP_LINEGATE_LQ_LEFT);
+}
+
+
+/*
+ * lr_invoice_orphan of a paid invoice left for a human answered: 1,
+ * queued now, a human is to act (warn); 0, queued before (a sweep before
+ * this one found it, a retry's, a GET's; or it was queued unpaid, not
+ * discarded): the entry is there already, said at notice only
+ */
+static void
+ngx_http_linegate_lines_left_queued(redisReply *reply,
+    ngx_http_linegate_redis_args_t *args, ngx_str_t *note)
+{
+    ngx_str_t   ws, id, invoice;
+    ngx_uint_t  level;
+
+    if (ngx_http_linegate_lines_queued_of(reply, args, &ws, &id, &invoice)
+        != NGX_OK)
+    {
+        return;
+    }
+
+    level = reply->integer == 1 ? NGX_LOG_WARN : NGX_LOG_NOTICE;
+
+    ngx_log_error(level, ngx_cycle->log, 0,
+                  NGX_HTTP_LINEGATE_LOG "invoice \"%V\" of line request "
+                  "\"%V\" of workspace \"%V\" is paid, and no request "
+                  "takes it: %s for reconciliation (invoice_unrepaired), "
+                  "left for a human (give the line, or refund it at "
+                  "Stripe)", &invoice, &id, &ws,
+                  reply->integer == 1 ? "queued" : "queued before");
 }
 
 
@@ -717,6 +838,30 @@ ngx_http_linegate_lines_pending(ngx_http_request_t *r,
 
 
 /*
+ * A queuing's answer (lr_invoice_orphan: 1 queued now, 0 queued before)
+ * and what it queued, from the durable write's copied arguments (KEYS[1],
+ * KEYS[2], then ws, id, invoice, ...): NGX_ERROR, no such answer
+ */
+static ngx_int_t
+ngx_http_linegate_lines_queued_of(redisReply *reply,
+    ngx_http_linegate_redis_args_t *args, ngx_str_t *ws, ngx_str_t *id,
+    ngx_str_t *invoice)
+{
+    if (reply == NULL || reply->type != REDIS_REPLY_INTEGER
+        || args->argc < 5)
+    {
+        return NGX_ERROR;
+    }
+
+    ngx_http_linegate_lines_arg(args, 2, ws);
+    ngx_http_linegate_lines_arg(args, 3, id);
+    ngx_http_linegate_lines_arg(args, 4, invoice);
+
+    return NGX_OK;
+}
+
+
+/*
  * lr_invoice_orphan of a reissue_lapsed entry answered (1 queued now, 0
  * queued before: either way it is on the stream): the request's
  * sweepPending mark goes, a durable HDEL. Lost, the next read of the
@@ -727,18 +872,14 @@ ngx_http_linegate_lines_lapsed_queued(redisReply *reply,
     ngx_http_linegate_redis_args_t *args, ngx_str_t *note)
 {
     u_char                          *p;
-    ngx_str_t                        ws, id, key;
+    ngx_str_t                        ws, id, invoice, key;
     ngx_http_linegate_redis_args_t   a;
 
-    /* the copy holds KEYS[1], KEYS[2], then ws, id, ... */
-    if (reply == NULL || reply->type != REDIS_REPLY_INTEGER
-        || args->argc < 4)
+    if (ngx_http_linegate_lines_queued_of(reply, args, &ws, &id, &invoice)
+        != NGX_OK)
     {
         return;
     }
-
-    ngx_http_linegate_lines_arg(args, 2, &ws);
-    ngx_http_linegate_lines_arg(args, 3, &id);
 
     p = ngx_alloc(ngx_http_linegate_key_len(NGX_HTTP_LINEGATE_KEY_WS_LR, &ws,
                                             &id),
@@ -766,7 +907,8 @@ ngx_http_linegate_lines_lapsed_queued(redisReply *reply,
 
 /*
  * The entry on the reconcile stream, by a durable write: its marker
- * (which) lg:{fleet}:q:<W>:inv_<invoice id>, or inv_draft_<request id>
+ * (which) lg:{fleet}:q:<W>:inv_<invoice id> (a paid one left for a human
+ * too: one entry an invoice), or inv_draft_<request id>
  * when no invoice id was seen, or lapsed_<request id>, or paid_<invoice
  * id> (paid_after_cancel). Nothing is allocated from a request's pool:
  * also called from its cleanup.
@@ -779,12 +921,13 @@ ngx_http_linegate_lines_queue(ngx_log_t *log, ngx_str_t *ws, ngx_str_t *id,
     u_char                          *p;
     ngx_int_t                        rc;
     ngx_str_t                        mkey, which;
-    ngx_uint_t                       lapsed, paid;
+    ngx_uint_t                       lapsed, paid, left;
     const char                      *reason;
     ngx_http_linegate_redis_args_t   a;
 
     lapsed = kind == NGX_HTTP_LINEGATE_LQ_LAPSED;
     paid = kind == NGX_HTTP_LINEGATE_LQ_PAID;
+    left = kind == NGX_HTTP_LINEGATE_LQ_LEFT;
     reason = lapsed ? "reissue_lapsed"
              : paid ? NGX_HTTP_LINEGATE_LR_PAID_REASON : "invoice_unrepaired";
 
@@ -837,6 +980,11 @@ ngx_http_linegate_lines_queue(ngx_log_t *log, ngx_str_t *ws, ngx_str_t *id,
                                    NGX_HTTP_LINEGATE_SCRIPT_LR_INVOICE_ORPHAN,
                                    2, &a, "a lapsed reissue's queuing",
                                    ngx_http_linegate_lines_lapsed_queued)
+         : left
+         ? ngx_http_linegate_redis_durable_then(log,
+                                   NGX_HTTP_LINEGATE_SCRIPT_LR_INVOICE_ORPHAN,
+                                   2, &a, "a paid invoice's queuing",
+                                   ngx_http_linegate_lines_left_queued)
          : ngx_http_linegate_redis_durable(log,
                                    NGX_HTTP_LINEGATE_SCRIPT_LR_INVOICE_ORPHAN,
                                    2, &a, "an undiscarded invoice's queuing");
@@ -866,10 +1014,25 @@ failed:
             return;
         }
 
+        if (left) {
+            ngx_log_error(NGX_LOG_ALERT, log, 0,
+                          NGX_HTTP_LINEGATE_LOG "invoice \"%V\" of line "
+                          "request \"%V\" is paid, no request takes it, "
+                          "and it could not be queued for reconciliation: "
+                          "refund it at Stripe, or give the line by hand",
+                          invoice, id);
+            return;
+        }
+
         ngx_log_error(NGX_LOG_ALERT, log, 0,
                       NGX_HTTP_LINEGATE_LOG "invoice \"%V\" of line request "
                       "\"%V\" could not be queued for reconciliation: "
                       "void or delete it at Stripe", invoice, id);
+        return;
+    }
+
+    if (left) {
+        /* said by its answer (lines_left_queued): once per invoice */
         return;
     }
 

@@ -173,7 +173,8 @@
  *     Only an invoice a claim made since the named one is the lapsed
  *     claim's (its metadata[invoice_seq] past the named invoice's, none
  *     past the request's invoiceSeq; none at all, an old node's: made
- *     at Stripe within the claims' time and after the named one): any
+ *     at Stripe within the claims' time and after the named one;
+ *     lines_lapsed_made, payment_link's sweep's rule too): any
  *     other of the request's is a human's. The named invoice unknown to
  *     Stripe (404): the entry is held for a human once (queued again in
  *     its place with 'hold', named_missing), and runs leave a held entry
@@ -246,16 +247,6 @@
  * them and Stripe's clock many times over (payment_link's sweep alike)
  */
 #define NGX_HTTP_LINEGATE_RECONCILE_LOOKAHEAD  3600
-/*
- * reissue_lapsed: a paid invoice without metadata[invoice_seq] (an old
- * node's reissue, a rolling upgrade) is the lapsed claim's only if Stripe
- * made it within its claims' time: from the earliest ('at') to the
- * latest ('to') and its hold, give or take this much of Stripe's clock
- * and of a dead worker's call in flight. Adopting money is kept tighter
- * than listing (LOOKBACK, LOOKAHEAD), where one too many costs nothing.
- */
-#define NGX_HTTP_LINEGATE_RECONCILE_SLACK      600
-/* metadata[invoice_seq]: none at all (an old node's), or not a number */
 #define NGX_HTTP_LINEGATE_RECONCILE_PAGE       10
 #define NGX_HTTP_LINEGATE_RECONCILE_PAGES      50
 /*
@@ -387,14 +378,15 @@ typedef struct {
     ngx_str_t                            adopted;
     /*
      * reissue_lapsed: the paid invoice's metadata[invoice_seq] (the
-     * claim that made it; -1: none), the request's invoiceSeq as FENCE
-     * read it: only a paid invoice of a claim since the named one, none
-     * past the latest, is the lapsed claim's to adopt
+     * claim that made it; SEQ_NONE: none) and Stripe's 'created' of it
+     * (0: none), and what they are read against (lines_lapsed_made, as
+     * payment_link's sweep reads them): the request's invoiceSeq as
+     * FENCE read it, the entry's claims' time ('at', 'to'), the named
+     * invoice once NAMED read it
      */
     int64_t                              made_seq;
-    int64_t                              claim_seq;
-    /* Stripe's 'created' of the invoice found (0: none) */
     time_t                               made_at;
+    ngx_http_linegate_lapsed_claims_t    claims;
     /*
      * reissue_lapsed: a paid invoice left for a human, or held (hold_as):
      * said once the request's other draft and open invoices are
@@ -779,11 +771,8 @@ static ngx_uint_t ngx_http_linegate_reconcile_is(ngx_str_t *s,
 static time_t ngx_http_linegate_reconcile_time(ngx_str_t *iso);
 static ngx_uint_t ngx_http_linegate_reconcile_is_status(json_t *obj,
     const char *status);
-static ngx_uint_t ngx_http_linegate_reconcile_made_since(
-    ngx_http_linegate_reconcile_entry_t *e, int64_t named);
-static time_t ngx_http_linegate_reconcile_created(json_t *obj);
-static ngx_uint_t ngx_http_linegate_reconcile_made_within(
-    ngx_http_linegate_reconcile_entry_t *e);
+static void ngx_http_linegate_reconcile_not_made(ngx_http_request_t *r,
+    ngx_http_linegate_ctx_t *ctx, const char *why);
 static void ngx_http_linegate_reconcile_swept(ngx_http_request_t *r,
     ngx_http_linegate_ctx_t *ctx, ngx_http_linegate_reconcile_entry_t *e,
     const char *as);
@@ -3067,69 +3056,7 @@ ngx_http_linegate_reconcile_object(ngx_http_linegate_reconcile_entry_t *e,
     }
 
     e->made_seq = ngx_http_linegate_lines_invoice_seq(obj);
-    e->made_at = ngx_http_linegate_reconcile_created(obj);
-}
-
-
-/* an object's 'created' at Stripe (0: none, or not a time) */
-static time_t
-ngx_http_linegate_reconcile_created(json_t *obj)
-{
-    json_t  *v;
-
-    v = json_object_get(obj, "created");
-
-    if (!json_is_integer(v) || json_integer_value(v) <= 0) {
-        return 0;
-    }
-
-    return (time_t) json_integer_value(v);
-}
-
-
-/*
- * reissue_lapsed: the paid invoice is the lapsed claims' (any claim made
- * after the invoice the request names, whose invoiceSeq is `named`, 0
- * for a creation's): made by a claim past it and none past the latest.
- * metadata[line_request_id] alone is every invoice of the request: the
- * creation's, and an earlier reissue's, voided or paid out of band, are
- * never taken for the lapsed claim's (a human's).
- */
-static ngx_uint_t
-ngx_http_linegate_reconcile_made_since(
-    ngx_http_linegate_reconcile_entry_t *e, int64_t named)
-{
-    return e->made_seq > 0 && e->made_seq > named
-           && e->made_seq <= e->claim_seq;
-}
-
-
-/*
- * reissue_lapsed, a paid invoice with no metadata[invoice_seq] at all: an
- * old node's reissue (before the field was; a rolling upgrade), or the
- * creation's, or one made by hand. Only Stripe's time tells them apart:
- * it is the lapsed claims' if Stripe made it within their time (the
- * entry's 'at' to its 'to' and a claim's hold, SLACK either side; no
- * 'to', an entry queued before it was: until now), and (NAMED) after the
- * invoice the request names. A malformed invoice_seq never comes here.
- */
-static ngx_uint_t
-ngx_http_linegate_reconcile_made_within(
-    ngx_http_linegate_reconcile_entry_t *e)
-{
-    if (e->made_seq != NGX_HTTP_LINEGATE_INVOICE_SEQ_NONE
-        || e->made_at <= 0)
-    {
-        return 0;
-    }
-
-    if (e->made_at < e->at - NGX_HTTP_LINEGATE_RECONCILE_SLACK) {
-        return 0;
-    }
-
-    return e->to <= 0
-           || e->made_at <= e->to + NGX_HTTP_LINEGATE_LR_REISSUE_HOLD / 1000
-                            + NGX_HTTP_LINEGATE_RECONCILE_SLACK;
+    e->made_at = ngx_http_linegate_lines_created(obj);
 }
 
 
@@ -3492,6 +3419,7 @@ ngx_http_linegate_reconcile_fenced(ngx_http_request_t *r,
     ngx_http_linegate_ctx_t *ctx, redisReply *reply, int64_t code)
 {
     ngx_str_t                             named;
+    const char                           *why;
     ngx_http_linegate_reconcile_t        *rc;
     ngx_http_linegate_reconcile_entry_t  *e;
 
@@ -3560,7 +3488,8 @@ ngx_http_linegate_reconcile_fenced(ngx_http_request_t *r,
         if (reply->elements < 3
             || ngx_http_linegate_reply_str(reply, 1, &named) != NGX_OK
             || !ngx_http_linegate_stripe_id_valid(&named)
-            || ngx_http_linegate_reply_int(reply, 2, &e->claim_seq) != NGX_OK
+            || ngx_http_linegate_reply_int(reply, 2, &e->claims.last_seq)
+               != NGX_OK
             || ngx_http_linegate_pstr(r->pool, &e->replaced, named.data,
                                       named.len)
                == NULL)
@@ -3569,24 +3498,16 @@ ngx_http_linegate_reconcile_fenced(ngx_http_request_t *r,
             return;
         }
 
-        if (e->made_seq == NGX_HTTP_LINEGATE_INVOICE_SEQ_NONE) {
-            if (!ngx_http_linegate_reconcile_made_within(e)) {
-                /* no claim's mark, nor made in a claim's time */
-                ngx_str_null(&e->replaced);
-                ngx_http_linegate_reconcile_paid_left(r, ctx,
-                                  "does not name it, and it is no lapsed "
-                                  "claim's (no metadata[invoice_seq], and "
-                                  "made outside its claims' time)");
-                return;
-            }
+        /* what needs no named invoice first: NAMED reads it */
+        e->claims.named_seq = 0;
+        e->claims.named_at = NGX_HTTP_LINEGATE_LAPSED_UNREAD;
+        e->claims.from = e->at;
+        e->claims.to = e->to;
 
-        } else if (!ngx_http_linegate_reconcile_made_since(e, 0)) {
-            /* a malformed mark, or one no claim made yet: not ours */
-            ngx_str_null(&e->replaced);
-            ngx_http_linegate_reconcile_paid_left(r, ctx,
-                                  "does not name it, and it is no lapsed "
-                                  "claim's (its metadata[invoice_seq] is "
-                                  "none of the request's claims)");
+        why = ngx_http_linegate_lines_lapsed_made(&e->claims, e->made_seq,
+                                                  e->made_at);
+        if (why != NULL) {
+            ngx_http_linegate_reconcile_not_made(r, ctx, why);
             return;
         }
 
@@ -3943,7 +3864,7 @@ static void
 ngx_http_linegate_reconcile_named_read(ngx_http_request_t *r,
     ngx_http_linegate_ctx_t *ctx)
 {
-    time_t                                named_at;
+    const char                           *why;
     ngx_http_linegate_reconcile_t        *rc;
     ngx_http_linegate_reconcile_entry_t  *e;
 
@@ -3998,28 +3919,25 @@ ngx_http_linegate_reconcile_named_read(ngx_http_request_t *r,
     }
 
     if (ngx_http_linegate_reconcile_status(ctx->stripe_json)
-        != NGX_HTTP_LINEGATE_RECONCILE_PAID
-        && (e->made_seq == NGX_HTTP_LINEGATE_INVOICE_SEQ_NONE
-            ? (named_at = ngx_http_linegate_reconcile_created(
-                              ctx->stripe_json)) == 0
-              || e->made_at <= named_at
-            : !ngx_http_linegate_reconcile_made_since(e,
-                  ngx_max(ngx_http_linegate_lines_invoice_seq(
-                              ctx->stripe_json), 0))))
+        != NGX_HTTP_LINEGATE_RECONCILE_PAID)
     {
         /*
-         * made by a claim no later than the one that made the invoice
-         * the request names: an earlier reissue's (superseded, paid out
-         * of band), not the lapsed claim's; with no invoice_seq (an old
-         * node's), made no later than it at Stripe (made_within)
+         * the named invoice read: a paid one made by a claim no later
+         * than the one that made it is an earlier reissue's (superseded,
+         * paid out of band); with no invoice_seq (an old node's), one
+         * made no later than it at Stripe is not the lapsed claim's
          */
-        ngx_str_null(&e->replaced);
-        ngx_http_linegate_reconcile_paid_left(r, ctx,
-                                  "does not name it, and it is older than "
-                                  "the invoice it names (an earlier "
-                                  "reissue's, by its metadata"
-                                  "[invoice_seq])");
-        return;
+        e->claims.named_seq = ngx_max(
+            ngx_http_linegate_lines_invoice_seq(ctx->stripe_json), 0);
+        e->claims.named_at = ngx_http_linegate_lines_created(
+                                 ctx->stripe_json);
+
+        why = ngx_http_linegate_lines_lapsed_made(&e->claims, e->made_seq,
+                                                  e->made_at);
+        if (why != NULL) {
+            ngx_http_linegate_reconcile_not_made(r, ctx, why);
+            return;
+        }
     }
 
     /* no 201 to keep: the request's creation answered long ago */
@@ -4057,6 +3975,38 @@ ngx_http_linegate_reconcile_relist(ngx_http_request_t *r,
 
     ngx_http_linegate_reconcile_next(r, ctx,
                                      NGX_HTTP_LINEGATE_RECONCILE_LOOKUP);
+}
+
+
+/*
+ * reissue_lapsed: a paid invoice the request does not name, and no lapsed
+ * claim made (lines_lapsed_made says why): a human's
+ */
+static void
+ngx_http_linegate_reconcile_not_made(ngx_http_request_t *r,
+    ngx_http_linegate_ctx_t *ctx, const char *why)
+{
+    u_char                               *p;
+    ngx_http_linegate_reconcile_t        *rc;
+    ngx_http_linegate_reconcile_entry_t  *e;
+
+    static const char  head[] = "does not name it, and it is no lapsed "
+                                "claim's (";
+
+    rc = ctx->data;
+    e = &rc->entry[rc->i];
+
+    ngx_str_null(&e->replaced);
+
+    p = ngx_pnalloc(r->pool, sizeof(head) + ngx_strlen(why) + 1);
+
+    if (p != NULL) {
+        ngx_sprintf(p, "%s%s)%Z", head, why);
+    }
+
+    ngx_http_linegate_reconcile_paid_left(r, ctx,
+                                          p ? (const char *) p
+                                            : "does not name it");
 }
 
 

@@ -625,19 +625,35 @@ subtest 'payment_link: an unstored invoice paid meanwhile settles it' => sub {
 # on every invoice of the request (its creation's, each reissue's, one
 # made by hand with it), so the sweep adopts a paid one only if a claim
 # made it since the invoice the request names (its metadata[invoice_seq]
-# past the named one's, none: 0) and before the sweeper's own claim.
-# Any other paid one is queued for a human (invoice_unrepaired; a run
-# finds it paid, not named: invoice_paid) and a new invoice is issued.
-# Before, the first paid one found was stored over the named invoice and
-# the request promoted on it. The last case, a claim past the named one
-# (a reissue's, claim 2), is adopted.
+# past the named one's, none: 0) and before the sweeper's own claim; with
+# no invoice_seq at all (an old node's reissue, a rolling upgrade), only
+# if Stripe made it within the claims' time and after the named invoice:
+# the rule a reconciliation run's reissue_lapsed follows (t/235), one
+# function of both. Any other paid one is queued for a human
+# (invoice_unrepaired; a run finds it paid, not named: invoice_paid) and
+# a new invoice is issued. Before, the first paid one found was stored
+# over the named invoice and the request promoted on it; and until
+# 2026-11-29 an old node's was left for a human by the sweep while a run
+# adopted it. The named invoice is made a minute before the claims
+# ($ago s ago, 120 by default) at Stripe; $back: B made that long ago.
 subtest 'payment_link: a paid invoice no lapsed claim made' => sub {
-    for my $case (['no invoice_seq', undef, 1, undef, 0],
-                  ['the sweeper\'s own claim', 2, 1, undef, 0],
-                  ['older than the named invoice', 1, 3, 2, 0],
-                  ['a claim past the named invoice', 3, 3, 2, 1])
+    for my $case ({what => 'no invoice_seq, made before the named one',
+                   claims => 1, back => 300},
+                  {what => 'no invoice_seq, made past the claims\' time',
+                   claims => 1, ago => 1000},
+                  {what => 'a malformed invoice_seq', seq => 'x1',
+                   claims => 1},
+                  {what => 'the sweeper\'s own claim', seq => 2,
+                   claims => 1},
+                  {what => 'older than the named invoice', seq => 1,
+                   claims => 3, named => 2},
+                  {what => 'a claim past the named invoice', seq => 3,
+                   claims => 3, named => 2, adopted => 1},
+                  {what => 'no invoice_seq, an old node\'s in its claims\' '
+                           . 'time', claims => 1, adopted => 1})
     {
-        my ($what, $seq, $claims, $named, $adopted) = @$case;
+        my ($what, $seq, $named) = @$case{qw(what seq named)};
+        my $ago = $case->{ago} // 120;
         my $w = ws();
         my ($id, $c) = $l->awaiting($w);
         my $old = $c->{invoiceId};
@@ -648,21 +664,25 @@ subtest 'payment_link: a paid invoice no lapsed claim made' => sub {
             $r->hset($lkey, invoiceId => $old);
             $r->set("lg:invoice:$old", "$w->{id}:$id");
         }
+        $s->stub(POST => "/_stub/invoices/$old/backdate",
+                 {seconds => $ago + 60});
         $l->invoice_do($old, 'void');
         # the claims so far, the latest lapsed (its hold passed)
-        my $at = int(time * 1000) - 120000;
+        my $at = int(time * 1000) - $ago * 1000;
         $r->hset($lkey, reissueAt => $at, sweepFrom => $at, sweepTo => $at,
-                 reissueBy => 'dead', invoiceSeq => $claims);
-        my $paid = $l->request_invoice($w, $id, 'paid', $seq);
+                 reissueBy => 'dead', invoiceSeq => $case->{claims});
+        my $paid = $l->request_invoice($w, $id, 'paid', $seq,
+                                       $case->{back});
         my $before = scalar queued($id);
         my $logoff = length $s->error_log;
 
         my $tx = $l->manage($w, $id, 'payment_link');
         my $h = $l->lr($w, $id);
-        if ($adopted) {
+        if ($case->{adopted}) {
             my $b = $l->answer($tx, 200, "$what: adopted");
             is($b->{status}, 'provisioning', "$what: provisioning");
             is($h->{invoiceId}, $paid, "$what: naming the paid one");
+            is(scalar(queued($id)) - $before, 0, "$what: nothing queued");
             next;
         }
         my $b = link_is($tx, 0, "$what: a new invoice issued");
@@ -682,6 +702,55 @@ subtest 'payment_link: a paid invoice no lapsed claim made' => sub {
              qr/$of is paid and no request names it, and no lapsed claim /,
              "$what: logged");
     }
+};
+
+# A paid invoice the sweep does not adopt is left for a human once per
+# invoice, whichever sweeps find it: here a second claim lapses after the
+# first sweep, and the next payment_link sweeps the same window again
+# (as a retry after a failed sweep, a GET's, a cancel's would). Each sweep
+# used to queue it again and log it at warn again, twice (the entry
+# itself written once, by its marker); now the queuing's answer says it:
+# warn once when queued, notice ("queued before") at every later sweep.
+subtest 'payment_link: a paid invoice left for a human, queued once' => sub {
+    my $w = ws();
+    my ($id, $c) = $l->awaiting($w);
+    my $lkey = "lg:{ws:$w->{id}}:lr:$id";
+    $l->invoice_do($c->{invoiceId}, 'void');
+    # a malformed invoice_seq: never a claim's, whatever the sweep
+    my $paid = $l->request_invoice($w, $id, 'paid', 'x1');
+    my $before = scalar queued($id);
+    my $logoff = length $s->error_log;
+    my $of = qr/invoice "\Q$paid\E" of line request "\Q$id\E"/;
+
+    for my $n (1, 2) {
+        # a claim lapsed (its hold passed), its window B's
+        my $at = int(time * 1000) - 120000;
+        $r->hset($lkey, reissueAt => $at, sweepFrom => $at, sweepTo => $at,
+                 reissueBy => 'dead');
+        my $b = link_is($l->manage($w, $id, 'payment_link'), 0,
+                        "sweep $n: a new invoice issued");
+        is($l->invoice($paid)->{status}, 'paid', "sweep $n: B left paid");
+        like(substr($s->error_log, $logoff),
+             qr/$of is paid and no request names it, and no lapsed claim /,
+             "sweep $n: why logged") if $n == 1;
+        ok(eventually(sub { grep { ($_->{invoice_id} // '') eq $paid }
+                            queued($id) }, 5), "sweep $n: queued");
+        # the next claim's: the request's invoice void again
+        $l->invoice_do($b->{invoiceId}, 'void');
+    }
+    ok(eventually(sub { substr($s->error_log, $logoff)
+                        =~ /$of of workspace .* queued before / }, 5),
+       'the second sweep found it queued before');
+    is(scalar(grep { ($_->{invoice_id} // '') eq $paid } queued($id)), 1,
+       'one entry for it');
+    is(scalar(queued($id)) - $before, 1, 'nothing else queued');
+    my @warn = grep { /\[warn\]/ && /"\Q$paid\E"/ }
+               split /\n/, substr($s->error_log, $logoff);
+    is(scalar @warn, 1, 'one warn naming it') or diag join "\n", @warn;
+    my $ws = qr/of workspace "\Q$w->{id}\E"/;
+    like($warn[0] // '',
+         qr/$of $ws is paid, and no request takes it: queued for recon/,
+         'the warn: queued for a human');
 };
 
 # The lookup fails (Stripe 500): nothing is issued, and the claim is
