@@ -470,13 +470,16 @@ struct ngx_http_linegate_lr_s {
     ngx_uint_t                      list_next;
     ngx_http_linegate_json_write_t  list_jw;
     /*
-     * the index read a page at a time (LIST_PAGE, by score): pages read
-     * so far, whether one more is due, the score it starts at (the
-     * last one read, inclusive) and the ids of that score listed already
-     * (skipped by id, not by count: one canceled in between leaves)
+     * the index read a page at a time (LIST_PAGE; by score once the
+     * first, read by ids alone, was full): pages read so far, whether
+     * one more is due, whether pages come with their scores, the score
+     * the next starts at (the last one read, inclusive) and the ids of
+     * that score listed already (skipped by id, not by count: one
+     * canceled in between leaves)
      */
     ngx_uint_t                      list_pages;
     ngx_uint_t                      list_more;
+    ngx_uint_t                      list_scored;
     ngx_str_t                       list_from;
     ngx_str_t                      *list_ties;
     ngx_uint_t                      list_nties;

@@ -286,7 +286,7 @@ ngx_http_linegate_lines_cache_store(ngx_http_linegate_lines_cache_fill_t *f,
 
     ngx_memcpy(e->date, date->data, NGX_HTTP_LINEGATE_LINES_CACHE_DATE);
     e->index_crc = crc;
-    e->index_n = index->elements / 2;
+    e->index_n = index->elements;
     e->pubsub_gen = f->pubsub_gen;
     e->conn_gen = f->conn_gen;
     e->size = size;
@@ -517,14 +517,13 @@ ngx_http_linegate_lines_cache_index(redisReply *index, uint32_t *crc)
     uint32_t     c;
     redisReply  *e;
 
-    if (index->type != REDIS_REPLY_ARRAY || index->elements % 2) {
+    if (index->type != REDIS_REPLY_ARRAY) {
         return NGX_ERROR;
     }
 
     ngx_crc32_init(c);
 
-    /* ids and their scores: the ids only, as the answer has them */
-    for (i = 0; i < index->elements; i += 2) {
+    for (i = 0; i < index->elements; i++) {
         e = index->element[i];
 
         if (e->type != REDIS_REPLY_STRING) {

@@ -54,10 +54,7 @@ ngx_int_t ngx_http_linegate_lines_cache_init_process(ngx_cycle_t *cycle,
 void ngx_http_linegate_lines_cache_barrier(
     ngx_http_linegate_redis_pubsub_barrier_t *b);
 
-/*
- * the ids of an index page (ZRANGEBYSCORE ... WITHSCORES: id, score...),
- * in order, as one CRC-32
- */
+/* the ids of an index reply (ZRANGE), in order, as one CRC-32 */
 ngx_int_t ngx_http_linegate_lines_cache_index(redisReply *index,
     uint32_t *crc);
 

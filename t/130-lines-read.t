@@ -680,7 +680,7 @@ subtest 'by-user: the plain path answers what lr_list.lua answers' => sub {
     is($trips, 2, 'by-user, cached API key: two round trips')
         or diag "@$cmds";
     is_deeply([map { /"(\w+)"/ ? uc $1 : '?' } @$cmds],
-              [qw(EVALSHA ZRANGEBYSCORE), ('HGETALL') x 9],
+              [qw(EVALSHA ZRANGE), ('HGETALL') x 9],
               'the rate (GCRA), the index, a hash per line')
         or diag "@$cmds";
     ($cmds, $trips) = traffic(sub { $tx = $l->list($w->{clerk}) },

@@ -105,8 +105,7 @@ subtest 'a cold key: its lookup, then the workspace\'s step' => sub {
     ($tx, $cmds, $trips, $k) = cold_traffic(sub { $l->list($_[0]) });
     is($tx->res->code, 200, 'by-user');
     is_deeply([$s->pipeline_order(@{ names($cmds) })],
-              [$s->pipeline_order(qw(GET GET HVALS EVALSHA ZRANGEBYSCORE
-                                     HGETALL))],
+              [$s->pipeline_order(qw(GET GET HVALS EVALSHA ZRANGE HGETALL))],
               'by-user: lookup, the key, its workspace\'s keys, the rate, '
               . 'the index, then the line') or diag "@$cmds";
     is(scalar(grep { /"EVALSHA" "[0-9a-f]{40}" "1" "lg:\{ws:$w->{id}\}:gcra"/ }

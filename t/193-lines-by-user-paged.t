@@ -138,8 +138,9 @@ subtest '2,000 failed lines: each read of the index a page, not all'
             or diag "members answered per read: @$reads";
         my $sum = 0;
         $sum += $_ for @$reads;
-        # (the pipeline that failed on NOSCRIPT read its first page too)
-        cmp_ok($sum, '<=', $all + 2 * @$reads + ($flush ? $PAGE : 0),
+        # (the pipeline that failed on NOSCRIPT read its first page too;
+        # a full first page, read by ids alone, is read again by score)
+        cmp_ok($sum, '<=', $all + 2 * @$reads + $PAGE * ($flush ? 2 : 1),
                "$what: the reads together answer each member once "
                . '(and the ties of a page\'s end again)')
             or diag "@$reads";
