@@ -1494,19 +1494,20 @@ fuzz_request_one(const u_char **in, const u_char *last, void *stream)
 static void
 fuzz_forget(void)
 {
-    ngx_uint_t   k;
-    ngx_str_t    key;
-    uint32_t     h;
+    ngx_uint_t                         k;
+    ngx_str_t                          key;
+    ngx_http_linegate_limit_cached_t  *set;
 
     for (k = 0; k < fuzz_nseen; k++) {
         key.data = fuzz_seen[k].key;
         key.len = fuzz_seen[k].len;
-        h = ngx_murmur_hash2(key.data, key.len);
 
-        if (ngx_http_linegate_limit_cache != NULL) {
-            ngx_memzero(&ngx_http_linegate_limit_cache[
-                            h % NGX_HTTP_LINEGATE_LIMIT_CACHE_SIZE],
-                        sizeof(ngx_http_linegate_limit_cached_t));
+        /* the rejection cache's set of the key, by its keyed hash too */
+        set = ngx_http_linegate_limit_cache_set(&key, 0);
+
+        if (set != NULL) {
+            ngx_memzero(set, NGX_HTTP_LINEGATE_LIMIT_CACHE_WAYS
+                             * sizeof(ngx_http_linegate_limit_cached_t));
         }
 
         if (ngx_http_linegate_leases != NULL) {
