@@ -14,7 +14,9 @@
 # flushed and seeded again before every run, as bench/run.sh's `write`
 # targets are, with n fresh growth workspaces (each run must use fewer
 # than n: 2 creations each), and each round also prints Redis's time per
-# EVALSHA (INFO commandstats).
+# EVALSHA (INFO commandstats). CONFIRM_SEED=1: the same for a run of
+# bench/wrk/provision_confirm.lua, seeded as bench/run.sh's confirm phase
+# with the canned Stripe (100,000 numbers more, each account a card).
 # Prints each round and the means; both nginx are stopped at the end.
 set -euo pipefail
 
@@ -28,13 +30,16 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 PEERS=${LG_PEERS_DIR:-$(dirname "$(dirname "$HERE")")/shared/bench/peers}
 REDIS_PORT=${LG_REDIS_PORT:-6391}
 
-# the seed of bench/run.sh's `write` targets, fresh
+# the seed of bench/run.sh's `write` (or `confirm`) targets, fresh
 reseed() {
+    local extra=(--write-workspaces "${WRITE_WS:-0}")
+    [[ -n ${CONFIRM_SEED:-} ]] \
+        && extra=(--inventory-extra 100000 --stripe-stub canned)
     redis-cli -p "$REDIS_PORT" flushall >/dev/null
     perl "$PEERS/seed.pl" --port "$REDIS_PORT" --out "$LG_PEERS_DATA" \
         --no-awaiting >/dev/null
     perl "$HERE/seed-extra.pl" --port "$REDIS_PORT" --data "$LG_PEERS_DATA" \
-        --index --key-entries --write-workspaces "$WRITE_WS" 2>/dev/null
+        --index --key-entries "${extra[@]}" 2>/dev/null
     redis-cli -p "$REDIS_PORT" config resetstat >/dev/null
 }
 
@@ -81,11 +86,11 @@ fi
 for _ in $(seq 1 "$ROUNDS"); do
     for n in a b; do
         port=8390; [[ $n == b ]] && port=8490
-        [[ -n ${WRITE_WS:-} ]] && reseed
+        [[ -n ${WRITE_WS:-}${CONFIRM_SEED:-} ]] && reseed
         out=$(wrk -t2 -c"$CONNS" -d"$DUR" -s "$SCRIPT" "http://127.0.0.1:$port/" 2>&1)
         r=$(awk '/Requests\/sec/ { print $2 }' <<<"$out")
         bad=$(awk '/Non-2xx/ { print $NF }' <<<"$out")
-        echo "$n ${r:-0} non-2xx=${bad:-0}${WRITE_WS:+ evalsha_us=$(evalsha_us)}" |
+        echo "$n ${r:-0} non-2xx=${bad:-0}${WRITE_WS:+ evalsha_us=$(evalsha_us)}${CONFIRM_SEED:+ evalsha_us=$(evalsha_us)}" |
             tee -a "$OUT/rounds.txt"
     done
 done

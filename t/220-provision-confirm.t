@@ -147,6 +147,28 @@ subtest 'the purchase that fills a window: RateLimit says when it frees' => sub 
         or diag $tx->res->headers->header('RateLimit');
 };
 
+# pv_reserve.lua's answer reuses the windows' oldest line it read
+# before the purchase unless the new line is older: a window whose only
+# line another nginx scored ahead of this one's clock (2 h) resets when
+# the new line leaves, not that one
+subtest 'a window whose oldest line is ahead of the clock' => sub {
+    my $a = $p->account('acct_ahead');
+    my $now = now_ms();
+    $r->zadd('lg:{acct:acct_ahead}:prov', $now + 2 * 3_600_000, 'w_ahead');
+    my $tx = $p->confirm($a, $p->token($a));
+    $p->answer($tx, 200, 'a purchase beside a line scored ahead');
+    my ($dr, $dt, $mr, $mt) = ($tx->res->headers->header('RateLimit') // '')
+        =~ /^"daily";r=(\d+);t=(\d+), "monthly";r=(\d+);t=(\d+)$/;
+    is($dr, 1, 'daily: both lines count');
+    ok(defined $dt && abs($dt - 86400) <= 5,
+       'daily: frees when the new line leaves (24 h, not 26 h)')
+        or diag $tx->res->headers->header('RateLimit');
+    is($mr, 8, 'monthly: both lines count');
+    ok(defined $mt && abs($mt - 30 * 86400) <= 5,
+       'monthly: the same')
+        or diag $tx->res->headers->header('RateLimit');
+};
+
 subtest 'the claim while Stripe works, gone after the 200' => sub {
     my $a = $p->account('acct_claim');
     my $tok = $p->token($a);

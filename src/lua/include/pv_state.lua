@@ -96,18 +96,34 @@ local function lg_pv_state(akey, prov, now, def_daily, def_monthly)
     return lg_pv_windows(prov, now, a, def_daily, def_monthly)
 end
 
+-- a window's free_at once a line was added at now, from what w said
+-- before (used: with the line; free: free_at without it). Full now: the
+-- line that frees a slot, looked up by its rank. Not full: the oldest
+-- line, which the one added at now does not change unless the window
+-- was empty or its oldest scored later than now (another nginx's clock
+-- ahead): no call at all
+local function lg_pv_added_free_at(prov, now, window_ms, limit, used, free)
+    if used >= limit then
+        return lg_pv_free_at(prov, lg_pv_from(now, window_ms), window_ms,
+                             limit, used)
+    end
+
+    if used == 1 or now + window_ms < free then
+        return now + window_ms
+    end
+    return free
+end
+
 -- w once a line was added at now (and none that counts removed): each
--- window counts one more, and only the line that frees a slot is looked
--- up again (2 calls instead of the 5 of lg_pv_state)
+-- window counts one more, and only a window it filled looks up the line
+-- that frees a slot (at most 2 calls instead of the 4 of lg_pv_windows)
 local function lg_pv_added(prov, now, w)
     local du, mu = w[2] + 1, w[5] + 1
 
     return {w[1], du,
-            lg_pv_free_at(prov, lg_pv_from(now, LG_PV_DAY), LG_PV_DAY,
-                          w[1], du),
+            lg_pv_added_free_at(prov, now, LG_PV_DAY, w[1], du, w[3]),
             w[4], mu,
-            lg_pv_free_at(prov, lg_pv_from(now, LG_PV_MONTH), LG_PV_MONTH,
-                          w[4], mu)}
+            lg_pv_added_free_at(prov, now, LG_PV_MONTH, w[4], mu, w[6])}
 end
 
 -- {code, w[1..6], account, ...}: the reply shape of the provisioning
