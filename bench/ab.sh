@@ -49,6 +49,14 @@ evalsha_us() {
         awk -F'[:=,]' '$1 == "cmdstat_evalsha" { print $7 }'
 }
 
+# Redis's CPU time so far (utime + stime), in clock ticks
+REDIS_PID=$(redis-cli -p "$REDIS_PORT" info server | tr -d '\r' |
+            awk -F: '$1 == "process_id" { print $2 }')
+HZ=$(getconf CLK_TCK)
+redis_ticks() {
+    awk '{ print $14 + $15 }' "/proc/$REDIS_PID/stat"
+}
+
 [[ -f $SRC ]] || { echo "ab: no $SRC (bench/run.sh start first)" >&2; exit 1; }
 PORT=$(sed -n 's/.*listen 127\.0\.0\.1:\([0-9]*\) backlog.*/\1/p' "$SRC" | tail -1)
 CANNED=$(sed -n 's/.*listen 127\.0\.0\.1:\([0-9]*\) backlog.*/\1/p' "$SRC" | head -1)
@@ -87,12 +95,25 @@ for _ in $(seq 1 "$ROUNDS"); do
     for n in a b; do
         port=8390; [[ $n == b ]] && port=8490
         [[ -n ${WRITE_WS:-}${CONFIRM_SEED:-} ]] && reseed
+        k0=$(redis_ticks)
         out=$(wrk -t2 -c"$CONNS" -d"$DUR" -s "$SCRIPT" "http://127.0.0.1:$port/" 2>&1)
+        k1=$(redis_ticks)
         r=$(awk '/Requests\/sec/ { print $2 }' <<<"$out")
         bad=$(awk '/Non-2xx/ { print $NF }' <<<"$out")
-        echo "$n ${r:-0} non-2xx=${bad:-0}${WRITE_WS:+ evalsha_us=$(evalsha_us)}${CONFIRM_SEED:+ evalsha_us=$(evalsha_us)}" |
+        # Redis's CPU per request, us (wrk's request count)
+        rus=$(awk -v a="$k0" -v b="$k1" -v hz="$HZ" \
+                  '/requests in/ { printf "%.1f", (b - a) / hz * 1e6 / $1 }' \
+                  <<<"$out")
+        echo "$n ${r:-0} non-2xx=${bad:-0} redis_us=${rus:-?}${WRITE_WS:+ evalsha_us=$(evalsha_us)}${CONFIRM_SEED:+ evalsha_us=$(evalsha_us)}" |
             tee -a "$OUT/rounds.txt"
     done
 done
-awk '{ s[$1] += $2; n[$1]++ } END { printf "A mean %.0f  B mean %.0f  B/A %.2f\n",
-    s["a"] / n["a"], s["b"] / n["b"], (s["b"] / n["b"]) / (s["a"] / n["a"]) }' "$OUT/rounds.txt"
+awk '{ s[$1] += $2; n[$1]++
+       for (i = 3; i <= NF; i++) if ($i ~ /^redis_us=[0-9]/) {
+           sub(/^redis_us=/, "", $i); u[$1] += $i; m[$1]++ } }
+     END { printf "A mean %.0f  B mean %.0f  B/A %.2f", s["a"] / n["a"],
+               s["b"] / n["b"], (s["b"] / n["b"]) / (s["a"] / n["a"])
+           if (m["a"] && m["b"])
+               printf "  Redis CPU us/req A %.1f  B %.1f", u["a"] / m["a"],
+                   u["b"] / m["b"]
+           printf "\n" }' "$OUT/rounds.txt"

@@ -2249,10 +2249,33 @@ ngx_http_linegate_confirm_settle_late(ngx_http_linegate_pv_settle_t *st)
 }
 
 
+/*
+ * A purchase recorded (no reason to queue, no number to give back): all
+ * pv_settle.lua would do is take the claim out of the journal, so a
+ * plain ZREM in the fleet's slot does it (~1 us of Redis against ~10 us
+ * for the script's call, a quarter of a purchase's scripts' time:
+ * docs/performance.md); its integer answer settles as the script's
+ * (confirm_settled). Every other settle, and the durable one after a
+ * lost answer, is the script's.
+ */
 static ngx_int_t
 ngx_http_linegate_confirm_settle(ngx_http_request_t *r,
     ngx_http_linegate_confirm_t *cf)
 {
+    ngx_http_linegate_redis_args_t  *a;
+
+    if (cf->reconcile == NULL && !cf->giveback && cf->claim.len) {
+        a = ngx_http_linegate_confirm_args(cf);
+
+        ngx_http_linegate_redis_arg_cstr(a, "ZREM");
+        ngx_http_linegate_redis_arg_str(a,
+            ngx_http_linegate_key_fixed(NGX_HTTP_LINEGATE_KEY_PV_INFLIGHT));
+        ngx_http_linegate_redis_arg_str(a, &cf->claim);
+
+        return ngx_http_linegate_redis_command(r, a,
+                   ngx_http_linegate_confirm_stored);
+    }
+
     ngx_http_linegate_confirm_settle_args(r, cf);
 
     return ngx_http_linegate_redis_script(r,
@@ -2272,8 +2295,10 @@ ngx_http_linegate_confirm_settled(ngx_http_request_t *r,
 
     cf->settled = 1;
 
+    /* the script's {claimed, queued}, or the plain ZREM's count */
     if (reply == NULL
-        || ngx_http_linegate_reply_int(reply, 0, &claimed) != NGX_OK)
+        || (reply->type != REDIS_REPLY_INTEGER
+            && ngx_http_linegate_reply_int(reply, 0, &claimed) != NGX_OK))
     {
         /* the purchase itself is written down: this is bookkeeping */
         ngx_http_linegate_confirm_settle_durable(r, cf);
