@@ -77,12 +77,11 @@ typedef enum {
 /*
  * The local fallback: GCRA states in this node's shared memory, keyed by
  * 64 bits of MD5. As in limit_req, a state begins at the color of its
- * ngx_rbtree_node_t: written fits in the node's padding, 64 bytes a key.
+ * ngx_rbtree_node_t: 64 bytes a key.
  */
 typedef struct {
     u_char                          color;
     u_char                          dummy;
-    uint32_t                        written;    /* last charged, seconds */
     ngx_queue_t                     queue;
     uint64_t                        tat;        /* microseconds */
 } ngx_http_linegate_limit_node_t;
@@ -96,7 +95,6 @@ typedef struct {
     ngx_rbtree_t                    rbtree;
     ngx_rbtree_node_t               sentinel;
     ngx_queue_t                     queue;      /* LRU */
-    time_t                          redis_ok;   /* last Redis decision */
 } ngx_http_linegate_limit_shctx_t;
 
 
@@ -200,7 +198,6 @@ static void ngx_http_linegate_limit_fallback(ngx_http_request_t *r,
     ngx_http_linegate_limit_ctx_t *ctx);
 static void ngx_http_linegate_limit_local(ngx_http_request_t *r,
     ngx_http_linegate_limit_ctx_t *ctx);
-static void ngx_http_linegate_limit_answered(ngx_http_request_t *r);
 static void ngx_http_linegate_limit_log(ngx_http_request_t *r,
     ngx_http_linegate_limit_ctx_t *ctx, ngx_http_linegate_limit_result_t *res,
     const char *how);
@@ -805,7 +802,6 @@ ngx_http_linegate_limit_reply(ngx_http_request_t *r, redisReply *reply)
     }
 
     if (!failed && !bad) {
-        ngx_http_linegate_limit_answered(r);
         ngx_http_linegate_limit_decide(r, ctx);
         goto resume;
     }
@@ -1263,48 +1259,10 @@ ngx_http_linegate_limit_shm(void)
 
 
 /*
- * Redis decided: the local states charged before now belong to an earlier
- * outage (Redis has the fleet's state since), and the next outage starts
- * without them. To the second, so the store and its lock come once a
- * second at most, not with every request. Not on a Redis Cluster: one
- * master can be down while the others answer, and the keys of its slots,
- * falling back all along, would start again empty every second.
- */
-static void
-ngx_http_linegate_limit_answered(ngx_http_request_t *r)
-{
-    time_t                          now;
-    ngx_http_linegate_limit_shm_t  *shm;
-    ngx_http_linegate_main_conf_t  *gmcf;
-
-    gmcf = ngx_http_get_module_main_conf(r, ngx_http_linegate_module);
-    shm = ngx_http_linegate_limit_shm();
-
-    if (shm == NULL || gmcf->redis_cluster) {
-        /* no location falls back to local; a cluster: above */
-        return;
-    }
-
-    now = ngx_time();
-
-    if (shm->sh->redis_ok >= now) {
-        return;
-    }
-
-    ngx_shmtx_lock(&shm->shpool->mutex);
-
-    if (shm->sh->redis_ok < now) {
-        shm->sh->redis_ok = now;
-    }
-
-    ngx_shmtx_unlock(&shm->shpool->mutex);
-}
-
-
-/*
  * The local fallback: each zone at rate/share with burst/share, a GCRA
  * per (zone, key) in this node's shared memory, all zones checked before
- * any is charged.
+ * any is charged. A key's state is kept from one outage to the next
+ * (_node()).
  */
 static void
 ngx_http_linegate_limit_local(ngx_http_request_t *r,
@@ -1404,7 +1362,6 @@ ngx_http_linegate_limit_local(ngx_http_request_t *r,
         }
 
         node[i]->tat = new_tat[i];
-        node[i]->written = (uint32_t) tp->sec;
     }
 
     ngx_shmtx_unlock(&shm->shpool->mutex);
@@ -1435,8 +1392,11 @@ ngx_http_linegate_limit_local(ngx_http_request_t *r,
  * never one in held[] (the nodes this request looked up for its other
  * zones: freed, their memory could come back as this node, and the
  * request would then charge one zone's state into another's). A node
- * last charged before Redis last decided is from an earlier outage: it
- * starts again empty, as a new one.
+ * is kept whatever Redis decided since it was charged: it holds what this
+ * node admitted without Redis, never charged there, and is back to empty
+ * by itself once its TAT has passed. Emptied when Redis answered again
+ * (until 2026-11-29), a Redis that answers some commands and times out
+ * others gave every key a new burst about every second.
  */
 static ngx_http_linegate_limit_node_t *
 ngx_http_linegate_limit_node(ngx_http_linegate_limit_shm_t *shm,
@@ -1462,10 +1422,6 @@ ngx_http_linegate_limit_node(ngx_http_linegate_limit_shm_t *shm,
         }
 
         ln = (ngx_http_linegate_limit_node_t *) &n->color;
-
-        if ((time_t) ln->written < shm->sh->redis_ok) {
-            ln->tat = now;
-        }
 
         ngx_queue_remove(&ln->queue);
         ngx_queue_insert_head(&shm->sh->queue, &ln->queue);
@@ -2018,7 +1974,6 @@ ngx_http_linegate_limit_init_shm(ngx_shm_zone_t *shm_zone, void *data)
     ngx_rbtree_init(&shm->sh->rbtree, &shm->sh->sentinel,
                     ngx_rbtree_insert_value);
     ngx_queue_init(&shm->sh->queue);
-    shm->sh->redis_ok = 0;
 
     shm->shpool->log_nomem = 0;
 
