@@ -219,6 +219,12 @@ static ngx_int_t ngx_http_linegate_limit_header_filter(
     ngx_http_request_t *r);
 static int64_t ngx_http_linegate_limit_next(
     ngx_http_linegate_limit_ctx_t *ctx, ngx_http_linegate_limit_result_t *res);
+static ngx_uint_t ngx_http_linegate_limit_fields(ngx_http_request_t *r,
+    ngx_uint_t retry, size_t *plen, size_t *slen);
+static void ngx_http_linegate_limit_merge(ngx_http_request_t *r,
+    u_char *policy, u_char **pp, u_char *state, u_char **sp);
+static ngx_uint_t ngx_http_linegate_limit_named(ngx_table_elt_t *h,
+    ngx_str_t *name);
 static ngx_int_t ngx_http_linegate_limit_add_header(ngx_http_request_t *r,
     ngx_str_t *name, u_char *value, size_t len);
 static ngx_int_t ngx_http_linegate_limit_variable(ngx_http_request_t *r,
@@ -1625,15 +1631,23 @@ ngx_http_linegate_limit_zone_status(ngx_http_linegate_limit_ctx_t *ctx,
 }
 
 
-/* RateLimit-Policy, RateLimit and Retry-After on the answer */
+/*
+ * RateLimit-Policy, RateLimit and Retry-After on the answer, one line of
+ * each. The answer's own fields of these names (a backend behind
+ * error_page 429 = @name, linegate's own APIs): its RateLimit-Policy and
+ * RateLimit items come first in the limiter's line, as a client that
+ * combines the two lines reads them (RFC 9110, 5.3); its Retry-After
+ * gives way to the limiter's on a refusal (the limiter knows when the
+ * key passes), and stays when the limiter refused nothing.
+ */
 
 static ngx_int_t
 ngx_http_linegate_limit_header_filter(ngx_http_request_t *r)
 {
     u_char                             *policy, *state, *pp, *sp, *p;
-    size_t                              len;
+    size_t                              len, plen, slen;
     time_t                              share;
-    ngx_uint_t                          i, n, all;
+    ngx_uint_t                          i, n, all, limited, known;
     ngx_http_linegate_limit_ctx_t      *ctx;
     ngx_http_linegate_limit_result_t   *res;
 
@@ -1648,6 +1662,23 @@ ngx_http_linegate_limit_header_filter(ngx_http_request_t *r)
     }
 
     ctx->headers_sent = 1;
+
+    limited = 0;
+    known = 0;
+
+    if (ctx->llcf->headers) {
+        for (i = 0; i < ctx->n; i++) {
+            limited |= ctx->res[i].limited;
+            known |= ctx->res[i].known;
+        }
+    }
+
+    plen = 0;
+    slen = 0;
+
+    ngx_http_linegate_limit_fields(r, ctx->retry_after >= 0,
+                                   limited ? &plen : NULL,
+                                   known ? &slen : NULL);
 
     if (ctx->retry_after >= 0) {
         p = ngx_pnalloc(r->pool, NGX_INT_T_LEN);
@@ -1665,7 +1696,8 @@ ngx_http_linegate_limit_header_filter(ngx_http_request_t *r)
         }
     }
 
-    if (!ctx->llcf->headers) {
+    if (!limited) {
+        /* headers off, or every key empty */
         return ngx_http_next_header_filter(r);
     }
 
@@ -1691,18 +1723,18 @@ ngx_http_linegate_limit_header_filter(ngx_http_request_t *r)
         all &= ctx->res[i].limited;
     }
 
-    state = ngx_pnalloc(r->pool, len);
+    state = ngx_pnalloc(r->pool, len + slen);
     if (state == NULL) {
         return NGX_ERROR;
     }
 
-    if (all) {
+    if (all && plen == 0) {
         /* every zone limits the request: the policy made at configuration */
         policy = ctx->llcf->policy.data;
         pp = policy + ctx->llcf->policy.len;
 
     } else {
-        policy = ngx_pnalloc(r->pool, len);
+        policy = ngx_pnalloc(r->pool, len + plen + ctx->llcf->policy.len);
         if (policy == NULL) {
             return NGX_ERROR;
         }
@@ -1711,6 +1743,21 @@ ngx_http_linegate_limit_header_filter(ngx_http_request_t *r)
     }
 
     sp = state;
+
+    if (plen || slen) {
+        /* the answer's own items first */
+        ngx_http_linegate_limit_merge(r, plen ? policy : NULL, &pp,
+                                      slen ? state : NULL, &sp);
+    }
+
+    if (all && plen) {
+        if (pp != policy) {
+            pp = ngx_cpymem(pp, ", ", 2);
+        }
+
+        pp = ngx_cpymem(pp, ctx->llcf->policy.data, ctx->llcf->policy.len);
+    }
+
     n = 0;
 
     for (i = 0; i < ctx->n; i++) {
@@ -1787,6 +1834,119 @@ ngx_http_linegate_limit_next(ngx_http_linegate_limit_ctx_t *ctx,
     return ngx_http_linegate_ratelimit_next(res->remaining, res->reset_ms,
                                             res->retry_ms, burst + 1,
                                             res->zone->rate, T);
+}
+
+
+/*
+ * The answer's fields of the limiter's names, before its lines are put:
+ * its Retry-After dropped where the limiter sends one (retry); the length
+ * its RateLimit-Policy (RateLimit) lines add to the limiter's line, each
+ * value and a ", ", counted into *plen (*slen) where the limiter sends
+ * that field (non-NULL). A list of a few headers, read once; nothing
+ * allocated.
+ */
+static ngx_uint_t
+ngx_http_linegate_limit_fields(ngx_http_request_t *r, ngx_uint_t retry,
+    size_t *plen, size_t *slen)
+{
+    ngx_uint_t        i;
+    ngx_list_part_t  *part;
+    ngx_table_elt_t  *h;
+
+    for (part = &r->headers_out.headers.part; part; part = part->next) {
+        h = part->elts;
+
+        for (i = 0; i < part->nelts; i++) {
+            if (h[i].hash == 0) {
+                continue;
+            }
+
+            if (ngx_http_linegate_limit_named(&h[i],
+                    &ngx_http_linegate_limit_retry_name))
+            {
+                if (retry) {
+                    h[i].hash = 0;
+                }
+
+            } else if (plen != NULL
+                       && ngx_http_linegate_limit_named(&h[i],
+                              &ngx_http_linegate_limit_policy_name))
+            {
+                *plen += h[i].value.len + 2;
+
+            } else if (slen != NULL
+                       && ngx_http_linegate_limit_named(&h[i],
+                              &ngx_http_linegate_limit_state_name))
+            {
+                *slen += h[i].value.len + 2;
+            }
+        }
+    }
+
+    return 0;
+}
+
+
+/*
+ * The answer's RateLimit-Policy (RateLimit) lines, where policy (state)
+ * is not NULL, copied into the limiter's line at *pp (*sp) and dropped
+ */
+static void
+ngx_http_linegate_limit_merge(ngx_http_request_t *r, u_char *policy,
+    u_char **pp, u_char *state, u_char **sp)
+{
+    u_char           *start, **p;
+    ngx_uint_t        i;
+    ngx_list_part_t  *part;
+    ngx_table_elt_t  *h;
+
+    for (part = &r->headers_out.headers.part; part; part = part->next) {
+        h = part->elts;
+
+        for (i = 0; i < part->nelts; i++) {
+            if (h[i].hash == 0) {
+                continue;
+            }
+
+            if (policy != NULL
+                && ngx_http_linegate_limit_named(&h[i],
+                       &ngx_http_linegate_limit_policy_name))
+            {
+                start = policy;
+                p = pp;
+
+            } else if (state != NULL
+                       && ngx_http_linegate_limit_named(&h[i],
+                              &ngx_http_linegate_limit_state_name))
+            {
+                start = state;
+                p = sp;
+
+            } else {
+                continue;
+            }
+
+            h[i].hash = 0;
+
+            if (h[i].value.len == 0) {
+                continue;
+            }
+
+            if (*p != start) {
+                *p = ngx_cpymem(*p, ", ", 2);
+            }
+
+            *p = ngx_cpymem(*p, h[i].value.data, h[i].value.len);
+        }
+    }
+}
+
+
+static ngx_uint_t
+ngx_http_linegate_limit_named(ngx_table_elt_t *h, ngx_str_t *name)
+{
+    return h->key.len == name->len
+           && ngx_strncasecmp(h->key.data, name->data, name->len) == 0;
 }
 
 

@@ -2,7 +2,7 @@
 # RateLimit-Policy / RateLimit headers, dry run, status, headers off,
 # inheritance, several zones per location (all must pass, refunds), empty
 # keys, internal redirects, and answers produced by proxy_pass, static
-# files and return.
+# files and return; one line of each field where the answer has its own.
 use strict;
 use warnings;
 use lib 't/lib';
@@ -111,6 +111,31 @@ my $server = <<"CONF";
             add_header X-Limit \$linegate_limit_status always;
             root $dir; try_files /limited.txt =404;
         }
+        location /bpage/ {
+            linegate_limit zone=e;
+            error_page 429 = \@bpage;
+            root $dir; try_files /file.txt =404;
+        }
+        location \@bpage {
+            proxy_pass http://127.0.0.1:\@PPORT\@;
+        }
+        location /bproxy/ {
+            linegate_limit zone=e;
+            proxy_pass http://127.0.0.1:\@PPORT\@;
+        }
+CONF
+
+# a backend answering with fields of the limiter's names: a 429 page
+# (behind error_page 429 = \@bpage) and a 200
+my $pages = <<"CONF";
+    server {
+        listen 127.0.0.1:\@PPORT\@;
+        add_header Retry-After 99 always;
+        add_header RateLimit-Policy '"b";q=5;w=60' always;
+        add_header RateLimit '"b";r=3;t=7' always;
+        location /bpage/ { return 429 'backend page'; }
+        location /bproxy/ { return 200 'backend ok'; }
+    }
 CONF
 
 my $inherit = <<"CONF";
@@ -125,16 +150,17 @@ my $inherit = <<"CONF";
     }
 CONF
 
-my ($iport) = do {
+my ($iport, $pport) = map {
     my $sock = IO::Socket::INET->new(LocalAddr => '127.0.0.1',
                                      LocalPort => 0, Listen => 1);
     my $p = $sock->sockport;
     close $sock;
     $p;
-};
+} 1 .. 2;
 $inherit =~ s/\@IPORT\@/$iport/;
+s/\@PPORT\@/$pport/g for $pages, $server;
 
-my $s = LG::Stack->new(stub => 0, HTTP_EXTRA => $http . $inherit,
+my $s = LG::Stack->new(stub => 0, HTTP_EXTRA => $http . $inherit . $pages,
                        SERVER_EXTRA => $server)->start;
 my $r = $s->redis;
 my $ua = $s->ua;
@@ -474,6 +500,40 @@ subtest 'error_page gives the rejection another body' => sub {
     ok($res->headers->header('Retry-After'), 'Retry-After kept');
     like($res->headers->header('RateLimit') // '', qr/^"e";r=0;t=\d+$/,
          'RateLimit kept');
+};
+
+# an answer with fields of the limiter's names: one line of each; the
+# backend's RateLimit-Policy and RateLimit items first in the limiter's
+# line, Retry-After the limiter's on its refusal, else the backend's
+# (docs/directives.md, linegate_limit_headers)
+subtest 'the answer has its own Retry-After and RateLimit fields' => sub {
+    my $k = key();
+    my $res = get("/bproxy/?k=$k");
+    is($res->code, 200, 'passed, proxied');
+    is($res->body, 'backend ok', 'the backend answered');
+    is_deeply($res->headers->every_header('Retry-After'), ['99'],
+              "the backend's Retry-After: the limiter refused nothing");
+    is_deeply($res->headers->every_header('RateLimit-Policy'),
+              ['"b";q=5;w=60, "e";q=1;w=3600'],
+              'one RateLimit-Policy: the backend\'s, then the limiter\'s');
+    my $rl = $res->headers->every_header('RateLimit');
+    is(scalar @$rl, 1, 'one RateLimit') or diag(explain $rl);
+    like($rl->[0] // '', qr/^"b";r=3;t=7, "e";r=0;t=\d+$/, 'both');
+
+    $k = key();
+    is(get("/bpage/?k=$k")->code, 200, 'error_page location: first passes');
+    $res = get("/bpage/?k=$k");
+    is($res->code, 429, 'rejected: the backend answers the 429');
+    is($res->body, 'backend page', 'its page');
+    my $ra = $res->headers->every_header('Retry-After');
+    is(scalar @$ra, 1, 'one Retry-After') or diag(explain $ra);
+    ok(($ra->[0] // 0) > 3000 && $ra->[0] <= 3600,
+       "the limiter's: when the key passes") or diag(explain $ra);
+    is_deeply($res->headers->every_header('RateLimit-Policy'),
+              ['"b";q=5;w=60, "e";q=1;w=3600'], 'one RateLimit-Policy');
+    $rl = $res->headers->every_header('RateLimit');
+    is(scalar @$rl, 1, 'one RateLimit') or diag(explain $rl);
+    like($rl->[0] // '', qr/^"b";r=3;t=7, "e";r=0;t=\d+$/, 'both');
 };
 
 subtest 'inheritance like limit_req' => sub {
