@@ -164,7 +164,6 @@ typedef struct {
     ngx_http_linegate_limit_result_t res[NGX_HTTP_LINEGATE_LIMIT_MAX_ZONES];
     unsigned                        waiting:1;
     unsigned                        done:1;
-    unsigned                        headers_sent:1;
 } ngx_http_linegate_limit_ctx_t;
 
 
@@ -1545,11 +1544,14 @@ ngx_http_linegate_limit_get_ctx(ngx_http_request_t *r)
 
     ctx = ngx_http_get_module_ctx(r, ngx_http_linegate_limit_module);
 
-    if (ctx != NULL || !r->internal) {
+    if (ctx != NULL || !(r->internal || r->filter_finalize)) {
         return ctx;
     }
 
-    /* an internal redirect cleared the module contexts */
+    /*
+     * an internal redirect cleared the module contexts, or a filter that
+     * refused the answer (ngx_http_filter_finalize_request())
+     */
     for (cln = r->pool->cleanup; cln; cln = cln->next) {
         if (cln->handler == ngx_http_linegate_limit_cleanup) {
             ctx = cln->data;
@@ -1633,7 +1635,13 @@ ngx_http_linegate_limit_zone_status(ngx_http_linegate_limit_ctx_t *ctx,
 
 /*
  * RateLimit-Policy, RateLimit and Retry-After on the answer, one line of
- * each. The answer's own fields of these names (a backend behind
+ * each, however often nginx sends the answer's header through the
+ * filters: a filter after this one that refuses the answer
+ * (not_modified's 412, image_filter's 415:
+ * ngx_http_filter_finalize_request()) clears the headers and the module
+ * contexts before the error page goes through every filter again, and
+ * a range filter's 416 goes through them again with the headers kept.
+ * The answer's own fields of these names (a backend behind
  * error_page 429 = @name, linegate's own APIs): its RateLimit-Policy and
  * RateLimit items come first in the limiter's line, as a client that
  * combines the two lines reads them (RFC 9110, 5.3); its Retry-After
@@ -1657,11 +1665,9 @@ ngx_http_linegate_limit_header_filter(ngx_http_request_t *r)
 
     ctx = ngx_http_linegate_limit_get_ctx(r);
 
-    if (ctx == NULL || !ctx->done || ctx->headers_sent) {
+    if (ctx == NULL || !ctx->done) {
         return ngx_http_next_header_filter(r);
     }
-
-    ctx->headers_sent = 1;
 
     limited = 0;
     known = 0;
@@ -1676,9 +1682,13 @@ ngx_http_linegate_limit_header_filter(ngx_http_request_t *r)
     plen = 0;
     slen = 0;
 
-    ngx_http_linegate_limit_fields(r, ctx->retry_after >= 0,
-                                   limited ? &plen : NULL,
-                                   known ? &slen : NULL);
+    if (ngx_http_linegate_limit_fields(r, ctx->retry_after >= 0,
+                                       limited ? &plen : NULL,
+                                       known ? &slen : NULL))
+    {
+        /* sent through the filters again: the lines of the first stand */
+        return ngx_http_next_header_filter(r);
+    }
 
     if (ctx->retry_after >= 0) {
         p = ngx_pnalloc(r->pool, NGX_INT_T_LEN);
@@ -1839,7 +1849,10 @@ ngx_http_linegate_limit_next(ngx_http_linegate_limit_ctx_t *ctx,
 
 /*
  * The answer's fields of the limiter's names, before its lines are put:
- * its Retry-After dropped where the limiter sends one (retry); the length
+ * 1 when the limiter's are there already (the filter runs again for an
+ * answer whose headers nginx kept; told by the address of their names:
+ * nginx clears the list whole or not at all), else its Retry-After
+ * dropped where the limiter sends one (retry); the length
  * its RateLimit-Policy (RateLimit) lines add to the limiter's line, each
  * value and a ", ", counted into *plen (*slen) where the limiter sends
  * that field (non-NULL). A list of a few headers, read once; nothing
@@ -1857,6 +1870,13 @@ ngx_http_linegate_limit_fields(ngx_http_request_t *r, ngx_uint_t retry,
         h = part->elts;
 
         for (i = 0; i < part->nelts; i++) {
+            if (h[i].key.data == ngx_http_linegate_limit_retry_name.data
+                || h[i].key.data == ngx_http_linegate_limit_policy_name.data
+                || h[i].key.data == ngx_http_linegate_limit_state_name.data)
+            {
+                return 1;
+            }
+
             if (h[i].hash == 0) {
                 continue;
             }

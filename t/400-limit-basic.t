@@ -123,6 +123,15 @@ my $server = <<"CONF";
             linegate_limit zone=e;
             proxy_pass http://127.0.0.1:\@PPORT\@;
         }
+        location /precond/ {
+            linegate_limit zone=e;
+            error_page 412 = \@precond;
+            alias $dir/;
+        }
+        location \@precond {
+            add_header X-Limit \$linegate_limit_status always;
+            return 412 'precondition failed';
+        }
 CONF
 
 # a backend answering with fields of the limiter's names: a 429 page
@@ -534,6 +543,46 @@ subtest 'the answer has its own Retry-After and RateLimit fields' => sub {
     $rl = $res->headers->every_header('RateLimit');
     is(scalar @$rl, 1, 'one RateLimit') or diag(explain $rl);
     like($rl->[0] // '', qr/^"b";r=3;t=7, "e";r=0;t=\d+$/, 'both');
+};
+
+# a filter that refuses the answer after the limiter's header filter ran
+# (not_modified's 412 here, image_filter's 415 alike) clears its headers
+# and the modules' contexts and sends the error page through every header
+# filter again: the fields are there once, also after an error_page's
+# internal redirect; a range filter's 416 keeps the headers and is sent
+# the same way
+subtest 'headers of an answer sent through the filters again' => sub {
+    my $k = key();
+    my $res = get("/files/file.txt?k=$k", 'If-Match' => '"nope"');
+    is($res->code, 412, 'If-Match fails: 412');
+    is_deeply($res->headers->every_header('RateLimit-Policy'),
+              ['"e";q=1;w=3600'], 'RateLimit-Policy, once');
+    my $rl = $res->headers->every_header('RateLimit');
+    is(scalar @$rl, 1, 'RateLimit, once') or diag(explain $rl);
+    like($rl->[0] // '', qr/^"e";r=0;t=\d+$/, 'its state');
+    $res = get("/files/file.txt?k=$k");
+    is($res->code, 429, 'the 412 was counted');
+    is(scalar @{ $res->headers->every_header('Retry-After') }, 1,
+       'one Retry-After');
+
+    $k = key();
+    $res = get("/precond/file.txt?k=$k",
+               'If-Unmodified-Since' => 'Thu, 01 Jan 1970 00:00:01 GMT');
+    is($res->code, 412, 'If-Unmodified-Since fails: 412');
+    is($res->body, 'precondition failed', 'error_page 412 = \@precond');
+    is($res->headers->header('X-Limit'), 'PASSED', 'counted once');
+    is_deeply($res->headers->every_header('RateLimit-Policy'),
+              ['"e";q=1;w=3600'], 'RateLimit-Policy, once');
+    is(scalar @{ $res->headers->every_header('RateLimit') }, 1,
+       'RateLimit, once');
+
+    $k = key();
+    $res = get("/files/file.txt?k=$k", Range => 'bytes=1000-');
+    is($res->code, 416, 'a range past the end: 416');
+    is_deeply($res->headers->every_header('RateLimit-Policy'),
+              ['"e";q=1;w=3600'], 'RateLimit-Policy, once');
+    is(scalar @{ $res->headers->every_header('RateLimit') }, 1,
+       'RateLimit, once');
 };
 
 subtest 'inheritance like limit_req' => sub {

@@ -10,8 +10,9 @@
  * handler reads it (lease grants, refusals, refunds), the fallback of
  * linegate_limit_on_error (open, closed, local: the shared memory of one
  * node, 16 states), the phase engine resumed with the decision, then the
- * header filter (Retry-After, RateLimit-Policy, RateLimit) and the
- * $linegate_limit_status variable.
+ * header filter (Retry-After, RateLimit-Policy, RateLimit), twice, as
+ * nginx may send an answer's header through the filters again (one line
+ * of each all the same), and the $linegate_limit_status variable.
  *
  * The zones' keys are what ngx_http_complex_value() would give, and the
  * Redis calls are recorded, not sent, and answered from the input as
@@ -933,9 +934,19 @@ fuzz_headers(ngx_http_request_t *r, ngx_http_linegate_limit_ctx_t *ctx)
         h = part->elts;
 
         for (i = 0; i < part->nelts; i++) {
+            if (h[i].hash == 0) {
+                /* dropped */
+                continue;
+            }
+
             if (h[i].key.len == 11
                 && memcmp(h[i].key.data, "Retry-After", 11) == 0)
             {
+                if (retry >= 0) {
+                    /* a second Retry-After */
+                    __builtin_trap();
+                }
+
                 retry = fuzz_digits(h[i].value.data, h[i].value.len);
 
                 if (retry < 0) {
@@ -1443,6 +1454,13 @@ fuzz_check_answer(fuzz_req_t *q)
 
     ngx_http_next_header_filter = fuzz_next_header_filter;
 
+    if (ngx_http_linegate_limit_header_filter(q->r) != NGX_OK
+        || fuzz_headers(q->r, q->ctx) != q->ctx->retry_after)
+    {
+        __builtin_trap();
+    }
+
+    /* again, the lines of the first kept: one of each */
     if (ngx_http_linegate_limit_header_filter(q->r) != NGX_OK
         || fuzz_headers(q->r, q->ctx) != q->ctx->retry_after)
     {
