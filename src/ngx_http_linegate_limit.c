@@ -1679,6 +1679,11 @@ ngx_http_linegate_limit_header_filter(ngx_http_request_t *r)
         }
     }
 
+    if (!limited && ctx->retry_after < 0) {
+        /* nothing to add: headers off, or every key empty */
+        return ngx_http_next_header_filter(r);
+    }
+
     plen = 0;
     slen = 0;
 
@@ -1707,7 +1712,6 @@ ngx_http_linegate_limit_header_filter(ngx_http_request_t *r)
     }
 
     if (!limited) {
-        /* headers off, or every key empty */
         return ngx_http_next_header_filter(r);
     }
 
@@ -1848,15 +1852,15 @@ ngx_http_linegate_limit_next(ngx_http_linegate_limit_ctx_t *ctx,
 
 
 /*
- * The answer's fields of the limiter's names, before its lines are put:
- * 1 when the limiter's are there already (the filter runs again for an
- * answer whose headers nginx kept; told by the address of their names:
- * nginx clears the list whole or not at all), else its Retry-After
- * dropped where the limiter sends one (retry); the length
+ * The answer's fields of the limiter's names, before its lines are put.
+ * 1: the limiter's lines are there already (the filter runs again for an
+ * answer whose headers nginx kept), told by the address of their names
+ * (nginx clears the list whole or not at all). Else the answer's
+ * Retry-After is dropped where the limiter sends one (retry), and what
  * its RateLimit-Policy (RateLimit) lines add to the limiter's line, each
- * value and a ", ", counted into *plen (*slen) where the limiter sends
- * that field (non-NULL). A list of a few headers, read once; nothing
- * allocated.
+ * value and a ", ", is counted into *plen (*slen) where the limiter
+ * sends that field (non-NULL). A list of a few headers read once,
+ * nothing allocated.
  */
 static ngx_uint_t
 ngx_http_linegate_limit_fields(ngx_http_request_t *r, ngx_uint_t retry,
