@@ -4618,7 +4618,7 @@ ngx_http_linegate_redis_connect_to(ngx_http_linegate_redis_node_t *node)
 
     timeout = lmcf->redis_connect_timeout;
 
-    if (rd->cluster && !node->cold) {
+    if ((rd->cluster || rd->sentinel) && !node->cold) {
         /*
          * A cluster node's first connect, which the requests of its
          * slots (before the first map: of any) wait for within their
@@ -4629,6 +4629,12 @@ ngx_http_linegate_redis_connect_to(ngx_http_linegate_redis_node_t *node)
          * it is reconnected with backoff, each attempt within the
          * connect timeout. Before 2026-11-29 the connect timeout held
          * them to the end of their wait (t/056).
+         *
+         * Behind Sentinel, the master named during the first
+         * connection, as a sentinel's query then: given up, it is that
+         * sentinel's miss, and the next sentinel is asked while the
+         * requests still wait (before 2026-11-29 the connect timeout
+         * held them to the end of their wait, t/054).
          */
         timeout = ngx_min(timeout,
                           ngx_max(lmcf->redis_command_timeout / 3, 1));
@@ -4641,6 +4647,7 @@ ngx_http_linegate_redis_connect_to(ngx_http_linegate_redis_node_t *node)
 static void
 ngx_http_linegate_redis_connect_cb(const redisAsyncContext *ac, int status)
 {
+    ngx_msec_t                       timeout;
     ngx_http_linegate_redis_t       *rd;
     ngx_http_linegate_redis_node_t  *node;
 
@@ -4680,8 +4687,20 @@ ngx_http_linegate_redis_connect_cb(const redisAsyncContext *ac, int status)
             return;
         }
 
-        ngx_add_timer(&node->connect_timer,
-                      rd->lmcf->redis_command_timeout);
+        /*
+         * during the first connection, a third of the command timeout
+         * too: a master that takes the connection and never answers
+         * (stopped, hung) is given up while the requests still wait,
+         * and the next sentinel asked (before 2026-11-29 they waited
+         * out their command timeout, t/054)
+         */
+        timeout = rd->lmcf->redis_command_timeout;
+
+        if (!node->cold) {
+            timeout = ngx_max(timeout / 3, 1);
+        }
+
+        ngx_add_timer(&node->connect_timer, timeout);
         return;
     }
 

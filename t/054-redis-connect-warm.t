@@ -24,7 +24,8 @@ use LG::Test qw(:DEFAULT eventually public_dir);
 use LG::Lines;
 use LG::Limit qw(hot_location_conf);
 use LG::FakeSentinel;
-use LG::Warm qw(reload_held statuses run_until);
+use LG::StallProxy;
+use LG::Warm qw(reload_held statuses run_until hung_port);
 
 my $SETTLE = 30;
 my $N = 6;
@@ -135,6 +136,56 @@ subtest 'the sentinel asked first never answers: the next one asked' => sub {
     like(substr($s->error_log, $from),
          qr/127\.0\.0\.1:$fake_port: no master "[^"]+": timed out/,
          'the sentinel that never answered given up');
+};
+
+# The sentinel asked first names a master that takes no connection (its
+# SYNs dropped), or takes it and never answers ROLE (LG::StallProxy,
+# held, in front of the real master: a master stopped or hung), with a
+# connect timeout longer than the requests' wait: given up within a
+# third of the command timeout, as a sentinel's query is, the next
+# sentinel is asked while they still wait, and they are served (before
+# 2026-11-29 the connect had linegate_redis_connect_timeout, ROLE the
+# whole command timeout: every one answered 503, "not connected within
+# linegate_redis_command_timeout")
+subtest 'a master named whose connect hangs: the next sentinel asked' => sub {
+    my ($H, $held) = hung_port();
+    plan skip_all => 'a full listen queue does not drop SYNs here'
+        unless $H;
+    $s->write_conf(REDIS_CONNECT_TIMEOUT => '30s');
+    my $from = reload_held($s, $fake, master => $H);
+    my ($early, @st) = statuses($s, $release, 1, undef, @reqs);
+    is_deeply(\@st, [(200) x @reqs], 'every request answered 200 once the '
+              . 'next sentinel named the master')
+        or diag("statuses: @st; $early answered before the release");
+    my $log = substr($s->error_log, $from);
+    like($log, qr/redis connect timed out/, 'the hung master given up');
+    unlike($log, qr/not connected within linegate_redis_command_timeout/,
+           'no request waited out its command timeout');
+    $s->write_conf;
+    close $_ for @$held;
+};
+
+subtest 'a master named that never answers ROLE: the next sentinel asked'
+    => sub {
+    my $proxy = LG::StallProxy->new;
+    $proxy->to($s->redis_port);
+    $proxy->start(hold => 1);
+    my $P = $proxy->port;
+    $s->write_conf(REDIS_CONNECT_TIMEOUT => '30s');
+    my $from = reload_held($s, $fake, master => $P);
+    my ($early, @st) = statuses($s, $release, 1, undef, @reqs);
+    is_deeply(\@st, [(200) x @reqs], 'every request answered 200 once the '
+              . 'next sentinel named the master')
+        or diag("statuses: @st; $early answered before the release");
+    my $log = substr($s->error_log, $from);
+    like($log, qr/redis connected to the master 127\.0\.0\.1:\d+/,
+         'the worker on a master');
+    unlike($log, qr/redis connected to the master 127\.0\.0\.1:$P\b/,
+           'not through the proxy that holds ROLE');
+    unlike($log, qr/not connected within linegate_redis_command_timeout/,
+           'no request waited out its command timeout');
+    $s->write_conf;
+    $proxy->stop;
 };
 
 # a request for each path, each on a connection of its own (Connection:

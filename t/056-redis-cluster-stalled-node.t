@@ -20,14 +20,13 @@ use strict;
 use warnings;
 use lib 't/lib';
 
-use IO::Socket::INET;
 use Test::More;
 use Time::HiRes qw(sleep);
 use LG::Stack;
 use LG::Test qw(:DEFAULT public_dir eventually);
 use LG::Limit qw(hot_location_conf rl_key);
 use LG::StallProxy;
-use LG::Warm qw(reload_held statuses);
+use LG::Warm qw(reload_held statuses hung_port);
 
 my $SETTLE = 30;
 
@@ -84,26 +83,6 @@ subtest 'a seed that stalled is asked last' => sub {
     is_deeply(\@after, [200], 'a request after them answered');
     unlike($log, qr/exited on signal|\[alert\]/, 'no crash, no alert');
 };
-
-# A port whose connects hang: a listener that never accepts, its queue
-# (a backlog of 1) filled by two connections of ours, so that the
-# kernel drops the SYNs of any other. (undef: the kernel here does not)
-sub hung_port {
-    my $port = (LG::Stack::_free_ports(1))[0];
-    my $l = IO::Socket::INET->new(LocalAddr => '127.0.0.1',
-                                  LocalPort => $port, Listen => 1,
-                                  ReuseAddr => 1)
-        or die "the hung port $port: $!";
-    my @held = ($l);
-    for (1 .. 2) {
-        push @held, IO::Socket::INET->new(PeerAddr => '127.0.0.1',
-                                          PeerPort => $port, Timeout => 2)
-            // last;
-    }
-    my $probe = IO::Socket::INET->new(PeerAddr => '127.0.0.1',
-                                      PeerPort => $port, Timeout => 2);
-    return $probe ? undef : ($port, \@held);
-}
 
 subtest 'a master whose connect hangs is given up within the wait' => sub {
     my ($H, $held) = hung_port();

@@ -34,18 +34,22 @@ my $fake_port = $fake->port;
 my ($master) = LG::Stack::_free_ports(1);
 $fake->start(master => $master, subscribe => 1);
 
-# /hot/ answers 200 only with Redis (linegate_limit_on_error closed)
+# /hot/ answers 200 only with Redis (linegate_limit_on_error closed). The
+# first connection's ROLE is given a third of the command timeout: 15 s,
+# for the test's steps between the ROLE sent and the switch published
+# (since 2026-11-29, t/054; the whole command timeout before)
 my ($http, $server) = hot_location_conf(public_dir('file.txt' => "ok\n"));
 my $s = LG::Stack->new(redis => 'sentinel', stub => 0, WORKERS => 1,
                        redis_port => $master,
-                       REDIS_COMMAND_TIMEOUT => '15s',
+                       REDIS_COMMAND_TIMEOUT => '45s',
                        HTTP_EXTRA => $http, SERVER_EXTRA => $server,
                        only_sentinel => $fake_port)->start;
 ok($s->wait_redis_connected(0, $SETTLE), 'the worker on the master our '
    . 'sentinel names');
 
 # a master that never answers: the kernel completes the handshake of a
-# listening socket nobody accepts on, and ROLE waits (the command timeout)
+# listening socket nobody accepts on, and ROLE waits (a third of the
+# command timeout, during the first connection)
 my ($mute_port) = LG::Stack::_free_ports(1);
 my $mute = IO::Socket::INET->new(LocalAddr => '127.0.0.1',
                                  LocalPort => $mute_port,

@@ -10,6 +10,9 @@ package LG::Warm;
 #   my ($early, @status) = statuses($s, sub { $fake->release }, $wait,
 #                                   $then, @reqs);
 #   run_until($done, $secs);
+#   my ($port, $held) = hung_port;   # a port whose connects hang (undef:
+#                                    # the kernel here does not); closed
+#                                    # with close $_ for @$held
 
 use strict;
 use warnings;
@@ -18,11 +21,13 @@ use Exporter 'import';
 use Mojo::IOLoop;
 use Mojo::Promise;
 use Mojo::UserAgent;
+use IO::Socket::INET;
 use Test::More;
 use Time::HiRes qw(time);
+use LG::Stack;
 use LG::Test qw(eventually);
 
-our @EXPORT_OK = qw(reload_held statuses run_until);
+our @EXPORT_OK = qw(reload_held statuses run_until hung_port);
 
 my $SETTLE = 30;
 
@@ -79,6 +84,27 @@ sub statuses {
     $release->();
     Mojo::Promise->all_settled(@p)->wait if $answered < @reqs;
     return ($early, @status);
+}
+
+# A port whose connects hang: a listener that never accepts, its queue
+# (a backlog of 1) filled by two connections of ours, so that the
+# kernel drops the SYNs of any other: ($port, the sockets to close), or
+# undef when the kernel here does not (t/054, t/056)
+sub hung_port {
+    my $port = (LG::Stack::_free_ports(1))[0];
+    my $l = IO::Socket::INET->new(LocalAddr => '127.0.0.1',
+                                  LocalPort => $port, Listen => 1,
+                                  ReuseAddr => 1)
+        or die "the hung port $port: $!";
+    my @held = ($l);
+    for (1 .. 2) {
+        push @held, IO::Socket::INET->new(PeerAddr => '127.0.0.1',
+                                          PeerPort => $port, Timeout => 2)
+            // last;
+    }
+    my $probe = IO::Socket::INET->new(PeerAddr => '127.0.0.1',
+                                      PeerPort => $port, Timeout => 2);
+    return $probe ? undef : ($port, \@held);
 }
 
 1;
