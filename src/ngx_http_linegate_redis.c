@@ -4179,9 +4179,13 @@ ngx_http_linegate_redis_init_process(ngx_cycle_t *cycle)
         rd->rediscover.data = &ngx_http_linegate_redis_dummy;
         rd->rediscover.handler = ngx_http_linegate_redis_rediscover;
         rd->rediscover.log = cycle->log;
-        ngx_http_linegate_sentinel_init(lmcf, cycle->log,
-                              ngx_http_linegate_redis_master_found,
-                              ngx_http_linegate_redis_master_switched);
+        if (ngx_http_linegate_sentinel_init(lmcf, cycle->log,
+                                  ngx_http_linegate_redis_master_found,
+                                  ngx_http_linegate_redis_master_switched)
+            != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
     }
 
     node = ngx_http_linegate_redis_node(&lmcf->redis_host, lmcf->redis_port);

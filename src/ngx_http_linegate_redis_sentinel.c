@@ -52,6 +52,21 @@
  * subscribes there, round robin, until a master reached brings it back
  * to the sentinel that named it; a subscription there stays put.
  *
+ * A sentinel that refuses the subscription (answers PSUBSCRIBE, or the
+ * AUTH before it, with an error: an ACL that denies it, maxclients; or
+ * closes the connection made before answering it) while it answers
+ * queries would otherwise get it back at each reconnect whose master it
+ * named (sentinel_reached()), and at each discovery it answers with no
+ * subscription: one connection refused per reconnect, for good. It is
+ * held (holds[]): not subscribed to again for 30 s, doubled at each
+ * refusal in a row up to 10 minutes, and a subscription made there
+ * clears it. Meanwhile the subscription goes to the next sentinel not
+ * held (round robin) and stays there; with every sentinel held there is
+ * none until a hold ends. A sentinel down, or one that leaves PSUBSCRIBE
+ * unanswered, is not held: the round robin passes it anyway, and it is
+ * not the one that answers queries (before 2026-11-29 a refusal was
+ * tried again at every reconnect, t/045).
+ *
  * A sentinel that neither answers nor closes (its process stopped, its
  * host hung: the kernel still completes a handshake and answers TCP
  * keepalive probes; or packets dropped, the connect left in SYN_SENT)
@@ -66,6 +81,17 @@
 
 #include "ngx_http_linegate_redis_sentinel.h"
 #include "ngx_http_linegate_redis_event.h"
+
+
+/* a sentinel that refused the subscription: held this long, doubled */
+#define NGX_HTTP_LINEGATE_SENTINEL_HOLD_MIN  30000
+#define NGX_HTTP_LINEGATE_SENTINEL_HOLD_MAX  600000
+
+
+typedef struct {
+    ngx_msec_t                              until;
+    ngx_uint_t                              refusals;  /* in a row */
+} ngx_http_linegate_sentinel_hold_t;
 
 
 typedef struct {
@@ -95,6 +121,8 @@ typedef struct {
     ngx_event_t                             timer;    /* the query's */
     ngx_event_t                             sub_timer; /* its PSUBSCRIBE
                                                           or its PING */
+    /* per sentinel (its place in the list): the subscription refused */
+    ngx_http_linegate_sentinel_hold_t      *holds;
 
     u_char                                  host[NGX_SOCKADDR_STRLEN + 1];
 } ngx_http_linegate_sentinel_t;
@@ -112,9 +140,12 @@ static ngx_int_t ngx_http_linegate_sentinel_switch_address(u_char *p,
 static void ngx_http_linegate_sentinel_failed(const char *why);
 static void ngx_http_linegate_sentinel_timeout(ngx_event_t *ev);
 static void ngx_http_linegate_sentinel_subscribe(void);
+static void ngx_http_linegate_sentinel_sub_open(void);
+static ngx_uint_t ngx_http_linegate_sentinel_held(ngx_uint_t i);
 static void ngx_http_linegate_sentinel_sub_timeout(ngx_event_t *ev);
 static void ngx_http_linegate_sentinel_sub_close(void);
-static void ngx_http_linegate_sentinel_sub_lost(const char *why);
+static void ngx_http_linegate_sentinel_sub_lost(const char *why,
+    ngx_uint_t refused);
 static void ngx_http_linegate_sentinel_message(redisAsyncContext *ac,
     void *data, void *privdata);
 static void ngx_http_linegate_sentinel_closed(const redisAsyncContext *ac,
@@ -131,16 +162,41 @@ static ngx_str_t  ngx_http_linegate_sentinel_channel =
 /* nginx's debug log reads a timer's ev->data as a connection */
 static ngx_connection_t  ngx_http_linegate_sentinel_dummy;
 
+/* the holds, made once for the worker's life (never freed) */
+static ngx_http_linegate_sentinel_hold_t  *ngx_http_linegate_sentinel_holds;
+static ngx_uint_t                          ngx_http_linegate_sentinel_nholds;
 
-void
+
+ngx_int_t
 ngx_http_linegate_sentinel_init(ngx_http_linegate_main_conf_t *lmcf,
     ngx_log_t *log, ngx_http_linegate_sentinel_found_pt found,
     ngx_http_linegate_sentinel_switched_pt switched)
 {
-    ngx_http_linegate_sentinel_t  *s;
+    ngx_uint_t                          n;
+    ngx_http_linegate_sentinel_t       *s;
+    ngx_http_linegate_sentinel_hold_t  *holds;
 
     s = &ngx_http_linegate_sentinel;
     ngx_memzero(s, sizeof(ngx_http_linegate_sentinel_t));
+
+    n = lmcf->redis_sentinels->nelts;
+    holds = ngx_http_linegate_sentinel_holds;
+
+    if (holds == NULL || ngx_http_linegate_sentinel_nholds < n) {
+        holds = ngx_calloc(n * sizeof(ngx_http_linegate_sentinel_hold_t),
+                           log);
+        if (holds == NULL) {
+            return NGX_ERROR;
+        }
+
+        ngx_http_linegate_sentinel_holds = holds;
+        ngx_http_linegate_sentinel_nholds = n;
+
+    } else {
+        ngx_memzero(holds, n * sizeof(ngx_http_linegate_sentinel_hold_t));
+    }
+
+    s->holds = holds;
 
     s->lmcf = lmcf;
     s->log = log;
@@ -159,6 +215,8 @@ ngx_http_linegate_sentinel_init(ngx_http_linegate_main_conf_t *lmcf,
     s->sub_timer.cancelable = 1;
 
     /* the sentinels are asked in the configured order, from the first */
+
+    return NGX_OK;
 }
 
 
@@ -378,9 +436,15 @@ ngx_http_linegate_sentinel_reply(redisAsyncContext *ac, void *data,
     s->answered = s->asking;
 
     if (s->sub == NULL) {
-        /* a sentinel known to be up, whatever the cursor said */
-        s->sub_at = s->asking;
-        ngx_http_linegate_sentinel_subscribe();
+        /*
+         * a sentinel known to be up, whatever the cursor said, unless it
+         * refused the subscription lately: then the cursor's next one
+         */
+        if (!ngx_http_linegate_sentinel_held(s->asking)) {
+            s->sub_at = s->asking;
+        }
+
+        ngx_http_linegate_sentinel_sub_open();
     }
 
     ngx_log_error(NGX_LOG_INFO, s->log, 0,
@@ -483,7 +547,7 @@ ngx_http_linegate_sentinel_subscribe(void)
 
     ac = ngx_http_linegate_sentinel_connect(&addrs[s->sub_at]);
     if (ac == NULL) {
-        ngx_http_linegate_sentinel_sub_lost("not connected");
+        ngx_http_linegate_sentinel_sub_lost("not connected", 0);
         return;
     }
 
@@ -494,7 +558,7 @@ ngx_http_linegate_sentinel_subscribe(void)
         != REDIS_OK)
     {
         redisAsyncFree(ac);
-        ngx_http_linegate_sentinel_sub_lost("PSUBSCRIBE not sent");
+        ngx_http_linegate_sentinel_sub_lost("PSUBSCRIBE not sent", 0);
         return;
     }
 
@@ -503,6 +567,42 @@ ngx_http_linegate_sentinel_subscribe(void)
 
     ngx_add_timer(&s->sub_timer, s->lmcf->redis_connect_timeout
                                  + s->lmcf->redis_command_timeout);
+}
+
+
+/*
+ * The subscription made on the cursor's sentinel (sub_at) or, when it
+ * is held, the next one not held; none while every one is
+ */
+static void
+ngx_http_linegate_sentinel_sub_open(void)
+{
+    ngx_uint_t                     n;
+    ngx_http_linegate_sentinel_t  *s;
+
+    s = &ngx_http_linegate_sentinel;
+
+    for (n = 0; n < s->lmcf->redis_sentinels->nelts; n++) {
+        if (!ngx_http_linegate_sentinel_held(s->sub_at)) {
+            ngx_http_linegate_sentinel_subscribe();
+            return;
+        }
+
+        s->sub_at = (s->sub_at + 1) % s->lmcf->redis_sentinels->nelts;
+    }
+}
+
+
+/* sentinel i refused the subscription, and its hold is not over */
+static ngx_uint_t
+ngx_http_linegate_sentinel_held(ngx_uint_t i)
+{
+    ngx_http_linegate_sentinel_hold_t  *h;
+
+    h = &ngx_http_linegate_sentinel.holds[i];
+
+    return h->refusals
+           && (ngx_msec_int_t) (h->until - ngx_current_msec) > 0;
 }
 
 
@@ -526,7 +626,8 @@ ngx_http_linegate_sentinel_sub_timeout(ngx_event_t *ev)
 
     ngx_http_linegate_sentinel_sub_close();
 
-    ngx_http_linegate_sentinel_sub_lost(why);
+    /* a sentinel that hangs, or cannot be reached: no refusal */
+    ngx_http_linegate_sentinel_sub_lost(why, 0);
 }
 
 
@@ -560,17 +661,22 @@ ngx_http_linegate_sentinel_sub_close(void)
  * The subscription failed or ended (s->sub already cleared): the next
  * keepalive subscribes on the next sentinel, so that one that is down
  * is not tried again and again while the others could tell us of a
- * failover (a master reached brings it to the sentinel that named it)
+ * failover (a master reached brings it to the sentinel that named it).
+ * Refused (an error answered, or closed, before PSUBSCRIBE was answered
+ * on a connection made): that sentinel is held, see above
  */
 static void
-ngx_http_linegate_sentinel_sub_lost(const char *why)
+ngx_http_linegate_sentinel_sub_lost(const char *why, ngx_uint_t refused)
 {
-    ngx_uint_t                       lost;
-    ngx_http_linegate_sentinel_t    *s;
-    ngx_http_linegate_redis_addr_t  *addrs;
+    ngx_msec_t                          hold;
+    ngx_uint_t                          lost, n;
+    ngx_http_linegate_sentinel_t       *s;
+    ngx_http_linegate_sentinel_hold_t  *h;
+    ngx_http_linegate_redis_addr_t     *addrs;
 
     s = &ngx_http_linegate_sentinel;
     addrs = s->lmcf->redis_sentinels->elts;
+    n = s->lmcf->redis_sentinels->nelts;
 
     if (s->sub_timer.timer_set) {
         ngx_del_timer(&s->sub_timer);
@@ -579,13 +685,33 @@ ngx_http_linegate_sentinel_sub_lost(const char *why)
     s->subscribed = 0;
 
     lost = s->sub_at;
-    s->sub_at = (s->sub_at + 1) % s->lmcf->redis_sentinels->nelts;
+    s->sub_at = (s->sub_at + 1) % n;
+
+    if (!refused) {
+        ngx_log_error(NGX_LOG_WARN, s->log, 0,
+                      NGX_HTTP_LINEGATE_LOG "redis sentinel %V:%i: no "
+                      "+switch-master subscription: %s; next tried: %V:%i",
+                      &addrs[lost].host, addrs[lost].port, why,
+                      &addrs[s->sub_at].host, addrs[s->sub_at].port);
+        return;
+    }
+
+    h = &s->holds[lost];
+
+    hold = (ngx_msec_t) NGX_HTTP_LINEGATE_SENTINEL_HOLD_MIN
+           << ngx_min(h->refusals, 5);
+    hold = ngx_min(hold, NGX_HTTP_LINEGATE_SENTINEL_HOLD_MAX);
+
+    h->refusals++;
+    h->until = ngx_current_msec + hold;
 
     ngx_log_error(NGX_LOG_WARN, s->log, 0,
                   NGX_HTTP_LINEGATE_LOG "redis sentinel %V:%i: no "
-                  "+switch-master subscription: %s; next tried: %V:%i",
+                  "+switch-master subscription: %s; next tried: %V:%i "
+                  "(refused: not subscribed to there again for %M s)",
                   &addrs[lost].host, addrs[lost].port, why,
-                  &addrs[s->sub_at].host, addrs[s->sub_at].port);
+                  &addrs[s->sub_at].host, addrs[s->sub_at].port,
+                  hold / 1000);
 }
 
 
@@ -612,11 +738,18 @@ ngx_http_linegate_sentinel_message(redisAsyncContext *ac, void *data,
     }
 
     if (reply == NULL) {
-        /* refused, closed, or an error answered (hiredis then closes) */
+        /*
+         * refused, closed, or an error answered (hiredis then closes):
+         * before PSUBSCRIBE was answered on a connection made, the
+         * subscription is refused there
+         */
         s->sub = NULL;
         ngx_http_linegate_sentinel_sub_lost(ac->errstr[0]
                                             ? ac->errstr
-                                            : "connection lost");
+                                            : "connection lost",
+                                            !s->subscribed
+                                            && (ac->c.flags
+                                                & REDIS_CONNECTED));
         return;
     }
 
@@ -641,6 +774,7 @@ ngx_http_linegate_sentinel_message(redisAsyncContext *ac, void *data,
         }
 
         s->subscribed = 1;
+        s->holds[s->sub_at].refusals = 0;
 
         if (s->sub_timer.timer_set) {
             ngx_del_timer(&s->sub_timer);
@@ -812,7 +946,8 @@ ngx_http_linegate_sentinel_closed(const redisAsyncContext *ac, int status)
         why = ac->errstr[0] ? ac->errstr : "connection lost";
     }
 
-    ngx_http_linegate_sentinel_sub_lost(why);
+    /* (called only for a connection made) */
+    ngx_http_linegate_sentinel_sub_lost(why, !s->subscribed);
 }
 
 
@@ -861,6 +996,15 @@ ngx_http_linegate_sentinel_reached(void)
         return;
     }
 
+    if (ngx_http_linegate_sentinel_held(s->answered)) {
+        /*
+         * it refused the subscription lately: the one made elsewhere
+         * stays. Moved there at every reconnect, it would be refused
+         * again each time (before 2026-11-29)
+         */
+        return;
+    }
+
     /*
      * Subscribed to another sentinel than the one whose master the
      * worker is on: that one may be stale (what it named missed, so the
@@ -899,7 +1043,7 @@ ngx_http_linegate_sentinel_keepalive(void)
     if (s->sub == NULL) {
         /* a discovery under way subscribes on the sentinel that answers */
         if (!s->busy) {
-            ngx_http_linegate_sentinel_subscribe();
+            ngx_http_linegate_sentinel_sub_open();
         }
 
         return;

@@ -25,8 +25,10 @@ typedef void (*ngx_http_linegate_sentinel_switched_pt)(ngx_str_t *host,
     ngx_int_t port);
 
 
-void ngx_http_linegate_sentinel_init(ngx_http_linegate_main_conf_t *lmcf,
-    ngx_log_t *log, ngx_http_linegate_sentinel_found_pt found,
+/* NGX_ERROR: out of memory */
+ngx_int_t ngx_http_linegate_sentinel_init(
+    ngx_http_linegate_main_conf_t *lmcf, ngx_log_t *log,
+    ngx_http_linegate_sentinel_found_pt found,
     ngx_http_linegate_sentinel_switched_pt switched);
 
 /*
@@ -37,15 +39,16 @@ void ngx_http_linegate_sentinel_init(ngx_http_linegate_main_conf_t *lmcf,
  * it: a third of the command timeout); found() is called once, with the
  * first address given, or NGX_ERROR when none answered. Also opens the
  * subscription to +switch-master, when there is none, on the sentinel
- * that answered (lost unless subscribed within the connect and command
- * timeouts).
+ * that answered, or the next one when that one refused it lately (lost
+ * unless subscribed within the connect and command timeouts).
  */
 void ngx_http_linegate_sentinel_discover(ngx_uint_t first);
 
 /*
  * what the last discovery found is reached and is the master (its
  * ROLE): the +switch-master subscription moves to the sentinel that
- * named it when it is on another (stale, perhaps: it missed before)
+ * named it when it is on another (stale, perhaps: it missed before),
+ * unless that one refused the subscription lately
  */
 void ngx_http_linegate_sentinel_reached(void);
 
@@ -59,8 +62,9 @@ void ngx_http_linegate_sentinel_refused(void);
 
 /*
  * the store's keepalive: reopens a lost +switch-master subscription, on
- * the sentinel after the one it was lost on (round robin), or PINGs the
- * one made, lost unless answered within linegate_redis_command_timeout
+ * the sentinel after the one it was lost on (round robin; one that
+ * refused it lately passed over), or PINGs the one made, lost unless
+ * answered within linegate_redis_command_timeout
  */
 void ngx_http_linegate_sentinel_keepalive(void);
 

@@ -15,7 +15,8 @@
 # first; one whose master was reached stays first (no turns taken). The
 # +switch-master subscription follows the sentinel answering: on the
 # stale one, which hears of no failover the others make, the worker
-# would not be told of the next one.
+# would not be told of the next one; but not to one that refused it
+# (an ACL's -NOPERM), which would refuse it again at every reconnect.
 use strict;
 use warnings;
 use lib 't/lib';
@@ -281,6 +282,69 @@ subtest 'the subscription follows the sentinel whose master is used' => sub {
                =~ /redis connected to the master 127\.0\.0\.1:$new\b/
        }, $SETTLE), 'the worker on the new master');
     $s->follow_master;
+};
+
+# A sentinel that answers queries but refuses the subscription (an ACL
+# that denies PSUBSCRIBE: -NOPERM): the subscription goes to the next
+# sentinel, and stays there while the worker reconnects through the one
+# that refused, asked first as it names a master reached. Before
+# 2026-11-29 each such reconnect moved the subscription back to it,
+# refused again: one connection per reconnect, for good (and the one
+# made elsewhere closed each time)
+subtest 'a sentinel that refuses the subscription is not asked again'
+    => sub {
+    ok($s->wait_sentinels_ready($SETTLE), 'the sentinels ready again')
+        or return;
+    my $master = $s->redis_port;
+    my $real = join '|', $s->sentinel_ports;
+    $fake->start(master => $master, subscribe => 'refuse');
+    my $from = reload();
+    ok($s->wait_redis_connected($from, 15), 'connected') or return;
+    # its lines alone: the worker of before may still be draining
+    my ($pid) = substr($s->error_log, $from)
+        =~ /start worker process (\d+)/;
+    my $mine = sub {
+        join '', grep { /\b$pid#/ } split /^/, substr $s->error_log, $_[0];
+    };
+    ok(eventually(sub {
+           $mine->($from)
+               =~ /redis sentinel 127\.0\.0\.1:(?:$real): subscribed to/
+       }, 10), 'subscribed on a real sentinel') or return;
+    my $no = qr/no \+switch-master subscription: NOPERM/;
+    like($mine->($from), qr/127\.0\.0\.1:$fake_port: $no/,
+         'the refusing sentinel refused it');
+    is($fake->psubscribes, 1, 'asked once');
+
+    my $t0 = time;
+    for my $i (1 .. 4) {
+        my $mark = lose_master();
+        ok(eventually(sub {
+               $mine->($mark)
+                   =~ /redis connected to the master 127\.0\.0\.1:$master\b/
+           }, $SETTLE), "reconnect $i") or return;
+        like($mine->($mark),
+             qr/redis sentinel 127\.0\.0\.1:$fake_port: master/,
+             "reconnect $i: named by the sentinel that refused");
+    }
+    # a keepalive (500 ms) or two: a subscription made again meanwhile is
+    # counted below either way (not a timing assertion)
+    sleep 1.5;
+    # (its hold, 30 s, not over yet: else one more is right)
+    if (time - $t0 < 25) {
+        is($fake->psubscribes, 1, 'not asked to subscribe again at each '
+           . 'reconnect');
+    } else {
+        diag(sprintf 'the reconnects took %.1f s: the count not checked',
+             time - $t0);
+    }
+    unlike($mine->($from),
+           qr/subscription moved to 127\.0\.0\.1:$fake_port\b/,
+           'the subscription never moved back to it');
+    my $made = () = $mine->($from)
+        =~ /redis sentinel 127\.0\.0\.1:(?:$real): subscribed to/g;
+    is($made, 1, 'the one made on a real sentinel kept');
+    like($mine->($from), qr/refused: not subscribed to there again for 30 s/,
+         'the log says for how long');
 };
 
 $fake->stop;

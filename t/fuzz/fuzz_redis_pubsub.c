@@ -519,8 +519,13 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     }
 
     /* the Sentinel: subscribed (2), or asked (3) */
-    ngx_http_linegate_sentinel_init(&fuzz_lmcf, &fuzz_plog, fuzz_found_cb,
-                                    fuzz_switched_cb);
+    if (ngx_http_linegate_sentinel_init(&fuzz_lmcf, &fuzz_plog,
+                                        fuzz_found_cb, fuzz_switched_cb)
+        != NGX_OK)
+    {
+        abort();
+    }
+
     s = &ngx_http_linegate_sentinel;
     s->sub = &fuzz_ac;
     s->subscribed = (data[0] & FUZZ_ANSWERED) ? 1 : 0;

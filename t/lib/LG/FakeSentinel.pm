@@ -8,7 +8,10 @@ package LG::FakeSentinel;
 #
 #   SENTINEL (get-master-addr-by-name)  127.0.0.1 and the master's port
 #   PSUBSCRIBE, PING                    as a sentinel does with
-#                                       subscribe => 1; else closes
+#                                       subscribe => 1; an ACL's
+#                                       -NOPERM to PSUBSCRIBE with
+#                                       subscribe => 'refuse'; else
+#                                       closes
 #   anything else                       closes the connection
 #
 #   my $fake = LG::FakeSentinel->new;      # a free port, $fake->port
@@ -16,6 +19,8 @@ package LG::FakeSentinel;
 #                                          # connections closed)
 #   $fake->master($other);                 # named from now on
 #   $fake->start(master => $port, subscribe => 1);
+#   $fake->psubscribes;                    # PSUBSCRIBEs it was sent
+#                                          # since start
 #   $fake->publish($msg);                  # a pmessage on +switch-master
 #                                          # to each subscriber, once
 #                                          # there is one
@@ -66,10 +71,15 @@ sub publish {
 sub asked   { -e "$_[0]{file}.asked" }
 sub release { _spew("$_[0]{file}.hold", '') }
 
+sub psubscribes {
+    my $n = _slurp("$_[0]{file}.psubscribes") // '';
+    return $n =~ tr/\n//;
+}
+
 # before the child starts: nothing held, said or asked yet
 sub _prepare {
     my ($self, %o) = @_;
-    unlink map { "$self->{file}.$_" } qw(hold asked say);
+    unlink map { "$self->{file}.$_" } qw(hold asked say psubscribes);
     $self->master($o{master});
 }
 
@@ -108,12 +118,21 @@ sub _serve {
             $buf{$fh} .= $chunk if $n;
             while ($open && (my @cmd = take_command(\$buf{$fh}))) {
                 my $c = uc $cmd[0];
+                if ($c eq 'PSUBSCRIBE') {
+                    open my $count, '>>', "$file.psubscribes" or die "$!";
+                    print $count "1\n";
+                    close $count;
+                }
                 if ($c eq 'SENTINEL' && $o{hold} && !-e "$file.hold") {
                     $held{$fh} //= [$fh, 0];
                     $held{$fh}[1]++;
                     _spew("$file.asked", '');
                 } elsif ($c eq 'SENTINEL') {
                     syswrite $fh, $self->_answer;
+                } elsif ($c eq 'PSUBSCRIBE'
+                         && ($o{subscribe} // '') eq 'refuse') {
+                    syswrite $fh, "-NOPERM this user has no permissions to "
+                        . "run the 'psubscribe' command\r\n";
                 } elsif ($c eq 'PSUBSCRIBE' && $o{subscribe} && @cmd == 2) {
                     $sub{$fh} = $fh;
                     syswrite $fh, "*3\r\n\$10\r\npsubscribe\r\n\$"
