@@ -107,17 +107,30 @@ subtest '+switch-master without an address to read: asked again' => sub {
 };
 
 # The failover the message is late for: the worker, cut off from the
-# old master, finds the new one before the announcement reaches it
+# old master, finds the new one before the announcement reaches it.
+#
+# The test's sentinel names what the sentinel running the failover
+# names, asked at each query, so that whenever the worker leaves the old
+# master it is sent to the new one by the test's sentinel, and keeps its
+# subscription there: cut off by the test below, or by the sentinels,
+# which make the old master a replica and kill its clients some seconds
+# after the switch, perhaps before the test has seen the new master
+# (-READONLY would send it to the sentinels too). Before, the test named
+# the new master itself once it had seen it: a worker that left first
+# was named the old master again, refused it (ROLE), reached the new one
+# through a real sentinel and moved its subscription there, and the
+# announcement below, made on the test's sentinel, reached no one.
 subtest 'a failover announced after the worker moved' => sub {
-    # (the worker may leave the old master on its own, -READONLY)
+    my $leader = ($s->sentinel_ports)[1];
+    $fake->follow($leader);
     my $mark = length $s->error_log;
-    is($s->sentinel_failover($SETTLE, ($s->sentinel_ports)[1]), 'OK',
+    is($s->sentinel_failover($SETTLE, $leader), 'OK',
        'SENTINEL FAILOVER (the test\'s sentinel announces nothing)')
         or return;
     my $new = $s->wait_new_master($master, $SETTLE);
     ok(defined $new, 'a new master (port ' . ($new // '-') . ')') or return;
-    $fake->master($new);
-    # the old master, a replica by now, closes the worker's connection
+    # the worker's connection to the old master closed, if it is still
+    # there (the old master is still one, or a replica by now)
     my $r = Redis->new(server => "127.0.0.1:$master", reconnect => 0);
     $r->client_kill('TYPE', 'normal');
     $r->quit;
@@ -125,6 +138,8 @@ subtest 'a failover announced after the worker moved' => sub {
            substr($s->error_log, $mark)
                =~ /redis connected to the master 127\.0\.0\.1:$new\b/
        }, $SETTLE), 'the worker on the new master') or return;
+    unlike(substr($s->error_log, $mark), qr/subscription moved to/,
+           'its subscription still on the test\'s sentinel');
 
     my $log = announce("lgmaster 127.0.0.1 $master 127.0.0.1 $new");
     unlike($log, qr/master changed/, 'the connection is not dropped');

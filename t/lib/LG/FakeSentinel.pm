@@ -7,6 +7,8 @@ package LG::FakeSentinel;
 # child listens on its port and answers each connection's commands:
 #
 #   SENTINEL (get-master-addr-by-name)  127.0.0.1 and the master's port
+#                                       (following: what that sentinel
+#                                       names)
 #   PSUBSCRIBE, PING                    as a sentinel does with
 #                                       subscribe => 1; an ACL's
 #                                       -NOPERM to PSUBSCRIBE with
@@ -18,6 +20,9 @@ package LG::FakeSentinel;
 #   $fake->start(master => $port);         # (again: restarted, and the
 #                                          # connections closed)
 #   $fake->master($other);                 # named from now on
+#   $fake->follow($port);                  # or what the (real) sentinel
+#                                          # on $port names, asked at
+#                                          # each query (until start)
 #   $fake->start(master => $port, subscribe => 1);
 #   $fake->psubscribes;                    # PSUBSCRIBEs it was sent
 #                                          # since start
@@ -36,6 +41,7 @@ use strict;
 use warnings;
 
 use IO::Select;
+use IO::Socket::INET;
 use LG::Test qw(take_command resp);
 use parent 'LG::ForkedListener';
 
@@ -68,6 +74,11 @@ sub publish {
     _spew("$self->{file}.say", $msg);
 }
 
+sub follow {
+    my ($self, $port) = @_;
+    _spew("$self->{file}.follow", $port);
+}
+
 sub asked   { -e "$_[0]{file}.asked" }
 sub release { _spew("$_[0]{file}.hold", '') }
 
@@ -76,15 +87,39 @@ sub psubscribes {
     return $n =~ tr/\n//;
 }
 
-# before the child starts: nothing held, said or asked yet
+# before the child starts: nothing held, said, asked or followed yet
 sub _prepare {
     my ($self, %o) = @_;
-    unlink map { "$self->{file}.$_" } qw(hold asked say psubscribes);
+    unlink map { "$self->{file}.$_" } qw(hold asked say follow psubscribes);
     $self->master($o{master});
 }
 
+# ($host, $port) the sentinel on $port names, or () (within 2 s)
+sub _ask {
+    my ($port, $name) = @_;
+    my $c = IO::Socket::INET->new(PeerAddr => '127.0.0.1',
+                                  PeerPort => $port, Timeout => 2)
+        or return ();
+    syswrite $c, resp('SENTINEL', 'get-master-addr-by-name', $name);
+    my $sel = IO::Select->new($c);
+    my ($buf, @reply) = ('');
+    while (!@reply && $sel->can_read(2)) {
+        sysread($c, my $chunk, 4096) or last;
+        $buf .= $chunk;
+        # (an array of two bulk strings, read as a command is)
+        @reply = take_command(\$buf);
+    }
+    close $c;
+    return @reply == 2 ? @reply : ();
+}
+
 sub _answer {
-    my ($self) = @_;
+    my ($self, $name) = @_;
+    my $follow = _slurp("$self->{file}.follow");
+    if (defined $follow) {
+        my @named = _ask($follow, $name // 'lgmaster');
+        return resp(@named) if @named;
+    }
     return resp('127.0.0.1', _slurp("$self->{file}.master"));
 }
 
@@ -128,7 +163,7 @@ sub _serve {
                     $held{$fh}[1]++;
                     _spew("$file.asked", '');
                 } elsif ($c eq 'SENTINEL') {
-                    syswrite $fh, $self->_answer;
+                    syswrite $fh, $self->_answer($cmd[2]);
                 } elsif ($c eq 'PSUBSCRIBE'
                          && ($o{subscribe} // '') eq 'refuse') {
                     syswrite $fh, "-NOPERM this user has no permissions to "
