@@ -117,7 +117,7 @@ TEST_FILES_sentinel = $(wildcard t/1[0-9][0-9]-lines-*.t \
 TEST_FILES_cluster = t/037-redis-cluster.t t/038-redis-cluster-provision.t \
     t/039-redis-cluster-lines.t t/046-redis-cluster-moved-refresh.t \
     t/052-redis-cluster-many-ranges.t t/055-redis-cluster-connect-warm.t \
-    t/056-redis-cluster-stalled-node.t \
+    t/056-redis-cluster-stalled-node.t t/058-redis-cluster-tryagain.t \
     $(wildcard t/1[0-9][0-9]-lines-*.t t/2[0-9][0-9]-provision-*.t) \
     t/300-webhooks.t \
     $(filter-out t/401-% t/405-% t/406-%,\

@@ -48,11 +48,11 @@
 #define NGX_HTTP_LINEGATE_CLUSTER_RANGES      NGX_HTTP_LINEGATE_REDIS_SLOTS
 #define NGX_HTTP_LINEGATE_CLUSTER_REDIRECTS   5
 
-/* a script that met a slot in migration (TRYAGAIN): how often it is sent
- * again, the first delay (doubled each time), all within the command's
- * linegate_redis_command_timeout */
-#define NGX_HTTP_LINEGATE_CLUSTER_TRYAGAINS   6
-#define NGX_HTTP_LINEGATE_CLUSTER_TRYAGAIN_MS 10
+/* a script that met a slot in migration (TRYAGAIN): sent again until
+ * its command's deadline (linegate_redis_command_timeout from its first
+ * send), the first delay doubled each time up to the longest */
+#define NGX_HTTP_LINEGATE_CLUSTER_TRYAGAIN_MS      10
+#define NGX_HTTP_LINEGATE_CLUSTER_TRYAGAIN_MAX_MS  100
 
 /* the node whose timer ev is */
 #define ngx_http_linegate_redis_node_of(ev, timer)                           \
@@ -473,6 +473,8 @@ static ngx_http_request_t *ngx_http_linegate_redis_timed_out(ngx_event_t *ev,
     ngx_http_linegate_redis_cmd_t **cmdp);
 static ngx_uint_t ngx_http_linegate_redis_tryagain(
     ngx_http_linegate_redis_cmd_t *cmd, redisReply *reply);
+static ngx_msec_t ngx_http_linegate_redis_tryagain_delay(
+    ngx_http_linegate_redis_cmd_t *cmd);
 static void ngx_http_linegate_redis_tryagain_later(
     ngx_http_linegate_redis_cmd_t *cmd);
 static void ngx_http_linegate_redis_tryagain_handler(ngx_event_t *ev);
@@ -2996,8 +2998,14 @@ ngx_http_linegate_redis_unavailable(redisReply *reply)
  * migration, some of its keys moved, some not yet (or, on the importing
  * node, not all arrived). Nothing ran. It is sent again to the node that
  * said so, after ASKING (the importing node serves it once the keys are
- * in; the other answers ASK or MOVED, which are followed), a few times,
- * the delay doubling, while its command timeout runs. 1: it will be.
+ * in; the other answers ASK or MOVED, which are followed), the delay
+ * doubling from 10 ms up to 100 ms, for as long as the migration lasts
+ * within its command's deadline (cmd->timer, set at its first send).
+ * Until 2026-11-29 it was sent again 6 times (630 ms in all), whatever
+ * linegate_redis_command_timeout said: a slot that stayed in migration
+ * longer (a workspace's of many requests) answered 503 before the
+ * timeout. 1: it will be; 0: the TRYAGAIN is the answer (the 503 of an
+ * unavailable store), no room being left for another try.
  */
 static ngx_uint_t
 ngx_http_linegate_redis_tryagain(ngx_http_linegate_redis_cmd_t *cmd,
@@ -3007,7 +3015,7 @@ ngx_http_linegate_redis_tryagain(ngx_http_linegate_redis_cmd_t *cmd,
         || reply->type != REDIS_REPLY_ERROR || reply->len < 8
         || ngx_strncmp(reply->str, "TRYAGAIN", 8) != 0
         || cmd->buf == NULL || cmd->node == NULL
-        || cmd->tryagains >= NGX_HTTP_LINEGATE_CLUSTER_TRYAGAINS)
+        || ngx_http_linegate_redis_tryagain_delay(cmd) == 0)
     {
         return 0;
     }
@@ -3024,16 +3032,55 @@ ngx_http_linegate_redis_tryagain(ngx_http_linegate_redis_cmd_t *cmd,
 }
 
 
+/*
+ * The delay before the next try: the backoff, cut so that the try is
+ * sent 10 ms before the command's deadline at the latest; 0: less than
+ * that is left (or the deadline passed: a forgotten command's timer
+ * fired), no next try.
+ */
+static ngx_msec_t
+ngx_http_linegate_redis_tryagain_delay(ngx_http_linegate_redis_cmd_t *cmd)
+{
+    ngx_msec_t      delay;
+    ngx_msec_int_t  left;
+
+    if (!cmd->timer.timer_set) {
+        return 0;
+    }
+
+    left = (ngx_msec_int_t) (cmd->timer.timer.key - ngx_current_msec);
+
+    if (left <= NGX_HTTP_LINEGATE_CLUSTER_TRYAGAIN_MS) {
+        return 0;
+    }
+
+    /* 10, 20, 40, 80, then 100 ms: the shift bounded, never overflows */
+    delay = (ngx_msec_t) NGX_HTTP_LINEGATE_CLUSTER_TRYAGAIN_MS
+            << ngx_min(cmd->tryagains, 4);
+    delay = ngx_min(delay, NGX_HTTP_LINEGATE_CLUSTER_TRYAGAIN_MAX_MS);
+
+    return ngx_min(delay,
+                   (ngx_msec_t) left - NGX_HTTP_LINEGATE_CLUSTER_TRYAGAIN_MS);
+}
+
+
 static void
 ngx_http_linegate_redis_tryagain_later(ngx_http_linegate_redis_cmd_t *cmd)
 {
+    ngx_msec_t  delay;
+
     cmd->again.handler = ngx_http_linegate_redis_tryagain_handler;
     cmd->again.data = &ngx_http_linegate_redis_dummy;
     cmd->again.log = ngx_cycle->log;
 
-    ngx_add_timer(&cmd->again,
-                  (ngx_msec_t) NGX_HTTP_LINEGATE_CLUSTER_TRYAGAIN_MS
-                  << cmd->tryagains);
+    /*
+     * after a WAIT (wait_cb), the deadline may have come nearer: none
+     * left, the command's timeout fires first, which ends it (the
+     * handler frees a command whose request is gone)
+     */
+    delay = ngx_http_linegate_redis_tryagain_delay(cmd);
+
+    ngx_add_timer(&cmd->again, delay ? delay : 1);
     cmd->tryagains++;
 }
 
