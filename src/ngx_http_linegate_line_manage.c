@@ -172,6 +172,10 @@ static void ngx_http_linegate_manage_failed(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr);
 static void ngx_http_linegate_manage_read_stored(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr, const char *why);
+static void ngx_http_linegate_line_sweep_customer(ngx_http_request_t *r,
+    redisReply *reply);
+static void ngx_http_linegate_line_sweep_claim(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr);
 
 static void ngx_http_linegate_manage_action(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr);
@@ -349,19 +353,82 @@ ngx_http_linegate_line_manage(ngx_http_request_t *r,
  * (a GET does not void it without a claim either). Before, the GET only
  * answered, and a client that only polled saw a void invoice awaiting
  * payment for ever, and a paid one never promoted.
+ *
+ * It sweeps under the customer the request was billed to (lr_due read
+ * it), else the workspace's: a request made before requests kept their
+ * customer was billed, and is reissued and swept by payment_link and
+ * cancel, under the workspace's (lr_manage). The GET read the request
+ * alone, so the workspace's is read here, one round trip on this path
+ * only (a request awaiting payment whose check found its invoice void
+ * over a lapsed claim, a Stripe call already made). Until 2026-11-29
+ * such a GET answered the stored state, awaiting payment, poll after
+ * poll, where SPEC 2.5 cancels.
  */
 void
 ngx_http_linegate_line_sweep(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr)
 {
+    ngx_str_t                        key;
+    ngx_http_linegate_redis_args_t   a;
+
     lr->sweep.read = 1;
     lr->stored = lr->line;
 
     /* the check's answer: the invoice named, whose claim the sweep needs */
     ngx_http_linegate_link_named(lr);
 
+    if (lr->customer.len) {
+        ngx_http_linegate_line_sweep_claim(r, lr);
+        return;
+    }
+
+    if (ngx_http_linegate_key(r->pool, NGX_HTTP_LINEGATE_KEY_WS, &lr->ws,
+                              NULL, &key)
+        != NGX_OK)
+    {
+        ngx_http_linegate_line_sweep_claim(r, lr);
+        return;
+    }
+
+    ngx_http_linegate_redis_args_init(&a);
+    ngx_http_linegate_redis_arg_cstr(&a, "HGET");
+    ngx_http_linegate_redis_arg_str(&a, &key);
+    ngx_http_linegate_redis_arg_cstr(&a, "stripeCustomerId");
+
+    if (ngx_http_linegate_redis_command(r, &a,
+                                        ngx_http_linegate_line_sweep_customer)
+        != NGX_OK)
+    {
+        ngx_http_linegate_line_sweep_claim(r, lr);
+    }
+}
+
+
+/* the workspace's customer, for a request that keeps none (none: "") */
+static void
+ngx_http_linegate_line_sweep_customer(ngx_http_request_t *r,
+    redisReply *reply)
+{
+    ngx_http_linegate_lr_t  *lr;
+
+    lr = ngx_http_linegate_lines_lr(r);
+
+    if (reply != NULL && reply->type == REDIS_REPLY_STRING) {
+        /* the reply is freed once the handler returns */
+        (void) ngx_http_linegate_pstr(r->pool, &lr->customer,
+                                      (u_char *) reply->str, reply->len);
+    }
+
+    ngx_http_linegate_line_sweep_claim(r, lr);
+}
+
+
+static void
+ngx_http_linegate_line_sweep_claim(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr)
+{
     if (!ngx_http_linegate_stripe_id_valid(&lr->customer)) {
-        /* made before requests kept their customer: left to a caller */
+        /* none to look under (the workspace has none, or unread) */
         ngx_http_linegate_manage_read_stored(r, lr, "its customer unknown");
         return;
     }

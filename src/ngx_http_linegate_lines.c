@@ -1339,7 +1339,7 @@ ngx_http_linegate_lr_due(ngx_http_request_t *r, ngx_http_linegate_lr_t *lr,
 
     /*
      * a lapsed claim: whom the request was billed, where its sweep looks
-     * (none, or no memory: the read does not sweep, line_sweep)
+     * (none: line_sweep reads the workspace's)
      */
     if (lr->reissue_claim && customer != NULL) {
         (void) ngx_http_linegate_pstr(r->pool, &lr->customer,

@@ -1111,6 +1111,30 @@ subtest 'a GET over a lapsed claim sweeps it, then cancels' => sub {
        'canceled', 'GET again: canceled');
 };
 
+# The same over a request made before requests kept their customer (no
+# `customer` in its hash): payment_link and cancel bill and sweep it
+# under the workspace's (lr_manage), and so does the GET now, reading
+# the workspace's itself. Before 2026-11-29 the GET swept nothing and
+# answered awaiting_payment over its void invoice, poll after poll.
+subtest 'a GET over a lapsed claim, no customer kept: swept' => sub {
+    my $w = ws();
+    my ($id, $old, $orphan) = killed_after_finalize($w) or return;
+    $r->set("lg:invoice:$orphan", "$w->{id}:$id");
+    lapse($w, $id);
+    my $lkey = "lg:{ws:$w->{id}}:lr:$id";
+    $r->hset($lkey, reconciledAt => 0);    # its check due
+    $r->hdel($lkey, 'customer');
+
+    my $g = $l->answer($l->get($w, $id), 200, 'GET');
+    is($g->{status}, 'canceled', 'canceled once swept');
+    is($l->invoice($orphan)->{status}, 'void', 'the orphan voided');
+    my $h = $l->lr($w, $id);
+    is("$h->{provisioningStatus}/$h->{invoiceId}", "canceled/$old",
+       'canceled, naming its invoice');
+    ok(!exists $h->{reissueAt} && !exists $h->{sweepPending},
+       'no claim, nothing to sweep');
+};
+
 # The request ends while the claim lapsed, but the answer of what ended
 # it is lost: lr_resolve (a cancel's) ran and its reply never came
 # (the client got 503), or wh_invoice recorded the event (a payment of
