@@ -60,6 +60,13 @@ static void ngx_http_linegate_lines_queue_now(ngx_log_t *log, ngx_str_t *ws,
     ngx_str_t *id, ngx_str_t *invoice, ngx_str_t *customer, ngx_uint_t kind);
 static void ngx_http_linegate_lines_resolved_paid(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr, ngx_str_t *invoice, redisReply *flat);
+static void ngx_http_linegate_lines_lapsed_queue(ngx_log_t *log,
+    ngx_str_t *ws, ngx_str_t *id, ngx_str_t *customer, ngx_str_t *from,
+    ngx_str_t *to);
+static ngx_int_t ngx_http_linegate_lines_lapsed_ws(ngx_log_t *log,
+    ngx_str_t *ws, ngx_str_t *id, ngx_str_t *from, ngx_str_t *to);
+static void ngx_http_linegate_lines_lapsed_customer(redisReply *reply,
+    ngx_http_linegate_redis_args_t *args, ngx_str_t *note);
 static void ngx_http_linegate_lines_lapsed_queued(redisReply *reply,
     ngx_http_linegate_redis_args_t *args, ngx_str_t *note);
 static void ngx_http_linegate_lines_left_queued(redisReply *reply,
@@ -743,10 +750,35 @@ ngx_http_linegate_lines_queue_now(ngx_log_t *log, ngx_str_t *ws,
  * run to look for the request's draft and open invoices from then on,
  * and the queuing's answer clears the mark (lines_lapsed_queued): a
  * reply lost anywhere on the way leaves the mark for the next read.
+ *
+ * The run looks under the customer the request was billed to, else the
+ * workspace's: a request made before requests kept their customer was
+ * billed (and reissued: lr_manage) under the workspace's. A caller that
+ * has neither (a GET reads the request alone, a webhook the request's
+ * own) leaves it to lines_lapsed_ws: the workspace's read after the
+ * caller's answer, which waits for neither (so a GET of such a request
+ * waits for no extra round trip), then queued. Before 2026-11-29 it was
+ * queued under no customer, which a run leaves to a human (no_customer)
+ * without looking: the invoices that claim left stayed payable.
  */
 void
 ngx_http_linegate_lines_lapsed(ngx_log_t *log, ngx_str_t *ws, ngx_str_t *id,
     ngx_str_t *customer, ngx_str_t *from, ngx_str_t *to)
+{
+    if (customer->len == 0
+        && ngx_http_linegate_lines_lapsed_ws(log, ws, id, from, to) == NGX_OK)
+    {
+        return;
+    }
+
+    /* not sent: under none, for a human, rather than not at all */
+    ngx_http_linegate_lines_lapsed_queue(log, ws, id, customer, from, to);
+}
+
+
+static void
+ngx_http_linegate_lines_lapsed_queue(ngx_log_t *log, ngx_str_t *ws,
+    ngx_str_t *id, ngx_str_t *customer, ngx_str_t *from, ngx_str_t *to)
 {
     u_char     iso[NGX_HTTP_LINEGATE_ISO_LEN];
     u_char     iso_to[NGX_HTTP_LINEGATE_ISO_LEN];
@@ -777,11 +809,122 @@ ngx_http_linegate_lines_lapsed(ngx_log_t *log, ngx_str_t *ws, ngx_str_t *id,
 
 
 /*
+ * HGET lg:{ws:W} stripeCustomerId, a durable command (sent again until
+ * answered, as the queuing after it), whose answer queues the request
+ * (lines_lapsed_customer); ws, id, from and to ride along as its note,
+ * each "<length>:<bytes>". Nothing from a request's pool: a webhook's
+ * caller may be its cleanup. NGX_ERROR: not sent.
+ */
+static ngx_int_t
+ngx_http_linegate_lines_lapsed_ws(ngx_log_t *log, ngx_str_t *ws,
+    ngx_str_t *id, ngx_str_t *from, ngx_str_t *to)
+{
+    u_char                          *p, *k;
+    size_t                           len;
+    ngx_int_t                        rc;
+    ngx_uint_t                       i;
+    ngx_str_t                        key, note, *f[4];
+    ngx_http_linegate_redis_args_t   a;
+
+    f[0] = ws;
+    f[1] = id;
+    f[2] = from;
+    f[3] = to;
+
+    len = ngx_http_linegate_key_len(NGX_HTTP_LINEGATE_KEY_WS, ws, NULL);
+
+    for (i = 0; i < 4; i++) {
+        len += NGX_SIZE_T_LEN + 1 + f[i]->len;
+    }
+
+    k = ngx_alloc(len, log);
+    if (k == NULL) {
+        return NGX_ERROR;
+    }
+
+    key.data = k;
+    key.len = ngx_http_linegate_key_write(k, NGX_HTTP_LINEGATE_KEY_WS, ws,
+                                          NULL)
+              - k;
+
+    p = k + key.len;
+    note.data = p;
+
+    for (i = 0; i < 4; i++) {
+        p = ngx_sprintf(p, "%uz:%V", f[i]->len, f[i]);
+    }
+
+    note.len = p - note.data;
+
+    ngx_http_linegate_redis_args_init(&a);
+    ngx_http_linegate_redis_arg_cstr(&a, "HGET");
+    ngx_http_linegate_redis_arg_str(&a, &key);
+    ngx_http_linegate_redis_arg_cstr(&a, "stripeCustomerId");
+
+    rc = ngx_http_linegate_redis_durable_command_then(log, &a,
+                                 "a lapsed reissue's workspace customer",
+                                 ngx_http_linegate_lines_lapsed_customer,
+                                 &note);
+    ngx_free(k);
+
+    return rc;
+}
+
+
+/* the workspace's customer read (none: ""): the request queued under it */
+static void
+ngx_http_linegate_lines_lapsed_customer(redisReply *reply,
+    ngx_http_linegate_redis_args_t *args, ngx_str_t *note)
+{
+    u_char      *p, *last, *colon;
+    ngx_int_t    n;
+    ngx_str_t    customer, f[4];
+    ngx_uint_t   i;
+
+    if (reply == NULL
+        || (reply->type != REDIS_REPLY_STRING
+            && reply->type != REDIS_REPLY_NIL))
+    {
+        return;
+    }
+
+    p = note->data;
+    last = p + note->len;
+
+    for (i = 0; i < 4; i++) {
+        colon = ngx_strlchr(p, last, ':');
+        n = (colon != NULL) ? ngx_atoi(p, colon - p) : NGX_ERROR;
+
+        if (n == NGX_ERROR || n > last - colon - 1) {
+            /* not ours: the mark stays for the next read */
+            return;
+        }
+
+        f[i].data = colon + 1;
+        f[i].len = (size_t) n;
+        p = colon + 1 + n;
+    }
+
+    ngx_str_null(&customer);
+
+    if (reply->type == REDIS_REPLY_STRING) {
+        customer.data = (u_char *) reply->str;
+        customer.len = reply->len;
+    }
+
+    ngx_http_linegate_lines_lapsed_queue(ngx_cycle->log, &f[0], &f[1],
+                                         &customer, &f[2], &f[3]);
+}
+
+
+/*
  * The flat hash a step read (lr_get, lr_manage, lr_resolve): marked
  * sweepPending, it is queued (lines_lapsed), under the customer
  * payment_link bills (lr_manage's answer: the one the request keeps,
  * the workspace's for a request that keeps none), else the one the
- * request keeps (a paid add-on's). A claim still held
+ * request keeps (a paid add-on's), else (a GET of a request that keeps
+ * none) the workspace's, read once the GET is answered (lines_lapsed).
+ * A claim still held
  * when the request ended is queued too: its worker discards its own
  * invoice (its store is refused), and the run finds nothing left.
  */

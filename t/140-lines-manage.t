@@ -1211,6 +1211,38 @@ subtest 'a webhook whose answer was lost: its redelivery queues it' => sub {
        'the mark cleared');
 };
 
+# A request made before requests kept their customer (no `customer` in
+# its hash) ended while a lapsed claim of it was in its hash: marked
+# sweepPending. payment_link billed it (and sweeps) under the workspace's
+# customer (lr_manage), where a run must look too. A GET reads the
+# request alone: before 2026-11-29 it queued it under no customer, which
+# a run leaves to a human (no_customer) without looking, the claim's
+# invoices left payable. Now the workspace's is read after the GET's
+# answer (it waits for no extra round trip), then the request queued.
+subtest 'a GET of a request keeping no customer: the workspace\'s' => sub {
+    my $w = ws();
+    my ($id, $c) = $l->awaiting($w);
+    $l->answer($l->manage($w, $id, 'cancel'), 200, 'canceled');
+    my $lkey = "lg:{ws:$w->{id}}:lr:$id";
+    ok($r->hexists($lkey, 'customer'), 'made keeping its customer');
+    $r->hdel($lkey, 'customer');
+    my $from = int(time * 1000) - 120_000;
+    $r->hset($lkey, sweepPending => $from);
+    is(scalar(() = queued($id)), 0, 'nothing queued yet');
+
+    is($l->answer($l->get($w, $id), 200, 'a GET')->{status}, 'canceled',
+       'the GET answers the request');
+    ok(eventually(sub { queued($id) }, 5), 'queued then');
+    my @e = queued($id);
+    is(scalar @e, 1, 'once');
+    is($e[0]{reason}, 'reissue_lapsed', 'reissue_lapsed');
+    is($e[0]{at}, iso_ms($from), 'from the mark');
+    is($e[0]{customer}, $w->{customer},
+       'under the workspace\'s customer, where the run looks');
+    ok(eventually(sub { !$r->hexists($lkey, 'sweepPending') }, 5),
+       'the mark cleared');
+};
+
 # A claim outlives its hold (Stripe slow: the hold is 60 s) and a second
 # payment_link claims the reissue (invoiceSeq 2, its own reissueAt): the
 # first one's store is refused, it voids its own invoice and answers as a
