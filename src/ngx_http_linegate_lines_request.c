@@ -71,6 +71,8 @@ static void ngx_http_linegate_lines_lapsed_queued(redisReply *reply,
     ngx_http_linegate_redis_args_t *args, ngx_str_t *note);
 static void ngx_http_linegate_lines_left_queued(redisReply *reply,
     ngx_http_linegate_redis_args_t *args, ngx_str_t *note);
+static void ngx_http_linegate_lines_paid_queued(redisReply *reply,
+    ngx_http_linegate_redis_args_t *args, ngx_str_t *note);
 static ngx_int_t ngx_http_linegate_lines_queued_of(redisReply *reply,
     ngx_http_linegate_redis_args_t *args, ngx_str_t *ws, ngx_str_t *id,
     ngx_str_t *invoice);
@@ -723,6 +725,38 @@ ngx_http_linegate_lines_left_queued(redisReply *reply,
 }
 
 
+/*
+ * lr_invoice_orphan of a paid_after_cancel entry answered: 1, queued
+ * now, a human is to act (warn); 0, queued before (the webhook's, or
+ * another GET's, payment_link's or cancel's check that found the same
+ * payment): said at notice only, as the webhook says it. Until
+ * 2026-11-29 every finder logged it at warn again.
+ */
+static void
+ngx_http_linegate_lines_paid_queued(redisReply *reply,
+    ngx_http_linegate_redis_args_t *args, ngx_str_t *note)
+{
+    ngx_str_t   ws, id, invoice;
+    ngx_uint_t  level;
+
+    if (ngx_http_linegate_lines_queued_of(reply, args, &ws, &id, &invoice)
+        != NGX_OK)
+    {
+        return;
+    }
+
+    level = reply->integer == 1 ? NGX_LOG_WARN : NGX_LOG_NOTICE;
+
+    ngx_log_error(level, ngx_cycle->log, 0,
+                  NGX_HTTP_LINEGATE_LOG "invoice \"%V\" of line request "
+                  "\"%V\" of workspace \"%V\" is paid, but the request "
+                  "was canceled: not reopened, %s for reconciliation ("
+                  NGX_HTTP_LINEGATE_LR_PAID_REASON "), left for a human",
+                  &invoice, &id, &ws,
+                  reply->integer == 1 ? "queued" : "queued before");
+}
+
+
 /* lines_queue of an entry stamped now, with no window */
 static void
 ngx_http_linegate_lines_queue_now(ngx_log_t *log, ngx_str_t *ws,
@@ -1128,6 +1162,11 @@ ngx_http_linegate_lines_queue(ngx_log_t *log, ngx_str_t *ws, ngx_str_t *id,
                                    NGX_HTTP_LINEGATE_SCRIPT_LR_INVOICE_ORPHAN,
                                    2, &a, "a paid invoice's queuing",
                                    ngx_http_linegate_lines_left_queued)
+         : paid
+         ? ngx_http_linegate_redis_durable_then(log,
+                                   NGX_HTTP_LINEGATE_SCRIPT_LR_INVOICE_ORPHAN,
+                                   2, &a, "a canceled request's payment",
+                                   ngx_http_linegate_lines_paid_queued)
          : ngx_http_linegate_redis_durable(log,
                                    NGX_HTTP_LINEGATE_SCRIPT_LR_INVOICE_ORPHAN,
                                    2, &a, "an undiscarded invoice's queuing");
@@ -1174,18 +1213,11 @@ failed:
         return;
     }
 
-    if (left) {
-        /* said by its answer (lines_left_queued): once per invoice */
-        return;
-    }
-
-    if (paid) {
-        ngx_log_error(NGX_LOG_WARN, log, 0,
-                      NGX_HTTP_LINEGATE_LOG "invoice \"%V\" of line request "
-                      "\"%V\" of workspace \"%V\" is paid, but the request "
-                      "was canceled: not reopened, queued for "
-                      "reconciliation (" NGX_HTTP_LINEGATE_LR_PAID_REASON
-                      "), left for a human", invoice, id, ws);
+    if (left || paid) {
+        /*
+         * said by its answer (lines_left_queued, lines_paid_queued): at
+         * warn once per invoice
+         */
         return;
     }
 

@@ -548,6 +548,45 @@ subtest 'GET: a payment read after its request was canceled: a human\'s'
     is($l->lr($w, $id)->{provisioningStatus}, 'canceled', 'still canceled');
 };
 
+# The same race, the webhooks first: the invoice marked uncollectible
+# (its webhook cancels the request) and paid (its webhook queues the
+# payment, logged at warn) while the GET's check waits for Stripe; the
+# check then finds the request canceled on the paid invoice and queues
+# it too, which its marker answers 0: said at notice, as the webhook's
+# redelivery says it. It used to log the same warn again at every
+# finder.
+subtest 'GET: a payment the webhook queued first: one warn' => sub {
+    my $w = ws();
+    my $hook = $s->url('/webhooks/stripe');
+    my ($id, $c) = $l->awaiting($w);
+    my $inv = $c->{invoiceId};
+    sleep 2.1;
+    my $gets = invoice_gets($inv);
+    $l->fault(method => 'GET', path_prefix => "/v1/invoices/$inv",
+              latency_ms => 2500);
+    my $from = length $s->error_log;
+    my ($tx, $done) = $l->during([$w, GET => "/api/line-requests/$id"],
+        sub {
+            return 0 unless invoice_gets($inv) > $gets;
+            $l->invoice_do($inv, 'mark_uncollectible', $hook);
+            $l->invoice_do($inv, 'pay', $hook);
+            return 1;
+        }, 10);
+    ok($done, 'canceled and paid (webhooks) while the check waited');
+    my $b = $l->answer($tx, 200, 'the GET');
+    is($b->{status}, 'canceled', 'answered canceled');
+    my $said = qr/invoice "\Q$inv\E" of line request "\Q$id\E" of /
+               . qr/workspace "\Q$w->{id}\E" is paid, but the request /
+               . qr/was canceled: not reopened, /;
+    ok(eventually(sub { substr($s->error_log, $from)
+                        =~ /\[notice\].*${said}queued before for/ }, 5),
+       'the check found it queued before: notice');
+    my @warn = grep { /\[warn\]/ && /$said/ }
+               split /\n/, substr($s->error_log, $from);
+    is(scalar @warn, 1, 'one warn, when queued') or diag join "\n", @warn;
+    is(scalar(my @q = queued_for($id)), 1, 'one entry');
+};
+
 # by-user of a workspace the worker knows (a Clerk token, a cached API
 # key) reads the index and then the hashes with plain commands (two
 # round trips); where GET by id would take lr_get.lua, by-user takes
