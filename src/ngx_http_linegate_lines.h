@@ -611,9 +611,10 @@ void ngx_http_linegate_lines_lapsed(ngx_log_t *log, ngx_str_t *ws,
  * one paid late): SPEC 2.3 has no way out of canceled, so it is queued
  * for a human (refund it, or give the line by hand) as paid_after_cancel,
  * once whoever sees it (the webhook, lr_resolve's callers): its marker
- * is lg:{fleet}:q:<W>:paid_<invoice id>. A durable write, whose answer
- * is logged (warn when queued, notice when queued before); the webhook
- * sends its own, waited for before its 200 (webhook.c)
+ * is lg:{fleet}:q:<W>:paid_<invoice id>, which never expires. A durable
+ * write, whose answer is logged (warn when queued, notice when queued
+ * before); the webhook sends its own, waited for before its 200
+ * (webhook.c)
  */
 #define NGX_HTTP_LINEGATE_LR_PAID_REASON  "paid_after_cancel"
 #define NGX_HTTP_LINEGATE_LR_PAID_MARKER  "paid_"

@@ -554,7 +554,9 @@ subtest 'GET: a payment read after its request was canceled: a human\'s'
 # check then finds the request canceled on the paid invoice and queues
 # it too, which its marker answers 0: said at notice, as the webhook's
 # redelivery says it. It used to log the same warn again at every
-# finder.
+# finder. The marker of the payment never expires: queued once for as
+# long as the request exists (it lasted 7 days, and a finder after that
+# queued it again).
 subtest 'GET: a payment the webhook queued first: one warn' => sub {
     my $w = ws();
     my $hook = $s->url('/webhooks/stripe');
@@ -585,6 +587,9 @@ subtest 'GET: a payment the webhook queued first: one warn' => sub {
                split /\n/, substr($s->error_log, $from);
     is(scalar @warn, 1, 'one warn, when queued') or diag join "\n", @warn;
     is(scalar(my @q = queued_for($id)), 1, 'one entry');
+    my $marker = "lg:{fleet}:q:$w->{id}:paid_$inv";
+    is($r->get($marker), 1, 'its marker');
+    is($r->ttl($marker), -1, 'its marker never expires');
 };
 
 # by-user of a workspace the worker knows (a Clerk token, a cached API

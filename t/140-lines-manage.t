@@ -751,6 +751,10 @@ subtest 'payment_link: a paid invoice left for a human, queued once' => sub {
     like($warn[0] // '',
          qr/$of $ws is paid, and no request takes it: queued for recon/,
          'the warn: queued for a human');
+    # queued once for as long as the request exists: the marker never
+    # expires (it lasted 7 days, and a sweep after that queued it again)
+    is($r->ttl("lg:{fleet}:q:$w->{id}:inv_$paid"), -1,
+       'its marker never expires');
 };
 
 # The lookup fails (Stripe 500): nothing is issued, and the claim is

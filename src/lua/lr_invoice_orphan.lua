@@ -26,6 +26,12 @@
 -- entry's 'to': the run lists the customer's invoices until an hour
 -- after it rather than until now
 --
+-- The marker of an entry naming an invoice (inv_<in>, paid_<in>) never
+-- expires: an invoice, paid ones left for a human above all, is queued
+-- once for as long as its request exists (include/pv_queue.lua); those
+-- of a draft never seen (inv_draft_<id>) and of reissue_lapsed
+-- (lapsed_<id>) last 7 days, a durable write's resend.
+--
 -- Returns 1 when queued now, 0 when it was already.
 
 --#include pv_queue
@@ -39,4 +45,4 @@ if ARGV[7] and ARGV[7] ~= '' then
     fields[#fields + 1] = ARGV[7]
 end
 
-return lg_pv_queue(KEYS[1], KEYS[2], fields)
+return lg_pv_queue(KEYS[1], KEYS[2], fields, ARGV[3] ~= '')
