@@ -72,6 +72,11 @@
  *             entry's paid invoice the request is to name, answered OK
  *             first as before any store; on a cluster with the set-up
  *             member (ZADD lg:{fleet}:lr:setup), in one round trip
+ *   MARK      script lr_paid_claim (the fleet's slot): reissue_lapsed,
+ *             a paid invoice it would leave for a human (or hold): taken
+ *             under the invoice's own marker (lg:{fleet}:q:<W>:inv_<in>),
+ *             unless another entry presents it (a sweep's, which queued
+ *             it): then passed over, one entry a paid invoice
  *   PAID_SETTLE  script lr_invoice_settle (the workspace's slot): the
  *             paid invoice stored on its request and the request
  *             promoted, in one step, as a creation whose invoice Stripe
@@ -305,6 +310,7 @@ typedef enum {
     NGX_HTTP_LINEGATE_RECONCILE_NAMED,
     NGX_HTTP_LINEGATE_RECONCILE_PAID_INDEX,
     NGX_HTTP_LINEGATE_RECONCILE_PAID_SETTLE,
+    NGX_HTTP_LINEGATE_RECONCILE_MARK,
     NGX_HTTP_LINEGATE_RECONCILE_CANCEL,
     NGX_HTTP_LINEGATE_RECONCILE_INVOICES,
     NGX_HTTP_LINEGATE_RECONCILE_REFUND,
@@ -393,6 +399,13 @@ typedef struct {
      * discarded, which a hold would leave payable (paid ones passed over)
      */
     ngx_str_t                            left;
+    const char                          *left_why;
+    /*
+     * reissue_lapsed: the paid invoices another entry presents to a
+     * human (their marker not this entry's, MARK): passed over
+     */
+    ngx_str_t                passed[NGX_HTTP_LINEGATE_RECONCILE_LAPSED_MAX];
+    ngx_uint_t                           npassed;
     /*
      * a run's hold for a human (the entry's 'hold', op_reconcile_resolve
      * ARGV[9]): read, or (hold_as) to be written in RESOLVE's place
@@ -705,6 +718,10 @@ static void ngx_http_linegate_reconcile_paid_settled(ngx_http_request_t *r,
     ngx_http_linegate_ctx_t *ctx, redisReply *reply);
 static void ngx_http_linegate_reconcile_paid_left(ngx_http_request_t *r,
     ngx_http_linegate_ctx_t *ctx, const char *why);
+static ngx_int_t ngx_http_linegate_reconcile_mark(ngx_http_request_t *r,
+    ngx_http_linegate_reconcile_t *rc, ngx_http_linegate_reconcile_entry_t *e);
+static void ngx_http_linegate_reconcile_marked(ngx_http_request_t *r,
+    ngx_http_linegate_ctx_t *ctx, int64_t code);
 static ngx_int_t ngx_http_linegate_reconcile_named(ngx_http_request_t *r,
     ngx_http_linegate_ctx_t *ctx, ngx_http_linegate_reconcile_entry_t *e);
 static void ngx_http_linegate_reconcile_named_read(ngx_http_request_t *r,
@@ -929,6 +946,10 @@ ngx_http_linegate_reconcile_next(ngx_http_request_t *r,
         rv = ngx_http_linegate_reconcile_paid_settle(r, rc, e);
         break;
 
+    case NGX_HTTP_LINEGATE_RECONCILE_MARK:
+        rv = ngx_http_linegate_reconcile_mark(r, rc, e);
+        break;
+
     case NGX_HTTP_LINEGATE_RECONCILE_CANCEL:
         rv = ngx_http_linegate_reconcile_cancel(r, ctx, e);
         break;
@@ -1032,7 +1053,7 @@ ngx_http_linegate_reconcile_next(ngx_http_request_t *r,
                                          NGX_HTTP_LINEGATE_RECONCILE_DONE);
         return;
 
-    default: /* RECORD, RELEASE, FENCE, PAID_*, RESOLVE, RENEW */
+    default: /* RECORD, RELEASE, FENCE, PAID_*, MARK, RESOLVE, RENEW */
         ngx_http_linegate_reconcile_defer(r, ctx, "store_unavailable", 1);
         return;
     }
@@ -2996,9 +3017,21 @@ static ngx_uint_t
 ngx_http_linegate_reconcile_lapsed_skip(
     ngx_http_linegate_reconcile_entry_t *e, json_t *sub)
 {
-    json_t  *id;
+    json_t      *id;
+    ngx_uint_t   i;
 
     id = json_object_get(sub, "id");
+
+    for (i = 0; json_is_string(id) && i < e->npassed; i++) {
+        if (json_string_length(id) == e->passed[i].len
+            && ngx_strncmp(json_string_value(id), e->passed[i].data,
+                           e->passed[i].len)
+               == 0)
+        {
+            /* another entry presents it to a human (MARK) */
+            return 1;
+        }
+    }
 
     if (e->named.len && json_is_string(id)
         && json_string_length(id) == e->named.len
@@ -3896,9 +3929,12 @@ ngx_http_linegate_reconcile_named_read(ngx_http_request_t *r,
         ngx_str_null(&e->replaced);
         e->hold_as = "named_missing";
 
-        /* held once the others are discarded (decide), as paid_left */
-        e->left = e->found;
-        ngx_http_linegate_reconcile_relist(r, ctx, e);
+        /*
+         * held once the others are discarded (decide), as paid_left,
+         * unless another entry presents the paid one (MARK)
+         */
+        ngx_http_linegate_reconcile_next(r, ctx,
+                                         NGX_HTTP_LINEGATE_RECONCILE_MARK);
         return;
     }
 
@@ -4021,6 +4057,21 @@ ngx_http_linegate_reconcile_paid_left(ngx_http_request_t *r,
     rc = ctx->data;
     e = &rc->entry[rc->i];
 
+    if (e->lapsed) {
+        /*
+         * the request's other draft and open invoices (an older lapsed
+         * claim's) are still discarded first: deferred here, this one
+         * would come first again every run, and once a human removed
+         * the entry no run would find them, left payable. decide says
+         * invoice_paid when none is left, naming this one. Not before
+         * MARK: a sweep may have queued it for a human already
+         */
+        e->left_why = why;
+        ngx_http_linegate_reconcile_next(r, ctx,
+                                         NGX_HTTP_LINEGATE_RECONCILE_MARK);
+        return;
+    }
+
     ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
                   NGX_HTTP_LINEGATE_LOG "reconciliation: line request "
                   "\"%V\" of workspace \"%V\" (%V): its invoice \"%V\" is "
@@ -4029,20 +4080,105 @@ ngx_http_linegate_reconcile_paid_left(ngx_http_request_t *r,
                   &e->line_request, &e->workspace, &e->reason, &e->found,
                   why);
 
-    if (e->lapsed) {
-        /*
-         * the request's other draft and open invoices (an older lapsed
-         * claim's) are still discarded first: deferred here, this one
-         * would come first again every run, and once a human removed
-         * the entry no run would find them, left payable. decide says
-         * invoice_paid when none is left, naming this one
-         */
+    ngx_http_linegate_reconcile_defer(r, ctx, "invoice_paid", 0);
+}
+
+
+/*
+ * MARK: reissue_lapsed, a paid invoice it would leave for a human (or
+ * hold, named_missing), e->found. The invoice's marker,
+ * lg:{fleet}:q:<W>:inv_<in>, is the one lr_invoice_orphan queues it
+ * under when a payment_link, cancel or GET sweep leaves it for a human:
+ * lr_paid_claim takes it for this entry (its stream id, the same every
+ * run; a held copy is never looked at again), or answers that another
+ * entry has it. Until 2026-11-29 both entries presented one paid
+ * invoice to a human.
+ */
+static ngx_int_t
+ngx_http_linegate_reconcile_mark(ngx_http_request_t *r,
+    ngx_http_linegate_reconcile_t *rc, ngx_http_linegate_reconcile_entry_t *e)
+{
+    ngx_str_t                        which, key;
+    ngx_http_linegate_redis_args_t  *a;
+
+    which.len = sizeof("inv_") - 1 + e->found.len;
+
+    which.data = ngx_pnalloc(r->pool, which.len);
+    if (which.data == NULL) {
+        return NGX_ERROR;
+    }
+
+    (void) ngx_sprintf(which.data, "inv_%V", &e->found);
+
+    if (ngx_http_linegate_key(r->pool, NGX_HTTP_LINEGATE_KEY_FLEET_Q,
+                              &e->workspace, &which, &key)
+        != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    a = &rc->args;
+    ngx_http_linegate_redis_args_init(a);
+    ngx_http_linegate_redis_arg_str(a, &key);
+    ngx_http_linegate_redis_arg_str(a, &e->id);
+
+    return ngx_http_linegate_reconcile_script(r, rc,
+                                  NGX_HTTP_LINEGATE_SCRIPT_LR_PAID_CLAIM, 1);
+}
+
+
+/*
+ * MARK answered: 1, this entry's: left for a human (held once the
+ * others are discarded, or invoice_paid); 0, another entry presents it
+ * (its own invoice_unrepaired, queued by a sweep): passed over, the
+ * request's other invoices still looked for
+ */
+static void
+ngx_http_linegate_reconcile_marked(ngx_http_request_t *r,
+    ngx_http_linegate_ctx_t *ctx, int64_t code)
+{
+    ngx_http_linegate_reconcile_t        *rc;
+    ngx_http_linegate_reconcile_entry_t  *e;
+
+    rc = ctx->data;
+    e = &rc->entry[rc->i];
+
+    if (code == 1) {
+        if (e->hold_as == NULL) {
+            ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
+                          NGX_HTTP_LINEGATE_LOG "reconciliation: line "
+                          "request \"%V\" of workspace \"%V\" (%V): its "
+                          "invoice \"%V\" is paid, but the request %s: "
+                          "left for a human (give the line, or refund the "
+                          "invoice at Stripe)",
+                          &e->line_request, &e->workspace, &e->reason,
+                          &e->found,
+                          e->left_why ? e->left_why : "does not name it");
+        }
+
         e->left = e->found;
         ngx_http_linegate_reconcile_relist(r, ctx, e);
         return;
     }
 
-    ngx_http_linegate_reconcile_defer(r, ctx, "invoice_paid", 0);
+    if (code != 0
+        || e->npassed == NGX_HTTP_LINEGATE_RECONCILE_LAPSED_MAX)
+    {
+        ngx_http_linegate_reconcile_defer(r, ctx, "store_unavailable", 1);
+        return;
+    }
+
+    ngx_log_error(NGX_LOG_NOTICE, r->connection->log, 0,
+                  NGX_HTTP_LINEGATE_LOG "reconciliation: line request "
+                  "\"%V\" of workspace \"%V\" (%V): its invoice \"%V\" is "
+                  "paid, and queued before for a human under its own entry "
+                  "(invoice_unrepaired): passed over", &e->line_request,
+                  &e->workspace, &e->reason, &e->found);
+
+    /* the pool's: e->found is a copy (decide) */
+    e->passed[e->npassed++] = e->found;
+    e->hold_as = NULL;
+    ngx_http_linegate_reconcile_relist(r, ctx, e);
 }
 
 
@@ -5347,6 +5483,10 @@ ngx_http_linegate_reconcile_stored(ngx_http_request_t *r, redisReply *reply)
 
     case NGX_HTTP_LINEGATE_RECONCILE_PAID_SETTLE:
         ngx_http_linegate_reconcile_paid_settled(r, ctx, reply);
+        return;
+
+    case NGX_HTTP_LINEGATE_RECONCILE_MARK:
+        ngx_http_linegate_reconcile_marked(r, ctx, reply ? code : -1);
         return;
 
     case NGX_HTTP_LINEGATE_RECONCILE_RESOLVE:

@@ -1594,6 +1594,89 @@ sub {
     is($l->invoice($own)->{status}, 'paid', 'its own kept paid');
 };
 
+# One entry a paid invoice: a sweep (payment_link, cancel, a GET over a
+# lapsed claim) that leaves a paid invoice of the request for a human
+# queues it as invoice_unrepaired under its marker inv_<in>; a
+# reissue_lapsed entry of the request that finds it again passes over
+# it, and settles on what else it finds. And the other order: the entry
+# that leaves it takes that marker (its stream id, for good), so that a
+# sweep after it finds it queued before. Both entries used to present
+# the one payment to a human (the reissue_lapsed one deferred,
+# invoice_paid, naming it).
+subtest 'reissue_lapsed: a paid invoice queued already is not left twice'
+    => sub {
+    my $l = LG::Lines->new($s);
+    my $w = $l->workspace('org_lapsed_twice');
+    my $id = '6a0c00000000000000000011';
+    my $own = lapsed_invoice($w, $id, 'paid');
+    $r->hset("lg:{ws:$w->{id}}:lr:$id", provisioningStatus => 'provisioning',
+             paymentStatus => 'paid', invoiceId => $own);
+    my $orphan = lapsed_invoice($w, $id, 'paid');
+    # what a sweep's lr_invoice_orphan wrote: the marker, then the entry
+    my $marker = "lg:{fleet}:q:$w->{id}:inv_$orphan";
+    $r->set($marker, 1);
+    $r->xadd('lg:{fleet}:reconcile', '*', workspace => $w->{id},
+             line_request_id => $id, invoice_id => $orphan,
+             reason => 'invoice_unrepaired', customer => $w->{customer},
+             at => iso_ago(60));
+    $l->lapsed_entry($w, $id);
+
+    my $from = length $s->error_log;
+    my $b = run();
+    my ($e) = grep { ($_->{line_request_id} // '') eq $id
+                     && ($_->{reason} // '') eq 'reissue_lapsed' }
+              @{ $b->{entries} // [] };
+    is(join('/', map { $_ // '-' } @{ $e // {} }{qw(outcome detail)}),
+       'no_invoice/-', 'reissue_lapsed: passed over it, settled')
+        or diag explain $b;
+    my @left = grep { ($_->{line_request_id} // '') eq $id }
+               map { +{ @{ $_->[1] } } }
+               $r->xrange('lg:{fleet}:reconcile', '-', '+');
+    is(scalar @left, 1, 'one entry presents it to a human')
+        or diag explain \@left;
+    is(join('/', map { $_ // '-' } @{ $left[0] // {} }{qw(reason invoice_id)}),
+       "invoice_unrepaired/$orphan", 'the sweep\'s own');
+    my $said = qr/\[notice\].*\(reissue_lapsed\): its invoice /
+               . qr/"\Q$orphan\E" is paid, and queued before for a human/;
+    like(substr($s->error_log, $from), qr/$said/, 'said at notice');
+    is($l->invoice($orphan)->{status}, 'paid', 'left paid');
+    unqueue($id);
+
+    # the other order: the entry finds it first, and takes its marker
+    $w = $l->workspace('org_lapsed_first');
+    $id = '6a0c00000000000000000012';
+    $own = lapsed_invoice($w, $id, 'paid');
+    $r->hset("lg:{ws:$w->{id}}:lr:$id", provisioningStatus => 'provisioning',
+             paymentStatus => 'paid', invoiceId => $own);
+    $orphan = lapsed_invoice($w, $id, 'paid');
+    $l->lapsed_entry($w, $id);
+    $marker = "lg:{fleet}:q:$w->{id}:inv_$orphan";
+    for my $n (1, 2) {
+        $b = run();
+        ($e) = grep { ($_->{line_request_id} // '') eq $id }
+               @{ $b->{entries} // [] };
+        is(join('/', map { $_ // '-' } @{ $e // {} }{qw(outcome detail)}),
+           'deferred/invoice_paid', "run $n: left for a human, this entry")
+            or diag explain $b;
+    }
+    my ($entry) = map { $_->[0] }
+                  grep { my %f = @{ $_->[1] };
+                         ($f{line_request_id} // '') eq $id }
+                  $r->xrange('lg:{fleet}:reconcile', '-', '+');
+    is($r->get($marker), $entry // '-', 'its marker, this entry\'s');
+    is($r->ttl($marker), -1, 'for good');
+    # what a sweep's queuing (lr_invoice_orphan) then answers: 0
+    my $script = LG::Test::lua_script('lr_invoice_orphan');
+    is($r->eval($script, 2, $marker, 'lg:{fleet}:reconcile', $w->{id}, $id,
+                $orphan, $w->{customer}, iso_ago(0)), 0,
+       'a sweep after it: queued before');
+    is(scalar(grep { ($_->{line_request_id} // '') eq $id }
+              map { +{ @{ $_->[1] } } }
+              $r->xrange('lg:{fleet}:reconcile', '-', '+')), 1,
+       'still one entry');
+    unqueue($id);
+};
+
 # "more than 10": ten discarded and none left is settled, not deferred
 subtest 'reissue_lapsed: ten invoices discarded, none left: settled' => sub {
     my $l = LG::Lines->new($s);

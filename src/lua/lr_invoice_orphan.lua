@@ -30,7 +30,11 @@
 -- expires: an invoice, paid ones left for a human above all, is queued
 -- once for as long as its request exists (include/pv_queue.lua); those
 -- of a draft never seen (inv_draft_<id>) and of reissue_lapsed
--- (lapsed_<id>) last 7 days, a durable write's resend.
+-- (lapsed_<id>) last 7 days, a durable write's resend. A reconciliation
+-- run's reissue_lapsed entry that leaves a paid invoice for a human
+-- takes the same inv_<in> marker (lr_paid_claim, value its entry id):
+-- queued after it, the invoice is queued before (0), one entry an
+-- invoice.
 --
 -- Returns 1 when queued now, 0 when it was already.
 
