@@ -34,6 +34,15 @@
  * Every failure goes to create_fail, which undoes what the step holds:
  *
  *   SCRIPT, reply lost    -> RELEASE (lr_release by id) -> 503
+ *   SCRIPT, refused       -> 503 at once, no RELEASE: Redis refused
+ *   before it ran            lr_create before running any of it
+ *                            (ctx->store_not_run: a cluster's TRYAGAIN
+ *                            at its deadline, CLUSTERDOWN, a MOVED or
+ *                            ASK past the redirections), so nothing is
+ *                            held, and a RELEASE would meet the same
+ *                            migration and wait as long again; the
+ *                            index and a cluster's members go
+ *                            (create_unrun)
  *   ISSUE, late           -> DISCARD (a draft made) -> RELEASE -> 503:
  *                            the reservation outlived
  *                            linegate_reconcile_lost_after (or lr_create's
@@ -76,7 +85,8 @@
  * reconciliation's sweep (reconcile.c), which settles the request as
  * worker_lost. The member is removed (a durable ZREM) once
  * lr_invoice_store or lr_release answered, which settles the request,
- * and on a cluster as soon as lr_create answered anything else.
+ * and on a cluster as soon as lr_create answered anything else (or was
+ * refused before it ran).
  *
  * The invoice's webhook index is answered OK before the store is sent,
  * so that no request ever names an invoice the webhook cannot find (its
@@ -175,6 +185,8 @@ static void ngx_http_linegate_create_relay(ngx_http_request_t *r,
 static ngx_int_t ngx_http_linegate_line_index_args(ngx_http_request_t *r,
     ngx_str_t *id, ngx_str_t *ws, ngx_http_linegate_redis_args_t *a);
 static void ngx_http_linegate_create_script(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr);
+static void ngx_http_linegate_create_unrun(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr);
 static void ngx_http_linegate_create_done(ngx_http_request_t *r,
     ngx_http_linegate_lr_t *lr, redisReply *reply);
@@ -871,6 +883,21 @@ ngx_http_linegate_create_fail(ngx_http_request_t *r,
     switch ((ngx_http_linegate_create_step_e) lr->ctx->state) {
 
     case NGX_HTTP_LINEGATE_CREATE_SCRIPT:
+        if (fail == NGX_HTTP_LINEGATE_LR_FAIL_STORE
+            && lr->ctx->store_not_run)
+        {
+            /*
+             * Redis refused lr_create before it ran (its slot in
+             * migration past the command's deadline, the cluster down):
+             * nothing reserved, nothing to release. A release would meet
+             * the same migration and wait as long again: until 2026-11-29
+             * the 503 came after twice linegate_redis_command_timeout.
+             */
+            ngx_http_linegate_create_unrun(r, lr);
+            ngx_http_linegate_create_failed(r, lr);
+            return;
+        }
+
         if (fail == NGX_HTTP_LINEGATE_LR_FAIL_STORE) {
             /*
              * lr_create may still run (Redis stalled) or may have run (the
@@ -1355,22 +1382,39 @@ ngx_http_linegate_create_script(ngx_http_request_t *r,
                                        ngx_http_linegate_create_resume)
         != NGX_OK)
     {
-        /*
-         * nothing was sent (the slot's master not connected): nothing to
-         * release, and no entry to relay: a cluster's members go now
-         * rather than at the sweep (on one Redis none was written)
-         */
-        (void) ngx_http_linegate_lr_setup_drop(r->connection->log,
-                                               &lr->setup);
-
-        if (lmcf->redis_cluster) {
-            ngx_http_linegate_create_journal_drop(r, lr);
-        }
-
-        ngx_str_null(&lr->journal);
+        /* nothing was sent (the slot's master not connected) */
+        ngx_http_linegate_create_unrun(r, lr);
         lr->fail = NGX_HTTP_LINEGATE_LR_FAIL_STORE;
         ngx_http_linegate_create_failed(r, lr);
     }
+}
+
+
+/*
+ * lr_create did not run, nor will (not sent, or refused before it ran:
+ * ctx->store_not_run): no line, no reservation, no key held, nothing to
+ * release. What was written before it goes now rather than at the
+ * sweep: the owner index (a durable DEL) and, on a cluster, the set-up
+ * and journal members (on one Redis lr_create writes them itself)
+ */
+static void
+ngx_http_linegate_create_unrun(ngx_http_request_t *r,
+    ngx_http_linegate_lr_t *lr)
+{
+    ngx_http_linegate_main_conf_t  *lmcf;
+
+    lmcf = ngx_http_get_module_main_conf(r, ngx_http_linegate_module);
+
+    ngx_http_linegate_create_unindex(r, lr);
+
+    (void) ngx_http_linegate_lr_setup_drop(r->connection->log, &lr->setup);
+    lr->setup.len = 0;
+
+    if (lmcf->redis_cluster) {
+        ngx_http_linegate_create_journal_drop(r, lr);
+    }
+
+    ngx_str_null(&lr->journal);
 }
 
 

@@ -275,6 +275,13 @@ struct ngx_http_linegate_ctx_s {
      * "retry shortly" is a 500 (reply.c)
      */
     unsigned                        store_fault:1;
+    /*
+     * the Redis command whose handler runs (reply NULL) was refused
+     * before anything of it ran: a cluster's TRYAGAIN, CLUSTERDOWN, a
+     * MOVED or ASK past the redirections (redis.c, redis.h); a step
+     * that would undo what it may have done has nothing to undo
+     */
+    unsigned                        store_not_run:1;
 
     /* endpoint-specific state */
     void                           *data;

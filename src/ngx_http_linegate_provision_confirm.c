@@ -43,7 +43,11 @@
  *              writes none, and drops INTENT's (not waited for). On a
  *              cluster acknowledged under linegate_redis_wait (its own
  *              WAIT on the account's master). Answer lost, or not
- *              acknowledged: RELEASE, then 503
+ *              acknowledged: RELEASE, then 503. Refused before it ran
+ *              (ctx->store_not_run: the account's slot in migration
+ *              past the command's deadline, CLUSTERDOWN): nothing to
+ *              release, INTENT's dropped, 503 at once (a RELEASE would
+ *              meet the same migration and wait as long again)
  *   CLAIM      script pv_claim (the fleet's slot): a number leaves the
  *              inventory for the claims journal lg:{fleet}:pv:inflight
  *              ("<A> <worker> <number>", in the intent's place) in the
@@ -977,6 +981,22 @@ ngx_http_linegate_confirm_reserved(ngx_http_request_t *r,
 
     if (reply == NULL && cf->refused) {
         /* a refused token: nothing can have been reserved */
+        cf->settled = 1;
+        ngx_http_linegate_store_unavailable(r);
+        return;
+    }
+
+    if (reply == NULL && ctx->store_not_run) {
+        /*
+         * Redis refused the step before it ran (the account's slot in
+         * migration past the command's deadline, the cluster down):
+         * nothing reserved, the token not spent, nothing to release. A
+         * RELEASE would meet the same migration and wait as long again:
+         * until 2026-11-29 the 503 came after twice
+         * linegate_redis_command_timeout. The intent goes, as after a
+         * refusal.
+         */
+        ngx_http_linegate_confirm_drop_intent(r, cf);
         cf->settled = 1;
         ngx_http_linegate_store_unavailable(r);
         return;

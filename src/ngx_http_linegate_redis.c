@@ -50,9 +50,12 @@
 
 /* a script that met a slot in migration (TRYAGAIN): sent again until
  * its command's deadline (linegate_redis_command_timeout from its first
- * send), the first delay doubled each time up to the longest */
+ * send), the first delay doubled each time up to the longest; no try
+ * sent later than LAST_MS before the deadline, so that its refusal comes
+ * back before the timeout and says that nothing ran (tryagain_delay) */
 #define NGX_HTTP_LINEGATE_CLUSTER_TRYAGAIN_MS      10
 #define NGX_HTTP_LINEGATE_CLUSTER_TRYAGAIN_MAX_MS  100
+#define NGX_HTTP_LINEGATE_CLUSTER_TRYAGAIN_LAST_MS 50
 
 /* the node whose timer ev is */
 #define ngx_http_linegate_redis_node_of(ev, timer)                           \
@@ -249,6 +252,8 @@ typedef struct {
     ngx_uint_t                          retried;
     /* answered an error no retry changes (request_error) */
     ngx_uint_t                          refused;
+    /* answered an error Redis gives before running anything (not_run) */
+    ngx_uint_t                          not_run;
     /*
      * a script or command nobody waits for (handler NULL): its
      * arguments and bytes are its own, as the request may be freed
@@ -459,6 +464,9 @@ static u_char *ngx_http_linegate_redis_describe(u_char *p, u_char *last,
     ngx_int_t script, u_char *buf, size_t len);
 static void ngx_http_linegate_redis_demoted(redisReply *reply);
 static ngx_int_t ngx_http_linegate_redis_unavailable(redisReply *reply);
+static ngx_uint_t ngx_http_linegate_redis_not_run(redisReply *reply);
+static void ngx_http_linegate_redis_note_not_run(ngx_http_request_t *r,
+    ngx_uint_t not_run);
 static void ngx_http_linegate_redis_drop(
     ngx_http_linegate_redis_node_t *node, const char *why);
 static ngx_int_t ngx_http_linegate_redis_send(
@@ -1953,6 +1961,7 @@ ngx_http_linegate_redis_reply_cb(redisAsyncContext *ac, void *data,
                       "with a command in flight");
 
     } else if (reply->type == REDIS_REPLY_ERROR) {
+        cmd->not_run = ngx_http_linegate_redis_not_run(reply);
         cmd->refused = ngx_http_linegate_redis_request_error(r, cmd->script,
                                                              cmd->buf,
                                                              cmd->len, reply);
@@ -2330,6 +2339,8 @@ ngx_http_linegate_redis_finish_as(ngx_http_linegate_redis_cmd_t *cmd,
     }
 
     c = r->connection;
+
+    ngx_http_linegate_redis_note_not_run(r, reply == NULL && cmd->not_run);
 
     /* after the handler: a pipeline's array reply lives in cmd */
     cmd->handler(r, reply);
@@ -2994,13 +3005,74 @@ ngx_http_linegate_redis_unavailable(redisReply *reply)
 
 
 /*
+ * Errors a cluster answers instead of running a command, nothing of it
+ * run: TRYAGAIN (a multi-key command's slot in migration: the last try's,
+ * after tryagain() sent it again until its deadline), CLUSTERDOWN, and a
+ * MOVED or ASK left after the redirections followed (redirect()). Read
+ * as they came, first word exact: an error Redis 6 wraps ("ERR Error
+ * running script...") is one a script's redis.call met, maybe after it
+ * wrote, and a script's redis.call meets none of these (a key of another
+ * slot is an ERR). A script of ours answers TRYAGAIN itself only before
+ * it writes (lr_here.lua: the gate's admission given back): the same.
+ */
+static ngx_str_t  ngx_http_linegate_redis_not_run_errors[] = {
+    ngx_string("TRYAGAIN"),
+    ngx_string("CLUSTERDOWN"),
+    ngx_string("MOVED"),
+    ngx_string("ASK"),
+    ngx_null_string
+};
+
+
+static ngx_uint_t
+ngx_http_linegate_redis_not_run(redisReply *reply)
+{
+    ngx_str_t  *e;
+
+    for (e = ngx_http_linegate_redis_not_run_errors; e->len; e++) {
+        if (reply->len >= e->len
+            && ngx_strncmp(reply->str, e->data, e->len) == 0
+            && (reply->len == e->len || reply->str[e->len] == ' '))
+        {
+            return 1;
+        }
+    }
+
+    return 0;
+}
+
+
+/*
+ * ctx->store_not_run for the handler about to run: 1 only when its
+ * command was refused before it ran (redis.h). Cleared whenever another
+ * command of the request is sent (attach), so that a step that reads it
+ * never reads an earlier command's.
+ */
+static void
+ngx_http_linegate_redis_note_not_run(ngx_http_request_t *r, ngx_uint_t not_run)
+{
+    ngx_http_linegate_ctx_t  *ctx;
+
+    ctx = ngx_http_linegate_get_ctx(r);
+
+    if (ctx != NULL) {
+        ctx->store_not_run = not_run ? 1 : 0;
+    }
+}
+
+
+/*
  * A cluster's TRYAGAIN: a script of several keys met its slot in
  * migration, some of its keys moved, some not yet (or, on the importing
  * node, not all arrived). Nothing ran. It is sent again to the node that
  * said so, after ASKING (the importing node serves it once the keys are
  * in; the other answers ASK or MOVED, which are followed), the delay
  * doubling from 10 ms up to 100 ms, for as long as the migration lasts
- * within its command's deadline (cmd->timer, set at its first send).
+ * within its command's deadline (cmd->timer, set at its first send), the
+ * last try sent 50 ms before it at the latest: its TRYAGAIN comes back
+ * before the timeout, and the caller knows that nothing ran (not_run: a
+ * creation then has nothing to release), where a timeout would be an
+ * unknown outcome.
  * Until 2026-11-29 it was sent again 6 times (630 ms in all), whatever
  * linegate_redis_command_timeout said: a slot that stayed in migration
  * longer (a workspace's of many requests) answered 503 before the
@@ -3034,7 +3106,7 @@ ngx_http_linegate_redis_tryagain(ngx_http_linegate_redis_cmd_t *cmd,
 
 /*
  * The delay before the next try: the backoff, cut so that the try is
- * sent 10 ms before the command's deadline at the latest; 0: less than
+ * sent 50 ms before the command's deadline at the latest; 0: less than
  * that is left (or the deadline passed: a forgotten command's timer
  * fired), no next try.
  */
@@ -3050,7 +3122,7 @@ ngx_http_linegate_redis_tryagain_delay(ngx_http_linegate_redis_cmd_t *cmd)
 
     left = (ngx_msec_int_t) (cmd->timer.timer.key - ngx_current_msec);
 
-    if (left <= NGX_HTTP_LINEGATE_CLUSTER_TRYAGAIN_MS) {
+    if (left <= NGX_HTTP_LINEGATE_CLUSTER_TRYAGAIN_LAST_MS) {
         return 0;
     }
 
@@ -3059,8 +3131,8 @@ ngx_http_linegate_redis_tryagain_delay(ngx_http_linegate_redis_cmd_t *cmd)
             << ngx_min(cmd->tryagains, 4);
     delay = ngx_min(delay, NGX_HTTP_LINEGATE_CLUSTER_TRYAGAIN_MAX_MS);
 
-    return ngx_min(delay,
-                   (ngx_msec_t) left - NGX_HTTP_LINEGATE_CLUSTER_TRYAGAIN_MS);
+    return ngx_min(delay, (ngx_msec_t) left
+                          - NGX_HTTP_LINEGATE_CLUSTER_TRYAGAIN_LAST_MS);
 }
 
 
@@ -3203,6 +3275,9 @@ ngx_http_linegate_redis_cmd_timeout(ngx_event_t *ev)
 
     c = r->connection;
 
+    /* it may still run */
+    ngx_http_linegate_redis_note_not_run(r, 0);
+
     cmd->handler(r, NULL);
 
     if (cmd->waiting) {
@@ -3286,6 +3361,9 @@ ngx_http_linegate_redis_attach(ngx_http_linegate_redis_cmd_t *cmd)
     cln->data = cmd;
     cmd->cln = cln;
     cmd->sent_us = ngx_http_linegate_metrics_now_us();
+
+    /* a new command: an earlier one's refusal says nothing of it */
+    ngx_http_linegate_redis_note_not_run(cmd->r, 0);
 
     return NGX_OK;
 }

@@ -30,7 +30,11 @@
  * other error reply, WRONGTYPE, a script's own, marks the request's
  * ctx->store_fault, and its 503 is a 500: no retry changes it). NULL
  * after the command was sent means "unknown", not "nothing happened": a
- * timed-out command may still run.
+ * timed-out command may still run. Except when the handler finds
+ * ctx->store_not_run set: Redis refused the command before running any
+ * of it (a cluster's TRYAGAIN once its deadline came, CLUSTERDOWN, a
+ * MOVED or ASK past the redirections followed), and it will not run
+ * (the flag is cleared when the request's next command is sent).
  * A write that must happen anyway goes through
  * ngx_http_linegate_redis_durable() (idempotent). The reply is freed
  * when the handler returns: copy what is needed.

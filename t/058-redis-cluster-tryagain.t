@@ -13,6 +13,15 @@
 # creation's lr_create declares the workspace's keys (some exist) and the
 # new request's (not yet): the migrating node answers TRYAGAIN until the
 # slot has moved, then MOVED, which is followed.
+#
+# A step refused so until its deadline never ran: nothing to release. A
+# creation (lr_create) and a confirm (pv_reserve, the account's slot in
+# migration) answer 503 at the timeout, within 1.5 times it, nothing of
+# them left in Redis, and the same Idempotency-Key or preview token works
+# once the migration ended. Before 2026-11-29 the release of what the
+# step might have reserved met the same migration: 503 after twice the
+# timeout, and the creation's owner index, journal member and release
+# mark left behind.
 use strict;
 use warnings;
 use lib 't/lib';
@@ -21,12 +30,19 @@ use Test::More;
 use LG::Stack;
 use LG::Lines qw(body);
 use LG::RedisCluster;
+use LG::Provision;
+use LG::Test qw(eventually);
 use Time::HiRes qw(sleep time);
 
 my $s = LG::Stack->new(redis => 'cluster', REDIS_COMMAND_TIMEOUT => '3s')
     ->start;
 my $l = LG::Lines->new($s);
+my $p = LG::Provision->new($s);
 my $r = $s->redis;
+
+# linegate_redis_command_timeout, s: a refused step answers within 1.5
+# times it (twice it before 2026-11-29), after it was waited for
+my $TIMEOUT = 3;
 
 # $slot set migrating from $from to $to, no key moved
 sub start_migration {
@@ -113,15 +129,114 @@ subtest 'a migration longer than the timeout: 503, Retry-After' => sub {
         or diag($tx->res->code . ' ' . $tx->res->body);
     ok(defined $tx->res->headers->header('Retry-After'), 'with Retry-After');
     # the module before sent each of the creation's two commands again 6
-    # times: lr_create, then the release of what it may have reserved (a
-    # TRYAGAIN is a store unavailable, whose outcome the creation does
-    # not know), 12 in all
+    # times: lr_create, then the release of what it may have reserved,
+    # 12 in all (lr_create alone since: refused, it reserved nothing)
     cmp_ok($n, '>', 12, "sent again past the old 6 tries each ($n times)");
     is($s->cluster_master_of("lg:{ws:$w->{id}}"), $to,
        'the slot moved after it');
     my $b = $l->answer($l->create($w, body()), 201,
                        'a creation after the migration');
     ok($b->{line}{_id}, 'served again');
+};
+
+# the members and keys a creation of workspace $ws writes before
+# lr_create, other than those of the requests @ids: the owner index
+# lg:line:<id>, the set-up member "<W> <id> <nonce>", the journal's
+# "<W> <id>"; and the release mark lg:{ws:W}:lrvoid:<id>
+sub creation_left {
+    my ($ws, @ids) = @_;
+    my %req = map { $_ => 1 } @ids;
+    my @left = grep { !$req{(split / /)[1]} }
+               grep { /^\Q$ws\E / }
+               map { $r->zrange($_, 0, -1) }
+               'lg:{fleet}:lr:setup', 'lg:{fleet}:lr:inflight';
+    push @left, grep { ($r->get($_) // '') eq $ws && !$req{substr $_, 8} }
+                $r->keys('lg:line:*');
+    push @left, $r->keys("lg:{ws:$ws}:lrvoid:*");
+    return @left;
+}
+
+subtest 'a creation refused past the timeout: 503 at once, nothing held'
+    => sub {
+    my ($w, $slot, $from, $to) = ws_moving('org_tryagain_held');
+    my $ws = $w->{id};
+    my @ids = $l->request_ids($w);
+    my %idem = ('Idempotency-Key' => 'tryagain-held-1');
+    start_migration($slot, $from, $to);
+    my $t0 = time;
+    my ($tx) = $l->during([$w, POST => $LG::Lines::CREATE, body(), %idem],
+                          sub { 0 }, 10);
+    my $took = time - $t0;
+    finish_migration($slot, $from, $to);
+    ok($tx, 'answered') or return;
+    is($tx->res->code, 503, 'the creation: 503')
+        or diag($tx->res->code . ' ' . $tx->res->body);
+    ok(defined $tx->res->headers->header('Retry-After'), 'with Retry-After');
+    cmp_ok($took, '>', $TIMEOUT * 0.8,
+           sprintf('after lr_create was sent again (%.2f s)', $took));
+    cmp_ok($took, '<', $TIMEOUT * 1.5,
+           sprintf('within 1.5 times the timeout: no release waited for '
+                   . '(%.2f s)', $took));
+    is($s->cluster_master_of("lg:{ws:$ws}"), $to, 'the slot moved after it');
+    # the writes sent after the answer (durable DEL and ZREMs) land
+    my @left;
+    ok(eventually(sub { !(@left = creation_left($ws, @ids)) }, 5),
+       'no owner index, set-up or journal member, release mark left')
+        or diag("@left");
+    ok(!defined $l->pending($w), 'no pending marker');
+    is_deeply([$r->keys("lg:{ws:$ws}:idem:*")], [],
+              'the idempotency key not held');
+    is_deeply([$l->request_ids($w)], \@ids, 'no request made');
+    my $b = $l->answer($l->create($w, body(), %idem), 201,
+                       'the same Idempotency-Key after the migration');
+    ok($b->{line}{_id}, 'its request made');
+    $b = $l->answer($l->create($w, body()), 201, 'a new creation');
+    ok($b->{line}{_id}, 'served');
+};
+
+subtest 'a confirm refused past the timeout: 503 at once, nothing held'
+    => sub {
+    my $fleet = $s->cluster_master_of('lg:{fleet}:inventory');
+    my $a;
+    for my $i (1 .. 200) {
+        my $id = "acct_tryagain_$i";
+        next if $s->cluster_master_of("lg:{acct:$id}") eq $fleet;
+        $a = $p->account($id, daily => 5, card => 1);
+        last;
+    }
+    ok($a, 'an account apart from the fleet\'s master') or return;
+    $p->inventory($p->numbers(2, 628561));
+    my $akey = "lg:{acct:$a->{id}}";
+    my $slot = LG::RedisCluster::keyslot($akey);
+    my $from = $s->cluster_master_of($akey);
+    my ($to) = grep { $_ ne $from && $_ ne $fleet } $s->cluster_masters;
+    my $tok = $p->token($a);
+    # pv_reserve names the account's five keys, some not written yet: the
+    # migrating node says TRYAGAIN until the slot has moved
+    ok($r->exists($akey) && !$r->exists("$akey:prov"),
+       'the account exists, its windows not yet');
+    start_migration($slot, $from, $to);
+    my $t0 = time;
+    my ($tx) = $p->during($p->confirm_req($a, $tok), sub { 0 }, 10);
+    my $took = time - $t0;
+    finish_migration($slot, $from, $to);
+    ok($tx, 'answered') or return;
+    is($tx->res->code, 503, 'the confirm: 503')
+        or diag($tx->res->code . ' ' . $tx->res->body);
+    ok(defined $tx->res->headers->header('Retry-After'), 'with Retry-After');
+    cmp_ok($took, '>', $TIMEOUT * 0.8,
+           sprintf('after pv_reserve was sent again (%.2f s)', $took));
+    cmp_ok($took, '<', $TIMEOUT * 1.5,
+           sprintf('within 1.5 times the timeout: no release waited for '
+                   . '(%.2f s)', $took));
+    ok(eventually(sub { !@{ $p->intents($a->{id}) } }, 5),
+       'its intent dropped');
+    $p->nothing_held($a->{id}, 'after the 503');
+    my $c = $p->answer($p->confirm($a, $tok), 200,
+                       'the same token after the migration');
+    my ($line) = values %{ $p->lines($a->{id}) };
+    ok($line && $c->{phone_number}
+       && $line->{phone_number} eq $c->{phone_number}, 'its line recorded');
 };
 
 diag(substr($s->error_log, -3000))
