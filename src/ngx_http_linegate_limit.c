@@ -382,12 +382,29 @@ static ngx_str_t  ngx_http_linegate_limit_on_errors[] = {
 };
 
 
-static ngx_str_t  ngx_http_linegate_limit_policy_name =
-    ngx_string("RateLimit-Policy");
-static ngx_str_t  ngx_http_linegate_limit_state_name =
-    ngx_string("RateLimit");
-static ngx_str_t  ngx_http_linegate_limit_retry_name =
-    ngx_string("Retry-After");
+/*
+ * The names of the limiter's lines, in arrays of their own: the address
+ * of a line's name tells the limiter's lines from the answer's, and a
+ * string literal is no address of its own, the linker making one of the
+ * module's equal literals (reply.c's "RateLimit" for the Lines and
+ * Provisioning APIs' fields was ngx_string("RateLimit")'s here).
+ */
+static u_char  ngx_http_linegate_limit_policy_key[] = "RateLimit-Policy";
+static u_char  ngx_http_linegate_limit_state_key[] = "RateLimit";
+static u_char  ngx_http_linegate_limit_retry_key[] = "Retry-After";
+
+static ngx_str_t  ngx_http_linegate_limit_policy_name = {
+    sizeof(ngx_http_linegate_limit_policy_key) - 1,
+    ngx_http_linegate_limit_policy_key
+};
+static ngx_str_t  ngx_http_linegate_limit_state_name = {
+    sizeof(ngx_http_linegate_limit_state_key) - 1,
+    ngx_http_linegate_limit_state_key
+};
+static ngx_str_t  ngx_http_linegate_limit_retry_name = {
+    sizeof(ngx_http_linegate_limit_retry_key) - 1,
+    ngx_http_linegate_limit_retry_key
+};
 
 
 static ngx_http_output_header_filter_pt  ngx_http_next_header_filter;

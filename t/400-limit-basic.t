@@ -12,6 +12,7 @@ use POSIX ();
 use LG::Stack;
 use LG::Test ();
 use LG::Limit qw(backend redis_now_us rl_key);
+use LG::Provision;
 
 my $dir = LG::Test::public_dir('file.txt' => "static file\n",
                                'limited.txt' => 'limited');
@@ -131,6 +132,10 @@ my $server = <<"CONF";
         location \@precond {
             add_header X-Limit \$linegate_limit_status always;
             return 412 'precondition failed';
+        }
+        location = /limited-limits {
+            linegate_limit zone=e;
+            linegate_api account_limits;
         }
 CONF
 
@@ -590,6 +595,32 @@ subtest 'headers of an answer sent through the filters again' => sub {
     is(scalar @{ $res->headers->every_header('RateLimit') }, 1,
        'RateLimit, once');
     $ua->max_connections($keep);
+};
+
+# linegate's own APIs in a limited location send fields of their own (an
+# account's daily and monthly purchases here) under names that are string
+# literals of the module, which the linker makes one with equal text
+# elsewhere in it: the limiter tells its own lines by names of its own
+subtest "an API's own RateLimit fields in a limited location" => sub {
+    my $p = LG::Provision->new($s);
+    my $a = $p->account('acct_rl400', no_stub_customer => 1);
+    my $k = key();
+    my $res = get("/limited-limits?k=$k", %{ $p->headers($a) });
+    is($res->code, 200, 'the limits, admitted');
+    my $pol = $res->headers->every_header('RateLimit-Policy');
+    is(scalar @$pol, 1, 'one RateLimit-Policy') or diag(explain $pol);
+    my $api = qr/"daily";q=\d+;w=86400, "monthly";q=\d+;w=2592000/;
+    like($pol->[0] // '', qr/^$api, "e";q=1;w=3600$/,
+         "the API's policies, then the limiter's");
+    my $rl = $res->headers->every_header('RateLimit');
+    is(scalar @$rl, 1, 'one RateLimit') or diag(explain $rl);
+    like($rl->[0] // '',
+         qr/^"daily";r=\d+;t=\d+, "monthly";r=\d+;t=\d+, "e";r=0;t=\d+$/,
+         'both states');
+    $res = get("/limited-limits?k=$k", %{ $p->headers($a) });
+    is($res->code, 429, 'the second refused');
+    is(scalar @{ $res->headers->every_header('Retry-After') }, 1,
+       'one Retry-After');
 };
 
 subtest 'inheritance like limit_req' => sub {
