@@ -151,6 +151,22 @@ typedef struct {
 } ngx_http_linegate_limit_cached_t;
 
 
+/* the fields the limiter sends: their index in _field_names */
+typedef enum {
+    NGX_HTTP_LINEGATE_LIMIT_RETRY = 0,
+    NGX_HTTP_LINEGATE_LIMIT_POLICY,
+    NGX_HTTP_LINEGATE_LIMIT_STATE,
+    NGX_HTTP_LINEGATE_LIMIT_FIELDS
+} ngx_http_linegate_limit_field_e;
+
+
+/* an answer's lines of those fields: ngx_http_linegate_limit_fields() */
+typedef struct {
+    ngx_table_elt_t                *own[NGX_HTTP_LINEGATE_LIMIT_FIELDS];
+    size_t                          len[NGX_HTTP_LINEGATE_LIMIT_FIELDS];
+} ngx_http_linegate_limit_fields_t;
+
+
 typedef struct {
     ngx_uint_t                      status;     /* _status_e */
     ngx_int_t                       rc;         /* for the phase engine */
@@ -216,14 +232,20 @@ static ngx_int_t ngx_http_linegate_limit_redis_key(ngx_http_request_t *r,
     ngx_http_linegate_limit_result_t *res);
 static ngx_int_t ngx_http_linegate_limit_header_filter(
     ngx_http_request_t *r);
+static ngx_uint_t ngx_http_linegate_limit_retry_status(ngx_http_request_t *r,
+    ngx_http_linegate_limit_loc_conf_t *llcf);
+static ngx_int_t ngx_http_linegate_limit_ratelimit(ngx_http_request_t *r,
+    ngx_http_linegate_limit_ctx_t *ctx, ngx_http_linegate_limit_fields_t *f);
 static int64_t ngx_http_linegate_limit_next(
     ngx_http_linegate_limit_ctx_t *ctx, ngx_http_linegate_limit_result_t *res);
 static ngx_uint_t ngx_http_linegate_limit_fields(ngx_http_request_t *r,
-    ngx_uint_t retry, size_t *plen, size_t *slen);
+    ngx_http_linegate_limit_fields_t *f);
+static ngx_int_t ngx_http_linegate_limit_fold(ngx_http_request_t *r,
+    ngx_http_linegate_limit_fields_t *f);
 static void ngx_http_linegate_limit_merge(ngx_http_request_t *r,
-    u_char *policy, u_char **pp, u_char *state, u_char **sp);
-static ngx_uint_t ngx_http_linegate_limit_named(ngx_table_elt_t *h,
-    ngx_str_t *name);
+    ngx_http_linegate_limit_fields_t *f, u_char **buf, u_char **end);
+static ngx_uint_t ngx_http_linegate_limit_field(ngx_table_elt_t *h,
+    ngx_uint_t *own);
 static ngx_int_t ngx_http_linegate_limit_add_header(ngx_http_request_t *r,
     ngx_str_t *name, u_char *value, size_t len);
 static ngx_int_t ngx_http_linegate_limit_variable(ngx_http_request_t *r,
@@ -404,6 +426,12 @@ static ngx_str_t  ngx_http_linegate_limit_state_name = {
 static ngx_str_t  ngx_http_linegate_limit_retry_name = {
     sizeof(ngx_http_linegate_limit_retry_key) - 1,
     ngx_http_linegate_limit_retry_key
+};
+
+static ngx_str_t  *ngx_http_linegate_limit_field_names[] = {
+    &ngx_http_linegate_limit_retry_name,
+    &ngx_http_linegate_limit_policy_name,
+    &ngx_http_linegate_limit_state_name
 };
 
 
@@ -1657,24 +1685,24 @@ ngx_http_linegate_limit_zone_status(ngx_http_linegate_limit_ctx_t *ctx,
  * (not_modified's 412, image_filter's 415:
  * ngx_http_filter_finalize_request()) clears the headers and the module
  * contexts before the error page goes through every filter again, and
- * a range filter's 416 goes through them again with the headers kept.
- * The answer's own fields of these names (a backend behind
- * error_page 429 = @name, linegate's own APIs): its RateLimit-Policy and
- * RateLimit items come first in the limiter's line, as a client that
- * combines the two lines reads them (RFC 9110, 5.3); its Retry-After
- * gives way to the limiter's on a refusal (the limiter knows when the
- * key passes), and stays when the limiter refused nothing.
+ * a range filter's 416 goes through them again with the headers kept,
+ * also after an error_page 416 redirect whose location answers with
+ * fields of its own. The answer's own fields of these names (a backend
+ * behind error_page 429 = @name, linegate's own APIs): its
+ * RateLimit-Policy and RateLimit items come first in the limiter's line,
+ * as a client that combines the two lines reads them (RFC 9110, 5.3);
+ * its Retry-After gives way to the limiter's on a refusal (the limiter
+ * knows when the key passes), and stays when the limiter sends none.
  */
 
 static ngx_int_t
 ngx_http_linegate_limit_header_filter(ngx_http_request_t *r)
 {
-    u_char                             *policy, *state, *pp, *sp, *p;
-    size_t                              len, plen, slen;
-    time_t                              share;
-    ngx_uint_t                          i, n, all, limited, known;
+    u_char                             *p;
+    size_t                              len;
+    ngx_uint_t                          i, retry, limited, known;
     ngx_http_linegate_limit_ctx_t      *ctx;
-    ngx_http_linegate_limit_result_t   *res;
+    ngx_http_linegate_limit_fields_t    f;
 
     if (r != r->main) {
         return ngx_http_next_header_filter(r);
@@ -1696,23 +1724,43 @@ ngx_http_linegate_limit_header_filter(ngx_http_request_t *r)
         }
     }
 
-    if (!limited && ctx->retry_after < 0) {
-        /* nothing to add: headers off, or every key empty */
+    retry = (ctx->retry_after >= 0
+             && ngx_http_linegate_limit_retry_status(r, ctx->llcf));
+
+    if (!limited && !retry) {
+        /*
+         * nothing to add: headers off, or every key empty, and no
+         * refusal or one an error_page made into another answer
+         */
         return ngx_http_next_header_filter(r);
     }
 
-    plen = 0;
-    slen = 0;
+    if (ngx_http_linegate_limit_fields(r, &f)) {
+        /*
+         * sent through the filters again: the lines of the first stand,
+         * and take in those of the answer an error_page gave since
+         */
+        if (ngx_http_linegate_limit_fold(r, &f) != NGX_OK) {
+            return NGX_ERROR;
+        }
 
-    if (ngx_http_linegate_limit_fields(r, ctx->retry_after >= 0,
-                                       limited ? &plen : NULL,
-                                       known ? &slen : NULL))
-    {
-        /* sent through the filters again: the lines of the first stand */
         return ngx_http_next_header_filter(r);
     }
 
-    if (ctx->retry_after >= 0) {
+    /* the answer's fields the limiter's lines replace or take in */
+    if (!retry) {
+        f.len[NGX_HTTP_LINEGATE_LIMIT_RETRY] = 0;
+    }
+
+    if (!limited) {
+        f.len[NGX_HTTP_LINEGATE_LIMIT_POLICY] = 0;
+    }
+
+    if (!known) {
+        f.len[NGX_HTTP_LINEGATE_LIMIT_STATE] = 0;
+    }
+
+    if (retry) {
         p = ngx_pnalloc(r->pool, NGX_INT_T_LEN);
         if (p == NULL) {
             return NGX_ERROR;
@@ -1728,9 +1776,62 @@ ngx_http_linegate_limit_header_filter(ngx_http_request_t *r)
         }
     }
 
-    if (!limited) {
-        return ngx_http_next_header_filter(r);
+    if (limited) {
+        if (ngx_http_linegate_limit_ratelimit(r, ctx, &f) != NGX_OK) {
+            return NGX_ERROR;
+        }
+
+    } else if (f.len[NGX_HTTP_LINEGATE_LIMIT_RETRY]) {
+        /* the answer's Retry-After dropped */
+        ngx_http_linegate_limit_merge(r, &f, NULL, NULL);
     }
+
+    return ngx_http_next_header_filter(r);
+}
+
+
+/*
+ * Retry-After goes with a refusal: RFC 9110 gives it a meaning on a 503
+ * and a 3xx, RFC 6585 on a 429, and the location's linegate_limit_status
+ * is the refusal its operator chose. An error_page that made the refusal
+ * another answer (error_page 429 =200 /fallback) served the request: a
+ * Retry-After there would tell the client to wait for what it has got.
+ * The answer's status is the final one: ngx_http_send_header() sets
+ * error_page's before the filters run.
+ */
+static ngx_uint_t
+ngx_http_linegate_limit_retry_status(ngx_http_request_t *r,
+    ngx_http_linegate_limit_loc_conf_t *llcf)
+{
+    ngx_uint_t  status;
+
+    status = r->headers_out.status;
+
+    return status == llcf->status
+           || status == NGX_HTTP_TOO_MANY_REQUESTS
+           || status == NGX_HTTP_SERVICE_UNAVAILABLE
+           || status / 100 == 3;
+}
+
+
+/*
+ * RateLimit-Policy and RateLimit of the zones that limit the request,
+ * after the answer's own items where f counts some
+ */
+static ngx_int_t
+ngx_http_linegate_limit_ratelimit(ngx_http_request_t *r,
+    ngx_http_linegate_limit_ctx_t *ctx, ngx_http_linegate_limit_fields_t *f)
+{
+    u_char                             *policy, *state, *pp, *sp;
+    u_char                             *buf[NGX_HTTP_LINEGATE_LIMIT_FIELDS];
+    u_char                             *end[NGX_HTTP_LINEGATE_LIMIT_FIELDS];
+    size_t                              len, plen, slen;
+    time_t                              share;
+    ngx_uint_t                          i, n, all;
+    ngx_http_linegate_limit_result_t   *res;
+
+    plen = f->len[NGX_HTTP_LINEGATE_LIMIT_POLICY];
+    slen = f->len[NGX_HTTP_LINEGATE_LIMIT_STATE];
 
     /*
      * The local fallback enforces each zone at rate/share (its GCRA's
@@ -1775,10 +1876,19 @@ ngx_http_linegate_limit_header_filter(ngx_http_request_t *r)
 
     sp = state;
 
-    if (plen || slen) {
-        /* the answer's own items first */
-        ngx_http_linegate_limit_merge(r, plen ? policy : NULL, &pp,
-                                      slen ? state : NULL, &sp);
+    if (f->len[NGX_HTTP_LINEGATE_LIMIT_RETRY] || plen || slen) {
+        /* the answer's own items first, its Retry-After dropped */
+        buf[NGX_HTTP_LINEGATE_LIMIT_RETRY] = NULL;
+        buf[NGX_HTTP_LINEGATE_LIMIT_POLICY] = policy;
+        buf[NGX_HTTP_LINEGATE_LIMIT_STATE] = state;
+        end[NGX_HTTP_LINEGATE_LIMIT_RETRY] = NULL;
+        end[NGX_HTTP_LINEGATE_LIMIT_POLICY] = pp;
+        end[NGX_HTTP_LINEGATE_LIMIT_STATE] = sp;
+
+        ngx_http_linegate_limit_merge(r, f, buf, end);
+
+        pp = end[NGX_HTTP_LINEGATE_LIMIT_POLICY];
+        sp = end[NGX_HTTP_LINEGATE_LIMIT_STATE];
     }
 
     if (all && plen) {
@@ -1839,7 +1949,7 @@ ngx_http_linegate_limit_header_filter(ngx_http_request_t *r)
         return NGX_ERROR;
     }
 
-    return ngx_http_next_header_filter(r);
+    return NGX_OK;
 }
 
 
@@ -1869,75 +1979,136 @@ ngx_http_linegate_limit_next(ngx_http_linegate_limit_ctx_t *ctx,
 
 
 /*
- * The answer's fields of the limiter's names, before its lines are put.
- * 1: the limiter's lines are there already (the filter runs again for an
- * answer whose headers nginx kept), told by the address of their names
- * (nginx clears the list whole or not at all). Else the answer's
- * Retry-After is dropped where the limiter sends one (retry), and what
- * its RateLimit-Policy (RateLimit) lines add to the limiter's line, each
- * value and a ", ", is counted into *plen (*slen) where the limiter
- * sends that field (non-NULL). A list of a few headers read once,
- * nothing allocated.
+ * The answer's fields of the limiter's names, before its lines are put,
+ * in one read of a list of a few headers, nothing allocated: each
+ * field's lines of the answer, each value and a ", ", counted in
+ * f->len, and the limiter's own lines, told by the address of their
+ * names, in f->own. 1: the limiter's lines are there already (the filter
+ * runs again for an answer whose headers nginx kept; nginx clears the
+ * list whole or not at all).
  */
 static ngx_uint_t
-ngx_http_linegate_limit_fields(ngx_http_request_t *r, ngx_uint_t retry,
-    size_t *plen, size_t *slen)
+ngx_http_linegate_limit_fields(ngx_http_request_t *r,
+    ngx_http_linegate_limit_fields_t *f)
 {
-    ngx_uint_t        i;
+    ngx_uint_t        i, k, own, again;
     ngx_list_part_t  *part;
     ngx_table_elt_t  *h;
+
+    ngx_memzero(f, sizeof(ngx_http_linegate_limit_fields_t));
+    again = 0;
 
     for (part = &r->headers_out.headers.part; part; part = part->next) {
         h = part->elts;
 
         for (i = 0; i < part->nelts; i++) {
-            if (h[i].key.data == ngx_http_linegate_limit_retry_name.data
-                || h[i].key.data == ngx_http_linegate_limit_policy_name.data
-                || h[i].key.data == ngx_http_linegate_limit_state_name.data)
-            {
-                return 1;
-            }
+            k = ngx_http_linegate_limit_field(&h[i], &own);
 
-            if (h[i].hash == 0) {
+            if (k == NGX_HTTP_LINEGATE_LIMIT_FIELDS) {
                 continue;
             }
 
-            if (ngx_http_linegate_limit_named(&h[i],
-                    &ngx_http_linegate_limit_retry_name))
-            {
-                if (retry) {
-                    h[i].hash = 0;
-                }
+            if (own) {
+                f->own[k] = &h[i];
+                again = 1;
 
-            } else if (plen != NULL
-                       && ngx_http_linegate_limit_named(&h[i],
-                              &ngx_http_linegate_limit_policy_name))
-            {
-                *plen += h[i].value.len + 2;
-
-            } else if (slen != NULL
-                       && ngx_http_linegate_limit_named(&h[i],
-                              &ngx_http_linegate_limit_state_name))
-            {
-                *slen += h[i].value.len + 2;
+            } else if (h[i].hash != 0) {
+                f->len[k] += h[i].value.len + 2;
             }
         }
     }
 
-    return 0;
+    return again;
 }
 
 
 /*
- * The answer's RateLimit-Policy (RateLimit) lines, where policy (state)
- * is not NULL, copied into the limiter's line at *pp (*sp) and dropped
+ * The filter runs again for an answer whose headers nginx kept, the
+ * limiter's lines of the first run among them: a range filter's 416,
+ * and an error_page 416 location's answer after it (nginx clears no
+ * header on an internal redirect). Lines of the limiter's names the
+ * answer has that are not the limiter's are that location's (those of
+ * the first answer were taken in or dropped then): as on a first run,
+ * its RateLimit-Policy and RateLimit items come first in the limiter's
+ * line and its Retry-After gives way to the limiter's; a field the
+ * limiter did not send is the answer's alone. A second run decides
+ * nothing: the lines the limiter sent stand.
+ */
+static ngx_int_t
+ngx_http_linegate_limit_fold(ngx_http_request_t *r,
+    ngx_http_linegate_limit_fields_t *f)
+{
+    u_char           *buf[NGX_HTTP_LINEGATE_LIMIT_FIELDS];
+    u_char           *end[NGX_HTTP_LINEGATE_LIMIT_FIELDS];
+    ngx_uint_t        k, fold;
+    ngx_table_elt_t  *own;
+
+    fold = 0;
+
+    for (k = 0; k < NGX_HTTP_LINEGATE_LIMIT_FIELDS; k++) {
+        own = f->own[k];
+        buf[k] = NULL;
+
+        if (own == NULL) {
+            f->len[k] = 0;
+        }
+
+        if (f->len[k] == 0) {
+            continue;
+        }
+
+        fold = 1;
+
+        if (k == NGX_HTTP_LINEGATE_LIMIT_RETRY) {
+            /* dropped */
+            continue;
+        }
+
+        buf[k] = ngx_pnalloc(r->pool, f->len[k] + own->value.len);
+        if (buf[k] == NULL) {
+            return NGX_ERROR;
+        }
+    }
+
+    if (!fold) {
+        return NGX_OK;
+    }
+
+    ngx_memcpy(end, buf, sizeof(end));
+
+    ngx_http_linegate_limit_merge(r, f, buf, end);
+
+    for (k = 0; k < NGX_HTTP_LINEGATE_LIMIT_FIELDS; k++) {
+        own = f->own[k];
+
+        if (buf[k] == NULL) {
+            continue;
+        }
+
+        if (end[k] != buf[k]) {
+            end[k] = ngx_cpymem(end[k], ", ", 2);
+        }
+
+        end[k] = ngx_cpymem(end[k], own->value.data, own->value.len);
+
+        own->value.data = buf[k];
+        own->value.len = end[k] - buf[k];
+    }
+
+    return NGX_OK;
+}
+
+
+/*
+ * The answer's lines of each field whose f->len is not 0 dropped, their
+ * values copied into the limiter's line at end[k] (buf[k] its start)
+ * where buf[k] is not NULL; the limiter's own lines left alone
  */
 static void
-ngx_http_linegate_limit_merge(ngx_http_request_t *r, u_char *policy,
-    u_char **pp, u_char *state, u_char **sp)
+ngx_http_linegate_limit_merge(ngx_http_request_t *r,
+    ngx_http_linegate_limit_fields_t *f, u_char **buf, u_char **end)
 {
-    u_char           *start, **p;
-    ngx_uint_t        i;
+    ngx_uint_t        i, k, own;
     ngx_list_part_t  *part;
     ngx_table_elt_t  *h;
 
@@ -1945,49 +2116,58 @@ ngx_http_linegate_limit_merge(ngx_http_request_t *r, u_char *policy,
         h = part->elts;
 
         for (i = 0; i < part->nelts; i++) {
-            if (h[i].hash == 0) {
-                continue;
-            }
+            k = ngx_http_linegate_limit_field(&h[i], &own);
 
-            if (policy != NULL
-                && ngx_http_linegate_limit_named(&h[i],
-                       &ngx_http_linegate_limit_policy_name))
+            if (k == NGX_HTTP_LINEGATE_LIMIT_FIELDS || own
+                || h[i].hash == 0 || f->len[k] == 0)
             {
-                start = policy;
-                p = pp;
-
-            } else if (state != NULL
-                       && ngx_http_linegate_limit_named(&h[i],
-                              &ngx_http_linegate_limit_state_name))
-            {
-                start = state;
-                p = sp;
-
-            } else {
                 continue;
             }
 
             h[i].hash = 0;
 
-            if (h[i].value.len == 0) {
+            if (buf == NULL || buf[k] == NULL || h[i].value.len == 0) {
                 continue;
             }
 
-            if (*p != start) {
-                *p = ngx_cpymem(*p, ", ", 2);
+            if (end[k] != buf[k]) {
+                end[k] = ngx_cpymem(end[k], ", ", 2);
             }
 
-            *p = ngx_cpymem(*p, h[i].value.data, h[i].value.len);
+            end[k] = ngx_cpymem(end[k], h[i].value.data, h[i].value.len);
         }
     }
 }
 
 
+/*
+ * Which of the limiter's fields h is (_field_e), _FIELDS for another one;
+ * *own: the limiter's line, told by the address of its name
+ */
 static ngx_uint_t
-ngx_http_linegate_limit_named(ngx_table_elt_t *h, ngx_str_t *name)
+ngx_http_linegate_limit_field(ngx_table_elt_t *h, ngx_uint_t *own)
 {
-    return h->key.len == name->len
-           && ngx_strncasecmp(h->key.data, name->data, name->len) == 0;
+    ngx_uint_t   k;
+    ngx_str_t   *name;
+
+    *own = 0;
+
+    for (k = 0; k < NGX_HTTP_LINEGATE_LIMIT_FIELDS; k++) {
+        name = ngx_http_linegate_limit_field_names[k];
+
+        if (h->key.data == name->data) {
+            *own = 1;
+            return k;
+        }
+
+        if (h->key.len == name->len
+            && ngx_strncasecmp(h->key.data, name->data, name->len) == 0)
+        {
+            return k;
+        }
+    }
+
+    return NGX_HTTP_LINEGATE_LIMIT_FIELDS;
 }
 
 

@@ -2,7 +2,8 @@
 # RateLimit-Policy / RateLimit headers, dry run, status, headers off,
 # inheritance, several zones per location (all must pass, refunds), empty
 # keys, internal redirects, and answers produced by proxy_pass, static
-# files and return; one line of each field where the answer has its own.
+# files and return; one line of each field where the answer has its own,
+# also after a 416's error_page; Retry-After only on a refusal's answer.
 use strict;
 use warnings;
 use lib 't/lib';
@@ -133,6 +134,42 @@ my $server = <<"CONF";
             add_header X-Limit \$linegate_limit_status always;
             return 412 'precondition failed';
         }
+        location /bpage-uri/ {
+            linegate_limit zone=e;
+            error_page 429 /bpage-to/;
+            root $dir; try_files /file.txt =404;
+        }
+        location /bpage-to/ {
+            proxy_pass http://127.0.0.1:\@PPORT\@;
+        }
+        location /range416/ {
+            linegate_limit zone=e;
+            error_page 416 \@range416;
+            alias $dir/;
+        }
+        location \@range416 {
+            proxy_pass http://127.0.0.1:\@PPORT\@;
+        }
+        location /fallback/ {
+            linegate_limit zone=e;
+            error_page 429 =200 /limited/;
+            root $dir; try_files /file.txt =404;
+        }
+        location /fallback-proxy/ {
+            linegate_limit zone=e;
+            error_page 429 =200 \@bpage;
+            root $dir; try_files /file.txt =404;
+        }
+        location /away/ {
+            linegate_limit zone=e;
+            error_page 429 http://status.example.com/;
+            root $dir; try_files /file.txt =404;
+        }
+        location /forbid/ {
+            linegate_limit zone=e;
+            linegate_limit_status 403;
+            root $dir; try_files /file.txt =404;
+        }
         location = /limited-limits {
             linegate_limit zone=e;
             linegate_api account_limits;
@@ -149,6 +186,9 @@ my $pages = <<"CONF";
         add_header RateLimit '"b";r=3;t=7' always;
         location /bpage/ { return 429 'backend page'; }
         location /bproxy/ { return 200 'backend ok'; }
+        location /bpage-to/ { return 200 'backend page'; }
+        location /range416/ { return 200 'backend 416 page'; }
+        location /fallback-proxy/ { return 200 'backend fallback'; }
     }
 CONF
 
@@ -483,7 +523,12 @@ subtest 'headers reach proxy_pass, static files and internal redirects' => sub {
     is($res->body, 'limited', 'from the error_page location');
     is($res->headers->header('X-Limit'), 'REJECTED',
        'counted once: the error_page location does not count again');
-    ok($res->headers->header('Retry-After'), 'Retry-After kept');
+    # error_page 429 = /uri takes that location's status: a 200 here,
+    # which served the request (RFC 9110 10.2.3)
+    is($res->headers->header('Retry-After'), undef,
+       'no Retry-After on the 200 it answers');
+    like($res->headers->header('RateLimit') // '', qr/^"e";r=0;t=\d+$/,
+         'RateLimit kept');
 };
 
 # every method counts, as with limit_req: a HEAD, an OPTIONS (a CORS
@@ -595,6 +640,90 @@ subtest 'headers of an answer sent through the filters again' => sub {
     is(scalar @{ $res->headers->every_header('RateLimit') }, 1,
        'RateLimit, once');
     $ua->max_connections($keep);
+};
+
+# error_page 429 /uri (no =): the refusal's status stays, whatever the
+# location it leads to answers; its backend's fields as behind a named
+# location: one line of each
+subtest 'error_page 429 /uri to a backend with its own fields' => sub {
+    my $k = key();
+    is(get("/bpage-uri/?k=$k")->code, 200, 'first passes');
+    my $res = get("/bpage-uri/?k=$k");
+    is($res->code, 429, 'rejected: the 429 stays');
+    is($res->body, 'backend page', "the backend's page");
+    my $ra = $res->headers->every_header('Retry-After');
+    is(scalar @$ra, 1, 'one Retry-After') or diag(explain $ra);
+    ok(($ra->[0] // 0) > 3000, "the limiter's") or diag(explain $ra);
+    is_deeply($res->headers->every_header('RateLimit-Policy'),
+              ['"b";q=5;w=60, "e";q=1;w=3600'], 'one RateLimit-Policy');
+    my $rl = $res->headers->every_header('RateLimit');
+    is(scalar @$rl, 1, 'one RateLimit') or diag(explain $rl);
+};
+
+# a range filter's 416 keeps the headers, the limiter's lines among them,
+# and error_page 416 leads to a backend that sends fields of its own:
+# still one line of each, the backend's items first; the limiter refused
+# nothing, so the backend's Retry-After is the one
+subtest 'a 416 through error_page to a backend with its own fields' => sub {
+    my $k = key();
+    my $res = get("/range416/file.txt?k=$k", Range => 'bytes=1000-');
+    is($res->code, 416, 'a range past the end: 416');
+    is($res->body, 'backend 416 page', 'error_page 416 = the backend');
+    is_deeply($res->headers->every_header('RateLimit-Policy'),
+              ['"b";q=5;w=60, "e";q=1;w=3600'],
+              'one RateLimit-Policy: the backend\'s, then the limiter\'s');
+    my $rl = $res->headers->every_header('RateLimit');
+    is(scalar @$rl, 1, 'one RateLimit') or diag(explain $rl);
+    like($rl->[0] // '', qr/^"b";r=3;t=7, "e";r=0;t=\d+$/, 'both');
+    is_deeply($res->headers->every_header('Retry-After'), ['99'],
+              "the backend's Retry-After: the limiter refused nothing");
+    is(get("/range416/file.txt?k=$k")->code, 429, 'the 416 was counted');
+};
+
+# Retry-After belongs with a refusal (RFC 9110 10.2.3: a 503 or a 3xx;
+# RFC 6585: a 429): an error_page that serves the refused request
+# (error_page 429 =200) sends the RateLimit fields without it; a
+# redirect (3xx) and the location's own linegate_limit_status keep it
+subtest 'Retry-After only where the answer is a refusal' => sub {
+    my $k = key();
+    is(get("/fallback/?k=$k")->code, 200, 'first passes');
+    my $res = get("/fallback/?k=$k");
+    is($res->code, 200, 'rejected, error_page 429 =200 serves it');
+    is($res->body, 'limited', 'from the fallback location');
+    is($res->headers->header('X-Limit'), 'REJECTED', 'a rejection');
+    is_deeply($res->headers->every_header('Retry-After'), [],
+              'no Retry-After on a 200');
+    is_deeply($res->headers->every_header('RateLimit-Policy'),
+              ['"e";q=1;w=3600'], 'RateLimit-Policy');
+    like($res->headers->header('RateLimit') // '', qr/^"e";r=0;t=\d+$/,
+         'RateLimit: nothing remaining');
+
+    $k = key();
+    is(get("/fallback-proxy/?k=$k")->code, 200, 'proxied fallback: first');
+    $res = get("/fallback-proxy/?k=$k");
+    is($res->code, 200, 'rejected, error_page 429 =200 @backend');
+    is($res->body, 'backend fallback', "the backend's answer");
+    is_deeply($res->headers->every_header('Retry-After'), ['99'],
+              "the backend's own Retry-After, the limiter's not sent");
+    my $rl = $res->headers->every_header('RateLimit');
+    is(scalar @$rl, 1, 'one RateLimit') or diag(explain $rl);
+    like($rl->[0] // '', qr/^"b";r=3;t=7, "e";r=0;t=\d+$/, 'both');
+
+    $k = key();
+    is(get("/away/?k=$k")->code, 200, 'redirecting location: first');
+    $res = get("/away/?k=$k");
+    is($res->code, 302, 'rejected, error_page 429 http://...: a 302');
+    is($res->headers->location, 'http://status.example.com/', 'Location');
+    my $ra = $res->headers->every_header('Retry-After');
+    is(scalar @$ra, 1, 'a 3xx keeps Retry-After') or diag(explain $ra);
+    ok(($ra->[0] // 0) > 3000, 'the limiter\'s');
+
+    $k = key();
+    is(get("/forbid/?k=$k")->code, 200, 'linegate_limit_status 403: first');
+    $res = get("/forbid/?k=$k");
+    is($res->code, 403, 'rejected with 403');
+    ok($res->headers->header('Retry-After'),
+       'the refusal\'s own status keeps Retry-After');
 };
 
 # linegate's own APIs in a limited location send fields of their own (an

@@ -12,7 +12,9 @@
  * node, 16 states), the phase engine resumed with the decision, then the
  * header filter (Retry-After, RateLimit-Policy, RateLimit), twice, as
  * nginx may send an answer's header through the filters again (one line
- * of each all the same), and the $linegate_limit_status variable.
+ * of each all the same), and for a refusal once more on a 200 (what
+ * error_page 429 =200 makes of it), and the $linegate_limit_status
+ * variable.
  *
  * The zones' keys are what ngx_http_complex_value() would give, and the
  * Redis calls are recorded, not sent, and answered from the input as
@@ -50,7 +52,8 @@
  * rejected in a zone used alone, no later than it said the key could
  * pass nor a second after; a refund only of a zone Redis admitted in a
  * request it rejected; Retry-After is sent exactly with a rejection, its
- * value the rounded-up seconds of the largest retry Redis gave;
+ * value the rounded-up seconds of the largest retry Redis gave, and not
+ * when error_page made the refusal a 200;
  * RateLimit's r and t are never negative.
  */
 
@@ -1446,6 +1449,98 @@ fuzz_check_effects(fuzz_req_t *q)
 }
 
 
+/*
+ * An error_page 416 location's answer after a range filter's 416 (the
+ * headers kept): its own Retry-After, RateLimit-Policy and RateLimit
+ * lines, pushed before the filter runs once more. One live line of each
+ * after: the limiter's Retry-After if it sent one, else the answer's;
+ * the answer's items first in the limiter's lists, or alone.
+ */
+static void
+fuzz_check_foreign(fuzz_req_t *q, int64_t retry)
+{
+    ngx_uint_t        i, k, seen[3];
+    ngx_list_part_t  *part;
+    ngx_table_elt_t  *h;
+
+    static ngx_str_t  names[3] = {
+        ngx_string("Retry-After"),
+        ngx_string("RateLimit-Policy"),
+        ngx_string("RateLimit")
+    };
+    static ngx_str_t  values[3] = {
+        ngx_string("77"),
+        ngx_string("\"x\";q=1;w=1"),
+        ngx_string("\"x\";r=0;t=1")
+    };
+
+    for (k = 0; k < 3; k++) {
+        h = ngx_list_push(&q->r->headers_out.headers);
+        if (h == NULL) {
+            abort();
+        }
+
+        h->hash = 1;
+        h->key = names[k];
+        h->value = values[k];
+#if (nginx_version >= 1023000)
+        h->next = NULL;
+#endif
+    }
+
+    if (ngx_http_linegate_limit_header_filter(q->r) != NGX_OK) {
+        __builtin_trap();
+    }
+
+    ngx_memzero(seen, sizeof(seen));
+
+    for (part = &q->r->headers_out.headers.part; part; part = part->next) {
+        h = part->elts;
+
+        for (i = 0; i < part->nelts; i++) {
+            if (h[i].hash == 0) {
+                continue;
+            }
+
+            for (k = 0; k < 3; k++) {
+                if (h[i].key.len == names[k].len
+                    && memcmp(h[i].key.data, names[k].data, names[k].len)
+                       == 0)
+                {
+                    break;
+                }
+            }
+
+            if (k == 3 || seen[k]++) {
+                __builtin_trap();
+            }
+
+            if (k == 0) {
+                if (fuzz_digits(h[i].value.data, h[i].value.len)
+                    != (retry >= 0 ? retry : 77))
+                {
+                    __builtin_trap();
+                }
+
+            } else if (h[i].value.len < values[k].len
+                       || memcmp(h[i].value.data, values[k].data,
+                                 values[k].len) != 0
+                       || (h[i].value.len > values[k].len
+                           && (h[i].value.len < values[k].len + 3
+                               || memcmp(h[i].value.data + values[k].len,
+                                         ", \"", 3) != 0)))
+            {
+                __builtin_trap();
+            }
+        }
+    }
+
+    if (!seen[0] || !seen[1] || !seen[2]) {
+        __builtin_trap();
+    }
+}
+
+
 /* the answer: its headers, $linegate_limit_status, the metrics */
 static void
 fuzz_check_answer(fuzz_req_t *q)
@@ -1453,6 +1548,10 @@ fuzz_check_answer(fuzz_req_t *q)
     ngx_http_variable_value_t  var;
 
     ngx_http_next_header_filter = fuzz_next_header_filter;
+
+    /* the refusal's own answer, or the one the request was let through to */
+    q->r->headers_out.status = (q->rc > 0) ? (ngx_uint_t) q->rc
+                                           : NGX_HTTP_OK;
 
     if (ngx_http_linegate_limit_header_filter(q->r) != NGX_OK
         || fuzz_headers(q->r, q->ctx) != q->ctx->retry_after)
@@ -1465,6 +1564,29 @@ fuzz_check_answer(fuzz_req_t *q)
         || fuzz_headers(q->r, q->ctx) != q->ctx->retry_after)
     {
         __builtin_trap();
+    }
+
+    fuzz_check_foreign(q, q->ctx->retry_after);
+
+    if (q->rc > 0) {
+        /*
+         * the refusal made a 200 by error_page 429 =200: the same fields
+         * but Retry-After, which a served request must not get
+         */
+        if (ngx_list_init(&q->r->headers_out.headers, q->r->pool, 2,
+                          sizeof(ngx_table_elt_t))
+            != NGX_OK)
+        {
+            abort();
+        }
+
+        q->r->headers_out.status = NGX_HTTP_OK;
+
+        if (ngx_http_linegate_limit_header_filter(q->r) != NGX_OK
+            || fuzz_headers(q->r, q->ctx) != -1)
+        {
+            __builtin_trap();
+        }
     }
 
     ngx_memzero(&var, sizeof(ngx_http_variable_value_t));
