@@ -77,7 +77,8 @@ typedef enum {
      * a = W, b = "inv_<invoice id>", "inv_draft_<request id>",
      * "lapsed_<request id>" (reissue_lapsed) or "paid_<invoice id>"
      * (paid_after_cancel); an invoice's never expires, and a run's
-     * reissue_lapsed takes "inv_<invoice id>" (lr_paid_claim);
+     * reissue_lapsed or worker_lost takes "inv_<invoice id>" or
+     * "paid_<invoice id>" (lr_paid_claim);
      * _FLEET_Q_NONE, lg:{fleet}:q:-, when there is no reason (never set)
      */
     NGX_HTTP_LINEGATE_KEY_FLEET_Q,

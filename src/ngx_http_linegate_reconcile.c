@@ -72,11 +72,14 @@
  *             entry's paid invoice the request is to name, answered OK
  *             first as before any store; on a cluster with the set-up
  *             member (ZADD lg:{fleet}:lr:setup), in one round trip
- *   MARK      script lr_paid_claim (the fleet's slot): reissue_lapsed,
- *             a paid invoice it would leave for a human (or hold): taken
- *             under the invoice's own marker (lg:{fleet}:q:<W>:inv_<in>),
- *             unless another entry presents it (a sweep's, which queued
- *             it): then passed over, one entry a paid invoice
+ *   MARK      script lr_paid_claim (the fleet's slot): reissue_lapsed
+ *             or worker_lost, a paid invoice it would leave for a human
+ *             (or hold): taken under the invoice's own marker
+ *             (lg:{fleet}:q:<W>:inv_<in>; paid_<in> for one its canceled
+ *             request names), unless another entry presents it (a
+ *             sweep's or a store's invoice_unrepaired, a
+ *             paid_after_cancel): then passed over, one entry a paid
+ *             invoice
  *   PAID_SETTLE  script lr_invoice_settle (the workspace's slot): the
  *             paid invoice stored on its request and the request
  *             promoted, in one step, as a creation whose invoice Stripe
@@ -158,7 +161,9 @@
  *     customer paid for it: the invoice is stored on it and the request
  *     promoted (PAID_INDEX, PAID_SETTLE: settled), as a creation does
  *     with an invoice Stripe paid at finalization; moved on (released,
- *     naming another invoice), a human's;
+ *     naming another invoice, canceled), a human's, once: an entry that
+ *     presents it already (invoice_unrepaired, paid_after_cancel: MARK)
+ *     has it passed over, the entry settled on what else it finds;
  *   reissue_lapsed (a Lines API request that ended, paid or canceled,
  *     while a payment_link claim of it had lapsed: its worker may have
  *     left a new invoice unstored, which no payment_link sweeps now; or
@@ -401,8 +406,19 @@ typedef struct {
     ngx_str_t                            left;
     const char                          *left_why;
     /*
-     * reissue_lapsed: the paid invoices another entry presents to a
-     * human (their marker not this entry's, MARK): passed over
+     * reissue_lapsed: the invoice the request names that Stripe does not
+     * know (NAMED's 404), said once MARK gave the paid one to this entry
+     */
+    ngx_str_t                            missing;
+    /*
+     * worker_lost: the paid invoice is one its canceled request names,
+     * the payment a paid_after_cancel entry presents (MARK, paid_<in>)
+     */
+    unsigned                             canceled:1;
+    /*
+     * reissue_lapsed, worker_lost: the paid invoices another entry
+     * presents to a human (their marker not this entry's, MARK): passed
+     * over
      */
     ngx_str_t                passed[NGX_HTTP_LINEGATE_RECONCILE_LAPSED_MAX];
     ngx_uint_t                           npassed;
@@ -699,6 +715,8 @@ static ngx_int_t ngx_http_linegate_reconcile_release(ngx_http_request_t *r,
 static ngx_int_t ngx_http_linegate_reconcile_fence(ngx_http_request_t *r,
     ngx_http_linegate_reconcile_t *rc,
     ngx_http_linegate_reconcile_entry_t *e);
+static ngx_uint_t ngx_http_linegate_reconcile_passed(
+    ngx_http_linegate_reconcile_entry_t *e, json_t *sub);
 static ngx_uint_t ngx_http_linegate_reconcile_lapsed_skip(
     ngx_http_linegate_reconcile_entry_t *e, json_t *sub);
 static void ngx_http_linegate_reconcile_fenced_named(ngx_http_request_t *r,
@@ -718,6 +736,8 @@ static void ngx_http_linegate_reconcile_paid_settled(ngx_http_request_t *r,
     ngx_http_linegate_ctx_t *ctx, redisReply *reply);
 static void ngx_http_linegate_reconcile_paid_left(ngx_http_request_t *r,
     ngx_http_linegate_ctx_t *ctx, const char *why);
+static void ngx_http_linegate_reconcile_paid_said(ngx_http_request_t *r,
+    ngx_http_linegate_reconcile_entry_t *e);
 static ngx_int_t ngx_http_linegate_reconcile_mark(ngx_http_request_t *r,
     ngx_http_linegate_reconcile_t *rc, ngx_http_linegate_reconcile_entry_t *e);
 static void ngx_http_linegate_reconcile_marked(ngx_http_request_t *r,
@@ -2949,6 +2969,11 @@ ngx_http_linegate_reconcile_find(ngx_http_linegate_ctx_t *ctx,
             continue;
         }
 
+        if (ngx_http_linegate_reconcile_passed(e, sub)) {
+            /* another entry presents it to a human (MARK) */
+            continue;
+        }
+
         ngx_http_linegate_reconcile_object(e, sub);
 
         if (e->lapsed && ngx_http_linegate_reconcile_lapsed_skip(e, sub)) {
@@ -3005,17 +3030,10 @@ ngx_http_linegate_reconcile_find(ngx_http_linegate_ctx_t *ctx,
 }
 
 
-/*
- * reissue_lapsed: a request that ended names its own invoice, void,
- * uncollectible (payable on purpose) or paid; the one a lapsed claim left
- * unstored is a draft or open, or paid (at finalization, from the
- * customer's credit balance, or before the run voided it): a paid one is
- * read against the request (FENCE, check), and passed over once the
- * request is found to name it
- */
+/* a paid invoice MARK passed over (another entry presents it) */
 static ngx_uint_t
-ngx_http_linegate_reconcile_lapsed_skip(
-    ngx_http_linegate_reconcile_entry_t *e, json_t *sub)
+ngx_http_linegate_reconcile_passed(ngx_http_linegate_reconcile_entry_t *e,
+    json_t *sub)
 {
     json_t      *id;
     ngx_uint_t   i;
@@ -3028,10 +3046,29 @@ ngx_http_linegate_reconcile_lapsed_skip(
                            e->passed[i].len)
                == 0)
         {
-            /* another entry presents it to a human (MARK) */
             return 1;
         }
     }
+
+    return 0;
+}
+
+
+/*
+ * reissue_lapsed: a request that ended names its own invoice, void,
+ * uncollectible (payable on purpose) or paid; the one a lapsed claim left
+ * unstored is a draft or open, or paid (at finalization, from the
+ * customer's credit balance, or before the run voided it): a paid one is
+ * read against the request (FENCE, check), and passed over once the
+ * request is found to name it
+ */
+static ngx_uint_t
+ngx_http_linegate_reconcile_lapsed_skip(
+    ngx_http_linegate_reconcile_entry_t *e, json_t *sub)
+{
+    json_t  *id;
+
+    id = json_object_get(sub, "id");
 
     if (e->named.len && json_is_string(id)
         && json_string_length(id) == e->named.len
@@ -3615,7 +3652,12 @@ ngx_http_linegate_reconcile_fenced_named(ngx_http_request_t *r,
     }
 
     if (ngx_http_linegate_reconcile_is(&status, "canceled")) {
-        /* paid, and nothing gives the line: never reopened by a run */
+        /*
+         * paid, and nothing gives the line: never reopened by a run. Its
+         * payment is a paid_after_cancel's (the webhook's, a GET's):
+         * MARK looks at that marker
+         */
+        e->canceled = 1;
         ngx_http_linegate_reconcile_paid_left(r, ctx, "was canceled");
         return;
     }
@@ -3916,22 +3958,15 @@ ngx_http_linegate_reconcile_named_read(ngx_http_request_t *r,
          * in its place with 'hold' (RESOLVE, op_reconcile_resolve), which
          * later runs leave without a Stripe call
          */
-        ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
-                      NGX_HTTP_LINEGATE_LOG "reconciliation: line request "
-                      "\"%V\" of workspace \"%V\" names invoice \"%V\", "
-                      "which Stripe does not know (404), and its lapsed "
-                      "reissue's \"%V\" is paid: held for a human "
-                      "(named_missing; give the line, or refund the "
-                      "invoice at Stripe, then remove the entry)",
-                      &e->line_request, &e->workspace, &e->replaced,
-                      &e->found);
-
+        e->missing = e->replaced;
         ngx_str_null(&e->replaced);
         e->hold_as = "named_missing";
 
         /*
          * held once the others are discarded (decide), as paid_left,
-         * unless another entry presents the paid one (MARK)
+         * unless another entry presents the paid one (MARK): said then,
+         * by the entry that holds it. Until 2026-11-29 it was said here,
+         * before MARK, also by an entry MARK then passed over
          */
         ngx_http_linegate_reconcile_next(r, ctx,
                                          NGX_HTTP_LINEGATE_RECONCILE_MARK);
@@ -4057,42 +4092,61 @@ ngx_http_linegate_reconcile_paid_left(ngx_http_request_t *r,
     rc = ctx->data;
     e = &rc->entry[rc->i];
 
-    if (e->lapsed) {
-        /*
-         * the request's other draft and open invoices (an older lapsed
-         * claim's) are still discarded first: deferred here, this one
-         * would come first again every run, and once a human removed
-         * the entry no run would find them, left payable. decide says
-         * invoice_paid when none is left, naming this one. Not before
-         * MARK: a sweep may have queued it for a human already
-         */
-        e->left_why = why;
+    /*
+     * reissue_lapsed: the request's other draft and open invoices (an
+     * older lapsed claim's) are still discarded first: deferred here,
+     * this one would come first again every run, and once a human
+     * removed the entry no run would find them, left payable. decide
+     * says invoice_paid when none is left, naming this one.
+     *
+     * Not before MARK, for an entry that found the invoice by its
+     * metadata (reissue_lapsed, worker_lost): a sweep, a refused store
+     * or a webhook may have queued it for a human already, under its
+     * own entry. One that names it (invoice_unrepaired,
+     * paid_after_cancel) was queued under that invoice's marker: it is
+     * the one presenting it. Until 2026-11-29 a worker_lost entry did
+     * not look, and two entries presented one payment.
+     */
+    e->left_why = why;
+
+    if (e->lapsed || e->subscription.len == 0) {
         ngx_http_linegate_reconcile_next(r, ctx,
                                          NGX_HTTP_LINEGATE_RECONCILE_MARK);
         return;
     }
 
+    ngx_http_linegate_reconcile_paid_said(r, e);
+    ngx_http_linegate_reconcile_defer(r, ctx, "invoice_paid", 0);
+}
+
+
+/* a paid invoice left for a human (deferred, invoice_paid): at warn */
+static void
+ngx_http_linegate_reconcile_paid_said(ngx_http_request_t *r,
+    ngx_http_linegate_reconcile_entry_t *e)
+{
     ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
                   NGX_HTTP_LINEGATE_LOG "reconciliation: line request "
                   "\"%V\" of workspace \"%V\" (%V): its invoice \"%V\" is "
                   "paid, but the request %s: left for a human (give the "
                   "line, or refund the invoice at Stripe)",
                   &e->line_request, &e->workspace, &e->reason, &e->found,
-                  why);
-
-    ngx_http_linegate_reconcile_defer(r, ctx, "invoice_paid", 0);
+                  e->left_why ? e->left_why : "does not name it");
 }
 
 
 /*
- * MARK: reissue_lapsed, a paid invoice it would leave for a human (or
- * hold, named_missing), e->found. The invoice's marker,
+ * MARK: reissue_lapsed or worker_lost, a paid invoice it would leave for
+ * a human (or hold, named_missing), e->found. The invoice's marker,
  * lg:{fleet}:q:<W>:inv_<in>, is the one lr_invoice_orphan queues it
- * under when a payment_link, cancel or GET sweep leaves it for a human:
- * lr_paid_claim takes it for this entry (its stream id, the same every
- * run; a held copy is never looked at again), or answers that another
- * entry has it. Until 2026-11-29 both entries presented one paid
- * invoice to a human.
+ * under when a payment_link, cancel or GET sweep leaves it for a human,
+ * or a creation's store refused once a run fenced its request;
+ * paid_<in> for an invoice its canceled request names, the one the
+ * invoice.paid webhook (or a GET's check) queues its payment under as
+ * paid_after_cancel: lr_paid_claim takes it for this entry (its stream
+ * id, the same every run; a held copy is never looked at again), or
+ * answers that another entry has it. Until 2026-11-29 both entries
+ * presented one paid invoice to a human.
  */
 static ngx_int_t
 ngx_http_linegate_reconcile_mark(ngx_http_request_t *r,
@@ -4101,14 +4155,18 @@ ngx_http_linegate_reconcile_mark(ngx_http_request_t *r,
     ngx_str_t                        which, key;
     ngx_http_linegate_redis_args_t  *a;
 
-    which.len = sizeof("inv_") - 1 + e->found.len;
+    which.len = sizeof(NGX_HTTP_LINEGATE_LR_PAID_MARKER) - 1 + e->found.len;
 
     which.data = ngx_pnalloc(r->pool, which.len);
     if (which.data == NULL) {
         return NGX_ERROR;
     }
 
-    (void) ngx_sprintf(which.data, "inv_%V", &e->found);
+    which.len = ngx_sprintf(which.data,
+                            e->canceled ? NGX_HTTP_LINEGATE_LR_PAID_MARKER "%V"
+                                        : "inv_%V",
+                            &e->found)
+                - which.data;
 
     if (ngx_http_linegate_key(r->pool, NGX_HTTP_LINEGATE_KEY_FLEET_Q,
                               &e->workspace, &which, &key)
@@ -4128,32 +4186,48 @@ ngx_http_linegate_reconcile_mark(ngx_http_request_t *r,
 
 
 /*
- * MARK answered: 1, this entry's: left for a human (held once the
- * others are discarded, or invoice_paid); 0, another entry presents it
- * (its own invoice_unrepaired, queued by a sweep): passed over, the
- * request's other invoices still looked for
+ * MARK answered: 1, this entry's: left for a human (reissue_lapsed: held
+ * once the others are discarded, or invoice_paid; worker_lost:
+ * invoice_paid now); 0, another entry presents it (its own
+ * invoice_unrepaired or paid_after_cancel): passed over, the request's
+ * other invoices still looked for (none: settled on that, a worker_lost
+ * entry's reservation dropped if still there, as for no invoice)
  */
 static void
 ngx_http_linegate_reconcile_marked(ngx_http_request_t *r,
     ngx_http_linegate_ctx_t *ctx, int64_t code)
 {
+    ngx_uint_t                            canceled;
     ngx_http_linegate_reconcile_t        *rc;
     ngx_http_linegate_reconcile_entry_t  *e;
 
     rc = ctx->data;
     e = &rc->entry[rc->i];
 
+    /* for this invoice only */
+    canceled = e->canceled;
+    e->canceled = 0;
+
+    if (code == 1 && !e->lapsed) {
+        ngx_http_linegate_reconcile_paid_said(r, e);
+        ngx_http_linegate_reconcile_defer(r, ctx, "invoice_paid", 0);
+        return;
+    }
+
     if (code == 1) {
         if (e->hold_as == NULL) {
+            ngx_http_linegate_reconcile_paid_said(r, e);
+
+        } else {
             ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
                           NGX_HTTP_LINEGATE_LOG "reconciliation: line "
-                          "request \"%V\" of workspace \"%V\" (%V): its "
-                          "invoice \"%V\" is paid, but the request %s: "
-                          "left for a human (give the line, or refund the "
-                          "invoice at Stripe)",
-                          &e->line_request, &e->workspace, &e->reason,
-                          &e->found,
-                          e->left_why ? e->left_why : "does not name it");
+                          "request \"%V\" of workspace \"%V\" names invoice "
+                          "\"%V\", which Stripe does not know (404), and its "
+                          "lapsed reissue's \"%V\" is paid: held for a human "
+                          "(named_missing; give the line, or refund the "
+                          "invoice at Stripe, then remove the entry)",
+                          &e->line_request, &e->workspace, &e->missing,
+                          &e->found);
         }
 
         e->left = e->found;
@@ -4172,12 +4246,15 @@ ngx_http_linegate_reconcile_marked(ngx_http_request_t *r,
                   NGX_HTTP_LINEGATE_LOG "reconciliation: line request "
                   "\"%V\" of workspace \"%V\" (%V): its invoice \"%V\" is "
                   "paid, and queued before for a human under its own entry "
-                  "(invoice_unrepaired): passed over", &e->line_request,
-                  &e->workspace, &e->reason, &e->found);
+                  "(%s): passed over", &e->line_request, &e->workspace,
+                  &e->reason, &e->found,
+                  canceled ? NGX_HTTP_LINEGATE_LR_PAID_REASON
+                           : "invoice_unrepaired");
 
     /* the pool's: e->found is a copy (decide) */
     e->passed[e->npassed++] = e->found;
     e->hold_as = NULL;
+    ngx_str_null(&e->missing);
     ngx_http_linegate_reconcile_relist(r, ctx, e);
 }
 

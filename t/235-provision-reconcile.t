@@ -1888,6 +1888,44 @@ subtest 'reissue_lapsed: the named invoice unknown to Stripe: held once'
     unqueue($id);
 };
 
+# The same, B queued for a human already by a sweep (invoice_unrepaired,
+# its marker inv_<B>): MARK passes over B, the entry is not held, and
+# the named_missing warning is not said. It was said before MARK looked
+# (NAMED's 404), by an entry that then held nothing: a warning for a
+# hold that never was, B's own entry presenting it.
+subtest 'reissue_lapsed: named_missing, its paid one queued: not said'
+=> sub {
+    my $l = LG::Lines->new($s);
+    my $w = $l->workspace('org_lapsed_missing_queued');
+    my ($id, $old, $paid) = lapsed_paid_reissue($l, $w);
+    my $gone = 'in_1missing0000000000001';
+    $r->hset("lg:{ws:$w->{id}}:lr:$id", invoiceId => $gone);
+    # what a sweep's lr_invoice_orphan wrote: the marker, then the entry
+    $r->set("lg:{fleet}:q:$w->{id}:inv_$paid", 1);
+    $r->xadd('lg:{fleet}:reconcile', '*', workspace => $w->{id},
+             line_request_id => $id, invoice_id => $paid,
+             reason => 'invoice_unrepaired', customer => $w->{customer},
+             at => iso_ago(60));
+    $l->lapsed_entry($w, $id);
+
+    my $from = length $s->error_log;
+    my $b = run();
+    my ($e) = grep { ($_->{line_request_id} // '') eq $id
+                     && ($_->{reason} // '') eq 'reissue_lapsed' }
+              @{ $b->{entries} // [] };
+    isnt($e->{detail} // '', 'named_missing', 'not held') or diag explain $b;
+    my @q = grep { ($_->{line_request_id} // '') eq $id } @{ $p->reconcile };
+    is(join(',', map { ($_->{reason} // '-') . '/' . ($_->{hold} // '-') }
+                 @q), 'invoice_unrepaired/-', 'B\'s own entry alone')
+        or diag explain \@q;
+    my $log = substr($s->error_log, $from);
+    unlike($log, qr/names invoice "\Q$gone\E", which Stripe does not/,
+           'no named_missing warning');
+    like($log, qr/\[notice\].*"\Q$paid\E" is paid, and queued before for/,
+         'B passed over, said at notice');
+    unqueue($id);
+};
+
 # A rolling upgrade: the lapsed claim's B made by an old node, before
 # reissues wrote metadata[invoice_seq]. The run deferred it to a human
 # at every run (no claim's mark), where the module before adopted it.
@@ -2328,6 +2366,110 @@ subtest 'a paid invoice whose request is gone: left for a human' => sub {
               . qr/but the request no longer awaits payment/;
     like($s->error_log, qr/$why/, 'logged, saying why');
     $r->xdel('lg:{fleet}:reconcile', $e->{id}) if $e->{id};
+};
+
+# One entry a paid invoice, as reissue_lapsed since feebbf6: a lost
+# creation's paid invoice whose request moved on is left for a human by
+# its worker_lost entry, unless another entry presents it already: an
+# invoice_unrepaired (its store, sent again, refused once the request
+# was fenced or released; a sweep's) under inv_<in>, or, the request
+# canceled naming it, the webhook's paid_after_cancel under paid_<in>.
+# The worker_lost entry then passes over it and settles on what else it
+# finds; first, it takes the marker, and a queuing after it finds the
+# invoice queued before. Both entries used to present the one payment.
+subtest 'worker_lost: a paid invoice queued already is not left twice'
+=> sub {
+    my $l = LG::Lines->new($s);
+    my $EMAIL = body(channelType => 'email', email => 'k@example.com');
+    my $one = sub {
+        my ($id, $reason, $in) = @_;
+        my @left = grep { ($_->{line_request_id} // '') eq $id }
+                   @{ $p->reconcile };
+        is(join(',', map { ($_->{reason} // '-') . '/'
+                           . ($_->{invoice_id} // '') } @left),
+           "$reason/$in", "one entry presents it: $reason")
+            or diag explain \@left;
+    };
+    my $gone = sub {
+        my ($w, $key) = @_;
+        my ($id, $inv) = killed_finalized($l, $w, $EMAIL, $key) or return;
+        is($l->invoice_do($inv->{id}, 'pay')->{invoice}{status}, 'paid',
+           'the customer paid the invoice at Stripe');
+        $r->hset("lg:{ws:$w->{id}}:lr:$id", 'reservedAt', 1);
+        $l->answer($l->create($w, $EMAIL, 'Idempotency-Key' => $key), 201,
+                   'the same key ten minutes later: a new request');
+        ok(!$r->exists("lg:{ws:$w->{id}}:lr:$id"), 'the old one dropped');
+        return ($id, $inv->{id});
+    };
+
+    # the request gone, the invoice queued invoice_unrepaired
+    my $w = $l->workspace('org_lost_twice');
+    my ($id, $in) = $gone->($w, 'klt') or return;
+    $r->set("lg:{fleet}:q:$w->{id}:inv_$in", 1);
+    $r->xadd('lg:{fleet}:reconcile', '*', workspace => $w->{id},
+             line_request_id => $id, invoice_id => $in,
+             reason => 'invoice_unrepaired', customer => $w->{customer},
+             at => iso_ago(60));
+    sleep 1.1;    # linegate_reconcile_lost_after
+    my $from = length $s->error_log;
+    my $b = run();
+    my ($e) = grep { ($_->{line_request_id} // '') eq $id
+                     && ($_->{reason} // '') eq 'worker_lost' }
+              @{ $b->{entries} // [] };
+    is(join('/', map { $_ // '-' } @{ $e // {} }{qw(outcome detail)}),
+       'no_invoice/-', 'worker_lost: passed over it, settled')
+        or diag explain $b;
+    $one->($id, 'invoice_unrepaired', $in);
+    my $said = qr/\[notice\].*\(worker_lost\): its invoice "\Q$in\E" /
+               . qr/is paid, and queued before for a human under its own /
+               . qr/entry \(invoice_unrepaired\): passed over/;
+    like(substr($s->error_log, $from), qr/$said/, 'said at notice');
+    unqueue($id);
+
+    # its canceled request names it: the webhook's paid_after_cancel
+    my $inv;
+    ($w, $id, $inv) = paid_then_stored($l, 'org_lost_twice_canceled',
+                                       'kltc') or return;
+    $in = $inv->{id};
+    $r->hset("lg:{ws:$w->{id}}:lr:$id", provisioningStatus => 'canceled');
+    $r->set("lg:{fleet}:q:$w->{id}:paid_$in", 1);
+    $r->xadd('lg:{fleet}:reconcile', '*', workspace => $w->{id},
+             line_request_id => $id, invoice_id => $in,
+             reason => 'paid_after_cancel', customer => $w->{customer},
+             at => iso_ago(60));
+    $b = run();
+    ($e) = grep { ($_->{line_request_id} // '') eq $id
+                  && ($_->{reason} // '') eq 'worker_lost' }
+           @{ $b->{entries} // [] };
+    is(join('/', map { $_ // '-' } @{ $e // {} }{qw(outcome detail)}),
+       'no_invoice/-', 'canceled: passed over it, settled')
+        or diag explain $b;
+    $one->($id, 'paid_after_cancel', $in);
+    is($l->lr($w, $id)->{provisioningStatus}, 'canceled', 'not reopened');
+    unqueue($id);
+
+    # the other order: the worker_lost entry first, taking the marker
+    $w = $l->workspace('org_lost_first');
+    ($id, $in) = $gone->($w, 'klf') or return;
+    sleep 1.1;    # linegate_reconcile_lost_after
+    for my $n (1, 2) {
+        $b = run();
+        ($e) = grep { ($_->{line_request_id} // '') eq $id }
+               @{ $b->{entries} // [] };
+        is(join('/', map { $_ // '-' } @{ $e // {} }{qw(outcome detail)}),
+           'deferred/invoice_paid', "run $n: left for a human, this entry")
+            or diag explain $b;
+    }
+    my $marker = "lg:{fleet}:q:$w->{id}:inv_$in";
+    is($r->get($marker), $e->{id} // '-', 'its marker, this entry\'s');
+    is($r->ttl($marker), -1, 'for good');
+    # what a refused store's queuing (lr_invoice_orphan) then answers
+    my $script = LG::Test::lua_script('lr_invoice_orphan');
+    is($r->eval($script, 2, $marker, 'lg:{fleet}:reconcile', $w->{id}, $id,
+                $in, $w->{customer}, iso_ago(0)), 0,
+       'a queuing after it: queued before');
+    $one->($id, 'worker_lost', '');
+    unqueue($id);
 };
 
 # the workspace's Stripe customer changed by the operator after the

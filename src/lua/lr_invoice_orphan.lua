@@ -31,10 +31,10 @@
 -- once for as long as its request exists (include/pv_queue.lua); those
 -- of a draft never seen (inv_draft_<id>) and of reissue_lapsed
 -- (lapsed_<id>) last 7 days, a durable write's resend. A reconciliation
--- run's reissue_lapsed entry that leaves a paid invoice for a human
--- takes the same inv_<in> marker (lr_paid_claim, value its entry id):
--- queued after it, the invoice is queued before (0), one entry an
--- invoice.
+-- run's reissue_lapsed or worker_lost entry that leaves a paid invoice
+-- for a human takes the same inv_<in> (or paid_<in>) marker
+-- (lr_paid_claim, value its entry id): queued after it, the invoice is
+-- queued before (0), one entry an invoice.
 --
 -- Returns 1 when queued now, 0 when it was already.
 
