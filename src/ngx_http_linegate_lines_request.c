@@ -788,10 +788,11 @@ ngx_http_linegate_lines_queue_now(ngx_log_t *log, ngx_str_t *ws,
  * The run looks under the customer the request was billed to, else the
  * workspace's: a request made before requests kept their customer was
  * billed (and reissued: lr_manage) under the workspace's. A caller that
- * has neither (a GET reads the request alone, a webhook the request's
- * own) leaves it to lines_lapsed_ws: the workspace's read after the
- * caller's answer, which waits for neither (so a GET of such a request
- * waits for no extra round trip), then queued. Before 2026-11-29 it was
+ * has neither (a GET reads the request alone; a webhook's wh_invoice
+ * answers the workspace's since 2026-11-29, the request's own before)
+ * leaves it to lines_lapsed_ws: the workspace's read after the
+ * caller's answer, which does not wait for it (so a GET of such a
+ * request waits for no extra round trip), then queued. Before 2026-11-29 it was
  * queued under no customer, which a run leaves to a human (no_customer)
  * without looking: the invoices that claim left stayed payable.
  */

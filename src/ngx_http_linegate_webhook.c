@@ -278,7 +278,7 @@ static void
 ngx_http_linegate_webhook_owner(ngx_http_request_t *r, redisReply *reply)
 {
     u_char                           *sep;
-    ngx_str_t                         owner, ws, id, ekey;
+    ngx_str_t                         owner, ws, id, ekey, wkey;
     ngx_str_t                         keys[
                                           NGX_HTTP_LINEGATE_KEYS_LR_REQUEST];
     ngx_http_linegate_redis_args_t   *a, ma;
@@ -339,6 +339,9 @@ ngx_http_linegate_webhook_owner(ngx_http_request_t *r, redisReply *reply)
         || ngx_http_linegate_key(r->pool, NGX_HTTP_LINEGATE_KEY_WS_EVENT,
                                  &ws, &inv->event_id, &ekey)
            != NGX_OK
+        || ngx_http_linegate_key(r->pool, NGX_HTTP_LINEGATE_KEY_WS, &ws, NULL,
+                                 &wkey)
+           != NGX_OK
         || ngx_http_linegate_key_request(r->pool, &ws, &id, NULL, keys)
            != NGX_OK)
     {
@@ -349,14 +352,16 @@ ngx_http_linegate_webhook_owner(ngx_http_request_t *r, redisReply *reply)
     lmcf = ngx_http_get_module_main_conf(r, ngx_http_linegate_module);
 
     /*
-     * the event, the request's keys (lr_settle's), the stream on one
-     * Redis only (on a cluster it is another slot: lr_setup.h)
+     * the event, the request's keys (lr_settle's), the workspace (its
+     * customer, for a request that keeps none), the stream on one Redis
+     * only (on a cluster it is another slot: lr_setup.h)
      */
     ngx_http_linegate_redis_args_init(a);
     ngx_http_linegate_redis_arg_str(a, &ekey);
     ngx_http_linegate_redis_arg_strs(a, keys,
                                      NGX_HTTP_LINEGATE_KEYS_LR_REQUEST);
-    inv->nkeys = 1 + NGX_HTTP_LINEGATE_KEYS_LR_REQUEST;
+    ngx_http_linegate_redis_arg_str(a, &wkey);
+    inv->nkeys = 2 + NGX_HTTP_LINEGATE_KEYS_LR_REQUEST;
 
     if (!lmcf->redis_cluster) {
         ngx_http_linegate_redis_arg_str(a,

@@ -308,7 +308,7 @@ sub resolve_proxy {
                         my @a = resp_args($in, 0, $e);
                         my $cmd = uc($a[0] // '');
                         # a line of its own (the comments are not sent)
-                        # (wh_invoice's is KEYS[6])
+                        # (wh_invoice's is KEYS[7])
                         my $src = qr/ARGV\[8\] == 'w' and KEYS\[5\]/;
                         if ($cmd eq 'SCRIPT' && ($a[2] // '') =~ $src) {
                             $sha = Digest::SHA::sha1_hex($a[2]);

@@ -1198,8 +1198,9 @@ subtest 'a webhook whose answer was lost: its redelivery queues it' => sub {
 
     # wh_invoice as nginx sends it for invoice.paid, its answer lost (a
     # void over the lapsed claim is refused since 2026-11-28: t/300)
-    my $got = [$r->eval(lua_script('wh_invoice'), 6,
-                        "lg:{ws:$w->{id}}:event:$evt", @keys, $old, 'paid',
+    my $got = [$r->eval(lua_script('wh_invoice'), 7,
+                        "lg:{ws:$w->{id}}:event:$evt", @keys[0 .. 3],
+                        "lg:{ws:$w->{id}}", $keys[4], $old, 'paid',
                         $now, $iso, 86400, $w->{id}, $id, 'w')];
     is($got->[0], 3, 'applied');
     is($r->hget($lkey, 'provisioningStatus'), 'provisioning', 'promoted');

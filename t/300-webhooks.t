@@ -117,12 +117,13 @@ subtest 'invoice.paid promotes the request, once' => sub {
     # on a cluster the set-up stream is another slot: not named (the
     # worker appends the entry itself, t/159)
     my ($n, $stream) = $s->topology eq 'cluster'
-        ? (5, '') : (6, ' "lg:provisioning"');
+        ? (6, '') : (7, ' "lg:provisioning"');
     like($c[1] // '',
          qr/"EVALSHA"\ "[0-9a-f]{40}"\ "$n"
             \ "lg:\{ws:org_wh1\}:event:\Q$ev->{id}\E"
             \ "lg:\{ws:org_wh1\}:lr:\Q$ID1\E" \ "lg:\{ws:org_wh1\}:lines"
             \ "lg:\{ws:org_wh1\}:live" \ "lg:\{ws:org_wh1\}:pending"
+            \ "lg:\{ws:org_wh1\}"
             \Q$stream\E\ "in_wh1"/ix,
          'then the script on the workspace\'s keys') or diag "@$cmds";
 };
@@ -416,6 +417,36 @@ subtest 'an uncollectible invoice paid later does not reopen its request'
     is(status_of('org_wh3', $ID3), 'canceled/failed', 'still canceled');
     is(stream_len(), $before, 'still nothing provisioned');
     unlike($s->error_log, qr/\Q$secret\E/, 'the secret is never logged');
+};
+
+# The same for a request made before requests kept their customer (no
+# `customer` in its hash): billed under the workspace's stripeCustomerId,
+# as payment_link and cancel bill and sweep it (lr_manage). wh_invoice
+# answered the request's own customer, '', and the payment was queued
+# under none; it answers the workspace's now, as a GET's, payment_link's
+# or cancel's queuing of the same payment does.
+subtest 'paid after cancel, the request keeping no customer: the ws\'s' =>
+sub {
+    my ($ws, $id, $in) = ('org_wh12', '6a092ebde4a7fbddc8a83212',
+                          'in_wh12');
+    awaiting($ws, $id, $in);
+    $r->hset("lg:{ws:$ws}", stripeCustomerId => 'cus_wh12');
+    answer_is(deliver(event('invoice.marked_uncollectible', {id => $in})),
+              200, 'uncollectible');
+    is(status_of($ws, $id), 'canceled/failed', 'canceled');
+    ok(!$r->hexists("lg:{ws:$ws}:lr:$id", 'customer'), 'keeping none');
+
+    my $body = answer_is(deliver(event('invoice.paid',
+                                       {id => $in, object => 'invoice',
+                                        status => 'paid'})),
+                         200, 'invoice.paid');
+    is_deeply($body, {received => \1, unapplied => \1}, 'unapplied');
+    my @e = grep { ($_->{line_request_id} // '') eq $id }
+            map { +{ @{ $_->[1] } } }
+            $r->xrange('lg:{fleet}:reconcile', '-', '+');
+    is(scalar @e, 1, 'queued') or diag explain \@e;
+    is(join('/', map { $_ // '-' } @{ $e[0] // {} }{qw(reason customer)}),
+       'paid_after_cancel/cus_wh12', 'under the workspace\'s customer');
 };
 
 subtest 'signature refusals change nothing' => sub {

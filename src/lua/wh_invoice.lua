@@ -4,7 +4,9 @@
 --          applied once; under the workspace's tag)
 -- KEYS[2]  lg:{ws:W}:lr:<ARGV[7]>  KEYS[3]  lg:{ws:W}:lines
 -- KEYS[4]  lg:{ws:W}:live  KEYS[5]  lg:{ws:W}:pending
--- KEYS[6]  lg:provisioning (one Redis only: not declared on a cluster,
+-- KEYS[6]  lg:{ws:W}: the workspace, its stripeCustomerId read for a
+--          request that keeps no customer
+-- KEYS[7]  lg:provisioning (one Redis only: not declared on a cluster,
 --          where it is another slot)
 -- ARGV[1]  invoice id
 -- ARGV[2]  'paid' or 'void' (voided and marked_uncollectible)
@@ -71,8 +73,24 @@
 --
 -- The event id is remembered once the event is applied (settled or left
 -- alone), never before: an event that changed nothing stays deliverable.
+--
+-- customer (both answers): the one the request was billed to, else the
+-- workspace's stripeCustomerId (a request made before requests kept
+-- their customer was billed, and is reissued and swept, under it:
+-- lr_manage), where a reconciliation run looks. Until 2026-11-29 the
+-- request's own alone, '' for such a request: nginx then read the
+-- workspace's itself, one more round trip after the answer
+-- (lines_lapsed), and a paid_after_cancel entry was queued with none.
 
 --#include lr_settle
+
+-- the customer the request was billed to, else the workspace's ('')
+local function lg_wh_customer(customer)
+    if customer and customer ~= '' then
+        return customer
+    end
+    return redis.call('HGET', KEYS[6], 'stripeCustomerId') or ''
+end
 
 -- the request's sweepPending mark: {1, customer, from, to}, or
 -- {0, '', '', ''} (to: sweepPendingTo, '' when none)
@@ -82,7 +100,7 @@ local function lg_wh_pending(lkey)
     if not h[1] then
         return 0, '', '', ''
     end
-    return 1, h[2] or '', h[1], h[3] or ''
+    return 1, lg_wh_customer(h[2]), h[1], h[3] or ''
 end
 
 -- A request that may still come to name this invoice: its index is
@@ -158,10 +176,10 @@ end
 -- invoice be paid later; its request stays canceled, the payment is a
 -- human's (refunded, or the line given by hand)
 if ARGV[2] == 'paid' and cur[3] == 'canceled' then
-    return {8, redis.call('HGET', KEYS[2], 'customer') or ''}
+    return {8, lg_wh_customer(redis.call('HGET', KEYS[2], 'customer'))}
 end
 
-local stream = ARGV[8] == 'w' and KEYS[6] or nil
+local stream = ARGV[8] == 'w' and KEYS[7] or nil
 local status, changed, channel, line_type =
     lg_lr_settle(stream, KEYS[2], KEYS[3], KEYS[4], KEYS[5], ws, id,
                  ARGV[2], ARGV[3], ARGV[4])
