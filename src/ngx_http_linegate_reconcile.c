@@ -47,6 +47,13 @@
  *             looks at 100 entries at most, and the ones left for a
  *             human must not keep the others waiting run after run
  *   then, for each entry old enough (linegate_reconcile_delay):
+ *   CUSTOMER  HGET lg:{ws:W} stripeCustomerId (the workspace's slot): a
+ *             Lines API entry with no invoice to name and no customer
+ *             (queued by a module before 2026-11-29: a GET's or a
+ *             webhook's reissue_lapsed of a request that keeps none) is
+ *             looked for under the workspace's, as payment_link bills
+ *             and sweeps such a request and as such an entry is queued
+ *             now; the workspace has none: left, no_customer
  *   LOOKUP    Stripe: the subscription by its id, or, when the id was
  *             never seen, among the customer's subscriptions by
  *             metadata[worker_id] (a list, not Stripe's search: the
@@ -308,6 +315,7 @@ typedef enum {
     NGX_HTTP_LINEGATE_RECONCILE_INSPECT,
     NGX_HTTP_LINEGATE_RECONCILE_SETTLE,
     NGX_HTTP_LINEGATE_RECONCILE_READ,
+    NGX_HTTP_LINEGATE_RECONCILE_CUSTOMER,
     NGX_HTTP_LINEGATE_RECONCILE_LOOKUP,
     NGX_HTTP_LINEGATE_RECONCILE_RECORD,
     NGX_HTTP_LINEGATE_RECONCILE_RELEASE,
@@ -363,6 +371,11 @@ typedef struct {
     ngx_str_t                            reason;
     ngx_str_t                            idempotency_key;
     ngx_str_t                            customer;
+    /*
+     * a Lines entry queued with no customer: the workspace's read
+     * (CUSTOMER), once a run
+     */
+    unsigned                             customer_read:1;
     time_t                               at;        /* the purchase's */
     /* reissue_lapsed: the latest claim's (its 'to'; 0: none known) */
     time_t                               to;
@@ -689,6 +702,8 @@ static void ngx_http_linegate_reconcile_entries(ngx_http_request_t *r,
 static ngx_int_t ngx_http_linegate_reconcile_entry(ngx_http_request_t *r,
     ngx_http_linegate_reconcile_entry_t *e, redisReply *reply);
 
+static ngx_int_t ngx_http_linegate_reconcile_customer(ngx_http_request_t *r,
+    ngx_http_linegate_reconcile_entry_t *e);
 static ngx_int_t ngx_http_linegate_reconcile_lookup(ngx_http_request_t *r,
     ngx_http_linegate_ctx_t *ctx, ngx_http_linegate_reconcile_entry_t *e);
 static ngx_int_t ngx_http_linegate_reconcile_page(ngx_http_request_t *r,
@@ -938,6 +953,10 @@ ngx_http_linegate_reconcile_next(ngx_http_request_t *r,
         rv = ngx_http_linegate_reconcile_read(r, rc);
         break;
 
+    case NGX_HTTP_LINEGATE_RECONCILE_CUSTOMER:
+        rv = ngx_http_linegate_reconcile_customer(r, e);
+        break;
+
     case NGX_HTTP_LINEGATE_RECONCILE_LOOKUP:
         rv = ngx_http_linegate_reconcile_lookup(r, ctx, e);
         break;
@@ -1073,7 +1092,8 @@ ngx_http_linegate_reconcile_next(ngx_http_request_t *r,
                                          NGX_HTTP_LINEGATE_RECONCILE_DONE);
         return;
 
-    default: /* RECORD, RELEASE, FENCE, PAID_*, MARK, RESOLVE, RENEW */
+    default:
+        /* CUSTOMER, RECORD, RELEASE, FENCE, PAID_*, MARK, RESOLVE, RENEW */
         ngx_http_linegate_reconcile_defer(r, ctx, "store_unavailable", 1);
         return;
     }
@@ -1167,6 +1187,15 @@ ngx_http_linegate_reconcile_advance(ngx_http_request_t *r,
 
         /* looked at, whatever comes of it: the next run starts past it */
         rc->last = e->id;
+
+        if (e->subscription.len == 0 && e->line_request.len
+            && e->customer.len == 0 && !e->customer_read)
+        {
+            /* queued with none: the workspace's (CUSTOMER) */
+            ngx_http_linegate_reconcile_next(r, ctx,
+                                         NGX_HTTP_LINEGATE_RECONCILE_CUSTOMER);
+            return;
+        }
 
         if (e->subscription.len == 0
             && !ngx_http_linegate_stripe_id_valid(&e->customer))
@@ -2755,6 +2784,47 @@ ngx_http_linegate_reconcile_entry(ngx_http_request_t *r,
 
     return e->account.len && e->worker_id.len && e->reason.len
            ? NGX_OK : NGX_ERROR;
+}
+
+
+/*
+ * CUSTOMER: a Lines API entry with no invoice to name was queued with no
+ * customer, which only a module before 2026-11-29 did (a GET's or a
+ * webhook's reissue_lapsed of a request made before requests kept their
+ * customer: d06d64b). Such a request was billed, and is reissued and
+ * swept by payment_link and cancel, under the workspace's
+ * stripeCustomerId (lr_manage), and an entry queued for it now carries
+ * that one (lines_lapsed): the run reads it as the queuing would have
+ * now. Safe to look under: the run takes only invoices whose
+ * metadata[line_request_id] is the entry's request, whatever the
+ * customer, so a customer the workspace moved to since finds none of
+ * them (settled as no_invoice, as an entry queued today would be); the
+ * workspace has none: left (no_customer), as before. Read each run, not
+ * written back: the entry stays as queued.
+ */
+static ngx_int_t
+ngx_http_linegate_reconcile_customer(ngx_http_request_t *r,
+    ngx_http_linegate_reconcile_entry_t *e)
+{
+    ngx_str_t                       key;
+    ngx_http_linegate_redis_args_t  a;
+
+    e->customer_read = 1;
+
+    if (ngx_http_linegate_key(r->pool, NGX_HTTP_LINEGATE_KEY_WS,
+                              &e->workspace, NULL, &key)
+        != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    ngx_http_linegate_redis_args_init(&a);
+    ngx_http_linegate_redis_arg_cstr(&a, "HGET");
+    ngx_http_linegate_redis_arg_str(&a, &key);
+    ngx_http_linegate_redis_arg_cstr(&a, "stripeCustomerId");
+
+    return ngx_http_linegate_redis_command(r, &a,
+                                          ngx_http_linegate_reconcile_stored);
 }
 
 
@@ -5564,6 +5634,30 @@ ngx_http_linegate_reconcile_stored(ngx_http_request_t *r, redisReply *reply)
 
     case NGX_HTTP_LINEGATE_RECONCILE_MARK:
         ngx_http_linegate_reconcile_marked(r, ctx, reply ? code : -1);
+        return;
+
+    case NGX_HTTP_LINEGATE_RECONCILE_CUSTOMER:
+        if (reply == NULL
+            || (reply->type != REDIS_REPLY_STRING
+                && reply->type != REDIS_REPLY_NIL))
+        {
+            ngx_http_linegate_reconcile_defer(r, ctx, "store_unavailable", 1);
+            return;
+        }
+
+        /* none (or not an id): left as no_customer (advance) */
+        if (reply->type == REDIS_REPLY_STRING
+            && reply->len <= NGX_HTTP_LINEGATE_RECONCILE_FIELD_MAX
+            && ngx_http_linegate_pstr(r->pool, &e->customer,
+                                      (u_char *) reply->str, reply->len)
+               == NULL)
+        {
+            ngx_http_linegate_reconcile_defer(r, ctx, "no_memory", 1);
+            return;
+        }
+
+        /* the same entry again, now with a customer */
+        ngx_http_linegate_reconcile_advance(r, ctx);
         return;
 
     case NGX_HTTP_LINEGATE_RECONCILE_RESOLVE:

@@ -2622,6 +2622,45 @@ subtest 'an entry with no customer is left, the newer ones settled' => sub {
     $r->del("lg:{acct:acct_nocus}:resv:$w", 'lg:{acct:acct_nocus}:prov');
 };
 
+# A reissue_lapsed entry of a request keeping no customer, queued by a
+# module before 2026-11-29 (a GET's or a webhook's) with customer '':
+# runs left it to a human (no_customer) for good, the invoices its
+# lapsed claim left payable. Such a request was billed, reissued and
+# swept under the workspace's stripeCustomerId, which the run now reads
+# (as such an entry is queued now); a workspace with none: still left.
+subtest 'a Lines entry queued with no customer: the workspace\'s' => sub {
+    my $l = LG::Lines->new($s);
+    my $w = $l->workspace('org_lapsed_nocus');
+    my $id = '6a0c00000000000000000021';
+    $r->hset("lg:{ws:$w->{id}}:lr:$id", provisioningStatus => 'canceled');
+    my $draft = lapsed_invoice($w, $id, 'draft');
+    $r->xadd('lg:{fleet}:reconcile', '*', workspace => $w->{id},
+             line_request_id => $id, invoice_id => '',
+             reason => 'reissue_lapsed', customer => '', at => iso_ago(60));
+    my $b = run();
+    my ($e) = grep { ($_->{line_request_id} // '') eq $id }
+              @{ $b->{entries} // [] };
+    is(join('/', map { $_ // '-' } @{ $e // {} }{qw(outcome detail)}),
+       'deleted/-', 'looked for under the workspace\'s: deleted')
+        or diag explain $b;
+    is(scalar(() = $l->invoices($w->{customer})), 0, 'nothing payable left');
+    is_deeply([grep { ($_->{line_request_id} // '') eq $id }
+               @{ $p->reconcile }], [], 'off lg:{fleet}:reconcile');
+
+    # a workspace with no customer: nothing to look under
+    my $ws = 'org_lapsed_nocus_none';
+    $l->workspace($ws, customer => '');
+    $r->xadd('lg:{fleet}:reconcile', '*', workspace => $ws,
+             line_request_id => $id, invoice_id => '',
+             reason => 'reissue_lapsed', customer => '', at => iso_ago(60));
+    $b = run();
+    ($e) = grep { ($_->{workspace} // '') eq $ws }
+           @{ $b->{entries} // [] };
+    is(join('/', map { $_ // '-' } @{ $e // {} }{qw(outcome detail)}),
+       'deferred/no_customer', 'none: left, no_customer') or diag explain $b;
+    unqueue($id);
+};
+
 subtest 'entries left for a human never hold the newer ones back' => sub {
     # 25 entries no run can settle at the head of the stream (not even
     # purchases: skipped and logged), then a lost purchase
